@@ -1,0 +1,163 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  ERRORS,
+  ERROR_CODES,
+  GatewayError,
+  errorBody,
+  gatewayError,
+  isAnthropicErrorBody,
+  isGatewayError,
+  sseErrorEvent,
+  toGatewayError,
+  upstreamErrorToGateway,
+} from './errors.ts';
+import type { ErrorCode } from './errors.ts';
+import { StreamMeter } from './sse.ts';
+
+const TABLE: Record<ErrorCode, [number, string, boolean]> = {
+  invalid_request: [400, 'invalid_request_error', false],
+  invalid_json: [400, 'invalid_request_error', false],
+  invalid_api_key: [401, 'authentication_error', false],
+  insufficient_credits: [402, 'billing_error', false],
+  ip_not_allowed: [403, 'permission_error', false],
+  permission_denied: [403, 'permission_error', false],
+  model_not_found: [404, 'not_found_error', false],
+  not_found: [404, 'not_found_error', false],
+  conflict: [409, 'invalid_request_error', false],
+  request_too_large: [413, 'request_too_large', false],
+  rate_limit_exceeded: [429, 'rate_limit_error', true],
+  spend_limit_exceeded: [429, 'rate_limit_error', false],
+  internal_error: [500, 'api_error', true],
+  upstream_error: [503, 'api_error', true],
+  overloaded: [503, 'overloaded_error', true],
+  state_unavailable: [503, 'api_error', true],
+};
+
+test('catalogue: every code has the agreed status, type, retriable and a message', () => {
+  assert.deepEqual([...ERROR_CODES].sort(), Object.keys(TABLE).sort());
+  for (const code of ERROR_CODES) {
+    const [status, type, retriable] = TABLE[code];
+    const spec = ERRORS[code];
+    assert.equal(spec.status, status, code);
+    assert.equal(spec.type, type, code);
+    assert.equal(spec.retriable, retriable, code);
+    assert.ok(spec.message.length > 0, code);
+    const err = gatewayError(code);
+    assert.ok(err instanceof GatewayError && err instanceof Error);
+    assert.equal(err.code, code);
+    assert.equal(err.status, status);
+    assert.equal(err.type, type);
+    assert.equal(err.retriable, retriable);
+    assert.equal(err.message, spec.message);
+  }
+});
+
+test('gatewayError: message, headers and cause', () => {
+  const cause = new Error('ECONNREFUSED');
+  const err = gatewayError('state_unavailable', 'Balance store unreachable', { headers: { 'retry-after': '5' }, cause });
+  assert.equal(err.message, 'Balance store unreachable');
+  assert.deepEqual(err.headers, { 'retry-after': '5' });
+  assert.equal(err.cause, cause);
+  assert.equal(gatewayError('not_found').headers, undefined);
+  assert.ok(isGatewayError(err));
+  assert.ok(!isGatewayError(cause));
+});
+
+test('toGatewayError hides unknown errors as internal_error', () => {
+  const boom = new TypeError('x is undefined');
+  const err = toGatewayError(boom);
+  assert.equal(err.code, 'internal_error');
+  assert.equal(err.message, 'Internal server error');
+  assert.equal(err.cause, boom);
+  const known = gatewayError('invalid_api_key');
+  assert.equal(toGatewayError(known), known);
+});
+
+test('errorBody shape is exact', () => {
+  const err = gatewayError('insufficient_credits', 'Balance too low: need 120 credits, have 3');
+  assert.equal(
+    JSON.stringify(errorBody(err, 'req_011CTest')),
+    '{"type":"error","error":{"type":"billing_error","code":"insufficient_credits","message":"Balance too low: need 120 credits, have 3"},"request_id":"req_011CTest"}',
+  );
+  assert.ok(isAnthropicErrorBody(errorBody(err, 'r')));
+});
+
+test('sseErrorEvent is one SSE error frame the meter (and SDKs) read back', () => {
+  const err = gatewayError('upstream_error', 'Upstream closed the stream\nunexpectedly');
+  const text = sseErrorEvent(err, 'req_1');
+  assert.equal(
+    text,
+    'event: error\ndata: {"type":"error","error":{"type":"api_error","code":"upstream_error","message":"Upstream closed the stream\\nunexpectedly"},"request_id":"req_1"}\n\n',
+  );
+  const m = new StreamMeter();
+  m.push(text);
+  assert.deepEqual(m.error, { type: 'api_error', message: 'Upstream closed the stream\nunexpectedly' });
+});
+
+test('isAnthropicErrorBody', () => {
+  assert.ok(isAnthropicErrorBody({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }));
+  assert.ok(isAnthropicErrorBody({ type: 'error', error: { type: 'x', message: 'y', extra: 1 }, request_id: null }));
+  assert.ok(!isAnthropicErrorBody({ type: 'error', error: { type: 'x' } }));
+  assert.ok(!isAnthropicErrorBody({ type: 'message' }));
+  assert.ok(!isAnthropicErrorBody(null));
+  assert.ok(!isAnthropicErrorBody('error'));
+});
+
+const upstream = (type: string, message: string) => ({ type: 'error', error: { type, message }, request_id: 'req_up' });
+
+test('upstream errors keep their status, type and message', () => {
+  const cases: [number, unknown, ErrorCode, string, boolean][] = [
+    [529, upstream('overloaded_error', 'Overloaded'), 'overloaded', 'overloaded_error', true],
+    [429, upstream('rate_limit_error', 'Number of request tokens has exceeded your per-minute rate limit'), 'rate_limit_exceeded', 'rate_limit_error', true],
+    [400, upstream('invalid_request_error', 'messages.1.content: Input should be a valid list'), 'invalid_request', 'invalid_request_error', false],
+    [404, upstream('not_found_error', 'model: claude-nope'), 'not_found', 'not_found_error', false],
+    [403, upstream('permission_error', 'Not allowed'), 'permission_denied', 'permission_error', false],
+    [413, upstream('request_too_large', 'Request exceeds the maximum allowed number of bytes.'), 'request_too_large', 'request_too_large', false],
+    [500, upstream('api_error', 'Internal server error'), 'upstream_error', 'api_error', true],
+    [504, upstream('timeout_error', 'Request timed out'), 'upstream_error', 'timeout_error', true],
+    [503, upstream('overloaded_error', 'Overloaded'), 'overloaded', 'overloaded_error', true],
+  ];
+  for (const [status, body, code, type, retriable] of cases) {
+    const err = upstreamErrorToGateway(status, body);
+    const msg = (body as { error: { message: string } }).error.message;
+    assert.deepEqual(
+      { status: err.status, code: err.code, type: err.type, retriable: err.retriable, message: err.message },
+      { status, code, type, retriable, message: msg },
+      `HTTP ${status}`,
+    );
+  }
+});
+
+test('upstream errors without an Anthropic body get a type from the status', () => {
+  const e502 = upstreamErrorToGateway(502, '<html>Bad Gateway</html>');
+  assert.equal(e502.status, 502);
+  assert.equal(e502.type, 'api_error');
+  assert.equal(e502.code, 'upstream_error');
+  assert.equal(e502.message, 'Upstream provider returned HTTP 502');
+  const e529 = upstreamErrorToGateway(529, null);
+  assert.equal(e529.code, 'overloaded');
+  assert.equal(e529.type, 'overloaded_error');
+  const unknownType = upstreamErrorToGateway(409, upstream('memory_path_conflict_error', 'conflict'));
+  assert.equal(unknownType.type, 'invalid_request_error');
+  assert.equal(unknownType.code, 'conflict');
+  assert.equal(unknownType.message, 'conflict');
+});
+
+test("upstream 401/402 are about the gateway's upstream account, not the client's", () => {
+  for (const [status, type] of [[401, 'authentication_error'], [402, 'billing_error']] as const) {
+    const err = upstreamErrorToGateway(status, upstream(type, 'invalid x-api-key'));
+    assert.equal(err.status, 503);
+    assert.equal(err.code, 'upstream_error');
+    assert.equal(err.type, 'api_error');
+    assert.equal(err.retriable, true);
+    assert.match(err.message, new RegExp(type));
+  }
+  assert.equal(upstreamErrorToGateway(200, {}).code, 'upstream_error');
+});
+
+test('upstream retry-after is carried over', () => {
+  const err = upstreamErrorToGateway(429, upstream('rate_limit_error', 'slow down'), { 'retry-after': '17', 'x-other': 'y' });
+  assert.deepEqual(err.headers, { 'retry-after': '17' });
+  assert.equal(upstreamErrorToGateway(429, null).headers, undefined);
+});

@@ -1,0 +1,245 @@
+// The one catalogue of errors Tollgate returns. Every error a client can see is one of these
+// codes; the HTTP status and the Anthropic error type come from here and nowhere else, so the
+// official SDKs (which switch on status and `error.type`) behave as they do against Anthropic.
+// `retriable` tells consumers and the upstream failover whether trying again can help.
+
+import type { AnthropicErrorBody, AnthropicErrorType } from './types.ts';
+
+export interface ErrorSpec {
+  status: number;
+  type: AnthropicErrorType;
+  retriable: boolean;
+  /** default message when the caller gives none */
+  message: string;
+}
+
+export const ERRORS = {
+  invalid_request: { status: 400, type: 'invalid_request_error', retriable: false, message: 'Invalid request' },
+  invalid_json: { status: 400, type: 'invalid_request_error', retriable: false, message: 'Request body is not valid JSON' },
+  invalid_api_key: { status: 401, type: 'authentication_error', retriable: false, message: 'invalid x-api-key' },
+  insufficient_credits: { status: 402, type: 'billing_error', retriable: false, message: 'Your credit balance is too low to cover this request' },
+  ip_not_allowed: { status: 403, type: 'permission_error', retriable: false, message: 'Requests from this IP address are not allowed for this key' },
+  permission_denied: { status: 403, type: 'permission_error', retriable: false, message: 'This key does not have permission to use this resource' },
+  model_not_found: { status: 404, type: 'not_found_error', retriable: false, message: 'Model not found' },
+  not_found: { status: 404, type: 'not_found_error', retriable: false, message: 'Not found' },
+  conflict: { status: 409, type: 'invalid_request_error', retriable: false, message: 'Conflict' },
+  request_too_large: { status: 413, type: 'request_too_large', retriable: false, message: 'Request exceeds the maximum allowed size' },
+  rate_limit_exceeded: { status: 429, type: 'rate_limit_error', retriable: true, message: 'Rate limit exceeded' },
+  // Not retriable: waiting for the next request will not help until the spend window rolls.
+  spend_limit_exceeded: { status: 429, type: 'rate_limit_error', retriable: false, message: 'Spend limit exceeded for this key' },
+  internal_error: { status: 500, type: 'api_error', retriable: true, message: 'Internal server error' },
+  upstream_error: { status: 503, type: 'api_error', retriable: true, message: 'Upstream provider unavailable' },
+  overloaded: { status: 503, type: 'overloaded_error', retriable: true, message: 'Overloaded' },
+  // Redis (balances, holds) unreachable: we fail closed on money rather than serve unbilled.
+  state_unavailable: { status: 503, type: 'api_error', retriable: true, message: 'Service temporarily unavailable' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export const ERROR_CODES: readonly ErrorCode[] = Object.keys(ERRORS) as ErrorCode[];
+
+export interface GatewayErrorInit {
+  code: ErrorCode;
+  status: number;
+  type: AnthropicErrorType;
+  retriable: boolean;
+  message: string;
+  headers?: Record<string, string>;
+  cause?: unknown;
+}
+
+export class GatewayError extends Error {
+  override name = 'GatewayError';
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly type: AnthropicErrorType;
+  readonly retriable: boolean;
+  /** extra response headers, e.g. `retry-after` */
+  readonly headers?: Record<string, string>;
+
+  constructor(init: GatewayErrorInit) {
+    super(init.message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.code = init.code;
+    this.status = init.status;
+    this.type = init.type;
+    this.retriable = init.retriable;
+    if (init.headers !== undefined) this.headers = init.headers;
+  }
+}
+
+/**
+ * A request body that breaks the protocol (400 `invalid_request`). `field` names the offending
+ * field ('' for the body itself); the message reads like Anthropic's: "max_tokens: Field required".
+ */
+export class ProtocolError extends GatewayError {
+  override name = 'ProtocolError';
+  readonly field: string;
+
+  constructor(field: string, problem: string) {
+    const spec: ErrorSpec = ERRORS.invalid_request;
+    super({
+      code: 'invalid_request',
+      status: spec.status,
+      type: spec.type,
+      retriable: spec.retriable,
+      message: field === '' ? problem : `${field}: ${problem}`,
+    });
+    this.field = field;
+  }
+}
+
+export interface GatewayErrorExtra {
+  headers?: Record<string, string>;
+  cause?: unknown;
+}
+
+/** A catalogue error; status, type and retriable come from the catalogue. */
+export function gatewayError(code: ErrorCode, message?: string, extra?: GatewayErrorExtra): GatewayError {
+  const spec: ErrorSpec = ERRORS[code];
+  return new GatewayError({
+    code,
+    status: spec.status,
+    type: spec.type,
+    retriable: spec.retriable,
+    message: message ?? spec.message,
+    ...(extra?.headers !== undefined ? { headers: extra.headers } : {}),
+    ...(extra?.cause !== undefined ? { cause: extra.cause } : {}),
+  });
+}
+
+export function isGatewayError(err: unknown): err is GatewayError {
+  return err instanceof GatewayError;
+}
+
+/** Any thrown value as a GatewayError; unknown errors become `internal_error`, message hidden. */
+export function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  return gatewayError('internal_error', undefined, { cause: err });
+}
+
+/** Tollgate's wire error: Anthropic's shape plus a machine `code`. */
+export interface GatewayErrorBody {
+  type: 'error';
+  error: { type: AnthropicErrorType; code: ErrorCode; message: string };
+  request_id: string;
+}
+
+export function errorBody(err: GatewayError, requestId: string): GatewayErrorBody {
+  return {
+    type: 'error',
+    error: { type: err.type, code: err.code, message: err.message },
+    request_id: requestId,
+  };
+}
+
+/**
+ * The bytes of an SSE `error` frame, for errors after the response has started streaming
+ * (HTTP 200 already sent). Same body as `errorBody`; JSON.stringify never emits a raw newline,
+ * so one `data:` line is always enough.
+ */
+export function sseErrorEvent(err: GatewayError, requestId: string): string {
+  return `event: error\ndata: ${JSON.stringify(errorBody(err, requestId))}\n\n`;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function isAnthropicErrorBody(json: unknown): json is AnthropicErrorBody {
+  return (
+    isRecord(json) &&
+    json.type === 'error' &&
+    isRecord(json.error) &&
+    typeof json.error.type === 'string' &&
+    typeof json.error.message === 'string'
+  );
+}
+
+const ANTHROPIC_ERROR_TYPES: ReadonlySet<string> = new Set<AnthropicErrorType>([
+  'invalid_request_error',
+  'authentication_error',
+  'billing_error',
+  'permission_error',
+  'not_found_error',
+  'request_too_large',
+  'rate_limit_error',
+  'timeout_error',
+  'api_error',
+  'overloaded_error',
+]);
+
+function isAnthropicErrorType(t: string): t is AnthropicErrorType {
+  return ANTHROPIC_ERROR_TYPES.has(t);
+}
+
+function typeForStatus(status: number): AnthropicErrorType {
+  switch (status) {
+    case 400: return 'invalid_request_error';
+    case 401: return 'authentication_error';
+    case 402: return 'billing_error';
+    case 403: return 'permission_error';
+    case 404: return 'not_found_error';
+    case 408: return 'timeout_error';
+    case 413: return 'request_too_large';
+    case 429: return 'rate_limit_error';
+    case 504: return 'timeout_error';
+    case 529: return 'overloaded_error';
+    default: return status >= 400 && status < 500 ? 'invalid_request_error' : 'api_error';
+  }
+}
+
+/**
+ * An error the upstream returned (before any streamed byte), to be passed on to the client.
+ * The upstream's status, error type and message are kept, with a Tollgate code added — except
+ * where the error is about the gateway's own upstream account rather than the client's request:
+ * 401 (bad upstream credential) and 402 (upstream account out of credit) would tell the client
+ * its own key or balance is at fault, so they become `upstream_error` 503 (retriable, so the
+ * route can fail over to another upstream account). Anything that is not an HTTP error status
+ * is also `upstream_error`.
+ *
+ * `headers` (optional) are the upstream response headers; `retry-after` is carried over.
+ */
+export function upstreamErrorToGateway(
+  status: number,
+  body: unknown,
+  headers?: Record<string, string | string[] | undefined>,
+): GatewayError {
+  const upstream = isAnthropicErrorBody(body) ? body.error : null;
+  const retryAfter = headers === undefined ? undefined : firstHeader(headers['retry-after']);
+  const extraHeaders = retryAfter === undefined ? undefined : { 'retry-after': retryAfter };
+  const withHeaders = extraHeaders === undefined ? {} : { headers: extraHeaders };
+
+  if (!Number.isInteger(status) || status < 400 || status > 599 || status === 401 || status === 402) {
+    const detail = upstream === null ? `HTTP ${status}` : `${upstream.type}: ${upstream.message}`;
+    return gatewayError('upstream_error', `Upstream provider error (${detail})`, withHeaders);
+  }
+
+  const type = upstream !== null && isAnthropicErrorType(upstream.type) ? upstream.type : typeForStatus(status);
+  const code = codeFor(status, type);
+  const message = upstream?.message ?? `Upstream provider returned HTTP ${status}`;
+  return new GatewayError({
+    code,
+    status,
+    type,
+    retriable: status === 408 || status === 429 || status >= 500,
+    message,
+    ...withHeaders,
+  });
+}
+
+function codeFor(status: number, type: AnthropicErrorType): ErrorCode {
+  if (type === 'overloaded_error') return 'overloaded';
+  switch (status) {
+    case 403: return 'permission_denied';
+    case 404: return 'not_found';
+    case 409: return 'conflict';
+    case 413: return 'request_too_large';
+    case 429: return 'rate_limit_exceeded';
+  }
+  if (status >= 500 || status === 408) return 'upstream_error';
+  return 'invalid_request';
+}
+
+function firstHeader(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}

@@ -1,0 +1,44 @@
+export type {
+  AnthropicErrorBody,
+  AnthropicErrorType,
+  CacheCreation,
+  ContentBlockDeltaEvent,
+  ContentBlockStartEvent,
+  ContentBlockStopEvent,
+  CountTokensRequest,
+  ErrorEvent,
+  ErrorObject,
+  Message,
+  MessageDeltaEvent,
+  MessagesRequest,
+  MessageStartEvent,
+  MessageStopEvent,
+  PingEvent,
+  StreamEvent,
+  StreamEventType,
+  Usage,
+} from './types.ts';
+export {
+  IMAGE_TOKEN_BOUND,
+  estimateInputTokens,
+  validateCountTokensRequest,
+  validateMessagesRequest,
+} from './request.ts';
+export type { TokenUsage } from './usage.ts';
+export { ZERO_USAGE, mergeUsage, usageFromMessage, usageFromWire } from './usage.ts';
+export type { StreamError, StreamMeterOptions } from './sse.ts';
+export { StreamMeter, createStreamMeter } from './sse.ts';
+export type { ErrorCode, ErrorSpec, GatewayErrorBody, GatewayErrorExtra, GatewayErrorInit } from './errors.ts';
+export {
+  ERRORS,
+  ERROR_CODES,
+  GatewayError,
+  ProtocolError,
+  errorBody,
+  gatewayError,
+  isAnthropicErrorBody,
+  isGatewayError,
+  sseErrorEvent,
+  toGatewayError,
+  upstreamErrorToGateway,
+} from './errors.ts';

@@ -1,0 +1,259 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { StreamMeter, createStreamMeter } from './sse.ts';
+
+function frame(event: string, data: unknown): string {
+  return `event: ${event}\ndata: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`;
+}
+
+// A full stream as Anthropic sends it: thinking (with signature), text with non-ASCII, then a
+// tool_use with streamed JSON input, and a message_delta carrying cumulative usage.
+const MESSAGE_START = {
+  type: 'message_start',
+  message: {
+    id: 'msg_01XFDUDYJgAACzvnptvVoYEL',
+    type: 'message',
+    role: 'assistant',
+    model: 'claude-sonnet-4-5-20250929',
+    content: [],
+    stop_reason: null,
+    stop_sequence: null,
+    usage: {
+      input_tokens: 472,
+      cache_creation_input_tokens: 2048,
+      cache_read_input_tokens: 10240,
+      cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 2048 },
+      output_tokens: 3,
+      service_tier: 'standard',
+    },
+  },
+};
+
+const BODY = [
+  frame('message_start', MESSAGE_START),
+  frame('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } }),
+  frame('ping', { type: 'ping' }),
+  frame('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'The user wants the weather in Zürich — 天気. ' } }),
+  frame('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'I should call get_weather. 🌦️' } }),
+  frame('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: 'EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds' } }),
+  frame('content_block_stop', { type: 'content_block_stop', index: 0 }),
+  frame('content_block_start', { type: 'content_block_start', index: 1, content_block: { type: 'text', text: '' } }),
+  frame('content_block_delta', { type: 'content_block_delta', index: 1, delta: { type: 'text_delta', text: "I'll check the weather in Zürich for you — один момент." } }),
+  frame('content_block_stop', { type: 'content_block_stop', index: 1 }),
+  frame('content_block_start', { type: 'content_block_start', index: 2, content_block: { type: 'tool_use', id: 'toolu_01T1x1fJ34qAmk2tNTrN7Up6', name: 'get_weather', input: {} } }),
+  frame('content_block_delta', { type: 'content_block_delta', index: 2, delta: { type: 'input_json_delta', partial_json: '' } }),
+  frame('content_block_delta', { type: 'content_block_delta', index: 2, delta: { type: 'input_json_delta', partial_json: '{"location": "Zür' } }),
+  frame('content_block_delta', { type: 'content_block_delta', index: 2, delta: { type: 'input_json_delta', partial_json: 'ich, CH", "unit": "celsius"}' } }),
+  frame('content_block_stop', { type: 'content_block_stop', index: 2 }),
+  frame('message_delta', {
+    type: 'message_delta',
+    delta: { stop_reason: 'tool_use', stop_sequence: null },
+    // cumulative: input/cache fields repeated, output is the total so far
+    usage: { input_tokens: 472, cache_creation_input_tokens: 2048, cache_read_input_tokens: 10240, output_tokens: 189 },
+  }),
+  frame('message_stop', { type: 'message_stop' }),
+].join('');
+
+const EXPECTED_FULL = {
+  messageId: 'msg_01XFDUDYJgAACzvnptvVoYEL',
+  model: 'claude-sonnet-4-5-20250929',
+  stopReason: 'tool_use',
+  sawMessageStart: true,
+  completed: true,
+  error: null,
+  malformed: 0,
+  usage: { input: 472, output: 189, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
+};
+
+// Content, then an overloaded error after HTTP 200; no message_delta, no message_stop.
+const ERROR_BODY = [
+  frame('message_start', MESSAGE_START),
+  frame('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }),
+  frame('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Partial answer…' } }),
+  // non-ASCII message: byte splits inside a character must still decode exactly
+  frame('error', { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded — 过载 🔥' } }),
+].join('');
+
+// Cut off in the middle of the message_delta frame.
+const CUT_BODY = BODY.slice(0, BODY.indexOf('event: message_delta') + 60);
+
+type Snapshot = {
+  messageId: string | null;
+  model: string | null;
+  stopReason: string | null;
+  sawMessageStart: boolean;
+  completed: boolean;
+  error: { type: string; message: string } | null;
+  malformed: number;
+  usage: ReturnType<StreamMeter['usage']>;
+};
+
+function snapshot(m: StreamMeter): Snapshot {
+  return {
+    messageId: m.messageId,
+    model: m.model,
+    stopReason: m.stopReason,
+    sawMessageStart: m.sawMessageStart,
+    completed: m.completed,
+    error: m.error,
+    malformed: m.malformed,
+    usage: m.usage(),
+  };
+}
+
+// Deterministic PRNG so a failure reproduces.
+function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function meterBytes(chunks: Uint8Array[]): Snapshot {
+  const m = new StreamMeter();
+  for (const c of chunks) m.push(c);
+  m.end();
+  return snapshot(m);
+}
+
+function splits(bytes: Uint8Array, rand: () => number, maxLen: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let i = 0;
+  while (i < bytes.length) {
+    const n = 1 + Math.floor(rand() * maxLen);
+    out.push(bytes.subarray(i, i + n));
+    i += n;
+  }
+  return out;
+}
+
+function checkAllSplits(body: string, expected: Snapshot): void {
+  const bytes = new TextEncoder().encode(body);
+  assert.deepEqual(meterBytes([bytes]), expected, 'whole');
+  const oneByOne: Uint8Array[] = [];
+  for (let i = 0; i < bytes.length; i++) oneByOne.push(bytes.subarray(i, i + 1));
+  assert.deepEqual(meterBytes(oneByOne), expected, 'byte by byte');
+  const rand = mulberry32(0x70116a7e);
+  for (let round = 0; round < 200; round++) {
+    assert.deepEqual(meterBytes(splits(bytes, rand, round % 2 === 0 ? 16 : 700)), expected, `random split ${round}`);
+  }
+  // string chunks (the gateway may hand over decoded text) split at random code units
+  for (let round = 0; round < 50; round++) {
+    const m = new StreamMeter();
+    let i = 0;
+    while (i < body.length) {
+      const n = 1 + Math.floor(rand() * 50);
+      m.push(body.slice(i, i + n));
+      i += n;
+    }
+    m.end();
+    assert.deepEqual(snapshot(m), expected, `string split ${round}`);
+  }
+}
+
+test('full stream: thinking + text + tool_use, cumulative usage with cache fields', () => {
+  checkAllSplits(BODY, EXPECTED_FULL);
+});
+
+test('CRLF line endings give the same result', () => {
+  checkAllSplits(BODY.replaceAll('\n', '\r\n'), EXPECTED_FULL);
+});
+
+test('error event after content (HTTP 200 already sent)', () => {
+  checkAllSplits(ERROR_BODY, {
+    ...EXPECTED_FULL,
+    stopReason: null,
+    completed: false,
+    error: { type: 'overloaded_error', message: 'Overloaded — 过载 🔥' },
+    usage: { input: 472, output: 3, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
+  });
+});
+
+test('stream cut off mid-event: the partial event is not counted', () => {
+  checkAllSplits(CUT_BODY, {
+    ...EXPECTED_FULL,
+    stopReason: null,
+    completed: false,
+    usage: { input: 472, output: 3, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
+  });
+});
+
+test('message_delta usage is cumulative: later fields replace, absent fields keep', () => {
+  const m = createStreamMeter();
+  m.push(frame('message_start', {
+    type: 'message_start',
+    message: { id: 'msg_1', type: 'message', role: 'assistant', model: 'x', content: [], stop_reason: null, usage: { input_tokens: 100, output_tokens: 1, cache_read_input_tokens: 50 } },
+  }));
+  m.push(frame('message_delta', { type: 'message_delta', delta: {}, usage: { output_tokens: 40 } }));
+  m.push(frame('message_delta', { type: 'message_delta', delta: { stop_reason: 'max_tokens' }, usage: { output_tokens: 90, input_tokens: null, cache_creation_input_tokens: 7 } }));
+  assert.deepEqual(m.usage(), { input: 100, output: 90, cacheRead: 50, cacheWrite5m: 7, cacheWrite1h: 0 });
+  assert.equal(m.stopReason, 'max_tokens');
+  assert.equal(m.completed, false);
+  assert.deepEqual(m.wireUsage(), { input_tokens: 100, output_tokens: 90, cache_read_input_tokens: 50, cache_creation_input_tokens: 7 });
+});
+
+test('malformed data lines are ignored, never thrown', () => {
+  const m = new StreamMeter();
+  const body =
+    frame('message_start', MESSAGE_START) +
+    'event: content_block_delta\ndata: {"type":"content_block_delta", broken\n\n' +
+    'event: message_delta\ndata: [1,2,3]\n\n' +
+    'data: null\n\n' +
+    ': a comment line\n\n' +
+    'garbage line without colon\n\n' +
+    'event: ping\ndata:\n\n' +
+    frame('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 12 } }) +
+    frame('message_stop', { type: 'message_stop' });
+  assert.doesNotThrow(() => {
+    for (const ch of body) m.push(ch);
+    m.end();
+  });
+  assert.equal(m.malformed, 4);
+  assert.equal(m.completed, true);
+  assert.equal(m.stopReason, 'end_turn');
+  assert.equal(m.usage().output, 12);
+});
+
+test('an error event with a malformed error object still counts as an error', () => {
+  const m = new StreamMeter();
+  m.push('event: error\ndata: {"type":"error"}\n\n');
+  assert.deepEqual(m.error, { type: 'api_error', message: 'Unknown streaming error' });
+  // the first error wins
+  m.push(frame('error', { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }));
+  assert.equal(m.error?.type, 'api_error');
+});
+
+test('push never changes the chunk it is given', () => {
+  const bytes = new TextEncoder().encode(BODY);
+  const copy = bytes.slice();
+  const m = new StreamMeter();
+  m.push(bytes.subarray(0, 1000));
+  m.push(bytes.subarray(1000));
+  assert.deepEqual(bytes, copy);
+});
+
+test('an event over maxEventBytes stops parsing without throwing', () => {
+  const m = new StreamMeter({ maxEventBytes: 1024 });
+  m.push(frame('message_start', MESSAGE_START));
+  assert.doesNotThrow(() => {
+    m.push('event: content_block_delta\ndata: ' + 'x'.repeat(4096));
+    m.push('more\n\n');
+    m.push(frame('message_stop', { type: 'message_stop' }));
+    m.end();
+  });
+  assert.equal(m.overflowed, true);
+  assert.equal(m.messageId, 'msg_01XFDUDYJgAACzvnptvVoYEL');
+  assert.equal(m.completed, false);
+});
+
+test('no message_start: nothing seen, zero usage', () => {
+  const m = new StreamMeter();
+  m.push('event: ping\ndata: {"type": "ping"}\n\n');
+  m.end();
+  assert.equal(m.sawMessageStart, false);
+  assert.equal(m.messageId, null);
+  assert.deepEqual(m.usage(), { input: 0, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 });
+});

@@ -1,0 +1,300 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CatalogError, DEFAULT_CREATED_AT, bundledCatalogPath, loadCatalogFile, parseCatalog } from './catalog.ts';
+import type { Catalog, Prices } from './catalog.ts';
+import { resolveModel } from './resolve.ts';
+
+// ---------------------------------------------------------------------------------------------
+// The reference tables, copied from the pricing brief. Prices per 1M tokens.
+
+/** cny.json: ¥ input / ¥ output; cache prices are 0.1× / 1.25× / 2× of input. 1 ¥ = 10 credits. */
+const CNY_TABLE: Array<[id: string, input: string, output: string]> = [
+  ['claude-haiku-4-5-20251001', '2.40', '12.00'],
+  ['claude-sonnet-4-20250514', '7.20', '36.00'],
+  ['claude-sonnet-4-5-20250929', '7.20', '36.00'],
+  ['claude-sonnet-4-6', '18.00', '90.00'],
+  ['claude-opus-4-6', '30.00', '150.00'],
+  ['claude-opus-4-20250514', '36.00', '180.00'],
+  ['claude-opus-4-5-20251101', '12.00', '60.00'],
+];
+
+/** usd.json, in credits: input / cache read / cache write 5m / cache write 1h / output. */
+const USD_TABLE: Array<[id: string, upstream: string, input: number, cacheRead: number, cw5m: number, cw1h: number, output: number]> = [
+  ['claude-haiku-4-5', 'claude-haiku-4-5-20251001', 295, 30, 368, 589, 1471],
+  ['claude-opus-4-5', 'claude-opus-4-5-20251101', 1471, 148, 1839, 2942, 7353],
+  ['claude-opus-4-6', 'claude-opus-4-6', 1471, 148, 1839, 2942, 7353],
+  ['claude-opus-4-7', 'claude-opus-4-7', 1471, 148, 1839, 2942, 7353],
+  ['claude-sonnet-4-5', 'claude-sonnet-4-5-20250929', 883, 89, 1103, 1765, 4412],
+  ['claude-sonnet-4-6', 'claude-sonnet-4-6', 883, 89, 1103, 1765, 4412],
+];
+
+/** ¥ per MTok → micro-credits per MTok, by hand: ¥x = 10x credits = 10x × 1e6 micro. "7.20" → 72_000_000n */
+function cnyMicros(yuan: string, multiplierTenths: bigint): bigint {
+  const [whole = '0', frac = ''] = yuan.split('.');
+  const fen = BigInt(whole) * 100n + BigInt((frac + '00').slice(0, 2)); // hundredths of a yuan
+  // fen/100 ¥ × 10 credits × 1e6 micro × multiplier/10
+  return (fen * 10n * 1_000_000n * multiplierTenths) / (100n * 10n);
+}
+
+test('cny.json loads and holds every reference price exactly', () => {
+  const catalog = loadCatalogFile(bundledCatalogPath('cny'));
+  assert.equal(catalog.name, 'cny-reference');
+  assert.equal(catalog.credit.description, '¥1 = 10 credits');
+  assert.deepEqual(catalog.credit.rate, { kind: 'credits_per_unit', value: '10' });
+  assert.equal(catalog.priceUnit, 'currency');
+  assert.equal(catalog.models.length, CNY_TABLE.length);
+  assert.match(catalog.notes ?? '', /0\.1x.*1\.25x.*2x/);
+  for (const [id, input, output] of CNY_TABLE) {
+    const model = catalog.models.find((m) => m.id === id);
+    assert.ok(model, id);
+    const expected: Prices = {
+      input: cnyMicros(input, 10n),
+      output: cnyMicros(output, 10n),
+      cacheRead: cnyMicros(input, 1n),
+      cacheWrite5m: (cnyMicros(input, 10n) * 125n) / 100n,
+      cacheWrite1h: cnyMicros(input, 20n),
+    };
+    assert.deepEqual(model.prices, expected, id);
+    assert.equal(model.thinkingVariant, true, id);
+    assert.equal(model.upstreamModel, id);
+  }
+  // spot checks written out in full
+  const sonnet45 = resolveModel(catalog, 'claude-sonnet-4-5')?.model.prices;
+  assert.deepEqual(sonnet45, {
+    input: 72_000_000n,
+    output: 360_000_000n,
+    cacheRead: 7_200_000n,
+    cacheWrite5m: 90_000_000n,
+    cacheWrite1h: 144_000_000n,
+  });
+  assert.equal(resolveModel(catalog, 'claude-haiku-4-5')?.model.prices.input, 24_000_000n);
+  assert.equal(resolveModel(catalog, 'claude-opus-4-6')?.model.prices.output, 1_500_000_000n);
+});
+
+test('usd.json loads and holds every reference price exactly', () => {
+  const catalog = loadCatalogFile(bundledCatalogPath('usd'));
+  assert.equal(catalog.name, 'usd-reference');
+  assert.equal(catalog.credit.description, '1 credit = $0.005');
+  assert.deepEqual(catalog.credit.rate, { kind: 'unit_per_credit', value: '0.005' });
+  assert.equal(catalog.priceUnit, 'credits');
+  assert.equal(catalog.models.length, USD_TABLE.length);
+  for (const [id, upstream, input, cacheRead, cw5m, cw1h, output] of USD_TABLE) {
+    const model = catalog.models.find((m) => m.id === id);
+    assert.ok(model, id);
+    assert.deepEqual(
+      model.prices,
+      {
+        input: BigInt(input) * 1_000_000n,
+        output: BigInt(output) * 1_000_000n,
+        cacheRead: BigInt(cacheRead) * 1_000_000n,
+        cacheWrite5m: BigInt(cw5m) * 1_000_000n,
+        cacheWrite1h: BigInt(cw1h) * 1_000_000n,
+      },
+      id,
+    );
+    assert.equal(model.upstreamModel, upstream, id);
+    assert.equal(model.provider, 'anthropic', id);
+    assert.equal(model.thinkingVariant, true, id);
+    const viaProvider = resolveModel(catalog, `${id}/anthropic`);
+    assert.equal(viaProvider?.model, model, `${id}/anthropic`);
+    assert.equal(viaProvider?.via, 'provider');
+  }
+  assert.equal(resolveModel(catalog, 'claude-sonnet-4-5/anthropic')?.model.prices.input, 883_000_000n);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+function base(): Record<string, unknown> {
+  return {
+    version: 1,
+    name: 'test',
+    credit: { currency: 'CNY', credits_per_unit: '10' },
+    price_unit: 'currency',
+    models: [
+      {
+        id: 'a',
+        prices: { input: '1', output: '2', cache_read: '0.1', cache_write_5m: '1.25', cache_write_1h: '2' },
+      },
+    ],
+  };
+}
+
+function problemsOf(json: unknown): readonly string[] {
+  try {
+    parseCatalog(json, 'test.json');
+  } catch (err) {
+    assert.ok(err instanceof CatalogError, String(err));
+    assert.equal(err.source, 'test.json');
+    assert.ok(err.message.includes('test.json'));
+    return err.problems;
+  }
+  assert.fail('expected a CatalogError');
+}
+
+test('defaults for optional model fields', () => {
+  const catalog = parseCatalog(base());
+  const m = catalog.models[0];
+  assert.ok(m);
+  assert.deepEqual(m.aliases, []);
+  assert.equal(m.upstreamModel, 'a');
+  assert.equal(m.displayName, 'a');
+  assert.equal(m.provider, undefined);
+  assert.equal(m.thinkingVariant, false);
+  assert.equal(m.createdAt, DEFAULT_CREATED_AT);
+  assert.deepEqual(catalog.mapping, { enabled: false, rules: [] });
+  assert.equal(catalog.source, '(inline)');
+  assert.deepEqual(m.prices, {
+    input: 10_000_000n,
+    output: 20_000_000n,
+    cacheRead: 1_000_000n,
+    cacheWrite5m: 12_500_000n,
+    cacheWrite1h: 20_000_000n,
+  });
+});
+
+test('the loaded catalog is frozen', () => {
+  const catalog = parseCatalog(base());
+  assert.ok(Object.isFrozen(catalog));
+  assert.ok(Object.isFrozen(catalog.models[0]));
+  assert.ok(Object.isFrozen(catalog.models[0]?.prices));
+});
+
+test('every shape violation is reported with its path', () => {
+  const json = base();
+  json['models'] = [
+    ...(json['models'] as unknown[]),
+    { id: 'b', prices: { input: 7.2, output: '1', cache_read: '-1', cache_write_5m: 'abc', cache_write_1h: '1' } },
+    { id: 'c', prices: { input: '1', output: '1', cache_read: '1', cache_write_5m: '1' }, colour: 'red' },
+  ];
+  json['price_unit'] = 'yuan';
+  const problems = problemsOf(json);
+  assert.ok(problems.includes('models[1].prices.input: expected a decimal string'), problems.join('\n'));
+  assert.ok(problems.includes('models[1].prices.cache_read: must not be negative'), problems.join('\n'));
+  assert.ok(problems.includes('models[1].prices.cache_write_5m: expected a decimal string'), problems.join('\n'));
+  assert.ok(problems.includes('models[2].prices.cache_write_1h: required'), problems.join('\n'));
+  assert.ok(problems.some((p) => p.startsWith('models[2]: ') && p.includes('colour')), problems.join('\n'));
+  assert.ok(problems.includes('price_unit: expected "currency" or "credits"'), problems.join('\n'));
+});
+
+test('the credit needs exactly one positive rate', () => {
+  const both = base();
+  both['credit'] = { currency: 'USD', credits_per_unit: '10', unit_per_credit: '0.1' };
+  assert.match(problemsOf(both).join('\n'), /^credit: set exactly one/m);
+  const neither = base();
+  neither['credit'] = { currency: 'USD' };
+  assert.match(problemsOf(neither).join('\n'), /^credit: set exactly one/m);
+  const zero = base();
+  zero['credit'] = { currency: 'USD', unit_per_credit: '0.000' };
+  assert.deepEqual(problemsOf(zero), ['credit.unit_per_credit: must be greater than zero']);
+  const lower = base();
+  lower['credit'] = { currency: 'usd', unit_per_credit: '1' };
+  assert.match(problemsOf(lower).join('\n'), /^credit\.currency: expected an ISO 4217/m);
+});
+
+test('a price that is not a whole number of micro-credits per MTok is rejected with its path', () => {
+  const json = base();
+  json['price_unit'] = 'credits';
+  json['models'] = [
+    { id: 'a', prices: { input: '0.0000001', output: '0.000001', cache_read: '0', cache_write_5m: '0', cache_write_1h: '0' } },
+  ];
+  assert.deepEqual(problemsOf(json), [
+    'models[0].prices.input: 0.0000001 credits per million tokens is not a whole number of micro-credits per million tokens',
+  ]);
+  // currency prices: ¥0.00000001 × 10 = 0.0000001 credits → not exact; ¥0.0000001 × 10 = 1 micro → exact
+  const cny = base();
+  cny['models'] = [
+    { id: 'a', prices: { input: '0.00000001', output: '0.0000001', cache_read: '0', cache_write_5m: '0', cache_write_1h: '0' } },
+  ];
+  assert.equal(problemsOf(cny).length, 1);
+  assert.match(problemsOf(cny)[0] ?? '', /^models\[0\]\.prices\.input: /);
+});
+
+test('unit_per_credit conversion is exact or rejected', () => {
+  const json = base();
+  json['credit'] = { currency: 'USD', unit_per_credit: '0.005' };
+  json['models'] = [
+    // $3/MTok ÷ $0.005 = 600 credits/MTok; $0.000001 ÷ 0.005 = 0.0002 credits = 200 micro
+    { id: 'a', prices: { input: '3', output: '0.000001', cache_read: '0', cache_write_5m: '0', cache_write_1h: '0' } },
+  ];
+  const m = parseCatalog(json).models[0];
+  assert.equal(m?.prices.input, 600_000_000n);
+  assert.equal(m?.prices.output, 200n);
+  // 1 credit = $0.003: $3/MTok = 1000 credits is fine, $1/MTok = 333.333… credits is not
+  json['credit'] = { currency: 'USD', unit_per_credit: '0.003' };
+  json['models'] = [
+    { id: 'a', prices: { input: '1', output: '0.000001', cache_read: '3', cache_write_5m: '0', cache_write_1h: '0' } },
+  ];
+  assert.deepEqual(problemsOf(json), [
+    'models[0].prices.input: 1 currency units per million tokens is not a whole number of micro-credits per million tokens',
+    'models[0].prices.output: 0.000001 currency units per million tokens is not a whole number of micro-credits per million tokens',
+  ]);
+});
+
+test('names are unique across ids, aliases and generated -thinking names', () => {
+  const prices = { input: '1', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' };
+  const json = base();
+  json['models'] = [
+    { id: 'a', aliases: ['a1'], thinking_variant: true, prices },
+    { id: 'b', aliases: ['a1', 'b'], prices },
+    { id: 'a-thinking', prices },
+    { id: 'c', aliases: ['a1-thinking'], prices },
+  ];
+  assert.deepEqual(problemsOf(json), [
+    'models[1].aliases[0]: "a1" is already used by models[0].aliases[0]',
+    'models[1].aliases[1]: "b" is already used by models[1].id',
+    'models[0].thinking_variant: generated name "a-thinking" is already used by models[2].id',
+    'models[0].thinking_variant: generated name "a1-thinking" is already used by models[3].aliases[0]',
+  ]);
+});
+
+test('mapping targets must exist', () => {
+  const json = base();
+  json['mapping'] = { enabled: false, rules: [{ match: 'x-*', target: 'a' }, { match: 'y-*', target: 'nope' }] };
+  assert.deepEqual(problemsOf(json), [
+    'mapping.rules[1].target: "nope" is not a model id, alias or thinking variant in this catalog',
+  ]);
+});
+
+test('version, name, models and top-level keys are checked', () => {
+  assert.deepEqual(problemsOf({ ...base(), version: 2 }), ['version: expected 1 (the only catalog format version)']);
+  assert.deepEqual(problemsOf({ ...base(), models: [] }), ['models: a catalog needs at least one model']);
+  assert.match(problemsOf({ ...base(), extra: true }).join('\n'), /^\(root\): .*extra/m);
+  assert.match(problemsOf(null).join('\n'), /^\(root\): /m);
+  assert.deepEqual(problemsOf({ version: 1, name: 'x', price_unit: 'credits', models: [{ prices: {} }] }), [
+    'credit: required',
+    'models[0].id: required',
+    'models[0].prices.input: required',
+    'models[0].prices.output: required',
+    'models[0].prices.cache_read: required',
+    'models[0].prices.cache_write_5m: required',
+    'models[0].prices.cache_write_1h: required',
+  ]);
+  const ws = base();
+  ws['models'] = [{ id: 'has space', prices: { input: '1', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' } }];
+  assert.deepEqual(problemsOf(ws), ['models[0].id: must not contain whitespace']);
+  const date = base();
+  date['models'] = [{ id: 'a', created_at: 'yesterday', prices: { input: '1', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' } }];
+  assert.match(problemsOf(date).join('\n'), /^models\[0\]\.created_at: expected an RFC 3339 timestamp/m);
+});
+
+test('loadCatalogFile reports unreadable and malformed files', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pricing-'));
+  const missing = join(dir, 'missing.json');
+  assert.throws(() => loadCatalogFile(missing), (err: unknown) => {
+    assert.ok(err instanceof CatalogError);
+    assert.equal(err.source, missing);
+    assert.match(err.problems[0] ?? '', /^\(file\): cannot read/);
+    return true;
+  });
+  const broken = join(dir, 'broken.json');
+  writeFileSync(broken, '{ "version": 1, ');
+  assert.throws(() => loadCatalogFile(broken), /not valid JSON/);
+  const ok = join(dir, 'ok.json');
+  writeFileSync(ok, JSON.stringify(base()));
+  const catalog: Catalog = loadCatalogFile(ok);
+  assert.equal(catalog.source, ok);
+});

@@ -1,0 +1,41 @@
+// Public API of @tollgate/pricing: money in micro-credits, the model catalog, cost.
+
+export {
+  MICROS_PER_CREDIT,
+  CREDIT_DECIMALS,
+  MoneyError,
+  parseCredits,
+  parseDecimal,
+  parseExactDecimal,
+  formatCredits,
+  creditsToNumber,
+  ceilDiv,
+} from './money.ts';
+export type { ExactDecimal } from './money.ts';
+
+export {
+  CatalogError,
+  bundledCatalogPath,
+  DEFAULT_CREATED_AT,
+  formatIssuePath,
+  loadCatalogFile,
+  parseCatalog,
+} from './catalog.ts';
+export type {
+  BundledCatalog,
+  Catalog,
+  CatalogCredit,
+  CatalogMapping,
+  CatalogModel,
+  CreditRate,
+  MappingRule,
+  PriceClass,
+  PriceUnit,
+  Prices,
+} from './catalog.ts';
+
+export { globMatch, listModels, resolveModel } from './resolve.ts';
+export type { ListModelsOptions, ModelInfo, ResolvedModel, ResolvedVia } from './resolve.ts';
+
+export { TOKENS_PER_PRICE_UNIT, costMicros, holdMicros } from './cost.ts';
+export type { TokenUsage } from './cost.ts';

@@ -1,0 +1,113 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  MICROS_PER_CREDIT,
+  MoneyError,
+  ceilDiv,
+  creditsToNumber,
+  formatCredits,
+  parseCredits,
+  parseDecimal,
+  parseExactDecimal,
+} from './money.ts';
+
+test('MICROS_PER_CREDIT is one million', () => {
+  assert.equal(MICROS_PER_CREDIT, 1_000_000n);
+});
+
+test('parseCredits parses decimal strings exactly', () => {
+  const cases: Array<[string, bigint]> = [
+    ['0', 0n],
+    ['-0', 0n],
+    ['3', 3_000_000n],
+    ['+3', 3_000_000n],
+    ['12.345678', 12_345_678n],
+    ['-0.5', -500_000n],
+    ['0.000001', 1n],
+    ['0.1', 100_000n],
+    ['007.50', 7_500_000n],
+    ['1.2300000000', 1_230_000n], // extra digits are zeros: still exact
+    ['123456789012345678901234567890', 123456789012345678901234567890_000000n],
+  ];
+  for (const [input, micros] of cases) {
+    assert.equal(parseCredits(input), micros, input);
+  }
+});
+
+test('parseCredits reads numbers through their shortest decimal text', () => {
+  assert.equal(parseCredits(0.1), 100_000n);
+  assert.equal(parseCredits(0.3), 300_000n); // 0.1 + 0.2 style float error never appears
+  assert.equal(parseCredits(-2.5), -2_500_000n);
+  assert.equal(parseCredits(100), 100_000_000n);
+  assert.equal(parseCredits(0.000001), 1n);
+});
+
+test('parseCredits rejects what it cannot represent exactly', () => {
+  const bad: Array<string | number> = [
+    '', ' 1', '1 ', '1.', '.5', '1e3', '1,5', '0x10', 'abc', '--1', '1_000',
+    '0.0000001', '1.1234567',
+    Number.NaN, Number.POSITIVE_INFINITY, 1e21, 1e-7, 0.0000001,
+  ];
+  for (const v of bad) {
+    assert.throws(() => parseCredits(v), MoneyError, String(v));
+  }
+  assert.throws(() => parseCredits('0.0000001'), /at most 6 decimal places/);
+  assert.throws(() => parseCredits(1e21), /decimal string/);
+  const err = (() => {
+    try {
+      parseCredits('abc');
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  })();
+  assert.ok(err instanceof MoneyError);
+  assert.ok(err instanceof Error);
+  assert.equal(err.name, 'MoneyError');
+});
+
+test('parseDecimal scales to any number of places', () => {
+  assert.equal(parseDecimal('12.34', 2), 1234n);
+  assert.equal(parseDecimal('12.34', 0 + 4), 123_400n);
+  assert.equal(parseDecimal('5', 0), 5n);
+  assert.throws(() => parseDecimal('1.5', 0), MoneyError);
+  assert.throws(() => parseDecimal('1', -1), MoneyError);
+});
+
+test('parseExactDecimal keeps the smallest scale', () => {
+  assert.deepEqual(parseExactDecimal('7.20'), { units: 72n, scale: 1 });
+  assert.deepEqual(parseExactDecimal('0.005'), { units: 5n, scale: 3 });
+  assert.deepEqual(parseExactDecimal('-10'), { units: -10n, scale: 0 });
+});
+
+test('formatCredits trims trailing zeros and never uses floats', () => {
+  const cases: Array<[bigint, string]> = [
+    [0n, '0'],
+    [3_000_000n, '3'],
+    [12_345_678n, '12.345678'],
+    [-500_000n, '-0.5'],
+    [1n, '0.000001'],
+    [-1n, '-0.000001'],
+    [10_000_000_100_000n, '10000000.1'],
+    [9007199254740993_000001n, '9007199254740993.000001'],
+  ];
+  for (const [micros, text] of cases) {
+    assert.equal(formatCredits(micros), text);
+    assert.equal(parseCredits(text), micros, `round trip ${text}`);
+  }
+});
+
+test('creditsToNumber is for display', () => {
+  assert.equal(creditsToNumber(12_345_678n), 12.345678);
+  assert.equal(creditsToNumber(-500_000n), -0.5);
+  assert.equal(creditsToNumber(0n), 0);
+});
+
+test('ceilDiv rounds up', () => {
+  assert.equal(ceilDiv(0n, 1_000_000n), 0n);
+  assert.equal(ceilDiv(1n, 1_000_000n), 1n);
+  assert.equal(ceilDiv(1_000_000n, 1_000_000n), 1n);
+  assert.equal(ceilDiv(1_000_001n, 1_000_000n), 2n);
+  assert.throws(() => ceilDiv(1n, 0n), RangeError);
+  assert.throws(() => ceilDiv(-1n, 1n), RangeError);
+});

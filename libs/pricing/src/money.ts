@@ -1,0 +1,107 @@
+// Money is an integer count of micro-credits, always a bigint. Decimal text is parsed digit by
+// digit and never passes through a float, so "0.1" is exactly 100_000 micro-credits.
+
+export const MICROS_PER_CREDIT = 1_000_000n;
+
+/** Decimal places of a credit amount: one micro-credit is 0.000001 credit. */
+export const CREDIT_DECIMALS = 6;
+
+/** A decimal string or number that cannot be turned into an exact amount. */
+export class MoneyError extends Error {
+  override readonly name = 'MoneyError';
+}
+
+/** A plain decimal: optional sign, digits, optional fraction. No exponent, no spaces, no `_`. */
+const DECIMAL_RE = /^([+-]?)(\d+)(?:\.(\d+))?$/;
+
+/**
+ * An exact decimal as an integer and a power of ten: `value = units / 10^scale`.
+ * Trailing fractional zeros are dropped, so `scale` is the smallest that represents the value.
+ */
+export interface ExactDecimal {
+  readonly units: bigint;
+  readonly scale: number;
+}
+
+/** Parses decimal text exactly; throws MoneyError on anything else (`1e3`, ` 1`, `.5`, `1.`). */
+export function parseExactDecimal(v: string): ExactDecimal {
+  const m = DECIMAL_RE.exec(v);
+  if (m === null) {
+    throw new MoneyError(`${JSON.stringify(v)} is not a decimal number (expected e.g. "12.5" or "-3")`);
+  }
+  const sign = m[1] === '-' ? -1n : 1n;
+  const whole = m[2] ?? '0';
+  const frac = (m[3] ?? '').replace(/0+$/, '');
+  const units = sign * BigInt(whole + frac);
+  return { units, scale: frac.length };
+}
+
+/**
+ * Parses decimal text into an integer number of `10^-scale` units, exactly.
+ * `parseDecimal("12.34", 6)` is `12_340_000n`. More fractional digits than `scale` are accepted
+ * only when the extra digits are zeros; otherwise the value is not representable and it throws.
+ */
+export function parseDecimal(v: string, scale: number): bigint {
+  if (!Number.isSafeInteger(scale) || scale < 0) {
+    throw new MoneyError(`scale must be a non-negative integer, got ${scale}`);
+  }
+  const d = parseExactDecimal(v);
+  if (d.scale > scale) {
+    throw new MoneyError(
+      `${JSON.stringify(v)} has more than ${scale} decimal place${scale === 1 ? '' : 's'}`,
+    );
+  }
+  return d.units * 10n ** BigInt(scale - d.scale);
+}
+
+/**
+ * Credits (decimal string or number) → micro-credits. A number is read through its shortest
+ * round-trip text (`String(0.1)` is "0.1"), so no binary float error reaches the result;
+ * non-finite numbers and numbers whose text needs an exponent (1e21, 1e-7) are rejected.
+ */
+export function parseCredits(v: string | number): bigint {
+  let text: string;
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) throw new MoneyError(`credit amount must be finite, got ${v}`);
+    text = String(v);
+    if (/e/i.test(text)) {
+      throw new MoneyError(`credit amount ${text} is out of range: pass it as a decimal string`);
+    }
+  } else if (typeof v === 'string') {
+    text = v;
+  } else {
+    throw new MoneyError(`credit amount must be a string or a number, got ${typeof v}`);
+  }
+  try {
+    return parseDecimal(text, CREDIT_DECIMALS);
+  } catch (err) {
+    if (err instanceof MoneyError) {
+      throw new MoneyError(`invalid credit amount: ${err.message} (at most 6 decimal places)`);
+    }
+    throw err;
+  }
+}
+
+/** Micro-credits → credits as decimal text: "12.345678", "-0.5", "3". */
+export function formatCredits(micros: bigint): string {
+  const negative = micros < 0n;
+  const abs = negative ? -micros : micros;
+  const whole = abs / MICROS_PER_CREDIT;
+  const frac = (abs % MICROS_PER_CREDIT).toString().padStart(CREDIT_DECIMALS, '0').replace(/0+$/, '');
+  return `${negative ? '-' : ''}${whole}${frac === '' ? '' : `.${frac}`}`;
+}
+
+/**
+ * Micro-credits → a JS number of credits, for display JSON only (never for arithmetic).
+ * Goes through the decimal text, so the result is the double nearest the exact value.
+ */
+export function creditsToNumber(micros: bigint): number {
+  return Number(formatCredits(micros));
+}
+
+/** ceil(a / b) for a ≥ 0, b > 0. */
+export function ceilDiv(a: bigint, b: bigint): bigint {
+  if (b <= 0n) throw new RangeError('ceilDiv: divisor must be positive');
+  if (a < 0n) throw new RangeError('ceilDiv: dividend must be non-negative');
+  return (a + b - 1n) / b;
+}
