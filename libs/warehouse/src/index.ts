@@ -1,0 +1,9 @@
+export { Warehouse, WarehouseInputError } from './warehouse.ts';
+export type {
+  WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals,
+} from './warehouse.ts';
+export { createChdbClickHouse } from './chdb-client.ts';
+export type { ChdbClickHouseOptions } from './chdb-client.ts';
+export { createHttpClickHouse } from './http-client.ts';
+export type { HttpClickHouseOptions } from './http-client.ts';
+export type { ClickHouseClient } from '@clickhouse/client';

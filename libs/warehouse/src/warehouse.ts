@@ -1,0 +1,500 @@
+// The warehouse port: every usage and ledger fact plus the latest control records, in
+// ClickHouse. The same SQL runs over HTTP (a server) and in process (chDB); the caller picks the
+// transport by the client it passes in.
+//
+// Invariants:
+// - Reads never count an event twice: every read goes through FINAL (see schema.ts), so
+//   inserting a batch again changes no result.
+// - Money never passes through a JS number: amounts are validated as int64 decimal strings on
+//   the way in and summed as Int128 and returned as text on the way out, then parsed to bigint.
+
+import type { ClickHouseClient } from '@clickhouse/client';
+import type {
+  AccountRecord, AccountStatus, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind,
+  UsageEvent, UsageStatus,
+} from '@tollgate/events';
+import { migrations, tableNames } from './schema.ts';
+import type { TableNames } from './schema.ts';
+
+export interface WarehouseOptions {
+  /** taken over by the Warehouse: `close()` closes it */
+  client: ClickHouseClient;
+  /** default 'tollgate' */
+  database?: string;
+  /** prepended to every table name, for test isolation; `^[a-z0-9_]*$`, default '' */
+  tablePrefix?: string;
+}
+
+export interface UsageFilter {
+  accountId?: string;
+  keyId?: string;
+  /** epoch ms, inclusive */
+  from?: number;
+  /** epoch ms, exclusive */
+  to?: number;
+}
+
+export type UsageGroupBy = 'model' | 'key' | 'day' | 'status';
+
+export interface UsageTotals {
+  requests: number;
+  input: number;
+  output: number;
+  cacheRead: number;
+  cacheWrite5m: number;
+  cacheWrite1h: number;
+  costMicros: bigint;
+}
+
+export interface UsageGroup extends UsageTotals {
+  /** catalog model id, key id, UTC day `YYYY-MM-DD`, or status */
+  group: string;
+}
+
+export interface LedgerTotals {
+  entries: number;
+  amountMicros: bigint;
+  byKind: Record<LedgerKind, bigint>;
+}
+
+/** Invalid input to a write: nothing of the batch was written. */
+export class WarehouseInputError extends Error {
+  override readonly name = 'WarehouseInputError';
+}
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+const UINT32_MAX = 2 ** 32 - 1;
+const INT_RE = /^-?\d+$/;
+
+// Requested for every read. Money is already cast to text in SQL (so it is exact whatever a
+// server's defaults are); this keeps counts and versions one shape on both transports.
+const READ_SETTINGS = { output_format_json_quote_64bit_integers: 1 } as const;
+
+// Column expressions for `groupBy`; fixed strings, never built from input.
+const GROUP_EXPR: Record<UsageGroupBy, string> = {
+  model: 'catalog_model',
+  key: 'key_id',
+  day: 'toString(toDate(ts))',
+  status: 'status',
+};
+
+// Aliases differ from column names on purpose: in ClickHouse an alias shadows the column of
+// the same name everywhere in the query, WHERE included.
+const TOTALS_SELECT = `
+  count() AS n_requests,
+  sum(input_tokens) AS n_input,
+  sum(output_tokens) AS n_output,
+  sum(cache_read_tokens) AS n_cache_read,
+  sum(cache_write_5m_tokens) AS n_cache_write_5m,
+  sum(cache_write_1h_tokens) AS n_cache_write_1h,
+  toString(sum(toInt128(cost_micros))) AS cost_text`;
+
+type Row = Record<string, unknown>;
+
+export class Warehouse {
+  readonly #client: ClickHouseClient;
+  readonly #t: TableNames;
+
+  constructor(opts: WarehouseOptions) {
+    this.#client = opts.client;
+    this.#t = tableNames(opts.database ?? 'tollgate', opts.tablePrefix ?? '');
+  }
+
+  /** Creates the database and tables if missing; safe to run at every start. */
+  async migrate(): Promise<void> {
+    for (const query of migrations(this.#t)) {
+      await this.#client.command({ query });
+    }
+  }
+
+  async insertUsage(events: readonly UsageEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    const rows = events.map((e) => ({
+      event_id: nonEmpty(e.event_id, 'event_id'),
+      ts: dateTime(e.ts, 'ts'),
+      account_id: nonEmpty(e.account_id, 'account_id'),
+      key_id: e.key_id,
+      model: e.model,
+      catalog_model: e.catalog_model,
+      upstream_model: e.upstream_model,
+      input_tokens: uint32(e.input_tokens, 'input_tokens'),
+      output_tokens: uint32(e.output_tokens, 'output_tokens'),
+      cache_read_tokens: uint32(e.cache_read_tokens, 'cache_read_tokens'),
+      cache_write_5m_tokens: uint32(e.cache_write_5m_tokens, 'cache_write_5m_tokens'),
+      cache_write_1h_tokens: uint32(e.cache_write_1h_tokens, 'cache_write_1h_tokens'),
+      cost_micros: int64Text(e.cost_micros, 'cost_micros', 0n),
+      status: e.status,
+      http_status: e.http_status,
+      latency_ms: uint32(e.latency_ms, 'latency_ms'),
+      ttft_ms: e.ttft_ms === null ? null : uint32(e.ttft_ms, 'ttft_ms'),
+      stream: e.stream,
+      upstream_request_id: e.upstream_request_id,
+      gateway_id: e.gateway_id,
+    }));
+    await this.#client.insert({ table: this.#t.usage, values: rows, format: 'JSONEachRow' });
+  }
+
+  async insertLedger(events: readonly LedgerEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    const rows = events.map((e) => ({
+      event_id: nonEmpty(e.event_id, 'event_id'),
+      ts: dateTime(e.ts, 'ts'),
+      account_id: nonEmpty(e.account_id, 'account_id'),
+      kind: e.kind,
+      amount_micros: int64Text(e.amount_micros, 'amount_micros'),
+      reference: e.reference,
+    }));
+    await this.#client.insert({ table: this.#t.ledger, values: rows, format: 'JSONEachRow' });
+  }
+
+  async insertControl(events: readonly ControlEvent[]): Promise<void> {
+    const accounts: Row[] = [];
+    const keys: Row[] = [];
+    for (const e of events) {
+      if (e.type === 'account') {
+        const a = e.account;
+        accounts.push({
+          id: nonEmpty(a.id, 'account.id'),
+          name: a.name,
+          status: a.status,
+          created_at: dateTime(a.created_at, 'account.created_at'),
+          version: version(a.version, 'account.version'),
+          event_id: e.event_id,
+          updated_at: dateTime(e.ts, 'ts'),
+        });
+      } else {
+        // Fields picked one by one so that nothing else on the object (a secret) is written.
+        const k = e.key;
+        keys.push({
+          id: nonEmpty(k.id, 'key.id'),
+          account_id: nonEmpty(k.account_id, 'key.account_id'),
+          name: k.name,
+          prefix: k.prefix,
+          hash: nonEmpty(k.hash, 'key.hash'),
+          status: k.status,
+          created_at: dateTime(k.created_at, 'key.created_at'),
+          revoked_at: k.revoked_at === null ? null : dateTime(k.revoked_at, 'key.revoked_at'),
+          version: version(k.version, 'key.version'),
+          event_id: e.event_id,
+          updated_at: dateTime(e.ts, 'ts'),
+        });
+      }
+    }
+    if (accounts.length > 0) {
+      await this.#client.insert({ table: this.#t.accounts, values: accounts, format: 'JSONEachRow' });
+    }
+    if (keys.length > 0) {
+      await this.#client.insert({ table: this.#t.keys, values: keys, format: 'JSONEachRow' });
+    }
+  }
+
+  /** The latest version of every account, ordered by id. */
+  async loadAccounts(): Promise<AccountRecord[]> {
+    const rows = await this.#select(
+      `SELECT id, name, status, toUnixTimestamp64Milli(created_at) AS created_ms, version
+       FROM ${this.#t.accounts} FINAL ORDER BY id`,
+      {},
+    );
+    return rows.map((r) => ({
+      id: str(r['id']),
+      name: str(r['name']),
+      status: str(r['status']) as AccountStatus,
+      created_at: int(r['created_ms']),
+      version: int(r['version']),
+    }));
+  }
+
+  /** The latest version of every key (revoked ones included), ordered by id. */
+  async loadKeys(): Promise<KeyRecord[]> {
+    const rows = await this.#select(
+      `SELECT id, account_id, name, prefix, hash, status,
+              toUnixTimestamp64Milli(created_at) AS created_ms,
+              toUnixTimestamp64Milli(revoked_at) AS revoked_ms,
+              version
+       FROM ${this.#t.keys} FINAL ORDER BY id`,
+      {},
+    );
+    return rows.map((r) => ({
+      id: str(r['id']),
+      account_id: str(r['account_id']),
+      name: str(r['name']),
+      prefix: str(r['prefix']),
+      hash: str(r['hash']),
+      status: str(r['status']) as KeyStatus,
+      created_at: int(r['created_ms']),
+      revoked_at: r['revoked_ms'] === null ? null : int(r['revoked_ms']),
+      version: int(r['version']),
+    }));
+  }
+
+  /**
+   * Per account: Σ ledger amount − Σ usage cost, in micro-credits. Accounts with neither
+   * ledger entries nor usage are absent (their balance is 0n).
+   */
+  async balances(): Promise<Map<string, bigint>> {
+    const rows = await this.#select(
+      `SELECT account_id, toString(sum(amount)) AS balance_text FROM (
+         SELECT account_id, sum(toInt128(amount_micros)) AS amount
+         FROM ${this.#t.ledger} FINAL GROUP BY account_id
+         UNION ALL
+         SELECT account_id, -sum(toInt128(cost_micros)) AS amount
+         FROM ${this.#t.usage} FINAL GROUP BY account_id
+       ) GROUP BY account_id ORDER BY account_id`,
+      {},
+    );
+    return new Map(rows.map((r) => [str(r['account_id']), money(r['balance_text'])]));
+  }
+
+  async usageTotals(filter: UsageFilter = {}): Promise<UsageTotals> {
+    const w = usageWhere(filter);
+    const rows = await this.#select(
+      `SELECT ${TOTALS_SELECT} FROM ${this.#t.usage} FINAL ${w.sql}`,
+      w.params,
+    );
+    const r = rows[0];
+    if (r === undefined) throw new Error('usageTotals: aggregate returned no row');
+    return totals(r);
+  }
+
+  async usageBreakdown(filter: UsageFilter & { groupBy: UsageGroupBy }): Promise<UsageGroup[]> {
+    const expr = GROUP_EXPR[filter.groupBy];
+    if (expr === undefined) {
+      throw new WarehouseInputError(`groupBy must be one of ${Object.keys(GROUP_EXPR).join(', ')}`);
+    }
+    const w = usageWhere(filter);
+    const rows = await this.#select(
+      `SELECT ${expr} AS group_key, ${TOTALS_SELECT}
+       FROM ${this.#t.usage} FINAL ${w.sql}
+       GROUP BY group_key ORDER BY group_key`,
+      w.params,
+    );
+    return rows.map((r) => ({ group: str(r['group_key']), ...totals(r) }));
+  }
+
+  /** Distinct usage event ids matching the filter, in time order. */
+  async usageEventIds(filter: UsageFilter = {}): Promise<string[]> {
+    const w = usageWhere(filter);
+    const rows = await this.#select(
+      `SELECT event_id FROM ${this.#t.usage} FINAL ${w.sql} ORDER BY ts, event_id`,
+      w.params,
+    );
+    return rows.map((r) => str(r['event_id']));
+  }
+
+  /**
+   * Usage event ids stored more than once in raw (unmerged) rows: evidence of a double
+   * insertion. Only a lower bound: duplicates inside one insert and duplicates already merged
+   * away by ClickHouse do not show here, so an empty list proves nothing by itself; a
+   * non-empty one proves a writer inserted an event twice.
+   */
+  async duplicateUsageIds(): Promise<string[]> {
+    return this.#duplicates(this.#t.usage);
+  }
+
+  /** Like duplicateUsageIds, for ledger entries. */
+  async duplicateLedgerIds(): Promise<string[]> {
+    return this.#duplicates(this.#t.ledger);
+  }
+
+  async ledgerTotals(accountId?: string): Promise<LedgerTotals> {
+    const where = accountId === undefined ? '' : 'WHERE account_id = {account_id:String}';
+    const rows = await this.#select(
+      `SELECT kind, count() AS n_entries, toString(sum(toInt128(amount_micros))) AS amount_text
+       FROM ${this.#t.ledger} FINAL ${where} GROUP BY kind ORDER BY kind`,
+      accountId === undefined ? {} : { account_id: accountId },
+    );
+    const out: LedgerTotals = {
+      entries: 0,
+      amountMicros: 0n,
+      byKind: { grant: 0n, adjustment: 0n, refund: 0n },
+    };
+    for (const r of rows) {
+      const amount = money(r['amount_text']);
+      out.entries += int(r['n_entries']);
+      out.amountMicros += amount;
+      out.byKind[str(r['kind']) as LedgerKind] = amount;
+    }
+    return out;
+  }
+
+  /**
+   * Every ledger event id with its amount, so a rebuilt hot state still refuses a credit
+   * reference it has seen (credit grants are few; this stays small).
+   */
+  async ledgerEntries(): Promise<Map<string, bigint>> {
+    const rows = await this.#select(
+      `SELECT event_id, toString(amount_micros) AS amount_text FROM ${this.#t.ledger} FINAL`,
+      {},
+    );
+    return new Map(rows.map((r) => [str(r['event_id']), money(r['amount_text'])]));
+  }
+
+  async getUsageEvent(eventId: string): Promise<UsageEvent | undefined> {
+    const rows = await this.#select(
+      `SELECT event_id, toUnixTimestamp64Milli(ts) AS ts_ms, account_id, key_id, model,
+              catalog_model, upstream_model, input_tokens, output_tokens, cache_read_tokens,
+              cache_write_5m_tokens, cache_write_1h_tokens, toString(cost_micros) AS cost_text,
+              status, http_status, latency_ms, ttft_ms, stream, upstream_request_id, gateway_id
+       FROM ${this.#t.usage} FINAL WHERE event_id = {event_id:String} LIMIT 1`,
+      { event_id: eventId },
+    );
+    const r = rows[0];
+    if (r === undefined) return undefined;
+    return {
+      type: 'usage',
+      event_id: str(r['event_id']),
+      ts: int(r['ts_ms']),
+      account_id: str(r['account_id']),
+      key_id: str(r['key_id']),
+      model: str(r['model']),
+      catalog_model: str(r['catalog_model']),
+      upstream_model: str(r['upstream_model']),
+      input_tokens: int(r['input_tokens']),
+      output_tokens: int(r['output_tokens']),
+      cache_read_tokens: int(r['cache_read_tokens']),
+      cache_write_5m_tokens: int(r['cache_write_5m_tokens']),
+      cache_write_1h_tokens: int(r['cache_write_1h_tokens']),
+      cost_micros: money(r['cost_text']).toString(),
+      status: str(r['status']) as UsageStatus,
+      http_status: int(r['http_status']),
+      latency_ms: int(r['latency_ms']),
+      ttft_ms: r['ttft_ms'] === null ? null : int(r['ttft_ms']),
+      stream: r['stream'] === true,
+      upstream_request_id: r['upstream_request_id'] === null ? null : str(r['upstream_request_id']),
+      gateway_id: str(r['gateway_id']),
+    };
+  }
+
+  /** Closes the client given at construction. */
+  async close(): Promise<void> {
+    await this.#client.close();
+  }
+
+  async #duplicates(table: string): Promise<string[]> {
+    const rows = await this.#select(
+      `SELECT event_id FROM ${table} GROUP BY event_id HAVING count() > 1 ORDER BY event_id`,
+      {},
+    );
+    return rows.map((r) => str(r['event_id']));
+  }
+
+  async #select(query: string, params: Record<string, unknown>): Promise<Row[]> {
+    const rs = await this.#client.query({
+      query,
+      format: 'JSONEachRow',
+      query_params: params,
+      clickhouse_settings: READ_SETTINGS,
+    });
+    return rs.json<Row>();
+  }
+}
+
+function usageWhere(f: UsageFilter): { sql: string; params: Record<string, unknown> } {
+  const conds: string[] = [];
+  const params: Record<string, unknown> = {};
+  if (f.accountId !== undefined) {
+    conds.push('account_id = {account_id:String}');
+    params['account_id'] = f.accountId;
+  }
+  if (f.keyId !== undefined) {
+    conds.push('key_id = {key_id:String}');
+    params['key_id'] = f.keyId;
+  }
+  if (f.from !== undefined) {
+    conds.push("ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')");
+    params['from_ms'] = epochMs(f.from, 'from');
+  }
+  if (f.to !== undefined) {
+    conds.push("ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')");
+    params['to_ms'] = epochMs(f.to, 'to');
+  }
+  return { sql: conds.length === 0 ? '' : `WHERE ${conds.join(' AND ')}`, params };
+}
+
+function totals(r: Row): UsageTotals {
+  return {
+    requests: int(r['n_requests']),
+    input: int(r['n_input']),
+    output: int(r['n_output']),
+    cacheRead: int(r['n_cache_read']),
+    cacheWrite5m: int(r['n_cache_write_5m']),
+    cacheWrite1h: int(r['n_cache_write_1h']),
+    costMicros: money(r['cost_text']),
+  };
+}
+
+// ---- input validation: ClickHouse would silently wrap an out-of-range Int64 or UInt32 ----
+
+function nonEmpty(v: string, field: string): string {
+  if (typeof v !== 'string' || v === '') {
+    throw new WarehouseInputError(`${field} must be a non-empty string`);
+  }
+  return v;
+}
+
+function int64Text(v: string, field: string, min: bigint = INT64_MIN): string {
+  if (typeof v !== 'string' || !INT_RE.test(v)) {
+    throw new WarehouseInputError(`${field} must be an integer decimal string, got ${JSON.stringify(v)}`);
+  }
+  const n = BigInt(v);
+  if (n < min || n > INT64_MAX) {
+    throw new WarehouseInputError(`${field} ${v} is out of range [${min}, ${INT64_MAX}]`);
+  }
+  return n.toString();
+}
+
+function uint32(v: number, field: string): number {
+  if (!Number.isSafeInteger(v) || v < 0 || v > UINT32_MAX) {
+    throw new WarehouseInputError(`${field} must be an integer in [0, ${UINT32_MAX}], got ${v}`);
+  }
+  return v;
+}
+
+function version(v: number, field: string): number {
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new WarehouseInputError(`${field} must be a non-negative safe integer, got ${v}`);
+  }
+  return v;
+}
+
+function epochMs(v: number, field: string): number {
+  if (!Number.isSafeInteger(v)) {
+    throw new WarehouseInputError(`${field} must be epoch milliseconds (an integer), got ${v}`);
+  }
+  return v;
+}
+
+// DateTime64(3, 'UTC') text. A bare integer would also parse, but its reading (seconds or
+// milliseconds) depends on its digit count; this text form has one meaning.
+function dateTime(ms: number, field: string): string {
+  epochMs(ms, field);
+  const d = new Date(ms);
+  const y = d.getUTCFullYear();
+  if (Number.isNaN(d.getTime()) || y < 1970 || y > 2299) {
+    throw new WarehouseInputError(`${field} ${ms} is outside 1970..2299`);
+  }
+  return d.toISOString().replace('T', ' ').replace('Z', '');
+}
+
+// ---- output parsing: 64-bit values arrive as strings, narrower ones as numbers ----
+
+function str(v: unknown): string {
+  if (typeof v !== 'string') throw new Error(`warehouse: expected a string, got ${typeof v}`);
+  return v;
+}
+
+function int(v: unknown): number {
+  const n = typeof v === 'string' && INT_RE.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n)) {
+    throw new Error(`warehouse: expected a safe integer, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+function money(v: unknown): bigint {
+  if (typeof v !== 'string' || !INT_RE.test(v)) {
+    throw new Error(`warehouse: expected integer micro-credits as text, got ${JSON.stringify(v)}`);
+  }
+  return BigInt(v);
+}

@@ -1,0 +1,351 @@
+// The one contract every warehouse transport passes. Each test works in its own table prefix,
+// so runs can share one chDB path or one ClickHouse server.
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { ControlEvent, KeyRecord, LedgerEvent, UsageEvent } from '@tollgate/events';
+import { WarehouseInputError } from '@tollgate/warehouse';
+import type { Warehouse } from '@tollgate/warehouse';
+
+/**
+ * Returns a Warehouse whose tables are named by `tablePrefix`. Called again with the same prefix
+ * (after the first one was closed) it must reach the same stored data: that is how persistence
+ * is tested. The contract calls `migrate()` itself.
+ */
+export type MakeWarehouse = (tablePrefix: string) => Warehouse | Promise<Warehouse>;
+
+/** 2^53 + 1: the smallest integer a JS number cannot hold. */
+const ABOVE_2_53 = 9_007_199_254_740_993n;
+
+const T0 = Date.UTC(2025, 0, 1, 23, 59, 59, 999); // last ms of 2025-01-01
+const T1 = Date.UTC(2025, 0, 2, 0, 0, 0, 0); // first ms of 2025-01-02
+const T2 = Date.UTC(2025, 0, 2, 12, 0, 0, 0);
+
+let seq = 0;
+function newPrefix(): string {
+  seq += 1;
+  return `t${randomBytes(3).toString('hex')}_${seq}_`;
+}
+
+export function usage(o: Partial<UsageEvent> & Pick<UsageEvent, 'event_id'>): UsageEvent {
+  return {
+    type: 'usage',
+    ts: T2,
+    account_id: 'acc_a',
+    key_id: 'key_a1',
+    model: 'claude-sonnet-4-5',
+    catalog_model: 'claude-sonnet-4-5',
+    upstream_model: 'claude-sonnet-4-5-20250929',
+    input_tokens: 100,
+    output_tokens: 20,
+    cache_read_tokens: 0,
+    cache_write_5m_tokens: 0,
+    cache_write_1h_tokens: 0,
+    cost_micros: '1000',
+    status: 'ok',
+    http_status: 200,
+    latency_ms: 1200,
+    ttft_ms: 300,
+    stream: true,
+    upstream_request_id: 'req_up_1',
+    gateway_id: 'gw1',
+    ...o,
+  };
+}
+
+export function ledger(
+  o: Partial<LedgerEvent> & Pick<LedgerEvent, 'account_id' | 'reference' | 'amount_micros'>,
+): LedgerEvent {
+  return {
+    type: 'ledger',
+    event_id: `credit:${o.account_id}:${o.reference}`,
+    ts: T0,
+    kind: 'grant',
+    ...o,
+  };
+}
+
+function keyRecord(o: Partial<KeyRecord> & Pick<KeyRecord, 'id' | 'version'>): KeyRecord {
+  return {
+    account_id: 'acc_a',
+    name: 'ci key',
+    prefix: 'sk-tg-ab',
+    hash: 'ab'.repeat(32),
+    status: 'active',
+    created_at: T0,
+    revoked_at: null,
+    ...o,
+  };
+}
+
+// Three events on two accounts, two days, two keys and two models; one costs more than 2^53.
+const USAGE: UsageEvent[] = [
+  usage({
+    event_id: 'req_1', ts: T0, input_tokens: 10, output_tokens: 5, cache_read_tokens: 1000,
+    cache_write_5m_tokens: 7, cost_micros: ABOVE_2_53.toString(),
+  }),
+  usage({
+    event_id: 'req_2', ts: T1, key_id: 'key_a2', catalog_model: 'claude-haiku-4-5', model: 'haiku',
+    input_tokens: 20, output_tokens: 6, cache_write_1h_tokens: 9, cost_micros: '7',
+    status: 'client_disconnect', ttft_ms: null, stream: false, upstream_request_id: null,
+  }),
+  usage({
+    event_id: 'req_3', ts: T2, account_id: 'acc_b', key_id: 'key_b1', input_tokens: 30,
+    output_tokens: 7, cost_micros: '3', status: 'upstream_error', http_status: 529,
+  }),
+];
+
+const LEDGER: LedgerEvent[] = [
+  ledger({ account_id: 'acc_a', reference: 'topup-1', amount_micros: (ABOVE_2_53 * 2n).toString() }),
+  ledger({ account_id: 'acc_a', reference: 'refund-1', kind: 'refund', amount_micros: '500' }),
+  ledger({ account_id: 'acc_a', reference: 'fix-1', kind: 'adjustment', amount_micros: '-200' }),
+  ledger({ account_id: 'acc_b', reference: 'topup-1', amount_micros: '1' }),
+];
+
+export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): void {
+  async function fresh(prefix = newPrefix()): Promise<Warehouse> {
+    const w = await makeWarehouse(prefix);
+    await w.migrate();
+    return w;
+  }
+
+  async function withWarehouse(fn: (w: Warehouse, prefix: string) => Promise<void>): Promise<void> {
+    const prefix = newPrefix();
+    const w = await fresh(prefix);
+    try {
+      await fn(w, prefix);
+    } finally {
+      await w.close();
+    }
+  }
+
+  describe(`warehouse contract: ${name}`, () => {
+    test('migrate is idempotent and an empty warehouse reads as empty', () =>
+      withWarehouse(async (w) => {
+        await w.migrate();
+        assert.deepEqual(await w.usageTotals({}), {
+          requests: 0, input: 0, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0,
+          costMicros: 0n,
+        });
+        assert.deepEqual(await w.balances(), new Map());
+        assert.deepEqual(await w.loadAccounts(), []);
+        assert.deepEqual(await w.loadKeys(), []);
+        assert.deepEqual(await w.usageBreakdown({ groupBy: 'model' }), []);
+        assert.deepEqual(await w.ledgerTotals(), {
+          entries: 0, amountMicros: 0n, byKind: { grant: 0n, adjustment: 0n, refund: 0n },
+        });
+        await w.insertUsage([]);
+        await w.insertLedger([]);
+        await w.insertControl([]);
+      }));
+
+    test('usage inserted twice counts once, with exact totals above 2^53', () =>
+      withWarehouse(async (w) => {
+        await w.insertUsage(USAGE);
+        assert.deepEqual(await w.duplicateUsageIds(), []);
+        await w.insertUsage(USAGE); // a consumer re-reading its batch
+        await w.insertUsage([USAGE[1]!]);
+        // Raw rows do hold the second copies (this is what the exactly-once tests look for)...
+        assert.deepEqual(await w.duplicateUsageIds(), ['req_1', 'req_2', 'req_3']);
+        // ...and no read counts them.
+        assert.deepEqual(await w.usageTotals({}), {
+          requests: 3, input: 60, output: 18, cacheRead: 1000, cacheWrite5m: 7, cacheWrite1h: 9,
+          costMicros: ABOVE_2_53 + 10n,
+        });
+        assert.equal((await w.usageTotals({})).costMicros, 9_007_199_254_741_003n);
+        assert.deepEqual(await w.usageEventIds({}), ['req_1', 'req_2', 'req_3']);
+        assert.deepEqual(await w.usageTotals({ accountId: 'acc_a' }), {
+          requests: 2, input: 30, output: 11, cacheRead: 1000, cacheWrite5m: 7, cacheWrite1h: 9,
+          costMicros: ABOVE_2_53 + 7n,
+        });
+      }));
+
+    test('a usage event round-trips exactly', () =>
+      withWarehouse(async (w) => {
+        await w.insertUsage(USAGE);
+        for (const e of USAGE) assert.deepEqual(await w.getUsageEvent(e.event_id), e);
+        assert.equal(await w.getUsageEvent('nope'), undefined);
+      }));
+
+    test('filters: account, key, from inclusive, to exclusive', () =>
+      withWarehouse(async (w) => {
+        await w.insertUsage(USAGE);
+        assert.deepEqual(await w.usageEventIds({ accountId: 'acc_a' }), ['req_1', 'req_2']);
+        assert.deepEqual(await w.usageEventIds({ keyId: 'key_a2' }), ['req_2']);
+        assert.deepEqual(await w.usageEventIds({ from: T1 }), ['req_2', 'req_3']);
+        assert.deepEqual(await w.usageEventIds({ to: T1 }), ['req_1']);
+        assert.deepEqual(await w.usageEventIds({ from: T0, to: T2 }), ['req_1', 'req_2']);
+        assert.deepEqual(await w.usageEventIds({ accountId: 'acc_b', to: T2 }), []);
+        assert.equal((await w.usageTotals({ accountId: 'acc_a', from: T1 })).costMicros, 7n);
+        // values are bound as parameters, not spliced into SQL
+        assert.deepEqual(await w.usageEventIds({ accountId: "acc_a' OR '1'='1" }), []);
+      }));
+
+    test('breakdowns by model, key, day (UTC) and status', () =>
+      withWarehouse(async (w) => {
+        await w.insertUsage(USAGE);
+        await w.insertUsage(USAGE);
+        const zero = { cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 };
+        const r1 = { requests: 1, input: 10, output: 5, cacheRead: 1000, cacheWrite5m: 7, cacheWrite1h: 0, costMicros: ABOVE_2_53 };
+        const r2 = { requests: 1, input: 20, output: 6, ...zero, cacheWrite1h: 9, costMicros: 7n };
+        const r3 = { requests: 1, input: 30, output: 7, ...zero, costMicros: 3n };
+        assert.deepEqual(await w.usageBreakdown({ groupBy: 'model' }), [
+          { group: 'claude-haiku-4-5', ...r2 },
+          {
+            group: 'claude-sonnet-4-5', requests: 2, input: 40, output: 12, cacheRead: 1000,
+            cacheWrite5m: 7, cacheWrite1h: 0, costMicros: ABOVE_2_53 + 3n,
+          },
+        ]);
+        assert.deepEqual(await w.usageBreakdown({ groupBy: 'key', accountId: 'acc_a' }), [
+          { group: 'key_a1', ...r1 },
+          { group: 'key_a2', ...r2 },
+        ]);
+        assert.deepEqual(await w.usageBreakdown({ groupBy: 'day' }), [
+          { group: '2025-01-01', ...r1 },
+          {
+            group: '2025-01-02', requests: 2, input: 50, output: 13, ...zero, cacheWrite1h: 9,
+            costMicros: 10n,
+          },
+        ]);
+        assert.deepEqual(await w.usageBreakdown({ groupBy: 'status', from: T1 }), [
+          { group: 'client_disconnect', ...r2 },
+          { group: 'upstream_error', ...r3 },
+        ]);
+        await assert.rejects(
+          // a JS caller can pass anything
+          w.usageBreakdown({ groupBy: 'account_id; DROP TABLE x' as 'model' }),
+          WarehouseInputError,
+        );
+      }));
+
+    test('ledger inserted twice counts once; balances = Σ ledger − Σ usage, exact', () =>
+      withWarehouse(async (w) => {
+        await w.insertLedger(LEDGER);
+        await w.insertLedger(LEDGER);
+        await w.insertUsage(USAGE);
+        await w.insertUsage(USAGE);
+        assert.deepEqual(await w.ledgerTotals('acc_a'), {
+          entries: 3,
+          amountMicros: ABOVE_2_53 * 2n + 300n,
+          byKind: { grant: ABOVE_2_53 * 2n, adjustment: -200n, refund: 500n },
+        });
+        assert.deepEqual(await w.ledgerTotals(), {
+          entries: 4,
+          amountMicros: ABOVE_2_53 * 2n + 301n,
+          byKind: { grant: ABOVE_2_53 * 2n + 1n, adjustment: -200n, refund: 500n },
+        });
+        assert.deepEqual(await w.duplicateLedgerIds(), LEDGER.map((e) => e.event_id).sort());
+        assert.deepEqual(
+          await w.balances(),
+          new Map([
+            ['acc_a', ABOVE_2_53 * 2n + 300n - (ABOVE_2_53 + 7n)], // 9007199254741286
+            ['acc_b', 1n - 3n],
+          ]),
+        );
+        assert.equal((await w.balances()).get('acc_a'), 9_007_199_254_741_286n);
+      }));
+
+    test('control records: the highest version wins, whatever the insert order', () =>
+      withWarehouse(async (w) => {
+        const acc = { id: 'acc_a', name: 'Acme', status: 'active' as const, created_at: T0, version: 1 };
+        const key1 = keyRecord({ id: 'key_a1', version: 1 });
+        const key1revoked = keyRecord({ id: 'key_a1', version: 2, status: 'revoked', revoked_at: T2 });
+        const key2 = keyRecord({ id: 'key_a2', version: 1, prefix: 'sk-tg-cd', hash: 'cd'.repeat(32) });
+        const events: ControlEvent[] = [
+          { type: 'account', event_id: 'c1', ts: T0, account: acc },
+          { type: 'key', event_id: 'c3', ts: T2, key: key1revoked },
+          { type: 'key', event_id: 'c2', ts: T0, key: key1 },
+          { type: 'key', event_id: 'c4', ts: T0, key: key2 },
+        ];
+        await w.insertControl(events);
+        await w.insertControl(events);
+        // an older version delivered late loses
+        await w.insertControl([{ type: 'key', event_id: 'c2', ts: T0, key: key1 }]);
+        await w.insertControl([
+          { type: 'account', event_id: 'c5', ts: T2, account: { ...acc, name: 'Acme Ltd', status: 'disabled', version: 2 } },
+        ]);
+        assert.deepEqual(await w.loadAccounts(), [{ ...acc, name: 'Acme Ltd', status: 'disabled', version: 2 }]);
+        assert.deepEqual(await w.loadKeys(), [key1revoked, key2]);
+      }));
+
+    test('a key never stores more than its hash and prefix', () =>
+      withWarehouse(async (w) => {
+        const withSecret = { ...keyRecord({ id: 'key_s', version: 1 }), secret: 'sk-tg-SECRET' };
+        await w.insertControl([{ type: 'key', event_id: 'c1', ts: T0, key: withSecret }]);
+        const [k] = await w.loadKeys();
+        assert.deepEqual(k, keyRecord({ id: 'key_s', version: 1 }));
+        assert.ok(!JSON.stringify(await w.loadKeys()).includes('SECRET'));
+      }));
+
+    test('invalid money or counts are refused before anything is written', () =>
+      withWarehouse(async (w) => {
+        const bad: Array<Partial<UsageEvent>> = [
+          { cost_micros: '1.5' },
+          { cost_micros: '9223372036854775808' }, // Int64 max + 1: ClickHouse would wrap it
+          { cost_micros: '-1' },
+          { cost_micros: '1e3' },
+          { input_tokens: -1 },
+          { output_tokens: 2 ** 32 },
+          { ts: 1.5 },
+        ];
+        for (const b of bad) {
+          await assert.rejects(
+            w.insertUsage([usage({ event_id: 'ok' }), usage({ event_id: 'bad', ...b })]),
+            WarehouseInputError,
+            JSON.stringify(b),
+          );
+        }
+        await assert.rejects(
+          w.insertLedger([ledger({ account_id: 'a', reference: 'r', amount_micros: '-9223372036854775809' })]),
+          WarehouseInputError,
+        );
+        assert.deepEqual(await w.usageEventIds({}), []);
+        // the int64 extremes themselves are fine
+        await w.insertLedger([
+          ledger({ account_id: 'a', reference: 'max', amount_micros: '9223372036854775807' }),
+          ledger({ account_id: 'a', reference: 'min', amount_micros: '-9223372036854775808' }),
+        ]);
+        assert.equal((await w.ledgerTotals('a')).amountMicros, -1n);
+        // summed wider than Int64, so no wrap-around either
+        await w.insertLedger([ledger({ account_id: 'b', reference: 'max', amount_micros: '9223372036854775807' })]);
+        await w.insertLedger([ledger({ account_id: 'b', reference: 'max2', amount_micros: '9223372036854775807' })]);
+        assert.equal((await w.ledgerTotals('b')).amountMicros, 2n * (2n ** 63n - 1n));
+      }));
+
+    test('data survives closing and reopening the client', async () => {
+      const prefix = newPrefix();
+      const first = await fresh(prefix);
+      await first.insertUsage(USAGE);
+      await first.insertLedger(LEDGER);
+      await first.insertControl([
+        { type: 'key', event_id: 'c1', ts: T0, key: keyRecord({ id: 'k', version: 3, status: 'revoked', revoked_at: T1 }) },
+      ]);
+      const before = { totals: await first.usageTotals({}), balances: await first.balances() };
+      await first.close();
+
+      const second = await fresh(prefix);
+      try {
+        assert.deepEqual(await second.usageTotals({}), before.totals);
+        assert.deepEqual(await second.balances(), before.balances);
+        assert.equal((await second.usageTotals({})).costMicros, ABOVE_2_53 + 10n);
+        assert.deepEqual(await second.loadKeys(), [keyRecord({ id: 'k', version: 3, status: 'revoked', revoked_at: T1 })]);
+      } finally {
+        await second.close();
+      }
+    });
+
+    test('table prefixes isolate warehouses on the same storage', async () => {
+      const a = await fresh();
+      const b = await fresh();
+      try {
+        await a.insertUsage(USAGE);
+        assert.equal((await a.usageTotals({})).requests, 3);
+        assert.equal((await b.usageTotals({})).requests, 0);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+  });
+}
