@@ -1,0 +1,41 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigError, loadConfig } from './config.ts';
+
+test('defaults run every role embedded on port 8080', () => {
+  const c = loadConfig({});
+  assert.deepEqual(c.roles, ['gateway', 'aggregator', 'control']);
+  assert.equal(c.port, 8080);
+  assert.equal(c.dataDir, './data');
+  assert.equal(c.kafka, undefined);
+  assert.equal(c.redis, undefined);
+  assert.equal(c.upstream.url, 'https://api.anthropic.com');
+  assert.equal(c.bodyLimitBytes, 32 * 1024 * 1024);
+});
+
+test('--roles wins over TOLLGATE_ROLES', () => {
+  const c = loadConfig({ TOLLGATE_ROLES: 'control' }, ['--roles', 'gateway,aggregator']);
+  assert.deepEqual(c.roles, ['gateway', 'aggregator']);
+});
+
+test('every bad value is reported with its variable name', () => {
+  assert.throws(
+    () => loadConfig({ PORT: 'eighty', UPSTREAM_URL: 'nope', TOLLGATE_ROLES: 'gateway,billing', ADMIN_TOKEN: 'short' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      const text = err.problems.join('\n');
+      for (const name of ['PORT', 'UPSTREAM_URL', 'TOLLGATE_ROLES', 'ADMIN_TOKEN']) assert.match(text, new RegExp(`^${name}:`, 'm'));
+      assert.match(text, /billing/);
+      return true;
+    },
+  );
+});
+
+test('distributed mode requires shared secrets', () => {
+  assert.throws(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' }), /KEY_HASH_SECRET: required[\s\S]*ADMIN_TOKEN: required/);
+  const c = loadConfig({
+    REDIS_URL: 'redis://127.0.0.1:6379', KAFKA_BROKERS: 'a:9092, b:9092',
+    KEY_HASH_SECRET: 'x'.repeat(32), ADMIN_TOKEN: 'y'.repeat(32),
+  });
+  assert.deepEqual(c.kafka?.brokers, ['a:9092', 'b:9092']);
+});

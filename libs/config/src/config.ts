@@ -1,0 +1,152 @@
+import { z } from 'zod';
+
+export const ROLES = ['gateway', 'aggregator', 'control'] as const;
+export type Role = (typeof ROLES)[number];
+
+const int = (min: number, max: number) =>
+  z.coerce.number({ error: 'expected a number' }).int('expected a whole number').min(min).max(max);
+const url = z.url({ error: 'expected a URL such as http://host:port' });
+const optionalString = z.string().trim().min(1).optional();
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+/**
+ * Every setting, by its environment variable name, so an error names exactly what to fix.
+ * Defaults are for `npm start` on one machine with nothing else installed.
+ */
+const EnvSchema = z.object({
+  TOLLGATE_ROLES: z.string().default(ROLES.join(',')).transform((s, ctx) => {
+    const roles = s.split(',').map((r) => r.trim()).filter(Boolean);
+    const bad = roles.filter((r) => !(ROLES as readonly string[]).includes(r));
+    if (bad.length || roles.length === 0) {
+      ctx.addIssue({ code: 'custom', message: `unknown role(s) ${bad.join(', ') || '(none)'}; expected any of ${ROLES.join(', ')}` });
+      return z.NEVER;
+    }
+    return [...new Set(roles)] as Role[];
+  }),
+  HOST: z.string().default('0.0.0.0'),
+  PORT: int(0, 65535).default(8080),
+  DATA_DIR: z.string().default('./data'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  GATEWAY_ID: optionalString,
+
+  PRICING_FILE: optionalString,
+  UPSTREAM_URL: url.default('https://api.anthropic.com'),
+  UPSTREAM_API_KEY: optionalString,
+  UPSTREAM_TIMEOUT_MS: int(1000, 3_600_000).default(600_000),
+  /** how long a hold outlives a gateway that never settled it */
+  HOLD_TTL_MS: int(10_000, 86_400_000).default(900_000),
+  /** what an SSE error after HTTP 200, or an upstream that drops the stream, costs */
+  STREAM_ERROR_BILLING: z.enum(['refund', 'usage']).default('refund'),
+  BODY_LIMIT_BYTES: int(1024, 256 * 1024 * 1024).default(32 * 1024 * 1024),
+
+  ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  FINANCE_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  KEY_HASH_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
+
+  KAFKA_BROKERS: optionalString,
+  KAFKA_CLIENT_ID: z.string().default('tollgate'),
+  KAFKA_TOPIC_PREFIX: z.string().regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, . _ - only').default(''),
+  REDIS_URL: z.url().optional(),
+  REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:._-]*$/).default('tg:'),
+  CLICKHOUSE_URL: z.url().optional(),
+  CLICKHOUSE_USER: optionalString,
+  CLICKHOUSE_PASSWORD: optionalString,
+  CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z0-9_]+$/).default('tollgate'),
+
+  WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(5000),
+  WAREHOUSE_FLUSH_MS: int(10, 60_000).default(500),
+  SHUTDOWN_GRACE_MS: int(0, 600_000).default(15_000),
+  TRUST_PROXY: bool.default(false),
+});
+
+export type Env = z.infer<typeof EnvSchema>;
+
+export interface Config {
+  roles: Role[];
+  host: string;
+  port: number;
+  dataDir: string;
+  logLevel: Env['LOG_LEVEL'];
+  gatewayId: string | undefined;
+  pricingFile: string | undefined;
+  upstream: { url: string; apiKey: string | undefined; timeoutMs: number };
+  holdTtlMs: number;
+  streamErrorBilling: Env['STREAM_ERROR_BILLING'];
+  bodyLimitBytes: number;
+  secrets: { adminToken: string | undefined; financeToken: string | undefined; keyHashSecret: string | undefined };
+  kafka: { brokers: string[]; clientId: string; topicPrefix: string } | undefined;
+  redis: { url: string; prefix: string } | undefined;
+  clickhouse: { url: string; username: string | undefined; password: string | undefined; database: string } | undefined;
+  database: string;
+  warehouse: { batchSize: number; flushMs: number };
+  shutdownGraceMs: number;
+  trustProxy: boolean;
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/** `--roles a,b` on the command line wins over TOLLGATE_ROLES. */
+export function rolesFromArgv(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--roles') return argv[i + 1] ?? '';
+    if (a.startsWith('--roles=')) return a.slice('--roles='.length);
+  }
+  return undefined;
+}
+
+/** Parses the environment once; throws ConfigError listing every problem by variable name. */
+export function loadConfig(env: Record<string, string | undefined>, argv: readonly string[] = []): Config {
+  const input: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '' && k in EnvSchema.shape) input[k] = v;
+  const roles = rolesFromArgv(argv);
+  if (roles !== undefined) input.TOLLGATE_ROLES = roles;
+
+  const parsed = EnvSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`));
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  const distributed = Boolean(e.KAFKA_BROKERS || e.REDIS_URL);
+  if (distributed && !e.KEY_HASH_SECRET) {
+    problems.push('KEY_HASH_SECRET: required when KAFKA_BROKERS or REDIS_URL is set (every process must hash keys alike)');
+  }
+  if (distributed && e.TOLLGATE_ROLES.includes('control') && !e.ADMIN_TOKEN) {
+    problems.push('ADMIN_TOKEN: required for the control role when KAFKA_BROKERS or REDIS_URL is set');
+  }
+  if (problems.length) throw new ConfigError(problems);
+
+  return {
+    roles: e.TOLLGATE_ROLES,
+    host: e.HOST,
+    port: e.PORT,
+    dataDir: e.DATA_DIR,
+    logLevel: e.LOG_LEVEL,
+    gatewayId: e.GATEWAY_ID,
+    pricingFile: e.PRICING_FILE,
+    upstream: { url: e.UPSTREAM_URL.replace(/\/+$/, ''), apiKey: e.UPSTREAM_API_KEY, timeoutMs: e.UPSTREAM_TIMEOUT_MS },
+    holdTtlMs: e.HOLD_TTL_MS,
+    streamErrorBilling: e.STREAM_ERROR_BILLING,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    secrets: { adminToken: e.ADMIN_TOKEN, financeToken: e.FINANCE_TOKEN, keyHashSecret: e.KEY_HASH_SECRET },
+    kafka: e.KAFKA_BROKERS
+      ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX }
+      : undefined,
+    redis: e.REDIS_URL ? { url: e.REDIS_URL, prefix: e.REDIS_PREFIX } : undefined,
+    clickhouse: e.CLICKHOUSE_URL
+      ? { url: e.CLICKHOUSE_URL, username: e.CLICKHOUSE_USER, password: e.CLICKHOUSE_PASSWORD, database: e.CLICKHOUSE_DATABASE }
+      : undefined,
+    database: e.CLICKHOUSE_DATABASE,
+    warehouse: { batchSize: e.WAREHOUSE_BATCH_SIZE, flushMs: e.WAREHOUSE_FLUSH_MS },
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    trustProxy: e.TRUST_PROXY,
+  };
+}

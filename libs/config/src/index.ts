@@ -1,0 +1,2 @@
+export { ROLES, ConfigError, loadConfig, rolesFromArgv } from './config.ts';
+export type { Role, Config, Env } from './config.ts';

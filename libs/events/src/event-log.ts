@@ -1,0 +1,64 @@
+import type { AnyEvent, Topic } from './types.ts';
+
+/** Trace context and anything else that travels beside an event, never inside it. */
+export type EventHeaders = Record<string, string>;
+
+export interface PublishedEvent {
+  event: AnyEvent;
+  headers?: EventHeaders;
+}
+
+export interface ConsumedEvent {
+  topic: Topic;
+  partition: number;
+  /** position in the partition; strictly increasing per (topic, partition) */
+  offset: bigint;
+  event: AnyEvent;
+  headers: EventHeaders;
+}
+
+/**
+ * Called with a batch of events in log order per partition. The batch counts as consumed
+ * only when the promise resolves; if it rejects or the process dies, the same events are
+ * delivered again, so handlers must be idempotent by `event_id`.
+ */
+export type BatchHandler = (batch: ConsumedEvent[]) => Promise<void>;
+
+export interface Subscription {
+  /** Stops delivering; an in-flight batch finishes first. */
+  stop(): Promise<void>;
+}
+
+export interface SubscribeOptions {
+  /** consumer group: each group sees every event once; members of a group split partitions */
+  group: string;
+  topics: Topic[];
+  handler: BatchHandler;
+  /** start from the beginning of the log when the group has no stored position */
+  fromBeginning?: boolean;
+}
+
+/**
+ * The event log port. `publish` resolves once the events are durable enough that the caller
+ * may forget them (acknowledged by the log, or written to the local spool); it never drops.
+ */
+export interface EventLog {
+  publish(topic: Topic, events: PublishedEvent[]): Promise<void>;
+  subscribe(options: SubscribeOptions): Promise<Subscription>;
+  /** Waits until everything published so far is handed to the log (not to consumers). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Key that orders events: everything about one account lands in one partition, in order. */
+export function partitionKey(event: AnyEvent): string {
+  switch (event.type) {
+    case 'usage':
+    case 'ledger':
+      return event.account_id;
+    case 'account':
+      return event.account.id;
+    case 'key':
+      return event.key.id;
+  }
+}

@@ -1,0 +1,9 @@
+export type {
+  Topic, UsageStatus, UsageEvent, LedgerKind, LedgerEvent, AccountStatus, KeyStatus,
+  AccountRecord, KeyRecord, ControlEvent, AnyEvent,
+} from './types.ts';
+export type {
+  EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, Subscription, SubscribeOptions, EventLog,
+} from './event-log.ts';
+export { partitionKey } from './event-log.ts';
+export { MemoryLog } from './memory-log.ts';

@@ -1,0 +1,159 @@
+import type { AnyEvent, Topic } from './types.ts';
+import type {
+  ConsumedEvent, EventLog, PublishedEvent, SubscribeOptions, Subscription,
+} from './event-log.ts';
+
+interface Group {
+  topics: Topic[];
+  handler: SubscribeOptions['handler'];
+  /** next offset to deliver, per topic */
+  cursor: Map<Topic, bigint>;
+  running: Promise<void> | null;
+  again: boolean;
+  stopped: boolean;
+}
+
+/**
+ * The in-process event log of the single-machine mode: one partition per topic, delivered to
+ * each group in order, one batch at a time. It holds events only until every group has
+ * consumed them; durability comes from the warehouse group, which writes them to chDB
+ * (the embedded mode rebuilds its hot state from there at start).
+ */
+export class MemoryLog implements EventLog {
+  #entries = new Map<Topic, ConsumedEvent[]>();
+  /** offset of the first entry still held, per topic */
+  #base = new Map<Topic, bigint>();
+  #next = new Map<Topic, bigint>();
+  #groups = new Map<string, Group>();
+  #maxBatch: number;
+  #closed = false;
+
+  constructor(options: { maxBatch?: number } = {}) {
+    this.#maxBatch = options.maxBatch ?? 1000;
+  }
+
+  async publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
+    if (this.#closed) throw new Error('event log is closed');
+    const list = this.#list(topic);
+    for (const { event, headers } of events) {
+      const offset = this.#next.get(topic) ?? 0n;
+      this.#next.set(topic, offset + 1n);
+      list.push({ topic, partition: 0, offset, event, headers: headers ?? {} });
+    }
+    for (const group of this.#groups.values()) {
+      if (group.topics.includes(topic)) this.#pump(group);
+    }
+  }
+
+  async subscribe(options: SubscribeOptions): Promise<Subscription> {
+    if (this.#groups.has(options.group)) throw new Error(`group ${options.group} already subscribed`);
+    const group: Group = {
+      topics: options.topics,
+      handler: options.handler,
+      cursor: new Map(options.topics.map((t) => [t, options.fromBeginning === false ? this.#next.get(t) ?? 0n : this.#base.get(t) ?? 0n])),
+      running: null,
+      again: false,
+      stopped: false,
+    };
+    this.#groups.set(options.group, group);
+    this.#pump(group);
+    return {
+      stop: async () => {
+        group.stopped = true;
+        await group.running;
+        this.#groups.delete(options.group);
+      },
+    };
+  }
+
+  /** Resolves when every group has consumed everything published so far. */
+  async drain(): Promise<void> {
+    for (;;) {
+      const busy = [...this.#groups.values()].filter((g) => g.running);
+      if (busy.length === 0) return;
+      await Promise.all(busy.map((g) => g.running));
+    }
+  }
+
+  async flush(): Promise<void> {}
+
+  async close(): Promise<void> {
+    await this.drain();
+    this.#closed = true;
+    for (const g of this.#groups.values()) g.stopped = true;
+  }
+
+  #list(topic: Topic): ConsumedEvent[] {
+    let list = this.#entries.get(topic);
+    if (!list) {
+      list = [];
+      this.#entries.set(topic, list);
+      this.#base.set(topic, 0n);
+    }
+    return list;
+  }
+
+  #pump(group: Group): void {
+    if (group.running) {
+      group.again = true;
+      return;
+    }
+    group.running = this.#run(group).finally(() => {
+      group.running = null;
+      if (group.again && !group.stopped) {
+        group.again = false;
+        this.#pump(group);
+      }
+    });
+  }
+
+  async #run(group: Group): Promise<void> {
+    let failures = 0;
+    while (!group.stopped) {
+      const batch = this.#pending(group);
+      if (batch.length === 0) return;
+      try {
+        await group.handler(batch);
+        failures = 0;
+      } catch {
+        // Redelivered after a pause, like a consumer that did not commit; the handler decides
+        // what is retriable. Backoff caps at 2 s so a broken sink does not spin the CPU.
+        failures++;
+        await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** failures)));
+        continue;
+      }
+      for (const e of batch) group.cursor.set(e.topic, e.offset + 1n);
+      this.#trim();
+    }
+  }
+
+  #pending(group: Group): ConsumedEvent[] {
+    const out: ConsumedEvent[] = [];
+    for (const topic of group.topics) {
+      const list = this.#entries.get(topic) ?? [];
+      const base = this.#base.get(topic) ?? 0n;
+      const from = Number((group.cursor.get(topic) ?? 0n) - base);
+      for (let i = Math.max(0, from); i < list.length && out.length < this.#maxBatch; i++) out.push(list[i]!);
+    }
+    return out;
+  }
+
+  /** Drops entries every group has consumed, so a long-running process does not grow. */
+  #trim(): void {
+    for (const [topic, list] of this.#entries) {
+      let min = this.#next.get(topic) ?? 0n;
+      for (const g of this.#groups.values()) {
+        const c = g.cursor.get(topic);
+        if (c !== undefined && c < min) min = c;
+      }
+      const base = this.#base.get(topic) ?? 0n;
+      const drop = Number(min - base);
+      if (drop > 0) {
+        list.splice(0, drop);
+        this.#base.set(topic, min);
+      }
+    }
+  }
+}
+
+export type { AnyEvent };

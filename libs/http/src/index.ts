@@ -1,0 +1,4 @@
+export { newRequestId, installErrorHandling, sendError, requestIdOptions } from './errors.ts';
+export { createHttpServer } from './server.ts';
+export type { HttpServerOptions } from './server.ts';
+export { loggerOptions } from './logging.ts';

@@ -1,0 +1,152 @@
+import type { LedgerEvent, UsageEvent } from '@tollgate/events';
+import type {
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult,
+} from './balance-store.ts';
+
+interface Hold {
+  accountId: string;
+  amount: bigint;
+  expiresAt: number;
+}
+
+/**
+ * The single-process balance store. JavaScript runs one step at a time, so each method is
+ * atomic without locks. Usage ids are remembered for a bounded time (long enough to catch a
+ * redelivery); ledger ids forever, since a repeated credit reference must never pay twice.
+ */
+export class MemoryBalanceStore implements BalanceStore {
+  #balances = new Map<string, bigint>();
+  #holds = new Map<string, Hold>();
+  #heldByAccount = new Map<string, bigint>();
+  #ledgerEntries = new Map<string, bigint>();
+  #usageSeen = new Map<string, number>();
+  #usageMemoryMs: number;
+  #waiters = new Map<string, Array<() => void>>();
+  #now: () => number;
+
+  constructor(options: { usageMemoryMs?: number; now?: () => number } = {}) {
+    this.#usageMemoryMs = options.usageMemoryMs ?? 24 * 3600_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  async hold(req: HoldRequest): Promise<HoldResult> {
+    this.#expireHolds(req.accountId);
+    const balance = this.#balances.get(req.accountId) ?? 0n;
+    const available = balance - (this.#heldByAccount.get(req.accountId) ?? 0n);
+    if (balance <= 0n || available < req.amount) {
+      return { ok: false, reason: 'insufficient_credits', available };
+    }
+    this.#holds.set(req.holdId, { accountId: req.accountId, amount: req.amount, expiresAt: this.#now() + req.ttlMs });
+    this.#addHeld(req.accountId, req.amount);
+    return { ok: true, available: available - req.amount };
+  }
+
+  async settle(holdId: string, _accountId: string, actual: bigint): Promise<void> {
+    const hold = this.#holds.get(holdId);
+    if (!hold) return;
+    this.#addHeld(hold.accountId, actual - hold.amount);
+    hold.amount = actual;
+  }
+
+  async release(holdId: string): Promise<void> {
+    this.#dropHold(holdId);
+  }
+
+  async get(accountId: string): Promise<AccountBalance> {
+    this.#expireHolds(accountId);
+    const balance = this.#balances.get(accountId) ?? 0n;
+    const held = this.#heldByAccount.get(accountId) ?? 0n;
+    return { balance, held, available: balance - held };
+  }
+
+  async applyUsage(event: UsageEvent): Promise<ApplyResult> {
+    if (this.#usageSeen.has(event.event_id)) return 'duplicate';
+    this.#usageSeen.set(event.event_id, this.#now());
+    this.#forgetOldUsage();
+    this.#credit(event.account_id, -BigInt(event.cost_micros));
+    this.#dropHold(event.event_id);
+    this.#notify(event.event_id);
+    return 'applied';
+  }
+
+  async applyLedger(event: LedgerEvent): Promise<ApplyResult> {
+    if (this.#ledgerEntries.has(event.event_id)) return 'duplicate';
+    const amount = BigInt(event.amount_micros);
+    this.#ledgerEntries.set(event.event_id, amount);
+    this.#credit(event.account_id, amount);
+    this.#notify(event.event_id);
+    return 'applied';
+  }
+
+  async ledgerEntry(eventId: string): Promise<bigint | undefined> {
+    return this.#ledgerEntries.get(eventId);
+  }
+
+  waitApplied(eventId: string, timeoutMs: number): Promise<boolean> {
+    if (this.#ledgerEntries.has(eventId) || this.#usageSeen.has(eventId)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        const list = this.#waiters.get(eventId)?.filter((f) => f !== wake);
+        if (list?.length) this.#waiters.set(eventId, list);
+        else this.#waiters.delete(eventId);
+        resolve(ok);
+      };
+      const wake = () => done(true);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.#waiters.set(eventId, [...(this.#waiters.get(eventId) ?? []), wake]);
+    });
+  }
+
+  async load(snapshot: BalanceSnapshot): Promise<void> {
+    this.#balances = new Map(snapshot.balances);
+    this.#ledgerEntries = new Map(snapshot.ledgerEntries);
+  }
+
+  async balances(): Promise<Map<string, bigint>> {
+    return new Map(this.#balances);
+  }
+
+  async close(): Promise<void> {}
+
+  #credit(accountId: string, amount: bigint): void {
+    this.#balances.set(accountId, (this.#balances.get(accountId) ?? 0n) + amount);
+  }
+
+  #addHeld(accountId: string, delta: bigint): void {
+    const next = (this.#heldByAccount.get(accountId) ?? 0n) + delta;
+    if (next === 0n) this.#heldByAccount.delete(accountId);
+    else this.#heldByAccount.set(accountId, next);
+  }
+
+  #dropHold(holdId: string): void {
+    const hold = this.#holds.get(holdId);
+    if (!hold) return;
+    this.#holds.delete(holdId);
+    this.#addHeld(hold.accountId, -hold.amount);
+  }
+
+  #expireHolds(accountId: string): void {
+    if (!this.#heldByAccount.has(accountId)) return;
+    const now = this.#now();
+    for (const [id, hold] of this.#holds) {
+      if (hold.accountId === accountId && hold.expiresAt <= now) this.#dropHold(id);
+    }
+  }
+
+  #forgetOldUsage(): void {
+    // Map iteration is insertion order, so the oldest ids come first.
+    const horizon = this.#now() - this.#usageMemoryMs;
+    for (const [id, at] of this.#usageSeen) {
+      if (at > horizon) break;
+      this.#usageSeen.delete(id);
+    }
+  }
+
+  #notify(eventId: string): void {
+    const list = this.#waiters.get(eventId);
+    if (!list) return;
+    this.#waiters.delete(eventId);
+    for (const wake of list) wake();
+  }
+}
