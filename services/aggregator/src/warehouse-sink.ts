@@ -1,0 +1,51 @@
+import type { ConsumedEvent, ControlEvent, EventLog, LedgerEvent, Subscription, UsageEvent } from '@tollgate/events';
+import type { Warehouse } from '@tollgate/warehouse';
+
+export interface WarehouseSinkDeps {
+  log: EventLog;
+  warehouse: Warehouse;
+  /** at most one insert per table per this many milliseconds: MergeTree wants few, large parts */
+  flushMs: number;
+  group?: string;
+  onError?: (err: unknown) => void;
+  onFlushed?: (events: ConsumedEvent[]) => void;
+}
+
+/**
+ * The `warehouse` consumer group: batches every event into ClickHouse. A batch counts as
+ * consumed only after its inserts succeed; if ClickHouse is down the batch fails, the log
+ * delivers it again after a pause, and nothing upstream of the log notices. Reads in the
+ * warehouse deduplicate by event id, so a batch inserted twice counts once.
+ */
+export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscription> {
+  let lastFlush = 0;
+  return deps.log.subscribe({
+    group: deps.group ?? 'warehouse',
+    topics: ['usage', 'ledger', 'control'],
+    fromBeginning: true,
+    handler: async (batch) => {
+      const wait = lastFlush + deps.flushMs - Date.now();
+      // While we wait, more events queue up behind this batch and arrive as the next one.
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const usage: UsageEvent[] = [];
+      const ledger: LedgerEvent[] = [];
+      const control: ControlEvent[] = [];
+      for (const { event } of batch) {
+        if (event.type === 'usage') usage.push(event);
+        else if (event.type === 'ledger') ledger.push(event);
+        else control.push(event);
+      }
+      try {
+        if (control.length) await deps.warehouse.insertControl(control);
+        if (ledger.length) await deps.warehouse.insertLedger(ledger);
+        if (usage.length) await deps.warehouse.insertUsage(usage);
+      } catch (err) {
+        deps.onError?.(err);
+        throw err;
+      } finally {
+        lastFlush = Date.now();
+      }
+      deps.onFlushed?.(batch);
+    },
+  });
+}

@@ -1,0 +1,176 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { gatewayError } from '@tollgate/anthropic';
+import type { AccountRecord, ControlEvent, KeyRecord, LedgerEvent } from '@tollgate/events';
+import { createHttpServer } from '@tollgate/http';
+import { displayPrefix, generateSecret, hashSecret, keyFromHeaders, safeEqual } from '@tollgate/keys';
+import { creditsToNumber, formatCredits, MoneyError, parseCredits } from '@tollgate/pricing';
+import type { ControlDeps } from './deps.ts';
+import { newId, nextVersion } from './ids.ts';
+
+const AccountCreate = z.object({ name: z.string().trim().min(1).max(200) }).strict();
+const AccountPatch = z.object({
+  name: z.string().trim().min(1).max(200).optional(),
+  status: z.enum(['active', 'disabled']).optional(),
+}).strict();
+const KeyCreate = z.object({ name: z.string().trim().max(200).optional() }).strict().optional();
+const CreditGrant = z.object({
+  credits: z.union([z.number(), z.string()]),
+  reference: z.string().trim().min(1).max(200),
+  kind: z.enum(['grant', 'adjustment', 'refund']).optional(),
+}).strict();
+
+function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
+  if (!r.success) {
+    const msg = r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+    throw gatewayError('invalid_request', msg);
+  }
+  return r.data;
+}
+
+function keyView(k: KeyRecord) {
+  return {
+    id: k.id, account_id: k.account_id, name: k.name, prefix: k.prefix, status: k.status,
+    created_at: new Date(k.created_at).toISOString(),
+    revoked_at: k.revoked_at === null ? null : new Date(k.revoked_at).toISOString(),
+  };
+}
+
+/** Mounts the operator API (`/admin/v1/*`, admin token) on a server from `createHttpServer`. */
+export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
+  const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
+
+  const publishControl = (event: ControlEvent) => deps.log.publish('control', [{ event }]);
+
+  const accountView = async (a: AccountRecord) => {
+    const b = await deps.balances.get(a.id);
+    return {
+      id: a.id, name: a.name, status: a.status, created_at: new Date(a.created_at).toISOString(),
+      currency: deps.catalog.credit.currency,
+      balance_credits: creditsToNumber(b.balance),
+      held_credits: creditsToNumber(b.held),
+      available_credits: creditsToNumber(b.available),
+      balance_micro_credits: b.balance.toString(),
+    };
+  };
+
+  const findAccount = async (id: string) => {
+    const a = await deps.keys.account(id);
+    if (!a) throw gatewayError('not_found', `account ${id} does not exist`);
+    return a;
+  };
+
+  /** Written to the directory at once (read-your-writes) and to the log (durable, replayable). */
+  const saveAccount = async (a: AccountRecord) => {
+    await deps.keys.putAccount(a);
+    await publishControl({ type: 'account', event_id: `account:${a.id}:${a.version}`, ts: Date.now(), account: a });
+  };
+  const saveKey = async (k: KeyRecord) => {
+    await deps.keys.putKey(k);
+    await publishControl({ type: 'key', event_id: `key:${k.id}:${k.version}`, ts: Date.now(), key: k });
+  };
+
+  app.register(async (admin) => {
+    admin.addHook('onRequest', async (request: FastifyRequest) => {
+      const token = keyFromHeaders(request.headers);
+      if (!token || !safeEqual(token, deps.adminToken)) throw gatewayError('invalid_api_key', 'invalid admin token');
+    });
+
+    admin.post('/admin/v1/accounts', async (request, reply) => {
+      const body = parse(AccountCreate, request.body);
+      const now = Date.now();
+      const account: AccountRecord = { id: newId('acct'), name: body.name, status: 'active', created_at: now, version: nextVersion(undefined) };
+      await saveAccount(account);
+      return reply.code(201).send(await accountView(account));
+    });
+
+    admin.get('/admin/v1/accounts', async () => {
+      const all = await deps.keys.accounts();
+      all.sort((a, b) => a.created_at - b.created_at);
+      return { data: await Promise.all(all.map(accountView)) };
+    });
+
+    admin.get('/admin/v1/accounts/:id', async (request) => {
+      const { id } = request.params as { id: string };
+      return accountView(await findAccount(id));
+    });
+
+    admin.patch('/admin/v1/accounts/:id', async (request) => {
+      const { id } = request.params as { id: string };
+      const body = parse(AccountPatch, request.body);
+      const current = await findAccount(id);
+      const next: AccountRecord = { ...current, ...body, version: nextVersion(current.version) };
+      await saveAccount(next);
+      return accountView(next);
+    });
+
+    admin.post('/admin/v1/accounts/:id/keys', async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const body = parse(KeyCreate, request.body) ?? {};
+      await findAccount(id);
+      const secret = generateSecret();
+      const key: KeyRecord = {
+        id: newId('key'), account_id: id, name: body.name ?? '', prefix: displayPrefix(secret),
+        hash: hashSecret(secret, deps.keyHashSecret), status: 'active', created_at: Date.now(),
+        revoked_at: null, version: nextVersion(undefined),
+      };
+      await saveKey(key);
+      // The only time the secret is ever shown; it is stored nowhere.
+      return reply.code(201).send({ ...keyView(key), key: secret });
+    });
+
+    admin.get('/admin/v1/accounts/:id/keys', async (request) => {
+      const { id } = request.params as { id: string };
+      await findAccount(id);
+      return { data: (await deps.keys.keysOf(id)).map(keyView) };
+    });
+
+    admin.delete('/admin/v1/keys/:id', async (request) => {
+      const { id } = request.params as { id: string };
+      const current = await deps.keys.key(id);
+      if (!current) throw gatewayError('not_found', `key ${id} does not exist`);
+      if (current.status === 'revoked') return keyView(current);
+      const next: KeyRecord = { ...current, status: 'revoked', revoked_at: Date.now(), version: nextVersion(current.version) };
+      await saveKey(next);
+      return keyView(next);
+    });
+
+    admin.post('/admin/v1/accounts/:id/credits', async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const body = parse(CreditGrant, request.body);
+      await findAccount(id);
+      let amount: bigint;
+      try {
+        amount = parseCredits(body.credits);
+      } catch (err) {
+        if (err instanceof MoneyError) throw gatewayError('invalid_request', `credits: ${err.message}`);
+        throw err;
+      }
+      if (amount === 0n) throw gatewayError('invalid_request', 'credits: must not be zero');
+      const kind = body.kind ?? (amount > 0n ? 'grant' : 'adjustment');
+      const eventId = `credit:${id}:${body.reference}`;
+      const previous = await deps.balances.ledgerEntry(eventId);
+      if (previous !== undefined) {
+        if (previous !== amount) {
+          throw gatewayError('conflict', `reference ${body.reference} was already used for ${formatCredits(previous)} credits`);
+        }
+        return reply.code(200).send({ ...(await accountView(await findAccount(id))), reference: body.reference, duplicate: true });
+      }
+      const event: LedgerEvent = {
+        type: 'ledger', event_id: eventId, ts: Date.now(), account_id: id, kind,
+        amount_micros: amount.toString(), reference: body.reference,
+      };
+      await deps.log.publish('ledger', [{ event }]);
+      const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs);
+      const view = await accountView(await findAccount(id));
+      return reply.code(applied ? 201 : 202).send({ ...view, reference: body.reference, duplicate: false, pending: !applied });
+    });
+  });
+}
+
+export function buildControl(deps: ControlDeps & { logger?: object | boolean }): FastifyInstance {
+  const app = createHttpServer({ logger: deps.logger ?? false, bodyLimitBytes: 1024 * 1024 });
+  registerControl(app, deps);
+  return app;
+}

@@ -1,0 +1,2 @@
+export { buildControl, registerControl } from './app.ts';
+export type { ControlDeps } from './deps.ts';

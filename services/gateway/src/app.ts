@@ -1,0 +1,37 @@
+import type { FastifyInstance } from 'fastify';
+import { createHttpServer } from '@tollgate/http';
+import type { KeyEntry } from '@tollgate/keys';
+import { authenticate } from './auth.ts';
+import type { GatewayDeps } from './deps.ts';
+import { Upstream } from './upstream.ts';
+import { messagesRoutes } from './routes/messages.ts';
+import { countTokensRoutes } from './routes/count-tokens.ts';
+import { accountRoutes } from './routes/account.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** the authenticated key and its account */
+    caller?: KeyEntry;
+  }
+}
+
+/** Mounts the customer API (`/v1/*`, `/api/v1/*`) on a server from `createHttpServer`. */
+export function registerGateway(app: FastifyInstance, deps: GatewayDeps): void {
+  const upstream = new Upstream(deps.upstream, deps.dispatcher);
+  app.addHook('onClose', async () => upstream.close());
+  app.register(async (api) => {
+    api.addHook('onRequest', async (request) => {
+      request.caller = await authenticate(deps.keys, deps.keyHashSecret, request.headers);
+    });
+    messagesRoutes(api, deps, upstream);
+    countTokensRoutes(api, deps, upstream);
+    accountRoutes(api, deps);
+  });
+}
+
+/** A server with only the gateway role, for tests and for `--roles gateway`. */
+export function buildGateway(deps: GatewayDeps): FastifyInstance {
+  const app = createHttpServer({ logger: deps.logger ?? false, bodyLimitBytes: deps.bodyLimitBytes, trustProxy: deps.trustProxy ?? false });
+  registerGateway(app, deps);
+  return app;
+}

@@ -1,0 +1,22 @@
+import { gatewayError } from '@tollgate/anthropic';
+import { hashSecret, keyFromHeaders, looksLikeKey, type KeyDirectory, type KeyEntry } from '@tollgate/keys';
+import type { IncomingHttpHeaders } from 'node:http';
+
+/**
+ * The caller behind a request: the key from `x-api-key` or `Authorization: Bearer`, looked up
+ * by its HMAC. Unknown, revoked, or on a disabled account → 401, with one message for all so
+ * the answer does not tell which keys exist.
+ */
+export async function authenticate(
+  keys: KeyDirectory,
+  keyHashSecret: string,
+  headers: IncomingHttpHeaders,
+): Promise<KeyEntry> {
+  const secret = keyFromHeaders(headers);
+  if (!secret || !looksLikeKey(secret)) throw gatewayError('invalid_api_key', 'invalid x-api-key');
+  const entry = await keys.byHash(hashSecret(secret, keyHashSecret));
+  if (!entry || entry.key.status !== 'active' || entry.account.status !== 'active') {
+    throw gatewayError('invalid_api_key', 'invalid x-api-key');
+  }
+  return entry;
+}

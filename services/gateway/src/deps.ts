@@ -1,0 +1,32 @@
+import type { Dispatcher } from 'undici';
+import type { EventLog } from '@tollgate/events';
+import type { BalanceStore } from '@tollgate/ledger';
+import type { KeyDirectory } from '@tollgate/keys';
+import type { Catalog } from '@tollgate/pricing';
+
+export interface UpstreamOptions {
+  /** base URL, from operator configuration only (never from a request) */
+  url: string;
+  apiKey: string | undefined;
+  timeoutMs: number;
+}
+
+export interface GatewayDeps {
+  catalog: Catalog;
+  keys: KeyDirectory;
+  balances: BalanceStore;
+  log: EventLog;
+  /** server key for the HMAC under which customer keys are stored */
+  keyHashSecret: string;
+  upstream: UpstreamOptions;
+  holdTtlMs: number;
+  /** what a stream that fails after HTTP 200 costs: nothing, or the usage the upstream reported */
+  streamErrorBilling: 'refund' | 'usage';
+  bodyLimitBytes: number;
+  gatewayId: string;
+  /** pino logger options, or false */
+  logger?: object | boolean;
+  /** undici dispatcher for upstream calls (tests and benchmarks may pass their own) */
+  dispatcher?: Dispatcher;
+  trustProxy?: boolean;
+}

@@ -1,0 +1,66 @@
+import type { TokenUsage } from '@tollgate/anthropic';
+import type { UsageEvent, UsageStatus } from '@tollgate/events';
+import type { KeyEntry } from '@tollgate/keys';
+import { costMicros, type ResolvedModel } from '@tollgate/pricing';
+import type { GatewayDeps } from './deps.ts';
+
+const NO_TOKENS: TokenUsage = { input: 0, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 };
+
+/** Everything about one metered request that the usage event needs, gathered along the way. */
+export interface Metered {
+  requestId: string;
+  ts: number;
+  startedAt: number;
+  caller: KeyEntry;
+  resolved: ResolvedModel;
+  stream: boolean;
+}
+
+export interface Outcome {
+  status: UsageStatus;
+  httpStatus: number;
+  usage: TokenUsage | null;
+  /** whether the usage is charged (false: the upstream failed, the hold is refunded) */
+  billable: boolean;
+  firstByteAt: number | null;
+  upstreamRequestId: string | null;
+}
+
+/**
+ * Settles a request exactly once: the hold shrinks to the actual cost (or is released), then
+ * one usage event goes to the log. The ledger consumer debits the balance from that event and
+ * closes the hold, so between the two steps `available` is already right.
+ */
+export async function settle(deps: GatewayDeps, m: Metered, outcome: Outcome): Promise<UsageEvent> {
+  const usage = outcome.usage ?? NO_TOKENS;
+  const cost = outcome.billable ? costMicros(usage, m.resolved.model.prices) : 0n;
+  const accountId = m.caller.account.id;
+  if (cost > 0n) await deps.balances.settle(m.requestId, accountId, cost);
+  else await deps.balances.release(m.requestId, accountId);
+  const now = performance.now();
+  const event: UsageEvent = {
+    type: 'usage',
+    event_id: m.requestId,
+    ts: m.ts,
+    account_id: accountId,
+    key_id: m.caller.key.id,
+    model: m.resolved.requested,
+    catalog_model: m.resolved.model.id,
+    upstream_model: m.resolved.upstreamModel,
+    input_tokens: usage.input,
+    output_tokens: usage.output,
+    cache_read_tokens: usage.cacheRead,
+    cache_write_5m_tokens: usage.cacheWrite5m,
+    cache_write_1h_tokens: usage.cacheWrite1h,
+    cost_micros: cost.toString(),
+    status: outcome.status,
+    http_status: outcome.httpStatus,
+    latency_ms: Math.round(now - m.startedAt),
+    ttft_ms: outcome.firstByteAt === null ? null : Math.round(outcome.firstByteAt - m.startedAt),
+    stream: m.stream,
+    upstream_request_id: outcome.upstreamRequestId,
+    gateway_id: deps.gatewayId,
+  };
+  await deps.log.publish('usage', [{ event }]);
+  return event;
+}

@@ -1,0 +1,196 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ServerResponse } from 'node:http';
+import {
+  createStreamMeter, estimateInputTokens, gatewayError, isAnthropicErrorBody, sseErrorEvent,
+  upstreamErrorToGateway, usageFromMessage, validateMessagesRequest, type MessagesRequest,
+} from '@tollgate/anthropic';
+import { sendError } from '@tollgate/http';
+import { holdMicros, resolveModel, type ResolvedModel } from '@tollgate/pricing';
+import type { GatewayDeps } from '../deps.ts';
+import { settle, type Metered, type Outcome } from '../metering.ts';
+import type { Upstream, UpstreamResponse } from '../upstream.ts';
+
+/**
+ * The body sent upstream. Untouched bytes when nothing needs changing (the common case, and
+ * the only way to be sure every field a client sends passes through as it was); otherwise
+ * the model name is swapped for the upstream's, and `-thinking` variants turn thinking on.
+ */
+export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: ResolvedModel): Buffer | string {
+  const rename = resolved.upstreamModel !== body.model;
+  const think = resolved.thinking && body.thinking === undefined;
+  if (!rename && !think) return raw;
+  const out: MessagesRequest = { ...body, model: resolved.upstreamModel };
+  if (think) {
+    // Extended thinking needs budget_tokens ≥ 1024 and < max_tokens; below that, let the
+    // model decide (adaptive) rather than fail the request.
+    out.thinking = body.max_tokens > 2048
+      ? { type: 'enabled', budget_tokens: Math.floor(body.max_tokens / 2) }
+      : { type: 'adaptive' };
+  }
+  return JSON.stringify(out);
+}
+
+export function resolveOr404(deps: GatewayDeps, model: string): ResolvedModel {
+  const resolved = resolveModel(deps.catalog, model);
+  if (!resolved) throw gatewayError('model_not_found', `model: ${model} is not available on this gateway`);
+  return resolved;
+}
+
+function searchOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? '' : url.slice(q);
+}
+
+function header(res: UpstreamResponse, name: string): string | null {
+  const v = res.headers[name];
+  return typeof v === 'string' ? v : Array.isArray(v) ? (v[0] ?? null) : null;
+}
+
+/** Reads an upstream error body and turns it into the error the client sees. */
+async function upstreamError(res: UpstreamResponse) {
+  const text = await res.body.text().catch(() => '');
+  let json: unknown = undefined;
+  try { json = JSON.parse(text); } catch { /* not JSON: keep the status only */ }
+  const retryAfter = header(res, 'retry-after');
+  return upstreamErrorToGateway(res.status, isAnthropicErrorBody(json) ? json : undefined,
+    retryAfter ? { 'retry-after': retryAfter } : undefined);
+}
+
+/** Resolves once the socket can take more, or the client is gone. */
+function writable(raw: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      raw.off('drain', done);
+      raw.off('close', done);
+      resolve();
+    };
+    raw.on('drain', done);
+    raw.on('close', done);
+  });
+}
+
+export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream: Upstream): void {
+  const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+    const startedAt = performance.now();
+    const ts = Date.now();
+    const caller = request.caller!;
+    const body = validateMessagesRequest(request.body);
+    const resolved = resolveOr404(deps, body.model);
+    const raw = request.rawBody!;
+    const hold = await deps.balances.hold({
+      holdId: request.id,
+      accountId: caller.account.id,
+      keyId: caller.key.id,
+      amount: holdMicros(estimateInputTokens(body, raw.length), body.max_tokens, resolved.model.prices),
+      ttlMs: deps.holdTtlMs,
+    });
+    if (!hold.ok) throw gatewayError('insufficient_credits');
+
+    const m: Metered = { requestId: request.id, ts, startedAt, caller, resolved, stream: body.stream === true };
+    const finish = (outcome: Outcome) =>
+      settle(deps, m, outcome).catch((err: unknown) => request.log.error({ err }, 'settlement failed'));
+
+    let res: UpstreamResponse;
+    try {
+      res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, upstreamBody(body, raw, resolved));
+    } catch (err) {
+      await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null });
+      throw err;
+    }
+    const upstreamRequestId = header(res, 'request-id');
+    if (res.status < 200 || res.status >= 300) {
+      const err = await upstreamError(res);
+      await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
+      if (err.status >= 500) request.log.warn({ upstreamStatus: res.status, code: err.code }, 'upstream error');
+      return sendError(reply, err);
+    }
+
+    if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
+      return relayStream(deps, request, reply, res, upstreamRequestId, finish);
+    }
+
+    let bytes: Buffer;
+    let firstByteAt: number | null = null;
+    try {
+      bytes = Buffer.from(await res.body.arrayBuffer());
+      firstByteAt = performance.now();
+    } catch (err) {
+      await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId });
+      throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
+    }
+    let usage = null;
+    try { usage = usageFromMessage(JSON.parse(bytes.toString('utf8'))); } catch { /* not JSON */ }
+    if (usage === null) {
+      // A 2xx without a readable message is not something the upstream bills us for as a
+      // success we can measure; pass it on, charge nothing, and say so in the logs.
+      request.log.warn({ upstreamRequestId }, 'upstream 2xx without usage; not charged');
+    }
+    await finish({ status: 'ok', httpStatus: res.status, usage, billable: usage !== null, firstByteAt, upstreamRequestId });
+    return reply.code(res.status).type(header(res, 'content-type') ?? 'application/json').send(bytes);
+  };
+
+  app.post('/v1/messages', handler);
+  app.post('/api/v1/messages', handler);
+}
+
+/**
+ * Passes the upstream's SSE bytes to the client chunk by chunk while the meter reads usage on
+ * the side. Settlement rules (README, "Billing rules"):
+ * - completed stream: the final cumulative usage;
+ * - client disconnects: the upstream keeps generating and bills for it, so Tollgate keeps
+ *   reading (without forwarding) to the end and bills exactly the usage the upstream reports;
+ * - SSE `error` event after 200, or the upstream connection drops: `STREAM_ERROR_BILLING`
+ *   (default `refund`: nothing is charged; `usage`: the usage reported until then).
+ */
+async function relayStream(
+  deps: GatewayDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  res: UpstreamResponse,
+  upstreamRequestId: string | null,
+  finish: (o: Outcome) => Promise<unknown>,
+): Promise<void> {
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    'request-id': request.id,
+    'x-accel-buffering': 'no',
+  });
+  raw.flushHeaders();
+  let clientGone = false;
+  raw.on('close', () => {
+    if (!raw.writableFinished) clientGone = true;
+  });
+  const meter = createStreamMeter();
+  let firstByteAt: number | null = null;
+  let dropped = false;
+  try {
+    for await (const chunk of res.body) {
+      firstByteAt ??= performance.now();
+      meter.push(chunk as Buffer);
+      if (!clientGone && !raw.write(chunk)) await writable(raw);
+    }
+  } catch (err) {
+    dropped = true;
+    request.log.warn({ err, upstreamRequestId }, 'upstream stream broke');
+  }
+  meter.end();
+  const incomplete = dropped || !meter.completed;
+  if (!clientGone) {
+    if (incomplete && !meter.error) {
+      raw.write(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));
+    }
+    raw.end();
+  }
+  const failed = meter.error !== null || incomplete;
+  await finish({
+    status: meter.error ? 'stream_error' : incomplete ? 'upstream_error' : clientGone ? 'client_disconnect' : 'ok',
+    httpStatus: 200,
+    usage: meter.sawMessageStart ? meter.usage() : null,
+    billable: meter.sawMessageStart && (!failed || deps.streamErrorBilling === 'usage'),
+    firstByteAt,
+    upstreamRequestId,
+  });
+}
