@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Local Redis for Tollgate dev and CI: Debian's redis-server run as a plain daemon (not systemd).
+#
+#   bash deploy/redis.sh install|start|stop|restart|status|logs
+#
+# State (pid, log, working dir): ${TOLLGATE_DEPLOY_DIR:-<repo>/.deploy}/redis
+# Port: REDIS_PORT (default 6379), bound to 127.0.0.1 only, no persistence (--save '').
+# Every command is idempotent.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${TOLLGATE_DEPLOY_DIR:-$REPO/.deploy}"
+RDIR="$STATE/redis"
+PIDFILE="$RDIR/redis.pid"
+LOGFILE="$RDIR/redis.log"
+HOST=127.0.0.1
+PORT="${REDIS_PORT:-6379}"
+START_TIMEOUT="${REDIS_START_TIMEOUT:-20}"
+
+T0="${EPOCHREALTIME/[.,]/}"
+elapsed() { local now="${EPOCHREALTIME/[.,]/}"; printf '%d.%d' $(( (now - T0) / 1000000 )) $(( (now - T0) / 100000 % 10 )); }
+log() { printf '[redis +%ss] %s\n' "$(elapsed)" "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  if [[ -s "$LOGFILE" ]]; then
+    echo "----- last 40 lines of $LOGFILE -----" >&2; tail -n 40 "$LOGFILE" >&2 || true
+  fi
+  exit 1
+}
+
+# alive PID: exists and is not a zombie (PID 1 in containers may reap exited daemons late)
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  ! grep -qE '^State:[[:space:]]+Z' "/proc/$1/status" 2>/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") >/dev/null 2>&1; }
+ping_ok() { [[ "$(redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null)" == "PONG" ]]; }
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  local sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  # DPkg::Lock::Timeout waits for a concurrent apt/dpkg instead of failing.
+  if ! $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2; then
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update >&2
+    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2
+  fi
+}
+
+cmd_install() {
+  if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+    log "redis-server already installed ($(redis-server --version | awk '{print $3}'))"
+    return 0
+  fi
+  log "installing redis-server via apt-get"
+  apt_install redis-server redis-tools
+  command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after apt-get install"
+  # the package may have started a systemd/sysv instance on 6379; we run our own, so stop it
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+    log "stopping the distro's redis-server service (we run our own instance)"
+    systemctl stop redis-server >/dev/null 2>&1 || true
+  fi
+  log "installed $(redis-server --version | awk '{print $3}')"
+}
+
+pid_alive() {
+  [[ -f "$PIDFILE" ]] || return 1
+  local pid; pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  [[ -n "$pid" ]] && alive "$pid" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'redis-server' || return 1
+}
+
+cmd_start() {
+  cmd_install
+  if pid_alive && ping_ok; then
+    log "already running (pid $(cat "$PIDFILE")) on $HOST:$PORT"
+    return 0
+  fi
+  if ! pid_alive && port_open "$PORT"; then
+    if ping_ok; then
+      log "$HOST:$PORT is already served by another Redis (not started by this script); leaving it alone"
+      return 0
+    fi
+    log "ERROR: $HOST:$PORT is in use by something that is not Redis; set REDIS_PORT to use another port"; exit 1
+  fi
+  if ! pid_alive; then
+    mkdir -p "$RDIR"
+    rm -f "$PIDFILE"
+    log "starting redis-server on $HOST:$PORT, state $RDIR"
+    redis-server --port "$PORT" --bind "$HOST" --daemonize yes \
+      --dir "$RDIR" --pidfile "$PIDFILE" --logfile "$LOGFILE" \
+      --save '' --appendonly no --protected-mode yes \
+      || die "redis-server failed to start"
+  fi
+  local deadline=$(( $(date +%s) + START_TIMEOUT ))
+  until ping_ok; do
+    (( $(date +%s) < deadline )) || die "redis did not answer PING on $HOST:$PORT within ${START_TIMEOUT}s"
+    sleep 0.1
+  done
+  log "ready: REDIS_URL=redis://$HOST:$PORT (pid $(cat "$PIDFILE" 2>/dev/null || echo '?'))"
+}
+
+cmd_stop() {
+  if ! pid_alive; then
+    rm -f "$PIDFILE"
+    if port_open "$PORT"; then
+      log "not started by this script, but $HOST:$PORT is served by something else; leaving it alone"
+    else
+      log "not running"
+    fi
+    return 0
+  fi
+  local pid; pid="$(cat "$PIDFILE")"
+  log "stopping redis (pid $pid)"
+  redis-cli -h "$HOST" -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+  local i
+  for i in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
+  if alive "$pid"; then
+    log "still alive after 10s; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PIDFILE"
+  log "stopped"
+}
+
+cmd_status() {
+  if pid_alive && ping_ok; then
+    echo "redis: running (pid $(cat "$PIDFILE")) on $HOST:$PORT, state $RDIR"
+    return 0
+  fi
+  if port_open "$PORT"; then
+    echo "redis: $HOST:$PORT is served by a process not started by this script"
+    return 0
+  fi
+  echo "redis: stopped"
+  return 3
+}
+
+case "${1:-}" in
+  install) cmd_install ;;
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  restart) cmd_stop; cmd_start ;;
+  status) cmd_status ;;
+  logs) tail -n "${2:-100}" "$LOGFILE" ;;
+  *) echo "usage: $0 install|start|stop|restart|status|logs [N]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,366 @@
+import type { ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import Fastify from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { parseDirectives } from './directives.ts';
+import type { Directives, Fault } from './directives.ts';
+import { defaultErrorMessage, errorBody, errorTypeForStatus, invalidRequest, SimulatorError } from './errors.ts';
+import { MODELS } from './models.ts';
+import { PromptCache } from './prompt-cache.ts';
+import type { CacheOutcome } from './prompt-cache.ts';
+import { RequestRecorder } from './recorder.ts';
+import { buildReply, streamPlan } from './reply.ts';
+import type { Reply } from './reply.ts';
+import { lastUserText, parseMessagesBody } from './request.ts';
+import type { MessagesBody } from './request.ts';
+import { countInputTokens, promptUnits } from './tokens.ts';
+import type { PromptUnit } from './tokens.ts';
+import type { ErrorType, Message, StreamEvent, Usage } from './wire.ts';
+
+export interface SimulatorOptions {
+  /** When set, `x-api-key` (or `Authorization: Bearer`) must equal it; otherwise any non-empty key is accepted. */
+  apiKey?: string;
+  /** Delay before response headers. */
+  latencyMs?: number;
+  /** Delay between message_start and the first content delta. */
+  ttftMs?: number;
+  /** Output pacing; 0 = as fast as possible. */
+  tokensPerSecond?: number;
+  /** Output tokens when no `output` directive is given (capped at max_tokens). Default 24. */
+  defaultOutputTokens?: number;
+  /** Size of the /_sim/requests ring buffer. Default 200; 0 disables recording. */
+  recordRequests?: number;
+  /** Fastify request logging. Default off: the simulator runs inside test processes. */
+  logger?: boolean;
+}
+
+// Anthropic accepts request bodies up to 32 MB; Fastify's 1 MiB default would reject real
+// Claude Code traffic before the simulator could see it.
+const BODY_LIMIT = 32 * 1024 * 1024;
+
+interface Timing {
+  readonly latencyMs: number;
+  readonly ttftMs: number;
+  readonly tokensPerSecond: number;
+}
+
+function nonNegative(name: string, value: number | undefined, fallback: number, integer: boolean): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value < 0 || (integer && !Number.isInteger(value))) {
+    throw new RangeError(`simulator option ${name} must be a non-negative ${integer ? 'integer' : 'number'}, got ${value}`);
+  }
+  return value;
+}
+
+function credentialOf(request: FastifyRequest): string | undefined {
+  const key = request.headers['x-api-key'];
+  if (typeof key === 'string' && key !== '') return key;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
+  return match?.[1];
+}
+
+/** Aborts pending waits when the client goes away, so a cancelled stream stops generating. */
+function closeSignal(res: ServerResponse): AbortSignal {
+  const controller = new AbortController();
+  res.once('close', () => controller.abort());
+  return controller.signal;
+}
+
+function faultStatus(directives: Directives, stream: boolean): number | undefined {
+  if (directives.status !== undefined) return directives.status;
+  if (directives.fault?.kind === 'overloaded') return 529;
+  // A mid-stream overload has no place to happen in a non-streaming reply; the nearest
+  // equivalent is the overloaded error response itself.
+  if (!stream && directives.fault?.kind === 'sse_error_after') return 529;
+  return undefined;
+}
+
+function dropsBeforeResponse(fault: Fault | undefined, stream: boolean): boolean {
+  return fault?.kind === 'drop' || (!stream && fault?.kind === 'drop_after');
+}
+
+function buildUsage(units: readonly PromptUnit[], cache: CacheOutcome, directives: Directives, outputTokens: number): Usage {
+  const total = countInputTokens(units);
+  const write5m = directives.cache_write_5m ?? (cache.writeTtl === '5m' ? cache.writeTokens : 0);
+  const write1h = directives.cache_write_1h ?? (cache.writeTtl === '1h' ? cache.writeTokens : 0);
+  return {
+    input_tokens: directives.input ?? Math.max(0, total - cache.readTokens - cache.writeTokens),
+    output_tokens: outputTokens,
+    cache_creation_input_tokens: write5m + write1h,
+    cache_read_input_tokens: directives.cache_read ?? cache.readTokens,
+    cache_creation: { ephemeral_5m_input_tokens: write5m, ephemeral_1h_input_tokens: write1h },
+    service_tier: 'standard',
+  };
+}
+
+function sseFrame(event: StreamEvent): string {
+  return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+}
+
+interface StreamJob {
+  readonly requestId: string;
+  readonly message: Message;
+  readonly reply: Reply;
+  readonly fault: Fault | undefined;
+  readonly timing: Timing;
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Writes the SSE response event by event on the raw socket (the reply is hijacked), so
+ * time-to-first-token, pacing and mid-stream faults are observable by the client.
+ */
+async function writeStream(fastifyReply: FastifyReply, job: StreamJob): Promise<void> {
+  const res = fastifyReply.raw;
+  const { message, reply, fault, timing, signal } = job;
+  res.writeHead(200, {
+    'request-id': job.requestId,
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+  });
+  // Each event is awaited until the socket has taken it: the client sees every event as it is
+  // produced, a slow client pushes back on generation, and a deliberate drop never discards
+  // deltas that were already "sent".
+  const send = (event: StreamEvent): Promise<void> =>
+    new Promise((resolve, reject) => {
+      res.write(sseFrame(event), (error) => (error ? reject(error) : resolve()));
+    });
+  // Returns true when the fault fired and the response is over.
+  const fire = async (): Promise<boolean> => {
+    if (fault?.kind === 'sse_error_after') {
+      await send({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
+      res.end();
+      return true;
+    }
+    if (fault?.kind === 'drop_after') {
+      res.destroy();
+      return true;
+    }
+    return false;
+  };
+  const faultAfter = fault?.kind === 'sse_error_after' || fault?.kind === 'drop_after' ? fault.after : Infinity;
+
+  await send({
+    type: 'message_start',
+    message: { ...message, content: [], stop_reason: null, usage: { ...message.usage, output_tokens: 1 } },
+  });
+  const plan = streamPlan(reply.content);
+  if (plan.length === 0) await send({ type: 'ping' });
+
+  const firstDeltaAt = performance.now() + timing.ttftMs;
+  let deltasSent = 0;
+  let tokensSent = 0;
+  for (const [index, block] of plan.entries()) {
+    await send({ type: 'content_block_start', index, content_block: block.start });
+    if (index === 0) await send({ type: 'ping' });
+    for (const { delta, tokens } of block.deltas) {
+      if (deltasSent === faultAfter && (await fire())) return;
+      // Scheduled against one start time so per-delta timer slack does not accumulate.
+      const due = firstDeltaAt + (timing.tokensPerSecond > 0 ? (tokensSent * 1000) / timing.tokensPerSecond : 0);
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait, undefined, { signal });
+      await send({ type: 'content_block_delta', index, delta });
+      deltasSent += 1;
+      tokensSent += tokens;
+    }
+    await send({ type: 'content_block_stop', index });
+  }
+  // A fault set beyond the last delta still fires, before the final usage.
+  if (faultAfter !== Infinity && (await fire())) return;
+
+  const { usage } = message;
+  await send({
+    type: 'message_delta',
+    delta: { stop_reason: reply.stopReason, stop_sequence: null },
+    usage: {
+      output_tokens: usage.output_tokens,
+      input_tokens: usage.input_tokens,
+      cache_creation_input_tokens: usage.cache_creation_input_tokens,
+      cache_read_input_tokens: usage.cache_read_input_tokens,
+    },
+  });
+  await send({ type: 'message_stop' });
+  res.end();
+}
+
+export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
+  const defaults: Timing = {
+    latencyMs: nonNegative('latencyMs', opts.latencyMs, 0, false),
+    ttftMs: nonNegative('ttftMs', opts.ttftMs, 0, false),
+    tokensPerSecond: nonNegative('tokensPerSecond', opts.tokensPerSecond, 0, false),
+  };
+  const defaultOutputTokens = nonNegative('defaultOutputTokens', opts.defaultOutputTokens, 24, true);
+  const recorder = new RequestRecorder(nonNegative('recordRequests', opts.recordRequests, 200, true));
+  const cache = new PromptCache();
+  const apiKey = opts.apiKey;
+
+  let counter = 0;
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: BODY_LIMIT,
+    genReqId: () => `req_sim_${++counter}`,
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('request-id', request.id);
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    let status: number;
+    let type: ErrorType;
+    if (error instanceof SimulatorError) {
+      status = error.status;
+      type = error.type;
+    } else {
+      const code = (error as { statusCode?: unknown }).statusCode;
+      status = typeof code === 'number' && code >= 400 && code < 600 ? code : 500;
+      type = errorTypeForStatus(status);
+      // Fastify's own 4xx (bad JSON, wrong content type) are the client's fault.
+      if (status < 500 && type === 'api_error') type = 'invalid_request_error';
+    }
+    const message = error instanceof Error && error.message !== '' ? error.message : defaultErrorMessage(type);
+    void reply.code(status).send(errorBody(type, message, request.id));
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send(errorBody('not_found_error', `${request.method} ${request.url} not found`, request.id));
+  });
+
+  app.get('/health', async () => ({ status: 'ok' }));
+
+  app.get('/_sim/requests', async (request) => {
+    const raw = (request.query as Record<string, unknown>)['limit'];
+    if (raw === undefined) return recorder.list();
+    if (typeof raw !== 'string' || !/^\d+$/.test(raw)) throw invalidRequest('limit: expected a non-negative integer');
+    return recorder.list(Number(raw));
+  });
+
+  app.delete('/_sim/requests', async (_request, reply) => {
+    recorder.clear();
+    return reply.code(204).send();
+  });
+
+  app.register(async (v1) => {
+    v1.addHook('preHandler', async (request) => {
+      // Recorded before the credential check so tests can see what a gateway sent even when
+      // it was rejected.
+      recorder.record({ method: request.method, url: request.url, headers: { ...request.headers }, body: request.body ?? null });
+      const presented = credentialOf(request);
+      if (presented === undefined) {
+        throw new SimulatorError(401, 'x-api-key header is required', 'authentication_error');
+      }
+      if (apiKey !== undefined && presented !== apiKey) {
+        throw new SimulatorError(401, 'invalid x-api-key', 'authentication_error');
+      }
+    });
+
+    const timingFor = (d: Directives): Timing => ({
+      latencyMs: d.latency_ms ?? defaults.latencyMs,
+      ttftMs: d.ttft_ms ?? defaults.ttftMs,
+      tokensPerSecond: d.tps ?? defaults.tokensPerSecond,
+    });
+
+    /**
+     * Shared opening of every model call: wait the latency, then drop or fail as directed.
+     * Returns false when the request was answered (or dropped) here.
+     */
+    const preamble = async (
+      reply: FastifyReply,
+      body: MessagesBody,
+      directives: Directives,
+      timing: Timing,
+      signal: AbortSignal,
+    ): Promise<boolean> => {
+      await sleep(timing.latencyMs, undefined, { signal });
+      if (dropsBeforeResponse(directives.fault, body.stream)) {
+        reply.hijack();
+        reply.raw.destroy();
+        return false;
+      }
+      const status = faultStatus(directives, body.stream);
+      if (status !== undefined) {
+        const type = errorTypeForStatus(status);
+        throw new SimulatorError(status, defaultErrorMessage(type), type);
+      }
+      return true;
+    };
+
+    const ignoreDisconnect = (reply: FastifyReply, signal: AbortSignal, error: unknown): void => {
+      if (!signal.aborted) throw error;
+      // The client left; nobody is there to answer.
+      if (!reply.sent) reply.hijack();
+    };
+
+    v1.post('/v1/messages', async (request, reply) => {
+      const parsed = parseMessagesBody(request.body, { requireMaxTokens: true });
+      // requireMaxTokens has already rejected a missing max_tokens; this only narrows the type.
+      const body = { ...parsed, maxTokens: parsed.maxTokens ?? 1 };
+      const directives = parseDirectives(lastUserText(body.messages), request.headers);
+      const units = promptUnits(body);
+      const n = request.id.slice('req_sim_'.length);
+      const generated = buildReply(body, directives, defaultOutputTokens, `toolu_sim_${n}`);
+      const timing = timingFor(directives);
+      const signal = closeSignal(reply.raw);
+
+      try {
+        if (!(await preamble(reply, body, directives, timing, signal))) return;
+        const usage = buildUsage(units, cache.settle(body.model, units), directives, generated.outputTokens);
+        const message: Message = {
+          id: `msg_sim_${n}`,
+          type: 'message',
+          role: 'assistant',
+          model: body.model,
+          content: generated.content,
+          stop_reason: generated.stopReason,
+          stop_sequence: null,
+          usage,
+        };
+        if (body.stream) {
+          reply.hijack();
+          await writeStream(reply, { requestId: request.id, message, reply: generated, fault: directives.fault, timing, signal }).catch(
+            (error: unknown) => {
+              if (!signal.aborted) reply.raw.destroy(error instanceof Error ? error : undefined);
+            },
+          );
+          return;
+        }
+        const generation = timing.tokensPerSecond > 0 ? (usage.output_tokens * 1000) / timing.tokensPerSecond : 0;
+        await sleep(timing.ttftMs + generation, undefined, { signal });
+        return reply.code(200).send(message);
+      } catch (error) {
+        ignoreDisconnect(reply, signal, error);
+        return;
+      }
+    });
+
+    v1.post('/v1/messages/count_tokens', async (request, reply) => {
+      const body = parseMessagesBody(request.body, { requireMaxTokens: false });
+      const directives = parseDirectives(lastUserText(body.messages), request.headers);
+      const units = promptUnits(body);
+      const signal = closeSignal(reply.raw);
+      try {
+        if (!(await preamble(reply, { ...body, stream: false }, directives, timingFor(directives), signal))) return;
+        return { input_tokens: directives.input ?? countInputTokens(units) };
+      } catch (error) {
+        ignoreDisconnect(reply, signal, error);
+        return;
+      }
+    });
+
+    v1.get('/v1/models', async () => ({
+      data: MODELS,
+      has_more: false,
+      first_id: MODELS[0]?.id ?? null,
+      last_id: MODELS.at(-1)?.id ?? null,
+    }));
+
+    v1.get('/v1/models/:model_id', async (request) => {
+      const { model_id: id } = request.params as { model_id: string };
+      const model = MODELS.find((m) => m.id === id);
+      if (model === undefined) throw new SimulatorError(404, `model: ${id}`, 'not_found_error');
+      return model;
+    });
+  });
+
+  return app;
+}

@@ -1,0 +1,96 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { invalidRequest } from './errors.ts';
+
+export type Fault =
+  | { readonly kind: 'overloaded' }
+  | { readonly kind: 'drop' }
+  | { readonly kind: 'drop_after'; readonly after: number }
+  | { readonly kind: 'sse_error_after'; readonly after: number };
+
+/** Per-request overrides, from `[[sim key=value]]` in the last user message or `x-sim-<key>` headers. */
+export interface Directives {
+  readonly input?: number;
+  readonly output?: number;
+  readonly cache_read?: number;
+  readonly cache_write_5m?: number;
+  readonly cache_write_1h?: number;
+  readonly status?: number;
+  readonly fault?: Fault;
+  readonly latency_ms?: number;
+  readonly ttft_ms?: number;
+  readonly tps?: number;
+  readonly tool?: string;
+}
+
+const DIRECTIVE = /\[\[sim\b([^\]]*)\]\]/g;
+const HEADER_PREFIX = 'x-sim-';
+const INTEGER_KEYS = ['input', 'output', 'cache_read', 'cache_write_5m', 'cache_write_1h', 'latency_ms', 'ttft_ms'] as const;
+
+export function stripDirectives(text: string): string {
+  return text.replace(DIRECTIVE, ' ');
+}
+
+function nonNegativeInteger(key: string, value: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw invalidRequest(`simulator directive ${key}=${value}: expected a non-negative integer`);
+  }
+  return Number(value);
+}
+
+function parseFault(value: string): Fault {
+  if (value === 'overloaded' || value === 'drop') return { kind: value };
+  const match = /^(drop_after|sse_error_after):(\d+)$/.exec(value);
+  if (match?.[1] === 'drop_after' || match?.[1] === 'sse_error_after') {
+    return { kind: match[1], after: nonNegativeInteger('fault', match[2] ?? '') };
+  }
+  throw invalidRequest(
+    `simulator directive fault=${value}: expected overloaded, drop, drop_after:<n> or sse_error_after:<n>`,
+  );
+}
+
+/**
+ * Merges header directives with text directives (text wins, later text wins over earlier) and
+ * validates them. Unknown keys and malformed values are a 400 so a typo in a test fails loudly
+ * instead of silently running the default path.
+ */
+export function parseDirectives(text: string, headers: IncomingHttpHeaders): Directives {
+  const raw = new Map<string, string>();
+  for (const [name, value] of Object.entries(headers)) {
+    if (!name.startsWith(HEADER_PREFIX) || value === undefined) continue;
+    const v = Array.isArray(value) ? value.at(-1) : value;
+    if (v !== undefined) raw.set(name.slice(HEADER_PREFIX.length).replaceAll('-', '_'), v.trim());
+  }
+  for (const match of text.matchAll(DIRECTIVE)) {
+    for (const pair of (match[1] ?? '').trim().split(/\s+/)) {
+      if (pair === '') continue;
+      const eq = pair.indexOf('=');
+      if (eq <= 0) throw invalidRequest(`simulator directive "${pair}": expected key=value`);
+      raw.set(pair.slice(0, eq), pair.slice(eq + 1));
+    }
+  }
+
+  const out: { -readonly [K in keyof Directives]: Directives[K] } = {};
+  for (const [key, value] of raw) {
+    if ((INTEGER_KEYS as readonly string[]).includes(key)) {
+      out[key as (typeof INTEGER_KEYS)[number]] = nonNegativeInteger(key, value);
+    } else if (key === 'status') {
+      const status = nonNegativeInteger(key, value);
+      if (status < 400 || status > 599) throw invalidRequest(`simulator directive status=${value}: expected 400-599`);
+      out.status = status;
+    } else if (key === 'tps') {
+      const tps = Number(value);
+      if (value === '' || !Number.isFinite(tps) || tps < 0) {
+        throw invalidRequest(`simulator directive tps=${value}: expected a non-negative number`);
+      }
+      out.tps = tps;
+    } else if (key === 'fault') {
+      out.fault = parseFault(value);
+    } else if (key === 'tool') {
+      if (value === '') throw invalidRequest('simulator directive tool: expected a tool name');
+      out.tool = value;
+    } else {
+      throw invalidRequest(`unknown simulator directive "${key}"`);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,66 @@
+// Standalone simulator for benchmarks and offline demos: `npm run simulator`.
+import { buildSimulator } from './app.ts';
+import type { SimulatorOptions } from './app.ts';
+
+interface Config {
+  port: number;
+  host: string;
+  options: SimulatorOptions;
+}
+
+function readConfig(env: NodeJS.ProcessEnv): { config: Config; problems: string[] } {
+  const problems: string[] = [];
+  const number = (name: string, fallback: number | undefined, max: number, integer: boolean): number | undefined => {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === '') return fallback;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < 0 || value > max || (integer && !Number.isInteger(value))) {
+      problems.push(`${name}: expected a${integer ? 'n integer' : ' number'} between 0 and ${max}, got "${raw}"`);
+      return fallback;
+    }
+    return value;
+  };
+  const apiKey = env['SIMULATOR_API_KEY'];
+  const options: SimulatorOptions = {
+    latencyMs: number('SIMULATOR_LATENCY_MS', undefined, 600_000, false),
+    ttftMs: number('SIMULATOR_TTFT_MS', undefined, 600_000, false),
+    tokensPerSecond: number('SIMULATOR_TPS', undefined, 1_000_000, false),
+    logger: env['SIMULATOR_LOG'] === '1',
+  };
+  if (apiKey !== undefined && apiKey !== '') options.apiKey = apiKey;
+  const config: Config = {
+    port: number('SIMULATOR_PORT', 4010, 65_535, true) ?? 4010,
+    host: env['SIMULATOR_HOST'] || '127.0.0.1',
+    options,
+  };
+  return { config, problems };
+}
+
+const { config, problems } = readConfig(process.env);
+if (problems.length > 0) {
+  process.stderr.write(`simulator: invalid configuration\n${problems.map((p) => `  ${p}\n`).join('')}`);
+  process.exit(2);
+}
+
+const app = buildSimulator(config.options);
+try {
+  const address = await app.listen({ port: config.port, host: config.host });
+  process.stderr.write(`simulator: Anthropic-compatible upstream listening on ${address}\n`);
+} catch (error) {
+  process.stderr.write(`simulator: cannot listen on ${config.host}:${config.port}: ${String(error)}\n`);
+  process.exit(1);
+}
+
+let closing = false;
+const shutdown = (signal: NodeJS.Signals): void => {
+  // A second signal means the operator does not want to wait for open streams.
+  if (closing) process.exit(1);
+  closing = true;
+  process.stderr.write(`simulator: ${signal}, shutting down\n`);
+  app.close().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
+};
+process.on('SIGINT', shutdown);
+process.on('SIGTERM', shutdown);

@@ -1,0 +1,216 @@
+// Tests for test/support/services.ts: discovery from env, local probes, and that requireX
+// really *skips* (not passes) when nothing is found, and throws when services are required.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import type { Socket } from 'node:net';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  findKafka,
+  findRedis,
+  requireKafka,
+  requireRedis,
+  servicesRequired,
+  probeRedis,
+  probeTcp,
+} from './services.ts';
+import type { Env, SkippableContext } from './services.ts';
+
+/** A port on 127.0.0.1 that nothing listens on (bound, then released). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address && typeof address === 'object');
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return address.port;
+}
+
+/** A TCP server on a random port; `reply` decides what to answer to incoming bytes. */
+async function fakeServer(reply: ((data: string) => string) | undefined): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    socket.setEncoding('latin1');
+    socket.on('data', (data: string) => {
+      if (reply) socket.write(reply(data));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address && typeof address === 'object');
+  const close = (): Promise<void> => {
+    for (const s of sockets) s.destroy();
+    return new Promise((resolve) => server.close(() => resolve()));
+  };
+  return { port: address.port, close };
+}
+
+/** Records t.skip() calls. */
+function fakeContext(): SkippableContext & { skipped: string[] } {
+  const skipped: string[] = [];
+  return {
+    skipped,
+    skip(message?: string) {
+      skipped.push(message ?? '');
+    },
+  };
+}
+
+/** An environment where nothing is configured and both local probes hit closed ports. */
+async function emptyEnv(extra: Env = {}): Promise<Env> {
+  return { REDIS_PORT: String(await closedPort()), KAFKA_PORT: String(await closedPort()), ...extra };
+}
+
+test('findRedis / findKafka return the URL from the environment when set', async () => {
+  const env: Env = { REDIS_URL: 'redis://redis.example:7000', KAFKA_BROKERS: 'k1:9092,k2:9092' };
+  assert.equal(await findRedis(env), 'redis://redis.example:7000');
+  assert.equal(await findKafka(env), 'k1:9092,k2:9092');
+});
+
+test('findRedis probes 127.0.0.1:$REDIS_PORT with PING and requires +PONG', async () => {
+  const redisLike = await fakeServer((d) => (d.startsWith('PING') ? '+PONG\r\n' : '-ERR\r\n'));
+  const httpLike = await fakeServer(() => 'HTTP/1.1 400 Bad Request\r\n\r\n');
+  const silent = await fakeServer(undefined);
+  try {
+    assert.equal(await findRedis({ REDIS_PORT: String(redisLike.port) }), `redis://127.0.0.1:${redisLike.port}`);
+    assert.equal(await findRedis({ REDIS_PORT: String(httpLike.port) }), undefined);
+    const t0 = Date.now();
+    assert.equal(await probeRedis('127.0.0.1', silent.port), false, 'silent server is not Redis');
+    assert.ok(Date.now() - t0 < 2000, 'probe times out quickly');
+  } finally {
+    await Promise.all([redisLike.close(), httpLike.close(), silent.close()]);
+  }
+});
+
+test('findKafka probes 127.0.0.1:$KAFKA_PORT with a TCP connect', async () => {
+  const listener = await fakeServer(undefined);
+  try {
+    assert.equal(await findKafka({ KAFKA_PORT: String(listener.port) }), `127.0.0.1:${listener.port}`);
+  } finally {
+    await listener.close();
+  }
+  assert.equal(await probeTcp('127.0.0.1', listener.port), false);
+});
+
+test('nothing found on closed ports', async () => {
+  const env = await emptyEnv();
+  assert.equal(await findRedis(env), undefined);
+  assert.equal(await findKafka(env), undefined);
+});
+
+test('servicesRequired: TOLLGATE_REQUIRE_SERVICES=1 or CI=true', () => {
+  assert.equal(servicesRequired({}), false);
+  assert.equal(servicesRequired({ TOLLGATE_REQUIRE_SERVICES: '1' }), true);
+  assert.equal(servicesRequired({ CI: 'true' }), true);
+  assert.equal(servicesRequired({ TOLLGATE_REQUIRE_SERVICES: '0', CI: 'false' }), false);
+});
+
+test('requireX calls t.skip() with a loud message when nothing is found and not required', async () => {
+  const env = await emptyEnv();
+  const t = fakeContext();
+  assert.equal(await requireRedis(t, env), undefined);
+  assert.equal(await requireKafka(t, env), undefined);
+  assert.deepEqual(t.skipped, [
+    'SKIPPED: needs Redis (set REDIS_URL or run `bash deploy/services.sh up`)',
+    'SKIPPED: needs Kafka (set KAFKA_BROKERS or run `bash deploy/services.sh up`)',
+  ]);
+});
+
+test('requireX throws instead of skipping when services are required', async () => {
+  for (const extra of [{ TOLLGATE_REQUIRE_SERVICES: '1' }, { CI: 'true' }]) {
+    const env = await emptyEnv(extra);
+    const t = fakeContext();
+    await assert.rejects(requireRedis(t, env), /Redis is required/);
+    await assert.rejects(requireKafka(t, env), /Kafka is required/);
+    assert.deepEqual(t.skipped, []);
+  }
+});
+
+test('requireX returns the env URL without skipping', async () => {
+  const t = fakeContext();
+  const env: Env = { REDIS_URL: 'redis://r:1', KAFKA_BROKERS: 'k:1', CI: 'true' };
+  assert.equal(await requireRedis(t, env), 'redis://r:1');
+  assert.equal(await requireKafka(t, env), 'k:1');
+  assert.deepEqual(t.skipped, []);
+});
+
+/** Runs a real node:test file in a child process and returns its TAP output and exit code. */
+async function runNodeTest(file: string, env: Env): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, ['--test', '--test-reporter=tap', file], {
+    env: env as NodeJS.ProcessEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { code, out };
+}
+
+test('under a real node:test runner, requireX reports skip (not pass), or fail when required', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tollgate-services-'));
+  try {
+    const file = join(dir, 'fixture.test.mjs');
+    const helper = new URL('./services.ts', import.meta.url).href;
+    await writeFile(
+      file,
+      `import { test } from 'node:test';
+import { requireRedis, requireKafka } from ${JSON.stringify(helper)};
+test('needs redis', async (t) => {
+  const url = await requireRedis(t);
+  if (!url) return;
+  throw new Error('unexpectedly found Redis at ' + url);
+});
+test('needs kafka', async (t) => {
+  const url = await requireKafka(t);
+  if (!url) return;
+  throw new Error('unexpectedly found Kafka at ' + url);
+});
+`,
+    );
+    const base: Env = { ...process.env };
+    for (const k of ['CI', 'TOLLGATE_REQUIRE_SERVICES', 'REDIS_URL', 'KAFKA_BROKERS', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) {
+      delete base[k];
+    }
+    const env = await emptyEnv(base);
+
+    const skipped = await runNodeTest(file, env);
+    assert.equal(skipped.code, 0, skipped.out);
+    assert.match(skipped.out, /^# skip(ped)? 2$/m, skipped.out);
+    assert.match(skipped.out, /^# pass 0$/m, skipped.out);
+    assert.match(skipped.out, /^# fail 0$/m, skipped.out);
+    assert.match(skipped.out, /SKIPPED: needs Redis \(set REDIS_URL or run `bash deploy\/services\.sh up`\)/);
+    assert.match(skipped.out, /SKIPPED: needs Kafka/);
+
+    const required = await runNodeTest(file, { ...env, TOLLGATE_REQUIRE_SERVICES: '1' });
+    assert.notEqual(required.code, 0, required.out);
+    assert.match(required.out, /^# fail 2$/m, required.out);
+    assert.match(required.out, /^# skip(ped)? 0$/m, required.out);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// The real thing: with `bash deploy/services.sh up` (or in CI, where services are required)
+// this finds both services through the normal path; otherwise it is reported as skipped.
+test('real Redis answers PING when available', async (t) => {
+  const url = await requireRedis(t);
+  if (!url) return;
+  const { hostname, port } = new URL(url);
+  assert.equal(await probeRedis(hostname, Number(port || 6379), 2000), true, `Redis at ${url} did not PONG`);
+});
+
+test('real Kafka accepts TCP connections when available', async (t) => {
+  const brokers = await requireKafka(t);
+  if (!brokers) return;
+  const first = brokers.split(',')[0] ?? '';
+  const i = first.lastIndexOf(':');
+  assert.ok(i > 0, `bad broker address ${first}`);
+  assert.equal(await probeTcp(first.slice(0, i), Number(first.slice(i + 1)), 2000), true, `Kafka at ${first} refused`);
+});

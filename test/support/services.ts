@@ -1,0 +1,246 @@
+// Helpers for Tollgate's tests to find (and, for fault tests, stop/start) real backing services.
+//
+// Where a service is looked for, in order:
+//   1. the environment: REDIS_URL / KAFKA_BROKERS (trusted as given, not probed);
+//   2. a local probe of 127.0.0.1 on REDIS_PORT (default 6379) / KAFKA_PORT (default 9092),
+//      i.e. what `bash deploy/services.sh up` starts;
+//   3. (out of scope here) where a Docker engine exists, testcontainers would be the third
+//      source: start a throwaway container and return its URL. This machine and CI have no
+//      Docker daemon and testcontainers is not installed, so we stop at 2.
+//
+// If nothing is found, requireRedis/requireKafka skip the test loudly, unless services are
+// required (TOLLGATE_REQUIRE_SERVICES=1 or CI=true), in which case they throw, so CI can never
+// go green by silently skipping the real-engine suites.
+//
+// Only node built-ins are used. Runs under Node 24 type stripping.
+import { connect } from 'node:net';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
+
+export interface ServiceHandle {
+  /** Redis: `redis://host:port`; Kafka: brokers `host:port,host:port`. */
+  url: string;
+}
+
+/** Environment to read; defaults to process.env. Tests can inject their own. */
+export type Env = Record<string, string | undefined>;
+
+export const PROBE_TIMEOUT_MS = 500;
+const HOST = '127.0.0.1';
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const KAFKA_SH = fileURLToPath(new URL('../../deploy/kafka.sh', import.meta.url));
+const REDIS_SH = fileURLToPath(new URL('../../deploy/redis.sh', import.meta.url));
+
+const REDIS_HINT = 'set REDIS_URL or run `bash deploy/services.sh up`';
+const KAFKA_HINT = 'set KAFKA_BROKERS or run `bash deploy/services.sh up`';
+
+function nonEmpty(v: string | undefined): string | undefined {
+  const s = v?.trim();
+  return s ? s : undefined;
+}
+
+function portFrom(env: Env, name: string, fallback: number): number {
+  const n = Number(nonEmpty(env[name]) ?? fallback);
+  return Number.isInteger(n) && n > 0 && n < 65536 ? n : fallback;
+}
+
+/** Local Redis port that deploy/redis.sh uses (REDIS_PORT, default 6379). */
+export function localRedisPort(env: Env = process.env): number {
+  return portFrom(env, 'REDIS_PORT', 6379);
+}
+
+/** Local Kafka port that deploy/kafka.sh uses (KAFKA_PORT, default 9092). */
+export function localKafkaPort(env: Env = process.env): number {
+  return portFrom(env, 'KAFKA_PORT', 9092);
+}
+
+/** True when a TCP connection to host:port succeeds within timeoutMs. */
+export function probeTcp(host: string, port: number, timeoutMs = PROBE_TIMEOUT_MS): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    let settled = false;
+    const done = (ok: boolean): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+/** True when host:port answers `PING` with `+PONG` within timeoutMs. */
+export function probeRedis(host: string, port: number, timeoutMs = PROBE_TIMEOUT_MS): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    let settled = false;
+    let buf = '';
+    const done = (ok: boolean): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.setEncoding('latin1');
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.startsWith('+PONG')) done(true);
+      else if (!'+PONG'.startsWith(buf)) done(false); // anything else (-NOAUTH, HTTP, ...) is not ours
+
+    });
+    socket.once('error', () => done(false));
+    socket.once('close', () => done(false));
+  });
+}
+
+/** REDIS_URL from the environment, else redis://127.0.0.1:<REDIS_PORT|6379> if it answers PING. */
+export async function findRedis(env: Env = process.env): Promise<string | undefined> {
+  const fromEnv = nonEmpty(env.REDIS_URL);
+  if (fromEnv) return fromEnv;
+  const port = localRedisPort(env);
+  return (await probeRedis(HOST, port)) ? `redis://${HOST}:${port}` : undefined;
+}
+
+/** KAFKA_BROKERS from the environment, else 127.0.0.1:<KAFKA_PORT|9092> if a TCP connect succeeds. */
+export async function findKafka(env: Env = process.env): Promise<string | undefined> {
+  const fromEnv = nonEmpty(env.KAFKA_BROKERS);
+  if (fromEnv) return fromEnv;
+  const port = localKafkaPort(env);
+  return (await probeTcp(HOST, port)) ? `${HOST}:${port}` : undefined;
+}
+
+/** Services must be present (never skip): TOLLGATE_REQUIRE_SERVICES=1 or CI=true. */
+export function servicesRequired(env: Env = process.env): boolean {
+  return env.TOLLGATE_REQUIRE_SERVICES === '1' || env.CI === 'true';
+}
+
+/** The part of node:test's TestContext these helpers use (lets tests pass a fake). */
+export type SkippableContext = Pick<TestContext, 'skip'>;
+
+async function requireService(
+  t: SkippableContext,
+  name: string,
+  hint: string,
+  find: (env: Env) => Promise<string | undefined>,
+  env: Env,
+): Promise<string | undefined> {
+  const url = await find(env);
+  if (url) return url;
+  if (servicesRequired(env)) {
+    throw new Error(
+      `${name} is required (TOLLGATE_REQUIRE_SERVICES=1 or CI=true) but none was found: ${hint}`,
+    );
+  }
+  const message = `SKIPPED: needs ${name} (${hint})`;
+  process.stderr.write(`\n*** ${message} ***\n`);
+  t.skip(message);
+  return undefined;
+}
+
+/**
+ * For node:test: returns the Redis URL, or calls t.skip() with a loud message (also written to
+ * stderr) and returns undefined; when services are required, throws instead of skipping.
+ * t.skip() does not stop the test function, so callers must return on undefined:
+ *
+ *   test('...', async (t) => { const url = await requireRedis(t); if (!url) return; ... });
+ */
+export async function requireRedis(t: SkippableContext, env: Env = process.env): Promise<string | undefined> {
+  return requireService(t, 'Redis', REDIS_HINT, findRedis, env);
+}
+
+/** Like requireRedis, for Kafka; returns brokers `host:port[,host:port]`. */
+export async function requireKafka(t: SkippableContext, env: Env = process.env): Promise<string | undefined> {
+  return requireService(t, 'Kafka', KAFKA_HINT, findKafka, env);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection: stop/start the local services started by deploy/*.sh. These only control
+// instances started by those scripts (same TOLLGATE_DEPLOY_DIR / ports); a service found via
+// REDIS_URL / KAFKA_BROKERS on another host cannot be stopped, and stop*() throws in that case
+// rather than letting a fault test pass without a fault.
+
+export interface ServiceControl {
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  restart(): Promise<void>;
+}
+
+function runScript(script: string, command: string, env: Env, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      'bash',
+      [script, command],
+      { cwd: REPO_ROOT, env: env as NodeJS.ProcessEnv, timeout: timeoutMs, maxBuffer: 4 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error) {
+          reject(new Error(`bash ${script} ${command} failed: ${error.message}\n${stderr}`));
+        } else {
+          resolve(stdout);
+        }
+      },
+    );
+  });
+}
+
+async function assertDown(name: string, port: number): Promise<void> {
+  if (await probeTcp(HOST, port)) {
+    throw new Error(
+      `${name} on ${HOST}:${port} is still up after stop: it was not started by deploy/ scripts ` +
+        `with this TOLLGATE_DEPLOY_DIR, so this test cannot inject the fault`,
+    );
+  }
+}
+
+/** `bash deploy/kafka.sh stop`; throws if the broker port is still open afterwards. */
+export async function stopKafka(env: Env = process.env): Promise<void> {
+  await runScript(KAFKA_SH, 'stop', env, 60_000);
+  await assertDown('Kafka', localKafkaPort(env));
+}
+
+/** `bash deploy/kafka.sh start` (idempotent); resolves when the broker answers metadata. */
+export async function startKafka(env: Env = process.env): Promise<void> {
+  await runScript(KAFKA_SH, 'start', env, 120_000);
+}
+
+/** `bash deploy/redis.sh stop`; throws if the Redis port is still open afterwards. */
+export async function stopRedis(env: Env = process.env): Promise<void> {
+  await runScript(REDIS_SH, 'stop', env, 30_000);
+  await assertDown('Redis', localRedisPort(env));
+}
+
+/** `bash deploy/redis.sh start` (idempotent); resolves when Redis answers PING. */
+export async function startRedis(env: Env = process.env): Promise<void> {
+  await runScript(REDIS_SH, 'start', env, 120_000);
+}
+
+/** Stop/start handle for the local Kafka broker (for fault tests). */
+export function kafkaControl(env: Env = process.env): ServiceControl {
+  return {
+    stop: () => stopKafka(env),
+    start: () => startKafka(env),
+    restart: async () => {
+      await stopKafka(env);
+      await startKafka(env);
+    },
+  };
+}
+
+/** Stop/start handle for the local Redis (for fault tests). */
+export function redisControl(env: Env = process.env): ServiceControl {
+  return {
+    stop: () => stopRedis(env),
+    start: () => startRedis(env),
+    restart: async () => {
+      await stopRedis(env);
+      await startRedis(env);
+    },
+  };
+}
