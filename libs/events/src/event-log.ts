@@ -43,6 +43,12 @@ export interface SubscribeOptions {
  * may forget them (acknowledged by the log, or written to the local spool); it never drops.
  */
 export interface EventLog {
+  /**
+   * Offsets survive a restart (Kafka): sinks may store them with their effects, and hot state
+   * rebuilt from the warehouse resumes from them. False for the in-process log, whose offsets
+   * start again at 0 with every process.
+   */
+  readonly durablePositions?: boolean;
   publish(topic: Topic, events: PublishedEvent[]): Promise<void>;
   subscribe(options: SubscribeOptions): Promise<Subscription>;
   /** Waits until everything published so far is handed to the log (not to consumers). */

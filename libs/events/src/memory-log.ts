@@ -20,6 +20,7 @@ interface Group {
  * (the embedded mode rebuilds its hot state from there at start).
  */
 export class MemoryLog implements EventLog {
+  readonly durablePositions = false;
   #entries = new Map<Topic, ConsumedEvent[]>();
   /** offset of the first entry still held, per topic */
   #base = new Map<Topic, bigint>();

@@ -61,6 +61,8 @@ export function migrations(t: TableNames): string[] {
       stream                Bool,
       upstream_request_id   Nullable(String),
       gateway_id            LowCardinality(String),
+      log_partition         Int32 DEFAULT -1,
+      log_offset            Int64 DEFAULT -1,
       inserted_at           DateTime64(3, 'UTC') DEFAULT now64(3),
       INDEX event_id_bf event_id TYPE bloom_filter GRANULARITY 4
     ) ENGINE = ReplacingMergeTree
@@ -75,6 +77,8 @@ export function migrations(t: TableNames): string[] {
       kind          LowCardinality(String),
       amount_micros Int64,
       reference     String,
+      log_partition Int32 DEFAULT -1,
+      log_offset    Int64 DEFAULT -1,
       inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree
     ORDER BY (account_id, event_id)`,
@@ -107,5 +111,12 @@ export function migrations(t: TableNames): string[] {
       inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree(version)
     ORDER BY id`,
+    // Log positions (Kafka partition and offset) of each fact: a rebuild of hot state takes
+    // the warehouse as of these positions and replays the log after them. -1 = no durable log
+    // (embedded mode).
+    `ALTER TABLE ${t.usage} ADD COLUMN IF NOT EXISTS log_partition Int32 DEFAULT -1`,
+    `ALTER TABLE ${t.usage} ADD COLUMN IF NOT EXISTS log_offset Int64 DEFAULT -1`,
+    `ALTER TABLE ${t.ledger} ADD COLUMN IF NOT EXISTS log_partition Int32 DEFAULT -1`,
+    `ALTER TABLE ${t.ledger} ADD COLUMN IF NOT EXISTS log_offset Int64 DEFAULT -1`,
   ];
 }

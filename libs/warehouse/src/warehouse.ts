@@ -25,6 +25,12 @@ export interface WarehouseOptions {
   tablePrefix?: string;
 }
 
+/** Where an event sits in the durable log, when there is one. */
+export interface LogPosition {
+  partition: number;
+  offset: bigint;
+}
+
 export interface UsageFilter {
   accountId?: string;
   keyId?: string;
@@ -108,9 +114,11 @@ export class Warehouse {
     }
   }
 
-  async insertUsage(events: readonly UsageEvent[]): Promise<void> {
+  /** `positions[i]`, when given, is the log position of `events[i]`. */
+  async insertUsage(events: readonly UsageEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
     if (events.length === 0) return;
-    const rows = events.map((e) => ({
+    const rows = events.map((e, i) => ({
+      ...positionColumns(positions?.[i]),
       event_id: nonEmpty(e.event_id, 'event_id'),
       ts: dateTime(e.ts, 'ts'),
       account_id: nonEmpty(e.account_id, 'account_id'),
@@ -135,9 +143,10 @@ export class Warehouse {
     await this.#client.insert({ table: this.#t.usage, values: rows, format: 'JSONEachRow' });
   }
 
-  async insertLedger(events: readonly LedgerEvent[]): Promise<void> {
+  async insertLedger(events: readonly LedgerEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
     if (events.length === 0) return;
-    const rows = events.map((e) => ({
+    const rows = events.map((e, i) => ({
+      ...positionColumns(positions?.[i]),
       event_id: nonEmpty(e.event_id, 'event_id'),
       ts: dateTime(e.ts, 'ts'),
       account_id: nonEmpty(e.account_id, 'account_id'),
@@ -330,6 +339,23 @@ export class Warehouse {
     return new Map(rows.map((r) => [str(r['event_id']), money(r['amount_text'])]));
   }
 
+  /**
+   * The highest log offset stored per partition, for `usage` and `ledger`: the warehouse holds
+   * a prefix of each partition (the sink inserts in log order), so hot state rebuilt from it
+   * is exact as of these positions. Raw rows, not FINAL: a collapsed duplicate still counts.
+   */
+  async logPositions(): Promise<{ usage: Map<number, bigint>; ledger: Map<number, bigint> }> {
+    const read = async (table: string) => {
+      const rows = await this.#select(
+        `SELECT log_partition, toString(max(log_offset)) AS offset_text FROM ${table}
+         WHERE log_offset >= 0 GROUP BY log_partition ORDER BY log_partition`,
+        {},
+      );
+      return new Map(rows.map((r) => [int(r['log_partition']), BigInt(str(r['offset_text']))]));
+    };
+    return { usage: await read(this.#t.usage), ledger: await read(this.#t.ledger) };
+  }
+
   async getUsageEvent(eventId: string): Promise<UsageEvent | undefined> {
     const rows = await this.#select(
       `SELECT event_id, toUnixTimestamp64Milli(ts) AS ts_ms, account_id, key_id, model,
@@ -497,4 +523,8 @@ function money(v: unknown): bigint {
     throw new Error(`warehouse: expected integer micro-credits as text, got ${JSON.stringify(v)}`);
   }
   return BigInt(v);
+}
+
+function positionColumns(p: LogPosition | undefined): { log_partition: number; log_offset: string } {
+  return p ? { log_partition: p.partition, log_offset: p.offset.toString() } : { log_partition: -1, log_offset: '-1' };
 }

@@ -161,6 +161,19 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         });
       }));
 
+    test('log positions: the highest offset per partition, duplicates included; ledger entries by id', () =>
+      withWarehouse(async (w) => {
+        assert.deepEqual(await w.logPositions(), { usage: new Map(), ledger: new Map() });
+        await w.insertUsage(USAGE, [{ partition: 0, offset: 7n }, { partition: 3, offset: 2n }, undefined]);
+        await w.insertUsage([USAGE[0]!], [{ partition: 0, offset: 9n }]); // the same event again, later in the log
+        const l = ledger({ account_id: 'acc_a', reference: 'ref-1', amount_micros: '5000000' });
+        await w.insertLedger([l], [{ partition: 1, offset: 4n }]);
+        const p = await w.logPositions();
+        assert.deepEqual([...p.usage], [[0, 9n], [3, 2n]]);
+        assert.deepEqual([...p.ledger], [[1, 4n]]);
+        assert.deepEqual(await w.ledgerEntries(), new Map([['credit:acc_a:ref-1', 5_000_000n]]));
+      }));
+
     test('a usage event round-trips exactly', () =>
       withWarehouse(async (w) => {
         await w.insertUsage(USAGE);

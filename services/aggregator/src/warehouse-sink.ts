@@ -1,5 +1,5 @@
 import type { ConsumedEvent, ControlEvent, EventLog, LedgerEvent, Subscription, UsageEvent } from '@tollgate/events';
-import type { Warehouse } from '@tollgate/warehouse';
+import type { LogPosition, Warehouse } from '@tollgate/warehouse';
 
 export interface WarehouseSinkDeps {
   log: EventLog;
@@ -28,17 +28,25 @@ export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscriptio
       // While we wait, more events queue up behind this batch and arrive as the next one.
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const usage: UsageEvent[] = [];
+      const usageAt: (LogPosition | undefined)[] = [];
       const ledger: LedgerEvent[] = [];
+      const ledgerAt: (LogPosition | undefined)[] = [];
       const control: ControlEvent[] = [];
-      for (const { event } of batch) {
-        if (event.type === 'usage') usage.push(event);
-        else if (event.type === 'ledger') ledger.push(event);
-        else control.push(event);
+      const durable = deps.log.durablePositions === true;
+      for (const { event, partition, offset } of batch) {
+        const at = durable ? { partition, offset } : undefined;
+        if (event.type === 'usage') {
+          usage.push(event);
+          usageAt.push(at);
+        } else if (event.type === 'ledger') {
+          ledger.push(event);
+          ledgerAt.push(at);
+        } else control.push(event);
       }
       try {
         if (control.length) await deps.warehouse.insertControl(control);
-        if (ledger.length) await deps.warehouse.insertLedger(ledger);
-        if (usage.length) await deps.warehouse.insertUsage(usage);
+        if (ledger.length) await deps.warehouse.insertLedger(ledger, ledgerAt);
+        if (usage.length) await deps.warehouse.insertUsage(usage, usageAt);
       } catch (err) {
         deps.onError?.(err);
         throw err;
