@@ -13,9 +13,19 @@ test('defaults run every role embedded on port 8080', () => {
   assert.equal(c.bodyLimitBytes, 32 * 1024 * 1024);
 });
 
+const DIST = { REDIS_URL: 'redis://127.0.0.1:6379', KAFKA_BROKERS: '127.0.0.1:9092', KEY_HASH_SECRET: 'k'.repeat(32), ADMIN_TOKEN: 'a'.repeat(32) };
+
 test('--roles wins over TOLLGATE_ROLES', () => {
-  const c = loadConfig({ TOLLGATE_ROLES: 'control' }, ['--roles', 'gateway,aggregator']);
+  const c = loadConfig({ ...DIST, TOLLGATE_ROLES: 'control' }, ['--roles', 'gateway,aggregator']);
   assert.deepEqual(c.roles, ['gateway', 'aggregator']);
+});
+
+test('splitting roles, or half a distributed setup, is refused', () => {
+  assert.throws(() => loadConfig({ TOLLGATE_ROLES: 'gateway' }), /TOLLGATE_ROLES: roles can run in separate processes only/);
+  assert.throws(() => loadConfig({ ...DIST, REDIS_URL: undefined }), /REDIS_URL: distributed mode needs both/);
+  const c = loadConfig({ ...DIST, AGGREGATOR_GROUPS: 'ledger', LEDGER_CONSUMERS: '2' }, ['--roles=aggregator']);
+  assert.deepEqual(c.aggregator, { groups: ['ledger'], ledgerConsumers: 2 });
+  assert.throws(() => loadConfig({ ...DIST, AGGREGATOR_GROUPS: 'ledger,billing' }), /AGGREGATOR_GROUPS: unknown group/);
 });
 
 test('every bad value is reported with its variable name', () => {
@@ -32,7 +42,7 @@ test('every bad value is reported with its variable name', () => {
 });
 
 test('distributed mode requires shared secrets', () => {
-  assert.throws(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' }), /KEY_HASH_SECRET: required[\s\S]*ADMIN_TOKEN: required/);
+  assert.throws(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', KAFKA_BROKERS: 'a:1' }), /KEY_HASH_SECRET: required[\s\S]*ADMIN_TOKEN: required/);
   const c = loadConfig({
     REDIS_URL: 'redis://127.0.0.1:6379', KAFKA_BROKERS: 'a:9092, b:9092',
     KEY_HASH_SECRET: 'x'.repeat(32), ADMIN_TOKEN: 'y'.repeat(32),

@@ -45,6 +45,7 @@ const EnvSchema = z.object({
 
   KAFKA_BROKERS: optionalString,
   KAFKA_CLIENT_ID: z.string().default('tollgate'),
+  KAFKA_PARTITIONS: int(1, 1024).default(4),
   KAFKA_TOPIC_PREFIX: z.string().regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, . _ - only').default(''),
   REDIS_URL: z.url().optional(),
   REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:._-]*$/).default('tg:'),
@@ -53,6 +54,20 @@ const EnvSchema = z.object({
   CLICKHOUSE_PASSWORD: optionalString,
   CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z0-9_]+$/).default('tollgate'),
 
+  /** consumer groups an aggregator process runs; chDB allows only one warehouse process */
+  AGGREGATOR_GROUPS: z.string().default('ledger,warehouse').transform((s, ctx) => {
+    const groups = s.split(',').map((g) => g.trim()).filter(Boolean);
+    const bad = groups.filter((g) => g !== 'ledger' && g !== 'warehouse');
+    if (bad.length || groups.length === 0) {
+      ctx.addIssue({ code: 'custom', message: `unknown group(s) ${bad.join(', ') || '(none)'}; expected ledger, warehouse` });
+      return z.NEVER;
+    }
+    return [...new Set(groups)] as Array<'ledger' | 'warehouse'>;
+  }),
+  /** members of the ledger group in this process */
+  LEDGER_CONSUMERS: int(1, 64).default(1),
+  /** how long a gateway trusts a cached key lookup; bounds how late a revocation takes effect */
+  KEY_CACHE_TTL_MS: int(0, 60_000).default(500),
   WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(5000),
   WAREHOUSE_FLUSH_MS: int(10, 60_000).default(500),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(15_000),
@@ -74,11 +89,13 @@ export interface Config {
   streamErrorBilling: Env['STREAM_ERROR_BILLING'];
   bodyLimitBytes: number;
   secrets: { adminToken: string | undefined; financeToken: string | undefined; keyHashSecret: string | undefined };
-  kafka: { brokers: string[]; clientId: string; topicPrefix: string } | undefined;
+  kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number } | undefined;
   redis: { url: string; prefix: string } | undefined;
   clickhouse: { url: string; username: string | undefined; password: string | undefined; database: string } | undefined;
   database: string;
   warehouse: { batchSize: number; flushMs: number };
+  aggregator: { groups: Array<'ledger' | 'warehouse'>; ledgerConsumers: number };
+  keyCacheTtlMs: number;
   shutdownGraceMs: number;
   trustProxy: boolean;
 }
@@ -119,8 +136,14 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (distributed && !e.KEY_HASH_SECRET) {
     problems.push('KEY_HASH_SECRET: required when KAFKA_BROKERS or REDIS_URL is set (every process must hash keys alike)');
   }
-  if (distributed && e.TOLLGATE_ROLES.includes('control') && !e.ADMIN_TOKEN) {
-    problems.push('ADMIN_TOKEN: required for the control role when KAFKA_BROKERS or REDIS_URL is set');
+  if (Boolean(e.KAFKA_BROKERS) !== Boolean(e.REDIS_URL)) {
+    problems.push(`${e.KAFKA_BROKERS ? 'REDIS_URL' : 'KAFKA_BROKERS'}: distributed mode needs both KAFKA_BROKERS and REDIS_URL`);
+  }
+  if (!distributed && e.TOLLGATE_ROLES.length < ROLES.length) {
+    problems.push('TOLLGATE_ROLES: roles can run in separate processes only with KAFKA_BROKERS and REDIS_URL; the embedded mode runs all three');
+  }
+  if (distributed && (e.TOLLGATE_ROLES.includes('control') || e.TOLLGATE_ROLES.includes('aggregator')) && !e.ADMIN_TOKEN) {
+    problems.push('ADMIN_TOKEN: required for the control and aggregator roles when KAFKA_BROKERS or REDIS_URL is set');
   }
   if (problems.length) throw new ConfigError(problems);
 
@@ -138,7 +161,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     secrets: { adminToken: e.ADMIN_TOKEN, financeToken: e.FINANCE_TOKEN, keyHashSecret: e.KEY_HASH_SECRET },
     kafka: e.KAFKA_BROKERS
-      ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX }
+      ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX, partitions: e.KAFKA_PARTITIONS }
       : undefined,
     redis: e.REDIS_URL ? { url: e.REDIS_URL, prefix: e.REDIS_PREFIX } : undefined,
     clickhouse: e.CLICKHOUSE_URL
@@ -146,6 +169,8 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
       : undefined,
     database: e.CLICKHOUSE_DATABASE,
     warehouse: { batchSize: e.WAREHOUSE_BATCH_SIZE, flushMs: e.WAREHOUSE_FLUSH_MS },
+    aggregator: { groups: e.AGGREGATOR_GROUPS, ledgerConsumers: e.LEDGER_CONSUMERS },
+    keyCacheTtlMs: e.KEY_CACHE_TTL_MS,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     trustProxy: e.TRUST_PROXY,
   };

@@ -1,6 +1,7 @@
 import { gatewayError } from '@tollgate/anthropic';
 import { hashSecret, keyFromHeaders, looksLikeKey, type KeyDirectory, type KeyEntry } from '@tollgate/keys';
 import type { IncomingHttpHeaders } from 'node:http';
+import { guardState } from './state.ts';
 
 /**
  * The caller behind a request: the key from `x-api-key` or `Authorization: Bearer`, looked up
@@ -14,7 +15,7 @@ export async function authenticate(
 ): Promise<KeyEntry> {
   const secret = keyFromHeaders(headers);
   if (!secret || !looksLikeKey(secret)) throw gatewayError('invalid_api_key', 'invalid x-api-key');
-  const entry = await keys.byHash(hashSecret(secret, keyHashSecret));
+  const entry = await guardState(() => keys.byHash(hashSecret(secret, keyHashSecret)));
   if (!entry || entry.key.status !== 'active' || entry.account.status !== 'active') {
     throw gatewayError('invalid_api_key', 'invalid x-api-key');
   }

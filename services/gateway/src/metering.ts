@@ -31,12 +31,23 @@ export interface Outcome {
  * one usage event goes to the log. The ledger consumer debits the balance from that event and
  * closes the hold, so between the two steps `available` is already right.
  */
-export async function settle(deps: GatewayDeps, m: Metered, outcome: Outcome): Promise<UsageEvent> {
+export async function settle(
+  deps: GatewayDeps,
+  m: Metered,
+  outcome: Outcome,
+  onStateError: (err: unknown) => void,
+): Promise<UsageEvent> {
   const usage = outcome.usage ?? NO_TOKENS;
   const cost = outcome.billable ? costMicros(usage, m.resolved.model.prices) : 0n;
   const accountId = m.caller.account.id;
-  if (cost > 0n) await deps.balances.settle(m.requestId, accountId, cost);
-  else await deps.balances.release(m.requestId, accountId);
+  try {
+    if (cost > 0n) await deps.balances.settle(m.requestId, accountId, cost);
+    else await deps.balances.release(m.requestId, accountId);
+  } catch (err) {
+    // The usage event is what charges the account; hot state failing here only leaves the hold
+    // to expire, so the event must be published whatever happened to the hold.
+    onStateError(err);
+  }
   const now = performance.now();
   const event: UsageEvent = {
     type: 'usage',

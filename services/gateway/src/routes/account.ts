@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
 import { formatCredits, listModels, creditsToNumber } from '@tollgate/pricing';
 import type { GatewayDeps } from '../deps.ts';
+import { guardState } from '../state.ts';
 
 /** GET /v1/models in Anthropic's list shape, and GET /v1/credits for the caller's own account. */
 export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
@@ -30,7 +31,7 @@ export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
 
   app.get('/v1/credits', async (request) => {
     const caller = request.caller!;
-    const b = await deps.balances.get(caller.account.id);
+    const b = await guardState(() => deps.balances.get(caller.account.id));
     return {
       account_id: caller.account.id,
       currency: deps.catalog.credit.currency,

@@ -3,6 +3,7 @@ import { gatewayError, isAnthropicErrorBody, upstreamErrorToGateway, validateCou
 import { sendError } from '@tollgate/http';
 import type { GatewayDeps } from '../deps.ts';
 import type { Upstream } from '../upstream.ts';
+import { guardState } from '../state.ts';
 import { resolveOr404 } from './messages.ts';
 
 /** Forwarded like a message, but free: it needs a key and a positive balance, and records no usage. */
@@ -11,7 +12,7 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, upstr
     const caller = request.caller!;
     const body = validateCountTokensRequest(request.body);
     const resolved = resolveOr404(deps, body.model);
-    const { available } = await deps.balances.get(caller.account.id);
+    const { available } = await guardState(() => deps.balances.get(caller.account.id));
     if (available <= 0n) throw gatewayError('insufficient_credits');
     const out = resolved.upstreamModel === body.model ? request.rawBody! : JSON.stringify({ ...body, model: resolved.upstreamModel });
     const q = request.url.indexOf('?');

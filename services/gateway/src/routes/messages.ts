@@ -9,6 +9,7 @@ import { holdMicros, resolveModel, type ResolvedModel } from '@tollgate/pricing'
 import type { GatewayDeps } from '../deps.ts';
 import { settle, type Metered, type Outcome } from '../metering.ts';
 import type { Upstream, UpstreamResponse } from '../upstream.ts';
+import { guardState } from '../state.ts';
 
 /**
  * The body sent upstream. Untouched bytes when nothing needs changing (the common case, and
@@ -77,18 +78,19 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const body = validateMessagesRequest(request.body);
     const resolved = resolveOr404(deps, body.model);
     const raw = request.rawBody!;
-    const hold = await deps.balances.hold({
+    const hold = await guardState(() => deps.balances.hold({
       holdId: request.id,
       accountId: caller.account.id,
       keyId: caller.key.id,
       amount: holdMicros(estimateInputTokens(body, raw.length), body.max_tokens, resolved.model.prices),
       ttlMs: deps.holdTtlMs,
-    });
+    }));
     if (!hold.ok) throw gatewayError('insufficient_credits');
 
     const m: Metered = { requestId: request.id, ts, startedAt, caller, resolved, stream: body.stream === true };
     const finish = (outcome: Outcome) =>
-      settle(deps, m, outcome).catch((err: unknown) => request.log.error({ err }, 'settlement failed'));
+      settle(deps, m, outcome, (err) => request.log.warn({ err }, 'could not shrink the hold; it will expire'))
+        .catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published'));
 
     let res: UpstreamResponse;
     try {

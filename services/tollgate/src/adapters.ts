@@ -1,0 +1,96 @@
+import { join } from 'node:path';
+import { Kafka, logLevel } from 'kafkajs';
+import { Redis } from 'ioredis';
+import type { Config } from '@tollgate/config';
+import { KafkaLog, MemoryLog, type EventLog } from '@tollgate/events';
+import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
+import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
+import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface Adapters {
+  mode: 'embedded' | 'distributed';
+  log: EventLog;
+  balances: BalanceStore;
+  /** what the gateway reads (cached in process in distributed mode) */
+  gatewayKeys: KeyDirectory;
+  /** what control writes and the ledger consumer applies (never cached) */
+  keys: KeyDirectory;
+  /** only where a role needs it (aggregator; embedded mode always) */
+  warehouse: Warehouse | undefined;
+  redis: Redis | undefined;
+  close(): Promise<void>;
+}
+
+function openWarehouse(config: Config): Warehouse {
+  const client = config.clickhouse
+    ? createHttpClickHouse({ url: config.clickhouse.url, username: config.clickhouse.username, password: config.clickhouse.password, database: config.database })
+    : createChdbClickHouse({ path: join(config.dataDir, 'chdb') });
+  return new Warehouse({ client, database: config.database });
+}
+
+/** Single process: the warehouse is the only durable store; hot state is rebuilt from it. */
+export async function embeddedAdapters(config: Config): Promise<Adapters> {
+  const warehouse = openWarehouse(config);
+  await warehouse.migrate();
+  const keys = new MemoryKeyDirectory();
+  const balances = new MemoryBalanceStore();
+  for (const a of await warehouse.loadAccounts()) await keys.putAccount(a);
+  for (const k of await warehouse.loadKeys()) await keys.putKey(k);
+  await balances.load({ balances: await warehouse.balances(), ledgerEntries: await warehouse.ledgerEntries() });
+  const log = new MemoryLog();
+  return {
+    mode: 'embedded', log, balances, keys, gatewayKeys: keys, warehouse, redis: undefined,
+    async close() {
+      await log.close();
+      await warehouse.close();
+    },
+  };
+}
+
+/** Many processes: Kafka is the log, Redis the hot state, ClickHouse (or chDB) the warehouse. */
+export async function distributedAdapters(config: Config, logger: Logger): Promise<Adapters> {
+  const kafkaConfig = config.kafka!;
+  const redisConfig = config.redis!;
+  // Fail fast while Redis is away (no offline queue): money fails closed with a 503 rather
+  // than requests piling up behind a dead connection.
+  const redis = new Redis(redisConfig.url, {
+    lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000,
+    connectTimeout: 2000, retryStrategy: (times) => Math.min(times * 100, 1000),
+  });
+  redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
+  await redis.connect();
+
+  const kafka = new Kafka({
+    clientId: kafkaConfig.clientId,
+    brokers: kafkaConfig.brokers,
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 3000,
+    retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2000 },
+  });
+  const log = new KafkaLog({
+    kafka, topicPrefix: kafkaConfig.topicPrefix, spoolDir: join(config.dataDir, 'spool'), logger,
+  });
+  await log.ensureTopics(kafkaConfig.partitions);
+
+  const prefix = redisConfig.prefix;
+  const balances = new RedisBalanceStore({ redis, prefix });
+  const keys = new RedisKeyDirectory({ redis, prefix });
+  const gatewayKeys = config.keyCacheTtlMs > 0 ? new CachedKeyDirectory(keys, { ttlMs: config.keyCacheTtlMs }) : keys;
+  const needsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
+  const warehouse = needsWarehouse ? openWarehouse(config) : undefined;
+  await warehouse?.migrate();
+  return {
+    mode: 'distributed', log, balances, keys, gatewayKeys, warehouse, redis,
+    async close() {
+      await log.close();
+      await warehouse?.close();
+      redis.disconnect();
+    },
+  };
+}
