@@ -64,6 +64,12 @@ const EnvSchema = z.object({
     }
     return [...new Set(groups)] as Array<'ledger' | 'warehouse'>;
   }),
+  /** per-key limits (unset = unlimited); Anthropic-style 429 with retry-after when exceeded */
+  RATE_LIMIT_RPM: int(1, 10_000_000).optional(),
+  RATE_LIMIT_RP5H: int(1, 100_000_000).optional(),
+  RATE_LIMIT_RPW: int(1, 1_000_000_000).optional(),
+  RATE_LIMIT_TPM: int(1, 1_000_000_000).optional(),
+  RATE_LIMIT_CONCURRENT: int(1, 100_000).optional(),
   /** members of the ledger group in this process */
   LEDGER_CONSUMERS: int(1, 64).default(1),
   /** how long a gateway trusts a cached key lookup; bounds how late a revocation takes effect */
@@ -96,6 +102,10 @@ export interface Config {
   warehouse: { batchSize: number; flushMs: number };
   aggregator: { groups: Array<'ledger' | 'warehouse'>; ledgerConsumers: number };
   keyCacheTtlMs: number;
+  rateLimits: {
+    requestsPerMinute?: number; requestsPer5h?: number; requestsPerWeek?: number;
+    tokensPerMinute?: number; concurrentRequests?: number;
+  };
   shutdownGraceMs: number;
   trustProxy: boolean;
 }
@@ -171,6 +181,10 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     warehouse: { batchSize: e.WAREHOUSE_BATCH_SIZE, flushMs: e.WAREHOUSE_FLUSH_MS },
     aggregator: { groups: e.AGGREGATOR_GROUPS, ledgerConsumers: e.LEDGER_CONSUMERS },
     keyCacheTtlMs: e.KEY_CACHE_TTL_MS,
+    rateLimits: Object.fromEntries(Object.entries({
+      requestsPerMinute: e.RATE_LIMIT_RPM, requestsPer5h: e.RATE_LIMIT_RP5H, requestsPerWeek: e.RATE_LIMIT_RPW,
+      tokensPerMinute: e.RATE_LIMIT_TPM, concurrentRequests: e.RATE_LIMIT_CONCURRENT,
+    }).filter(([, v]) => v !== undefined)),
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     trustProxy: e.TRUST_PROXY,
   };

@@ -2,6 +2,7 @@ import type { Dispatcher } from 'undici';
 import type { EventLog } from '@tollgate/events';
 import type { BalanceStore } from '@tollgate/ledger';
 import type { KeyDirectory } from '@tollgate/keys';
+import type { LimitPolicy, RateLimiter } from '@tollgate/limits';
 import type { Catalog } from '@tollgate/pricing';
 
 export interface UpstreamOptions {
@@ -24,6 +25,9 @@ export interface GatewayDeps {
   streamErrorBilling: 'refund' | 'usage';
   bodyLimitBytes: number;
   gatewayId: string;
+  /** per-key rate limits; none configured = no limiter call on the hot path */
+  limiter?: RateLimiter;
+  limits?: LimitPolicy;
   /** pino logger options, or false */
   logger?: object | boolean;
   /** undici dispatcher for upstream calls (tests and benchmarks may pass their own) */

@@ -9,6 +9,7 @@ import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import { loadCatalogFile, type Catalog } from '@tollgate/pricing';
 import type { Warehouse } from '@tollgate/warehouse';
+import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway } from '@tollgate/gateway';
 import { registerControl } from '@tollgate/control';
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
@@ -64,8 +65,15 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
       }));
     }
   }
+  let limiter: RateLimiter | undefined;
   if (config.roles.includes('gateway')) {
+    if (Object.keys(config.rateLimits).length > 0) {
+      limiter = adapters.redis
+        ? new RedisRateLimiter({ redis: adapters.redis, prefix: `${config.redis!.prefix}rl` })
+        : new MemoryRateLimiter();
+    }
     registerGateway(server, {
+      limiter, limits: config.rateLimits,
       catalog, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
       upstream: config.upstream,
       holdTtlMs: config.holdTtlMs,
@@ -99,6 +107,7 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
       if (log instanceof MemoryLog) await log.drain();
       await log.flush().catch(() => {});
       for (const s of subscriptions) await s.stop();
+      await limiter?.close();
       await adapters.close();
     })()),
   };

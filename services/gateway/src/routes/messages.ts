@@ -10,6 +10,7 @@ import type { GatewayDeps } from '../deps.ts';
 import { settle, type Metered, type Outcome } from '../metering.ts';
 import type { Upstream, UpstreamResponse } from '../upstream.ts';
 import { guardState } from '../state.ts';
+import { acquireLimits } from '../limits.ts';
 
 /**
  * The body sent upstream. Untouched bytes when nothing needs changing (the common case, and
@@ -78,19 +79,39 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const body = validateMessagesRequest(request.body);
     const resolved = resolveOr404(deps, body.model);
     const raw = request.rawBody!;
+    const estimate = estimateInputTokens(body, raw.length);
+    const limit = await acquireLimits(deps, caller.key.id, estimate);
+    try {
+      return await metered(request, reply, body, resolved, raw, estimate, limit.headers, startedAt, ts, (used) =>
+        limit.done(used));
+    } finally {
+      await limit.done(null);
+    }
+  };
+
+  const metered = async (
+    request: FastifyRequest, reply: FastifyReply, body: MessagesRequest, resolved: ResolvedModel, raw: Buffer,
+    estimate: number, limitHeaders: Record<string, string>, startedAt: number, ts: number,
+    onTokens: (used: number | null) => Promise<void>,
+  ) => {
+    const caller = request.caller!;
     const hold = await guardState(() => deps.balances.hold({
       holdId: request.id,
       accountId: caller.account.id,
       keyId: caller.key.id,
-      amount: holdMicros(estimateInputTokens(body, raw.length), body.max_tokens, resolved.model.prices),
+      amount: holdMicros(estimate, body.max_tokens, resolved.model.prices),
       ttlMs: deps.holdTtlMs,
     }));
     if (!hold.ok) throw gatewayError('insufficient_credits');
 
     const m: Metered = { requestId: request.id, ts, startedAt, caller, resolved, stream: body.stream === true };
-    const finish = (outcome: Outcome) =>
-      settle(deps, m, outcome, (err) => request.log.warn({ err }, 'could not shrink the hold; it will expire'))
+    reply.headers(limitHeaders);
+    const finish = async (outcome: Outcome) => {
+      const u = outcome.usage;
+      await onTokens(u ? u.input + u.output + u.cacheRead + u.cacheWrite5m + u.cacheWrite1h : null);
+      await settle(deps, m, outcome, (err) => request.log.warn({ err }, 'could not shrink the hold; it will expire'))
         .catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published'));
+    };
 
     let res: UpstreamResponse;
     try {
@@ -108,7 +129,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     }
 
     if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
-      return relayStream(deps, request, reply, res, upstreamRequestId, finish);
+      return relayStream(deps, request, reply, res, upstreamRequestId, finish, limitHeaders);
     }
 
     let bytes: Buffer;
@@ -151,10 +172,12 @@ async function relayStream(
   res: UpstreamResponse,
   upstreamRequestId: string | null,
   finish: (o: Outcome) => Promise<unknown>,
+  limitHeaders: Record<string, string>,
 ): Promise<void> {
   reply.hijack();
   const raw = reply.raw;
   raw.writeHead(200, {
+    ...limitHeaders,
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
     'request-id': request.id,
