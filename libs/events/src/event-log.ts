@@ -24,6 +24,20 @@ export interface ConsumedEvent {
  */
 export type BatchHandler = (batch: ConsumedEvent[]) => Promise<void>;
 
+/**
+ * Thrown by a handler whose sink has fallen behind the group's committed position (its state
+ * was rebuilt from an earlier point): the log delivers the named partitions again from these
+ * offsets, and nothing of the batch counts as consumed.
+ */
+export class RewindError extends Error {
+  readonly to: ReadonlyArray<{ topic: Topic; partition: number; offset: bigint }>;
+  constructor(to: ReadonlyArray<{ topic: Topic; partition: number; offset: bigint }>) {
+    super(`rewind to ${to.map((t) => `${t.topic}/${t.partition}@${t.offset}`).join(', ')}`);
+    this.name = 'RewindError';
+    this.to = to;
+  }
+}
+
 export interface Subscription {
   /** Stops delivering; an in-flight batch finishes first. */
   stop(): Promise<void>;

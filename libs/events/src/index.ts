@@ -5,5 +5,7 @@ export type {
 export type {
   EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, Subscription, SubscribeOptions, EventLog,
 } from './event-log.ts';
-export { partitionKey } from './event-log.ts';
+export { partitionKey, RewindError } from './event-log.ts';
 export { MemoryLog } from './memory-log.ts';
+export { KafkaLog, TOPICS } from './kafka-log.ts';
+export type { KafkaLogOptions, KafkaLogLogger } from './kafka-log.ts';

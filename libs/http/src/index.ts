@@ -2,3 +2,4 @@ export { newRequestId, installErrorHandling, sendError, requestIdOptions } from 
 export { createHttpServer } from './server.ts';
 export type { HttpServerOptions } from './server.ts';
 export { loggerOptions } from './logging.ts';
+export { requireToken } from './auth.ts';

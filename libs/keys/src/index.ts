@@ -3,3 +3,7 @@ export {
 } from './secret.ts';
 export type { KeyEntry, KeyDirectory } from './key-directory.ts';
 export { MemoryKeyDirectory } from './memory-key-directory.ts';
+export { RedisKeyDirectory } from './redis-key-directory.ts';
+export type { RedisKeyDirectoryOptions } from './redis-key-directory.ts';
+export { CachedKeyDirectory } from './cached-key-directory.ts';
+export type { CachedKeyDirectoryOptions } from './cached-key-directory.ts';

@@ -13,7 +13,21 @@ export interface HoldRequest {
 
 export type HoldResult =
   | { ok: true; available: bigint }
-  | { ok: false; reason: 'insufficient_credits'; available: bigint };
+  | { ok: false; reason: 'insufficient_credits'; available: bigint }
+  /** hot state was lost and is not rebuilt yet: nothing can be decided about money */
+  | { ok: false; reason: 'not_ready'; available: bigint };
+
+/** Where an event sits in a durable log; stored with the event's effect. */
+export interface LogPosition {
+  topic: string;
+  partition: number;
+  offset: bigint;
+}
+
+/** `${topic}:${partition}`, the key of a stored position. */
+export function positionKey(topic: string, partition: number): string {
+  return `${topic}:${partition}`;
+}
 
 export interface AccountBalance {
   /** credits granted minus usage applied, micro-credits */
@@ -24,8 +38,21 @@ export interface AccountBalance {
   available: bigint;
 }
 
-/** What the ledger consumer saw when it applied an event. */
-export type ApplyResult = 'applied' | 'duplicate';
+/**
+ * What the ledger consumer saw when it applied an event:
+ * - `applied`, `duplicate` (already in: by event id, or at or before the stored position);
+ * - `gap`: the event is past the stored position + 1, so the events between were not applied
+ *   here (hot state was rebuilt from an earlier point): the consumer must rewind;
+ * - `not_ready`: hot state was lost and not yet rebuilt.
+ */
+export type ApplyResult = 'applied' | 'duplicate' | 'gap' | 'not_ready';
+
+export interface StateSnapshot {
+  balances: Map<string, bigint>;
+  /** last applied offset per `${topic}:${partition}` */
+  positions: Map<string, bigint>;
+  ready: boolean;
+}
 
 /**
  * Hot state for money: balances and holds. Invariant: available = balance − Σ outstanding
@@ -41,16 +68,32 @@ export interface BalanceStore {
   release(holdId: string, accountId: string): Promise<void>;
   get(accountId: string): Promise<AccountBalance>;
 
-  /** Ledger consumer: debits the cost and closes the hold of the same id. Idempotent by event_id. */
-  applyUsage(event: UsageEvent): Promise<ApplyResult>;
-  /** Ledger consumer: credits or debits the amount. Idempotent by event_id. */
-  applyLedger(event: LedgerEvent): Promise<ApplyResult>;
+  /**
+   * Ledger consumer: debits the cost and closes the hold of the same id. Idempotent by
+   * event_id and, given a position, by log offset (stored atomically with the debit).
+   */
+  applyUsage(event: UsageEvent, position?: LogPosition): Promise<ApplyResult>;
+  /** Ledger consumer: credits or debits the amount. Idempotent by event_id and position. */
+  applyLedger(event: LedgerEvent, position?: LogPosition): Promise<ApplyResult>;
+  /** For events whose effect lives elsewhere (control records): only the position check. */
+  checkPosition(position: LogPosition): Promise<ApplyResult>;
+  /** …and the position advance once that effect is done (idempotent effects only). */
+  advancePosition(position: LogPosition): Promise<void>;
+  /** Last applied offset of a partition (-1 = none). */
+  position(topic: string, partition: number): Promise<bigint>;
+  /** Hot state is present (false after it was lost and before a rebuild). */
+  ready(): Promise<boolean>;
+  /** Balances and positions read in one atomic step (for reconcile). */
+  snapshot(): Promise<StateSnapshot>;
   /** The amount a ledger event was applied with, if it was (to answer a repeated reference). */
   ledgerEntry(eventId: string): Promise<bigint | undefined>;
   /** Resolves true once the event is applied, false after `timeoutMs`. */
   waitApplied(eventId: string, timeoutMs: number): Promise<boolean>;
 
-  /** Replaces every balance (rebuild from the warehouse); holds are left as they are. */
+  /**
+   * Replaces every balance, ledger entry and position in one atomic step (rebuild from the
+   * warehouse) and marks the state ready; holds are left as they are.
+   */
   load(snapshot: BalanceSnapshot): Promise<void>;
   /** Every account's balance (for reconcile). */
   balances(): Promise<Map<string, bigint>>;
@@ -61,4 +104,6 @@ export interface BalanceSnapshot {
   balances: Map<string, bigint>;
   /** ledger event ids already in the balances, with their amounts (keeps references idempotent) */
   ledgerEntries: Map<string, bigint>;
+  /** the log positions the balances are exact as of (`${topic}:${partition}` → offset) */
+  positions?: Map<string, bigint>;
 }

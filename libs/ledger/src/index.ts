@@ -1,4 +1,7 @@
 export type {
-  HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot,
+  HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot, LogPosition, StateSnapshot,
 } from './balance-store.ts';
+export { positionKey } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';
+export { RedisBalanceStore } from './redis-balance-store.ts';
+export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';

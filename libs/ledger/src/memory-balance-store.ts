@@ -1,6 +1,6 @@
 import type { LedgerEvent, UsageEvent } from '@tollgate/events';
 import type {
-  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult,
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LogPosition, StateSnapshot,
 } from './balance-store.ts';
 
 interface Hold {
@@ -13,6 +13,8 @@ interface Hold {
  * The single-process balance store. JavaScript runs one step at a time, so each method is
  * atomic without locks. Usage ids are remembered for a bounded time (long enough to catch a
  * redelivery); ledger ids forever, since a repeated credit reference must never pay twice.
+ * The in-process log has no durable positions, so positions are accepted and ignored: this
+ * store lives and dies with its log, and is rebuilt from the warehouse at every start.
  */
 export class MemoryBalanceStore implements BalanceStore {
   #balances = new Map<string, bigint>();
@@ -32,10 +34,14 @@ export class MemoryBalanceStore implements BalanceStore {
   async hold(req: HoldRequest): Promise<HoldResult> {
     this.#expireHolds(req.accountId);
     const balance = this.#balances.get(req.accountId) ?? 0n;
-    const available = balance - (this.#heldByAccount.get(req.accountId) ?? 0n);
+    // A repeated hold id (a retry of the same request) replaces its earlier hold, so
+    // held = Σ holds; a refused retry leaves the earlier hold as it was.
+    const previous = this.#holds.get(req.holdId)?.amount ?? 0n;
+    const available = balance - (this.#heldByAccount.get(req.accountId) ?? 0n) + previous;
     if (balance <= 0n || available < req.amount) {
-      return { ok: false, reason: 'insufficient_credits', available };
+      return { ok: false, reason: 'insufficient_credits', available: available - previous };
     }
+    this.#dropHold(req.holdId);
     this.#holds.set(req.holdId, { accountId: req.accountId, amount: req.amount, expiresAt: this.#now() + req.ttlMs });
     this.#addHeld(req.accountId, req.amount);
     return { ok: true, available: available - req.amount };
@@ -59,7 +65,7 @@ export class MemoryBalanceStore implements BalanceStore {
     return { balance, held, available: balance - held };
   }
 
-  async applyUsage(event: UsageEvent): Promise<ApplyResult> {
+  async applyUsage(event: UsageEvent, _position?: LogPosition): Promise<ApplyResult> {
     if (this.#usageSeen.has(event.event_id)) return 'duplicate';
     this.#usageSeen.set(event.event_id, this.#now());
     this.#forgetOldUsage();
@@ -69,13 +75,31 @@ export class MemoryBalanceStore implements BalanceStore {
     return 'applied';
   }
 
-  async applyLedger(event: LedgerEvent): Promise<ApplyResult> {
+  async applyLedger(event: LedgerEvent, _position?: LogPosition): Promise<ApplyResult> {
     if (this.#ledgerEntries.has(event.event_id)) return 'duplicate';
     const amount = BigInt(event.amount_micros);
     this.#ledgerEntries.set(event.event_id, amount);
     this.#credit(event.account_id, amount);
     this.#notify(event.event_id);
     return 'applied';
+  }
+
+  async checkPosition(_position: LogPosition): Promise<ApplyResult> {
+    return 'applied';
+  }
+
+  async advancePosition(_position: LogPosition): Promise<void> {}
+
+  async position(): Promise<bigint> {
+    return -1n;
+  }
+
+  async ready(): Promise<boolean> {
+    return true;
+  }
+
+  async snapshot(): Promise<StateSnapshot> {
+    return { balances: new Map(this.#balances), positions: new Map(), ready: true };
   }
 
   async ledgerEntry(eventId: string): Promise<bigint | undefined> {

@@ -31,6 +31,24 @@ export interface LogPosition {
   offset: bigint;
 }
 
+/** Highest log offset per partition, per fact table. */
+export interface LogPositions {
+  usage: Map<number, bigint>;
+  ledger: Map<number, bigint>;
+}
+
+/** `log_offset` within the bound of its partition (-1 when the partition has none). */
+const BOUND = (p: 'u' | 'l') =>
+  `log_offset <= if(has({${p}p:Array(Int32)}, log_partition), {${p}o:Array(Int64)}[indexOf({${p}p:Array(Int32)}, log_partition)], -1)`;
+
+// Offsets travel as JS numbers: exact below 2^53, far beyond any partition's length.
+function boundParams(at: LogPositions): Record<string, unknown> {
+  return {
+    up: [...at.usage.keys()], uo: [...at.usage.values()].map(Number),
+    lp: [...at.ledger.keys()], lo: [...at.ledger.values()].map(Number),
+  };
+}
+
 export interface UsageFilter {
   accountId?: string;
   keyId?: string;
@@ -255,6 +273,34 @@ export class Warehouse {
     return new Map(rows.map((r) => [str(r['account_id']), money(r['balance_text'])]));
   }
 
+  /**
+   * Balances as of log positions: only facts at or before `at[table][partition]` count (facts
+   * without a position, from the embedded mode, always count). With `at` = `logPositions()`
+   * this is exact even while the sink keeps inserting, because it inserts in log order.
+   */
+  async balancesAt(at: LogPositions): Promise<Map<string, bigint>> {
+    const rows = await this.#select(
+      `SELECT account_id, toString(sum(amount)) AS balance_text FROM (
+         SELECT account_id, sum(toInt128(amount_micros)) AS amount
+         FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')} GROUP BY account_id
+         UNION ALL
+         SELECT account_id, -sum(toInt128(cost_micros)) AS amount
+         FROM ${this.#t.usage} FINAL WHERE ${BOUND('u')} GROUP BY account_id
+       ) GROUP BY account_id ORDER BY account_id`,
+      boundParams(at),
+    );
+    return new Map(rows.map((r) => [str(r['account_id']), money(r['balance_text'])]));
+  }
+
+  /** Ledger entries (event id → amount) as of log positions, like `balancesAt`. */
+  async ledgerEntriesAt(at: LogPositions): Promise<Map<string, bigint>> {
+    const rows = await this.#select(
+      `SELECT event_id, toString(amount_micros) AS amount_text FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')}`,
+      boundParams(at),
+    );
+    return new Map(rows.map((r) => [str(r['event_id']), money(r['amount_text'])]));
+  }
+
   async usageTotals(filter: UsageFilter = {}): Promise<UsageTotals> {
     const w = usageWhere(filter);
     const rows = await this.#select(
@@ -344,7 +390,7 @@ export class Warehouse {
    * a prefix of each partition (the sink inserts in log order), so hot state rebuilt from it
    * is exact as of these positions. Raw rows, not FINAL: a collapsed duplicate still counts.
    */
-  async logPositions(): Promise<{ usage: Map<number, bigint>; ledger: Map<number, bigint> }> {
+  async logPositions(): Promise<LogPositions> {
     const read = async (table: string) => {
       const rows = await this.#select(
         `SELECT log_partition, toString(max(log_offset)) AS offset_text FROM ${table}

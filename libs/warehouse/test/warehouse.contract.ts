@@ -174,6 +174,22 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         assert.deepEqual(await w.ledgerEntries(), new Map([['credit:acc_a:ref-1', 5_000_000n]]));
       }));
 
+    test('balances as of log positions count only facts at or before them', () =>
+      withWarehouse(async (w) => {
+        const grant = (ref: string, amount: string) => ledger({ account_id: 'acc_p', reference: ref, amount_micros: amount });
+        await w.insertLedger([grant('a', '1000'), grant('b', '200'), grant('c', '30')],
+          [{ partition: 0, offset: 0n }, { partition: 0, offset: 1n }, { partition: 2, offset: 0n }]);
+        await w.insertLedger([grant('embedded', '4')]); // no position: always counts
+        const u = usage({ event_id: 'req_p', account_id: 'acc_p', cost_micros: '5' });
+        await w.insertUsage([u], [{ partition: 1, offset: 10n }]);
+        const at = (usage: [number, bigint][], ledger: [number, bigint][]) => ({ usage: new Map(usage), ledger: new Map(ledger) });
+        assert.equal((await w.balancesAt(await w.logPositions())).get('acc_p'), 1234n - 5n);
+        assert.equal((await w.balancesAt(at([[1, 9n]], [[0, 0n]]))).get('acc_p'), 1004n);
+        assert.equal((await w.balancesAt(at([[1, 10n]], [[0, 1n], [2, 0n]]))).get('acc_p'), 1229n);
+        assert.deepEqual([...(await w.ledgerEntriesAt(at([], [[0, 0n]]))).keys()].sort(),
+          ['credit:acc_p:a', 'credit:acc_p:embedded']);
+      }));
+
     test('a usage event round-trips exactly', () =>
       withWarehouse(async (w) => {
         await w.insertUsage(USAGE);

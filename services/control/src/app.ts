@@ -1,9 +1,9 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
 import type { AccountRecord, ControlEvent, KeyRecord, LedgerEvent } from '@tollgate/events';
-import { createHttpServer } from '@tollgate/http';
-import { displayPrefix, generateSecret, hashSecret, keyFromHeaders, safeEqual } from '@tollgate/keys';
+import { createHttpServer, requireToken } from '@tollgate/http';
+import { displayPrefix, generateSecret, hashSecret } from '@tollgate/keys';
 import { creditsToNumber, formatCredits, MoneyError, parseCredits } from '@tollgate/pricing';
 import type { ControlDeps } from './deps.ts';
 import { newId, nextVersion } from './ids.ts';
@@ -72,10 +72,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   };
 
   app.register(async (admin) => {
-    admin.addHook('onRequest', async (request: FastifyRequest) => {
-      const token = keyFromHeaders(request.headers);
-      if (!token || !safeEqual(token, deps.adminToken)) throw gatewayError('invalid_api_key', 'invalid admin token');
-    });
+    admin.addHook('onRequest', requireToken(deps.adminToken));
 
     admin.post('/admin/v1/accounts', async (request, reply) => {
       const body = parse(AccountCreate, request.body);

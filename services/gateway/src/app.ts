@@ -21,7 +21,7 @@ export function registerGateway(app: FastifyInstance, deps: GatewayDeps): void {
   app.addHook('onClose', async () => upstream.close());
   app.register(async (api) => {
     api.addHook('onRequest', async (request) => {
-      request.caller = await authenticate(deps.keys, deps.keyHashSecret, request.headers);
+      request.caller = await authenticate(deps.keys, deps.keyHashSecret, request.headers, () => deps.balances.ready());
     });
     messagesRoutes(api, deps, upstream);
     countTokensRoutes(api, deps, upstream);

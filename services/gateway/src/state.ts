@@ -9,8 +9,12 @@ export async function guardState<T>(step: () => Promise<T>): Promise<T> {
     return await step();
   } catch (err) {
     if (isGatewayError(err)) throw err;
-    throw gatewayError('state_unavailable', 'Billing state is temporarily unavailable; retry shortly', {
-      headers: { 'retry-after': '2' }, cause: err,
-    });
+    throw stateUnavailable(err);
   }
+}
+
+export function stateUnavailable(cause?: unknown) {
+  return gatewayError('state_unavailable', 'Billing state is temporarily unavailable; retry shortly', {
+    headers: { 'retry-after': '2' }, ...(cause === undefined ? {} : { cause }),
+  });
 }

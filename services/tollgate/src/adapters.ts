@@ -79,7 +79,8 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   await log.ensureTopics(kafkaConfig.partitions);
 
   const prefix = redisConfig.prefix;
-  const balances = new RedisBalanceStore({ redis, prefix });
+  // A Redis that restarted empty answers "not ready" (503) until it is rebuilt, never "no credit".
+  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true });
   const keys = new RedisKeyDirectory({ redis, prefix });
   const gatewayKeys = config.keyCacheTtlMs > 0 ? new CachedKeyDirectory(keys, { ttlMs: config.keyCacheTtlMs }) : keys;
   const needsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');

@@ -1,8 +1,10 @@
 import { ConfigError, loadConfig } from '@tollgate/config';
 import { CatalogError } from '@tollgate/pricing';
 import { startTollgate } from './runtime.ts';
+import { runOps } from './ops-cli.ts';
 
 const HELP = `Usage: tollgate [--roles gateway,aggregator,control]
+       tollgate rebuild|reconcile [--url URL]   (see tollgate rebuild --help)
 
 Runs the Tollgate gateway. With no settings, every role runs in this one process with
 embedded adapters (in-memory state, in-process log, chDB under DATA_DIR).
@@ -14,6 +16,12 @@ Options:
 Settings come from the environment; see README.md ("Configuration").`;
 
 async function main(argv: string[]): Promise<number> {
+  const command = argv[0];
+  if (command === 'rebuild' || command === 'reconcile') return runOps(command, argv.slice(1), process.env);
+  if (command !== undefined && !command.startsWith('-')) {
+    process.stderr.write(`tollgate: unknown command ${command}\n${HELP}\n`);
+    return 2;
+  }
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${HELP}\n`);
     return 0;

@@ -12,7 +12,7 @@ import type { Warehouse } from '@tollgate/warehouse';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway } from '@tollgate/gateway';
 import { registerControl } from '@tollgate/control';
-import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
+import { rebuild, registerOps, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { distributedAdapters, embeddedAdapters, type Adapters } from './adapters.ts';
 import { secretFromEnvOrFile } from './secrets.ts';
 
@@ -51,11 +51,27 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
   const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config);
   const { log, balances, keys, warehouse } = adapters;
 
+  // The process that owns the warehouse restores lost hot state by itself: at start, and
+  // whenever a ledger consumer finds it gone (Redis restarted empty). One rebuild at a time.
+  let rebuilding: Promise<unknown> | null = null;
+  const restoreState = () => {
+    if (!warehouse || rebuilding) return;
+    rebuilding = rebuild({ warehouse, balances, keys })
+      .then((report) => server.log.warn({ report }, 'hot state rebuilt from the warehouse'))
+      .catch((err: unknown) => server.log.error({ err }, 'rebuild failed; will retry'))
+      .finally(() => { rebuilding = null; });
+  };
+  const ownsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
+  if (adapters.mode === 'distributed' && ownsWarehouse && !(await balances.ready())) {
+    restoreState();
+    await rebuilding;
+  }
+
   const subscriptions: Subscription[] = [];
   if (config.roles.includes('aggregator')) {
     if (config.aggregator.groups.includes('ledger')) {
       for (let i = 0; i < config.aggregator.ledgerConsumers; i++) {
-        subscriptions.push(await startLedgerConsumer({ log, balances, keys }));
+        subscriptions.push(await startLedgerConsumer({ log, balances, keys, onNotReady: restoreState }));
       }
     }
     if (config.aggregator.groups.includes('warehouse') && warehouse) {
@@ -84,6 +100,12 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
   }
   if (config.roles.includes('control')) {
     registerControl(server, { keys, balances, log, catalog, adminToken: admin.value, keyHashSecret });
+  }
+  if (warehouse && (ownsWarehouse || adapters.mode === 'embedded')) {
+    registerOps(server, {
+      warehouse, balances, keys, adminToken: admin.value,
+      settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
+    });
   }
   await server.ready();
   let url: string | undefined;

@@ -1,18 +1,29 @@
 -- Ledger consumer: credit (or debit) a grant, refund or adjustment, exactly once, forever.
--- KEYS[1] ledger (hash event_id -> amount), KEYS[2] bal:{account}
--- ARGV[1] event_id, ARGV[2] signed amount (integer string)
--- Returns 1 when applied, 0 when the event_id was already in the ledger (nothing changes).
--- Invariant: each ledger event_id changes the balance at most once, ever; the ledger entry
--- and the balance change happen together.
-local ledger_key, bal_key = KEYS[1], KEYS[2]
-local event_id, amount = ARGV[1], ARGV[2]
+-- Prepended with position.lua.
+-- KEYS[1] ledger (hash event_id -> amount), KEYS[2] bal:{account}, KEYS[3] pos, KEYS[4] accounts
+-- ARGV[1] event_id, ARGV[2] signed amount (integer string), ARGV[3] account id,
+-- ARGV[4] position field or '', ARGV[5] offset or '', ARGV[6] ready key or ''
+-- Returns 1 applied, 0 duplicate, -1 gap, -2 not ready.
+-- Invariant: each ledger event_id changes the balance at most once, ever; the entry, the
+-- balance change and the position move together.
+local ledger_key, bal_key, pos_key, accounts_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local event_id, amount, account, field, offset, ready_key = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 
--- 1. Idempotency: a repeated reference never pays twice.
-if redis.call('HEXISTS', ledger_key, event_id) == 1 then return 0 end
+-- 1. Position first (see position.lua).
+local verdict = check_position(ready_key, pos_key, field, offset)
+if verdict then return verdict end
 
--- 2. Credit first: if it failed (64-bit overflow) no entry is recorded and a retry can apply it.
+-- 2. Idempotency: a repeated reference never pays twice.
+if redis.call('HEXISTS', ledger_key, event_id) == 1 then
+  advance_position(pos_key, field, offset)
+  return 0
+end
+
+-- 3. Credit first: if it failed (64-bit overflow) nothing is recorded and a retry can apply it.
 redis.call('INCRBY', bal_key, amount)
+redis.call('SADD', accounts_key, account)
 
--- 3. Record the entry with its amount (kept forever; answers repeated references).
+-- 4. Record the entry with its amount (kept forever; answers repeated references).
 redis.call('HSET', ledger_key, event_id, amount)
+advance_position(pos_key, field, offset)
 return 1

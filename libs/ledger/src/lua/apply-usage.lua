@@ -1,24 +1,37 @@
 -- Ledger consumer: debit one request's actual cost and close its hold, exactly once.
+-- Prepended with position.lua.
 -- KEYS[1] u:<event_id> (remembered for usageMemoryMs), KEYS[2] bal:{account},
--- KEYS[3] held:{account}, KEYS[4] holds:{account}, KEYS[5] hexp:{account}
--- ARGV[1] event_id (= holdId), ARGV[2] cost (integer string), ARGV[3] memory in ms
--- Returns 1 when applied, 0 when the event was already applied (duplicate: nothing changes).
--- Invariant: each event_id debits the balance at most once within the memory window, and
--- the debit and the closing of the hold happen together (no moment where both count).
-local seen_key, bal_key, held_key, holds_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local event_id, cost, memory_ms = ARGV[1], ARGV[2], ARGV[3]
+-- KEYS[3] held:{account}, KEYS[4] holds:{account}, KEYS[5] hexp:{account},
+-- KEYS[6] pos (hash of applied positions), KEYS[7] accounts (set of account ids)
+-- ARGV[1] event_id (= holdId), ARGV[2] cost (integer string), ARGV[3] memory in ms,
+-- ARGV[4] account id, ARGV[5] position field or '', ARGV[6] offset or '', ARGV[7] ready key or ''
+-- Returns 1 applied, 0 duplicate (nothing changes but the position), -1 gap, -2 not ready.
+-- Invariant: each event debits the balance at most once (by offset, and by event_id within
+-- the memory window), and the debit, the closing of the hold and the position move together.
+local seen_key, bal_key, held_key, holds_key, expiry_key, pos_key, accounts_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local event_id, cost, memory_ms, account = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local field, offset, ready_key = ARGV[5], ARGV[6], ARGV[7]
 
--- 1. Idempotency: a redelivered event is a no-op.
-if redis.call('EXISTS', seen_key) == 1 then return 0 end
+-- 1. Position: an offset already applied is a no-op; a gap or lost state is the caller's to fix.
+local verdict = check_position(ready_key, pos_key, field, offset)
+if verdict then return verdict end
 
--- 2. Debit first: if it failed (64-bit overflow) the script would stop before marking the
---    event seen, so a retry could still apply it.
+-- 2. Idempotency by id: a producer-side duplicate (a spool re-send) at a new offset is a no-op.
+if redis.call('EXISTS', seen_key) == 1 then
+  advance_position(pos_key, field, offset)
+  return 0
+end
+
+-- 3. Debit first: if it failed (64-bit overflow) the script stops before anything is marked.
 redis.call('DECRBY', bal_key, cost)
+redis.call('SADD', accounts_key, account)
 
--- 3. Remember the event id long enough to catch redeliveries.
+-- 4. Remember the event id long enough to catch redeliveries, and where the log is.
 redis.call('SET', seen_key, '1', 'PX', memory_ms)
+advance_position(pos_key, field, offset)
 
--- 4. Close the request's hold: the usage replaces the reservation.
+-- 5. Close the request's hold: the usage replaces the reservation.
 redis.call('ZREM', expiry_key, event_id)
 local amount = redis.call('HGET', holds_key, event_id)
 if amount then

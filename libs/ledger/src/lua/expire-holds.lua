@@ -20,7 +20,7 @@ end
 -- or forgot it, so it must stop reserving credit.
 -- Invariant: held = Σ amounts in the holds hash, before and after.
 local function expire_holds(held_key, holds_key, expiry_key, now)
-  local ids = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', now)
+  local ids = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', string.format('%d', now))
   for _, id in ipairs(ids) do
     local amount = redis.call('HGET', holds_key, id)
     -- The hash entry may already be gone (settled by usage, released): then nothing is held.
@@ -30,7 +30,7 @@ local function expire_holds(held_key, holds_key, expiry_key, now)
     end
   end
   if #ids > 0 then
-    redis.call('ZREMRANGEBYSCORE', expiry_key, '-inf', now)
+    redis.call('ZREMRANGEBYSCORE', expiry_key, '-inf', string.format('%d', now))
     tidy_held(held_key)
   end
 end

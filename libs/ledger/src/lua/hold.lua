@@ -4,10 +4,11 @@
 -- KEYS[2] held:{account}  Σ outstanding holds, integer string (missing = 0)
 -- KEYS[3] holds:{account} hash holdId -> amount
 -- KEYS[4] hexp:{account}  zset holdId -> expiry, epoch ms of the server clock
--- ARGV[1] holdId, ARGV[2] amount (integer string, >= 0), ARGV[3] ttl in ms
+-- ARGV[1] holdId, ARGV[2] amount (integer string, >= 0), ARGV[3] ttl in ms,
+-- ARGV[4] ready key or '' (when set and missing, hot state was lost: refuse with -2)
 -- Returns { ok (1|0), balance, held } as strings; the caller computes available = balance − held.
 -- Invariant: after a successful hold, balance > 0 and balance − held >= 0, where held counts
--- this hold; a failed hold changes nothing but the expiry of stale holds.
+-- this hold; a failed hold changes nothing but the expiry of stale holds. held = Σ holds hash.
 
 -- 1. Compare two canonical signed decimal integer strings without turning them into numbers.
 local function cmp(a, b)
@@ -23,19 +24,18 @@ end
 
 local bal_key, held_key, holds_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local hold_id, amount, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+-- 0. Lost state (Redis restarted empty, not rebuilt yet): a missing balance would read as 0
+--    and refuse as "no credit"; say "not ready" instead, so the gateway answers 503.
+if ARGV[4] ~= '' and redis.call('EXISTS', ARGV[4]) == 0 then return { -2, '0', '0' } end
 local now = now_ms()
 
 -- 2. Stale holds of this account stop counting before anything is decided.
 expire_holds(held_key, holds_key, expiry_key, now)
 
--- 3. A repeated hold id replaces its earlier hold instead of leaking it: take the old amount
---    out of held first (invariant held = Σ holds stays true even on a client retry).
-local previous = redis.call('HGET', holds_key, hold_id)
-if previous then
-  redis.call('DECRBY', held_key, previous)
-  redis.call('HDEL', holds_key, hold_id)
-  redis.call('ZREM', expiry_key, hold_id)
-end
+-- 3. A repeated hold id (a client retry of the same request) replaces its earlier hold
+--    rather than adding to it, so held = Σ holds stays true.
+local previous = redis.call('HGET', holds_key, hold_id) or '0'
 
 local balance = redis.call('GET', bal_key) or '0'
 local held_before = redis.call('GET', held_key) or '0'
@@ -43,23 +43,27 @@ local held_before = redis.call('GET', held_key) or '0'
 -- 4. No credit at all: refuse even a zero-cost hold (a request must never run on a balance
 --    that is zero or in debt).
 if cmp(balance, '0') <= 0 then
-  tidy_held(held_key)
   return { 0, balance, held_before }
 end
 
--- 5. Tentatively add the amount with Redis' exact 64-bit arithmetic, read the new sum back as
---    a string, and check balance >= held + amount, i.e. available >= amount.
+-- 5. Tentatively swap the previous amount for the new one with Redis' exact 64-bit
+--    arithmetic, read the sum back as a string, and check balance >= held, i.e. the
+--    available credit before this hold was >= amount.
 redis.call('INCRBY', held_key, amount)
+redis.call('DECRBY', held_key, previous)
 local held_after = redis.call('GET', held_key)
 if cmp(balance, held_after) < 0 then
-  -- 6a. Not enough: undo the tentative add; nothing is reserved.
+  -- 6a. Not enough: undo the tentative change; nothing is reserved and an earlier hold of
+  --     the same id is left exactly as it was.
+  redis.call('INCRBY', held_key, previous)
   redis.call('DECRBY', held_key, amount)
   tidy_held(held_key)
   return { 0, balance, held_before }
 end
 
--- 6b. Enough: record the hold and when it stops counting if no one settles it.
+-- 6b. Enough: record the hold (overwriting a previous one) and when it stops counting if no
+--     one settles it.
 redis.call('HSET', holds_key, hold_id, amount)
-redis.call('ZADD', expiry_key, now + ttl, hold_id)
+redis.call('ZADD', expiry_key, string.format('%d', now + ttl), hold_id)
 tidy_held(held_key)
 return { 1, balance, held_after }

@@ -9,7 +9,7 @@ import { holdMicros, resolveModel, type ResolvedModel } from '@tollgate/pricing'
 import type { GatewayDeps } from '../deps.ts';
 import { settle, type Metered, type Outcome } from '../metering.ts';
 import type { Upstream, UpstreamResponse } from '../upstream.ts';
-import { guardState } from '../state.ts';
+import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits } from '../limits.ts';
 
 /**
@@ -102,7 +102,10 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       amount: holdMicros(estimate, body.max_tokens, resolved.model.prices),
       ttlMs: deps.holdTtlMs,
     }));
-    if (!hold.ok) throw gatewayError('insufficient_credits');
+    if (!hold.ok) {
+      if (hold.reason === 'not_ready') throw stateUnavailable();
+      throw gatewayError('insufficient_credits');
+    }
 
     const m: Metered = { requestId: request.id, ts, startedAt, caller, resolved, stream: body.stream === true };
     reply.headers(limitHeaders);

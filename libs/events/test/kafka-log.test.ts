@@ -1,0 +1,146 @@
+// The EventLog contract against a real Kafka broker, plus what only Kafka can show: topic
+// settings, poison messages, and the record layout (key, headers, compression).
+// Every case uses its own topic prefix and group ids, so the suite can share one broker.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Kafka, logLevel } from 'kafkajs';
+import { KafkaLog, TOPICS } from '@tollgate/events';
+import { findKafka, requireKafka } from '../../../test/support/services.ts';
+import { Collector, eventLogContract, publishAll, sampleEvents } from './event-log.contract.ts';
+
+const brokers = await findKafka();
+
+export function testClient(brokerList: string): Kafka {
+  return new Kafka({ clientId: 'tollgate-events-test', brokers: brokerList.split(','), logLevel: logLevel.ERROR });
+}
+
+/** A KafkaLog on fresh topics and a fresh spool directory; cleanup deletes both. */
+export async function freshLog(kafka: Kafka, partitions = 4): Promise<{ log: KafkaLog; prefix: string; spoolDir: string; cleanup(): Promise<void> }> {
+  const prefix = `t-${randomUUID().slice(0, 8)}.`;
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  // Expected warnings (a handler failing on purpose) stay out of the test output.
+  const logger = { warn: () => {}, error: (o: object, m?: string) => console.error(m, o) };
+  const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger });
+  await log.ensureTopics(partitions);
+  return {
+    log, prefix, spoolDir,
+    cleanup: async () => {
+      await log.close();
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        await admin.deleteTopics({ topics: TOPICS.map((t) => prefix + t) });
+      } finally {
+        await admin.disconnect();
+      }
+      await rm(spoolDir, { recursive: true, force: true });
+    },
+  };
+}
+
+if (brokers === undefined) {
+  test('KafkaLog', async (t) => {
+    await requireKafka(t);
+  });
+} else {
+  const kafka = testClient(brokers);
+
+  eventLogContract('KafkaLog', async () => {
+    const { log, cleanup } = await freshLog(kafka);
+    return { log, cleanup };
+  });
+
+  test('ensureTopics creates prefixed topics with the delete policy, and is idempotent', async () => {
+    const { log, prefix, cleanup } = await freshLog(kafka, 3);
+    try {
+      await log.ensureTopics(3);
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        const meta = await admin.fetchTopicMetadata({ topics: TOPICS.map((t) => prefix + t) });
+        assert.deepEqual(meta.topics.map((t) => [t.name, t.partitions.length]).sort(), TOPICS.map((t) => [prefix + t, 3]).sort());
+        const { resources } = await admin.describeConfigs({
+          includeSynonyms: false,
+          resources: [{ type: 2 /* TOPIC */, name: `${prefix}control`, configNames: ['cleanup.policy', 'retention.ms'] }],
+        });
+        const entries = Object.fromEntries(resources[0]!.configEntries.map((e) => [e.configName, e.configValue]));
+        assert.deepEqual(entries, { 'cleanup.policy': 'delete', 'retention.ms': '-1' });
+      } finally {
+        await admin.disconnect();
+      }
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('records are keyed by account, carry event_id and trace headers, and are JSON', async () => {
+    const { log, prefix, cleanup } = await freshLog(kafka);
+    const consumer = kafka.consumer({ groupId: `raw-${randomUUID()}`, maxWaitTimeInMs: 250 });
+    try {
+      const [sample] = sampleEvents(randomUUID().slice(0, 8), 1);
+      await log.publish(sample!.topic, [{ event: sample!.event, headers: sample!.headers }]);
+      await consumer.connect();
+      await consumer.subscribe({ topics: [`${prefix}usage`], fromBeginning: true });
+      const raw = new Promise<{ key: string; value: unknown; headers: Record<string, string> }>((resolve) => {
+        void consumer.run({
+          eachMessage: async ({ message }) => resolve({
+            key: message.key!.toString(),
+            value: JSON.parse(message.value!.toString()),
+            headers: Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
+          }),
+        });
+      });
+      const got = await raw;
+      assert.equal(sample!.event.type, 'usage');
+      assert.equal(got.key, sample!.event.type === 'usage' ? sample!.event.account_id : '');
+      assert.deepEqual(got.value, sample!.event);
+      assert.deepEqual(got.headers, { ...sample!.headers, event_id: sample!.event.event_id });
+    } finally {
+      await consumer.disconnect();
+      await cleanup();
+    }
+  });
+
+  test('a malformed record is skipped and committed; it does not block its partition', async () => {
+    const { log, prefix, cleanup } = await freshLog(kafka, 1);
+    const producer = kafka.producer();
+    const warnings: object[] = [];
+    try {
+      await producer.connect();
+      await producer.send({ topic: `${prefix}usage`, messages: [{ key: 'x', value: 'not json' }, { key: 'x', value: '{"no":"id"}' }] });
+      const samples = sampleEvents(randomUUID().slice(0, 8), 30).filter((s) => s.topic === 'usage');
+      await publishAll(log, samples);
+      const group = `p-${randomUUID()}`;
+      const seen = new Collector();
+      const quietSpool = join(tmpdir(), `unused-${randomUUID()}`);
+      const quiet = new KafkaLog({
+        kafka, topicPrefix: prefix, spoolDir: quietSpool, consumerMaxWaitMs: 250,
+        logger: { warn: (o) => warnings.push(o), error: (o) => warnings.push(o) },
+      });
+      try {
+        const sub = await quiet.subscribe({ group, topics: ['usage'], handler: seen.handler(), fromBeginning: true });
+        await seen.waitForAll(samples, 'after poison');
+        await sub.stop();
+        assert.equal(warnings.filter((w) => 'reason' in w).length, 2);
+        // Committed past the poison: a second run of the group sees nothing at all.
+        const again = new Collector();
+        const sub2 = await quiet.subscribe({ group, topics: ['usage'], handler: again.handler(), fromBeginning: true });
+        await log.publish('usage', [{ event: { ...samples[0]!.event, event_id: `marker-${group}` } }]);
+        await again.waitForAll([{ ...samples[0]!, event: { ...samples[0]!.event, event_id: `marker-${group}` } }], 'marker');
+        await sub2.stop();
+        assert.deepEqual([...again.seen.keys()], [`marker-${group}`]);
+      } finally {
+        await quiet.close();
+        await rm(quietSpool, { recursive: true, force: true });
+      }
+    } finally {
+      await producer.disconnect();
+      await cleanup();
+    }
+  });
+}

@@ -1,0 +1,187 @@
+// "Kafka unreachable" for real: publishing keeps resolving by spooling to disk, and the spool is
+// delivered, in order and completely, by the next KafkaLog that starts on the same directory.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Kafka, logLevel } from 'kafkajs';
+import { KafkaLog, TOPICS } from '@tollgate/events';
+import type { ConsumedEvent, KafkaLogLogger } from '@tollgate/events';
+import { findKafka, requireKafka, stopKafka, startKafka } from '../../../test/support/services.ts';
+import { Collector, publishAll, sampleEvents } from './event-log.contract.ts';
+
+const brokers = await findKafka();
+
+const quiet = (): KafkaLogLogger & { lines: string[] } => {
+  const lines: string[] = [];
+  return { lines, warn: (_o, m) => { lines.push(m ?? ''); }, error: (_o, m) => { lines.push(m ?? ''); } };
+};
+
+/** A client for a broker address where nothing listens: every connect is refused at once. */
+function deadClient(): Kafka {
+  return new Kafka({ brokers: ['127.0.0.1:1'], connectionTimeout: 200, retry: { retries: 0 }, logLevel: logLevel.NOTHING });
+}
+
+async function spoolLines(dir: string): Promise<string[]> {
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.jsonl')).sort();
+  const lines: string[] = [];
+  for (const n of names) lines.push(...(await readFile(join(dir, n), 'utf8')).split('\n').filter((l) => l !== ''));
+  return lines;
+}
+
+async function deleteTopics(kafka: Kafka, prefix: string): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.deleteTopics({ topics: TOPICS.map((t) => prefix + t) });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Reads every record of the run's topics once per Kafka offset (a plain group, no dedupe). */
+async function readAll(log: KafkaLog, expected: number): Promise<ConsumedEvent[]> {
+  const byOffset = new Map<string, ConsumedEvent>();
+  const sub = await log.subscribe({
+    group: `count-${randomUUID()}`, topics: ['usage', 'ledger', 'control'], fromBeginning: true,
+    handler: async (batch) => { for (const e of batch) byOffset.set(`${e.topic}/${e.partition}/${e.offset}`, e); },
+  });
+  const deadline = Date.now() + 30_000;
+  while (byOffset.size < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  // A little longer, so that copies beyond `expected` would show up too.
+  await new Promise((r) => setTimeout(r, 500));
+  await sub.stop();
+  return [...byOffset.values()];
+}
+
+test('no broker: publish resolves by spooling; the next start on the spool delivers each event exactly once', async () => {
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const prefix = `t-${randomUUID().slice(0, 8)}.`;
+  const samples = sampleEvents(randomUUID().slice(0, 8), 100);
+  try {
+    const downLog = quiet();
+    const down = new KafkaLog({ kafka: deadClient(), topicPrefix: prefix, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, logger: downLog });
+    await publishAll(down, samples, 10);
+    const lines = await spoolLines(spoolDir);
+    assert.equal(lines.length, 100);
+    assert.deepEqual(lines.map((l) => JSON.parse(l).event.event_id).sort(), samples.map((s) => s.event.event_id).sort());
+    await down.close(); // cannot flush: the events stay in the spool for the next start
+    assert.equal((await spoolLines(spoolDir)).length, 100);
+    assert.ok(downLog.lines.includes('kafka unreachable; spooling events to disk'));
+
+    if (brokers === undefined) return; // the delivery half needs a broker (see the skip below)
+    const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.ERROR });
+    const upLog = quiet();
+    const up = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger: upLog });
+    try {
+      // The drain starts at construction and retries until the topics exist.
+      await up.ensureTopics(4);
+      await up.flush();
+      assert.deepEqual(await spoolLines(spoolDir), []);
+      assert.deepEqual((await readdir(spoolDir)).filter((n) => n.endsWith('.jsonl')), []);
+      const records = await readAll(up, 100);
+      const copies = new Map<string, number>();
+      for (const r of records) copies.set(r.event.event_id, (copies.get(r.event.event_id) ?? 0) + 1);
+      assert.equal(records.length, 100);
+      for (const s of samples) assert.equal(copies.get(s.event.event_id), 1, `${s.event.event_id} once`);
+      // Spooled order is publish order, so per key the offsets follow publish order.
+      const check = new Collector();
+      await check.handler()(records.sort((a, b) => (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0)));
+      assert.deepEqual(check.violations, []);
+      assert.ok(upLog.lines.includes('found spooled events from an earlier run; delivering them first'));
+    } finally {
+      await up.close();
+      await deleteTopics(kafka, prefix);
+    }
+  } finally {
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});
+
+test('no broker at all: the delivery half of the spool test', async (t) => {
+  if (brokers !== undefined) return;
+  await requireKafka(t);
+});
+
+test('a torn last spool line (a write that never returned) is skipped, the rest delivered', async (t) => {
+  const url = await requireKafka(t);
+  if (!url) return;
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const prefix = `t-${randomUUID().slice(0, 8)}.`;
+  const kafka = new Kafka({ brokers: url.split(','), logLevel: logLevel.ERROR });
+  const samples = sampleEvents(randomUUID().slice(0, 8), 10);
+  const line = (s: (typeof samples)[number]) => JSON.stringify({ topic: s.topic, event: s.event, headers: s.headers }) + '\n';
+  await appendFile(join(spoolDir, 'spool-000000000007.jsonl'), samples.map(line).join('') + line(samples[0]!).slice(0, 40));
+  const logger = quiet();
+  const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger });
+  try {
+    await log.ensureTopics(2);
+    await log.flush();
+    const records = await readAll(log, 10);
+    assert.deepEqual(records.map((r) => r.event.event_id).sort(), samples.map((s) => s.event.event_id).sort());
+    assert.ok(logger.lines.includes('skipping unreadable spool line'));
+    assert.deepEqual(await readdir(spoolDir), []);
+  } finally {
+    await log.close();
+    await deleteTopics(kafka, prefix);
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});
+
+// Stops the shared local broker for a few seconds, so every other suite using it at the same
+// time would see an outage too: opt in with TOLLGATE_FAULT_TESTS=1 (CI runs it in its own job).
+test('broker stopped under load: publishing never fails and every event arrives after restart', async (t) => {
+  if (process.env.TOLLGATE_FAULT_TESTS !== '1') {
+    t.skip('SKIPPED: stops the shared Kafka broker; set TOLLGATE_FAULT_TESTS=1 to run');
+    return;
+  }
+  const url = await requireKafka(t);
+  if (!url) return;
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const prefix = `t-${randomUUID().slice(0, 8)}.`;
+  const kafka = new Kafka({
+    brokers: url.split(','), connectionTimeout: 500, requestTimeout: 2000,
+    retry: { retries: 1, maxRetryTime: 500 }, logLevel: logLevel.NOTHING,
+  });
+  const logger = quiet();
+  const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, sendTimeoutMs: 2000, maxRetryDelayMs: 500, consumerMaxWaitMs: 250, logger });
+  const samples = sampleEvents(randomUUID().slice(0, 8), 600);
+  let restarted = false;
+  try {
+    await log.ensureTopics(4);
+    let i = 0;
+    const publishSome = async (count: number) => {
+      const slice = samples.slice(i, i + count);
+      i += slice.length;
+      await publishAll(log, slice, 5);
+    };
+    await publishSome(100);
+    await log.flush();
+    await stopKafka();
+    // Every publish resolves while the broker is down: the spool takes them.
+    for (let k = 0; k < 8; k++) {
+      await publishSome(50);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok((await spoolLines(spoolDir)).length > 0, 'events were spooled during the outage');
+    await startKafka();
+    restarted = true;
+    await publishSome(100);
+    await log.flush();
+    assert.equal(i, samples.length);
+    assert.deepEqual(await spoolLines(spoolDir), []);
+    const records = await readAll(log, samples.length);
+    const ids = new Set(records.map((r) => r.event.event_id));
+    for (const s of samples) assert.ok(ids.has(s.event.event_id), `${s.event.event_id} delivered`);
+    // Copies are possible after an ambiguous failure (consumers drop them by event_id); show them.
+    t.diagnostic(`records ${records.length} for ${samples.length} events`);
+  } finally {
+    if (!restarted) await startKafka();
+    await log.close();
+    await deleteTopics(kafka, prefix).catch(() => {});
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,35 @@
+-- Rebuild: replace every balance, ledger entry and position in ONE atomic step, then mark the
+-- state ready. An apply script runs entirely before or after it, never in between: after it,
+-- a consumer past the loaded positions sees a gap and rewinds, so every event after the
+-- snapshot is applied exactly once. Holds are left alone (they expire by themselves).
+-- KEYS[1] accounts (set), KEYS[2] ledger (hash), KEYS[3] pos (hash), KEYS[4] ready
+-- ARGV[1] balance key prefix ("<P>bal:"), ARGV[2] n balances, then n × (account, balance),
+-- then m, m × (ledger event id, amount), then k, k × (position field, offset).
+-- Balance keys are named from ARGV (single Redis or one hash slot; not Redis Cluster).
+local accounts_key, ledger_key, pos_key, ready_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local bal_prefix = ARGV[1]
+
+-- 1. Forget the old state entirely.
+for _, account in ipairs(redis.call('SMEMBERS', accounts_key)) do
+  redis.call('DEL', bal_prefix .. '{' .. account .. '}')
+end
+redis.call('DEL', accounts_key, ledger_key, pos_key)
+
+-- 2. Write the snapshot.
+local i = 2
+local n = tonumber(ARGV[i])
+for j = 1, n do
+  local account, balance = ARGV[i + 2 * j - 1], ARGV[i + 2 * j]
+  redis.call('SET', bal_prefix .. '{' .. account .. '}', balance)
+  redis.call('SADD', accounts_key, account)
+end
+i = i + 2 * n + 1
+local m = tonumber(ARGV[i])
+for j = 1, m do redis.call('HSET', ledger_key, ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
+i = i + 2 * m + 1
+local k = tonumber(ARGV[i])
+for j = 1, k do redis.call('HSET', pos_key, ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
+
+-- 3. Hot state is complete again.
+redis.call('SET', ready_key, '1')
+return n

@@ -1,0 +1,300 @@
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+import type { LedgerEvent, UsageEvent } from '@tollgate/events';
+import { positionKey } from './balance-store.ts';
+import type {
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LogPosition, StateSnapshot,
+} from './balance-store.ts';
+
+export interface RedisBalanceStoreOptions {
+  /** Caller-owned client; `close()` leaves it open. Must not use ioredis' own `keyPrefix`. */
+  redis: Redis;
+  /** Prepended to every key, e.g. `tollgate:`; lets several stores share one Redis. */
+  prefix: string;
+  /** How long an applied usage event id is remembered to catch redeliveries (default 24 h). */
+  usageMemoryMs?: number;
+  /**
+   * Refuse holds and applies until the state is marked ready (by `load`, i.e. a rebuild).
+   * On in production (distributed mode): a Redis that restarted empty then answers "not
+   * ready" instead of "no credit". Off by default, for standalone use and tests.
+   */
+  requireReady?: boolean;
+}
+
+type Amount = string;
+
+/** The Lua scripts as ioredis exposes them after `defineCommand` (names are ours, so no clash). */
+interface LedgerScripts {
+  tollgateLedgerHold(bal: string, held: string, holds: string, expiry: string,
+    holdId: string, amount: Amount, ttlMs: string, readyKey: string): Promise<[number, Amount, Amount]>;
+  tollgateLedgerGet(bal: string, held: string, holds: string, expiry: string): Promise<[Amount, Amount]>;
+  tollgateLedgerSettle(held: string, holds: string, holdId: string, actual: Amount): Promise<number>;
+  tollgateLedgerRelease(held: string, holds: string, expiry: string, holdId: string): Promise<number>;
+  tollgateLedgerApplyUsage(seen: string, bal: string, held: string, holds: string, expiry: string,
+    pos: string, accounts: string, eventId: string, cost: Amount, memoryMs: string, account: string,
+    field: string, offset: string, readyKey: string): Promise<number>;
+  tollgateLedgerApplyLedger(ledger: string, bal: string, pos: string, accounts: string, eventId: string,
+    amount: Amount, account: string, field: string, offset: string, readyKey: string): Promise<number>;
+  tollgateLedgerCheckPosition(pos: string, field: string, offset: string, readyKey: string): Promise<number>;
+  tollgateLedgerAdvancePosition(pos: string, field: string, offset: string): Promise<number>;
+  tollgateLedgerLoad(accounts: string, ledger: string, pos: string, ready: string, ...args: string[]): Promise<number>;
+  tollgateLedgerSnapshot(accounts: string, pos: string, ready: string, balPrefix: string): Promise<Array<string | number>>;
+}
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+const POLL_MS = 20;
+const SCAN_COUNT = 500;
+const LOAD_CHUNK = 500;
+
+function lua(name: string): string {
+  return readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
+}
+
+/** Redis integers are signed 64-bit; refuse anything else before a script half-runs. */
+function int64(value: bigint, what: string): Amount {
+  if (value < INT64_MIN || value > INT64_MAX) throw new RangeError(`${what} ${value} does not fit in a signed 64-bit integer`);
+  return value.toString();
+}
+
+/** Escapes SCAN MATCH glob characters so a prefix is matched literally. */
+function globLiteral(s: string): string {
+  return s.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Balances and holds in Redis, shared by every gateway and the ledger consumer. Each
+ * operation is one Lua script (one round trip) so its check and its change are atomic; the
+ * scripts live in `./lua/` with their invariants. Amounts stay integer strings end to end
+ * (Redis' signed 64-bit INCRBY/DECRBY do the arithmetic), so nothing passes through a float.
+ *
+ * Key layout (P = prefix, A = account id; `{A}` is a Cluster hash tag co-locating an account):
+ *   P bal:{A}    balance              P held:{A}   Σ outstanding holds
+ *   P holds:{A}  hash holdId → amount P hexp:{A}   zset holdId → expiry (server clock, ms)
+ *   P u:<event_id>  applied usage ids, PX usageMemoryMs
+ *   P ledger        hash ledger event_id → amount, kept forever
+ */
+export class RedisBalanceStore implements BalanceStore {
+  #redis: Redis;
+  #scripts: LedgerScripts;
+  #prefix: string;
+  #usageMemoryMs: string;
+  #requireReady: boolean;
+
+  constructor(options: RedisBalanceStoreOptions) {
+    if (options.redis.options.keyPrefix) {
+      throw new Error('RedisBalanceStore: pass the prefix as `prefix`, not as the client\'s keyPrefix (SCAN ignores keyPrefix)');
+    }
+    const memory = options.usageMemoryMs ?? 24 * 3600_000;
+    if (!Number.isSafeInteger(memory) || memory <= 0) throw new RangeError(`usageMemoryMs must be a positive integer, got ${memory}`);
+    this.#redis = options.redis;
+    this.#prefix = options.prefix;
+    this.#usageMemoryMs = String(memory);
+    this.#requireReady = options.requireReady ?? false;
+
+    const expireHolds = lua('expire-holds');
+    const define = (name: keyof LedgerScripts, source: string, numberOfKeys: number) =>
+      this.#redis.defineCommand(name, { lua: source, numberOfKeys });
+    define('tollgateLedgerHold', `${expireHolds}\n${lua('hold')}`, 4);
+    define('tollgateLedgerGet', `${expireHolds}\n${lua('get')}`, 4);
+    define('tollgateLedgerSettle', lua('settle'), 2);
+    define('tollgateLedgerRelease', lua('release'), 3);
+    const position = lua('position');
+    define('tollgateLedgerApplyUsage', `${position}\n${lua('apply-usage')}`, 7);
+    define('tollgateLedgerApplyLedger', `${position}\n${lua('apply-ledger')}`, 4);
+    define('tollgateLedgerCheckPosition', `${position}\n${lua('check-position')}`, 1);
+    define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
+    define('tollgateLedgerLoad', lua('load'), 4);
+    define('tollgateLedgerSnapshot', lua('snapshot'), 3);
+    this.#scripts = this.#redis as unknown as LedgerScripts;
+  }
+
+  async hold(req: HoldRequest): Promise<HoldResult> {
+    if (req.amount < 0n) throw new RangeError(`hold amount must not be negative, got ${req.amount}`);
+    if (!Number.isFinite(req.ttlMs) || req.ttlMs < 0) throw new RangeError(`ttlMs must be >= 0, got ${req.ttlMs}`);
+    const k = this.#accountKeys(req.accountId);
+    const [ok, balance, held] = await this.#scripts.tollgateLedgerHold(
+      k.bal, k.held, k.holds, k.expiry, req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)),
+      this.#readyArg());
+    const available = BigInt(balance) - BigInt(held);
+    if (ok === -2) return { ok: false, reason: 'not_ready', available: 0n };
+    return ok === 1 ? { ok: true, available } : { ok: false, reason: 'insufficient_credits', available };
+  }
+
+  async settle(holdId: string, accountId: string, actual: bigint): Promise<void> {
+    const k = this.#accountKeys(accountId);
+    await this.#scripts.tollgateLedgerSettle(k.held, k.holds, holdId, int64(actual, 'settled amount'));
+  }
+
+  async release(holdId: string, accountId: string): Promise<void> {
+    const k = this.#accountKeys(accountId);
+    await this.#scripts.tollgateLedgerRelease(k.held, k.holds, k.expiry, holdId);
+  }
+
+  async get(accountId: string): Promise<AccountBalance> {
+    const k = this.#accountKeys(accountId);
+    const [b, h] = await this.#scripts.tollgateLedgerGet(k.bal, k.held, k.holds, k.expiry);
+    const balance = BigInt(b);
+    const held = BigInt(h);
+    return { balance, held, available: balance - held };
+  }
+
+  async applyUsage(event: UsageEvent, position?: LogPosition): Promise<ApplyResult> {
+    const k = this.#accountKeys(event.account_id);
+    const cost = int64(BigInt(event.cost_micros), 'usage cost');
+    const [field, offset] = positionArgs(position);
+    return verdict(await this.#scripts.tollgateLedgerApplyUsage(
+      this.#usageKey(event.event_id), k.bal, k.held, k.holds, k.expiry, this.#key('pos'), this.#key('accounts'),
+      event.event_id, cost, this.#usageMemoryMs, event.account_id, field, offset, this.#readyArg()));
+  }
+
+  async applyLedger(event: LedgerEvent, position?: LogPosition): Promise<ApplyResult> {
+    const amount = int64(BigInt(event.amount_micros), 'ledger amount');
+    const [field, offset] = positionArgs(position);
+    return verdict(await this.#scripts.tollgateLedgerApplyLedger(
+      this.#ledgerKey(), this.#accountKeys(event.account_id).bal, this.#key('pos'), this.#key('accounts'),
+      event.event_id, amount, event.account_id, field, offset, this.#readyArg()));
+  }
+
+  async checkPosition(position: LogPosition): Promise<ApplyResult> {
+    const [field, offset] = positionArgs(position);
+    return verdict(await this.#scripts.tollgateLedgerCheckPosition(this.#key('pos'), field, offset, this.#readyArg()));
+  }
+
+  async advancePosition(position: LogPosition): Promise<void> {
+    const [field, offset] = positionArgs(position);
+    await this.#scripts.tollgateLedgerAdvancePosition(this.#key('pos'), field, offset);
+  }
+
+  async position(topic: string, partition: number): Promise<bigint> {
+    const v = await this.#redis.hget(this.#key('pos'), positionKey(topic, partition));
+    return v === null ? -1n : BigInt(v);
+  }
+
+  async ready(): Promise<boolean> {
+    return (await this.#redis.exists(this.#key('ready'))) === 1;
+  }
+
+  async snapshot(): Promise<StateSnapshot> {
+    const raw = await this.#scripts.tollgateLedgerSnapshot(
+      this.#key('accounts'), this.#key('pos'), this.#key('ready'), `${this.#prefix}bal:`);
+    let i = 0;
+    const ready = Number(raw[i++]) === 1;
+    const balances = new Map<string, bigint>();
+    for (let n = Number(raw[i++]); n > 0; n--) balances.set(String(raw[i++]), BigInt(String(raw[i++])));
+    const positions = new Map<string, bigint>();
+    for (let n = Number(raw[i++]); n > 0; n--) positions.set(String(raw[i++]), BigInt(String(raw[i++])));
+    return { ready, balances, positions };
+  }
+
+  async ledgerEntry(eventId: string): Promise<bigint | undefined> {
+    const amount = await this.#redis.hget(this.#ledgerKey(), eventId);
+    return amount === null ? undefined : BigInt(amount);
+  }
+
+  async waitApplied(eventId: string, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      // One round trip per poll: the id is either a ledger entry or a usage id.
+      const replies = await this.#redis.pipeline()
+        .hexists(this.#ledgerKey(), eventId)
+        .exists(this.#usageKey(eventId))
+        .exec();
+      if (replies === null) throw new Error('waitApplied: pipeline was discarded');
+      for (const [err] of replies) if (err) throw err;
+      if (replies.some(([, n]) => n === 1)) return true;
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      await sleep(Math.min(POLL_MS, left));
+    }
+  }
+
+  /** Not on the hot path: one Lua step replaces the state (see lua/load.lua). */
+  async load(snapshot: BalanceSnapshot): Promise<void> {
+    const args: string[] = [`${this.#prefix}bal:`, String(snapshot.balances.size)];
+    for (const [accountId, balance] of snapshot.balances) args.push(accountId, int64(balance, `balance of ${accountId}`));
+    args.push(String(snapshot.ledgerEntries.size));
+    for (const [eventId, amount] of snapshot.ledgerEntries) args.push(eventId, int64(amount, `ledger entry ${eventId}`));
+    const positions = snapshot.positions ?? new Map<string, bigint>();
+    args.push(String(positions.size));
+    for (const [field, offset] of positions) args.push(field, offset.toString());
+    await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), ...args);
+  }
+
+  async balances(): Promise<Map<string, bigint>> {
+    const keys = await this.#scanBalanceKeys();
+    const out = new Map<string, bigint>();
+    for (let i = 0; i < keys.length; i += LOAD_CHUNK) {
+      const chunk = keys.slice(i, i + LOAD_CHUNK);
+      const values = await this.#redis.mget(...chunk);
+      chunk.forEach((key, j) => {
+        const value = values[j];
+        // A key deleted between SCAN and MGET is simply not a balance any more.
+        if (value !== null && value !== undefined) out.set(this.#accountOf(key), BigInt(value));
+      });
+    }
+    return out;
+  }
+
+  /** The client belongs to the caller; nothing to release here. */
+  async close(): Promise<void> {}
+
+  #accountKeys(accountId: string) {
+    const tag = `{${accountId}}`;
+    return {
+      bal: `${this.#prefix}bal:${tag}`,
+      held: `${this.#prefix}held:${tag}`,
+      holds: `${this.#prefix}holds:${tag}`,
+      expiry: `${this.#prefix}hexp:${tag}`,
+    };
+  }
+
+  #usageKey(eventId: string): string {
+    return `${this.#prefix}u:${eventId}`;
+  }
+
+  #ledgerKey(): string {
+    return `${this.#prefix}ledger`;
+  }
+
+  #key(name: 'pos' | 'accounts' | 'ready'): string {
+    return `${this.#prefix}${name}`;
+  }
+
+  #readyArg(): string {
+    return this.#requireReady ? this.#key('ready') : '';
+  }
+
+  /** `P bal:{A}` → A */
+  #accountOf(balanceKey: string): string {
+    return balanceKey.slice(this.#prefix.length + 'bal:{'.length, -1);
+  }
+
+  async #scanBalanceKeys(): Promise<string[]> {
+    const match = `${globLiteral(this.#prefix)}bal:{*}`;
+    const seen = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.#redis.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
+      for (const key of keys) seen.add(key); // SCAN may return a key more than once
+      cursor = next;
+    } while (cursor !== '0');
+    return [...seen];
+  }
+}
+
+function positionArgs(p: LogPosition | undefined): [string, string] {
+  return p ? [positionKey(p.topic, p.partition), p.offset.toString()] : ['', ''];
+}
+
+function verdict(code: number): ApplyResult {
+  switch (code) {
+    case 1: return 'applied';
+    case 0: return 'duplicate';
+    case -1: return 'gap';
+    case -2: return 'not_ready';
+    default: throw new Error(`unexpected ledger script result ${code}`);
+  }
+}

@@ -1,0 +1,289 @@
+// The BalanceStore contract: every adapter (memory, Redis) runs this same suite. Money
+// assertions are exact bigint micro-credits.
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import type { LedgerEvent, UsageEvent } from '@tollgate/events';
+import type { BalanceStore } from '@tollgate/ledger';
+
+export interface BalanceStoreFixture {
+  store: BalanceStore;
+  cleanup(): Promise<void>;
+}
+
+const CREDIT = 1_000_000n; // micro-credits per credit
+const HOUR = 3600_000;
+
+function id(kind: string): string {
+  return `${kind}-${randomUUID()}`;
+}
+
+function ledgerEvent(accountId: string, amount: bigint, eventId = id('credit')): LedgerEvent {
+  return {
+    type: 'ledger', event_id: eventId, ts: Date.now(), account_id: accountId,
+    kind: amount >= 0n ? 'grant' : 'adjustment', amount_micros: amount.toString(), reference: eventId,
+  };
+}
+
+function usageEvent(accountId: string, eventId: string, cost: bigint): UsageEvent {
+  return {
+    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'key-1',
+    model: 'claude-test', catalog_model: 'claude-test', upstream_model: 'claude-test',
+    input_tokens: 10, output_tokens: 20, cache_read_tokens: 0, cache_write_5m_tokens: 0,
+    cache_write_1h_tokens: 0, cost_micros: cost.toString(), status: 'ok', http_status: 200,
+    latency_ms: 5, ttft_ms: 1, stream: false, upstream_request_id: null, gateway_id: 'gw-test',
+  };
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export function balanceStoreContract(name: string, make: () => Promise<BalanceStoreFixture>): void {
+  // Each case gets a fresh store and always cleans up, even when an assertion fails.
+  const it = (title: string, body: (store: BalanceStore) => Promise<void>) =>
+    test(title, async () => {
+      const { store, cleanup } = await make();
+      try {
+        await body(store);
+      } finally {
+        await store.close();
+        await cleanup();
+      }
+    });
+
+  async function funded(store: BalanceStore, amount: bigint): Promise<string> {
+    const account = id('acct');
+    assert.equal(await store.applyLedger(ledgerEvent(account, amount)), 'applied');
+    return account;
+  }
+
+  const hold = (store: BalanceStore, accountId: string, amount: bigint, holdId = id('req'), ttlMs = HOUR) =>
+    store.hold({ holdId, accountId, keyId: 'key-1', amount, ttlMs });
+
+  describe(`BalanceStore contract: ${name}`, () => {
+    it('an unknown account has nothing', async (store) => {
+      assert.deepEqual(await store.get(id('acct')), { balance: 0n, held: 0n, available: 0n });
+    });
+
+    it('hold succeeds when available equals the amount, and reports what is left', async (store) => {
+      const account = await funded(store, 10n * CREDIT);
+      assert.deepEqual(await hold(store, account, 4n * CREDIT), { ok: true, available: 6n * CREDIT });
+      assert.deepEqual(await hold(store, account, 6n * CREDIT), { ok: true, available: 0n });
+      assert.deepEqual(await store.get(account), { balance: 10n * CREDIT, held: 10n * CREDIT, available: 0n });
+    });
+
+    it('hold fails one micro-credit above available and changes nothing', async (store) => {
+      const account = await funded(store, 10n * CREDIT);
+      assert.deepEqual(await hold(store, account, 3n * CREDIT), { ok: true, available: 7n * CREDIT });
+      assert.deepEqual(await hold(store, account, 7n * CREDIT + 1n),
+        { ok: false, reason: 'insufficient_credits', available: 7n * CREDIT });
+      assert.deepEqual(await store.get(account), { balance: 10n * CREDIT, held: 3n * CREDIT, available: 7n * CREDIT });
+      // The boundary itself still fits after the refusal.
+      assert.deepEqual(await hold(store, account, 7n * CREDIT), { ok: true, available: 0n });
+    });
+
+    it('hold fails on a zero balance even for amount 0, and on a negative balance', async (store) => {
+      const empty = id('acct');
+      assert.deepEqual(await hold(store, empty, 0n), { ok: false, reason: 'insufficient_credits', available: 0n });
+      const zeroed = await funded(store, 5n);
+      await store.applyLedger(ledgerEvent(zeroed, -5n));
+      assert.deepEqual(await hold(store, zeroed, 0n), { ok: false, reason: 'insufficient_credits', available: 0n });
+      const debt = await funded(store, 5n);
+      await store.applyUsage(usageEvent(debt, id('req'), 8n));
+      assert.deepEqual(await hold(store, debt, 0n), { ok: false, reason: 'insufficient_credits', available: -3n });
+      assert.deepEqual(await store.get(empty), { balance: 0n, held: 0n, available: 0n });
+    });
+
+    it('a positive balance allows a zero-cost hold', async (store) => {
+      const account = await funded(store, 1n);
+      assert.deepEqual(await hold(store, account, 0n), { ok: true, available: 1n });
+    });
+
+    it('accounts do not share credit', async (store) => {
+      const a = await funded(store, 5n);
+      const b = await funded(store, 7n);
+      assert.equal((await hold(store, a, 5n)).ok, true);
+      assert.deepEqual(await hold(store, b, 7n), { ok: true, available: 0n });
+      assert.deepEqual(await store.get(a), { balance: 5n, held: 5n, available: 0n });
+    });
+
+    it('settle shrinks a hold to the actual cost', async (store) => {
+      const account = await funded(store, 100n);
+      const holdId = id('req');
+      await hold(store, account, 60n, holdId);
+      await store.settle(holdId, account, 25n);
+      assert.deepEqual(await store.get(account), { balance: 100n, held: 25n, available: 75n });
+      // The settled hold still reserves exactly its new amount.
+      assert.deepEqual(await hold(store, account, 76n),
+        { ok: false, reason: 'insufficient_credits', available: 75n });
+      assert.deepEqual(await hold(store, account, 75n), { ok: true, available: 0n });
+    });
+
+    it('settle of an unknown hold is a no-op', async (store) => {
+      const account = await funded(store, 100n);
+      await store.settle(id('req'), account, 40n);
+      assert.deepEqual(await store.get(account), { balance: 100n, held: 0n, available: 100n });
+    });
+
+    it('release drops a hold and a second release is a no-op', async (store) => {
+      const account = await funded(store, 100n);
+      const keep = id('req');
+      const drop = id('req');
+      await hold(store, account, 30n, keep);
+      await hold(store, account, 50n, drop);
+      await store.release(drop, account);
+      assert.deepEqual(await store.get(account), { balance: 100n, held: 30n, available: 70n });
+      await store.release(drop, account);
+      await store.release(id('req'), account);
+      assert.deepEqual(await store.get(account), { balance: 100n, held: 30n, available: 70n });
+    });
+
+    it('applyUsage debits the exact cost and closes the hold of the same id', async (store) => {
+      const account = await funded(store, 1_000n);
+      const other = id('req');
+      const requestId = id('req');
+      await hold(store, account, 400n, other);
+      await hold(store, account, 300n, requestId);
+      assert.equal(await store.applyUsage(usageEvent(account, requestId, 123n)), 'applied');
+      assert.deepEqual(await store.get(account), { balance: 877n, held: 400n, available: 477n });
+      // The closed hold cannot be settled back into existence.
+      await store.settle(requestId, account, 50n);
+      assert.deepEqual(await store.get(account), { balance: 877n, held: 400n, available: 477n });
+    });
+
+    it('applyUsage without a hold still debits', async (store) => {
+      const account = await funded(store, 1_000n);
+      assert.equal(await store.applyUsage(usageEvent(account, id('req'), 1_001n)), 'applied');
+      assert.deepEqual(await store.get(account), { balance: -1n, held: 0n, available: -1n });
+    });
+
+    it('a duplicate applyUsage is a no-op', async (store) => {
+      const account = await funded(store, 1_000n);
+      const requestId = id('req');
+      await hold(store, account, 300n, requestId);
+      const event = usageEvent(account, requestId, 200n);
+      assert.equal(await store.applyUsage(event), 'applied');
+      assert.equal(await store.applyUsage(event), 'duplicate');
+      assert.equal(await store.applyUsage({ ...event, cost_micros: '999' }), 'duplicate');
+      assert.deepEqual(await store.get(account), { balance: 800n, held: 0n, available: 800n });
+    });
+
+    it('a duplicate applyLedger is a no-op and ledgerEntry returns the first amount', async (store) => {
+      const account = id('acct');
+      const eventId = id('credit');
+      assert.equal(await store.ledgerEntry(eventId), undefined);
+      assert.equal(await store.applyLedger(ledgerEvent(account, 500n, eventId)), 'applied');
+      assert.equal(await store.applyLedger(ledgerEvent(account, 500n, eventId)), 'duplicate');
+      assert.equal(await store.applyLedger(ledgerEvent(account, 900n, eventId)), 'duplicate');
+      assert.equal(await store.ledgerEntry(eventId), 500n);
+      const refund = id('credit');
+      assert.equal(await store.applyLedger(ledgerEvent(account, -120n, refund)), 'applied');
+      assert.equal(await store.ledgerEntry(refund), -120n);
+      assert.deepEqual(await store.get(account), { balance: 380n, held: 0n, available: 380n });
+    });
+
+    it('waitApplied resolves true for applied ledger and usage events', async (store) => {
+      const account = id('acct');
+      const credit = ledgerEvent(account, 10n);
+      await store.applyLedger(credit);
+      assert.equal(await store.waitApplied(credit.event_id, 1_000), true);
+      const usage = usageEvent(account, id('req'), 3n);
+      await store.applyUsage(usage);
+      assert.equal(await store.waitApplied(usage.event_id, 1_000), true);
+    });
+
+    it('waitApplied resolves true when the event is applied while waiting', async (store) => {
+      const credit = ledgerEvent(id('acct'), 10n);
+      const waiting = store.waitApplied(credit.event_id, 5_000);
+      await sleep(30);
+      await store.applyLedger(credit);
+      assert.equal(await waiting, true);
+    });
+
+    it('waitApplied resolves false on timeout', async (store) => {
+      assert.equal(await store.waitApplied(id('never'), 60), false);
+    });
+
+    it('an expired hold stops counting', async (store) => {
+      const account = await funded(store, 100n);
+      await hold(store, account, 70n, id('req'), 50);
+      assert.deepEqual(await hold(store, account, 31n),
+        { ok: false, reason: 'insufficient_credits', available: 30n });
+      await sleep(120);
+      assert.deepEqual(await store.get(account), { balance: 100n, held: 0n, available: 100n });
+      assert.deepEqual(await hold(store, account, 100n), { ok: true, available: 0n });
+    });
+
+    it('an expired hold is released by the next hold on its account', async (store) => {
+      const account = await funded(store, 100n);
+      await hold(store, account, 100n, id('req'), 50);
+      await sleep(120);
+      assert.deepEqual(await hold(store, account, 100n), { ok: true, available: 0n });
+      assert.deepEqual(await store.get(account), { balance: 100n, held: 100n, available: 0n });
+    });
+
+    it('load replaces every balance and the ledger entries, and leaves holds', async (store) => {
+      const kept = await funded(store, 10n);
+      const dropped = await funded(store, 20n);
+      const added = id('acct');
+      const oldEntry = id('credit');
+      await store.applyLedger(ledgerEvent(kept, 5n, oldEntry));
+      const holdId = id('req');
+      await hold(store, kept, 4n, holdId);
+
+      const loadedEntry = id('credit');
+      await store.load({
+        balances: new Map([[kept, 1_000n], [added, 7n]]),
+        ledgerEntries: new Map([[loadedEntry, 1_007n]]),
+      });
+
+      assert.deepEqual(await store.balances(), new Map([[kept, 1_000n], [added, 7n]]));
+      assert.deepEqual(await store.get(dropped), { balance: 0n, held: 0n, available: 0n });
+      assert.deepEqual(await store.get(kept), { balance: 1_000n, held: 4n, available: 996n });
+      assert.equal(await store.ledgerEntry(oldEntry), undefined);
+      assert.equal(await store.ledgerEntry(loadedEntry), 1_007n);
+      assert.equal(await store.applyLedger(ledgerEvent(added, 1_007n, loadedEntry)), 'duplicate');
+      assert.deepEqual(await store.get(added), { balance: 7n, held: 0n, available: 7n });
+      // The hold survived the load and still closes with its usage.
+      await store.applyUsage(usageEvent(kept, holdId, 3n));
+      assert.deepEqual(await store.get(kept), { balance: 997n, held: 0n, available: 997n });
+    });
+
+    it('balances lists every account exactly', async (store) => {
+      const a = await funded(store, 3n);
+      const b = await funded(store, 2n ** 60n);
+      await store.applyUsage(usageEvent(b, id('req'), 1n));
+      assert.deepEqual(await store.balances(), new Map([[a, 3n], [b, 2n ** 60n - 1n]]));
+    });
+
+    it('amounts above 2^53 stay exact', async (store) => {
+      const big = 2n ** 53n + 1n; // not representable as a double
+      const account = await funded(store, 2n ** 62n + 1n);
+      const h = id('req');
+      assert.deepEqual(await hold(store, account, big, h), { ok: true, available: 2n ** 62n + 1n - big });
+      assert.deepEqual(await hold(store, account, 2n ** 62n + 2n - big),
+        { ok: false, reason: 'insufficient_credits', available: 2n ** 62n + 1n - big });
+      await store.settle(h, account, big + 2n);
+      assert.deepEqual(await store.get(account),
+        { balance: 2n ** 62n + 1n, held: big + 2n, available: 2n ** 62n - 1n - big });
+      await store.applyUsage(usageEvent(account, h, big + 3n));
+      assert.deepEqual(await store.get(account),
+        { balance: 2n ** 62n - 2n - big, held: 0n, available: 2n ** 62n - 2n - big });
+      const entry = id('credit');
+      await store.applyLedger(ledgerEvent(account, -(2n ** 61n + 3n), entry));
+      assert.equal(await store.ledgerEntry(entry), -(2n ** 61n + 3n));
+      assert.deepEqual(await store.balances(), new Map([[account, 2n ** 61n - 5n - big]]));
+    });
+
+    it('200 concurrent holds of 1 credit against 50 credits: exactly 50 succeed', async (store) => {
+      const account = await funded(store, 50n * CREDIT);
+      const results = await Promise.all(
+        Array.from({ length: 200 }, () => hold(store, account, CREDIT)),
+      );
+      const granted = results.filter((r) => r.ok).length;
+      assert.equal(granted, 50);
+      for (const r of results) assert.ok(r.available >= 0n, `available went negative: ${r.available}`);
+      assert.deepEqual(await store.get(account), { balance: 50n * CREDIT, held: 50n * CREDIT, available: 0n });
+    });
+  });
+}

@@ -1,0 +1,207 @@
+// The BalanceStore contract against a real Redis, plus what only a shared store can show:
+// two gateways (two clients) racing for the same credit, and the key layout the scripts keep.
+// Each case uses its own key prefix so the suite can run in parallel on a shared Redis.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { RedisBalanceStore } from '@tollgate/ledger';
+import { findRedis, requireRedis } from '../../../test/support/services.ts';
+import { balanceStoreContract } from './balance-store.contract.ts';
+
+const url = await findRedis();
+
+async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
+  const match = `${prefix.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}*`;
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', match, 'COUNT', 500);
+    if (keys.length > 0) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+}
+
+async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
+    out.push(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+  return out.sort();
+}
+
+if (url === undefined) {
+  // Skips loudly, or fails when services are required (CI).
+  test('RedisBalanceStore contract', async (t) => {
+    await requireRedis(t);
+  });
+} else {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  before(() => redis.connect());
+  after(() => redis.quit());
+
+  balanceStoreContract('redis', async () => {
+    const prefix = `test:${randomUUID()}:`;
+    return {
+      store: new RedisBalanceStore({ redis, prefix }),
+      cleanup: () => deletePrefix(redis, prefix),
+    };
+  });
+
+  describe('RedisBalanceStore specifics', () => {
+    test('two gateways on separate clients cannot overspend one account', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      const clients = [new Redis(url), new Redis(url), new Redis(url)];
+      t.after(async () => {
+        await deletePrefix(redis, prefix);
+        await Promise.all(clients.map((c) => c.quit()));
+      });
+      const stores = clients.map((c) => new RedisBalanceStore({ redis: c, prefix }));
+      await stores[0]!.applyLedger({
+        type: 'ledger', event_id: 'credit:a:1', ts: 0, account_id: 'a', kind: 'grant',
+        amount_micros: '50000000', reference: '1',
+      });
+      const results = await Promise.all(Array.from({ length: 300 }, (_, i) =>
+        stores[i % stores.length]!.hold({ holdId: `r${i}`, accountId: 'a', keyId: 'k', amount: 1_000_000n, ttlMs: 60_000 })));
+      assert.equal(results.filter((r) => r.ok).length, 50);
+      assert.deepEqual(await stores[1]!.get('a'), { balance: 50_000_000n, held: 50_000_000n, available: 0n });
+      assert.equal(await redis.hlen(`${prefix}holds:{a}`), 50);
+      assert.equal(await redis.zcard(`${prefix}hexp:{a}`), 50);
+    });
+
+    test('keys are laid out under the prefix, hash-tagged by account, and tidy after use', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis, prefix, usageMemoryMs: 60_000 });
+      await store.applyLedger({
+        type: 'ledger', event_id: 'credit:a:1', ts: 0, account_id: 'a', kind: 'grant',
+        amount_micros: '1000', reference: '1',
+      });
+      assert.equal((await store.hold({ holdId: 'req-1', accountId: 'a', keyId: 'k', amount: 600n, ttlMs: 60_000 })).ok, true);
+      assert.deepEqual(await keysUnder(redis, prefix),
+        [`${prefix}accounts`, `${prefix}bal:{a}`, `${prefix}held:{a}`, `${prefix}hexp:{a}`, `${prefix}holds:{a}`, `${prefix}ledger`]);
+      assert.equal(await redis.get(`${prefix}held:{a}`), '600');
+      assert.equal(await redis.hget(`${prefix}holds:{a}`, 'req-1'), '600');
+
+      await store.applyUsage({
+        type: 'usage', event_id: 'req-1', ts: 0, account_id: 'a', key_id: 'k', model: 'm', catalog_model: 'm',
+        upstream_model: 'm', input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0,
+        cache_write_1h_tokens: 0, cost_micros: '250', status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: 1,
+        stream: false, upstream_request_id: null, gateway_id: 'g',
+      });
+      // The hold is gone entirely (no zero counters left behind); the usage id is remembered with a TTL.
+      assert.deepEqual(await keysUnder(redis, prefix), [`${prefix}accounts`, `${prefix}bal:{a}`, `${prefix}ledger`, `${prefix}u:req-1`]);
+      assert.equal(await redis.get(`${prefix}bal:{a}`), '750');
+      const ttl = await redis.pttl(`${prefix}u:req-1`);
+      assert.ok(ttl > 0 && ttl <= 60_000, `u: key must expire, pttl=${ttl}`);
+      assert.equal(await redis.hget(`${prefix}ledger`, 'credit:a:1'), '1000');
+    });
+
+    test('log positions: stored with the effect; at or before → duplicate, past +1 → gap', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis, prefix });
+      const grant = (id: string, amount: string) => ({
+        type: 'ledger' as const, event_id: id, ts: 0, account_id: 'a', kind: 'grant' as const, amount_micros: amount, reference: id,
+      });
+      const at = (offset: bigint) => ({ topic: 'ledger', partition: 2, offset });
+      assert.equal(await store.applyLedger(grant('g0', '100'), at(0n)), 'applied');
+      assert.equal(await store.applyLedger(grant('g1', '10'), at(1n)), 'applied');
+      assert.equal(await store.applyLedger(grant('g1-again', '10'), at(1n)), 'duplicate'); // redelivered offset
+      assert.equal(await store.applyLedger(grant('g3', '1'), at(3n)), 'gap');
+      assert.equal(await store.position('ledger', 2), 1n);
+      // a producer-side duplicate at a new offset: no second credit, but the position moves
+      assert.equal(await store.applyLedger(grant('g1', '10'), at(2n)), 'duplicate');
+      assert.equal(await store.position('ledger', 2), 2n);
+      assert.equal(await store.applyLedger(grant('g3', '1'), at(3n)), 'applied');
+      assert.equal((await store.get('a')).balance, 111n);
+      assert.equal(await store.checkPosition({ topic: 'control', partition: 0, offset: 0n }), 'applied');
+      await store.advancePosition({ topic: 'control', partition: 0, offset: 0n });
+      assert.equal(await store.checkPosition({ topic: 'control', partition: 0, offset: 0n }), 'duplicate');
+      await store.advancePosition({ topic: 'control', partition: 0, offset: -5n }); // never backwards
+      assert.equal(await store.position('control', 0), 0n);
+    });
+
+    test('requireReady: lost state refuses holds and applies until a load; load and snapshot are atomic', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis, prefix, requireReady: true });
+      assert.equal(await store.ready(), false);
+      const hold = await store.hold({ holdId: 'r', accountId: 'a', keyId: 'k', amount: 1n, ttlMs: 60_000 });
+      assert.deepEqual(hold, { ok: false, reason: 'not_ready', available: 0n });
+      const g = { type: 'ledger' as const, event_id: 'late', ts: 0, account_id: 'b', kind: 'grant' as const, amount_micros: '7', reference: 'late' };
+      assert.equal(await store.applyLedger(g, { topic: 'ledger', partition: 0, offset: 5n }), 'not_ready');
+
+      await redis.set(`${prefix}bal:{stale}`, '99');
+      await redis.sadd(`${prefix}accounts`, 'stale');
+      await store.load({
+        balances: new Map([['a', 9_007_199_254_740_993n], ['b', 3n]]),
+        ledgerEntries: new Map([['credit:a:x', 9_007_199_254_740_993n]]),
+        positions: new Map([['ledger:0', 4n], ['usage:1', 10n]]),
+      });
+      assert.equal(await store.ready(), true);
+      assert.equal(await redis.get(`${prefix}bal:{stale}`), null);
+      assert.equal(await store.applyLedger(g, { topic: 'ledger', partition: 0, offset: 5n }), 'applied');
+      const snap = await store.snapshot();
+      assert.equal(snap.ready, true);
+      assert.deepEqual(snap.balances, new Map([['a', 9_007_199_254_740_993n], ['b', 10n]]));
+      assert.deepEqual(snap.positions, new Map([['ledger:0', 5n], ['usage:1', 10n]]));
+      assert.equal(await store.ledgerEntry('credit:a:x'), 9_007_199_254_740_993n);
+      assert.equal((await store.hold({ holdId: 'r', accountId: 'a', keyId: 'k', amount: 1n, ttlMs: 60_000 })).ok, true);
+    });
+
+    test('a prefix with glob characters only touches its own keys', async (t) => {
+      const base = `test:${randomUUID()}:`;
+      const prefix = `${base}[x]*:`;
+      const neighbour = `${base}x:`;
+      t.after(async () => {
+        await deletePrefix(redis, prefix);
+        await deletePrefix(redis, neighbour);
+      });
+      await redis.set(`${neighbour}bal:{n}`, '5');
+      const store = new RedisBalanceStore({ redis, prefix });
+      await store.applyLedger({
+        type: 'ledger', event_id: 'e', ts: 0, account_id: 'a', kind: 'grant', amount_micros: '9', reference: 'e',
+      });
+      assert.deepEqual(await store.balances(), new Map([['a', 9n]]));
+      await store.load({ balances: new Map(), ledgerEntries: new Map() });
+      assert.deepEqual(await store.balances(), new Map());
+      assert.equal(await redis.get(`${neighbour}bal:{n}`), '5');
+    });
+
+    test('a repeated hold id replaces its hold instead of leaking it', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis, prefix });
+      await store.applyLedger({
+        type: 'ledger', event_id: 'e', ts: 0, account_id: 'a', kind: 'grant', amount_micros: '100', reference: 'e',
+      });
+      const req = { holdId: 'r', accountId: 'a', keyId: 'k', ttlMs: 60_000 };
+      assert.deepEqual(await store.hold({ ...req, amount: 80n }), { ok: true, available: 20n });
+      assert.deepEqual(await store.hold({ ...req, amount: 90n }), { ok: true, available: 10n });
+      assert.deepEqual(await store.hold({ ...req, amount: 101n }), { ok: false, reason: 'insufficient_credits', available: 10n });
+      assert.deepEqual(await store.get('a'), { balance: 100n, held: 90n, available: 10n });
+      await store.release('r', 'a');
+      assert.deepEqual(await store.get('a'), { balance: 100n, held: 0n, available: 100n });
+    });
+
+    test('amounts outside signed 64 bits are refused before Redis sees them', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis, prefix });
+      await assert.rejects(store.applyLedger({
+        type: 'ledger', event_id: 'e', ts: 0, account_id: 'a', kind: 'grant', amount_micros: (2n ** 63n).toString(), reference: 'e',
+      }), RangeError);
+      assert.equal(await store.ledgerEntry('e'), undefined);
+    });
+
+    test('close() leaves the caller\'s client open', async () => {
+      const store = new RedisBalanceStore({ redis, prefix: `test:${randomUUID()}:` });
+      await store.close();
+      assert.equal(await redis.ping(), 'PONG');
+    });
+  });
+}
