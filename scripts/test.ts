@@ -2,8 +2,11 @@
 // per file (chDB allows one data directory per process). Tests that need Kafka or Redis find
 // them through test/support/services.ts and skip loudly when absent, unless
 // TOLLGATE_REQUIRE_SERVICES=1 (as in CI), where a missing service is a failure.
+// Two phases: every ordinary suite in parallel, then the `*.fault.test.ts` suites one at a
+// time, because they stop and start the shared Kafka and Redis.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
 const root = join(import.meta.dirname, '..');
@@ -26,12 +29,32 @@ if (files.length === 0) {
   process.stderr.write(`no test files match ${filter.join(' ')}\n`);
   process.exit(1);
 }
-process.stderr.write(`running ${files.length} test files\n`);
-const result = spawnSync(process.execPath, [
-  '--test',
-  '--test-reporter=spec',
-  `--test-concurrency=${process.env.TEST_CONCURRENCY ?? '2'}`,
-  '--test-timeout=300000',
-  ...files,
-], { cwd: root, stdio: 'inherit' });
-process.exit(result.status ?? 1);
+const totals = { passed: 0, failed: 0, skipped: 0 };
+const countsDir = mkdtempSync(join(tmpdir(), 'tollgate-test-'));
+const run = (label: string, list: string[], concurrency: string): number => {
+  if (list.length === 0) return 0;
+  const countsFile = join(countsDir, `${totals.passed + totals.failed + totals.skipped}-${list.length}.json`);
+  process.stderr.write(`\n=== ${label}: ${list.length} test files\n`);
+  const result = spawnSync(process.execPath, [
+    '--test',
+    '--test-reporter=spec', '--test-reporter-destination=stdout',
+    `--test-reporter=${join(root, 'scripts/count-reporter.ts')}`, `--test-reporter-destination=${countsFile}`,
+    `--test-concurrency=${concurrency}`,
+    '--test-timeout=600000',
+    ...list,
+  ], { cwd: root, stdio: 'inherit' });
+  try {
+    const counts = JSON.parse(readFileSync(countsFile, 'utf8')) as typeof totals;
+    totals.passed += counts.passed;
+    totals.failed += counts.failed;
+    totals.skipped += counts.skipped;
+  } catch {
+    totals.failed++; // the runner died before reporting
+  }
+  return result.status ?? 1;
+};
+const isFault = (f: string) => f.endsWith('.fault.test.ts');
+const first = run('suites', files.filter((f) => !isFault(f)), process.env.TEST_CONCURRENCY ?? '2');
+const second = run('fault suites (one at a time)', files.filter(isFault), '1');
+process.stdout.write(`\ntests: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped\n`);
+process.exit(first || second || (totals.failed > 0 ? 1 : 0));
