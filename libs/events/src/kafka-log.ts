@@ -236,6 +236,10 @@ export class KafkaLog implements EventLog {
       groupId: options.group,
       allowAutoTopicCreation: false,
       maxWaitTimeInMs: this.#consumerMaxWaitMs,
+      // A consumer that died (kill -9) gives its partitions up after this, not kafkajs' 30 s.
+      sessionTimeout: 10_000,
+      heartbeatInterval: 1_000,
+      rebalanceTimeout: 20_000,
     });
     consumer.on(consumer.events.CRASH, (e) => {
       this.#log.error({ err: e.payload.error, group: options.group, restart: e.payload.restart }, 'kafka consumer crashed');

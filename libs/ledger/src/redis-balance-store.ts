@@ -259,8 +259,9 @@ export class RedisBalanceStore implements BalanceStore {
     return `${this.#prefix}ledger`;
   }
 
+  /** Store-wide keys; named so they cannot collide with the key directory's under one prefix. */
   #key(name: 'pos' | 'accounts' | 'ready'): string {
-    return `${this.#prefix}${name}`;
+    return `${this.#prefix}ledger-${name}`;
   }
 
   #readyArg(): string {

@@ -82,7 +82,7 @@ if (url === undefined) {
       });
       assert.equal((await store.hold({ holdId: 'req-1', accountId: 'a', keyId: 'k', amount: 600n, ttlMs: 60_000 })).ok, true);
       assert.deepEqual(await keysUnder(redis, prefix),
-        [`${prefix}accounts`, `${prefix}bal:{a}`, `${prefix}held:{a}`, `${prefix}hexp:{a}`, `${prefix}holds:{a}`, `${prefix}ledger`]);
+        [`${prefix}bal:{a}`, `${prefix}held:{a}`, `${prefix}hexp:{a}`, `${prefix}holds:{a}`, `${prefix}ledger`, `${prefix}ledger-accounts`]);
       assert.equal(await redis.get(`${prefix}held:{a}`), '600');
       assert.equal(await redis.hget(`${prefix}holds:{a}`, 'req-1'), '600');
 
@@ -93,7 +93,7 @@ if (url === undefined) {
         stream: false, upstream_request_id: null, gateway_id: 'g',
       });
       // The hold is gone entirely (no zero counters left behind); the usage id is remembered with a TTL.
-      assert.deepEqual(await keysUnder(redis, prefix), [`${prefix}accounts`, `${prefix}bal:{a}`, `${prefix}ledger`, `${prefix}u:req-1`]);
+      assert.deepEqual(await keysUnder(redis, prefix), [`${prefix}bal:{a}`, `${prefix}ledger`, `${prefix}ledger-accounts`, `${prefix}u:req-1`]);
       assert.equal(await redis.get(`${prefix}bal:{a}`), '750');
       const ttl = await redis.pttl(`${prefix}u:req-1`);
       assert.ok(ttl > 0 && ttl <= 60_000, `u: key must expire, pttl=${ttl}`);
@@ -136,7 +136,7 @@ if (url === undefined) {
       assert.equal(await store.applyLedger(g, { topic: 'ledger', partition: 0, offset: 5n }), 'not_ready');
 
       await redis.set(`${prefix}bal:{stale}`, '99');
-      await redis.sadd(`${prefix}accounts`, 'stale');
+      await redis.sadd(`${prefix}ledger-accounts`, 'stale');
       await store.load({
         balances: new Map([['a', 9_007_199_254_740_993n], ['b', 3n]]),
         ledgerEntries: new Map([['credit:a:x', 9_007_199_254_740_993n]]),

@@ -25,6 +25,26 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       await deps.settle?.();
       return rebuild(deps);
     });
+    // Analytics straight from the warehouse (deduplicated reads; money as exact strings).
+    const filter = (q: Record<string, string | undefined>) => ({
+      ...(q.account_id ? { accountId: q.account_id } : {}),
+      ...(q.key_id ? { keyId: q.key_id } : {}),
+      ...(q.from ? { from: Number(q.from) } : {}),
+      ...(q.to ? { to: Number(q.to) } : {}),
+    });
+    ops.get('/ops/v1/usage/totals', async (request) => {
+      const t = await deps.warehouse.usageTotals(filter(request.query as Record<string, string>));
+      return { ...t, costMicros: t.costMicros.toString() };
+    });
+    ops.get('/ops/v1/usage/breakdown', async (request) => {
+      const q = request.query as Record<string, string>;
+      const groupBy = (['model', 'key', 'day', 'status'] as const).find((g) => g === q.group_by) ?? 'model';
+      const rows = await deps.warehouse.usageBreakdown({ ...filter(q), groupBy });
+      return { data: rows.map((r) => ({ ...r, costMicros: r.costMicros.toString() })) };
+    });
+    ops.get('/ops/v1/usage/events', async (request) => ({
+      data: await deps.warehouse.usageEventIds(filter(request.query as Record<string, string>)),
+    }));
     ops.get('/ops/v1/reconcile', async (request, reply) => {
       await deps.settle?.();
       const q = request.query as { timeout_ms?: string };

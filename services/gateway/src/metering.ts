@@ -27,16 +27,17 @@ export interface Outcome {
 }
 
 /**
- * Settles a request exactly once: the hold shrinks to the actual cost (or is released), then
- * one usage event goes to the log. The ledger consumer debits the balance from that event and
- * closes the hold, so between the two steps `available` is already right.
+ * Settles a request exactly once: the hold shrinks to the actual cost (or is released), and
+ * the usage event is built; `publish` then hands it to the log (after the response is sent,
+ * so the log is off the client's latency). The ledger consumer debits the balance from that
+ * event and closes the hold, so between the two steps `available` is already right.
  */
 export async function settle(
   deps: GatewayDeps,
   m: Metered,
   outcome: Outcome,
   onStateError: (err: unknown) => void,
-): Promise<UsageEvent> {
+): Promise<{ event: UsageEvent; publish: () => Promise<void> }> {
   const usage = outcome.usage ?? NO_TOKENS;
   const cost = outcome.billable ? costMicros(usage, m.resolved.model.prices) : 0n;
   const accountId = m.caller.account.id;
@@ -72,6 +73,5 @@ export async function settle(
     upstream_request_id: outcome.upstreamRequestId,
     gateway_id: deps.gatewayId,
   };
-  await deps.log.publish('usage', [{ event }]);
-  return event;
+  return { event, publish: () => deps.log.publish('usage', [{ event }]) };
 }

@@ -109,26 +109,29 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
     const m: Metered = { requestId: request.id, ts, startedAt, caller, resolved, stream: body.stream === true };
     reply.headers(limitHeaders);
-    const finish = async (outcome: Outcome) => {
+    /** Shrinks the hold now; returns the publication of the usage event, for after the reply. */
+    const finish = async (outcome: Outcome): Promise<() => Promise<void>> => {
       const u = outcome.usage;
       await onTokens(u ? u.input + u.output + u.cacheRead + u.cacheWrite5m + u.cacheWrite1h : null);
-      await settle(deps, m, outcome, (err) => request.log.warn({ err }, 'could not shrink the hold; it will expire'))
-        .catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published'));
+      const { publish } = await settle(deps, m, outcome, (err) => request.log.warn({ err }, 'could not shrink the hold; it will expire'));
+      return () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published'));
     };
 
     let res: UpstreamResponse;
     try {
       res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, upstreamBody(body, raw, resolved));
     } catch (err) {
-      await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null });
+      await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null }))();
       throw err;
     }
     const upstreamRequestId = header(res, 'request-id');
     if (res.status < 200 || res.status >= 300) {
       const err = await upstreamError(res);
-      await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
+      const publish = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
       if (err.status >= 500) request.log.warn({ upstreamStatus: res.status, code: err.code }, 'upstream error');
-      return sendError(reply, err);
+      sendError(reply, err);
+      await publish();
+      return reply;
     }
 
     if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
@@ -141,7 +144,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       bytes = Buffer.from(await res.body.arrayBuffer());
       firstByteAt = performance.now();
     } catch (err) {
-      await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId });
+      await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId }))();
       throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
     }
     let usage = null;
@@ -151,8 +154,10 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       // success we can measure; pass it on, charge nothing, and say so in the logs.
       request.log.warn({ upstreamRequestId }, 'upstream 2xx without usage; not charged');
     }
-    await finish({ status: 'ok', httpStatus: res.status, usage, billable: usage !== null, firstByteAt, upstreamRequestId });
-    return reply.code(res.status).type(header(res, 'content-type') ?? 'application/json').send(bytes);
+    const publish = await finish({ status: 'ok', httpStatus: res.status, usage, billable: usage !== null, firstByteAt, upstreamRequestId });
+    reply.code(res.status).type(header(res, 'content-type') ?? 'application/json').send(bytes);
+    await publish();
+    return reply;
   };
 
   app.post('/v1/messages', handler);
@@ -174,7 +179,7 @@ async function relayStream(
   reply: FastifyReply,
   res: UpstreamResponse,
   upstreamRequestId: string | null,
-  finish: (o: Outcome) => Promise<unknown>,
+  finish: (o: Outcome) => Promise<() => Promise<void>>,
   limitHeaders: Record<string, string>,
 ): Promise<void> {
   reply.hijack();
@@ -213,7 +218,7 @@ async function relayStream(
     raw.end();
   }
   const failed = meter.error !== null || incomplete;
-  await finish({
+  const publish = await finish({
     status: meter.error ? 'stream_error' : incomplete ? 'upstream_error' : clientGone ? 'client_disconnect' : 'ok',
     httpStatus: 200,
     usage: meter.sawMessageStart ? meter.usage() : null,
@@ -221,4 +226,5 @@ async function relayStream(
     firstByteAt,
     upstreamRequestId,
   });
+  await publish();
 }

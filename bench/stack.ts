@@ -1,0 +1,321 @@
+// The system under test, each service in its own child process so the gateway, the simulator
+// and the load generator do not share one event loop (they still share the machine's cores).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const ROOT = resolve(import.meta.dirname, '..');
+export const UPSTREAM_API_KEY = 'sk-ant-bench-upstream-key';
+export const ADMIN_TOKEN = 'bench-admin-token-0123456789';
+
+/** A child process we started; `stop()` is safe to call more than once. */
+export interface Service {
+  name: string;
+  url: string;
+  child: ChildProcess;
+  /** the last lines the child wrote (stdout and stderr), for error messages */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** A service failed; the message carries its last output, so no stack is needed. */
+export class ServiceFailure extends Error {}
+
+const running = new Map<Service, (() => void) | undefined>();
+
+let onUnexpectedExit: ((service: Service, status: string) => void) | undefined;
+/** Called when a ready service exits without being asked to (it crashed, or was killed). */
+export function whenServiceDies(handler: (service: Service, status: string) => void): void {
+  onUnexpectedExit = handler;
+}
+
+/** Kills every child still running; synchronous, for `process.on('exit')`. */
+export function killAllNow(): void {
+  for (const [s, cleanup] of running) {
+    if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL');
+    try { cleanup?.(); } catch { /* best effort while exiting */ }
+  }
+  running.clear();
+}
+
+/** Stops every child still running, gracefully first. */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...running.keys()].map((s) => s.stop()));
+}
+
+function tailBuffer(limit = 40) {
+  const lines: string[] = [];
+  let partial = '';
+  return {
+    push(chunk: Buffer) {
+      const parts = (partial + chunk.toString('utf8')).split('\n');
+      partial = parts.pop() ?? '';
+      lines.push(...parts);
+      if (lines.length > limit) lines.splice(0, lines.length - limit);
+    },
+    text: () => [...lines, partial].filter(Boolean).join('\n'),
+  };
+}
+
+interface SpawnOptions {
+  name: string;
+  script: string;
+  env: Record<string, string>;
+  /** resolves the service URL from the child's output, or undefined to keep waiting */
+  urlFromOutput?: (text: string) => string | undefined;
+  /** known in advance (a port we picked) */
+  url?: string;
+  readyTimeoutMs: number;
+  /** runs once the child is gone (also from killAllNow) */
+  cleanup?: () => void;
+}
+
+async function spawnService(o: SpawnOptions): Promise<Service> {
+  const child = spawn(process.execPath, [o.script], {
+    cwd: ROOT,
+    env: { ...process.env, ...o.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out = tailBuffer();
+  let seen = '';
+  child.stdout!.on('data', (c: Buffer) => { out.push(c); if (seen.length < 16_384) seen += c.toString('utf8'); });
+  child.stderr!.on('data', (c: Buffer) => { out.push(c); if (seen.length < 16_384) seen += c.toString('utf8'); });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+
+  let stopping: Promise<void> | undefined;
+  const service: Service = {
+    name: o.name,
+    url: o.url ?? '',
+    child,
+    output: out.text,
+    stop: () => (stopping ??= (async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const gone = await Promise.race([exited.then(() => true), sleep(8000).then(() => false)]);
+        if (!gone) {
+          child.kill('SIGKILL');
+          await exited;
+        }
+      }
+      running.delete(service);
+      o.cleanup?.();
+    })()),
+  };
+  running.set(service, o.cleanup);
+
+  const deadline = Date.now() + o.readyTimeoutMs;
+  try {
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new ServiceFailure(`${o.name} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${out.text()}`);
+      }
+      if (!service.url && o.urlFromOutput) service.url = o.urlFromOutput(seen) ?? '';
+      if (service.url && await healthy(service.url)) {
+        child.once('exit', (code, signal) => {
+          if (!stopping) onUnexpectedExit?.(service, code === null ? `signal ${signal}` : `status ${code}`);
+        });
+        return service;
+      }
+      if (Date.now() > deadline) throw new ServiceFailure(`${o.name} not ready after ${o.readyTimeoutMs} ms:\n${out.text()}`);
+      await sleep(50);
+    }
+  } catch (err) {
+    await service.stop();
+    throw err;
+  }
+}
+
+async function healthy(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+/** A port the OS says is free right now (Tollgate logs nothing at a quiet log level to read it from). */
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? res(addr.port) : rej(new Error('no port'))));
+    });
+  });
+}
+
+/** The simulator with no pacing at all: every microsecond it adds is CPU, not sleep. */
+export async function startSimulator(): Promise<Service> {
+  return spawnService({
+    name: 'simulator',
+    script: join(ROOT, 'services/simulator/src/main.ts'),
+    env: {
+      SIMULATOR_HOST: '127.0.0.1',
+      SIMULATOR_PORT: '0',
+      SIMULATOR_API_KEY: UPSTREAM_API_KEY,
+      SIMULATOR_LATENCY_MS: '0',
+      SIMULATOR_TTFT_MS: '0',
+      SIMULATOR_TPS: '0',
+      SIMULATOR_LOG: '0',
+    },
+    urlFromOutput: (text) => /listening on (http:\/\/\S+)/.exec(text)?.[1],
+    readyTimeoutMs: 30_000,
+  });
+}
+
+export interface TollgateService extends Service {
+  dataDir: string;
+  adminToken: string;
+}
+
+/** Tollgate in its single-machine mode (all roles, embedded adapters, chDB) on a fresh DATA_DIR. */
+export async function startTollgate(upstreamUrl: string, extraEnv: Record<string, string> = {}): Promise<TollgateService> {
+  // Another process could take the port between our check and Tollgate's listen; retry then.
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const dataDir = mkdtempSync(join(tmpdir(), 'tollgate-bench-'));
+    try {
+      const svc = await spawnService({
+        name: 'tollgate',
+        script: join(ROOT, 'services/tollgate/src/main.ts'),
+        env: {
+          DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: String(port),
+          // error, not silent: a failure during the run still shows up in the output tail
+          LOG_LEVEL: 'error',
+          UPSTREAM_URL: upstreamUrl, UPSTREAM_API_KEY, ADMIN_TOKEN,
+          SHUTDOWN_GRACE_MS: '5000',
+          ...extraEnv,
+        },
+        url: `http://127.0.0.1:${port}`,
+        readyTimeoutMs: 120_000,
+        cleanup: () => rmSync(dataDir, { recursive: true, force: true }),
+      });
+      return Object.assign(svc, { dataDir, adminToken: ADMIN_TOKEN });
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE/.test(String(err))) throw err;
+    }
+  }
+}
+
+// ---- CPU accounting ----------------------------------------------------------------------
+
+const CLOCK_TICKS_PER_S = 100; // USER_HZ on Linux
+
+/** CPU seconds (user + system) a process has used so far, from /proc; undefined elsewhere. */
+export function cpuSeconds(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  if (pid === process.pid) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds the whole machine has been busy (all cores, all processes), from /proc/stat. */
+export function machineBusySeconds(): number | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+    // cpu user nice system idle iowait irq softirq steal ...
+    const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+    return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / CLOCK_TICKS_PER_S;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Waits until the processes together use less than `maxLoad` of one core over a `windowMs`
+ * window, or `timeoutMs` passes. Without /proc it returns at once.
+ */
+export async function waitForIdle(pids: Array<number | undefined>, maxLoad = 0.05, windowMs = 500, timeoutMs = 30_000): Promise<{ idle: boolean; load: number; waitedS: number }> {
+  const started = Date.now();
+  const total = () => {
+    let sum = 0;
+    for (const pid of pids) {
+      const s = cpuSeconds(pid);
+      if (s === undefined && pid !== undefined) return undefined;
+      sum += s ?? 0;
+    }
+    return sum;
+  };
+  let load = 0;
+  for (;;) {
+    const before = total();
+    if (before === undefined) return { idle: true, load: 0, waitedS: 0 };
+    const t0 = performance.now();
+    await sleep(windowMs);
+    const after = total() ?? before;
+    load = (after - before) / ((performance.now() - t0) / 1000);
+    const waitedS = (Date.now() - started) / 1000;
+    if (load < maxLoad) return { idle: true, load, waitedS };
+    if (Date.now() - started > timeoutMs) return { idle: false, load, waitedS };
+  }
+}
+
+// ---- control API -------------------------------------------------------------------------
+
+export interface AccountView {
+  id: string;
+  balance_micro_credits: string;
+  held_credits: number;
+}
+
+async function admin<T>(url: string, method: string, path: string, body?: unknown): Promise<T> {
+  const res = await fetch(`${url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${text}`);
+  return JSON.parse(text) as T;
+}
+
+/** An account granted `credits` (a decimal string) with one key; waits until the grant is applied. */
+export async function createCustomer(url: string, credits: string): Promise<{ accountId: string; secret: string; balance: bigint }> {
+  const account = await admin<{ id: string }>(url, 'POST', '/admin/v1/accounts', { name: 'bench' });
+  const key = await admin<{ key: string }>(url, 'POST', `/admin/v1/accounts/${account.id}/keys`, { name: 'bench' });
+  await admin(url, 'POST', `/admin/v1/accounts/${account.id}/credits`, { credits, reference: `bench-${account.id}` });
+  const balance = await settledBalance(url, account.id, (b) => b > 0n);
+  return { accountId: account.id, secret: key.key, balance };
+}
+
+export function accountView(url: string, accountId: string): Promise<AccountView> {
+  return admin<AccountView>(url, 'GET', `/admin/v1/accounts/${accountId}`);
+}
+
+/**
+ * Waits until no hold is outstanding and the balance reads the same twice in a row (the
+ * ledger consumer applies usage asynchronously); returns the balance in micro-credits.
+ */
+export async function settledBalance(url: string, accountId: string, accept: (b: bigint) => boolean = () => true, timeoutMs = 60_000): Promise<bigint> {
+  const deadline = Date.now() + timeoutMs;
+  let previous: bigint | undefined;
+  for (;;) {
+    const view = await accountView(url, accountId);
+    const balance = BigInt(view.balance_micro_credits);
+    if (view.held_credits === 0 && accept(balance)) {
+      if (previous === balance) return balance;
+      previous = balance;
+    } else {
+      previous = undefined;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`account ${accountId} did not settle within ${timeoutMs} ms (held ${view.held_credits} credits, balance ${balance} µ)`);
+    }
+    await sleep(100);
+  }
+}

@@ -1,0 +1,89 @@
+// Issue #3 end to end: two gateway processes, two aggregator processes (two `ledger`
+// consumers; one also runs the `warehouse` group over chDB), one control process, real Kafka
+// and Redis. Traffic from the official SDK over both gateways, streaming and not, concurrent on
+// one account. Then, to the micro-credit: Σ per-request costs (computed here from the CNY
+// catalog) = drop in balance = warehouse total, and every request id is stored exactly once.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import Anthropic from '@anthropic-ai/sdk';
+import { requireKafka, requireRedis } from '../support/services.ts';
+import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
+import { Cluster } from '../support/cluster.ts';
+import { traffic, type AccountHandle } from '../support/traffic.ts';
+
+let cluster: Cluster | undefined;
+let closeSim: (() => Promise<unknown>) | undefined;
+
+before(async () => {
+  const t = { skip: (msg?: string) => process.stderr.write(`${msg ?? 'skipped'}\n`) };
+  const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
+  if (!kafka || !redis) return;
+  const { sim, simUrl } = await startSimulator();
+  closeSim = () => sim.close();
+  cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY });
+  await cluster.add('agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
+  await cluster.add('agg2', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger' } });
+  await cluster.add('control', { roles: 'control' });
+  await cluster.add('gw1', { roles: 'gateway' });
+  await cluster.add('gw2', { roles: 'gateway' });
+});
+
+after(async () => {
+  await cluster?.stopAll();
+  await closeSim?.();
+});
+
+async function newAccount(c: Cluster, credits: number): Promise<AccountHandle> {
+  const a = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'cluster' });
+  const k = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${a.json.id}/keys`, {});
+  const g = await c.admin('POST', `/admin/v1/accounts/${a.json.id}/credits`, { credits, reference: `start-${a.json.id}` });
+  assert.equal(g.status, 201);
+  return { accountId: a.json.id, keyId: k.json.id, secret: k.json.key };
+}
+
+describe('distributed mode', () => {
+  test('control changes reach every gateway within 1 s: a new key works at once, a revoked key stops', async (t) => {
+    if (!cluster) return t.skip('services missing');
+    const c = cluster;
+    const acct = await newAccount(c, 1);
+    for (const gw of ['gw1', 'gw2']) {
+      const client = new Anthropic({ apiKey: acct.secret, baseURL: c.url(gw), maxRetries: 0, logLevel: 'error' });
+      await client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 4, messages: [{ role: 'user', content: '[[sim input=1 output=1]]' }] });
+    }
+    assert.equal((await c.admin('DELETE', `/admin/v1/keys/${acct.keyId}`)).status, 200);
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const gw of ['gw1', 'gw2']) {
+      const client = new Anthropic({ apiKey: acct.secret, baseURL: c.url(gw), maxRetries: 0, logLevel: 'error' });
+      await assert.rejects(client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 4, messages: [{ role: 'user', content: 'x' }] }), Anthropic.AuthenticationError);
+    }
+  });
+
+  test('mixed traffic over two gateways: warehouse total = Σ request costs = balance drop, each id once', async (t) => {
+    if (!cluster) return t.skip('services missing');
+    const c = cluster;
+    const a = await newAccount(c, 100);
+    const b = await newAccount(c, 100);
+    const sent = await traffic({ gateways: [c.url('gw1'), c.url('gw2')], accounts: [a, a, a, b], requests: 80, concurrency: 16 });
+    assert.equal(sent.failed.length, 0, `failed: ${sent.failed.join('; ')}`);
+    for (const acct of [a, b]) {
+      const mine = sent.ok.filter((r) => r.accountId === acct.accountId);
+      const expected = mine.reduce((s, r) => s + r.cost, 0n);
+      const balance = await c.eventually(`${acct.accountId} settled`, async () => {
+        const v = await c.admin<{ held_credits: number; balance_micro_credits: string }>('GET', `/admin/v1/accounts/${acct.accountId}`);
+        const bal = BigInt(v.json.balance_micro_credits);
+        return v.json.held_credits === 0 && bal === 100_000_000n - expected ? bal : undefined;
+      });
+      assert.equal(balance, 100_000_000n - expected);
+      const totals = await c.eventually(`${acct.accountId} warehoused`, async () => {
+        const r = await c.admin<{ requests: number; costMicros: string }>('GET', `/ops/v1/usage/totals?account_id=${acct.accountId}`, undefined, c.url('agg1'));
+        return r.json.requests === mine.length ? r.json : undefined;
+      });
+      assert.equal(BigInt(totals.costMicros), expected);
+      const ids = await c.admin<{ data: string[] }>('GET', `/ops/v1/usage/events?account_id=${acct.accountId}`, undefined, c.url('agg1'));
+      assert.deepEqual([...ids.json.data].sort(), mine.map((r) => r.id).sort());
+    }
+    const rec = await c.admin<{ ok: boolean; differences: unknown[] }>('GET', '/ops/v1/reconcile', undefined, c.url('agg1'));
+    assert.deepEqual(rec.json.differences, []);
+    assert.equal(rec.json.ok, true);
+  });
+});

@@ -1,0 +1,158 @@
+// A real multi-process Tollgate for end-to-end tests: each role is its own `node main.ts`
+// process (as in production), sharing the local Kafka and Redis under prefixes unique to the
+// test, so suites can run side by side. Logs go to files under the run's directory.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+
+const ROOT = join(import.meta.dirname, '../..');
+const MAIN = join(ROOT, 'services/tollgate/src/main.ts');
+export const CLUSTER_ADMIN_TOKEN = 'cluster-admin-token-0123456789';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface ProcessSpec {
+  roles: string;
+  env?: Record<string, string>;
+}
+
+interface Member {
+  spec: ProcessSpec;
+  port: number;
+  dataDir: string;
+  child: ChildProcess | null;
+  url: string;
+}
+
+export class Cluster {
+  readonly dir = mkdtempSync(join(tmpdir(), 'tollgate-cluster-'));
+  readonly id = randomUUID().slice(0, 8);
+  readonly env: Record<string, string>;
+  #members = new Map<string, Member>();
+
+  constructor(base: { kafka: string; redis: string; upstreamUrl: string; upstreamKey: string; extra?: Record<string, string> }) {
+    this.env = {
+      KAFKA_BROKERS: base.kafka,
+      REDIS_URL: base.redis,
+      KAFKA_TOPIC_PREFIX: `t-${this.id}.`,
+      KAFKA_CLIENT_ID: `tollgate-${this.id}`,
+      REDIS_PREFIX: `t:${this.id}:`,
+      KEY_HASH_SECRET: `key-hash-secret-${this.id}-0123456789`,
+      ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN,
+      UPSTREAM_URL: base.upstreamUrl,
+      UPSTREAM_API_KEY: base.upstreamKey,
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      WAREHOUSE_FLUSH_MS: '100',
+      KAFKA_PARTITIONS: '4',
+      ...base.extra,
+    };
+  }
+
+  url(name: string): string {
+    const m = this.#members.get(name);
+    if (!m) throw new Error(`no process ${name}`);
+    return m.url;
+  }
+
+  async add(name: string, spec: ProcessSpec): Promise<string> {
+    const port = await freePort();
+    const dataDir = join(this.dir, name);
+    mkdirSync(dataDir, { recursive: true });
+    const m: Member = { spec, port, dataDir, child: null, url: `http://127.0.0.1:${port}` };
+    this.#members.set(name, m);
+    await this.start(name);
+    return m.url;
+  }
+
+  /** Starts (again) a process by name and waits until it answers /health. */
+  async start(name: string): Promise<void> {
+    const m = this.#members.get(name)!;
+    const log = createWriteStream(join(this.dir, `${name}.log`), { flags: 'a' });
+    const child = spawn(process.execPath, [MAIN, '--roles', m.spec.roles], {
+      cwd: ROOT,
+      env: { ...process.env, ...this.env, ...m.spec.env, PORT: String(m.port), DATA_DIR: m.dataDir, GATEWAY_ID: name },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout!.pipe(log);
+    child.stderr!.pipe(log);
+    m.child = child;
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}:\n${this.logOf(name)}`);
+      try {
+        const res = await fetch(`${m.url}/health`);
+        if (res.ok) return;
+      } catch { /* not up yet */ }
+      if (Date.now() > deadline) throw new Error(`${name} did not start:\n${this.logOf(name)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  logOf(name: string): string {
+    try {
+      return readFileSync(join(this.dir, `${name}.log`), 'utf8').split('\n').slice(-40).join('\n');
+    } catch {
+      return '';
+    }
+  }
+
+  /** kill -9 (or a graceful SIGTERM) and wait for the exit. */
+  async kill(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const m = this.#members.get(name)!;
+    const child = m.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill(signal);
+    await exited;
+    m.child = null;
+  }
+
+  async restart(name: string): Promise<void> {
+    await this.kill(name, 'SIGTERM');
+    await this.start(name);
+  }
+
+  async stopAll(): Promise<void> {
+    // Gateways first (their events must reach the log), consumers last.
+    const order = [...this.#members.keys()].sort((a, b) => Number(a.startsWith('agg')) - Number(b.startsWith('agg')));
+    for (const name of order) await this.kill(name, 'SIGTERM');
+  }
+
+  async admin<T = Record<string, unknown>>(method: string, path: string, body?: unknown, base = this.url('control')): Promise<{ status: number; json: T }> {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${CLUSTER_ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, json: (await res.json()) as T };
+  }
+
+  /** Polls until `check` returns a value (not undefined) or the time is up. */
+  async eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    for (;;) {
+      try {
+        const v = await check();
+        if (v !== undefined) return v;
+      } catch (err) {
+        last = err;
+      }
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
