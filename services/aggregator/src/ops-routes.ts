@@ -45,6 +45,10 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     ops.get('/ops/v1/usage/events', async (request) => ({
       data: await deps.warehouse.usageEventIds(filter(request.query as Record<string, string>)),
     }));
+    ops.get('/ops/v1/usage/events/:id', async (request, reply) => {
+      const e = await deps.warehouse.getUsageEvent((request.params as { id: string }).id);
+      return e ? e : reply.code(404).send({ type: 'error', error: { type: 'not_found_error', code: 'not_found', message: 'no such usage event' } });
+    });
     ops.get('/ops/v1/reconcile', async (request, reply) => {
       await deps.settle?.();
       const q = request.query as { timeout_ms?: string };
