@@ -27,6 +27,16 @@ export interface LoadOptions {
   onProgress?: (p: Progress) => void;
   /** stops the run early (SIGINT) */
   signal?: AbortSignal;
+  /** called for every successful response once its body is read in full (e.g. to sample request ids) */
+  onResponse?: (r: ResponseInfo) => void;
+}
+
+export interface ResponseInfo {
+  headers: Record<string, string | string[] | undefined>;
+  /** performance.now() when the body was read in full */
+  completedAt: number;
+  /** started in the measurement window (not during the warmup) */
+  measured: boolean;
 }
 
 export interface Progress {
@@ -192,6 +202,7 @@ export async function runLoad(target: LoadTarget, options: LoadOptions): Promise
         return;
       }
       okTotal++;
+      options.onResponse?.({ headers: res.headers, completedAt: t1, measured: inWindow });
       if (inWindow) {
         latency.push(t1 - t0);
         if (target.stream) ttfb.push((first < 0 ? t1 : first) - t0);

@@ -174,15 +174,19 @@ export interface TollgateService extends Service {
   adminToken: string;
 }
 
-/** Tollgate in its single-machine mode (all roles, embedded adapters, chDB) on a fresh DATA_DIR. */
-export async function startTollgate(upstreamUrl: string, extraEnv: Record<string, string> = {}): Promise<TollgateService> {
+/**
+ * Tollgate on a fresh DATA_DIR: by default in its single-machine mode (all roles, embedded
+ * adapters, chDB); `extraEnv` turns it into one process of a distributed deployment
+ * (TOLLGATE_ROLES, KAFKA_BROKERS, REDIS_URL, …).
+ */
+export async function startTollgate(upstreamUrl: string, extraEnv: Record<string, string> = {}, name = 'tollgate'): Promise<TollgateService> {
   // Another process could take the port between our check and Tollgate's listen; retry then.
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const dataDir = mkdtempSync(join(tmpdir(), 'tollgate-bench-'));
     try {
       const svc = await spawnService({
-        name: 'tollgate',
+        name,
         script: join(ROOT, 'services/tollgate/src/main.ts'),
         env: {
           DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: String(port),
@@ -204,6 +208,25 @@ export async function startTollgate(upstreamUrl: string, extraEnv: Record<string
 }
 
 // ---- CPU accounting ----------------------------------------------------------------------
+
+/**
+ * The pids of the Kafka broker and Redis started by `bash deploy/services.sh up` (their pid
+ * files under TOLLGATE_DEPLOY_DIR, default <repo>/.deploy), when those processes are alive and
+ * are what the pid file says; for the CPU accounting only.
+ */
+export function localServicePids(): { kafka: number | undefined; redis: number | undefined } {
+  const dir = process.env.TOLLGATE_DEPLOY_DIR || join(ROOT, '.deploy');
+  const pidOf = (file: string, cmdline: RegExp) => {
+    try {
+      const pid = Number(readFileSync(join(dir, file), 'utf8').trim());
+      if (!Number.isInteger(pid) || pid <= 0) return undefined;
+      return cmdline.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')) ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  return { kafka: pidOf('kafka/kafka.pid', /kafka\.Kafka/), redis: pidOf('redis/redis.pid', /redis-server/) };
+}
 
 const CLOCK_TICKS_PER_S = 100; // USER_HZ on Linux
 

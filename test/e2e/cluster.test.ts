@@ -10,6 +10,7 @@ import { requireKafka, requireRedis } from '../support/services.ts';
 import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
 import { Cluster } from '../support/cluster.ts';
 import { traffic, type AccountHandle } from '../support/traffic.ts';
+import { Kafka, logLevel } from 'kafkajs';
 
 let cluster: Cluster | undefined;
 let closeSim: (() => Promise<unknown>) | undefined;
@@ -85,5 +86,65 @@ describe('distributed mode', () => {
     const rec = await c.admin<{ ok: boolean; differences: unknown[] }>('GET', '/ops/v1/reconcile', undefined, c.url('agg1'));
     assert.deepEqual(rec.json.differences, []);
     assert.equal(rec.json.ok, true);
+  });
+
+  test('replaying every topic from offset 0 changes no total', async (t) => {
+    if (!cluster) return t.skip('services missing');
+    const c = cluster;
+    const a = await newAccount(c, 10);
+    const sent = await traffic({ gateways: [c.url('gw1'), c.url('gw2')], accounts: [a], requests: 20, concurrency: 4 });
+    assert.deepEqual(sent.failed, []);
+    const expected = 10_000_000n - sent.ok.reduce((s, r) => s + r.cost, 0n);
+    const settled = async () => c.eventually('settled', async () => {
+      const v = await c.admin<{ held_credits: number; balance_micro_credits: string }>('GET', `/admin/v1/accounts/${a.accountId}`);
+      return v.json.held_credits === 0 && BigInt(v.json.balance_micro_credits) === expected ? true : undefined;
+    });
+    await settled();
+    const before = await c.eventually('warehoused', async () => {
+      const r = await c.admin<{ requests: number; costMicros: string }>('GET', '/ops/v1/usage/totals', undefined, c.url('agg1'));
+      const mine = await c.admin<{ requests: number }>('GET', `/ops/v1/usage/totals?account_id=${a.accountId}`, undefined, c.url('agg1'));
+      return mine.json.requests === sent.ok.length ? r.json : undefined;
+    });
+
+    // Stop both consumer processes, move both groups back to the start of every topic, restart.
+    await c.kill('agg1', 'SIGTERM');
+    await c.kill('agg2', 'SIGTERM');
+    const prefix = c.env.KAFKA_TOPIC_PREFIX!;
+    const kafka = new Kafka({ brokers: c.env.KAFKA_BROKERS!.split(','), logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    const topics = ['usage', 'ledger', 'control'].map((x) => prefix + x);
+    try {
+      for (const group of ['ledger', 'warehouse']) {
+        for (const topic of topics) {
+          await admin.resetOffsets({ groupId: prefix + group, topic, earliest: true });
+          const [committed] = await admin.fetchOffsets({ groupId: prefix + group, topics: [topic] });
+          for (const p of committed!.partitions) assert.ok(BigInt(p.offset) <= 0n, `${group} ${topic}/${p.partition} reset to the start`);
+        }
+      }
+      await c.start('agg1');
+      await c.start('agg2');
+      // Wait until both groups have consumed everything again.
+      await c.eventually('groups caught up after the replay', async () => {
+        for (const group of ['ledger', 'warehouse']) {
+          for (const topic of topics) {
+            const ends = await admin.fetchTopicOffsets(topic);
+            const [committed] = await admin.fetchOffsets({ groupId: prefix + group, topics: [topic] });
+            for (const end of ends) {
+              const p = committed!.partitions.find((x) => x.partition === end.partition);
+              if (BigInt(end.offset) > 0n && (!p || BigInt(p.offset) < BigInt(end.offset))) return undefined;
+            }
+          }
+        }
+        return true;
+      }, 90_000);
+    } finally {
+      await admin.disconnect();
+    }
+    await settled();
+    const after = await c.admin<{ requests: number; costMicros: string }>('GET', '/ops/v1/usage/totals', undefined, c.url('agg1'));
+    assert.deepEqual(after.json, before);
+    const rec = await c.admin<{ ok: boolean; differences: unknown[] }>('GET', '/ops/v1/reconcile', undefined, c.url('agg1'));
+    assert.deepEqual(rec.json.differences, []);
   });
 });

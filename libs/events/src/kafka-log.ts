@@ -157,6 +157,11 @@ export class KafkaLog implements EventLog {
     this.#ready.then(() => this.#kickDrain(), () => {});
   }
 
+  /** Kafka consumer group id: namespaced by the topic prefix. */
+  groupName(group: string): string {
+    return this.#prefix + group;
+  }
+
   /** Kafka topic name for a logical topic. */
   topicName(topic: Topic): string {
     return this.#prefix + topic;
@@ -233,7 +238,8 @@ export class KafkaLog implements EventLog {
     if (this.#closing) throw new Error('event log is closed');
     const byName = new Map(options.topics.map((t) => [this.topicName(t), t]));
     const consumer = this.#kafka.consumer({
-      groupId: options.group,
+      // Groups are namespaced like topics, so deployments sharing a broker never share a group.
+      groupId: this.groupName(options.group),
       allowAutoTopicCreation: false,
       maxWaitTimeInMs: this.#consumerMaxWaitMs,
       // A consumer that died (kill -9) gives its partitions up after this, not kafkajs' 30 s.
