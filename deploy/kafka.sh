@@ -31,9 +31,9 @@ START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 HEAP="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 
-T0="${EPOCHREALTIME/[.,]/}"
-elapsed() { local now="${EPOCHREALTIME/[.,]/}"; printf '%d.%d' $(( (now - T0) / 1000000 )) $(( (now - T0) / 100000 % 10 )); }
-log() { printf '[kafka +%ss] %s\n' "$(elapsed)" "$*" >&2; }
+SERVICE=kafka
+# shellcheck source=deploy/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 fail() { log "ERROR: $*"; exit 1; }   # failure without log dump (usage/config problems)
 die() {
   log "ERROR: $*"
@@ -46,22 +46,6 @@ die() {
   exit 1
 }
 
-# alive PID: exists and is not a zombie (PID 1 in containers may reap exited daemons late)
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  ! grep -qE '^State:[[:space:]]+Z' "/proc/$1/status" 2>/dev/null
-}
-
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") >/dev/null 2>&1; }
-
-apt_install() {
-  export DEBIAN_FRONTEND=noninteractive
-  local sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
-  if ! $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2; then
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update >&2
-    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2
-  fi
-}
 
 ensure_tools() {
   if ! command -v java >/dev/null 2>&1; then

@@ -17,9 +17,9 @@ HOST=127.0.0.1
 PORT="${REDIS_PORT:-6379}"
 START_TIMEOUT="${REDIS_START_TIMEOUT:-20}"
 
-T0="${EPOCHREALTIME/[.,]/}"
-elapsed() { local now="${EPOCHREALTIME/[.,]/}"; printf '%d.%d' $(( (now - T0) / 1000000 )) $(( (now - T0) / 100000 % 10 )); }
-log() { printf '[redis +%ss] %s\n' "$(elapsed)" "$*" >&2; }
+SERVICE=redis
+# shellcheck source=deploy/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 die() {
   log "ERROR: $*"
   if [[ -s "$LOGFILE" ]]; then
@@ -28,24 +28,7 @@ die() {
   exit 1
 }
 
-# alive PID: exists and is not a zombie (PID 1 in containers may reap exited daemons late)
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  ! grep -qE '^State:[[:space:]]+Z' "/proc/$1/status" 2>/dev/null
-}
-
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") >/dev/null 2>&1; }
 ping_ok() { [[ "$(redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null)" == "PONG" ]]; }
-
-apt_install() {
-  export DEBIAN_FRONTEND=noninteractive
-  local sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
-  # DPkg::Lock::Timeout waits for a concurrent apt/dpkg instead of failing.
-  if ! $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2; then
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update >&2
-    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2
-  fi
-}
 
 cmd_install() {
   if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then

@@ -6,42 +6,22 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { requireKafka, requireRedis, startKafka, startRedis, stopKafka, stopRedis } from '../support/services.ts';
-import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
-import { Cluster, CLUSTER_ADMIN_TOKEN } from '../support/cluster.ts';
+import { startKafka, startRedis, stopKafka, stopRedis } from '../support/services.ts';
+import { CLUSTER_ADMIN_TOKEN, newAccount, startStandardCluster, type Cluster } from '../support/cluster.ts';
 import { traffic, type AccountHandle, type Sent } from '../support/traffic.ts';
 
 let cluster: Cluster | undefined;
-let closeSim: (() => Promise<unknown>) | undefined;
+let stop: (() => Promise<void>) | undefined;
 const CREDITS = 100;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 before(async () => {
-  const t = { skip: (msg?: string) => process.stderr.write(`${msg ?? 'skipped'}\n`) };
-  const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
-  if (!kafka || !redis) return;
-  const { sim, simUrl } = await startSimulator();
-  closeSim = () => sim.close();
-  cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY });
-  await cluster.add('agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
-  await cluster.add('agg2', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger' } });
-  await cluster.add('control', { roles: 'control' });
-  await cluster.add('gw1', { roles: 'gateway' });
-  await cluster.add('gw2', { roles: 'gateway' });
+  const started = await startStandardCluster();
+  cluster = started?.cluster;
+  stop = started?.close;
 });
 
-after(async () => {
-  await cluster?.stopAll();
-  await closeSim?.();
-});
-
-async function newAccount(c: Cluster): Promise<AccountHandle> {
-  const a = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'fault' });
-  const k = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${a.json.id}/keys`, {});
-  const g = await c.admin('POST', `/admin/v1/accounts/${a.json.id}/credits`, { credits: CREDITS, reference: `start-${a.json.id}` });
-  assert.equal(g.status, 201);
-  return { accountId: a.json.id, keyId: k.json.id, secret: k.json.key };
-}
+after(async () => { await stop?.(); });
 
 /** Runs traffic and, while it flows, the fault; returns what succeeded. */
 async function underTraffic(c: Cluster, accounts: AccountHandle[], fault: () => Promise<void>, requests = 120) {
@@ -88,7 +68,7 @@ describe('faults under traffic, exact totals afterwards', () => {
   test('kill -9 both ledger consumers (one also the warehouse sink) mid-batch, then restart them', async (t) => {
     if (!cluster) return t.skip('services missing');
     const c = cluster;
-    const accounts = [await newAccount(c), await newAccount(c)];
+    const accounts = [await newAccount(c, CREDITS), await newAccount(c, CREDITS)];
     const sent = await underTraffic(c, accounts, async () => {
       await c.kill('agg2', 'SIGKILL');
       await c.kill('agg1', 'SIGKILL');
@@ -102,7 +82,7 @@ describe('faults under traffic, exact totals afterwards', () => {
   test('Kafka stopped for 10 s: gateways keep serving (spool), everything arrives once', async (t) => {
     if (!cluster) return t.skip('services missing');
     const c = cluster;
-    const accounts = [await newAccount(c)];
+    const accounts = [await newAccount(c, CREDITS)];
     const sent2: Sent[] = [];
     const sent = await underTraffic(c, accounts, async () => {
       await stopKafka();
@@ -124,7 +104,7 @@ describe('faults under traffic, exact totals afterwards', () => {
   test('Redis restarted empty: money fails closed (503), state is rebuilt from the warehouse and the log', async (t) => {
     if (!cluster) return t.skip('services missing');
     const c = cluster;
-    const accounts = [await newAccount(c), await newAccount(c)];
+    const accounts = [await newAccount(c, CREDITS), await newAccount(c, CREDITS)];
     const sent = await underTraffic(c, accounts, async () => {
       await stopRedis();
       try {
@@ -149,7 +129,7 @@ describe('faults under traffic, exact totals afterwards', () => {
   test('consumer group rebalances under traffic: a third ledger consumer joins, then leaves', async (t) => {
     if (!cluster) return t.skip('services missing');
     const c = cluster;
-    const accounts = [await newAccount(c), await newAccount(c)];
+    const accounts = [await newAccount(c, CREDITS), await newAccount(c, CREDITS)];
     const sent = await underTraffic(c, accounts, async () => {
       await c.add('agg3', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger', LEDGER_CONSUMERS: '2' } });
       await sleep(3000);

@@ -6,41 +6,20 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
-import { requireKafka, requireRedis } from '../support/services.ts';
-import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
-import { Cluster } from '../support/cluster.ts';
+import { newAccount, startStandardCluster, type Cluster } from '../support/cluster.ts';
 import { traffic, type AccountHandle } from '../support/traffic.ts';
 import { Kafka, logLevel } from 'kafkajs';
 
 let cluster: Cluster | undefined;
-let closeSim: (() => Promise<unknown>) | undefined;
+let stop: (() => Promise<void>) | undefined;
 
 before(async () => {
-  const t = { skip: (msg?: string) => process.stderr.write(`${msg ?? 'skipped'}\n`) };
-  const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
-  if (!kafka || !redis) return;
-  const { sim, simUrl } = await startSimulator();
-  closeSim = () => sim.close();
-  cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY });
-  await cluster.add('agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
-  await cluster.add('agg2', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger' } });
-  await cluster.add('control', { roles: 'control' });
-  await cluster.add('gw1', { roles: 'gateway' });
-  await cluster.add('gw2', { roles: 'gateway' });
+  const started = await startStandardCluster();
+  cluster = started?.cluster;
+  stop = started?.close;
 });
 
-after(async () => {
-  await cluster?.stopAll();
-  await closeSim?.();
-});
-
-async function newAccount(c: Cluster, credits: number): Promise<AccountHandle> {
-  const a = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'cluster' });
-  const k = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${a.json.id}/keys`, {});
-  const g = await c.admin('POST', `/admin/v1/accounts/${a.json.id}/credits`, { credits, reference: `start-${a.json.id}` });
-  assert.equal(g.status, 201);
-  return { accountId: a.json.id, keyId: k.json.id, secret: k.json.key };
-}
+after(async () => { await stop?.(); });
 
 describe('distributed mode', () => {
   test('control changes reach every gateway within 1 s: a new key works at once, a revoked key stops', async (t) => {

@@ -156,3 +156,39 @@ export class Cluster {
     }
   }
 }
+
+/**
+ * The standard cluster of the end-to-end suites: the simulator upstream, two aggregators (two
+ * `ledger` consumers; `agg1` also runs the `warehouse` group over chDB), control, two gateways.
+ * Undefined (after a loud skip message) when Kafka or Redis is missing and not required.
+ */
+export async function startStandardCluster(): Promise<{ cluster: Cluster; close(): Promise<void> } | undefined> {
+  const { requireKafka, requireRedis } = await import('./services.ts');
+  const { startSimulator, UPSTREAM_KEY } = await import('./tollgate.ts');
+  const t = { skip: (msg?: string) => { process.stderr.write(`${msg ?? 'skipped'}\n`); } };
+  const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
+  if (!kafka || !redis) return undefined;
+  const { sim, simUrl } = await startSimulator();
+  const cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY });
+  await cluster.add('agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
+  await cluster.add('agg2', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger' } });
+  await cluster.add('control', { roles: 'control' });
+  await cluster.add('gw1', { roles: 'gateway' });
+  await cluster.add('gw2', { roles: 'gateway' });
+  return {
+    cluster,
+    async close() {
+      await cluster.stopAll();
+      await sim.close();
+    },
+  };
+}
+
+/** An account with `credits` granted (applied by the ledger: 201) and one key. */
+export async function newAccount(c: Cluster, credits: number): Promise<{ accountId: string; keyId: string; secret: string }> {
+  const a = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'cluster' });
+  const k = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${a.json.id}/keys`, {});
+  const g = await c.admin('POST', `/admin/v1/accounts/${a.json.id}/credits`, { credits, reference: `start-${a.json.id}` });
+  if (g.status !== 201) throw new Error(`credit grant answered ${g.status}: ${JSON.stringify(g.json)}`);
+  return { accountId: a.json.id, keyId: k.json.id, secret: k.json.key };
+}

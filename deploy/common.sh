@@ -1,0 +1,25 @@
+# Shared by deploy/kafka.sh and deploy/redis.sh (sourced; not run on its own).
+# Expects SERVICE (for log lines) and HOST to be set by the caller.
+
+T0="${EPOCHREALTIME/[.,]/}"
+elapsed() { local now="${EPOCHREALTIME/[.,]/}"; printf '%d.%d' $(( (now - T0) / 1000000 )) $(( (now - T0) / 100000 % 10 )); }
+log() { printf '[%s +%ss] %s\n' "$SERVICE" "$(elapsed)" "$*" >&2; }
+
+# alive PID: exists and is not a zombie (PID 1 in containers may reap exited daemons late)
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  ! grep -qE '^State:[[:space:]]+Z' "/proc/$1/status" 2>/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") >/dev/null 2>&1; }
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  local sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  # DPkg::Lock::Timeout waits for a concurrent apt/dpkg instead of failing; an old package
+  # list is refreshed once.
+  if ! $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2; then
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update >&2
+    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2
+  fi
+}
