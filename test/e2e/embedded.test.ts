@@ -110,6 +110,32 @@ describe('protocol pass-through', () => {
     assert.equal(e.model, 'claude-sonnet-4-5-thinking');
   });
 
+  test('vision: an image block passes through and its tokens are billed; /api/v1/messages is the same API', async () => {
+    const c = await customer(stack.url, 10);
+    const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
+    const msg = await c.client.messages.create({
+      model: 'claude-sonnet-4-5', max_tokens: 16,
+      messages: [{ role: 'user', content: [
+        { type: 'image', source: { type: 'base64', media_type: 'image/png', data: png } },
+        { type: 'text', text: 'what is this? [[sim output=2]]' },
+      ] }],
+    });
+    const [seen] = await simRequests(stack.simUrl);
+    const content = (seen!.body.messages as Array<{ content: Array<{ type: string; source?: { data: string } }> }>)[0]!.content;
+    assert.equal(content[0]!.type, 'image');
+    assert.equal(content[0]!.source!.data, png);
+    assert.ok(msg.usage.input_tokens >= 1000, 'the simulator counts 1000 tokens per image');
+    const e = await usageEvent(msg._request_id);
+    assert.equal(e.cost_micros, String(msg.usage.input_tokens * 72 + 2 * 360));
+
+    const res = await fetch(`${stack.url}/api/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${c.secret}` },
+      body: JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 4, messages: user('[[sim input=1 output=1]]') }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { type: string }).type, 'message');
+  });
+
   test('an id newer than the price list maps to a priced model (claude-opus-5-5 → opus 4.6)', async () => {
     const c = await customer(stack.url, 10);
     const msg = await c.client.messages.create({ model: 'claude-opus-5-5', max_tokens: 16, messages: user('[[sim input=10 output=2]]') });
