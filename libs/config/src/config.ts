@@ -74,7 +74,7 @@ const EnvSchema = z.object({
   LEDGER_CONSUMERS: int(1, 64).default(1),
   /** how long a gateway trusts a cached key lookup; bounds how late a revocation takes effect */
   KEY_CACHE_TTL_MS: int(0, 60_000).default(500),
-  WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(5000),
+  WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(1000),
   WAREHOUSE_FLUSH_MS: int(10, 60_000).default(500),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(15_000),
   TRUST_PROXY: bool.default(false),

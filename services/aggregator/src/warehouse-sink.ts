@@ -4,8 +4,10 @@ import type { LogPosition, Warehouse } from '@tollgate/warehouse';
 export interface WarehouseSinkDeps {
   log: EventLog;
   warehouse: Warehouse;
-  /** at most one insert per table per this many milliseconds: MergeTree wants few, large parts */
+  /** small batches wait up to this long for company: MergeTree wants few, large parts */
   flushMs: number;
+  /** a batch at least this large is inserted at once (default 1000) */
+  batchSize?: number;
   group?: string;
   onError?: (err: unknown) => void;
   onFlushed?: (events: ConsumedEvent[]) => void;
@@ -25,8 +27,9 @@ export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscriptio
     fromBeginning: true,
     handler: async (batch) => {
       const wait = lastFlush + deps.flushMs - Date.now();
-      // While we wait, more events queue up behind this batch and arrive as the next one.
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      // A small batch waits (more events queue up behind it and arrive together next time);
+      // a large one is worth a part of its own at once.
+      if (wait > 0 && batch.length < (deps.batchSize ?? 1000)) await new Promise((r) => setTimeout(r, wait));
       const usage: UsageEvent[] = [];
       const usageAt: (LogPosition | undefined)[] = [];
       const ledger: LedgerEvent[] = [];

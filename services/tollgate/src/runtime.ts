@@ -76,7 +76,7 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
     }
     if (config.aggregator.groups.includes('warehouse') && warehouse) {
       subscriptions.push(await startWarehouseSink({
-        log, warehouse, flushMs: config.warehouse.flushMs,
+        log, warehouse, flushMs: config.warehouse.flushMs, batchSize: config.warehouse.batchSize,
         onError: (err) => server.log.error({ err }, 'warehouse insert failed; the batch will be retried'),
       }));
     }
