@@ -5,10 +5,14 @@ import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { runLoad, type LoadResult, type LoadTarget, type Summary } from './load.ts';
 import {
-  cpuSeconds, createCustomer, killAllNow, machineBusySeconds, settledBalance, startSimulator, startTollgate, stopAll,
+  cpuSeconds, createCustomer, killAllNow, localServicePids, machineBusySeconds, settledBalance, startSimulator, startTollgate, stopAll,
   waitForIdle, whenServiceDies, ServiceFailure,
   UPSTREAM_API_KEY, type Service, type TollgateService,
 } from './stack.ts';
+import {
+  deployment, findServices, LagProbe, measureConsumers, removeAllDeployments, removeDeployment, startRole, warehouseTotals,
+  KAFKA_PARTITIONS, WAREHOUSE_FLUSH_MS, type ConsumerFigures, type LagFigures, type Services,
+} from './distributed.ts';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -17,32 +21,45 @@ Measures the latency and throughput Tollgate adds in front of an Anthropic-compa
 simulator directly and through the gateway. The simulator and Tollgate each run in their own
 child process; the load generator runs in this one. All three share this machine's cores.
 
+When Kafka and Redis are reachable (KAFKA_BROKERS / REDIS_URL, else 127.0.0.1:9092 / :6379 as
+started by \`bash deploy/services.sh up\`), the same run also measures distributed mode:
+consumer throughput per consumer process (warehouse, ledger), the lag from a response to its
+balance debit in Redis and to its row in the warehouse, and the gateway-json/-stream load
+through a distributed gateway process, as a ratio to the embedded one.
+
 Options:
   --duration <s>       measured seconds per scenario (default 8)
   --warmup <s>         unmeasured seconds before each scenario (default 2)
   --concurrency <n>    concurrent requests = connections (default 32)
   --scenarios <a,b>    scenarios to run (default all): SCENARIO_NAMES
+  --events <n>         usage events for the consumer throughput (default 30000)
+  --lag-samples <n>    requests followed for the lag figures (default 200)
+  --embedded-only      skip everything that needs Kafka and Redis
+  --require-services   fail (exit 1) instead of skipping when Kafka or Redis is missing
   --json               print the result as JSON on stdout (progress still goes to stderr)
   -h, --help           show this help
 
 Exit status: 0 ok, 1 the run failed (error rate above 1%, metering mismatch, a service
-failed), 2 bad usage.`;
+failed, Kafka or Redis missing with --require-services), 2 bad usage.`;
 
 // ---- scenarios -----------------------------------------------------------------------------
 
-/** Everything a scenario may point its load at; grows as new modes arrive (Kafka, Redis, …). */
+/** Everything a scenario may point its load at. */
 interface BenchContext {
   simulator: Service;
   gateway: TollgateService | undefined;
   /** the customer key for the gateway */
   customerKey: string;
+  /** a gateway process of the distributed deployment (Kafka, Redis), and its customer key */
+  distGateway?: TollgateService | undefined;
+  distCustomerKey?: string;
 }
 
 interface Scenario {
   name: string;
   description: string;
-  /** services it needs besides the simulator */
-  needsGateway: boolean;
+  /** what it needs besides the simulator: the embedded Tollgate, or the distributed deployment */
+  needs: 'simulator' | 'gateway' | 'distributed';
   target(ctx: BenchContext): LoadTarget;
 }
 
@@ -111,20 +128,28 @@ function target(origin: string, key: string, stream: boolean): LoadTarget {
 
 const SCENARIOS: Scenario[] = [
   {
-    name: 'direct-json', description: 'simulator directly, non-streaming', needsGateway: false,
+    name: 'direct-json', description: 'simulator directly, non-streaming', needs: 'simulator',
     target: (c) => target(c.simulator.url, UPSTREAM_API_KEY, false),
   },
   {
-    name: 'gateway-json', description: 'through Tollgate, non-streaming', needsGateway: true,
+    name: 'gateway-json', description: 'through Tollgate, non-streaming', needs: 'gateway',
     target: (c) => target(c.gateway!.url, c.customerKey, false),
   },
   {
-    name: 'direct-stream', description: 'simulator directly, SSE', needsGateway: false,
+    name: 'direct-stream', description: 'simulator directly, SSE', needs: 'simulator',
     target: (c) => target(c.simulator.url, UPSTREAM_API_KEY, true),
   },
   {
-    name: 'gateway-stream', description: 'through Tollgate, SSE', needsGateway: true,
+    name: 'gateway-stream', description: 'through Tollgate, SSE', needs: 'gateway',
     target: (c) => target(c.gateway!.url, c.customerKey, true),
+  },
+  {
+    name: 'dist-gateway-json', description: 'through a distributed gateway process (Redis, Kafka), non-streaming', needs: 'distributed',
+    target: (c) => target(c.distGateway!.url, c.distCustomerKey!, false),
+  },
+  {
+    name: 'dist-gateway-stream', description: 'through a distributed gateway process (Redis, Kafka), SSE', needs: 'distributed',
+    target: (c) => target(c.distGateway!.url, c.distCustomerKey!, true),
   },
 ];
 
@@ -132,6 +157,20 @@ const COMPARISONS: Comparison[] = [
   { label: 'json', baseline: 'direct-json', subject: 'gateway-json' },
   { label: 'stream', baseline: 'direct-stream', subject: 'gateway-stream' },
 ];
+
+/** distributed gateway vs the embedded one (and both vs the upstream directly) */
+const DIST_COMPARISONS = [
+  { label: 'json', direct: 'direct-json', embedded: 'gateway-json', distributed: 'dist-gateway-json' },
+  { label: 'stream', direct: 'direct-stream', embedded: 'gateway-stream', distributed: 'dist-gateway-stream' },
+];
+
+const DEFAULT_EVENTS = 30_000;
+const DEFAULT_LAG_SAMPLES = 200;
+/** the lag run: steady traffic, not saturation */
+const LAG_CONCURRENCY = 8;
+const LAG_WARMUP_MS = 1000;
+const LAG_DURATION_MS = 10_000;
+const LAG_POLL_MS = 5;
 
 // ---- CLI -----------------------------------------------------------------------------------
 
@@ -142,6 +181,10 @@ interface Options {
   warmupS: number;
   concurrency: number;
   scenarios: Scenario[];
+  events: number;
+  lagSamples: number;
+  embeddedOnly: boolean;
+  requireServices: boolean;
   json: boolean;
 }
 
@@ -157,6 +200,10 @@ function parseOptions(argv: string[]): Options | 'help' {
         warmup: { type: 'string' },
         concurrency: { type: 'string' },
         scenarios: { type: 'string' },
+        events: { type: 'string' },
+        'lag-samples': { type: 'string' },
+        'embedded-only': { type: 'boolean' },
+        'require-services': { type: 'boolean' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -187,7 +234,12 @@ function parseOptions(argv: string[]): Options | 'help' {
     // Keep the canonical order, so a baseline always runs before what is compared to it.
     scenarios = SCENARIOS.filter((s) => names.includes(s.name));
   }
-  return { durationS, warmupS, concurrency, scenarios, json: v.json ?? false };
+  const events = num('events', v.events, DEFAULT_EVENTS, 1, 10_000_000, true);
+  const lagSamples = num('lag-samples', v['lag-samples'], DEFAULT_LAG_SAMPLES, 1, 100_000, true);
+  const embeddedOnly = v['embedded-only'] ?? false;
+  const requireServices = v['require-services'] ?? false;
+  if (embeddedOnly && requireServices) throw new UsageError('--embedded-only and --require-services contradict each other');
+  return { durationS, warmupS, concurrency, scenarios, events, lagSamples, embeddedOnly, requireServices, json: v.json ?? false };
 }
 
 // ---- measurement helpers ------------------------------------------------------------------
@@ -195,8 +247,11 @@ function parseOptions(argv: string[]): Options | 'help' {
 interface ScenarioResult extends LoadResult {
   name: string;
   description: string;
-  /** CPU milliseconds per request (warmup included) of each process over the scenario */
-  cpuMsPerRequest: { loadgen?: number | undefined; simulator?: number | undefined; gateway?: number | undefined };
+  /**
+   * CPU milliseconds per request (warmup included) of each process over the scenario: loadgen,
+   * simulator, gateway; for distributed scenarios also aggregator, control, kafka, redis
+   */
+  cpuMsPerRequest: Record<string, number | undefined>;
   /** cores used by processes other than ours during the scenario (noise on a shared machine) */
   otherCores: number | undefined;
 }
@@ -299,9 +354,330 @@ function report(header: string, results: ScenarioResult[], comparisons: Comparis
   return lines.join('\n');
 }
 
+interface DistComparison {
+  label: string;
+  embedded: string;
+  distributed: string;
+  embeddedRps: number;
+  distributedRps: number;
+  /** distributed req/s ÷ embedded req/s */
+  throughputRatio: number;
+  embeddedP50Ms: number;
+  embeddedP99Ms: number;
+  distributedP50Ms: number;
+  distributedP99Ms: number;
+  /** distributed − direct, when the direct scenario ran */
+  addedP50Ms: number | undefined;
+  addedP99Ms: number | undefined;
+}
+
+function compareDistributed(results: ScenarioResult[]): DistComparison[] {
+  const out: DistComparison[] = [];
+  for (const c of DIST_COMPARISONS) {
+    const e = results.find((r) => r.name === c.embedded);
+    const d = results.find((r) => r.name === c.distributed);
+    const direct = results.find((r) => r.name === c.direct);
+    if (!e || !d) continue;
+    out.push({
+      label: c.label, embedded: c.embedded, distributed: c.distributed,
+      embeddedRps: e.throughput, distributedRps: d.throughput, throughputRatio: d.throughput / e.throughput,
+      embeddedP50Ms: e.latency.p50, embeddedP99Ms: e.latency.p99,
+      distributedP50Ms: d.latency.p50, distributedP99Ms: d.latency.p99,
+      addedP50Ms: direct ? d.latency.p50 - direct.latency.p50 : undefined,
+      addedP99Ms: direct ? d.latency.p99 - direct.latency.p99 : undefined,
+    });
+  }
+  return out;
+}
+
+interface MeteringResult {
+  ok: boolean;
+  requests: number;
+  expectedMicros: string;
+  actualMicros: string;
+  message: string;
+}
+
+interface DistributedResult {
+  /** why nothing distributed was measured */
+  skipped?: string;
+  /** the distributed part started but failed */
+  error?: string;
+  services?: Services;
+  warehouseFlushMs: number;
+  partitions: number;
+  consumers?: ConsumerFigures;
+  lag?: LagFigures & { concurrency: number; durationS: number; requests: number; throughput: number };
+  scenarios: ScenarioResult[];
+  comparisons: DistComparison[];
+  metering?: MeteringResult;
+}
+
+function distributedReport(d: DistributedResult, options: Options): string {
+  const lines: string[] = [];
+  if (d.skipped) return `distributed figures skipped: ${d.skipped}`;
+  lines.push(`distributed mode: Kafka ${d.services?.kafka}, Redis ${d.services?.redis}; every Tollgate role in its own process ` +
+    `(aggregator, control, gateway), ${d.partitions} partitions per topic, WAREHOUSE_FLUSH_MS=${d.warehouseFlushMs} (the default)`);
+  if (d.error) lines.push(`  FAILED: ${d.error}`);
+  const c = d.consumers;
+  if (c) {
+    lines.push('', `consumer throughput, one consumer process each: ${c.events} usage events (${c.accounts} accounts) produced into Kafka first ` +
+      `(${c.produceEventsPerS.toFixed(0)} events/s from one KafkaLog), then one aggregator started per group`);
+    const rows = [...c.results, ...(c.warehouseFastFlush ? [c.warehouseFastFlush] : [])];
+    lines.push(table([
+      ['group', 'WAREHOUSE_FLUSH_MS', 'events', 'events/s', 'seconds', 'first seen s', 'startup s', 'cpu ms/1000 ev', 'polled every', 'other cores'],
+      ...rows.map((r) => [
+        r.group + (r === c.warehouseFastFlush ? ' (diagnostic)' : ''), r.flushMs === undefined ? '-' : String(r.flushMs), String(r.events), r.eventsPerS.toFixed(0), r.seconds.toFixed(2), r.firstSeenS?.toFixed(2) ?? '-',
+        r.startupS.toFixed(1), r.cpuMsPer1000?.toFixed(0) ?? '-', `${r.pollMs} ms`, r.otherCores?.toFixed(2) ?? '-',
+      ]),
+    ]));
+    lines.push(
+      'events/s = events ÷ seconds from /health answering to the last event consumed (warehouse: /ops/v1/usage/totals counts all;',
+      'ledger: the offsets stored with the debits in Redis reach the end of every partition); startup = spawn to /health, not counted;',
+      'other cores = CPU used meanwhile by anything but the consumer, this process, Kafka and Redis.',
+      `warehouse totals = Σ produced costs: ${c.warehouseCostOk ? 'ok' : 'MISMATCH'} (${c.costMicros} micro-credits)`,
+    );
+    if (c.warehouseFastFlush) {
+      lines.push(
+        'the warehouse sink inserts a batch of 1000 events (the KafkaLog consumer batch) at once, but lets a smaller one (a partition',
+        'batch\'s remainder) wait up to WAREHOUSE_FLUSH_MS after the last insert; the diagnostic row is the same run with less waiting.',
+      );
+    }
+  }
+  if (d.scenarios.length) {
+    lines.push('', `gateway load through the distributed gateway process (concurrency ${options.concurrency}, warmup ${options.warmupS} s + ${options.durationS} s)`);
+    lines.push(table([
+      ['scenario', 'requests', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'ttfb p50', 'ttfb p99', 'errors', 'cpu ms/req gen/sim/gw/agg/ctl/kafka/redis', 'other cores'],
+      ...d.scenarios.map((r) => [
+        r.name, String(r.requests), r.throughput.toFixed(0),
+        ms(r.latency.p50), ms(r.latency.p90), ms(r.latency.p99), ms(r.ttfb?.p50), ms(r.ttfb?.p99), String(r.errors),
+        ['loadgen', 'simulator', 'gateway', 'aggregator', 'control', 'kafka', 'redis']
+          .map((k) => { const v = r.cpuMsPerRequest[k]; return v === undefined ? '-' : v.toFixed(2); }).join('/'),
+        r.otherCores === undefined ? '-' : r.otherCores.toFixed(2),
+      ]),
+    ]));
+  }
+  if (d.comparisons.length) {
+    lines.push('', 'distributed vs embedded gateway (same load, same run)');
+    lines.push(table([
+      ['traffic', 'embedded req/s', 'distributed req/s', 'ratio dist/emb', 'embedded p50/p99 ms', 'distributed p50/p99 ms', 'dist added p50/p99 vs direct'],
+      ...d.comparisons.map((x) => [
+        x.label, x.embeddedRps.toFixed(0), x.distributedRps.toFixed(0), `${x.throughputRatio.toFixed(2)}x`,
+        `${ms(x.embeddedP50Ms)}/${ms(x.embeddedP99Ms)}`, `${ms(x.distributedP50Ms)}/${ms(x.distributedP99Ms)}`,
+        x.addedP50Ms === undefined || x.addedP99Ms === undefined ? '-' : `${signed(x.addedP50Ms)}/${signed(x.addedP99Ms)}`,
+      ]),
+    ]));
+  }
+  const l = d.lag;
+  if (l) {
+    lines.push('', `lag from a response completing to its usage event taking effect: ${l.samples} sampled requests out of ${l.requests} ` +
+      `(concurrency ${l.concurrency}, ${l.durationS} s, ${l.throughput.toFixed(0)} req/s, non-streaming), polled every ${l.pollMs} ms`);
+    const row = (what: string, s: Summary, timeouts: number) => [what, String(s.count), ms(s.min), ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max), String(timeouts)];
+    lines.push(table([
+      ['lag ms', 'seen', 'min', 'p50', 'p90', 'p99', 'max', 'not seen in 30 s'],
+      row('event-to-balance (Redis u:<id>)', l.balance, l.balanceTimeouts),
+      row('event-to-queryable (ops events/<id>)', l.queryable, l.queryableTimeouts),
+    ]));
+    lines.push(
+      `event-to-queryable is bounded below by WAREHOUSE_FLUSH_MS=${l.warehouseFlushMs} (the default): the sink inserts at most once per that`,
+      'interval, so under steady traffic an event waits out most of it before its insert starts; a smaller value means less lag and',
+      'more, smaller warehouse inserts. Both lags include the gateway publishing the event after the response, and the 5 ms polling.',
+    );
+  }
+  if (d.metering) lines.push('', `distributed ${d.metering.message}`);
+  return lines.join('\n');
+}
+
 // ---- main ---------------------------------------------------------------------------------
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
+
+interface Procs { [name: string]: number | undefined }
+
+/** One scenario: load, CPU per process from /proc, and the noise from the rest of the machine. */
+async function runScenario(scenario: Scenario, ctx: BenchContext, procs: Procs, options: Options, signal: AbortSignal): Promise<{ result: ScenarioResult; failed: boolean }> {
+  // Tollgate keeps working after a run (ledger, warehouse inserts into chDB); that must not
+  // steal the cores from the next scenario.
+  const idle = await waitForIdle(Object.entries(procs).filter(([k]) => k !== 'loadgen' && k !== 'kafka' && k !== 'redis').map(([, pid]) => pid));
+  if (!idle.idle) log(`bench: services still busy (${(idle.load * 100).toFixed(0)}% of a core) after ${idle.waitedS.toFixed(1)} s; starting anyway`);
+  else if (idle.waitedS >= 1) log(`bench: waited ${idle.waitedS.toFixed(1)} s for the services to go idle`);
+  log(`bench: ${scenario.name} (${scenario.description}): warmup ${options.warmupS} s, measure ${options.durationS} s, concurrency ${options.concurrency}`);
+  const before = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSeconds(pid)]));
+  const machineBefore = machineBusySeconds();
+  const wallBefore = performance.now();
+  const result = await runLoad(scenario.target(ctx), {
+    concurrency: options.concurrency,
+    warmupMs: options.warmupS * 1000,
+    durationMs: options.durationS * 1000,
+    signal,
+    onProgress: (p) => log(`  ${scenario.name.padEnd(19)} ${p.phase.padEnd(7)} ${String(p.elapsedS).padStart(3)} s  done ${String(p.done).padStart(7)}  ${p.rate.toFixed(0).padStart(6)} req/s  errors ${p.errors}`),
+  });
+  const wallS = (performance.now() - wallBefore) / 1000;
+  const machineAfter = machineBusySeconds();
+  const total = result.okTotal + result.errorTotal;
+  let ours = 0;
+  const cpuMsPerRequest: Record<string, number | undefined> = {};
+  for (const [k, pid] of Object.entries(procs)) {
+    const after = cpuSeconds(pid);
+    const b = before[k];
+    if (b === undefined || after === undefined) { cpuMsPerRequest[k] = undefined; continue; }
+    ours += after - b;
+    cpuMsPerRequest[k] = total === 0 ? undefined : ((after - b) * 1000) / total;
+  }
+  const otherCores = machineBefore === undefined || machineAfter === undefined
+    ? undefined
+    : Math.max(0, (machineAfter - machineBefore - ours) / wallS);
+  if (otherCores !== undefined && otherCores > 0.2) {
+    log(`  ${scenario.name}: other processes on this machine used ${otherCores.toFixed(2)} cores meanwhile; the figures are disturbed`);
+  }
+  log(`  ${scenario.name}: ${result.requests} requests, ${result.throughput.toFixed(0)} req/s, p50 ${ms(result.latency.p50)} ms, p99 ${ms(result.latency.p99)} ms, errors ${result.errors}`);
+  let failed = false;
+  if (result.errorRate > 0.01) {
+    log(`bench: ${scenario.name} error rate ${(result.errorRate * 100).toFixed(2)}% is above 1%; e.g.\n    ${result.errorSamples.join('\n    ')}`);
+    failed = true;
+  } else if (result.errorSamples.length) {
+    log(`  ${scenario.name}: some errors, e.g. ${result.errorSamples[0]}`);
+  }
+  return { result: { name: scenario.name, description: scenario.description, ...result, cpuMsPerRequest, otherCores }, failed };
+}
+
+/** The balance dropped by exactly requests × the per-request cost, once every hold settled. */
+async function meteringCheck(controlUrl: string, customer: { accountId: string; balance: bigint }, requests: number, errors: number, perRequestMicros: bigint): Promise<MeteringResult> {
+  const expected = BigInt(requests) * perRequestMicros;
+  const after = await settledBalance(controlUrl, customer.accountId);
+  const actual = customer.balance - after;
+  const ok = actual === expected;
+  const message = ok
+    ? `metering check: ok (${requests} requests, ${actual} micro-credits)`
+    : `metering check: FAILED: balance dropped by ${actual} micro-credits, expected ${requests} requests × ${perRequestMicros} = ${expected}` +
+      (errors ? ` (${errors} failed requests may have been partly charged)` : '');
+  return { ok, requests, expectedMicros: expected.toString(), actualMicros: actual.toString(), message };
+}
+
+/** Sends the bench request until the gateway accepts the new key (it learns keys through Kafka and Redis). */
+async function firstAcceptedRequest(gatewayUrl: string, key: string, timeoutMs = 15_000): Promise<void> {
+  const t = target(gatewayUrl, key, false);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await request(`${t.origin}${t.path}`, { method: 'POST', headers: t.headers, body: t.body });
+    const text = await res.body.text();
+    if (res.statusCode === 200) return;
+    if (res.statusCode !== 401 || Date.now() > deadline) throw new Error(`the distributed gateway refused the bench key: HTTP ${res.statusCode} ${text}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+interface DistributedInput {
+  options: Options;
+  simulator: Service;
+  ctx: BenchContext;
+  perRequestMicros: bigint;
+  signal: AbortSignal;
+  /** the embedded scenarios' results, for the ratio */
+  embeddedResults: ScenarioResult[];
+}
+
+/** Everything that needs Kafka and Redis; throws on failure (the caller keeps what was measured). */
+async function runDistributed(services: Services, input: DistributedInput, out: DistributedResult): Promise<boolean> {
+  const { options, simulator, ctx, perRequestMicros, signal } = input;
+  let failed = false;
+  out.services = services;
+
+  // 1. consumer throughput, each consumer group alone in one process
+  out.consumers = await measureConsumers(services, simulator.url, options.events, log, signal);
+  if (!out.consumers.warehouseCostOk) failed = true;
+  if (signal.aborted) return failed;
+
+  // 2. + 3. one deployment: aggregator (ledger + warehouse), control, gateway
+  const d = deployment(services, 'stack');
+  const started: TollgateService[] = [];
+  try {
+    log(`bench: starting a distributed deployment (Kafka topics ${d.topicPrefix}*, Redis keys ${d.redisPrefix}*): aggregator, then control and gateway`);
+    const aggregator = await startRole(d, simulator.url, 'aggregator', 'aggregator', { AGGREGATOR_GROUPS: 'ledger,warehouse' });
+    started.push(aggregator);
+    const [control, gw] = await Promise.all([
+      startRole(d, simulator.url, 'control', 'control'),
+      startRole(d, simulator.url, 'gateway', 'gateway'),
+    ]);
+    started.push(control, gw);
+    const customer = await createCustomer(control.url, '100000000');
+    await firstAcceptedRequest(gw.url, customer.secret);
+    let requests = 1;
+    let errors = 0;
+    const dctx: BenchContext = { ...ctx, distGateway: gw, distCustomerKey: customer.secret };
+    const local = localServicePids();
+    const procs: Procs = {
+      loadgen: process.pid, simulator: simulator.child.pid, gateway: gw.child.pid,
+      aggregator: aggregator.child.pid, control: control.child.pid, kafka: local.kafka, redis: local.redis,
+    };
+    log(`bench: distributed gateway ${gw.url}, control ${control.url}, aggregator ${aggregator.url}`);
+
+    for (const scenario of options.scenarios.filter((s) => s.needs === 'distributed')) {
+      if (signal.aborted) return failed;
+      const r = await runScenario(scenario, dctx, procs, options, signal);
+      out.scenarios.push(r.result);
+      requests += r.result.okTotal;
+      errors += r.result.errorTotal;
+      if (r.failed) failed = true;
+    }
+    out.comparisons = compareDistributed([...input.embeddedResults, ...out.scenarios]);
+
+    // Lag: steady (not saturating) traffic, some requests followed to Redis and the warehouse.
+    if (signal.aborted) return failed;
+    await waitForIdle([simulator.child.pid, gw.child.pid, aggregator.child.pid, control.child.pid]);
+    log(`bench: lag: ${LAG_DURATION_MS / 1000} s at concurrency ${LAG_CONCURRENCY} (after ${LAG_WARMUP_MS / 1000} s warmup), ` +
+      `following ${options.lagSamples} requests to Redis and the warehouse (polled every ${LAG_POLL_MS} ms)`);
+    const probe = new LagProbe(services.redis, d.redisPrefix, aggregator.url, LAG_POLL_MS);
+    await probe.start();
+    // Sample on a fixed grid (one every `every` ms from the first measured response), so the
+    // samples spread over the whole run; 2 % slack so that the last grid point is reached.
+    const every = (LAG_DURATION_MS * 0.98) / options.lagSamples;
+    let nextPick: number | undefined;
+    const lagLoad = await runLoad(target(gw.url, customer.secret, false), {
+      concurrency: LAG_CONCURRENCY, warmupMs: LAG_WARMUP_MS, durationMs: LAG_DURATION_MS, signal,
+      onProgress: (p) => log(`  ${'lag'.padEnd(19)} ${p.phase.padEnd(7)} ${String(p.elapsedS).padStart(3)} s  done ${String(p.done).padStart(7)}  ${p.rate.toFixed(0).padStart(6)} req/s  sampled ${probe.count}`),
+      onResponse: (r) => {
+        if (!r.measured || probe.count >= options.lagSamples || (nextPick !== undefined && r.completedAt < nextPick)) return;
+        const id = r.headers['request-id'];
+        if (typeof id !== 'string') return;
+        nextPick = (nextPick ?? r.completedAt) + every;
+        probe.add(id, r.completedAt);
+      },
+    });
+    requests += lagLoad.okTotal;
+    errors += lagLoad.errorTotal;
+    if (lagLoad.errorRate > 0.01) {
+      log(`bench: lag run error rate ${(lagLoad.errorRate * 100).toFixed(2)}% is above 1%; e.g.\n    ${lagLoad.errorSamples.join('\n    ')}`);
+      failed = true;
+    }
+    log('  lag: waiting for the last sampled events');
+    const lag = await probe.finish();
+    out.lag = { ...lag, concurrency: LAG_CONCURRENCY, durationS: LAG_DURATION_MS / 1000, requests: lagLoad.requests, throughput: lagLoad.throughput };
+    log(`  lag: event-to-balance p50 ${ms(lag.balance.p50)} ms p99 ${ms(lag.balance.p99)} ms; event-to-queryable p50 ${ms(lag.queryable.p50)} ms p99 ${ms(lag.queryable.p99)} ms`);
+    if (lag.balanceTimeouts || lag.queryableTimeouts) failed = true;
+
+    // Metering, distributed: the balance in Redis and the warehouse both show every request.
+    log('bench: distributed: waiting for holds to settle and the warehouse to catch up');
+    const m = await meteringCheck(control.url, customer, requests, errors, perRequestMicros);
+    const deadline = Date.now() + 60_000;
+    let wh = await warehouseTotals(aggregator.url, customer.accountId);
+    while (wh.requests < requests && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      wh = await warehouseTotals(aggregator.url, customer.accountId);
+    }
+    const whOk = wh.requests === requests && wh.costMicros === m.expectedMicros;
+    out.metering = {
+      ...m,
+      ok: m.ok && whOk,
+      message: `${m.message}; warehouse ${whOk ? 'agrees' : `DISAGREES (${wh.requests} requests, ${wh.costMicros} micro-credits)`}`,
+    };
+    if (!out.metering.ok) failed = true;
+    return failed;
+  } finally {
+    for (const s of started.reverse()) await s.stop();
+    await removeDeployment(d);
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
   let options;
@@ -328,10 +704,35 @@ async function main(argv: string[]): Promise<number> {
   process.once('SIGINT', () => {
     log('bench: interrupted; stopping services');
     abort.abort();
-    void stopAll().finally(() => process.exit(130));
+    void stopAll()
+      .then(() => Promise.race([removeAllDeployments(), new Promise((r) => setTimeout(r, 5000))]))
+      .finally(() => process.exit(130));
   });
 
-  const needsGateway = options.scenarios.some((s) => s.needsGateway);
+  // Kafka and Redis first: a missing service is reported before minutes of embedded figures.
+  let services: Services | undefined;
+  const distributed: DistributedResult = { warehouseFlushMs: WAREHOUSE_FLUSH_MS, partitions: KAFKA_PARTITIONS, scenarios: [], comparisons: [] };
+  let failed = false;
+  if (options.embeddedOnly) {
+    distributed.skipped = '--embedded-only';
+  } else {
+    const found = await findServices();
+    if ('missing' in found) {
+      distributed.skipped = `needs Kafka and Redis (${found.missing.join(' and ')} not found: set KAFKA_BROKERS / REDIS_URL or run \`bash deploy/services.sh up\`)`;
+      log(`\n*** bench: distributed figures skipped: needs Kafka and Redis (${found.missing.join(' and ')} not found; ` +
+        `set KAFKA_BROKERS / REDIS_URL or run \`bash deploy/services.sh up\`) ***\n`);
+      if (options.requireServices) {
+        log('bench: --require-services: failing before anything runs');
+        return 1;
+      }
+    } else {
+      services = found;
+      log(`bench: Kafka ${found.kafka} and Redis ${found.redis} found; the distributed figures follow the embedded ones`);
+    }
+  }
+
+  const embeddedScenarios = options.scenarios.filter((s) => s.needs !== 'distributed');
+  const needsGateway = embeddedScenarios.some((s) => s.needs === 'gateway');
   log('bench: starting the simulator' + (needsGateway ? ' and Tollgate' : '') + ' (child processes)');
   const simulator = await startSimulator();
   const gateway = needsGateway ? await startTollgate(simulator.url) : undefined;
@@ -343,75 +744,37 @@ async function main(argv: string[]): Promise<number> {
 
   const ctx: BenchContext = { simulator, gateway, customerKey: customer?.secret ?? '' };
   const results: ScenarioResult[] = [];
-  let failed = false;
-  for (const scenario of options.scenarios) {
+  for (const scenario of embeddedScenarios) {
     if (abort.signal.aborted) break;
-    // Tollgate keeps working after a run (ledger, warehouse inserts into chDB); that must not
-    // steal the cores from the next scenario.
-    const idle = await waitForIdle([simulator.child.pid, gateway?.child.pid]);
-    if (!idle.idle) log(`bench: services still busy (${(idle.load * 100).toFixed(0)}% of a core) after ${idle.waitedS.toFixed(1)} s; starting anyway`);
-    else if (idle.waitedS >= 1) log(`bench: waited ${idle.waitedS.toFixed(1)} s for the services to go idle`);
-    log(`bench: ${scenario.name} (${scenario.description}): warmup ${options.warmupS} s, measure ${options.durationS} s, concurrency ${options.concurrency}`);
-    const pids = { loadgen: process.pid, simulator: simulator.child.pid, gateway: gateway?.child.pid };
-    const cpuBefore = { loadgen: cpuSeconds(pids.loadgen), simulator: cpuSeconds(pids.simulator), gateway: cpuSeconds(pids.gateway) };
-    const machineBefore = machineBusySeconds();
-    const wallBefore = performance.now();
-    const result = await runLoad(scenario.target(ctx), {
-      concurrency: options.concurrency,
-      warmupMs: options.warmupS * 1000,
-      durationMs: options.durationS * 1000,
-      signal: abort.signal,
-      onProgress: (p) => log(`  ${scenario.name.padEnd(15)} ${p.phase.padEnd(7)} ${String(p.elapsedS).padStart(3)} s  done ${String(p.done).padStart(7)}  ${p.rate.toFixed(0).padStart(6)} req/s  errors ${p.errors}`),
-    });
-    const wallS = (performance.now() - wallBefore) / 1000;
-    const machineAfter = machineBusySeconds();
-    const total = result.okTotal + result.errorTotal;
-    let ours = 0;
-    const used = (before: number | undefined, pid: number | undefined) => {
-      const after = cpuSeconds(pid);
-      if (before === undefined || after === undefined) return undefined;
-      ours += after - before;
-      return total === 0 ? undefined : ((after - before) * 1000) / total;
-    };
-    const cpuMsPerRequest = {
-      loadgen: used(cpuBefore.loadgen, pids.loadgen),
-      simulator: used(cpuBefore.simulator, pids.simulator),
-      gateway: used(cpuBefore.gateway, pids.gateway),
-    };
-    const otherCores = machineBefore === undefined || machineAfter === undefined
-      ? undefined
-      : Math.max(0, (machineAfter - machineBefore - ours) / wallS);
-    results.push({ name: scenario.name, description: scenario.description, ...result, cpuMsPerRequest, otherCores });
-    if (otherCores !== undefined && otherCores > 0.2) {
-      log(`  ${scenario.name}: other processes on this machine used ${otherCores.toFixed(2)} cores meanwhile; the figures are disturbed`);
-    }
-    log(`  ${scenario.name}: ${result.requests} requests, ${result.throughput.toFixed(0)} req/s, p50 ${ms(result.latency.p50)} ms, p99 ${ms(result.latency.p99)} ms, errors ${result.errors}`);
-    if (result.errorRate > 0.01) {
-      log(`bench: ${scenario.name} error rate ${(result.errorRate * 100).toFixed(2)}% is above 1%; e.g.\n    ${result.errorSamples.join('\n    ')}`);
-      failed = true;
-    } else if (result.errorSamples.length) {
-      log(`  ${scenario.name}: some errors, e.g. ${result.errorSamples[0]}`);
-    }
+    const r = await runScenario(scenario, ctx, { loadgen: process.pid, simulator: simulator.child.pid, gateway: gateway?.child.pid }, options, abort.signal);
+    results.push(r.result);
+    if (r.failed) failed = true;
   }
   if (died) throw died;
   if (abort.signal.aborted) return 130;
 
-  let metering: { ok: boolean; requests: number; expectedMicros: string; actualMicros: string; message: string } | undefined;
+  let metering: MeteringResult | undefined;
   if (gateway && customer) {
     log('bench: waiting for holds to settle');
-    const gw = results.filter((r) => options.scenarios.find((s) => s.name === r.name)?.needsGateway);
-    const requests = gw.reduce((n, r) => n + r.okTotal, 0);
-    const errors = gw.reduce((n, r) => n + r.errorTotal, 0);
-    const expected = BigInt(requests) * perRequestMicros;
-    const after = await settledBalance(gateway.url, customer.accountId);
-    const actual = customer.balance - after;
-    const ok = actual === expected;
-    const message = ok
-      ? `metering check: ok (${requests} requests, ${actual} micro-credits)`
-      : `metering check: FAILED: balance dropped by ${actual} micro-credits, expected ${requests} requests × ${perRequestMicros} = ${expected}` +
-        (errors ? ` (${errors} failed requests may have been partly charged)` : '');
-    metering = { ok, requests, expectedMicros: expected.toString(), actualMicros: actual.toString(), message };
-    if (!ok) failed = true;
+    const gw = results.filter((r) => options.scenarios.find((s) => s.name === r.name)?.needs === 'gateway');
+    metering = await meteringCheck(gateway.url, customer, gw.reduce((n, r) => n + r.okTotal, 0), gw.reduce((n, r) => n + r.errorTotal, 0), perRequestMicros);
+    if (!metering.ok) failed = true;
+    // Its chDB and idle loops have no part in what follows.
+    await gateway.stop();
+  }
+
+  if (services) {
+    try {
+      if (await runDistributed(services, { options, simulator, ctx, perRequestMicros, signal: abort.signal, embeddedResults: results }, distributed)) failed = true;
+    } catch (err) {
+      if (died) throw died;
+      if (abort.signal.aborted) return 130;
+      distributed.error = err instanceof Error ? err.message : String(err);
+      log(`bench: the distributed figures failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+      failed = true;
+    }
+    if (died) throw died;
+    if (abort.signal.aborted) return 130;
   }
 
   const comparisons = compare(results);
@@ -424,15 +787,23 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify({
       node: process.version, cpus: cores, concurrency: options.concurrency, warmupS: options.warmupS, durationS: options.durationS,
       inputTokens: probe.inputTokens, outputTokens: OUTPUT_TOKENS, perRequestMicros: perRequestMicros.toString(),
-      scenarios: results, comparisons, metering, ok: !failed,
+      scenarios: results, comparisons, metering, distributed, ok: !failed,
     }, null, 2)}\n`);
   } else {
-    process.stdout.write(`${report(header, results, comparisons, metering?.message)}\n`);
+    process.stdout.write(`${report(header, results, comparisons, metering?.message)}\n\n${distributedReport(distributed, options)}\n`);
   }
   if (metering && !metering.ok) log(`bench: ${metering.message}`);
+  if (distributed.metering && !distributed.metering.ok) log(`bench: distributed ${distributed.metering.message}`);
+  if (distributed.skipped && distributed.skipped !== '--embedded-only') log(`*** bench: distributed figures skipped: ${distributed.skipped} ***`);
   return failed ? 1 : 0;
 }
 
+// kafkajs 2.x (the producer in the consumer-throughput run) arms a timer with a negative delay on
+// Node 24, which Node clamps to 1 ms and warns about; harmless, and noise in the progress output.
+process.removeAllListeners('warning');
+process.on('warning', (w) => {
+  if (w.name !== 'TimeoutNegativeWarning') log(`(node) ${w.name}: ${w.message}`);
+});
 process.on('exit', killAllNow);
 main(process.argv.slice(2)).then(
   async (code) => {
@@ -442,6 +813,7 @@ main(process.argv.slice(2)).then(
   async (err: unknown) => {
     log(`bench: failed: ${err instanceof ServiceFailure ? err.message : err instanceof Error ? err.stack ?? err.message : String(err)}`);
     await stopAll().catch(() => undefined);
+    await removeAllDeployments().catch(() => undefined);
     process.exit(1);
   },
 );
