@@ -106,4 +106,9 @@ export interface BalanceSnapshot {
   ledgerEntries: Map<string, bigint>;
   /** the log positions the balances are exact as of (`${topic}:${partition}` → offset) */
   positions?: Map<string, bigint>;
+  /**
+   * ids of recent usage events already in the balances: remembered again, so a producer-side
+   * duplicate of one of them (a spool re-send) arriving after the rebuild is not debited twice
+   */
+  usageIds?: string[];
 }

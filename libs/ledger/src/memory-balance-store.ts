@@ -125,6 +125,7 @@ export class MemoryBalanceStore implements BalanceStore {
   async load(snapshot: BalanceSnapshot): Promise<void> {
     this.#balances = new Map(snapshot.balances);
     this.#ledgerEntries = new Map(snapshot.ledgerEntries);
+    for (const id of snapshot.usageIds ?? []) this.#usageSeen.set(id, this.#now());
   }
 
   async balances(): Promise<Map<string, bigint>> {

@@ -213,6 +213,14 @@ export class RedisBalanceStore implements BalanceStore {
 
   /** Not on the hot path: one Lua step replaces the state (see lua/load.lua). */
   async load(snapshot: BalanceSnapshot): Promise<void> {
+    // Usage ids first (plain SETs, pipelined): by the time the state turns ready they are there.
+    const ids = snapshot.usageIds ?? [];
+    for (let i = 0; i < ids.length; i += LOAD_CHUNK) {
+      const p = this.#redis.pipeline();
+      for (const id of ids.slice(i, i + LOAD_CHUNK)) p.set(this.#usageKey(id), '1', 'PX', this.#usageMemoryMs);
+      const replies = await p.exec();
+      for (const [err] of replies ?? []) if (err) throw err;
+    }
     const args: string[] = [`${this.#prefix}bal:`, String(snapshot.balances.size)];
     for (const [accountId, balance] of snapshot.balances) args.push(accountId, int64(balance, `balance of ${accountId}`));
     args.push(String(snapshot.ledgerEntries.size));

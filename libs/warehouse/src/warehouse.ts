@@ -292,6 +292,16 @@ export class Warehouse {
     return new Map(rows.map((r) => [str(r['account_id']), money(r['balance_text'])]));
   }
 
+  /** Ids of usage events at or after `sinceMs` and within the log positions (rebuild). */
+  async usageIdsAt(at: LogPositions, sinceMs: number): Promise<string[]> {
+    const rows = await this.#select(
+      `SELECT DISTINCT event_id FROM ${this.#t.usage}
+       WHERE ts >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') AND ${BOUND('u')}`,
+      { ...boundParams(at), since: sinceMs },
+    );
+    return rows.map((r) => str(r['event_id']));
+  }
+
   /** Ledger entries (event id → amount) as of log positions, like `balancesAt`. */
   async ledgerEntriesAt(at: LogPositions): Promise<Map<string, bigint>> {
     const rows = await this.#select(

@@ -188,6 +188,9 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         assert.equal((await w.balancesAt(at([[1, 10n]], [[0, 1n], [2, 0n]]))).get('acc_p'), 1229n);
         assert.deepEqual([...(await w.ledgerEntriesAt(at([], [[0, 0n]]))).keys()].sort(),
           ['credit:acc_p:a', 'credit:acc_p:embedded']);
+        assert.deepEqual(await w.usageIdsAt(at([[1, 10n]], []), 0), ['req_p']);
+        assert.deepEqual(await w.usageIdsAt(at([[1, 9n]], []), 0), []);
+        assert.deepEqual(await w.usageIdsAt(at([[1, 10n]], []), u.ts + 1), []);
       }));
 
     test('a usage event round-trips exactly', () =>

@@ -6,6 +6,8 @@ export interface RebuildReport {
   accounts: number;
   keys: number;
   balances: number;
+  /** recent usage ids remembered again */
+  usage_ids: number;
   /** the log positions the rebuilt state is exact as of (`topic:partition` → offset) */
   positions: Record<string, string>;
   ms: number;
@@ -20,12 +22,19 @@ export interface RebuildReport {
  * control topic is replayed from its start (records are idempotent by version).
  * Safe while traffic flows and while consumers run; safe to run twice.
  */
-export async function rebuild(deps: { warehouse: Warehouse; balances: BalanceStore; keys: KeyDirectory }): Promise<RebuildReport> {
+export async function rebuild(
+  deps: { warehouse: Warehouse; balances: BalanceStore; keys: KeyDirectory },
+  options: { usageMemoryMs?: number } = {},
+): Promise<RebuildReport> {
   const started = performance.now();
   const at = await deps.warehouse.logPositions();
-  const [balances, ledgerEntries, accounts, keys] = await Promise.all([
+  const memoryMs = options.usageMemoryMs ?? 24 * 3600_000;
+  const [balances, ledgerEntries, accounts, keys, usageIds] = await Promise.all([
     deps.warehouse.balancesAt(at), deps.warehouse.ledgerEntriesAt(at),
     deps.warehouse.loadAccounts(), deps.warehouse.loadKeys(),
+    // The ids the lost state remembered (same window), so a late producer-side duplicate of
+    // one of them is still recognised after the rebuild.
+    deps.warehouse.usageIdsAt(at, Date.now() - memoryMs),
   ]);
   // Keys first, so customers authenticate the moment money is ready again.
   for (const a of accounts) await deps.keys.putAccount(a);
@@ -33,9 +42,9 @@ export async function rebuild(deps: { warehouse: Warehouse; balances: BalanceSto
   const positions = new Map<string, bigint>();
   for (const [p, o] of at.usage) positions.set(positionKey('usage', p), o);
   for (const [p, o] of at.ledger) positions.set(positionKey('ledger', p), o);
-  await deps.balances.load({ balances, ledgerEntries, positions });
+  await deps.balances.load({ balances, ledgerEntries, positions, usageIds });
   return {
-    accounts: accounts.length, keys: keys.length, balances: balances.size,
+    accounts: accounts.length, keys: keys.length, balances: balances.size, usage_ids: usageIds.length,
     positions: Object.fromEntries([...positions].map(([k, v]) => [k, v.toString()])),
     ms: Math.round(performance.now() - started),
   };
