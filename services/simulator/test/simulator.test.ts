@@ -16,7 +16,7 @@ before(async () => {
   sim = buildSimulator();
   baseURL = await sim.listen({ port: 0, host: '127.0.0.1' });
   // No retries: a fault must surface exactly once, as the client would see it.
-  client = new Anthropic({ apiKey: 'sk-test', baseURL, maxRetries: 0 });
+  client = new Anthropic({ apiKey: 'sk-test', baseURL, maxRetries: 0, logLevel: 'error' });
 });
 
 after(async () => {
@@ -450,10 +450,10 @@ describe('recording, auth and validation', () => {
     try {
       const params = { model: MODEL, max_tokens: 5, messages: user('x') };
       await assert.rejects(
-        new Anthropic({ apiKey: 'sk-test', baseURL: url, maxRetries: 0 }).messages.create(params),
+        new Anthropic({ apiKey: 'sk-test', baseURL: url, maxRetries: 0, logLevel: 'error' }).messages.create(params),
         (err: unknown) => err instanceof Anthropic.AuthenticationError && err.status === 401,
       );
-      const ok = await new Anthropic({ apiKey: 'sk-upstream', baseURL: url, maxRetries: 0 }).messages.create(params);
+      const ok = await new Anthropic({ apiKey: 'sk-upstream', baseURL: url, maxRetries: 0, logLevel: 'error' }).messages.create(params);
       assert.equal(ok.usage.output_tokens, 5);
     } finally {
       await locked.close();
