@@ -202,8 +202,11 @@ cmd_start() {
   format_storage
   log "starting broker on $HOST:$PORT (controller $HOST:$CPORT), state $KDIR"
   : >"$OUT"
+  # Its own session (setsid): the broker must outlive whatever started it, even when that
+  # caller's process group is killed (a test runner, a CI step, a shell job that timed out).
+  # setsid execs in place here (a background job is no group leader), so $! is java's pid.
   # shellcheck disable=SC2086
-  nohup java $HEAP -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  setsid nohup java $HEAP -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Xshare:auto \
     -Djava.awt.headless=true -Dkafka.logs.dir="$LOGDIR" \
     -Dlog4j.configuration="file:$LOG4J" \

@@ -78,6 +78,9 @@ const EnvSchema = z.object({
   WAREHOUSE_FLUSH_MS: int(10, 60_000).default(500),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(15_000),
   TRUST_PROXY: bool.default(false),
+  /** OTLP/HTTP collector base URL (standard OTel name); unset = tracing off, nothing registered */
+  OTEL_EXPORTER_OTLP_ENDPOINT: url.optional(),
+  OTEL_SERVICE_NAME: z.string().trim().min(1).default('tollgate'),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -108,6 +111,7 @@ export interface Config {
   };
   shutdownGraceMs: number;
   trustProxy: boolean;
+  telemetry: { otlpEndpoint: string | undefined; serviceName: string };
 }
 
 export class ConfigError extends Error {
@@ -187,5 +191,6 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     }).filter(([, v]) => v !== undefined)),
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     trustProxy: e.TRUST_PROXY,
+    telemetry: { otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: e.OTEL_SERVICE_NAME },
   };
 }

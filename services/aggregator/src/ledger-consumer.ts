@@ -1,6 +1,7 @@
 import { RewindError, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { ApplyResult, BalanceStore, LogPosition } from '@tollgate/ledger';
+import { extractContext, failSpan, SpanKind, withSpan, type Metrics, type Tracer } from '@tollgate/telemetry';
 
 export interface LedgerConsumerDeps {
   log: EventLog;
@@ -11,6 +12,10 @@ export interface LedgerConsumerDeps {
   onNotReady?: () => void;
   /** called after each applied batch (metrics, tests) */
   onApplied?: (events: ConsumedEvent[]) => void;
+  /** a `ledger apply` span per event that carries a trace context */
+  tracer?: Tracer;
+  /** `tollgate_events_applied_total{group="ledger"}` */
+  metrics?: Metrics;
 }
 
 /** Hot state is gone and not rebuilt yet; the batch is retried after a pause. */
@@ -58,14 +63,18 @@ export async function applyEvent(
  */
 export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscription> {
   const durable = deps.log.durablePositions === true;
+  const group = deps.group ?? 'ledger';
+  const { tracer, metrics } = deps;
   return deps.log.subscribe({
-    group: deps.group ?? 'ledger',
+    group,
     topics: ['usage', 'ledger', 'control'],
     fromBeginning: true,
     handler: async (batch) => {
       for (const e of batch) {
         const position = durable ? { topic: e.topic, partition: e.partition, offset: e.offset } : undefined;
-        const verdict = await applyEvent(deps, e, position);
+        const verdict = tracer && e.headers.traceparent
+          ? await tracedApply(tracer, group, deps, e, position)
+          : await applyEvent(deps, e, position);
         if (verdict === 'not_ready') {
           deps.onNotReady?.();
           throw new StateNotReadyError();
@@ -75,7 +84,51 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
           throw new RewindError([{ topic: e.topic, partition: e.partition, offset: stored + 1n }]);
         }
       }
+      if (metrics) countByTopic(metrics, group, batch);
       deps.onApplied?.(batch);
     },
   });
+}
+
+/**
+ * A child span per event, not one per batch: the ledger applies events one at a time (one
+ * atomic script each, with its own verdict), so each span measures real work, and it sits in
+ * the trace of the request that produced the event, showing when its balance was debited.
+ */
+async function tracedApply(
+  tracer: Tracer, group: string, deps: Pick<LedgerConsumerDeps, 'balances' | 'keys'>, e: ConsumedEvent,
+  position: LogPosition | undefined,
+): Promise<ApplyResult> {
+  const span = tracer.startSpan('ledger apply', {
+    kind: SpanKind.CONSUMER,
+    attributes: {
+      'messaging.operation.type': 'process', 'messaging.destination.name': e.topic,
+      'messaging.consumer.group.name': group, 'messaging.destination.partition.id': String(e.partition),
+      'messaging.kafka.offset': Number(e.offset), 'tollgate.event.id': e.event.event_id, 'tollgate.event.type': e.event.type,
+    },
+  }, extractContext(e.headers));
+  try {
+    const verdict = await withSpan(span, () => applyEvent(deps, e, position));
+    span.setAttribute('tollgate.ledger.verdict', verdict);
+    return verdict;
+  } catch (err) {
+    failSpan(span, err);
+    throw err;
+  } finally {
+    span.end();
+  }
+}
+
+export function countByTopic(metrics: Metrics, group: string, batch: ConsumedEvent[]): void {
+  let usage = 0;
+  let ledger = 0;
+  let control = 0;
+  for (const e of batch) {
+    if (e.topic === 'usage') usage++;
+    else if (e.topic === 'ledger') ledger++;
+    else control++;
+  }
+  if (usage) metrics.eventsApplied(group, 'usage', usage);
+  if (ledger) metrics.eventsApplied(group, 'ledger', ledger);
+  if (control) metrics.eventsApplied(group, 'control', control);
 }

@@ -1,5 +1,7 @@
 import type { ConsumedEvent, ControlEvent, EventLog, LedgerEvent, Subscription, UsageEvent } from '@tollgate/events';
 import type { LogPosition, Warehouse } from '@tollgate/warehouse';
+import { extractContext, SpanKind, SpanStatusCode, type Metrics, type Tracer } from '@tollgate/telemetry';
+import { countByTopic } from './ledger-consumer.ts';
 
 export interface WarehouseSinkDeps {
   log: EventLog;
@@ -11,6 +13,10 @@ export interface WarehouseSinkDeps {
   group?: string;
   onError?: (err: unknown) => void;
   onFlushed?: (events: ConsumedEvent[]) => void;
+  /** a `warehouse insert` span per traced event of each batch (see `traceBatch`) */
+  tracer?: Tracer;
+  /** events applied, insert time, batch size */
+  metrics?: Metrics;
 }
 
 /**
@@ -21,8 +27,10 @@ export interface WarehouseSinkDeps {
  */
 export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscription> {
   let lastFlush = 0;
+  const group = deps.group ?? 'warehouse';
+  const { tracer, metrics } = deps;
   return deps.log.subscribe({
-    group: deps.group ?? 'warehouse',
+    group,
     topics: ['usage', 'ledger', 'control'],
     fromBeginning: true,
     handler: async (batch) => {
@@ -46,17 +54,53 @@ export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscriptio
           ledgerAt.push(at);
         } else control.push(event);
       }
+      const startedAt = performance.now();
+      const startTime = Date.now();
       try {
         if (control.length) await deps.warehouse.insertControl(control);
         if (ledger.length) await deps.warehouse.insertLedger(ledger, ledgerAt);
         if (usage.length) await deps.warehouse.insertUsage(usage, usageAt);
       } catch (err) {
+        if (tracer) traceBatch(tracer, group, batch, startTime, err);
         deps.onError?.(err);
         throw err;
       } finally {
         lastFlush = Date.now();
       }
+      if (tracer) traceBatch(tracer, group, batch, startTime, undefined);
+      if (metrics) {
+        metrics.warehouseInsert((performance.now() - startedAt) / 1000, batch.length);
+        countByTopic(metrics, group, batch);
+      }
       deps.onFlushed?.(batch);
     },
   });
+}
+
+/**
+ * One insert serves a whole batch, but the span goes into each event's own trace: a span per
+ * traced event, all with the batch's start and end, children of the event's producer span.
+ * A single batch span could have only one parent (its links do not put it into the other
+ * requests' traces, which is where an operator looks for "when did my usage become
+ * queryable"). The cost is one span object per event, and only while tracing is on.
+ */
+function traceBatch(tracer: Tracer, group: string, batch: ConsumedEvent[], startTime: number, err: unknown): void {
+  const endTime = Date.now();
+  for (const e of batch) {
+    if (!e.headers.traceparent) continue;
+    const span = tracer.startSpan('warehouse insert', {
+      kind: SpanKind.CONSUMER,
+      startTime,
+      attributes: {
+        'messaging.operation.type': 'process', 'messaging.destination.name': e.topic,
+        'messaging.consumer.group.name': group, 'messaging.batch.message_count': batch.length,
+        'db.system.name': 'clickhouse', 'tollgate.event.id': e.event.event_id,
+      },
+    }, extractContext(e.headers));
+    if (err !== undefined) {
+      const message = err instanceof Error ? err.message : String(err);
+      span.setStatus({ code: SpanStatusCode.ERROR, message });
+    }
+    span.end(endTime);
+  }
 }

@@ -31,7 +31,10 @@ export function registerGateway(app: FastifyInstance, deps: GatewayDeps): void {
 
 /** A server with only the gateway role, for tests and for `--roles gateway`. */
 export function buildGateway(deps: GatewayDeps): FastifyInstance {
-  const app = createHttpServer({ logger: deps.logger ?? false, bodyLimitBytes: deps.bodyLimitBytes, trustProxy: deps.trustProxy ?? false });
+  const app = createHttpServer({
+    logger: deps.logger ?? false, bodyLimitBytes: deps.bodyLimitBytes, trustProxy: deps.trustProxy ?? false,
+    telemetry: { tracer: deps.tracer, metrics: deps.metrics },
+  });
   registerGateway(app, deps);
   return app;
 }

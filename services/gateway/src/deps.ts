@@ -4,6 +4,7 @@ import type { BalanceStore } from '@tollgate/ledger';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { LimitPolicy, RateLimiter } from '@tollgate/limits';
 import type { Catalog } from '@tollgate/pricing';
+import type { Metrics, Tracer } from '@tollgate/telemetry';
 
 export interface UpstreamOptions {
   /** base URL, from operator configuration only (never from a request) */
@@ -33,4 +34,8 @@ export interface GatewayDeps {
   /** undici dispatcher for upstream calls (tests and benchmarks may pass their own) */
   dispatcher?: Dispatcher;
   trustProxy?: boolean;
+  /** spans for limits, hold, upstream, settle and publish (none when absent) */
+  tracer?: Tracer;
+  /** tokens, cost, holds refused, upstream errors, time to first byte (none when absent) */
+  metrics?: Metrics;
 }

@@ -2,6 +2,7 @@ import type { TokenUsage } from '@tollgate/anthropic';
 import type { UsageEvent, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import { costMicros, type ResolvedModel } from '@tollgate/pricing';
+import { injectContext, inSpan, noopTracer, SpanKind } from '@tollgate/telemetry';
 import type { GatewayDeps } from './deps.ts';
 
 const NO_TOKENS: TokenUsage = { input: 0, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 };
@@ -73,5 +74,17 @@ export async function settle(
     upstream_request_id: outcome.upstreamRequestId,
     gateway_id: deps.gatewayId,
   };
-  return { event, publish: () => deps.log.publish('usage', [{ event }]) };
+  const model = m.resolved.model.id;
+  if (deps.metrics) {
+    deps.metrics.usage(model, outcome.usage, cost);
+    if (outcome.firstByteAt !== null) deps.metrics.firstByte(model, m.stream, (outcome.firstByteAt - m.startedAt) / 1000);
+  }
+  const tracer = deps.tracer ?? noopTracer;
+  // The producer span's context rides in the event's headers: the consumers' spans are its
+  // children, so the request's one trace runs on into the ledger and the warehouse.
+  const publish = () => inSpan(tracer, 'publish usage', {
+    kind: SpanKind.PRODUCER,
+    attributes: { 'messaging.operation.type': 'send', 'messaging.destination.name': 'usage', 'tollgate.event.id': event.event_id },
+  }, () => deps.log.publish('usage', [{ event, headers: injectContext() }]));
+  return { event, publish };
 }

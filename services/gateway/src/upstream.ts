@@ -58,14 +58,24 @@ export class Upstream {
     });
   }
 
-  /** POSTs to `<upstream>/<path><search>`; connection failures become `upstream_error`. */
-  async post(path: string, search: string, headers: IncomingHttpHeaders, body: Buffer | string): Promise<UpstreamResponse> {
+  /**
+   * POSTs to `<upstream>/<path><search>`; connection failures become `upstream_error`.
+   * `trace` (W3C `traceparent` of the upstream span) replaces any the client sent.
+   */
+  async post(
+    path: string, search: string, headers: IncomingHttpHeaders, body: Buffer | string, trace?: Record<string, string>,
+  ): Promise<UpstreamResponse> {
+    const out = upstreamHeaders(headers, this.#options.apiKey);
+    if (trace?.traceparent) {
+      delete out.tracestate;
+      Object.assign(out, trace);
+    }
     try {
       const res = await this.#dispatcher.request({
         origin: this.#origin,
         path: this.#basePath + path + search,
         method: 'POST',
-        headers: upstreamHeaders(headers, this.#options.apiKey),
+        headers: out,
         body,
       });
       return { status: res.statusCode, headers: res.headers, body: res.body };

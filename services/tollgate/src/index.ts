@@ -1,2 +1,2 @@
 export { startTollgate, DEFAULT_CATALOG } from './runtime.ts';
-export type { Tollgate } from './runtime.ts';
+export type { Tollgate, StartOptions } from './runtime.ts';

@@ -13,6 +13,7 @@ import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate
 import { registerGateway } from '@tollgate/gateway';
 import { registerControl } from '@tollgate/control';
 import { rebuild, registerOps, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
+import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
 import { distributedAdapters, embeddedAdapters, type Adapters } from './adapters.ts';
 import { secretFromEnvOrFile } from './secrets.ts';
 
@@ -32,13 +33,25 @@ export interface Tollgate {
   warehouse: Warehouse;
   adminToken: string;
   adminTokenFile: string | undefined;
+  /** this process's Prometheus registry (served at GET /metrics) */
+  metrics: Metrics;
   /** embedded mode: waits until every event published so far is applied and warehoused */
   drain(): Promise<void>;
   close(): Promise<void>;
 }
 
+export interface StartOptions {
+  /** false: do not bind the HTTP server (tests use `server.inject`) */
+  listen?: boolean;
+  /**
+   * Turns tracing on with this exporter, span by span, whatever OTEL_EXPORTER_OTLP_ENDPOINT
+   * says (tests pass an InMemorySpanExporter).
+   */
+  spanExporter?: SpanExporter;
+}
+
 /** Starts the roles in `config.roles` on one HTTP server; `listen: false` skips binding. */
-export async function startTollgate(config: Config, options: { listen?: boolean } = {}): Promise<Tollgate> {
+export async function startTollgate(config: Config, options: StartOptions = {}): Promise<Tollgate> {
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true });
   config = { ...config, dataDir };
@@ -47,7 +60,23 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
   const admin = secretFromEnvOrFile(config.secrets.adminToken, dataDir, 'admin-token');
   const keyHashSecret = secretFromEnvOrFile(config.secrets.keyHashSecret, dataDir, 'key-hash-secret').value;
 
-  const server = createHttpServer({ logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy });
+  const gatewayId = config.gatewayId ?? `${hostname()}:${process.pid}`;
+  // Tracing off (no endpoint, no exporter): nothing is registered and every component runs on
+  // a no-op tracer. Metrics are always on: a counter increment costs less than a log line.
+  let tracing: Tracing | undefined;
+  if (options.spanExporter || config.telemetry.otlpEndpoint) {
+    tracing = startTracing({
+      serviceName: config.telemetry.serviceName,
+      otlpUrl: config.telemetry.otlpEndpoint,
+      exporter: options.spanExporter,
+      resource: { 'service.instance.id': gatewayId, 'tollgate.roles': config.roles.join(',') },
+    });
+  }
+  const tracer = tracing?.tracer;
+  const metrics = createMetrics();
+  const server = createHttpServer({
+    logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics },
+  });
   const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config);
   const { log, balances, keys, warehouse } = adapters;
 
@@ -71,12 +100,12 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
   if (config.roles.includes('aggregator')) {
     if (config.aggregator.groups.includes('ledger')) {
       for (let i = 0; i < config.aggregator.ledgerConsumers; i++) {
-        subscriptions.push(await startLedgerConsumer({ log, balances, keys, onNotReady: restoreState }));
+        subscriptions.push(await startLedgerConsumer({ log, balances, keys, onNotReady: restoreState, tracer, metrics }));
       }
     }
     if (config.aggregator.groups.includes('warehouse') && warehouse) {
       subscriptions.push(await startWarehouseSink({
-        log, warehouse, flushMs: config.warehouse.flushMs, batchSize: config.warehouse.batchSize,
+        log, warehouse, flushMs: config.warehouse.flushMs, batchSize: config.warehouse.batchSize, tracer, metrics,
         onError: (err) => server.log.error({ err }, 'warehouse insert failed; the batch will be retried'),
       }));
     }
@@ -95,7 +124,8 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
       holdTtlMs: config.holdTtlMs,
       streamErrorBilling: config.streamErrorBilling,
       bodyLimitBytes: config.bodyLimitBytes,
-      gatewayId: config.gatewayId ?? `${hostname()}:${process.pid}`,
+      gatewayId,
+      tracer, metrics,
     });
   }
   if (config.roles.includes('control')) {
@@ -118,7 +148,7 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
       if (!warehouse) throw new Error('this process has no warehouse (not an aggregator with the warehouse group)');
       return warehouse;
     },
-    adminToken: admin.value, adminTokenFile: admin.file,
+    adminToken: admin.value, adminTokenFile: admin.file, metrics,
     drain: async () => {
       if (log instanceof MemoryLog) await log.drain();
     },
@@ -131,6 +161,8 @@ export async function startTollgate(config: Config, options: { listen?: boolean 
       for (const s of subscriptions) await s.stop();
       await limiter?.close();
       await adapters.close();
+      // Last: the spans of everything above are exported before the process lets go.
+      await tracing?.shutdown().catch(() => {});
     })()),
   };
 }

@@ -6,6 +6,9 @@ import {
 } from '@tollgate/anthropic';
 import { sendError } from '@tollgate/http';
 import { holdMicros, resolveModel, type ResolvedModel } from '@tollgate/pricing';
+import {
+  context, failSpan, injectContext, inSpan, noopTracer, SpanKind, trace, type Span,
+} from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
 import { settle, type Metered, type Outcome } from '../metering.ts';
 import type { Upstream, UpstreamResponse } from '../upstream.ts';
@@ -72,15 +75,30 @@ function writable(raw: ServerResponse): Promise<void> {
 }
 
 export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream: Upstream): void {
+  const tracer = deps.tracer ?? noopTracer;
+  const metrics = deps.metrics;
+  const upstreamHost = new URL(deps.upstream.url).host;
+
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const startedAt = performance.now();
     const ts = Date.now();
     const caller = request.caller!;
     const body = validateMessagesRequest(request.body);
     const resolved = resolveOr404(deps, body.model);
+    const stream = body.stream === true;
+    request.observed = { model: resolved.model.id, stream };
+    // Ids only: the key's secret never reaches a span (it is not even on `caller`).
+    request.span?.setAttributes({
+      'gen_ai.request.model': resolved.model.id,
+      'tollgate.model.requested': body.model,
+      'tollgate.account.id': caller.account.id,
+      'tollgate.key.id': caller.key.id,
+      'tollgate.stream': stream,
+    });
     const raw = request.rawBody!;
     const estimate = estimateInputTokens(body, raw.length);
-    const limit = await acquireLimits(deps, caller.key.id, estimate);
+    const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate } },
+      () => acquireLimits(deps, caller.key.id, estimate));
     try {
       return await metered(request, reply, body, resolved, raw, estimate, limit.headers, startedAt, ts, (used) =>
         limit.done(used));
@@ -95,14 +113,21 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     onTokens: (used: number | null) => Promise<void>,
   ) => {
     const caller = request.caller!;
-    const hold = await guardState(() => deps.balances.hold({
-      holdId: request.id,
-      accountId: caller.account.id,
-      keyId: caller.key.id,
-      amount: holdMicros(estimate, body.max_tokens, resolved.model.prices),
-      ttlMs: deps.holdTtlMs,
-    }));
+    const amount = holdMicros(estimate, body.max_tokens, resolved.model.prices);
+    const hold = await inSpan(tracer, 'hold', { attributes: { 'tollgate.hold.micro_credits': amount.toString() } }, async (span) => {
+      try {
+        const result = await guardState(() => deps.balances.hold({
+          holdId: request.id, accountId: caller.account.id, keyId: caller.key.id, amount, ttlMs: deps.holdTtlMs,
+        }));
+        span.setAttribute('tollgate.hold.result', result.ok ? 'held' : result.reason);
+        return result;
+      } catch (err) {
+        metrics?.holdRefused('state_unavailable');
+        throw err;
+      }
+    });
     if (!hold.ok) {
+      metrics?.holdRefused(hold.reason === 'not_ready' ? 'state_unavailable' : 'insufficient_credits');
       if (hold.reason === 'not_ready') throw stateUnavailable();
       throw gatewayError('insufficient_credits');
     }
@@ -113,20 +138,47 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const finish = async (outcome: Outcome): Promise<() => Promise<void>> => {
       const u = outcome.usage;
       await onTokens(u ? u.input + u.output + u.cacheRead + u.cacheWrite5m + u.cacheWrite1h : null);
-      const { publish } = await settle(deps, m, outcome, (err) => request.log.warn({ err }, 'could not shrink the hold; it will expire'));
+      const { publish } = await inSpan(tracer, 'settle', { attributes: { 'tollgate.usage.status': outcome.status } }, (span) =>
+        settle(deps, m, outcome, (err) => {
+          failSpan(span, err);
+          request.log.warn({ err }, 'could not shrink the hold; it will expire');
+        }));
       return () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published'));
+    };
+
+    // A client span from the call until the upstream body is read to its end (streams included);
+    // ended by `endUpstream` on every path.
+    const upstreamSpan = tracer.startSpan('upstream', {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        'http.request.method': 'POST', 'server.address': upstreamHost, 'gen_ai.request.model': resolved.upstreamModel,
+      },
+    });
+    const upstreamCtx = trace.setSpan(context.active(), upstreamSpan);
+    const endUpstream = (err?: unknown) => {
+      if (err !== undefined) failSpan(upstreamSpan, err);
+      upstreamSpan.end();
     };
 
     let res: UpstreamResponse;
     try {
-      res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, upstreamBody(body, raw, resolved));
+      res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, upstreamBody(body, raw, resolved),
+        upstreamSpan.isRecording() ? injectContext(upstreamCtx) : undefined);
     } catch (err) {
+      metrics?.upstreamError('unreachable');
+      endUpstream(err);
       await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null }))();
       throw err;
     }
     const upstreamRequestId = header(res, 'request-id');
+    if (upstreamSpan.isRecording()) {
+      upstreamSpan.setAttribute('http.response.status_code', res.status);
+      if (upstreamRequestId) upstreamSpan.setAttribute('tollgate.upstream.request_id', upstreamRequestId);
+    }
     if (res.status < 200 || res.status >= 300) {
+      metrics?.upstreamError(res.status);
       const err = await upstreamError(res);
+      endUpstream(err);
       const publish = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
       if (err.status >= 500) request.log.warn({ upstreamStatus: res.status, code: err.code }, 'upstream error');
       sendError(reply, err);
@@ -135,7 +187,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     }
 
     if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
-      return relayStream(deps, request, reply, res, upstreamRequestId, finish, limitHeaders);
+      return relayStream(deps, request, reply, res, upstreamRequestId, finish, limitHeaders, upstreamSpan);
     }
 
     let bytes: Buffer;
@@ -143,7 +195,10 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     try {
       bytes = Buffer.from(await res.body.arrayBuffer());
       firstByteAt = performance.now();
+      endUpstream();
     } catch (err) {
+      metrics?.upstreamError('stream_dropped');
+      endUpstream(err);
       await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId }))();
       throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
     }
@@ -181,6 +236,7 @@ async function relayStream(
   upstreamRequestId: string | null,
   finish: (o: Outcome) => Promise<() => Promise<void>>,
   limitHeaders: Record<string, string>,
+  upstreamSpan: Span,
 ): Promise<void> {
   reply.hijack();
   const raw = reply.raw;
@@ -201,16 +257,29 @@ async function relayStream(
   let dropped = false;
   try {
     for await (const chunk of res.body) {
-      firstByteAt ??= performance.now();
+      if (firstByteAt === null) {
+        firstByteAt = performance.now();
+        upstreamSpan.addEvent('first byte');
+      }
       meter.push(chunk as Buffer);
       if (!clientGone && !raw.write(chunk)) await writable(raw);
     }
   } catch (err) {
     dropped = true;
+    failSpan(upstreamSpan, err);
     request.log.warn({ err, upstreamRequestId }, 'upstream stream broke');
   }
   meter.end();
   const incomplete = dropped || !meter.completed;
+  if (meter.error) {
+    deps.metrics?.upstreamError('stream_error');
+    failSpan(upstreamSpan, new Error('SSE error event from the upstream'));
+  } else if (incomplete) {
+    deps.metrics?.upstreamError('stream_dropped');
+    if (!dropped) failSpan(upstreamSpan, new Error('upstream stream ended before message_stop'));
+  }
+  if (clientGone) upstreamSpan.setAttribute('tollgate.client_aborted', true);
+  upstreamSpan.end();
   if (!clientGone) {
     if (incomplete && !meter.error) {
       raw.write(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));

@@ -1,0 +1,7 @@
+export {
+  startTracing, injectContext, extractContext, inSpan, withSpan, failSpan, noopTracer,
+  SpanKind, SpanStatusCode, ROOT_CONTEXT, context, trace, InMemorySpanExporter,
+} from './tracing.ts';
+export type { Tracing, TracingOptions, Tracer, Span, SpanExporter, Attributes, Context, ReadableSpan } from './tracing.ts';
+export { Metrics, createMetrics } from './metrics.ts';
+export type { TokenCounts } from './metrics.ts';

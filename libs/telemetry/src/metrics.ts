@@ -1,0 +1,175 @@
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+
+/** Token counts by class, as the gateway meters them. */
+export interface TokenCounts {
+  input: number;
+  output: number;
+  cacheRead: number;
+  cacheWrite5m: number;
+  cacheWrite1h: number;
+}
+
+const TOKEN_CLASSES = [
+  ['input', 'input'], ['output', 'output'], ['cacheRead', 'cache_read'],
+  ['cacheWrite5m', 'cache_write_5m'], ['cacheWrite1h', 'cache_write_1h'],
+] as const;
+
+// LLM requests run from milliseconds (errors, cached answers) to many minutes (long streams).
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+const INSERT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const BATCH_BUCKETS = [1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000];
+
+interface Inc { inc(value?: number): void }
+interface Observe { observe(value: number): void }
+
+/**
+ * Caches one child per label combination, so the hot path does a string join and a map lookup
+ * instead of prom-client's label validation and hashing on every call.
+ */
+class Children<T> {
+  #map = new Map<string, T>();
+  #make: (values: string[]) => T;
+  constructor(make: (values: string[]) => T) { this.#make = make; }
+  get(...values: string[]): T {
+    const key = values.join('\u0000');
+    let child = this.#map.get(key);
+    if (!child) {
+      child = this.#make(values);
+      this.#map.set(key, child);
+    }
+    return child;
+  }
+}
+
+/**
+ * Every Prometheus metric of a Tollgate process, in one registry per process (per
+ * `createMetrics` call, so several Tollgates in one test process do not share counters).
+ *
+ * Labels never carry account or key ids: /metrics is commonly scraped without auth, and ids
+ * per customer would also make cardinality unbounded. Model labels are catalog ids (a bounded
+ * set), never the string a client sent.
+ */
+export class Metrics {
+  readonly registry: Registry;
+  readonly #requests: Children<Inc>;
+  readonly #duration: Children<Observe>;
+  readonly #ttfb: Children<Observe>;
+  readonly #tokens: Children<Inc>;
+  readonly #cost: Children<Inc>;
+  readonly #holdsRefused: Children<Inc>;
+  readonly #upstreamErrors: Children<Inc>;
+  readonly #applied: Children<Inc>;
+  readonly #insertSeconds: Histogram;
+  readonly #batchEvents: Histogram;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    this.registry = new Registry();
+    const registers = [this.registry];
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+
+    const requests = new Counter({
+      name: 'tollgate_requests_total', help: 'HTTP requests answered, by route template, status, catalog model and stream flag',
+      labelNames: ['route', 'status', 'model', 'stream'], registers,
+    });
+    const duration = new Histogram({
+      name: 'tollgate_request_duration_seconds', help: 'Time from request to the last response byte (or client disconnect)',
+      labelNames: ['route', 'model', 'stream'], buckets: LATENCY_BUCKETS, registers,
+    });
+    const ttfb = new Histogram({
+      name: 'tollgate_time_to_first_byte_seconds', help: 'Time from request to the first upstream body byte (whole body for JSON)',
+      labelNames: ['model', 'stream'], buckets: LATENCY_BUCKETS, registers,
+    });
+    const tokens = new Counter({
+      name: 'tollgate_tokens_total', help: 'Tokens the upstream reported, by catalog model and token class',
+      labelNames: ['model', 'class'], registers,
+    });
+    const cost = new Counter({
+      name: 'tollgate_cost_micro_credits_total', help: 'Micro-credits charged, by catalog model (exact below 2^53)',
+      labelNames: ['model'], registers,
+    });
+    const holdsRefused = new Counter({
+      name: 'tollgate_holds_refused_total', help: 'Credit holds refused before forwarding, by reason',
+      labelNames: ['reason'], registers,
+    });
+    const upstreamErrors = new Counter({
+      name: 'tollgate_upstream_errors_total', help: 'Upstream failures, by upstream HTTP status or unreachable / stream_error / stream_dropped',
+      labelNames: ['status'], registers,
+    });
+    const applied = new Counter({
+      name: 'tollgate_events_applied_total', help: 'Events a consumer group handled (batch committed), by group and topic',
+      labelNames: ['group', 'topic'], registers,
+    });
+    this.#insertSeconds = new Histogram({
+      name: 'tollgate_warehouse_insert_seconds', help: 'Time to insert one batch into the warehouse (successful batches)',
+      buckets: INSERT_BUCKETS, registers,
+    });
+    this.#batchEvents = new Histogram({
+      name: 'tollgate_warehouse_batch_events', help: 'Events per warehouse batch (successful batches)',
+      buckets: BATCH_BUCKETS, registers,
+    });
+
+    this.#requests = new Children((v) => requests.labels(...v));
+    this.#duration = new Children((v) => duration.labels(...v));
+    this.#ttfb = new Children((v) => ttfb.labels(...v));
+    this.#tokens = new Children((v) => tokens.labels(...v));
+    this.#cost = new Children((v) => cost.labels(...v));
+    this.#holdsRefused = new Children((v) => holdsRefused.labels(...v));
+    this.#upstreamErrors = new Children((v) => upstreamErrors.labels(...v));
+    this.#applied = new Children((v) => applied.labels(...v));
+    // The reasons are known up front; series at zero make rate() and alerts work from the start.
+    for (const reason of ['insufficient_credits', 'state_unavailable']) this.#holdsRefused.get(reason).inc(0);
+  }
+
+  /** One answered HTTP request; `model` is '' where none applies (not a model route, or unknown). */
+  request(route: string, status: number, model: string, stream: boolean, seconds: number): void {
+    const s = stream ? 'true' : 'false';
+    this.#requests.get(route, String(status), model, s).inc();
+    this.#duration.get(route, model, s).observe(seconds);
+  }
+
+  firstByte(model: string, stream: boolean, seconds: number): void {
+    this.#ttfb.get(model, stream ? 'true' : 'false').observe(seconds);
+  }
+
+  /** What the upstream reported and what was charged for one request. */
+  usage(model: string, tokens: TokenCounts | null, costMicros: bigint): void {
+    if (tokens) {
+      for (const [field, label] of TOKEN_CLASSES) {
+        const n = tokens[field];
+        if (n > 0) this.#tokens.get(model, label).inc(n);
+      }
+    }
+    if (costMicros > 0n) this.#cost.get(model).inc(Number(costMicros));
+  }
+
+  holdRefused(reason: 'insufficient_credits' | 'state_unavailable'): void {
+    this.#holdsRefused.get(reason).inc();
+  }
+
+  /** `status`: the upstream's HTTP status, or `unreachable`, `stream_error`, `stream_dropped`. */
+  upstreamError(status: number | 'unreachable' | 'stream_error' | 'stream_dropped'): void {
+    this.#upstreamErrors.get(String(status)).inc();
+  }
+
+  eventsApplied(group: string, topic: string, count: number): void {
+    this.#applied.get(group, topic).inc(count);
+  }
+
+  warehouseInsert(seconds: number, events: number): void {
+    this.#insertSeconds.observe(seconds);
+    this.#batchEvents.observe(events);
+  }
+
+  /** The exposition text for GET /metrics. */
+  scrape(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  return new Metrics(options);
+}
