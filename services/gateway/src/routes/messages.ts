@@ -13,7 +13,7 @@ import type { GatewayDeps } from '../deps.ts';
 import { settle, type Metered, type Outcome } from '../metering.ts';
 import type { Upstream, UpstreamResponse } from '../upstream.ts';
 import { guardState, stateUnavailable } from '../state.ts';
-import { acquireLimits } from '../limits.ts';
+import { acquireLimits, type LimitTicket } from '../limits.ts';
 
 /**
  * The body sent upstream. Untouched bytes when nothing needs changing (the common case, and
@@ -74,6 +74,22 @@ function writable(raw: ServerResponse): Promise<void> {
   });
 }
 
+/** One request on its way through the hot path. */
+interface Exchange {
+  request: FastifyRequest;
+  reply: FastifyReply;
+  body: MessagesRequest;
+  resolved: ResolvedModel;
+  /** the body as received */
+  raw: Buffer;
+  /** upper bound of the input tokens, for the hold and the token rate limit */
+  estimate: number;
+  limit: LimitTicket;
+  /** performance.now() and Date.now() when the request arrived */
+  startedAt: number;
+  ts: number;
+}
+
 export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream: Upstream): void {
   const tracer = deps.tracer ?? noopTracer;
   const metrics = deps.metrics;
@@ -100,18 +116,15 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate } },
       () => acquireLimits(deps, caller.key.id, estimate));
     try {
-      return await metered(request, reply, body, resolved, raw, estimate, limit.headers, startedAt, ts, (used) =>
-        limit.done(used));
+      return await metered({ request, reply, body, resolved, raw, estimate, limit, startedAt, ts });
     } finally {
       await limit.done(null);
     }
   };
 
-  const metered = async (
-    request: FastifyRequest, reply: FastifyReply, body: MessagesRequest, resolved: ResolvedModel, raw: Buffer,
-    estimate: number, limitHeaders: Record<string, string>, startedAt: number, ts: number,
-    onTokens: (used: number | null) => Promise<void>,
-  ) => {
+  /** From the hold to the published usage event: exactly one settlement on every path. */
+  const metered = async (x: Exchange) => {
+    const { request, reply, body, resolved, raw, estimate } = x;
     const caller = request.caller!;
     const amount = holdMicros(estimate, body.max_tokens, resolved.model.prices);
     const hold = await inSpan(tracer, 'hold', { attributes: { 'tollgate.hold.micro_credits': amount.toString() } }, async (span) => {
@@ -132,12 +145,12 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       throw gatewayError('insufficient_credits');
     }
 
-    const m: Metered = { requestId: request.id, ts, startedAt, caller, resolved, stream: body.stream === true };
-    reply.headers(limitHeaders);
+    const m: Metered = { requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true };
+    reply.headers(x.limit.headers);
     /** Shrinks the hold now; returns the publication of the usage event, for after the reply. */
     const finish = async (outcome: Outcome): Promise<() => Promise<void>> => {
       const u = outcome.usage;
-      await onTokens(u ? u.input + u.output + u.cacheRead + u.cacheWrite5m + u.cacheWrite1h : null);
+      await x.limit.done(u ? u.input + u.output + u.cacheRead + u.cacheWrite5m + u.cacheWrite1h : null);
       const { publish } = await inSpan(tracer, 'settle', { attributes: { 'tollgate.usage.status': outcome.status } }, (span) =>
         settle(deps, m, outcome, (err) => {
           failSpan(span, err);
@@ -187,7 +200,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     }
 
     if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
-      return relayStream(deps, request, reply, res, upstreamRequestId, finish, limitHeaders, upstreamSpan);
+      return relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan);
     }
 
     let bytes: Buffer;
@@ -230,18 +243,16 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
  */
 async function relayStream(
   deps: GatewayDeps,
-  request: FastifyRequest,
-  reply: FastifyReply,
+  { request, reply, limit }: Exchange,
   res: UpstreamResponse,
   upstreamRequestId: string | null,
   finish: (o: Outcome) => Promise<() => Promise<void>>,
-  limitHeaders: Record<string, string>,
   upstreamSpan: Span,
 ): Promise<void> {
   reply.hijack();
   const raw = reply.raw;
   raw.writeHead(200, {
-    ...limitHeaders,
+    ...limit.headers,
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
     'request-id': request.id,
