@@ -7,5 +7,7 @@ export type {
 } from './event-log.ts';
 export { partitionKey, RewindError } from './event-log.ts';
 export { MemoryLog } from './memory-log.ts';
+export { Journal } from './journal.ts';
+export type { JournalRecord } from './journal.ts';
 export { KafkaLog, TOPICS } from './kafka-log.ts';
 export type { KafkaLogOptions, KafkaLogLogger } from './kafka-log.ts';

@@ -2,6 +2,10 @@ import type { AnyEvent, Topic } from './types.ts';
 import type {
   ConsumedEvent, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
+import type { Journal } from './journal.ts';
+
+/** An event as held: with its place in the journal. */
+type Held = ConsumedEvent & { seq: number };
 
 interface Group {
   topics: Topic[];
@@ -16,30 +20,36 @@ interface Group {
 /**
  * The in-process event log of the single-machine mode: one partition per topic, delivered to
  * each group in order, one batch at a time. It holds events only until every group has
- * consumed them; durability comes from the warehouse group, which writes them to chDB
- * (the embedded mode rebuilds its hot state from there at start).
+ * consumed them. With a journal, every event is written ahead before `publish` returns and
+ * forgotten there once every group has it, so a killed process loses nothing (the embedded
+ * mode puts a leftover journal into the warehouse at start, then rebuilds hot state from it).
  */
 export class MemoryLog implements EventLog {
   readonly durablePositions = false;
-  #entries = new Map<Topic, ConsumedEvent[]>();
+  #entries = new Map<Topic, Held[]>();
   /** offset of the first entry still held, per topic */
   #base = new Map<Topic, bigint>();
   #next = new Map<Topic, bigint>();
   #groups = new Map<string, Group>();
   #maxBatch: number;
   #closed = false;
+  #journal: Journal | undefined;
+  #seq = 0;
 
-  constructor(options: { maxBatch?: number } = {}) {
+  constructor(options: { maxBatch?: number; journal?: Journal } = {}) {
     this.#maxBatch = options.maxBatch ?? 1000;
+    this.#journal = options.journal;
   }
 
   async publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
     if (this.#closed) throw new Error('event log is closed');
+    // Written ahead, synchronously: once publish is called the events survive a crash.
+    this.#journal?.append(events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} })), this.#seq + events.length);
     const list = this.#list(topic);
     for (const { event, headers } of events) {
       const offset = this.#next.get(topic) ?? 0n;
       this.#next.set(topic, offset + 1n);
-      list.push({ topic, partition: 0, offset, event, headers: headers ?? {} });
+      list.push({ topic, partition: 0, offset, event, headers: headers ?? {}, seq: ++this.#seq });
     }
     for (const group of this.#groups.values()) {
       if (group.topics.includes(topic)) this.#pump(group);
@@ -81,10 +91,11 @@ export class MemoryLog implements EventLog {
   async close(): Promise<void> {
     await this.drain();
     this.#closed = true;
+    this.#journal?.close();
     for (const g of this.#groups.values()) g.stopped = true;
   }
 
-  #list(topic: Topic): ConsumedEvent[] {
+  #list(topic: Topic): Held[] {
     let list = this.#entries.get(topic);
     if (!list) {
       list = [];
@@ -153,6 +164,12 @@ export class MemoryLog implements EventLog {
         list.splice(0, drop);
         this.#base.set(topic, min);
       }
+    }
+    if (this.#journal) {
+      // The lowest sequence number some group still needs; everything below is consumed.
+      let held = this.#seq + 1;
+      for (const list of this.#entries.values()) if (list.length > 0 && list[0]!.seq < held) held = list[0]!.seq;
+      this.#journal.release(held);
     }
   }
 }

@@ -2,7 +2,9 @@ import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { Redis } from 'ioredis';
 import type { Config } from '@tollgate/config';
-import { KafkaLog, MemoryLog, type EventLog } from '@tollgate/events';
+import {
+  Journal, KafkaLog, MemoryLog, type ControlEvent, type EventLog, type LedgerEvent, type UsageEvent,
+} from '@tollgate/events';
 import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
@@ -34,16 +36,42 @@ function openWarehouse(config: Config): Warehouse {
   return new Warehouse({ client, database: config.database });
 }
 
-/** Single process: the warehouse is the only durable store; hot state is rebuilt from it. */
-export async function embeddedAdapters(config: Config): Promise<Adapters> {
+/**
+ * Puts what a killed process left in the journal into the warehouse (idempotent by event id,
+ * so events that had already arrived count once), then forgets the journal.
+ */
+async function recoverJournal(dir: string, warehouse: Warehouse, logger?: Logger): Promise<number> {
+  const records = Journal.read(dir);
+  if (records.length > 0) {
+    const usage: UsageEvent[] = [];
+    const ledger: LedgerEvent[] = [];
+    const control: ControlEvent[] = [];
+    for (const { event } of records) {
+      if (event.type === 'usage') usage.push(event);
+      else if (event.type === 'ledger') ledger.push(event);
+      else control.push(event);
+    }
+    await warehouse.insertControl(control);
+    await warehouse.insertLedger(ledger);
+    await warehouse.insertUsage(usage);
+    logger?.warn({ events: records.length }, 'recovered events from the journal of a process that did not stop cleanly');
+  }
+  Journal.clear(dir);
+  return records.length;
+}
+
+/** Single process: the warehouse is the durable store; hot state is rebuilt from it. */
+export async function embeddedAdapters(config: Config, logger?: Logger): Promise<Adapters> {
   const warehouse = openWarehouse(config);
   await warehouse.migrate();
+  const journalDir = join(config.dataDir, 'journal');
+  await recoverJournal(journalDir, warehouse, logger);
   const keys = new MemoryKeyDirectory();
   const balances = new MemoryBalanceStore();
   for (const a of await warehouse.loadAccounts()) await keys.putAccount(a);
   for (const k of await warehouse.loadKeys()) await keys.putKey(k);
   await balances.load({ balances: await warehouse.balances(), ledgerEntries: await warehouse.ledgerEntries() });
-  const log = new MemoryLog();
+  const log = new MemoryLog({ journal: new Journal(journalDir) });
   return {
     mode: 'embedded', log, balances, keys, gatewayKeys: keys, warehouse, redis: undefined,
     async close() {

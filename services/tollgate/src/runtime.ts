@@ -77,7 +77,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const server = createHttpServer({
     logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics },
   });
-  const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config);
+  const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log);
   const { log, balances, keys, warehouse } = adapters;
 
   // The process that owns the warehouse restores lost hot state by itself: at start, and

@@ -1,0 +1,55 @@
+// The in-process log's write-ahead journal: what was published survives the process until
+// every group has consumed it, and no longer.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Journal, MemoryLog, type LedgerEvent } from '@tollgate/events';
+
+const grant = (i: number): LedgerEvent => ({
+  type: 'ledger', event_id: `credit:a:${i}`, ts: i, account_id: 'a', kind: 'grant', amount_micros: String(i), reference: String(i),
+});
+const segments = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.jsonl'));
+
+test('published events are on disk before any group sees them; a torn last line is skipped', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-journal-'));
+  const log = new MemoryLog({ journal: new Journal(dir, { segmentEvents: 4 }) });
+  for (let i = 0; i < 10; i++) await log.publish('ledger', [{ event: grant(i), headers: { traceparent: `t${i}` } }]);
+  // No consumer: a process killed now would leave all ten, in order, with their headers.
+  const read = Journal.read(dir);
+  assert.deepEqual(read.map((r) => r.event.event_id), Array.from({ length: 10 }, (_, i) => `credit:a:${i}`));
+  assert.equal(read[3]!.headers.traceparent, 't3');
+  assert.equal(segments(dir).length, 3); // rotated every 4 events
+  appendFileSync(join(dir, segments(dir).sort().at(-1)!), '{"topic":"ledger","ev');
+  assert.equal(Journal.read(dir).length, 10);
+});
+
+test('segments go once every group has consumed them; a group that lags keeps them', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-journal-'));
+  const log = new MemoryLog({ journal: new Journal(dir, { segmentEvents: 5 }) });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => { release = r; });
+  await log.subscribe({ group: 'fast', topics: ['ledger'], handler: async () => {} });
+  await log.subscribe({ group: 'slow', topics: ['ledger'], handler: async () => { await gate; } });
+  for (let i = 0; i < 12; i++) await log.publish('ledger', [{ event: grant(i) }]);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(Journal.read(dir).length, 12, 'the slow group has not consumed them');
+  release();
+  await log.drain();
+  assert.deepEqual(Journal.read(dir), []);
+  assert.deepEqual(segments(dir), []);
+  await log.publish('ledger', [{ event: grant(99) }]);
+  await log.drain();
+  await log.close();
+  assert.deepEqual(Journal.read(dir), [], 'a clean stop leaves an empty journal');
+});
+
+test('Journal.clear removes everything; reading a missing directory gives nothing', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-journal-'));
+  const j = new Journal(dir);
+  j.append([{ topic: 'ledger', event: grant(1), headers: {} }], 1);
+  j.close();
+  Journal.clear(dir);
+  assert.deepEqual(Journal.read(dir), []);
+});
