@@ -23,3 +23,14 @@ apt_install() {
     $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2
   fi
 }
+
+# Nothing of ours runs (stale or no pid file): say whether someone else serves the port.
+# Expects PIDFILE and PORT.
+report_not_running() {
+  rm -f "$PIDFILE"
+  if port_open "$PORT"; then
+    log "not started by this script, but $HOST:$PORT is served by something else; leaving it alone"
+  else
+    log "not running"
+  fi
+}

@@ -236,12 +236,7 @@ wait_ready() {
 
 cmd_stop() {
   if ! pid_alive; then
-    rm -f "$PIDFILE"
-    if port_open "$PORT"; then
-      log "not started by this script, but $HOST:$PORT is served by something else; leaving it alone"
-    else
-      log "not running"
-    fi
+    report_not_running
     return 0
   fi
   local pid; pid="$(cat "$PIDFILE")"
