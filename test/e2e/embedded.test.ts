@@ -318,7 +318,15 @@ describe('control API', () => {
     assert.equal(again.status, 200);
     assert.equal(again.json.duplicate, true);
     assert.equal(clash.status, 409);
-    assert.equal(await settledBalance(stack, c.accountId), 1_000_000n + 2_500_000n - 144n);
+    // Racing grants under one reference with different amounts: exactly one is credited, and
+    // every request that did not credit says so (409 or duplicate), none claims success falsely.
+    const race = await Promise.all([7, 8, 9].map((credits) =>
+      admin(stack.url, 'POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits, reference: 'race' })));
+    const created = race.filter((r) => r.status === 201);
+    assert.equal(created.length, 1);
+    const winner = [7, 8, 9][race.indexOf(created[0]!)]!;
+    assert.ok(race.every((r) => r.status === 201 || r.status === 409 || r.json.duplicate === true));
+    assert.equal(await settledBalance(stack, c.accountId), 1_000_000n + 2_500_000n + BigInt(winner) * 1_000_000n - 144n);
   });
 
   test('admin endpoints need the admin token; customer keys are not admin tokens', async () => {

@@ -1,5 +1,5 @@
 export {
-  KEY_PREFIX, DISPLAY_CHARS, generateSecret, hashSecret, displayPrefix, looksLikeKey, safeEqual, keyFromHeaders,
+  KEY_PREFIX, DISPLAY_CHARS, generateSecret, hashSecret, displayPrefix, looksLikeKey, keyFromHeaders,
 } from './secret.ts';
 export type { KeyEntry, KeyDirectory } from './key-directory.ts';
 export { MemoryKeyDirectory } from './memory-key-directory.ts';

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 export const KEY_PREFIX = 'sk-tg-';
@@ -26,12 +26,6 @@ export function displayPrefix(secret: string): string {
 /** Customer keys are `sk-…`; anything else is rejected before hashing. */
 export function looksLikeKey(value: string): boolean {
   return value.startsWith('sk-') && value.length >= 20 && value.length <= 200;
-}
-
-export function safeEqual(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 /** A key from `x-api-key` or `Authorization: Bearer …`, whichever is present. */

@@ -62,8 +62,13 @@ export interface StateSnapshot {
 export interface BalanceStore {
   /** Reserves `amount` if available ≥ amount and the balance is positive; one atomic step. */
   hold(request: HoldRequest): Promise<HoldResult>;
-  /** Shrinks a hold to the actual cost once it is known; no-op if the hold is gone. */
-  settle(holdId: string, accountId: string, actual: bigint): Promise<void>;
+  /**
+   * Shrinks a hold to the actual cost once it is known, and keeps it `ttlMs` longer: it must
+   * outlive the trip of the usage event through the log. No-op if the hold is gone.
+   */
+  settle(holdId: string, accountId: string, actual: bigint, ttlMs: number): Promise<void>;
+  /** Keeps a live request's hold from expiring for another `ttlMs`; no-op if it is gone. */
+  extend(holdId: string, accountId: string, ttlMs: number): Promise<void>;
   /** Drops a hold with nothing to charge (failed before the upstream billed anything). */
   release(holdId: string, accountId: string): Promise<void>;
   get(accountId: string): Promise<AccountBalance>;

@@ -19,6 +19,8 @@ interface Hold {
 export class MemoryBalanceStore implements BalanceStore {
   #balances = new Map<string, bigint>();
   #holds = new Map<string, Hold>();
+  /** hold ids per account, so expiring an account's holds never walks everyone's */
+  #accountHolds = new Map<string, Set<string>>();
   #heldByAccount = new Map<string, bigint>();
   #ledgerEntries = new Map<string, bigint>();
   #usageSeen = new Map<string, number>();
@@ -43,15 +45,24 @@ export class MemoryBalanceStore implements BalanceStore {
     }
     this.#dropHold(req.holdId);
     this.#holds.set(req.holdId, { accountId: req.accountId, amount: req.amount, expiresAt: this.#now() + req.ttlMs });
+    let ids = this.#accountHolds.get(req.accountId);
+    if (!ids) this.#accountHolds.set(req.accountId, (ids = new Set()));
+    ids.add(req.holdId);
     this.#addHeld(req.accountId, req.amount);
     return { ok: true, available: available - req.amount };
   }
 
-  async settle(holdId: string, _accountId: string, actual: bigint): Promise<void> {
+  async settle(holdId: string, _accountId: string, actual: bigint, ttlMs: number): Promise<void> {
     const hold = this.#holds.get(holdId);
     if (!hold) return;
     this.#addHeld(hold.accountId, actual - hold.amount);
     hold.amount = actual;
+    hold.expiresAt = this.#now() + ttlMs;
+  }
+
+  async extend(holdId: string, _accountId: string, ttlMs: number): Promise<void> {
+    const hold = this.#holds.get(holdId);
+    if (hold) hold.expiresAt = this.#now() + ttlMs;
   }
 
   async release(holdId: string): Promise<void> {
@@ -148,14 +159,18 @@ export class MemoryBalanceStore implements BalanceStore {
     const hold = this.#holds.get(holdId);
     if (!hold) return;
     this.#holds.delete(holdId);
+    const ids = this.#accountHolds.get(hold.accountId);
+    ids?.delete(holdId);
+    if (ids?.size === 0) this.#accountHolds.delete(hold.accountId);
     this.#addHeld(hold.accountId, -hold.amount);
   }
 
   #expireHolds(accountId: string): void {
-    if (!this.#heldByAccount.has(accountId)) return;
+    const ids = this.#accountHolds.get(accountId);
+    if (!ids) return;
     const now = this.#now();
-    for (const [id, hold] of this.#holds) {
-      if (hold.accountId === accountId && hold.expiresAt <= now) this.#dropHold(id);
+    for (const id of ids) {
+      if (this.#holds.get(id)!.expiresAt <= now) this.#dropHold(id);
     }
   }
 

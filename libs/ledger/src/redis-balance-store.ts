@@ -28,7 +28,8 @@ interface LedgerScripts {
   tollgateLedgerHold(bal: string, held: string, holds: string, expiry: string,
     holdId: string, amount: Amount, ttlMs: string, readyKey: string): Promise<[number, Amount, Amount]>;
   tollgateLedgerGet(bal: string, held: string, holds: string, expiry: string): Promise<[Amount, Amount]>;
-  tollgateLedgerSettle(held: string, holds: string, holdId: string, actual: Amount): Promise<number>;
+  tollgateLedgerSettle(held: string, holds: string, expiry: string, holdId: string, actual: Amount, ttlMs: string): Promise<number>;
+  tollgateLedgerExtend(holds: string, expiry: string, holdId: string, ttlMs: string): Promise<number>;
   tollgateLedgerRelease(held: string, holds: string, expiry: string, holdId: string): Promise<number>;
   tollgateLedgerApplyUsage(seen: string, bal: string, held: string, holds: string, expiry: string,
     pos: string, accounts: string, eventId: string, cost: Amount, memoryMs: string, account: string,
@@ -99,7 +100,8 @@ export class RedisBalanceStore implements BalanceStore {
       this.#redis.defineCommand(name, { lua: source, numberOfKeys });
     define('tollgateLedgerHold', `${expireHolds}\n${lua('hold')}`, 4);
     define('tollgateLedgerGet', `${expireHolds}\n${lua('get')}`, 4);
-    define('tollgateLedgerSettle', lua('settle'), 2);
+    define('tollgateLedgerSettle', `${expireHolds}\n${lua('settle')}`, 3);
+    define('tollgateLedgerExtend', `${expireHolds}\n${lua('extend')}`, 2);
     define('tollgateLedgerRelease', lua('release'), 3);
     const position = lua('position');
     define('tollgateLedgerApplyUsage', `${position}\n${lua('apply-usage')}`, 7);
@@ -123,9 +125,14 @@ export class RedisBalanceStore implements BalanceStore {
     return ok === 1 ? { ok: true, available } : { ok: false, reason: 'insufficient_credits', available };
   }
 
-  async settle(holdId: string, accountId: string, actual: bigint): Promise<void> {
+  async settle(holdId: string, accountId: string, actual: bigint, ttlMs: number): Promise<void> {
     const k = this.#accountKeys(accountId);
-    await this.#scripts.tollgateLedgerSettle(k.held, k.holds, holdId, int64(actual, 'settled amount'));
+    await this.#scripts.tollgateLedgerSettle(k.held, k.holds, k.expiry, holdId, int64(actual, 'settled amount'), String(Math.ceil(ttlMs)));
+  }
+
+  async extend(holdId: string, accountId: string, ttlMs: number): Promise<void> {
+    const k = this.#accountKeys(accountId);
+    await this.#scripts.tollgateLedgerExtend(k.holds, k.expiry, holdId, String(Math.ceil(ttlMs)));
   }
 
   async release(holdId: string, accountId: string): Promise<void> {

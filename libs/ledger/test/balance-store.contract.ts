@@ -111,7 +111,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       const account = await funded(store, 100n);
       const holdId = id('req');
       await hold(store, account, 60n, holdId);
-      await store.settle(holdId, account, 25n);
+      await store.settle(holdId, account, 25n, 60_000);
       assert.deepEqual(await store.get(account), { balance: 100n, held: 25n, available: 75n });
       // The settled hold still reserves exactly its new amount.
       assert.deepEqual(await hold(store, account, 76n),
@@ -121,7 +121,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
 
     it('settle of an unknown hold is a no-op', async (store) => {
       const account = await funded(store, 100n);
-      await store.settle(id('req'), account, 40n);
+      await store.settle(id('req'), account, 40n, 60_000);
       assert.deepEqual(await store.get(account), { balance: 100n, held: 0n, available: 100n });
     });
 
@@ -147,7 +147,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.equal(await store.applyUsage(usageEvent(account, requestId, 123n)), 'applied');
       assert.deepEqual(await store.get(account), { balance: 877n, held: 400n, available: 477n });
       // The closed hold cannot be settled back into existence.
-      await store.settle(requestId, account, 50n);
+      await store.settle(requestId, account, 50n, 60_000);
       assert.deepEqual(await store.get(account), { balance: 877n, held: 400n, available: 477n });
     });
 
@@ -214,6 +214,29 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await hold(store, account, 100n), { ok: true, available: 0n });
     });
 
+    it('settle keeps the settled cost reserved for a new ttl (until its usage event closes it)', async (store) => {
+      const account = await funded(store, 100n);
+      const h = id('req');
+      await hold(store, account, 70n, h, 50);
+      await store.settle(h, account, 40n, 60_000);
+      await sleep(120); // past the first expiry
+      assert.deepEqual(await store.get(account), { balance: 100n, held: 40n, available: 60n });
+      assert.equal(await store.applyUsage(usageEvent(account, h, 40n)), 'applied');
+      assert.deepEqual(await store.get(account), { balance: 60n, held: 0n, available: 60n });
+    });
+
+    it('extend keeps a long request\'s hold alive; a gone hold is not recreated', async (store) => {
+      const account = await funded(store, 100n);
+      const h = id('req');
+      await hold(store, account, 70n, h, 50);
+      await store.extend(h, account, 60_000);
+      await sleep(120);
+      assert.deepEqual(await store.get(account), { balance: 100n, held: 70n, available: 30n });
+      await store.release(h, account);
+      await store.extend(h, account, 60_000);
+      assert.deepEqual(await store.get(account), { balance: 100n, held: 0n, available: 100n });
+    });
+
     it('an expired hold is released by the next hold on its account', async (store) => {
       const account = await funded(store, 100n);
       await hold(store, account, 100n, id('req'), 50);
@@ -263,7 +286,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await hold(store, account, big, h), { ok: true, available: 2n ** 62n + 1n - big });
       assert.deepEqual(await hold(store, account, 2n ** 62n + 2n - big),
         { ok: false, reason: 'insufficient_credits', available: 2n ** 62n + 1n - big });
-      await store.settle(h, account, big + 2n);
+      await store.settle(h, account, big + 2n, 60_000);
       assert.deepEqual(await store.get(account),
         { balance: 2n ** 62n + 1n, held: big + 2n, available: 2n ** 62n - 1n - big });
       await store.applyUsage(usageEvent(account, h, big + 3n));

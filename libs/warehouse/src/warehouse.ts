@@ -10,7 +10,7 @@
 
 import type { ClickHouseClient } from '@clickhouse/client';
 import type {
-  AccountRecord, AccountStatus, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind,
+  AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind,
   UsageEvent, UsageStatus,
 } from '@tollgate/events';
 import { migrations, tableNames } from './schema.ts';
@@ -130,6 +130,27 @@ export class Warehouse {
     for (const query of migrations(this.#t)) {
       await this.#client.command({ query });
     }
+  }
+
+  /** Any mix of events, each into its table (control records first), with their positions. */
+  async insertEvents(events: readonly AnyEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
+    const usage: UsageEvent[] = [];
+    const usageAt: (LogPosition | undefined)[] = [];
+    const ledger: LedgerEvent[] = [];
+    const ledgerAt: (LogPosition | undefined)[] = [];
+    const control: ControlEvent[] = [];
+    events.forEach((event, i) => {
+      if (event.type === 'usage') {
+        usage.push(event);
+        usageAt.push(positions?.[i]);
+      } else if (event.type === 'ledger') {
+        ledger.push(event);
+        ledgerAt.push(positions?.[i]);
+      } else control.push(event);
+    });
+    await this.insertControl(control);
+    await this.insertLedger(ledger, ledgerAt);
+    await this.insertUsage(usage, usageAt);
   }
 
   /** `positions[i]`, when given, is the log position of `events[i]`. */

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { gatewayError } from '@tollgate/anthropic';
 import { requireToken } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
@@ -47,7 +48,8 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     }));
     ops.get('/ops/v1/usage/events/:id', async (request, reply) => {
       const e = await deps.warehouse.getUsageEvent((request.params as { id: string }).id);
-      return e ? e : reply.code(404).send({ type: 'error', error: { type: 'not_found_error', code: 'not_found', message: 'no such usage event' } });
+      if (!e) throw gatewayError('not_found', 'no such usage event');
+      return e;
     });
     ops.get('/ops/v1/reconcile', async (request, reply) => {
       await deps.settle?.();

@@ -1,5 +1,5 @@
-import type { ConsumedEvent, ControlEvent, EventLog, LedgerEvent, Subscription, UsageEvent } from '@tollgate/events';
-import type { LogPosition, Warehouse } from '@tollgate/warehouse';
+import type { ConsumedEvent, EventLog, Subscription } from '@tollgate/events';
+import type { Warehouse } from '@tollgate/warehouse';
 import { extractContext, SpanKind, SpanStatusCode, type Metrics, type Tracer } from '@tollgate/telemetry';
 import { countByTopic } from './ledger-consumer.ts';
 
@@ -38,28 +38,13 @@ export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscriptio
       // A small batch waits (more events queue up behind it and arrive together next time);
       // a large one is worth a part of its own at once.
       if (wait > 0 && batch.length < (deps.batchSize ?? 1000)) await new Promise((r) => setTimeout(r, wait));
-      const usage: UsageEvent[] = [];
-      const usageAt: (LogPosition | undefined)[] = [];
-      const ledger: LedgerEvent[] = [];
-      const ledgerAt: (LogPosition | undefined)[] = [];
-      const control: ControlEvent[] = [];
       const durable = deps.log.durablePositions === true;
-      for (const { event, partition, offset } of batch) {
-        const at = durable ? { partition, offset } : undefined;
-        if (event.type === 'usage') {
-          usage.push(event);
-          usageAt.push(at);
-        } else if (event.type === 'ledger') {
-          ledger.push(event);
-          ledgerAt.push(at);
-        } else control.push(event);
-      }
+      const events = batch.map((e) => e.event);
+      const positions = durable ? batch.map((e) => ({ partition: e.partition, offset: e.offset })) : undefined;
       const startedAt = performance.now();
       const startTime = Date.now();
       try {
-        if (control.length) await deps.warehouse.insertControl(control);
-        if (ledger.length) await deps.warehouse.insertLedger(ledger, ledgerAt);
-        if (usage.length) await deps.warehouse.insertUsage(usage, usageAt);
+        await deps.warehouse.insertEvents(events, positions);
       } catch (err) {
         if (tracer) traceBatch(tracer, group, batch, startTime, err);
         deps.onError?.(err);

@@ -31,7 +31,7 @@ test('warehouse inserts failing: ledger unaffected, events retried, each stored 
   const flaky = new Proxy(real, {
     get(target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver);
-      if (prop === 'insertUsage' && typeof v === 'function') {
+      if (prop === 'insertEvents' && typeof v === 'function') {
         return async (...args: unknown[]) => {
           if (failuresLeft > 0) {
             failuresLeft--;

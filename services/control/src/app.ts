@@ -160,6 +160,14 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       };
       await deps.log.publish('ledger', [{ event }]);
       const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs);
+      if (applied) {
+        // Two grants with one reference may race past the check above; the ledger applies the
+        // first one only. If that was not this amount, this request did not credit anything.
+        const stored = await deps.balances.ledgerEntry(eventId);
+        if (stored !== undefined && stored !== amount) {
+          throw gatewayError('conflict', `reference ${body.reference} was already used for ${formatCredits(stored)} credits`);
+        }
+      }
       const view = await accountView(await findAccount(id));
       return reply.code(applied ? 201 : 202).send({ ...view, reference: body.reference, duplicate: false, pending: !applied });
     });

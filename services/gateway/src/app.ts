@@ -19,9 +19,18 @@ declare module 'fastify' {
 export function registerGateway(app: FastifyInstance, deps: GatewayDeps): void {
   const upstream = new Upstream(deps.upstream, deps.dispatcher);
   app.addHook('onClose', async () => upstream.close());
+  // Asked only when a key is not found (lost state vs. a bad key), and remembered as briefly as
+  // the key cache, so a flood of bad keys does not become a flood of Redis calls.
+  let readyUntil = 0;
+  const stateReady = async () => {
+    if (Date.now() < readyUntil) return true;
+    const ready = await deps.balances.ready();
+    if (ready) readyUntil = Date.now() + 500;
+    return ready;
+  };
   app.register(async (api) => {
     api.addHook('onRequest', async (request) => {
-      request.caller = await authenticate(deps.keys, deps.keyHashSecret, request.headers, () => deps.balances.ready());
+      request.caller = await authenticate(deps.keys, deps.keyHashSecret, request.headers, stateReady);
     });
     messagesRoutes(api, deps, upstream);
     countTokensRoutes(api, deps, upstream);

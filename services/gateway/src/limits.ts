@@ -31,10 +31,12 @@ export async function acquireLimits(deps: GatewayDeps, keyId: string, estimatedT
     async done(usedTokens) {
       if (done) return;
       done = true;
-      await decision.release?.().catch(() => {});
-      if (usedTokens !== null && policy.tokensPerMinute) {
-        await limiter.correctTokens(keyId, policy, estimate, usedTokens).catch(() => {});
-      }
+      await Promise.all([
+        decision.release?.().catch(() => {}),
+        usedTokens !== null && policy.tokensPerMinute
+          ? limiter.correctTokens(keyId, policy, estimate, usedTokens).catch(() => {})
+          : undefined,
+      ]);
     },
   };
 }

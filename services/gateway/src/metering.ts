@@ -1,11 +1,10 @@
-import type { TokenUsage } from '@tollgate/anthropic';
+import { ZERO_USAGE, type TokenUsage } from '@tollgate/anthropic';
 import type { UsageEvent, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import { costMicros, type ResolvedModel } from '@tollgate/pricing';
 import { injectContext, inSpan, noopTracer, SpanKind } from '@tollgate/telemetry';
 import type { GatewayDeps } from './deps.ts';
 
-const NO_TOKENS: TokenUsage = { input: 0, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 };
 
 /** Everything about one metered request that the usage event needs, gathered along the way. */
 export interface Metered {
@@ -39,11 +38,11 @@ export async function settle(
   outcome: Outcome,
   onStateError: (err: unknown) => void,
 ): Promise<{ event: UsageEvent; publish: () => Promise<void> }> {
-  const usage = outcome.usage ?? NO_TOKENS;
+  const usage = outcome.usage ?? ZERO_USAGE;
   const cost = outcome.billable ? costMicros(usage, m.resolved.model.prices) : 0n;
   const accountId = m.caller.account.id;
   try {
-    if (cost > 0n) await deps.balances.settle(m.requestId, accountId, cost);
+    if (cost > 0n) await deps.balances.settle(m.requestId, accountId, cost, deps.holdTtlMs);
     else await deps.balances.release(m.requestId, accountId);
   } catch (err) {
     // The usage event is what charges the account; hot state failing here only leaves the hold

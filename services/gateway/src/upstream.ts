@@ -1,6 +1,6 @@
 import { Agent, type Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
-import { gatewayError } from '@tollgate/anthropic';
+import { gatewayError, isAnthropicErrorBody, upstreamErrorToGateway, type GatewayError } from '@tollgate/anthropic';
 import type { UpstreamOptions } from './deps.ts';
 
 /**
@@ -87,4 +87,25 @@ export class Upstream {
   async close(): Promise<void> {
     if (this.#ownsDispatcher) await this.#dispatcher.close();
   }
+}
+
+/** The query string of a request URL (`?beta=true`), passed on as it came. */
+export function searchOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? '' : url.slice(q);
+}
+
+export function header(res: UpstreamResponse, name: string): string | null {
+  const v = res.headers[name];
+  return typeof v === 'string' ? v : Array.isArray(v) ? (v[0] ?? null) : null;
+}
+
+/** Reads an upstream error body and turns it into the error the client sees (retry-after kept). */
+export async function upstreamErrorOf(res: UpstreamResponse): Promise<GatewayError> {
+  const text = await res.body.text().catch(() => '');
+  let json: unknown = undefined;
+  try { json = JSON.parse(text); } catch { /* not JSON: keep the status only */ }
+  const retryAfter = header(res, 'retry-after');
+  return upstreamErrorToGateway(res.status, isAnthropicErrorBody(json) ? json : undefined,
+    retryAfter ? { 'retry-after': retryAfter } : undefined);
 }

@@ -2,12 +2,11 @@ import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { Redis } from 'ioredis';
 import type { Config } from '@tollgate/config';
-import {
-  Journal, KafkaLog, MemoryLog, type ControlEvent, type EventLog, type LedgerEvent, type UsageEvent,
-} from '@tollgate/events';
+import { Journal, KafkaLog, MemoryLog, type EventLog } from '@tollgate/events';
 import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
+import { rebuild } from '@tollgate/aggregator';
 
 export interface Logger {
   info(obj: object, msg?: string): void;
@@ -43,17 +42,7 @@ function openWarehouse(config: Config): Warehouse {
 async function recoverJournal(dir: string, warehouse: Warehouse, logger?: Logger): Promise<number> {
   const records = Journal.read(dir);
   if (records.length > 0) {
-    const usage: UsageEvent[] = [];
-    const ledger: LedgerEvent[] = [];
-    const control: ControlEvent[] = [];
-    for (const { event } of records) {
-      if (event.type === 'usage') usage.push(event);
-      else if (event.type === 'ledger') ledger.push(event);
-      else control.push(event);
-    }
-    await warehouse.insertControl(control);
-    await warehouse.insertLedger(ledger);
-    await warehouse.insertUsage(usage);
+    await warehouse.insertEvents(records.map((r) => r.event));
     logger?.warn({ events: records.length }, 'recovered events from the journal of a process that did not stop cleanly');
   }
   Journal.clear(dir);
@@ -68,9 +57,8 @@ export async function embeddedAdapters(config: Config, logger?: Logger): Promise
   await recoverJournal(journalDir, warehouse, logger);
   const keys = new MemoryKeyDirectory();
   const balances = new MemoryBalanceStore();
-  for (const a of await warehouse.loadAccounts()) await keys.putAccount(a);
-  for (const k of await warehouse.loadKeys()) await keys.putKey(k);
-  await balances.load({ balances: await warehouse.balances(), ledgerEntries: await warehouse.ledgerEntries() });
+  // Hot state is a cache of the warehouse: rebuilt from it at every start.
+  await rebuild({ warehouse, balances, keys });
   const log = new MemoryLog({ journal: new Journal(journalDir) });
   return {
     mode: 'embedded', log, balances, keys, gatewayKeys: keys, warehouse, redis: undefined,

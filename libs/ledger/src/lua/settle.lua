@@ -1,10 +1,12 @@
--- Shrink (or, if usage ran over, grow) a hold to the actual cost once it is known.
--- KEYS[1] held:{account}, KEYS[2] holds:{account}
--- ARGV[1] holdId, ARGV[2] actual cost (integer string)
+-- Shrink (or, if usage ran over, grow) a hold to the actual cost once it is known, and keep it
+-- reserved a while longer: until its usage event closes it, the settled cost must not become
+-- available again. Prepended with expire-holds.lua (for now_ms).
+-- KEYS[1] held:{account}, KEYS[2] holds:{account}, KEYS[3] hexp:{account}
+-- ARGV[1] holdId, ARGV[2] actual cost (integer string), ARGV[3] ttl in ms
 -- Returns 1 if the hold existed, 0 if it was already gone (no-op).
--- Invariant: held = Σ holds hash; the hold keeps its expiry.
-local held_key, holds_key = KEYS[1], KEYS[2]
-local hold_id, actual = ARGV[1], ARGV[2]
+-- Invariant: held = Σ holds hash.
+local held_key, holds_key, expiry_key = KEYS[1], KEYS[2], KEYS[3]
+local hold_id, actual, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 -- 1. A hold that is gone (released, expired, closed by its usage event) stays gone.
 local amount = redis.call('HGET', holds_key, hold_id)
@@ -14,5 +16,8 @@ if not amount then return 0 end
 redis.call('DECRBY', held_key, amount)
 redis.call('INCRBY', held_key, actual)
 redis.call('HSET', holds_key, hold_id, actual)
-if redis.call('GET', held_key) == '0' then redis.call('DEL', held_key) end
+tidy_held(held_key)
+
+-- 3. A new expiry from now (server clock).
+redis.call('ZADD', expiry_key, string.format('%d', now_ms() + ttl), hold_id)
 return 1

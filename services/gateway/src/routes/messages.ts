@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import {
-  createStreamMeter, estimateInputTokens, gatewayError, isAnthropicErrorBody, sseErrorEvent,
-  upstreamErrorToGateway, usageFromMessage, validateMessagesRequest, type MessagesRequest,
+  createStreamMeter, estimateInputTokens, gatewayError, sseErrorEvent,
+  usageFromMessage, validateMessagesRequest, type MessagesRequest,
 } from '@tollgate/anthropic';
 import { sendError } from '@tollgate/http';
 import { holdMicros, resolveModel, type ResolvedModel } from '@tollgate/pricing';
@@ -11,7 +11,7 @@ import {
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
 import { settle, type Metered, type Outcome } from '../metering.ts';
-import type { Upstream, UpstreamResponse } from '../upstream.ts';
+import { header, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
 
@@ -39,26 +39,6 @@ export function resolveOr404(deps: GatewayDeps, model: string): ResolvedModel {
   const resolved = resolveModel(deps.catalog, model);
   if (!resolved) throw gatewayError('model_not_found', `model: ${model} is not available on this gateway`);
   return resolved;
-}
-
-function searchOf(url: string): string {
-  const q = url.indexOf('?');
-  return q === -1 ? '' : url.slice(q);
-}
-
-function header(res: UpstreamResponse, name: string): string | null {
-  const v = res.headers[name];
-  return typeof v === 'string' ? v : Array.isArray(v) ? (v[0] ?? null) : null;
-}
-
-/** Reads an upstream error body and turns it into the error the client sees. */
-async function upstreamError(res: UpstreamResponse) {
-  const text = await res.body.text().catch(() => '');
-  let json: unknown = undefined;
-  try { json = JSON.parse(text); } catch { /* not JSON: keep the status only */ }
-  const retryAfter = header(res, 'retry-after');
-  return upstreamErrorToGateway(res.status, isAnthropicErrorBody(json) ? json : undefined,
-    retryAfter ? { 'retry-after': retryAfter } : undefined);
 }
 
 /** Resolves once the socket can take more, or the client is gone. */
@@ -118,7 +98,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     try {
       return await metered({ request, reply, body, resolved, raw, estimate, limit, startedAt, ts });
     } finally {
-      await limit.done(null);
+      // Refused before the upstream (402, 503): no tokens were used. After a settlement this
+      // is a no-op (the ticket is already done).
+      await limit.done(0);
     }
   };
 
@@ -136,6 +118,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         return result;
       } catch (err) {
         metrics?.holdRefused('state_unavailable');
+        // A timed-out call may still have reserved the credit on the server: give it back
+        // (a no-op if it did not) rather than leave it held until it expires.
+        deps.balances.release(request.id, caller.account.id).catch(() => {});
         throw err;
       }
     });
@@ -147,85 +132,99 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
     const m: Metered = { requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true };
     reply.headers(x.limit.headers);
-    /** Shrinks the hold now; returns the publication of the usage event, for after the reply. */
-    const finish = async (outcome: Outcome): Promise<() => Promise<void>> => {
-      const u = outcome.usage;
-      await x.limit.done(u ? u.input + u.output + u.cacheRead + u.cacheWrite5m + u.cacheWrite1h : null);
-      const { publish } = await inSpan(tracer, 'settle', { attributes: { 'tollgate.usage.status': outcome.status } }, (span) =>
-        settle(deps, m, outcome, (err) => {
-          failSpan(span, err);
-          request.log.warn({ err }, 'could not shrink the hold; it will expire');
-        }));
-      return () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published'));
-    };
-
-    // A client span from the call until the upstream body is read to its end (streams included);
-    // ended by `endUpstream` on every path.
-    const upstreamSpan = tracer.startSpan('upstream', {
-      kind: SpanKind.CLIENT,
-      attributes: {
-        'http.request.method': 'POST', 'server.address': upstreamHost, 'gen_ai.request.model': resolved.upstreamModel,
-      },
-    });
-    const upstreamCtx = trace.setSpan(context.active(), upstreamSpan);
-    const endUpstream = (err?: unknown) => {
-      if (err !== undefined) failSpan(upstreamSpan, err);
-      upstreamSpan.end();
-    };
-
-    let res: UpstreamResponse;
+    // However long the upstream takes (a long generation, a stream read to its end after the
+    // client left), the hold must not expire under a live request.
+    const keepAlive = setInterval(() => {
+      deps.balances.extend(request.id, caller.account.id, deps.holdTtlMs).catch(() => {});
+    }, Math.max(1000, Math.floor(deps.holdTtlMs / 3)));
+    keepAlive.unref();
     try {
-      res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, upstreamBody(body, raw, resolved),
-        upstreamSpan.isRecording() ? injectContext(upstreamCtx) : undefined);
-    } catch (err) {
-      metrics?.upstreamError('unreachable');
-      endUpstream(err);
-      await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null }))();
-      throw err;
-    }
-    const upstreamRequestId = header(res, 'request-id');
-    if (upstreamSpan.isRecording()) {
-      upstreamSpan.setAttribute('http.response.status_code', res.status);
-      if (upstreamRequestId) upstreamSpan.setAttribute('tollgate.upstream.request_id', upstreamRequestId);
-    }
-    if (res.status < 200 || res.status >= 300) {
-      metrics?.upstreamError(res.status);
-      const err = await upstreamError(res);
-      endUpstream(err);
-      const publish = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
-      if (err.status >= 500) request.log.warn({ upstreamStatus: res.status, code: err.code }, 'upstream error');
-      sendError(reply, err);
+      /** Shrinks the hold now; returns the publication of the usage event, for after the reply. */
+      const finish = async (outcome: Outcome): Promise<() => Promise<void>> => {
+        clearInterval(keepAlive);
+        const u = outcome.usage;
+        // The limiter's release and the hold's shrink are independent: one round trip of wait.
+        const [, { publish }] = await Promise.all([
+          x.limit.done(u ? u.input + u.output + u.cacheRead + u.cacheWrite5m + u.cacheWrite1h : 0),
+          inSpan(tracer, 'settle', { attributes: { 'tollgate.usage.status': outcome.status } }, (span) =>
+            settle(deps, m, outcome, (err) => {
+              failSpan(span, err);
+              request.log.warn({ err }, 'could not shrink the hold; it will expire');
+            })),
+        ]);
+        return () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published'));
+      };
+
+      // A client span from the call until the upstream body is read to its end (streams included);
+      // ended by `endUpstream` on every path.
+      const upstreamSpan = tracer.startSpan('upstream', {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'http.request.method': 'POST', 'server.address': upstreamHost, 'gen_ai.request.model': resolved.upstreamModel,
+        },
+      });
+      const upstreamCtx = trace.setSpan(context.active(), upstreamSpan);
+      const endUpstream = (err?: unknown) => {
+        if (err !== undefined) failSpan(upstreamSpan, err);
+        upstreamSpan.end();
+      };
+
+      let res: UpstreamResponse;
+      try {
+        res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, upstreamBody(body, raw, resolved),
+          upstreamSpan.isRecording() ? injectContext(upstreamCtx) : undefined);
+      } catch (err) {
+        metrics?.upstreamError('unreachable');
+        endUpstream(err);
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null }))();
+        throw err;
+      }
+      const upstreamRequestId = header(res, 'request-id');
+      if (upstreamSpan.isRecording()) {
+        upstreamSpan.setAttribute('http.response.status_code', res.status);
+        if (upstreamRequestId) upstreamSpan.setAttribute('tollgate.upstream.request_id', upstreamRequestId);
+      }
+      if (res.status < 200 || res.status >= 300) {
+        metrics?.upstreamError(res.status);
+        const err = await upstreamErrorOf(res);
+        endUpstream(err);
+        const publish = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
+        if (err.status >= 500) request.log.warn({ upstreamStatus: res.status, code: err.code }, 'upstream error');
+        sendError(reply, err);
+        await publish();
+        return reply;
+      }
+
+      if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
+        return relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan);
+      }
+
+      let bytes: Buffer;
+      let firstByteAt: number | null = null;
+      try {
+        bytes = Buffer.from(await res.body.arrayBuffer());
+        firstByteAt = performance.now();
+        endUpstream();
+      } catch (err) {
+        metrics?.upstreamError('stream_dropped');
+        endUpstream(err);
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId }))();
+        throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
+      }
+      let usage = null;
+      try { usage = usageFromMessage(JSON.parse(bytes.toString('utf8'))); } catch { /* not JSON */ }
+      if (usage === null) {
+        // A 2xx without a readable message is not something the upstream bills us for as a
+        // success we can measure; pass it on, charge nothing, and say so in the logs.
+        request.log.warn({ upstreamRequestId }, 'upstream 2xx without usage; not charged');
+      }
+      const publish = await finish({ status: 'ok', httpStatus: res.status, usage, billable: usage !== null, firstByteAt, upstreamRequestId });
+      reply.code(res.status).type(header(res, 'content-type') ?? 'application/json').send(bytes);
       await publish();
       return reply;
+    } finally {
+      clearInterval(keepAlive);
     }
-
-    if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
-      return relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan);
-    }
-
-    let bytes: Buffer;
-    let firstByteAt: number | null = null;
-    try {
-      bytes = Buffer.from(await res.body.arrayBuffer());
-      firstByteAt = performance.now();
-      endUpstream();
-    } catch (err) {
-      metrics?.upstreamError('stream_dropped');
-      endUpstream(err);
-      await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId }))();
-      throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
-    }
-    let usage = null;
-    try { usage = usageFromMessage(JSON.parse(bytes.toString('utf8'))); } catch { /* not JSON */ }
-    if (usage === null) {
-      // A 2xx without a readable message is not something the upstream bills us for as a
-      // success we can measure; pass it on, charge nothing, and say so in the logs.
-      request.log.warn({ upstreamRequestId }, 'upstream 2xx without usage; not charged');
-    }
-    const publish = await finish({ status: 'ok', httpStatus: res.status, usage, billable: usage !== null, firstByteAt, upstreamRequestId });
-    reply.code(res.status).type(header(res, 'content-type') ?? 'application/json').send(bytes);
-    await publish();
-    return reply;
   };
 
   app.post('/v1/messages', handler);
