@@ -34,3 +34,12 @@ report_not_running() {
     log "not running"
   fi
 }
+
+# Our service is running: the pid file names a live process whose command line matches
+# PROCESS_PATTERN (guards against a reused pid). Expects PIDFILE and PROCESS_PATTERN.
+pid_alive() {
+  [[ -f "$PIDFILE" ]] || return 1
+  local pid; pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  [[ -n "$pid" ]] && alive "$pid" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$PROCESS_PATTERN" || return 1
+}

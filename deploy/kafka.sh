@@ -31,6 +31,7 @@ START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 HEAP="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 
+PROCESS_PATTERN='kafka\.Kafka'
 SERVICE=kafka
 # shellcheck source=deploy/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -144,14 +145,6 @@ EOF
 kjava_tool() {
   java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
     -Dlog4j.configuration="file:$TOOLS_LOG4J" -cp "$LIBS/*" "$@"
-}
-
-pid_alive() {
-  [[ -f "$PIDFILE" ]] || return 1
-  local pid; pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [[ -n "$pid" ]] && alive "$pid" || return 1
-  # guard against pid reuse: must be our kafka.Kafka JVM
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka' || return 1
 }
 
 format_storage() {

@@ -17,6 +17,7 @@ HOST=127.0.0.1
 PORT="${REDIS_PORT:-6379}"
 START_TIMEOUT="${REDIS_START_TIMEOUT:-20}"
 
+PROCESS_PATTERN='redis-server'
 SERVICE=redis
 # shellcheck source=deploy/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -44,13 +45,6 @@ cmd_install() {
     systemctl stop redis-server >/dev/null 2>&1 || true
   fi
   log "installed $(redis-server --version | awk '{print $3}')"
-}
-
-pid_alive() {
-  [[ -f "$PIDFILE" ]] || return 1
-  local pid; pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [[ -n "$pid" ]] && alive "$pid" || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'redis-server' || return 1
 }
 
 cmd_start() {

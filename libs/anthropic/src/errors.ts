@@ -4,6 +4,7 @@
 // `retriable` tells consumers and the upstream failover whether trying again can help.
 
 import type { AnthropicErrorBody, AnthropicErrorType } from './types.ts';
+import { isRecord } from './record.ts';
 
 export interface ErrorSpec {
   status: number;
@@ -139,10 +140,6 @@ export function errorBody(err: GatewayError, requestId: string): GatewayErrorBod
  */
 export function sseErrorEvent(err: GatewayError, requestId: string): string {
   return `event: error\ndata: ${JSON.stringify(errorBody(err, requestId))}\n\n`;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 export function isAnthropicErrorBody(json: unknown): json is AnthropicErrorBody {

@@ -4,10 +4,7 @@
 
 import { ProtocolError } from './errors.ts';
 import type { CountTokensRequest, MessagesRequest } from './types.ts';
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
+import { isRecord } from './record.ts';
 
 function checkCommon(body: unknown): asserts body is CountTokensRequest {
   if (!isRecord(body)) throw new ProtocolError('', 'Input should be a valid dictionary');

@@ -11,6 +11,7 @@ import type { EventSourceMessage, EventSourceParser } from 'eventsource-parser';
 import type { ErrorObject, Usage } from './types.ts';
 import { mergeUsage, usageFromWire } from './usage.ts';
 import type { TokenUsage } from './usage.ts';
+import { isRecord } from './record.ts';
 
 export interface StreamMeterOptions {
   /**
@@ -24,10 +25,6 @@ export interface StreamMeterOptions {
 export interface StreamError {
   type: string;
   message: string;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 export class StreamMeter {

@@ -2,6 +2,7 @@
 // two in step.
 
 import type { Usage } from './types.ts';
+import { isRecord } from './record.ts';
 
 export interface TokenUsage {
   input: number;
@@ -22,10 +23,6 @@ export const ZERO_USAGE: Readonly<TokenUsage> = Object.freeze({
 /** A token count from the wire: anything but a non-negative safe integer counts as 0. */
 function count(v: unknown): number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /**
