@@ -2,8 +2,9 @@ import type { ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify from 'fastify';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { badOutputTokens, compressedSink, compressSync, plainSink, rateLimitHeaders, serializeWithBadUsage } from './anomalies.ts';
 import { parseDirectives } from './directives.ts';
-import type { Directives, Fault } from './directives.ts';
+import type { BadUsage, Directives, Encoding, Fault } from './directives.ts';
 import { defaultErrorMessage, errorBody, errorTypeForStatus, invalidRequest, SimulatorError } from './errors.ts';
 import { MODELS } from './models.ts';
 import { PromptCache } from './prompt-cache.ts';
@@ -93,65 +94,69 @@ function buildUsage(units: readonly PromptUnit[], cache: CacheOutcome, directive
   };
 }
 
-function sseFrame(event: StreamEvent): string {
-  return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+function sseFrame(event: StreamEvent, badUsage?: BadUsage): string {
+  return `event: ${event.type}\ndata: ${serializeWithBadUsage(event, badUsage)}\n\n`;
 }
 
 interface StreamJob {
   readonly requestId: string;
   readonly message: Message;
   readonly reply: Reply;
-  readonly fault: Fault | undefined;
+  readonly directives: Directives;
   readonly timing: Timing;
   readonly signal: AbortSignal;
 }
 
 /**
  * Writes the SSE response event by event on the raw socket (the reply is hijacked), so
- * time-to-first-token, pacing and mid-stream faults are observable by the client.
+ * time-to-first-token, pacing, mid-stream faults and stream anomalies (`sse=`, `bad_usage=`)
+ * are observable by the client.
  */
 async function writeStream(fastifyReply: FastifyReply, job: StreamJob): Promise<void> {
   const res = fastifyReply.raw;
-  const { message, reply, fault, timing, signal } = job;
+  const { message, reply, timing, signal, directives } = job;
+  const { fault, sse } = directives;
+  const encoding = directives.encoding;
   res.writeHead(200, {
     'request-id': job.requestId,
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
+    ...(encoding === undefined ? {} : { 'content-encoding': encoding }),
   });
-  // Each event is awaited until the socket has taken it: the client sees every event as it is
-  // produced, a slow client pushes back on generation, and a deliberate drop never discards
-  // deltas that were already "sent".
-  const send = (event: StreamEvent): Promise<void> =>
-    new Promise((resolve, reject) => {
-      res.write(sseFrame(event), (error) => (error ? reject(error) : resolve()));
-    });
+  const sink = encoding === undefined ? plainSink(res) : compressedSink(res, encoding);
+  const send = (event: StreamEvent, badUsage?: BadUsage): Promise<void> => sink.write(sseFrame(event, badUsage));
   // Returns true when the fault fired and the response is over.
   const fire = async (): Promise<boolean> => {
     if (fault?.kind === 'sse_error_after') {
       await send({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
-      res.end();
+      await sink.end();
       return true;
     }
     if (fault?.kind === 'drop_after') {
-      res.destroy();
+      sink.destroy();
       return true;
     }
     return false;
   };
   const faultAfter = fault?.kind === 'sse_error_after' || fault?.kind === 'drop_after' ? fault.after : Infinity;
 
-  await send({
+  const start: StreamEvent = {
     type: 'message_start',
     message: { ...message, content: [], stop_reason: null, usage: { ...message.usage, output_tokens: 1 } },
-  });
+  };
+  await send(start);
   const plan = streamPlan(reply.content);
-  if (plan.length === 0) await send({ type: 'ping' });
+  if (plan.length === 0) {
+    if (sse === 'duplicate_message_start') await send(start);
+    await send({ type: 'ping' });
+  }
 
   const firstDeltaAt = performance.now() + timing.ttftMs;
   let deltasSent = 0;
   let tokensSent = 0;
   for (const [index, block] of plan.entries()) {
     await send({ type: 'content_block_start', index, content_block: block.start });
+    if (index === 0 && sse === 'duplicate_message_start') await send(start);
     if (index === 0) await send({ type: 'ping' });
     for (const { delta, tokens } of block.deltas) {
       if (deltasSent === faultAfter && (await fire())) return;
@@ -169,18 +174,27 @@ async function writeStream(fastifyReply: FastifyReply, job: StreamJob): Promise<
   if (faultAfter !== Infinity && (await fire())) return;
 
   const { usage } = message;
-  await send({
-    type: 'message_delta',
-    delta: { stop_reason: reply.stopReason, stop_sequence: null },
-    usage: {
-      output_tokens: usage.output_tokens,
-      input_tokens: usage.input_tokens,
-      cache_creation_input_tokens: usage.cache_creation_input_tokens,
-      cache_read_input_tokens: usage.cache_read_input_tokens,
+  const finalUsage = {
+    output_tokens: usage.output_tokens,
+    input_tokens: sse === 'delta_lower' ? 0 : usage.input_tokens,
+    cache_creation_input_tokens: usage.cache_creation_input_tokens,
+    cache_read_input_tokens: sse === 'delta_lower' ? 0 : usage.cache_read_input_tokens,
+  };
+  const delta = { stop_reason: reply.stopReason, stop_sequence: null };
+  const badUsage = directives.bad_usage;
+  await send(
+    {
+      type: 'message_delta',
+      delta,
+      usage: badUsage === undefined ? finalUsage : { ...finalUsage, output_tokens: badOutputTokens(badUsage) as number },
     },
-  });
-  await send({ type: 'message_stop' });
-  res.end();
+    badUsage,
+  );
+  if (sse !== 'no_message_stop') await send({ type: 'message_stop' });
+  if (sse === 'delta_after_stop') {
+    await send({ type: 'message_delta', delta, usage: { ...finalUsage, output_tokens: usage.output_tokens * 2 } });
+  }
+  await sink.end();
 }
 
 export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
@@ -205,12 +219,24 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
     reply.header('request-id', request.id);
   });
 
+  // `encoding=` compresses every body the request gets (message, error, count_tokens), whatever
+  // the client accepts: the simulated fault is a CDN that compresses anyway.
+  const forcedEncoding = new WeakMap<FastifyRequest, Encoding>();
+  app.addHook('onSend', async (request, reply, payload) => {
+    const encoding = forcedEncoding.get(request);
+    if (encoding === undefined || (typeof payload !== 'string' && !Buffer.isBuffer(payload))) return payload;
+    reply.header('content-encoding', encoding);
+    reply.removeHeader('content-length');
+    return compressSync(encoding, payload);
+  });
+
   app.setErrorHandler((error, request, reply) => {
     let status: number;
     let type: ErrorType;
     if (error instanceof SimulatorError) {
       status = error.status;
       type = error.type;
+      void reply.headers(error.headers);
     } else {
       const code = (error as { statusCode?: unknown }).statusCode;
       status = typeof code === 'number' && code >= 400 && code < 600 ? code : 500;
@@ -265,6 +291,7 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
      * Returns false when the request was answered (or dropped) here.
      */
     const preamble = async (
+      request: FastifyRequest,
       reply: FastifyReply,
       body: MessagesBody,
       directives: Directives,
@@ -280,7 +307,11 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
       const status = faultStatus(directives, body.stream);
       if (status !== undefined) {
         const type = errorTypeForStatus(status);
-        throw new SimulatorError(status, defaultErrorMessage(type), type);
+        const message = directives.echo_key
+          ? `invalid x-api-key: ${credentialOf(request) ?? ''}`
+          : defaultErrorMessage(type);
+        const headers = directives.retry_after === undefined ? {} : rateLimitHeaders(directives.retry_after);
+        throw new SimulatorError(status, message, type, headers);
       }
       return true;
     };
@@ -296,6 +327,13 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
       // requireMaxTokens has already rejected a missing max_tokens; this only narrows the type.
       const body = { ...parsed, maxTokens: parsed.maxTokens ?? 1 };
       const directives = parseDirectives(lastUserText(body.messages), request.headers);
+      if (directives.encoding !== undefined) forcedEncoding.set(request, directives.encoding);
+      if (directives.sse !== undefined && !body.stream) {
+        throw invalidRequest(`simulator directive sse=${directives.sse} applies to streaming requests only`);
+      }
+      if (directives.body !== undefined && body.stream) {
+        throw invalidRequest(`simulator directive body=${directives.body} applies to non-streaming requests only`);
+      }
       const units = promptUnits(body);
       const n = request.id.slice('req_sim_'.length);
       const generated = buildReply(body, directives, defaultOutputTokens, `toolu_sim_${n}`);
@@ -303,7 +341,7 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
       const signal = closeSignal(reply.raw);
 
       try {
-        if (!(await preamble(reply, body, directives, timing, signal))) return;
+        if (!(await preamble(request, reply, body, directives, timing, signal))) return;
         const usage = buildUsage(units, cache.settle(body.model, units), directives, generated.outputTokens);
         const message: Message = {
           id: `msg_sim_${n}`,
@@ -317,7 +355,7 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
         };
         if (body.stream) {
           reply.hijack();
-          await writeStream(reply, { requestId: request.id, message, reply: generated, fault: directives.fault, timing, signal }).catch(
+          await writeStream(reply, { requestId: request.id, message, reply: generated, directives, timing, signal }).catch(
             (error: unknown) => {
               if (!signal.aborted) reply.raw.destroy(error instanceof Error ? error : undefined);
             },
@@ -326,6 +364,15 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
         }
         const generation = timing.tokensPerSecond > 0 ? (usage.output_tokens * 1000) / timing.tokensPerSecond : 0;
         await sleep(timing.ttftMs + generation, undefined, { signal });
+        if (directives.body === 'not_json') return reply.code(200).type('application/json').send('not json');
+        if (directives.body === 'no_usage') {
+          const { usage: _omitted, ...withoutUsage } = message;
+          return reply.code(200).send(withoutUsage);
+        }
+        if (directives.bad_usage !== undefined) {
+          const corrupt = { ...message, usage: { ...usage, output_tokens: badOutputTokens(directives.bad_usage) } };
+          return reply.code(200).type('application/json').send(serializeWithBadUsage(corrupt, directives.bad_usage));
+        }
         return reply.code(200).send(message);
       } catch (error) {
         ignoreDisconnect(reply, signal, error);
@@ -336,10 +383,11 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
     v1.post('/v1/messages/count_tokens', async (request, reply) => {
       const body = parseMessagesBody(request.body, { requireMaxTokens: false });
       const directives = parseDirectives(lastUserText(body.messages), request.headers);
+      if (directives.encoding !== undefined) forcedEncoding.set(request, directives.encoding);
       const units = promptUnits(body);
       const signal = closeSignal(reply.raw);
       try {
-        if (!(await preamble(reply, { ...body, stream: false }, directives, timingFor(directives), signal))) return;
+        if (!(await preamble(request, reply, { ...body, stream: false }, directives, timingFor(directives), signal))) return;
         return { input_tokens: directives.input ?? countInputTokens(units) };
       } catch (error) {
         ignoreDisconnect(reply, signal, error);

@@ -25,3 +25,31 @@ test('text without a directive yields none, and stripping removes only directive
   assert.deepEqual(parseDirectives('[[not sim]] [sim output=1]', {}), {});
   assert.equal(stripDirectives('hi [[sim output=1]] there'), 'hi   there');
 });
+
+test('fault directives parse to their kinds; a value outside the list or a dangling retry_after/echo_key is a 400', () => {
+  assert.deepEqual(parseDirectives('[[sim encoding=zstd sse=delta_lower bad_usage=nan]]', { 'x-sim-body': 'not_json' }), {
+    encoding: 'zstd',
+    sse: 'delta_lower',
+    bad_usage: 'nan',
+    body: 'not_json',
+  });
+  assert.deepEqual(parseDirectives('[[sim status=429 retry_after=30 echo_key=1]]', {}), { status: 429, retry_after: 30, echo_key: true });
+  assert.deepEqual(parseDirectives('', { 'x-sim-fault': 'overloaded', 'x-sim-retry-after': '0' }), {
+    fault: { kind: 'overloaded' },
+    retry_after: 0,
+  });
+  const bad = [
+    '[[sim encoding=compress]]',
+    '[[sim sse=late]]',
+    '[[sim bad_usage=zero]]',
+    '[[sim body=empty]]',
+    '[[sim status=429 retry_after=1.5]]',
+    '[[sim status=401 echo_key=yes]]',
+    '[[sim retry_after=5]]',
+    '[[sim echo_key=1]]',
+  ];
+  for (const text of bad) {
+    assert.throws(() => parseDirectives(text, {}), (err: unknown) => (err as { status?: number }).status === 400, text);
+  }
+  assert.throws(() => parseDirectives('[[sim encoding=compress]]', {}), /encoding=compress: expected one of gzip, deflate, br, zstd/);
+});

@@ -7,6 +7,22 @@ export type Fault =
   | { readonly kind: 'drop_after'; readonly after: number }
   | { readonly kind: 'sse_error_after'; readonly after: number };
 
+/** `content-encoding` values the simulator can force onto a response (RFC 9110 names). */
+export const ENCODINGS = ['gzip', 'deflate', 'br', 'zstd'] as const;
+export type Encoding = (typeof ENCODINGS)[number];
+
+/** Upstream stream anomalies (`sse=<kind>`, streaming only). */
+export const SSE_ANOMALIES = ['no_message_stop', 'duplicate_message_start', 'delta_after_stop', 'delta_lower'] as const;
+export type SseAnomaly = (typeof SSE_ANOMALIES)[number];
+
+/** Corruptions of the final reported `output_tokens` (`bad_usage=<kind>`). */
+export const BAD_USAGE = ['negative', 'string', 'nan', 'huge', 'null'] as const;
+export type BadUsage = (typeof BAD_USAGE)[number];
+
+/** Malformed 2xx bodies (`body=<kind>`, non-streaming only). */
+export const BAD_BODIES = ['no_usage', 'not_json'] as const;
+export type BadBody = (typeof BAD_BODIES)[number];
+
 /** Per-request overrides, from `[[sim key=value]]` in the last user message or `x-sim-<key>` headers. */
 export interface Directives {
   readonly input?: number;
@@ -20,11 +36,25 @@ export interface Directives {
   readonly ttft_ms?: number;
   readonly tps?: number;
   readonly tool?: string;
+  /** Compress every response body of this request with this encoding, whatever `accept-encoding` says. */
+  readonly encoding?: Encoding;
+  readonly sse?: SseAnomaly;
+  readonly bad_usage?: BadUsage;
+  readonly body?: BadBody;
+  /** Seconds; the error response carries `retry-after` and a rejected rate-limit header set. Needs `status` or `fault=overloaded`. */
+  readonly retry_after?: number;
+  /** The error message echoes the received credential. Needs `status` or `fault=overloaded`. */
+  readonly echo_key?: boolean;
 }
 
 const DIRECTIVE = /\[\[sim\b([^\]]*)\]\]/g;
 const HEADER_PREFIX = 'x-sim-';
-const INTEGER_KEYS = ['input', 'output', 'cache_read', 'cache_write_5m', 'cache_write_1h', 'latency_ms', 'ttft_ms'] as const;
+const INTEGER_KEYS = ['input', 'output', 'cache_read', 'cache_write_5m', 'cache_write_1h', 'latency_ms', 'ttft_ms', 'retry_after'] as const;
+
+function oneOf<T extends string>(key: string, value: string, allowed: readonly T[]): T {
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw invalidRequest(`simulator directive ${key}=${value}: expected one of ${allowed.join(', ')}`);
+}
 
 export function stripDirectives(text: string): string {
   return text.replace(DIRECTIVE, ' ');
@@ -88,9 +118,24 @@ export function parseDirectives(text: string, headers: IncomingHttpHeaders): Dir
     } else if (key === 'tool') {
       if (value === '') throw invalidRequest('simulator directive tool: expected a tool name');
       out.tool = value;
+    } else if (key === 'encoding') {
+      out.encoding = oneOf(key, value, ENCODINGS);
+    } else if (key === 'sse') {
+      out.sse = oneOf(key, value, SSE_ANOMALIES);
+    } else if (key === 'bad_usage') {
+      out.bad_usage = oneOf(key, value, BAD_USAGE);
+    } else if (key === 'body') {
+      out.body = oneOf(key, value, BAD_BODIES);
+    } else if (key === 'echo_key') {
+      if (value !== '1') throw invalidRequest(`simulator directive echo_key=${value}: expected 1`);
+      out.echo_key = true;
     } else {
       throw invalidRequest(`unknown simulator directive "${key}"`);
     }
+  }
+  // These shape an error response; without one they would silently do nothing.
+  if ((out.retry_after !== undefined || out.echo_key) && out.status === undefined && out.fault?.kind !== 'overloaded') {
+    throw invalidRequest('simulator directives retry_after and echo_key need status=<400-599> or fault=overloaded');
   }
   return out;
 }

@@ -40,12 +40,20 @@ export function errorBody(type: ErrorType, message: string, requestId: string): 
 export class SimulatorError extends Error {
   readonly status: number;
   readonly type: ErrorType;
+  /** Extra response headers (retry-after, rate-limit state) the error handler sets. */
+  readonly headers: Readonly<Record<string, string>>;
 
-  constructor(status: number, message: string, type: ErrorType = errorTypeForStatus(status)) {
+  constructor(
+    status: number,
+    message: string,
+    type: ErrorType = errorTypeForStatus(status),
+    headers: Readonly<Record<string, string>> = {},
+  ) {
     super(message);
     this.name = 'SimulatorError';
     this.status = status;
     this.type = type;
+    this.headers = headers;
   }
 }
 
