@@ -47,6 +47,25 @@ export interface AccountBalance {
  */
 export type ApplyResult = 'applied' | 'duplicate' | 'gap' | 'not_ready';
 
+/** An event the ledger consumer could not apply, set aside with its log position passed. */
+export interface LedgerQuarantine {
+  /** the event's id, or a stand-in when it has no usable one (see the warehouse's QuarantineRecord) */
+  event_id: string;
+  topic: string;
+  /** -1 / -1n without a durable log */
+  partition: number;
+  offset: bigint;
+  /** `undecodable`, `invalid_event` or `apply_failed` */
+  kind: string;
+  reason: string;
+}
+
+/** The outcome of `claimReference`. */
+export type ReferenceClaim =
+  | { claimed: true }
+  /** someone else holds the claim (or it is applied): for this amount, micro-credits */
+  | { claimed: false; amount: bigint };
+
 export interface StateSnapshot {
   balances: Map<string, bigint>;
   /** last applied offset per `${topic}:${partition}` */
@@ -92,6 +111,24 @@ export interface BalanceStore {
   snapshot(): Promise<StateSnapshot>;
   /** The amount a ledger event was applied with, if it was (to answer a repeated reference). */
   ledgerEntry(eventId: string): Promise<bigint | undefined>;
+  /**
+   * Ledger consumer: sets aside an event it cannot apply (poison) and moves the log position
+   * past it in the same atomic step (a position left behind would make every later event of
+   * the partition a gap). Verdicts as for `applyLedger`; idempotent by position (or event id).
+   */
+  quarantine(record: LedgerQuarantine, position?: LogPosition): Promise<ApplyResult>;
+  /** Every event the ledger consumer quarantined, oldest first. */
+  quarantined(): Promise<LedgerQuarantine[]>;
+  /**
+   * Control API: claims a ledger event id (`credit:<account>:<reference>`) for one grant of
+   * `amount` micro-credits, atomically, so exactly one of many concurrent requests publishes it.
+   * A claim lapses after `ttlMs` (its claimant may have died before publishing; a later retry
+   * then claims it again, and the ledger's event-id idempotency keeps a double publish harmless).
+   * A reference already applied answers `claimed: false` with the applied amount.
+   */
+  claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim>;
+  /** Gives a claim up early (its publish failed), so a retry need not wait for `ttlMs`. */
+  releaseReference(eventId: string): Promise<void>;
   /** Resolves true once the event is applied, false after `timeoutMs`. */
   waitApplied(eventId: string, timeoutMs: number): Promise<boolean>;
 

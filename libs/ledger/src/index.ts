@@ -1,5 +1,6 @@
 export type {
   HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot, LogPosition, StateSnapshot,
+  LedgerQuarantine, ReferenceClaim,
 } from './balance-store.ts';
 export { positionKey } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';

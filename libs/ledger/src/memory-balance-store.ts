@@ -1,6 +1,7 @@
 import type { LedgerEvent, UsageEvent } from '@tollgate/events';
 import type {
-  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LogPosition, StateSnapshot,
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
+  ReferenceClaim, StateSnapshot,
 } from './balance-store.ts';
 
 interface Hold {
@@ -27,6 +28,8 @@ export class MemoryBalanceStore implements BalanceStore {
   #usageMemoryMs: number;
   #waiters = new Map<string, Array<() => void>>();
   #now: () => number;
+  #quarantine = new Map<string, LedgerQuarantine>();
+  #claims = new Map<string, { amount: bigint; until: number }>();
 
   constructor(options: { usageMemoryMs?: number; now?: () => number } = {}) {
     this.#usageMemoryMs = options.usageMemoryMs ?? 24 * 3600_000;
@@ -90,6 +93,7 @@ export class MemoryBalanceStore implements BalanceStore {
     if (this.#ledgerEntries.has(event.event_id)) return 'duplicate';
     const amount = BigInt(event.amount_micros);
     this.#ledgerEntries.set(event.event_id, amount);
+    this.#claims.delete(event.event_id);
     this.#credit(event.account_id, amount);
     this.#notify(event.event_id);
     return 'applied';
@@ -115,6 +119,31 @@ export class MemoryBalanceStore implements BalanceStore {
 
   async ledgerEntry(eventId: string): Promise<bigint | undefined> {
     return this.#ledgerEntries.get(eventId);
+  }
+
+  async quarantine(record: LedgerQuarantine, _position?: LogPosition): Promise<ApplyResult> {
+    const key = record.offset >= 0n ? `${record.topic}:${record.partition}:${record.offset}` : record.event_id;
+    if (this.#quarantine.has(key)) return 'duplicate';
+    this.#quarantine.set(key, { ...record });
+    return 'applied';
+  }
+
+  async quarantined(): Promise<LedgerQuarantine[]> {
+    return [...this.#quarantine.values()].map((r) => ({ ...r }));
+  }
+
+  async claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim> {
+    const applied = this.#ledgerEntries.get(eventId);
+    if (applied !== undefined) return { claimed: false, amount: applied };
+    const now = this.#now();
+    const claim = this.#claims.get(eventId);
+    if (claim && claim.until > now) return { claimed: false, amount: claim.amount };
+    this.#claims.set(eventId, { amount, until: now + ttlMs });
+    return { claimed: true };
+  }
+
+  async releaseReference(eventId: string): Promise<void> {
+    this.#claims.delete(eventId);
   }
 
   waitApplied(eventId: string, timeoutMs: number): Promise<boolean> {

@@ -3,7 +3,8 @@ import type { Redis } from 'ioredis';
 import type { LedgerEvent, UsageEvent } from '@tollgate/events';
 import { positionKey } from './balance-store.ts';
 import type {
-  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LogPosition, StateSnapshot,
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
+  ReferenceClaim, StateSnapshot,
 } from './balance-store.ts';
 
 export interface RedisBalanceStoreOptions {
@@ -40,6 +41,9 @@ interface LedgerScripts {
   tollgateLedgerAdvancePosition(pos: string, field: string, offset: string): Promise<number>;
   tollgateLedgerLoad(accounts: string, ledger: string, pos: string, ready: string, ...args: string[]): Promise<number>;
   tollgateLedgerSnapshot(accounts: string, pos: string, ready: string, balPrefix: string): Promise<Array<string | number>>;
+  tollgateLedgerQuarantine(quarantine: string, pos: string, recordField: string, record: string, field: string,
+    offset: string, readyKey: string): Promise<number>;
+  tollgateLedgerClaimReference(ledger: string, claim: string, eventId: string, amount: Amount, ttlMs: string): Promise<[number, Amount]>;
 }
 
 const INT64_MIN = -(2n ** 63n);
@@ -110,6 +114,8 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
     define('tollgateLedgerLoad', lua('load'), 4);
     define('tollgateLedgerSnapshot', lua('snapshot'), 3);
+    define('tollgateLedgerQuarantine', `${position}\n${lua('quarantine')}`, 2);
+    define('tollgateLedgerClaimReference', lua('claim-reference'), 2);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
 
@@ -201,6 +207,33 @@ export class RedisBalanceStore implements BalanceStore {
     return amount === null ? undefined : BigInt(amount);
   }
 
+  async quarantine(record: LedgerQuarantine, position?: LogPosition): Promise<ApplyResult> {
+    const [field, offset] = positionArgs(position);
+    const recordField = record.offset >= 0n ? `${record.topic}:${record.partition}:${record.offset}` : record.event_id;
+    const json = JSON.stringify({ ...record, offset: record.offset.toString() });
+    return verdict(await this.#scripts.tollgateLedgerQuarantine(
+      this.#key('quarantine'), this.#key('pos'), recordField, json, field, offset, this.#readyArg()));
+  }
+
+  async quarantined(): Promise<LedgerQuarantine[]> {
+    const all = await this.#redis.hvals(this.#key('quarantine'));
+    return all.map((j) => {
+      const r = JSON.parse(j) as Omit<LedgerQuarantine, 'offset'> & { offset: string };
+      return { ...r, offset: BigInt(r.offset) };
+    }).sort((a, b) => (a.topic + a.partition).localeCompare(b.topic + b.partition) || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
+  }
+
+  async claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim> {
+    if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
+    const [ok, held] = await this.#scripts.tollgateLedgerClaimReference(
+      this.#ledgerKey(), `${this.#prefix}claim:${eventId}`, eventId, int64(amount, 'claimed amount'), String(ttlMs));
+    return ok === 1 ? { claimed: true } : { claimed: false, amount: BigInt(held) };
+  }
+
+  async releaseReference(eventId: string): Promise<void> {
+    await this.#redis.del(`${this.#prefix}claim:${eventId}`);
+  }
+
   async waitApplied(eventId: string, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -275,7 +308,7 @@ export class RedisBalanceStore implements BalanceStore {
   }
 
   /** Store-wide keys; named so they cannot collide with the key directory's under one prefix. */
-  #key(name: 'pos' | 'accounts' | 'ready'): string {
+  #key(name: 'pos' | 'accounts' | 'ready' | 'quarantine'): string {
     return `${this.#prefix}ledger-${name}`;
   }
 

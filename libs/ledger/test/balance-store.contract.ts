@@ -298,6 +298,36 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.balances(), new Map([[account, 2n ** 61n - 5n - big]]));
     });
 
+    it('50 concurrent claims of one credit reference: exactly one is claimed, the rest see its amount', async (store) => {
+      const account = id('acct');
+      const entry = `credit:${account}:ref-1`;
+      const claims = await Promise.all(Array.from({ length: 50 }, () => store.claimReference(entry, 7n * CREDIT, HOUR)));
+      assert.equal(claims.filter((c) => c.claimed).length, 1);
+      for (const c of claims) if (!c.claimed) assert.equal(c.amount, 7n * CREDIT);
+      // Once applied, the reference answers with the applied amount for good.
+      await store.applyLedger(ledgerEvent(account, 7n * CREDIT, entry));
+      assert.deepEqual(await store.claimReference(entry, 9n * CREDIT, HOUR), { claimed: false, amount: 7n * CREDIT });
+    });
+
+    it('a claimant that died: its claim lapses after ttlMs and the reference can be claimed again', async (store) => {
+      const entry = `credit:${id('acct')}:ref-dead`;
+      assert.deepEqual(await store.claimReference(entry, 5n, 50), { claimed: true });
+      assert.deepEqual(await store.claimReference(entry, 5n, 50), { claimed: false, amount: 5n });
+      await sleep(120);
+      assert.deepEqual(await store.claimReference(entry, 5n, 50), { claimed: true });
+      await store.releaseReference(entry);
+      assert.deepEqual(await store.claimReference(entry, 6n, HOUR), { claimed: true });
+    });
+
+    it('a quarantined event is recorded once and changes no balance', async (store) => {
+      const account = await funded(store, 10n * CREDIT);
+      const record = { event_id: 'bad-1', topic: 'usage', partition: -1, offset: -1n, kind: 'invalid_event', reason: 'cost_micros: must be an integer decimal string' };
+      assert.equal(await store.quarantine(record), 'applied');
+      assert.equal(await store.quarantine(record), 'duplicate');
+      assert.deepEqual(await store.quarantined(), [record]);
+      assert.deepEqual(await store.get(account), { balance: 10n * CREDIT, held: 0n, available: 10n * CREDIT });
+    });
+
     it('200 concurrent holds of 1 credit against 50 credits: exactly 50 succeed', async (store) => {
       const account = await funded(store, 50n * CREDIT);
       const results = await Promise.all(

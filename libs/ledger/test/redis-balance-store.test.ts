@@ -125,6 +125,25 @@ if (url === undefined) {
       assert.equal(await store.position('control', 0), 0n);
     });
 
+    test('poison ledger event: quarantined with its position moved past it atomically, so the next offset is no gap', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis, prefix });
+      const at = (offset: bigint) => ({ topic: 'ledger', partition: 1, offset });
+      const grant = (id: string, amount: string) => ({
+        type: 'ledger' as const, event_id: id, ts: 0, account_id: 'a', kind: 'grant' as const, amount_micros: amount, reference: id,
+      });
+      assert.equal(await store.applyLedger(grant('g0', '100'), at(0n)), 'applied');
+      const record = { event_id: 'credit:a:huge', topic: 'ledger', partition: 1, offset: 1n, kind: 'invalid_event', reason: 'amount_micros: out of range' };
+      assert.equal(await store.quarantine(record, at(3n)), 'gap'); // never past a hole
+      assert.equal(await store.quarantine(record, at(1n)), 'applied');
+      assert.equal(await store.position('ledger', 1), 1n);
+      assert.equal(await store.quarantine(record, at(1n)), 'duplicate'); // redelivered
+      assert.equal(await store.applyLedger(grant('g2', '5'), at(2n)), 'applied');
+      assert.equal((await store.get('a')).balance, 105n);
+      assert.deepEqual(await store.quarantined(), [record]);
+    });
+
     test('requireReady: lost state refuses holds and applies until a load; load and snapshot are atomic', async (t) => {
       const prefix = `test:${randomUUID()}:`;
       t.after(() => deletePrefix(redis, prefix));
