@@ -25,6 +25,10 @@ export const ERRORS = {
   not_found: { status: 404, type: 'not_found_error', retriable: false, message: 'Not found' },
   conflict: { status: 409, type: 'invalid_request_error', retriable: false, message: 'Conflict' },
   request_too_large: { status: 413, type: 'request_too_large', retriable: false, message: 'Request exceeds the maximum allowed size' },
+  // The client did not send its whole request within REQUEST_TIMEOUT_MS (slow or stalled body).
+  request_timeout: { status: 408, type: 'timeout_error', retriable: true, message: 'The request was not received in time' },
+  unsupported_encoding: { status: 415, type: 'invalid_request_error', retriable: false, message: 'Unsupported content-encoding' },
+  headers_too_large: { status: 431, type: 'request_too_large', retriable: false, message: 'Request headers exceed the maximum allowed size' },
   rate_limit_exceeded: { status: 429, type: 'rate_limit_error', retriable: true, message: 'Rate limit exceeded' },
   // Not retriable: waiting for the next request will not help until the spend window rolls.
   spend_limit_exceeded: { status: 429, type: 'rate_limit_error', retriable: false, message: 'Spend limit exceeded for this key' },

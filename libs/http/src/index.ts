@@ -1,7 +1,12 @@
 export { newRequestId, installErrorHandling, sendError, requestIdOptions } from './errors.ts';
-export { createHttpServer } from './server.ts';
+export {
+  createHttpServer, defaultMaxConnections, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
+  DEFAULT_REQUEST_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS,
+} from './server.ts';
 export type { HttpServerOptions } from './server.ts';
-export { loggerOptions } from './logging.ts';
+export { loggerOptions, redactUrl } from './logging.ts';
 export { requireToken } from './auth.ts';
 export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';
+export { decodeBody, jsonDepthExceeds, MAX_JSON_DEPTH, SUPPORTED_ENCODINGS } from './body.ts';
+export { parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam } from './params.ts';

@@ -1,11 +1,15 @@
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { gatewayError } from '@tollgate/anthropic';
-import { installErrorHandling, requestIdOptions } from './errors.ts';
+import { errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic';
+import { decodeBody, jsonDepthExceeds, MAX_JSON_DEPTH } from './body.ts';
+import { installErrorHandling, newRequestId, requestIdOptions } from './errors.ts';
 import { installTelemetry, type HttpTelemetry } from './telemetry.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** the JSON body as received, so a proxy can forward it byte for byte */
+    /** the JSON body as received, with any content-encoding undone, so a proxy can forward it byte for byte */
     rawBody?: Buffer;
   }
 }
@@ -17,40 +21,175 @@ export interface HttpServerOptions {
   trustProxy?: boolean;
   /** server spans (tracer) and request metrics plus `GET /metrics` (metrics); both optional */
   telemetry?: HttpTelemetry;
+  /**
+   * ms to receive a whole request, headers and body, from its first byte (0 = unbounded);
+   * default 120,000. Past it the client gets 408 `request_timeout` and the socket closes. It
+   * never limits the response: a generation may stream for as long as it takes.
+   */
+  requestTimeoutMs?: number;
+  /** ms to receive the request headers; default min(20,000, requestTimeoutMs) */
+  headersTimeoutMs?: number;
+  /** simultaneous connections; further ones are closed at once. Default `defaultMaxConnections()` */
+  maxConnections?: number;
+  /**
+   * Browser origins allowed to call the API (CORS), e.g. `['https://app.example.com']`, or `'*'`
+   * for any; undefined = CORS off (no preflight route, no `access-control-*` headers).
+   */
+  corsOrigins?: readonly string[] | '*';
+}
+
+/** Idle time of a keep-alive connection between requests (above common load balancers' 60 s). */
+export const KEEP_ALIVE_TIMEOUT_MS = 75_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
+const DEFAULT_HEADERS_TIMEOUT_MS = 20_000;
+
+/**
+ * A connection cap under the process's open-file limit: half of the soft `RLIMIT_NOFILE` (each
+ * proxied request holds a client socket and an upstream socket) less 256 for files, Kafka,
+ * Redis and chDB, at most 10,000; 4,096 when the limit cannot be read (not Linux).
+ */
+export function defaultMaxConnections(): number {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m && m[1] !== 'unlimited') return Math.max(64, Math.min(10_000, Math.floor((Number(m[1]) - 256) / 2)));
+    if (m) return 10_000;
+  } catch { /* not Linux */ }
+  return 4096;
+}
+
+/** Response headers a browser script may read (CORS): ids and the rate-limit advice. */
+export const CORS_EXPOSED_HEADERS = [
+  'request-id', 'retry-after', 'x-should-retry',
+  'anthropic-ratelimit-requests-limit', 'anthropic-ratelimit-requests-remaining', 'anthropic-ratelimit-requests-reset',
+  'anthropic-ratelimit-tokens-limit', 'anthropic-ratelimit-tokens-remaining', 'anthropic-ratelimit-tokens-reset',
+];
+/**
+ * Request headers the official SDKs send from a browser (`dangerouslyAllowBrowser`); a
+ * preflight must name each one, including the SDK's `x-stainless-*` telemetry headers.
+ */
+export const CORS_ALLOWED_HEADERS = [
+  'x-api-key', 'authorization', 'content-type', 'anthropic-version', 'anthropic-beta',
+  'anthropic-dangerous-direct-browser-access',
+  'x-stainless-arch', 'x-stainless-lang', 'x-stainless-os', 'x-stainless-package-version', 'x-stainless-retry-count',
+  'x-stainless-runtime', 'x-stainless-runtime-version', 'x-stainless-timeout', 'x-stainless-helper-method', 'x-stainless-async',
+];
+
+/**
+ * An error written straight to a socket, for errors Node raises before (or instead of) a
+ * request Fastify can answer: request timeout, oversized headers, unparsable HTTP. Always
+ * closes the connection.
+ */
+function writeSocketError(socket: Socket, err: GatewayError): void {
+  const body = JSON.stringify(errorBody(err, newRequestId()));
+  socket.end(`HTTP/1.1 ${err.status} ${err.status === 408 ? 'Request Timeout' : err.status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n`
+    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  socket.destroySoon();
 }
 
 /**
  * The one HTTP server every role mounts its routes on: request ids, Anthropic-shaped errors,
- * and a JSON parser that keeps the raw bytes. Limits: body size (Anthropic's 32 MB by
- * default), headers (Node's 16 KB), idle keep-alive; no overall request timeout, because a
- * long generation legitimately streams for many minutes. With `telemetry`: a server span per
- * request, request metrics, and `GET /metrics`.
+ * and a JSON parser that keeps the raw bytes (content-encoding undone, nesting bounded by
+ * MAX_JSON_DEPTH). Limits, against clients that hold sockets open (slowloris):
+ * - headers must arrive within `headersTimeoutMs`, the whole request within
+ *   `requestTimeoutMs` (Node's `server.requestTimeout`, which stops counting once the request
+ *   is received, so responses stream as long as they need) → 408 and the socket closes;
+ * - an answer sent before the request body was read (401 from an onRequest hook, 413) carries
+ *   `connection: close` and the socket is closed instead of draining the body;
+ * - idle keep-alive connections close after KEEP_ALIVE_TIMEOUT_MS; at most `maxConnections`
+ *   connections at once;
+ * - body size (Anthropic's 32 MB by default), headers (Node's 16 KB → 431).
+ * With `telemetry`: a server span per request, request metrics, and `GET /metrics`. With
+ * `corsOrigins`: CORS for browser use of the SDKs (@fastify/cors).
  */
 export function createHttpServer(options: HttpServerOptions): FastifyInstance {
+  const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  const headersTimeout = options.headersTimeoutMs
+    ?? (requestTimeout > 0 ? Math.min(DEFAULT_HEADERS_TIMEOUT_MS, requestTimeout) : DEFAULT_HEADERS_TIMEOUT_MS);
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: options.bodyLimitBytes,
     trustProxy: options.trustProxy ?? false,
-    keepAliveTimeout: 75_000,
-    requestTimeout: 0,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    requestTimeout,
     connectionTimeout: 0,
     forceCloseConnections: 'idle',
+    http: {
+      headersTimeout,
+      requestTimeout,
+      // How often Node looks for expired requests (default 30 s, which would let a slow
+      // socket live up to 30 s past its deadline).
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4))),
+    },
+    clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket) {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      // Part of a response already went out on this socket: nothing sensible can follow it.
+      const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+      if (!socket.writable || inFlight?.headersSent) {
+        socket.destroy();
+        return;
+      }
+      const gErr = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? gatewayError('request_timeout', `The request was not received within ${requestTimeout} ms`)
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? gatewayError('headers_too_large')
+          : gatewayError('invalid_request', 'Malformed HTTP request');
+      this.log.debug({ code: err.code }, 'client error');
+      writeSocketError(socket, gErr);
+    },
     ...requestIdOptions,
   });
+  app.server.maxConnections = options.maxConnections ?? defaultMaxConnections();
   // First, so that its onRoute hook sees every route registered after it.
   if (options.telemetry) installTelemetry(app, options.telemetry);
   installErrorHandling(app);
+  // An answer before the body was read (401, 413): close rather than drain a body nobody wants,
+  // which is how slow-body sockets would otherwise stay open.
+  app.addHook('onSend', async (request, reply) => {
+    if (!request.raw.complete) reply.header('connection', 'close');
+  });
+  if (options.corsOrigins !== undefined) installCors(app, options.corsOrigins);
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(['application/json', 'text/plain'], { parseAs: 'buffer', bodyLimit: options.bodyLimitBytes },
-    (request, body: Buffer, done) => {
-      request.rawBody = body;
-      if (body.length === 0) return done(null, undefined);
-      try {
-        done(null, JSON.parse(body.toString('utf8')));
-      } catch {
-        done(gatewayError('invalid_json', 'Request body is not valid JSON'), undefined);
-      }
+    (request, received: Buffer, done) => {
+      const encoding = request.headers['content-encoding'];
+      decodeBody(received, encoding, options.bodyLimitBytes).then((body) => {
+        request.rawBody = body;
+        if (body.length === 0) return done(null, undefined);
+        if (jsonDepthExceeds(body, MAX_JSON_DEPTH)) {
+          return done(gatewayError('invalid_request', `Request body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`), undefined);
+        }
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(body.toString('utf8'));
+        } catch {
+          return done(gatewayError('invalid_json', 'Request body is not valid JSON'), undefined);
+        }
+        done(null, parsed);
+      }, (err: unknown) => done(err as Error, undefined));
     });
   app.get('/health', async () => ({ status: 'ok' }));
   return app;
+}
+
+/**
+ * CORS for the official SDKs in a browser (`dangerouslyAllowBrowser`, which sends
+ * `anthropic-dangerous-direct-browser-access: true`): preflights answered with 204 and the
+ * allowed headers, responses carry `access-control-allow-origin` for configured origins.
+ * Routes that hijack the reply (SSE) write their own head, so the CORS headers are also set on
+ * the raw response before the handler runs; Node merges them into that head.
+ */
+function installCors(app: FastifyInstance, origins: readonly string[] | '*'): void {
+  app.register(cors, {
+    origin: origins === '*' ? '*' : [...origins],
+    methods: ['GET', 'HEAD', 'POST', 'PATCH', 'DELETE'],
+    allowedHeaders: CORS_ALLOWED_HEADERS,
+    exposedHeaders: CORS_EXPOSED_HEADERS,
+    maxAge: 86_400,
+    strictPreflight: false,
+  });
+  app.addHook('preHandler', async (_request, reply) => {
+    for (const [name, value] of Object.entries(reply.getHeaders())) {
+      if ((name.startsWith('access-control-') || name === 'vary') && value !== undefined) reply.raw.setHeader(name, value as string);
+    }
+  });
 }

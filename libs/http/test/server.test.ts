@@ -1,0 +1,189 @@
+// The shared HTTP edge on real sockets: hostile bodies (deep nesting, compression, zip bombs),
+// CORS for browser use of the SDKs, the admin-token rule, and credential-free logs.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import zlib from 'node:zlib';
+import type { FastifyInstance } from 'fastify';
+import { gatewayError } from '@tollgate/anthropic';
+import { createHttpServer, loggerOptions, requireToken } from '../src/index.ts';
+
+const LIMIT = 256 * 1024;
+const ADMIN = 'admin-token-for-edge-tests-0001';
+let logs = '';
+let app: FastifyInstance;
+let url: string;
+let corsApp: FastifyInstance;
+let corsUrl: string;
+
+/** A server with an echo route (what the parser made of the body), an SSE route that hijacks, and an admin route. */
+function build(corsOrigins?: readonly string[] | '*') {
+  const sink = new Writable({ write(chunk, _enc, cb) { logs += chunk.toString(); cb(); } });
+  const s = createHttpServer({
+    bodyLimitBytes: LIMIT,
+    logger: { ...loggerOptions('trace', 'edge-test'), stream: sink },
+    ...(corsOrigins === undefined ? {} : { corsOrigins }),
+  });
+  s.post('/echo', async (request) => ({ raw: request.rawBody?.toString('utf8') ?? null, parsed: request.body ?? null }));
+  s.get('/sse', async (_request, reply) => {
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
+    reply.raw.end('event: ping\ndata: {}\n\n');
+  });
+  s.register(async (scoped) => {
+    scoped.addHook('onRequest', async (request) => {
+      if (request.headers['x-api-key'] !== 'sk-good') throw gatewayError('invalid_api_key');
+    });
+    scoped.get('/v1/thing', async () => ({ ok: true }));
+  });
+  s.register(async (admin) => {
+    admin.addHook('onRequest', requireToken(ADMIN));
+    admin.get('/admin/v1/thing', async () => ({ ok: true }));
+  });
+  return s;
+}
+
+before(async () => {
+  app = build();
+  url = await app.listen({ host: '127.0.0.1', port: 0 });
+  corsApp = build(['https://app.example.com']);
+  corsUrl = await corsApp.listen({ host: '127.0.0.1', port: 0 });
+});
+after(async () => {
+  await app.close();
+  await corsApp.close();
+});
+
+async function post(body: Buffer | string, headers: Record<string, string> = {}) {
+  const res = await fetch(`${url}/echo`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+  return { status: res.status, json: (await res.json()) as { raw?: string; parsed?: unknown; error?: { type: string; code: string; message: string } } };
+}
+
+test('deep nesting (100k levels) is a 400 invalid_request at the parser, not a 500; 512 levels and brackets in strings pass', async () => {
+  const deep = await post('['.repeat(100_000) + ']'.repeat(100_000));
+  assert.equal(deep.status, 400);
+  assert.equal(deep.json.error?.code, 'invalid_request');
+  assert.equal(deep.json.error?.message, 'Request body nests objects and arrays more than 512 levels deep');
+  const deepObj = await post('{"a":'.repeat(513) + '1' + '}'.repeat(513));
+  assert.equal(deepObj.status, 400);
+
+  const ok = await post('['.repeat(512) + ']'.repeat(512));
+  assert.equal(ok.status, 200);
+  // 10,000 brackets and an escaped quote inside a string are not nesting
+  const text = JSON.stringify({ s: '['.repeat(10_000) + '\\"{' });
+  const inString = await post(text);
+  assert.equal(inString.status, 200);
+  assert.equal(inString.json.raw, text);
+});
+
+test('compressed request bodies (gzip, x-gzip, deflate zlib and raw, br, zstd, stacked) are decoded: rawBody is the decoded bytes', async () => {
+  const text = JSON.stringify({ model: 'claude-haiku-4-5', messages: [{ role: 'user', content: 'héllo'.repeat(200) }] });
+  const plain = Buffer.from(text);
+  const cases: Array<[string, Buffer]> = [
+    ['gzip', zlib.gzipSync(plain)],
+    ['x-gzip', zlib.gzipSync(plain)],
+    ['deflate', zlib.deflateSync(plain)],
+    ['deflate', zlib.deflateRawSync(plain)],
+    ['br', zlib.brotliCompressSync(plain)],
+    ['zstd', zlib.zstdCompressSync(plain)],
+    ['GZIP', zlib.gzipSync(plain)],
+    ['identity', plain],
+    ['gzip, br', zlib.brotliCompressSync(zlib.gzipSync(plain))],
+  ];
+  for (const [encoding, body] of cases) {
+    const r = await post(body, { 'content-encoding': encoding });
+    assert.equal(r.status, 200, encoding);
+    assert.equal(r.json.raw, text, encoding);
+    assert.deepEqual(r.json.parsed, JSON.parse(text), encoding);
+  }
+});
+
+test('zip bomb: a small compressed body that decodes past the body limit is a 413 request_too_large', async () => {
+  // 256 KiB + 1 byte of spaces once decoded; well under 1 KiB on the wire
+  const bomb = zlib.gzipSync(Buffer.alloc(LIMIT + 1, 0x20));
+  assert.ok(bomb.length < 1024);
+  const r = await post(bomb, { 'content-encoding': 'gzip' });
+  assert.equal(r.status, 413);
+  assert.equal(r.json.error?.code, 'request_too_large');
+  assert.equal(r.json.error?.message, 'Request body exceeds 262144 bytes once decoded (content-encoding gzip)');
+  const fits = await post(zlib.gzipSync(Buffer.from(`"${' '.repeat(LIMIT - 2)}"`)), { 'content-encoding': 'gzip' });
+  assert.equal(fits.status, 200);
+});
+
+test('unknown content-encoding is a 415 unsupported_encoding; corrupt compressed bytes are a 400', async () => {
+  const r = await post('{}', { 'content-encoding': 'compress' });
+  assert.equal(r.status, 415);
+  assert.equal(r.json.error?.type, 'invalid_request_error');
+  assert.equal(r.json.error?.code, 'unsupported_encoding');
+  assert.equal(r.json.error?.message, 'content-encoding "compress" is not supported; send the body uncompressed or as gzip, deflate, br, zstd');
+  const bad = await post('{"not":"gzip"}', { 'content-encoding': 'gzip' });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.error?.code, 'invalid_request');
+  assert.equal(bad.json.error?.message, 'Request body is not valid gzip data (content-encoding)');
+});
+
+test('admin token only as Authorization: Bearer; the same token in x-api-key is a 401', async () => {
+  assert.equal((await fetch(`${url}/admin/v1/thing`, { headers: { authorization: `Bearer ${ADMIN}` } })).status, 200);
+  const viaKey = await fetch(`${url}/admin/v1/thing`, { headers: { 'x-api-key': ADMIN } });
+  assert.equal(viaKey.status, 401);
+  const body = (await viaKey.json()) as { error: { type: string; code: string; message: string } };
+  assert.deepEqual(body.error, { type: 'authentication_error', code: 'invalid_api_key', message: 'missing admin token: send it as Authorization: Bearer <token>' });
+  assert.equal((await fetch(`${url}/admin/v1/thing`, { headers: { authorization: `Bearer ${ADMIN}x` } })).status, 401);
+});
+
+test('CORS off by default: no access-control headers, and a preflight is not a route', async () => {
+  const res = await fetch(`${url}/v1/thing`, { headers: { 'x-api-key': 'sk-good', origin: 'https://app.example.com' } });
+  assert.equal(res.status, 200);
+  assert.equal([...res.headers.keys()].filter((h) => h.startsWith('access-control-')).length, 0);
+  const pre = await fetch(`${url}/v1/thing`, { method: 'OPTIONS', headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST' } });
+  assert.equal(pre.status, 404);
+  assert.equal(pre.headers.get('access-control-allow-origin'), null);
+});
+
+test('CORS, allowed origin: preflight 204 with the SDK headers; answers, errors and hijacked SSE carry allow-origin and expose request-id', async () => {
+  const origin = 'https://app.example.com';
+  const pre = await fetch(`${corsUrl}/v1/messages`, {
+    method: 'OPTIONS',
+    headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'x-api-key,anthropic-version,anthropic-dangerous-direct-browser-access,content-type' },
+  });
+  assert.equal(pre.status, 204);
+  assert.equal(pre.headers.get('access-control-allow-origin'), origin);
+  const allowed = (pre.headers.get('access-control-allow-headers') ?? '').split(/,\s*/);
+  for (const h of ['x-api-key', 'anthropic-version', 'anthropic-beta', 'anthropic-dangerous-direct-browser-access', 'content-type', 'authorization']) {
+    assert.ok(allowed.includes(h), `${h} allowed`);
+  }
+  assert.match(pre.headers.get('access-control-allow-methods') ?? '', /POST/);
+
+  for (const [path, headers, status] of [
+    ['/v1/thing', { 'x-api-key': 'sk-good' }, 200],
+    ['/v1/thing', { 'x-api-key': 'sk-bad' }, 401],
+    ['/sse', {}, 200],
+  ] as const) {
+    const res = await fetch(`${corsUrl}${path}`, { headers: { ...headers, origin } });
+    assert.equal(res.status, status, path);
+    await res.arrayBuffer();
+    assert.equal(res.headers.get('access-control-allow-origin'), origin, `${path} ${status}`);
+    const exposed = (res.headers.get('access-control-expose-headers') ?? '').split(/,\s*/);
+    for (const h of ['request-id', 'retry-after', 'anthropic-ratelimit-requests-remaining']) assert.ok(exposed.includes(h), `${path} exposes ${h}`);
+  }
+});
+
+test('CORS, disallowed origin: no allow-origin on the preflight or the answer', async () => {
+  const origin = 'https://evil.example.net';
+  const pre = await fetch(`${corsUrl}/v1/messages`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST' } });
+  assert.equal(pre.headers.get('access-control-allow-origin'), null);
+  const res = await fetch(`${corsUrl}/v1/thing`, { headers: { 'x-api-key': 'sk-good', origin } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('access-control-allow-origin'), null);
+});
+
+test('credential-shaped query parameters never reach the log at trace level', async () => {
+  logs = '';
+  const secret = 'sk-tg-QUERYSECRET0123456789abcdefghijklmnopq';
+  for (const name of ['api_key', 'key', 'apikey', 'x-api-key', 'access_token', 'token', 'API_KEY', 'x%2Dapi%2Dkey']) {
+    await (await fetch(`${url}/v1/thing?beta=true&${name}=${secret}`, { headers: { 'x-api-key': 'sk-good' } })).arrayBuffer();
+  }
+  assert.match(logs, /"url":"\/v1\/thing\?beta=true&api_key=\[redacted\]"/);
+  assert.match(logs, /"url":"\/v1\/thing\?beta=true&x%2Dapi%2Dkey=\[redacted\]"/);
+  assert.ok(!logs.includes(secret), 'a key from the URL reached the log');
+});
