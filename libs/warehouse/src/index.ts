@@ -1,6 +1,7 @@
-export { Warehouse, WarehouseInputError } from './warehouse.ts';
+export { Warehouse, WarehouseInputError, isDataError } from './warehouse.ts';
 export type {
   WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals, LogPosition, LogPositions,
+  QuarantineKind, QuarantineRecord, StoreItem,
 } from './warehouse.ts';
 export { createChdbClickHouse } from './chdb-client.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';

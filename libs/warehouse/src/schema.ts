@@ -15,6 +15,7 @@ export interface TableNames {
   ledger: string;
   accounts: string;
   keys: string;
+  quarantine: string;
 }
 
 export function tableNames(database: string, tablePrefix: string): TableNames {
@@ -31,6 +32,7 @@ export function tableNames(database: string, tablePrefix: string): TableNames {
     ledger: q('ledger_entries'),
     accounts: q('accounts'),
     keys: q('api_keys'),
+    quarantine: q('quarantine'),
   };
 }
 
@@ -118,5 +120,22 @@ export function migrations(t: TableNames): string[] {
     `ALTER TABLE ${t.usage} ADD COLUMN IF NOT EXISTS log_offset Int64 DEFAULT -1`,
     `ALTER TABLE ${t.ledger} ADD COLUMN IF NOT EXISTS log_partition Int32 DEFAULT -1`,
     `ALTER TABLE ${t.ledger} ADD COLUMN IF NOT EXISTS log_offset Int64 DEFAULT -1`,
+    // Migration 2 (issue 6): why a usage event is unusual (the gateway's own findings).
+    `ALTER TABLE ${t.usage} ADD COLUMN IF NOT EXISTS anomalies Array(LowCardinality(String)) DEFAULT []`,
+    // Migration 3 (issue 6): events a consumer group could not store or apply (poison), kept
+    // with the reason and a bounded copy of the payload instead of stopping the pipeline.
+    // Keyed by where the event sat, so a redelivered batch quarantines it once.
+    `CREATE TABLE IF NOT EXISTS ${t.quarantine} (
+      event_id       String,
+      consumer_group LowCardinality(String),
+      topic          LowCardinality(String),
+      log_partition  Int32,
+      log_offset     Int64,
+      reason_kind    LowCardinality(String),
+      reason         String,
+      raw            String,
+      ts             DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree
+    ORDER BY (consumer_group, topic, log_partition, log_offset, event_id)`,
   ];
 }

@@ -13,6 +13,7 @@ import type {
   AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind,
   UsageEvent, UsageStatus,
 } from '@tollgate/events';
+import { boundedRaw, decodeEvent, standInId } from '@tollgate/events';
 import { migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
 
@@ -86,6 +87,61 @@ export class WarehouseInputError extends Error {
   override readonly name = 'WarehouseInputError';
 }
 
+/**
+ * Why an event went to quarantine, as a metric label (few values; the full text is `reason`):
+ * - `undecodable`: the log could not parse the message (not JSON, empty);
+ * - `invalid_event`: it parsed but fails the event shape or a bound (`decodeEvent`);
+ * - `rejected_by_warehouse`: ClickHouse refused it with a data error (parse, type, range);
+ * - `apply_failed`: hot state could not apply it (a Redis script error on that event).
+ */
+export type QuarantineKind = 'undecodable' | 'invalid_event' | 'rejected_by_warehouse' | 'apply_failed';
+
+/** One poison event, kept with its reason instead of stopping its consumer group. */
+export interface QuarantineRecord {
+  /** the event's id when it has a usable one, else `raw:<sha256 of the payload>` / `undecodable:<topic>:<partition>:<offset>` */
+  event_id: string;
+  /** consumer group that quarantined it (`warehouse`, `ledger`, `journal`) */
+  group: string;
+  topic: string;
+  /** -1 without a durable log (embedded mode) */
+  partition: number;
+  offset: bigint;
+  kind: QuarantineKind;
+  reason: string;
+  /** the payload as JSON text, at most MAX_RAW_BYTES (4 KiB) */
+  raw: string;
+  /** epoch ms when it was quarantined (reads only) */
+  ts?: number;
+}
+
+/** One event to store, as consumed: not yet trusted (see `storeEvents`). */
+export interface StoreItem {
+  event: unknown;
+  topic: string;
+  /** its durable log position; absent for the embedded in-memory log and the journal */
+  position?: LogPosition;
+}
+
+/**
+ * ClickHouse error codes that mean "this data cannot be stored" (parse, type, range), not
+ * "the server is unreachable": a batch failing with one of these is bisected to find the
+ * event(s) to quarantine; any other failure is an outage and is retried as it is.
+ * 6 CANNOT_PARSE_TEXT, 25 CANNOT_PARSE_ESCAPE_SEQUENCE, 26 CANNOT_PARSE_QUOTED_STRING,
+ * 27 CANNOT_PARSE_INPUT_ASSERTION_FAILED, 32/33 read past end, 36 BAD_ARGUMENTS,
+ * 38 CANNOT_PARSE_DATE, 41 CANNOT_PARSE_DATETIME, 53 TYPE_MISMATCH, 69 ARGUMENT_OUT_OF_BOUND,
+ * 70 CANNOT_CONVERT_TYPE, 72 CANNOT_PARSE_NUMBER, 117 INCORRECT_DATA, 131 TOO_LARGE_STRING_SIZE,
+ * 349 CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN, 469 VIOLATED_CONSTRAINT.
+ */
+const DATA_ERROR_CODES = new Set(['6', '25', '26', '27', '32', '33', '36', '38', '41', '53', '69', '70', '72', '117', '131', '349', '469']);
+
+/** True for an error caused by the data of a write (ours or ClickHouse's), never by an outage. */
+export function isDataError(err: unknown): boolean {
+  if (err instanceof WarehouseInputError) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  return (err as { constructor?: { name?: string } } | null)?.constructor?.name === 'ClickHouseError'
+    && DATA_ERROR_CODES.has(String(code));
+}
+
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const UINT32_MAX = 2 ** 32 - 1;
@@ -153,6 +209,77 @@ export class Warehouse {
     await this.insertUsage(usage, usageAt);
   }
 
+  /**
+   * Stores what a consumer took from the log without ever getting stuck on one bad event:
+   * each item is decoded and bounds-checked first (`decodeEvent`); the good ones are inserted;
+   * if ClickHouse refuses the insert with a DATA error the batch is bisected (re-inserting is
+   * idempotent by event id) down to the event(s) it refuses. Every bad item is written to the
+   * quarantine table and returned. Rejects only on an outage (then nothing counts as stored
+   * and the caller retries the whole batch). Good events keep their log order.
+   */
+  async storeEvents(items: readonly StoreItem[], group: string): Promise<QuarantineRecord[]> {
+    const poison: QuarantineRecord[] = [];
+    const good: Array<{ event: AnyEvent; item: StoreItem }> = [];
+    for (const item of items) {
+      const d = decodeEvent(item.event);
+      if (d.ok) good.push({ event: d.event, item });
+      else {
+        const undecodable = (item.event as { type?: unknown } | null)?.type === 'undecodable';
+        poison.push(quarantineRecord(item, group, undecodable ? 'undecodable' : 'invalid_event', d.reason, d.eventId));
+      }
+    }
+    const insert = async (part: typeof good): Promise<void> => {
+      if (part.length === 0) return;
+      try {
+        await this.insertEvents(part.map((g) => g.event), part.map((g) => g.item.position));
+      } catch (err) {
+        if (!isDataError(err)) throw err;
+        if (part.length === 1) {
+          const message = err instanceof Error ? err.message : String(err);
+          poison.push(quarantineRecord(part[0]!.item, group, 'rejected_by_warehouse', message, part[0]!.event.event_id));
+          return;
+        }
+        const half = Math.ceil(part.length / 2);
+        await insert(part.slice(0, half));
+        await insert(part.slice(half));
+      }
+    };
+    await insert(good);
+    await this.insertQuarantine(poison);
+    return poison;
+  }
+
+  /** Writes quarantine records (idempotent: keyed by group and log position). */
+  async insertQuarantine(records: readonly QuarantineRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const rows = records.map((r) => ({
+      event_id: boundedRaw(r.event_id).slice(0, 512),
+      consumer_group: r.group,
+      topic: r.topic,
+      log_partition: r.partition,
+      log_offset: r.offset.toString(),
+      reason_kind: r.kind,
+      reason: boundedRaw(r.reason),
+      raw: boundedRaw(r.raw),
+    }));
+    await this.#client.insert({ table: this.#t.quarantine, values: rows, format: 'JSONEachRow' });
+  }
+
+  /** Every quarantine record, oldest first (at most `limit`, default 1000). */
+  async quarantined(limit = 1000): Promise<QuarantineRecord[]> {
+    const rows = await this.#select(
+      `SELECT event_id, consumer_group, topic, log_partition, toString(log_offset) AS offset_text, reason_kind,
+              reason, raw, toUnixTimestamp64Milli(ts) AS ts_ms
+       FROM ${this.#t.quarantine} FINAL ORDER BY ts, event_id LIMIT {limit:UInt32}`,
+      { limit },
+    );
+    return rows.map((r) => ({
+      event_id: str(r['event_id']), group: str(r['consumer_group']), topic: str(r['topic']),
+      partition: int(r['log_partition']), offset: BigInt(str(r['offset_text'])),
+      kind: str(r['reason_kind']) as QuarantineKind, reason: str(r['reason']), raw: str(r['raw']), ts: int(r['ts_ms']),
+    }));
+  }
+
   /** `positions[i]`, when given, is the log position of `events[i]`. */
   async insertUsage(events: readonly UsageEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
     if (events.length === 0) return;
@@ -178,6 +305,7 @@ export class Warehouse {
       stream: e.stream,
       upstream_request_id: e.upstream_request_id,
       gateway_id: e.gateway_id,
+      anomalies: (e as { anomalies?: string[] }).anomalies ?? [],
     }));
     await this.#client.insert({ table: this.#t.usage, values: rows, format: 'JSONEachRow' });
   }
@@ -430,7 +558,23 @@ export class Warehouse {
       );
       return new Map(rows.map((r) => [int(r['log_partition']), BigInt(str(r['offset_text']))]));
     };
-    return { usage: await read(this.#t.usage), ledger: await read(this.#t.ledger) };
+    const usage = await read(this.#t.usage);
+    const ledger = await read(this.#t.ledger);
+    // A quarantined event is consumed too: without it the positions would stop short of it
+    // forever, and reconcile would wait for an offset that never arrives.
+    const rows = await this.#select(
+      `SELECT topic, log_partition, toString(max(log_offset)) AS offset_text FROM ${this.#t.quarantine}
+       WHERE log_offset >= 0 AND consumer_group = 'warehouse' AND topic IN ('usage', 'ledger')
+       GROUP BY topic, log_partition`,
+      {},
+    );
+    for (const r of rows) {
+      const into = str(r['topic']) === 'usage' ? usage : ledger;
+      const p = int(r['log_partition']);
+      const o = BigInt(str(r['offset_text']));
+      if ((into.get(p) ?? -1n) < o) into.set(p, o);
+    }
+    return { usage, ledger };
   }
 
   async getUsageEvent(eventId: string): Promise<UsageEvent | undefined> {
@@ -438,13 +582,17 @@ export class Warehouse {
       `SELECT event_id, toUnixTimestamp64Milli(ts) AS ts_ms, account_id, key_id, model,
               catalog_model, upstream_model, input_tokens, output_tokens, cache_read_tokens,
               cache_write_5m_tokens, cache_write_1h_tokens, toString(cost_micros) AS cost_text,
-              status, http_status, latency_ms, ttft_ms, stream, upstream_request_id, gateway_id
+              status, http_status, latency_ms, ttft_ms, stream, upstream_request_id, gateway_id, anomalies
        FROM ${this.#t.usage} FINAL WHERE event_id = {event_id:String} LIMIT 1`,
       { event_id: eventId },
     );
     const r = rows[0];
     if (r === undefined) return undefined;
+    // Typed loosely: `anomalies` joins UsageEvent in libs/events with issue 6; absent when none.
+    const anomalies = Array.isArray(r['anomalies']) ? r['anomalies'].map(str) : [];
+    const extra: Record<string, unknown> = anomalies.length > 0 ? { anomalies } : {};
     return {
+      ...extra,
       type: 'usage',
       event_id: str(r['event_id']),
       ts: int(r['ts_ms']),
@@ -604,4 +752,13 @@ function money(v: unknown): bigint {
 
 function positionColumns(p: LogPosition | undefined): { log_partition: number; log_offset: string } {
   return p ? { log_partition: p.partition, log_offset: p.offset.toString() } : { log_partition: -1, log_offset: '-1' };
+}
+
+function quarantineRecord(item: StoreItem, group: string, kind: QuarantineKind, reason: string, eventId: string | undefined): QuarantineRecord {
+  const raw = boundedRaw(item.event);
+  return {
+    event_id: eventId ?? standInId(item.event),
+    group, topic: item.topic, partition: item.position?.partition ?? -1, offset: item.position?.offset ?? -1n,
+    kind, reason, raw,
+  };
 }
