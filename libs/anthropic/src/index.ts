@@ -19,11 +19,18 @@ export type {
   Usage,
 } from './types.ts';
 export {
-  IMAGE_TOKEN_BOUND,
-  estimateInputTokens,
   validateCountTokensRequest,
   validateMessagesRequest,
 } from './request.ts';
+export type { InputBound, InputBoundLimits, UnboundedSource } from './input-bound.ts';
+export {
+  CLIENT_TOOL_OVERHEAD,
+  SERVER_LOOP_ITERATIONS,
+  TOOL_USE_SYSTEM_PROMPT_TOKENS,
+  base64ImageDimensions,
+  imageTokens,
+  inputTokenBound,
+} from './input-bound.ts';
 export type { TokenUsage } from './usage.ts';
 export { ZERO_USAGE, mergeUsage, usageFromMessage, usageFromWire } from './usage.ts';
 export type { StreamError, StreamMeterOptions } from './sse.ts';

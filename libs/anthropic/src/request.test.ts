@@ -1,8 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  IMAGE_TOKEN_BOUND,
-  estimateInputTokens,
   validateCountTokensRequest,
   validateMessagesRequest,
 } from './request.ts';
@@ -80,54 +78,4 @@ test('count_tokens does not need max_tokens but checks the rest', () => {
   assert.equal(validateCountTokensRequest(body), body);
   rejects({ messages: [] }, 'model', 'model: Field required', validateCountTokensRequest);
   rejects({ model: 'm' }, 'messages', 'messages: Field required', validateCountTokensRequest);
-});
-
-test('estimateInputTokens: ceil(bytes/3) of system + messages + tools', () => {
-  const body: MessagesRequest = {
-    model: 'm',
-    max_tokens: 10,
-    system: 'You are helpful.',
-    messages: [{ role: 'user', content: 'héllo 世界' }],
-    tools: [{ name: 'get_weather', input_schema: { type: 'object' } }],
-  };
-  const bytes =
-    Buffer.byteLength(JSON.stringify(body.system)) +
-    Buffer.byteLength(JSON.stringify(body.messages)) +
-    Buffer.byteLength(JSON.stringify(body.tools));
-  assert.equal(estimateInputTokens(body), Math.ceil(bytes / 3));
-});
-
-test('estimateInputTokens: absent system/tools count nothing', () => {
-  const body: MessagesRequest = { model: 'm', max_tokens: 10, messages: [] };
-  assert.equal(estimateInputTokens(body), 1); // "[]" = 2 bytes
-});
-
-test('estimateInputTokens: rawBodyBytes is used instead of serialising', () => {
-  const body: MessagesRequest = { model: 'm', max_tokens: 10, messages: [{ role: 'user', content: 'x'.repeat(999) }] };
-  assert.equal(estimateInputTokens(body, 90_001), 30_001);
-  assert.equal(estimateInputTokens(body, 0), 0);
-});
-
-test('estimateInputTokens: 1600 per image block, including inside tool_result', () => {
-  const img = { type: 'image', source: { type: 'url', url: 'https://example.com/a.png' } };
-  const body: MessagesRequest = {
-    model: 'm',
-    max_tokens: 10,
-    messages: [
-      { role: 'user', content: [img, { type: 'text', text: 'what is this' }, img] },
-      { role: 'assistant', content: [{ type: 'tool_use', id: 't1', name: 'screenshot', input: {} }] },
-      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 't1', content: [img] }] },
-      { role: 'user', content: 'plain string content' },
-    ],
-  };
-  const base = Math.ceil(Buffer.byteLength(JSON.stringify(body.messages)) / 3);
-  assert.equal(estimateInputTokens(body), base + 3 * IMAGE_TOKEN_BOUND);
-  assert.equal(estimateInputTokens(body, 300), 100 + 3 * IMAGE_TOKEN_BOUND);
-});
-
-test('estimateInputTokens: an upper bound for ordinary text', () => {
-  // English averages ~4 characters a token; the estimate must never be below chars/4.
-  const text = 'The quick brown fox jumps over the lazy dog. '.repeat(200);
-  const body: MessagesRequest = { model: 'm', max_tokens: 10, messages: [{ role: 'user', content: text }] };
-  assert.ok(estimateInputTokens(body) >= text.length / 4);
 });

@@ -34,7 +34,44 @@ export interface CatalogModel {
   /** RFC 3339, for GET /v1/models */
   readonly createdAt: string;
   readonly prices: Prices;
+  /** tokens the model reads in one sampling step without any beta (input + output) */
+  readonly contextWindow: number;
+  /**
+   * Betas that widen the context window, by `anthropic-beta` value, e.g.
+   * `context-1m-2025-08-07` → 1,000,000. See `contextWindowFor`.
+   */
+  readonly contextWindowBetas: Readonly<Record<string, number>>;
+  /** the most input tokens one image can cost on this model, after the upstream's resizing */
+  readonly imageTokenCap: number;
+  /** how the `-thinking` variant turns extended thinking on; see ThinkingCapability */
+  readonly thinking: ThinkingCapability;
 }
+
+/**
+ * How a model accepts extended thinking (Anthropic docs, "Extended thinking" / "Adaptive
+ * thinking"):
+ * - `budget`: `thinking: {type: "enabled", budget_tokens}` with `minBudgetTokens` (1,024) ≤
+ *   budget_tokens < max_tokens. Every Claude 4 model up to 4.5 accepts only this form.
+ * - `adaptive`: `thinking: {type: "adaptive"}` (4.6 and later; the model sizes its own thinking).
+ */
+export interface ThinkingCapability {
+  readonly mode: 'adaptive' | 'budget';
+  /** smallest `budget_tokens` the upstream accepts (budget mode) */
+  readonly minBudgetTokens: number;
+}
+
+/** A model's context window without betas, when the catalog does not say (Claude 4: 200K). */
+export const DEFAULT_CONTEXT_WINDOW = 200_000;
+
+/**
+ * Tokens one image can cost at most when the catalog does not say. Anthropic resizes an image
+ * whose long edge exceeds 1,568 px or that would cost more than about 1,600 tokens; the largest
+ * unresized sizes it documents (e.g. 1092×1092, 784×1568) come to at most 1,568 28-px patches.
+ */
+export const DEFAULT_IMAGE_TOKEN_CAP = 1_600;
+
+/** Extended thinking when the catalog does not say: the budget form every Claude 4 model accepts. */
+export const DEFAULT_THINKING: ThinkingCapability = Object.freeze({ mode: 'budget', minBudgetTokens: 1024 });
 
 export interface MappingRule {
   /** glob over the requested model name; `*` matches any run of characters */
@@ -114,6 +151,13 @@ const modelName = z
 
 const priceSchema = decimalString({ positive: false });
 
+/** A positive whole number of tokens (context windows, caps): JSON integers are exact up to 2^53. */
+const tokenCount = z
+  .number({ error: (iss) => (iss.input === undefined ? 'required' : 'expected a whole number of tokens') })
+  .int('expected a whole number of tokens')
+  .positive('must be greater than zero')
+  .max(100_000_000, 'must be at most 100,000,000');
+
 const pricesSchema = z.strictObject({
   input: priceSchema,
   output: priceSchema,
@@ -135,6 +179,17 @@ const modelSchema = z.strictObject({
   created_at: z.iso.datetime({ offset: true, error: 'expected an RFC 3339 timestamp like "2025-05-14T00:00:00Z"' }).optional(),
   notes: z.string().optional(),
   prices: pricesSchema,
+  context_window: tokenCount.optional(),
+  context_window_betas: z
+    .record(z.string().regex(/^[A-Za-z0-9._-]+$/, 'expected an anthropic-beta name like "context-1m-2025-08-07"'), tokenCount)
+    .optional(),
+  image_token_cap: tokenCount.optional(),
+  thinking: z
+    .strictObject({
+      mode: z.enum(['adaptive', 'budget'], 'expected "adaptive" or "budget"'),
+      min_budget_tokens: tokenCount.optional(),
+    })
+    .optional(),
 });
 
 const creditSchema = z
@@ -185,6 +240,24 @@ export function formatIssuePath(path: readonly PropertyKey[]): string {
     else out += out === '' ? String(seg) : `.${String(seg)}`;
   }
   return out === '' ? '(root)' : out;
+}
+
+/**
+ * The context window that applies to one request: the model's own, or a wider one when the
+ * request's `anthropic-beta` header (comma-separated, possibly repeated) names one of the
+ * model's `contextWindowBetas`. Never smaller than `contextWindow`.
+ */
+export function contextWindowFor(model: CatalogModel, anthropicBeta: string | readonly string[] | undefined): number {
+  let window = model.contextWindow;
+  if (anthropicBeta === undefined) return window;
+  const values = typeof anthropicBeta === 'string' ? [anthropicBeta] : anthropicBeta;
+  for (const value of values) {
+    for (const name of value.split(',')) {
+      const wider = Object.hasOwn(model.contextWindowBetas, name.trim()) ? model.contextWindowBetas[name.trim()] : undefined;
+      if (wider !== undefined && wider > window) window = wider;
+    }
+  }
+  return window;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,6 +423,12 @@ function toModel(
     thinkingVariant: m.thinking_variant,
     createdAt: m.created_at ?? DEFAULT_CREATED_AT,
     prices: Object.freeze(prices),
+    contextWindow: m.context_window ?? DEFAULT_CONTEXT_WINDOW,
+    contextWindowBetas: Object.freeze({ ...(m.context_window_betas ?? {}) }),
+    imageTokenCap: m.image_token_cap ?? DEFAULT_IMAGE_TOKEN_CAP,
+    thinking: m.thinking === undefined
+      ? DEFAULT_THINKING
+      : Object.freeze({ mode: m.thinking.mode, minBudgetTokens: m.thinking.min_budget_tokens ?? DEFAULT_THINKING.minBudgetTokens }),
   });
 }
 

@@ -16,7 +16,11 @@ export type { ExactDecimal } from './money.ts';
 export {
   CatalogError,
   bundledCatalogPath,
+  contextWindowFor,
+  DEFAULT_CONTEXT_WINDOW,
   DEFAULT_CREATED_AT,
+  DEFAULT_IMAGE_TOKEN_CAP,
+  DEFAULT_THINKING,
   formatIssuePath,
   loadCatalogFile,
   parseCatalog,
@@ -32,6 +36,7 @@ export type {
   PriceClass,
   PriceUnit,
   Prices,
+  ThinkingCapability,
 } from './catalog.ts';
 
 export { globMatch, listModels, resolveModel } from './resolve.ts';

@@ -1,11 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import {
-  createStreamMeter, estimateInputTokens, gatewayError, sseErrorEvent,
+  createStreamMeter, gatewayError, inputTokenBound, sseErrorEvent,
   usageFromMessage, validateMessagesRequest, type MessagesRequest,
 } from '@tollgate/anthropic';
 import { sendError } from '@tollgate/http';
-import { holdMicros, resolveModel, type ResolvedModel } from '@tollgate/pricing';
+import { contextWindowFor, holdMicros, resolveModel, type ResolvedModel } from '@tollgate/pricing';
 import {
   context, failSpan, injectContext, inSpan, noopTracer, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
@@ -14,26 +14,7 @@ import { settle, type Metered, type Outcome } from '../metering.ts';
 import { header, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
-
-/**
- * The body sent upstream. Untouched bytes when nothing needs changing (the common case, and
- * the only way to be sure every field a client sends passes through as it was); otherwise
- * the model name is swapped for the upstream's, and `-thinking` variants turn thinking on.
- */
-export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: ResolvedModel): Buffer | string {
-  const rename = resolved.upstreamModel !== body.model;
-  const think = resolved.thinking && body.thinking === undefined;
-  if (!rename && !think) return raw;
-  const out: MessagesRequest = { ...body, model: resolved.upstreamModel };
-  if (think) {
-    // Extended thinking needs budget_tokens ≥ 1024 and < max_tokens; below that, let the
-    // model decide (adaptive) rather than fail the request.
-    out.thinking = body.max_tokens > 2048
-      ? { type: 'enabled', budget_tokens: Math.floor(body.max_tokens / 2) }
-      : { type: 'adaptive' };
-  }
-  return JSON.stringify(out);
-}
+import { upstreamBody } from '../upstream-body.ts';
 
 export function resolveOr404(deps: GatewayDeps, model: string): ResolvedModel {
   const resolved = resolveModel(deps.catalog, model);
@@ -62,6 +43,8 @@ interface Exchange {
   resolved: ResolvedModel;
   /** the body as received */
   raw: Buffer;
+  /** the body to send upstream (a `-thinking` variant's rewritten), built before any hold */
+  sent: Buffer | string;
   /** upper bound of the input tokens, for the hold and the token rate limit */
   estimate: number;
   limit: LimitTicket;
@@ -92,11 +75,20 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       'tollgate.stream': stream,
     });
     const raw = request.rawBody!;
-    const estimate = estimateInputTokens(body, raw.length);
+    // Before any limit or hold: a -thinking body no model accepts is a 400 that costs nothing.
+    const sent = upstreamBody(body, raw, resolved);
+    const bound = inputTokenBound(body, raw.length, {
+      contextWindow: contextWindowFor(resolved.model, request.headers['anthropic-beta']),
+      imageTokenCap: resolved.model.imageTokenCap,
+    });
+    request.span?.setAttributes({
+      'tollgate.input_bound.unbounded': bound.unbounded.join(','), 'tollgate.input_bound.iterations': bound.iterations,
+    });
+    const estimate = bound.tokens;
     const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate } },
       () => acquireLimits(deps, caller.key.id, estimate));
     try {
-      return await metered({ request, reply, body, resolved, raw, estimate, limit, startedAt, ts });
+      return await metered({ request, reply, body, resolved, raw, sent, estimate, limit, startedAt, ts });
     } finally {
       // Refused before the upstream (402, 503): no tokens were used. After a settlement this
       // is a no-op (the ticket is already done).
@@ -106,7 +98,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
   /** From the hold to the published usage event: exactly one settlement on every path. */
   const metered = async (x: Exchange) => {
-    const { request, reply, body, resolved, raw, estimate } = x;
+    const { request, reply, body, resolved, estimate } = x;
     const caller = request.caller!;
     const amount = holdMicros(estimate, body.max_tokens, resolved.model.prices);
     const hold = await inSpan(tracer, 'hold', { attributes: { 'tollgate.hold.micro_credits': amount.toString() } }, async (span) => {
@@ -171,7 +163,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
       let res: UpstreamResponse;
       try {
-        res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, upstreamBody(body, raw, resolved),
+        res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, x.sent,
           upstreamSpan.isRecording() ? injectContext(upstreamCtx) : undefined);
       } catch (err) {
         metrics?.upstreamError('unreachable');

@@ -1,0 +1,96 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GatewayError, type MessagesRequest } from '@tollgate/anthropic';
+import { bundledCatalogPath, loadCatalogFile, resolveModel } from '@tollgate/pricing';
+import { thinkingFor, upstreamBody } from './upstream-body.ts';
+
+const catalogs = [loadCatalogFile(bundledCatalogPath('cny')), loadCatalogFile(bundledCatalogPath('usd'))];
+const MAX_TOKENS = [1025, 1200, 2048, 4096, 64000] as const;
+
+/** Parameters that conflict with thinking (and their harmless neighbours). */
+const PARAMS: ReadonlyArray<{ name: string; extra: Partial<MessagesRequest>; refused?: string }> = [
+  { name: 'none', extra: {} },
+  { name: 'temperature 1', extra: { temperature: 1 } },
+  { name: 'temperature 0.3', extra: { temperature: 0.3 }, refused: 'temperature 0.3; omit temperature (or set it to 1)' },
+  { name: 'temperature 0', extra: { temperature: 0 }, refused: 'temperature 0; omit temperature (or set it to 1)' },
+  { name: 'top_k', extra: { top_k: 40 }, refused: 'top_k; omit top_k' },
+  { name: 'top_p 0.95', extra: { top_p: 0.95 } },
+  { name: 'top_p 0.9', extra: { top_p: 0.9 }, refused: 'top_p 0.9; omit top_p or set it between 0.95 and 1' },
+  { name: 'tool_choice auto', extra: { tool_choice: { type: 'auto' } } },
+  { name: 'tool_choice none', extra: { tool_choice: { type: 'none' } } },
+  { name: 'tool_choice any', extra: { tool_choice: { type: 'any' } }, refused: 'tool_choice any (forced tool use); use tool_choice auto or none' },
+  { name: 'tool_choice tool', extra: { tool_choice: { type: 'tool', name: 'f' } }, refused: 'tool_choice tool (forced tool use); use tool_choice auto or none' },
+  {
+    name: 'prefill',
+    extra: { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'Sure' }] },
+    refused: 'a prefilled assistant message; end messages with a user turn',
+  },
+];
+
+/** Budget per the docs: ≥ 1,024 and < max_tokens; the gateway gives half, at least 1,024. */
+const BUDGET: Record<(typeof MAX_TOKENS)[number], number> = { 1025: 1024, 1200: 1024, 2048: 1024, 4096: 2048, 64000: 32000 };
+
+for (const catalog of catalogs) {
+  for (const model of catalog.models.filter((m) => m.thinkingVariant)) {
+    const name = `${model.id}-thinking`;
+    test(`${catalog.name}: ${name} (${model.thinking.mode}) × max_tokens × conflicting params → exact body or exact 400`, () => {
+      const resolved = resolveModel(catalog, name)!;
+      for (const max of MAX_TOKENS) {
+        for (const p of PARAMS) {
+          const body = { model: name, max_tokens: max, messages: [{ role: 'user', content: 'hi' }], tools: [{ name: 'f', input_schema: { type: 'object' } }], ...p.extra } as MessagesRequest;
+          const raw = Buffer.from(JSON.stringify(body));
+          const label = `${name} max_tokens=${max} ${p.name}`;
+          if (p.refused) {
+            assert.throws(() => upstreamBody(body, raw, resolved), (err: unknown) => {
+              assert.ok(err instanceof GatewayError, label);
+              assert.deepEqual([err.status, err.code, err.type], [400, 'invalid_request', 'invalid_request_error'], label);
+              assert.equal(err.message, `${name} turns on extended thinking, which does not allow ${p.refused} or use ${model.id}`, label);
+              return true;
+            });
+            continue;
+          }
+          const sent = JSON.parse(String(upstreamBody(body, raw, resolved)));
+          const thinking = model.thinking.mode === 'adaptive' ? { type: 'adaptive' } : { type: 'enabled', budget_tokens: BUDGET[max] };
+          assert.deepEqual(sent, { ...body, model: model.upstreamModel, thinking }, label);
+        }
+      }
+    });
+  }
+}
+
+test('budget models: max_tokens ≤ 1,024 leaves no valid budget → 400 that says why', () => {
+  const catalog = catalogs[0]!;
+  const resolved = resolveModel(catalog, 'claude-haiku-4-5-thinking')!;
+  for (const max of [1, 1000, 1024]) {
+    const body = { model: 'claude-haiku-4-5-thinking', max_tokens: max, messages: [{ role: 'user', content: 'hi' }] } as MessagesRequest;
+    assert.throws(() => upstreamBody(body, Buffer.from(JSON.stringify(body)), resolved), {
+      status: 400,
+      code: 'invalid_request',
+      message: 'claude-haiku-4-5-thinking turns on extended thinking, which needs max_tokens of at least 1025 (budget_tokens ≥ 1024 and < max_tokens); raise max_tokens or use claude-haiku-4-5',
+    });
+  }
+  // Adaptive models take any max_tokens.
+  const opus = resolveModel(catalog, 'claude-opus-4-6-thinking')!;
+  const body = { model: 'claude-opus-4-6-thinking', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] } as MessagesRequest;
+  assert.deepEqual(JSON.parse(String(upstreamBody(body, Buffer.from('{}'), opus))).thinking, { type: 'adaptive' });
+});
+
+test('the issue\'s example, word for word; aliases and provider names keep the name the client used', () => {
+  const [cny, usd] = catalogs as [typeof catalogs[0], typeof catalogs[0]];
+  const body = { model: 'claude-sonnet-4-5-thinking', max_tokens: 2048, temperature: 0.3, messages: [] } as unknown as MessagesRequest;
+  assert.throws(() => thinkingFor(body, resolveModel(cny, 'claude-sonnet-4-5-thinking')!.model.thinking, 'claude-sonnet-4-5-thinking'), {
+    message: 'claude-sonnet-4-5-thinking turns on extended thinking, which does not allow temperature 0.3; omit temperature (or set it to 1) or use claude-sonnet-4-5',
+  });
+  assert.throws(() => thinkingFor(body, resolveModel(usd, 'claude-opus-4-6-thinking/anthropic')!.model.thinking, 'claude-opus-4-6-thinking/anthropic'), {
+    message: 'claude-opus-4-6-thinking/anthropic turns on extended thinking, which does not allow temperature 0.3; omit temperature (or set it to 1) or use claude-opus-4-6/anthropic',
+  });
+});
+
+test('untouched bytes when nothing changes; a client\'s own thinking is kept', () => {
+  const catalog = catalogs[0]!;
+  const plain = { model: 'claude-sonnet-4-6', max_tokens: 10, temperature: 0.3, messages: [] } as unknown as MessagesRequest;
+  const raw = Buffer.from(JSON.stringify(plain));
+  assert.equal(upstreamBody(plain, raw, resolveModel(catalog, 'claude-sonnet-4-6')!), raw);
+  const own = { model: 'claude-sonnet-4-6-thinking', max_tokens: 10, thinking: { type: 'disabled' }, messages: [] } as unknown as MessagesRequest;
+  assert.deepEqual(JSON.parse(String(upstreamBody(own, Buffer.from('{}'), resolveModel(catalog, 'claude-sonnet-4-6-thinking')!))).thinking, { type: 'disabled' });
+});
