@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify from 'fastify';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { badOutputTokens, compressedSink, compressSync, plainSink, rateLimitHeaders, serializeWithBadUsage } from './anomalies.ts';
+import { installJsonParser, MAX_JSON_DEPTH, TooDeepBody } from './body.ts';
 import { parseDirectives } from './directives.ts';
 import type { BadUsage, Directives, Encoding, Fault } from './directives.ts';
 import { defaultErrorMessage, errorBody, errorTypeForStatus, invalidRequest, SimulatorError } from './errors.ts';
@@ -218,6 +219,7 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
   app.addHook('onRequest', async (request, reply) => {
     reply.header('request-id', request.id);
   });
+  installJsonParser(app);
 
   // `encoding=` compresses every body the request gets (message, error, count_tokens), whatever
   // the client accepts: the simulated fault is a CDN that compresses anyway.
@@ -278,7 +280,16 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
       if (apiKey !== undefined && presented !== apiKey) {
         throw new SimulatorError(401, 'invalid x-api-key', 'authentication_error');
       }
+      if (request.body instanceof TooDeepBody) {
+        throw invalidRequest(`request body nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`);
+      }
     });
+
+    const betasOf = (request: FastifyRequest): string[] => {
+      const raw = request.headers['anthropic-beta'];
+      const values = Array.isArray(raw) ? raw : raw === undefined ? [] : [raw];
+      return values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+    };
 
     const timingFor = (d: Directives): Timing => ({
       latencyMs: d.latency_ms ?? defaults.latencyMs,
@@ -323,7 +334,7 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
     };
 
     v1.post('/v1/messages', async (request, reply) => {
-      const parsed = parseMessagesBody(request.body, { requireMaxTokens: true });
+      const parsed = parseMessagesBody(request.body, { requireMaxTokens: true, betas: betasOf(request) });
       // requireMaxTokens has already rejected a missing max_tokens; this only narrows the type.
       const body = { ...parsed, maxTokens: parsed.maxTokens ?? 1 };
       const directives = parseDirectives(lastUserText(body.messages), request.headers);
@@ -381,7 +392,7 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
     });
 
     v1.post('/v1/messages/count_tokens', async (request, reply) => {
-      const body = parseMessagesBody(request.body, { requireMaxTokens: false });
+      const body = parseMessagesBody(request.body, { requireMaxTokens: false, betas: betasOf(request) });
       const directives = parseDirectives(lastUserText(body.messages), request.headers);
       if (directives.encoding !== undefined) forcedEncoding.set(request, directives.encoding);
       const units = promptUnits(body);

@@ -66,16 +66,19 @@ function sampleObject(schema: unknown, depth = 0): JsonObject {
   return out;
 }
 
-function chosenTool(body: MessagesBody, directives: Directives): ToolDefinition | undefined {
+function chosenTool(body: MessagesBody, directives: Directives): (ToolDefinition & { name: string }) | undefined {
   let name: string | undefined;
   if (directives.tool !== undefined) name = directives.tool;
   else if (body.tools.length === 0) return undefined;
-  else if (body.toolChoice?.type === 'any') name = body.tools[0]?.name;
-  else if (body.toolChoice?.type === 'tool') {
+  else if (body.toolChoice?.type === 'any') {
+    // The first custom tool; with only typed (server) tools there is nothing the simulator can call.
+    name = body.tools.find((t) => typeof t.name === 'string' && (t['type'] === undefined || t['type'] === 'custom'))?.name;
+    if (name === undefined) return undefined;
+  } else if (body.toolChoice?.type === 'tool') {
     name = body.toolChoice.name;
     if (name === undefined) throw invalidRequest('tool_choice.name: Field required');
   } else return undefined;
-  const tool = body.tools.find((t) => t.name === name);
+  const tool = body.tools.find((t): t is ToolDefinition & { name: string } => t.name === name);
   if (tool === undefined) throw invalidRequest(`tool "${name}" is not in tools`);
   return tool;
 }

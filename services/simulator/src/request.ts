@@ -5,11 +5,16 @@ import type { JsonObject } from './wire.ts';
 export type ContentBlock = JsonObject & { type: string };
 
 export interface RequestMessage {
-  readonly role: 'user' | 'assistant';
+  /**
+   * `user` and `assistant`, and whatever else a client sends: Claude Code puts `system` messages
+   * mid-conversation, and the simulator counts any role's content like text.
+   */
+  readonly role: string;
   readonly content: string | readonly ContentBlock[];
 }
 
-export type ToolDefinition = JsonObject & { name: string };
+/** A custom tool has a `name`; a typed server or client tool (`{type: "web_search_20250305", …}`, MCP toolsets) may not. */
+export type ToolDefinition = JsonObject & { readonly name?: string };
 
 export interface ToolChoice {
   readonly type: string;
@@ -26,7 +31,79 @@ export interface MessagesBody {
   readonly system: string | readonly ContentBlock[] | undefined;
   readonly tools: readonly ToolDefinition[];
   readonly toolChoice: ToolChoice | undefined;
+  /** Thinking is on: `thinking.type` `enabled` or `adaptive`. */
   readonly thinking: boolean;
+}
+
+export interface ParseOptions {
+  /** /v1/messages requires max_tokens; count_tokens does not. */
+  readonly requireMaxTokens: boolean;
+  /** The `anthropic-beta` header values, comma-separated lists flattened. */
+  readonly betas?: readonly string[];
+}
+
+/**
+ * Models older than 4.6, which reject `thinking: {type: "adaptive"}` (Anthropic "Adaptive
+ * thinking" docs: Opus 4.6, Sonnet 4.6 and newer; 4.5 and older need `enabled` with a budget).
+ * `sonnet-4-2` / `opus-4-2` are the dated 4.0 ids (`claude-sonnet-4-20250514`).
+ */
+const PRE_ADAPTIVE_MODELS = ['haiku-4-5', 'sonnet-4-5', 'opus-4-5', 'sonnet-4-2', 'opus-4-1', 'opus-4-2', '3-'];
+
+/** Anthropic "Extended thinking" docs: budget_tokens must be at least 1,024. */
+export const MIN_THINKING_BUDGET = 1024;
+
+/**
+ * What the real API rejects about thinking (Anthropic "Extended thinking" / "Adaptive
+ * thinking" docs), so tests can prove a gateway never forwards such a body:
+ * - `enabled` needs an integer `budget_tokens` ≥ 1024 and below `max_tokens` (with the
+ *   `interleaved-thinking-*` beta the budget may exceed `max_tokens`: it then bounds the whole turn);
+ * - `adaptive` only on 4.6 and newer models;
+ * - with thinking on: `temperature` only 1, no `top_k`, `top_p` only 0.95–1, and no forced tool
+ *   (`tool_choice` `any` / `tool`).
+ * Returns whether thinking is on; an unknown `type` (a future mode) passes through as off.
+ */
+function checkThinking(body: JsonObject, model: string, maxTokens: number | undefined, betas: readonly string[]): boolean {
+  const raw = body['thinking'];
+  if (raw === undefined || raw === null) return false;
+  if (!isRecord(raw) || typeof raw['type'] !== 'string') throw invalidRequest('thinking: expected an object with a "type"');
+  const type = raw['type'];
+  if (type === 'enabled') {
+    const budget = raw['budget_tokens'];
+    if (budget === undefined) throw invalidRequest('thinking.enabled.budget_tokens: Field required');
+    if (typeof budget !== 'number' || !Number.isSafeInteger(budget)) {
+      throw invalidRequest('thinking.enabled.budget_tokens: Input should be a valid integer');
+    }
+    if (budget < MIN_THINKING_BUDGET) {
+      throw invalidRequest(`thinking.enabled.budget_tokens: Input should be greater than or equal to ${MIN_THINKING_BUDGET}`);
+    }
+    const interleaved = betas.some((b) => b.startsWith('interleaved-thinking'));
+    if (maxTokens !== undefined && budget >= maxTokens && !interleaved) {
+      throw invalidRequest('`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size');
+    }
+  } else if (type === 'adaptive') {
+    if (PRE_ADAPTIVE_MODELS.some((old) => model.includes(old))) {
+      throw invalidRequest(`thinking.type: "adaptive" is not supported on model ${model}; use {"type": "enabled", "budget_tokens": N}`);
+    }
+  } else {
+    return false;
+  }
+
+  const temperature = body['temperature'];
+  if (temperature !== undefined && temperature !== 1) {
+    throw invalidRequest('`temperature` may only be set to 1 when thinking is enabled. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#feature-compatibility');
+  }
+  if (body['top_k'] !== undefined) {
+    throw invalidRequest('`top_k` is not supported when thinking is enabled. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#feature-compatibility');
+  }
+  const topP = body['top_p'];
+  if (topP !== undefined && (typeof topP !== 'number' || topP < 0.95 || topP > 1)) {
+    throw invalidRequest('`top_p` must be greater than or equal to 0.95 and less than or equal to 1 when thinking is enabled. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#feature-compatibility');
+  }
+  const choice = body['tool_choice'];
+  if (isRecord(choice) && (choice['type'] === 'any' || choice['type'] === 'tool')) {
+    throw invalidRequest('Thinking may not be enabled when tool_choice forces tool use.');
+  }
+  return true;
 }
 
 function isBlock(value: unknown): value is ContentBlock {
@@ -40,7 +117,14 @@ function parseBlocks(value: unknown[], path: string): ContentBlock[] {
   });
 }
 
-export function parseMessagesBody(body: unknown, opts: { requireMaxTokens: boolean }): MessagesBody {
+/**
+ * Validates a /v1/messages or count_tokens body the way the real Messages API does, and no
+ * stricter: unknown top-level fields, roles, content block types, tool types and betas pass
+ * through (they are counted, never interpreted). Throws a 400 `SimulatorError` for what the real
+ * API rejects: missing `model` / `messages` / `max_tokens`, malformed messages or blocks, a
+ * custom tool without `name`, and the thinking rules of `checkThinking`.
+ */
+export function parseMessagesBody(body: unknown, opts: ParseOptions): MessagesBody {
   if (!isRecord(body)) throw invalidRequest('request body must be a JSON object');
 
   const model = body['model'];
@@ -52,9 +136,7 @@ export function parseMessagesBody(body: unknown, opts: { requireMaxTokens: boole
   const messages = rawMessages.map((m: unknown, i): RequestMessage => {
     if (!isRecord(m)) throw invalidRequest(`messages.${i}: expected an object`);
     const role = m['role'];
-    if (role !== 'user' && role !== 'assistant') {
-      throw invalidRequest(`messages.${i}.role: expected "user" or "assistant"`);
-    }
+    if (typeof role !== 'string' || role === '') throw invalidRequest(`messages.${i}.role: Field required`);
     const content = m['content'];
     if (typeof content === 'string') return { role, content };
     if (Array.isArray(content)) return { role, content: parseBlocks(content, `messages.${i}.content`) };
@@ -84,7 +166,11 @@ export function parseMessagesBody(body: unknown, opts: { requireMaxTokens: boole
   let tools: ToolDefinition[] = [];
   if (Array.isArray(rawTools)) {
     tools = rawTools.map((t: unknown, i) => {
-      if (!isRecord(t) || typeof t['name'] !== 'string') throw invalidRequest(`tools.${i}.name: Field required`);
+      if (!isRecord(t)) throw invalidRequest(`tools.${i}: expected an object`);
+      const type = t['type'];
+      // Only custom tools (no type, or "custom") must be named; typed tools are named by their type.
+      const custom = type === undefined || type === null || type === 'custom';
+      if (custom && typeof t['name'] !== 'string') throw invalidRequest(`tools.${i}.custom.name: Field required`);
       return t as ToolDefinition;
     });
   } else if (rawTools !== undefined) {
@@ -100,9 +186,7 @@ export function parseMessagesBody(body: unknown, opts: { requireMaxTokens: boole
     throw invalidRequest('tool_choice: expected an object with a "type"');
   }
 
-  const rawThinking = body['thinking'];
-  const thinkingType = isRecord(rawThinking) ? rawThinking['type'] : undefined;
-  const thinking = thinkingType === 'enabled' || thinkingType === 'adaptive';
+  const thinking = checkThinking(body, model, maxTokens, opts.betas ?? []);
 
   return { model, messages, maxTokens, stream: rawStream === true, system, tools, toolChoice, thinking };
 }
