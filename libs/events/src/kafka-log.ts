@@ -17,6 +17,7 @@ import type {
   ConsumedEvent, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { AnyEvent, Topic } from './types.ts';
+import { boundedRaw, type UndecodableMessage } from './decode.ts';
 
 /** pino-compatible: `logger.warn({ err }, 'message')`. */
 export interface KafkaLogLogger {
@@ -299,15 +300,7 @@ export class KafkaLog implements EventLog {
       if (!isRunning() || isStale()) return;
       const slice = messages.slice(i, i + this.#consumerBatchSize);
       const events: ConsumedEvent[] = [];
-      for (const message of slice) {
-        const decoded = decodeMessage(topic, batch.partition, message);
-        if (typeof decoded === 'string') {
-          // A poison message must not block its partition forever: log it and commit past it.
-          this.#log.error({ group: options.group, topic: batch.topic, partition: batch.partition, offset: message.offset, reason: decoded }, 'skipping malformed event');
-        } else {
-          events.push(decoded);
-        }
-      }
+      for (const message of slice) events.push(decodeMessage(topic, batch.partition, message));
       if (events.length > 0) {
         // Long handlers keep the group membership alive; kafkajs throttles the heartbeats.
         const beat = setInterval(() => { heartbeat().catch(() => {}); }, 1000);
@@ -589,18 +582,29 @@ export class KafkaLog implements EventLog {
   }
 }
 
-function decodeMessage(topic: Topic, partition: number, message: KafkaMessage): ConsumedEvent | string {
-  if (!message.value) return 'empty value';
+/**
+ * A message as the handler gets it. One that is not even JSON (or empty) is NOT skipped here: it
+ * is handed over as an `undecodable` marker at its own offset, so every consumer group
+ * quarantines it in its own way and moves its position past it (a consumer that stores
+ * positions with its effects would otherwise see a gap at that offset forever). Shapes are
+ * checked by the consumers (`decodeEvent`), not here.
+ */
+function decodeMessage(topic: Topic, partition: number, message: KafkaMessage): ConsumedEvent {
+  const offset = BigInt(message.offset);
+  const headers = decodeHeaders(message.headers);
+  const undecodable = (reason: string, raw: string): ConsumedEvent => {
+    const marker: UndecodableMessage = { type: 'undecodable', event_id: `undecodable:${topic}:${partition}:${offset}`, reason, raw: boundedRaw(raw) };
+    return { topic, partition, offset, event: marker as unknown as AnyEvent, headers };
+  };
+  if (!message.value || message.value.length === 0) return undecodable('empty message value', '');
+  const text = message.value.toString('utf8');
   let event: unknown;
   try {
-    event = JSON.parse(message.value.toString('utf8'));
+    event = JSON.parse(text);
   } catch {
-    return 'value is not JSON';
+    return undecodable('message value is not JSON', text);
   }
-  if (typeof event !== 'object' || event === null || typeof (event as { event_id?: unknown }).event_id !== 'string') {
-    return 'no event_id';
-  }
-  return { topic, partition, offset: BigInt(message.offset), event: event as AnyEvent, headers: decodeHeaders(message.headers) };
+  return { topic, partition, offset, event: event as AnyEvent, headers };
 }
 
 function decodeHeaders(headers: IHeaders | undefined): EventHeaders {
