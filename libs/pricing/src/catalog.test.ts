@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CatalogError, DEFAULT_CREATED_AT, bundledCatalogPath, loadCatalogFile, parseCatalog } from './catalog.ts';
+import { CatalogError, DEFAULT_CREATED_AT, bundledCatalogPath, contextWindowFor, loadCatalogFile, parseCatalog } from './catalog.ts';
 import type { Catalog, Prices } from './catalog.ts';
 import { resolveModel } from './resolve.ts';
 
@@ -297,4 +297,45 @@ test('loadCatalogFile reports unreadable and malformed files', () => {
   writeFileSync(ok, JSON.stringify(base()));
   const catalog: Catalog = loadCatalogFile(ok);
   assert.equal(catalog.source, ok);
+});
+
+test('model limits: context window, 1M-context beta, image cap and thinking mode, with defaults', () => {
+  const m = parseCatalog(base()).models[0]!;
+  assert.deepEqual([m.contextWindow, m.contextWindowBetas, m.imageTokenCap, m.thinking], [200_000, {}, 1_600, { mode: 'budget', minBudgetTokens: 1024 }]);
+  assert.equal(contextWindowFor(m, 'context-1m-2025-08-07'), 200_000, 'a beta the model does not list changes nothing');
+
+  const json = base();
+  const model = (json['models'] as Array<Record<string, unknown>>)[0]!;
+  Object.assign(model, {
+    context_window: 200_000, context_window_betas: { 'context-1m-2025-08-07': 1_000_000 }, image_token_cap: 5_000, thinking: { mode: 'adaptive' },
+  });
+  const wide = parseCatalog(json).models[0]!;
+  assert.deepEqual([wide.imageTokenCap, wide.thinking], [5_000, { mode: 'adaptive', minBudgetTokens: 1024 }]);
+  assert.equal(contextWindowFor(wide, undefined), 200_000);
+  assert.equal(contextWindowFor(wide, 'prompt-caching-2024-07-31,context-1m-2025-08-07'), 1_000_000);
+  assert.equal(contextWindowFor(wide, ['files-api-2025-04-14', ' context-1m-2025-08-07 ']), 1_000_000);
+  assert.equal(contextWindowFor(wide, 'toString'), 200_000, 'only the model\'s own betas, never inherited keys');
+
+  Object.assign(model, { context_window: 0, image_token_cap: 1.5, thinking: { mode: 'always' }, context_window_betas: { 'bad beta': 1 } });
+  const problems = problemsOf(json);
+  assert.ok(problems.includes('models[0].context_window: must be greater than zero'), problems.join('\n'));
+  assert.ok(problems.includes('models[0].image_token_cap: expected a whole number of tokens'), problems.join('\n'));
+  assert.ok(problems.includes('models[0].thinking.mode: expected "adaptive" or "budget"'), problems.join('\n'));
+  assert.ok(problems.some((p) => p.startsWith('models[0].context_window_betas')), problems.join('\n'));
+});
+
+test('shipped catalogs: thinking mode and context window per model, as Anthropic documents them', () => {
+  const cny = loadCatalogFile(bundledCatalogPath('cny'));
+  const usd = loadCatalogFile(bundledCatalogPath('usd'));
+  const view = (c: Catalog) => Object.fromEntries(c.models.map((m) => [m.upstreamModel, [m.thinking.mode, m.contextWindow, contextWindowFor(m, 'context-1m-2025-08-07'), m.imageTokenCap]]));
+  assert.deepEqual(view(cny), {
+    'claude-haiku-4-5-20251001': ['budget', 200_000, 200_000, 1_600],
+    'claude-sonnet-4-20250514': ['budget', 200_000, 1_000_000, 1_600],
+    'claude-sonnet-4-5-20250929': ['budget', 200_000, 1_000_000, 1_600],
+    'claude-sonnet-4-6': ['adaptive', 1_000_000, 1_000_000, 1_600],
+    'claude-opus-4-6': ['adaptive', 1_000_000, 1_000_000, 1_600],
+    'claude-opus-4-20250514': ['budget', 200_000, 200_000, 1_600],
+    'claude-opus-4-5-20251101': ['budget', 200_000, 200_000, 1_600],
+  });
+  assert.deepEqual(view(usd)['claude-opus-4-7'], ['adaptive', 1_000_000, 1_000_000, 5_000]);
 });
