@@ -189,42 +189,93 @@ function typeForStatus(status: number): AnthropicErrorType {
   }
 }
 
+/** Options of `upstreamErrorToGateway`. */
+export interface UpstreamErrorOptions {
+  /**
+   * Credentials the gateway itself holds (the configured upstream key): removed from any
+   * upstream message before a client sees it, on top of the credential-shaped patterns.
+   */
+  secrets?: readonly string[];
+}
+
+/**
+ * Upstream response headers a client may see on a passed-on error. Everything else stays
+ * behind; in particular `anthropic-ratelimit-*` describe the operator's upstream account, not
+ * the customer's key (`anthropic-ratelimit-unified-status: rejected` makes Claude Code stop).
+ */
+const PASSED_ERROR_HEADERS = ['retry-after', 'x-should-retry'] as const;
+
+const REDACTED = '[redacted]';
+
+/**
+ * `text` with every credential removed: each of `secrets` (exact occurrences, ≥ 8 characters
+ * so a short value cannot blank out ordinary words), and anything credential-shaped —
+ * `sk-…` keys (Anthropic's and Tollgate's), `Bearer <token>`, and `api_key=` / `x-api-key:` /
+ * `token=` style pairs. For upstream error messages that echo what they were sent.
+ */
+export function redactCredentials(text: string, secrets: readonly string[] = []): string {
+  let out = text;
+  for (const s of secrets) if (s.length >= 8) out = out.split(s).join(REDACTED);
+  return out
+    .replace(/\bsk-[A-Za-z0-9_-]{6,}/g, REDACTED)
+    .replace(/\bBearer\s+[^\s"',;]+/gi, `Bearer ${REDACTED}`)
+    .replace(/\b(x-api-key|api[_-]?key|access[_-]?token|token)(["']?\s*[:=]\s*["']?)[^\s"',;&]+/gi, `$1$2${REDACTED}`);
+}
+
 /**
  * An error the upstream returned (before any streamed byte), to be passed on to the client.
- * The upstream's status, error type and message are kept, with a Tollgate code added — except
- * where the error is about the gateway's own upstream account rather than the client's request:
- * 401 (bad upstream credential) and 402 (upstream account out of credit) would tell the client
- * its own key or balance is at fault, so they become `upstream_error` 503 (retriable, so the
- * route can fail over to another upstream account). Anything that is not an HTTP error status
- * is also `upstream_error`.
+ * The upstream's status and error type are kept, with a Tollgate code added, and its message
+ * with every credential redacted (`redactCredentials`) — except where the error is about the
+ * gateway's own upstream account rather than the client's request:
+ * - 401 (bad upstream credential) and 402 (upstream account out of credit) would tell the
+ *   client its own key or balance is at fault, so they become `upstream_error` 503; the
+ *   upstream's message is dropped entirely (it is about the operator's credential). Still
+ *   `retriable` for the gateway (another upstream account may work).
+ * - 403 stays `permission_denied` 403 (redacted message): the upstream only ever sees the
+ *   operator's credential, so its refusal is about that account.
+ * These three carry `x-should-retry: false`: the official SDKs retry 5xx twice by default, and
+ * a retry cannot fix the operator's configuration.
+ * Anything that is not an HTTP error status is also `upstream_error`.
  *
- * `headers` (optional) are the upstream response headers; `retry-after` is carried over.
+ * `headers` (optional) are the upstream response headers: `retry-after` and `x-should-retry`
+ * are carried over on other errors (Anthropic's 429 / 529 advice); no other upstream header is.
  */
 export function upstreamErrorToGateway(
   status: number,
   body: unknown,
   headers?: Record<string, string | string[] | undefined>,
+  options: UpstreamErrorOptions = {},
 ): GatewayError {
   const upstream = isAnthropicErrorBody(body) ? body.error : null;
-  const retryAfter = headers === undefined ? undefined : firstHeader(headers['retry-after']);
-  const extraHeaders = retryAfter === undefined ? undefined : { 'retry-after': retryAfter };
-  const withHeaders = extraHeaders === undefined ? {} : { headers: extraHeaders };
+  const passed: Record<string, string> = {};
+  for (const name of PASSED_ERROR_HEADERS) {
+    const v = headers === undefined ? undefined : firstHeader(headers[name]);
+    if (v !== undefined) passed[name] = v;
+  }
+  const withHeaders = Object.keys(passed).length === 0 ? {} : { headers: passed };
+  const operatorProblem = { headers: { 'x-should-retry': 'false' } };
 
-  if (!Number.isInteger(status) || status < 400 || status > 599 || status === 401 || status === 402) {
-    const detail = upstream === null ? `HTTP ${status}` : `${upstream.type}: ${upstream.message}`;
-    return gatewayError('upstream_error', `Upstream provider error (${detail})`, withHeaders);
+  if (status === 401 || status === 402) {
+    const what = status === 401 ? 'rejected the gateway\'s credential' : 'refused the gateway\'s account (billing)';
+    const type = upstream !== null && isAnthropicErrorType(upstream.type) ? upstream.type : typeForStatus(status);
+    return gatewayError('upstream_error', `Upstream provider ${what} (HTTP ${status} ${type}); the gateway operator must fix its upstream configuration`, operatorProblem);
+  }
+  if (!Number.isInteger(status) || status < 400 || status > 599) {
+    return gatewayError('upstream_error', `Upstream provider error (HTTP ${status})`, withHeaders);
   }
 
   const type = upstream !== null && isAnthropicErrorType(upstream.type) ? upstream.type : typeForStatus(status);
   const code = codeFor(status, type);
-  const message = upstream?.message ?? `Upstream provider returned HTTP ${status}`;
+  const message = upstream === null
+    ? `Upstream provider returned HTTP ${status}`
+    : redactCredentials(upstream.message, options.secrets);
   return new GatewayError({
     code,
     status,
     type,
     retriable: status === 408 || status === 429 || status >= 500,
     message,
-    ...withHeaders,
+    ...(status === 403 ? operatorProblem : withHeaders),
   });
 }
 

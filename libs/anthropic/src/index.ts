@@ -35,7 +35,7 @@ export type { TokenUsage } from './usage.ts';
 export { ZERO_USAGE, mergeUsage, usageFromMessage, usageFromWire } from './usage.ts';
 export type { StreamError, StreamMeterOptions } from './sse.ts';
 export { StreamMeter, createStreamMeter } from './sse.ts';
-export type { ErrorCode, ErrorSpec, GatewayErrorBody, GatewayErrorExtra, GatewayErrorInit } from './errors.ts';
+export type { ErrorCode, ErrorSpec, GatewayErrorBody, GatewayErrorExtra, GatewayErrorInit, UpstreamErrorOptions } from './errors.ts';
 export {
   ERRORS,
   ERROR_CODES,
@@ -47,5 +47,6 @@ export {
   isGatewayError,
   sseErrorEvent,
   toGatewayError,
+  redactCredentials,
   upstreamErrorToGateway,
 } from './errors.ts';

@@ -33,6 +33,8 @@ const EnvSchema = z.object({
   UPSTREAM_URL: url.default('https://api.anthropic.com'),
   UPSTREAM_API_KEY: optionalString,
   UPSTREAM_TIMEOUT_MS: int(1000, 3_600_000).default(600_000),
+  /** connections one gateway process opens to the upstream; beyond them a fast 503 `overloaded` */
+  UPSTREAM_MAX_CONNECTIONS: int(1, 100_000).default(512),
   /** how long a hold outlives a gateway that never settled it */
   HOLD_TTL_MS: int(10_000, 86_400_000).default(900_000),
   /** what an SSE error after HTTP 200, or an upstream that drops the stream, costs */
@@ -70,6 +72,8 @@ const EnvSchema = z.object({
   RATE_LIMIT_RPW: int(1, 1_000_000_000).optional(),
   RATE_LIMIT_TPM: int(1, 1_000_000_000).optional(),
   RATE_LIMIT_CONCURRENT: int(1, 100_000).optional(),
+  /** requests one key may have in flight in one gateway process (no Redis call); beyond it a fast 429 */
+  KEY_MAX_CONCURRENT_REQUESTS: int(1, 100_000).default(64),
   /** members of the ledger group in this process */
   LEDGER_CONSUMERS: int(1, 64).default(1),
   /** how long a gateway trusts a cached key lookup; bounds how late a revocation takes effect */
@@ -93,7 +97,7 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
   gatewayId: string | undefined;
   pricingFile: string | undefined;
-  upstream: { url: string; apiKey: string | undefined; timeoutMs: number };
+  upstream: { url: string; apiKey: string | undefined; timeoutMs: number; maxConnections: number };
   holdTtlMs: number;
   streamErrorBilling: Env['STREAM_ERROR_BILLING'];
   bodyLimitBytes: number;
@@ -105,6 +109,7 @@ export interface Config {
   warehouse: { batchSize: number; flushMs: number };
   aggregator: { groups: Array<'ledger' | 'warehouse'>; ledgerConsumers: number };
   keyCacheTtlMs: number;
+  keyMaxConcurrentRequests: number;
   rateLimits: {
     requestsPerMinute?: number; requestsPer5h?: number; requestsPerWeek?: number;
     tokensPerMinute?: number; concurrentRequests?: number;
@@ -169,7 +174,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     logLevel: e.LOG_LEVEL,
     gatewayId: e.GATEWAY_ID,
     pricingFile: e.PRICING_FILE,
-    upstream: { url: e.UPSTREAM_URL.replace(/\/+$/, ''), apiKey: e.UPSTREAM_API_KEY, timeoutMs: e.UPSTREAM_TIMEOUT_MS },
+    upstream: { url: e.UPSTREAM_URL.replace(/\/+$/, ''), apiKey: e.UPSTREAM_API_KEY, timeoutMs: e.UPSTREAM_TIMEOUT_MS, maxConnections: e.UPSTREAM_MAX_CONNECTIONS },
     holdTtlMs: e.HOLD_TTL_MS,
     streamErrorBilling: e.STREAM_ERROR_BILLING,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
@@ -185,6 +190,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     warehouse: { batchSize: e.WAREHOUSE_BATCH_SIZE, flushMs: e.WAREHOUSE_FLUSH_MS },
     aggregator: { groups: e.AGGREGATOR_GROUPS, ledgerConsumers: e.LEDGER_CONSUMERS },
     keyCacheTtlMs: e.KEY_CACHE_TTL_MS,
+    keyMaxConcurrentRequests: e.KEY_MAX_CONCURRENT_REQUESTS,
     rateLimits: Object.fromEntries(Object.entries({
       requestsPerMinute: e.RATE_LIMIT_RPM, requestsPer5h: e.RATE_LIMIT_RP5H, requestsPerWeek: e.RATE_LIMIT_RPW,
       tokensPerMinute: e.RATE_LIMIT_TPM, concurrentRequests: e.RATE_LIMIT_CONCURRENT,

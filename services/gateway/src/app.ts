@@ -4,6 +4,7 @@ import type { KeyEntry } from '@tollgate/keys';
 import { authenticate } from './auth.ts';
 import type { GatewayDeps } from './deps.ts';
 import { Upstream } from './upstream.ts';
+import { ConcurrencyGates, DEFAULT_KEY_MAX_CONCURRENT } from './limits.ts';
 import { messagesRoutes } from './routes/messages.ts';
 import { countTokensRoutes } from './routes/count-tokens.ts';
 import { accountRoutes } from './routes/account.ts';
@@ -16,8 +17,16 @@ declare module 'fastify' {
 }
 
 /** Mounts the customer API (`/v1/*`, `/api/v1/*`) on a server from `createHttpServer`. */
-export function registerGateway(app: FastifyInstance, deps: GatewayDeps): void {
-  const upstream = new Upstream(deps.upstream, deps.dispatcher);
+export function registerGateway(app: FastifyInstance, given: GatewayDeps): void {
+  const upstream = new Upstream(given.upstream, given.dispatcher);
+  // One set of gates per gateway process: the pool gate is as large as the upstream pool, so
+  // a request is refused at once rather than queued inside undici behind other tenants.
+  const deps: GatewayDeps = {
+    ...given,
+    concurrency: given.concurrency ?? new ConcurrencyGates({
+      perKey: given.keyMaxConcurrentRequests ?? DEFAULT_KEY_MAX_CONCURRENT, pool: upstream.maxConnections,
+    }),
+  };
   app.addHook('onClose', async () => upstream.close());
   // Asked only when a key is not found (lost state vs. a bad key), and remembered as briefly as
   // the key cache, so a flood of bad keys does not become a flood of Redis calls.

@@ -5,12 +5,19 @@ import type { KeyDirectory } from '@tollgate/keys';
 import type { LimitPolicy, RateLimiter } from '@tollgate/limits';
 import type { Catalog } from '@tollgate/pricing';
 import type { Metrics, Tracer } from '@tollgate/telemetry';
+import type { ConcurrencyGates } from './limits.ts';
 
 export interface UpstreamOptions {
   /** base URL, from operator configuration only (never from a request) */
   url: string;
   apiKey: string | undefined;
   timeoutMs: number;
+  /**
+   * connections the gateway process opens to the upstream at most (`UPSTREAM_MAX_CONNECTIONS`,
+   * default 512); a request that would need one more gets a fast 503 `overloaded` instead of
+   * queueing behind the pool
+   */
+  maxConnections?: number;
 }
 
 export interface GatewayDeps {
@@ -29,6 +36,13 @@ export interface GatewayDeps {
   /** per-key rate limits; none configured = no limiter call on the hot path */
   limiter?: RateLimiter;
   limits?: LimitPolicy;
+  /**
+   * requests one key may have in flight in this gateway process (`KEY_MAX_CONCURRENT_REQUESTS`,
+   * default 64), so one tenant cannot take the whole upstream pool; beyond it a fast 429
+   */
+  keyMaxConcurrentRequests?: number;
+  /** this process's concurrency gates; `registerGateway` creates them from the two settings above */
+  concurrency?: ConcurrencyGates;
   /** pino logger options, or false */
   logger?: object | boolean;
   /** undici dispatcher for upstream calls (tests and benchmarks may pass their own) */

@@ -1,3 +1,5 @@
 export { buildGateway, registerGateway } from './app.ts';
 export type { GatewayDeps, UpstreamOptions } from './deps.ts';
 export { upstreamHeaders } from './upstream.ts';
+export { upstreamSearch, decodersFor, DEFAULT_UPSTREAM_CONNECTIONS } from './upstream.ts';
+export { ConcurrencyGates, DEFAULT_KEY_MAX_CONCURRENT } from './limits.ts';

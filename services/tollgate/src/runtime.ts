@@ -118,7 +118,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
         : new MemoryRateLimiter();
     }
     registerGateway(server, {
-      limiter, limits: config.rateLimits,
+      limiter, limits: config.rateLimits, keyMaxConcurrentRequests: config.keyMaxConcurrentRequests,
       catalog, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
       upstream: config.upstream,
       holdTtlMs: config.holdTtlMs,

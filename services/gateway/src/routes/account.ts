@@ -3,6 +3,7 @@ import { gatewayError } from '@tollgate/anthropic';
 import { formatCredits, listModels, creditsToNumber } from '@tollgate/pricing';
 import type { GatewayDeps } from '../deps.ts';
 import { guardState } from '../state.ts';
+import { resolveOr404 } from './messages.ts';
 
 /** GET /v1/models in Anthropic's list shape, and GET /v1/credits for the caller's own account. */
 export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
@@ -22,9 +23,15 @@ export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
     };
   });
 
-  app.get('/v1/models/:id', async (request) => {
-    const { id } = request.params as { id: string };
-    const model = models.find((m) => m.id === id);
+  // Resolved exactly as /v1/messages resolves `model` (aliases, `-thinking`, `name/provider`,
+  // mapping rules), so a client that checks a model here can use it there. Like Anthropic's
+  // alias lookup, the answer is the model the id resolves to (its canonical id).
+  // A wildcard, not `:id`: `name/provider` ids may arrive with a raw `/`.
+  app.get('/v1/models/*', async (request) => {
+    const id = (request.params as { '*': string })['*'];
+    const resolved = resolveOr404(deps, id);
+    const canonical = resolved.thinking ? `${resolved.model.id}-thinking` : resolved.model.id;
+    const model = models.find((m) => m.id === canonical);
     if (!model) throw gatewayError('model_not_found', `model: ${id} is not available on this gateway`);
     return model;
   });

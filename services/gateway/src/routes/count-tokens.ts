@@ -4,6 +4,7 @@ import { sendError } from '@tollgate/http';
 import type { GatewayDeps } from '../deps.ts';
 import { searchOf, upstreamErrorOf, type Upstream } from '../upstream.ts';
 import { guardState } from '../state.ts';
+import { acquireSlot } from '../limits.ts';
 import { resolveOr404 } from './messages.ts';
 
 /** Forwarded like a message, but free: it needs a key and a positive balance, and records no usage. */
@@ -15,9 +16,15 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, upstr
     const { available } = await guardState(() => deps.balances.get(caller.account.id));
     if (available <= 0n) throw gatewayError('insufficient_credits');
     const out = resolved.upstreamModel === body.model ? request.rawBody! : JSON.stringify({ ...body, model: resolved.upstreamModel });
-    const res = await upstream.post('/v1/messages/count_tokens', searchOf(request.url), request.headers, out);
-    if (res.status >= 200 && res.status < 300) return reply.code(res.status).type('application/json').send(await res.body.text());
-    return sendError(reply, await upstreamErrorOf(res));
+    // It holds an upstream connection like a message does, so it takes a slot of the same gates.
+    const release = acquireSlot(deps, caller.key.id);
+    try {
+      const res = await upstream.post('/v1/messages/count_tokens', searchOf(request.url), request.headers, out);
+      if (res.status >= 200 && res.status < 300) return reply.code(res.status).type('application/json').send(await res.body.text());
+      return sendError(reply, await upstreamErrorOf(res));
+    } finally {
+      release();
+    }
   };
   app.post('/v1/messages/count_tokens', handler);
   app.post('/api/v1/messages/count_tokens', handler);
