@@ -59,6 +59,7 @@ export class Metrics {
   readonly #holdsRefused: Children<Inc>;
   readonly #upstreamErrors: Children<Inc>;
   readonly #applied: Children<Inc>;
+  readonly #quarantined: Children<Inc>;
   readonly #insertSeconds: Histogram;
   readonly #batchEvents: Histogram;
 
@@ -116,6 +117,11 @@ export class Metrics {
     this.#holdsRefused = new Children((v) => holdsRefused.labels(...v));
     this.#upstreamErrors = new Children((v) => upstreamErrors.labels(...v));
     this.#applied = new Children((v) => applied.labels(...v));
+    const quarantined = new Counter({
+      name: 'tollgate_events_quarantined_total', help: 'Poison events a consumer group quarantined instead of stopping, by group and reason',
+      labelNames: ['group', 'reason'], registers,
+    });
+    this.#quarantined = new Children((v) => quarantined.labels(...v));
     // The reasons are known up front; series at zero make rate() and alerts work from the start.
     for (const reason of ['insufficient_credits', 'state_unavailable']) this.#holdsRefused.get(reason).inc(0);
   }
@@ -153,6 +159,11 @@ export class Metrics {
 
   eventsApplied(group: string, topic: string, count: number): void {
     this.#applied.get(group, topic).inc(count);
+  }
+
+  /** A poison event a consumer group set aside (`reason` is a QuarantineKind, never free text). */
+  eventsQuarantined(group: string, reason: string): void {
+    this.#quarantined.get(group, reason).inc();
   }
 
   warehouseInsert(seconds: number, events: number): void {

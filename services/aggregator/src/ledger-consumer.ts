@@ -1,6 +1,6 @@
-import { RewindError, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
+import { decodeEvent, RewindError, standInId, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
-import type { ApplyResult, BalanceStore, LogPosition } from '@tollgate/ledger';
+import type { ApplyResult, BalanceStore, LedgerQuarantine, LogPosition } from '@tollgate/ledger';
 import { extractContext, failSpan, SpanKind, withSpan, type Metrics, type Tracer } from '@tollgate/telemetry';
 
 export interface LedgerConsumerDeps {
@@ -14,8 +14,24 @@ export interface LedgerConsumerDeps {
   onApplied?: (events: ConsumedEvent[]) => void;
   /** a `ledger apply` span per event that carries a trace context */
   tracer?: Tracer;
-  /** `tollgate_events_applied_total{group="ledger"}` */
+  /** `tollgate_events_applied_total{group="ledger"}`, `tollgate_events_quarantined_total` */
   metrics?: Metrics;
+  /** an event was set aside (already recorded in the balance store): log it */
+  onQuarantined?: (record: LedgerQuarantine) => void;
+}
+
+/**
+ * True for a failure caused by the event itself (our own bounds, or Redis refusing the
+ * script's arithmetic), never by an outage: a Redis reply error other than the transient ones
+ * (loading, busy, failover, read-only replica, out of memory, cluster moves), or a RangeError
+ * from the store's own checks. Connection errors and timeouts are outages: retried, never
+ * quarantined.
+ */
+export function isPoisonError(err: unknown): boolean {
+  if (err instanceof RangeError) return true;
+  const e = err as { name?: unknown; message?: unknown } | null;
+  if (e?.name !== 'ReplyError' || typeof e.message !== 'string') return false;
+  return !/^(LOADING|BUSY|MASTERDOWN|READONLY|OOM|NOSCRIPT|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|NOREPLICAS)\b/.test(e.message);
 }
 
 /** Hot state is gone and not rebuilt yet; the batch is retried after a pause. */
@@ -70,18 +86,46 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
     topics: ['usage', 'ledger', 'control'],
     fromBeginning: true,
     handler: async (batch) => {
-      for (const e of batch) {
-        const position = durable ? { topic: e.topic, partition: e.partition, offset: e.offset } : undefined;
-        const verdict = tracer && e.headers.traceparent
-          ? await tracedApply(tracer, group, deps, e, position)
-          : await applyEvent(deps, e, position);
+      for (const raw of batch) {
+        const position = durable ? { topic: raw.topic, partition: raw.partition, offset: raw.offset } : undefined;
+        // Checked at the boundary: a value the stores cannot hold is quarantined here, with
+        // its position moved past it, instead of failing this batch forever.
+        const decoded = decodeEvent(raw.event);
+        let verdict: ApplyResult | undefined;
+        let poison: Omit<LedgerQuarantine, 'topic' | 'partition' | 'offset'> | undefined;
+        if (!decoded.ok) {
+          const kind = (raw.event as { type?: unknown } | null)?.type === 'undecodable' ? 'undecodable' : 'invalid_event';
+          poison = { event_id: decoded.eventId ?? standInId(raw.event), kind, reason: decoded.reason };
+        }
+        const e: ConsumedEvent = decoded.ok ? { ...raw, event: decoded.event } : raw;
+        if (!poison) {
+          try {
+            verdict = tracer && e.headers.traceparent
+              ? await tracedApply(tracer, group, deps, e, position)
+              : await applyEvent(deps, e, position);
+          } catch (err) {
+            if (!isPoisonError(err)) throw err;
+            poison = { event_id: e.event.event_id, kind: 'apply_failed', reason: err instanceof Error ? err.message : String(err) };
+          }
+        }
+        if (poison) {
+          const record: LedgerQuarantine = {
+            ...poison, reason: poison.reason.slice(0, 1000), topic: raw.topic,
+            partition: durable ? raw.partition : -1, offset: durable ? raw.offset : -1n,
+          };
+          verdict = await deps.balances.quarantine(record, position);
+          if (verdict === 'applied') {
+            metrics?.eventsQuarantined(group, record.kind);
+            deps.onQuarantined?.(record);
+          }
+        }
         if (verdict === 'not_ready') {
           deps.onNotReady?.();
           throw new StateNotReadyError();
         }
         if (verdict === 'gap') {
-          const stored = await deps.balances.position(e.topic, e.partition);
-          throw new RewindError([{ topic: e.topic, partition: e.partition, offset: stored + 1n }]);
+          const stored = await deps.balances.position(raw.topic, raw.partition);
+          throw new RewindError([{ topic: raw.topic, partition: raw.partition, offset: stored + 1n }]);
         }
       }
       if (metrics) countByTopic(metrics, group, batch);

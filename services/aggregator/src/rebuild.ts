@@ -56,6 +56,12 @@ export interface ReconcileReport {
   accounts: number;
   differences: Array<{ account_id: string; hot_state_micros: string; warehouse_micros: string; difference_micros: string }>;
   positions: Record<string, string>;
+  /**
+   * Events set aside as poison, by the warehouse sink (group `warehouse`, `journal`) and by the
+   * ledger consumer (group `ledger`): they are in neither side's balances, which is why the two
+   * still agree; each one is here so an operator can explain and repair it.
+   */
+  quarantined: Array<{ event_id: string; group: string; topic: string; partition: number; offset: string; kind: string; reason: string }>;
   problem?: string;
 }
 
@@ -87,12 +93,19 @@ export async function reconcile(
 ): Promise<ReconcileReport> {
   const snap = await deps.balances.snapshot();
   const positions = Object.fromEntries([...snap.positions].map(([k, v]) => [k, v.toString()]));
-  if (!snap.ready) return { ok: false, accounts: 0, differences: [], positions, problem: 'hot state is not ready: run rebuild' };
+  const quarantined = async (): Promise<ReconcileReport['quarantined']> => {
+    const all = [...await deps.warehouse.quarantined(), ...(await deps.balances.quarantined()).map((q) => ({ ...q, group: 'ledger' }))];
+    return all.map((q) => ({
+      event_id: q.event_id, group: q.group, topic: q.topic, partition: q.partition,
+      offset: q.offset.toString(), kind: q.kind, reason: q.reason,
+    }));
+  };
+  if (!snap.ready) return { ok: false, accounts: 0, differences: [], positions, quarantined: await quarantined(), problem: 'hot state is not ready: run rebuild' };
   const need = bounds(snap.positions);
   const deadline = Date.now() + (options.timeoutMs ?? 30_000);
   while (!covers(await deps.warehouse.logPositions(), need)) {
     if (Date.now() > deadline) {
-      return { ok: false, accounts: 0, differences: [], positions, problem: 'the warehouse did not reach the hot state\'s log positions in time' };
+      return { ok: false, accounts: 0, differences: [], positions, quarantined: await quarantined(), problem: 'the warehouse did not reach the hot state\'s log positions in time' };
     }
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -106,5 +119,5 @@ export async function reconcile(
       differences.push({ account_id: id, hot_state_micros: hot.toString(), warehouse_micros: wh.toString(), difference_micros: (hot - wh).toString() });
     }
   }
-  return { ok: differences.length === 0, accounts: ids.size, differences, positions };
+  return { ok: differences.length === 0, accounts: ids.size, differences, positions, quarantined: await quarantined() };
 }

@@ -1,5 +1,5 @@
 import type { ConsumedEvent, EventLog, Subscription } from '@tollgate/events';
-import type { Warehouse } from '@tollgate/warehouse';
+import type { QuarantineRecord, Warehouse } from '@tollgate/warehouse';
 import { extractContext, SpanKind, SpanStatusCode, type Metrics, type Tracer } from '@tollgate/telemetry';
 import { countByTopic } from './ledger-consumer.ts';
 
@@ -13,6 +13,8 @@ export interface WarehouseSinkDeps {
   group?: string;
   onError?: (err: unknown) => void;
   onFlushed?: (events: ConsumedEvent[]) => void;
+  /** poison events of a batch, already stored in the quarantine table (log them) */
+  onQuarantined?: (records: QuarantineRecord[]) => void;
   /** a `warehouse insert` span per traced event of each batch (see `traceBatch`) */
   tracer?: Tracer;
   /** events applied, insert time, batch size */
@@ -39,12 +41,15 @@ export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscriptio
       // a large one is worth a part of its own at once.
       if (wait > 0 && batch.length < (deps.batchSize ?? 1000)) await new Promise((r) => setTimeout(r, wait));
       const durable = deps.log.durablePositions === true;
-      const events = batch.map((e) => e.event);
-      const positions = durable ? batch.map((e) => ({ partition: e.partition, offset: e.offset })) : undefined;
+      const items = batch.map((e) => ({
+        event: e.event, topic: e.topic, ...(durable ? { position: { partition: e.partition, offset: e.offset } } : {}),
+      }));
       const startedAt = performance.now();
       const startTime = Date.now();
+      let poison: QuarantineRecord[];
       try {
-        await deps.warehouse.insertEvents(events, positions);
+        // A poison event is quarantined and the rest flows on; only an outage fails the batch.
+        poison = await deps.warehouse.storeEvents(items, group);
       } catch (err) {
         if (tracer) traceBatch(tracer, group, batch, startTime, err);
         deps.onError?.(err);
@@ -53,6 +58,10 @@ export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscriptio
         lastFlush = Date.now();
       }
       if (tracer) traceBatch(tracer, group, batch, startTime, undefined);
+      if (poison.length > 0) {
+        for (const q of poison) metrics?.eventsQuarantined(group, q.kind);
+        deps.onQuarantined?.(poison);
+      }
       if (metrics) {
         metrics.warehouseInsert((performance.now() - startedAt) / 1000, batch.length);
         countByTopic(metrics, group, batch);
@@ -79,7 +88,7 @@ function traceBatch(tracer: Tracer, group: string, batch: ConsumedEvent[], start
       attributes: {
         'messaging.operation.type': 'process', 'messaging.destination.name': e.topic,
         'messaging.consumer.group.name': group, 'messaging.batch.message_count': batch.length,
-        'db.system.name': 'clickhouse', 'tollgate.event.id': e.event.event_id,
+        'db.system.name': 'clickhouse', 'tollgate.event.id': String(e.event?.event_id),
       },
     }, extractContext(e.headers));
     if (err !== undefined) {

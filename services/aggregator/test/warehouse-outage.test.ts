@@ -31,14 +31,14 @@ test('warehouse inserts failing: ledger unaffected, events retried, each stored 
   const flaky = new Proxy(real, {
     get(target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver);
-      if (prop === 'insertEvents' && typeof v === 'function') {
+      if (prop === 'storeEvents' && typeof v === 'function') {
         return async (...args: unknown[]) => {
           if (failuresLeft > 0) {
             failuresLeft--;
             failed++;
             throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:8123'), { code: 'ECONNREFUSED' });
           }
-          return (v as (...a: unknown[]) => Promise<void>).apply(target, args);
+          return (v as (...a: unknown[]) => Promise<unknown>).apply(target, args);
         };
       }
       return typeof v === 'function' ? v.bind(target) : v;

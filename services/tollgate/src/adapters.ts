@@ -37,13 +37,18 @@ function openWarehouse(config: Config): Warehouse {
 
 /**
  * Puts what a killed process left in the journal into the warehouse (idempotent by event id,
- * so events that had already arrived count once), then forgets the journal.
+ * so events that had already arrived count once), then forgets the journal. A poison event
+ * in it is quarantined (group `journal`) like the sink would, so one bad value can never keep
+ * the process from starting.
  */
 async function recoverJournal(dir: string, warehouse: Warehouse, logger?: Logger): Promise<number> {
   const records = Journal.read(dir);
   if (records.length > 0) {
-    await warehouse.insertEvents(records.map((r) => r.event));
-    logger?.warn({ events: records.length }, 'recovered events from the journal of a process that did not stop cleanly');
+    const poison = await warehouse.storeEvents(records.map((r) => ({ event: r.event, topic: r.topic })), 'journal');
+    for (const q of poison) {
+      logger?.error({ event_id: q.event_id, topic: q.topic, kind: q.kind, reason: q.reason }, 'journal event quarantined: it cannot be stored');
+    }
+    logger?.warn({ events: records.length, quarantined: poison.length }, 'recovered events from the journal of a process that did not stop cleanly');
   }
   Journal.clear(dir);
   return records.length;

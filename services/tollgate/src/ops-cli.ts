@@ -5,7 +5,8 @@ export const OPS_HELP = `Usage: tollgate rebuild|reconcile [--url URL] [--timeou
 
   rebuild     rebuild hot state (balances, ledger entries, keys) from the warehouse as of
               its log positions; consumers then replay the log after those positions
-  reconcile   prove hot state and the warehouse agree; prints every difference
+  reconcile   prove hot state and the warehouse agree; prints every difference and every
+              quarantined (poison) event by id
 
 Both are carried out by the process that owns the warehouse (an aggregator running the
 warehouse group, or the embedded all-in-one process).
@@ -59,6 +60,14 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
   process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
   if (command === 'reconcile') {
     const diffs = Array.isArray(body.differences) ? body.differences.length : 0;
+    const quarantined = Array.isArray(body.quarantined) ? body.quarantined as Array<Record<string, unknown>> : [];
+    if (quarantined.length > 0) {
+      // Poison events are in neither side's balances: named here so they can be explained.
+      process.stderr.write(`tollgate reconcile: ${quarantined.length} quarantined event(s), in no balance:\n`);
+      for (const q of quarantined) {
+        process.stderr.write(`  ${String(q.event_id)}  ${String(q.group)} ${String(q.topic)}/${String(q.partition)}@${String(q.offset)}  ${String(q.kind)}: ${String(q.reason)}\n`);
+      }
+    }
     process.stderr.write(body.ok === true
       ? `tollgate reconcile: hot state and warehouse agree on ${String(body.accounts)} accounts\n`
       : `tollgate reconcile: ${diffs} difference(s)${body.problem ? `: ${String(body.problem)}` : ''}\n`);

@@ -100,13 +100,19 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   if (config.roles.includes('aggregator')) {
     if (config.aggregator.groups.includes('ledger')) {
       for (let i = 0; i < config.aggregator.ledgerConsumers; i++) {
-        subscriptions.push(await startLedgerConsumer({ log, balances, keys, onNotReady: restoreState, tracer, metrics }));
+        subscriptions.push(await startLedgerConsumer({
+          log, balances, keys, onNotReady: restoreState, tracer, metrics,
+          onQuarantined: (q) => server.log.error({ quarantined: { ...q, offset: q.offset.toString() } }, 'ledger: poison event quarantined; the partition flows on'),
+        }));
       }
     }
     if (config.aggregator.groups.includes('warehouse') && warehouse) {
       subscriptions.push(await startWarehouseSink({
         log, warehouse, flushMs: config.warehouse.flushMs, batchSize: config.warehouse.batchSize, tracer, metrics,
         onError: (err) => server.log.error({ err }, 'warehouse insert failed; the batch will be retried'),
+        onQuarantined: (records) => {
+          for (const q of records) server.log.error({ quarantined: { ...q, offset: q.offset.toString(), raw: undefined } }, 'warehouse: poison event quarantined; the batch flows on');
+        },
       }));
     }
   }
