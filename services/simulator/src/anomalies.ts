@@ -82,10 +82,20 @@ export function compressedSink(res: ServerResponse, encoding: Encoding): FrameSi
   };
   return {
     write: async (text) => {
+      if (failure === undefined && stream.destroyed) failure = new Error('response closed');
       if (failure !== undefined) throw failure;
-      stream.write(text);
-      // zlib emits the flushed output before it calls the flush callback.
-      await new Promise<void>((resolve) => (stream as unknown as zlib.Zlib).flush(flushKind, () => resolve()));
+      await new Promise<void>((resolve) => {
+        // A destroyed compressor (the client left) never calls the flush callback.
+        const done = (): void => {
+          stream.off('close', done);
+          resolve();
+        };
+        stream.once('close', done);
+        stream.write(text);
+        // zlib emits the flushed output before it calls the flush callback.
+        (stream as unknown as zlib.Zlib).flush(flushKind, done);
+      });
+      if (failure === undefined && stream.destroyed) failure = new Error('response closed');
       await settled();
     },
     end: async () => {
