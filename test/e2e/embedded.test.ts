@@ -149,7 +149,8 @@ describe('protocol pass-through', () => {
   test('Claude Code shaped 80 KB body, ?beta=true and anthropic-* headers reach the upstream untouched; credentials do not', async () => {
     const c = await customer(stack.url, 100);
     const body = {
-      model: 'claude-sonnet-4-5-20250929', max_tokens: 1024, stream: false,
+      // adaptive thinking exists on 4.6+ models only; the simulator rejects it elsewhere, as the API does
+      model: 'claude-sonnet-4-6', max_tokens: 1024, stream: false,
       system: [{ type: 'text', text: 'You are Claude Code.', cache_control: { type: 'ephemeral' } }],
       messages: [{ role: 'user', content: [{ type: 'text', text: 'x'.repeat(80_000) }] }],
       thinking: { type: 'adaptive' },
