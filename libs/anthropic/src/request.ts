@@ -6,11 +6,30 @@ import { ProtocolError } from './errors.ts';
 import type { CountTokensRequest, MessagesRequest } from './types.ts';
 import { isRecord } from './record.ts';
 
+/** Longest model name accepted: it is stored verbatim in the usage event and the warehouse. */
+export const MAX_MODEL_CHARS = 256;
+
+// C0 and C1 control characters, DEL included.
+const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * The model name travels into the usage event, Kafka and ClickHouse, so it must be text every
+ * one of them holds: well-formed Unicode (a lone surrogate has no UTF-8 form and ClickHouse
+ * refuses it), no control characters, at most MAX_MODEL_CHARS. Refused here with a 400 rather
+ * than answered 200 and then stuck in the pipeline.
+ */
+function checkStoredText(field: string, v: string): void {
+  if (v.length > MAX_MODEL_CHARS) throw new ProtocolError(field, `String should have at most ${MAX_MODEL_CHARS} characters`);
+  if (!v.isWellFormed()) throw new ProtocolError(field, 'String should be well-formed Unicode (it contains a lone surrogate)');
+  if (CONTROL_RE.test(v)) throw new ProtocolError(field, 'String should not contain control characters');
+}
+
 function checkCommon(body: unknown): asserts body is CountTokensRequest {
   if (!isRecord(body)) throw new ProtocolError('', 'Input should be a valid dictionary');
   if (!('model' in body) || body.model === undefined) throw new ProtocolError('model', 'Field required');
   if (typeof body.model !== 'string') throw new ProtocolError('model', 'Input should be a valid string');
   if (body.model.length === 0) throw new ProtocolError('model', 'String should have at least 1 character');
+  checkStoredText('model', body.model);
   if (!('messages' in body) || body.messages === undefined) throw new ProtocolError('messages', 'Field required');
   if (!Array.isArray(body.messages)) throw new ProtocolError('messages', 'Input should be a valid list');
 }

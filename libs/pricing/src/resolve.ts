@@ -41,6 +41,9 @@ const THINKING_SUFFIX = '-thinking';
  */
 const MAPPABLE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,255}$/;
 
+/** A `<name>/<provider>` suffix: a short provider token (`bedrock`, `vertex-ai`, `my.corp`). */
+const PROVIDER_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
 interface CompiledRule {
   readonly match: string;
   readonly target: ResolvedModel;
@@ -155,6 +158,9 @@ export function resolveModel(catalog: Catalog, requested: string): ResolvedModel
   if (slash > 0 && slash < requested.length - 1) {
     name = requested.slice(0, slash);
     provider = requested.slice(slash + 1);
+    // The suffix is stored verbatim with the usage (as part of the requested name): only a
+    // short provider-like token is accepted, never arbitrary text.
+    if (!PROVIDER_RE.test(provider)) return undefined;
     const base = index.exact.get(name);
     if (base !== undefined) {
       if (!providerMatches(base.model, provider)) return undefined;

@@ -1,22 +1,33 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
-import type { AccountRecord, ControlEvent, KeyRecord, LedgerEvent } from '@tollgate/events';
+import {
+  MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, textProblem, type AccountRecord, type ControlEvent, type KeyRecord, type LedgerEvent,
+} from '@tollgate/events';
 import { createHttpServer, requireToken } from '@tollgate/http';
 import { displayPrefix, generateSecret, hashSecret } from '@tollgate/keys';
 import { creditsToNumber, formatCredits, MoneyError, parseCredits } from '@tollgate/pricing';
 import type { ControlDeps } from './deps.ts';
 import { newId, nextVersion } from './ids.ts';
 
-const AccountCreate = z.object({ name: z.string().trim().min(1).max(200) }).strict();
+/**
+ * Text that ends up in an event: well-formed Unicode (no lone surrogate), no control
+ * characters, bounded. Every later stage (Kafka JSON, ClickHouse, Redis) must be able to hold
+ * what this API accepts, or one request would stop the pipeline behind it.
+ */
+const storedText = (min: number, max: number) => z.string().trim().min(min).max(max).superRefine((v, ctx) => {
+  const problem = textProblem(v, max);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+const AccountCreate = z.object({ name: storedText(1, 200) }).strict();
 const AccountPatch = z.object({
-  name: z.string().trim().min(1).max(200).optional(),
+  name: storedText(1, 200).optional(),
   status: z.enum(['active', 'disabled']).optional(),
 }).strict();
-const KeyCreate = z.object({ name: z.string().trim().max(200).optional() }).strict().optional();
+const KeyCreate = z.object({ name: storedText(0, 200).optional() }).strict().optional();
 const CreditGrant = z.object({
-  credits: z.union([z.number(), z.string()]),
-  reference: z.string().trim().min(1).max(200),
+  credits: z.union([z.number(), z.string().max(40)]),
+  reference: storedText(1, MAX_REFERENCE_CHARS),
   kind: z.enum(['grant', 'adjustment', 'refund']).optional(),
 }).strict();
 
@@ -40,6 +51,7 @@ function keyView(k: KeyRecord) {
 /** Mounts the operator API (`/admin/v1/*`, admin token) on a server from `createHttpServer`. */
 export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
+  const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
   const publishControl = (event: ControlEvent) => deps.log.publish('control', [{ event }]);
 
@@ -145,29 +157,47 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
         throw err;
       }
       if (amount === 0n) throw gatewayError('invalid_request', 'credits: must not be zero');
+      // 2^53 − 1 µc: Redis Lua numbers are doubles, so beyond it some stage would round.
+      if (amount > MAX_MONEY_MICROS || amount < -MAX_MONEY_MICROS) {
+        throw gatewayError('invalid_request', `credits: must be within ±${formatCredits(MAX_MONEY_MICROS)}`);
+      }
       const kind = body.kind ?? (amount > 0n ? 'grant' : 'adjustment');
+      if (kind !== 'adjustment' && amount < 0n) {
+        throw gatewayError('invalid_request', `credits: a ${kind} must be positive (use kind "adjustment" to take credit away)`);
+      }
       const eventId = `credit:${id}:${body.reference}`;
-      const previous = await deps.balances.ledgerEntry(eventId);
-      if (previous !== undefined) {
+      const duplicate = async (previous: bigint) => {
         if (previous !== amount) {
           throw gatewayError('conflict', `reference ${body.reference} was already used for ${formatCredits(previous)} credits`);
         }
-        return reply.code(200).send({ ...(await accountView(await findAccount(id))), reference: body.reference, duplicate: true });
+        // Answered once the ledger has it, so the balance shown includes it.
+        const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs);
+        const view = await accountView(await findAccount(id));
+        return reply.code(applied ? 200 : 202).send({ ...view, reference: body.reference, duplicate: true, pending: !applied });
+      };
+      const previous = await deps.balances.ledgerEntry(eventId);
+      if (previous !== undefined) return duplicate(previous);
+      const { balance } = await deps.balances.get(id);
+      const after = balance + amount;
+      if (after > MAX_MONEY_MICROS || after < -MAX_MONEY_MICROS) {
+        throw gatewayError('invalid_request', `credits: the balance would become ${formatCredits(after)}, beyond ±${formatCredits(MAX_MONEY_MICROS)}`);
       }
+      // One atomic claim per reference: of many concurrent requests exactly one publishes; the
+      // others wait for the ledger and answer `duplicate: true`. A claimant that dies before
+      // publishing blocks the reference only until its claim lapses.
+      const claim = await deps.balances.claimReference(eventId, amount, claimTtlMs);
+      if (!claim.claimed) return duplicate(claim.amount);
       const event: LedgerEvent = {
         type: 'ledger', event_id: eventId, ts: Date.now(), account_id: id, kind,
         amount_micros: amount.toString(), reference: body.reference,
       };
-      await deps.log.publish('ledger', [{ event }]);
-      const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs);
-      if (applied) {
-        // Two grants with one reference may race past the check above; the ledger applies the
-        // first one only. If that was not this amount, this request did not credit anything.
-        const stored = await deps.balances.ledgerEntry(eventId);
-        if (stored !== undefined && stored !== amount) {
-          throw gatewayError('conflict', `reference ${body.reference} was already used for ${formatCredits(stored)} credits`);
-        }
+      try {
+        await deps.log.publish('ledger', [{ event }]);
+      } catch (err) {
+        await deps.balances.releaseReference(eventId).catch(() => {});
+        throw err;
       }
+      const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs);
       const view = await accountView(await findAccount(id));
       return reply.code(applied ? 201 : 202).send({ ...view, reference: body.reference, duplicate: false, pending: !applied });
     });

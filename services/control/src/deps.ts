@@ -12,4 +12,10 @@ export interface ControlDeps {
   keyHashSecret: string;
   /** how long a credit request waits for the ledger to apply it before answering 202 */
   applyTimeoutMs?: number;
+  /**
+   * How long a credit reference stays claimed by the request that publishes it (default
+   * applyTimeoutMs + 20 s): long enough to see it applied, short enough that a claimant that
+   * died before publishing does not block the reference for good.
+   */
+  claimTtlMs?: number;
 }

@@ -1,0 +1,195 @@
+// Issue 6, item 1 (embedded mode): one bad value never stops the pipeline. Poison events are
+// published straight into the in-process log, behind and between good events of other
+// accounts; every good event must reach the warehouse and the balances to the micro-credit,
+// each poison must sit in the quarantine with its reason, be counted, be listed by reconcile,
+// and a journal holding poison must not keep the process from starting again. The HTTP edges
+// refuse the same values with a 400 before they can become events. Item 10 (part): fifty
+// parallel grants with one reference credit once and answer once 201.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import Anthropic from '@anthropic-ai/sdk';
+import { Journal, type AnyEvent, type LedgerEvent, type UsageEvent } from '@tollgate/events';
+import { admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
+
+let stack: Stack;
+before(async () => { stack = await startStack(); });
+after(async () => { await stack.close(); });
+
+function usage(eventId: string, accountId: string, o: Partial<UsageEvent> = {}): UsageEvent {
+  return {
+    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'key_direct',
+    model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5', upstream_model: 'claude-haiku-4-5',
+    input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0,
+    cost_micros: '0', status: 'ok', http_status: 200, latency_ms: 5, ttft_ms: null, stream: false,
+    upstream_request_id: null, gateway_id: 'test', ...o,
+  };
+}
+
+function grant(accountId: string, reference: string, amount: string): LedgerEvent {
+  return {
+    type: 'ledger', event_id: `credit:${accountId}:${reference}`, ts: Date.now(), account_id: accountId,
+    kind: 'grant', amount_micros: amount, reference,
+  };
+}
+
+const HAIKU_10_IN_5_OUT = 10n * 24n + 5n * 120n; // 840 µc: haiku-4-5 input 24, output 120 µc/token
+
+describe('poison in the embedded pipeline', () => {
+  test('poison events between good ones of other accounts: good ones warehoused and applied exactly, each poison quarantined, counted, listed by reconcile', async () => {
+    const a = await customer(stack.url, 1, 'poison-a'); // 1_000_000 µc
+    const b = await customer(stack.url, 2, 'poison-b'); // 2_000_000 µc
+    await a.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user', content: '[[sim input=10 output=5]]' }] });
+
+    const A = a.accountId;
+    const B = b.accountId;
+    const poison: Array<[string, unknown]> = [
+      ['p-surrogate', usage('p-surrogate', B, { model: 'claude-haiku-4-5/\ud800', cost_micros: '5' })],
+      ['credit:' + B + ':p-int64', grant(B, 'p-int64', '99999999999999999999999000000')],
+      ['credit:' + B + ':p-2^53', grant(B, 'p-2^53', '9007199254740993')],
+      ['p-negative', usage('p-negative', B, { input_tokens: -1, cost_micros: '7' })],
+      ['p-unknown', { type: 'refund_all', event_id: 'p-unknown', account_id: B }],
+      ['p-missing', { type: 'usage', event_id: 'p-missing', account_id: B }],
+    ];
+    const sequence: Array<{ topic: 'usage' | 'ledger'; event: unknown }> = [
+      { topic: 'usage', event: poison[0]![1] },
+      { topic: 'ledger', event: grant(B, 'good-top-up', '3000000') },
+      { topic: 'ledger', event: poison[1]![1] },
+      { topic: 'ledger', event: poison[2]![1] },
+      { topic: 'usage', event: poison[3]![1] },
+      { topic: 'usage', event: usage('g-b-1', B, { cost_micros: '1234' }) },
+      { topic: 'usage', event: poison[4]![1] },
+      { topic: 'usage', event: poison[5]![1] },
+      { topic: 'usage', event: usage('g-a-1', A, { cost_micros: '100' }) },
+    ];
+    for (const s of sequence) await stack.tollgate.log.publish(s.topic, [{ event: s.event as AnyEvent }]);
+    await stack.tollgate.drain();
+
+    // Balances, exact: A = 1_000_000 − 840 − 100; B = 2_000_000 + 3_000_000 − 1_234.
+    assert.equal(await settledBalance(stack, A), 1_000_000n - HAIKU_10_IN_5_OUT - 100n);
+    assert.equal(await settledBalance(stack, B), 4_998_766n);
+    // The warehouse holds every good event and none of the poison.
+    const w = stack.tollgate.warehouse;
+    assert.deepEqual(await w.usageEventIds({ accountId: B }), ['g-b-1']);
+    assert.equal((await w.usageEventIds({ accountId: A })).includes('g-a-1'), true);
+    assert.equal((await w.ledgerTotals(B)).amountMicros, 5_000_000n);
+    assert.deepEqual(await w.balances().then((m) => [m.get(A), m.get(B)]), [999_060n, 4_998_766n]);
+
+    // Each poison in the warehouse quarantine (group warehouse) and the ledger's, with its reason.
+    const ids = poison.map(([id]) => id).sort();
+    const inWarehouse = (await w.quarantined()).filter((q) => q.group === 'warehouse');
+    assert.deepEqual(inWarehouse.map((q) => q.event_id).sort(), ids);
+    const reasons = Object.fromEntries(inWarehouse.map((q) => [q.event_id, q.reason]));
+    assert.equal(reasons['p-surrogate'], 'model: must be well-formed Unicode (it contains a lone surrogate)');
+    assert.equal(reasons[`credit:${B}:p-int64`], 'amount_micros: must be within ±9007199254740991 micro-credits (2^53 − 1)');
+    assert.equal(reasons[`credit:${B}:p-2^53`], 'amount_micros: must be within ±9007199254740991 micro-credits (2^53 − 1)');
+    assert.equal(reasons['p-negative'], 'input_tokens: Too small: expected number to be >=0');
+    assert.equal(reasons['p-unknown'], 'unknown event type "refund_all"');
+    assert.match(reasons['p-missing']!, /^ts: /);
+    assert.deepEqual((await stack.tollgate.balances.quarantined()).map((q) => q.event_id).sort(), ids);
+
+    // Counted: six per group, all invalid_event.
+    const scrape = await stack.tollgate.metrics.scrape();
+    assert.match(scrape, /tollgate_events_quarantined_total\{group="warehouse",reason="invalid_event"\} 6\n/);
+    assert.match(scrape, /tollgate_events_quarantined_total\{group="ledger",reason="invalid_event"\} 6\n/);
+
+    // Reconcile: in agreement, the poison listed by id (once per group that set it aside).
+    const rec = await admin<{ ok: boolean; quarantined: Array<{ event_id: string; group: string }> }>(stack.url, 'GET', '/ops/v1/reconcile?timeout_ms=5000');
+    assert.equal(rec.status, 200);
+    assert.equal(rec.json.ok, true);
+    assert.deepEqual(rec.json.quarantined.filter((q) => q.group === 'warehouse').map((q) => q.event_id).sort(), ids);
+    assert.deepEqual(rec.json.quarantined.filter((q) => q.group === 'ledger').map((q) => q.event_id).sort(), ids);
+
+    // Traffic still flows behind the poison.
+    await b.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user', content: '[[sim input=10 output=5]]' }] });
+    assert.equal(await settledBalance(stack, B), 4_998_766n - HAIKU_10_IN_5_OUT);
+  });
+
+  test('a process killed with poison in its journal starts again: good events recovered, poison quarantined (group journal)', async () => {
+    const a = await customer(stack.url, 1, 'journal-a');
+    await stack.tollgate.close();
+    // What a killed process leaves: a journal holding a good event and poison.
+    const journal = new Journal(join(stack.dataDir, 'journal'));
+    journal.append([
+      { topic: 'usage', event: usage('j-surrogate', a.accountId, { model: 'x\ud800', cost_micros: '9' }), headers: {} },
+      { topic: 'usage', event: usage('j-good', a.accountId, { cost_micros: '50' }), headers: {} },
+      { topic: 'ledger', event: grant(a.accountId, 'j-huge', '99999999999999999999999000000'), headers: {} },
+    ], 3);
+    journal.close();
+    await stack.restart();
+
+    assert.equal(await settledBalance(stack, a.accountId), 1_000_000n - 50n);
+    const q = (await stack.tollgate.warehouse.quarantined()).filter((r) => r.group === 'journal');
+    assert.deepEqual(q.map((r) => [r.event_id, r.kind]).sort(), [['j-surrogate', 'invalid_event'], [`credit:${a.accountId}:j-huge`, 'invalid_event']].sort());
+    const rec = await admin<{ ok: boolean; quarantined: Array<{ event_id: string }> }>(stack.url, 'GET', '/ops/v1/reconcile?timeout_ms=5000');
+    assert.equal(rec.json.ok, true);
+    assert.ok(rec.json.quarantined.some((r) => r.event_id === 'j-surrogate'));
+  });
+});
+
+describe('the edges refuse values a later stage cannot hold', () => {
+  test('model with a lone surrogate, over-long, or with control characters: 400 invalid_request naming model', async () => {
+    const c = await customer(stack.url, 1, 'edge-model');
+    for (const [model, problem] of [
+      ['claude-haiku-4-5/\ud800', 'model: String should be well-formed Unicode (it contains a lone surrogate)'],
+      ['claude-haiku-4-5' + 'x'.repeat(300), 'model: String should have at most 256 characters'],
+      ['claude-haiku-4-5\n', 'model: String should not contain control characters'],
+    ] as const) {
+      const err = await c.client.messages.create({ model, max_tokens: 4, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+      assert.ok(err instanceof Anthropic.BadRequestError, String(err));
+      assert.equal(err.status, 400);
+      const body = (err.error as { error: { type: string; message: string } }).error;
+      assert.equal(body.type, 'invalid_request_error');
+      assert.equal(body.message, problem);
+    }
+    // Nothing was held or charged.
+    assert.equal(await settledBalance(stack, c.accountId), 1_000_000n);
+  });
+
+  test('bad credit grants: beyond 2^53 µc, zero, negative grant kind, over-long or malformed reference, balance past the bound: 400', async () => {
+    const acct = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/accounts', { name: 'edge-credits' });
+    const path = `/admin/v1/accounts/${acct.json.id}/credits`;
+    const cases: Array<[unknown, RegExp]> = [
+      [{ credits: '99999999999999999999999', reference: 'r1' }, /^credits: must be within ±9007199254\.740991$/],
+      [{ credits: 0, reference: 'r2' }, /^credits: must not be zero$/],
+      [{ credits: -5, kind: 'grant', reference: 'r3' }, /^credits: a grant must be positive/],
+      [{ credits: -5, kind: 'refund', reference: 'r3b' }, /^credits: a refund must be positive/],
+      [{ credits: 1, reference: 'r'.repeat(201) }, /^reference: /],
+      [{ credits: 1, reference: 'bad\ud800' }, /^reference: must be well-formed Unicode/],
+      [{ credits: 1, reference: 'tab\there' }, /^reference: must not contain control characters/],
+    ];
+    for (const [body, message] of cases) {
+      const r = await admin<{ error: { type: string; message: string } }>(stack.url, 'POST', path, body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.equal(r.json.error.type, 'invalid_request_error');
+      assert.match(r.json.error.message, message);
+    }
+    // The resulting balance is bounded too: 9_000_000_000 credits fit once, not twice.
+    assert.equal((await admin(stack.url, 'POST', path, { credits: '9000000000', reference: 'big-1' })).status, 201);
+    const second = await admin<{ error: { message: string } }>(stack.url, 'POST', path, { credits: '9000000000', reference: 'big-2' });
+    assert.equal(second.status, 400);
+    assert.match(second.json.error.message, /^credits: the balance would become 18000000000, beyond ±9007199254\.740991$/);
+    // Names are bounded and well-formed as well.
+    assert.equal((await admin(stack.url, 'POST', '/admin/v1/accounts', { name: 'bad\u0000name' })).status, 400);
+    assert.equal((await admin(stack.url, 'POST', `/admin/v1/accounts/${acct.json.id}/keys`, { name: 'k\ud800' })).status, 400);
+    assert.equal((await admin(stack.url, 'POST', '/admin/v1/accounts', { name: 'n'.repeat(201) })).status, 400);
+    await stack.tollgate.drain();
+    assert.deepEqual((await stack.tollgate.warehouse.quarantined()).filter((q) => q.event_id.includes(acct.json.id)), []);
+  });
+});
+
+describe('credit grant race (embedded)', () => {
+  test('fifty parallel grants with one reference: one 201, forty-nine 200 duplicate, credited once; another amount is 409', async () => {
+    const acct = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/accounts', { name: 'race' });
+    const path = `/admin/v1/accounts/${acct.json.id}/credits`;
+    const answers = await Promise.all(Array.from({ length: 50 }, () =>
+      admin<{ duplicate: boolean; balance_micro_credits: string }>(stack.url, 'POST', path, { credits: '7', reference: 'race-ref' })));
+    assert.deepEqual(answers.map((a) => a.status).sort(), [...Array(49).fill(200), 201]);
+    assert.equal(answers.filter((a) => a.json.duplicate === true).length, 49);
+    for (const a of answers) assert.equal(a.json.balance_micro_credits, '7000000');
+    const other = await admin<{ error: { type: string; message: string } }>(stack.url, 'POST', path, { credits: '8', reference: 'race-ref' });
+    assert.equal(other.status, 409);
+    assert.equal(other.json.error.message, 'reference race-ref was already used for 7 credits');
+    assert.equal(await settledBalance(stack, acct.json.id), 7_000_000n);
+  });
+});
