@@ -9,6 +9,7 @@ import {
   isAnthropicErrorBody,
   isGatewayError,
   sseErrorEvent,
+  redactCredentials,
   toGatewayError,
   upstreamErrorToGateway,
 } from './errors.ts';
@@ -163,4 +164,31 @@ test('upstream retry-after is carried over', () => {
   const err = upstreamErrorToGateway(429, upstream('rate_limit_error', 'slow down'), { 'retry-after': '17', 'x-other': 'y' });
   assert.deepEqual(err.headers, { 'retry-after': '17' });
   assert.equal(upstreamErrorToGateway(429, null).headers, undefined);
+});
+
+test('credentials echoed in upstream messages are redacted: configured key, sk- keys, Bearer tokens, key=value pairs', () => {
+  const configured = 'upstream-secret-value-42';
+  assert.equal(
+    redactCredentials(`bad key ${configured}; sk-ant-api03-AbC_d-e; Authorization: Bearer eyJ.x.y, api_key=k1&token=t2 x-api-key: "k3"`, [configured]),
+    'bad key [redacted]; [redacted]; Authorization: Bearer [redacted], api_key=[redacted]&token=[redacted] x-api-key: "[redacted]"',
+  );
+  assert.equal(redactCredentials('max_tokens: 5 is too small; see task-list'), 'max_tokens: 5 is too small; see task-list');
+  // secrets shorter than 8 characters would blank out ordinary words: only the patterns apply
+  assert.equal(redactCredentials('the key is short', ['short']), 'the key is short');
+});
+
+test('upstream 401/402/403 carry x-should-retry: false; 401/402 drop the upstream message; others keep retry-after and x-should-retry only', () => {
+  const echo = upstream('authentication_error', 'invalid x-api-key: sk-ant-operator-key-123456');
+  for (const status of [401, 402]) {
+    const err = upstreamErrorToGateway(status, echo, { 'retry-after': '3' }, { secrets: ['sk-ant-operator-key-123456'] });
+    assert.deepEqual(err.headers, { 'x-should-retry': 'false' });
+    assert.ok(!err.message.includes('invalid x-api-key'), err.message);
+  }
+  const forbidden = upstreamErrorToGateway(403, upstream('permission_error', 'key sk-ant-operator-key-123456 may not use this model'));
+  assert.deepEqual([forbidden.status, forbidden.code, forbidden.headers, forbidden.message],
+    [403, 'permission_denied', { 'x-should-retry': 'false' }, 'key [redacted] may not use this model']);
+  const limited = upstreamErrorToGateway(429, upstream('rate_limit_error', 'slow down'), {
+    'retry-after': '9', 'x-should-retry': 'true', 'anthropic-ratelimit-unified-status': 'rejected', 'anthropic-ratelimit-requests-remaining': '0',
+  });
+  assert.deepEqual(limited.headers, { 'retry-after': '9', 'x-should-retry': 'true' });
 });

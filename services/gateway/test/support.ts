@@ -49,10 +49,10 @@ let accounts = 0;
 /**
  * Starts the simulator (credential `UPSTREAM_KEY`) and a gateway in front of it. `upstreamUrl`
  * replaces the simulator as the gateway's upstream (a proxy in front of the simulator);
- * `extra` overrides deps (limits, gates).
+ * `upstreamMaxConnections` sizes the upstream pool; the rest of `extra` overrides deps.
  */
 export async function startGateway(
-  extra: Partial<GatewayDeps> & { upstreamUrl?: (simUrl: string) => Promise<string> | string } = {},
+  extra: Partial<GatewayDeps> & { upstreamUrl?: (simUrl: string) => Promise<string> | string; upstreamMaxConnections?: number } = {},
 ): Promise<GatewayStack> {
   const sim = buildSimulator({ apiKey: UPSTREAM_KEY });
   const simUrl = await sim.listen({ port: 0, host: '127.0.0.1' });
@@ -66,12 +66,12 @@ export async function startGateway(
       for (const { event } of batch) if (event.type === 'usage') usage.set(event.event_id, event);
     },
   });
-  const { upstreamUrl, ...overrides } = extra;
+  const { upstreamUrl, upstreamMaxConnections, ...overrides } = extra;
   const deps: GatewayDeps = {
     catalog: loadCatalogFile(CATALOG),
     keys, balances, log,
     keyHashSecret: KEY_HASH_SECRET,
-    upstream: { url: upstreamUrl ? await upstreamUrl(simUrl) : simUrl, apiKey: UPSTREAM_KEY, timeoutMs: 30_000 },
+    upstream: { url: upstreamUrl ? await upstreamUrl(simUrl) : simUrl, apiKey: UPSTREAM_KEY, timeoutMs: 30_000, maxConnections: upstreamMaxConnections },
     holdTtlMs: 60_000,
     streamErrorBilling: 'refund',
     bodyLimitBytes: 32 * 1024 * 1024,
