@@ -26,8 +26,10 @@ async function usageEvent(requestId: string | null | undefined) {
 describe('metering, exact to the micro-credit', () => {
   test('non-streaming: every token class priced, one usage event, balance debited', async () => {
     const c = await customer(stack.url, 10);
+    // max_tokens 512: the hold (≥ 512 × 360) must cover the simulated usage, which is far above
+    // what this short body could really cost; a cost above the hold is capped (cost_over_bound).
     const msg = await c.client.messages.create({
-      model: 'claude-sonnet-4-5', max_tokens: 64,
+      model: 'claude-sonnet-4-5', max_tokens: 512,
       messages: user('hello [[sim input=1000 output=10 cache_read=2000 cache_write_5m=300 cache_write_1h=100]]'),
     });
     assert.equal(msg.type, 'message');
@@ -49,7 +51,8 @@ describe('metering, exact to the micro-credit', () => {
 
   test('streaming: usage read on the side from message_start and the cumulative message_delta', async () => {
     const c = await customer(stack.url, 10);
-    const stream = c.client.messages.stream({ model: 'claude-opus-4-6', max_tokens: 64, messages: user('stream please [[sim input=500 output=40]]') });
+    // max_tokens 256: a hold above the simulated cost (see the first test)
+    const stream = c.client.messages.stream({ model: 'claude-opus-4-6', max_tokens: 256, messages: user('stream please [[sim input=500 output=40]]') });
     const final = await stream.finalMessage();
     assert.equal(final.usage.output_tokens, 40);
     const e = await usageEvent(stream.request_id);
@@ -113,8 +116,10 @@ describe('protocol pass-through', () => {
   test('vision: an image block passes through and its tokens are billed; /api/v1/messages is the same API', async () => {
     const c = await customer(stack.url, 10);
     const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
+    // max_tokens 256: the simulator bills 1000 tokens for this 1×1 image, more than its proven
+    // bound; the hold must cover it (see the first test)
     const msg = await c.client.messages.create({
-      model: 'claude-sonnet-4-5', max_tokens: 16,
+      model: 'claude-sonnet-4-5', max_tokens: 256,
       messages: [{ role: 'user', content: [
         { type: 'image', source: { type: 'base64', media_type: 'image/png', data: png } },
         { type: 'text', text: 'what is this? [[sim output=2]]' },

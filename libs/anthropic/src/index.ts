@@ -31,8 +31,10 @@ export {
   imageTokens,
   inputTokenBound,
 } from './input-bound.ts';
-export type { TokenUsage } from './usage.ts';
-export { ZERO_USAGE, mergeUsage, usageFromMessage, usageFromWire } from './usage.ts';
+export type { MessageUsage, TokenUsage, UsageAnomaly } from './usage.ts';
+export {
+  MAX_TOKEN_COUNT, USAGE_ANOMALIES, UsageTally, ZERO_USAGE, isTokenCount, readMessageUsage, usageFromMessage, usageFromWire,
+} from './usage.ts';
 export type { StreamError, StreamMeterOptions } from './sse.ts';
 export { StreamMeter, createStreamMeter } from './sse.ts';
 export type { ErrorCode, ErrorSpec, GatewayErrorBody, GatewayErrorExtra, GatewayErrorInit, UpstreamErrorOptions } from './errors.ts';

@@ -63,6 +63,8 @@ const EXPECTED_FULL = {
   error: null,
   malformed: 0,
   usage: { input: 472, output: 189, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
+  answered: true,
+  anomalies: [] as string[],
 };
 
 // Content, then an overloaded error after HTTP 200; no message_delta, no message_stop.
@@ -86,6 +88,8 @@ type Snapshot = {
   error: { type: string; message: string } | null;
   malformed: number;
   usage: ReturnType<StreamMeter['usage']>;
+  answered: boolean;
+  anomalies: string[];
 };
 
 function snapshot(m: StreamMeter): Snapshot {
@@ -98,6 +102,8 @@ function snapshot(m: StreamMeter): Snapshot {
     error: m.error,
     malformed: m.malformed,
     usage: m.usage(),
+    answered: m.answered,
+    anomalies: m.anomalies,
   };
 }
 
@@ -167,6 +173,7 @@ test('error event after content (HTTP 200 already sent)', () => {
     ...EXPECTED_FULL,
     stopReason: null,
     completed: false,
+    answered: false,
     error: { type: 'overloaded_error', message: 'Overloaded — 过载 🔥' },
     usage: { input: 472, output: 3, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
   });
@@ -177,6 +184,7 @@ test('stream cut off mid-event: the partial event is not counted', () => {
     ...EXPECTED_FULL,
     stopReason: null,
     completed: false,
+    answered: false,
     usage: { input: 472, output: 3, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
   });
 });
@@ -256,4 +264,71 @@ test('no message_start: nothing seen, zero usage', () => {
   assert.equal(m.sawMessageStart, false);
   assert.equal(m.messageId, null);
   assert.deepEqual(m.usage(), { input: 0, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 });
+});
+
+// Upstream anomalies (issue 6): each kind through the same split-independence check.
+const start = (usage: Record<string, unknown>, id = 'msg_1') => frame('message_start', {
+  type: 'message_start',
+  message: { id, type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [], stop_reason: null, usage },
+});
+const delta = (usage: unknown, stop: string | null = 'end_turn') =>
+  frame('message_delta', { type: 'message_delta', delta: { stop_reason: stop, stop_sequence: null }, usage });
+const STOP = frame('message_stop', { type: 'message_stop' });
+const TEXT = frame('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'hi — 你好' } });
+const base = {
+  messageId: 'msg_1', model: 'claude-sonnet-4-5', stopReason: 'end_turn', sawMessageStart: true, completed: true,
+  error: null, malformed: 0, answered: true, anomalies: [] as string[],
+};
+
+test('no message_stop after a final message_delta with stop_reason (item 5): answered, charged in full, flagged', () => {
+  checkAllSplits(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + delta({ output_tokens: 40 }), {
+    ...base, completed: false, anomalies: ['missing_message_stop'],
+    usage: { input: 500, output: 40, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
+  });
+});
+
+test('message_delta lower than message_start (item 6): counters only grow, per class', () => {
+  checkAllSplits(start({ input_tokens: 1200, cache_read_input_tokens: 3000, output_tokens: 1 }) + TEXT + delta({ input_tokens: 0, output_tokens: 50 }) + STOP, {
+    ...base, anomalies: ['count_decreased'],
+    usage: { input: 1200, output: 50, cacheRead: 3000, cacheWrite5m: 0, cacheWrite1h: 0 },
+  });
+});
+
+test('a second message_start merges by max, keeps the first id, and is flagged', () => {
+  checkAllSplits(start({ input_tokens: 300, output_tokens: 1 }) + start({ input_tokens: 200, output_tokens: 1, cache_read_input_tokens: 50 }, 'msg_2') + TEXT + delta({ output_tokens: 20 }) + STOP, {
+    ...base, anomalies: ['count_decreased', 'duplicate_message_start'],
+    usage: { input: 300, output: 20, cacheRead: 50, cacheWrite5m: 0, cacheWrite1h: 0 },
+  });
+});
+
+test('events after message_stop are ignored and flagged: a later delta cannot raise the cost', () => {
+  checkAllSplits(start({ input_tokens: 300, output_tokens: 1 }) + TEXT + delta({ output_tokens: 20 }) + STOP + delta({ output_tokens: 9000 }, 'max_tokens') + frame('error', { type: 'error', error: { type: 'api_error', message: 'late' } }), {
+    ...base, anomalies: ['event_after_stop'],
+    usage: { input: 300, output: 20, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
+  });
+});
+
+test('bad final output_tokens (negative, string, 1e20, null): ignored, message_start value kept, invalid_count', () => {
+  for (const bad of ['-5', '"12"', '1e20', 'null']) {
+    checkAllSplits(start({ input_tokens: 300, output_tokens: 1 }) + TEXT + frame('message_delta', `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":${bad}}}`) + STOP, {
+      ...base, anomalies: ['invalid_count'],
+      usage: { input: 300, output: 1, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
+    });
+  }
+});
+
+test('a NaN count makes the event unparsable: malformed_event, the answer framing from the rest', () => {
+  checkAllSplits(start({ input_tokens: 300, output_tokens: 1 }) + TEXT + frame('message_delta', '{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":NaN}}') + STOP, {
+    ...base, stopReason: null, malformed: 1, anomalies: ['malformed_event'],
+    usage: { input: 300, output: 1, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
+  });
+});
+
+test('message_start without usage: no counts seen (the gateway records it unmetered)', () => {
+  const m = new StreamMeter();
+  m.push(frame('message_start', { type: 'message_start', message: { id: 'm', type: 'message' } }) + STOP);
+  m.end();
+  assert.equal(m.hasUsage, false);
+  assert.equal(m.answered, true);
+  assert.deepEqual(m.anomalies, []);
 });

@@ -2,15 +2,16 @@
 // client as it arrives and also hands it to `push`; the meter never changes, holds back or
 // re-emits bytes, and never throws: a metering bug must not break a customer's stream.
 //
-// Usage rule: `message_start.message.usage`, then every `message_delta.usage` merged over it.
-// `message_delta` usage is cumulative, so a field present in a later event replaces the earlier
-// value and a field absent (or null) keeps it — never add them up.
+// Usage rule (`UsageTally`): `message_start.message.usage` and every `message_delta.usage` are
+// reports of one cumulative count; each count is the largest valid value any report gave. A
+// field absent (or null) keeps the earlier value — never add them up. What deviates from the
+// protocol is recorded in `anomalies` (see `UsageAnomaly`), never thrown.
 
 import { createParser } from 'eventsource-parser';
 import type { EventSourceMessage, EventSourceParser } from 'eventsource-parser';
 import type { ErrorObject, Usage } from './types.ts';
-import { mergeUsage, usageFromWire } from './usage.ts';
-import type { TokenUsage } from './usage.ts';
+import { UsageTally } from './usage.ts';
+import type { TokenUsage, UsageAnomaly } from './usage.ts';
 import { isRecord } from './record.ts';
 
 export interface StreamMeterOptions {
@@ -30,7 +31,8 @@ export interface StreamError {
 export class StreamMeter {
   #parser: EventSourceParser;
   #decoder = new TextDecoder('utf-8');
-  #usage: Usage = {};
+  #tally = new UsageTally();
+  #anomalies = new Set<UsageAnomaly>();
   #ended = false;
 
   /** `id` of `message_start.message` */
@@ -42,6 +44,8 @@ export class StreamMeter {
   sawMessageStart = false;
   /** `message_stop` seen: the upstream finished the message */
   completed = false;
+  /** a `message_delta` carrying `stop_reason` seen: the answer is complete even without `message_stop` */
+  stopped = false;
   /** an SSE `error` event (which can arrive after HTTP 200 and some content); the first one wins */
   error: StreamError | null = null;
   /** events parsed (any type, including ignored ones) */
@@ -86,16 +90,35 @@ export class StreamMeter {
     } catch {
       this.overflowed = true;
     }
+    if (this.stopped && !this.completed && this.error === null) this.#anomalies.add('missing_message_stop');
+  }
+
+  /**
+   * The message is answered in full: `message_stop` came, or the final `message_delta` (the one
+   * with `stop_reason`) did. Completeness is judged by the answer, not one framing event.
+   */
+  get answered(): boolean {
+    return this.completed || this.stopped;
+  }
+
+  /** At least one valid token count was reported. */
+  get hasUsage(): boolean {
+    return this.#tally.hasCounts;
+  }
+
+  /** Protocol anomalies seen so far (stream framing and usage values), sorted, each once. */
+  get anomalies(): UsageAnomaly[] {
+    return [...new Set([...this.#anomalies, ...this.#tally.anomalies])].sort();
   }
 
   /** Billable tokens seen so far (merged wire usage, see the rule at the top). */
   usage(): TokenUsage {
-    return usageFromWire(this.#usage);
+    return this.#tally.usage();
   }
 
   /** The merged wire usage object, with every field the upstream sent (server_tool_use, …). */
   wireUsage(): Usage {
-    return { ...this.#usage };
+    return this.#tally.wire();
   }
 
   #onEvent(e: EventSourceMessage): void {
@@ -104,15 +127,20 @@ export class StreamMeter {
     try {
       data = JSON.parse(e.data);
     } catch {
-      this.malformed++;
+      this.#malformedEvent(e.data);
       return;
     }
     if (!isRecord(data)) {
-      this.malformed++;
+      this.#malformedEvent(e.data);
       return;
     }
     // Anthropic puts the event type in both the SSE `event:` field and `data.type`; trust data.
     const type = typeof data.type === 'string' ? data.type : e.event;
+    if (this.completed) {
+      // The message is over: nothing after it may change what it cost.
+      this.#anomalies.add('event_after_stop');
+      return;
+    }
     switch (type) {
       case 'message_start':
         this.#onMessageStart(data);
@@ -130,21 +158,30 @@ export class StreamMeter {
     }
   }
 
+  #malformedEvent(payload: string): void {
+    this.malformed++;
+    // An empty `data:` (some proxies send it as a keep-alive) carries nothing that was lost.
+    if (payload.trim() !== '') this.#anomalies.add('malformed_event');
+  }
+
   #onMessageStart(data: Record<string, unknown>): void {
+    // A second message_start is the same message announced again: merge by max, keep the first id.
+    if (this.sawMessageStart) this.#anomalies.add('duplicate_message_start');
     this.sawMessageStart = true;
     const message = data.message;
     if (!isRecord(message)) return;
     if (this.messageId === null && typeof message.id === 'string') this.messageId = message.id;
     if (this.model === null && typeof message.model === 'string') this.model = message.model;
     if (typeof message.stop_reason === 'string') this.stopReason = message.stop_reason;
-    if (isRecord(message.usage)) this.#usage = mergeUsage(this.#usage, message.usage);
+    if (message.usage !== undefined) this.#tally.add(message.usage);
   }
 
   #onMessageDelta(data: Record<string, unknown>): void {
     if (isRecord(data.delta) && typeof data.delta.stop_reason === 'string') {
       this.stopReason = data.delta.stop_reason;
+      this.stopped = true;
     }
-    if (isRecord(data.usage)) this.#usage = mergeUsage(this.#usage, data.usage);
+    if (data.usage !== undefined) this.#tally.add(data.usage);
   }
 
   #onError(data: Record<string, unknown>): void {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mergeUsage, usageFromMessage, usageFromWire } from './usage.ts';
+import { MAX_TOKEN_COUNT, readMessageUsage, UsageTally, usageFromMessage, usageFromWire } from './usage.ts';
 import type { Usage } from './types.ts';
 
 test('plain usage', () => {
@@ -59,14 +59,87 @@ test('missing, null, negative, fractional and non-number counts are 0', () => {
   assert.deepEqual(usageFromWire(JSON.parse('{"input_tokens":"12","output_tokens":true}')), zero);
 });
 
-test('mergeUsage: later present fields replace, absent and null keep, inputs unchanged', () => {
-  const start: Usage = { input_tokens: 10, output_tokens: 1, cache_read_input_tokens: 500, service_tier: 'standard' };
-  const delta: Usage = { input_tokens: null, output_tokens: 250, cache_creation_input_tokens: 30 };
-  const merged = mergeUsage(start, delta);
-  assert.deepEqual(merged, {
+test('tally: reports merge by max per field; absent and null keep the earlier value', () => {
+  const t = new UsageTally();
+  t.add({ input_tokens: 10, output_tokens: 1, cache_read_input_tokens: 500, service_tier: 'standard' });
+  t.add({ input_tokens: null, output_tokens: 250, cache_creation_input_tokens: 30 });
+  assert.deepEqual(t.wire(), {
     input_tokens: 10, output_tokens: 250, cache_read_input_tokens: 500, cache_creation_input_tokens: 30, service_tier: 'standard',
   });
-  assert.deepEqual(start, { input_tokens: 10, output_tokens: 1, cache_read_input_tokens: 500, service_tier: 'standard' });
+  assert.deepEqual(t.usage(), { input: 10, output: 250, cacheRead: 500, cacheWrite5m: 30, cacheWrite1h: 0 });
+  assert.deepEqual([...t.anomalies], []);
+});
+
+test('lower cumulative count (item 6): the larger is kept, per class, and flagged count_decreased', () => {
+  const t = new UsageTally();
+  t.add({ input_tokens: 1200, output_tokens: 1, cache_read_input_tokens: 3000 });
+  t.add({ input_tokens: 0, output_tokens: 50, cache_read_input_tokens: 0 });
+  assert.deepEqual(t.usage(), { input: 1200, output: 50, cacheRead: 3000, cacheWrite5m: 0, cacheWrite1h: 0 });
+  assert.deepEqual([...t.anomalies], ['count_decreased']);
+});
+
+test('cache breakdown merges per field: a later total without breakdown keeps the split, its excess is 5m', () => {
+  const t = new UsageTally();
+  t.add({ output_tokens: 1, cache_creation_input_tokens: 300, cache_creation: { ephemeral_5m_input_tokens: 200, ephemeral_1h_input_tokens: 100 } });
+  t.add({ output_tokens: 9, cache_creation_input_tokens: 300 });
+  assert.deepEqual(t.usage(), { input: 0, output: 9, cacheRead: 0, cacheWrite5m: 200, cacheWrite1h: 100 });
+  t.add({ output_tokens: 9, cache_creation_input_tokens: 500 });
+  assert.deepEqual(t.usage(), { input: 0, output: 9, cacheRead: 0, cacheWrite5m: 400, cacheWrite1h: 100 });
+  assert.deepEqual([...t.anomalies], []);
+});
+
+test('invalid counts (negative, string, NaN, 1e20, fraction, above UInt32) are ignored, the earlier value kept, flagged invalid_count', () => {
+  for (const bad of [-5, '12', Number.NaN, 1e20, 2.5, MAX_TOKEN_COUNT + 1, Infinity, true, {}]) {
+    const t = new UsageTally();
+    t.add({ input_tokens: 500, output_tokens: 1 });
+    t.add({ output_tokens: bad });
+    assert.deepEqual(t.usage(), { input: 500, output: 1, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 }, String(bad));
+    assert.deepEqual([...t.anomalies], ['invalid_count'], String(bad));
+  }
+  // the largest storable count is a count
+  const t = new UsageTally();
+  t.add({ output_tokens: MAX_TOKEN_COUNT });
+  assert.equal(t.usage().output, MAX_TOKEN_COUNT);
+  assert.deepEqual([...t.anomalies], []);
+});
+
+test('a null or missing output_tokens, a non-object usage or cache_creation is invalid_count', () => {
+  const t = new UsageTally();
+  t.add({ input_tokens: 500, output_tokens: 3 });
+  t.add({ output_tokens: null });
+  assert.equal(t.usage().output, 3);
+  assert.deepEqual([...t.anomalies], ['invalid_count']);
+  for (const report of [{ input_tokens: 1 }, 'usage', null, [1], { output_tokens: 1, cache_creation: 7 }]) {
+    const u = new UsageTally();
+    u.add(report);
+    assert.deepEqual([...u.anomalies], ['invalid_count'], JSON.stringify(report));
+  }
+  // input_tokens null is normal in message_delta
+  const d = new UsageTally();
+  d.add({ input_tokens: 5, output_tokens: 1 });
+  d.add({ input_tokens: null, output_tokens: 2, cache_read_input_tokens: null });
+  assert.deepEqual([...d.anomalies], []);
+  assert.equal(d.hasCounts, true);
+  assert.equal(new UsageTally().hasCounts, false);
+});
+
+test('readMessageUsage: JSON messages need input and output counts; a bad one is 0 and flagged', () => {
+  assert.deepEqual(readMessageUsage({ type: 'message', usage: { input_tokens: 800, output_tokens: 120 } }), {
+    usage: { input: 800, output: 120, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 }, anomalies: [],
+  });
+  assert.deepEqual(readMessageUsage({ type: 'message', usage: { input_tokens: 800, output_tokens: -5 } }), {
+    usage: { input: 800, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 }, anomalies: ['invalid_count'],
+  });
+  assert.deepEqual(readMessageUsage({ type: 'message', usage: { input_tokens: 800, output_tokens: null } })?.anomalies, ['invalid_count']);
+  assert.deepEqual(readMessageUsage({ type: 'message', usage: { output_tokens: 1 } })?.anomalies, ['invalid_count']);
+  assert.equal(readMessageUsage({ type: 'message' }), null);
+  assert.equal(readMessageUsage({ type: 'message', usage: 'x' }), null);
+  assert.equal(readMessageUsage([]), null);
+});
+
+test('usageFromWire: counts above UInt32 are 0', () => {
+  assert.equal(usageFromWire({ input_tokens: MAX_TOKEN_COUNT + 1, output_tokens: 1e20 }).input, 0);
+  assert.equal(usageFromWire({ input_tokens: MAX_TOKEN_COUNT }).input, MAX_TOKEN_COUNT);
 });
 
 test('usageFromMessage', () => {

@@ -20,9 +20,54 @@ export const ZERO_USAGE: Readonly<TokenUsage> = Object.freeze({
   cacheWrite1h: 0,
 });
 
-/** A token count from the wire: anything but a non-negative safe integer counts as 0. */
+/**
+ * The largest token count Tollgate accepts from the wire: 2^32 − 1, what the warehouse stores
+ * per class (UInt32). A larger value cannot be stored exactly, so it is no count at all.
+ */
+export const MAX_TOKEN_COUNT = 4_294_967_295;
+
+/**
+ * What can be wrong with the usage an upstream reports, one name per rule (README, "Money and
+ * billing rules"). Recorded in the usage event's `anomalies` and counted by the metric
+ * `tollgate_usage_anomalies_total{kind}`.
+ * - `invalid_count`: a count that is not a non-negative safe integer ≤ `MAX_TOKEN_COUNT`
+ *   (negative, fractional, NaN, 1e20, a string), or a required count (`output_tokens`; in a
+ *   JSON message also `input_tokens`) missing or null. Ignored: the earlier value is kept.
+ * - `count_decreased`: a report lower than an earlier one of the same message. Counters only
+ *   grow, so the larger is kept.
+ * - `duplicate_message_start`: a second `message_start`; its usage merges by max.
+ * - `event_after_stop`: an event after `message_stop`; ignored.
+ * - `malformed_event`: an SSE `data:` payload that is not a JSON object; ignored.
+ * - `missing_message_stop`: the answer ended (`message_delta` with `stop_reason`) but
+ *   `message_stop` never came; charged as complete.
+ * - `no_usage`: a 2xx answer without readable usage (not JSON, no `usage`); charged 0.
+ * - `cost_over_bound`: the cost came out above the request's hold, the proven upper bound;
+ *   charged the hold.
+ */
+export type UsageAnomaly =
+  | 'invalid_count'
+  | 'count_decreased'
+  | 'duplicate_message_start'
+  | 'event_after_stop'
+  | 'malformed_event'
+  | 'missing_message_stop'
+  | 'no_usage'
+  | 'cost_over_bound';
+
+/** Every `UsageAnomaly`, for metrics that should exist at zero from the start. */
+export const USAGE_ANOMALIES: readonly UsageAnomaly[] = Object.freeze([
+  'invalid_count', 'count_decreased', 'duplicate_message_start', 'event_after_stop',
+  'malformed_event', 'missing_message_stop', 'no_usage', 'cost_over_bound',
+]);
+
+/** A usable token count: a non-negative safe integer no larger than `MAX_TOKEN_COUNT`. */
+export function isTokenCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_TOKEN_COUNT;
+}
+
+/** A token count from the wire: anything but a usable count is 0. */
 function count(v: unknown): number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0;
+  return isTokenCount(v) ? v : 0;
 }
 
 /**
@@ -34,7 +79,8 @@ function count(v: unknown): number {
  * happens when a later cumulative `message_delta` raised the total without repeating the
  * breakdown — the excess counts as 5 m, so no token the upstream reported is dropped.
  *
- * Safe on any input: missing, null, negative or non-integer counts are 0.
+ * Safe on any input: missing, null, negative, non-integer or too large (> `MAX_TOKEN_COUNT`)
+ * counts are 0. To learn which values were bad, use `UsageTally`.
  */
 export function usageFromWire(u: Usage | null | undefined): TokenUsage {
   if (!isRecord(u)) return { ...ZERO_USAGE };
@@ -57,22 +103,113 @@ export function usageFromWire(u: Usage | null | undefined): TokenUsage {
   };
 }
 
+const TOP_COUNTS = ['input_tokens', 'output_tokens', 'cache_read_input_tokens', 'cache_creation_input_tokens'] as const;
+const BREAKDOWN_COUNTS = ['ephemeral_5m_input_tokens', 'ephemeral_1h_input_tokens'] as const;
+
 /**
- * Merges a later wire usage into an earlier one, Anthropic's streaming rule: `message_delta`
- * usage is cumulative, so each field present (and not null) in the later object replaces the
- * earlier value; absent or null fields keep it. Nested objects (`cache_creation`,
- * `server_tool_use`) are replaced whole. Returns a new object; neither input is changed.
+ * The usage of one message, gathered from every report of it (`message_start.message.usage`,
+ * each `message_delta.usage`, or the one `usage` of a JSON message).
+ *
+ * Rule: usage is cumulative and counters only grow, so each count is the largest valid value
+ * any report gave for it (per wire field, the `cache_creation` breakdown included). A field
+ * absent or null keeps the earlier value (Anthropic sends `input_tokens: null` in
+ * `message_delta`). A lower value never erases a higher one (`count_decreased`); an unusable
+ * value is ignored (`invalid_count`). Non-count fields (`server_tool_use`, `service_tier`, …)
+ * are kept as the latest report gave them, for `wire()`.
  */
-export function mergeUsage(earlier: Usage, later: Usage): Usage {
-  const merged: Usage = { ...earlier };
-  for (const [key, value] of Object.entries(later)) {
-    if (value !== undefined && value !== null) merged[key] = value;
+export class UsageTally {
+  #counts = new Map<string, number>();
+  #extra: Record<string, unknown> = {};
+  /** anomalies seen in the reports, in the order first seen */
+  readonly anomalies = new Set<UsageAnomaly>();
+
+  /**
+   * Adds one usage report. `required` names top-level counts that must be present (Anthropic:
+   * `output_tokens` in every report; a JSON message also has `input_tokens`): missing or null
+   * there is `invalid_count`. A report that is not an object is `invalid_count`. Never throws.
+   */
+  add(report: unknown, required: readonly string[] = ['output_tokens']): void {
+    if (!isRecord(report)) {
+      this.anomalies.add('invalid_count');
+      return;
+    }
+    for (const field of required) {
+      if (report[field] == null) this.anomalies.add('invalid_count');
+    }
+    for (const field of TOP_COUNTS) this.#take(field, report[field]);
+    const cc = report.cache_creation;
+    if (isRecord(cc)) {
+      for (const field of BREAKDOWN_COUNTS) this.#take(`cache_creation.${field}`, cc[field]);
+    } else if (cc != null) {
+      this.anomalies.add('invalid_count');
+    }
+    for (const [key, value] of Object.entries(report)) {
+      if (value == null || key === 'cache_creation' || (TOP_COUNTS as readonly string[]).includes(key)) continue;
+      this.#extra[key] = value;
+    }
   }
-  return merged;
+
+  #take(key: string, value: unknown): void {
+    if (value == null) return;
+    if (!isTokenCount(value)) {
+      this.anomalies.add('invalid_count');
+      return;
+    }
+    const earlier = this.#counts.get(key);
+    if (earlier !== undefined && value < earlier) {
+      this.anomalies.add('count_decreased');
+      return;
+    }
+    this.#counts.set(key, value);
+  }
+
+  /** At least one valid count was reported. */
+  get hasCounts(): boolean {
+    return this.#counts.size > 0;
+  }
+
+  /** The merged usage in wire shape: the kept counts plus the latest non-count fields. */
+  wire(): Usage {
+    const out: Usage = { ...this.#extra };
+    for (const field of TOP_COUNTS) {
+      const v = this.#counts.get(field);
+      if (v !== undefined) out[field] = v;
+    }
+    const cc: Record<string, number> = {};
+    for (const field of BREAKDOWN_COUNTS) {
+      const v = this.#counts.get(`cache_creation.${field}`);
+      if (v !== undefined) cc[field] = v;
+    }
+    if (Object.keys(cc).length > 0) out.cache_creation = cc;
+    return out;
+  }
+
+  /** The billable counts (`usageFromWire` of `wire()`). */
+  usage(): TokenUsage {
+    return usageFromWire(this.wire());
+  }
+}
+
+/** What a non-streaming Messages body says about usage. */
+export interface MessageUsage {
+  usage: TokenUsage;
+  /** `invalid_count` when a count was unusable or a required one missing; else empty */
+  anomalies: UsageAnomaly[];
+}
+
+/**
+ * The usage of a non-streaming Messages response body: null when it is not a message with a
+ * `usage` object (the caller charges nothing and records `no_usage`). Unusable counts are 0
+ * and reported as `invalid_count`.
+ */
+export function readMessageUsage(json: unknown): MessageUsage | null {
+  if (!isRecord(json) || json.type !== 'message' || !isRecord(json.usage)) return null;
+  const tally = new UsageTally();
+  tally.add(json.usage, ['input_tokens', 'output_tokens']);
+  return { usage: tally.usage(), anomalies: [...tally.anomalies] };
 }
 
 /** Usage of a non-streaming Messages response body; null when it is not a message with usage. */
 export function usageFromMessage(json: unknown): TokenUsage | null {
-  if (!isRecord(json) || json.type !== 'message' || !isRecord(json.usage)) return null;
-  return usageFromWire(json.usage);
+  return readMessageUsage(json)?.usage ?? null;
 }

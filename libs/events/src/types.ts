@@ -4,8 +4,14 @@
 
 export type Topic = 'usage' | 'ledger' | 'control';
 
-/** How a metered request ended; decides nothing about cost (cost comes from tokens). */
-export type UsageStatus = 'ok' | 'upstream_error' | 'client_disconnect' | 'stream_error';
+/**
+ * How a metered request ended; decides nothing about cost (cost comes from tokens). README,
+ * "Settlement": `ok` answered and delivered; `client_disconnect` answered, the client left
+ * before the answer was delivered; `usage_anomaly` answered and charged, but the upstream's
+ * usage broke a rule (see `anomalies`); `unmetered` a 2xx answer without readable usage, charged
+ * 0; `upstream_error` / `stream_error` the upstream failed.
+ */
+export type UsageStatus = 'ok' | 'upstream_error' | 'client_disconnect' | 'stream_error' | 'usage_anomaly' | 'unmetered';
 
 /** One per request that reached the upstream. `event_id` is the request id. */
 export interface UsageEvent {
@@ -33,9 +39,14 @@ export interface UsageEvent {
   /** time to first byte of the upstream body; null when nothing arrived */
   ttft_ms: number | null;
   stream: boolean;
-  /** the upstream's own request id, when it sent one */
+  /** the upstream's own request id, when it sent one (printable ASCII, ≤ 128 chars; else null) */
   upstream_request_id: string | null;
   gateway_id: string;
+  /**
+   * Usage anomalies of this request (`UsageAnomaly` names of @tollgate/anthropic, sorted, each
+   * once): what the upstream reported broke a rule and how it was settled. Absent or empty: none.
+   */
+  anomalies?: string[];
 }
 
 export type LedgerKind = 'grant' | 'adjustment' | 'refund';

@@ -59,6 +59,7 @@ export class Metrics {
   readonly #holdsRefused: Children<Inc>;
   readonly #upstreamErrors: Children<Inc>;
   readonly #applied: Children<Inc>;
+  readonly #usageAnomalies: Children<Inc>;
   readonly #quarantined: Children<Inc>;
   readonly #insertSeconds: Histogram;
   readonly #batchEvents: Histogram;
@@ -117,6 +118,11 @@ export class Metrics {
     this.#holdsRefused = new Children((v) => holdsRefused.labels(...v));
     this.#upstreamErrors = new Children((v) => upstreamErrors.labels(...v));
     this.#applied = new Children((v) => applied.labels(...v));
+    const usageAnomalies = new Counter({
+      name: 'tollgate_usage_anomalies_total', help: 'Metered requests whose upstream usage broke a protocol rule, by anomaly kind (README, billing rules)',
+      labelNames: ['kind'], registers,
+    });
+    this.#usageAnomalies = new Children((v) => usageAnomalies.labels(...v));
     const quarantined = new Counter({
       name: 'tollgate_events_quarantined_total', help: 'Poison events a consumer group quarantined instead of stopping, by group and reason',
       labelNames: ['group', 'reason'], registers,
@@ -155,6 +161,14 @@ export class Metrics {
   /** `status`: the upstream's HTTP status, or `unreachable`, `stream_error`, `stream_dropped`. */
   upstreamError(status: number | 'unreachable' | 'stream_error' | 'stream_dropped'): void {
     this.#upstreamErrors.get(String(status)).inc();
+  }
+
+  /**
+   * One request's usage carried anomaly `kind` (a `UsageAnomaly` of @tollgate/anthropic, never
+   * free text). `count` 0 creates the series at zero so alerts on it work from the start.
+   */
+  usageAnomaly(kind: string, count = 1): void {
+    this.#usageAnomalies.get(kind).inc(count);
   }
 
   eventsApplied(group: string, topic: string, count: number): void {

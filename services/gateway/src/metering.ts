@@ -1,4 +1,4 @@
-import { ZERO_USAGE, type TokenUsage } from '@tollgate/anthropic';
+import { ZERO_USAGE, type TokenUsage, type UsageAnomaly } from '@tollgate/anthropic';
 import type { UsageEvent, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import { costMicros, type ResolvedModel } from '@tollgate/pricing';
@@ -14,6 +14,8 @@ export interface Metered {
   caller: KeyEntry;
   resolved: ResolvedModel;
   stream: boolean;
+  /** the request's hold in micro-credits: the proven upper bound of what it may cost */
+  holdMicros: bigint;
 }
 
 export interface Outcome {
@@ -23,7 +25,44 @@ export interface Outcome {
   /** whether the usage is charged (false: the upstream failed, the hold is refunded) */
   billable: boolean;
   firstByteAt: number | null;
+  /** the upstream's `request-id` header as received (bounded here before it reaches the event) */
   upstreamRequestId: string | null;
+  /** protocol anomalies of the upstream's usage (`StreamMeter.anomalies`, `readMessageUsage`) */
+  anomalies?: readonly UsageAnomaly[];
+}
+
+/** Longest upstream request id the event carries; Anthropic's are ~30 characters. */
+export const MAX_UPSTREAM_ID_CHARS = 128;
+
+/**
+ * The upstream's request id as the usage event may carry it: printable ASCII (0x20–0x7E), 1 to
+ * `MAX_UPSTREAM_ID_CHARS` characters; anything else is null. A value a consumer cannot store
+ * (the event decoder and the warehouse bound their text fields) must never be produced.
+ */
+export function boundedUpstreamId(id: string | null | undefined): string | null {
+  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_UPSTREAM_ID_CHARS) return null;
+  return /^[\x20-\x7e]+$/.test(id) ? id : null;
+}
+
+/**
+ * The money and status of one settled request (README, "Money and billing rules"):
+ * - cost = ⌈Σ tokens × price / 1e6⌉ µc when billable, else 0;
+ * - a cost above the hold is capped at the hold (`m.holdMicros`, the proven upper bound) and
+ *   flagged `cost_over_bound`;
+ * - an `ok` request with any anomaly becomes `usage_anomaly` (other statuses say more and stay).
+ * Returns the anomalies sorted, each once.
+ */
+export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved'>, outcome: Outcome): {
+  cost: bigint; status: UsageStatus; anomalies: UsageAnomaly[];
+} {
+  const anomalies = new Set(outcome.anomalies ?? []);
+  let cost = outcome.billable ? costMicros(outcome.usage ?? ZERO_USAGE, m.resolved.model.prices) : 0n;
+  if (cost > m.holdMicros) {
+    cost = m.holdMicros;
+    anomalies.add('cost_over_bound');
+  }
+  const status = outcome.status === 'ok' && anomalies.size > 0 ? 'usage_anomaly' : outcome.status;
+  return { cost, status, anomalies: [...anomalies].sort() };
 }
 
 /**
@@ -39,7 +78,7 @@ export async function settle(
   onStateError: (err: unknown) => void,
 ): Promise<{ event: UsageEvent; publish: () => Promise<void> }> {
   const usage = outcome.usage ?? ZERO_USAGE;
-  const cost = outcome.billable ? costMicros(usage, m.resolved.model.prices) : 0n;
+  const { cost, status, anomalies } = settlement(m, outcome);
   const accountId = m.caller.account.id;
   try {
     if (cost > 0n) await deps.balances.settle(m.requestId, accountId, cost, deps.holdTtlMs);
@@ -65,17 +104,19 @@ export async function settle(
     cache_write_5m_tokens: usage.cacheWrite5m,
     cache_write_1h_tokens: usage.cacheWrite1h,
     cost_micros: cost.toString(),
-    status: outcome.status,
+    status,
     http_status: outcome.httpStatus,
     latency_ms: Math.round(now - m.startedAt),
     ttft_ms: outcome.firstByteAt === null ? null : Math.round(outcome.firstByteAt - m.startedAt),
     stream: m.stream,
-    upstream_request_id: outcome.upstreamRequestId,
+    upstream_request_id: boundedUpstreamId(outcome.upstreamRequestId),
     gateway_id: deps.gatewayId,
   };
+  if (anomalies.length > 0) event.anomalies = anomalies;
   const model = m.resolved.model.id;
   if (deps.metrics) {
     deps.metrics.usage(model, outcome.usage, cost);
+    for (const kind of anomalies) deps.metrics.usageAnomaly(kind);
     if (outcome.firstByteAt !== null) deps.metrics.firstByte(model, m.stream, (outcome.firstByteAt - m.startedAt) / 1000);
   }
   const tracer = deps.tracer ?? noopTracer;

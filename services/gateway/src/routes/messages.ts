@@ -1,16 +1,17 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import {
-  createStreamMeter, gatewayError, inputTokenBound, sseErrorEvent,
-  usageFromMessage, validateMessagesRequest, type MessagesRequest,
+  createStreamMeter, gatewayError, inputTokenBound, readMessageUsage, sseErrorEvent, USAGE_ANOMALIES,
+  validateMessagesRequest, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
+import type { UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { contextWindowFor, holdMicros, resolveModel, type ResolvedModel } from '@tollgate/pricing';
 import {
   context, failSpan, injectContext, inSpan, noopTracer, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
-import { settle, type Metered, type Outcome } from '../metering.ts';
+import { boundedUpstreamId, settle, type Metered, type Outcome } from '../metering.ts';
 import { header, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
@@ -22,17 +23,39 @@ export function resolveOr404(deps: GatewayDeps, model: string): ResolvedModel {
   return resolved;
 }
 
-/** Resolves once the socket can take more, or the client is gone. */
-function writable(raw: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      raw.off('drain', done);
-      raw.off('close', done);
-      resolve();
-    };
-    raw.on('drain', done);
-    raw.on('close', done);
+/**
+ * Most bytes of a stream the gateway buffers for a client that does not read. The upstream is
+ * always read at its own pace (it generates and bills whatever the client does), so a client is
+ * never waited for; one that falls this far behind is cut off and the stream is read to its end
+ * without it (`client_disconnect`). 8 MiB is several times the SSE of a 64 K-token answer.
+ */
+export const MAX_CLIENT_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/** The frame that closes a message (Anthropic "Streaming Messages": the last event of a stream). */
+const MESSAGE_STOP_FRAME = 'event: message_stop\ndata: {"type":"message_stop"}\n\n';
+
+/** Whether the client is still connected. */
+interface ClientWatch {
+  /** the connection closed before the response was finished */
+  readonly gone: boolean;
+}
+
+/**
+ * Watches the client from the moment the handler starts. `close` may already have fired before
+ * (a client that sent its body and left at once), so the socket's state is checked as well as
+ * the event: no code path may wait for an event that already happened.
+ */
+function watchClient(raw: ServerResponse): ClientWatch {
+  let closed = false;
+  raw.once('close', () => {
+    if (!raw.writableFinished) closed = true;
   });
+  return {
+    get gone() {
+      if (raw.writableFinished) return false;
+      return closed || raw.destroyed || raw.socket === null || raw.socket.destroyed;
+    },
+  };
 }
 
 /** One request on its way through the hot path. */
@@ -48,6 +71,7 @@ interface Exchange {
   /** upper bound of the input tokens, for the hold and the token rate limit */
   estimate: number;
   limit: LimitTicket;
+  client: ClientWatch;
   /** performance.now() and Date.now() when the request arrived */
   startedAt: number;
   ts: number;
@@ -61,6 +85,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const startedAt = performance.now();
     const ts = Date.now();
+    // Before the first await: from here on the client may leave at any moment, and the request
+    // is carried through to the upstream's end whatever it does (README, "Settlement").
+    const client = watchClient(reply.raw);
     const caller = request.caller!;
     const body = validateMessagesRequest(request.body);
     const resolved = resolveOr404(deps, body.model);
@@ -88,7 +115,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate } },
       () => acquireLimits(deps, caller.key.id, estimate));
     try {
-      return await metered({ request, reply, body, resolved, raw, sent, estimate, limit, startedAt, ts });
+      return await metered({ request, reply, body, resolved, raw, sent, estimate, limit, client, startedAt, ts });
     } finally {
       // Refused before the upstream (402, 503): no tokens were used. After a settlement this
       // is a no-op (the ticket is already done).
@@ -122,7 +149,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       throw gatewayError('insufficient_credits');
     }
 
-    const m: Metered = { requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true };
+    const m: Metered = {
+      requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
+    };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
     // client left), the hold must not expire under a live request.
@@ -131,12 +160,15 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     }, Math.max(1000, Math.floor(deps.holdTtlMs / 3)));
     keepAlive.unref();
     try {
-      /** Shrinks the hold now; returns the publication of the usage event, for after the reply. */
-      const finish = async (outcome: Outcome): Promise<() => Promise<void>> => {
+      /**
+       * Shrinks the hold and frees the limiter slot now; returns the usage event (its status may
+       * still change before publication) and its publication, for after the reply.
+       */
+      const finish = async (outcome: Outcome): Promise<Settled> => {
         clearInterval(keepAlive);
         const u = outcome.usage;
         // The limiter's release and the hold's shrink are independent: one round trip of wait.
-        const [, { publish }] = await Promise.all([
+        const [, { event, publish }] = await Promise.all([
           x.limit.done(u ? u.input + u.output + u.cacheRead + u.cacheWrite5m + u.cacheWrite1h : 0),
           inSpan(tracer, 'settle', { attributes: { 'tollgate.usage.status': outcome.status } }, (span) =>
             settle(deps, m, outcome, (err) => {
@@ -144,7 +176,10 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
               request.log.warn({ err }, 'could not shrink the hold; it will expire');
             })),
         ]);
-        return () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published'));
+        return {
+          event,
+          publish: () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published')),
+        };
       };
 
       // A client span from the call until the upstream body is read to its end (streams included);
@@ -168,10 +203,10 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       } catch (err) {
         metrics?.upstreamError('unreachable');
         endUpstream(err);
-        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null }))();
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null })).publish();
         throw err;
       }
-      const upstreamRequestId = header(res, 'request-id');
+      const upstreamRequestId = boundedUpstreamId(header(res, 'request-id'));
       if (upstreamSpan.isRecording()) {
         upstreamSpan.setAttribute('http.response.status_code', res.status);
         if (upstreamRequestId) upstreamSpan.setAttribute('tollgate.upstream.request_id', upstreamRequestId);
@@ -180,7 +215,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         metrics?.upstreamError(res.status);
         const err = await upstreamErrorOf(res);
         endUpstream(err);
-        const publish = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
+        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
         if (err.status >= 500) request.log.warn({ upstreamStatus: res.status, code: err.code }, 'upstream error');
         sendError(reply, err);
         await publish();
@@ -200,63 +235,93 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       } catch (err) {
         metrics?.upstreamError('stream_dropped');
         endUpstream(err);
-        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId }))();
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId })).publish();
         throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
       }
-      let usage = null;
-      try { usage = usageFromMessage(JSON.parse(bytes.toString('utf8'))); } catch { /* not JSON */ }
-      if (usage === null) {
-        // A 2xx without a readable message is not something the upstream bills us for as a
-        // success we can measure; pass it on, charge nothing, and say so in the logs.
+      let read = null;
+      try { read = readMessageUsage(JSON.parse(bytes.toString('utf8'))); } catch { /* not JSON */ }
+      if (read === null) {
+        // A 2xx without a readable message is not something we can measure; pass it on,
+        // charge nothing, and flag it for finance (status `unmetered`, metric, log).
         request.log.warn({ upstreamRequestId }, 'upstream 2xx without usage; not charged');
       }
-      const publish = await finish({ status: 'ok', httpStatus: res.status, usage, billable: usage !== null, firstByteAt, upstreamRequestId });
+      const settled = await finish({
+        status: read === null ? 'unmetered' : x.client.gone ? 'client_disconnect' : 'ok',
+        httpStatus: res.status,
+        usage: read?.usage ?? null,
+        billable: read !== null,
+        firstByteAt,
+        upstreamRequestId,
+        anomalies: read === null ? ['no_usage'] : read.anomalies,
+      });
+      // The client may have left while the hold shrank: then the answer was never written.
+      if (x.client.gone) leftBeforeDelivery(settled.event);
       reply.code(res.status).type(header(res, 'content-type') ?? 'application/json').send(bytes);
-      await publish();
+      await settled.publish();
       return reply;
     } finally {
       clearInterval(keepAlive);
     }
   };
 
+  // Every anomaly kind exists at zero from the start, so an alert on its increase fires on the first.
+  for (const kind of USAGE_ANOMALIES) metrics?.usageAnomaly(kind, 0);
+
   app.post('/v1/messages', handler);
   app.post('/api/v1/messages', handler);
 }
 
+/** A settled request's usage event and its publication (after the reply). */
+interface Settled {
+  event: UsageEvent;
+  publish: () => Promise<void>;
+}
+
+/** The client left before the answer was written: an answered request becomes `client_disconnect`. */
+function leftBeforeDelivery(event: UsageEvent): void {
+  if (event.status === 'ok' || event.status === 'usage_anomaly') event.status = 'client_disconnect';
+}
+
 /**
  * Passes the upstream's SSE bytes to the client chunk by chunk while the meter reads usage on
- * the side. Settlement rules (README, "Billing rules"):
- * - completed stream: the final cumulative usage;
- * - client disconnects: the upstream keeps generating and bills for it, so Tollgate keeps
- *   reading (without forwarding) to the end and bills exactly the usage the upstream reports;
- * - SSE `error` event after 200, or the upstream connection drops: `STREAM_ERROR_BILLING`
+ * the side. Settlement rules (README, "Settlement"):
+ * - answered stream (`message_stop`, or a final `message_delta` with `stop_reason`): the usage
+ *   tally of the whole message;
+ * - the client leaves at any point: the upstream keeps generating and bills for it, so Tollgate
+ *   keeps reading (without forwarding) to the end and bills exactly the usage the upstream
+ *   reports; `client_disconnect` unless the answer had already been handed to the connection;
+ * - SSE `error` event after 200, or the upstream ends before the answer: `STREAM_ERROR_BILLING`
  *   (default `refund`: nothing is charged; `usage`: the usage reported until then).
+ * The client is never waited for (see `MAX_CLIENT_BUFFER_BYTES`), so nothing it does can stall
+ * the upstream, the settlement, or the hold and limiter slots.
  */
 async function relayStream(
   deps: GatewayDeps,
-  { request, reply, limit }: Exchange,
+  { request, reply, limit, client }: Exchange,
   res: UpstreamResponse,
   upstreamRequestId: string | null,
-  finish: (o: Outcome) => Promise<() => Promise<void>>,
+  finish: (o: Outcome) => Promise<Settled>,
   upstreamSpan: Span,
 ): Promise<void> {
   reply.hijack();
   const raw = reply.raw;
-  raw.writeHead(200, {
-    ...limit.headers,
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache',
-    'request-id': request.id,
-    'x-accel-buffering': 'no',
-  });
-  raw.flushHeaders();
-  let clientGone = false;
-  raw.on('close', () => {
-    if (!raw.writableFinished) clientGone = true;
-  });
+  // Set when the client is gone or cut off; from then on the stream is only metered.
+  let forwarding = !client.gone;
+  if (forwarding) {
+    raw.writeHead(200, {
+      ...limit.headers,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      'request-id': request.id,
+      'x-accel-buffering': 'no',
+    });
+    raw.flushHeaders();
+  }
   const meter = createStreamMeter();
   let firstByteAt: number | null = null;
   let dropped = false;
+  // The answer (up to message_stop) was handed to the client's connection while it was there.
+  let delivered = false;
   try {
     for await (const chunk of res.body) {
       if (firstByteAt === null) {
@@ -264,7 +329,19 @@ async function relayStream(
         upstreamSpan.addEvent('first byte');
       }
       meter.push(chunk as Buffer);
-      if (!clientGone && !raw.write(chunk)) await writable(raw);
+      if (!forwarding) continue;
+      if (client.gone) {
+        forwarding = false;
+        continue;
+      }
+      raw.write(chunk);
+      if (raw.writableLength > MAX_CLIENT_BUFFER_BYTES) {
+        request.log.warn({ buffered: raw.writableLength }, 'client stopped reading; cut off, the stream is read to its end');
+        forwarding = false;
+        raw.destroy();
+      } else if (meter.completed) {
+        delivered = true;
+      }
     }
   } catch (err) {
     dropped = true;
@@ -272,30 +349,43 @@ async function relayStream(
     request.log.warn({ err, upstreamRequestId }, 'upstream stream broke');
   }
   meter.end();
-  const incomplete = dropped || !meter.completed;
+  if (forwarding && client.gone) forwarding = false;
+  // Completeness is judged by the answer: a final message_delta with stop_reason is one, even
+  // if message_stop never came or the connection broke after it.
+  const incomplete = !meter.answered;
   if (meter.error) {
     deps.metrics?.upstreamError('stream_error');
     failSpan(upstreamSpan, new Error('SSE error event from the upstream'));
   } else if (incomplete) {
     deps.metrics?.upstreamError('stream_dropped');
-    if (!dropped) failSpan(upstreamSpan, new Error('upstream stream ended before message_stop'));
+    if (!dropped) failSpan(upstreamSpan, new Error('upstream stream ended before the answer did'));
   }
-  if (clientGone) upstreamSpan.setAttribute('tollgate.client_aborted', true);
+  if (!forwarding) upstreamSpan.setAttribute('tollgate.client_aborted', true);
   upstreamSpan.end();
-  if (!clientGone) {
+  if (forwarding) {
     if (incomplete && !meter.error) {
       raw.write(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));
+    } else if (!meter.completed && !meter.error) {
+      // Answered and charged, but the upstream left out the closing frame: close the message
+      // for the client, whose SDK otherwise rejects an answer it is billed for.
+      raw.write(MESSAGE_STOP_FRAME);
     }
+    // Every byte of an answer without message_stop reached the connection too.
+    if (meter.answered) delivered = true;
     raw.end();
   }
   const failed = meter.error !== null || incomplete;
-  const publish = await finish({
-    status: meter.error ? 'stream_error' : incomplete ? 'upstream_error' : clientGone ? 'client_disconnect' : 'ok',
+  const unmetered = !failed && !meter.hasUsage;
+  const anomalies: UsageAnomaly[] = meter.anomalies;
+  if (unmetered) anomalies.push('no_usage');
+  const { publish } = await finish({
+    status: meter.error ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
     httpStatus: 200,
-    usage: meter.sawMessageStart ? meter.usage() : null,
-    billable: meter.sawMessageStart && (!failed || deps.streamErrorBilling === 'usage'),
+    usage: meter.hasUsage ? meter.usage() : null,
+    billable: meter.hasUsage && (!failed || deps.streamErrorBilling === 'usage'),
     firstByteAt,
     upstreamRequestId,
+    anomalies,
   });
   await publish();
 }
