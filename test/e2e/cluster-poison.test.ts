@@ -1,0 +1,165 @@
+// Issue 6, item 1 (distributed mode): poison published straight into Kafka, behind and between
+// good events of other accounts on the same partitions, never stops a consumer group. Real
+// processes (aggregator with the ledger and warehouse groups over chDB, two control processes,
+// a gateway), real Kafka and Redis. Item 10 (part): fifty parallel grants with one reference
+// over two control processes credit once and answer exactly once 201.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import Anthropic from '@anthropic-ai/sdk';
+import { Kafka, logLevel, type Producer } from 'kafkajs';
+import { Cluster, newAccount } from '../support/cluster.ts';
+import { requireKafka, requireRedis } from '../support/services.ts';
+import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
+
+let cluster: Cluster | undefined;
+let producer: Producer | undefined;
+let closeSim: (() => Promise<void>) | undefined;
+
+before(async () => {
+  const t = { skip: (msg?: string) => { process.stderr.write(`${msg ?? 'skipped'}\n`); } };
+  const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
+  if (!kafka || !redis) return;
+  const { sim, simUrl } = await startSimulator();
+  closeSim = () => sim.close();
+  cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY });
+  await cluster.add('agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
+  await cluster.add('control', { roles: 'control' });
+  await cluster.add('control2', { roles: 'control' });
+  await cluster.add('gw1', { roles: 'gateway' });
+  producer = new Kafka({ brokers: kafka.split(','), logLevel: logLevel.NOTHING }).producer();
+  await producer.connect();
+});
+
+after(async () => {
+  await producer?.disconnect();
+  await cluster?.stopAll();
+  await closeSim?.();
+});
+
+const HAIKU_10_IN_5_OUT = 10n * 24n + 5n * 120n; // 840 µc: haiku-4-5 input 24, output 120 µc/token
+
+function usage(eventId: string, accountId: string, o: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'key_direct',
+    model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5', upstream_model: 'claude-haiku-4-5',
+    input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0,
+    cost_micros: '0', status: 'ok', http_status: 200, latency_ms: 5, ttft_ms: null, stream: false,
+    upstream_request_id: null, gateway_id: 'test', ...o,
+  };
+}
+
+function grant(accountId: string, reference: string, amount: string): Record<string, unknown> {
+  return {
+    type: 'ledger', event_id: `credit:${accountId}:${reference}`, ts: Date.now(), account_id: accountId,
+    kind: 'grant', amount_micros: amount, reference,
+  };
+}
+
+interface Report {
+  ok: boolean;
+  problem?: string;
+  quarantined: Array<{ event_id: string; group: string; topic: string; kind: string; reason: string }>;
+}
+
+describe('poison in the distributed pipeline', () => {
+  test('poison in Kafka between good events of other accounts: good ones applied and warehoused exactly, each poison quarantined by both groups, counted, listed by reconcile', async (t) => {
+    if (!cluster || !producer) return t.skip('Kafka or Redis missing');
+    const c = cluster;
+    const a = await newAccount(c, 1); // 1_000_000 µc
+    const b = await newAccount(c, 2); // 2_000_000 µc
+    const client = new Anthropic({ apiKey: a.secret, baseURL: c.url('gw1'), maxRetries: 0, logLevel: 'error' });
+    await client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user', content: '[[sim input=10 output=5]]' }] });
+
+    const A = a.accountId;
+    const B = b.accountId;
+    const topic = (name: string) => `${c.env.KAFKA_TOPIC_PREFIX}${name}`;
+    // Keyed by account: B's poison shares a partition (and so an order) with B's good events.
+    const send = async (name: 'usage' | 'ledger', key: string, value: string) => {
+      const [meta] = await producer!.send({ topic: topic(name), acks: -1, messages: [{ key, value }] });
+      return { partition: meta!.partition, offset: meta!.baseOffset };
+    };
+    const json = (v: unknown) => JSON.stringify(v);
+    await send('usage', B, json(usage('p-surrogate', B, { model: 'claude-haiku-4-5/\ud800', cost_micros: '5' })));
+    await send('ledger', B, json(grant(B, 'good-top-up', '3000000')));
+    await send('ledger', B, json(grant(B, 'p-int64', '99999999999999999999999000000')));
+    await send('ledger', B, json(grant(B, 'p-2^53', '9007199254740993')));
+    await send('usage', B, json(usage('p-negative', B, { input_tokens: -1, cost_micros: '7' })));
+    const notJson = await send('usage', B, '{"type":"usage", this is not json');
+    await send('usage', B, json(usage('g-b-1', B, { cost_micros: '1234' })));
+    await send('usage', B, json({ type: 'refund_all', event_id: 'p-unknown', account_id: B }));
+    await send('usage', B, json({ type: 'usage', event_id: 'p-missing', account_id: B }));
+    await send('usage', A, json(usage('g-a-1', A, { cost_micros: '100' })));
+    const undecodableId = `undecodable:usage:${notJson.partition}:${notJson.offset}`;
+
+    // Balances, exact: A = 1_000_000 − 840 − 100; B = 2_000_000 + 3_000_000 − 1_234.
+    const balance = async (id: string) => BigInt((await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${id}`)).json.balance_micro_credits);
+    await c.eventually('A debited', async () => ((await balance(A)) === 999_060n ? true : undefined));
+    await c.eventually('B credited and debited', async () => ((await balance(B)) === 4_998_766n ? true : undefined));
+
+    // The warehouse holds every good event.
+    const agg = c.url('agg1');
+    await c.eventually('g-b-1 warehoused', async () => {
+      const r = await c.admin<{ data: string[] }>('GET', `/ops/v1/usage/events?account_id=${B}`, undefined, agg);
+      return r.json.data.includes('g-b-1') ? true : undefined;
+    });
+
+    // Reconcile: in agreement, every poison listed by id, once per consumer group, with its reason.
+    const rec = await c.eventually('reconcile ok', async () => {
+      const r = await c.admin<Report>('GET', '/ops/v1/reconcile?timeout_ms=10000', undefined, agg);
+      return r.status === 200 && r.json.quarantined.length === 14 ? r.json : undefined;
+    });
+    assert.equal(rec.ok, true);
+    const expected = [
+      ['p-surrogate', 'invalid_event', 'model: must be well-formed Unicode (it contains a lone surrogate)'],
+      [`credit:${B}:p-int64`, 'invalid_event', 'amount_micros: must be within ±9007199254740991 micro-credits (2^53 − 1)'],
+      [`credit:${B}:p-2^53`, 'invalid_event', 'amount_micros: must be within ±9007199254740991 micro-credits (2^53 − 1)'],
+      ['p-negative', 'invalid_event', 'input_tokens: Too small: expected number to be >=0'],
+      [undecodableId, 'undecodable', 'message value is not JSON'],
+      ['p-unknown', 'invalid_event', 'unknown event type "refund_all"'],
+    ].sort();
+    for (const group of ['warehouse', 'ledger']) {
+      const mine = rec.quarantined.filter((q) => q.group === group);
+      assert.deepEqual(
+        mine.filter((q) => q.event_id !== 'p-missing').map((q) => [q.event_id, q.kind, q.reason]).sort(),
+        expected, group,
+      );
+      assert.match(mine.find((q) => q.event_id === 'p-missing')!.reason, /^ts: /);
+    }
+
+    // Counted by group and kind.
+    const scrape = await (await fetch(`${agg}/metrics`)).text();
+    for (const group of ['warehouse', 'ledger']) {
+      assert.match(scrape, new RegExp(`tollgate_events_quarantined_total\\{group="${group}",reason="invalid_event"\\} 6\\n`));
+      assert.match(scrape, new RegExp(`tollgate_events_quarantined_total\\{group="${group}",reason="undecodable"\\} 1\\n`));
+    }
+
+    // The partitions flow on: B's next request is applied behind the poison.
+    const bClient = new Anthropic({ apiKey: b.secret, baseURL: c.url('gw1'), maxRetries: 0, logLevel: 'error' });
+    await bClient.messages.create({ model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user', content: '[[sim input=10 output=5]]' }] });
+    await c.eventually('B debited again', async () => ((await balance(B)) === 4_998_766n - HAIKU_10_IN_5_OUT ? true : undefined));
+  });
+
+  test('fifty parallel grants with one reference over two control processes: one 201, forty-nine 200 duplicate, credited once; another amount is 409', async (t) => {
+    if (!cluster) return t.skip('Kafka or Redis missing');
+    const c = cluster;
+    const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'race' });
+    const path = `/admin/v1/accounts/${acct.json.id}/credits`;
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) =>
+      c.admin<{ duplicate: boolean; balance_micro_credits: string }>('POST', path, { credits: '7', reference: 'race-ref' }, c.url(i % 2 ? 'control' : 'control2'))));
+    assert.deepEqual(answers.map((a) => a.status).sort(), [...Array(49).fill(200), 201]);
+    assert.equal(answers.filter((a) => a.json.duplicate === true).length, 49);
+    for (const a of answers) assert.equal(a.json.balance_micro_credits, '7000000');
+    const other = await c.admin<{ error: { message: string } }>('POST', path, { credits: '8', reference: 'race-ref' }, c.url('control2'));
+    assert.equal(other.status, 409);
+    assert.equal(other.json.error.message, 'reference race-ref was already used for 7 credits');
+  });
+
+  test('a grant beyond 2^53 µc is refused at the edge: 400, nothing published', async (t) => {
+    if (!cluster) return t.skip('Kafka or Redis missing');
+    const c = cluster;
+    const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'huge' });
+    const r = await c.admin<{ error: { type: string; message: string } }>('POST', `/admin/v1/accounts/${acct.json.id}/credits`, { credits: '99999999999999999999999', reference: 'huge' });
+    assert.equal(r.status, 400);
+    assert.deepEqual([r.json.error.type, r.json.error.message], ['invalid_request_error', 'credits: must be within ±9007199254.740991']);
+  });
+});
