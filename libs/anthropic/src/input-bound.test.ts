@@ -188,6 +188,9 @@ test('hostile input only raises the bound: deep nesting, bad lengths, odd types'
   assert.deepEqual([b.tokens, b.unbounded], [b.raw, []]); // walked without recursion; text bound
   const body = { model: 'm', max_tokens: 1, messages: [] } as MessagesRequest;
   assert.equal(inputTokenBound(body, Number.NaN, LIMITS).tokens, 200_000);
+  // Invalid UTF-8 is parsed as U+FFFD (3 bytes) per bad byte: 3 tokens a byte of the body.
+  assert.equal(inputTokenBound(body, Buffer.from('{"messages":[""]}'), LIMITS).tokens, 17); // 17 valid bytes
+  assert.equal(inputTokenBound(body, Buffer.from([...Buffer.from('{"messages":["'), 0xff, 0xfe, ...Buffer.from('"]}')]), LIMITS).tokens, 57); // 3 × 19
   assert.equal(inputTokenBound({ ...body, tools: [{ type: 42 }] } as MessagesRequest, 10, LIMITS).iterations, 10);
 });
 

@@ -5,7 +5,7 @@
 // Cheap on the hot path: the raw body length stands in for the text (no re-serialisation) and
 // the content blocks are walked once; only the first bytes of base64 images are decoded.
 
-import { Buffer } from 'node:buffer';
+import { Buffer, isUtf8 } from 'node:buffer';
 import { imageSize } from 'image-size';
 import { isRecord } from './record.ts';
 import type { CountTokensRequest } from './types.ts';
@@ -153,10 +153,13 @@ export function base64ImageDimensions(data: string): { width: number; height: nu
  * - The result never exceeds context window × iterations: the upstream cannot bill more input
  *   for one request than it can read.
  *
- * `rawBodyBytes` is the length of the request body as received (a Buffer's `length`); the
- * body is never re-serialised. Throws nothing: malformed parts only raise the bound.
+ * `raw` is the request body as received (decoded from any content-encoding), or just its
+ * length; the body is never re-serialised. Given the bytes, they are checked to be UTF-8 (a
+ * SIMD scan): a JSON parser turns each invalid byte into U+FFFD, 3 bytes of text, so a body that
+ * is not UTF-8 counts 3 tokens a byte. Throws nothing: malformed parts only raise the bound.
  */
-export function inputTokenBound(body: CountTokensRequest, rawBodyBytes: number, limits: InputBoundLimits): InputBound {
+export function inputTokenBound(body: CountTokensRequest, raw: Uint8Array | number, limits: InputBoundLimits): InputBound {
+  const rawBodyBytes = typeof raw === 'number' ? raw : isUtf8(raw) ? raw.length : 3 * raw.length;
   const unbounded: UnboundedSource[] = [];
   const flag = (s: UnboundedSource) => {
     if (!unbounded.includes(s)) unbounded.push(s);
@@ -267,8 +270,8 @@ export function inputTokenBound(body: CountTokensRequest, rawBodyBytes: number, 
   const ceilingTokens = limits.contextWindow * iterations;
 
   // An unusable length bounds nothing: fall back to the ceiling rather than to zero.
-  const raw = Number.isSafeInteger(rawBodyBytes) && rawBodyBytes >= 0 ? rawBodyBytes : Number.POSITIVE_INFINITY;
-  const textTokens = Math.max(0, raw - measuredBase64);
+  const bytes = Number.isSafeInteger(rawBodyBytes) && rawBodyBytes >= 0 ? rawBodyBytes : Number.POSITIVE_INFINITY;
+  const textTokens = Math.max(0, bytes - measuredBase64);
   const summed = textTokens + imageTokenSum + overheadTokens;
   const ceiling = unbounded.length > 0 || summed > ceilingTokens;
   return {

@@ -104,7 +104,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const raw = request.rawBody!;
     // Before any limit or hold: a -thinking body no model accepts is a 400 that costs nothing.
     const sent = upstreamBody(body, raw, resolved);
-    const bound = inputTokenBound(body, raw.length, {
+    const bound = inputTokenBound(body, raw, {
       contextWindow: contextWindowFor(resolved.model, request.headers['anthropic-beta']),
       imageTokenCap: resolved.model.imageTokenCap,
     });
