@@ -16,10 +16,11 @@ async function readStream(client: Anthropic, headers: Record<string, string>): P
   for await (const _ of stream) { /* to the end */ }
 }
 
-async function failure(p: Promise<unknown>): Promise<InstanceType<typeof Anthropic.APIError>> {
+/** The API error `p` rejects with (an HTTP answer, so it has headers). */
+async function failure(p: Promise<unknown>): Promise<InstanceType<typeof Anthropic.APIError> & { headers: Headers }> {
   const err = await p.then(() => assert.fail('expected an error'), (e: unknown) => e);
-  assert.ok(err instanceof Anthropic.APIError, String(err));
-  return err;
+  assert.ok(err instanceof Anthropic.APIError && err.headers !== undefined, String(err));
+  return err as InstanceType<typeof Anthropic.APIError> & { headers: Headers };
 }
 
 async function until(check: () => Promise<boolean>): Promise<void> {

@@ -23,10 +23,11 @@ const ROUTES: Array<[string, Call]> = [
   ['count_tokens', (c, headers) => c.messages.countTokens({ model: MODEL, messages }, { headers })],
 ];
 
-async function failure(p: Promise<unknown>): Promise<InstanceType<typeof Anthropic.APIError>> {
+/** The API error `p` rejects with (an HTTP answer, so it has headers). */
+async function failure(p: Promise<unknown>): Promise<InstanceType<typeof Anthropic.APIError> & { headers: Headers }> {
   const err = await p.then(() => assert.fail('expected an error'), (e: unknown) => e);
-  assert.ok(err instanceof Anthropic.APIError, String(err));
-  return err;
+  assert.ok(err instanceof Anthropic.APIError && err.headers !== undefined, String(err));
+  return err as InstanceType<typeof Anthropic.APIError> & { headers: Headers };
 }
 
 function ratelimitHeaders(headers: Headers): string[] {
