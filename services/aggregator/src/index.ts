@@ -1,4 +1,4 @@
-export { applyEvent, startLedgerConsumer, StateNotReadyError } from './ledger-consumer.ts';
+export { applyEvent, isPoisonError, startLedgerConsumer, StateNotReadyError } from './ledger-consumer.ts';
 export type { LedgerConsumerDeps } from './ledger-consumer.ts';
 export { startWarehouseSink } from './warehouse-sink.ts';
 export type { WarehouseSinkDeps } from './warehouse-sink.ts';

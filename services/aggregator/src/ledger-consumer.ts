@@ -21,17 +21,17 @@ export interface LedgerConsumerDeps {
 }
 
 /**
- * True for a failure caused by the event itself (our own bounds, or Redis refusing the
- * script's arithmetic), never by an outage: a Redis reply error other than the transient ones
- * (loading, busy, failover, read-only replica, out of memory, cluster moves), or a RangeError
- * from the store's own checks. Connection errors and timeouts are outages: retried, never
- * quarantined.
+ * True for a failure caused by the event itself, never by an outage: a RangeError from the
+ * store's own checks, or a Redis reply error about the event's numbers or the script running on
+ * them (INCRBY/DECRBY overflow, "not an integer or out of range", a Lua runtime error). Anything
+ * else (connection refused, timeout, max clients, loading, failover, OOM) is an outage: retried,
+ * never quarantined, since quarantining a good event would lose its money.
  */
 export function isPoisonError(err: unknown): boolean {
   if (err instanceof RangeError) return true;
   const e = err as { name?: unknown; message?: unknown } | null;
   if (e?.name !== 'ReplyError' || typeof e.message !== 'string') return false;
-  return !/^(LOADING|BUSY|MASTERDOWN|READONLY|OOM|NOSCRIPT|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|NOREPLICAS)\b/.test(e.message);
+  return /would overflow|not an integer or out of range|not a valid float|user_script:\d+:/.test(e.message);
 }
 
 /** Hot state is gone and not rebuilt yet; the batch is retried after a pause. */
