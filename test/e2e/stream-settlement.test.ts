@@ -6,9 +6,8 @@
 // client does; exactly one usage event; hold and limiter slots released when the upstream ends.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
-import { request as httpRequest } from 'node:http';
-import { admin, customer, settledBalance, simRequests, startStack, type Stack } from '../support/tollgate.ts';
+import { admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
+import { requestUntil, sendAndLeave, upstreamSaw as sawIn } from '../support/leaving-client.ts';
 
 let stack: Stack;
 before(async () => { stack = await startStack({ RATE_LIMIT_CONCURRENT: '2' }); });
@@ -32,79 +31,12 @@ async function eventIds(accountId: string): Promise<string[]> {
   return [...await stack.tollgate.warehouse.usageEventIds({ accountId })].sort();
 }
 
-/** Polls until the simulator has received a request whose last message contains `marker`. */
-async function upstreamSaw(marker: string): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    const seen = await simRequests(stack.simUrl, 50);
-    if (seen.some((r) => JSON.stringify(r.body).includes(marker))) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`the upstream never saw ${marker}`);
-}
+const upstreamSaw = (marker: string) => sawIn(stack.simUrl, marker);
 
 function messageBody(text: string, stream: boolean): string {
   // max_tokens 1024: the hold (≥ 1024 × 360 µc) covers every amount below, so only the
   // cost_over_bound test meets the cap.
   return JSON.stringify({ model: SONNET, max_tokens: 1024, stream, messages: user(text) });
-}
-
-/** A raw HTTP/1.1 request over a socket: the whole body is written, then the socket is closed at once. */
-function sendAndLeave(url: string, secret: string, body: string): Promise<void> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname, () => {
-      socket.write(
-        `POST /v1/messages HTTP/1.1\r\nhost: ${hostname}\r\ncontent-type: application/json\r\n` +
-        `x-api-key: ${secret}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-        () => {
-          socket.destroy();
-          resolve();
-        });
-    });
-    socket.on('error', reject);
-  });
-}
-
-/**
- * Sends a request and calls `leave` with the response as it arrives (chunks of text so far);
- * when it returns true the client destroys its connection. Resolves with the gateway's
- * request id (the `request-id` header) once the client has left, or null if no header came.
- */
-function requestUntil(
-  url: string, secret: string, body: string,
-  onHeaders: 'leave' | 'read', leave: (textSoFar: string) => boolean,
-): { done: Promise<string | null>; abort(): void } {
-  let abort = () => {};
-  const done = new Promise<string | null>((resolve, reject) => {
-    const req = httpRequest(`${url}/v1/messages`, {
-      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': secret },
-    }, (res) => {
-      const id = (res.headers['request-id'] as string | undefined) ?? null;
-      if (onHeaders === 'leave') {
-        req.destroy();
-        resolve(id);
-        return;
-      }
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        text += chunk;
-        if (leave(text)) {
-          req.destroy();
-          resolve(id);
-        }
-      });
-      res.on('end', () => resolve(id));
-      res.on('error', () => resolve(id));
-    });
-    req.on('error', (err) => {
-      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET') resolve(null);
-      else reject(err);
-    });
-    abort = () => { req.destroy(); resolve(null); };
-    req.end(body);
-  });
-  return { done, abort: () => abort() };
 }
 
 describe('clients that leave: carried through to the upstream end, one event, hold and slots released', () => {
