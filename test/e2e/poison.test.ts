@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { Journal, type AnyEvent, type LedgerEvent, type UsageEvent } from '@tollgate/events';
-import { admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
+import { ADMIN_TOKEN, admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
+import { spawn } from 'node:child_process';
 
 let stack: Stack;
 before(async () => { stack = await startStack(); });
@@ -124,6 +125,26 @@ describe('poison in the embedded pipeline', () => {
     const rec = await admin<{ ok: boolean; quarantined: Array<{ event_id: string }> }>(stack.url, 'GET', '/ops/v1/reconcile?timeout_ms=5000');
     assert.equal(rec.json.ok, true);
     assert.ok(rec.json.quarantined.some((r) => r.event_id === 'j-surrogate'));
+  });
+});
+
+describe('tollgate reconcile (CLI)', () => {
+  test('prints every quarantined event by id, group, position, kind and reason, and exits 0 when in agreement', async () => {
+    // The real program, as an operator runs it.
+    const { code, text } = await new Promise<{ code: number | null; text: string }>((resolve) => {
+      const child = spawn(process.execPath, [join(import.meta.dirname, '../../services/tollgate/src/main.ts'), 'reconcile', '--url', stack.url, '--timeout-ms', '5000'], {
+        env: { ...process.env, ADMIN_TOKEN }, stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => { text += d.toString('utf8'); });
+      child.stderr.on('data', (d: Buffer) => { text += d.toString('utf8'); });
+      child.on('close', (code) => resolve({ code, text }));
+    });
+    assert.equal(code, 0, text);
+    assert.match(text, /tollgate reconcile: \d+ quarantined event\(s\), in no balance:\n/);
+    assert.match(text, /\n  p-surrogate  warehouse usage\/-1@-1  invalid_event: model: must be well-formed Unicode \(it contains a lone surrogate\)\n/);
+    assert.match(text, /\n  j-surrogate  journal usage\/-1@-1  invalid_event: model: must be well-formed Unicode/);
+    assert.match(text, /tollgate reconcile: hot state and warehouse agree on \d+ accounts\n/);
   });
 });
 
