@@ -1,0 +1,42 @@
+// Settlement rules of services/gateway/src/metering.ts that need no stack: the cap at the hold,
+// the status an anomaly gives, and the bound on the upstream's request id (issue 6, item 2).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ResolvedModel } from '@tollgate/pricing';
+import { boundedUpstreamId, MAX_UPSTREAM_ID_CHARS, settlement, type Outcome } from '../src/metering.ts';
+
+// sonnet-4-5 in the CNY catalog: µc per million tokens
+const resolved = { model: { prices: { input: 72_000_000n, output: 360_000_000n, cacheRead: 7_200_000n, cacheWrite5m: 90_000_000n, cacheWrite1h: 144_000_000n } } } as unknown as ResolvedModel;
+const usage = { input: 800, output: 120, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 };
+const outcome = (o: Partial<Outcome>): Outcome => ({
+  status: 'ok', httpStatus: 200, usage, billable: true, firstByteAt: null, upstreamRequestId: null, ...o,
+});
+
+test('cost within the hold: charged as the tokens say (800×72 + 120×360 = 100,800 µc), status unchanged', () => {
+  assert.deepEqual(settlement({ resolved, holdMicros: 100_800n }, outcome({})), { cost: 100_800n, status: 'ok', anomalies: [] });
+  assert.deepEqual(settlement({ resolved, holdMicros: 1n }, outcome({ billable: false, status: 'upstream_error' })),
+    { cost: 0n, status: 'upstream_error', anomalies: [] });
+});
+
+test('cost above the hold: capped at the hold, flagged cost_over_bound, ok becomes usage_anomaly', () => {
+  assert.deepEqual(settlement({ resolved, holdMicros: 100_799n }, outcome({})),
+    { cost: 100_799n, status: 'usage_anomaly', anomalies: ['cost_over_bound'] });
+  // a client_disconnect keeps its status; the anomaly is still recorded
+  assert.deepEqual(settlement({ resolved, holdMicros: 50_000n }, outcome({ status: 'client_disconnect', anomalies: ['count_decreased'] })),
+    { cost: 50_000n, status: 'client_disconnect', anomalies: ['cost_over_bound', 'count_decreased'] });
+});
+
+test('any usage anomaly turns ok into usage_anomaly; unmetered stays unmetered, charged 0', () => {
+  assert.deepEqual(settlement({ resolved, holdMicros: 1_000_000n }, outcome({ anomalies: ['missing_message_stop', 'invalid_count'] })),
+    { cost: 100_800n, status: 'usage_anomaly', anomalies: ['invalid_count', 'missing_message_stop'] });
+  assert.deepEqual(settlement({ resolved, holdMicros: 1_000_000n }, outcome({ status: 'unmetered', usage: null, billable: false, anomalies: ['no_usage'] })),
+    { cost: 0n, status: 'unmetered', anomalies: ['no_usage'] });
+});
+
+test('upstream request id: printable ASCII up to 128 characters, anything else null', () => {
+  assert.equal(boundedUpstreamId('req_011CV5Jab2wbxbWpKxPQY3Tc'), 'req_011CV5Jab2wbxbWpKxPQY3Tc');
+  assert.equal(boundedUpstreamId('x'.repeat(MAX_UPSTREAM_ID_CHARS)), 'x'.repeat(128));
+  for (const bad of ['x'.repeat(129), '', 'req\u0000id', 'req\nid', 'réq', 'req_🔥', '\u007f', null, undefined]) {
+    assert.equal(boundedUpstreamId(bad), null, JSON.stringify(bad));
+  }
+});
