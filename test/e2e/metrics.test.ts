@@ -32,8 +32,10 @@ const MODEL = 'claude-sonnet-4-5-20250929';
 
 test('one request: exact tokens, cost, request count; holds refused and upstream errors counted', async () => {
   const c = await customer(stack.url, 10);
+  // max_tokens 512: the hold must cover the simulated usage, far above what this short body could
+  // cost; a cost above the hold is capped (cost_over_bound, README "Usage anomalies")
   const msg = await c.client.messages.create({
-    model: 'claude-sonnet-4-5', max_tokens: 64,
+    model: 'claude-sonnet-4-5', max_tokens: 512,
     messages: user('hello [[sim input=1000 output=10 cache_read=2000 cache_write_5m=300 cache_write_1h=100]]'),
   });
   assert.equal(msg.usage.input_tokens, 1000);
