@@ -126,6 +126,16 @@ describe('poison in the distributed pipeline', () => {
       assert.match(mine.find((q) => q.event_id === 'p-missing')!.reason, /^ts: /);
     }
 
+    // The ledger's records reached the warehouse through <prefix>dead-letter, with their positions.
+    const stored = await c.eventually('ledger dead letters warehoused', async () => {
+      const r = await c.admin<{ data: Array<{ event_id: string; group: string; topic: string; partition: number; offset: string }> }>('GET', '/ops/v1/quarantine', undefined, agg);
+      const ledger = r.json.data.filter((q) => q.group === 'ledger');
+      return ledger.length === 7 ? ledger : undefined;
+    });
+    assert.deepEqual(stored.find((q) => q.event_id === undecodableId), {
+      ...stored.find((q) => q.event_id === undecodableId), topic: 'usage', partition: notJson.partition, offset: notJson.offset,
+    });
+
     // Counted by group and kind.
     const scrape = await (await fetch(`${agg}/metrics`)).text();
     for (const group of ['warehouse', 'ledger']) {

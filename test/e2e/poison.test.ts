@@ -88,6 +88,8 @@ describe('poison in the embedded pipeline', () => {
     assert.equal(reasons['p-unknown'], 'unknown event type "refund_all"');
     assert.match(reasons['p-missing']!, /^ts: /);
     assert.deepEqual((await stack.tollgate.balances.quarantined()).map((q) => q.event_id).sort(), ids);
+    // The ledger's records also reach the warehouse, by the log's dead letters: they outlive a restart.
+    assert.deepEqual((await w.quarantined()).filter((q) => q.group === 'ledger').map((q) => q.event_id).sort(), ids);
 
     // Counted: six per group, all invalid_event.
     const scrape = await stack.tollgate.metrics.scrape();

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { AnyEvent } from './types.ts';
+import type { DeadLetter } from './event-log.ts';
 
 /**
  * Largest amount of money, in micro-credits, any single value may carry (a grant, a cost, a
@@ -183,4 +184,22 @@ export function boundedRaw(value: unknown): string {
 /** The id a quarantine record gets for an event without a usable id: `raw:<sha256 of boundedRaw(value)>`; the same in every consumer group. */
 export function standInId(value: unknown): string {
   return `raw:${createHash('sha256').update(boundedRaw(value)).digest('hex')}`;
+}
+
+const DeadLetterSchema = z.object({
+  event_id: text(MAX_EVENT_ID_CHARS, 1),
+  group: text(64, 1),
+  topic: text(64, 1),
+  partition: z.number().int().min(-1).max(2 ** 31 - 1),
+  offset: z.string().regex(/^(-1|0|[1-9]\d{0,18})$/),
+  kind: z.enum(['undecodable', 'invalid_event', 'rejected_by_warehouse', 'apply_failed']),
+  reason: z.string().max(4096),
+  raw: z.string().max(2 * MAX_RAW_BYTES),
+  ts: epochMs,
+});
+
+/** Checks a dead-letter record taken from the log; undefined when it is not one (it is then kept as raw text). */
+export function decodeDeadLetter(value: unknown): DeadLetter | undefined {
+  const r = DeadLetterSchema.safeParse(value);
+  return r.success ? r.data : undefined;
 }

@@ -38,6 +38,38 @@ export class RewindError extends Error {
   }
 }
 
+/**
+ * A poison event a consumer group set aside instead of stopping (see `decodeEvent`). The log
+ * carries it on its dead-letter topic (Kafka: `<prefix>dead-letter`) to the warehouse sink,
+ * which stores it in the warehouse's `quarantine` table, so the evidence outlives the group's
+ * own state.
+ */
+export interface DeadLetter {
+  /** the event's id, or a stand-in (`standInId`, `undecodable:<topic>:<partition>:<offset>`) */
+  event_id: string;
+  /** the consumer group that set it aside */
+  group: string;
+  topic: string;
+  /** -1 without a durable log */
+  partition: number;
+  /** log offset as decimal text; "-1" without a durable log */
+  offset: string;
+  /** `undecodable`, `invalid_event`, `rejected_by_warehouse` or `apply_failed` */
+  kind: string;
+  reason: string;
+  /** the payload as JSON text, at most 4 KiB */
+  raw: string;
+  /** epoch ms when it was set aside */
+  ts: number;
+}
+
+/** A dead-letter record as delivered: not yet trusted (check it before storing). */
+export interface ConsumedDeadLetter {
+  partition: number;
+  offset: bigint;
+  value: unknown;
+}
+
 export interface Subscription {
   /** Stops delivering; an in-flight batch finishes first. */
   stop(): Promise<void>;
@@ -50,6 +82,11 @@ export interface SubscribeOptions {
   handler: BatchHandler;
   /** start from the beginning of the log when the group has no stored position */
   fromBeginning?: boolean;
+  /**
+   * Also deliver the dead-letter topic to this group (the warehouse sink): same commit rules
+   * as `handler`, a rejection means redelivery.
+   */
+  onDeadLetters?: (records: ConsumedDeadLetter[]) => Promise<void>;
 }
 
 /**
@@ -64,6 +101,11 @@ export interface EventLog {
    */
   readonly durablePositions?: boolean;
   publish(topic: Topic, events: PublishedEvent[]): Promise<void>;
+  /**
+   * Publishes dead-letter records (durably, like `publish`; rejects while the log is
+   * unreachable, so the caller retries rather than forgets).
+   */
+  deadLetter(records: DeadLetter[]): Promise<void>;
   subscribe(options: SubscribeOptions): Promise<Subscription>;
   /** Waits until everything published so far is handed to the log (not to consumers). */
   flush(): Promise<void>;

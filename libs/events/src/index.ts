@@ -4,14 +4,15 @@ export type {
 } from './types.ts';
 export type {
   EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, Subscription, SubscribeOptions, EventLog,
+  DeadLetter, ConsumedDeadLetter,
 } from './event-log.ts';
 export { partitionKey, RewindError } from './event-log.ts';
 export { MemoryLog } from './memory-log.ts';
 export {
-  decodeEvent, boundedRaw, standInId, textProblem, MAX_MONEY_MICROS, MAX_TEXT_CHARS, MAX_REFERENCE_CHARS, MAX_RAW_BYTES,
+  decodeEvent, decodeDeadLetter, boundedRaw, standInId, textProblem, MAX_MONEY_MICROS, MAX_TEXT_CHARS, MAX_REFERENCE_CHARS, MAX_RAW_BYTES,
 } from './decode.ts';
 export type { DecodeResult, UndecodableMessage } from './decode.ts';
 export { Journal } from './journal.ts';
 export type { JournalRecord } from './journal.ts';
-export { KafkaLog, TOPICS } from './kafka-log.ts';
+export { KafkaLog, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
 export type { KafkaLogOptions, KafkaLogLogger } from './kafka-log.ts';

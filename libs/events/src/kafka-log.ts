@@ -14,7 +14,7 @@ import { CompressionTypes } from 'kafkajs';
 import type { EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
 import { partitionKey, RewindError } from './event-log.ts';
 import type {
-  ConsumedEvent, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
+  ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { AnyEvent, Topic } from './types.ts';
 import { boundedRaw, type UndecodableMessage } from './decode.ts';
@@ -92,6 +92,14 @@ const TOPIC_CONFIG: Record<Topic, Array<{ name: string; value: string }>> = {
   control: [{ name: 'cleanup.policy', value: 'delete' }, { name: 'retention.ms', value: '-1' }],
 };
 
+/**
+ * The dead-letter topic (`prefix + 'dead-letter'`): poison events consumer groups set aside,
+ * kept forever (few, and evidence); the warehouse sink stores them. Not a `Topic`: no event
+ * type lives there.
+ */
+export const DEAD_LETTER_TOPIC = 'dead-letter';
+const DEAD_LETTER_CONFIG = [{ name: 'cleanup.policy', value: 'delete' }, { name: 'retention.ms', value: '-1' }];
+
 const SEGMENT_RE = /^spool-(\d{12})\.jsonl$/;
 
 const consoleLogger: KafkaLogLogger = {
@@ -168,6 +176,28 @@ export class KafkaLog implements EventLog {
     return this.#prefix + topic;
   }
 
+  /** Kafka topic name of the dead-letter topic. */
+  deadLetterTopicName(): string {
+    return this.#prefix + DEAD_LETTER_TOPIC;
+  }
+
+  /**
+   * Sends dead-letter records straight to Kafka (acks=all), keyed by group. Not spooled: a
+   * consumer group that cannot reach Kafka is not consuming either, so it retries the batch.
+   */
+  async deadLetter(records: DeadLetter[]): Promise<void> {
+    if (this.#closing) throw new Error('event log is closed');
+    if (records.length === 0) return;
+    const attempt = (async () => {
+      const producer = await this.#connect();
+      await producer.send({
+        topic: this.deadLetterTopicName(), acks: -1, timeout: this.#sendTimeoutMs,
+        messages: records.map((r) => ({ key: r.group, value: JSON.stringify(r) })),
+      });
+    })();
+    await withTimeout(attempt, this.#sendTimeoutMs, 'kafka produce of dead letters timed out');
+  }
+
   /** Creates the missing topics (delete policy, see TOPIC_CONFIG); existing ones are left as they are. */
   async ensureTopics(partitions = 4, replicationFactor = this.#replicationFactor): Promise<void> {
     const admin = this.#kafka.admin();
@@ -180,6 +210,9 @@ export class KafkaLog implements EventLog {
         replicationFactor,
         configEntries: TOPIC_CONFIG[t],
       }));
+      if (!existing.has(this.deadLetterTopicName())) {
+        missing.push({ topic: this.deadLetterTopicName(), numPartitions: 1, replicationFactor, configEntries: DEAD_LETTER_CONFIG });
+      }
       if (missing.length > 0) await admin.createTopics({ topics: missing, waitForLeaders: true });
     } finally {
       await admin.disconnect();
@@ -238,6 +271,9 @@ export class KafkaLog implements EventLog {
   async subscribe(options: SubscribeOptions): Promise<Subscription> {
     if (this.#closing) throw new Error('event log is closed');
     const byName = new Map(options.topics.map((t) => [this.topicName(t), t]));
+    // Dead letters come through the same consumer (one group, one commit rule); `DEAD_LETTER_TOPIC`
+    // is not a Topic, so #consumeBatch routes it to `onDeadLetters` before anything else sees it.
+    if (options.onDeadLetters) byName.set(this.deadLetterTopicName(), DEAD_LETTER_TOPIC as Topic);
     const consumer = this.#kafka.consumer({
       // Groups are namespaced like topics, so deployments sharing a broker never share a group.
       groupId: this.groupName(options.group),
@@ -305,7 +341,11 @@ export class KafkaLog implements EventLog {
         // Long handlers keep the group membership alive; kafkajs throttles the heartbeats.
         const beat = setInterval(() => { heartbeat().catch(() => {}); }, 1000);
         try {
-          await options.handler(events);
+          if ((topic as string) === DEAD_LETTER_TOPIC) {
+            await options.onDeadLetters!(events.map((e) => ({ partition: e.partition, offset: e.offset, value: e.event })));
+          } else {
+            await options.handler(events);
+          }
           failures.delete(where);
         } catch (err) {
           if (err instanceof RewindError) {

@@ -1,6 +1,6 @@
 import type { AnyEvent, Topic } from './types.ts';
 import type {
-  ConsumedEvent, EventLog, PublishedEvent, SubscribeOptions, Subscription,
+  ConsumedEvent, DeadLetter, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { Journal } from './journal.ts';
 
@@ -10,6 +10,7 @@ type Held = ConsumedEvent & { seq: number };
 interface Group {
   topics: Topic[];
   handler: SubscribeOptions['handler'];
+  onDeadLetters: SubscribeOptions['onDeadLetters'];
   /** next offset to deliver, per topic */
   cursor: Map<Topic, bigint>;
   running: Promise<void> | null;
@@ -35,6 +36,7 @@ export class MemoryLog implements EventLog {
   #closed = false;
   #journal: Journal | undefined;
   #seq = 0;
+  #deadLetterOffset = 0n;
 
   constructor(options: { maxBatch?: number; journal?: Journal } = {}) {
     this.#maxBatch = options.maxBatch ?? 1000;
@@ -56,11 +58,25 @@ export class MemoryLog implements EventLog {
     }
   }
 
+  /**
+   * Hands dead-letter records straight to the groups subscribed for them (the warehouse sink)
+   * and resolves once they have them; rejects if one fails, so the caller retries. Not
+   * journaled: in this process the records describe state that is itself rebuilt at start.
+   */
+  async deadLetter(records: DeadLetter[]): Promise<void> {
+    if (this.#closed) throw new Error('event log is closed');
+    const delivered = records.map((value) => ({ partition: 0, offset: this.#deadLetterOffset++, value }));
+    for (const group of this.#groups.values()) {
+      if (group.onDeadLetters && !group.stopped) await group.onDeadLetters(delivered);
+    }
+  }
+
   async subscribe(options: SubscribeOptions): Promise<Subscription> {
     if (this.#groups.has(options.group)) throw new Error(`group ${options.group} already subscribed`);
     const group: Group = {
       topics: options.topics,
       handler: options.handler,
+      onDeadLetters: options.onDeadLetters,
       cursor: new Map(options.topics.map((t) => [t, options.fromBeginning === false ? this.#next.get(t) ?? 0n : this.#base.get(t) ?? 0n])),
       running: null,
       again: false,

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
-import { KafkaLog, TOPICS } from '@tollgate/events';
+import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedDeadLetter, type DeadLetter } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { Collector, eventLogContract, publishAll, sampleEvents } from './event-log.contract.ts';
 
@@ -34,7 +34,7 @@ export async function freshLog(kafka: Kafka, partitions = 4): Promise<{ log: Kaf
       const admin = kafka.admin();
       await admin.connect();
       try {
-        await admin.deleteTopics({ topics: TOPICS.map((t) => prefix + t) });
+        await admin.deleteTopics({ topics: [...TOPICS.map((t) => prefix + t), prefix + DEAD_LETTER_TOPIC] });
       } finally {
         await admin.disconnect();
       }
@@ -73,6 +73,27 @@ if (brokers === undefined) {
       } finally {
         await admin.disconnect();
       }
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('dead letters: published to <prefix>dead-letter and delivered to a group that asks for them, beside its events', async () => {
+    const { log, cleanup } = await freshLog(kafka, 1);
+    try {
+      const record: DeadLetter = {
+        event_id: 'credit:a:huge', group: 'ledger', topic: 'ledger', partition: 0, offset: '7', kind: 'invalid_event',
+        reason: 'amount_micros: must be within ±9007199254740991 micro-credits (2^53 − 1)', raw: '{"x":1}', ts: 1_790_000_000_000,
+      };
+      await log.deadLetter([record]);
+      const got: ConsumedDeadLetter[] = [];
+      const sub = await log.subscribe({
+        group: `dl-${randomUUID()}`, topics: ['usage'], fromBeginning: true,
+        handler: async () => {}, onDeadLetters: async (records) => { got.push(...records); },
+      });
+      for (let i = 0; i < 200 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      await sub.stop();
+      assert.deepEqual(got, [{ partition: 0, offset: 0n, value: record }]);
     } finally {
       await cleanup();
     }

@@ -1,4 +1,4 @@
-import { decodeEvent, RewindError, standInId, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
+import { boundedRaw, decodeEvent, RewindError, standInId, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { ApplyResult, BalanceStore, LedgerQuarantine, LogPosition } from '@tollgate/ledger';
 import { extractContext, failSpan, SpanKind, withSpan, type Metrics, type Tracer } from '@tollgate/telemetry';
@@ -113,6 +113,9 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
             ...poison, reason: poison.reason.slice(0, 1000), topic: raw.topic,
             partition: durable ? raw.partition : -1, offset: durable ? raw.offset : -1n,
           };
+          // The dead letter first (the warehouse keeps it for good, deduplicated by position),
+          // then the record with the position: a crash in between re-sends, never loses it.
+          await deps.log.deadLetter([{ ...record, group, offset: record.offset.toString(), raw: boundedRaw(raw.event), ts: Date.now() }]);
           verdict = await deps.balances.quarantine(record, position);
           if (verdict === 'applied') {
             metrics?.eventsQuarantined(group, record.kind);

@@ -51,6 +51,10 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       if (!e) throw gatewayError('not_found', 'no such usage event');
       return e;
     });
+    // Poison events every consumer group set aside (the ledger's arrive by the dead-letter topic).
+    ops.get('/ops/v1/quarantine', async () => ({
+      data: (await deps.warehouse.quarantined()).map((q) => ({ ...q, offset: q.offset.toString() })),
+    }));
     ops.get('/ops/v1/reconcile', async (request, reply) => {
       await deps.settle?.();
       const q = request.query as { timeout_ms?: string };

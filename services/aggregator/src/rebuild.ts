@@ -95,7 +95,13 @@ export async function reconcile(
   const positions = Object.fromEntries([...snap.positions].map(([k, v]) => [k, v.toString()]));
   const quarantined = async (): Promise<ReconcileReport['quarantined']> => {
     const all = [...await deps.warehouse.quarantined(), ...(await deps.balances.quarantined()).map((q) => ({ ...q, group: 'ledger' }))];
-    return all.map((q) => ({
+    // The ledger's records reach the warehouse too (dead-letter topic): each once.
+    const seen = new Set<string>();
+    const unique = all.filter((q) => {
+      const key = `${q.group}|${q.topic}|${q.partition}|${q.offset}|${q.event_id}`;
+      return !seen.has(key) && seen.add(key) !== undefined;
+    });
+    return unique.map((q) => ({
       event_id: q.event_id, group: q.group, topic: q.topic, partition: q.partition,
       offset: q.offset.toString(), kind: q.kind, reason: q.reason,
     }));

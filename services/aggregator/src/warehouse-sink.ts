@@ -1,4 +1,4 @@
-import type { ConsumedEvent, EventLog, Subscription } from '@tollgate/events';
+import { boundedRaw, decodeDeadLetter, standInId, type ConsumedDeadLetter, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
 import type { QuarantineRecord, Warehouse } from '@tollgate/warehouse';
 import { extractContext, SpanKind, SpanStatusCode, type Metrics, type Tracer } from '@tollgate/telemetry';
 import { countByTopic } from './ledger-consumer.ts';
@@ -35,6 +35,10 @@ export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscriptio
     group,
     topics: ['usage', 'ledger', 'control'],
     fromBeginning: true,
+    // Poison other groups set aside (the ledger's), kept in the same quarantine table.
+    onDeadLetters: async (records) => {
+      await deps.warehouse.insertQuarantine(records.map(deadLetterRecord));
+    },
     handler: async (batch) => {
       const wait = lastFlush + deps.flushMs - Date.now();
       // A small batch waits (more events queue up behind it and arrive together next time);
@@ -97,4 +101,14 @@ function traceBatch(tracer: Tracer, group: string, batch: ConsumedEvent[], start
     }
     span.end(endTime);
   }
+}
+
+/** A dead-letter record as a quarantine row; one that is not a valid record is kept as raw text. */
+function deadLetterRecord(d: ConsumedDeadLetter): QuarantineRecord {
+  const r = decodeDeadLetter(d.value);
+  if (r) return { ...r, offset: BigInt(r.offset), kind: r.kind as QuarantineRecord['kind'] };
+  return {
+    event_id: standInId(d.value), group: 'dead-letter', topic: 'dead-letter', partition: d.partition, offset: d.offset,
+    kind: 'invalid_event', reason: 'not a dead-letter record', raw: boundedRaw(d.value),
+  };
 }
