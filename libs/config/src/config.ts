@@ -40,6 +40,25 @@ const EnvSchema = z.object({
   /** what an SSE error after HTTP 200, or an upstream that drops the stream, costs */
   STREAM_ERROR_BILLING: z.enum(['refund', 'usage']).default('refund'),
   BODY_LIMIT_BYTES: int(1024, 256 * 1024 * 1024).default(32 * 1024 * 1024),
+  /** ms to receive a whole request (headers within min(20 s, this)); never limits a response */
+  REQUEST_TIMEOUT_MS: int(1000, 3_600_000).default(120_000),
+  /** simultaneous client connections of the HTTP server; unset = from the open-file limit */
+  MAX_CONNECTIONS: int(16, 1_000_000).optional(),
+  /** browser origins allowed by CORS: `*` or a comma list of origins; unset = CORS off */
+  CORS_ORIGINS: z.string().trim().optional().transform((s, ctx) => {
+    if (s === undefined) return undefined;
+    const list = s.split(',').map((o) => o.trim()).filter(Boolean);
+    if (list.length === 1 && list[0] === '*') return '*' as const;
+    for (const o of list) {
+      let origin: string | undefined;
+      try { origin = new URL(o).origin; } catch { /* reported below */ }
+      if (origin !== o) {
+        ctx.addIssue({ code: 'custom', message: `${JSON.stringify(o)} is not an origin such as https://app.example.com (scheme, host, optional port; no path), or use * alone` });
+        return z.NEVER;
+      }
+    }
+    return list;
+  }),
 
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   FINANCE_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
@@ -89,6 +108,9 @@ const EnvSchema = z.object({
 
 export type Env = z.infer<typeof EnvSchema>;
 
+/** Every environment variable `loadConfig` reads (the README's Configuration table lists each). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(EnvSchema.shape);
+
 export interface Config {
   roles: Role[];
   host: string;
@@ -101,6 +123,7 @@ export interface Config {
   holdTtlMs: number;
   streamErrorBilling: Env['STREAM_ERROR_BILLING'];
   bodyLimitBytes: number;
+  http: { requestTimeoutMs: number; maxConnections: number | undefined; corsOrigins: string[] | '*' | undefined };
   secrets: { adminToken: string | undefined; financeToken: string | undefined; keyHashSecret: string | undefined };
   kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number } | undefined;
   redis: { url: string; prefix: string } | undefined;
@@ -178,6 +201,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     holdTtlMs: e.HOLD_TTL_MS,
     streamErrorBilling: e.STREAM_ERROR_BILLING,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    http: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, maxConnections: e.MAX_CONNECTIONS, corsOrigins: e.CORS_ORIGINS },
     secrets: { adminToken: e.ADMIN_TOKEN, financeToken: e.FINANCE_TOKEN, keyHashSecret: e.KEY_HASH_SECRET },
     kafka: e.KAFKA_BROKERS
       ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX, partitions: e.KAFKA_PARTITIONS }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { requireToken } from '@tollgate/http';
+import { parseEnumParam, parseIntParam, parseTimeRange, queryParam, requireToken } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import type { Warehouse } from '@tollgate/warehouse';
@@ -27,24 +27,30 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       return rebuild(deps);
     });
     // Analytics straight from the warehouse (deduplicated reads; money as exact strings).
-    const filter = (q: Record<string, string | undefined>) => ({
-      ...(q.account_id ? { accountId: q.account_id } : {}),
-      ...(q.key_id ? { keyId: q.key_id } : {}),
-      ...(q.from ? { from: Number(q.from) } : {}),
-      ...(q.to ? { to: Number(q.to) } : {}),
-    });
+    // Bad query values are 400s naming the parameter (libs/http params): times are RFC 3339,
+    // a full date (00:00 UTC) or epoch ms; `from` inclusive, `to` exclusive.
+    const filter = (q: unknown) => {
+      const accountId = queryParam(q, 'account_id');
+      const keyId = queryParam(q, 'key_id');
+      return {
+        ...(accountId !== undefined ? { accountId } : {}),
+        ...(keyId !== undefined ? { keyId } : {}),
+        ...parseTimeRange(q),
+      };
+    };
     ops.get('/ops/v1/usage/totals', async (request) => {
-      const t = await deps.warehouse.usageTotals(filter(request.query as Record<string, string>));
+      const t = await deps.warehouse.usageTotals(filter(request.query));
       return { ...t, costMicros: t.costMicros.toString() };
     });
     ops.get('/ops/v1/usage/breakdown', async (request) => {
-      const q = request.query as Record<string, string>;
-      const groupBy = (['model', 'key', 'day', 'status'] as const).find((g) => g === q.group_by) ?? 'model';
+      const q = request.query;
+      const g = queryParam(q, 'group_by');
+      const groupBy = g === undefined ? 'model' : parseEnumParam(g, 'group_by', ['model', 'key', 'day', 'status'] as const);
       const rows = await deps.warehouse.usageBreakdown({ ...filter(q), groupBy });
       return { data: rows.map((r) => ({ ...r, costMicros: r.costMicros.toString() })) };
     });
     ops.get('/ops/v1/usage/events', async (request) => ({
-      data: await deps.warehouse.usageEventIds(filter(request.query as Record<string, string>)),
+      data: await deps.warehouse.usageEventIds(filter(request.query)),
     }));
     ops.get('/ops/v1/usage/events/:id', async (request, reply) => {
       const e = await deps.warehouse.getUsageEvent((request.params as { id: string }).id);
@@ -56,9 +62,10 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       data: (await deps.warehouse.quarantined()).map((q) => ({ ...q, offset: q.offset.toString() })),
     }));
     ops.get('/ops/v1/reconcile', async (request, reply) => {
+      const t = queryParam(request.query, 'timeout_ms');
+      const timeoutMs = t === undefined ? 30_000 : parseIntParam(t, 'timeout_ms', 0, 600_000);
       await deps.settle?.();
-      const q = request.query as { timeout_ms?: string };
-      const report = await reconcile(deps, { timeoutMs: Number(q.timeout_ms ?? 30_000) || 30_000 });
+      const report = await reconcile(deps, { timeoutMs });
       return reply.code(report.ok ? 200 : 409).send(report);
     });
   });
