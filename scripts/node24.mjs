@@ -45,11 +45,21 @@ if (exe === process.execPath) {
   await import(new URL(`file://${process.argv[1]}`).href);
 } else {
   const child = spawn(exe, args, { stdio: 'inherit', cwd: process.cwd() });
-  // Signals sent to this launcher (a supervisor's SIGTERM) reach the program, which then
-  // shuts down gracefully; the launcher exits as the program did.
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
+  // Signals sent to this launcher (a supervisor's SIGTERM, npm passing one on) reach the
+  // program, which then shuts down gracefully; the launcher exits as the program did. The npm
+  // scripts `exec` this launcher, so npm's signal lands here and not on an intermediate
+  // `sh -c` (dash does not forward signals: the program would be orphaned, holding its port).
+  const forward = (sig) => child.kill(sig);
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const sig of signals) process.on(sig, forward);
   child.on('exit', (code, signal) => {
-    if (signal) process.kill(process.pid, signal);
-    else process.exit(code ?? 1);
+    if (signal) {
+      // Die of the same signal, for the supervisor's sake: without our handler, or it would
+      // only be forwarded to the (gone) child again and the launcher would never exit.
+      for (const sig of signals) process.off(sig, forward);
+      process.kill(process.pid, signal);
+    } else {
+      process.exit(code ?? 1);
+    }
   });
 }
