@@ -1,0 +1,25 @@
+// The HTTP edge's settings: request time, connection cap and CORS origins, with bad values
+// named by variable.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadConfig } from './config.ts';
+
+test('edge defaults: 120 s to receive a request, connection cap from the fd limit, CORS off', () => {
+  assert.deepEqual(loadConfig({}).http, { requestTimeoutMs: 120_000, maxConnections: undefined, corsOrigins: undefined });
+});
+
+test('CORS_ORIGINS: a comma list of origins or * alone; a path, a bare host or * in a list is refused by name', () => {
+  assert.deepEqual(loadConfig({ CORS_ORIGINS: 'https://app.example.com, http://localhost:5173' }).http.corsOrigins,
+    ['https://app.example.com', 'http://localhost:5173']);
+  assert.equal(loadConfig({ CORS_ORIGINS: '*' }).http.corsOrigins, '*');
+  for (const bad of ['https://app.example.com/', 'app.example.com', 'https://a.example.com,*', 'https://a.example.com/path']) {
+    assert.throws(() => loadConfig({ CORS_ORIGINS: bad }), /CORS_ORIGINS: .* is not an origin such as https:\/\/app\.example\.com/, bad);
+  }
+});
+
+test('REQUEST_TIMEOUT_MS and MAX_CONNECTIONS: whole numbers in range, else refused by name', () => {
+  assert.deepEqual(loadConfig({ REQUEST_TIMEOUT_MS: '5000', MAX_CONNECTIONS: '900' }).http,
+    { requestTimeoutMs: 5000, maxConnections: 900, corsOrigins: undefined });
+  assert.throws(() => loadConfig({ REQUEST_TIMEOUT_MS: '0' }), /^[\s\S]*REQUEST_TIMEOUT_MS: /);
+  assert.throws(() => loadConfig({ MAX_CONNECTIONS: 'lots' }), /MAX_CONNECTIONS: expected a number/);
+});
