@@ -4,7 +4,7 @@ import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic';
 import { decodeBody, jsonDepthExceeds, MAX_JSON_DEPTH } from './body.ts';
-import { installErrorHandling, newRequestId, requestIdOptions } from './errors.ts';
+import { installErrorHandling, newRequestId, requestIdOptions, sendError } from './errors.ts';
 import { installTelemetry, type HttpTelemetry } from './telemetry.ts';
 
 declare module 'fastify' {
@@ -135,6 +135,17 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
           : gatewayError('invalid_request', 'Malformed HTTP request');
       this.log.debug({ code: err.code }, 'client error');
       writeSocketError(socket, gErr);
+    },
+    // Errors Fastify raises before routing (bad percent-encoding, an over-long path
+    // parameter): in the catalogue's shape like every other error, not Fastify's own.
+    frameworkErrors(err, request, reply) {
+      const gErr = err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+        ? gatewayError('invalid_request', 'A path parameter is longer than 100 characters')
+        : err.code === 'FST_ERR_BAD_URL'
+          ? gatewayError('invalid_request', 'Malformed URL (bad percent-encoding)')
+          : gatewayError('invalid_request', 'Malformed request');
+      reply.header('request-id', request.id);
+      void sendError(reply, gErr);
     },
     ...requestIdOptions,
   });

@@ -2,6 +2,7 @@
 // CORS for browser use of the SDKs, the admin-token rule, and credential-free logs.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
@@ -25,6 +26,7 @@ function build(corsOrigins?: readonly string[] | '*') {
     ...(corsOrigins === undefined ? {} : { corsOrigins }),
   });
   s.post('/echo', async (request) => ({ raw: request.rawBody?.toString('utf8') ?? null, parsed: request.body ?? null }));
+  s.get('/v1/things/:id', async () => ({ ok: true }));
   s.get('/sse', async (_request, reply) => {
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -186,4 +188,40 @@ test('credential-shaped query parameters never reach the log at trace level', as
   assert.match(logs, /"url":"\/v1\/thing\?beta=true&api_key=\[redacted\]"/);
   assert.match(logs, /"url":"\/v1\/thing\?beta=true&x%2Dapi%2Dkey=\[redacted\]"/);
   assert.ok(!logs.includes(secret), 'a key from the URL reached the log');
+});
+
+test('malformed URLs (bad percent-encoding, over-long path parameter) are Anthropic-shaped 400s with a request-id', async () => {
+  for (const [path, message] of [
+    ['/v1/things/%E0%A4%A', 'Malformed URL (bad percent-encoding)'],
+    [`/v1/things/${'x'.repeat(101)}`, 'A path parameter is longer than 100 characters'],
+  ] as const) {
+    const res = await fetch(`${url}${path}`);
+    assert.equal(res.status, 400, path);
+    assert.match(res.headers.get('request-id') ?? '', /^req_[0-9A-Za-z]{24}$/);
+    const body = (await res.json()) as { type: string; error: unknown; request_id: string };
+    assert.deepEqual(body.error, { type: 'invalid_request_error', code: 'invalid_request', message });
+    assert.equal(body.request_id, res.headers.get('request-id'));
+  }
+});
+
+/** Sends raw bytes on a fresh socket; resolves with everything the server sent until it closed. */
+function raw(bytes: string): Promise<string> {
+  const { port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => socket.write(bytes));
+    let data = '';
+    socket.on('data', (b: Buffer) => { data += b.toString('latin1'); });
+    socket.on('close', () => resolve(data));
+    socket.on('error', reject);
+  });
+}
+
+test('unparsable HTTP and oversized headers: Anthropic-shaped 400 / 431 written to the socket, which then closes', async () => {
+  const garbage = await raw('NOT HTTP AT ALL\r\n\r\n');
+  assert.match(garbage, /^HTTP\/1\.1 400 Bad Request\r\n/);
+  assert.match(garbage, /\r\nconnection: close\r\n/);
+  assert.match(garbage, /"error":\{"type":"invalid_request_error","code":"invalid_request","message":"Malformed HTTP request"\}/);
+  const big = await raw(`GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+  assert.match(big, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+  assert.match(big, /"error":\{"type":"request_too_large","code":"headers_too_large","message":"Request headers exceed the maximum allowed size"\}/);
 });
