@@ -83,6 +83,10 @@ test('no secret in logs, responses or warehouse files, whatever happens', async 
   await call('/v1/messages', { method: 'POST', headers: { ...json, authorization: `Bearer ${secret}`, cookie: 'sid=abc' }, body: '{"model":' });
   await call('/admin/v1/accounts', { method: 'GET', headers: { authorization: `Bearer ${secret}` } });
   await call('/v1/credits', { method: 'GET', headers: { 'x-api-key': secret } });
+  // A client that puts its key in the URL: the logged url has it redacted (request log at trace).
+  await call(`/v1/credits?api_key=${secret}`, { method: 'GET', headers: { 'x-api-key': secret } });
+  await call(`/v1/messages?beta=true&key=${secret}&access_token=${secret}`, { method: 'POST', headers: { ...json, 'x-api-key': secret }, body: '{}' });
+  await call(`/v1/models?token=${secret}`, { method: 'GET', headers: {} });
 
   // stop gracefully, so every log line and every warehouse write is out
   const exited = new Promise((r) => child.once('exit', r));
@@ -90,6 +94,7 @@ test('no secret in logs, responses or warehouse files, whatever happens', async 
   await exited;
 
   assert.ok(logs.includes('"level":10') || logs.includes('"level":20') || logs.includes('incoming request'), 'logs were written at a verbose level');
+  assert.ok(logs.includes('"url":"/v1/credits?api_key=[redacted]"'), 'the request with a key in its URL was logged, redacted');
   for (const [name, value] of [['customer key', secret], ['admin token', ADMIN], ['upstream key', UPSTREAM_KEY], ['key-hash secret', HASH_SECRET]] as const) {
     assert.ok(!logs.includes(value), `${name} appears in the logs`);
     for (const body of seen) assert.ok(!body.includes(value), `${name} appears in a response: ${body.slice(0, 200)}`);
