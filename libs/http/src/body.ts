@@ -65,6 +65,9 @@ const DECODERS: Record<string, Decoder> = {
   zstd,
 };
 
+/** Stacked codings decoded at most (`gzip, br` is two). */
+export const MAX_CODINGS = 2;
+
 /** The content codings `decodeBody` reads (RFC 9110 §8.4.1 names, plus `zstd`, RFC 8878). */
 export const SUPPORTED_ENCODINGS = Object.keys(DECODERS).filter((e) => e !== 'x-gzip');
 
@@ -74,13 +77,18 @@ export const SUPPORTED_ENCODINGS = Object.keys(DECODERS).filter((e) => e !== 'x-
  * Each step's output is capped at `limitBytes`, so a small compressed body that expands beyond
  * the body limit (a zip bomb) stops there.
  *
- * Throws (GatewayError): 415 `unsupported_encoding` for a coding not in SUPPORTED_ENCODINGS,
+ * Throws (GatewayError): 415 `unsupported_encoding` for a coding not in SUPPORTED_ENCODINGS
+ * or more than MAX_CODINGS stacked,
  * 413 `request_too_large` when the decoded body exceeds `limitBytes`, 400 `invalid_request`
  * when the bytes are not valid data of the declared coding.
  */
 export async function decodeBody(body: Buffer, contentEncoding: string | undefined, limitBytes: number): Promise<Buffer> {
   if (contentEncoding === undefined) return body;
   const codings = contentEncoding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity');
+  // Each layer may be as large as the limit: a long stack would multiply the decoding work.
+  if (codings.length > MAX_CODINGS) {
+    throw gatewayError('unsupported_encoding', `content-encoding lists ${codings.length} codings; at most ${MAX_CODINGS} stacked codings are decoded`);
+  }
   for (const c of codings) {
     if (!(c in DECODERS)) {
       throw gatewayError('unsupported_encoding',

@@ -8,5 +8,5 @@ export { loggerOptions, redactUrl } from './logging.ts';
 export { requireToken } from './auth.ts';
 export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';
-export { decodeBody, jsonDepthExceeds, MAX_JSON_DEPTH, SUPPORTED_ENCODINGS } from './body.ts';
+export { decodeBody, jsonDepthExceeds, MAX_CODINGS, MAX_JSON_DEPTH, SUPPORTED_ENCODINGS } from './body.ts';
 export { parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam } from './params.ts';

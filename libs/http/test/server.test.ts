@@ -118,6 +118,9 @@ test('unknown content-encoding is a 415 unsupported_encoding; corrupt compressed
   assert.equal(r.json.error?.type, 'invalid_request_error');
   assert.equal(r.json.error?.code, 'unsupported_encoding');
   assert.equal(r.json.error?.message, 'content-encoding "compress" is not supported; send the body uncompressed or as gzip, deflate, br, zstd');
+  const stacked = await post(zlib.gzipSync(zlib.gzipSync(zlib.gzipSync('{}'))), { 'content-encoding': 'gzip, gzip, gzip' });
+  assert.equal(stacked.status, 415);
+  assert.equal(stacked.json.error?.message, 'content-encoding lists 3 codings; at most 2 stacked codings are decoded');
   const bad = await post('{"not":"gzip"}', { 'content-encoding': 'gzip' });
   assert.equal(bad.status, 400);
   assert.equal(bad.json.error?.code, 'invalid_request');
@@ -224,4 +227,37 @@ test('unparsable HTTP and oversized headers: Anthropic-shaped 400 / 431 written 
   const big = await raw(`GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
   assert.match(big, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
   assert.match(big, /"error":\{"type":"request_too_large","code":"headers_too_large","message":"Request headers exceed the maximum allowed size"\}/);
+});
+
+test('connection cap: past maxConnections a new socket is closed at once; after one leaves, requests are served again', async () => {
+  const capped = createHttpServer({ bodyLimitBytes: LIMIT, maxConnections: 5 });
+  const cappedUrl = await capped.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = new URL(cappedUrl);
+  const open = (): Promise<{ socket: import('node:net').Socket; closed: Promise<string> }> => new Promise((resolve) => {
+    const socket = connect(Number(port), '127.0.0.1');
+    let data = '';
+    socket.on('data', (b: Buffer) => { data += b.toString(); });
+    socket.on('error', () => {});
+    const closed = new Promise<string>((r) => socket.once('close', () => r(data)));
+    socket.once('connect', () => resolve({ socket, closed }));
+  });
+  try {
+    const held = [];
+    for (let i = 0; i < 5; i++) held.push(await open());
+    const sixth = await open();
+    sixth.socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
+    assert.equal(await sixth.closed, '', 'the sixth connection was closed without an answer');
+    held[0]!.socket.destroy();
+    await held[0]!.closed;
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 200; i++) {
+      const s = await open();
+      s.socket.write('GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+      status = Number(/^HTTP\/1\.1 (\d+)/.exec(await s.closed)?.[1] ?? 0);
+    }
+    assert.equal(status, 200);
+    for (const h of held) h.socket.destroy();
+  } finally {
+    await capped.close();
+  }
 });

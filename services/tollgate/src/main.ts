@@ -50,6 +50,9 @@ async function main(argv: string[]): Promise<number> {
   log.info({
     url: app.url, roles: config.roles, catalog: app.catalog.name, credit: app.catalog.credit.description,
     upstream: config.upstream.url, dataDir: config.dataDir,
+    // the edge's socket limits in force (MAX_CONNECTIONS defaults from the open-file limit)
+    maxConnections: app.server.server.maxConnections, requestTimeoutMs: config.http.requestTimeoutMs,
+    cors: config.http.corsOrigins ?? 'off',
   }, 'tollgate started');
   if (app.adminTokenFile) log.info({ file: app.adminTokenFile }, 'admin token (ADMIN_TOKEN unset) is in this file');
   if (!config.upstream.apiKey) log.warn('UPSTREAM_API_KEY is not set: the upstream will see no credential');
