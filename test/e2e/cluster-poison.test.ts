@@ -10,6 +10,7 @@ import { Kafka, logLevel, type Producer } from 'kafkajs';
 import { Cluster, newAccount } from '../support/cluster.ts';
 import { requireKafka, requireRedis } from '../support/services.ts';
 import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
+import { grantEvent as grant, usageEvent as usage } from '../support/events.ts';
 
 let cluster: Cluster | undefined;
 let producer: Producer | undefined;
@@ -38,22 +39,7 @@ after(async () => {
 
 const HAIKU_10_IN_5_OUT = 10n * 24n + 5n * 120n; // 840 µc: haiku-4-5 input 24, output 120 µc/token
 
-function usage(eventId: string, accountId: string, o: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'key_direct',
-    model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5', upstream_model: 'claude-haiku-4-5',
-    input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0,
-    cost_micros: '0', status: 'ok', http_status: 200, latency_ms: 5, ttft_ms: null, stream: false,
-    upstream_request_id: null, gateway_id: 'test', ...o,
-  };
-}
 
-function grant(accountId: string, reference: string, amount: string): Record<string, unknown> {
-  return {
-    type: 'ledger', event_id: `credit:${accountId}:${reference}`, ts: Date.now(), account_id: accountId,
-    kind: 'grant', amount_micros: amount, reference,
-  };
-}
 
 interface Report {
   ok: boolean;

@@ -9,30 +9,16 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
-import { Journal, type AnyEvent, type LedgerEvent, type UsageEvent } from '@tollgate/events';
+import { Journal, type AnyEvent } from '@tollgate/events';
 import { ADMIN_TOKEN, admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
+import { grantEvent as grant, usageEvent as usage } from '../support/events.ts';
 import { spawn } from 'node:child_process';
 
 let stack: Stack;
 before(async () => { stack = await startStack(); });
 after(async () => { await stack.close(); });
 
-function usage(eventId: string, accountId: string, o: Partial<UsageEvent> = {}): UsageEvent {
-  return {
-    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'key_direct',
-    model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5', upstream_model: 'claude-haiku-4-5',
-    input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0,
-    cost_micros: '0', status: 'ok', http_status: 200, latency_ms: 5, ttft_ms: null, stream: false,
-    upstream_request_id: null, gateway_id: 'test', ...o,
-  };
-}
 
-function grant(accountId: string, reference: string, amount: string): LedgerEvent {
-  return {
-    type: 'ledger', event_id: `credit:${accountId}:${reference}`, ts: Date.now(), account_id: accountId,
-    kind: 'grant', amount_micros: amount, reference,
-  };
-}
 
 const HAIKU_10_IN_5_OUT = 10n * 24n + 5n * 120n; // 840 µc: haiku-4-5 input 24, output 120 µc/token
 
