@@ -194,6 +194,9 @@ export async function startTollgate(upstreamUrl: string, extraEnv: Record<string
           LOG_LEVEL: 'error',
           UPSTREAM_URL: upstreamUrl, UPSTREAM_API_KEY, ADMIN_TOKEN,
           SHUTDOWN_GRACE_MS: '5000',
+          // The load generator is one key at up to --concurrency 4096: the tenant-fairness gates
+          // (per-key in-flight cap, upstream pool) must not be what the benchmark measures.
+          KEY_MAX_CONCURRENT_REQUESTS: '100000', UPSTREAM_MAX_CONNECTIONS: '4096',
           ...extraEnv,
         },
         url: `http://127.0.0.1:${port}`,
