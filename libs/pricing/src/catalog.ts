@@ -3,12 +3,15 @@
 // problem reported with its path) and converted once into integer micro-credits per million
 // tokens, so nothing downstream ever sees a decimal string or a currency.
 
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { MICROS_PER_CREDIT, MoneyError, parseExactDecimal } from './money.ts';
 import type { ExactDecimal } from './money.ts';
 import { buildIndex, indexCatalog } from './resolve.ts';
+import { DIMENSIONS, TOKEN_CLASSES, UNIT_DIMENSIONS } from './dimensions.ts';
+import type { TokenClass, UnitDimension } from './dimensions.ts';
 
 /** Integer micro-credits per million tokens, per token class. */
 export interface Prices {
@@ -45,6 +48,10 @@ export interface CatalogModel {
   readonly imageTokenCap: number;
   /** how the `-thinking` variant turns extended thinking on; see ThinkingCapability */
   readonly thinking: ThinkingCapability;
+  /** selling prices in µc: token classes per MTok (same values as `prices`), tiers, fast mode, units per unit */
+  readonly rates: RateCard;
+  /** the upstream's list prices in µ of `Catalog.upstreamCurrency`; undefined = not given (cost unknown) */
+  readonly upstreamRates: RateCard | undefined;
 }
 
 /**
@@ -59,6 +66,75 @@ export interface ThinkingCapability {
   /** smallest `budget_tokens` the upstream accepts (budget mode) */
   readonly minBudgetTokens: number;
 }
+
+/** Integer micro-units per million tokens, per token class (µc for selling prices, µ of the upstream currency for list prices). */
+export type TokenRates = Readonly<Record<TokenClass, bigint>>;
+
+/** Integer micro-units per one unit (a search, a fetch, a second). A dimension absent here is unpriced. */
+export type UnitRates = Readonly<Partial<Record<UnitDimension, bigint>>>;
+
+/**
+ * A prompt-size tier: when the request's input-side tokens (input + cache reads + cache writes)
+ * exceed `aboveInputTokens`, EVERY token of the request is priced at `tokens` (Anthropic "Pricing",
+ * long context: over 200K input tokens on sonnet-4 / sonnet-4-5, input-side ×2, output ×1.5).
+ */
+export interface PriceTier {
+  readonly name: string;
+  /** tokens; the tier applies strictly above this many input-side tokens */
+  readonly aboveInputTokens: number;
+  readonly tokens: TokenRates;
+}
+
+/** Token prices and their tiers (ascending `aboveInputTokens`; the highest one exceeded wins). */
+export interface RateTable {
+  readonly tokens: TokenRates;
+  readonly tiers: readonly PriceTier[];
+}
+
+/**
+ * Every price of one model in one unit: the standard table, the fast-mode table (`speed: "fast"`,
+ * its own per-model prices; undefined = no fast mode priced), and per-unit prices.
+ */
+export interface RateCard {
+  readonly standard: RateTable;
+  readonly fast: RateTable | undefined;
+  readonly units: UnitRates;
+}
+
+/** Which request/response field a multiplier or condition reads. */
+export type ConditionField = 'service_tier' | 'inference_geo' | 'speed';
+
+/** An exact positive fraction read from a decimal string ("1.1" → 11/10). */
+export interface Factor {
+  readonly text: string;
+  readonly num: bigint;
+  readonly den: bigint;
+}
+
+/**
+ * A stacking multiplier: applies when every `when` field of the request equals its value, to
+ * the dimensions of `appliesTo`, on `models` (catalog ids; null = every model). Applied to the
+ * selling price AND the upstream cost (they mirror the upstream's own rules: batch 0.5, US-only
+ * inference 1.1; Anthropic "Pricing").
+ */
+export interface Multiplier {
+  readonly name: string;
+  readonly factor: Factor;
+  readonly when: Readonly<Partial<Record<ConditionField, string>>>;
+  readonly appliesTo: 'tokens' | 'units' | 'all';
+  readonly models: ReadonlySet<string> | null;
+}
+
+/** A customer group's price list: `factor` on every dimension of `models` (catalog ids; null = all). Selling price only. */
+export interface PriceList {
+  readonly name: string;
+  readonly factor: Factor;
+  readonly models: ReadonlySet<string> | null;
+  readonly description: string | undefined;
+}
+
+/** What to do with a request whose usage has a dimension the catalog does not price. */
+export type UnpricedPolicy = 'record' | 'refuse';
 
 /** A model's context window without betas, when the catalog does not say (Claude 4: 200K). */
 export const DEFAULT_CONTEXT_WINDOW = 200_000;
@@ -111,6 +187,20 @@ export interface Catalog {
   readonly notes: string | undefined;
   readonly models: readonly CatalogModel[];
   readonly mapping: CatalogMapping;
+  /** in file order */
+  readonly multipliers: readonly Multiplier[];
+  /** by name; the default list (the catalog itself) is not in here */
+  readonly priceLists: Readonly<Record<string, PriceList>>;
+  /** `record` (default): charge what is priced, record the rest; `refuse`: the gateway refuses such requests */
+  readonly unpriced: UnpricedPolicy;
+  /** ISO 4217 code of `upstreamRates`, e.g. "USD"; undefined when no model gives upstream prices */
+  readonly upstreamCurrency: string | undefined;
+  /** units the hold assumes when a request enables a server tool without a `max_uses` (e.g. web search) */
+  readonly unitHoldBounds: Readonly<Partial<Record<UnitDimension, number>>>;
+  /** the validated file document with defaults applied (plain JSON): what a price version stores */
+  readonly document: unknown;
+  /** short content hash of `document` (12 hex digits of SHA-256 over canonical JSON) */
+  readonly contentId: string;
 }
 
 /** Returned by GET /v1/models when a file gives no `created_at` for a model. */
@@ -158,13 +248,81 @@ const tokenCount = z
   .positive('must be greater than zero')
   .max(100_000_000, 'must be at most 100,000,000');
 
-const pricesSchema = z.strictObject({
-  input: priceSchema,
-  output: priceSchema,
-  cache_read: priceSchema,
-  cache_write_5m: priceSchema,
-  cache_write_1h: priceSchema,
+/** Token classes (required, per million tokens) and units (optional, per unit), keyed by DIMENSIONS. */
+const pricesSchema = z.strictObject(
+  Object.fromEntries(DIMENSIONS.map((d) => [d.key, d.kind === 'token' ? priceSchema : priceSchema.optional()])) as
+    Record<TokenClass, typeof priceSchema> & Record<UnitDimension, z.ZodOptional<typeof priceSchema>>,
+);
+
+/** Token classes only (tiers and fast mode re-price tokens; units always come from `prices`). */
+const tokenPricesSchema = z.strictObject(
+  Object.fromEntries(TOKEN_CLASSES.map((k) => [k, priceSchema])) as Record<TokenClass, typeof priceSchema>,
+);
+
+const tierName = z.string().regex(/^[a-z][a-z0-9_]{0,39}$/, 'expected a short lowercase name like "long_context"');
+
+const tiersSchema = z
+  .array(
+    z.strictObject({
+      name: tierName,
+      above_input_tokens: tokenCount,
+      prices: tokenPricesSchema,
+    }),
+  )
+  .superRefine((tiers, ctx) => {
+    for (let i = 1; i < tiers.length; i++) {
+      const prev = tiers[i - 1];
+      const cur = tiers[i];
+      if (prev !== undefined && cur !== undefined && cur.above_input_tokens <= prev.above_input_tokens) {
+        ctx.addIssue({ code: 'custom', path: [i, 'above_input_tokens'], message: `must be greater than the previous tier's (${prev.above_input_tokens}): list tiers in ascending order` });
+      }
+    }
+    const seen = new Set<string>();
+    tiers.forEach((t, i) => {
+      if (seen.has(t.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate tier name "${t.name}"` });
+      seen.add(t.name);
+    });
+  });
+
+const fastSchema = z.strictObject({ prices: tokenPricesSchema, tiers: tiersSchema.optional() });
+
+const upstreamPricesSchema = z.strictObject({
+  prices: pricesSchema,
+  tiers: tiersSchema.optional(),
+  fast: fastSchema.optional(),
 });
+
+/** A positive decimal factor like "0.5" or "1.1", at most 6 decimal places. */
+const factorSchema = decimalString({ positive: true }).refine((s) => !/\.\d{7,}$/.test(s), 'at most 6 decimal places');
+
+const groupName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,39}$/, 'expected a short lowercase name like "vip" or "us_geo"');
+
+const multiplierSchema = z.strictObject({
+  factor: factorSchema,
+  when: z
+    .strictObject({
+      service_tier: z.string().min(1).optional(),
+      inference_geo: z.string().min(1).optional(),
+      speed: z.string().min(1).optional(),
+    })
+    .refine((w) => Object.keys(w).length > 0, 'name at least one of "service_tier", "inference_geo", "speed"'),
+  applies_to: z.enum(['tokens', 'units', 'all'], 'expected "tokens", "units" or "all"').default('tokens'),
+  models: z.array(modelName).min(1, 'omit "models" to apply to every model').optional(),
+  notes: z.string().optional(),
+});
+
+const priceListSchema = z.strictObject({
+  multiplier: factorSchema,
+  models: z.array(modelName).min(1, 'omit "models" to apply to every model').optional(),
+  description: z.string().optional(),
+});
+
+/** A whole number of units (searches, seconds) the hold assumes. */
+const unitCount = z
+  .number({ error: 'expected a whole number' })
+  .int('expected a whole number')
+  .nonnegative('must not be negative')
+  .max(1_000_000, 'must be at most 1,000,000');
 
 const modelSchema = z.strictObject({
   id: modelName,
@@ -179,6 +337,9 @@ const modelSchema = z.strictObject({
   created_at: z.iso.datetime({ offset: true, error: 'expected an RFC 3339 timestamp like "2025-05-14T00:00:00Z"' }).optional(),
   notes: z.string().optional(),
   prices: pricesSchema,
+  tiers: tiersSchema.optional(),
+  fast: fastSchema.optional(),
+  upstream_prices: upstreamPricesSchema.optional(),
   context_window: tokenCount.optional(),
   context_window_betas: z
     .record(z.string().regex(/^[A-Za-z0-9._-]+$/, 'expected an anthropic-beta name like "context-1m-2025-08-07"'), tokenCount)
@@ -228,6 +389,16 @@ const catalogSchema = z.strictObject({
   price_unit: z.enum(['currency', 'credits'], 'expected "currency" or "credits"'),
   models: z.array(modelSchema).min(1, 'a catalog needs at least one model'),
   mapping: mappingSchema.default({ enabled: false, rules: [] }),
+  upstream_currency: z.string().regex(/^[A-Z]{3}$/, 'expected an ISO 4217 currency code like "USD"').optional(),
+  multipliers: z.record(groupName, multiplierSchema).default({}),
+  price_lists: z
+    .record(groupName, priceListSchema)
+    .refine((r) => !Object.hasOwn(r, 'default'), '"default" is the catalog itself and cannot be redefined')
+    .default({}),
+  unpriced: z.enum(['record', 'refuse'], 'expected "record" or "refuse"').default('record'),
+  unit_hold_bounds: z
+    .strictObject(Object.fromEntries(UNIT_DIMENSIONS.map((k) => [k, unitCount.optional()])) as Record<UnitDimension, z.ZodOptional<typeof unitCount>>)
+    .default({}),
 });
 
 type CatalogFile = z.infer<typeof catalogSchema>;
@@ -305,11 +476,40 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
 
   const creditsPerUnit = creditsPerCurrencyUnit(file.credit);
   const models = file.models.map((m, i) => toModel(m, i, file.price_unit, creditsPerUnit, problems));
+  if (file.upstream_currency === undefined) {
+    file.models.forEach((m, i) => {
+      if (m.upstream_prices !== undefined) {
+        problems.push(`models[${i}].upstream_prices: needs "upstream_currency" at the top level (e.g. "USD")`);
+      }
+    });
+  }
   const mapping: CatalogMapping = Object.freeze({
     enabled: file.mapping.enabled,
     rules: Object.freeze(file.mapping.rules.map((r) => Object.freeze({ match: r.match, target: r.target }))),
   });
 
+  // Multipliers and price lists name models; the names resolve once the index exists, so the
+  // sets are filled in below (before anything is frozen or returned).
+  const multiplierModels = new Map<string, Set<string>>();
+  const multipliers: Multiplier[] = Object.entries(file.multipliers).map(([name, m]) => {
+    const models = m.models === undefined ? null : new Set<string>();
+    if (models !== null) multiplierModels.set(`multipliers.${name}`, models);
+    return Object.freeze({
+      name,
+      factor: toFactor(m.factor),
+      when: Object.freeze({ ...m.when }),
+      appliesTo: m.applies_to,
+      models,
+    });
+  });
+  const priceLists: Record<string, PriceList> = {};
+  for (const [name, l] of Object.entries(file.price_lists)) {
+    const models = l.models === undefined ? null : new Set<string>();
+    if (models !== null) multiplierModels.set(`price_lists.${name}`, models);
+    priceLists[name] = Object.freeze({ name, factor: toFactor(l.multiplier), models, description: l.description });
+  }
+
+  const document = canonical(file);
   const catalog: Catalog = Object.freeze({
     name: file.name,
     source,
@@ -319,14 +519,58 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
     notes: file.notes,
     models: Object.freeze(models),
     mapping,
+    multipliers: Object.freeze(multipliers),
+    priceLists: Object.freeze(priceLists),
+    unpriced: file.unpriced,
+    upstreamCurrency: file.upstream_currency,
+    unitHoldBounds: Object.freeze({ ...file.unit_hold_bounds }),
+    document: deepFreeze(JSON.parse(document) as unknown),
+    contentId: createHash('sha256').update(document).digest('hex').slice(0, 12),
   });
 
   // Names must be unique across ids, aliases and their generated `-thinking` forms, and every
   // mapping target must resolve; buildIndex checks both and reports with paths.
   const index = buildIndex(catalog, problems);
+  const groups: Array<[string, readonly string[] | undefined]> = [
+    ...Object.entries(file.multipliers).map(([n, m]) => [`multipliers.${n}`, m.models] as [string, readonly string[] | undefined]),
+    ...Object.entries(file.price_lists).map(([n, l]) => [`price_lists.${n}`, l.models] as [string, readonly string[] | undefined]),
+  ];
+  for (const [path, names] of groups) {
+    const set = multiplierModels.get(path);
+    if (names === undefined || set === undefined) continue;
+    names.forEach((name, i) => {
+      const hit = index.exact.get(name);
+      if (hit === undefined) problems.push(`${path}.models[${i}]: no model "${name}" in this catalog (use an id or alias)`);
+      else set.add(hit.model.id);
+    });
+  }
   if (problems.length > 0) throw new CatalogError(source, problems);
   indexCatalog(catalog, index);
   return catalog;
+}
+
+/** JSON with object keys sorted at every level: the same document always hashes the same. */
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, value: unknown) => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+    const sorted: Record<string, unknown> = {};
+    for (const k of Object.keys(value).sort()) sorted[k] = (value as Record<string, unknown>)[k];
+    return sorted;
+  });
+}
+
+function deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === 'object') {
+    for (const child of Object.values(v)) deepFreeze(child);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+/** A validated decimal string ("0.5", "1.1") as an exact fraction. */
+export function toFactor(text: string): Factor {
+  const d = parseExactDecimal(text);
+  return Object.freeze({ text, num: d.units, den: pow10(d.scale) });
 }
 
 /** Credits per one unit of the currency, as an exact fraction. */
@@ -414,6 +658,11 @@ function toModel(
       prices[key] = micros;
     }
   }
+  const at = `models[${i}]`;
+  const rates = toRateCard(m, at, priceUnit, creditsPerUnit, problems);
+  const upstreamRates = m.upstream_prices === undefined
+    ? undefined
+    : toRateCard(m.upstream_prices, `${at}.upstream_prices`, 'currency', { num: 1n, den: 1n }, problems);
   return Object.freeze({
     id: m.id,
     aliases: Object.freeze([...m.aliases]),
@@ -429,6 +678,74 @@ function toModel(
     thinking: m.thinking === undefined
       ? DEFAULT_THINKING
       : Object.freeze({ mode: m.thinking.mode, minBudgetTokens: m.thinking.min_budget_tokens ?? DEFAULT_THINKING.minBudgetTokens }),
+    rates,
+    upstreamRates,
+  });
+}
+
+type FilePrices = CatalogFile['models'][number]['prices'];
+type FileTokenPrices = NonNullable<CatalogFile['models'][number]['fast']>['prices'];
+type FileTiers = NonNullable<CatalogFile['models'][number]['tiers']>;
+
+/** `{prices, tiers?, fast?}` (a model, or its `upstream_prices`) → a RateCard in micro-units; problems get paths. */
+function toRateCard(
+  src: { prices: FilePrices; tiers?: FileTiers | undefined; fast?: { prices: FileTokenPrices; tiers?: FileTiers | undefined } | undefined },
+  at: string,
+  priceUnit: PriceUnit,
+  perUnit: Ratio,
+  problems: string[],
+): RateCard {
+  const units: Partial<Record<UnitDimension, bigint>> = {};
+  for (const k of UNIT_DIMENSIONS) {
+    const text = src.prices[k];
+    if (text === undefined) continue;
+    const micros = priceToMicros(text, priceUnit, perUnit);
+    if (micros === undefined) problems.push(`${at}.prices.${k}: ${text} ${unitWord(priceUnit)} per unit is not a whole number of micro-${priceUnit === 'credits' ? 'credits' : 'units'}`);
+    else units[k] = micros;
+  }
+  return Object.freeze({
+    standard: toRateTable(src.prices, src.tiers, at, priceUnit, perUnit, problems),
+    fast: src.fast === undefined ? undefined : toRateTable(src.fast.prices, src.fast.tiers, `${at}.fast`, priceUnit, perUnit, problems),
+    units: Object.freeze(units),
+  });
+}
+
+function unitWord(priceUnit: PriceUnit): string {
+  return priceUnit === 'credits' ? 'credits' : 'currency units';
+}
+
+function toTokenRates(src: FileTokenPrices, at: string, priceUnit: PriceUnit, perUnit: Ratio, problems: string[]): TokenRates {
+  const out = {} as Record<TokenClass, bigint>;
+  for (const k of TOKEN_CLASSES) {
+    const text = src[k];
+    const micros = priceToMicros(text, priceUnit, perUnit);
+    if (micros === undefined) {
+      problems.push(`${at}.${k}: ${text} ${unitWord(priceUnit)} per million tokens is not a whole number of micro-${priceUnit === 'credits' ? 'credits' : 'units'} per million tokens`);
+      out[k] = 0n;
+    } else {
+      out[k] = micros;
+    }
+  }
+  return Object.freeze(out);
+}
+
+function toRateTable(
+  prices: FileTokenPrices,
+  tiers: FileTiers | undefined,
+  at: string,
+  priceUnit: PriceUnit,
+  perUnit: Ratio,
+  problems: string[],
+): RateTable {
+  // The model's own `prices` are also checked (with the historic message) by toModel; report each problem once.
+  const tokens = toTokenRates(prices, `${at}.prices`, priceUnit, perUnit, at.endsWith(']') ? [] : problems);
+  return Object.freeze({
+    tokens,
+    tiers: Object.freeze((tiers ?? []).map((t, j) => Object.freeze({
+      name: t.name,
+      aboveInputTokens: t.above_input_tokens,
+      tokens: toTokenRates(t.prices, `${at}.tiers[${j}].prices`, priceUnit, perUnit, problems),
+    }))),
   });
 }
 

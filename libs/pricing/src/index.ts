@@ -24,10 +24,21 @@ export {
   formatIssuePath,
   loadCatalogFile,
   parseCatalog,
+  toFactor,
 } from './catalog.ts';
 export type {
   BundledCatalog,
   Catalog,
+  ConditionField,
+  Factor,
+  Multiplier,
+  PriceList,
+  PriceTier,
+  RateCard,
+  RateTable,
+  TokenRates,
+  UnitRates,
+  UnpricedPolicy,
   CatalogCredit,
   CatalogMapping,
   CatalogModel,
@@ -44,3 +55,17 @@ export type { ListModelsOptions, ModelInfo, ResolvedModel, ResolvedVia } from '.
 
 export { TOKENS_PER_PRICE_UNIT, costMicros, holdMicros } from './cost.ts';
 export type { TokenUsage } from './cost.ts';
+
+export {
+  DIMENSIONS,
+  DIMENSION_KEYS,
+  TOKEN_CLASSES,
+  UNIT_DIMENSIONS,
+  ZERO_QUANTITIES,
+  dimensionSpec,
+  fromTokenUsage,
+  inputSideTokens,
+  isDimension,
+  quantities,
+} from './dimensions.ts';
+export type { Dimension, DimensionSpec, LegacyTokenField, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
