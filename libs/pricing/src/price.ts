@@ -1,0 +1,431 @@
+// The price of one request under one price version: every dimension, tiers, stacking multipliers,
+// fast mode, iterations at their own model, price lists, the upstream's own cost, and the one
+// rounding: cost = ⌈ Σ quantity × unit price (exact, after every factor) ⌉ once per request.
+
+import type { Catalog, CatalogModel, ConditionField, Factor, Multiplier, PriceList, PriceTier, RateCard, RateTable, TokenRates } from './catalog.ts';
+import { DIMENSIONS, UNIT_DIMENSIONS, inputSideTokens, quantities as toQuantities } from './dimensions.ts';
+import type { Dimension, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
+import { resolveModel } from './resolve.ts';
+import { ONE, ZERO, add, ceil, cmp, mul, rat, toDecimal } from './rational.ts';
+import type { Rational } from './rational.ts';
+
+/** One version of the price book: a catalog and when it took effect. See PriceBook. */
+export interface PriceVersion {
+  /** the catalog's content id (12 hex digits of SHA-256 over its canonical JSON) */
+  readonly id: string;
+  /** epoch ms from which requests are priced with this version */
+  readonly effectiveAt: number;
+  readonly catalog: Catalog;
+}
+
+/** A sub-call reported in `usage.iterations` (fallback, advisor, compaction), priced at its own model. */
+export interface PricingIteration {
+  /** e.g. `message`, `compaction`, `advisor_message` */
+  readonly type: string;
+  /** the model that served it, as the upstream names it; resolved through the catalog */
+  readonly model: string;
+  readonly quantities: Quantities;
+}
+
+/** Everything about a request, besides its quantities, that decides its price. */
+export interface PricingContext {
+  /** the catalog model resolved for the request */
+  readonly model: CatalogModel;
+  /** the response's top-level `model` when it differs (a fallback): the request is priced at it */
+  readonly servedModel?: string | null;
+  /** response `usage.service_tier` ("standard", "priority", "batch") */
+  readonly serviceTier?: string | null;
+  /** response `usage.inference_geo` ("global", "us") */
+  readonly inferenceGeo?: string | null;
+  /** response `usage.speed` ("standard", "fast") */
+  readonly speed?: string | null;
+  readonly stopReason?: string | null;
+  /** whether any content reached the client; default: output tokens > 0. A refusal before output costs 0. */
+  readonly outputSeen?: boolean;
+  /** `usage.iterations`, when the upstream reported them; `quantities` must then be their totals */
+  readonly iterations?: readonly PricingIteration[];
+  /** the account's price list name; undefined, null or "default" = the catalog's own prices */
+  readonly priceList?: string | null;
+  /** usage fields the upstream reported that are not dimensions (a new billable field): never silently free */
+  readonly unknown?: Readonly<Record<string, number>>;
+}
+
+/** One invoice line: exact, before the request's single rounding. */
+export interface PriceLine {
+  /** catalog id of the model that served these units */
+  readonly model: string;
+  readonly dimension: Dimension;
+  readonly quantity: number;
+  /** µc per million tokens (token classes) or per unit, after tier, multipliers and list, exact decimal */
+  readonly unitPrice: string;
+  /** µc, exact decimal (may have a fraction: the request rounds once, not per line) */
+  readonly amount: string;
+}
+
+export interface PricedIteration {
+  readonly type: string;
+  readonly model: string;
+  /** null when the name did not resolve (then priced at the request's model, and listed in `unpriced`) */
+  readonly catalogModel: string | null;
+  /** this iteration's share, rounded up on its own (for display; the request total rounds once) */
+  readonly costMicros: bigint;
+}
+
+export interface PricedRequest {
+  /** what the account is charged, µc: ⌈Σ lines⌉ */
+  readonly costMicros: bigint;
+  /** the operator's own cost at the upstream's list prices, µ of `upstreamCurrency`; null when the catalog has none for a serving model */
+  readonly upstreamCostMicros: bigint | null;
+  readonly upstreamCurrency: string | null;
+  /** the price version applied */
+  readonly priceVersion: string;
+  /** the price list applied: "default" or a list name */
+  readonly priceList: string;
+  /** per dimension priced for the serving model: µc per MTok or per unit, after tier, multipliers and list */
+  readonly unitPrices: Readonly<Record<string, string>>;
+  /** the prompt-size tier applied (e.g. "long_context"), or null */
+  readonly tier: string | null;
+  /** names of the multipliers applied, in catalog order (e.g. ["batch", "us_geo"]) */
+  readonly multipliers: readonly string[];
+  /**
+   * What was reported but not priced, so charged nothing: a dimension without a price
+   * (`code_execution_seconds`), an unknown usage field (`<field>`), fast mode without a fast
+   * table (`speed:fast`), a serving model not in the catalog (`model:<name>`).
+   */
+  readonly unpriced: readonly string[];
+  readonly iterations: readonly PricedIteration[];
+  readonly lines: readonly PriceLine[];
+}
+
+const PER_MTOK = 1_000_000n;
+
+interface Conditions {
+  readonly service_tier: string | null | undefined;
+  readonly inference_geo: string | null | undefined;
+  readonly speed: string | null | undefined;
+}
+
+function factorRat(f: Factor): Rational {
+  return rat(f.num, f.den);
+}
+
+function appliesToModel(models: ReadonlySet<string> | null, model: CatalogModel): boolean {
+  return models === null || models.has(model.id);
+}
+
+/** 'match' | 'mismatch' | 'unknown' (some field not known yet: holds assume the worst). */
+function matchWhen(m: Multiplier, c: Conditions): 'match' | 'mismatch' | 'unknown' {
+  let unknown = false;
+  for (const [field, want] of Object.entries(m.when) as Array<[ConditionField, string]>) {
+    const have = c[field];
+    if (have === undefined) unknown = true;
+    else if (have !== want) return 'mismatch';
+  }
+  return unknown ? 'unknown' : 'match';
+}
+
+function kindCovered(appliesTo: Multiplier['appliesTo'], kind: 'token' | 'unit'): boolean {
+  return appliesTo === 'all' || (appliesTo === 'tokens' ? kind === 'token' : kind === 'unit');
+}
+
+/** Picks the table (fast or standard) and tier for a prompt of `promptTokens` input-side tokens. */
+function selectRates(table: RateTable, promptTokens: number): { tokens: TokenRates; tier: PriceTier | null } {
+  let tier: PriceTier | null = null;
+  for (const t of table.tiers) if (promptTokens > t.aboveInputTokens) tier = t;
+  return { tokens: tier?.tokens ?? table.tokens, tier };
+}
+
+/** Resolves the price list by name; unknown names fall back to the default (and say so in the result). */
+export function findPriceList(catalog: Catalog, name: string | null | undefined): PriceList | null {
+  if (name === undefined || name === null || name === 'default') return null;
+  return Object.hasOwn(catalog.priceLists, name) ? (catalog.priceLists[name] ?? null) : null;
+}
+
+interface Segment {
+  readonly model: CatalogModel;
+  readonly q: Quantities;
+  readonly iteration: PricingIteration | null;
+  readonly resolved: boolean;
+}
+
+interface SegmentPrice {
+  sum: Rational;
+  upstream: Rational | null;
+  lines: PriceLine[];
+  unitPrices: Record<string, string>;
+  tier: string | null;
+  multipliers: Set<string>;
+  unpriced: string[];
+}
+
+function priceSegment(catalog: Catalog, seg: Segment, c: Conditions, list: PriceList | null): SegmentPrice {
+  const { model, q } = seg;
+  const out: SegmentPrice = { sum: ZERO, upstream: null, lines: [], unitPrices: {}, tier: null, multipliers: new Set(), unpriced: [] };
+
+  // Factors per kind: stacking multipliers whose conditions match, then the account's list.
+  const factor: Record<'token' | 'unit', Rational> = { token: ONE, unit: ONE };
+  const upstreamFactor: Record<'token' | 'unit', Rational> = { token: ONE, unit: ONE };
+  for (const m of catalog.multipliers) {
+    if (!appliesToModel(m.models, model) || matchWhen(m, c) !== 'match') continue;
+    out.multipliers.add(m.name);
+    for (const kind of ['token', 'unit'] as const) {
+      if (kindCovered(m.appliesTo, kind)) {
+        factor[kind] = mul(factor[kind], factorRat(m.factor));
+        upstreamFactor[kind] = mul(upstreamFactor[kind], factorRat(m.factor));
+      }
+    }
+  }
+  if (list !== null && appliesToModel(list.models, model)) {
+    factor.token = mul(factor.token, factorRat(list.factor));
+    factor.unit = mul(factor.unit, factorRat(list.factor));
+  }
+
+  const fast = c.speed === 'fast';
+  const prompt = inputSideTokens(q);
+  const pick = (card: RateCard): { tokens: TokenRates; tier: PriceTier | null } =>
+    selectRates(fast && card.fast !== undefined ? card.fast : card.standard, prompt);
+  if (fast && model.rates.fast === undefined && DIMENSIONS.some((d) => d.kind === 'token' && q[d.key] > 0)) {
+    out.unpriced.push('speed:fast');
+  }
+  const sell = pick(model.rates);
+  out.tier = sell.tier?.name ?? null;
+  const up = model.upstreamRates === undefined ? undefined : pick(model.upstreamRates);
+  let upstream: Rational | null = up === undefined ? null : ZERO;
+
+  for (const d of DIMENSIONS) {
+    const n = q[d.key];
+    let base: bigint | undefined;
+    let upBase: bigint | undefined;
+    let per: bigint;
+    if (d.kind === 'token') {
+      base = sell.tokens[d.key as TokenClass];
+      upBase = up?.tokens[d.key as TokenClass];
+      per = PER_MTOK;
+    } else {
+      base = model.rates.units[d.key as UnitDimension];
+      upBase = model.upstreamRates?.units[d.key as UnitDimension];
+      per = 1n;
+    }
+    if (base === undefined) {
+      if (n > 0) out.unpriced.push(d.key);
+      continue;
+    }
+    const unitPrice = mul(rat(base), factor[d.kind]);
+    out.unitPrices[d.key] = toDecimal(unitPrice);
+    if (upstream !== null && upBase !== undefined && n > 0) {
+      upstream = add(upstream, mul(rat(BigInt(n) * upBase, per), upstreamFactor[d.kind]));
+    }
+    if (n === 0) continue;
+    const amount = mul(unitPrice, rat(BigInt(n), per));
+    out.sum = add(out.sum, amount);
+    out.lines.push(Object.freeze({ model: model.id, dimension: d.key, quantity: n, unitPrice: toDecimal(unitPrice), amount: toDecimal(amount) }));
+  }
+  out.upstream = upstream;
+  return out;
+}
+
+function resolveServing(catalog: Catalog, name: string, fallback: CatalogModel): { model: CatalogModel; resolved: boolean } {
+  const hit = resolveModel(catalog, name);
+  return hit === undefined ? { model: fallback, resolved: false } : { model: hit.model, resolved: true };
+}
+
+/**
+ * Prices one request. `quantities` are the request's totals over every iteration (Anthropic's
+ * top-level usage leaves compaction iterations out; the usage parser sums `usage.iterations`).
+ *
+ * Rules (Anthropic "Pricing"; README "Price rules"): each iteration is priced at its own serving
+ * model and whatever the totals hold beyond the iterations (e.g. server-tool units reported only
+ * at the top level) at the request's serving model; per segment, a tier is chosen by its
+ * input-side tokens, `speed: "fast"` selects the model's fast table, matching multipliers and
+ * the price list multiply; a refusal before any output costs 0. Cost = ⌈Σ⌉ once.
+ * Throws RangeError on quantities that are not non-negative safe integers.
+ */
+export function priceRequest(version: PriceVersion, quantities: Quantities, ctx: PricingContext): PricedRequest {
+  const catalog = version.catalog;
+  const totals = toQuantities(quantities);
+  const list = findPriceList(catalog, ctx.priceList);
+  const c: Conditions = { service_tier: ctx.serviceTier ?? null, inference_geo: ctx.inferenceGeo ?? null, speed: ctx.speed ?? null };
+  const unpriced = new Set<string>();
+
+  let main = ctx.model;
+  if (ctx.servedModel !== undefined && ctx.servedModel !== null) {
+    const s = resolveServing(catalog, ctx.servedModel, ctx.model);
+    if (!s.resolved) unpriced.add(`model:${ctx.servedModel}`);
+    main = s.model;
+  }
+
+  const segments: Segment[] = [];
+  const rest: Record<Dimension, number> = { ...totals };
+  for (const it of ctx.iterations ?? []) {
+    const q = toQuantities(it.quantities);
+    const s = resolveServing(catalog, it.model, main);
+    if (!s.resolved) unpriced.add(`model:${it.model}`);
+    segments.push({ model: s.model, q, iteration: it, resolved: s.resolved });
+    for (const d of DIMENSIONS) rest[d.key] = Math.max(0, rest[d.key] - q[d.key]);
+  }
+  const mainSegment: Segment = { model: main, q: Object.freeze(rest), iteration: null, resolved: true };
+  segments.push(mainSegment);
+
+  const refusedBeforeOutput = ctx.stopReason === 'refusal' && !(ctx.outputSeen ?? totals.output > 0);
+  const priced = segments.map((s) => priceSegment(catalog, s, c, list));
+  const mainPrice = priced[priced.length - 1] as SegmentPrice;
+
+  for (const [k, v] of Object.entries(ctx.unknown ?? {})) if (v > 0) unpriced.add(k);
+  for (const p of priced) for (const u of p.unpriced) unpriced.add(u);
+
+  const upstreamCurrency = catalog.upstreamCurrency ?? null;
+  if (refusedBeforeOutput) {
+    return Object.freeze({
+      costMicros: 0n,
+      upstreamCostMicros: priced.every((p) => p.upstream !== null) ? 0n : null,
+      upstreamCurrency,
+      priceVersion: version.id,
+      priceList: list?.name ?? 'default',
+      unitPrices: Object.freeze(mainPrice.unitPrices),
+      tier: null,
+      multipliers: Object.freeze([]),
+      unpriced: Object.freeze([...unpriced]),
+      iterations: Object.freeze(segments.flatMap((s) => s.iteration === null ? [] : [Object.freeze({
+        type: s.iteration.type, model: s.iteration.model, catalogModel: s.resolved ? s.model.id : null, costMicros: 0n,
+      })])),
+      lines: Object.freeze([]),
+    });
+  }
+
+  let sum = ZERO;
+  let upstream: Rational | null = ZERO;
+  // A segment with nothing in it (e.g. the remainder after iterations) applies nothing: only
+  // segments with quantities name their multipliers and tier.
+  const used = new Set<string>();
+  let tier: string | null = null;
+  priced.forEach((p, i) => {
+    sum = add(sum, p.sum);
+    // A serving model without upstream list prices makes the whole upstream cost unknown.
+    const empty = !DIMENSIONS.some((d) => (segments[i] as Segment).q[d.key] > 0);
+    upstream = upstream === null || (p.upstream === null && !empty) ? null : add(upstream, p.upstream ?? ZERO);
+    if (empty) return;
+    for (const m of p.multipliers) used.add(m);
+    tier ??= p.tier;
+  });
+
+  return Object.freeze({
+    costMicros: ceil(sum),
+    upstreamCostMicros: upstream === null ? null : ceil(upstream),
+    upstreamCurrency,
+    priceVersion: version.id,
+    priceList: list?.name ?? 'default',
+    unitPrices: Object.freeze(mainPrice.unitPrices),
+    tier,
+    multipliers: Object.freeze(catalog.multipliers.map((m) => m.name).filter((n) => used.has(n))),
+    unpriced: Object.freeze([...unpriced]),
+    iterations: Object.freeze(segments.flatMap((s, i) => s.iteration === null ? [] : [Object.freeze({
+      type: s.iteration.type,
+      model: s.iteration.model,
+      catalogModel: s.resolved ? s.model.id : null,
+      costMicros: ceil((priced[i] as SegmentPrice).sum),
+    })])),
+    lines: Object.freeze(priced.flatMap((p) => p.lines)),
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Holds
+
+/** What is known about a request before it is sent, for its worst-case hold. */
+export interface HoldRequest {
+  /** upper bound of the prompt's input-side tokens (@tollgate/anthropic `inputTokenBound`) */
+  readonly inputTokens: number;
+  /** the request's `max_tokens` */
+  readonly maxTokens: number;
+  /**
+   * Server tools the request enables, by unit: the tool's `max_uses`, or null when it has none
+   * (the catalog's `unit_hold_bounds` is assumed; the gateway should send that as `max_uses`).
+   */
+  readonly units?: Readonly<Partial<Record<UnitDimension, number | null>>>;
+  /** request values; undefined = not known before the response (the hold assumes the dearest) */
+  readonly serviceTier?: string | null;
+  readonly inferenceGeo?: string | null;
+  readonly speed?: string | null;
+  readonly priceList?: string | null;
+  /** further sampling the request may cause at other models (e.g. an advisor tool), each with its bounds */
+  readonly extra?: ReadonlyArray<{ readonly model: CatalogModel; readonly inputTokens: number; readonly maxTokens: number }>;
+}
+
+/** Thrown when a request enables a priced unit without `max_uses` and the catalog gives no bound. */
+export class HoldBoundError extends Error {
+  override readonly name = 'HoldBoundError';
+}
+
+function count(n: number, what: string): bigint {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${what} must be a non-negative integer, got ${n}`);
+  return BigInt(n);
+}
+
+function max(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
+}
+
+/** The dearest factor per kind a request could end up with, given what is known before it is sent. */
+function holdFactors(catalog: Catalog, model: CatalogModel, c: Conditions, list: PriceList | null): Record<'token' | 'unit', Rational> {
+  const f: Record<'token' | 'unit', Rational> = { token: ONE, unit: ONE };
+  for (const m of catalog.multipliers) {
+    if (!appliesToModel(m.models, model)) continue;
+    const w = matchWhen(m, c);
+    const r = factorRat(m.factor);
+    if (w === 'mismatch' || (w === 'unknown' && cmp(r, ONE) <= 0)) continue;
+    for (const kind of ['token', 'unit'] as const) if (kindCovered(m.appliesTo, kind)) f[kind] = mul(f[kind], r);
+  }
+  if (list !== null && appliesToModel(list.models, model)) {
+    f.token = mul(f.token, factorRat(list.factor));
+    f.unit = mul(f.unit, factorRat(list.factor));
+  }
+  return f;
+}
+
+function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, maxTokens: number, c: Conditions, list: PriceList | null): Rational {
+  // Every table the response could be priced at: standard, fast (unless speed is known not to
+  // be fast), and each at its base and every tier the prompt could reach.
+  const tables: RateTable[] = [];
+  if (c.speed !== 'fast' || model.rates.fast === undefined) tables.push(model.rates.standard);
+  if (model.rates.fast !== undefined && (c.speed === undefined || c.speed === 'fast')) tables.push(model.rates.fast);
+  let dearestInput = 0n;
+  let output = 0n;
+  for (const t of tables) {
+    for (const tokens of [t.tokens, ...t.tiers.filter((x) => inputTokens > x.aboveInputTokens).map((x) => x.tokens)]) {
+      for (const d of DIMENSIONS) if (d.kind === 'token' && d.inputSide) dearestInput = max(dearestInput, tokens[d.key as TokenClass]);
+      output = max(output, tokens.output);
+    }
+  }
+  const f = holdFactors(catalog, model, c, list);
+  const scaled = count(inputTokens, 'inputTokens') * dearestInput + count(maxTokens, 'maxTokens') * output;
+  return mul(rat(scaled, PER_MTOK), f.token);
+}
+
+/**
+ * The most a request can cost before its usage is known (µc, rounded up once): every input
+ * token at the dearest input-side class of every table and tier it could reach, `maxTokens` of
+ * output likewise, each enabled server tool at its `max_uses` (or the catalog bound), with every
+ * multiplier that matches or could match (unknown condition, factor > 1) and the account's list.
+ * For usage within these bounds at the request's model, `priceRequest(...).costMicros` ≤ this.
+ * Throws RangeError on bad counts, HoldBoundError on a priced tool with no bound.
+ */
+export function holdBound(version: PriceVersion, model: CatalogModel, req: HoldRequest): bigint {
+  const catalog = version.catalog;
+  const list = findPriceList(catalog, req.priceList);
+  const c: Conditions = { service_tier: req.serviceTier, inference_geo: req.inferenceGeo, speed: req.speed };
+  let total = modelHold(catalog, model, req.inputTokens, req.maxTokens, c, list);
+  const f = holdFactors(catalog, model, c, list);
+  for (const k of UNIT_DIMENSIONS) {
+    if (req.units === undefined || !Object.hasOwn(req.units, k)) continue;
+    const price = model.rates.units[k];
+    if (price === undefined) continue; // unpriced: recorded, charged nothing
+    const given = req.units[k];
+    const n = given ?? catalog.unitHoldBounds[k];
+    if (n === undefined) {
+      throw new HoldBoundError(`${k}: the request sets no max_uses and the catalog has no unit_hold_bounds.${k}`);
+    }
+    total = add(total, mul(rat(count(n, k) * price), f.unit));
+  }
+  for (const x of req.extra ?? []) total = add(total, modelHold(catalog, x.model, x.inputTokens, x.maxTokens, c, list));
+  return ceil(total);
+}
