@@ -468,7 +468,8 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
   if (!parsed.success) {
     throw new CatalogError(
       source,
-      parsed.error.issues.map((i) => `${formatIssuePath(i.path)}: ${i.message}`),
+      // a bad record key (a multiplier or price-list name) carries its reason one level down
+      parsed.error.issues.map((i) => `${formatIssuePath(i.path)}: ${i.code === 'invalid_key' && i.issues[0] !== undefined ? `invalid name: ${i.issues[0].message}` : i.message}`),
     );
   }
   const file = parsed.data;

@@ -1,0 +1,393 @@
+// The price rules as a table of hand-computed cases over the two shipped catalogs.
+// Prices used below, in micro-credits (µc) per million tokens unless marked "per unit":
+//   cny (¥1 = 10 credits; ¥x/MTok = 10x credits = 10x·10⁶ µc/MTok):
+//     sonnet-4-5  in 72e6  out 360e6  cr 7.2e6  w5m 90e6  w1h 144e6   web search 240,000 µc per unit
+//       long_context (>200,000 input-side): in 144e6  out 540e6  cr 14.4e6  w5m 180e6  w1h 288e6
+//     sonnet-4-6  in 180e6 out 900e6  cr 18e6   w5m 225e6 w1h 360e6
+//     opus-4-6    in 300e6 out 1500e6 ...; fast: in 1800e6 out 9000e6 cr 180e6 w5m 2250e6 w1h 3600e6
+//       fast long_context: in 3600e6 out 13500e6 ...
+//     haiku-4-5   in 24e6  out 120e6  cr 2.4e6  w5m 30e6  w1h 48e6
+//   usd (prices in credits/MTok; n credits = n·10⁶ µc):
+//     sonnet-4-5  in 883e6 out 4412e6 cr 89e6 w5m 1103e6 w1h 1765e6   web search 2,000,000 µc per unit
+//       long_context: in 1766e6 out 6618e6 ...
+//     sonnet-4-6  same as sonnet-4-5, no tier;  opus-4-7 in 1471e6 out 7353e6;  haiku-4-5 in 295e6 out 1471e6
+//   multipliers: batch 0.5 (tokens), us_geo 1.1 (tokens; 4.6+ models); price list vip 0.8 (everything)
+//   upstream (µ$ per MTok): sonnet in 3e6 out 15e6 cr 0.3e6; long_context in 6e6 out 22.5e6 cr 0.6e6; web search 10,000 µ$ per unit
+// cost = ⌈ Σ quantity × price / 10⁶ (tokens) or quantity × price (units), times factors ⌉, once per request.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { bundledCatalogPath, loadCatalogFile, parseCatalog } from './catalog.ts';
+import type { Catalog } from './catalog.ts';
+import { PriceBook } from './book.ts';
+import { quantities } from './dimensions.ts';
+import type { Dimension } from './dimensions.ts';
+import { HoldBoundError, holdBound, priceRequest } from './price.ts';
+import type { PricedRequest, PricingContext, PriceVersion } from './price.ts';
+import { resolveModel } from './resolve.ts';
+
+const cny = new PriceBook(loadCatalogFile(bundledCatalogPath('cny'))).current();
+const usd = new PriceBook(loadCatalogFile(bundledCatalogPath('usd'))).current();
+
+function model(v: PriceVersion, name: string) {
+  const m = resolveModel(v.catalog, name)?.model;
+  assert.ok(m, name);
+  return m;
+}
+
+interface Case {
+  name: string;
+  v: PriceVersion;
+  model: string;
+  q: Partial<Record<Dimension, number>>;
+  ctx?: Omit<PricingContext, 'model'>;
+  cost: bigint;
+  check?: (r: PricedRequest) => void;
+}
+
+const CASES: Case[] = [
+  {
+    name: 'issue example 1: three web searches on sonnet-4-5 (cny)',
+    v: cny, model: 'claude-sonnet-4-5', q: { input: 2000, output: 300, web_search_requests: 3 },
+    // 2,000×72 + 300×360 = 144,000 + 108,000 = 252,000 tokens; 3 × 240,000 = 720,000 searches → 972,000
+    cost: 972_000n,
+    check: (r) => {
+      assert.equal(r.unitPrices['web_search_requests'], '240000');
+      // upstream: 2,000×3 + 300×15 = 10,500 µ$; 3 × 10,000 = 30,000 → 40,500 µ$ ($0.0405)
+      assert.equal(r.upstreamCostMicros, 40_500n);
+      assert.equal(r.upstreamCurrency, 'USD');
+      assert.deepEqual(r.lines.map((l) => [l.dimension, l.quantity, l.unitPrice, l.amount]), [
+        ['input', 2000, '72000000', '144000'], ['output', 300, '360000000', '108000'], ['web_search_requests', 3, '240000', '720000'],
+      ]);
+    },
+  },
+  {
+    name: 'issue example 2: US-only inference on sonnet-4-6 (cny) is 1.1×',
+    v: cny, model: 'claude-sonnet-4-6', q: { input: 1000, output: 200 }, ctx: { inferenceGeo: 'us' },
+    // (1,000×180 + 200×900) × 1.1 = 360,000 × 1.1 = 396,000
+    cost: 396_000n,
+    check: (r) => {
+      assert.deepEqual(r.multipliers, ['us_geo']);
+      assert.equal(r.unitPrices['input'], '198000000'); // 180e6 × 1.1
+      assert.equal(r.unitPrices['output'], '990000000');
+      assert.equal(r.upstreamCostMicros, 6_600n); // (1,000×3 + 200×15) × 1.1 = 6,600 µ$
+    },
+  },
+  {
+    name: 'global inference on sonnet-4-6 (cny): no multiplier',
+    v: cny, model: 'claude-sonnet-4-6', q: { input: 1000, output: 200 }, ctx: { inferenceGeo: 'global' },
+    cost: 360_000n, // 180,000 + 180,000
+    check: (r) => assert.deepEqual(r.multipliers, []),
+  },
+  {
+    name: 'us geo reported on sonnet-4-5 (cny): the multiplier is for 4.6+ models only',
+    v: cny, model: 'claude-sonnet-4-5', q: { input: 1000, output: 200 }, ctx: { inferenceGeo: 'us' },
+    cost: 144_000n, // 1,000×72 + 200×360 = 72,000 + 72,000
+    check: (r) => assert.deepEqual(r.multipliers, []),
+  },
+  {
+    name: 'long-context tier on sonnet-4-5 (cny): cache reads count toward 200,000 and every token moves to the tier',
+    v: cny, model: 'claude-sonnet-4-5', q: { input: 150_000, cache_read: 50_001, output: 1000 },
+    // input-side 200,001 > 200,000: 150,000×144 = 21,600,000; 50,001×14.4 = 720,014.4; 1,000×540 = 540,000
+    // Σ = 22,860,014.4 → ⌈⌉ 22,860,015
+    cost: 22_860_015n,
+    check: (r) => {
+      assert.equal(r.tier, 'long_context');
+      assert.equal(r.lines.find((l) => l.dimension === 'cache_read')?.amount, '720014.4');
+      // upstream: 150,000×6 + 50,001×0.6 + 1,000×22.5 = 900,000 + 30,000.6 + 22,500 = 952,500.6 → 952,501 µ$
+      assert.equal(r.upstreamCostMicros, 952_501n);
+    },
+  },
+  {
+    name: 'long-context tier boundary: exactly 200,000 input-side tokens stays at base prices (cny sonnet-4-5)',
+    v: cny, model: 'claude-sonnet-4-5', q: { input: 200_000, output: 1000 },
+    cost: 14_760_000n, // 200,000×72 = 14,400,000 + 1,000×360 = 360,000
+    check: (r) => assert.equal(r.tier, null),
+  },
+  {
+    name: 'long-context tier counts both cache-write TTLs (cny sonnet-4-5), 1 h priced above 5 m',
+    v: cny, model: 'claude-sonnet-4-5', q: { input: 1, cache_write_5m: 100_000, cache_write_1h: 100_000 },
+    cost: 46_800_144n, // 200,001 input-side: 1×144 + 100,000×180 + 100,000×288 = 144 + 18,000,000 + 28,800,000
+  },
+  {
+    name: 'long-context tier on sonnet-4 (cny), the other model of the family',
+    v: cny, model: 'claude-sonnet-4-0', q: { input: 250_000, output: 10 },
+    cost: 36_005_400n, // 250,000×144 = 36,000,000 + 10×540 = 5,400
+  },
+  {
+    name: 'no tier on sonnet-4-6 (cny): 1M context at standard prices',
+    v: cny, model: 'claude-sonnet-4-6', q: { input: 300_000 },
+    cost: 54_000_000n, // 300,000×180
+    check: (r) => assert.equal(r.tier, null),
+  },
+  {
+    name: 'batch tier halves token prices (cny sonnet-4-6)',
+    v: cny, model: 'claude-sonnet-4-6', q: { input: 1000, output: 200 }, ctx: { serviceTier: 'batch' },
+    cost: 180_000n, // 360,000 × 0.5
+    check: (r) => assert.deepEqual(r.multipliers, ['batch']),
+  },
+  {
+    name: 'batch and US geo stack (cny sonnet-4-6): 0.5 × 1.1',
+    v: cny, model: 'claude-sonnet-4-6', q: { input: 1000, output: 200 }, ctx: { serviceTier: 'batch', inferenceGeo: 'us' },
+    cost: 198_000n, // 360,000 × 0.55
+    check: (r) => {
+      assert.deepEqual(r.multipliers, ['batch', 'us_geo']);
+      assert.equal(r.upstreamCostMicros, 3_300n); // (3,000 + 3,000) × 0.55 µ$
+    },
+  },
+  {
+    name: 'batch does not discount web searches (cny sonnet-4-5)',
+    v: cny, model: 'claude-sonnet-4-5', q: { input: 2000, output: 300, web_search_requests: 3 }, ctx: { serviceTier: 'batch' },
+    cost: 846_000n, // 252,000 × 0.5 = 126,000 + 720,000
+  },
+  {
+    name: 'fast mode uses its own table (cny opus-4-6)',
+    v: cny, model: 'claude-opus-4-6', q: { input: 1000, output: 100 }, ctx: { speed: 'fast' },
+    cost: 2_700_000n, // 1,000×1,800 + 100×9,000 = 1,800,000 + 900,000
+    check: (r) => assert.equal(r.upstreamCostMicros, 45_000n), // 1,000×30 + 100×150 µ$
+  },
+  {
+    name: 'fast mode with a long prompt uses the fast table\'s own tier (cny opus-4-6)',
+    v: cny, model: 'claude-opus-4-6', q: { input: 200_001, output: 10 }, ctx: { speed: 'fast' },
+    cost: 720_138_600n, // 200,001×3,600 = 720,003,600 + 10×13,500 = 135,000
+    check: (r) => assert.equal(r.tier, 'long_context'),
+  },
+  {
+    name: 'fast mode and US geo stack (cny opus-4-6)',
+    v: cny, model: 'claude-opus-4-6', q: { input: 1000, output: 100 }, ctx: { speed: 'fast', inferenceGeo: 'us' },
+    cost: 2_970_000n, // 2,700,000 × 1.1
+  },
+  {
+    name: 'fast mode on a model without a fast table: standard prices, premium recorded as unpriced (cny sonnet-4-6)',
+    v: cny, model: 'claude-sonnet-4-6', q: { input: 1000, output: 200 }, ctx: { speed: 'fast' },
+    cost: 360_000n,
+    check: (r) => assert.deepEqual(r.unpriced, ['speed:fast']),
+  },
+  {
+    name: 'refusal before any output is charged 0 (cny haiku)',
+    v: cny, model: 'claude-haiku-4-5', q: { input: 5000 }, ctx: { stopReason: 'refusal' },
+    cost: 0n,
+    check: (r) => {
+      assert.deepEqual(r.lines, []);
+      assert.equal(r.upstreamCostMicros, 0n);
+    },
+  },
+  {
+    name: 'refusal after output is charged as usual (cny haiku)',
+    v: cny, model: 'claude-haiku-4-5', q: { input: 5000, output: 10 }, ctx: { stopReason: 'refusal', outputSeen: true },
+    cost: 121_200n, // 5,000×24 + 10×120 = 120,000 + 1,200
+  },
+  {
+    name: 'a fraction of a micro-credit rounds up (cny haiku cache read)',
+    v: cny, model: 'claude-haiku-4-5', q: { cache_read: 1 },
+    cost: 3n, // 1 × 2.4 = 2.4 → 3
+  },
+  {
+    name: 'iterations round once per request, not once per iteration (cny)',
+    v: cny, model: 'claude-sonnet-4-5', q: { cache_read: 2 },
+    ctx: { iterations: [{ type: 'advisor_message', model: 'claude-haiku-4-5', quantities: quantities({ cache_read: 1 }) }] },
+    // haiku 1×2.4 + sonnet-4-5 (the rest: 1 cache read) 1×7.2 = 9.6 → 10 (3 + 8 = 11 if rounded per iteration)
+    cost: 10n,
+    check: (r) => assert.deepEqual(r.iterations, [{ type: 'advisor_message', model: 'claude-haiku-4-5', catalogModel: 'claude-haiku-4-5-20251001', costMicros: 3n }]),
+  },
+  {
+    name: 'web searches on sonnet-4-5 (usd): 2 credits each',
+    v: usd, model: 'claude-sonnet-4-5', q: { input: 2000, output: 300, web_search_requests: 3 },
+    cost: 9_089_600n, // 2,000×883 = 1,766,000 + 300×4,412 = 1,323,600 + 3×2,000,000
+  },
+  {
+    name: 'US geo on opus-4-7 (usd)',
+    v: usd, model: 'claude-opus-4-7', q: { input: 1000, output: 100 }, ctx: { inferenceGeo: 'us' },
+    cost: 2_426_930n, // (1,471,000 + 735,300) × 1.1 = 2,206,300 × 1.1
+  },
+  {
+    name: 'long-context tier on sonnet-4-5 (usd)',
+    v: usd, model: 'claude-sonnet-4-5', q: { input: 300_000, output: 1000 },
+    cost: 536_418_000n, // 300,000×1,766 = 529,800,000 + 1,000×6,618 = 6,618,000
+  },
+  {
+    name: 'cache writes: 1 hour priced as 1 hour, not as 5 minutes (usd sonnet-4-5)',
+    v: usd, model: 'claude-sonnet-4-5', q: { cache_write_5m: 1000, cache_write_1h: 1000 },
+    cost: 2_868_000n, // 1,000×1,103 + 1,000×1,765
+  },
+  {
+    name: 'price list vip 0.8 (usd haiku)',
+    v: usd, model: 'claude-haiku-4-5', q: { input: 1000, output: 100 }, ctx: { priceList: 'vip' },
+    cost: 353_680n, // (295,000 + 147,100) × 0.8 = 442,100 × 0.8
+    check: (r) => {
+      assert.equal(r.priceList, 'vip');
+      assert.equal(r.upstreamCostMicros, 1_500n); // the list is the customer's price, not the upstream's: 1,000×1 + 100×5 µ$
+    },
+  },
+  {
+    name: 'price list and batch stack (usd haiku): 0.8 × 0.5',
+    v: usd, model: 'claude-haiku-4-5', q: { input: 1000, output: 100 }, ctx: { priceList: 'vip', serviceTier: 'batch' },
+    cost: 176_840n, // 442,100 × 0.4
+  },
+  {
+    name: 'an unknown price list name is not applied and says so (usd haiku)',
+    v: usd, model: 'claude-haiku-4-5', q: { input: 1000, output: 100 }, ctx: { priceList: 'gone' },
+    cost: 442_100n,
+    check: (r) => assert.equal(r.priceList, 'default'),
+  },
+  {
+    name: 'fallback: priced at the serving model, not the requested one (usd opus-4-7 → sonnet-4-5)',
+    v: usd, model: 'claude-opus-4-7', q: { input: 1000, output: 100 }, ctx: { servedModel: 'claude-sonnet-4-5-20250929' },
+    cost: 1_324_200n, // 1,000×883 + 100×4,412 = 883,000 + 441,200 (opus would be 2,206,300)
+    check: (r) => assert.equal(r.lines[0]?.model, 'claude-sonnet-4-5'),
+  },
+  {
+    name: 'advisor iterations each at their own model (usd sonnet-4-6 executor, opus-4-7 advisor)',
+    v: usd, model: 'claude-sonnet-4-6', q: { input: 1500, output: 150 },
+    ctx: {
+      iterations: [
+        { type: 'message', model: 'claude-sonnet-4-6', quantities: quantities({ input: 1000, output: 100 }) },
+        { type: 'advisor_message', model: 'claude-opus-4-7', quantities: quantities({ input: 500, output: 50 }) },
+      ],
+    },
+    // sonnet 1,000×883 + 100×4,412 = 1,324,200; opus 500×1,471 + 50×7,353 = 735,500 + 367,650 = 1,103,150
+    cost: 2_427_350n,
+    check: (r) => assert.deepEqual(r.iterations.map((i) => i.costMicros), [1_324_200n, 1_103_150n]),
+  },
+  {
+    name: 'unpriced dimension and unknown usage field are recorded, never silently free (usd sonnet-4-5)',
+    v: usd, model: 'claude-sonnet-4-5', q: { input: 100, code_execution_seconds: 30 }, ctx: { unknown: { image_generation_requests: 2, zero_field: 0 } },
+    cost: 88_300n, // 100×883; code execution has no price in usd.json
+    check: (r) => assert.deepEqual(r.unpriced, ['image_generation_requests', 'code_execution_seconds']),
+  },
+  {
+    name: 'an iteration at a model the catalog does not know: priced at the request\'s model and flagged (usd)',
+    v: usd, model: 'claude-sonnet-4-5', q: { input: 100 },
+    ctx: { iterations: [{ type: 'message', model: 'claude-mystery-9', quantities: quantities({ input: 100 }) }] },
+    cost: 88_300n,
+    check: (r) => {
+      assert.deepEqual(r.unpriced, ['model:claude-mystery-9']);
+      assert.equal(r.iterations[0]?.catalogModel, null);
+    },
+  },
+  {
+    name: 'web fetch is priced at zero, which is not unpriced (usd sonnet-4-5)',
+    v: usd, model: 'claude-sonnet-4-5', q: { input: 100, web_fetch_requests: 5 },
+    cost: 88_300n,
+    check: (r) => {
+      assert.deepEqual(r.unpriced, []);
+      assert.equal(r.lines.find((l) => l.dimension === 'web_fetch_requests')?.amount, '0');
+    },
+  },
+];
+
+test('price rules: at least 25 hand-computed cases over both catalogs', () => {
+  assert.ok(CASES.length >= 25, `${CASES.length} cases`);
+});
+
+for (const c of CASES) {
+  test(`price rule: ${c.name}`, () => {
+    const r = priceRequest(c.v, quantities(c.q), { model: model(c.v, c.model), ...c.ctx });
+    assert.equal(r.costMicros, c.cost);
+    assert.equal(r.priceVersion, c.v.id);
+    c.check?.(r);
+  });
+}
+
+test('seed token prices are what priceRequest charges: rates agree with the legacy prices field', () => {
+  for (const v of [cny, usd]) {
+    for (const m of v.catalog.models) {
+      assert.deepEqual(
+        [m.rates.standard.tokens.input, m.rates.standard.tokens.output, m.rates.standard.tokens.cache_read, m.rates.standard.tokens.cache_write_5m, m.rates.standard.tokens.cache_write_1h],
+        [m.prices.input, m.prices.output, m.prices.cacheRead, m.prices.cacheWrite5m, m.prices.cacheWrite1h],
+        m.id,
+      );
+    }
+  }
+});
+
+test('priceRequest rejects quantities that are not non-negative integers', () => {
+  const m = model(cny, 'claude-haiku-4-5');
+  assert.throws(() => priceRequest(cny, { ...quantities({}), input: -1 }, { model: m }), RangeError);
+  assert.throws(() => priceRequest(cny, { ...quantities({}), output: 1.5 }, { model: m }), RangeError);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Holds
+
+test('hold covers the long-context tier: every input token at the tier\'s dearest input-side class (cny sonnet-4-5)', () => {
+  const m = model(cny, 'claude-sonnet-4-5');
+  // 300,000 × 288 (tier cache write 1 h) = 86,400,000 + 1,000 × 540 = 540,000
+  const hold = holdBound(cny, m, { inputTokens: 300_000, maxTokens: 1000, serviceTier: null, inferenceGeo: null, speed: null });
+  assert.equal(hold, 86_940_000n);
+  assert.equal(priceRequest(cny, quantities({ cache_write_1h: 300_000, output: 1000 }), { model: m }).costMicros, hold);
+});
+
+test('hold assumes a multiplier above 1 when its condition is not known yet, and never one below 1 (cny sonnet-4-6)', () => {
+  const m = model(cny, 'claude-sonnet-4-6');
+  // 1,000 × 360 (cache write 1 h) + 200 × 900 = 540,000; geo unknown → × 1.1 = 594,000; batch (0.5) not assumed
+  assert.equal(holdBound(cny, m, { inputTokens: 1000, maxTokens: 200 }), 594_000n);
+  assert.equal(holdBound(cny, m, { inputTokens: 1000, maxTokens: 200, inferenceGeo: null }), 540_000n);
+  assert.equal(holdBound(cny, m, { inputTokens: 1000, maxTokens: 200, inferenceGeo: 'us', serviceTier: 'batch' }), 297_000n);
+});
+
+test('hold covers fast mode unless the request is known to be standard speed (cny opus-4-6)', () => {
+  const m = model(cny, 'claude-opus-4-6');
+  // fast: 1,000 × 3,600 + 100 × 9,000 = 4,500,000; × 1.1 (geo unknown) = 4,950,000
+  assert.equal(holdBound(cny, m, { inputTokens: 1000, maxTokens: 100 }), 4_950_000n);
+  // standard, global: 1,000 × 600 + 100 × 1,500 = 750,000
+  assert.equal(holdBound(cny, m, { inputTokens: 1000, maxTokens: 100, speed: null, inferenceGeo: null }), 750_000n);
+});
+
+test('hold covers web searches: max_uses, or the catalog bound when the tool has none (cny sonnet-4-5)', () => {
+  const m = model(cny, 'claude-sonnet-4-5');
+  assert.equal(holdBound(cny, m, { inputTokens: 0, maxTokens: 0, units: { web_search_requests: 3 } }), 720_000n); // 3 × 240,000
+  assert.equal(holdBound(cny, m, { inputTokens: 0, maxTokens: 0, units: { web_search_requests: null } }), 12_000_000n); // 50 × 240,000
+  // 1,000 × 144 + 100 × 360 = 180,000 + 720,000
+  assert.equal(holdBound(cny, m, { inputTokens: 1000, maxTokens: 100, units: { web_search_requests: 3 } }), 900_000n);
+});
+
+test('hold applies the account\'s price list and adds further sampling at other models (usd)', () => {
+  const haiku = model(usd, 'claude-haiku-4-5');
+  const opus = model(usd, 'claude-opus-4-7');
+  // haiku: 1,000 × 589 + 100 × 1,471 = 736,100 × 0.8 = 588,880
+  assert.equal(holdBound(usd, haiku, { inputTokens: 1000, maxTokens: 100, priceList: 'vip', inferenceGeo: null }), 588_880n);
+  // + opus advisor: 500 × 2,942 + 50 × 7,353 = 1,471,000 + 367,650 = 1,838,650; × 0.8 = 1,470,920 → 2,059,800
+  assert.equal(
+    holdBound(usd, haiku, { inputTokens: 1000, maxTokens: 100, priceList: 'vip', inferenceGeo: null, extra: [{ model: opus, inputTokens: 500, maxTokens: 50 }] }),
+    2_059_800n,
+  );
+});
+
+test('hold is never below the cost of any usage within its bounds (both catalogs, every model, sampled usages)', () => {
+  const shapes: Array<Partial<Record<Dimension, number>>> = [
+    { input: 1 }, { cache_read: 7 }, { cache_write_5m: 13 }, { cache_write_1h: 17, output: 3 },
+    { input: 199_999, cache_read: 2, output: 64_000 }, { cache_write_1h: 250_000, output: 1 }, { input: 120_000, cache_write_5m: 80_001 },
+  ];
+  const contexts: Array<Omit<PricingContext, 'model'>> = [{}, { inferenceGeo: 'us' }, { serviceTier: 'batch' }, { speed: 'fast' }, { speed: 'fast', inferenceGeo: 'us' }];
+  for (const v of [cny, usd]) {
+    for (const m of v.catalog.models) {
+      for (const s of shapes) {
+        const q = quantities({ ...s, web_search_requests: 2 });
+        const bound = { inputTokens: (q.input + q.cache_read + q.cache_write_5m + q.cache_write_1h), maxTokens: q.output, units: { web_search_requests: 2 } };
+        const hold = holdBound(v, m, bound);
+        for (const ctx of contexts) {
+          const cost = priceRequest(v, q, { model: m, ...ctx }).costMicros;
+          assert.ok(cost <= hold, `${m.id} ${JSON.stringify(s)} ${JSON.stringify(ctx)}: ${cost} > ${hold}`);
+        }
+      }
+    }
+  }
+});
+
+function catalogWithoutBounds(): Catalog {
+  return parseCatalog({
+    version: 1, name: 't', credit: { currency: 'USD', unit_per_credit: '0.005' }, price_unit: 'credits',
+    models: [{ id: 'm', prices: { input: '1', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1', web_search_requests: '2' } }],
+  });
+}
+
+test('hold refuses a priced server tool without max_uses when the catalog gives no bound', () => {
+  const v = new PriceBook(catalogWithoutBounds()).current();
+  const m = v.catalog.models[0];
+  assert.ok(m);
+  assert.throws(() => holdBound(v, m, { inputTokens: 1, maxTokens: 1, units: { web_search_requests: null } }), HoldBoundError);
+  assert.equal(holdBound(v, m, { inputTokens: 1, maxTokens: 1, units: { web_search_requests: 4 } }), 8_000_002n); // 1 + 1 + 4 × 2,000,000
+  // an unpriced tool needs no bound: it charges nothing
+  assert.equal(holdBound(v, m, { inputTokens: 1, maxTokens: 1, units: { code_execution_seconds: null } }), 2n);
+});
