@@ -75,3 +75,6 @@ export type { HoldRequest, PriceLine, PricedIteration, PricedRequest, PriceVersi
 
 export { PriceBook, priceVersion } from './book.ts';
 export type { StoredPriceVersion } from './book.ts';
+
+export { modelPricing, requestUnpriced } from './info.ts';
+export type { ModelPricing, TokenPriceText } from './info.ts';

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CatalogError, bundledCatalogPath, loadCatalogFile, parseCatalog } from './catalog.ts';
+import { modelPricing, requestUnpriced } from './info.ts';
 import { DIMENSIONS, DIMENSION_KEYS, ZERO_QUANTITIES, fromTokenUsage, inputSideTokens, quantities } from './dimensions.ts';
 
 const TOKENS = { input: '1', output: '2', cache_read: '0.1', cache_write_5m: '1.25', cache_write_1h: '2' };
@@ -196,4 +197,23 @@ test('content id: same prices, same id; any change, a new id; whitespace and key
   // the stored document re-parses to the same catalog
   assert.equal(parseCatalog(a.document).contentId, a.contentId);
   assert.ok(Object.isFrozen(a.document));
+});
+
+test('modelPricing lists a model\'s prices per dimension in credits; requestUnpriced names what would go unpriced', () => {
+  const cny = loadCatalogFile(bundledCatalogPath('cny'));
+  const opus = cny.models.find((m) => m.id === 'claude-opus-4-6');
+  const sonnet45 = cny.models.find((m) => m.id === 'claude-sonnet-4-5-20250929');
+  assert.ok(opus && sonnet45);
+  const p = modelPricing(cny, sonnet45);
+  // ¥7.20/MTok = 72 credits; ¥0.024 per search = 0.24 credits
+  assert.deepEqual(p.per_million_tokens, { input: '72', output: '360', cache_read: '7.2', cache_write_5m: '90', cache_write_1h: '144' });
+  assert.deepEqual(p.per_unit, { web_search_requests: '0.24', web_fetch_requests: '0' });
+  assert.deepEqual(p.tiers, [{ name: 'long_context', above_input_tokens: 200000, per_million_tokens: { input: '144', output: '540', cache_read: '14.4', cache_write_5m: '180', cache_write_1h: '288' } }]);
+  assert.equal(p.fast, null);
+  assert.deepEqual(p.multipliers.map((m) => m.name), ['batch']);
+  const o = modelPricing(cny, opus);
+  assert.equal(o.fast?.per_million_tokens.output, '9000');
+  assert.deepEqual(o.multipliers.map((m) => [m.name, m.factor]), [['batch', '0.5'], ['us_geo', '1.1']]);
+  assert.deepEqual(requestUnpriced(sonnet45, { speed: 'fast', units: ['web_search_requests', 'code_execution_seconds'] }), ['code_execution_seconds', 'speed:fast']);
+  assert.deepEqual(requestUnpriced(opus, { speed: 'fast', units: ['web_search_requests'] }), []);
 });
