@@ -224,7 +224,16 @@ function priceSegment(catalog: Catalog, seg: Segment, c: Conditions, list: Price
   return out;
 }
 
+/**
+ * The catalog model of a name the upstream reported (`model` of a response or an iteration):
+ * the request's model when it is that, else the model whose `upstream_model` it is (the upstream speaks its own names), then the
+ * usual resolution (ids, aliases, mapping).
+ */
 function resolveServing(catalog: Catalog, name: string, fallback: CatalogModel): { model: CatalogModel; resolved: boolean } {
+  // the request's own model first: two catalog entries may sell one upstream model at different prices
+  if (fallback.upstreamModel === name || fallback.id === name) return { model: fallback, resolved: true };
+  const byUpstream = catalog.models.find((m) => m.upstreamModel === name);
+  if (byUpstream !== undefined) return { model: byUpstream, resolved: true };
   const hit = resolveModel(catalog, name);
   return hit === undefined ? { model: fallback, resolved: false } : { model: hit.model, resolved: true };
 }
