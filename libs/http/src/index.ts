@@ -5,6 +5,7 @@ export {
 } from './server.ts';
 export type { HttpServerOptions } from './server.ts';
 export { loggerOptions, redactUrl } from './logging.ts';
+export { isCredentialName, isCredentialPair, lenientDecode, looksLikeCredential, stripCredentialParams } from './secrets.ts';
 export { requireToken } from './auth.ts';
 export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';

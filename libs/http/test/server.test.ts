@@ -22,7 +22,7 @@ function build(corsOrigins?: readonly string[] | '*') {
   const sink = new Writable({ write(chunk, _enc, cb) { logs += chunk.toString(); cb(); } });
   const s = createHttpServer({
     bodyLimitBytes: LIMIT,
-    logger: { ...loggerOptions('trace', 'edge-test'), stream: sink },
+    logger: { ...loggerOptions('trace', 'edge-test', [ADMIN]), stream: sink },
     ...(corsOrigins === undefined ? {} : { corsOrigins }),
   });
   s.post('/echo', async (request) => ({ raw: request.rawBody?.toString('utf8') ?? null, parsed: request.body ?? null }));
@@ -182,15 +182,26 @@ test('CORS, disallowed origin: no allow-origin on the preflight or the answer', 
   assert.equal(res.headers.get('access-control-allow-origin'), null);
 });
 
-test('credential-shaped query parameters never reach the log at trace level', async () => {
+test('a secret anywhere in the URL (any parameter name, encoded names, by value, in the path) never reaches the log at trace level', async () => {
   logs = '';
   const secret = 'sk-tg-QUERYSECRET0123456789abcdefghijklmnopq';
-  for (const name of ['api_key', 'key', 'apikey', 'x-api-key', 'access_token', 'token', 'API_KEY', 'x%2Dapi%2Dkey']) {
-    await (await fetch(`${url}/v1/thing?beta=true&${name}=${secret}`, { headers: { 'x-api-key': 'sk-good' } })).arrayBuffer();
+  const queries = [
+    'api_key', 'key', 'apikey', 'x-api-key', 'access_token', 'token', 'API_KEY', 'x%2Dapi%2Dkey', 'anthropic_api_key', 'auth',
+    'secret', 'password', 'api+key', 'api_key[]', 'api_key.x', 'api_key%00', ';api_key', 'x', 'admin_token',
+  ].map((name) => `${name}=${secret}`);
+  queries.push(`authorization=Bearer%20${secret}`, `api_key%3D${secret}`, `admin_token=${ADMIN}`, `q=${ADMIN}`);
+  for (const q of queries) {
+    await (await fetch(`${url}/v1/thing?beta=true&${q}`, { headers: { 'x-api-key': 'sk-good' } })).arrayBuffer();
   }
+  await (await fetch(`${url}/v1/${secret}/thing`)).arrayBuffer();
   assert.match(logs, /"url":"\/v1\/thing\?beta=true&api_key=\[redacted\]"/);
   assert.match(logs, /"url":"\/v1\/thing\?beta=true&x%2Dapi%2Dkey=\[redacted\]"/);
+  assert.match(logs, /"url":"\/v1\/thing\?beta=true&authorization=\[redacted\]"/);
+  assert.match(logs, /"url":"\/v1\/thing\?beta=true&\[redacted\]"/);
+  assert.match(logs, /"url":"\/v1\/thing\?beta=true&q=\[redacted\]"/);
+  assert.match(logs, /"url":"\/v1\/\[redacted\]\/thing"/);
   assert.ok(!logs.includes(secret), 'a key from the URL reached the log');
+  assert.ok(!logs.includes(ADMIN), 'the admin token from the URL reached the log');
 });
 
 test('malformed URLs (bad percent-encoding, over-long path parameter) are Anthropic-shaped 400s with a request-id', async () => {

@@ -18,6 +18,11 @@ export interface UpstreamOptions {
    * queueing behind the pool
    */
   maxConnections?: number;
+  /**
+   * the process's other credentials (admin and finance tokens): never sent upstream in a
+   * query string, and redacted from upstream error messages, like `apiKey`
+   */
+  redact?: readonly string[];
 }
 
 export interface GatewayDeps {
