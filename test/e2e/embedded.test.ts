@@ -226,7 +226,7 @@ describe('errors in Anthropic shape, and failures charge nothing', () => {
 
   test('a balance that went negative gets 402', async () => {
     const c = await customer(stack.url, 1);
-    await admin(stack.url, 'POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: '-1.5', reference: 'chargeback' });
+    await admin(stack.url, 'POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: '-1.5', kind: 'adjustment', reference: 'chargeback' });
     await expectError(c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1, messages: user('x') }), 402, 'billing_error', 'insufficient_credits');
     assert.equal(await settledBalance(stack, c.accountId), -500_000n);
   });

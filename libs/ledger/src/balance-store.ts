@@ -43,9 +43,13 @@ export interface AccountBalance {
  * - `applied`, `duplicate` (already in: by event id, or at or before the stored position);
  * - `gap`: the event is past the stored position + 1, so the events between were not applied
  *   here (hot state was rebuilt from an earlier point): the consumer must rewind;
- * - `not_ready`: hot state was lost and not yet rebuilt.
+ * - `not_ready`: hot state was lost and not yet rebuilt;
+ * - `out_of_range` (`applyLedger` only): the balance would leave ±MAX_MONEY_MICROS (2^53 − 1 µc),
+ *   the one bound every stage holds exactly. Nothing changed and the position did not move: the
+ *   consumer quarantines the event (`balance_out_of_range`), which moves the position past it.
+ *   Checked in the same atomic step as the credit, so no concurrency can slip past it.
  */
-export type ApplyResult = 'applied' | 'duplicate' | 'gap' | 'not_ready';
+export type ApplyResult = 'applied' | 'duplicate' | 'gap' | 'not_ready' | 'out_of_range';
 
 /** An event the ledger consumer could not apply, set aside with its log position passed. */
 export interface LedgerQuarantine {
@@ -129,8 +133,17 @@ export interface BalanceStore {
   claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim>;
   /** Gives a claim up early (its publish failed), so a retry need not wait for `ttlMs`. */
   releaseReference(eventId: string): Promise<void>;
-  /** Resolves true once the event is applied, false after `timeoutMs`. */
+  /**
+   * Resolves true once the event is applied; false after `timeoutMs`, or as soon as the event is
+   * quarantined instead (then `quarantineReason` says why).
+   */
   waitApplied(eventId: string, timeoutMs: number): Promise<boolean>;
+  /**
+   * Why the ledger consumer quarantined the event with this id (the record's `reason`, e.g.
+   * `balance_out_of_range: …`), or undefined. A new `claimReference` of the id forgets it, so a
+   * retried reference is judged on its own outcome.
+   */
+  quarantineReason(eventId: string): Promise<string | undefined>;
 
   /**
    * Replaces every balance, ledger entry and position in one atomic step (rebuild from the
