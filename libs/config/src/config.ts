@@ -134,6 +134,8 @@ const EnvSchema = z.object({
   RATE_LIMIT_CONCURRENT: int(1, 100_000).optional(),
   /** requests one key may have in flight in one gateway process (no Redis call); beyond it a fast 429 */
   KEY_MAX_CONCURRENT_REQUESTS: int(1, 100_000).default(64),
+  /** requests one account (all its keys) may have in flight in one gateway process; default half the upstream pool */
+  ACCOUNT_MAX_CONCURRENT_REQUESTS: int(1, 100_000).optional(),
   /** members of the ledger group in this process */
   LEDGER_CONSUMERS: int(1, 64).default(1),
   /** how long a gateway trusts a cached key lookup; bounds how late a revocation takes effect */
@@ -174,6 +176,8 @@ export interface Config {
   aggregator: { groups: Array<'ledger' | 'warehouse'>; ledgerConsumers: number };
   keyCacheTtlMs: number;
   keyMaxConcurrentRequests: number;
+  /** undefined: half the upstream pool */
+  accountMaxConcurrentRequests: number | undefined;
   rateLimits: {
     requestsPerMinute?: number; requestsPer5h?: number; requestsPerWeek?: number;
     tokensPerMinute?: number; concurrentRequests?: number;
@@ -256,6 +260,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     aggregator: { groups: e.AGGREGATOR_GROUPS, ledgerConsumers: e.LEDGER_CONSUMERS },
     keyCacheTtlMs: e.KEY_CACHE_TTL_MS,
     keyMaxConcurrentRequests: e.KEY_MAX_CONCURRENT_REQUESTS,
+    accountMaxConcurrentRequests: e.ACCOUNT_MAX_CONCURRENT_REQUESTS,
     rateLimits: Object.fromEntries(Object.entries({
       requestsPerMinute: e.RATE_LIMIT_RPM, requestsPer5h: e.RATE_LIMIT_RP5H, requestsPerWeek: e.RATE_LIMIT_RPW,
       tokensPerMinute: e.RATE_LIMIT_TPM, concurrentRequests: e.RATE_LIMIT_CONCURRENT,

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -73,6 +74,44 @@ export const CORS_ALLOWED_HEADERS = [
   'x-stainless-arch', 'x-stainless-lang', 'x-stainless-os', 'x-stainless-package-version', 'x-stainless-retry-count',
   'x-stainless-runtime', 'x-stainless-runtime-version', 'x-stainless-timeout', 'x-stainless-helper-method', 'x-stainless-async',
 ];
+
+/**
+ * The share of `maxConnections` above which every idle keep-alive connection is closed as a new
+ * connection arrives. Past the cap Node drops new sockets at accept, so the reclaim must happen
+ * before it is reached: at 90 % (and at least one below the cap).
+ */
+export const IDLE_RECLAIM_FRACTION = 0.9;
+
+/**
+ * Keeps idle keep-alive connections from holding the connection cap: when a new connection
+ * brings the count to the reclaim threshold, every connection that has been answered at least
+ * once and has no request in progress is closed (a keep-alive client simply reconnects).
+ * Connections that have not finished a first request are left alone: they are bounded by the
+ * headers and request timeouts instead. Node's own `closeIdleConnections()` is not used: it
+ * also closes connections that have not sent their first request yet, which includes the one
+ * that just arrived.
+ */
+function reclaimIdleNearCap(server: Server, maxConnections: number): void {
+  const threshold = Math.max(1, Math.min(maxConnections - 1, Math.floor(maxConnections * IDLE_RECLAIM_FRACTION)));
+  const state = new Map<Socket, { answered: boolean; active: number }>();
+  server.on('connection', (socket: Socket) => {
+    state.set(socket, { answered: false, active: 0 });
+    socket.once('close', () => state.delete(socket));
+    if (state.size < threshold) return;
+    for (const [s, st] of state) {
+      if (s !== socket && st.answered && st.active === 0) s.destroy();
+    }
+  });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const st = state.get(req.socket);
+    if (!st) return;
+    st.active++;
+    res.once('close', () => {
+      st.active--;
+      st.answered = true;
+    });
+  });
+}
 
 /**
  * An error written straight to a socket, for errors Node raises before (or instead of) a
@@ -150,6 +189,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     ...requestIdOptions,
   });
   app.server.maxConnections = options.maxConnections ?? defaultMaxConnections();
+  reclaimIdleNearCap(app.server, app.server.maxConnections);
   // First, so that its onRoute hook sees every route registered after it.
   if (options.telemetry) installTelemetry(app, options.telemetry);
   installErrorHandling(app);

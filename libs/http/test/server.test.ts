@@ -272,3 +272,34 @@ test('connection cap: past maxConnections a new socket is closed at once; after 
     await capped.close();
   }
 });
+
+// (the timeout only turns a hang, when idle connections are never closed, into a failure)
+test('idle keep-alive connections do not hold the connection cap: near the cap they are closed first and a new client is served', { timeout: 30_000 }, async () => {
+  const capped = createHttpServer({ bodyLimitBytes: LIMIT, maxConnections: 10 });
+  const cappedUrl = await capped.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = new URL(cappedUrl);
+  /** A keep-alive connection that has had one `GET /health` answered and then sits idle. */
+  const idle = (): Promise<{ socket: import('node:net').Socket; closed: Promise<void> }> => new Promise((resolve) => {
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.on('error', () => {});
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    let data = '';
+    socket.on('data', (b: Buffer) => {
+      data += b.toString();
+      if (data.endsWith('{"status":"ok"}')) resolve({ socket, closed });
+    });
+    socket.once('connect', () => socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n'));
+  });
+  try {
+    const held = [];
+    for (let i = 0; i < 10; i++) held.push(await idle());
+    // The 9th connection reached the threshold (90 % of 10): the 8 answered, idle ones closed.
+    await Promise.all(held.slice(0, 8).map((h) => h.closed));
+    assert.deepEqual(held.map((h) => h.socket.destroyed), [true, true, true, true, true, true, true, true, false, false]);
+    const res = await fetch(`${cappedUrl}/health`);
+    assert.deepEqual([res.status, await res.json()], [200, { status: 'ok' }]);
+    for (const h of held) h.socket.destroy();
+  } finally {
+    await capped.close();
+  }
+});

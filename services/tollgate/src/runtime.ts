@@ -130,6 +130,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     }
     registerGateway(server, {
       limiter, limits: config.rateLimits, keyMaxConcurrentRequests: config.keyMaxConcurrentRequests,
+      accountMaxConcurrentRequests: config.accountMaxConcurrentRequests,
       catalog, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
       upstream: { ...config.upstream, redact: ownSecrets },
       holdTtlMs: config.holdTtlMs,

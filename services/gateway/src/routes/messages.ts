@@ -113,7 +113,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     });
     const estimate = bound.tokens;
     const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate } },
-      () => acquireLimits(deps, caller.key.id, estimate));
+      () => acquireLimits(deps, request, estimate));
     try {
       return await metered({ request, reply, body, resolved, raw, sent, estimate, limit, client, startedAt, ts });
     } finally {
