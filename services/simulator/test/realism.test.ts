@@ -97,6 +97,13 @@ describe('directives are read only from the user\'s own words', () => {
     assert.equal(c.status, 200);
     assert.equal(c.json.usage.output_tokens, 5);
   });
+
+  test('a directive starts the text or follows whitespace: `arr[[sim x=1]]` in pasted code is code', async () => {
+    const code = await post({ model: 'claude-sonnet-4-6', max_tokens: 50, messages: [{ role: 'user', content: 'explain this: arr[[sim x=1]] and m[[sim]]' }] });
+    assert.deepEqual([code.status, code.json.usage?.output_tokens], [200, 24]);
+    const typo = await post({ model: 'claude-sonnet-4-6', max_tokens: 50, messages: [{ role: 'user', content: 'hi\n[[sim x=1]]' }] });
+    assert.deepEqual([typo.status, typo.json.error?.message], [400, 'unknown simulator directive "x"']);
+  });
 });
 
 describe('the context window is enforced like the API', () => {
