@@ -1,6 +1,6 @@
 export { newRequestId, installErrorHandling, sendError, requestIdOptions } from './errors.ts';
 export {
-  createHttpServer, defaultMaxConnections, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
+  corsHeadersFor, createHttpServer, defaultMaxConnections, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
   DEFAULT_REQUEST_TIMEOUT_MS, IDLE_RECLAIM_FRACTION, KEEP_ALIVE_TIMEOUT_MS,
 } from './server.ts';
 export type { HttpServerOptions } from './server.ts';

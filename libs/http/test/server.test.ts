@@ -303,3 +303,77 @@ test('idle keep-alive connections do not hold the connection cap: near the cap t
     await capped.close();
   }
 });
+
+/** Sends raw bytes to `base`; resolves with everything the server sent until it closed. */
+function rawTo(base: string, bytes: string, keepOpen = false): Promise<string> {
+  const { port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => {
+      socket.write(bytes);
+      if (!keepOpen) socket.end();
+    });
+    let data = '';
+    socket.on('data', (b: Buffer) => { data += b.toString('latin1'); });
+    socket.on('close', () => resolve(data));
+    socket.on('error', reject);
+  });
+}
+
+test('CORS on every answer the server makes, before routing too: 404, bad percent-encoding, long parameter, bad JSON, 413, 415, 408, 431, unparsable HTTP', async () => {
+  const A = 'https://app.example.com';
+  const B = 'https://other.example.org';
+  const s = build([A, B]);
+  const anyOrigin = build('*');
+  // Two origins, so the origin of each answer must be the request's own (not a lone default).
+  const two = createHttpServer({ bodyLimitBytes: 1024, requestTimeoutMs: 1000, corsOrigins: [A, B] });
+  two.post('/echo', async () => ({ ok: true }));
+  two.get('/v1/things/:id', async () => ({ ok: true }));
+  const base = await s.listen({ host: '127.0.0.1', port: 0 });
+  const anyBase = await anyOrigin.listen({ host: '127.0.0.1', port: 0 });
+  const twoBase = await two.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const json = { 'content-type': 'application/json' };
+    for (const [what, path, init, status] of [
+      ['404', '/nope', {}, 404],
+      ['bad percent-encoding', '/v1/things/%zz', {}, 400],
+      ['long path parameter', `/v1/things/${'x'.repeat(101)}`, {}, 400],
+      ['bad JSON', '/echo', { method: 'POST', headers: json, body: '{"a":' }, 400],
+      ['413', '/echo', { method: 'POST', headers: json, body: JSON.stringify({ a: 'x'.repeat(2000) }) }, 413],
+      ['415', '/echo', { method: 'POST', headers: { ...json, 'content-encoding': 'compress' }, body: 'xx' }, 415],
+    ] as const) {
+      for (const origin of [A, B]) {
+        const res = await fetch(`${twoBase}${path}`, { ...init, headers: { ...('headers' in init ? init.headers : {}), origin } });
+        await res.arrayBuffer();
+        assert.deepEqual([res.status, res.headers.get('access-control-allow-origin'), res.headers.get('vary')], [status, origin, 'Origin'], `${what} from ${origin}`);
+        assert.match(res.headers.get('access-control-expose-headers') ?? '', /request-id/, what);
+      }
+      const evil = await fetch(`${twoBase}${path}`, { ...init, headers: { ...('headers' in init ? init.headers : {}), origin: 'https://evil.example.net' } });
+      await evil.arrayBuffer();
+      assert.deepEqual([evil.status, evil.headers.get('access-control-allow-origin')], [status, null], `${what}, disallowed origin`);
+      const star = await fetch(`${anyBase}${path.replace('/echo', '/echo')}`, { ...init, headers: { ...('headers' in init ? init.headers : {}), origin: B } });
+      await star.arrayBuffer();
+      assert.equal(star.headers.get('access-control-allow-origin'), '*', `${what} with CORS_ORIGINS=*`);
+    }
+    // Written to the socket by the server itself: the origin comes from the request's headers,
+    // or from the bytes Node could not parse.
+    const big = await rawTo(twoBase, `GET /health HTTP/1.1\r\nhost: x\r\norigin: ${B}\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(big, /^HTTP\/1\.1 431 /);
+    assert.match(big, new RegExp(`\\r\\naccess-control-allow-origin: ${B.replace(/\./g, '\\.')}\\r\\n`));
+    const garbage = await rawTo(twoBase, `NOT HTTP\r\norigin: ${A}\r\n\r\n`);
+    assert.match(garbage, /^HTTP\/1\.1 400 /);
+    assert.match(garbage, new RegExp(`\\r\\naccess-control-allow-origin: ${A.replace(/\./g, '\\.')}\\r\\n`));
+    const slow = await rawTo(twoBase, `POST /echo HTTP/1.1\r\nhost: x\r\norigin: ${B}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{`, true);
+    assert.match(slow, /^HTTP\/1\.1 408 /);
+    assert.match(slow, new RegExp(`\\r\\naccess-control-allow-origin: ${B.replace(/\./g, '\\.')}\\r\\nvary: Origin\\r\\n`));
+    const evil = await rawTo(twoBase, `GET /health HTTP/1.1\r\nhost: x\r\norigin: https://evil.example.net\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(evil, /^HTTP\/1\.1 431 /);
+    assert.ok(!evil.includes('access-control-allow-origin'), 'no allow-origin for a disallowed origin');
+    // One configured origin: named even when the request's headers could not be read at all.
+    const lone = await rawTo(base, `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\norigin: ${A}\r\n\r\n`);
+    assert.match(lone, new RegExp(`\\r\\naccess-control-allow-origin: ${A.replace(/\./g, '\\.')}\\r\\n`));
+    const anyBig = await rawTo(anyBase, `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(anyBig, /\r\naccess-control-allow-origin: \*\r\n/);
+  } finally {
+    await Promise.all([s.close(), anyOrigin.close(), two.close()]);
+  }
+});
