@@ -179,10 +179,12 @@ describe('poison in the distributed pipeline', () => {
       assert.deepEqual([q.group, q.kind], ['ledger', 'apply_failed']);
       assert.equal(q.reason, `balance_out_of_range: 200000 micro-credits would take the balance of ${A} outside ±9007199254740991 micro-credits (2^53 − 1, the bound every stage holds exactly)`);
     }
-    // A refused reference is free again: a grant that fits is applied under it.
+    // A refused reference stays refused (one event id, one decision), even once the grant would fit.
     const refusedRef = refused[0]!.event_id.split(':').at(-1)!;
     assert.equal((await c.admin('POST', path, { credits: '-0.5', kind: 'adjustment', reference: 'make-room' })).status, 201);
-    assert.equal((await c.admin('POST', path, { credits: '0.2', reference: refusedRef })).status, 201);
+    const again = await c.admin<{ error: { type: string; message: string } }>('POST', path, { credits: '0.2', reference: refusedRef });
+    assert.deepEqual([again.status, again.json.error.message], [409, `reference ${refusedRef} was refused by the ledger (balance_out_of_range); a new grant needs a new reference`]);
+    assert.equal((await c.admin('POST', path, { credits: '0.2', reference: 'after-room' })).status, 201);
     assert.equal((await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${A}`)).json.balance_micro_credits, '9007199254440991'); // 2^53 − 1 − 500_000 + 200_000
   });
 

@@ -68,7 +68,12 @@ export interface LedgerQuarantine {
 export type ReferenceClaim =
   | { claimed: true }
   /** someone else holds the claim (or it is applied): for this amount, micro-credits */
-  | { claimed: false; amount: bigint };
+  | { claimed: false; amount: bigint }
+  /**
+   * the ledger refused an event of this id (quarantined it, e.g. `balance_out_of_range: …`):
+   * a reference names one decision for good, so the warehouse's rows stay facts keyed by event id
+   */
+  | { claimed: false; refused: string };
 
 export interface StateSnapshot {
   balances: Map<string, bigint>;
@@ -128,7 +133,8 @@ export interface BalanceStore {
    * `amount` micro-credits, atomically, so exactly one of many concurrent requests publishes it.
    * A claim lapses after `ttlMs` (its claimant may have died before publishing; a later retry
    * then claims it again, and the ledger's event-id idempotency keeps a double publish harmless).
-   * A reference already applied answers `claimed: false` with the applied amount.
+   * A reference already applied answers `claimed: false` with the applied amount; one the ledger
+   * refused answers `claimed: false` with `refused` (the quarantine reason).
    */
   claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim>;
   /** Gives a claim up early (its publish failed), so a retry need not wait for `ttlMs`. */
@@ -140,8 +146,8 @@ export interface BalanceStore {
   waitApplied(eventId: string, timeoutMs: number): Promise<boolean>;
   /**
    * Why the ledger consumer quarantined the event with this id (the record's `reason`, e.g.
-   * `balance_out_of_range: …`), or undefined. A new `claimReference` of the id forgets it, so a
-   * retried reference is judged on its own outcome.
+   * `balance_out_of_range: …`), or undefined. Kept for good (not across a rebuild): a refused
+   * reference stays refused (`claimReference` answers `refused`).
    */
   quarantineReason(eventId: string): Promise<string | undefined>;
 

@@ -147,11 +147,12 @@ export class MemoryBalanceStore implements BalanceStore {
   async claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim> {
     const applied = this.#ledgerEntries.get(eventId);
     if (applied !== undefined) return { claimed: false, amount: applied };
+    const refused = this.#rejected.get(eventId);
+    if (refused !== undefined) return { claimed: false, refused };
     const now = this.#now();
     const claim = this.#claims.get(eventId);
     if (claim && claim.until > now) return { claimed: false, amount: claim.amount };
     this.#claims.set(eventId, { amount, until: now + ttlMs });
-    this.#rejected.delete(eventId);
     return { claimed: true };
   }
 

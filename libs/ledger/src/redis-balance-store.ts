@@ -233,6 +233,7 @@ export class RedisBalanceStore implements BalanceStore {
     if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
     const [ok, held] = await this.#scripts.tollgateLedgerClaimReference(
       this.#ledgerKey(), `${this.#prefix}claim:${eventId}`, this.#key('rejected'), eventId, int64(amount, 'claimed amount'), String(ttlMs));
+    if (ok === 2) return { claimed: false, refused: held };
     return ok === 1 ? { claimed: true } : { claimed: false, amount: BigInt(held) };
   }
 

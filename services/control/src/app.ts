@@ -183,12 +183,12 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       /**
        * The ledger quarantined the event instead of applying it: the store checks the bound in the
        * same atomic step as the credit (this process's check above races with other control
-       * processes), so the refusal is final. The reference is released for a corrected retry.
+       * processes), so the refusal is final, and the reference stays refused (one event id, one
+       * decision: the warehouse keeps ledger rows as facts keyed by event id).
        */
       const refused = async () => {
         const reason = await deps.balances.quarantineReason(eventId);
         if (reason === undefined) return;
-        await deps.balances.releaseReference(eventId).catch(() => {});
         if (reason.startsWith('balance_out_of_range')) throw balanceOutOfRange();
         throw gatewayError('internal_error', `credits: the ledger could not apply this entry and set it aside: ${reason}`);
       };
@@ -212,6 +212,9 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       // others wait for the ledger and answer `duplicate: true`. A claimant that dies before
       // publishing blocks the reference only until its claim lapses.
       const claim = await deps.balances.claimReference(eventId, amount, claimTtlMs);
+      if (!claim.claimed && 'refused' in claim) {
+        throw gatewayError('conflict', `reference ${body.reference} was refused by the ledger (${claim.refused.split(':')[0]}); a new grant needs a new reference`);
+      }
       if (!claim.claimed) return duplicate(claim.amount);
       const event: LedgerEvent = {
         type: 'ledger', event_id: eventId, ts: Date.now(), account_id: id, kind,
