@@ -165,6 +165,7 @@ describe('the edges refuse values a later stage cannot hold', () => {
       [{ credits: -5, kind: 'grant', reference: 'r3' }, /^credits: a grant must be positive/],
       [{ credits: -5, kind: 'refund', reference: 'r3b' }, /^credits: a refund must be positive/],
       [{ credits: '-5', reference: 'r3c' }, /^kind: a negative amount takes credit away and needs kind "adjustment"$/],
+      [{ credits: '1.1234567', reference: 'r3d' }, /^credits: "1\.1234567" has more than 6 decimal places$/],
       [{ credits: 1, reference: 'r'.repeat(201) }, /^reference: /],
       [{ credits: 1, reference: 'bad\ud800' }, /^reference: must be well-formed Unicode/],
       [{ credits: 1, reference: 'tab\there' }, /^reference: must not contain control characters/],
