@@ -186,6 +186,14 @@ describe('poison in the distributed pipeline', () => {
     assert.deepEqual([again.status, again.json.error.message], [409, `reference ${refusedRef} was refused by the ledger (balance_out_of_range); a new grant needs a new reference`]);
     assert.equal((await c.admin('POST', path, { credits: '0.2', reference: 'after-room' })).status, 201);
     assert.equal((await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${A}`)).json.balance_micro_credits, '9007199254440991'); // 2^53 − 1 − 500_000 + 200_000
+    // The warehouse stored the refused grants as facts, but money reads leave them out: hot state
+    // and the warehouse agree to the µc, and a rebuild from the warehouse could not credit them.
+    const rec = await c.eventually('reconcile ok after refusals', async () => {
+      const r = await c.admin<Report>('GET', '/ops/v1/reconcile?timeout_ms=10000', undefined, c.url('agg1'));
+      return r.status === 200 ? r.json : undefined;
+    });
+    assert.equal(rec.ok, true);
+    assert.equal(rec.quarantined.filter((q) => q.event_id.startsWith(`credit:${A}:race-`) && q.group === 'ledger').length, 5);
   });
 
   test('a grant beyond 2^53 µc is refused at the edge: 400, nothing published', async (t) => {
