@@ -150,6 +150,52 @@ describe('poison in the distributed pipeline', () => {
     assert.equal(other.json.error.message, 'reference race-ref was already used for 7 credits');
   });
 
+  test('balance out of range under concurrent grants over two control processes: the ledger applies up to ±(2^53 − 1) µc exactly, refuses the rest atomically (400, quarantined balance_out_of_range)', async (t) => {
+    if (!cluster) return t.skip('Kafka or Redis missing');
+    const c = cluster;
+    const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'overflow-race' });
+    const A = acct.json.id;
+    const path = `/admin/v1/accounts/${A}/credits`;
+    // 9,007,199,253.740991 credits = 2^53 − 1 − 1_000_000 µc: one credit below the bound.
+    assert.equal((await c.admin('POST', path, { credits: '9007199253.740991', reference: 'base' })).status, 201);
+    // Ten parallel 0.2-credit grants: every control process's own check passes (the balance it
+    // reads is below the bound), so only the ledger can decide; 5 × 200_000 µc fit exactly.
+    const answers = await Promise.all(Array.from({ length: 10 }, (_, i) =>
+      c.admin<{ error?: { type: string; message: string } }>('POST', path, { credits: '0.2', reference: `race-${i}` }, c.url(i % 2 ? 'control' : 'control2'))));
+    assert.deepEqual(answers.map((a) => a.status).sort(), [201, 201, 201, 201, 201, 400, 400, 400, 400, 400]);
+    for (const a of answers.filter((x) => x.status === 400)) {
+      assert.deepEqual([a.json.error?.type, a.json.error?.message], ['invalid_request_error',
+        'credits: not applied: the balance would leave ±9007199254.740991 credits (9007199254740991 micro-credits, 2^53 − 1, the bound every stage holds exactly)']);
+    }
+    const view = await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${A}`);
+    assert.equal(view.json.balance_micro_credits, '9007199254740991');
+    // Each refused grant is quarantined by the ledger group with its reason.
+    const refused = await c.eventually('five refusals dead-lettered', async () => {
+      const r = await c.admin<{ data: Array<{ event_id: string; group: string; kind: string; reason: string }> }>('GET', '/ops/v1/quarantine', undefined, c.url('agg1'));
+      const mine = r.json.data.filter((q) => q.event_id.startsWith(`credit:${A}:race-`));
+      return mine.length === 5 ? mine : undefined;
+    });
+    for (const q of refused) {
+      assert.deepEqual([q.group, q.kind], ['ledger', 'apply_failed']);
+      assert.equal(q.reason, `balance_out_of_range: 200000 micro-credits would take the balance of ${A} outside ±9007199254740991 micro-credits (2^53 − 1, the bound every stage holds exactly)`);
+    }
+    // A refused reference stays refused (one event id, one decision), even once the grant would fit.
+    const refusedRef = refused[0]!.event_id.split(':').at(-1)!;
+    assert.equal((await c.admin('POST', path, { credits: '-0.5', kind: 'adjustment', reference: 'make-room' })).status, 201);
+    const again = await c.admin<{ error: { type: string; message: string } }>('POST', path, { credits: '0.2', reference: refusedRef });
+    assert.deepEqual([again.status, again.json.error.message], [409, `reference ${refusedRef} was refused by the ledger (balance_out_of_range); a new grant needs a new reference`]);
+    assert.equal((await c.admin('POST', path, { credits: '0.2', reference: 'after-room' })).status, 201);
+    assert.equal((await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${A}`)).json.balance_micro_credits, '9007199254440991'); // 2^53 − 1 − 500_000 + 200_000
+    // The warehouse stored the refused grants as facts, but money reads leave them out: hot state
+    // and the warehouse agree to the µc, and a rebuild from the warehouse could not credit them.
+    const rec = await c.eventually('reconcile ok after refusals', async () => {
+      const r = await c.admin<Report>('GET', '/ops/v1/reconcile?timeout_ms=10000', undefined, c.url('agg1'));
+      return r.status === 200 ? r.json : undefined;
+    });
+    assert.equal(rec.ok, true);
+    assert.equal(rec.quarantined.filter((q) => q.event_id.startsWith(`credit:${A}:race-`) && q.group === 'ledger').length, 5);
+  });
+
   test('a grant beyond 2^53 µc is refused at the edge: 400, nothing published', async (t) => {
     if (!cluster) return t.skip('Kafka or Redis missing');
     const c = cluster;

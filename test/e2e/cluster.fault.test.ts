@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { startKafka, startRedis, stopKafka, stopRedis } from '../support/services.ts';
+import { requireFaultControl, startKafka, startRedis, stopKafka, stopRedis } from '../support/services.ts';
 import { CLUSTER_ADMIN_TOKEN, newAccount, startStandardCluster, type Cluster } from '../support/cluster.ts';
 import { traffic, type AccountHandle, type Sent } from '../support/traffic.ts';
 
@@ -81,6 +81,7 @@ describe('faults under traffic, exact totals afterwards', () => {
 
   test('Kafka stopped for 10 s: gateways keep serving (spool), everything arrives once', async (t) => {
     if (!cluster) return t.skip('services missing');
+    if (!(await requireFaultControl(t, 'kafka'))) return;
     const c = cluster;
     const accounts = [await newAccount(c, CREDITS)];
     const sent2: Sent[] = [];
@@ -103,6 +104,7 @@ describe('faults under traffic, exact totals afterwards', () => {
 
   test('Redis restarted empty: money fails closed (503), state is rebuilt from the warehouse and the log', async (t) => {
     if (!cluster) return t.skip('services missing');
+    if (!(await requireFaultControl(t, 'redis'))) return;
     const c = cluster;
     const accounts = [await newAccount(c, CREDITS), await newAccount(c, CREDITS)];
     const sent = await underTraffic(c, accounts, async () => {

@@ -116,8 +116,8 @@ describe('protocol pass-through', () => {
   test('vision: an image block passes through and its tokens are billed; /api/v1/messages is the same API', async () => {
     const c = await customer(stack.url, 10);
     const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
-    // max_tokens 256: the simulator bills 1000 tokens for this 1×1 image, more than its proven
-    // bound; the hold must cover it (see the first test)
+    // The simulator bills an image as the API does, ⌈w×h/750⌉: this 1×1 PNG is 1 token, and
+    // 'what is this? [[sim output=2]]' is 30 characters → 8: 9 input tokens.
     const msg = await c.client.messages.create({
       model: 'claude-sonnet-4-5', max_tokens: 256,
       messages: [{ role: 'user', content: [
@@ -129,9 +129,9 @@ describe('protocol pass-through', () => {
     const content = (seen!.body.messages as Array<{ content: Array<{ type: string; source?: { data: string } }> }>)[0]!.content;
     assert.equal(content[0]!.type, 'image');
     assert.equal(content[0]!.source!.data, png);
-    assert.ok(msg.usage.input_tokens >= 1000, 'the simulator counts 1000 tokens per image');
+    assert.equal(msg.usage.input_tokens, 9);
     const e = await usageEvent(msg._request_id);
-    assert.equal(e.cost_micros, String(msg.usage.input_tokens * 72 + 2 * 360));
+    assert.equal(e.cost_micros, '1368'); // 9 × 72 + 2 × 360 = 648 + 720
 
     const res = await fetch(`${stack.url}/api/v1/messages`, {
       method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${c.secret}` },
@@ -226,7 +226,7 @@ describe('errors in Anthropic shape, and failures charge nothing', () => {
 
   test('a balance that went negative gets 402', async () => {
     const c = await customer(stack.url, 1);
-    await admin(stack.url, 'POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: '-1.5', reference: 'chargeback' });
+    await admin(stack.url, 'POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: '-1.5', kind: 'adjustment', reference: 'chargeback' });
     await expectError(c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1, messages: user('x') }), 402, 'billing_error', 'insufficient_credits');
     assert.equal(await settledBalance(stack, c.accountId), -500_000n);
   });

@@ -142,3 +142,67 @@ describe('-thinking variants send a body the model accepts', () => {
     assert.deepEqual([served, refused], [7 * 5, 7 * 5 * 4]);
   });
 });
+
+describe('-thinking variants: the body the gateway derives is read by the upstream as the checks read it', () => {
+  const catalog = loadCatalogFile(bundledCatalogPath('cny'));
+  const tools = [{ name: 'get', description: 'look up', input_schema: { type: 'object' as const, properties: {} } }];
+  const toolUse = { type: 'tool_use' as const, id: 'toolu_1', name: 'get', input: {} };
+  const toolResult = { role: 'user' as const, content: [{ type: 'tool_result' as const, tool_use_id: 'toolu_1', content: 'result' }] };
+  const thought = { type: 'thinking' as const, thinking: 'look it up', signature: 'c2ln' };
+  /** Conversations a -thinking model meets mid-session, and whether thinking can be on for them. */
+  const SHAPES: Array<[string, Anthropic.MessageParam[], boolean]> = [
+    ['tool loop, assistant turn without thinking', [{ role: 'user', content: 'look it up' }, { role: 'assistant', content: [toolUse] }, toolResult], false],
+    ['tool loop, text before the tool call', [{ role: 'user', content: 'look it up' }, { role: 'assistant', content: [{ type: 'text', text: 'let me' }, toolUse] }, toolResult], false],
+    ['prefilled assistant turn', [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'Sure,' }], false],
+    ['tool loop that started with thinking', [{ role: 'user', content: 'look it up' }, { role: 'assistant', content: [thought, toolUse] }, toolResult], true],
+    ['next user turn after a loop without thinking', [{ role: 'user', content: 'look it up' }, { role: 'assistant', content: [toolUse] }, toolResult, { role: 'assistant', content: 'done' }, { role: 'user', content: 'and now?' }], true],
+  ];
+
+  test('a tool-use loop whose assistant turn has no thinking block: sent without thinking, never an upstream 400 (budget and adaptive models)', async () => {
+    const c = await customer(stack.url, 1000);
+    let withThinking = 0;
+    let without = 0;
+    for (const model of catalog.models.filter((m) => m.thinkingVariant)) {
+      const name = `${model.aliases[0] ?? model.id}-thinking`;
+      for (const [label, messages, carries] of SHAPES) {
+        await fetch(`${stack.simUrl}/_sim/requests`, { method: 'DELETE' });
+        const msg = await c.client.messages.create(
+          { model: name, max_tokens: 4096, tools, messages },
+          { headers: { 'x-sim-output': '4' } },
+        ); // any upstream 400 would throw here
+        assert.equal(msg.stop_reason, 'end_turn', `${name}: ${label}`);
+        const [seen] = await simRequests(stack.simUrl);
+        assert.equal(seen!.body.model, model.upstreamModel, `${name}: ${label}`);
+        if (carries) {
+          const thinking = model.thinking.mode === 'adaptive' ? { type: 'adaptive' } : { type: 'enabled', budget_tokens: 2048 };
+          assert.deepEqual(seen!.body.thinking, thinking, `${name}: ${label}`);
+          assert.equal(msg.content[0]?.type, 'thinking', `${name}: ${label}`);
+          withThinking++;
+        } else {
+          assert.equal('thinking' in seen!.body, false, `${name}: ${label}`);
+          assert.notEqual(msg.content[0]?.type, 'thinking', `${name}: ${label}`);
+          without++;
+        }
+      }
+    }
+    // 7 thinking models in the CNY catalog (5 budget, 2 adaptive) × 5 shapes: 2 carry thinking, 3 cannot.
+    assert.deepEqual([withThinking, without], [7 * 2, 7 * 3]);
+  });
+
+  test('null sampling parameters on a -thinking model are unset: dropped from the body, thinking on, never an upstream 400', async () => {
+    const c = await customer(stack.url, 1000);
+    for (const model of catalog.models.filter((m) => m.thinkingVariant)) {
+      const name = `${model.aliases[0] ?? model.id}-thinking`;
+      await fetch(`${stack.simUrl}/_sim/requests`, { method: 'DELETE' });
+      const msg = await c.client.messages.create({
+        model: name, max_tokens: 2048, tools, messages: [{ role: 'user', content: 'hi [[sim output=4]]' }],
+        temperature: null, top_k: null, top_p: null, tool_choice: null, thinking: null,
+      } as unknown as Anthropic.MessageCreateParamsNonStreaming);
+      assert.equal(msg.content[0]?.type, 'thinking', name);
+      const [seen] = await simRequests(stack.simUrl);
+      assert.deepEqual(Object.keys(seen!.body).sort(), ['max_tokens', 'messages', 'model', 'thinking', 'tools'], name);
+      const thinking = model.thinking.mode === 'adaptive' ? { type: 'adaptive' } : { type: 'enabled', budget_tokens: 1024 };
+      assert.deepEqual(seen!.body.thinking, thinking, name);
+    }
+  });
+});

@@ -20,6 +20,7 @@ after(async () => { await stack.close(); });
 
 
 
+const OUT_OF_RANGE = 'credits: not applied: the balance would leave ±9007199254.740991 credits (9007199254740991 micro-credits, 2^53 − 1, the bound every stage holds exactly)';
 const HAIKU_10_IN_5_OUT = 10n * 24n + 5n * 120n; // 840 µc: haiku-4-5 input 24, output 120 µc/token
 
 describe('poison in the embedded pipeline', () => {
@@ -163,6 +164,8 @@ describe('the edges refuse values a later stage cannot hold', () => {
       [{ credits: 0, reference: 'r2' }, /^credits: must not be zero$/],
       [{ credits: -5, kind: 'grant', reference: 'r3' }, /^credits: a grant must be positive/],
       [{ credits: -5, kind: 'refund', reference: 'r3b' }, /^credits: a refund must be positive/],
+      [{ credits: '-5', reference: 'r3c' }, /^kind: a negative amount takes credit away and needs kind "adjustment"$/],
+      [{ credits: '1.1234567', reference: 'r3d' }, /^credits: "1\.1234567" has more than 6 decimal places$/],
       [{ credits: 1, reference: 'r'.repeat(201) }, /^reference: /],
       [{ credits: 1, reference: 'bad\ud800' }, /^reference: must be well-formed Unicode/],
       [{ credits: 1, reference: 'tab\there' }, /^reference: must not contain control characters/],
@@ -177,7 +180,7 @@ describe('the edges refuse values a later stage cannot hold', () => {
     assert.equal((await admin(stack.url, 'POST', path, { credits: '9000000000', reference: 'big-1' })).status, 201);
     const second = await admin<{ error: { message: string } }>(stack.url, 'POST', path, { credits: '9000000000', reference: 'big-2' });
     assert.equal(second.status, 400);
-    assert.match(second.json.error.message, /^credits: the balance would become 18000000000, beyond ±9007199254\.740991$/);
+    assert.equal(second.json.error.message, OUT_OF_RANGE);
     // Names are bounded and well-formed as well.
     assert.equal((await admin(stack.url, 'POST', '/admin/v1/accounts', { name: 'bad\u0000name' })).status, 400);
     assert.equal((await admin(stack.url, 'POST', `/admin/v1/accounts/${acct.json.id}/keys`, { name: 'k\ud800' })).status, 400);
@@ -200,5 +203,17 @@ describe('credit grant race (embedded)', () => {
     assert.equal(other.status, 409);
     assert.equal(other.json.error.message, 'reference race-ref was already used for 7 credits');
     assert.equal(await settledBalance(stack, acct.json.id), 7_000_000n);
+  });
+
+  test('balance out of range under concurrent grants: applied up to ±(2^53 − 1) µc exactly, the rest 400 naming the bound', async () => {
+    const acct = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/accounts', { name: 'overflow-race' });
+    const path = `/admin/v1/accounts/${acct.json.id}/credits`;
+    // 2^53 − 1 − 1_000_000 µc: one credit below the bound; 5 × 0.2 credit fit exactly.
+    assert.equal((await admin(stack.url, 'POST', path, { credits: '9007199253.740991', reference: 'base' })).status, 201);
+    const answers = await Promise.all(Array.from({ length: 10 }, (_, i) =>
+      admin<{ error?: { type: string; message: string } }>(stack.url, 'POST', path, { credits: '0.2', reference: `race-${i}` })));
+    assert.deepEqual(answers.map((a) => a.status).sort(), [201, 201, 201, 201, 201, 400, 400, 400, 400, 400]);
+    for (const a of answers.filter((x) => x.status === 400)) assert.deepEqual([a.json.error?.type, a.json.error?.message], ['invalid_request_error', OUT_OF_RANGE]);
+    assert.equal(await settledBalance(stack, acct.json.id), 9_007_199_254_740_991n);
   });
 });

@@ -9,11 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { freePort } from '../support/cluster.ts';
-import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
+import { simRequests, startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
 
 const MAIN = join(import.meta.dirname, '../../services/tollgate/src/main.ts');
 const ADMIN = 'admin-secret-token-do-not-log-0001';
 const HASH_SECRET = 'key-hash-secret-do-not-log-0002';
+const FINANCE = 'finance-token-do-not-log-0003';
+let simAt = '';
 let child: ChildProcess;
 let logs = '';
 let url = '';
@@ -24,13 +26,14 @@ const seen: string[] = [];
 before(async () => {
   const { sim, simUrl } = await startSimulator();
   closeSim = () => sim.close();
+  simAt = simUrl;
   dataDir = mkdtempSync(join(tmpdir(), 'tollgate-secrets-'));
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
   child = spawn(process.execPath, [MAIN], {
     env: {
       PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'trace',
-      UPSTREAM_URL: simUrl, UPSTREAM_API_KEY: UPSTREAM_KEY, ADMIN_TOKEN: ADMIN, KEY_HASH_SECRET: HASH_SECRET,
+      UPSTREAM_URL: simUrl, UPSTREAM_API_KEY: UPSTREAM_KEY, ADMIN_TOKEN: ADMIN, KEY_HASH_SECRET: HASH_SECRET, FINANCE_TOKEN: FINANCE,
       WAREHOUSE_FLUSH_MS: '20',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -87,6 +90,20 @@ test('no secret in logs, responses or warehouse files, whatever happens', async 
   await call(`/v1/credits?api_key=${secret}`, { method: 'GET', headers: { 'x-api-key': secret } });
   await call(`/v1/messages?beta=true&key=${secret}&access_token=${secret}`, { method: 'POST', headers: { ...json, 'x-api-key': secret }, body: '{}' });
   await call(`/v1/models?token=${secret}`, { method: 'GET', headers: {} });
+  // A secret anywhere in the URL, under any name or none: dropped before the upstream (which
+  // records every URL it was sent) and redacted in the log.
+  const hostile = [
+    `authorization=Bearer%20${secret}`, `anthropic_api_key=${secret}`, `auth=${secret}`, `secret=${secret}`,
+    `password=${secret}`, `api+key=${secret}`, `api_key%3D${secret}`, `api_key[]=${secret}`, `api_key.x=${secret}`,
+    `api_key%00=${secret}`, `;api_key=${secret}`, `x=${secret}`, `admin_token=${ADMIN}`, `x=${ADMIN}`, `x=${FINANCE}`,
+    `x=${HASH_SECRET}`, `x=${UPSTREAM_KEY}`,
+  ];
+  for (const q of hostile) {
+    const body = JSON.stringify({ ...m, messages: [{ role: 'user', content: '[[sim input=3 output=2]]' }] });
+    assert.equal((await call(`/v1/messages?beta=true&${q}`, { method: 'POST', headers: { ...json, 'x-api-key': secret }, body })).status, 200, q);
+  }
+  const upstreamUrls = (await simRequests(simAt, hostile.length)).map((r) => r.url);
+  assert.deepEqual(upstreamUrls, hostile.map(() => '/v1/messages?beta=true'));
 
   // stop gracefully, so every log line and every warehouse write is out
   const exited = new Promise((r) => child.once('exit', r));
@@ -95,7 +112,8 @@ test('no secret in logs, responses or warehouse files, whatever happens', async 
 
   assert.ok(logs.includes('"level":10') || logs.includes('"level":20') || logs.includes('incoming request'), 'logs were written at a verbose level');
   assert.ok(logs.includes('"url":"/v1/credits?api_key=[redacted]"'), 'the request with a key in its URL was logged, redacted');
-  for (const [name, value] of [['customer key', secret], ['admin token', ADMIN], ['upstream key', UPSTREAM_KEY], ['key-hash secret', HASH_SECRET]] as const) {
+  assert.ok(logs.includes('"url":"/v1/messages?beta=true&x=[redacted]"'), 'a key under a neutral name was logged, redacted');
+  for (const [name, value] of [['customer key', secret], ['admin token', ADMIN], ['upstream key', UPSTREAM_KEY], ['key-hash secret', HASH_SECRET], ['finance token', FINANCE]] as const) {
     assert.ok(!logs.includes(value), `${name} appears in the logs`);
     for (const body of seen) assert.ok(!body.includes(value), `${name} appears in a response: ${body.slice(0, 200)}`);
   }

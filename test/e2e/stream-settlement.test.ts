@@ -6,12 +6,24 @@
 // client does; exactly one usage event; hold and limiter slots released when the upstream ends.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
 import { requestUntil, sendAndLeave, upstreamSaw as sawIn } from '../support/leaving-client.ts';
 
 let stack: Stack;
-before(async () => { stack = await startStack({ RATE_LIMIT_CONCURRENT: '2' }); });
-after(async () => { await stack?.close(); });
+// The gateway's upstream is the scripted server below, which passes every request it has no
+// script for on to the simulator (one embedded stack per process: chDB holds one data dir).
+let up: ScriptedUpstream;
+before(async () => {
+  up = await scriptedUpstream();
+  stack = await startStack({ RATE_LIMIT_CONCURRENT: '2', UPSTREAM_URL: up.url });
+  up.forwardTo = stack.simUrl;
+});
+after(async () => {
+  await stack?.close();
+  await up?.close();
+});
 
 const user = (text: string) => [{ role: 'user' as const, content: text }];
 const SONNET = 'claude-sonnet-4-5';
@@ -169,7 +181,7 @@ describe('upstream anomalies: one rule each, a status finance can find, never mo
     assert.deepEqual(e.anomalies, ['count_decreased']);
   });
 
-  test('duplicate message_start and a message_delta after message_stop: merged by max / ignored, flagged', async () => {
+  test('duplicate message_start and a message_delta after message_stop: merged by max and flagged / never read (the answer is over at message_stop)', async () => {
     const c = await customer(stack.url, 10);
     const dup = await streamText(c.secret, '[[sim input=300 output=20 sse=duplicate_message_start]]');
     const late = await streamText(c.secret, '[[sim input=300 output=20 sse=delta_after_stop]]');
@@ -178,7 +190,8 @@ describe('upstream anomalies: one rule each, a status finance can find, never mo
     const a = await usageEvent(dup.id);
     assert.deepEqual([a.cost_micros, a.status, a.anomalies], ['28800', 'usage_anomaly', ['duplicate_message_start']]);
     const b = await usageEvent(late.id);
-    assert.deepEqual([b.cost_micros, b.output_tokens, b.status, b.anomalies], ['28800', 20, 'usage_anomaly', ['event_after_stop']]);
+    // the upstream connection is closed at message_stop: the late delta is not even read
+    assert.deepEqual([b.cost_micros, b.output_tokens, b.status, b.anomalies], ['28800', 20, 'ok', undefined]);
   });
 
   test('stream with a bad final output_tokens (negative, string, null, 1e20, NaN): the value is rejected, message_start\'s kept, flagged', async () => {
@@ -255,3 +268,200 @@ async function anomalyMetric(kind: string): Promise<number> {
   assert.ok(line, `the ${kind} series exists from the start`);
   return Number(line.split(' ')[1]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A scripted upstream (a tiny node:http server) for what the simulator does not do: an answer
+// followed by an open connection, an error after the answer, cache-write breakdowns that move
+// or disagree with their totals, output above max_tokens. The script is named in the prompt as
+// [[script NAME]]; the server records whether the gateway closed each connection.
+
+const sse = (type: string, data: Record<string, unknown>) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+const start = (usage: Record<string, unknown>) => sse('message_start', {
+  message: { id: 'msg_script', type: 'message', role: 'assistant', model: SONNET, content: [], stop_reason: null, stop_sequence: null, usage },
+});
+const TEXT = sse('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })
+  + sse('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'Hi' } })
+  + sse('content_block_stop', { index: 0 });
+const finalDelta = (usage: Record<string, unknown>) => sse('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage });
+const STOP = sse('message_stop', {});
+const PING = sse('ping', {});
+const jsonMessage = (usage: Record<string, unknown>) => JSON.stringify({
+  id: 'msg_script', type: 'message', role: 'assistant', model: SONNET, content: [{ type: 'text', text: 'Hi' }],
+  stop_reason: 'end_turn', stop_sequence: null, usage,
+});
+
+type Script = (res: ServerResponse) => void;
+/** keeps the connection open with a ping every 100 ms until the other side closes it */
+const pingForever = (res: ServerResponse) => {
+  const t = setInterval(() => res.write(PING), 100);
+  res.on('close', () => clearInterval(t));
+};
+const streamHead = (res: ServerResponse) => res.writeHead(200, { 'content-type': 'text/event-stream', 'request-id': 'req_script' });
+const SCRIPTS: Record<string, Script> = {
+  open_after_stop: (res) => {
+    streamHead(res);
+    res.write(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }) + STOP);
+    pingForever(res);
+  },
+  open_after_delta: (res) => {
+    streamHead(res);
+    res.write(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }));
+    pingForever(res);
+  },
+  error_after_answer: (res) => {
+    streamHead(res);
+    res.end(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 })
+      + sse('error', { error: { type: 'overloaded_error', message: 'Overloaded' } }));
+  },
+  breakdown_shift: (res) => {
+    streamHead(res);
+    res.end(start({ input_tokens: 500, output_tokens: 1, cache_creation_input_tokens: 1000, cache_creation: { ephemeral_5m_input_tokens: 1000, ephemeral_1h_input_tokens: 0 } })
+      + TEXT + finalDelta({ output_tokens: 40, cache_creation_input_tokens: 1000, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 1000 } }) + STOP);
+  },
+  breakdown_over_total: (res) => {
+    streamHead(res);
+    res.end(start({ input_tokens: 500, output_tokens: 1, cache_creation_input_tokens: 0, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 1000 } })
+      + TEXT + finalDelta({ output_tokens: 40 }) + STOP);
+  },
+  json_breakdown_under_total: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(jsonMessage({ input_tokens: 500, output_tokens: 40, cache_creation_input_tokens: 5000, cache_creation: { ephemeral_5m_input_tokens: 10, ephemeral_1h_input_tokens: 0 } }));
+  },
+  output_over_max: (res) => {
+    streamHead(res);
+    res.end(start({ input_tokens: 5, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 300 }) + STOP);
+  },
+  json_output_over_max: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(jsonMessage({ input_tokens: 5, output_tokens: 300 }));
+  },
+};
+
+interface ScriptedUpstream {
+  url: string;
+  /** where requests without a script go (the simulator) */
+  forwardTo: string;
+  /** scripts whose connection the gateway closed before the upstream ended it */
+  closedByGateway: string[];
+  close(): Promise<void>;
+}
+
+async function scriptedUpstream(): Promise<ScriptedUpstream> {
+  const closedByGateway: string[] = [];
+  const server: Server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks);
+    const name = /\[\[script (\w+)\]\]/.exec(body.toString('utf8'))?.[1] ?? '';
+    const script = SCRIPTS[name];
+    if (script) {
+      res.on('close', () => { if (!res.writableEnded) closedByGateway.push(name); });
+      script(res);
+      return;
+    }
+    const fwd = httpRequest(`${upstream.forwardTo}${req.url}`, { method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode!, r.headers);
+      r.pipe(res);
+    });
+    fwd.on('error', () => res.destroy());
+    res.on('close', () => fwd.destroy());
+    fwd.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const upstream: ScriptedUpstream = {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    forwardTo: '',
+    closedByGateway,
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+  return upstream;
+}
+
+describe('scripted upstream: the answer ends the request; usage reports that cannot all be true are charged once, bounded, flagged', () => {
+  const gw = { get url() { return stack.url; } };
+
+  const post = (secret: string, script: string, { stream = true, maxTokens = 4096 } = {}) => fetch(`${gw.url}/v1/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': secret },
+    body: JSON.stringify({ model: SONNET, max_tokens: maxTokens, stream, messages: user(`[[script ${script}]]`) }),
+  });
+  const eventOf = usageEvent;
+
+  test('anything after the answer is complete (message_stop, or the final message_delta then silence/pings): client answered, settled, slots free, upstream closed', { timeout: 30_000 }, async () => {
+    const c = await customer(gw.url, 10);
+    // Two at once fill RATE_LIMIT_CONCURRENT=2; the upstream would keep both open forever.
+    const runs = await Promise.all(['open_after_stop', 'open_after_delta'].map(async (script) => {
+      const res = await post(c.secret, script);
+      assert.equal(res.status, 200);
+      return { script, id: res.headers.get('request-id')!, sse: await res.text() };
+    }));
+    for (const { script, sse: text } of runs) {
+      // the client's response ended, closed by exactly one message_stop (appended for open_after_delta)
+      assert.ok(text.endsWith(STOP), script);
+      assert.equal(text.split('event: message_stop').length, 2, script);
+      assert.equal(text.includes('event: error'), false, script);
+    }
+    // Both slots are free again although the upstream never ended either response.
+    const third = await c.client.messages.create({ model: SONNET, max_tokens: 4096, messages: user('[[script json_breakdown_under_total]]') });
+    assert.equal(third.usage.output_tokens, 40);
+    assert.deepEqual(up.closedByGateway.filter((n) => n.startsWith('open_')).sort(), ['open_after_delta', 'open_after_stop']);
+    // 500×72 + 40×360 = 36,000 + 14,400 = 50,400 each
+    const [stop, delta] = [await eventOf(runs[0]!.id), await eventOf(runs[1]!.id)];
+    assert.deepEqual([stop.cost_micros, stop.status, stop.anomalies], ['50400', 'ok', undefined]);
+    assert.deepEqual([delta.cost_micros, delta.status, delta.anomalies], ['50400', 'usage_anomaly', ['missing_message_stop']]);
+    // third: 500×72 + 40×360 + 5,000×90 (cache write 5m) = 36,000 + 14,400 + 450,000 = 500,400
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 2n * 50_400n - 500_400n);
+  });
+
+  test('SSE error after a complete answer (final message_delta with stop_reason): the answer is charged, the error not relayed, error_after_answer', async () => {
+    const c = await customer(gw.url, 10);
+    const res = await post(c.secret, 'error_after_answer');
+    const text = await res.text();
+    assert.equal(text.includes('event: error'), false);
+    assert.ok(text.endsWith(finalDelta({ output_tokens: 40 }) + STOP));
+    const e = await eventOf(res.headers.get('request-id')!);
+    // 500×72 + 40×360 = 50,400
+    assert.deepEqual([e.cost_micros, e.status, e.anomalies], ['50400', 'usage_anomaly', ['error_after_answer', 'missing_message_stop']]);
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 50_400n);
+  });
+
+  test('cache-write breakdown that moves between reports: never more than the largest total, split as the latest report that gave it', async () => {
+    const c = await customer(gw.url, 10);
+    const res = await post(c.secret, 'breakdown_shift');
+    await res.text();
+    const e = await eventOf(res.headers.get('request-id')!);
+    // 500×72 + 40×360 + 1000×144 (1h, the delta's split) = 36,000 + 14,400 + 144,000 = 194,400, not 284,400
+    assert.deepEqual([e.cost_micros, e.cache_write_5m_tokens, e.cache_write_1h_tokens, e.status, e.anomalies], ['194400', 0, 1000, 'ok', undefined]);
+  });
+
+  test('a report whose cache-write breakdown disagrees with its own total: charged as the larger reading, cache_breakdown_mismatch (SSE and JSON)', async () => {
+    const c = await customer(gw.url, 10);
+    const s = await post(c.secret, 'breakdown_over_total');
+    await s.text();
+    const a = await eventOf(s.headers.get('request-id')!);
+    // total 0 but 1h 1000: 36,000 + 14,400 + 1000×144 = 194,400
+    assert.deepEqual([a.cost_micros, a.cache_write_5m_tokens, a.cache_write_1h_tokens, a.status, a.anomalies],
+      ['194400', 0, 1000, 'usage_anomaly', ['cache_breakdown_mismatch']]);
+    const j = await post(c.secret, 'json_breakdown_under_total', { stream: false });
+    assert.equal(j.status, 200);
+    await j.text();
+    const b = await eventOf(j.headers.get('request-id')!);
+    // total 5,000 but breakdown 10: 36,000 + 14,400 + 5,000×90 = 500,400
+    assert.deepEqual([b.cost_micros, b.cache_write_5m_tokens, b.cache_write_1h_tokens, b.status, b.anomalies],
+      ['500400', 5000, 0, 'usage_anomaly', ['cache_breakdown_mismatch']]);
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 194_400n - 500_400n);
+  });
+
+  test('output above max_tokens × server-loop steps: clamped to that bound, output_over_max_tokens (SSE and JSON)', async () => {
+    const c = await customer(gw.url, 10);
+    for (const [script, stream] of [['output_over_max', true], ['json_output_over_max', false]] as const) {
+      const res = await post(c.secret, script, { stream, maxTokens: 10 });
+      assert.equal(res.status, 200);
+      await res.text();
+      const e = await eventOf(res.headers.get('request-id')!);
+      // reported output 300, max_tokens 10, one step: 5×72 + 10×360 = 360 + 3,600 = 3,960
+      assert.deepEqual([e.cost_micros, e.output_tokens, e.status, e.anomalies], ['3960', 10, 'usage_anomaly', ['output_over_max_tokens']], script);
+    }
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 2n * 3_960n);
+  });
+});

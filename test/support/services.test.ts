@@ -5,12 +5,14 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   findKafka,
   findRedis,
+  notControllable,
+  requireFaultControl,
   requireKafka,
   requireRedis,
   servicesRequired,
@@ -213,4 +215,57 @@ test('real Kafka accepts TCP connections when available', async (t) => {
   const i = first.lastIndexOf(':');
   assert.ok(i > 0, `bad broker address ${first}`);
   assert.equal(await probeTcp(first.slice(0, i), Number(first.slice(i + 1)), 2000), true, `Kafka at ${first} refused`);
+});
+
+test('fault tests against a service this checkout did not start: skipped loudly and counted, or failed when services are required', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tollgate-services-'));
+  try {
+    // No pid file: deploy/*.sh of this checkout did not start them.
+    assert.equal(notControllable('redis', { TOLLGATE_DEPLOY_DIR: dir }), `Redis was not started by deploy/redis.sh of this checkout (no ${join(dir, 'redis', 'redis.pid')})`);
+    // A pid file naming a process that is not the service (this test runner).
+    await mkdir(join(dir, 'kafka'), { recursive: true });
+    await writeFile(join(dir, 'kafka', 'kafka.pid'), `${process.pid}\n`);
+    assert.equal(notControllable('kafka', { TOLLGATE_DEPLOY_DIR: dir }), `${join(dir, 'kafka', 'kafka.pid')} names no running Kafka (pid "${process.pid}")`);
+    // Services given by URL elsewhere cannot be stopped from here.
+    assert.equal(notControllable('redis', { REDIS_URL: 'redis://10.1.2.3:6379' }), 'REDIS_URL=redis://10.1.2.3:6379 is not this checkout\'s local Redis on 127.0.0.1:6379');
+
+    const file = join(dir, 'fault.test.mjs');
+    const helper = new URL('./services.ts', import.meta.url).href;
+    await writeFile(file, `import { test } from 'node:test';
+import { requireFaultControl } from ${JSON.stringify(helper)};
+test('stops kafka', async (t) => {
+  if (!(await requireFaultControl(t, 'kafka'))) return;
+  throw new Error('would have stopped a broker it does not control');
+});
+test('stops redis', async (t) => {
+  if (!(await requireFaultControl(t, 'redis'))) return;
+  throw new Error('would have stopped a Redis it does not control');
+});
+`);
+    const base: Env = { ...process.env };
+    for (const k of ['CI', 'TOLLGATE_REQUIRE_SERVICES', 'REDIS_URL', 'KAFKA_BROKERS', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) delete base[k];
+    const env = { ...base, TOLLGATE_DEPLOY_DIR: join(dir, 'empty') };
+    const skipped = await runNodeTest(file, env);
+    assert.equal(skipped.code, 0, skipped.out);
+    assert.match(skipped.out, /^# skip(ped)? 2$/m, skipped.out);
+    assert.match(skipped.out, /^# pass 0$/m, skipped.out);
+    assert.match(skipped.out, /\*\*\* SKIPPED: fault test needs a Kafka it can stop: Kafka was not started by deploy\/kafka\.sh of this checkout/);
+    assert.match(skipped.out, /\*\*\* SKIPPED: fault test needs a Redis it can stop/);
+    const required = await runNodeTest(file, { ...env, TOLLGATE_REQUIRE_SERVICES: '1' });
+    assert.notEqual(required.code, 0, required.out);
+    assert.match(required.out, /^# fail 2$/m, required.out);
+    assert.match(required.out, /^# skip(ped)? 0$/m, required.out);
+    assert.match(required.out, /fault injection on Kafka is required \(TOLLGATE_REQUIRE_SERVICES=1 or CI=true\) but not possible/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('requireFaultControl against a fake context: skip when not controllable, throw when required', async () => {
+  const skips: string[] = [];
+  const t: SkippableContext = { skip: (m?: string) => { skips.push(String(m)); } };
+  const env = { TOLLGATE_DEPLOY_DIR: '/nonexistent-tollgate-deploy' };
+  assert.equal(await requireFaultControl(t, 'redis', env), false);
+  assert.deepEqual(skips, ['SKIPPED: fault test needs a Redis it can stop: Redis was not started by deploy/redis.sh of this checkout (no /nonexistent-tollgate-deploy/redis/redis.pid); start it with `bash deploy/services.sh up` from this checkout to run fault tests']);
+  await assert.rejects(requireFaultControl(t, 'redis', { ...env, TOLLGATE_REQUIRE_SERVICES: '1' }), /fault injection on Redis is required/);
 });

@@ -13,7 +13,9 @@
 // go green by silently skipping the real-engine suites.
 //
 // Only node built-ins are used. Runs under Node 24 type stripping.
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
@@ -166,6 +168,72 @@ export async function requireKafka(t: SkippableContext, env: Env = process.env):
 // instances started by those scripts (same TOLLGATE_DEPLOY_DIR / ports); a service found via
 // REDIS_URL / KAFKA_BROKERS on another host cannot be stopped, and stop*() throws in that case
 // rather than letting a fault test pass without a fault.
+
+/** The services a fault test can stop and start through deploy/*.sh. */
+export type ControllableService = 'kafka' | 'redis';
+
+const DEPLOY = {
+  kafka: { name: 'Kafka', dir: 'kafka', pidfile: 'kafka.pid', pattern: /kafka\.Kafka/, port: localKafkaPort, url: 'KAFKA_BROKERS' },
+  redis: { name: 'Redis', dir: 'redis', pidfile: 'redis.pid', pattern: /redis-server/, port: localRedisPort, url: 'REDIS_URL' },
+} as const;
+
+/**
+ * Why deploy/<service>.sh of this checkout cannot stop the `service` the tests use, or
+ * undefined when it can: its pid file under `${TOLLGATE_DEPLOY_DIR:-<repo>/.deploy}` names a
+ * live process of that service (what the script's own `pid_alive` checks), and the tests'
+ * `REDIS_URL` / `KAFKA_BROKERS`, when set, point at that local port. A service someone else
+ * started (a system Redis, a broker from another checkout) cannot be stopped from here, so a
+ * fault test against it would measure nothing.
+ */
+export function notControllable(service: ControllableService, env: Env = process.env): string | undefined {
+  const d = DEPLOY[service];
+  const port = d.port(env);
+  const given = nonEmpty(env[d.url]);
+  if (given !== undefined) {
+    const local = given.split(',').map((s) => s.trim().replace(/^redis:\/\//, '').replace(/\/.*$/, ''));
+    if (!local.every((hp) => hp === `${HOST}:${port}` || hp === `localhost:${port}`)) {
+      return `${d.url}=${given} is not this checkout's local ${d.name} on ${HOST}:${port}`;
+    }
+  }
+  const stateDir = nonEmpty(env.TOLLGATE_DEPLOY_DIR) ?? join(REPO_ROOT, '.deploy');
+  const pidfile = join(stateDir, d.dir, d.pidfile);
+  let pid: string;
+  try {
+    pid = readFileSync(pidfile, 'utf8').trim();
+  } catch {
+    return `${d.name} was not started by deploy/${service}.sh of this checkout (no ${pidfile})`;
+  }
+  let cmdline = '';
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch { /* not running, or not Linux */ }
+  if (!/^\d+$/.test(pid) || !d.pattern.test(cmdline)) {
+    return `${pidfile} names no running ${d.name} (pid ${JSON.stringify(pid.slice(0, 20))})`;
+  }
+  return undefined;
+}
+
+/**
+ * For fault tests, before stopping `service`: true when this checkout's deploy scripts control
+ * it (`notControllable`). Otherwise the test is skipped, loudly (stderr) and counted by the
+ * runner as a skip — never a pass, never a "still up after stop" failure — unless services are
+ * required (TOLLGATE_REQUIRE_SERVICES=1 or CI=true), where it throws, so CI cannot go green
+ * without its fault tests:
+ *
+ *   test('…', async (t) => { if (!(await requireFaultControl(t, 'kafka'))) return; … });
+ */
+export async function requireFaultControl(t: SkippableContext, service: ControllableService, env: Env = process.env): Promise<boolean> {
+  const why = notControllable(service, env);
+  if (why === undefined) return true;
+  const hint = `start it with \`bash deploy/services.sh up\` from this checkout to run fault tests`;
+  if (servicesRequired(env)) {
+    throw new Error(`fault injection on ${DEPLOY[service].name} is required (TOLLGATE_REQUIRE_SERVICES=1 or CI=true) but not possible: ${why}; ${hint}`);
+  }
+  const message = `SKIPPED: fault test needs a ${DEPLOY[service].name} it can stop: ${why}; ${hint}`;
+  process.stderr.write(`\n*** ${message} ***\n`);
+  t.skip(message);
+  return false;
+}
 
 export interface ServiceControl {
   stop(): Promise<void>;

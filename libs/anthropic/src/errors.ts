@@ -198,26 +198,60 @@ export interface UpstreamErrorOptions {
   secrets?: readonly string[];
 }
 
-/**
- * Upstream response headers a client may see on a passed-on error. Everything else stays
- * behind; in particular `anthropic-ratelimit-*` describe the operator's upstream account, not
- * the customer's key (`anthropic-ratelimit-unified-status: rejected` makes Claude Code stop).
- */
-const PASSED_ERROR_HEADERS = ['retry-after', 'x-should-retry'] as const;
+// Upstream response headers a client may see on a passed-on error: `retry-after` and
+// `x-should-retry`, validated (`upstreamRetryHeaders`). Everything else stays behind; in
+// particular `anthropic-ratelimit-*` describe the operator's upstream account, not the
+// customer's key (`anthropic-ratelimit-unified-status: rejected` makes Claude Code stop).
 
 const REDACTED = '[redacted]';
 
+/** Shortest encoded run of a secret worth redacting: shorter runs occur in ordinary text. */
+const MIN_ENCODED_RUN = 12;
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 /**
- * `text` with every credential removed: each of `secrets` (exact occurrences, ≥ 8 characters
- * so a short value cannot blank out ordinary words), and anything credential-shaped —
+ * The ways an upstream may echo a secret: as is (matched case-insensitively, which covers an
+ * upper- or lower-cased echo), percent-encoded, and base64 / base64url. Base64 of a longer text
+ * holds the secret at one of three byte alignments; for each, the characters that depend on the
+ * secret alone are the run between the first and last partial 3-byte groups.
+ */
+function secretForms(secret: string): string[] {
+  const forms = new Set([secret, encodeURIComponent(secret)]);
+  const bytes = Buffer.from(secret, 'utf8');
+  for (let offset = 0; offset < 3; offset++) {
+    const b64 = Buffer.concat([Buffer.alloc(offset), bytes]).toString('base64').replace(/=+$/, '');
+    const from = offset === 0 ? 0 : 4;
+    // A trailing group of 1 or 2 bytes is 2 or 3 characters, which depend on what follows.
+    const rem = (offset + bytes.length) % 3;
+    const to = b64.length - (rem === 0 ? 0 : rem + 1);
+    const run = b64.slice(from, Math.max(from, to));
+    if (run.length >= MIN_ENCODED_RUN) {
+      forms.add(run);
+      forms.add(run.replaceAll('+', '-').replaceAll('/', '_'));
+    }
+  }
+  // Longest first, so a shorter form never leaves part of a longer one behind.
+  return [...forms].sort((a, b) => b.length - a.length);
+}
+
+/**
+ * `text` with every credential removed: each of `secrets` (≥ 8 characters so a short value
+ * cannot blank out ordinary words; in any letter case, percent-encoded or base64/base64url
+ * encoded at any alignment), and anything credential-shaped —
  * `sk-…` keys (Anthropic's and Tollgate's), `Bearer <token>`, and `api_key=` / `x-api-key:` /
  * `token=` style pairs. For upstream error messages that echo what they were sent.
  */
 export function redactCredentials(text: string, secrets: readonly string[] = []): string {
   let out = text;
-  for (const s of secrets) if (s.length >= 8) out = out.split(s).join(REDACTED);
+  for (const s of secrets) {
+    if (s.length < 8) continue;
+    for (const form of secretForms(s)) out = out.replace(new RegExp(escapeRegExp(form), 'gi'), REDACTED);
+  }
   return out
-    .replace(/\bsk-[A-Za-z0-9_-]{6,}/g, REDACTED)
+    .replace(/\bsk-[A-Za-z0-9_-]{6,}/gi, REDACTED)
     .replace(/\bBearer\s+[^\s"',;]+/gi, `Bearer ${REDACTED}`)
     .replace(/\b(x-api-key|api[_-]?key|access[_-]?token|token)(["']?\s*[:=]\s*["']?)[^\s"',;&]+/gi, `$1$2${REDACTED}`);
 }
@@ -247,11 +281,7 @@ export function upstreamErrorToGateway(
   options: UpstreamErrorOptions = {},
 ): GatewayError {
   const upstream = isAnthropicErrorBody(body) ? body.error : null;
-  const passed: Record<string, string> = {};
-  for (const name of PASSED_ERROR_HEADERS) {
-    const v = headers === undefined ? undefined : firstHeader(headers[name]);
-    if (v !== undefined) passed[name] = v;
-  }
+  const passed = headers === undefined ? {} : upstreamRetryHeaders(headers);
   const withHeaders = Object.keys(passed).length === 0 ? {} : { headers: passed };
   const operatorProblem = { headers: { 'x-should-retry': 'false' } };
 
@@ -277,6 +307,66 @@ export function upstreamErrorToGateway(
     message,
     ...(status === 403 ? operatorProblem : withHeaders),
   });
+}
+
+/** `Retry-After` as RFC 9110 §10.2.3 allows it: delta-seconds (digits only) or an HTTP-date. */
+const DELTA_SECONDS = /^\d{1,10}$/;
+/** An HTTP-date in any of the three forms RFC 9110 §5.6.7 lets a recipient accept. */
+const HTTP_DATE = /^(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT|(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, \d{2}-[A-Z][a-z]{2}-\d{2} \d{2}:\d{2}:\d{2} GMT|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4})$/;
+
+/**
+ * The retry advice of an upstream error response that a client may see, and nothing else:
+ * `retry-after` only as delta-seconds or an HTTP-date (re-rendered in the IMF-fixdate form),
+ * `x-should-retry` only as `true` or `false` (Anthropic's SDKs read exactly these). Any other
+ * value is dropped: upstream header text reaches the client only in a shape that cannot carry
+ * a credential or anything else the upstream echoes.
+ */
+export function upstreamRetryHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  const retryAfter = firstHeader(headers['retry-after'])?.trim();
+  if (retryAfter !== undefined) {
+    if (DELTA_SECONDS.test(retryAfter)) out['retry-after'] = retryAfter;
+    else if (HTTP_DATE.test(retryAfter)) {
+      const ms = Date.parse(retryAfter);
+      if (Number.isFinite(ms)) out['retry-after'] = new Date(ms).toUTCString();
+    }
+  }
+  const shouldRetry = firstHeader(headers['x-should-retry'])?.trim().toLowerCase();
+  if (shouldRetry === 'true' || shouldRetry === 'false') out['x-should-retry'] = shouldRetry;
+  return out;
+}
+
+/**
+ * An error the upstream reported inside a successful response — an SSE `error` event after
+ * HTTP 200, or a 2xx JSON body whose `type` is `error` — as the gateway relays it. `body` is
+ * the event's `data` (or the JSON body), parsed, or anything unparsable. The upstream's error
+ * type is kept when it is an Anthropic one (else `api_error`); the code, status and
+ * retriability come from the catalogue (`overloaded_error` → `overloaded`, `rate_limit_error`
+ * → `rate_limit_exceeded`, `invalid_request_error` → `invalid_request`, others →
+ * `upstream_error`); the message is redacted (`redactCredentials`). An authentication,
+ * billing or permission error is about the operator's upstream account: its message is dropped
+ * entirely and the error is `upstream_error` with `x-should-retry: false`, as for an HTTP
+ * 401/402/403 (`upstreamErrorToGateway`).
+ */
+export function upstreamEventError(body: unknown, options: UpstreamErrorOptions = {}): GatewayError {
+  const upstream = isRecord(body) && isRecord(body.error) ? body.error : null;
+  const type: AnthropicErrorType = upstream !== null && typeof upstream.type === 'string' && isAnthropicErrorType(upstream.type)
+    ? upstream.type
+    : 'api_error';
+  if (type === 'authentication_error' || type === 'billing_error' || type === 'permission_error') {
+    return gatewayError('upstream_error', `Upstream provider refused the gateway's account (${type}); the gateway operator must fix its upstream configuration`, {
+      headers: { 'x-should-retry': 'false' },
+    });
+  }
+  const code: ErrorCode = type === 'overloaded_error' ? 'overloaded'
+    : type === 'rate_limit_error' ? 'rate_limit_exceeded'
+    : type === 'invalid_request_error' ? 'invalid_request'
+    : 'upstream_error';
+  const spec: ErrorSpec = ERRORS[code];
+  const message = upstream !== null && typeof upstream.message === 'string' && upstream.message !== ''
+    ? redactCredentials(upstream.message, options.secrets)
+    : 'Upstream provider reported an error';
+  return new GatewayError({ code, status: spec.status, type, retriable: spec.retriable, message });
 }
 
 function codeFor(status: number, type: AnthropicErrorType): ErrorCode {

@@ -35,8 +35,8 @@ export type { MessageUsage, TokenUsage, UsageAnomaly } from './usage.ts';
 export {
   MAX_TOKEN_COUNT, USAGE_ANOMALIES, UsageTally, ZERO_USAGE, isTokenCount, readMessageUsage, usageFromMessage, usageFromWire,
 } from './usage.ts';
-export type { StreamError, StreamMeterOptions } from './sse.ts';
-export { StreamMeter, createStreamMeter } from './sse.ts';
+export type { SseFrame, StreamError, StreamMeterOptions } from './sse.ts';
+export { SseFramer, StreamMeter, createStreamMeter, isErrorFrame } from './sse.ts';
 export type { ErrorCode, ErrorSpec, GatewayErrorBody, GatewayErrorExtra, GatewayErrorInit, UpstreamErrorOptions } from './errors.ts';
 export {
   ERRORS,
@@ -51,4 +51,6 @@ export {
   toGatewayError,
   redactCredentials,
   upstreamErrorToGateway,
+  upstreamEventError,
+  upstreamRetryHeaders,
 } from './errors.ts';

@@ -123,6 +123,102 @@ test('image by URL, by file id, or with an unreadable header: the cap', () => {
   assert.equal(tool.imageTokens, 1_600);
 });
 
+// Image formats whose header size is not the decoded size. Each fixture is real bytes; the
+// sizes in comments are what Pillow 13 reports for them (checked when the fixtures were made).
+const le16 = (n: number) => { const b = Buffer.alloc(2); b.writeUInt16LE(n); return b; };
+const le24 = (n: number) => { const b = Buffer.alloc(3); b.writeUIntLE(n, 0, 3); return b; };
+/** A GIF: logical screen sw×sh, a 2-colour global table, then each frame (left, top, w, h) with a GCE and an LZW stub. */
+function gifFrames(sw: number, sh: number, frames: Array<[number, number, number, number]>, tail: number[] = [0x3b]): string {
+  const parts = [Buffer.from('GIF89a', 'latin1'), le16(sw), le16(sh), Buffer.from([0x80, 0, 0, 0, 0, 0, 255, 255, 255])];
+  for (const [l, t, w, h] of frames) {
+    parts.push(Buffer.from([0x21, 0xf9, 4, 0, 0, 0, 0, 0, 0x2c]), le16(l), le16(t), le16(w), le16(h), Buffer.from([0, 2, 2, 0x4c, 0x01, 0]));
+  }
+  return Buffer.concat([...parts, Buffer.from(tail)]).toString('base64');
+}
+const sof = (w: number, h: number) => [0xff, 0xc0, 0, 17, 8, h >> 8, h & 255, w >> 8, w & 255, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1];
+const JFIF = [0xff, 0xd8, 0xff, 0xe0, 0, 16, 0x4a, 0x46, 0x49, 0x46, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0];
+/** APP1 Exif with one IFD entry: Orientation (0x0112) = 6, "rotate 90° clockwise to display". */
+const EXIF_ROTATE = [0xff, 0xe1, 0, 34, ...Buffer.from('Exif\0\0', 'latin1'), 0x4d, 0x4d, 0, 0x2a, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0];
+const jpegOf = (...segments: number[][]) => Buffer.from([...JFIF, ...segments.flat(), 0xff, 0xd9]).toString('base64');
+const riffChunk = (type: string, data: Buffer) => Buffer.concat([Buffer.from(type, 'latin1'), (() => { const b = Buffer.alloc(4); b.writeUInt32LE(data.length); return b; })(), data, Buffer.alloc(data.length & 1)]);
+const vp8x = (w: number, h: number, flags = 0) => riffChunk('VP8X', Buffer.concat([Buffer.from([flags, 0, 0, 0]), le24(w - 1), le24(h - 1)]));
+const vp8l = (w: number, h: number) => { const b = Buffer.alloc(9); b[0] = 0x2f; b.writeUInt32LE(((w - 1) | ((h - 1) << 14)) >>> 0, 1); return riffChunk('VP8L', b); };
+const anmf = (x: number, y: number, frame: Buffer, w: number, h: number) => riffChunk('ANMF', Buffer.concat([le24(x / 2), le24(y / 2), le24(w - 1), le24(h - 1), Buffer.alloc(4), frame]));
+const riffWebp = (...chunks: Buffer[]) => { const body = Buffer.concat([Buffer.from('WEBP', 'latin1'), ...chunks]); const head = Buffer.alloc(8); head.write('RIFF', 0, 'latin1'); head.writeUInt32LE(body.length, 4); return Buffer.concat([head, body]).toString('base64'); };
+/** A PNG of w×h whose chunks after IHDR are given (type, data); IEND is appended. */
+function pngWith(w: number, h: number, chunks: Array<[string, Buffer]>): string {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 6;
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk('IHDR', ihdr), ...chunks.map(([t, d]) => pngChunk(t, d)), pngChunk('IEND', Buffer.alloc(0))]).toString('base64');
+}
+const acTL = (): [string, Buffer] => ['acTL', Buffer.from([0, 0, 0, 1, 0, 0, 0, 0])];
+const fcTL = (w: number, h: number, x: number, y: number): [string, Buffer] => ['fcTL', Buffer.concat([be32(0), be32(w), be32(h), be32(x), be32(y), Buffer.alloc(6)])];
+const IDAT: [string, Buffer] = ['IDAT', Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])];
+const measured = (data: string, media = 'image/png') => {
+  const b = bound(withImage(imageBlock(media, data)));
+  return { dims: base64ImageDimensions(data), tokens: b.imageTokens, measured: b.imagesMeasured, capped: b.imagesCapped };
+};
+
+test('image whose header is not its decoded size: GIF frames beyond the logical screen are bounded by the frames', () => {
+  // The breaker's GIF: a 1×1 logical screen holding one 1500×1500 frame (Pillow decodes 1500×1500).
+  // ⌈2,250,000 / 750⌉ = 3,000 → the cap, 1,600; the header alone said 1 token.
+  assert.deepEqual(measured(gifFrames(1, 1, [[0, 0, 1500, 1500]]), 'image/gif'), { dims: { width: 1500, height: 1500 }, tokens: 1_600, measured: 1, capped: 0 });
+  // A later frame placed past the screen's edge: 1000×40 screen, frame 600×40 at x = 900 → 1500×40:
+  // max(⌈60,000/750⌉ = 80, 54 × 2 patches = 108) = 108.
+  assert.deepEqual(measured(gifFrames(1000, 40, [[0, 0, 10, 10], [900, 0, 600, 40]]), 'image/gif'), { dims: { width: 1500, height: 40 }, tokens: 108, measured: 1, capped: 0 });
+  // Frames inside the screen: the screen is the size (29×1 → 2 patches).
+  assert.deepEqual(measured(gifFrames(29, 1, [[0, 0, 29, 1]]), 'image/gif').tokens, 2);
+  // No trailer (truncated after the frame): every frame there is was read.
+  assert.deepEqual(measured(gifFrames(10, 10, [[0, 0, 1500, 10]], []), 'image/gif').dims, { width: 1500, height: 10 });
+  // A byte that starts no GIF block: the structure cannot be trusted → the cap.
+  assert.deepEqual(measured(gifFrames(1, 1, [[0, 0, 1, 1]], [0x99, 0x3b]), 'image/gif'), { dims: undefined, tokens: 1_600, measured: 0, capped: 1 });
+  // A GIF past the first 8 KB of base64: decoded whole (frame after a 9,000-byte comment extension).
+  const comment = [0x21, 0xfe, ...Array.from({ length: 40 }, () => [250, ...Buffer.alloc(250)]).flat(), 0];
+  const late = Buffer.from(gifFrames(1, 1, [[0, 0, 1500, 1500]]), 'base64');
+  const withComment = Buffer.concat([late.subarray(0, 19), Buffer.from(comment), late.subarray(19)]).toString('base64');
+  assert.ok(withComment.length > 8192);
+  assert.deepEqual(measured(withComment, 'image/gif').dims, { width: 1500, height: 1500 });
+});
+
+test('image whose header is not its decoded size: JPEG with several frame headers, DNL height, EXIF orientation', () => {
+  // Two SOF segments: image-size reads the first (1×1), Pillow keeps the last (1500×1500): both count.
+  assert.deepEqual(measured(jpegOf(sof(1, 1), sof(1500, 1500)), 'image/jpeg'), { dims: { width: 1500, height: 1500 }, tokens: 1_600, measured: 1, capped: 0 });
+  assert.deepEqual(measured(jpegOf(sof(1500, 1500), sof(1, 1)), 'image/jpeg').dims, { width: 1500, height: 1500 });
+  // Height 0 in the SOF (defined later by a DNL marker): no proven size → the cap.
+  assert.deepEqual(measured(jpegOf(sof(300, 0)), 'image/jpeg'), { dims: undefined, tokens: 1_600, measured: 0, capped: 1 });
+  // Garbage where a marker must be: the cap.
+  assert.deepEqual(measured(Buffer.from([...JFIF, 0x00, 0x00, ...sof(1, 1), 0xff, 0xd9]).toString('base64'), 'image/jpeg').capped, 1);
+  // EXIF orientation 6 displays 3000×100 as 100×3000: same tokens either way,
+  // max(⌈300,000/750⌉ = 400, 108 × 4 = 432) = 432.
+  assert.equal(measured(jpegOf(EXIF_ROTATE, sof(3000, 100)), 'image/jpeg').tokens, 432);
+  assert.equal(imageTokens(100, 3000, 1_600), 432);
+});
+
+test('image whose header is not its decoded size: WebP canvas, bitstreams and animation frames all count', () => {
+  // A still VP8X image whose canvas (1×1) disagrees with its VP8L bitstream (1500×1500).
+  assert.deepEqual(measured(riffWebp(vp8x(1, 1), vp8l(1500, 1500)), 'image/webp'), { dims: { width: 1500, height: 1500 }, tokens: 1_600, measured: 1, capped: 0 });
+  // An animation frame placed at x = 2000 on a 64×64 canvas: 2064×64 → max(⌈132,096/750⌉ = 177, 74 × 3 = 222) = 222.
+  const anim = riffWebp(vp8x(64, 64, 0x02), riffChunk('ANIM', Buffer.alloc(6)), anmf(0, 0, vp8l(64, 64), 64, 64), anmf(2000, 0, vp8l(64, 64), 64, 64));
+  assert.deepEqual(measured(anim, 'image/webp'), { dims: { width: 2064, height: 64 }, tokens: 222, measured: 1, capped: 0 });
+  // A real two-frame animation written by Pillow (64×64, frames inside): max(⌈4,096/750⌉ = 6, 3 × 3 = 9) = 9.
+  const pillow = 'UklGRgQBAABXRUJQVlA4WAoAAAACAAAAPwAAPwAAQU5JTQYAAAAAAAAAAABBTk1GagAAAAAAAAAAAD8AAD8AAAAAAAJWUDggUgAAALAEAJ0BKkAAQAA+bTaZSSQjIqEiCACADYlpBigAmQH4AAiBktlWJj2n15tXQAAA/vCbQ//+QXLC65Gv//yA/5Af8gP/5AflTZnMXkaKqgnwgABBTk1GZgAAAAAAAAAAAD8AAD8AAAAAAABWUDggTgAAADQEAJ0BKkAAQAA+bTKSSQIgAADYlpANWqgH4AfgACLt0ZQYR2nUfk1bsAD+5Yc//7WgODVf5n//+++FEduv9CX6YXsil/xM5+NS/wXAAA==';
+  assert.deepEqual(measured(pillow, 'image/webp'), { dims: { width: 64, height: 64 }, tokens: 9, measured: 1, capped: 0 });
+});
+
+test('image whose header is not its decoded size: APNG frames, a huge IHDR, chunks past the first 8 KB', () => {
+  // APNG (acTL before IDAT) with a 2000×2000 frame on a 100×100 canvas: the frame counts → the cap.
+  assert.deepEqual(measured(pngWith(100, 100, [acTL(), fcTL(2000, 2000, 0, 0), IDAT])), { dims: { width: 2000, height: 2000 }, tokens: 1_600, measured: 1, capped: 0 });
+  // acTL after IDAT is not an APNG (decoders ignore it): IHDR is the size, max(⌈10,000/750⌉ = 14, 4 × 4 = 16) = 16.
+  assert.deepEqual(measured(pngWith(100, 100, [IDAT, acTL(), fcTL(2000, 2000, 0, 0)])).tokens, 16);
+  // A huge IHDR is measured and held at the cap, never more, never less.
+  assert.deepEqual(measured(pngWith(100_000, 100_000, [IDAT])), { dims: { width: 100_000, height: 100_000 }, tokens: 1_600, measured: 1, capped: 0 });
+  // A 10,000-byte text chunk pushes acTL past the first 8 KB of base64: the whole file is read.
+  // Frame 3000×10 at (0, 90) on 100×100 → 3000×100: max(400, 108 × 4 = 432) = 432.
+  const late = pngWith(100, 100, [['tEXt', Buffer.alloc(10_000, 0x61)], acTL(), fcTL(3000, 10, 0, 90), IDAT]);
+  assert.ok(late.length > 8192);
+  assert.equal(measured(late).tokens, 432);
+});
+
 test('PDF as base64: pages are text and images, only the context window bounds it', () => {
   const b = bound(withImage({ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0xLjQK' } }));
   assert.deepEqual([b.tokens, b.unbounded, b.iterations, b.ceiling], [200_000, ['document_pdf'], 1, true]);

@@ -85,7 +85,7 @@ export const SERVER_LOOP_ITERATIONS = 10;
  */
 const MAX_USES_BOUNDS_LOOP = new Set(['web_search_20250305', 'web_fetch_20250910']);
 
-/** Base64 characters decoded first: enough for the header of a PNG, GIF or WebP and most JPEGs. */
+/** Base64 characters decoded first: enough for the header of a PNG or JPEG in most files. */
 const HEADER_BASE64_CHARS = 8192;
 
 const MEASURABLE_TYPES = new Set(['png', 'jpg', 'gif', 'webp']);
@@ -105,27 +105,256 @@ export function imageTokens(width: number, height: number, cap: number): number 
   return Math.min(cap, Math.max(byArea, byPatches, 1));
 }
 
+/** Width × height that bounds every size a decoder can give the image. */
+export interface ImageDimensions {
+  readonly width: number;
+  readonly height: number;
+}
+
 /**
- * Width and height of base64 image data (PNG, JPEG, GIF, WebP), reading only its header when
- * that suffices; undefined when the data is not one of those formats or is unreadable.
+ * Running maximum of every extent a file declares. `more`: the bytes read end before the
+ * structure says the size is settled (read the whole file); `bad`: the structure is not one a
+ * bound can be read from (the cap applies).
  */
-export function base64ImageDimensions(data: string): { width: number; height: number } | undefined {
-  const attempt = (b64: string) => {
-    try {
-      const size = imageSize(Buffer.from(b64, 'base64'));
-      if (size.type === undefined || !MEASURABLE_TYPES.has(size.type)) return undefined;
-      if (!(size.width > 0) || !(size.height > 0)) return undefined;
-      return { width: size.width, height: size.height };
-    } catch {
-      return undefined;
+class Extent {
+  width = 0;
+  height = 0;
+  bad = false;
+  more = false;
+  add(width: number, height: number): void {
+    if (!(width >= 0) || !(height >= 0)) this.bad = true;
+    this.width = Math.max(this.width, width);
+    this.height = Math.max(this.height, height);
+  }
+  result(): ImageDimensions | 'more' | undefined {
+    if (this.bad) return undefined;
+    if (this.more) return 'more';
+    return this.width > 0 && this.height > 0 ? { width: this.width, height: this.height } : undefined;
+  }
+}
+
+/**
+ * PNG: IHDR is the canvas. An APNG (an `acTL` chunk before the first IDAT, the only place the
+ * format allows it) also declares frames (`fcTL`: size at offset 4 and 8, position at 12 and
+ * 16); the spec forbids frames outside the canvas, and the bound does not rely on a decoder
+ * enforcing it: each frame's far corner counts too. Without acTL before IDAT, IHDR is the size.
+ */
+function pngExtent(b: Buffer, complete: boolean): Extent {
+  const e = new Extent();
+  if (b.length < 24 || b.toString('latin1', 12, 16) !== 'IHDR') {
+    e.bad = true;
+    return e;
+  }
+  e.add(b.readUInt32BE(16), b.readUInt32BE(20));
+  let animated = false;
+  for (let pos = 8; ;) {
+    if (pos + 8 > b.length) {
+      e.more = !complete;
+      return e;
+    }
+    const length = b.readUInt32BE(pos);
+    const type = b.toString('latin1', pos + 4, pos + 8);
+    const data = pos + 8;
+    if (type === 'IDAT' && !animated) return e;
+    if (type === 'IEND') return e;
+    if (type === 'acTL') animated = true;
+    if (type === 'fcTL') {
+      if (data + 20 > b.length) {
+        e.more = !complete;
+        return e;
+      }
+      e.add(b.readUInt32BE(data + 12) + b.readUInt32BE(data + 4), b.readUInt32BE(data + 16) + b.readUInt32BE(data + 8));
+    }
+    pos = data + length + 4;
+  }
+}
+
+/**
+ * GIF: the logical screen (bytes 6–9) is NOT the decoded size: each frame's image descriptor
+ * places a w×h frame at (left, top), and decoders either grow the canvas to hold it (Pillow)
+ * or clip it (browsers). The bound is the screen and every frame's far corner, so the whole
+ * file is walked (blocks are skipped by their lengths). Truncated data ends the walk (no frame
+ * can follow); a byte that starts no known block makes the file unreadable: the cap.
+ */
+function gifExtent(b: Buffer, complete: boolean): Extent {
+  const e = new Extent();
+  if (!complete) {
+    e.more = true;
+    return e;
+  }
+  if (b.length < 13) {
+    e.bad = true;
+    return e;
+  }
+  e.add(b.readUInt16LE(6), b.readUInt16LE(8));
+  let pos = 13;
+  const packed = b[10]!;
+  if (packed & 0x80) pos += 3 * 2 ** ((packed & 7) + 1);
+  const skipSubBlocks = (): void => {
+    while (pos < b.length) {
+      const n = b[pos]!;
+      pos += 1 + n;
+      if (n === 0) return;
     }
   };
-  if (data.length > HEADER_BASE64_CHARS) {
-    const head = attempt(data.slice(0, HEADER_BASE64_CHARS));
-    if (head) return head;
+  while (pos < b.length) {
+    const introducer = b[pos]!;
+    if (introducer === 0x3b) break; // trailer
+    if (introducer === 0x21) {
+      pos += 2; // introducer, label
+      skipSubBlocks();
+    } else if (introducer === 0x2c) {
+      if (pos + 10 > b.length) break;
+      e.add(b.readUInt16LE(pos + 1) + b.readUInt16LE(pos + 5), b.readUInt16LE(pos + 3) + b.readUInt16LE(pos + 7));
+      const local = b[pos + 9]!;
+      pos += 10;
+      if (local & 0x80) pos += 3 * 2 ** ((local & 7) + 1);
+      pos += 1; // LZW minimum code size
+      skipSubBlocks();
+    } else {
+      e.bad = true;
+      break;
+    }
   }
-  // A JPEG whose frame header follows large EXIF / ICC segments: decode it all (rare).
-  return attempt(data);
+  return e;
+}
+
+/** JPEG start-of-frame markers (SOF0–3, 5–7, 9–11, 13–15): each declares the frame's size. */
+const JPEG_SOF = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd, 0xce, 0xcf]);
+
+/**
+ * JPEG: the size is in a start-of-frame segment before the first scan (SOS). Segments are
+ * walked by their lengths up to SOS: EXIF / ICC segments (APPn, with their thumbnails) are
+ * skipped as decoders skip them. A file with several SOFs (libjpeg refuses it, Pillow keeps
+ * the last) is bounded by all of them; a height of 0 (defined later by a DNL marker) or bytes
+ * that are not a marker where one must be make it unreadable: the cap. EXIF orientation only
+ * swaps width and height, which neither ⌈w×h/750⌉ nor the 28-px patch count changes.
+ */
+function jpegExtent(b: Buffer, complete: boolean): Extent {
+  const e = new Extent();
+  let pos = 2;
+  while (true) {
+    if (pos + 4 > b.length) {
+      e.more = !complete;
+      return e;
+    }
+    if (b[pos] !== 0xff) {
+      e.bad = true;
+      return e;
+    }
+    let marker = b[pos + 1]!;
+    while (marker === 0xff && pos + 2 < b.length) marker = b[++pos + 1]!; // fill bytes
+    if (marker === 0xda || marker === 0xd9) return e; // start of scan, end of image
+    if ((marker >= 0xd0 && marker <= 0xd7) || marker === 0x01 || marker === 0xd8) {
+      pos += 2;
+      continue;
+    }
+    if (pos + 4 > b.length) {
+      e.more = !complete;
+      return e;
+    }
+    const length = b.readUInt16BE(pos + 2);
+    if (JPEG_SOF.has(marker)) {
+      if (pos + 9 > b.length) {
+        e.more = !complete;
+        return e;
+      }
+      const height = b.readUInt16BE(pos + 5);
+      const width = b.readUInt16BE(pos + 7);
+      if (height === 0 || width === 0) e.bad = true;
+      e.add(width, height);
+    }
+    if (length < 2) {
+      e.bad = true;
+      return e;
+    }
+    pos += 2 + length;
+  }
+}
+
+/**
+ * WebP: a RIFF file of chunks. `VP8 ` (lossy: 14-bit size at bytes 6–9) and `VP8L`
+ * (lossless: 14-bit size − 1 after the signature byte) are bitstreams; `VP8X` declares the
+ * canvas (24-bit size − 1 at bytes 4–9); each `ANMF` frame sits at (2x, 2y) with a 24-bit
+ * size − 1 and holds its own bitstream. The bound is the largest of every canvas, frame corner
+ * and bitstream in the file (a still VP8X image whose canvas disagrees with its bitstream
+ * included), so the whole file is walked.
+ */
+function webpExtent(b: Buffer, complete: boolean): Extent {
+  const e = new Extent();
+  if (!complete) {
+    e.more = true;
+    return e;
+  }
+  const walk = (start: number, end: number, dx: number, dy: number): void => {
+    for (let pos = start; pos + 8 <= end;) {
+      const type = b.toString('latin1', pos, pos + 4);
+      const size = b.readUInt32LE(pos + 4);
+      const d = pos + 8;
+      const stop = Math.min(end, d + size);
+      if (type === 'VP8 ' && d + 10 <= stop) {
+        if (b[d + 3] !== 0x9d || b[d + 4] !== 0x01 || b[d + 5] !== 0x2a) e.bad = true;
+        e.add(dx + (b.readUInt16LE(d + 6) & 0x3fff), dy + (b.readUInt16LE(d + 8) & 0x3fff));
+      } else if (type === 'VP8L' && d + 5 <= stop) {
+        if (b[d] !== 0x2f) e.bad = true;
+        const bits = b.readUInt32LE(d + 1);
+        e.add(dx + (bits & 0x3fff) + 1, dy + ((bits >>> 14) & 0x3fff) + 1);
+      } else if (type === 'VP8X' && d + 10 <= stop) {
+        e.add(b.readUIntLE(d + 4, 3) + 1, b.readUIntLE(d + 7, 3) + 1);
+      } else if (type === 'ANMF' && d + 16 <= stop) {
+        const x = 2 * b.readUIntLE(d, 3);
+        const y = 2 * b.readUIntLE(d + 3, 3);
+        e.add(x + b.readUIntLE(d + 6, 3) + 1, y + b.readUIntLE(d + 9, 3) + 1);
+        walk(d + 16, stop, x, y);
+      }
+      pos = d + size + (size & 1);
+    }
+  };
+  if (b.length < 12) {
+    e.bad = true;
+    return e;
+  }
+  walk(12, b.length, 0, 0);
+  return e;
+}
+
+/**
+ * Width and height that bound the decoded size of base64 image data (PNG, JPEG, GIF, WebP),
+ * or undefined when no proven bound can be read (another format, unreadable or malformed
+ * structure): the caller then uses the per-model cap. A format's header is a proven bound
+ * only where nothing later in the file can enlarge the picture; where something can (GIF
+ * frames beyond the logical screen, WebP frames and bitstreams, APNG frames, several JPEG
+ * frame headers), every such extent is read and the largest counts (see each format's
+ * walker). PNG and JPEG read only their first 8 KB of base64 unless the header runs past it;
+ * GIF and WebP are decoded whole. `image-size` reads the header too: its answer only raises
+ * the bound.
+ */
+export function base64ImageDimensions(data: string): ImageDimensions | undefined {
+  const measure = (bytes: Buffer, complete: boolean): ImageDimensions | 'more' | undefined => {
+    let extent: Extent;
+    if (bytes.length >= 8 && bytes.readUInt32BE(0) === 0x89504e47 && bytes.readUInt32BE(4) === 0x0d0a1a0a) extent = pngExtent(bytes, complete);
+    else if (bytes.length >= 6 && /^GIF8[79]a$/.test(bytes.toString('latin1', 0, 6))) extent = gifExtent(bytes, complete);
+    else if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) extent = jpegExtent(bytes, complete);
+    else if (bytes.length >= 12 && bytes.toString('latin1', 0, 4) === 'RIFF' && bytes.toString('latin1', 8, 12) === 'WEBP') extent = webpExtent(bytes, complete);
+    else return undefined;
+    const walked = extent.result();
+    if (walked === 'more' || walked === undefined) return walked;
+    try {
+      const header = imageSize(bytes);
+      if (header.type !== undefined && MEASURABLE_TYPES.has(header.type) && header.width > 0 && header.height > 0) {
+        return { width: Math.max(walked.width, header.width), height: Math.max(walked.height, header.height) };
+      }
+    } catch {
+      // the walk read the structure; a library that cannot is no reason to doubt it
+    }
+    return walked;
+  };
+  if (data.length > HEADER_BASE64_CHARS) {
+    const head = measure(Buffer.from(data.slice(0, HEADER_BASE64_CHARS), 'base64'), false);
+    if (head !== 'more') return head;
+  }
+  const all = measure(Buffer.from(data, 'base64'), true);
+  return all === 'more' ? undefined : all;
 }
 
 /**
@@ -140,9 +369,10 @@ export function base64ImageDimensions(data: string): { width: number; height: nu
  *   template tokens the upstream adds around each message and block. Encrypted fields passed
  *   back (thinking `signature`, `redacted_thinking.data`, search `encrypted_content`) are
  *   counted by their bytes too: encryption and base64 do not shrink what they carry.
- * - **Images: by their real dimensions.** The header of base64 data is decoded (PNG, JPEG,
- *   GIF, WebP) and costs `imageTokens(w, h, cap)`; its base64 bytes are then not counted as
- *   text. An image by URL or file id, or whose header cannot be read, costs the cap.
+ * - **Images: by a proven bound of their decoded dimensions** (`base64ImageDimensions`: the
+ *   header where nothing later can enlarge the picture, else every frame too) at
+ *   `imageTokens(w, h, cap)`; its base64 bytes are then not counted as text. An image by URL
+ *   or file id, or whose size cannot be proven, costs the cap.
  * - **Tools:** `TOOL_USE_SYSTEM_PROMPT_TOKENS` when `tools` is non-empty, plus
  *   `CLIENT_TOOL_OVERHEAD` per Anthropic-defined client tool (bash, text editor, computer).
  * - **What the body cannot bound** (documents by URL / file id / base64 PDF, citations, any

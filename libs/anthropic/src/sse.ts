@@ -134,8 +134,9 @@ export class StreamMeter {
       this.#malformedEvent(e.data);
       return;
     }
-    // Anthropic puts the event type in both the SSE `event:` field and `data.type`; trust data.
-    const type = typeof data.type === 'string' ? data.type : e.event;
+    // Anthropic puts the event type in both the SSE `event:` field and `data.type`; trust data,
+    // except that either one saying `error` makes it an error (as `isErrorFrame` judges it).
+    const type = e.event === 'error' ? 'error' : typeof data.type === 'string' ? data.type : e.event;
     if (this.completed) {
       // The message is over: nothing after it may change what it cost.
       this.#anomalies.add('event_after_stop');
@@ -185,12 +186,136 @@ export class StreamMeter {
   }
 
   #onError(data: Record<string, unknown>): void {
+    // Completeness is judged by the answer: an error after the final message_delta does not
+    // take back an answer the client already has (it is charged, and flagged).
+    if (this.stopped) {
+      this.#anomalies.add('error_after_answer');
+      return;
+    }
     if (this.error !== null) return;
     const err: Partial<ErrorObject> = isRecord(data.error) ? data.error : {};
     this.error = {
       type: typeof err.type === 'string' ? err.type : 'api_error',
       message: typeof err.message === 'string' ? err.message : 'Unknown streaming error',
     };
+  }
+}
+
+/** One complete SSE event as the upstream sent it. */
+export interface SseFrame {
+  /** the exact bytes, up to and including the blank line that ends the event */
+  raw: Buffer;
+  /** the `event:` field ('' when absent) */
+  event: string;
+  /** the `data:` lines joined by \n ('' when none) */
+  data: string;
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+
+/**
+ * Splits an SSE byte stream into complete events without changing a byte, so a relay can look
+ * at each event before passing it on (WHATWG HTML "Server-sent events": a line ends at CRLF,
+ * LF or CR; a blank line ends the event). The unfinished tail is carried to the next `push`.
+ * A tail longer than `maxEventBytes` sets `overflowed` and is dropped (nothing more is framed).
+ * Written here rather than taken from eventsource-parser, which yields parsed fields only and
+ * never the raw bytes.
+ */
+export class SseFramer {
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  /** no character seen since the last line ending: the next line ending ends the event */
+  #lineEmpty = true;
+  /** the last byte seen was a CR, so a next LF is the rest of a CRLF */
+  #afterCR = false;
+  #max: number;
+  /** an unfinished event grew past `maxEventBytes` */
+  overflowed = false;
+
+  constructor(options: { maxEventBytes?: number } = {}) {
+    this.#max = options.maxEventBytes ?? 64 * 1024 * 1024;
+  }
+
+  /** The events `chunk` completes, in order (their `raw` bytes concatenated = the input so far, minus the tail). */
+  push(chunk: Uint8Array): SseFrame[] {
+    if (this.overflowed) return [];
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const frames: SseFrame[] = [];
+    let start = 0;
+    for (let i = 0; i < buf.length; i++) {
+      const b = buf[i]!;
+      if (this.#afterCR) {
+        this.#afterCR = false;
+        if (b === LF) continue;
+      }
+      if (b !== CR && b !== LF) {
+        this.#lineEmpty = false;
+        continue;
+      }
+      this.#afterCR = b === CR;
+      if (!this.#lineEmpty) {
+        this.#lineEmpty = true;
+        continue;
+      }
+      // A blank line: the event ends after its line ending (CRLF kept whole when both are here).
+      let end = i + 1;
+      if (b === CR && end < buf.length && buf[end] === LF) {
+        end++;
+        i++;
+        this.#afterCR = false;
+      }
+      frames.push(this.#frame(buf.subarray(start, end)));
+      start = end;
+    }
+    if (start < buf.length) {
+      this.#pending.push(buf.subarray(start));
+      this.#pendingBytes += buf.length - start;
+      if (this.#pendingBytes > this.#max) {
+        this.overflowed = true;
+        this.#pending = [];
+        this.#pendingBytes = 0;
+      }
+    }
+    return frames;
+  }
+
+  /** Bytes of the unfinished last event (discarded: only complete events count). */
+  get tailBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  #frame(last: Buffer): SseFrame {
+    const raw = this.#pending.length === 0 ? Buffer.from(last) : Buffer.concat([...this.#pending, last]);
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    let event = '';
+    const data: string[] = [];
+    for (const line of raw.toString('utf8').split(/\r\n|\r|\n/)) {
+      if (line === '' || line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon === -1 ? line : line.slice(0, colon);
+      let value = colon === -1 ? '' : line.slice(colon + 1);
+      if (value.startsWith(' ')) value = value.slice(1);
+      if (field === 'event') event = value;
+      else if (field === 'data') data.push(value);
+    }
+    return { raw, event, data: data.join('\n') };
+  }
+}
+
+/**
+ * Whether an SSE event is an error report rather than part of the answer: `event: error`, or a
+ * JSON `data` whose `type` is `error`. Such an event is never relayed as the upstream wrote it.
+ */
+export function isErrorFrame(frame: SseFrame): boolean {
+  if (frame.event === 'error') return true;
+  if (!frame.data.includes('error')) return false;
+  try {
+    const data: unknown = JSON.parse(frame.data);
+    return isRecord(data) && data.type === 'error';
+  } catch {
+    return false;
   }
 }
 

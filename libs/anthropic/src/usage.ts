@@ -43,6 +43,12 @@ export const MAX_TOKEN_COUNT = 4_294_967_295;
  * - `no_usage`: a 2xx answer without readable usage (not JSON, no `usage`); charged 0.
  * - `cost_over_bound`: the cost came out above the request's hold, the proven upper bound;
  *   charged the hold.
+ * - `cache_breakdown_mismatch`: a report's `cache_creation` breakdown does not add up to its own
+ *   `cache_creation_input_tokens`; charged as the larger of the two readings.
+ * - `error_after_answer`: an SSE `error` event after the answer was complete (a final
+ *   `message_delta` with `stop_reason`); the answer is charged, the error not relayed.
+ * - `output_over_max_tokens`: more output than `max_tokens` × the server-loop iterations of the
+ *   request (`inputTokenBound(...).iterations`) allow; charged that bound.
  */
 export type UsageAnomaly =
   | 'invalid_count'
@@ -52,12 +58,16 @@ export type UsageAnomaly =
   | 'malformed_event'
   | 'missing_message_stop'
   | 'no_usage'
-  | 'cost_over_bound';
+  | 'cost_over_bound'
+  | 'cache_breakdown_mismatch'
+  | 'error_after_answer'
+  | 'output_over_max_tokens';
 
 /** Every `UsageAnomaly`, for metrics that should exist at zero from the start. */
 export const USAGE_ANOMALIES: readonly UsageAnomaly[] = Object.freeze([
   'invalid_count', 'count_decreased', 'duplicate_message_start', 'event_after_stop',
   'malformed_event', 'missing_message_stop', 'no_usage', 'cost_over_bound',
+  'cache_breakdown_mismatch', 'error_after_answer', 'output_over_max_tokens',
 ]);
 
 /** A usable token count: a non-negative safe integer no larger than `MAX_TOKEN_COUNT`. */
@@ -103,23 +113,42 @@ export function usageFromWire(u: Usage | null | undefined): TokenUsage {
   };
 }
 
-const TOP_COUNTS = ['input_tokens', 'output_tokens', 'cache_read_input_tokens', 'cache_creation_input_tokens'] as const;
+const TOP_COUNTS = ['input_tokens', 'output_tokens', 'cache_read_input_tokens'] as const;
+const CACHE_TOTAL = 'cache_creation_input_tokens';
 const BREAKDOWN_COUNTS = ['ephemeral_5m_input_tokens', 'ephemeral_1h_input_tokens'] as const;
+
+/** One report's cache writes: its reading (the larger of total and breakdown sum) and its split. */
+interface CacheReading {
+  tokens: number;
+  /** the breakdown as reported (valid fields only), null when the report gave none */
+  split: { ephemeral_5m_input_tokens?: number; ephemeral_1h_input_tokens?: number } | null;
+}
 
 /**
  * The usage of one message, gathered from every report of it (`message_start.message.usage`,
  * each `message_delta.usage`, or the one `usage` of a JSON message).
  *
  * Rule: usage is cumulative and counters only grow, so each count is the largest valid value
- * any report gave for it (per wire field, the `cache_creation` breakdown included). A field
- * absent or null keeps the earlier value (Anthropic sends `input_tokens: null` in
- * `message_delta`). A lower value never erases a higher one (`count_decreased`); an unusable
- * value is ignored (`invalid_count`). Non-count fields (`server_tool_use`, `service_tier`, …)
- * are kept as the latest report gave them, for `wire()`.
+ * any report gave for it. A field absent or null keeps the earlier value (Anthropic sends
+ * `input_tokens: null` in `message_delta`). A lower value never erases a higher one
+ * (`count_decreased`); an unusable value is ignored (`invalid_count`). Non-count fields
+ * (`server_tool_use`, `service_tier`, …) are kept as the latest report gave them, for `wire()`.
+ *
+ * Cache writes are one counter with a split, not two counters: each report reads as the larger
+ * of its `cache_creation_input_tokens` and its breakdown's sum (they should agree; when not, the
+ * report is `cache_breakdown_mismatch`). The message's cache writes are the largest reading any
+ * report gave, split as the latest report that gave that reading with a breakdown split them,
+ * else as the latest breakdown, the excess counted as 5 m (the default TTL). So a split that
+ * moves between reports (5 m 1000 then 1 h 1000, both totalling 1000) is charged 1000, never
+ * the per-field maxima (2000).
  */
 export class UsageTally {
   #counts = new Map<string, number>();
   #extra: Record<string, unknown> = {};
+  /** largest cache-write reading so far and the split chosen for it */
+  #cache: CacheReading | null = null;
+  /** the latest breakdown any report gave */
+  #lastSplit: CacheReading['split'] = null;
   /** anomalies seen in the reports, in the order first seen */
   readonly anomalies = new Set<UsageAnomaly>();
 
@@ -137,14 +166,9 @@ export class UsageTally {
       if (report[field] == null) this.anomalies.add('invalid_count');
     }
     for (const field of TOP_COUNTS) this.#take(field, report[field]);
-    const cc = report.cache_creation;
-    if (isRecord(cc)) {
-      for (const field of BREAKDOWN_COUNTS) this.#take(`cache_creation.${field}`, cc[field]);
-    } else if (cc != null) {
-      this.anomalies.add('invalid_count');
-    }
+    this.#takeCache(report);
     for (const [key, value] of Object.entries(report)) {
-      if (value == null || key === 'cache_creation' || (TOP_COUNTS as readonly string[]).includes(key)) continue;
+      if (value == null || key === 'cache_creation' || key === CACHE_TOTAL || (TOP_COUNTS as readonly string[]).includes(key)) continue;
       this.#extra[key] = value;
     }
   }
@@ -163,24 +187,66 @@ export class UsageTally {
     this.#counts.set(key, value);
   }
 
-  /** At least one valid count was reported. */
-  get hasCounts(): boolean {
-    return this.#counts.size > 0;
+  #takeCache(report: Record<string, unknown>): void {
+    let total: number | null = null;
+    const rawTotal = report[CACHE_TOTAL];
+    if (rawTotal != null) {
+      if (isTokenCount(rawTotal)) total = rawTotal;
+      else this.anomalies.add('invalid_count');
+    }
+    let split: CacheReading['split'] = null;
+    let sum = 0;
+    const cc = report.cache_creation;
+    if (isRecord(cc)) {
+      for (const field of BREAKDOWN_COUNTS) {
+        const v = cc[field];
+        if (v == null) continue;
+        if (!isTokenCount(v)) {
+          this.anomalies.add('invalid_count');
+          continue;
+        }
+        split ??= {};
+        split[field] = v;
+        sum += v;
+      }
+    } else if (cc != null) {
+      this.anomalies.add('invalid_count');
+    }
+    if (total === null && split === null) return;
+    if (total !== null && split !== null && total !== sum) this.anomalies.add('cache_breakdown_mismatch');
+    const tokens = Math.max(total ?? 0, sum);
+    if (split !== null) this.#lastSplit = split;
+    const earlier = this.#cache;
+    if (earlier !== null && tokens < earlier.tokens) {
+      this.anomalies.add('count_decreased');
+      return;
+    }
+    // An equal reading without a split keeps the split of the earlier one.
+    this.#cache = { tokens, split: split ?? (earlier !== null && earlier.tokens === tokens ? earlier.split : null) };
   }
 
-  /** The merged usage in wire shape: the kept counts plus the latest non-count fields. */
+  /** At least one valid count was reported. */
+  get hasCounts(): boolean {
+    return this.#counts.size > 0 || this.#cache !== null;
+  }
+
+  /**
+   * The merged usage in wire shape: the kept counts plus the latest non-count fields. Cache
+   * writes: `cache_creation_input_tokens` is the largest reading, `cache_creation` the split
+   * chosen for it (see the class rule); `usageFromWire` counts any excess over the split as 5 m.
+   */
   wire(): Usage {
     const out: Usage = { ...this.#extra };
     for (const field of TOP_COUNTS) {
       const v = this.#counts.get(field);
       if (v !== undefined) out[field] = v;
     }
-    const cc: Record<string, number> = {};
-    for (const field of BREAKDOWN_COUNTS) {
-      const v = this.#counts.get(`cache_creation.${field}`);
-      if (v !== undefined) cc[field] = v;
+    if (this.#cache !== null) {
+      out[CACHE_TOTAL] = this.#cache.tokens;
+      const split = this.#cache.split ?? this.#lastSplit;
+      // Any split's sum is at most its own report's reading, so at most the largest one.
+      if (split !== null) out.cache_creation = { ...split };
     }
-    if (Object.keys(cc).length > 0) out.cache_creation = cc;
     return out;
   }
 

@@ -1,11 +1,45 @@
 import { z } from 'zod';
+import { DEAD_LETTER_TOPIC, MAX_TEXT_CHARS, TOPICS, textProblem } from '@tollgate/events';
 
 export const ROLES = ['gateway', 'aggregator', 'control'] as const;
 export type Role = (typeof ROLES)[number];
 
-const int = (min: number, max: number) =>
-  z.coerce.number({ error: 'expected a number' }).int('expected a whole number').min(min).max(max);
-const url = z.url({ error: 'expected a URL such as http://host:port' });
+/**
+ * A whole number within [min, max], written in plain digits. One message for every way to miss
+ * (`99999`, `-1`, `1kb`, `1.5`, `1e3`), naming the range, so the fix is in the message.
+ */
+const int = (min: number, max: number) => z.string().trim().transform((v, ctx) => {
+  const n = /^\d{1,16}$/.test(v) ? Number(v) : Number.NaN;
+  if (!(n >= min && n <= max)) {
+    ctx.addIssue({ code: 'custom', message: `expected a whole number from ${min} to ${max}, got ${JSON.stringify(v.slice(0, 40))}` });
+    return z.NEVER;
+  }
+  return n;
+});
+/**
+ * A URL with one of `schemes` (e.g. `['http', 'https']`). The value is never echoed (a Redis or
+ * ClickHouse URL may carry a password), only its scheme.
+ */
+const urlOf = (schemes: readonly string[], example: string) => z.string().trim().superRefine((v, ctx) => {
+  let scheme: string | undefined;
+  try { scheme = new URL(v).protocol.slice(0, -1); } catch { /* not a URL */ }
+  const expected = `expected a URL such as ${example} (scheme ${schemes.join(' or ')})`;
+  if (scheme === undefined) ctx.addIssue({ code: 'custom', message: expected });
+  else if (!schemes.includes(scheme)) ctx.addIssue({ code: 'custom', message: `${expected}, got scheme ${JSON.stringify(scheme)}` });
+});
+const url = urlOf(['http', 'https'], 'http://host:port');
+/**
+ * Configuration text that is stored in every event (GATEWAY_ID): held to the event decoder's
+ * own bound (`textProblem`, `MAX_TEXT_CHARS`, libs/events), or every event would be quarantined.
+ */
+const eventText = z.string().trim().min(1).superRefine((v, ctx) => {
+  const problem = textProblem(v, MAX_TEXT_CHARS);
+  if (problem) ctx.addIssue({ code: 'custom', message: `${problem} (it is stored in every usage event)` });
+});
+/** Kafka refuses topic names longer than 249 characters; the prefix goes in front of each topic. */
+const KAFKA_TOPIC_NAME_MAX = 249;
+const LONGEST_TOPIC = [...TOPICS, DEAD_LETTER_TOPIC].reduce((a, b) => (b.length > a.length ? b : a));
+const MAX_TOPIC_PREFIX = KAFKA_TOPIC_NAME_MAX - LONGEST_TOPIC.length;
 const optionalString = z.string().trim().min(1).optional();
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
@@ -27,10 +61,10 @@ const EnvSchema = z.object({
   PORT: int(0, 65535).default(8080),
   DATA_DIR: z.string().default('./data'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  GATEWAY_ID: optionalString,
+  GATEWAY_ID: eventText.optional(),
 
   PRICING_FILE: optionalString,
-  UPSTREAM_URL: url.default('https://api.anthropic.com'),
+  UPSTREAM_URL: urlOf(['http', 'https'], 'https://api.anthropic.com').default('https://api.anthropic.com'),
   UPSTREAM_API_KEY: optionalString,
   UPSTREAM_TIMEOUT_MS: int(1000, 3_600_000).default(600_000),
   /** connections one gateway process opens to the upstream; beyond them a fast 503 `overloaded` */
@@ -48,6 +82,10 @@ const EnvSchema = z.object({
   CORS_ORIGINS: z.string().trim().optional().transform((s, ctx) => {
     if (s === undefined) return undefined;
     const list = s.split(',').map((o) => o.trim()).filter(Boolean);
+    if (list.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'must name at least one origin such as https://app.example.com, or * alone; unset it to turn CORS off' });
+      return z.NEVER;
+    }
     if (list.length === 1 && list[0] === '*') return '*' as const;
     for (const o of list) {
       let origin: string | undefined;
@@ -67,13 +105,16 @@ const EnvSchema = z.object({
   KAFKA_BROKERS: optionalString,
   KAFKA_CLIENT_ID: z.string().default('tollgate'),
   KAFKA_PARTITIONS: int(1, 1024).default(4),
-  KAFKA_TOPIC_PREFIX: z.string().regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, . _ - only').default(''),
-  REDIS_URL: z.url().optional(),
-  REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:._-]*$/).default('tg:'),
-  CLICKHOUSE_URL: z.url().optional(),
+  KAFKA_TOPIC_PREFIX: z.string()
+    .regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, . _ - only (Kafka topic names)')
+    .max(MAX_TOPIC_PREFIX, `must be at most ${MAX_TOPIC_PREFIX} characters (Kafka topic names are at most ${KAFKA_TOPIC_NAME_MAX}, and "${LONGEST_TOPIC}" follows the prefix)`)
+    .default(''),
+  REDIS_URL: urlOf(['redis', 'rediss'], 'redis://127.0.0.1:6379').optional(),
+  REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:._-]*$/, 'letters, digits, : . _ - only').max(64, 'must be at most 64 characters').default('tg:'),
+  CLICKHOUSE_URL: url.optional(),
   CLICKHOUSE_USER: optionalString,
   CLICKHOUSE_PASSWORD: optionalString,
-  CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z0-9_]+$/).default('tollgate'),
+  CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z0-9_]+$/, 'letters, digits and _ only').max(64, 'must be at most 64 characters').default('tollgate'),
 
   /** consumer groups an aggregator process runs; chDB allows only one warehouse process */
   AGGREGATOR_GROUPS: z.string().default('ledger,warehouse').transform((s, ctx) => {
@@ -93,6 +134,8 @@ const EnvSchema = z.object({
   RATE_LIMIT_CONCURRENT: int(1, 100_000).optional(),
   /** requests one key may have in flight in one gateway process (no Redis call); beyond it a fast 429 */
   KEY_MAX_CONCURRENT_REQUESTS: int(1, 100_000).default(64),
+  /** requests one account (all its keys) may have in flight in one gateway process; default half the upstream pool */
+  ACCOUNT_MAX_CONCURRENT_REQUESTS: int(1, 100_000).optional(),
   /** members of the ledger group in this process */
   LEDGER_CONSUMERS: int(1, 64).default(1),
   /** how long a gateway trusts a cached key lookup; bounds how late a revocation takes effect */
@@ -133,6 +176,8 @@ export interface Config {
   aggregator: { groups: Array<'ledger' | 'warehouse'>; ledgerConsumers: number };
   keyCacheTtlMs: number;
   keyMaxConcurrentRequests: number;
+  /** undefined: half the upstream pool */
+  accountMaxConcurrentRequests: number | undefined;
   rateLimits: {
     requestsPerMinute?: number; requestsPer5h?: number; requestsPerWeek?: number;
     tokensPerMinute?: number; concurrentRequests?: number;
@@ -215,6 +260,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     aggregator: { groups: e.AGGREGATOR_GROUPS, ledgerConsumers: e.LEDGER_CONSUMERS },
     keyCacheTtlMs: e.KEY_CACHE_TTL_MS,
     keyMaxConcurrentRequests: e.KEY_MAX_CONCURRENT_REQUESTS,
+    accountMaxConcurrentRequests: e.ACCOUNT_MAX_CONCURRENT_REQUESTS,
     rateLimits: Object.fromEntries(Object.entries({
       requestsPerMinute: e.RATE_LIMIT_RPM, requestsPer5h: e.RATE_LIMIT_RP5H, requestsPerWeek: e.RATE_LIMIT_RPW,
       tokensPerMinute: e.RATE_LIMIT_TPM, concurrentRequests: e.RATE_LIMIT_CONCURRENT,

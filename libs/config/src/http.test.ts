@@ -21,5 +21,5 @@ test('REQUEST_TIMEOUT_MS and MAX_CONNECTIONS: whole numbers in range, else refus
   assert.deepEqual(loadConfig({ REQUEST_TIMEOUT_MS: '5000', MAX_CONNECTIONS: '900' }).http,
     { requestTimeoutMs: 5000, maxConnections: 900, corsOrigins: undefined });
   assert.throws(() => loadConfig({ REQUEST_TIMEOUT_MS: '0' }), /^[\s\S]*REQUEST_TIMEOUT_MS: /);
-  assert.throws(() => loadConfig({ MAX_CONNECTIONS: 'lots' }), /MAX_CONNECTIONS: expected a number/);
+  assert.throws(() => loadConfig({ MAX_CONNECTIONS: 'lots' }), /MAX_CONNECTIONS: expected a whole number from 16 to 1000000, got "lots"/);
 });

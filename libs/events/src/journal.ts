@@ -9,6 +9,42 @@ export interface JournalRecord {
   headers: EventHeaders;
 }
 
+/** A journal line that is not a record and is not the torn end of the journal. */
+export interface UnreadableJournalLine {
+  /** segment file name, e.g. `0000000000000001.jsonl` */
+  segment: string;
+  /** 1-based line number in the segment */
+  line: number;
+  /** the line's text, at most 4096 characters */
+  raw: string;
+  /** why it could not be read (the JSON error, or the shape it lacks) */
+  error: string;
+}
+
+/** What a previous process left in a journal directory (`Journal.scan`). */
+export interface JournalScan {
+  /** every readable record, oldest first */
+  records: JournalRecord[];
+  /** lines that could not be read and are not the torn end: to be reported, never dropped silently */
+  unreadable: UnreadableJournalLine[];
+  /** the last segment's unterminated last line, dropped: a write the crash cut short */
+  torn: string | undefined;
+}
+
+function asRecord(line: string): JournalRecord | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+  const r = value as Partial<JournalRecord> | null;
+  if (r === null || typeof r !== 'object' || typeof r.topic !== 'string' || r.event === null || typeof r.event !== 'object') {
+    return 'not a journal record (an object with a topic and an event)';
+  }
+  return { topic: r.topic, event: r.event, headers: r.headers ?? {} } as JournalRecord;
+}
+
 interface Segment {
   path: string;
   /** sequence number of the last record written to it */
@@ -39,25 +75,42 @@ export class Journal {
     mkdirSync(dir, { recursive: true });
   }
 
-  /** Every record a previous process left, oldest first; a torn last line is skipped. */
+  /** Every readable record a previous process left, oldest first (`scan(dir).records`). */
   static read(dir: string): JournalRecord[] {
+    return Journal.scan(dir).records;
+  }
+
+  /**
+   * Everything a previous process left, oldest first. Each record is written with its newline
+   * in one `write`, so a crash can cut short only the last write: the last segment's final line
+   * when it has no newline is `torn` and dropped. Any other line that is not a record (bad JSON,
+   * or JSON without a topic and an event) is `unreadable`: the caller must report it, since it
+   * may have been an event that money depends on.
+   */
+  static scan(dir: string): JournalScan {
     let names: string[];
     try {
       names = readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort();
     } catch {
-      return [];
+      return { records: [], unreadable: [], torn: undefined };
     }
-    const out: JournalRecord[] = [];
-    for (const name of names) {
-      for (const line of readFileSync(join(dir, name), 'utf8').split('\n')) {
-        if (line === '') continue;
-        try {
-          out.push(JSON.parse(line) as JournalRecord);
-        } catch {
-          // only the last line of the last segment can be torn (a write the crash cut short)
-        }
-      }
-    }
+    const out: JournalScan = { records: [], unreadable: [], torn: undefined };
+    names.forEach((name, n) => {
+      const lines = readFileSync(join(dir, name), 'utf8').split('\n');
+      // After the last newline: '' for a well-terminated segment, else an unfinished write.
+      const tail = lines.pop()!;
+      lines.forEach((line, i) => {
+        if (line === '') return;
+        const r = asRecord(line);
+        if (typeof r === 'string') out.unreadable.push({ segment: name, line: i + 1, raw: line.slice(0, 4096), error: r });
+        else out.records.push(r);
+      });
+      if (tail === '') return;
+      const r = asRecord(tail);
+      if (typeof r !== 'string') out.records.push(r);
+      else if (n === names.length - 1) out.torn = tail.slice(0, 4096);
+      else out.unreadable.push({ segment: name, line: lines.length + 1, raw: tail.slice(0, 4096), error: r });
+    });
     return out;
   }
 

@@ -2,7 +2,7 @@
 // every group has consumed it, and no longer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, readdirSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Journal, MemoryLog, type LedgerEvent } from '@tollgate/events';
@@ -52,4 +52,25 @@ test('Journal.clear removes everything; reading a missing directory gives nothin
   j.close();
   Journal.clear(dir);
   assert.deepEqual(Journal.read(dir), []);
+});
+
+test('an unreadable line is reported by scan, never dropped silently; only the last segment\'s unterminated last line is torn', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-journal-'));
+  const line = (i: number) => JSON.stringify({ topic: 'ledger', event: grant(i), headers: {} });
+  const first = Array.from({ length: 12 }, (_, i) => line(i));
+  first[5] = '{"topic":"ledger","ev';
+  first[8] = 'null';
+  writeFileSync(join(dir, '0000000000000001.jsonl'), `${first.join('\n')}\n{"cut short in an earlier segment`);
+  writeFileSync(join(dir, '0000000000000013.jsonl'), `${line(12)}\n${line(13)}\n{"topic":"led`);
+  const scan = Journal.scan(dir);
+  assert.deepEqual(scan.records.map((r) => r.event.event_id),
+    [0, 1, 2, 3, 4, 6, 7, 9, 10, 11, 12, 13].map((i) => `credit:a:${i}`));
+  assert.deepEqual(scan.unreadable.map((u) => [u.segment, u.line, u.raw]), [
+    ['0000000000000001.jsonl', 6, '{"topic":"ledger","ev'],
+    ['0000000000000001.jsonl', 9, 'null'],
+    ['0000000000000001.jsonl', 13, '{"cut short in an earlier segment'],
+  ]);
+  assert.equal(scan.unreadable[1]!.error, 'not a journal record (an object with a topic and an event)');
+  assert.equal(scan.torn, '{"topic":"led');
+  assert.equal(Journal.read(dir).length, 12);
 });

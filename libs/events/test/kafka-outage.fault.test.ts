@@ -8,13 +8,13 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import { KafkaLog } from '@tollgate/events';
-import { requireKafka, stopKafka, startKafka } from '../../../test/support/services.ts';
+import { requireFaultControl, requireKafka, stopKafka, startKafka } from '../../../test/support/services.ts';
 import { publishAll, sampleEvents } from './event-log.contract.ts';
 import { deleteTopics, quiet, readAll, spoolLines } from './spool-helpers.ts';
 
 test('broker stopped under load: publishing never fails and every event arrives after restart', async (t) => {
   const url = await requireKafka(t);
-  if (!url) return;
+  if (!url || !(await requireFaultControl(t, 'kafka'))) return;
   const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
   const prefix = `t-${randomUUID().slice(0, 8)}.`;
   const kafka = new Kafka({

@@ -1,10 +1,11 @@
 export { newRequestId, installErrorHandling, sendError, requestIdOptions } from './errors.ts';
 export {
-  createHttpServer, defaultMaxConnections, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
-  DEFAULT_REQUEST_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS,
+  corsHeadersFor, createHttpServer, defaultMaxConnections, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
+  DEFAULT_REQUEST_TIMEOUT_MS, IDLE_RECLAIM_FRACTION, KEEP_ALIVE_TIMEOUT_MS,
 } from './server.ts';
 export type { HttpServerOptions } from './server.ts';
 export { loggerOptions, redactUrl } from './logging.ts';
+export { isCredentialName, isCredentialPair, lenientDecode, looksLikeCredential, stripCredentialParams } from './secrets.ts';
 export { requireToken } from './auth.ts';
 export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -75,14 +76,77 @@ export const CORS_ALLOWED_HEADERS = [
 ];
 
 /**
- * An error written straight to a socket, for errors Node raises before (or instead of) a
- * request Fastify can answer: request timeout, oversized headers, unparsable HTTP. Always
- * closes the connection.
+ * The share of `maxConnections` above which every idle keep-alive connection is closed as a new
+ * connection arrives. Past the cap Node drops new sockets at accept, so the reclaim must happen
+ * before it is reached: at 90 % (and at least one below the cap).
  */
-function writeSocketError(socket: Socket, err: GatewayError): void {
+export const IDLE_RECLAIM_FRACTION = 0.9;
+
+/**
+ * Keeps idle keep-alive connections from holding the connection cap: when a new connection
+ * brings the count to the reclaim threshold, every connection that has been answered at least
+ * once and has no request in progress is closed (a keep-alive client simply reconnects).
+ * Connections that have not finished a first request are left alone: they are bounded by the
+ * headers and request timeouts instead. Node's own `closeIdleConnections()` is not used: it
+ * also closes connections that have not sent their first request yet, which includes the one
+ * that just arrived.
+ */
+function reclaimIdleNearCap(server: Server, maxConnections: number): void {
+  const threshold = Math.max(1, Math.min(maxConnections - 1, Math.floor(maxConnections * IDLE_RECLAIM_FRACTION)));
+  const state = new Map<Socket, { answered: boolean; active: number }>();
+  server.on('connection', (socket: Socket) => {
+    state.set(socket, { answered: false, active: 0 });
+    socket.once('close', () => state.delete(socket));
+    if (state.size < threshold) return;
+    for (const [s, st] of state) {
+      if (s !== socket && st.answered && st.active === 0) s.destroy();
+    }
+  });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const st = state.get(req.socket);
+    if (!st) return;
+    st.active++;
+    res.once('close', () => {
+      st.active--;
+      st.answered = true;
+    });
+  });
+}
+
+/**
+ * The CORS headers of an answer made outside Fastify's hooks (pre-routing errors, errors
+ * written to the socket), the same as @fastify/cors gives every other answer: for `'*'`, `*`;
+ * for a list, the request's `origin` when listed. When the origin cannot be known (headers
+ * that never finished parsing) and exactly one origin is configured, that one: a browser
+ * compares it with its own, so naming it can only help the page that is allowed. Empty when
+ * CORS is off or the origin is not allowed.
+ */
+export function corsHeadersFor(origins: readonly string[] | '*' | undefined, origin: string | undefined): Record<string, string> {
+  if (origins === undefined) return {};
+  const expose = { 'access-control-expose-headers': CORS_EXPOSED_HEADERS.join(', ') };
+  if (origins === '*') return { 'access-control-allow-origin': '*', ...expose };
+  const allowed = origin !== undefined ? (origins.includes(origin) ? origin : undefined) : origins.length === 1 ? origins[0] : undefined;
+  return allowed === undefined ? {} : { 'access-control-allow-origin': allowed, vary: 'Origin', ...expose };
+}
+
+/** The `origin` header in the raw bytes of a request whose headers Node could not parse. */
+function originInRaw(raw: Buffer | undefined): string | undefined {
+  if (!raw) return undefined;
+  const head = raw.toString('latin1', 0, Math.min(raw.length, 64 * 1024)).split('\r\n\r\n', 1)[0]!;
+  const m = /\r\norigin:[ \t]*([^\r\n]*?)[ \t]*(?:\r\n|$)/i.exec(head);
+  return m ? m[1] : undefined;
+}
+
+/**
+ * An error written straight to a socket, for errors Node raises before (or instead of) a
+ * request Fastify can answer: request timeout, oversized headers, unparsable HTTP. Carries the
+ * CORS headers like every other answer. Always closes the connection.
+ */
+function writeSocketError(socket: Socket, err: GatewayError, headers: Record<string, string> = {}): void {
   const body = JSON.stringify(errorBody(err, newRequestId()));
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   socket.end(`HTTP/1.1 ${err.status} ${err.status === 408 ? 'Request Timeout' : err.status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n`
-    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`);
   socket.destroySoon();
 }
 
@@ -134,7 +198,11 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
           ? gatewayError('headers_too_large')
           : gatewayError('invalid_request', 'Malformed HTTP request');
       this.log.debug({ code: err.code }, 'client error');
-      writeSocketError(socket, gErr);
+      // The request's origin: from its parsed headers (a body that came too slowly), else from
+      // the bytes Node could not parse.
+      const incoming = (socket as Socket & { parser?: { incoming?: IncomingMessage } }).parser?.incoming;
+      const given = incoming?.headers.origin ?? originInRaw((err as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket);
+      writeSocketError(socket, gErr, corsHeadersFor(options.corsOrigins, given));
     },
     // Errors Fastify raises before routing (bad percent-encoding, an over-long path
     // parameter): in the catalogue's shape like every other error, not Fastify's own.
@@ -145,11 +213,14 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
           ? gatewayError('invalid_request', 'Malformed URL (bad percent-encoding)')
           : gatewayError('invalid_request', 'Malformed request');
       reply.header('request-id', request.id);
+      // Answered before any hook ran, so @fastify/cors did not see it either.
+      reply.headers(corsHeadersFor(options.corsOrigins, request.headers.origin));
       void sendError(reply, gErr);
     },
     ...requestIdOptions,
   });
   app.server.maxConnections = options.maxConnections ?? defaultMaxConnections();
+  reclaimIdleNearCap(app.server, app.server.maxConnections);
   // First, so that its onRoute hook sees every route registered after it.
   if (options.telemetry) installTelemetry(app, options.telemetry);
   installErrorHandling(app);

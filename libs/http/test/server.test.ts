@@ -22,7 +22,7 @@ function build(corsOrigins?: readonly string[] | '*') {
   const sink = new Writable({ write(chunk, _enc, cb) { logs += chunk.toString(); cb(); } });
   const s = createHttpServer({
     bodyLimitBytes: LIMIT,
-    logger: { ...loggerOptions('trace', 'edge-test'), stream: sink },
+    logger: { ...loggerOptions('trace', 'edge-test', [ADMIN]), stream: sink },
     ...(corsOrigins === undefined ? {} : { corsOrigins }),
   });
   s.post('/echo', async (request) => ({ raw: request.rawBody?.toString('utf8') ?? null, parsed: request.body ?? null }));
@@ -182,15 +182,26 @@ test('CORS, disallowed origin: no allow-origin on the preflight or the answer', 
   assert.equal(res.headers.get('access-control-allow-origin'), null);
 });
 
-test('credential-shaped query parameters never reach the log at trace level', async () => {
+test('a secret anywhere in the URL (any parameter name, encoded names, by value, in the path) never reaches the log at trace level', async () => {
   logs = '';
   const secret = 'sk-tg-QUERYSECRET0123456789abcdefghijklmnopq';
-  for (const name of ['api_key', 'key', 'apikey', 'x-api-key', 'access_token', 'token', 'API_KEY', 'x%2Dapi%2Dkey']) {
-    await (await fetch(`${url}/v1/thing?beta=true&${name}=${secret}`, { headers: { 'x-api-key': 'sk-good' } })).arrayBuffer();
+  const queries = [
+    'api_key', 'key', 'apikey', 'x-api-key', 'access_token', 'token', 'API_KEY', 'x%2Dapi%2Dkey', 'anthropic_api_key', 'auth',
+    'secret', 'password', 'api+key', 'api_key[]', 'api_key.x', 'api_key%00', ';api_key', 'x', 'admin_token',
+  ].map((name) => `${name}=${secret}`);
+  queries.push(`authorization=Bearer%20${secret}`, `api_key%3D${secret}`, `admin_token=${ADMIN}`, `q=${ADMIN}`);
+  for (const q of queries) {
+    await (await fetch(`${url}/v1/thing?beta=true&${q}`, { headers: { 'x-api-key': 'sk-good' } })).arrayBuffer();
   }
+  await (await fetch(`${url}/v1/${secret}/thing`)).arrayBuffer();
   assert.match(logs, /"url":"\/v1\/thing\?beta=true&api_key=\[redacted\]"/);
   assert.match(logs, /"url":"\/v1\/thing\?beta=true&x%2Dapi%2Dkey=\[redacted\]"/);
+  assert.match(logs, /"url":"\/v1\/thing\?beta=true&authorization=\[redacted\]"/);
+  assert.match(logs, /"url":"\/v1\/thing\?beta=true&\[redacted\]"/);
+  assert.match(logs, /"url":"\/v1\/thing\?beta=true&q=\[redacted\]"/);
+  assert.match(logs, /"url":"\/v1\/\[redacted\]\/thing"/);
   assert.ok(!logs.includes(secret), 'a key from the URL reached the log');
+  assert.ok(!logs.includes(ADMIN), 'the admin token from the URL reached the log');
 });
 
 test('malformed URLs (bad percent-encoding, over-long path parameter) are Anthropic-shaped 400s with a request-id', async () => {
@@ -259,5 +270,110 @@ test('connection cap: past maxConnections a new socket is closed at once; after 
     for (const h of held) h.socket.destroy();
   } finally {
     await capped.close();
+  }
+});
+
+// (the timeout only turns a hang, when idle connections are never closed, into a failure)
+test('idle keep-alive connections do not hold the connection cap: near the cap they are closed first and a new client is served', { timeout: 30_000 }, async () => {
+  const capped = createHttpServer({ bodyLimitBytes: LIMIT, maxConnections: 10 });
+  const cappedUrl = await capped.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = new URL(cappedUrl);
+  /** A keep-alive connection that has had one `GET /health` answered and then sits idle. */
+  const idle = (): Promise<{ socket: import('node:net').Socket; closed: Promise<void> }> => new Promise((resolve) => {
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.on('error', () => {});
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    let data = '';
+    socket.on('data', (b: Buffer) => {
+      data += b.toString();
+      if (data.endsWith('{"status":"ok"}')) resolve({ socket, closed });
+    });
+    socket.once('connect', () => socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n'));
+  });
+  try {
+    const held = [];
+    for (let i = 0; i < 10; i++) held.push(await idle());
+    // The 9th connection reached the threshold (90 % of 10): the 8 answered, idle ones closed.
+    await Promise.all(held.slice(0, 8).map((h) => h.closed));
+    assert.deepEqual(held.map((h) => h.socket.destroyed), [true, true, true, true, true, true, true, true, false, false]);
+    const res = await fetch(`${cappedUrl}/health`);
+    assert.deepEqual([res.status, await res.json()], [200, { status: 'ok' }]);
+    for (const h of held) h.socket.destroy();
+  } finally {
+    await capped.close();
+  }
+});
+
+/** Sends raw bytes to `base`; resolves with everything the server sent until it closed. */
+function rawTo(base: string, bytes: string, keepOpen = false): Promise<string> {
+  const { port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => {
+      socket.write(bytes);
+      if (!keepOpen) socket.end();
+    });
+    let data = '';
+    socket.on('data', (b: Buffer) => { data += b.toString('latin1'); });
+    socket.on('close', () => resolve(data));
+    socket.on('error', reject);
+  });
+}
+
+test('CORS on every answer the server makes, before routing too: 404, bad percent-encoding, long parameter, bad JSON, 413, 415, 408, 431, unparsable HTTP', async () => {
+  const A = 'https://app.example.com';
+  const B = 'https://other.example.org';
+  const s = build([A, B]);
+  const anyOrigin = build('*');
+  // Two origins, so the origin of each answer must be the request's own (not a lone default).
+  const two = createHttpServer({ bodyLimitBytes: 1024, requestTimeoutMs: 1000, corsOrigins: [A, B] });
+  two.post('/echo', async () => ({ ok: true }));
+  two.get('/v1/things/:id', async () => ({ ok: true }));
+  const base = await s.listen({ host: '127.0.0.1', port: 0 });
+  const anyBase = await anyOrigin.listen({ host: '127.0.0.1', port: 0 });
+  const twoBase = await two.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const json = { 'content-type': 'application/json' };
+    for (const [what, path, init, status] of [
+      ['404', '/nope', {}, 404],
+      ['bad percent-encoding', '/v1/things/%zz', {}, 400],
+      ['long path parameter', `/v1/things/${'x'.repeat(101)}`, {}, 400],
+      ['bad JSON', '/echo', { method: 'POST', headers: json, body: '{"a":' }, 400],
+      ['413', '/echo', { method: 'POST', headers: json, body: JSON.stringify({ a: 'x'.repeat(2000) }) }, 413],
+      ['415', '/echo', { method: 'POST', headers: { ...json, 'content-encoding': 'compress' }, body: 'xx' }, 415],
+    ] as const) {
+      for (const origin of [A, B]) {
+        const res = await fetch(`${twoBase}${path}`, { ...init, headers: { ...('headers' in init ? init.headers : {}), origin } });
+        await res.arrayBuffer();
+        assert.deepEqual([res.status, res.headers.get('access-control-allow-origin'), res.headers.get('vary')], [status, origin, 'Origin'], `${what} from ${origin}`);
+        assert.match(res.headers.get('access-control-expose-headers') ?? '', /request-id/, what);
+      }
+      const evil = await fetch(`${twoBase}${path}`, { ...init, headers: { ...('headers' in init ? init.headers : {}), origin: 'https://evil.example.net' } });
+      await evil.arrayBuffer();
+      assert.deepEqual([evil.status, evil.headers.get('access-control-allow-origin')], [status, null], `${what}, disallowed origin`);
+      const star = await fetch(`${anyBase}${path.replace('/echo', '/echo')}`, { ...init, headers: { ...('headers' in init ? init.headers : {}), origin: B } });
+      await star.arrayBuffer();
+      assert.equal(star.headers.get('access-control-allow-origin'), '*', `${what} with CORS_ORIGINS=*`);
+    }
+    // Written to the socket by the server itself: the origin comes from the request's headers,
+    // or from the bytes Node could not parse.
+    const big = await rawTo(twoBase, `GET /health HTTP/1.1\r\nhost: x\r\norigin: ${B}\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(big, /^HTTP\/1\.1 431 /);
+    assert.match(big, new RegExp(`\\r\\naccess-control-allow-origin: ${B.replace(/\./g, '\\.')}\\r\\n`));
+    const garbage = await rawTo(twoBase, `NOT HTTP\r\norigin: ${A}\r\n\r\n`);
+    assert.match(garbage, /^HTTP\/1\.1 400 /);
+    assert.match(garbage, new RegExp(`\\r\\naccess-control-allow-origin: ${A.replace(/\./g, '\\.')}\\r\\n`));
+    const slow = await rawTo(twoBase, `POST /echo HTTP/1.1\r\nhost: x\r\norigin: ${B}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{`, true);
+    assert.match(slow, /^HTTP\/1\.1 408 /);
+    assert.match(slow, new RegExp(`\\r\\naccess-control-allow-origin: ${B.replace(/\./g, '\\.')}\\r\\nvary: Origin\\r\\n`));
+    const evil = await rawTo(twoBase, `GET /health HTTP/1.1\r\nhost: x\r\norigin: https://evil.example.net\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(evil, /^HTTP\/1\.1 431 /);
+    assert.ok(!evil.includes('access-control-allow-origin'), 'no allow-origin for a disallowed origin');
+    // One configured origin: named even when the request's headers could not be read at all.
+    const lone = await rawTo(base, `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\norigin: ${A}\r\n\r\n`);
+    assert.match(lone, new RegExp(`\\r\\naccess-control-allow-origin: ${A.replace(/\./g, '\\.')}\\r\\n`));
+    const anyBig = await rawTo(anyBase, `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(anyBig, /\r\naccess-control-allow-origin: \*\r\n/);
+  } finally {
+    await Promise.all([s.close(), anyOrigin.close(), two.close()]);
   }
 });

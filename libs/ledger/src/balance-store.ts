@@ -43,9 +43,13 @@ export interface AccountBalance {
  * - `applied`, `duplicate` (already in: by event id, or at or before the stored position);
  * - `gap`: the event is past the stored position + 1, so the events between were not applied
  *   here (hot state was rebuilt from an earlier point): the consumer must rewind;
- * - `not_ready`: hot state was lost and not yet rebuilt.
+ * - `not_ready`: hot state was lost and not yet rebuilt;
+ * - `out_of_range` (`applyLedger` only): the balance would leave ±MAX_MONEY_MICROS (2^53 − 1 µc),
+ *   the one bound every stage holds exactly. Nothing changed and the position did not move: the
+ *   consumer quarantines the event (`balance_out_of_range`), which moves the position past it.
+ *   Checked in the same atomic step as the credit, so no concurrency can slip past it.
  */
-export type ApplyResult = 'applied' | 'duplicate' | 'gap' | 'not_ready';
+export type ApplyResult = 'applied' | 'duplicate' | 'gap' | 'not_ready' | 'out_of_range';
 
 /** An event the ledger consumer could not apply, set aside with its log position passed. */
 export interface LedgerQuarantine {
@@ -64,7 +68,12 @@ export interface LedgerQuarantine {
 export type ReferenceClaim =
   | { claimed: true }
   /** someone else holds the claim (or it is applied): for this amount, micro-credits */
-  | { claimed: false; amount: bigint };
+  | { claimed: false; amount: bigint }
+  /**
+   * the ledger refused an event of this id (quarantined it, e.g. `balance_out_of_range: …`):
+   * a reference names one decision for good, so the warehouse's rows stay facts keyed by event id
+   */
+  | { claimed: false; refused: string };
 
 export interface StateSnapshot {
   balances: Map<string, bigint>;
@@ -124,13 +133,23 @@ export interface BalanceStore {
    * `amount` micro-credits, atomically, so exactly one of many concurrent requests publishes it.
    * A claim lapses after `ttlMs` (its claimant may have died before publishing; a later retry
    * then claims it again, and the ledger's event-id idempotency keeps a double publish harmless).
-   * A reference already applied answers `claimed: false` with the applied amount.
+   * A reference already applied answers `claimed: false` with the applied amount; one the ledger
+   * refused answers `claimed: false` with `refused` (the quarantine reason).
    */
   claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim>;
   /** Gives a claim up early (its publish failed), so a retry need not wait for `ttlMs`. */
   releaseReference(eventId: string): Promise<void>;
-  /** Resolves true once the event is applied, false after `timeoutMs`. */
+  /**
+   * Resolves true once the event is applied; false after `timeoutMs`, or as soon as the event is
+   * quarantined instead (then `quarantineReason` says why).
+   */
   waitApplied(eventId: string, timeoutMs: number): Promise<boolean>;
+  /**
+   * Why the ledger consumer quarantined the event with this id (the record's `reason`, e.g.
+   * `balance_out_of_range: …`), or undefined. Kept for good (not across a rebuild): a refused
+   * reference stays refused (`claimReference` answers `refused`).
+   */
+  quarantineReason(eventId: string): Promise<string | undefined>;
 
   /**
    * Replaces every balance, ledger entry and position in one atomic step (rebuild from the

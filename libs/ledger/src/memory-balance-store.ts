@@ -1,4 +1,4 @@
-import type { LedgerEvent, UsageEvent } from '@tollgate/events';
+import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
   ReferenceClaim, StateSnapshot,
@@ -26,10 +26,12 @@ export class MemoryBalanceStore implements BalanceStore {
   #ledgerEntries = new Map<string, bigint>();
   #usageSeen = new Map<string, number>();
   #usageMemoryMs: number;
-  #waiters = new Map<string, Array<() => void>>();
+  #waiters = new Map<string, Array<(applied: boolean) => void>>();
   #now: () => number;
   #quarantine = new Map<string, LedgerQuarantine>();
   #claims = new Map<string, { amount: bigint; until: number }>();
+  /** event id → reason, for events the consumer quarantined (control answers from it) */
+  #rejected = new Map<string, string>();
 
   constructor(options: { usageMemoryMs?: number; now?: () => number } = {}) {
     this.#usageMemoryMs = options.usageMemoryMs ?? 24 * 3600_000;
@@ -85,17 +87,19 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#forgetOldUsage();
     this.#credit(event.account_id, -BigInt(event.cost_micros));
     this.#dropHold(event.event_id);
-    this.#notify(event.event_id);
+    this.#notify(event.event_id, true);
     return 'applied';
   }
 
   async applyLedger(event: LedgerEvent, _position?: LogPosition): Promise<ApplyResult> {
     if (this.#ledgerEntries.has(event.event_id)) return 'duplicate';
     const amount = BigInt(event.amount_micros);
+    const after = (this.#balances.get(event.account_id) ?? 0n) + amount;
+    if (after > MAX_MONEY_MICROS || after < -MAX_MONEY_MICROS) return 'out_of_range';
     this.#ledgerEntries.set(event.event_id, amount);
     this.#claims.delete(event.event_id);
     this.#credit(event.account_id, amount);
-    this.#notify(event.event_id);
+    this.#notify(event.event_id, true);
     return 'applied';
   }
 
@@ -125,7 +129,15 @@ export class MemoryBalanceStore implements BalanceStore {
     const key = record.offset >= 0n ? `${record.topic}:${record.partition}:${record.offset}` : record.event_id;
     if (this.#quarantine.has(key)) return 'duplicate';
     this.#quarantine.set(key, { ...record });
+    if (!this.#ledgerEntries.has(record.event_id)) {
+      this.#rejected.set(record.event_id, record.reason);
+      this.#notify(record.event_id, false);
+    }
     return 'applied';
+  }
+
+  async quarantineReason(eventId: string): Promise<string | undefined> {
+    return this.#rejected.get(eventId);
   }
 
   async quarantined(): Promise<LedgerQuarantine[]> {
@@ -135,6 +147,8 @@ export class MemoryBalanceStore implements BalanceStore {
   async claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim> {
     const applied = this.#ledgerEntries.get(eventId);
     if (applied !== undefined) return { claimed: false, amount: applied };
+    const refused = this.#rejected.get(eventId);
+    if (refused !== undefined) return { claimed: false, refused };
     const now = this.#now();
     const claim = this.#claims.get(eventId);
     if (claim && claim.until > now) return { claimed: false, amount: claim.amount };
@@ -148,6 +162,7 @@ export class MemoryBalanceStore implements BalanceStore {
 
   waitApplied(eventId: string, timeoutMs: number): Promise<boolean> {
     if (this.#ledgerEntries.has(eventId) || this.#usageSeen.has(eventId)) return Promise.resolve(true);
+    if (this.#rejected.has(eventId)) return Promise.resolve(false);
     return new Promise((resolve) => {
       const done = (ok: boolean) => {
         clearTimeout(timer);
@@ -156,7 +171,7 @@ export class MemoryBalanceStore implements BalanceStore {
         else this.#waiters.delete(eventId);
         resolve(ok);
       };
-      const wake = () => done(true);
+      const wake = (applied: boolean) => done(applied);
       const timer = setTimeout(() => done(false), timeoutMs);
       this.#waiters.set(eventId, [...(this.#waiters.get(eventId) ?? []), wake]);
     });
@@ -212,10 +227,10 @@ export class MemoryBalanceStore implements BalanceStore {
     }
   }
 
-  #notify(eventId: string): void {
+  #notify(eventId: string, applied: boolean): void {
     const list = this.#waiters.get(eventId);
     if (!list) return;
     this.#waiters.delete(eventId);
-    for (const wake of list) wake();
+    for (const wake of list) wake(applied);
   }
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
-import type { LedgerEvent, UsageEvent } from '@tollgate/events';
+import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { positionKey } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
@@ -36,14 +36,15 @@ interface LedgerScripts {
     pos: string, accounts: string, eventId: string, cost: Amount, memoryMs: string, account: string,
     field: string, offset: string, readyKey: string): Promise<number>;
   tollgateLedgerApplyLedger(ledger: string, bal: string, pos: string, accounts: string, eventId: string,
-    amount: Amount, account: string, field: string, offset: string, readyKey: string): Promise<number>;
+    amount: Amount, account: string, field: string, offset: string, readyKey: string, bound: Amount): Promise<number>;
   tollgateLedgerCheckPosition(pos: string, field: string, offset: string, readyKey: string): Promise<number>;
   tollgateLedgerAdvancePosition(pos: string, field: string, offset: string): Promise<number>;
   tollgateLedgerLoad(accounts: string, ledger: string, pos: string, ready: string, ...args: string[]): Promise<number>;
   tollgateLedgerSnapshot(accounts: string, pos: string, ready: string, balPrefix: string): Promise<Array<string | number>>;
-  tollgateLedgerQuarantine(quarantine: string, pos: string, recordField: string, record: string, field: string,
-    offset: string, readyKey: string): Promise<number>;
-  tollgateLedgerClaimReference(ledger: string, claim: string, eventId: string, amount: Amount, ttlMs: string): Promise<[number, Amount]>;
+  tollgateLedgerQuarantine(quarantine: string, pos: string, rejected: string, ledger: string, recordField: string,
+    record: string, field: string, offset: string, readyKey: string, eventId: string, reason: string): Promise<number>;
+  tollgateLedgerClaimReference(ledger: string, claim: string, rejected: string, eventId: string, amount: Amount,
+    ttlMs: string): Promise<[number, Amount]>;
 }
 
 const INT64_MIN = -(2n ** 63n);
@@ -114,8 +115,8 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
     define('tollgateLedgerLoad', lua('load'), 4);
     define('tollgateLedgerSnapshot', lua('snapshot'), 3);
-    define('tollgateLedgerQuarantine', `${position}\n${lua('quarantine')}`, 2);
-    define('tollgateLedgerClaimReference', lua('claim-reference'), 2);
+    define('tollgateLedgerQuarantine', `${position}\n${lua('quarantine')}`, 4);
+    define('tollgateLedgerClaimReference', lua('claim-reference'), 3);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
 
@@ -168,7 +169,7 @@ export class RedisBalanceStore implements BalanceStore {
     const [field, offset] = positionArgs(position);
     return verdict(await this.#scripts.tollgateLedgerApplyLedger(
       this.#ledgerKey(), this.#accountKeys(event.account_id).bal, this.#key('pos'), this.#key('accounts'),
-      event.event_id, amount, event.account_id, field, offset, this.#readyArg()));
+      event.event_id, amount, event.account_id, field, offset, this.#readyArg(), MAX_MONEY_MICROS.toString()));
   }
 
   async checkPosition(position: LogPosition): Promise<ApplyResult> {
@@ -212,7 +213,12 @@ export class RedisBalanceStore implements BalanceStore {
     const recordField = record.offset >= 0n ? `${record.topic}:${record.partition}:${record.offset}` : record.event_id;
     const json = JSON.stringify({ ...record, offset: record.offset.toString() });
     return verdict(await this.#scripts.tollgateLedgerQuarantine(
-      this.#key('quarantine'), this.#key('pos'), recordField, json, field, offset, this.#readyArg()));
+      this.#key('quarantine'), this.#key('pos'), this.#key('rejected'), this.#ledgerKey(), recordField, json, field, offset,
+      this.#readyArg(), record.event_id, record.reason));
+  }
+
+  async quarantineReason(eventId: string): Promise<string | undefined> {
+    return (await this.#redis.hget(this.#key('rejected'), eventId)) ?? undefined;
   }
 
   async quarantined(): Promise<LedgerQuarantine[]> {
@@ -226,7 +232,8 @@ export class RedisBalanceStore implements BalanceStore {
   async claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim> {
     if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
     const [ok, held] = await this.#scripts.tollgateLedgerClaimReference(
-      this.#ledgerKey(), `${this.#prefix}claim:${eventId}`, eventId, int64(amount, 'claimed amount'), String(ttlMs));
+      this.#ledgerKey(), `${this.#prefix}claim:${eventId}`, this.#key('rejected'), eventId, int64(amount, 'claimed amount'), String(ttlMs));
+    if (ok === 2) return { claimed: false, refused: held };
     return ok === 1 ? { claimed: true } : { claimed: false, amount: BigInt(held) };
   }
 
@@ -237,14 +244,16 @@ export class RedisBalanceStore implements BalanceStore {
   async waitApplied(eventId: string, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      // One round trip per poll: the id is either a ledger entry or a usage id.
+      // One round trip per poll: the id is a ledger entry, a usage id, or quarantined instead.
       const replies = await this.#redis.pipeline()
         .hexists(this.#ledgerKey(), eventId)
         .exists(this.#usageKey(eventId))
+        .hexists(this.#key('rejected'), eventId)
         .exec();
       if (replies === null) throw new Error('waitApplied: pipeline was discarded');
       for (const [err] of replies) if (err) throw err;
-      if (replies.some(([, n]) => n === 1)) return true;
+      if (replies[0]![1] === 1 || replies[1]![1] === 1) return true;
+      if (replies[2]![1] === 1) return false;
       const left = deadline - Date.now();
       if (left <= 0) return false;
       await sleep(Math.min(POLL_MS, left));
@@ -308,7 +317,7 @@ export class RedisBalanceStore implements BalanceStore {
   }
 
   /** Store-wide keys; named so they cannot collide with the key directory's under one prefix. */
-  #key(name: 'pos' | 'accounts' | 'ready' | 'quarantine'): string {
+  #key(name: 'pos' | 'accounts' | 'ready' | 'quarantine' | 'rejected'): string {
     return `${this.#prefix}ledger-${name}`;
   }
 
@@ -344,6 +353,7 @@ function verdict(code: number): ApplyResult {
     case 0: return 'duplicate';
     case -1: return 'gap';
     case -2: return 'not_ready';
+    case -3: return 'out_of_range';
     default: throw new Error(`unexpected ledger script result ${code}`);
   }
 }

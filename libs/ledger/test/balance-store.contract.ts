@@ -274,28 +274,66 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
 
     it('balances lists every account exactly', async (store) => {
       const a = await funded(store, 3n);
-      const b = await funded(store, 2n ** 60n);
+      const b = await funded(store, 2n ** 53n - 1n);
       await store.applyUsage(usageEvent(b, id('req'), 1n));
-      assert.deepEqual(await store.balances(), new Map([[a, 3n], [b, 2n ** 60n - 1n]]));
+      assert.deepEqual(await store.balances(), new Map([[a, 3n], [b, 2n ** 53n - 2n]]));
     });
 
-    it('amounts above 2^53 stay exact', async (store) => {
-      const big = 2n ** 53n + 1n; // not representable as a double
-      const account = await funded(store, 2n ** 62n + 1n);
+    it('amounts up to the 2^53 − 1 bound stay exact', async (store) => {
+      const max = 2n ** 53n - 1n; // the largest integer a double holds exactly, and the money bound
+      const account = await funded(store, max);
       const h = id('req');
-      assert.deepEqual(await hold(store, account, big, h), { ok: true, available: 2n ** 62n + 1n - big });
-      assert.deepEqual(await hold(store, account, 2n ** 62n + 2n - big),
-        { ok: false, reason: 'insufficient_credits', available: 2n ** 62n + 1n - big });
-      await store.settle(h, account, big + 2n, 60_000);
-      assert.deepEqual(await store.get(account),
-        { balance: 2n ** 62n + 1n, held: big + 2n, available: 2n ** 62n - 1n - big });
-      await store.applyUsage(usageEvent(account, h, big + 3n));
-      assert.deepEqual(await store.get(account),
-        { balance: 2n ** 62n - 2n - big, held: 0n, available: 2n ** 62n - 2n - big });
+      assert.deepEqual(await hold(store, account, max - 2n, h), { ok: true, available: 2n });
+      assert.deepEqual(await hold(store, account, 3n), { ok: false, reason: 'insufficient_credits', available: 2n });
+      await store.settle(h, account, max - 1n, 60_000);
+      assert.deepEqual(await store.get(account), { balance: max, held: max - 1n, available: 1n });
+      await store.applyUsage(usageEvent(account, h, max - 3n));
+      assert.deepEqual(await store.get(account), { balance: 3n, held: 0n, available: 3n });
       const entry = id('credit');
-      await store.applyLedger(ledgerEvent(account, -(2n ** 61n + 3n), entry));
-      assert.equal(await store.ledgerEntry(entry), -(2n ** 61n + 3n));
-      assert.deepEqual(await store.balances(), new Map([[account, 2n ** 61n - 5n - big]]));
+      await store.applyLedger(ledgerEvent(account, -max, entry));
+      assert.equal(await store.ledgerEntry(entry), -max);
+      assert.deepEqual(await store.balances(), new Map([[account, 3n - max]]));
+    });
+
+    it('a ledger event that would take the balance outside ±(2^53 − 1) is not applied: out_of_range', async (store) => {
+      const max = 2n ** 53n - 1n;
+      // 9,007,199,253.740991 credits: one credit below the bound, as in the overflow race.
+      const account = await funded(store, max - CREDIT);
+      const results: string[] = [];
+      for (let i = 0; i < 10; i++) results.push(await store.applyLedger(ledgerEvent(account, 200_000n, `race-${account}-${i}`)));
+      // 5 × 0.2 credit reach the bound exactly; the other 5 would pass it.
+      assert.deepEqual(results, ['applied', 'applied', 'applied', 'applied', 'applied',
+        'out_of_range', 'out_of_range', 'out_of_range', 'out_of_range', 'out_of_range']);
+      assert.equal((await store.get(account)).balance, max);
+      assert.equal(await store.ledgerEntry(`race-${account}-5`), undefined);
+      // Below: a debit past −(2^53 − 1) is refused; one that lands on it exactly is applied.
+      const low = await funded(store, 1n);
+      assert.equal(await store.applyLedger(ledgerEvent(low, -max - 2n)), 'out_of_range'); // 1 − max − 2 = −max − 1
+      assert.equal(await store.applyLedger(ledgerEvent(low, -max)), 'applied');
+      assert.equal((await store.get(low)).balance, 1n - max);
+      assert.equal(await store.applyLedger(ledgerEvent(low, -2n)), 'out_of_range');
+      assert.equal((await store.get(low)).balance, 1n - max);
+    });
+
+    it('a quarantined ledger event wakes its waiter with false, keeps its reason, and its reference stays refused', async (store) => {
+      const account = id('acct');
+      const entry = `credit:${account}:ref-refused`;
+      assert.deepEqual(await store.claimReference(entry, 5n, HOUR), { claimed: true });
+      const waiting = store.waitApplied(entry, 5_000);
+      const reason = 'balance_out_of_range: 5 micro-credits would take the balance outside the bound';
+      assert.equal(await store.quarantine({ event_id: entry, topic: 'ledger', partition: -1, offset: -1n, kind: 'apply_failed', reason }), 'applied');
+      assert.equal(await waiting, false);
+      assert.equal(await store.waitApplied(entry, 5_000), false); // at once, not after 5 s
+      assert.equal(await store.quarantineReason(entry), reason);
+      assert.equal(await store.quarantineReason(`credit:${account}:other`), undefined);
+      await store.releaseReference(entry);
+      assert.deepEqual(await store.claimReference(entry, 4n, HOUR), { claimed: false, refused: reason });
+      // An applied id keeps its applied outcome even if a redelivered copy went bad.
+      const paid = `credit:${account}:ref-paid`;
+      await store.applyLedger(ledgerEvent(account, 4n, paid));
+      assert.equal(await store.quarantine({ event_id: paid, topic: 'ledger', partition: -1, offset: -1n, kind: 'apply_failed', reason }), 'applied');
+      assert.equal(await store.quarantineReason(paid), undefined);
+      assert.equal(await store.waitApplied(paid, 1_000), true);
     });
 
     it('50 concurrent claims of one credit reference: exactly one is claimed, the rest see its amount', async (store) => {
@@ -303,7 +341,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       const entry = `credit:${account}:ref-1`;
       const claims = await Promise.all(Array.from({ length: 50 }, () => store.claimReference(entry, 7n * CREDIT, HOUR)));
       assert.equal(claims.filter((c) => c.claimed).length, 1);
-      for (const c of claims) if (!c.claimed) assert.equal(c.amount, 7n * CREDIT);
+      for (const c of claims) if (!c.claimed) assert.deepEqual(c, { claimed: false, amount: 7n * CREDIT });
       // Once applied, the reference answers with the applied amount for good.
       await store.applyLedger(ledgerEvent(account, 7n * CREDIT, entry));
       assert.deepEqual(await store.claimReference(entry, 9n * CREDIT, HOUR), { claimed: false, amount: 7n * CREDIT });

@@ -339,3 +339,15 @@ test('shipped catalogs: thinking mode and context window per model, as Anthropic
   });
   assert.deepEqual(view(usd)['claude-opus-4-7'], ['adaptive', 1_000_000, 1_000_000, 5_000]);
 });
+
+test('model ids, aliases and upstream model ids are held to the event decoder\'s text rule (they land in every usage event)', () => {
+  const prices = { input: '1', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' };
+  const withModel = (m: Record<string, unknown>) => ({ ...base(), models: [{ id: 'ok', prices, ...m }] });
+  // JSON escapes let a file carry what no one would type: NUL, ESC, DEL, a lone surrogate.
+  assert.deepEqual(problemsOf(withModel({ id: 'claude\u0000x' })), ['models[0].id: must not contain control characters (it is stored in usage events)']);
+  assert.deepEqual(problemsOf(withModel({ aliases: ['fast\u001b[31m'] })), ['models[0].aliases[0]: must not contain control characters (it is stored in usage events)']);
+  assert.deepEqual(problemsOf(withModel({ upstream_model: 'claude-\ud800' })), ['models[0].upstream_model: must be well-formed Unicode (it contains a lone surrogate) (it is stored in usage events)']);
+  assert.deepEqual(problemsOf(withModel({ upstream_model: 'u'.repeat(201) })), ['models[0].upstream_model: must be at most 200 characters']);
+  assert.deepEqual(problemsOf(withModel({ aliases: ['del\u007f'] })), ['models[0].aliases[0]: must not contain control characters (it is stored in usage events)']);
+  assert.equal(parseCatalog(withModel({ id: 'claude-opus-4-6', aliases: ['opus'], upstream_model: 'claude-opus-4-6' }), 'test.json').models[0]!.id, 'claude-opus-4-6');
+});

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { MAX_TEXT_CHARS, textProblem } from '@tollgate/events';
 import { MICROS_PER_CREDIT, MoneyError, parseExactDecimal } from './money.ts';
 import type { ExactDecimal } from './money.ts';
 import { buildIndex, indexCatalog } from './resolve.ts';
@@ -233,11 +234,22 @@ function decimalString(opts: { positive: boolean }) {
     .refine((s) => !opts.positive || /[1-9]/.test(s), 'must be greater than zero');
 }
 
+/**
+ * A catalog model id, alias or upstream model id: each lands in usage events (`model`,
+ * `catalog_model`, `upstream_model`), so it is held to the event decoder's own text rule
+ * (`textProblem`: well-formed, no control characters; libs/events) as well as to 200
+ * characters, which leaves room within the decoder's MAX_TEXT_CHARS for `-thinking` and a
+ * `/provider` suffix.
+ */
 const modelName = z
   .string({ error: (iss) => (iss.input === undefined ? 'required' : 'expected a string') })
   .min(1, 'must not be empty')
   .max(200, 'must be at most 200 characters')
-  .regex(/^\S+$/, 'must not contain whitespace');
+  .regex(/^\S+$/, 'must not contain whitespace')
+  .superRefine((v, ctx) => {
+    const problem = textProblem(v, MAX_TEXT_CHARS);
+    if (problem) ctx.addIssue({ code: 'custom', message: `${problem} (it is stored in usage events)` });
+  });
 
 const priceSchema = decimalString({ positive: false });
 

@@ -51,7 +51,7 @@ test('parseCredits rejects what it cannot represent exactly', () => {
   for (const v of bad) {
     assert.throws(() => parseCredits(v), MoneyError, String(v));
   }
-  assert.throws(() => parseCredits('0.0000001'), /at most 6 decimal places/);
+  assert.throws(() => parseCredits('0.0000001'), /more than 6 decimal places/);
   assert.throws(() => parseCredits(1e21), /decimal string/);
   const err = (() => {
     try {
@@ -110,4 +110,18 @@ test('ceilDiv rounds up', () => {
   assert.equal(ceilDiv(1_000_001n, 1_000_000n), 2n);
   assert.throws(() => ceilDiv(1n, 0n), RangeError);
   assert.throws(() => ceilDiv(-1n, 1n), RangeError);
+});
+
+test('money error text: one sentence naming the value and the rule, nothing repeated', () => {
+  const message = (v: string | number) => {
+    try {
+      parseCredits(v);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return undefined;
+  };
+  assert.equal(message('1.1234567'), '"1.1234567" has more than 6 decimal places');
+  assert.equal(message('abc'), '"abc" is not a decimal number (expected e.g. "12.5" or "-3")');
+  assert.equal(message(1e21), 'credit amount 1e+21 is out of range: pass it as a decimal string');
 });

@@ -55,7 +55,8 @@ export function parseDecimal(v: string, scale: number): bigint {
 }
 
 /**
- * Credits (decimal string or number) → micro-credits. A number is read through its shortest
+ * Credits (decimal string or number) → micro-credits; throws MoneyError with one sentence that
+ * names the value and the rule (at most 6 decimal places, a plain decimal, a finite number). A number is read through its shortest
  * round-trip text (`String(0.1)` is "0.1"), so no binary float error reaches the result;
  * non-finite numbers and numbers whose text needs an exponent (1e21, 1e-7) are rejected.
  */
@@ -72,14 +73,9 @@ export function parseCredits(v: string | number): bigint {
   } else {
     throw new MoneyError(`credit amount must be a string or a number, got ${typeof v}`);
   }
-  try {
-    return parseDecimal(text, CREDIT_DECIMALS);
-  } catch (err) {
-    if (err instanceof MoneyError) {
-      throw new MoneyError(`invalid credit amount: ${err.message} (at most 6 decimal places)`);
-    }
-    throw err;
-  }
+  // parseDecimal's messages already say what is wrong and the limit (`"1.1234567" has more than
+  // 6 decimal places`); callers prefix the field name.
+  return parseDecimal(text, CREDIT_DECIMALS);
 }
 
 /** Micro-credits → credits as decimal text: "12.345678", "-0.5", "3". */

@@ -42,6 +42,15 @@ export interface LogPositions {
 const BOUND = (p: 'u' | 'l') =>
   `log_offset <= if(has({${p}p:Array(Int32)}, log_partition), {${p}o:Array(Int64)}[indexOf({${p}p:Array(Int32)}, log_partition)], -1)`;
 
+/**
+ * Money reads leave out facts the `ledger` consumer group refused (quarantined): an event the
+ * warehouse could store but hot state would not apply (a grant past the ±(2^53 − 1) µc bound,
+ * a debit Redis refused) never moved a balance, so it must not move a rebuilt or reconciled
+ * one either. The quarantine table says why. `ledger` is the aggregator's group name.
+ */
+const NOT_REFUSED = (quarantine: string) =>
+  `event_id NOT IN (SELECT event_id FROM ${quarantine} WHERE consumer_group = 'ledger')`;
+
 // Offsets travel as JS numbers: exact below 2^53, far beyond any partition's length.
 function boundParams(at: LogPositions): Record<string, unknown> {
   return {
@@ -405,17 +414,18 @@ export class Warehouse {
   }
 
   /**
-   * Per account: Σ ledger amount − Σ usage cost, in micro-credits. Accounts with neither
-   * ledger entries nor usage are absent (their balance is 0n).
+   * Per account: Σ ledger amount − Σ usage cost, in micro-credits, leaving out facts the ledger
+   * group refused (`NOT_REFUSED`). Accounts with neither ledger entries nor usage are absent
+   * (their balance is 0n).
    */
   async balances(): Promise<Map<string, bigint>> {
     const rows = await this.#select(
       `SELECT account_id, toString(sum(amount)) AS balance_text FROM (
          SELECT account_id, sum(toInt128(amount_micros)) AS amount
-         FROM ${this.#t.ledger} FINAL GROUP BY account_id
+         FROM ${this.#t.ledger} FINAL WHERE ${NOT_REFUSED(this.#t.quarantine)} GROUP BY account_id
          UNION ALL
          SELECT account_id, -sum(toInt128(cost_micros)) AS amount
-         FROM ${this.#t.usage} FINAL GROUP BY account_id
+         FROM ${this.#t.usage} FINAL WHERE ${NOT_REFUSED(this.#t.quarantine)} GROUP BY account_id
        ) GROUP BY account_id ORDER BY account_id`,
       {},
     );
@@ -431,10 +441,10 @@ export class Warehouse {
     const rows = await this.#select(
       `SELECT account_id, toString(sum(amount)) AS balance_text FROM (
          SELECT account_id, sum(toInt128(amount_micros)) AS amount
-         FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')} GROUP BY account_id
+         FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')} AND ${NOT_REFUSED(this.#t.quarantine)} GROUP BY account_id
          UNION ALL
          SELECT account_id, -sum(toInt128(cost_micros)) AS amount
-         FROM ${this.#t.usage} FINAL WHERE ${BOUND('u')} GROUP BY account_id
+         FROM ${this.#t.usage} FINAL WHERE ${BOUND('u')} AND ${NOT_REFUSED(this.#t.quarantine)} GROUP BY account_id
        ) GROUP BY account_id ORDER BY account_id`,
       boundParams(at),
     );
@@ -512,7 +522,7 @@ export class Warehouse {
   }
 
   async ledgerTotals(accountId?: string): Promise<LedgerTotals> {
-    const where = accountId === undefined ? '' : 'WHERE account_id = {account_id:String}';
+    const where = `WHERE ${NOT_REFUSED(this.#t.quarantine)}${accountId === undefined ? '' : ' AND account_id = {account_id:String}'}`;
     const rows = await this.#select(
       `SELECT kind, count() AS n_entries, toString(sum(toInt128(amount_micros))) AS amount_text
        FROM ${this.#t.ledger} FINAL ${where} GROUP BY kind ORDER BY kind`,
@@ -534,7 +544,9 @@ export class Warehouse {
 
   /**
    * Every ledger event id with its amount, so a rebuilt hot state still refuses a credit
-   * reference it has seen (credit grants are few; this stays small).
+   * reference it has seen (credit grants are few; this stays small). Refused grants are kept
+   * here on purpose: their reference stays used (a retry answers duplicate or 409, never a
+   * second decision under one event id), while `balances*` leave their amount out.
    */
   async ledgerEntries(): Promise<Map<string, bigint>> {
     const rows = await this.#select(

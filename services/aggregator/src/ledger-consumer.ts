@@ -1,4 +1,6 @@
-import { boundedRaw, decodeEvent, RewindError, standInId, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
+import {
+  boundedRaw, decodeEvent, MAX_MONEY_MICROS, RewindError, standInId, type ConsumedEvent, type EventLog, type Subscription,
+} from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { ApplyResult, BalanceStore, LedgerQuarantine, LogPosition } from '@tollgate/ledger';
 import { extractContext, failSpan, SpanKind, withSpan, type Metrics, type Tracer } from '@tollgate/telemetry';
@@ -32,6 +34,14 @@ export function isPoisonError(err: unknown): boolean {
   const e = err as { name?: unknown; message?: unknown } | null;
   if (e?.name !== 'ReplyError' || typeof e.message !== 'string') return false;
   return /would overflow|not an integer or out of range|not a valid float|user_script:\d+:/.test(e.message);
+}
+
+/**
+ * The quarantine reason of a ledger event the store refused because the balance would leave
+ * ±MAX_MONEY_MICROS: starts with `balance_out_of_range` (what finance and control look for).
+ */
+export function balanceOutOfRange(accountId: string, amountMicros: string): string {
+  return `balance_out_of_range: ${amountMicros} micro-credits would take the balance of ${accountId} outside ±${MAX_MONEY_MICROS} micro-credits (2^53 − 1, the bound every stage holds exactly)`;
 }
 
 /** Hot state is gone and not rebuilt yet; the batch is retried after a pause. */
@@ -106,6 +116,11 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
           } catch (err) {
             if (!isPoisonError(err)) throw err;
             poison = { event_id: e.event.event_id, kind: 'apply_failed', reason: err instanceof Error ? err.message : String(err) };
+          }
+          if (verdict === 'out_of_range' && e.event.type === 'ledger') {
+            // The store refused it atomically; the control request that published it reads this
+            // reason (quarantineReason) and answers 400.
+            poison = { event_id: e.event.event_id, kind: 'apply_failed', reason: balanceOutOfRange(e.event.account_id, e.event.amount_micros) };
           }
         }
         if (poison) {

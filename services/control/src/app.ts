@@ -40,6 +40,16 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   return r.data;
 }
 
+/**
+ * One answer for a credit that would take the balance outside ±MAX_MONEY_MICROS, whether this
+ * process saw it coming or the ledger refused it atomically (another control process's grant
+ * landed first): 400, naming the bound; nothing was applied.
+ */
+function balanceOutOfRange() {
+  return gatewayError('invalid_request',
+    `credits: not applied: the balance would leave ±${formatCredits(MAX_MONEY_MICROS)} credits (${MAX_MONEY_MICROS} micro-credits, 2^53 − 1, the bound every stage holds exactly)`);
+}
+
 function keyView(k: KeyRecord) {
   return {
     id: k.id, account_id: k.account_id, name: k.name, prefix: k.prefix, status: k.status,
@@ -161,17 +171,34 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       if (amount > MAX_MONEY_MICROS || amount < -MAX_MONEY_MICROS) {
         throw gatewayError('invalid_request', `credits: must be within ±${formatCredits(MAX_MONEY_MICROS)}`);
       }
-      const kind = body.kind ?? (amount > 0n ? 'grant' : 'adjustment');
-      if (kind !== 'adjustment' && amount < 0n) {
-        throw gatewayError('invalid_request', `credits: a ${kind} must be positive (use kind "adjustment" to take credit away)`);
+      // Taking credit away is deliberate: a negative amount needs kind "adjustment" spelled out,
+      // so a sign typo in a top-up never silently debits the customer.
+      if (amount < 0n && body.kind !== 'adjustment') {
+        throw gatewayError('invalid_request', body.kind === undefined
+          ? 'kind: a negative amount takes credit away and needs kind "adjustment"'
+          : `credits: a ${body.kind} must be positive (use kind "adjustment" to take credit away)`);
       }
+      const kind = body.kind ?? 'grant';
       const eventId = `credit:${id}:${body.reference}`;
+      /**
+       * The ledger quarantined the event instead of applying it: the store checks the bound in the
+       * same atomic step as the credit (this process's check above races with other control
+       * processes), so the refusal is final, and the reference stays refused (one event id, one
+       * decision: the warehouse keeps ledger rows as facts keyed by event id).
+       */
+      const refused = async () => {
+        const reason = await deps.balances.quarantineReason(eventId);
+        if (reason === undefined) return;
+        if (reason.startsWith('balance_out_of_range')) throw balanceOutOfRange();
+        throw gatewayError('internal_error', `credits: the ledger could not apply this entry and set it aside: ${reason}`);
+      };
       const duplicate = async (previous: bigint) => {
         if (previous !== amount) {
           throw gatewayError('conflict', `reference ${body.reference} was already used for ${formatCredits(previous)} credits`);
         }
         // Answered once the ledger has it, so the balance shown includes it.
         const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs);
+        if (!applied) await refused();
         const view = await accountView(await findAccount(id));
         return reply.code(applied ? 200 : 202).send({ ...view, reference: body.reference, duplicate: true, pending: !applied });
       };
@@ -179,13 +206,15 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       if (previous !== undefined) return duplicate(previous);
       const { balance } = await deps.balances.get(id);
       const after = balance + amount;
-      if (after > MAX_MONEY_MICROS || after < -MAX_MONEY_MICROS) {
-        throw gatewayError('invalid_request', `credits: the balance would become ${formatCredits(after)}, beyond ±${formatCredits(MAX_MONEY_MICROS)}`);
-      }
+      // A fast answer for the plain case; the ledger's atomic check is what holds under races.
+      if (after > MAX_MONEY_MICROS || after < -MAX_MONEY_MICROS) throw balanceOutOfRange();
       // One atomic claim per reference: of many concurrent requests exactly one publishes; the
       // others wait for the ledger and answer `duplicate: true`. A claimant that dies before
       // publishing blocks the reference only until its claim lapses.
       const claim = await deps.balances.claimReference(eventId, amount, claimTtlMs);
+      if (!claim.claimed && 'refused' in claim) {
+        throw gatewayError('conflict', `reference ${body.reference} was refused by the ledger (${claim.refused.split(':')[0]}); a new grant needs a new reference`);
+      }
       if (!claim.claimed) return duplicate(claim.amount);
       const event: LedgerEvent = {
         type: 'ledger', event_id: eventId, ts: Date.now(), account_id: id, kind,
@@ -198,6 +227,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
         throw err;
       }
       const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs);
+      if (!applied) await refused();
       const view = await accountView(await findAccount(id));
       return reply.code(applied ? 201 : 202).send({ ...view, reference: body.reference, duplicate: false, pending: !applied });
     });

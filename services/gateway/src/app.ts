@@ -4,7 +4,7 @@ import type { KeyEntry } from '@tollgate/keys';
 import { authenticate } from './auth.ts';
 import type { GatewayDeps } from './deps.ts';
 import { Upstream } from './upstream.ts';
-import { ConcurrencyGates, DEFAULT_KEY_MAX_CONCURRENT } from './limits.ts';
+import { admitTenant, ConcurrencyGates, DEFAULT_KEY_MAX_CONCURRENT, defaultAccountMaxConcurrent } from './limits.ts';
 import { messagesRoutes } from './routes/messages.ts';
 import { countTokensRoutes } from './routes/count-tokens.ts';
 import { accountRoutes } from './routes/account.ts';
@@ -24,7 +24,9 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): void 
   const deps: GatewayDeps = {
     ...given,
     concurrency: given.concurrency ?? new ConcurrencyGates({
-      perKey: given.keyMaxConcurrentRequests ?? DEFAULT_KEY_MAX_CONCURRENT, pool: upstream.maxConnections,
+      perKey: given.keyMaxConcurrentRequests ?? DEFAULT_KEY_MAX_CONCURRENT,
+      perAccount: given.accountMaxConcurrentRequests ?? defaultAccountMaxConcurrent(upstream.maxConnections),
+      pool: upstream.maxConnections,
     }),
   };
   app.addHook('onClose', async () => upstream.close());
@@ -38,8 +40,16 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): void 
     return ready;
   };
   app.register(async (api) => {
-    api.addHook('onRequest', async (request) => {
+    api.addHook('onRequest', async (request, reply) => {
+      // Watched from the start: a client may leave while its key is being looked up.
+      let gone = false;
+      reply.raw.once('close', () => { gone = true; });
       request.caller = await authenticate(deps.keys, deps.keyHashSecret, request.headers, stateReady);
+      // A request with a body counts against its key and account from here, while it uploads,
+      // not only once its body is in: ten slow uploads of one key cannot pass a limit of four.
+      if (request.method === 'POST' && deps.concurrency) {
+        request.slot = admitTenant(deps.concurrency, request.caller.key.id, request.caller.account.id, reply.raw, () => gone);
+      }
     });
     messagesRoutes(api, deps, upstream);
     countTokensRoutes(api, deps, upstream);

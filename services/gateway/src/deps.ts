@@ -18,6 +18,11 @@ export interface UpstreamOptions {
    * queueing behind the pool
    */
   maxConnections?: number;
+  /**
+   * the process's other credentials (admin and finance tokens): never sent upstream in a
+   * query string, and redacted from upstream error messages, like `apiKey`
+   */
+  redact?: readonly string[];
 }
 
 export interface GatewayDeps {
@@ -41,7 +46,13 @@ export interface GatewayDeps {
    * default 64), so one tenant cannot take the whole upstream pool; beyond it a fast 429
    */
   keyMaxConcurrentRequests?: number;
-  /** this process's concurrency gates; `registerGateway` creates them from the two settings above */
+  /**
+   * requests one account (all its keys) may have in flight in this gateway process
+   * (`ACCOUNT_MAX_CONCURRENT_REQUESTS`, default half the upstream pool), so one account with
+   * many keys cannot take the whole pool either; beyond it a fast 429
+   */
+  accountMaxConcurrentRequests?: number;
+  /** this process's concurrency gates; `registerGateway` creates them from the settings above */
   concurrency?: ConcurrencyGates;
   /** pino logger options, or false */
   logger?: object | boolean;

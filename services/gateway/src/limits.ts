@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
 import type { GatewayDeps } from './deps.ts';
 import { guardState } from './state.ts';
@@ -5,62 +6,185 @@ import { guardState } from './state.ts';
 /** `KEY_MAX_CONCURRENT_REQUESTS` when not configured. */
 export const DEFAULT_KEY_MAX_CONCURRENT = 64;
 
+/** `ACCOUNT_MAX_CONCURRENT_REQUESTS` when not configured: half the upstream pool (at least 1). */
+export function defaultAccountMaxConcurrent(pool: number): number {
+  return Math.max(1, Math.floor(pool / 2));
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** the request's key and account share of the concurrency gates, from authentication on */
+    slot?: SharedRelease;
+  }
+}
+
+function tooMany(what: string, limit: number): never {
+  throw gatewayError('rate_limit_exceeded',
+    `Too many concurrent requests for this ${what} (${limit} in flight on this gateway); retry when one finishes`,
+    { headers: { 'retry-after': '1' } });
+}
+
 /**
- * In-process concurrency of one gateway: at most `perKey` requests of one key, and at most
- * `pool` requests in all (the upstream connection pool's size: with HTTP/1.1 each request in
- * flight holds one connection), counted from admission until the request's upstream work ends.
- * Both checks are synchronous and local, so a refusal costs no Redis call and no waiting —
+ * In-process concurrency of one gateway, two kinds of slot:
+ * - a tenant slot: at most `perKey` requests of one key and `perAccount` of one account (all its
+ *   keys together), counted from authentication — so a body still uploading counts — until the
+ *   response has ended and the request's upstream work is over;
+ * - a pool slot: at most `pool` requests in all hold an upstream connection (with HTTP/1.1 each
+ *   request in flight holds one), from just before the upstream call until its work ends.
+ * Every check is synchronous and local, so a refusal costs no Redis call and no waiting —
  * unlike the cluster-wide `RATE_LIMIT_CONCURRENT`, which needs a Redis round trip.
  */
 export class ConcurrencyGates {
   readonly perKey: number;
+  readonly perAccount: number;
   readonly pool: number;
   #inFlight = 0;
   #byKey = new Map<string, number>();
+  #byAccount = new Map<string, number>();
 
-  constructor(options: { perKey: number; pool: number }) {
+  constructor(options: { perKey: number; pool: number; perAccount?: number }) {
     this.perKey = options.perKey;
     this.pool = options.pool;
+    this.perAccount = options.perAccount ?? defaultAccountMaxConcurrent(options.pool);
   }
 
   /**
-   * Takes a slot for `keyId`, or throws: the key already has `perKey` in flight → 429
-   * `rate_limit_exceeded`; the pool is full → 503 `overloaded`. Both with `retry-after: 1` (a
-   * slot frees when any request ends, which cannot be predicted). Returns the release, which
-   * frees the slot on its first call only.
+   * Takes a tenant slot, or throws 429 `rate_limit_exceeded` (`retry-after: 1`: a slot frees
+   * when any request ends, which cannot be predicted) when the key already has `perKey` or the
+   * account `perAccount` in flight. Returns the release, which counts on its first call only.
    */
-  acquire(keyId: string): () => void {
+  acquireTenant(keyId: string, accountId: string): () => void {
     const mine = this.#byKey.get(keyId) ?? 0;
-    if (mine >= this.perKey) {
-      throw gatewayError('rate_limit_exceeded',
-        `Too many concurrent requests for this key (${this.perKey} in flight on this gateway); retry when one finishes`,
-        { headers: { 'retry-after': '1' } });
-    }
+    if (mine >= this.perKey) tooMany('key', this.perKey);
+    const ours = this.#byAccount.get(accountId) ?? 0;
+    if (ours >= this.perAccount) tooMany('account', this.perAccount);
+    this.#byKey.set(keyId, mine + 1);
+    this.#byAccount.set(accountId, ours + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      decrement(this.#byKey, keyId);
+      decrement(this.#byAccount, accountId);
+    };
+  }
+
+  /**
+   * Takes a slot of the upstream pool, or throws 503 `overloaded` (`retry-after: 1`) when
+   * `pool` requests already hold one. Returns the release (counts once).
+   */
+  acquirePool(): () => void {
     if (this.#inFlight >= this.pool) {
       throw gatewayError('overloaded', 'The gateway\'s upstream connections are all in use; retry shortly',
         { headers: { 'retry-after': '1' } });
     }
     this.#inFlight++;
-    this.#byKey.set(keyId, mine + 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
       this.#inFlight--;
-      const left = (this.#byKey.get(keyId) ?? 1) - 1;
-      if (left === 0) this.#byKey.delete(keyId);
-      else this.#byKey.set(keyId, left);
     };
   }
 
-  /** requests in flight in this process, all keys */
+  /** Both slots at once (tenant first); on a refusal nothing stays taken. */
+  acquire(keyId: string, accountId: string): () => void {
+    const tenant = this.acquireTenant(keyId, accountId);
+    try {
+      const pool = this.acquirePool();
+      return () => { pool(); tenant(); };
+    } catch (err) {
+      tenant();
+      throw err;
+    }
+  }
+
+  /** requests holding an upstream pool slot in this process */
   get inFlight(): number {
     return this.#inFlight;
   }
 
-  /** requests of `keyId` in flight in this process */
+  /** requests of `keyId` in flight in this process (uploads included) */
   inFlightOf(keyId: string): number {
     return this.#byKey.get(keyId) ?? 0;
+  }
+
+  /** requests of `accountId` in flight in this process, all its keys (uploads included) */
+  inFlightOfAccount(accountId: string): number {
+    return this.#byAccount.get(accountId) ?? 0;
+  }
+}
+
+function decrement(counts: Map<string, number>, id: string): void {
+  const left = (counts.get(id) ?? 1) - 1;
+  if (left <= 0) counts.delete(id);
+  else counts.set(id, left);
+}
+
+/**
+ * One release shared by several holders: it runs once, when the last holder lets go. A
+ * request's tenant slot has two: the response (until it has closed, finished or not) and the
+ * route's upstream work (which goes on after a client leaves, to bill what the upstream bills).
+ * Each `hold()` returns that holder's own idempotent release; after the last, later holds are
+ * no-ops (nothing is taken again).
+ */
+export class SharedRelease {
+  #holders = 0;
+  #done = false;
+  #release: () => void;
+
+  constructor(release: () => void) {
+    this.#release = release;
+  }
+
+  hold(): () => void {
+    if (this.#done) return () => {};
+    this.#holders++;
+    let letGo = false;
+    return () => {
+      if (letGo) return;
+      letGo = true;
+      if (--this.#holders === 0 && !this.#done) {
+        this.#done = true;
+        this.#release();
+      }
+    };
+  }
+}
+
+/**
+ * The onRequest step after authentication, for requests with a body to upload (POST): takes the
+ * tenant slot (throws 429, answered before the body is read, and the socket is then closed) and
+ * holds it for the response until `response` closes. `gone()` says whether the response had
+ * already closed before this ran (a client that left during authentication): then the slot is
+ * freed at once.
+ */
+export function admitTenant(
+  gates: ConcurrencyGates, keyId: string, accountId: string, response: { once(event: 'close', f: () => void): unknown }, gone: () => boolean,
+): SharedRelease {
+  const slot = new SharedRelease(gates.acquireTenant(keyId, accountId));
+  const letGo = slot.hold();
+  if (gone()) letGo();
+  else response.once('close', letGo);
+  return slot;
+}
+
+/**
+ * The slots of a request that goes upstream: its tenant share (the one taken at authentication,
+ * or a new one when there is none) and a pool slot. Throws as `ConcurrencyGates`; the returned
+ * function releases both (idempotent).
+ */
+export function acquireSlot(deps: GatewayDeps, request: FastifyRequest): () => void {
+  const gates = deps.concurrency;
+  if (!gates) return () => {};
+  const caller = request.caller!;
+  const tenant = request.slot ? request.slot.hold() : gates.acquireTenant(caller.key.id, caller.account.id);
+  try {
+    const pool = gates.acquirePool();
+    return () => { pool(); tenant(); };
+  } catch (err) {
+    tenant();
+    throw err;
   }
 }
 
@@ -75,20 +199,13 @@ export interface LimitTicket {
 }
 
 /**
- * The in-process slot of a request that goes upstream without rate limits (count_tokens).
- * Throws as `ConcurrencyGates.acquire`; the returned function releases (idempotent).
- */
-export function acquireSlot(deps: GatewayDeps, keyId: string): () => void {
-  return deps.concurrency ? deps.concurrency.acquire(keyId) : () => {};
-}
-
-/**
- * Limits before any credit is held, cheapest first: the in-process gates (429 per key, 503 when
- * the upstream pool is full), then the cluster-wide limiter when one is configured (refused →
+ * Limits before any credit is held, cheapest first: the in-process gates (429 per key or per
+ * account, 503 when the upstream pool is full; `acquireSlot`), then the cluster-wide limiter when one is configured (refused →
  * 429 `rate_limit_exceeded` with retry-after and its `anthropic-ratelimit-*` headers).
  */
-export async function acquireLimits(deps: GatewayDeps, keyId: string, estimatedTokens: number): Promise<LimitTicket> {
-  const releaseSlot = acquireSlot(deps, keyId);
+export async function acquireLimits(deps: GatewayDeps, request: FastifyRequest, estimatedTokens: number): Promise<LimitTicket> {
+  const keyId = request.caller!.key.id;
+  const releaseSlot = acquireSlot(deps, request);
   const policy = deps.limits;
   if (!deps.limiter || !policy || Object.keys(policy).length === 0) {
     return { headers: {}, done: async () => releaseSlot() };

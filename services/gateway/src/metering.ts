@@ -16,6 +16,12 @@ export interface Metered {
   stream: boolean;
   /** the request's hold in micro-credits: the proven upper bound of what it may cost */
   holdMicros: bigint;
+  /**
+   * Most output tokens the upstream can bill for this request: `max_tokens` × the sampling
+   * steps of its server-tool loop (`inputTokenBound(...).iterations`; each step is capped by
+   * `max_tokens`, Anthropic "Messages API"). Absent: not checked.
+   */
+  maxOutputTokens?: number;
 }
 
 export interface Outcome {
@@ -46,23 +52,30 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
 
 /**
  * The money and status of one settled request (README, "Money and billing rules"):
+ * - output above `m.maxOutputTokens` is clamped to it (no genuine answer can be longer) and
+ *   flagged `output_over_max_tokens`; the returned `usage` is the clamped one;
  * - cost = ⌈Σ tokens × price / 1e6⌉ µc when billable, else 0;
  * - a cost above the hold is capped at the hold (`m.holdMicros`, the proven upper bound) and
  *   flagged `cost_over_bound`;
  * - an `ok` request with any anomaly becomes `usage_anomaly` (other statuses say more and stay).
  * Returns the anomalies sorted, each once.
  */
-export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved'>, outcome: Outcome): {
-  cost: bigint; status: UsageStatus; anomalies: UsageAnomaly[];
+export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens'>, outcome: Outcome): {
+  cost: bigint; status: UsageStatus; anomalies: UsageAnomaly[]; usage: TokenUsage | null;
 } {
   const anomalies = new Set(outcome.anomalies ?? []);
-  let cost = outcome.billable ? costMicros(outcome.usage ?? ZERO_USAGE, m.resolved.model.prices) : 0n;
+  let usage = outcome.usage;
+  if (usage !== null && m.maxOutputTokens !== undefined && usage.output > m.maxOutputTokens) {
+    usage = { ...usage, output: m.maxOutputTokens };
+    anomalies.add('output_over_max_tokens');
+  }
+  let cost = outcome.billable ? costMicros(usage ?? ZERO_USAGE, m.resolved.model.prices) : 0n;
   if (cost > m.holdMicros) {
     cost = m.holdMicros;
     anomalies.add('cost_over_bound');
   }
   const status = outcome.status === 'ok' && anomalies.size > 0 ? 'usage_anomaly' : outcome.status;
-  return { cost, status, anomalies: [...anomalies].sort() };
+  return { cost, status, anomalies: [...anomalies].sort(), usage };
 }
 
 /**
@@ -77,8 +90,9 @@ export async function settle(
   outcome: Outcome,
   onStateError: (err: unknown) => void,
 ): Promise<{ event: UsageEvent; publish: () => Promise<void> }> {
-  const usage = outcome.usage ?? ZERO_USAGE;
-  const { cost, status, anomalies } = settlement(m, outcome);
+  const settled = settlement(m, outcome);
+  const { cost, status, anomalies } = settled;
+  const usage = settled.usage ?? ZERO_USAGE;
   const accountId = m.caller.account.id;
   try {
     if (cost > 0n) await deps.balances.settle(m.requestId, accountId, cost, deps.holdTtlMs);
@@ -115,7 +129,7 @@ export async function settle(
   if (anomalies.length > 0) event.anomalies = anomalies;
   const model = m.resolved.model.id;
   if (deps.metrics) {
-    deps.metrics.usage(model, outcome.usage, cost);
+    deps.metrics.usage(model, settled.usage, cost);
     for (const kind of anomalies) deps.metrics.usageAnomaly(kind);
     if (outcome.firstByteAt !== null) deps.metrics.firstByte(model, m.stream, (outcome.firstByteAt - m.startedAt) / 1000);
   }

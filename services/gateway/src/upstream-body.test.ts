@@ -7,8 +7,16 @@ import { thinkingFor, upstreamBody } from './upstream-body.ts';
 const catalogs = [loadCatalogFile(bundledCatalogPath('cny')), loadCatalogFile(bundledCatalogPath('usd'))];
 const MAX_TOKENS = [1025, 1200, 2048, 4096, 64000] as const;
 
-/** Parameters that conflict with thinking (and their harmless neighbours). */
-const PARAMS: ReadonlyArray<{ name: string; extra: Partial<MessagesRequest>; refused?: string }> = [
+const TOOL_USE = { type: 'tool_use', id: 'toolu_1', name: 'f', input: {} };
+const TOOL_RESULT = { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'done' }] };
+const THOUGHT = { type: 'thinking', thinking: 'call f', signature: 'c2ln' };
+
+/**
+ * Parameters that conflict with thinking (and their harmless neighbours). `refused`: the exact
+ * 400 tail; `dropped`: fields removed from the body sent (null means unset); `plain`: the body
+ * cannot carry thinking on this turn and goes up without it.
+ */
+const PARAMS: ReadonlyArray<{ name: string; extra: Partial<MessagesRequest>; refused?: string; dropped?: string[]; plain?: true }> = [
   { name: 'none', extra: {} },
   { name: 'temperature 1', extra: { temperature: 1 } },
   { name: 'temperature 0.3', extra: { temperature: 0.3 }, refused: 'temperature 0.3; omit temperature (or set it to 1)' },
@@ -20,10 +28,27 @@ const PARAMS: ReadonlyArray<{ name: string; extra: Partial<MessagesRequest>; ref
   { name: 'tool_choice none', extra: { tool_choice: { type: 'none' } } },
   { name: 'tool_choice any', extra: { tool_choice: { type: 'any' } }, refused: 'tool_choice any (forced tool use); use tool_choice auto or none' },
   { name: 'tool_choice tool', extra: { tool_choice: { type: 'tool', name: 'f' } }, refused: 'tool_choice tool (forced tool use); use tool_choice auto or none' },
+  // null is "unset": the check reads it as absent, so the body sent must not carry it.
+  { name: 'temperature null', extra: { temperature: null } as never, dropped: ['temperature'] },
+  { name: 'top_k null', extra: { top_k: null } as never, dropped: ['top_k'] },
+  { name: 'top_p null', extra: { top_p: null } as never, dropped: ['top_p'] },
+  { name: 'tool_choice null', extra: { tool_choice: null } as never, dropped: ['tool_choice'] },
+  { name: 'all four null', extra: { temperature: null, top_k: null, top_p: null, tool_choice: null } as never, dropped: ['temperature', 'top_k', 'top_p', 'tool_choice'] },
+  { name: 'thinking null', extra: { thinking: null } as never, dropped: ['thinking'] },
+  // The turn in progress decides whether thinking can be on (first assistant message of the turn).
+  { name: 'prefill', extra: { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'Sure' }] }, plain: true },
+  { name: 'prefill starting with thinking', extra: { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [THOUGHT] }] } as never },
+  { name: 'tool loop, assistant without thinking', extra: { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [TOOL_USE] }, TOOL_RESULT] } as never, plain: true },
+  { name: 'tool loop without thinking, temperature 0.3', extra: { temperature: 0.3, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [{ type: 'text', text: 'let me' }, TOOL_USE] }, TOOL_RESULT] } as never, plain: true },
+  { name: 'tool loop, assistant starting with thinking', extra: { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [THOUGHT, TOOL_USE] }, TOOL_RESULT] } as never },
+  { name: 'tool loop, redacted thinking', extra: { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [{ type: 'redacted_thinking', data: 'RW0=' }, TOOL_USE] }, TOOL_RESULT] } as never },
   {
-    name: 'prefill',
-    extra: { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'Sure' }] },
-    refused: 'a prefilled assistant message; end messages with a user turn',
+    name: 'second step of a loop that started with thinking',
+    extra: { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [THOUGHT, TOOL_USE] }, TOOL_RESULT, { role: 'assistant', content: [{ ...TOOL_USE, id: 'toolu_2' }] }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_2', content: 'ok' }] }] } as never,
+  },
+  {
+    name: 'earlier turn without thinking, new user turn',
+    extra: { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [TOOL_USE] }, TOOL_RESULT, { role: 'assistant', content: 'done' }, { role: 'user', content: 'next' }] } as never,
   },
 ];
 
@@ -33,7 +58,7 @@ const BUDGET: Record<(typeof MAX_TOKENS)[number], number> = { 1025: 1024, 1200: 
 for (const catalog of catalogs) {
   for (const model of catalog.models.filter((m) => m.thinkingVariant)) {
     const name = `${model.id}-thinking`;
-    test(`${catalog.name}: ${name} (${model.thinking.mode}) × max_tokens × conflicting params → exact body or exact 400`, () => {
+    test(`${catalog.name}: ${name} (${model.thinking.mode}) × max_tokens × conflicting params, null params and turns in progress → exact body or exact 400`, () => {
       const resolved = resolveModel(catalog, name)!;
       for (const max of MAX_TOKENS) {
         for (const p of PARAMS) {
@@ -50,8 +75,14 @@ for (const catalog of catalogs) {
             continue;
           }
           const sent = JSON.parse(String(upstreamBody(body, raw, resolved)));
+          if (p.plain) {
+            assert.deepEqual(sent, { ...body, model: model.upstreamModel }, label);
+            continue;
+          }
           const thinking = model.thinking.mode === 'adaptive' ? { type: 'adaptive' } : { type: 'enabled', budget_tokens: BUDGET[max] };
-          assert.deepEqual(sent, { ...body, model: model.upstreamModel, thinking }, label);
+          const expected: Record<string, unknown> = { ...body, model: model.upstreamModel };
+          for (const field of p.dropped ?? []) delete expected[field];
+          assert.deepEqual(sent, { ...expected, thinking }, label);
         }
       }
     });

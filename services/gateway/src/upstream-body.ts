@@ -7,12 +7,64 @@ import type { ResolvedModel, ThinkingCapability } from '@tollgate/pricing';
 /** The `thinking` parameter the gateway adds for a `-thinking` variant. */
 export type ThinkingParam = { type: 'enabled'; budget_tokens: number } | { type: 'adaptive' };
 
+/** Fields thinking restricts; `null` in any of them means "unset" to the client. */
+const THINKING_RESTRICTED = ['temperature', 'top_k', 'top_p', 'tool_choice'] as const;
+
+function isRecordLike(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The first block type of a message's content (`text` for string content), or undefined. */
+function firstBlockType(message: unknown): unknown {
+  if (!isRecordLike(message)) return undefined;
+  const content = message.content;
+  if (typeof content === 'string') return 'text';
+  if (!Array.isArray(content)) return undefined;
+  const first: unknown = content[0];
+  return isRecordLike(first) ? first.type : undefined;
+}
+
+/**
+ * Whether thinking can be on for this request, judged by the assistant turn in progress.
+ * Anthropic ("Extended thinking" → thinking with tool use; the API's 400 "Expected `thinking`
+ * or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a final `assistant`
+ * message must start with a thinking block"): a tool-use loop is ONE assistant turn and keeps
+ * one thinking mode, so when the body continues a turn, either by ending with tool results
+ * (a user message holding a `tool_result` block) or with an assistant message (prefill, or a
+ * `pause_turn` continuation), the first assistant message of that turn must start with a
+ * `thinking` or `redacted_thinking` block. The turn starts after the last user message that
+ * holds no `tool_result`. A body that starts a new turn (ends with a plain user message) can
+ * always carry thinking.
+ */
+export function turnCanCarryThinking(messages: unknown): boolean {
+  if (!Array.isArray(messages) || messages.length === 0) return true;
+  const isToolResults = (m: unknown): boolean =>
+    isRecordLike(m) && m.role === 'user' && Array.isArray(m.content) &&
+    m.content.some((b: unknown) => isRecordLike(b) && b.type === 'tool_result');
+  const last: unknown = messages.at(-1);
+  const continuing = (isRecordLike(last) && last.role === 'assistant') || isToolResults(last);
+  if (!continuing) return true;
+  let first: unknown;
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m: unknown = messages[i];
+    if (!isRecordLike(m)) continue;
+    if (m.role === 'assistant') first = m;
+    else if (m.role === 'user' && !isToolResults(m)) break;
+  }
+  // A tool result with no assistant turn before it: the upstream judges that body on its own.
+  if (first === undefined) return true;
+  const type = firstBlockType(first);
+  return type === 'thinking' || type === 'redacted_thinking';
+}
+
 /**
  * The `thinking` parameter a `-thinking` variant sends for this request, or a 400 when no
  * body with thinking on can be valid. Rules (Anthropic docs, "Extended thinking" → feature
  * compatibility; "Adaptive thinking"):
  * - thinking allows `temperature` 1 only, no `top_k`, `top_p` between 0.95 and 1, and
- *   `tool_choice` `auto` or `none` only (not `any` / `tool`), and no prefilled assistant turn;
+ *   `tool_choice` `auto` or `none` only (not `any` / `tool`); `null` in any of these is
+ *   "unset" (`upstreamBody` drops it before sending, as the upstream reads null as a value);
+ * - a body continuing a turn without thinking is not judged here (`turnCanCarryThinking`);
  * - budget mode (models up to 4.5): `budget_tokens` ≥ `minBudgetTokens` (1,024) and
  *   < `max_tokens`. The gateway gives thinking half of `max_tokens`, at least the minimum:
  *   `clamp(⌊max_tokens / 2⌋, min, max_tokens − 1)`; max_tokens ≤ min has no valid budget;
@@ -39,10 +91,6 @@ export function thinkingFor(body: MessagesRequest, capability: ThinkingCapabilit
     const type = typeof choice === 'object' ? (choice as { type?: unknown }).type : choice;
     if (type === 'any' || type === 'tool') refuse(`tool_choice ${String(type)} (forced tool use)`, 'use tool_choice auto or none');
   }
-  const last = Array.isArray(body.messages) ? body.messages.at(-1) : undefined;
-  if (typeof last === 'object' && last !== null && (last as { role?: unknown }).role === 'assistant') {
-    refuse('a prefilled assistant message', 'end messages with a user turn');
-  }
   if (capability.mode === 'adaptive') return { type: 'adaptive' };
   const min = capability.minBudgetTokens;
   const max = body.max_tokens;
@@ -57,15 +105,27 @@ export function thinkingFor(body: MessagesRequest, capability: ThinkingCapabilit
  * The body sent upstream. Untouched bytes when nothing needs changing (the common case, and
  * the only way to be sure every field a client sends passes through as it was); otherwise
  * the model name is swapped for the upstream's, and a `-thinking` variant turns thinking on
- * with a body that model accepts (`thinkingFor`). A client that sends its own `thinking`
- * keeps it. Throws GatewayError `invalid_request` (400) when no valid thinking body exists:
- * the upstream would reject it anyway, and this way the client learns why.
+ * with a body that model accepts (`thinkingFor`), derived so the upstream reads it exactly as
+ * the checks did:
+ * - `temperature`, `top_k`, `top_p`, `tool_choice` sent as `null` are dropped (the client
+ *   means "unset"; the upstream would read null as a value thinking forbids);
+ * - a body continuing a turn that did not start with thinking (`turnCanCarryThinking`: a
+ *   tool-use loop whose assistant message has no thinking block, a plain prefill) is sent
+ *   without thinking: the variant thinks from the next turn on.
+ * A client that sends its own `thinking` (not null) keeps it. Throws GatewayError
+ * `invalid_request` (400) when no valid thinking body exists: the upstream would reject it
+ * anyway, and this way the client learns why.
  */
 export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: ResolvedModel): Buffer | string {
   const rename = resolved.upstreamModel !== body.model;
-  const think = resolved.thinking && body.thinking === undefined;
+  const think = resolved.thinking && (body.thinking === undefined || body.thinking === null) &&
+    turnCanCarryThinking(body.messages);
   if (!rename && !think) return raw;
   const out: MessagesRequest = { ...body, model: resolved.upstreamModel };
-  if (think) out.thinking = thinkingFor(body, resolved.model.thinking, resolved.requested);
+  if (think) {
+    const record = out as unknown as Record<string, unknown>;
+    for (const field of THINKING_RESTRICTED) if (record[field] === null) delete record[field];
+    out.thinking = thinkingFor(out, resolved.model.thinking, resolved.requested);
+  }
   return JSON.stringify(out);
 }

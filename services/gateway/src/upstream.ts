@@ -6,6 +6,7 @@ import {
   constants as zlibConstants, createBrotliDecompress, createGunzip, createInflate, createInflateRaw, createZstdDecompress,
 } from 'node:zlib';
 import { gatewayError, isAnthropicErrorBody, upstreamErrorToGateway, type GatewayError } from '@tollgate/anthropic';
+import { stripCredentialParams } from '@tollgate/http';
 import type { UpstreamOptions } from './deps.ts';
 
 /** Connections to the upstream when `UpstreamOptions.maxConnections` is not set. */
@@ -46,25 +47,15 @@ export function upstreamHeaders(incoming: IncomingHttpHeaders, apiKey: string | 
   return out;
 }
 
-/** Query parameters that carry a credential (compared case-insensitively, after URL-decoding). */
-const CREDENTIAL_PARAMS = new Set(['api_key', 'api-key', 'apikey', 'key', 'x-api-key', 'x_api_key', 'access_token', 'token']);
-
 /**
- * `search` (`?a=1&api_key=sk-…`, or '') without credential-shaped parameters, so a customer key
- * put into the URL never reaches the upstream. Every other parameter keeps its exact bytes
- * (no re-encoding); returns '' when nothing is left.
+ * `search` (`?a=1&api_key=sk-…`, or '') without any parameter that carries a credential, by
+ * its name or by its value (`stripCredentialParams` of @tollgate/http: the same definition the
+ * logs redact by), so a key put anywhere in the URL never reaches the upstream. `secrets`: the
+ * process's own credentials, looked for by value too. Every other parameter keeps its exact
+ * bytes; returns '' when nothing is left.
  */
-export function upstreamSearch(search: string): string {
-  if (search === '' || search === '?') return '';
-  const kept = search.slice(1).split('&').filter((part) => {
-    if (part === '') return false;
-    const eq = part.indexOf('=');
-    const rawName = eq === -1 ? part : part.slice(0, eq);
-    let name: string;
-    try { name = decodeURIComponent(rawName.replaceAll('+', ' ')); } catch { name = rawName; }
-    return !CREDENTIAL_PARAMS.has(name.trim().toLowerCase());
-  });
-  return kept.length === 0 ? '' : `?${kept.join('&')}`;
+export function upstreamSearch(search: string, secrets: readonly string[] = []): string {
+  return stripCredentialParams(search, secrets);
 }
 
 /**
@@ -76,6 +67,11 @@ export interface UpstreamBody extends AsyncIterable<Buffer> {
   arrayBuffer(): Promise<ArrayBuffer>;
   /** reads and discards the rest */
   dump(): Promise<void>;
+  /**
+   * Stops reading and closes the upstream connection (a pending read ends): for a stream whose
+   * answer is over while the upstream keeps the connection open. Idempotent.
+   */
+  cancel(): void;
 }
 
 export interface UpstreamResponse {
@@ -165,6 +161,7 @@ function asUpstreamBody(stream: Readable): UpstreamBody {
     text: () => readText(stream),
     arrayBuffer: () => readArrayBuffer(stream),
     dump: async () => { for await (const _ of stream) { /* discard */ } },
+    cancel: () => { stream.destroy(); },
     [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>,
   };
 }
@@ -204,7 +201,7 @@ export class Upstream {
     const base = new URL(options.url);
     this.#origin = base.origin;
     this.#basePath = base.pathname.replace(/\/+$/, '');
-    this.#secrets = options.apiKey ? [options.apiKey] : [];
+    this.#secrets = [options.apiKey, ...(options.redact ?? [])].filter((s): s is string => !!s);
     this.#ownsDispatcher = !dispatcher;
     this.#dispatcher = dispatcher ?? new Agent({
       keepAliveTimeout: 30_000,
@@ -238,7 +235,7 @@ export class Upstream {
     try {
       res = await this.#dispatcher.request({
         origin: this.#origin,
-        path: this.#basePath + path + upstreamSearch(search),
+        path: this.#basePath + path + upstreamSearch(search, this.#secrets),
         method: 'POST',
         headers: out,
         body,

@@ -3,11 +3,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ResolvedModel } from '@tollgate/pricing';
-import { boundedUpstreamId, MAX_UPSTREAM_ID_CHARS, settlement, type Outcome } from '../src/metering.ts';
+import { boundedUpstreamId, MAX_UPSTREAM_ID_CHARS, settlement as fullSettlement, type Outcome } from '../src/metering.ts';
 
 // sonnet-4-5 in the CNY catalog: µc per million tokens
 const resolved = { model: { prices: { input: 72_000_000n, output: 360_000_000n, cacheRead: 7_200_000n, cacheWrite5m: 90_000_000n, cacheWrite1h: 144_000_000n } } } as unknown as ResolvedModel;
 const usage = { input: 800, output: 120, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 };
+/** cost, status and anomalies (the usage is checked where the rule changes it) */
+const settlement = (...args: Parameters<typeof fullSettlement>) => {
+  const { usage: _usage, ...rest } = fullSettlement(...args);
+  return rest;
+};
 const outcome = (o: Partial<Outcome>): Outcome => ({
   status: 'ok', httpStatus: 200, usage, billable: true, firstByteAt: null, upstreamRequestId: null, ...o,
 });
@@ -31,6 +36,20 @@ test('any usage anomaly turns ok into usage_anomaly; unmetered stays unmetered, 
     { cost: 100_800n, status: 'usage_anomaly', anomalies: ['invalid_count', 'missing_message_stop'] });
   assert.deepEqual(settlement({ resolved, holdMicros: 1_000_000n }, outcome({ status: 'unmetered', usage: null, billable: false, anomalies: ['no_usage'] })),
     { cost: 0n, status: 'unmetered', anomalies: ['no_usage'] });
+});
+
+test('output above max_tokens × server-loop iterations: clamped to that bound, flagged output_over_max_tokens', () => {
+  // max_tokens 10, one step: output 120 → 10. 800×72 + 10×360 = 57,600 + 3,600 = 61,200 µc
+  assert.deepEqual(fullSettlement({ resolved, holdMicros: 1_000_000n, maxOutputTokens: 10 }, outcome({})), {
+    cost: 61_200n, status: 'usage_anomaly', anomalies: ['output_over_max_tokens'],
+    usage: { input: 800, output: 10, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
+  });
+  // exactly at the bound (max_tokens 40 × 3 iterations = 120): charged as reported, not flagged
+  assert.deepEqual(fullSettlement({ resolved, holdMicros: 1_000_000n, maxOutputTokens: 120 }, outcome({})),
+    { cost: 100_800n, status: 'ok', anomalies: [], usage });
+  // a client_disconnect keeps its status; the clamp applies as well
+  assert.deepEqual(settlement({ resolved, holdMicros: 1_000_000n, maxOutputTokens: 119 }, outcome({ status: 'client_disconnect' })),
+    { cost: 100_440n, status: 'client_disconnect', anomalies: ['output_over_max_tokens'] });
 });
 
 test('upstream request id: printable ASCII up to 128 characters, anything else null', () => {

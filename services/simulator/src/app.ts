@@ -7,7 +7,7 @@ import { installJsonParser, MAX_JSON_DEPTH, TooDeepBody } from './body.ts';
 import { parseDirectives } from './directives.ts';
 import type { BadUsage, Directives, Encoding, Fault } from './directives.ts';
 import { defaultErrorMessage, errorBody, errorTypeForStatus, invalidRequest, SimulatorError } from './errors.ts';
-import { MODELS } from './models.ts';
+import { contextWindow, MODELS } from './models.ts';
 import { PromptCache } from './prompt-cache.ts';
 import type { CacheOutcome } from './prompt-cache.ts';
 import { RequestRecorder } from './recorder.ts';
@@ -346,6 +346,10 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
         throw invalidRequest(`simulator directive body=${directives.body} applies to non-streaming requests only`);
       }
       const units = promptUnits(body);
+      // The API's own check, on the prompt as counted (a `input=` directive only changes what is reported).
+      const promptTokens = countInputTokens(units);
+      const window = contextWindow(body.model, betasOf(request));
+      if (promptTokens > window) throw invalidRequest(`prompt is too long: ${promptTokens} tokens > ${window} maximum`);
       const n = request.id.slice('req_sim_'.length);
       const generated = buildReply(body, directives, defaultOutputTokens, `toolu_sim_${n}`);
       const timing = timingFor(directives);

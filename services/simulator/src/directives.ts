@@ -47,7 +47,8 @@ export interface Directives {
   readonly echo_key?: boolean;
 }
 
-const DIRECTIVE = /\[\[sim\b([^\]]*)\]\]/g;
+// A directive starts the text or follows whitespace: `arr[[sim x=1]]` in pasted code is code.
+const DIRECTIVE = /(?<!\S)\[\[sim\b([^\]]*)\]\]/g;
 const HEADER_PREFIX = 'x-sim-';
 const INTEGER_KEYS = ['input', 'output', 'cache_read', 'cache_write_5m', 'cache_write_1h', 'latency_ms', 'ttft_ms', 'retry_after'] as const;
 

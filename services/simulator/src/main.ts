@@ -36,6 +36,34 @@ function readConfig(env: NodeJS.ProcessEnv): { config: Config; problems: string[
   return { config, problems };
 }
 
+const USAGE = `Usage: npm run simulator [-- --help]
+
+An Anthropic-compatible upstream for tests, benchmarks and offline demos (never a production
+upstream). Point the gateway at it with UPSTREAM_URL=http://127.0.0.1:<port>. Configured by
+environment variables:
+
+  SIMULATOR_PORT        port to listen on (default 4010)
+  SIMULATOR_HOST        address to bind (default 127.0.0.1)
+  SIMULATOR_LATENCY_MS  delay before response headers, ms (default 0)
+  SIMULATOR_TTFT_MS     delay before the first content delta, ms (default 0)
+  SIMULATOR_TPS         output tokens per second, 0 = unlimited (default 0)
+  SIMULATOR_API_KEY     when set, the only credential accepted (default: any non-empty key)
+  SIMULATOR_LOG=1       log every request
+
+Per-request control: [[sim key=value ...]] in the last user message's text, or x-sim-<key>
+headers. Routes, token rule and directives: services/simulator/README.md.
+`;
+
+const args = process.argv.slice(2);
+if (args.includes('--help') || args.includes('-h')) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+if (args.length > 0) {
+  process.stderr.write(`simulator: unknown argument ${JSON.stringify(args[0])}; it is configured by environment variables\n\n${USAGE}`);
+  process.exit(2);
+}
+
 const { config, problems } = readConfig(process.env);
 if (problems.length > 0) {
   process.stderr.write(`simulator: invalid configuration\n${problems.map((p) => `  ${p}\n`).join('')}`);

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { PromptCache } from './prompt-cache.ts';
 import type { PromptUnit } from './tokens.ts';
 
-const unit = (key: string, chars: number, breakpoint?: '5m' | '1h'): PromptUnit => ({ key, chars, images: 0, breakpoint });
+const unit = (key: string, chars: number, breakpoint?: '5m' | '1h'): PromptUnit => ({ key, chars, imageTokens: 0, breakpoint });
 
 test('no breakpoint, no caching', () => {
   assert.deepEqual(new PromptCache().settle('m', [unit('a', 400)]), { readTokens: 0, writeTokens: 0, writeTtl: '5m' });

@@ -25,14 +25,14 @@ export class PromptCache {
   settle(model: string, units: readonly PromptUnit[]): CacheOutcome {
     const hash = createHash('sha256').update(model).update('\u0000');
     let chars = 0;
-    let images = 0;
+    let imageTokens = 0;
     const breakpoints: { digest: string; tokens: number; ttl: CacheTtl }[] = [];
     for (const u of units) {
       hash.update(u.key).update('\u0000');
       chars += u.chars;
-      images += u.images;
+      imageTokens += u.imageTokens;
       if (u.breakpoint !== undefined) {
-        breakpoints.push({ digest: hash.copy().digest('hex'), tokens: tokensFor(chars, images), ttl: u.breakpoint });
+        breakpoints.push({ digest: hash.copy().digest('hex'), tokens: tokensFor(chars, imageTokens), ttl: u.breakpoint });
       }
     }
     const last = breakpoints.at(-1);

@@ -58,8 +58,9 @@ export const MIN_THINKING_BUDGET = 1024;
  * - `enabled` needs an integer `budget_tokens` ≥ 1024 and below `max_tokens` (with the
  *   `interleaved-thinking-*` beta the budget may exceed `max_tokens`: it then bounds the whole turn);
  * - `adaptive` only on 4.6 and newer models;
- * - with thinking on: `temperature` only 1, no `top_k`, `top_p` only 0.95–1, and no forced tool
- *   (`tool_choice` `any` / `tool`).
+ * - with thinking on: `temperature` only 1, no `top_k`, `top_p` only 0.95–1 (`null` is a value
+ *   here, as the API reads it), no forced tool (`tool_choice` `any` / `tool`), and a turn in
+ *   progress must have started with thinking (`checkTurnStartsWithThinking`).
  * Returns whether thinking is on; an unknown `type` (a future mode) passes through as off.
  */
 function checkThinking(body: JsonObject, model: string, maxTokens: number | undefined, betas: readonly string[]): boolean {
@@ -103,7 +104,44 @@ function checkThinking(body: JsonObject, model: string, maxTokens: number | unde
   if (isRecord(choice) && (choice['type'] === 'any' || choice['type'] === 'tool')) {
     throw invalidRequest('Thinking may not be enabled when tool_choice forces tool use.');
   }
+  checkTurnStartsWithThinking(body['messages']);
   return true;
+}
+
+/**
+ * With thinking on, a body that continues an assistant turn (it ends with tool results, or
+ * with an assistant message) must show that turn starting with a thinking block: a tool-use
+ * loop is one assistant turn with one thinking mode (Anthropic "Extended thinking" → thinking
+ * with tool use). The turn starts after the last user message holding no `tool_result`; its
+ * first assistant message must start with `thinking` or `redacted_thinking`. Later steps of
+ * the loop need not (without interleaved thinking the model thinks once, at the turn's start).
+ * The message is the API's own (reported in kilocode#5219, opencode#3077).
+ */
+function checkTurnStartsWithThinking(messages: unknown): void {
+  if (!Array.isArray(messages) || messages.length === 0) return;
+  const toolResults = (m: unknown): boolean =>
+    isRecord(m) && m['role'] === 'user' && Array.isArray(m['content']) &&
+    m['content'].some((b: unknown) => isRecord(b) && b['type'] === 'tool_result');
+  const last: unknown = messages.at(-1);
+  if (!((isRecord(last) && last['role'] === 'assistant') || toolResults(last))) return;
+  let first = -1;
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m: unknown = messages[i];
+    if (!isRecord(m)) continue;
+    if (m['role'] === 'assistant') first = i;
+    else if (m['role'] === 'user' && !toolResults(m)) break;
+  }
+  if (first < 0) return;
+  const content = (messages[first] as JsonObject)['content'];
+  const block: unknown = typeof content === 'string' ? { type: 'text' } : Array.isArray(content) ? content[0] : undefined;
+  const type = isRecord(block) && typeof block['type'] === 'string' ? block['type'] : 'text';
+  if (type === 'thinking' || type === 'redacted_thinking') return;
+  throw invalidRequest(
+    `messages.${first}.content.0.type: Expected \`thinking\` or \`redacted_thinking\`, but found \`${type}\`. ` +
+      'When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). ' +
+      'We recommend you include thinking blocks from previous turns. To avoid this requirement, disable `thinking`. ' +
+      'Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking',
+  );
 }
 
 function isBlock(value: unknown): value is ContentBlock {
@@ -192,9 +230,11 @@ export function parseMessagesBody(body: unknown, opts: ParseOptions): MessagesBo
 }
 
 /**
- * The text of the last user message: string content, text blocks and tool_result text, in
+ * The user's own words in the last user message: its string content, or its `text` blocks in
  * order. Directives are read from here because it is the part of a conversation a test writes
- * last and a gateway forwards untouched.
+ * last and a gateway forwards untouched. Tool results are never read: they carry whatever a
+ * tool returned (a file that documents directives, such as this simulator's README), and a
+ * directive there would turn a real session's tool loop into a simulated fault.
  */
 export function lastUserText(messages: readonly RequestMessage[]): string {
   for (let i = messages.length - 1; i >= 0; i--) {
@@ -204,13 +244,6 @@ export function lastUserText(messages: readonly RequestMessage[]): string {
     const parts: string[] = [];
     for (const block of message.content) {
       if (block.type === 'text' && typeof block['text'] === 'string') parts.push(block['text']);
-      if (block.type === 'tool_result') {
-        const inner = block['content'];
-        if (typeof inner === 'string') parts.push(inner);
-        else if (Array.isArray(inner)) {
-          for (const b of inner) if (isRecord(b) && b['type'] === 'text' && typeof b['text'] === 'string') parts.push(b['text']);
-        }
-      }
     }
     return parts.join(' ');
   }

@@ -1,10 +1,41 @@
+import { Buffer } from 'node:buffer';
+import { imageSize } from 'image-size';
 import { invalidRequest } from './errors.ts';
 import type { MessagesBody } from './request.ts';
 import { isRecord } from './wire.ts';
 import type { CacheTtl, JsonObject } from './wire.ts';
 
-/** Every image (and every non-text document) costs this many input tokens, whatever its size. */
+/** An image whose size the simulator cannot know (by URL or file id, unreadable data), and every non-text document. */
 export const IMAGE_TOKENS = 1000;
+
+/** The API's resize limits ("Images and vision"): long edge ≤ 1568 px and about 1.15 megapixels. */
+export const IMAGE_MAX_EDGE = 1568;
+export const IMAGE_MAX_PIXELS = 1_150_000;
+
+/**
+ * Input tokens of an image of `width` × `height` pixels, as the API bills it ("Images and
+ * vision"): an image over 1568 px on its long edge or over ~1.15 megapixels is first scaled
+ * down, aspect ratio kept, to fit both; then ⌈w × h / 750⌉ (at least 1).
+ * Examples: 200×200 → 54; 1000×1000 → 1334; 2880×1800 → 1356×847 → 1532; 4000×100 → 1568×39 → 82.
+ */
+export function imageTokensFor(width: number, height: number): number {
+  const scale = Math.min(1, IMAGE_MAX_EDGE / Math.max(width, height), Math.sqrt(IMAGE_MAX_PIXELS / (width * height)));
+  const w = Math.max(1, Math.floor(width * scale));
+  const h = Math.max(1, Math.floor(height * scale));
+  return Math.max(1, Math.ceil((w * h) / 750));
+}
+
+/** Tokens of an image block's `source`: by its real dimensions when base64 data is readable, else `IMAGE_TOKENS`. */
+function imageSourceTokens(source: unknown): number {
+  if (!isRecord(source) || source['type'] !== 'base64' || typeof source['data'] !== 'string') return IMAGE_TOKENS;
+  try {
+    const { width, height } = imageSize(Buffer.from(source['data'], 'base64'));
+    if (width > 0 && height > 0) return imageTokensFor(width, height);
+  } catch {
+    // not an image the reader knows: the API would reject it; the simulator bills the default
+  }
+  return IMAGE_TOKENS;
+}
 
 /**
  * One cacheable piece of the prompt, in the order the real API builds its cache prefix:
@@ -13,13 +44,14 @@ export const IMAGE_TOKENS = 1000;
  */
 export interface PromptUnit {
   readonly chars: number;
-  readonly images: number;
+  /** input tokens of the unit's images and non-text documents */
+  readonly imageTokens: number;
   readonly breakpoint: CacheTtl | undefined;
   readonly key: string;
 }
 
-export function tokensFor(chars: number, images: number): number {
-  return Math.ceil(chars / 4) + IMAGE_TOKENS * images;
+export function tokensFor(chars: number, imageTokens: number): number {
+  return Math.ceil(chars / 4) + imageTokens;
 }
 
 /** Output text is counted one token per space-separated word. */
@@ -47,7 +79,7 @@ function breakpointOf(block: JsonObject, path: string): CacheTtl | undefined {
 
 interface Size {
   chars: number;
-  images: number;
+  imageTokens: number;
 }
 
 function sizeOfBlock(block: unknown, size: Size): void {
@@ -71,7 +103,7 @@ function sizeOfBlock(block: unknown, size: Size): void {
       size.chars += text('data');
       return;
     case 'image':
-      size.images += 1;
+      size.imageTokens += imageSourceTokens(block['source']);
       return;
     case 'document': {
       const source = block['source'];
@@ -80,7 +112,7 @@ function sizeOfBlock(block: unknown, size: Size): void {
       } else if (isRecord(source) && source['type'] === 'content' && Array.isArray(source['content'])) {
         for (const inner of source['content']) sizeOfBlock(inner, size);
       } else {
-        size.images += 1;
+        size.imageTokens += IMAGE_TOKENS;
       }
       return;
     }
@@ -101,7 +133,7 @@ function sizeOfBlock(block: unknown, size: Size): void {
 }
 
 function unit(value: JsonObject | string, label: string, breakpoint: CacheTtl | undefined): PromptUnit {
-  const size: Size = { chars: 0, images: 0 };
+  const size: Size = { chars: 0, imageTokens: 0 };
   let key: string;
   if (typeof value === 'string') {
     size.chars = value.length;
@@ -110,7 +142,7 @@ function unit(value: JsonObject | string, label: string, breakpoint: CacheTtl | 
     sizeOfBlock(value, size);
     key = `${label}:${JSON.stringify(withoutCacheControl(value))}`;
   }
-  return { chars: size.chars, images: size.images, breakpoint, key };
+  return { chars: size.chars, imageTokens: size.imageTokens, breakpoint, key };
 }
 
 export function promptUnits(body: MessagesBody): PromptUnit[] {
@@ -118,7 +150,7 @@ export function promptUnits(body: MessagesBody): PromptUnit[] {
   body.tools.forEach((tool, i) => {
     // A tool costs its whole definition, as JSON, without the cache marker.
     const json = JSON.stringify(withoutCacheControl(tool));
-    units.push({ chars: json.length, images: 0, breakpoint: breakpointOf(tool, `tools.${i}`), key: `tool:${json}` });
+    units.push({ chars: json.length, imageTokens: 0, breakpoint: breakpointOf(tool, `tools.${i}`), key: `tool:${json}` });
   });
   if (typeof body.system === 'string') units.push(unit(body.system, 'system', undefined));
   else if (body.system !== undefined) {
@@ -138,10 +170,10 @@ export function promptUnits(body: MessagesBody): PromptUnit[] {
 
 export function countInputTokens(units: readonly PromptUnit[]): number {
   let chars = 0;
-  let images = 0;
+  let imageTokens = 0;
   for (const u of units) {
     chars += u.chars;
-    images += u.images;
+    imageTokens += u.imageTokens;
   }
-  return Math.max(1, tokensFor(chars, images));
+  return Math.max(1, tokensFor(chars, imageTokens));
 }

@@ -209,7 +209,7 @@ describe('messages', () => {
     assert.deepEqual(streamed.usage, plain.usage);
   });
 
-  test('images cost a fixed 1000 input tokens each', async () => {
+  test('an image whose size cannot be read costs 1000 input tokens (see realism.test.ts for sized images)', async () => {
     const msg = await client.messages.create({
       model: MODEL,
       max_tokens: 10,

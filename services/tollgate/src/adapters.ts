@@ -42,9 +42,18 @@ function openWarehouse(config: Config): Warehouse {
  * the process from starting.
  */
 async function recoverJournal(dir: string, warehouse: Warehouse, logger?: Logger): Promise<number> {
-  const records = Journal.read(dir);
-  if (records.length > 0) {
-    const poison = await warehouse.storeEvents(records.map((r) => ({ event: r.event, topic: r.topic })), 'journal');
+  const { records, unreadable, torn } = Journal.scan(dir);
+  if (torn !== undefined) logger?.warn({ bytes: torn.length }, 'journal: dropped the torn last line (a write the stop cut short)');
+  for (const u of unreadable) {
+    logger?.error({ segment: u.segment, line: u.line, error: u.error }, 'journal: unreadable line (not the torn end); quarantined as unreadable_journal_line');
+  }
+  // An unreadable line is quarantined, not dropped: finance can see that something was there.
+  const unreadableItems = unreadable.map((u) => ({
+    topic: 'journal',
+    event: { type: 'undecodable', event_id: `undecodable:journal:${u.segment}:${u.line}`, reason: 'unreadable_journal_line', raw: u.raw },
+  }));
+  if (records.length > 0 || unreadableItems.length > 0) {
+    const poison = await warehouse.storeEvents([...records.map((r) => ({ event: r.event, topic: r.topic })), ...unreadableItems], 'journal');
     for (const q of poison) {
       logger?.error({ event_id: q.event_id, topic: q.topic, kind: q.kind, reason: q.reason }, 'journal event quarantined: it cannot be stored');
     }

@@ -1,3 +1,5 @@
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
 import { ConfigError, loadConfig } from '@tollgate/config';
 import { CatalogError } from '@tollgate/pricing';
 import { startTollgate } from './runtime.ts';
@@ -13,7 +15,46 @@ Options:
   --roles LIST   roles to run (default: all three); splitting needs KAFKA_BROKERS and REDIS_URL
   -h, --help     show this help
 
-Settings come from the environment; see README.md ("Configuration").`;
+Settings come from the environment; see README.md ("Configuration").
+
+Exit status:
+  0  stopped by SIGINT/SIGTERM after a clean shutdown (or --help)
+  1  could not start or stopped on a failure: the port is in use or not allowed, DATA_DIR is
+     in use by another process, or the shutdown grace period ran out
+  2  bad settings, a bad catalog file, or a bad command line`;
+
+/**
+ * One line for the ways listening fails that the operator fixes by configuration; undefined for
+ * anything else (a real fault: its stack is printed).
+ */
+function listenProblem(err: unknown, host: string, port: number): string | undefined {
+  switch ((err as NodeJS.ErrnoException | null)?.code) {
+    case 'EADDRINUSE': return `port ${port} on ${host} is in use; set PORT (and HOST) to another`;
+    case 'EACCES': return `port ${port} on ${host} needs privileges this process lacks; set PORT (and HOST) to another`;
+    case 'EADDRNOTAVAIL': return `HOST ${host} is not an address of this machine; set HOST to one (0.0.0.0 for all)`;
+    case 'ENOTFOUND': case 'EAI_AGAIN': return `HOST ${host} does not resolve; set HOST to an address (0.0.0.0 for all)`;
+    default: return undefined;
+  }
+}
+
+/**
+ * Binds and releases host:port once before anything else opens, so a second `npm start` on the
+ * same port says so in one line instead of failing later on DATA_DIR or after minutes of start.
+ * Resolves to the listen error, or undefined when the port is free (port 0 is always free).
+ */
+function probeListen(host: string, port: number): Promise<Error | undefined> {
+  if (port === 0) return Promise.resolve(undefined);
+  return new Promise((done) => {
+    const probe = createServer();
+    probe.once('error', (err) => done(err));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => done(undefined)));
+  });
+}
+
+/** chDB allows one process per directory: the second one's open fails. */
+function dataDirInUse(err: unknown): boolean {
+  return err instanceof Error && err.name === 'ChdbConnectionError' && /Failed to create connection/.test(err.message);
+}
 
 async function main(argv: string[]): Promise<number> {
   const command = argv[0];
@@ -36,6 +77,12 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  const busy = await probeListen(config.host, config.port);
+  const busyProblem = busy && listenProblem(busy, config.host, config.port);
+  if (busyProblem) {
+    process.stderr.write(`tollgate: ${busyProblem}\n`);
+    return 1;
+  }
   let app;
   try {
     app = await startTollgate(config);
@@ -43,6 +90,16 @@ async function main(argv: string[]): Promise<number> {
     if (err instanceof CatalogError) {
       process.stderr.write(`tollgate: ${err.message}\n`);
       return 2;
+    }
+    // Taken between the probe and the real listen: the same one line.
+    const problem = listenProblem(err, config.host, config.port);
+    if (problem) {
+      process.stderr.write(`tollgate: ${problem}\n`);
+      return 1;
+    }
+    if (dataDirInUse(err)) {
+      process.stderr.write(`tollgate: DATA_DIR ${resolve(config.dataDir)} is in use by another process (its chDB warehouse allows one); stop it or set DATA_DIR to another\n`);
+      return 1;
     }
     throw err;
   }

@@ -55,10 +55,14 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true });
   config = { ...config, dataDir };
-  const logger = config.logLevel === 'silent' ? false : loggerOptions(config.logLevel, 'tollgate');
-  const catalog = loadCatalogFile(config.pricingFile ?? DEFAULT_CATALOG);
   const admin = secretFromEnvOrFile(config.secrets.adminToken, dataDir, 'admin-token');
   const keyHashSecret = secretFromEnvOrFile(config.secrets.keyHashSecret, dataDir, 'key-hash-secret').value;
+  // This process's own credentials: looked for by value in every logged URL and stripped from
+  // any query string sent upstream (libs/http secrets.ts).
+  const ownSecrets = [admin.value, config.secrets.financeToken, keyHashSecret, config.upstream.apiKey]
+    .filter((s): s is string => typeof s === 'string' && s.length > 0);
+  const logger = config.logLevel === 'silent' ? false : loggerOptions(config.logLevel, 'tollgate', ownSecrets);
+  const catalog = loadCatalogFile(config.pricingFile ?? DEFAULT_CATALOG);
 
   const gatewayId = config.gatewayId ?? `${hostname()}:${process.pid}`;
   // Tracing off (no endpoint, no exporter): nothing is registered and every component runs on
@@ -126,8 +130,9 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     }
     registerGateway(server, {
       limiter, limits: config.rateLimits, keyMaxConcurrentRequests: config.keyMaxConcurrentRequests,
+      accountMaxConcurrentRequests: config.accountMaxConcurrentRequests,
       catalog, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
-      upstream: config.upstream,
+      upstream: { ...config.upstream, redact: ownSecrets },
       holdTtlMs: config.holdTtlMs,
       streamErrorBilling: config.streamErrorBilling,
       bodyLimitBytes: config.bodyLimitBytes,

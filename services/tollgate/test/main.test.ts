@@ -2,7 +2,9 @@
 // and config errors that name every bad variable before anything starts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +17,7 @@ test('--help prints usage on stdout and exits 0', () => {
   const r = run(['--help']);
   assert.equal(r.status, 0);
   assert.match(r.stdout, /^Usage: tollgate/);
+  assert.match(r.stdout, /\n  1 {2}could not start or stopped on a failure: the port is in use/);
   const ops = run(['rebuild', '--help']);
   assert.equal(ops.status, 0);
   assert.match(ops.stdout, /rebuild\s+rebuild hot state/);
@@ -44,4 +47,40 @@ test('unknown commands and bad options exit 2', () => {
   const down = run(['reconcile', '--url', 'http://127.0.0.1:1'], { ADMIN_TOKEN: 'x'.repeat(20) });
   assert.equal(down.status, 1);
   assert.match(down.stderr, /cannot reach/);
+});
+
+test('configuration values that land in events are bounded at start: GATEWAY_ID of 300 characters exits 2 naming it', () => {
+  const r = run([], { GATEWAY_ID: 'gw-'.repeat(100), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')), PORT: '0' });
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, 'tollgate: invalid configuration:\n  - GATEWAY_ID: must be at most 256 characters (it is stored in every usage event)\n');
+});
+
+test('catalog model names that land in events are bounded at start: a control character in upstream_model exits 2 with its path', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tg-main-'));
+  const file = join(dir, 'catalog.json');
+  const prices = { input: '1', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' };
+  writeFileSync(file, JSON.stringify({ version: 1, name: 'x', credit: { currency: 'USD', unit_per_credit: '0.005' }, price_unit: 'credits', models: [{ id: 'm', upstream_model: 'm\u0007', prices }] }));
+  const r = run([], { PRICING_FILE: file, DATA_DIR: dir, PORT: '0' });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /models\[0\]\.upstream_model: must not contain control characters \(it is stored in usage events\)/);
+});
+
+test('port already in use: one line naming the port and what to set, exit 1, no stack trace', async () => {
+  const holder = createServer();
+  holder.listen({ host: '127.0.0.1', port: 0 });
+  await once(holder, 'listening');
+  const { port } = holder.address() as AddressInfo;
+  try {
+    const child = spawn(process.execPath, [MAIN], {
+      env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')), LOG_LEVEL: 'silent' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    const [code] = await once(child, 'exit') as [number | null];
+    assert.equal(code, 1);
+    assert.equal(stderr, `tollgate: port ${port} on 127.0.0.1 is in use; set PORT (and HOST) to another\n`);
+  } finally {
+    holder.close();
+  }
 });

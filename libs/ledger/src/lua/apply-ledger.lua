@@ -2,12 +2,15 @@
 -- Prepended with position.lua.
 -- KEYS[1] ledger (hash event_id -> amount), KEYS[2] bal:{account}, KEYS[3] pos, KEYS[4] accounts
 -- ARGV[1] event_id, ARGV[2] signed amount (integer string), ARGV[3] account id,
--- ARGV[4] position field or '', ARGV[5] offset or '', ARGV[6] ready key or ''
--- Returns 1 applied, 0 duplicate, -1 gap, -2 not ready.
+-- ARGV[4] position field or '', ARGV[5] offset or '', ARGV[6] ready key or '',
+-- ARGV[7] money bound (2^53 - 1, integer string)
+-- Returns 1 applied, 0 duplicate, -1 gap, -2 not ready, -3 out of range (nothing changed, the
+-- position did not move: the consumer quarantines the event, which moves it).
 -- Invariant: each ledger event_id changes the balance at most once, ever; the entry, the
 -- balance change and the position move together.
 local ledger_key, bal_key, pos_key, accounts_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local event_id, amount, account, field, offset, ready_key = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local bound = tonumber(ARGV[7])
 
 -- 1. Position first (see position.lua).
 local verdict = check_position(ready_key, pos_key, field, offset)
@@ -19,8 +22,17 @@ if redis.call('HEXISTS', ledger_key, event_id) == 1 then
   return 0
 end
 
--- 3. Credit first: if it failed (64-bit overflow) nothing is recorded and a retry can apply it.
-redis.call('INCRBY', bal_key, amount)
+-- 3. Credit, with the bound in the same step (a check in the control API races with other
+-- control processes). Redis adds exactly (signed 64 bits; an overflow errors before any write).
+-- Its reply becomes a Lua double, yet the comparison is exact: every integer of magnitude
+-- <= 2^53 - 1 is a double, and a true sum beyond the bound rounds (monotonically) to a double
+-- of magnitude >= 2^53. Out of range, the old value is put back as it was: no one saw it.
+local before = redis.call('GET', bal_key)
+local after = redis.call('INCRBY', bal_key, amount)
+if after > bound or after < -bound then
+  if before then redis.call('SET', bal_key, before) else redis.call('DEL', bal_key) end
+  return -3
+end
 redis.call('SADD', accounts_key, account)
 
 -- 4. Record the entry with its amount (kept forever; answers repeated references).

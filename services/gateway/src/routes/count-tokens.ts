@@ -17,7 +17,7 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, upstr
     if (available <= 0n) throw gatewayError('insufficient_credits');
     const out = resolved.upstreamModel === body.model ? request.rawBody! : JSON.stringify({ ...body, model: resolved.upstreamModel });
     // It holds an upstream connection like a message does, so it takes a slot of the same gates.
-    const release = acquireSlot(deps, caller.key.id);
+    const release = acquireSlot(deps, request);
     try {
       const res = await upstream.post('/v1/messages/count_tokens', searchOf(request.url), request.headers, out);
       if (res.status >= 200 && res.status < 300) return reply.code(res.status).type('application/json').send(await res.body.text());

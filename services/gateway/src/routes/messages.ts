@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import {
-  createStreamMeter, gatewayError, inputTokenBound, readMessageUsage, sseErrorEvent, USAGE_ANOMALIES,
-  validateMessagesRequest, type MessagesRequest, type UsageAnomaly,
+  createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, readMessageUsage, SseFramer, sseErrorEvent,
+  upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, type GatewayError, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
 import type { UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
@@ -30,6 +30,15 @@ export function resolveOr404(deps: GatewayDeps, model: string): ResolvedModel {
  * without it (`client_disconnect`). 8 MiB is several times the SSE of a 64 K-token answer.
  */
 export const MAX_CLIENT_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/**
+ * How long a stream may go on after its final `message_delta` (the one with `stop_reason`)
+ * without `message_stop`: after this many ms of silence or non-billable events the answer is
+ * taken as complete, the client's response closed with `message_stop`, the request settled and
+ * the upstream connection closed. Anthropic sends `message_stop` right after the final delta,
+ * so 2 s only ever matters for an upstream that leaves the connection open.
+ */
+export const ANSWER_END_GRACE_MS = 2_000;
 
 /** The frame that closes a message (Anthropic "Streaming Messages": the last event of a stream). */
 const MESSAGE_STOP_FRAME = 'event: message_stop\ndata: {"type":"message_stop"}\n\n';
@@ -70,6 +79,8 @@ interface Exchange {
   sent: Buffer | string;
   /** upper bound of the input tokens, for the hold and the token rate limit */
   estimate: number;
+  /** upper bound of the output tokens: max_tokens × the server-loop iterations */
+  maxOutputTokens: number;
   limit: LimitTicket;
   client: ClientWatch;
   /** performance.now() and Date.now() when the request arrived */
@@ -113,9 +124,11 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     });
     const estimate = bound.tokens;
     const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate } },
-      () => acquireLimits(deps, caller.key.id, estimate));
+      () => acquireLimits(deps, request, estimate));
     try {
-      return await metered({ request, reply, body, resolved, raw, sent, estimate, limit, client, startedAt, ts });
+      return await metered({
+        request, reply, body, resolved, raw, sent, estimate, maxOutputTokens: body.max_tokens * bound.iterations, limit, client, startedAt, ts,
+      });
     } finally {
       // Refused before the upstream (402, 503): no tokens were used. After a settlement this
       // is a no-op (the ticket is already done).
@@ -151,6 +164,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
+      maxOutputTokens: x.maxOutputTokens,
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -238,8 +252,19 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId })).publish();
         throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
       }
-      let read = null;
-      try { read = readMessageUsage(JSON.parse(bytes.toString('utf8'))); } catch { /* not JSON */ }
+      let json: unknown = undefined;
+      try { json = JSON.parse(bytes.toString('utf8')); } catch { /* not JSON */ }
+      if (typeof json === 'object' && json !== null && (json as { type?: unknown }).type === 'error') {
+        // An error in a 2xx body is an upstream error like any other: relayed redacted, never
+        // verbatim, and nothing is charged (no answer was given).
+        metrics?.upstreamError(res.status);
+        const err = upstreamEventError(json, { secrets: res.secrets });
+        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt, upstreamRequestId });
+        sendError(reply, err);
+        await publish();
+        return reply;
+      }
+      const read = json === undefined ? null : readMessageUsage(json);
       if (read === null) {
         // A 2xx without a readable message is not something we can measure; pass it on,
         // charge nothing, and flag it for finance (status `unmetered`, metric, log).
@@ -283,17 +308,24 @@ function leftBeforeDelivery(event: UsageEvent): void {
 }
 
 /**
- * Passes the upstream's SSE bytes to the client chunk by chunk while the meter reads usage on
- * the side. Settlement rules (README, "Settlement"):
+ * Passes the upstream's SSE to the client one complete event at a time (`SseFramer`: the bytes
+ * unchanged) while the meter reads usage on the side. Settlement rules (README, "Settlement"):
  * - answered stream (`message_stop`, or a final `message_delta` with `stop_reason`): the usage
- *   tally of the whole message;
+ *   tally of the whole message. The answer is over at `message_stop`, or `ANSWER_END_GRACE_MS`
+ *   after the final `message_delta`: then the client's response ends, the request settles and
+ *   the upstream connection is closed, however long the upstream would keep it open (nothing
+ *   after the end can change the cost);
  * - the client leaves at any point: the upstream keeps generating and bills for it, so Tollgate
- *   keeps reading (without forwarding) to the end and bills exactly the usage the upstream
- *   reports; `client_disconnect` unless the answer had already been handed to the connection;
- * - SSE `error` event after 200, or the upstream ends before the answer: `STREAM_ERROR_BILLING`
- *   (default `refund`: nothing is charged; `usage`: the usage reported until then).
- * The client is never waited for (see `MAX_CLIENT_BUFFER_BYTES`), so nothing it does can stall
- * the upstream, the settlement, or the hold and limiter slots.
+ *   keeps reading (without forwarding) to the end of the answer and bills exactly the usage the
+ *   upstream reports; `client_disconnect` unless the answer had already been handed to the
+ *   connection;
+ * - SSE `error` event after 200 before the answer was complete, or the upstream ends before the
+ *   answer: `STREAM_ERROR_BILLING` (default `refund`: nothing is charged; `usage`: the usage
+ *   reported until then). An `error` after a complete answer is `error_after_answer`: charged.
+ * An upstream `error` event is never relayed as written: the gateway renders its own
+ * (`upstreamEventError`, credentials redacted). The client is never waited for (see
+ * `MAX_CLIENT_BUFFER_BYTES`), so nothing it does can stall the upstream, the settlement, or the
+ * hold and limiter slots.
  */
 async function relayStream(
   deps: GatewayDeps,
@@ -318,42 +350,98 @@ async function relayStream(
     raw.flushHeaders();
   }
   const meter = createStreamMeter();
+  const framer = new SseFramer();
   let firstByteAt: number | null = null;
   let dropped = false;
   // The answer (up to message_stop) was handed to the client's connection while it was there.
   let delivered = false;
+  // The upstream's error event before the answer was complete, as the client gets it.
+  let streamError: GatewayError | null = null;
+  // The answer is over (message_stop, an error, the grace after the final delta): stop reading.
+  let over = false;
+  const send = (bytes: Buffer | string) => {
+    if (!forwarding) return;
+    if (client.gone) {
+      forwarding = false;
+      return;
+    }
+    raw.write(bytes);
+    if (raw.writableLength > MAX_CLIENT_BUFFER_BYTES) {
+      request.log.warn({ buffered: raw.writableLength }, 'client stopped reading; cut off, the stream is read to its end');
+      forwarding = false;
+      raw.destroy();
+    }
+  };
+  const iterator = res.body[Symbol.asyncIterator]();
+  let graceTimer: NodeJS.Timeout | undefined;
+  let graceUntil: number | null = null;
   try {
-    for await (const chunk of res.body) {
+    while (!over) {
+      const next = iterator.next();
+      let step: IteratorResult<Buffer> | 'grace';
+      if (meter.stopped && !meter.completed) {
+        // The final message_delta came: only message_stop (or late usage) may still follow.
+        graceUntil ??= performance.now() + ANSWER_END_GRACE_MS;
+        const wait = Math.max(0, graceUntil - performance.now());
+        step = await Promise.race([
+          next,
+          new Promise<'grace'>((resolve) => { graceTimer = setTimeout(() => resolve('grace'), wait); }),
+        ]);
+        clearTimeout(graceTimer);
+        if (step === 'grace') {
+          next.catch(() => {});
+          break;
+        }
+      } else {
+        step = await next;
+      }
+      if (step.done) break;
       if (firstByteAt === null) {
         firstByteAt = performance.now();
         upstreamSpan.addEvent('first byte');
       }
-      meter.push(chunk as Buffer);
-      if (!forwarding) continue;
-      if (client.gone) {
-        forwarding = false;
-        continue;
+      for (const frame of framer.push(step.value)) {
+        const answeredBefore = meter.answered;
+        meter.push(frame.raw);
+        if (isErrorFrame(frame)) {
+          // After a complete answer the error changes nothing the client has (the meter flags
+          // it); before, it ends the stream. Either way its text is the upstream's, not ours.
+          if (!answeredBefore) {
+            let data: unknown = undefined;
+            try { data = JSON.parse(frame.data); } catch { /* rendered as a generic upstream error */ }
+            streamError = upstreamEventError(data, { secrets: res.secrets });
+            send(sseErrorEvent(streamError, request.id));
+          }
+          over = true;
+          break;
+        }
+        send(frame.raw);
+        if (meter.completed) {
+          if (forwarding) delivered = true;
+          over = true;
+          break;
+        }
       }
-      raw.write(chunk);
-      if (raw.writableLength > MAX_CLIENT_BUFFER_BYTES) {
-        request.log.warn({ buffered: raw.writableLength }, 'client stopped reading; cut off, the stream is read to its end');
-        forwarding = false;
-        raw.destroy();
-      } else if (meter.completed) {
-        delivered = true;
+      if (framer.overflowed) {
+        request.log.warn({ upstreamRequestId }, 'upstream SSE event too large; the stream is treated as broken');
+        break;
       }
     }
   } catch (err) {
     dropped = true;
     failSpan(upstreamSpan, err);
     request.log.warn({ err, upstreamRequestId }, 'upstream stream broke');
+  } finally {
+    clearTimeout(graceTimer);
+    // Whatever the upstream still sends cannot change the answer or its cost.
+    res.body.cancel();
   }
   meter.end();
   if (forwarding && client.gone) forwarding = false;
   // Completeness is judged by the answer: a final message_delta with stop_reason is one, even
   // if message_stop never came or the connection broke after it.
   const incomplete = !meter.answered;
-  if (meter.error) {
+  if (streamError !== null) {
     deps.metrics?.upstreamError('stream_error');
     failSpan(upstreamSpan, new Error('SSE error event from the upstream'));
   } else if (incomplete) {
@@ -363,23 +451,23 @@ async function relayStream(
   if (!forwarding) upstreamSpan.setAttribute('tollgate.client_aborted', true);
   upstreamSpan.end();
   if (forwarding) {
-    if (incomplete && !meter.error) {
+    if (incomplete && streamError === null) {
       raw.write(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));
-    } else if (!meter.completed && !meter.error) {
+    } else if (!meter.completed && streamError === null) {
       // Answered and charged, but the upstream left out the closing frame: close the message
       // for the client, whose SDK otherwise rejects an answer it is billed for.
       raw.write(MESSAGE_STOP_FRAME);
     }
     // Every byte of an answer without message_stop reached the connection too.
-    if (meter.answered) delivered = true;
+    if (meter.answered && streamError === null) delivered = true;
     raw.end();
   }
-  const failed = meter.error !== null || incomplete;
+  const failed = streamError !== null || incomplete;
   const unmetered = !failed && !meter.hasUsage;
   const anomalies: UsageAnomaly[] = meter.anomalies;
   if (unmetered) anomalies.push('no_usage');
   const { publish } = await finish({
-    status: meter.error ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
+    status: streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
     httpStatus: 200,
     usage: meter.hasUsage ? meter.usage() : null,
     billable: meter.hasUsage && (!failed || deps.streamErrorBilling === 'usage'),

@@ -1,0 +1,74 @@
+// Configuration values are bounded at start, each problem named by variable with the rule that
+// fixes it: numbers out of range or not numbers, URLs of the wrong scheme, an empty CORS list,
+// and values that land in every event (GATEWAY_ID) or in Kafka topic names, held to the same
+// bounds the event decoder and Kafka enforce, so a process never starts only to have every
+// event it writes quarantined.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigError, loadConfig } from './config.ts';
+
+/** The problems loadConfig reports for `env`, exactly. */
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.problems;
+  }
+  assert.fail(`accepted ${JSON.stringify(env)}`);
+}
+
+test('numbers out of range or not whole numbers: "expected a whole number from X to Y, got …"', () => {
+  assert.deepEqual(problems({ PORT: '99999' }), ['PORT: expected a whole number from 0 to 65535, got "99999"']);
+  assert.deepEqual(problems({ RATE_LIMIT_RPM: '-1' }), ['RATE_LIMIT_RPM: expected a whole number from 1 to 10000000, got "-1"']);
+  assert.deepEqual(problems({ UPSTREAM_TIMEOUT_MS: '600000000' }), ['UPSTREAM_TIMEOUT_MS: expected a whole number from 1000 to 3600000, got "600000000"']);
+  assert.deepEqual(problems({ MAX_CONNECTIONS: '0' }), ['MAX_CONNECTIONS: expected a whole number from 16 to 1000000, got "0"']);
+  assert.deepEqual(problems({ BODY_LIMIT_BYTES: '1kb' }), ['BODY_LIMIT_BYTES: expected a whole number from 1024 to 268435456, got "1kb"']);
+  assert.deepEqual(problems({ PORT: '80.5' }), ['PORT: expected a whole number from 0 to 65535, got "80.5"']);
+  assert.deepEqual(problems({ PORT: '1e3' }), ['PORT: expected a whole number from 0 to 65535, got "1e3"']);
+  assert.deepEqual(problems({ PORT: 'eighty' }), ['PORT: expected a whole number from 0 to 65535, got "eighty"']);
+  // The ends of a range are in it; surrounding spaces are forgiven.
+  assert.equal(loadConfig({ PORT: '65535' }).port, 65535);
+  assert.equal(loadConfig({ PORT: ' 0 ' }).port, 0);
+  assert.equal(loadConfig({ MAX_CONNECTIONS: '16' }).http.maxConnections, 16);
+});
+
+test('URLs of the wrong scheme are refused by name, without echoing the value', () => {
+  assert.deepEqual(problems({ UPSTREAM_URL: 'ftp://x' }), ['UPSTREAM_URL: expected a URL such as https://api.anthropic.com (scheme http or https), got scheme "ftp"']);
+  assert.deepEqual(problems({ UPSTREAM_URL: 'not a url' }), ['UPSTREAM_URL: expected a URL such as https://api.anthropic.com (scheme http or https)']);
+  assert.deepEqual(problems({ CLICKHOUSE_URL: 'file:///etc/passwd' }), ['CLICKHOUSE_URL: expected a URL such as http://host:port (scheme http or https), got scheme "file"']);
+  assert.deepEqual(problems({ OTEL_EXPORTER_OTLP_ENDPOINT: 'grpc://collector:4317' }), ['OTEL_EXPORTER_OTLP_ENDPOINT: expected a URL such as http://host:port (scheme http or https), got scheme "grpc"']);
+  const redis = problems({ REDIS_URL: 'http://:s3cret@127.0.0.1:6379', KAFKA_BROKERS: 'k:9092', KEY_HASH_SECRET: 'k'.repeat(32), ADMIN_TOKEN: 'a'.repeat(32) });
+  assert.deepEqual(redis, ['REDIS_URL: expected a URL such as redis://127.0.0.1:6379 (scheme redis or rediss), got scheme "http"']);
+  assert.equal(loadConfig({ UPSTREAM_URL: 'http://127.0.0.1:4000/' }).upstream.url, 'http://127.0.0.1:4000');
+});
+
+test('CORS_ORIGINS that names no origin is refused (unset turns CORS off)', () => {
+  for (const v of [',', ' , ,']) {
+    assert.deepEqual(problems({ CORS_ORIGINS: v }), ['CORS_ORIGINS: must name at least one origin such as https://app.example.com, or * alone; unset it to turn CORS off'], v);
+  }
+});
+
+test('GATEWAY_ID is held to the event decoder\'s bound for gateway_id: at most 256 characters, well-formed, no control characters', () => {
+  assert.deepEqual(problems({ GATEWAY_ID: 'gw-'.repeat(100) }), ['GATEWAY_ID: must be at most 256 characters (it is stored in every usage event)']);
+  assert.deepEqual(problems({ GATEWAY_ID: 'gw\u0001a' }), ['GATEWAY_ID: must not contain control characters (it is stored in every usage event)']);
+  assert.deepEqual(problems({ GATEWAY_ID: 'gw-\ud800' }), ['GATEWAY_ID: must be well-formed Unicode (it contains a lone surrogate) (it is stored in every usage event)']);
+  assert.equal(loadConfig({ GATEWAY_ID: 'g'.repeat(256) }).gatewayId, 'g'.repeat(256));
+});
+
+test('KAFKA_TOPIC_PREFIX is held to Kafka\'s 249-character topic names: at most 238 before "dead-letter"', () => {
+  assert.deepEqual(problems({ KAFKA_TOPIC_PREFIX: 'p'.repeat(239) }),
+    ['KAFKA_TOPIC_PREFIX: must be at most 238 characters (Kafka topic names are at most 249, and "dead-letter" follows the prefix)']);
+  assert.deepEqual(problems({ KAFKA_TOPIC_PREFIX: 'team/a.' }), ['KAFKA_TOPIC_PREFIX: letters, digits, . _ - only (Kafka topic names)']);
+  assert.equal(loadConfig({ KAFKA_TOPIC_PREFIX: 'p'.repeat(238) }).database, 'tollgate');
+  assert.deepEqual(problems({ REDIS_PREFIX: 'tg{a}:' }), ['REDIS_PREFIX: letters, digits, : . _ - only']);
+});
+
+test('every problem at once, each by name', () => {
+  assert.deepEqual(problems({ PORT: '99999', UPSTREAM_URL: 'ftp://x', CORS_ORIGINS: ',', GATEWAY_ID: 'x'.repeat(300) }), [
+    'PORT: expected a whole number from 0 to 65535, got "99999"',
+    'GATEWAY_ID: must be at most 256 characters (it is stored in every usage event)',
+    'UPSTREAM_URL: expected a URL such as https://api.anthropic.com (scheme http or https), got scheme "ftp"',
+    'CORS_ORIGINS: must name at least one origin such as https://app.example.com, or * alone; unset it to turn CORS off',
+  ]);
+});
