@@ -12,6 +12,8 @@ import {
   redactCredentials,
   toGatewayError,
   upstreamErrorToGateway,
+  upstreamEventError,
+  upstreamRetryHeaders,
 } from './errors.ts';
 import type { ErrorCode } from './errors.ts';
 import { StreamMeter } from './sse.ts';
@@ -191,4 +193,42 @@ test('upstream 401/402/403 carry x-should-retry: false; 401/402 drop the upstrea
     'retry-after': '9', 'x-should-retry': 'true', 'anthropic-ratelimit-unified-status': 'rejected', 'anthropic-ratelimit-requests-remaining': '0',
   });
   assert.deepEqual(limited.headers, { 'retry-after': '9', 'x-should-retry': 'true' });
+});
+
+test('a configured secret is redacted in any letter case, percent-encoded, and base64/base64url at any alignment', () => {
+  const key = 'sim-upstream-key-0123456789';
+  const cases = [
+    key.toUpperCase(), key.toLowerCase(), `"${key}"`, encodeURIComponent(`k:${key}/`),
+    Buffer.from(key).toString('base64'), Buffer.from(`x${key}`).toString('base64url'), Buffer.from(`xy${key}z`).toString('base64'),
+  ];
+  for (const text of cases) {
+    const out = redactCredentials(`echo ${text} end`, [key]);
+    assert.ok(out.includes('[redacted]'), out);
+    for (let i = 0; i + 12 <= key.length; i++) assert.ok(!out.toLowerCase().includes(key.slice(i, i + 12).toLowerCase()), out);
+  }
+  assert.equal(redactCredentials(`a ${Buffer.from(key).toString('base64')} b`, [key]), 'a [redacted] b');
+  // ordinary words stay
+  assert.equal(redactCredentials('the upstream is overloaded', [key]), 'the upstream is overloaded');
+});
+
+test('upstream retry headers: retry-after only as delta-seconds or an HTTP-date, x-should-retry only true/false', () => {
+  assert.deepEqual(upstreamRetryHeaders({ 'retry-after': '30', 'x-should-retry': 'false' }), { 'retry-after': '30', 'x-should-retry': 'false' });
+  assert.deepEqual(upstreamRetryHeaders({ 'retry-after': 'Wed, 21 Oct 2015 07:28:00 GMT', 'x-should-retry': ' True ' }),
+    { 'retry-after': 'Wed, 21 Oct 2015 07:28:00 GMT', 'x-should-retry': 'true' });
+  assert.deepEqual(upstreamRetryHeaders({ 'retry-after': 'Wed Oct 21  7:28:00 2015' }), {});
+  assert.deepEqual(upstreamRetryHeaders({ 'retry-after': 'Wed Oct 21 07:28:00 2015' }), { 'retry-after': 'Wed, 21 Oct 2015 07:28:00 GMT' });
+  for (const bad of ['sk-ant-api03-secret', '1.5', '-1', '30s', 'Wed, 21 Oct 2015 07:28:00 GMT sk-x', '']) {
+    assert.deepEqual(upstreamRetryHeaders({ 'retry-after': bad, 'x-should-retry': bad }), {}, bad);
+  }
+});
+
+test('an upstream error inside a 2xx (SSE error event, JSON error body): catalogue code and status, redacted message; account errors say nothing of the upstream', () => {
+  const secrets = ['sk-ant-configured-0123456789'];
+  const over = upstreamEventError({ type: 'error', error: { type: 'overloaded_error', message: 'busy sk-ant-configured-0123456789' } }, { secrets });
+  assert.deepEqual([over.code, over.status, over.type, over.message], ['overloaded', 503, 'overloaded_error', 'busy [redacted]']);
+  const auth = upstreamEventError({ type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key: whatever' } }, { secrets });
+  assert.deepEqual([auth.code, auth.status, auth.headers], ['upstream_error', 503, { 'x-should-retry': 'false' }]);
+  assert.ok(!auth.message.includes('whatever'));
+  const odd = upstreamEventError('not json');
+  assert.deepEqual([odd.code, odd.status, odd.type, odd.message], ['upstream_error', 503, 'api_error', 'Upstream provider reported an error']);
 });

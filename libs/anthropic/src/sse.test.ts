@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { StreamMeter, createStreamMeter } from './sse.ts';
+import { SseFramer, StreamMeter, createStreamMeter, isErrorFrame } from './sse.ts';
 
 function frame(event: string, data: unknown): string {
   return `event: ${event}\ndata: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`;
@@ -331,4 +331,56 @@ test('message_start without usage: no counts seen (the gateway records it unmete
   assert.equal(m.hasUsage, false);
   assert.equal(m.answered, true);
   assert.deepEqual(m.anomalies, []);
+});
+
+test('SSE framing at event granularity: any line ending (LF, CRLF, CR, mixed), any chunking, bytes unchanged, partial tail carried', () => {
+  const stream = 'event: a\ndata: 1\n\n' + 'event: b\r\ndata: 2\r\n\r\n' + 'event: c\rdata: 3\r\r' + ': comment\ndata: x\ndata: y\n\r\n' + 'event: d\ndata: 4';
+  const expected = [
+    ['event: a\ndata: 1\n\n', 'a', '1'],
+    ['event: b\r\ndata: 2\r\n\r\n', 'b', '2'],
+    ['event: c\rdata: 3\r\r', 'c', '3'],
+    [': comment\ndata: x\ndata: y\n\r\n', '', 'x\ny'],
+  ];
+  const bytes = Buffer.from(stream);
+  // every split into two chunks, and byte by byte
+  const chunkings = [...Array.from({ length: bytes.length + 1 }, (_, i) => [bytes.subarray(0, i), bytes.subarray(i)]), [...bytes].map((b) => Buffer.from([b]))];
+  for (const chunks of chunkings) {
+    const f = new SseFramer();
+    const frames = chunks.flatMap((c) => f.push(c));
+    const got = frames.map((fr) => [fr.raw.toString(), fr.event, fr.data]);
+    // A CRLF split between chunks is one line ending: the LF opens the next frame's bytes.
+    const joined = frames.map((fr) => fr.raw.toString()).join('');
+    assert.equal(joined, stream.slice(0, joined.length));
+    assert.equal(joined.length + f.tailBytes, stream.length);
+    assert.ok(f.tailBytes === 'event: d\ndata: 4'.length || f.tailBytes === '\nevent: d\ndata: 4'.length);
+    assert.deepEqual(got.map((g) => [g[1], g[2]]), expected.map((e) => [e[1], e[2]]));
+  }
+  const whole = new SseFramer().push(bytes).map((fr) => [fr.raw.toString(), fr.event, fr.data]);
+  assert.deepEqual(whole, expected);
+});
+
+test('SSE framing: an unfinished event past maxEventBytes overflows instead of growing', () => {
+  const f = new SseFramer({ maxEventBytes: 10 });
+  assert.deepEqual(f.push(Buffer.from('data: 12345')), []);
+  assert.equal(f.overflowed, true);
+  assert.deepEqual(f.push(Buffer.from('\n\n')), []);
+});
+
+test('an error frame is event: error or data.type error, whatever the other field says', () => {
+  const frames = new SseFramer().push(Buffer.from(
+    'event: error\ndata: not json\n\n' + 'event: ping\ndata: {"type":"error","error":{}}\n\n' + 'event: message_delta\ndata: {"type":"message_delta","error":1}\n\n',
+  ));
+  assert.deepEqual(frames.map(isErrorFrame), [true, true, false]);
+});
+
+test('error after a complete answer (final message_delta with stop_reason): the answer stands, flagged error_after_answer', () => {
+  const m = createStreamMeter();
+  m.push(frame('message_start', { type: 'message_start', message: { usage: { input_tokens: 500, output_tokens: 1 } } }));
+  m.push(frame('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 40 } }));
+  m.push(frame('error', { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }));
+  m.end();
+  assert.equal(m.error, null);
+  assert.equal(m.answered, true);
+  assert.deepEqual(m.usage(), { input: 500, output: 40, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 });
+  assert.deepEqual(m.anomalies, ['error_after_answer', 'missing_message_stop']);
 });

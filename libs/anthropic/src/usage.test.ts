@@ -149,3 +149,35 @@ test('usageFromMessage', () => {
   assert.equal(usageFromMessage({ type: 'error', error: {} }), null);
   assert.equal(usageFromMessage('nope'), null);
 });
+
+test('cache-write breakdown that moves between reports: never above the largest total, split as the latest report that gave it', () => {
+  const t = new UsageTally();
+  t.add({ output_tokens: 1, cache_creation_input_tokens: 1000, cache_creation: { ephemeral_5m_input_tokens: 1000, ephemeral_1h_input_tokens: 0 } });
+  t.add({ output_tokens: 40, cache_creation_input_tokens: 1000, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 1000 } });
+  // 1000 tokens, all 1h (the latest split of the largest total), not 1000 + 1000
+  assert.deepEqual(t.usage(), { input: 0, output: 40, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 1000 });
+  assert.deepEqual([...t.anomalies], []);
+  // a later, larger total without a split: the latest split, excess 5m
+  t.add({ output_tokens: 41, cache_creation_input_tokens: 1500 });
+  assert.deepEqual(t.usage(), { input: 0, output: 41, cacheRead: 0, cacheWrite5m: 500, cacheWrite1h: 1000 });
+  // a lower reading with another split changes nothing but is flagged
+  t.add({ output_tokens: 41, cache_creation_input_tokens: 200, cache_creation: { ephemeral_5m_input_tokens: 200, ephemeral_1h_input_tokens: 0 } });
+  assert.equal(t.usage().cacheWrite5m + t.usage().cacheWrite1h, 1500);
+  assert.deepEqual([...t.anomalies], ['count_decreased']);
+});
+
+test('a report whose breakdown disagrees with its own total: charged as the larger reading, cache_breakdown_mismatch', () => {
+  const over = new UsageTally();
+  over.add({ output_tokens: 1, cache_creation_input_tokens: 0, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 1000 } });
+  assert.deepEqual(over.usage(), { input: 0, output: 1, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 1000 });
+  assert.deepEqual([...over.anomalies], ['cache_breakdown_mismatch']);
+  const under = readMessageUsage({
+    type: 'message',
+    usage: { input_tokens: 1, output_tokens: 1, cache_creation_input_tokens: 50_000, cache_creation: { ephemeral_5m_input_tokens: 10, ephemeral_1h_input_tokens: 0 } },
+  });
+  assert.deepEqual(under, { usage: { input: 1, output: 1, cacheRead: 0, cacheWrite5m: 50_000, cacheWrite1h: 0 }, anomalies: ['cache_breakdown_mismatch'] });
+  // agreeing readings are not flagged
+  const ok = new UsageTally();
+  ok.add({ output_tokens: 1, cache_creation_input_tokens: 30, cache_creation: { ephemeral_5m_input_tokens: 10, ephemeral_1h_input_tokens: 20 } });
+  assert.deepEqual([...ok.anomalies], []);
+});

@@ -1,7 +1,9 @@
 // Issue 6 items 9 and 10: what of the upstream's errors and headers reaches the client, and
 // what of the client's URL reaches the upstream.
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import Anthropic from '@anthropic-ai/sdk';
 import { startCdn, startGateway, UPSTREAM_KEY, type GatewayStack } from './support.ts';
 
@@ -133,4 +135,135 @@ test('customer key in the query string (?api_key= and other credential names, an
     body: JSON.stringify({ model: MODEL, max_tokens: 20, messages }),
   });
   assert.equal((await stack.simRequests())[0]!.url, '/v1/messages');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Any upstream text that reaches the client outside the model's answer: an upstream that echoes
+// the credential it was sent (breakerB's echo-upstream) in an SSE error event, a 2xx JSON error
+// body, and the retry headers of a 429. The mode is named in the prompt as [[echo MODE]].
+
+type Echo = (key: string, res: ServerResponse) => void;
+const frame = (type: string, data: Record<string, unknown>) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+const START = frame('message_start', {
+  message: { id: 'msg_echo', type: 'message', role: 'assistant', model: MODEL, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 10, output_tokens: 1 } },
+});
+const TEXT = frame('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })
+  + frame('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'hello' } });
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+const ECHOES: Record<string, Echo> = {
+  sse_auth_error: (key, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.end(START + frame('error', { error: { type: 'authentication_error', message: `invalid x-api-key: ${key}` } }));
+  },
+  sse_overloaded_after_text: (key, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    // CRLF framing and an event split across writes: relayed byte for byte up to the error
+    res.write(START.replaceAll('\n', '\r\n') + TEXT.slice(0, 40));
+    setTimeout(() => res.end(TEXT.slice(40)
+      + frame('error', { error: { type: 'overloaded_error', message: `Overloaded (${key} ${key.toUpperCase()} ${b64(key)} ${b64(`key=${key}`)})` } })), 20);
+  },
+  json200_error: (key, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: `overloaded for ${encodeURIComponent(key)}` } }));
+  },
+  json200_auth_error: (key, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ type: 'error', error: { type: 'authentication_error', message: `invalid x-api-key: ${key}` } }));
+  },
+  retry_headers_echo: (key, res) => {
+    res.writeHead(429, { 'content-type': 'application/json', 'retry-after': key, 'x-should-retry': key });
+    res.end(JSON.stringify({ type: 'error', error: { type: 'rate_limit_error', message: 'slow down' } }));
+  },
+  retry_headers_date: (_key, res) => {
+    res.writeHead(429, { 'content-type': 'application/json', 'retry-after': 'Sunday, 06-Nov-94 08:49:37 GMT', 'x-should-retry': 'TRUE' });
+    res.end(JSON.stringify({ type: 'error', error: { type: 'rate_limit_error', message: 'slow down' } }));
+  },
+};
+
+describe('upstream text outside the answer never carries the credential (SSE error, 2xx JSON error, retry headers)', () => {
+  let echo: { url: string; close(): Promise<void> };
+  let gw: GatewayStack;
+  before(async () => {
+    const server = createServer(async (req: IncomingMessage, res) => {
+      let body = '';
+      for await (const chunk of req) body += chunk;
+      const mode = /\[\[echo (\w+)\]\]/.exec(body)?.[1] ?? '';
+      ECHOES[mode]!(String(req.headers['x-api-key']), res);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    echo = {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
+    };
+    gw = await startGateway({ upstreamUrl: () => echo.url });
+  });
+  after(async () => {
+    await gw?.close();
+    await echo?.close();
+  });
+
+  const post = (secret: string, mode: string, stream: boolean) => fetch(`${gw.gatewayUrl}/v1/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': secret },
+    body: JSON.stringify({ model: MODEL, max_tokens: 20, stream, messages: [{ role: 'user', content: `[[echo ${mode}]]` }] }),
+  });
+
+  test('SSE error event echoing the upstream key (before or after text, any case or base64): re-rendered by the gateway, redacted, exact bytes', async () => {
+    const c = await gw.customer();
+    const auth = await post(c.secret, 'sse_auth_error', true);
+    const id = auth.headers.get('request-id')!;
+    assert.equal(await auth.text(), START + 'event: error\ndata: ' + JSON.stringify({
+      type: 'error',
+      error: { type: 'api_error', code: 'upstream_error', message: "Upstream provider refused the gateway's account (authentication_error); the gateway operator must fix its upstream configuration" },
+      request_id: id,
+    }) + '\n\n');
+    const over = await post(c.secret, 'sse_overloaded_after_text', true);
+    const overId = over.headers.get('request-id')!;
+    assert.equal(await over.text(), START.replaceAll('\n', '\r\n') + TEXT + 'event: error\ndata: ' + JSON.stringify({
+      type: 'error',
+      error: { type: 'overloaded_error', code: 'overloaded', // base64 of `key=<key>`: only the 3-byte groups that mix the key with its neighbours remain
+      // ("key=sk" → a2V5PXNr, the last "9" → OQ==), a few bits of the key's known prefix and last digit
+      message: 'Overloaded ([redacted] [redacted] [redacted] a2V5PXNr[redacted]OQ==)' },
+      request_id: overId,
+    }) + '\n\n');
+    // refunded (STREAM_ERROR_BILLING=refund), status stream_error
+    for (const rid of [id, overId]) {
+      const e = await gw.usageOf(rid);
+      assert.deepEqual([e.status, e.cost_micros], ['stream_error', '0']);
+    }
+  });
+
+  test('a 2xx JSON body whose type is error: an upstream error (redacted, never verbatim), not charged', async () => {
+    const c = await gw.customer();
+    const over = await post(c.secret, 'json200_error', false);
+    assert.equal(over.status, 503);
+    const overBody = await over.json() as { error: Record<string, string> };
+    assert.deepEqual(overBody.error, { type: 'overloaded_error', code: 'overloaded', message: 'overloaded for [redacted]' });
+    const auth = await post(c.secret, 'json200_auth_error', false);
+    assert.equal(auth.status, 503);
+    assert.equal(auth.headers.get('x-should-retry'), 'false');
+    const authBody = await auth.json() as { error: Record<string, string> };
+    assert.deepEqual(authBody.error, {
+      type: 'api_error', code: 'upstream_error',
+      message: "Upstream provider refused the gateway's account (authentication_error); the gateway operator must fix its upstream configuration",
+    });
+    for (const res of [over, auth]) {
+      const e = await gw.usageOf(res.headers.get('request-id')!);
+      assert.deepEqual([e.status, e.cost_micros, e.http_status], ['upstream_error', '0', 503]);
+    }
+  });
+
+  test('upstream 429 retry headers: retry-after only as delta-seconds or an HTTP-date, x-should-retry only true/false', async () => {
+    const c = await gw.customer();
+    const echoed = await post(c.secret, 'retry_headers_echo', false);
+    assert.equal(echoed.status, 429);
+    assert.equal(echoed.headers.get('retry-after'), null);
+    assert.equal(echoed.headers.get('x-should-retry'), null);
+    assert.ok(!(await echoed.text()).includes(UPSTREAM_KEY));
+    const dated = await post(c.secret, 'retry_headers_date', false);
+    assert.equal(dated.status, 429);
+    // RFC 850 date re-rendered in the IMF-fixdate form; TRUE lower-cased
+    assert.equal(dated.headers.get('retry-after'), 'Sun, 06 Nov 1994 08:49:37 GMT');
+    assert.equal(dated.headers.get('x-should-retry'), 'true');
+  });
 });
