@@ -6,7 +6,9 @@
 
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import type { AnyEvent } from './types.ts';
+import { DIMENSIONS, DIMENSION_KEYS } from '@tollgate/pricing';
+import type { Dimension } from '@tollgate/pricing';
+import type { AnyEvent, UsageEvent, UsageEventV1, UsageEventV2, UsageQuantities } from './types.ts';
 import type { DeadLetter } from './event-log.ts';
 
 /**
@@ -25,6 +27,21 @@ export const MAX_EVENT_ID_CHARS = 512;
 
 /** Longest free text (a credit reference) stored in an event. */
 export const MAX_REFERENCE_CHARS = 200;
+
+/** Longest short label stored in an event: a tier, multiplier, service tier, geo, speed, stop reason, iteration type, currency. */
+export const MAX_LABEL_CHARS = 64;
+
+/** Most `usage.iterations` one usage event carries (fallback and advisor sub-calls of one request). */
+export const MAX_ITERATIONS = 64;
+
+/** Most names in an event's `multipliers`, `unpriced` or `unit_prices`. */
+export const MAX_NAMES = 64;
+
+/** Longest exact decimal (a unit price in µc per MTok or per unit): digits, one point. */
+export const MAX_DECIMAL_CHARS = 64;
+
+/** Largest catalog document a `price_version` event carries, as JSON text (bytes of UTF-8). */
+export const MAX_CATALOG_BYTES = 1024 * 1024;
 
 /** Most bytes of an undecodable payload kept in a quarantine record. */
 export const MAX_RAW_BYTES = 4096;
@@ -94,6 +111,23 @@ const UsageSchema = z.object({
   anomalies: z.array(text(MAX_TEXT_CHARS)).max(32).optional(),
 });
 
+const CATALOG_SIZE = (catalog: unknown): boolean => {
+  try {
+    return Buffer.byteLength(JSON.stringify(catalog) ?? '', 'utf8') <= MAX_CATALOG_BYTES;
+  } catch {
+    return false;
+  }
+};
+
+const PriceVersionSchema = z.object({
+  type: z.literal('price_version'),
+  event_id: eventId,
+  ts: epochMs,
+  id: z.string().regex(/^[0-9a-f]{12}$/, 'must be a catalog content id (12 hex digits)'),
+  effective_at: epochMs,
+  catalog: z.record(z.string(), z.unknown()).refine(CATALOG_SIZE, `must be a JSON object of at most ${MAX_CATALOG_BYTES} bytes`),
+});
+
 const LedgerSchema = z.discriminatedUnion('kind', [
   // Grants and refunds add money; an adjustment is a signed correction.
   z.object({ kind: z.literal('grant'), amount_micros: money('positive') }),
@@ -128,7 +162,71 @@ const KeySchema = z.object({
   }),
 });
 
-const SCHEMAS: Record<string, z.ZodType> = { usage: UsageSchema, ledger: LedgerSchema, account: AccountSchema, key: KeySchema };
+const label = text(MAX_LABEL_CHARS);
+/**
+ * Quantities per dimension: every key of DIMENSIONS, each a UInt32 (the warehouse column
+ * type). A dimension missing from the object is 0 (an event of a gateway that predates it); a
+ * key that is no dimension is dropped, like any unknown field (the event's `unpriced` names it).
+ */
+const quantitiesSchema = () => z.object(
+  Object.fromEntries(DIMENSION_KEYS.map((k) => [k, count.default(0)])) as Record<Dimension, z.ZodDefault<typeof count>>,
+);
+// @tollgate/pricing imports this package too (textProblem): the schemas that read DIMENSIONS
+// are built on first use, so either package may be loaded first.
+/** A non-negative exact decimal, e.g. `72000000` or `79200000.5` (no exponent, no sign). */
+const decimal = z.string().max(MAX_DECIMAL_CHARS).regex(/^(0|[1-9]\d*)(\.\d+)?$/, 'must be a non-negative decimal string such as "72000000" or "0.5"');
+
+const iterationSchema = () => z.object({
+  type: label.min(1),
+  model: text(MAX_TEXT_CHARS),
+  catalog_model: text(MAX_TEXT_CHARS).nullable(),
+  quantities: quantitiesSchema(),
+  cost_micros: money('nonnegative'),
+});
+
+const usageV2Schema = () => z.object({
+  type: z.literal('usage'),
+  v: z.literal(2),
+  event_id: eventId,
+  ts: epochMs,
+  account_id: id,
+  key_id: text(MAX_TEXT_CHARS),
+  model: text(MAX_TEXT_CHARS),
+  catalog_model: text(MAX_TEXT_CHARS),
+  upstream_model: text(MAX_TEXT_CHARS),
+  served_model: text(MAX_TEXT_CHARS).nullable(),
+  quantities: quantitiesSchema(),
+  iterations: z.array(iterationSchema()).max(MAX_ITERATIONS),
+  service_tier: label.nullable(),
+  inference_geo: label.nullable(),
+  speed: label.nullable(),
+  stop_reason: label.nullable(),
+  thinking_tokens: count.nullable(),
+  cost_micros: money('nonnegative'),
+  upstream_cost_micros: money('nonnegative').nullable(),
+  upstream_currency: z.string().regex(/^[A-Z]{3}$/, 'must be an ISO 4217 code such as "USD"').nullable(),
+  price_version: label.min(1),
+  price_list: text(MAX_TEXT_CHARS, 1),
+  unit_prices: z.record(label.min(1), decimal).refine((r) => Object.keys(r).length <= MAX_NAMES, `must have at most ${MAX_NAMES} entries`),
+  tier: label.nullable(),
+  multipliers: z.array(label.min(1)).max(MAX_NAMES),
+  // `model:<name>` entries carry a model name
+  unpriced: z.array(text(MAX_TEXT_CHARS + 8, 1)).max(MAX_NAMES),
+  status: UsageSchema.shape.status,
+  http_status: UsageSchema.shape.http_status,
+  latency_ms: count,
+  ttft_ms: count.nullable(),
+  stream: z.boolean(),
+  upstream_request_id: text(MAX_TEXT_CHARS).nullable(),
+  gateway_id: text(MAX_TEXT_CHARS),
+  anomalies: z.array(text(MAX_TEXT_CHARS)).max(32).optional(),
+});
+
+let usageV2: z.ZodType | undefined;
+
+const SCHEMAS: Record<string, z.ZodType> = {
+  usage: UsageSchema, ledger: LedgerSchema, account: AccountSchema, key: KeySchema, price_version: PriceVersionSchema,
+};
 
 /**
  * What a log hands over for a message it could not even parse (not JSON, empty): delivered in
@@ -158,7 +256,13 @@ export function decodeEvent(value: unknown): DecodeResult {
   const eventId = typeof rawId === 'string' && textProblem(rawId, MAX_EVENT_ID_CHARS) === undefined && rawId !== '' ? rawId : undefined;
   if (rec === undefined) return { ok: false, reason: 'not an object', eventId };
   if (rec['type'] === 'undecodable') return { ok: false, reason: String(rec['reason']), eventId };
-  const schema = SCHEMAS[String(rec['type'])];
+  let kind = String(rec['type']);
+  if (kind === 'usage' && rec['v'] !== undefined) {
+    // Version 1 has no `v`; a version this consumer does not know is poison, not a guess.
+    if (rec['v'] !== 2) return { ok: false, reason: `v: usage event version ${String(JSON.stringify(rec['v'])).slice(0, 20)} is not supported (1 has no "v"; 2)`, eventId };
+    kind = 'usage_v2';
+  }
+  const schema = kind === 'usage_v2' ? (usageV2 ??= usageV2Schema()) : Object.hasOwn(SCHEMAS, kind) ? SCHEMAS[kind] : undefined;
   if (!schema) return { ok: false, reason: `unknown event type ${JSON.stringify(String(rec['type'])).slice(0, 80)}`, eventId };
   const r = schema.safeParse(value);
   if (!r.success) {
@@ -203,3 +307,41 @@ export function decodeDeadLetter(value: unknown): DeadLetter | undefined {
   const r = DeadLetterSchema.safeParse(value);
   return r.success ? r.data : undefined;
 }
+
+/** Every dimension at 0, as a fresh mutable record. */
+export function zeroQuantities(): UsageQuantities {
+  return Object.fromEntries(DIMENSION_KEYS.map((k) => [k, 0])) as UsageQuantities;
+}
+
+/**
+ * Any usage event as version 2. A version 1 event maps its flat token fields (the DIMENSIONS
+ * `column` names) into `quantities` (units 0), and gets the defaults of what it did not record:
+ * `served_model`, conditions, thinking and upstream cost null, `price_version` `v1`,
+ * `price_list` `default`, no unit prices, tier, multipliers, iterations or unpriced names.
+ * Its charge (`cost_micros`) is kept as it was: version 1 events keep their totals.
+ * A version 2 event is returned as it is.
+ */
+export function toV2(e: UsageEvent): UsageEventV2 {
+  if (e.v === 2) return e;
+  const v1: UsageEventV1 = e;
+  const quantities = zeroQuantities();
+  const flat = v1 as unknown as Record<string, unknown>;
+  for (const d of DIMENSIONS) {
+    const n = flat[d.column];
+    if (typeof n === 'number') quantities[d.key] = n;
+  }
+  const out: UsageEventV2 = {
+    type: 'usage', v: 2, event_id: v1.event_id, ts: v1.ts, account_id: v1.account_id, key_id: v1.key_id,
+    model: v1.model, catalog_model: v1.catalog_model, upstream_model: v1.upstream_model, served_model: null,
+    quantities, iterations: [], service_tier: null, inference_geo: null, speed: null, stop_reason: null,
+    thinking_tokens: null, cost_micros: v1.cost_micros, upstream_cost_micros: null, upstream_currency: null,
+    price_version: V1_PRICE_VERSION, price_list: 'default', unit_prices: {}, tier: null, multipliers: [], unpriced: [],
+    status: v1.status, http_status: v1.http_status, latency_ms: v1.latency_ms, ttft_ms: v1.ttft_ms, stream: v1.stream,
+    upstream_request_id: v1.upstream_request_id, gateway_id: v1.gateway_id,
+  };
+  if (v1.anomalies !== undefined && v1.anomalies.length > 0) out.anomalies = v1.anomalies;
+  return out;
+}
+
+/** `price_version` of a version 1 event: it recorded none (re-pricing uses the version in force at its `ts`). */
+export const V1_PRICE_VERSION = 'v1';

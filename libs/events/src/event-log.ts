@@ -122,5 +122,7 @@ export function partitionKey(event: AnyEvent): string {
       return event.account.id;
     case 'key':
       return event.key.id;
+    case 'price_version':
+      return `price_version:${event.id}`;
   }
 }

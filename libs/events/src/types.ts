@@ -2,6 +2,8 @@
 // `event_id`; consumers are idempotent by it. Money is always an integer count of
 // micro-credits, carried as a decimal string so that JSON never rounds it.
 
+import type { Dimension } from '@tollgate/pricing';
+
 export type Topic = 'usage' | 'ledger' | 'control';
 
 /**
@@ -13,9 +15,14 @@ export type Topic = 'usage' | 'ledger' | 'control';
  */
 export type UsageStatus = 'ok' | 'upstream_error' | 'client_disconnect' | 'stream_error' | 'usage_anomaly' | 'unmetered';
 
-/** One per request that reached the upstream. `event_id` is the request id. */
-export interface UsageEvent {
+/**
+ * Version 1 of the usage event (no `v` field): the five token classes as flat fields. Still
+ * written by gateways of before issue 7 and stored in Kafka and the warehouse; readers take it
+ * through `toV2`. One per request that reached the upstream. `event_id` is the request id.
+ */
+export interface UsageEventV1 {
   type: 'usage';
+  v?: undefined;
   event_id: string;
   /** epoch milliseconds when the request arrived */
   ts: number;
@@ -47,6 +54,104 @@ export interface UsageEvent {
    * once): what the upstream reported broke a rule and how it was settled. Absent or empty: none.
    */
   anomalies?: string[];
+}
+
+/** Per billable dimension (`DIMENSIONS` of @tollgate/pricing): tokens, requests or seconds. */
+export type UsageQuantities = Record<Dimension, number>;
+
+/** One `usage.iterations` entry (a fallback, advisor or compaction sub-call), priced at its own model. */
+export interface UsageIteration {
+  /** e.g. `message`, `advisor_message`, `compaction` */
+  type: string;
+  /** the model that served it, as the upstream named it */
+  model: string;
+  /** the catalog model it was priced at; null when the name did not resolve (then listed in `unpriced`) */
+  catalog_model: string | null;
+  quantities: UsageQuantities;
+  /** this iteration's share in µc, rounded up on its own (display; the request rounds once) */
+  cost_micros: string;
+}
+
+/**
+ * Version 2 of the usage event (issue 7): every billable dimension, the serving model, the
+ * response's pricing conditions, and the prices applied, so a bill can be recomputed later
+ * (`tollgate rerate`). Money is integer µc as decimal text; `unit_prices` are exact decimals.
+ */
+export interface UsageEventV2 {
+  type: 'usage';
+  v: 2;
+  event_id: string;
+  /** epoch milliseconds when the request arrived */
+  ts: number;
+  account_id: string;
+  key_id: string;
+  /** the model id the client asked for */
+  model: string;
+  /** the catalog entry the request resolved to */
+  catalog_model: string;
+  upstream_model: string;
+  /** the response's top-level `model` (differs from the request's on a fallback); null when none was read */
+  served_model: string | null;
+  /** totals over the whole request (every iteration), per dimension */
+  quantities: UsageQuantities;
+  /** `usage.iterations`, each priced at its own model; [] when the upstream reported none */
+  iterations: UsageIteration[];
+  /** response `usage.service_tier` (`standard`, `priority`, `batch`) */
+  service_tier: string | null;
+  /** response `usage.inference_geo` (`global`, `us`) */
+  inference_geo: string | null;
+  /** response `usage.speed` (`standard`, `fast`) */
+  speed: string | null;
+  /** the response's `stop_reason` (`refusal` before any output is charged 0) */
+  stop_reason: string | null;
+  /** thinking tokens, for analytics only: they are part of `quantities.output`, never priced twice */
+  thinking_tokens: number | null;
+  /** what the account is charged, integer µc as decimal text */
+  cost_micros: string;
+  /** the operator's own cost at the upstream's list prices, integer µ of `upstream_currency`; null when unknown */
+  upstream_cost_micros: string | null;
+  /** ISO 4217 code of `upstream_cost_micros` (e.g. `USD`); null when unknown */
+  upstream_currency: string | null;
+  /** id of the price book version applied (12 hex digits); `v1` for a normalised version 1 event */
+  price_version: string;
+  /** the price list applied: `default` or the account's list name */
+  price_list: string;
+  /** per dimension priced at the serving model: µc per MTok (tokens) or per unit, after tier, multipliers and list; exact decimals */
+  unit_prices: Record<string, string>;
+  /** the prompt-size tier applied (e.g. `long_context`), or null */
+  tier: string | null;
+  /** the multipliers applied, in catalog order (e.g. `batch`, `us_geo`) */
+  multipliers: string[];
+  /** what was reported but not priced (a dimension, `speed:fast`, `model:<name>`, an unknown usage field): never silently free */
+  unpriced: string[];
+  status: UsageStatus;
+  http_status: number;
+  latency_ms: number;
+  ttft_ms: number | null;
+  stream: boolean;
+  upstream_request_id: string | null;
+  gateway_id: string;
+  anomalies?: string[];
+}
+
+/** A usage event of either version; consumers that need every field read it through `toV2`. */
+export type UsageEvent = UsageEventV1 | UsageEventV2;
+
+/**
+ * A catalog version the gateway started pricing with (`PriceBook` of @tollgate/pricing). The
+ * warehouse keeps it in `price_versions` so stored events can be re-priced under the exact
+ * prices they were charged at. `event_id` is `price_version:<id>:<effective_at>`.
+ */
+export interface PriceVersionEvent {
+  type: 'price_version';
+  event_id: string;
+  ts: number;
+  /** the catalog's content id */
+  id: string;
+  /** epoch ms from which it priced requests */
+  effective_at: number;
+  /** the validated catalog document (`catalog.document`) */
+  catalog: unknown;
 }
 
 export type LedgerKind = 'grant' | 'adjustment' | 'refund';
@@ -92,6 +197,7 @@ export interface KeyRecord {
 
 export type ControlEvent =
   | { type: 'account'; event_id: string; ts: number; account: AccountRecord }
-  | { type: 'key'; event_id: string; ts: number; key: KeyRecord };
+  | { type: 'key'; event_id: string; ts: number; key: KeyRecord }
+  | PriceVersionEvent;
 
 export type AnyEvent = UsageEvent | LedgerEvent | ControlEvent;

@@ -6,6 +6,8 @@
 // ReplacingMergeTree collapses them. Accounts and keys are versioned records:
 // ReplacingMergeTree(version) keeps the highest version of each id.
 
+import { DIMENSIONS } from '@tollgate/pricing';
+
 const IDENT_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const PREFIX_RE = /^[a-z0-9_]*$/;
 
@@ -16,6 +18,7 @@ export interface TableNames {
   accounts: string;
   keys: string;
   quarantine: string;
+  priceVersions: string;
 }
 
 export function tableNames(database: string, tablePrefix: string): TableNames {
@@ -33,11 +36,40 @@ export function tableNames(database: string, tablePrefix: string): TableNames {
     accounts: q('accounts'),
     keys: q('api_keys'),
     quarantine: q('quarantine'),
+    priceVersions: q('price_versions'),
   };
 }
 
-export function migrations(t: TableNames): string[] {
-  return [
+/**
+ * The usage column of each billable dimension, from DIMENSIONS (@tollgate/pricing): the five
+ * token columns of version 1 keep their names. Every one is UInt32 (the decoder's bound).
+ * Throws at load when a dimension names a column that is not a plain identifier, since column
+ * names go into SQL text.
+ */
+export const DIMENSION_COLUMNS: ReadonlyArray<{ key: (typeof DIMENSIONS)[number]['key']; column: string }> = Object.freeze(
+  DIMENSIONS.map((d) => {
+    if (!IDENT_RE.test(d.column)) throw new TypeError(`dimension ${d.key}: column ${JSON.stringify(d.column)} must match ${IDENT_RE}`);
+    return Object.freeze({ key: d.key, column: d.column });
+  }),
+);
+
+/** The number of the newest migration (see `migrations`). */
+export const LATEST_MIGRATION = 4;
+
+/**
+ * Every statement that brings a database to migration `upTo` (default the latest), oldest
+ * first. Each is idempotent (`IF NOT EXISTS`), so running all of them at every start is how a
+ * database of any earlier migration is upgraded; a row written before a column existed reads
+ * as that column's DEFAULT.
+ */
+export function migrations(t: TableNames, upTo: number = LATEST_MIGRATION): string[] {
+  const out: string[] = [];
+  for (const [n, statements] of numberedMigrations(t)) if (n <= upTo) out.push(...statements);
+  return out;
+}
+
+function numberedMigrations(t: TableNames): Array<[number, string[]]> {
+  return [[1, [
     `CREATE DATABASE IF NOT EXISTS ${t.database}`,
 
     // One row per metered request. PARTITION BY month keeps FINAL cheap (it merges within a
@@ -116,12 +148,15 @@ export function migrations(t: TableNames): string[] {
     // Log positions (Kafka partition and offset) of each fact: a rebuild of hot state takes
     // the warehouse as of these positions and replays the log after them. -1 = no durable log
     // (embedded mode).
+  ]], [1, [
     `ALTER TABLE ${t.usage} ADD COLUMN IF NOT EXISTS log_partition Int32 DEFAULT -1`,
     `ALTER TABLE ${t.usage} ADD COLUMN IF NOT EXISTS log_offset Int64 DEFAULT -1`,
     `ALTER TABLE ${t.ledger} ADD COLUMN IF NOT EXISTS log_partition Int32 DEFAULT -1`,
     `ALTER TABLE ${t.ledger} ADD COLUMN IF NOT EXISTS log_offset Int64 DEFAULT -1`,
+  ]], [2, [
     // Migration 2 (issue 6): why a usage event is unusual (the gateway's own findings).
     `ALTER TABLE ${t.usage} ADD COLUMN IF NOT EXISTS anomalies Array(LowCardinality(String)) DEFAULT []`,
+  ]], [3, [
     // Migration 3 (issue 6): events a consumer group could not store or apply (poison), kept
     // with the reason and a bounded copy of the payload instead of stopping the pipeline.
     // Keyed by where the event sat, so a redelivered batch quarantines it once.
@@ -137,5 +172,39 @@ export function migrations(t: TableNames): string[] {
       ts             DateTime64(3, 'UTC') DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree
     ORDER BY (consumer_group, topic, log_partition, log_offset, event_id)`,
-  ];
+  ]], [4, [
+    // Migration 4 (issue 7): usage event version 2. A column per billable dimension (derived
+    // from DIMENSIONS; the v1 token columns already exist and keep their names), the serving
+    // model and iterations, the response's pricing conditions, and what was applied: the
+    // price version, list, unit prices, tier, multipliers, unpriced names and the operator's
+    // upstream cost. Version 1 rows read these as their defaults (`toV2`'s defaults).
+    `ALTER TABLE ${t.usage}
+      ${DIMENSION_COLUMNS.map((d) => `ADD COLUMN IF NOT EXISTS ${d.column} UInt32 DEFAULT 0`).join(',\n      ')},
+      ADD COLUMN IF NOT EXISTS event_version        UInt8 DEFAULT 1,
+      ADD COLUMN IF NOT EXISTS served_model         Nullable(String),
+      ADD COLUMN IF NOT EXISTS iterations           String DEFAULT '[]',
+      ADD COLUMN IF NOT EXISTS service_tier         LowCardinality(Nullable(String)),
+      ADD COLUMN IF NOT EXISTS inference_geo        LowCardinality(Nullable(String)),
+      ADD COLUMN IF NOT EXISTS speed                LowCardinality(Nullable(String)),
+      ADD COLUMN IF NOT EXISTS stop_reason          LowCardinality(Nullable(String)),
+      ADD COLUMN IF NOT EXISTS thinking_tokens      Nullable(UInt32),
+      ADD COLUMN IF NOT EXISTS upstream_cost_micros Nullable(Int64),
+      ADD COLUMN IF NOT EXISTS upstream_currency    LowCardinality(Nullable(String)),
+      ADD COLUMN IF NOT EXISTS price_version        LowCardinality(String) DEFAULT 'v1',
+      ADD COLUMN IF NOT EXISTS price_list           LowCardinality(String) DEFAULT 'default',
+      ADD COLUMN IF NOT EXISTS unit_prices          Map(String, String),
+      ADD COLUMN IF NOT EXISTS tier                 LowCardinality(Nullable(String)),
+      ADD COLUMN IF NOT EXISTS multipliers          Array(LowCardinality(String)),
+      ADD COLUMN IF NOT EXISTS unpriced             Array(String)`,
+    // Every catalog version events were priced with (the catalog document as JSON text), so
+    // `tollgate rerate` can recompute a stored event under exactly its own prices. Keyed by
+    // (id, effective_at): one catalog may come back into force later.
+    `CREATE TABLE IF NOT EXISTS ${t.priceVersions} (
+      id           String,
+      effective_at DateTime64(3, 'UTC'),
+      catalog      String,
+      inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree
+    ORDER BY (id, effective_at)`,
+  ]]];
 }

@@ -11,10 +11,10 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import type {
   AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind,
-  UsageEvent, UsageStatus,
+  PriceVersionEvent, UsageEvent, UsageEventV2, UsageIteration, UsageQuantities, UsageStatus,
 } from '@tollgate/events';
-import { boundedRaw, decodeEvent, standInId } from '@tollgate/events';
-import { migrations, tableNames } from './schema.ts';
+import { boundedRaw, decodeEvent, standInId, toV2, zeroQuantities } from '@tollgate/events';
+import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
 
 export interface WarehouseOptions {
@@ -68,21 +68,42 @@ export interface UsageFilter {
   to?: number;
 }
 
-export type UsageGroupBy = 'model' | 'key' | 'day' | 'status';
+/** `model` the catalog model the request resolved to; `served_model` what served it (fallbacks; '' when unknown). */
+export type UsageGroupBy = 'model' | 'served_model' | 'key' | 'day' | 'status' | 'price_version' | 'price_list';
 
+/** Sums over usage events; one field per billable dimension (DIMENSIONS of @tollgate/pricing). */
 export interface UsageTotals {
   requests: number;
-  input: number;
-  output: number;
-  cacheRead: number;
-  cacheWrite5m: number;
-  cacheWrite1h: number;
+  /** per dimension: tokens, requests or seconds */
+  quantities: UsageQuantities;
+  /** charged to accounts, µc */
   costMicros: bigint;
+  /** the operator's own cost at the upstream's list prices, per ISO 4217 currency, in µ of it */
+  upstreamCost: Record<string, bigint>;
+  /** charged requests whose upstream cost is unknown (version 1 events, models without upstream prices) */
+  upstreamCostUnknown: number;
+  /** requests that reported something not priced (their `unpriced` list is not empty) */
+  unpricedRequests: number;
 }
 
 export interface UsageGroup extends UsageTotals {
-  /** catalog model id, key id, UTC day `YYYY-MM-DD`, or status */
+  /** catalog model id, serving model, key id, UTC day `YYYY-MM-DD`, status, price version or price list */
   group: string;
+}
+
+/** A stored price book version (`StoredPriceVersion` of @tollgate/pricing). */
+export interface StoredPriceVersionRow {
+  id: string;
+  /** epoch ms */
+  effectiveAt: number;
+  /** the catalog document */
+  catalog: unknown;
+}
+
+/** Where a page of `usageEvents` ends: the next page starts after it. */
+export interface UsageCursor {
+  ts: number;
+  eventId: string;
 }
 
 export interface LedgerTotals {
@@ -163,21 +184,35 @@ const READ_SETTINGS = { output_format_json_quote_64bit_integers: 1 } as const;
 // Column expressions for `groupBy`; fixed strings, never built from input.
 const GROUP_EXPR: Record<UsageGroupBy, string> = {
   model: 'catalog_model',
+  served_model: "ifNull(served_model, '')",
   key: 'key_id',
   day: 'toString(toDate(ts))',
   status: 'status',
+  price_version: 'toString(price_version)',
+  price_list: 'toString(price_list)',
 };
 
 // Aliases differ from column names on purpose: in ClickHouse an alias shadows the column of
 // the same name everywhere in the query, WHERE included.
+// One sum per billable dimension, derived from DIMENSIONS; the upstream cost summed per
+// currency (a Map, its Int128 sums as text so no step rounds).
 const TOTALS_SELECT = `
   count() AS n_requests,
-  sum(input_tokens) AS n_input,
-  sum(output_tokens) AS n_output,
-  sum(cache_read_tokens) AS n_cache_read,
-  sum(cache_write_5m_tokens) AS n_cache_write_5m,
-  sum(cache_write_1h_tokens) AS n_cache_write_1h,
-  toString(sum(toInt128(cost_micros))) AS cost_text`;
+  ${DIMENSION_COLUMNS.map((d) => `sum(${d.column}) AS q_${d.key}`).join(',\n  ')},
+  toString(sum(toInt128(cost_micros))) AS cost_text,
+  mapApply((k, v) -> (k, toString(v)),
+    sumMapIf(map(assumeNotNull(upstream_currency), toInt128(assumeNotNull(upstream_cost_micros))),
+             upstream_cost_micros IS NOT NULL AND upstream_currency IS NOT NULL)) AS upstream_cost_map,
+  countIf((upstream_cost_micros IS NULL OR upstream_currency IS NULL) AND cost_micros > 0) AS n_upstream_unknown,
+  countIf(notEmpty(unpriced)) AS n_unpriced`;
+
+// Every usage column, for reading events back (money and 64-bit values as text).
+const USAGE_SELECT = `event_id, toUnixTimestamp64Milli(ts) AS ts_ms, account_id, key_id, model,
+  catalog_model, upstream_model, ${DIMENSION_COLUMNS.map((d) => d.column).join(', ')},
+  toString(cost_micros) AS cost_text, status, http_status, latency_ms, ttft_ms, stream, upstream_request_id,
+  gateway_id, anomalies, event_version, served_model, iterations, service_tier, inference_geo, speed,
+  stop_reason, thinking_tokens, toString(upstream_cost_micros) AS upstream_cost_text, upstream_currency,
+  price_version, price_list, unit_prices, tier, multipliers, unpriced`;
 
 type Row = Record<string, unknown>;
 
@@ -289,34 +324,84 @@ export class Warehouse {
     }));
   }
 
-  /** `positions[i]`, when given, is the log position of `events[i]`. */
+  /**
+   * `positions[i]`, when given, is the log position of `events[i]`. Events of either version;
+   * a version 1 event is stored through `toV2` (its charge as it was) and remembered as
+   * version 1 (`event_version`), so `getUsageEvent` gives it back in its own shape.
+   */
   async insertUsage(events: readonly UsageEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
     if (events.length === 0) return;
-    const rows = events.map((e, i) => ({
-      ...positionColumns(positions?.[i]),
-      event_id: nonEmpty(e.event_id, 'event_id'),
-      ts: dateTime(e.ts, 'ts'),
-      account_id: nonEmpty(e.account_id, 'account_id'),
-      key_id: e.key_id,
-      model: e.model,
-      catalog_model: e.catalog_model,
-      upstream_model: e.upstream_model,
-      input_tokens: uint32(e.input_tokens, 'input_tokens'),
-      output_tokens: uint32(e.output_tokens, 'output_tokens'),
-      cache_read_tokens: uint32(e.cache_read_tokens, 'cache_read_tokens'),
-      cache_write_5m_tokens: uint32(e.cache_write_5m_tokens, 'cache_write_5m_tokens'),
-      cache_write_1h_tokens: uint32(e.cache_write_1h_tokens, 'cache_write_1h_tokens'),
-      cost_micros: int64Text(e.cost_micros, 'cost_micros', 0n),
-      status: e.status,
-      http_status: e.http_status,
-      latency_ms: uint32(e.latency_ms, 'latency_ms'),
-      ttft_ms: e.ttft_ms === null ? null : uint32(e.ttft_ms, 'ttft_ms'),
-      stream: e.stream,
-      upstream_request_id: e.upstream_request_id,
-      gateway_id: e.gateway_id,
-      anomalies: (e as { anomalies?: string[] }).anomalies ?? [],
-    }));
+    const rows = events.map((raw, i) => {
+      const e = toV2(raw);
+      const row: Row = {
+        ...positionColumns(positions?.[i]),
+        event_id: nonEmpty(e.event_id, 'event_id'),
+        ts: dateTime(e.ts, 'ts'),
+        account_id: nonEmpty(e.account_id, 'account_id'),
+        key_id: e.key_id,
+        model: e.model,
+        catalog_model: e.catalog_model,
+        upstream_model: e.upstream_model,
+      };
+      for (const d of DIMENSION_COLUMNS) row[d.column] = uint32(e.quantities[d.key] ?? 0, `quantities.${d.key}`);
+      Object.assign(row, {
+        cost_micros: int64Text(e.cost_micros, 'cost_micros', 0n),
+        status: e.status,
+        http_status: e.http_status,
+        latency_ms: uint32(e.latency_ms, 'latency_ms'),
+        ttft_ms: e.ttft_ms === null ? null : uint32(e.ttft_ms, 'ttft_ms'),
+        stream: e.stream,
+        upstream_request_id: e.upstream_request_id,
+        gateway_id: e.gateway_id,
+        anomalies: e.anomalies ?? [],
+        event_version: raw.v === 2 ? 2 : 1,
+        served_model: e.served_model,
+        iterations: JSON.stringify(e.iterations.map((it) => {
+          const q: Record<string, number> = {};
+          for (const d of DIMENSION_COLUMNS) q[d.key] = uint32(it.quantities[d.key] ?? 0, `iterations.quantities.${d.key}`);
+          return { type: it.type, model: it.model, catalog_model: it.catalog_model, quantities: q, cost_micros: int64Text(it.cost_micros, 'iterations.cost_micros', 0n) };
+        })),
+        service_tier: e.service_tier,
+        inference_geo: e.inference_geo,
+        speed: e.speed,
+        stop_reason: e.stop_reason,
+        thinking_tokens: e.thinking_tokens === null ? null : uint32(e.thinking_tokens, 'thinking_tokens'),
+        upstream_cost_micros: e.upstream_cost_micros === null ? null : int64Text(e.upstream_cost_micros, 'upstream_cost_micros', 0n),
+        upstream_currency: e.upstream_currency,
+        price_version: e.price_version,
+        price_list: e.price_list,
+        unit_prices: e.unit_prices,
+        tier: e.tier,
+        multipliers: e.multipliers,
+        unpriced: e.unpriced,
+      });
+      return row;
+    });
     await this.#client.insert({ table: this.#t.usage, values: rows, format: 'JSONEachRow' });
+  }
+
+  /**
+   * Stores price book versions (idempotent by id and effective time). The catalog is kept as
+   * its JSON text; `priceVersions` gives it back parsed.
+   */
+  async insertPriceVersions(versions: readonly StoredPriceVersionRow[]): Promise<void> {
+    if (versions.length === 0) return;
+    const rows = versions.map((v) => ({
+      id: nonEmpty(v.id, 'price version id'),
+      effective_at: dateTime(v.effectiveAt, 'effective_at'),
+      catalog: JSON.stringify(v.catalog),
+    }));
+    await this.#client.insert({ table: this.#t.priceVersions, values: rows, format: 'JSONEachRow' });
+  }
+
+  /** Every stored price version, oldest first (`PriceBook.fromStored` takes these). */
+  async priceVersions(): Promise<StoredPriceVersionRow[]> {
+    const rows = await this.#select(
+      `SELECT id, toUnixTimestamp64Milli(effective_at) AS effective_ms, catalog
+       FROM ${this.#t.priceVersions} FINAL ORDER BY effective_at, id`,
+      {},
+    );
+    return rows.map((r) => ({ id: str(r['id']), effectiveAt: int(r['effective_ms']), catalog: JSON.parse(str(r['catalog'])) as unknown }));
   }
 
   async insertLedger(events: readonly LedgerEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
@@ -336,8 +421,11 @@ export class Warehouse {
   async insertControl(events: readonly ControlEvent[]): Promise<void> {
     const accounts: Row[] = [];
     const keys: Row[] = [];
+    const versions: PriceVersionEvent[] = [];
     for (const e of events) {
-      if (e.type === 'account') {
+      if (e.type === 'price_version') {
+        versions.push(e);
+      } else if (e.type === 'account') {
         const a = e.account;
         accounts.push({
           id: nonEmpty(a.id, 'account.id'),
@@ -372,6 +460,7 @@ export class Warehouse {
     if (keys.length > 0) {
       await this.#client.insert({ table: this.#t.keys, values: keys, format: 'JSONEachRow' });
     }
+    await this.insertPriceVersions(versions.map((v) => ({ id: v.id, effectiveAt: v.effective_at, catalog: v.catalog })));
   }
 
   /** The latest version of every account, ordered by id. */
@@ -507,6 +596,30 @@ export class Warehouse {
   }
 
   /**
+   * Usage events matching the filter in time order (then by id), at most `limit` (default
+   * 1000, at most 100,000), starting after `after`: page with the last event's `ts` and id.
+   * Each in the version it was written in (version 1 events as version 1: use `toV2`).
+   */
+  async usageEvents(filter: UsageFilter & { after?: UsageCursor; limit?: number } = {}): Promise<UsageEvent[]> {
+    const w = usageWhere(filter);
+    const limit = filter.limit ?? 1000;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > 100_000) throw new WarehouseInputError(`limit must be 1..100000, got ${limit}`);
+    const conds = w.sql === '' ? [] : [w.sql.slice('WHERE '.length)];
+    const params: Record<string, unknown> = { ...w.params, limit };
+    if (filter.after !== undefined) {
+      conds.push("(ts, event_id) > (fromUnixTimestamp64Milli({after_ts:Int64}, 'UTC'), {after_id:String})");
+      params['after_ts'] = epochMs(filter.after.ts, 'after.ts');
+      params['after_id'] = filter.after.eventId;
+    }
+    const rows = await this.#select(
+      `SELECT ${USAGE_SELECT} FROM ${this.#t.usage} FINAL ${conds.length === 0 ? '' : `WHERE ${conds.join(' AND ')}`}
+       ORDER BY ts, event_id LIMIT {limit:UInt32}`,
+      params,
+    );
+    return rows.map(usageFromRow);
+  }
+
+  /**
    * Usage event ids stored more than once in raw (unmerged) rows: evidence of a double
    * insertion. Only a lower bound: duplicates inside one insert and duplicates already merged
    * away by ClickHouse do not show here, so an empty list proves nothing by itself; a
@@ -589,44 +702,14 @@ export class Warehouse {
     return { usage, ledger };
   }
 
+  /** One usage event in the version it was written in (version 1 rows as version 1), or undefined. */
   async getUsageEvent(eventId: string): Promise<UsageEvent | undefined> {
     const rows = await this.#select(
-      `SELECT event_id, toUnixTimestamp64Milli(ts) AS ts_ms, account_id, key_id, model,
-              catalog_model, upstream_model, input_tokens, output_tokens, cache_read_tokens,
-              cache_write_5m_tokens, cache_write_1h_tokens, toString(cost_micros) AS cost_text,
-              status, http_status, latency_ms, ttft_ms, stream, upstream_request_id, gateway_id, anomalies
-       FROM ${this.#t.usage} FINAL WHERE event_id = {event_id:String} LIMIT 1`,
+      `SELECT ${USAGE_SELECT} FROM ${this.#t.usage} FINAL WHERE event_id = {event_id:String} LIMIT 1`,
       { event_id: eventId },
     );
     const r = rows[0];
-    if (r === undefined) return undefined;
-    // Typed loosely: `anomalies` joins UsageEvent in libs/events with issue 6; absent when none.
-    const anomalies = Array.isArray(r['anomalies']) ? r['anomalies'].map(str) : [];
-    const extra: Record<string, unknown> = anomalies.length > 0 ? { anomalies } : {};
-    return {
-      ...extra,
-      type: 'usage',
-      event_id: str(r['event_id']),
-      ts: int(r['ts_ms']),
-      account_id: str(r['account_id']),
-      key_id: str(r['key_id']),
-      model: str(r['model']),
-      catalog_model: str(r['catalog_model']),
-      upstream_model: str(r['upstream_model']),
-      input_tokens: int(r['input_tokens']),
-      output_tokens: int(r['output_tokens']),
-      cache_read_tokens: int(r['cache_read_tokens']),
-      cache_write_5m_tokens: int(r['cache_write_5m_tokens']),
-      cache_write_1h_tokens: int(r['cache_write_1h_tokens']),
-      cost_micros: money(r['cost_text']).toString(),
-      status: str(r['status']) as UsageStatus,
-      http_status: int(r['http_status']),
-      latency_ms: int(r['latency_ms']),
-      ttft_ms: r['ttft_ms'] === null ? null : int(r['ttft_ms']),
-      stream: r['stream'] === true,
-      upstream_request_id: r['upstream_request_id'] === null ? null : str(r['upstream_request_id']),
-      gateway_id: str(r['gateway_id']),
-    };
+    return r === undefined ? undefined : usageFromRow(r);
   }
 
   /** Closes the client given at construction. */
@@ -676,15 +759,89 @@ function usageWhere(f: UsageFilter): { sql: string; params: Record<string, unkno
 }
 
 function totals(r: Row): UsageTotals {
+  const quantities = zeroQuantities();
+  for (const d of DIMENSION_COLUMNS) quantities[d.key] = int(r[`q_${d.key}`]);
+  const upstreamCost: Record<string, bigint> = {};
+  const m = r['upstream_cost_map'];
+  if (m !== null && typeof m === 'object') {
+    for (const [currency, amount] of Object.entries(m as Record<string, unknown>)) upstreamCost[currency] = money(amount);
+  }
   return {
     requests: int(r['n_requests']),
-    input: int(r['n_input']),
-    output: int(r['n_output']),
-    cacheRead: int(r['n_cache_read']),
-    cacheWrite5m: int(r['n_cache_write_5m']),
-    cacheWrite1h: int(r['n_cache_write_1h']),
+    quantities,
     costMicros: money(r['cost_text']),
+    upstreamCost,
+    upstreamCostUnknown: int(r['n_upstream_unknown']),
+    unpricedRequests: int(r['n_unpriced']),
   };
+}
+
+function nullableStr(v: unknown): string | null {
+  return v === null || v === undefined ? null : str(v);
+}
+
+/** A usage row as the event it was written as: version 1 rows in the version 1 shape. */
+function usageFromRow(r: Row): UsageEvent {
+  const anomalies = Array.isArray(r['anomalies']) ? r['anomalies'].map(str) : [];
+  const quantities = zeroQuantities();
+  for (const d of DIMENSION_COLUMNS) quantities[d.key] = int(r[d.column]);
+  const common = {
+    type: 'usage' as const,
+    event_id: str(r['event_id']),
+    ts: int(r['ts_ms']),
+    account_id: str(r['account_id']),
+    key_id: str(r['key_id']),
+    model: str(r['model']),
+    catalog_model: str(r['catalog_model']),
+    upstream_model: str(r['upstream_model']),
+  };
+  const tail = {
+    cost_micros: money(r['cost_text']).toString(),
+    status: str(r['status']) as UsageStatus,
+    http_status: int(r['http_status']),
+    latency_ms: int(r['latency_ms']),
+    ttft_ms: r['ttft_ms'] === null ? null : int(r['ttft_ms']),
+    stream: r['stream'] === true,
+    upstream_request_id: nullableStr(r['upstream_request_id']),
+    gateway_id: str(r['gateway_id']),
+    ...(anomalies.length > 0 ? { anomalies } : {}),
+  };
+  if (int(r['event_version']) !== 2) {
+    return {
+      ...common,
+      input_tokens: quantities.input,
+      output_tokens: quantities.output,
+      cache_read_tokens: quantities.cache_read,
+      cache_write_5m_tokens: quantities.cache_write_5m,
+      cache_write_1h_tokens: quantities.cache_write_1h,
+      ...tail,
+    };
+  }
+  const iterations = (JSON.parse(str(r['iterations'])) as UsageIteration[]).map((it) => ({
+    ...it, quantities: { ...zeroQuantities(), ...it.quantities },
+  }));
+  const v2: UsageEventV2 = {
+    ...common,
+    v: 2,
+    served_model: nullableStr(r['served_model']),
+    quantities,
+    iterations,
+    service_tier: nullableStr(r['service_tier']),
+    inference_geo: nullableStr(r['inference_geo']),
+    speed: nullableStr(r['speed']),
+    stop_reason: nullableStr(r['stop_reason']),
+    thinking_tokens: r['thinking_tokens'] === null ? null : int(r['thinking_tokens']),
+    ...tail,
+    upstream_cost_micros: r['upstream_cost_text'] === null ? null : money(r['upstream_cost_text']).toString(),
+    upstream_currency: nullableStr(r['upstream_currency']),
+    price_version: str(r['price_version']),
+    price_list: str(r['price_list']),
+    unit_prices: Object.fromEntries(Object.entries((r['unit_prices'] ?? {}) as Record<string, unknown>).map(([k, v]) => [k, str(v)])),
+    tier: nullableStr(r['tier']),
+    multipliers: Array.isArray(r['multipliers']) ? r['multipliers'].map(str) : [],
+    unpriced: Array.isArray(r['unpriced']) ? r['unpriced'].map(str) : [],
+  };
+  return v2;
 }
 
 // ---- input validation: ClickHouse would silently wrap an out-of-range Int64 or UInt32 ----

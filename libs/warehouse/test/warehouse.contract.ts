@@ -4,9 +4,11 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type { ControlEvent, KeyRecord, LedgerEvent, UsageEvent } from '@tollgate/events';
+import type { ControlEvent, KeyRecord, LedgerEvent, UsageEventV1 } from '@tollgate/events';
+import { zeroQuantities } from '@tollgate/events';
+import type { Dimension } from '@tollgate/pricing';
 import { WarehouseInputError } from '@tollgate/warehouse';
-import type { Warehouse } from '@tollgate/warehouse';
+import type { UsageTotals, Warehouse } from '@tollgate/warehouse';
 
 /**
  * Returns a Warehouse whose tables are named by `tablePrefix`. Called again with the same prefix
@@ -28,7 +30,19 @@ function newPrefix(): string {
   return `t${randomBytes(3).toString('hex')}_${seq}_`;
 }
 
-export function usage(o: Partial<UsageEvent> & Pick<UsageEvent, 'event_id'>): UsageEvent {
+/**
+ * Expected sums: `quantities` completed with zeros. `upstreamCostUnknown` defaults to
+ * `requests` (version 1 events carry no upstream cost and every one here is charged).
+ */
+export function sums(requests: number, q: Partial<Record<Dimension, number>>, costMicros: bigint, o: Partial<UsageTotals> = {}): UsageTotals {
+  return {
+    requests, quantities: { ...zeroQuantities(), ...q }, costMicros, upstreamCost: {}, upstreamCostUnknown: requests,
+    unpricedRequests: 0, ...o,
+  };
+}
+
+/** A version 1 usage event, as the gateway wrote them before issue 7. */
+export function usage(o: Partial<UsageEventV1> & Pick<UsageEventV1, 'event_id'>): UsageEventV1 {
   return {
     type: 'usage',
     ts: T2,
@@ -80,7 +94,7 @@ function keyRecord(o: Partial<KeyRecord> & Pick<KeyRecord, 'id' | 'version'>): K
 }
 
 // Three events on two accounts, two days, two keys and two models; one costs more than 2^53.
-const USAGE: UsageEvent[] = [
+const USAGE: UsageEventV1[] = [
   usage({
     event_id: 'req_1', ts: T0, input_tokens: 10, output_tokens: 5, cache_read_tokens: 1000,
     cache_write_5m_tokens: 7, cost_micros: ABOVE_2_53.toString(),
@@ -124,10 +138,7 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
     test('migrate is idempotent and an empty warehouse reads as empty', () =>
       withWarehouse(async (w) => {
         await w.migrate();
-        assert.deepEqual(await w.usageTotals({}), {
-          requests: 0, input: 0, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0,
-          costMicros: 0n,
-        });
+        assert.deepEqual(await w.usageTotals({}), sums(0, {}, 0n));
         assert.deepEqual(await w.balances(), new Map());
         assert.deepEqual(await w.loadAccounts(), []);
         assert.deepEqual(await w.loadKeys(), []);
@@ -149,16 +160,12 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         // Raw rows do hold the second copies (this is what the exactly-once tests look for)...
         assert.deepEqual(await w.duplicateUsageIds(), ['req_1', 'req_2', 'req_3']);
         // ...and no read counts them.
-        assert.deepEqual(await w.usageTotals({}), {
-          requests: 3, input: 60, output: 18, cacheRead: 1000, cacheWrite5m: 7, cacheWrite1h: 9,
-          costMicros: ABOVE_2_53 + 10n,
-        });
+        assert.deepEqual(await w.usageTotals({}),
+          sums(3, { input: 60, output: 18, cache_read: 1000, cache_write_5m: 7, cache_write_1h: 9 }, ABOVE_2_53 + 10n));
         assert.equal((await w.usageTotals({})).costMicros, 9_007_199_254_741_003n);
         assert.deepEqual(await w.usageEventIds({}), ['req_1', 'req_2', 'req_3']);
-        assert.deepEqual(await w.usageTotals({ accountId: 'acc_a' }), {
-          requests: 2, input: 30, output: 11, cacheRead: 1000, cacheWrite5m: 7, cacheWrite1h: 9,
-          costMicros: ABOVE_2_53 + 7n,
-        });
+        assert.deepEqual(await w.usageTotals({ accountId: 'acc_a' }),
+          sums(2, { input: 30, output: 11, cache_read: 1000, cache_write_5m: 7, cache_write_1h: 9 }, ABOVE_2_53 + 7n));
       }));
 
     test('log positions: the highest offset per partition, duplicates included; ledger entries by id', () =>
@@ -218,16 +225,12 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
       withWarehouse(async (w) => {
         await w.insertUsage(USAGE);
         await w.insertUsage(USAGE);
-        const zero = { cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 };
-        const r1 = { requests: 1, input: 10, output: 5, cacheRead: 1000, cacheWrite5m: 7, cacheWrite1h: 0, costMicros: ABOVE_2_53 };
-        const r2 = { requests: 1, input: 20, output: 6, ...zero, cacheWrite1h: 9, costMicros: 7n };
-        const r3 = { requests: 1, input: 30, output: 7, ...zero, costMicros: 3n };
+        const r1 = sums(1, { input: 10, output: 5, cache_read: 1000, cache_write_5m: 7 }, ABOVE_2_53);
+        const r2 = sums(1, { input: 20, output: 6, cache_write_1h: 9 }, 7n);
+        const r3 = sums(1, { input: 30, output: 7 }, 3n);
         assert.deepEqual(await w.usageBreakdown({ groupBy: 'model' }), [
           { group: 'claude-haiku-4-5', ...r2 },
-          {
-            group: 'claude-sonnet-4-5', requests: 2, input: 40, output: 12, cacheRead: 1000,
-            cacheWrite5m: 7, cacheWrite1h: 0, costMicros: ABOVE_2_53 + 3n,
-          },
+          { group: 'claude-sonnet-4-5', ...sums(2, { input: 40, output: 12, cache_read: 1000, cache_write_5m: 7 }, ABOVE_2_53 + 3n) },
         ]);
         assert.deepEqual(await w.usageBreakdown({ groupBy: 'key', accountId: 'acc_a' }), [
           { group: 'key_a1', ...r1 },
@@ -235,10 +238,7 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         ]);
         assert.deepEqual(await w.usageBreakdown({ groupBy: 'day' }), [
           { group: '2025-01-01', ...r1 },
-          {
-            group: '2025-01-02', requests: 2, input: 50, output: 13, ...zero, cacheWrite1h: 9,
-            costMicros: 10n,
-          },
+          { group: '2025-01-02', ...sums(2, { input: 50, output: 13, cache_write_1h: 9 }, 10n) },
         ]);
         assert.deepEqual(await w.usageBreakdown({ groupBy: 'status', from: T1 }), [
           { group: 'client_disconnect', ...r2 },
@@ -312,7 +312,7 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
 
     test('invalid money or counts are refused before anything is written', () =>
       withWarehouse(async (w) => {
-        const bad: Array<Partial<UsageEvent>> = [
+        const bad: Array<Partial<UsageEventV1>> = [
           { cost_micros: '1.5' },
           { cost_micros: '9223372036854775808' }, // Int64 max + 1: ClickHouse would wrap it
           { cost_micros: '-1' },

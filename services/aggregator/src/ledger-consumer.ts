@@ -78,6 +78,13 @@ export async function applyEvent(
       if (position) await deps.balances.advancePosition(position);
       return 'applied';
     }
+    case 'price_version': {
+      // Only the warehouse keeps price versions; hot state just moves past them.
+      const verdict = position ? await deps.balances.checkPosition(position) : 'applied';
+      if (verdict !== 'applied') return verdict;
+      if (position) await deps.balances.advancePosition(position);
+      return 'applied';
+    }
   }
 }
 
