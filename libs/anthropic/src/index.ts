@@ -31,9 +31,10 @@ export {
   imageTokens,
   inputTokenBound,
 } from './input-bound.ts';
-export type { MessageUsage, TokenUsage, UsageAnomaly } from './usage.ts';
+export type { MessageReport, MessageUsage, TokenUsage, UsageAnomaly, WireIteration } from './usage.ts';
 export {
-  MAX_TOKEN_COUNT, USAGE_ANOMALIES, UsageTally, ZERO_USAGE, isTokenCount, readMessageUsage, usageFromMessage, usageFromWire,
+  MAX_ITERATIONS, MAX_LABEL_CHARS, MAX_MODEL_CHARS, MAX_TOKEN_COUNT, USAGE_ANOMALIES, USAGE_LABELS, UsageTally, ZERO_USAGE,
+  blockHasOutput, isTokenCount, readMessage, readMessageUsage, usageFromMessage, usageFromWire, wireLabel,
 } from './usage.ts';
 export type { SseFrame, StreamError, StreamMeterOptions } from './sse.ts';
 export { SseFramer, StreamMeter, createStreamMeter, isErrorFrame } from './sse.ts';

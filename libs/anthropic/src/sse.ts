@@ -10,7 +10,7 @@
 import { createParser } from 'eventsource-parser';
 import type { EventSourceMessage, EventSourceParser } from 'eventsource-parser';
 import type { ErrorObject, Usage } from './types.ts';
-import { UsageTally } from './usage.ts';
+import { blockHasOutput, MAX_MODEL_CHARS, UsageTally, wireLabel } from './usage.ts';
 import type { TokenUsage, UsageAnomaly } from './usage.ts';
 import { isRecord } from './record.ts';
 
@@ -37,10 +37,16 @@ export class StreamMeter {
 
   /** `id` of `message_start.message` */
   messageId: string | null = null;
-  /** `model` of `message_start.message` (the upstream's model name) */
+  /** `model` of `message_start.message` (the upstream's name of the serving model; a fallback differs from the request's) */
   model: string | null = null;
   /** last `message_delta.delta.stop_reason` (or message_start's, if it had one) */
   stopReason: string | null = null;
+  /**
+   * Some content reached the stream: a `content_block_start` of a block that carries output by
+   * itself (a tool call, a server tool result), or a delta with text, thinking or tool input.
+   * A `refusal` before any of it costs nothing.
+   */
+  outputSeen = false;
   sawMessageStart = false;
   /** `message_stop` seen: the upstream finished the message */
   completed = false;
@@ -121,6 +127,11 @@ export class StreamMeter {
     return this.#tally.wire();
   }
 
+  /** The usage tally of the message: every dimension, `usage.iterations` and the pricing conditions. */
+  get tally(): UsageTally {
+    return this.#tally;
+  }
+
   #onEvent(e: EventSourceMessage): void {
     this.events++;
     let data: unknown;
@@ -155,7 +166,20 @@ export class StreamMeter {
       case 'error':
         this.#onError(data);
         break;
-      // content_block_*, ping and future event types carry nothing billable
+      case 'content_block_start': {
+        const b = data.content_block;
+        // Text and thinking blocks start empty: their deltas say whether anything was written.
+        if (isRecord(b) && b.type !== 'text' && b.type !== 'thinking' && blockHasOutput(b)) this.outputSeen = true;
+        break;
+      }
+      case 'content_block_delta': {
+        const d = data.delta;
+        if (isRecord(d) && ['text', 'thinking', 'partial_json'].some((k) => typeof d[k] === 'string' && (d[k] as string).length > 0)) {
+          this.outputSeen = true;
+        }
+        break;
+      }
+      // content_block_stop, ping and future event types carry nothing billable
     }
   }
 
@@ -172,17 +196,28 @@ export class StreamMeter {
     const message = data.message;
     if (!isRecord(message)) return;
     if (this.messageId === null && typeof message.id === 'string') this.messageId = message.id;
-    if (this.model === null && typeof message.model === 'string') this.model = message.model;
-    if (typeof message.stop_reason === 'string') this.stopReason = message.stop_reason;
+    if (this.model === null && message.model != null) {
+      const model = wireLabel(message.model, MAX_MODEL_CHARS);
+      if (model === undefined) this.#anomalies.add('invalid_label');
+      else this.model = model;
+    }
+    if (typeof message.stop_reason === 'string') this.#setStopReason(message.stop_reason);
     if (message.usage !== undefined) this.#tally.add(message.usage);
   }
 
   #onMessageDelta(data: Record<string, unknown>): void {
     if (isRecord(data.delta) && typeof data.delta.stop_reason === 'string') {
-      this.stopReason = data.delta.stop_reason;
+      this.#setStopReason(data.delta.stop_reason);
       this.stopped = true;
     }
     if (data.usage !== undefined) this.#tally.add(data.usage);
+  }
+
+  /** A stop reason the event can carry (a short label); anything else is kept as null and flagged. */
+  #setStopReason(reason: string): void {
+    const label = wireLabel(reason);
+    if (label === undefined) this.#anomalies.add('invalid_label');
+    this.stopReason = label ?? null;
   }
 
   #onError(data: Record<string, unknown>): void {

@@ -49,6 +49,11 @@ export const MAX_TOKEN_COUNT = 4_294_967_295;
  *   `message_delta` with `stop_reason`); the answer is charged, the error not relayed.
  * - `output_over_max_tokens`: more output than `max_tokens` × the server-loop iterations of the
  *   request (`inputTokenBound(...).iterations`) allow; charged that bound.
+ * - `invalid_label`: a pricing condition or name (`usage.service_tier`, `inference_geo`,
+ *   `speed`, the response `model`, an iteration's `type` / `model`) that is not short printable
+ *   text (at most `MAX_LABEL_CHARS`, models `MAX_MODEL_CHARS`), or a `usage.iterations` that is
+ *   not a list of objects or has more than `MAX_ITERATIONS` entries: ignored (the request is
+ *   priced without it: standard conditions, the totals at the serving model).
  */
 export type UsageAnomaly =
   | 'invalid_count'
@@ -61,14 +66,49 @@ export type UsageAnomaly =
   | 'cost_over_bound'
   | 'cache_breakdown_mismatch'
   | 'error_after_answer'
-  | 'output_over_max_tokens';
+  | 'output_over_max_tokens'
+  | 'invalid_label';
 
 /** Every `UsageAnomaly`, for metrics that should exist at zero from the start. */
 export const USAGE_ANOMALIES: readonly UsageAnomaly[] = Object.freeze([
   'invalid_count', 'count_decreased', 'duplicate_message_start', 'event_after_stop',
   'malformed_event', 'missing_message_stop', 'no_usage', 'cost_over_bound',
-  'cache_breakdown_mismatch', 'error_after_answer', 'output_over_max_tokens',
+  'cache_breakdown_mismatch', 'error_after_answer', 'output_over_max_tokens', 'invalid_label',
 ]);
+
+/** Longest pricing label read from the wire (`service_tier`, `inference_geo`, `speed`, an iteration `type`). */
+export const MAX_LABEL_CHARS = 64;
+/** Longest model name read from the wire (the response's `model`, an iteration's `model`). */
+export const MAX_MODEL_CHARS = 256;
+/** Most `usage.iterations` entries read (fallback, advisor and compaction sub-calls of one request). */
+export const MAX_ITERATIONS = 64;
+
+const LABEL_RE = /^[\x21-\x7e]+$/;
+const MODEL_RE = /^[\x20-\x7e]+$/;
+
+/** `v` when it is a label the event can carry (1–`max` printable ASCII characters, no spaces for labels); else undefined. */
+export function wireLabel(v: unknown, max = MAX_LABEL_CHARS): string | undefined {
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) return undefined;
+  return (max === MAX_LABEL_CHARS ? LABEL_RE : MODEL_RE).test(v) ? v : undefined;
+}
+
+/**
+ * One `usage.iterations` entry as read (Anthropic "Messages API", `Usage.iterations`: per
+ * sampling step of the request, `type` `message` / `compaction` / `advisor_message`, its own
+ * token counts, and `model` where another model served it). Counts are validated like the
+ * top-level ones: an unusable count is 0 (and `invalid_count`).
+ */
+export interface WireIteration {
+  type: string;
+  /** the serving model, when the entry names one */
+  model: string | null;
+  usage: TokenUsage;
+  /** the entry's `server_tool_use` counts, when it has any */
+  serverToolUse: Record<string, number>;
+}
+
+/** Conditions of the response that decide its price (`usage.service_tier`, `inference_geo`, `speed`). */
+export const USAGE_LABELS = ['service_tier', 'inference_geo', 'speed'] as const;
 
 /** A usable token count: a non-negative safe integer no larger than `MAX_TOKEN_COUNT`. */
 export function isTokenCount(v: unknown): v is number {
@@ -149,6 +189,10 @@ export class UsageTally {
   #cache: CacheReading | null = null;
   /** the latest breakdown any report gave */
   #lastSplit: CacheReading['split'] = null;
+  /** `server_tool_use` counts (web searches, web fetches, …), merged by max like the token counts */
+  #serverTools = new Map<string, number>();
+  /** the latest valid `usage.iterations` */
+  #iterations: WireIteration[] | null = null;
   /** anomalies seen in the reports, in the order first seen */
   readonly anomalies = new Set<UsageAnomaly>();
 
@@ -169,22 +213,109 @@ export class UsageTally {
     this.#takeCache(report);
     for (const [key, value] of Object.entries(report)) {
       if (value == null || key === 'cache_creation' || key === CACHE_TOTAL || (TOP_COUNTS as readonly string[]).includes(key)) continue;
-      this.#extra[key] = value;
+      if (key === 'server_tool_use') this.#takeServerTools(value);
+      else if (key === 'iterations') this.#takeIterations(value);
+      else if ((USAGE_LABELS as readonly string[]).includes(key)) {
+        if (wireLabel(value) === undefined) this.anomalies.add('invalid_label');
+        else this.#extra[key] = value;
+      } else if (typeof value === 'number') {
+        // A count Tollgate does not know yet (a new billable field): tallied like the others
+        // so it can be recorded as unpriced, never silently free.
+        this.#take(key, value);
+      } else this.#extra[key] = value;
     }
   }
 
-  #take(key: string, value: unknown): void {
+  #take(key: string, value: unknown, into: Map<string, number> = this.#counts): void {
     if (value == null) return;
     if (!isTokenCount(value)) {
       this.anomalies.add('invalid_count');
       return;
     }
-    const earlier = this.#counts.get(key);
+    const earlier = into.get(key);
     if (earlier !== undefined && value < earlier) {
       this.anomalies.add('count_decreased');
       return;
     }
-    this.#counts.set(key, value);
+    into.set(key, value);
+  }
+
+  /** `server_tool_use`: every numeric field is a count of server-side units (`web_search_requests`, …). */
+  #takeServerTools(value: unknown): void {
+    if (!isRecord(value)) {
+      this.anomalies.add('invalid_count');
+      return;
+    }
+    for (const [k, v] of Object.entries(value)) {
+      if (v == null) continue;
+      if (wireLabel(k) === undefined) {
+        this.anomalies.add('invalid_label');
+        continue;
+      }
+      this.#take(k, v, this.#serverTools);
+    }
+  }
+
+  /**
+   * `usage.iterations` is a per-step breakdown the upstream sends once, complete, with the final
+   * usage. A later valid list replaces an earlier one unless it is shorter (counts only grow).
+   */
+  #takeIterations(value: unknown): void {
+    if (!Array.isArray(value) || value.length > MAX_ITERATIONS) {
+      this.anomalies.add('invalid_label');
+      return;
+    }
+    const out: WireIteration[] = [];
+    for (const entry of value) {
+      if (!isRecord(entry)) {
+        this.anomalies.add('invalid_label');
+        return;
+      }
+      const type = wireLabel(entry.type);
+      const model = entry.model == null ? null : wireLabel(entry.model, MAX_MODEL_CHARS);
+      if (type === undefined || model === undefined) {
+        this.anomalies.add('invalid_label');
+        return;
+      }
+      // An iteration is one step: it has no iterations of its own.
+      const { iterations: _nested, ...counts } = entry;
+      const one = new UsageTally();
+      one.add(counts, []);
+      for (const a of one.anomalies) this.anomalies.add(a);
+      out.push({ type, model, usage: one.usage(), serverToolUse: one.serverToolUse() });
+    }
+    if (this.#iterations !== null && out.length < this.#iterations.length) {
+      this.anomalies.add('count_decreased');
+      return;
+    }
+    this.#iterations = out;
+  }
+
+  /** The merged `server_tool_use` counts (e.g. `{web_search_requests: 3}`). */
+  serverToolUse(): Record<string, number> {
+    return Object.fromEntries(this.#serverTools);
+  }
+
+  /** The latest valid `usage.iterations`, or null when none was reported. */
+  iterations(): WireIteration[] | null {
+    return this.#iterations === null ? null : this.#iterations.map((i) => ({ ...i, usage: { ...i.usage }, serverToolUse: { ...i.serverToolUse } }));
+  }
+
+  /** The response's pricing conditions: `usage.service_tier`, `inference_geo`, `speed` (null when not reported). */
+  labels(): Record<(typeof USAGE_LABELS)[number], string | null> {
+    const get = (k: string) => (typeof this.#extra[k] === 'string' ? this.#extra[k] as string : null);
+    return { service_tier: get('service_tier'), inference_geo: get('inference_geo'), speed: get('speed') };
+  }
+
+  /**
+   * Numeric top-level usage fields that are not one of the known token counts (a count the
+   * upstream started sending): name → merged value. The caller prices what it knows and records
+   * the rest as unpriced.
+   */
+  otherCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, v] of this.#counts) if (!(TOP_COUNTS as readonly string[]).includes(k)) out[k] = v;
+    return out;
   }
 
   #takeCache(report: Record<string, unknown>): void {
@@ -227,7 +358,7 @@ export class UsageTally {
 
   /** At least one valid count was reported. */
   get hasCounts(): boolean {
-    return this.#counts.size > 0 || this.#cache !== null;
+    return this.#counts.size > 0 || this.#cache !== null || this.#serverTools.size > 0;
   }
 
   /**
@@ -237,9 +368,16 @@ export class UsageTally {
    */
   wire(): Usage {
     const out: Usage = { ...this.#extra };
-    for (const field of TOP_COUNTS) {
-      const v = this.#counts.get(field);
-      if (v !== undefined) out[field] = v;
+    for (const [field, v] of this.#counts) out[field] = v;
+    if (this.#serverTools.size > 0) out.server_tool_use = this.serverToolUse();
+    if (this.#iterations !== null) {
+      out.iterations = this.#iterations.map((i) => ({
+        type: i.type, ...(i.model === null ? {} : { model: i.model }),
+        input_tokens: i.usage.input, output_tokens: i.usage.output, cache_read_input_tokens: i.usage.cacheRead,
+        cache_creation_input_tokens: i.usage.cacheWrite5m + i.usage.cacheWrite1h,
+        cache_creation: { ephemeral_5m_input_tokens: i.usage.cacheWrite5m, ephemeral_1h_input_tokens: i.usage.cacheWrite1h },
+        ...(Object.keys(i.serverToolUse).length > 0 ? { server_tool_use: { ...i.serverToolUse } } : {}),
+      }));
     }
     if (this.#cache !== null) {
       out[CACHE_TOTAL] = this.#cache.tokens;
@@ -263,16 +401,52 @@ export interface MessageUsage {
   anomalies: UsageAnomaly[];
 }
 
+/** Everything a non-streaming Messages body says about its price (`readMessage`). */
+export interface MessageReport extends MessageUsage {
+  /** the tally of the one report, for every dimension and condition (`server_tool_use`, iterations, labels) */
+  tally: UsageTally;
+  /** the body's top-level `model` (the serving model; a fallback differs from the request's), null when absent or not a label */
+  model: string | null;
+  /** the body's `stop_reason` */
+  stopReason: string | null;
+  /** whether the answer carries any content (text, thinking, a tool call): a refusal before output costs 0 */
+  outputSeen: boolean;
+}
+
+/** Whether a content block carries output: non-empty text or thinking, or any other block (a tool call, a server tool result). */
+export function blockHasOutput(block: unknown): boolean {
+  if (!isRecord(block)) return false;
+  if (block.type === 'text') return typeof block.text === 'string' && block.text.length > 0;
+  if (block.type === 'thinking') return typeof block.thinking === 'string' && block.thinking.length > 0;
+  return typeof block.type === 'string';
+}
+
 /**
  * The usage of a non-streaming Messages response body: null when it is not a message with a
  * `usage` object (the caller charges nothing and records `no_usage`). Unusable counts are 0
  * and reported as `invalid_count`.
  */
 export function readMessageUsage(json: unknown): MessageUsage | null {
+  const r = readMessage(json);
+  return r === null ? null : { usage: r.usage, anomalies: r.anomalies };
+}
+
+/**
+ * Like `readMessageUsage`, plus what the price depends on: the tally (every `server_tool_use`
+ * count, `usage.iterations`, `service_tier` / `inference_geo` / `speed`), the serving `model`,
+ * `stop_reason`, and whether any content was produced. Null when the body is not a message with
+ * a `usage` object. Never throws.
+ */
+export function readMessage(json: unknown): MessageReport | null {
   if (!isRecord(json) || json.type !== 'message' || !isRecord(json.usage)) return null;
   const tally = new UsageTally();
   tally.add(json.usage, ['input_tokens', 'output_tokens']);
-  return { usage: tally.usage(), anomalies: [...tally.anomalies] };
+  const model = json.model == null ? null : wireLabel(json.model, MAX_MODEL_CHARS) ?? null;
+  if (json.model != null && model === null) tally.anomalies.add('invalid_label');
+  const stopReason = json.stop_reason == null ? null : wireLabel(json.stop_reason) ?? null;
+  if (json.stop_reason != null && stopReason === null) tally.anomalies.add('invalid_label');
+  const outputSeen = Array.isArray(json.content) && json.content.some(blockHasOutput);
+  return { usage: tally.usage(), anomalies: [...tally.anomalies], tally, model, stopReason, outputSeen };
 }
 
 /** Usage of a non-streaming Messages response body; null when it is not a message with usage. */
