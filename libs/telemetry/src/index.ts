@@ -3,5 +3,5 @@ export {
   SpanKind, SpanStatusCode, ROOT_CONTEXT, context, trace, InMemorySpanExporter,
 } from './tracing.ts';
 export type { Tracing, TracingOptions, Tracer, Span, SpanExporter, Attributes, Context, ReadableSpan } from './tracing.ts';
-export { Metrics, createMetrics } from './metrics.ts';
+export { MAX_UNPRICED_LABELS, Metrics, createMetrics } from './metrics.ts';
 export type { TokenCounts } from './metrics.ts';

@@ -1,4 +1,6 @@
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { DIMENSIONS, dimensionSpec } from '@tollgate/pricing';
+import type { Dimension } from '@tollgate/pricing';
 
 /** Token counts by class, as the gateway meters them. */
 export interface TokenCounts {
@@ -18,6 +20,10 @@ const TOKEN_CLASSES = [
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 const INSERT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const BATCH_BUCKETS = [1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000];
+
+/** Distinct unknown usage-field labels `tollgate_unpriced_usage_total` keeps before it says `other`. */
+export const MAX_UNPRICED_LABELS = 32;
+const FIELD_LABEL_RE = /^[a-z][a-z0-9_.]{0,63}$/;
 
 interface Inc { inc(value?: number): void }
 interface Observe { observe(value: number): void }
@@ -61,6 +67,9 @@ export class Metrics {
   readonly #applied: Children<Inc>;
   readonly #usageAnomalies: Children<Inc>;
   readonly #quarantined: Children<Inc>;
+  readonly #units: Children<Inc>;
+  readonly #unpriced: Children<Inc>;
+  readonly #unpricedFields = new Set<string>();
   readonly #insertSeconds: Histogram;
   readonly #batchEvents: Histogram;
 
@@ -128,6 +137,19 @@ export class Metrics {
       labelNames: ['group', 'reason'], registers,
     });
     this.#quarantined = new Children((v) => quarantined.labels(...v));
+    const units = new Counter({
+      name: 'tollgate_usage_units_total',
+      help: 'Billable units the upstream reported, by catalog model and dimension (tokens, requests or seconds; the DIMENSIONS list)',
+      labelNames: ['model', 'dimension'], registers,
+    });
+    this.#units = new Children((v) => units.labels(...v));
+    const unpriced = new Counter({
+      name: 'tollgate_unpriced_usage_total',
+      help: 'Requests that reported usage the catalog does not price (charged nothing for it), by dimension, speed:fast, model (a serving model not in the catalog) or the unknown usage field',
+      labelNames: ['dimension'], registers,
+    });
+    this.#unpriced = new Children((v) => unpriced.labels(...v));
+    for (const d of DIMENSIONS) this.#unpriced.get(d.label).inc(0);
     // The reasons are known up front; series at zero make rate() and alerts work from the start.
     for (const reason of ['insufficient_credits', 'state_unavailable']) this.#holdsRefused.get(reason).inc(0);
   }
@@ -152,6 +174,39 @@ export class Metrics {
       }
     }
     if (costMicros > 0n) this.#cost.get(model).inc(Number(costMicros));
+  }
+
+  /**
+   * What one request used per billable dimension (`quantities` of the usage event, totals over
+   * its iterations), into `tollgate_usage_units_total{model, dimension}`; `model` is a catalog id.
+   */
+  usageUnits(model: string, quantities: Readonly<Partial<Record<Dimension, number>>>): void {
+    for (const d of DIMENSIONS) {
+      const n = quantities[d.key] ?? 0;
+      if (n > 0) this.#units.get(model, d.label).inc(n);
+    }
+  }
+
+  /**
+   * One request's `unpriced` names (@tollgate/pricing `PricedRequest.unpriced`), one increment
+   * each of `tollgate_unpriced_usage_total{dimension}`. Labels stay bounded: a dimension's label,
+   * `speed:fast`, `model` for any `model:<name>`, an unknown usage field's own name for the first
+   * MAX_UNPRICED_LABELS such names (lowercase field syntax), else `other`.
+   */
+  unpricedUsage(names: readonly string[]): void {
+    for (const name of names) this.#unpriced.get(this.#unpricedLabel(name)).inc();
+  }
+
+  #unpricedLabel(name: string): string {
+    const spec = dimensionSpec(name);
+    if (spec !== undefined) return spec.label;
+    if (name === 'speed:fast') return name;
+    if (name.startsWith('model:')) return 'model';
+    if (!FIELD_LABEL_RE.test(name)) return 'other';
+    if (this.#unpricedFields.has(name)) return name;
+    if (this.#unpricedFields.size >= MAX_UNPRICED_LABELS) return 'other';
+    this.#unpricedFields.add(name);
+    return name;
   }
 
   holdRefused(reason: 'insufficient_credits' | 'state_unavailable'): void {

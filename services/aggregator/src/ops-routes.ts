@@ -1,10 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseEnumParam, parseIntParam, parseTimeRange, queryParam, requireToken } from '@tollgate/http';
+import { parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam, requireToken } from '@tollgate/http';
+import { CatalogError, parseCatalog } from '@tollgate/pricing';
+import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
-import type { Warehouse } from '@tollgate/warehouse';
+import type { UsageTotals, Warehouse } from '@tollgate/warehouse';
 import { rebuild, reconcile } from './rebuild.ts';
+import { rerate } from './rerate.ts';
 
 export interface OpsDeps {
   warehouse: Warehouse;
@@ -13,7 +16,15 @@ export interface OpsDeps {
   adminToken: string;
   /** waits until everything published so far has reached the warehouse (embedded mode) */
   settle?: () => Promise<void>;
+  /**
+   * This process's price book, when it has one: its versions are stored in the warehouse's
+   * `price_versions` before a rerate (idempotent), so events priced with them can be re-priced.
+   */
+  priceBook?: () => PriceBook | undefined;
 }
+
+/** Longest rerate window one call covers: `tollgate rerate` asks day by day and sums. */
+export const MAX_RERATE_WINDOW_MS = 31 * 24 * 3600_000;
 
 /**
  * Operations on the process that owns the warehouse (chDB lives in one process, so this is
@@ -38,16 +49,46 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
         ...parseTimeRange(q),
       };
     };
-    ops.get('/ops/v1/usage/totals', async (request) => {
-      const t = await deps.warehouse.usageTotals(filter(request.query));
-      return { ...t, costMicros: t.costMicros.toString() };
-    });
+    ops.get('/ops/v1/usage/totals', async (request) => totalsJson(await deps.warehouse.usageTotals(filter(request.query))));
     ops.get('/ops/v1/usage/breakdown', async (request) => {
       const q = request.query;
       const g = queryParam(q, 'group_by');
-      const groupBy = g === undefined ? 'model' : parseEnumParam(g, 'group_by', ['model', 'key', 'day', 'status'] as const);
+      const groupBy = g === undefined
+        ? 'model'
+        : parseEnumParam(g, 'group_by', ['model', 'served_model', 'key', 'day', 'status', 'price_version', 'price_list'] as const);
       const rows = await deps.warehouse.usageBreakdown({ ...filter(q), groupBy });
-      return { data: rows.map((r) => ({ ...r, costMicros: r.costMicros.toString() })) };
+      return { data: rows.map((r) => ({ group: r.group, ...totalsJson(r) })) };
+    });
+    // Re-prices stored usage (read only): under each event's own price version, or under the
+    // catalog in the body (a preview). Body: {from, to, catalog?, account_id?}; times as for
+    // analytics; the window at most MAX_RERATE_WINDOW_MS.
+    ops.post('/ops/v1/rerate', async (request) => {
+      const body = (request.body ?? {}) as Record<string, unknown>;
+      if (typeof body !== 'object' || Array.isArray(body)) throw gatewayError('invalid_request', 'body: expected a JSON object {from, to, catalog?, account_id?}');
+      const time = (name: 'from' | 'to'): number => {
+        const v = body[name];
+        if (typeof v !== 'string' && typeof v !== 'number') throw gatewayError('invalid_request', `${name}: required, an RFC 3339 time, a date or epoch milliseconds`);
+        return parseTime(String(v), name);
+      };
+      const from = time('from');
+      const to = time('to');
+      if (to <= from) throw gatewayError('invalid_request', 'to: must be after from');
+      if (to - from > MAX_RERATE_WINDOW_MS) throw gatewayError('invalid_request', `to: the window may span at most ${MAX_RERATE_WINDOW_MS / 86_400_000} days; ask for it in parts`);
+      const accountId = body['account_id'];
+      if (accountId !== undefined && (typeof accountId !== 'string' || accountId === '')) throw gatewayError('invalid_request', 'account_id: expected a non-empty string');
+      let catalog: Catalog | undefined;
+      if (body['catalog'] !== undefined) {
+        try {
+          catalog = parseCatalog(body['catalog'], 'catalog');
+        } catch (err) {
+          if (err instanceof CatalogError) throw gatewayError('invalid_request', err.message.slice(0, 4000));
+          throw err;
+        }
+      }
+      await deps.settle?.();
+      const book = deps.priceBook?.();
+      if (book !== undefined) await deps.warehouse.insertPriceVersions(book.toStored());
+      return rerate(deps.warehouse, { from, to, ...(catalog !== undefined ? { catalog } : {}), ...(accountId !== undefined ? { accountId } : {}) });
     });
     ops.get('/ops/v1/usage/events', async (request) => ({
       data: await deps.warehouse.usageEventIds(filter(request.query)),
@@ -69,4 +110,16 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       return reply.code(report.ok ? 200 : 409).send(report);
     });
   });
+}
+
+/** Usage sums as JSON: money and 64-bit sums as exact decimal text. */
+function totalsJson(t: UsageTotals): Record<string, unknown> {
+  return {
+    requests: t.requests,
+    quantities: t.quantities,
+    costMicros: t.costMicros.toString(),
+    upstreamCost: Object.fromEntries(Object.entries(t.upstreamCost).map(([c, v]) => [c, v.toString()])),
+    upstreamCostUnknown: t.upstreamCostUnknown,
+    unpricedRequests: t.unpricedRequests,
+  };
 }

@@ -3,10 +3,11 @@ import { resolve } from 'node:path';
 import { ConfigError, loadConfig } from '@tollgate/config';
 import { CatalogError } from '@tollgate/pricing';
 import { startTollgate } from './runtime.ts';
-import { runOps } from './ops-cli.ts';
+import { runOps, runRerate } from './ops-cli.ts';
 
 const HELP = `Usage: tollgate [--roles gateway,aggregator,control]
        tollgate rebuild|reconcile [--url URL]   (see tollgate rebuild --help)
+       tollgate rerate --from TIME --to TIME [--catalog FILE] [--url URL]   (see tollgate rerate --help)
 
 Runs the Tollgate gateway. With no settings, every role runs in this one process with
 embedded adapters (in-memory state, in-process log, chDB under DATA_DIR).
@@ -59,6 +60,7 @@ function dataDirInUse(err: unknown): boolean {
 async function main(argv: string[]): Promise<number> {
   const command = argv[0];
   if (command === 'rebuild' || command === 'reconcile') return runOps(command, argv.slice(1), process.env);
+  if (command === 'rerate') return runRerate(argv.slice(1), process.env);
   if (command !== undefined && !command.startsWith('-')) {
     process.stderr.write(`tollgate: unknown command ${command}\n${HELP}\n`);
     return 2;

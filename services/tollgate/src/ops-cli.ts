@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseTime } from '@tollgate/http';
+import { CatalogError, loadCatalogFile } from '@tollgate/pricing';
 
 export const OPS_HELP = `Usage: tollgate rebuild|reconcile [--url URL] [--timeout-ms N]
 
@@ -26,6 +28,16 @@ function option(argv: string[], name: string): string | undefined {
   return eq?.slice(name.length + 1);
 }
 
+/** ADMIN_TOKEN, else the token file the embedded process wrote under DATA_DIR; undefined when neither. */
+function adminToken(env: NodeJS.ProcessEnv): string | undefined {
+  if (env.ADMIN_TOKEN) return env.ADMIN_TOKEN;
+  try {
+    return readFileSync(join(env.DATA_DIR ?? './data', 'admin-token'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Runs `rebuild` or `reconcile` against a running process; returns the exit code. */
 export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -38,14 +50,10 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
     process.stderr.write(`tollgate ${command}: --timeout-ms must be a whole number\n`);
     return 2;
   }
-  let token = env.ADMIN_TOKEN;
-  if (!token) {
-    try {
-      token = readFileSync(join(env.DATA_DIR ?? './data', 'admin-token'), 'utf8').trim();
-    } catch {
-      process.stderr.write(`tollgate ${command}: set ADMIN_TOKEN (no ${join(env.DATA_DIR ?? './data', 'admin-token')} either)\n`);
-      return 2;
-    }
+  const token = adminToken(env);
+  if (token === undefined) {
+    process.stderr.write(`tollgate ${command}: set ADMIN_TOKEN (no ${join(env.DATA_DIR ?? './data', 'admin-token')} either)\n`);
+    return 2;
   }
   process.stderr.write(`tollgate ${command}: asking ${url} …\n`);
   const res = await fetch(command === 'rebuild' ? `${url}/ops/v1/rebuild` : `${url}/ops/v1/reconcile?timeout_ms=${timeout}`, {
@@ -79,4 +87,135 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
   }
   process.stderr.write(`tollgate rebuild: ${String(body.balances)} balances, ${String(body.keys)} keys restored in ${String(body.ms)} ms\n`);
   return 0;
+}
+
+export const RERATE_HELP = `Usage: tollgate rerate --from TIME --to TIME [--catalog FILE] [--account ID] [--url URL]
+
+Re-prices the usage stored in the warehouse with from <= ts < to and prints, per account, what
+it was charged and what it costs now: under each event's own price version (proves a bill:
+no difference expected), or with --catalog under that file's prices (previews a change).
+Nothing is changed. Asked of the process that owns the warehouse, one day at a time; progress
+goes to stderr, the report (JSON) to stdout.
+
+Options:
+  --from TIME      start, inclusive: RFC 3339 (2026-11-01T00:00:00Z), a date (2026-11-01, 00:00 UTC)
+                   or epoch milliseconds
+  --to TIME        end, exclusive, same forms
+  --catalog FILE   a catalog file (libs/pricing/README.md, "Catalog file") to price under
+  --account ID     only this account
+  --url URL        that process's HTTP address (default http://127.0.0.1:$PORT, PORT=8080)
+  -h, --help       show this help
+
+The admin token comes from ADMIN_TOKEN, else DATA_DIR/admin-token.
+Exit codes: 0 no differences, 1 differences (or events that could not be re-priced, or a
+failure), 2 bad usage (a bad time, a bad catalog file, no admin token).`;
+
+const DAY_MS = 86_400_000;
+
+interface AccountSum { events: number; stored: bigint; rerated: bigint; different: number }
+
+/** Runs `tollgate rerate` against a running process; returns the exit code (see RERATE_HELP). */
+export async function runRerate(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${RERATE_HELP}\n`);
+    return 0;
+  }
+  const usage = (problem: string): number => {
+    process.stderr.write(`tollgate rerate: ${problem}\n(see tollgate rerate --help)\n`);
+    return 2;
+  };
+  const known = new Set(['--from', '--to', '--catalog', '--account', '--url']);
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i]!.split('=')[0]!;
+    if (!known.has(name)) return usage(`unknown option ${JSON.stringify(argv[i])}`);
+    if (!argv[i]!.includes('=')) i++;
+  }
+  const fromText = option(argv, '--from');
+  const toText = option(argv, '--to');
+  if (fromText === undefined || toText === undefined) return usage('--from and --to are required');
+  let from: number;
+  let to: number;
+  try {
+    from = parseTime(fromText, '--from');
+    to = parseTime(toText, '--to');
+  } catch (err) {
+    return usage(err instanceof Error ? err.message : String(err));
+  }
+  if (to <= from) return usage('--to must be after --from');
+  const catalogPath = option(argv, '--catalog');
+  let catalog: unknown;
+  if (catalogPath !== undefined) {
+    try {
+      catalog = loadCatalogFile(catalogPath).document;
+    } catch (err) {
+      if (err instanceof CatalogError || (err as NodeJS.ErrnoException).code !== undefined) return usage(err instanceof Error ? err.message : String(err));
+      throw err;
+    }
+  }
+  const accountId = option(argv, '--account');
+  if (accountId === '') return usage('--account needs an account id');
+  const token = adminToken(env);
+  if (token === undefined) return usage(`set ADMIN_TOKEN (no ${join(env.DATA_DIR ?? './data', 'admin-token')} either)`);
+  const url = (option(argv, '--url') ?? `http://127.0.0.1:${env.PORT ?? 8080}`).replace(/\/+$/, '');
+
+  const accounts = new Map<string, AccountSum>();
+  const versions: Record<string, number> = {};
+  const skipped: Record<string, number> = {};
+  const unreadable = new Set<string>();
+  const eventsDifferent: unknown[] = [];
+  let events = 0;
+  let priceBook = 'stored';
+  for (let start = from; start < to; start += DAY_MS) {
+    const end = Math.min(to, start + DAY_MS);
+    const res = await fetch(`${url}/ops/v1/rerate`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ from: start, to: end, ...(catalog !== undefined ? { catalog } : {}), ...(accountId !== undefined ? { account_id: accountId } : {}) }),
+    }).catch((err: unknown) => {
+      process.stderr.write(`tollgate rerate: cannot reach ${url}: ${err instanceof Error ? err.message : String(err)}\n`);
+      return undefined;
+    });
+    if (!res) return 1;
+    const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+    if (!res.ok) {
+      const message = (body.error as { message?: unknown } | undefined)?.message;
+      process.stderr.write(`tollgate rerate: ${url} answered ${res.status}: ${String(message ?? JSON.stringify(body))}\n`);
+      return res.status === 400 ? 2 : 1;
+    }
+    priceBook = String(body.price_book);
+    events += Number(body.events);
+    let differing = 0;
+    for (const a of body.accounts as Array<Record<string, string | number>>) {
+      const sum = accounts.get(String(a.account_id)) ?? { events: 0, stored: 0n, rerated: 0n, different: 0 };
+      sum.events += Number(a.events);
+      sum.stored += BigInt(String(a.stored_micros));
+      sum.rerated += BigInt(String(a.rerated_micros));
+      sum.different += Number(a.events_different);
+      differing += Number(a.events_different);
+      accounts.set(String(a.account_id), sum);
+    }
+    for (const [k, v] of Object.entries(body.versions as Record<string, number>)) versions[k] = (versions[k] ?? 0) + v;
+    for (const [k, v] of Object.entries(body.skipped as Record<string, number>)) skipped[k] = (skipped[k] ?? 0) + v;
+    for (const u of body.unreadable_versions as string[]) unreadable.add(u);
+    for (const e of body.events_different as unknown[]) if (eventsDifferent.length < 100) eventsDifferent.push(e);
+    process.stderr.write(`tollgate rerate: ${new Date(start).toISOString()} .. ${new Date(end).toISOString()}: ${String(body.events)} events, ${differing} priced differently\n`);
+  }
+
+  const differences = [...accounts].filter(([, a]) => a.different > 0 || a.stored !== a.rerated).map(([id, a]) => ({
+    account_id: id, events: a.events, events_different: a.different, stored_micros: a.stored.toString(),
+    rerated_micros: a.rerated.toString(), difference_micros: (a.rerated - a.stored).toString(),
+  }));
+  const skippedCount = Object.values(skipped).reduce((x, y) => x + y, 0);
+  process.stdout.write(`${JSON.stringify({
+    from: new Date(from).toISOString(), to: new Date(to).toISOString(), price_book: priceBook, events, accounts: accounts.size,
+    versions, differences, events_different: eventsDifferent, skipped, unreadable_versions: [...unreadable],
+  }, null, 2)}\n`);
+  for (const d of differences) {
+    process.stderr.write(`  ${d.account_id}: charged ${d.stored_micros} µc, re-priced ${d.rerated_micros} µc (difference ${d.difference_micros} µc over ${d.events_different} of ${d.events} events)\n`);
+  }
+  if (skippedCount > 0) process.stderr.write(`tollgate rerate: ${skippedCount} event(s) could not be re-priced: ${JSON.stringify(skipped)}\n`);
+  process.stderr.write(differences.length === 0 && skippedCount === 0
+    ? `tollgate rerate: no differences over ${events} events of ${accounts.size} accounts\n`
+    : `tollgate rerate: ${differences.length} account(s) with differences\n`);
+  return differences.length === 0 && skippedCount === 0 ? 0 : 1;
 }
