@@ -69,7 +69,7 @@ export class Metrics {
   readonly #quarantined: Children<Inc>;
   readonly #units: Children<Inc>;
   readonly #unpriced: Children<Inc>;
-  readonly #unpricedFields = new Set<string>();
+  readonly #fieldLabels: Set<string> = new Set();
   readonly #insertSeconds: Histogram;
   readonly #batchEvents: Histogram;
 
@@ -203,9 +203,9 @@ export class Metrics {
     if (name === 'speed:fast') return name;
     if (name.startsWith('model:')) return 'model';
     if (!FIELD_LABEL_RE.test(name)) return 'other';
-    if (this.#unpricedFields.has(name)) return name;
-    if (this.#unpricedFields.size >= MAX_UNPRICED_LABELS) return 'other';
-    this.#unpricedFields.add(name);
+    if (this.#fieldLabels.has(name)) return name;
+    if (this.#fieldLabels.size >= MAX_UNPRICED_LABELS) return 'other';
+    this.#fieldLabels.add(name);
     return name;
   }
 
