@@ -196,6 +196,8 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
       ADD COLUMN IF NOT EXISTS tier                 LowCardinality(Nullable(String)),
       ADD COLUMN IF NOT EXISTS multipliers          Array(LowCardinality(String)),
       ADD COLUMN IF NOT EXISTS unpriced             Array(String)`,
+    // The price list an account is charged at (issue 7); null: the catalog's own prices.
+    `ALTER TABLE ${t.accounts} ADD COLUMN IF NOT EXISTS price_list Nullable(String)`,
     // Every catalog version events were priced with (the catalog document as JSON text), so
     // `tollgate rerate` can recompute a stored event under exactly its own prices. Keyed by
     // (id, effective_at): one catalog may come back into force later.

@@ -432,6 +432,7 @@ export class Warehouse {
           name: a.name,
           status: a.status,
           created_at: dateTime(a.created_at, 'account.created_at'),
+          price_list: a.price_list ?? null,
           version: version(a.version, 'account.version'),
           event_id: e.event_id,
           updated_at: dateTime(e.ts, 'ts'),
@@ -463,18 +464,20 @@ export class Warehouse {
     await this.insertPriceVersions(versions.map((v) => ({ id: v.id, effectiveAt: v.effective_at, catalog: v.catalog })));
   }
 
-  /** The latest version of every account, ordered by id. */
+  /** The latest version of every account (with its price list when one is assigned), ordered by id. */
   async loadAccounts(): Promise<AccountRecord[]> {
     const rows = await this.#select(
-      `SELECT id, name, status, toUnixTimestamp64Milli(created_at) AS created_ms, version
+      `SELECT id, name, status, toUnixTimestamp64Milli(created_at) AS created_ms, version, price_list
        FROM ${this.#t.accounts} FINAL ORDER BY id`,
       {},
     );
+    // `price_list` only when one is assigned, as the control record carries it.
     return rows.map((r) => ({
       id: str(r['id']),
       name: str(r['name']),
       status: str(r['status']) as AccountStatus,
       created_at: int(r['created_ms']),
+      ...(r['price_list'] === null || r['price_list'] === undefined ? {} : { price_list: str(r['price_list']) }),
       version: int(r['version']),
     }));
   }

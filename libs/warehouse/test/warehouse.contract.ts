@@ -298,6 +298,11 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
           { type: 'account', event_id: 'c5', ts: T2, account: { ...acc, name: 'Acme Ltd', status: 'disabled', version: 2 } },
         ]);
         assert.deepEqual(await w.loadAccounts(), [{ ...acc, name: 'Acme Ltd', status: 'disabled', version: 2 }]);
+        // an assigned price list survives a rebuild from the warehouse; unassigning it too
+        await w.insertControl([{ type: 'account', event_id: 'c6', ts: T2, account: { ...acc, price_list: 'vip', version: 3 } }]);
+        assert.deepEqual(await w.loadAccounts(), [{ ...acc, price_list: 'vip', version: 3 }]);
+        await w.insertControl([{ type: 'account', event_id: 'c7', ts: T2, account: { ...acc, price_list: null, version: 4 } }]);
+        assert.deepEqual(await w.loadAccounts(), [{ ...acc, version: 4 }]);
         assert.deepEqual(await w.loadKeys(), [key1revoked, key2]);
       }));
 
