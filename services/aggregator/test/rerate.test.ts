@@ -1,0 +1,168 @@
+// `tollgate rerate` end to end: the command (a child process, as an operator runs it) asks the
+// ops route of a process that owns a real chDB warehouse. A stored month with a price change in
+// its middle re-priced under its own versions gives no difference (exit 0); previewed under
+// another catalog it gives the exact per-account difference (exit 1); bad usage exits 2.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { createHttpServer } from '@tollgate/http';
+import { MemoryKeyDirectory } from '@tollgate/keys';
+import { MemoryBalanceStore } from '@tollgate/ledger';
+import { PriceBook, bundledCatalogPath, loadCatalogFile, parseCatalog } from '@tollgate/pricing';
+import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
+import { registerOps, rerate } from '@tollgate/aggregator';
+import { haikuV1, usGeo, v2, vipBatch, webSearch } from '../../../libs/warehouse/test/usage-fixtures.ts';
+
+const MAIN = resolve(import.meta.dirname, '../../tollgate/src/main.ts');
+const TOKEN = 'rerate-test-admin-token';
+const dir = mkdtempSync(join(tmpdir(), 'tollgate-rerate-'));
+
+// Version A: the shipped cny catalog, from October. Version B, from 15 November: sonnet-4-5
+// output ¥36 → ¥40 per MTok (360 → 400 µc per token).
+const A = loadCatalogFile(bundledCatalogPath('cny'));
+const docB = structuredClone(A.document) as { models: Array<{ id: string; prices: Record<string, string> }> };
+docB.models.find((m) => m.id === 'claude-sonnet-4-5-20250929')!.prices.output = '40.00';
+const B = parseCatalog(docB, 'version B');
+const book = new PriceBook(A, Date.UTC(2026, 9, 1));
+book.append(B, Date.UTC(2026, 10, 15));
+
+const day = (d: number, h = 12) => Date.UTC(2026, 10, d, h);
+const EVENTS = [
+  webSearch('oct', Date.UTC(2026, 9, 31, 23), 'acc_a', A.contentId), // outside the month
+  webSearch('a1', day(2), 'acc_a', A.contentId), // 972,000
+  // under B: 2,000 × 72 + 300 × 400 + 3 × 240,000 = 984,000
+  { ...webSearch('a2', day(20), 'acc_a', B.contentId), cost_micros: '984000', unit_prices: { input: '72000000', output: '400000000' } },
+  usGeo('b1', day(3), 'acc_b', A.contentId), // 396,000
+  // under B, batch on vip (× 0.4): 1,000 × 28.8 + 100 × 160 = 44,800
+  { ...vipBatch('b2', day(21), 'acc_b', B.contentId), cost_micros: '44800' },
+  haikuV1('c1', day(10), 'acc_c'), // version 1: 3,882, re-priced under the version in force (A)
+  haikuV1('c2', day(16), 'acc_c'), // version 1: 3,882 under B (haiku unchanged)
+  // an upstream error: nothing billed, nothing to re-price
+  v2({ event_id: 'c3', ts: day(17), account_id: 'acc_c', status: 'upstream_error', http_status: 529, price_version: B.contentId, upstream_cost_micros: null }),
+  webSearch('dec', Date.UTC(2026, 11, 1), 'acc_a', B.contentId), // `to` is exclusive
+];
+
+let app: FastifyInstance;
+let warehouse: Warehouse;
+let url: string;
+
+before(async () => {
+  warehouse = new Warehouse({ client: createChdbClickHouse({ path: dir }) });
+  await warehouse.migrate();
+  await warehouse.insertUsage(EVENTS);
+  app = createHttpServer({ bodyLimitBytes: 4 * 1024 * 1024 });
+  registerOps(app, { warehouse, balances: new MemoryBalanceStore(), keys: new MemoryKeyDirectory(), adminToken: TOKEN, priceBook: () => book });
+  url = await app.listen({ host: '127.0.0.1', port: 0 });
+});
+
+after(async () => {
+  await app?.close();
+  await warehouse?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [MAIN, 'rerate', ...args], {
+      env: { ...process.env, ADMIN_TOKEN: TOKEN, DATA_DIR: dir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    child.once('error', fail);
+    child.once('close', (code) => done({ code, stdout, stderr }));
+  });
+}
+
+test('a stored month re-priced under its own price versions: no difference, exit 0, progress per day on stderr', async () => {
+  const r = await cli(['--from', '2026-11-01T00:00:00Z', '--to', '2026-12-01', '--url', url]);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as Record<string, unknown>;
+  assert.equal(report.events, 7);
+  assert.equal(report.accounts, 3);
+  assert.deepEqual(report.differences, []);
+  assert.deepEqual(report.skipped, {});
+  // a1, b1, c1 under A; a2, b2, c2, c3 under B
+  assert.deepEqual(report.versions, { [A.contentId]: 3, [B.contentId]: 4 });
+  assert.equal(r.stderr.split('\n').filter((l) => / \.\. .*: \d+ events, 0 priced differently$/.test(l)).length, 30);
+  assert.match(r.stderr, /no differences over 7 events of 3 accounts/);
+  // the route stored the process's price book, so the versions outlive it
+  assert.deepEqual((await warehouse.priceVersions()).map((v) => v.id), [A.contentId, B.contentId]);
+});
+
+test('the same month previewed under another catalog: the exact difference per account, exit 1', async () => {
+  // Back to version A's prices for the whole month: a2 972,000 (−12,000), b2 43,200 (−1,600).
+  const r = await cli(['--from', '2026-11-01', '--to', '2026-12-01', '--catalog', bundledCatalogPath('cny'), `--url=${url}`]);
+  assert.equal(r.code, 1, r.stderr);
+  const report = JSON.parse(r.stdout) as Record<string, unknown>;
+  assert.equal(report.price_book, A.contentId);
+  assert.deepEqual(report.differences, [
+    { account_id: 'acc_a', events: 2, events_different: 1, stored_micros: '1956000', rerated_micros: '1944000', difference_micros: '-12000' },
+    { account_id: 'acc_b', events: 2, events_different: 1, stored_micros: '440800', rerated_micros: '439200', difference_micros: '-1600' },
+  ]);
+  assert.deepEqual((report.events_different as Array<{ event_id: string }>).map((e) => e.event_id), ['a2', 'b2']);
+  assert.match(r.stderr, /acc_a: charged 1956000 µc, re-priced 1944000 µc \(difference -12000 µc over 1 of 2 events\)/);
+  assert.match(r.stderr, /2 account\(s\) with differences/);
+});
+
+test('one account and one day: only its events', async () => {
+  const r = await cli(['--from', '2026-11-20', '--to', '2026-11-21', '--account', 'acc_a', '--catalog', bundledCatalogPath('cny'), '--url', url]);
+  assert.equal(r.code, 1, r.stderr);
+  const report = JSON.parse(r.stdout) as Record<string, unknown>;
+  assert.equal(report.events, 1);
+  assert.deepEqual(report.differences, [
+    { account_id: 'acc_a', events: 1, events_different: 1, stored_micros: '984000', rerated_micros: '972000', difference_micros: '-12000' },
+  ]);
+});
+
+test('events whose price version is not stored cannot be proved: counted as no_price_version, in no account sum', async () => {
+  const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: 'lost_' });
+  await w.migrate();
+  try {
+    await w.insertUsage([webSearch('x1', day(5), 'acc_x', 'deadbeef0000')]);
+    const report = await rerate(w, { from: day(1), to: day(30) });
+    assert.deepEqual([report.events, report.skipped, report.accounts], [1, { no_price_version: 1 }, []]);
+  } finally {
+    await w.close();
+  }
+});
+
+test('usage errors exit 2 with one line naming the problem; --help exits 0', async () => {
+  const bad = join(dir, 'bad-catalog.json');
+  writeFileSync(bad, JSON.stringify({ ...JSON.parse(readFileSync(bundledCatalogPath('cny'), 'utf8')), models: 'none' }));
+  const cases: Array<[string[], RegExp]> = [
+    [['--to', '2026-12-01'], /--from and --to are required/],
+    [['--from', '2026-11-31', '--to', '2026-12-01'], /--from: .*2026-11-31/],
+    [['--from', '2026-12-01', '--to', '2026-11-01'], /--to must be after --from/],
+    [['--from', '2026-11-01', '--to', '2026-12-01', '--catalog', bad], /models/],
+    [['--from', '2026-11-01', '--to', '2026-12-01', '--catalog', join(dir, 'missing.json')], /missing\.json/],
+    [['--from', '2026-11-01', '--to', '2026-12-01', '--frm', 'x'], /unknown option "--frm"/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await cli([...args, '--url', url]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message, args.join(' '));
+    assert.equal(r.stdout, '');
+  }
+  const help = await cli(['--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^Usage: tollgate rerate --from TIME --to TIME/);
+});
+
+test('the route refuses a bad window or catalog with a 400 naming it', async () => {
+  const post = (body: unknown) => fetch(`${url}/ops/v1/rerate`, {
+    method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+  }).then(async (r) => [r.status, ((await r.json()) as { error: { message: string } }).error.message] as const);
+  assert.deepEqual(await post({ to: '2026-12-01' }), [400, 'from: required, an RFC 3339 time, a date or epoch milliseconds']);
+  assert.deepEqual(await post({ from: '2026-11-01', to: '2026-11-01' }), [400, 'to: must be after from']);
+  assert.deepEqual(await post({ from: '2026-01-01', to: '2026-12-01' }), [400, 'to: the window may span at most 31 days; ask for it in parts']);
+  const [status, message] = await post({ from: '2026-11-01', to: '2026-11-02', catalog: { version: 1 } });
+  assert.equal(status, 400);
+  assert.match(message, /catalog/);
+});
