@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { admin, customer, settledBalance, simRequests, startStack, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
+import { flatUsage } from '../support/events.ts';
 
 let stack: Stack;
 before(async () => { stack = await startStack(); });
@@ -20,7 +21,7 @@ async function usageEvent(requestId: string | null | undefined) {
   await stack.tollgate.drain();
   const e = await stack.tollgate.warehouse.getUsageEvent(requestId);
   assert.ok(e, `usage event ${requestId} is in the warehouse`);
-  return e;
+  return flatUsage(e);
 }
 
 describe('metering, exact to the micro-credit', () => {

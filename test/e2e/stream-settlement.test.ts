@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
+import { flatUsage } from '../support/events.ts';
 import { requestUntil, sendAndLeave, upstreamSaw as sawIn } from '../support/leaving-client.ts';
 
 let stack: Stack;
@@ -34,7 +35,7 @@ async function usageEvent(requestId: string) {
   await stack.tollgate.drain();
   const e = await stack.tollgate.warehouse.getUsageEvent(requestId);
   assert.ok(e, `usage event ${requestId} is in the warehouse`);
-  return e;
+  return flatUsage(e);
 }
 
 /** Every usage event id of an account (to prove there is exactly one per request). */

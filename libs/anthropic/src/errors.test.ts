@@ -21,6 +21,7 @@ import { StreamMeter } from './sse.ts';
 const TABLE: Record<ErrorCode, [number, string, boolean]> = {
   invalid_request: [400, 'invalid_request_error', false],
   invalid_json: [400, 'invalid_request_error', false],
+  unpriced_request: [400, 'invalid_request_error', false],
   invalid_api_key: [401, 'authentication_error', false],
   insufficient_credits: [402, 'billing_error', false],
   ip_not_allowed: [403, 'permission_error', false],

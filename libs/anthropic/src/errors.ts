@@ -17,6 +17,8 @@ export interface ErrorSpec {
 export const ERRORS = {
   invalid_request: { status: 400, type: 'invalid_request_error', retriable: false, message: 'Invalid request' },
   invalid_json: { status: 400, type: 'invalid_request_error', retriable: false, message: 'Request body is not valid JSON' },
+  // The catalog's `unpriced: "refuse"` policy: the request would use something it has no price for.
+  unpriced_request: { status: 400, type: 'invalid_request_error', retriable: false, message: 'This request uses a feature this gateway has no price for' },
   invalid_api_key: { status: 401, type: 'authentication_error', retriable: false, message: 'invalid x-api-key' },
   insufficient_credits: { status: 402, type: 'billing_error', retriable: false, message: 'Your credit balance is too low to cover this request' },
   ip_not_allowed: { status: 403, type: 'permission_error', retriable: false, message: 'Requests from this IP address are not allowed for this key' },

@@ -83,6 +83,9 @@ export const MAX_MODEL_CHARS = 256;
 /** Most `usage.iterations` entries read (fallback, advisor and compaction sub-calls of one request). */
 export const MAX_ITERATIONS = 64;
 
+/** Most count fields read beyond the known ones (new top-level usage counts; `server_tool_use` fields). */
+export const MAX_OTHER_COUNTS = 16;
+
 const LABEL_RE = /^[\x21-\x7e]+$/;
 const MODEL_RE = /^[\x20-\x7e]+$/;
 
@@ -220,8 +223,11 @@ export class UsageTally {
         else this.#extra[key] = value;
       } else if (typeof value === 'number') {
         // A count Tollgate does not know yet (a new billable field): tallied like the others
-        // so it can be recorded as unpriced, never silently free.
-        this.#take(key, value);
+        // so it can be recorded as unpriced, never silently free. Its name reaches the event,
+        // so it must be a short label, and only so many are kept.
+        if (wireLabel(key) === undefined || (!this.#counts.has(key) && this.#counts.size >= MAX_OTHER_COUNTS + TOP_COUNTS.length)) {
+          this.anomalies.add('invalid_label');
+        } else this.#take(key, value);
       } else this.#extra[key] = value;
     }
   }
@@ -248,7 +254,7 @@ export class UsageTally {
     }
     for (const [k, v] of Object.entries(value)) {
       if (v == null) continue;
-      if (wireLabel(k) === undefined) {
+      if (wireLabel(k) === undefined || (!this.#serverTools.has(k) && this.#serverTools.size >= MAX_OTHER_COUNTS)) {
         this.anomalies.add('invalid_label');
         continue;
       }

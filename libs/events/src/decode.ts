@@ -147,6 +147,7 @@ const AccountSchema = z.object({
   ts: epochMs,
   account: z.object({
     id, name: text(MAX_TEXT_CHARS), status: z.enum(['active', 'disabled']), created_at: epochMs,
+    price_list: text(MAX_TEXT_CHARS, 1).nullable().optional(),
     version: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   }),
 });

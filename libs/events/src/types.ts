@@ -177,6 +177,8 @@ export interface AccountRecord {
   name: string;
   status: AccountStatus;
   created_at: number;
+  /** the catalog price list the account is charged at (`PATCH /admin/v1/accounts/:id {price_list}`); absent or null: the catalog's own prices */
+  price_list?: string | null;
   /** monotonically increasing per record; the highest version wins */
   version: number;
 }

@@ -6,7 +6,7 @@ import {
 } from '@tollgate/events';
 import { createHttpServer, requireToken } from '@tollgate/http';
 import { displayPrefix, generateSecret, hashSecret } from '@tollgate/keys';
-import { creditsToNumber, formatCredits, MoneyError, parseCredits } from '@tollgate/pricing';
+import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, type Catalog } from '@tollgate/pricing';
 import type { ControlDeps } from './deps.ts';
 import { newId, nextVersion } from './ids.ts';
 
@@ -23,6 +23,8 @@ const AccountCreate = z.object({ name: storedText(1, 200) }).strict();
 const AccountPatch = z.object({
   name: storedText(1, 200).optional(),
   status: z.enum(['active', 'disabled']).optional(),
+  /** a catalog price list name; null or "default": the catalog's own prices */
+  price_list: z.string().max(200).nullable().optional(),
 }).strict();
 const KeyCreate = z.object({ name: storedText(0, 200).optional() }).strict().optional();
 const CreditGrant = z.object({
@@ -65,11 +67,14 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
 
   const publishControl = (event: ControlEvent) => deps.log.publish('control', [{ event }]);
 
+  const catalogNow = (): Catalog => deps.prices?.current().catalog ?? deps.catalog;
+
   const accountView = async (a: AccountRecord) => {
     const b = await deps.balances.get(a.id);
     return {
       id: a.id, name: a.name, status: a.status, created_at: new Date(a.created_at).toISOString(),
-      currency: deps.catalog.credit.currency,
+      price_list: a.price_list ?? 'default',
+      currency: catalogNow().credit.currency,
       balance_credits: creditsToNumber(b.balance),
       held_credits: creditsToNumber(b.held),
       available_credits: creditsToNumber(b.available),
@@ -117,9 +122,18 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
 
     admin.patch('/admin/v1/accounts/:id', async (request) => {
       const { id } = request.params as { id: string };
-      const body = parse(AccountPatch, request.body);
+      const { price_list: list, ...body } = parse(AccountPatch, request.body);
       const current = await findAccount(id);
       const next: AccountRecord = { ...current, ...body, version: nextVersion(current.version) };
+      if (list !== undefined) {
+        // Only a list the catalog in force defines: an unknown name would silently price at the default.
+        const catalog = catalogNow();
+        if (list === null || list === 'default') delete next.price_list;
+        else if (findPriceList(catalog, list) === null) {
+          const names = Object.keys(catalog.priceLists);
+          throw gatewayError('invalid_request', `price_list: ${JSON.stringify(list)} is not a price list of the catalog in force (${names.length > 0 ? names.map((n) => JSON.stringify(n)).join(', ') + ', or ' : ''}"default" / null for the catalog's own prices)`);
+        } else next.price_list = list;
+      }
       await saveAccount(next);
       return accountView(next);
     });

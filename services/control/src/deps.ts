@@ -1,13 +1,15 @@
 import type { EventLog } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
-import type { Catalog } from '@tollgate/pricing';
+import type { Catalog, PriceVersion } from '@tollgate/pricing';
 
 export interface ControlDeps {
   keys: KeyDirectory;
   balances: BalanceStore;
   log: EventLog;
   catalog: Catalog;
+  /** the price version in force (a `PriceBook`); absent: `catalog`. Account price lists are checked against it */
+  prices?: { current(): PriceVersion };
   adminToken: string;
   keyHashSecret: string;
   /** how long a credit request waits for the ledger to apply it before answering 202 */

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { createHttpServer } from '@tollgate/http';
 import type { KeyEntry } from '@tollgate/keys';
+import { PriceBook } from '@tollgate/pricing';
 import { authenticate } from './auth.ts';
 import type { GatewayDeps } from './deps.ts';
 import { Upstream } from './upstream.ts';
@@ -23,6 +24,7 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): void 
   // a request is refused at once rather than queued inside undici behind other tenants.
   const deps: GatewayDeps = {
     ...given,
+    prices: given.prices ?? new PriceBook(given.catalog),
     concurrency: given.concurrency ?? new ConcurrencyGates({
       perKey: given.keyMaxConcurrentRequests ?? DEFAULT_KEY_MAX_CONCURRENT,
       perAccount: given.accountMaxConcurrentRequests ?? defaultAccountMaxConcurrent(upstream.maxConnections),

@@ -3,7 +3,7 @@ import type { EventLog } from '@tollgate/events';
 import type { BalanceStore } from '@tollgate/ledger';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { LimitPolicy, RateLimiter } from '@tollgate/limits';
-import type { Catalog } from '@tollgate/pricing';
+import type { Catalog, PriceVersion } from '@tollgate/pricing';
 import type { Metrics, Tracer } from '@tollgate/telemetry';
 import type { ConcurrencyGates } from './limits.ts';
 
@@ -25,8 +25,20 @@ export interface UpstreamOptions {
   redact?: readonly string[];
 }
 
+/** Where the gateway reads the price version in force (a `PriceBook` of @tollgate/pricing). */
+export interface PriceSource {
+  /** the version in force now; a request captures it once, when it arrives */
+  current(): PriceVersion;
+}
+
 export interface GatewayDeps {
+  /** the catalog at start; requests read the version in force from `prices` */
   catalog: Catalog;
+  /**
+   * The price book (reloaded catalogs append versions to it). Absent: a book holding `catalog`
+   * only (`registerGateway` fills it in).
+   */
+  prices?: PriceSource;
   keys: KeyDirectory;
   balances: BalanceStore;
   log: EventLog;

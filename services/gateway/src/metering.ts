@@ -1,10 +1,12 @@
-import { ZERO_USAGE, type TokenUsage, type UsageAnomaly } from '@tollgate/anthropic';
-import type { UsageEvent, UsageStatus } from '@tollgate/events';
+import { MAX_TOKEN_COUNT, ZERO_USAGE, type TokenUsage, type UsageAnomaly, type UsageTally } from '@tollgate/anthropic';
+import type { UsageEvent, UsageEventV2, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
-import { costMicros, type ResolvedModel } from '@tollgate/pricing';
+import {
+  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities,
+  type Dimension, type PricedRequest, type PriceVersion, type PricingIteration, type Quantities, type ResolvedModel,
+} from '@tollgate/pricing';
 import { injectContext, inSpan, noopTracer, SpanKind } from '@tollgate/telemetry';
 import type { GatewayDeps } from './deps.ts';
-
 
 /** Everything about one metered request that the usage event needs, gathered along the way. */
 export interface Metered {
@@ -22,12 +24,29 @@ export interface Metered {
    * `max_tokens`, Anthropic "Messages API"). Absent: not checked.
    */
   maxOutputTokens?: number;
+  /** the price version captured when the request arrived: it prices the request to the end */
+  version: PriceVersion;
+  /** the account's price list (`AccountRecord.price_list`), null or absent for the catalog's own prices */
+  priceList?: string | null;
+}
+
+/** What the upstream's answer says about its price, besides the token counts. */
+export interface UsageReport {
+  /** the merged usage of the message (`StreamMeter.tally`, `readMessage(...).tally`) */
+  tally: UsageTally;
+  /** the answer's top-level `model` (the serving model), null when none was read */
+  model: string | null;
+  stopReason: string | null;
+  /** some content was produced; a refusal before any costs 0 */
+  outputSeen: boolean;
 }
 
 export interface Outcome {
   status: UsageStatus;
   httpStatus: number;
   usage: TokenUsage | null;
+  /** every dimension and pricing condition of the answer; absent: the token classes of `usage` only */
+  report?: UsageReport | null;
   /** whether the usage is charged (false: the upstream failed, the hold is refunded) */
   billable: boolean;
   firstByteAt: number | null;
@@ -35,6 +54,62 @@ export interface Outcome {
   upstreamRequestId: string | null;
   /** protocol anomalies of the upstream's usage (`StreamMeter.anomalies`, `readMessageUsage`) */
   anomalies?: readonly UsageAnomaly[];
+}
+
+/** Where each unit dimension sits under `usage.server_tool_use` (from DIMENSIONS' wire paths). */
+const SERVER_TOOL_UNITS: ReadonlyMap<string, Dimension> = new Map(DIMENSIONS
+  .filter((d) => d.kind === 'unit' && d.wire.length === 2 && d.wire[0] === 'server_tool_use')
+  .map((d) => [d.wire[1] as string, d.key]));
+
+/** Token classes from the v1 shape plus the units of a `server_tool_use` record; names no dimension reads go to `unknown`. */
+function quantitiesOf(usage: TokenUsage, serverToolUse: Readonly<Record<string, number>>, unknown: Record<string, number>): Record<Dimension, number> {
+  const q: Record<Dimension, number> = { ...fromTokenUsage(usage) };
+  for (const [k, v] of Object.entries(serverToolUse)) {
+    const dim = SERVER_TOOL_UNITS.get(k);
+    if (dim === undefined) unknown[`server_tool_use.${k}`] = Math.max(unknown[`server_tool_use.${k}`] ?? 0, v);
+    else q[dim] = v;
+  }
+  return q;
+}
+
+/**
+ * Every dimension of an answer (DIMENSIONS order) and its iterations, ready for `priceRequest`.
+ * Totals are per dimension the larger of the top-level usage and the sum over `usage.iterations`:
+ * Anthropic leaves compaction steps out of the top level, and a top level that does include every
+ * step equals the sum, so either way nothing is charged twice or left out. An iteration without
+ * its own `model` was served by the answer's model.
+ */
+export function measured(usage: TokenUsage, report: UsageReport | null | undefined, fallbackModel: string): {
+  quantities: Record<Dimension, number>; iterations: PricingIteration[]; unknown: Record<string, number>;
+} {
+  const unknown: Record<string, number> = {};
+  if (!report) return { quantities: { ...fromTokenUsage(usage) }, iterations: [], unknown };
+  const totals = quantitiesOf(usage, report.tally.serverToolUse(), unknown);
+  for (const [k, v] of Object.entries(report.tally.otherCounts())) unknown[k] = v;
+  const iterations: PricingIteration[] = [];
+  const sums: Record<Dimension, number> = { ...fromTokenUsage(ZERO_USAGE) };
+  for (const it of report.tally.iterations() ?? []) {
+    const q = quantitiesOf(it.usage, it.serverToolUse, unknown);
+    for (const d of DIMENSIONS) sums[d.key] = Math.min(MAX_TOKEN_COUNT, sums[d.key] + q[d.key]);
+    iterations.push({ type: it.type, model: it.model ?? report.model ?? fallbackModel, quantities: toQuantities(q) });
+  }
+  for (const d of DIMENSIONS) totals[d.key] = Math.min(MAX_TOKEN_COUNT, Math.max(totals[d.key], sums[d.key]));
+  return { quantities: totals, iterations, unknown };
+}
+
+/** The settled money of one request: the charge, the price it was computed with, and the quantities. */
+export interface Settlement {
+  cost: bigint;
+  status: UsageStatus;
+  anomalies: UsageAnomaly[];
+  /** the token classes after the output clamp (null when the upstream reported none) */
+  usage: TokenUsage | null;
+  /** every dimension, totals over the request, after the output clamp */
+  quantities: Quantities;
+  /** `usage.iterations` as priced (same order as `priced.iterations`) */
+  iterations: PricingIteration[];
+  /** the price under the request's version (cost before the cap at the hold, upstream cost, unit prices, …) */
+  priced: PricedRequest;
 }
 
 /** Longest upstream request id the event carries; Anthropic's are ~30 characters. */
@@ -52,30 +127,47 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
 
 /**
  * The money and status of one settled request (README, "Money and billing rules"):
+ * - every dimension the answer reports is priced under the request's price version
+ *   (`priceRequest`: tiers, multipliers, fast, iterations at their own model, the account's
+ *   price list, refusal before output = 0, unpriced dimensions recorded), rounded up once;
  * - output above `m.maxOutputTokens` is clamped to it (no genuine answer can be longer) and
- *   flagged `output_over_max_tokens`; the returned `usage` is the clamped one;
- * - cost = ⌈Σ tokens × price / 1e6⌉ µc when billable, else 0;
+ *   flagged `output_over_max_tokens`; the returned `usage` and `quantities` are the clamped ones;
+ * - the charge is that price when billable, else 0;
  * - a cost above the hold is capped at the hold (`m.holdMicros`, the proven upper bound) and
  *   flagged `cost_over_bound`;
  * - an `ok` request with any anomaly becomes `usage_anomaly` (other statuses say more and stay).
- * Returns the anomalies sorted, each once.
+ * Returns the anomalies sorted, each once. Throws only on a programming error (bad quantities).
  */
-export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens'>, outcome: Outcome): {
-  cost: bigint; status: UsageStatus; anomalies: UsageAnomaly[]; usage: TokenUsage | null;
-} {
+export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList'>, outcome: Outcome): Settlement {
   const anomalies = new Set(outcome.anomalies ?? []);
   let usage = outcome.usage;
-  if (usage !== null && m.maxOutputTokens !== undefined && usage.output > m.maxOutputTokens) {
-    usage = { ...usage, output: m.maxOutputTokens };
+  const report = outcome.report ?? null;
+  const { quantities, iterations, unknown } = measured(usage ?? ZERO_USAGE, report, m.resolved.upstreamModel);
+  if (m.maxOutputTokens !== undefined && quantities.output > m.maxOutputTokens) {
+    quantities.output = m.maxOutputTokens;
+    if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
     anomalies.add('output_over_max_tokens');
   }
-  let cost = outcome.billable ? costMicros(usage ?? ZERO_USAGE, m.resolved.model.prices) : 0n;
+  const labels = report?.tally.labels();
+  const priced = priceRequest(m.version, toQuantities(quantities), {
+    model: m.resolved.model,
+    servedModel: report?.model ?? null,
+    serviceTier: labels?.service_tier ?? null,
+    inferenceGeo: labels?.inference_geo ?? null,
+    speed: labels?.speed ?? null,
+    stopReason: report?.stopReason ?? null,
+    ...(report ? { outputSeen: report.outputSeen } : {}),
+    iterations,
+    priceList: m.priceList ?? null,
+    unknown,
+  });
+  let cost = outcome.billable ? priced.costMicros : 0n;
   if (cost > m.holdMicros) {
     cost = m.holdMicros;
     anomalies.add('cost_over_bound');
   }
   const status = outcome.status === 'ok' && anomalies.size > 0 ? 'usage_anomaly' : outcome.status;
-  return { cost, status, anomalies: [...anomalies].sort(), usage };
+  return { cost, status, anomalies: [...anomalies].sort(), usage, quantities: toQuantities(quantities), iterations, priced };
 }
 
 /**
@@ -92,7 +184,6 @@ export async function settle(
 ): Promise<{ event: UsageEvent; publish: () => Promise<void> }> {
   const settled = settlement(m, outcome);
   const { cost, status, anomalies } = settled;
-  const usage = settled.usage ?? ZERO_USAGE;
   const accountId = m.caller.account.id;
   try {
     if (cost > 0n) await deps.balances.settle(m.requestId, accountId, cost, deps.holdTtlMs);
@@ -103,8 +194,11 @@ export async function settle(
     onStateError(err);
   }
   const now = performance.now();
-  const event: UsageEvent = {
+  const { priced, quantities } = settled;
+  const report = outcome.report ?? null;
+  const event: UsageEventV2 = {
     type: 'usage',
+    v: 2,
     event_id: m.requestId,
     ts: m.ts,
     account_id: accountId,
@@ -112,12 +206,28 @@ export async function settle(
     model: m.resolved.requested,
     catalog_model: m.resolved.model.id,
     upstream_model: m.resolved.upstreamModel,
-    input_tokens: usage.input,
-    output_tokens: usage.output,
-    cache_read_tokens: usage.cacheRead,
-    cache_write_5m_tokens: usage.cacheWrite5m,
-    cache_write_1h_tokens: usage.cacheWrite1h,
+    served_model: report?.model ?? null,
+    quantities: { ...quantities },
+    iterations: priced.iterations.map((it, i) => ({
+      type: it.type, model: it.model, catalog_model: it.catalogModel,
+      quantities: { ...(settled.iterations[i]?.quantities ?? quantities) },
+      cost_micros: it.costMicros.toString(),
+    })),
+    service_tier: report?.tally.labels().service_tier ?? null,
+    inference_geo: report?.tally.labels().inference_geo ?? null,
+    speed: report?.tally.labels().speed ?? null,
+    stop_reason: report?.stopReason ?? null,
+    // Anthropic reports no separate thinking count: thinking is part of output_tokens.
+    thinking_tokens: null,
     cost_micros: cost.toString(),
+    upstream_cost_micros: priced.upstreamCostMicros === null ? null : priced.upstreamCostMicros.toString(),
+    upstream_currency: priced.upstreamCostMicros === null ? null : priced.upstreamCurrency,
+    price_version: priced.priceVersion,
+    price_list: priced.priceList,
+    unit_prices: { ...priced.unitPrices },
+    tier: priced.tier,
+    multipliers: [...priced.multipliers],
+    unpriced: [...priced.unpriced],
     status,
     http_status: outcome.httpStatus,
     latency_ms: Math.round(now - m.startedAt),
@@ -131,6 +241,8 @@ export async function settle(
   if (deps.metrics) {
     deps.metrics.usage(model, settled.usage, cost);
     for (const kind of anomalies) deps.metrics.usageAnomaly(kind);
+    deps.metrics.usageUnits(model, quantities);
+    deps.metrics.unpricedUsage(priced.unpriced);
     if (outcome.firstByteAt !== null) deps.metrics.firstByte(model, m.stream, (outcome.firstByteAt - m.startedAt) / 1000);
   }
   const tracer = deps.tracer ?? noopTracer;

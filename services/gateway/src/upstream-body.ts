@@ -2,7 +2,7 @@
 // `<model>-thinking` variant must carry to be accepted by that model.
 
 import { gatewayError, type MessagesRequest } from '@tollgate/anthropic';
-import type { ResolvedModel, ThinkingCapability } from '@tollgate/pricing';
+import type { CatalogModel, PriceVersion, ResolvedModel, ThinkingCapability, UnitDimension } from '@tollgate/pricing';
 
 /** The `thinking` parameter the gateway adds for a `-thinking` variant. */
 export type ThinkingParam = { type: 'enabled'; budget_tokens: number } | { type: 'adaptive' };
@@ -116,16 +116,74 @@ export function thinkingFor(body: MessagesRequest, capability: ThinkingCapabilit
  * `invalid_request` (400) when no valid thinking body exists: the upstream would reject it
  * anyway, and this way the client learns why.
  */
-export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: ResolvedModel): Buffer | string {
+export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: ResolvedModel, maxUses?: ReadonlyMap<number, number>): Buffer | string {
   const rename = resolved.upstreamModel !== body.model;
   const think = resolved.thinking && (body.thinking === undefined || body.thinking === null) &&
     turnCanCarryThinking(body.messages);
-  if (!rename && !think) return raw;
+  const limit = maxUses !== undefined && maxUses.size > 0 && Array.isArray(body.tools);
+  if (!rename && !think && !limit) return raw;
   const out: MessagesRequest = { ...body, model: resolved.upstreamModel };
+  if (limit) {
+    // The hold assumed this many uses: the upstream is told the same, so it cannot run more.
+    out.tools = (body.tools as unknown[]).map((t, i) => {
+      const n = maxUses.get(i);
+      return n === undefined || !isRecordLike(t) ? t : { ...t, max_uses: n };
+    });
+  }
   if (think) {
     const record = out as unknown as Record<string, unknown>;
     for (const field of THINKING_RESTRICTED) if (record[field] === null) delete record[field];
     out.thinking = thinkingFor(out, resolved.model.thinking, resolved.requested);
   }
   return JSON.stringify(out);
+}
+
+/** The unit a server tool's uses are billed in, by its `type` prefix (Anthropic "Pricing": web search per search, web fetch per fetch, code execution by time). */
+export function toolUnit(type: unknown): UnitDimension | undefined {
+  if (typeof type !== 'string') return undefined;
+  if (type.startsWith('web_search_')) return 'web_search_requests';
+  if (type.startsWith('web_fetch_')) return 'web_fetch_requests';
+  if (type.startsWith('code_execution_')) return 'code_execution_seconds';
+  return undefined;
+}
+
+/** What the server tools of a request mean for its price (`serverTools`). */
+export interface ServerTools {
+  /** per unit the request enables: the most uses it allows (Σ `max_uses` over its tools), for `holdBound` */
+  units: Partial<Record<UnitDimension, number | null>>;
+  /** tool index → the `max_uses` the gateway sends where the client gave none (the catalog's bound) */
+  maxUses: Map<number, number>;
+}
+
+/**
+ * The units a request's server tools can bill and the bound of each. A priced tool (web search)
+ * without `max_uses` gets the catalog's `unit_hold_bounds` as its `max_uses` when the catalog has
+ * one, so the hold and the upstream agree on the most it may run; without a bound its units are
+ * null (`holdBound` then throws HoldBoundError). Code execution is billed by time, not uses: its
+ * unit is listed (for the unpriced policy) with no bound. A `max_uses` that is not a positive
+ * integer is left to the upstream to reject, and counted as no bound here.
+ */
+export function serverTools(body: MessagesRequest, version: PriceVersion, model: CatalogModel): ServerTools {
+  const units: Partial<Record<UnitDimension, number | null>> = {};
+  const maxUses = new Map<number, number>();
+  if (!Array.isArray(body.tools)) return { units, maxUses };
+  body.tools.forEach((tool: unknown, i: number) => {
+    if (!isRecordLike(tool)) return;
+    const unit = toolUnit(tool.type);
+    if (unit === undefined) return;
+    if (unit === 'code_execution_seconds') {
+      units[unit] = null;
+      return;
+    }
+    let n: number | null = typeof tool.max_uses === 'number' && Number.isSafeInteger(tool.max_uses) && tool.max_uses > 0 ? tool.max_uses : null;
+    const price = model.rates.units[unit];
+    const bound = version.catalog.unitHoldBounds[unit];
+    if (n === null && price !== undefined && price > 0n && bound !== undefined) {
+      n = bound;
+      maxUses.set(i, bound);
+    }
+    const before = units[unit];
+    units[unit] = before === null || n === null ? (before === undefined ? n : null) : (before ?? 0) + n;
+  });
+  return { units, maxUses };
 }

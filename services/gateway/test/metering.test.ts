@@ -2,53 +2,53 @@
 // the status an anomaly gives, and the bound on the upstream's request id (issue 6, item 2).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ResolvedModel } from '@tollgate/pricing';
+import { bundledCatalogPath, loadCatalogFile, priceVersion, resolveModel } from '@tollgate/pricing';
 import { boundedUpstreamId, MAX_UPSTREAM_ID_CHARS, settlement as fullSettlement, type Outcome } from '../src/metering.ts';
 
-// sonnet-4-5 in the CNY catalog: µc per million tokens
-const resolved = { model: { prices: { input: 72_000_000n, output: 360_000_000n, cacheRead: 7_200_000n, cacheWrite5m: 90_000_000n, cacheWrite1h: 144_000_000n } } } as unknown as ResolvedModel;
+// sonnet-4-5 in the CNY catalog: input 72, output 360 µc per token
+const version = priceVersion(loadCatalogFile(bundledCatalogPath('cny')));
+const resolved = resolveModel(version.catalog, 'claude-sonnet-4-5')!;
 const usage = { input: 800, output: 120, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 };
 /** cost, status and anomalies (the usage is checked where the rule changes it) */
 const settlement = (...args: Parameters<typeof fullSettlement>) => {
-  const { usage: _usage, ...rest } = fullSettlement(...args);
-  return rest;
+  const { cost, status, anomalies } = fullSettlement(...args);
+  return { cost, status, anomalies };
 };
 const outcome = (o: Partial<Outcome>): Outcome => ({
   status: 'ok', httpStatus: 200, usage, billable: true, firstByteAt: null, upstreamRequestId: null, ...o,
 });
 
 test('cost within the hold: charged as the tokens say (800×72 + 120×360 = 100,800 µc), status unchanged', () => {
-  assert.deepEqual(settlement({ resolved, holdMicros: 100_800n }, outcome({})), { cost: 100_800n, status: 'ok', anomalies: [] });
-  assert.deepEqual(settlement({ resolved, holdMicros: 1n }, outcome({ billable: false, status: 'upstream_error' })),
+  assert.deepEqual(settlement({ resolved, version, holdMicros: 100_800n }, outcome({})), { cost: 100_800n, status: 'ok', anomalies: [] });
+  assert.deepEqual(settlement({ resolved, version, holdMicros: 1n }, outcome({ billable: false, status: 'upstream_error' })),
     { cost: 0n, status: 'upstream_error', anomalies: [] });
 });
 
 test('cost above the hold: capped at the hold, flagged cost_over_bound, ok becomes usage_anomaly', () => {
-  assert.deepEqual(settlement({ resolved, holdMicros: 100_799n }, outcome({})),
+  assert.deepEqual(settlement({ resolved, version, holdMicros: 100_799n }, outcome({})),
     { cost: 100_799n, status: 'usage_anomaly', anomalies: ['cost_over_bound'] });
   // a client_disconnect keeps its status; the anomaly is still recorded
-  assert.deepEqual(settlement({ resolved, holdMicros: 50_000n }, outcome({ status: 'client_disconnect', anomalies: ['count_decreased'] })),
+  assert.deepEqual(settlement({ resolved, version, holdMicros: 50_000n }, outcome({ status: 'client_disconnect', anomalies: ['count_decreased'] })),
     { cost: 50_000n, status: 'client_disconnect', anomalies: ['cost_over_bound', 'count_decreased'] });
 });
 
 test('any usage anomaly turns ok into usage_anomaly; unmetered stays unmetered, charged 0', () => {
-  assert.deepEqual(settlement({ resolved, holdMicros: 1_000_000n }, outcome({ anomalies: ['missing_message_stop', 'invalid_count'] })),
+  assert.deepEqual(settlement({ resolved, version, holdMicros: 1_000_000n }, outcome({ anomalies: ['missing_message_stop', 'invalid_count'] })),
     { cost: 100_800n, status: 'usage_anomaly', anomalies: ['invalid_count', 'missing_message_stop'] });
-  assert.deepEqual(settlement({ resolved, holdMicros: 1_000_000n }, outcome({ status: 'unmetered', usage: null, billable: false, anomalies: ['no_usage'] })),
+  assert.deepEqual(settlement({ resolved, version, holdMicros: 1_000_000n }, outcome({ status: 'unmetered', usage: null, billable: false, anomalies: ['no_usage'] })),
     { cost: 0n, status: 'unmetered', anomalies: ['no_usage'] });
 });
 
 test('output above max_tokens × server-loop iterations: clamped to that bound, flagged output_over_max_tokens', () => {
   // max_tokens 10, one step: output 120 → 10. 800×72 + 10×360 = 57,600 + 3,600 = 61,200 µc
-  assert.deepEqual(fullSettlement({ resolved, holdMicros: 1_000_000n, maxOutputTokens: 10 }, outcome({})), {
-    cost: 61_200n, status: 'usage_anomaly', anomalies: ['output_over_max_tokens'],
-    usage: { input: 800, output: 10, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
-  });
+  const clamped = fullSettlement({ resolved, version, holdMicros: 1_000_000n, maxOutputTokens: 10 }, outcome({}));
+  assert.deepEqual([clamped.cost, clamped.status, clamped.anomalies, clamped.usage, clamped.quantities.output],
+    [61_200n, 'usage_anomaly', ['output_over_max_tokens'], { input: 800, output: 10, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 }, 10]);
   // exactly at the bound (max_tokens 40 × 3 iterations = 120): charged as reported, not flagged
-  assert.deepEqual(fullSettlement({ resolved, holdMicros: 1_000_000n, maxOutputTokens: 120 }, outcome({})),
-    { cost: 100_800n, status: 'ok', anomalies: [], usage });
+  const exact = fullSettlement({ resolved, version, holdMicros: 1_000_000n, maxOutputTokens: 120 }, outcome({}));
+  assert.deepEqual([exact.cost, exact.status, exact.anomalies, exact.usage], [100_800n, 'ok', [], usage]);
   // a client_disconnect keeps its status; the clamp applies as well
-  assert.deepEqual(settlement({ resolved, holdMicros: 1_000_000n, maxOutputTokens: 119 }, outcome({ status: 'client_disconnect' })),
+  assert.deepEqual(settlement({ resolved, version, holdMicros: 1_000_000n, maxOutputTokens: 119 }, outcome({ status: 'client_disconnect' })),
     { cost: 100_440n, status: 'client_disconnect', anomalies: ['output_over_max_tokens'] });
 });
 

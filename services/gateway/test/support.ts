@@ -2,6 +2,7 @@
 // (balances, keys, event log), customers made directly in those adapters, and the usage events
 // the gateway publishes collected from the log.
 import { createServer } from 'node:http';
+import { flatUsage, type FlatUsage } from '../../../test/support/events.ts';
 import { resolve } from 'node:path';
 import zlib from 'node:zlib';
 import { request } from 'undici';
@@ -37,7 +38,7 @@ export interface GatewayStack {
   usage: Map<string, UsageEvent>;
   customer(credits?: bigint, options?: { maxRetries?: number }): Promise<Customer>;
   /** waits until the usage event of `requestId` is published */
-  usageOf(requestId: string): Promise<UsageEvent>;
+  usageOf(requestId: string): Promise<FlatUsage>;
   /** requests the simulator received, oldest first */
   simRequests(): Promise<Array<{ url: string; headers: Record<string, string>; body: unknown }>>;
   clearSim(): Promise<void>;
@@ -105,7 +106,7 @@ export async function startGateway(
       for (let i = 0; i < 400; i++) {
         await log.drain();
         const event = usage.get(requestId);
-        if (event) return event;
+        if (event) return flatUsage(event);
         await new Promise((r) => setTimeout(r, 10));
       }
       throw new Error(`no usage event for ${requestId}`);

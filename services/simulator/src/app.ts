@@ -85,14 +85,35 @@ function buildUsage(units: readonly PromptUnit[], cache: CacheOutcome, directive
   const total = countInputTokens(units);
   const write5m = directives.cache_write_5m ?? (cache.writeTtl === '5m' ? cache.writeTokens : 0);
   const write1h = directives.cache_write_1h ?? (cache.writeTtl === '1h' ? cache.writeTokens : 0);
-  return {
+  const usage: Usage = {
     input_tokens: directives.input ?? Math.max(0, total - cache.readTokens - cache.writeTokens),
     output_tokens: outputTokens,
     cache_creation_input_tokens: write5m + write1h,
     cache_read_input_tokens: directives.cache_read ?? cache.readTokens,
     cache_creation: { ephemeral_5m_input_tokens: write5m, ephemeral_1h_input_tokens: write1h },
-    service_tier: 'standard',
+    service_tier: directives.tier ?? 'standard',
   };
+  Object.assign(usage, pricingFields(directives));
+  return usage;
+}
+
+/** The usage fields beyond token counts that the pricing directives ask for (also repeated in the final message_delta). */
+function pricingFields(directives: Directives): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (directives.web_search !== undefined || directives.web_fetch !== undefined) {
+    out.server_tool_use = { web_search_requests: directives.web_search ?? 0, web_fetch_requests: directives.web_fetch ?? 0 };
+  }
+  if (directives.tier !== undefined) out.service_tier = directives.tier;
+  if (directives.geo !== undefined) out.inference_geo = directives.geo;
+  if (directives.speed !== undefined) out.speed = directives.speed;
+  if (directives.iterations !== undefined) {
+    out.iterations = directives.iterations.map((i) => ({
+      type: i.type, ...(i.model === null ? {} : { model: i.model }),
+      input_tokens: i.input, output_tokens: i.output, cache_read_input_tokens: 0, cache_creation_input_tokens: 0,
+    }));
+  }
+  if (directives.usage_field !== undefined) out[directives.usage_field.name] = directives.usage_field.value;
+  return out;
 }
 
 function sseFrame(event: StreamEvent, badUsage?: BadUsage): string {
@@ -180,6 +201,7 @@ async function writeStream(fastifyReply: FastifyReply, job: StreamJob): Promise<
     input_tokens: sse === 'delta_lower' ? 0 : usage.input_tokens,
     cache_creation_input_tokens: usage.cache_creation_input_tokens,
     cache_read_input_tokens: sse === 'delta_lower' ? 0 : usage.cache_read_input_tokens,
+    ...pricingFields(directives),
   };
   const delta = { stop_reason: reply.stopReason, stop_sequence: null };
   const badUsage = directives.bad_usage;
@@ -351,7 +373,9 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
       const window = contextWindow(body.model, betasOf(request));
       if (promptTokens > window) throw invalidRequest(`prompt is too long: ${promptTokens} tokens > ${window} maximum`);
       const n = request.id.slice('req_sim_'.length);
-      const generated = buildReply(body, directives, defaultOutputTokens, `toolu_sim_${n}`);
+      const generated = directives.refusal
+        ? { content: [], stopReason: 'refusal' as const, outputTokens: directives.output ?? 0 }
+        : buildReply(body, directives, defaultOutputTokens, `toolu_sim_${n}`);
       const timing = timingFor(directives);
       const signal = closeSignal(reply.raw);
 
@@ -362,7 +386,7 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
           id: `msg_sim_${n}`,
           type: 'message',
           role: 'assistant',
-          model: body.model,
+          model: directives.served_model ?? body.model,
           content: generated.content,
           stop_reason: generated.stopReason,
           stop_sequence: null,

@@ -45,12 +45,39 @@ export interface Directives {
   readonly retry_after?: number;
   /** The error message echoes the received credential. Needs `status` or `fault=overloaded`. */
   readonly echo_key?: boolean;
+  /** `usage.server_tool_use.web_search_requests` */
+  readonly web_search?: number;
+  /** `usage.server_tool_use.web_fetch_requests` */
+  readonly web_fetch?: number;
+  /** `usage.inference_geo` (e.g. `us`) */
+  readonly geo?: string;
+  /** `usage.service_tier` */
+  readonly tier?: (typeof SERVICE_TIERS)[number];
+  /** `usage.speed` */
+  readonly speed?: (typeof SPEEDS)[number];
+  /** the reply's top-level `model` (a fallback serves another model than the one asked for) */
+  readonly served_model?: string;
+  /** a `refusal` before any output: empty content, `stop_reason: "refusal"`, output = the `output` directive or 0 */
+  readonly refusal?: boolean;
+  /** `usage.iterations`: `type:model:input:output` entries, comma-separated (`model` may be `-` for none) */
+  readonly iterations?: ReadonlyArray<{ type: string; model: string | null; input: number; output: number }>;
+  /** an extra numeric usage field the gateway does not know, `name:n` */
+  readonly usage_field?: { name: string; value: number };
 }
+
+export const SERVICE_TIERS = ['standard', 'priority', 'batch'] as const;
+export const SPEEDS = ['standard', 'fast'] as const;
+const LABEL = /^[A-Za-z0-9_.:@-]{1,64}$/;
 
 // A directive starts the text or follows whitespace: `arr[[sim x=1]]` in pasted code is code.
 const DIRECTIVE = /(?<!\S)\[\[sim\b([^\]]*)\]\]/g;
 const HEADER_PREFIX = 'x-sim-';
-const INTEGER_KEYS = ['input', 'output', 'cache_read', 'cache_write_5m', 'cache_write_1h', 'latency_ms', 'ttft_ms', 'retry_after'] as const;
+const INTEGER_KEYS = ['input', 'output', 'cache_read', 'cache_write_5m', 'cache_write_1h', 'latency_ms', 'ttft_ms', 'retry_after', 'web_search', 'web_fetch'] as const;
+
+function label(key: string, value: string): string {
+  if (!LABEL.test(value)) throw invalidRequest(`simulator directive ${key}=${value}: expected a name of letters, digits and _.:@-`);
+  return value;
+}
 
 function oneOf<T extends string>(key: string, value: string, allowed: readonly T[]): T {
   if ((allowed as readonly string[]).includes(value)) return value as T;
@@ -127,6 +154,27 @@ export function parseDirectives(text: string, headers: IncomingHttpHeaders): Dir
       out.bad_usage = oneOf(key, value, BAD_USAGE);
     } else if (key === 'body') {
       out.body = oneOf(key, value, BAD_BODIES);
+    } else if (key === 'geo') {
+      out.geo = label(key, value);
+    } else if (key === 'tier') {
+      out.tier = oneOf(key, value, SERVICE_TIERS);
+    } else if (key === 'speed') {
+      out.speed = oneOf(key, value, SPEEDS);
+    } else if (key === 'served_model') {
+      out.served_model = label(key, value);
+    } else if (key === 'refusal') {
+      if (value !== '1') throw invalidRequest(`simulator directive refusal=${value}: expected 1`);
+      out.refusal = true;
+    } else if (key === 'iterations') {
+      out.iterations = value.split(',').map((entry) => {
+        const m = /^([a-z_]{1,64}):([A-Za-z0-9_.@-]{1,64}):(\d+):(\d+)$/.exec(entry);
+        if (!m) throw invalidRequest(`simulator directive iterations=${value}: expected type:model:input:output[,…] (model - for none)`);
+        return { type: m[1]!, model: m[2] === '-' ? null : m[2]!, input: nonNegativeInteger(key, m[3]!), output: nonNegativeInteger(key, m[4]!) };
+      });
+    } else if (key === 'usage_field') {
+      const m = /^([a-z_]{1,64}):(\d+)$/.exec(value);
+      if (!m) throw invalidRequest(`simulator directive usage_field=${value}: expected name:count`);
+      out.usage_field = { name: m[1]!, value: nonNegativeInteger(key, m[2]!) };
     } else if (key === 'echo_key') {
       if (value !== '1') throw invalidRequest(`simulator directive echo_key=${value}: expected 1`);
       out.echo_key = true;

@@ -21,7 +21,7 @@ export interface ErrorBody {
   request_id: string;
 }
 
-export type StopReason = 'end_turn' | 'max_tokens' | 'tool_use';
+export type StopReason = 'end_turn' | 'max_tokens' | 'tool_use' | 'refusal';
 
 export interface CacheCreation {
   ephemeral_5m_input_tokens: number;
@@ -34,7 +34,12 @@ export interface Usage {
   cache_creation_input_tokens: number;
   cache_read_input_tokens: number;
   cache_creation: CacheCreation;
-  service_tier: 'standard';
+  service_tier: 'standard' | 'priority' | 'batch';
+  server_tool_use?: { web_search_requests: number; web_fetch_requests: number };
+  inference_geo?: string;
+  speed?: 'standard' | 'fast';
+  iterations?: JsonObject[];
+  [extra: string]: unknown;
 }
 
 export interface TextBlock {
@@ -88,6 +93,7 @@ export type StreamEvent =
         input_tokens: number;
         cache_creation_input_tokens: number;
         cache_read_input_tokens: number;
+        [extra: string]: unknown;
       };
     }
   | { type: 'message_stop' }

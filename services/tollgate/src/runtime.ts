@@ -1,13 +1,13 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '@tollgate/config';
 import { MemoryLog, type EventLog, type Subscription } from '@tollgate/events';
 import { createHttpServer, loggerOptions } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
-import { loadCatalogFile, type Catalog } from '@tollgate/pricing';
+import { CatalogError, loadCatalogFile, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
 import type { Warehouse } from '@tollgate/warehouse';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway } from '@tollgate/gateway';
@@ -19,9 +19,26 @@ import { secretFromEnvOrFile } from './secrets.ts';
 
 export const DEFAULT_CATALOG = resolve(import.meta.dirname, '../../../libs/pricing/catalogs/cny.json');
 
+/** How long a burst of file-change notifications is let settle before the catalog is read (ms). */
+export const PRICING_RELOAD_DEBOUNCE_MS = 250;
+
 export interface Tollgate {
   config: Config;
+  /** the catalog at start (`prices.current().catalog` is the one in force) */
   catalog: Catalog;
+  /**
+   * The price book: the catalog at start, then a version per changed catalog file, each
+   * effective from when it was loaded. A request is priced with the version in force when it
+   * arrived, to its end.
+   */
+  prices: PriceBook;
+  /**
+   * Reads PRICING_FILE again (what SIGHUP and a change of the file do): a changed, valid catalog
+   * becomes the version in force from now; an unchanged one changes nothing; an invalid one is
+   * refused with every problem logged, and the version in force stays. Resolves to the version
+   * in force afterwards, or null when the file was refused.
+   */
+  reloadPrices(): Promise<PriceVersion | null>;
   server: FastifyInstance;
   /** the address the HTTP server listens on, e.g. http://127.0.0.1:8080 */
   url: string | undefined;
@@ -62,7 +79,9 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const ownSecrets = [admin.value, config.secrets.financeToken, keyHashSecret, config.upstream.apiKey]
     .filter((s): s is string => typeof s === 'string' && s.length > 0);
   const logger = config.logLevel === 'silent' ? false : loggerOptions(config.logLevel, 'tollgate', ownSecrets);
-  const catalog = loadCatalogFile(config.pricingFile ?? DEFAULT_CATALOG);
+  const pricingPath = resolve(config.pricingFile ?? DEFAULT_CATALOG);
+  const catalog = loadCatalogFile(pricingPath);
+  const prices = new PriceBook(catalog, Date.now());
 
   const gatewayId = config.gatewayId ?? `${hostname()}:${process.pid}`;
   // Tracing off (no endpoint, no exporter): nothing is registered and every component runs on
@@ -131,7 +150,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     registerGateway(server, {
       limiter, limits: config.rateLimits, keyMaxConcurrentRequests: config.keyMaxConcurrentRequests,
       accountMaxConcurrentRequests: config.accountMaxConcurrentRequests,
-      catalog, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
+      catalog, prices, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
       upstream: { ...config.upstream, redact: ownSecrets },
       holdTtlMs: config.holdTtlMs,
       streamErrorBilling: config.streamErrorBilling,
@@ -141,7 +160,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     });
   }
   if (config.roles.includes('control')) {
-    registerControl(server, { keys, balances, log, catalog, adminToken: admin.value, keyHashSecret });
+    registerControl(server, { keys, balances, log, catalog, prices, adminToken: admin.value, keyHashSecret });
   }
   if (warehouse && (ownsWarehouse || adapters.mode === 'embedded')) {
     registerOps(server, {
@@ -149,13 +168,60 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
     });
   }
+  // Every version a gateway prices with goes to the log (control topic), so the warehouse keeps
+  // it and `tollgate rerate` can recompute a stored bill under exactly these prices.
+  const publishVersion = (v: PriceVersion) => log.publish('control', [{
+    event: { type: 'price_version', event_id: `price_version:${v.id}:${v.effectiveAt}`, ts: Date.now(), id: v.id, effective_at: v.effectiveAt, catalog: v.catalog.document },
+  }]);
+  const pricesLog = server.log.child({ pricingFile: pricingPath });
+  if (config.roles.includes('gateway')) {
+    await publishVersion(prices.current()).catch((err: unknown) => pricesLog.error({ err }, 'price version could not be published'));
+  }
+  let reloading: Promise<PriceVersion | null> = Promise.resolve(null);
+  const reloadPrices = (): Promise<PriceVersion | null> => (reloading = reloading.then(async () => {
+    let next: Catalog;
+    try {
+      next = loadCatalogFile(pricingPath);
+    } catch (err) {
+      // A bad file never replaces good prices: the version in force stays, every problem is logged.
+      const problems = err instanceof CatalogError ? err.problems : [String((err as Error)?.message ?? err)];
+      for (const problem of problems) pricesLog.error({ problem }, 'price file refused; the prices in force stay');
+      return null;
+    }
+    const before = prices.current();
+    const now = Math.max(Date.now(), before.effectiveAt);
+    const v = prices.append(next, now);
+    if (v !== before) {
+      pricesLog.warn({ from: before.id, to: v.id, effectiveAt: new Date(v.effectiveAt).toISOString() }, 'prices changed; new requests are priced with the new version');
+      if (config.roles.includes('gateway')) await publishVersion(v).catch((err: unknown) => pricesLog.error({ err }, 'price version could not be published'));
+    }
+    return v;
+  }));
+  const onHangup = () => void reloadPrices();
+  process.on('SIGHUP', onHangup);
+  // The directory is watched, not the file: editors and deploy tools replace a file by renaming
+  // a new one over it, which ends a watch on the old file.
+  let watcher: FSWatcher | undefined;
+  let debounce: NodeJS.Timeout | undefined;
+  try {
+    watcher = watch(dirname(pricingPath), { persistent: false }, (_event, name) => {
+      if (name !== null && name !== basename(pricingPath)) return;
+      clearTimeout(debounce);
+      debounce = setTimeout(() => void reloadPrices(), PRICING_RELOAD_DEBOUNCE_MS);
+      debounce.unref();
+    });
+    watcher.on('error', (err) => pricesLog.warn({ err }, 'price file watch failed; reload with SIGHUP'));
+  } catch (err) {
+    pricesLog.warn({ err }, 'price file cannot be watched; reload with SIGHUP');
+  }
+
   await server.ready();
   let url: string | undefined;
   if (options.listen !== false) url = await server.listen({ host: config.host, port: config.port });
 
   let closing: Promise<void> | undefined;
   return {
-    config, catalog, server, url, adapters, log, balances, keys,
+    config, catalog, prices, reloadPrices, server, url, adapters, log, balances, keys,
     get warehouse(): Warehouse {
       if (!warehouse) throw new Error('this process has no warehouse (not an aggregator with the warehouse group)');
       return warehouse;
@@ -167,7 +233,11 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     close: () => (closing ??= (async () => {
       // Stop taking requests and let in-flight ones settle; then hand every event on
       // (memory log: into the warehouse; Kafka: acknowledged or spooled) before letting go.
+      process.off('SIGHUP', onHangup);
+      watcher?.close();
+      clearTimeout(debounce);
       await server.close();
+      await reloading;
       if (log instanceof MemoryLog) await log.drain();
       await log.flush().catch(() => {});
       for (const s of subscriptions) await s.stop();

@@ -1,15 +1,48 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { formatCredits, listModels, creditsToNumber } from '@tollgate/pricing';
+import { formatCredits, listModels, creditsToNumber, modelPricing, resolveModel, type ModelInfo, type ModelPricing, type PriceVersion } from '@tollgate/pricing';
 import type { GatewayDeps } from '../deps.ts';
 import { guardState } from '../state.ts';
 import { resolveOr404 } from './messages.ts';
 
+/** A model of GET /v1/models: Anthropic's fields plus what it costs here. */
+export type PricedModelInfo = ModelInfo & {
+  /**
+   * The model's selling prices in credits (decimal text): per million tokens per token class,
+   * per unit (web search, …), prompt-size tiers, fast mode, the multipliers that can apply, the
+   * catalog's currency and credit value, and the price version they come from.
+   */
+  pricing: ModelPricing & { currency: string; credit_value: string; price_version: string };
+};
+
+/** The priced model list of a version, built once per version (a reload makes a new one). */
+function pricedModels(version: PriceVersion): PricedModelInfo[] {
+  const catalog = version.catalog;
+  return listModels(catalog).map((m) => {
+    const model = resolveModel(catalog, m.id)!.model;
+    return {
+      ...m,
+      pricing: {
+        ...modelPricing(catalog, model),
+        currency: catalog.credit.currency, credit_value: catalog.credit.description, price_version: version.id,
+      },
+    };
+  });
+}
+
 /** GET /v1/models in Anthropic's list shape, and GET /v1/credits for the caller's own account. */
 export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
-  const models = listModels(deps.catalog);
+  let cached: { id: string; effectiveAt: number; models: PricedModelInfo[] } | null = null;
+  const current = () => {
+    const version = deps.prices!.current();
+    if (cached === null || cached.id !== version.id || cached.effectiveAt !== version.effectiveAt) {
+      cached = { id: version.id, effectiveAt: version.effectiveAt, models: pricedModels(version) };
+    }
+    return { version, models: cached.models };
+  };
 
   app.get('/v1/models', async (request) => {
+    const { models } = current();
     const q = request.query as { limit?: string; after_id?: string; before_id?: string };
     const limit = Math.min(Math.max(Number(q.limit ?? 1000) || 1000, 1), 1000);
     let start = 0;
@@ -29,7 +62,8 @@ export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   // A wildcard, not `:id`: `name/provider` ids may arrive with a raw `/`.
   app.get('/v1/models/*', async (request) => {
     const id = (request.params as { '*': string })['*'];
-    const resolved = resolveOr404(deps, id);
+    const { version, models } = current();
+    const resolved = resolveOr404(version.catalog, id);
     const canonical = resolved.thinking ? `${resolved.model.id}-thinking` : resolved.model.id;
     const model = models.find((m) => m.id === canonical);
     if (!model) throw gatewayError('model_not_found', `model: ${id} is not available on this gateway`);
@@ -39,10 +73,11 @@ export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   app.get('/v1/credits', async (request) => {
     const caller = request.caller!;
     const b = await guardState(() => deps.balances.get(caller.account.id));
+    const catalog = deps.prices!.current().catalog;
     return {
       account_id: caller.account.id,
-      currency: deps.catalog.credit.currency,
-      credit_value: deps.catalog.credit.description,
+      currency: catalog.credit.currency,
+      credit_value: catalog.credit.description,
       balance_credits: creditsToNumber(b.balance),
       held_credits: creditsToNumber(b.held),
       available_credits: creditsToNumber(b.available),

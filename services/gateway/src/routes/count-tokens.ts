@@ -12,7 +12,7 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, upstr
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const caller = request.caller!;
     const body = validateCountTokensRequest(request.body);
-    const resolved = resolveOr404(deps, body.model);
+    const resolved = resolveOr404(deps.prices!.current().catalog, body.model);
     const { available } = await guardState(() => deps.balances.get(caller.account.id));
     if (available <= 0n) throw gatewayError('insufficient_credits');
     const out = resolved.upstreamModel === body.model ? request.rawBody! : JSON.stringify({ ...body, model: resolved.upstreamModel });

@@ -1,12 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import {
-  createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, readMessageUsage, SseFramer, sseErrorEvent,
+  createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, readMessage, SseFramer, sseErrorEvent,
   upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, type GatewayError, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
 import type { UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
-import { contextWindowFor, holdMicros, resolveModel, type ResolvedModel } from '@tollgate/pricing';
+import {
+  contextWindowFor, holdBound, HoldBoundError, requestUnpriced, resolveModel, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
+} from '@tollgate/pricing';
 import {
   context, failSpan, injectContext, inSpan, noopTracer, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
@@ -15,10 +17,11 @@ import { boundedUpstreamId, settle, type Metered, type Outcome } from '../meteri
 import { header, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
-import { upstreamBody } from '../upstream-body.ts';
+import { serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
 
-export function resolveOr404(deps: GatewayDeps, model: string): ResolvedModel {
-  const resolved = resolveModel(deps.catalog, model);
+/** The catalog model `model` names in `catalog`, or 404 `model_not_found`. */
+export function resolveOr404(catalog: Catalog, model: string): ResolvedModel {
+  const resolved = resolveModel(catalog, model);
   if (!resolved) throw gatewayError('model_not_found', `model: ${model} is not available on this gateway`);
   return resolved;
 }
@@ -86,6 +89,10 @@ interface Exchange {
   /** performance.now() and Date.now() when the request arrived */
   startedAt: number;
   ts: number;
+  /** the price version in force when the request arrived: it prices the request to the end */
+  version: PriceVersion;
+  /** the request's server tools: units and their bounds */
+  tools: ServerTools;
 }
 
 export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream: Upstream): void {
@@ -100,8 +107,10 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     // is carried through to the upstream's end whatever it does (README, "Settlement").
     const client = watchClient(reply.raw);
     const caller = request.caller!;
+    // Captured once: a price change (reload) applies from the next request, never mid-request.
+    const version = deps.prices!.current();
     const body = validateMessagesRequest(request.body);
-    const resolved = resolveOr404(deps, body.model);
+    const resolved = resolveOr404(version.catalog, body.model);
     const stream = body.stream === true;
     request.observed = { model: resolved.model.id, stream };
     // Ids only: the key's secret never reaches a span (it is not even on `caller`).
@@ -113,8 +122,10 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       'tollgate.stream': stream,
     });
     const raw = request.rawBody!;
+    const tools = serverTools(body, version, resolved.model);
+    refuseUnpriced(version, resolved, body, tools);
     // Before any limit or hold: a -thinking body no model accepts is a 400 that costs nothing.
-    const sent = upstreamBody(body, raw, resolved);
+    const sent = upstreamBody(body, raw, resolved, tools.maxUses);
     const bound = inputTokenBound(body, raw, {
       contextWindow: contextWindowFor(resolved.model, request.headers['anthropic-beta']),
       imageTokenCap: resolved.model.imageTokenCap,
@@ -128,6 +139,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     try {
       return await metered({
         request, reply, body, resolved, raw, sent, estimate, maxOutputTokens: body.max_tokens * bound.iterations, limit, client, startedAt, ts,
+        version, tools,
       });
     } finally {
       // Refused before the upstream (402, 503): no tokens were used. After a settlement this
@@ -140,7 +152,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
   const metered = async (x: Exchange) => {
     const { request, reply, body, resolved, estimate } = x;
     const caller = request.caller!;
-    const amount = holdMicros(estimate, body.max_tokens, resolved.model.prices);
+    const priceList = caller.account.price_list ?? null;
+    const amount = holdFor(x, priceList);
     const hold = await inSpan(tracer, 'hold', { attributes: { 'tollgate.hold.micro_credits': amount.toString() } }, async (span) => {
       try {
         const result = await guardState(() => deps.balances.hold({
@@ -164,7 +177,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
-      maxOutputTokens: x.maxOutputTokens,
+      maxOutputTokens: x.maxOutputTokens, version: x.version, priceList,
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -264,7 +277,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         await publish();
         return reply;
       }
-      const read = json === undefined ? null : readMessageUsage(json);
+      const read = json === undefined ? null : readMessage(json);
       if (read === null) {
         // A 2xx without a readable message is not something we can measure; pass it on,
         // charge nothing, and flag it for finance (status `unmetered`, metric, log).
@@ -274,6 +287,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         status: read === null ? 'unmetered' : x.client.gone ? 'client_disconnect' : 'ok',
         httpStatus: res.status,
         usage: read?.usage ?? null,
+        report: read === null ? null : { tally: read.tally, model: read.model, stopReason: read.stopReason, outputSeen: read.outputSeen },
         billable: read !== null,
         firstByteAt,
         upstreamRequestId,
@@ -294,6 +308,53 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
   app.post('/v1/messages', handler);
   app.post('/api/v1/messages', handler);
+}
+
+/** A request field the hold can rely on: a string value, or undefined (not known before the answer). */
+function requestLabel(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+/**
+ * The request's worst case under its price version (`holdBound`): the input bound at the
+ * dearest input-side price of every table and tier it could reach, `max_tokens` of output,
+ * each priced server tool at its `max_uses` (the catalog's bound where the client gave none,
+ * which the gateway also sends upstream), multipliers that match or could (the request's
+ * `speed` and `inference_geo` when it names them; standard speed when it does not ask for
+ * fast), and the account's price list.
+ */
+function holdFor(x: Exchange, priceList: string | null): bigint {
+  const speed = requestLabel((x.body as Record<string, unknown>).speed) ?? 'standard';
+  const geo = requestLabel((x.body as Record<string, unknown>).inference_geo);
+  try {
+    return holdBound(x.version, x.resolved.model, {
+      inputTokens: x.estimate, maxTokens: x.body.max_tokens, units: x.tools.units, speed,
+      ...(geo === undefined ? {} : { inferenceGeo: geo }), priceList,
+    });
+  } catch (err) {
+    if (err instanceof HoldBoundError) {
+      throw gatewayError('invalid_request', `tools: ${err.message.split(':')[0]} has no max_uses and this gateway has no bound for it; set max_uses on the tool`);
+    }
+    throw err;
+  }
+}
+
+/**
+ * The catalog's `unpriced: "refuse"` policy, before anything is held or sent: a request whose
+ * server tools bill a unit the catalog has no price for, or that asks for fast mode on a model
+ * without fast prices, is a 400 `unpriced_request` naming what is unpriced. With `record` (the
+ * default) it is served and the unpriced units are recorded on its usage event.
+ */
+function refuseUnpriced(version: PriceVersion, resolved: ResolvedModel, body: MessagesRequest, tools: ServerTools): void {
+  if (version.catalog.unpriced !== 'refuse') return;
+  const missing = requestUnpriced(resolved.model, {
+    speed: requestLabel((body as Record<string, unknown>).speed) ?? null,
+    units: Object.keys(tools.units) as UnitDimension[],
+  });
+  if (missing.length > 0) {
+    throw gatewayError('unpriced_request',
+      `${resolved.model.id} has no price on this gateway for ${missing.join(', ')}; remove the tool or option that uses it`);
+  }
 }
 
 /** A settled request's usage event and its publication (after the reply). */
@@ -470,6 +531,7 @@ async function relayStream(
     status: streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
     httpStatus: 200,
     usage: meter.hasUsage ? meter.usage() : null,
+    report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
     billable: meter.hasUsage && (!failed || deps.streamErrorBilling === 'usage'),
     firstByteAt,
     upstreamRequestId,
