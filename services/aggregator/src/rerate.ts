@@ -84,8 +84,8 @@ export function storedBook(rows: readonly StoredPriceVersionRow[]): { book: Pric
 /**
  * The charge of one stored event under `version`, by the rules the gateway applies at
  * settlement (@tollgate/pricing `priceRequest`): its quantities, serving model, iterations,
- * conditions and price list as stored. Undefined with a reason when its model is not in the
- * catalog. An event that hit its hold (`cost_over_bound`) was charged its hold: it re-prices to
+ * conditions and price list as stored. `{skip}` with a reason when its model is not in the
+ * catalog. A refusal charged 0 was refused before any output and stays 0. An event that hit its hold (`cost_over_bound`) was charged its hold: it re-prices to
  * at most what was stored, since the hold is not stored.
  */
 export function reprice(e: UsageEventV2, version: PriceVersion): { micros: bigint } | { skip: string } {
@@ -101,6 +101,9 @@ export function reprice(e: UsageEventV2, version: PriceVersion): { micros: bigin
     inferenceGeo: e.inference_geo,
     speed: e.speed,
     stopReason: e.stop_reason,
+    // Whether output reached the client is not stored; for a refusal the stored charge says it
+    // (a refusal before any output was charged 0, whatever its token counts).
+    ...(e.stop_reason === 'refusal' ? { outputSeen: stored > 0n } : {}),
     iterations: e.iterations.map((it) => ({ type: it.type, model: it.model, quantities: quantities(it.quantities) })),
     priceList: e.price_list,
   });

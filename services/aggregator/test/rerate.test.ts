@@ -14,7 +14,7 @@ import { MemoryKeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore } from '@tollgate/ledger';
 import { PriceBook, bundledCatalogPath, loadCatalogFile, parseCatalog } from '@tollgate/pricing';
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
-import { registerOps, rerate } from '@tollgate/aggregator';
+import { registerOps, reprice, rerate } from '@tollgate/aggregator';
 import { haikuV1, usGeo, v2, vipBatch, webSearch } from '../../../libs/warehouse/test/usage-fixtures.ts';
 
 const MAIN = resolve(import.meta.dirname, '../../tollgate/src/main.ts');
@@ -165,4 +165,20 @@ test('the route refuses a bad window or catalog with a 400 naming it', async () 
   const [status, message] = await post({ from: '2026-11-01', to: '2026-11-02', catalog: { version: 1 } });
   assert.equal(status, 400);
   assert.match(message, /catalog/);
+});
+
+test('reprice follows the settlement rules the event cannot repeat: unbilled errors, refusals before output, charges capped at the hold', () => {
+  const vA = book.byId(A.contentId)!;
+  const search = webSearch('r', day(2), 'acc_r', A.contentId); // 972,000 under A
+  assert.deepEqual(reprice(search, vA), { micros: 972_000n });
+  // a stream error the gateway did not bill (stored 0) stays 0 though it has tokens
+  assert.deepEqual(reprice({ ...search, status: 'stream_error', cost_micros: '0' }, vA), { micros: 0n });
+  // billed stream errors are re-priced
+  assert.deepEqual(reprice({ ...search, status: 'stream_error' }, vA), { micros: 972_000n });
+  // a refusal charged 0 had no output: 0 under any prices; one charged had output
+  assert.deepEqual(reprice({ ...search, stop_reason: 'refusal', cost_micros: '0' }, vA), { micros: 0n });
+  assert.deepEqual(reprice({ ...search, stop_reason: 'refusal' }, vA), { micros: 972_000n });
+  // charged its hold (cost_over_bound): never re-priced above it
+  assert.deepEqual(reprice({ ...search, cost_micros: '500000', anomalies: ['cost_over_bound'] }, vA), { micros: 500_000n });
+  assert.deepEqual(reprice({ ...search, model: 'gpt-9', catalog_model: 'gpt-9' }, vA), { skip: 'model_not_in_catalog:gpt-9' });
 });
