@@ -163,6 +163,21 @@ describe('cny catalog: every dimension priced', () => {
     assert.deepEqual([e.cost_micros, e.price_list], ['86400', 'vip']);
   });
 
+  test('an account\'s price list survives a restart (the control record carries it through the log)', async () => {
+    const c = await customer(stack.url, 10);
+    await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { price_list: 'vip' });
+    await stack.restart();
+    const view = await admin<{ price_list: string }>(stack.url, 'GET', `/admin/v1/accounts/${c.accountId}`);
+    assert.equal(view.json.price_list, 'vip');
+    const client = new Anthropic({ apiKey: c.secret, baseURL: stack.url, maxRetries: 0, logLevel: 'error' });
+    const msg = await client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 256, messages: user('x [[sim input=1000 output=100]]') });
+    // (72,000 + 36,000) × 0.8
+    assert.equal((await usageEvent(stack, msg._request_id)).cost_micros, '86400');
+    // back to the catalog's own prices
+    const reset = await admin<{ price_list: string }>(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { price_list: null });
+    assert.equal(reset.json.price_list, 'default');
+  });
+
   test('GET /v1/models carries a pricing object per model (credits per MTok, per unit, tiers, multipliers)', async () => {
     const c = await customer(stack.url, 1);
     const res = await fetch(`${stack.url}/v1/models/claude-sonnet-4-5`, { headers: { 'x-api-key': c.secret } });

@@ -384,3 +384,23 @@ test('error after a complete answer (final message_delta with stop_reason): the 
   assert.deepEqual(m.usage(), { input: 500, output: 40, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 });
   assert.deepEqual(m.anomalies, ['error_after_answer', 'missing_message_stop']);
 });
+
+test('stream pricing facts: serving model (bounded), stop_reason, output seen only once content arrives, server tool units and iterations from the final delta', () => {
+  const m = new StreamMeter();
+  m.push(start({ input_tokens: 10, output_tokens: 1 }));
+  m.push(frame('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }));
+  assert.equal(m.outputSeen, false, 'an empty text block is no output yet');
+  m.push(TEXT);
+  m.push(delta({ output_tokens: 5, server_tool_use: { web_search_requests: 2 }, service_tier: 'batch', iterations: [{ type: 'message', input_tokens: 10, output_tokens: 5 }] }));
+  m.push(STOP);
+  m.end();
+  assert.deepEqual([m.outputSeen, m.stopReason, m.tally.serverToolUse(), m.tally.labels().service_tier, m.tally.iterations()?.length],
+    [true, 'end_turn', { web_search_requests: 2 }, 'batch', 1]);
+
+  const refusal = new StreamMeter();
+  refusal.push(frame('message_start', { type: 'message_start', message: { id: 'msg_r', model: 'm'.repeat(300), usage: { input_tokens: 10, output_tokens: 0 } } }));
+  refusal.push(delta({ output_tokens: 0 }, 'refusal'));
+  refusal.push(STOP);
+  refusal.end();
+  assert.deepEqual([refusal.outputSeen, refusal.stopReason, refusal.model, refusal.anomalies], [false, 'refusal', null, ['invalid_label']]);
+});

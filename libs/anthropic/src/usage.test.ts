@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MAX_TOKEN_COUNT, readMessageUsage, UsageTally, usageFromMessage, usageFromWire } from './usage.ts';
+import { MAX_TOKEN_COUNT, readMessage, readMessageUsage, UsageTally, usageFromMessage, usageFromWire } from './usage.ts';
 import type { Usage } from './types.ts';
 
 test('plain usage', () => {
@@ -180,4 +180,77 @@ test('a report whose breakdown disagrees with its own total: charged as the larg
   const ok = new UsageTally();
   ok.add({ output_tokens: 1, cache_creation_input_tokens: 30, cache_creation: { ephemeral_5m_input_tokens: 10, ephemeral_1h_input_tokens: 20 } });
   assert.deepEqual([...ok.anomalies], []);
+});
+
+test('server_tool_use counts (web searches, fetches) merge by max like token counts: lower is count_decreased, bad is invalid_count', () => {
+  const t = new UsageTally();
+  t.add({ output_tokens: 1, server_tool_use: { web_search_requests: 2 } });
+  t.add({ output_tokens: 5, server_tool_use: { web_search_requests: 3, web_fetch_requests: 1 } });
+  t.add({ output_tokens: 6, server_tool_use: { web_search_requests: 1, web_fetch_requests: -4 } });
+  assert.deepEqual(t.serverToolUse(), { web_search_requests: 3, web_fetch_requests: 1 });
+  assert.deepEqual(t.wire().server_tool_use, { web_search_requests: 3, web_fetch_requests: 1 });
+  assert.deepEqual([...t.anomalies].sort(), ['count_decreased', 'invalid_count']);
+  // server tool units alone are usage: a message that reported only searches is metered
+  const only = new UsageTally();
+  only.add({ server_tool_use: { web_search_requests: 1 } }, []);
+  assert.equal(only.hasCounts, true);
+});
+
+test('pricing labels: service_tier, inference_geo, speed kept when short printable text, else invalid_label and ignored', () => {
+  const t = new UsageTally();
+  t.add({ output_tokens: 1, service_tier: 'batch', inference_geo: 'us', speed: 'fast' });
+  assert.deepEqual(t.labels(), { service_tier: 'batch', inference_geo: 'us', speed: 'fast' });
+  const bad = new UsageTally();
+  bad.add({ output_tokens: 1, service_tier: 'x'.repeat(65), inference_geo: 'u\ns', speed: 7 });
+  assert.deepEqual(bad.labels(), { service_tier: null, inference_geo: null, speed: null });
+  assert.deepEqual([...bad.anomalies], ['invalid_label']);
+});
+
+test('usage.iterations: each entry validated like a report; the model is kept; a bad list or more than 64 entries is invalid_label and ignored', () => {
+  const t = new UsageTally();
+  t.add({
+    input_tokens: 23000, output_tokens: 1000,
+    iterations: [
+      { type: 'compaction', input_tokens: 180000, output_tokens: 3500 },
+      { type: 'advisor_message', model: 'claude-haiku-4-5', input_tokens: 500, output_tokens: 50, cache_read_input_tokens: -1 },
+    ],
+  });
+  assert.deepEqual(t.iterations(), [
+    { type: 'compaction', model: null, usage: { input: 180000, output: 3500, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 }, serverToolUse: {} },
+    { type: 'advisor_message', model: 'claude-haiku-4-5', usage: { input: 500, output: 50, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 }, serverToolUse: {} },
+  ]);
+  assert.deepEqual([...t.anomalies], ['invalid_count']);
+  for (const bad of ['nope', [{ type: 'message', model: 'm\u0000' }], [{ input_tokens: 1 }], Array.from({ length: 65 }, () => ({ type: 'message' }))]) {
+    const b = new UsageTally();
+    b.add({ output_tokens: 1, iterations: bad });
+    assert.equal(b.iterations(), null, JSON.stringify(bad).slice(0, 40));
+    assert.deepEqual([...b.anomalies], ['invalid_label']);
+  }
+  // a later, shorter list never replaces a longer one
+  const s = new UsageTally();
+  s.add({ output_tokens: 1, iterations: [{ type: 'message' }, { type: 'compaction' }] });
+  s.add({ output_tokens: 2, iterations: [{ type: 'message' }] });
+  assert.equal(s.iterations()!.length, 2);
+  assert.deepEqual([...s.anomalies], ['count_decreased']);
+});
+
+test('an unknown numeric usage field is tallied (recorded as unpriced by the gateway); hostile names and more than 16 are invalid_label', () => {
+  const t = new UsageTally();
+  t.add({ output_tokens: 1, hologram_units: 3 });
+  t.add({ output_tokens: 1, hologram_units: 2 });
+  assert.deepEqual(t.otherCounts(), { hologram_units: 3 });
+  assert.deepEqual([...t.anomalies], ['count_decreased']);
+  const h = new UsageTally();
+  const many: Record<string, number> = { output_tokens: 1, ['bad name']: 1, ['x'.repeat(65)]: 1 };
+  for (let i = 0; i < 20; i++) many[`f${i}`] = i;
+  h.add(many);
+  assert.equal(Object.keys(h.otherCounts()).length, 16);
+  assert.deepEqual([...h.anomalies], ['invalid_label']);
+});
+
+test('readMessage: serving model, stop_reason and whether any output was produced (a refusal with empty content has none)', () => {
+  const r = readMessage({ type: 'message', model: 'claude-haiku-4-5-20251001', stop_reason: 'refusal', content: [], usage: { input_tokens: 10, output_tokens: 0 } })!;
+  assert.deepEqual([r.model, r.stopReason, r.outputSeen], ['claude-haiku-4-5-20251001', 'refusal', false]);
+  const t = readMessage({ type: 'message', model: 'x'.repeat(257), stop_reason: 'end_turn', content: [{ type: 'text', text: 'hi' }], usage: { input_tokens: 1, output_tokens: 1 } })!;
+  assert.deepEqual([t.model, t.outputSeen, t.anomalies], [null, true, ['invalid_label']]);
 });

@@ -225,7 +225,7 @@ export class UsageTally {
         // A count Tollgate does not know yet (a new billable field): tallied like the others
         // so it can be recorded as unpriced, never silently free. Its name reaches the event,
         // so it must be a short label, and only so many are kept.
-        if (wireLabel(key) === undefined || (!this.#counts.has(key) && this.#counts.size >= MAX_OTHER_COUNTS + TOP_COUNTS.length)) {
+        if (wireLabel(key) === undefined || (!this.#counts.has(key) && Object.keys(this.otherCounts()).length >= MAX_OTHER_COUNTS)) {
           this.anomalies.add('invalid_label');
         } else this.#take(key, value);
       } else this.#extra[key] = value;

@@ -125,3 +125,29 @@ test('untouched bytes when nothing changes; a client\'s own thinking is kept', (
   const own = { model: 'claude-sonnet-4-6-thinking', max_tokens: 10, thinking: { type: 'disabled' }, messages: [] } as unknown as MessagesRequest;
   assert.deepEqual(JSON.parse(String(upstreamBody(own, Buffer.from('{}'), resolveModel(catalog, 'claude-sonnet-4-6-thinking')!))).thinking, { type: 'disabled' });
 });
+
+test('server tools: units by tool type, Σ max_uses per unit; a priced tool without max_uses gets the catalog bound, sent upstream', async () => {
+  const { priceVersion } = await import('@tollgate/pricing');
+  const { serverTools, toolUnit } = await import('./upstream-body.ts');
+  const version = priceVersion(catalogs[0]!);
+  const resolved = resolveModel(version.catalog, 'claude-sonnet-4-5')!;
+  assert.deepEqual(['web_search_20250305', 'web_fetch_20250910', 'code_execution_20250825', 'bash_20250124', 7].map(toolUnit),
+    ['web_search_requests', 'web_fetch_requests', 'code_execution_seconds', undefined, undefined]);
+  const body = {
+    model: 'claude-sonnet-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'x' }],
+    tools: [
+      { type: 'web_search_20250305', name: 'a', max_uses: 3 },
+      { type: 'web_search_20250305', name: 'b', max_uses: 2 },
+      { type: 'web_fetch_20250910', name: 'f' },
+      { name: 'custom', input_schema: { type: 'object' } },
+    ],
+  } as unknown as MessagesRequest;
+  const t = serverTools(body, version, resolved.model);
+  // web fetch is priced at 0: no bound is imposed on it, the hold needs none
+  assert.deepEqual([t.units, [...t.maxUses]], [{ web_search_requests: 5, web_fetch_requests: null }, []]);
+  const open = { ...body, tools: [{ type: 'web_search_20250305', name: 'a' }, { name: 'custom', input_schema: { type: 'object' } }] } as unknown as MessagesRequest;
+  const o = serverTools(open, version, resolved.model);
+  assert.deepEqual([o.units, [...o.maxUses]], [{ web_search_requests: 50 }, [[0, 50]]]);
+  const sent = JSON.parse(String(upstreamBody(open, Buffer.from(JSON.stringify(open)), resolved, o.maxUses))) as { tools: unknown[] };
+  assert.deepEqual(sent.tools, [{ type: 'web_search_20250305', name: 'a', max_uses: 50 }, { name: 'custom', input_schema: { type: 'object' } }]);
+});

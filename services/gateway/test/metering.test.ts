@@ -59,3 +59,29 @@ test('upstream request id: printable ASCII up to 128 characters, anything else n
     assert.equal(boundedUpstreamId(bad), null, JSON.stringify(bad));
   }
 });
+
+test('iterations: totals are per dimension the larger of the top level and Σ iterations (compaction left out of the top level is charged once)', async () => {
+  const { UsageTally } = await import('@tollgate/anthropic');
+  const tally = new UsageTally();
+  tally.add({
+    input_tokens: 23_000, output_tokens: 1_000, server_tool_use: { web_search_requests: 2 },
+    iterations: [{ type: 'compaction', input_tokens: 180_000, output_tokens: 3_500 }, { type: 'message', input_tokens: 23_000, output_tokens: 1_000 }],
+  });
+  const report = { tally, model: 'claude-sonnet-4-5-20250929', stopReason: 'end_turn', outputSeen: true };
+  const s = fullSettlement({ resolved, version, holdMicros: 10n ** 12n }, outcome({ usage: tally.usage(), report }));
+  assert.deepEqual([s.quantities.input, s.quantities.output, s.quantities.web_search_requests], [203_000, 4_500, 2]);
+  // 203,000 input-side tokens > 200,000: the compaction step (180,000) alone is not over the tier,
+  // each step is priced with its own tier: 180,000×72 + 3,500×360 + 23,000×72 + 1,000×360
+  //   + the remainder at the serving model: 2 searches × 240,000
+  // = 12,960,000 + 1,260,000 + 1,656,000 + 360,000 + 480,000 = 16,716,000 µc
+  assert.equal(s.cost, 16_716_000n);
+  assert.deepEqual(s.iterations.map((i) => [i.type, i.model]), [['compaction', 'claude-sonnet-4-5-20250929'], ['message', 'claude-sonnet-4-5-20250929']]);
+});
+
+test('an unknown usage field and an unknown server tool count are recorded as unpriced; the rest is charged', async () => {
+  const { UsageTally } = await import('@tollgate/anthropic');
+  const tally = new UsageTally();
+  tally.add({ input_tokens: 800, output_tokens: 120, hologram_units: 4, server_tool_use: { teleport_requests: 1 } });
+  const s = fullSettlement({ resolved, version, holdMicros: 10n ** 9n }, outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
+  assert.deepEqual([s.cost, [...s.priced.unpriced].sort()], [100_800n, ['hologram_units', 'server_tool_use.teleport_requests']]);
+});
