@@ -255,6 +255,13 @@ describe('price changes: reload by SIGHUP or file change, never mid-request; unp
     const next = await c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1024, messages: user('x [[sim input=1000 output=100]]') });
     const b = await usageEvent(stack, next._request_id);
     assert.deepEqual([b.cost_micros, b.price_version], ['60000', stack.tollgate.prices.current().id]);
+    // both versions are kept: a rerate under the stored versions finds every charge exact
+    const from = Date.now() - 3_600_000;
+    const rerate = await admin<{ versions: Record<string, number>; accounts: Array<{ events: number; events_different: number }> }>(
+      stack.url, 'POST', '/ops/v1/rerate', { from, to: Date.now() + 60_000, account_id: c.accountId });
+    assert.equal(rerate.status, 200);
+    assert.deepEqual(rerate.json.versions, { [before]: 1, [b.price_version]: 1 });
+    assert.deepEqual(rerate.json.accounts.map((x) => [x.events, x.events_different]), [[2, 0]]);
     // a broken file: refused, the version in force stays
     const inForce = stack.tollgate.prices.current().id;
     writeFileSync(file, '{"version": 1, "models": "oops"}');

@@ -53,3 +53,15 @@ test('fault directives parse to their kinds; a value outside the list or a dangl
   }
   assert.throws(() => parseDirectives('[[sim encoding=compress]]', {}), /encoding=compress: expected one of gzip, deflate, br, zstd/);
 });
+
+test('pricing directives: server tool counts, conditions, serving model, iterations, refusal, an unknown usage field; bad values are a 400', () => {
+  const d = parseDirectives('[[sim web_search=3 web_fetch=1 geo=us tier=batch speed=fast served_model=claude-haiku-4-5 refusal=1 usage_field=hologram_units:2 iterations=message:-:10:2,advisor_message:claude-haiku-4-5:5:1]]', {});
+  assert.deepEqual(d, {
+    web_search: 3, web_fetch: 1, geo: 'us', tier: 'batch', speed: 'fast', served_model: 'claude-haiku-4-5', refusal: true,
+    usage_field: { name: 'hologram_units', value: 2 },
+    iterations: [{ type: 'message', model: null, input: 10, output: 2 }, { type: 'advisor_message', model: 'claude-haiku-4-5', input: 5, output: 1 }],
+  });
+  for (const bad of ['tier=flex', 'speed=warp', 'geo=u s', 'refusal=yes', 'iterations=message:10:2', 'usage_field=x', 'web_search=-1']) {
+    assert.throws(() => parseDirectives(`[[sim ${bad}]]`, {}), /simulator directive/, bad);
+  }
+});

@@ -166,6 +166,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     registerOps(server, {
       warehouse, balances, keys, adminToken: admin.value,
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
+      priceBook: () => prices,
     });
   }
   // Every version a gateway prices with goes to the log (control topic), so the warehouse keeps
