@@ -56,6 +56,13 @@ export interface Outcome {
   anomalies?: readonly UsageAnomaly[];
 }
 
+/** Most distinct unknown usage names one event records; the rest are recorded as `OTHER_UNKNOWN`. */
+export const MAX_UNKNOWN_NAMES = 16;
+/** The name unknown usage fields past `MAX_UNKNOWN_NAMES` are recorded under. */
+export const OTHER_UNKNOWN = 'other_usage_fields';
+/** Most names the event's `unpriced` carries (the event decoder's bound); past it the last says `and_more`. */
+export const MAX_UNPRICED_NAMES = 64;
+
 /** Where each unit dimension sits under `usage.server_tool_use` (from DIMENSIONS' wire paths). */
 const SERVER_TOOL_UNITS: ReadonlyMap<string, Dimension> = new Map(DIMENSIONS
   .filter((d) => d.kind === 'unit' && d.wire.length === 2 && d.wire[0] === 'server_tool_use')
@@ -66,8 +73,13 @@ function quantitiesOf(usage: TokenUsage, serverToolUse: Readonly<Record<string, 
   const q: Record<Dimension, number> = { ...fromTokenUsage(usage) };
   for (const [k, v] of Object.entries(serverToolUse)) {
     const dim = SERVER_TOOL_UNITS.get(k);
-    if (dim === undefined) unknown[`server_tool_use.${k}`] = Math.max(unknown[`server_tool_use.${k}`] ?? 0, v);
-    else q[dim] = v;
+    if (dim !== undefined) q[dim] = v;
+    else {
+      // Each iteration may name its own fields: past MAX_UNKNOWN names they are recorded as one.
+      let name = `server_tool_use.${k}`;
+      if (!Object.hasOwn(unknown, name) && Object.keys(unknown).length >= MAX_UNKNOWN_NAMES) name = OTHER_UNKNOWN;
+      unknown[name] = Math.max(unknown[name] ?? 0, v);
+    }
   }
   return q;
 }
@@ -227,7 +239,8 @@ export async function settle(
     unit_prices: { ...priced.unitPrices },
     tier: priced.tier,
     multipliers: [...priced.multipliers],
-    unpriced: [...priced.unpriced],
+    unpriced: priced.unpriced.length <= MAX_UNPRICED_NAMES
+      ? [...priced.unpriced] : [...priced.unpriced.slice(0, MAX_UNPRICED_NAMES - 1), 'and_more'],
     status,
     http_status: outcome.httpStatus,
     latency_ms: Math.round(now - m.startedAt),

@@ -85,3 +85,18 @@ test('an unknown usage field and an unknown server tool count are recorded as un
   const s = fullSettlement({ resolved, version, holdMicros: 10n ** 9n }, outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
   assert.deepEqual([s.cost, [...s.priced.unpriced].sort()], [100_800n, ['hologram_units', 'server_tool_use.teleport_requests']]);
 });
+
+test('hostile iterations naming 64 × 16 unknown server-tool fields: at most 16 names recorded, the rest as other_usage_fields', async () => {
+  const { UsageTally } = await import('@tollgate/anthropic');
+  const tally = new UsageTally();
+  const iterations = Array.from({ length: 64 }, (_, i) => ({
+    type: 'message', input_tokens: 1, output_tokens: 1,
+    server_tool_use: Object.fromEntries(Array.from({ length: 16 }, (_, j) => [`t${i}_${j}`, 1])),
+  }));
+  tally.add({ input_tokens: 64, output_tokens: 64, iterations });
+  const s = fullSettlement({ resolved, version, holdMicros: 10n ** 9n }, outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
+  assert.equal(s.priced.unpriced.length, 17);
+  assert.ok(s.priced.unpriced.includes('other_usage_fields'));
+  // 64 steps of 1 input + 1 output at sonnet-4-5: 64 × (72 + 360) = 27,648 µc
+  assert.equal(s.cost, 27_648n);
+});
