@@ -235,6 +235,9 @@ describe('price changes: reload by SIGHUP or file change, never mid-request; unp
       assert.equal((err.error as { error: { code: string } }).error.code, 'unpriced_request');
       return true;
     });
+    // fast mode on a model without fast prices is refused the same way
+    await assert.rejects(c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 64, speed: 'fast', messages: user('hi') } as never),
+      (err: unknown) => err instanceof Anthropic.APIError && err.status === 400 && /speed:fast/.test(err.message));
     assert.equal(await settledBalance(stack, c.accountId), 5_000_000n);
   });
 
