@@ -177,7 +177,7 @@ test('needs kafka', async (t) => {
 `,
     );
     const base: Env = { ...process.env };
-    for (const k of ['CI', 'TOLLGATE_REQUIRE_SERVICES', 'REDIS_URL', 'KAFKA_BROKERS', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) {
+    for (const k of ['CI', 'TOLLGATE_REQUIRE_SERVICES', 'REDIS_URL', 'KAFKA_BROKERS', 'REDIS_PORT', 'KAFKA_PORT', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) {
       delete base[k];
     }
     const env = await emptyEnv(base);

@@ -11,7 +11,7 @@
 import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
-import type { EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
+import type { Admin, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
 import { partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
@@ -213,7 +213,10 @@ export class KafkaLog implements EventLog {
       if (!existing.has(this.deadLetterTopicName())) {
         missing.push({ topic: this.deadLetterTopicName(), numPartitions: 1, replicationFactor, configEntries: DEAD_LETTER_CONFIG });
       }
-      if (missing.length > 0) await admin.createTopics({ topics: missing, waitForLeaders: true });
+      if (missing.length > 0) {
+        await admin.createTopics({ topics: missing, waitForLeaders: true });
+        await waitForTopicMetadata(admin, missing.map((t) => t.topic), partitionsOf(missing));
+      }
     } finally {
       await admin.disconnect();
     }
@@ -689,4 +692,36 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
     timer = setTimeout(() => reject(new Error(message)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Partitions each new topic was created with, by name. */
+function partitionsOf(topics: readonly ITopicConfig[]): Map<string, number> {
+  return new Map(topics.map((t) => [t.topic, t.numPartitions ?? 1]));
+}
+
+/**
+ * Waits until the broker serves metadata for every new topic with a leader on every partition.
+ * `createTopics({waitForLeaders})` can return before a KRaft broker's metadata cache has the
+ * topic (a freshly started broker answers UNKNOWN_TOPIC_OR_PARTITION for a moment), and the
+ * first producer or consumer then fails instead of the topic being ready. Gives up after
+ * `timeoutMs` (10 s) with the last error: a topic that never appears is a real failure.
+ */
+async function waitForTopicMetadata(
+  admin: Admin, topics: readonly string[], partitions: Map<string, number>, timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+    try {
+      const { topics: meta } = await admin.fetchTopicMetadata({ topics: [...topics] });
+      const ready = topics.every((name) => {
+        const t = meta.find((m) => m.name === name);
+        return t !== undefined && t.partitions.length >= (partitions.get(name) ?? 1) && t.partitions.every((p) => p.leader >= 0);
+      });
+      if (ready) return;
+      if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} have no leader after ${timeoutMs} ms`);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    await new Promise((r) => setTimeout(r, delay));
+  }
 }

@@ -87,9 +87,12 @@ export class ConcurrencyGates {
     };
   }
 
-  /** Both slots at once (tenant first); on a refusal nothing stays taken. */
-  acquire(keyId: string, accountId: string): () => void {
-    const tenant = this.acquireTenant(keyId, accountId);
+  /**
+   * A pool slot for a request that already holds its tenant slot (`tenant`, its release):
+   * returns one release for both; on a refusal (503) the tenant slot is given back, so nothing
+   * stays taken.
+   */
+  withPool(tenant: () => void): () => void {
     try {
       const pool = this.acquirePool();
       return () => { pool(); tenant(); };
@@ -178,14 +181,7 @@ export function acquireSlot(deps: GatewayDeps, request: FastifyRequest): () => v
   const gates = deps.concurrency;
   if (!gates) return () => {};
   const caller = request.caller!;
-  const tenant = request.slot ? request.slot.hold() : gates.acquireTenant(caller.key.id, caller.account.id);
-  try {
-    const pool = gates.acquirePool();
-    return () => { pool(); tenant(); };
-  } catch (err) {
-    tenant();
-    throw err;
-  }
+  return gates.withPool(request.slot ? request.slot.hold() : gates.acquireTenant(caller.key.id, caller.account.id));
 }
 
 export interface LimitTicket {

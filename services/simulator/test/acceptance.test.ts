@@ -1,24 +1,14 @@
 // The simulator accepts what the real Messages API accepts and rejects what it rejects.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
-import type { FastifyInstance } from 'fastify';
-import { buildSimulator } from '../src/index.ts';
+import { useSimulator } from './support.ts';
 import type { RecordedRequest } from '../src/index.ts';
 
-let sim: FastifyInstance;
 let baseURL: string;
 let client: Anthropic;
 
-before(async () => {
-  sim = buildSimulator();
-  baseURL = await sim.listen({ port: 0, host: '127.0.0.1' });
-  client = new Anthropic({ apiKey: 'sk-test', baseURL, maxRetries: 0, logLevel: 'error' });
-});
-
-after(async () => {
-  await sim.close();
-});
+useSimulator((h) => { ({ baseURL, client } = h); });
 
 async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
   const res = await fetch(`${baseURL}${path}`, {

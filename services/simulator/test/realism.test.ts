@@ -5,24 +5,14 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { crc32 } from 'node:zlib';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
-import type { FastifyInstance } from 'fastify';
-import { buildSimulator } from '../src/index.ts';
+import { useSimulator } from './support.ts';
 
-let sim: FastifyInstance;
 let baseURL: string;
 let client: Anthropic;
 
-before(async () => {
-  sim = buildSimulator();
-  baseURL = await sim.listen({ port: 0, host: '127.0.0.1' });
-  client = new Anthropic({ apiKey: 'sk-test', baseURL, maxRetries: 0, logLevel: 'error' });
-});
-
-after(async () => {
-  await sim.close();
-});
+useSimulator((h) => { ({ baseURL, client } = h); });
 
 async function post(body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
   const res = await fetch(`${baseURL}/v1/messages`, {

@@ -1,27 +1,17 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
-import type { FastifyInstance } from 'fastify';
 import { buildSimulator } from '../src/index.ts';
+import { useSimulator } from './support.ts';
 import type { RecordedRequest } from '../src/index.ts';
 
 const MODEL = 'claude-sonnet-5-5';
 const HELLO = 'Hello there, how are you?'; // 25 chars → 7 input tokens
 
-let sim: FastifyInstance;
 let baseURL: string;
 let client: Anthropic;
 
-before(async () => {
-  sim = buildSimulator();
-  baseURL = await sim.listen({ port: 0, host: '127.0.0.1' });
-  // No retries: a fault must surface exactly once, as the client would see it.
-  client = new Anthropic({ apiKey: 'sk-test', baseURL, maxRetries: 0, logLevel: 'error' });
-});
-
-after(async () => {
-  await sim.close();
-});
+useSimulator((h) => { ({ baseURL, client } = h); });
 
 function user(content: Anthropic.MessageParam['content']): Anthropic.MessageParam[] {
   return [{ role: 'user', content }];
