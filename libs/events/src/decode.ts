@@ -86,7 +86,8 @@ const money = (sign: 'any' | 'nonnegative' | 'positive' | 'nonzero') => z.string
   }
 });
 
-const UsageSchema = z.object({
+/** The fields both usage versions carry (`UsageEventBase`), with the bounds every stage holds. */
+const USAGE_BASE = {
   type: z.literal('usage'),
   event_id: eventId,
   ts: epochMs,
@@ -95,11 +96,6 @@ const UsageSchema = z.object({
   model: text(MAX_TEXT_CHARS),
   catalog_model: text(MAX_TEXT_CHARS),
   upstream_model: text(MAX_TEXT_CHARS),
-  input_tokens: count,
-  output_tokens: count,
-  cache_read_tokens: count,
-  cache_write_5m_tokens: count,
-  cache_write_1h_tokens: count,
   cost_micros: money('nonnegative'),
   status: z.enum(['ok', 'upstream_error', 'client_disconnect', 'stream_error', 'unmetered', 'usage_anomaly']),
   http_status: z.number().int().min(0).max(65535),
@@ -109,6 +105,15 @@ const UsageSchema = z.object({
   upstream_request_id: text(MAX_TEXT_CHARS).nullable(),
   gateway_id: text(MAX_TEXT_CHARS),
   anomalies: z.array(text(MAX_TEXT_CHARS)).max(32).optional(),
+};
+
+const UsageSchema = z.object({
+  ...USAGE_BASE,
+  input_tokens: count,
+  output_tokens: count,
+  cache_read_tokens: count,
+  cache_write_5m_tokens: count,
+  cache_write_1h_tokens: count,
 });
 
 const CATALOG_SIZE = (catalog: unknown): boolean => {
@@ -186,15 +191,8 @@ const iterationSchema = () => z.object({
 });
 
 const usageV2Schema = () => z.object({
-  type: z.literal('usage'),
+  ...USAGE_BASE,
   v: z.literal(2),
-  event_id: eventId,
-  ts: epochMs,
-  account_id: id,
-  key_id: text(MAX_TEXT_CHARS),
-  model: text(MAX_TEXT_CHARS),
-  catalog_model: text(MAX_TEXT_CHARS),
-  upstream_model: text(MAX_TEXT_CHARS),
   served_model: text(MAX_TEXT_CHARS).nullable(),
   quantities: quantitiesSchema(),
   iterations: z.array(iterationSchema()).max(MAX_ITERATIONS),
@@ -203,7 +201,6 @@ const usageV2Schema = () => z.object({
   speed: label.nullable(),
   stop_reason: label.nullable(),
   thinking_tokens: count.nullable(),
-  cost_micros: money('nonnegative'),
   upstream_cost_micros: money('nonnegative').nullable(),
   upstream_currency: z.string().regex(/^[A-Z]{3}$/, 'must be an ISO 4217 code such as "USD"').nullable(),
   price_version: label.min(1),
@@ -213,14 +210,6 @@ const usageV2Schema = () => z.object({
   multipliers: z.array(label.min(1)).max(MAX_NAMES),
   // `model:<name>` entries carry a model name
   unpriced: z.array(text(MAX_TEXT_CHARS + 8, 1)).max(MAX_NAMES),
-  status: UsageSchema.shape.status,
-  http_status: UsageSchema.shape.http_status,
-  latency_ms: count,
-  ttft_ms: count.nullable(),
-  stream: z.boolean(),
-  upstream_request_id: text(MAX_TEXT_CHARS).nullable(),
-  gateway_id: text(MAX_TEXT_CHARS),
-  anomalies: z.array(text(MAX_TEXT_CHARS)).max(32).optional(),
 });
 
 let usageV2: z.ZodType | undefined;

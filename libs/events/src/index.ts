@@ -1,5 +1,5 @@
 export type {
-  Topic, UsageStatus, UsageEvent, UsageEventV1, UsageEventV2, UsageIteration, UsageQuantities, PriceVersionEvent, LedgerKind, LedgerEvent, AccountStatus, KeyStatus,
+  Topic, UsageStatus, UsageEvent, UsageEventBase, UsageEventV1, UsageEventV2, UsageIteration, UsageQuantities, PriceVersionEvent, LedgerKind, LedgerEvent, AccountStatus, KeyStatus,
   AccountRecord, KeyRecord, ControlEvent, AnyEvent,
 } from './types.ts';
 export type {

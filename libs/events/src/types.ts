@@ -15,14 +15,10 @@ export type Topic = 'usage' | 'ledger' | 'control';
  */
 export type UsageStatus = 'ok' | 'upstream_error' | 'client_disconnect' | 'stream_error' | 'usage_anomaly' | 'unmetered';
 
-/**
- * Version 1 of the usage event (no `v` field): the five token classes as flat fields. Still
- * written by gateways of before issue 7 and stored in Kafka and the warehouse; readers take it
- * through `toV2`. One per request that reached the upstream. `event_id` is the request id.
- */
-export interface UsageEventV1 {
+/** What every usage event carries, whatever its version: who, which model, what it cost, how it ended. */
+export interface UsageEventBase {
   type: 'usage';
-  v?: undefined;
+  /** the request id */
   event_id: string;
   /** epoch milliseconds when the request arrived */
   ts: number;
@@ -33,12 +29,7 @@ export interface UsageEventV1 {
   /** the catalog entry it resolved to (prices come from here) */
   catalog_model: string;
   upstream_model: string;
-  input_tokens: number;
-  output_tokens: number;
-  cache_read_tokens: number;
-  cache_write_5m_tokens: number;
-  cache_write_1h_tokens: number;
-  /** integer micro-credits, decimal string */
+  /** what the account is charged: integer micro-credits, decimal string */
   cost_micros: string;
   status: UsageStatus;
   http_status: number;
@@ -54,6 +45,20 @@ export interface UsageEventV1 {
    * once): what the upstream reported broke a rule and how it was settled. Absent or empty: none.
    */
   anomalies?: string[];
+}
+
+/**
+ * Version 1 of the usage event (no `v` field): the five token classes as flat fields. Still
+ * written by gateways of before issue 7 and stored in Kafka and the warehouse; readers take it
+ * through `toV2`. One per request that reached the upstream. `event_id` is the request id.
+ */
+export interface UsageEventV1 extends UsageEventBase {
+  v?: undefined;
+  input_tokens: number;
+  output_tokens: number;
+  cache_read_tokens: number;
+  cache_write_5m_tokens: number;
+  cache_write_1h_tokens: number;
 }
 
 /** Per billable dimension (`DIMENSIONS` of @tollgate/pricing): tokens, requests or seconds. */
@@ -77,19 +82,8 @@ export interface UsageIteration {
  * response's pricing conditions, and the prices applied, so a bill can be recomputed later
  * (`tollgate rerate`). Money is integer µc as decimal text; `unit_prices` are exact decimals.
  */
-export interface UsageEventV2 {
-  type: 'usage';
+export interface UsageEventV2 extends UsageEventBase {
   v: 2;
-  event_id: string;
-  /** epoch milliseconds when the request arrived */
-  ts: number;
-  account_id: string;
-  key_id: string;
-  /** the model id the client asked for */
-  model: string;
-  /** the catalog entry the request resolved to */
-  catalog_model: string;
-  upstream_model: string;
   /** the response's top-level `model` (differs from the request's on a fallback); null when none was read */
   served_model: string | null;
   /** totals over the whole request (every iteration), per dimension */
@@ -106,8 +100,6 @@ export interface UsageEventV2 {
   stop_reason: string | null;
   /** thinking tokens, for analytics only: they are part of `quantities.output`, never priced twice */
   thinking_tokens: number | null;
-  /** what the account is charged, integer µc as decimal text */
-  cost_micros: string;
   /** the operator's own cost at the upstream's list prices, integer µ of `upstream_currency`; null when unknown */
   upstream_cost_micros: string | null;
   /** ISO 4217 code of `upstream_cost_micros` (e.g. `USD`); null when unknown */
@@ -124,14 +116,6 @@ export interface UsageEventV2 {
   multipliers: string[];
   /** what was reported but not priced (a dimension, `speed:fast`, `model:<name>`, an unknown usage field): never silently free */
   unpriced: string[];
-  status: UsageStatus;
-  http_status: number;
-  latency_ms: number;
-  ttft_ms: number | null;
-  stream: boolean;
-  upstream_request_id: string | null;
-  gateway_id: string;
-  anomalies?: string[];
 }
 
 /** A usage event of either version; consumers that need every field read it through `toV2`. */

@@ -4,30 +4,19 @@
 // under a catalog with another price the difference is exact per account (exit 1).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runTollgate, type CliResult } from '../../../test/support/cli.ts';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { bundledCatalogPath } from '@tollgate/pricing';
 import { ADMIN_TOKEN, customer, startStack, type Stack } from '../../../test/support/tollgate.ts';
 
-const MAIN = resolve(import.meta.dirname, '../../tollgate/src/main.ts');
 let stack: Stack;
 before(async () => { stack = await startStack(); });
 after(async () => { await stack?.close(); });
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [MAIN, 'rerate', ...args, '--url', stack.url], {
-      env: { ...process.env, ADMIN_TOKEN }, stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    child.once('error', fail);
-    child.once('close', (code) => done({ code, stdout, stderr }));
-  });
+function cli(args: string[]): Promise<CliResult> {
+  return runTollgate(['rerate', ...args, '--url', stack.url], { ADMIN_TOKEN });
 }
 
 test('bills the gateway wrote re-price to the micro-credit under their own version (exit 0), and a price change shows per account (exit 1)', async () => {

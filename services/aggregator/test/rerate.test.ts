@@ -4,10 +4,10 @@
 // another catalog it gives the exact per-account difference (exit 1); bad usage exits 2.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runTollgate, type CliResult } from '../../../test/support/cli.ts';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createHttpServer } from '@tollgate/http';
 import { MemoryKeyDirectory } from '@tollgate/keys';
@@ -17,7 +17,6 @@ import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
 import { registerOps, reprice, rerate } from '@tollgate/aggregator';
 import { haikuV1, usGeo, v2, vipBatch, webSearch } from '../../../libs/warehouse/test/usage-fixtures.ts';
 
-const MAIN = resolve(import.meta.dirname, '../../tollgate/src/main.ts');
 const TOKEN = 'rerate-test-admin-token';
 const dir = mkdtempSync(join(tmpdir(), 'tollgate-rerate-'));
 
@@ -65,19 +64,8 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [MAIN, 'rerate', ...args], {
-      env: { ...process.env, ADMIN_TOKEN: TOKEN, DATA_DIR: dir },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    child.once('error', fail);
-    child.once('close', (code) => done({ code, stdout, stderr }));
-  });
+function cli(args: string[]): Promise<CliResult> {
+  return runTollgate(['rerate', ...args], { ADMIN_TOKEN: TOKEN, DATA_DIR: dir });
 }
 
 test('a stored month re-priced under its own price versions: no difference, exit 0, progress per day on stderr', async () => {
