@@ -1,21 +1,90 @@
 import type { LedgerEvent, UsageEvent } from '@tollgate/events';
 
+/**
+ * A spend window: a cap on what one key or one account may spend in a calendar period of the
+ * store's clock (UTC; the Redis server's clock in distributed mode). The window counts spent +
+ * held micro-credits: a hold reserves its amount in every window it names, `settle` moves it
+ * to the actual cost, `release` gives it back. A hold that expires (its gateway died) stays
+ * counted, so a window errs toward its limit and never past it.
+ * - `key_hourly`, `key_daily`, `key_total` count the request's key (`total` never resets);
+ * - `account_daily`, `account_monthly` count the account.
+ */
+export type SpendWindowName = 'key_hourly' | 'key_daily' | 'key_total' | 'account_daily' | 'account_monthly';
+
+export interface SpendWindow {
+  name: SpendWindowName;
+  /** the cap, micro-credits (>= 0) */
+  limit: bigint;
+}
+
+/** The window names in the order the store checks them (the first binding one is reported). */
+export const SPEND_WINDOW_NAMES: readonly SpendWindowName[] =
+  ['key_hourly', 'key_daily', 'key_total', 'account_daily', 'account_monthly'];
+
+/**
+ * Admission policy inputs (see `admission` in @tollgate/pricing, which computes them exactly):
+ * a hold of `maxTokens` output tokens costs `amount`; a hold of t tokens is bounded by
+ * `base + t × perOutputToken` µc. Under `clamp`, when `amount` does not fit, the store reserves
+ * for the largest t in [floorTokens, maxTokens] that fits and reports t (`maxTokens` of the
+ * result); under `strict` it reserves `amount` or refuses.
+ */
+export interface HoldAdmission {
+  policy: 'strict' | 'clamp';
+  /** input-side worst case (every input token at the dearest class, tools, extras), µc */
+  base: bigint;
+  /** µc per output token, rounded up to a whole µc (so the clamped hold stays a bound) */
+  perOutputToken: bigint;
+  /** the request's max_tokens */
+  maxTokens: number;
+  /** clamp never goes below this many output tokens (<= maxTokens) */
+  floorTokens: number;
+}
+
 export interface HoldRequest {
   /** the request id; the usage event of the request carries the same id and closes the hold */
   holdId: string;
   accountId: string;
   keyId: string;
-  /** worst-case cost of the request, micro-credits */
+  /** worst-case cost of the request as sent (at its full max_tokens), micro-credits */
   amount: bigint;
   /** a hold no one settles (its gateway died) stops counting after this long */
   ttlMs: number;
+  /** how far below zero the account may go (its `overdraft_credits`), µc; default 0 */
+  overdraft?: bigint;
+  /** spend windows checked and reserved in the same atomic step; default none */
+  windows?: SpendWindow[];
+  /** admission policy; absent = strict on `amount` */
+  admission?: HoldAdmission;
 }
 
 export type HoldResult =
-  | { ok: true; available: bigint }
-  | { ok: false; reason: 'insufficient_credits'; available: bigint }
+  /**
+   * `amount`: what was reserved (µc); `maxTokens`: the output tokens it covers, lower than the
+   * request's when clamped (absent without `admission`); `available`: balance − held after it.
+   */
+  | { ok: true; available: bigint; amount: bigint; maxTokens?: number }
+  /** `available`: balance − held (+ overdraft) before this hold; `required`: the smallest hold that was asked for */
+  | { ok: false; reason: 'insufficient_credits'; available: bigint; required?: bigint }
+  /**
+   * A spend window would be crossed. `used`: spent + held in it, µc; `resetAt`: epoch ms of the
+   * window's end (null for `key_total`).
+   */
+  | { ok: false; reason: 'spend_limit_exceeded'; available: bigint; window: SpendWindowName; limit: bigint;
+      used: bigint; resetAt: number | null; required: bigint }
   /** hot state was lost and is not rebuilt yet: nothing can be decided about money */
   | { ok: false; reason: 'not_ready'; available: bigint };
+
+/** Start and end (epoch ms, UTC) of the window containing `now`; end null for `key_total`. */
+export function windowBounds(name: SpendWindowName, now: number): { start: number; end: number | null } {
+  const d = new Date(now);
+  switch (name) {
+    case 'key_hourly': { const s = now - (now % 3600_000); return { start: s, end: s + 3600_000 }; }
+    case 'key_daily': case 'account_daily': { const s = now - (now % 86_400_000); return { start: s, end: s + 86_400_000 }; }
+    case 'account_monthly':
+      return { start: Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1), end: Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) };
+    case 'key_total': return { start: 0, end: null };
+  }
+}
 
 /** Where an event sits in a durable log; stored with the event's effect. */
 export interface LogPosition {
@@ -100,6 +169,11 @@ export interface BalanceStore {
   /** Drops a hold with nothing to charge (failed before the upstream billed anything). */
   release(holdId: string, accountId: string): Promise<void>;
   get(accountId: string): Promise<AccountBalance>;
+  /**
+   * Spent + held in the spend window `name` that contains now (of the key for `key_*`, of the
+   * account otherwise), µc; 0 when nothing is counted there yet.
+   */
+  windowUsed(name: SpendWindowName, accountId: string, keyId: string): Promise<bigint>;
 
   /**
    * Ledger consumer: debits the cost and closes the hold of the same id. Idempotent by

@@ -1,8 +1,8 @@
 export type {
   HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot, LogPosition, StateSnapshot,
-  LedgerQuarantine, ReferenceClaim,
+  LedgerQuarantine, ReferenceClaim, HoldAdmission, SpendWindow, SpendWindowName,
 } from './balance-store.ts';
-export { positionKey } from './balance-store.ts';
+export { positionKey, windowBounds, SPEND_WINDOW_NAMES } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';
 export { RedisBalanceStore } from './redis-balance-store.ts';
 export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';

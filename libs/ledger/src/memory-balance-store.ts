@@ -1,13 +1,16 @@
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
+import { SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
-  ReferenceClaim, StateSnapshot,
+  ReferenceClaim, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
 interface Hold {
   accountId: string;
   amount: bigint;
   expiresAt: number;
+  /** the spend-window counters this hold is counted in */
+  windows: string[];
 }
 
 /**
@@ -40,29 +43,70 @@ export class MemoryBalanceStore implements BalanceStore {
 
   async hold(req: HoldRequest): Promise<HoldResult> {
     this.#expireHolds(req.accountId);
+    const now = this.#now();
     const balance = this.#balances.get(req.accountId) ?? 0n;
+    const overdraft = req.overdraft ?? 0n;
     // A repeated hold id (a retry of the same request) replaces its earlier hold, so
     // held = Σ holds; a refused retry leaves the earlier hold as it was.
-    const previous = this.#holds.get(req.holdId)?.amount ?? 0n;
+    const prev = this.#holds.get(req.holdId);
+    const previous = prev?.amount ?? 0n;
     const available = balance - (this.#heldByAccount.get(req.accountId) ?? 0n) + previous;
-    if (balance <= 0n || available < req.amount) {
-      return { ok: false, reason: 'insufficient_credits', available: available - previous };
+    let headroom = available + overdraft;
+    // The binding window: the first (in SPEND_WINDOW_NAMES order) whose headroom is least.
+    let binding: { name: SpendWindowName; key: string; limit: bigint; used: bigint; headroom: bigint } | undefined;
+    const counted: string[] = [];
+    for (const name of SPEND_WINDOW_NAMES) {
+      const w = req.windows?.find((x) => x.name === name);
+      if (!w) continue;
+      const key = this.#windowKey(name, req, now);
+      counted.push(key);
+      const used = this.#windowValue(key, now) - (prev?.windows.includes(key) ? previous : 0n);
+      const room = w.limit - used;
+      if (room < headroom) { headroom = room; binding = { name, key, limit: w.limit, used, headroom: room }; }
     }
-    this.#dropHold(req.holdId);
-    this.#holds.set(req.holdId, { accountId: req.accountId, amount: req.amount, expiresAt: this.#now() + req.ttlMs });
+    const refuse = (required: bigint): HoldResult => binding
+      ? { ok: false, reason: 'spend_limit_exceeded', available: available - previous + overdraft, window: binding.name,
+          limit: binding.limit, used: binding.used + (prev?.windows.includes(binding.key) ? previous : 0n),
+          resetAt: windowBounds(binding.name, now).end, required }
+      : { ok: false, reason: 'insufficient_credits', available: available - previous + overdraft, required };
+    if (balance + overdraft <= 0n) return { ok: false, reason: 'insufficient_credits', available: available - previous + overdraft, required: req.amount };
+    let amount = req.amount;
+    let maxTokens = req.admission?.maxTokens;
+    if (headroom < amount) {
+      const a = req.admission;
+      if (!a || a.policy !== 'clamp' || a.perOutputToken <= 0n) return refuse(req.amount);
+      const floorAmount = a.base + BigInt(a.floorTokens) * a.perOutputToken;
+      if (headroom < floorAmount) return refuse(floorAmount);
+      let t = (headroom - a.base) / a.perOutputToken;
+      if (t > BigInt(a.maxTokens)) t = BigInt(a.maxTokens);
+      amount = a.base + t * a.perOutputToken;
+      maxTokens = Number(t);
+    }
+    this.#dropHold(req.holdId, true);
+    for (const key of counted) this.#addWindow(key, amount, req, now);
+    this.#holds.set(req.holdId, { accountId: req.accountId, amount, expiresAt: now + req.ttlMs, windows: counted });
     let ids = this.#accountHolds.get(req.accountId);
     if (!ids) this.#accountHolds.set(req.accountId, (ids = new Set()));
     ids.add(req.holdId);
-    this.#addHeld(req.accountId, req.amount);
-    return { ok: true, available: available - req.amount };
+    this.#addHeld(req.accountId, amount);
+    return maxTokens === undefined
+      ? { ok: true, available: available - amount, amount }
+      : { ok: true, available: available - amount, amount, maxTokens };
   }
 
   async settle(holdId: string, _accountId: string, actual: bigint, ttlMs: number): Promise<void> {
     const hold = this.#holds.get(holdId);
     if (!hold) return;
     this.#addHeld(hold.accountId, actual - hold.amount);
+    this.#shiftWindows(hold.windows, actual - hold.amount);
     hold.amount = actual;
     hold.expiresAt = this.#now() + ttlMs;
+  }
+
+  /** Spent + held in one spend window, µc (for tests and reconcile); 0 when nothing is counted. */
+  async windowUsed(name: SpendWindowName, accountId: string, keyId: string): Promise<bigint> {
+    const now = this.#now();
+    return this.#windowValue(this.#windowKey(name, { accountId, keyId }, now), now);
   }
 
   async extend(holdId: string, _accountId: string, ttlMs: number): Promise<void> {
@@ -71,7 +115,7 @@ export class MemoryBalanceStore implements BalanceStore {
   }
 
   async release(holdId: string): Promise<void> {
-    this.#dropHold(holdId);
+    this.#dropHold(holdId, true);
   }
 
   async get(accountId: string): Promise<AccountBalance> {
@@ -86,6 +130,10 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#usageSeen.set(event.event_id, this.#now());
     this.#forgetOldUsage();
     this.#credit(event.account_id, -BigInt(event.cost_micros));
+    // The windows count the actual cost from here on (settle already moved them to it when
+    // the gateway settled first; this covers usage that closes an unsettled hold).
+    const open = this.#holds.get(event.event_id);
+    if (open) this.#shiftWindows(open.windows, BigInt(event.cost_micros) - open.amount);
     this.#dropHold(event.event_id);
     this.#notify(event.event_id, true);
     return 'applied';
@@ -199,7 +247,8 @@ export class MemoryBalanceStore implements BalanceStore {
     else this.#heldByAccount.set(accountId, next);
   }
 
-  #dropHold(holdId: string): void {
+  /** `giveBack`: also take the amount out of its spend windows (release); expiry keeps it counted. */
+  #dropHold(holdId: string, giveBack = false): void {
     const hold = this.#holds.get(holdId);
     if (!hold) return;
     this.#holds.delete(holdId);
@@ -207,6 +256,38 @@ export class MemoryBalanceStore implements BalanceStore {
     ids?.delete(holdId);
     if (ids?.size === 0) this.#accountHolds.delete(hold.accountId);
     this.#addHeld(hold.accountId, -hold.amount);
+    if (giveBack) this.#shiftWindows(hold.windows, -hold.amount);
+  }
+
+  #windows = new Map<string, { value: bigint; end: number | null }>();
+
+  #windowKey(name: SpendWindowName, who: { accountId: string; keyId: string }, now: number): string {
+    const owner = name.startsWith('key_') ? `k:${who.keyId}` : `a:${who.accountId}`;
+    return `${name}:${owner}:${windowBounds(name, now).start}`;
+  }
+
+  #windowValue(key: string, now: number): bigint {
+    const w = this.#windows.get(key);
+    if (!w) return 0n;
+    if (w.end !== null && w.end <= now) { this.#windows.delete(key); return 0n; }
+    return w.value;
+  }
+
+  #addWindow(key: string, delta: bigint, req: { accountId: string; keyId: string }, now: number): void {
+    const name = key.slice(0, key.indexOf(':')) as SpendWindowName;
+    const w = this.#windows.get(key);
+    if (w) w.value += delta;
+    else this.#windows.set(key, { value: delta, end: windowBounds(name, now).end });
+    void req;
+  }
+
+  /** Moves counters of windows still open; a window that ended keeps what it had. */
+  #shiftWindows(keys: string[], delta: bigint): void {
+    if (delta === 0n) return;
+    for (const key of keys) {
+      const w = this.#windows.get(key);
+      if (w) w.value += delta;
+    }
   }
 
   #expireHolds(accountId: string): void {

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
-import { positionKey } from './balance-store.ts';
+import { positionKey, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
-  ReferenceClaim, StateSnapshot,
+  ReferenceClaim, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
 export interface RedisBalanceStoreOptions {
@@ -20,20 +20,25 @@ export interface RedisBalanceStoreOptions {
    * ready" instead of "no credit". Off by default, for standalone use and tests.
    */
   requireReady?: boolean;
+  /**
+   * Tests only: the clock holds use for spend windows and expiry, instead of the Redis server's
+   * `TIME` (lets a test cross a window boundary). Leave unset in production.
+   */
+  now?: () => number;
 }
 
 type Amount = string;
 
 /** The Lua scripts as ioredis exposes them after `defineCommand` (names are ours, so no clash). */
 interface LedgerScripts {
-  tollgateLedgerHold(bal: string, held: string, holds: string, expiry: string,
-    holdId: string, amount: Amount, ttlMs: string, readyKey: string): Promise<[number, Amount, Amount]>;
+  /** variable key count: called with the number of keys first */
+  tollgateLedgerHold(numKeys: number, ...keysAndArgs: string[]): Promise<Array<number | string>>;
   tollgateLedgerGet(bal: string, held: string, holds: string, expiry: string): Promise<[Amount, Amount]>;
-  tollgateLedgerSettle(held: string, holds: string, expiry: string, holdId: string, actual: Amount, ttlMs: string): Promise<number>;
+  tollgateLedgerSettle(held: string, holds: string, expiry: string, hwin: string, holdId: string, actual: Amount, ttlMs: string): Promise<number>;
   tollgateLedgerExtend(holds: string, expiry: string, holdId: string, ttlMs: string): Promise<number>;
-  tollgateLedgerRelease(held: string, holds: string, expiry: string, holdId: string): Promise<number>;
+  tollgateLedgerRelease(held: string, holds: string, expiry: string, hwin: string, holdId: string): Promise<number>;
   tollgateLedgerApplyUsage(seen: string, bal: string, held: string, holds: string, expiry: string,
-    pos: string, accounts: string, eventId: string, cost: Amount, memoryMs: string, account: string,
+    pos: string, accounts: string, hwin: string, eventId: string, cost: Amount, memoryMs: string, account: string,
     field: string, offset: string, readyKey: string): Promise<number>;
   tollgateLedgerApplyLedger(ledger: string, bal: string, pos: string, accounts: string, eventId: string,
     amount: Amount, account: string, field: string, offset: string, readyKey: string, bound: Amount): Promise<number>;
@@ -88,6 +93,7 @@ export class RedisBalanceStore implements BalanceStore {
   #prefix: string;
   #usageMemoryMs: string;
   #requireReady: boolean;
+  #now: (() => number) | undefined;
 
   constructor(options: RedisBalanceStoreOptions) {
     if (options.redis.options.keyPrefix) {
@@ -99,17 +105,18 @@ export class RedisBalanceStore implements BalanceStore {
     this.#prefix = options.prefix;
     this.#usageMemoryMs = String(memory);
     this.#requireReady = options.requireReady ?? false;
+    this.#now = options.now;
 
     const expireHolds = lua('expire-holds');
     const define = (name: keyof LedgerScripts, source: string, numberOfKeys: number) =>
-      this.#redis.defineCommand(name, { lua: source, numberOfKeys });
-    define('tollgateLedgerHold', `${expireHolds}\n${lua('hold')}`, 4);
+      this.#redis.defineCommand(name, numberOfKeys < 0 ? { lua: source } : { lua: source, numberOfKeys });
+    define('tollgateLedgerHold', `${expireHolds}\n${lua('hold')}`, -1);
     define('tollgateLedgerGet', `${expireHolds}\n${lua('get')}`, 4);
-    define('tollgateLedgerSettle', `${expireHolds}\n${lua('settle')}`, 3);
+    define('tollgateLedgerSettle', `${expireHolds}\n${lua('settle')}`, 4);
     define('tollgateLedgerExtend', `${expireHolds}\n${lua('extend')}`, 2);
-    define('tollgateLedgerRelease', lua('release'), 3);
+    define('tollgateLedgerRelease', lua('release'), 4);
     const position = lua('position');
-    define('tollgateLedgerApplyUsage', `${position}\n${lua('apply-usage')}`, 7);
+    define('tollgateLedgerApplyUsage', `${position}\n${lua('apply-usage')}`, 8);
     define('tollgateLedgerApplyLedger', `${position}\n${lua('apply-ledger')}`, 4);
     define('tollgateLedgerCheckPosition', `${position}\n${lua('check-position')}`, 1);
     define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
@@ -123,18 +130,51 @@ export class RedisBalanceStore implements BalanceStore {
   async hold(req: HoldRequest): Promise<HoldResult> {
     if (req.amount < 0n) throw new RangeError(`hold amount must not be negative, got ${req.amount}`);
     if (!Number.isFinite(req.ttlMs) || req.ttlMs < 0) throw new RangeError(`ttlMs must be >= 0, got ${req.ttlMs}`);
+    const overdraft = req.overdraft ?? 0n;
+    if (overdraft < 0n) throw new RangeError(`overdraft must not be negative, got ${overdraft}`);
     const k = this.#accountKeys(req.accountId);
-    const [ok, balance, held] = await this.#scripts.tollgateLedgerHold(
-      k.bal, k.held, k.holds, k.expiry, req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)),
-      this.#readyArg());
-    const available = BigInt(balance) - BigInt(held);
-    if (ok === -2) return { ok: false, reason: 'not_ready', available: 0n };
-    return ok === 1 ? { ok: true, available } : { ok: false, reason: 'insufficient_credits', available };
+    const a = req.admission;
+    // The clamp step does its arithmetic on Lua doubles, exact only below 2^53: beyond that
+    // (no real request) the policy is strict.
+    const clamp = a?.policy === 'clamp' && a.perOutputToken > 0n && req.amount <= BigInt(Number.MAX_SAFE_INTEGER);
+    const floorAmount = a ? a.base + BigInt(a.floorTokens) * a.perOutputToken : 0n;
+    const windows = SPEND_WINDOW_NAMES.flatMap((name) => req.windows?.filter((w) => w.name === name).slice(0, 1) ?? []);
+    const keys = [k.bal, k.held, k.holds, k.expiry, k.tmp, k.hwin,
+      ...windows.map((w) => `${this.#prefix}sw:{${req.accountId}}:${w.name}:${w.name.startsWith('key_') ? `k:${req.keyId}` : 'a'}`)];
+    const args = [req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)), this.#readyArg(),
+      int64(overdraft, 'overdraft'), clamp ? 'clamp' : '', a ? int64(a.base, 'base') : '0',
+      a ? int64(a.perOutputToken, 'per output token') : '0', a ? String(a.maxTokens) : '', a ? String(a.floorTokens) : '0',
+      int64(floorAmount, 'floor amount'), this.#now ? String(Math.floor(this.#now())) : '',
+      ...windows.flatMap((w) => [w.name, int64(w.limit, `${w.name} limit`)])];
+    const r = (await this.#scripts.tollgateLedgerHold(keys.length, ...keys, ...args)).map(String);
+    if (r[0] === '-2') return { ok: false, reason: 'not_ready', available: 0n };
+    if (r[0] === '1') {
+      const amount = BigInt(r[1]!);
+      const available = BigInt(r[3]!) - BigInt(r[4]!);
+      const tokens = Number(r[2]);
+      return a ? { ok: true, available, amount, maxTokens: tokens } : { ok: true, available, amount };
+    }
+    const [, kind, balance, held, required, used, reset] = r as [string, string, string, string, string, string, string];
+    const available = BigInt(balance) - BigInt(held) + overdraft;
+    if (kind === 'credit') return { ok: false, reason: 'insufficient_credits', available, required: BigInt(required) };
+    return {
+      ok: false, reason: 'spend_limit_exceeded', available, window: kind as SpendWindowName,
+      limit: windows.find((w) => w.name === kind)!.limit, used: BigInt(used), resetAt: reset === '' ? null : Number(reset),
+      required: BigInt(required),
+    };
+  }
+
+  /** Spent + held in one spend window now, µc (tests and reconcile); 0 when nothing is counted. */
+  async windowUsed(name: SpendWindowName, accountId: string, keyId: string): Promise<bigint> {
+    const start = windowBounds(name, this.#now ? this.#now() : Date.now()).start;
+    const v = await this.#redis.get(
+      `${this.#prefix}sw:{${accountId}}:${name}:${name.startsWith('key_') ? `k:${keyId}` : 'a'}:${start}`);
+    return v === null ? 0n : BigInt(v);
   }
 
   async settle(holdId: string, accountId: string, actual: bigint, ttlMs: number): Promise<void> {
     const k = this.#accountKeys(accountId);
-    await this.#scripts.tollgateLedgerSettle(k.held, k.holds, k.expiry, holdId, int64(actual, 'settled amount'), String(Math.ceil(ttlMs)));
+    await this.#scripts.tollgateLedgerSettle(k.held, k.holds, k.expiry, k.hwin, holdId, int64(actual, 'settled amount'), String(Math.ceil(ttlMs)));
   }
 
   async extend(holdId: string, accountId: string, ttlMs: number): Promise<void> {
@@ -144,7 +184,7 @@ export class RedisBalanceStore implements BalanceStore {
 
   async release(holdId: string, accountId: string): Promise<void> {
     const k = this.#accountKeys(accountId);
-    await this.#scripts.tollgateLedgerRelease(k.held, k.holds, k.expiry, holdId);
+    await this.#scripts.tollgateLedgerRelease(k.held, k.holds, k.expiry, k.hwin, holdId);
   }
 
   async get(accountId: string): Promise<AccountBalance> {
@@ -160,7 +200,7 @@ export class RedisBalanceStore implements BalanceStore {
     const cost = int64(BigInt(event.cost_micros), 'usage cost');
     const [field, offset] = positionArgs(position);
     return verdict(await this.#scripts.tollgateLedgerApplyUsage(
-      this.#usageKey(event.event_id), k.bal, k.held, k.holds, k.expiry, this.#key('pos'), this.#key('accounts'),
+      this.#usageKey(event.event_id), k.bal, k.held, k.holds, k.expiry, this.#key('pos'), this.#key('accounts'), k.hwin,
       event.event_id, cost, this.#usageMemoryMs, event.account_id, field, offset, this.#readyArg()));
   }
 
@@ -305,6 +345,8 @@ export class RedisBalanceStore implements BalanceStore {
       held: `${this.#prefix}held:${tag}`,
       holds: `${this.#prefix}holds:${tag}`,
       expiry: `${this.#prefix}hexp:${tag}`,
+      tmp: `${this.#prefix}tmp:${tag}`,
+      hwin: `${this.#prefix}hwin:${tag}`,
     };
   }
 

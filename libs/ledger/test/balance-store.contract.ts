@@ -67,43 +67,43 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
 
     it('hold succeeds when available equals the amount, and reports what is left', async (store) => {
       const account = await funded(store, 10n * CREDIT);
-      assert.deepEqual(await hold(store, account, 4n * CREDIT), { ok: true, available: 6n * CREDIT });
-      assert.deepEqual(await hold(store, account, 6n * CREDIT), { ok: true, available: 0n });
+      assert.deepEqual(await hold(store, account, 4n * CREDIT), { ok: true, available: 6n * CREDIT, amount: 4n * CREDIT });
+      assert.deepEqual(await hold(store, account, 6n * CREDIT), { ok: true, available: 0n, amount: 6n * CREDIT });
       assert.deepEqual(await store.get(account), { balance: 10n * CREDIT, held: 10n * CREDIT, available: 0n });
     });
 
     it('hold fails one micro-credit above available and changes nothing', async (store) => {
       const account = await funded(store, 10n * CREDIT);
-      assert.deepEqual(await hold(store, account, 3n * CREDIT), { ok: true, available: 7n * CREDIT });
+      assert.deepEqual(await hold(store, account, 3n * CREDIT), { ok: true, available: 7n * CREDIT, amount: 3n * CREDIT });
       assert.deepEqual(await hold(store, account, 7n * CREDIT + 1n),
-        { ok: false, reason: 'insufficient_credits', available: 7n * CREDIT });
+        { ok: false, reason: 'insufficient_credits', available: 7n * CREDIT, required: 7n * CREDIT + 1n });
       assert.deepEqual(await store.get(account), { balance: 10n * CREDIT, held: 3n * CREDIT, available: 7n * CREDIT });
       // The boundary itself still fits after the refusal.
-      assert.deepEqual(await hold(store, account, 7n * CREDIT), { ok: true, available: 0n });
+      assert.deepEqual(await hold(store, account, 7n * CREDIT), { ok: true, available: 0n, amount: 7n * CREDIT });
     });
 
     it('hold fails on a zero balance even for amount 0, and on a negative balance', async (store) => {
       const empty = id('acct');
-      assert.deepEqual(await hold(store, empty, 0n), { ok: false, reason: 'insufficient_credits', available: 0n });
+      assert.deepEqual(await hold(store, empty, 0n), { ok: false, reason: 'insufficient_credits', available: 0n, required: 0n });
       const zeroed = await funded(store, 5n);
       await store.applyLedger(ledgerEvent(zeroed, -5n));
-      assert.deepEqual(await hold(store, zeroed, 0n), { ok: false, reason: 'insufficient_credits', available: 0n });
+      assert.deepEqual(await hold(store, zeroed, 0n), { ok: false, reason: 'insufficient_credits', available: 0n, required: 0n });
       const debt = await funded(store, 5n);
       await store.applyUsage(usageEvent(debt, id('req'), 8n));
-      assert.deepEqual(await hold(store, debt, 0n), { ok: false, reason: 'insufficient_credits', available: -3n });
+      assert.deepEqual(await hold(store, debt, 0n), { ok: false, reason: 'insufficient_credits', available: -3n, required: 0n });
       assert.deepEqual(await store.get(empty), { balance: 0n, held: 0n, available: 0n });
     });
 
     it('a positive balance allows a zero-cost hold', async (store) => {
       const account = await funded(store, 1n);
-      assert.deepEqual(await hold(store, account, 0n), { ok: true, available: 1n });
+      assert.deepEqual(await hold(store, account, 0n), { ok: true, available: 1n, amount: 0n });
     });
 
     it('accounts do not share credit', async (store) => {
       const a = await funded(store, 5n);
       const b = await funded(store, 7n);
       assert.equal((await hold(store, a, 5n)).ok, true);
-      assert.deepEqual(await hold(store, b, 7n), { ok: true, available: 0n });
+      assert.deepEqual(await hold(store, b, 7n), { ok: true, available: 0n, amount: 7n });
       assert.deepEqual(await store.get(a), { balance: 5n, held: 5n, available: 0n });
     });
 
@@ -115,8 +115,8 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.get(account), { balance: 100n, held: 25n, available: 75n });
       // The settled hold still reserves exactly its new amount.
       assert.deepEqual(await hold(store, account, 76n),
-        { ok: false, reason: 'insufficient_credits', available: 75n });
-      assert.deepEqual(await hold(store, account, 75n), { ok: true, available: 0n });
+        { ok: false, reason: 'insufficient_credits', available: 75n, required: 76n });
+      assert.deepEqual(await hold(store, account, 75n), { ok: true, available: 0n, amount: 75n });
     });
 
     it('settle of an unknown hold is a no-op', async (store) => {
@@ -208,10 +208,10 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       const account = await funded(store, 100n);
       await hold(store, account, 70n, id('req'), 50);
       assert.deepEqual(await hold(store, account, 31n),
-        { ok: false, reason: 'insufficient_credits', available: 30n });
+        { ok: false, reason: 'insufficient_credits', available: 30n, required: 31n });
       await sleep(120);
       assert.deepEqual(await store.get(account), { balance: 100n, held: 0n, available: 100n });
-      assert.deepEqual(await hold(store, account, 100n), { ok: true, available: 0n });
+      assert.deepEqual(await hold(store, account, 100n), { ok: true, available: 0n, amount: 100n });
     });
 
     it('settle keeps the settled cost reserved for a new ttl (until its usage event closes it)', async (store) => {
@@ -241,7 +241,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       const account = await funded(store, 100n);
       await hold(store, account, 100n, id('req'), 50);
       await sleep(120);
-      assert.deepEqual(await hold(store, account, 100n), { ok: true, available: 0n });
+      assert.deepEqual(await hold(store, account, 100n), { ok: true, available: 0n, amount: 100n });
       assert.deepEqual(await store.get(account), { balance: 100n, held: 100n, available: 0n });
     });
 
@@ -283,8 +283,8 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       const max = 2n ** 53n - 1n; // the largest integer a double holds exactly, and the money bound
       const account = await funded(store, max);
       const h = id('req');
-      assert.deepEqual(await hold(store, account, max - 2n, h), { ok: true, available: 2n });
-      assert.deepEqual(await hold(store, account, 3n), { ok: false, reason: 'insufficient_credits', available: 2n });
+      assert.deepEqual(await hold(store, account, max - 2n, h), { ok: true, available: 2n, amount: max - 2n });
+      assert.deepEqual(await hold(store, account, 3n), { ok: false, reason: 'insufficient_credits', available: 2n, required: 3n });
       await store.settle(h, account, max - 1n, 60_000);
       assert.deepEqual(await store.get(account), { balance: max, held: max - 1n, available: 1n });
       await store.applyUsage(usageEvent(account, h, max - 3n));

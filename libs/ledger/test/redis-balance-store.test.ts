@@ -199,9 +199,9 @@ if (url === undefined) {
         type: 'ledger', event_id: 'e', ts: 0, account_id: 'a', kind: 'grant', amount_micros: '100', reference: 'e',
       });
       const req = { holdId: 'r', accountId: 'a', keyId: 'k', ttlMs: 60_000 };
-      assert.deepEqual(await store.hold({ ...req, amount: 80n }), { ok: true, available: 20n });
-      assert.deepEqual(await store.hold({ ...req, amount: 90n }), { ok: true, available: 10n });
-      assert.deepEqual(await store.hold({ ...req, amount: 101n }), { ok: false, reason: 'insufficient_credits', available: 10n });
+      assert.deepEqual(await store.hold({ ...req, amount: 80n }), { ok: true, available: 20n, amount: 80n });
+      assert.deepEqual(await store.hold({ ...req, amount: 90n }), { ok: true, available: 10n, amount: 90n });
+      assert.deepEqual(await store.hold({ ...req, amount: 101n }), { ok: false, reason: 'insufficient_credits', available: 10n, required: 101n });
       assert.deepEqual(await store.get('a'), { balance: 100n, held: 90n, available: 10n });
       await store.release('r', 'a');
       assert.deepEqual(await store.get('a'), { balance: 100n, held: 0n, available: 100n });

@@ -2,7 +2,8 @@
 -- Prepended with position.lua.
 -- KEYS[1] u:<event_id> (remembered for usageMemoryMs), KEYS[2] bal:{account},
 -- KEYS[3] held:{account}, KEYS[4] holds:{account}, KEYS[5] hexp:{account},
--- KEYS[6] pos (hash of applied positions), KEYS[7] accounts (set of account ids)
+-- KEYS[6] pos (hash of applied positions), KEYS[7] accounts (set of account ids),
+-- KEYS[8] hwin:{account} (hold id -> spend window counters)
 -- ARGV[1] event_id (= holdId), ARGV[2] cost (integer string), ARGV[3] memory in ms,
 -- ARGV[4] account id, ARGV[5] position field or '', ARGV[6] offset or '', ARGV[7] ready key or ''
 -- Returns 1 applied, 0 duplicate (nothing changes but the position), -1 gap, -2 not ready.
@@ -37,6 +38,14 @@ local amount = redis.call('HGET', holds_key, event_id)
 if amount then
   redis.call('DECRBY', held_key, amount)
   redis.call('HDEL', holds_key, event_id)
+  -- Spend windows still open count the actual cost from now on (usually settle already did).
+  for k in string.gmatch(redis.call('HGET', KEYS[8], event_id) or '', '[^\n]+') do
+    if redis.call('EXISTS', k) == 1 then
+      redis.call('DECRBY', k, amount)
+      redis.call('INCRBY', k, cost)
+    end
+  end
+  redis.call('HDEL', KEYS[8], event_id)
   if redis.call('GET', held_key) == '0' then redis.call('DEL', held_key) end
 end
 return 1

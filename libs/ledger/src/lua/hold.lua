@@ -1,14 +1,26 @@
 -- Reserve credit for one request: the only place credit is reserved. Prepended with
 -- expire-holds.lua.
+-- Checks the balance, the spend windows and the admission policy and reserves, in one step.
 -- KEYS[1] bal:{account}   balance, integer string (missing = 0)
 -- KEYS[2] held:{account}  Σ outstanding holds, integer string (missing = 0)
 -- KEYS[3] holds:{account} hash holdId -> amount
 -- KEYS[4] hexp:{account}  zset holdId -> expiry, epoch ms of the server clock
+-- KEYS[5] tmp:{account}   scratch for exact arithmetic (deleted before returning)
+-- KEYS[6] hwin:{account}  hash holdId -> the window counter keys it is counted in ('\n'-joined)
+-- KEYS[7..] sw:{account}:<window>:<owner>  window counter bases (':' .. window start appended)
 -- ARGV[1] holdId, ARGV[2] amount (integer string, >= 0), ARGV[3] ttl in ms,
 -- ARGV[4] ready key or '' (when set and missing, hot state was lost: refuse with -2)
--- Returns { ok (1|0), balance, held } as strings; the caller computes available = balance − held.
--- Invariant: after a successful hold, balance > 0 and balance − held >= 0, where held counts
--- this hold; a failed hold changes nothing but the expiry of stale holds. held = Σ holds hash.
+-- ARGV[5] overdraft (integer string >= 0), ARGV[6] policy '' | 'strict' | 'clamp',
+-- ARGV[7] base, ARGV[8] µc per output token, ARGV[9] max tokens, ARGV[10] floor tokens,
+-- ARGV[11] floor amount (base + floor × per token), ARGV[12] now override in ms or '' (tests),
+-- ARGV[13], ARGV[14], ... per window: name, limit (integer string)
+-- Returns { 1, amount, tokens or '-1', balance, held } on success;
+--         { 0, kind ('credit' | window name), balance, held, required, used, reset ms or '' };
+--         { -2 } when not ready.
+-- Invariants: after a successful hold, balance + overdraft > 0, balance − held + overdraft >= 0
+-- (held counting this hold) and every window's counter <= its limit; a refused hold changes
+-- nothing but the expiry of stale holds. held = Σ holds hash. Amounts are Lua numbers only in
+-- the clamp step, where every value is below the full amount, which the caller keeps < 2^53.
 
 -- 1. Compare two canonical signed decimal integer strings without turning them into numbers.
 local function cmp(a, b)
@@ -22,48 +34,145 @@ local function cmp(a, b)
   return na and -r or r
 end
 
-local bal_key, held_key, holds_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local bal_key, held_key, holds_key, expiry_key, tmp_key, hwin_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local hold_id, amount, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local overdraft, policy = ARGV[5], ARGV[6]
+
+-- Exact a + b − c (+ d) on integer strings, done by Redis on the scratch key.
+local function exact(a, plus, minus)
+  redis.call('SET', tmp_key, a)
+  for _, v in ipairs(plus) do redis.call('INCRBY', tmp_key, v) end
+  for _, v in ipairs(minus) do redis.call('DECRBY', tmp_key, v) end
+  local r = redis.call('GET', tmp_key)
+  redis.call('DEL', tmp_key)
+  return r
+end
+
+-- Days since 1970-01-01 -> year, month (H. Hinnant's civil_from_days), and back.
+local function civil(days)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return y, m
+end
+local function days_from_civil(y, m)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doy = math.floor((153 * mp + 2) / 5)
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+-- Start and end (ms) of the UTC window containing `now`; end nil for key_total.
+local function bounds(name, now)
+  if name == 'key_hourly' then local s = now - now % 3600000; return s, s + 3600000 end
+  if name == 'key_daily' or name == 'account_daily' then local s = now - now % 86400000; return s, s + 86400000 end
+  if name == 'account_monthly' then
+    local y, m = civil(math.floor(now / 86400000))
+    local ny, nm = y, m + 1
+    if nm == 13 then ny, nm = y + 1, 1 end
+    return days_from_civil(y, m) * 86400000, days_from_civil(ny, nm) * 86400000
+  end
+  return 0, nil
+end
 
 -- 0. Lost state (Redis restarted empty, not rebuilt yet): a missing balance would read as 0
 --    and refuse as "no credit"; say "not ready" instead, so the gateway answers 503.
-if ARGV[4] ~= '' and redis.call('EXISTS', ARGV[4]) == 0 then return { -2, '0', '0' } end
-local now = now_ms()
+if ARGV[4] ~= '' and redis.call('EXISTS', ARGV[4]) == 0 then return { -2 } end
+local now = ARGV[12] ~= '' and tonumber(ARGV[12]) or now_ms()
 
--- 2. Stale holds of this account stop counting before anything is decided.
+-- 1. Stale holds of this account stop counting before anything is decided (they stay counted
+--    in their spend windows: an unsettled request errs toward the limit, never past it).
 expire_holds(held_key, holds_key, expiry_key, now)
 
--- 3. A repeated hold id (a client retry of the same request) replaces its earlier hold
---    rather than adding to it, so held = Σ holds stays true.
-local previous = redis.call('HGET', holds_key, hold_id) or '0'
+-- 2. A repeated hold id (a client retry of the same request) replaces its earlier hold rather
+--    than adding to it: its amount is left out of every sum below.
+local previous = redis.call('HGET', holds_key, hold_id)
+local prev_windows = {}
+if previous then
+  for k in string.gmatch(redis.call('HGET', hwin_key, hold_id) or '', '[^\n]+') do prev_windows[k] = true end
+end
+local prev = previous or '0'
 
 local balance = redis.call('GET', bal_key) or '0'
 local held_before = redis.call('GET', held_key) or '0'
 
--- 4. No credit at all: refuse even a zero-cost hold (a request must never run on a balance
---    that is zero or in debt).
-if cmp(balance, '0') <= 0 then
-  return { 0, balance, held_before }
+-- 3. No credit at all (balance + overdraft <= 0): refuse even a zero-cost hold.
+if cmp(exact(balance, { overdraft }, {}), '0') <= 0 then
+  return { 0, 'credit', balance, held_before, amount, '0', '' }
 end
 
--- 5. Tentatively swap the previous amount for the new one with Redis' exact 64-bit
---    arithmetic, read the sum back as a string, and check balance >= held, i.e. the
---    available credit before this hold was >= amount.
+-- 4. Headroom: the least of balance − held + overdraft and each window's limit − used, exact.
+local headroom = exact(balance, { prev, overdraft }, { held_before })
+local binding, binding_used, binding_reset = 'credit', '0', ''
+local windows = {}
+local w = 13
+for i = 7, #KEYS do
+  local name, limit = ARGV[w], ARGV[w + 1]
+  w = w + 2
+  local s, e = bounds(name, now)
+  local key = KEYS[i] .. ':' .. string.format('%d', s)
+  local used = redis.call('GET', key) or '0'
+  if prev_windows[key] then used = exact(used, {}, { prev }) end
+  local room = exact(limit, {}, { used })
+  windows[#windows + 1] = { key = key, e = e }
+  if cmp(room, headroom) < 0 then
+    headroom, binding, binding_used = room, name, used
+    binding_reset = e and string.format('%d', e) or ''
+  end
+end
+
+local function refuse(required)
+  return { 0, binding, balance, held_before, required, binding_used, binding_reset }
+end
+
+-- 5. Admission: the full worst case fits, or (clamp) the largest max_tokens that fits down to
+--    the floor, or a refusal naming what binds.
+local tokens = ARGV[9] ~= '' and ARGV[9] or '-1'
+if cmp(headroom, amount) < 0 then
+  if policy ~= 'clamp' then return refuse(amount) end
+  if cmp(headroom, ARGV[11]) < 0 then return refuse(ARGV[11]) end
+  -- headroom < amount < 2^53 here, so these doubles are exact integers; the loop corrects a
+  -- quotient that rounded up.
+  local h, b, p, max = tonumber(headroom), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+  local t = math.floor((h - b) / p)
+  if t > max then t = max end
+  while b + t * p > h do t = t - 1 end
+  amount = string.format('%d', b + t * p)
+  tokens = string.format('%d', t)
+end
+
+-- 6. Reserve: drop the previous hold of this id (and its window share), then count the new
+--    amount in held and in every window, which expires a day after it ends.
+if previous then
+  redis.call('DECRBY', held_key, previous)
+  for k in pairs(prev_windows) do
+    if redis.call('EXISTS', k) == 1 then redis.call('DECRBY', k, previous) end
+  end
+end
 redis.call('INCRBY', held_key, amount)
-redis.call('DECRBY', held_key, previous)
-local held_after = redis.call('GET', held_key)
-if cmp(balance, held_after) < 0 then
-  -- 6a. Not enough: undo the tentative change; nothing is reserved and an earlier hold of
-  --     the same id is left exactly as it was.
-  redis.call('INCRBY', held_key, previous)
-  redis.call('DECRBY', held_key, amount)
-  tidy_held(held_key)
-  return { 0, balance, held_before }
-end
-
--- 6b. Enough: record the hold (overwriting a previous one) and when it stops counting if no
---     one settles it.
 redis.call('HSET', holds_key, hold_id, amount)
 redis.call('ZADD', expiry_key, string.format('%d', now + ttl), hold_id)
+local names = {}
+for _, win in ipairs(windows) do
+  redis.call('INCRBY', win.key, amount)
+  if win.e then redis.call('PEXPIREAT', win.key, string.format('%d', win.e + 86400000)) end
+  names[#names + 1] = win.key
+end
+if #names > 0 then
+  redis.call('HSET', hwin_key, hold_id, table.concat(names, '\n'))
+  redis.call('PEXPIRE', hwin_key, 8 * 86400000)
+elseif previous then
+  redis.call('HDEL', hwin_key, hold_id)
+end
 tidy_held(held_key)
-return { 1, balance, held_after }
+return { 1, amount, tokens, balance, redis.call('GET', held_key) or '0' }

@@ -1,5 +1,5 @@
 -- Drop a hold with nothing to charge.
--- KEYS[1] held:{account}, KEYS[2] holds:{account}, KEYS[3] hexp:{account}
+-- KEYS[1] held:{account}, KEYS[2] holds:{account}, KEYS[3] hexp:{account}, KEYS[4] hwin:{account}
 -- ARGV[1] holdId
 -- Returns 1 if a hold was dropped, 0 if it was already gone.
 -- Invariant: held = Σ holds hash.
@@ -14,5 +14,11 @@ local amount = redis.call('HGET', holds_key, hold_id)
 if not amount then return 0 end
 redis.call('DECRBY', held_key, amount)
 redis.call('HDEL', holds_key, hold_id)
+
+-- 3. Nothing was spent: every spend window still open gives the amount back too.
+for k in string.gmatch(redis.call('HGET', KEYS[4], hold_id) or '', '[^\n]+') do
+  if redis.call('EXISTS', k) == 1 then redis.call('DECRBY', k, amount) end
+end
+redis.call('HDEL', KEYS[4], hold_id)
 if redis.call('GET', held_key) == '0' then redis.call('DEL', held_key) end
 return 1
