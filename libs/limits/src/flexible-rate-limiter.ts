@@ -4,7 +4,7 @@
 
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
-import { RATELIMIT_HEADERS } from './limits.ts';
+import { RATELIMIT_HEADERS, UNIFIED_WARNING_UTILIZATION } from './limits.ts';
 import type {
   LimitAcquireResult, LimitHeaders, LimitName, LimitPolicy, RateLimiter,
 } from './limits.ts';
@@ -83,8 +83,10 @@ function headersFor(outcomes: readonly Outcome[], refunded: boolean, now: number
   for (const o of outcomes) {
     const remaining = remainingAfter(o, refunded);
     if (o.check.spec.kind === 'requests') {
-      // The most restrictive request window is the one a client must pace itself by.
-      if (requests === undefined || remaining < requests.remaining) requests = { o, remaining };
+      // The most restrictive request window is the one a client must pace itself by; of two
+      // with as few left, the one that resets later (the client must wait for that one).
+      if (requests === undefined || remaining < requests.remaining
+        || (remaining === requests.remaining && o.res.msBeforeNext > requests.o.res.msBeforeNext)) requests = { o, remaining };
     } else if (o.check.spec.kind === 'tokens') {
       headers[RATELIMIT_HEADERS.tokensLimit] = String(o.check.points);
       headers[RATELIMIT_HEADERS.tokensRemaining] = String(remaining);
@@ -96,6 +98,57 @@ function headersFor(outcomes: readonly Outcome[], refunded: boolean, now: number
     headers[RATELIMIT_HEADERS.requestsRemaining] = String(requests.remaining);
     headers[RATELIMIT_HEADERS.requestsReset] = resetAt(now, requests.o.res.msBeforeNext);
   }
+  const minute = outcomes.find((o) => o.check.spec.limit === 'requests_per_minute');
+  if (minute !== undefined) {
+    headers[RATELIMIT_HEADERS.xLimit] = String(minute.check.points);
+    headers[RATELIMIT_HEADERS.xRemaining] = String(remainingAfter(minute, refunded));
+    headers[RATELIMIT_HEADERS.xReset] = String(resetEpochSeconds(now, minute.res.msBeforeNext));
+  }
+  Object.assign(headers, unifiedHeaders(outcomes, refunded, now));
+  return headers;
+}
+
+/** Epoch seconds, rounded up like `resetAt`. */
+function resetEpochSeconds(now: number, msBeforeNext: number): number {
+  return Math.ceil((now + Math.max(0, msBeforeNext)) / 1000);
+}
+
+/** Used share of a window after this request (or its refund), 4 decimals; a 0 limit is fully used. */
+function utilization(o: Outcome, refunded: boolean): number {
+  if (o.check.points === 0) return 1;
+  const used = o.check.points - remainingAfter(o, refunded);
+  return Math.round((used / o.check.points) * 10_000) / 10_000;
+}
+
+/**
+ * Claude Code's subscription headers from the 5 h and 7 d request windows (none when the policy
+ * has neither): `-status` is `rejected` when one of them refused this request, `allowed_warning`
+ * when one is at least `UNIFIED_WARNING_UTILIZATION` used, else `allowed`; the representative
+ * claim is the refusing window, else the more used one (5 h on a tie), and `-unified-reset` is
+ * its reset. Utilization is a fraction (0.025 = 2.5 %), resets are epoch seconds.
+ */
+function unifiedHeaders(outcomes: readonly Outcome[], refunded: boolean, now: number): LimitHeaders {
+  const claims = [
+    { claim: 'five_hour', o: outcomes.find((o) => o.check.spec.limit === 'requests_per_5h'),
+      util: RATELIMIT_HEADERS.unified5hUtilization, reset: RATELIMIT_HEADERS.unified5hReset },
+    { claim: 'seven_day', o: outcomes.find((o) => o.check.spec.limit === 'requests_per_week'),
+      util: RATELIMIT_HEADERS.unified7dUtilization, reset: RATELIMIT_HEADERS.unified7dReset },
+  ].flatMap((c) => c.o === undefined ? [] : [{ ...c, o: c.o, used: utilization(c.o, refunded), at: resetEpochSeconds(now, c.o.res.msBeforeNext) }]);
+  if (claims.length === 0) return {};
+  const headers: LimitHeaders = {};
+  for (const c of claims) {
+    headers[c.util] = String(c.used);
+    headers[c.reset] = String(c.at);
+  }
+  const refusing = claims.find((c) => c.o.refused);
+  let representative = claims[0]!;
+  for (const c of claims) if (c.used > representative.used) representative = c;
+  if (refusing !== undefined) representative = refusing;
+  headers[RATELIMIT_HEADERS.unifiedStatus] = refusing !== undefined
+    ? 'rejected'
+    : representative.used >= UNIFIED_WARNING_UTILIZATION ? 'allowed_warning' : 'allowed';
+  headers[RATELIMIT_HEADERS.unifiedClaim] = representative.claim;
+  headers[RATELIMIT_HEADERS.unifiedReset] = String(representative.at);
   return headers;
 }
 

@@ -63,4 +63,19 @@ export const RATELIMIT_HEADERS = {
   tokensRemaining: 'anthropic-ratelimit-tokens-remaining',
   tokensReset: 'anthropic-ratelimit-tokens-reset',
   retryAfter: 'retry-after',
+  /** the per-minute request window in the de-facto `x-ratelimit-*` names (reset: epoch seconds) */
+  xLimit: 'x-ratelimit-limit',
+  xRemaining: 'x-ratelimit-remaining',
+  xReset: 'x-ratelimit-reset',
+  /** Claude Code's subscription headers, synthesised from the plan's 5 h and 7 d request windows */
+  unifiedStatus: 'anthropic-ratelimit-unified-status',
+  unifiedReset: 'anthropic-ratelimit-unified-reset',
+  unifiedClaim: 'anthropic-ratelimit-unified-representative-claim',
+  unified5hUtilization: 'anthropic-ratelimit-unified-5h-utilization',
+  unified5hReset: 'anthropic-ratelimit-unified-5h-reset',
+  unified7dUtilization: 'anthropic-ratelimit-unified-7d-utilization',
+  unified7dReset: 'anthropic-ratelimit-unified-7d-reset',
 } as const;
+
+/** `anthropic-ratelimit-unified-status` turns `allowed_warning` at this fraction of a 5 h / 7 d window used. */
+export const UNIFIED_WARNING_UTILIZATION = 0.8;
