@@ -70,7 +70,7 @@ export {
 } from './dimensions.ts';
 export type { Dimension, DimensionSpec, LegacyTokenField, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
 
-export { HoldBoundError, findPriceList, holdBound, priceRequest } from './price.ts';
+export { HoldBoundError, findPriceList, holdBound, holdPerOutputToken, priceRequest } from './price.ts';
 export type { HoldRequest, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
 
 export { PriceBook, priceVersion } from './book.ts';
@@ -78,3 +78,6 @@ export type { StoredPriceVersion } from './book.ts';
 
 export { modelPricing, requestUnpriced } from './info.ts';
 export type { ModelPricing, TokenPriceText } from './info.ts';
+
+export { admission, affordableMaxTokens, admissionHold, ADMISSION_POLICIES } from './admission.ts';
+export type { Admission, AdmissionPolicy } from './admission.ts';

@@ -411,6 +411,21 @@ function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, m
 }
 
 /**
+ * µc per output token of the hold, rounded up to a whole micro-credit: the exact rate at which
+ * `holdBound` grows with `maxTokens` (output at the dearest table and tier the prompt could
+ * reach, times the hold's token factors). Because `holdBound` is ⌈A + t·B⌉ with this B,
+ * ⌈A⌉ + t·⌈B⌉ bounds it for every t (used by `admission`).
+ */
+export function holdPerOutputToken(version: PriceVersion, model: CatalogModel, req: HoldRequest): bigint {
+  const catalog = version.catalog;
+  const list = findPriceList(catalog, req.priceList);
+  const c: Conditions = { service_tier: req.serviceTier, inference_geo: req.inferenceGeo, speed: req.speed };
+  const one = modelHold(catalog, model, req.inputTokens, 1, c, list);
+  const zero = modelHold(catalog, model, req.inputTokens, 0, c, list);
+  return ceil(add(one, mul(zero, rat(-1n))));
+}
+
+/**
  * The most a request can cost before its usage is known (µc, rounded up once): every input
  * token at the dearest input-side class of every table and tier it could reach, `maxTokens` of
  * output likewise, each enabled server tool at its `max_uses` (or the catalog bound), with every
