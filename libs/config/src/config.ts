@@ -132,6 +132,11 @@ const EnvSchema = z.object({
   RATE_LIMIT_RPW: int(1, 1_000_000_000).optional(),
   RATE_LIMIT_TPM: int(1, 1_000_000_000).optional(),
   RATE_LIMIT_CONCURRENT: int(1, 100_000).optional(),
+  /**
+   * the plan (id: a seed `free` / `pro` / `max-5x` / `max-20x` or one created through the control
+   * API) of a key whose key and account name none; unset: the RATE_LIMIT_* policy above, if any
+   */
+  DEFAULT_PLAN: z.string().trim().min(1).max(200).optional(),
   /** requests one key may have in flight in one gateway process (no Redis call); beyond it a fast 429 */
   KEY_MAX_CONCURRENT_REQUESTS: int(1, 100_000).default(64),
   /** requests one account (all its keys) may have in flight in one gateway process; default half the upstream pool */
@@ -182,6 +187,8 @@ export interface Config {
     requestsPerMinute?: number; requestsPer5h?: number; requestsPerWeek?: number;
     tokensPerMinute?: number; concurrentRequests?: number;
   };
+  /** `DEFAULT_PLAN`: plan id of keys without one (undefined: `rateLimits` applies) */
+  defaultPlan: string | undefined;
   shutdownGraceMs: number;
   trustProxy: boolean;
   telemetry: { otlpEndpoint: string | undefined; serviceName: string };
@@ -265,6 +272,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
       requestsPerMinute: e.RATE_LIMIT_RPM, requestsPer5h: e.RATE_LIMIT_RP5H, requestsPerWeek: e.RATE_LIMIT_RPW,
       tokensPerMinute: e.RATE_LIMIT_TPM, concurrentRequests: e.RATE_LIMIT_CONCURRENT,
     }).filter(([, v]) => v !== undefined)),
+    defaultPlan: e.DEFAULT_PLAN,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     trustProxy: e.TRUST_PROXY,
     telemetry: { otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: e.OTEL_SERVICE_NAME },

@@ -122,6 +122,8 @@ export function partitionKey(event: AnyEvent): string {
       return event.account.id;
     case 'key':
       return event.key.id;
+    case 'plan':
+      return `plan:${event.plan.id}`;
     case 'price_version':
       return `price_version:${event.id}`;
   }

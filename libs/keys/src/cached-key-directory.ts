@@ -1,4 +1,4 @@
-import type { AccountRecord, KeyRecord } from '@tollgate/events';
+import type { AccountRecord, KeyRecord, PlanRecord } from '@tollgate/events';
 import type { KeyDirectory, KeyEntry } from './key-directory.ts';
 
 export interface CachedKeyDirectoryOptions {
@@ -35,6 +35,8 @@ export class CachedKeyDirectory implements KeyDirectory {
   // A Map iterates in insertion order; re-inserting on every hit keeps the least recently
   // used entry first, which is the one evicted.
   #cache = new Map<string, CacheEntry>();
+  #plans = new Map<string, { value: PlanRecord | undefined; expiresAt: number }>();
+  #planGeneration = 0;
   // Concurrent misses for one hash share one lookup.
   #pending = new Map<string, Promise<KeyEntry | undefined>>();
   // Bumped by every write through this instance: a lookup that started before a write must
@@ -112,7 +114,40 @@ export class CachedKeyDirectory implements KeyDirectory {
     }
   }
 
+  /**
+   * Plans are read on every request (the effective plan), so they are cached like keys: a plan
+   * changed elsewhere takes effect here within ttlMs; one changed through this directory at once.
+   */
+  async plan(id: string): Promise<PlanRecord | undefined> {
+    const now = this.#now();
+    const hit = this.#plans.get(id);
+    if (hit && hit.expiresAt > now) return hit.value;
+    const expiresAt = now + this.#ttlMs;
+    const generation = this.#planGeneration;
+    const value = await this.#inner.plan(id);
+    // A put meanwhile may have made this answer stale; use it once, do not keep it.
+    if (generation === this.#planGeneration) {
+      if (this.#plans.size >= this.#maxEntries) this.#plans.clear();
+      this.#plans.set(id, { value, expiresAt });
+    }
+    return value;
+  }
+
+  plans(): Promise<PlanRecord[]> {
+    return this.#inner.plans();
+  }
+
+  async putPlan(plan: PlanRecord): Promise<boolean> {
+    try {
+      return await this.#inner.putPlan(plan);
+    } finally {
+      this.#planGeneration++;
+      this.#plans.delete(plan.id);
+    }
+  }
+
   async close(): Promise<void> {
+    this.#plans.clear();
     this.#cache.clear();
     this.#pending.clear();
     await this.#inner.close();

@@ -1,4 +1,4 @@
-import type { AccountRecord, KeyRecord } from '@tollgate/events';
+import type { AccountRecord, KeyRecord, PlanRecord } from '@tollgate/events';
 
 export interface KeyEntry {
   key: KeyRecord;
@@ -19,5 +19,14 @@ export interface KeyDirectory {
   /** Applies a record if its version is newer than the stored one; returns whether it did. */
   putAccount(account: AccountRecord): Promise<boolean>;
   putKey(key: KeyRecord): Promise<boolean>;
+  /**
+   * A stored plan by id, tombstones (`deleted: true`) included; the seed plans of
+   * `@tollgate/limits` are not stored until first changed, so undefined may still be a seed.
+   */
+  plan(id: string): Promise<PlanRecord | undefined>;
+  /** Every stored plan, tombstones included. */
+  plans(): Promise<PlanRecord[]>;
+  /** Applies a plan record if its version is newer than the stored one; returns whether it did. */
+  putPlan(plan: PlanRecord): Promise<boolean>;
   close(): Promise<void>;
 }

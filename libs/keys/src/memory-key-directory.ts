@@ -1,10 +1,11 @@
-import type { AccountRecord, KeyRecord } from '@tollgate/events';
+import type { AccountRecord, KeyRecord, PlanRecord } from '@tollgate/events';
 import type { KeyDirectory, KeyEntry } from './key-directory.ts';
 
 export class MemoryKeyDirectory implements KeyDirectory {
   #accounts = new Map<string, AccountRecord>();
   #keys = new Map<string, KeyRecord>();
   #byHash = new Map<string, string>();
+  #plans = new Map<string, PlanRecord>();
 
   async byHash(hash: string): Promise<KeyEntry | undefined> {
     const id = this.#byHash.get(hash);
@@ -41,6 +42,21 @@ export class MemoryKeyDirectory implements KeyDirectory {
     if (current && current.version >= key.version) return false;
     this.#keys.set(key.id, key);
     this.#byHash.set(key.hash, key.id);
+    return true;
+  }
+
+  async plan(id: string): Promise<PlanRecord | undefined> {
+    return this.#plans.get(id);
+  }
+
+  async plans(): Promise<PlanRecord[]> {
+    return [...this.#plans.values()];
+  }
+
+  async putPlan(plan: PlanRecord): Promise<boolean> {
+    const current = this.#plans.get(plan.id);
+    if (current && current.version >= plan.version) return false;
+    this.#plans.set(plan.id, plan);
     return true;
   }
 

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
-import type { AccountRecord, KeyRecord } from '@tollgate/events';
+import type { AccountRecord, KeyRecord, PlanRecord } from '@tollgate/events';
 import type { KeyDirectory, KeyEntry } from './key-directory.ts';
 
 export interface RedisKeyDirectoryOptions {
@@ -42,6 +42,7 @@ function checkVersion(version: number): string {
  *   P keys            hash key id → KeyRecord json
  *   P keyhash         hash secret hash → key id
  *   P keysof:<acct>   set of key ids of an account (index for keysOf)
+ *   P plans           hash plan id → PlanRecord json (put with the put-account script: same rule)
  */
 export class RedisKeyDirectory implements KeyDirectory {
   #redis: Redis;
@@ -105,10 +106,27 @@ export class RedisKeyDirectory implements KeyDirectory {
     return applied === 1;
   }
 
+  async plan(id: string): Promise<PlanRecord | undefined> {
+    const json = await this.#redis.hget(this.#k('plans'), id);
+    return json === null ? undefined : JSON.parse(json) as PlanRecord;
+  }
+
+  async plans(): Promise<PlanRecord[]> {
+    const jsons = await this.#redis.hvals(this.#k('plans'));
+    return jsons.map((json) => JSON.parse(json) as PlanRecord);
+  }
+
+  async putPlan(plan: PlanRecord): Promise<boolean> {
+    // A versioned record in a hash by id, exactly what the account script does.
+    const applied = await this.#scripts.tollgateKeysPutAccount(
+      this.#k('plans'), plan.id, checkVersion(plan.version), JSON.stringify(plan));
+    return applied === 1;
+  }
+
   /** The client belongs to the caller; nothing to release here. */
   async close(): Promise<void> {}
 
-  #k(name: 'accounts' | 'keys' | 'keyhash'): string {
+  #k(name: 'accounts' | 'keys' | 'keyhash' | 'plans'): string {
     return `${this.#prefix}${name}`;
   }
 

@@ -68,12 +68,14 @@ export async function applyEvent(
     case 'ledger':
       return deps.balances.applyLedger(ev, position);
     case 'account':
-    case 'key': {
+    case 'key':
+    case 'plan': {
       // Control records live in the key directory and are idempotent by version, so the
       // position check and the position advance may be separate steps.
       const verdict = position ? await deps.balances.checkPosition(position) : 'applied';
       if (verdict !== 'applied') return verdict;
       if (ev.type === 'account') await deps.keys.putAccount(ev.account);
+      else if (ev.type === 'plan') await deps.keys.putPlan(ev.plan);
       else await deps.keys.putKey(ev.key);
       if (position) await deps.balances.advancePosition(position);
       return 'applied';

@@ -52,7 +52,10 @@ export interface GatewayDeps {
   gatewayId: string;
   /** per-key rate limits; none configured = no limiter call on the hot path */
   limiter?: RateLimiter;
+  /** the operator-wide `RATE_LIMIT_*` policy, for keys with no plan in force (see `effectivePlan`) */
   limits?: LimitPolicy;
+  /** `DEFAULT_PLAN`: the plan of a key whose key and account name none (unset: `limits`) */
+  defaultPlan?: string;
   /**
    * requests one key may have in flight in this gateway process (`KEY_MAX_CONCURRENT_REQUESTS`,
    * default 64), so one tenant cannot take the whole upstream pool; beyond it a fast 429

@@ -1,5 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
+import type { KeyEntry } from '@tollgate/keys';
+import { findPlan, policyOfPlan, type LimitPolicy } from '@tollgate/limits';
 import type { GatewayDeps } from './deps.ts';
 import { guardState } from './state.ts';
 
@@ -184,7 +186,41 @@ export function acquireSlot(deps: GatewayDeps, request: FastifyRequest): () => v
   return gates.withPool(request.slot ? request.slot.hold() : gates.acquireTenant(caller.key.id, caller.account.id));
 }
 
+/** The plan a request is limited by, and the limiter policy it becomes. */
+export interface EffectivePlan {
+  /** the plan's id; null when no plan applies (the operator-wide `RATE_LIMIT_*` policy, or none) */
+  planId: string | null;
+  /** where it came from: the key's `plan_id`, its account's, the `DEFAULT_PLAN` config, or none */
+  source: 'key' | 'account' | 'default' | 'none';
+  policy: LimitPolicy;
+}
+
+/**
+ * The plan in force for a caller (issue 8): the key's `plan_id`, else its account's, else
+ * `deps.defaultPlan` (`DEFAULT_PLAN`), each only when it names a plan that exists (stored and not
+ * deleted, or a seed plan: `free`, `pro`, `max-5x`, `max-20x`) — a deleted plan falls through to
+ * the next in line rather than leaving the key unlimited by accident. With none of them, the
+ * operator-wide `RATE_LIMIT_*` policy (`deps.limits`; empty = unlimited). Plans are read through
+ * the key directory (cached like keys: a change is in force everywhere within its TTL).
+ */
+export async function effectivePlan(deps: Pick<GatewayDeps, 'keys' | 'defaultPlan' | 'limits'>, caller: KeyEntry): Promise<EffectivePlan> {
+  const candidates: Array<[EffectivePlan['source'], string | null | undefined]> = [
+    ['key', caller.key.plan_id], ['account', caller.account.plan_id], ['default', deps.defaultPlan],
+  ];
+  for (const [source, id] of candidates) {
+    if (!id) continue;
+    const plan = await findPlan(id, (i) => deps.keys.plan(i));
+    if (plan) return { planId: plan.id, source, policy: policyOfPlan(plan) };
+  }
+  return { planId: null, source: 'none', policy: deps.limits ?? {} };
+}
+
 export interface LimitTicket {
+  /**
+   * The `anthropic-ratelimit-*`, `x-ratelimit-*` and unified headers of this request's windows
+   * (empty when its plan has none). Set them on the reply as soon as the ticket exists, so that
+   * every later answer — 200, the 402 of the hold, a 5xx — carries them.
+   */
   headers: Record<string, string>;
   /**
    * Ends the request for the limiter: frees its concurrency slots (in-process and, with a
@@ -202,8 +238,14 @@ export interface LimitTicket {
 export async function acquireLimits(deps: GatewayDeps, request: FastifyRequest, estimatedTokens: number): Promise<LimitTicket> {
   const keyId = request.caller!.key.id;
   const releaseSlot = acquireSlot(deps, request);
-  const policy = deps.limits;
-  if (!deps.limiter || !policy || Object.keys(policy).length === 0) {
+  let policy: LimitPolicy;
+  try {
+    policy = (await guardState(() => effectivePlan(deps, request.caller!))).policy;
+  } catch (err) {
+    releaseSlot();
+    throw err;
+  }
+  if (!deps.limiter || Object.keys(policy).length === 0) {
     return { headers: {}, done: async () => releaseSlot() };
   }
   const limiter = deps.limiter;
@@ -219,7 +261,10 @@ export async function acquireLimits(deps: GatewayDeps, request: FastifyRequest, 
   }
   if (!decision.ok) {
     releaseSlot();
-    throw gatewayError('rate_limit_exceeded', `Rate limit exceeded (${decision.limit}); retry after the reset`, { headers: decision.headers });
+    const wait = decision.headers['retry-after'];
+    throw gatewayError('rate_limit_exceeded',
+      `Rate limit exceeded (${decision.limit}): this key's plan allows no more now; retry after ${wait} s`,
+      { headers: decision.headers });
   }
   let done = false;
   return {

@@ -142,13 +142,14 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   }
   let limiter: RateLimiter | undefined;
   if (config.roles.includes('gateway')) {
-    if (Object.keys(config.rateLimits).length > 0) {
+    // Always: a plan can be assigned at any time; a key with no windows costs no limiter call.
+    {
       limiter = adapters.redis
         ? new RedisRateLimiter({ redis: adapters.redis, prefix: `${config.redis!.prefix}rl` })
         : new MemoryRateLimiter();
     }
     registerGateway(server, {
-      limiter, limits: config.rateLimits, keyMaxConcurrentRequests: config.keyMaxConcurrentRequests,
+      limiter, limits: config.rateLimits, defaultPlan: config.defaultPlan, keyMaxConcurrentRequests: config.keyMaxConcurrentRequests,
       accountMaxConcurrentRequests: config.accountMaxConcurrentRequests,
       catalog, prices, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
       upstream: { ...config.upstream, redact: ownSecrets },

@@ -1,0 +1,142 @@
+// `/admin/v1/plans`: the rate-limit plans an operator sells (issue 8). Mounted inside the admin
+// scope of registerControl, so the admin token is already checked.
+
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { gatewayError } from '@tollgate/anthropic';
+import { MAX_PLAN_LIMIT, textProblem, type ControlEvent, type PlanRecord } from '@tollgate/events';
+import type { KeyDirectory } from '@tollgate/keys';
+import { findPlan, SEED_PLANS, seedPlan, type SeedPlan } from '@tollgate/limits';
+import { newId, nextVersion } from './ids.ts';
+
+const LIMIT_FIELDS = ['requests_per_minute', 'requests_per_5h', 'requests_per_week', 'tokens_per_minute', 'concurrent_requests'] as const;
+
+const limit = z.number().int().min(0).max(MAX_PLAN_LIMIT).nullable().optional();
+const planName = z.string().trim().min(1).max(200).superRefine((v, ctx) => {
+  const problem = textProblem(v, 200);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+const PlanBody = z.object({
+  name: planName.optional(),
+  requests_per_minute: limit, requests_per_5h: limit, requests_per_week: limit,
+  tokens_per_minute: limit, concurrent_requests: limit,
+}).strict();
+
+function parse(body: unknown): z.infer<typeof PlanBody> {
+  const r = PlanBody.safeParse(body ?? {});
+  if (!r.success) {
+    const msg = r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+    throw gatewayError('invalid_request', `${msg} (plan limits are whole numbers 0 … ${MAX_PLAN_LIMIT}, or null for unlimited)`);
+  }
+  return r.data;
+}
+
+/**
+ * The API shape of a plan: `{id, name, requests_per_minute, requests_per_5h, requests_per_week,
+ * tokens_per_minute, concurrent_requests, seed, created_at}`; limits are numbers or null
+ * (unlimited); `seed` is true for the four built-in plans (changed or not); `created_at` is RFC
+ * 3339, null for an unchanged seed plan.
+ */
+export function planView(p: PlanRecord | SeedPlan) {
+  const created = 'created_at' in p ? new Date(p.created_at).toISOString() : null;
+  return {
+    id: p.id, name: p.name,
+    requests_per_minute: p.requests_per_minute, requests_per_5h: p.requests_per_5h,
+    requests_per_week: p.requests_per_week, tokens_per_minute: p.tokens_per_minute,
+    concurrent_requests: p.concurrent_requests,
+    seed: seedPlan(p.id) !== undefined, created_at: created,
+  };
+}
+
+/**
+ * The plan in force with this id (stored, else seed), or throws 404 `not_found`. For the
+ * account and key PATCH routes, to refuse a `plan_id` that names no plan.
+ */
+export async function requirePlan(keys: KeyDirectory, id: string): Promise<PlanRecord | SeedPlan> {
+  const plan = await findPlan(id, (i) => keys.plan(i));
+  if (!plan) throw gatewayError('not_found', `plan ${id} does not exist`);
+  return plan;
+}
+
+/**
+ * `POST /admin/v1/plans` → 201 plan; `GET /admin/v1/plans` → `{data: [plan]}` (seeds first, then
+ * by creation); `GET /admin/v1/plans/:id`; `PATCH /admin/v1/plans/:id` (any subset of the POST
+ * fields; a seed plan becomes a stored record); `DELETE /admin/v1/plans/:id` → `{id, deleted:
+ * true}` (a tombstone; keys and accounts naming it fall back to the next plan in line).
+ * Every write goes to the key directory at once and to the control log (replayable).
+ */
+export function registerPlanRoutes(admin: FastifyInstance, deps: { keys: KeyDirectory; publish: (e: ControlEvent) => Promise<unknown> }): void {
+  const save = async (plan: PlanRecord) => {
+    await deps.keys.putPlan(plan);
+    await deps.publish({ type: 'plan', event_id: `plan:${plan.id}:${plan.version}`, ts: Date.now(), plan });
+  };
+
+  admin.post('/admin/v1/plans', async (request, reply) => {
+    const body = parse(request.body);
+    const id = newId('plan');
+    const plan: PlanRecord = {
+      id, name: body.name ?? id,
+      requests_per_minute: null, requests_per_5h: null, requests_per_week: null, tokens_per_minute: null, concurrent_requests: null,
+      created_at: Date.now(), version: nextVersion(undefined),
+    };
+    for (const f of LIMIT_FIELDS) if (body[f] !== undefined) plan[f] = body[f];
+    await save(plan);
+    return reply.code(201).send(planView(plan));
+  });
+
+  admin.get('/admin/v1/plans', async () => {
+    const stored = await deps.keys.plans();
+    const byId = new Map(stored.map((p) => [p.id, p]));
+    const seeds = SEED_PLANS.flatMap((s) => {
+      const p = byId.get(s.id);
+      return p === undefined ? [s] : p.deleted ? [] : [p];
+    });
+    const others = stored.filter((p) => !p.deleted && seedPlan(p.id) === undefined)
+      .sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1));
+    return { data: [...seeds, ...others].map(planView) };
+  });
+
+  admin.get('/admin/v1/plans/:id', async (request) => {
+    const { id } = request.params as { id: string };
+    return planView(await requirePlan(deps.keys, id));
+  });
+
+  admin.patch('/admin/v1/plans/:id', async (request) => {
+    const { id } = request.params as { id: string };
+    const body = parse(request.body);
+    const current = await requirePlan(deps.keys, id);
+    const stored = await deps.keys.plan(id);
+    const next: PlanRecord = {
+      id, name: body.name ?? current.name,
+      requests_per_minute: current.requests_per_minute, requests_per_5h: current.requests_per_5h,
+      requests_per_week: current.requests_per_week, tokens_per_minute: current.tokens_per_minute,
+      concurrent_requests: current.concurrent_requests,
+      created_at: 'created_at' in current ? current.created_at : Date.now(),
+      version: nextVersion(stored?.version),
+    };
+    for (const f of LIMIT_FIELDS) if (body[f] !== undefined) next[f] = body[f];
+    await save(next);
+    return planView(next);
+  });
+
+  admin.delete('/admin/v1/plans/:id', async (request) => {
+    const { id } = request.params as { id: string };
+    const current = await requirePlan(deps.keys, id);
+    const stored = await deps.keys.plan(id);
+    const tombstone: PlanRecord = {
+      ...planFields(current), created_at: 'created_at' in current ? current.created_at : Date.now(),
+      deleted: true, version: nextVersion(stored?.version),
+    };
+    await save(tombstone);
+    return { id, deleted: true };
+  });
+}
+
+function planFields(p: PlanRecord | SeedPlan) {
+  return {
+    id: p.id, name: p.name,
+    requests_per_minute: p.requests_per_minute, requests_per_5h: p.requests_per_5h,
+    requests_per_week: p.requests_per_week, tokens_per_minute: p.tokens_per_minute,
+    concurrent_requests: p.concurrent_requests,
+  };
+}

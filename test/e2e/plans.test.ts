@@ -1,0 +1,166 @@
+// Plans end to end (embedded mode): the control API's /admin/v1/plans, the plan in force per key
+// (key → account → DEFAULT_PLAN), its windows' headers on 200, 402 and 429 of /v1/messages, and
+// the official SDK waiting out our retry-after.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import Anthropic from '@anthropic-ai/sdk';
+import { admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
+
+let stack: Stack;
+before(async () => { stack = await startStack({ DEFAULT_PLAN: 'pro' }); });
+after(async () => { await stack?.close(); });
+
+const msg = (text: string, maxTokens = 8) => ({ model: 'claude-haiku-4-5', max_tokens: maxTokens, messages: [{ role: 'user' as const, content: text }] });
+const ONE_EACH = '[[sim input=1 output=1]]';
+
+interface PlanView {
+  id: string; name: string; seed: boolean; created_at: string | null;
+  requests_per_minute: number | null; requests_per_5h: number | null; requests_per_week: number | null;
+  tokens_per_minute: number | null; concurrent_requests: number | null;
+}
+
+async function newPlan(body: Record<string, unknown>): Promise<string> {
+  const r = await admin<PlanView>(stack.url, 'POST', '/admin/v1/plans', body);
+  assert.equal(r.status, 201, JSON.stringify(r.json));
+  return r.json.id;
+}
+
+async function assignKeyPlan(keyId: string, planId: string | null): Promise<void> {
+  const r = await admin(stack.url, 'PATCH', `/admin/v1/keys/${keyId}`, { plan_id: planId });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+}
+
+test('control API: plans are created, listed after the four seeds, read, patched and deleted; bad limits are 400', async () => {
+  const list0 = await admin<{ data: PlanView[] }>(stack.url, 'GET', '/admin/v1/plans');
+  assert.deepEqual(list0.json.data.slice(0, 4).map((p) => [p.id, p.requests_per_minute, p.requests_per_5h, p.requests_per_week, p.seed]), [
+    ['free', 10, 40, 200, true], ['pro', 20, 400, 2_000, true], ['max-5x', 60, 1_200, 6_000, true], ['max-20x', 120, 3_000, 15_000, true],
+  ]);
+
+  const created = await admin<PlanView>(stack.url, 'POST', '/admin/v1/plans', { name: 'Team', requests_per_minute: 30, tokens_per_minute: 100_000 });
+  assert.equal(created.status, 201);
+  assert.match(created.json.id, /^plan_[0-9a-z]{20}$/);
+  assert.deepEqual({ ...created.json, id: undefined, created_at: undefined }, {
+    id: undefined, name: 'Team', requests_per_minute: 30, requests_per_5h: null, requests_per_week: null,
+    tokens_per_minute: 100_000, concurrent_requests: null, seed: false, created_at: undefined,
+  });
+  const id = created.json.id;
+  const patched = await admin<PlanView>(stack.url, 'PATCH', `/admin/v1/plans/${id}`, { requests_per_5h: 500, tokens_per_minute: null });
+  assert.equal(patched.status, 200);
+  assert.deepEqual([patched.json.name, patched.json.requests_per_minute, patched.json.requests_per_5h, patched.json.tokens_per_minute], ['Team', 30, 500, null]);
+  assert.equal((await admin<PlanView>(stack.url, 'GET', `/admin/v1/plans/${id}`)).json.requests_per_5h, 500);
+
+  // a seed plan can be changed like any other; it stays a seed
+  const pro = await admin<PlanView>(stack.url, 'PATCH', '/admin/v1/plans/max-20x', { concurrent_requests: 8 });
+  assert.deepEqual([pro.json.requests_per_minute, pro.json.concurrent_requests, pro.json.seed], [120, 8, true]);
+
+  for (const bad of [{ requests_per_minute: -1 }, { requests_per_5h: 1.5 }, { tokens_per_minute: '10' }, { requests_per_week: 1_000_000_001 }, { colour: 'red' }]) {
+    const r = await admin<{ type: string; error: { type: string; message: string } }>(stack.url, 'POST', '/admin/v1/plans', bad);
+    assert.equal(r.status, 400, JSON.stringify(bad));
+    assert.equal(r.json.error.type, 'invalid_request_error');
+  }
+
+  assert.deepEqual((await admin(stack.url, 'DELETE', `/admin/v1/plans/${id}`)).json, { id, deleted: true });
+  assert.equal((await admin(stack.url, 'GET', `/admin/v1/plans/${id}`)).status, 404);
+  assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/plans/${id}`, { name: 'x' })).status, 404);
+  const list1 = await admin<{ data: PlanView[] }>(stack.url, 'GET', '/admin/v1/plans');
+  assert.equal(list1.json.data.some((p) => p.id === id), false);
+  // a key cannot be given a plan that does not exist
+  const c = await customer(stack.url, 1);
+  assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/keys/${c.keyId}`, { plan_id: id })).status, 400);
+});
+
+test('plan in force: the key\'s plan, else its account\'s, else DEFAULT_PLAN; a deleted plan falls through to the next', async () => {
+  const c = await customer(stack.url, 1);
+  const limitNow = async () => (await c.client.messages.create(msg(ONE_EACH)).withResponse()).response.headers.get('x-ratelimit-limit');
+  assert.equal(await limitNow(), '20'); // DEFAULT_PLAN=pro
+  assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { plan_id: 'max-5x' })).status, 200);
+  assert.equal(await limitNow(), '60');
+  const own = await newPlan({ name: 'own', requests_per_minute: 7 });
+  await assignKeyPlan(c.keyId, own);
+  assert.equal(await limitNow(), '7');
+  await admin(stack.url, 'DELETE', `/admin/v1/plans/${own}`);
+  assert.equal(await limitNow(), '60');
+});
+
+test('plan windows on /v1/messages: headers on 200 and 402; the 5 h window refuses with 429 rate_limit_error / rate_limit_exceeded and retry-after', async () => {
+  const c = await customer(stack.url, 1);
+  await assignKeyPlan(c.keyId, await newPlan({ name: 'tiny', requests_per_5h: 3, requests_per_week: 10 }));
+
+  const first = (await c.client.messages.create(msg(ONE_EACH)).withResponse()).response.headers;
+  const reset5h = first.get('anthropic-ratelimit-unified-5h-reset')!;
+  const reset7d = first.get('anthropic-ratelimit-unified-7d-reset')!;
+  // the 5 h window (2 of 3 left) is more restrictive than the week (9 of 10 left)
+  assert.equal(first.get('anthropic-ratelimit-requests-limit'), '3');
+  assert.equal(first.get('anthropic-ratelimit-requests-remaining'), '2');
+  assert.equal(first.get('anthropic-ratelimit-requests-reset'), new Date(Number(reset5h) * 1000).toISOString().replace('.000Z', 'Z'));
+  assert.equal(Number(reset7d) - Number(reset5h), 7 * 86_400 - 5 * 3_600); // both windows began with this request
+  assert.equal(first.get('anthropic-ratelimit-unified-5h-utilization'), '0.3333');
+  assert.equal(first.get('anthropic-ratelimit-unified-7d-utilization'), '0.1');
+  assert.equal(first.get('anthropic-ratelimit-unified-status'), 'allowed');
+  assert.equal(first.get('anthropic-ratelimit-unified-representative-claim'), 'five_hour');
+  assert.equal(first.get('anthropic-ratelimit-unified-reset'), reset5h);
+  assert.equal(first.get('x-ratelimit-limit'), null); // the plan has no per-minute window
+  assert.equal(first.get('anthropic-ratelimit-tokens-limit'), null);
+
+  // 20,000 output tokens × 120 µc = 2.4 credits > the 1 credit held: 402, with the windows
+  await assert.rejects(c.client.messages.create(msg(ONE_EACH, 20_000)), (err: unknown) => {
+    assert.ok(err instanceof Anthropic.APIError);
+    assert.equal(err.status, 402);
+    assert.equal(err.headers?.get('anthropic-ratelimit-requests-remaining'), '1');
+    assert.equal(err.headers?.get('anthropic-ratelimit-unified-5h-utilization'), '0.6667');
+    assert.equal(err.headers?.get('anthropic-ratelimit-unified-status'), 'allowed');
+    assert.equal(err.headers?.get('anthropic-ratelimit-unified-5h-reset'), reset5h);
+    return true;
+  });
+
+  const third = (await c.client.messages.create(msg(ONE_EACH)).withResponse()).response.headers;
+  assert.equal(third.get('anthropic-ratelimit-requests-remaining'), '0');
+  assert.equal(third.get('anthropic-ratelimit-unified-5h-utilization'), '1');
+  assert.equal(third.get('anthropic-ratelimit-unified-status'), 'allowed_warning');
+
+  await assert.rejects(c.client.messages.create(msg(ONE_EACH)), (err: unknown) => {
+    assert.ok(err instanceof Anthropic.RateLimitError);
+    assert.deepEqual([err.status, err.error], [429, {
+      type: 'error',
+      error: { type: 'rate_limit_error', code: 'rate_limit_exceeded', message: err.error && (err.error as { error: { message: string } }).error.message },
+      request_id: (err.error as { request_id?: string }).request_id,
+    }]);
+    assert.match((err.error as { error: { message: string } }).error.message, /requests_per_5h/);
+    const h = err.headers!;
+    assert.equal(h.get('anthropic-ratelimit-unified-status'), 'rejected');
+    assert.equal(h.get('anthropic-ratelimit-unified-representative-claim'), 'five_hour');
+    assert.equal(h.get('anthropic-ratelimit-unified-reset'), reset5h);
+    assert.equal(h.get('anthropic-ratelimit-unified-5h-utilization'), '1');
+    assert.equal(h.get('anthropic-ratelimit-unified-7d-utilization'), '0.3'); // 3 of 10: the 402 counted, this refusal took nothing
+    assert.equal(h.get('anthropic-ratelimit-requests-remaining'), '0');
+    // retry-after counts down to the same reset: reset − retry-after is a moment of this test
+    const retry = Number(h.get('retry-after'));
+    assert.ok(Number.isInteger(retry) && retry > 5 * 3_600 - 600 && retry <= 5 * 3_600, `retry-after ${retry}`);
+    return true;
+  });
+  // billed: the two answered requests only, 24 + 120 µc each
+  assert.equal(await settledBalance(stack, c.accountId), 1_000_000n - 2n * 144n);
+});
+
+test('the official SDK reads retry-after: a 429 of a plan\'s concurrency window (retry-after 1) is retried after 1 s and succeeds', async () => {
+  const c = await customer(stack.url, 1);
+  await assignKeyPlan(c.keyId, await newPlan({ name: 'one at a time', concurrent_requests: 1 }));
+  const attempts: Array<{ status: number; retryAfter: string | null; at: number }> = [];
+  const client = new Anthropic({
+    apiKey: c.secret, baseURL: stack.url, maxRetries: 2, logLevel: 'error',
+    fetch: async (url: string | URL | Request, init?: RequestInit) => {
+      const res = await fetch(url, init);
+      attempts.push({ status: res.status, retryAfter: res.headers.get('retry-after'), at: performance.now() });
+      return res;
+    },
+  });
+  // holds the key's only slot for about 0.4 s (40 tokens at 100 per second)
+  const slow = c.client.messages.stream(msg('[[sim input=1 output=40 tps=100]]'));
+  await slow.emitted('streamEvent');
+  const answer = await client.messages.create(msg(ONE_EACH));
+  await slow.finalMessage();
+  assert.equal(answer.usage.output_tokens, 1);
+  assert.deepEqual(attempts.map((a) => [a.status, a.retryAfter]), [[429, '1'], [200, null]]);
+  // The SDK's own first backoff is at most 0.5 s; a gap of a whole second is the header's.
+  assert.ok(attempts[1]!.at - attempts[0]!.at >= 1_000, `retried after ${attempts[1]!.at - attempts[0]!.at} ms`);
+});
