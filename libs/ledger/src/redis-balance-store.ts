@@ -33,9 +33,9 @@ type Amount = string;
 interface LedgerScripts {
   /** variable key count: called with the number of keys first */
   tollgateLedgerHold(numKeys: number, ...keysAndArgs: string[]): Promise<Array<number | string>>;
-  tollgateLedgerGet(bal: string, held: string, holds: string, expiry: string): Promise<[Amount, Amount]>;
-  tollgateLedgerSettle(held: string, holds: string, expiry: string, hwin: string, holdId: string, actual: Amount, ttlMs: string): Promise<number>;
-  tollgateLedgerExtend(holds: string, expiry: string, holdId: string, ttlMs: string): Promise<number>;
+  tollgateLedgerGet(bal: string, held: string, holds: string, expiry: string, clock: string): Promise<[Amount, Amount]>;
+  tollgateLedgerSettle(held: string, holds: string, expiry: string, hwin: string, holdId: string, actual: Amount, ttlMs: string, clock: string): Promise<number>;
+  tollgateLedgerExtend(holds: string, expiry: string, holdId: string, ttlMs: string, clock: string): Promise<number>;
   tollgateLedgerRelease(held: string, holds: string, expiry: string, hwin: string, holdId: string): Promise<number>;
   tollgateLedgerApplyUsage(seen: string, bal: string, held: string, holds: string, expiry: string,
     pos: string, accounts: string, hwin: string, eventId: string, cost: Amount, memoryMs: string, account: string,
@@ -144,7 +144,7 @@ export class RedisBalanceStore implements BalanceStore {
     const args = [req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)), this.#readyArg(),
       int64(overdraft, 'overdraft'), clamp ? 'clamp' : '', a ? int64(a.base, 'base') : '0',
       a ? int64(a.perOutputToken, 'per output token') : '0', a ? String(a.maxTokens) : '', a ? String(a.floorTokens) : '0',
-      int64(floorAmount, 'floor amount'), this.#now ? String(Math.floor(this.#now())) : '',
+      int64(floorAmount, 'floor amount'), this.#clockArg(),
       ...windows.flatMap((w) => [w.name, int64(w.limit, `${w.name} limit`)])];
     const r = (await this.#scripts.tollgateLedgerHold(keys.length, ...keys, ...args)).map(String);
     if (r[0] === '-2') return { ok: false, reason: 'not_ready', available: 0n };
@@ -174,12 +174,12 @@ export class RedisBalanceStore implements BalanceStore {
 
   async settle(holdId: string, accountId: string, actual: bigint, ttlMs: number): Promise<void> {
     const k = this.#accountKeys(accountId);
-    await this.#scripts.tollgateLedgerSettle(k.held, k.holds, k.expiry, k.hwin, holdId, int64(actual, 'settled amount'), String(Math.ceil(ttlMs)));
+    await this.#scripts.tollgateLedgerSettle(k.held, k.holds, k.expiry, k.hwin, holdId, int64(actual, 'settled amount'), String(Math.ceil(ttlMs)), this.#clockArg());
   }
 
   async extend(holdId: string, accountId: string, ttlMs: number): Promise<void> {
     const k = this.#accountKeys(accountId);
-    await this.#scripts.tollgateLedgerExtend(k.holds, k.expiry, holdId, String(Math.ceil(ttlMs)));
+    await this.#scripts.tollgateLedgerExtend(k.holds, k.expiry, holdId, String(Math.ceil(ttlMs)), this.#clockArg());
   }
 
   async release(holdId: string, accountId: string): Promise<void> {
@@ -189,7 +189,7 @@ export class RedisBalanceStore implements BalanceStore {
 
   async get(accountId: string): Promise<AccountBalance> {
     const k = this.#accountKeys(accountId);
-    const [b, h] = await this.#scripts.tollgateLedgerGet(k.bal, k.held, k.holds, k.expiry);
+    const [b, h] = await this.#scripts.tollgateLedgerGet(k.bal, k.held, k.holds, k.expiry, this.#clockArg());
     const balance = BigInt(b);
     const held = BigInt(h);
     return { balance, held, available: balance - held };
@@ -337,6 +337,11 @@ export class RedisBalanceStore implements BalanceStore {
 
   /** The client belongs to the caller; nothing to release here. */
   async close(): Promise<void> {}
+
+  /** The test clock for the scripts ('' = the Redis server's TIME). */
+  #clockArg(): string {
+    return this.#now ? String(Math.floor(this.#now())) : '';
+  }
 
   #accountKeys(accountId: string) {
     const tag = `{${accountId}}`;

@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { RedisBalanceStore } from '@tollgate/ledger';
 import { findRedis, requireRedis } from '../../../test/support/services.ts';
 import { balanceStoreContract } from './balance-store.contract.ts';
+import { admissionContract } from './admission.contract.ts';
 
 const url = await findRedis();
 
@@ -49,6 +50,11 @@ if (url === undefined) {
       store: new RedisBalanceStore({ redis, prefix }),
       cleanup: () => deletePrefix(redis, prefix),
     };
+  });
+
+  admissionContract('redis', async (now) => {
+    const prefix = `test:${randomUUID()}:`;
+    return { store: new RedisBalanceStore({ redis, prefix, now }), cleanup: () => deletePrefix(redis, prefix) };
   });
 
   describe('RedisBalanceStore specifics', () => {
@@ -215,6 +221,43 @@ if (url === undefined) {
         type: 'ledger', event_id: 'e', ts: 0, account_id: 'a', kind: 'grant', amount_micros: (2n ** 63n).toString(), reference: 'e',
       }), RangeError);
       assert.equal(await store.ledgerEntry('e'), undefined);
+    });
+
+    test('admission (balance, five spend windows, clamp, overdraft, hold) is one Redis round trip', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      const client = new Redis(url);
+      t.after(async () => { await deletePrefix(redis, prefix); await client.quit(); });
+      const store = new RedisBalanceStore({ redis: client, prefix });
+      await store.applyLedger({
+        type: 'ledger', event_id: 'credit:a:1', ts: 0, account_id: 'a', kind: 'grant', amount_micros: '10000000', reference: '1',
+      });
+      const windows = (['key_hourly', 'key_daily', 'key_total', 'account_daily', 'account_monthly'] as const)
+        .map((name) => ({ name, limit: 1_000_000_000n }));
+      const admission = { policy: 'clamp' as const, base: 144_000n, perOutputToken: 360n, maxTokens: 64_000, floorTokens: 1_024 };
+      const hold = (i: number) => store.hold({ holdId: `r${i}`, accountId: 'a', keyId: 'k', amount: 23_184_000n, ttlMs: 60_000,
+        overdraft: 0n, windows, admission });
+      await hold(0); // loads the script (EVALSHA, then EVAL once on NOSCRIPT)
+      // Count what the client sends: ioredis routes every command, scripts included, through sendCommand.
+      const sent: string[] = [];
+      const original = client.sendCommand.bind(client);
+      client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+        sent.push(command.name);
+        return (original as (...a: unknown[]) => unknown)(command, ...rest);
+      }) as typeof client.sendCommand;
+      const r = await hold(1);
+      assert.ok(r.ok === false); // the first hold took 9,999,720 of 10,000,000; 280 µc is below the floor
+      await store.release('r0', 'a');
+      const again = await hold(2);
+      assert.deepEqual(again, { ok: true, amount: 9_999_720n, maxTokens: 27_377, available: 280n });
+      assert.deepEqual(sent, ['evalsha', 'evalsha', 'evalsha']); // hold, release, hold
+    });
+
+    test('Redis unreachable: a hold rejects (the gateway answers 503, fail closed) and reserves nothing', async (t) => {
+      const down = new Redis({ port: 1, lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+      t.after(() => down.disconnect());
+      const store = new RedisBalanceStore({ redis: down, prefix: `test:${randomUUID()}:` });
+      await assert.rejects(store.hold({ holdId: 'r', accountId: 'a', keyId: 'k', amount: 1n, ttlMs: 1_000,
+        windows: [{ name: 'key_hourly', limit: 10n }] }));
     });
 
     test('close() leaves the caller\'s client open', async () => {

@@ -4,8 +4,11 @@
 -- 2^53. Amounts stay the decimal strings Redis stores, and all arithmetic on them is done by
 -- Redis itself (INCRBY/DECRBY/HINCRBY: signed 64-bit, exact). Only times are Lua numbers.
 
--- The server's clock in epoch milliseconds, so that gateway clocks never matter.
-local function now_ms()
+-- The server's clock in epoch milliseconds, so that gateway clocks never matter. `override`
+-- (a decimal ms string, '' or nil for none) is a test clock, set only by RedisBalanceStore's
+-- `now` option.
+local function now_ms(override)
+  if override and override ~= '' then return tonumber(override) end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end

@@ -88,7 +88,7 @@ end
 -- 0. Lost state (Redis restarted empty, not rebuilt yet): a missing balance would read as 0
 --    and refuse as "no credit"; say "not ready" instead, so the gateway answers 503.
 if ARGV[4] ~= '' and redis.call('EXISTS', ARGV[4]) == 0 then return { -2 } end
-local now = ARGV[12] ~= '' and tonumber(ARGV[12]) or now_ms()
+local now = now_ms(ARGV[12])
 
 -- 1. Stale holds of this account stop counting before anything is decided (they stay counted
 --    in their spend windows: an unsettled request errs toward the limit, never past it).

@@ -2,7 +2,7 @@
 -- reserved a while longer: until its usage event closes it, the settled cost must not become
 -- available again. Prepended with expire-holds.lua (for now_ms).
 -- KEYS[1] held:{account}, KEYS[2] holds:{account}, KEYS[3] hexp:{account}, KEYS[4] hwin:{account}
--- ARGV[1] holdId, ARGV[2] actual cost (integer string), ARGV[3] ttl in ms
+-- ARGV[1] holdId, ARGV[2] actual cost (integer string), ARGV[3] ttl in ms, ARGV[4] test clock or ''
 -- Returns 1 if the hold existed, 0 if it was already gone (no-op).
 -- Invariant: held = Σ holds hash; each spend window still open counts the hold at its new amount.
 local held_key, holds_key, expiry_key = KEYS[1], KEYS[2], KEYS[3]
@@ -28,5 +28,5 @@ for k in string.gmatch(redis.call('HGET', KEYS[4], hold_id) or '', '[^\n]+') do
 end
 
 -- 3. A new expiry from now (server clock).
-redis.call('ZADD', expiry_key, string.format('%d', now_ms() + ttl), hold_id)
+redis.call('ZADD', expiry_key, string.format('%d', now_ms(ARGV[4]) + ttl), hold_id)
 return 1
