@@ -20,8 +20,12 @@ export const ERRORS = {
   // The catalog's `unpriced: "refuse"` policy: the request would use something it has no price for.
   unpriced_request: { status: 400, type: 'invalid_request_error', retriable: false, message: 'This request uses a feature this gateway has no price for' },
   invalid_api_key: { status: 401, type: 'authentication_error', retriable: false, message: 'invalid x-api-key' },
+  // Issue 8 access rules: a key past its `expires_at`.
+  key_expired: { status: 401, type: 'authentication_error', retriable: false, message: 'This API key has expired' },
   insufficient_credits: { status: 402, type: 'billing_error', retriable: false, message: 'Your credit balance is too low to cover this request' },
   ip_not_allowed: { status: 403, type: 'permission_error', retriable: false, message: 'Requests from this IP address are not allowed for this key' },
+  account_suspended: { status: 403, type: 'permission_error', retriable: false, message: 'This account is suspended' },
+  model_not_allowed: { status: 403, type: 'permission_error', retriable: false, message: 'This key may not use this model' },
   permission_denied: { status: 403, type: 'permission_error', retriable: false, message: 'This key does not have permission to use this resource' },
   model_not_found: { status: 404, type: 'not_found_error', retriable: false, message: 'Model not found' },
   not_found: { status: 404, type: 'not_found_error', retriable: false, message: 'Not found' },
@@ -33,7 +37,7 @@ export const ERRORS = {
   headers_too_large: { status: 431, type: 'request_too_large', retriable: false, message: 'Request headers exceed the maximum allowed size' },
   rate_limit_exceeded: { status: 429, type: 'rate_limit_error', retriable: true, message: 'Rate limit exceeded' },
   // Not retriable: waiting for the next request will not help until the spend window rolls.
-  spend_limit_exceeded: { status: 429, type: 'rate_limit_error', retriable: false, message: 'Spend limit exceeded for this key' },
+  spend_limit_exceeded: { status: 429, type: 'billing_error', retriable: false, message: 'Spend limit exceeded for this key' },
   internal_error: { status: 500, type: 'api_error', retriable: true, message: 'Internal server error' },
   upstream_error: { status: 503, type: 'api_error', retriable: true, message: 'Upstream provider unavailable' },
   overloaded: { status: 503, type: 'overloaded_error', retriable: true, message: 'Overloaded' },

@@ -71,6 +71,14 @@ const EnvSchema = z.object({
   UPSTREAM_MAX_CONNECTIONS: int(1, 100_000).default(512),
   /** how long a hold outlives a gateway that never settled it */
   HOLD_TTL_MS: int(10_000, 86_400_000).default(900_000),
+  /**
+   * when a request's worst case exceeds what the account has available: `clamp` lowers
+   * max_tokens to what it affords (down to ADMISSION_FLOOR_TOKENS), `strict` answers 402;
+   * an account's `admission_policy` overrides it
+   */
+  ADMISSION_POLICY: z.enum(['strict', 'clamp']).default('clamp'),
+  /** the least max_tokens a clamp sends upstream (tokens); below it the request is refused */
+  ADMISSION_FLOOR_TOKENS: int(1, 1_000_000).default(1_024),
   /** what an SSE error after HTTP 200, or an upstream that drops the stream, costs */
   STREAM_ERROR_BILLING: z.enum(['refund', 'usage']).default('refund'),
   BODY_LIMIT_BYTES: int(1024, 256 * 1024 * 1024).default(32 * 1024 * 1024),
@@ -169,6 +177,8 @@ export interface Config {
   pricingFile: string | undefined;
   upstream: { url: string; apiKey: string | undefined; timeoutMs: number; maxConnections: number };
   holdTtlMs: number;
+  /** `ADMISSION_POLICY` and `ADMISSION_FLOOR_TOKENS` (see the env schema) */
+  admission: { policy: Env['ADMISSION_POLICY']; floorTokens: number };
   streamErrorBilling: Env['STREAM_ERROR_BILLING'];
   bodyLimitBytes: number;
   http: { requestTimeoutMs: number; maxConnections: number | undefined; corsOrigins: string[] | '*' | undefined };
@@ -251,6 +261,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     pricingFile: e.PRICING_FILE,
     upstream: { url: e.UPSTREAM_URL.replace(/\/+$/, ''), apiKey: e.UPSTREAM_API_KEY, timeoutMs: e.UPSTREAM_TIMEOUT_MS, maxConnections: e.UPSTREAM_MAX_CONNECTIONS },
     holdTtlMs: e.HOLD_TTL_MS,
+    admission: { policy: e.ADMISSION_POLICY, floorTokens: e.ADMISSION_FLOOR_TOKENS },
     streamErrorBilling: e.STREAM_ERROR_BILLING,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     http: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, maxConnections: e.MAX_CONNECTIONS, corsOrigins: e.CORS_ORIGINS },

@@ -46,6 +46,11 @@ export interface GatewayDeps {
   keyHashSecret: string;
   upstream: UpstreamOptions;
   holdTtlMs: number;
+  /**
+   * `ADMISSION_POLICY` (default `clamp`; an account's `admission_policy` overrides it) and
+   * `ADMISSION_FLOOR_TOKENS` (default 1,024): see `admitHold` in routes/messages.ts
+   */
+  admission?: { policy: 'strict' | 'clamp'; floorTokens: number };
   /** what a stream that fails after HTTP 200 costs: nothing, or the usage the upstream reported */
   streamErrorBilling: 'refund' | 'usage';
   bodyLimitBytes: number;

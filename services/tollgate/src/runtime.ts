@@ -154,6 +154,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       catalog, prices, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
       upstream: { ...config.upstream, redact: ownSecrets },
       holdTtlMs: config.holdTtlMs,
+      admission: config.admission,
       streamErrorBilling: config.streamErrorBilling,
       bodyLimitBytes: config.bodyLimitBytes,
       gatewayId,

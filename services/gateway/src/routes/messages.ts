@@ -7,7 +7,7 @@ import {
 import type { UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import {
-  contextWindowFor, holdBound, HoldBoundError, requestUnpriced, resolveModel, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, contextWindowFor, HoldBoundError, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, injectContext, inSpan, noopTracer, SpanKind, trace, type Span,
@@ -17,7 +17,9 @@ import { boundedUpstreamId, settle, type Metered, type Outcome } from '../meteri
 import { header, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
+import { checkModelAllowed } from '../auth.ts';
 import { serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
+import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '../admission.ts';
 
 /** The catalog model `model` names in `catalog`, or 404 `model_not_found`. */
 export function resolveOr404(catalog: Catalog, model: string): ResolvedModel {
@@ -111,6 +113,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const version = deps.prices!.current();
     const body = validateMessagesRequest(request.body);
     const resolved = resolveOr404(version.catalog, body.model);
+    checkModelAllowed(caller, resolved.model.id, body.model);
     const stream = body.stream === true;
     request.observed = { model: resolved.model.id, stream };
     // Ids only: the key's secret never reaches a span (it is not even on `caller`).
@@ -136,6 +139,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const estimate = bound.tokens;
     const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate } },
       () => acquireLimits(deps, request, estimate));
+    // Before anything can refuse (the hold's 402 included): every answer carries the windows.
+    reply.headers(limit.headers);
     try {
       return await metered({
         request, reply, body, resolved, raw, sent, estimate, maxOutputTokens: body.max_tokens * bound.iterations, limit, client, startedAt, ts,
@@ -153,11 +158,17 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const { request, reply, body, resolved, estimate } = x;
     const caller = request.caller!;
     const priceList = caller.account.price_list ?? null;
-    const amount = holdFor(x, priceList);
-    const hold = await inSpan(tracer, 'hold', { attributes: { 'tollgate.hold.micro_credits': amount.toString() } }, async (span) => {
+    // Admission (issue 8): the worst case, the caller's spend windows and overdraft, and the
+    // policy (clamp lowers max_tokens to what is available), decided and reserved in one step.
+    const minBudget = resolved.model.thinking.minBudgetTokens;
+    const floor = Math.max(deps.admission?.floorTokens ?? 1_024, budgetThinking(body, resolved) ? minBudget + 1 : 1);
+    const adm = holdFor(x, priceList, caller.account.admission_policy ?? deps.admission?.policy ?? 'clamp', floor);
+    const spend = spendTerms(caller);
+    const hold = await inSpan(tracer, 'hold', { attributes: { 'tollgate.hold.micro_credits': adm.amount.toString() } }, async (span) => {
       try {
         const result = await guardState(() => deps.balances.hold({
-          holdId: request.id, accountId: caller.account.id, keyId: caller.key.id, amount, ttlMs: deps.holdTtlMs,
+          holdId: request.id, accountId: caller.account.id, keyId: caller.key.id, amount: adm.amount, ttlMs: deps.holdTtlMs,
+          overdraft: spend.overdraft, windows: spend.windows, admission: adm,
         }));
         span.setAttribute('tollgate.hold.result', result.ok ? 'held' : result.reason);
         return result;
@@ -172,7 +183,14 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     if (!hold.ok) {
       metrics?.holdRefused(hold.reason === 'not_ready' ? 'state_unavailable' : 'insufficient_credits');
       if (hold.reason === 'not_ready') throw stateUnavailable();
-      throw gatewayError('insufficient_credits');
+      throw refusal(hold, adm);
+    }
+    // Clamped: the upstream is sent the max_tokens the hold covers, and the client is told.
+    const amount = hold.amount;
+    if (hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens) {
+      x.sent = clampedBody(x.sent, body.max_tokens, hold.maxTokens, minBudget);
+      x.maxOutputTokens = Math.floor(x.maxOutputTokens / body.max_tokens) * hold.maxTokens;
+      reply.header(CLAMP_HEADER, `${body.max_tokens}->${hold.maxTokens}`);
     }
 
     const m: Metered = {
@@ -323,14 +341,14 @@ function requestLabel(v: unknown): string | undefined {
  * `speed` and `inference_geo` when it names them; standard speed when it does not ask for
  * fast), and the account's price list.
  */
-function holdFor(x: Exchange, priceList: string | null): bigint {
+function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy, floorTokens: number): Admission {
   const speed = requestLabel((x.body as Record<string, unknown>).speed) ?? 'standard';
   const geo = requestLabel((x.body as Record<string, unknown>).inference_geo);
   try {
-    return holdBound(x.version, x.resolved.model, {
+    return admission(x.version, x.resolved.model, {
       inputTokens: x.estimate, maxTokens: x.body.max_tokens, units: x.tools.units, speed,
       ...(geo === undefined ? {} : { inferenceGeo: geo }), priceList,
-    });
+    }, policy, floorTokens);
   } catch (err) {
     if (err instanceof HoldBoundError) {
       throw gatewayError('invalid_request', `tools: ${err.message.split(':')[0]} has no max_uses and this gateway has no bound for it; set max_uses on the tool`);
