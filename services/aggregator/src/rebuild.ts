@@ -29,9 +29,9 @@ export async function rebuild(
   const started = performance.now();
   const at = await deps.warehouse.logPositions();
   const memoryMs = options.usageMemoryMs ?? 24 * 3600_000;
-  const [balances, ledgerEntries, accounts, keys, usageIds] = await Promise.all([
+  const [balances, ledgerEntries, accounts, keys, plans, usageIds] = await Promise.all([
     deps.warehouse.balancesAt(at), deps.warehouse.ledgerEntriesAt(at),
-    deps.warehouse.loadAccounts(), deps.warehouse.loadKeys(),
+    deps.warehouse.loadAccounts(), deps.warehouse.loadKeys(), deps.warehouse.loadPlans(),
     // The ids the lost state remembered (same window), so a late producer-side duplicate of
     // one of them is still recognised after the rebuild.
     deps.warehouse.usageIdsAt(at, Date.now() - memoryMs),
@@ -39,6 +39,7 @@ export async function rebuild(
   // Keys first, so customers authenticate the moment money is ready again.
   for (const a of accounts) await deps.keys.putAccount(a);
   for (const k of keys) await deps.keys.putKey(k);
+  for (const p of plans) await deps.keys.putPlan(p);
   const positions = new Map<string, bigint>();
   for (const [p, o] of at.usage) positions.set(positionKey('usage', p), o);
   for (const [p, o] of at.ledger) positions.set(positionKey('ledger', p), o);
