@@ -168,6 +168,22 @@ const KeySchema = z.object({
   }),
 });
 
+/** Largest value of a plan limit (requests or tokens per window, requests in flight). */
+export const MAX_PLAN_LIMIT = 1_000_000_000;
+const planLimit = z.number().int().min(0).max(MAX_PLAN_LIMIT).nullable();
+const PlanSchema = z.object({
+  type: z.literal('plan'),
+  event_id: eventId,
+  ts: epochMs,
+  plan: z.object({
+    id, name: text(MAX_TEXT_CHARS),
+    requests_per_minute: planLimit, requests_per_5h: planLimit, requests_per_week: planLimit,
+    tokens_per_minute: planLimit, concurrent_requests: planLimit,
+    created_at: epochMs, deleted: z.boolean().optional(),
+    version: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  }),
+});
+
 const label = text(MAX_LABEL_CHARS);
 /**
  * Quantities per dimension: every key of DIMENSIONS, each a UInt32 (the warehouse column
@@ -215,7 +231,7 @@ const usageV2Schema = () => z.object({
 let usageV2: z.ZodType | undefined;
 
 const SCHEMAS: Record<string, z.ZodType> = {
-  usage: UsageSchema, ledger: LedgerSchema, account: AccountSchema, key: KeySchema, price_version: PriceVersionSchema,
+  usage: UsageSchema, ledger: LedgerSchema, account: AccountSchema, key: KeySchema, plan: PlanSchema, price_version: PriceVersionSchema,
 };
 
 /**

@@ -181,9 +181,29 @@ export interface KeyRecord {
   version: number;
 }
 
+/**
+ * A plan (`/admin/v1/plans`): rate-limit windows assigned to accounts and keys. Each limit is a
+ * whole number ≥ 0 or null (unlimited): requests per fixed 60 s / 5 h / 7 d window, estimated
+ * tokens per 60 s, requests in flight. `deleted` is a tombstone (a deleted seed plan stays hidden).
+ */
+export interface PlanRecord {
+  id: string;
+  name: string;
+  requests_per_minute: number | null;
+  requests_per_5h: number | null;
+  requests_per_week: number | null;
+  tokens_per_minute: number | null;
+  concurrent_requests: number | null;
+  created_at: number;
+  deleted?: boolean;
+  /** monotonically increasing per record; the highest version wins */
+  version: number;
+}
+
 export type ControlEvent =
   | { type: 'account'; event_id: string; ts: number; account: AccountRecord }
   | { type: 'key'; event_id: string; ts: number; key: KeyRecord }
+  | { type: 'plan'; event_id: string; ts: number; plan: PlanRecord }
   | PriceVersionEvent;
 
 export type AnyEvent = UsageEvent | LedgerEvent | ControlEvent;

@@ -9,6 +9,7 @@ import { displayPrefix, generateSecret, hashSecret } from '@tollgate/keys';
 import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, type Catalog } from '@tollgate/pricing';
 import type { ControlDeps } from './deps.ts';
 import { newId, nextVersion } from './ids.ts';
+import { registerPlanRoutes } from './plans.ts';
 
 /**
  * Text that ends up in an event: well-formed Unicode (no lone surrogate), no control
@@ -100,6 +101,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
 
   app.register(async (admin) => {
     admin.addHook('onRequest', requireToken(deps.adminToken));
+    registerPlanRoutes(admin, { keys: deps.keys, publish: publishControl });
 
     admin.post('/admin/v1/accounts', async (request, reply) => {
       const body = parse(AccountCreate, request.body);
