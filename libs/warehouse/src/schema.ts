@@ -19,6 +19,7 @@ export interface TableNames {
   keys: string;
   quarantine: string;
   priceVersions: string;
+  plans: string;
 }
 
 export function tableNames(database: string, tablePrefix: string): TableNames {
@@ -37,6 +38,7 @@ export function tableNames(database: string, tablePrefix: string): TableNames {
     keys: q('api_keys'),
     quarantine: q('quarantine'),
     priceVersions: q('price_versions'),
+    plans: q('plans'),
   };
 }
 
@@ -54,7 +56,7 @@ export const DIMENSION_COLUMNS: ReadonlyArray<{ key: (typeof DIMENSIONS)[number]
 );
 
 /** The number of the newest migration (see `migrations`). */
-export const LATEST_MIGRATION = 4;
+export const LATEST_MIGRATION = 6;
 
 /**
  * Every statement that brings a database to migration `upTo` (default the latest), oldest
@@ -208,5 +210,23 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
       inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree
     ORDER BY (id, effective_at)`,
+  ]], [6, [
+    // Issue 8: plans (rate-limit windows sold to accounts and keys), one row per version;
+    // null limit: unlimited; deleted = 1: a tombstone (a deleted seed plan stays hidden).
+    `CREATE TABLE IF NOT EXISTS ${t.plans} (
+      id                  String,
+      name                String,
+      requests_per_minute Nullable(UInt32),
+      requests_per_5h     Nullable(UInt32),
+      requests_per_week   Nullable(UInt32),
+      tokens_per_minute   Nullable(UInt32),
+      concurrent_requests Nullable(UInt32),
+      created_at          DateTime64(3, 'UTC'),
+      deleted             UInt8 DEFAULT 0,
+      version             UInt64,
+      event_id            String,
+      updated_at          DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY id`,
   ]]];
 }

@@ -10,7 +10,7 @@
 
 import type { ClickHouseClient } from '@clickhouse/client';
 import type {
-  AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind,
+  AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind, PlanRecord,
   PriceVersionEvent, UsageEvent, UsageEventV2, UsageIteration, UsageQuantities, UsageStatus,
 } from '@tollgate/events';
 import { boundedRaw, decodeEvent, standInId, toV2, zeroQuantities } from '@tollgate/events';
@@ -421,10 +421,24 @@ export class Warehouse {
   async insertControl(events: readonly ControlEvent[]): Promise<void> {
     const accounts: Row[] = [];
     const keys: Row[] = [];
+    const plans: Row[] = [];
     const versions: PriceVersionEvent[] = [];
     for (const e of events) {
       if (e.type === 'price_version') {
         versions.push(e);
+      } else if (e.type === 'plan') {
+        const p = e.plan;
+        plans.push({
+          id: nonEmpty(p.id, 'plan.id'), name: p.name,
+          requests_per_minute: p.requests_per_minute, requests_per_5h: p.requests_per_5h,
+          requests_per_week: p.requests_per_week, tokens_per_minute: p.tokens_per_minute,
+          concurrent_requests: p.concurrent_requests,
+          created_at: dateTime(p.created_at, 'plan.created_at'),
+          deleted: p.deleted ? 1 : 0,
+          version: version(p.version, 'plan.version'),
+          event_id: e.event_id,
+          updated_at: dateTime(e.ts, 'ts'),
+        });
       } else if (e.type === 'account') {
         const a = e.account;
         accounts.push({
@@ -460,6 +474,9 @@ export class Warehouse {
     }
     if (keys.length > 0) {
       await this.#client.insert({ table: this.#t.keys, values: keys, format: 'JSONEachRow' });
+    }
+    if (plans.length > 0) {
+      await this.#client.insert({ table: this.#t.plans, values: plans, format: 'JSONEachRow' });
     }
     await this.insertPriceVersions(versions.map((v) => ({ id: v.id, effectiveAt: v.effective_at, catalog: v.catalog })));
   }
@@ -501,6 +518,26 @@ export class Warehouse {
       status: str(r['status']) as KeyStatus,
       created_at: int(r['created_ms']),
       revoked_at: r['revoked_ms'] === null ? null : int(r['revoked_ms']),
+      version: int(r['version']),
+    }));
+  }
+
+  /** The latest version of every plan (tombstones included), ordered by id. */
+  async loadPlans(): Promise<PlanRecord[]> {
+    const rows = await this.#select(
+      `SELECT id, name, requests_per_minute, requests_per_5h, requests_per_week, tokens_per_minute,
+              concurrent_requests, toUnixTimestamp64Milli(created_at) AS created_ms, deleted, version
+       FROM ${this.#t.plans} FINAL ORDER BY id`,
+      {},
+    );
+    const limit = (v: unknown) => (v === null || v === undefined ? null : int(v));
+    return rows.map((r) => ({
+      id: str(r['id']), name: str(r['name']),
+      requests_per_minute: limit(r['requests_per_minute']), requests_per_5h: limit(r['requests_per_5h']),
+      requests_per_week: limit(r['requests_per_week']), tokens_per_minute: limit(r['tokens_per_minute']),
+      concurrent_requests: limit(r['concurrent_requests']),
+      created_at: int(r['created_ms']),
+      ...(int(r['deleted']) === 1 ? { deleted: true } : {}),
       version: int(r['version']),
     }));
   }
