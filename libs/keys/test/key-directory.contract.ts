@@ -3,7 +3,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import type { AccountRecord, KeyRecord } from '@tollgate/events';
+import type { AccountRecord, KeyRecord, PlanRecord } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 
 export interface KeyDirectoryFixture {
@@ -169,6 +169,23 @@ export function keyDirectoryContract(name: string, make: () => Promise<KeyDirect
       assert.equal(await peer.putKey(k), true);
       assert.equal(await directory.putKey({ ...k, version: 2, name: 'stale' }), false);
       assert.deepEqual(await directory.key(k.id), k);
+    });
+
+    it('plans: the newest version wins whichever instance writes, a tombstone is kept, a change shows within the cache TTL', async ({ directory, peer, propagationMs }) => {
+      const plan: PlanRecord = {
+        id: `plan-${randomUUID()}`, name: 'Team', requests_per_minute: 30, requests_per_5h: null, requests_per_week: null,
+        tokens_per_minute: 100_000, concurrent_requests: null, created_at: 1_700_000_000_000, version: 5,
+      };
+      assert.equal(await directory.plan(plan.id), undefined);
+      assert.equal(await peer.putPlan(plan), true);
+      await sleep(propagationMs + MARGIN_MS); // the miss above may be cached
+      assert.deepEqual(await directory.plan(plan.id), plan);
+      assert.equal(await directory.putPlan({ ...plan, name: 'stale', version: 4 }), false);
+      const gone = { ...plan, deleted: true, version: 6 };
+      assert.equal(await peer.putPlan(gone), true);
+      await sleep(propagationMs + MARGIN_MS);
+      assert.deepEqual(await directory.plan(plan.id), gone);
+      assert.deepEqual((await directory.plans()).filter((p) => p.id === plan.id), [gone]);
     });
   });
 }
