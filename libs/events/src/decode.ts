@@ -146,13 +146,25 @@ const LedgerSchema = z.discriminatedUnion('kind', [
   reference: text(MAX_REFERENCE_CHARS, 1),
 }));
 
+/** Most CIDRs in a key's `ip_allowlist` and most model ids in its `allowed_models`. */
+export const MAX_ACCESS_ENTRIES = 64;
+/** Longest CIDR text (`ffff:…:ffff/128` is 43; a v4-mapped form a little more). */
+export const MAX_CIDR_CHARS = 64;
+/** A spend limit or overdraft: µc, 0 … MAX_MONEY_MICROS, or null / absent for none. */
+const limitMicros = money('nonnegative').nullable().optional();
+// Only the characters of an IPv4 / IPv6 CIDR; the gateway parses it (an entry it cannot parse matches nothing).
+const cidr = z.string().min(3).max(MAX_CIDR_CHARS).regex(/^[0-9A-Fa-f:.]+\/\d{1,3}$/, 'must be a CIDR (address/prefix length)');
+
 const AccountSchema = z.object({
   type: z.literal('account'),
   event_id: eventId,
   ts: epochMs,
   account: z.object({
-    id, name: text(MAX_TEXT_CHARS), status: z.enum(['active', 'disabled']), created_at: epochMs,
+    id, name: text(MAX_TEXT_CHARS), status: z.enum(['active', 'suspended', 'disabled']), created_at: epochMs,
     price_list: text(MAX_TEXT_CHARS, 1).nullable().optional(),
+    plan_id: id.nullable().optional(),
+    daily_credits: limitMicros, monthly_credits: limitMicros, overdraft_credits: limitMicros, low_balance_credits: limitMicros,
+    admission_policy: z.enum(['strict', 'clamp']).nullable().optional(),
     version: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   }),
 });
@@ -163,7 +175,12 @@ const KeySchema = z.object({
   ts: epochMs,
   key: z.object({
     id, account_id: id, name: text(MAX_TEXT_CHARS), prefix: text(MAX_TEXT_CHARS), hash: id,
-    status: z.enum(['active', 'revoked']), created_at: epochMs, revoked_at: epochMs.nullable(),
+    status: z.enum(['active', 'disabled', 'revoked']), created_at: epochMs, revoked_at: epochMs.nullable(),
+    plan_id: id.nullable().optional(),
+    hourly_credits: limitMicros, daily_credits: limitMicros, total_credits: limitMicros,
+    ip_allowlist: z.array(cidr).max(MAX_ACCESS_ENTRIES).optional(),
+    allowed_models: z.array(id).max(MAX_ACCESS_ENTRIES).optional(),
+    expires_at: epochMs.nullable().optional(),
     version: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   }),
 });

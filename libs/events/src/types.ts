@@ -153,8 +153,15 @@ export interface LedgerEvent {
   reference: string;
 }
 
-export type AccountStatus = 'active' | 'disabled';
-export type KeyStatus = 'active' | 'revoked';
+/**
+ * `suspended`: the account's keys are refused with 403 `account_suspended` (the customer is told);
+ * `disabled`: refused like an unknown key (401 `invalid_api_key`).
+ */
+export type AccountStatus = 'active' | 'suspended' | 'disabled';
+/** `disabled`: refused with 401 `invalid_api_key` and may be re-enabled; `revoked`: final. */
+export type KeyStatus = 'active' | 'disabled' | 'revoked';
+/** How the gateway admits a request whose worst case exceeds what the account has available (issue 8). */
+export type AdmissionPolicy = 'strict' | 'clamp';
 
 export interface AccountRecord {
   id: string;
@@ -163,6 +170,21 @@ export interface AccountRecord {
   created_at: number;
   /** the catalog price list the account is charged at (`PATCH /admin/v1/accounts/:id {price_list}`); absent or null: the catalog's own prices */
   price_list?: string | null;
+  // Issue 8. Every field below is optional so that records written before it still decode; an
+  // absent field reads as null (no limit, config default). Money fields are integer
+  // MICRO-credits as decimal strings (the control API speaks decimal credits).
+  /** the account's plan id (`PlanRecord.id`); null: the operator's `DEFAULT_PLAN` */
+  plan_id?: string | null;
+  /** spend limit per UTC day, µc (decimal string); null: none */
+  daily_credits?: string | null;
+  /** spend limit per UTC calendar month, µc; null: none */
+  monthly_credits?: string | null;
+  /** how far below zero `available` may go, µc (≥ 0); null: not at all */
+  overdraft_credits?: string | null;
+  /** reserved (a low-balance notice threshold), µc; carried, not acted on yet */
+  low_balance_credits?: string | null;
+  /** null: the gateway's `ADMISSION_POLICY` */
+  admission_policy?: AdmissionPolicy | null;
   /** monotonically increasing per record; the highest version wins */
   version: number;
 }
@@ -178,6 +200,21 @@ export interface KeyRecord {
   status: KeyStatus;
   created_at: number;
   revoked_at: number | null;
+  // Issue 8; optional like the account's (absent = null / empty). Money in µc decimal strings.
+  /** overrides the account's plan; null: the account's */
+  plan_id?: string | null;
+  /** spend limit per UTC hour, µc; null: none */
+  hourly_credits?: string | null;
+  /** spend limit per UTC day, µc; null: none */
+  daily_credits?: string | null;
+  /** spend limit over the key's life, µc; null: none */
+  total_credits?: string | null;
+  /** CIDRs (IPv4 / IPv6, normalised `addr/len`) a request must come from; empty or absent: anywhere */
+  ip_allowlist?: string[];
+  /** catalog model ids the key may use (aliases resolved at write); empty or absent: every model */
+  allowed_models?: string[];
+  /** epoch ms from which the key is refused (401 `key_expired`); null: never */
+  expires_at?: number | null;
   version: number;
 }
 

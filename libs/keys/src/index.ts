@@ -7,3 +7,4 @@ export { RedisKeyDirectory } from './redis-key-directory.ts';
 export type { RedisKeyDirectoryOptions } from './redis-key-directory.ts';
 export { CachedKeyDirectory } from './cached-key-directory.ts';
 export type { CachedKeyDirectoryOptions } from './cached-key-directory.ts';
+export { CidrError, normaliseCidr, ipAllowed, keyExpired } from './access.ts';

@@ -210,6 +210,24 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
       inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree
     ORDER BY (id, effective_at)`,
+  ]], [5, [
+    // Issue 8: plans, spend limits (integer µc; null: none), admission policy and access rules
+    // of accounts and keys. Rows from before read as NULL / empty: no limit, no rule.
+    `ALTER TABLE ${t.accounts}
+      ADD COLUMN IF NOT EXISTS plan_id             Nullable(String),
+      ADD COLUMN IF NOT EXISTS daily_credits       Nullable(Int64),
+      ADD COLUMN IF NOT EXISTS monthly_credits     Nullable(Int64),
+      ADD COLUMN IF NOT EXISTS overdraft_credits   Nullable(Int64),
+      ADD COLUMN IF NOT EXISTS low_balance_credits Nullable(Int64),
+      ADD COLUMN IF NOT EXISTS admission_policy    LowCardinality(Nullable(String))`,
+    `ALTER TABLE ${t.keys}
+      ADD COLUMN IF NOT EXISTS plan_id        Nullable(String),
+      ADD COLUMN IF NOT EXISTS hourly_credits Nullable(Int64),
+      ADD COLUMN IF NOT EXISTS daily_credits  Nullable(Int64),
+      ADD COLUMN IF NOT EXISTS total_credits  Nullable(Int64),
+      ADD COLUMN IF NOT EXISTS ip_allowlist   Array(String),
+      ADD COLUMN IF NOT EXISTS allowed_models Array(String),
+      ADD COLUMN IF NOT EXISTS expires_at     Nullable(DateTime64(3, 'UTC'))`,
   ]], [6, [
     // Issue 8: plans (rate-limit windows sold to accounts and keys), one row per version;
     // null limit: unlimited; deleted = 1: a tombstone (a deleted seed plan stays hidden).

@@ -447,6 +447,12 @@ export class Warehouse {
           status: a.status,
           created_at: dateTime(a.created_at, 'account.created_at'),
           price_list: a.price_list ?? null,
+          plan_id: a.plan_id ?? null,
+          daily_credits: optMicros(a.daily_credits, 'account.daily_credits'),
+          monthly_credits: optMicros(a.monthly_credits, 'account.monthly_credits'),
+          overdraft_credits: optMicros(a.overdraft_credits, 'account.overdraft_credits'),
+          low_balance_credits: optMicros(a.low_balance_credits, 'account.low_balance_credits'),
+          admission_policy: a.admission_policy ?? null,
           version: version(a.version, 'account.version'),
           event_id: e.event_id,
           updated_at: dateTime(e.ts, 'ts'),
@@ -463,6 +469,13 @@ export class Warehouse {
           status: k.status,
           created_at: dateTime(k.created_at, 'key.created_at'),
           revoked_at: k.revoked_at === null ? null : dateTime(k.revoked_at, 'key.revoked_at'),
+          plan_id: k.plan_id ?? null,
+          hourly_credits: optMicros(k.hourly_credits, 'key.hourly_credits'),
+          daily_credits: optMicros(k.daily_credits, 'key.daily_credits'),
+          total_credits: optMicros(k.total_credits, 'key.total_credits'),
+          ip_allowlist: k.ip_allowlist ?? [],
+          allowed_models: k.allowed_models ?? [],
+          expires_at: k.expires_at === null || k.expires_at === undefined ? null : dateTime(k.expires_at, 'key.expires_at'),
           version: version(k.version, 'key.version'),
           event_id: e.event_id,
           updated_at: dateTime(e.ts, 'ts'),
@@ -484,7 +497,9 @@ export class Warehouse {
   /** The latest version of every account (with its price list when one is assigned), ordered by id. */
   async loadAccounts(): Promise<AccountRecord[]> {
     const rows = await this.#select(
-      `SELECT id, name, status, toUnixTimestamp64Milli(created_at) AS created_ms, version, price_list
+      `SELECT id, name, status, toUnixTimestamp64Milli(created_at) AS created_ms, version, price_list,
+              plan_id, toString(daily_credits) AS daily_t, toString(monthly_credits) AS monthly_t,
+              toString(overdraft_credits) AS overdraft_t, toString(low_balance_credits) AS low_balance_t, admission_policy
        FROM ${this.#t.accounts} FINAL ORDER BY id`,
       {},
     );
@@ -495,6 +510,13 @@ export class Warehouse {
       status: str(r['status']) as AccountStatus,
       created_at: int(r['created_ms']),
       ...(r['price_list'] === null || r['price_list'] === undefined ? {} : { price_list: str(r['price_list']) }),
+      // Issue 8 fields only when set, as the control record carries them (absent = null).
+      ...present('plan_id', r['plan_id']),
+      ...present('daily_credits', r['daily_t']),
+      ...present('monthly_credits', r['monthly_t']),
+      ...present('overdraft_credits', r['overdraft_t']),
+      ...present('low_balance_credits', r['low_balance_t']),
+      ...(r['admission_policy'] === 'strict' || r['admission_policy'] === 'clamp' ? { admission_policy: r['admission_policy'] } : {}),
       version: int(r['version']),
     }));
   }
@@ -505,7 +527,9 @@ export class Warehouse {
       `SELECT id, account_id, name, prefix, hash, status,
               toUnixTimestamp64Milli(created_at) AS created_ms,
               toUnixTimestamp64Milli(revoked_at) AS revoked_ms,
-              version
+              version, plan_id, toString(hourly_credits) AS hourly_t, toString(daily_credits) AS daily_t,
+              toString(total_credits) AS total_t, ip_allowlist, allowed_models,
+              toUnixTimestamp64Milli(expires_at) AS expires_ms
        FROM ${this.#t.keys} FINAL ORDER BY id`,
       {},
     );
@@ -518,6 +542,13 @@ export class Warehouse {
       status: str(r['status']) as KeyStatus,
       created_at: int(r['created_ms']),
       revoked_at: r['revoked_ms'] === null ? null : int(r['revoked_ms']),
+      ...present('plan_id', r['plan_id']),
+      ...present('hourly_credits', r['hourly_t']),
+      ...present('daily_credits', r['daily_t']),
+      ...present('total_credits', r['total_t']),
+      ...(Array.isArray(r['ip_allowlist']) && r['ip_allowlist'].length > 0 ? { ip_allowlist: (r['ip_allowlist'] as unknown[]).map(str) } : {}),
+      ...(Array.isArray(r['allowed_models']) && r['allowed_models'].length > 0 ? { allowed_models: (r['allowed_models'] as unknown[]).map(str) } : {}),
+      ...(r['expires_ms'] === null || r['expires_ms'] === undefined ? {} : { expires_at: int(r['expires_ms']) }),
       version: int(r['version']),
     }));
   }
@@ -904,6 +935,11 @@ function int64Text(v: string, field: string, min: bigint = INT64_MIN): string {
   return n.toString();
 }
 
+/** A spend limit (µc decimal text, ≥ 0) or null when none is set. */
+function optMicros(v: string | null | undefined, field: string): string | null {
+  return v === null || v === undefined ? null : int64Text(v, field, 0n);
+}
+
 function uint32(v: number, field: string): number {
   if (!Number.isSafeInteger(v) || v < 0 || v > UINT32_MAX) {
     throw new WarehouseInputError(`${field} must be an integer in [0, ${UINT32_MAX}], got ${v}`);
@@ -938,6 +974,11 @@ function dateTime(ms: number, field: string): string {
 }
 
 // ---- output parsing: 64-bit values arrive as strings, narrower ones as numbers ----
+
+/** `{ [name]: value }` when the column is set (not NULL), else nothing: records omit unset fields. */
+function present<K extends string>(name: K, v: unknown): { [P in K]?: string } {
+  return v === null || v === undefined ? {} : { [name]: str(v) } as { [P in K]?: string };
+}
 
 function str(v: unknown): string {
   if (typeof v !== 'string') throw new Error(`warehouse: expected a string, got ${typeof v}`);

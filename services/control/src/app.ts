@@ -2,14 +2,15 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
 import {
-  MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, textProblem, type AccountRecord, type ControlEvent, type KeyRecord, type LedgerEvent,
+  MAX_ACCESS_ENTRIES, MAX_CIDR_CHARS, MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, textProblem, type AccountRecord, type ControlEvent, type KeyRecord, type LedgerEvent,
 } from '@tollgate/events';
 import { createHttpServer, requireToken } from '@tollgate/http';
-import { displayPrefix, generateSecret, hashSecret } from '@tollgate/keys';
-import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, type Catalog } from '@tollgate/pricing';
+import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } from '@tollgate/keys';
+import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, resolveModel, type Catalog } from '@tollgate/pricing';
 import type { ControlDeps } from './deps.ts';
 import { newId, nextVersion } from './ids.ts';
 import { registerPlanRoutes } from './plans.ts';
+import { findPlan } from '@tollgate/limits';
 
 /**
  * Text that ends up in an event: well-formed Unicode (no lone surrogate), no control
@@ -21,11 +22,34 @@ const storedText = (min: number, max: number) => z.string().trim().min(min).max(
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 const AccountCreate = z.object({ name: storedText(1, 200) }).strict();
+/** A spend limit in decimal credits (number or string, ≤ 6 decimals); null clears it. */
+const creditsField = z.union([z.number(), z.string().max(40)]).nullable().optional();
+/** A plan id (`/admin/v1/plans`); null: the next level's plan (key → account → DEFAULT_PLAN). */
+const planField = z.string().min(1).max(200).nullable().optional();
 const AccountPatch = z.object({
   name: storedText(1, 200).optional(),
-  status: z.enum(['active', 'disabled']).optional(),
+  status: z.enum(['active', 'suspended', 'disabled']).optional(),
   /** a catalog price list name; null or "default": the catalog's own prices */
   price_list: z.string().max(200).nullable().optional(),
+  plan_id: planField,
+  daily_credits: creditsField,
+  monthly_credits: creditsField,
+  overdraft_credits: creditsField,
+  low_balance_credits: creditsField,
+  admission_policy: z.enum(['strict', 'clamp']).nullable().optional(),
+}).strict();
+const KeyPatch = z.object({
+  name: storedText(0, 200).optional(),
+  /** `revoked` is final and only reached by DELETE */
+  status: z.enum(['active', 'disabled']).optional(),
+  plan_id: planField,
+  hourly_credits: creditsField,
+  daily_credits: creditsField,
+  total_credits: creditsField,
+  ip_allowlist: z.array(z.string().max(MAX_CIDR_CHARS)).max(MAX_ACCESS_ENTRIES).nullable().optional(),
+  allowed_models: z.array(z.string().min(1).max(200)).max(MAX_ACCESS_ENTRIES).nullable().optional(),
+  /** RFC 3339 date-time, or null for never */
+  expires_at: z.string().max(64).nullable().optional(),
 }).strict();
 const KeyCreate = z.object({ name: storedText(0, 200).optional() }).strict().optional();
 const CreditGrant = z.object({
@@ -53,11 +77,40 @@ function balanceOutOfRange() {
     `credits: not applied: the balance would leave ±${formatCredits(MAX_MONEY_MICROS)} credits (${MAX_MONEY_MICROS} micro-credits, 2^53 − 1, the bound every stage holds exactly)`);
 }
 
+/**
+ * A spend limit of a PATCH body in µc (decimal text) for the record: undefined (not given)
+ * stays undefined, null clears, else decimal credits ≥ 0 within MAX_MONEY_MICROS.
+ * @throws GatewayError 400 naming the field
+ */
+function limitMicros(field: string, value: number | string | null | undefined): string | null | undefined {
+  if (value === undefined || value === null) return value;
+  let micros: bigint;
+  try {
+    micros = parseCredits(value);
+  } catch (err) {
+    if (err instanceof MoneyError) throw gatewayError('invalid_request', `${field}: ${err.message}`);
+    throw err;
+  }
+  if (micros < 0n) throw gatewayError('invalid_request', `${field}: must not be negative (null removes the limit)`);
+  if (micros > MAX_MONEY_MICROS) throw gatewayError('invalid_request', `${field}: must be at most ${formatCredits(MAX_MONEY_MICROS)}`);
+  return micros.toString();
+}
+
+/** A record's µc limit as the API shows it: decimal credits, or null when none is set. */
+const creditsView = (micros: string | null | undefined) => (micros === null || micros === undefined ? null : creditsToNumber(BigInt(micros)));
+
 function keyView(k: KeyRecord) {
   return {
     id: k.id, account_id: k.account_id, name: k.name, prefix: k.prefix, status: k.status,
     created_at: new Date(k.created_at).toISOString(),
     revoked_at: k.revoked_at === null ? null : new Date(k.revoked_at).toISOString(),
+    plan_id: k.plan_id ?? null,
+    hourly_credits: creditsView(k.hourly_credits),
+    daily_credits: creditsView(k.daily_credits),
+    total_credits: creditsView(k.total_credits),
+    ip_allowlist: k.ip_allowlist ?? [],
+    allowed_models: k.allowed_models ?? [],
+    expires_at: k.expires_at === null || k.expires_at === undefined ? null : new Date(k.expires_at).toISOString(),
   };
 }
 
@@ -75,12 +128,26 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
     return {
       id: a.id, name: a.name, status: a.status, created_at: new Date(a.created_at).toISOString(),
       price_list: a.price_list ?? 'default',
+      plan_id: a.plan_id ?? null,
+      daily_credits: creditsView(a.daily_credits),
+      monthly_credits: creditsView(a.monthly_credits),
+      overdraft_credits: creditsView(a.overdraft_credits),
+      low_balance_credits: creditsView(a.low_balance_credits),
+      admission_policy: a.admission_policy ?? null,
       currency: catalogNow().credit.currency,
       balance_credits: creditsToNumber(b.balance),
       held_credits: creditsToNumber(b.held),
       available_credits: creditsToNumber(b.available),
       balance_micro_credits: b.balance.toString(),
     };
+  };
+
+  /** `id` when it names a live plan; else 400 (an unknown plan would silently be the default). */
+  const existingPlan = async (id: string): Promise<string> => {
+    // Seed plans (free, pro, max-5x, max-20x) are live without a stored record.
+    const plan = await findPlan(id, (i) => deps.keys.plan(i));
+    if (!plan) throw gatewayError('invalid_request', `plan_id: ${JSON.stringify(id)} is not a plan (GET /admin/v1/plans lists them)`);
+    return id;
   };
 
   const findAccount = async (id: string) => {
@@ -124,9 +191,16 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
 
     admin.patch('/admin/v1/accounts/:id', async (request) => {
       const { id } = request.params as { id: string };
-      const { price_list: list, ...body } = parse(AccountPatch, request.body);
+      const { price_list: list, plan_id: planId, daily_credits: daily, monthly_credits: monthly,
+        overdraft_credits: overdraft, low_balance_credits: lowBalance, ...body } = parse(AccountPatch, request.body);
       const current = await findAccount(id);
       const next: AccountRecord = { ...current, ...body, version: nextVersion(current.version) };
+      if (planId !== undefined) next.plan_id = planId === null ? null : await existingPlan(planId);
+      const limits = { daily_credits: daily, monthly_credits: monthly, overdraft_credits: overdraft, low_balance_credits: lowBalance };
+      for (const [field, value] of Object.entries(limits)) {
+        const micros = limitMicros(field, value);
+        if (micros !== undefined) next[field as keyof typeof limits] = micros;
+      }
       if (list !== undefined) {
         // Only a list the catalog in force defines: an unknown name would silently price at the default.
         const catalog = catalogNow();
@@ -159,6 +233,66 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       const { id } = request.params as { id: string };
       await findAccount(id);
       return { data: (await deps.keys.keysOf(id)).map(keyView) };
+    });
+
+    admin.get('/admin/v1/keys/:id', async (request) => {
+      const { id } = request.params as { id: string };
+      const current = await deps.keys.key(id);
+      if (!current) throw gatewayError('not_found', `key ${id} does not exist`);
+      return keyView(current);
+    });
+
+    // Access rules, plan and spend limits of a key: each field given replaces the stored one,
+    // null clears it. Gateways see the change within their key cache TTL (500 ms).
+    admin.patch('/admin/v1/keys/:id', async (request) => {
+      const { id } = request.params as { id: string };
+      const body = parse(KeyPatch, request.body);
+      const current = await deps.keys.key(id);
+      if (!current) throw gatewayError('not_found', `key ${id} does not exist`);
+      if (current.status === 'revoked') throw gatewayError('conflict', `key ${id} is revoked; a revoked key cannot be changed`);
+      const next: KeyRecord = { ...current, version: nextVersion(current.version) };
+      if (body.name !== undefined) next.name = body.name;
+      if (body.status !== undefined) next.status = body.status;
+      if (body.plan_id !== undefined) next.plan_id = body.plan_id === null ? null : await existingPlan(body.plan_id);
+      for (const field of ['hourly_credits', 'daily_credits', 'total_credits'] as const) {
+        const micros = limitMicros(field, body[field]);
+        if (micros !== undefined) next[field] = micros;
+      }
+      if (body.ip_allowlist !== undefined) {
+        const cidrs = (body.ip_allowlist ?? []).map((entry, i) => {
+          try {
+            return normaliseCidr(entry);
+          } catch (err) {
+            if (err instanceof CidrError) throw gatewayError('invalid_request', `ip_allowlist.${i}: ${err.message}`);
+            throw err;
+          }
+        });
+        next.ip_allowlist = [...new Set(cidrs)];
+      }
+      if (body.allowed_models !== undefined) {
+        const catalog = catalogNow();
+        // Stored as catalog ids: the gateway compares the id a request's model resolves to, so an
+        // alias and its model are one entry. An unknown name would silently allow nothing.
+        const ids = (body.allowed_models ?? []).map((name, i) => {
+          const resolved = resolveModel(catalog, name);
+          if (!resolved) throw gatewayError('invalid_request', `allowed_models.${i}: ${JSON.stringify(name)} is not a model of the catalog in force`);
+          return resolved.model.id;
+        });
+        next.allowed_models = [...new Set(ids)];
+      }
+      if (body.expires_at !== undefined) {
+        if (body.expires_at === null) next.expires_at = null;
+        else {
+          const parsed = z.iso.datetime({ offset: true }).safeParse(body.expires_at);
+          const ms = parsed.success ? Date.parse(body.expires_at) : Number.NaN;
+          if (!Number.isSafeInteger(ms) || ms < 0 || ms > Date.UTC(2299, 11, 31)) {
+            throw gatewayError('invalid_request', `expires_at: must be an RFC 3339 date-time between 1970 and 2299 (e.g. 2027-01-31T00:00:00Z), or null`);
+          }
+          next.expires_at = ms;
+        }
+      }
+      await saveKey(next);
+      return keyView(next);
     });
 
     admin.delete('/admin/v1/keys/:id', async (request) => {

@@ -46,7 +46,7 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): void 
       // Watched from the start: a client may leave while its key is being looked up.
       let gone = false;
       reply.raw.once('close', () => { gone = true; });
-      request.caller = await authenticate(deps.keys, deps.keyHashSecret, request.headers, stateReady);
+      request.caller = await authenticate(deps.keys, deps.keyHashSecret, request.headers, stateReady, request.ip);
       // A request with a body counts against its key and account from here, while it uploads,
       // not only once its body is in: ten slow uploads of one key cannot pass a limit of four.
       if (request.method === 'POST' && deps.concurrency) {

@@ -6,6 +6,7 @@ import { searchOf, upstreamErrorOf, type Upstream } from '../upstream.ts';
 import { guardState } from '../state.ts';
 import { acquireSlot } from '../limits.ts';
 import { resolveOr404 } from './messages.ts';
+import { checkModelAllowed } from '../auth.ts';
 
 /** Forwarded like a message, but free: it needs a key and a positive balance, and records no usage. */
 export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, upstream: Upstream): void {
@@ -13,6 +14,7 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, upstr
     const caller = request.caller!;
     const body = validateCountTokensRequest(request.body);
     const resolved = resolveOr404(deps.prices!.current().catalog, body.model);
+    checkModelAllowed(caller, resolved.model.id, body.model);
     const { available } = await guardState(() => deps.balances.get(caller.account.id));
     if (available <= 0n) throw gatewayError('insufficient_credits');
     const out = resolved.upstreamModel === body.model ? request.rawBody! : JSON.stringify({ ...body, model: resolved.upstreamModel });

@@ -1,0 +1,171 @@
+// Issue 8 access rules end to end (embedded mode, the simulator upstream): each rule set with
+// `PATCH /admin/v1/keys/:id` or `/admin/v1/accounts/:id` answers with its exact status,
+// Anthropic error type and message, and lifting it serves again. The record fields survive a
+// restart (rebuilt from the warehouse, migration 5). Balances: haiku-4-5 input 24, output 120 µc.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { admin, customer, startStack, type Stack } from '../support/tollgate.ts';
+
+// One stack (chDB allows one data directory per process); the trusted-proxy test runs last,
+// after a restart with TRUST_PROXY on.
+let stack: Stack;
+before(async () => { stack = await startStack(); });
+after(async () => { await stack?.close(); });
+
+const HAIKU = { model: 'claude-haiku-4-5', max_tokens: 4, messages: [{ role: 'user', content: 'hi [[sim input=1 output=1]]' }] };
+
+/** One raw /v1/messages call: status, error type and message (null on success). */
+async function call(url: string, secret: string, body: object = HAIKU, headers: Record<string, string> = {}, path = '/v1/messages') {
+  const res = await fetch(`${url}${path}`, {
+    method: 'POST',
+    headers: { 'x-api-key': secret, 'anthropic-version': '2023-06-01', 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  const json = await res.json() as { type: string; error?: { type: string; message: string } };
+  return { status: res.status, type: json.error?.type ?? null, message: json.error?.message ?? null };
+}
+
+const ok = { status: 200, type: null, message: null };
+
+async function patchKey(url: string, keyId: string, body: object) {
+  return admin<Record<string, unknown>>(url, 'PATCH', `/admin/v1/keys/${keyId}`, body);
+}
+
+describe('access rules per key and account', () => {
+  test('disabled key: 401 invalid_api_key with the unknown-key message; active again serves', async () => {
+    const c = await customer(stack.url, 1);
+    const r = await patchKey(stack.url, c.keyId, { status: 'disabled' });
+    assert.equal(r.status, 200);
+    assert.equal(r.json['status'], 'disabled');
+    assert.deepEqual(await call(stack.url, c.secret), { status: 401, type: 'authentication_error', message: 'invalid x-api-key' });
+    await patchKey(stack.url, c.keyId, { status: 'active' });
+    assert.deepEqual(await call(stack.url, c.secret), ok);
+  });
+
+  test('expired key: 401 key_expired naming the instant; a future or null expiry serves', async () => {
+    const c = await customer(stack.url, 1);
+    const r = await patchKey(stack.url, c.keyId, { expires_at: '2020-01-01T00:00:00+02:00' });
+    assert.equal(r.json['expires_at'], '2019-12-31T22:00:00.000Z');
+    assert.deepEqual(await call(stack.url, c.secret),
+      { status: 401, type: 'authentication_error', message: 'This API key expired at 2019-12-31T22:00:00.000Z' });
+    await patchKey(stack.url, c.keyId, { expires_at: '2299-01-01T00:00:00Z' });
+    assert.deepEqual(await call(stack.url, c.secret), ok);
+    await patchKey(stack.url, c.keyId, { expires_at: '2020-01-01T00:00:00Z' });
+    assert.equal((await call(stack.url, c.secret)).status, 401);
+    assert.equal((await patchKey(stack.url, c.keyId, { expires_at: null })).json['expires_at'], null);
+    assert.deepEqual(await call(stack.url, c.secret), ok);
+  });
+
+  test('suspended account: 403 account_suspended on every key; a disabled account is an unknown key (401)', async () => {
+    const c = await customer(stack.url, 1);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { status: 'suspended' })).json['status'], 'suspended');
+    assert.deepEqual(await call(stack.url, c.secret),
+      { status: 403, type: 'permission_error', message: 'This account is suspended; contact the operator' });
+    await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { status: 'disabled' });
+    assert.deepEqual(await call(stack.url, c.secret), { status: 401, type: 'authentication_error', message: 'invalid x-api-key' });
+    await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { status: 'active' });
+    assert.deepEqual(await call(stack.url, c.secret), ok);
+  });
+
+  test('ip allowlist outside the socket address: 403 ip_not_allowed; x-forwarded-for is not believed without TRUST_PROXY', async () => {
+    const c = await customer(stack.url, 1);
+    const r = await patchKey(stack.url, c.keyId, { ip_allowlist: ['10.1.2.3/8', '2001:DB8:0:0::1/32'] });
+    assert.deepEqual(r.json['ip_allowlist'], ['10.0.0.0/8', '2001:db8::/32']);
+    const refused = { status: 403, type: 'permission_error', message: 'Requests from 127.0.0.1 are not allowed for this key' };
+    assert.deepEqual(await call(stack.url, c.secret), refused);
+    assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '10.9.9.9' }), refused);
+    // The socket's own address, as a host: served.
+    await patchKey(stack.url, c.keyId, { ip_allowlist: ['127.0.0.1'] });
+    assert.deepEqual(await call(stack.url, c.secret), ok);
+    await patchKey(stack.url, c.keyId, { ip_allowlist: [] });
+    assert.deepEqual(await call(stack.url, c.secret), ok);
+  });
+
+  test('a bad CIDR is refused at the edge with its index; nothing is stored', async () => {
+    const c = await customer(stack.url, 0);
+    for (const [entry, i] of [['10/8', 1], ['300.1.1.1/8', 1], ['10.0.0.0/33', 1], ['fe80::1%eth0/64', 1]] as const) {
+      const r = await admin<{ error: { type: string; message: string } }>(stack.url, 'PATCH', `/admin/v1/keys/${c.keyId}`, { ip_allowlist: ['192.0.2.0/24', entry] });
+      assert.equal(r.status, 400, entry);
+      assert.equal(r.json.error.message, `ip_allowlist.${i}: ${JSON.stringify(entry)} is not an IPv4 or IPv6 CIDR (e.g. 203.0.113.0/24, 2001:db8::/32)`);
+    }
+    const view = await admin<Record<string, unknown>>(stack.url, 'GET', `/admin/v1/keys/${c.keyId}`);
+    assert.deepEqual(view.json['ip_allowlist'], []);
+  });
+
+  test('allowed_models: another model is 403 model_not_allowed on messages and count_tokens; an alias is its model', async () => {
+    const c = await customer(stack.url, 1);
+    const r = await patchKey(stack.url, c.keyId, { allowed_models: ['claude-haiku-4-5'] });
+    // Stored as the catalog id the alias names.
+    assert.deepEqual(r.json['allowed_models'], ['claude-haiku-4-5-20251001']);
+    assert.deepEqual(await call(stack.url, c.secret), ok);
+    const sonnet = { ...HAIKU, model: 'claude-sonnet-4-5' };
+    const refused = { status: 403, type: 'permission_error', message: 'model: this key may not use claude-sonnet-4-5 (allowed: claude-haiku-4-5-20251001)' };
+    assert.deepEqual(await call(stack.url, c.secret, sonnet), refused);
+    const { max_tokens: _m, ...countBody } = sonnet;
+    assert.deepEqual(await call(stack.url, c.secret, countBody, {}, '/v1/messages/count_tokens'), refused);
+    const unknown = await patchKey(stack.url, c.keyId, { allowed_models: ['claude-haiku-4-5', 'gpt-5'] });
+    assert.equal(unknown.status, 400);
+    assert.equal((unknown.json as { error: { message: string } }).error.message, 'allowed_models.1: "gpt-5" is not a model of the catalog in force');
+    await patchKey(stack.url, c.keyId, { allowed_models: null });
+    assert.deepEqual(await call(stack.url, c.secret, sonnet), ok);
+  });
+
+  test('limits and states are flat PATCH fields: credits in, credits out, µc in the record; revoked keys cannot change', async () => {
+    const c = await customer(stack.url, 0);
+    const k = await patchKey(stack.url, c.keyId, { hourly_credits: '0.000001', daily_credits: 2.5, total_credits: 100 });
+    assert.equal(k.status, 200);
+    assert.deepEqual([k.json['hourly_credits'], k.json['daily_credits'], k.json['total_credits']], [0.000001, 2.5, 100]);
+    const stored = await stack.tollgate.keys.key(c.keyId);
+    assert.deepEqual([stored?.hourly_credits, stored?.daily_credits, stored?.total_credits], ['1', '2500000', '100000000']);
+    const a = await admin<Record<string, unknown>>(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`,
+      { daily_credits: 10, monthly_credits: '200', overdraft_credits: 0.5, admission_policy: 'strict' });
+    assert.equal(a.status, 200);
+    assert.deepEqual([a.json['daily_credits'], a.json['monthly_credits'], a.json['overdraft_credits'], a.json['admission_policy']], [10, 200, 0.5, 'strict']);
+    const neg = await patchKey(stack.url, c.keyId, { daily_credits: -1 });
+    assert.equal(neg.status, 400);
+    assert.equal((neg.json as { error: { message: string } }).error.message, 'daily_credits: must not be negative (null removes the limit)');
+    const cleared = await patchKey(stack.url, c.keyId, { daily_credits: null });
+    assert.equal(cleared.json['daily_credits'], null);
+    assert.equal((await patchKey(stack.url, c.keyId, { status: 'revoked' })).status, 400);
+    const badPlan = await patchKey(stack.url, c.keyId, { plan_id: 'no-such-plan' });
+    assert.equal(badPlan.status, 400);
+    assert.equal((badPlan.json as { error: { message: string } }).error.message, 'plan_id: "no-such-plan" is not a plan (GET /admin/v1/plans lists them)');
+    assert.equal((await admin(stack.url, 'DELETE', `/admin/v1/keys/${c.keyId}`)).status, 200);
+    const revoked = await patchKey(stack.url, c.keyId, { status: 'active' });
+    assert.equal(revoked.status, 409);
+    assert.equal((await patchKey(stack.url, 'key_nope', { status: 'active' })).status, 404);
+  });
+});
+
+describe('after a restart', () => {
+  test('key and account fields come back from the warehouse (migration 5) and still apply', async () => {
+    const c = await customer(stack.url, 1);
+    await patchKey(stack.url, c.keyId, {
+      ip_allowlist: ['10.0.0.0/8', '::1'], allowed_models: ['claude-haiku-4-5'], expires_at: '2299-06-01T00:00:00Z',
+      hourly_credits: 1, daily_credits: 2, total_credits: 3,
+    });
+    await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { status: 'suspended', daily_credits: 4, monthly_credits: 5, overdraft_credits: 6, low_balance_credits: 7, admission_policy: 'clamp' });
+    const key = await stack.tollgate.keys.key(c.keyId);
+    const account = await stack.tollgate.keys.account(c.accountId);
+    await stack.tollgate.drain();
+    await stack.restart();
+    assert.deepEqual(await stack.tollgate.keys.key(c.keyId), key);
+    assert.deepEqual(await stack.tollgate.keys.account(c.accountId), account);
+    assert.deepEqual(await call(stack.url, c.secret),
+      { status: 403, type: 'permission_error', message: 'Requests from 127.0.0.1 are not allowed for this key' });
+  });
+
+  test('ip allowlist behind a trusted proxy: the x-forwarded-for client decides, IPv4 and IPv6', async () => {
+    stack.env['TRUST_PROXY'] = 'true';
+    await stack.restart();
+    const c = await customer(stack.url, 1);
+    await patchKey(stack.url, c.keyId, { ip_allowlist: ['203.0.113.0/24', '2001:db8::/32'] });
+    assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '203.0.113.77' }), ok);
+    assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '2001:db8:1::9' }), ok);
+    assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '203.0.114.1' }),
+      { status: 403, type: 'permission_error', message: 'Requests from 203.0.114.1 are not allowed for this key' });
+    assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '2001:db9::1' }),
+      { status: 403, type: 'permission_error', message: 'Requests from 2001:db9::1 are not allowed for this key' });
+  });
+
+});
