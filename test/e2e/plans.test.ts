@@ -7,7 +7,9 @@ import Anthropic from '@anthropic-ai/sdk';
 import { admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
 
 let stack: Stack;
-before(async () => { stack = await startStack({ DEFAULT_PLAN: 'pro' }); });
+// strict admission: a request whose worst case exceeds the balance is a 402 (not clamped), which
+// the headers test needs
+before(async () => { stack = await startStack({ DEFAULT_PLAN: 'pro', ADMISSION_POLICY: 'strict' }); });
 after(async () => { await stack?.close(); });
 
 const msg = (text: string, maxTokens = 8) => ({ model: 'claude-haiku-4-5', max_tokens: maxTokens, messages: [{ role: 'user' as const, content: text }] });
