@@ -4,7 +4,7 @@
 // restart (rebuilt from the warehouse, migration 5). Balances: haiku-4-5 input 24, output 120 µc.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { admin, customer, startStack, type Stack } from '../support/tollgate.ts';
+import { admin, customer, simRequests, startStack, type Stack } from '../support/tollgate.ts';
 
 // One stack (chDB allows one data directory per process); the trusted-proxy test runs last,
 // after a restart with TRUST_PROXY on.
@@ -134,6 +134,32 @@ describe('access rules per key and account', () => {
     const revoked = await patchKey(stack.url, c.keyId, { status: 'active' });
     assert.equal(revoked.status, 409);
     assert.equal((await patchKey(stack.url, 'key_nope', { status: 'active' })).status, 404);
+  });
+});
+
+describe('max_tokens optional', () => {
+  test('omitted max_tokens: DEFAULT_MAX_TOKENS (1,024) is sent upstream and held for, exactly as if the client sent it', async () => {
+    const c = await customer(stack.url, 1);
+    const { max_tokens: _m, ...body } = HAIKU;
+    assert.deepEqual(await call(stack.url, c.secret, body), ok);
+    const [sent] = await simRequests(stack.simUrl);
+    assert.equal(sent!.body['max_tokens'], 1024);
+    // The hold is the one of max_tokens 1,024: under strict admission on a 0.01-credit account
+    // (10,000 µc < 1,024 × 120 µc of output alone) the refusal names it. (The input bound, from
+    // the body's bytes, differs with the body, so only the output side is compared.)
+    const poor = await customer(stack.url, '0.01');
+    await admin(stack.url, 'PATCH', `/admin/v1/accounts/${poor.accountId}`, { admission_policy: 'strict' });
+    const omitted = await call(stack.url, poor.secret, body);
+    assert.equal(omitted.status, 402);
+    assert.match(omitted.message!, /\(its worst case at max_tokens 1024\) and 0\.01 credits are available$/);
+    const worst = (m: string | null) => Number(/needs up to ([0-9.]+) credits/.exec(m!)![1]) * 1e6;
+    const explicit = await call(stack.url, poor.secret, { ...body, max_tokens: 1024 });
+    const less = await call(stack.url, poor.secret, { ...body, max_tokens: 1023 });
+    // one output token of haiku: 120 µc
+    assert.equal(Math.round(worst(explicit.message) - worst(less.message)), 120);
+    // null is not "absent": the field is there and is no integer.
+    assert.deepEqual(await call(stack.url, c.secret, { ...body, max_tokens: null }),
+      { status: 400, type: 'invalid_request_error', message: 'max_tokens: Input should be a valid integer' });
   });
 });
 

@@ -56,6 +56,15 @@ test('each missing field is named', () => {
   rejects(noMax, 'max_tokens', 'max_tokens: Field required');
 });
 
+test('absent max_tokens with a gateway default: filled in on the body; null and bad values still refused', () => {
+  const { max_tokens: _t, ...noMax } = ok();
+  const out = validateMessagesRequest({ ...noMax }, 1024);
+  assert.equal(out.max_tokens, 1024);
+  assert.equal(validateMessagesRequest(ok(), 7).max_tokens, 1024);
+  rejects({ ...noMax, max_tokens: null }, 'max_tokens', 'max_tokens: Input should be a valid integer', (b) => validateMessagesRequest(b, 1024));
+  rejects({ ...noMax, max_tokens: 0 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 1', (b) => validateMessagesRequest(b, 1024));
+});
+
 test('wrong types', () => {
   rejects(null, '', 'Input should be a valid dictionary');
   rejects([ok()], '', 'Input should be a valid dictionary');

@@ -34,9 +34,15 @@ function checkCommon(body: unknown): asserts body is CountTokensRequest {
   if (!Array.isArray(body.messages)) throw new ProtocolError('messages', 'Input should be a valid list');
 }
 
-/** Checks a `/v1/messages` body: object, non-empty `model`, `messages` array, positive integer `max_tokens`. */
-export function validateMessagesRequest(body: unknown): MessagesRequest {
+/**
+ * Checks a `/v1/messages` body: object, non-empty `model`, `messages` array, positive integer
+ * `max_tokens`. With `defaultMaxTokens`, an absent `max_tokens` (not a null one) is filled in
+ * on `body` itself (the gateway's DEFAULT_MAX_TOKENS, as the seed references default it);
+ * without, it is 400 "Field required" as at Anthropic.
+ */
+export function validateMessagesRequest(body: unknown, defaultMaxTokens?: number): MessagesRequest {
   checkCommon(body);
+  if (body.max_tokens === undefined && defaultMaxTokens !== undefined) body.max_tokens = defaultMaxTokens;
   const max = body.max_tokens;
   if (max === undefined) throw new ProtocolError('max_tokens', 'Field required');
   if (typeof max !== 'number' || !Number.isSafeInteger(max)) {

@@ -79,6 +79,8 @@ const EnvSchema = z.object({
   ADMISSION_POLICY: z.enum(['strict', 'clamp']).default('clamp'),
   /** the least max_tokens a clamp sends upstream (tokens); below it the request is refused */
   ADMISSION_FLOOR_TOKENS: int(1, 1_000_000).default(1_024),
+  /** the max_tokens the gateway sends upstream (and holds for) when a /v1/messages request omits it */
+  DEFAULT_MAX_TOKENS: int(1, 1_000_000).default(1_024),
   /** what an SSE error after HTTP 200, or an upstream that drops the stream, costs */
   STREAM_ERROR_BILLING: z.enum(['refund', 'usage']).default('refund'),
   BODY_LIMIT_BYTES: int(1024, 256 * 1024 * 1024).default(32 * 1024 * 1024),
@@ -179,6 +181,8 @@ export interface Config {
   holdTtlMs: number;
   /** `ADMISSION_POLICY` and `ADMISSION_FLOOR_TOKENS` (see the env schema) */
   admission: { policy: Env['ADMISSION_POLICY']; floorTokens: number };
+  /** `DEFAULT_MAX_TOKENS`: max_tokens for a request that omits it (tokens) */
+  defaultMaxTokens: number;
   streamErrorBilling: Env['STREAM_ERROR_BILLING'];
   bodyLimitBytes: number;
   http: { requestTimeoutMs: number; maxConnections: number | undefined; corsOrigins: string[] | '*' | undefined };
@@ -262,6 +266,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     upstream: { url: e.UPSTREAM_URL.replace(/\/+$/, ''), apiKey: e.UPSTREAM_API_KEY, timeoutMs: e.UPSTREAM_TIMEOUT_MS, maxConnections: e.UPSTREAM_MAX_CONNECTIONS },
     holdTtlMs: e.HOLD_TTL_MS,
     admission: { policy: e.ADMISSION_POLICY, floorTokens: e.ADMISSION_FLOOR_TOKENS },
+    defaultMaxTokens: e.DEFAULT_MAX_TOKENS,
     streamErrorBilling: e.STREAM_ERROR_BILLING,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     http: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, maxConnections: e.MAX_CONNECTIONS, corsOrigins: e.CORS_ORIGINS },

@@ -51,6 +51,8 @@ export interface GatewayDeps {
    * `ADMISSION_FLOOR_TOKENS` (default 1,024): see `admitHold` in routes/messages.ts
    */
   admission?: { policy: 'strict' | 'clamp'; floorTokens: number };
+  /** `DEFAULT_MAX_TOKENS`: sent upstream and held for when a request omits max_tokens (default 1,024) */
+  defaultMaxTokens?: number;
   /** what a stream that fails after HTTP 200 costs: nothing, or the usage the upstream reported */
   streamErrorBilling: 'refund' | 'usage';
   bodyLimitBytes: number;

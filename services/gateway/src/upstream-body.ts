@@ -112,16 +112,18 @@ export function thinkingFor(body: MessagesRequest, capability: ThinkingCapabilit
  * - a body continuing a turn that did not start with thinking (`turnCanCarryThinking`: a
  *   tool-use loop whose assistant message has no thinking block, a plain prefill) is sent
  *   without thinking: the variant thinks from the next turn on.
- * A client that sends its own `thinking` (not null) keeps it. Throws GatewayError
+ * A client that sends its own `thinking` (not null) keeps it. `maxTokensDefaulted`: the body's
+ * max_tokens was filled in by the gateway (DEFAULT_MAX_TOKENS), so `raw` lacks it. Throws GatewayError
  * `invalid_request` (400) when no valid thinking body exists: the upstream would reject it
  * anyway, and this way the client learns why.
  */
-export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: ResolvedModel, maxUses?: ReadonlyMap<number, number>): Buffer | string {
+export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: ResolvedModel, maxUses?: ReadonlyMap<number, number>, maxTokensDefaulted = false): Buffer | string {
   const rename = resolved.upstreamModel !== body.model;
   const think = resolved.thinking && (body.thinking === undefined || body.thinking === null) &&
     turnCanCarryThinking(body.messages);
   const limit = maxUses !== undefined && maxUses.size > 0 && Array.isArray(body.tools);
-  if (!rename && !think && !limit) return raw;
+  // A defaulted max_tokens (DEFAULT_MAX_TOKENS) is on `body`, not in `raw`: the upstream needs it.
+  if (!rename && !think && !limit && !maxTokensDefaulted) return raw;
   const out: MessagesRequest = { ...body, model: resolved.upstreamModel };
   if (limit) {
     // The hold assumed this many uses: the upstream is told the same, so it cannot run more.

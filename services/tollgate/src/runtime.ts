@@ -155,6 +155,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       upstream: { ...config.upstream, redact: ownSecrets },
       holdTtlMs: config.holdTtlMs,
       admission: config.admission,
+      defaultMaxTokens: config.defaultMaxTokens,
       streamErrorBilling: config.streamErrorBilling,
       bodyLimitBytes: config.bodyLimitBytes,
       gatewayId,

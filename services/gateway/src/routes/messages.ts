@@ -111,7 +111,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const caller = request.caller!;
     // Captured once: a price change (reload) applies from the next request, never mid-request.
     const version = deps.prices!.current();
-    const body = validateMessagesRequest(request.body);
+    // max_tokens is optional here (issue 8): absent, DEFAULT_MAX_TOKENS is sent upstream and held for.
+    const defaulted = typeof request.body === 'object' && request.body !== null && (request.body as Record<string, unknown>)['max_tokens'] === undefined;
+    const body = validateMessagesRequest(request.body, deps.defaultMaxTokens ?? 1_024);
     const resolved = resolveOr404(version.catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
     const stream = body.stream === true;
@@ -128,7 +130,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const tools = serverTools(body, version, resolved.model);
     refuseUnpriced(version, resolved, body, tools);
     // Before any limit or hold: a -thinking body no model accepts is a 400 that costs nothing.
-    const sent = upstreamBody(body, raw, resolved, tools.maxUses);
+    const sent = upstreamBody(body, raw, resolved, tools.maxUses, defaulted);
     const bound = inputTokenBound(body, raw, {
       contextWindow: contextWindowFor(resolved.model, request.headers['anthropic-beta']),
       imageTokenCap: resolved.model.imageTokenCap,
