@@ -66,7 +66,8 @@ export type HoldResult =
   /** `available`: balance − held (+ overdraft) before this hold; `required`: the smallest hold that was asked for */
   | { ok: false; reason: 'insufficient_credits'; available: bigint; required?: bigint }
   /**
-   * A spend window would be crossed. `used`: spent + held in it, µc; `resetAt`: epoch ms of the
+   * A spend window would be crossed. `used`: spent + held in it (a retried hold id's own earlier
+   * hold left out), µc; `resetAt`: epoch ms of the
    * window's end (null for `key_total`).
    */
   | { ok: false; reason: 'spend_limit_exceeded'; available: bigint; window: SpendWindowName; limit: bigint;

@@ -66,7 +66,7 @@ export class MemoryBalanceStore implements BalanceStore {
     }
     const refuse = (required: bigint): HoldResult => binding
       ? { ok: false, reason: 'spend_limit_exceeded', available: available - previous + overdraft, window: binding.name,
-          limit: binding.limit, used: binding.used + (prev?.windows.includes(binding.key) ? previous : 0n),
+          limit: binding.limit, used: binding.used,
           resetAt: windowBounds(binding.name, now).end, required }
       : { ok: false, reason: 'insufficient_credits', available: available - previous + overdraft, required };
     if (balance + overdraft <= 0n) return { ok: false, reason: 'insufficient_credits', available: available - previous + overdraft, required: req.amount };
@@ -83,7 +83,7 @@ export class MemoryBalanceStore implements BalanceStore {
       maxTokens = Number(t);
     }
     this.#dropHold(req.holdId, true);
-    for (const key of counted) this.#addWindow(key, amount, req, now);
+    for (const key of counted) this.#addWindow(key, amount, now);
     this.#holds.set(req.holdId, { accountId: req.accountId, amount, expiresAt: now + req.ttlMs, windows: counted });
     let ids = this.#accountHolds.get(req.accountId);
     if (!ids) this.#accountHolds.set(req.accountId, (ids = new Set()));
@@ -273,12 +273,11 @@ export class MemoryBalanceStore implements BalanceStore {
     return w.value;
   }
 
-  #addWindow(key: string, delta: bigint, req: { accountId: string; keyId: string }, now: number): void {
+  #addWindow(key: string, delta: bigint, now: number): void {
     const name = key.slice(0, key.indexOf(':')) as SpendWindowName;
     const w = this.#windows.get(key);
     if (w) w.value += delta;
     else this.#windows.set(key, { value: delta, end: windowBounds(name, now).end });
-    void req;
   }
 
   /** Moves counters of windows still open; a window that ended keeps what it had. */
