@@ -254,6 +254,7 @@ if (url === undefined) {
 
     test('Redis unreachable: a hold rejects (the gateway answers 503, fail closed) and reserves nothing', async (t) => {
       const down = new Redis({ port: 1, lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+      down.on('error', () => {});
       t.after(() => down.disconnect());
       const store = new RedisBalanceStore({ redis: down, prefix: `test:${randomUUID()}:` });
       await assert.rejects(store.hold({ holdId: 'r', accountId: 'a', keyId: 'k', amount: 1n, ttlMs: 1_000,
