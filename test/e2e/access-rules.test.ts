@@ -21,11 +21,11 @@ async function call(url: string, secret: string, body: object = HAIKU, headers: 
     headers: { 'x-api-key': secret, 'anthropic-version': '2023-06-01', 'content-type': 'application/json', ...headers },
     body: JSON.stringify(body),
   });
-  const json = await res.json() as { type: string; error?: { type: string; message: string } };
-  return { status: res.status, type: json.error?.type ?? null, message: json.error?.message ?? null };
+  const json = await res.json() as { type: string; error?: { type: string; code: string; message: string } };
+  return { status: res.status, type: json.error?.type ?? null, code: json.error?.code ?? null, message: json.error?.message ?? null };
 }
 
-const ok = { status: 200, type: null, message: null };
+const ok = { status: 200, type: null, code: null, message: null };
 
 async function patchKey(url: string, keyId: string, body: object) {
   return admin<Record<string, unknown>>(url, 'PATCH', `/admin/v1/keys/${keyId}`, body);
@@ -37,7 +37,7 @@ describe('access rules per key and account', () => {
     const r = await patchKey(stack.url, c.keyId, { status: 'disabled' });
     assert.equal(r.status, 200);
     assert.equal(r.json['status'], 'disabled');
-    assert.deepEqual(await call(stack.url, c.secret), { status: 401, type: 'authentication_error', message: 'invalid x-api-key' });
+    assert.deepEqual(await call(stack.url, c.secret), { status: 401, type: 'authentication_error', code: 'invalid_api_key', message: 'invalid x-api-key' });
     await patchKey(stack.url, c.keyId, { status: 'active' });
     assert.deepEqual(await call(stack.url, c.secret), ok);
   });
@@ -47,7 +47,7 @@ describe('access rules per key and account', () => {
     const r = await patchKey(stack.url, c.keyId, { expires_at: '2020-01-01T00:00:00+02:00' });
     assert.equal(r.json['expires_at'], '2019-12-31T22:00:00.000Z');
     assert.deepEqual(await call(stack.url, c.secret),
-      { status: 401, type: 'authentication_error', message: 'This API key expired at 2019-12-31T22:00:00.000Z' });
+      { status: 401, type: 'authentication_error', code: 'key_expired', message: 'This API key expired at 2019-12-31T22:00:00.000Z' });
     await patchKey(stack.url, c.keyId, { expires_at: '2299-01-01T00:00:00Z' });
     assert.deepEqual(await call(stack.url, c.secret), ok);
     await patchKey(stack.url, c.keyId, { expires_at: '2020-01-01T00:00:00Z' });
@@ -60,9 +60,9 @@ describe('access rules per key and account', () => {
     const c = await customer(stack.url, 1);
     assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { status: 'suspended' })).json['status'], 'suspended');
     assert.deepEqual(await call(stack.url, c.secret),
-      { status: 403, type: 'permission_error', message: 'This account is suspended; contact the operator' });
+      { status: 403, type: 'permission_error', code: 'account_suspended', message: 'This account is suspended; contact the operator' });
     await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { status: 'disabled' });
-    assert.deepEqual(await call(stack.url, c.secret), { status: 401, type: 'authentication_error', message: 'invalid x-api-key' });
+    assert.deepEqual(await call(stack.url, c.secret), { status: 401, type: 'authentication_error', code: 'invalid_api_key', message: 'invalid x-api-key' });
     await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { status: 'active' });
     assert.deepEqual(await call(stack.url, c.secret), ok);
   });
@@ -71,7 +71,7 @@ describe('access rules per key and account', () => {
     const c = await customer(stack.url, 1);
     const r = await patchKey(stack.url, c.keyId, { ip_allowlist: ['10.1.2.3/8', '2001:DB8:0:0::1/32'] });
     assert.deepEqual(r.json['ip_allowlist'], ['10.0.0.0/8', '2001:db8::/32']);
-    const refused = { status: 403, type: 'permission_error', message: 'Requests from 127.0.0.1 are not allowed for this key' };
+    const refused = { status: 403, type: 'permission_error', code: 'ip_not_allowed', message: 'Requests from 127.0.0.1 are not allowed for this key' };
     assert.deepEqual(await call(stack.url, c.secret), refused);
     assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '10.9.9.9' }), refused);
     // The socket's own address, as a host: served.
@@ -99,7 +99,7 @@ describe('access rules per key and account', () => {
     assert.deepEqual(r.json['allowed_models'], ['claude-haiku-4-5-20251001']);
     assert.deepEqual(await call(stack.url, c.secret), ok);
     const sonnet = { ...HAIKU, model: 'claude-sonnet-4-5' };
-    const refused = { status: 403, type: 'permission_error', message: 'model: this key may not use claude-sonnet-4-5 (allowed: claude-haiku-4-5-20251001)' };
+    const refused = { status: 403, type: 'permission_error', code: 'model_not_allowed', message: 'model: this key may not use claude-sonnet-4-5 (allowed: claude-haiku-4-5-20251001)' };
     assert.deepEqual(await call(stack.url, c.secret, sonnet), refused);
     const { max_tokens: _m, ...countBody } = sonnet;
     assert.deepEqual(await call(stack.url, c.secret, countBody, {}, '/v1/messages/count_tokens'), refused);
@@ -159,7 +159,7 @@ describe('max_tokens optional', () => {
     assert.equal(Math.round(worst(explicit.message) - worst(less.message)), 120);
     // null is not "absent": the field is there and is no integer.
     assert.deepEqual(await call(stack.url, c.secret, { ...body, max_tokens: null }),
-      { status: 400, type: 'invalid_request_error', message: 'max_tokens: Input should be a valid integer' });
+      { status: 400, type: 'invalid_request_error', code: 'invalid_request', message: 'max_tokens: Input should be a valid integer' });
   });
 });
 
@@ -178,7 +178,7 @@ describe('after a restart', () => {
     assert.deepEqual(await stack.tollgate.keys.key(c.keyId), key);
     assert.deepEqual(await stack.tollgate.keys.account(c.accountId), account);
     assert.deepEqual(await call(stack.url, c.secret),
-      { status: 403, type: 'permission_error', message: 'Requests from 127.0.0.1 are not allowed for this key' });
+      { status: 403, type: 'permission_error', code: 'ip_not_allowed', message: 'Requests from 127.0.0.1 are not allowed for this key' });
   });
 
   test('ip allowlist behind a trusted proxy: the x-forwarded-for client decides, IPv4 and IPv6', async () => {
@@ -189,9 +189,9 @@ describe('after a restart', () => {
     assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '203.0.113.77' }), ok);
     assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '2001:db8:1::9' }), ok);
     assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '203.0.114.1' }),
-      { status: 403, type: 'permission_error', message: 'Requests from 203.0.114.1 are not allowed for this key' });
+      { status: 403, type: 'permission_error', code: 'ip_not_allowed', message: 'Requests from 203.0.114.1 are not allowed for this key' });
     assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '2001:db9::1' }),
-      { status: 403, type: 'permission_error', message: 'Requests from 2001:db9::1 are not allowed for this key' });
+      { status: 403, type: 'permission_error', code: 'ip_not_allowed', message: 'Requests from 2001:db9::1 are not allowed for this key' });
   });
 
 });

@@ -218,7 +218,8 @@ describe('errors in Anthropic shape, and failures charge nothing', () => {
     const bad = new Anthropic({ apiKey: 'sk-not-a-real-key-000000000', baseURL: stack.url, maxRetries: 0, logLevel: 'error' });
     await expectError(bad.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: user('x') }), 401, 'authentication_error', 'invalid_api_key');
     const c = await customer(stack.url, 1);
-    await expectError(c.client.messages.create({ model: 'claude-sonnet-4-5', messages: user('x') } as never), 400, 'invalid_request_error', 'invalid_request');
+    // max_tokens may be omitted (DEFAULT_MAX_TOKENS, issue 8); messages may not.
+    await expectError(c.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8 } as never), 400, 'invalid_request_error', 'invalid_request');
     await expectError(c.client.messages.create({ model: 'gpt-4o', max_tokens: 8, messages: user('x') }), 404, 'not_found_error', 'model_not_found');
     const broke = await customer(stack.url, 0);
     await expectError(broke.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: user('x') }), 402, 'billing_error', 'insufficient_credits');

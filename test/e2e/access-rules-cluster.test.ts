@@ -1,0 +1,74 @@
+// Issue 8: every access-rule change made through control reaches every gateway within 1 s. Two
+// gateway processes on one Redis (plus control and a ledger aggregator on Kafka); each rule is
+// set, both gateways refuse with its exact status and code one second later, then it is lifted
+// and both serve again one second later (the key cache TTL is 500 ms).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Cluster } from '../support/cluster.ts';
+import { requireKafka, requireRedis } from '../support/services.ts';
+import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
+
+let cluster: Cluster | undefined;
+let closeSim: (() => Promise<void>) | undefined;
+
+before(async () => {
+  const t = { skip: (msg?: string) => { process.stderr.write(`${msg ?? 'skipped'}\n`); } };
+  const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
+  if (!kafka || !redis) return;
+  const { sim, simUrl } = await startSimulator();
+  closeSim = () => sim.close();
+  cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY });
+  await cluster.add('agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
+  await cluster.add('control', { roles: 'control' });
+  await cluster.add('gw1', { roles: 'gateway' });
+  await cluster.add('gw2', { roles: 'gateway' });
+});
+
+after(async () => {
+  await cluster?.stopAll();
+  await closeSim?.();
+});
+
+const BODY = JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 4, messages: [{ role: 'user', content: 'hi [[sim input=1 output=1]]' }] });
+const SECOND = () => new Promise((r) => setTimeout(r, 1000));
+
+test('each access rule set through control applies on both gateways within 1 s, and lifting it serves again', async (t) => {
+  if (!cluster) return t.skip('Kafka or Redis missing');
+  const c = cluster;
+  const account = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'access' });
+  const key = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${account.json.id}/keys`, {});
+  const grant = await c.admin('POST', `/admin/v1/accounts/${account.json.id}/credits`, { credits: 1, reference: `start-${account.json.id}` });
+  assert.ok(grant.status === 201 || grant.status === 202, `grant ${grant.status}`);
+  await c.eventually('the grant applied', async () => {
+    const v = await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${account.json.id}`);
+    return v.json.balance_micro_credits === '1000000' ? true : undefined;
+  });
+  /** status and error code of one request through each gateway */
+  const both = async () => Promise.all(['gw1', 'gw2'].map(async (gw) => {
+    const res = await fetch(`${c.url(gw)}/v1/messages`, {
+      method: 'POST', body: BODY,
+      headers: { 'x-api-key': key.json.key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+    });
+    const json = await res.json() as { error?: { code: string } };
+    return `${res.status} ${json.error?.code ?? 'ok'}`;
+  }));
+  assert.deepEqual(await both(), ['200 ok', '200 ok']);
+
+  const rules: Array<[string, string, object, object, string]> = [
+    ['key', key.json.id, { status: 'disabled' }, { status: 'active' }, '401 invalid_api_key'],
+    ['key', key.json.id, { expires_at: '2020-01-01T00:00:00Z' }, { expires_at: null }, '401 key_expired'],
+    ['key', key.json.id, { ip_allowlist: ['192.0.2.0/24'] }, { ip_allowlist: [] }, '403 ip_not_allowed'],
+    ['key', key.json.id, { allowed_models: ['claude-sonnet-4-5'] }, { allowed_models: null }, '403 model_not_allowed'],
+    ['account', account.json.id, { status: 'suspended' }, { status: 'active' }, '403 account_suspended'],
+    ['account', account.json.id, { status: 'disabled' }, { status: 'active' }, '401 invalid_api_key'],
+  ];
+  for (const [kind, id, set, lift, refused] of rules) {
+    const path = `/admin/v1/${kind === 'key' ? 'keys' : 'accounts'}/${id}`;
+    assert.equal((await c.admin('PATCH', path, set)).status, 200, JSON.stringify(set));
+    await SECOND();
+    assert.deepEqual(await both(), [refused, refused], JSON.stringify(set));
+    assert.equal((await c.admin('PATCH', path, lift)).status, 200, JSON.stringify(lift));
+    await SECOND();
+    assert.deepEqual(await both(), ['200 ok', '200 ok'], JSON.stringify(lift));
+  }
+});
