@@ -341,7 +341,8 @@ function requestLabel(v: unknown): string | undefined {
  * each priced server tool at its `max_uses` (the catalog's bound where the client gave none,
  * which the gateway also sends upstream), multipliers that match or could (the request's
  * `speed` and `inference_geo` when it names them; standard speed when it does not ask for
- * fast), and the account's price list.
+ * fast), and the account's price list. Returned as admission terms (`admission` of
+ * @tollgate/pricing): the full worst case, and how the hold shrinks if the policy clamps.
  */
 function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy, floorTokens: number): Admission {
   const speed = requestLabel((x.body as Record<string, unknown>).speed) ?? 'standard';
