@@ -1,0 +1,65 @@
+// The order of the access checks in `authenticate` (issue 8), on a real MemoryKeyDirectory:
+// when several rules refuse a request, the first in README order answers, so the least
+// informative refusal wins and a key tried from outside its networks learns nothing more.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GatewayError } from '@tollgate/anthropic';
+import type { AccountRecord, KeyRecord } from '@tollgate/events';
+import { generateSecret, hashSecret, MemoryKeyDirectory } from '@tollgate/keys';
+import { authenticate, checkModelAllowed } from '../src/auth.ts';
+
+const SERVER_KEY = 'server-key-0123456789abcdef';
+const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
+
+async function setup(key: Partial<KeyRecord>, account: Partial<AccountRecord>) {
+  const dir = new MemoryKeyDirectory();
+  const secret = generateSecret();
+  await dir.putAccount({ id: 'acct_1', name: 'a', status: 'active', created_at: 0, version: 1, ...account });
+  await dir.putKey({
+    id: 'key_1', account_id: 'acct_1', name: '', prefix: 'sk-tg-xx', hash: hashSecret(secret, SERVER_KEY),
+    status: 'active', created_at: 0, revoked_at: null, version: 1, ...key,
+  });
+  return (ip: string) => authenticate(dir, SERVER_KEY, { 'x-api-key': secret }, async () => true, ip, NOW);
+}
+
+async function refusal(run: Promise<unknown>): Promise<string> {
+  try {
+    await run;
+    return 'ok';
+  } catch (err) {
+    assert.ok(err instanceof GatewayError);
+    return `${err.status} ${err.code}`;
+  }
+}
+
+test('every rule alone: its own status and code', async () => {
+  const past = NOW - 1;
+  assert.equal(await refusal((await setup({ status: 'disabled' }, {}))('192.0.2.1')), '401 invalid_api_key');
+  assert.equal(await refusal((await setup({ status: 'revoked', revoked_at: 1 }, {}))('192.0.2.1')), '401 invalid_api_key');
+  assert.equal(await refusal((await setup({}, { status: 'disabled' }))('192.0.2.1')), '401 invalid_api_key');
+  assert.equal(await refusal((await setup({ ip_allowlist: ['10.0.0.0/8'] }, {}))('192.0.2.1')), '403 ip_not_allowed');
+  assert.equal(await refusal((await setup({ expires_at: past }, {}))('192.0.2.1')), '401 key_expired');
+  assert.equal(await refusal((await setup({ expires_at: NOW + 1 }, {}))('192.0.2.1')), 'ok');
+  assert.equal(await refusal((await setup({}, { status: 'suspended' }))('192.0.2.1')), '403 account_suspended');
+  assert.equal(await refusal((await setup({ ip_allowlist: ['192.0.2.0/24'] }, {}))('192.0.2.1')), 'ok');
+});
+
+test('several rules at once: disabled before ip, ip before expiry, expiry before suspension', async () => {
+  const all = { ip_allowlist: ['10.0.0.0/8'], expires_at: NOW - 1 };
+  assert.equal(await refusal((await setup({ ...all, status: 'disabled' }, { status: 'suspended' }))('192.0.2.1')), '401 invalid_api_key');
+  assert.equal(await refusal((await setup(all, { status: 'suspended' }))('192.0.2.1')), '403 ip_not_allowed');
+  assert.equal(await refusal((await setup(all, { status: 'suspended' }))('10.0.0.1')), '401 key_expired');
+  assert.equal(await refusal((await setup({ ip_allowlist: ['10.0.0.0/8'] }, { status: 'suspended' }))('10.0.0.1')), '403 account_suspended');
+});
+
+test('allowed_models: the resolved catalog id decides; empty allows all', async () => {
+  const entry = (allowed?: string[]) => ({
+    key: { allowed_models: allowed } as KeyRecord, account: {} as AccountRecord,
+  });
+  assert.doesNotThrow(() => checkModelAllowed(entry(), 'claude-opus-4-6', 'opus'));
+  assert.doesNotThrow(() => checkModelAllowed(entry([]), 'claude-opus-4-6', 'opus'));
+  assert.doesNotThrow(() => checkModelAllowed(entry(['claude-opus-4-6']), 'claude-opus-4-6', 'claude-opus-4-6-thinking'));
+  assert.throws(() => checkModelAllowed(entry(['claude-haiku-4-5-20251001']), 'claude-opus-4-6', 'opus'),
+    (err: unknown) => err instanceof GatewayError && err.status === 403 && err.code === 'model_not_allowed' &&
+      err.message === 'model: this key may not use opus (allowed: claude-haiku-4-5-20251001)');
+});
