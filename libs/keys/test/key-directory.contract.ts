@@ -148,6 +148,21 @@ export function keyDirectoryContract(name: string, make: () => Promise<KeyDirect
       assert.deepEqual(await directory.keysOf(b.id), [other]);
     });
 
+    it('issue-8 access and limit fields are carried exactly; a change through another instance shows within the cache TTL', async ({ directory, peer, propagationMs }) => {
+      const a = account({ status: 'suspended', plan_id: 'pro', daily_credits: '5000000', monthly_credits: null, overdraft_credits: '0', admission_policy: 'strict' });
+      const k = key(a.id, {
+        status: 'disabled', plan_id: null, hourly_credits: '1', daily_credits: null, total_credits: '9007199254740991',
+        ip_allowlist: ['10.0.0.0/8', '2001:db8::/32'], allowed_models: ['claude-haiku-4-5-20251001'], expires_at: 1_800_000_000_000,
+      });
+      await directory.putAccount(a);
+      await directory.putKey(k);
+      assert.deepEqual(await directory.byHash(k.hash), { key: k, account: a });
+      const lifted = { ...k, status: 'active' as const, ip_allowlist: [], expires_at: null, version: k.version + 1 };
+      await peer.putKey(lifted);
+      await sleep(propagationMs + MARGIN_MS);
+      assert.deepEqual(await directory.byHash(k.hash), { key: lifted, account: a });
+    });
+
     it('a revocation made through another instance shows within the cache TTL', async ({ directory, peer, propagationMs }) => {
       const a = account();
       const k = key(a.id);
