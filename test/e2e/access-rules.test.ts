@@ -130,6 +130,10 @@ describe('access rules per key and account', () => {
     const badPlan = await patchKey(stack.url, c.keyId, { plan_id: 'no-such-plan' });
     assert.equal(badPlan.status, 400);
     assert.equal((badPlan.json as { error: { message: string } }).error.message, 'plan_id: "no-such-plan" is not a plan (GET /admin/v1/plans lists them)');
+    // a seed plan is a plan without a stored record; null returns to the account's
+    assert.equal((await patchKey(stack.url, c.keyId, { plan_id: 'pro' })).json['plan_id'], 'pro');
+    assert.equal((await admin<Record<string, unknown>>(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { plan_id: 'max-5x' })).json['plan_id'], 'max-5x');
+    assert.equal((await patchKey(stack.url, c.keyId, { plan_id: null })).json['plan_id'], null);
     assert.equal((await admin(stack.url, 'DELETE', `/admin/v1/keys/${c.keyId}`)).status, 200);
     const revoked = await patchKey(stack.url, c.keyId, { status: 'active' });
     assert.equal(revoked.status, 409);
