@@ -151,3 +151,45 @@ test('server tools: units by tool type, Σ max_uses per unit; a priced tool with
   const sent = JSON.parse(String(upstreamBody(open, Buffer.from(JSON.stringify(open)), resolved, o.maxUses))) as { tools: unknown[] };
   assert.deepEqual(sent.tools, [{ type: 'web_search_20250305', name: 'a', max_uses: 50 }, { name: 'custom', input_schema: { type: 'object' } }]);
 });
+
+test('a -thinking variant judges the client\'s own thinking: wrong mode derived, bad type/budget a 400 naming the field, sampling rules whenever thinking is on', () => {
+  const catalog = catalogs[0]!;
+  const send = (model: string, extra: Record<string, unknown>, betas: string[] = []) => {
+    const body = { model, max_tokens: 4096, messages: [{ role: 'user', content: 'hi' }], ...extra } as unknown as MessagesRequest;
+    return JSON.parse(String(upstreamBody(body, Buffer.from('{}'), resolveModel(catalog, model)!, undefined, betas))) as Record<string, unknown>;
+  };
+  const refused = (model: string, extra: Record<string, unknown>, message: string) =>
+    assert.throws(() => send(model, extra), (err: unknown) => {
+      assert.ok(err instanceof GatewayError);
+      assert.deepEqual([err.status, err.code, err.message], [400, 'invalid_request', message]);
+      return true;
+    });
+  const HAIKU = 'claude-haiku-4-5-thinking';
+  const tail = `(${HAIKU} turns on extended thinking; omit thinking to let the gateway set it)`;
+  // adaptive on a budget model: the intent is "think"; the variant's own budget, ⌊4096 / 2⌋ = 2048
+  assert.deepEqual(send(HAIKU, { thinking: { type: 'adaptive' } }).thinking, { type: 'enabled', budget_tokens: 2048 });
+  // a valid budget is kept as sent; on an adaptive model adaptive is kept
+  assert.deepEqual(send(HAIKU, { thinking: { type: 'enabled', budget_tokens: 2048 } }).thinking, { type: 'enabled', budget_tokens: 2048 });
+  assert.deepEqual(send('claude-opus-4-6-thinking', { thinking: { type: 'adaptive' } }).thinking, { type: 'adaptive' });
+  // interleaved thinking lets the budget span the whole turn, above max_tokens
+  assert.deepEqual(send(HAIKU, { thinking: { type: 'enabled', budget_tokens: 9000 } }, ['interleaved-thinking-2025-05-14']).thinking, { type: 'enabled', budget_tokens: 9000 });
+  refused(HAIKU, { thinking: { type: 'enabled', budget_tokens: 100 } }, `thinking.budget_tokens: must be at least 1024, got 100 ${tail}`);
+  refused(HAIKU, { thinking: { type: 'enabled', budget_tokens: 9000 } }, `thinking.budget_tokens: must be less than max_tokens (4096), got 9000 ${tail}`);
+  refused(HAIKU, { thinking: { type: 'enabled', budget_tokens: 4096 } }, `thinking.budget_tokens: must be less than max_tokens (4096), got 4096 ${tail}`);
+  refused(HAIKU, { thinking: { type: 'enabled' } }, `thinking.budget_tokens: expected an integer ${tail}`);
+  refused(HAIKU, { thinking: 'on' }, `thinking: expected an object with a "type" ${tail}`);
+  refused(HAIKU, { thinking: { type: 'on' } }, `thinking.type: expected "enabled", "adaptive" or "disabled", got "on" ${tail}`);
+  // the sampling check holds whoever turned thinking on
+  refused(HAIKU, { thinking: { type: 'enabled', budget_tokens: 2048 }, temperature: 0.3 },
+    `${HAIKU} turns on extended thinking, which does not allow temperature 0.3; omit temperature (or set it to 1) or use claude-haiku-4-5`);
+  refused('claude-opus-4-6-thinking', { thinking: { type: 'adaptive' }, top_k: 5 },
+    'claude-opus-4-6-thinking turns on extended thinking, which does not allow top_k; omit top_k or use claude-opus-4-6');
+  // null sampling fields are unset, as with the gateway's own thinking
+  const nulls = send(HAIKU, { thinking: { type: 'enabled', budget_tokens: 2048 }, temperature: null, top_k: null });
+  assert.deepEqual([Object.hasOwn(nulls, 'temperature'), Object.hasOwn(nulls, 'top_k')], [false, false]);
+  // disabled: the client turned thinking off; its sampling params are its own
+  assert.deepEqual(send(HAIKU, { thinking: { type: 'disabled' }, temperature: 0.3 }).temperature, 0.3);
+  // a plain model: the client's thinking is its own body to the model it named, passed on unjudged
+  const plainBody = { model: 'claude-haiku-4-5', max_tokens: 10, thinking: { type: 'adaptive' }, messages: [] } as unknown as MessagesRequest;
+  assert.deepEqual(JSON.parse(String(upstreamBody(plainBody, Buffer.from(JSON.stringify(plainBody)), resolveModel(catalog, 'claude-haiku-4-5')!))).thinking, { type: 'adaptive' });
+});

@@ -125,7 +125,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const tools = serverTools(body, version, resolved.model);
     refuseUnpriced(version, resolved, body, tools);
     // Before any limit or hold: a -thinking body no model accepts is a 400 that costs nothing.
-    const sent = upstreamBody(body, raw, resolved, tools.maxUses);
+    const betaHeader = request.headers['anthropic-beta'];
+    const betas = (Array.isArray(betaHeader) ? betaHeader.join(',') : betaHeader ?? '').split(',');
+    const sent = upstreamBody(body, raw, resolved, tools.maxUses, betas);
     const bound = inputTokenBound(body, raw, {
       contextWindow: contextWindowFor(resolved.model, request.headers['anthropic-beta']),
       imageTokenCap: resolved.model.imageTokenCap,
