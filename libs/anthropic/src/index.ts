@@ -20,6 +20,7 @@ export type {
 } from './types.ts';
 export {
   validateCountTokensRequest,
+  validateModelId,
   validateMessagesRequest,
 } from './request.ts';
 export type { InputBound, InputBoundLimits, UnboundedSource } from './input-bound.ts';

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import {
   createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, readMessage, SseFramer, sseErrorEvent,
-  upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, type GatewayError, type MessagesRequest, type UsageAnomaly,
+  upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
 import type { UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
@@ -19,8 +19,13 @@ import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
 import { serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
 
-/** The catalog model `model` names in `catalog`, or 404 `model_not_found`. */
+/**
+ * The catalog model `model` names in `catalog`, or 404 `model_not_found`. The id is first
+ * checked by `validateModelId` (400 `invalid_request` on `model`), so every route that takes a
+ * model id (/v1/messages, count_tokens, /v1/models/{id}) refuses the same ids the same way.
+ */
 export function resolveOr404(catalog: Catalog, model: string): ResolvedModel {
+  validateModelId(model);
   const resolved = resolveModel(catalog, model);
   if (!resolved) throw gatewayError('model_not_found', `model: ${model} is not available on this gateway`);
   return resolved;
