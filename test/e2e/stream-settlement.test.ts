@@ -332,6 +332,15 @@ const SCRIPTS: Record<string, Script> = {
     streamHead(res);
     res.end(start({ input_tokens: 5, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 300 }) + STOP);
   },
+  // the final delta, then (each within the 2 s grace of the event before) more content and a
+  // second final delta with more usage, then pings forever
+  late_usage_after_stop_reason: (res) => {
+    streamHead(res);
+    res.write(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }));
+    const t1 = setTimeout(() => res.write(sse('content_block_delta', { index: 0, delta: { type: 'text_delta', text: ' more' } })), 1_200);
+    const t2 = setTimeout(() => { res.write(finalDelta({ output_tokens: 60 })); pingForever(res); }, 2_400);
+    res.on('close', () => { clearTimeout(t1); clearTimeout(t2); });
+  },
   json_output_over_max: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(jsonMessage({ input_tokens: 5, output_tokens: 300 }));
@@ -412,6 +421,20 @@ describe('scripted upstream: the answer ends the request; usage reports that can
     assert.deepEqual([delta.cost_micros, delta.status, delta.anomalies], ['50400', 'usage_anomaly', ['missing_message_stop']]);
     // third: 500×72 + 40×360 + 5,000×90 (cache write 5m) = 36,000 + 14,400 + 450,000 = 500,400
     assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 2n * 50_400n - 500_400n);
+  });
+
+  test('events after the final message_delta: the grace restarts on each non-ping event, a later delta\'s usage is counted, content after the stop_reason relayed and flagged event_after_stop', { timeout: 30_000 }, async () => {
+    const c = await customer(gw.url, 10);
+    const res = await post(c.secret, 'late_usage_after_stop_reason');
+    const text = await res.text();
+    assert.ok(text.includes('" more"'), 'the late content was relayed');
+    assert.ok(text.replaceAll(PING, '').endsWith(finalDelta({ output_tokens: 60 }) + STOP), 'the later delta was relayed (pings aside), then the closing frame');
+    const e = await eventOf(res.headers.get('request-id')!);
+    // 500×72 + 60×360 = 36,000 + 21,600 = 57,600 (not 50,400: the second delta counts)
+    assert.deepEqual([e.cost_micros, e.output_tokens, e.status, [...e.anomalies ?? []].sort()],
+      ['57600', 60, 'usage_anomaly', ['event_after_stop', 'missing_message_stop']]);
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 57_600n);
+    assert.ok(up.closedByGateway.includes('late_usage_after_stop_reason'), 'the gateway closed the upstream connection');
   });
 
   test('SSE error after a complete answer (final message_delta with stop_reason): the answer is charged, the error not relayed, error_after_answer', async () => {

@@ -40,13 +40,33 @@ export function resolveOr404(catalog: Catalog, model: string): ResolvedModel {
 export const MAX_CLIENT_BUFFER_BYTES = 8 * 1024 * 1024;
 
 /**
- * How long a stream may go on after its final `message_delta` (the one with `stop_reason`)
- * without `message_stop`: after this many ms of silence or non-billable events the answer is
- * taken as complete, the client's response closed with `message_stop`, the request settled and
- * the upstream connection closed. Anthropic sends `message_stop` right after the final delta,
- * so 2 s only ever matters for an upstream that leaves the connection open.
+ * How long a stream may go quiet after its final `message_delta` (the one with `stop_reason`)
+ * without `message_stop`: after this many ms with no event but pings the answer is taken as
+ * complete, the client's response closed with `message_stop`, the request settled and the
+ * upstream connection closed. Every event other than `ping` restarts the wait, so a later
+ * `message_delta` with more usage is counted (content after the `stop_reason` is relayed too,
+ * and flagged `event_after_stop`). The whole wait after the final delta is bounded by
+ * `answerEndLimitMs` (the upstream's own body timeout): an upstream that keeps talking past it
+ * is cut there. Anthropic sends `message_stop` right after the final delta, so the grace only
+ * ever matters for an upstream that leaves the connection open.
  */
 export const ANSWER_END_GRACE_MS = 2_000;
+
+/** The longest wait after the final `message_delta`, in ms: the upstream's body timeout (`UPSTREAM_TIMEOUT_MS`, at most 300 s). */
+export function answerEndLimitMs(upstreamTimeoutMs: number): number {
+  return Math.min(upstreamTimeoutMs, 300_000);
+}
+
+/** The type of an SSE event: its `event:` field, else its data's `type` ('' when neither). */
+function frameType(frame: { event: string; data: string }): string {
+  if (frame.event !== '') return frame.event;
+  try {
+    const t: unknown = (JSON.parse(frame.data) as { type?: unknown }).type;
+    return typeof t === 'string' ? t : '';
+  } catch {
+    return '';
+  }
+}
 
 /** The frame that closes a message (Anthropic "Streaming Messages": the last event of a stream). */
 const MESSAGE_STOP_FRAME = 'event: message_stop\ndata: {"type":"message_stop"}\n\n';
@@ -443,13 +463,19 @@ async function relayStream(
   const iterator = res.body[Symbol.asyncIterator]();
   let graceTimer: NodeJS.Timeout | undefined;
   let graceUntil: number | null = null;
+  // When the final message_delta came, and the latest the answer may end after it.
+  let stoppedAt: number | null = null;
+  const endLimit = answerEndLimitMs(deps.upstream.timeoutMs);
+  let contentAfterStop = false;
   try {
     while (!over) {
       const next = iterator.next();
       let step: IteratorResult<Buffer> | 'grace';
       if (meter.stopped && !meter.completed) {
         // The final message_delta came: only message_stop (or late usage) may still follow.
-        graceUntil ??= performance.now() + ANSWER_END_GRACE_MS;
+        // The grace restarts on every event but a ping (graceUntil reset below), never past the limit.
+        stoppedAt ??= performance.now();
+        graceUntil ??= Math.min(performance.now() + ANSWER_END_GRACE_MS, stoppedAt + endLimit);
         const wait = Math.max(0, graceUntil - performance.now());
         step = await Promise.race([
           next,
@@ -471,6 +497,12 @@ async function relayStream(
       for (const frame of framer.push(step.value)) {
         const answeredBefore = meter.answered;
         meter.push(frame.raw);
+        if (meter.stopped) {
+          const type = frameType(frame);
+          if (type !== 'ping') graceUntil = null;
+          // Content after the stop_reason: the answer was declared over, yet it goes on.
+          if (answeredBefore && !meter.completed && type.startsWith('content_block')) contentAfterStop = true;
+        }
         if (isErrorFrame(frame)) {
           // After a complete answer the error changes nothing the client has (the meter flags
           // it); before, it ends the stream. Either way its text is the upstream's, not ours.
@@ -534,6 +566,7 @@ async function relayStream(
   const unmetered = !failed && !meter.hasUsage;
   const anomalies: UsageAnomaly[] = meter.anomalies;
   if (unmetered) anomalies.push('no_usage');
+  if (contentAfterStop && !anomalies.includes('event_after_stop')) anomalies.push('event_after_stop');
   const { publish } = await finish({
     status: streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
     httpStatus: 200,
