@@ -99,7 +99,8 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const metrics = createMetrics();
   const server = createHttpServer({
     logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics },
-    requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections, corsOrigins: config.http.corsOrigins,
+    requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections,
+    maxConnectionsPerIp: config.http.maxConnectionsPerIp, corsOrigins: config.http.corsOrigins,
   });
   const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log);
   const { log, balances, keys, warehouse } = adapters;
