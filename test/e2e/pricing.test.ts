@@ -142,6 +142,21 @@ describe('cny catalog: every dimension priced', () => {
     assert.equal(await settledBalance(stack, c.accountId), 10_000_000n);
   });
 
+  test('final output 0 over SSE: message_start\'s output 1 is a placeholder, the stream charges what JSON charges (3 µc; refusal ok in both)', async () => {
+    const c = await customer(stack.url, 10);
+    const body = { model: 'claude-haiku-4-5', max_tokens: 64, messages: user('x [[sim input=0 output=0 cache_read=1]]') };
+    const msg = await c.client.messages.create(body);
+    // ⌈1 × 2.4⌉ = 3 (the simulator, like the API, sends output_tokens 1 in message_start, 0 at the end)
+    const j = await usageEvent(stack, msg._request_id);
+    const s = await usageEvent(stack, await streamed(c.client, body));
+    assert.deepEqual([j.cost_micros, j.quantities.output, j.status], ['3', 0, 'ok']);
+    assert.deepEqual([s.cost_micros, s.quantities.output, s.status, s.anomalies ?? []], ['3', 0, 'ok', []]);
+    const refusal = { model: 'claude-sonnet-4-5', max_tokens: 64, messages: user('x [[sim input=1000 refusal=1]]') };
+    const rj = await usageEvent(stack, (await c.client.messages.create(refusal))._request_id);
+    const rs = await usageEvent(stack, await streamed(c.client, refusal));
+    assert.deepEqual([rj.cost_micros, rj.status, rs.cost_micros, rs.status, rs.anomalies ?? []], ['0', 'ok', '0', 'ok', []]);
+  });
+
   test('a usage field the catalog does not price is recorded as unpriced, never silently dropped', async () => {
     const c = await customer(stack.url, 10);
     const msg = await c.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 256, messages: user('x [[sim input=1000 output=100 usage_field=hologram_units:3]]') });

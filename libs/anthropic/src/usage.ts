@@ -196,6 +196,8 @@ export class UsageTally {
   #serverTools = new Map<string, number>();
   /** the latest valid `usage.iterations` */
   #iterations: WireIteration[] | null = null;
+  /** the kept `output_tokens` came only from a `message_start` (a placeholder, see `add`) */
+  #outputPlaceholder = false;
   /** anomalies seen in the reports, in the order first seen */
   readonly anomalies = new Set<UsageAnomaly>();
 
@@ -203,8 +205,14 @@ export class UsageTally {
    * Adds one usage report. `required` names top-level counts that must be present (Anthropic:
    * `output_tokens` in every report; a JSON message also has `input_tokens`): missing or null
    * there is `invalid_count`. A report that is not an object is `invalid_count`. Never throws.
+   *
+   * `placeholderOutput` (the `message_start` report): its `output_tokens` is a placeholder, not a
+   * count — Anthropic sends 1 there before any output is generated. Output from a later report
+   * (the cumulative `message_delta`) replaces it even when lower, without `count_decreased`, so a
+   * stream whose final output is 0 is charged like the same JSON message. A placeholder never
+   * overrides output a delta already gave. Input-side counts keep "counters only grow".
    */
-  add(report: unknown, required: readonly string[] = ['output_tokens']): void {
+  add(report: unknown, required: readonly string[] = ['output_tokens'], placeholderOutput = false): void {
     if (!isRecord(report)) {
       this.anomalies.add('invalid_count');
       return;
@@ -212,7 +220,10 @@ export class UsageTally {
     for (const field of required) {
       if (report[field] == null) this.anomalies.add('invalid_count');
     }
-    for (const field of TOP_COUNTS) this.#take(field, report[field]);
+    for (const field of TOP_COUNTS) {
+      if (field === 'output_tokens') this.#takeOutput(report[field], placeholderOutput);
+      else this.#take(field, report[field]);
+    }
     this.#takeCache(report);
     for (const [key, value] of Object.entries(report)) {
       if (value == null || key === 'cache_creation' || key === CACHE_TOTAL || (TOP_COUNTS as readonly string[]).includes(key)) continue;
@@ -230,6 +241,32 @@ export class UsageTally {
         } else this.#take(key, value);
       } else this.#extra[key] = value;
     }
+  }
+
+  /** `output_tokens`: a placeholder (message_start) yields to the first authoritative report. */
+  #takeOutput(value: unknown, placeholder: boolean): void {
+    if (value == null) return;
+    const had = this.#counts.has('output_tokens');
+    if (placeholder) {
+      if (had && !this.#outputPlaceholder) {
+        // A repeated message_start after a delta: the delta's count stands; only validate.
+        if (!isTokenCount(value)) this.anomalies.add('invalid_count');
+        return;
+      }
+      this.#take('output_tokens', value);
+      if (this.#counts.has('output_tokens')) this.#outputPlaceholder = true;
+      return;
+    }
+    if (had && this.#outputPlaceholder) {
+      if (!isTokenCount(value)) {
+        this.anomalies.add('invalid_count');
+        return;
+      }
+      this.#counts.set('output_tokens', value);
+      this.#outputPlaceholder = false;
+      return;
+    }
+    this.#take('output_tokens', value);
   }
 
   #take(key: string, value: unknown, into: Map<string, number> = this.#counts): void {
