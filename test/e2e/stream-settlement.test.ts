@@ -341,6 +341,15 @@ const SCRIPTS: Record<string, Script> = {
     const t2 = setTimeout(() => { res.write(finalDelta({ output_tokens: 60 })); pingForever(res); }, 2_400);
     res.on('close', () => { clearTimeout(t1); clearTimeout(t2); });
   },
+  // a complete answer in the framing the request did not ask for
+  sse_framing: (res) => {
+    streamHead(res);
+    res.end(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }) + STOP);
+  },
+  json_framing: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(jsonMessage({ input_tokens: 500, output_tokens: 40 }));
+  },
   json_output_over_max: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(jsonMessage({ input_tokens: 5, output_tokens: 300 }));
@@ -435,6 +444,27 @@ describe('scripted upstream: the answer ends the request; usage reports that can
       ['57600', 60, 'usage_anomaly', ['event_after_stop', 'missing_message_stop']]);
     assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 57_600n);
     assert.ok(up.closedByGateway.includes('late_usage_after_stop_reason'), 'the gateway closed the upstream connection');
+  });
+
+  test('the upstream answers in another framing than asked (event stream to a JSON request, one JSON body to a stream request): 503 upstream_error, not retried, usage recorded, charged 0 (STREAM_ERROR_BILLING refund)', async () => {
+    const c = await customer(gw.url, 10);
+    for (const [script, stream, what] of [
+      ['sse_framing', false, 'a non-streaming request with an event stream'],
+      ['json_framing', true, 'a streaming request with a single (non event-stream) body'],
+    ] as const) {
+      const res = await post(c.secret, script, { stream });
+      const id = res.headers.get('request-id')!;
+      assert.deepEqual([res.status, res.headers.get('content-type'), res.headers.get('x-should-retry')], [503, 'application/json; charset=utf-8', 'false'], script);
+      assert.deepEqual(await res.json(), {
+        type: 'error',
+        error: { type: 'api_error', code: 'upstream_error', message: `Upstream answered ${what}; the gateway operator must fix its upstream` },
+        request_id: id,
+      }, script);
+      const e = await eventOf(id);
+      // the upstream's report (500 in, 40 out) is recorded for finance; refunded: 0 µc
+      assert.deepEqual([e.status, e.http_status, e.input_tokens, e.output_tokens, e.cost_micros], ['upstream_error', 503, 500, 40, '0'], script);
+    }
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n);
   });
 
   test('SSE error after a complete answer (final message_delta with stop_reason): the answer is charged, the error not relayed, error_after_answer', async () => {

@@ -277,7 +277,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       }
 
       if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
-        return relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan);
+        // An event stream to a request that did not ask for one is read (metered) but never relayed.
+        await relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan, m.stream);
+        return reply;
       }
 
       let bytes: Buffer;
@@ -305,6 +307,20 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         return reply;
       }
       const read = json === undefined ? null : readMessage(json);
+      if (m.stream) {
+        // A streaming request answered in one body: not the framing the client can read.
+        metrics?.upstreamError('stream_error');
+        const { publish } = await finish({
+          status: 'upstream_error', httpStatus: 503, usage: read?.usage ?? null,
+          report: read === null ? null : { tally: read.tally, model: read.model, stopReason: read.stopReason, outputSeen: read.outputSeen },
+          billable: read !== null && deps.streamErrorBilling === 'usage', firstByteAt, upstreamRequestId,
+          anomalies: read === null ? ['no_usage'] : read.anomalies,
+        });
+        request.log.warn({ upstreamRequestId, contentType: header(res, 'content-type') }, 'upstream answered a streaming request without an event stream');
+        sendError(reply, framingError('a streaming request with a single (non event-stream) body'));
+        await publish();
+        return reply;
+      }
       if (read === null) {
         // A 2xx without a readable message is not something we can measure; pass it on,
         // charge nothing, and flag it for finance (status `unmetered`, metric, log).
@@ -384,6 +400,18 @@ function refuseUnpriced(version: PriceVersion, resolved: ResolvedModel, body: Me
   }
 }
 
+/**
+ * The error for an upstream that answered in another framing than the request asked for
+ * (`stream` true answered with one body, or false answered with an event stream): 503
+ * `upstream_error` with `x-should-retry: false`, since the upstream has already generated (and
+ * billed) the answer and a retry through the same upstream would do it again.
+ */
+function framingError(what: string): GatewayError {
+  return gatewayError('upstream_error', `Upstream answered ${what}; the gateway operator must fix its upstream`, {
+    headers: { 'x-should-retry': 'false' },
+  });
+}
+
 /** A settled request's usage event and its publication (after the reply). */
 interface Settled {
   event: UsageEvent;
@@ -422,7 +450,9 @@ async function relayStream(
   upstreamRequestId: string | null,
   finish: (o: Outcome) => Promise<Settled>,
   upstreamSpan: Span,
+  relay: boolean,
 ): Promise<void> {
+  if (!relay) return meterUnasked(deps, request, reply, res, upstreamRequestId, finish, upstreamSpan);
   reply.hijack();
   const raw = reply.raw;
   // Set when the client is gone or cut off; from then on the stream is only metered.
@@ -515,7 +545,8 @@ async function relayStream(
           over = true;
           break;
         }
-        send(frame.raw);
+        // Comments dropped, the gateway's own secrets redacted (`scrubEvent`); the meter read the original.
+        send(res.scrubEvent(frame.raw));
         if (meter.completed) {
           if (forwarding) delivered = true;
           over = true;
@@ -577,5 +608,61 @@ async function relayStream(
     upstreamRequestId,
     anomalies,
   });
+  await publish();
+}
+
+/**
+ * An event stream answering a non-streaming request (the client expects one JSON body): read to
+ * its end (its `message_stop`, an error, or the upstream's end; the answer-end rules of
+ * `relayStream` do not apply, and the upstream's body timeout bounds it) so its usage is known,
+ * never relayed. The client gets 503 `upstream_error` (`framingError`); the request settles as a
+ * stream that failed after 200: status `upstream_error`, charged per `STREAM_ERROR_BILLING`
+ * (`refund`, the default: nothing; `usage`: the usage the stream reported), the usage recorded
+ * either way for finance.
+ */
+async function meterUnasked(
+  deps: GatewayDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  res: UpstreamResponse,
+  upstreamRequestId: string | null,
+  finish: (o: Outcome) => Promise<Settled>,
+  upstreamSpan: Span,
+): Promise<void> {
+  const meter = createStreamMeter();
+  const framer = new SseFramer();
+  let firstByteAt: number | null = null;
+  try {
+    read: for await (const chunk of res.body) {
+      firstByteAt ??= performance.now();
+      for (const frame of framer.push(chunk as Buffer)) {
+        meter.push(frame.raw);
+        if (meter.completed || isErrorFrame(frame)) break read;
+      }
+      if (framer.overflowed) break;
+    }
+  } catch (err) {
+    failSpan(upstreamSpan, err);
+  } finally {
+    res.body.cancel();
+  }
+  meter.end();
+  deps.metrics?.upstreamError('stream_error');
+  failSpan(upstreamSpan, new Error('event stream answering a non-streaming request'));
+  upstreamSpan.end();
+  request.log.warn({ upstreamRequestId }, 'upstream answered a non-streaming request with an event stream');
+  const anomalies: UsageAnomaly[] = meter.anomalies;
+  if (!meter.hasUsage) anomalies.push('no_usage');
+  const { publish } = await finish({
+    status: 'upstream_error',
+    httpStatus: 503,
+    usage: meter.hasUsage ? meter.usage() : null,
+    report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
+    billable: meter.hasUsage && deps.streamErrorBilling === 'usage',
+    firstByteAt,
+    upstreamRequestId,
+    anomalies,
+  });
+  sendError(reply, framingError('a non-streaming request with an event stream'));
   await publish();
 }
