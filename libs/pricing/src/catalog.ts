@@ -333,7 +333,8 @@ const priceListSchema = z.strictObject({
 const unitCount = z
   .number({ error: 'expected a whole number' })
   .int('expected a whole number')
-  .nonnegative('must not be negative')
+  // A bound of 0 would send `max_uses: 0` upstream and hold nothing for a tool the request declared.
+  .min(1, 'must be at least 1')
   .max(1_000_000, 'must be at most 1,000,000');
 
 const modelSchema = z.strictObject({
@@ -752,14 +753,29 @@ function toRateTable(
 ): RateTable {
   // The model's own `prices` are also checked (with the historic message) by toModel; report each problem once.
   const tokens = toTokenRates(prices, `${at}.prices`, priceUnit, perUnit, at.endsWith(']') ? [] : problems);
-  return Object.freeze({
-    tokens,
-    tiers: Object.freeze((tiers ?? []).map((t, j) => Object.freeze({
+  const exact: boolean[] = [];
+  const tierTables = (tiers ?? []).map((t, j) => {
+    const before = problems.length;
+    const table = Object.freeze({
       name: t.name,
       aboveInputTokens: t.above_input_tokens,
       tokens: toTokenRates(t.prices, `${at}.tiers[${j}].prices`, priceUnit, perUnit, problems),
-    }))),
+    });
+    exact.push(problems.length === before);
+    return table;
   });
+  // A tier is a surcharge for a long prompt (Anthropic's long-context pricing is ×2 / ×1.5): a tier
+  // price below the price it replaces is a typo that would sell long prompts cheaper, so refused.
+  tierTables.forEach((t, j) => {
+    const below = j === 0 ? tokens : tierTables[j - 1]!.tokens;
+    if (!exact[j] || (j > 0 && !exact[j - 1])) return;
+    for (const k of TOKEN_CLASSES) {
+      if (t.tokens[k] < below[k]) {
+        problems.push(`${at}.tiers[${j}].prices.${k}: ${tiers![j]!.prices[k]} is below the ${j === 0 ? 'base' : 'previous tier\'s'} price (${j === 0 ? prices[k] : tiers![j - 1]!.prices[k]}): a tier may not be cheaper than what it replaces`);
+      }
+    }
+  });
+  return Object.freeze({ tokens, tiers: Object.freeze(tierTables) });
 }
 
 /** Exact micro-credits per MTok, or undefined when the value is not a whole number of them. */
