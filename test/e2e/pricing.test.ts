@@ -297,4 +297,21 @@ describe('price changes: reload by SIGHUP or file change, never mid-request; unp
     // 1,000×72 + 100×120 = 72,000 + 12,000
     assert.equal((await usageEvent(stack, msg._request_id)).cost_micros, '84000');
   });
+
+  test('a reload that drops a price list still assigned to accounts is refused: the prices in force stay, the list keeps pricing', async () => {
+    const c = await customer(stack.url, 10);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { price_list: 'vip' })).status, 200);
+    const inForce = stack.tollgate.prices.current().id;
+    writeFileSync(file, withHaikuInput('7.20', { unpriced: 'refuse', price_lists: {} }));
+    assert.equal(await stack.tollgate.reloadPrices(), null);
+    assert.equal(stack.tollgate.prices.current().id, inForce);
+    const msg = await c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1024, messages: user('x [[sim input=1000 output=100]]') });
+    // vip 0.8 × (1,000×72 + 100×120) = 0.8 × 84,000
+    const e = await usageEvent(stack, msg._request_id);
+    assert.deepEqual([e.cost_micros, e.price_list, e.price_version], ['67200', 'vip', inForce]);
+    // once no account holds the list, the same file is accepted
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { price_list: null })).status, 200);
+    assert.notEqual(await stack.tollgate.reloadPrices(), null);
+    assert.notEqual(stack.tollgate.prices.current().id, inForce);
+  });
 });

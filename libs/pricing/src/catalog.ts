@@ -417,6 +417,21 @@ const catalogSchema = z.strictObject({
 type CatalogFile = z.infer<typeof catalogSchema>;
 
 /** `models[3].prices.input` */
+/**
+ * The price lists accounts are assigned (`assigned`: each account's `price_list`; null, absent
+ * and "default" are the catalog itself) that `catalog` does not define, with how many accounts
+ * hold each, sorted by name. Empty when the catalog covers every assignment. A reload that would
+ * leave any is refused: those accounts would silently pay full price.
+ */
+export function missingPriceLists(catalog: Catalog, assigned: Iterable<string | null | undefined>): Array<{ list: string; accounts: number }> {
+  const counts = new Map<string, number>();
+  for (const list of assigned) {
+    if (list == null || list === 'default' || Object.hasOwn(catalog.priceLists, list)) continue;
+    counts.set(list, (counts.get(list) ?? 0) + 1);
+  }
+  return [...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([list, accounts]) => ({ list, accounts }));
+}
+
 export function formatIssuePath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const seg of path) {

@@ -23,6 +23,7 @@ export {
   DEFAULT_THINKING,
   formatIssuePath,
   loadCatalogFile,
+  missingPriceLists,
   parseCatalog,
   toFactor,
 } from './catalog.ts';

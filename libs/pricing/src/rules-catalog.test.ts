@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CatalogError, bundledCatalogPath, loadCatalogFile, parseCatalog } from './catalog.ts';
+import { CatalogError, bundledCatalogPath, loadCatalogFile, missingPriceLists, parseCatalog } from './catalog.ts';
 import { modelPricing, requestUnpriced } from './info.ts';
 import { DIMENSIONS, DIMENSION_KEYS, ZERO_QUANTITIES, fromTokenUsage, inputSideTokens, quantities } from './dimensions.ts';
 
@@ -233,4 +233,11 @@ test('catalog typos that would undercharge are refused: a unit hold bound below 
   ]);
   // equal to the base is allowed
   assert.equal(parseCatalog(withModel({ tiers: [tier('flat', 1, {})] })).models[0]?.rates.standard.tiers[0]?.tokens.input, 10_000_000n);
+});
+
+test('price lists assigned to accounts that a catalog lacks: named with their account count; default and null are the catalog', () => {
+  const doc = { ...base(), price_lists: { gold: { multiplier: '0.9' } } };
+  const c = parseCatalog(doc);
+  assert.deepEqual(missingPriceLists(c, ['vip', null, 'gold', 'default', undefined, 'vip', 'bronze']), [{ list: 'bronze', accounts: 1 }, { list: 'vip', accounts: 2 }]);
+  assert.deepEqual(missingPriceLists(c, ['gold', null]), []);
 });

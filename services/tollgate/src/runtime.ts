@@ -7,7 +7,7 @@ import { MemoryLog, type EventLog, type Subscription } from '@tollgate/events';
 import { createHttpServer, loggerOptions } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
-import { CatalogError, loadCatalogFile, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
+import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
 import type { Warehouse } from '@tollgate/warehouse';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway } from '@tollgate/gateway';
@@ -36,7 +36,8 @@ export interface Tollgate {
    * Reads PRICING_FILE again (what SIGHUP and a change of the file do): a changed, valid catalog
    * becomes the version in force from now; an unchanged one changes nothing; an invalid one is
    * refused with every problem logged, and the version in force stays. Resolves to the version
-   * in force afterwards, or null when the file was refused.
+   * in force afterwards, or null when the file was refused (also when it drops a price list
+   * still assigned to an account: each such list is logged with its number of accounts).
    */
   reloadPrices(): Promise<PriceVersion | null>;
   server: FastifyInstance;
@@ -188,6 +189,14 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // A bad file never replaces good prices: the version in force stays, every problem is logged.
       const problems = err instanceof CatalogError ? err.problems : [String((err as Error)?.message ?? err)];
       for (const problem of problems) pricesLog.error({ problem }, 'price file refused; the prices in force stay');
+      return null;
+    }
+    // A list still assigned to accounts must survive the reload, else they pay full price unseen.
+    const missing = missingPriceLists(next, (await keys.accounts()).map((a) => a.price_list));
+    if (missing.length > 0) {
+      for (const m of missing) {
+        pricesLog.error({ priceList: m.list, accounts: m.accounts }, `price file refused: price list "${m.list}" is assigned to ${m.accounts} account(s) and the new catalog drops it; reassign them first. The prices in force stay`);
+      }
       return null;
     }
     const before = prices.current();
