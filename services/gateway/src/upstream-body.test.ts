@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GatewayError, type MessagesRequest } from '@tollgate/anthropic';
 import { bundledCatalogPath, loadCatalogFile, resolveModel } from '@tollgate/pricing';
-import { thinkingFor, upstreamBody } from './upstream-body.ts';
+import { JsonValueEnd, thinkingFor, upstreamBody } from './upstream-body.ts';
 
 const catalogs = [loadCatalogFile(bundledCatalogPath('cny')), loadCatalogFile(bundledCatalogPath('usd'))];
 const MAX_TOKENS = [1025, 1200, 2048, 4096, 64000] as const;
@@ -192,4 +192,26 @@ test('a -thinking variant judges the client\'s own thinking: wrong mode derived,
   // a plain model: the client's thinking is its own body to the model it named, passed on unjudged
   const plainBody = { model: 'claude-haiku-4-5', max_tokens: 10, thinking: { type: 'adaptive' }, messages: [] } as unknown as MessagesRequest;
   assert.deepEqual(JSON.parse(String(upstreamBody(plainBody, Buffer.from(JSON.stringify(plainBody)), resolveModel(catalog, 'claude-haiku-4-5')!))).thinking, { type: 'adaptive' });
+});
+
+test('a JSON answer whose connection stays open: its end is the top-level value\'s closing bracket, at any chunking, strings and escapes honoured', () => {
+  const body = JSON.stringify({ type: 'message', content: [{ type: 'text', text: 'a } ] \\" {[ 😀 "quoted"' }], usage: { input_tokens: 5 } });
+  const bytes = Buffer.from(`  ${body}`);
+  for (const size of [1, 2, 3, 7, bytes.length]) {
+    const end = new JsonValueEnd();
+    let doneAt = -1;
+    for (let at = 0; at < bytes.length; at += size) {
+      if (end.push(bytes.subarray(at, at + size))) { doneAt = Math.min(at + size, bytes.length); break; }
+    }
+    assert.equal(doneAt, bytes.length, `chunks of ${size}: complete exactly at the last byte`);
+  }
+  // one byte short is not complete
+  const short = new JsonValueEnd();
+  assert.equal(short.push(bytes.subarray(0, bytes.length - 1)), false);
+  // arrays too; a bare scalar or non-JSON has no knowable end
+  assert.equal(new JsonValueEnd().push(Buffer.from('[1,[2],{"a":"]"}]')), true);
+  for (const other of ['42', '"text"', 'not json']) {
+    const e = new JsonValueEnd();
+    assert.deepEqual([e.push(Buffer.from(other)), e.unknowable], [false, true], other);
+  }
 });

@@ -191,6 +191,58 @@ export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: Resol
   return JSON.stringify(out);
 }
 
+/**
+ * Finds where a JSON answer's top-level value ends while its bytes arrive, so an upstream that
+ * sends a complete body and then keeps the connection open (no final chunk, no close) does not
+ * hold the client, the hold and the limiter slot until it lets go. Only an object or array at
+ * the top level has a knowable end (its closing bracket at depth 0, outside strings, escapes
+ * honoured); anything else (a bare scalar, not JSON) is read to the connection's end as before.
+ * Constant state per byte: bracket depth, in-string, escape. UTF-8 multibyte sequences never
+ * contain the ASCII bytes it looks at. A body with `content-length` needs none of this (the
+ * HTTP client ends it at that length).
+ */
+export class JsonValueEnd {
+  #depth = 0;
+  #started = false;
+  #inString = false;
+  #escaped = false;
+  /** true once the top-level value has closed; false for a body whose end cannot be known here */
+  done = false;
+  /** the body does not start with `{` or `[`: only the connection's end ends it */
+  unknowable = false;
+
+  /** Reads the next chunk; returns whether the top-level value is now complete. */
+  push(chunk: Uint8Array): boolean {
+    if (this.done || this.unknowable) return this.done;
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i]!;
+      if (!this.#started) {
+        if (b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d) continue;
+        if (b !== 0x7b && b !== 0x5b) {
+          this.unknowable = true;
+          return false;
+        }
+        this.#started = true;
+        this.#depth = 1;
+        continue;
+      }
+      if (this.#inString) {
+        if (this.#escaped) this.#escaped = false;
+        else if (b === 0x5c) this.#escaped = true;
+        else if (b === 0x22) this.#inString = false;
+        continue;
+      }
+      if (b === 0x22) this.#inString = true;
+      else if (b === 0x7b || b === 0x5b) this.#depth++;
+      else if ((b === 0x7d || b === 0x5d) && --this.#depth === 0) {
+        this.done = true;
+        return true;
+      }
+    }
+    return false;
+  }
+}
+
 /** The unit a server tool's uses are billed in, by its `type` prefix (Anthropic "Pricing": web search per search, web fetch per fetch, code execution by time). */
 export function toolUnit(type: unknown): UnitDimension | undefined {
   if (typeof type !== 'string') return undefined;
