@@ -428,9 +428,10 @@ function leftBeforeDelivery(event: UsageEvent): void {
  * unchanged) while the meter reads usage on the side. Settlement rules (README, "Settlement"):
  * - answered stream (`message_stop`, or a final `message_delta` with `stop_reason`): the usage
  *   tally of the whole message. The answer is over at `message_stop`, or `ANSWER_END_GRACE_MS`
- *   after the final `message_delta`: then the client's response ends, the request settles and
- *   the upstream connection is closed, however long the upstream would keep it open (nothing
- *   after the end can change the cost);
+ *   after the last non-ping event once the final `message_delta` came (at most
+ *   `answerEndLimitMs` after that delta): then the client's response ends, the request settles
+ *   and the upstream connection is closed, however long the upstream would keep it open;
+ * - called with `relay` false (the request did not ask for a stream): `meterUnasked`;
  * - the client leaves at any point: the upstream keeps generating and bills for it, so Tollgate
  *   keeps reading (without forwarding) to the end of the answer and bills exactly the usage the
  *   upstream reports; `client_disconnect` unless the answer had already been handed to the
