@@ -103,7 +103,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections,
     maxConnectionsPerIp: config.http.maxConnectionsPerIp, corsOrigins: config.http.corsOrigins,
   });
-  const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log);
+  const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log, { metrics });
   const { log, balances, keys, warehouse } = adapters;
 
   // The process that owns the warehouse restores lost hot state by itself: at start, and
@@ -141,6 +141,12 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
         },
       }));
     }
+  }
+  // Embedded: a journal a killed process left goes back into the log now that both groups
+  // listen, and is applied (every live check) before the first request is taken.
+  if (adapters.recover) {
+    await adapters.recover();
+    if (log instanceof MemoryLog) await log.drain();
   }
   let limiter: RateLimiter | undefined;
   if (config.roles.includes('gateway')) {
