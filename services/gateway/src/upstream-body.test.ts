@@ -21,6 +21,8 @@ const PARAMS: ReadonlyArray<{ name: string; extra: Partial<MessagesRequest>; ref
   { name: 'temperature 1', extra: { temperature: 1 } },
   { name: 'temperature 0.3', extra: { temperature: 0.3 }, refused: 'temperature 0.3; omit temperature (or set it to 1)' },
   { name: 'temperature 0', extra: { temperature: 0 }, refused: 'temperature 0; omit temperature (or set it to 1)' },
+  // a string is not the number 1, and the message shows it is a string
+  { name: 'temperature "1"', extra: { temperature: '1' } as never, refused: 'temperature "1"; omit temperature (or set it to 1)' },
   { name: 'top_k', extra: { top_k: 40 }, refused: 'top_k; omit top_k' },
   { name: 'top_p 0.95', extra: { top_p: 0.95 } },
   { name: 'top_p 0.9', extra: { top_p: 0.9 }, refused: 'top_p 0.9; omit top_p or set it between 0.95 and 1' },

@@ -65,11 +65,11 @@ function checkSampling(body: MessagesRequest, requested: string): void {
       `${requested} turns on extended thinking, which does not allow ${what}; ${fix} or use ${plain}`);
   };
   const t = body.temperature;
-  if (t !== undefined && t !== null && t !== 1) refuse(`temperature ${String(t)}`, 'omit temperature (or set it to 1)');
+  if (t !== undefined && t !== null && t !== 1) refuse(`temperature ${JSON.stringify(t)}`, 'omit temperature (or set it to 1)');
   if (body.top_k !== undefined && body.top_k !== null) refuse('top_k', 'omit top_k');
   const p = body.top_p;
   if (p !== undefined && p !== null && !(typeof p === 'number' && p >= 0.95 && p <= 1)) {
-    refuse(`top_p ${String(p)}`, 'omit top_p or set it between 0.95 and 1');
+    refuse(`top_p ${JSON.stringify(p)}`, 'omit top_p or set it between 0.95 and 1');
   }
   const choice = body.tool_choice;
   if (choice !== undefined && choice !== null) {
