@@ -119,6 +119,27 @@ describe('cny catalog: every dimension priced', () => {
     assert.deepEqual([e.cost_micros, e.served_model, e.catalog_model], ['36000', 'claude-haiku-4-5-20251001', 'claude-sonnet-4-5-20250929']);
   });
 
+  test('serving models dearer than the one asked for are held, so charged in full: the body\'s fallbacks and an advisor tool\'s model', async () => {
+    // an advisor tool makes a server loop: the hold covers 10 steps × 200,000 tokens plus the advisor's calls
+    const c = await customer(stack.url, 500);
+    // haiku asked, opus-4-6 named as a fallback and serving: 100×300 + 1,000×1,500 = 30,000 + 1,500,000
+    const msg = await c.client.messages.create({
+      model: 'claude-haiku-4-5', max_tokens: 1000, fallbacks: [{ model: 'claude-opus-4-6' }],
+      messages: user('x [[sim input=100 output=1000 served_model=claude-opus-4-6]]'),
+    } as never) as Anthropic.Message & { _request_id?: string | null };
+    const e = await usageEvent(stack, msg._request_id);
+    assert.deepEqual([e.cost_micros, e.status, e.anomalies ?? []], ['1530000', 'ok', []]);
+    // an opus-4-6 advisor (max_uses 1) on a haiku executor: haiku 1,000×24 + 100×120 = 36,000;
+    // advisor 2,000×300 + 1,500×1,500 = 600,000 + 2,250,000 = 2,850,000
+    const id = await streamed(c.client, {
+      model: 'claude-haiku-4-5', max_tokens: 512, tools: [{ type: 'advisor_20260301', name: 'advisor', model: 'claude-opus-4-6', max_uses: 1 }],
+      messages: user('x [[sim input=3000 output=1600 iterations=message:-:1000:100,advisor_message:claude-opus-4-6:2000:1500]]'),
+    });
+    const a = await usageEvent(stack, id);
+    assert.deepEqual([a.cost_micros, a.status, a.anomalies ?? []], ['2886000', 'ok', []]);
+    assert.equal(await settledBalance(stack, c.accountId), 500_000_000n - 1_530_000n - 2_886_000n);
+  });
+
   test('advisor iteration priced at its own model: sonnet step 108,000 + haiku advisor 18,000 = 126,000 µc (stream)', async () => {
     const c = await customer(stack.url, 10);
     const id = await streamed(c.client, {

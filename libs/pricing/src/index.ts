@@ -71,8 +71,8 @@ export {
 } from './dimensions.ts';
 export type { Dimension, DimensionSpec, LegacyTokenField, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
 
-export { HoldBoundError, findPriceList, holdBound, priceRequest } from './price.ts';
-export type { HoldRequest, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
+export { HoldBoundError, advisorTools, findPriceList, holdBound, priceRequest, requestFallbacks } from './price.ts';
+export type { AdvisorTool, HoldRequest, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
 
 export { PriceBook, priceVersion } from './book.ts';
 export type { StoredPriceVersion } from './book.ts';

@@ -183,7 +183,7 @@ test('a failed run exits 3, not 1 (a bill that differs): unreachable URL, server
   const unreachable = await cli(['--from', '2026-11-01', '--to', '2026-11-02', '--url', 'http://127.0.0.1:1']);
   assert.equal(unreachable.code, 3, unreachable.stderr);
   assert.match(unreachable.stderr, /cannot reach http:\/\/127\.0\.0\.1:1/);
-  const fake = createHttpServer({});
+  const fake = createHttpServer({ bodyLimitBytes: 1024 * 1024 });
   let reply: [number, unknown] = [500, { type: 'error', error: { type: 'api_error', message: 'warehouse down' } }];
   fake.post('/ops/v1/rerate', async (_req, res) => res.code(reply[0]).send(reply[1]));
   const fakeUrl = await fake.listen({ host: '127.0.0.1', port: 0 });

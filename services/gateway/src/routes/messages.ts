@@ -7,7 +7,7 @@ import {
 import type { UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import {
-  contextWindowFor, holdBound, HoldBoundError, requestUnpriced, resolveModel, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
+  advisorTools, contextWindowFor, holdBound, HoldBoundError, requestFallbacks, requestUnpriced, resolveModel, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, injectContext, inSpan, noopTracer, SpanKind, trace, type Span,
@@ -364,7 +364,8 @@ function requestLabel(v: unknown): string | undefined {
  * each priced server tool at its `max_uses` (the catalog's bound where the client gave none,
  * which the gateway also sends upstream), multipliers that match or could (the request's
  * `speed` and `inference_geo` when it names them; standard speed when it does not ask for
- * fast), and the account's price list.
+ * fast), and the account's price list; at the dearest model that can serve it (the catalog's
+ * `fallback_models`, the body's `fallbacks`) plus every advisor tool's calls at its model.
  */
 function holdFor(x: Exchange, priceList: string | null): bigint {
   const speed = requestLabel((x.body as Record<string, unknown>).speed) ?? 'standard';
@@ -373,6 +374,10 @@ function holdFor(x: Exchange, priceList: string | null): bigint {
     return holdBound(x.version, x.resolved.model, {
       inputTokens: x.estimate, maxTokens: x.body.max_tokens, units: x.tools.units, speed,
       ...(geo === undefined ? {} : { inferenceGeo: geo }), priceList,
+      // every model the request can be served by: its fallbacks (body and catalog) and advisors
+      advisors: advisorTools(x.body.tools), fallbacks: requestFallbacks((x.body as Record<string, unknown>).fallbacks),
+      // one step of the server loop reads at most the estimate over its steps (an advisor call reads one)
+      stepInputTokens: x.body.max_tokens > 0 ? Math.ceil(x.estimate / Math.max(1, Math.round(x.maxOutputTokens / x.body.max_tokens))) : x.estimate,
     });
   } catch (err) {
     if (err instanceof HoldBoundError) {
