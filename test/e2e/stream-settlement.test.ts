@@ -346,9 +346,20 @@ const SCRIPTS: Record<string, Script> = {
     streamHead(res);
     res.end(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }) + STOP);
   },
+  // the same, without message_stop and kept open with pings: the answer-end grace still ends it
+  sse_framing_open: (res) => {
+    streamHead(res);
+    res.write(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }));
+    pingForever(res);
+  },
   json_framing: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(jsonMessage({ input_tokens: 500, output_tokens: 40 }));
+  },
+  // a complete JSON answer (chunked, no content-length), then the connection kept open
+  json_kept_open: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'request-id': 'req_script' });
+    res.write(jsonMessage({ input_tokens: 500, output_tokens: 40 }));
   },
   json_output_over_max: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -450,6 +461,7 @@ describe('scripted upstream: the answer ends the request; usage reports that can
     const c = await customer(gw.url, 10);
     for (const [script, stream, what] of [
       ['sse_framing', false, 'a non-streaming request with an event stream'],
+      ['sse_framing_open', false, 'a non-streaming request with an event stream'],
       ['json_framing', true, 'a streaming request with a single (non event-stream) body'],
     ] as const) {
       const res = await post(c.secret, script, { stream });
@@ -465,6 +477,28 @@ describe('scripted upstream: the answer ends the request; usage reports that can
       assert.deepEqual([e.status, e.http_status, e.input_tokens, e.output_tokens, e.cost_micros], ['upstream_error', 503, 500, 40, '0'], script);
     }
     assert.equal(await settledBalance(stack, c.accountId), 10_000_000n);
+    assert.ok(up.closedByGateway.includes('sse_framing_open'), 'the gateway closed the stream the upstream kept open');
+  });
+
+  test('a complete JSON answer whose connection the upstream keeps open: answered and settled at the end of the JSON value, slot free, upstream closed', { timeout: 30_000 }, async () => {
+    const c = await customer(gw.url, 10);
+    // Two at once fill RATE_LIMIT_CONCURRENT=2; the upstream never ends either response.
+    const answers = await Promise.all([1, 2].map(async () => {
+      const res = await post(c.secret, 'json_kept_open', { stream: false });
+      return { status: res.status, id: res.headers.get('request-id')!, text: await res.text() };
+    }));
+    for (const a of answers) {
+      assert.deepEqual([a.status, a.text], [200, jsonMessage({ input_tokens: 500, output_tokens: 40 })]);
+      // 500×72 + 40×360 = 36,000 + 14,400 = 50,400
+      const e = await eventOf(a.id);
+      assert.deepEqual([e.cost_micros, e.status], ['50400', 'ok']);
+    }
+    // both slots are free again: a third request is served, not 429
+    const third = await c.client.messages.create({ model: SONNET, max_tokens: 1024, messages: user('hi [[sim input=800 output=120]]') });
+    assert.equal(third.usage.output_tokens, 120);
+    assert.equal(up.closedByGateway.filter((n) => n === 'json_kept_open').length, 2);
+    // 2 × 50,400 + BILLED (100,800)
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 2n * 50_400n - BILLED);
   });
 
   test('SSE error after a complete answer (final message_delta with stop_reason): the answer is charged, the error not relayed, error_after_answer', async () => {

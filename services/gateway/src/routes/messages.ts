@@ -14,10 +14,10 @@ import {
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
 import { boundedUpstreamId, settle, type Metered, type Outcome } from '../metering.ts';
-import { header, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
+import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
-import { serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
+import { JsonValueEnd, serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
 
 /**
  * The catalog model `model` names in `catalog`, or 404 `model_not_found`. The id is first
@@ -285,8 +285,20 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       let bytes: Buffer;
       let firstByteAt: number | null = null;
       try {
-        bytes = Buffer.from(await res.body.arrayBuffer());
-        firstByteAt = performance.now();
+        // The answer is over when its top-level JSON value closes (JsonValueEnd), not when the
+        // upstream closes the connection: one that keeps it open cannot hold the client, the
+        // hold or the slot. Whatever it sends after that cannot change the answer.
+        const chunks: Buffer[] = [];
+        const end = new JsonValueEnd();
+        for await (const chunk of res.body) {
+          firstByteAt ??= performance.now();
+          chunks.push(Buffer.from(chunk as Uint8Array));
+          if (end.push(chunk as Uint8Array)) break;
+        }
+        res.body.cancel();
+        // as `arrayBuffer()` would give it: the gateway's own secrets redacted
+        bytes = scrubBody(Buffer.concat(chunks), res.secrets);
+        firstByteAt ??= performance.now();
         endUpstream();
       } catch (err) {
         metrics?.upstreamError('stream_dropped');
@@ -436,7 +448,9 @@ function leftBeforeDelivery(event: UsageEvent): void {
  *   after the last non-ping event once the final `message_delta` came (at most
  *   `answerEndLimitMs` after that delta): then the client's response ends, the request settles
  *   and the upstream connection is closed, however long the upstream would keep it open;
- * - called with `relay` false (the request did not ask for a stream): `meterUnasked`;
+ * - with `relay` false (the request did not ask for a stream) nothing is relayed: the stream is
+ *   read by the same rules, settled as `upstream_error` (charged per `STREAM_ERROR_BILLING`,
+ *   usage recorded), and the client gets `framingError` (503 JSON);
  * - the client leaves at any point: the upstream keeps generating and bills for it, so Tollgate
  *   keeps reading (without forwarding) to the end of the answer and bills exactly the usage the
  *   upstream reports; `client_disconnect` unless the answer had already been handed to the
@@ -458,11 +472,12 @@ async function relayStream(
   upstreamSpan: Span,
   relay: boolean,
 ): Promise<void> {
-  if (!relay) return meterUnasked(deps, request, reply, res, upstreamRequestId, finish, upstreamSpan);
-  reply.hijack();
+  // Not relayed (the request did not ask for a stream): read and metered by the same rules,
+  // then answered with the gateway's JSON error.
+  if (relay) reply.hijack();
   const raw = reply.raw;
   // Set when the client is gone or cut off; from then on the stream is only metered.
-  let forwarding = !client.gone;
+  let forwarding = relay && !client.gone;
   if (forwarding) {
     raw.writeHead(200, {
       ...limit.headers,
@@ -602,73 +617,40 @@ async function relayStream(
   const failed = streamError !== null || incomplete;
   const unmetered = !failed && !meter.hasUsage;
   const anomalies: UsageAnomaly[] = meter.anomalies;
-  if (unmetered) anomalies.push('no_usage');
+  if (unmetered || (!relay && !meter.hasUsage)) anomalies.push('no_usage');
   if (contentAfterStop && !anomalies.includes('event_after_stop')) anomalies.push('event_after_stop');
+  if (!relay) {
+    // An event stream answering a request that asked for one JSON body (`framingError`):
+    // settled like a stream that failed after 200, its usage recorded either way.
+    if (streamError === null && !incomplete) deps.metrics?.upstreamError('stream_error');
+    request.log.warn({ upstreamRequestId }, 'upstream answered a non-streaming request with an event stream');
+    const { publish } = await finish({
+      status: 'upstream_error',
+      httpStatus: 503,
+      usage: meter.hasUsage ? meter.usage() : null,
+      report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
+      billable: meter.hasUsage && deps.streamErrorBilling === 'usage',
+      firstByteAt,
+      upstreamRequestId,
+      anomalies,
+    });
+    sendError(reply, framingError('a non-streaming request with an event stream'));
+    await publish();
+    return;
+  }
+  // Cut by this process's shutdown (GatewayDeps.shutdown): the upstream bills what it generated
+  // until the cut, so the usage reported so far is charged, as when a client leaves.
+  const cut = incomplete && streamError === null && deps.shutdown?.aborted === true;
+  if (cut) anomalies.push('cut_by_shutdown');
   const { publish } = await finish({
-    status: streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
+    status: cut ? 'client_disconnect' : streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
     httpStatus: 200,
     usage: meter.hasUsage ? meter.usage() : null,
     report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
-    billable: meter.hasUsage && (!failed || deps.streamErrorBilling === 'usage'),
+    billable: meter.hasUsage && (cut || !failed || deps.streamErrorBilling === 'usage'),
     firstByteAt,
     upstreamRequestId,
     anomalies,
   });
-  await publish();
-}
-
-/**
- * An event stream answering a non-streaming request (the client expects one JSON body): read to
- * its end (its `message_stop`, an error, or the upstream's end; the answer-end rules of
- * `relayStream` do not apply, and the upstream's body timeout bounds it) so its usage is known,
- * never relayed. The client gets 503 `upstream_error` (`framingError`); the request settles as a
- * stream that failed after 200: status `upstream_error`, charged per `STREAM_ERROR_BILLING`
- * (`refund`, the default: nothing; `usage`: the usage the stream reported), the usage recorded
- * either way for finance.
- */
-async function meterUnasked(
-  deps: GatewayDeps,
-  request: FastifyRequest,
-  reply: FastifyReply,
-  res: UpstreamResponse,
-  upstreamRequestId: string | null,
-  finish: (o: Outcome) => Promise<Settled>,
-  upstreamSpan: Span,
-): Promise<void> {
-  const meter = createStreamMeter();
-  const framer = new SseFramer();
-  let firstByteAt: number | null = null;
-  try {
-    read: for await (const chunk of res.body) {
-      firstByteAt ??= performance.now();
-      for (const frame of framer.push(chunk as Buffer)) {
-        meter.push(frame.raw);
-        if (meter.completed || isErrorFrame(frame)) break read;
-      }
-      if (framer.overflowed) break;
-    }
-  } catch (err) {
-    failSpan(upstreamSpan, err);
-  } finally {
-    res.body.cancel();
-  }
-  meter.end();
-  deps.metrics?.upstreamError('stream_error');
-  failSpan(upstreamSpan, new Error('event stream answering a non-streaming request'));
-  upstreamSpan.end();
-  request.log.warn({ upstreamRequestId }, 'upstream answered a non-streaming request with an event stream');
-  const anomalies: UsageAnomaly[] = meter.anomalies;
-  if (!meter.hasUsage) anomalies.push('no_usage');
-  const { publish } = await finish({
-    status: 'upstream_error',
-    httpStatus: 503,
-    usage: meter.hasUsage ? meter.usage() : null,
-    report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
-    billable: meter.hasUsage && deps.streamErrorBilling === 'usage',
-    firstByteAt,
-    upstreamRequestId,
-    anomalies,
-  });
-  sendError(reply, framingError('a non-streaming request with an event stream'));
   await publish();
 }
