@@ -71,6 +71,18 @@ describe('cny catalog: every dimension priced', () => {
     assert.equal((await usageEvent(stack, msg._request_id)).cost_micros, '250800');
   });
 
+  test('web searches above the declared max_uses: charged at max_uses, flagged units_over_max_uses (JSON and stream)', async () => {
+    const c = await customer(stack.url, 400);
+    const body = { model: 'claude-sonnet-4-5', max_tokens: 512, tools: [WEB_SEARCH], messages: user('news [[sim input=2000 output=300 web_search=60]]') };
+    // max_uses 5: 2,000×72 + 300×360 + 5×240,000 = 144,000 + 108,000 + 1,200,000 (60 reported: 14,652,000)
+    const msg = await c.client.messages.create(body as never) as Anthropic.Message & { _request_id?: string | null };
+    const j = await usageEvent(stack, msg._request_id);
+    const s = await usageEvent(stack, await streamed(c.client, body));
+    for (const e of [j, s]) {
+      assert.deepEqual([e.cost_micros, e.quantities.web_search_requests, e.status, e.anomalies], ['1452000', 5, 'usage_anomaly', ['units_over_max_uses']]);
+    }
+  });
+
   test('US-only inference on sonnet-4-6: input 1,000 / output 200 ×1.1 = 396,000 µc (stream)', async () => {
     const c = await customer(stack.url, 10);
     const id = await streamed(c.client, { model: 'claude-sonnet-4-6', max_tokens: 512, messages: user('hi [[sim input=1000 output=200 geo=us]]') });

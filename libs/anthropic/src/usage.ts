@@ -49,6 +49,9 @@ export const MAX_TOKEN_COUNT = 4_294_967_295;
  *   `message_delta` with `stop_reason`); the answer is charged, the error not relayed.
  * - `output_over_max_tokens`: more output than `max_tokens` × the server-loop iterations of the
  *   request (`inputTokenBound(...).iterations`) allow; charged that bound.
+ * - `units_over_max_uses`: more server-tool uses of a unit (web searches, web fetches) than the
+ *   request declared (Σ `max_uses` of its tools of that unit, or the catalog bound the gateway
+ *   sent where the tool had none); charged that bound, the excess as the upstream's own fault.
  * - `invalid_label`: a pricing condition or name (`usage.service_tier`, `inference_geo`,
  *   `speed`, the response `model`, an iteration's `type` / `model`) that is not short printable
  *   text (at most `MAX_LABEL_CHARS`, models `MAX_MODEL_CHARS`), or a `usage.iterations` that is
@@ -67,13 +70,18 @@ export type UsageAnomaly =
   | 'cache_breakdown_mismatch'
   | 'error_after_answer'
   | 'output_over_max_tokens'
-  | 'invalid_label';
+  | 'invalid_label'
+  | 'units_over_max_uses'
+  // set by the gateway, not read from the wire: the stream was cut when this process's shutdown
+  // grace (SHUTDOWN_GRACE_MS) ran out; charged the usage reported until the cut
+  | 'cut_by_shutdown';
 
 /** Every `UsageAnomaly`, for metrics that should exist at zero from the start. */
 export const USAGE_ANOMALIES: readonly UsageAnomaly[] = Object.freeze([
   'invalid_count', 'count_decreased', 'duplicate_message_start', 'event_after_stop',
   'malformed_event', 'missing_message_stop', 'no_usage', 'cost_over_bound',
   'cache_breakdown_mismatch', 'error_after_answer', 'output_over_max_tokens', 'invalid_label',
+  'units_over_max_uses', 'cut_by_shutdown',
 ]);
 
 /** Longest pricing label read from the wire (`service_tier`, `inference_geo`, `speed`, an iteration `type`). */

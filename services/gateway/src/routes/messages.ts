@@ -204,7 +204,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
-      maxOutputTokens: x.maxOutputTokens, version: x.version, priceList,
+      maxOutputTokens: x.maxOutputTokens, version: x.version, priceList, maxUnits: x.tools.units,
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
