@@ -237,6 +237,27 @@ describe('cny catalog: every dimension priced', () => {
     const list = (await (await fetch(`${stack.url}/v1/models`, { headers: { 'x-api-key': c.secret } })).json()) as { data: Array<{ pricing?: unknown }> };
     assert.ok(list.data.length > 0 && list.data.every((x) => x.pricing !== undefined));
   });
+
+  test('GET /v1/models shows the caller\'s own price list: a vip key sees 0.8× every price, what it is charged', async () => {
+    const c = await customer(stack.url, 10);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { price_list: 'vip' })).status, 200);
+    type Priced = { id: string; pricing: { price_list: string; per_million_tokens: Record<string, string>; per_unit: Record<string, string>; tiers: Array<{ per_million_tokens: Record<string, string> }> } };
+    const one = (await (await fetch(`${stack.url}/v1/models/claude-sonnet-4-5`, { headers: { 'x-api-key': c.secret } })).json()) as Priced;
+    // 72 × 0.8, 360 × 0.8, 0.24 × 0.8, the tier's 144 × 0.8
+    assert.deepEqual([one.pricing.price_list, one.pricing.per_million_tokens.input, one.pricing.per_million_tokens.output, one.pricing.per_unit.web_search_requests, one.pricing.tiers[0]!.per_million_tokens.input],
+      ['vip', '57.6', '288', '0.192', '115.2']);
+    const list = (await (await fetch(`${stack.url}/v1/models`, { headers: { 'x-api-key': c.secret } })).json()) as { data: Priced[] };
+    // haiku 24 × 0.8 = 19.2 and 120 × 0.8 = 96 credits per MTok: 1,000 in / 10 out cost 19,200 + 960 µc
+    const haiku = list.data.find((m) => m.id === 'claude-haiku-4-5-20251001')!.pricing.per_million_tokens;
+    assert.deepEqual([haiku.input, haiku.output], ['19.2', '96']);
+    const msg = await c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1024, messages: user('x [[sim input=1000 output=10]]') });
+    const ev = await usageEvent(stack, msg._request_id);
+    assert.deepEqual([ev.cost_micros, ev.quantities.input, ev.quantities.output, ev.price_list], ['20160', 1000, 10, 'vip']);
+    // a default key still sees the catalog's prices
+    const d = await customer(stack.url, 1);
+    const plain = (await (await fetch(`${stack.url}/v1/models/claude-sonnet-4-5`, { headers: { 'x-api-key': d.secret } })).json()) as Priced;
+    assert.deepEqual([plain.pricing.price_list, plain.pricing.per_million_tokens.input], ['default', '72']);
+  });
 });
 
 describe('usd catalog', () => {
