@@ -453,3 +453,14 @@ test('catalog fallback_models must name models of the catalog; advisor_hold boun
   });
   assert.deepEqual(cny.catalog.advisorHold, { maxUses: 10, outputTokens: 4096 });
 });
+
+test('long-context tier is judged per sampling step: 2 iterations of 150,000 are standard, one prompt of 300,000 is tiered (cny sonnet-4-5)', () => {
+  const m = model(cny, 'claude-sonnet-4-5');
+  const step = { type: 'message', model: 'claude-sonnet-4-5', quantities: quantities({ input: 150_000, output: 10 }) };
+  // each step: 150,000×72 + 10×360 = 10,803,600; two = 21,607,200 (not 300,000×144 + 20×540)
+  const two = priceRequest(cny, quantities({ input: 300_000, output: 20 }), { model: m, iterations: [step, step] });
+  assert.equal(two.costMicros, 21_607_200n);
+  // one prompt of 300,000: 300,000×144 + 20×540 = 43,200,000 + 10,800
+  const one = priceRequest(cny, quantities({ input: 300_000, output: 20 }), { model: m });
+  assert.deepEqual([one.costMicros, one.tier], [43_210_800n, 'long_context']);
+});
