@@ -198,7 +198,14 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       return null;
     }
     // A list still assigned to accounts must survive the reload, else they pay full price unseen.
-    const missing = missingPriceLists(next, (await keys.accounts()).map((a) => a.price_list));
+    let missing: ReturnType<typeof missingPriceLists>;
+    try {
+      missing = missingPriceLists(next, (await keys.accounts()).map((a) => a.price_list));
+    } catch (err) {
+      // Unable to tell which lists are in use: keep the prices in force (retry with SIGHUP).
+      pricesLog.error({ err }, 'price file refused: the accounts\' price lists could not be read; the prices in force stay');
+      return null;
+    }
     if (missing.length > 0) {
       for (const m of missing) {
         pricesLog.error({ priceList: m.list, accounts: m.accounts }, `price file refused: price list "${m.list}" is assigned to ${m.accounts} account(s) and the new catalog drops it; reassign them first. The prices in force stay`);
