@@ -349,7 +349,16 @@ export class Upstream {
   }
 
   async close(): Promise<void> {
-    if (this.#ownsDispatcher) await this.#dispatcher.close();
+    if (this.#ownsDispatcher && !this.#destroyed) await this.#dispatcher.close();
+  }
+
+  #destroyed = false;
+
+  /** Cuts every upstream connection now (a shutdown whose grace ran out): reads in flight fail. */
+  async destroy(): Promise<void> {
+    if (!this.#ownsDispatcher || this.#destroyed) return;
+    this.#destroyed = true;
+    await this.#dispatcher.destroy().catch(() => {});
   }
 }
 

@@ -10,7 +10,7 @@ import type { BalanceStore } from '@tollgate/ledger';
 import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
 import type { Warehouse } from '@tollgate/warehouse';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
-import { registerGateway } from '@tollgate/gateway';
+import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
 import { registerControl } from '@tollgate/control';
 import { rebuild, registerOps, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
@@ -55,7 +55,13 @@ export interface Tollgate {
   metrics: Metrics;
   /** embedded mode: waits until every event published so far is applied and warehoused */
   drain(): Promise<void>;
-  close(): Promise<void>;
+  /**
+   * Stops without losing a usage event: stops accepting, lets requests in flight finish for
+   * `graceMs` (default: unbounded), then cuts the remaining upstream reads, which settle with
+   * the usage seen so far (`cut_by_shutdown`) and publish; then drains/flushes the log and
+   * closes everything. Resolves when all of it is done.
+   */
+  close(options?: { graceMs?: number }): Promise<void>;
 }
 
 export interface StartOptions {
@@ -149,13 +155,16 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     if (log instanceof MemoryLog) await log.drain();
   }
   let limiter: RateLimiter | undefined;
+  // Aborted when a stop's grace runs out: the gateway cuts its upstream reads and settles them.
+  const shutdown = new AbortController();
+  let gateway: GatewayHandle | undefined;
   if (config.roles.includes('gateway')) {
     if (Object.keys(config.rateLimits).length > 0) {
       limiter = adapters.redis
         ? new RedisRateLimiter({ redis: adapters.redis, prefix: `${config.redis!.prefix}rl` })
         : new MemoryRateLimiter();
     }
-    registerGateway(server, {
+    gateway = registerGateway(server, {
       limiter, limits: config.rateLimits, keyMaxConcurrentRequests: config.keyMaxConcurrentRequests,
       accountMaxConcurrentRequests: config.accountMaxConcurrentRequests,
       catalog, prices, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
@@ -164,7 +173,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       streamErrorBilling: config.streamErrorBilling,
       bodyLimitBytes: config.bodyLimitBytes,
       gatewayId,
-      tracer, metrics,
+      tracer, metrics, shutdown: shutdown.signal,
     });
   }
   if (config.roles.includes('control')) {
@@ -254,13 +263,27 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     drain: async () => {
       if (log instanceof MemoryLog) await log.drain();
     },
-    close: () => (closing ??= (async () => {
-      // Stop taking requests and let in-flight ones settle; then hand every event on
-      // (memory log: into the warehouse; Kafka: acknowledged or spooled) before letting go.
+    close: (closeOptions = {}) => (closing ??= (async () => {
+      // Stop taking requests and let in-flight ones settle; at the grace's end cut what is left
+      // (it settles and publishes); then hand every event on (memory log: into the warehouse;
+      // Kafka: acknowledged or spooled) before letting go.
       process.off('SIGHUP', onHangup);
       watcher?.close();
       clearTimeout(debounce);
-      await server.close();
+      const closed = server.close();
+      const graceMs = closeOptions.graceMs;
+      const cutTimer = graceMs === undefined ? undefined : setTimeout(() => {
+        if (gateway && gateway.inFlight > 0) server.log.warn({ inFlight: gateway.inFlight, graceMs }, 'shutdown grace ran out; cutting the upstream reads still in flight (settled with the usage seen so far)');
+        shutdown.abort();
+      }, graceMs);
+      await gateway?.idle();
+      clearTimeout(cutTimer);
+      // Every customer request is settled and published: connections still open (keep-alive
+      // after a response that began before the stop, a response the cut just ended) carry
+      // nothing billable, and a keep-alive one would hold the close for KEEP_ALIVE_TIMEOUT_MS.
+      if (shutdown.signal.aborted) server.server.closeAllConnections();
+      else server.server.closeIdleConnections();
+      await closed;
       await reloading;
       if (log instanceof MemoryLog) await log.drain();
       await log.flush().catch(() => {});
