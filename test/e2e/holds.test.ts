@@ -205,4 +205,39 @@ describe('-thinking variants: the body the gateway derives is read by the upstre
       assert.deepEqual(seen!.body.thinking, thinking, name);
     }
   });
+  test('a client\'s own thinking on a -thinking variant: wrong mode derived, bad type or budget the gateway\'s 400 naming the field (nothing forwarded), never an upstream 400', async () => {
+    const c = await customer(stack.url, 1000);
+    const HAIKU = 'claude-haiku-4-5-thinking';
+    const tail = `(${HAIKU} turns on extended thinking; omit thinking to let the gateway set it)`;
+    /** [client thinking and extras, what the simulator must see as thinking, or the gateway's exact 400] */
+    const CASES: Array<[Record<string, unknown>, { sent: unknown } | { refused: string }]> = [
+      [{ thinking: { type: 'adaptive' } }, { sent: { type: 'enabled', budget_tokens: 2048 } }], // ⌊4096 / 2⌋
+      [{ thinking: { type: 'enabled', budget_tokens: 1500 } }, { sent: { type: 'enabled', budget_tokens: 1500 } }],
+      [{ thinking: { type: 'enabled', budget_tokens: 100 } }, { refused: `thinking.budget_tokens: must be at least 1024, got 100 ${tail}` }],
+      [{ thinking: { type: 'enabled', budget_tokens: 9000 } }, { refused: `thinking.budget_tokens: must be less than max_tokens (4096), got 9000 ${tail}` }],
+      [{ thinking: 'on' }, { refused: `thinking: expected an object with a "type" ${tail}` }],
+      [{ thinking: { type: 'enabled', budget_tokens: 2048 }, temperature: 0.3 },
+        { refused: `${HAIKU} turns on extended thinking, which does not allow temperature 0.3; omit temperature (or set it to 1) or use claude-haiku-4-5` }],
+    ];
+    for (const [extra, expected] of CASES) {
+      const label = JSON.stringify(extra);
+      await fetch(`${stack.simUrl}/_sim/requests`, { method: 'DELETE' });
+      const res = await fetch(`${stack.url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': c.secret },
+        body: JSON.stringify({ model: HAIKU, max_tokens: 4096, messages: [{ role: 'user', content: 'hi [[sim output=4]]' }], ...extra }),
+      });
+      const body = await res.json() as { content?: Array<{ type: string }>; error?: { code: string; message: string } };
+      if ('sent' in expected) {
+        assert.equal(res.status, 200, label);
+        assert.equal(body.content?.[0]?.type, 'thinking', label);
+        const [seen] = await simRequests(stack.simUrl);
+        assert.deepEqual(seen!.body.thinking, expected.sent, label);
+      } else {
+        assert.equal(res.status, 400, label);
+        assert.deepEqual([body.error?.code, body.error?.message], ['invalid_request', expected.refused], label);
+        assert.deepEqual(await simRequests(stack.simUrl, 10), [], `${label}: not forwarded`);
+      }
+    }
+  });
 });

@@ -71,6 +71,18 @@ describe('cny catalog: every dimension priced', () => {
     assert.equal((await usageEvent(stack, msg._request_id)).cost_micros, '250800');
   });
 
+  test('web searches above the declared max_uses: charged at max_uses, flagged units_over_max_uses (JSON and stream)', async () => {
+    const c = await customer(stack.url, 400);
+    const body = { model: 'claude-sonnet-4-5', max_tokens: 512, tools: [WEB_SEARCH], messages: user('news [[sim input=2000 output=300 web_search=60]]') };
+    // max_uses 5: 2,000×72 + 300×360 + 5×240,000 = 144,000 + 108,000 + 1,200,000 (60 reported: 14,652,000)
+    const msg = await c.client.messages.create(body as never) as Anthropic.Message & { _request_id?: string | null };
+    const j = await usageEvent(stack, msg._request_id);
+    const s = await usageEvent(stack, await streamed(c.client, body));
+    for (const e of [j, s]) {
+      assert.deepEqual([e.cost_micros, e.quantities.web_search_requests, e.status, e.anomalies], ['1452000', 5, 'usage_anomaly', ['units_over_max_uses']]);
+    }
+  });
+
   test('US-only inference on sonnet-4-6: input 1,000 / output 200 ×1.1 = 396,000 µc (stream)', async () => {
     const c = await customer(stack.url, 10);
     const id = await streamed(c.client, { model: 'claude-sonnet-4-6', max_tokens: 512, messages: user('hi [[sim input=1000 output=200 geo=us]]') });
@@ -119,6 +131,27 @@ describe('cny catalog: every dimension priced', () => {
     assert.deepEqual([e.cost_micros, e.served_model, e.catalog_model], ['36000', 'claude-haiku-4-5-20251001', 'claude-sonnet-4-5-20250929']);
   });
 
+  test('serving models dearer than the one asked for are held, so charged in full: the body\'s fallbacks and an advisor tool\'s model', async () => {
+    // an advisor tool makes a server loop: the hold covers 10 steps × 200,000 tokens plus the advisor's calls
+    const c = await customer(stack.url, 500);
+    // haiku asked, opus-4-6 named as a fallback and serving: 100×300 + 1,000×1,500 = 30,000 + 1,500,000
+    const msg = await c.client.messages.create({
+      model: 'claude-haiku-4-5', max_tokens: 1000, fallbacks: [{ model: 'claude-opus-4-6' }],
+      messages: user('x [[sim input=100 output=1000 served_model=claude-opus-4-6]]'),
+    } as never) as Anthropic.Message & { _request_id?: string | null };
+    const e = await usageEvent(stack, msg._request_id);
+    assert.deepEqual([e.cost_micros, e.status, e.anomalies ?? []], ['1530000', 'ok', []]);
+    // an opus-4-6 advisor (max_uses 1) on a haiku executor: haiku 1,000×24 + 100×120 = 36,000;
+    // advisor 2,000×300 + 1,500×1,500 = 600,000 + 2,250,000 = 2,850,000
+    const id = await streamed(c.client, {
+      model: 'claude-haiku-4-5', max_tokens: 512, tools: [{ type: 'advisor_20260301', name: 'advisor', model: 'claude-opus-4-6', max_uses: 1 }],
+      messages: user('x [[sim input=3000 output=1600 iterations=message:-:1000:100,advisor_message:claude-opus-4-6:2000:1500]]'),
+    });
+    const a = await usageEvent(stack, id);
+    assert.deepEqual([a.cost_micros, a.status, a.anomalies ?? []], ['2886000', 'ok', []]);
+    assert.equal(await settledBalance(stack, c.accountId), 500_000_000n - 1_530_000n - 2_886_000n);
+  });
+
   test('advisor iteration priced at its own model: sonnet step 108,000 + haiku advisor 18,000 = 126,000 µc (stream)', async () => {
     const c = await customer(stack.url, 10);
     const id = await streamed(c.client, {
@@ -140,6 +173,21 @@ describe('cny catalog: every dimension priced', () => {
     const e = await usageEvent(stack, msg._request_id);
     assert.deepEqual([e.cost_micros, e.stop_reason, e.quantities.input], ['0', 'refusal', 1000]);
     assert.equal(await settledBalance(stack, c.accountId), 10_000_000n);
+  });
+
+  test('final output 0 over SSE: message_start\'s output 1 is a placeholder, the stream charges what JSON charges (3 µc; refusal ok in both)', async () => {
+    const c = await customer(stack.url, 10);
+    const body = { model: 'claude-haiku-4-5', max_tokens: 64, messages: user('x [[sim input=0 output=0 cache_read=1]]') };
+    const msg = await c.client.messages.create(body);
+    // ⌈1 × 2.4⌉ = 3 (the simulator, like the API, sends output_tokens 1 in message_start, 0 at the end)
+    const j = await usageEvent(stack, msg._request_id);
+    const s = await usageEvent(stack, await streamed(c.client, body));
+    assert.deepEqual([j.cost_micros, j.quantities.output, j.status], ['3', 0, 'ok']);
+    assert.deepEqual([s.cost_micros, s.quantities.output, s.status, s.anomalies ?? []], ['3', 0, 'ok', []]);
+    const refusal = { model: 'claude-sonnet-4-5', max_tokens: 64, messages: user('x [[sim input=1000 refusal=1]]') };
+    const rj = await usageEvent(stack, (await c.client.messages.create(refusal))._request_id);
+    const rs = await usageEvent(stack, await streamed(c.client, refusal));
+    assert.deepEqual([rj.cost_micros, rj.status, rs.cost_micros, rs.status, rs.anomalies ?? []], ['0', 'ok', '0', 'ok', []]);
   });
 
   test('a usage field the catalog does not price is recorded as unpriced, never silently dropped', async () => {
@@ -188,6 +236,27 @@ describe('cny catalog: every dimension priced', () => {
     assert.deepEqual(m.pricing.tiers.map((t) => [t.name, t.above_input_tokens]), [['long_context', 200000]]);
     const list = (await (await fetch(`${stack.url}/v1/models`, { headers: { 'x-api-key': c.secret } })).json()) as { data: Array<{ pricing?: unknown }> };
     assert.ok(list.data.length > 0 && list.data.every((x) => x.pricing !== undefined));
+  });
+
+  test('GET /v1/models shows the caller\'s own price list: a vip key sees 0.8× every price, what it is charged', async () => {
+    const c = await customer(stack.url, 10);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { price_list: 'vip' })).status, 200);
+    type Priced = { id: string; pricing: { price_list: string; per_million_tokens: Record<string, string>; per_unit: Record<string, string>; tiers: Array<{ per_million_tokens: Record<string, string> }> } };
+    const one = (await (await fetch(`${stack.url}/v1/models/claude-sonnet-4-5`, { headers: { 'x-api-key': c.secret } })).json()) as Priced;
+    // 72 × 0.8, 360 × 0.8, 0.24 × 0.8, the tier's 144 × 0.8
+    assert.deepEqual([one.pricing.price_list, one.pricing.per_million_tokens.input, one.pricing.per_million_tokens.output, one.pricing.per_unit.web_search_requests, one.pricing.tiers[0]!.per_million_tokens.input],
+      ['vip', '57.6', '288', '0.192', '115.2']);
+    const list = (await (await fetch(`${stack.url}/v1/models`, { headers: { 'x-api-key': c.secret } })).json()) as { data: Priced[] };
+    // haiku 24 × 0.8 = 19.2 and 120 × 0.8 = 96 credits per MTok: 1,000 in / 10 out cost 19,200 + 960 µc
+    const haiku = list.data.find((m) => m.id === 'claude-haiku-4-5-20251001')!.pricing.per_million_tokens;
+    assert.deepEqual([haiku.input, haiku.output], ['19.2', '96']);
+    const msg = await c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1024, messages: user('x [[sim input=1000 output=10]]') });
+    const ev = await usageEvent(stack, msg._request_id);
+    assert.deepEqual([ev.cost_micros, ev.quantities.input, ev.quantities.output, ev.price_list], ['20160', 1000, 10, 'vip']);
+    // a default key still sees the catalog's prices
+    const d = await customer(stack.url, 1);
+    const plain = (await (await fetch(`${stack.url}/v1/models/claude-sonnet-4-5`, { headers: { 'x-api-key': d.secret } })).json()) as Priced;
+    assert.deepEqual([plain.pricing.price_list, plain.pricing.per_million_tokens.input], ['default', '72']);
   });
 });
 
@@ -281,5 +350,22 @@ describe('price changes: reload by SIGHUP or file change, never mid-request; unp
     const msg = await c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1024, messages: user('x [[sim input=1000 output=100]]') });
     // 1,000×72 + 100×120 = 72,000 + 12,000
     assert.equal((await usageEvent(stack, msg._request_id)).cost_micros, '84000');
+  });
+
+  test('a reload that drops a price list still assigned to accounts is refused: the prices in force stay, the list keeps pricing', async () => {
+    const c = await customer(stack.url, 10);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { price_list: 'vip' })).status, 200);
+    const inForce = stack.tollgate.prices.current().id;
+    writeFileSync(file, withHaikuInput('7.20', { unpriced: 'refuse', price_lists: {} }));
+    assert.equal(await stack.tollgate.reloadPrices(), null);
+    assert.equal(stack.tollgate.prices.current().id, inForce);
+    const msg = await c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1024, messages: user('x [[sim input=1000 output=100]]') });
+    // vip 0.8 × (1,000×72 + 100×120) = 0.8 × 84,000
+    const e = await usageEvent(stack, msg._request_id);
+    assert.deepEqual([e.cost_micros, e.price_list, e.price_version], ['67200', 'vip', inForce]);
+    // once no account holds the list, the same file is accepted
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { price_list: null })).status, 200);
+    assert.notEqual(await stack.tollgate.reloadPrices(), null);
+    assert.notEqual(stack.tollgate.prices.current().id, inForce);
   });
 });

@@ -104,6 +104,24 @@ test('no secret in logs, responses or warehouse files, whatever happens', async 
   }
   const upstreamUrls = (await simRequests(simAt, hostile.length)).map((r) => r.url);
   assert.deepEqual(upstreamUrls, hostile.map(() => '/v1/messages?beta=true'));
+  // The key under any other request header, or encoded in one the upstream may see: none of it
+  // reaches the upstream (which records every header it was sent).
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  const headerAttempts: Array<Record<string, string>> = [
+    ...['anthropic-api-key', 'x-goog-api-key', 'api-key', 'x-auth-token', 'anthropic-beta', 'x-forwarded-authorization',
+      'x-amz-security-token', 'anthropic-custom', 'x-api-key-2'].map((h) => ({ [h]: secret })),
+    { referer: `https://app.example/?token=${secret}` },
+    { 'anthropic-beta': secret.toUpperCase(), 'x-stainless-os': b64(secret), 'user-agent': secret.slice(6) },
+    { 'anthropic-beta': encodeURIComponent(`Bearer ${secret}`), 'x-claude-code-session-id': b64(`k=${secret}`) },
+  ];
+  for (const extra of headerAttempts) {
+    const body = JSON.stringify({ ...m, messages: [{ role: 'user', content: '[[sim input=3 output=2]]' }] });
+    assert.equal((await call('/v1/messages', { method: 'POST', headers: { ...json, 'x-api-key': secret, ...extra }, body })).status, 200);
+  }
+  for (const r of await simRequests(simAt, headerAttempts.length)) {
+    const sent = JSON.stringify(r);
+    for (const v of [secret, secret.toUpperCase(), secret.slice(6), b64(secret).slice(0, 40)]) assert.ok(!sent.includes(v), sent.slice(0, 300));
+  }
 
   // stop gracefully, so every log line and every warehouse write is out
   const exited = new Promise((r) => child.once('exit', r));

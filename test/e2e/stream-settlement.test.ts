@@ -332,6 +332,35 @@ const SCRIPTS: Record<string, Script> = {
     streamHead(res);
     res.end(start({ input_tokens: 5, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 300 }) + STOP);
   },
+  // the final delta, then (each within the 2 s grace of the event before) more content and a
+  // second final delta with more usage, then pings forever
+  late_usage_after_stop_reason: (res) => {
+    streamHead(res);
+    res.write(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }));
+    const t1 = setTimeout(() => res.write(sse('content_block_delta', { index: 0, delta: { type: 'text_delta', text: ' more' } })), 1_200);
+    const t2 = setTimeout(() => { res.write(finalDelta({ output_tokens: 60 })); pingForever(res); }, 2_400);
+    res.on('close', () => { clearTimeout(t1); clearTimeout(t2); });
+  },
+  // a complete answer in the framing the request did not ask for
+  sse_framing: (res) => {
+    streamHead(res);
+    res.end(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }) + STOP);
+  },
+  // the same, without message_stop and kept open with pings: the answer-end grace still ends it
+  sse_framing_open: (res) => {
+    streamHead(res);
+    res.write(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }));
+    pingForever(res);
+  },
+  json_framing: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(jsonMessage({ input_tokens: 500, output_tokens: 40 }));
+  },
+  // a complete JSON answer (chunked, no content-length), then the connection kept open
+  json_kept_open: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'request-id': 'req_script' });
+    res.write(jsonMessage({ input_tokens: 500, output_tokens: 40 }));
+  },
   json_output_over_max: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(jsonMessage({ input_tokens: 5, output_tokens: 300 }));
@@ -412,6 +441,64 @@ describe('scripted upstream: the answer ends the request; usage reports that can
     assert.deepEqual([delta.cost_micros, delta.status, delta.anomalies], ['50400', 'usage_anomaly', ['missing_message_stop']]);
     // third: 500×72 + 40×360 + 5,000×90 (cache write 5m) = 36,000 + 14,400 + 450,000 = 500,400
     assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 2n * 50_400n - 500_400n);
+  });
+
+  test('events after the final message_delta: the grace restarts on each non-ping event, a later delta\'s usage is counted, content after the stop_reason relayed and flagged event_after_stop', { timeout: 30_000 }, async () => {
+    const c = await customer(gw.url, 10);
+    const res = await post(c.secret, 'late_usage_after_stop_reason');
+    const text = await res.text();
+    assert.ok(text.includes('" more"'), 'the late content was relayed');
+    assert.ok(text.replaceAll(PING, '').endsWith(finalDelta({ output_tokens: 60 }) + STOP), 'the later delta was relayed (pings aside), then the closing frame');
+    const e = await eventOf(res.headers.get('request-id')!);
+    // 500×72 + 60×360 = 36,000 + 21,600 = 57,600 (not 50,400: the second delta counts)
+    assert.deepEqual([e.cost_micros, e.output_tokens, e.status, [...e.anomalies ?? []].sort()],
+      ['57600', 60, 'usage_anomaly', ['event_after_stop', 'missing_message_stop']]);
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 57_600n);
+    assert.ok(up.closedByGateway.includes('late_usage_after_stop_reason'), 'the gateway closed the upstream connection');
+  });
+
+  test('the upstream answers in another framing than asked (event stream to a JSON request, one JSON body to a stream request): 503 upstream_error, not retried, usage recorded, charged 0 (STREAM_ERROR_BILLING refund)', async () => {
+    const c = await customer(gw.url, 10);
+    for (const [script, stream, what] of [
+      ['sse_framing', false, 'a non-streaming request with an event stream'],
+      ['sse_framing_open', false, 'a non-streaming request with an event stream'],
+      ['json_framing', true, 'a streaming request with a single (non event-stream) body'],
+    ] as const) {
+      const res = await post(c.secret, script, { stream });
+      const id = res.headers.get('request-id')!;
+      assert.deepEqual([res.status, res.headers.get('content-type'), res.headers.get('x-should-retry')], [503, 'application/json; charset=utf-8', 'false'], script);
+      assert.deepEqual(await res.json(), {
+        type: 'error',
+        error: { type: 'api_error', code: 'upstream_error', message: `Upstream answered ${what}; the gateway operator must fix its upstream` },
+        request_id: id,
+      }, script);
+      const e = await eventOf(id);
+      // the upstream's report (500 in, 40 out) is recorded for finance; refunded: 0 µc
+      assert.deepEqual([e.status, e.http_status, e.input_tokens, e.output_tokens, e.cost_micros], ['upstream_error', 503, 500, 40, '0'], script);
+    }
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n);
+    assert.ok(up.closedByGateway.includes('sse_framing_open'), 'the gateway closed the stream the upstream kept open');
+  });
+
+  test('a complete JSON answer whose connection the upstream keeps open: answered and settled at the end of the JSON value, slot free, upstream closed', { timeout: 30_000 }, async () => {
+    const c = await customer(gw.url, 10);
+    // Two at once fill RATE_LIMIT_CONCURRENT=2; the upstream never ends either response.
+    const answers = await Promise.all([1, 2].map(async () => {
+      const res = await post(c.secret, 'json_kept_open', { stream: false });
+      return { status: res.status, id: res.headers.get('request-id')!, text: await res.text() };
+    }));
+    for (const a of answers) {
+      assert.deepEqual([a.status, a.text], [200, jsonMessage({ input_tokens: 500, output_tokens: 40 })]);
+      // 500×72 + 40×360 = 36,000 + 14,400 = 50,400
+      const e = await eventOf(a.id);
+      assert.deepEqual([e.cost_micros, e.status], ['50400', 'ok']);
+    }
+    // both slots are free again: a third request is served, not 429
+    const third = await c.client.messages.create({ model: SONNET, max_tokens: 1024, messages: user('hi [[sim input=800 output=120]]') });
+    assert.equal(third.usage.output_tokens, 120);
+    assert.equal(up.closedByGateway.filter((n) => n === 'json_kept_open').length, 2);
+    // 2 × 50,400 + BILLED (100,800)
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 2n * 50_400n - BILLED);
   });
 
   test('SSE error after a complete answer (final message_delta with stop_reason): the answer is charged, the error not relayed, error_after_answer', async () => {

@@ -243,23 +243,145 @@ function secretForms(secret: string): string[] {
   return [...forms].sort((a, b) => b.length - a.length);
 }
 
+/** Length of the fixed windows `SecretScrubber.mayContain` looks for (stride `PROBE_STRIDE`). */
+const PROBE_WINDOW = 6;
+/**
+ * Any run of `MIN_ENCODED_RUN` (12) characters of a form holds one whole window starting at a
+ * multiple of 7, since 12 ≥ 6 + 7 − 1: so probing those windows alone misses no fragment.
+ */
+const PROBE_STRIDE = MIN_ENCODED_RUN - PROBE_WINDOW + 1;
+
+/** `s` with ASCII letters lowercased only, so every index still points at the same character. */
+function asciiLower(s: string): string {
+  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+}
+
+/**
+ * Finds the gateway's own secrets (the configured upstream key(s)) in text the upstream wrote,
+ * whole or in part: every form of `secretForms` (as is, in any letter case, percent-encoded,
+ * base64/base64url at any alignment), and every run of at least 12 characters that is a
+ * substring of one of those forms (an echo of `ant-api03-…` without its `sk-` prefix, or a
+ * truncated key). Secrets under 8 characters are ignored (they would blank out ordinary words).
+ * A run of 12 that happens to be the public head of every Anthropic key (`sk-ant-api03`) is
+ * redacted too: it is rare in answers and harmless to hide.
+ *
+ * Built once per secret list; `mayContain` is the cheap test for the hot path (one
+ * case-insensitive regular expression over a few fixed 6-character windows of each form),
+ * `redact` the full one.
+ */
+export class SecretScrubber {
+  #forms: string[];
+  /** every 12-character substring of every form, ASCII-lowercased */
+  #windows = new Set<string>();
+  #probe: RegExp | null;
+
+  constructor(secrets: readonly string[]) {
+    const forms = new Set<string>();
+    for (const s of secrets) if (s.length >= 8) for (const f of secretForms(s)) forms.add(f);
+    this.#forms = [...forms].sort((a, b) => b.length - a.length);
+    const probes = new Set<string>();
+    for (const f of this.#forms) {
+      const lower = asciiLower(f);
+      for (let i = 0; i + MIN_ENCODED_RUN <= lower.length; i++) this.#windows.add(lower.slice(i, i + MIN_ENCODED_RUN));
+      for (let i = 0; i + PROBE_WINDOW <= lower.length; i += PROBE_STRIDE) probes.add(lower.slice(i, i + PROBE_WINDOW));
+      // A form shorter than 12 is only matched whole; its first window is in it.
+      if (lower.length < PROBE_WINDOW + PROBE_STRIDE) probes.add(lower.slice(0, PROBE_WINDOW));
+    }
+    this.#probe = probes.size === 0 ? null : new RegExp([...probes].map(escapeRegExp).join('|'), 'i');
+  }
+
+  /** False when `text` certainly holds no secret (whole or a run of 12); true when it may. */
+  mayContain(text: string): boolean {
+    return this.#probe !== null && this.#probe.test(text);
+  }
+
+  /** `text` with each whole form, and each run of ≥ 12 characters of one, replaced by `[redacted]`. */
+  redact(text: string): string {
+    if (!this.mayContain(text)) return text;
+    let out = text;
+    for (const form of this.#forms) out = out.replace(new RegExp(escapeRegExp(form), 'gi'), REDACTED);
+    const lower = asciiLower(out);
+    let covered: Uint8Array | null = null;
+    for (let i = 0; i + MIN_ENCODED_RUN <= lower.length; i++) {
+      if (!this.#windows.has(lower.slice(i, i + MIN_ENCODED_RUN))) continue;
+      covered ??= new Uint8Array(lower.length);
+      covered.fill(1, i, i + MIN_ENCODED_RUN);
+    }
+    if (covered === null) return out;
+    let result = '';
+    for (let i = 0; i < out.length; i++) {
+      if (covered[i] === 0) result += out[i];
+      else if (i === 0 || covered[i - 1] === 0) result += REDACTED;
+    }
+    return result;
+  }
+}
+
+const scrubbers = new WeakMap<readonly string[], SecretScrubber>();
+
+/** The scrubber of `secrets`, kept per array (the upstream hands the same array to every call). */
+export function secretScrubber(secrets: readonly string[]): SecretScrubber {
+  let s = scrubbers.get(secrets);
+  if (s === undefined) {
+    s = new SecretScrubber(secrets);
+    scrubbers.set(secrets, s);
+  }
+  return s;
+}
+
+/**
+ * The random-looking tokens in `text`, as [start, end) index pairs in order — the one
+ * high-entropy rule of the project (`looksLikeCredential` of @tollgate/http reads it too): a run
+ * of at least 32 base64/base64url/hex characters that mixes upper case, lower case and digits
+ * (or, without digits, has two capitals side by side at least three times, as random letters do
+ * and CamelCase words do not) — what `randomBytes(n).toString('base64url')` gives at n ≥ 24 —
+ * or at least 32 hex digits in one piece with letters and digits (hex keys, hashes). Ids the
+ * project puts in URLs stay outside it: `acct_`/`key_` + 20 base36 and `req_` + 24 base62 are
+ * shorter than 32, and UUIDs and model ids (`claude-sonnet-4-5-20250929`) have no upper case
+ * and are broken by dashes.
+ */
+export function randomTokenRuns(text: string): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  for (const m of text.matchAll(/[A-Za-z0-9_+/=-]{32,}/g)) {
+    const run = m[0];
+    if (!/[A-Z]/.test(run) || !/[a-z]/.test(run)) continue;
+    // Without a digit (one random 32-character token in ~250), random letters still put two
+    // capitals side by side about every fourth pair; CamelCase words almost never do.
+    const capitalPairs = (run.match(/[A-Z](?=[A-Z])/g) ?? []).length;
+    if (/[0-9]/.test(run) || capitalPairs >= 3) runs.push([m.index, m.index + run.length]);
+  }
+  for (const m of text.matchAll(/[0-9A-Fa-f]{32,}/g)) {
+    if (/[0-9]/.test(m[0]) && /[A-Fa-f]/.test(m[0]) && !runs.some(([a, b]) => a <= m.index && m.index + m[0].length <= b)) {
+      runs.push([m.index, m.index + m[0].length]);
+    }
+  }
+  runs.sort((a, b) => a[0] - b[0]);
+  // A hex run may overlap a base64 one: one span each, so a redaction never cuts another.
+  const merged: Array<[number, number]> = [];
+  for (const r of runs) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
+    else merged.push([r[0], r[1]]);
+  }
+  return merged;
+}
+
 /**
  * `text` with every credential removed: each of `secrets` (≥ 8 characters so a short value
- * cannot blank out ordinary words; in any letter case, percent-encoded or base64/base64url
- * encoded at any alignment), and anything credential-shaped —
- * `sk-…` keys (Anthropic's and Tollgate's), `Bearer <token>`, and `api_key=` / `x-api-key:` /
- * `token=` style pairs. For upstream error messages that echo what they were sent.
+ * cannot blank out ordinary words) whole or as any run of ≥ 12 of its characters, in any letter
+ * case, percent-encoded or base64/base64url encoded at any alignment (`SecretScrubber`), and
+ * anything credential-shaped — `sk-…` keys (Anthropic's and Tollgate's), `Bearer <token>`,
+ * `api_key=` / `x-api-key:` / `token=` style pairs, and random-looking tokens
+ * (`randomTokenRuns`). For upstream error messages that echo what they were sent.
  */
 export function redactCredentials(text: string, secrets: readonly string[] = []): string {
-  let out = text;
-  for (const s of secrets) {
-    if (s.length < 8) continue;
-    for (const form of secretForms(s)) out = out.replace(new RegExp(escapeRegExp(form), 'gi'), REDACTED);
-  }
-  return out
+  let out = secretScrubber(secrets).redact(text)
     .replace(/\bsk-[A-Za-z0-9_-]{6,}/gi, REDACTED)
     .replace(/\bBearer\s+[^\s"',;]+/gi, `Bearer ${REDACTED}`)
     .replace(/\b(x-api-key|api[_-]?key|access[_-]?token|token)(["']?\s*[:=]\s*["']?)[^\s"',;&]+/gi, `$1$2${REDACTED}`);
+  const runs = randomTokenRuns(out);
+  for (let i = runs.length - 1; i >= 0; i--) out = out.slice(0, runs[i]![0]) + REDACTED + out.slice(runs[i]![1]);
+  return out;
 }
 
 /**
@@ -275,7 +397,8 @@ export function redactCredentials(text: string, secrets: readonly string[] = [])
  *   operator's credential, so its refusal is about that account.
  * These three carry `x-should-retry: false`: the official SDKs retry 5xx twice by default, and
  * a retry cannot fix the operator's configuration.
- * Anything that is not an HTTP error status is also `upstream_error`.
+ * Anything that is not an HTTP error status is also `upstream_error`, and so is a 408 (the
+ * upstream's timeout, not the client's): 503, retriable.
  *
  * `headers` (optional) are the upstream response headers: `retry-after` and `x-should-retry`
  * are carried over on other errors (Anthropic's 429 / 529 advice); no other upstream header is.
@@ -298,6 +421,11 @@ export function upstreamErrorToGateway(
   }
   if (!Number.isInteger(status) || status < 400 || status > 599) {
     return gatewayError('upstream_error', `Upstream provider error (HTTP ${status})`, withHeaders);
+  }
+  if (status === 408) {
+    // The upstream timed out waiting for the gateway: relayed as 408 it would read as the
+    // client's own request timeout. Retriable: the SDKs retry a 503.
+    return gatewayError('upstream_error', 'Upstream provider timed out (HTTP 408)', withHeaders);
   }
 
   const type = upstream !== null && isAnthropicErrorType(upstream.type) ? upstream.type : typeForStatus(status);

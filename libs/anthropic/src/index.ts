@@ -20,6 +20,7 @@ export type {
 } from './types.ts';
 export {
   validateCountTokensRequest,
+  validateModelId,
   validateMessagesRequest,
 } from './request.ts';
 export type { InputBound, InputBoundLimits, UnboundedSource } from './input-bound.ts';
@@ -51,6 +52,9 @@ export {
   sseErrorEvent,
   toGatewayError,
   redactCredentials,
+  randomTokenRuns,
+  SecretScrubber,
+  secretScrubber,
   upstreamErrorToGateway,
   upstreamEventError,
   upstreamRetryHeaders,

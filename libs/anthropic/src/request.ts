@@ -24,12 +24,22 @@ function checkStoredText(field: string, v: string): void {
   if (CONTROL_RE.test(v)) throw new ProtocolError(field, 'String should not contain control characters');
 }
 
+/**
+ * A model id as every route takes it (`model` of /v1/messages and count_tokens, the id of
+ * /v1/models/{id}): a non-empty string that `checkStoredText` accepts. Returns it; throws
+ * ProtocolError on `model` (400 invalid_request) otherwise.
+ */
+export function validateModelId(model: unknown): string {
+  if (model === undefined) throw new ProtocolError('model', 'Field required');
+  if (typeof model !== 'string') throw new ProtocolError('model', 'Input should be a valid string');
+  if (model.length === 0) throw new ProtocolError('model', 'String should have at least 1 character');
+  checkStoredText('model', model);
+  return model;
+}
+
 function checkCommon(body: unknown): asserts body is CountTokensRequest {
   if (!isRecord(body)) throw new ProtocolError('', 'Input should be a valid dictionary');
-  if (!('model' in body) || body.model === undefined) throw new ProtocolError('model', 'Field required');
-  if (typeof body.model !== 'string') throw new ProtocolError('model', 'Input should be a valid string');
-  if (body.model.length === 0) throw new ProtocolError('model', 'String should have at least 1 character');
-  checkStoredText('model', body.model);
+  validateModelId('model' in body ? body.model : undefined);
   if (!('messages' in body) || body.messages === undefined) throw new ProtocolError('messages', 'Field required');
   if (!Array.isArray(body.messages)) throw new ProtocolError('messages', 'Input should be a valid list');
 }

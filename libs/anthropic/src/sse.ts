@@ -202,7 +202,8 @@ export class StreamMeter {
       else this.model = model;
     }
     if (typeof message.stop_reason === 'string') this.#setStopReason(message.stop_reason);
-    if (message.usage !== undefined) this.#tally.add(message.usage);
+    // message_start's output_tokens is a placeholder (1 before any output): the deltas' count wins.
+    if (message.usage !== undefined) this.#tally.add(message.usage, ['output_tokens'], true);
   }
 
   #onMessageDelta(data: Record<string, unknown>): void {

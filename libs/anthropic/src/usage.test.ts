@@ -254,3 +254,40 @@ test('readMessage: serving model, stop_reason and whether any output was produce
   const t = readMessage({ type: 'message', model: 'x'.repeat(257), stop_reason: 'end_turn', content: [{ type: 'text', text: 'hi' }], usage: { input_tokens: 1, output_tokens: 1 } })!;
   assert.deepEqual([t.model, t.outputSeen, t.anomalies], [null, true, ['invalid_label']]);
 });
+
+test('message_start output is a placeholder: the final message_delta output wins even when lower (0), no count_decreased; input still only grows', () => {
+  const t = new UsageTally();
+  t.add({ input_tokens: 0, output_tokens: 1, cache_read_input_tokens: 1 }, ['output_tokens'], true);
+  t.add({ output_tokens: 0 });
+  assert.deepEqual(t.usage(), { input: 0, output: 0, cacheRead: 1, cacheWrite5m: 0, cacheWrite1h: 0 });
+  assert.deepEqual([...t.anomalies], []);
+  // a later delta lower than an earlier delta is still a decrease
+  t.add({ output_tokens: 5 });
+  t.add({ output_tokens: 3 });
+  assert.equal(t.usage().output, 5);
+  assert.deepEqual([...t.anomalies], ['count_decreased']);
+  // a repeated message_start after a delta does not raise the delta's output
+  const r = new UsageTally();
+  r.add({ input_tokens: 10, output_tokens: 1 }, ['output_tokens'], true);
+  r.add({ output_tokens: 0 });
+  r.add({ input_tokens: 10, output_tokens: 1 }, ['output_tokens'], true);
+  assert.equal(r.usage().output, 0);
+  // input-side classes keep "counters only grow" even across the start/delta boundary
+  const i = new UsageTally();
+  i.add({ input_tokens: 100, output_tokens: 1 }, ['output_tokens'], true);
+  i.add({ input_tokens: 50, output_tokens: 0 });
+  assert.deepEqual([i.usage().input, i.usage().output, [...i.anomalies]], [100, 0, ['count_decreased']]);
+});
+
+test('stream with final output 0 reads the same usage as the JSON message (haiku cache_read 1, output 0)', async () => {
+  const { StreamMeter } = await import('./sse.ts');
+  const m = new StreamMeter();
+  const frame = (event: string, data: unknown) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+  m.push(frame('message_start', { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-haiku-4-5', content: [], stop_reason: null, usage: { input_tokens: 0, output_tokens: 1, cache_read_input_tokens: 1 } } }));
+  m.push(frame('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 0 } }));
+  m.push(frame('message_stop', { type: 'message_stop' }));
+  const json = readMessageUsage({ id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-haiku-4-5', content: [], stop_reason: 'end_turn', usage: { input_tokens: 0, output_tokens: 0, cache_read_input_tokens: 1 } });
+  assert.deepEqual(m.usage(), json!.usage);
+  assert.deepEqual(m.usage(), { input: 0, output: 0, cacheRead: 1, cacheWrite5m: 0, cacheWrite1h: 0 });
+  assert.deepEqual(m.anomalies, []);
+});

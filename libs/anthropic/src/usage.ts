@@ -49,6 +49,9 @@ export const MAX_TOKEN_COUNT = 4_294_967_295;
  *   `message_delta` with `stop_reason`); the answer is charged, the error not relayed.
  * - `output_over_max_tokens`: more output than `max_tokens` × the server-loop iterations of the
  *   request (`inputTokenBound(...).iterations`) allow; charged that bound.
+ * - `units_over_max_uses`: more server-tool uses of a unit (web searches, web fetches) than the
+ *   request declared (Σ `max_uses` of its tools of that unit, or the catalog bound the gateway
+ *   sent where the tool had none); charged that bound, the excess as the upstream's own fault.
  * - `invalid_label`: a pricing condition or name (`usage.service_tier`, `inference_geo`,
  *   `speed`, the response `model`, an iteration's `type` / `model`) that is not short printable
  *   text (at most `MAX_LABEL_CHARS`, models `MAX_MODEL_CHARS`), or a `usage.iterations` that is
@@ -67,13 +70,18 @@ export type UsageAnomaly =
   | 'cache_breakdown_mismatch'
   | 'error_after_answer'
   | 'output_over_max_tokens'
-  | 'invalid_label';
+  | 'invalid_label'
+  | 'units_over_max_uses'
+  // set by the gateway, not read from the wire: the stream was cut when this process's shutdown
+  // grace (SHUTDOWN_GRACE_MS) ran out; charged the usage reported until the cut
+  | 'cut_by_shutdown';
 
 /** Every `UsageAnomaly`, for metrics that should exist at zero from the start. */
 export const USAGE_ANOMALIES: readonly UsageAnomaly[] = Object.freeze([
   'invalid_count', 'count_decreased', 'duplicate_message_start', 'event_after_stop',
   'malformed_event', 'missing_message_stop', 'no_usage', 'cost_over_bound',
   'cache_breakdown_mismatch', 'error_after_answer', 'output_over_max_tokens', 'invalid_label',
+  'units_over_max_uses', 'cut_by_shutdown',
 ]);
 
 /** Longest pricing label read from the wire (`service_tier`, `inference_geo`, `speed`, an iteration `type`). */
@@ -196,6 +204,8 @@ export class UsageTally {
   #serverTools = new Map<string, number>();
   /** the latest valid `usage.iterations` */
   #iterations: WireIteration[] | null = null;
+  /** the kept `output_tokens` came only from a `message_start` (a placeholder, see `add`) */
+  #outputPlaceholder = false;
   /** anomalies seen in the reports, in the order first seen */
   readonly anomalies = new Set<UsageAnomaly>();
 
@@ -203,8 +213,14 @@ export class UsageTally {
    * Adds one usage report. `required` names top-level counts that must be present (Anthropic:
    * `output_tokens` in every report; a JSON message also has `input_tokens`): missing or null
    * there is `invalid_count`. A report that is not an object is `invalid_count`. Never throws.
+   *
+   * `placeholderOutput` (the `message_start` report): its `output_tokens` is a placeholder, not a
+   * count — Anthropic sends 1 there before any output is generated. Output from a later report
+   * (the cumulative `message_delta`) replaces it even when lower, without `count_decreased`, so a
+   * stream whose final output is 0 is charged like the same JSON message. A placeholder never
+   * overrides output a delta already gave. Input-side counts keep "counters only grow".
    */
-  add(report: unknown, required: readonly string[] = ['output_tokens']): void {
+  add(report: unknown, required: readonly string[] = ['output_tokens'], placeholderOutput = false): void {
     if (!isRecord(report)) {
       this.anomalies.add('invalid_count');
       return;
@@ -212,7 +228,10 @@ export class UsageTally {
     for (const field of required) {
       if (report[field] == null) this.anomalies.add('invalid_count');
     }
-    for (const field of TOP_COUNTS) this.#take(field, report[field]);
+    for (const field of TOP_COUNTS) {
+      if (field === 'output_tokens') this.#takeOutput(report[field], placeholderOutput);
+      else this.#take(field, report[field]);
+    }
     this.#takeCache(report);
     for (const [key, value] of Object.entries(report)) {
       if (value == null || key === 'cache_creation' || key === CACHE_TOTAL || (TOP_COUNTS as readonly string[]).includes(key)) continue;
@@ -230,6 +249,32 @@ export class UsageTally {
         } else this.#take(key, value);
       } else this.#extra[key] = value;
     }
+  }
+
+  /** `output_tokens`: a placeholder (message_start) yields to the first authoritative report. */
+  #takeOutput(value: unknown, placeholder: boolean): void {
+    if (value == null) return;
+    const had = this.#counts.has('output_tokens');
+    if (placeholder) {
+      if (had && !this.#outputPlaceholder) {
+        // A repeated message_start after a delta: the delta's count stands; only validate.
+        if (!isTokenCount(value)) this.anomalies.add('invalid_count');
+        return;
+      }
+      this.#take('output_tokens', value);
+      if (this.#counts.has('output_tokens')) this.#outputPlaceholder = true;
+      return;
+    }
+    if (had && this.#outputPlaceholder) {
+      if (!isTokenCount(value)) {
+        this.anomalies.add('invalid_count');
+        return;
+      }
+      this.#counts.set('output_tokens', value);
+      this.#outputPlaceholder = false;
+      return;
+    }
+    this.#take('output_tokens', value);
   }
 
   #take(key: string, value: unknown, into: Map<string, number> = this.#counts): void {

@@ -88,6 +88,8 @@ const EnvSchema = z.object({
   REQUEST_TIMEOUT_MS: int(1000, 3_600_000).default(120_000),
   /** simultaneous client connections of the HTTP server; unset = from the open-file limit */
   MAX_CONNECTIONS: int(16, 1_000_000).optional(),
+  /** simultaneous client connections from one address; unset = max(16, MAX_CONNECTIONS / 4), off behind TRUST_PROXY */
+  MAX_CONNECTIONS_PER_IP: int(1, 1_000_000).optional(),
   /** browser origins allowed by CORS: `*` or a comma list of origins; unset = CORS off */
   CORS_ORIGINS: z.string().trim().optional().transform((s, ctx) => {
     if (s === undefined) return undefined;
@@ -185,7 +187,7 @@ export interface Config {
   defaultMaxTokens: number;
   streamErrorBilling: Env['STREAM_ERROR_BILLING'];
   bodyLimitBytes: number;
-  http: { requestTimeoutMs: number; maxConnections: number | undefined; corsOrigins: string[] | '*' | undefined };
+  http: { requestTimeoutMs: number; maxConnections: number | undefined; maxConnectionsPerIp: number | undefined; corsOrigins: string[] | '*' | undefined };
   secrets: { adminToken: string | undefined; financeToken: string | undefined; keyHashSecret: string | undefined };
   kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number } | undefined;
   redis: { url: string; prefix: string } | undefined;
@@ -269,7 +271,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     defaultMaxTokens: e.DEFAULT_MAX_TOKENS,
     streamErrorBilling: e.STREAM_ERROR_BILLING,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
-    http: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, maxConnections: e.MAX_CONNECTIONS, corsOrigins: e.CORS_ORIGINS },
+    http: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, maxConnections: e.MAX_CONNECTIONS, maxConnectionsPerIp: e.MAX_CONNECTIONS_PER_IP, corsOrigins: e.CORS_ORIGINS },
     secrets: { adminToken: e.ADMIN_TOKEN, financeToken: e.FINANCE_TOKEN, keyHashSecret: e.KEY_HASH_SECRET },
     kafka: e.KAFKA_BROKERS
       ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX, partitions: e.KAFKA_PARTITIONS }

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { loadConfig } from './config.ts';
 
 test('edge defaults: 120 s to receive a request, connection cap from the fd limit, CORS off', () => {
-  assert.deepEqual(loadConfig({}).http, { requestTimeoutMs: 120_000, maxConnections: undefined, corsOrigins: undefined });
+  assert.deepEqual(loadConfig({}).http, { requestTimeoutMs: 120_000, maxConnections: undefined, maxConnectionsPerIp: undefined, corsOrigins: undefined });
 });
 
 test('CORS_ORIGINS: a comma list of origins or * alone; a path, a bare host or * in a list is refused by name', () => {
@@ -19,7 +19,8 @@ test('CORS_ORIGINS: a comma list of origins or * alone; a path, a bare host or *
 
 test('REQUEST_TIMEOUT_MS and MAX_CONNECTIONS: whole numbers in range, else refused by name', () => {
   assert.deepEqual(loadConfig({ REQUEST_TIMEOUT_MS: '5000', MAX_CONNECTIONS: '900' }).http,
-    { requestTimeoutMs: 5000, maxConnections: 900, corsOrigins: undefined });
+    { requestTimeoutMs: 5000, maxConnections: 900, maxConnectionsPerIp: undefined, corsOrigins: undefined });
   assert.throws(() => loadConfig({ REQUEST_TIMEOUT_MS: '0' }), /^[\s\S]*REQUEST_TIMEOUT_MS: /);
   assert.throws(() => loadConfig({ MAX_CONNECTIONS: 'lots' }), /MAX_CONNECTIONS: expected a whole number from 16 to 1000000, got "lots"/);
+  assert.equal(loadConfig({ MAX_CONNECTIONS_PER_IP: '32' }).http.maxConnectionsPerIp, 32);
 });

@@ -25,11 +25,27 @@ export interface UnreadableJournalLine {
 export interface JournalScan {
   /** every readable record, oldest first */
   records: JournalRecord[];
-  /** lines that could not be read and are not the torn end: to be reported, never dropped silently */
+  /**
+   * lines that could not be read and are not the torn end (bad JSON, not a record, an unknown
+   * topic, a known event type on another topic): to be reported, never dropped silently
+   */
   unreadable: UnreadableJournalLine[];
   /** the last segment's unterminated last line, dropped: a write the crash cut short */
   torn: string | undefined;
 }
+
+/**
+ * The event types each topic carries, as the producers publish them. A record whose topic is
+ * none of these, or whose known event type belongs to another topic, is not a record this log
+ * wrote: it is reported like an unreadable line. Unknown event types are left to the consumers'
+ * decoder, which quarantines them as it does live.
+ */
+const TOPIC_TYPES: Readonly<Record<Topic, readonly string[]>> = {
+  usage: ['usage'],
+  ledger: ['ledger'],
+  control: ['account', 'key', 'price_version'],
+};
+const KNOWN_TYPES = new Set(Object.values(TOPIC_TYPES).flat());
 
 function asRecord(line: string): JournalRecord | string {
   let value: unknown;
@@ -41,6 +57,11 @@ function asRecord(line: string): JournalRecord | string {
   const r = value as Partial<JournalRecord> | null;
   if (r === null || typeof r !== 'object' || typeof r.topic !== 'string' || r.event === null || typeof r.event !== 'object') {
     return 'not a journal record (an object with a topic and an event)';
+  }
+  if (!Object.hasOwn(TOPIC_TYPES, r.topic)) return `unknown topic ${JSON.stringify(r.topic.slice(0, 64))}`;
+  const type = (r.event as { type?: unknown }).type;
+  if (typeof type === 'string' && KNOWN_TYPES.has(type) && !TOPIC_TYPES[r.topic as Topic].includes(type)) {
+    return `a ${type} event on topic ${r.topic}`;
   }
   return { topic: r.topic, event: r.event, headers: r.headers ?? {} } as JournalRecord;
 }
@@ -54,7 +75,8 @@ interface Segment {
 /**
  * The write-ahead journal of the in-process log: every published event is appended (one
  * `write` per publish, synchronous, before `publish` returns), so a process that is killed
- * loses nothing: the next start puts the journal into the warehouse before anything else.
+ * loses nothing: the next start publishes the journal's records into the log again, where the
+ * same consumers as for live events apply them (embedded adapters, `recover`).
  * Segments are deleted once every consumer group has consumed all their events. The writes
  * reach the OS page cache, which survives a process crash; with `fsync: true` every write is
  * also flushed to the disk (survives a machine crash, costs a disk flush per publish).

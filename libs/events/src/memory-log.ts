@@ -23,7 +23,8 @@ interface Group {
  * each group in order, one batch at a time. It holds events only until every group has
  * consumed them. With a journal, every event is written ahead before `publish` returns and
  * forgotten there once every group has it, so a killed process loses nothing (the embedded
- * mode puts a leftover journal into the warehouse at start, then rebuilds hot state from it).
+ * mode rebuilds hot state from the warehouse at start, then publishes a leftover journal's
+ * records again, once its groups have subscribed, so the live consumers apply them).
  */
 export class MemoryLog implements EventLog {
   readonly durablePositions = false;

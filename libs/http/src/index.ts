@@ -1,7 +1,7 @@
 export { newRequestId, installErrorHandling, sendError, requestIdOptions } from './errors.ts';
 export {
-  corsHeadersFor, createHttpServer, defaultMaxConnections, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
-  DEFAULT_REQUEST_TIMEOUT_MS, IDLE_RECLAIM_FRACTION, KEEP_ALIVE_TIMEOUT_MS,
+  corsHeadersFor, createHttpServer, defaultMaxConnections, defaultMaxConnectionsPerIp, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
+  DEFAULT_REQUEST_TIMEOUT_MS, IDLE_RECLAIM_FRACTION, KEEP_ALIVE_TIMEOUT_MS, UNSTARTED_RECLAIM_MS,
 } from './server.ts';
 export type { HttpServerOptions } from './server.ts';
 export { loggerOptions, redactUrl } from './logging.ts';

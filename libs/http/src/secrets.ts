@@ -15,6 +15,7 @@
  * The name rule alone is how a key under an unusual name used to slip through (`?auth=`,
  * `?x=<KEY>`); the value rule is what makes the name list not matter.
  */
+import { randomTokenRuns } from '@tollgate/anthropic';
 
 /** Words that make a parameter name a credential's name (compared lowercased). */
 const CREDENTIAL_WORDS = new Set([
@@ -23,26 +24,11 @@ const CREDENTIAL_WORDS = new Set([
 ]);
 
 /**
- * A random token by value alone: a run of at least 32 base64/base64url/hex characters that
- * mixes upper case, lower case and digits (or, without digits, has two capitals side by side
- * at least three times, as random letters do and CamelCase words do not) — what
- * `randomBytes(n).toString('base64url')` gives at n ≥ 24 — or at least 32 hex digits in one piece with letters and digits (hex keys,
- * hashes). Ids the project puts in URLs stay outside it: `acct_`/`key_` + 20 base36 and
- * `req_` + 24 base62 are shorter than 32, and UUIDs and model ids (`claude-sonnet-4-5-20250929`)
- * have no upper case and are broken by dashes.
+ * A random token by value alone: `randomTokenRuns` of @tollgate/anthropic (32+ base64/hex
+ * characters mixing cases and digits), the one rule the upstream error redaction applies too.
  */
 function hasRandomToken(text: string): boolean {
-  for (const run of text.match(/[A-Za-z0-9_+/=-]{32,}/g) ?? []) {
-    if (!/[A-Z]/.test(run) || !/[a-z]/.test(run)) continue;
-    // Without a digit (one random 32-character token in ~250), random letters still put two
-    // capitals side by side about every fourth pair; CamelCase words almost never do.
-    const capitalPairs = (run.match(/[A-Z](?=[A-Z])/g) ?? []).length;
-    if (/[0-9]/.test(run) || capitalPairs >= 3) return true;
-  }
-  for (const run of text.match(/[0-9A-Fa-f]{32,}/g) ?? []) {
-    if (/[0-9]/.test(run) && /[A-Fa-f]/.test(run)) return true;
-  }
-  return false;
+  return randomTokenRuns(text).length > 0;
 }
 
 /**

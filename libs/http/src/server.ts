@@ -33,6 +33,17 @@ export interface HttpServerOptions {
   /** simultaneous connections; further ones are closed at once. Default `defaultMaxConnections()` */
   maxConnections?: number;
   /**
+   * Simultaneous connections from one socket address; further ones from it are closed at once.
+   * Default `defaultMaxConnectionsPerIp(maxConnections, trustProxy)`. Counted by the socket's
+   * address: behind a reverse proxy (`trustProxy`) that is the proxy's, not the client's.
+   */
+  maxConnectionsPerIp?: number;
+  /**
+   * ms a connection may go without a complete request head before it can be reclaimed near the
+   * cap (see `reclaimNearCap`); default UNSTARTED_RECLAIM_MS.
+   */
+  unstartedReclaimMs?: number;
+  /**
    * Browser origins allowed to call the API (CORS), e.g. `['https://app.example.com']`, or `'*'`
    * for any; undefined = CORS off (no preflight route, no `access-control-*` headers).
    */
@@ -76,35 +87,67 @@ export const CORS_ALLOWED_HEADERS = [
 ];
 
 /**
- * The share of `maxConnections` above which every idle keep-alive connection is closed as a new
- * connection arrives. Past the cap Node drops new sockets at accept, so the reclaim must happen
- * before it is reached: at 90 % (and at least one below the cap).
+ * The share of `maxConnections` above which connections that hold the cap without using it are
+ * closed as a new connection arrives. Past the cap Node drops new sockets at accept, so the
+ * reclaim must happen before it is reached: at 90 % (and at least one below the cap).
  */
 export const IDLE_RECLAIM_FRACTION = 0.9;
 
 /**
- * Keeps idle keep-alive connections from holding the connection cap: when a new connection
- * brings the count to the reclaim threshold, every connection that has been answered at least
- * once and has no request in progress is closed (a keep-alive client simply reconnects).
- * Connections that have not finished a first request are left alone: they are bounded by the
- * headers and request timeouts instead. Node's own `closeIdleConnections()` is not used: it
- * also closes connections that have not sent their first request yet, which includes the one
- * that just arrived.
+ * ms after which a connection that has not sent a complete request head (silent, or trickling
+ * header lines) may be closed near the cap. Any real client sends its head in one write well
+ * within it; the headers timeout (20 s) still bounds such sockets when far from the cap.
  */
-function reclaimIdleNearCap(server: Server, maxConnections: number): void {
+export const UNSTARTED_RECLAIM_MS = 2_000;
+
+/**
+ * The per-address connection cap when none is set: a quarter of `maxConnections`, at least 16,
+ * so no single address can take the whole cap. Behind a reverse proxy (`trustProxy`) every
+ * connection comes from the proxy, so the cap is `maxConnections` (off).
+ */
+export function defaultMaxConnectionsPerIp(maxConnections: number, trustProxy = false): number {
+  return trustProxy ? maxConnections : Math.min(maxConnections, Math.max(16, Math.floor(maxConnections / 4)));
+}
+
+/**
+ * Keeps connections that are not making requests from holding the connection cap. Near the cap
+ * (a new connection brings the count to the reclaim threshold) two kinds are closed:
+ * - idle keep-alive: answered at least once, no request in progress (the client reconnects);
+ * - unstarted: no complete request head after `unstartedMs` (silent sockets, slow headers).
+ * The connection that just arrived is never closed. Besides, a connection from an address that
+ * already holds `perIp` connections is closed at once. Node's own `closeIdleConnections()` is
+ * not used: it closes every connection without a request, including ones a second old.
+ */
+function reclaimNearCap(server: Server, maxConnections: number, perIp: number, unstartedMs: number): void {
   const threshold = Math.max(1, Math.min(maxConnections - 1, Math.floor(maxConnections * IDLE_RECLAIM_FRACTION)));
-  const state = new Map<Socket, { answered: boolean; active: number }>();
+  const state = new Map<Socket, { answered: boolean; active: number; started: boolean; at: number }>();
+  const byAddress = new Map<string, number>();
   server.on('connection', (socket: Socket) => {
-    state.set(socket, { answered: false, active: 0 });
-    socket.once('close', () => state.delete(socket));
+    const address = socket.remoteAddress ?? '';
+    const held = byAddress.get(address) ?? 0;
+    if (held >= perIp) {
+      socket.destroy();
+      return;
+    }
+    byAddress.set(address, held + 1);
+    state.set(socket, { answered: false, active: 0, started: false, at: performance.now() });
+    socket.once('close', () => {
+      state.delete(socket);
+      const n = (byAddress.get(address) ?? 1) - 1;
+      if (n <= 0) byAddress.delete(address);
+      else byAddress.set(address, n);
+    });
     if (state.size < threshold) return;
+    const now = performance.now();
     for (const [s, st] of state) {
-      if (s !== socket && st.answered && st.active === 0) s.destroy();
+      if (s === socket || st.active > 0) continue;
+      if (st.answered || (!st.started && now - st.at >= unstartedMs)) s.destroy();
     }
   });
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const st = state.get(req.socket);
     if (!st) return;
+    st.started = true;
     st.active++;
     res.once('close', () => {
       st.active--;
@@ -160,7 +203,8 @@ function writeSocketError(socket: Socket, err: GatewayError, headers: Record<str
  * - an answer sent before the request body was read (401 from an onRequest hook, 413) carries
  *   `connection: close` and the socket is closed instead of draining the body;
  * - idle keep-alive connections close after KEEP_ALIVE_TIMEOUT_MS; at most `maxConnections`
- *   connections at once;
+ *   connections at once, `maxConnectionsPerIp` from one address; near the cap, idle and
+ *   unstarted connections are reclaimed (`reclaimNearCap`);
  * - body size (Anthropic's 32 MB by default), headers (Node's 16 KB → 431).
  * With `telemetry`: a server span per request, request metrics, and `GET /metrics`. With
  * `corsOrigins`: CORS for browser use of the SDKs (@fastify/cors).
@@ -220,7 +264,9 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     ...requestIdOptions,
   });
   app.server.maxConnections = options.maxConnections ?? defaultMaxConnections();
-  reclaimIdleNearCap(app.server, app.server.maxConnections);
+  reclaimNearCap(app.server, app.server.maxConnections,
+    options.maxConnectionsPerIp ?? defaultMaxConnectionsPerIp(app.server.maxConnections, options.trustProxy),
+    options.unstartedReclaimMs ?? UNSTARTED_RECLAIM_MS);
   // First, so that its onRoute hook sees every route registered after it.
   if (options.telemetry) installTelemetry(app, options.telemetry);
   installErrorHandling(app);

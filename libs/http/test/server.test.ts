@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { createHttpServer, loggerOptions, requireToken } from '../src/index.ts';
+import { createHttpServer, defaultMaxConnectionsPerIp, loggerOptions, requireToken } from '../src/index.ts';
 
 const LIMIT = 256 * 1024;
 const ADMIN = 'admin-token-for-edge-tests-0001';
@@ -298,6 +298,92 @@ test('idle keep-alive connections do not hold the connection cap: near the cap t
     assert.deepEqual(held.map((h) => h.socket.destroyed), [true, true, true, true, true, true, true, true, false, false]);
     const res = await fetch(`${cappedUrl}/health`);
     assert.deepEqual([res.status, await res.json()], [200, { status: 'ok' }]);
+    for (const h of held) h.socket.destroy();
+  } finally {
+    await capped.close();
+  }
+});
+
+/** A raw socket to `port` (from `localAddress`), with everything it received once it closes. */
+function openTo(port: number, localAddress?: string): Promise<{ socket: import('node:net').Socket; closed: Promise<string> }> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1', ...(localAddress ? { localAddress } : {}) });
+    let data = '';
+    socket.on('data', (b: Buffer) => { data += b.toString(); });
+    socket.on('error', () => {});
+    const closed = new Promise<string>((r) => socket.once('close', () => r(data)));
+    socket.once('connect', () => resolve({ socket, closed }));
+  });
+}
+
+/** One `GET /health` on a socket of its own that asks to close: the status line's code, 0 if none. */
+async function healthOn(port: number, localAddress?: string): Promise<number> {
+  const s = await openTo(port, localAddress);
+  s.socket.write('GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+  return Number(/^HTTP\/1\.1 (\d+)/.exec(await s.closed)?.[1] ?? 0);
+}
+
+test('connections without a complete request head (silent, slow headers) do not hold the connection cap: near the cap they are reclaimed, the newcomer is served', { timeout: 30_000 }, async () => {
+  // unstartedReclaimMs 0: any connection without a request head is reclaimable, so the test
+  // depends on the order of arrivals only, never on a clock.
+  const capped = createHttpServer({ bodyLimitBytes: LIMIT, maxConnections: 10, maxConnectionsPerIp: 100, unstartedReclaimMs: 0 });
+  const port = Number(new URL(await capped.listen({ host: '127.0.0.1', port: 0 })).port);
+  try {
+    const held = [];
+    for (let i = 0; i < 8; i++) {
+      const s = await openTo(port);
+      // half never send a byte, half trickle an unfinished head
+      if (i % 2 === 1) s.socket.write('GET /health HTTP/1.1\r\nhost: x\r\nx-slow: 1\r\n');
+      held.push(s);
+    }
+    // The 9th connection reaches the threshold (90 % of 10): the 8 unstarted ones are closed, unanswered.
+    const ninth = await openTo(port);
+    assert.deepEqual(await Promise.all(held.map((h) => h.closed)), ['', '', '', '', '', '', '', '']);
+    ninth.socket.write('GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+    assert.match(await ninth.closed, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\{"status":"ok"\}$/);
+  } finally {
+    await capped.close();
+  }
+});
+
+test('connections without a request head younger than unstartedReclaimMs are kept near the cap (a client sending its head is not cut)', { timeout: 30_000 }, async () => {
+  const capped = createHttpServer({ bodyLimitBytes: LIMIT, maxConnections: 10, maxConnectionsPerIp: 100, unstartedReclaimMs: 600_000 });
+  const port = Number(new URL(await capped.listen({ host: '127.0.0.1', port: 0 })).port);
+  try {
+    const held = [];
+    for (let i = 0; i < 8; i++) held.push(await openTo(port));
+    // The 9th reaches the threshold; served on its own socket, then the 8 are still open.
+    assert.equal(await healthOn(port), 200);
+    assert.deepEqual(held.map((h) => h.socket.destroyed), [false, false, false, false, false, false, false, false]);
+    // and each of them is still served when it finally sends its head
+    held[0]!.socket.write('GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+    assert.match(await held[0]!.closed, /^HTTP\/1\.1 200 OK\r\n/);
+    for (const h of held) h.socket.destroy();
+  } finally {
+    await capped.close();
+  }
+});
+
+test('connections per client address are capped (maxConnectionsPerIp): the next one from that address is closed at once, other addresses are served', { timeout: 30_000 }, async () => {
+  assert.deepEqual(
+    [defaultMaxConnectionsPerIp(40), defaultMaxConnectionsPerIp(10), defaultMaxConnectionsPerIp(10_000), defaultMaxConnectionsPerIp(10_000, true)],
+    [16, 10, 2500, 10_000],
+  );
+  const capped = createHttpServer({ bodyLimitBytes: LIMIT, maxConnections: 100, maxConnectionsPerIp: 3 });
+  const port = Number(new URL(await capped.listen({ host: '127.0.0.1', port: 0 })).port);
+  try {
+    const held = [];
+    for (let i = 0; i < 3; i++) held.push(await openTo(port, '127.0.0.1'));
+    const fourth = await openTo(port, '127.0.0.1');
+    fourth.socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
+    assert.equal(await fourth.closed, '', 'the fourth connection from 127.0.0.1 was closed without an answer');
+    assert.equal(await healthOn(port, '127.0.0.2'), 200, 'another address is served');
+    held[0]!.socket.destroy();
+    await held[0]!.closed;
+    let status = 0;
+    // the server sees the close a moment after the client: retry until it has
+    for (let i = 0; i < 50 && status !== 200; i++) status = await healthOn(port, '127.0.0.1');
+    assert.equal(status, 200, 'after one of its connections left, the address is served again');
     for (const h of held) h.socket.destroy();
   } finally {
     await capped.close();

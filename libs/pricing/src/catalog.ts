@@ -53,6 +53,11 @@ export interface CatalogModel {
   readonly rates: RateCard;
   /** the upstream's list prices in µ of `Catalog.upstreamCurrency`; undefined = not given (cost unknown) */
   readonly upstreamRates: RateCard | undefined;
+  /**
+   * Catalog ids of the models the upstream may serve this one with (`fallback_models`): the
+   * response then names that model and is priced at it, so the hold covers the dearest of them.
+   */
+  readonly fallbackModels: ReadonlySet<string>;
 }
 
 /**
@@ -137,6 +142,12 @@ export interface PriceList {
 /** What to do with a request whose usage has a dimension the catalog does not price. */
 export type UnpricedPolicy = 'record' | 'refuse';
 
+/**
+ * The advisor-tool hold when the catalog does not say: 10 calls (the server-tool loop bound the
+ * gateway holds for) of 4,096 output tokens each (Anthropic documents 1,400–1,800 typical).
+ */
+export const DEFAULT_ADVISOR_HOLD = Object.freeze({ maxUses: 10, outputTokens: 4096 });
+
 /** A model's context window without betas, when the catalog does not say (Claude 4: 200K). */
 export const DEFAULT_CONTEXT_WINDOW = 200_000;
 
@@ -198,6 +209,13 @@ export interface Catalog {
   readonly upstreamCurrency: string | undefined;
   /** units the hold assumes when a request enables a server tool without a `max_uses` (e.g. web search) */
   readonly unitHoldBounds: Readonly<Partial<Record<UnitDimension, number>>>;
+  /**
+   * What the hold assumes for an advisor tool (`advisor_*` in `tools`, a sub-inference at the
+   * tool's `model` reading the whole conversation): `maxUses` calls when the tool sets no
+   * `max_uses`, each at most `outputTokens` of output (Anthropic documents 1,400–1,800 tokens
+   * typical including thinking, no hard limit). Defaults 10 and 4,096.
+   */
+  readonly advisorHold: Readonly<{ maxUses: number; outputTokens: number }>;
   /** the validated file document with defaults applied (plain JSON): what a price version stores */
   readonly document: unknown;
   /** short content hash of `document` (12 hex digits of SHA-256 over canonical JSON) */
@@ -333,7 +351,8 @@ const priceListSchema = z.strictObject({
 const unitCount = z
   .number({ error: 'expected a whole number' })
   .int('expected a whole number')
-  .nonnegative('must not be negative')
+  // A bound of 0 would send `max_uses: 0` upstream and hold nothing for a tool the request declared.
+  .min(1, 'must be at least 1')
   .max(1_000_000, 'must be at most 1,000,000');
 
 const modelSchema = z.strictObject({
@@ -346,6 +365,7 @@ const modelSchema = z.strictObject({
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'expected a provider name like "anthropic" (no "/")')
     .optional(),
   thinking_variant: z.boolean().default(false),
+  fallback_models: z.array(modelName).optional(),
   created_at: z.iso.datetime({ offset: true, error: 'expected an RFC 3339 timestamp like "2025-05-14T00:00:00Z"' }).optional(),
   notes: z.string().optional(),
   prices: pricesSchema,
@@ -411,11 +431,29 @@ const catalogSchema = z.strictObject({
   unit_hold_bounds: z
     .strictObject(Object.fromEntries(UNIT_DIMENSIONS.map((k) => [k, unitCount.optional()])) as Record<UnitDimension, z.ZodOptional<typeof unitCount>>)
     .default({}),
+  // Optional without schema defaults: a default would enter the canonical document and change
+  // the content id (the price version) of every catalog stored before this field existed.
+  advisor_hold: z.strictObject({ max_uses: unitCount.optional(), output_tokens: tokenCount.optional() }).optional(),
 });
 
 type CatalogFile = z.infer<typeof catalogSchema>;
 
 /** `models[3].prices.input` */
+/**
+ * The price lists accounts are assigned (`assigned`: each account's `price_list`; null, absent
+ * and "default" are the catalog itself) that `catalog` does not define, with how many accounts
+ * hold each, sorted by name. Empty when the catalog covers every assignment. A reload that would
+ * leave any is refused: those accounts would silently pay full price.
+ */
+export function missingPriceLists(catalog: Catalog, assigned: Iterable<string | null | undefined>): Array<{ list: string; accounts: number }> {
+  const counts = new Map<string, number>();
+  for (const list of assigned) {
+    if (list == null || list === 'default' || Object.hasOwn(catalog.priceLists, list)) continue;
+    counts.set(list, (counts.get(list) ?? 0) + 1);
+  }
+  return [...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([list, accounts]) => ({ list, accounts }));
+}
+
 export function formatIssuePath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const seg of path) {
@@ -537,6 +575,7 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
     unpriced: file.unpriced,
     upstreamCurrency: file.upstream_currency,
     unitHoldBounds: Object.freeze({ ...file.unit_hold_bounds }),
+    advisorHold: Object.freeze({ maxUses: file.advisor_hold?.max_uses ?? DEFAULT_ADVISOR_HOLD.maxUses, outputTokens: file.advisor_hold?.output_tokens ?? DEFAULT_ADVISOR_HOLD.outputTokens }),
     document: deepFreeze(JSON.parse(document) as unknown),
     contentId: createHash('sha256').update(document).digest('hex').slice(0, 12),
   });
@@ -557,6 +596,14 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
       else set.add(hit.model.id);
     });
   }
+  file.models.forEach((m, i) => {
+    const set = models[i]!.fallbackModels as Set<string>;
+    (m.fallback_models ?? []).forEach((name, j) => {
+      const hit = index.exact.get(name);
+      if (hit === undefined) problems.push(`models[${i}].fallback_models[${j}]: no model "${name}" in this catalog (use an id or alias)`);
+      else if (hit.model.id !== m.id) set.add(hit.model.id);
+    });
+  });
   if (problems.length > 0) throw new CatalogError(source, problems);
   indexCatalog(catalog, index);
   return catalog;
@@ -693,6 +740,8 @@ function toModel(
       : Object.freeze({ mode: m.thinking.mode, minBudgetTokens: m.thinking.min_budget_tokens ?? DEFAULT_THINKING.minBudgetTokens }),
     rates,
     upstreamRates,
+    // filled once every name resolves (parseCatalog), before the catalog is returned
+    fallbackModels: new Set<string>(),
   });
 }
 
@@ -752,14 +801,29 @@ function toRateTable(
 ): RateTable {
   // The model's own `prices` are also checked (with the historic message) by toModel; report each problem once.
   const tokens = toTokenRates(prices, `${at}.prices`, priceUnit, perUnit, at.endsWith(']') ? [] : problems);
-  return Object.freeze({
-    tokens,
-    tiers: Object.freeze((tiers ?? []).map((t, j) => Object.freeze({
+  const exact: boolean[] = [];
+  const tierTables = (tiers ?? []).map((t, j) => {
+    const before = problems.length;
+    const table = Object.freeze({
       name: t.name,
       aboveInputTokens: t.above_input_tokens,
       tokens: toTokenRates(t.prices, `${at}.tiers[${j}].prices`, priceUnit, perUnit, problems),
-    }))),
+    });
+    exact.push(problems.length === before);
+    return table;
   });
+  // A tier is a surcharge for a long prompt (Anthropic's long-context pricing is ×2 / ×1.5): a tier
+  // price below the price it replaces is a typo that would sell long prompts cheaper, so refused.
+  tierTables.forEach((t, j) => {
+    const below = j === 0 ? tokens : tierTables[j - 1]!.tokens;
+    if (!exact[j] || (j > 0 && !exact[j - 1])) return;
+    for (const k of TOKEN_CLASSES) {
+      if (t.tokens[k] < below[k]) {
+        problems.push(`${at}.tiers[${j}].prices.${k}: ${tiers![j]!.prices[k]} is below the ${j === 0 ? 'base' : 'previous tier\'s'} price (${j === 0 ? prices[k] : tiers![j - 1]!.prices[k]}): a tier may not be cheaper than what it replaces`);
+      }
+    }
+  });
+  return Object.freeze({ tokens, tiers: Object.freeze(tierTables) });
 }
 
 /** Exact micro-credits per MTok, or undefined when the value is not a whole number of them. */

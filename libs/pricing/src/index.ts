@@ -23,6 +23,7 @@ export {
   DEFAULT_THINKING,
   formatIssuePath,
   loadCatalogFile,
+  missingPriceLists,
   parseCatalog,
   toFactor,
 } from './catalog.ts';
@@ -70,8 +71,8 @@ export {
 } from './dimensions.ts';
 export type { Dimension, DimensionSpec, LegacyTokenField, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
 
-export { HoldBoundError, findPriceList, holdBound, holdPerOutputToken, priceRequest } from './price.ts';
-export type { HoldRequest, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
+export { HoldBoundError, advisorTools, findPriceList, holdBound, holdPerOutputToken, priceRequest, requestFallbacks } from './price.ts';
+export type { AdvisorTool, HoldRequest, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
 
 export { PriceBook, priceVersion } from './book.ts';
 export type { StoredPriceVersion } from './book.ts';

@@ -22,7 +22,7 @@ import type { Catalog } from './catalog.ts';
 import { PriceBook } from './book.ts';
 import { quantities } from './dimensions.ts';
 import type { Dimension } from './dimensions.ts';
-import { HoldBoundError, holdBound, priceRequest } from './price.ts';
+import { HoldBoundError, advisorTools, holdBound, priceRequest, requestFallbacks } from './price.ts';
 import type { PricedRequest, PricingContext, PriceVersion } from './price.ts';
 import { resolveModel } from './resolve.ts';
 
@@ -390,4 +390,77 @@ test('hold refuses a priced server tool without max_uses when the catalog gives 
   assert.equal(holdBound(v, m, { inputTokens: 1, maxTokens: 1, units: { web_search_requests: 4 } }), 8_000_002n); // 1 + 1 + 4 × 2,000,000
   // an unpriced tool needs no bound: it charges nothing
   assert.equal(holdBound(v, m, { inputTokens: 1, maxTokens: 1, units: { code_execution_seconds: null } }), 2n);
+});
+
+/** The shipped cny catalog with `patch` applied to its document (e.g. fallback_models on a model). */
+function cnyWith(patch: (doc: { models: Array<Record<string, unknown>> } & Record<string, unknown>) => void): PriceVersion {
+  const doc = structuredClone(cny.catalog.document) as { models: Array<Record<string, unknown>> } & Record<string, unknown>;
+  patch(doc);
+  return new PriceBook(parseCatalog(doc)).current();
+}
+
+test('serving conditions dearer than the requested model are held: catalog fallback_models, the request\'s own fallbacks, advisor tools (cny haiku-4-5)', () => {
+  const std = { inputTokens: 1000, maxTokens: 100, speed: 'standard', inferenceGeo: null } as const;
+  // haiku alone: 1,000 × 48 (cache write 1 h) + 100 × 120 = 60,000
+  assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), std), 60_000n);
+  // catalog: haiku may be served by opus-4-6 → 1,000 × 600 + 100 × 1,500 = 750,000 (the dearest of the two)
+  const v = cnyWith((d) => { d.models.find((m) => m.id === 'claude-haiku-4-5-20251001')!.fallback_models = ['claude-opus-4-6']; });
+  const haiku = model(v, 'claude-haiku-4-5');
+  assert.deepEqual([...haiku.fallbackModels], ['claude-opus-4-6']);
+  assert.equal(holdBound(v, haiku, std), 750_000n);
+  // what the fallback costs when it serves: exactly the hold, not capped
+  assert.equal(priceRequest(v, quantities({ cache_write_1h: 1000, output: 100 }), { model: haiku, servedModel: 'claude-opus-4-6' }).costMicros, 750_000n);
+  // units are held at the dearest candidate too: + 3 × 240,000
+  assert.equal(holdBound(v, haiku, { ...std, units: { web_search_requests: 3 } }), 1_470_000n);
+  // the request's own fallbacks: sonnet-4-6 → 1,000 × 360 + 100 × 900 = 450,000; an unknown one is priced at haiku
+  assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), { ...std, fallbacks: ['claude-sonnet-4-6', 'gpt-x'] }), 450_000n);
+  assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), { ...std, fallbacks: ['gpt-x'] }), 60_000n);
+  // advisor opus-4-6, max_uses 2: each call 1,000 × 600 + 4,096 × 1,500 = 6,744,000; + 60,000
+  const h = model(cny, 'claude-haiku-4-5');
+  assert.equal(holdBound(cny, h, { ...std, advisors: [{ model: 'claude-opus-4-6', maxUses: 2 }] }), 13_548_000n);
+  // no max_uses: the catalog's advisor_hold.max_uses (10 by default)
+  assert.equal(holdBound(cny, h, { ...std, advisors: [{ model: 'claude-opus-4-6', maxUses: null }] }), 67_500_000n);
+  // advisor_hold set in the catalog: 1 call × (600,000 + 1,000 × 1,500) + 60,000
+  const tight = cnyWith((d) => { d.advisor_hold = { max_uses: 1, output_tokens: 1000 }; });
+  assert.equal(holdBound(tight, model(tight, 'claude-haiku-4-5'), { ...std, advisors: [{ model: 'claude-opus-4-6', maxUses: null }] }), 2_160_000n);
+});
+
+test('request readers for the hold: advisor tools and fallbacks from a Messages body', () => {
+  assert.deepEqual(advisorTools([
+    { type: 'advisor_20260301', name: 'advisor', model: 'claude-opus-4-6', max_uses: 2 },
+    { type: 'web_search_20250305', name: 'web_search' },
+    { type: 'advisor_20260301', model: 5 },
+    { type: 'advisor_20260301', name: 'advisor', model: 'm', max_uses: 0 },
+    null,
+  ]), [{ model: 'claude-opus-4-6', maxUses: 2 }, { model: 'm', maxUses: null }]);
+  assert.deepEqual(advisorTools(undefined), []);
+  assert.deepEqual(requestFallbacks([{ model: 'claude-opus-4-6' }, 'claude-sonnet-4-6', { model: 3 }, 7]), ['claude-opus-4-6', 'claude-sonnet-4-6']);
+  assert.deepEqual(requestFallbacks('default'), []);
+});
+
+test('catalog fallback_models must name models of the catalog; advisor_hold bounds are validated', () => {
+  const bad = structuredClone(cny.catalog.document) as { models: Array<Record<string, unknown>> } & Record<string, unknown>;
+  bad.models[0]!.fallback_models = ['claude-opus-4-6', 'claude-nope'];
+  assert.throws(() => parseCatalog(bad), (err: Error & { problems?: string[] }) => {
+    assert.deepEqual(err.problems, ['models[0].fallback_models[1]: no model "claude-nope" in this catalog (use an id or alias)']);
+    return true;
+  });
+  const zero = structuredClone(cny.catalog.document) as Record<string, unknown>;
+  zero.advisor_hold = { max_uses: 0 };
+  assert.throws(() => parseCatalog(zero), (err: Error & { problems?: string[] }) => {
+    assert.deepEqual(err.problems, ['advisor_hold.max_uses: must be at least 1']);
+    return true;
+  });
+  assert.deepEqual(cny.catalog.advisorHold, { maxUses: 10, outputTokens: 4096 });
+});
+
+test('long-context tier is judged per sampling step: 2 iterations of 150,000 are standard, one prompt of 300,000 is tiered (cny sonnet-4-5)', () => {
+  const m = model(cny, 'claude-sonnet-4-5');
+  const step = { type: 'message', model: 'claude-sonnet-4-5', quantities: quantities({ input: 150_000, output: 10 }) };
+  // each step: 150,000×72 + 10×360 = 10,803,600; two = 21,607,200 (not 300,000×144 + 20×540)
+  const two = priceRequest(cny, quantities({ input: 300_000, output: 20 }), { model: m, iterations: [step, step] });
+  assert.equal(two.costMicros, 21_607_200n);
+  // one prompt of 300,000: 300,000×144 + 20×540 = 43,200,000 + 10,800
+  const one = priceRequest(cny, quantities({ input: 300_000, output: 20 }), { model: m });
+  assert.deepEqual([one.costMicros, one.tier], [43_210_800n, 'long_context']);
 });

@@ -358,6 +358,57 @@ export interface HoldRequest {
   readonly priceList?: string | null;
   /** further sampling the request may cause at other models (e.g. an advisor tool), each with its bounds */
   readonly extra?: ReadonlyArray<{ readonly model: CatalogModel; readonly inputTokens: number; readonly maxTokens: number }>;
+  /**
+   * Advisor tools the request declares (`advisorTools(body.tools)`): each may call its model up
+   * to `maxUses` times (null: the catalog's `advisorHold.maxUses`), every call reading the whole
+   * prompt (`inputTokens`) and writing at most `advisorHold.outputTokens`.
+   */
+  readonly advisors?: ReadonlyArray<AdvisorTool>;
+  /**
+   * The most input one sampling step reads (a server-tool loop's `inputTokens` covers every step,
+   * each at most one context window): what one advisor call can read. Default `inputTokens`.
+   */
+  readonly stepInputTokens?: number;
+  /** models the request itself names as fallbacks (`requestFallbacks(body.fallbacks)`), beside the catalog's `fallback_models` */
+  readonly fallbacks?: readonly string[];
+}
+
+/**
+ * The fallback models a Messages request names in `fallbacks` (Anthropic server-side fallback
+ * beta: a list of `{model}` entries, tried in order when the model refuses or fails; a bare
+ * string is read as a model name too). Anything else is ignored. Never throws.
+ */
+export function requestFallbacks(fallbacks: unknown): string[] {
+  if (!Array.isArray(fallbacks)) return [];
+  const out: string[] = [];
+  for (const f of fallbacks.slice(0, 16)) {
+    const model = typeof f === 'string' ? f : f !== null && typeof f === 'object' ? (f as Record<string, unknown>).model : undefined;
+    if (typeof model === 'string' && model.length > 0 && model.length <= 200) out.push(model);
+  }
+  return out;
+}
+
+/** An advisor tool of a request: the model it consults and its `max_uses` (null when absent). */
+export interface AdvisorTool {
+  readonly model: string;
+  readonly maxUses: number | null;
+}
+
+/**
+ * The advisor tools of a Messages request's `tools` (Anthropic advisor tool: `type`
+ * `advisor_<date>`, `model` the advisor, optional `max_uses`). Anything else is ignored; a
+ * `max_uses` that is not a positive integer counts as absent. Never throws.
+ */
+export function advisorTools(tools: unknown): AdvisorTool[] {
+  if (!Array.isArray(tools)) return [];
+  const out: AdvisorTool[] = [];
+  for (const t of tools) {
+    if (t === null || typeof t !== 'object') continue;
+    const { type, model, max_uses: maxUses } = t as Record<string, unknown>;
+    if (typeof type !== 'string' || !type.startsWith('advisor_') || typeof model !== 'string') continue;
+    out.push({ model, maxUses: typeof maxUses === 'number' && Number.isSafeInteger(maxUses) && maxUses > 0 ? maxUses : null });
+  }
+  return out;
 }
 
 /** Thrown when a request enables a priced unit without `max_uses` and the catalog gives no bound. */
@@ -420,9 +471,17 @@ export function holdPerOutputToken(version: PriceVersion, model: CatalogModel, r
   const catalog = version.catalog;
   const list = findPriceList(catalog, req.priceList);
   const c: Conditions = { service_tier: req.serviceTier, inference_geo: req.inferenceGeo, speed: req.speed };
-  const one = modelHold(catalog, model, req.inputTokens, 1, c, list);
-  const zero = modelHold(catalog, model, req.inputTokens, 0, c, list);
-  return ceil(add(one, mul(zero, rat(-1n))));
+  // The dearest output token of every model that can serve the request (the model and its
+  // fallbacks): holdBound(t) = max_c(in_c + t·out_c) ≤ max_c in_c + t·max_c out_c, so a clamped
+  // hold of holdBound(0) + t × this still covers holdBound(t).
+  let dearest: bigint | undefined;
+  for (const candidate of servingCandidates(catalog, model, req.fallbacks)) {
+    const one = modelHold(catalog, candidate, req.inputTokens, 1, c, list);
+    const zero = modelHold(catalog, candidate, req.inputTokens, 0, c, list);
+    const perToken = ceil(add(one, mul(zero, rat(-1n))));
+    if (dearest === undefined || perToken > dearest) dearest = perToken;
+  }
+  return dearest!;
 }
 
 /**
@@ -430,13 +489,53 @@ export function holdPerOutputToken(version: PriceVersion, model: CatalogModel, r
  * token at the dearest input-side class of every table and tier it could reach, `maxTokens` of
  * output likewise, each enabled server tool at its `max_uses` (or the catalog bound), with every
  * multiplier that matches or could match (unknown condition, factor > 1) and the account's list.
- * For usage within these bounds at the request's model, `priceRequest(...).costMicros` ≤ this.
+ * Served by a fallback: the dearest of the model and its catalog `fallback_models`. Plus each
+ * advisor tool: its `max_uses` (or `advisorHold.maxUses`) calls at the advisor's model, each one
+ * step's input (`stepInputTokens`: the whole conversation so far) and `advisorHold.outputTokens` out.
+ * For usage within these bounds, `priceRequest(...).costMicros` ≤ this.
  * Throws RangeError on bad counts, HoldBoundError on a priced tool with no bound.
  */
 export function holdBound(version: PriceVersion, model: CatalogModel, req: HoldRequest): bigint {
   const catalog = version.catalog;
   const list = findPriceList(catalog, req.priceList);
   const c: Conditions = { service_tier: req.serviceTier, inference_geo: req.inferenceGeo, speed: req.speed };
+  // The response is priced at the model that served it: the requested one or any fallback the
+  // catalog names for it. The hold is the dearest of them (tokens and units alike).
+  let total: Rational | undefined;
+  for (const candidate of servingCandidates(catalog, model, req.fallbacks)) {
+    const one = servingHold(catalog, candidate, req, c, list);
+    if (total === undefined || cmp(one, total) > 0) total = one;
+  }
+  let sum = total!;
+  for (const x of req.extra ?? []) sum = add(sum, modelHold(catalog, x.model, x.inputTokens, x.maxTokens, c, list));
+  for (const a of req.advisors ?? []) {
+    // An advisor the catalog does not know is priced at the requested model (recorded as unpriced).
+    const at = resolveModel(catalog, a.model)?.model ?? model;
+    const calls = count(a.maxUses ?? catalog.advisorHold.maxUses, 'advisor max_uses');
+    let dearest: Rational | undefined;
+    for (const candidate of servingCandidates(catalog, at)) {
+      const one = modelHold(catalog, candidate, Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens), catalog.advisorHold.outputTokens, c, list);
+      if (dearest === undefined || cmp(one, dearest) > 0) dearest = one;
+    }
+    sum = add(sum, mul(dearest!, rat(calls)));
+  }
+  return ceil(sum);
+}
+
+/** `model`, the catalog models it may fall back to, and the catalog models of `named` (a request's own fallbacks). */
+function servingCandidates(catalog: Catalog, model: CatalogModel, named: readonly string[] = []): CatalogModel[] {
+  const out = [model];
+  for (const m of catalog.models) if (model.fallbackModels.has(m.id)) out.push(m);
+  for (const name of named) {
+    // A fallback the catalog does not know is priced at the requested model (unpriced): covered.
+    const hit = resolveModel(catalog, name)?.model;
+    if (hit !== undefined && !out.includes(hit)) out.push(hit);
+  }
+  return out;
+}
+
+/** The hold of the whole request served by `model`: its tokens and its server-tool units. */
+function servingHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: Conditions, list: PriceList | null): Rational {
   let total = modelHold(catalog, model, req.inputTokens, req.maxTokens, c, list);
   const f = holdFactors(catalog, model, c, list);
   for (const k of UNIT_DIMENSIONS) {
@@ -450,6 +549,5 @@ export function holdBound(version: PriceVersion, model: CatalogModel, req: HoldR
     }
     total = add(total, mul(rat(count(n, k) * price), f.unit));
   }
-  for (const x of req.extra ?? []) total = add(total, modelHold(catalog, x.model, x.inputTokens, x.maxTokens, c, list));
-  return ceil(total);
+  return total;
 }

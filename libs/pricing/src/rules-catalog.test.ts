@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CatalogError, bundledCatalogPath, loadCatalogFile, parseCatalog } from './catalog.ts';
+import { CatalogError, bundledCatalogPath, loadCatalogFile, missingPriceLists, parseCatalog } from './catalog.ts';
 import { modelPricing, requestUnpriced } from './info.ts';
 import { DIMENSIONS, DIMENSION_KEYS, ZERO_QUANTITIES, fromTokenUsage, inputSideTokens, quantities } from './dimensions.ts';
 
@@ -147,7 +147,7 @@ test('unpriced policy and unit hold bounds', () => {
   assert.deepEqual(ok.unitHoldBounds, { web_search_requests: 20 });
   assert.equal(parseCatalog(base()).unpriced, 'record');
   assert.deepEqual(problems({ ...base(), unpriced: 'free' }), ['unpriced: expected "record" or "refuse"']);
-  assert.deepEqual(problems({ ...base(), unit_hold_bounds: { web_search_requests: -1 } }), ['unit_hold_bounds.web_search_requests: must not be negative']);
+  assert.deepEqual(problems({ ...base(), unit_hold_bounds: { web_search_requests: -1 } }), ['unit_hold_bounds.web_search_requests: must be at least 1']);
   assert.deepEqual(problems({ ...base(), unit_hold_bounds: { web_search_requests: 1.5 } }), ['unit_hold_bounds.web_search_requests: expected a whole number']);
   assert.deepEqual(problems({ ...base(), unit_hold_bounds: { searches: 1 } }), ['unit_hold_bounds: Unrecognized key: "searches"']);
 });
@@ -216,4 +216,28 @@ test('modelPricing lists a model\'s prices per dimension in credits; requestUnpr
   assert.deepEqual(o.multipliers.map((m) => [m.name, m.factor]), [['batch', '0.5'], ['us_geo', '1.1']]);
   assert.deepEqual(requestUnpriced(sonnet45, { speed: 'fast', units: ['web_search_requests', 'code_execution_seconds'] }), ['code_execution_seconds', 'speed:fast']);
   assert.deepEqual(requestUnpriced(opus, { speed: 'fast', units: ['web_search_requests'] }), []);
+});
+
+test('catalog typos that would undercharge are refused: a unit hold bound below 1, a tier cheaper than what it replaces', () => {
+  // 0 would send max_uses 0 upstream and hold nothing for a declared tool
+  assert.deepEqual(problems({ ...base(), unit_hold_bounds: { web_search_requests: 0 } }), ['unit_hold_bounds.web_search_requests: must be at least 1']);
+  assert.equal(parseCatalog({ ...base(), unit_hold_bounds: { web_search_requests: 1 } }).unitHoldBounds.web_search_requests, 1);
+  // base cache_read 0.1; tier input 0.5 < 1 and a second tier's output 3 < the first tier's 4
+  const tier = (name: string, above: number, prices: Record<string, string>) => ({ name, above_input_tokens: above, prices: { ...TOKENS, ...prices } });
+  assert.deepEqual(problems(withModel({ tiers: [tier('long_context', 200_000, { input: '0.5', output: '4' }), tier('huge', 500_000, { input: '2', output: '3' })] })), [
+    'models[0].tiers[0].prices.input: 0.5 is below the base price (1): a tier may not be cheaper than what it replaces',
+    "models[0].tiers[1].prices.output: 3 is below the previous tier's price (4): a tier may not be cheaper than what it replaces",
+  ]);
+  assert.deepEqual(problems(withModel({ fast: { prices: { ...TOKENS, input: '6' }, tiers: [tier('long_context', 1, { input: '5' })] } })), [
+    'models[0].fast.tiers[0].prices.input: 5 is below the base price (6): a tier may not be cheaper than what it replaces',
+  ]);
+  // equal to the base is allowed
+  assert.equal(parseCatalog(withModel({ tiers: [tier('flat', 1, {})] })).models[0]?.rates.standard.tiers[0]?.tokens.input, 10_000_000n);
+});
+
+test('price lists assigned to accounts that a catalog lacks: named with their account count; default and null are the catalog', () => {
+  const doc = { ...base(), price_lists: { gold: { multiplier: '0.9' } } };
+  const c = parseCatalog(doc);
+  assert.deepEqual(missingPriceLists(c, ['vip', null, 'gold', 'default', undefined, 'vip', 'bronze']), [{ list: 'bronze', accounts: 1 }, { list: 'vip', accounts: 2 }]);
+  assert.deepEqual(missingPriceLists(c, ['gold', null]), []);
 });

@@ -56,7 +56,7 @@ export interface RerateReport {
   accounts: RerateAccount[];
   /** the first MAX_LISTED_EVENTS events whose price differs */
   events_different: Array<{ event_id: string; account_id: string; ts: number; price_version: string; stored_micros: string; rerated_micros: string }>;
-  /** events that could not be re-priced, by reason (`no_price_version`, `model_not_in_catalog:<model>`) */
+  /** events that could not be re-priced, by reason (`no_price_version`, `model_not_in_catalog:<model>`, `price_list_not_in_catalog:<list>`) */
   skipped: Record<string, number>;
   /** stored price versions whose catalog no longer loads (`<id>: <problem>`) */
   unreadable_versions: string[];
@@ -84,8 +84,9 @@ export function storedBook(rows: readonly StoredPriceVersionRow[]): { book: Pric
 /**
  * The charge of one stored event under `version`, by the rules the gateway applies at
  * settlement (@tollgate/pricing `priceRequest`): its quantities, serving model, iterations,
- * conditions and price list as stored. `{skip}` with a reason when its model is not in the
- * catalog. A refusal charged 0 was refused before any output and stays 0. An event that hit its hold (`cost_over_bound`) was charged its hold: it re-prices to
+ * conditions and price list as stored. `{skip}` with a reason when its model
+ * (`model_not_in_catalog:<model>`) or its price list (`price_list_not_in_catalog:<list>`) is not
+ * in the catalog. A refusal charged 0 was refused before any output and stays 0. An event that hit its hold (`cost_over_bound`) was charged its hold: it re-prices to
  * at most what was stored, since the hold is not stored.
  */
 export function reprice(e: UsageEventV2, version: PriceVersion): { micros: bigint } | { skip: string } {
@@ -94,6 +95,8 @@ export function reprice(e: UsageEventV2, version: PriceVersion): { micros: bigin
   const catalog = version.catalog;
   const model = (resolveModel(catalog, e.catalog_model) ?? resolveModel(catalog, e.model))?.model;
   if (model === undefined) return { skip: `model_not_in_catalog:${e.catalog_model}` };
+  // Priced without its list the event would come out at full price: not a re-price, a guess.
+  if (e.price_list !== 'default' && !Object.hasOwn(catalog.priceLists, e.price_list)) return { skip: `price_list_not_in_catalog:${e.price_list}` };
   const priced = priceRequest(version, quantities(e.quantities), {
     model,
     servedModel: e.served_model,

@@ -12,7 +12,7 @@ import type { FastifyInstance } from 'fastify';
 import { createHttpServer } from '@tollgate/http';
 import { MemoryKeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore } from '@tollgate/ledger';
-import { PriceBook, bundledCatalogPath, loadCatalogFile, parseCatalog } from '@tollgate/pricing';
+import { PriceBook, bundledCatalogPath, loadCatalogFile, parseCatalog, priceVersion } from '@tollgate/pricing';
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
 import { registerOps, reprice, rerate } from '@tollgate/aggregator';
 import { haikuV1, usGeo, v2, vipBatch, webSearch } from '../../../libs/warehouse/test/usage-fixtures.ts';
@@ -169,4 +169,33 @@ test('reprice follows the settlement rules the event cannot repeat: unbilled err
   // charged its hold (cost_over_bound): never re-priced above it
   assert.deepEqual(reprice({ ...search, cost_micros: '500000', anomalies: ['cost_over_bound'] }, vA), { micros: 500_000n });
   assert.deepEqual(reprice({ ...search, model: 'gpt-9', catalog_model: 'gpt-9' }, vA), { skip: 'model_not_in_catalog:gpt-9' });
+});
+
+test('a catalog without the price list an event was charged under: the event is skipped with the reason, never re-priced at full price', () => {
+  const noVip = structuredClone(A.document) as { price_lists: Record<string, unknown> };
+  delete noVip.price_lists.vip;
+  const e = vipBatch('nv', day(2), 'acc_v', A.contentId); // 43,200 under vip
+  assert.deepEqual(reprice(e, priceVersion(parseCatalog(noVip, 'no vip'))), { skip: 'price_list_not_in_catalog:vip' });
+  assert.deepEqual(reprice(e, book.byId(A.contentId)!), { micros: 43_200n });
+});
+
+test('a failed run exits 3, not 1 (a bill that differs): unreachable URL, server error, a reply that is not a report', async () => {
+  const unreachable = await cli(['--from', '2026-11-01', '--to', '2026-11-02', '--url', 'http://127.0.0.1:1']);
+  assert.equal(unreachable.code, 3, unreachable.stderr);
+  assert.match(unreachable.stderr, /cannot reach http:\/\/127\.0\.0\.1:1/);
+  const fake = createHttpServer({ bodyLimitBytes: 1024 * 1024 });
+  let reply: [number, unknown] = [500, { type: 'error', error: { type: 'api_error', message: 'warehouse down' } }];
+  fake.post('/ops/v1/rerate', async (_req, res) => res.code(reply[0]).send(reply[1]));
+  const fakeUrl = await fake.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const failed = await cli(['--from', '2026-11-01', '--to', '2026-11-02', '--url', fakeUrl]);
+    assert.deepEqual([failed.code, failed.stdout], [3, '']);
+    assert.match(failed.stderr, /answered 500: warehouse down/);
+    reply = [200, { ok: true }];
+    const notReport = await cli(['--from', '2026-11-01', '--to', '2026-11-02', '--url', fakeUrl]);
+    assert.deepEqual([notReport.code, notReport.stdout], [3, '']);
+    assert.match(notReport.stderr, /answered 200 without a rerate report/);
+  } finally {
+    await fake.close();
+  }
 });

@@ -17,9 +17,37 @@ declare module 'fastify' {
   }
 }
 
-/** Mounts the customer API (`/v1/*`, `/api/v1/*`) on a server from `createHttpServer`. */
-export function registerGateway(app: FastifyInstance, given: GatewayDeps): void {
+/** What a process needs to stop a gateway without losing a usage event. */
+export interface GatewayHandle {
+  /** customer requests whose handler has not returned (their usage event is published by then) */
+  readonly inFlight: number;
+  /** resolves once no customer request is in flight */
+  idle(): Promise<void>;
+}
+
+/**
+ * Mounts the customer API (`/v1/*`, `/api/v1/*`) on a server from `createHttpServer`. When
+ * `shutdown` aborts, every upstream connection is cut at once (streams settle with the usage
+ * seen so far, `cut_by_shutdown`).
+ */
+export function registerGateway(app: FastifyInstance, given: GatewayDeps): GatewayHandle {
   const upstream = new Upstream(given.upstream, given.dispatcher);
+  given.shutdown?.addEventListener('abort', () => void upstream.destroy(), { once: true });
+  // A handler returns after its usage event is published (every path of messages.ts), so a
+  // count of running handlers is what a shutdown waits for before it flushes the log.
+  let inFlight = 0;
+  let waiters: Array<() => void> = [];
+  const track = async <T>(run: () => Promise<T>): Promise<T> => {
+    inFlight++;
+    try {
+      return await run();
+    } finally {
+      if (--inFlight === 0) {
+        for (const w of waiters) w();
+        waiters = [];
+      }
+    }
+  };
   // One set of gates per gateway process: the pool gate is as large as the upstream pool, so
   // a request is refused at once rather than queued inside undici behind other tenants.
   const deps: GatewayDeps = {
@@ -42,6 +70,12 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): void 
     return ready;
   };
   app.register(async (api) => {
+    api.addHook('onRoute', (route) => {
+      const handler = route.handler;
+      route.handler = function (this: FastifyInstance, request, reply) {
+        return track(async () => handler.call(this, request, reply));
+      };
+    });
     api.addHook('onRequest', async (request, reply) => {
       // Watched from the start: a client may leave while its key is being looked up.
       let gone = false;
@@ -57,6 +91,10 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): void 
     countTokensRoutes(api, deps, upstream);
     accountRoutes(api, deps);
   });
+  return {
+    get inFlight() { return inFlight; },
+    idle: () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((r) => { waiters.push(r); })),
+  };
 }
 
 /** A server with only the gateway role, for tests and for `--roles gateway`. */

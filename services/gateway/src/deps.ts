@@ -85,4 +85,9 @@ export interface GatewayDeps {
   tracer?: Tracer;
   /** tokens, cost, holds refused, upstream errors, time to first byte (none when absent) */
   metrics?: Metrics;
+  /**
+   * Aborted when this process's shutdown grace runs out: every upstream connection is cut, and a
+   * stream cut so is settled with the usage the upstream reported until then (`cut_by_shutdown`).
+   */
+  shutdown?: AbortSignal;
 }

@@ -1,4 +1,4 @@
-export { buildGateway, registerGateway } from './app.ts';
+export { buildGateway, registerGateway, type GatewayHandle } from './app.ts';
 export type { GatewayDeps, UpstreamOptions } from './deps.ts';
 export { upstreamHeaders } from './upstream.ts';
 export { upstreamSearch, decodersFor, DEFAULT_UPSTREAM_CONNECTIONS } from './upstream.ts';

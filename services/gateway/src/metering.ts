@@ -3,7 +3,7 @@ import type { UsageEvent, UsageEventV2, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import {
   DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities,
-  type Dimension, type PricedRequest, type PriceVersion, type PricingIteration, type Quantities, type ResolvedModel,
+  type Dimension, type PricedRequest, type PriceVersion, type PricingIteration, type Quantities, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import { injectContext, inSpan, noopTracer, SpanKind } from '@tollgate/telemetry';
 import type { GatewayDeps } from './deps.ts';
@@ -28,6 +28,12 @@ export interface Metered {
   version: PriceVersion;
   /** the account's price list (`AccountRecord.price_list`), null or absent for the catalog's own prices */
   priceList?: string | null;
+  /**
+   * Most uses of each server-tool unit the request allows (`ServerTools.units`: Σ `max_uses` of
+   * its tools of that unit, the catalog bound where the gateway sent it); null or absent: not
+   * bounded (code execution is billed by time). Reported uses above it are clamped.
+   */
+  maxUnits?: Readonly<Partial<Record<UnitDimension, number | null>>>;
 }
 
 /** What the upstream's answer says about its price, besides the token counts. */
@@ -144,13 +150,16 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  *   price list, refusal before output = 0, unpriced dimensions recorded), rounded up once;
  * - output above `m.maxOutputTokens` is clamped to it (no genuine answer can be longer) and
  *   flagged `output_over_max_tokens`; the returned `usage` and `quantities` are the clamped ones;
+ * - server-tool uses above the request's declared bound (`m.maxUnits`: its `max_uses`) are
+ *   clamped to it, in the totals and across the iterations in order, and flagged
+ *   `units_over_max_uses` (the upstream may not run a tool more than `max_uses` times);
  * - the charge is that price when billable, else 0;
  * - a cost above the hold is capped at the hold (`m.holdMicros`, the proven upper bound) and
  *   flagged `cost_over_bound`;
  * - an `ok` request with any anomaly becomes `usage_anomaly` (other statuses say more and stay).
  * Returns the anomalies sorted, each once. Throws only on a programming error (bad quantities).
  */
-export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList'>, outcome: Outcome): Settlement {
+export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList' | 'maxUnits'>, outcome: Outcome): Settlement {
   const anomalies = new Set(outcome.anomalies ?? []);
   let usage = outcome.usage;
   const report = outcome.report ?? null;
@@ -159,6 +168,20 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
     quantities.output = m.maxOutputTokens;
     if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
     anomalies.add('output_over_max_tokens');
+  }
+  for (const [unit, bound] of Object.entries(m.maxUnits ?? {}) as Array<[UnitDimension, number | null | undefined]>) {
+    if (bound == null) continue;
+    const over = quantities[unit] > bound || iterations.reduce((n, it) => n + it.quantities[unit], 0) > bound;
+    if (!over) continue;
+    quantities[unit] = Math.min(quantities[unit], bound);
+    let left = bound;
+    for (let i = 0; i < iterations.length; i++) {
+      const it = iterations[i]!;
+      const kept = Math.min(it.quantities[unit], left);
+      left -= kept;
+      if (kept !== it.quantities[unit]) iterations[i] = { ...it, quantities: toQuantities({ ...it.quantities, [unit]: kept }) };
+    }
+    anomalies.add('units_over_max_uses');
   }
   const labels = report?.tally.labels();
   const priced = priceRequest(m.version, toQuantities(quantities), {

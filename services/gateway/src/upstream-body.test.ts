@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GatewayError, type MessagesRequest } from '@tollgate/anthropic';
 import { bundledCatalogPath, loadCatalogFile, resolveModel } from '@tollgate/pricing';
-import { thinkingFor, upstreamBody } from './upstream-body.ts';
+import { JsonValueEnd, thinkingFor, upstreamBody } from './upstream-body.ts';
 
 const catalogs = [loadCatalogFile(bundledCatalogPath('cny')), loadCatalogFile(bundledCatalogPath('usd'))];
 const MAX_TOKENS = [1025, 1200, 2048, 4096, 64000] as const;
@@ -21,6 +21,8 @@ const PARAMS: ReadonlyArray<{ name: string; extra: Partial<MessagesRequest>; ref
   { name: 'temperature 1', extra: { temperature: 1 } },
   { name: 'temperature 0.3', extra: { temperature: 0.3 }, refused: 'temperature 0.3; omit temperature (or set it to 1)' },
   { name: 'temperature 0', extra: { temperature: 0 }, refused: 'temperature 0; omit temperature (or set it to 1)' },
+  // a string is not the number 1, and the message shows it is a string
+  { name: 'temperature "1"', extra: { temperature: '1' } as never, refused: 'temperature "1"; omit temperature (or set it to 1)' },
   { name: 'top_k', extra: { top_k: 40 }, refused: 'top_k; omit top_k' },
   { name: 'top_p 0.95', extra: { top_p: 0.95 } },
   { name: 'top_p 0.9', extra: { top_p: 0.9 }, refused: 'top_p 0.9; omit top_p or set it between 0.95 and 1' },
@@ -150,4 +152,68 @@ test('server tools: units by tool type, Σ max_uses per unit; a priced tool with
   assert.deepEqual([o.units, [...o.maxUses]], [{ web_search_requests: 50 }, [[0, 50]]]);
   const sent = JSON.parse(String(upstreamBody(open, Buffer.from(JSON.stringify(open)), resolved, o.maxUses))) as { tools: unknown[] };
   assert.deepEqual(sent.tools, [{ type: 'web_search_20250305', name: 'a', max_uses: 50 }, { name: 'custom', input_schema: { type: 'object' } }]);
+});
+
+test('a -thinking variant judges the client\'s own thinking: wrong mode derived, bad type/budget a 400 naming the field, sampling rules whenever thinking is on', () => {
+  const catalog = catalogs[0]!;
+  const send = (model: string, extra: Record<string, unknown>, betas: string[] = []) => {
+    const body = { model, max_tokens: 4096, messages: [{ role: 'user', content: 'hi' }], ...extra } as unknown as MessagesRequest;
+    return JSON.parse(String(upstreamBody(body, Buffer.from('{}'), resolveModel(catalog, model)!, undefined, betas))) as Record<string, unknown>;
+  };
+  const refused = (model: string, extra: Record<string, unknown>, message: string) =>
+    assert.throws(() => send(model, extra), (err: unknown) => {
+      assert.ok(err instanceof GatewayError);
+      assert.deepEqual([err.status, err.code, err.message], [400, 'invalid_request', message]);
+      return true;
+    });
+  const HAIKU = 'claude-haiku-4-5-thinking';
+  const tail = `(${HAIKU} turns on extended thinking; omit thinking to let the gateway set it)`;
+  // adaptive on a budget model: the intent is "think"; the variant's own budget, ⌊4096 / 2⌋ = 2048
+  assert.deepEqual(send(HAIKU, { thinking: { type: 'adaptive' } }).thinking, { type: 'enabled', budget_tokens: 2048 });
+  // a valid budget is kept as sent; on an adaptive model adaptive is kept
+  assert.deepEqual(send(HAIKU, { thinking: { type: 'enabled', budget_tokens: 2048 } }).thinking, { type: 'enabled', budget_tokens: 2048 });
+  assert.deepEqual(send('claude-opus-4-6-thinking', { thinking: { type: 'adaptive' } }).thinking, { type: 'adaptive' });
+  // interleaved thinking lets the budget span the whole turn, above max_tokens
+  assert.deepEqual(send(HAIKU, { thinking: { type: 'enabled', budget_tokens: 9000 } }, ['interleaved-thinking-2025-05-14']).thinking, { type: 'enabled', budget_tokens: 9000 });
+  refused(HAIKU, { thinking: { type: 'enabled', budget_tokens: 100 } }, `thinking.budget_tokens: must be at least 1024, got 100 ${tail}`);
+  refused(HAIKU, { thinking: { type: 'enabled', budget_tokens: 9000 } }, `thinking.budget_tokens: must be less than max_tokens (4096), got 9000 ${tail}`);
+  refused(HAIKU, { thinking: { type: 'enabled', budget_tokens: 4096 } }, `thinking.budget_tokens: must be less than max_tokens (4096), got 4096 ${tail}`);
+  refused(HAIKU, { thinking: { type: 'enabled' } }, `thinking.budget_tokens: expected an integer ${tail}`);
+  refused(HAIKU, { thinking: 'on' }, `thinking: expected an object with a "type" ${tail}`);
+  refused(HAIKU, { thinking: { type: 'on' } }, `thinking.type: expected "enabled", "adaptive" or "disabled", got "on" ${tail}`);
+  // the sampling check holds whoever turned thinking on
+  refused(HAIKU, { thinking: { type: 'enabled', budget_tokens: 2048 }, temperature: 0.3 },
+    `${HAIKU} turns on extended thinking, which does not allow temperature 0.3; omit temperature (or set it to 1) or use claude-haiku-4-5`);
+  refused('claude-opus-4-6-thinking', { thinking: { type: 'adaptive' }, top_k: 5 },
+    'claude-opus-4-6-thinking turns on extended thinking, which does not allow top_k; omit top_k or use claude-opus-4-6');
+  // null sampling fields are unset, as with the gateway's own thinking
+  const nulls = send(HAIKU, { thinking: { type: 'enabled', budget_tokens: 2048 }, temperature: null, top_k: null });
+  assert.deepEqual([Object.hasOwn(nulls, 'temperature'), Object.hasOwn(nulls, 'top_k')], [false, false]);
+  // disabled: the client turned thinking off; its sampling params are its own
+  assert.deepEqual(send(HAIKU, { thinking: { type: 'disabled' }, temperature: 0.3 }).temperature, 0.3);
+  // a plain model: the client's thinking is its own body to the model it named, passed on unjudged
+  const plainBody = { model: 'claude-haiku-4-5', max_tokens: 10, thinking: { type: 'adaptive' }, messages: [] } as unknown as MessagesRequest;
+  assert.deepEqual(JSON.parse(String(upstreamBody(plainBody, Buffer.from(JSON.stringify(plainBody)), resolveModel(catalog, 'claude-haiku-4-5')!))).thinking, { type: 'adaptive' });
+});
+
+test('a JSON answer whose connection stays open: its end is the top-level value\'s closing bracket, at any chunking, strings and escapes honoured', () => {
+  const body = JSON.stringify({ type: 'message', content: [{ type: 'text', text: 'a } ] \\" {[ 😀 "quoted"' }], usage: { input_tokens: 5 } });
+  const bytes = Buffer.from(`  ${body}`);
+  for (const size of [1, 2, 3, 7, bytes.length]) {
+    const end = new JsonValueEnd();
+    let doneAt = -1;
+    for (let at = 0; at < bytes.length; at += size) {
+      if (end.push(bytes.subarray(at, at + size))) { doneAt = Math.min(at + size, bytes.length); break; }
+    }
+    assert.equal(doneAt, bytes.length, `chunks of ${size}: complete exactly at the last byte`);
+  }
+  // one byte short is not complete
+  const short = new JsonValueEnd();
+  assert.equal(short.push(bytes.subarray(0, bytes.length - 1)), false);
+  // arrays too; a bare scalar or non-JSON has no knowable end
+  assert.equal(new JsonValueEnd().push(Buffer.from('[1,[2],{"a":"]"}]')), true);
+  for (const other of ['42', '"text"', 'not json']) {
+    const e = new JsonValueEnd();
+    assert.deepEqual([e.push(Buffer.from(other)), e.unknowable], [false, true], other);
+  }
 });

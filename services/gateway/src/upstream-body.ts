@@ -57,6 +57,27 @@ export function turnCanCarryThinking(messages: unknown): boolean {
   return type === 'thinking' || type === 'redacted_thinking';
 }
 
+/** Fails with the gateway's 400 when `body` cannot carry thinking: the sampling rules below. */
+function checkSampling(body: MessagesRequest, requested: string): void {
+  const plain = requested.replace(/-thinking(?=$|\/)/, '');
+  const refuse = (what: string, fix: string): never => {
+    throw gatewayError('invalid_request',
+      `${requested} turns on extended thinking, which does not allow ${what}; ${fix} or use ${plain}`);
+  };
+  const t = body.temperature;
+  if (t !== undefined && t !== null && t !== 1) refuse(`temperature ${JSON.stringify(t)}`, 'omit temperature (or set it to 1)');
+  if (body.top_k !== undefined && body.top_k !== null) refuse('top_k', 'omit top_k');
+  const p = body.top_p;
+  if (p !== undefined && p !== null && !(typeof p === 'number' && p >= 0.95 && p <= 1)) {
+    refuse(`top_p ${JSON.stringify(p)}`, 'omit top_p or set it between 0.95 and 1');
+  }
+  const choice = body.tool_choice;
+  if (choice !== undefined && choice !== null) {
+    const type = typeof choice === 'object' ? (choice as { type?: unknown }).type : choice;
+    if (type === 'any' || type === 'tool') refuse(`tool_choice ${String(type)} (forced tool use)`, 'use tool_choice auto or none');
+  }
+}
+
 /**
  * The `thinking` parameter a `-thinking` variant sends for this request, or a 400 when no
  * body with thinking on can be valid. Rules (Anthropic docs, "Extended thinking" → feature
@@ -75,22 +96,7 @@ export function turnCanCarryThinking(messages: unknown): boolean {
  */
 export function thinkingFor(body: MessagesRequest, capability: ThinkingCapability, requested: string): ThinkingParam {
   const plain = requested.replace(/-thinking(?=$|\/)/, '');
-  const refuse = (what: string, fix: string): never => {
-    throw gatewayError('invalid_request',
-      `${requested} turns on extended thinking, which does not allow ${what}; ${fix} or use ${plain}`);
-  };
-  const t = body.temperature;
-  if (t !== undefined && t !== null && t !== 1) refuse(`temperature ${String(t)}`, 'omit temperature (or set it to 1)');
-  if (body.top_k !== undefined && body.top_k !== null) refuse('top_k', 'omit top_k');
-  const p = body.top_p;
-  if (p !== undefined && p !== null && !(typeof p === 'number' && p >= 0.95 && p <= 1)) {
-    refuse(`top_p ${String(p)}`, 'omit top_p or set it between 0.95 and 1');
-  }
-  const choice = body.tool_choice;
-  if (choice !== undefined && choice !== null) {
-    const type = typeof choice === 'object' ? (choice as { type?: unknown }).type : choice;
-    if (type === 'any' || type === 'tool') refuse(`tool_choice ${String(type)} (forced tool use)`, 'use tool_choice auto or none');
-  }
+  checkSampling(body, requested);
   if (capability.mode === 'adaptive') return { type: 'adaptive' };
   const min = capability.minBudgetTokens;
   const max = body.max_tokens;
@@ -99,6 +105,45 @@ export function thinkingFor(body: MessagesRequest, capability: ThinkingCapabilit
       `${requested} turns on extended thinking, which needs max_tokens of at least ${min + 1} (budget_tokens ≥ ${min} and < max_tokens); raise max_tokens or use ${plain}`);
   }
   return { type: 'enabled', budget_tokens: Math.min(max - 1, Math.max(min, Math.floor(max / 2))) };
+}
+
+/**
+ * A `thinking` the client sent itself on a `-thinking` variant, judged against the catalog's
+ * capability before it is forwarded (Anthropic "Extended thinking" / "Adaptive thinking"; the
+ * API answers 400 to each case below, so the gateway says why first, at no cost):
+ * - not an object with a string `type`, or a `type` other than `enabled` / `adaptive` /
+ *   `disabled`: 400 naming `thinking` / `thinking.type`;
+ * - `disabled`: the client turns thinking off for this request; forwarded as sent;
+ * - `adaptive` on a budget-mode model (4.5 and older, which reject it): the intent (think, at
+ *   the model's discretion) is clear, so it becomes the variant's own budget (`thinkingFor`);
+ * - `enabled`: `budget_tokens` must be an integer ≥ `minBudgetTokens` and < `max_tokens`
+ *   (unless an `interleaved-thinking-*` beta lets the budget span the turn), else 400 naming
+ *   `thinking.budget_tokens`; kept as sent (on an adaptive model too: the API still accepts a
+ *   budget there);
+ * - whenever thinking ends up on, the sampling rules of `thinkingFor` apply as for the
+ *   gateway's own thinking (null sampling fields dropped, conflicting ones a 400).
+ * Returns the thinking to send, or undefined when it is off (`disabled`).
+ */
+export function clientThinking(body: MessagesRequest, capability: ThinkingCapability, requested: string, betas: readonly string[] = []): ThinkingParam | undefined {
+  const given: unknown = body.thinking;
+  const refuse = (field: string, what: string): never => {
+    throw gatewayError('invalid_request', `${field}: ${what} (${requested} turns on extended thinking; omit thinking to let the gateway set it)`);
+  };
+  if (!isRecordLike(given) || typeof given.type !== 'string') refuse('thinking', 'expected an object with a "type"');
+  const t = given as Record<string, unknown>;
+  if (t.type === 'disabled') return undefined;
+  if (t.type === 'adaptive') {
+    return capability.mode === 'adaptive' ? (checkSampling(body, requested), { type: 'adaptive' }) : thinkingFor(body, capability, requested);
+  }
+  if (t.type !== 'enabled') refuse('thinking.type', `expected "enabled", "adaptive" or "disabled", got ${JSON.stringify(t.type).slice(0, 40)}`);
+  const budget = t.budget_tokens;
+  if (typeof budget !== 'number' || !Number.isSafeInteger(budget)) refuse('thinking.budget_tokens', 'expected an integer');
+  const n = budget as number;
+  if (n < capability.minBudgetTokens) refuse('thinking.budget_tokens', `must be at least ${capability.minBudgetTokens}, got ${n}`);
+  const interleaved = betas.some((b) => b.trim().startsWith('interleaved-thinking'));
+  if (!interleaved && n >= body.max_tokens) refuse('thinking.budget_tokens', `must be less than max_tokens (${body.max_tokens}), got ${n}`);
+  checkSampling(body, requested);
+  return { type: 'enabled', budget_tokens: n };
 }
 
 /**
@@ -112,18 +157,24 @@ export function thinkingFor(body: MessagesRequest, capability: ThinkingCapabilit
  * - a body continuing a turn that did not start with thinking (`turnCanCarryThinking`: a
  *   tool-use loop whose assistant message has no thinking block, a plain prefill) is sent
  *   without thinking: the variant thinks from the next turn on.
- * A client that sends its own `thinking` (not null) keeps it. `maxTokensDefaulted`: the body's
- * max_tokens was filled in by the gateway (DEFAULT_MAX_TOKENS), so `raw` lacks it. Throws GatewayError
- * `invalid_request` (400) when no valid thinking body exists: the upstream would reject it
- * anyway, and this way the client learns why.
+ * A client that sends its own `thinking` (not null) on a variant has it judged by
+ * `clientThinking` (kept, derived, or a 400). On a plain model a client's `thinking` is its
+ * own body to the model it named and passes through unjudged. `betas` is the request's
+ * `anthropic-beta` list. `maxTokensDefaulted`: the body's max_tokens was filled in by the
+ * gateway (DEFAULT_MAX_TOKENS), so `raw` lacks it. Throws GatewayError `invalid_request` (400)
+ * when no valid thinking body exists: the upstream would reject it anyway, and this way the
+ * client learns why.
  */
-export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: ResolvedModel, maxUses?: ReadonlyMap<number, number>, maxTokensDefaulted = false): Buffer | string {
+export function upstreamBody(
+  body: MessagesRequest, raw: Buffer, resolved: ResolvedModel, maxUses?: ReadonlyMap<number, number>,
+  betas: readonly string[] = [], maxTokensDefaulted = false,
+): Buffer | string {
   const rename = resolved.upstreamModel !== body.model;
-  const think = resolved.thinking && (body.thinking === undefined || body.thinking === null) &&
-    turnCanCarryThinking(body.messages);
+  const own = resolved.thinking && body.thinking !== undefined && body.thinking !== null;
+  const think = resolved.thinking && !own && turnCanCarryThinking(body.messages);
   const limit = maxUses !== undefined && maxUses.size > 0 && Array.isArray(body.tools);
   // A defaulted max_tokens (DEFAULT_MAX_TOKENS) is on `body`, not in `raw`: the upstream needs it.
-  if (!rename && !think && !limit && !maxTokensDefaulted) return raw;
+  if (!rename && !think && !limit && !own && !maxTokensDefaulted) return raw;
   const out: MessagesRequest = { ...body, model: resolved.upstreamModel };
   if (limit) {
     // The hold assumed this many uses: the upstream is told the same, so it cannot run more.
@@ -132,12 +183,70 @@ export function upstreamBody(body: MessagesRequest, raw: Buffer, resolved: Resol
       return n === undefined || !isRecordLike(t) ? t : { ...t, max_uses: n };
     });
   }
-  if (think) {
-    const record = out as unknown as Record<string, unknown>;
-    for (const field of THINKING_RESTRICTED) if (record[field] === null) delete record[field];
+  const record = out as unknown as Record<string, unknown>;
+  const dropNulls = () => { for (const field of THINKING_RESTRICTED) if (record[field] === null) delete record[field]; };
+  if (own) {
+    const chosen = clientThinking(out, resolved.model.thinking, resolved.requested, betas);
+    if (chosen === undefined) return rename || limit ? JSON.stringify(out) : raw;
+    dropNulls();
+    out.thinking = chosen;
+  } else if (think) {
+    dropNulls();
     out.thinking = thinkingFor(out, resolved.model.thinking, resolved.requested);
   }
   return JSON.stringify(out);
+}
+
+/**
+ * Finds where a JSON answer's top-level value ends while its bytes arrive, so an upstream that
+ * sends a complete body and then keeps the connection open (no final chunk, no close) does not
+ * hold the client, the hold and the limiter slot until it lets go. Only an object or array at
+ * the top level has a knowable end (its closing bracket at depth 0, outside strings, escapes
+ * honoured); anything else (a bare scalar, not JSON) is read to the connection's end as before.
+ * Constant state per byte: bracket depth, in-string, escape. UTF-8 multibyte sequences never
+ * contain the ASCII bytes it looks at. A body with `content-length` needs none of this (the
+ * HTTP client ends it at that length).
+ */
+export class JsonValueEnd {
+  #depth = 0;
+  #started = false;
+  #inString = false;
+  #escaped = false;
+  /** true once the top-level value has closed; false for a body whose end cannot be known here */
+  done = false;
+  /** the body does not start with `{` or `[`: only the connection's end ends it */
+  unknowable = false;
+
+  /** Reads the next chunk; returns whether the top-level value is now complete. */
+  push(chunk: Uint8Array): boolean {
+    if (this.done || this.unknowable) return this.done;
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i]!;
+      if (!this.#started) {
+        if (b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d) continue;
+        if (b !== 0x7b && b !== 0x5b) {
+          this.unknowable = true;
+          return false;
+        }
+        this.#started = true;
+        this.#depth = 1;
+        continue;
+      }
+      if (this.#inString) {
+        if (this.#escaped) this.#escaped = false;
+        else if (b === 0x5c) this.#escaped = true;
+        else if (b === 0x22) this.#inString = false;
+        continue;
+      }
+      if (b === 0x22) this.#inString = true;
+      else if (b === 0x7b || b === 0x5b) this.#depth++;
+      else if ((b === 0x7d || b === 0x5d) && --this.#depth === 0) {
+        this.done = true;
+        return true;
+      }
+    }
+    return false;
+  }
 }
 
 /** The unit a server tool's uses are billed in, by its `type` prefix (Anthropic "Pricing": web search per search, web fetch per fetch, code execution by time). */

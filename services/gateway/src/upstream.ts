@@ -1,44 +1,87 @@
 import { Agent, type Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
 import { pipeline, Transform, type Readable } from 'node:stream';
-import { arrayBuffer as readArrayBuffer, text as readText } from 'node:stream/consumers';
+import { arrayBuffer as readArrayBuffer } from 'node:stream/consumers';
 import {
   constants as zlibConstants, createBrotliDecompress, createGunzip, createInflate, createInflateRaw, createZstdDecompress,
 } from 'node:zlib';
-import { gatewayError, isAnthropicErrorBody, upstreamErrorToGateway, type GatewayError } from '@tollgate/anthropic';
-import { stripCredentialParams } from '@tollgate/http';
+import {
+  gatewayError, isAnthropicErrorBody, redactCredentials, secretScrubber, upstreamErrorToGateway, type GatewayError,
+} from '@tollgate/anthropic';
+import { isCredentialName, lenientDecode, looksLikeCredential, stripCredentialParams } from '@tollgate/http';
 import type { UpstreamOptions } from './deps.ts';
 
 /** Connections to the upstream when `UpstreamOptions.maxConnections` is not set. */
 export const DEFAULT_UPSTREAM_CONNECTIONS = 512;
 
 /**
- * Request headers that never reach the upstream: the customer's credentials (the upstream
- * credential is injected instead), cookies, hop-by-hop headers, accept-encoding (replaced by
- * `identity`) and content-encoding (the HTTP parser has already decoded a compressed request
- * body, so the bytes forwarded are always identity).
+ * Client request headers that may reach the upstream, by exact name: what the official SDKs
+ * (`x-stainless-*` aside), Claude Code and W3C trace context send that the upstream reads.
+ * Every other header stays behind — an allowlist, so a key under a name nobody thought of
+ * (`x-goog-api-key`, `api-key`, `x-auth-token`, `x-amz-security-token`…) never leaves.
  */
-const DROPPED = new Set([
-  'host', 'connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'proxy-connection',
-  'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length', 'expect',
-  'x-api-key', 'authorization', 'cookie', 'accept-encoding', 'content-encoding',
-  'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip',
-]);
+const FORWARDED = new Set(['accept', 'user-agent', 'x-app', 'traceparent', 'tracestate', 'idempotency-key']);
+/**
+ * Name prefixes forwarded too: Anthropic's API headers, the Stainless SDK telemetry, Claude
+ * Code's own, and `x-sim-` (the simulator's per-request directives, services/simulator/README;
+ * a real upstream ignores them).
+ */
+const FORWARDED_PREFIXES = ['anthropic-', 'x-stainless-', 'x-claude-code-', 'x-sim-'];
+/** A W3C `traceparent` (its 32 hex digits would otherwise look like a random token). */
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/** The caller's own key as it came in (`x-api-key`, or `authorization: Bearer …`), if any. */
+function callerKeys(incoming: IncomingHttpHeaders): string[] {
+  const out: string[] = [];
+  const apiKey = incoming['x-api-key'];
+  for (const k of Array.isArray(apiKey) ? apiKey : [apiKey]) if (k) out.push(k.trim());
+  const auth = incoming.authorization?.match(/^\s*bearer\s+(\S+)/i);
+  if (auth) out.push(auth[1]!);
+  return out.filter((k) => k.length >= 8);
+}
 
 /**
- * The headers sent upstream for a client request: the client's own minus `DROPPED` and any
- * header its `connection` lists, plus `content-type: application/json`, a default
- * `anthropic-version`, `accept-encoding: identity` (usage is read from the body on the side,
- * so it should arrive uncompressed; whatever arrives anyway is decoded) and the upstream key.
+ * True when a header value carries a secret, read as is and percent/`+`-decoded: any
+ * credential shape of `looksLikeCredential` (`sk-…`, `Bearer …`, a random token, one of
+ * `secrets` whole) or anything `redactCredentials` would hide (one of `secrets` in any case,
+ * percent or base64 encoded, or a run of ≥ 12 of its characters; `token=` style pairs).
  */
-export function upstreamHeaders(incoming: IncomingHttpHeaders, apiKey: string | undefined): Record<string, string> {
+function carriesSecret(value: string, secrets: readonly string[]): boolean {
+  for (const v of value === lenientDecode(value) ? [value] : [value, lenientDecode(value)]) {
+    if (looksLikeCredential(v, secrets) || redactCredentials(v, secrets) !== v) return true;
+  }
+  return false;
+}
+
+/**
+ * The headers sent upstream for a client request: of the client's own only those named in
+ * `FORWARDED` / `FORWARDED_PREFIXES` (less any a prefix admits whose name is a credential's,
+ * `anthropic-api-key`), and of those only the ones whose value carries no secret
+ * (`carriesSecret` against the caller's own key and `secrets`, the gateway's credentials: the
+ * caller's key never leaves, in any header or encoding the redaction knows); plus
+ * `content-type: application/json`, a default `anthropic-version`, `accept-encoding: identity`
+ * (usage is read from the body on the side, so it should arrive uncompressed; whatever arrives
+ * anyway is decoded) and the upstream key.
+ */
+export function upstreamHeaders(
+  incoming: IncomingHttpHeaders, apiKey: string | undefined, secrets: readonly string[] = [],
+): Record<string, string> {
   const out: Record<string, string> = {};
+  const known = [...callerKeys(incoming), ...secrets];
+  // A header the client's `connection` lists is hop-by-hop (RFC 9110 §7.6.1), allowed or not.
   const connectionListed = new Set(
     String(incoming.connection ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
   );
   for (const [name, value] of Object.entries(incoming)) {
-    if (value === undefined || DROPPED.has(name) || connectionListed.has(name)) continue;
-    out[name] = Array.isArray(value) ? value.join(', ') : value;
+    if (value === undefined || connectionListed.has(name)) continue;
+    // A prefix admits a family, not a credential's name in it (`anthropic-api-key`); the
+    // simulator's directive names (`x-sim-echo-key`) are its own vocabulary, checked by value only.
+    const admitted = FORWARDED.has(name) || name.startsWith('x-sim-')
+      || (FORWARDED_PREFIXES.some((p) => name.startsWith(p)) && !isCredentialName(name));
+    if (!admitted) continue;
+    const v = Array.isArray(value) ? value.join(', ') : value;
+    if (name === 'traceparent' ? !TRACEPARENT.test(v) : carriesSecret(v, known)) continue;
+    out[name] = v;
   }
   out['content-type'] = 'application/json';
   out['anthropic-version'] ??= '2023-06-01';
@@ -63,7 +106,9 @@ export function upstreamSearch(search: string, secrets: readonly string[] = []):
  * `content-encoding` it used. Read it once, by one of the three ways.
  */
 export interface UpstreamBody extends AsyncIterable<Buffer> {
+  /** the whole body, the gateway's own secrets redacted (`scrubBody`) */
   text(): Promise<string>;
+  /** the whole body's bytes, the gateway's own secrets redacted (`scrubBody`) */
   arrayBuffer(): Promise<ArrayBuffer>;
   /** reads and discards the rest */
   dump(): Promise<void>;
@@ -81,6 +126,53 @@ export interface UpstreamResponse {
   body: UpstreamBody;
   /** credentials of the gateway itself, to be redacted from anything the upstream echoes */
   secrets: readonly string[];
+  /**
+   * One SSE event (`SseFrame.raw`) as the client may see it: `scrubEvent` with `secrets`
+   * (comment lines dropped, the gateway's secrets redacted). Iterating `body` gives raw bytes,
+   * so a relay writes each event through this.
+   */
+  scrubEvent(raw: Buffer): Buffer;
+}
+
+const COLON = 0x3a;
+
+/**
+ * `raw` (one complete SSE event) with its comment lines (`:`…) dropped — nothing a client reads,
+ * and text the upstream chose — and every whole secret or run of ≥ 12 of its characters, in any
+ * form `SecretScrubber` knows, replaced by `[redacted]` (the event stays valid: a secret has no
+ * JSON-special character). An event of comments only becomes empty. The cheap path (no `:` at a
+ * line start, no probe window of a secret) returns `raw` itself, untouched.
+ */
+export function scrubEvent(raw: Buffer, secrets: readonly string[]): Buffer {
+  const hasComment = raw[0] === COLON || raw.includes('\n:') || raw.includes('\r:');
+  const scrubber = secretScrubber(secrets);
+  const hasSecret = scrubber.mayContain(raw.toString('latin1'));
+  if (!hasComment && !hasSecret) return raw;
+  let text = raw.toString('utf8');
+  if (hasComment) {
+    const parts = text.split(/(\r\n|\r|\n)/);
+    let kept = '';
+    let anyLine = false;
+    for (let i = 0; i < parts.length; i += 2) {
+      if (parts[i]!.startsWith(':')) continue;
+      if (parts[i] !== '') anyLine = true;
+      kept += parts[i]! + (parts[i + 1] ?? '');
+    }
+    if (!anyLine) return Buffer.alloc(0);
+    text = kept;
+  }
+  if (hasSecret) text = scrubber.redact(text);
+  return Buffer.from(text, 'utf8');
+}
+
+/**
+ * A whole upstream body (JSON answer, count_tokens result, error body) with the gateway's own
+ * secrets redacted as `scrubEvent` does; `bytes` itself when the cheap probe finds nothing.
+ */
+export function scrubBody(bytes: Buffer, secrets: readonly string[]): Buffer {
+  const scrubber = secretScrubber(secrets);
+  if (!scrubber.mayContain(bytes.toString('latin1'))) return bytes;
+  return Buffer.from(scrubber.redact(bytes.toString('utf8')), 'utf8');
 }
 
 /** More stacked encodings than this is an attack or a broken proxy, not a real response. */
@@ -156,10 +248,14 @@ export function decodersFor(contentEncoding: string): Decoder[] {
   });
 }
 
-function asUpstreamBody(stream: Readable): UpstreamBody {
+function asUpstreamBody(stream: Readable, secrets: readonly string[]): UpstreamBody {
+  const whole = async () => scrubBody(Buffer.from(await readArrayBuffer(stream)), secrets);
   return {
-    text: () => readText(stream),
-    arrayBuffer: () => readArrayBuffer(stream),
+    text: async () => (await whole()).toString('utf8'),
+    arrayBuffer: async () => {
+      const b = await whole();
+      return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+    },
     dump: async () => { for await (const _ of stream) { /* discard */ } },
     cancel: () => { stream.destroy(); },
     [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>,
@@ -178,14 +274,14 @@ function decoded(status: number, headers: UpstreamResponse['headers'], body: Rea
   const empty = status === 204 || status === 304 || headers['content-length'] === '0';
   const decoders = empty ? [] : decodersFor(contentEncoding);
   if (decoders.length === 0) {
-    return { status, headers, body: asUpstreamBody(body), secrets };
+    return { status, headers, body: asUpstreamBody(body, secrets), secrets, scrubEvent: (raw) => scrubEvent(raw, secrets) };
   }
   const { 'content-encoding': _ce, 'content-length': _cl, ...rest } = headers;
   const stages = decoders.map((d) => d());
   // pipeline destroys every stage (the upstream body included) when one fails or the reader
   // stops early; the last stage then rejects its reader with the error.
   const out = pipeline([body, ...stages], () => {}) as unknown as Readable;
-  return { status, headers: rest, body: asUpstreamBody(out), secrets };
+  return { status, headers: rest, body: asUpstreamBody(out, secrets), secrets, scrubEvent: (raw) => scrubEvent(raw, secrets) };
 }
 
 export class Upstream {
@@ -226,7 +322,7 @@ export class Upstream {
   async post(
     path: string, search: string, headers: IncomingHttpHeaders, body: Buffer | string, trace?: Record<string, string>,
   ): Promise<UpstreamResponse> {
-    const out = upstreamHeaders(headers, this.#options.apiKey);
+    const out = upstreamHeaders(headers, this.#options.apiKey, this.#secrets);
     if (trace?.traceparent) {
       delete out.tracestate;
       Object.assign(out, trace);
@@ -253,7 +349,16 @@ export class Upstream {
   }
 
   async close(): Promise<void> {
-    if (this.#ownsDispatcher) await this.#dispatcher.close();
+    if (this.#ownsDispatcher && !this.#destroyed) await this.#dispatcher.close();
+  }
+
+  #destroyed = false;
+
+  /** Cuts every upstream connection now (a shutdown whose grace ran out): reads in flight fail. */
+  async destroy(): Promise<void> {
+    if (!this.#ownsDispatcher || this.#destroyed) return;
+    this.#destroyed = true;
+    await this.#dispatcher.destroy().catch(() => {});
   }
 }
 

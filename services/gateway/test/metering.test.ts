@@ -100,3 +100,30 @@ test('hostile iterations naming 64 × 16 unknown server-tool fields: at most 16 
   // 64 steps of 1 input + 1 output at sonnet-4-5: 64 × (72 + 360) = 27,648 µc
   assert.equal(s.cost, 27_648n);
 });
+
+test('server-tool uses above the declared max_uses: clamped to the bound (totals and iterations in order), flagged units_over_max_uses', async () => {
+  const { UsageTally } = await import('@tollgate/anthropic');
+  const tally = new UsageTally();
+  tally.add({ input_tokens: 2000, output_tokens: 300, server_tool_use: { web_search_requests: 60 } });
+  const report = { tally, model: null, stopReason: 'end_turn', outputSeen: true };
+  // max_uses 5: 2,000×72 + 300×360 + 5×240,000 = 144,000 + 108,000 + 1,200,000 = 1,452,000 (not 60 searches: 14,652,000)
+  const s = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxUnits: { web_search_requests: 5 } }, outcome({ usage: tally.usage(), report }));
+  assert.deepEqual([s.cost, s.status, s.anomalies, s.quantities.web_search_requests], [1_452_000n, 'usage_anomaly', ['units_over_max_uses'], 5]);
+  // exactly at the bound, or no bound declared (code execution): charged as reported
+  const at = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxUnits: { web_search_requests: 60, code_execution_seconds: null } }, outcome({ usage: tally.usage(), report }));
+  assert.deepEqual([at.cost, at.status, at.anomalies], [14_652_000n, 'ok', []]);
+  // across iterations: 3 + 4 searches with max_uses 5 → the first step keeps 3, the second 2
+  const it = new UsageTally();
+  it.add({
+    input_tokens: 2000, output_tokens: 200, server_tool_use: { web_search_requests: 7 },
+    iterations: [
+      { type: 'message', input_tokens: 1000, output_tokens: 100, server_tool_use: { web_search_requests: 3 } },
+      { type: 'message', input_tokens: 1000, output_tokens: 100, server_tool_use: { web_search_requests: 4 } },
+    ],
+  });
+  const r = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxUnits: { web_search_requests: 5 } },
+    outcome({ usage: it.usage(), report: { tally: it, model: null, stopReason: 'end_turn', outputSeen: true } }));
+  // 2,000×72 + 200×360 + 5×240,000 = 144,000 + 72,000 + 1,200,000
+  assert.deepEqual([r.cost, r.anomalies, r.quantities.web_search_requests, r.iterations.map((i) => i.quantities.web_search_requests)],
+    [1_416_000n, ['units_over_max_uses'], 5, [3, 2]]);
+});

@@ -132,9 +132,9 @@ export function directClient(simUrl: string): Anthropic {
 
 /**
  * A real HTTP hop in front of the simulator that behaves like a CDN the operator does not
- * control: it re-encodes each response body as the client's `x-cdn` header asks (whatever
+ * control: it re-encodes each response body as the client's `x-sim-cdn` header asks (whatever
  * `accept-encoding` said) and stamps the upstream account's `anthropic-ratelimit-*` headers on
- * every response, success or not. `x-cdn` values: `x-gzip`, `raw-deflate` (deflate without the
+ * every response, success or not. `x-sim-cdn` values: `x-gzip`, `raw-deflate` (deflate without the
  * zlib wrapper), `gzip,br` (gzip first, then brotli), `compress` (an encoding zlib cannot
  * read), `none`.
  */
@@ -143,7 +143,8 @@ export async function startCdn(simUrl: string): Promise<{ url: string; close(): 
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host' && k !== 'connection') headers[k] = v;
+    // x-sim-cdn is the CDN's own directive (x-sim- so the gateway forwards it), not the simulator's.
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host' && k !== 'connection' && k !== 'x-sim-cdn') headers[k] = v;
     const up = await request(`${simUrl}${req.url}`, { method: req.method as 'POST', headers, body: Buffer.concat(chunks) });
     let body = Buffer.from(await up.body.arrayBuffer());
     const out: Record<string, string> = {
@@ -154,7 +155,7 @@ export async function startCdn(simUrl: string): Promise<{ url: string; close(): 
     for (const [k, v] of Object.entries(up.headers)) {
       if (typeof v === 'string' && !['content-length', 'transfer-encoding', 'connection', 'keep-alive'].includes(k)) out[k] = v;
     }
-    switch (req.headers['x-cdn']) {
+    switch (req.headers['x-sim-cdn']) {
       case 'x-gzip': body = zlib.gzipSync(body); out['content-encoding'] = 'x-gzip'; break;
       case 'raw-deflate': body = zlib.deflateRawSync(body); out['content-encoding'] = 'deflate'; break;
       case 'gzip,br': body = zlib.brotliCompressSync(zlib.gzipSync(body)); out['content-encoding'] = 'gzip, br'; break;

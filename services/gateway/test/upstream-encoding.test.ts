@@ -108,7 +108,7 @@ test('a CDN sends x-gzip, raw deflate and stacked gzip+br: all decoded on every 
     const c = await viaCdn.customer();
     const reference = await directClient(viaCdn.simUrl).messages.create({ model: UPSTREAM_MODEL, max_tokens: 50, messages }, { headers: USAGE_HEADERS });
     for (const cdnMode of ['x-gzip', 'raw-deflate', 'gzip,br']) {
-      const headers = { ...USAGE_HEADERS, 'x-cdn': cdnMode };
+      const headers = { ...USAGE_HEADERS, 'x-sim-cdn': cdnMode };
       const { data, response } = await c.client.messages.create({ model: MODEL, max_tokens: 50, messages }, { headers }).withResponse();
       assert.deepEqual(sansId(data), sansId(reference), cdnMode);
       const event = await viaCdn.usageOf(response.headers.get('request-id')!);
@@ -119,7 +119,7 @@ test('a CDN sends x-gzip, raw deflate and stacked gzip+br: all decoded on every 
       for await (const e of stream) if (e.type === 'content_block_delta' && e.delta.type === 'text_delta') text.push(e.delta.text);
       assert.equal(text.join(''), (reference.content[0] as { text: string }).text, cdnMode);
 
-      const count = await c.client.messages.countTokens({ model: MODEL, messages }, { headers: { 'x-sim-input': '77', 'x-cdn': cdnMode } });
+      const count = await c.client.messages.countTokens({ model: MODEL, messages }, { headers: { 'x-sim-input': '77', 'x-sim-cdn': cdnMode } });
       assert.deepEqual(count, { input_tokens: 77 }, cdnMode);
     }
   } finally {
@@ -134,9 +134,9 @@ test('upstream reply in an encoding zlib cannot read: 503 upstream_error naming 
   try {
     const c = await viaCdn.customer();
     for (const call of [
-      () => c.client.messages.create({ model: MODEL, max_tokens: 50, messages }, { headers: { 'x-cdn': 'compress' } }),
-      () => c.client.messages.create({ model: MODEL, max_tokens: 50, messages, stream: true }, { headers: { 'x-cdn': 'compress' } }),
-      () => c.client.messages.countTokens({ model: MODEL, messages }, { headers: { 'x-cdn': 'compress' } }),
+      () => c.client.messages.create({ model: MODEL, max_tokens: 50, messages }, { headers: { 'x-sim-cdn': 'compress' } }),
+      () => c.client.messages.create({ model: MODEL, max_tokens: 50, messages, stream: true }, { headers: { 'x-sim-cdn': 'compress' } }),
+      () => c.client.messages.countTokens({ model: MODEL, messages }, { headers: { 'x-sim-cdn': 'compress' } }),
     ]) {
       const err = await call().then(() => assert.fail('expected an error'), (e: unknown) => e);
       assert.ok(err instanceof Anthropic.InternalServerError, String(err));

@@ -137,6 +137,81 @@ test('customer key in the query string (?api_key= and other credential names, an
   assert.equal((await stack.simRequests())[0]!.url, '/v1/messages');
 });
 
+test('customer key in any other request header, in any encoding the redaction knows: never reaches the upstream; only allowlisted headers pass, exact values', async () => {
+  const c = await stack.customer();
+  const k = c.secret;
+  const body = JSON.stringify({ model: MODEL, max_tokens: 20, messages });
+  const send = (headers: Record<string, string>) => fetch(`${stack.gatewayUrl}/v1/messages`, {
+    method: 'POST', headers: { 'x-api-key': k, 'content-type': 'application/json', ...headers }, body,
+  });
+  const leaks = (seen: unknown) => {
+    const text = JSON.stringify(seen);
+    return [k, k.toUpperCase(), k.slice(6), Buffer.from(k).toString('base64').slice(0, 40)].filter((v) => text.includes(v));
+  };
+  // 1. the key under any header name (the names breakerB2 tried): none of them reaches the upstream
+  const NAMES = ['anthropic-api-key', 'x-goog-api-key', 'api-key', 'x-auth-token', 'anthropic-beta', 'x-forwarded-authorization',
+    'x-amz-security-token', 'anthropic-custom', 'x-api-key-2', 'proxy-authorization', 'cookie'];
+  await stack.clearSim();
+  for (const name of NAMES) assert.equal((await send({ [name]: k })).status, 200, name);
+  assert.equal((await send({ referer: `https://app.example/chat?token=${k}` })).status, 200);
+  // 2. in an allowlisted header, encoded: as is, upper case, the key without its sk-tg- head,
+  // percent-encoded byte by byte (once and twice), base64 at two alignments, Bearer, a pair
+  const pct = [...Buffer.from(k)].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('');
+  const ENCODED = [k, k.toUpperCase(), k.slice(6), pct, pct.replaceAll('%', '%25'), Buffer.from(k).toString('base64'),
+    Buffer.from(`key=${k}`).toString('base64url'), `Bearer ${k}`, `session=${k}`];
+  for (const v of ENCODED) {
+    const res = await send({ 'anthropic-beta': v, 'x-stainless-custom': v, 'x-claude-code-session-id': v, 'user-agent': v, 'idempotency-key': v });
+    assert.equal(res.status, 200, v);
+  }
+  const seen = await stack.simRequests();
+  assert.equal(seen.length, NAMES.length + 1 + ENCODED.length);
+  for (const r of seen) {
+    assert.deepEqual(leaks(r), [], JSON.stringify(r.headers));
+    for (const name of [...NAMES, 'referer', 'x-stainless-custom', 'x-claude-code-session-id', 'idempotency-key']) {
+      assert.equal(r.headers[name], undefined, name);
+    }
+    assert.equal(r.headers['x-api-key'], UPSTREAM_KEY);
+  }
+  // 3. what the SDKs and Claude Code send passes with its exact value; anything else stays behind
+  await stack.clearSim();
+  const PASS = {
+    accept: 'application/json',
+    'anthropic-beta': 'claude-code-20250219,interleaved-thinking-2025-05-14',
+    'anthropic-dangerous-direct-browser-access': 'true',
+    'anthropic-version': '2023-06-01',
+    'idempotency-key': 'stainless-node-retry-3c1d2b84-5e6f-4a7b-8c9d-0e1f2a3b4c5d',
+    traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+    'user-agent': 'claude-cli/2.0.14 (external, cli)',
+    'x-app': 'cli',
+    'x-claude-code-session-id': '7f1c1f7e-1b2a-4c3d-8e9f-0a1b2c3d4e5f',
+    'x-stainless-lang': 'js',
+    'x-stainless-retry-count': '0',
+    'x-stainless-timeout': '600',
+  };
+  assert.equal((await send({ ...PASS, 'accept-language': 'en', 'x-custom': 'hello', 'x-request-id': 'abc', traceparent: PASS.traceparent })).status, 200);
+  const [one] = await stack.simRequests();
+  const { host: _h, 'content-length': _l, connection: _c, ...forwarded } = one!.headers;
+  assert.deepEqual(forwarded, { ...PASS, 'content-type': 'application/json', 'accept-encoding': 'identity', 'x-api-key': UPSTREAM_KEY });
+  // a traceparent that is not one (a key in its place) is dropped
+  await stack.clearSim();
+  await send({ traceparent: `00-${k}-01` });
+  assert.equal((await stack.simRequests())[0]!.headers.traceparent, undefined);
+});
+
+test('upstream 408 (its own timeout): 503 upstream_error, retriable, not the client\'s 408', async () => {
+  const c = await stack.customer();
+  for (const [route, call] of ROUTES) {
+    await stack.clearSim();
+    const err = await failure(call(c.client, { 'x-sim-status': '408' }));
+    assert.equal(err.status, 503, route);
+    assert.deepEqual(err.error, {
+      type: 'error',
+      error: { type: 'api_error', code: 'upstream_error', message: 'Upstream provider timed out (HTTP 408)' },
+      request_id: err.headers.get('request-id'),
+    }, route);
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // Any upstream text that reaches the client outside the model's answer: an upstream that echoes
 // the credential it was sent (breakerB's echo-upstream) in an SSE error event, a 2xx JSON error
@@ -150,6 +225,9 @@ const START = frame('message_start', {
 const TEXT = frame('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })
   + frame('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'hello' } });
 const b64 = (s: string) => Buffer.from(s).toString('base64');
+/** An upstream message with parts of `key` (see the F2 test for what each becomes). */
+const FRAGMENTS = (key: string) =>
+  `bad key ${key.slice(3)}; tail ${key.slice(-14).toUpperCase()}; short ${key.slice(-11)}; token AbCdEfGh0123456789AbCdEfGh01234567`;
 const ECHOES: Record<string, Echo> = {
   sse_auth_error: (key, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -173,6 +251,38 @@ const ECHOES: Record<string, Echo> = {
   retry_headers_echo: (key, res) => {
     res.writeHead(429, { 'content-type': 'application/json', 'retry-after': key, 'x-should-retry': key });
     res.end(JSON.stringify({ type: 'error', error: { type: 'rate_limit_error', message: 'slow down' } }));
+  },
+  // F2: fragments of the key (no sk- head, upper-cased tail), a run too short to hide, a random token
+  error_fragment: (key, res) => {
+    res.writeHead(400, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', message: FRAGMENTS(key) } }));
+  },
+  sse_error_fragment: (key, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.end(START + frame('error', { error: { type: 'overloaded_error', message: FRAGMENTS(key) } }));
+  },
+  // F3: the key in every place of a successful stream that is not an error
+  sse_secrets: (key, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.end(`: upstream ${key}\n\n`
+      + `event: message_start\nid: ${key}\ndata: ${JSON.stringify({ type: 'message_start', message: {
+        id: `msg_${key.slice(3)}`, type: 'message', role: 'assistant', model: MODEL, content: [], stop_reason: null, stop_sequence: null,
+        usage: { input_tokens: 10, output_tokens: 1 } } })}\n\n`
+      + `event: ping\ndata: {"type":"ping","echo":"${b64(key)}","short":"${key.slice(-11)}"}\n\n`
+      + `event: secret_event\n: note ${key}\ndata: {"type":"secret_event","k":"${key.slice(0, 20)}"}\n\n`
+      + frame('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })
+      + frame('content_block_delta', { index: 0, delta: { type: 'text_delta', text: `your key: ${key.toUpperCase()}` } })
+      + frame('content_block_stop', { index: 0 })
+      + frame('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 1 } })
+      + frame('message_stop', {}));
+  },
+  json200_secrets: (key, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({
+      id: `msg_${key.slice(3)}`, type: 'message', role: 'assistant', model: MODEL,
+      content: [{ type: 'text', text: `key ${key} or ${b64(key)}` }], stop_reason: 'end_turn', stop_sequence: null,
+      usage: { input_tokens: 10, output_tokens: 1 },
+    }));
   },
   retry_headers_date: (_key, res) => {
     res.writeHead(429, { 'content-type': 'application/json', 'retry-after': 'Sunday, 06-Nov-94 08:49:37 GMT', 'x-should-retry': 'TRUE' });
@@ -250,6 +360,51 @@ describe('upstream text outside the answer never carries the credential (SSE err
     for (const res of [over, auth]) {
       const e = await gw.usageOf(res.headers.get('request-id')!);
       assert.deepEqual([e.status, e.cost_micros, e.http_status], ['upstream_error', '0', 503]);
+    }
+  });
+
+  test('an upstream error echoing a fragment of the upstream key (≥ 12 characters, any case) or a random token: redacted, exact bytes', async () => {
+    const c = await gw.customer();
+    // UPSTREAM_KEY = sk-ant-upstream-gateway-test-0123456789: "ant-upstream-gateway-test-0123456789" (the key
+    // without sk-) and "EST-0123456789" (14, upper case) are fragments; "-0123456789" (11) is too short to
+    // say anything; "AbCdEfGh0123456789AbCdEfGh01234567" (34 mixed) is the shared high-entropy rule.
+    const want = 'bad key [redacted]; tail [redacted]; short -0123456789; token [redacted]';
+    const json = await post(c.secret, 'error_fragment', false);
+    assert.equal(json.status, 400);
+    assert.deepEqual((await json.json() as { error: unknown }).error, { type: 'invalid_request_error', code: 'invalid_request', message: want });
+    const sse = await post(c.secret, 'sse_error_fragment', true);
+    assert.equal(await sse.text(), START + 'event: error\ndata: ' + JSON.stringify({
+      type: 'error', error: { type: 'overloaded_error', code: 'overloaded', message: want }, request_id: sse.headers.get('request-id'),
+    }) + '\n\n');
+  });
+
+  test('the upstream key in any non-error SSE event (comment, id:, unknown event, ping, message_start) or a JSON answer: redacted, comments dropped, billed as usual, exact bytes', async () => {
+    const c = await gw.customer();
+    const sse = await post(c.secret, 'sse_secrets', true);
+    // The comment-only event is gone, the comment line inside secret_event too; the whole key,
+    // upper-cased, base64, without sk- (36) and its first 20 are each one [redacted]; 11 characters stay.
+    assert.equal(await sse.text(), ''
+      + `event: message_start\nid: [redacted]\ndata: ${JSON.stringify({ type: 'message_start', message: {
+        id: 'msg_[redacted]', type: 'message', role: 'assistant', model: MODEL, content: [], stop_reason: null, stop_sequence: null,
+        usage: { input_tokens: 10, output_tokens: 1 } } })}\n\n`
+      + 'event: ping\ndata: {"type":"ping","echo":"[redacted]","short":"-0123456789"}\n\n'
+      + 'event: secret_event\ndata: {"type":"secret_event","k":"[redacted]"}\n\n'
+      + frame('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })
+      + frame('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'your key: [redacted]' } })
+      + frame('content_block_stop', { index: 0 })
+      + frame('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 1 } })
+      + frame('message_stop', {}));
+    const json = await post(c.secret, 'json200_secrets', false);
+    assert.equal(json.status, 200);
+    assert.equal(await json.text(), JSON.stringify({
+      id: 'msg_[redacted]', type: 'message', role: 'assistant', model: MODEL,
+      content: [{ type: 'text', text: 'key [redacted] or [redacted]' }], stop_reason: 'end_turn', stop_sequence: null,
+      usage: { input_tokens: 10, output_tokens: 1 },
+    }));
+    // sonnet-4-6: 10 input × 180 + 1 output × 900 = 2,700 µc each; redaction changes no number
+    for (const res of [sse, json]) {
+      const e = await gw.usageOf(res.headers.get('request-id')!);
+      assert.deepEqual([e.status, e.cost_micros], ['ok', '2700']);
     }
   });
 

@@ -1,8 +1,10 @@
+import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { Redis } from 'ioredis';
 import type { Config } from '@tollgate/config';
-import { Journal, KafkaLog, MemoryLog, type EventLog } from '@tollgate/events';
+import { Journal, KafkaLog, MemoryLog, type EventLog, type JournalRecord, type UnreadableJournalLine } from '@tollgate/events';
+import type { Metrics } from '@tollgate/telemetry';
 import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
@@ -25,6 +27,12 @@ export interface Adapters {
   /** only where a role needs it (aggregator; embedded mode always) */
   warehouse: Warehouse | undefined;
   redis: Redis | undefined;
+  /**
+   * Embedded mode: publishes what a previous process left in its journal into the log again
+   * (once; later calls return the first call's count of records). Call it after the consumer
+   * groups have subscribed, so each of them sees every record.
+   */
+  recover?(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -35,47 +43,90 @@ function openWarehouse(config: Config): Warehouse {
   return new Warehouse({ client, database: config.database });
 }
 
+/** Where a journal left by a previous process is kept until its records are in the log again. */
+const RECOVERING = '.recovering';
+
 /**
- * Puts what a killed process left in the journal into the warehouse (idempotent by event id,
- * so events that had already arrived count once), then forgets the journal. A poison event
- * in it is quarantined (group `journal`) like the sink would, so one bad value can never keep
- * the process from starting.
+ * Moves what previous processes left in the journal directory aside (`<dir>.recovering/<n>/`,
+ * one generation per start that found a journal, so a crash during recovery loses nothing)
+ * and reads every generation, oldest first.
  */
-async function recoverJournal(dir: string, warehouse: Warehouse, logger?: Logger): Promise<number> {
-  const { records, unreadable, torn } = Journal.scan(dir);
-  if (torn !== undefined) logger?.warn({ bytes: torn.length }, 'journal: dropped the torn last line (a write the stop cut short)');
+function takeJournal(dir: string): { records: JournalRecord[]; unreadable: Array<UnreadableJournalLine & { generation: string }>; torn: string[]; aside: string } {
+  const aside = `${dir}${RECOVERING}`;
+  if (existsSync(dir) && readdirSync(dir).some((n) => n.endsWith('.jsonl'))) {
+    mkdirSync(aside, { recursive: true });
+    renameSync(dir, join(aside, String(Date.now()).padStart(16, '0')));
+  }
+  const out = { records: [] as JournalRecord[], unreadable: [] as Array<UnreadableJournalLine & { generation: string }>, torn: [] as string[], aside };
+  const generations = existsSync(aside) ? readdirSync(aside).sort() : [];
+  for (const g of generations) {
+    const scan = Journal.scan(join(aside, g));
+    out.records.push(...scan.records);
+    out.unreadable.push(...scan.unreadable.map((u) => ({ ...u, generation: g })));
+    if (scan.torn !== undefined) out.torn.push(scan.torn);
+  }
+  return out;
+}
+
+/**
+ * Puts what a killed process left in the journal back through the live pipeline: its records
+ * are published into the log again, so the ledger and warehouse groups apply them with every
+ * check they make on live events (decoder, balance bound, quarantine and its metric), idempotent
+ * by event id against what had already arrived. A line that is not a record of a known topic is
+ * quarantined (group `journal`, reason `unreadable_journal_line`) and counted in
+ * `tollgate_events_quarantined_total{group="journal"}`: never dropped silently. The journal
+ * generations set aside are deleted once their records are journaled again by the new log.
+ */
+async function recoverJournal(leftover: ReturnType<typeof takeJournal>, log: MemoryLog, warehouse: Warehouse, logger?: Logger, metrics?: Metrics): Promise<number> {
+  const { records, unreadable, torn, aside } = leftover;
+  for (const t of torn) logger?.warn({ bytes: t.length }, 'journal: dropped the torn last line (a write the stop cut short)');
   for (const u of unreadable) {
     logger?.error({ segment: u.segment, line: u.line, error: u.error }, 'journal: unreadable line (not the torn end); quarantined as unreadable_journal_line');
   }
   // An unreadable line is quarantined, not dropped: finance can see that something was there.
-  const unreadableItems = unreadable.map((u) => ({
-    topic: 'journal',
-    event: { type: 'undecodable', event_id: `undecodable:journal:${u.segment}:${u.line}`, reason: 'unreadable_journal_line', raw: u.raw },
-  }));
-  if (records.length > 0 || unreadableItems.length > 0) {
-    const poison = await warehouse.storeEvents([...records.map((r) => ({ event: r.event, topic: r.topic })), ...unreadableItems], 'journal');
-    for (const q of poison) {
-      logger?.error({ event_id: q.event_id, topic: q.topic, kind: q.kind, reason: q.reason }, 'journal event quarantined: it cannot be stored');
-    }
-    logger?.warn({ events: records.length, quarantined: poison.length }, 'recovered events from the journal of a process that did not stop cleanly');
+  if (unreadable.length > 0) {
+    const poison = await warehouse.storeEvents(unreadable.map((u) => ({
+      topic: 'journal',
+      // The generation (when the journal was set aside) keeps ids of different crashes apart.
+      event: { type: 'undecodable', event_id: `undecodable:journal:${u.generation}/${u.segment}:${u.line}`, reason: 'unreadable_journal_line', error: u.error, raw: u.raw },
+    })), 'journal');
+    for (const q of poison) metrics?.eventsQuarantined('journal', q.kind);
   }
-  Journal.clear(dir);
+  // In journal order; a run of one topic is one publish (one journal write).
+  for (let i = 0; i < records.length;) {
+    const topic = records[i]!.topic;
+    let j = i;
+    while (j < records.length && records[j]!.topic === topic) j++;
+    await log.publish(topic, records.slice(i, j).map((r) => ({ event: r.event, headers: r.headers })));
+    i = j;
+  }
+  if (records.length > 0 || unreadable.length > 0) {
+    logger?.warn({ events: records.length, quarantined: unreadable.length }, 'recovered events from the journal of a process that did not stop cleanly; the consumers apply them');
+  }
+  Journal.clear(aside);
   return records.length;
 }
 
-/** Single process: the warehouse is the durable store; hot state is rebuilt from it. */
-export async function embeddedAdapters(config: Config, logger?: Logger): Promise<Adapters> {
+/**
+ * Single process: the warehouse is the durable store; hot state is rebuilt from it. A journal a
+ * killed process left is put back into the log by `recover()`, which the runtime calls once the
+ * consumer groups have subscribed.
+ */
+export async function embeddedAdapters(config: Config, logger?: Logger, options: { metrics?: Metrics } = {}): Promise<Adapters> {
   const warehouse = openWarehouse(config);
   await warehouse.migrate();
   const journalDir = join(config.dataDir, 'journal');
-  await recoverJournal(journalDir, warehouse, logger);
   const keys = new MemoryKeyDirectory();
   const balances = new MemoryBalanceStore();
   // Hot state is a cache of the warehouse: rebuilt from it at every start.
   await rebuild({ warehouse, balances, keys });
+  // The old journal is read (and set aside) before the new one opens in the same directory.
+  const leftover = takeJournal(journalDir);
   const log = new MemoryLog({ journal: new Journal(journalDir) });
+  let recovered: Promise<number> | undefined;
   return {
     mode: 'embedded', log, balances, keys, gatewayKeys: keys, warehouse, redis: undefined,
+    recover: () => (recovered ??= recoverJournal(leftover, log, warehouse, logger, options.metrics)),
     async close() {
       await log.close();
       await warehouse.close();

@@ -21,7 +21,8 @@ Settings come from the environment; see README.md ("Configuration").
 Exit status:
   0  stopped by SIGINT/SIGTERM after a clean shutdown (or --help)
   1  could not start or stopped on a failure: the port is in use or not allowed, DATA_DIR is
-     in use by another process, or the shutdown grace period ran out
+     in use by another process, or the stop hung 10 s past SHUTDOWN_GRACE_MS (streams still
+     running at the grace's end are cut and settled, which is a clean stop)
   2  bad settings, a bad catalog file, or a bad command line`;
 
 /**
@@ -51,6 +52,12 @@ function probeListen(host: string, port: number): Promise<Error | undefined> {
     probe.listen({ host, port, exclusive: true }, () => probe.close(() => done(undefined)));
   });
 }
+
+/**
+ * ms a stop may take past SHUTDOWN_GRACE_MS: the cut requests' settlement, the log's flush
+ * (Kafka acknowledgements or the spool) and closing the stores. Past it the process exits 1.
+ */
+const SHUTDOWN_SETTLE_MS = 10_000;
 
 /** chDB allows one process per directory: the second one's open fails. */
 function dataDirInUse(err: unknown): boolean {
@@ -121,11 +128,13 @@ async function main(argv: string[]): Promise<number> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
+    // In-flight requests get SHUTDOWN_GRACE_MS; then their upstream reads are cut and settled
+    // (close). The hard stop is only for a settlement or flush that hangs past that.
     const timer = setTimeout(() => {
-      log.error('shutdown grace period exceeded; exiting');
+      log.error('shutdown did not finish after the grace period and SHUTDOWN_SETTLE_MS; exiting');
       process.exit(1);
-    }, config.shutdownGraceMs).unref();
-    await app.close();
+    }, config.shutdownGraceMs + SHUTDOWN_SETTLE_MS).unref();
+    await app.close({ graceMs: config.shutdownGraceMs });
     clearTimeout(timer);
     process.exit(0);
   };

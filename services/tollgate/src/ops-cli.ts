@@ -107,10 +107,17 @@ Options:
   -h, --help       show this help
 
 The admin token comes from ADMIN_TOKEN, else DATA_DIR/admin-token.
-Exit codes: 0 no differences, 1 differences (or events that could not be re-priced, or a
-failure), 2 bad usage (a bad time, a bad catalog file, no admin token).`;
+Exit codes: 0 no differences, 1 differences (or events that could not be re-priced: see
+"skipped"), 2 bad usage (a bad time, a bad catalog file, no admin token), 3 the run failed
+(the URL cannot be reached, the server answered an error or an unreadable report): no verdict.`;
 
 const DAY_MS = 86_400_000;
+/** `tollgate rerate` exit code when the run itself failed (no verdict on the bill). */
+export const RERATE_FAILED = 3;
+
+function isRecordOf(v: unknown): v is Record<string, number> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
 
 interface AccountSum { events: number; stored: bigint; rerated: bigint; different: number }
 
@@ -175,12 +182,17 @@ export async function runRerate(argv: string[], env: NodeJS.ProcessEnv): Promise
       process.stderr.write(`tollgate rerate: cannot reach ${url}: ${err instanceof Error ? err.message : String(err)}\n`);
       return undefined;
     });
-    if (!res) return 1;
+    // A failed run must not look like a bill that differs (1): it gets its own code.
+    if (!res) return RERATE_FAILED;
     const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
     if (!res.ok) {
       const message = (body.error as { message?: unknown } | undefined)?.message;
       process.stderr.write(`tollgate rerate: ${url} answered ${res.status}: ${String(message ?? JSON.stringify(body))}\n`);
-      return res.status === 400 ? 2 : 1;
+      return res.status === 400 ? 2 : RERATE_FAILED;
+    }
+    if (!Array.isArray(body.accounts) || !isRecordOf(body.versions) || !isRecordOf(body.skipped) || !Array.isArray(body.unreadable_versions) || !Array.isArray(body.events_different)) {
+      process.stderr.write(`tollgate rerate: ${url} answered ${res.status} without a rerate report\n`);
+      return RERATE_FAILED;
     }
     priceBook = String(body.price_book);
     events += Number(body.events);

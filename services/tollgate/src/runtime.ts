@@ -7,10 +7,10 @@ import { MemoryLog, type EventLog, type Subscription } from '@tollgate/events';
 import { createHttpServer, loggerOptions } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
-import { CatalogError, loadCatalogFile, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
+import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
 import type { Warehouse } from '@tollgate/warehouse';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
-import { registerGateway } from '@tollgate/gateway';
+import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
 import { registerControl } from '@tollgate/control';
 import { rebuild, registerOps, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
@@ -36,7 +36,8 @@ export interface Tollgate {
    * Reads PRICING_FILE again (what SIGHUP and a change of the file do): a changed, valid catalog
    * becomes the version in force from now; an unchanged one changes nothing; an invalid one is
    * refused with every problem logged, and the version in force stays. Resolves to the version
-   * in force afterwards, or null when the file was refused.
+   * in force afterwards, or null when the file was refused (also when it drops a price list
+   * still assigned to an account: each such list is logged with its number of accounts).
    */
   reloadPrices(): Promise<PriceVersion | null>;
   server: FastifyInstance;
@@ -54,7 +55,13 @@ export interface Tollgate {
   metrics: Metrics;
   /** embedded mode: waits until every event published so far is applied and warehoused */
   drain(): Promise<void>;
-  close(): Promise<void>;
+  /**
+   * Stops without losing a usage event: stops accepting, lets requests in flight finish for
+   * `graceMs` (default: unbounded), then cuts the remaining upstream reads, which settle with
+   * the usage seen so far (`cut_by_shutdown`) and publish; then drains/flushes the log and
+   * closes everything. Resolves when all of it is done.
+   */
+  close(options?: { graceMs?: number }): Promise<void>;
 }
 
 export interface StartOptions {
@@ -99,9 +106,10 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const metrics = createMetrics();
   const server = createHttpServer({
     logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics },
-    requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections, corsOrigins: config.http.corsOrigins,
+    requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections,
+    maxConnectionsPerIp: config.http.maxConnectionsPerIp, corsOrigins: config.http.corsOrigins,
   });
-  const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log);
+  const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log, { metrics });
   const { log, balances, keys, warehouse } = adapters;
 
   // The process that owns the warehouse restores lost hot state by itself: at start, and
@@ -140,7 +148,16 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       }));
     }
   }
+  // Embedded: a journal a killed process left goes back into the log now that both groups
+  // listen, and is applied (every live check) before the first request is taken.
+  if (adapters.recover) {
+    await adapters.recover();
+    if (log instanceof MemoryLog) await log.drain();
+  }
   let limiter: RateLimiter | undefined;
+  // Aborted when a stop's grace runs out: the gateway cuts its upstream reads and settles them.
+  const shutdown = new AbortController();
+  let gateway: GatewayHandle | undefined;
   if (config.roles.includes('gateway')) {
     // Always: a plan can be assigned at any time; a key with no windows costs no limiter call.
     {
@@ -148,7 +165,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
         ? new RedisRateLimiter({ redis: adapters.redis, prefix: `${config.redis!.prefix}rl` })
         : new MemoryRateLimiter();
     }
-    registerGateway(server, {
+    gateway = registerGateway(server, {
       limiter, limits: config.rateLimits, defaultPlan: config.defaultPlan, keyMaxConcurrentRequests: config.keyMaxConcurrentRequests,
       accountMaxConcurrentRequests: config.accountMaxConcurrentRequests,
       catalog, prices, keys: adapters.gatewayKeys, balances, log, keyHashSecret,
@@ -159,7 +176,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       streamErrorBilling: config.streamErrorBilling,
       bodyLimitBytes: config.bodyLimitBytes,
       gatewayId,
-      tracer, metrics,
+      tracer, metrics, shutdown: shutdown.signal,
     });
   }
   if (config.roles.includes('control')) {
@@ -190,6 +207,21 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // A bad file never replaces good prices: the version in force stays, every problem is logged.
       const problems = err instanceof CatalogError ? err.problems : [String((err as Error)?.message ?? err)];
       for (const problem of problems) pricesLog.error({ problem }, 'price file refused; the prices in force stay');
+      return null;
+    }
+    // A list still assigned to accounts must survive the reload, else they pay full price unseen.
+    let missing: ReturnType<typeof missingPriceLists>;
+    try {
+      missing = missingPriceLists(next, (await keys.accounts()).map((a) => a.price_list));
+    } catch (err) {
+      // Unable to tell which lists are in use: keep the prices in force (retry with SIGHUP).
+      pricesLog.error({ err }, 'price file refused: the accounts\' price lists could not be read; the prices in force stay');
+      return null;
+    }
+    if (missing.length > 0) {
+      for (const m of missing) {
+        pricesLog.error({ priceList: m.list, accounts: m.accounts }, `price file refused: price list "${m.list}" is assigned to ${m.accounts} account(s) and the new catalog drops it; reassign them first. The prices in force stay`);
+      }
       return null;
     }
     const before = prices.current();
@@ -234,13 +266,27 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     drain: async () => {
       if (log instanceof MemoryLog) await log.drain();
     },
-    close: () => (closing ??= (async () => {
-      // Stop taking requests and let in-flight ones settle; then hand every event on
-      // (memory log: into the warehouse; Kafka: acknowledged or spooled) before letting go.
+    close: (closeOptions = {}) => (closing ??= (async () => {
+      // Stop taking requests and let in-flight ones settle; at the grace's end cut what is left
+      // (it settles and publishes); then hand every event on (memory log: into the warehouse;
+      // Kafka: acknowledged or spooled) before letting go.
       process.off('SIGHUP', onHangup);
       watcher?.close();
       clearTimeout(debounce);
-      await server.close();
+      const closed = server.close();
+      const graceMs = closeOptions.graceMs;
+      const cutTimer = graceMs === undefined ? undefined : setTimeout(() => {
+        if (gateway && gateway.inFlight > 0) server.log.warn({ inFlight: gateway.inFlight, graceMs }, 'shutdown grace ran out; cutting the upstream reads still in flight (settled with the usage seen so far)');
+        shutdown.abort();
+      }, graceMs);
+      await gateway?.idle();
+      clearTimeout(cutTimer);
+      // Every customer request is settled and published: connections still open (keep-alive
+      // after a response that began before the stop, a response the cut just ended) carry
+      // nothing billable, and a keep-alive one would hold the close for KEEP_ALIVE_TIMEOUT_MS.
+      if (shutdown.signal.aborted) server.server.closeAllConnections();
+      else server.server.closeIdleConnections();
+      await closed;
       await reloading;
       if (log instanceof MemoryLog) await log.drain();
       await log.flush().catch(() => {});

@@ -9,7 +9,8 @@ import { loadConfig } from '@tollgate/config';
 import { embeddedAdapters } from '../src/adapters.ts';
 import { startTollgate } from '../src/runtime.ts';
 import { customer, settledBalance, startStack, type Stack } from '../../../test/support/tollgate.ts';
-import { usageEvent } from '../../../test/support/events.ts';
+import { grantEvent, usageEvent } from '../../../test/support/events.ts';
+import { admin } from '../../../test/support/tollgate.ts';
 
 let stack: Stack;
 before(async () => { stack = await startStack(); });
@@ -35,14 +36,16 @@ test('an unreadable line in the middle of a journal segment is logged and quaran
   };
   const adapters = await embeddedAdapters(loadConfig(stack.env), logger);
   try {
+    // No consumer listens here: the 11 records go into this log's journal, and the next start applies them.
+    assert.equal(await adapters.recover!(), 11);
     const unreadable = logged.filter(([, o]) => o['segment'] !== undefined);
     assert.deepEqual(unreadable.map(([level, o, m]) => [level, o['segment'], o['line'], m]), [
       ['error', '0000000000000001.jsonl', 6, 'journal: unreadable line (not the torn end); quarantined as unreadable_journal_line'],
     ]);
     assert.ok(logged.some(([level, , m]) => level === 'warn' && m === 'journal: dropped the torn last line (a write the stop cut short)'));
     const q = (await adapters.warehouse!.quarantined()).filter((r) => r.group === 'journal');
-    assert.deepEqual(q.map((r) => [r.event_id, r.kind, r.reason, r.topic]), [
-      ['undecodable:journal:0000000000000001.jsonl:6', 'undecodable', 'unreadable_journal_line', 'journal'],
+    assert.deepEqual(q.map((r) => [r.event_id.replace(/:\d{16}\//, ':<generation>/'), r.kind, r.reason, r.topic]), [
+      ['undecodable:journal:<generation>/0000000000000001.jsonl:6', 'undecodable', 'unreadable_journal_line', 'journal'],
     ]);
     // The line itself is kept for finance, byte for byte.
     assert.equal((JSON.parse(q[0]!.raw) as { raw: string }).raw, '{"topic":"usage","event":{"type":"usage","event_id":"jl-6","acc');
@@ -53,4 +56,71 @@ test('an unreadable line in the middle of a journal segment is logged and quaran
   stack.url = stack.tollgate.url!;
   // 11 readable usage events of 7 µc each: 1_000_000 − 77.
   assert.equal(await settledBalance(stack, a.accountId), 999_923n);
+});
+
+/** Writes `records` as the journal a killed process left (one segment), then starts Tollgate on it. */
+async function restartOnJournal(records: Array<{ topic: string; event: unknown }>): Promise<void> {
+  await stack.tollgate.close();
+  const dir = join(stack.dataDir, 'journal');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, '0000000000000001.jsonl'), records.map((r) => `${JSON.stringify({ ...r, headers: {} })}\n`).join(''));
+  stack.tollgate = await startTollgate(loadConfig(stack.env));
+  stack.url = stack.tollgate.url!;
+}
+
+/** `tollgate_events_quarantined_total` samples of this process, as `group/reason` → count. */
+async function quarantinedMetric(): Promise<Record<string, number>> {
+  const text = await stack.tollgate.metrics.registry.metrics();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^tollgate_events_quarantined_total\{([^}]*)\} (\d+)$/gm)) {
+    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    out[`${labels['group']}/${labels['reason']}`] = Number(m[2]);
+  }
+  return out;
+}
+
+test('journal recovery goes through the live balance bound: grants past 2^53−1 µc are refused balance_out_of_range, the balance stays exact and reconcile agrees', async () => {
+  const a = await customer(stack.url, 1, 'journal-bound'); // 1_000_000 µc
+  await restartOnJournal([
+    // 1_000_000 + 9_007_199_253_740_991 = 9_007_199_254_740_991 = 2^53 − 1: exactly the bound, applied
+    { topic: 'ledger', event: grantEvent(a.accountId, 'to-the-bound', '9007199253740991') },
+    // one more grant of 2^53 − 1 would pass it: refused, as live
+    { topic: 'ledger', event: grantEvent(a.accountId, 'past-the-bound', '9007199254740991') },
+    { topic: 'usage', event: usageEvent('jb-usage', a.accountId, { cost_micros: '7' }) },
+  ]);
+  // 9_007_199_254_740_991 − 7
+  assert.equal(await settledBalance(stack, a.accountId), 9_007_199_254_740_984n);
+  const q = (await stack.tollgate.warehouse.quarantined()).filter((r) => r.event_id === `credit:${a.accountId}:past-the-bound`);
+  assert.deepEqual(q.map((r) => [r.group, r.kind]), [['ledger', 'apply_failed']]);
+  assert.match(q[0]!.reason, /balance_out_of_range/);
+  const rec = await admin<{ ok: boolean; differences: unknown[] }>(stack.url, 'GET', '/ops/v1/reconcile');
+  assert.deepEqual([rec.status, rec.json.ok, rec.json.differences], [200, true, []]);
+  assert.equal((await quarantinedMetric())['ledger/apply_failed'], 1);
+});
+
+test('journal recovery checks topics and decodes like the live consumers: an unknown topic and a topic/type mismatch are quarantined unread, a bad value is quarantined by both groups, each counted in tollgate_events_quarantined_total', async () => {
+  const a = await customer(stack.url, 1, 'journal-topics'); // 1_000_000 µc
+  await restartOnJournal([
+    { topic: 'nope', event: usageEvent('jt-nope', a.accountId, { cost_micros: '5' }) },
+    { topic: 'ledger', event: usageEvent('jt-usage-on-ledger', a.accountId, { cost_micros: '11' }) },
+    { topic: 'usage', event: grantEvent(a.accountId, 'grant-on-usage', '13') },
+    { topic: 'usage', event: usageEvent('jt-negative', a.accountId, { cost_micros: '-5' }) },
+    { topic: 'usage', event: usageEvent('jt-good', a.accountId, { cost_micros: '7' }) },
+  ]);
+  // only jt-good applies: 1_000_000 − 7
+  assert.equal(await settledBalance(stack, a.accountId), 999_993n);
+  const q = await stack.tollgate.warehouse.quarantined();
+  const journal = q.filter((r) => r.group === 'journal' && r.raw.includes(a.accountId))
+    .map((r) => JSON.parse(r.raw) as { raw: string; error: string })
+    .map((r) => [JSON.parse(r.raw) as { topic: string; event: { event_id: string } }, r.error] as const);
+  assert.deepEqual(journal.map(([r, error]) => [r.topic, r.event.event_id, error]).sort(), [
+    ['ledger', 'jt-usage-on-ledger', 'a usage event on topic ledger'],
+    ['nope', 'jt-nope', 'unknown topic "nope"'],
+    ['usage', `credit:${a.accountId}:grant-on-usage`, 'a ledger event on topic usage'],
+  ]);
+  assert.deepEqual(q.filter((r) => r.event_id === 'jt-negative').map((r) => [r.group, r.kind]).sort(), [['ledger', 'invalid_event'], ['warehouse', 'invalid_event']]);
+  const m = await quarantinedMetric();
+  assert.deepEqual([m['journal/undecodable'], m['ledger/invalid_event'], m['warehouse/invalid_event']], [3, 1, 1]);
+  const rec = await admin<{ ok: boolean }>(stack.url, 'GET', '/ops/v1/reconcile');
+  assert.equal(rec.json.ok, true);
 });

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { formatCredits, listModels, creditsToNumber, modelPricing, resolveModel, type ModelInfo, type ModelPricing, type PriceVersion } from '@tollgate/pricing';
+import { findPriceList, formatCredits, listModels, creditsToNumber, modelPricing, resolveModel, type ModelInfo, type ModelPricing, type PriceVersion } from '@tollgate/pricing';
 import type { GatewayDeps } from '../deps.ts';
 import { guardState } from '../state.ts';
 import { resolveOr404 } from './messages.ts';
@@ -10,21 +10,25 @@ export type PricedModelInfo = ModelInfo & {
   /**
    * The model's selling prices in credits (decimal text): per million tokens per token class,
    * per unit (web search, …), prompt-size tiers, fast mode, the multipliers that can apply, the
-   * catalog's currency and credit value, and the price version they come from.
+   * catalog's currency and credit value, the price version they come from, and the price list
+   * they are under: the caller's account's (`price_list`, "default" = the catalog's own prices).
    */
-  pricing: ModelPricing & { currency: string; credit_value: string; price_version: string };
+  pricing: ModelPricing & { currency: string; credit_value: string; price_version: string; price_list: string };
 };
 
-/** The priced model list of a version, built once per version (a reload makes a new one). */
-function pricedModels(version: PriceVersion): PricedModelInfo[] {
+/** The priced model list of a version under a price list, built once per (version, list); a reload makes new ones. */
+function pricedModels(version: PriceVersion, listName: string | null | undefined): PricedModelInfo[] {
   const catalog = version.catalog;
+  // An account whose list the catalog lacks is charged the catalog's prices: shown the same.
+  const list = findPriceList(catalog, listName);
   return listModels(catalog).map((m) => {
     const model = resolveModel(catalog, m.id)!.model;
     return {
       ...m,
       pricing: {
-        ...modelPricing(catalog, model),
+        ...modelPricing(catalog, model, list),
         currency: catalog.credit.currency, credit_value: catalog.credit.description, price_version: version.id,
+        price_list: list?.name ?? 'default',
       },
     };
   });
@@ -32,17 +36,24 @@ function pricedModels(version: PriceVersion): PricedModelInfo[] {
 
 /** GET /v1/models in Anthropic's list shape, and GET /v1/credits for the caller's own account. */
 export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
-  let cached: { id: string; effectiveAt: number; models: PricedModelInfo[] } | null = null;
-  const current = () => {
+  let cached: { id: string; effectiveAt: number; byList: Map<string, PricedModelInfo[]> } | null = null;
+  // Customers see what they will pay: prices under the caller's own account price list.
+  const current = (listName?: string | null) => {
     const version = deps.prices!.current();
     if (cached === null || cached.id !== version.id || cached.effectiveAt !== version.effectiveAt) {
-      cached = { id: version.id, effectiveAt: version.effectiveAt, models: pricedModels(version) };
+      cached = { id: version.id, effectiveAt: version.effectiveAt, byList: new Map() };
     }
-    return { version, models: cached.models };
+    const key = findPriceList(version.catalog, listName)?.name ?? 'default';
+    let models = cached.byList.get(key);
+    if (models === undefined) {
+      models = pricedModels(version, key);
+      cached.byList.set(key, models);
+    }
+    return { version, models };
   };
 
   app.get('/v1/models', async (request) => {
-    const { models } = current();
+    const { models } = current(request.caller?.account.price_list);
     const q = request.query as { limit?: string; after_id?: string; before_id?: string };
     const limit = Math.min(Math.max(Number(q.limit ?? 1000) || 1000, 1), 1000);
     let start = 0;
@@ -62,7 +73,7 @@ export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   // A wildcard, not `:id`: `name/provider` ids may arrive with a raw `/`.
   app.get('/v1/models/*', async (request) => {
     const id = (request.params as { '*': string })['*'];
-    const { version, models } = current();
+    const { version, models } = current(request.caller?.account.price_list);
     const resolved = resolveOr404(version.catalog, id);
     const canonical = resolved.thinking ? `${resolved.model.id}-thinking` : resolved.model.id;
     const model = models.find((m) => m.id === canonical);

@@ -2,27 +2,32 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import {
   createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, readMessage, SseFramer, sseErrorEvent,
-  upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, type GatewayError, type MessagesRequest, type UsageAnomaly,
+  upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
 import type { UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import {
-  admission, contextWindowFor, HoldBoundError, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorTools, contextWindowFor, HoldBoundError, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, injectContext, inSpan, noopTracer, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
 import { boundedUpstreamId, settle, type Metered, type Outcome } from '../metering.ts';
-import { header, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
+import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
 import { checkModelAllowed } from '../auth.ts';
-import { serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
+import { JsonValueEnd, serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
 import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '../admission.ts';
 
-/** The catalog model `model` names in `catalog`, or 404 `model_not_found`. */
+/**
+ * The catalog model `model` names in `catalog`, or 404 `model_not_found`. The id is first
+ * checked by `validateModelId` (400 `invalid_request` on `model`), so every route that takes a
+ * model id (/v1/messages, count_tokens, /v1/models/{id}) refuses the same ids the same way.
+ */
 export function resolveOr404(catalog: Catalog, model: string): ResolvedModel {
+  validateModelId(model);
   const resolved = resolveModel(catalog, model);
   if (!resolved) throw gatewayError('model_not_found', `model: ${model} is not available on this gateway`);
   return resolved;
@@ -37,13 +42,33 @@ export function resolveOr404(catalog: Catalog, model: string): ResolvedModel {
 export const MAX_CLIENT_BUFFER_BYTES = 8 * 1024 * 1024;
 
 /**
- * How long a stream may go on after its final `message_delta` (the one with `stop_reason`)
- * without `message_stop`: after this many ms of silence or non-billable events the answer is
- * taken as complete, the client's response closed with `message_stop`, the request settled and
- * the upstream connection closed. Anthropic sends `message_stop` right after the final delta,
- * so 2 s only ever matters for an upstream that leaves the connection open.
+ * How long a stream may go quiet after its final `message_delta` (the one with `stop_reason`)
+ * without `message_stop`: after this many ms with no event but pings the answer is taken as
+ * complete, the client's response closed with `message_stop`, the request settled and the
+ * upstream connection closed. Every event other than `ping` restarts the wait, so a later
+ * `message_delta` with more usage is counted (content after the `stop_reason` is relayed too,
+ * and flagged `event_after_stop`). The whole wait after the final delta is bounded by
+ * `answerEndLimitMs` (the upstream's own body timeout): an upstream that keeps talking past it
+ * is cut there. Anthropic sends `message_stop` right after the final delta, so the grace only
+ * ever matters for an upstream that leaves the connection open.
  */
 export const ANSWER_END_GRACE_MS = 2_000;
+
+/** The longest wait after the final `message_delta`, in ms: the upstream's body timeout (`UPSTREAM_TIMEOUT_MS`, at most 300 s). */
+export function answerEndLimitMs(upstreamTimeoutMs: number): number {
+  return Math.min(upstreamTimeoutMs, 300_000);
+}
+
+/** The type of an SSE event: its `event:` field, else its data's `type` ('' when neither). */
+function frameType(frame: { event: string; data: string }): string {
+  if (frame.event !== '') return frame.event;
+  try {
+    const t: unknown = (JSON.parse(frame.data) as { type?: unknown }).type;
+    return typeof t === 'string' ? t : '';
+  } catch {
+    return '';
+  }
+}
 
 /** The frame that closes a message (Anthropic "Streaming Messages": the last event of a stream). */
 const MESSAGE_STOP_FRAME = 'event: message_stop\ndata: {"type":"message_stop"}\n\n';
@@ -130,7 +155,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const tools = serverTools(body, version, resolved.model);
     refuseUnpriced(version, resolved, body, tools);
     // Before any limit or hold: a -thinking body no model accepts is a 400 that costs nothing.
-    const sent = upstreamBody(body, raw, resolved, tools.maxUses, defaulted);
+    const betaHeader = request.headers['anthropic-beta'];
+    const betas = (Array.isArray(betaHeader) ? betaHeader.join(',') : betaHeader ?? '').split(',');
+    const sent = upstreamBody(body, raw, resolved, tools.maxUses, betas, defaulted);
     const bound = inputTokenBound(body, raw, {
       contextWindow: contextWindowFor(resolved.model, request.headers['anthropic-beta']),
       imageTokenCap: resolved.model.imageTokenCap,
@@ -197,7 +224,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
-      maxOutputTokens: x.maxOutputTokens, version: x.version, priceList,
+      maxOutputTokens: x.maxOutputTokens, version: x.version, priceList, maxUnits: x.tools.units,
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -270,14 +297,28 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       }
 
       if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
-        return relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan);
+        // An event stream to a request that did not ask for one is read (metered) but never relayed.
+        await relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan, m.stream);
+        return reply;
       }
 
       let bytes: Buffer;
       let firstByteAt: number | null = null;
       try {
-        bytes = Buffer.from(await res.body.arrayBuffer());
-        firstByteAt = performance.now();
+        // The answer is over when its top-level JSON value closes (JsonValueEnd), not when the
+        // upstream closes the connection: one that keeps it open cannot hold the client, the
+        // hold or the slot. Whatever it sends after that cannot change the answer.
+        const chunks: Buffer[] = [];
+        const end = new JsonValueEnd();
+        for await (const chunk of res.body) {
+          firstByteAt ??= performance.now();
+          chunks.push(Buffer.from(chunk as Uint8Array));
+          if (end.push(chunk as Uint8Array)) break;
+        }
+        res.body.cancel();
+        // as `arrayBuffer()` would give it: the gateway's own secrets redacted
+        bytes = scrubBody(Buffer.concat(chunks), res.secrets);
+        firstByteAt ??= performance.now();
         endUpstream();
       } catch (err) {
         metrics?.upstreamError('stream_dropped');
@@ -298,6 +339,20 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         return reply;
       }
       const read = json === undefined ? null : readMessage(json);
+      if (m.stream) {
+        // A streaming request answered in one body: not the framing the client can read.
+        metrics?.upstreamError('stream_error');
+        const { publish } = await finish({
+          status: 'upstream_error', httpStatus: 503, usage: read?.usage ?? null,
+          report: read === null ? null : { tally: read.tally, model: read.model, stopReason: read.stopReason, outputSeen: read.outputSeen },
+          billable: read !== null && deps.streamErrorBilling === 'usage', firstByteAt, upstreamRequestId,
+          anomalies: read === null ? ['no_usage'] : read.anomalies,
+        });
+        request.log.warn({ upstreamRequestId, contentType: header(res, 'content-type') }, 'upstream answered a streaming request without an event stream');
+        sendError(reply, framingError('a streaming request with a single (non event-stream) body'));
+        await publish();
+        return reply;
+      }
       if (read === null) {
         // A 2xx without a readable message is not something we can measure; pass it on,
         // charge nothing, and flag it for finance (status `unmetered`, metric, log).
@@ -341,8 +396,10 @@ function requestLabel(v: unknown): string | undefined {
  * each priced server tool at its `max_uses` (the catalog's bound where the client gave none,
  * which the gateway also sends upstream), multipliers that match or could (the request's
  * `speed` and `inference_geo` when it names them; standard speed when it does not ask for
- * fast), and the account's price list. Returned as admission terms (`admission` of
- * @tollgate/pricing): the full worst case, and how the hold shrinks if the policy clamps.
+ * fast), and the account's price list; at the dearest model that can serve it (the catalog's
+ * `fallback_models`, the body's `fallbacks`) plus every advisor tool's calls at its model.
+ * Returned as admission terms (`admission` of @tollgate/pricing): the full worst case, and how
+ * the hold shrinks if the policy clamps.
  */
 function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy, floorTokens: number): Admission {
   const speed = requestLabel((x.body as Record<string, unknown>).speed) ?? 'standard';
@@ -351,6 +408,10 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
     return admission(x.version, x.resolved.model, {
       inputTokens: x.estimate, maxTokens: x.body.max_tokens, units: x.tools.units, speed,
       ...(geo === undefined ? {} : { inferenceGeo: geo }), priceList,
+      // every model the request can be served by: its fallbacks (body and catalog) and advisors
+      advisors: advisorTools(x.body.tools), fallbacks: requestFallbacks((x.body as Record<string, unknown>).fallbacks),
+      // one step of the server loop reads at most the estimate over its steps (an advisor call reads one)
+      stepInputTokens: x.body.max_tokens > 0 ? Math.ceil(x.estimate / Math.max(1, Math.round(x.maxOutputTokens / x.body.max_tokens))) : x.estimate,
     }, policy, floorTokens);
   } catch (err) {
     if (err instanceof HoldBoundError) {
@@ -378,6 +439,18 @@ function refuseUnpriced(version: PriceVersion, resolved: ResolvedModel, body: Me
   }
 }
 
+/**
+ * The error for an upstream that answered in another framing than the request asked for
+ * (`stream` true answered with one body, or false answered with an event stream): 503
+ * `upstream_error` with `x-should-retry: false`, since the upstream has already generated (and
+ * billed) the answer and a retry through the same upstream would do it again.
+ */
+function framingError(what: string): GatewayError {
+  return gatewayError('upstream_error', `Upstream answered ${what}; the gateway operator must fix its upstream`, {
+    headers: { 'x-should-retry': 'false' },
+  });
+}
+
 /** A settled request's usage event and its publication (after the reply). */
 interface Settled {
   event: UsageEvent;
@@ -394,9 +467,12 @@ function leftBeforeDelivery(event: UsageEvent): void {
  * unchanged) while the meter reads usage on the side. Settlement rules (README, "Settlement"):
  * - answered stream (`message_stop`, or a final `message_delta` with `stop_reason`): the usage
  *   tally of the whole message. The answer is over at `message_stop`, or `ANSWER_END_GRACE_MS`
- *   after the final `message_delta`: then the client's response ends, the request settles and
- *   the upstream connection is closed, however long the upstream would keep it open (nothing
- *   after the end can change the cost);
+ *   after the last non-ping event once the final `message_delta` came (at most
+ *   `answerEndLimitMs` after that delta): then the client's response ends, the request settles
+ *   and the upstream connection is closed, however long the upstream would keep it open;
+ * - with `relay` false (the request did not ask for a stream) nothing is relayed: the stream is
+ *   read by the same rules, settled as `upstream_error` (charged per `STREAM_ERROR_BILLING`,
+ *   usage recorded), and the client gets `framingError` (503 JSON);
  * - the client leaves at any point: the upstream keeps generating and bills for it, so Tollgate
  *   keeps reading (without forwarding) to the end of the answer and bills exactly the usage the
  *   upstream reports; `client_disconnect` unless the answer had already been handed to the
@@ -416,11 +492,14 @@ async function relayStream(
   upstreamRequestId: string | null,
   finish: (o: Outcome) => Promise<Settled>,
   upstreamSpan: Span,
+  relay: boolean,
 ): Promise<void> {
-  reply.hijack();
+  // Not relayed (the request did not ask for a stream): read and metered by the same rules,
+  // then answered with the gateway's JSON error.
+  if (relay) reply.hijack();
   const raw = reply.raw;
   // Set when the client is gone or cut off; from then on the stream is only metered.
-  let forwarding = !client.gone;
+  let forwarding = relay && !client.gone;
   if (forwarding) {
     raw.writeHead(200, {
       ...limit.headers,
@@ -457,13 +536,19 @@ async function relayStream(
   const iterator = res.body[Symbol.asyncIterator]();
   let graceTimer: NodeJS.Timeout | undefined;
   let graceUntil: number | null = null;
+  // When the final message_delta came, and the latest the answer may end after it.
+  let stoppedAt: number | null = null;
+  const endLimit = answerEndLimitMs(deps.upstream.timeoutMs);
+  let contentAfterStop = false;
   try {
     while (!over) {
       const next = iterator.next();
       let step: IteratorResult<Buffer> | 'grace';
       if (meter.stopped && !meter.completed) {
         // The final message_delta came: only message_stop (or late usage) may still follow.
-        graceUntil ??= performance.now() + ANSWER_END_GRACE_MS;
+        // The grace restarts on every event but a ping (graceUntil reset below), never past the limit.
+        stoppedAt ??= performance.now();
+        graceUntil ??= Math.min(performance.now() + ANSWER_END_GRACE_MS, stoppedAt + endLimit);
         const wait = Math.max(0, graceUntil - performance.now());
         step = await Promise.race([
           next,
@@ -485,6 +570,12 @@ async function relayStream(
       for (const frame of framer.push(step.value)) {
         const answeredBefore = meter.answered;
         meter.push(frame.raw);
+        if (meter.stopped) {
+          const type = frameType(frame);
+          if (type !== 'ping') graceUntil = null;
+          // Content after the stop_reason: the answer was declared over, yet it goes on.
+          if (answeredBefore && !meter.completed && type.startsWith('content_block')) contentAfterStop = true;
+        }
         if (isErrorFrame(frame)) {
           // After a complete answer the error changes nothing the client has (the meter flags
           // it); before, it ends the stream. Either way its text is the upstream's, not ours.
@@ -497,7 +588,8 @@ async function relayStream(
           over = true;
           break;
         }
-        send(frame.raw);
+        // Comments dropped, the gateway's own secrets redacted (`scrubEvent`); the meter read the original.
+        send(res.scrubEvent(frame.raw));
         if (meter.completed) {
           if (forwarding) delivered = true;
           over = true;
@@ -547,13 +639,37 @@ async function relayStream(
   const failed = streamError !== null || incomplete;
   const unmetered = !failed && !meter.hasUsage;
   const anomalies: UsageAnomaly[] = meter.anomalies;
-  if (unmetered) anomalies.push('no_usage');
+  if (unmetered || (!relay && !meter.hasUsage)) anomalies.push('no_usage');
+  if (contentAfterStop && !anomalies.includes('event_after_stop')) anomalies.push('event_after_stop');
+  if (!relay) {
+    // An event stream answering a request that asked for one JSON body (`framingError`):
+    // settled like a stream that failed after 200, its usage recorded either way.
+    if (streamError === null && !incomplete) deps.metrics?.upstreamError('stream_error');
+    request.log.warn({ upstreamRequestId }, 'upstream answered a non-streaming request with an event stream');
+    const { publish } = await finish({
+      status: 'upstream_error',
+      httpStatus: 503,
+      usage: meter.hasUsage ? meter.usage() : null,
+      report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
+      billable: meter.hasUsage && deps.streamErrorBilling === 'usage',
+      firstByteAt,
+      upstreamRequestId,
+      anomalies,
+    });
+    sendError(reply, framingError('a non-streaming request with an event stream'));
+    await publish();
+    return;
+  }
+  // Cut by this process's shutdown (GatewayDeps.shutdown): the upstream bills what it generated
+  // until the cut, so the usage reported so far is charged, as when a client leaves.
+  const cut = incomplete && streamError === null && deps.shutdown?.aborted === true;
+  if (cut) anomalies.push('cut_by_shutdown');
   const { publish } = await finish({
-    status: streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
+    status: cut ? 'client_disconnect' : streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
     httpStatus: 200,
     usage: meter.hasUsage ? meter.usage() : null,
     report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
-    billable: meter.hasUsage && (!failed || deps.streamErrorBilling === 'usage'),
+    billable: meter.hasUsage && (cut || !failed || deps.streamErrorBilling === 'usage'),
     firstByteAt,
     upstreamRequestId,
     anomalies,
