@@ -317,15 +317,26 @@ export class SecretScrubber {
   }
 }
 
-const scrubbers = new WeakMap<readonly string[], SecretScrubber>();
+/** Most scrubbers kept (one per distinct set of secrets: the gateway's own, plus each recent caller's key). */
+const MAX_SCRUBBERS = 1024;
+const scrubbers = new Map<string, SecretScrubber>();
 
-/** The scrubber of `secrets`, kept per array (the upstream hands the same array to every call). */
+/**
+ * The scrubber of `secrets`, built once per distinct set (by content, not by array: callers
+ * build a fresh array per request — the caller's key plus the gateway's secrets — and building
+ * a scrubber compiles its forms and probe, far dearer than the redaction itself). Least
+ * recently used sets are forgotten past `MAX_SCRUBBERS`.
+ */
 export function secretScrubber(secrets: readonly string[]): SecretScrubber {
-  let s = scrubbers.get(secrets);
+  const id = secrets.join('\0');
+  let s = scrubbers.get(id);
   if (s === undefined) {
     s = new SecretScrubber(secrets);
-    scrubbers.set(secrets, s);
+    if (scrubbers.size >= MAX_SCRUBBERS) scrubbers.delete(scrubbers.keys().next().value!);
+  } else {
+    scrubbers.delete(id); // re-inserted below: Map order is recency order
   }
+  scrubbers.set(id, s);
   return s;
 }
 

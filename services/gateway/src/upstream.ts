@@ -113,8 +113,9 @@ export interface UpstreamBody extends AsyncIterable<Buffer> {
   /** reads and discards the rest */
   dump(): Promise<void>;
   /**
-   * Stops reading and closes the upstream connection (a pending read ends): for a stream whose
-   * answer is over while the upstream keeps the connection open. Idempotent.
+   * The answer is over: the rest of the body is discarded, and the upstream connection is cut
+   * if the body has not ended within `CANCEL_GRACE_MS` (an upstream that keeps it open holds
+   * nothing; one that ends at once keeps its keep-alive connection). Returns at once. Idempotent.
    */
   cancel(): void;
 }
@@ -174,6 +175,13 @@ export function scrubBody(bytes: Buffer, secrets: readonly string[]): Buffer {
   if (!scrubber.mayContain(bytes.toString('latin1'))) return bytes;
   return Buffer.from(scrubber.redact(bytes.toString('utf8')), 'utf8');
 }
+
+/**
+ * How long `UpstreamBody.cancel` lets an upstream finish a body whose answer is already complete
+ * before cutting it (ms): long enough for the end of a well-behaved response to arrive, short
+ * enough that one that stays open holds nothing (the client, hold and slots are already freed).
+ */
+export const CANCEL_GRACE_MS = 1000;
 
 /** More stacked encodings than this is an attack or a broken proxy, not a real response. */
 const MAX_ENCODINGS = 5;
@@ -257,8 +265,21 @@ function asUpstreamBody(stream: Readable, secrets: readonly string[]): UpstreamB
       return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
     },
     dump: async () => { for await (const _ of stream) { /* discard */ } },
-    cancel: () => { stream.destroy(); },
-    [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>,
+    cancel: () => {
+      if (stream.readableEnded || stream.destroyed) return;
+      // The answer is complete; what follows cannot change it. A well-behaved upstream ends its
+      // body at once (usually in the same chunk), and letting it finish returns its keep-alive
+      // connection to the pool (no new TCP/TLS handshake for the next request); one that keeps
+      // sending or stays open is cut after CANCEL_GRACE_MS. Never awaited by the caller.
+      const cut = setTimeout(() => stream.destroy(), CANCEL_GRACE_MS);
+      cut.unref();
+      stream.once('end', () => clearTimeout(cut));
+      stream.once('close', () => clearTimeout(cut));
+      stream.on('error', () => {});
+      stream.resume();
+    },
+    // Leaving a loop early must not destroy the body: `cancel` decides how it ends.
+    [Symbol.asyncIterator]: () => stream.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>,
   };
 }
 
