@@ -198,4 +198,20 @@ describe('after a restart', () => {
       { status: 403, type: 'permission_error', code: 'ip_not_allowed', message: 'Requests from 2001:db9::1 are not allowed for this key' });
   });
 
+  test('TRUST_PROXY as the proxy\'s addresses: a client cannot forge its address past the proxy (the right-most untrusted hop decides)', async () => {
+    // The test's own connection (127.0.0.1) plays the reverse proxy; it appends the address it saw.
+    stack.env['TRUST_PROXY'] = '127.0.0.1/32,::1';
+    await stack.restart();
+    const c = await customer(stack.url, 1);
+    await patchKey(stack.url, c.keyId, { ip_allowlist: ['203.0.113.0/24'] });
+    // the proxy saw 203.0.113.77: allowed
+    assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '203.0.113.77' }), ok);
+    // a client at 198.51.100.9 put an allowed address in front of it: the proxy appended the real one
+    assert.deepEqual(await call(stack.url, c.secret, HAIKU, { 'x-forwarded-for': '203.0.113.77, 198.51.100.9' }),
+      { status: 403, type: 'permission_error', code: 'ip_not_allowed', message: 'Requests from 198.51.100.9 are not allowed for this key' });
+    // with TRUST_PROXY=true the same forged header would have been believed (left-most): not here
+    stack.env['TRUST_PROXY'] = 'false';
+    await stack.restart();
+  });
+
 });

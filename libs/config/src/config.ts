@@ -47,6 +47,9 @@ const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' |
  * Every setting, by its environment variable name, so an error names exactly what to fix.
  * Defaults are for `npm start` on one machine with nothing else installed.
  */
+/** Which proxies' `x-forwarded-for` entries are believed (see TRUST_PROXY). */
+export type TrustProxy = boolean | string;
+
 const EnvSchema = z.object({
   TOLLGATE_ROLES: z.string().default(ROLES.join(',')).transform((s, ctx) => {
     const roles = s.split(',').map((r) => r.trim()).filter(Boolean);
@@ -160,7 +163,21 @@ const EnvSchema = z.object({
   WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(1000),
   WAREHOUSE_FLUSH_MS: int(10, 60_000).default(500),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(15_000),
-  TRUST_PROXY: bool.default(false),
+  /**
+   * Whose `x-forwarded-for` to believe for the client address (Fastify's `trustProxy`): `false`;
+   * a comma list of the reverse proxies' addresses/CIDRs (the client is the right-most address
+   * not in the list: a client cannot forge its way past the proxy); or `true` (every hop: the
+   * left-most address — only behind a proxy that replaces the header, never appends to it).
+   * No hop counts: a count cannot tell a proxy from a client that connects directly.
+   */
+  TRUST_PROXY: z.string().trim().default('false').transform((v, ctx): TrustProxy => {
+    if (v === 'false' || v === '0') return false;
+    if (v === 'true' || v === '1') return true;
+    const list = v.split(',').map((x) => x.trim()).filter(Boolean);
+    if (list.length > 0 && list.every((x) => /^[0-9A-Fa-f:.]+(\/\d{1,3})?$/.test(x) && /[.:]/.test(x))) return list.join(',');
+    ctx.addIssue({ code: 'custom', message: `expected false, true, or a comma list of the proxies' addresses/CIDRs such as 10.0.0.0/8, got "${v}"` });
+    return z.NEVER;
+  }),
   /** OTLP/HTTP collector base URL (standard OTel name); unset = tracing off, nothing registered */
   OTEL_EXPORTER_OTLP_ENDPOINT: url.optional(),
   OTEL_SERVICE_NAME: z.string().trim().min(1).default('tollgate'),
@@ -206,7 +223,8 @@ export interface Config {
   /** `DEFAULT_PLAN`: plan id of keys without one (undefined: `rateLimits` applies) */
   defaultPlan: string | undefined;
   shutdownGraceMs: number;
-  trustProxy: boolean;
+  /** Fastify's `trustProxy`: false, true (every hop), or a comma list of proxy addresses/CIDRs */
+  trustProxy: TrustProxy;
   telemetry: { otlpEndpoint: string | undefined; serviceName: string };
 }
 

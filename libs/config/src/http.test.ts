@@ -24,3 +24,14 @@ test('REQUEST_TIMEOUT_MS and MAX_CONNECTIONS: whole numbers in range, else refus
   assert.throws(() => loadConfig({ MAX_CONNECTIONS: 'lots' }), /MAX_CONNECTIONS: expected a whole number from 16 to 1000000, got "lots"/);
   assert.equal(loadConfig({ MAX_CONNECTIONS_PER_IP: '32' }).http.maxConnectionsPerIp, 32);
 });
+
+test('TRUST_PROXY: false, true, or the proxies\' addresses/CIDRs; hop counts and junk are refused by name', () => {
+  assert.equal(loadConfig({}).trustProxy, false);
+  assert.equal(loadConfig({ TRUST_PROXY: '0' }).trustProxy, false);
+  assert.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true);
+  assert.equal(loadConfig({ TRUST_PROXY: '1' }).trustProxy, true);
+  assert.equal(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 2001:db8::/32 ,192.0.2.7' }).trustProxy, '10.0.0.0/8,2001:db8::/32,192.0.2.7');
+  for (const bad of ['2', 'yes', 'proxy.example.com', '10.0.0.0/8,evil']) {
+    assert.throws(() => loadConfig({ TRUST_PROXY: bad }), new RegExp(`TRUST_PROXY: expected false, true, or a comma list of the proxies' addresses/CIDRs such as 10\\.0\\.0\\.0/8, got "${bad.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}"`), bad);
+  }
+});

@@ -1,2 +1,2 @@
 export { ROLES, CONFIG_VARIABLES, ConfigError, loadConfig, rolesFromArgv } from './config.ts';
-export type { Role, Config, Env } from './config.ts';
+export type { Role, Config, Env, TrustProxy } from './config.ts';

@@ -19,7 +19,8 @@ export interface HttpServerOptions {
   /** pino options, or false */
   logger?: object | boolean;
   bodyLimitBytes: number;
-  trustProxy?: boolean;
+  /** Fastify's `trustProxy`: false, true (every hop) or a comma list of proxy addresses/CIDRs */
+  trustProxy?: boolean | string;
   /** server spans (tracer) and request metrics plus `GET /metrics` (metrics); both optional */
   telemetry?: HttpTelemetry;
   /**
@@ -105,8 +106,8 @@ export const UNSTARTED_RECLAIM_MS = 2_000;
  * so no single address can take the whole cap. Behind a reverse proxy (`trustProxy`) every
  * connection comes from the proxy, so the cap is `maxConnections` (off).
  */
-export function defaultMaxConnectionsPerIp(maxConnections: number, trustProxy = false): number {
-  return trustProxy ? maxConnections : Math.min(maxConnections, Math.max(16, Math.floor(maxConnections / 4)));
+export function defaultMaxConnectionsPerIp(maxConnections: number, trustProxy: boolean | string = false): number {
+  return trustProxy !== false ? maxConnections : Math.min(maxConnections, Math.max(16, Math.floor(maxConnections / 4)));
 }
 
 /**

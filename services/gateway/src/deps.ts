@@ -80,7 +80,8 @@ export interface GatewayDeps {
   logger?: object | boolean;
   /** undici dispatcher for upstream calls (tests and benchmarks may pass their own) */
   dispatcher?: Dispatcher;
-  trustProxy?: boolean;
+  /** Fastify's `trustProxy` (TRUST_PROXY): false, true or proxy addresses/CIDRs */
+  trustProxy?: boolean | string;
   /** spans for limits, hold, upstream, settle and publish (none when absent) */
   tracer?: Tracer;
   /** tokens, cost, holds refused, upstream errors, time to first byte (none when absent) */
