@@ -243,6 +243,19 @@ function secretForms(secret: string): string[] {
   return [...forms].sort((a, b) => b.length - a.length);
 }
 
+/**
+ * Length of a key's public head, which every key of its kind shares and which is therefore no
+ * secret: a known prefix (`sk-ant-api03-`, `sk-ant-oat01-`, `sk-ant-admin01-`, `sk-tg-`, any
+ * `sk-ant-<word><digits>-`), else any leading run of short lowercase words ending in `-`/`_`
+ * (`admin-secret-`) before the random part. 0 when the key has no such head.
+ */
+export function publicPrefixLength(key: string): number {
+  const known = /^sk-ant-[a-z]+\d+-|^sk-tg-|^sk-/.exec(key);
+  if (known !== null) return known[0].length;
+  const words = /^(?:[a-z]{1,12}\d{0,3}[-_])+/.exec(key);
+  return words === null ? 0 : words[0].length;
+}
+
 /** Length of the fixed windows `SecretScrubber.mayContain` looks for (stride `PROBE_STRIDE`). */
 const PROBE_WINDOW = 6;
 /**
@@ -262,8 +275,9 @@ function asciiLower(s: string): string {
  * base64/base64url at any alignment), and every run of at least 12 characters that is a
  * substring of one of those forms (an echo of `ant-api03-…` without its `sk-` prefix, or a
  * truncated key). Secrets under 8 characters are ignored (they would blank out ordinary words).
- * A run of 12 that happens to be the public head of every Anthropic key (`sk-ant-api03`) is
- * redacted too: it is rare in answers and harmless to hide.
+ * Fragments are taken from the random part of a key only (`publicPrefixLength`): the public
+ * head every Anthropic key shares (`sk-ant-api03-`) is ordinary text in answers about keys and
+ * is left alone; the whole key is still redacted in every form.
  *
  * Built once per secret list; `mayContain` is the cheap test for the hot path (one
  * case-insensitive regular expression over a few fixed 6-character windows of each form),
@@ -277,16 +291,24 @@ export class SecretScrubber {
 
   constructor(secrets: readonly string[]) {
     const forms = new Set<string>();
-    for (const s of secrets) if (s.length >= 8) for (const f of secretForms(s)) forms.add(f);
+    const randomForms = new Set<string>();
+    for (const s of secrets) {
+      if (s.length < 8) continue;
+      for (const f of secretForms(s)) forms.add(f);
+      // Fragments come from the random part only: the public head (`sk-ant-api03-`) is in
+      // every Anthropic key and in ordinary answers about them.
+      const random = s.slice(publicPrefixLength(s));
+      if (random.length >= MIN_ENCODED_RUN) for (const f of secretForms(random)) randomForms.add(f);
+    }
     this.#forms = [...forms].sort((a, b) => b.length - a.length);
     const probes = new Set<string>();
-    for (const f of this.#forms) {
+    for (const f of randomForms) {
       const lower = asciiLower(f);
       for (let i = 0; i + MIN_ENCODED_RUN <= lower.length; i++) this.#windows.add(lower.slice(i, i + MIN_ENCODED_RUN));
       for (let i = 0; i + PROBE_WINDOW <= lower.length; i += PROBE_STRIDE) probes.add(lower.slice(i, i + PROBE_WINDOW));
-      // A form shorter than 12 is only matched whole; its first window is in it.
-      if (lower.length < PROBE_WINDOW + PROBE_STRIDE) probes.add(lower.slice(0, PROBE_WINDOW));
     }
+    // A whole form is found by its first window (a form whose random part is under 12 has no fragments).
+    for (const f of this.#forms) probes.add(asciiLower(f).slice(0, PROBE_WINDOW));
     this.#probe = probes.size === 0 ? null : new RegExp([...probes].map(escapeRegExp).join('|'), 'i');
   }
 

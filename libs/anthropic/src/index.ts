@@ -55,6 +55,7 @@ export {
   randomTokenRuns,
   SecretScrubber,
   secretScrubber,
+  publicPrefixLength,
   upstreamErrorToGateway,
   upstreamEventError,
   upstreamRetryHeaders,

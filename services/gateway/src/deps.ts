@@ -20,7 +20,8 @@ export interface UpstreamOptions {
   maxConnections?: number;
   /**
    * the process's other credentials (admin and finance tokens): never sent upstream in a
-   * query string, and redacted from upstream error messages, like `apiKey`
+   * query string or header; not scrubbed from upstream output (the upstream never sees them),
+   * only `apiKey` is
    */
   redact?: readonly string[];
 }

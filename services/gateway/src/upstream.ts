@@ -125,7 +125,7 @@ export interface UpstreamResponse {
   /** the upstream's headers; `content-encoding` and `content-length` removed once decoded */
   headers: Record<string, string | string[] | undefined>;
   body: UpstreamBody;
-  /** credentials of the gateway itself, to be redacted from anything the upstream echoes */
+  /** what the upstream could echo of the gateway's credentials (its own key), redacted from its output */
   secrets: readonly string[];
   /**
    * One SSE event (`SseFrame.raw`) as the client may see it: `scrubEvent` with `secrets`
@@ -312,6 +312,7 @@ export class Upstream {
   #origin: string;
   #basePath: string;
   #secrets: readonly string[];
+  #outputSecrets: readonly string[];
 
   constructor(options: UpstreamOptions, dispatcher?: Dispatcher) {
     this.#options = options;
@@ -319,6 +320,9 @@ export class Upstream {
     this.#origin = base.origin;
     this.#basePath = base.pathname.replace(/\/+$/, '');
     this.#secrets = [options.apiKey, ...(options.redact ?? [])].filter((s): s is string => !!s);
+    // What the upstream could echo: its own key only (the admin/finance tokens never go upstream,
+    // and scrubbing them from answers would blank ordinary words that happen to match).
+    this.#outputSecrets = options.apiKey ? [options.apiKey] : [];
     this.#ownsDispatcher = !dispatcher;
     this.#dispatcher = dispatcher ?? new Agent({
       keepAliveTimeout: 30_000,
@@ -361,7 +365,7 @@ export class Upstream {
       throw gatewayError('upstream_error', 'Upstream provider unavailable', { cause: err });
     }
     try {
-      return decoded(res.statusCode, res.headers, res.body, this.#secrets);
+      return decoded(res.statusCode, res.headers, res.body, this.#outputSecrets);
     } catch (err) {
       // Not worth reading: let undici read a little and then close the connection.
       res.body.dump().catch(() => {});

@@ -382,13 +382,14 @@ describe('upstream text outside the answer never carries the credential (SSE err
     const c = await gw.customer();
     const sse = await post(c.secret, 'sse_secrets', true);
     // The comment-only event is gone, the comment line inside secret_event too; the whole key,
-    // upper-cased, base64, without sk- (36) and its first 20 are each one [redacted]; 11 characters stay.
+    // upper-cased, base64 and without sk- (36) are each one [redacted]; its first 20 keep the public
+    // `sk-` (fragments come from the part after it); 11 characters stay.
     assert.equal(await sse.text(), ''
       + `event: message_start\nid: [redacted]\ndata: ${JSON.stringify({ type: 'message_start', message: {
         id: 'msg_[redacted]', type: 'message', role: 'assistant', model: MODEL, content: [], stop_reason: null, stop_sequence: null,
         usage: { input_tokens: 10, output_tokens: 1 } } })}\n\n`
       + 'event: ping\ndata: {"type":"ping","echo":"[redacted]","short":"-0123456789"}\n\n'
-      + 'event: secret_event\ndata: {"type":"secret_event","k":"[redacted]"}\n\n'
+      + 'event: secret_event\ndata: {"type":"secret_event","k":"sk-[redacted]"}\n\n'
       + frame('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })
       + frame('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'your key: [redacted]' } })
       + frame('content_block_stop', { index: 0 })
