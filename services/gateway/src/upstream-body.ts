@@ -271,8 +271,11 @@ export interface ServerTools {
  * without `max_uses` gets the catalog's `unit_hold_bounds` as its `max_uses` when the catalog has
  * one, so the hold and the upstream agree on the most it may run; without a bound its units are
  * null (`holdBound` then throws HoldBoundError). Code execution is billed by time, not uses: its
- * unit is listed (for the unpriced policy) with no bound. A `max_uses` that is not a positive
- * integer is left to the upstream to reject, and counted as no bound here.
+ * unit is listed (for the unpriced policy) with no bound. `max_uses` null or absent is missing
+ * (the catalog bound as above). Throws GatewayError `invalid_request` (400) naming
+ * `tools[i].max_uses` when a tool's `max_uses` is anything else but a positive integer (`0`, `-1`,
+ * `1.5`, `"3"`): taken as missing, it was replaced by the catalog bound and forwarded, so an
+ * invalid request ran and was charged.
  */
 export function serverTools(body: MessagesRequest, version: PriceVersion, model: CatalogModel): ServerTools {
   const units: Partial<Record<UnitDimension, number | null>> = {};
@@ -280,6 +283,10 @@ export function serverTools(body: MessagesRequest, version: PriceVersion, model:
   if (!Array.isArray(body.tools)) return { units, maxUses };
   body.tools.forEach((tool: unknown, i: number) => {
     if (!isRecordLike(tool)) return;
+    const given = tool.max_uses;
+    if (given !== undefined && given !== null && !(typeof given === 'number' && Number.isSafeInteger(given) && given > 0)) {
+      throw gatewayError('invalid_request', `tools[${i}].max_uses: must be a positive integer (got ${JSON.stringify(given) ?? String(given)})`);
+    }
     const unit = toolUnit(tool.type);
     if (unit === undefined) return;
     if (unit === 'code_execution_seconds') {
