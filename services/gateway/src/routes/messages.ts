@@ -501,7 +501,11 @@ async function relayStream(
   // Set when the client is gone or cut off; from then on the stream is only metered.
   let forwarding = relay && !client.gone;
   if (forwarding) {
+    // Every header the reply already has (clamp, rate-limit, CORS, request-id hooks) goes out
+    // too: after the hijack Fastify sends none of them itself.
+    const { 'content-length': _length, 'transfer-encoding': _te, ...already } = reply.getHeaders();
     raw.writeHead(200, {
+      ...already,
       ...limit.headers,
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
