@@ -33,11 +33,12 @@ function hasRandomToken(text: string): boolean {
 
 /**
  * True when `text` (already decoded) contains something credential-shaped: `sk-…`/`sk_…` (6+
- * token characters after it), `Bearer …`/`Basic …`, one of `secrets` (each ≥ 8 characters, so a
+ * token characters after it, not preceded by a letter or digit), `Bearer …`/`Basic …`, one of `secrets` (each ≥ 8 characters, so a
  * short value cannot match ordinary text), or a random token (`hasRandomToken`).
  */
 export function looksLikeCredential(text: string, secrets: readonly string[] = []): boolean {
-  if (/sk[-_][A-Za-z0-9_-]{6,}/i.test(text)) return true;
+  // Not inside a word: `MyDesk-Assistant`, `mask-images-…` are no keys; `api_key=sk-…`, `_sk-…` are.
+  if (/(?<![A-Za-z0-9])sk[-_][A-Za-z0-9_-]{6,}/i.test(text)) return true;
   if (/\b(bearer|basic)\s+\S/i.test(text)) return true;
   for (const s of secrets) if (s.length >= 8 && text.includes(s)) return true;
   return hasRandomToken(text);

@@ -27,6 +27,18 @@ const FORWARDED = new Set(['accept', 'user-agent', 'x-app', 'traceparent', 'trac
  * a real upstream ignores them).
  */
 const FORWARDED_PREFIXES = ['anthropic-', 'x-stainless-', 'x-claude-code-', 'x-sim-'];
+/**
+ * Headers whose value is a comma-separated list (RFC 9110 §5.6.1): each member is judged alone,
+ * so one member that carries a secret drops that member, not the whole list (`anthropic-beta:
+ * files-api-2025-04-14,<key>` keeps `files-api-2025-04-14`).
+ */
+const COMMA_LISTS = new Set(['anthropic-beta', 'accept', 'tracestate']);
+/**
+ * Opaque ids by design (an SDK's random idempotency key, Claude Code's session id): a random
+ * token is what they are, so they are checked only against the caller's key and the gateway's
+ * secrets (whole, fragment or encoded), not by the random-token rule.
+ */
+const OPAQUE_IDS = new Set(['idempotency-key', 'x-claude-code-session-id']);
 /** A W3C `traceparent` (its 32 hex digits would otherwise look like a random token). */
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
@@ -51,6 +63,30 @@ function carriesSecret(value: string, secrets: readonly string[]): boolean {
     if (looksLikeCredential(v, secrets) || redactCredentials(v, secrets) !== v) return true;
   }
   return false;
+}
+
+/**
+ * What of header `name`'s value `v` may go upstream, or null for none: a `traceparent` only in
+ * its W3C shape; an opaque id (`OPAQUE_IDS`) unless it holds one of `known`; a comma list
+ * (`COMMA_LISTS`) less each member that carries a secret (the rest trimmed and joined by `,`;
+ * untouched when none does); any other value whole or not at all (`carriesSecret`).
+ */
+function forwardedValue(name: string, v: string, known: readonly string[]): string | null {
+  if (name === 'traceparent') return TRACEPARENT.test(v) ? v : null;
+  if (OPAQUE_IDS.has(name)) {
+    const decoded = lenientDecode(v);
+    const scrubber = secretScrubber(known);
+    const holds = [v, decoded].some((x) => known.some((s) => s.length >= 8 && x.includes(s)) || scrubber.redact(x) !== x);
+    return holds ? null : v;
+  }
+  if (COMMA_LISTS.has(name)) {
+    const members = v.split(',');
+    const kept = members.filter((m) => !carriesSecret(m, known));
+    if (kept.length === members.length) return v;
+    const rest = kept.map((m) => m.trim()).filter(Boolean);
+    return rest.length === 0 ? null : rest.join(',');
+  }
+  return carriesSecret(v, known) ? null : v;
 }
 
 /**
@@ -80,8 +116,8 @@ export function upstreamHeaders(
       || (FORWARDED_PREFIXES.some((p) => name.startsWith(p)) && !isCredentialName(name));
     if (!admitted) continue;
     const v = Array.isArray(value) ? value.join(', ') : value;
-    if (name === 'traceparent' ? !TRACEPARENT.test(v) : carriesSecret(v, known)) continue;
-    out[name] = v;
+    const kept = forwardedValue(name, v, known);
+    if (kept !== null) out[name] = kept;
   }
   out['content-type'] = 'application/json';
   out['anthropic-version'] ??= '2023-06-01';
