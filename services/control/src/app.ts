@@ -13,14 +13,17 @@ import { registerPlanRoutes } from './plans.ts';
 import { findPlan } from '@tollgate/limits';
 
 /**
- * Text that ends up in an event: well-formed Unicode (no lone surrogate), no control
- * characters, bounded. Every later stage (Kafka JSON, ClickHouse, Redis) must be able to hold
+ * Text that ends up in an event (names, credit references): well-formed Unicode (no lone
+ * surrogate), no control characters (C0, DEL, C1) and no line or paragraph separator
+ * (U+2028/U+2029: line breaks to every log and CSV reader), bounded; then trimmed of spaces.
+ * Judged as sent, before the trim: a trailing `\n` or `\t` used to be trimmed away and the
+ * reference accepted. Every later stage (Kafka JSON, ClickHouse, Redis) must be able to hold
  * what this API accepts, or one request would stop the pipeline behind it.
  */
-const storedText = (min: number, max: number) => z.string().trim().min(min).max(max).superRefine((v, ctx) => {
-  const problem = textProblem(v, max);
+const storedText = (min: number, max: number) => z.string().superRefine((v, ctx) => {
+  const problem = textProblem(v, max) ?? (/[\u2028\u2029]/.test(v) ? 'must not contain line or paragraph separators (U+2028, U+2029)' : undefined);
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
-});
+}).transform((v) => v.trim()).pipe(z.string().min(min).max(max));
 const AccountCreate = z.object({ name: storedText(1, 200) }).strict();
 /** A spend limit in decimal credits (number or string, ≤ 6 decimals); null clears it. */
 const creditsField = z.union([z.number(), z.string().max(40)]).nullable().optional();
