@@ -74,14 +74,17 @@ export type UsageAnomaly =
   | 'units_over_max_uses'
   // set by the gateway, not read from the wire: the stream was cut when this process's shutdown
   // grace (SHUTDOWN_GRACE_MS) ran out; charged the usage reported until the cut
-  | 'cut_by_shutdown';
+  | 'cut_by_shutdown'
+  // set by the gateway: the client had left before the settlement, though the status keeps the
+  // upstream's outcome (`upstream_error`, `stream_error`, `unmetered`): no reply reached it
+  | 'client_gone';
 
 /** Every `UsageAnomaly`, for metrics that should exist at zero from the start. */
 export const USAGE_ANOMALIES: readonly UsageAnomaly[] = Object.freeze([
   'invalid_count', 'count_decreased', 'duplicate_message_start', 'event_after_stop',
   'malformed_event', 'missing_message_stop', 'no_usage', 'cost_over_bound',
   'cache_breakdown_mismatch', 'error_after_answer', 'output_over_max_tokens', 'invalid_label',
-  'units_over_max_uses', 'cut_by_shutdown',
+  'units_over_max_uses', 'cut_by_shutdown', 'client_gone',
 ]);
 
 /** Longest pricing label read from the wire (`service_tier`, `inference_geo`, `speed`, an iteration `type`). */

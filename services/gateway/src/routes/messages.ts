@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import {
   createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, readMessage, SseFramer, sseErrorEvent,
   upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
@@ -240,6 +240,11 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
        */
       const finish = async (outcome: Outcome): Promise<Settled> => {
         clearInterval(keepAlive);
+        // The status keeps the upstream's outcome; finance still learns no reply reached anyone
+        // (a 503 `upstream_error` to a client already gone was never sent).
+        if (x.client.gone && outcome.status !== 'client_disconnect' && outcome.status !== 'ok') {
+          outcome = { ...outcome, anomalies: [...(outcome.anomalies ?? []), 'client_gone'] };
+        }
         const u = outcome.usage;
         // The limiter's release and the hold's shrink are independent: one round trip of wait.
         const [, { event, publish }] = await Promise.all([
@@ -503,7 +508,8 @@ async function relayStream(
   if (forwarding) {
     // Every header the reply already has (clamp, rate-limit, CORS, request-id hooks) goes out
     // too: after the hijack Fastify sends none of them itself.
-    const { 'content-length': _length, 'transfer-encoding': _te, ...already } = reply.getHeaders();
+    const { 'content-length': _length, 'transfer-encoding': _te, ...set } = reply.getHeaders() as OutgoingHttpHeaders;
+    const already = Object.fromEntries(Object.entries(set).filter(([, v]) => v !== undefined)) as OutgoingHttpHeaders;
     raw.writeHead(200, {
       ...already,
       ...limit.headers,
