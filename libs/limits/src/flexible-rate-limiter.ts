@@ -168,6 +168,12 @@ async function giveBack(limiter: RateLimiterAbstract, subject: string, points: n
   if (res.consumedPoints < 0) await limiter.penalty(subject, -res.consumedPoints);
 }
 
+/**
+ * The points every counter is created with: far above any limit, so rate-limiter-flexible only
+ * counts and the policy's limit (which may change between requests) decides refusal.
+ */
+export const UNBOUNDED_POINTS = Number.MAX_SAFE_INTEGER;
+
 const noRelease = (): Promise<void> => Promise.resolve();
 
 export abstract class FlexibleRateLimiter implements RateLimiter {
@@ -181,16 +187,19 @@ export abstract class FlexibleRateLimiter implements RateLimiter {
   }
 
   /**
-   * One limiter per (window, points). The key prefix carries both, so a changed policy counts
-   * in a fresh window instead of inheriting a count made against another limit.
+   * One limiter per window, keyed by window and subject only (never by the limit value): a
+   * changed limit applies to the count already made in the current window, so raising or
+   * lowering a plan's limit neither resets anyone's window nor forgives what was used.
+   * `points` is always `UNBOUNDED_POINTS`: this class compares the count with the policy's
+   * limit itself, so one counter serves every limit value.
    */
   protected abstract createLimiter(keyPrefix: string, points: number, durationSec: number): RateLimiterAbstract;
 
-  #limiter(spec: WindowSpec, points: number): RateLimiterAbstract {
-    const keyPrefix = `${spec.limit}:${points}`;
+  #limiter(spec: WindowSpec): RateLimiterAbstract {
+    const keyPrefix = spec.limit;
     let limiter = this.#limiters.get(keyPrefix);
     if (limiter === undefined) {
-      limiter = this.createLimiter(keyPrefix, points, spec.durationSec ?? this.#concurrencyTtlSec);
+      limiter = this.createLimiter(keyPrefix, UNBOUNDED_POINTS, spec.durationSec ?? this.#concurrencyTtlSec);
       this.#limiters.set(keyPrefix, limiter);
     }
     return limiter;
@@ -208,7 +217,7 @@ export abstract class FlexibleRateLimiter implements RateLimiter {
       const points = limitValue(policy, spec);
       if (points === undefined) continue;
       // A zero-token consume still returns the window's state, which the headers need.
-      checks.push({ spec, points, cost: spec.kind === 'tokens' ? tokens : 1, limiter: this.#limiter(spec, points) });
+      checks.push({ spec, points, cost: spec.kind === 'tokens' ? tokens : 1, limiter: this.#limiter(spec) });
     }
     if (checks.length === 0) return { ok: true, headers: {}, release: noRelease };
 
@@ -218,7 +227,8 @@ export abstract class FlexibleRateLimiter implements RateLimiter {
     let failure: { error: unknown } | undefined;
     settled.forEach((s, i) => {
       const check = checks[i] as Check;
-      if (s.status === 'fulfilled') outcomes.push({ check, res: s.value, refused: false });
+      // The counter never refuses (UNBOUNDED_POINTS); the policy's limit decides here.
+      if (s.status === 'fulfilled') outcomes.push({ check, res: s.value, refused: s.value.consumedPoints > check.points });
       else if (s.reason instanceof RateLimiterRes) outcomes.push({ check, res: s.reason, refused: true });
       else failure ??= { error: s.reason }; // the store failed and there is no insurance: nothing applied
     });
@@ -260,7 +270,7 @@ export abstract class FlexibleRateLimiter implements RateLimiter {
     const delta = tokenCount('actualTokens', actualTokens) - tokenCount('estimatedTokens', estimatedTokens);
     const points = limitValue(policy, TOKENS);
     if (points === undefined || delta === 0) return;
-    const limiter = this.#limiter(TOKENS, points);
+    const limiter = this.#limiter(TOKENS);
     // The tokens were used whatever the window says now, so a correction never refuses.
     if (delta > 0) await limiter.penalty(subject, delta);
     else await giveBack(limiter, subject, -delta);

@@ -128,9 +128,9 @@ export function rateLimiterContract(name: string, make: MakeRateLimiter): void {
       const r = refused(await rl.acquire(key, { requestsPerMinute: 1, tokensPerMinute: 100 }, 10));
       assert.equal(r.limit, 'requests_per_minute');
       assert.equal(r.headers[H.tokensRemaining], '90');
-      // A changed request limit counts in a fresh window; the token window is the same one.
+      // A raised request limit counts on from the 1 already used (the refusal took nothing).
       const d = granted(await rl.acquire(key, { requestsPerMinute: 2, tokensPerMinute: 100 }, 0));
-      assert.equal(d.headers[H.requestsRemaining], '1');
+      assert.equal(d.headers[H.requestsRemaining], '0');
       assert.equal(d.headers[H.tokensRemaining], '90');
     });
 
@@ -152,8 +152,9 @@ export function rateLimiterContract(name: string, make: MakeRateLimiter): void {
       assert.equal(minuteOnly.headers[H.requestsRemaining], '7');
 
       const weekly = { requestsPerWeek: 1 };
-      granted(await rl.acquire(key, weekly, 0));
-      const w = refused(await rl.acquire(key, weekly, 0));
+      const fresh = subject();
+      granted(await rl.acquire(fresh, weekly, 0));
+      const w = refused(await rl.acquire(fresh, weekly, 0));
       assert.equal(w.limit, 'requests_per_week');
     });
 
@@ -269,6 +270,27 @@ export function rateLimiterContract(name: string, make: MakeRateLimiter): void {
       assert.equal(r.limit, 'requests_per_minute');
       assert.equal(r.headers[H.requestsLimit], '0');
       assert.equal(r.headers[H.requestsRemaining], '0');
+    });
+
+    test('changed limit applies to the count already made: 3 used of 3, raised to 4 gives exactly one more', async (t) => {
+      const rl = await setup(t);
+      if (!rl) return;
+      const key = subject();
+      for (let i = 0; i < 3; i++) granted(await rl.acquire(key, { requestsPer5h: 3 }, 0));
+      refused(await rl.acquire(key, { requestsPer5h: 3 }, 0));
+      const one = granted(await rl.acquire(key, { requestsPer5h: 4 }, 0));
+      assert.equal(one.headers[H.requestsLimit], '4');
+      assert.equal(one.headers[H.requestsRemaining], '0');
+      const r = refused(await rl.acquire(key, { requestsPer5h: 4 }, 0));
+      assert.equal(r.limit, 'requests_per_5h');
+      // Lowered below the count: refused at once, nothing forgiven.
+      refused(await rl.acquire(key, { requestsPer5h: 2 }, 0));
+      // Tokens too: 700 of 1,000 used, limit lowered to 800 → 100 left.
+      const tk = subject();
+      granted(await rl.acquire(tk, { tokensPerMinute: 1000 }, 700));
+      const d = granted(await rl.acquire(tk, { tokensPerMinute: 800 }, 0));
+      assert.equal(d.headers[H.tokensRemaining], '100');
+      assert.equal(refused(await rl.acquire(tk, { tokensPerMinute: 800 }, 101)).limit, 'tokens_per_minute');
     });
   });
 }
