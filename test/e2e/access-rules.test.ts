@@ -110,6 +110,29 @@ describe('access rules per key and account', () => {
     assert.deepEqual(await call(stack.url, c.secret, sonnet), ok);
   });
 
+  test('allowed_models covers every model the request can be served by: fallbacks[].model and advisor tools[].model are 403 naming the place', async () => {
+    const c = await customer(stack.url, 1_000); // an advisor's hold is far above 1 credit
+    await patchKey(stack.url, c.keyId, { allowed_models: ['claude-haiku-4-5'] });
+    const lastSent = async () => JSON.stringify(await simRequests(stack.simUrl, 1));
+    const before = await lastSent();
+    const refused = (where: string, model: string) => ({ status: 403, type: 'permission_error', code: 'model_not_allowed',
+      message: `${where}: this key may not use ${model} (allowed: claude-haiku-4-5-20251001)` });
+    assert.deepEqual(await call(stack.url, c.secret, { ...HAIKU, fallbacks: [{ model: 'claude-haiku-4-5' }, { model: 'claude-opus-4-6' }] }),
+      refused('fallbacks[1].model', 'claude-opus-4-6'));
+    assert.deepEqual(await call(stack.url, c.secret, { ...HAIKU, fallbacks: ['claude-sonnet-4-5'] }), refused('fallbacks[0]', 'claude-sonnet-4-5'));
+    // A name the catalog does not know cannot be in an allow-list.
+    assert.deepEqual(await call(stack.url, c.secret, { ...HAIKU, fallbacks: [{ model: 'gpt-5' }] }), refused('fallbacks[0].model', 'gpt-5'));
+    const advisor = { type: 'advisor_20260301', name: 'advisor', model: 'claude-opus-4-6', max_uses: 1 };
+    assert.deepEqual(await call(stack.url, c.secret, { ...HAIKU, tools: [{ name: 'x', input_schema: { type: 'object' } }, advisor] }),
+      refused('tools[1].model', 'claude-opus-4-6'));
+    // None of the refused requests reached the upstream.
+    assert.equal(await lastSent(), before);
+    // The allowed model named as fallback and advisor (by alias) is served.
+    assert.deepEqual(await call(stack.url, c.secret, { ...HAIKU, fallbacks: [{ model: 'claude-haiku-4-5' }], tools: [{ ...advisor, model: 'claude-haiku-4-5' }] }), ok);
+    await patchKey(stack.url, c.keyId, { allowed_models: null });
+    assert.deepEqual(await call(stack.url, c.secret, { ...HAIKU, fallbacks: [{ model: 'claude-opus-4-6' }] }), ok);
+  });
+
   test('limits and states are flat PATCH fields: credits in, credits out, µc in the record; revoked keys cannot change', async () => {
     const c = await customer(stack.url, 0);
     const k = await patchKey(stack.url, c.keyId, { hourly_credits: '0.000001', daily_credits: 2.5, total_credits: 100 });

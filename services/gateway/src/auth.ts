@@ -1,4 +1,5 @@
 import { gatewayError } from '@tollgate/anthropic';
+import { advisorTools, requestFallbacks } from '@tollgate/pricing';
 import { hashSecret, ipAllowed, keyExpired, keyFromHeaders, looksLikeKey, type KeyDirectory, type KeyEntry } from '@tollgate/keys';
 import type { IncomingHttpHeaders } from 'node:http';
 import { guardState, stateUnavailable } from './state.ts';
@@ -49,8 +50,35 @@ export async function authenticate(
  * model) holds `catalogModel`, the catalog id the request's model resolved to (aliases and
  * `-thinking` variants included).
  */
-export function checkModelAllowed(entry: KeyEntry, catalogModel: string, requested: string): void {
+export function checkModelAllowed(entry: KeyEntry, catalogModel: string, requested: string, where = 'model'): void {
   const allowed = entry.key.allowed_models;
   if (!allowed || allowed.length === 0 || allowed.includes(catalogModel)) return;
-  throw gatewayError('model_not_allowed', `model: this key may not use ${requested} (allowed: ${allowed.join(', ')})`);
+  throw gatewayError('model_not_allowed', `${where}: this key may not use ${requested} (allowed: ${allowed.join(', ')})`);
+}
+
+/**
+ * `checkModelAllowed` for every model a Messages request can be served by, not only
+ * `body.model`: each `fallbacks[i].model` (server-side fallback beta) and each advisor tool's
+ * `tools[i].model` (the advisor is a model call billed to the key). Read with the same parsers
+ * the pricing uses (`requestFallbacks`, `advisorTools` of @tollgate/pricing), one entry at a
+ * time so the error names its place. A name is resolved to its catalog id first (aliases
+ * count as their model); a name the catalog does not know can be in no allow-list, so it is
+ * refused too when the key has one. Throws 403 `model_not_allowed` naming the model and where.
+ */
+export function checkServingModelsAllowed(
+  entry: KeyEntry, body: { fallbacks?: unknown; tools?: unknown }, catalogId: (name: string) => string | undefined,
+): void {
+  const allowed = entry.key.allowed_models;
+  if (!allowed || allowed.length === 0) return;
+  const check = (name: string, where: string) => checkModelAllowed(entry, catalogId(name) ?? name, name, where);
+  if (Array.isArray(body.fallbacks)) {
+    body.fallbacks.forEach((f, i) => {
+      for (const name of requestFallbacks([f])) check(name, typeof f === 'string' ? `fallbacks[${i}]` : `fallbacks[${i}].model`);
+    });
+  }
+  if (Array.isArray(body.tools)) {
+    body.tools.forEach((t, i) => {
+      for (const a of advisorTools([t])) check(a.model, `tools[${i}].model`);
+    });
+  }
 }

@@ -17,7 +17,7 @@ import { boundedUpstreamId, settle, type Metered, type Outcome } from '../meteri
 import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
-import { checkModelAllowed } from '../auth.ts';
+import { checkModelAllowed, checkServingModelsAllowed } from '../auth.ts';
 import { JsonValueEnd, serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
 import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '../admission.ts';
 
@@ -141,6 +141,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     const body = validateMessagesRequest(request.body, deps.defaultMaxTokens ?? 1_024);
     const resolved = resolveOr404(version.catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
+    checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
     const stream = body.stream === true;
     request.observed = { model: resolved.model.id, stream };
     // Ids only: the key's secret never reaches a span (it is not even on `caller`).
