@@ -3,30 +3,25 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
-import { Cluster } from '../support/cluster.ts';
-import { requireKafka, requireRedis } from '../support/services.ts';
-import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
+import { startCluster, type Cluster } from '../support/cluster.ts';
 
 let cluster: Cluster | undefined;
-let closeSim: (() => Promise<void>) | undefined;
+let stop: (() => Promise<void>) | undefined;
 
 before(async () => {
-  const t = { skip: (msg?: string) => { process.stderr.write(`${msg ?? 'skipped'}\n`); } };
-  const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
-  if (!kafka || !redis) return;
-  const { sim, simUrl } = await startSimulator();
-  closeSim = () => sim.close();
-  cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY });
-  // the warehouse group too: hot state is rebuilt from the warehouse before the ledger applies anything
-  await cluster.add('agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
-  await cluster.add('control', { roles: 'control' });
-  await cluster.add('gw1', { roles: 'gateway' });
-  await cluster.add('gw2', { roles: 'gateway' });
+  // the aggregator with the warehouse group first: hot state is rebuilt from the warehouse before the ledger applies anything
+  const started = await startCluster([
+    ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
+    ['control', { roles: 'control' }],
+    ['gw1', { roles: 'gateway' }],
+    ['gw2', { roles: 'gateway' }],
+  ]);
+  cluster = started?.cluster;
+  stop = started?.close;
 });
 
 after(async () => {
-  await cluster?.stopAll();
-  await closeSim?.();
+  await stop?.();
 });
 
 test('a plan\'s 5-hour window holds exactly across two gateways: 7 of 20 concurrent requests pass, 13 get 429 rate_limit_exceeded, 7 are billed', async (t) => {

@@ -163,20 +163,37 @@ export class Cluster {
  * Undefined (after a loud skip message) when Kafka or Redis is missing and not required.
  */
 export async function startStandardCluster(): Promise<{ cluster: Cluster; close(): Promise<void> } | undefined> {
+  return startCluster([
+    ['agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
+    ['agg2', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger' } }],
+    ['control', { roles: 'control' }],
+    ['gw1', { roles: 'gateway' }],
+    ['gw2', { roles: 'gateway' }],
+  ]);
+}
+
+/**
+ * A cluster of the named processes, started in order (an aggregator with the `warehouse` group
+ * first: hot state is rebuilt from the warehouse before the ledger applies anything), against a
+ * fresh simulator upstream; `extra` is environment for every process. Undefined (after a loud
+ * skip message) when Kafka or Redis is missing and not required. `close` stops the processes
+ * and the simulator.
+ */
+export async function startCluster(
+  processes: ReadonlyArray<readonly [string, ProcessSpec]>,
+  extra?: Record<string, string>,
+): Promise<{ cluster: Cluster; kafka: string; close(): Promise<void> } | undefined> {
   const { requireKafka, requireRedis } = await import('./services.ts');
   const { startSimulator, UPSTREAM_KEY } = await import('./tollgate.ts');
   const t = { skip: (msg?: string) => { process.stderr.write(`${msg ?? 'skipped'}\n`); } };
   const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
   if (!kafka || !redis) return undefined;
   const { sim, simUrl } = await startSimulator();
-  const cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY });
-  await cluster.add('agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
-  await cluster.add('agg2', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger' } });
-  await cluster.add('control', { roles: 'control' });
-  await cluster.add('gw1', { roles: 'gateway' });
-  await cluster.add('gw2', { roles: 'gateway' });
+  const cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY, ...(extra ? { extra } : {}) });
+  for (const [name, spec] of processes) await cluster.add(name, spec);
   return {
     cluster,
+    kafka,
     async close() {
       await cluster.stopAll();
       await sim.close();
