@@ -133,17 +133,22 @@ describe('access rules per key and account', () => {
     assert.deepEqual(await call(stack.url, c.secret, { ...HAIKU, fallbacks: [{ model: 'claude-opus-4-6' }] }), ok);
   });
 
-  test('limits and states are flat PATCH fields: credits in, credits out, µc in the record; revoked keys cannot change', async () => {
+  test('limits and states are flat PATCH fields: credits in, exact decimal-string credits out (never a float), µc in the record; revoked keys cannot change', async () => {
     const c = await customer(stack.url, 0);
     const k = await patchKey(stack.url, c.keyId, { hourly_credits: '0.000001', daily_credits: 2.5, total_credits: 100 });
     assert.equal(k.status, 200);
-    assert.deepEqual([k.json['hourly_credits'], k.json['daily_credits'], k.json['total_credits']], [0.000001, 2.5, 100]);
+    assert.deepEqual([k.json['hourly_credits'], k.json['daily_credits'], k.json['total_credits']], ['0.000001', '2.5', '100']);
     const stored = await stack.tollgate.keys.key(c.keyId);
     assert.deepEqual([stored?.hourly_credits, stored?.daily_credits, stored?.total_credits], ['1', '2500000', '100000000']);
     const a = await admin<Record<string, unknown>>(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`,
       { daily_credits: 10, monthly_credits: '200', overdraft_credits: 0.5, admission_policy: 'strict' });
     assert.equal(a.status, 200);
-    assert.deepEqual([a.json['daily_credits'], a.json['monthly_credits'], a.json['overdraft_credits'], a.json['admission_policy']], [10, 200, 0.5, 'strict']);
+    assert.deepEqual([a.json['daily_credits'], a.json['monthly_credits'], a.json['overdraft_credits'], a.json['admission_policy']], ['10', '200', '0.5', 'strict']);
+    // The largest amount every stage holds exactly (2^53 − 1 µc) echoes back to the µc, key and account.
+    const max = '9007199254.740991';
+    assert.equal((await patchKey(stack.url, c.keyId, { hourly_credits: max })).json['hourly_credits'], max);
+    assert.equal((await admin<Record<string, unknown>>(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { overdraft_credits: max })).json['overdraft_credits'], max);
+    assert.equal((await stack.tollgate.keys.key(c.keyId))?.hourly_credits, '9007199254740991');
     const neg = await patchKey(stack.url, c.keyId, { daily_credits: -1 });
     assert.equal(neg.status, 400);
     assert.equal((neg.json as { error: { message: string } }).error.message, 'daily_credits: must not be negative (null removes the limit)');

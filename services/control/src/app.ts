@@ -99,8 +99,12 @@ function limitMicros(field: string, value: number | string | null | undefined): 
   return micros.toString();
 }
 
-/** A record's µc limit as the API shows it: decimal credits, or null when none is set. */
-const creditsView = (micros: string | null | undefined) => (micros === null || micros === undefined ? null : creditsToNumber(BigInt(micros)));
+/**
+ * A record's µc limit as the API shows it: exact decimal credits as a string ("0.000001",
+ * "9007199254.740991"), or null when none is set. Never a JSON number: a double cannot hold
+ * every µc amount up to MAX_MONEY_MICROS, and a limit must echo back as it was set.
+ */
+const creditsView = (micros: string | null | undefined) => (micros === null || micros === undefined ? null : formatCredits(BigInt(micros)));
 
 function keyView(k: KeyRecord) {
   return {
