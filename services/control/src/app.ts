@@ -10,6 +10,7 @@ import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits
 import type { ControlDeps } from './deps.ts';
 import { newId, nextVersion } from './ids.ts';
 import { registerPlanRoutes } from './plans.ts';
+import { guardHotState } from './hot-state.ts';
 import { findPlan } from '@tollgate/limits';
 
 /**
@@ -123,6 +124,8 @@ function keyView(k: KeyRecord) {
 
 /** Mounts the operator API (`/admin/v1/*`, admin token) on a server from `createHttpServer`. */
 export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
+  // Every route reaches hot state only through these: Redis unreachable is one 503, everywhere.
+  deps = { ...deps, keys: guardHotState(deps.keys), balances: guardHotState(deps.balances) };
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 

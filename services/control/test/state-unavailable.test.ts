@@ -1,0 +1,70 @@
+// Hot state unreachable on operator routes: every control route that touches Redis (key
+// directory, balances) answers 503 `state_unavailable` with `retry-after: 2`, not a 500, and
+// works again once Redis is back. Real Redis; the gateway's own client options (no offline
+// queue), so a lost connection fails fast exactly as in a deployment.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
+import { Redis } from 'ioredis';
+import { MemoryLog } from '@tollgate/events';
+import { RedisKeyDirectory } from '@tollgate/keys';
+import { RedisBalanceStore } from '@tollgate/ledger';
+import { loadCatalogFile } from '@tollgate/pricing';
+import { buildControl } from '../src/index.ts';
+import { requireRedis } from '../../../test/support/services.ts';
+
+const TOKEN = 'admin-token-for-state-test';
+
+test('hot state unreachable: every control route is 503 state_unavailable with retry-after, not 500; served again once back', async (t) => {
+  const url = await requireRedis(t);
+  if (url === undefined) return;
+  const redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+  redis.on('error', () => {});
+  await redis.connect();
+  const prefix = `test:control-state:${randomUUID()}`;
+  const app = buildControl({
+    keys: new RedisKeyDirectory({ redis, prefix }), balances: new RedisBalanceStore({ redis, prefix }), log: new MemoryLog(),
+    catalog: loadCatalogFile(resolve(import.meta.dirname, '../../../libs/pricing/catalogs/cny.json')),
+    adminToken: TOKEN, keyHashSecret: 'k'.repeat(32), applyTimeoutMs: 50,
+  });
+  t.after(async () => {
+    await app.close();
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+  });
+  const call = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, payload?: object) =>
+    app.inject({ method, url: path, headers: { authorization: `Bearer ${TOKEN}` }, ...(payload ? { payload } : {}) });
+
+  const account = (await call('POST', '/admin/v1/accounts', { name: 'state' })).json() as { id: string };
+  const key = (await call('POST', `/admin/v1/accounts/${account.id}/keys`, {})).json() as { id: string };
+  assert.equal((await call('PATCH', `/admin/v1/keys/${key.id}`, { name: 'up' })).statusCode, 200);
+
+  redis.disconnect(); // the connection is gone; the client does not queue commands
+  const routes: Array<[string, () => ReturnType<typeof call>]> = [
+    ['PATCH key', () => call('PATCH', `/admin/v1/keys/${key.id}`, { status: 'disabled' })],
+    ['GET key', () => call('GET', `/admin/v1/keys/${key.id}`)],
+    ['DELETE key', () => call('DELETE', `/admin/v1/keys/${key.id}`)],
+    ['POST account', () => call('POST', '/admin/v1/accounts', { name: 'x' })],
+    ['GET account', () => call('GET', `/admin/v1/accounts/${account.id}`)],
+    ['PATCH account', () => call('PATCH', `/admin/v1/accounts/${account.id}`, { daily_credits: '1' })],
+    ['POST key', () => call('POST', `/admin/v1/accounts/${account.id}/keys`, {})],
+    ['GET keys', () => call('GET', `/admin/v1/accounts/${account.id}/keys`)],
+    ['POST credits', () => call('POST', `/admin/v1/accounts/${account.id}/credits`, { credits: '1', reference: 'r-1' })],
+    ['GET plans', () => call('GET', '/admin/v1/plans')],
+  ];
+  for (const [name, send] of routes) {
+    const res = await send();
+    const { request_id: _id, ...body } = res.json() as Record<string, unknown>;
+    assert.deepEqual({ route: name, status: res.statusCode, retryAfter: res.headers['retry-after'], body }, {
+      route: name, status: 503, retryAfter: '2',
+      body: { type: 'error', error: { type: 'api_error', code: 'state_unavailable', message: 'Hot state (Redis) is temporarily unreachable; retry shortly' } },
+    });
+  }
+
+  await redis.connect();
+  const back = await call('PATCH', `/admin/v1/keys/${key.id}`, { status: 'disabled' });
+  assert.equal(back.statusCode, 200);
+  assert.equal((back.json() as { status: string }).status, 'disabled');
+});
