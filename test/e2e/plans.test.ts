@@ -166,3 +166,41 @@ test('the official SDK reads retry-after: a 429 of a plan\'s concurrency window 
   // The SDK's own first backoff is at most 0.5 s; a gap of a whole second is the header's.
   assert.ok(attempts[1]!.at - attempts[0]!.at >= 1_000, `retried after ${attempts[1]!.at - attempts[0]!.at} ms`);
 });
+
+test('tokens_per_minute charges each request its worst case (input bound + max_tokens) at admission: of 5 concurrent max_tokens 1,000 on 3,000 only 2 pass; one above the whole allowance counts as the allowance', async () => {
+  const planId = await newPlan({ name: 'tpm-3000', tokens_per_minute: 3_000 });
+  const body = msg('hi [[sim input=1 output=1000]]', 1_000);
+  const send = (secret: string, b: object = body) => fetch(`${stack.url}/v1/messages`, {
+    method: 'POST', headers: { 'x-api-key': secret, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' }, body: JSON.stringify(b),
+  });
+  // One probe on its own key gives W, the worst case admission charged: 3,000 − remaining.
+  const probe = await customer(stack.url, 10);
+  await assignKeyPlan(probe.keyId, planId);
+  const probed = await send(probe.secret);
+  assert.equal(probed.status, 200);
+  const worst = 3_000 - Number(probed.headers.get('anthropic-ratelimit-tokens-remaining'));
+  assert.ok(worst > 1_000 && worst <= 1_500, `worst case ${worst} = input bound + max_tokens 1,000`); // the input alone was counted before
+
+  const c = await customer(stack.url, 10);
+  await assignKeyPlan(c.keyId, planId);
+  // Whatever the order, a third worst case (> 1,000 each) never fits in 3,000, and a finished
+  // request corrects only to its real total (1 input + 1,000 output), so exactly two pass.
+  const answers = await Promise.all([0, 1, 2, 3, 4].map(async () => {
+    const r = await send(c.secret);
+    const json = await r.json() as { error?: { code: string; message: string } };
+    return { status: r.status, code: json.error?.code ?? null, limit: /\(([a-z_]+)\)/.exec(json.error?.message ?? '')?.[1] ?? null };
+  }));
+  assert.deepEqual(answers.map((a) => `${a.status} ${a.code} ${a.limit}`).sort(), [
+    '200 null null', '200 null null',
+    '429 rate_limit_exceeded tokens_per_minute', '429 rate_limit_exceeded tokens_per_minute', '429 rate_limit_exceeded tokens_per_minute',
+  ]);
+
+  // max_tokens 5,000 on a 3,000 allowance: counted as exactly 3,000 (it waits for an empty window, never fails forever).
+  const big = await customer(stack.url, 10);
+  await assignKeyPlan(big.keyId, planId);
+  const alone = await send(big.secret, msg('hi [[sim input=1 output=5000]]', 5_000));
+  assert.equal(alone.status, 200);
+  assert.equal(alone.headers.get('anthropic-ratelimit-tokens-remaining'), '0');
+  // Corrected to its real 5,001 tokens: the window is over, the next request waits.
+  assert.equal((await send(big.secret, msg(ONE_EACH))).status, 429);
+});

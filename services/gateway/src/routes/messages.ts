@@ -167,8 +167,12 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       'tollgate.input_bound.unbounded': bound.unbounded.join(','), 'tollgate.input_bound.iterations': bound.iterations,
     });
     const estimate = bound.tokens;
-    const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate } },
-      () => acquireLimits(deps, request, estimate));
+    // The token window is charged the request's worst case (input bound + every call's
+    // max_tokens), not the input alone, so concurrent requests cannot together overrun it;
+    // `done(used)` corrects it to the real total when the request ends.
+    const worstTokens = estimate + body.max_tokens * bound.iterations;
+    const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate, 'tollgate.estimated_tokens': worstTokens } },
+      () => acquireLimits(deps, request, worstTokens));
     // Before anything can refuse (the hold's 402 included): every answer carries the windows.
     reply.headers(limit.headers);
     try {
