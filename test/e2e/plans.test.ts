@@ -84,7 +84,7 @@ test('plan in force: the key\'s plan, else its account\'s, else DEFAULT_PLAN; a 
   assert.equal(await limitNow(), '60');
 });
 
-test('plan windows on /v1/messages: headers on 200 and 402; the 5 h window refuses with 429 rate_limit_error / rate_limit_exceeded and retry-after', async () => {
+test('plan windows on /v1/messages: headers on 200 and 402 (a 402 gives its request back); the 5 h window refuses with 429 rate_limit_error / rate_limit_exceeded and retry-after', async () => {
   const c = await customer(stack.url, 1);
   await assignKeyPlan(c.keyId, await newPlan({ name: 'tiny', requests_per_5h: 3, requests_per_week: 10 }));
 
@@ -104,17 +104,21 @@ test('plan windows on /v1/messages: headers on 200 and 402; the 5 h window refus
   assert.equal(first.get('x-ratelimit-limit'), null); // the plan has no per-minute window
   assert.equal(first.get('anthropic-ratelimit-tokens-limit'), null);
 
-  // 20,000 output tokens × 120 µc = 2.4 credits > the 1 credit held: 402, with the windows
+  // 20,000 output tokens × 120 µc = 2.4 credits > the 1 credit held: 402, with the windows as
+  // they stand after the request was given back (never served: it does not count)
   await assert.rejects(c.client.messages.create(msg(ONE_EACH, 20_000)), (err: unknown) => {
     assert.ok(err instanceof Anthropic.APIError);
     assert.equal(err.status, 402);
-    assert.equal(err.headers?.get('anthropic-ratelimit-requests-remaining'), '1');
-    assert.equal(err.headers?.get('anthropic-ratelimit-unified-5h-utilization'), '0.6667');
+    assert.equal(err.headers?.get('anthropic-ratelimit-requests-remaining'), '2');
+    assert.equal(err.headers?.get('anthropic-ratelimit-unified-5h-utilization'), '0.3333');
     assert.equal(err.headers?.get('anthropic-ratelimit-unified-status'), 'allowed');
     assert.equal(err.headers?.get('anthropic-ratelimit-unified-5h-reset'), reset5h);
     return true;
   });
 
+  const second = (await c.client.messages.create(msg(ONE_EACH)).withResponse()).response.headers;
+  assert.equal(second.get('anthropic-ratelimit-requests-remaining'), '1');
+  assert.equal(second.get('anthropic-ratelimit-unified-5h-utilization'), '0.6667');
   const third = (await c.client.messages.create(msg(ONE_EACH)).withResponse()).response.headers;
   assert.equal(third.get('anthropic-ratelimit-requests-remaining'), '0');
   assert.equal(third.get('anthropic-ratelimit-unified-5h-utilization'), '1');
@@ -133,15 +137,15 @@ test('plan windows on /v1/messages: headers on 200 and 402; the 5 h window refus
     assert.equal(h.get('anthropic-ratelimit-unified-representative-claim'), 'five_hour');
     assert.equal(h.get('anthropic-ratelimit-unified-reset'), reset5h);
     assert.equal(h.get('anthropic-ratelimit-unified-5h-utilization'), '1');
-    assert.equal(h.get('anthropic-ratelimit-unified-7d-utilization'), '0.3'); // 3 of 10: the 402 counted, this refusal took nothing
+    assert.equal(h.get('anthropic-ratelimit-unified-7d-utilization'), '0.3'); // 3 of 10: the three served; the 402 and this refusal took nothing
     assert.equal(h.get('anthropic-ratelimit-requests-remaining'), '0');
     // retry-after counts down to the same reset: reset − retry-after is a moment of this test
     const retry = Number(h.get('retry-after'));
     assert.ok(Number.isInteger(retry) && retry > 5 * 3_600 - 600 && retry <= 5 * 3_600, `retry-after ${retry}`);
     return true;
   });
-  // billed: the two answered requests only, 24 + 120 µc each
-  assert.equal(await settledBalance(stack, c.accountId), 1_000_000n - 2n * 144n);
+  // billed: the three answered requests only, 24 + 120 µc each
+  assert.equal(await settledBalance(stack, c.accountId), 1_000_000n - 3n * 144n);
 });
 
 test('the official SDK reads retry-after: a 429 of a plan\'s concurrency window (retry-after 1) is retried after 1 s and succeeds', async () => {
@@ -203,4 +207,32 @@ test('tokens_per_minute charges each request its worst case (input bound + max_t
   assert.equal(alone.headers.get('anthropic-ratelimit-tokens-remaining'), '0');
   // Corrected to its real 5,001 tokens: the window is over, the next request waits.
   assert.equal((await send(big.secret, msg(ONE_EACH))).status, 429);
+});
+
+test('a request refused after admission (402 insufficient credits, 429 spend limit) is given back to every plan window: retries burn no 5 h or weekly quota', async () => {
+  const c = await customer(stack.url, 1);
+  await assignKeyPlan(c.keyId, await newPlan({ name: 'refund', requests_per_5h: 5, requests_per_week: 20, tokens_per_minute: 100_000 }));
+  const raw = (b: object) => fetch(`${stack.url}/v1/messages`, {
+    method: 'POST', headers: { 'x-api-key': c.secret, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' }, body: JSON.stringify(b),
+  });
+  const windows = (h: Headers) => [h.get('anthropic-ratelimit-requests-remaining'), h.get('anthropic-ratelimit-unified-7d-utilization'), h.get('anthropic-ratelimit-tokens-remaining')];
+  // 200 µc an hour: any request's worst case (≥ 8 output × 120 µc) is above it → 429 spend_limit_exceeded
+  assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/keys/${c.keyId}`, { hourly_credits: '0.0002' })).status, 200);
+  for (let i = 0; i < 3; i++) {
+    const r = await raw(msg(ONE_EACH));
+    assert.equal(r.status, 429);
+    assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'spend_limit_exceeded');
+    assert.deepEqual(windows(r.headers), ['5', '0', '100000']);
+  }
+  assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/keys/${c.keyId}`, { hourly_credits: null })).status, 200);
+  // 20,000 output tokens × 120 µc = 2.4 credits > 1 credit: 402, three times
+  for (let i = 0; i < 3; i++) {
+    const r = await raw(msg(ONE_EACH, 20_000));
+    assert.equal(r.status, 402);
+    assert.deepEqual(windows(r.headers), ['5', '0', '100000']);
+  }
+  // The first served request is the first to count: 4 of 5 left, 1 of 20 used.
+  const ok = await raw(msg(ONE_EACH));
+  assert.equal(ok.status, 200);
+  assert.deepEqual(windows(ok.headers).slice(0, 2), ['4', '0.05']);
 });

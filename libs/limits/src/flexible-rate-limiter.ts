@@ -219,7 +219,7 @@ export abstract class FlexibleRateLimiter implements RateLimiter {
       // A zero-token consume still returns the window's state, which the headers need.
       checks.push({ spec, points, cost: spec.kind === 'tokens' ? tokens : 1, limiter: this.#limiter(spec) });
     }
-    if (checks.length === 0) return { ok: true, headers: {}, release: noRelease };
+    if (checks.length === 0) return { ok: true, headers: {}, release: noRelease, refund: () => Promise.resolve({}) };
 
     // Every window in parallel: one store round trip in wall time, whatever the policy.
     const settled = await Promise.allSettled(checks.map((c) => c.limiter.consume(subject, c.cost)));
@@ -262,7 +262,16 @@ export abstract class FlexibleRateLimiter implements RateLimiter {
       let released: Promise<void> | undefined;
       release = () => (released ??= giveBack(limiter, subject, 1));
     }
-    return { ok: true, headers: headersFor(outcomes, false, now), release };
+    let refunded: Promise<LimitHeaders> | undefined;
+    // Refused downstream (no credit, spend limit): the request was never served, so it must not
+    // use up the customer's windows, or a client retrying a 402/429 burns its 5 h and weekly quota.
+    const refund = () => (refunded ??= (async () => {
+      await Promise.all(outcomes.filter((o) => o.check.spec.kind !== 'concurrency')
+        .map((o) => giveBack(o.check.limiter, subject, o.check.cost)));
+      await release();
+      return headersFor(outcomes, true, Date.now());
+    })());
+    return { ok: true, headers: headersFor(outcomes, false, now), release, refund };
   }
 
   async correctTokens(subject: string, policy: LimitPolicy, estimatedTokens: number, actualTokens: number): Promise<void> {

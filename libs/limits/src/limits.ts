@@ -30,11 +30,21 @@ export type LimitDecision =
   | { ok: true; headers: LimitHeaders }
   | { ok: false; retryAfterMs: number; limit: LimitName; headers: LimitHeaders };
 
-/** An allowed request; `release` must be called once when it ends (repeat calls are no-ops). */
-export type LimitGrant = Extract<LimitDecision, { ok: true }> & { release: () => Promise<void> };
+/**
+ * An allowed request; `release` must be called once when it ends (repeat calls are no-ops).
+ * `refund` is for a request refused after it was admitted, before anything was served (the
+ * gateway: 402 insufficient credits, 429 spend limit, 503 hot state): it gives every window
+ * back what this request took (one request per request window, its estimated tokens), releases
+ * its slot, and resolves to the headers as they stand after the refund. Idempotent; after it,
+ * `release` and `correctTokens` for this request must not be called.
+ */
+export type LimitGrant = Extract<LimitDecision, { ok: true }> & {
+  release: () => Promise<void>;
+  refund: () => Promise<LimitHeaders>;
+};
 
 /** A refused request holds nothing, so it has nothing to release. */
-export type LimitRefusal = Extract<LimitDecision, { ok: false }> & { release?: undefined };
+export type LimitRefusal = Extract<LimitDecision, { ok: false }> & { release?: undefined; refund?: undefined };
 
 /** Assignable to `LimitDecision & { release?: () => Promise<void> }`. */
 export type LimitAcquireResult = LimitGrant | LimitRefusal;

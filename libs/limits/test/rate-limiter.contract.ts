@@ -272,6 +272,28 @@ export function rateLimiterContract(name: string, make: MakeRateLimiter): void {
       assert.equal(r.headers[H.requestsRemaining], '0');
     });
 
+    test('refund after admission gives every window back exactly what the request took, once', async (t) => {
+      const rl = await setup(t);
+      if (!rl) return;
+      const policy: LimitPolicy = { requestsPer5h: 3, requestsPerWeek: 10, tokensPerMinute: 1000, concurrentRequests: 1 };
+      const k2 = subject();
+      const g = granted(await rl.acquire(k2, policy, 250));
+      assert.equal(g.headers[H.requestsRemaining], '2');
+      assert.equal(g.headers[H.tokensRemaining], '750');
+      const after = await g.refund();
+      assert.equal(after[H.requestsRemaining], '3');
+      assert.equal(after[H.tokensRemaining], '1000');
+      assert.equal(after[H.unified5hUtilization], '0');
+      await g.refund(); // idempotent: nothing given back twice
+      // The slot was released too, and the windows are whole again: 3 more requests pass, the 4th not.
+      for (const remaining of ['2', '1', '0']) {
+        const n = granted(await rl.acquire(k2, policy, 0));
+        assert.equal(n.headers[H.requestsRemaining], remaining);
+        await n.release();
+      }
+      assert.equal(refused(await rl.acquire(k2, policy, 0)).limit, 'requests_per_5h');
+    });
+
     test('changed limit applies to the count already made: 3 used of 3, raised to 4 gives exactly one more', async (t) => {
       const rl = await setup(t);
       if (!rl) return;

@@ -228,6 +228,15 @@ export interface LimitTicket {
    * Safe to call more than once; only the first counts.
    */
   done(usedTokens: number | null): Promise<void>;
+  /**
+   * Ends a request refused after admission, before anything was served (402 insufficient
+   * credits, 429 spend limit, 503 hot state): frees its slots like `done`, and gives its plan
+   * windows back the request and its estimated tokens, so a client retrying such a refusal
+   * (Claude Code retries 429s) does not burn its 5 h and weekly quota. Resolves to the windows'
+   * headers after the give-back (empty without a limiter), to replace those already on the reply.
+   * Never throws; after it, `done` is a no-op.
+   */
+  refund(): Promise<Record<string, string>>;
 }
 
 /**
@@ -246,7 +255,7 @@ export async function acquireLimits(deps: GatewayDeps, request: FastifyRequest, 
     throw err;
   }
   if (!deps.limiter || Object.keys(policy).length === 0) {
-    return { headers: {}, done: async () => releaseSlot() };
+    return { headers: {}, done: async () => releaseSlot(), refund: async () => { releaseSlot(); return {}; } };
   }
   const limiter = deps.limiter;
   // A request estimated above a whole minute's token allowance could never pass; count it as
@@ -279,6 +288,12 @@ export async function acquireLimits(deps: GatewayDeps, request: FastifyRequest, 
           ? limiter.correctTokens(keyId, policy, estimate, usedTokens).catch(() => {})
           : undefined,
       ]);
+    },
+    async refund() {
+      if (done) return decision.headers;
+      done = true;
+      releaseSlot();
+      return decision.refund().catch(() => decision.headers);
     },
   };
 }

@@ -211,10 +211,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         // A timed-out call may still have reserved the credit on the server: give it back
         // (a no-op if it did not) rather than leave it held until it expires.
         deps.balances.release(request.id, caller.account.id).catch(() => {});
+        reply.headers(await x.limit.refund());
         throw err;
       }
     });
     if (!hold.ok) {
+      // Never served: the plan windows get the request back (README, "Plans and rate-limit headers").
+      reply.headers(await x.limit.refund());
       metrics?.holdRefused(hold.reason === 'not_ready' ? 'state_unavailable' : 'insufficient_credits');
       if (hold.reason === 'not_ready') throw stateUnavailable();
       throw refusal(hold, adm);
