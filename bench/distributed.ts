@@ -91,6 +91,28 @@ function redisClient(url: string): Redis {
   return new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 2, connectTimeout: 3000 });
 }
 
+/**
+ * Commands Redis has executed so far, all clients together: the sum of `calls` over
+ * `INFO commandstats` (EVALSHA of a Lua script counts once; the commands a script runs inside
+ * count too, as `cmdstat_<command>` lines). For the round trips per request of the admission path.
+ */
+export async function redisCommandCalls(url: string): Promise<{ total: number; byCommand: Record<string, number> }> {
+  const r = redisClient(url);
+  try {
+    await r.connect();
+    const info = await r.info('commandstats');
+    const byCommand: Record<string, number> = {};
+    let total = 0;
+    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+      byCommand[m[1]!] = Number(m[2]);
+      total += Number(m[2]);
+    }
+    return { total, byCommand };
+  } finally {
+    r.disconnect();
+  }
+}
+
 /** Deletes a deployment's topics and keys; best effort (a leftover costs disk, not correctness). */
 export function removeDeployment(d: Deployment): Promise<void> {
   let removal = removals.get(d);

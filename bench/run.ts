@@ -5,12 +5,12 @@ import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { runLoad, type LoadResult, type LoadTarget, type Summary } from './load.ts';
 import {
-  cpuSeconds, createCustomer, killAllNow, localServicePids, machineBusySeconds, settledBalance, startSimulator, startTollgate, stopAll,
+  applyFullAdmission, cpuSeconds, createCustomer, killAllNow, localServicePids, machineBusySeconds, settledBalance, startSimulator, startTollgate, stopAll,
   waitForIdle, whenServiceDies, ServiceFailure,
   UPSTREAM_API_KEY, type Service, type TollgateService,
 } from './stack.ts';
 import {
-  deployment, findServices, LagProbe, measureConsumers, removeAllDeployments, removeDeployment, startRole, warehouseTotals,
+  deployment, findServices, LagProbe, measureConsumers, redisCommandCalls, removeAllDeployments, removeDeployment, startRole, warehouseTotals,
   KAFKA_PARTITIONS, WAREHOUSE_FLUSH_MS, type ConsumerFigures, type LagFigures, type Services,
 } from './distributed.ts';
 
@@ -53,6 +53,9 @@ interface BenchContext {
   /** a gateway process of the distributed deployment (Kafka, Redis), and its customer key */
   distGateway?: TollgateService | undefined;
   distCustomerKey?: string;
+  /** keys of a second account on the full admission path (applyFullAdmission), embedded and distributed */
+  admissionKey?: string;
+  distAdmissionKey?: string;
 }
 
 interface Scenario {
@@ -60,6 +63,8 @@ interface Scenario {
   description: string;
   /** what it needs besides the simulator: the embedded Tollgate, or the distributed deployment */
   needs: 'simulator' | 'gateway' | 'distributed';
+  /** loads the full-admission account's key (its own metering check) instead of the plain one */
+  admission?: boolean;
   target(ctx: BenchContext): LoadTarget;
 }
 
@@ -144,6 +149,10 @@ const SCENARIOS: Scenario[] = [
     target: (c) => target(c.gateway!.url, c.customerKey, true),
   },
   {
+    name: 'gateway-json-admission', description: 'through Tollgate, non-streaming, key on the full admission path', needs: 'gateway', admission: true,
+    target: (c) => target(c.gateway!.url, c.admissionKey!, false),
+  },
+  {
     name: 'dist-gateway-json', description: 'through a distributed gateway process (Redis, Kafka), non-streaming', needs: 'distributed',
     target: (c) => target(c.distGateway!.url, c.distCustomerKey!, false),
   },
@@ -151,7 +160,30 @@ const SCENARIOS: Scenario[] = [
     name: 'dist-gateway-stream', description: 'through a distributed gateway process (Redis, Kafka), SSE', needs: 'distributed',
     target: (c) => target(c.distGateway!.url, c.distCustomerKey!, true),
   },
+  {
+    name: 'dist-gateway-json-admission', description: 'through a distributed gateway process, non-streaming, key on the full admission path', needs: 'distributed', admission: true,
+    target: (c) => target(c.distGateway!.url, c.distAdmissionKey!, false),
+  },
 ];
+
+/** the full admission path (issue 8 item 9) against the plain gateway, same run */
+const ADMISSION_COMPARISONS = [
+  { label: 'embedded', plain: 'gateway-json', admission: 'gateway-json-admission' },
+  { label: 'distributed', plain: 'dist-gateway-json', admission: 'dist-gateway-json-admission' },
+];
+
+/** Redis commands per request of a distributed scenario, from INFO commandstats before and after it. */
+interface RedisPerRequest {
+  scenario: string;
+  /** every request the scenario sent, warmup included */
+  requests: number;
+  /** Σ calls over INFO commandstats (commands run inside a Lua script included), all clients */
+  commandsPerRequest: number;
+  /** EVAL / EVALSHA / FCALL: one client round trip each, whatever the script does */
+  scriptsPerRequest: number;
+  /** commands per request by name, top ones */
+  top: Array<[string, number]>;
+}
 
 const COMPARISONS: Comparison[] = [
   { label: 'json', baseline: 'direct-json', subject: 'gateway-json' },
@@ -390,6 +422,55 @@ function compareDistributed(results: ScenarioResult[]): DistComparison[] {
   return out;
 }
 
+interface AdmissionComparison {
+  label: string;
+  plain: string;
+  admission: string;
+  plainP50Ms: number;
+  plainP99Ms: number;
+  admissionP50Ms: number;
+  admissionP99Ms: number;
+  /** admission − plain, time to last byte, ms */
+  addedP50Ms: number;
+  addedP99Ms: number;
+}
+
+function compareAdmission(results: ScenarioResult[]): AdmissionComparison[] {
+  const out: AdmissionComparison[] = [];
+  for (const c of ADMISSION_COMPARISONS) {
+    const p = results.find((r) => r.name === c.plain);
+    const a = results.find((r) => r.name === c.admission);
+    if (!p || !a) continue;
+    out.push({
+      ...c, plainP50Ms: p.latency.p50, plainP99Ms: p.latency.p99, admissionP50Ms: a.latency.p50, admissionP99Ms: a.latency.p99,
+      addedP50Ms: a.latency.p50 - p.latency.p50, addedP99Ms: a.latency.p99 - p.latency.p99,
+    });
+  }
+  return out;
+}
+
+function admissionReport(comparisons: AdmissionComparison[], redis: RedisPerRequest[]): string {
+  if (!comparisons.length && !redis.length) return '';
+  const lines = ['full admission path (plan with every window, key and account spend limits, ip_allowlist, allowed_models) vs the plain key, same run'];
+  if (comparisons.length) {
+    lines.push(table([
+      ['mode', 'plain p50/p99 ms', 'admission p50/p99 ms', 'added p50 ms', 'added p99 ms'],
+      ...comparisons.map((c) => [c.label, `${ms(c.plainP50Ms)}/${ms(c.plainP99Ms)}`, `${ms(c.admissionP50Ms)}/${ms(c.admissionP99Ms)}`, signed(c.addedP50Ms), signed(c.addedP99Ms)]),
+    ]));
+  }
+  if (redis.length) {
+    lines.push('', 'Redis commands per request (INFO commandstats before and after the scenario, warmup included; every client of that Redis counts)');
+    lines.push(table([
+      ['scenario', 'requests', 'commands/req', 'EVAL/EVALSHA/FCALL per req', 'top commands per req'],
+      ...redis.map((r) => [r.scenario, String(r.requests), r.commandsPerRequest.toFixed(2), r.scriptsPerRequest.toFixed(2),
+        r.top.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')]),
+    ]));
+    lines.push('commands/req includes the commands a Lua script runs inside Redis, the settle after the response and the publish path;',
+      'not split into before/after forwarding (commandstats has no per-request timing).');
+  }
+  return lines.join('\n');
+}
+
 interface MeteringResult {
   ok: boolean;
   requests: number;
@@ -410,6 +491,7 @@ interface DistributedResult {
   lag?: LagFigures & { concurrency: number; durationS: number; requests: number; throughput: number };
   scenarios: ScenarioResult[];
   comparisons: DistComparison[];
+  redis: RedisPerRequest[];
   metering?: MeteringResult;
 }
 
@@ -604,7 +686,18 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
     await firstAcceptedRequest(gw.url, customer.secret);
     let requests = 1;
     let errors = 0;
-    const dctx: BenchContext = { ...ctx, distGateway: gw, distCustomerKey: customer.secret };
+    const wantAdmission = options.scenarios.some((s) => s.needs === 'distributed' && s.admission);
+    const admissionCustomer = wantAdmission ? await createCustomer(control.url, '100000000') : undefined;
+    let admissionRequests = 0;
+    let admissionErrors = 0;
+    if (admissionCustomer) {
+      await applyFullAdmission(control.url, admissionCustomer, MODEL);
+      await firstAcceptedRequest(gw.url, admissionCustomer.secret);
+      admissionRequests = 1;
+      // the gateway may have cached the key before its rules: wait out KEY_CACHE_TTL_MS (500 ms)
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+    const dctx: BenchContext = { ...ctx, distGateway: gw, distCustomerKey: customer.secret, distAdmissionKey: admissionCustomer?.secret };
     const local = localServicePids();
     const procs: Procs = {
       loadgen: process.pid, simulator: simulator.child.pid, gateway: gw.child.pid,
@@ -614,10 +707,27 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
 
     for (const scenario of options.scenarios.filter((s) => s.needs === 'distributed')) {
       if (signal.aborted) return failed;
+      const counted = !scenario.name.includes('stream');
+      const before = counted ? await redisCommandCalls(services.redis) : undefined;
       const r = await runScenario(scenario, dctx, procs, options, signal);
+      if (before) {
+        const after = await redisCommandCalls(services.redis);
+        const sent = r.result.okTotal + r.result.errorTotal;
+        const per = (k: string) => ((after.byCommand[k] ?? 0) - (before.byCommand[k] ?? 0)) / sent;
+        const top = Object.keys(after.byCommand).map((k): [string, number] => [k, per(k)]).filter(([, v]) => v >= 0.05).sort((a, b) => b[1] - a[1]).slice(0, 6);
+        out.redis.push({
+          scenario: scenario.name, requests: sent, commandsPerRequest: (after.total - before.total) / sent,
+          scriptsPerRequest: per('eval') + per('evalsha') + per('fcall') + per('eval_ro') + per('evalsha_ro'), top,
+        });
+      }
       out.scenarios.push(r.result);
-      requests += r.result.okTotal;
-      errors += r.result.errorTotal;
+      if (scenario.admission) {
+        admissionRequests += r.result.okTotal;
+        admissionErrors += r.result.errorTotal;
+      } else {
+        requests += r.result.okTotal;
+        errors += r.result.errorTotal;
+      }
       if (r.failed) failed = true;
     }
     out.comparisons = compareDistributed([...input.embeddedResults, ...out.scenarios]);
@@ -671,6 +781,10 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
       ok: m.ok && whOk,
       message: `${m.message}; warehouse ${whOk ? 'agrees' : `DISAGREES (${wh.requests} requests, ${wh.costMicros} micro-credits)`}`,
     };
+    if (admissionCustomer) {
+      const am = await meteringCheck(control.url, admissionCustomer, admissionRequests, admissionErrors, perRequestMicros);
+      out.metering = { ...out.metering, ok: out.metering.ok && am.ok, message: `${out.metering.message}; full-admission account ${am.message}` };
+    }
     if (!out.metering.ok) failed = true;
     return failed;
   } finally {
@@ -711,7 +825,7 @@ async function main(argv: string[]): Promise<number> {
 
   // Kafka and Redis first: a missing service is reported before minutes of embedded figures.
   let services: Services | undefined;
-  const distributed: DistributedResult = { warehouseFlushMs: WAREHOUSE_FLUSH_MS, partitions: KAFKA_PARTITIONS, scenarios: [], comparisons: [] };
+  const distributed: DistributedResult = { warehouseFlushMs: WAREHOUSE_FLUSH_MS, partitions: KAFKA_PARTITIONS, scenarios: [], comparisons: [], redis: [] };
   let failed = false;
   if (options.embeddedOnly) {
     distributed.skipped = '--embedded-only';
@@ -739,10 +853,15 @@ async function main(argv: string[]): Promise<number> {
   const probe = await probeUsage(simulator.url);
   const perRequestMicros = BigInt(probe.inputTokens) * INPUT_MICROS_PER_TOKEN + BigInt(OUTPUT_TOKENS) * OUTPUT_MICROS_PER_TOKEN;
   let customer: { accountId: string; secret: string; balance: bigint } | undefined;
+  let admissionCustomer: { accountId: string; keyId: string; secret: string; balance: bigint } | undefined;
   if (gateway) customer = await createCustomer(gateway.url, '100000000');
+  if (gateway && embeddedScenarios.some((s) => s.admission)) {
+    admissionCustomer = await createCustomer(gateway.url, '100000000');
+    await applyFullAdmission(gateway.url, admissionCustomer, MODEL);
+  }
   log(`bench: simulator ${simulator.url}${gateway ? `, tollgate ${gateway.url}` : ''}; ${probe.inputTokens} input + ${OUTPUT_TOKENS} output tokens per request`);
 
-  const ctx: BenchContext = { simulator, gateway, customerKey: customer?.secret ?? '' };
+  const ctx: BenchContext = { simulator, gateway, customerKey: customer?.secret ?? '', admissionKey: admissionCustomer?.secret };
   const results: ScenarioResult[] = [];
   for (const scenario of embeddedScenarios) {
     if (abort.signal.aborted) break;
@@ -756,8 +875,17 @@ async function main(argv: string[]): Promise<number> {
   let metering: MeteringResult | undefined;
   if (gateway && customer) {
     log('bench: waiting for holds to settle');
-    const gw = results.filter((r) => options.scenarios.find((s) => s.name === r.name)?.needs === 'gateway');
+    const gwOf = (admission: boolean) => results.filter((r) => {
+      const s = options.scenarios.find((x) => x.name === r.name);
+      return s?.needs === 'gateway' && (s.admission ?? false) === admission;
+    });
+    const gw = gwOf(false);
     metering = await meteringCheck(gateway.url, customer, gw.reduce((n, r) => n + r.okTotal, 0), gw.reduce((n, r) => n + r.errorTotal, 0), perRequestMicros);
+    if (admissionCustomer) {
+      const ga = gwOf(true);
+      const m = await meteringCheck(gateway.url, admissionCustomer, ga.reduce((n, r) => n + r.okTotal, 0), ga.reduce((n, r) => n + r.errorTotal, 0), perRequestMicros);
+      metering = { ...metering, ok: metering.ok && m.ok, message: `${metering.message}; full-admission account ${m.message}` };
+    }
     if (!metering.ok) failed = true;
     // Its chDB and idle loops have no part in what follows.
     await gateway.stop();
@@ -787,10 +915,11 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify({
       node: process.version, cpus: cores, concurrency: options.concurrency, warmupS: options.warmupS, durationS: options.durationS,
       inputTokens: probe.inputTokens, outputTokens: OUTPUT_TOKENS, perRequestMicros: perRequestMicros.toString(),
-      scenarios: results, comparisons, metering, distributed, ok: !failed,
+      scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, ok: !failed,
     }, null, 2)}\n`);
   } else {
-    process.stdout.write(`${report(header, results, comparisons, metering?.message)}\n\n${distributedReport(distributed, options)}\n`);
+    const adm = admissionReport(compareAdmission([...results, ...distributed.scenarios]), distributed.redis);
+    process.stdout.write(`${report(header, results, comparisons, metering?.message)}\n\n${distributedReport(distributed, options)}\n${adm ? `\n${adm}\n` : ''}`);
   }
   if (metering && !metering.ok) log(`bench: ${metering.message}`);
   if (distributed.metering && !distributed.metering.ok) log(`bench: distributed ${distributed.metering.message}`);

@@ -311,12 +311,36 @@ async function admin<T>(url: string, method: string, path: string, body?: unknow
 }
 
 /** An account granted `credits` (a decimal string) with one key; waits until the grant is applied. */
-export async function createCustomer(url: string, credits: string): Promise<{ accountId: string; secret: string; balance: bigint }> {
+export async function createCustomer(url: string, credits: string): Promise<{ accountId: string; keyId: string; secret: string; balance: bigint }> {
   const account = await admin<{ id: string }>(url, 'POST', '/admin/v1/accounts', { name: 'bench' });
-  const key = await admin<{ key: string }>(url, 'POST', `/admin/v1/accounts/${account.id}/keys`, { name: 'bench' });
+  const key = await admin<{ id: string; key: string }>(url, 'POST', `/admin/v1/accounts/${account.id}/keys`, { name: 'bench' });
   await admin(url, 'POST', `/admin/v1/accounts/${account.id}/credits`, { credits, reference: `bench-${account.id}` });
   const balance = await settledBalance(url, account.id, (b) => b > 0n);
-  return { accountId: account.id, secret: key.key, balance };
+  return { accountId: account.id, keyId: key.id, secret: key.key, balance };
+}
+
+/** Never reached by a bench run: every window and spend limit is checked, none refuses. */
+const HIGH_WINDOW = 1_000_000_000;
+const HIGH_CREDITS = '1000000000';
+
+/**
+ * Puts a customer on the full admission path (issue 8 item 9), through the admin API: a plan
+ * with every window (requests per minute / 5 h / week, tokens per minute, concurrent requests),
+ * key spend limits (hourly / daily / total credits), account spend limits (daily / monthly), an
+ * `ip_allowlist` holding 127.0.0.1 and `allowed_models` holding `model`. Every limit is far
+ * above what a run uses, so the bench measures the checks, never a refusal.
+ */
+export async function applyFullAdmission(url: string, c: { accountId: string; keyId: string }, model: string): Promise<void> {
+  const plan = await admin<{ id: string }>(url, 'POST', '/admin/v1/plans', {
+    name: `bench full admission ${c.keyId}`,
+    requests_per_minute: HIGH_WINDOW, requests_per_5h: HIGH_WINDOW, requests_per_week: HIGH_WINDOW,
+    tokens_per_minute: HIGH_WINDOW, concurrent_requests: 100_000,
+  });
+  await admin(url, 'PATCH', `/admin/v1/keys/${c.keyId}`, {
+    plan_id: plan.id, hourly_credits: HIGH_CREDITS, daily_credits: HIGH_CREDITS, total_credits: HIGH_CREDITS,
+    ip_allowlist: ['127.0.0.1'], allowed_models: [model],
+  });
+  await admin(url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { daily_credits: HIGH_CREDITS, monthly_credits: HIGH_CREDITS });
 }
 
 export function accountView(url: string, accountId: string): Promise<AccountView> {
