@@ -3,6 +3,7 @@
 // from the machine. Real Kafka and Redis (the local ones from `bash deploy/services.sh up`, or
 // KAFKA_BROKERS / REDIS_URL), each deployment under its own topic and key prefix, removed at
 // the end. See bench/README.md.
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -111,6 +112,99 @@ export async function redisCommandCalls(url: string): Promise<{ total: number; b
   } finally {
     r.disconnect();
   }
+}
+
+/** What one process sends to Redis per request, from MONITOR (see `redisRoundTrips`). */
+export interface RoundTrips {
+  requests: number;
+  /** commands the gateway process sent per request (a pipelined batch counts each command) */
+  gatewayCommandsPerRequest: number;
+  /** of those, EVAL / EVALSHA / FCALL */
+  gatewayScriptsPerRequest: number;
+  /**
+   * gateway commands per request sent before the response headers reached the client (for a
+   * stream: after the upstream answered, so this bounds the admission's round trips from above)
+   */
+  gatewayBeforeHeadersPerRequest: number;
+  /** commands Lua scripts ran inside Redis per request (no round trip of their own), all processes */
+  luaCommandsPerRequest: number;
+  /** commands of the other processes of the deployment (aggregator, control) per request */
+  otherCommandsPerRequest: number;
+  /** gateway commands per request by name */
+  gatewayByCommand: Record<string, number>;
+}
+
+/** Local ports of the Redis connections a process holds, from `ss -tnp` (Linux). */
+function redisPortsOf(pid: number, redisUrl: string): Set<string> {
+  const port = new URL(redisUrl).port || '6379';
+  const out = execFileSync('ss', ['-tnpH', `dport = :${port}`], { encoding: 'utf8' });
+  const ports = new Set<string>();
+  for (const line of out.split('\n')) {
+    if (!line.includes(`pid=${pid},`)) continue;
+    const local = line.trim().split(/\s+/)[3];
+    if (local) ports.add(local.slice(local.lastIndexOf(':') + 1));
+  }
+  return ports;
+}
+
+/**
+ * Redis round trips per request of one gateway process: `n` requests sent one after another
+ * by `send` while a MONITOR connection records every command; commands from the gateway's own
+ * connections (found with `ss -tnp`) are its round trips (an upper bound: a pipelined batch is
+ * one round trip but shows as several commands); lines marked `lua` ran inside a script. `send`
+ * returns when (epoch ms) the response headers arrived; requests are 30 ms apart so that a
+ * request's settle falls outside the next one's window. Waits 1 s after the last response so
+ * that its settle is counted too.
+ */
+const GAP_MS = 30;
+
+export async function redisRoundTrips(redisUrl: string, gatewayPid: number, n: number, send: () => Promise<number>): Promise<RoundTrips> {
+  const ports = redisPortsOf(gatewayPid, redisUrl);
+  /** per request: [sent, headers received], epoch ms (MONITOR times are the same clock) */
+  const windows: Array<[number, number]> = [];
+  if (ports.size === 0) throw new Error(`no Redis connection of pid ${gatewayPid} found with ss -tnp`);
+  const r = redisClient(redisUrl);
+  await r.connect();
+  const monitor = await r.monitor();
+  const byCommand: Record<string, number> = {};
+  let gateway = 0;
+  let scripts = 0;
+  let lua = 0;
+  let other = 0;
+  let on = false;
+  const gatewayTimes: number[] = [];
+  monitor.on('monitor', (time: string, args: string[], source: string) => {
+    if (!on) return;
+    const cmd = String(args[0] ?? '').toLowerCase();
+    if (source === 'lua') { lua++; return; }
+    const port = source.slice(source.lastIndexOf(':') + 1);
+    if (!ports.has(port)) { other++; return; }
+    gateway++;
+    gatewayTimes.push(Number(time) * 1000);
+    byCommand[cmd] = (byCommand[cmd] ?? 0) + 1;
+    if (cmd === 'eval' || cmd === 'evalsha' || cmd === 'fcall' || cmd === 'evalsha_ro' || cmd === 'eval_ro') scripts++;
+  });
+  try {
+    await sleep(200);
+    on = true;
+    for (let i = 0; i < n; i++) {
+      const startedAt = Date.now();
+      windows.push([startedAt, await send()]);
+      // a quiet gap, so that this request's settle is not timed into the next one's window
+      await sleep(GAP_MS);
+    }
+    await sleep(1000);
+    on = false;
+  } finally {
+    monitor.disconnect();
+    r.disconnect();
+  }
+  const before = gatewayTimes.filter((t) => windows.some(([a, b]) => t >= a - 1 && t <= b)).length;
+  return {
+    requests: n, gatewayCommandsPerRequest: gateway / n, gatewayScriptsPerRequest: scripts / n, gatewayBeforeHeadersPerRequest: before / n,
+    luaCommandsPerRequest: lua / n, otherCommandsPerRequest: other / n,
+    gatewayByCommand: Object.fromEntries(Object.entries(byCommand).map(([k, v]) => [k, v / n])),
+  };
 }
 
 /** Deletes a deployment's topics and keys; best effort (a leftover costs disk, not correctness). */

@@ -10,7 +10,7 @@ import {
   UPSTREAM_API_KEY, type Service, type TollgateService,
 } from './stack.ts';
 import {
-  deployment, findServices, LagProbe, measureConsumers, redisCommandCalls, removeAllDeployments, removeDeployment, startRole, warehouseTotals,
+  deployment, findServices, LagProbe, measureConsumers, redisCommandCalls, redisRoundTrips, type RoundTrips, removeAllDeployments, removeDeployment, startRole, warehouseTotals,
   KAFKA_PARTITIONS, WAREHOUSE_FLUSH_MS, type ConsumerFigures, type LagFigures, type Services,
 } from './distributed.ts';
 
@@ -196,6 +196,8 @@ const DIST_COMPARISONS = [
   { label: 'stream', direct: 'direct-stream', embedded: 'gateway-stream', distributed: 'dist-gateway-stream' },
 ];
 
+/** sequential requests per key under Redis MONITOR */
+const ROUND_TRIP_REQUESTS = 100;
 const DEFAULT_EVENTS = 30_000;
 const DEFAULT_LAG_SAMPLES = 200;
 /** the lag run: steady traffic, not saturation */
@@ -449,8 +451,8 @@ function compareAdmission(results: ScenarioResult[]): AdmissionComparison[] {
   return out;
 }
 
-function admissionReport(comparisons: AdmissionComparison[], redis: RedisPerRequest[]): string {
-  if (!comparisons.length && !redis.length) return '';
+function admissionReport(comparisons: AdmissionComparison[], redis: RedisPerRequest[], roundTrips: DistributedResult['roundTrips']): string {
+  if (!comparisons.length && !redis.length && !roundTrips.length) return '';
   const lines = ['full admission path (plan with every window, key and account spend limits, ip_allowlist, allowed_models) vs the plain key, same run'];
   if (comparisons.length) {
     lines.push(table([
@@ -467,6 +469,17 @@ function admissionReport(comparisons: AdmissionComparison[], redis: RedisPerRequ
     ]));
     lines.push('commands/req includes the commands a Lua script runs inside Redis, the settle after the response and the publish path;',
       'not split into before/after forwarding (commandstats has no per-request timing).');
+  }
+  if (roundTrips.length) {
+    lines.push('', `Redis round trips of the distributed gateway process per request (${roundTrips[0]!.requests} sequential streaming requests per key under MONITOR; aim: admission in at most 2)`);
+    lines.push(table([
+      ['key', 'gateway cmds/req', 'before headers', 'of which scripts', 'inside Lua', 'aggregator+control', 'gateway commands per req'],
+      ...roundTrips.map((r) => [r.key, r.gatewayCommandsPerRequest.toFixed(2), r.gatewayBeforeHeadersPerRequest.toFixed(2), r.gatewayScriptsPerRequest.toFixed(2), r.luaCommandsPerRequest.toFixed(2), r.otherCommandsPerRequest.toFixed(2),
+        Object.entries(r.gatewayByCommand).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')]),
+    ]));
+    lines.push('gateway cmds/req = every command from the gateway\'s own connections (admission, settle, release after the response), an upper',
+      'bound of its round trips (a pipelined batch shows as several commands); before headers = those MONITOR timed between sending the',
+      'request and its response headers (sent after the upstream answered): the admission path, before forwarding.');
   }
   return lines.join('\n');
 }
@@ -492,6 +505,8 @@ interface DistributedResult {
   scenarios: ScenarioResult[];
   comparisons: DistComparison[];
   redis: RedisPerRequest[];
+  /** MONITOR of sequential requests: what the gateway process itself sends to Redis per request */
+  roundTrips: Array<RoundTrips & { key: 'plain' | 'full admission' }>;
   metering?: MeteringResult;
 }
 
@@ -732,6 +747,30 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
     }
     out.comparisons = compareDistributed([...input.embeddedResults, ...out.scenarios]);
 
+    // Round trips: sequential requests under MONITOR, the gateway's own connections told apart.
+    const keys: Array<['plain' | 'full admission', string]> = [['plain', customer.secret]];
+    if (admissionCustomer) keys.push(['full admission', admissionCustomer.secret]);
+    for (const [label, key] of keys) {
+      if (signal.aborted) return failed;
+      await waitForIdle([simulator.child.pid, gw.child.pid, aggregator.child.pid, control.child.pid]);
+      // Streams: the gateway sends its headers only once the upstream answered, so what it sent
+      // to Redis before the client saw them is admission (plus nothing of the settle).
+      const t = target(gw.url, key, true);
+      let ok = 0;
+      let bad = 0;
+      const rt = await redisRoundTrips(services.redis, gw.child.pid!, ROUND_TRIP_REQUESTS, async () => {
+        const res = await request(`${t.origin}${t.path}`, { method: 'POST', headers: t.headers, body: t.body });
+        const headersAt = Date.now();
+        const text = await res.body.text();
+        if (res.statusCode === 200 && text.includes('message_stop')) ok++; else bad++;
+        return headersAt;
+      });
+      if (label === 'plain') { requests += ok; errors += bad; } else { admissionRequests += ok; admissionErrors += bad; }
+      if (bad) { log(`bench: round-trip probe (${label}): ${bad} of ${ROUND_TRIP_REQUESTS} requests failed`); failed = true; }
+      out.roundTrips.push({ key: label, ...rt });
+      log(`  redis round trips (${label} key): gateway ${rt.gatewayCommandsPerRequest.toFixed(2)} commands/request (${rt.gatewayScriptsPerRequest.toFixed(2)} scripts), lua ${rt.luaCommandsPerRequest.toFixed(2)}, other processes ${rt.otherCommandsPerRequest.toFixed(2)}`);
+    }
+
     // Lag: steady (not saturating) traffic, some requests followed to Redis and the warehouse.
     if (signal.aborted) return failed;
     await waitForIdle([simulator.child.pid, gw.child.pid, aggregator.child.pid, control.child.pid]);
@@ -825,7 +864,7 @@ async function main(argv: string[]): Promise<number> {
 
   // Kafka and Redis first: a missing service is reported before minutes of embedded figures.
   let services: Services | undefined;
-  const distributed: DistributedResult = { warehouseFlushMs: WAREHOUSE_FLUSH_MS, partitions: KAFKA_PARTITIONS, scenarios: [], comparisons: [], redis: [] };
+  const distributed: DistributedResult = { warehouseFlushMs: WAREHOUSE_FLUSH_MS, partitions: KAFKA_PARTITIONS, scenarios: [], comparisons: [], redis: [], roundTrips: [] };
   let failed = false;
   if (options.embeddedOnly) {
     distributed.skipped = '--embedded-only';
@@ -918,7 +957,7 @@ async function main(argv: string[]): Promise<number> {
       scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, ok: !failed,
     }, null, 2)}\n`);
   } else {
-    const adm = admissionReport(compareAdmission([...results, ...distributed.scenarios]), distributed.redis);
+    const adm = admissionReport(compareAdmission([...results, ...distributed.scenarios]), distributed.redis, distributed.roundTrips);
     process.stdout.write(`${report(header, results, comparisons, metering?.message)}\n\n${distributedReport(distributed, options)}\n${adm ? `\n${adm}\n` : ''}`);
   }
   if (metering && !metering.ok) log(`bench: ${metering.message}`);
