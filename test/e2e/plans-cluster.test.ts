@@ -3,19 +3,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
-import { startCluster, type Cluster } from '../support/cluster.ts';
+import { startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
 
 let cluster: Cluster | undefined;
 let stop: (() => Promise<void>) | undefined;
 
 before(async () => {
-  // the aggregator with the warehouse group first: hot state is rebuilt from the warehouse before the ledger applies anything
-  const started = await startCluster([
-    ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
-    ['control', { roles: 'control' }],
-    ['gw1', { roles: 'gateway' }],
-    ['gw2', { roles: 'gateway' }],
-  ]);
+  const started = await startCluster(TWO_GATEWAYS);
   cluster = started?.cluster;
   stop = started?.close;
 });

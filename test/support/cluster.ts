@@ -173,6 +173,17 @@ export async function startStandardCluster(): Promise<{ cluster: Cluster; close(
 }
 
 /**
+ * The smallest cluster that shows a rule across gateways: an aggregator with both groups,
+ * control, and two gateway processes on one Redis.
+ */
+export const TWO_GATEWAYS: ReadonlyArray<readonly [string, ProcessSpec]> = [
+  ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
+  ['control', { roles: 'control' }],
+  ['gw1', { roles: 'gateway' }],
+  ['gw2', { roles: 'gateway' }],
+];
+
+/**
  * A cluster of the named processes, started in order (an aggregator with the `warehouse` group
  * first: hot state is rebuilt from the warehouse before the ledger applies anything), against a
  * fresh simulator upstream; `extra` is environment for every process. Undefined (after a loud
