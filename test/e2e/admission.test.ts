@@ -6,9 +6,8 @@
 // A body's input bound here is its byte length (plain UTF-8 text, one token per byte at most).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { admin, customer, settledBalance, simRequests, startStack, startSimulator, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
-import { Cluster } from '../support/cluster.ts';
-import { requireKafka, requireRedis } from '../support/services.ts';
+import { admin, customer, settledBalance, simRequests, startStack, type Stack } from '../support/tollgate.ts';
+import { startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
 
 /**
  * A haiku request whose upstream usage equals its hold: 134 bytes → input bound 134 tokens,
@@ -135,21 +134,13 @@ describe('embedded', () => {
 
 describe('distributed: two gateways on one Redis', () => {
   let cluster: Cluster | undefined;
-  let closeSim: (() => Promise<void>) | undefined;
+  let stop: (() => Promise<void>) | undefined;
   before(async () => {
-    const t = { skip: (msg?: string) => { process.stderr.write(`${msg ?? 'skipped'}\n`); } };
-    const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
-    if (!kafka || !redis) return;
-    const { sim, simUrl } = await startSimulator();
-    closeSim = () => sim.close();
-    cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY,
-      extra: { KEY_MAX_CONCURRENT_REQUESTS: '5000', ACCOUNT_MAX_CONCURRENT_REQUESTS: '5000' } });
-    await cluster.add('agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
-    await cluster.add('control', { roles: 'control' });
-    await cluster.add('gw1', { roles: 'gateway' });
-    await cluster.add('gw2', { roles: 'gateway' });
+    const started = await startCluster(TWO_GATEWAYS, { KEY_MAX_CONCURRENT_REQUESTS: '5000', ACCOUNT_MAX_CONCURRENT_REQUESTS: '5000' });
+    cluster = started?.cluster;
+    stop = started?.close;
   });
-  after(async () => { await cluster?.stopAll(); await closeSim?.(); });
+  after(async () => { await stop?.(); });
 
   async function account(c: Cluster, micros: bigint, patch: Record<string, unknown>) {
     const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'admission' });

@@ -6,29 +6,24 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { UsageEvent } from '@tollgate/events';
-import { Cluster, newAccount } from '../../../test/support/cluster.ts';
-import { requireKafka, requireRedis } from '../../../test/support/services.ts';
-import { startSimulator, UPSTREAM_KEY } from '../../../test/support/tollgate.ts';
+import { newAccount, startCluster, type Cluster } from '../../../test/support/cluster.ts';
 import { flatUsage } from '../../../test/support/events.ts';
 
 let cluster: Cluster | undefined;
-let closeSim: (() => Promise<void>) | undefined;
+let stop: (() => Promise<void>) | undefined;
 
 before(async () => {
-  const t = { skip: (msg?: string) => { process.stderr.write(`${msg ?? 'skipped'}\n`); } };
-  const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
-  if (!kafka || !redis) return;
-  const sim = await startSimulator();
-  closeSim = () => sim.sim.close();
-  cluster = new Cluster({ kafka, redis, upstreamUrl: sim.simUrl, upstreamKey: UPSTREAM_KEY });
-  await cluster.add('agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } });
-  await cluster.add('control', { roles: 'control' });
-  await cluster.add('gw1', { roles: 'gateway', env: { SHUTDOWN_GRACE_MS: '0' } });
+  const started = await startCluster([
+    ['agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
+    ['control', { roles: 'control' }],
+    ['gw1', { roles: 'gateway', env: { SHUTDOWN_GRACE_MS: '0' } }],
+  ]);
+  cluster = started?.cluster;
+  stop = started?.close;
 });
 
 after(async () => {
-  await cluster?.stopAll();
-  await closeSim?.();
+  await stop?.();
 });
 
 test('distributed: SIGTERM while a stream outlives the grace: cut, charged the usage reported so far (client_disconnect, cut_by_shutdown), hold settled, event warehoused', async (t) => {
