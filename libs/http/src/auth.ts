@@ -28,3 +28,46 @@ export function requireToken(token: string, what = 'admin token') {
     }
   };
 }
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** true: the finance token may call this route too (reads of usage and billing, month close) */
+    finance?: boolean;
+  }
+  interface FastifyRequest {
+    /** which operator token authenticated the request (set by `requireOperator`) */
+    operator?: 'admin' | 'finance';
+  }
+}
+
+/**
+ * An onRequest hook for the operator APIs: `Authorization: Bearer <admin token>` may call every
+ * route; `Bearer <finance token>` (FINANCE_TOKEN, when set) only routes whose config says
+ * `finance: true` (usage analytics, invoices, statements, exports, month close), else 403
+ * `permission_error`. Anything else is 401 `invalid_api_key`. Tokens compare in constant time.
+ * Sets `request.operator`.
+ */
+export function requireOperator(tokens: { adminToken: string; financeToken?: string | undefined }) {
+  const admin = Buffer.from(tokens.adminToken);
+  const finance = tokens.financeToken ? Buffer.from(tokens.financeToken) : undefined;
+  const same = (a: Buffer, b: Buffer) => a.length === b.length && timingSafeEqual(a, b);
+  return async (request: FastifyRequest) => {
+    const given = bearer(request);
+    if (given === undefined) {
+      throw gatewayError('invalid_api_key', 'missing admin or finance token: send it as Authorization: Bearer <token>');
+    }
+    const buf = Buffer.from(given);
+    if (same(buf, admin)) {
+      request.operator = 'admin';
+      return;
+    }
+    if (finance !== undefined && same(buf, finance)) {
+      if (request.routeOptions.config?.finance !== true) {
+        throw gatewayError('permission_denied', 'the finance token reads usage and billing and closes months; this route needs the admin token');
+      }
+      request.operator = 'finance';
+      return;
+    }
+    throw gatewayError('invalid_api_key', 'invalid admin or finance token');
+  };
+}

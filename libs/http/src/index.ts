@@ -6,7 +6,7 @@ export {
 export type { HttpServerOptions } from './server.ts';
 export { loggerOptions, redactUrl } from './logging.ts';
 export { isCredentialName, isCredentialPair, lenientDecode, looksLikeCredential, stripCredentialParams } from './secrets.ts';
-export { requireToken } from './auth.ts';
+export { requireOperator, requireToken } from './auth.ts';
 export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';
 export { decodeBody, jsonDepthExceeds, MAX_CODINGS, MAX_JSON_DEPTH, SUPPORTED_ENCODINGS } from './body.ts';

@@ -1,9 +1,10 @@
 export { Warehouse, WarehouseInputError, isDataError } from './warehouse.ts';
 export type {
   WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals, LogPosition, LogPositions,
-  QuarantineKind, QuarantineRecord, StoreItem, StoredPriceVersionRow, UsageCursor,
+  QuarantineKind, QuarantineRecord, StoreItem, StoredPriceVersionRow, UsageCursor, Row as WarehouseRow,
 } from './warehouse.ts';
 export { DIMENSION_COLUMNS, LATEST_MIGRATION, migrations, tableNames } from './schema.ts';
+export type { TableNames } from './schema.ts';
 export { createChdbClickHouse } from './chdb-client.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';
 export { createHttpClickHouse } from './http-client.ts';

@@ -56,7 +56,7 @@ export const DIMENSION_COLUMNS: ReadonlyArray<{ key: (typeof DIMENSIONS)[number]
 );
 
 /** The number of the newest migration (see `migrations`). */
-export const LATEST_MIGRATION = 6;
+export const LATEST_MIGRATION = 9;
 
 /**
  * Every statement that brings a database to migration `upTo` (default the latest), oldest
@@ -246,5 +246,11 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
       updated_at          DateTime64(3, 'UTC')
     ) ENGINE = ReplacingMergeTree(version)
     ORDER BY id`,
+  ]], [7, [
+    // Migration 7 (issue 9): usage rollups per minute, hour and day, kept by materialized views.
+  ]], [8, [
+    // Migration 8 (issue 9): billing: month closes and their frozen invoices and statements.
+  ]], [9, [
+    // Migration 9 (issue 9): webhooks and their deliveries.
   ]]];
 }

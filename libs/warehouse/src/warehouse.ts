@@ -214,7 +214,8 @@ const USAGE_SELECT = `event_id, toUnixTimestamp64Milli(ts) AS ts_ms, account_id,
   stop_reason, thinking_tokens, toString(upstream_cost_micros) AS upstream_cost_text, upstream_currency,
   price_version, price_list, unit_prices, tier, multipliers, unpriced`;
 
-type Row = Record<string, unknown>;
+/** One row of a read, as ClickHouse JSONEachRow gives it (64-bit integers as decimal text). */
+export type Row = Record<string, unknown>;
 
 export class Warehouse {
   readonly #client: ClickHouseClient;
@@ -794,6 +795,31 @@ export class Warehouse {
       {},
     );
     return rows.map((r) => str(r['event_id']));
+  }
+
+  /** The table names of this warehouse (database and prefix applied), for modules that query it. */
+  get tables(): TableNames {
+    return this.#t;
+  }
+
+  /**
+   * Runs one read with server-side parameters only (`{name:Type}` placeholders bound from
+   * `params`; never interpolate request data into `query`) and returns its rows as JSON objects
+   * (64-bit integers as decimal text). For the report modules (analytics.ts, billing.ts).
+   */
+  async select(query: string, params: Record<string, unknown> = {}): Promise<Row[]> {
+    return this.#select(query, params);
+  }
+
+  /** Runs one statement (DDL or INSERT … SELECT) with server-side parameters only. */
+  async command(query: string, params: Record<string, unknown> = {}): Promise<void> {
+    await this.#client.command({ query, query_params: params });
+  }
+
+  /** Inserts rows (JSONEachRow) into one of this warehouse's tables (`tables.*`). */
+  async insertRows(table: string, rows: readonly Record<string, unknown>[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.#client.insert({ table, values: rows as Record<string, unknown>[], format: 'JSONEachRow' });
   }
 
   async #select(query: string, params: Record<string, unknown>): Promise<Row[]> {

@@ -11,6 +11,8 @@ export interface ControlDeps {
   /** the price version in force (a `PriceBook`); absent: `catalog`. Account price lists are checked against it */
   prices?: { current(): PriceVersion };
   adminToken: string;
+  /** FINANCE_TOKEN: may call the routes marked `config: { finance: true }` only (see requireOperator) */
+  financeToken?: string;
   keyHashSecret: string;
   /** how long a credit request waits for the ledger to apply it before answering 202 */
   applyTimeoutMs?: number;

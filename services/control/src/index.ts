@@ -1,3 +1,6 @@
 export { buildControl, registerControl } from './app.ts';
 export type { ControlDeps } from './deps.ts';
 export { planView, requirePlan, registerPlanRoutes } from './plans.ts';
+export { registerAnalytics } from './analytics.ts';
+export { registerBilling } from './billing.ts';
+export type { ReportDeps } from './reports.ts';

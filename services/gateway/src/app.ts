@@ -9,6 +9,8 @@ import { admitTenant, ConcurrencyGates, DEFAULT_KEY_MAX_CONCURRENT, defaultAccou
 import { messagesRoutes } from './routes/messages.ts';
 import { countTokensRoutes } from './routes/count-tokens.ts';
 import { accountRoutes } from './routes/account.ts';
+import { usageRoutes } from './routes/usage.ts';
+import { creditsHistoryRoutes } from './routes/credits-history.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -90,6 +92,8 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
     messagesRoutes(api, deps, upstream);
     countTokensRoutes(api, deps, upstream);
     accountRoutes(api, deps);
+    usageRoutes(api, deps);
+    creditsHistoryRoutes(api, deps);
   });
   return {
     get inFlight() { return inFlight; },

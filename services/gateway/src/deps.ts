@@ -5,6 +5,7 @@ import type { KeyDirectory } from '@tollgate/keys';
 import type { LimitPolicy, RateLimiter } from '@tollgate/limits';
 import type { Catalog, PriceVersion } from '@tollgate/pricing';
 import type { Metrics, Tracer } from '@tollgate/telemetry';
+import type { Warehouse } from '@tollgate/warehouse';
 import type { ConcurrencyGates } from './limits.ts';
 
 export interface UpstreamOptions {
@@ -77,6 +78,11 @@ export interface GatewayDeps {
   accountMaxConcurrentRequests?: number;
   /** this process's concurrency gates; `registerGateway` creates them from the settings above */
   concurrency?: ConcurrencyGates;
+  /**
+   * Where customer usage reports (`GET /v1/usage`, `GET /v1/credits/history`) are read; absent
+   * on a gateway that cannot read the warehouse (distributed with chDB): those routes answer 404.
+   */
+  warehouse?: Warehouse;
   /** pino logger options, or false */
   logger?: object | boolean;
   /** undici dispatcher for upstream calls (tests and benchmarks may pass their own) */

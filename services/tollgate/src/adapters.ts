@@ -164,7 +164,12 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   const balances = new RedisBalanceStore({ redis, prefix, requireReady: true });
   const keys = new RedisKeyDirectory({ redis, prefix });
   const gatewayKeys = config.keyCacheTtlMs > 0 ? new CachedKeyDirectory(keys, { ttlMs: config.keyCacheTtlMs }) : keys;
-  const needsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
+  // The aggregator of the warehouse group writes it; with a ClickHouse server, control (usage
+  // analytics, billing) and gateways (customer usage) read it too. chDB lives in one process:
+  // there only the warehouse aggregator opens it.
+  const ownsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
+  const readsWarehouse = config.clickhouse !== undefined && (config.roles.includes('control') || config.roles.includes('gateway'));
+  const needsWarehouse = ownsWarehouse || readsWarehouse;
   const warehouse = needsWarehouse ? openWarehouse(config) : undefined;
   await warehouse?.migrate();
   return {

@@ -11,7 +11,7 @@ import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catal
 import type { Warehouse } from '@tollgate/warehouse';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
-import { registerControl } from '@tollgate/control';
+import { registerAnalytics, registerBilling, registerControl, type ReportDeps } from '@tollgate/control';
 import { rebuild, registerOps, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
 import { distributedAdapters, embeddedAdapters, type Adapters } from './adapters.ts';
@@ -177,10 +177,20 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       bodyLimitBytes: config.bodyLimitBytes,
       gatewayId,
       tracer, metrics, shutdown: shutdown.signal,
+      ...(warehouse ? { warehouse } : {}),
     });
   }
   if (config.roles.includes('control')) {
-    registerControl(server, { keys, balances, log, catalog, prices, adminToken: admin.value, keyHashSecret });
+    registerControl(server, { keys, balances, log, catalog, prices, adminToken: admin.value, financeToken: config.secrets.financeToken, keyHashSecret });
+  }
+  // Usage analytics and billing: wherever the warehouse can be read by an operator-facing role.
+  if (warehouse && (adapters.mode === 'embedded' || config.roles.includes('control') || ownsWarehouse)) {
+    const reportDeps: ReportDeps = {
+      warehouse, adminToken: admin.value, financeToken: config.secrets.financeToken, prices, balances, keys, log,
+      settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
+    };
+    registerAnalytics(server, reportDeps);
+    registerBilling(server, reportDeps);
   }
   if (warehouse && (ownsWarehouse || adapters.mode === 'embedded')) {
     registerOps(server, {
