@@ -8,3 +8,4 @@ export type { RedisKeyDirectoryOptions } from './redis-key-directory.ts';
 export { CachedKeyDirectory } from './cached-key-directory.ts';
 export type { CachedKeyDirectoryOptions } from './cached-key-directory.ts';
 export { CidrError, normaliseCidr, ipAllowed, keyExpired } from './access.ts';
+export { seal, unseal, SealError } from './sealed.ts';
