@@ -134,8 +134,9 @@ const PriceVersionSchema = z.object({
 });
 
 const LedgerSchema = z.discriminatedUnion('kind', [
-  // Grants and refunds add money; an adjustment is a signed correction.
+  // Grants, top-ups (paid purchases) and refunds add money; an adjustment is a signed correction.
   z.object({ kind: z.literal('grant'), amount_micros: money('positive') }),
+  z.object({ kind: z.literal('top_up'), amount_micros: money('positive') }),
   z.object({ kind: z.literal('refund'), amount_micros: money('positive') }),
   z.object({ kind: z.literal('adjustment'), amount_micros: money('nonzero') }),
 ]).and(z.object({

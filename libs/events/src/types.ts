@@ -138,7 +138,8 @@ export interface PriceVersionEvent {
   catalog: unknown;
 }
 
-export type LedgerKind = 'grant' | 'adjustment' | 'refund';
+/** `grant`: credit given; `top_up`: credit the customer paid for; `refund`: money back; `adjustment`: a signed correction. */
+export type LedgerKind = 'grant' | 'top_up' | 'adjustment' | 'refund';
 
 /** A change of an account's prepaid balance that is not usage. */
 export interface LedgerEvent {

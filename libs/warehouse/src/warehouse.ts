@@ -716,7 +716,7 @@ export class Warehouse {
     const out: LedgerTotals = {
       entries: 0,
       amountMicros: 0n,
-      byKind: { grant: 0n, adjustment: 0n, refund: 0n },
+      byKind: { grant: 0n, top_up: 0n, adjustment: 0n, refund: 0n },
     };
     for (const r of rows) {
       const amount = money(r['amount_text']);

@@ -144,7 +144,7 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         assert.deepEqual(await w.loadKeys(), []);
         assert.deepEqual(await w.usageBreakdown({ groupBy: 'model' }), []);
         assert.deepEqual(await w.ledgerTotals(), {
-          entries: 0, amountMicros: 0n, byKind: { grant: 0n, adjustment: 0n, refund: 0n },
+          entries: 0, amountMicros: 0n, byKind: { grant: 0n, top_up: 0n, adjustment: 0n, refund: 0n },
         });
         await w.insertUsage([]);
         await w.insertLedger([]);
@@ -260,12 +260,12 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         assert.deepEqual(await w.ledgerTotals('acc_a'), {
           entries: 3,
           amountMicros: ABOVE_2_53 * 2n + 300n,
-          byKind: { grant: ABOVE_2_53 * 2n, adjustment: -200n, refund: 500n },
+          byKind: { grant: ABOVE_2_53 * 2n, top_up: 0n, adjustment: -200n, refund: 500n },
         });
         assert.deepEqual(await w.ledgerTotals(), {
           entries: 4,
           amountMicros: ABOVE_2_53 * 2n + 301n,
-          byKind: { grant: ABOVE_2_53 * 2n + 1n, adjustment: -200n, refund: 500n },
+          byKind: { grant: ABOVE_2_53 * 2n + 1n, top_up: 0n, adjustment: -200n, refund: 500n },
         });
         assert.deepEqual(await w.duplicateLedgerIds(), LEDGER.map((e) => e.event_id).sort());
         assert.deepEqual(

@@ -59,7 +59,7 @@ const KeyCreate = z.object({ name: storedText(0, 200).optional() }).strict().opt
 const CreditGrant = z.object({
   credits: z.union([z.number(), z.string().max(40)]),
   reference: storedText(1, MAX_REFERENCE_CHARS),
-  kind: z.enum(['grant', 'adjustment', 'refund']).optional(),
+  kind: z.enum(['grant', 'top_up', 'adjustment', 'refund']).optional(),
 }).strict();
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
