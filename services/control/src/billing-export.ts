@@ -1,0 +1,64 @@
+import type { FastifyInstance } from 'fastify';
+import { gatewayError } from '@tollgate/anthropic';
+import { parseEnumParam, queryParam, requireOperator } from '@tollgate/http';
+import type { InvoiceLine } from './billing-types.ts';
+import { EXPORT_FORMATS, exportContentType, exportFilename, exportStream, type ExportFormat } from './billing-render.ts';
+import type { ReportDeps } from './reports.ts';
+
+/** Every account's invoice lines of one month (`YYYY-MM`, UTC), in a deterministic order. */
+export type MonthLines = (month: string) => Promise<InvoiceLine[]>;
+
+const EXPORT_PARAMS = ['month', 'format'] as const;
+const MONTH = /^(\d{4})-(0[1-9]|1[0-2])$/;
+
+/**
+ * `YYYY-MM` from a query parameter, 1970-01 … 9999-12. Throws 400 `invalid_request` naming
+ * `name` when missing or malformed.
+ */
+export function parseMonthParam(value: string | undefined, name: string): string {
+  if (value === undefined) throw gatewayError('invalid_request', `${name}: required, a month such as 2026-11 (YYYY-MM, UTC)`);
+  const m = MONTH.exec(value);
+  if (m === null || Number(m[1]) < 1970) {
+    const shown = JSON.stringify(value.length > 20 ? `${value.slice(0, 20)}…` : value).replace(/[^\x20-\x7e]/g, '?');
+    throw gatewayError('invalid_request', `${name}: ${shown} is not a month; expected YYYY-MM (UTC) from 1970-01, such as 2026-11`);
+  }
+  return value;
+}
+
+/** Refuses query parameters the route does not know: 400 `invalid_request` naming them. */
+function refuseUnknown(query: unknown, known: readonly string[]): void {
+  if (typeof query !== 'object' || query === null) return;
+  const unknown = Object.keys(query).filter((k) => !known.includes(k));
+  if (unknown.length > 0) {
+    const names = unknown.map((k) => JSON.stringify(k.slice(0, 40)).replace(/[^\x20-\x7e]/g, '?')).join(', ');
+    throw gatewayError('invalid_request', `unknown query parameter${unknown.length > 1 ? 's' : ''} ${names}; this route takes ${known.join(', ')}`);
+  }
+}
+
+/**
+ * `GET /admin/v1/billing/export?month=YYYY-MM&format=csv|json|parquet` (admin or finance token):
+ * every account's invoice lines of the month as one file, streamed a batch at a time
+ * (billing-render.ts exportChunks: CSV RFC 4180 with CRLF; JSON Lines; Parquet), with
+ * `content-disposition: attachment; filename="tollgate-billing-YYYY-MM.<csv|jsonl|parquet>"`.
+ * `format` defaults to `json`. A missing or malformed month, another format or an unknown
+ * parameter is a 400 naming it. The same warehouse contents give byte-identical files.
+ * `linesOf` is where the lines come from (the billing computation; tests pass fixtures).
+ */
+export function registerBillingExportFrom(app: FastifyInstance, deps: ReportDeps, linesOf: MonthLines): void {
+  app.register(async (s) => {
+    s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
+    s.get('/admin/v1/billing/export', { config: { finance: true } }, async (request, reply) => {
+      refuseUnknown(request.query, EXPORT_PARAMS);
+      const month = parseMonthParam(queryParam(request.query, 'month'), 'month');
+      const f = queryParam(request.query, 'format');
+      const format: ExportFormat = f === undefined ? 'json' : parseEnumParam(f, 'format', EXPORT_FORMATS);
+      await deps.settle?.();
+      const lines = await linesOf(month);
+      return reply
+        .header('content-type', exportContentType(format))
+        .header('content-disposition', `attachment; filename="${exportFilename(month, format)}"`)
+        .header('cache-control', 'no-store')
+        .send(exportStream(lines, format));
+    });
+  });
+}
