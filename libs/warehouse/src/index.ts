@@ -3,7 +3,8 @@ export type {
   WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals, LogPosition, LogPositions,
   QuarantineKind, QuarantineRecord, StoreItem, StoredPriceVersionRow, UsageCursor, Row as WarehouseRow,
 } from './warehouse.ts';
-export { DIMENSION_COLUMNS, LATEST_MIGRATION, migrations, tableNames } from './schema.ts';
+export { DIMENSION_COLUMNS, LATEST_MIGRATION, PERCENTILE_LEVELS, ROLLUP_GRAINS, migrations, rollupSelect, rollupTable, tableNames } from './schema.ts';
+export type { RollupGrain } from './schema.ts';
 export type { TableNames } from './schema.ts';
 export { createChdbClickHouse } from './chdb-client.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';

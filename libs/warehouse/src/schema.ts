@@ -20,6 +20,13 @@ export interface TableNames {
   quarantine: string;
   priceVersions: string;
   plans: string;
+  /** billing (migration 8): month closes, their booked items and frozen documents */
+  billingCloses: string;
+  billingBooked: string;
+  billingDocuments: string;
+  rollupMinute: string;
+  rollupHour: string;
+  rollupDay: string;
 }
 
 export function tableNames(database: string, tablePrefix: string): TableNames {
@@ -39,6 +46,8 @@ export function tableNames(database: string, tablePrefix: string): TableNames {
     quarantine: q('quarantine'),
     priceVersions: q('price_versions'),
     plans: q('plans'),
+    billingCloses: q('billing_closes'), billingBooked: q('billing_booked'), billingDocuments: q('billing_documents'),
+    rollupMinute: q('usage_rollup_minute'), rollupHour: q('usage_rollup_hour'), rollupDay: q('usage_rollup_day'),
   };
 }
 
@@ -248,9 +257,149 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
     ORDER BY id`,
   ]], [7, [
     // Migration 7 (issue 9): usage rollups per minute, hour and day, kept by materialized views.
+    ...rollupMigration(t),
   ]], [8, [
     // Migration 8 (issue 9): billing: month closes and their frozen invoices and statements.
+    // A close is one row per month and close id; should two closes of a month ever both be
+    // written, readers take the earliest (closed_at, close_id), so the winner is a fact of the
+    // data, not of merge order. Its snapshot rows carry its close_id.
+    `CREATE TABLE IF NOT EXISTS ${t.billingCloses} (
+      month        String,
+      close_id     String,
+      closed_at    DateTime64(3, 'UTC'),
+      inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree
+    ORDER BY (month, close_id)`,
+    // What each closed month booked per account: its own facts and the late deltas of earlier
+    // closed months it absorbed (source_month), one row per line key (usage line, rounding,
+    // ledger entry). Late deltas are computed against these rows. Money and quantities exact.
+    `CREATE TABLE IF NOT EXISTS ${t.billingBooked} (
+      month         String,
+      close_id      String,
+      account_id    String,
+      source_month  String,
+      line_key      String,
+      section       LowCardinality(String),
+      model         String,
+      dimension     LowCardinality(String),
+      unit_price    String,
+      quantity      Int64,
+      amount_micros Int64
+    ) ENGINE = ReplacingMergeTree
+    ORDER BY (month, close_id, account_id, source_month, line_key)`,
+    // The frozen invoice and statement of each account of a closed month, as the JSON text
+    // served: a closed month's documents are read from here, byte for byte.
+    `CREATE TABLE IF NOT EXISTS ${t.billingDocuments} (
+      month      String,
+      close_id   String,
+      account_id String,
+      invoice    String,
+      statement  String
+    ) ENGINE = ReplacingMergeTree
+    ORDER BY (month, close_id, account_id)`,
   ]], [9, [
     // Migration 9 (issue 9): webhooks and their deliveries.
   ]]];
+}
+
+/** The rollup grains (migration 7): each one table kept by its own materialized view from `usage_events`. */
+export const ROLLUP_GRAINS = ['minute', 'hour', 'day'] as const;
+export type RollupGrain = (typeof ROLLUP_GRAINS)[number];
+
+/** The bucket of a grain: a UTC `DateTime` of the start of the minute, hour or day of `ts`. */
+const BUCKET_EXPR: Record<RollupGrain, string> = {
+  minute: "toStartOfMinute(ts, 'UTC')",
+  hour: "toStartOfHour(ts, 'UTC')",
+  day: "toDateTime(toStartOfDay(ts, 'UTC'), 'UTC')",
+};
+
+/** The t-digest levels every percentile state keeps (p50, p90, p99). */
+export const PERCENTILE_LEVELS = '0.5, 0.9, 0.99';
+
+/** The rollup table of a grain. */
+export function rollupTable(t: TableNames, grain: RollupGrain): string {
+  return grain === 'minute' ? t.rollupMinute : grain === 'hour' ? t.rollupHour : t.rollupDay;
+}
+
+/**
+ * What one rollup row sums, from a set of `usage_events` rows (the materialized view's SELECT
+ * and `rebuildRollups`' use the same text, so a rebuild equals what the views keep). Output
+ * names differ from every raw column on purpose: an alias shadows a column of the same name.
+ * - `errors`: HTTP status ≥ 400, or `upstream_error` / `stream_error` (a stream that failed
+ *   after its 200);
+ * - `gen_ms` / `gen_output`: generation time (latency − time to first token) and output tokens
+ *   of streamed requests with a first token and latency > ttft: output tokens per second is
+ *   Σ gen_output ÷ (Σ gen_ms / 1000). A JSON answer's ttft is its whole body, so it has none.
+ */
+export function rollupSelect(grain: RollupGrain, source: string, where = ''): string {
+  const gen = 'stream AND ttft_ms IS NOT NULL AND latency_ms > assumeNotNull(ttft_ms)';
+  return `SELECT
+      ${BUCKET_EXPR[grain]} AS bucket,
+      account_id, key_id, catalog_model, status, http_status,
+      toLowCardinality(ifNull(upstream_currency, '')) AS currency,
+      count() AS requests,
+      ${DIMENSION_COLUMNS.map((d) => `sum(toUInt64(${d.column})) AS q_${d.key}`).join(',\n      ')},
+      sum(toInt128(cost_micros)) AS cost,
+      sum(toInt128(ifNull(upstream_cost_micros, 0))) AS upstream_cost,
+      countIf((upstream_cost_micros IS NULL OR upstream_currency IS NULL) AND cost_micros > 0) AS upstream_unknown,
+      countIf(notEmpty(unpriced)) AS unpriced,
+      countIf(http_status >= 400 OR status IN ('upstream_error', 'stream_error')) AS errors,
+      sum(toUInt64(latency_ms)) AS latency_sum,
+      sum(toUInt64(ifNull(ttft_ms, 0))) AS ttft_sum,
+      countIf(ttft_ms IS NOT NULL) AS ttft_count,
+      sumIf(toUInt64(latency_ms - assumeNotNull(ttft_ms)), ${gen}) AS gen_ms,
+      sumIf(toUInt64(output_tokens), ${gen}) AS gen_output,
+      quantilesTDigestState(${PERCENTILE_LEVELS})(latency_ms) AS latency_q,
+      quantilesTDigestIfState(${PERCENTILE_LEVELS})(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q
+    FROM ${source} ${where}
+    GROUP BY bucket, account_id, key_id, catalog_model, status, http_status, currency`;
+}
+
+/**
+ * Migration 7 (issue 9): one AggregatingMergeTree per grain and the materialized view that
+ * feeds it from every insert into `usage_events`. Sums are SimpleAggregateFunction(sum) (money
+ * as Int128); percentiles are t-digest states (estimates, see the README). Exactly once:
+ * a view sees every insert, so `insertUsage` marks rows whose event id is already stored
+ * `rollup_skip = 1` (the views read only 0) and passes an `insert_deduplication_token`; the
+ * dedup window on the raw table and on each rollup table (`non_replicated_deduplication_window`)
+ * drops a repeated block in both (docs/decisions.md).
+ */
+function rollupMigration(t: TableNames): string[] {
+  const out = [
+    `ALTER TABLE ${t.usage} MODIFY SETTING non_replicated_deduplication_window = 1000`,
+    // 1: a copy of an event already stored (a redelivery): kept in raw, left out of the rollups.
+    `ALTER TABLE ${t.usage} ADD COLUMN IF NOT EXISTS rollup_skip UInt8 DEFAULT 0`,
+  ];
+  for (const grain of ROLLUP_GRAINS) {
+    const table = rollupTable(t, grain);
+    const sum = (type: string) => `SimpleAggregateFunction(sum, ${type})`;
+    out.push(`CREATE TABLE IF NOT EXISTS ${table} (
+      bucket          DateTime('UTC'),
+      account_id      String,
+      key_id          String,
+      catalog_model   LowCardinality(String),
+      status          LowCardinality(String),
+      http_status     UInt16,
+      currency        LowCardinality(String),
+      requests        ${sum('UInt64')},
+      ${DIMENSION_COLUMNS.map((d) => `q_${d.key} ${sum('UInt64')}`).join(',\n      ')},
+      cost            ${sum('Int128')},
+      upstream_cost   ${sum('Int128')},
+      upstream_unknown ${sum('UInt64')},
+      unpriced        ${sum('UInt64')},
+      errors          ${sum('UInt64')},
+      latency_sum     ${sum('UInt64')},
+      ttft_sum        ${sum('UInt64')},
+      ttft_count      ${sum('UInt64')},
+      gen_ms          ${sum('UInt64')},
+      gen_output      ${sum('UInt64')},
+      latency_q       AggregateFunction(quantilesTDigest(${PERCENTILE_LEVELS}), UInt32),
+      ttft_q          AggregateFunction(quantilesTDigestIf(${PERCENTILE_LEVELS}), UInt32, UInt8)
+    ) ENGINE = AggregatingMergeTree
+    PARTITION BY toYYYYMM(bucket)
+    ORDER BY (account_id, bucket, key_id, catalog_model, status, http_status, currency)
+    SETTINGS non_replicated_deduplication_window = 1000`);
+    out.push(`CREATE MATERIALIZED VIEW IF NOT EXISTS ${table.slice(0, -1)}_mv\` TO ${table} AS ${rollupSelect(grain, t.usage, 'WHERE rollup_skip = 0')}`);
+  }
+  return out;
 }

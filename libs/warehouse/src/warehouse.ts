@@ -8,6 +8,7 @@
 // - Money never passes through a JS number: amounts are validated as int64 decimal strings on
 //   the way in and summed as Int128 and returned as text on the way out, then parsed to bigint.
 
+import { createHash } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
 import type {
   AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind, PlanRecord,
@@ -207,7 +208,7 @@ const TOTALS_SELECT = `
   countIf(notEmpty(unpriced)) AS n_unpriced`;
 
 // Every usage column, for reading events back (money and 64-bit values as text).
-const USAGE_SELECT = `event_id, toUnixTimestamp64Milli(ts) AS ts_ms, account_id, key_id, model,
+export const USAGE_SELECT = `event_id, toUnixTimestamp64Milli(ts) AS ts_ms, account_id, key_id, model,
   catalog_model, upstream_model, ${DIMENSION_COLUMNS.map((d) => d.column).join(', ')},
   toString(cost_micros) AS cost_text, status, http_status, latency_ms, ttft_ms, stream, upstream_request_id,
   gateway_id, anomalies, event_version, served_model, iterations, service_tier, inference_geo, speed,
@@ -378,7 +379,40 @@ export class Warehouse {
       });
       return row;
     });
-    await this.#client.insert({ table: this.#t.usage, values: rows, format: 'JSONEachRow' });
+    // Exactly once into the rollups (migration 7): a materialized view counts every inserted
+    // row, FINAL or not. A row whose event id is already stored (or repeats within the batch)
+    // is still written, so raw rows and log positions stay as they were, but marked
+    // `rollup_skip = 1`, which the views leave out. The block carries a token of its rows, so
+    // the same block sent again (two writers racing past the check) is dropped by the raw
+    // table's and every rollup's dedup window.
+    const marked = await this.#markStored(rows);
+    const token = createHash('sha256')
+      .update(marked.map((r) => `${r['event_id']}\t${r['rollup_skip']}\t${r['log_partition']}\t${r['log_offset']}`).join('\n'))
+      .digest('hex');
+    await this.#client.insert({
+      table: this.#t.usage, values: marked, format: 'JSONEachRow',
+      clickhouse_settings: { insert_deduplication_token: `usage:${token}`, deduplicate_blocks_in_dependent_materialized_views: 1 },
+    });
+  }
+
+  /** `rows` with `rollup_skip` 1 where `usage_events` already holds the event id or it came earlier in `rows`, else 0. */
+  async #markStored(rows: Row[]): Promise<Row[]> {
+    const ids = [...new Set(rows.map((r) => r['event_id'] as string))];
+    // A duplicate has the same ts (the dedup rule), so the batch's time span prunes partitions.
+    const ts = rows.map((r) => r['ts'] as string).sort();
+    const stored = await this.#select(
+      `SELECT DISTINCT event_id FROM ${this.#t.usage}
+       WHERE event_id IN {ids:Array(String)}
+         AND ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')`,
+      { ids, lo: ts[0], hi: ts[ts.length - 1] },
+    );
+    const seen = new Set(stored.map((r) => str(r['event_id'])));
+    return rows.map((r) => {
+      const id = r['event_id'] as string;
+      const skip = seen.has(id) ? 1 : 0;
+      seen.add(id);
+      return { ...r, rollup_skip: skip };
+    });
   }
 
   /**
@@ -878,7 +912,7 @@ function nullableStr(v: unknown): string | null {
 }
 
 /** A usage row as the event it was written as: version 1 rows in the version 1 shape. */
-function usageFromRow(r: Row): UsageEvent {
+export function usageFromRow(r: Row): UsageEvent {
   const anomalies = Array.isArray(r['anomalies']) ? r['anomalies'].map(str) : [];
   const quantities = zeroQuantities();
   for (const d of DIMENSION_COLUMNS) quantities[d.key] = int(r[d.column]);

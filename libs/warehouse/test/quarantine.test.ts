@@ -97,7 +97,9 @@ test('an event without a usable id is quarantined under the stand-in id every gr
 test('an outage (connection refused) is not poison: storeEvents rejects and quarantines nothing', async () => {
   const { w } = await fresh();
   const client = createChdbClickHouse({ path: dir });
-  const other = new Warehouse({ client: { ...client, insert: () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:8123'), { code: 'ECONNREFUSED' })) } as never });
+  // A server that is down refuses every call: the insert and the stored-id check before it.
+  const refused = () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:8123'), { code: 'ECONNREFUSED' }));
+  const other = new Warehouse({ client: { ...client, insert: refused, query: refused } as never });
   try {
     await assert.rejects(other.storeEvents([{ topic: 'usage', event: usage({ event_id: 'x' }) }], 'warehouse'), /ECONNREFUSED/);
     assert.equal(isDataError(Object.assign(new Error('x'), { code: 'ECONNREFUSED' })), false);
