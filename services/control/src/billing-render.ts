@@ -80,6 +80,9 @@ function csvText(rows: readonly (readonly string[])[], header: readonly string[]
     header: header !== null,
     columns: header === null ? undefined : [...header],
     record_delimiter: '\r\n',
+    // csv-stringify quotes a field holding the whole delimiter (CRLF) but not a lone CR or LF;
+    // RFC 4180 (2.6) wants either quoted, or a reader splits the record there.
+    quoted_match: /[\r\n]/,
     bom: false,
   });
 }
