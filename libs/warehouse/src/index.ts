@@ -11,3 +11,8 @@ export type { ChdbClickHouseOptions } from './chdb-client.ts';
 export { createHttpClickHouse } from './http-client.ts';
 export type { HttpClickHouseOptions } from './http-client.ts';
 export type { ClickHouseClient } from '@clickhouse/client';
+export {
+  BillingInputError, accountDocuments, closeMonth, credits6, creditHistory, invoiceFor, invoiceLinesForMonth, listCloses, monthOf, monthRange,
+  nextMonth, parseBillingMonth, statementFor,
+} from './billing.ts';
+export type { BillingPrices, CloseResult, CreditHistoryEntry, Invoice, InvoiceLine, MonthClose, Statement } from './billing.ts';

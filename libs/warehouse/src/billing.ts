@@ -1,0 +1,739 @@
+// Billing from the warehouse: invoices, statements, month close, late facts and the customer's
+// credit history (issue 9). Every amount is bigint µc; nothing passes through a float.
+//
+// Model (README "Billing: invoices, statements, month close"):
+// - A month's FACTS are the usage events with cost > 0 and the ledger entries dated in it (UTC),
+//   leaving out what the ledger quarantined (money reads agree with the ledger). Facts become
+//   keyed ITEMS: one per usage line (model × dimension × unit price), one `rounding` item
+//   (Σ charges − Σ exact line amounts), one per ledger entry.
+// - Closed months form a prefix: closing M closes every open month up to M. A closed month's
+//   items, invoice and statement are frozen as snapshot rows (migration 8) and read from there.
+// - A fact dated in a closed month that arrives later shows in the first open month (L + 1,
+//   L the last closed month) as the difference (items the month holds now) − (items of it that
+//   closed snapshots booked already), item by item, so redelivered duplicates change nothing
+//   and a delta is booked exactly once: when L + 1 closes its snapshot absorbs it.
+
+import { randomUUID } from 'node:crypto';
+import { DIMENSIONS, parseExactDecimal } from '@tollgate/pricing';
+import type { PriceVersion } from '@tollgate/pricing';
+import type { Warehouse } from './warehouse.ts';
+
+// ---- shapes (the same as services/control/src/billing-types.ts, which the renderers take) ----
+
+/** One invoice line; see services/control/src/billing-types.ts for the field rules. */
+export interface InvoiceLine {
+  account_id: string;
+  /** the invoice month, `YYYY-MM` (UTC) */
+  month: string;
+  /** `usage`, `late_usage` (usage of a closed month that arrived after it closed), `rounding`, `refund`, `adjustment` */
+  section: 'usage' | 'late_usage' | 'rounding' | 'refund' | 'adjustment';
+  /** the month the line's facts are dated in (= `month` except for late facts) */
+  source_month: string;
+  model: string;
+  dimension: string;
+  /** tokens, requests or seconds, as integer text (1 for non-usage lines) */
+  quantity: string;
+  /** credits per million tokens (token dimensions) or per unit, exact decimal text ('' for non-usage lines) */
+  unit_price: string;
+  /** credits, 6 decimals */
+  amount: string;
+  /** µc, integer text */
+  amount_micros: string;
+}
+
+/** An account's invoice for one month. */
+export interface Invoice {
+  account_id: string;
+  month: string;
+  status: 'open' | 'closed';
+  closed_at: string | null;
+  lines: InvoiceLine[];
+  total: { credits: string; micro_credits: string; currency: string; amount: string };
+}
+
+/** An account's statement: closing = opening + top_ups + grants − usage + refunds + adjustments. */
+export interface Statement {
+  account_id: string;
+  month: string;
+  status: 'open' | 'closed';
+  closed_at: string | null;
+  opening_balance: string;
+  top_ups: string;
+  grants: string;
+  usage: string;
+  refunds: string;
+  adjustments: string;
+  closing_balance: string;
+  currency: string;
+  credit_value: string;
+}
+
+/** A bad month or parameter given to a billing function (the routes answer 400 naming it). */
+export class BillingInputError extends Error {
+  override readonly name = 'BillingInputError';
+}
+
+/** What prices the documents: the catalog's currency and credit value (`ReportDeps.prices`). */
+export interface BillingPrices {
+  current(): PriceVersion;
+}
+
+/** One month close as listed. */
+export interface MonthClose {
+  month: string;
+  close_id: string;
+  /** RFC 3339 */
+  closed_at: string;
+}
+
+// ---- months ----
+
+const MONTH_RE = /^(\d{4})-(0[1-9]|1[0-2])$/;
+
+/** `YYYY-MM` → [start, end) epoch ms (UTC). Throws BillingInputError naming the value. */
+export function monthRange(month: string): { start: number; end: number } {
+  const m = MONTH_RE.exec(month);
+  if (m === null) throw new BillingInputError(`month: ${JSON.stringify(month.slice(0, 40))} is not a month; expected YYYY-MM such as 2026-11`);
+  const y = Number(m[1]);
+  const mo = Number(m[2]);
+  return { start: Date.UTC(y, mo - 1, 1), end: Date.UTC(y, mo, 1) };
+}
+
+/** The month (`YYYY-MM`, UTC) an instant (epoch ms) falls in. */
+export function monthOf(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 7);
+}
+
+/** The month after `month`. */
+export function nextMonth(month: string): string {
+  return monthOf(monthRange(month).end);
+}
+
+/**
+ * A month a billing route may name: `YYYY-MM`, from 1970-01 up to the month after the one
+ * `now` is in (that month may already hold late usage of a closed current month). Anything
+ * else throws BillingInputError naming the value.
+ */
+export function parseBillingMonth(month: string, now: number = Date.now()): string {
+  const { start } = monthRange(month);
+  if (start < 0) throw new BillingInputError(`month: ${month} is before 1970-01`);
+  const latest = nextMonth(monthOf(now));
+  if (month > latest) throw new BillingInputError(`month: ${month} is in the future (the latest month with anything to bill is ${latest})`);
+  return month;
+}
+
+// ---- exact decimals ----
+
+const MICROS = 1_000_000n;
+
+/** µc → credits with exactly 6 decimals: "12.345678", "-0.500000", "0.000000". */
+export function credits6(micros: bigint): string {
+  const neg = micros < 0n;
+  const abs = neg ? -micros : micros;
+  return `${neg ? '-' : ''}${abs / MICROS}.${(abs % MICROS).toString().padStart(6, '0')}`;
+}
+
+/** num/den (den > 0) as exact decimal text; a value that does not terminate within 18 places is rounded half-up there. */
+function decimalText(num: bigint, den: bigint): string {
+  const neg = num < 0n;
+  let n = neg ? -num : num;
+  let scale = 0;
+  let pow = 1n;
+  while ((n * pow) % den !== 0n && scale < 18) {
+    pow *= 10n;
+    scale++;
+  }
+  n = (2n * n * pow + den) / (2n * den);
+  const digits = n.toString().padStart(scale + 1, '0');
+  const text = scale === 0 ? digits : `${digits.slice(0, -scale)}.${digits.slice(-scale)}`;
+  return `${neg && n !== 0n ? '-' : ''}${text}`;
+}
+
+/** ⌊x + ½⌋ of num/den for num ≥ 0 (half-up, to the µc). */
+function roundHalfUp(num: bigint, den: bigint): bigint {
+  return (2n * num + den) / (2n * den);
+}
+
+/** Compares exact decimal texts by value. */
+function cmpDecimal(a: string, b: string): number {
+  const x = parseExactDecimal(a);
+  const y = parseExactDecimal(b);
+  const s = Math.max(x.scale, y.scale);
+  const l = x.units * 10n ** BigInt(s - x.scale);
+  const r = y.units * 10n ** BigInt(s - y.scale);
+  return l < r ? -1 : l > r ? 1 : 0;
+}
+
+/** µc → the catalog's currency, exact decimal (credits ÷ credits per unit). */
+function currencyAmount(micros: bigint, version: PriceVersion): string {
+  const rate = parseExactDecimal(version.catalog.credit.rate.value);
+  const p = 10n ** BigInt(rate.scale);
+  // credits_per_unit r: amount = µc / (10^6 · r); unit_per_credit r: amount = µc · r / 10^6
+  return version.catalog.credit.rate.kind === 'credits_per_unit'
+    ? decimalText(micros * p, MICROS * rate.units)
+    : decimalText(micros * rate.units, MICROS * p);
+}
+
+// ---- items ----
+
+type ItemSection = 'usage' | 'rounding' | 'grant' | 'top_up' | 'refund' | 'adjustment';
+const LEDGER_SECTIONS: ReadonlySet<string> = new Set(['grant', 'top_up', 'refund', 'adjustment']);
+
+/**
+ * One keyed thing a month books for an account. `amount` is what the item does to the amount
+ * owed, µc: usage and rounding positive (a debit of the balance); ledger items carry the
+ * ledger's signed amount (a credit of the balance: positive = to the account).
+ */
+interface Item {
+  source: string;
+  key: string;
+  section: ItemSection;
+  model: string;
+  dimension: string;
+  /** µc per MTok (token dimensions) or per unit, exact decimal text; '' for other items */
+  unitPrice: string;
+  quantity: bigint;
+  amount: bigint;
+}
+
+/** The balance move of an item, µc (credit positive). */
+function net(i: Item): bigint {
+  return LEDGER_SECTIONS.has(i.section) ? i.amount : -i.amount;
+}
+
+const DIM_INDEX = new Map(DIMENSIONS.map((d, i) => [d.key as string, i]));
+const DIM_PER = new Map(DIMENSIONS.map((d) => [d.key as string, d.kind === 'token' ? MICROS : 1n]));
+
+/** Money reads leave out what the ledger refused (see NOT_REFUSED in warehouse.ts). */
+const notRefused = (w: Warehouse) => `event_id NOT IN (SELECT event_id FROM ${w.tables.quarantine} WHERE consumer_group = 'ledger')`;
+
+function s(v: unknown): string {
+  if (typeof v !== 'string') throw new Error(`billing: expected a string, got ${typeof v}`);
+  return v;
+}
+
+interface FactScope {
+  /** epoch ms, inclusive (absent: from the start) */
+  from?: number;
+  /** epoch ms, exclusive */
+  to: number;
+  accountId?: string;
+}
+
+/** account → source month → items: every fact dated in [from, to) as keyed items. */
+type Facts = Map<string, Map<string, Item[]>>;
+
+function push(f: Facts, account: string, source: string, item: Item): void {
+  let byMonth = f.get(account);
+  if (byMonth === undefined) f.set(account, (byMonth = new Map()));
+  let items = byMonth.get(source);
+  if (items === undefined) byMonth.set(source, (items = []));
+  items.push(item);
+}
+
+function scopeSql(scope: FactScope): { where: string; params: Record<string, unknown> } {
+  const conds = ["ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')"];
+  const params: Record<string, unknown> = { to_ms: scope.to };
+  if (scope.from !== undefined) {
+    conds.push("ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')");
+    params['from_ms'] = scope.from;
+  }
+  if (scope.accountId !== undefined) {
+    conds.push('account_id = {account_id:String}');
+    params['account_id'] = scope.accountId;
+  }
+  return { where: conds.join(' AND '), params };
+}
+
+/**
+ * The facts of `scope` as items. Usage: events with cost > 0 grouped by account, month,
+ * catalog model and unit prices; each dimension's line amount is quantity × unit price exact,
+ * rounded half-up to the µc; the month's `rounding` item takes Σ charges − Σ line amounts.
+ * Events with `iterations` at another model (or unresolved), and version 1 events (no stored
+ * unit prices), are not split into lines: their whole charge is in the rounding item.
+ */
+async function loadFacts(w: Warehouse, scope: FactScope): Promise<Facts> {
+  const { where, params } = scopeSql(scope);
+  const out: Facts = new Map();
+  const usage = await w.select(
+    `SELECT account_id, formatDateTime(ts, '%Y-%m', 'UTC') AS src, catalog_model AS m, toString(unit_prices) AS up_key,
+            any(unit_prices) AS up,
+            arrayExists(x -> JSONExtractString(x, 'catalog_model') != catalog_model, JSONExtractArrayRaw(iterations)) AS mixed,
+            ${DIMENSIONS.map((d) => `toString(sum(toInt64(${d.column}))) AS q_${d.key}`).join(', ')},
+            toString(sum(toInt128(cost_micros))) AS cost_text
+     FROM ${w.tables.usage} FINAL
+     WHERE ${where} AND cost_micros > 0 AND ${notRefused(w)}
+     GROUP BY account_id, src, m, up_key, mixed
+     ORDER BY account_id, src, m, up_key, mixed`,
+    params,
+  );
+  // account|src → line key → item, plus the month's Σ charges
+  const lines = new Map<string, { account: string; src: string; cost: bigint; items: Map<string, Item> }>();
+  for (const r of usage) {
+    const account = s(r['account_id']);
+    const src = s(r['src']);
+    const k = `${account}\u0000${src}`;
+    let g = lines.get(k);
+    if (g === undefined) lines.set(k, (g = { account, src, cost: 0n, items: new Map() }));
+    g.cost += BigInt(s(r['cost_text']));
+    if (r['mixed'] === true || r['mixed'] === 1 || r['mixed'] === '1') continue;
+    const prices = (r['up'] ?? {}) as Record<string, unknown>;
+    const model = s(r['m']);
+    for (const d of DIMENSIONS) {
+      const qty = BigInt(s(r[`q_${d.key}`]));
+      const price = prices[d.key];
+      if (qty === 0n || typeof price !== 'string') continue;
+      const key = `u|${model}|${d.key}|${price}`;
+      const it = g.items.get(key);
+      if (it === undefined) {
+        g.items.set(key, { source: src, key, section: 'usage', model, dimension: d.key, unitPrice: price, quantity: qty, amount: 0n });
+      } else it.quantity += qty;
+    }
+  }
+  for (const g of lines.values()) {
+    let sum = 0n;
+    for (const it of g.items.values()) {
+      it.amount = lineAmount(it.quantity, it.unitPrice, it.dimension);
+      sum += it.amount;
+      push(out, g.account, g.src, it);
+    }
+    const rounding = g.cost - sum;
+    if (rounding !== 0n) {
+      push(out, g.account, g.src, { source: g.src, key: 'r', section: 'rounding', model: '', dimension: '', unitPrice: '', quantity: 1n, amount: rounding });
+    }
+  }
+  const ledger = await w.select(
+    `SELECT account_id, formatDateTime(ts, '%Y-%m', 'UTC') AS src, event_id, kind, toString(amount_micros) AS amount_text
+     FROM ${w.tables.ledger} FINAL
+     WHERE ${where} AND ${notRefused(w)}
+     ORDER BY account_id, ts, event_id`,
+    params,
+  );
+  for (const r of ledger) {
+    const kind = s(r['kind']);
+    if (!LEDGER_SECTIONS.has(kind)) continue;
+    const src = s(r['src']);
+    push(out, s(r['account_id']), src, {
+      source: src, key: `l|${s(r['event_id'])}`, section: kind as ItemSection, model: '', dimension: '', unitPrice: '',
+      quantity: 1n, amount: BigInt(s(r['amount_text'])),
+    });
+  }
+  return out;
+}
+
+/** quantity × unit price (µc per MTok for tokens, per unit otherwise), exact, rounded half-up to the µc. */
+function lineAmount(quantity: bigint, unitPrice: string, dimension: string): bigint {
+  const p = parseExactDecimal(unitPrice);
+  const per = DIM_PER.get(dimension) ?? 1n;
+  const num = quantity * p.units;
+  const den = per * 10n ** BigInt(p.scale);
+  return num >= 0n ? roundHalfUp(num, den) : -roundHalfUp(-num, den);
+}
+
+// ---- closes and snapshots ----
+
+/** The winning close of each closed month (earliest closed_at, then close id), oldest first. */
+export async function listCloses(w: Warehouse): Promise<MonthClose[]> {
+  const rows = await w.select(
+    `SELECT month, argMin(close_id, (closed_at, close_id)) AS cid, toUnixTimestamp64Milli(min(closed_at)) AS at_ms
+     FROM ${w.tables.billingCloses} FINAL GROUP BY month ORDER BY month`,
+  );
+  return rows.map((r) => ({ month: s(r['month']), close_id: s(r['cid']), closed_at: new Date(Number(r['at_ms'])).toISOString() }));
+}
+
+const WINNERS = (w: Warehouse) =>
+  `(month, close_id) IN (SELECT month, argMin(close_id, (closed_at, close_id)) FROM ${w.tables.billingCloses} FINAL GROUP BY month)`;
+
+/** account → source month → key → item: what closed snapshots booked (own facts and absorbed deltas). */
+async function loadAccounted(w: Warehouse, accountId?: string): Promise<Map<string, Map<string, Map<string, Item>>>> {
+  const rows = await w.select(
+    `SELECT account_id, source_month, line_key, section, model, dimension, unit_price,
+            toString(sum(toInt128(quantity))) AS q_text, toString(sum(toInt128(amount_micros))) AS a_text
+     FROM ${w.tables.billingBooked} FINAL
+     WHERE ${WINNERS(w)}${accountId === undefined ? '' : ' AND account_id = {account_id:String}'}
+     GROUP BY account_id, source_month, line_key, section, model, dimension, unit_price`,
+    accountId === undefined ? {} : { account_id: accountId },
+  );
+  const out = new Map<string, Map<string, Map<string, Item>>>();
+  for (const r of rows) {
+    const account = s(r['account_id']);
+    const src = s(r['source_month']);
+    let a = out.get(account);
+    if (a === undefined) out.set(account, (a = new Map()));
+    let m = a.get(src);
+    if (m === undefined) a.set(src, (m = new Map()));
+    m.set(s(r['line_key']), {
+      source: src, key: s(r['line_key']), section: s(r['section']) as ItemSection, model: s(r['model']), dimension: s(r['dimension']),
+      unitPrice: s(r['unit_price']), quantity: BigInt(s(r['q_text'])), amount: BigInt(s(r['a_text'])),
+    });
+  }
+  return out;
+}
+
+/**
+ * account → late items: for every closed month (≤ `last`), what it holds now minus what closed
+ * snapshots booked of it, item by item; only items that differ.
+ */
+async function lateDeltas(w: Warehouse, last: string, accountId?: string): Promise<Map<string, Item[]>> {
+  const live = await loadFacts(w, { to: monthRange(last).end, ...(accountId === undefined ? {} : { accountId }) });
+  const booked = await loadAccounted(w, accountId);
+  const out = new Map<string, Item[]>();
+  for (const account of new Set([...live.keys(), ...booked.keys()])) {
+    const items: Item[] = [];
+    const lm = live.get(account) ?? new Map<string, Item[]>();
+    const bm = booked.get(account) ?? new Map<string, Map<string, Item>>();
+    for (const src of new Set([...lm.keys(), ...bm.keys()])) {
+      const was = new Map(bm.get(src) ?? []);
+      for (const it of lm.get(src) ?? []) {
+        const b = was.get(it.key);
+        was.delete(it.key);
+        const d = { ...it, quantity: it.quantity - (b?.quantity ?? 0n), amount: it.amount - (b?.amount ?? 0n) };
+        if (d.quantity !== 0n || d.amount !== 0n) items.push(d);
+      }
+      // booked once, gone now (e.g. quarantined later): the reverse
+      for (const b of was.values()) {
+        if (b.quantity !== 0n || b.amount !== 0n) items.push({ ...b, quantity: -b.quantity, amount: -b.amount });
+      }
+    }
+    if (items.length > 0) out.set(account, items);
+  }
+  return out;
+}
+
+/** Σ balance moves (credit positive) of every fact dated in [from, to), per account, µc. */
+async function netMoves(w: Warehouse, scope: FactScope): Promise<Map<string, bigint>> {
+  const { where, params } = scopeSql(scope);
+  const rows = await w.select(
+    `SELECT account_id, toString(sum(amount)) AS t FROM (
+       SELECT account_id, sum(toInt128(amount_micros)) AS amount FROM ${w.tables.ledger} FINAL
+       WHERE ${where} AND kind IN ('grant', 'top_up', 'refund', 'adjustment') AND ${notRefused(w)} GROUP BY account_id
+       UNION ALL
+       SELECT account_id, -sum(toInt128(cost_micros)) AS amount FROM ${w.tables.usage} FINAL
+       WHERE ${where} AND ${notRefused(w)} GROUP BY account_id
+     ) GROUP BY account_id ORDER BY account_id`,
+    params,
+  );
+  return new Map(rows.map((r) => [s(r['account_id']), BigInt(s(r['t']))]));
+}
+
+// ---- documents ----
+
+const SECTION_ORDER: Record<InvoiceLine['section'], number> = { usage: 0, late_usage: 1, rounding: 2, refund: 3, adjustment: 4 };
+
+function cmpStr(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function creditsPrice(microsPrice: string): string {
+  const p = parseExactDecimal(microsPrice);
+  return decimalText(p.units, MICROS * 10n ** BigInt(p.scale));
+}
+
+/** Invoice lines of booked items (grants and top-ups are payments, not invoice lines), in their fixed order. */
+function invoiceLines(account: string, month: string, items: readonly Item[]): InvoiceLine[] {
+  const lines: Array<{ line: InvoiceLine; price: string; key: string }> = [];
+  for (const it of items) {
+    if (it.section === 'grant' || it.section === 'top_up') continue;
+    const late = it.source !== month;
+    const section: InvoiceLine['section'] = it.section === 'usage' ? (late ? 'late_usage' : 'usage') : it.section;
+    // on the invoice, money back to the account is a negative amount
+    const amount = LEDGER_SECTIONS.has(it.section) ? -it.amount : it.amount;
+    const usage = it.section === 'usage';
+    lines.push({
+      price: it.unitPrice, key: it.key,
+      line: {
+        account_id: account, month, section, source_month: it.source, model: it.model, dimension: it.dimension,
+        quantity: it.quantity.toString(),
+        // µc per MTok (or per unit) → credits per MTok (or per unit)
+        unit_price: usage ? creditsPrice(it.unitPrice) : '',
+        amount: credits6(amount), amount_micros: amount.toString(),
+      },
+    });
+  }
+  lines.sort((a, b) =>
+    SECTION_ORDER[a.line.section] - SECTION_ORDER[b.line.section]
+    || cmpStr(a.line.source_month, b.line.source_month)
+    || cmpStr(a.line.model, b.line.model)
+    || (DIM_INDEX.get(a.line.dimension) ?? -1) - (DIM_INDEX.get(b.line.dimension) ?? -1)
+    || (a.price === '' || b.price === '' ? 0 : cmpDecimal(a.price, b.price))
+    || cmpStr(a.key, b.key));
+  return lines.map((l) => l.line);
+}
+
+function buildInvoice(account: string, month: string, items: readonly Item[], close: MonthClose | null, version: PriceVersion): Invoice {
+  const lines = invoiceLines(account, month, items);
+  const total = lines.reduce((t, l) => t + BigInt(l.amount_micros), 0n);
+  return {
+    account_id: account, month, status: close === null ? 'open' : 'closed', closed_at: close?.closed_at ?? null, lines,
+    total: { credits: credits6(total), micro_credits: total.toString(), currency: version.catalog.credit.currency, amount: currencyAmount(total, version) },
+  };
+}
+
+function buildStatement(account: string, month: string, opening: bigint, items: readonly Item[], close: MonthClose | null, version: PriceVersion): Statement {
+  const by = { top_up: 0n, grant: 0n, usage: 0n, refund: 0n, adjustment: 0n };
+  for (const it of items) {
+    if (it.section === 'rounding' || it.section === 'usage') by.usage += it.amount;
+    else by[it.section] += it.amount;
+  }
+  const closing = opening + by.top_up + by.grant - by.usage + by.refund + by.adjustment;
+  return {
+    account_id: account, month, status: close === null ? 'open' : 'closed', closed_at: close?.closed_at ?? null,
+    opening_balance: credits6(opening), top_ups: credits6(by.top_up), grants: credits6(by.grant), usage: credits6(by.usage),
+    refunds: credits6(by.refund), adjustments: credits6(by.adjustment), closing_balance: credits6(closing),
+    currency: version.catalog.credit.currency, credit_value: version.catalog.credit.description,
+  };
+}
+
+/** Invoice, statement and booked items of every account (or one) for an OPEN month, as they stand now. */
+async function openMonth(w: Warehouse, month: string, closes: readonly MonthClose[], version: PriceVersion, accountId?: string) {
+  const { start, end } = monthRange(month);
+  const acct = accountId === undefined ? {} : { accountId };
+  const last = closes.at(-1) ?? null;
+  const own = await loadFacts(w, { from: start, to: end, ...acct });
+  const items = new Map<string, Item[]>();
+  for (const [a, byMonth] of own) items.set(a, [...(byMonth.get(month) ?? [])]);
+  // opening = closing of the last closed month (frozen) + every move booked since
+  const opening = new Map<string, bigint>();
+  if (last !== null) {
+    for (const doc of await loadDocuments(w, last, accountId)) {
+      opening.set(doc.account, parseMicros(doc.statement.closing_balance));
+    }
+    const deltas = await lateDeltas(w, last.month, accountId);
+    const firstOpen = nextMonth(last.month);
+    for (const [a, late] of deltas) {
+      if (month === firstOpen) items.set(a, [...(items.get(a) ?? []), ...late]);
+      else opening.set(a, (opening.get(a) ?? 0n) + late.reduce((t, i) => t + net(i), 0n));
+    }
+    if (month > firstOpen) {
+      for (const [a, m] of await netMoves(w, { from: monthRange(firstOpen).start, to: start, ...acct })) opening.set(a, (opening.get(a) ?? 0n) + m);
+    }
+  } else {
+    for (const [a, m] of await netMoves(w, { to: start, ...acct })) opening.set(a, m);
+  }
+  const accounts = [...new Set([...items.keys(), ...opening.keys()])].sort();
+  return accounts.map((a) => {
+    const its = items.get(a) ?? [];
+    return {
+      account: a, items: its,
+      invoice: buildInvoice(a, month, its, null, version),
+      statement: buildStatement(a, month, opening.get(a) ?? 0n, its, null, version),
+    };
+  });
+}
+
+/** "-12.345678" (6 decimals) → µc. */
+function parseMicros(credits: string): bigint {
+  const d = parseExactDecimal(credits);
+  return d.units * 10n ** BigInt(6 - d.scale);
+}
+
+interface FrozenDocument {
+  account: string;
+  invoiceText: string;
+  statementText: string;
+  statement: Statement;
+}
+
+async function loadDocuments(w: Warehouse, close: MonthClose, accountId?: string): Promise<FrozenDocument[]> {
+  const rows = await w.select(
+    `SELECT account_id, invoice, statement FROM ${w.tables.billingDocuments} FINAL
+     WHERE month = {month:String} AND close_id = {close_id:String}${accountId === undefined ? '' : ' AND account_id = {account_id:String}'}
+     ORDER BY account_id`,
+    { month: close.month, close_id: close.close_id, ...(accountId === undefined ? {} : { account_id: accountId }) },
+  );
+  return rows.map((r) => ({
+    account: s(r['account_id']), invoiceText: s(r['invoice']), statementText: s(r['statement']),
+    statement: JSON.parse(s(r['statement'])) as Statement,
+  }));
+}
+
+function closeOf(closes: readonly MonthClose[], month: string): MonthClose | null {
+  const last = closes.at(-1);
+  if (last === undefined || month > last.month) return null;
+  // closes form a prefix: a month without its own row (no facts when a later month closed) is closed with that later close
+  return closes.find((c) => c.month >= month) ?? null;
+}
+
+/**
+ * One account's invoice and statement of `month` as JSON text: a closed month's exactly as
+ * frozen (an account without a snapshot: an empty closed invoice, statement at zero), an open
+ * month's computed now. Throws BillingInputError on a bad month.
+ */
+export async function accountDocuments(w: Warehouse, accountId: string, month: string, prices: BillingPrices): Promise<{ invoice: string; statement: string; status: 'open' | 'closed' }> {
+  monthRange(month);
+  const version = prices.current();
+  const closes = await listCloses(w);
+  const close = closeOf(closes, month);
+  if (close !== null) {
+    const own = closes.find((c) => c.month === month);
+    const doc = own === undefined ? undefined : (await loadDocuments(w, own, accountId))[0];
+    if (doc !== undefined) return { invoice: doc.invoiceText, statement: doc.statementText, status: 'closed' };
+    return {
+      invoice: JSON.stringify(buildInvoice(accountId, month, [], close, version)),
+      statement: JSON.stringify(buildStatement(accountId, month, 0n, [], close, version)),
+      status: 'closed',
+    };
+  }
+  const docs = await openMonth(w, month, closes, version, accountId);
+  const d = docs.find((x) => x.account === accountId);
+  return {
+    invoice: JSON.stringify(d?.invoice ?? buildInvoice(accountId, month, [], null, version)),
+    statement: JSON.stringify(d?.statement ?? buildStatement(accountId, month, 0n, [], null, version)),
+    status: 'open',
+  };
+}
+
+/** One account's invoice of `month` (see accountDocuments). */
+export async function invoiceFor(w: Warehouse, accountId: string, month: string, prices: BillingPrices): Promise<Invoice> {
+  return JSON.parse((await accountDocuments(w, accountId, month, prices)).invoice) as Invoice;
+}
+
+/** One account's statement of `month` (see accountDocuments). */
+export async function statementFor(w: Warehouse, accountId: string, month: string, prices: BillingPrices): Promise<Statement> {
+  return JSON.parse((await accountDocuments(w, accountId, month, prices)).statement) as Statement;
+}
+
+/**
+ * Every account's invoice lines of `month` (for `GET /admin/v1/billing/export`): by account id,
+ * each account's lines in invoice order; a closed month's as frozen. Deterministic: the same
+ * warehouse contents give the same lines in the same order.
+ */
+export async function invoiceLinesForMonth(w: Warehouse, month: string, prices: BillingPrices): Promise<InvoiceLine[]> {
+  monthRange(month);
+  const closes = await listCloses(w);
+  const own = closes.find((c) => c.month === month);
+  if (closeOf(closes, month) !== null) {
+    if (own === undefined) return [];
+    return (await loadDocuments(w, own)).flatMap((d) => (JSON.parse(d.invoiceText) as Invoice).lines);
+  }
+  return (await openMonth(w, month, closes, prices.current())).flatMap((d) => d.invoice.lines);
+}
+
+/** The outcome of closeMonth. */
+export interface CloseResult {
+  month: string;
+  /** false: it was closed already (by an earlier close of it or of a later month) */
+  closed_now: boolean;
+  closed_at: string;
+  /** the months this call closed, oldest first (every open month up to `month`) */
+  months: string[];
+}
+
+/**
+ * Closes `month` and every open month before it (closed months are a prefix), each frozen as
+ * snapshot rows: booked items, invoice and statement of every account that has anything up to
+ * that month. Idempotent: a closed month answers `closed_now: false` and when it was closed.
+ * The caller must make concurrent closes exclusive (the control route claims a lock); should
+ * two snapshots of a month ever be written, readers use the earliest close only.
+ * `now` (epoch ms) is the closing instant. Throws BillingInputError on a bad month.
+ */
+export async function closeMonth(w: Warehouse, month: string, prices: BillingPrices, now: number = Date.now()): Promise<CloseResult> {
+  monthRange(month);
+  const version = prices.current();
+  let closes = await listCloses(w);
+  const already = closeOf(closes, month);
+  if (already !== null) return { month, closed_now: false, closed_at: already.closed_at, months: [] };
+  const last = closes.at(-1);
+  let first = last === undefined ? await firstFactMonth(w) : nextMonth(last.month);
+  if (first === null || first > month) first = month;
+  const closedAt = new Date(now).toISOString();
+  const months: string[] = [];
+  for (let m = first; m <= month; m = nextMonth(m)) {
+    const close: MonthClose = { month: m, close_id: randomUUID(), closed_at: closedAt };
+    const docs = await openMonth(w, m, closes, version);
+    await w.insertRows(w.tables.billingBooked, docs.flatMap((d) => d.items.map((it) => ({
+      month: m, close_id: close.close_id, account_id: d.account, source_month: it.source, line_key: it.key, section: it.section,
+      model: it.model, dimension: it.dimension, unit_price: it.unitPrice, quantity: it.quantity.toString(), amount_micros: it.amount.toString(),
+    }))));
+    await w.insertRows(w.tables.billingDocuments, docs.map((d) => ({
+      month: m, close_id: close.close_id, account_id: d.account,
+      invoice: JSON.stringify({ ...d.invoice, status: 'closed', closed_at: closedAt }),
+      statement: JSON.stringify({ ...d.statement, status: 'closed', closed_at: closedAt }),
+    })));
+    // the close row last: a close is visible only with its whole snapshot written
+    await w.insertRows(w.tables.billingCloses, [{ month: m, close_id: close.close_id, closed_at: closedAt.replace('T', ' ').replace('Z', '') }]);
+    closes = await listCloses(w);
+    months.push(m);
+  }
+  return { month, closed_now: true, closed_at: closedAt, months };
+}
+
+/** The earliest month with any fact, or null. */
+async function firstFactMonth(w: Warehouse): Promise<string | null> {
+  const rows = await w.select(
+    `SELECT toUnixTimestamp64Milli(min(t)) AS ms FROM (
+       SELECT min(ts) AS t FROM ${w.tables.usage} WHERE cost_micros > 0
+       UNION ALL SELECT min(ts) AS t FROM ${w.tables.ledger}
+     ) WHERE t > toDateTime64(0, 3, 'UTC')`,
+  );
+  const ms = rows[0]?.['ms'];
+  if (ms === null || ms === undefined) return null;
+  return monthOf(Number(ms));
+}
+
+// ---- customer credit history ----
+
+/** One entry of `GET /v1/credits/history`. */
+export interface CreditHistoryEntry {
+  /** the ledger event id, or `usage:<YYYY-MM-DD>` */
+  id: string;
+  type: 'grant' | 'top_up' | 'refund' | 'adjustment' | 'usage';
+  /** RFC 3339; a day's usage is booked at its last millisecond (`…T23:59:59.999Z`) */
+  created_at: string;
+  /** the credit reference (ledger entries only) */
+  reference?: string;
+  /** the UTC day (`usage` only) */
+  date?: string;
+  /** charged requests that day (`usage` only) */
+  requests?: number;
+  /** signed credits, 6 decimals (usage negative) */
+  amount: string;
+  amount_micro_credits: string;
+  /** the account's balance right after this entry, credits (6 decimals) and µc */
+  balance_after: string;
+  balance_after_micro_credits: string;
+}
+
+interface RawEntry { sortMs: number; id: string; type: CreditHistoryEntry['type']; reference?: string; date?: string; requests?: number; amount: bigint }
+
+/**
+ * Every credit movement of one account, oldest first, with its running balance: ledger
+ * entries (grant, top_up, refund, adjustment) at their instant, and one `usage` entry per UTC
+ * day with the day's Σ charges, at the day's last millisecond. Ties keep ledger entries before
+ * the day's usage, then order by id. Exact: balance_after of the newest entry is the account's
+ * warehouse balance. Reads only the account given.
+ */
+export async function creditHistory(w: Warehouse, accountId: string): Promise<CreditHistoryEntry[]> {
+  const raw: RawEntry[] = [];
+  const ledger = await w.select(
+    `SELECT event_id, kind, reference, toUnixTimestamp64Milli(ts) AS ms, toString(amount_micros) AS a
+     FROM ${w.tables.ledger} FINAL WHERE account_id = {account_id:String} AND ${notRefused(w)}`,
+    { account_id: accountId },
+  );
+  for (const r of ledger) {
+    raw.push({ sortMs: Number(r['ms']), id: s(r['event_id']), type: s(r['kind']) as RawEntry['type'], reference: s(r['reference']), amount: BigInt(s(r['a'])) });
+  }
+  const days = await w.select(
+    `SELECT toString(toDate(ts, 'UTC')) AS day, count() AS n, toString(sum(toInt128(cost_micros))) AS c
+     FROM ${w.tables.usage} FINAL WHERE account_id = {account_id:String} AND cost_micros > 0 AND ${notRefused(w)}
+     GROUP BY day`,
+    { account_id: accountId },
+  );
+  for (const r of days) {
+    const day = s(r['day']);
+    raw.push({ sortMs: Date.parse(`${day}T00:00:00Z`) + 86_400_000 - 1, id: `usage:${day}`, type: 'usage', date: day, requests: Number(r['n']), amount: -BigInt(s(r['c'])) });
+  }
+  raw.sort((a, b) => a.sortMs - b.sortMs || (a.type === 'usage' ? 1 : 0) - (b.type === 'usage' ? 1 : 0) || cmpStr(a.id, b.id));
+  let balance = 0n;
+  return raw.map((e) => {
+    balance += e.amount;
+    return {
+      id: e.id, type: e.type, created_at: new Date(e.sortMs).toISOString(),
+      ...(e.reference !== undefined ? { reference: e.reference } : {}),
+      ...(e.date !== undefined ? { date: e.date, requests: e.requests! } : {}),
+      amount: credits6(e.amount), amount_micro_credits: e.amount.toString(),
+      balance_after: credits6(balance), balance_after_micro_credits: balance.toString(),
+    };
+  });
+}
+

@@ -1,0 +1,201 @@
+// Billing over a real chDB warehouse: invoice lines exact to the µc with the rounding line,
+// statements that close, month close freezing documents byte for byte, late facts landing in
+// the next open month exactly once (redelivered too), and the customer's credit history.
+// Prices of the shipped cny catalog (µc per token): sonnet-4-5 input 72, output 360, web search
+// 240,000 per search; sonnet-4-6 under us_geo ×1.1: input 198, output 990; haiku-4-5 input 24,
+// cache read 2.4, output 120.
+
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { LedgerEvent, LedgerKind } from '@tollgate/events';
+import { bundledCatalogPath, loadCatalogFile, priceVersion } from '@tollgate/pricing';
+import {
+  BillingInputError, Warehouse, accountDocuments, closeMonth, createChdbClickHouse, creditHistory, invoiceFor, invoiceLinesForMonth,
+  listCloses, parseBillingMonth, statementFor,
+} from '@tollgate/warehouse';
+import { q, usGeo, v2, webSearch } from './usage-fixtures.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'tollgate-billing-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+async function fresh(): Promise<Warehouse> {
+  const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: `b${randomBytes(3).toString('hex')}_` });
+  await w.migrate();
+  return w;
+}
+
+const version = priceVersion(loadCatalogFile(bundledCatalogPath('cny')));
+const prices = { current: () => version };
+const PV = version.id;
+const NOV3 = Date.UTC(2026, 10, 3, 10);
+
+function entry(account: string, kind: LedgerKind, reference: string, micros: string, ts: number): LedgerEvent {
+  return { type: 'ledger', event_id: `credit:${account}:${reference}`, ts, account_id: account, kind, amount_micros: micros, reference };
+}
+
+/** haiku-4-5: 1 input (24 µc) + 3 cache reads (7.2 µc) = 31.2 → charged ⌈31.2⌉ = 32 µc. */
+function haikuCache(id: string, ts: number, account: string) {
+  return v2({
+    event_id: id, ts, account_id: account, model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5-20251001',
+    upstream_model: 'claude-haiku-4-5-20251001', served_model: 'claude-haiku-4-5-20251001',
+    quantities: q({ input: 1, cache_read: 3 }), cost_micros: '32', price_version: PV,
+    unit_prices: { input: '24000000', output: '120000000', cache_read: '2400000' },
+  });
+}
+
+/** October: a 2-credit grant and 1,000 haiku output tokens (120,000 µc); November: the mixed month. */
+async function seed(w: Warehouse): Promise<void> {
+  await w.insertEvents([
+    entry('acc_a', 'grant', 'oct', '2000000', Date.UTC(2026, 9, 15)),
+    v2({
+      event_id: 'u0', ts: Date.UTC(2026, 9, 20), account_id: 'acc_a', model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5-20251001',
+      quantities: q({ output: 1000 }), cost_micros: '120000', price_version: PV, unit_prices: { input: '24000000', output: '120000000' },
+    }),
+    entry('acc_a', 'top_up', 'paid-1', '10000000', Date.UTC(2026, 10, 1)),
+    entry('acc_a', 'grant', 'promo', '1000000', Date.UTC(2026, 10, 2)),
+    webSearch('u1', NOV3, 'acc_a', PV), // 972,000 µc
+    usGeo('u2', NOV3 + 1, 'acc_a', PV), // 396,000 µc
+    haikuCache('u3', NOV3 + 2, 'acc_a'), // 32 µc
+    haikuCache('u4', NOV3 + 3, 'acc_a'), // 32 µc
+    entry('acc_a', 'refund', 'sorry', '500000', Date.UTC(2026, 10, 20)),
+    entry('acc_a', 'adjustment', 'fix', '-250000', Date.UTC(2026, 10, 21)),
+    // another account's usage never shows on acc_a's documents
+    webSearch('b1', NOV3, 'acc_b', PV),
+    // charged but refused by the ledger (quarantined): never moved a balance, so never billed
+    usGeo('uq', NOV3 + 5, 'acc_a', PV),
+  ]);
+  await w.insertQuarantine([{ event_id: 'uq', group: 'ledger', topic: 'usage', partition: -1, offset: -1n, kind: 'apply_failed', reason: 'test', raw: '{}' }]);
+}
+
+const line = (section: string, model: string, dimension: string, quantity: string, unit_price: string, micros: bigint, source = '2026-11') => ({
+  account_id: 'acc_a', month: '2026-11', section, source_month: source, model, dimension, quantity, unit_price,
+  amount: `${micros < 0n ? '-' : ''}${(micros < 0n ? -micros : micros) / 1_000_000n}.${((micros < 0n ? -micros : micros) % 1_000_000n).toString().padStart(6, '0')}`,
+  amount_micros: micros.toString(),
+});
+
+test('invoice of a mixed month: one line per model × dimension × unit price, exact amounts, rounding line, refunds and adjustments', async () => {
+  const w = await fresh();
+  try {
+    await seed(w);
+    await w.insertEvents([webSearch('u1', NOV3, 'acc_a', PV)]); // redelivered: counted once
+    const invoice = await invoiceFor(w, 'acc_a', '2026-11', prices);
+    assert.deepEqual(invoice.lines, [
+      line('usage', 'claude-haiku-4-5-20251001', 'input', '2', '24', 48n), // 2 × 24
+      line('usage', 'claude-haiku-4-5-20251001', 'cache_read', '6', '2.4', 14n), // 6 × 2.4 = 14.4 → 14
+      line('usage', 'claude-sonnet-4-5-20250929', 'input', '2000', '72', 144_000n),
+      line('usage', 'claude-sonnet-4-5-20250929', 'output', '300', '360', 108_000n),
+      line('usage', 'claude-sonnet-4-5-20250929', 'web_search_requests', '3', '0.24', 720_000n),
+      line('usage', 'claude-sonnet-4-6', 'input', '1000', '198', 198_000n),
+      line('usage', 'claude-sonnet-4-6', 'output', '200', '990', 198_000n),
+      line('rounding', '', '', '1', '', 2n), // charged 32 + 32 = 64, lines 48 + 14 = 62
+      line('refund', '', '', '1', '', -500_000n),
+      line('adjustment', '', '', '1', '', 250_000n), // −0.25 credit taken from the account: owed
+    ]);
+    // 972,000 + 396,000 + 64 − 500,000 + 250,000 = 1,118,064 µc; ¥ = credits ÷ 10
+    assert.deepEqual(invoice.total, { credits: '1.118064', micro_credits: '1118064', currency: 'CNY', amount: '0.1118064' });
+    assert.equal(invoice.status, 'open');
+    assert.equal(invoice.closed_at, null);
+  } finally {
+    await w.close();
+  }
+});
+
+test('statement: closing = opening + top-ups + grants − usage + refunds + adjustments, equal to the warehouse balance', async () => {
+  const w = await fresh();
+  try {
+    await seed(w);
+    const st = await statementFor(w, 'acc_a', '2026-11', prices);
+    // opening 2,000,000 − 120,000 = 1,880,000; closing 1,880,000 + 10,000,000 + 1,000,000 − 1,368,064 + 500,000 − 250,000
+    assert.deepEqual(st, {
+      account_id: 'acc_a', month: '2026-11', status: 'open', closed_at: null,
+      opening_balance: '1.880000', top_ups: '10.000000', grants: '1.000000', usage: '1.368064', refunds: '0.500000',
+      adjustments: '-0.250000', closing_balance: '11.761936', currency: 'CNY', credit_value: version.catalog.credit.description,
+    });
+    assert.equal((await w.balances()).get('acc_a'), 11_761_936n);
+  } finally {
+    await w.close();
+  }
+});
+
+test('late facts after a close: closed documents byte-identical, the delta lands once in the next open month, absorbed when it closes', async () => {
+  const w = await fresh();
+  try {
+    await seed(w);
+    const closed = await closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 1, 10));
+    // closed months are a prefix: October (the first with facts) closes with November
+    assert.deepEqual(closed, { month: '2026-11', closed_now: true, closed_at: '2026-12-01T10:00:00.000Z', months: ['2026-10', '2026-11'] });
+    const again = await closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 2));
+    assert.deepEqual(again, { month: '2026-11', closed_now: false, closed_at: '2026-12-01T10:00:00.000Z', months: [] });
+    assert.deepEqual((await listCloses(w)).map((c) => [c.month, c.closed_at]), [
+      ['2026-10', '2026-12-01T10:00:00.000Z'], ['2026-11', '2026-12-01T10:00:00.000Z'],
+    ]);
+    const before = await accountDocuments(w, 'acc_a', '2026-11', prices);
+    assert.equal(JSON.parse(before.invoice).status, 'closed');
+    assert.equal(JSON.parse(before.statement).closing_balance, '11.761936');
+
+    // late: usage dated 15 November (396,000 µc), delivered twice, and a refund dated 25 November (100,000 µc)
+    await w.insertEvents([usGeo('late1', Date.UTC(2026, 10, 15), 'acc_a', PV), entry('acc_a', 'refund', 'late-r', '100000', Date.UTC(2026, 10, 25))]);
+    await w.insertEvents([usGeo('late1', Date.UTC(2026, 10, 15), 'acc_a', PV)]);
+    const after = await accountDocuments(w, 'acc_a', '2026-11', prices);
+    assert.equal(after.invoice, before.invoice);
+    assert.equal(after.statement, before.statement);
+
+    const dec = await invoiceFor(w, 'acc_a', '2026-12', prices);
+    assert.deepEqual(dec.lines.map((l) => [l.section, l.source_month, l.model, l.dimension, l.quantity, l.amount_micros]), [
+      ['late_usage', '2026-11', 'claude-sonnet-4-6', 'input', '1000', '198000'],
+      ['late_usage', '2026-11', 'claude-sonnet-4-6', 'output', '200', '198000'],
+      ['refund', '2026-11', '', '', '1', '-100000'],
+    ]);
+    assert.equal(dec.total.micro_credits, '296000'); // 396,000 − 100,000
+    const decSt = await statementFor(w, 'acc_a', '2026-12', prices);
+    // opening = November's frozen closing; 11,761,936 − 396,000 + 100,000 = 11,465,936
+    assert.deepEqual([decSt.opening_balance, decSt.usage, decSt.refunds, decSt.closing_balance], ['11.761936', '0.396000', '0.100000', '11.465936']);
+    assert.equal((await w.balances()).get('acc_a'), 11_465_936n);
+    // the export sees the same lines; acc_b has none in December
+    assert.deepEqual(await invoiceLinesForMonth(w, '2026-12', prices), dec.lines);
+
+    // December closes: its snapshot absorbs the delta; January shows nothing late, even after another redelivery
+    await closeMonth(w, '2026-12', prices, Date.UTC(2027, 0, 1, 1));
+    await w.insertEvents([usGeo('late1', Date.UTC(2026, 10, 15), 'acc_a', PV)]);
+    const jan = await invoiceFor(w, 'acc_a', '2027-01', prices);
+    assert.deepEqual(jan.lines, []);
+    assert.equal((await statementFor(w, 'acc_a', '2027-01', prices)).opening_balance, '11.465936');
+    assert.equal((await statementFor(w, 'acc_a', '2026-12', prices)).status, 'closed');
+  } finally {
+    await w.close();
+  }
+});
+
+test('customer credit history: ledger entries and one usage entry per UTC day, running balance exact, only the account asked for', async () => {
+  const w = await fresh();
+  try {
+    await seed(w);
+    const h = await creditHistory(w, 'acc_a');
+    assert.deepEqual(h.map((e) => [e.type, e.created_at, e.amount_micro_credits, e.balance_after_micro_credits]), [
+      ['grant', '2026-10-15T00:00:00.000Z', '2000000', '2000000'],
+      ['usage', '2026-10-20T23:59:59.999Z', '-120000', '1880000'],
+      ['top_up', '2026-11-01T00:00:00.000Z', '10000000', '11880000'],
+      ['grant', '2026-11-02T00:00:00.000Z', '1000000', '12880000'],
+      ['usage', '2026-11-03T23:59:59.999Z', '-1368064', '11511936'], // 972,000 + 396,000 + 32 + 32
+      ['refund', '2026-11-20T00:00:00.000Z', '500000', '12011936'],
+      ['adjustment', '2026-11-21T00:00:00.000Z', '-250000', '11761936'],
+    ]);
+    assert.equal(h[4]!.requests, 4);
+    assert.equal(h[2]!.reference, 'paid-1');
+    assert.deepEqual((await creditHistory(w, 'acc_b')).map((e) => e.amount_micro_credits), ['-972000']);
+  } finally {
+    await w.close();
+  }
+});
+
+test('bad months are refused naming the value: 2026-13, 2026-1, far future', () => {
+  const now = Date.UTC(2026, 10, 30);
+  assert.throws(() => parseBillingMonth('2026-13', now), (e: Error) => e instanceof BillingInputError && e.message.startsWith('month: "2026-13"'));
+  assert.throws(() => parseBillingMonth('2026-1', now), /month: "2026-1" is not a month/);
+  assert.throws(() => parseBillingMonth('2031-01', now), /month: 2031-01 is in the future \(the latest month with anything to bill is 2026-12\)/);
+  assert.equal(parseBillingMonth('2026-12', now), '2026-12');
+});
