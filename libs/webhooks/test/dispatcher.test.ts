@@ -168,7 +168,8 @@ if (redisUrl !== undefined) {
     } while (cursor !== '0');
     redis.disconnect();
   });
-  suite('redis store', () => new RedisWebhookStore({ redis, prefix, cacheMs: 0 }));
+  let n = 0;
+  suite('redis store', () => new RedisWebhookStore({ redis, prefix: `${prefix}${n++}:`, cacheMs: 0 }));
 } else {
   test('redis store', async (t) => { const { requireRedis } = await import('../../../test/support/services.ts'); await requireRedis(t); });
 }
