@@ -27,6 +27,8 @@ export interface TableNames {
   rollupMinute: string;
   rollupHour: string;
   rollupDay: string;
+  /** webhooks (migration 9) */
+  webhooks: string;
 }
 
 export function tableNames(database: string, tablePrefix: string): TableNames {
@@ -46,6 +48,7 @@ export function tableNames(database: string, tablePrefix: string): TableNames {
     quarantine: q('quarantine'),
     priceVersions: q('price_versions'),
     plans: q('plans'),
+    webhooks: q('webhooks'),
     billingCloses: q('billing_closes'), billingBooked: q('billing_booked'), billingDocuments: q('billing_documents'),
     rollupMinute: q('usage_rollup_minute'), rollupHour: q('usage_rollup_hour'), rollupDay: q('usage_rollup_day'),
   };
@@ -298,7 +301,20 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
     ) ENGINE = ReplacingMergeTree
     ORDER BY (month, close_id, account_id)`,
   ]], [9, [
-    // Migration 9 (issue 9): webhooks and their deliveries.
+    // Migration 9 (issue 9): webhooks, one row per version (ReplacingMergeTree keeps the
+    // highest); deleted = 1: a tombstone. The signing secret only sealed (AES-256-GCM, libs/keys
+    // sealed.ts). Deliveries are hot state (Redis / memory), not facts: not kept here.
+    `CREATE TABLE IF NOT EXISTS ${t.webhooks} (
+      id            String,
+      url           String,
+      events        Array(LowCardinality(String)),
+      description   Nullable(String),
+      secret_sealed String,
+      created_at    DateTime64(3, 'UTC'),
+      deleted       UInt8 DEFAULT 0,
+      version       UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY id`,
   ]]];
 }
 
