@@ -6,6 +6,14 @@ export type {
 export { DIMENSION_COLUMNS, LATEST_MIGRATION, PERCENTILE_LEVELS, ROLLUP_GRAINS, migrations, rollupSelect, rollupTable, tableNames } from './schema.ts';
 export type { RollupGrain } from './schema.ts';
 export type { TableNames } from './schema.ts';
+export {
+  ANALYTICS_GROUP_BY, GRANULARITIES, MAX_BUCKETS, bucketCount, pickSource, rebuildRollups, rollupsMatchRaw, usageEventPage,
+  usageEventRecord, usageReport,
+} from './analytics.ts';
+export type {
+  AnalyticsFilter, AnalyticsGroupBy, AnalyticsQuery, AnalyticsSource, ErrorCount, EventPage, Granularity, Percentiles,
+  RollupCheck, SeriesPoint, Spender, UsageMetrics, UsageReport,
+} from './analytics.ts';
 export { createChdbClickHouse } from './chdb-client.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';
 export { createHttpClickHouse } from './http-client.ts';

@@ -1,0 +1,207 @@
+// Usage rollups (migration 7) against real chDB: each event counted once in every rollup however
+// often it is delivered, rollup answers equal raw answers, and the analytics numbers exact.
+
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { UsageEventV2 } from '@tollgate/events';
+import {
+  Warehouse, createChdbClickHouse, rebuildRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
+} from '@tollgate/warehouse';
+import { q, v2 } from './usage-fixtures.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'tollgate-rollups-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+async function fresh(): Promise<{ w: Warehouse; prefix: string }> {
+  const prefix = `r${randomBytes(3).toString('hex')}_`;
+  const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: prefix });
+  await w.migrate();
+  return { w, prefix };
+}
+
+const T = (iso: string) => Date.parse(iso);
+
+// Events either side of minute, hour, day and month boundaries (2026-01-31T23:59:59.999 →
+// 2026-02-01T00:00:00.000), two accounts, three keys, two models, errors and streams.
+// cost_micros are hand-picked integers; Σ = 1,000 + 2,000 + 3,000 + 4,000 + 5,000 + 9,007,199,254,740,993 (> 2^53)
+// + 7 + 0 = 9,007,199,254,756,000 µc.
+function events(): UsageEventV2[] {
+  return [
+    v2({ event_id: 'e1', ts: T('2026-01-31T23:58:59.999Z'), account_id: 'acc_a', key_id: 'k_a1', cost_micros: '1000', upstream_cost_micros: '10', quantities: q({ input: 100, output: 10, cache_read: 300 }), latency_ms: 1000, ttft_ms: 200 }),
+    v2({ event_id: 'e2', ts: T('2026-01-31T23:59:00.000Z'), account_id: 'acc_a', key_id: 'k_a1', cost_micros: '2000', upstream_cost_micros: '20', quantities: q({ input: 100, output: 20 }), latency_ms: 1200, ttft_ms: 200 }),
+    v2({ event_id: 'e3', ts: T('2026-01-31T23:59:59.999Z'), account_id: 'acc_a', key_id: 'k_a2', cost_micros: '3000', upstream_cost_micros: '30', quantities: q({ input: 50, output: 30, cache_write_5m: 50 }), stream: false, latency_ms: 500, ttft_ms: 500 }),
+    v2({ event_id: 'e4', ts: T('2026-02-01T00:00:00.000Z'), account_id: 'acc_a', key_id: 'k_a2', catalog_model: 'claude-haiku-4-5-20251001', cost_micros: '4000', upstream_cost_micros: '40', quantities: q({ input: 10, output: 40 }), latency_ms: 2200, ttft_ms: 200 }),
+    v2({ event_id: 'e5', ts: T('2026-02-01T00:59:59.999Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '5000', upstream_cost_micros: null, upstream_currency: null, quantities: q({ input: 5, output: 5 }), latency_ms: 300, ttft_ms: null, stream: false }),
+    v2({ event_id: 'e6', ts: T('2026-02-01T01:00:00.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '9007199254740993', upstream_cost_micros: '9007199254740993', quantities: q({ input: 1, output: 1 }), latency_ms: 400, ttft_ms: 100 }),
+    v2({ event_id: 'e7', ts: T('2026-02-02T00:00:00.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '7', upstream_cost_micros: '1', status: 'stream_error', quantities: q({ input: 1, output: 0 }), latency_ms: 50, ttft_ms: 50 }),
+    v2({ event_id: 'e8', ts: T('2026-02-02T00:00:00.001Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '0', upstream_cost_micros: '0', status: 'upstream_error', http_status: 529, quantities: q(), latency_ms: 10, ttft_ms: null, stream: false }),
+  ];
+}
+const TOTAL_COST = 9_007_199_254_756_000n;
+
+/** Σ cost per rollup grain straight from the rollup tables (sum over all rows). */
+async function rollupCosts(w: Warehouse): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const [grain, table] of [['minute', w.tables.rollupMinute], ['hour', w.tables.rollupHour], ['day', w.tables.rollupDay]] as const) {
+    const r = await w.select(`SELECT toString(sum(cost)) AS c, toString(sum(requests)) AS n FROM ${table}`);
+    out[grain] = `${r[0]!['n']}:${r[0]!['c']}`;
+  }
+  return out;
+}
+
+test('redelivered and overlapping batches: every rollup equals the raw totals', async () => {
+  const { w, prefix } = await fresh();
+  try {
+    const all = events();
+    const item = (e: UsageEventV2, offset: number): StoreItem => ({ topic: 'usage', event: e, position: { partition: 0, offset: BigInt(offset) } });
+    // The same batch twice (a consumer re-reading it), then overlapping batches, a batch that
+    // repeats an event inside itself, and a single event sent again at a later log offset.
+    await w.insertUsage(all.slice(0, 4));
+    await w.insertUsage(all.slice(0, 4));
+    await w.insertUsage(all.slice(2, 6));
+    await w.insertUsage([all[6]!, all[6]!, all[5]!]);
+    await w.storeEvents([item(all[0]!, 40)], 'warehouse');
+    // A batch split by bisect: ClickHouse refuses one event (a real CONSTRAINT), the batch is
+    // re-inserted in halves, and the good events in it (e8 new, e1 and e2 again) count once.
+    const raw = createChdbClickHouse({ path: dir });
+    await raw.command({ query: `ALTER TABLE tollgate.${prefix}usage_events ADD CONSTRAINT no_poison CHECK model != 'claude-refused'` });
+    await raw.close();
+    const poison = v2({ event_id: 'poison', ts: T('2026-02-01T00:00:00.000Z'), account_id: 'acc_a', model: 'claude-refused', cost_micros: '123' });
+    const quarantined = await w.storeEvents([item(all[0]!, 50), item(poison, 51), item(all[7]!, 52), item(all[1]!, 53)], 'warehouse');
+    assert.deepEqual(quarantined.map((r) => [r.event_id, r.kind]), [['poison', 'rejected_by_warehouse']]);
+
+    // Raw rows held second copies (merges may have collapsed them by now); the rollups never did.
+    assert.equal((await w.usageTotals({})).costMicros, TOTAL_COST);
+    const eight = `8:${TOTAL_COST}`;
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+    // The log positions still count the redelivered copies (offset 53 is a repeat of e2).
+    assert.equal((await w.logPositions()).usage.get(0), 53n);
+
+    // Per bucket across the boundaries: 23:58, 23:59 (e2, e3), then February.
+    const minutes = await usageReport(w, { from: T('2026-01-31T23:58:00Z'), to: T('2026-02-01T00:01:00Z'), granularity: 'minute' });
+    assert.equal(minutes.source, 'rollup_minute');
+    assert.deepEqual(minutes.series.map((p) => [new Date(p.bucket).toISOString(), p.requests, p.costMicros]), [
+      ['2026-01-31T23:58:00.000Z', 1, 1000n], ['2026-01-31T23:59:00.000Z', 2, 5000n], ['2026-02-01T00:00:00.000Z', 1, 4000n],
+    ]);
+    const months = await usageReport(w, { from: T('2026-01-01T00:00:00Z'), to: T('2026-03-01T00:00:00Z'), granularity: 'month' });
+    assert.equal(months.source, 'rollup_day');
+    // January: e1 + e2 + e3 = 6,000 µc; February: 4,000 + 5,000 + 9,007,199,254,740,993 + 7 + 0.
+    assert.deepEqual(months.series.map((p) => [new Date(p.bucket).toISOString(), p.requests, p.costMicros]), [
+      ['2026-01-01T00:00:00.000Z', 3, 6000n], ['2026-02-01T00:00:00.000Z', 5, 9_007_199_254_750_000n],
+    ]);
+
+    // A rollup emptied by hand is rebuilt from raw, exactly.
+    await w.command(`TRUNCATE TABLE ${w.tables.rollupHour}`);
+    assert.deepEqual((await rollupsMatchRaw(w)).mismatchedRows.hour, 7); // the 7 (hour, account, key, model, status, http, currency) rows of raw
+    await rebuildRollups(w);
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+  } finally {
+    await w.close();
+  }
+});
+
+test('a window on rollup buckets and the same window read from raw events give the same report', async () => {
+  const { w } = await fresh();
+  try {
+    await w.insertUsage(events());
+    const from = T('2026-01-31T00:00:00Z');
+    const to = T('2026-02-03T00:00:00Z');
+    for (const granularity of ['hour', 'day', 'month'] as const) {
+      for (const groupBy of [undefined, 'account', 'key', 'model', 'status'] as const) {
+        const rolled = await usageReport(w, { from, to, granularity, ...(groupBy ? { groupBy } : {}) });
+        // One millisecond earlier: no event there, so the same events, but not on a bucket: raw.
+        const raw = await usageReport(w, { from: from - 1, to, granularity, ...(groupBy ? { groupBy } : {}) });
+        assert.equal(rolled.source, granularity === 'hour' ? 'rollup_hour' : 'rollup_day');
+        assert.equal(raw.source, 'raw');
+        const shift = (r: typeof raw) => ({ ...r, source: '', series: r.series.map((p) => ({ ...p, bucket: Math.max(p.bucket, from) })) });
+        assert.deepEqual(shift(rolled), shift(raw), `${granularity} × ${groupBy}`);
+      }
+    }
+  } finally {
+    await w.close();
+  }
+});
+
+test('analytics numbers: filters, top spenders, error rates by code, cache-hit ratio, output speed, exact', async () => {
+  const { w } = await fresh();
+  try {
+    await w.insertUsage(events());
+    const from = T('2026-01-01T00:00:00Z');
+    const to = T('2026-03-01T00:00:00Z');
+    const all = await usageReport(w, { from, to, granularity: 'day', limit: 2 });
+    assert.equal(all.totals.requests, 8);
+    assert.equal(all.totals.costMicros, TOTAL_COST);
+    // Upstream USD: 10 + 20 + 30 + 40 + 9,007,199,254,740,993 + 1 + 0 (e5 has none: unknown, it cost 5,000 µc).
+    assert.deepEqual(all.totals.upstreamCost, { USD: 9_007_199_254_741_094n });
+    assert.equal(all.totals.upstreamCostUnknown, 1);
+    // Errors: e7 (stream_error) and e8 (529).
+    assert.equal(all.totals.errors, 2);
+    assert.deepEqual(all.byHttpStatus, [{ code: '200', requests: 7, rate: 0.875 }, { code: '529', requests: 1, rate: 0.125 }]);
+    assert.deepEqual(all.byStatus.map((s) => [s.code, s.requests]), [['ok', 6], ['stream_error', 1], ['upstream_error', 1]]);
+    // Cache hits: 300 cache-read ÷ (input 267 + cache read 300 + cache write 50) = 300 / 617.
+    assert.equal(all.totals.quantities.input, 267);
+    assert.equal(all.totals.cacheHitRatio, Math.round((300 / 617) * 1e6) / 1e6);
+    // Output speed over streams with a first token and latency > ttft: e1 (10 tokens, 800 ms),
+    // e2 (20, 1,000 ms), e4 (40, 2,000 ms), e6 (1, 300 ms); e3 is JSON, e7 has latency = ttft.
+    // 71 tokens ÷ 4.1 s = 17.317… tokens/s.
+    assert.equal(all.totals.outputTokensPerSecond, Math.round((71 / 4.1) * 1000) / 1000);
+    // ttft over the 6 requests that have one: 200 + 200 + 500 + 200 + 100 + 50 = 1,250 → avg 208.333333.
+    assert.equal(all.totals.ttftMs.count, 6);
+    assert.equal(all.totals.ttftMs.avg, 208.333333);
+    assert.equal(all.totals.latencyMs.p50 !== null && all.totals.latencyMs.p99! >= all.totals.latencyMs.p50, true);
+    // Top by spend: acc_b (5,000 + 9,007,199,254,740,993 + 7 + 0) then acc_a (10,000); limit 2.
+    assert.deepEqual(all.topAccounts.map((a) => [a.id, a.requests, a.costMicros]), [['acc_b', 4, 9_007_199_254_746_000n], ['acc_a', 4, 10_000n]]);
+    assert.deepEqual(all.topKeys.map((k) => [k.id, k.accountId, k.costMicros]), [['k_b1', 'acc_b', 9_007_199_254_746_000n], ['k_a2', 'acc_a', 7000n]]);
+    assert.deepEqual(all.byModel.map((m) => [m.model, m.requests, m.costMicros]), [
+      ['claude-sonnet-4-5-20250929', 7, 9_007_199_254_752_000n], ['claude-haiku-4-5-20251001', 1, 4000n],
+    ]);
+    // Each filter narrows to exactly its events.
+    const one = async (f: Record<string, string>) => (await usageReport(w, { from, to, granularity: 'day', ...f })).totals;
+    assert.equal((await one({ accountId: 'acc_a' })).costMicros, 10_000n);
+    assert.equal((await one({ keyId: 'k_a2' })).costMicros, 7000n);
+    assert.equal((await one({ model: 'claude-haiku-4-5-20251001' })).requests, 1);
+    assert.equal((await one({ status: 'upstream_error' })).requests, 1);
+    assert.equal((await one({ accountId: 'acc_a', keyId: 'k_b1' })).requests, 0);
+    // group_by key per day.
+    const byKey = await usageReport(w, { from, to, granularity: 'day', groupBy: 'key', accountId: 'acc_a' });
+    assert.deepEqual(byKey.series.map((p) => [new Date(p.bucket).toISOString().slice(0, 10), p.group, p.costMicros]), [
+      ['2026-01-31', 'k_a1', 3000n], ['2026-01-31', 'k_a2', 3000n], ['2026-02-01', 'k_a2', 4000n],
+    ]);
+    // Too many buckets is refused naming granularity.
+    await assert.rejects(usageReport(w, { from: 0, to: T('2026-01-01T00:00:00Z'), granularity: 'minute' }), /^WarehouseInputError: granularity/);
+  } finally {
+    await w.close();
+  }
+});
+
+test('event pages: (ts, id) cursor order, every filter, full v2 records', async () => {
+  const { w } = await fresh();
+  try {
+    await w.insertUsage(events());
+    const from = T('2026-01-01T00:00:00Z');
+    const to = T('2026-03-01T00:00:00Z');
+    const ids: string[] = [];
+    let after: { ts: number; eventId: string } | undefined;
+    for (;;) {
+      const page = await usageEventPage(w, { from, to, limit: 3, ...(after ? { after } : {}) });
+      ids.push(...page.events.map((e) => e.event_id));
+      if (!page.hasMore) break;
+      const last = page.events[page.events.length - 1]!;
+      after = { ts: last.ts, eventId: last.event_id };
+    }
+    assert.deepEqual(ids, ['e1', 'e2', 'e3', 'e4', 'e5', 'e6', 'e7', 'e8']);
+    const b = await usageEventPage(w, { from, to, limit: 10, accountId: 'acc_b', status: 'ok' });
+    assert.deepEqual(b.events.map((e) => e.event_id), ['e5', 'e6']);
+    assert.equal(b.events[1]!.cost_micros, '9007199254740993');
+    assert.equal(b.events[1]!.v, 2);
+    assert.deepEqual(b.events[1]!.quantities, q({ input: 1, output: 1 }));
+  } finally {
+    await w.close();
+  }
+});
