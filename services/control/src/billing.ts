@@ -1,7 +1,130 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { gatewayError } from '@tollgate/anthropic';
+import { parseEnumParam, queryParam, requireOperator } from '@tollgate/http';
+import type { Invoice as LibInvoice, InvoiceLine as LibLine, Statement as LibStatement } from '@tollgate/warehouse';
+import {
+  BillingInputError, accountDocuments, closeMonth, invoiceLinesForMonth, listCloses, nextMonth, parseBillingMonth,
+} from '@tollgate/warehouse';
+import type { Invoice, InvoiceLine, Statement } from './billing-types.ts';
+import { DOCUMENT_FORMATS, renderInvoice, renderStatement } from './billing-render.ts';
+import { registerBillingExportFrom } from './billing-export.ts';
 import type { ReportDeps } from './reports.ts';
 
-/** Invoices, statements, the billing export and month close (issue 9, outcome 4). */
-export function registerBilling(_app: FastifyInstance, _deps: ReportDeps): void {
-  // filled in by the billing work
+// The warehouse lib produces exactly the shapes billing-types.ts defines: a drift fails the typecheck here.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+export const BILLING_SHAPES_AGREE: Same<LibInvoice, Invoice> & Same<LibStatement, Statement> & Same<LibLine, InvoiceLine> = true;
+
+/** The one lock every month close claims (closes cascade over earlier months, so one lock for all). */
+const CLOSE_LOCK = 'billing:month-close';
+/** How long a close may hold the lock before another process may take over (a close that died). */
+const CLOSE_LOCK_TTL_MS = 120_000;
+/** How long a close waits for another one in progress before answering 409. */
+const CLOSE_WAIT_MS = 60_000;
+
+function monthOr400(value: string): string {
+  try {
+    return parseBillingMonth(value);
+  } catch (err) {
+    if (err instanceof BillingInputError) throw gatewayError('invalid_request', err.message);
+    throw err;
+  }
+}
+
+/** Refuses query parameters a route does not take: 400 naming them. */
+function refuseUnknown(query: unknown, known: readonly string[]): void {
+  if (typeof query !== 'object' || query === null) return;
+  const unknown = Object.keys(query).filter((k) => !known.includes(k));
+  if (unknown.length > 0) {
+    const names = unknown.map((k) => JSON.stringify(k.slice(0, 40)).replace(/[^\x20-\x7e]/g, '?')).join(', ');
+    throw gatewayError('invalid_request', `unknown query parameter${unknown.length > 1 ? 's' : ''} ${names}; this route takes ${known.join(', ')}`);
+  }
+}
+
+/**
+ * Invoices, statements, month close and the billing export (issue 9, outcome 4); every route
+ * takes the admin or the finance token:
+ * - `GET /admin/v1/accounts/:id/invoices/:month?format=json|csv|pdf` and
+ *   `GET /admin/v1/accounts/:id/statements/:month?format=…`: JSON by default (a closed month's
+ *   exactly as frozen, byte for byte), CSV or PDF as a download (billing-render.ts). A bad month
+ *   (`2026-13`, `2026-1`, later than next month) → 400 naming it; unknown account → 404.
+ * - `POST /admin/v1/billing/months/:month/close`: closes the month and every open month before
+ *   it; 201 when this call closed it, 200 with `closed_now: false` and the original `closed_at`
+ *   when it was closed already (idempotent). Concurrent closes, from any number of control
+ *   processes, take one lock (`claimReference` of the balance store), so one snapshot is written.
+ * - `GET /admin/v1/billing/months`: every closed month with when it closed.
+ * - `GET /admin/v1/billing/export` (billing-export.ts) over `invoiceLinesForMonth`.
+ */
+export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
+  const w = deps.warehouse;
+  registerBillingExportFrom(app, deps, (month) => invoiceLinesForMonth(w, month, deps.prices));
+
+  const document = async (kind: 'invoice' | 'statement', params: unknown, query: unknown, reply: FastifyReply) => {
+    refuseUnknown(query, ['format']);
+    const { id, month: raw } = params as { id: string; month: string };
+    const month = monthOr400(raw);
+    const f = queryParam(query, 'format');
+    const format = f === undefined || f === 'json' ? 'json' : parseEnumParam(f, 'format', ['json', ...DOCUMENT_FORMATS] as const);
+    const account = await deps.keys.account(id);
+    if (account === undefined) throw gatewayError('not_found', `account ${id} does not exist`);
+    await deps.settle?.();
+    const docs = await accountDocuments(w, id, month, deps.prices);
+    const text = kind === 'invoice' ? docs.invoice : docs.statement;
+    reply.header('cache-control', 'no-store');
+    if (format === 'json') return reply.header('content-type', 'application/json; charset=utf-8').send(text);
+    const file = kind === 'invoice'
+      ? renderInvoice(JSON.parse(text) as Invoice, format, { accountName: account.name })
+      : renderStatement(JSON.parse(text) as Statement, format, { accountName: account.name });
+    return reply
+      .header('content-type', file.contentType)
+      .header('content-disposition', `attachment; filename="${file.filename}"`)
+      .send(file.body);
+  };
+
+  app.register(async (s) => {
+    s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
+
+    s.get('/admin/v1/accounts/:id/invoices/:month', { config: { finance: true } }, async (request, reply) =>
+      document('invoice', request.params, request.query, reply));
+    s.get('/admin/v1/accounts/:id/statements/:month', { config: { finance: true } }, async (request, reply) =>
+      document('statement', request.params, request.query, reply));
+
+    s.get('/admin/v1/billing/months', { config: { finance: true } }, async (request) => {
+      refuseUnknown(request.query, []);
+      const closes = await listCloses(w);
+      const last = closes.at(-1);
+      return {
+        data: closes.map((c) => ({ month: c.month, closed_at: c.closed_at })),
+        last_closed: last?.month ?? null,
+        // where facts dated in a closed month that arrive now are invoiced
+        first_open: last === undefined ? null : nextMonth(last.month),
+      };
+    });
+
+    s.post('/admin/v1/billing/months/:month/close', { config: { finance: true } }, async (request, reply) => {
+      refuseUnknown(request.query, []);
+      const month = monthOr400((request.params as { month: string }).month);
+      const deadline = Date.now() + CLOSE_WAIT_MS;
+      for (;;) {
+        const done = (await listCloses(w)).find((c) => c.month >= month);
+        if (done !== undefined) {
+          return reply.code(200).send({ month, status: 'closed', closed_now: false, closed_at: done.closed_at, months_closed: [] });
+        }
+        const claim = await deps.balances.claimReference(CLOSE_LOCK, 0n, CLOSE_LOCK_TTL_MS);
+        if (claim.claimed) {
+          try {
+            // embedded: everything published so far is in the warehouse before it is frozen
+            await deps.settle?.();
+            const r = await closeMonth(w, month, deps.prices);
+            return reply.code(r.closed_now ? 201 : 200).send({
+              month, status: 'closed', closed_now: r.closed_now, closed_at: r.closed_at, months_closed: r.months,
+            });
+          } finally {
+            await deps.balances.releaseReference(CLOSE_LOCK).catch(() => {});
+          }
+        }
+        if (Date.now() > deadline) throw gatewayError('conflict', `month: another month close is in progress; ${month} is not closed yet, try again`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    });
+  });
 }
