@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
 import { parseEnumParam, queryParam, requireOperator } from '@tollgate/http';
+import { BillingInputError, parseBillingMonth } from '@tollgate/warehouse';
 import type { InvoiceLine } from './billing-types.ts';
 import { EXPORT_FORMATS, exportContentType, exportFilename, exportStream, type ExportFormat } from './billing-render.ts';
 import type { ReportDeps } from './reports.ts';
@@ -9,20 +10,21 @@ import type { ReportDeps } from './reports.ts';
 export type MonthLines = (month: string) => Promise<InvoiceLine[]>;
 
 const EXPORT_PARAMS = ['month', 'format'] as const;
-const MONTH = /^(\d{4})-(0[1-9]|1[0-2])$/;
 
 /**
- * `YYYY-MM` from a query parameter, 1970-01 … 9999-12. Throws 400 `invalid_request` naming
- * `name` when missing or malformed.
+ * The `month` of a billing route: required; then the billing lib's rule (parseBillingMonth:
+ * `YYYY-MM`, UTC, from 1970-01 to the month after the current one), so the export refuses
+ * exactly the months the invoice and statement routes refuse. Throws 400 `invalid_request`
+ * naming `month`.
  */
-export function parseMonthParam(value: string | undefined, name: string): string {
-  if (value === undefined) throw gatewayError('invalid_request', `${name}: required, a month such as 2026-11 (YYYY-MM, UTC)`);
-  const m = MONTH.exec(value);
-  if (m === null || Number(m[1]) < 1970) {
-    const shown = JSON.stringify(value.length > 20 ? `${value.slice(0, 20)}…` : value).replace(/[^\x20-\x7e]/g, '?');
-    throw gatewayError('invalid_request', `${name}: ${shown} is not a month; expected YYYY-MM (UTC) from 1970-01, such as 2026-11`);
+export function parseMonthParam(value: string | undefined, now: number = Date.now()): string {
+  if (value === undefined) throw gatewayError('invalid_request', 'month: required, a month such as 2026-11 (YYYY-MM, UTC)');
+  try {
+    return parseBillingMonth(value, now);
+  } catch (err) {
+    if (err instanceof BillingInputError) throw gatewayError('invalid_request', err.message);
+    throw err;
   }
-  return value;
 }
 
 /** Refuses query parameters the route does not know: 400 `invalid_request` naming them. */
@@ -40,16 +42,17 @@ function refuseUnknown(query: unknown, known: readonly string[]): void {
  * every account's invoice lines of the month as one file, streamed a batch at a time
  * (billing-render.ts exportChunks: CSV RFC 4180 with CRLF; JSON Lines; Parquet), with
  * `content-disposition: attachment; filename="tollgate-billing-YYYY-MM.<csv|jsonl|parquet>"`.
- * `format` defaults to `json`. A missing or malformed month, another format or an unknown
- * parameter is a 400 naming it. The same warehouse contents give byte-identical files.
- * `linesOf` is where the lines come from (the billing computation; tests pass fixtures).
+ * `format` defaults to `json`. A missing, malformed or future month (parseMonthParam), another
+ * format or an unknown parameter is a 400 naming it. The same warehouse contents give byte-identical files.
+ * `linesOf` is where the lines come from: registerBilling passes the billing lib's
+ * `invoiceLinesForMonth` (every account, deterministic order); tests pass fixtures.
  */
 export function registerBillingExportFrom(app: FastifyInstance, deps: ReportDeps, linesOf: MonthLines): void {
   app.register(async (s) => {
     s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
     s.get('/admin/v1/billing/export', { config: { finance: true } }, async (request, reply) => {
       refuseUnknown(request.query, EXPORT_PARAMS);
-      const month = parseMonthParam(queryParam(request.query, 'month'), 'month');
+      const month = parseMonthParam(queryParam(request.query, 'month'));
       const f = queryParam(request.query, 'format');
       const format: ExportFormat = f === undefined ? 'json' : parseEnumParam(f, 'format', EXPORT_FORMATS);
       await deps.settle?.();

@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { inflateSync } from 'node:zlib';
 import { parquetMetadata, parquetReadObjects } from 'hyparquet';
 import { createHttpServer } from '@tollgate/http';
+import { monthOf, nextMonth } from '@tollgate/warehouse';
 import type { Invoice, InvoiceLine, Statement } from '../src/billing-types.ts';
 import {
   EXPORT_BATCH, csvSafe, exportChunks, renderExport, renderInvoice, renderStatement,
@@ -250,9 +251,10 @@ test('billing export route: finance token gets the file with its name; a bad mon
 
   const bad: Array<[string, string]> = [
     ['/admin/v1/billing/export', 'month: required, a month such as 2026-11 (YYYY-MM, UTC)'],
-    ['/admin/v1/billing/export?month=2026-13', 'month: "2026-13" is not a month; expected YYYY-MM (UTC) from 1970-01, such as 2026-11'],
-    ['/admin/v1/billing/export?month=2026-1', 'month: "2026-1" is not a month; expected YYYY-MM (UTC) from 1970-01, such as 2026-11'],
-    ['/admin/v1/billing/export?month=1969-12', 'month: "1969-12" is not a month; expected YYYY-MM (UTC) from 1970-01, such as 2026-11'],
+    ['/admin/v1/billing/export?month=2026-13', 'month: "2026-13" is not a month; expected YYYY-MM such as 2026-11'],
+    ['/admin/v1/billing/export?month=2026-1', 'month: "2026-1" is not a month; expected YYYY-MM such as 2026-11'],
+    ['/admin/v1/billing/export?month=1969-12', 'month: 1969-12 is before 1970-01'],
+    ['/admin/v1/billing/export?month=9999-12', `month: 9999-12 is in the future (the latest month with anything to bill is ${nextMonth(monthOf(Date.now()))})`],
     ['/admin/v1/billing/export?month=2026-10&month=2026-11', 'month: given more than once'],
     ['/admin/v1/billing/export?month=2026-10&format=xlsx', 'format: "xlsx" is not one of csv, json, parquet'],
     ['/admin/v1/billing/export?month=2026-10&account_id=acc_a', 'unknown query parameter "account_id"; this route takes month, format'],
