@@ -56,6 +56,7 @@ function hashes(): Record<string, string> {
   return {
     invoice_csv: sha(renderInvoice(INVOICE, 'csv').body),
     invoice_pdf: sha(renderInvoice(INVOICE, 'pdf').body),
+    open_invoice_pdf: sha(renderInvoice({ ...INVOICE, status: 'open', closed_at: null }, 'pdf').body),
     statement_csv: sha(renderStatement(STATEMENT, 'csv').body),
     statement_pdf: sha(renderStatement(STATEMENT, 'pdf').body),
     export_csv: sha(renderExport(EXPORT_LINES, 'csv').body),
@@ -95,6 +96,7 @@ test('the same inputs give byte-identical exports: twice in one process, in anot
     const sha = (b) => createHash('sha256').update(b).digest('hex');
     console.log(JSON.stringify({
       invoice_csv: sha(renderInvoice(INVOICE, 'csv').body), invoice_pdf: sha(renderInvoice(INVOICE, 'pdf').body),
+      open_invoice_pdf: sha(renderInvoice({ ...INVOICE, status: 'open', closed_at: null }, 'pdf').body),
       statement_csv: sha(renderStatement(STATEMENT, 'csv').body), statement_pdf: sha(renderStatement(STATEMENT, 'pdf').body),
       export_csv: sha(renderExport(EXPORT_LINES, 'csv').body), export_json: sha(renderExport(EXPORT_LINES, 'json').body),
       export_parquet: sha(renderExport(EXPORT_LINES, 'parquet').body),
