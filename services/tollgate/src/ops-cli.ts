@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseTime } from '@tollgate/http';
 import { CatalogError, loadCatalogFile } from '@tollgate/pricing';
+import { UsageError, parseCommand, resolveToken, resolveUrl, stringOption, type Parsed } from './cli/core.ts';
 
 export const OPS_HELP = `Usage: tollgate rebuild|reconcile [--url URL] [--timeout-ms N]
 
@@ -14,45 +13,50 @@ Both are carried out by the process that owns the warehouse (an aggregator runni
 warehouse group, or the embedded all-in-one process).
 
 Options:
-  --url URL        that process's HTTP address (default http://127.0.0.1:$PORT, PORT=8080)
+  --url URL        that process's HTTP address (default $TOLLGATE_URL, else http://127.0.0.1:$PORT,
+                   PORT=8080)
   --timeout-ms N   reconcile: how long to wait for the warehouse to catch up (default 30000)
   -h, --help       show this help
 
 The admin token comes from ADMIN_TOKEN, else DATA_DIR/admin-token.
 Exit codes: 0 done / in agreement, 1 differences or failure, 2 bad usage.`;
 
-function option(argv: string[], name: string): string | undefined {
-  const i = argv.indexOf(name);
-  if (i >= 0) return argv[i + 1];
-  const eq = argv.find((a) => a.startsWith(`${name}=`));
-  return eq?.slice(name.length + 1);
-}
-
-/** ADMIN_TOKEN, else the token file the embedded process wrote under DATA_DIR; undefined when neither. */
-function adminToken(env: NodeJS.ProcessEnv): string | undefined {
-  if (env.ADMIN_TOKEN) return env.ADMIN_TOKEN;
-  try {
-    return readFileSync(join(env.DATA_DIR ?? './data', 'admin-token'), 'utf8').trim() || undefined;
-  } catch {
-    return undefined;
-  }
+/**
+ * The command line of an ops command parsed (node:util parseArgs), with its URL and token.
+ * @throws UsageError for an unknown option, a bad URL or no token
+ */
+function opsCommand(argv: string[], env: NodeJS.ProcessEnv, options: Parameters<typeof parseCommand>[1]): Parsed & { url: () => string; token: () => string } {
+  const parsed = parseCommand(argv, options);
+  return {
+    ...parsed,
+    url: () => resolveUrl(parsed.values, env),
+    token: () => {
+      const token = resolveToken(env, true);
+      if (token === undefined) throw new UsageError(`set ADMIN_TOKEN (no ${env.DATA_DIR ?? './data'}/admin-token either)`);
+      return token;
+    },
+  };
 }
 
 /** Runs `rebuild` or `reconcile` against a running process; returns the exit code. */
 export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${OPS_HELP}\n`);
-    return 0;
-  }
-  const url = (option(argv, '--url') ?? `http://127.0.0.1:${env.PORT ?? 8080}`).replace(/\/+$/, '');
-  const timeout = option(argv, '--timeout-ms') ?? '30000';
-  if (!/^\d+$/.test(timeout)) {
-    process.stderr.write(`tollgate ${command}: --timeout-ms must be a whole number\n`);
-    return 2;
-  }
-  const token = adminToken(env);
-  if (token === undefined) {
-    process.stderr.write(`tollgate ${command}: set ADMIN_TOKEN (no ${join(env.DATA_DIR ?? './data', 'admin-token')} either)\n`);
+  let url: string;
+  let token: string;
+  let timeout: string;
+  try {
+    const parsed = opsCommand(argv, env, { 'timeout-ms': { type: 'string' } });
+    if (parsed.help) {
+      process.stdout.write(`${OPS_HELP}\n`);
+      return 0;
+    }
+    if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    timeout = stringOption(parsed.values, 'timeout-ms') ?? '30000';
+    if (!/^\d+$/.test(timeout)) throw new UsageError('--timeout-ms must be a whole number');
+    url = parsed.url();
+    token = parsed.token();
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`tollgate ${command}: ${err.message}\n(see tollgate ${command} --help)\n`);
     return 2;
   }
   process.stderr.write(`tollgate ${command}: asking ${url} …\n`);
@@ -103,7 +107,8 @@ Options:
   --to TIME        end, exclusive, same forms
   --catalog FILE   a catalog file (libs/pricing/README.md, "Catalog file") to price under
   --account ID     only this account
-  --url URL        that process's HTTP address (default http://127.0.0.1:$PORT, PORT=8080)
+  --url URL        that process's HTTP address (default $TOLLGATE_URL, else http://127.0.0.1:$PORT,
+                   PORT=8080)
   -h, --help       show this help
 
 The admin token comes from ADMIN_TOKEN, else DATA_DIR/admin-token.
@@ -123,22 +128,25 @@ interface AccountSum { events: number; stored: bigint; rerated: bigint; differen
 
 /** Runs `tollgate rerate` against a running process; returns the exit code (see RERATE_HELP). */
 export async function runRerate(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${RERATE_HELP}\n`);
-    return 0;
-  }
   const usage = (problem: string): number => {
     process.stderr.write(`tollgate rerate: ${problem}\n(see tollgate rerate --help)\n`);
     return 2;
   };
-  const known = new Set(['--from', '--to', '--catalog', '--account', '--url']);
-  for (let i = 0; i < argv.length; i++) {
-    const name = argv[i]!.split('=')[0]!;
-    if (!known.has(name)) return usage(`unknown option ${JSON.stringify(argv[i])}`);
-    if (!argv[i]!.includes('=')) i++;
+  let parsed: ReturnType<typeof opsCommand>;
+  try {
+    parsed = opsCommand(argv, env, { from: { type: 'string' }, to: { type: 'string' }, catalog: { type: 'string' }, account: { type: 'string' } });
+  } catch (err) {
+    if (err instanceof UsageError) return usage(err.message);
+    throw err;
   }
-  const fromText = option(argv, '--from');
-  const toText = option(argv, '--to');
+  if (parsed.help) {
+    process.stdout.write(`${RERATE_HELP}\n`);
+    return 0;
+  }
+  if (parsed.positionals.length > 0) return usage(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+  const text = (name: string) => parsed.values[name] as string | undefined;
+  const fromText = text('from');
+  const toText = text('to');
   if (fromText === undefined || toText === undefined) return usage('--from and --to are required');
   let from: number;
   let to: number;
@@ -149,7 +157,7 @@ export async function runRerate(argv: string[], env: NodeJS.ProcessEnv): Promise
     return usage(err instanceof Error ? err.message : String(err));
   }
   if (to <= from) return usage('--to must be after --from');
-  const catalogPath = option(argv, '--catalog');
+  const catalogPath = text('catalog');
   let catalog: unknown;
   if (catalogPath !== undefined) {
     try {
@@ -159,11 +167,17 @@ export async function runRerate(argv: string[], env: NodeJS.ProcessEnv): Promise
       throw err;
     }
   }
-  const accountId = option(argv, '--account');
+  const accountId = text('account');
   if (accountId === '') return usage('--account needs an account id');
-  const token = adminToken(env);
-  if (token === undefined) return usage(`set ADMIN_TOKEN (no ${join(env.DATA_DIR ?? './data', 'admin-token')} either)`);
-  const url = (option(argv, '--url') ?? `http://127.0.0.1:${env.PORT ?? 8080}`).replace(/\/+$/, '');
+  let token: string;
+  let url: string;
+  try {
+    token = parsed.token();
+    url = parsed.url();
+  } catch (err) {
+    if (err instanceof UsageError) return usage(err.message);
+    throw err;
+  }
 
   const accounts = new Map<string, AccountSum>();
   const versions: Record<string, number> = {};

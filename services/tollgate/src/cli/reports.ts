@@ -1,0 +1,172 @@
+// `tollgate usage`, `invoices`, `statements`, `export`, `close-month`: clients of the warehouse
+// report routes (/admin/v1/usage, /admin/v1/accounts/:id/invoices|statements/:month,
+// /admin/v1/billing/export, /admin/v1/billing/months/:month/close). The finance token may call
+// every one of them.
+
+import { EXIT_FAILED, UsageError, choiceOption, expectPositionals, monthArgument, stringOption, type Command, type Context } from './core.ts';
+import { confirm, download, outputOption, printJson, printTable, refuseBinaryOnTerminal } from './output.ts';
+
+const enc = encodeURIComponent;
+
+const isRows = (v: unknown): v is Array<Record<string, unknown>> =>
+  Array.isArray(v) && v.every((r) => typeof r === 'object' && r !== null && !Array.isArray(r));
+
+/**
+ * A JSON report for people: its scalar fields as one two-column table, then each list of
+ * objects (series, top accounts, error rates, …) as its own table under its name, nested
+ * objects likewise. Keeps no knowledge of the report's shape, so new fields show up as they come.
+ */
+export function printReport(ctx: Context, body: Record<string, unknown>, title = ''): void {
+  const scalars = Object.entries(body).filter(([, v]) => v === null || typeof v !== 'object');
+  if (scalars.length > 0) {
+    if (title !== '') ctx.io.stdout.write(`${title}\n`);
+    printTable(ctx.io, scalars.map(([k, v]) => ({ field: k, value: v })), [['field', 'field'], ['value', 'value']]);
+  }
+  for (const [k, v] of Object.entries(body)) {
+    const name = title === '' ? k : `${title}.${k}`;
+    if (isRows(v)) {
+      ctx.io.stdout.write(`${name} (${v.length})\n`);
+      if (v.length > 0) printTable(ctx.io, v);
+    } else if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+      printReport(ctx, v as Record<string, unknown>, name);
+    } else if (Array.isArray(v)) {
+      ctx.io.stdout.write(`${name}: ${JSON.stringify(v)}\n`);
+    }
+  }
+}
+
+export const usage: Command = {
+  name: 'usage',
+  summary: 'usage analytics: requests, tokens, spend, latency, errors, margin',
+  help: `Usage: tollgate usage [--from TIME] [--to TIME] [--granularity G] [--group-by G]
+         [--account ID] [--key ID] [--model M] [--status S] [--limit N] [--format json|csv|table]
+
+Usage analytics from the warehouse (GET /admin/v1/usage): a time series and totals of requests,
+tokens, spend, latency and time-to-first-token percentiles, error rates, cache-hit ratio, output
+tokens per second, revenue, upstream cost and margin; top accounts and keys by spend.
+
+  --from TIME        start, inclusive: RFC 3339 (2026-11-01T00:00:00Z), a date (00:00 UTC) or
+                     epoch milliseconds (default: the server's, the last 24 hours)
+  --to TIME          end, exclusive
+  --granularity G    minute, hour, day or month
+  --group-by G       account, key, model or status
+  --account ID       only this account    --key ID      only this key
+  --model M          only this model      --status S    only this status (ok, upstream_error, …)
+  --limit N          length of the top accounts / keys lists
+  --format F         table (default on a terminal), json (default otherwise) or csv (one row per
+                     bucket and group, as the server writes it)`,
+  options: {
+    from: { type: 'string' }, to: { type: 'string' }, granularity: { type: 'string' }, 'group-by': { type: 'string' },
+    account: { type: 'string' }, key: { type: 'string' }, model: { type: 'string' }, status: { type: 'string' },
+    limit: { type: 'string' }, format: { type: 'string' },
+  },
+  async run(ctx) {
+    expectPositionals(ctx.positionals, []);
+    const format = choiceOption(ctx.values, 'format', ['json', 'csv', 'table'] as const) ?? (ctx.io.stdout.isTTY ? 'table' : 'json');
+    const v = (name: string) => stringOption(ctx.values, name);
+    const query = {
+      from: v('from'), to: v('to'), granularity: v('granularity'), group_by: v('group-by'),
+      account_id: v('account'), key_id: v('key'), model: v('model'), status: v('status'), limit: v('limit'),
+      ...(format === 'csv' ? { format: 'csv' } : {}),
+    };
+    if (format === 'csv') {
+      await download(ctx, await ctx.api().send('GET', '/admin/v1/usage', { query }), {});
+      return;
+    }
+    const { body } = await ctx.api().json('GET', '/admin/v1/usage', { query });
+    if (format === 'json') printJson(ctx.io, body);
+    else printReport(ctx, body);
+  },
+};
+
+const BINARY = new Set(['pdf', 'parquet']);
+
+/** `invoices` and `statements`: one account's document of one month, as JSON, CSV or PDF. */
+function monthlyDocument(kind: 'invoices' | 'statements', what: string): Command {
+  return {
+    name: kind,
+    summary: `an account's ${what} of a month (JSON, CSV or PDF)`,
+    help: `Usage: tollgate ${kind} ACCOUNT_ID YYYY-MM [--format json|csv|pdf] [--output FILE]
+
+The account's ${what} of a UTC month (GET /admin/v1/accounts/:id/${kind}/:month). A closed month's
+is frozen: the same bytes every time.
+
+  --format F       json (default), csv or pdf
+  --output FILE    write to FILE (through FILE.part, renamed when complete) instead of stdout;
+                   a PDF is never written to a terminal`,
+    options: { format: { type: 'string' }, output: { type: 'string' } },
+    async run(ctx) {
+      const [account, monthText] = expectPositionals(ctx.positionals, ['ACCOUNT_ID', 'YYYY-MM']);
+      const month = monthArgument(monthText!);
+      const format = choiceOption(ctx.values, 'format', ['json', 'csv', 'pdf'] as const) ?? 'json';
+      const output = outputOption(ctx.values);
+      const opts = { output, binary: BINARY.has(format) };
+      refuseBinaryOnTerminal(ctx, opts, format);
+      const res = await ctx.api().send('GET', `/admin/v1/accounts/${enc(account!)}/${kind}/${month}`, { query: { format } });
+      const bytes = await download(ctx, res, opts);
+      if (output !== undefined) ctx.io.stderr.write(`${ctx.name}: wrote ${bytes} bytes to ${output}\n`);
+    },
+  };
+}
+
+export const invoices = monthlyDocument('invoices', 'invoice');
+export const statements = monthlyDocument('statements', 'statement');
+
+export const exportCommand: Command = {
+  name: 'export',
+  summary: 'every account\'s invoice lines of a month (CSV, JSON or Parquet)',
+  help: `Usage: tollgate export YYYY-MM --format csv|json|parquet [--output FILE] [--progress]
+
+Every account's invoice lines of a UTC month (GET /admin/v1/billing/export), one flat record per
+line (account_id, month, model, dimension, quantity, unit_price, amount, …). The same month gives
+the same bytes every time once it is closed. Bytes received are reported on stderr while it
+downloads when stderr is a terminal, or with --progress.
+
+  --format F       csv, json or parquet (required)
+  --output FILE    write to FILE (through FILE.part, renamed when complete) instead of stdout;
+                   Parquet is never written to a terminal
+  --progress       report bytes received on stderr even when it is not a terminal`,
+  options: { format: { type: 'string' }, output: { type: 'string' }, progress: { type: 'boolean' } },
+  async run(ctx) {
+    const [monthText] = expectPositionals(ctx.positionals, ['YYYY-MM']);
+    const month = monthArgument(monthText!);
+    const format = choiceOption(ctx.values, 'format', ['csv', 'json', 'parquet'] as const);
+    if (format === undefined) throw new UsageError('--format is required: csv, json or parquet');
+    const output = outputOption(ctx.values);
+    const opts = { output, binary: BINARY.has(format), progress: ctx.values.progress === true };
+    refuseBinaryOnTerminal(ctx, opts, format);
+    const res = await ctx.api().send('GET', '/admin/v1/billing/export', { query: { month, format } });
+    const bytes = await download(ctx, res, opts);
+    if (output !== undefined) ctx.io.stderr.write(`${ctx.name}: wrote ${bytes} bytes to ${output}\n`);
+  },
+};
+
+export const closeMonth: Command = {
+  name: 'close-month',
+  summary: 'freeze a month\'s invoices and statements (asks first on a terminal)',
+  help: `Usage: tollgate close-month YYYY-MM [--yes]
+
+Closes the UTC month (POST /admin/v1/billing/months/:month/close): its invoices and statements
+never change again, and anything dated in it that arrives later is billed as an adjustment in the
+next open month. Any month may be closed, the current one included: closing is finance's decision.
+Prints the server's answer as JSON.
+
+On a terminal it asks for confirmation first; elsewhere (scripts, CI) it needs --yes.
+
+  --yes            close without asking`,
+  options: { yes: { type: 'boolean' } },
+  async run(ctx) {
+    const [monthText] = expectPositionals(ctx.positionals, ['YYYY-MM']);
+    const month = monthArgument(monthText!);
+    const api = ctx.api();
+    if (ctx.values.yes !== true) {
+      if (!ctx.io.stdin.isTTY) throw new UsageError('not a terminal: closing a month cannot be undone, so give --yes to close it without asking');
+      const ok = await confirm(ctx.io, `Close ${month} on ${api.url}? Its invoices and statements will never change again. Type "yes" to close: `);
+      if (!ok) {
+        ctx.io.stderr.write(`${ctx.name}: not closed\n`);
+        return EXIT_FAILED;
+      }
+    }
+    printJson(ctx.io, (await api.json('POST', `/admin/v1/billing/months/${month}/close`)).body);
+  },
+};
