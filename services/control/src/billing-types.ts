@@ -18,7 +18,10 @@ export interface InvoiceLine {
    * `refund`, `adjustment`: ledger entries of those kinds (credits back to the account are negative amounts).
    */
   section: 'usage' | 'late_usage' | 'rounding' | 'refund' | 'adjustment';
-  /** the month the line's events are dated in (= `month` except for `late_usage`) */
+  /**
+   * the month the line's facts are dated in: `month`, except for late facts of a closed month
+   * (`late_usage`, and the `rounding`, `refund` and `adjustment` lines of such facts)
+   */
   source_month: string;
   /** catalog model id ('' for non-usage lines) */
   model: string;
