@@ -207,6 +207,11 @@ export interface Catalog {
   readonly unpriced: UnpricedPolicy;
   /** ISO 4217 code of `upstreamRates`, e.g. "USD"; undefined when no model gives upstream prices */
   readonly upstreamCurrency: string | undefined;
+  /**
+   * `upstream_exchange_rate`: units of the credit currency per unit of `upstreamCurrency`
+   * (decimal text, e.g. "7.10" CNY per USD), for margins in analytics; absent: not given
+   */
+  readonly upstreamExchangeRate?: string;
   /** units the hold assumes when a request enables a server tool without a `max_uses` (e.g. web search) */
   readonly unitHoldBounds: Readonly<Partial<Record<UnitDimension, number>>>;
   /**
@@ -422,6 +427,7 @@ const catalogSchema = z.strictObject({
   models: z.array(modelSchema).min(1, 'a catalog needs at least one model'),
   mapping: mappingSchema.default({ enabled: false, rules: [] }),
   upstream_currency: z.string().regex(/^[A-Z]{3}$/, 'expected an ISO 4217 currency code like "USD"').optional(),
+  upstream_exchange_rate: decimalString({ positive: true }).optional(),
   multipliers: z.record(groupName, multiplierSchema).default({}),
   price_lists: z
     .record(groupName, priceListSchema)
@@ -574,6 +580,7 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
     priceLists: Object.freeze(priceLists),
     unpriced: file.unpriced,
     upstreamCurrency: file.upstream_currency,
+    ...(file.upstream_exchange_rate !== undefined ? { upstreamExchangeRate: file.upstream_exchange_rate } : {}),
     unitHoldBounds: Object.freeze({ ...file.unit_hold_bounds }),
     advisorHold: Object.freeze({ maxUses: file.advisor_hold?.max_uses ?? DEFAULT_ADVISOR_HOLD.maxUses, outputTokens: file.advisor_hold?.output_tokens ?? DEFAULT_ADVISOR_HOLD.outputTokens }),
     document: deepFreeze(JSON.parse(document) as unknown),

@@ -14,6 +14,8 @@ export type {
   AnalyticsFilter, AnalyticsGroupBy, AnalyticsQuery, AnalyticsSource, ErrorCount, EventPage, Granularity, Percentiles,
   RollupCheck, SeriesPoint, Spender, UsageMetrics, UsageReport,
 } from './analytics.ts';
+export { USAGE_STATUSES, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv } from './analytics-view.ts';
+export type { ParamReaders, UsageParams, ViewOptions } from './analytics-view.ts';
 export { createChdbClickHouse } from './chdb-client.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';
 export { createHttpClickHouse } from './http-client.ts';

@@ -1,11 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam, requireToken } from '@tollgate/http';
+import { parseIntParam, parseTime, queryParam, requireToken } from '@tollgate/http';
 import { CatalogError, parseCatalog } from '@tollgate/pricing';
 import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
-import type { UsageTotals, Warehouse } from '@tollgate/warehouse';
+import type { Warehouse } from '@tollgate/warehouse';
 import { rebuild, reconcile } from './rebuild.ts';
 import { rerate } from './rerate.ts';
 
@@ -37,31 +37,10 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       await deps.settle?.();
       return rebuild(deps);
     });
-    // Analytics straight from the warehouse (deduplicated reads; money as exact strings).
-    // Bad query values are 400s naming the parameter (libs/http params): times are RFC 3339,
-    // a full date (00:00 UTC) or epoch ms; `from` inclusive, `to` exclusive.
-    const filter = (q: unknown) => {
-      const accountId = queryParam(q, 'account_id');
-      const keyId = queryParam(q, 'key_id');
-      return {
-        ...(accountId !== undefined ? { accountId } : {}),
-        ...(keyId !== undefined ? { keyId } : {}),
-        ...parseTimeRange(q),
-      };
-    };
-    ops.get('/ops/v1/usage/totals', async (request) => totalsJson(await deps.warehouse.usageTotals(filter(request.query))));
-    ops.get('/ops/v1/usage/breakdown', async (request) => {
-      const q = request.query;
-      const g = queryParam(q, 'group_by');
-      const groupBy = g === undefined
-        ? 'model'
-        : parseEnumParam(g, 'group_by', ['model', 'served_model', 'key', 'day', 'status', 'price_version', 'price_list'] as const);
-      const rows = await deps.warehouse.usageBreakdown({ ...filter(q), groupBy });
-      return { data: rows.map((r) => ({ group: r.group, ...totalsJson(r) })) };
-    });
     // Re-prices stored usage (read only): under each event's own price version, or under the
-    // catalog in the body (a preview). Body: {from, to, catalog?, account_id?}; times as for
-    // analytics; the window at most MAX_RERATE_WINDOW_MS.
+    // catalog in the body (a preview). Body: {from, to, catalog?, account_id?}; times RFC 3339,
+    // a full date (00:00 UTC) or epoch ms; the window at most MAX_RERATE_WINDOW_MS.
+    // (Usage analytics moved to GET /admin/v1/usage*, services/control/src/analytics.ts.)
     ops.post('/ops/v1/rerate', async (request) => {
       const body = (request.body ?? {}) as Record<string, unknown>;
       if (typeof body !== 'object' || Array.isArray(body)) throw gatewayError('invalid_request', 'body: expected a JSON object {from, to, catalog?, account_id?}');
@@ -90,14 +69,6 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       if (book !== undefined) await deps.warehouse.insertPriceVersions(book.toStored());
       return rerate(deps.warehouse, { from, to, ...(catalog !== undefined ? { catalog } : {}), ...(accountId !== undefined ? { accountId } : {}) });
     });
-    ops.get('/ops/v1/usage/events', async (request) => ({
-      data: await deps.warehouse.usageEventIds(filter(request.query)),
-    }));
-    ops.get('/ops/v1/usage/events/:id', async (request, reply) => {
-      const e = await deps.warehouse.getUsageEvent((request.params as { id: string }).id);
-      if (!e) throw gatewayError('not_found', 'no such usage event');
-      return e;
-    });
     // Poison events every consumer group set aside (the ledger's arrive by the dead-letter topic).
     ops.get('/ops/v1/quarantine', async () => ({
       data: (await deps.warehouse.quarantined()).map((q) => ({ ...q, offset: q.offset.toString() })),
@@ -110,16 +81,4 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       return reply.code(report.ok ? 200 : 409).send(report);
     });
   });
-}
-
-/** Usage sums as JSON: money and 64-bit sums as exact decimal text. */
-function totalsJson(t: UsageTotals): Record<string, unknown> {
-  return {
-    requests: t.requests,
-    quantities: t.quantities,
-    costMicros: t.costMicros.toString(),
-    upstreamCost: Object.fromEntries(Object.entries(t.upstreamCost).map(([c, v]) => [c, v.toString()])),
-    upstreamCostUnknown: t.upstreamCostUnknown,
-    unpricedRequests: t.unpricedRequests,
-  };
 }

@@ -79,15 +79,24 @@ test('deep JSON (100k levels) on /v1/messages: 400 invalid_request, never a 500,
   assert.equal(await settledBalance(s, accountId), 5_000_000n);
 });
 
-test('usage routes: malformed from/to/group_by/timeout_ms are 400s naming the parameter; RFC 3339, full dates and epoch ms work', async () => {
+test('usage routes: malformed from/to/granularity/group_by/status/format/limit/cursor/timeout_ms and unknown parameters are 400s naming the parameter; RFC 3339, full dates and epoch ms work', async () => {
   const s = await stack();
   const bad: Array<[string, string]> = [
-    ['/ops/v1/usage/totals?from=abc', 'from'],
-    ['/ops/v1/usage/totals?to=1e30', 'to'],
-    ['/ops/v1/usage/events?from=2026-11-31', 'from'],
-    ['/ops/v1/usage/events?from=2026-12-01&to=2026-11-30', 'to'],
-    ['/ops/v1/usage/breakdown?group_by=account', 'group_by'],
-    ['/ops/v1/usage/breakdown?from=1&from=2', 'from'],
+    ['/admin/v1/usage?from=abc', 'from'],
+    ['/admin/v1/usage?to=1e30', 'to'],
+    ['/admin/v1/usage/events?from=2026-11-31', 'from'],
+    ['/admin/v1/usage/events?from=2026-12-01&to=2026-11-30', 'to'],
+    ['/admin/v1/usage?group_by=day', 'group_by'],
+    ['/admin/v1/usage?from=1&from=2', 'from'],
+    ['/admin/v1/usage?granularity=week', 'granularity'],
+    ['/admin/v1/usage?granularity=minute&from=2026-01-01&to=2026-02-01', 'granularity'],
+    ['/admin/v1/usage?status=fine', 'status'],
+    ['/admin/v1/usage?format=xml', 'format'],
+    ['/admin/v1/usage?limit=0', 'limit'],
+    ['/admin/v1/usage?acount_id=x', 'acount_id'],
+    ['/admin/v1/usage/events?limit=1001', 'limit'],
+    ['/admin/v1/usage/events?cursor=bm9wZQ', 'cursor'],
+    ['/admin/v1/usage/events?granularity=day', 'granularity'],
     ['/ops/v1/reconcile?timeout_ms=soon', 'timeout_ms'],
     ['/ops/v1/reconcile?timeout_ms=1e30', 'timeout_ms'],
   ];
@@ -101,13 +110,13 @@ test('usage routes: malformed from/to/group_by/timeout_ms are 400s naming the pa
   const now = Date.now();
   const day = new Date(now).toISOString().slice(0, 10);
   for (const q of [`from=${day}`, `from=${new Date(now - 3_600_000).toISOString()}&to=${new Date(now + 3_600_000).toISOString()}`, `from=${now - 3_600_000}`]) {
-    const r = await admin<{ requests: number }>(s.url, 'GET', `/ops/v1/usage/totals?${q}`);
+    const r = await admin<{ totals: { requests: number } }>(s.url, 'GET', `/admin/v1/usage?granularity=day&${q.includes('to=') ? '' : `to=${now + 3_600_000}&`}${q}`);
     assert.equal(r.status, 200, q);
-    assert.ok(r.json.requests >= 1, q);
+    assert.ok(r.json.totals.requests >= 1, q);
   }
-  const future = await admin<{ requests: number }>(s.url, 'GET', '/ops/v1/usage/totals?from=9999-12-31');
-  assert.equal(future.json.requests, 0);
-  const byDay = await admin<{ data: Array<{ group: string }> }>(s.url, 'GET', '/ops/v1/usage/breakdown?group_by=day&from=2026-01-01T00:00:00%2B08:00');
+  const future = await admin<{ totals: { requests: number } }>(s.url, 'GET', '/admin/v1/usage?granularity=month&from=9999-12-01&to=9999-12-31');
+  assert.equal(future.json.totals.requests, 0);
+  const byDay = await admin<{ data: Array<{ group: string }> }>(s.url, 'GET', `/admin/v1/usage?granularity=day&group_by=model&from=2026-01-01T00:00:00%2B08:00&to=${now}`);
   assert.equal(byDay.status, 200);
 });
 
@@ -117,8 +126,10 @@ test('control API: the admin token in x-api-key is a 401 (only Authorization: Be
   assert.equal(res.status, 401);
   const body = (await res.json()) as { error: { code: string } };
   assert.equal(body.error.code, 'invalid_api_key');
-  const ops = await fetch(`${s.url}/ops/v1/usage/totals`, { headers: { 'x-api-key': s.env.ADMIN_TOKEN! } });
+  const ops = await fetch(`${s.url}/ops/v1/quarantine`, { headers: { 'x-api-key': s.env.ADMIN_TOKEN! } });
   assert.equal(ops.status, 401);
+  const usage = await fetch(`${s.url}/admin/v1/usage`, { headers: { 'x-api-key': s.env.ADMIN_TOKEN! } });
+  assert.equal(usage.status, 401);
 });
 
 test('authenticated slow body: 408 request_timeout after REQUEST_TIMEOUT_MS, socket closed, nothing forwarded or billed', async () => {
