@@ -1,0 +1,142 @@
+// `tollgate accounts|keys|credits|plans` against a real embedded Tollgate (chDB warehouse, the
+// simulator upstream): each command as an operator runs it (a child process), checked against
+// what the operator API then holds.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { runTollgate, type CliResult } from '../../../test/support/cli.ts';
+import { ADMIN_TOKEN, admin, startStack, type Stack } from '../../../test/support/tollgate.ts';
+
+const FINANCE_TOKEN = 'test-finance-token-0123456789';
+let stack: Stack;
+
+before(async () => { stack = await startStack({ FINANCE_TOKEN }); });
+after(async () => { await stack?.close(); });
+
+const tg = (...args: string[]): Promise<CliResult> => runTollgate(args, { ADMIN_TOKEN, TOLLGATE_URL: stack.url });
+/** stdout as JSON, after asserting exit 0 */
+function ok<T = Record<string, unknown>>(r: CliResult): T {
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as T;
+}
+
+test('accounts create, update, show, list: every field given reaches the account, "none" clears, the rest stays', async () => {
+  const created = ok<{ id: string; name: string; status: string }>(await tg('accounts', 'create', 'Acme 株式会社'));
+  assert.equal(created.name, 'Acme 株式会社');
+  assert.equal(created.status, 'active');
+  const updated = ok(await tg('accounts', 'update', created.id, '--status', 'suspended', '--plan', 'pro', '--low-balance-credits', '12.5',
+    '--daily-credits', '0.000001', '--admission-policy', 'clamp'));
+  assert.deepEqual(
+    [updated.status, updated.plan_id, updated.low_balance_credits, updated.daily_credits, updated.admission_policy, updated.name],
+    ['suspended', 'pro', '12.5', '0.000001', 'clamp', 'Acme 株式会社'],
+  );
+  ok(await tg('accounts', 'update', created.id, '--plan', 'none', '--daily-credits', 'none', '--admission-policy', 'none'));
+  const shown = ok(await tg('accounts', 'show', created.id));
+  assert.deepEqual(
+    [shown.status, shown.plan_id, shown.low_balance_credits, shown.daily_credits, shown.admission_policy],
+    ['suspended', null, '12.5', null, null],
+  );
+  assert.deepEqual(shown, (await admin(stack.url, 'GET', `/admin/v1/accounts/${created.id}`)).json);
+  const listed = ok<{ data: Array<{ id: string }> }>(await tg('accounts', 'list'));
+  assert.ok(listed.data.some((a) => a.id === created.id));
+  // The table for people: a row with the id and the wide-character name, columns aligned.
+  const table = await tg('accounts', 'list', '--format', 'table');
+  assert.equal(table.code, 0, table.stderr);
+  const row = table.stdout.split('\n').find((l) => l.includes(created.id))!;
+  assert.match(row, /│ Acme 株式会社 +│ suspended +│/);
+  const widths = table.stdout.split('\n').filter((l) => l !== '').map((l) => [...l].reduce((w, ch) => w + (/[\u3000-\u9fff]/.test(ch) ? 2 : 1), 0));
+  assert.equal(new Set(widths).size, 1, 'every line of the table has the same display width');
+});
+
+test('an API refusal: its status, type and message on stderr, exit 1, nothing on stdout', async () => {
+  const missing = await tg('accounts', 'show', 'acct_nope');
+  assert.deepEqual(missing, { code: 1, stdout: '', stderr: 'tollgate accounts show: 404 not_found_error: account acct_nope does not exist\n' });
+  const { id } = ok<{ id: string }>(await tg('accounts', 'create', 'refusals'));
+  const badList = await tg('accounts', 'update', id, '--price-list', 'platinum');
+  assert.equal(badList.code, 1);
+  assert.equal(badList.stdout, '');
+  assert.match(badList.stderr, /^tollgate accounts update: 400 invalid_request_error: price_list: "platinum" is not a price list of the catalog in force/);
+  const badPlan = await tg('accounts', 'update', id, '--plan', 'plan_nope');
+  assert.equal(badPlan.stderr, 'tollgate accounts update: 400 invalid_request_error: plan_id: "plan_nope" is not a plan (GET /admin/v1/plans lists them)\n');
+});
+
+test('keys create prints the secret once; list and show never carry it; update sets access rules and limits; revoke is final', async () => {
+  const { id: account } = ok<{ id: string }>(await tg('accounts', 'create', 'keys'));
+  const created = await tg('keys', 'create', account, '--name', 'ci');
+  const key = ok<{ id: string; key: string; prefix: string; name: string; status: string }>(created);
+  assert.match(key.key, /^sk-tg-[A-Za-z0-9]{40}$/);
+  assert.equal(key.name, 'ci');
+  assert.equal(created.stderr, 'tollgate keys create: the "key" above is the secret; it is not stored and cannot be shown again\n');
+  // The secret works as a customer credential.
+  const credits = await fetch(`${stack.url}/v1/credits`, { headers: { 'x-api-key': key.key } });
+  assert.equal(credits.status, 200);
+
+  const listed = await tg('keys', 'list', account);
+  assert.equal(ok<{ data: Array<{ id: string }> }>(listed).data.map((k) => k.id).join(), key.id);
+  assert.ok(!listed.stdout.includes(key.key) && !(await tg('keys', 'show', key.id)).stdout.includes(key.key), 'the secret is never shown again');
+
+  const updated = ok(await tg('keys', 'update', key.id, '--ip-allowlist', '10.0.0.0/8,192.168.1.7', '--ip-allowlist', '2001:db8::/32',
+    '--allowed-models', 'claude-sonnet-4-5', '--hourly-credits', '1.5', '--expires-at', '2027-01-31T00:00:00Z', '--status', 'disabled'));
+  // the alias is stored as the catalog id it resolves to; a bare address as its /32
+  assert.deepEqual(
+    [updated.ip_allowlist, updated.allowed_models, updated.hourly_credits, updated.expires_at, updated.status],
+    [['10.0.0.0/8', '192.168.1.7/32', '2001:db8::/32'], ['claude-sonnet-4-5-20250929'], '1.5', '2027-01-31T00:00:00.000Z', 'disabled'],
+  );
+  const cleared = ok(await tg('keys', 'update', key.id, '--ip-allowlist', 'none', '--hourly-credits', 'none', '--expires-at', 'none', '--name', ''));
+  assert.deepEqual([cleared.ip_allowlist, cleared.hourly_credits, cleared.expires_at, cleared.name, cleared.allowed_models],
+    [[], null, null, '', ['claude-sonnet-4-5-20250929']]);
+
+  const revoked = ok(await tg('keys', 'revoke', key.id));
+  assert.equal(revoked.status, 'revoked');
+  assert.equal((await fetch(`${stack.url}/v1/credits`, { headers: { 'x-api-key': key.key } })).status, 401);
+  const again = await tg('keys', 'update', key.id, '--status', 'active');
+  assert.deepEqual(again, { code: 1, stdout: '', stderr: `tollgate keys update: 409 invalid_request_error: key ${key.id} is revoked; a revoked key cannot be changed\n` });
+});
+
+test('credits grant: idempotent by reference, a negative adjustment after --, refusals exit 1 and leave the balance as it was', async () => {
+  const { id } = ok<{ id: string }>(await tg('accounts', 'create', 'credits'));
+  const balance = async () => (await admin<{ balance_micro_credits: string }>(stack.url, 'GET', `/admin/v1/accounts/${id}`)).json.balance_micro_credits;
+  const granted = ok(await tg('credits', 'grant', id, '25', '--reference', 'inv-1'));
+  assert.deepEqual([granted.balance_micro_credits, granted.duplicate, granted.reference], ['25000000', false, 'inv-1']);
+  const again = await tg('credits', 'grant', id, '25', '--reference', 'inv-1');
+  assert.equal(ok(again).duplicate, true);
+  assert.equal(again.stderr, 'tollgate credits grant: reference "inv-1" was already applied; nothing credited again\n');
+  assert.equal(await balance(), '25000000');
+  // 25 − 5.5 = 19.5 credits = 19,500,000 µc
+  const adjusted = ok(await tg('credits', 'grant', id, '--kind', 'adjustment', '--reference', 'fix-1', '--', '-5.5'));
+  assert.equal(adjusted.balance_micro_credits, '19500000');
+  const refund = ok(await tg('credits', 'grant', id, '0.000001', '--reference', 'refund-1', '--kind', 'refund'));
+  assert.equal(refund.balance_micro_credits, '19500001');
+
+  const unsigned = await tg('credits', 'grant', id, '--reference', 'fix-2', '--', '-1');
+  assert.deepEqual(unsigned, { code: 1, stdout: '', stderr: 'tollgate credits grant: 400 invalid_request_error: kind: a negative amount takes credit away and needs kind "adjustment"\n' });
+  const conflict = await tg('credits', 'grant', id, '30', '--reference', 'inv-1');
+  assert.deepEqual(conflict, { code: 1, stdout: '', stderr: 'tollgate credits grant: 409 invalid_request_error: reference inv-1 was already used for 25 credits\n' });
+  const notNumber = await tg('credits', 'grant', id, 'ten', '--reference', 'inv-3');
+  assert.equal(notNumber.code, 1);
+  assert.match(notNumber.stderr, /^tollgate credits grant: 400 invalid_request_error: credits: /);
+  assert.equal(await balance(), '19500001');
+});
+
+test('plans create, update, show, list, delete: limits as given, "none" unlimited; a deleted plan is gone', async () => {
+  const plan = ok<{ id: string } & Record<string, unknown>>(await tg('plans', 'create', '--name', 'gold', '--requests-per-minute', '60', '--tokens-per-minute', '100000'));
+  assert.deepEqual([plan.name, plan.requests_per_minute, plan.tokens_per_minute, plan.concurrent_requests, plan.seed], ['gold', 60, 100000, null, false]);
+  const updated = ok(await tg('plans', 'update', plan.id, '--requests-per-minute', 'none', '--concurrent-requests', '4'));
+  assert.deepEqual([updated.name, updated.requests_per_minute, updated.tokens_per_minute, updated.concurrent_requests], ['gold', null, 100000, 4]);
+  assert.deepEqual(ok(await tg('plans', 'show', plan.id)), updated);
+  const listed = ok<{ data: Array<{ id: string }> }>(await tg('plans', 'list'));
+  assert.deepEqual(listed.data.map((p) => p.id).slice(0, 4), ['free', 'pro', 'max-5x', 'max-20x']);
+  assert.ok(listed.data.some((p) => p.id === plan.id));
+  assert.deepEqual(ok(await tg('plans', 'delete', plan.id)), { id: plan.id, deleted: true });
+  const gone = await tg('plans', 'show', plan.id);
+  assert.deepEqual(gone, { code: 1, stdout: '', stderr: `tollgate plans show: 404 not_found_error: plan ${plan.id} does not exist\n` });
+});
+
+test('the finance token on an admin command: 403 permission_error on stderr, exit 1, nothing created', async () => {
+  const before = (await admin<{ data: unknown[] }>(stack.url, 'GET', '/admin/v1/accounts')).json.data.length;
+  const r = await runTollgate(['accounts', 'create', 'by-finance'], { ADMIN_TOKEN: '', FINANCE_TOKEN, TOLLGATE_URL: stack.url });
+  assert.deepEqual(r, {
+    code: 1, stdout: '',
+    stderr: 'tollgate accounts create: 403 permission_error: the finance token reads usage and billing and closes months; this route needs the admin token\n',
+  });
+  assert.equal((await admin<{ data: unknown[] }>(stack.url, 'GET', '/admin/v1/accounts')).json.data.length, before);
+});
