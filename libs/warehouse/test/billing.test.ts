@@ -199,3 +199,27 @@ test('bad months are refused naming the value: 2026-13, 2026-1, far future', () 
   assert.throws(() => parseBillingMonth('2031-01', now), /month: 2031-01 is in the future \(the latest month with anything to bill is 2026-12\)/);
   assert.equal(parseBillingMonth('2026-12', now), '2026-12');
 });
+
+test('two closes racing without a lock: both snapshots written, every reader uses the earliest close only', async () => {
+  const w = await fresh();
+  try {
+    await seed(w);
+    const [x, y] = await Promise.all([
+      closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 1, 10)),
+      closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 1, 11)),
+    ]);
+    assert.equal(x.closed_now && y.closed_now, true); // neither saw the other: the route's lock is what prevents this
+    const rows = await w.select(`SELECT count() AS n FROM ${w.tables.billingCloses} WHERE month = '2026-11'`);
+    assert.deepEqual(rows, [{ n: '2' }]);
+    assert.deepEqual((await listCloses(w)).map((c) => [c.month, c.closed_at]), [
+      ['2026-10', '2026-12-01T10:00:00.000Z'], ['2026-11', '2026-12-01T10:00:00.000Z'],
+    ]);
+    const inv = await invoiceFor(w, 'acc_a', '2026-11', prices);
+    assert.equal(inv.closed_at, '2026-12-01T10:00:00.000Z');
+    // late deltas count the winner's booking once, not both snapshots
+    await w.insertEvents([usGeo('late2', Date.UTC(2026, 10, 16), 'acc_a', PV)]);
+    assert.equal((await invoiceFor(w, 'acc_a', '2026-12', prices)).total.micro_credits, '396000');
+  } finally {
+    await w.close();
+  }
+});
