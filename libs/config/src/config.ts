@@ -178,6 +178,17 @@ const EnvSchema = z.object({
     ctx.addIssue({ code: 'custom', message: `expected false, true, or a comma list of the proxies' addresses/CIDRs such as 10.0.0.0/8, got "${v}"` });
     return z.NEVER;
   }),
+  /**
+   * `balance.low` webhooks: the threshold in decimal credits (≤ 6 places) for accounts without
+   * their own `low_balance_credits`; unset = no alert for them
+   */
+  LOW_BALANCE_CREDITS: z.string().trim().regex(/^\d{1,10}(\.\d{1,6})?$/, 'expected decimal credits ≥ 0 with at most 6 places, such as 10 or 2.5').optional(),
+  /** attempts per webhook delivery, the first included (retries on network errors, 408, 429, 5xx) */
+  WEBHOOK_MAX_ATTEMPTS: int(1, 50).default(8),
+  /** the first retry's delay (ms, before jitter); doubles per attempt, at most 1 h */
+  WEBHOOK_RETRY_BASE_MS: int(1, 3_600_000).default(1_000),
+  /** one delivery attempt's bound, from connecting to the response headers (ms) */
+  WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(10_000),
   /** OTLP/HTTP collector base URL (standard OTel name); unset = tracing off, nothing registered */
   OTEL_EXPORTER_OTLP_ENDPOINT: url.optional(),
   OTEL_SERVICE_NAME: z.string().trim().min(1).default('tollgate'),
@@ -226,6 +237,8 @@ export interface Config {
   /** Fastify's `trustProxy`: false, true (every hop), or a comma list of proxy addresses/CIDRs */
   trustProxy: TrustProxy;
   telemetry: { otlpEndpoint: string | undefined; serviceName: string };
+  /** alerts by webhook: `LOW_BALANCE_CREDITS` in µc (undefined: off), delivery attempts, first retry delay and timeout (ms) */
+  webhooks: { lowBalanceMicros: bigint | undefined; maxAttempts: number; retryBaseMs: number; timeoutMs: number };
 }
 
 export class ConfigError extends Error {
@@ -235,6 +248,12 @@ export class ConfigError extends Error {
     this.name = 'ConfigError';
     this.problems = problems;
   }
+}
+
+/** `12.5` (decimal credits, already checked by the schema) as micro-credits: 12500000n. */
+function creditsToMicros(text: string): bigint {
+  const [whole, frac = ''] = text.split('.');
+  return BigInt(whole!) * 1_000_000n + BigInt(frac.padEnd(6, '0'));
 }
 
 /** `--roles a,b` on the command line wins over TOLLGATE_ROLES. */
@@ -312,5 +331,9 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     trustProxy: e.TRUST_PROXY,
     telemetry: { otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: e.OTEL_SERVICE_NAME },
+    webhooks: {
+      lowBalanceMicros: e.LOW_BALANCE_CREDITS === undefined ? undefined : creditsToMicros(e.LOW_BALANCE_CREDITS),
+      maxAttempts: e.WEBHOOK_MAX_ATTEMPTS, retryBaseMs: e.WEBHOOK_RETRY_BASE_MS, timeoutMs: e.WEBHOOK_TIMEOUT_MS,
+    },
   };
 }

@@ -7,3 +7,6 @@ export {
 } from './dispatcher.ts';
 export type { Occurrence, DispatcherOptions, DispatcherLogger } from './dispatcher.ts';
 export { balanceLow, spendLimitReached, planWindowExhausted, eventQuarantined } from './triggers.ts';
+export { saveWebhook, loadWebhooks, restoreWebhooks } from './durable.ts';
+export { alertHooks } from './alerts.ts';
+export type { AlertHooks } from './alerts.ts';

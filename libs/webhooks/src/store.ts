@@ -169,8 +169,8 @@ export class RedisWebhookStore implements WebhookStore {
   async recordDelivery(d: DeliveryRecord): Promise<void> {
     const hash = `${this.#prefix}webhook-deliveries:${d.webhook_id}`;
     const order = `${this.#prefix}webhook-delivery-order:${d.webhook_id}`;
-    await this.#redis.multi().hset(hash, d.id, JSON.stringify(d)).zadd(order, 'NX', d.created_at, d.id).exec();
-    const stale = await this.#redis.zrange(order, 0, -(DELIVERIES_KEPT + 1));
+    await this.#redis.multi().hset(hash, d.id, JSON.stringify(d)).zadd(order, 'NX', String(d.created_at), d.id).exec();
+    const stale = await this.#redis.zrange(order, '0', String(-(DELIVERIES_KEPT + 1)));
     if (stale.length > 0) await this.#redis.multi().hdel(hash, ...stale).zrem(order, ...stale).exec();
   }
 

@@ -14,6 +14,8 @@ export interface Receiver {
   received: Received[];
   /** statuses for the next requests, in order; afterwards 200 */
   answers: number[];
+  /** statuses for the next requests to one path (e.g. `/hook/retry`), before `answers` */
+  answersAt: Record<string, number[]>;
   /** resolves once `n` requests have arrived */
   waitFor(n: number): Promise<Received[]>;
   close(): Promise<void>;
@@ -22,13 +24,13 @@ export interface Receiver {
 export async function startReceiver(): Promise<Receiver> {
   const received: Received[] = [];
   const waiters: Array<{ n: number; resolve: (r: Received[]) => void }> = [];
-  const r: Partial<Receiver> & { answers: number[] } = { answers: [] };
+  const r: Partial<Receiver> & { answers: number[]; answersAt: Record<string, number[]> } = { answers: [], answersAt: {} };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       received.push({ path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
-      const status = r.answers.shift() ?? 200;
+      const status = r.answersAt[req.url ?? '']?.shift() ?? r.answers.shift() ?? 200;
       if (status >= 300 && status < 400) res.setHeader('location', 'http://127.0.0.1:1/elsewhere');
       res.writeHead(status, { 'content-type': 'text/plain' }).end(String(status));
       for (const w of [...waiters]) if (received.length >= w.n) { waiters.splice(waiters.indexOf(w), 1); w.resolve(received.slice()); }

@@ -1,5 +1,5 @@
 import {
-  boundedRaw, decodeEvent, MAX_MONEY_MICROS, RewindError, standInId, type ConsumedEvent, type EventLog, type Subscription,
+  boundedRaw, decodeEvent, MAX_MONEY_MICROS, RewindError, standInId, type ConsumedEvent, type EventLog, type Subscription, type UsageEvent,
 } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { ApplyResult, BalanceStore, LedgerQuarantine, LogPosition } from '@tollgate/ledger';
@@ -20,6 +20,11 @@ export interface LedgerConsumerDeps {
   metrics?: Metrics;
   /** an event was set aside (already recorded in the balance store): log it */
   onQuarantined?: (record: LedgerQuarantine) => void;
+  /**
+   * A usage debit was applied (not a duplicate), awaited before the next event so the balance
+   * it reads is the one this debit left: the `balance.low` webhook trigger. Must not throw.
+   */
+  onUsageApplied?: (event: UsageEvent) => Promise<void>;
 }
 
 /**
@@ -146,6 +151,7 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
             deps.onQuarantined?.(record);
           }
         }
+        if (verdict === 'applied' && e.event.type === 'usage' && !poison) await deps.onUsageApplied?.(e.event);
         if (verdict === 'not_ready') {
           deps.onNotReady?.();
           throw new StateNotReadyError();

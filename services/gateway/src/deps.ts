@@ -1,6 +1,6 @@
 import type { Dispatcher } from 'undici';
 import type { EventLog } from '@tollgate/events';
-import type { BalanceStore } from '@tollgate/ledger';
+import type { BalanceStore, SpendWindowName } from '@tollgate/ledger';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { LimitPolicy, RateLimiter } from '@tollgate/limits';
 import type { Catalog, PriceVersion } from '@tollgate/pricing';
@@ -98,4 +98,16 @@ export interface GatewayDeps {
    * stream cut so is settled with the usage the upstream reported until then (`cut_by_shutdown`).
    */
   shutdown?: AbortSignal;
+  /**
+   * Webhook triggers (issue 9): told when a spend limit or a plan window refuses a request.
+   * Called on the request path, so each must return at once and never throw (fire and forget).
+   */
+  alerts?: GatewayAlerts;
+}
+
+/** What the gateway reports for alerts; amounts in µc, times epoch ms of the store's clock. */
+export interface GatewayAlerts {
+  spendLimitReached(r: { accountId: string; keyId: string; window: SpendWindowName; limit: bigint; used: bigint; resetAt: number | null }): void;
+  /** `limit`: the refusing window (`requests_per_minute`, …); `retryAfterMs`: until it resets */
+  planWindowExhausted(r: { accountId: string; keyId: string; limit: string; retryAfterMs: number }): void;
 }

@@ -270,6 +270,7 @@ export async function acquireLimits(deps: GatewayDeps, request: FastifyRequest, 
   }
   if (!decision.ok) {
     releaseSlot();
+    deps.alerts?.planWindowExhausted({ accountId: request.caller!.account.id, keyId, limit: decision.limit, retryAfterMs: decision.retryAfterMs });
     const wait = decision.headers['retry-after'];
     throw gatewayError('rate_limit_exceeded',
       `Rate limit exceeded (${decision.limit}): this key's plan allows no more now; retry after ${wait} s`,

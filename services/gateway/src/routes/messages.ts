@@ -220,6 +220,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       reply.headers(await x.limit.refund());
       metrics?.holdRefused(hold.reason === 'not_ready' ? 'state_unavailable' : 'insufficient_credits');
       if (hold.reason === 'not_ready') throw stateUnavailable();
+      if (hold.reason === 'spend_limit_exceeded') {
+        deps.alerts?.spendLimitReached({ accountId: caller.account.id, keyId: caller.key.id, window: hold.window, limit: hold.limit, used: hold.used, resetAt: hold.resetAt });
+      }
       throw refusal(hold, adm);
     }
     // Clamped: the upstream is sent the max_tokens the hold covers, and the client is told.
