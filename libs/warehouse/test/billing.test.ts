@@ -158,6 +158,8 @@ test('late facts after a close: closed documents byte-identical, the delta lands
     // the export sees the same lines; acc_b has none in December
     assert.deepEqual(await invoiceLinesForMonth(w, '2026-12', prices), dec.lines);
 
+    // a month after the first open one: its opening counts the deltas December books (L + 2 path)
+    assert.equal((await statementFor(w, 'acc_a', '2027-01', prices)).opening_balance, '11.465936');
     // December closes: its snapshot absorbs the delta; January shows nothing late, even after another redelivery
     await closeMonth(w, '2026-12', prices, Date.UTC(2027, 0, 1, 1));
     await w.insertEvents([usGeo('late1', Date.UTC(2026, 10, 15), 'acc_a', PV)]);
