@@ -225,3 +225,32 @@ test('two closes racing without a lock: both snapshots written, every reader use
     await w.close();
   }
 });
+
+test('an event with iterations at another model (an advisor on haiku) and a version 1 event: not split into lines, their whole charge in the rounding line', async () => {
+  const w = await fresh();
+  try {
+    await w.insertEvents([
+      webSearch('u1', NOV3, 'acc_a', PV), // 972,000 µc in lines
+      v2({
+        event_id: 'adv', ts: NOV3 + 1, account_id: 'acc_a', quantities: q({ input: 1500, output: 150 }), cost_micros: '126000', price_version: PV,
+        unit_prices: { input: '72000000', output: '360000000' },
+        // totals 1,500 / 150: sonnet-4-5 main 1,000 × 72 + 100 × 360 = 108,000 + advisor on haiku 500 × 24 + 50 × 120 = 18,000 = 126,000
+        iterations: [{ type: 'advisor_message', model: 'claude-haiku-4-5-20251001', catalog_model: 'claude-haiku-4-5-20251001', quantities: q({ input: 500, output: 50 }), cost_micros: '18000' }],
+      }),
+      { type: 'usage', event_id: 'old', ts: NOV3 + 2, account_id: 'acc_a', key_id: 'k', model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5-20251001',
+        upstream_model: 'claude-haiku-4-5-20251001', input_tokens: 100, output_tokens: 10, cache_read_tokens: 0, cache_write_5m_tokens: 0,
+        cache_write_1h_tokens: 0, cost_micros: '3600', status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null, stream: false,
+        upstream_request_id: null, gateway_id: 'g' },
+    ]);
+    const invoice = await invoiceFor(w, 'acc_a', '2026-11', prices);
+    assert.deepEqual(invoice.lines.map((l) => [l.section, l.model, l.dimension, l.quantity, l.amount_micros]), [
+      ['usage', 'claude-sonnet-4-5-20250929', 'input', '2000', '144000'],
+      ['usage', 'claude-sonnet-4-5-20250929', 'output', '300', '108000'],
+      ['usage', 'claude-sonnet-4-5-20250929', 'web_search_requests', '3', '720000'],
+      ['rounding', '', '', '1', '129600'], // 126,000 + the v1 event's 100 × 24 + 10 × 120 = 3,600
+    ]);
+    assert.equal(invoice.total.micro_credits, '1101600'); // = Σ charges 972,000 + 126,000 + 3,600
+  } finally {
+    await w.close();
+  }
+});
