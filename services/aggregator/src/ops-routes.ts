@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseIntParam, parseTime, queryParam, requireToken } from '@tollgate/http';
+import { parseIntParam, parseTime, queryParam, requireOperator } from '@tollgate/http';
 import { CatalogError, parseCatalog } from '@tollgate/pricing';
 import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
@@ -14,6 +14,8 @@ export interface OpsDeps {
   balances: BalanceStore;
   keys: KeyDirectory;
   adminToken: string;
+  /** FINANCE_TOKEN: answered 403 here (no ops route is a finance route) rather than 401 */
+  financeToken?: string | undefined;
   /** waits until everything published so far has reached the warehouse (embedded mode) */
   settle?: () => Promise<void>;
   /**
@@ -32,7 +34,7 @@ export const MAX_RERATE_WINDOW_MS = 31 * 24 * 3600_000;
  */
 export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
   app.register(async (ops) => {
-    ops.addHook('onRequest', requireToken(deps.adminToken));
+    ops.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
     ops.post('/ops/v1/rebuild', async () => {
       await deps.settle?.();
       return rebuild(deps);

@@ -194,7 +194,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   }
   if (warehouse && (ownsWarehouse || adapters.mode === 'embedded')) {
     registerOps(server, {
-      warehouse, balances, keys, adminToken: admin.value,
+      warehouse, balances, keys, adminToken: admin.value, financeToken: config.secrets.financeToken,
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
       priceBook: () => prices,
     });
