@@ -11,9 +11,10 @@ import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catal
 import type { Warehouse } from '@tollgate/warehouse';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
-import { registerAnalytics, registerBilling, registerControl, type ReportDeps } from '@tollgate/control';
+import { registerAnalytics, registerBilling, registerControl, registerWebhooks, type ReportDeps } from '@tollgate/control';
 import { rebuild, registerOps, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
+import { alertHooks, MemoryWebhookStore, RedisWebhookStore, restoreWebhooks, WebhookDispatcher } from '@tollgate/webhooks';
 import { distributedAdapters, embeddedAdapters, type Adapters } from './adapters.ts';
 import { secretFromEnvOrFile } from './secrets.ts';
 
@@ -111,6 +112,16 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   });
   const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log, { metrics });
   const { log, balances, keys, warehouse } = adapters;
+  // Webhooks (issue 9): every process that can detect an alert delivers it; the store (Redis in
+  // distributed mode) is shared, so a delivery id is claimed once across all of them.
+  const webhookStore = adapters.redis ? new RedisWebhookStore({ redis: adapters.redis, prefix: config.redis!.prefix }) : new MemoryWebhookStore();
+  const webhooks = new WebhookDispatcher({
+    store: webhookStore, keyHashSecret, maxAttempts: config.webhooks.maxAttempts, retryBaseMs: config.webhooks.retryBaseMs,
+    timeoutMs: config.webhooks.timeoutMs, log: server.log,
+  });
+  const alerts = alertHooks({ dispatcher: webhooks, keys, balances, lowBalanceMicros: config.webhooks.lowBalanceMicros, log: server.log });
+  const restoreHooks = () => (warehouse ? restoreWebhooks(warehouse, webhookStore).catch((err: unknown) => { server.log.error({ err }, 'webhooks could not be loaded from the warehouse'); }) : undefined);
+  await restoreHooks();
 
   // The process that owns the warehouse restores lost hot state by itself: at start, and
   // whenever a ledger consumer finds it gone (Redis restarted empty). One rebuild at a time.
@@ -119,6 +130,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     if (!warehouse || rebuilding) return;
     rebuilding = rebuild({ warehouse, balances, keys })
       .then((report) => server.log.warn({ report }, 'hot state rebuilt from the warehouse'))
+      .then(restoreHooks)
       .catch((err: unknown) => server.log.error({ err }, 'rebuild failed; will retry'))
       .finally(() => { rebuilding = null; });
   };
@@ -133,8 +145,11 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     if (config.aggregator.groups.includes('ledger')) {
       for (let i = 0; i < config.aggregator.ledgerConsumers; i++) {
         subscriptions.push(await startLedgerConsumer({
-          log, balances, keys, onNotReady: restoreState, tracer, metrics,
-          onQuarantined: (q) => server.log.error({ quarantined: { ...q, offset: q.offset.toString() } }, 'ledger: poison event quarantined; the partition flows on'),
+          log, balances, keys, onNotReady: restoreState, tracer, metrics, onUsageApplied: alerts.onUsageApplied,
+          onQuarantined: (q) => {
+            server.log.error({ quarantined: { ...q, offset: q.offset.toString() } }, 'ledger: poison event quarantined; the partition flows on');
+            alerts.quarantined('ledger', q);
+          },
         }));
       }
     }
@@ -143,7 +158,10 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
         log, warehouse, flushMs: config.warehouse.flushMs, batchSize: config.warehouse.batchSize, tracer, metrics,
         onError: (err) => server.log.error({ err }, 'warehouse insert failed; the batch will be retried'),
         onQuarantined: (records) => {
-          for (const q of records) server.log.error({ quarantined: { ...q, offset: q.offset.toString(), raw: undefined } }, 'warehouse: poison event quarantined; the batch flows on');
+          for (const q of records) {
+            server.log.error({ quarantined: { ...q, offset: q.offset.toString(), raw: undefined } }, 'warehouse: poison event quarantined; the batch flows on');
+            alerts.quarantined(q.group, q);
+          }
         },
       }));
     }
@@ -176,7 +194,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       streamErrorBilling: config.streamErrorBilling,
       bodyLimitBytes: config.bodyLimitBytes,
       gatewayId,
-      tracer, metrics, shutdown: shutdown.signal,
+      tracer, metrics, shutdown: shutdown.signal, alerts: alerts.gateway,
       ...(warehouse ? { warehouse } : {}),
     });
   }
@@ -191,6 +209,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     };
     registerAnalytics(server, reportDeps);
     registerBilling(server, reportDeps);
+    registerWebhooks(server, { adminToken: admin.value, financeToken: config.secrets.financeToken, store: webhookStore, keyHashSecret, warehouse, secrets: ownSecrets });
   }
   if (warehouse && (ownsWarehouse || adapters.mode === 'embedded')) {
     registerOps(server, {
@@ -301,6 +320,8 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       if (log instanceof MemoryLog) await log.drain();
       await log.flush().catch(() => {});
       for (const s of subscriptions) await s.stop();
+      // Attempts in flight finish; retries still waiting are abandoned and recorded (README, Webhooks).
+      await webhooks.close();
       await limiter?.close();
       await adapters.close();
       // Last: the spans of everything above are exported before the process lets go.
