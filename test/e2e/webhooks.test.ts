@@ -237,6 +237,23 @@ describe('delivery', () => {
   });
 });
 
+describe('restart', () => {
+  test('webhooks survive a restart (loaded from the warehouse) and still sign with the secret shown at create; deleted ones stay deleted', async () => {
+    const h = await createHook('survivor', ['event.quarantined']);
+    const gone = await createHook('gone', ['event.quarantined']);
+    await admin(stack.url, 'DELETE', `/admin/v1/webhooks/${gone.id}`);
+    await stack.restart();
+    const list = await admin<{ data: Array<{ id: string }> }>(stack.url, 'GET', '/admin/v1/webhooks');
+    assert.ok(list.json.data.some((w) => w.id === h.id));
+    assert.ok(!list.json.data.some((w) => w.id === gone.id));
+    await stack.tollgate.log.publish('usage', [{ event: { type: 'usage', event_id: 'poison-after-restart' } as unknown as AnyEvent }]);
+    await settledDeliveries(h.id, 2);
+    const bodies = verified('survivor', h.secret);
+    assert.deepEqual(bodies.map((b) => b.data.group).sort(), ['ledger', 'warehouse']);
+    assert.equal(at('gone').length, 0);
+  });
+});
+
 describe('the signing secret in a running program', () => {
   test('never in a log line (trace level, through a retried and a refused delivery) nor in the warehouse files', async () => {
     const { sim, simUrl } = await startSimulator();
