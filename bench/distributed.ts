@@ -253,8 +253,11 @@ export interface WarehouseTotals {
   costMicros: string;
 }
 
-export function warehouseTotals(aggregatorUrl: string, accountId?: string): Promise<WarehouseTotals> {
-  return opsJson<WarehouseTotals>(aggregatorUrl, `/ops/v1/usage/totals${accountId ? `?account_id=${encodeURIComponent(accountId)}` : ''}`);
+/** Every stored event (GET /admin/v1/usage over 1970 … 2100 by month: read from the day rollup). */
+export async function warehouseTotals(aggregatorUrl: string, accountId?: string): Promise<WarehouseTotals> {
+  const r = await opsJson<{ totals: { requests: number; cost_micros: string } }>(aggregatorUrl,
+    `/admin/v1/usage?granularity=month&from=1970-01-01&to=2100-01-01${accountId ? `&account_id=${encodeURIComponent(accountId)}` : ''}`);
+  return { requests: r.totals.requests, costMicros: r.totals.cost_micros };
 }
 
 // ---- 1. consumer throughput ---------------------------------------------------------------
@@ -525,7 +528,7 @@ export interface LagFigures {
   pollMs: number;
   /** response complete → `<prefix>u:<request id>` exists in Redis */
   balance: Summary;
-  /** response complete → GET /ops/v1/usage/events/<request id> answers 200 */
+  /** response complete → GET /admin/v1/usage/events/<request id> answers 200 */
   queryable: Summary;
   /** samples never seen within the bound */
   balanceTimeouts: number;
@@ -537,7 +540,7 @@ export interface LagFigures {
  * Follows sampled requests from the moment their response completed until their usage event is
  * applied to the balance in Redis and until the warehouse answers for it. Two loops, each
  * polling every `pollMs` for every sample still open: Redis with one pipelined EXISTS per
- * sample; the warehouse with GET /ops/v1/usage/events/<id>, oldest sample first and, once it
+ * sample; the warehouse with GET /admin/v1/usage/events/<id>, oldest sample first and, once it
  * answers, all the others at once (one account = one partition, so events reach the
  * warehouse in completion order and the oldest open sample is the one to wait for).
  */
@@ -625,11 +628,11 @@ export class LagProbe {
 
   async #exists(id: string): Promise<boolean> {
     const res = await this.#ops.request({
-      path: `/ops/v1/usage/events/${encodeURIComponent(id)}`, method: 'GET',
+      path: `/admin/v1/usage/events/${encodeURIComponent(id)}`, method: 'GET',
       headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
     });
     await res.body.dump();
-    if (res.statusCode !== 200 && res.statusCode !== 404) throw new Error(`GET /ops/v1/usage/events/${id}: HTTP ${res.statusCode}`);
+    if (res.statusCode !== 200 && res.statusCode !== 404) throw new Error(`GET /admin/v1/usage/events/${id}: HTTP ${res.statusCode}`);
     return res.statusCode === 200;
   }
 

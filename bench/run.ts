@@ -529,7 +529,7 @@ function distributedReport(d: DistributedResult, options: Options): string {
       ]),
     ]));
     lines.push(
-      'events/s = events ÷ seconds from /health answering to the last event consumed (warehouse: /ops/v1/usage/totals counts all;',
+      'events/s = events ÷ seconds from /health answering to the last event consumed (warehouse: /admin/v1/usage totals count all;',
       'ledger: the offsets stored with the debits in Redis reach the end of every partition); startup = spawn to /health, not counted;',
       'other cores = CPU used meanwhile by anything but the consumer, this process, Kafka and Redis.',
       `warehouse totals = Σ produced costs: ${c.warehouseCostOk ? 'ok' : 'MISMATCH'} (${c.costMicros} micro-credits)`,

@@ -92,21 +92,21 @@ test('distributed: clients leave waiting for headers (stream, JSON) and mid-stre
   const agg = c.url('agg1');
   // exactly one event per request: six requests, six ids
   const ids = await c.eventually('all six events warehoused', async () => {
-    const r = await c.admin<{ data: string[] }>('GET', `/ops/v1/usage/events?account_id=${acct.accountId}`, undefined, agg);
-    return r.json.data.length >= 6 ? r.json.data : undefined;
+    const r = await c.admin<{ data: Array<{ event_id: string }> }>('GET', `/admin/v1/usage/events?account_id=${acct.accountId}&limit=1000`, undefined, agg);
+    return r.json.data.length >= 6 ? r.json.data.map((e) => e.event_id) : undefined;
   }, 30_000);
   assert.equal(ids.length, 6);
-  const events = await Promise.all(ids.map(async (id) => (await c.admin<StoredEvent>('GET', `/ops/v1/usage/events/${id}`, undefined, agg)).json));
+  const events = await Promise.all(ids.map(async (id) => (await c.admin<StoredEvent>('GET', `/admin/v1/usage/events/${id}`, undefined, agg)).json));
   const byStatus = events.map((e) => `${e.status}:${e.cost_micros}:${(e.anomalies ?? []).join(',')}`).sort();
   assert.deepEqual(byStatus, [
     'client_disconnect:100800:', 'client_disconnect:100800:', 'client_disconnect:100800:',
     'ok:100800:', 'ok:100800:', 'usage_anomaly:126000:count_decreased',
   ]);
-  const mine = await c.admin<StoredEvent>('GET', `/ops/v1/usage/events/${midId}`, undefined, agg);
+  const mine = await c.admin<StoredEvent>('GET', `/admin/v1/usage/events/${midId}`, undefined, agg);
   const mineUsage = flatUsage(mine.json as unknown as UsageEvent);
   assert.deepEqual([mineUsage.status, mineUsage.input_tokens, mineUsage.output_tokens], ['client_disconnect', 800, 120]);
-  const low = await c.admin<StoredEvent>('GET', `/ops/v1/usage/events/${lowerId}`, undefined, agg);
+  const low = await c.admin<StoredEvent>('GET', `/admin/v1/usage/events/${lowerId}`, undefined, agg);
   assert.equal(low.json.cost_micros, '126000');
-  const totals = await c.admin<{ requests: number; costMicros: string }>('GET', `/ops/v1/usage/totals?account_id=${acct.accountId}`, undefined, agg);
-  assert.deepEqual([totals.json.requests, BigInt(totals.json.costMicros)], [6, 10_000_000n - expected]);
+  const totals = await c.admin<{ totals: { requests: number; cost_micros: string } }>('GET', `/admin/v1/usage?granularity=month&from=2020-01-01&to=2100-01-01&account_id=${acct.accountId}`, undefined, agg);
+  assert.deepEqual([totals.json.totals.requests, BigInt(totals.json.totals.cost_micros)], [6, 10_000_000n - expected]);
 });

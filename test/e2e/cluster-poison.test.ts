@@ -85,8 +85,8 @@ describe('poison in the distributed pipeline', () => {
     // The warehouse holds every good event.
     const agg = c.url('agg1');
     await c.eventually('g-b-1 warehoused', async () => {
-      const r = await c.admin<{ data: string[] }>('GET', `/ops/v1/usage/events?account_id=${B}`, undefined, agg);
-      return r.json.data.includes('g-b-1') ? true : undefined;
+      const r = await c.admin<{ data: Array<{ event_id: string }> }>('GET', `/admin/v1/usage/events?account_id=${B}&limit=1000`, undefined, agg);
+      return r.json.data.some((e) => e.event_id === 'g-b-1') ? true : undefined;
     });
 
     // Reconcile: in agreement, every poison listed by id, once per consumer group, with its reason.

@@ -50,12 +50,12 @@ async function assertExact(c: Cluster, accounts: AccountHandle[], sent: Sent[]) 
       return v.status === 200 && v.json.held_credits === 0 && BigInt(v.json.balance_micro_credits) === want ? true : undefined;
     }, 120_000);
     const totals = await c.eventually(`warehouse has ${mine.length} requests of ${acct.accountId}`, async () => {
-      const r = await c.admin<{ requests: number; costMicros: string }>('GET', `/ops/v1/usage/totals?account_id=${acct.accountId}`, undefined, c.url('agg1'));
-      return r.json.requests === mine.length ? r.json : undefined;
+      const r = await c.admin<{ totals: { requests: number; cost_micros: string } }>('GET', `/admin/v1/usage?granularity=month&from=2020-01-01&to=2100-01-01&account_id=${acct.accountId}`, undefined, c.url('agg1'));
+      return r.json.totals.requests === mine.length ? r.json.totals : undefined;
     }, 120_000);
-    assert.equal(BigInt(totals.costMicros), expected, 'warehouse total = Σ request costs');
-    const ids = await c.admin<{ data: string[] }>('GET', `/ops/v1/usage/events?account_id=${acct.accountId}`, undefined, c.url('agg1'));
-    assert.deepEqual([...ids.json.data].sort(), mine.map((r) => r.id).sort(), 'each request id stored exactly once');
+    assert.equal(BigInt(totals.cost_micros), expected, 'warehouse total = Σ request costs');
+    const ids = await c.admin<{ data: Array<{ event_id: string }> }>('GET', `/admin/v1/usage/events?account_id=${acct.accountId}&limit=1000`, undefined, c.url('agg1'));
+    assert.deepEqual(ids.json.data.map((e) => e.event_id).sort(), mine.map((r) => r.id).sort(), 'each request id stored exactly once');
   }
   // The operator's proof, through the CLI as an operator would run it.
   const rec = spawnSync(process.execPath, [join(import.meta.dirname, '../../services/tollgate/src/main.ts'), 'reconcile', '--url', c.url('agg1')], {

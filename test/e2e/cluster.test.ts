@@ -55,12 +55,12 @@ describe('distributed mode', () => {
       });
       assert.equal(balance, 100_000_000n - expected);
       const totals = await c.eventually(`${acct.accountId} warehoused`, async () => {
-        const r = await c.admin<{ requests: number; costMicros: string }>('GET', `/ops/v1/usage/totals?account_id=${acct.accountId}`, undefined, c.url('agg1'));
-        return r.json.requests === mine.length ? r.json : undefined;
+        const r = await c.admin<{ totals: { requests: number; cost_micros: string } }>('GET', `/admin/v1/usage?granularity=month&from=2020-01-01&to=2100-01-01&account_id=${acct.accountId}`, undefined, c.url('agg1'));
+        return r.json.totals.requests === mine.length ? r.json.totals : undefined;
       });
-      assert.equal(BigInt(totals.costMicros), expected);
-      const ids = await c.admin<{ data: string[] }>('GET', `/ops/v1/usage/events?account_id=${acct.accountId}`, undefined, c.url('agg1'));
-      assert.deepEqual([...ids.json.data].sort(), mine.map((r) => r.id).sort());
+      assert.equal(BigInt(totals.cost_micros), expected);
+      const ids = await c.admin<{ data: Array<{ event_id: string }> }>('GET', `/admin/v1/usage/events?account_id=${acct.accountId}&limit=1000`, undefined, c.url('agg1'));
+      assert.deepEqual(ids.json.data.map((e) => e.event_id).sort(), mine.map((r) => r.id).sort());
     }
     const rec = await c.admin<{ ok: boolean; differences: unknown[] }>('GET', '/ops/v1/reconcile', undefined, c.url('agg1'));
     assert.deepEqual(rec.json.differences, []);
@@ -100,7 +100,12 @@ describe('distributed mode', () => {
     }, 90_000);
     try {
       await caughtUp('groups caught up before the replay');
-      const before = (await c.admin<{ requests: number; costMicros: string }>('GET', '/ops/v1/usage/totals', undefined, c.url('agg1'))).json;
+      // The whole report (every rollup-served sum and percentile): a replay must not move it.
+      const report = async () => {
+        const r = (await c.admin<{ data: unknown[]; totals: unknown; by_model: unknown[] }>('GET', '/admin/v1/usage?granularity=month&from=2020-01-01&to=2100-01-01', undefined, c.url('agg1'))).json;
+        return { data: r.data, totals: r.totals, by_model: r.by_model };
+      };
+      const before = await report();
 
       // Stop both consumer processes, move both groups back to the start of every topic, restart.
       await c.kill('agg1', 'SIGTERM');
@@ -116,7 +121,7 @@ describe('distributed mode', () => {
       await c.start('agg2');
       await caughtUp('groups caught up after the replay');
       await settled();
-      const after = (await c.admin<{ requests: number; costMicros: string }>('GET', '/ops/v1/usage/totals', undefined, c.url('agg1'))).json;
+      const after = await report();
       assert.deepEqual(after, before);
     } finally {
       await admin.disconnect();

@@ -66,7 +66,7 @@ test('kill -9 with usage not yet in the warehouse: after restart every answered 
     else await client.messages.stream(params).finalMessage();
   }
   const expected = Array.from({ length: n }, (_, i) => BigInt((100 + i) * 72 + 3 * 360)).reduce((a, b) => a + b, 0n);
-  const before = await admin<{ requests: number }>(url, 'GET', `/ops/v1/usage/totals?account_id=${acct.id}`);
+  const before = (await admin<{ totals: { requests: number } }>(url, 'GET', `/admin/v1/usage?granularity=month&from=2020-01-01&to=2100-01-01&account_id=${acct.id}`)).totals;
   assert.ok(before.requests < n, `most usage is not in the warehouse yet (${before.requests} of ${n})`);
 
   const exited = new Promise((r) => child!.once('exit', r));
@@ -77,9 +77,9 @@ test('kill -9 with usage not yet in the warehouse: after restart every answered 
   const view = await admin<{ balance_micro_credits: string; held_credits: number }>(url, 'GET', `/admin/v1/accounts/${acct.id}`);
   assert.equal(BigInt(view.balance_micro_credits), 10_000_000n - expected);
   assert.equal(view.held_credits, 0);
-  const totals = await admin<{ requests: number; costMicros: string }>(url, 'GET', `/ops/v1/usage/totals?account_id=${acct.id}`);
+  const totals = (await admin<{ totals: { requests: number; cost_micros: string } }>(url, 'GET', `/admin/v1/usage?granularity=month&from=2020-01-01&to=2100-01-01&account_id=${acct.id}`)).totals;
   assert.equal(totals.requests, n);
-  assert.equal(BigInt(totals.costMicros), expected);
+  assert.equal(BigInt(totals.cost_micros), expected);
   const rec = await admin<{ ok: boolean }>(url, 'GET', '/ops/v1/reconcile');
   assert.equal(rec.ok, true);
 });

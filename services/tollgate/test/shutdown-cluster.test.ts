@@ -60,7 +60,7 @@ test('distributed: SIGTERM while a stream outlives the grace: cut, charged the u
   }, 30_000);
   assert.equal(balance, expected);
   const stored = await c.eventually('the usage event warehoused', async () => {
-    const r = await c.admin<UsageEvent>('GET', `/ops/v1/usage/events/${requestId}`, undefined, c.url('agg1'));
+    const r = await c.admin<UsageEvent>('GET', `/admin/v1/usage/events/${requestId}`, undefined, c.url('agg1'));
     return r.status === 200 ? flatUsage(r.json) : undefined;
   }, 30_000);
   assert.deepEqual([stored.status, stored.input_tokens, stored.output_tokens, stored.cost_micros, stored.anomalies], ['client_disconnect', 800, 1, '57960', ['cut_by_shutdown']]);
