@@ -11,7 +11,7 @@ const FINANCE_TOKEN = 'test-finance-token-0123456789';
 
 /**
  * The routes the finance token may call (issue 9: usage analytics, invoices, statements, the
- * export, month close and the list of closes). Every other /admin and /ops route is admin only.
+ * export, month close and the list of closes, any account's credit history). Every other /admin and /ops route is admin only.
  */
 const FINANCE_ROUTES = new Set([
   'GET /admin/v1/usage',
@@ -19,6 +19,7 @@ const FINANCE_ROUTES = new Set([
   'GET /admin/v1/usage/events/:id',
   'GET /admin/v1/accounts/:id/invoices/:month',
   'GET /admin/v1/accounts/:id/statements/:month',
+  'GET /admin/v1/accounts/:id/credits/history',
   'GET /admin/v1/billing/export',
   'GET /admin/v1/billing/months',
   'POST /admin/v1/billing/months/:month/close',

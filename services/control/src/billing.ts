@@ -8,6 +8,7 @@ import {
 import type { Invoice, InvoiceLine, Statement } from './billing-types.ts';
 import { DOCUMENT_FORMATS, renderInvoice, renderStatement } from './billing-render.ts';
 import { registerBillingExportFrom } from './billing-export.ts';
+import { registerCreditHistory } from './credit-history.ts';
 import type { ReportDeps } from './reports.ts';
 
 // The warehouse lib produces exactly the shapes billing-types.ts defines: a drift fails the typecheck here.
@@ -53,10 +54,12 @@ function refuseUnknown(query: unknown, known: readonly string[]): void {
  *   processes, take one lock (`claimReference` of the balance store), so one snapshot is written.
  * - `GET /admin/v1/billing/months`: every closed month with when it closed.
  * - `GET /admin/v1/billing/export` (billing-export.ts) over `invoiceLinesForMonth`.
+ * - `GET /admin/v1/accounts/:id/credits/history` (credit-history.ts): any account's credit history.
  */
 export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
   const w = deps.warehouse;
   registerBillingExportFrom(app, deps, (month) => invoiceLinesForMonth(w, month, deps.prices));
+  registerCreditHistory(app, deps);
 
   const document = async (kind: 'invoice' | 'statement', params: unknown, query: unknown, reply: FastifyReply) => {
     refuseUnknown(query, ['format']);

@@ -11,7 +11,7 @@ const enc = encodeURIComponent;
 export const CREDIT_KINDS = ['grant', 'top_up', 'refund', 'adjustment'] as const;
 
 const HISTORY_COLUMNS = [
-  ['ts', 'time'], ['kind', 'kind'], ['amount_credits', 'credits'], ['balance_after_credits', 'balance after'], ['reference', 'reference'],
+  ['created_at', 'time'], ['type', 'type'], ['amount', 'credits'], ['balance_after', 'balance after'], ['reference', 'reference'], ['requests', 'requests'],
 ] as const;
 
 export const credits: Group = {
@@ -53,8 +53,9 @@ amount, written after -- so it is not read as an option:
       help: `Usage: tollgate credits history ACCOUNT_ID [--from TIME] [--to TIME] [--limit N] [--cursor C] [--format json|table]
 
 The account's credit history (GET /admin/v1/accounts/:id/credits/history): grants, top-ups,
-refunds, adjustments and one usage entry per UTC day, newest first, each with the balance after
-it. A page at a time: "next_cursor" of one page is --cursor of the next.
+refunds, adjustments (with their reference) and one usage entry per UTC day (the day's charges),
+newest first, each with the exact balance after it. A page at a time: "next_cursor" of one page
+is --cursor of the next (on a terminal the table is followed by the --cursor to pass).
 
   --from TIME      start, inclusive: RFC 3339, a date (00:00 UTC) or epoch milliseconds
   --to TIME        end, exclusive

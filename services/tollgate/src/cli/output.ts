@@ -22,7 +22,11 @@ const cell = (v: unknown): string => (v === null || v === undefined ? '' : typeo
  */
 export function printTable(io: Io, rows: ReadonlyArray<Record<string, unknown>>, columns?: ReadonlyArray<readonly [string, string]>): void {
   const cols = columns ?? [...new Set(rows.flatMap((r) => Object.keys(r)))].map((k) => [k, k] as const);
-  const table = new Table({ head: cols.map(([, h]) => h), style: { head: [], border: [] } });
+  const table = new Table({
+    head: cols.map(([, h]) => h), style: { head: [], border: [] },
+    // no rule between rows: a listing stays one line per row
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+  });
   for (const r of rows) table.push(cols.map(([k]) => cell(r[k])));
   io.stdout.write(`${table.toString()}\n`);
 }

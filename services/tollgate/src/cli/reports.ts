@@ -35,6 +35,66 @@ export function printReport(ctx: Context, body: Record<string, unknown>, title =
   }
 }
 
+type Row = Record<string, unknown>;
+const obj = (v: unknown): Row => (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Row : {});
+const num = (v: unknown): number => (typeof v === 'number' ? v : 0);
+
+/**
+ * GET /admin/v1/usage's answer (README "Usage analytics") for people: the window, one row per
+ * bucket (× group) with the billable dimensions that occur, spend and latency; the totals; top
+ * accounts and keys; errors by code; per model. Anything of another shape is shown field by
+ * field (printReport).
+ */
+export function printUsage(ctx: Context, body: Row): void {
+  if (!Array.isArray(body.data) || typeof body.totals !== 'object' || body.totals === null) return printReport(ctx, body);
+  const points = body.data as Row[];
+  const totals = obj(body.totals);
+  const byModel = Array.isArray(body.by_model) ? body.by_model as Row[] : [];
+  // only the dimensions with a quantity somewhere: most windows have tokens and nothing else
+  const dims = Object.keys(obj(totals.quantities)).filter((d) => num(obj(totals.quantities)[d]) !== 0);
+  const metricColumns = (first: readonly (readonly [string, string])[]) => [
+    ...first, ['requests', 'requests'], ['errors', 'errors'], ...dims.map((d) => [`q.${d}`, d] as const),
+    ['cost_credits', 'credits'], ['latency_p50', 'p50 ms'], ['latency_p99', 'p99 ms'], ['ttft_p50', 'ttft p50 ms'],
+  ] as const;
+  const flat = (r: Row) => ({
+    ...r,
+    ...Object.fromEntries(dims.map((d) => [`q.${d}`, obj(r.quantities)[d]])),
+    latency_p50: obj(r.latency_ms).p50, latency_p99: obj(r.latency_ms).p99, ttft_p50: obj(r.ttft_ms).p50,
+  });
+  const out = ctx.io.stdout;
+  out.write(`Usage ${String(body.from)} .. ${String(body.to)} by ${String(body.granularity)}` +
+    `${body.group_by ? `, per ${String(body.group_by)}` : ''} (from ${String(body.source)}; ${String(body.credit_value)})\n`);
+  const series = metricColumns(body.group_by ? [['bucket', 'bucket'], ['group', String(body.group_by)]] : [['bucket', 'bucket']]);
+  if (points.length > 0) printTable(ctx.io, points.map(flat), series);
+  else out.write('no usage in this window\n');
+
+  const revenue = obj(totals.revenue);
+  const margin = obj(totals.margin);
+  const upstream = Object.entries(obj(totals.upstream_cost)).map(([cur, v]) => `${String(obj(v).amount)} ${cur}`).join(', ');
+  const pct = (p: Row) => `${String(p.p50 ?? '-')} / ${String(p.p90 ?? '-')} / ${String(p.p99 ?? '-')}`;
+  const lines: Array<[string, unknown]> = [
+    ['requests', totals.requests], ['errors', `${String(totals.errors)} (rate ${String(totals.error_rate)})`],
+    ['charged', `${String(totals.cost_credits)} credits (${String(totals.cost_micros)} µc)`],
+    ['revenue', revenue.amount === undefined ? undefined : `${String(revenue.amount)} ${String(revenue.currency)}`],
+    ['upstream cost', upstream === '' ? undefined : upstream],
+    ['margin', totals.margin === null ? totals.margin_note : totals.margin === undefined ? undefined : `${String(margin.amount)} ${String(margin.currency)}`],
+    ['cache hit ratio', totals.cache_hit_ratio], ['output tokens/s', totals.output_tokens_per_second],
+    ['latency ms p50/p90/p99', pct(obj(totals.latency_ms))], ['ttft ms p50/p90/p99', pct(obj(totals.ttft_ms))],
+  ];
+  out.write('totals\n');
+  printTable(ctx.io, lines.filter(([, v]) => v !== undefined).map(([k, v]) => ({ k, v })), [['k', 'total'], ['v', 'value']]);
+  for (const [name, rows] of [['top accounts', body.top_accounts], ['top keys', body.top_keys],
+    ['by HTTP status', obj(body.errors).by_http_status], ['by status', obj(body.errors).by_status]] as const) {
+    if (!Array.isArray(rows) || rows.length === 0) continue;
+    out.write(`${name}\n`);
+    printTable(ctx.io, rows as Row[]);
+  }
+  if (byModel.length > 0) {
+    out.write('by model\n');
+    printTable(ctx.io, byModel.map(flat), metricColumns([['model', 'model']]));
+  }
+}
+
 export const usage: Command = {
   name: 'usage',
   summary: 'usage analytics: requests, tokens, spend, latency, errors, margin',
@@ -75,7 +135,7 @@ tokens per second, revenue, upstream cost and margin; top accounts and keys by s
     }
     const { body } = await ctx.api().json('GET', '/admin/v1/usage', { query });
     if (format === 'json') printJson(ctx.io, body);
-    else printReport(ctx, body);
+    else printUsage(ctx, body);
   },
 };
 
