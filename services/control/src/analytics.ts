@@ -25,7 +25,6 @@ export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void 
     s.get('/admin/v1/usage', finance, async (request, reply) => {
       const catalog = deps.prices.current().catalog;
       const { query, format } = await input(() => parseUsageParams(readers(request, catalog), names(request), { account: true, groupBy: ANALYTICS_GROUP_BY }));
-      await deps.settle?.();
       const report = await input(() => usageReport(deps.warehouse, query));
       if (format === 'csv') {
         return reply
@@ -74,7 +73,6 @@ export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void 
       const accountId = queryParam(q, 'account_id');
       const keyId = queryParam(q, 'key_id');
       const model = queryParam(q, 'model');
-      await deps.settle?.();
       const page = await input(() => usageEventPage(deps.warehouse, {
         from, to, limit,
         ...(after ? { after } : {}),
@@ -93,7 +91,6 @@ export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void 
 
     s.get('/admin/v1/usage/events/:id', finance, async (request) => {
       for (const name of names(request)) throw gatewayError('invalid_request', `${name}: unknown parameter; this route takes none`);
-      await deps.settle?.();
       const e = await usageEventRecord(deps.warehouse, (request.params as { id: string }).id);
       if (!e) throw gatewayError('not_found', 'no such usage event');
       return e;
