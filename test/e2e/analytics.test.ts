@@ -91,6 +91,16 @@ describe('usage analytics over real traffic of two accounts', () => {
     assert.equal(write.status, 403);
   });
 
+  test('reconcile with rollups=true: the rollups agree with raw events; a bad value is a 400 naming rollups', async () => {
+    const r = await get(stack.url, '/ops/v1/reconcile?rollups=true', asAdmin);
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual([r.json()['ok'], r.json()['rollups']], [true, { ok: true, mismatched_rows: { minute: 0, hour: 0, day: 0 } }]);
+    assert.equal('rollups' in (await get(stack.url, '/ops/v1/reconcile', asAdmin)).json(), false);
+    const bad = await get(stack.url, '/ops/v1/reconcile?rollups=yes', asAdmin);
+    assert.equal(bad.status, 400);
+    assert.ok(bad.json()['error'].message.startsWith('rollups: '));
+  });
+
   test('CSV: header and one row per bucket × group in a fixed column order, RFC 4180 line ends', async () => {
     const r = await get(stack.url, `/admin/v1/usage?${window}&granularity=month&group_by=account&format=csv`, asAdmin);
     assert.equal(r.status, 200);

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseIntParam, parseTime, queryParam, requireOperator } from '@tollgate/http';
+import { parseEnumParam, parseIntParam, parseTime, queryParam, requireOperator } from '@tollgate/http';
 import { CatalogError, parseCatalog } from '@tollgate/pricing';
 import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
@@ -79,7 +79,9 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       const t = queryParam(request.query, 'timeout_ms');
       const timeoutMs = t === undefined ? 30_000 : parseIntParam(t, 'timeout_ms', 0, 600_000);
       await deps.settle?.();
-      const report = await reconcile(deps, { timeoutMs });
+      const r = queryParam(request.query, 'rollups');
+      const rollups = r === undefined ? false : parseEnumParam(r, 'rollups', ['true', 'false'] as const) === 'true';
+      const report = await reconcile(deps, { timeoutMs, rollups });
       return reply.code(report.ok ? 200 : 409).send(report);
     });
   });
