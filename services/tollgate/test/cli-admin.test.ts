@@ -106,6 +106,9 @@ test('credits grant: idempotent by reference, a negative adjustment after --, re
   assert.equal(adjusted.balance_micro_credits, '19500000');
   const refund = ok(await tg('credits', 'grant', id, '0.000001', '--reference', 'refund-1', '--kind', 'refund'));
   assert.equal(refund.balance_micro_credits, '19500001');
+  // a paid purchase: 19,500,001 + 2,500,000 = 22,000,001 µc
+  const topUp = ok(await tg('credits', 'grant', id, '2.5', '--reference', 'order-1', '--kind', 'top_up'));
+  assert.equal(topUp.balance_micro_credits, '22000001');
 
   const unsigned = await tg('credits', 'grant', id, '--reference', 'fix-2', '--', '-1');
   assert.deepEqual(unsigned, { code: 1, stdout: '', stderr: 'tollgate credits grant: 400 invalid_request_error: kind: a negative amount takes credit away and needs kind "adjustment"\n' });
@@ -114,7 +117,7 @@ test('credits grant: idempotent by reference, a negative adjustment after --, re
   const notNumber = await tg('credits', 'grant', id, 'ten', '--reference', 'inv-3');
   assert.equal(notNumber.code, 1);
   assert.match(notNumber.stderr, /^tollgate credits grant: 400 invalid_request_error: credits: /);
-  assert.equal(await balance(), '19500001');
+  assert.equal(await balance(), '22000001');
 });
 
 test('plans create, update, show, list, delete: limits as given, "none" unlimited; a deleted plan is gone', async () => {

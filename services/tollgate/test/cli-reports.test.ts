@@ -15,6 +15,7 @@ import { ADMIN_TOKEN, customer, settledBalance, startStack, type Stack } from '.
 const FINANCE_TOKEN = 'test-finance-token-0123456789';
 let stack: Stack;
 let accountId: string;
+let keyId: string;
 const dir = mkdtempSync(join(tmpdir(), 'cli-reports-'));
 const month = new Date().toISOString().slice(0, 7);
 const nextMonth = (() => {
@@ -27,6 +28,7 @@ before(async () => {
   stack = await startStack({ FINANCE_TOKEN });
   const c = await customer(stack.url, 10, 'reports');
   accountId = c.accountId;
+  keyId = c.keyId;
   // haiku-4-5: 1,000 × 24 + 100 × 120 = 36,000 µc; 2,000 × 24 + 50 × 120 = 54,000 µc → 90,000 µc
   await c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1000, messages: [{ role: 'user', content: 'a [[sim input=1000 output=100]]' }] });
   await c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 1000, messages: [{ role: 'user', content: 'b [[sim input=2000 output=50]]' }] });
@@ -88,6 +90,13 @@ test('usage: JSON exactly as GET /admin/v1/usage answers it, CSV byte for byte, 
   assert.equal(tty.code, 0, tty.screen);
   assert.match(tty.screen, /Usage .* by month, per model/);
   assert.match(tty.screen, /│ charged +│ 0\.090000 credits \(90000 µc\) +│/);
+
+  // each filter reaches the route under its API name
+  const filtered = async (...f: string[]) => (JSON.parse((await adm('usage', ...window, '--format', 'json', ...f)).stdout) as { totals: { requests: number } }).totals.requests;
+  assert.deepEqual(await Promise.all([
+    filtered('--account', accountId), filtered('--account', 'acct_other'), filtered('--model', 'claude-haiku-4-5'),
+    filtered('--model', 'claude-opus-4-6'), filtered('--status', 'ok'), filtered('--status', 'upstream_error'),
+  ]), [2, 0, 2, 0, 2, 0]);
 
   const bad = await adm('usage', '--granularity', 'week');
   assert.equal(bad.code, 1);
