@@ -2,7 +2,7 @@ import { parseTime } from '@tollgate/http';
 import { CatalogError, loadCatalogFile } from '@tollgate/pricing';
 import { UsageError, parseCommand, resolveToken, resolveUrl, stringOption, type Parsed } from './cli/core.ts';
 
-export const OPS_HELP = `Usage: tollgate rebuild|reconcile [--url URL] [--timeout-ms N]
+export const OPS_HELP = `Usage: tollgate rebuild|reconcile [--url URL] [--timeout-ms N] [--rollups]
 
   rebuild     rebuild hot state (balances, ledger entries, keys) from the warehouse as of
               its log positions; consumers then replay the log after those positions
@@ -16,6 +16,7 @@ Options:
   --url URL        that process's HTTP address (default $TOLLGATE_URL, else http://127.0.0.1:$PORT,
                    PORT=8080)
   --timeout-ms N   reconcile: how long to wait for the warehouse to catch up (default 30000)
+  --rollups        reconcile: also prove the usage rollups equal the raw events (reads all usage)
   -h, --help       show this help
 
 The admin token comes from ADMIN_TOKEN, else DATA_DIR/admin-token.
@@ -43,8 +44,9 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
   let url: string;
   let token: string;
   let timeout: string;
+  let rollups = false;
   try {
-    const parsed = opsCommand(argv, env, { 'timeout-ms': { type: 'string' } });
+    const parsed = opsCommand(argv, env, { 'timeout-ms': { type: 'string' }, rollups: { type: 'boolean' } });
     if (parsed.help) {
       process.stdout.write(`${OPS_HELP}\n`);
       return 0;
@@ -52,6 +54,8 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     timeout = stringOption(parsed.values, 'timeout-ms') ?? '30000';
     if (!/^\d+$/.test(timeout)) throw new UsageError('--timeout-ms must be a whole number');
+    if (parsed.values.rollups === true && command !== 'reconcile') throw new UsageError('--rollups is an option of reconcile');
+    rollups = parsed.values.rollups === true;
     url = parsed.url();
     token = parsed.token();
   } catch (err) {
@@ -60,7 +64,7 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
     return 2;
   }
   process.stderr.write(`tollgate ${command}: asking ${url} …\n`);
-  const res = await fetch(command === 'rebuild' ? `${url}/ops/v1/rebuild` : `${url}/ops/v1/reconcile?timeout_ms=${timeout}`, {
+  const res = await fetch(command === 'rebuild' ? `${url}/ops/v1/rebuild` : `${url}/ops/v1/reconcile?timeout_ms=${timeout}${rollups ? '&rollups=true' : ''}`, {
     method: command === 'rebuild' ? 'POST' : 'GET',
     headers: { authorization: `Bearer ${token}` },
   }).catch((err: unknown) => {

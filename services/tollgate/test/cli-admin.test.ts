@@ -143,3 +143,17 @@ test('the finance token on an admin command: 403 permission_error on stderr, exi
   });
   assert.equal((await admin<{ data: unknown[] }>(stack.url, 'GET', '/admin/v1/accounts')).json.data.length, before);
 });
+
+test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --rollups adds the rollup check; the finance token may not run it', async () => {
+  const plain = await tg('reconcile', '--timeout-ms', '10000');
+  const report = ok<{ ok: boolean; differences: unknown[]; rollups?: unknown }>(plain);
+  assert.deepEqual([report.ok, report.differences, report.rollups], [true, [], undefined]);
+  assert.match(plain.stderr, /tollgate reconcile: hot state and warehouse agree on \d+ accounts\n$/);
+  const withRollups = ok<{ ok: boolean; rollups: { ok: boolean } }>(await tg('reconcile', '--rollups'));
+  assert.deepEqual([withRollups.ok, withRollups.rollups.ok], [true, true]);
+  const misplaced = await tg('rebuild', '--rollups');
+  assert.deepEqual(misplaced, { code: 2, stdout: '', stderr: 'tollgate rebuild: --rollups is an option of reconcile\n(see tollgate rebuild --help)\n' });
+  // ops commands take the admin token only: with FINANCE_TOKEN alone there is no token to send
+  const finance = await runTollgate(['reconcile'], { ADMIN_TOKEN: '', FINANCE_TOKEN, TOLLGATE_URL: stack.url, DATA_DIR: '/nonexistent' });
+  assert.deepEqual([finance.code, finance.stderr], [2, 'tollgate reconcile: set ADMIN_TOKEN (no /nonexistent/admin-token either)\n(see tollgate reconcile --help)\n']);
+});
