@@ -13,6 +13,7 @@ import {
   deployment, findServices, LagProbe, measureConsumers, redisCommandCalls, redisRoundTrips, type RoundTrips, removeAllDeployments, removeDeployment, startRole, warehouseTotals,
   KAFKA_PARTITIONS, WAREHOUSE_FLUSH_MS, type ConsumerFigures, type LagFigures, type Services,
 } from './distributed.ts';
+import { analyticsEvents, analyticsReport, runAnalyticsBench, type AnalyticsBenchResult } from './analytics.ts';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -35,6 +36,10 @@ Options:
   --events <n>         usage events for the consumer throughput (default 30000)
   --lag-samples <n>    requests followed for the lag figures (default 200)
   --embedded-only      skip everything that needs Kafka and Redis
+  --analytics-events <n>  usage events for the analytics and billing section (default
+                       BENCH_ANALYTICS_EVENTS, else 10000000; about 8 minutes at 10M)
+  --skip-analytics     skip the analytics and billing section
+  --analytics-only     run only the analytics and billing section (no simulator, no Tollgate)
   --require-services   fail (exit 1) instead of skipping when Kafka or Redis is missing
   --json               print the result as JSON on stdout (progress still goes to stderr)
   -h, --help           show this help
@@ -220,6 +225,9 @@ interface Options {
   embeddedOnly: boolean;
   requireServices: boolean;
   json: boolean;
+  /** the analytics and billing section (bench/analytics.ts): events, or 0 to skip it */
+  analyticsEvents: number;
+  analyticsOnly: boolean;
 }
 
 function parseOptions(argv: string[]): Options | 'help' {
@@ -238,6 +246,9 @@ function parseOptions(argv: string[]): Options | 'help' {
         'lag-samples': { type: 'string' },
         'embedded-only': { type: 'boolean' },
         'require-services': { type: 'boolean' },
+        'analytics-events': { type: 'string' },
+        'skip-analytics': { type: 'boolean' },
+        'analytics-only': { type: 'boolean' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -273,7 +284,17 @@ function parseOptions(argv: string[]): Options | 'help' {
   const embeddedOnly = v['embedded-only'] ?? false;
   const requireServices = v['require-services'] ?? false;
   if (embeddedOnly && requireServices) throw new UsageError('--embedded-only and --require-services contradict each other');
-  return { durationS, warmupS, concurrency, scenarios, events, lagSamples, embeddedOnly, requireServices, json: v.json ?? false };
+  if (v['skip-analytics'] && v['analytics-only']) throw new UsageError('--skip-analytics and --analytics-only contradict each other');
+  let analyticsEventCount: number;
+  try {
+    analyticsEventCount = v['skip-analytics'] ? 0 : analyticsEvents(v['analytics-events']);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return {
+    durationS, warmupS, concurrency, scenarios, events, lagSamples, embeddedOnly, requireServices, json: v.json ?? false,
+    analyticsEvents: analyticsEventCount, analyticsOnly: v['analytics-only'] ?? false,
+  };
 }
 
 // ---- measurement helpers ------------------------------------------------------------------
@@ -832,6 +853,17 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
   }
 }
 
+/** The analytics and billing section (bench/analytics.ts) in this process; a failure is reported, not thrown. */
+async function runAnalytics(options: Options): Promise<AnalyticsBenchResult | { error: string }> {
+  log(`bench: analytics and billing: ${options.analyticsEvents.toLocaleString('en')} synthetic usage events in an embedded chDB (--analytics-events, --skip-analytics)`);
+  try {
+    return await runAnalyticsBench({ events: options.analyticsEvents, runs: 20, budgetMs: 6000, fullRollupCheck: false, log });
+  } catch (err) {
+    log(`bench: the analytics and billing section failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    return { error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   let options;
   try {
@@ -846,6 +878,12 @@ async function main(argv: string[]): Promise<number> {
   if (options === 'help') {
     process.stdout.write(`${HELP.replace('SCENARIO_NAMES', SCENARIOS.map((s) => s.name).join(', '))}\n`);
     return 0;
+  }
+
+  if (options.analyticsOnly) {
+    const a = await runAnalytics(options);
+    process.stdout.write(options.json ? `${JSON.stringify({ analytics: a, ok: !('error' in a) }, null, 2)}\n` : `${'error' in a ? `analytics and billing failed: ${a.error}` : analyticsReport(a)}\n`);
+    return 'error' in a ? 1 : 0;
   }
 
   const abort = new AbortController();
@@ -944,6 +982,13 @@ async function main(argv: string[]): Promise<number> {
     if (abort.signal.aborted) return 130;
   }
 
+  // Last: its chDB load would land in every figure above.
+  let analytics: AnalyticsBenchResult | { error: string } | undefined;
+  if (options.analyticsEvents > 0) {
+    analytics = await runAnalytics(options);
+    if ('error' in analytics) failed = true;
+  }
+
   const comparisons = compare(results);
   const cores = availableParallelism();
   const header = `Tollgate bench: node ${process.version}, ${cores} CPU${cores === 1 ? '' : 's'} (${cpus()[0]?.model.trim() ?? 'unknown'}) ` +
@@ -954,11 +999,12 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify({
       node: process.version, cpus: cores, concurrency: options.concurrency, warmupS: options.warmupS, durationS: options.durationS,
       inputTokens: probe.inputTokens, outputTokens: OUTPUT_TOKENS, perRequestMicros: perRequestMicros.toString(),
-      scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, ok: !failed,
+      scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, analytics, ok: !failed,
     }, null, 2)}\n`);
   } else {
     const adm = admissionReport(compareAdmission([...results, ...distributed.scenarios]), distributed.redis, distributed.roundTrips);
     process.stdout.write(`${report(header, results, comparisons, metering?.message)}\n\n${distributedReport(distributed, options)}\n${adm ? `\n${adm}\n` : ''}`);
+    if (analytics) process.stdout.write(`\n${'error' in analytics ? `analytics and billing failed: ${analytics.error}` : analyticsReport(analytics)}\n`);
   }
   if (metering && !metering.ok) log(`bench: ${metering.message}`);
   if (distributed.metering && !distributed.metering.ok) log(`bench: distributed ${distributed.metering.message}`);
