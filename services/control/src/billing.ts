@@ -1,19 +1,14 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
 import { parseEnumParam, queryParam, requireOperator } from '@tollgate/http';
-import type { Invoice as LibInvoice, InvoiceLine as LibLine, Statement as LibStatement } from '@tollgate/warehouse';
 import {
   BillingInputError, accountDocuments, closeMonth, invoiceLinesForMonth, listCloses, nextMonth, parseBillingMonth,
 } from '@tollgate/warehouse';
-import type { Invoice, InvoiceLine, Statement } from './billing-types.ts';
+import type { Invoice, Statement } from './billing-types.ts';
 import { DOCUMENT_FORMATS, renderInvoice, renderStatement } from './billing-render.ts';
 import { registerBillingExportFrom } from './billing-export.ts';
 import { registerCreditHistory } from './credit-history.ts';
 import type { ReportDeps } from './reports.ts';
-
-// The warehouse lib produces exactly the shapes billing-types.ts defines: a drift fails the typecheck here.
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-export const BILLING_SHAPES_AGREE: Same<LibInvoice, Invoice> & Same<LibStatement, Statement> & Same<LibLine, InvoiceLine> = true;
 
 /** The one lock every month close claims (closes cascade over earlier months, so one lock for all). */
 const CLOSE_LOCK = 'billing:month-close';
