@@ -1,0 +1,1 @@
+export type { GroupRecord, HealthSnapshot, Platform, PoolStore, UpstreamRecord } from './types.ts';
