@@ -176,6 +176,8 @@ export interface AccountRecord {
   // MICRO-credits as decimal strings (the control API speaks decimal credits).
   /** the account's plan id (`PlanRecord.id`); null: the operator's `DEFAULT_PLAN` */
   plan_id?: string | null;
+  /** issue 10: the upstream group (`GroupRecord.id` of @tollgate/pool) its keys use; null: the default group */
+  group_id?: string | null;
   /** spend limit per UTC day, µc (decimal string); null: none */
   daily_credits?: string | null;
   /** spend limit per UTC calendar month, µc; null: none */
@@ -204,6 +206,8 @@ export interface KeyRecord {
   // Issue 8; optional like the account's (absent = null / empty). Money in µc decimal strings.
   /** overrides the account's plan; null: the account's */
   plan_id?: string | null;
+  /** issue 10: overrides the account's upstream group; null: the account's */
+  group_id?: string | null;
   /** spend limit per UTC hour, µc; null: none */
   hourly_credits?: string | null;
   /** spend limit per UTC day, µc; null: none */
