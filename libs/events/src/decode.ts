@@ -104,6 +104,9 @@ const USAGE_BASE = {
   stream: z.boolean(),
   upstream_request_id: text(MAX_TEXT_CHARS).nullable(),
   gateway_id: text(MAX_TEXT_CHARS),
+  // issue 10; optional so events of older gateways still decode
+  upstream_id: text(MAX_TEXT_CHARS, 1).optional(),
+  attempts: z.number().int().min(0).max(255).optional(),
   anomalies: z.array(text(MAX_TEXT_CHARS)).max(32).optional(),
 };
 
@@ -365,6 +368,8 @@ export function toV2(e: UsageEvent): UsageEventV2 {
     status: v1.status, http_status: v1.http_status, latency_ms: v1.latency_ms, ttft_ms: v1.ttft_ms, stream: v1.stream,
     upstream_request_id: v1.upstream_request_id, gateway_id: v1.gateway_id,
   };
+  if (v1.upstream_id !== undefined) out.upstream_id = v1.upstream_id;
+  if (v1.attempts !== undefined) out.attempts = v1.attempts;
   if (v1.anomalies !== undefined && v1.anomalies.length > 0) out.anomalies = v1.anomalies;
   return out;
 }

@@ -41,6 +41,18 @@ export interface UsageEventBase {
   upstream_request_id: string | null;
   gateway_id: string;
   /**
+   * The upstream (`UpstreamRecord.id` of @tollgate/pool, `default` for UPSTREAM_URL) that served
+   * the request, or whose error the client got when every attempt failed (issue 10). Absent on
+   * events of gateways before issue 10 and when no upstream was tried.
+   */
+  upstream_id?: string;
+  /**
+   * Upstream attempts this request made (failover before the first byte: 1 + failovers, at most
+   * `UPSTREAM_MAX_ATTEMPTS`); absent on events of gateways before issue 10. Only the serving
+   * attempt is billed.
+   */
+  attempts?: number;
+  /**
    * Usage anomalies of this request (`UsageAnomaly` names of @tollgate/anthropic, sorted, each
    * once): what the upstream reported broke a rule and how it was settled. Absent or empty: none.
    */

@@ -72,7 +72,7 @@ export const DIMENSION_COLUMNS: ReadonlyArray<{ key: (typeof DIMENSIONS)[number]
 );
 
 /** The number of the newest migration (see `migrations`). */
-export const LATEST_MIGRATION = 10;
+export const LATEST_MIGRATION = 11;
 
 /**
  * Every statement that brings a database to migration `upTo` (default the latest), oldest
@@ -354,6 +354,12 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
     // default group). Rows from before read as NULL.
     `ALTER TABLE ${t.accounts} ADD COLUMN IF NOT EXISTS group_id Nullable(String)`,
     `ALTER TABLE ${t.keys} ADD COLUMN IF NOT EXISTS group_id Nullable(String)`,
+  ]], [11, [
+    // Migration 11 (issue 10): which upstream served a request and after how many attempts
+    // (failover before the first byte). '' and 0: not recorded (events of older gateways).
+    `ALTER TABLE ${t.usage}
+      ADD COLUMN IF NOT EXISTS upstream_id LowCardinality(String) DEFAULT '',
+      ADD COLUMN IF NOT EXISTS attempts    UInt8 DEFAULT 0`,
   ]]];
 }
 

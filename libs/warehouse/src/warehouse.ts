@@ -213,7 +213,7 @@ export const USAGE_SELECT = `event_id, toUnixTimestamp64Milli(ts) AS ts_ms, acco
   toString(cost_micros) AS cost_text, status, http_status, latency_ms, ttft_ms, stream, upstream_request_id,
   gateway_id, anomalies, event_version, served_model, iterations, service_tier, inference_geo, speed,
   stop_reason, thinking_tokens, toString(upstream_cost_micros) AS upstream_cost_text, upstream_currency,
-  price_version, price_list, unit_prices, tier, multipliers, unpriced`;
+  price_version, price_list, unit_prices, tier, multipliers, unpriced, upstream_id, attempts`;
 
 /** One row of a read, as ClickHouse JSONEachRow gives it (64-bit integers as decimal text). */
 export type Row = Record<string, unknown>;
@@ -355,6 +355,8 @@ export class Warehouse {
         stream: e.stream,
         upstream_request_id: e.upstream_request_id,
         gateway_id: e.gateway_id,
+        upstream_id: e.upstream_id ?? '',
+        attempts: e.attempts ?? 0,
         anomalies: e.anomalies ?? [],
         event_version: raw.v === 2 ? 2 : 1,
         served_model: e.served_model,
@@ -939,6 +941,9 @@ export function usageFromRow(r: Row): UsageEvent {
     stream: r['stream'] === true,
     upstream_request_id: nullableStr(r['upstream_request_id']),
     gateway_id: str(r['gateway_id']),
+    // '' / 0: not recorded (an event of a gateway before issue 10)
+    ...(typeof r['upstream_id'] === 'string' && r['upstream_id'] !== '' ? { upstream_id: r['upstream_id'] } : {}),
+    ...(r['attempts'] !== undefined && int(r['attempts']) > 0 ? { attempts: int(r['attempts']) } : {}),
     ...(anomalies.length > 0 ? { anomalies } : {}),
   };
   if (int(r['event_version']) !== 2) {
