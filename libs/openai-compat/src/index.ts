@@ -4,3 +4,14 @@ export { fromOpenAIRequest, type ChatRequestTranslation } from './from-openai-re
 export {
   ChatChunkStream, finishReasonOf, openAIErrorBody, toChatCompletion, usageOf, type OpenAIErrorBody, type OpenAIUsage,
 } from './to-openai-response.ts';
+// Platform `openai` (Anthropic clients served by an OpenAI upstream): request out, answer back.
+export type {
+  OpenAIChatChunk, OpenAIChatCompletion, OpenAIChatRequest, OpenAIContentPart, OpenAIFinishReason, OpenAIMessage,
+  OpenAITool, OpenAIToolCall, OpenAIToolChoice,
+} from './types.ts';
+export { toOpenAIRequest, TranslationError, type TranslatedRequest } from './to-openai-request.ts';
+export {
+  anthropicUsage, anthropicSseFromOpenAI, ChatStreamTranslator, fromOpenAICompletion, messageIdFor, sseFrame,
+  stopReasonFor, toolInput, type AnthropicEvent, type AnthropicUsage, type ResponseContext,
+} from './from-openai-response.ts';
+export { openAIErrorToAnthropic, openAIErrorType, type AnthropicErrorTypeName } from './errors.ts';

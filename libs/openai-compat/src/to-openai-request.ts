@@ -178,8 +178,9 @@ function translateToolChoice(choice: unknown): { choice: OpenAIToolChoice; paral
  * - `max_tokens` → `max_completion_tokens` (OpenAI's current field; `max_tokens` is deprecated
  *   there and refused by its reasoning models); `temperature`, `top_p` as is; `stop_sequences` →
  *   `stop`; `metadata.user_id` → `user`; `stream` → `stream` + `stream_options.include_usage`.
- * Dropped (listed in `dropped`): `thinking` and thinking blocks, `top_k`, every `cache_control`
- * (OpenAI caches prompt prefixes on its own), any other top-level field.
+ * Dropped: `thinking` and thinking blocks, `top_k`, any other unknown top-level field (each listed
+ * in `dropped`); every `cache_control` (not listed: OpenAI caches prompt prefixes on its own);
+ * `tool_choice` when there are no tools (OpenAI refuses one without tools).
  * @throws TranslationError for what cannot be served faithfully: server/built-in tools, PDF or
  *   file documents, file images, unknown block types, `mcp_servers`, `container`.
  */
@@ -212,8 +213,6 @@ export function toOpenAIRequest(body: Json): TranslatedRequest {
       out.tool_choice = choice;
       if (parallel !== undefined) out.parallel_tool_calls = parallel;
     }
-  } else if (isRecord(body.tool_choice) && body.tool_choice.type === 'none') {
-    // nothing to choose from: OpenAI refuses tool_choice without tools
   }
   if (body.stream === true) {
     out.stream = true;
