@@ -292,7 +292,7 @@ export function decodersFor(contentEncoding: string): Decoder[] {
   });
 }
 
-function asUpstreamBody(stream: Readable, secrets: readonly string[]): UpstreamBody {
+export function asUpstreamBody(stream: Readable, secrets: readonly string[]): UpstreamBody {
   const whole = async () => scrubBody(Buffer.from(await readArrayBuffer(stream)), secrets);
   return {
     text: async () => (await whole()).toString('utf8'),
@@ -324,7 +324,7 @@ function asUpstreamBody(stream: Readable, secrets: readonly string[]): UpstreamB
  * error bodies) reads identity bytes, and the stale `content-encoding` / `content-length`
  * headers are gone.
  */
-function decoded(status: number, headers: UpstreamResponse['headers'], body: Readable, secrets: readonly string[]): UpstreamResponse {
+export function decoded(status: number, headers: UpstreamResponse['headers'], body: Readable, secrets: readonly string[]): UpstreamResponse {
   const raw = headers['content-encoding'];
   const contentEncoding = Array.isArray(raw) ? raw.join(',') : raw ?? '';
   // 204/304 and declared-empty bodies have no bytes to decode (a decoder would call them truncated).
