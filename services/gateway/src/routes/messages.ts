@@ -15,6 +15,7 @@ import {
 import type { GatewayDeps } from '../deps.ts';
 import { boundedUpstreamId, settle, type Metered, type Outcome } from '../metering.ts';
 import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
+import type { Route, Sent, UpstreamPool } from '../pool/selector.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
 import { checkModelAllowed, checkServingModelsAllowed } from '../auth.ts';
@@ -31,6 +32,14 @@ export function resolveOr404(catalog: Catalog, model: string): ResolvedModel {
   const resolved = resolveModel(catalog, model);
   if (!resolved) throw gatewayError('model_not_found', `model: ${model} is not available on this gateway`);
   return resolved;
+}
+
+/**
+ * `resolved` with `upstreamModel` as the name sent upstream (a group's `model_mapping`, issue 10):
+ * priced as the same catalog model, and an answer naming the mapped model is that model.
+ */
+function mappedTo(resolved: ResolvedModel, upstreamModel: string): ResolvedModel {
+  return { ...resolved, upstreamModel, model: { ...resolved.model, upstreamModel } };
 }
 
 /**
@@ -120,9 +129,11 @@ interface Exchange {
   version: PriceVersion;
   /** the request's server tools: units and their bounds */
   tools: ServerTools;
+  /** the caller's group and the upstreams that may serve the request (issue 10) */
+  route: Route;
 }
 
-export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream: Upstream): void {
+export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstream: Upstream, pool: UpstreamPool): void {
   const tracer = deps.tracer ?? noopTracer;
   const metrics = deps.metrics;
   const upstreamHost = new URL(deps.upstream.url).host;
@@ -139,9 +150,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     // max_tokens is optional here (issue 8): absent, DEFAULT_MAX_TOKENS is sent upstream and held for.
     const defaulted = typeof request.body === 'object' && request.body !== null && (request.body as Record<string, unknown>)['max_tokens'] === undefined;
     const body = validateMessagesRequest(request.body, deps.defaultMaxTokens ?? 1_024);
-    const resolved = resolveOr404(version.catalog, body.model);
+    let resolved = resolveOr404(version.catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
     checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
+    // The caller's group (issue 10): an upstream of it must serve the model (else 404 before any
+    // hold), and its model_mapping names the model upstream (priced as the catalog model).
+    const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
+    if (route.mappedModel !== undefined) resolved = mappedTo(resolved, route.mappedModel);
     const stream = body.stream === true;
     request.observed = { model: resolved.model.id, stream };
     // Ids only: the key's secret never reaches a span (it is not even on `caller`).
@@ -178,7 +193,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     try {
       return await metered({
         request, reply, body, resolved, raw, sent, estimate, maxOutputTokens: body.max_tokens * bound.iterations, limit, client, startedAt, ts,
-        version, tools,
+        version, tools, route,
       });
     } finally {
       // Refused before the upstream (402, 503): no tokens were used. After a settlement this
@@ -244,6 +259,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       deps.balances.extend(request.id, caller.account.id, deps.holdTtlMs).catch(() => {});
     }, Math.max(1000, Math.floor(deps.holdTtlMs / 3)));
     keepAlive.unref();
+    // the pool's answer: the serving upstream's slot is held until the answer is read
+    let served: Sent | undefined;
     try {
       /**
        * Shrinks the hold and frees the limiter slot now; returns the usage event (its status may
@@ -266,6 +283,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
               request.log.warn({ err }, 'could not shrink the hold; it will expire');
             })),
         ]);
+        // which upstream served (or failed last) and after how many attempts; failed attempts cost nothing
+        if (served?.upstreamId) event.upstream_id = served.upstreamId;
+        if (served) event.attempts = served.attempts;
         return {
           event,
           publish: () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published')),
@@ -288,8 +308,15 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
       let res: UpstreamResponse;
       try {
-        res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, x.sent,
-          upstreamSpan.isRecording() ? injectContext(upstreamCtx) : undefined);
+        // Failover before the first byte (pool/selector.ts): only the serving attempt's answer is read and billed.
+        served = await pool.send(x.route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: x.ts },
+          (client) => client.post('/v1/messages', searchOf(request.url), request.headers, x.sent,
+            upstreamSpan.isRecording() ? injectContext(upstreamCtx) : undefined));
+        if (upstreamSpan.isRecording()) {
+          upstreamSpan.setAttributes({ 'tollgate.upstream.id': served.upstreamId ?? '', 'tollgate.upstream.attempts': served.attempts });
+        }
+        if ('error' in served.outcome) throw served.outcome.error;
+        res = served.outcome.res;
       } catch (err) {
         metrics?.upstreamError('unreachable');
         endUpstream(err);
@@ -391,6 +418,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       return reply;
     } finally {
       clearInterval(keepAlive);
+      served?.release();
     }
   };
 
