@@ -160,6 +160,8 @@ const EnvSchema = z.object({
   LEDGER_CONSUMERS: int(1, 64).default(1),
   /** how long a gateway trusts a cached key lookup; bounds how late a revocation takes effect */
   KEY_CACHE_TTL_MS: int(0, 60_000).default(500),
+  /** how old a gateway's snapshot of upstreams and groups may be (issue 10: changes in force within 1 s) */
+  POOL_CACHE_TTL_MS: int(0, 1_000).default(500),
   WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(1000),
   WAREHOUSE_FLUSH_MS: int(10, 60_000).default(500),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(15_000),
@@ -224,6 +226,8 @@ export interface Config {
   warehouse: { batchSize: number; flushMs: number };
   aggregator: { groups: Array<'ledger' | 'warehouse'>; ledgerConsumers: number };
   keyCacheTtlMs: number;
+  /** ms, ≤ 1,000 */
+  poolCacheTtlMs: number;
   keyMaxConcurrentRequests: number;
   /** undefined: half the upstream pool */
   accountMaxConcurrentRequests: number | undefined;
@@ -321,6 +325,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     warehouse: { batchSize: e.WAREHOUSE_BATCH_SIZE, flushMs: e.WAREHOUSE_FLUSH_MS },
     aggregator: { groups: e.AGGREGATOR_GROUPS, ledgerConsumers: e.LEDGER_CONSUMERS },
     keyCacheTtlMs: e.KEY_CACHE_TTL_MS,
+    poolCacheTtlMs: e.POOL_CACHE_TTL_MS,
     keyMaxConcurrentRequests: e.KEY_MAX_CONCURRENT_REQUESTS,
     accountMaxConcurrentRequests: e.ACCOUNT_MAX_CONCURRENT_REQUESTS,
     rateLimits: Object.fromEntries(Object.entries({
