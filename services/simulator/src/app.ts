@@ -9,6 +9,7 @@ import type { BadUsage, Directives, Encoding, Fault } from './directives.ts';
 import { defaultErrorMessage, errorBody, errorTypeForStatus, invalidRequest, SimulatorError } from './errors.ts';
 import { contextWindow, MODELS } from './models.ts';
 import { PromptCache } from './prompt-cache.ts';
+import { registerOpenAIMode } from './openai.ts';
 import type { CacheOutcome } from './prompt-cache.ts';
 import { RequestRecorder } from './recorder.ts';
 import { buildReply, streamPlan } from './reply.ts';
@@ -289,6 +290,8 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
     recorder.clear();
     return reply.code(204).send();
   });
+
+  registerOpenAIMode(app, { recorder, apiKey, ...defaults, defaultOutputTokens });
 
   app.register(async (v1) => {
     v1.addHook('preHandler', async (request) => {
