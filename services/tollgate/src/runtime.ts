@@ -210,7 +210,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       bodyLimitBytes: config.bodyLimitBytes,
       gatewayId,
       tracer, metrics, shutdown: shutdown.signal, alerts: alerts.gateway,
-      pool: { view: poolView, store: poolStore },
+      pool: { view: poolView, store: poolStore }, selection: config.selection,
       ...(warehouse ? { warehouse } : {}),
     });
   }

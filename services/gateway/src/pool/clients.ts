@@ -5,8 +5,9 @@ import { gatewayError } from '@tollgate/anthropic';
 import type { ResolvedUpstream } from '@tollgate/pool';
 import type { UpstreamOptions } from '../deps.ts';
 import { Upstream, type UpstreamClient } from '../upstream.ts';
+import { OpenAIUpstream } from '../openai-upstream.ts';
 
-/** Builds the client of an upstream of another platform than `anthropic` (the `openai` translation). */
+/** Builds the client of an upstream of another platform than `anthropic`. */
 export type PlatformClientFactory = (upstream: ResolvedUpstream, options: UpstreamOptions) => UpstreamClient;
 
 /**
@@ -22,7 +23,10 @@ export class UpstreamClients {
   readonly #platforms: Partial<Record<string, PlatformClientFactory>>;
   #clients = new Map<string, { fingerprint: string; client: UpstreamClient }>();
 
-  constructor(main: UpstreamClient, options: UpstreamOptions, platforms: Partial<Record<string, PlatformClientFactory>> = {}) {
+  /** `platforms`: clients by platform beyond `anthropic`; default `openai` → `OpenAIUpstream` (Chat Completions, translated) */
+  constructor(main: UpstreamClient, options: UpstreamOptions, platforms: Partial<Record<string, PlatformClientFactory>> = {
+    openai: (_u, o) => new OpenAIUpstream(o),
+  }) {
     this.#main = main;
     this.#options = options;
     this.#platforms = platforms;
