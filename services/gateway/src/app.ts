@@ -10,6 +10,7 @@ import { UpstreamClients } from './pool/clients.ts';
 import { UpstreamPool } from './pool/selector.ts';
 import { admitTenant, ConcurrencyGates, DEFAULT_KEY_MAX_CONCURRENT, defaultAccountMaxConcurrent } from './limits.ts';
 import { messagesRoutes } from './routes/messages.ts';
+import { chatCompletionsRoutes } from './routes/chat-completions.ts';
 import { countTokensRoutes } from './routes/count-tokens.ts';
 import { accountRoutes } from './routes/account.ts';
 import { usageRoutes } from './routes/usage.ts';
@@ -107,7 +108,8 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
         request.slot = admitTenant(deps.concurrency, request.caller.key.id, request.caller.account.id, reply.raw, () => gone);
       }
     });
-    messagesRoutes(api, deps, upstream, pool);
+    const pipeline = messagesRoutes(api, deps, upstream, pool);
+    chatCompletionsRoutes(api, pipeline);
     countTokensRoutes(api, deps, pool);
     accountRoutes(api, deps);
     usageRoutes(api, deps);

@@ -131,14 +131,46 @@ interface Exchange {
   tools: ServerTools;
   /** the caller's group and the upstreams that may serve the request (issue 10) */
   route: Route;
+  /** the client's API format: how its request is read and its answer written */
+  format: ClientFormat;
 }
 
-export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstream: Upstream, pool: UpstreamPool): void {
+/**
+ * The API format a client speaks, around the one pipeline (auth, plan limits, hold, upstream,
+ * metering, one usage event, tracing) that serves it: `/v1/messages` is Anthropic's own format
+ * (`ANTHROPIC_FORMAT`, nothing rewritten); `/v1/chat/completions` (routes/chat-completions.ts)
+ * reads an OpenAI request and writes OpenAI answers. The pipeline always sees and meters the
+ * Anthropic request and answer, so a format can never change what is charged. Errors the
+ * pipeline renders itself (`sendError`, the app's error handler) are in Anthropic's shape; a
+ * format rewrites them on its own route (an onSend hook), SSE error events through `stream`.
+ */
+export interface ClientFormat {
+  /** `anthropic` or `openai`: a span attribute and log field */
+  readonly name: string;
+  /** The request as an Anthropic Messages body (not yet validated) and the bytes it was read from. Throws GatewayError 400. */
+  request(request: FastifyRequest): { body: unknown; raw: Buffer };
+  /** A successful JSON answer (a parsed Anthropic Message) as the client's JSON; absent: the upstream's bytes as they are. */
+  json?(message: Record<string, unknown>): string;
+  /** A writer for one stream: each complete Anthropic SSE event (`error` events included) → the client's bytes ('' for none); absent: unchanged. */
+  stream?(): (event: Buffer | string) => Buffer | string;
+}
+
+/** Anthropic Messages clients: the request and the answer pass as they are. */
+export const ANTHROPIC_FORMAT: ClientFormat = {
+  name: 'anthropic',
+  request: (request) => ({ body: request.body, raw: request.rawBody! }),
+};
+
+/** Serves one request of a client `format` through the Messages pipeline (what `/v1/messages` runs). */
+export type MessagesPipeline = (request: FastifyRequest, reply: FastifyReply, format: ClientFormat) => Promise<FastifyReply | undefined>;
+
+/** Mounts `/v1/messages` (and `/api/v1/messages`); returns the pipeline for other client formats. */
+export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstream: Upstream, pool: UpstreamPool): MessagesPipeline {
   const tracer = deps.tracer ?? noopTracer;
   const metrics = deps.metrics;
   const upstreamHost = new URL(deps.upstream.url).host;
 
-  const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+  const serve: MessagesPipeline = async (request, reply, format) => {
     const startedAt = performance.now();
     const ts = Date.now();
     // Before the first await: from here on the client may leave at any moment, and the request
@@ -148,8 +180,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     // Captured once: a price change (reload) applies from the next request, never mid-request.
     const version = deps.prices!.current();
     // max_tokens is optional here (issue 8): absent, DEFAULT_MAX_TOKENS is sent upstream and held for.
-    const defaulted = typeof request.body === 'object' && request.body !== null && (request.body as Record<string, unknown>)['max_tokens'] === undefined;
-    const body = validateMessagesRequest(request.body, deps.defaultMaxTokens ?? 1_024);
+    const input = format.request(request);
+    const defaulted = typeof input.body === 'object' && input.body !== null && (input.body as Record<string, unknown>)['max_tokens'] === undefined;
+    const body = validateMessagesRequest(input.body, deps.defaultMaxTokens ?? 1_024);
     let resolved = resolveOr404(version.catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
     checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
@@ -166,8 +199,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       'tollgate.account.id': caller.account.id,
       'tollgate.key.id': caller.key.id,
       'tollgate.stream': stream,
+      'tollgate.api_format': format.name,
     });
-    const raw = request.rawBody!;
+    const raw = input.raw;
     const tools = serverTools(body, version, resolved.model);
     refuseUnpriced(version, resolved, body, tools);
     // Before any limit or hold: a -thinking body no model accepts is a 400 that costs nothing.
@@ -193,7 +227,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     try {
       return await metered({
         request, reply, body, resolved, raw, sent, estimate, maxOutputTokens: body.max_tokens * bound.iterations, limit, client, startedAt, ts,
-        version, tools, route,
+        version, tools, format, route,
       });
     } finally {
       // Refused before the upstream (402, 503): no tokens were used. After a settlement this
@@ -413,7 +447,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       });
       // The client may have left while the hold shrank: then the answer was never written.
       if (x.client.gone) leftBeforeDelivery(settled.event);
-      reply.code(res.status).type(header(res, 'content-type') ?? 'application/json').send(bytes);
+      // Only a message that was read is rewritten for another format; anything else passes as it came.
+      const written = read !== null && x.format.json ? x.format.json(json as Record<string, unknown>) : null;
+      reply.code(res.status).type(written === null ? header(res, 'content-type') ?? 'application/json' : 'application/json').send(written ?? bytes);
       await settled.publish();
       return reply;
     } finally {
@@ -425,8 +461,10 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
   // Every anomaly kind exists at zero from the start, so an alert on its increase fires on the first.
   for (const kind of USAGE_ANOMALIES) metrics?.usageAnomaly(kind, 0);
 
+  const handler = (request: FastifyRequest, reply: FastifyReply) => serve(request, reply, ANTHROPIC_FORMAT);
   app.post('/v1/messages', handler);
   app.post('/api/v1/messages', handler);
+  return serve;
 }
 
 /** A request field the hold can rely on: a string value, or undefined (not known before the answer). */
@@ -531,7 +569,7 @@ function leftBeforeDelivery(event: UsageEvent): void {
  */
 async function relayStream(
   deps: GatewayDeps,
-  { request, reply, limit, client }: Exchange,
+  { request, reply, limit, client, format }: Exchange,
   res: UpstreamResponse,
   upstreamRequestId: string | null,
   finish: (o: Outcome) => Promise<Settled>,
@@ -569,13 +607,15 @@ async function relayStream(
   let streamError: GatewayError | null = null;
   // The answer is over (message_stop, an error, the grace after the final delta): stop reading.
   let over = false;
+  // Each complete event as the client's format writes it (unchanged for Anthropic clients).
+  const write = format.stream?.() ?? ((event: Buffer | string) => event);
   const send = (bytes: Buffer | string) => {
     if (!forwarding) return;
     if (client.gone) {
       forwarding = false;
       return;
     }
-    raw.write(bytes);
+    raw.write(write(bytes));
     if (raw.writableLength > MAX_CLIENT_BUFFER_BYTES) {
       request.log.warn({ buffered: raw.writableLength }, 'client stopped reading; cut off, the stream is read to its end');
       forwarding = false;
@@ -675,11 +715,11 @@ async function relayStream(
   upstreamSpan.end();
   if (forwarding) {
     if (incomplete && streamError === null) {
-      raw.write(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));
+      raw.write(write(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id)));
     } else if (!meter.completed && streamError === null) {
       // Answered and charged, but the upstream left out the closing frame: close the message
       // for the client, whose SDK otherwise rejects an answer it is billed for.
-      raw.write(MESSAGE_STOP_FRAME);
+      raw.write(write(MESSAGE_STOP_FRAME));
     }
     // Every byte of an answer without message_stop reached the connection too.
     if (meter.answered && streamError === null) delivered = true;
