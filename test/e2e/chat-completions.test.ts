@@ -6,11 +6,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { admin, customer, settledBalance, simRequests, startStack, type Stack } from '../support/tollgate.ts';
+import { admin, customer, settledBalance, simRequests, startStack, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
 import { flatUsage } from '../support/events.ts';
 
 let stack: Stack;
-before(async () => { stack = await startStack(); });
+before(async () => { stack = await startStack({ POOL_CACHE_TTL_MS: '0' }); });
 after(async () => { await stack?.close(); });
 
 const SONNET = 'claude-sonnet-4-5';
@@ -361,5 +361,46 @@ describe('OpenAI-format clients on /v1/chat/completions', () => {
       const err = await failure((async () => { for await (const _ of stream) { /* read */ } })());
       assert.equal(err.type, 'overloaded_error');
     });
+  });
+});
+
+describe('OpenAI-format clients on a group of platform openai (translated both ways)', () => {
+  let c: Awaited<ReturnType<typeof customer>>;
+  let client: OpenAI;
+  before(async () => {
+    const up = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/upstreams', {
+      name: 'oai-chat', platform: 'openai', base_url: `${stack.simUrl}/v1`, api_key: UPSTREAM_KEY, weight: 1, priority: 0,
+    });
+    assert.equal(up.status, 201, JSON.stringify(up.json));
+    const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', { name: 'oai-chat', platform: 'openai', upstream_ids: [up.json.id] });
+    assert.equal(group.status, 201, JSON.stringify(group.json));
+    c = await customer(stack.url, 10, 'openai-group');
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { group_id: group.json.id })).status, 200);
+    client = openai(c.secret);
+  });
+
+  test('JSON and include_usage stream through an OpenAI upstream: cached prompt tokens survive both translations, billed from them', async () => {
+    const before = await settledBalance(stack, c.accountId);
+    // The upstream reports prompt_tokens 1600 of which cached 600, completion 20 → input 1000,
+    // cache read 600, output 20: 1000×72 + 600×7.2 + 20×360 = 72,000 + 4,320 + 7,200 = 83,520 µc each.
+    // max_tokens 1024: the hold (input bound of the short text + 1024×360) covers the input the directive claims.
+    const ask = { model: SONNET, max_tokens: 1024, messages: [{ role: 'user' as const, content: 'Hello there [[sim input=1000 cache_read=600 output=20]]' }] };
+    const { data, response } = await client.chat.completions.create(ask).withResponse();
+    assert.equal((await simRequests(stack.simUrl, 1))[0]?.url.split('?')[0], '/v1/chat/completions');
+    assert.match(data.choices[0]!.message.content ?? '', /^Simulated reply to: Hello there/);
+    assert.deepEqual(data.usage, { prompt_tokens: 1600, completion_tokens: 20, total_tokens: 1620, prompt_tokens_details: { cached_tokens: 600 } });
+    const e = await usageEvent(response.headers.get('request-id')!);
+    assert.deepEqual([e.cost_micros, e.input_tokens, e.cache_read_tokens, e.output_tokens, e.status], ['83520', 1000, 600, 20, 'ok']);
+
+    const stream = await client.chat.completions.create({ ...ask, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      usage = chunk.usage ?? usage;
+    }
+    assert.equal(text, data.choices[0]!.message.content);
+    assert.deepEqual(usage, data.usage);
+    assert.equal(await settledBalance(stack, c.accountId), before - 2n * 83_520n);
   });
 });
