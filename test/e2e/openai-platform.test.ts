@@ -1,0 +1,210 @@
+// Issue 10, outcome 4: platform `openai`. The official Anthropic SDK → Tollgate embedded
+// (POST /v1/messages) → a group of platform openai whose upstream is the simulator's
+// OpenAI-compatible mode (POST /v1/chat/completions). The client sees Anthropic shapes only and
+// is billed from the translated usage. Amounts by hand from the CNY catalog (µc per token):
+// sonnet-4-5 input 72, output 360, cache read 7.2.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import Anthropic from '@anthropic-ai/sdk';
+import { admin, customer, settledBalance, simRequests, startStack, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
+import { flatUsage } from '../support/events.ts';
+
+let stack: Stack;
+let c: Awaited<ReturnType<typeof customer>>;
+let client: Anthropic;
+const SONNET = 'claude-sonnet-4-5';
+const UPSTREAM_MODEL = 'claude-sonnet-4-5-20250929';
+// A 1×1 PNG: the simulator bills a base64 image by its size.
+const PNG_1X1 = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
+const WEATHER = { name: 'weather', description: 'Weather of a city', input_schema: { type: 'object' as const, properties: { city: { type: 'string' } }, required: ['city'] } };
+
+before(async () => {
+  stack = await startStack({ POOL_CACHE_TTL_MS: '0' });
+  const up = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/upstreams', {
+    name: 'oai-1', platform: 'openai', base_url: `${stack.simUrl}/v1`, api_key: UPSTREAM_KEY, weight: 1, priority: 0,
+  });
+  assert.equal(up.status, 201, JSON.stringify(up.json));
+  const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', { name: 'openai', platform: 'openai', upstream_ids: [up.json.id] });
+  assert.equal(group.status, 201, JSON.stringify(group.json));
+  c = await customer(stack.url, 100);
+  const patched = await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { group_id: group.json.id });
+  assert.equal(patched.status, 200, JSON.stringify(patched.json));
+  client = c.client;
+});
+after(async () => { await stack?.close(); });
+
+async function lastUpstream() {
+  const [seen] = await simRequests(stack.simUrl, 1);
+  assert.ok(seen, 'the upstream received a request');
+  return seen;
+}
+
+async function charged<T>(run: () => Promise<T>): Promise<{ value: T; cost: bigint }> {
+  const before = await settledBalance(stack, c.accountId);
+  const value = await run();
+  return { value, cost: before - (await settledBalance(stack, c.accountId)) };
+}
+
+describe('platform openai: Anthropic Messages clients served by an OpenAI Chat Completions upstream', () => {
+  test('text: system and user become chat messages with a Bearer key; the answer is an Anthropic message billed from translated usage', async () => {
+    // prompt_tokens 1600 of which cached 600 → input 1000, cache read 600; output 20:
+    // 1000×72 + 600×7.2 + 20×360 = 72,000 + 4,320 + 7,200 = 83,520 µc
+    const { value: msg, cost } = await charged(() => client.messages.create({
+      model: SONNET, max_tokens: 256, system: [{ type: 'text' as const, text: 'Be brief.' }], metadata: { user_id: 'u-1' },
+      messages: [{ role: 'user', content: 'Hello there [[sim input=1000 cache_read=600 output=20]]' }],
+    }));
+    assert.match(msg.id, /^msg_chatcmpl_sim\d+$/);
+    assert.equal(msg.model, UPSTREAM_MODEL);
+    assert.equal(msg.stop_reason, 'end_turn');
+    assert.equal(msg.content.length, 1);
+    assert.match((msg.content[0] as Anthropic.TextBlock).text, /^Simulated reply to: Hello there/);
+    assert.deepEqual(msg.usage, { input_tokens: 1000, cache_creation_input_tokens: 0, cache_read_input_tokens: 600, output_tokens: 20 });
+    assert.equal(cost, 83_520n);
+    const seen = await lastUpstream();
+    assert.equal(seen.url, '/v1/chat/completions');
+    assert.equal(seen.headers.authorization, `Bearer ${UPSTREAM_KEY}`);
+    assert.equal(seen.headers['x-api-key'], undefined);
+    assert.deepEqual(seen.body, {
+      model: UPSTREAM_MODEL, max_completion_tokens: 256, user: 'u-1',
+      messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello there [[sim input=1000 cache_read=600 output=20]]' }],
+    });
+  });
+
+  test("the upstream's own prompt cache: a repeated prompt comes back as cache reads and is billed at the cache-read price", async () => {
+    const system = 'You are a careful assistant. '.repeat(40); // 1,160 characters
+    const ask = () => client.messages.create({ model: SONNET, max_tokens: 8, system, messages: [{ role: 'user', content: 'Cache me' }] });
+    const first = await charged(ask);
+    const second = await charged(ask);
+    const prompt = first.value.usage.input_tokens;
+    assert.ok(prompt > 290, `prompt tokens ${prompt}`);
+    assert.equal(first.value.usage.cache_read_input_tokens, 0);
+    // the whole prompt is a prefix the upstream has seen: all of it is read from its cache
+    assert.deepEqual(second.value.usage, { input_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: prompt, output_tokens: 8 });
+    assert.equal(first.cost, BigInt(prompt * 72 + 8 * 360));
+    // ⌈prompt × 7.2 + 8 × 360⌉ in µc, in integers: ⌈(prompt × 72 + 28,800) / 10⌉
+    assert.equal(second.cost, (BigInt(prompt * 72 + 28_800) + 9n) / 10n);
+  });
+
+  test('tools round trip: a forced tool call arrives as tool_use, its tool_result goes back as a tool message', async () => {
+    const first = await client.messages.create({
+      model: SONNET, max_tokens: 200, tools: [WEATHER], tool_choice: { type: 'tool', name: 'weather' },
+      messages: [{ role: 'user', content: 'Weather in Paris?' }],
+    });
+    assert.equal(first.stop_reason, 'tool_use');
+    const call = first.content.find((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use');
+    assert.ok(call);
+    assert.equal(call.name, 'weather');
+    assert.deepEqual(call.input, { city: 'sim' });
+    assert.deepEqual((await lastUpstream()).body.tool_choice, { type: 'function', function: { name: 'weather' } });
+    const second = await client.messages.create({
+      model: SONNET, max_tokens: 50, tools: [WEATHER],
+      messages: [
+        { role: 'user', content: 'Weather in Paris?' },
+        { role: 'assistant', content: first.content },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: call.id, content: 'Sunny, 21 C' }] },
+      ],
+    });
+    assert.equal(second.stop_reason, 'end_turn');
+    const sent = (await lastUpstream()).body.messages as Array<Record<string, unknown>>;
+    assert.deepEqual(sent.slice(1), [
+      { role: 'assistant', content: first.content[0]?.type === 'text' ? (first.content[0] as Anthropic.TextBlock).text : null,
+        tool_calls: [{ id: call.id, type: 'function', function: { name: 'weather', arguments: '{"city":"sim"}' } }] },
+      { role: 'tool', tool_call_id: call.id, content: 'Sunny, 21 C' },
+    ]);
+  });
+
+  test('images: a base64 image goes upstream as a data: URL image part', async () => {
+    const msg = await client.messages.create({
+      model: SONNET, max_tokens: 16,
+      messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG_1X1 } }, { type: 'text', text: 'What is this?' }] }],
+    });
+    assert.equal(msg.stop_reason, 'end_turn');
+    assert.deepEqual((await lastUpstream()).body.messages, [{ role: 'user', content: [
+      { type: 'image_url', image_url: { url: `data:image/png;base64,${PNG_1X1}` } }, { type: 'text', text: 'What is this?' },
+    ] }]);
+  });
+
+  test('stop sequences: stop goes upstream, the matched sequence comes back as stop_sequence', async () => {
+    const msg = await client.messages.create({
+      model: SONNET, max_tokens: 30, stop_sequences: ['ipsum', 'never'], messages: [{ role: 'user', content: 'Hi' }],
+    });
+    assert.deepEqual((await lastUpstream()).body.stop, ['ipsum', 'never']);
+    assert.equal(msg.stop_reason, 'stop_sequence');
+    assert.equal(msg.stop_sequence, 'ipsum');
+    assert.deepEqual(msg.content, [{ type: 'text', text: 'Simulated reply to: Hi lorem ' }]);
+    // "Simulated reply to: Hi lorem" is 5 words: 5 output tokens
+    assert.equal(msg.usage.output_tokens, 5);
+  });
+
+  test('streaming text through the SDK stream helper: deltas, final message and usage from the usage chunk, billed exactly', async () => {
+    // input 500, output 12: 500×72 + 12×360 = 36,000 + 4,320 = 40,320 µc
+    const { value, cost } = await charged(async () => {
+      const stream = client.messages.stream({ model: SONNET, max_tokens: 64, messages: [{ role: 'user', content: 'Stream please [[sim input=500 output=12]]' }] });
+      let text = '';
+      stream.on('text', (t) => { text += t; });
+      const final = await stream.finalMessage();
+      return { text, final };
+    });
+    assert.equal(value.final.stop_reason, 'end_turn');
+    assert.equal((value.final.content[0] as Anthropic.TextBlock).text, value.text);
+    assert.equal(value.text.split(' ').length, 12);
+    assert.deepEqual(value.final.usage, { input_tokens: 500, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 12 });
+    assert.equal(cost, 40_320n);
+    const seen = await lastUpstream();
+    assert.deepEqual([seen.body.stream, seen.body.stream_options], [true, { include_usage: true }]);
+  });
+
+  test('streaming tool calls: input_json deltas build the tool input; stop_reason tool_use', async () => {
+    const stream = client.messages.stream({
+      model: SONNET, max_tokens: 200, tools: [WEATHER], tool_choice: { type: 'any' },
+      messages: [{ role: 'user', content: 'Weather? [[sim output=10]]' }],
+    });
+    const partials: string[] = [];
+    stream.on('inputJson', (partial) => { partials.push(partial); });
+    const final = await stream.finalMessage();
+    assert.equal(final.stop_reason, 'tool_use');
+    const call = final.content.find((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use');
+    assert.deepEqual(call?.input, { city: 'sim' });
+    assert.equal(partials.join(''), '{"city":"sim"}');
+    assert.equal(final.usage.output_tokens, 10);
+  });
+
+  test('stream ending with a finish_reason but no usage chunk: not free of record, the usage event has the invalid_count anomaly', async () => {
+    const stream = client.messages.stream({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'No usage [[sim body=no_usage]]' }] });
+    const final = await stream.finalMessage();
+    const requestId = stream.request_id;
+    assert.ok(requestId);
+    assert.equal(final.stop_reason, 'end_turn');
+    await stack.tollgate.drain();
+    const event = await stack.tollgate.warehouse.getUsageEvent(requestId);
+    assert.ok(event);
+    const anomalies = flatUsage(event).anomalies ?? [];
+    assert.ok(anomalies.includes('invalid_count'), JSON.stringify(anomalies));
+  });
+
+  test('count_tokens on a platform openai group: 404 not_found_error, nothing sent upstream', async () => {
+    const before = (await simRequests(stack.simUrl, 1))[0];
+    await assert.rejects(client.messages.countTokens({ model: SONNET, messages: [{ role: 'user', content: 'count' }] }), (err: unknown) => {
+      assert.ok(err instanceof Anthropic.NotFoundError);
+      assert.equal(err.status, 404);
+      assert.deepEqual((err.error as { error: { type: string; message: string } }).error.type, 'not_found_error');
+      assert.equal((err.error as { error: { message: string } }).error.message, 'Token counting is not supported for this platform');
+      return true;
+    });
+    assert.deepEqual((await simRequests(stack.simUrl, 1))[0], before);
+  });
+
+  test('a PDF document (no Chat Completions equivalent): 400 naming the field, nothing sent upstream, nothing billed', async () => {
+    const before = (await simRequests(stack.simUrl, 1))[0];
+    const { cost } = await charged(() => assert.rejects(client.messages.create({
+      model: SONNET, max_tokens: 16,
+      messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0xLjQK' } }] }],
+    }), (err: unknown) => {
+      assert.ok(err instanceof Anthropic.BadRequestError, String(err));
+      assert.match(err.message, /messages\.0\.content\.0: document blocks other than plain text/);
+      return true;
+    }));
+    assert.equal(cost, 0n);
+    assert.deepEqual((await simRequests(stack.simUrl, 1))[0], before);
+  });
+});
