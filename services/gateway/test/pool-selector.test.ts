@@ -25,7 +25,7 @@ function seeded(seed: number): () => number {
 }
 
 function response(status: number, headers: Record<string, string> = {}): UpstreamResponse {
-  return { status, headers, secrets: [], scrubEvent: (b) => b, body: Object.assign(Readable.from([]), { text: async () => '', arrayBuffer: async () => new ArrayBuffer(0), dump: async () => {}, cancel: () => {} }) } as unknown as UpstreamResponse;
+  return { status, headers, secrets: [], scrubEvent: (b: Buffer) => b, body: Object.assign(Readable.from([]), { text: async () => '', arrayBuffer: async () => new ArrayBuffer(0), dump: async () => {}, cancel: () => {} }) } as unknown as UpstreamResponse;
 }
 
 function up(id: string, o: Partial<UpstreamRecord> = {}): ResolvedUpstream {
