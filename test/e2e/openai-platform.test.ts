@@ -182,6 +182,48 @@ describe('platform openai: Anthropic Messages clients served by an OpenAI Chat C
     assert.ok(anomalies.includes('invalid_count'), JSON.stringify(anomalies));
   });
 
+  test('stream ending without a finish_reason: an interrupted stream (error event to the client, status upstream_error), charged 0', async () => {
+    let requestId: string | null | undefined;
+    const { cost } = await charged(async () => {
+      const stream = client.messages.stream({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'Cut [[sim sse=no_message_stop]]' }] });
+      await assert.rejects(stream.finalMessage(), (err: unknown) => {
+        assert.ok(err instanceof Anthropic.APIError, String(err));
+        assert.match(String(err), /Upstream connection was interrupted/);
+        return true;
+      });
+      requestId = stream.request_id;
+    });
+    assert.equal(cost, 0n);
+    assert.ok(requestId);
+    await stack.tollgate.drain();
+    const event = await stack.tollgate.warehouse.getUsageEvent(requestId);
+    assert.ok(event);
+    assert.equal(flatUsage(event).status, 'upstream_error');
+  });
+
+  test('JSON answer without usage: the usage event has the no_usage anomaly', async () => {
+    const { data, response } = await client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'No usage [[sim body=no_usage]]' }] }).withResponse();
+    assert.equal(data.stop_reason, 'end_turn');
+    const requestId = response.headers.get('request-id');
+    assert.ok(requestId);
+    await stack.tollgate.drain();
+    const event = await stack.tollgate.warehouse.getUsageEvent(requestId);
+    assert.ok(event);
+    assert.ok((flatUsage(event).anomalies ?? []).includes('no_usage'), JSON.stringify(flatUsage(event).anomalies));
+  });
+
+  test('upstream error in OpenAI shape: the client gets its status and message in Anthropic shape, nothing billed', async () => {
+    const { cost } = await charged(() => assert.rejects(
+      client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'Fail [[sim status=400]]' }] }),
+      (err: unknown) => {
+        assert.ok(err instanceof Anthropic.BadRequestError, String(err));
+        assert.deepEqual((err.error as { error: { type: string; message: string } }).error.type, 'invalid_request_error');
+        assert.equal((err.error as { error: { message: string } }).error.message, 'Simulated error (HTTP 400)');
+        return true;
+      }));
+    assert.equal(cost, 0n);
+  });
+
   test('count_tokens on a platform openai group: 404 not_found_error, nothing sent upstream', async () => {
     const before = (await simRequests(stack.simUrl, 1))[0];
     await assert.rejects(client.messages.countTokens({ model: SONNET, messages: [{ role: 'user', content: 'count' }] }), (err: unknown) => {
