@@ -408,7 +408,7 @@ describe('upstream pools on a two-gateway cluster', () => {
       assert.ok(keys.includes(`${c.env.REDIS_PREFIX}pool:upstreams`));
       for (const k of await redis.keys(`${c.env.REDIS_PREFIX}*`)) {
         const type = await redis.type(k);
-        const values = type === 'hash' ? await redis.hvals(k) : type === 'string' ? [(await redis.get(k)) ?? ''] : type === 'set' ? await redis.smembers(k) : type === 'zset' ? await redis.zrange(k, 0, -1) : [];
+        const values = type === 'hash' ? await redis.hvals(k) : type === 'string' ? [(await redis.get(k)) ?? ''] : type === 'set' ? await redis.smembers(k) : type === 'zset' ? await redis.zrange(k, '0', '-1') : [];
         for (const v of values) assert.ok(!v.includes('POOLSECRET'), `the upstream credential in clear in Redis ${k}`);
       }
     } finally {
@@ -452,5 +452,25 @@ describe('upstream pools on a two-gateway cluster', () => {
       await client.messages.create(SIM);
       return (await pool.count()) > b0 ? true : undefined;
     });
+  });
+
+  test('Redis state lost and `tollgate rebuild` run by hand: the pool is back when the rebuild answers', async (t) => {
+    if (!cluster) return t.skip('Kafka or Redis missing');
+    const c = cluster;
+    const agg = c.url('agg');
+    const b = await c.admin<UpstreamView>('POST', '/admin/v1/upstreams', { name: 'by hand', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 2, priority: 0, max_concurrency: null }, agg);
+    const g = await c.admin<GroupView>('POST', '/admin/v1/groups', { name: 'by hand', platform: 'anthropic', upstream_ids: [b.json.id] }, agg);
+    const redis = new Redis(c.env.REDIS_URL!, { maxRetriesPerRequest: 1 });
+    try {
+      await redis.del(...(await redis.keys(`${c.env.REDIS_PREFIX}*`)));
+    } finally {
+      redis.disconnect();
+    }
+    assert.equal((await c.admin('GET', `/admin/v1/groups/${g.json.id}`, undefined, agg)).status, 404);
+    // no event flows, so only the rebuild route can bring it back
+    const r = await c.admin('POST', '/ops/v1/rebuild', undefined, agg);
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    assert.deepEqual((await c.admin('GET', `/admin/v1/groups/${g.json.id}`, undefined, agg)).json, g.json);
+    assert.equal((await c.admin<UpstreamView>('GET', `/admin/v1/upstreams/${b.json.id}`, undefined, agg)).json.weight, 2);
   });
 });

@@ -237,6 +237,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       warehouse, balances, keys, adminToken: admin.value, financeToken: config.secrets.financeToken,
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
       priceBook: () => prices,
+      beforeRebuild: async () => { await restorePoolRecords(); },
     });
   }
   // Every version a gateway prices with goes to the log (control topic), so the warehouse keeps
