@@ -75,11 +75,11 @@ function toolResultMessages(block: Json, at: string): { tool: OpenAIMessage; ima
   const prefix = block.is_error === true ? '[error] ' : '';
   const content = block.content;
   const images: OpenAIContentPart[] = [];
-  let text: string | Array<{ type: 'text'; text: string }>;
+  let text: string;
   if (content === undefined || content === null) text = prefix;
   else if (typeof content === 'string') text = prefix + content;
   else if (Array.isArray(content)) {
-    const parts: Array<{ type: 'text'; text: string }> = prefix ? [{ type: 'text', text: prefix.trim() }] : [];
+    const parts: Array<{ type: 'text'; text: string }> = [];
     content.forEach((inner, i) => {
       const innerAt = `${at}.content.${i}`;
       if (isRecord(inner) && inner.type === 'text' && typeof inner.text === 'string') parts.push({ type: 'text', text: inner.text });
@@ -87,7 +87,8 @@ function toolResultMessages(block: Json, at: string): { tool: OpenAIMessage; ima
       else if (isRecord(inner) && inner.type === 'document') parts.push(documentPart(inner, innerAt) as { type: 'text'; text: string });
       else throw new TranslationError(innerAt, `tool_result content of type ${JSON.stringify(isRecord(inner) ? inner.type : inner)} is not supported on platform openai`);
     });
-    text = parts;
+    // Text only: one string, which every compatible server reads (some take no part arrays here).
+    text = prefix + parts.map((p) => p.text).join('\n');
   } else throw new TranslationError(`${at}.content`, 'expected a string or an array of blocks');
   return { tool: { role: 'tool', tool_call_id: id, content: text }, images };
 }
@@ -136,7 +137,10 @@ function translateMessage(message: unknown, m: number, dropped: string[]): OpenA
   });
   // A tool message can carry text only (OpenAI); a tool result's images follow in a user message.
   const user = [...toolImages, ...parts];
-  return user.length > 0 ? [...tools, { role: 'user', content: user }] : tools;
+  if (user.length === 0) return tools;
+  // Text only: one string (servers without vision often refuse part arrays); images keep the parts.
+  const textOnly = user.every((p): p is { type: 'text'; text: string } => p.type === 'text');
+  return [...tools, { role: 'user', content: textOnly ? user.map((p) => p.text).join('\n') : user }];
 }
 
 function translateTools(tools: unknown): OpenAITool[] {
@@ -169,9 +173,10 @@ function translateToolChoice(choice: unknown): { choice: OpenAIToolChoice; paral
  * Translates an Anthropic Messages request body (already validated by the gateway; `model` is
  * the name the gateway sends, already mapped) into an OpenAI Chat Completions body:
  * - `system` (string or text blocks, joined by "\n") → a leading `system` message;
- * - user text/images (base64 → `data:` URL, `url` as is), plain-text documents as text;
+ * - user text/images (base64 → `data:` URL, `url` as is), plain-text documents as text; content
+ *   of text blocks only becomes one string (blocks joined by "\n"), with an image the part array;
  * - assistant `tool_use` → `tool_calls` (`arguments` = the input as JSON text);
- * - `tool_result` → `tool` messages (text parts; `is_error` → text prefixed `[error] `; images
+ * - `tool_result` → `tool` messages (text as one string, blocks joined by "\n"; `is_error` → text prefixed `[error] `; images
  *   of a tool result in a user message right after, since a tool message holds text only);
  * - `tools` (`input_schema` → `parameters`), `tool_choice`, `disable_parallel_tool_use` →
  *   `parallel_tool_calls: false`;

@@ -23,7 +23,7 @@ test('system blocks, text, images, tool_use and tool_result map to their Chat Co
         { type: 'tool_use', id: 'toolu_1', name: 'weather', input: { city: 'Paris' } },
       ] },
       { role: 'user', content: [
-        { type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'Sunny' }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG } }] },
+        { type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'Sunny' }, { type: 'text', text: 'Windy' }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG } }] },
         { type: 'text', text: 'And?' },
       ] },
       { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_2', name: 'weather', input: {} }] },
@@ -40,7 +40,7 @@ test('system blocks, text, images, tool_use and tool_result map to their Chat Co
         { type: 'image_url', image_url: { url: 'https://example.com/a.jpg' } },
       ] },
       { role: 'assistant', content: 'Checking.', tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } }] },
-      { role: 'tool', tool_call_id: 'toolu_1', content: [{ type: 'text', text: 'Sunny' }] },
+      { role: 'tool', tool_call_id: 'toolu_1', content: 'Sunny\nWindy' },
       { role: 'user', content: [{ type: 'image_url', image_url: { url: `data:image/png;base64,${PNG}` } }, { type: 'text', text: 'And?' }] },
       { role: 'assistant', content: null, tool_calls: [{ id: 'toolu_2', type: 'function', function: { name: 'weather', arguments: '{}' } }] },
       { role: 'tool', tool_call_id: 'toolu_2', content: '[error] boom' },
@@ -72,5 +72,7 @@ test('features without an OpenAI equivalent are refused naming the field', () =>
   refuse({ ...user('x'), mcp_servers: [{ type: 'url', url: 'https://mcp.example', name: 'x' }] }, 'mcp_servers');
   // a plain-text document is text
   assert.deepEqual(toOpenAIRequest(user([{ type: 'document', title: 'T', source: { type: 'text', media_type: 'text/plain', data: 'body' } }])).request.messages,
-    [{ role: 'user', content: [{ type: 'text', text: 'T\n\nbody' }] }]);
+    [{ role: 'user', content: 'T\n\nbody' }]);
+  // text blocks alone: one string
+  assert.deepEqual(toOpenAIRequest(user([{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }])).request.messages, [{ role: 'user', content: 'a\nb' }]);
 });
