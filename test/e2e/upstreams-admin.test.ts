@@ -325,6 +325,12 @@ describe('the upstream credential in a running program', () => {
       await admin(url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { group_id: g.json.id });
       const m = await c.client.messages.create(SIM);
       assert.equal(m.usage.output_tokens, 5);
+      // an upstream error that echoes the credential it was sent: redacted from the answer and the logs
+      const echoed = await c.client.messages.create({ ...SIM, messages: [{ role: 'user', content: '[[sim status=500 echo_key=1]]' }] }).then(
+        () => assert.fail('the upstream answered 500'), (err: { status?: number; message?: string }) => err);
+      assert.ok(echoed.status !== undefined && echoed.status >= 500, String(echoed.message));
+      assert.ok(!String(echoed.message).includes('POOLSECRET'), `the credential in the answer: ${echoed.message}`);
+      assert.match(String(echoed.message), /invalid x-api-key: \[redacted\]/, 'the upstream did echo a credential, redacted on the way');
       // the upstream refuses a rotated key (its 401 names the key it was given, as some do)
       assert.equal((await admin(url, 'PATCH', `/admin/v1/upstreams/${u.json.id}`, { api_key: ROTATED_KEY })).status, 200);
       await c.client.messages.create(SIM).then(() => assert.fail('the upstream refused the key'), () => {});
