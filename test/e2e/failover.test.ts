@@ -67,7 +67,7 @@ async function stored(requestId: string): Promise<Record<string, unknown>> {
 }
 
 test('upstream 529 before the first byte: the group\'s next upstream serves, the account is charged once (exact µc), the warehouse event names the serving upstream with attempts 2', async () => {
-  const { b, c } = await pooled('failover-529');
+  const { a, b, c } = await pooled('failover-529');
   await calls(urlA); await calls(urlB);
   await fault(urlA, { status: 529 });
   const { response } = await c.client.messages.create({
@@ -81,6 +81,18 @@ test('upstream 529 before the first byte: the group\'s next upstream serves, the
   const page = await admin<{ data: Array<{ event_id: string }> }>(stack.url, 'GET', `/admin/v1/usage/events?account_id=${c.accountId}`);
   assert.deepEqual(page.json.data.map((x) => x.event_id), [id], 'one usage event for the client request');
   assert.deepEqual([await calls(urlA), await calls(urlB)], [1, 1]);
+  // the gateway reports what it saw (about once a second): A's failed attempt, B's served one
+  type Health = { recent_requests: number; recent_failures: number; circuit: string | null };
+  const health = async (upstream: string) => (await admin<{ health: Health }>(stack.url, 'GET', `/admin/v1/upstreams/${upstream}`)).json.health;
+  for (let i = 0; ; i++) {
+    const [ha, hb] = [await health(a), await health(b)];
+    if (ha.recent_requests === 1 && hb.recent_requests === 1) {
+      assert.deepEqual([ha.recent_failures, ha.circuit, hb.recent_failures, hb.circuit], [1, 'closed', 0, 'closed']);
+      break;
+    }
+    assert.ok(i < 100, `no health report: ${JSON.stringify([ha, hb])}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 });
 
 test('timeout to the headers (UPSTREAM_TIMEOUT_MS): failover to the next upstream, billed once', async () => {
