@@ -12,6 +12,7 @@ import { flatUsage } from '../support/events.ts';
 let stack: Stack;
 let c: Awaited<ReturnType<typeof customer>>;
 let client: Anthropic;
+let groupId: string;
 const SONNET = 'claude-sonnet-4-5';
 const UPSTREAM_MODEL = 'claude-sonnet-4-5-20250929';
 // A 1×1 PNG: the simulator bills a base64 image by its size.
@@ -26,6 +27,7 @@ before(async () => {
   assert.equal(up.status, 201, JSON.stringify(up.json));
   const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', { name: 'openai', platform: 'openai', upstream_ids: [up.json.id] });
   assert.equal(group.status, 201, JSON.stringify(group.json));
+  groupId = group.json.id;
   c = await customer(stack.url, 100);
   const patched = await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { group_id: group.json.id });
   assert.equal(patched.status, 200, JSON.stringify(patched.json));
@@ -236,17 +238,25 @@ describe('platform openai: Anthropic Messages clients served by an OpenAI Chat C
     assert.deepEqual((await simRequests(stack.simUrl, 1))[0], before);
   });
 
-  test('a PDF document (no Chat Completions equivalent): 400 naming the field, nothing sent upstream, nothing billed', async () => {
-    const before = (await simRequests(stack.simUrl, 1))[0];
-    const { cost } = await charged(() => assert.rejects(client.messages.create({
+  test('a PDF document (no Chat Completions equivalent): 400 naming the field at the edge, before any hold, nothing sent upstream, nothing billed', async () => {
+    // 1 credit cannot cover a PDF's worst case (a hold would answer 402): the 400 comes first
+    const poor = await customer(stack.url, 1, 'poor');
+    const patched = await admin(stack.url, 'PATCH', `/admin/v1/accounts/${poor.accountId}`, { group_id: groupId });
+    assert.equal(patched.status, 200);
+    const seenBefore = (await simRequests(stack.simUrl, 1))[0];
+    const balanceBefore = await settledBalance(stack, poor.accountId);
+    await assert.rejects(poor.client.messages.create({
       model: SONNET, max_tokens: 16,
       messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0xLjQK' } }] }],
     }), (err: unknown) => {
       assert.ok(err instanceof Anthropic.BadRequestError, String(err));
-      assert.match(err.message, /messages\.0\.content\.0: document blocks other than plain text/);
+      assert.deepEqual((err.error as { error: { type: string; message: string } }).error, {
+        type: 'invalid_request_error', code: 'invalid_request',
+        message: 'messages.0.content.0: document blocks other than plain text (source type "base64") are not supported on platform openai',
+      });
       return true;
-    }));
-    assert.equal(cost, 0n);
-    assert.deepEqual((await simRequests(stack.simUrl, 1))[0], before);
+    });
+    assert.equal(await settledBalance(stack, poor.accountId), balanceBefore);
+    assert.deepEqual((await simRequests(stack.simUrl, 1))[0], seenBefore);
   });
 });

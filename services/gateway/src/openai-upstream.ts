@@ -18,6 +18,21 @@ import {
 /** The message of the 404 `count_tokens` answers on this platform (seed reference wording). */
 export const COUNT_TOKENS_UNSUPPORTED = 'Token counting is not supported for this platform';
 
+/**
+ * Refuses, before any hold, a Messages request that platform `openai` cannot serve faithfully
+ * (`toOpenAIRequest`'s refusals: server tools, PDF documents, …), so the client is told at the
+ * edge and nothing is held or sent. Throws `invalid_request` (400) whose message starts with the
+ * field's path (`tools.0: …`).
+ */
+export function checkTranslatable(body: object): void {
+  try {
+    toOpenAIRequest(body as Record<string, unknown>);
+  } catch (err) {
+    if (err instanceof TranslationError) throw gatewayError('invalid_request', err.message);
+    throw err;
+  }
+}
+
 /** Client headers that still mean something to an OpenAI upstream: trace context and the simulator's directives. */
 const KEPT = (name: string) => name === 'traceparent' || name === 'tracestate' || name.startsWith('x-sim-');
 

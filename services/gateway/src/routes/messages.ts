@@ -20,6 +20,7 @@ import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
 import { checkModelAllowed, checkServingModelsAllowed } from '../auth.ts';
 import { JsonValueEnd, serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
+import { checkTranslatable } from '../openai-upstream.ts';
 import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '../admission.ts';
 
 /**
@@ -190,6 +191,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     // hold), and its model_mapping names the model upstream (priced as the catalog model).
     const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
     if (route.mappedModel !== undefined) resolved = mappedTo(resolved, route.mappedModel);
+    // Platform openai: what Chat Completions cannot serve is a 400 naming the field, before any hold.
+    if (route.group.platform === 'openai') checkTranslatable(body);
     const stream = body.stream === true;
     request.observed = { model: resolved.model.id, stream };
     // Ids only: the key's secret never reaches a span (it is not even on `caller`).
