@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { admin, customer, settledBalance, simRequests, startStack, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
 import { flatUsage } from '../support/events.ts';
+import { requestUntil } from '../support/leaving-client.ts';
 
 let stack: Stack;
 let c: Awaited<ReturnType<typeof customer>>;
@@ -224,6 +225,25 @@ describe('platform openai: Anthropic Messages clients served by an OpenAI Chat C
         return true;
       }));
     assert.equal(cost, 0n);
+  });
+
+  test('client leaves mid-stream (after the first text delta): the OpenAI stream is read to its usage chunk and billed in full, client_disconnect', async () => {
+    // input 200, output 120 (all generated: the upstream bills them): 200×72 + 120×360 = 14,400 + 43,200 = 57,600 µc
+    const before = await settledBalance(stack, c.accountId);
+    const body = JSON.stringify({ model: SONNET, max_tokens: 256, stream: true, messages: [{ role: 'user', content: 'Leave [[sim input=200 output=120 tps=400]]' }] });
+    const r = requestUntil(stack.url, c.secret, body, 'read', (text) => text.includes('text_delta'));
+    const requestId = await r.done;
+    assert.ok(requestId);
+    let event;
+    for (let i = 0; i < 200 && !event; i++) {
+      await stack.tollgate.drain();
+      event = await stack.tollgate.warehouse.getUsageEvent(requestId);
+      if (!event) await new Promise((res) => setTimeout(res, 25));
+    }
+    assert.ok(event, 'usage event recorded');
+    const u = flatUsage(event);
+    assert.deepEqual([u.status, u.input_tokens, u.output_tokens], ['client_disconnect', 200, 120]);
+    assert.equal(before - (await settledBalance(stack, c.accountId)), 57_600n);
   });
 
   test('count_tokens on a platform openai group: 404 not_found_error, nothing sent upstream', async () => {
