@@ -63,8 +63,9 @@ describe('OpenAI-format clients on /v1/chat/completions', () => {
     });
     // The upstream got the Anthropic translation (system out of the messages, max_tokens as asked).
     const sent = await lastUpstreamBody();
-    assert.deepEqual(sent['system'], [{ type: 'text', text: 'Be brief.' }]);
-    assert.deepEqual(sent['messages'], [{ role: 'user', content: [{ type: 'text', text: 'Hello there' }] }]);
+    // String contents stay strings, as the Anthropic client of the same conversation sends them.
+    assert.deepEqual(sent['system'], 'Be brief.');
+    assert.deepEqual(sent['messages'], [{ role: 'user', content: 'Hello there' }]);
     assert.equal(sent['max_tokens'], 256);
 
     const e = await usageEvent(response.headers.get('request-id')!);
@@ -187,13 +188,13 @@ describe('OpenAI-format clients on /v1/chat/completions', () => {
     assert.equal(answer.choices[0]!.finish_reason, 'stop');
     const back = await lastUpstreamBody();
     assert.deepEqual(back['messages'], [
-      { role: 'user', content: [{ type: 'text', text: 'Weather in Paris?' }] },
+      { role: 'user', content: 'Weather in Paris?' },
       { role: 'assistant', content: [
         { type: 'tool_use', id: call.id, name: 'get_weather', input: { city: 'sim' } },
         { type: 'tool_use', id: 'toolu_x2', name: 'get_weather', input: { city: 'Lyon' } },
       ] },
       { role: 'user', content: [
-        { type: 'tool_result', tool_use_id: call.id, content: [{ type: 'text', text: 'Sunny, 21°C' }] },
+        { type: 'tool_result', tool_use_id: call.id, content: 'Sunny, 21°C' },
         { type: 'tool_result', tool_use_id: 'toolu_x2', content: [{ type: 'text', text: 'Rain' }] },
       ] },
     ]);
@@ -334,6 +335,28 @@ describe('OpenAI-format clients on /v1/chat/completions', () => {
       assert.deepEqual([err.status, err.type, err.code], [402, 'billing_error', 'insufficient_credits']);
       const viaMessages = await broke.client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'x' }] }).then(() => null, (e: { status: number }) => e.status);
       assert.equal(viaMessages, 402);
+    });
+
+    test('hold of one conversation on both routes: the same worst case in µc (string contents keep their bytes through the translation)', async () => {
+      const broke = await customer(stack.url, 0, 'broke-same-hold');
+      const conversation = { system: 'Be brief.', user: 'Hello there', assistant: 'Hi!', again: 'More please' };
+      const err = await failure(openai(broke.secret).chat.completions.create({
+        model: SONNET, max_tokens: 16,
+        messages: [{ role: 'system', content: conversation.system }, { role: 'user', content: conversation.user },
+          { role: 'assistant', content: conversation.assistant }, { role: 'user', content: conversation.again }],
+      }));
+      const viaMessages = await broke.client.messages.create({
+        model: SONNET, max_tokens: 16, system: conversation.system,
+        messages: [{ role: 'user', content: conversation.user }, { role: 'assistant', content: conversation.assistant }, { role: 'user', content: conversation.again }],
+      }).then(() => null, (e: { status: number; error: { error: { message: string } } }) => e.error.error.message);
+      // The hold bounds input at one token per body byte at the dearest input-side price (cache
+      // write 1h, 144 µc on sonnet-4-5) plus max_tokens × output 360. Both routes serialise the
+      // same 196 bytes ({"model":…,"system":"Be brief.","messages":[3 string turns],"max_tokens":16}):
+      // 196 × 144 + 16 × 360 = 28,224 + 5,760 = 33,984 µc. (Turned into text blocks, as before
+      // this fix, the translation added 25 bytes per string: 296 × 144 + 5,760 = 48,384 µc.)
+      const message = (err.error as { message: string }).message;
+      assert.equal(message, viaMessages);
+      assert.equal(message, `Your credit balance is too low for this request: it needs up to 0.033984 credits (its worst case at max_tokens 16) and 0 credits are available`);
     });
 
     test('plan window spent: 429 rate_limit_error with the same windows for /v1/messages and /v1/chat/completions', async () => {

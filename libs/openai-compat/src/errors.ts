@@ -11,16 +11,23 @@ export type AnthropicErrorTypeName =
   | 'request_too_large' | 'rate_limit_error' | 'api_error' | 'overloaded_error';
 
 /**
- * The Anthropic error type for an OpenAI error: by OpenAI's `code` where it says more than the
- * status (`insufficient_quota`: the operator's upstream account is out of credit → `billing_error`;
- * `context_length_exceeded` → `invalid_request_error`), else by status (400/422 invalid request,
- * 401 authentication, 403 permission, 404 not found, 413 too large, 429 rate limit, 503 and 529
- * overloaded, other 5xx api_error).
+ * The Anthropic error type for an OpenAI error, by status first, as the Anthropic path maps an
+ * upstream's status (400/422 invalid request, 401 authentication, 402 billing, 403 permission,
+ * 404 not found, 413 too large, 429 rate limit, 503 and 529 overloaded, other 5xx api_error,
+ * other 4xx invalid request). OpenAI's `code` decides only where it says more than the status:
+ * `insufficient_quota` (its 429 for an account out of credit: the operator's problem) →
+ * `billing_error`. Without a status (an `error` chunk inside a 200 stream) the code or type
+ * decides: insufficient_quota → billing, context_length_exceeded / invalid_request_error →
+ * invalid request, rate_limit_exceeded → rate limit, anything else api_error.
  */
 export function openAIErrorType(status: number | undefined, error?: Json): AnthropicErrorTypeName {
   const code = error?.code ?? error?.type;
-  if (code === 'insufficient_quota') return 'billing_error';
-  if (code === 'context_length_exceeded' || code === 'invalid_request_error') return 'invalid_request_error';
+  if (code === 'insufficient_quota' || error?.type === 'insufficient_quota') return 'billing_error';
+  if (status === undefined) {
+    if (code === 'context_length_exceeded' || code === 'invalid_request_error') return 'invalid_request_error';
+    if (code === 'rate_limit_exceeded') return 'rate_limit_error';
+    return 'api_error';
+  }
   switch (status) {
     case 400: case 422: return 'invalid_request_error';
     case 401: return 'authentication_error';
@@ -30,7 +37,7 @@ export function openAIErrorType(status: number | undefined, error?: Json): Anthr
     case 413: return 'request_too_large';
     case 429: return 'rate_limit_error';
     case 503: case 529: return 'overloaded_error';
-    default: return status !== undefined && status >= 400 && status < 500 ? 'invalid_request_error' : 'api_error';
+    default: return status >= 400 && status < 500 ? 'invalid_request_error' : 'api_error';
   }
 }
 

@@ -55,7 +55,11 @@ function fail(param: string, problem: string): never {
 /**
  * Translates a Chat Completions request body (OpenAI API reference, "Create chat completion")
  * into an Anthropic Messages body (Anthropic "Messages" reference):
- * - `system` / `developer` messages, wherever they are, → `system` text blocks in order;
+ * - `system` / `developer` messages, wherever they are, → `system` text blocks in order (one
+ *   string system message stays a string; so do string user, assistant and tool contents, so the
+ *   same conversation weighs the same bytes, bound and hold on both routes);
+ * - message-level fields mapped or refused by name (`messages[i].name`: refused; an assistant's
+ *   `refusal`: kept as text; anything not in OpenAI's message shape: refused);
  * - `user` text and `image_url` parts (a `data:` URL → base64 image source, http(s) → url source);
  * - `assistant` text and `tool_calls` (arguments parsed as JSON) → text and `tool_use` blocks;
  * - `tool` messages → `tool_result` blocks on one user turn (consecutive ones merged; a user
@@ -137,27 +141,71 @@ export function fromOpenAIRequest(input: unknown): ChatRequestTranslation {
 }
 
 type Block = Record<string, unknown>;
-interface Turn { role: 'user' | 'assistant'; content: Block[]; tools: boolean }
+/** A turn's content: a string while it is one plain string (as the client wrote it), else blocks. */
+interface Turn { role: 'user' | 'assistant'; content: string | Block[]; tools: boolean }
 
-function translateMessages(messages: unknown): { system: Block[]; messages: Array<{ role: string; content: Block[] }> } {
+/**
+ * The message-level fields each role may carry (OpenAI API reference, "Create chat completion",
+ * `messages`), and what this translation does with them. Anything else, and `name` (Anthropic has
+ * no participant names: the model would never see it), is refused by name; `function_call` and
+ * `audio` are refused below; an assistant's `refusal` text is kept as text, as its `refusal`
+ * content parts are.
+ */
+const MESSAGE_FIELDS: Record<string, ReadonlySet<string>> = {
+  system: new Set(['role', 'content']),
+  developer: new Set(['role', 'content']),
+  user: new Set(['role', 'content']),
+  assistant: new Set(['role', 'content', 'tool_calls', 'refusal', 'function_call', 'audio']),
+  tool: new Set(['role', 'content', 'tool_call_id']),
+};
+
+function checkMessageFields(m: Record<string, unknown>, role: string, at: string): void {
+  const allowed = MESSAGE_FIELDS[role];
+  if (allowed === undefined) return;
+  for (const [key, value] of Object.entries(m)) {
+    if (allowed.has(key) || value === null || value === undefined) continue;
+    fail(`${at}.${key}`, key === 'name'
+      ? 'participant names are not supported on this gateway (Anthropic models have no message names)'
+      : 'unsupported parameter on this gateway');
+  }
+}
+
+/** Blocks of a turn's content (a string becomes one text block), to append to. */
+function blocksOf(content: string | Block[]): Block[] {
+  return typeof content === 'string' ? [{ type: 'text', text: content }] : content;
+}
+
+/**
+ * The messages as Anthropic turns. Strings stay strings (a user or assistant string content, a
+ * single string system message, a tool message's string content), so the same conversation has
+ * the same bytes, hence the same input bound and hold, on /v1/chat/completions as on /v1/messages;
+ * blocks only where OpenAI's own form was parts or turns had to merge.
+ */
+function translateMessages(messages: unknown): { system: string | Block[]; messages: Array<{ role: string; content: string | Block[] }> } {
   if (messages === undefined) fail('messages', 'Field required');
   if (!Array.isArray(messages) || messages.length === 0) fail('messages', 'must be a non-empty array');
   const system: Block[] = [];
+  let systemString = null as string | null;
+  let systemCount = 0;
   const turns: Turn[] = [];
   messages.forEach((m: unknown, i) => {
     const at = `messages[${i}]`;
     if (!isRecord(m)) fail(at, 'must be an object');
     const role = m['role'];
+    if (typeof role === 'string') checkMessageFields(m, role, at);
     switch (role) {
       case 'system':
       case 'developer':
+        systemCount++;
+        if (typeof m['content'] === 'string') systemString = m['content'];
         for (const text of textParts(m['content'], `${at}.content`, false)) system.push({ type: 'text', text });
         return;
       case 'user': {
-        const blocks = userContent(m['content'], `${at}.content`);
+        const content = m['content'];
+        const blocks: string | Block[] = typeof content === 'string' ? content : userContent(content, `${at}.content`);
         const last = turns.at(-1);
         // A user message right after tool results joins their turn (tool_result blocks first).
-        if (last?.role === 'user' && last.tools) last.content.push(...blocks);
+        if (last?.role === 'user' && last.tools) last.content = [...blocksOf(last.content), ...blocksOf(blocks)];
         else turns.push({ role: 'user', content: blocks, tools: false });
         return;
       }
@@ -165,6 +213,11 @@ function translateMessages(messages: unknown): { system: Block[]; messages: Arra
         const blocks: Block[] = [];
         if (m['content'] !== undefined && m['content'] !== null) {
           for (const text of textParts(m['content'], `${at}.content`, true)) if (text !== '') blocks.push({ type: 'text', text });
+        }
+        const refusal = m['refusal'];
+        if (refusal !== undefined && refusal !== null) {
+          if (typeof refusal !== 'string') fail(`${at}.refusal`, 'must be a string');
+          if (refusal !== '') blocks.push({ type: 'text', text: refusal });
         }
         const calls = m['tool_calls'];
         if (calls !== undefined && calls !== null) {
@@ -174,16 +227,20 @@ function translateMessages(messages: unknown): { system: Block[]; messages: Arra
         if (m['function_call'] !== undefined && m['function_call'] !== null) fail(`${at}.function_call`, 'unsupported parameter (deprecated); use tool_calls');
         if (m['audio'] !== undefined && m['audio'] !== null) fail(`${at}.audio`, 'unsupported parameter on this gateway');
         if (blocks.length === 0) fail(`${at}.content`, 'an assistant message needs content or tool_calls');
-        turns.push({ role: 'assistant', content: blocks, tools: false });
+        const plain = typeof m['content'] === 'string' && blocks.length === 1 && blocks[0]!['type'] === 'text';
+        turns.push({ role: 'assistant', content: plain ? m['content'] as string : blocks, tools: false });
         return;
       }
       case 'tool': {
         const id = m['tool_call_id'];
         if (typeof id !== 'string' || id === '') fail(`${at}.tool_call_id`, 'Field required');
         const texts = textParts(m['content'], `${at}.content`, false);
-        const result: Block = { type: 'tool_result', tool_use_id: id, content: texts.map((text) => ({ type: 'text', text })) };
+        const result: Block = {
+          type: 'tool_result', tool_use_id: id,
+          content: typeof m['content'] === 'string' ? m['content'] : texts.map((text) => ({ type: 'text', text })),
+        };
         const last = turns.at(-1);
-        if (last?.role === 'user' && last.tools) last.content.push(result);
+        if (last?.role === 'user' && last.tools) last.content = [...blocksOf(last.content), result];
         else turns.push({ role: 'user', content: [result], tools: true });
         return;
       }
@@ -194,7 +251,7 @@ function translateMessages(messages: unknown): { system: Block[]; messages: Arra
     }
   });
   if (turns.length === 0) fail('messages', 'at least one user or assistant message is required');
-  return { system, messages: turns.map(({ role, content }) => ({ role, content })) };
+  return { system: systemCount === 1 && systemString !== null ? systemString : system, messages: turns.map(({ role, content }) => ({ role, content })) };
 }
 
 /** The texts of a string or an array of `text` (and, for an assistant, `refusal`) parts. */

@@ -110,24 +110,48 @@ export function fromOpenAICompletion(completion: OpenAIChatCompletion, ctx: Resp
 /** One Anthropic SSE event (`{type, …}`). */
 export type AnthropicEvent = Json & { type: string };
 
+/** A tool call seen in the stream whose block could not be opened yet (another block is open). */
+interface PendingTool {
+  id: string;
+  name: string;
+  args: string;
+}
+
 /**
  * Translates a stream of OpenAI chunks into Anthropic stream events, chunk by chunk:
  * `message_start` at the first chunk (usage zero: OpenAI reports it only at the end), a
  * `text` block for content (`text_delta`), one `tool_use` block per tool call
- * (`input_json_delta` carrying the argument text as it comes), `content_block_stop` when
- * another block starts or the answer ends, then at the end `message_delta` (stop reason, and the
+ * (`input_json_delta` carrying the argument text), then `message_delta` (stop reason, and the
  * final usage chunk's counts incl. input and cache reads) and `message_stop`.
- * A stream that ends without a finish_reason gets no `message_delta` (the gateway sees an
- * interrupted stream); one with a finish_reason but no usage chunk gets `usage: {output_tokens:
- * null}` (the gateway records `invalid_count` and charges nothing it cannot prove). An `error`
- * chunk becomes an Anthropic `error` event.
+ *
+ * Blocks are emitted in a protocol-valid order (Anthropic "Streaming Messages": each block
+ * start → deltas → stop before the next starts; deltas never follow a block's stop), whatever
+ * order the upstream interleaves its pieces in: the first block streams live; a tool call that
+ * appears while another block is open is buffered (id, name, argument text) and emitted whole,
+ * in the order the calls appeared, when the answer ends; text that comes after a tool call is
+ * buffered likewise and emitted last.
+ *
+ * The answer ends (`message_delta` + `message_stop`, and nothing after) as soon as both the
+ * finish_reason and the usage are known — usage on the finish chunk itself, or the usage chunk
+ * `stream_options.include_usage` asks for — without waiting for `data: [DONE]` or the connection's
+ * end, so an upstream that leaves the connection open after its answer cannot hold it (issue 10).
+ * At `end()` (DONE or the body's end): a stream without a finish_reason gets no `message_delta`
+ * (the gateway sees an interrupted stream); one with a finish_reason but no usage gets
+ * `usage: {output_tokens: null}` (the gateway records `invalid_count` and charges nothing it cannot
+ * prove). An `error` chunk becomes an Anthropic `error` event.
  */
 export class ChatStreamTranslator {
   readonly #ctx: ResponseContext;
   #started = false;
+  /** the block streaming live: text, or the tool call with this OpenAI `index` */
   #open: { index: number; kind: 'text' | 'tool'; tool?: number } | null = null;
   #next = 0;
-  readonly #tools = new Map<number, number>();
+  /** OpenAI tool-call indexes whose block was opened live */
+  readonly #live = new Set<number>();
+  /** tool calls waiting for their turn, in the order they appeared */
+  readonly #pending = new Map<number, PendingTool>();
+  /** text that came while a tool block was open or pending */
+  #lateText = '';
   #finish: string | null = null;
   #matched: unknown = null;
   #usage: OpenAIUsage | null = null;
@@ -135,6 +159,11 @@ export class ChatStreamTranslator {
 
   constructor(ctx: ResponseContext) {
     this.#ctx = ctx;
+  }
+
+  /** True once `message_stop` (or an `error` event) was emitted: later chunks are ignored. */
+  get ended(): boolean {
+    return this.#ended;
   }
 
   #start(out: AnthropicEvent[], id: unknown): void {
@@ -156,6 +185,67 @@ export class ChatStreamTranslator {
     this.#open = null;
   }
 
+  #text(out: AnthropicEvent[], text: string): void {
+    if (this.#open?.kind === 'text') {
+      out.push({ type: 'content_block_delta', index: this.#open.index, delta: { type: 'text_delta', text } });
+      return;
+    }
+    if (this.#open !== null || this.#pending.size > 0 || this.#live.size > 0) {
+      this.#lateText += text;
+      return;
+    }
+    this.#open = { index: this.#next++, kind: 'text' };
+    out.push({ type: 'content_block_start', index: this.#open.index, content_block: { type: 'text', text: '' } });
+    out.push({ type: 'content_block_delta', index: this.#open.index, delta: { type: 'text_delta', text } });
+  }
+
+  #tool(out: AnthropicEvent[], call: { index: number; id?: string; function?: { name?: string; arguments?: string } }): void {
+    const args = typeof call.function?.arguments === 'string' ? call.function.arguments : '';
+    if (this.#open?.kind === 'tool' && this.#open.tool === call.index) {
+      if (args !== '') out.push({ type: 'content_block_delta', index: this.#open.index, delta: { type: 'input_json_delta', partial_json: args } });
+      return;
+    }
+    const pending = this.#pending.get(call.index);
+    if (pending !== undefined) {
+      pending.args += args;
+      if (pending.name === '' && typeof call.function?.name === 'string') pending.name = call.function.name;
+      return;
+    }
+    // A call opened live and since closed never gets more pieces (blocks close only at the end).
+    if (this.#live.has(call.index)) return;
+    const id = call.id ?? '';
+    const name = call.function?.name ?? '';
+    if (this.#open?.kind === 'tool' || this.#pending.size > 0) {
+      this.#pending.set(call.index, { id, name, args });
+      return;
+    }
+    this.#close(out);
+    const index = this.#next++;
+    this.#live.add(call.index);
+    this.#open = { index, kind: 'tool', tool: call.index };
+    out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: id || `toolu_${index}`, name, input: {} } });
+    if (args !== '') out.push({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: args } });
+  }
+
+  /** Closes the live block, then emits the buffered tool calls and late text, each whole. */
+  #flush(out: AnthropicEvent[]): void {
+    this.#close(out);
+    for (const tool of this.#pending.values()) {
+      const index = this.#next++;
+      out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: tool.id || `toolu_${index}`, name: tool.name, input: {} } });
+      if (tool.args !== '') out.push({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: tool.args } });
+      out.push({ type: 'content_block_stop', index });
+    }
+    this.#pending.clear();
+    if (this.#lateText !== '') {
+      const index = this.#next++;
+      out.push({ type: 'content_block_start', index, content_block: { type: 'text', text: '' } });
+      out.push({ type: 'content_block_delta', index, delta: { type: 'text_delta', text: this.#lateText } });
+      out.push({ type: 'content_block_stop', index });
+      this.#lateText = '';
+    }
+  }
+
   /** The events one parsed chunk (the JSON of one `data:` line) yields. */
   push(chunk: unknown): AnthropicEvent[] {
     const out: AnthropicEvent[] = [];
@@ -171,51 +261,30 @@ export class ChatStreamTranslator {
     if (isRecord(c.usage)) this.#usage = c.usage as OpenAIUsage;
     for (const choice of c.choices ?? []) {
       if (choice.index !== undefined && choice.index !== 0) continue;
+      if (this.#finish !== null) continue;
       const delta = choice.delta ?? {};
       const text = typeof delta.content === 'string' && delta.content !== '' ? delta.content
         : typeof delta.refusal === 'string' && delta.refusal !== '' ? delta.refusal : '';
-      if (text !== '') {
-        if (this.#open?.kind !== 'text') {
-          this.#close(out);
-          this.#open = { index: this.#next++, kind: 'text' };
-          out.push({ type: 'content_block_start', index: this.#open.index, content_block: { type: 'text', text: '' } });
-        }
-        out.push({ type: 'content_block_delta', index: this.#open.index, delta: { type: 'text_delta', text } });
-      }
-      for (const call of delta.tool_calls ?? []) {
-        const known = this.#tools.get(call.index);
-        let index: number;
-        if (known === undefined) {
-          this.#close(out);
-          index = this.#next++;
-          this.#tools.set(call.index, index);
-          this.#open = { index, kind: 'tool', tool: call.index };
-          out.push({
-            type: 'content_block_start', index,
-            content_block: { type: 'tool_use', id: call.id ?? `toolu_${index}`, name: call.function?.name ?? '', input: {} },
-          });
-        } else index = known;
-        const args = call.function?.arguments;
-        if (typeof args === 'string' && args !== '') {
-          out.push({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: args } });
-        }
-      }
+      if (text !== '') this.#text(out, text);
+      for (const call of delta.tool_calls ?? []) this.#tool(out, call);
       if (choice.finish_reason) {
         this.#finish = choice.finish_reason;
         this.#matched = choice.stop_reason;
-        this.#close(out);
+        this.#flush(out);
       }
     }
+    // Both known: the answer is complete now, whatever the connection does next.
+    if (this.#finish !== null && this.#usage !== null) out.push(...this.end());
     return out;
   }
 
-  /** The closing events, at `data: [DONE]` or the end of the body (idempotent). */
+  /** The closing events, when the answer is complete, at `data: [DONE]` or at the end of the body (idempotent). */
   end(): AnthropicEvent[] {
     const out: AnthropicEvent[] = [];
     if (this.#ended) return out;
     this.#ended = true;
     if (this.#finish === null) return out;
-    this.#close(out);
+    this.#flush(out);
     const [stopReason, stopSequence] = stopReasonFor(this.#finish, this.#matched, this.#ctx);
     out.push({
       type: 'message_delta',
@@ -234,8 +303,10 @@ export function sseFrame(event: AnthropicEvent): string {
 
 /**
  * An OpenAI SSE body (bytes, as they arrive) → Anthropic SSE bytes, one frame per event, yielded
- * as soon as a chunk is complete. `data: [DONE]`, or the end of the body, closes the message
- * (`ChatStreamTranslator.end`); a `data:` line that is not JSON is skipped.
+ * as soon as a chunk is complete. The message closes when the translator has both the
+ * finish_reason and the usage, at `data: [DONE]`, or at the end of the body, whichever is first
+ * (`ChatStreamTranslator`); reading stops there (the caller's `finally` releases the body).
+ * A `data:` line that is not JSON is skipped.
  */
 export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, ctx: ResponseContext): AsyncGenerator<Buffer> {
   const translator = new ChatStreamTranslator(ctx);
@@ -259,6 +330,8 @@ export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, c
       pending = [];
       yield Buffer.from(frames, 'utf8');
     }
+    // The answer is complete (or failed): nothing the upstream sends after it can change it.
+    if (translator.ended) return;
   }
   parser.feed(decoder.decode());
   pending.push(...translator.end());

@@ -187,7 +187,8 @@ function translateToolChoice(choice: unknown): { choice: OpenAIToolChoice; paral
  * in `dropped`); every `cache_control` (not listed: OpenAI caches prompt prefixes on its own);
  * `tool_choice` when there are no tools (OpenAI refuses one without tools).
  * @throws TranslationError for what cannot be served faithfully: server/built-in tools, PDF or
- *   file documents, file images, unknown block types, `mcp_servers`, `container`.
+ *   file documents, file images, unknown block types, `mcp_servers`, `container`, and an
+ *   assistant prefill (a last `assistant` message, refused at `messages.<last>`).
  */
 export function toOpenAIRequest(body: Json): TranslatedRequest {
   const dropped: string[] = [];
@@ -203,6 +204,13 @@ export function toOpenAIRequest(body: Json): TranslatedRequest {
     if (system !== '') messages.push({ role: 'system', content: system });
   }
   if (!Array.isArray(body.messages)) throw new TranslationError('messages', 'expected an array');
+  // A last assistant message is a prefill on Anthropic (the answer continues it); Chat Completions
+  // has no such thing and would answer it as a finished turn with a new one: refused, not changed.
+  const last = body.messages.length - 1;
+  const tail: unknown = body.messages[last];
+  if (isRecord(tail) && tail.role === 'assistant') {
+    throw new TranslationError(`messages.${last}`, 'a final assistant message (prefill) is not supported on platform openai (Chat Completions answers it as a finished turn)');
+  }
   body.messages.forEach((m, i) => messages.push(...translateMessage(m, i, dropped)));
 
   const out: OpenAIChatRequest = { model: String(body.model), messages };

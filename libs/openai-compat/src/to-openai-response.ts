@@ -69,7 +69,7 @@ function completionId(messageId: unknown): string {
  * An Anthropic Message (JSON) as an OpenAI `chat.completion` with one choice: the text blocks
  * joined as `content` (null when there are none), `tool_use` blocks as `tool_calls` (arguments
  * as JSON text), thinking and server-tool blocks left out, `finish_reason` by `finishReasonOf`,
- * usage by `usageOf`. `created` is in seconds since the epoch.
+ * usage by `usageOf` (left out when the message has none). `created` is in seconds since the epoch.
  */
 export function toChatCompletion(message: Rec, created: number): Rec {
   const content = Array.isArray(message['content']) ? message['content'] : [];
@@ -93,7 +93,8 @@ export function toChatCompletion(message: Rec, created: number): Rec {
       logprobs: null,
       finish_reason: finishReasonOf(message['stop_reason']),
     }],
-    usage: usageOf(message['usage']),
+    // A message without usage (the gateway charged nothing): none is invented.
+    ...(isRecord(message['usage']) ? { usage: usageOf(message['usage']) } : {}),
   };
 }
 

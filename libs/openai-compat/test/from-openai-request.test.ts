@@ -25,10 +25,10 @@ test('system and developer messages anywhere become system blocks in order; a us
       model: 'claude-sonnet-4-5',
       system: [{ type: 'text', text: 'Be brief.' }, { type: 'text', text: 'Answer in French.' }],
       messages: [
-        { role: 'user', content: [{ type: 'text', text: 'Weather?' }] },
+        { role: 'user', content: 'Weather?' },
         { role: 'assistant', content: [{ type: 'text', text: 'Let me look.' }, { type: 'tool_use', id: 'c1', name: 'w', input: { city: 'Paris' } }] },
         { role: 'user', content: [
-          { type: 'tool_result', tool_use_id: 'c1', content: [{ type: 'text', text: 'Sunny' }] },
+          { type: 'tool_result', tool_use_id: 'c1', content: 'Sunny' },
           { type: 'text', text: 'And tomorrow?' },
         ] },
       ],
@@ -42,7 +42,7 @@ test('sampling, limits, stop, user and stream options map; absent max tokens sta
     stream: true, stream_options: { include_usage: true }, n: 1, logprobs: false, presence_penalty: 0, response_format: { type: 'text' }, seed: null,
   });
   assert.deepEqual(t.body, {
-    model: 'm', messages: [{ role: 'user', content: [{ type: 'text', text: 'Hi' }] }],
+    model: 'm', messages: [{ role: 'user', content: 'Hi' }],
     max_tokens: 20, temperature: 1, top_p: 0.5, stop_sequences: ['END'], metadata: { user_id: 'u1' }, stream: true,
   });
   assert.deepEqual([t.stream, t.includeUsage], [true, true]);
@@ -115,4 +115,37 @@ test('every parameter not mapped, or malformed, is a 400 naming it', () => {
       return true;
     }, param);
   }
+});
+
+test('string contents stay strings (same bytes, hence same input bound, as the Anthropic request of the same conversation)', () => {
+  const t = fromOpenAIRequest({
+    model: 'm', max_tokens: 7,
+    messages: [
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello' },
+      { role: 'user', content: 'Bye' },
+    ],
+  });
+  const anthropic = { model: 'm', system: 'Be brief.', messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello' }, { role: 'user', content: 'Bye' }], max_tokens: 7 };
+  assert.deepEqual(t.body, anthropic);
+  assert.equal(JSON.stringify(t.body).length, JSON.stringify(anthropic).length);
+});
+
+test('message-level fields: name is refused naming it, an assistant refusal is kept as text, unknown fields refused', () => {
+  const refused = (messages: unknown[], param: string, problem: RegExp) => assert.throws(() => fromOpenAIRequest({ model: 'm', messages }),
+    (err: unknown) => err instanceof ProtocolError && err.message.startsWith(`${param}: `) && problem.test(err.message));
+  refused([{ role: 'user', content: 'Hi', name: 'alice' }], 'messages[0].name', /participant names are not supported/);
+  refused([{ role: 'system', content: 'S', name: 'ops' }, ...user], 'messages[0].name', /participant names/);
+  refused([...user, { role: 'assistant', content: 'x', name: 'bot' }, ...user], 'messages[1].name', /participant names/);
+  refused([...user, { role: 'tool', tool_call_id: 'c', content: 'r', name: 'f' }], 'messages[1].name', /participant names/);
+  refused([{ role: 'user', content: 'Hi', cache: true }], 'messages[0].cache', /unsupported parameter/);
+  const t = fromOpenAIRequest({ model: 'm', messages: [...user, { role: 'assistant', content: null, refusal: 'I cannot help' }, { role: 'user', content: 'Why?' }] });
+  assert.deepEqual(t.body['messages'], [
+    { role: 'user', content: 'Hi' },
+    { role: 'assistant', content: [{ type: 'text', text: 'I cannot help' }] },
+    { role: 'user', content: 'Why?' },
+  ]);
+  // null is "absent", as OpenAI's SDK serialises unset fields
+  assert.doesNotThrow(() => fromOpenAIRequest({ model: 'm', messages: [{ role: 'user', content: 'Hi', name: null }] }));
 });

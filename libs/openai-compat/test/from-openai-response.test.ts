@@ -128,3 +128,83 @@ test('OpenAI errors: status and type in Anthropic shape; insufficient_quota is t
     { status: 529, body: { type: 'error', error: { type: 'overloaded_error', message: 'Upstream returned HTTP 503' } } });
   assert.deepEqual(openAIErrorToAnthropic(401, { error: { message: 'Incorrect API key', type: 'invalid_request_error', code: 'invalid_api_key' } }).status, 401);
 });
+
+test('a finished stream over a connection left open: message_delta and message_stop as soon as finish_reason and usage are both known, nothing after', () => {
+  const t = new ChatStreamTranslator(ctx);
+  const types = (events: Array<{ type: string }>) => events.map((e) => e.type);
+  assert.deepEqual(types(t.push(chunk({ role: 'assistant', content: 'a b' }))), ['message_start', 'content_block_start', 'content_block_delta']);
+  // finish_reason alone: the usage chunk is still to come (include_usage), nothing closes yet but the block
+  assert.deepEqual(types(t.push(chunk({}, 'stop'))), ['content_block_stop']);
+  const closing = t.push({ id: 'chatcmpl-Z', object: 'chat.completion.chunk', choices: [], usage });
+  assert.deepEqual(closing, [
+    { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null },
+      usage: { input_tokens: 400, cache_creation_input_tokens: 0, cache_read_input_tokens: 600, output_tokens: 20 } },
+    { type: 'message_stop' },
+  ]);
+  assert.equal(t.ended, true);
+  assert.deepEqual(t.push(chunk({ content: 'late' })), []);
+  assert.deepEqual(t.end(), []);
+  // usage on the finish chunk itself (vLLM continuous usage): closed by that one chunk
+  const u = new ChatStreamTranslator(ctx);
+  u.push(chunk({ content: 'x' }));
+  assert.deepEqual(types(u.push({ ...chunk({}, 'length'), usage })), ['content_block_stop', 'message_delta', 'message_stop']);
+});
+
+test('a finished stream over a connection left open: the SSE relay yields the closing frames and stops reading without [DONE] or the end of the body', async () => {
+  const frames = [
+    `data: ${JSON.stringify(chunk({ role: 'assistant', content: 'a b' }))}\n\n`,
+    `data: ${JSON.stringify(chunk({}, 'stop'))}\n\n`,
+    `data: ${JSON.stringify({ id: 'chatcmpl-Z', choices: [], usage })}\n\n`,
+  ];
+  let pulledAfter = false;
+  async function* body() {
+    for (const f of frames) yield Buffer.from(f);
+    // the upstream keeps the connection open: this never resolves unless read
+    pulledAfter = true;
+    await new Promise(() => {});
+  }
+  let text = '';
+  for await (const b of anthropicSseFromOpenAI(body(), ctx)) text += b.toString('utf8');
+  assert.equal(pulledAfter, false);
+  assert.match(text, /event: message_delta\ndata: \{"type":"message_delta","delta":\{"stop_reason":"end_turn","stop_sequence":null\},"usage":\{"input_tokens":400,"cache_creation_input_tokens":0,"cache_read_input_tokens":600,"output_tokens":20\}\}\n\nevent: message_stop\ndata: \{"type":"message_stop"\}\n\n$/);
+});
+
+test('interleaved parallel tool-call pieces: each block start → deltas → stop before the next, the later call buffered whole', () => {
+  const t = new ChatStreamTranslator(ctx);
+  const call = (index: number, fn: Record<string, unknown>, id?: string) => chunk({ tool_calls: [{ index, ...(id ? { id, type: 'function' } : {}), function: fn }] });
+  const events = [
+    chunk({ role: 'assistant', content: null }),
+    call(0, { name: 't', arguments: '' }, 'call_a'),
+    call(1, { name: 't', arguments: '' }, 'call_b'),
+    call(0, { arguments: '{"x":' }),
+    call(1, { arguments: '{"x":' }),
+    call(0, { arguments: '1}' }),
+    call(1, { arguments: '2}' }),
+    chunk({}, 'tool_calls'),
+    { id: 'chatcmpl-Z', choices: [], usage },
+  ].flatMap((c) => t.push(c));
+  assert.deepEqual(events.slice(1), [
+    { type: 'content_block_start', index: 0, content_block: { type: 'tool_use', id: 'call_a', name: 't', input: {} } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: '{"x":' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: '1}' } },
+    { type: 'content_block_stop', index: 0 },
+    { type: 'content_block_start', index: 1, content_block: { type: 'tool_use', id: 'call_b', name: 't', input: {} } },
+    { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: '{"x":2}' } },
+    { type: 'content_block_stop', index: 1 },
+    { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null },
+      usage: { input_tokens: 400, cache_creation_input_tokens: 0, cache_read_input_tokens: 600, output_tokens: 20 } },
+    { type: 'message_stop' },
+  ]);
+});
+
+test('OpenAI errors with code null map by status first, like the Anthropic path: 403 permission, 413 too large, 404 not found', () => {
+  const e = (status: number) => openAIErrorToAnthropic(status, { error: { message: 'm', type: 'invalid_request_error', param: null, code: null } });
+  assert.deepEqual(e(403), { status: 403, body: { type: 'error', error: { type: 'permission_error', message: 'm' } } });
+  assert.deepEqual(e(413), { status: 413, body: { type: 'error', error: { type: 'request_too_large', message: 'm' } } });
+  assert.deepEqual(e(404), { status: 404, body: { type: 'error', error: { type: 'not_found_error', message: 'm' } } });
+  assert.deepEqual(e(401), { status: 401, body: { type: 'error', error: { type: 'authentication_error', message: 'm' } } });
+  // in a stream (no status): the code decides
+  const t = new ChatStreamTranslator(ctx);
+  assert.deepEqual(t.push({ error: { message: 'slow down', type: 'requests', code: 'rate_limit_exceeded' } }),
+    [{ type: 'error', error: { type: 'rate_limit_error', message: 'slow down' } }]);
+});

@@ -76,3 +76,11 @@ test('features without an OpenAI equivalent are refused naming the field', () =>
   // text blocks alone: one string
   assert.deepEqual(toOpenAIRequest(user([{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }])).request.messages, [{ role: 'user', content: 'a\nb' }]);
 });
+
+test('an assistant prefill (last message assistant) is refused naming the message: Chat Completions would answer it as a new turn', () => {
+  assert.throws(() => toOpenAIRequest({ model: 'm', max_tokens: 5, messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'The answer is' }] }),
+    (err: unknown) => err instanceof TranslationError && err.field === 'messages.1'
+      && err.message === 'messages.1: a final assistant message (prefill) is not supported on platform openai (Chat Completions answers it as a finished turn)');
+  // an assistant message earlier in the conversation is history, not a prefill
+  assert.equal(toOpenAIRequest({ model: 'm', max_tokens: 5, messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }] }).request.messages.length, 3);
+});

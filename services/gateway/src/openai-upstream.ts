@@ -11,6 +11,7 @@ import {
   type OpenAIChatCompletion, type ResponseContext,
 } from '@tollgate/openai-compat';
 import type { UpstreamOptions } from './deps.ts';
+import { JsonValueEnd } from './upstream-body.ts';
 import {
   asUpstreamBody, decoded, DEFAULT_UPSTREAM_CONNECTIONS, upstreamHeaders, type UpstreamClient, type UpstreamResponse,
 } from './upstream.ts';
@@ -47,7 +48,9 @@ const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null 
  *   nothing sent upstream.
  * - 2xx JSON → an Anthropic Message (`fromOpenAICompletion`); 2xx SSE → Anthropic SSE events
  *   (`anthropicSseFromOpenAI`), translated as chunks arrive; an unreadable JSON body is passed on
- *   as is (the gateway records `no_usage`).
+ *   as is (the gateway records `no_usage`). A 2xx returns at its headers: the body is read and
+ *   translated as the caller reads it, so read errors are the caller's (never a failover), and a
+ *   JSON body ends when its top-level value closes (`JsonValueEnd`).
  * - errors → Anthropic's error shape and status (`openAIErrorToAnthropic`), `retry-after` kept.
  * - `/v1/messages/count_tokens` → 404 `not_found_error` `COUNT_TOKENS_UNSUPPORTED`.
  * The answer's `model` is the request's (the name the gateway sent), `request-id` the upstream's
@@ -169,14 +172,31 @@ export class OpenAIUpstream implements UpstreamClient {
       const stream = Readable.from(relay(), { objectMode: false });
       return this.#response(raw.status, { 'content-type': 'text/event-stream; charset=utf-8', ...requestId }, stream);
     }
-    const text = await raw.body.text();
-    let json: unknown;
-    try { json = JSON.parse(text); } catch { json = undefined; }
-    if (!isRecord(json) || !Array.isArray(json.choices)) {
+    // Read after `post` returns, by whoever reads the body (the gateway's JSON loop), never here:
+    // `post` runs inside the pool's attempt loop, and a 2xx is the answer (no failover after it).
+    // A body cut mid-way then fails that read (503 upstream_error, as on an Anthropic upstream),
+    // and the answer is over when its top-level object closes, not when the connection does.
+    const inner = raw.body;
+    const outputSecrets = this.#outputSecrets;
+    const translate = async function* () {
+      const chunks: Buffer[] = [];
+      const end = new JsonValueEnd();
+      try {
+        for await (const chunk of inner) {
+          chunks.push(Buffer.from(chunk as Uint8Array));
+          if (end.push(chunk as Uint8Array)) break;
+        }
+      } finally {
+        inner.cancel();
+      }
+      const text = Buffer.concat(chunks).toString('utf8');
+      let json: unknown;
+      try { json = JSON.parse(text); } catch { json = undefined; }
       // Not a completion: passed on as it came, so the gateway's own checks (no_usage) apply.
-      return this.#response(raw.status, { 'content-type': contentType || 'application/json', ...requestId }, Readable.from([Buffer.from(text, 'utf8')]));
-    }
-    return this.#answer(raw.status, fromOpenAICompletion(json as unknown as OpenAIChatCompletion, ctx), requestId);
+      if (!isRecord(json) || !Array.isArray(json.choices)) yield Buffer.from(text, 'utf8');
+      else yield Buffer.from(JSON.stringify(fromOpenAICompletion(json as unknown as OpenAIChatCompletion, ctx)), 'utf8');
+    };
+    return decoded(raw.status, { 'content-type': contentType || 'application/json', ...requestId }, Readable.from(translate(), { objectMode: false }), outputSecrets);
   }
 
   async close(): Promise<void> {

@@ -2,6 +2,15 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ChatChunkStream, fromOpenAIRequest, openAIErrorBody, toChatCompletion } from '@tollgate/openai-compat';
 import type { ClientFormat, MessagesPipeline } from './messages.ts';
 
+/** The status and message an OpenAI client gets for a 2xx upstream body that is not a message (nothing is charged for it). */
+export const UNREADABLE_STATUS = 503;
+export const UNREADABLE_MESSAGE = 'Upstream answered with a body that is not a readable message; nothing was charged';
+
+/** An Anthropic Message's shape (`type: "message"`, content blocks), usage or not. */
+function isAnthropicMessage(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && (v as Record<string, unknown>)['type'] === 'message' && Array.isArray((v as Record<string, unknown>)['content']);
+}
+
 /** Seconds since the epoch, as OpenAI's `created`. */
 function nowSeconds(): number {
   return Math.floor(Date.now() / 1000);
@@ -21,7 +30,13 @@ function openAIFormat(): ClientFormat {
       includeUsage = translated.includeUsage;
       return { body: translated.body, raw: Buffer.from(JSON.stringify(translated.body)) };
     },
-    json: (message) => JSON.stringify(toChatCompletion(message, nowSeconds())),
+    json: ({ message, parsed, status }) => {
+      // A message the pipeline could not meter (no usage) is still a message: the client gets it
+      // as a chat.completion, without the usage nobody knows. Anything else is an OpenAI error.
+      const answer = message ?? (isAnthropicMessage(parsed) ? parsed : null);
+      if (answer !== null) return { status, body: JSON.stringify(toChatCompletion(answer, nowSeconds())) };
+      return { status: UNREADABLE_STATUS, body: JSON.stringify(openAIErrorBody({ type: 'api_error', code: 'upstream_error', message: UNREADABLE_MESSAGE })) };
+    },
     stream: () => {
       const chunks = new ChatChunkStream({ includeUsage, created: nowSeconds() });
       return (event) => chunks.push(event);

@@ -150,8 +150,13 @@ export interface ClientFormat {
   readonly name: string;
   /** The request as an Anthropic Messages body (not yet validated) and the bytes it was read from. Throws GatewayError 400. */
   request(request: FastifyRequest): { body: unknown; raw: Buffer };
-  /** A successful JSON answer (a parsed Anthropic Message) as the client's JSON; absent: the upstream's bytes as they are. */
-  json?(message: Record<string, unknown>): string;
+  /**
+   * A 2xx JSON answer as the client's: `message` is the Anthropic Message when the pipeline read
+   * (metered) it, else null and `parsed` is the body parsed as JSON (undefined: not JSON). Returns
+   * the status and JSON text to send; a format must answer every case in its own shape. Absent:
+   * the upstream's status and bytes as they are.
+   */
+  json?(answer: { message: Record<string, unknown> | null; parsed: unknown; status: number }): { status: number; body: string };
   /** A writer for one stream: each complete Anthropic SSE event (`error` events included) → the client's bytes ('' for none); absent: unchanged. */
   stream?(): (event: Buffer | string) => Buffer | string;
 }
@@ -438,9 +443,11 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         // charge nothing, and flag it for finance (status `unmetered`, metric, log).
         request.log.warn({ upstreamRequestId }, 'upstream 2xx without usage; not charged');
       }
+      // Every answer is rewritten for another format, a message that could not be read included.
+      const written = x.format.json?.({ message: read === null ? null : json as Record<string, unknown>, parsed: json, status: res.status }) ?? null;
       const settled = await finish({
         status: read === null ? 'unmetered' : x.client.gone ? 'client_disconnect' : 'ok',
-        httpStatus: res.status,
+        httpStatus: written?.status ?? res.status,
         usage: read?.usage ?? null,
         report: read === null ? null : { tally: read.tally, model: read.model, stopReason: read.stopReason, outputSeen: read.outputSeen },
         billable: read !== null,
@@ -450,9 +457,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       });
       // The client may have left while the hold shrank: then the answer was never written.
       if (x.client.gone) leftBeforeDelivery(settled.event);
-      // Only a message that was read is rewritten for another format; anything else passes as it came.
-      const written = read !== null && x.format.json ? x.format.json(json as Record<string, unknown>) : null;
-      reply.code(res.status).type(written === null ? header(res, 'content-type') ?? 'application/json' : 'application/json').send(written ?? bytes);
+      reply.code(written?.status ?? res.status).type(written === null ? header(res, 'content-type') ?? 'application/json' : 'application/json').send(written?.body ?? bytes);
       await settled.publish();
       return reply;
     } finally {
