@@ -243,6 +243,30 @@ describe('OpenAI-format clients on /v1/chat/completions', () => {
     assert.deepEqual([r.choices[0]!.finish_reason, r.choices[0]!.message.content], ['content_filter', null]);
   });
 
+  test('a 2xx the gateway cannot meter reaches an OpenAI client in OpenAI shape: a message without usage as a chat.completion (no usage invented), a body that is not JSON as a 503 OpenAI error; charged 0', async () => {
+    const before = await settledBalance(stack, c.accountId);
+    const { data, response } = await client.chat.completions.create({
+      model: SONNET, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }],
+    }, { headers: { 'x-sim-body': 'no_usage' } }).withResponse();
+    assert.equal(data.object, 'chat.completion');
+    assert.equal('usage' in data, false);
+    assert.match(data.choices[0]!.message.content ?? '', /^Simulated reply to: hi/);
+    const e = await usageEvent(response.headers.get('request-id')!);
+    assert.deepEqual([e.status, e.cost_micros, e.anomalies], ['unmetered', '0', ['no_usage']]);
+
+    const res = await fetch(`${stack.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${c.secret}`, 'x-sim-body': 'not_json' },
+      body: JSON.stringify({ model: SONNET, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.deepEqual([res.status, res.headers.get('content-type')], [503, 'application/json; charset=utf-8']);
+    assert.deepEqual(await res.json(), { error: {
+      message: 'Upstream answered with a body that is not a readable message; nothing was charged', type: 'api_error', param: null, code: 'upstream_error',
+    } });
+    const n = await usageEvent(res.headers.get('request-id')!);
+    assert.deepEqual([n.status, n.http_status, n.cost_micros, n.anomalies], ['unmetered', 503, '0', ['no_usage']]);
+    assert.equal(await settledBalance(stack, c.accountId), before);
+  });
+
   test('client leaves mid-stream: carried to the upstream end and billed like /v1/messages, status client_disconnect', async () => {
     const before = await settledBalance(stack, c.accountId);
     // input 1000, output 40 (all generated: the upstream bills them): 1000×72 + 40×360 = 72,000 + 14,400 = 86,400 µc

@@ -280,3 +280,143 @@ describe('platform openai: Anthropic Messages clients served by an OpenAI Chat C
     assert.deepEqual((await simRequests(stack.simUrl, 1))[0], seenBefore);
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// A scripted OpenAI upstream (node:http) for what the simulator's OpenAI mode does not do: an
+// answer followed by an open connection, a body cut after 200. The script is named in the
+// prompt as [[oai NAME]]. It serves at priority 10 in a group whose second upstream (priority 0)
+// is the simulator: a failover would show as a request there.
+const HAIKU = 'claude-haiku-4-5';
+// 1,200 bytes of prompt: the input bound (one token per body byte) covers the script's 1,000 prompt tokens
+const PAD = ' pad'.repeat(300);
+const OAI_USAGE = { prompt_tokens: 1000, completion_tokens: 50, total_tokens: 1050, prompt_tokens_details: { cached_tokens: 200 } };
+const oaiChunk = (o: Record<string, unknown>) => `data: ${JSON.stringify({ id: 'chatcmpl-S1', object: 'chat.completion.chunk', created: 1, model: 'gpt-x', ...o })}\n\n`;
+const OAI_SCRIPTS: Record<string, (res: import('node:http').ServerResponse) => void> = {
+  // finish_reason, then the usage chunk, then neither [DONE] nor the end of the body
+  stream_open_after_usage: (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write(oaiChunk({ choices: [{ index: 0, delta: { role: 'assistant', content: 'a b' }, finish_reason: null }] }));
+    res.write(oaiChunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }));
+    res.write(oaiChunk({ choices: [], usage: OAI_USAGE }));
+  },
+  // a complete chat.completion, chunked, never ended
+  json_open: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write(JSON.stringify({ id: 'chatcmpl-S2', object: 'chat.completion', created: 1, model: 'gpt-x',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'done' }, finish_reason: 'stop' }], usage: OAI_USAGE }));
+  },
+  // 200 and half a body, then the connection is reset
+  json_cut: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write('{"id":"chatcmpl-S3","object":"chat.completion","choices":[{"index":0,');
+    setTimeout(() => res.socket?.destroy(), 50);
+  },
+};
+
+describe('platform openai, scripted upstream: the answer ends the request, a 2xx is the answer (no failover), prefill refused', () => {
+  let server: import('node:http').Server;
+  const seen: string[] = [];
+  const closedByGateway: string[] = [];
+  let scripted: Awaited<ReturnType<typeof customer>>;
+  before(async () => {
+    const { createServer } = await import('node:http');
+    server = createServer(async (req, res) => {
+      let body = '';
+      for await (const chunk of req) body += String(chunk);
+      const name = /\[\[oai (\w+)\]\]/.exec(body)?.[1] ?? '';
+      seen.push(name);
+      res.on('close', () => { if (!res.writableEnded) closedByGateway.push(name); });
+      const script = OAI_SCRIPTS[name];
+      if (script) script(res);
+      else { res.writeHead(500); res.end('{}'); }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    const ids: string[] = [];
+    for (const [name, url, priority] of [['oai-scripted', `http://127.0.0.1:${port}/v1`, 10], ['oai-sim-backup', `${stack.simUrl}/v1`, 0]] as const) {
+      const up = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/upstreams', { name, platform: 'openai', base_url: url, api_key: UPSTREAM_KEY, weight: 1, priority });
+      assert.equal(up.status, 201, JSON.stringify(up.json));
+      ids.push(up.json.id);
+    }
+    const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', { name: 'openai-scripted', platform: 'openai', upstream_ids: ids });
+    assert.equal(group.status, 201, JSON.stringify(group.json));
+    scripted = await customer(stack.url, 10, 'scripted');
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${scripted.accountId}`, { group_id: group.json.id })).status, 200);
+  });
+  after(async () => { server?.closeAllConnections(); await new Promise((r) => server?.close(r)); });
+
+  async function eventOf(requestId: string) {
+    await stack.tollgate.drain();
+    const event = await stack.tollgate.warehouse.getUsageEvent(requestId);
+    assert.ok(event, 'usage event recorded');
+    return flatUsage(event) as ReturnType<typeof flatUsage> & { attempts?: number };
+  }
+
+  async function closedEventually(name: string, count: number): Promise<void> {
+    for (let i = 0; i < 100 && closedByGateway.filter((n) => n === name).length < count; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(closedByGateway.filter((n) => n === name).length, count, `the gateway closed the ${name} connection(s) the upstream held open`);
+  }
+
+  test('a finished OpenAI stream over a connection left open (finish_reason, usage chunk, then silence): answered, settled and billed at the usage chunk', { timeout: 30_000 }, async () => {
+    const before = await settledBalance(stack, scripted.accountId);
+    const stream = scripted.client.messages.stream({ model: HAIKU, max_tokens: 100, messages: [{ role: 'user', content: `[[oai stream_open_after_usage]]${PAD}` }] });
+    const final = await stream.finalMessage();
+    assert.deepEqual([final.content, final.stop_reason], [[{ type: 'text', text: 'a b', citations: null }].map(({ citations: _c, ...t }) => t), 'end_turn']);
+    assert.deepEqual(final.usage, { input_tokens: 800, cache_creation_input_tokens: 0, cache_read_input_tokens: 200, output_tokens: 50 });
+    const u = await eventOf(stream.request_id!);
+    // haiku-4-5: 800×24 + 200×2.4 + 50×120 = 19,200 + 480 + 6,000 = 25,680 µc
+    assert.deepEqual([u.status, u.cost_micros, u.input_tokens, u.cache_read_tokens, u.output_tokens, u.anomalies], ['ok', '25680', 800, 200, 50, undefined]);
+    assert.equal(before - (await settledBalance(stack, scripted.accountId)), 25_680n);
+    await closedEventually('stream_open_after_usage', 1);
+  });
+
+  test('a complete JSON chat.completion over a connection left open: answered at its closing brace, billed, one attempt', { timeout: 30_000 }, async () => {
+    const before = await settledBalance(stack, scripted.accountId);
+    const simBefore = (await simRequests(stack.simUrl, 1))[0];
+    const { data, response } = await scripted.client.messages.create({ model: HAIKU, max_tokens: 100, messages: [{ role: 'user', content: `[[oai json_open]]${PAD}` }] }).withResponse();
+    assert.deepEqual(data.content, [{ type: 'text', text: 'done' }]);
+    const u = await eventOf(response.headers.get('request-id')!);
+    // 800×24 + 200×2.4 + 50×120 = 25,680 µc
+    assert.deepEqual([u.status, u.cost_micros, u.attempts, u.anomalies], ['ok', '25680', 1, undefined]);
+    assert.equal(before - (await settledBalance(stack, scripted.accountId)), 25_680n);
+    assert.deepEqual((await simRequests(stack.simUrl, 1))[0], simBefore, 'no failover after a 2xx');
+    await closedEventually('json_open', 1);
+  });
+
+  test('a JSON body cut after 200: 503 upstream_error as on an Anthropic upstream, charged 0, no failover to the next upstream', { timeout: 30_000 }, async () => {
+    const before = await settledBalance(stack, scripted.accountId);
+    const simBefore = (await simRequests(stack.simUrl, 1))[0];
+    const res = await fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': scripted.secret },
+      body: JSON.stringify({ model: HAIKU, max_tokens: 100, messages: [{ role: 'user', content: '[[oai json_cut]]' }] }),
+    });
+    const id = res.headers.get('request-id')!;
+    assert.equal(res.status, 503);
+    assert.deepEqual(await res.json(), {
+      type: 'error', error: { type: 'api_error', code: 'upstream_error', message: 'Upstream connection failed while reading the response' }, request_id: id,
+    });
+    const u = await eventOf(id);
+    assert.deepEqual([u.status, u.cost_micros, u.attempts], ['upstream_error', '0', 1]);
+    assert.equal(await settledBalance(stack, scripted.accountId), before);
+    assert.deepEqual((await simRequests(stack.simUrl, 1))[0], simBefore, 'no failover after a 2xx');
+  });
+
+  test('an assistant prefill (last message assistant): 400 naming the message at the edge, before any hold, nothing sent upstream', async () => {
+    // balance 0: a hold would answer 402; the 400 comes first
+    const poor = await customer(stack.url, 0, 'poor-prefill');
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${poor.accountId}`, { group_id: groupId })).status, 200);
+    const simBefore = (await simRequests(stack.simUrl, 1))[0];
+    const seenBefore = seen.length;
+    await assert.rejects(poor.client.messages.create({
+      model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'Name a colour' }, { role: 'assistant', content: 'The colour is' }],
+    }), (err: unknown) => {
+      assert.ok(err instanceof Anthropic.BadRequestError, String(err));
+      assert.deepEqual((err.error as { error: unknown }).error, {
+        type: 'invalid_request_error', code: 'invalid_request',
+        message: 'messages.1: a final assistant message (prefill) is not supported on platform openai (Chat Completions answers it as a finished turn)',
+      });
+      return true;
+    });
+    assert.deepEqual([(await simRequests(stack.simUrl, 1))[0], seen.length], [simBefore, seenBefore]);
+  });
+});
