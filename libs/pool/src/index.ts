@@ -1,4 +1,5 @@
 export type { GroupRecord, HealthSnapshot, Platform, PoolStore, UpstreamRecord } from './types.ts';
+export { PoolBusyError, POOL_LOCK_TTL_MS, POOL_LOCK_WAIT_MS } from './types.ts';
 export { MemoryPoolStore, HEALTH_TTL_MS } from './memory.ts';
 export { RedisPoolStore } from './redis.ts';
 export { aggregateHealth } from './health.ts';

@@ -17,6 +17,7 @@ export class MemoryPoolStore implements PoolStore {
   #pins = new Map<string, { upstreamId: string; until: number }>();
   #health = new Map<string, Map<string, HealthSnapshot>>();
   readonly #now: () => number;
+  #tail: Promise<unknown> = Promise.resolve();
 
   /** `now`: the clock (epoch ms), for tests of expiry. */
   constructor(options: { now?: () => number } = {}) {
@@ -68,9 +69,20 @@ export class MemoryPoolStore implements PoolStore {
 
   async setAffinity(groupId: string, sessionKey: string, upstreamId: string, ttlMs: number): Promise<void> {
     const now = this.#now();
-    this.#pins.set(`${groupId}\n${sessionKey}`, { upstreamId, until: now + ttlMs });
+    const k = `${groupId}\n${sessionKey}`;
+    const current = this.#pins.get(k);
+    // Never earlier on the same upstream: its longer-lived (1 h) cache is still there.
+    const keep = current !== undefined && current.upstreamId === upstreamId && current.until > now ? current.until : 0;
+    this.#pins.set(k, { upstreamId, until: Math.max(keep, now + ttlMs) });
     // Bounded memory: sweep expired pins once the map grows.
     if (this.#pins.size > 100_000) for (const [k, p] of this.#pins) if (p.until <= now) this.#pins.delete(k);
+  }
+
+  /** One queue: each `fn` starts after the previous one settled (embedded mode has one control process). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(() => fn());
+    this.#tail = run.catch(() => {});
+    return run;
   }
 
   async reportHealth(snapshots: readonly HealthSnapshot[]): Promise<void> {

@@ -1,10 +1,11 @@
 // The pool's hot state shared by every process (distributed mode): records in two Redis hashes,
 // session pins as expiring keys, health reports in one hash per upstream.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { HEALTH_TTL_MS } from './memory.ts';
-import type { GroupRecord, HealthSnapshot, PoolStore, UpstreamRecord } from './types.ts';
+import { PoolBusyError, POOL_LOCK_TTL_MS, POOL_LOCK_WAIT_MS, type GroupRecord, type HealthSnapshot, type PoolStore, type UpstreamRecord } from './types.ts';
 
 // Highest version wins in one atomic step, as the key directory's and webhooks' records do.
 const PUT_SCRIPT = `
@@ -15,6 +16,23 @@ if cur then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1`;
+
+// A pin refreshed on the same upstream keeps the later expiry; a pin moved to another upstream
+// takes the new one. One script: a refresh racing another gateway's never shortens the pin.
+const PIN_SCRIPT = `
+local cur = redis.call('GET', KEYS[1])
+local ttl = tonumber(ARGV[2])
+if cur == ARGV[1] then
+  local left = redis.call('PTTL', KEYS[1])
+  if left > ttl then ttl = left end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+return ttl`;
+
+// Releases the pool lock only if this holder still owns it (its lease may have run out).
+const UNLOCK_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
 
 /**
  * Pool records in Redis, under `<prefix>pool:`: hashes `upstreams` and `groups` (id → JSON
@@ -81,7 +99,27 @@ export class RedisPoolStore implements PoolStore {
   }
 
   async setAffinity(groupId: string, sessionKey: string, upstreamId: string, ttlMs: number): Promise<void> {
-    await this.#redis.set(this.#pin(groupId, sessionKey), upstreamId, 'PX', Math.max(1, Math.ceil(ttlMs)));
+    await this.#redis.eval(PIN_SCRIPT, 1, this.#pin(groupId, sessionKey), upstreamId, String(Math.max(1, Math.ceil(ttlMs))));
+  }
+
+  /**
+   * The pool lock `<prefix>pool:lock` (SET NX PX POOL_LOCK_TTL_MS with a random token, released
+   * by compare-and-delete), polled every 5–25 ms for at most POOL_LOCK_WAIT_MS. A single Redis
+   * is the source of truth for the pool, so one key suffices (no Redlock quorum).
+   */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const key = `${this.#p}lock`;
+    const token = randomUUID();
+    const deadline = Date.now() + POOL_LOCK_WAIT_MS;
+    while ((await this.#redis.set(key, token, 'PX', POOL_LOCK_TTL_MS, 'NX')) !== 'OK') {
+      if (Date.now() >= deadline) throw new PoolBusyError();
+      await sleep(5 + Math.floor(Math.random() * 20));
+    }
+    try {
+      return await fn();
+    } finally {
+      await this.#redis.eval(UNLOCK_SCRIPT, 1, key, token).catch(() => {});
+    }
   }
 
   async reportHealth(snapshots: readonly HealthSnapshot[]): Promise<void> {

@@ -76,11 +76,41 @@ export interface PoolStore {
   groups(): Promise<GroupRecord[]>;
   /** Session affinity: the upstream a session is pinned to, if its pin has not expired. */
   affinity(groupId: string, sessionKey: string): Promise<string | undefined>;
-  /** Pins (or refreshes) a session to an upstream for `ttlMs`. */
+  /**
+   * Pins (or refreshes) a session to an upstream for `ttlMs` (ms). Refreshing a pin to the same
+   * upstream never moves its expiry earlier (the later of the current expiry and now + ttlMs): a
+   * 1-hour prompt cache written by an earlier request lives on after a request without `ttl: "1h"`.
+   * A pin moved to another upstream (failover) takes now + ttlMs: the old expiry was that upstream's cache.
+   */
   setAffinity(groupId: string, sessionKey: string, upstreamId: string, ttlMs: number): Promise<void>;
+  /**
+   * Runs `fn` while no other `exclusive` of this store runs, in any process (memory: one queue;
+   * Redis: a lock key every control process takes). Every write of upstream and group records
+   * whose validity depends on other records (an upstream deleted only while no group lists it, a
+   * group listing only live upstreams) does its check and write inside, so the two never both
+   * pass (brk10a #3). Throws `PoolBusyError` when the lock cannot be had within POOL_LOCK_WAIT_MS.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** A gateway's latest health report of upstreams (kept ~10 s). */
   reportHealth(snapshots: readonly HealthSnapshot[]): Promise<void>;
   /** Every live report about the upstream, one per gateway. */
   health(upstreamId: string): Promise<HealthSnapshot[]>;
   close(): Promise<void>;
+}
+
+/** How long `exclusive` waits for the pool lock before giving up (ms). */
+export const POOL_LOCK_WAIT_MS = 10_000;
+/**
+ * How long a held Redis pool lock lives without release (ms): a process that died holding it
+ * blocks pool writes this long at most. A holder's work (one warehouse insert, one Redis write)
+ * takes milliseconds, far below it.
+ */
+export const POOL_LOCK_TTL_MS = 30_000;
+
+/** The pool lock was not free within POOL_LOCK_WAIT_MS (another pool write is stuck): retry later. */
+export class PoolBusyError extends Error {
+  constructor() {
+    super(`upstream pool records are being changed by another request; retry shortly`);
+    this.name = 'PoolBusyError';
+  }
 }

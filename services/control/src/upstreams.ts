@@ -10,7 +10,7 @@ import { textProblem } from '@tollgate/events';
 import { lenientDecode, looksLikeCredential, requireOperator } from '@tollgate/http';
 import { seal } from '@tollgate/keys';
 import {
-  aggregateHealth, configuredGroup, configuredUpstream, DEFAULT_ID, saveGroup, saveUpstream, UPSTREAM_KEY_PURPOSE,
+  aggregateHealth, configuredGroup, configuredUpstream, DEFAULT_ID, PoolBusyError, saveGroup, saveUpstream, UPSTREAM_KEY_PURPOSE,
   type ConfiguredUpstream, type GroupRecord, type Platform, type PoolStore, type UpstreamRecord,
 } from '@tollgate/pool';
 import { resolveModel, type Catalog } from '@tollgate/pricing';
@@ -127,12 +127,27 @@ const UpstreamPatch = z.object({
   platform: z.unknown().optional(),
 }).strict();
 
+/**
+ * A JSON object of strings whose keys are all kept: `JSON.parse` makes `"__proto__"` an own key,
+ * but a record parse copies keys by assignment and silently drops it (the request would be
+ * answered as if the entry were not there, brk10a #4). Such a key is refused by name first; every
+ * other key is then checked against the catalog by `mapping`.
+ */
+function mappingShape() {
+  return z.preprocess((value, ctx) => {
+    if (typeof value === 'object' && value !== null && !Array.isArray(value) && Object.hasOwn(value, '__proto__')) {
+      ctx.issues.push({ code: 'custom', message: '"__proto__" is not a model of the catalog in force', path: ['__proto__'], input: value });
+    }
+    return value;
+  }, z.record(z.string(), z.string()));
+}
+
 const GROUP_SHAPE = '{name, platform, upstream_ids, model_mapping?}';
 const GroupFields = {
   name: z.string(),
   platform: z.enum(['anthropic', 'openai']),
   upstream_ids: z.array(z.string()),
-  model_mapping: z.record(z.string(), z.string()).nullable(),
+  model_mapping: mappingShape().nullable(),
 };
 const GroupCreate = z.object({ ...GroupFields, model_mapping: GroupFields.model_mapping.optional() }).strict();
 const GroupPatch = z.object(
@@ -155,6 +170,15 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
   const { store } = deps;
   const configured = () => configuredUpstream(deps.configured);
 
+  /**
+   * Runs a check-and-write of pool records under the store's pool lock (`PoolStore.exclusive`):
+   * a DELETE of an upstream and a POST/PATCH of a group listing it never both pass (brk10a #3).
+   * A lock not had within POOL_LOCK_WAIT_MS answers 503 overloaded.
+   */
+  const locked = <T>(fn: () => Promise<T>): Promise<T> => store.exclusive(fn).catch((err: unknown) => {
+    if (err instanceof PoolBusyError) throw gatewayError('overloaded', err.message, { headers: { 'retry-after': '1' } });
+    throw err;
+  });
   const saveU = async (u: UpstreamRecord) => {
     if (deps.warehouse) await saveUpstream(deps.warehouse, u);
     await store.putUpstream(u);
@@ -289,6 +313,7 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
     s.patch('/admin/v1/upstreams/:id', async (request) => {
       const { id } = request.params as { id: string };
       const body = parseBody(UpstreamPatch, request.body, '{name?, base_url?, api_key?, models?, weight?, priority?, max_concurrency?, status?}');
+      return locked(async () => {
       const current = await findUpstream(id);
       if (id === DEFAULT_ID) throw gatewayError('conflict', 'upstream default is configured by UPSTREAM_URL / UPSTREAM_API_KEY; change the configuration, or replace the default group (PATCH /admin/v1/groups/default)');
       if (body.platform !== undefined) bad('platform', 'cannot be changed (groups were checked against it); create a new upstream instead');
@@ -303,9 +328,10 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
       if (body.status !== undefined) next.status = body.status;
       await saveU(next);
       return upstreamView(next, await liveGroups());
+      });
     });
 
-    s.delete('/admin/v1/upstreams/:id', async (request) => {
+    s.delete('/admin/v1/upstreams/:id', async (request) => locked(async () => {
       const { id } = request.params as { id: string };
       const current = await findUpstream(id);
       if (id === DEFAULT_ID) throw gatewayError('conflict', 'upstream default is configured by UPSTREAM_URL / UPSTREAM_API_KEY and cannot be deleted');
@@ -314,10 +340,11 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
       if (users.length > 0) throw gatewayError('conflict', `upstream ${id} is in group${users.length > 1 ? 's' : ''} ${users.join(', ')}; remove it from ${users.length > 1 ? 'them' : 'it'} first (PATCH /admin/v1/groups/:id {upstream_ids})`);
       await saveU({ ...current, deleted: true, version: nextVersion(current.version) });
       return { id, deleted: true };
-    });
+    }));
 
     s.post('/admin/v1/groups', async (request, reply) => {
       const body = parseBody(GroupCreate, request.body, GROUP_SHAPE);
+      return locked(async () => {
       const record: GroupRecord = {
         id: newId('grp'), name: boundedText('name', body.name, UPSTREAM_LIMITS.nameChars), platform: body.platform,
         upstream_ids: await members(body.upstream_ids, body.platform), model_mapping: mapping(body.model_mapping) ?? null,
@@ -325,6 +352,7 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
       };
       await saveG(record);
       return reply.code(201).send(groupView(record));
+      });
     });
 
     s.get('/admin/v1/groups', async () => {
@@ -338,6 +366,7 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
     s.patch('/admin/v1/groups/:id', async (request) => {
       const { id } = request.params as { id: string };
       const body = parseBody(GroupPatch, request.body, '{name?, platform?, upstream_ids?, model_mapping?}');
+      return locked(async () => {
       const current = await findGroup(id);
       // The configured default becomes a stored group at its first change (a tombstone's version counts).
       const stored = await store.group(id);
@@ -359,9 +388,10 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
       }
       await saveG(next);
       return groupView(next);
+      });
     });
 
-    s.delete('/admin/v1/groups/:id', async (request) => {
+    s.delete('/admin/v1/groups/:id', async (request) => locked(async () => {
       const { id } = request.params as { id: string };
       const current = await findGroup(id);
       if (current.version === 0) throw gatewayError('conflict', 'the default group is the configured one (UPSTREAM_URL); there is no stored group to delete');
@@ -369,6 +399,6 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
       // default), as with a deleted plan; the default returns to the configured one.
       await saveG({ ...current, deleted: true, version: nextVersion(current.version) });
       return { id, deleted: true };
-    });
+    }));
   });
 }

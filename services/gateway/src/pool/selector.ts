@@ -8,7 +8,7 @@ import type { SelectionOptions } from '../deps.ts';
 import { header, type UpstreamClient, type UpstreamResponse } from '../upstream.ts';
 import { UpstreamHealth } from './breaker.ts';
 import type { UpstreamClients } from './clients.ts';
-import { affinityTtlMs, sessionKey } from './session.ts';
+import { affinityTtlMs, pinKey, sessionKey } from './session.ts';
 
 export const DEFAULT_SELECTION: SelectionOptions = {
   maxAttempts: 3, failoverBudgetMs: 30_000, circuitFailureThreshold: 5, circuitOpenMs: 30_000,
@@ -27,6 +27,12 @@ export interface Route {
   candidates: ResolvedUpstream[];
   /** the name sent upstream: the group's `model_mapping[catalog id]`, else undefined (the catalog's upstream_model) */
   mappedModel: string | undefined;
+  /**
+   * the catalog model id the request resolved to: session pins are per (group, session, model),
+   * as prompt caches are per model, so a side request for another model (Claude Code's haiku
+   * titles) neither moves nor refreshes the main model's pin
+   */
+  modelId: string;
 }
 
 /** What came of sending a request through the pool. */
@@ -157,7 +163,7 @@ export class UpstreamPool {
       throw gatewayError('model_not_found', `model: ${requested} is not served by any upstream of this key's group`);
     }
     const mapped = resolved.group.model_mapping?.[modelId];
-    return { group: resolved.group, candidates, mappedModel: typeof mapped === 'string' && mapped !== '' ? mapped : undefined };
+    return { group: resolved.group, candidates, mappedModel: typeof mapped === 'string' && mapped !== '' ? mapped : undefined, modelId };
   }
 
   /**
@@ -197,13 +203,16 @@ export class UpstreamPool {
    * are made and none starts later than `failoverBudgetMs` after `arrivedAt`, its body is
    * discarded and the next upstream is tried. Otherwise the last attempt's response (or error)
    * is the outcome: the client gets the last upstream's own answer. A served response pins the
-   * session (sliding; only in groups of more than one candidate). Throws 503 `overloaded` when
+   * session for the route's model (sliding, never shortened: see `PoolStore.setAffinity`; only in
+   * groups of more than one candidate). Throws 503 `overloaded` when
    * every candidate is at its `max_concurrency`.
    */
   async send(route: Route, ctx: SendContext, post: (client: UpstreamClient, upstream: ResolvedUpstream) => Promise<UpstreamResponse>): Promise<Sent> {
     const store = this.#o.store;
     const shared = route.candidates.length > 1;
-    const session = shared ? sessionKey(ctx.headers, ctx.body, ctx.accountId, ctx.keyId).key : '';
+    // Per model: a prompt cache is per model, and a pin shared across models would let a side
+    // request for a model the pinned upstream does not serve move the main model's pin (brk10a #1).
+    const session = shared ? pinKey(sessionKey(ctx.headers, ctx.body, ctx.accountId, ctx.keyId).key, route.modelId) : '';
     let pinned: string | undefined;
     if (shared) {
       pinned = await store.affinity(route.group.id, session).catch((err: unknown) => {

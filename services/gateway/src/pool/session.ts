@@ -60,31 +60,51 @@ export function metadataSession(body: unknown): string | undefined {
 }
 
 /**
- * How long to pin the session (ms): 1 hour when any `cache_control` of the request (top level,
- * system blocks, tools, message content blocks) has `ttl: "1h"`, else 5 minutes — the prompt
- * cache lifetimes of Anthropic's "Prompt caching" documentation. Sliding: every request refreshes it.
+ * The pin of a session for one catalog model (`modelId`): prompt caches are per model upstream,
+ * so each model of a session has its own pin. A side request for another model (Claude Code
+ * sends haiku requests with the session's id) then neither moves nor shortens the main model's pin.
+ */
+export function pinKey(session: string, modelId: string): string {
+  return `${session}\0${modelId}`;
+}
+
+/**
+ * How long to pin the session (ms): 1 hour when any `cache_control` of the request has
+ * `ttl: "1h"`, else 5 minutes — the prompt cache lifetimes of Anthropic's "Prompt caching"
+ * documentation. Sliding: every request served by the pinned upstream refreshes it, and the
+ * store never moves an expiry earlier (a 1-hour cache written before is still alive).
  */
 export function affinityTtlMs(body: unknown): number {
   return usesHourCache(body) ? AFFINITY_TTL_1H_MS : AFFINITY_TTL_MS;
 }
 
-function hourTtl(block: unknown): boolean {
-  const cc = (block as { cache_control?: unknown } | null | undefined)?.cache_control;
-  return typeof cc === 'object' && cc !== null && (cc as { ttl?: unknown }).ttl === '1h';
-}
+/** Fields that hold the caller's own JSON (tool inputs and schemas, metadata): a `cache_control` key there is data, not a breakpoint. */
+const CALLER_DATA = new Set(['input', 'input_schema', 'metadata']);
 
-function usesHourCache(body: unknown): boolean {
-  if (typeof body !== 'object' || body === null) return false;
-  const b = body as { system?: unknown; tools?: unknown; messages?: unknown };
-  if (hourTtl(b)) return true;
-  const lists: unknown[] = [];
-  if (Array.isArray(b.system)) lists.push(...b.system);
-  if (Array.isArray(b.tools)) lists.push(...b.tools);
-  if (Array.isArray(b.messages)) {
-    for (const m of b.messages) {
-      const content = (m as { content?: unknown } | null)?.content;
-      if (Array.isArray(content)) lists.push(...content);
+/**
+ * Whether any block of the request carries `cache_control: {ttl: "1h"}`. The Messages API
+ * accepts `cache_control` at the top level (automatic caching), on system blocks, on every tool,
+ * on message content blocks of every type, and on blocks nested in them (`tool_result.content`,
+ * `search_result.content`, a document's `source.content`, MCP tool results): rather than a list
+ * that goes stale with each new block type, every object of the body is visited (iteratively:
+ * no recursion depth to exhaust) except the caller's own JSON (CALLER_DATA).
+ */
+export function usesHourCache(body: unknown): boolean {
+  const stack: unknown[] = [body];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (typeof node !== 'object' || node === null) continue;
+    if (Array.isArray(node)) {
+      for (const item of node) if (typeof item === 'object' && item !== null) stack.push(item);
+      continue;
+    }
+    for (const [k, v] of Object.entries(node)) {
+      if (k === 'cache_control') {
+        if (typeof v === 'object' && v !== null && (v as { ttl?: unknown }).ttl === '1h') return true;
+      } else if (!CALLER_DATA.has(k) && typeof v === 'object' && v !== null) {
+        stack.push(v);
+      }
     }
   }
-  return lists.some(hourTtl);
+  return false;
 }
