@@ -105,7 +105,8 @@ const USAGE_BASE = {
   upstream_request_id: text(MAX_TEXT_CHARS).nullable(),
   gateway_id: text(MAX_TEXT_CHARS),
   // issue 10; optional so events of older gateways still decode
-  upstream_id: text(MAX_TEXT_CHARS, 1).optional(),
+  // '' (with attempts 0): no upstream was tried (503 overloaded)
+  upstream_id: text(MAX_TEXT_CHARS).optional(),
   attempts: z.number().int().min(0).max(255).optional(),
   anomalies: z.array(text(MAX_TEXT_CHARS)).max(32).optional(),
 };

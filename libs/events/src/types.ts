@@ -42,14 +42,15 @@ export interface UsageEventBase {
   gateway_id: string;
   /**
    * The upstream (`UpstreamRecord.id` of @tollgate/pool, `default` for UPSTREAM_URL) that served
-   * the request, or whose error the client got when every attempt failed (issue 10). Absent on
-   * events of gateways before issue 10 and when no upstream was tried.
+   * the request, or whose error the client got when every attempt failed (issue 10). `''` when no
+   * upstream was tried (503 `overloaded`: every upstream at its max_concurrency), the warehouse
+   * column's default. Absent only on events of gateways before issue 10.
    */
   upstream_id?: string;
   /**
    * Upstream attempts this request made (failover before the first byte: 1 + failovers, at most
-   * `UPSTREAM_MAX_ATTEMPTS`); absent on events of gateways before issue 10. Only the serving
-   * attempt is billed.
+   * `UPSTREAM_MAX_ATTEMPTS`); 0 when no upstream was tried; absent on events of gateways before
+   * issue 10. Only the serving attempt is billed.
    */
   attempts?: number;
   /**

@@ -305,7 +305,7 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
     return reply.code(204).send();
   });
 
-  registerOpenAIMode(app, { recorder, apiKey, ...defaults, defaultOutputTokens });
+  registerOpenAIMode(app, { recorder, apiKey, ...defaults, defaultOutputTokens, faults });
 
   app.register(async (v1) => {
     v1.addHook('preHandler', async (request) => {

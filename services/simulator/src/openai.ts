@@ -8,6 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parseDirectives } from './directives.ts';
 import type { Directives } from './directives.ts';
 import { SimulatorError } from './errors.ts';
+import { faultHeaders, type FaultQueue } from './faults.ts';
 import { PromptCache } from './prompt-cache.ts';
 import type { RequestRecorder } from './recorder.ts';
 import { buildReply, streamPlan } from './reply.ts';
@@ -25,6 +26,8 @@ export interface OpenAIModeOptions {
   readonly ttftMs: number;
   readonly tokensPerSecond: number;
   readonly defaultOutputTokens: number;
+  /** the instance's queue of `POST /_sim/faults`: a chat completion takes one as a Messages call does */
+  readonly faults?: FaultQueue;
 }
 
 /** Output when a request gives neither `max_completion_tokens` nor `max_tokens` (OpenAI does not require one). */
@@ -215,6 +218,21 @@ export function registerOpenAIMode(app: FastifyInstance, opts: OpenAIModeOptions
     const directives: Directives = parseDirectives(lastUserText(body.messages), request.headers);
     const n = request.id.replace(/^req_sim_/, '');
     await sleep(directives.latency_ms ?? opts.latencyMs);
+    // A queued fault of this instance first, as on /v1/messages: one upstream of an openai group
+    // fails while the others serve (failover tests per upstream).
+    const queued = opts.faults?.take();
+    if (queued !== undefined) {
+      if (queued.delay_ms !== undefined) await sleep(queued.delay_ms);
+      if (queued.reset === true) {
+        reply.hijack();
+        reply.raw.destroy();
+        return;
+      }
+      if (queued.status !== undefined) {
+        const message = queued.status === 429 ? 'Rate limit reached for requests' : queued.status >= 500 ? 'The server is overloaded or not ready yet.' : `Simulated error (HTTP ${queued.status})`;
+        throw new SimulatorError(queued.status, message, 'api_error', faultHeaders(queued));
+      }
+    }
     if (directives.fault?.kind === 'drop' || (!stream && directives.fault?.kind === 'drop_after')) {
       reply.hijack();
       reply.raw.destroy();

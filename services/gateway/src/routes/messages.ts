@@ -326,8 +326,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
             })),
         ]);
         // which upstream served (or failed last) and after how many attempts; failed attempts cost nothing
-        if (served?.upstreamId) event.upstream_id = served.upstreamId;
-        if (served) event.attempts = served.attempts;
+        // Both on every event: '' and 0 when none was tried (503 overloaded before any attempt).
+        event.upstream_id = served?.upstreamId ?? '';
+        event.attempts = served?.attempts ?? 0;
         return {
           event,
           publish: () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published')),
