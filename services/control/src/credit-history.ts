@@ -20,7 +20,8 @@ const MAX_LIMIT = 1000;
  * (credits, 6 decimals, and µc). Parameters as the customer route: `from`, `to` (RFC 3339, a
  * date or epoch ms; `[from, to)` over `created_at`), `limit` (1–1000, default 100), `cursor`
  * (`next_cursor` of the previous page). 404 `not_found` for an unknown account; a bad or unknown
- * parameter is a 400 naming it.
+ * parameter is a 400 naming it. Reads the warehouse as it is (like the analytics routes): a
+ * credit applied a moment ago shows once the warehouse has it.
  */
 export function registerCreditHistory(app: FastifyInstance, deps: ReportDeps): void {
   app.register(async (s) => {
@@ -46,7 +47,6 @@ export function registerCreditHistory(app: FastifyInstance, deps: ReportDeps): v
         }
       }
       if (!(await deps.keys.account(id))) throw gatewayError('not_found', `account ${id} does not exist`);
-      await deps.settle?.();
       const entries = (await creditHistory(deps.warehouse, id)).filter((e) => {
         const ms = Date.parse(e.created_at);
         return (from === undefined || ms >= from) && (to === undefined || ms < to);
