@@ -70,6 +70,8 @@ export interface AnalyticsBenchResult {
   /** generation: seconds and events/s (INSERT … SELECT through the rollup views) */
   insertS: number;
   insertRate: number;
+  /** seconds waited after the load until background merges were done (at most 180) */
+  mergeWaitS: number;
   /** Σ requests and Σ cost of every rollup grain = raw FINAL (always); rollupsMatchRaw over every row (when asked) */
   rollupTotalsOk: boolean;
   rollupFullCheck?: { ok: boolean; seconds: number };
@@ -204,6 +206,23 @@ function ledgerSql(w: Warehouse): string {
     )`;
 }
 
+/**
+ * Inserts `events` synthetic usage events (CHUNK per INSERT … SELECT, a progress line each) and
+ * the ledger entries into a migrated warehouse. The events depend only on `events` and their
+ * number, so two warehouses filled alike hold the same rows.
+ */
+export async function generate(w: Warehouse, priceVersionId: string, events: number, log: (line: string) => void): Promise<void> {
+  const sql = insertSql(w, priceVersionId);
+  const g0 = now();
+  for (let first = 0; first < events; first += CHUNK) {
+    const n = Math.min(CHUNK, events - first);
+    await w.command(sql, { start_ms: START, span_ms: END - START, total: events, first, count: n, price_version: priceVersionId });
+    const s = (now() - g0) / 1000;
+    log(`  inserted ${(first + n).toLocaleString('en').padStart(12)} / ${events.toLocaleString('en')}  ${((first + n) / s).toFixed(0).padStart(7)} events/s  ${s.toFixed(1)} s`);
+  }
+  await w.command(ledgerSql(w), { start_ms: START });
+}
+
 // ---- measuring ----------------------------------------------------------------------------------
 
 const now = () => performance.now();
@@ -258,16 +277,9 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     // -- generate
     o.log(`bench: analytics: generating ${o.events.toLocaleString('en')} usage events over 2026-08..2026-10 for ${ACCOUNTS} accounts, ` +
       `${ACCOUNTS * KEYS_PER_ACCOUNT} keys in chDB (${dir})`);
-    const sql = insertSql(w, version.id);
     const g0 = now();
-    for (let first = 0; first < o.events; first += CHUNK) {
-      const n = Math.min(CHUNK, o.events - first);
-      await w.command(sql, { start_ms: START, span_ms: END - START, total: o.events, first, count: n, price_version: version.id });
-      const s = (now() - g0) / 1000;
-      o.log(`  inserted ${(first + n).toLocaleString('en').padStart(12)} / ${o.events.toLocaleString('en')}  ${((first + n) / s).toFixed(0).padStart(7)} events/s  ${s.toFixed(1)} s`);
-    }
+    await generate(w, version.id, o.events, o.log);
     const insertS = (now() - g0) / 1000;
-    await w.command(ledgerSql(w), { start_ms: START });
     const ledgerEntries = await count(w, `SELECT count() AS n FROM ${w.tables.ledger} FINAL`);
     o.log(`  ${ledgerEntries} ledger entries (grants, top-ups, refunds, adjustments)`);
 
@@ -293,6 +305,15 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
       o.log(`  rollupsMatchRaw over every row: ${check.ok ? 'ok' : `MISMATCH ${JSON.stringify(check.mismatchedRows)}`} (${rollupFullCheck.seconds.toFixed(1)} s)`);
     }
     if (!rollupTotalsOk || rollupFullCheck?.ok === false) throw new Error('analytics bench: the rollups disagree with the raw events');
+
+    // Measure the steady state, not the minutes after a bulk load: wait (at most 3 minutes) until
+    // chDB's background merges of the new parts are done.
+    const m0 = now();
+    while (now() - m0 < 180_000 && (await count(w, "SELECT count() AS n FROM system.merges WHERE database = 'bench'")) > 0) {
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const mergeWaitS = (now() - m0) / 1000;
+    o.log(`  background merges done after ${mergeWaitS.toFixed(1)} s`);
 
     const parts = async (table: string) => count(w, `SELECT count() AS n FROM system.parts WHERE active AND database = 'bench' AND table = '${table.split('.')[1]!.replaceAll('`', '')}'`);
     const partCounts = { usage: await parts(w.tables.usage), minute: await parts(w.tables.rollupMinute), hour: await parts(w.tables.rollupHour), day: await parts(w.tables.rollupDay) };
@@ -382,7 +403,7 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
 
     const dataBytes = dirBytes(dir);
     return {
-      events: o.events, accounts: ACCOUNTS, keys: ACCOUNTS * KEYS_PER_ACCOUNT, ledgerEntries, insertS, insertRate: o.events / insertS,
+      events: o.events, accounts: ACCOUNTS, keys: ACCOUNTS * KEYS_PER_ACCOUNT, ledgerEntries, insertS, insertRate: o.events / insertS, mergeWaitS,
       rollupTotalsOk, ...(rollupFullCheck ? { rollupFullCheck } : {}), dataBytes, parts: partCounts, rollupRows,
       closeMonthMs, closedMonths: closed.months, timings, exports, totalS: (now() - t0) / 1000, loadAvgStart,
     };
@@ -404,7 +425,7 @@ export function analyticsReport(r: AnalyticsBenchResult): string {
   out.push(
     `analytics and billing: ${r.events.toLocaleString('en')} usage events (2026-08..2026-10), ${r.accounts} accounts, ${r.keys} keys, ` +
       `${r.ledgerEntries} ledger entries; embedded chDB; ${cores} CPUs (${cpus()[0]?.model.trim() ?? 'unknown'}), load average ${r.loadAvgStart.toFixed(2)} at start`,
-    `generated in ${f1(r.insertS)} s (${r.insertRate.toFixed(0)} events/s through the rollup views); chDB data ${(r.dataBytes / 1e9).toFixed(2)} GB; ` +
+    `generated in ${f1(r.insertS)} s (${r.insertRate.toFixed(0)} events/s through the rollup views), merges done ${f1(r.mergeWaitS)} s later; chDB data ${(r.dataBytes / 1e9).toFixed(2)} GB; ` +
       `rollup rows minute ${r.rollupRows.minute.toLocaleString('en')}, hour ${r.rollupRows.hour.toLocaleString('en')}, day ${r.rollupRows.day.toLocaleString('en')}; ` +
       `active parts usage ${r.parts.usage}, minute ${r.parts.minute}, hour ${r.parts.hour}, day ${r.parts.day}`,
     `rollup totals = raw FINAL: ${r.rollupTotalsOk ? 'ok' : 'MISMATCH'}` +
