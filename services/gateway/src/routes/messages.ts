@@ -293,7 +293,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       } catch (err) {
         metrics?.upstreamError('unreachable');
         endUpstream(err);
-        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null })).publish();
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, firstTokenAt: null, upstreamRequestId: null })).publish();
         throw err;
       }
       const upstreamRequestId = boundedUpstreamId(header(res, 'request-id'));
@@ -305,7 +305,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         metrics?.upstreamError(res.status);
         const err = await upstreamErrorOf(res);
         endUpstream(err);
-        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
+        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), firstTokenAt: null, upstreamRequestId });
         if (err.status >= 500) request.log.warn({ upstreamStatus: res.status, code: err.code }, 'upstream error');
         sendError(reply, err);
         await publish();
@@ -339,7 +339,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       } catch (err) {
         metrics?.upstreamError('stream_dropped');
         endUpstream(err);
-        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId })).publish();
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, firstTokenAt: null, upstreamRequestId })).publish();
         throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
       }
       let json: unknown = undefined;
@@ -349,7 +349,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         // verbatim, and nothing is charged (no answer was given).
         metrics?.upstreamError(res.status);
         const err = upstreamEventError(json, { secrets: res.secrets });
-        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt, upstreamRequestId });
+        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt, firstTokenAt: null, upstreamRequestId });
         sendError(reply, err);
         await publish();
         return reply;
@@ -361,7 +361,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         const { publish } = await finish({
           status: 'upstream_error', httpStatus: 503, usage: read?.usage ?? null,
           report: read === null ? null : { tally: read.tally, model: read.model, stopReason: read.stopReason, outputSeen: read.outputSeen },
-          billable: read !== null && deps.streamErrorBilling === 'usage', firstByteAt, upstreamRequestId,
+          billable: read !== null && deps.streamErrorBilling === 'usage', firstByteAt, firstTokenAt: null, upstreamRequestId,
           anomalies: read === null ? ['no_usage'] : read.anomalies,
         });
         request.log.warn({ upstreamRequestId, contentType: header(res, 'content-type') }, 'upstream answered a streaming request without an event stream');
@@ -381,6 +381,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         report: read === null ? null : { tally: read.tally, model: read.model, stopReason: read.stopReason, outputSeen: read.outputSeen },
         billable: read !== null,
         firstByteAt,
+        // A JSON answer arrives whole: its first byte is the first token the client can see.
+        firstTokenAt: read !== null && read.outputSeen ? firstByteAt : null,
         upstreamRequestId,
         anomalies: read === null ? ['no_usage'] : read.anomalies,
       });
@@ -534,6 +536,8 @@ async function relayStream(
   const meter = createStreamMeter();
   const framer = new SseFramer();
   let firstByteAt: number | null = null;
+  // The first event that carried content (the meter's outputSeen turned true): the event's ttft.
+  let firstTokenAt: number | null = null;
   let dropped = false;
   // The answer (up to message_stop) was handed to the client's connection while it was there.
   let delivered = false;
@@ -591,6 +595,7 @@ async function relayStream(
       for (const frame of framer.push(step.value)) {
         const answeredBefore = meter.answered;
         meter.push(frame.raw);
+        if (firstTokenAt === null && meter.outputSeen) firstTokenAt = performance.now();
         if (meter.stopped) {
           const type = frameType(frame);
           if (type !== 'ping') graceUntil = null;
@@ -674,6 +679,8 @@ async function relayStream(
       report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
       billable: meter.hasUsage && deps.streamErrorBilling === 'usage',
       firstByteAt,
+      // the client got a framing error, never a token
+      firstTokenAt: null,
       upstreamRequestId,
       anomalies,
     });
@@ -692,6 +699,8 @@ async function relayStream(
     report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
     billable: meter.hasUsage && (cut || !failed || deps.streamErrorBilling === 'usage'),
     firstByteAt,
+    // tokens relayed before a later error still arrived when they did
+    firstTokenAt,
     upstreamRequestId,
     anomalies,
   });
