@@ -207,11 +207,43 @@ function source(w: Warehouse, f: AnalyticsFilter, from: AnalyticsSource): Source
   return { sql: `(SELECT * FROM ${rollupTable(w.tables, grain)} WHERE ${conds.join(' AND ')})`, params };
 }
 
-function checkWindow(f: AnalyticsFilter): void {
+/** Usage statuses a `status` filter may name (UsageStatus of @tollgate/events). */
+export const USAGE_STATUSES = ['ok', 'upstream_error', 'client_disconnect', 'stream_error', 'usage_anomaly', 'unmetered'] as const;
+
+/** Longest value, in characters, an `account_id`, `key_id` or `model` filter may have. */
+export const MAX_FILTER_CHARS = 256;
+
+/**
+ * A text filter value (`account_id`, `key_id`, `model`) as every usage read accepts it: 1 to
+ * MAX_FILTER_CHARS characters, no control characters (U+0000–U+001F, U+007F–U+009F: no id or
+ * model name has one, so such a value is a client's mistake, not a search). One rule for
+ * every route that takes the filter (analytics, event pages, customer usage, billing), so no
+ * route accepts what another refuses. Returns the value; throws WarehouseInputError whose
+ * message starts with `name` (the routes answer 400 `invalid_request` with it).
+ */
+export function filterValue(name: string, value: string): string {
+  if (value.length === 0) throw new WarehouseInputError(`${name}: is empty; give a value or leave the parameter out`);
+  if (value.length > MAX_FILTER_CHARS) throw new WarehouseInputError(`${name}: is ${value.length} characters long; at most ${MAX_FILTER_CHARS}`);
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(value)) throw new WarehouseInputError(`${name}: contains a control character; ids and model names have none`);
+  return value;
+}
+
+/**
+ * The window and every filter of a usage read, by the rules the routes apply (times as epoch
+ * ms ≥ 0, `filterValue`, a known status), so a caller that skips the route's parsing still
+ * cannot read with a value a route would refuse. Messages name the query parameter.
+ */
+function checkFilter(f: AnalyticsFilter): void {
   for (const [name, v] of [['from', f.from], ['to', f.to]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0) throw new WarehouseInputError(`${name} must be epoch milliseconds, got ${v}`);
+    if (!Number.isSafeInteger(v) || v < 0) throw new WarehouseInputError(`${name}: must be epoch milliseconds at or after 1970-01-01, got ${v}`);
   }
-  if (f.to < f.from) throw new WarehouseInputError('to is before from');
+  if (f.to < f.from) throw new WarehouseInputError('to: is before from');
+  if (f.accountId !== undefined) filterValue('account_id', f.accountId);
+  if (f.keyId !== undefined) filterValue('key_id', f.keyId);
+  if (f.model !== undefined) filterValue('model', f.model);
+  if (f.status !== undefined && !(USAGE_STATUSES as readonly string[]).includes(f.status)) {
+    throw new WarehouseInputError(`status: is not one of ${USAGE_STATUSES.join(', ')}`);
+  }
 }
 
 /**
@@ -223,7 +255,7 @@ function checkWindow(f: AnalyticsFilter): void {
  * Throws WarehouseInputError for a bad window, more than MAX_BUCKETS buckets or a bad limit.
  */
 export async function usageReport(w: Warehouse, q: AnalyticsQuery): Promise<UsageReport> {
-  checkWindow(q);
+  checkFilter(q);
   if (bucketCount(q.from, q.to, q.granularity) > MAX_BUCKETS) {
     throw new WarehouseInputError(`granularity: ${q.granularity} gives more than ${MAX_BUCKETS} buckets over this window`);
   }
@@ -338,7 +370,7 @@ export async function usageEventPage(
   w: Warehouse,
   f: AnalyticsFilter & { after?: { ts: number; eventId: string }; limit: number },
 ): Promise<EventPage> {
-  checkWindow(f);
+  checkFilter(f);
   if (!Number.isSafeInteger(f.limit) || f.limit < 1 || f.limit > 1000) throw new WarehouseInputError(`limit must be 1..1000, got ${f.limit}`);
   const params: Record<string, unknown> = { from_ms: f.from, to_ms: f.to, n: f.limit + 1 };
   const conds = ["ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')", "ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')"];

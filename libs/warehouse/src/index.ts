@@ -7,7 +7,7 @@ export { DIMENSION_COLUMNS, LATEST_MIGRATION, PERCENTILE_LEVELS, ROLLUP_GRAINS, 
 export type { RollupGrain } from './schema.ts';
 export type { TableNames } from './schema.ts';
 export {
-  ANALYTICS_GROUP_BY, GRANULARITIES, MAX_BUCKETS, bucketCount, pickSource, rebuildRollups, rollupsMatchRaw, usageEventPage,
+  ANALYTICS_GROUP_BY, GRANULARITIES, MAX_BUCKETS, MAX_FILTER_CHARS, bucketCount, filterValue, pickSource, rebuildRollups, rollupsMatchRaw, usageEventPage,
   usageEventRecord, usageReport,
 } from './analytics.ts';
 export type {
