@@ -23,6 +23,6 @@ export type { HttpClickHouseOptions } from './http-client.ts';
 export type { ClickHouseClient } from '@clickhouse/client';
 export {
   BillingInputError, accountDocuments, closeMonth, credits6, creditHistory, invoiceFor, invoiceLinesForMonth, listCloses, monthOf, monthRange,
-  nextMonth, parseBillingMonth, statementFor,
+  nextMonth, parseBillingMonth, parseClosableMonth, SELLER, statementFor,
 } from './billing.ts';
-export type { BillingPrices, CloseResult, CreditHistoryEntry, Invoice, InvoiceLine, MonthClose, Statement } from './billing.ts';
+export type { BillingPrices, CloseResult, CreditValueTotal, CreditHistoryEntry, Invoice, InvoiceLine, MonthClose, Statement } from './billing.ts';
