@@ -329,7 +329,7 @@ const BUCKET_EXPR: Record<RollupGrain, string> = {
   day: "toDateTime(toStartOfDay(ts, 'UTC'), 'UTC')",
 };
 
-/** The t-digest levels every percentile state keeps (p50, p90, p99). */
+/** The levels every percentile state (`quantilesBFloat16`) answers (p50, p90, p99). */
 export const PERCENTILE_LEVELS = '0.5, 0.9, 0.99';
 
 /** The rollup table of a grain. */
@@ -365,8 +365,8 @@ export function rollupSelect(grain: RollupGrain, source: string, where = ''): st
       countIf(ttft_ms IS NOT NULL) AS ttft_count,
       sumIf(toUInt64(latency_ms - assumeNotNull(ttft_ms)), ${gen}) AS gen_ms,
       sumIf(toUInt64(output_tokens), ${gen}) AS gen_output,
-      quantilesTDigestState(${PERCENTILE_LEVELS})(latency_ms) AS latency_q,
-      quantilesTDigestIfState(${PERCENTILE_LEVELS})(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q
+      quantilesBFloat16State(${PERCENTILE_LEVELS})(latency_ms) AS latency_q,
+      quantilesBFloat16IfState(${PERCENTILE_LEVELS})(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q
     FROM ${source} ${where}
     GROUP BY bucket, account_id, key_id, catalog_model, status, http_status, currency`;
 }
@@ -374,7 +374,8 @@ export function rollupSelect(grain: RollupGrain, source: string, where = ''): st
 /**
  * Migration 7 (issue 9): one AggregatingMergeTree per grain and the materialized view that
  * feeds it from every insert into `usage_events`. Sums are SimpleAggregateFunction(sum) (money
- * as Int128); percentiles are t-digest states (estimates, see the README). Exactly once:
+ * as Int128); percentiles are `quantilesBFloat16` states (a histogram of bfloat16 values:
+ * deterministic, merged by addition, see the README). Exactly once:
  * a view sees every insert, so `insertUsage` marks rows whose event id is already stored
  * `rollup_skip = 1` (the views read only 0) and passes an `insert_deduplication_token`; the
  * dedup window on the raw table and on each rollup table (`non_replicated_deduplication_window`)
@@ -409,8 +410,8 @@ function rollupMigration(t: TableNames): string[] {
       ttft_count      ${sum('UInt64')},
       gen_ms          ${sum('UInt64')},
       gen_output      ${sum('UInt64')},
-      latency_q       AggregateFunction(quantilesTDigest(${PERCENTILE_LEVELS}), UInt32),
-      ttft_q          AggregateFunction(quantilesTDigestIf(${PERCENTILE_LEVELS}), UInt32, UInt8)
+      latency_q       AggregateFunction(quantilesBFloat16(${PERCENTILE_LEVELS}), UInt32),
+      ttft_q          AggregateFunction(quantilesBFloat16If(${PERCENTILE_LEVELS}), UInt32, UInt8)
     ) ENGINE = AggregatingMergeTree
     PARTITION BY toYYYYMM(bucket)
     ORDER BY (account_id, bucket, key_id, catalog_model, status, http_status, currency)

@@ -205,3 +205,52 @@ test('event pages: (ts, id) cursor order, every filter, full v2 records', async 
     await w.close();
   }
 });
+
+test('percentiles are the same bytes from every source (raw, minute, hour, day rollups), before and after OPTIMIZE … FINAL merges the states', async () => {
+  const { w } = await fresh();
+  try {
+    // 300 events over 03:00–07:59 of one day, in three inserts (three parts per rollup, merged
+    // later), two accounts so rows split; latencies 1..250 ms (37 is coprime to 250: every
+    // value once or twice), ttft half of it, none on every fifth event.
+    const all: UsageEventV2[] = [];
+    for (let i = 0; i < 300; i++) {
+      const latency = ((i * 37) % 250) + 1;
+      all.push(v2({
+        event_id: `p${i}`, ts: T('2026-03-10T03:00:00Z') + i * 60_000, account_id: i % 2 === 0 ? 'acc_a' : 'acc_b',
+        latency_ms: latency, ttft_ms: i % 5 === 0 ? null : Math.floor(latency / 2),
+      }));
+    }
+    for (let i = 0; i < 3; i++) await w.insertUsage(all.slice(i * 100, i * 100 + 100));
+    const windows = [
+      ['rollup_day', { from: T('2026-03-10T00:00:00Z'), to: T('2026-03-11T00:00:00Z'), granularity: 'day' }],
+      ['rollup_hour', { from: T('2026-03-10T01:00:00Z'), to: T('2026-03-10T22:00:00Z'), granularity: 'hour' }],
+      ['rollup_minute', { from: T('2026-03-10T02:59:00Z'), to: T('2026-03-10T08:01:00Z'), granularity: 'minute' }],
+      ['raw', { from: T('2026-03-10T00:00:00.001Z'), to: T('2026-03-11T00:00:00Z'), granularity: 'day' }],
+    ] as const;
+    const percentiles = async () => {
+      const out: string[] = [];
+      for (const [source, window] of windows) {
+        const r = await usageReport(w, window);
+        assert.equal(r.source, source);
+        assert.equal(r.totals.requests, 300);
+        out.push(JSON.stringify([r.totals.latencyMs, r.totals.ttftMs, r.byModel.map((m) => [m.latencyMs, m.ttftMs])]));
+      }
+      return out;
+    };
+    const before = await percentiles();
+    // Integers up to 256 are exact in bfloat16, so these are exact order statistics of the data,
+    // no interpolation (the ⌈q·n⌉-th smallest here): latencies, n = 300 (1..250 once, and the 50 values of i = 0..49
+    // again): 150th = 124, 270th = 225, 297th = 248, Σ = 37,500 → avg 125; ttft ⌊latency / 2⌋ of
+    // the 240 events with one: 120th = 62, 216th = 112, 238th = 124, Σ = 14,935 → avg 62.229167.
+    const expected = JSON.stringify([
+      { avg: 125, p50: 124, p90: 225, p99: 248 },
+      { count: 240, avg: 62.229167, p50: 62, p90: 112, p99: 124 },
+    ]);
+    assert.equal(JSON.stringify(JSON.parse(before[0]!).slice(0, 2)), expected);
+    for (const s of before) assert.equal(s, before[0]);
+    for (const table of [w.tables.usage, w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) await w.command(`OPTIMIZE TABLE ${table} FINAL`);
+    assert.deepEqual(await percentiles(), before);
+  } finally {
+    await w.close();
+  }
+});
