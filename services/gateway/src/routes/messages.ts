@@ -388,8 +388,12 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       });
       // The client may have left while the hold shrank: then the answer was never written.
       if (x.client.gone) leftBeforeDelivery(settled.event);
+      // Published (written ahead to the log's disk, synchronously inside this call) before the
+      // first byte of the answer leaves: a gateway killed after the client got its answer still
+      // has the usage event. Kafka's acknowledgement is awaited after the reply, off its latency.
+      const published = settled.publish();
       reply.code(res.status).type(header(res, 'content-type') ?? 'application/json').send(bytes);
-      await settled.publish();
+      await published;
       return reply;
     } finally {
       clearInterval(keepAlive);
