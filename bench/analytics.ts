@@ -77,6 +77,8 @@ export interface AnalyticsBenchResult {
   rollupFullCheck?: { ok: boolean; seconds: number };
   dataBytes: number;
   parts: { usage: number; minute: number; hour: number; day: number };
+  /** bytes on disk of the active parts, per table */
+  tableBytes: { usage: number; minute: number; hour: number; day: number };
   rollupRows: { minute: number; hour: number; day: number };
   closeMonthMs: number;
   closedMonths: string[];
@@ -315,8 +317,14 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     const mergeWaitS = (now() - m0) / 1000;
     o.log(`  background merges done after ${mergeWaitS.toFixed(1)} s`);
 
-    const parts = async (table: string) => count(w, `SELECT count() AS n FROM system.parts WHERE active AND database = 'bench' AND table = '${table.split('.')[1]!.replaceAll('`', '')}'`);
-    const partCounts = { usage: await parts(w.tables.usage), minute: await parts(w.tables.rollupMinute), hour: await parts(w.tables.rollupHour), day: await parts(w.tables.rollupDay) };
+    const partRows = await w.select("SELECT table, count() AS n, sum(bytes_on_disk) AS b FROM system.parts WHERE active AND database = 'bench' GROUP BY table");
+    const part = (table: string) => partRows.find((r) => `\`bench\`.\`${String(r['table'])}\`` === table);
+    const partCounts = { usage: 0, minute: 0, hour: 0, day: 0 };
+    const tableBytes = { usage: 0, minute: 0, hour: 0, day: 0 };
+    for (const [k, table] of [['usage', w.tables.usage], ['minute', w.tables.rollupMinute], ['hour', w.tables.rollupHour], ['day', w.tables.rollupDay]] as const) {
+      partCounts[k] = Number(part(table)?.['n'] ?? 0);
+      tableBytes[k] = Number(part(table)?.['b'] ?? 0);
+    }
 
     const top = await w.select(`SELECT account_id AS id FROM ${w.tables.rollupDay} GROUP BY id ORDER BY sum(cost) DESC LIMIT 1`);
     const topAccount = String(top[0]!['id']);
@@ -404,7 +412,7 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     const dataBytes = dirBytes(dir);
     return {
       events: o.events, accounts: ACCOUNTS, keys: ACCOUNTS * KEYS_PER_ACCOUNT, ledgerEntries, insertS, insertRate: o.events / insertS, mergeWaitS,
-      rollupTotalsOk, ...(rollupFullCheck ? { rollupFullCheck } : {}), dataBytes, parts: partCounts, rollupRows,
+      rollupTotalsOk, ...(rollupFullCheck ? { rollupFullCheck } : {}), dataBytes, parts: partCounts, tableBytes, rollupRows,
       closeMonthMs, closedMonths: closed.months, timings, exports, totalS: (now() - t0) / 1000, loadAvgStart,
     };
   } finally {
@@ -417,6 +425,7 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
 
 const f1 = (v: number) => v.toFixed(1);
 const mb = (b: number) => (b / 1e6).toFixed(2);
+const gb = (b: number) => (b / 1e9).toFixed(2);
 
 /** The section's table, plain text. */
 export function analyticsReport(r: AnalyticsBenchResult): string {
@@ -427,7 +436,8 @@ export function analyticsReport(r: AnalyticsBenchResult): string {
       `${r.ledgerEntries} ledger entries; embedded chDB; ${cores} CPUs (${cpus()[0]?.model.trim() ?? 'unknown'}), load average ${r.loadAvgStart.toFixed(2)} at start`,
     `generated in ${f1(r.insertS)} s (${r.insertRate.toFixed(0)} events/s through the rollup views), merges done ${f1(r.mergeWaitS)} s later; chDB data ${(r.dataBytes / 1e9).toFixed(2)} GB; ` +
       `rollup rows minute ${r.rollupRows.minute.toLocaleString('en')}, hour ${r.rollupRows.hour.toLocaleString('en')}, day ${r.rollupRows.day.toLocaleString('en')}; ` +
-      `active parts usage ${r.parts.usage}, minute ${r.parts.minute}, hour ${r.parts.hour}, day ${r.parts.day}`,
+      `active parts usage ${r.parts.usage}, minute ${r.parts.minute}, hour ${r.parts.hour}, day ${r.parts.day}; ` +
+      `on disk usage_events ${gb(r.tableBytes.usage)} GB, rollup minute ${gb(r.tableBytes.minute)}, hour ${gb(r.tableBytes.hour)}, day ${gb(r.tableBytes.day)}`,
     `rollup totals = raw FINAL: ${r.rollupTotalsOk ? 'ok' : 'MISMATCH'}` +
       (r.rollupFullCheck ? `; rollupsMatchRaw (every row): ${r.rollupFullCheck.ok ? 'ok' : 'MISMATCH'} in ${f1(r.rollupFullCheck.seconds)} s` : ''),
     '',
