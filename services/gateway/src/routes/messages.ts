@@ -545,6 +545,9 @@ async function relayStream(
   let dropped = false;
   // The answer (up to message_stop) was handed to the client's connection while it was there.
   let delivered = false;
+  // The stream's last bytes (message_stop, or the gateway's closing frame), written after the
+  // usage event is published; then the response ends.
+  const tail: Array<Buffer | string> = [];
   // The upstream's error event before the answer was complete, as the client gets it.
   let streamError: GatewayError | null = null;
   // The answer is over (message_stop, an error, the grace after the final delta): stop reading.
@@ -619,12 +622,17 @@ async function relayStream(
           break;
         }
         // Comments dropped, the gateway's own secrets redacted (`scrubEvent`); the meter read the original.
-        send(res.scrubEvent(frame.raw));
         if (meter.completed) {
-          if (forwarding) delivered = true;
+          // message_stop, the answer's last bytes, is held back until its usage event is
+          // written ahead (below): a gateway killed once the client has the whole answer has it.
+          if (forwarding && !client.gone) {
+            delivered = true;
+            tail.push(res.scrubEvent(frame.raw));
+          }
           over = true;
           break;
         }
+        send(res.scrubEvent(frame.raw));
       }
       if (framer.overflowed) {
         request.log.warn({ upstreamRequestId }, 'upstream SSE event too large; the stream is treated as broken');
@@ -656,16 +664,22 @@ async function relayStream(
   upstreamSpan.end();
   if (forwarding) {
     if (incomplete && streamError === null) {
-      raw.write(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));
+      tail.push(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));
     } else if (!meter.completed && streamError === null) {
       // Answered and charged, but the upstream left out the closing frame: close the message
       // for the client, whose SDK otherwise rejects an answer it is billed for.
-      raw.write(MESSAGE_STOP_FRAME);
+      tail.push(MESSAGE_STOP_FRAME);
     }
     // Every byte of an answer without message_stop reached the connection too.
     if (meter.answered && streamError === null) delivered = true;
-    raw.end();
   }
+  let ended = false;
+  const endStream = () => {
+    if (ended || !forwarding) return;
+    ended = true;
+    for (const bytes of tail) raw.write(bytes);
+    raw.end();
+  };
   const failed = streamError !== null || incomplete;
   const unmetered = !failed && !meter.hasUsage;
   const anomalies: UsageAnomaly[] = meter.anomalies;
@@ -696,17 +710,24 @@ async function relayStream(
   // until the cut, so the usage reported so far is charged, as when a client leaves.
   const cut = incomplete && streamError === null && deps.shutdown?.aborted === true;
   if (cut) anomalies.push('cut_by_shutdown');
-  const { publish } = await finish({
-    status: cut ? 'client_disconnect' : streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
-    httpStatus: 200,
-    usage: meter.hasUsage ? meter.usage() : null,
-    report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
-    billable: meter.hasUsage && (cut || !failed || deps.streamErrorBilling === 'usage'),
-    firstByteAt,
-    // tokens relayed before a later error still arrived when they did
-    firstTokenAt,
-    upstreamRequestId,
-    anomalies,
-  });
-  await publish();
+  try {
+    const { publish } = await finish({
+      status: cut ? 'client_disconnect' : streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
+      httpStatus: 200,
+      usage: meter.hasUsage ? meter.usage() : null,
+      report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
+      billable: meter.hasUsage && (cut || !failed || deps.streamErrorBilling === 'usage'),
+      firstByteAt,
+      // tokens relayed before a later error still arrived when they did
+      firstTokenAt,
+      upstreamRequestId,
+      anomalies,
+    });
+    // Written ahead synchronously inside this call; the stream's last bytes leave after it.
+    const published = publish();
+    endStream();
+    await published;
+  } finally {
+    endStream();
+  }
 }
