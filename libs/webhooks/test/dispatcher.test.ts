@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
 import { seal } from '@tollgate/keys';
 import {
-  backoffMs, balanceLow, deliveryId, MemoryWebhookStore, newWebhookSecret, RedisWebhookStore, WebhookDispatcher,
+  backoffMs, balanceLow, deliveryId, MemoryWebhookStore, newWebhookSecret, RedisWebhookStore, spendLimitReached, WebhookDispatcher,
   WEBHOOK_SECRET_PURPOSE, type Occurrence, type WebhookEventType, type WebhookRecord, type WebhookStore,
 } from '../src/index.ts';
 import { findRedis } from '../../../test/support/services.ts';
@@ -45,6 +45,15 @@ test('balance.low fires only when a debit crosses the threshold from at-or-above
   assert.equal(balanceLow(ev, 4_999_000n, 5_000_000n)?.id, 'balance.low:u1'); // exactly 5,000,000 before
   assert.equal(balanceLow(ev, 5_000_000n, 5_000_000n), undefined); // still at it
   assert.equal(balanceLow(ev, 4_998_999n, 5_000_000n), undefined); // was 4,999,999: already below
+});
+
+test('spend_limit.reached for key_total (a limit with no window): window_start and resets_at null, never the 1970 epoch', () => {
+  const o = spendLimitReached({ accountId: 'acct_1', keyId: 'key_1', window: 'key_total', limit: 5_000_000n, used: 5_000_001n, resetAt: null });
+  assert.equal(o.id, 'spend_limit.reached:key_1:key_total:0:5000000');
+  assert.deepEqual(o.data, {
+    account_id: 'acct_1', key_id: 'key_1', limit: 'key_total', limit_credits: '5', limit_micro_credits: '5000000',
+    used_credits: '5.000001', used_micro_credits: '5000001', window_start: null, resets_at: null,
+  });
 });
 
 function suite(name: string, makeStore: () => WebhookStore) {
