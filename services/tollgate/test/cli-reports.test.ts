@@ -98,10 +98,13 @@ test('usage: JSON exactly as GET /admin/v1/usage answers it, CSV byte for byte, 
     filtered('--model', 'claude-opus-4-6'), filtered('--status', 'ok'), filtered('--status', 'upstream_error'),
   ]), [2, 0, 2, 0, 2, 0]);
 
+  // A malformed value never reaches the API (exit 2); what only the API can judge is its 400 (exit 1).
   const bad = await adm('usage', '--granularity', 'week');
-  assert.equal(bad.code, 1);
-  assert.equal(bad.stdout, '');
-  assert.match(bad.stderr, /^tollgate usage: 400 invalid_request_error: granularity: /);
+  assert.deepEqual(bad, { code: 2, stdout: '', stderr: 'tollgate usage: --granularity must be one of minute, hour, day, month (not "week")\n(see tollgate usage --help)\n' });
+  const refused = await adm('usage', '--from', '2026-12-01', '--to', '2026-11-01');
+  assert.equal(refused.code, 1);
+  assert.equal(refused.stdout, '');
+  assert.match(refused.stderr, /^tollgate usage: 400 invalid_request_error: to: /);
 });
 
 test('invoices and statements: JSON, CSV and PDF exactly as served; --output writes the whole file (no .part left) or nothing', async () => {
