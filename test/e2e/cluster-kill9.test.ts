@@ -134,6 +134,7 @@ test('gateway killed with kill -9 during traffic: every answered request has exa
   await c.start('gw1');
   await c.eventually('the copies delivered', async () => (spoolLines(c, 'gw1').length === 0 ? true : undefined));
   // A marker request published after the copies: once it is applied, so are they (one key, one partition, in order).
+  attempted++;
   const marker = await client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'marker [[sim input=100 output=3]]' }] });
   answered.push(marker._request_id!);
   const second = await settledOnce();
