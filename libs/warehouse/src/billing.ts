@@ -345,6 +345,9 @@ interface FactScope {
   /** epoch ms, exclusive */
   to: number;
   accountId?: string;
+  /** only these accounts and these months (`YYYYMM`): the candidates of lateDeltas */
+  accountIds?: readonly string[];
+  months?: readonly number[];
 }
 
 /** account → source month → items: every fact dated in [from, to) as keyed items. */
@@ -368,6 +371,14 @@ function scopeSql(scope: FactScope): { where: string; params: Record<string, unk
   if (scope.accountId !== undefined) {
     conds.push('account_id = {account_id:String}');
     params['account_id'] = scope.accountId;
+  }
+  if (scope.accountIds !== undefined) {
+    conds.push('account_id IN {account_ids:Array(String)}');
+    params['account_ids'] = scope.accountIds;
+  }
+  if (scope.months !== undefined) {
+    conds.push("toYYYYMM(ts, 'UTC') IN {months:Array(UInt32)}");
+    params['months'] = scope.months;
   }
   return { where: conds.join(' AND '), params };
 }
@@ -513,14 +524,14 @@ const WINNERS = (w: Warehouse) =>
   `(month, close_id) IN (SELECT month, argMin(close_id, (closed_at, close_id)) FROM ${w.tables.billingCloses} FINAL GROUP BY month)`;
 
 /** account → source month → key → item: what closed snapshots booked (own facts and absorbed deltas). */
-async function loadAccounted(w: Warehouse, accountId?: string): Promise<Map<string, Map<string, Map<string, Item>>>> {
+async function loadAccounted(w: Warehouse, accountId?: string, accountIds?: readonly string[]): Promise<Map<string, Map<string, Map<string, Item>>>> {
   const rows = await w.select(
     `SELECT account_id, source_month, line_key, section, model, dimension, unit_price,
             toString(sum(toInt128(quantity))) AS q_text, toString(sum(toInt128(amount_micros))) AS a_text
      FROM ${w.tables.billingBooked} FINAL
-     WHERE ${WINNERS(w)}${accountId === undefined ? '' : ' AND account_id = {account_id:String}'}
+     WHERE ${WINNERS(w)}${accountId === undefined ? '' : ' AND account_id = {account_id:String}'}${accountIds === undefined ? '' : ' AND account_id IN {account_ids:Array(String)}'}
      GROUP BY account_id, source_month, line_key, section, model, dimension, unit_price`,
-    accountId === undefined ? {} : { account_id: accountId },
+    { ...(accountId === undefined ? {} : { account_id: accountId }), ...(accountIds === undefined ? {} : { account_ids: accountIds }) },
   );
   const out = new Map<string, Map<string, Map<string, Item>>>();
   for (const r of rows) {
@@ -539,18 +550,83 @@ async function loadAccounted(w: Warehouse, accountId?: string): Promise<Map<stri
 }
 
 /**
+ * How long before a close's `facts_as_of` a fact may have been stamped (`inserted_at`, taken when
+ * its INSERT starts) and still not be visible to the close's read (its INSERT committed later):
+ * such facts count as late too. Generous on purpose: it only widens the candidates.
+ */
+const INSERT_SLACK_MS = 15 * 60_000;
+
+/**
+ * The (account, month) pairs of closed months that can hold a fact the month's close did not
+ * see: a usage event or ledger entry stamped (server clock, `inserted_at`) after the close's
+ * `facts_as_of` minus INSERT_SLACK_MS, one dated before the first closed month, or one the ledger
+ * quarantined (server clock, `ts`) after the first close's `facts_as_of`. Any other pair holds exactly what its close booked, so its late delta is zero. Reads
+ * `inserted_at` of closed months only, no FINAL (a duplicate is a candidate like the original).
+ */
+async function lateCandidates(w: Warehouse, last: string, accountId?: string): Promise<Map<string, Set<string>>> {
+  const asOf = await w.select(
+    `SELECT month, toUnixTimestamp64Milli(argMin(facts_as_of, (closed_at, close_id))) AS ms
+     FROM ${w.tables.billingCloses} FINAL WHERE month <= {last:String} GROUP BY month ORDER BY month`,
+    { last },
+  );
+  const params: Record<string, unknown> = {};
+  const byMonth: string[] = [];
+  asOf.forEach((r, i) => {
+    const { start, end } = monthRange(s(r['month']));
+    params[`s${i}`] = start;
+    params[`e${i}`] = end;
+    params[`a${i}`] = Number(r['ms']) - INSERT_SLACK_MS;
+    byMonth.push(`(ts >= fromUnixTimestamp64Milli({s${i}:Int64}, 'UTC') AND ts < fromUnixTimestamp64Milli({e${i}:Int64}, 'UTC')
+      AND inserted_at > fromUnixTimestamp64Milli({a${i}:Int64}, 'UTC'))`);
+  });
+  if (byMonth.length === 0) return new Map();
+  // Closes are a prefix from the first month with a fact: a fact dated before it came later.
+  params['before'] = monthRange(s(asOf[0]!['month'])).start;
+  byMonth.push("ts < fromUnixTimestamp64Milli({before:Int64}, 'UTC')");
+  params['first_as_of'] = Math.min(...asOf.map((r) => Number(r['ms']))) - INSERT_SLACK_MS;
+  params['to_ms'] = monthRange(last).end;
+  const acct = accountId === undefined ? '' : ' AND account_id = {account_id:String}';
+  if (accountId !== undefined) params['account_id'] = accountId;
+  const late = `(${byMonth.join(' OR ')})${acct}`;
+  const quarantined = `ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')${acct} AND event_id IN (
+    SELECT event_id FROM ${w.tables.quarantine} WHERE consumer_group = 'ledger' AND ts > fromUnixTimestamp64Milli({first_as_of:Int64}, 'UTC'))`;
+  const rows = await w.select(
+    `SELECT DISTINCT account_id, formatDateTime(ts, '%Y-%m', 'UTC') AS src FROM (
+       SELECT account_id, ts FROM ${w.tables.usage} WHERE ${late}
+       UNION ALL SELECT account_id, ts FROM ${w.tables.ledger} WHERE ${late}
+       UNION ALL SELECT account_id, ts FROM ${w.tables.usage} WHERE ${quarantined}
+       UNION ALL SELECT account_id, ts FROM ${w.tables.ledger} WHERE ${quarantined}
+     ) ORDER BY account_id, src`,
+    params,
+  );
+  const out = new Map<string, Set<string>>();
+  for (const r of rows) {
+    const a = s(r['account_id']);
+    let m = out.get(a);
+    if (m === undefined) out.set(a, (m = new Set()));
+    m.add(s(r['src']));
+  }
+  return out;
+}
+
+/**
  * account → late items: for every closed month (≤ `last`), what it holds now minus what closed
- * snapshots booked of it, item by item; only items that differ.
+ * snapshots booked of it, item by item; only items that differ. Only the pairs lateCandidates
+ * finds are read and compared (exactly); every other pair's delta is zero by construction.
  */
 async function lateDeltas(w: Warehouse, last: string, pricing: Pricing, accountId?: string): Promise<Map<string, Item[]>> {
-  const live = await loadFacts(w, { to: monthRange(last).end, ...(accountId === undefined ? {} : { accountId }) }, pricing);
-  const booked = await loadAccounted(w, accountId);
   const out = new Map<string, Item[]>();
-  for (const account of new Set([...live.keys(), ...booked.keys()])) {
+  const candidates = await lateCandidates(w, last, accountId);
+  if (candidates.size === 0) return out;
+  const accountIds = [...candidates.keys()];
+  const months = [...new Set([...candidates.values()].flatMap((m) => [...m]))].map((m) => Number(m.replace('-', '')));
+  const live = await loadFacts(w, { to: monthRange(last).end, accountIds, months }, pricing);
+  const booked = await loadAccounted(w, accountId, accountIds);
+  for (const account of accountIds) {
     const items: Item[] = [];
     const lm = live.get(account) ?? new Map<string, Item[]>();
     const bm = booked.get(account) ?? new Map<string, Map<string, Item>>();
-    for (const src of new Set([...lm.keys(), ...bm.keys()])) {
+    for (const src of candidates.get(account)!) {
       const was = new Map(bm.get(src) ?? []);
       for (const it of lm.get(src) ?? []) {
         const b = was.get(it.key);
@@ -868,6 +944,9 @@ export async function closeMonth(w: Warehouse, month: string, prices: BillingPri
   const months: string[] = [];
   for (let m = first; m <= month; m = nextMonth(m)) {
     const close: MonthClose = { month: m, close_id: randomUUID(), closed_at: closedAt };
+    // The server's clock before the read: facts stamped (inserted_at) after it are late for this
+    // month (lateCandidates); the same clock stamps facts, whatever `now` the caller gave.
+    const asOf = String((await w.select(`SELECT toUnixTimestamp64Milli(now64(3)) AS ms`))[0]!['ms']);
     const docs = await openMonth(w, m, closes, pricing);
     await w.insertRows(w.tables.billingBooked, docs.flatMap((d) => d.items.map((it) => ({
       month: m, close_id: close.close_id, account_id: d.account, source_month: it.source, line_key: it.key, section: it.section,
@@ -879,7 +958,10 @@ export async function closeMonth(w: Warehouse, month: string, prices: BillingPri
       statement: JSON.stringify({ ...d.statement, status: 'closed', closed_at: closedAt }),
     })));
     // the close row last: a close is visible only with its whole snapshot written
-    await w.insertRows(w.tables.billingCloses, [{ month: m, close_id: close.close_id, closed_at: closedAt.replace('T', ' ').replace('Z', '') }]);
+    await w.insertRows(w.tables.billingCloses, [{
+      month: m, close_id: close.close_id, closed_at: closedAt.replace('T', ' ').replace('Z', ''),
+      facts_as_of: new Date(Number(asOf)).toISOString().replace('T', ' ').replace('Z', ''),
+    }]);
     closes = await listCloses(w);
     months.push(m);
   }

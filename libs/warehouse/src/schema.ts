@@ -265,12 +265,14 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
     // Migration 8 (issue 9): billing: month closes and their frozen invoices and statements.
     // A close is one row per month and close id; should two closes of a month ever both be
     // written, readers take the earliest (closed_at, close_id), so the winner is a fact of the
-    // data, not of merge order. Its snapshot rows carry its close_id.
+    // data, not of merge order. Its snapshot rows carry its close_id. facts_as_of: the server's
+    // now64() before the close read its facts; facts stamped later are late (billing.ts lateCandidates).
     `CREATE TABLE IF NOT EXISTS ${t.billingCloses} (
       month        String,
       close_id     String,
       closed_at    DateTime64(3, 'UTC'),
-      inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+      inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3),
+      facts_as_of  DateTime64(3, 'UTC') DEFAULT toDateTime64(0, 3, 'UTC')
     ) ENGINE = ReplacingMergeTree
     ORDER BY (month, close_id)`,
     // What each closed month booked per account: its own facts and the late deltas of earlier
@@ -379,7 +381,9 @@ export function rollupSelect(grain: RollupGrain, source: string, where = ''): st
  * a view sees every insert, so `insertUsage` marks rows whose event id is already stored
  * `rollup_skip = 1` (the views read only 0) and passes an `insert_deduplication_token`; the
  * dedup window on the raw table and on each rollup table (`non_replicated_deduplication_window`)
- * drops a repeated block in both (docs/decisions.md).
+ * drops a repeated block in both (docs/decisions.md). Sorted by bucket first: most reads are a
+ * time window over every account, which then reads only the window's granules; an account
+ * filter still skips granules by the second key column within each bucket.
  */
 function rollupMigration(t: TableNames): string[] {
   const out = [
@@ -414,7 +418,7 @@ function rollupMigration(t: TableNames): string[] {
       ttft_q          AggregateFunction(quantilesBFloat16If(${PERCENTILE_LEVELS}), UInt32, UInt8)
     ) ENGINE = AggregatingMergeTree
     PARTITION BY toYYYYMM(bucket)
-    ORDER BY (account_id, bucket, key_id, catalog_model, status, http_status, currency)
+    ORDER BY (bucket, account_id, key_id, catalog_model, status, http_status, currency)
     SETTINGS non_replicated_deduplication_window = 1000`);
     out.push(`CREATE MATERIALIZED VIEW IF NOT EXISTS ${table.slice(0, -1)}_mv\` TO ${table} AS ${rollupSelect(grain, t.usage, 'WHERE rollup_skip = 0')}`);
   }

@@ -366,3 +366,55 @@ test('closing a month that has not started is refused naming month; the current 
     await w.close();
   }
 });
+
+test('late facts after a close are found by their server stamp alone: a late event, a redelivered old event, a quarantine after the close and a restart stay exact', async () => {
+  const prefix = `b${randomBytes(3).toString('hex')}_`;
+  const open = async () => {
+    const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: prefix });
+    await w.migrate();
+    return w;
+  };
+  let w = await open();
+  try {
+    await seed(w);
+    // Everything known before the close was stamped a day earlier (older than the close's slack),
+    // so only facts stamped after the close are candidates for late deltas.
+    for (const t of [w.tables.usage, w.tables.ledger, w.tables.quarantine]) {
+      const col = t === w.tables.quarantine ? 'ts' : 'inserted_at';
+      await w.command(`ALTER TABLE ${t} UPDATE ${col} = ${col} - INTERVAL 1 DAY WHERE 1 SETTINGS mutations_sync = 2`);
+    }
+    await closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 1, 10));
+    const frozen = await accountDocuments(w, 'acc_a', '2026-11', prices);
+    // late: a sonnet-4-6 request dated 15 November (396,000 µc); acc_b's November event
+    // redelivered (a duplicate: no change); the ledger quarantines haiku request u3 (32 µc)
+    await w.insertEvents([usGeo('late1', Date.UTC(2026, 10, 15), 'acc_a', PV), webSearch('b1', NOV3, 'acc_b', PV)]);
+    await w.insertQuarantine([{ event_id: 'u3', group: 'ledger', topic: 'usage', partition: -1, offset: -2n, kind: 'apply_failed', reason: 'test', raw: '{}' }]);
+    await w.close();
+    w = await open(); // a restart: nothing but the warehouse carries over
+    assert.deepEqual(await accountDocuments(w, 'acc_a', '2026-11', prices), frozen);
+    const dec = await invoiceFor(w, 'acc_a', '2026-12', prices);
+    // Booked for November: haiku input 2 → 48, cache_read 6 → 14, rounding 4 requests 2 µc. Now
+    // (u3 gone, late1 added): haiku input 1 → 24, cache_read 3 → 7 (7.2 truncated); sonnet-4-6
+    // input 2,000 → 396,000, output 400 → 396,000; rounding 4 requests: charges 1,764,032 −
+    // lines 1,764,031 = 1. Deltas: −24, −7, +198,000, +198,000, rounding 0 requests −1 µc.
+    assert.deepEqual(dec.lines.map((l) => [l.section, l.source_month, l.model, l.dimension, l.quantity, l.amount_micros]), [
+      ['late_usage', '2026-11', 'claude-haiku-4-5-20251001', 'input', '-1', '-24'],
+      ['late_usage', '2026-11', 'claude-haiku-4-5-20251001', 'cache_read', '-3', '-7'],
+      ['late_usage', '2026-11', 'claude-sonnet-4-6', 'input', '1000', '198000'],
+      ['late_usage', '2026-11', 'claude-sonnet-4-6', 'output', '200', '198000'],
+      ['rounding', '2026-11', '', '', '0', '-1'],
+    ]);
+    assert.equal(dec.total.micro_credits, '395968'); // 396,000 − 32
+    assert.deepEqual(await invoiceLinesForMonth(w, '2026-12', prices), dec.lines); // acc_b: nothing late
+    // closing = 11,761,936 (frozen November) − 395,968 = 11,365,968 = the warehouse balance
+    assert.equal((await statementFor(w, 'acc_a', '2026-12', prices)).closing_balance, '11.365968');
+    assert.equal((await w.balances()).get('acc_a'), 11_365_968n);
+    // December absorbs the deltas when it closes; a later redelivery of the late event adds nothing
+    await closeMonth(w, '2026-12', prices, Date.UTC(2027, 0, 1, 1));
+    await w.insertEvents([usGeo('late1', Date.UTC(2026, 10, 15), 'acc_a', PV)]);
+    assert.deepEqual((await invoiceFor(w, 'acc_a', '2027-01', prices)).lines, []);
+    assert.equal((await statementFor(w, 'acc_a', '2027-01', prices)).opening_balance, '11.365968');
+  } finally {
+    await w.close();
+  }
+});
