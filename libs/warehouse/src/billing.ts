@@ -1047,3 +1047,69 @@ export async function creditHistory(w: Warehouse, accountId: string): Promise<Cr
   });
 }
 
+
+/** One page of `creditHistoryPage`: newest first. */
+export interface CreditHistoryPage {
+  data: CreditHistoryEntry[];
+  /** more entries after the last one (older), in the same window */
+  hasMore: boolean;
+}
+
+/**
+ * One page of `creditHistory`, newest first, paged in SQL: the running balance is a window sum
+ * over the account's entries in creditHistory's order (ledger entries at their instant, a day's
+ * usage at its last millisecond, ledger before usage on a tie, then id), so only the page
+ * leaves the warehouse. `from`/`to`: epoch ms over `created_at`, `[from, to)`; `after`: the id of
+ * the last entry of the previous page; `limit` 1..1000. Returns null when `after` is not an entry
+ * of this account in the window (the routes answer 400 naming `cursor`). Ids compare as UTF-8
+ * bytes (ClickHouse order), the same as creditHistory's for ASCII ids.
+ */
+export async function creditHistoryPage(
+  w: Warehouse,
+  accountId: string,
+  o: { from?: number; to?: number; after?: string; limit: number },
+): Promise<CreditHistoryPage | null> {
+  if (!Number.isSafeInteger(o.limit) || o.limit < 1 || o.limit > 1000) throw new BillingInputError(`limit: must be 1..1000, got ${o.limit}`);
+  const entries = `(
+    SELECT event_id AS id, toString(kind) AS type, reference AS ref, '' AS day, toUInt64(0) AS n,
+           toUnixTimestamp64Milli(ts) AS ms, 0 AS u, toInt128(amount_micros) AS a
+    FROM ${w.tables.ledger} FINAL WHERE account_id = {account_id:String} AND ${notRefused(w)}
+    UNION ALL
+    SELECT concat('usage:', toString(d)) AS id, 'usage' AS type, '' AS ref, toString(d) AS day, count() AS n,
+           toInt64(toUnixTimestamp(toDateTime(d, 'UTC'))) * 1000 + 86399999 AS ms, 1 AS u, -sum(toInt128(cost_micros)) AS a
+    FROM ${w.tables.usage} FINAL WHERE account_id = {account_id:String} AND cost_micros > 0 AND ${notRefused(w)}
+    GROUP BY toDate(ts, 'UTC') AS d
+  )`;
+  const conds: string[] = [];
+  const params: Record<string, unknown> = { account_id: accountId, n: o.limit + 1 };
+  if (o.from !== undefined) { conds.push('ms >= {from_ms:Int64}'); params['from_ms'] = o.from; }
+  if (o.to !== undefined) { conds.push('ms < {to_ms:Int64}'); params['to_ms'] = o.to; }
+  if (o.after !== undefined) {
+    const at = await w.select(`SELECT ms, u FROM ${entries} WHERE id = {after:String}${conds.map((c) => ` AND ${c}`).join('')} ORDER BY ms, u LIMIT 1`,
+      { ...params, after: o.after });
+    if (at.length === 0) return null;
+    conds.push('(ms, u, id) < ({after_ms:Int64}, {after_u:UInt8}, {after:String})');
+    params['after_ms'] = Number(at[0]!['ms']);
+    params['after_u'] = Number(at[0]!['u']);
+    params['after'] = o.after;
+  }
+  const rows = await w.select(
+    `SELECT id, type, ref, day, n, ms, toString(a) AS a_text, toString(bal) AS bal_text FROM (
+       SELECT *, sum(a) OVER (ORDER BY ms, u, id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS bal FROM ${entries}
+     ) ${conds.length > 0 ? `WHERE ${conds.join(' AND ')}` : ''}
+     ORDER BY ms DESC, u DESC, id DESC LIMIT {n:UInt32}`,
+    params,
+  );
+  const data = rows.slice(0, o.limit).map((r): CreditHistoryEntry => {
+    const usage = s(r['type']) === 'usage';
+    const amount = BigInt(s(r['a_text']));
+    const balance = BigInt(s(r['bal_text']));
+    return {
+      id: s(r['id']), type: s(r['type']) as CreditHistoryEntry['type'], created_at: new Date(Number(r['ms'])).toISOString(),
+      ...(usage ? { date: s(r['day']), requests: Number(r['n']) } : { reference: s(r['ref']) }),
+      amount: credits6(amount), amount_micro_credits: amount.toString(),
+      balance_after: credits6(balance), balance_after_micro_credits: balance.toString(),
+    };
+  });
+  return { data, hasMore: rows.length > o.limit };
+}

@@ -22,7 +22,7 @@ export { createHttpClickHouse } from './http-client.ts';
 export type { HttpClickHouseOptions } from './http-client.ts';
 export type { ClickHouseClient } from '@clickhouse/client';
 export {
-  BillingInputError, accountDocuments, closeMonth, credits6, creditHistory, invoiceFor, invoiceLinesForMonth, listCloses, monthOf, monthRange,
+  BillingInputError, accountDocuments, closeMonth, credits6, creditHistory, creditHistoryPage, invoiceFor, invoiceLinesForMonth, listCloses, monthOf, monthRange,
   nextMonth, parseBillingMonth, parseClosableMonth, SELLER, statementFor,
 } from './billing.ts';
-export type { BillingPrices, CloseResult, CreditValueTotal, CreditHistoryEntry, Invoice, InvoiceLine, MonthClose, Statement } from './billing.ts';
+export type { BillingPrices, CloseResult, CreditValueTotal, CreditHistoryEntry, CreditHistoryPage, Invoice, InvoiceLine, MonthClose, Statement } from './billing.ts';

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { LedgerEvent, LedgerKind } from '@tollgate/events';
 import { bundledCatalogPath, loadCatalogFile, parseCatalog, priceVersion } from '@tollgate/pricing';
 import {
-  BillingInputError, Warehouse, accountDocuments, closeMonth, createChdbClickHouse, creditHistory, invoiceFor, invoiceLinesForMonth,
+  BillingInputError, Warehouse, accountDocuments, closeMonth, createChdbClickHouse, creditHistory, creditHistoryPage, invoiceFor, invoiceLinesForMonth,
   listCloses, parseBillingMonth, parseClosableMonth, statementFor,
 } from '@tollgate/warehouse';
 import { q, usGeo, v2, webSearch } from './usage-fixtures.ts';
@@ -414,6 +414,41 @@ test('late facts after a close are found by their server stamp alone: a late eve
     await w.insertEvents([usGeo('late1', Date.UTC(2026, 10, 15), 'acc_a', PV)]);
     assert.deepEqual((await invoiceFor(w, 'acc_a', '2027-01', prices)).lines, []);
     assert.equal((await statementFor(w, 'acc_a', '2027-01', prices)).opening_balance, '11.365968');
+  } finally {
+    await w.close();
+  }
+});
+
+test('credit history paged in SQL: every page, window and cursor equals the whole history newest first, running balances exact; a foreign cursor is refused', async () => {
+  const w = await fresh();
+  try {
+    await seed(w);
+    // same-instant ties: a ledger entry at the day's last millisecond sorts before that day's usage
+    await w.insertEvents([entry('acc_a', 'adjustment', 'tie', '1', Date.UTC(2026, 10, 3, 23, 59, 59, 999))]);
+    const all = (await creditHistory(w, 'acc_a')).reverse();
+    assert.equal(all.length, 8);
+    for (const [from, to] of [[undefined, undefined], [Date.UTC(2026, 10, 1), undefined], [undefined, Date.UTC(2026, 10, 21)], [Date.UTC(2026, 9, 20), Date.UTC(2026, 10, 20)]] as const) {
+      const want = all.filter((e) => (from === undefined || Date.parse(e.created_at) >= from) && (to === undefined || Date.parse(e.created_at) < to));
+      for (const limit of [1, 2, 3, 100]) {
+        const got: typeof all = [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await creditHistoryPage(w, 'acc_a', { limit, ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }), ...(after === undefined ? {} : { after }) });
+          assert.ok(page !== null);
+          got.push(...page.data);
+          if (!page.hasMore) break;
+          after = page.data.at(-1)!.id;
+        }
+        assert.deepEqual(got, want, `from ${from} to ${to} limit ${limit}`);
+      }
+    }
+    // the newest entry's balance is the account's balance: 11,761,936 + 1
+    assert.equal((await creditHistoryPage(w, 'acc_a', { limit: 1 }))!.data[0]!.balance_after_micro_credits, '11761937');
+    // another account's ledger entry as a cursor, or an entry outside the window: null (the routes' 400)
+    await w.insertEvents([entry('acc_b', 'grant', 'b-grant', '5', Date.UTC(2026, 10, 5))]);
+    assert.equal((await creditHistoryPage(w, 'acc_b', { limit: 1 }))!.data[0]!.id, 'credit:acc_b:b-grant');
+    assert.equal(await creditHistoryPage(w, 'acc_a', { limit: 10, after: 'credit:acc_b:b-grant' }), null);
+    assert.equal(await creditHistoryPage(w, 'acc_a', { limit: 10, after: 'credit:acc_a:oct', from: Date.UTC(2026, 10, 1) }), null);
   } finally {
     await w.close();
   }
