@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { bundledCatalogPath, loadCatalogFile, priceVersion, type PriceVersion } from '@tollgate/pricing';
 import {
-  Warehouse, closeMonth, createChdbClickHouse, creditHistory, invoiceFor, invoiceLinesForMonth, rollupsMatchRaw, statementFor,
+  Warehouse, closeMonth, createChdbClickHouse, creditHistoryPage, invoiceFor, invoiceLinesForMonth, rollupsMatchRaw, statementFor,
   usageEventPage, usageReport, type AnalyticsQuery, type InvoiceLine,
 } from '@tollgate/warehouse';
 import { exportChunks, type ExportFormat } from '../services/control/src/billing-render.ts';
@@ -357,9 +357,9 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     await add('usage: month by day, account filter (top)', 'rollup_day', report({ ...sep, granularity: 'day', accountId: topAccount }));
     await add('usage: 3 months by month, top 100 acc/keys', 'rollup_day', report({ from: START, to: END, granularity: 'month', limit: 100 }));
     const odd = { from: Date.UTC(2026, 8, 10, 12, 34, 56, 789), to: Date.UTC(2026, 8, 17, 8, 0, 0, 123) };
-    await add('usage: 7 days non-aligned, by hour', 'raw FINAL', report({ ...odd, granularity: 'hour' }));
-    await add('usage: 7 days non-aligned, account (top)', 'raw FINAL', report({ ...odd, granularity: 'hour', accountId: topAccount }));
-    await add('usage: month non-aligned, by day', 'raw FINAL', report({ from: sep.from + 1, to: sep.to, granularity: 'day' }), { runs: o.runs, budgetMs: o.budgetMs, minRuns: 2 });
+    await add('usage: 7 days non-aligned, by hour', 'rollups + raw rims', report({ ...odd, granularity: 'hour' }));
+    await add('usage: 7 days non-aligned, account (top)', 'rollups + raw rims', report({ ...odd, granularity: 'hour', accountId: topAccount }));
+    await add('usage: month non-aligned, by day', 'rollups + raw rims', report({ from: sep.from + 1, to: sep.to, granularity: 'day' }), { runs: o.runs, budgetMs: o.budgetMs, minRuns: 2 });
 
     await add('events: first page (100), month', 'raw FINAL', async () => (await usageEventPage(w, { ...sep, limit: 100 })).events.length);
     const mid = await usageEventPage(w, { from: Date.UTC(2026, 8, 20), to: sep.to, limit: 1 });
@@ -386,8 +386,8 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     await add(`statement: open ${OPEN_MONTH} (top)`, 'raw FINAL + late deltas', docs('statement', topAccount, OPEN_MONTH));
     await add(`invoice: open ${OPEN_MONTH} (median)`, 'raw FINAL + late deltas', docs('invoice', medianAccount, OPEN_MONTH));
 
-    await add('credit history: page of 100 (top)', 'ledger + raw FINAL', async () => (await creditHistory(w, topAccount)).reverse().slice(0, 100).length);
-    await add('credit history: page of 100 (median)', 'ledger + raw FINAL', async () => (await creditHistory(w, medianAccount)).reverse().slice(0, 100).length);
+    await add('credit history: page of 100 (top)', 'paged in SQL', async () => (await creditHistoryPage(w, topAccount, { limit: 100 }))!.data.length);
+    await add('credit history: page of 100 (median)', 'paged in SQL', async () => (await creditHistoryPage(w, medianAccount, { limit: 100 }))!.data.length);
 
     // -- export: every account's invoice lines of a month, each format
     const exports: ExportFigure[] = [];
@@ -459,7 +459,7 @@ export function analyticsReport(r: AnalyticsBenchResult): string {
       `${(e.lines / (e.renderMs.p50 / 1000)).toFixed(0).padStart(16)}  ${(e.bytes / 1e6 / (e.renderMs.p50 / 1000)).toFixed(1).padStart(13)}  ` +
       `${f1(e.endToEndP50Ms).padStart(20)}  ${(e.lines / (e.endToEndP50Ms / 1000)).toFixed(0).padStart(19)}`);
   }
-  out.push('', `section took ${f1(r.totalS)} s; percentiles nearest-rank over the measured runs (warm-up excluded); usage percentiles inside the reports are t-digest estimates`);
+  out.push('', `section took ${f1(r.totalS)} s; percentiles nearest-rank over the measured runs (warm-up excluded); usage percentiles inside the reports are bfloat16 order statistics`);
   return out.join('\n');
 }
 
