@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { bundledCatalogPath, loadCatalogFile, priceVersion, type PriceVersion } from '@tollgate/pricing';
 import {
-  Warehouse, closeMonth, createChdbClickHouse, creditHistory, invoiceFor, invoiceLinesForMonth, rollupsMatchRaw, statementFor,
+  Warehouse, closeMonth, createChdbClickHouse, creditHistoryPage, invoiceFor, invoiceLinesForMonth, rollupsMatchRaw, statementFor,
   usageEventPage, usageReport, type AnalyticsQuery, type InvoiceLine,
 } from '@tollgate/warehouse';
 import { exportChunks, type ExportFormat } from '../services/control/src/billing-render.ts';
@@ -70,11 +70,15 @@ export interface AnalyticsBenchResult {
   /** generation: seconds and events/s (INSERT … SELECT through the rollup views) */
   insertS: number;
   insertRate: number;
+  /** seconds waited after the load until background merges were done (at most 180) */
+  mergeWaitS: number;
   /** Σ requests and Σ cost of every rollup grain = raw FINAL (always); rollupsMatchRaw over every row (when asked) */
   rollupTotalsOk: boolean;
   rollupFullCheck?: { ok: boolean; seconds: number };
   dataBytes: number;
   parts: { usage: number; minute: number; hour: number; day: number };
+  /** bytes on disk of the active parts, per table */
+  tableBytes: { usage: number; minute: number; hour: number; day: number };
   rollupRows: { minute: number; hour: number; day: number };
   closeMonthMs: number;
   closedMonths: string[];
@@ -204,6 +208,23 @@ function ledgerSql(w: Warehouse): string {
     )`;
 }
 
+/**
+ * Inserts `events` synthetic usage events (CHUNK per INSERT … SELECT, a progress line each) and
+ * the ledger entries into a migrated warehouse. The events depend only on `events` and their
+ * number, so two warehouses filled alike hold the same rows.
+ */
+export async function generate(w: Warehouse, priceVersionId: string, events: number, log: (line: string) => void): Promise<void> {
+  const sql = insertSql(w, priceVersionId);
+  const g0 = now();
+  for (let first = 0; first < events; first += CHUNK) {
+    const n = Math.min(CHUNK, events - first);
+    await w.command(sql, { start_ms: START, span_ms: END - START, total: events, first, count: n, price_version: priceVersionId });
+    const s = (now() - g0) / 1000;
+    log(`  inserted ${(first + n).toLocaleString('en').padStart(12)} / ${events.toLocaleString('en')}  ${((first + n) / s).toFixed(0).padStart(7)} events/s  ${s.toFixed(1)} s`);
+  }
+  await w.command(ledgerSql(w), { start_ms: START });
+}
+
 // ---- measuring ----------------------------------------------------------------------------------
 
 const now = () => performance.now();
@@ -249,6 +270,9 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
   const t0 = now();
   const loadAvgStart = loadavg()[0]!;
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-analytics-'));
+  // Gigabytes at 10M: removed on the way out, on Ctrl-C too (both CLIs exit on SIGINT).
+  const removeDir = () => rmSync(dir, { recursive: true, force: true });
+  process.on('exit', removeDir);
   const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), database: 'bench' });
   try {
     await w.migrate();
@@ -258,16 +282,9 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     // -- generate
     o.log(`bench: analytics: generating ${o.events.toLocaleString('en')} usage events over 2026-08..2026-10 for ${ACCOUNTS} accounts, ` +
       `${ACCOUNTS * KEYS_PER_ACCOUNT} keys in chDB (${dir})`);
-    const sql = insertSql(w, version.id);
     const g0 = now();
-    for (let first = 0; first < o.events; first += CHUNK) {
-      const n = Math.min(CHUNK, o.events - first);
-      await w.command(sql, { start_ms: START, span_ms: END - START, total: o.events, first, count: n, price_version: version.id });
-      const s = (now() - g0) / 1000;
-      o.log(`  inserted ${(first + n).toLocaleString('en').padStart(12)} / ${o.events.toLocaleString('en')}  ${((first + n) / s).toFixed(0).padStart(7)} events/s  ${s.toFixed(1)} s`);
-    }
+    await generate(w, version.id, o.events, o.log);
     const insertS = (now() - g0) / 1000;
-    await w.command(ledgerSql(w), { start_ms: START });
     const ledgerEntries = await count(w, `SELECT count() AS n FROM ${w.tables.ledger} FINAL`);
     o.log(`  ${ledgerEntries} ledger entries (grants, top-ups, refunds, adjustments)`);
 
@@ -294,8 +311,23 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     }
     if (!rollupTotalsOk || rollupFullCheck?.ok === false) throw new Error('analytics bench: the rollups disagree with the raw events');
 
-    const parts = async (table: string) => count(w, `SELECT count() AS n FROM system.parts WHERE active AND database = 'bench' AND table = '${table.split('.')[1]!.replaceAll('`', '')}'`);
-    const partCounts = { usage: await parts(w.tables.usage), minute: await parts(w.tables.rollupMinute), hour: await parts(w.tables.rollupHour), day: await parts(w.tables.rollupDay) };
+    // Measure the steady state, not the minutes after a bulk load: wait (at most 3 minutes) until
+    // chDB's background merges of the new parts are done.
+    const m0 = now();
+    while (now() - m0 < 180_000 && (await count(w, "SELECT count() AS n FROM system.merges WHERE database = 'bench'")) > 0) {
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const mergeWaitS = (now() - m0) / 1000;
+    o.log(`  background merges done after ${mergeWaitS.toFixed(1)} s`);
+
+    const partRows = await w.select("SELECT table, count() AS n, sum(bytes_on_disk) AS b FROM system.parts WHERE active AND database = 'bench' GROUP BY table");
+    const part = (table: string) => partRows.find((r) => `\`bench\`.\`${String(r['table'])}\`` === table);
+    const partCounts = { usage: 0, minute: 0, hour: 0, day: 0 };
+    const tableBytes = { usage: 0, minute: 0, hour: 0, day: 0 };
+    for (const [k, table] of [['usage', w.tables.usage], ['minute', w.tables.rollupMinute], ['hour', w.tables.rollupHour], ['day', w.tables.rollupDay]] as const) {
+      partCounts[k] = Number(part(table)?.['n'] ?? 0);
+      tableBytes[k] = Number(part(table)?.['b'] ?? 0);
+    }
 
     const top = await w.select(`SELECT account_id AS id FROM ${w.tables.rollupDay} GROUP BY id ORDER BY sum(cost) DESC LIMIT 1`);
     const topAccount = String(top[0]!['id']);
@@ -325,9 +357,9 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     await add('usage: month by day, account filter (top)', 'rollup_day', report({ ...sep, granularity: 'day', accountId: topAccount }));
     await add('usage: 3 months by month, top 100 acc/keys', 'rollup_day', report({ from: START, to: END, granularity: 'month', limit: 100 }));
     const odd = { from: Date.UTC(2026, 8, 10, 12, 34, 56, 789), to: Date.UTC(2026, 8, 17, 8, 0, 0, 123) };
-    await add('usage: 7 days non-aligned, by hour', 'raw FINAL', report({ ...odd, granularity: 'hour' }));
-    await add('usage: 7 days non-aligned, account (top)', 'raw FINAL', report({ ...odd, granularity: 'hour', accountId: topAccount }));
-    await add('usage: month non-aligned, by day', 'raw FINAL', report({ from: sep.from + 1, to: sep.to, granularity: 'day' }), { runs: o.runs, budgetMs: o.budgetMs, minRuns: 2 });
+    await add('usage: 7 days non-aligned, by hour', 'rollups + raw rims', report({ ...odd, granularity: 'hour' }));
+    await add('usage: 7 days non-aligned, account (top)', 'rollups + raw rims', report({ ...odd, granularity: 'hour', accountId: topAccount }));
+    await add('usage: month non-aligned, by day', 'rollups + raw rims', report({ from: sep.from + 1, to: sep.to, granularity: 'day' }), { runs: o.runs, budgetMs: o.budgetMs, minRuns: 2 });
 
     await add('events: first page (100), month', 'raw FINAL', async () => (await usageEventPage(w, { ...sep, limit: 100 })).events.length);
     const mid = await usageEventPage(w, { from: Date.UTC(2026, 8, 20), to: sep.to, limit: 1 });
@@ -354,8 +386,8 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     await add(`statement: open ${OPEN_MONTH} (top)`, 'raw FINAL + late deltas', docs('statement', topAccount, OPEN_MONTH));
     await add(`invoice: open ${OPEN_MONTH} (median)`, 'raw FINAL + late deltas', docs('invoice', medianAccount, OPEN_MONTH));
 
-    await add('credit history: page of 100 (top)', 'ledger + raw FINAL', async () => (await creditHistory(w, topAccount)).reverse().slice(0, 100).length);
-    await add('credit history: page of 100 (median)', 'ledger + raw FINAL', async () => (await creditHistory(w, medianAccount)).reverse().slice(0, 100).length);
+    await add('credit history: page of 100 (top)', 'paged in SQL', async () => (await creditHistoryPage(w, topAccount, { limit: 100 }))!.data.length);
+    await add('credit history: page of 100 (median)', 'paged in SQL', async () => (await creditHistoryPage(w, medianAccount, { limit: 100 }))!.data.length);
 
     // -- export: every account's invoice lines of a month, each format
     const exports: ExportFigure[] = [];
@@ -382,13 +414,14 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
 
     const dataBytes = dirBytes(dir);
     return {
-      events: o.events, accounts: ACCOUNTS, keys: ACCOUNTS * KEYS_PER_ACCOUNT, ledgerEntries, insertS, insertRate: o.events / insertS,
-      rollupTotalsOk, ...(rollupFullCheck ? { rollupFullCheck } : {}), dataBytes, parts: partCounts, rollupRows,
+      events: o.events, accounts: ACCOUNTS, keys: ACCOUNTS * KEYS_PER_ACCOUNT, ledgerEntries, insertS, insertRate: o.events / insertS, mergeWaitS,
+      rollupTotalsOk, ...(rollupFullCheck ? { rollupFullCheck } : {}), dataBytes, parts: partCounts, tableBytes, rollupRows,
       closeMonthMs, closedMonths: closed.months, timings, exports, totalS: (now() - t0) / 1000, loadAvgStart,
     };
   } finally {
     await w.close();
-    rmSync(dir, { recursive: true, force: true });
+    removeDir();
+    process.off('exit', removeDir);
   }
 }
 
@@ -396,6 +429,7 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
 
 const f1 = (v: number) => v.toFixed(1);
 const mb = (b: number) => (b / 1e6).toFixed(2);
+const gb = (b: number) => (b / 1e9).toFixed(2);
 
 /** The section's table, plain text. */
 export function analyticsReport(r: AnalyticsBenchResult): string {
@@ -404,9 +438,10 @@ export function analyticsReport(r: AnalyticsBenchResult): string {
   out.push(
     `analytics and billing: ${r.events.toLocaleString('en')} usage events (2026-08..2026-10), ${r.accounts} accounts, ${r.keys} keys, ` +
       `${r.ledgerEntries} ledger entries; embedded chDB; ${cores} CPUs (${cpus()[0]?.model.trim() ?? 'unknown'}), load average ${r.loadAvgStart.toFixed(2)} at start`,
-    `generated in ${f1(r.insertS)} s (${r.insertRate.toFixed(0)} events/s through the rollup views); chDB data ${(r.dataBytes / 1e9).toFixed(2)} GB; ` +
+    `generated in ${f1(r.insertS)} s (${r.insertRate.toFixed(0)} events/s through the rollup views), merges done ${f1(r.mergeWaitS)} s later; chDB data ${(r.dataBytes / 1e9).toFixed(2)} GB; ` +
       `rollup rows minute ${r.rollupRows.minute.toLocaleString('en')}, hour ${r.rollupRows.hour.toLocaleString('en')}, day ${r.rollupRows.day.toLocaleString('en')}; ` +
-      `active parts usage ${r.parts.usage}, minute ${r.parts.minute}, hour ${r.parts.hour}, day ${r.parts.day}`,
+      `active parts usage ${r.parts.usage}, minute ${r.parts.minute}, hour ${r.parts.hour}, day ${r.parts.day}; ` +
+      `on disk usage_events ${gb(r.tableBytes.usage)} GB, rollup minute ${gb(r.tableBytes.minute)}, hour ${gb(r.tableBytes.hour)}, day ${gb(r.tableBytes.day)}`,
     `rollup totals = raw FINAL: ${r.rollupTotalsOk ? 'ok' : 'MISMATCH'}` +
       (r.rollupFullCheck ? `; rollupsMatchRaw (every row): ${r.rollupFullCheck.ok ? 'ok' : 'MISMATCH'} in ${f1(r.rollupFullCheck.seconds)} s` : ''),
     '',
@@ -424,7 +459,7 @@ export function analyticsReport(r: AnalyticsBenchResult): string {
       `${(e.lines / (e.renderMs.p50 / 1000)).toFixed(0).padStart(16)}  ${(e.bytes / 1e6 / (e.renderMs.p50 / 1000)).toFixed(1).padStart(13)}  ` +
       `${f1(e.endToEndP50Ms).padStart(20)}  ${(e.lines / (e.endToEndP50Ms / 1000)).toFixed(0).padStart(19)}`);
   }
-  out.push('', `section took ${f1(r.totalS)} s; percentiles nearest-rank over the measured runs (warm-up excluded); usage percentiles inside the reports are t-digest estimates`);
+  out.push('', `section took ${f1(r.totalS)} s; percentiles nearest-rank over the measured runs (warm-up excluded); usage percentiles inside the reports are bfloat16 order statistics`);
   return out.join('\n');
 }
 
@@ -490,6 +525,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  process.once('SIGINT', () => process.exit(130));
   main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
     process.stderr.write(`bench/analytics: failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
     process.exit(1);

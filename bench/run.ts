@@ -906,6 +906,7 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (options.analyticsOnly) {
+    process.once('SIGINT', () => process.exit(130)); // 'exit' removes the section's chDB directory
     const a = await runAnalytics(options);
     process.stdout.write(options.json ? `${JSON.stringify({ analytics: a, ok: !('error' in a) }, null, 2)}\n` : `${'error' in a ? `analytics and billing failed: ${a.error}` : analyticsReport(a)}\n`);
     return 'error' in a ? 1 : 0;

@@ -79,10 +79,10 @@ describe('usage analytics over real traffic of two accounts', () => {
     assert.deepEqual(j['by_model'].map((m: any) => [m.model, m.cost_micros]), [
       ['claude-sonnet-4-5-20250929', '108000'], ['claude-sonnet-4-6', '108000'], ['claude-haiku-4-5-20251001', '56400'],
     ]);
-    // The same window shifted by a millisecond is off every bucket: raw events, the same sums.
+    // The same window shifted by a millisecond is off every bucket: whole days, hours and minutes from the rollups, the first ms-rim from raw events, the same sums.
     const today = Math.floor(Date.now() / DAY) * DAY;
     const raw = (await get(stack.url, `/admin/v1/usage?from=${today - DAY + 1}&to=${today + 2 * DAY}&granularity=day&limit=5`, asAdmin)).json();
-    assert.equal(raw['source'], 'raw');
+    assert.equal(raw['source'], 'rollup_day+rollup_hour+rollup_minute+raw');
     assert.deepEqual(raw['totals'], t);
     assert.deepEqual(raw['top_keys'], j['top_keys']);
     // The finance token reads it too; it may not write.

@@ -39,9 +39,13 @@ test('invoice and statement documents: JSON by default, CSV and PDF downloads; f
   assert.deepEqual(invoice.lines.map((l: any) => [l.section, l.model, l.dimension, l.quantity, l.unit_price, l.amount, l.amount_micros]), [
     ['usage', 'claude-haiku-4-5-20251001', 'input', '1000', '24', '0.024000', '24000'],
     ['usage', 'claude-haiku-4-5-20251001', 'output', '100', '120', '0.012000', '12000'],
+    ['rounding', '', '', '1', '', '0.000000', '0'], // one itemised request, charged exactly its lines
   ]);
   // ¥ = 0.036 credits ÷ 10 credits per yuan
-  assert.deepEqual(invoice.total, { credits: '0.036000', micro_credits: '36000', currency: 'CNY', amount: '0.0036' });
+  assert.deepEqual(invoice.total, {
+    credits: '0.036000', micro_credits: '36000', currency: 'CNY', amount: '0.0036',
+    credit_values: [{ credit_value: '1 CNY = 10 credits', currency: 'CNY', micro_credits: '36000', amount: '0.0036' }],
+  });
   assert.equal(invoice.status, 'open');
 
   const st = json((await get(`/admin/v1/accounts/${c.accountId}/statements/${m}`)).body);
@@ -67,6 +71,12 @@ test('invoice and statement documents: JSON by default, CSV and PDF downloads; f
   const fmt = await get(`/admin/v1/accounts/${c.accountId}/invoices/${m}?format=xml`);
   assert.equal(fmt.status, 400);
   assert.match(json(fmt.body).error.message, /^format: /);
+  // an empty value is a bad value, never the default (was served as JSON with 200)
+  for (const kind of ['invoices', 'statements']) {
+    const empty = await get(`/admin/v1/accounts/${c.accountId}/${kind}/${m}?format=`);
+    assert.equal(empty.status, 400, kind);
+    assert.equal(json(empty.body).error.message, 'format: is empty; give a value or leave the parameter out');
+  }
   const extra = await get(`/admin/v1/accounts/${c.accountId}/statements/${m}?account_id=other`);
   assert.equal(extra.status, 400);
   assert.match(json(extra.body).error.message, /unknown query parameter "account_id"/);

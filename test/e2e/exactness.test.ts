@@ -31,7 +31,7 @@ async function doc(kind: 'invoices' | 'statements', account: string, month: stri
   return Buffer.from(await res.arrayBuffer()).toString('latin1');
 }
 const usageOf = (invoice: any): bigint => invoice.lines
-  .filter((l: any) => ['usage', 'late_usage', 'rounding'].includes(l.section))
+  .filter((l: any) => ['usage', 'late_usage', 'unitemized', 'rounding'].includes(l.section))
   .reduce((t: bigint, l: any) => t + BigInt(l.amount_micros), 0n);
 const micros = (credits: string): bigint => {
   const [w, f = ''] = credits.replace('-', '').split('.');
@@ -111,6 +111,7 @@ test('late event after a month close, across a restart: invoices, statements and
   assert.deepEqual(invNext.lines.map((l: any) => [l.section, l.source_month, l.model, l.dimension, l.quantity, l.amount_micros]), [
     ['late_usage', month, 'claude-haiku-4-5-20251001', 'input', '1000', '24000'],
     ['late_usage', month, 'claude-haiku-4-5-20251001', 'output', '100', '12000'],
+    ['rounding', month, '', '', '1', '0'], // the one late request, charged exactly its lines
   ]);
   const stNext = JSON.parse(await doc('statements', a.accountId, open));
   // opening = the closed month's closing; 14,698,632 − 36,000 = 14,662,632 = the balance

@@ -70,6 +70,19 @@ describe('webhook admin API', () => {
       [{ url: 'https://hooks.example.com/x?token=abc', events: ['balance.low'] }, 'url: must not carry a credential'],
       [{ url: `https://hooks.example.com/${ADMIN_TOKEN}`, events: ['balance.low'] }, 'url: must not carry a credential'],
       [{ url: `https://hooks.example.com/${'a'.repeat(2040)}`, events: ['balance.low'] }, 'url: must be at most 2048 characters'],
+      // credentials in every part of the URL, one rule (credentialInUrl of @tollgate/http)
+      [{ url: 'https://hooks.example.com/cb#access_token=abc', events: ['balance.low'] }, 'url: must not carry a credential (a token, key or secret in its fragment (#…))'],
+      [{ url: 'https://hooks.example.com/cb#token=', events: ['balance.low'] }, 'url: must not carry a credential (a token, key or secret in its fragment (#…))'],
+      [{ url: 'https://hooks.example.com/cb#/cb?token=abc', events: ['balance.low'] }, 'url: must not carry a credential (a token, key or secret in its fragment (#…))'],
+      [{ url: 'https://hooks.example.com/cb;token=abc', events: ['balance.low'] }, 'url: must not carry a credential (a token, key or secret in its path parameters (;name=value))'],
+      [{ url: 'https://hooks.example.com/x?a=1;api_key=abc', events: ['balance.low'] }, 'url: must not carry a credential (a token, key or secret in its query)'],
+      // what the URL parser would change silently, and what no receiver listens on
+      [{ url: 'https://hooks.example.com/a\tb', events: ['balance.low'] }, 'url: must not contain tabs, line breaks or other control characters'],
+      [{ url: 'https://hooks.example.com/a\nb', events: ['balance.low'] }, 'url: must not contain tabs, line breaks or other control characters'],
+      [{ url: ' https://hooks.example.com/x', events: ['balance.low'] }, 'url: must not start or end with spaces'],
+      [{ url: 'https://hooks.example.com:0/x', events: ['balance.low'] }, 'url: port 0 is not a port a receiver can listen on'],
+      // 26 + 700 characters typed, 26 + 4,200 once each é is percent-encoded (%C3%A9)
+      [{ url: `https://hooks.example.com/${'é'.repeat(700)}`, events: ['balance.low'] }, 'url: must be at most 2048 characters once normalised (4226: the parser percent-encodes what needs it)'],
       [{ url: 'https://hooks.example.com/x', events: [] }, 'events: must name at least one of balance.low, spend_limit.reached, plan_window.exhausted, event.quarantined'],
       [{ url: 'https://hooks.example.com/x', events: ['balance.low', 'balance.high'] }, 'events.1: "balance.high" is not one of'],
       [{ url: 'https://hooks.example.com/x', events: 'balance.low' }, 'events: '],

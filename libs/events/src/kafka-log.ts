@@ -2,13 +2,17 @@
 // never fails while Kafka is away. This is the only file of the project that imports kafkajs.
 //
 // Invariants (see libs/events/README.md):
-// - publish() resolves only once its events are acknowledged by Kafka (acks=all) or fsync'd
-//   to the spool; it rejects only when neither is possible (the disk itself failed).
-// - Per partition key, events reach Kafka in publish order: while anything is spooled, new
-//   events are spooled behind it, and the spool is re-sent oldest segment first.
+// - Write-ahead: publish() appends its events to the spool synchronously, before it returns,
+//   so a process killed at any later point (kill -9 included) leaves them on disk for the
+//   next start; a record leaves the spool only once Kafka acknowledged it (acks=all).
+// - publish() resolves once its events are acknowledged by Kafka, or, while Kafka is away,
+//   fsync'd in the spool; it rejects only when the append itself failed (the disk failed).
+// - Per partition key, events reach Kafka in publish order: one sender sends the spool oldest
+//   segment first, and new events are appended behind whatever is still unsent.
 // - A consumer commits an offset only after the handler resolved for every event before it,
 //   so a crash, a handler error or a rebalance means redelivery, never loss.
-import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
+import { closeSync, fdatasync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
@@ -30,7 +34,10 @@ export interface KafkaLogOptions {
   kafka: Kafka;
   /** Kafka topic name = prefix + topic, e.g. `tollgate.` → `tollgate.usage` */
   topicPrefix?: string;
-  /** where undelivered events wait while Kafka is unreachable; one process per directory */
+  /**
+   * the write-ahead spool: every event is appended here before publish returns and removed once
+   * Kafka acknowledged it; what an earlier process left is sent first. One process per directory.
+   */
   spoolDir: string;
   logger?: KafkaLogLogger;
   /** GZIP record batches (default true) */
@@ -63,18 +70,26 @@ interface SpoolRecord {
 }
 
 interface Pending {
-  records: SpoolRecord[];
+  /** this process's append sequence number of the call's last event */
+  upTo: number;
   resolve(): void;
   reject(err: Error): void;
 }
 
 interface Segment {
   path: string;
-  /** events appended so far (only tracked for the segment being appended to) */
+  /** open while this process appends to it or may still fsync it; null for an earlier run's */
+  fd: number | null;
+  /** sequence number of its first event in this process's appends; -1 for an earlier run's */
+  base: number;
+  /** events this process appended to it */
   count: number;
-  /** events of this segment already acknowledged by Kafka in this process */
+  /** events of `records` already acknowledged by Kafka in this process */
   sent: number;
+  /** its events in file order; null until read from the file (an earlier run's, or dropped to bound memory) */
   records: SpoolRecord[] | null;
+  /** appended to since its last fsync */
+  dirty: boolean;
 }
 
 export const TOPICS: readonly Topic[] = ['usage', 'ledger', 'control'];
@@ -125,17 +140,24 @@ export class KafkaLog implements EventLog {
   readonly #replicationFactor: number;
 
   readonly #ready: Promise<void>;
-  #queue: Pending[] = [];
-  #queuedEvents = 0;
-  #intake: Promise<void> | null = null;
-  #drain: Promise<void> | null = null;
+  #openError: Error | null = null;
+  /** publish calls not yet resolved, in call order (so `upTo` ascends) */
+  #pending: Pending[] = [];
+  /** events appended by this process so far (the last one's sequence number) */
+  #written = 0;
+  #sender: Promise<void> | null = null;
+  /** the segment the sender is sending from (its records must stay in memory) */
+  #sending: Segment | null = null;
+  /** the last send failed: publish resolves on fsync instead of waiting for Kafka */
+  #down = false;
+  #syncing: Promise<void> | null = null;
+  #syncAgain = false;
+  #dirDirty = false;
 
   /** spool segments, oldest first; only the last one can be #active */
   #segments: Segment[] = [];
   #active: Segment | null = null;
   #nextSeq = 0;
-  /** serialises every spool file operation (append, seal, delete) */
-  #fileLock: Promise<unknown> = Promise.resolve();
 
   #producer: Producer | null = null;
   #producerReady: Promise<Producer> | null = null;
@@ -161,9 +183,16 @@ export class KafkaLog implements EventLog {
     this.#consumerBatchSize = options.consumerBatchSize ?? 1000;
     this.#consumerMaxWaitMs = options.consumerMaxWaitMs ?? 1000;
     this.#replicationFactor = options.replicationFactor ?? 1;
-    this.#ready = this.#openSpool();
-    // Errors surface through publish/flush; this only keeps the rejection from being unhandled.
-    this.#ready.then(() => this.#kickDrain(), () => {});
+    try {
+      this.#openSpool();
+      this.#ready = Promise.resolve();
+      this.#kickSender();
+    } catch (err) {
+      // Surfaces through publish/flush; the catch only keeps the rejection from being unhandled.
+      this.#openError = err as Error;
+      this.#ready = Promise.reject(err);
+      this.#ready.catch(() => {});
+    }
   }
 
   /** Kafka consumer group id: namespaced by the topic prefix. */
@@ -227,30 +256,42 @@ export class KafkaLog implements EventLog {
     return this.#ready;
   }
 
+  /**
+   * Appends the events to the spool synchronously (one `write`, no fsync: the page cache
+   * survives the process), then resolves once Kafka acknowledged them (acks=all) or, while
+   * Kafka is away, once they are fsync'd. Rejects at once, with nothing written, when the log
+   * is closed or the append fails (the spool directory cannot be written).
+   */
   publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
     if (this.#closing) return Promise.reject(new Error('event log is closed'));
+    if (this.#openError) return Promise.reject(this.#openError);
     if (events.length === 0) return Promise.resolve();
-    // Queued synchronously, so concurrent publish calls keep their call order.
+    const records = events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} }));
+    try {
+      this.#write(records);
+    } catch (err) {
+      this.#log.error({ err, events: records.length, spoolDir: this.#spoolDir }, 'cannot spool events; publish fails');
+      return Promise.reject(err as Error);
+    }
     return new Promise<void>((resolve, reject) => {
-      const records = events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} }));
-      this.#queue.push({ records, resolve, reject });
-      this.#queuedEvents += records.length;
-      this.#kickIntake();
+      this.#pending.push({ upTo: this.#written, resolve, reject });
+      if (this.#down) this.#kickSync();
+      this.#kickSender();
     });
   }
 
   /** Waits until everything published so far is acknowledged by Kafka, spool included. */
   async flush(): Promise<void> {
     await this.#ready;
-    while (this.#queue.length > 0 || this.#intake || this.#segments.length > 0) {
-      if (this.#stopped && !this.#intake) throw new Error('event log is closed with events still spooled');
+    while (this.#pending.length > 0 || this.#segments.length > 0) {
+      if (this.#stopped && !this.#sender) throw new Error('event log is closed with events still spooled');
       await this.#changed();
     }
   }
 
   /**
    * Flushes for at most closeTimeoutMs; whatever Kafka has not acknowledged by then stays in
-   * the spool for the next start. Then stops every subscription and disconnects.
+   * the spool (fsync'd) for the next start. Then stops every subscription and disconnects.
    */
   async close(): Promise<void> {
     if (this.#closing) return;
@@ -261,8 +302,21 @@ export class KafkaLog implements EventLog {
     clearTimeout(timer);
     this.#stopped = true;
     this.#wake?.();
-    await this.#intake; // ends once every queued event is sent or spooled
-    await this.#drain;
+    await this.#sender; // ends after its send in flight, if any
+    for (const segment of [...this.#segments]) {
+      if (segment.records !== null && segment.sent >= segment.records.length) this.#retire(segment);
+    }
+    // Unacknowledged events are left for the next start: made durable, as while Kafka is away.
+    this.#down = true;
+    this.#kickSync();
+    while (this.#syncing) await this.#syncing;
+    for (const p of this.#pending.splice(0)) p.reject(new Error('event log closed before its events were acknowledged or fsync\'d'));
+    for (const segment of this.#segments) {
+      if (segment.fd !== null) closeSync(segment.fd);
+      segment.fd = null;
+    }
+    this.#active = null;
+    this.#notify();
     await Promise.all([...this.#subscriptions].map((s) => s.stop()));
     const undelivered = this.#segments.length;
     if (undelivered > 0) {
@@ -379,103 +433,109 @@ export class KafkaLog implements EventLog {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Producing: one intake loop sends queued events or spools them; one drain loop re-sends the
-  // spool. Only one of them talks to Kafka at a time: the intake sends directly only while the
-  // spool is empty, and only the intake creates spool segments.
+  // Producing: publish appends to the spool; one sender loop sends the spool to Kafka, oldest
+  // segment first, and deletes each segment once Kafka acknowledged all of it. While Kafka is
+  // away, a sync step fsyncs what was appended and resolves those publishers instead.
 
-  #kickIntake(): void {
-    if (this.#intake) return;
-    this.#intake = this.#runIntake().finally(() => {
-      this.#intake = null;
+  #kickSender(): void {
+    if (this.#sender || this.#stopped || this.#segments.length === 0) return;
+    this.#sender = this.#runSender().finally(() => {
+      this.#sender = null;
+      this.#sending = null;
       this.#notify();
-      if (this.#queue.length > 0) this.#kickIntake();
+      this.#kickSender();
     });
   }
 
-  async #runIntake(): Promise<void> {
-    try {
-      await this.#ready;
-    } catch (err) {
-      for (const p of this.#take(Infinity)) p.reject(err as Error);
-      return;
-    }
-    while (this.#queue.length > 0) {
-      if (this.#queuedEvents < this.#batchSize && this.#lingerMs > 0 && !this.#closing) await sleep(this.#lingerMs);
-      const batch = this.#take(this.#batchSize);
-      const records = batch.flatMap((p) => p.records);
-      if (this.#segments.length === 0) {
-        try {
-          await this.#send(records);
-          for (const p of batch) p.resolve();
-          continue;
-        } catch (err) {
-          // Ambiguous: Kafka may have written the batch after all. Re-sending it from the spool
-          // can duplicate it in the log; consumers drop the copy by event_id.
-          this.#log.warn({ err, events: records.length, spoolDir: this.#spoolDir }, 'kafka unreachable; spooling events to disk');
-        }
-      }
-      try {
-        await this.#append(records);
-        for (const p of batch) p.resolve();
-        this.#kickDrain();
-      } catch (err) {
-        this.#log.error({ err, events: records.length, spoolDir: this.#spoolDir }, 'cannot spool events; publish fails');
-        for (const p of batch) p.reject(err as Error);
-      }
-    }
-  }
-
-  /** Whole publish calls, up to `max` events (at least one call). */
-  #take(max: number): Pending[] {
-    const out: Pending[] = [];
-    let n = 0;
-    while (this.#queue.length > 0 && (out.length === 0 || n + this.#queue[0]!.records.length <= max)) {
-      const p = this.#queue.shift()!;
-      n += p.records.length;
-      out.push(p);
-    }
-    this.#queuedEvents -= n;
-    return out;
-  }
-
-  #kickDrain(): void {
-    if (this.#drain || this.#segments.length === 0 || this.#stopped) return;
-    this.#drain = this.#runDrain().finally(() => {
-      this.#drain = null;
-      this.#notify();
-      if (this.#segments.length > 0 && !this.#stopped) this.#kickDrain();
-    });
-  }
-
-  async #runDrain(): Promise<void> {
+  async #runSender(): Promise<void> {
     let failures = 0;
     let delivered = 0;
     while (this.#segments.length > 0 && !this.#stopped) {
       const segment = this.#segments[0]!;
       try {
-        // Sealed first, so the file read below is complete and never appended to again.
-        await this.#locked(async () => { if (this.#active === segment) this.#active = null; });
         segment.records ??= await this.#readSegment(segment.path);
-        while (segment.sent < segment.records.length) {
-          const chunk = segment.records.slice(segment.sent, segment.sent + this.#batchSize);
-          await this.#send(chunk);
-          segment.sent += chunk.length;
-          delivered += chunk.length;
+        if (segment.sent >= segment.records.length) {
+          // Fully acknowledged; the active segment too (the next publish opens a new one), so
+          // a restart never re-sends what Kafka already has, beyond the last unfinished batch.
+          this.#retire(segment);
+          continue;
         }
-        await this.#locked(() => rm(segment.path, { force: true }));
-        this.#segments.shift();
+        const unsent = segment.records.length - segment.sent;
+        if (segment === this.#active && unsent < this.#batchSize && this.#lingerMs > 0 && !this.#closing && failures === 0) {
+          await sleep(this.#lingerMs);
+        }
+        this.#sending = segment;
+        const chunk = segment.records.slice(segment.sent, segment.sent + this.#batchSize);
+        await this.#send(chunk);
+        segment.sent += chunk.length;
+        if (segment.base >= 0) this.#resolveUpTo(segment.base + segment.sent - 1);
+        else delivered += chunk.length;
+        if (this.#down) {
+          this.#down = false;
+          this.#log.warn({ spoolDir: this.#spoolDir }, 'kafka reachable again; sending the spool');
+        }
         failures = 0;
         this.#notify();
       } catch (err) {
         failures++;
-        if (failures === 1 || failures % 10 === 0) {
+        if (!this.#down) {
+          // Ambiguous: Kafka may have written the batch after all. Re-sending it can duplicate it
+          // in the log; consumers drop the copy by event_id.
+          this.#down = true;
+          this.#log.warn({ err, spoolDir: this.#spoolDir }, 'kafka unreachable; spooling events to disk');
+        } else if (failures % 10 === 0) {
           this.#log.warn({ err, attempt: failures, segments: this.#segments.length, spoolDir: this.#spoolDir }, 'kafka still unreachable; spool kept');
         }
+        this.#kickSync();
         await this.#pause(Math.min(this.#maxRetryDelayMs, 100 * 2 ** (failures - 1)));
+      } finally {
+        this.#sending = null;
       }
     }
-    if (delivered > 0 && this.#segments.length === 0) {
+    if (delivered > 0) {
       this.#log.warn({ events: delivered, spoolDir: this.#spoolDir }, 'spooled events delivered to kafka');
+    }
+  }
+
+  #resolveUpTo(seq: number): void {
+    while (this.#pending.length > 0 && this.#pending[0]!.upTo <= seq) this.#pending.shift()!.resolve();
+  }
+
+  /** fsyncs every segment appended to since its last fsync, then resolves the publishers it covers. */
+  #kickSync(): void {
+    if (this.#syncing) {
+      this.#syncAgain = true;
+      return;
+    }
+    this.#syncing = this.#runSync().finally(() => {
+      this.#syncing = null;
+      this.#notify();
+      if (this.#syncAgain) {
+        this.#syncAgain = false;
+        this.#kickSync();
+      }
+    });
+  }
+
+  async #runSync(): Promise<void> {
+    const upTo = this.#written;
+    const dirty = this.#segments.filter((s) => s.dirty && s.fd !== null);
+    for (const s of dirty) s.dirty = false;
+    try {
+      // A segment's fd is closed only when it is deleted (#retire), after which its fsync no
+      // longer matters; each fsync runs on libuv's pool, off the event loop.
+      await Promise.all(dirty.map((s) => new Promise<void>((resolve, reject) => {
+        fdatasync(s.fd!, (err) => (err && s.fd !== null ? reject(err) : resolve()));
+      })));
+      if (this.#dirDirty) {
+        this.#dirDirty = false;
+        await syncDir(this.#spoolDir);
+      }
+      this.#resolveUpTo(upTo);
+    } catch (err) {
+      for (const s of dirty) s.dirty = true;
+      // The disk failed: the publishers keep waiting for Kafka's acknowledgement instead.
+      this.#log.error({ err, spoolDir: this.#spoolDir }, 'cannot fsync the spool');
     }
   }
 
@@ -534,14 +594,15 @@ export class KafkaLog implements EventLog {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Spool: `spool-<seq>.jsonl` segments of JSON lines, one SpoolRecord per line, fsync'd per
-  // append. A segment is deleted once all of its events are acknowledged by Kafka.
+  // Spool: `spool-<seq>.jsonl` segments of JSON lines, one SpoolRecord per line, written ahead
+  // by publish (no fsync unless Kafka is away). A segment is deleted once all of its events are
+  // acknowledged by Kafka.
 
-  async #openSpool(): Promise<void> {
-    await mkdir(this.#spoolDir, { recursive: true });
-    const names = (await readdir(this.#spoolDir)).filter((n) => SEGMENT_RE.test(n)).sort();
+  #openSpool(): void {
+    mkdirSync(this.#spoolDir, { recursive: true });
+    const names = readdirSync(this.#spoolDir).filter((n) => SEGMENT_RE.test(n)).sort();
     for (const name of names) {
-      this.#segments.push({ path: join(this.#spoolDir, name), count: 0, sent: 0, records: null });
+      this.#segments.push({ path: join(this.#spoolDir, name), fd: null, base: -1, count: 0, sent: 0, records: null, dirty: false });
       this.#nextSeq = Math.max(this.#nextSeq, Number(SEGMENT_RE.exec(name)![1]) + 1);
     }
     if (names.length > 0) {
@@ -549,30 +610,51 @@ export class KafkaLog implements EventLog {
     }
   }
 
-  async #append(records: SpoolRecord[]): Promise<void> {
-    const data = records.map((r) => JSON.stringify(r) + '\n').join('');
-    await this.#locked(async () => {
-      let segment = this.#active;
-      let created = false;
-      if (!segment || segment.count >= this.#segmentMaxEvents) {
-        const name = `spool-${String(this.#nextSeq++).padStart(12, '0')}.jsonl`;
-        segment = { path: join(this.#spoolDir, name), count: 0, sent: 0, records: null };
-        created = true;
-      }
-      const file = await open(segment.path, 'a');
-      try {
-        await file.writeFile(data);
-        await file.sync();
-      } finally {
-        await file.close();
-      }
-      if (created) {
-        await syncDir(this.#spoolDir);
-        this.#segments.push(segment);
-        this.#active = segment;
-      }
-      segment.count += records.length;
-    });
+  /**
+   * One synchronous append of whole lines. A failed write seals its segment, so a torn line
+   * never has a later record glued to it (the torn line is skipped when the file is read).
+   */
+  #write(records: SpoolRecord[]): void {
+    let segment = this.#active;
+    if (!segment || segment.count >= this.#segmentMaxEvents) segment = this.#rotate();
+    let data = '';
+    for (const r of records) data += `${JSON.stringify(r)}\n`;
+    const bytes = Buffer.from(data, 'utf8');
+    try {
+      for (let off = 0; off < bytes.length;) off += writeSync(segment.fd!, bytes, off);
+    } catch (err) {
+      this.#active = null;
+      throw err;
+    }
+    segment.records!.push(...records);
+    segment.count += records.length;
+    segment.dirty = true;
+    this.#written += records.length;
+  }
+
+  #rotate(): Segment {
+    const old = this.#active;
+    // While Kafka is away the backlog lives on disk, not in memory: a sealed segment nothing
+    // was sent from is read back when its turn comes.
+    if (old && this.#down && old.sent === 0 && old !== this.#sending) old.records = null;
+    const name = `spool-${String(this.#nextSeq++).padStart(12, '0')}.jsonl`;
+    const path = join(this.#spoolDir, name);
+    const segment: Segment = { path, fd: openSync(path, 'a'), base: this.#written + 1, count: 0, sent: 0, records: [], dirty: false };
+    this.#segments.push(segment);
+    this.#active = segment;
+    this.#dirDirty = true;
+    return segment;
+  }
+
+  /** Deletes a fully acknowledged segment and resolves whoever waited on its events. */
+  #retire(segment: Segment): void {
+    if (segment.fd !== null) closeSync(segment.fd);
+    segment.fd = null;
+    rmSync(segment.path, { force: true });
+    const i = this.#segments.indexOf(segment);
+    if (i >= 0) this.#segments.splice(i, 1);
+    if (this.#active === segment) this.#active = null;
+    if (segment.base >= 0) this.#resolveUpTo(segment.base + segment.count - 1);
   }
 
   async #readSegment(path: string): Promise<SpoolRecord[]> {
@@ -592,12 +674,6 @@ export class KafkaLog implements EventLog {
       }
     }
     return out;
-  }
-
-  #locked<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#fileLock.then(fn);
-    this.#fileLock = run.catch(() => {});
-    return run;
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ export {
 } from './server.ts';
 export type { HttpServerOptions } from './server.ts';
 export { loggerOptions, redactUrl } from './logging.ts';
-export { isCredentialName, isCredentialPair, lenientDecode, looksLikeCredential, stripCredentialParams } from './secrets.ts';
+export { credentialInUrl, isCredentialName, isCredentialPair, lenientDecode, looksLikeCredential, stripCredentialParams } from './secrets.ts';
+export type { UrlCredentialPart } from './secrets.ts';
 export { requireOperator, requireToken } from './auth.ts';
 export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';

@@ -11,14 +11,16 @@ function bad(name: string, problem: string): never {
 }
 
 /**
- * One query parameter as a string, or undefined when absent or empty (`?from=` is the same as
- * no `from`). Throws 400 `invalid_request` naming it when it is given more than once
+ * One query parameter as a string, or undefined when absent. Throws 400 `invalid_request` naming
+ * it when it is empty (`?format=`: an empty value is a bad value, not an absent one, so a
+ * client's unfilled field is never silently read as the default) or given more than once
  * (`?from=1&from=2`), since which one was meant is a guess.
  */
 export function queryParam(query: unknown, name: string): string | undefined {
   if (typeof query !== 'object' || query === null) return undefined;
   const v = (query as Record<string, unknown>)[name];
-  if (v === undefined || v === '') return undefined;
+  if (v === undefined) return undefined;
+  if (v === '') bad(name, 'is empty; give a value or leave the parameter out');
   if (typeof v !== 'string') bad(name, 'given more than once');
   return v;
 }

@@ -98,6 +98,54 @@ export function isCredentialPair(pair: string, secrets: readonly string[] = []):
   return isCredentialName(name) || looksLikeCredential(name, secrets) || looksLikeCredential(value, secrets);
 }
 
+/** Where in a URL a credential was found (`credentialInUrl`). */
+export type UrlCredentialPart = 'user info' | 'query' | 'path' | 'path parameter' | 'fragment';
+
+/** True when one of the `&`/`;`-separated pairs of `query` (raw, no leading `?`) is a credential. */
+function queryHasCredential(query: string, secrets: readonly string[]): boolean {
+  return query.split(/[&;]/).some((pair) => pair !== '' && isCredentialPair(pair, secrets));
+}
+
+/**
+ * The part of `path` (raw, `/`-separated) that carries a credential, or undefined. Each segment
+ * is decoded and judged whole (`looksLikeCredential`); its `;` matrix parameters (`/cb;token=…`,
+ * also when percent-encoded) and a segment shaped `name=value` are judged as query pairs.
+ */
+function pathCredential(path: string, secrets: readonly string[]): 'path' | 'path parameter' | undefined {
+  for (const raw of path.split('/')) {
+    if (raw === '') continue;
+    const seg = lenientDecode(raw);
+    if (looksLikeCredential(seg, secrets)) return 'path';
+    const [first, ...params] = seg.split(';');
+    if (params.some((p) => p !== '' && isCredentialPair(p, secrets))) return 'path parameter';
+    if (first!.includes('=') && isCredentialPair(first!, secrets)) return 'path';
+  }
+  return undefined;
+}
+
+/**
+ * The first part of `url` that carries a credential, or undefined: the one judgement for every
+ * URL an operator configures (webhook URLs; upstream base URLs, issue 10), with the rules above.
+ * Every part is judged: a user name or password (any at all), each query pair, each path segment and its `;` matrix parameters, and the
+ * fragment read three ways — as a query (`#access_token=…`, the OAuth implicit flow), as a path
+ * with its own query (`#/cb?token=…`, client-side routes), and whole.
+ */
+export function credentialInUrl(url: URL, secrets: readonly string[] = []): UrlCredentialPart | undefined {
+  if (url.username !== '' || url.password !== '') return 'user info';
+  if (queryHasCredential(url.search.replace(/^\?/, ''), secrets)) return 'query';
+  const path = pathCredential(url.pathname, secrets);
+  if (path) return path;
+  const fragment = url.hash.replace(/^#/, '');
+  if (fragment === '') return undefined;
+  const q = fragment.indexOf('?');
+  const fragmentPath = q < 0 ? fragment : fragment.slice(0, q);
+  if (looksLikeCredential(lenientDecode(fragment), secrets)
+    || queryHasCredential(fragment, secrets)
+    || pathCredential(fragmentPath, secrets) !== undefined
+    || (q >= 0 && queryHasCredential(fragment.slice(q + 1), secrets))) return 'fragment';
+  return undefined;
+}
+
 /**
  * `search` (`?a=1&api_key=sk-…`, or '') without any credential pair (`isCredentialPair`), for
  * the request the gateway sends upstream. Pairs are split at `&` and `;` (some servers treat

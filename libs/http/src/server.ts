@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic';
 import { decodeBody, jsonDepthExceeds, MAX_JSON_DEPTH } from './body.ts';
 import { installErrorHandling, newRequestId, requestIdOptions, sendError } from './errors.ts';
@@ -222,6 +222,9 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     requestTimeout,
     connectionTimeout: 0,
     forceCloseConnections: 'idle',
+    // The router matches any parameter that fits in a request head; the 100-character limit is
+    // checked after routing (`checkPathParams`), where the parameter's name is known.
+    routerOptions: { maxParamLength: ROUTER_MAX_PARAM_CHARS },
     http: {
       headersTimeout,
       requestTimeout,
@@ -253,7 +256,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     // parameter): in the catalogue's shape like every other error, not Fastify's own.
     frameworkErrors(err, request, reply) {
       const gErr = err.code === 'FST_ERR_MAX_PARAM_LENGTH'
-        ? gatewayError('invalid_request', 'A path parameter is longer than 100 characters')
+        ? gatewayError('invalid_request', `A path parameter is longer than ${ROUTER_MAX_PARAM_CHARS} characters`)
         : err.code === 'FST_ERR_BAD_URL'
           ? gatewayError('invalid_request', 'Malformed URL (bad percent-encoding)')
           : gatewayError('invalid_request', 'Malformed request');
@@ -271,6 +274,8 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   // First, so that its onRoute hook sees every route registered after it.
   if (options.telemetry) installTelemetry(app, options.telemetry);
   installErrorHandling(app);
+  // After onRequest (CORS headers, authentication: a caller without access learns nothing more).
+  app.addHook('preValidation', checkPathParams);
   // An answer before the body was read (401, 413): close rather than drain a body nobody wants,
   // which is how slow-body sockets would otherwise stay open.
   app.addHook('onSend', async (request, reply) => {
@@ -298,6 +303,27 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     });
   app.get('/health', async () => ({ status: 'ok' }));
   return app;
+}
+
+/** Most characters a path parameter (`:id`, `:month`, …) may have; longer is a 400 naming it. */
+export const MAX_PATH_PARAM_CHARS = 100;
+/** What the router itself matches (a request head is at most 16 KB, so no parameter reaches it). */
+const ROUTER_MAX_PARAM_CHARS = 16_384;
+
+/**
+ * Every path parameter of the matched route is at most MAX_PATH_PARAM_CHARS characters (after
+ * percent-decoding); a longer one is a 400 `invalid_request` whose message starts with the
+ * parameter's name (`id: is 180 characters long; …`), like every other bad parameter. Runs for
+ * every route of every service, after the onRequest hooks (CORS, authentication).
+ */
+async function checkPathParams(request: FastifyRequest): Promise<void> {
+  const params = request.params;
+  if (typeof params !== 'object' || params === null) return;
+  for (const [name, value] of Object.entries(params as Record<string, unknown>)) {
+    // '*' is a wildcard's rest of the path (the simulator, proxies), not an identifier
+    if (name === '*' || typeof value !== 'string' || value.length <= MAX_PATH_PARAM_CHARS) continue;
+    throw gatewayError('invalid_request', `${name}: is ${value.length} characters long; a path parameter is at most ${MAX_PATH_PARAM_CHARS}`);
+  }
 }
 
 /**

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { isCredentialName, lenientDecode, looksLikeCredential, redactUrl, stripCredentialParams } from '../src/index.ts';
+import { credentialInUrl, isCredentialName, lenientDecode, looksLikeCredential, redactUrl, stripCredentialParams } from '../src/index.ts';
 
 const KEY = 'sk-tg-QUERYSECRET0123456789abcdefghijklmnopq';
 const ADMIN = 'admin-secret-token-do-not-log-0001';
@@ -73,4 +73,29 @@ test('the pieces: names by their words, values by their shape, lenient decoding'
   assert.equal(looksLikeCredential('basic dXNlcjpwYXNz'), true);
   assert.equal(looksLikeCredential('a short note', ['short']), false, 'secrets under 8 characters are not matched');
   assert.equal(lenientDecode('a%2541%zz+b%E2%82%AC'), 'aA%zz b€');
+});
+
+test('credentials in any part of a URL: query, fragment (as a query, as a path with its own query, whole), path segments and ;matrix parameters', () => {
+  const where = (u: string) => credentialInUrl(new URL(u), ['adm_0123456789abcdef']);
+  const cases: Array<[string, string | undefined]> = [
+    ['https://h.example/cb', undefined],
+    ['https://h.example/cb?x=1#section-2', undefined],
+    ['https://h.example/cb;version=2/x', undefined],
+    ['https://h.example/#/settings?tab=alerts', undefined],
+    ['https://u:p@h.example/cb', 'user info'],
+    ['https://h.example/cb?token=abc', 'query'],
+    ['https://h.example/cb?a=1;api_key=abc', 'query'],
+    ['https://h.example/cb#access_token=abc', 'fragment'],
+    ['https://h.example/cb#token=', 'fragment'],
+    ['https://h.example/cb#/cb?token=abc', 'fragment'],
+    ['https://h.example/cb#x=1&client_secret=abc', 'fragment'],
+    ['https://h.example/cb#/cb/adm_0123456789abcdef', 'fragment'],
+    ['https://h.example/cb;token=abc', 'path parameter'],
+    ['https://h.example/cb;v=1;session=abc/next', 'path parameter'],
+    ['https://h.example/cb%3Btoken%3Dabc', 'path parameter'],
+    ['https://h.example/token=abc/cb', 'path'],
+    ['https://h.example/adm_0123456789abcdef/cb', 'path'],
+    ['https://h.example/sk-ant-api03-abcdef/cb', 'path'],
+  ];
+  for (const [u, part] of cases) assert.equal(where(u), part, u);
 });

@@ -27,6 +27,7 @@ function build(corsOrigins?: readonly string[] | '*') {
   });
   s.post('/echo', async (request) => ({ raw: request.rawBody?.toString('utf8') ?? null, parsed: request.body ?? null }));
   s.get('/v1/things/:id', async () => ({ ok: true }));
+  s.get('/v1/pairs/:first/:second', async () => ({ ok: true }));
   s.get('/sse', async (_request, reply) => {
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -204,10 +205,13 @@ test('a secret anywhere in the URL (any parameter name, encoded names, by value,
   assert.ok(!logs.includes(ADMIN), 'the admin token from the URL reached the log');
 });
 
-test('malformed URLs (bad percent-encoding, over-long path parameter) are Anthropic-shaped 400s with a request-id', async () => {
+test('malformed URLs (bad percent-encoding, over-long path parameter, named whichever it is) are Anthropic-shaped 400s with a request-id', async () => {
+  assert.equal((await fetch(`${url}/v1/things/${'x'.repeat(100)}`)).status, 200, 'exactly 100 characters is allowed');
   for (const [path, message] of [
     ['/v1/things/%E0%A4%A', 'Malformed URL (bad percent-encoding)'],
-    [`/v1/things/${'x'.repeat(101)}`, 'A path parameter is longer than 100 characters'],
+    [`/v1/things/${'x'.repeat(101)}`, 'id: is 101 characters long; a path parameter is at most 100'],
+    [`/v1/things/${'%C3%A9'.repeat(150)}`, 'id: is 150 characters long; a path parameter is at most 100'],
+    [`/v1/pairs/a/${'y'.repeat(2000)}`, 'second: is 2000 characters long; a path parameter is at most 100'],
   ] as const) {
     const res = await fetch(`${url}${path}`);
     assert.equal(res.status, 400, path);

@@ -71,7 +71,7 @@ export {
 } from './dimensions.ts';
 export type { Dimension, DimensionSpec, LegacyTokenField, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
 
-export { HoldBoundError, advisorTools, findPriceList, holdBound, holdPerOutputToken, priceRequest, requestFallbacks } from './price.ts';
+export { HoldBoundError, advisorTools, findPriceList, holdBound, holdPerOutputToken, priceRequest, requestFallbacks, resolveServing } from './price.ts';
 export type { AdvisorTool, HoldRequest, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
 
 export { PriceBook, priceVersion } from './book.ts';

@@ -229,7 +229,13 @@ function priceSegment(catalog: Catalog, seg: Segment, c: Conditions, list: Price
  * the request's model when it is that, else the model whose `upstream_model` it is (the upstream speaks its own names), then the
  * usual resolution (ids, aliases, mapping).
  */
-function resolveServing(catalog: Catalog, name: string, fallback: CatalogModel): { model: CatalogModel; resolved: boolean } {
+/**
+ * The catalog model a reported serving model (`served_model`, an iteration's `model`) is priced
+ * at: the request's own model when the name is its id or upstream model, else the model selling
+ * that upstream model, else the name resolved like a request's `model`; unresolvable: `fallback`
+ * with `resolved: false`. Billing itemises usage under this model (the one the price came from).
+ */
+export function resolveServing(catalog: Catalog, name: string, fallback: CatalogModel): { model: CatalogModel; resolved: boolean } {
   // the request's own model first: two catalog entries may sell one upstream model at different prices
   if (fallback.upstreamModel === name || fallback.id === name) return { model: fallback, resolved: true };
   const byUpstream = catalog.models.find((m) => m.upstreamModel === name);

@@ -67,6 +67,7 @@ export class Metrics {
   readonly #applied: Children<Inc>;
   readonly #usageAnomalies: Children<Inc>;
   readonly #quarantined: Children<Inc>;
+  readonly #webhookDropped: Children<Inc>;
   readonly #units: Children<Inc>;
   readonly #unpriced: Children<Inc>;
   readonly #fieldLabels: Set<string> = new Set();
@@ -137,6 +138,11 @@ export class Metrics {
       labelNames: ['group', 'reason'], registers,
     });
     this.#quarantined = new Children((v) => quarantined.labels(...v));
+    const webhookDropped = new Counter({
+      name: 'tollgate_webhook_occurrences_dropped_total', help: 'Alert occurrences not delivered because the webhook queue was full, by event type',
+      labelNames: ['type'], registers,
+    });
+    this.#webhookDropped = new Children((v) => webhookDropped.labels(...v));
     const units = new Counter({
       name: 'tollgate_usage_units_total',
       help: 'Billable units the upstream reported, by catalog model and dimension (tokens, requests or seconds; the DIMENSIONS list)',
@@ -233,6 +239,11 @@ export class Metrics {
   /** A poison event a consumer group set aside (`reason` is a QuarantineKind, never free text). */
   eventsQuarantined(group: string, reason: string): void {
     this.#quarantined.get(group, reason).inc();
+  }
+
+  /** An alert occurrence dropped because the webhook dispatcher's queue was full (`type`: its event type). */
+  webhookDropped(type: string): void {
+    this.#webhookDropped.get(type).inc();
   }
 
   warehouseInsert(seconds: number, events: number): void {

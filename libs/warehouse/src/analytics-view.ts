@@ -5,6 +5,7 @@
 import { stringify } from 'csv-stringify/sync';
 import { DIMENSION_COLUMNS } from './schema.ts';
 import type { SeriesPoint, UsageMetrics, UsageReport } from './analytics.ts';
+import { USAGE_STATUSES, filterValue } from './analytics.ts';
 import { WarehouseInputError } from './warehouse.ts';
 
 /** µ-units (µc, or µ of a currency) as a decimal with exactly 6 places: 1234567n → "1.234567". */
@@ -89,8 +90,7 @@ export function seriesCsv(r: UsageReport, grouped: boolean, o: ViewOptions): str
   return stringify([header, ...rows], { record_delimiter: 'windows', cast: { number: (n) => String(n) } });
 }
 
-/** Usage statuses a `status` filter may name (UsageStatus of @tollgate/events). */
-export const USAGE_STATUSES = ['ok', 'upstream_error', 'client_disconnect', 'stream_error', 'usage_anomaly', 'unmetered'] as const;
+export { USAGE_STATUSES };
 
 /** How the routes read their query (libs/http: `queryParam` and `parseTime` throw 400s naming the parameter). */
 export interface ParamReaders {
@@ -109,6 +109,8 @@ export interface UsageParams {
 }
 
 const GRANULARITY_MS = { minute: 60_000, hour: 3_600_000, day: 86_400_000 } as const;
+/** The window when `from` is omitted: from = to − 24 h. */
+const DEFAULT_WINDOW_MS = 86_400_000;
 
 /**
  * Reads `from`, `to`, `granularity`, `account_id` (when `account` is allowed), `key_id`,
@@ -134,8 +136,16 @@ export function parseUsageParams(
   const t = r.param('to');
   const now = opts.now ?? Date.now();
   const to = t === undefined ? Math.ceil(now / GRANULARITY_MS.minute) * GRANULARITY_MS.minute : r.time(t, 'to');
-  const from = f === undefined ? to - 86_400_000 : r.time(f, 'from');
-  if (to < from) bad('to', 'is before from');
+  // A default never appears in an error as if the caller had sent it: the message names the
+  // parameter that was sent and says what the other one defaulted to.
+  if (f === undefined && to < DEFAULT_WINDOW_MS) {
+    bad('to', `${new Date(to).toISOString()} is too early: when from is omitted it defaults to to − 24 h, so to must be at or after 1970-01-02T00:00:00Z`);
+  }
+  const from = f === undefined ? to - DEFAULT_WINDOW_MS : r.time(f, 'from');
+  if (to < from) {
+    if (t === undefined) bad('from', `${new Date(from).toISOString()} is after to, which defaults to now (${new Date(to).toISOString()}); give a later to as well`);
+    bad('to', `${new Date(to).toISOString()} is before from (${new Date(from).toISOString()})`);
+  }
   const gb = r.param('group_by');
   const fmt = r.param('format');
   const lim = r.param('limit');
@@ -146,8 +156,7 @@ export function parseUsageParams(
   }
   const text = (name: string): string | undefined => {
     const v = r.param(name);
-    if (v !== undefined && (v.length > 256 || /[\u0000-\u001f\u007f]/.test(v))) bad(name, 'at most 256 characters, no control characters');
-    return v;
+    return v === undefined ? undefined : filterValue(name, v);
   };
   const accountId = opts.account ? text('account_id') : undefined;
   const keyId = text('key_id');

@@ -16,8 +16,13 @@ export type Granularity = (typeof GRANULARITIES)[number];
 export const ANALYTICS_GROUP_BY = ['account', 'key', 'model', 'status'] as const;
 export type AnalyticsGroupBy = (typeof ANALYTICS_GROUP_BY)[number];
 
-/** Where an answer was read from: a rollup grain, or raw events (`FINAL`) when the window does not align. */
-export type AnalyticsSource = `rollup_${RollupGrain}` | 'raw';
+/**
+ * Where an answer was read from: the sources joined by `+`, coarsest first, e.g. `rollup_day`
+ * (the window falls on days), `rollup_day+rollup_hour+rollup_minute+raw` (whole days from the day
+ * rollup, the hours and minutes at its edges from the finer rollups, the sub-minute rims from raw
+ * events FINAL) or `raw` (a window shorter than any bucket it could use).
+ */
+export type AnalyticsSource = string;
 
 /** The most buckets one series may have (`bucketCount`); more is refused, naming `granularity`. */
 export const MAX_BUCKETS = 10_000;
@@ -42,7 +47,12 @@ export interface AnalyticsQuery extends AnalyticsFilter {
   limit?: number;
 }
 
-/** Percentiles in ms: t-digest estimates (`quantilesTDigest`), null when there is no sample. */
+/**
+ * Percentiles in ms (`quantilesBFloat16`: an order statistic of the sample, no interpolation,
+ * over values truncated to bfloat16, so exact up to 256 ms and less than 2⁻⁷ ≈ 0.8 % low above),
+ * null when there is no sample. The state is a histogram that merges by addition, so every source (raw events,
+ * any rollup, before or after background merges) gives the same numbers for the same events.
+ */
 export interface Percentiles {
   p50: number | null;
   p90: number | null;
@@ -127,15 +137,45 @@ const CANDIDATES: Record<Granularity, readonly RollupGrain[]> = {
   month: ['day', 'hour', 'minute'],
 };
 
+/** One piece of a window: `[from, to)` (epoch ms) read from a rollup grain or from raw events. */
+export interface WindowSegment {
+  from: number;
+  to: number;
+  source: RollupGrain | 'raw';
+}
+
 /**
- * The rollup whose buckets `from` and `to` both fall on (so the rollup holds exactly the
- * window), coarsest first among those fine enough for `granularity`; `raw` otherwise.
+ * How `[from, to)` is read at `granularity`: the whole buckets of the coarsest rollup fine enough
+ * for it, then, on each ragged side (less than one bucket), the whole buckets of the next finer
+ * rollup, and so on; what is left (under a minute each side) from raw events. Every segment's
+ * bounds fall on its source's buckets, so each rollup row lies wholly inside the window and sums
+ * stay exact. Segments are disjoint, ordered by time, and cover the window exactly.
  */
-export function pickSource(from: number, to: number, granularity: Granularity): AnalyticsSource {
-  for (const grain of CANDIDATES[granularity]) {
-    if (from % GRAIN_MS[grain] === 0 && to % GRAIN_MS[grain] === 0) return `rollup_${grain}`;
-  }
-  return 'raw';
+export function planWindow(from: number, to: number, granularity: Granularity, rawOnly = false): WindowSegment[] {
+  const out: WindowSegment[] = [];
+  if (rawOnly) return to > from ? [{ from, to, source: 'raw' }] : [];
+  const cover = (a: number, b: number, grains: readonly RollupGrain[]): void => {
+    if (b <= a) return;
+    const [grain, ...rest] = grains;
+    if (grain === undefined) { out.push({ from: a, to: b, source: 'raw' }); return; }
+    const size = GRAIN_MS[grain];
+    const lo = Math.ceil(a / size) * size;
+    const hi = Math.floor(b / size) * size;
+    if (lo >= hi) { cover(a, b, rest); return; }
+    cover(a, lo, rest);
+    out.push({ from: lo, to: hi, source: grain });
+    cover(hi, b, rest);
+  };
+  cover(from, to, CANDIDATES[granularity]);
+  return out;
+}
+
+/** The sources `planWindow` uses for a window, as `UsageReport.source` names them. */
+export function pickSource(from: number, to: number, granularity: Granularity, rawOnly = false): AnalyticsSource {
+  if (rawOnly) return 'raw';
+  const used = new Set(planWindow(from, to, granularity).map((s) => s.source));
+  const order = [...CANDIDATES[granularity], 'raw' as const].filter((g) => used.has(g));
+  return order.length === 0 ? `rollup_${CANDIDATES[granularity][0]}` : order.map((g) => (g === 'raw' ? 'raw' : `rollup_${g}`)).join('+');
 }
 
 /** How many buckets `[from, to)` spans at `granularity` (calendar months for `month`). */
@@ -180,57 +220,112 @@ const METRICS_SELECT = `
   sum(ttft_count) AS m_ttft_count,
   sum(gen_ms) AS m_gen_ms,
   sum(gen_output) AS m_gen_output,
-  quantilesTDigestMerge(${PERCENTILE_LEVELS})(latency_q) AS m_latency_q,
-  quantilesTDigestIfMerge(${PERCENTILE_LEVELS})(ttft_q) AS m_ttft_q`;
+  quantilesBFloat16Merge(${PERCENTILE_LEVELS})(latency_q) AS m_latency_q,
+  quantilesBFloat16IfMerge(${PERCENTILE_LEVELS})(ttft_q) AS m_ttft_q`;
 
 interface Source {
   sql: string;
   params: Record<string, unknown>;
 }
 
-/** Rows in the rollup shape for the window and filters: a rollup table, or raw events FINAL. */
-function source(w: Warehouse, f: AnalyticsFilter, from: AnalyticsSource): Source {
-  const params: Record<string, unknown> = { from_ms: f.from, to_ms: f.to };
+/**
+ * Rows in the rollup shape for the window and filters: a UNION ALL of the window's segments
+ * (`planWindow`), each rollup segment bounded by its own buckets, the raw rims (under a minute
+ * each side) turned into minute-rollup rows from raw events FINAL. The raw rims are read in one
+ * sub-select (both rims in one WHERE), so a report's query reads raw events once.
+ */
+function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawOnly: boolean): Source {
+  const params: Record<string, unknown> = {};
   const conds: string[] = [];
   if (f.accountId !== undefined) { conds.push('account_id = {account_id:String}'); params['account_id'] = f.accountId; }
   if (f.keyId !== undefined) { conds.push('key_id = {key_id:String}'); params['key_id'] = f.keyId; }
   if (f.model !== undefined) { conds.push('catalog_model = {model:String}'); params['model'] = f.model; }
   if (f.status !== undefined) { conds.push('status = {status:String}'); params['status'] = f.status; }
-  if (from === 'raw') {
-    conds.push("ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')", "ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')");
-    const inner = `(SELECT ${RAW_COLUMNS} FROM ${w.tables.usage} FINAL WHERE ${conds.join(' AND ')})`;
-    return { sql: `(${rollupSelect('minute', inner)})`, params };
+  const parts: string[] = [];
+  const rawRanges: string[] = [];
+  planWindow(f.from, f.to, granularity, rawOnly).forEach((seg, i) => {
+    params[`f${i}`] = seg.from;
+    params[`t${i}`] = seg.to;
+    if (seg.source === 'raw') {
+      rawRanges.push(`(ts >= fromUnixTimestamp64Milli({f${i}:Int64}, 'UTC') AND ts < fromUnixTimestamp64Milli({t${i}:Int64}, 'UTC'))`);
+      return;
+    }
+    // The segment falls on the grain's buckets (planWindow), so bucket bounds are the segment's.
+    const where = [...conds, `bucket >= toDateTime(intDiv({f${i}:Int64}, 1000), 'UTC')`, `bucket < toDateTime(intDiv({t${i}:Int64}, 1000), 'UTC')`];
+    parts.push(`SELECT * FROM ${rollupTable(w.tables, seg.source)} WHERE ${where.join(' AND ')}`);
+  });
+  if (rawRanges.length > 0) {
+    const where = [...conds, `(${rawRanges.join(' OR ')})`];
+    const inner = `(SELECT ${RAW_COLUMNS} FROM ${w.tables.usage} FINAL WHERE ${where.join(' AND ')})`;
+    parts.push(rollupSelect('minute', inner));
   }
-  // The window falls on the rollup's buckets (pickSource), so bucket bounds are the window's.
-  conds.push("bucket >= toDateTime(intDiv({from_ms:Int64}, 1000), 'UTC')", "bucket < toDateTime(intDiv({to_ms:Int64}, 1000), 'UTC')");
-  const grain = from.slice('rollup_'.length) as RollupGrain;
-  return { sql: `(SELECT * FROM ${rollupTable(w.tables, grain)} WHERE ${conds.join(' AND ')})`, params };
+  if (parts.length === 0) {
+    // An empty window: no rows, in the rollup shape.
+    parts.push(`SELECT * FROM ${w.tables.rollupDay} WHERE 0`);
+  }
+  return { sql: `(${parts.join(' UNION ALL ')})`, params };
 }
 
-function checkWindow(f: AnalyticsFilter): void {
+/** Usage statuses a `status` filter may name (UsageStatus of @tollgate/events). */
+export const USAGE_STATUSES = ['ok', 'upstream_error', 'client_disconnect', 'stream_error', 'usage_anomaly', 'unmetered'] as const;
+
+/** Longest value, in characters, an `account_id`, `key_id` or `model` filter may have. */
+export const MAX_FILTER_CHARS = 256;
+
+/**
+ * A text filter value (`account_id`, `key_id`, `model`) as every usage read accepts it: 1 to
+ * MAX_FILTER_CHARS characters, no control characters (U+0000–U+001F, U+007F–U+009F: no id or
+ * model name has one, so such a value is a client's mistake, not a search). One rule for
+ * every route that takes the filter (analytics, event pages, customer usage, billing), so no
+ * route accepts what another refuses. Returns the value; throws WarehouseInputError whose
+ * message starts with `name` (the routes answer 400 `invalid_request` with it).
+ */
+export function filterValue(name: string, value: string): string {
+  if (value.length === 0) throw new WarehouseInputError(`${name}: is empty; give a value or leave the parameter out`);
+  if (value.length > MAX_FILTER_CHARS) throw new WarehouseInputError(`${name}: is ${value.length} characters long; at most ${MAX_FILTER_CHARS}`);
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(value)) throw new WarehouseInputError(`${name}: contains a control character; ids and model names have none`);
+  return value;
+}
+
+/**
+ * The window and every filter of a usage read, by the rules the routes apply (times as epoch
+ * ms ≥ 0, `filterValue`, a known status), so a caller that skips the route's parsing still
+ * cannot read with a value a route would refuse. Messages name the query parameter.
+ */
+function checkFilter(f: AnalyticsFilter): void {
   for (const [name, v] of [['from', f.from], ['to', f.to]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0) throw new WarehouseInputError(`${name} must be epoch milliseconds, got ${v}`);
+    if (!Number.isSafeInteger(v) || v < 0) throw new WarehouseInputError(`${name}: must be epoch milliseconds at or after 1970-01-01, got ${v}`);
   }
-  if (f.to < f.from) throw new WarehouseInputError('to is before from');
+  if (f.to < f.from) throw new WarehouseInputError('to: is before from');
+  if (f.accountId !== undefined) filterValue('account_id', f.accountId);
+  if (f.keyId !== undefined) filterValue('key_id', f.keyId);
+  if (f.model !== undefined) filterValue('model', f.model);
+  if (f.status !== undefined && !(USAGE_STATUSES as readonly string[]).includes(f.status)) {
+    throw new WarehouseInputError(`status: is not one of ${USAGE_STATUSES.join(', ')}`);
+  }
 }
 
 /**
  * The analytics of `[from, to)` under the filters: a series at `granularity` (one point per
  * bucket × group that has usage), totals, top accounts and keys by spend (`limit` each),
  * counts by HTTP status and by usage status, and totals per model. Sums are exact (money
- * Int128 → bigint); percentiles are t-digest estimates. Read from the coarsest rollup whose
- * buckets the window falls on, else from raw events (FINAL); the two give the same sums.
+ * Int128 → bigint); percentiles are bfloat16 order statistics (see Percentiles). Read from the rollups as far
+ * as the window's buckets allow and from raw events (FINAL) only for the rims under a minute
+ * (`planWindow`); every split of a window gives the same sums and the same percentiles.
+ * `opts.rawOnly` reads the whole window from raw events (FINAL): the reference the rollups are
+ * tested against, slow on large windows.
  * Throws WarehouseInputError for a bad window, more than MAX_BUCKETS buckets or a bad limit.
  */
-export async function usageReport(w: Warehouse, q: AnalyticsQuery): Promise<UsageReport> {
-  checkWindow(q);
+export async function usageReport(w: Warehouse, q: AnalyticsQuery, opts: { rawOnly?: boolean } = {}): Promise<UsageReport> {
+  checkFilter(q);
   if (bucketCount(q.from, q.to, q.granularity) > MAX_BUCKETS) {
     throw new WarehouseInputError(`granularity: ${q.granularity} gives more than ${MAX_BUCKETS} buckets over this window`);
   }
   const limit = q.limit ?? 10;
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw new WarehouseInputError(`limit must be 1..1000, got ${limit}`);
-  const from = pickSource(q.from, q.to, q.granularity);
-  const src = source(w, q, from);
+  const rawOnly = opts.rawOnly === true;
+  const from = pickSource(q.from, q.to, q.granularity, rawOnly);
+  const src = source(w, q, q.granularity, rawOnly);
   const group = q.groupBy === undefined ? undefined : GROUP_COLUMN[q.groupBy];
   const [seriesRows, totalRows, accountRows, keyRows, httpRows, statusRows, modelRows] = await Promise.all([
     w.select(
@@ -338,7 +433,7 @@ export async function usageEventPage(
   w: Warehouse,
   f: AnalyticsFilter & { after?: { ts: number; eventId: string }; limit: number },
 ): Promise<EventPage> {
-  checkWindow(f);
+  checkFilter(f);
   if (!Number.isSafeInteger(f.limit) || f.limit < 1 || f.limit > 1000) throw new WarehouseInputError(`limit must be 1..1000, got ${f.limit}`);
   const params: Record<string, unknown> = { from_ms: f.from, to_ms: f.to, n: f.limit + 1 };
   const conds = ["ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')", "ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')"];
@@ -351,9 +446,22 @@ export async function usageEventPage(
     params['after_ts'] = f.after.ts;
     params['after_id'] = f.after.eventId;
   }
-  const rows = await w.select(
-    `SELECT ${USAGE_SELECT} FROM ${w.tables.usage} FINAL WHERE ${conds.join(' AND ')} ORDER BY ts, event_id LIMIT {n:UInt32}`,
+  // Two steps: the page's (ts, event_id) from those two columns alone (DISTINCT drops a
+  // duplicate's copy exactly as FINAL would: copies share ts and event_id), then the full rows of
+  // just those ids FINAL. A window over every account otherwise makes FINAL read and merge every
+  // column of the whole window to sort it (the table is sorted by account first).
+  const keys = await w.select(
+    `SELECT DISTINCT toUnixTimestamp64Milli(ts) AS ms, event_id FROM ${w.tables.usage} WHERE ${conds.join(' AND ')}
+     ORDER BY ms, event_id LIMIT {n:UInt32}`,
     params,
+  );
+  if (keys.length === 0) return { events: [], hasMore: false };
+  const rows = await w.select(
+    `SELECT ${USAGE_SELECT} FROM ${w.tables.usage} FINAL
+     WHERE ${conds.join(' AND ')} AND ts >= fromUnixTimestamp64Milli({first_ms:Int64}, 'UTC') AND ts <= fromUnixTimestamp64Milli({last_ms:Int64}, 'UTC')
+       AND event_id IN {ids:Array(String)}
+     ORDER BY ts, event_id LIMIT {n:UInt32}`,
+    { ...params, first_ms: Number(keys[0]!['ms']), last_ms: Number(keys.at(-1)!['ms']), ids: keys.map((k) => String(k['event_id'])) },
   );
   const events = rows.slice(0, f.limit).map((r) => toV2(usageFromRow(r)));
   return { events, hasMore: rows.length > f.limit };

@@ -4,8 +4,11 @@
 // Model (README "Billing: invoices, statements, month close"):
 // - A month's FACTS are the usage events with cost > 0 and the ledger entries dated in it (UTC),
 //   leaving out what the ledger quarantined (money reads agree with the ledger). Facts become
-//   keyed ITEMS: one per usage line (model × dimension × unit price), one `rounding` item
-//   (Σ charges − Σ exact line amounts), one per ledger entry.
+//   keyed ITEMS: one per usage line (serving model × dimension × unit price × credit value), one
+//   `rounding` item (Σ charges of itemised requests − Σ their line amounts), one `unitemized`
+//   item (requests whose lines do not add up to their charge, whole), one per ledger entry.
+// - Every input a rendered document reads (account name, seller, currency, credit values) is in
+//   the document itself, so a closed month's files are a pure function of its snapshot.
 // - Closed months form a prefix: closing M closes every open month up to M. A closed month's
 //   items, invoice and statement are frozen as snapshot rows (migration 8) and read from there.
 // - A fact dated in a closed month that arrives later shows in the first open month (L + 1,
@@ -14,8 +17,8 @@
 //   and a delta is booked exactly once: when L + 1 closes its snapshot absorbs it.
 
 import { randomUUID } from 'node:crypto';
-import { DIMENSIONS, parseExactDecimal } from '@tollgate/pricing';
-import type { PriceVersion } from '@tollgate/pricing';
+import { DIMENSIONS, PriceBook, parseCatalog, parseExactDecimal, resolveServing } from '@tollgate/pricing';
+import type { Catalog, PriceVersion } from '@tollgate/pricing';
 import type { Warehouse } from './warehouse.ts';
 
 // ---- shapes: what billing produces and the renderers (services/control billing-render.ts) take.
@@ -33,17 +36,23 @@ export interface InvoiceLine {
   /**
    * `usage`: this month's usage; `late_usage`: usage dated in an earlier, closed month that
    * reached the warehouse after that month closed (`source_month` says which);
-   * `rounding`: Σ per-request charges − Σ exact usage line amounts (each request is rounded up
-   * once, to a whole µc; a request charged its hold in place of unreadable usage shows here too);
-   * `refund`, `adjustment`: ledger entries of those kinds (credits back to the account are negative amounts).
+   * `unitemized`: requests whose charge is not ⌈Σ their exact lines⌉, so lines would misstate
+   * them (charged their hold: `cost_over_bound`; iterations priced at other models; version 1
+   * events without unit prices): `quantity` = requests, `amount` = Σ their charges, whole;
+   * `rounding`: Σ charges of the itemised requests − Σ their usage line amounts: each request is
+   * rounded up once to a whole µc and each line is truncated to whole µc, so
+   * 0 ≤ rounding < requests + usage lines (µc); `quantity` = the itemised requests;
+   * `refund`, `adjustment`: ledger entries of those kinds (credits back to the account are negative
+   * amounts), `quantity` = entries (1; −1 for an entry reversed by a later quarantine).
+   * A late line's quantity counts the late requests or entries alone.
    */
-  section: 'usage' | 'late_usage' | 'rounding' | 'refund' | 'adjustment';
+  section: 'usage' | 'late_usage' | 'unitemized' | 'rounding' | 'refund' | 'adjustment';
   /**
    * the month the line's facts are dated in: `month`, except for late facts of a closed month
    * (`late_usage`, and the `rounding`, `refund` and `adjustment` lines of such facts)
    */
   source_month: string;
-  /** catalog model id ('' for non-usage lines) */
+  /** catalog model id of the model that served (the one the unit price came from; '' for non-usage lines) */
   model: string;
   /** billable dimension key of DIMENSIONS (`input`, `output`, `cache_read`, …; '' for non-usage lines) */
   dimension: string;
@@ -57,22 +66,47 @@ export interface InvoiceLine {
   amount_micros: string;
 }
 
+/** What the lines priced at one credit value total (a month may see the credit value change). */
+export interface CreditValueTotal {
+  /** `1 CNY = 10 credits` (credits_per_unit) or `1 credit = 0.005 USD` (unit_per_credit) */
+  credit_value: string;
+  /** ISO 4217 */
+  currency: string;
+  /** Σ of these lines, µc as integer text */
+  micro_credits: string;
+  /** the same in `currency`, exact decimal text */
+  amount: string;
+}
+
 /** An account's invoice for one month. */
 export interface Invoice {
   account_id: string;
+  /** the account's name when the document was built (frozen with a closed month) */
+  account_name: string;
+  /** who issues the invoice */
+  seller: string;
   month: string;
   /** `open` (may still change) or `closed` (frozen: never changes again) */
   status: 'open' | 'closed';
   /** RFC 3339, when the month was closed; null while open */
   closed_at: string | null;
   lines: InvoiceLine[];
-  /** Σ line amounts: credits (6 decimals), µc, and in the catalog's currency (exact decimal) */
-  total: { credits: string; micro_credits: string; currency: string; amount: string };
+  /**
+   * Σ line amounts: credits (6 decimals) and µc; `credit_values`: per credit value applied (usage
+   * at its price version's, a ledger entry at the version in force at its instant) the µc and the
+   * currency amount; `currency`/`amount`: their sum when they share one currency (with none, the
+   * currency in force and 0), '' and '' when the month spans currencies.
+   */
+  total: { credits: string; micro_credits: string; currency: string; amount: string; credit_values: CreditValueTotal[] };
 }
 
 /** An account's statement for one month: closing = opening + top_ups + grants − usage + refunds + adjustments. */
 export interface Statement {
   account_id: string;
+  /** the account's name when the document was built (frozen with a closed month) */
+  account_name: string;
+  /** who issues the statement */
+  seller: string;
   month: string;
   status: 'open' | 'closed';
   closed_at: string | null;
@@ -86,7 +120,11 @@ export interface Statement {
   /** signed */
   adjustments: string;
   closing_balance: string;
-  /** the catalog's currency (ISO 4217) and what a credit is worth in it */
+  /**
+   * the currency (ISO 4217) and what a credit was worth in it for this month's facts: every value
+   * applied, `; `-joined in order (e.g. `1 CNY = 10 credits; 1 CNY = 20 credits` after a change);
+   * with no facts, the value in force
+   */
   currency: string;
   credit_value: string;
 }
@@ -96,10 +134,20 @@ export class BillingInputError extends Error {
   override readonly name = 'BillingInputError';
 }
 
-/** What prices the documents: the catalog's currency and credit value (`ReportDeps.prices`). */
+/**
+ * Where the documents' credit values come from (`ReportDeps.prices`, a PriceBook at runtime):
+ * usage converts at its event's `price_version`, a ledger entry at the version in force at its
+ * instant; versions are looked up in the warehouse's `price_versions` first, then here
+ * (`byId`, `at`), then `current()`.
+ */
 export interface BillingPrices {
   current(): PriceVersion;
+  byId?(id: string): PriceVersion | undefined;
+  at?(ts: number): PriceVersion | undefined;
 }
+
+/** The seller named on every document. */
+export const SELLER = 'Tollgate';
 
 /** One month close as listed. */
 export interface MonthClose {
@@ -145,6 +193,18 @@ export function parseBillingMonth(month: string, now: number = Date.now()): stri
   return month;
 }
 
+/**
+ * A month that may be closed: a billing month (parseBillingMonth) that has started, i.e. not
+ * after the month `now` is in (UTC). Closing a month that has not started would leave later
+ * charges in a month every route refuses. Throws BillingInputError naming `month`.
+ */
+export function parseClosableMonth(month: string, now: number = Date.now()): string {
+  parseBillingMonth(month, now);
+  const current = monthOf(now);
+  if (month > current) throw new BillingInputError(`month: ${month} has not started yet; the latest month that can be closed is ${current} (UTC)`);
+  return month;
+}
+
 // ---- exact decimals ----
 
 const MICROS = 1_000_000n;
@@ -172,11 +232,6 @@ function decimalText(num: bigint, den: bigint): string {
   return `${neg && n !== 0n ? '-' : ''}${text}`;
 }
 
-/** ⌊x + ½⌋ of num/den for num ≥ 0 (half-up, to the µc). */
-function roundHalfUp(num: bigint, den: bigint): bigint {
-  return (2n * num + den) / (2n * den);
-}
-
 /** Compares exact decimal texts by value. */
 function cmpDecimal(a: string, b: string): number {
   const x = parseExactDecimal(a);
@@ -187,19 +242,66 @@ function cmpDecimal(a: string, b: string): number {
   return l < r ? -1 : l > r ? 1 : 0;
 }
 
-/** µc → the catalog's currency, exact decimal (credits ÷ credits per unit). */
-function currencyAmount(micros: bigint, version: PriceVersion): string {
-  const rate = parseExactDecimal(version.catalog.credit.rate.value);
+// ---- credit values ----
+
+/** A credit value as an item carries it: `CUR:kind:value` (`CNY:credits_per_unit:10`). */
+function creditKey(version: PriceVersion): string {
+  const c = version.catalog.credit;
+  return `${c.currency}:${c.rate.kind}:${c.rate.value}`;
+}
+
+function parseCreditKey(key: string): { currency: string; kind: string; value: string } {
+  const [currency = '', kind = '', value = ''] = key.split(':');
+  return { currency, kind, value };
+}
+
+/** `1 CNY = 10 credits` or `1 credit = 0.005 USD`. */
+function creditText(key: string): string {
+  const c = parseCreditKey(key);
+  return c.kind === 'credits_per_unit' ? `1 ${c.currency} = ${c.value} credits` : `1 credit = ${c.value} ${c.currency}`;
+}
+
+/** µc → the credit value's currency as an exact fraction [num, den] (den > 0). */
+function currencyFraction(micros: bigint, key: string): [bigint, bigint] {
+  const c = parseCreditKey(key);
+  const rate = parseExactDecimal(c.value);
   const p = 10n ** BigInt(rate.scale);
   // credits_per_unit r: amount = µc / (10^6 · r); unit_per_credit r: amount = µc · r / 10^6
-  return version.catalog.credit.rate.kind === 'credits_per_unit'
-    ? decimalText(micros * p, MICROS * rate.units)
-    : decimalText(micros * rate.units, MICROS * p);
+  return c.kind === 'credits_per_unit' ? [micros * p, MICROS * rate.units] : [micros * rate.units, MICROS * p];
+}
+
+/** How items find the version they were priced with (see BillingPrices). */
+interface Pricing {
+  /** a usage event's version: by id, else the one in force at `ts` */
+  version(id: string, ts: number): PriceVersion;
+  /** the version in force at `ts` (epoch ms) */
+  at(ts: number): PriceVersion;
+}
+
+async function pricingOf(w: Warehouse, prices: BillingPrices): Promise<Pricing> {
+  const stored = new PriceBook();
+  for (const row of await w.priceVersions()) {
+    let catalog: Catalog;
+    try {
+      catalog = parseCatalog(row.catalog, `price version ${row.id}`);
+    } catch {
+      continue; // a version that no longer validates cannot convert anything; the next source answers
+    }
+    stored.append(catalog, row.effectiveAt, { force: true });
+  }
+  const at = (ts: number) => stored.at(ts) ?? prices.at?.(ts) ?? prices.current();
+  return { at, version: (id, ts) => stored.byId(id) ?? prices.byId?.(id) ?? at(ts) };
+}
+
+/** The item key's credit value (every key ends `|cv=<credit key>`). */
+function creditOfKey(key: string): string {
+  const i = key.lastIndexOf('|cv=');
+  return i < 0 ? '' : key.slice(i + 4);
 }
 
 // ---- items ----
 
-type ItemSection = 'usage' | 'rounding' | 'grant' | 'top_up' | 'refund' | 'adjustment';
+type ItemSection = 'usage' | 'unitemized' | 'rounding' | 'grant' | 'top_up' | 'refund' | 'adjustment';
 const LEDGER_SECTIONS: ReadonlySet<string> = new Set(['grant', 'top_up', 'refund', 'adjustment']);
 
 /**
@@ -217,6 +319,8 @@ interface Item {
   unitPrice: string;
   quantity: bigint;
   amount: bigint;
+  /** the credit value it converts at (creditKey); also the key's `|cv=` suffix */
+  credit: string;
 }
 
 /** The balance move of an item, µc (credit positive). */
@@ -241,6 +345,9 @@ interface FactScope {
   /** epoch ms, exclusive */
   to: number;
   accountId?: string;
+  /** only these accounts and these months (`YYYYMM`): the candidates of lateDeltas */
+  accountIds?: readonly string[];
+  months?: readonly number[];
 }
 
 /** account → source month → items: every fact dated in [from, to) as keyed items. */
@@ -265,68 +372,113 @@ function scopeSql(scope: FactScope): { where: string; params: Record<string, unk
     conds.push('account_id = {account_id:String}');
     params['account_id'] = scope.accountId;
   }
+  if (scope.accountIds !== undefined) {
+    conds.push('account_id IN {account_ids:Array(String)}');
+    params['account_ids'] = scope.accountIds;
+  }
+  if (scope.months !== undefined) {
+    conds.push("toYYYYMM(ts, 'UTC') IN {months:Array(UInt32)}");
+    params['months'] = scope.months;
+  }
   return { where: conds.join(' AND '), params };
 }
 
+/** The catalog id a request was priced at: its serving model's (resolveServing), else its own. */
+function servingModel(catalog: Catalog, model: string, served: string): string {
+  const own = catalog.models.find((x) => x.id === model);
+  if (served === '' || own === undefined) return model;
+  return resolveServing(catalog, served, own).model.id;
+}
+
+/** Σ over dimensions of quantity × unit price in µc·10⁻⁶ (exact, Decimal128 with 18 places): a request's exact cost × 10⁶. */
+const EXACT_E6 = DIMENSIONS.map((d) =>
+  `toDecimal128OrZero(unit_prices['${d.key}'], 18) * toInt64(${d.column})${d.kind === 'token' ? '' : ' * 1000000'}`).join(' + ');
+
 /**
- * The facts of `scope` as items. Usage: events with cost > 0 grouped by account, month,
- * catalog model and unit prices; each dimension's line amount is quantity × unit price exact,
- * rounded half-up to the µc; the month's `rounding` item takes Σ charges − Σ line amounts.
- * Events with `iterations` at another model (or unresolved), and version 1 events (no stored
- * unit prices), are not split into lines: their whole charge is in the rounding item.
+ * The facts of `scope` as items. Usage: events with cost > 0 grouped by account, month, credit
+ * value (of the event's price version), serving model and unit prices. An event is ITEMISED when
+ * its charge is ⌈Σ quantity × unit price⌉ (checked exactly, per event) and no iteration was
+ * priced at another model: its quantities go into usage lines under the serving model (one per
+ * dimension × unit price; amount = quantity × price truncated to the µc) and its charge into the
+ * `rounding` item (Σ charges − Σ line amounts, quantity = requests). Any other event (charged its
+ * hold, iterations at another model, a version 1 event without unit prices, a price case the
+ * stored unit prices do not describe) goes whole into the `unitemized` item (quantity =
+ * requests, amount = Σ charges). Ledger entries: one item each, at the credit value in force at
+ * their instant.
  */
-async function loadFacts(w: Warehouse, scope: FactScope): Promise<Facts> {
+async function loadFacts(w: Warehouse, scope: FactScope, pricing: Pricing): Promise<Facts> {
   const { where, params } = scopeSql(scope);
   const out: Facts = new Map();
   const usage = await w.select(
-    `SELECT account_id, formatDateTime(ts, '%Y-%m', 'UTC') AS src, catalog_model AS m, toString(unit_prices) AS up_key,
-            any(unit_prices) AS up,
-            arrayExists(x -> JSONExtractString(x, 'catalog_model') != catalog_model, JSONExtractArrayRaw(iterations)) AS mixed,
-            ${DIMENSIONS.map((d) => `toString(sum(toInt64(${d.column}))) AS q_${d.key}`).join(', ')},
-            toString(sum(toInt128(cost_micros))) AS cost_text
-     FROM ${w.tables.usage} FINAL
-     WHERE ${where} AND cost_micros > 0 AND ${notRefused(w)}
-     GROUP BY account_id, src, m, up_key, mixed
-     ORDER BY account_id, src, m, up_key, mixed`,
+    `SELECT account_id, src, m, served, up_key, any(up) AS up, pv, iter_models, unitemized, count() AS n,
+            ${DIMENSIONS.map((d) => `toString(sum(toInt64(q_${d.key}))) AS q_${d.key}`).join(', ')},
+            toString(sum(toInt128(cost_micros))) AS cost_text, toUnixTimestamp64Milli(min(ts)) AS min_ms
+     FROM (
+       SELECT account_id, ts, formatDateTime(ts, '%Y-%m', 'UTC') AS src, catalog_model AS m, ifNull(served_model, '') AS served,
+              toString(unit_prices) AS up_key, unit_prices AS up, toString(price_version) AS pv,
+              arraySort(arrayDistinct(arrayMap(x -> JSONExtractString(x, 'catalog_model'), JSONExtractArrayRaw(iterations)))) AS iter_models,
+              ${DIMENSIONS.map((d) => `${d.column} AS q_${d.key}`).join(', ')},
+              cost_micros,
+              NOT (${EXACT_E6} > toDecimal128(cost_micros - 1, 18) * 1000000 AND ${EXACT_E6} <= toDecimal128(cost_micros, 18) * 1000000) AS unitemized
+       FROM ${w.tables.usage} FINAL
+       WHERE ${where} AND cost_micros > 0 AND ${notRefused(w)}
+     )
+     GROUP BY account_id, src, m, served, up_key, pv, iter_models, unitemized
+     ORDER BY account_id, src, m, served, up_key, pv, iter_models, unitemized`,
     params,
   );
-  // account|src → line key → item, plus the month's Σ charges
-  const lines = new Map<string, { account: string; src: string; cost: bigint; items: Map<string, Item> }>();
+  // account|src|credit → lines, Σ charges and requests of itemised events, and the unitemized ones
+  interface Group { account: string; src: string; credit: string; cost: bigint; requests: bigint; xCost: bigint; xRequests: bigint; items: Map<string, Item> }
+  const groups = new Map<string, Group>();
   for (const r of usage) {
     const account = s(r['account_id']);
     const src = s(r['src']);
-    const k = `${account}\u0000${src}`;
-    let g = lines.get(k);
-    if (g === undefined) lines.set(k, (g = { account, src, cost: 0n, items: new Map() }));
-    g.cost += BigInt(s(r['cost_text']));
-    if (r['mixed'] === true || r['mixed'] === 1 || r['mixed'] === '1') continue;
+    const version = pricing.version(s(r['pv']), Number(r['min_ms']));
+    const credit = creditKey(version);
+    const k = `${account}\u0000${src}\u0000${credit}`;
+    let g = groups.get(k);
+    if (g === undefined) groups.set(k, (g = { account, src, credit, cost: 0n, requests: 0n, xCost: 0n, xRequests: 0n, items: new Map() }));
+    const cost = BigInt(s(r['cost_text']));
+    const n = BigInt(String(r['n']));
+    const model = servingModel(version.catalog, s(r['m']), s(r['served']));
+    const iterModels = (r['iter_models'] ?? []) as unknown[];
+    const whole = r['unitemized'] === true || r['unitemized'] === 1 || r['unitemized'] === '1' || iterModels.some((x) => x !== model);
+    if (whole) {
+      g.xCost += cost;
+      g.xRequests += n;
+      continue;
+    }
+    g.cost += cost;
+    g.requests += n;
     const prices = (r['up'] ?? {}) as Record<string, unknown>;
-    const model = s(r['m']);
     for (const d of DIMENSIONS) {
       const qty = BigInt(s(r[`q_${d.key}`]));
       const price = prices[d.key];
       if (qty === 0n || typeof price !== 'string') continue;
-      const key = `u|${model}|${d.key}|${price}`;
+      const key = `u|${model}|${d.key}|${price}|cv=${credit}`;
       const it = g.items.get(key);
       if (it === undefined) {
-        g.items.set(key, { source: src, key, section: 'usage', model, dimension: d.key, unitPrice: price, quantity: qty, amount: 0n });
+        g.items.set(key, { source: src, key, section: 'usage', model, dimension: d.key, unitPrice: price, quantity: qty, amount: 0n, credit });
       } else it.quantity += qty;
     }
   }
-  for (const g of lines.values()) {
+  for (const g of groups.values()) {
     let sum = 0n;
     for (const it of g.items.values()) {
       it.amount = lineAmount(it.quantity, it.unitPrice, it.dimension);
       sum += it.amount;
       push(out, g.account, g.src, it);
     }
-    const rounding = g.cost - sum;
-    if (rounding !== 0n) {
-      push(out, g.account, g.src, { source: g.src, key: 'r', section: 'rounding', model: '', dimension: '', unitPrice: '', quantity: 1n, amount: rounding });
+    if (g.requests > 0n) {
+      push(out, g.account, g.src, { source: g.src, key: `r|cv=${g.credit}`, section: 'rounding', model: '', dimension: '', unitPrice: '', quantity: g.requests, amount: g.cost - sum, credit: g.credit });
+    }
+    if (g.xRequests > 0n) {
+      push(out, g.account, g.src, { source: g.src, key: `x|cv=${g.credit}`, section: 'unitemized', model: '', dimension: '', unitPrice: '', quantity: g.xRequests, amount: g.xCost, credit: g.credit });
     }
   }
   const ledger = await w.select(
-    `SELECT account_id, formatDateTime(ts, '%Y-%m', 'UTC') AS src, event_id, kind, toString(amount_micros) AS amount_text
+    `SELECT account_id, formatDateTime(ts, '%Y-%m', 'UTC') AS src, event_id, kind, toString(amount_micros) AS amount_text,
+            toUnixTimestamp64Milli(ts) AS ms
      FROM ${w.tables.ledger} FINAL
      WHERE ${where} AND ${notRefused(w)}
      ORDER BY account_id, ts, event_id`,
@@ -336,21 +488,25 @@ async function loadFacts(w: Warehouse, scope: FactScope): Promise<Facts> {
     const kind = s(r['kind']);
     if (!LEDGER_SECTIONS.has(kind)) continue;
     const src = s(r['src']);
+    const credit = creditKey(pricing.at(Number(r['ms'])));
     push(out, s(r['account_id']), src, {
-      source: src, key: `l|${s(r['event_id'])}`, section: kind as ItemSection, model: '', dimension: '', unitPrice: '',
-      quantity: 1n, amount: BigInt(s(r['amount_text'])),
+      source: src, key: `l|${s(r['event_id'])}|cv=${credit}`, section: kind as ItemSection, model: '', dimension: '', unitPrice: '',
+      quantity: 1n, amount: BigInt(s(r['amount_text'])), credit,
     });
   }
   return out;
 }
 
-/** quantity × unit price (µc per MTok for tokens, per unit otherwise), exact, rounded half-up to the µc. */
+/**
+ * quantity × unit price (µc per MTok for tokens, per unit otherwise), exact, truncated to the µc:
+ * a line never states more than its exact amount, so the rounding line is never negative.
+ */
 function lineAmount(quantity: bigint, unitPrice: string, dimension: string): bigint {
   const p = parseExactDecimal(unitPrice);
   const per = DIM_PER.get(dimension) ?? 1n;
   const num = quantity * p.units;
   const den = per * 10n ** BigInt(p.scale);
-  return num >= 0n ? roundHalfUp(num, den) : -roundHalfUp(-num, den);
+  return num >= 0n ? num / den : -(-num / den);
 }
 
 // ---- closes and snapshots ----
@@ -368,14 +524,14 @@ const WINNERS = (w: Warehouse) =>
   `(month, close_id) IN (SELECT month, argMin(close_id, (closed_at, close_id)) FROM ${w.tables.billingCloses} FINAL GROUP BY month)`;
 
 /** account → source month → key → item: what closed snapshots booked (own facts and absorbed deltas). */
-async function loadAccounted(w: Warehouse, accountId?: string): Promise<Map<string, Map<string, Map<string, Item>>>> {
+async function loadAccounted(w: Warehouse, accountId?: string, accountIds?: readonly string[]): Promise<Map<string, Map<string, Map<string, Item>>>> {
   const rows = await w.select(
     `SELECT account_id, source_month, line_key, section, model, dimension, unit_price,
             toString(sum(toInt128(quantity))) AS q_text, toString(sum(toInt128(amount_micros))) AS a_text
      FROM ${w.tables.billingBooked} FINAL
-     WHERE ${WINNERS(w)}${accountId === undefined ? '' : ' AND account_id = {account_id:String}'}
+     WHERE ${WINNERS(w)}${accountId === undefined ? '' : ' AND account_id = {account_id:String}'}${accountIds === undefined ? '' : ' AND account_id IN {account_ids:Array(String)}'}
      GROUP BY account_id, source_month, line_key, section, model, dimension, unit_price`,
-    accountId === undefined ? {} : { account_id: accountId },
+    { ...(accountId === undefined ? {} : { account_id: accountId }), ...(accountIds === undefined ? {} : { account_ids: accountIds }) },
   );
   const out = new Map<string, Map<string, Map<string, Item>>>();
   for (const r of rows) {
@@ -387,25 +543,90 @@ async function loadAccounted(w: Warehouse, accountId?: string): Promise<Map<stri
     if (m === undefined) a.set(src, (m = new Map()));
     m.set(s(r['line_key']), {
       source: src, key: s(r['line_key']), section: s(r['section']) as ItemSection, model: s(r['model']), dimension: s(r['dimension']),
-      unitPrice: s(r['unit_price']), quantity: BigInt(s(r['q_text'])), amount: BigInt(s(r['a_text'])),
+      unitPrice: s(r['unit_price']), quantity: BigInt(s(r['q_text'])), amount: BigInt(s(r['a_text'])), credit: creditOfKey(s(r['line_key'])),
     });
   }
   return out;
 }
 
 /**
- * account → late items: for every closed month (≤ `last`), what it holds now minus what closed
- * snapshots booked of it, item by item; only items that differ.
+ * How long before a close's `facts_as_of` a fact may have been stamped (`inserted_at`, taken when
+ * its INSERT starts) and still not be visible to the close's read (its INSERT committed later):
+ * such facts count as late too. Generous on purpose: it only widens the candidates.
  */
-async function lateDeltas(w: Warehouse, last: string, accountId?: string): Promise<Map<string, Item[]>> {
-  const live = await loadFacts(w, { to: monthRange(last).end, ...(accountId === undefined ? {} : { accountId }) });
-  const booked = await loadAccounted(w, accountId);
+const INSERT_SLACK_MS = 15 * 60_000;
+
+/**
+ * The (account, month) pairs of closed months that can hold a fact the month's close did not
+ * see: a usage event or ledger entry stamped (server clock, `inserted_at`) after the close's
+ * `facts_as_of` minus INSERT_SLACK_MS, one dated before the first closed month, or one the ledger
+ * quarantined (server clock, `ts`) after the first close's `facts_as_of`. Any other pair holds exactly what its close booked, so its late delta is zero. Reads
+ * `inserted_at` of closed months only, no FINAL (a duplicate is a candidate like the original).
+ */
+async function lateCandidates(w: Warehouse, last: string, accountId?: string): Promise<Map<string, Set<string>>> {
+  const asOf = await w.select(
+    `SELECT month, toUnixTimestamp64Milli(argMin(facts_as_of, (closed_at, close_id))) AS ms
+     FROM ${w.tables.billingCloses} FINAL WHERE month <= {last:String} GROUP BY month ORDER BY month`,
+    { last },
+  );
+  const params: Record<string, unknown> = {};
+  const byMonth: string[] = [];
+  asOf.forEach((r, i) => {
+    const { start, end } = monthRange(s(r['month']));
+    params[`s${i}`] = start;
+    params[`e${i}`] = end;
+    params[`a${i}`] = Number(r['ms']) - INSERT_SLACK_MS;
+    byMonth.push(`(ts >= fromUnixTimestamp64Milli({s${i}:Int64}, 'UTC') AND ts < fromUnixTimestamp64Milli({e${i}:Int64}, 'UTC')
+      AND inserted_at > fromUnixTimestamp64Milli({a${i}:Int64}, 'UTC'))`);
+  });
+  if (byMonth.length === 0) return new Map();
+  // Closes are a prefix from the first month with a fact: a fact dated before it came later.
+  params['before'] = monthRange(s(asOf[0]!['month'])).start;
+  byMonth.push("ts < fromUnixTimestamp64Milli({before:Int64}, 'UTC')");
+  params['first_as_of'] = Math.min(...asOf.map((r) => Number(r['ms']))) - INSERT_SLACK_MS;
+  params['to_ms'] = monthRange(last).end;
+  const acct = accountId === undefined ? '' : ' AND account_id = {account_id:String}';
+  if (accountId !== undefined) params['account_id'] = accountId;
+  const late = `(${byMonth.join(' OR ')})${acct}`;
+  const quarantined = `ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')${acct} AND event_id IN (
+    SELECT event_id FROM ${w.tables.quarantine} WHERE consumer_group = 'ledger' AND ts > fromUnixTimestamp64Milli({first_as_of:Int64}, 'UTC'))`;
+  const rows = await w.select(
+    `SELECT DISTINCT account_id, formatDateTime(ts, '%Y-%m', 'UTC') AS src FROM (
+       SELECT account_id, ts FROM ${w.tables.usage} WHERE ${late}
+       UNION ALL SELECT account_id, ts FROM ${w.tables.ledger} WHERE ${late}
+       UNION ALL SELECT account_id, ts FROM ${w.tables.usage} WHERE ${quarantined}
+       UNION ALL SELECT account_id, ts FROM ${w.tables.ledger} WHERE ${quarantined}
+     ) ORDER BY account_id, src`,
+    params,
+  );
+  const out = new Map<string, Set<string>>();
+  for (const r of rows) {
+    const a = s(r['account_id']);
+    let m = out.get(a);
+    if (m === undefined) out.set(a, (m = new Set()));
+    m.add(s(r['src']));
+  }
+  return out;
+}
+
+/**
+ * account → late items: for every closed month (≤ `last`), what it holds now minus what closed
+ * snapshots booked of it, item by item; only items that differ. Only the pairs lateCandidates
+ * finds are read and compared (exactly); every other pair's delta is zero by construction.
+ */
+async function lateDeltas(w: Warehouse, last: string, pricing: Pricing, accountId?: string): Promise<Map<string, Item[]>> {
   const out = new Map<string, Item[]>();
-  for (const account of new Set([...live.keys(), ...booked.keys()])) {
+  const candidates = await lateCandidates(w, last, accountId);
+  if (candidates.size === 0) return out;
+  const accountIds = [...candidates.keys()];
+  const months = [...new Set([...candidates.values()].flatMap((m) => [...m]))].map((m) => Number(m.replace('-', '')));
+  const live = await loadFacts(w, { to: monthRange(last).end, accountIds, months }, pricing);
+  const booked = await loadAccounted(w, accountId, accountIds);
+  for (const account of accountIds) {
     const items: Item[] = [];
     const lm = live.get(account) ?? new Map<string, Item[]>();
     const bm = booked.get(account) ?? new Map<string, Map<string, Item>>();
-    for (const src of new Set([...lm.keys(), ...bm.keys()])) {
+    for (const src of candidates.get(account)!) {
       const was = new Map(bm.get(src) ?? []);
       for (const it of lm.get(src) ?? []) {
         const b = was.get(it.key);
@@ -441,7 +662,7 @@ async function netMoves(w: Warehouse, scope: FactScope): Promise<Map<string, big
 
 // ---- documents ----
 
-const SECTION_ORDER: Record<InvoiceLine['section'], number> = { usage: 0, late_usage: 1, rounding: 2, refund: 3, adjustment: 4 };
+const SECTION_ORDER: Record<InvoiceLine['section'], number> = { usage: 0, late_usage: 1, unitemized: 2, rounding: 3, refund: 4, adjustment: 5 };
 
 function cmpStr(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
@@ -483,36 +704,92 @@ function invoiceLines(account: string, month: string, items: readonly Item[]): I
   return lines.map((l) => l.line);
 }
 
-function buildInvoice(account: string, month: string, items: readonly Item[], close: MonthClose | null, version: PriceVersion): Invoice {
+/** The invoice amount of an item (money back to the account negative), or null for payments (grants, top-ups). */
+function invoiceAmount(it: Item): bigint | null {
+  if (it.section === 'grant' || it.section === 'top_up') return null;
+  return LEDGER_SECTIONS.has(it.section) ? -it.amount : it.amount;
+}
+
+/** The documents' inputs beyond the items: names, seller and the credit value in force. */
+interface DocContext {
+  names: ReadonlyMap<string, string>;
+  /** the credit value of a document without facts (creditKey) */
+  inForce: string;
+}
+
+function buildInvoice(account: string, month: string, items: readonly Item[], close: MonthClose | null, ctx: DocContext): Invoice {
   const lines = invoiceLines(account, month, items);
   const total = lines.reduce((t, l) => t + BigInt(l.amount_micros), 0n);
+  const byCredit = new Map<string, bigint>();
+  for (const it of items) {
+    const a = invoiceAmount(it);
+    if (a !== null) byCredit.set(it.credit, (byCredit.get(it.credit) ?? 0n) + a);
+  }
+  const credit_values = [...byCredit.keys()].sort(cmpStr).map((k) => {
+    const [num, den] = currencyFraction(byCredit.get(k)!, k);
+    return { credit_value: creditText(k), currency: parseCreditKey(k).currency, micro_credits: byCredit.get(k)!.toString(), amount: decimalText(num, den) };
+  });
+  // one currency: the exact sum of the fractions; none: the value in force, 0
+  const currencies = new Set(byCredit.size === 0 ? [parseCreditKey(ctx.inForce).currency] : [...byCredit.keys()].map((k) => parseCreditKey(k).currency));
+  let currency = '';
+  let amount = '';
+  if (currencies.size === 1) {
+    let num = 0n;
+    let den = 1n;
+    for (const [k, micros] of byCredit) {
+      const [n, d] = currencyFraction(micros, k);
+      num = num * d + n * den;
+      den *= d;
+    }
+    currency = [...currencies][0]!;
+    amount = decimalText(num, den);
+  }
   return {
-    account_id: account, month, status: close === null ? 'open' : 'closed', closed_at: close?.closed_at ?? null, lines,
-    total: { credits: credits6(total), micro_credits: total.toString(), currency: version.catalog.credit.currency, amount: currencyAmount(total, version) },
+    account_id: account, account_name: ctx.names.get(account) ?? '', seller: SELLER,
+    month, status: close === null ? 'open' : 'closed', closed_at: close?.closed_at ?? null, lines,
+    total: { credits: credits6(total), micro_credits: total.toString(), currency, amount, credit_values },
   };
 }
 
-function buildStatement(account: string, month: string, opening: bigint, items: readonly Item[], close: MonthClose | null, version: PriceVersion): Statement {
+function buildStatement(account: string, month: string, opening: bigint, items: readonly Item[], close: MonthClose | null, ctx: DocContext): Statement {
   const by = { top_up: 0n, grant: 0n, usage: 0n, refund: 0n, adjustment: 0n };
   for (const it of items) {
-    if (it.section === 'rounding' || it.section === 'usage') by.usage += it.amount;
+    if (it.section === 'rounding' || it.section === 'usage' || it.section === 'unitemized') by.usage += it.amount;
     else by[it.section] += it.amount;
   }
   const closing = opening + by.top_up + by.grant - by.usage + by.refund + by.adjustment;
+  const credits = [...new Set(items.length === 0 ? [ctx.inForce] : items.map((i) => i.credit))].sort(cmpStr);
   return {
-    account_id: account, month, status: close === null ? 'open' : 'closed', closed_at: close?.closed_at ?? null,
+    account_id: account, account_name: ctx.names.get(account) ?? '', seller: SELLER,
+    month, status: close === null ? 'open' : 'closed', closed_at: close?.closed_at ?? null,
     opening_balance: credits6(opening), top_ups: credits6(by.top_up), grants: credits6(by.grant), usage: credits6(by.usage),
     refunds: credits6(by.refund), adjustments: credits6(by.adjustment), closing_balance: credits6(closing),
-    currency: version.catalog.credit.currency, credit_value: version.catalog.credit.description,
+    currency: [...new Set(credits.map((k) => parseCreditKey(k).currency))].join(', '),
+    credit_value: credits.map(creditText).join('; '),
   };
 }
 
+/** Account id → name, from the warehouse's accounts ('' when unknown). */
+async function accountNames(w: Warehouse, accountId?: string): Promise<Map<string, string>> {
+  const rows = await w.select(
+    `SELECT id, name FROM ${w.tables.accounts} FINAL${accountId === undefined ? '' : ' WHERE id = {account_id:String}'}`,
+    accountId === undefined ? {} : { account_id: accountId },
+  );
+  return new Map(rows.map((r) => [s(r['id']), s(r['name'])]));
+}
+
+/** What documents of `month` read besides their items (names now, the credit value in force at the month's end or now). */
+async function docContext(w: Warehouse, month: string, pricing: Pricing, accountId?: string): Promise<DocContext> {
+  const at = Math.min(monthRange(month).end - 1, Date.now());
+  return { names: await accountNames(w, accountId), inForce: creditKey(pricing.at(at)) };
+}
+
 /** Invoice, statement and booked items of every account (or one) for an OPEN month, as they stand now. */
-async function openMonth(w: Warehouse, month: string, closes: readonly MonthClose[], version: PriceVersion, accountId?: string) {
+async function openMonth(w: Warehouse, month: string, closes: readonly MonthClose[], pricing: Pricing, accountId?: string) {
   const { start, end } = monthRange(month);
   const acct = accountId === undefined ? {} : { accountId };
   const last = closes.at(-1) ?? null;
-  const own = await loadFacts(w, { from: start, to: end, ...acct });
+  const own = await loadFacts(w, { from: start, to: end, ...acct }, pricing);
   const items = new Map<string, Item[]>();
   for (const [a, byMonth] of own) items.set(a, [...(byMonth.get(month) ?? [])]);
   // opening = closing of the last closed month (frozen) + every move booked since
@@ -521,7 +798,7 @@ async function openMonth(w: Warehouse, month: string, closes: readonly MonthClos
     for (const doc of await loadDocuments(w, last, accountId)) {
       opening.set(doc.account, parseMicros(doc.statement.closing_balance));
     }
-    const deltas = await lateDeltas(w, last.month, accountId);
+    const deltas = await lateDeltas(w, last.month, pricing, accountId);
     const firstOpen = nextMonth(last.month);
     for (const [a, late] of deltas) {
       if (month === firstOpen) items.set(a, [...(items.get(a) ?? []), ...late]);
@@ -533,13 +810,14 @@ async function openMonth(w: Warehouse, month: string, closes: readonly MonthClos
   } else {
     for (const [a, m] of await netMoves(w, { to: start, ...acct })) opening.set(a, m);
   }
+  const ctx = await docContext(w, month, pricing, accountId);
   const accounts = [...new Set([...items.keys(), ...opening.keys()])].sort();
   return accounts.map((a) => {
     const its = items.get(a) ?? [];
     return {
       account: a, items: its,
-      invoice: buildInvoice(a, month, its, null, version),
-      statement: buildStatement(a, month, opening.get(a) ?? 0n, its, null, version),
+      invoice: buildInvoice(a, month, its, null, ctx),
+      statement: buildStatement(a, month, opening.get(a) ?? 0n, its, null, ctx),
     };
   });
 }
@@ -584,24 +862,26 @@ function closeOf(closes: readonly MonthClose[], month: string): MonthClose | nul
  */
 export async function accountDocuments(w: Warehouse, accountId: string, month: string, prices: BillingPrices): Promise<{ invoice: string; statement: string; status: 'open' | 'closed' }> {
   monthRange(month);
-  const version = prices.current();
   const closes = await listCloses(w);
   const close = closeOf(closes, month);
   if (close !== null) {
     const own = closes.find((c) => c.month === month);
     const doc = own === undefined ? undefined : (await loadDocuments(w, own, accountId))[0];
     if (doc !== undefined) return { invoice: doc.invoiceText, statement: doc.statementText, status: 'closed' };
+    const ctx = await docContext(w, month, await pricingOf(w, prices), accountId);
     return {
-      invoice: JSON.stringify(buildInvoice(accountId, month, [], close, version)),
-      statement: JSON.stringify(buildStatement(accountId, month, 0n, [], close, version)),
+      invoice: JSON.stringify(buildInvoice(accountId, month, [], close, ctx)),
+      statement: JSON.stringify(buildStatement(accountId, month, 0n, [], close, ctx)),
       status: 'closed',
     };
   }
-  const docs = await openMonth(w, month, closes, version, accountId);
+  const pricing = await pricingOf(w, prices);
+  const docs = await openMonth(w, month, closes, pricing, accountId);
   const d = docs.find((x) => x.account === accountId);
+  const ctx = d === undefined ? await docContext(w, month, pricing, accountId) : undefined;
   return {
-    invoice: JSON.stringify(d?.invoice ?? buildInvoice(accountId, month, [], null, version)),
-    statement: JSON.stringify(d?.statement ?? buildStatement(accountId, month, 0n, [], null, version)),
+    invoice: JSON.stringify(d?.invoice ?? buildInvoice(accountId, month, [], null, ctx!)),
+    statement: JSON.stringify(d?.statement ?? buildStatement(accountId, month, 0n, [], null, ctx!)),
     status: 'open',
   };
 }
@@ -629,7 +909,7 @@ export async function invoiceLinesForMonth(w: Warehouse, month: string, prices: 
     if (own === undefined) return [];
     return (await loadDocuments(w, own)).flatMap((d) => (JSON.parse(d.invoiceText) as Invoice).lines);
   }
-  return (await openMonth(w, month, closes, prices.current())).flatMap((d) => d.invoice.lines);
+  return (await openMonth(w, month, closes, await pricingOf(w, prices))).flatMap((d) => d.invoice.lines);
 }
 
 /** The outcome of closeMonth. */
@@ -648,11 +928,12 @@ export interface CloseResult {
  * that month. Idempotent: a closed month answers `closed_now: false` and when it was closed.
  * The caller must make concurrent closes exclusive (the control route claims a lock); should
  * two snapshots of a month ever be written, readers use the earliest close only.
- * `now` (epoch ms) is the closing instant. Throws BillingInputError on a bad month.
+ * `now` (epoch ms) is the closing instant. Throws BillingInputError on a bad month or one that
+ * has not started yet (parseClosableMonth).
  */
 export async function closeMonth(w: Warehouse, month: string, prices: BillingPrices, now: number = Date.now()): Promise<CloseResult> {
-  monthRange(month);
-  const version = prices.current();
+  parseClosableMonth(month, now);
+  const pricing = await pricingOf(w, prices);
   let closes = await listCloses(w);
   const already = closeOf(closes, month);
   if (already !== null) return { month, closed_now: false, closed_at: already.closed_at, months: [] };
@@ -663,7 +944,10 @@ export async function closeMonth(w: Warehouse, month: string, prices: BillingPri
   const months: string[] = [];
   for (let m = first; m <= month; m = nextMonth(m)) {
     const close: MonthClose = { month: m, close_id: randomUUID(), closed_at: closedAt };
-    const docs = await openMonth(w, m, closes, version);
+    // The server's clock before the read: facts stamped (inserted_at) after it are late for this
+    // month (lateCandidates); the same clock stamps facts, whatever `now` the caller gave.
+    const asOf = String((await w.select(`SELECT toUnixTimestamp64Milli(now64(3)) AS ms`))[0]!['ms']);
+    const docs = await openMonth(w, m, closes, pricing);
     await w.insertRows(w.tables.billingBooked, docs.flatMap((d) => d.items.map((it) => ({
       month: m, close_id: close.close_id, account_id: d.account, source_month: it.source, line_key: it.key, section: it.section,
       model: it.model, dimension: it.dimension, unit_price: it.unitPrice, quantity: it.quantity.toString(), amount_micros: it.amount.toString(),
@@ -674,7 +958,10 @@ export async function closeMonth(w: Warehouse, month: string, prices: BillingPri
       statement: JSON.stringify({ ...d.statement, status: 'closed', closed_at: closedAt }),
     })));
     // the close row last: a close is visible only with its whole snapshot written
-    await w.insertRows(w.tables.billingCloses, [{ month: m, close_id: close.close_id, closed_at: closedAt.replace('T', ' ').replace('Z', '') }]);
+    await w.insertRows(w.tables.billingCloses, [{
+      month: m, close_id: close.close_id, closed_at: closedAt.replace('T', ' ').replace('Z', ''),
+      facts_as_of: new Date(Number(asOf)).toISOString().replace('T', ' ').replace('Z', ''),
+    }]);
     closes = await listCloses(w);
     months.push(m);
   }
@@ -760,3 +1047,69 @@ export async function creditHistory(w: Warehouse, accountId: string): Promise<Cr
   });
 }
 
+
+/** One page of `creditHistoryPage`: newest first. */
+export interface CreditHistoryPage {
+  data: CreditHistoryEntry[];
+  /** more entries after the last one (older), in the same window */
+  hasMore: boolean;
+}
+
+/**
+ * One page of `creditHistory`, newest first, paged in SQL: the running balance is a window sum
+ * over the account's entries in creditHistory's order (ledger entries at their instant, a day's
+ * usage at its last millisecond, ledger before usage on a tie, then id), so only the page
+ * leaves the warehouse. `from`/`to`: epoch ms over `created_at`, `[from, to)`; `after`: the id of
+ * the last entry of the previous page; `limit` 1..1000. Returns null when `after` is not an entry
+ * of this account in the window (the routes answer 400 naming `cursor`). Ids compare as UTF-8
+ * bytes (ClickHouse order), the same as creditHistory's for ASCII ids.
+ */
+export async function creditHistoryPage(
+  w: Warehouse,
+  accountId: string,
+  o: { from?: number; to?: number; after?: string; limit: number },
+): Promise<CreditHistoryPage | null> {
+  if (!Number.isSafeInteger(o.limit) || o.limit < 1 || o.limit > 1000) throw new BillingInputError(`limit: must be 1..1000, got ${o.limit}`);
+  const entries = `(
+    SELECT event_id AS id, toString(kind) AS type, reference AS ref, '' AS day, toUInt64(0) AS n,
+           toUnixTimestamp64Milli(ts) AS ms, 0 AS u, toInt128(amount_micros) AS a
+    FROM ${w.tables.ledger} FINAL WHERE account_id = {account_id:String} AND ${notRefused(w)}
+    UNION ALL
+    SELECT concat('usage:', toString(d)) AS id, 'usage' AS type, '' AS ref, toString(d) AS day, count() AS n,
+           toInt64(toUnixTimestamp(toDateTime(d, 'UTC'))) * 1000 + 86399999 AS ms, 1 AS u, -sum(toInt128(cost_micros)) AS a
+    FROM ${w.tables.usage} FINAL WHERE account_id = {account_id:String} AND cost_micros > 0 AND ${notRefused(w)}
+    GROUP BY toDate(ts, 'UTC') AS d
+  )`;
+  const conds: string[] = [];
+  const params: Record<string, unknown> = { account_id: accountId, n: o.limit + 1 };
+  if (o.from !== undefined) { conds.push('ms >= {from_ms:Int64}'); params['from_ms'] = o.from; }
+  if (o.to !== undefined) { conds.push('ms < {to_ms:Int64}'); params['to_ms'] = o.to; }
+  if (o.after !== undefined) {
+    const at = await w.select(`SELECT ms, u FROM ${entries} WHERE id = {after:String}${conds.map((c) => ` AND ${c}`).join('')} ORDER BY ms, u LIMIT 1`,
+      { ...params, after: o.after });
+    if (at.length === 0) return null;
+    conds.push('(ms, u, id) < ({after_ms:Int64}, {after_u:UInt8}, {after:String})');
+    params['after_ms'] = Number(at[0]!['ms']);
+    params['after_u'] = Number(at[0]!['u']);
+    params['after'] = o.after;
+  }
+  const rows = await w.select(
+    `SELECT id, type, ref, day, n, ms, toString(a) AS a_text, toString(bal) AS bal_text FROM (
+       SELECT *, sum(a) OVER (ORDER BY ms, u, id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS bal FROM ${entries}
+     ) ${conds.length > 0 ? `WHERE ${conds.join(' AND ')}` : ''}
+     ORDER BY ms DESC, u DESC, id DESC LIMIT {n:UInt32}`,
+    params,
+  );
+  const data = rows.slice(0, o.limit).map((r): CreditHistoryEntry => {
+    const usage = s(r['type']) === 'usage';
+    const amount = BigInt(s(r['a_text']));
+    const balance = BigInt(s(r['bal_text']));
+    return {
+      id: s(r['id']), type: s(r['type']) as CreditHistoryEntry['type'], created_at: new Date(Number(r['ms'])).toISOString(),
+      ...(usage ? { date: s(r['day']), requests: Number(r['n']) } : { reference: s(r['ref']) }),
+      amount: credits6(amount), amount_micro_credits: amount.toString(),
+      balance_after: credits6(balance), balance_after_micro_credits: balance.toString(),
+    };
+  });
+  return { data, hasMore: rows.length > o.limit };
+}

@@ -7,7 +7,7 @@ export { DIMENSION_COLUMNS, LATEST_MIGRATION, PERCENTILE_LEVELS, ROLLUP_GRAINS, 
 export type { RollupGrain } from './schema.ts';
 export type { TableNames } from './schema.ts';
 export {
-  ANALYTICS_GROUP_BY, GRANULARITIES, MAX_BUCKETS, bucketCount, pickSource, rebuildRollups, rollupsMatchRaw, usageEventPage,
+  ANALYTICS_GROUP_BY, GRANULARITIES, MAX_BUCKETS, MAX_FILTER_CHARS, bucketCount, filterValue, pickSource, rebuildRollups, rollupsMatchRaw, usageEventPage,
   usageEventRecord, usageReport,
 } from './analytics.ts';
 export type {
@@ -22,7 +22,7 @@ export { createHttpClickHouse } from './http-client.ts';
 export type { HttpClickHouseOptions } from './http-client.ts';
 export type { ClickHouseClient } from '@clickhouse/client';
 export {
-  BillingInputError, accountDocuments, closeMonth, credits6, creditHistory, invoiceFor, invoiceLinesForMonth, listCloses, monthOf, monthRange,
-  nextMonth, parseBillingMonth, statementFor,
+  BillingInputError, accountDocuments, closeMonth, credits6, creditHistory, creditHistoryPage, invoiceFor, invoiceLinesForMonth, listCloses, monthOf, monthRange,
+  nextMonth, parseBillingMonth, parseClosableMonth, SELLER, statementFor,
 } from './billing.ts';
-export type { BillingPrices, CloseResult, CreditHistoryEntry, Invoice, InvoiceLine, MonthClose, Statement } from './billing.ts';
+export type { BillingPrices, CloseResult, CreditValueTotal, CreditHistoryEntry, CreditHistoryPage, Invoice, InvoiceLine, MonthClose, Statement } from './billing.ts';

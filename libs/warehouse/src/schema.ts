@@ -269,12 +269,14 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
     // Migration 8 (issue 9): billing: month closes and their frozen invoices and statements.
     // A close is one row per month and close id; should two closes of a month ever both be
     // written, readers take the earliest (closed_at, close_id), so the winner is a fact of the
-    // data, not of merge order. Its snapshot rows carry its close_id.
+    // data, not of merge order. Its snapshot rows carry its close_id. facts_as_of: the server's
+    // now64() before the close read its facts; facts stamped later are late (billing.ts lateCandidates).
     `CREATE TABLE IF NOT EXISTS ${t.billingCloses} (
       month        String,
       close_id     String,
       closed_at    DateTime64(3, 'UTC'),
-      inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+      inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3),
+      facts_as_of  DateTime64(3, 'UTC') DEFAULT toDateTime64(0, 3, 'UTC')
     ) ENGINE = ReplacingMergeTree
     ORDER BY (month, close_id)`,
     // What each closed month booked per account: its own facts and the late deltas of earlier
@@ -374,7 +376,7 @@ const BUCKET_EXPR: Record<RollupGrain, string> = {
   day: "toDateTime(toStartOfDay(ts, 'UTC'), 'UTC')",
 };
 
-/** The t-digest levels every percentile state keeps (p50, p90, p99). */
+/** The levels every percentile state (`quantilesBFloat16`) answers (p50, p90, p99). */
 export const PERCENTILE_LEVELS = '0.5, 0.9, 0.99';
 
 /** The rollup table of a grain. */
@@ -410,8 +412,8 @@ export function rollupSelect(grain: RollupGrain, source: string, where = ''): st
       countIf(ttft_ms IS NOT NULL) AS ttft_count,
       sumIf(toUInt64(latency_ms - assumeNotNull(ttft_ms)), ${gen}) AS gen_ms,
       sumIf(toUInt64(output_tokens), ${gen}) AS gen_output,
-      quantilesTDigestState(${PERCENTILE_LEVELS})(latency_ms) AS latency_q,
-      quantilesTDigestIfState(${PERCENTILE_LEVELS})(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q
+      quantilesBFloat16State(${PERCENTILE_LEVELS})(latency_ms) AS latency_q,
+      quantilesBFloat16IfState(${PERCENTILE_LEVELS})(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q
     FROM ${source} ${where}
     GROUP BY bucket, account_id, key_id, catalog_model, status, http_status, currency`;
 }
@@ -419,11 +421,14 @@ export function rollupSelect(grain: RollupGrain, source: string, where = ''): st
 /**
  * Migration 7 (issue 9): one AggregatingMergeTree per grain and the materialized view that
  * feeds it from every insert into `usage_events`. Sums are SimpleAggregateFunction(sum) (money
- * as Int128); percentiles are t-digest states (estimates, see the README). Exactly once:
+ * as Int128); percentiles are `quantilesBFloat16` states (a histogram of bfloat16 values:
+ * deterministic, merged by addition, see the README). Exactly once:
  * a view sees every insert, so `insertUsage` marks rows whose event id is already stored
  * `rollup_skip = 1` (the views read only 0) and passes an `insert_deduplication_token`; the
  * dedup window on the raw table and on each rollup table (`non_replicated_deduplication_window`)
- * drops a repeated block in both (docs/decisions.md).
+ * drops a repeated block in both (docs/decisions.md). Sorted by bucket first: most reads are a
+ * time window over every account, which then reads only the window's granules; an account
+ * filter still skips granules by the second key column within each bucket.
  */
 function rollupMigration(t: TableNames): string[] {
   const out = [
@@ -454,11 +459,11 @@ function rollupMigration(t: TableNames): string[] {
       ttft_count      ${sum('UInt64')},
       gen_ms          ${sum('UInt64')},
       gen_output      ${sum('UInt64')},
-      latency_q       AggregateFunction(quantilesTDigest(${PERCENTILE_LEVELS}), UInt32),
-      ttft_q          AggregateFunction(quantilesTDigestIf(${PERCENTILE_LEVELS}), UInt32, UInt8)
+      latency_q       AggregateFunction(quantilesBFloat16(${PERCENTILE_LEVELS}), UInt32),
+      ttft_q          AggregateFunction(quantilesBFloat16If(${PERCENTILE_LEVELS}), UInt32, UInt8)
     ) ENGINE = AggregatingMergeTree
     PARTITION BY toYYYYMM(bucket)
-    ORDER BY (account_id, bucket, key_id, catalog_model, status, http_status, currency)
+    ORDER BY (bucket, account_id, key_id, catalog_model, status, http_status, currency)
     SETTINGS non_replicated_deduplication_window = 1000`);
     out.push(`CREATE MATERIALIZED VIEW IF NOT EXISTS ${table.slice(0, -1)}_mv\` TO ${table} AS ${rollupSelect(grain, t.usage, 'WHERE rollup_skip = 0')}`);
   }

@@ -12,10 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { LedgerEvent, LedgerKind } from '@tollgate/events';
-import { bundledCatalogPath, loadCatalogFile, priceVersion } from '@tollgate/pricing';
+import { bundledCatalogPath, loadCatalogFile, parseCatalog, priceVersion } from '@tollgate/pricing';
 import {
-  BillingInputError, Warehouse, accountDocuments, closeMonth, createChdbClickHouse, creditHistory, invoiceFor, invoiceLinesForMonth,
-  listCloses, parseBillingMonth, statementFor,
+  BillingInputError, Warehouse, accountDocuments, closeMonth, createChdbClickHouse, creditHistory, creditHistoryPage, invoiceFor, invoiceLinesForMonth,
+  listCloses, parseBillingMonth, parseClosableMonth, statementFor,
 } from '@tollgate/warehouse';
 import { q, usGeo, v2, webSearch } from './usage-fixtures.ts';
 
@@ -91,12 +91,15 @@ test('invoice of a mixed month: one line per model × dimension × unit price, e
       line('usage', 'claude-sonnet-4-5-20250929', 'web_search_requests', '3', '0.24', 720_000n),
       line('usage', 'claude-sonnet-4-6', 'input', '1000', '198', 198_000n),
       line('usage', 'claude-sonnet-4-6', 'output', '200', '990', 198_000n),
-      line('rounding', '', '', '1', '', 2n), // charged 32 + 32 = 64, lines 48 + 14 = 62
+      line('rounding', '', '', '4', '', 2n), // 4 itemised requests; charged 32 + 32 = 64 for haiku, lines 48 + 14 = 62
       line('refund', '', '', '1', '', -500_000n),
       line('adjustment', '', '', '1', '', 250_000n), // −0.25 credit taken from the account: owed
     ]);
     // 972,000 + 396,000 + 64 − 500,000 + 250,000 = 1,118,064 µc; ¥ = credits ÷ 10
-    assert.deepEqual(invoice.total, { credits: '1.118064', micro_credits: '1118064', currency: 'CNY', amount: '0.1118064' });
+    assert.deepEqual(invoice.total, {
+      credits: '1.118064', micro_credits: '1118064', currency: 'CNY', amount: '0.1118064',
+      credit_values: [{ credit_value: '1 CNY = 10 credits', currency: 'CNY', micro_credits: '1118064', amount: '0.1118064' }],
+    });
     assert.equal(invoice.status, 'open');
     assert.equal(invoice.closed_at, null);
   } finally {
@@ -111,9 +114,9 @@ test('statement: closing = opening + top-ups + grants − usage + refunds + adju
     const st = await statementFor(w, 'acc_a', '2026-11', prices);
     // opening 2,000,000 − 120,000 = 1,880,000; closing 1,880,000 + 10,000,000 + 1,000,000 − 1,368,064 + 500,000 − 250,000
     assert.deepEqual(st, {
-      account_id: 'acc_a', month: '2026-11', status: 'open', closed_at: null,
+      account_id: 'acc_a', account_name: '', seller: 'Tollgate', month: '2026-11', status: 'open', closed_at: null,
       opening_balance: '1.880000', top_ups: '10.000000', grants: '1.000000', usage: '1.368064', refunds: '0.500000',
-      adjustments: '-0.250000', closing_balance: '11.761936', currency: 'CNY', credit_value: version.catalog.credit.description,
+      adjustments: '-0.250000', closing_balance: '11.761936', currency: 'CNY', credit_value: '1 CNY = 10 credits',
     });
     assert.equal((await w.balances()).get('acc_a'), 11_761_936n);
   } finally {
@@ -148,6 +151,7 @@ test('late facts after a close: closed documents byte-identical, the delta lands
     assert.deepEqual(dec.lines.map((l) => [l.section, l.source_month, l.model, l.dimension, l.quantity, l.amount_micros]), [
       ['late_usage', '2026-11', 'claude-sonnet-4-6', 'input', '1000', '198000'],
       ['late_usage', '2026-11', 'claude-sonnet-4-6', 'output', '200', '198000'],
+      ['rounding', '2026-11', '', '', '1', '0'], // one late request, charged exactly its lines
       ['refund', '2026-11', '', '', '1', '-100000'],
     ]);
     assert.equal(dec.total.micro_credits, '296000'); // 396,000 − 100,000
@@ -226,7 +230,7 @@ test('two closes racing without a lock: both snapshots written, every reader use
   }
 });
 
-test('an event with iterations at another model (an advisor on haiku) and a version 1 event: not split into lines, their whole charge in the rounding line', async () => {
+test('an event with iterations at another model (an advisor on haiku) and a version 1 event: not split into lines, their whole charge in the unitemized line', async () => {
   const w = await fresh();
   try {
     await w.insertEvents([
@@ -247,9 +251,204 @@ test('an event with iterations at another model (an advisor on haiku) and a vers
       ['usage', 'claude-sonnet-4-5-20250929', 'input', '2000', '144000'],
       ['usage', 'claude-sonnet-4-5-20250929', 'output', '300', '108000'],
       ['usage', 'claude-sonnet-4-5-20250929', 'web_search_requests', '3', '720000'],
-      ['rounding', '', '', '1', '129600'], // 126,000 + the v1 event's 100 × 24 + 10 × 120 = 3,600
+      ['unitemized', '', '', '2', '129600'], // 2 requests: 126,000 + the v1 event's 100 × 24 + 10 × 120 = 3,600
+      ['rounding', '', '', '1', '0'], // the web search request: charged exactly its lines
     ]);
     assert.equal(invoice.total.micro_credits, '1101600'); // = Σ charges 972,000 + 126,000 + 3,600
+  } finally {
+    await w.close();
+  }
+});
+
+test('a request charged its hold (cost_over_bound) is not itemised: whole in the unitemized line, never full-price lines offset by a negative rounding line', async () => {
+  const w = await fresh();
+  try {
+    await w.insertEvents([
+      // the upstream reported 150,000 input tokens (10,800,000 µc at 72) but the hold capped the charge at 500,000 µc
+      v2({ event_id: 'cob', ts: NOV3, account_id: 'acc_a', quantities: q({ input: 150_000, output: 77 }), cost_micros: '500000', price_version: PV,
+        unit_prices: { input: '72000000', output: '360000000' }, anomalies: ['cost_over_bound'] }),
+      haikuCache('h1', NOV3 + 1, 'acc_a'), // 31.2 → 32
+      haikuCache('h2', NOV3 + 2, 'acc_a'), // 31.2 → 32
+    ]);
+    const invoice = await invoiceFor(w, 'acc_a', '2026-11', prices);
+    assert.deepEqual(invoice.lines.map((l) => [l.section, l.model, l.dimension, l.quantity, l.amount_micros]), [
+      ['usage', 'claude-haiku-4-5-20251001', 'input', '2', '48'],
+      ['usage', 'claude-haiku-4-5-20251001', 'cache_read', '6', '14'], // 14.4 truncated
+      ['unitemized', '', '', '1', '500000'],
+      ['rounding', '', '', '2', '2'], // 64 − 62: 0 ≤ rounding ≤ 2 requests
+    ]);
+    assert.equal(invoice.total.micro_credits, '500064');
+  } finally {
+    await w.close();
+  }
+});
+
+test('a request served by a fallback model is itemised under the model that served it (whose prices it was charged)', async () => {
+  const w = await fresh();
+  try {
+    // asked for sonnet-4-5, served by haiku-4-5: 1,000 × 24 + 100 × 120 = 36,000 µc at haiku's prices
+    await w.insertEvents([v2({
+      event_id: 'fb', ts: NOV3, account_id: 'acc_a', served_model: 'claude-haiku-4-5-20251001', quantities: q({ input: 1000, output: 100 }),
+      cost_micros: '36000', price_version: PV, unit_prices: { input: '24000000', output: '120000000' },
+    })]);
+    const invoice = await invoiceFor(w, 'acc_a', '2026-11', prices);
+    assert.deepEqual(invoice.lines.map((l) => [l.section, l.model, l.dimension, l.quantity, l.unit_price, l.amount_micros]), [
+      ['usage', 'claude-haiku-4-5-20251001', 'input', '1000', '24', '24000'],
+      ['usage', 'claude-haiku-4-5-20251001', 'output', '100', '120', '12000'],
+      ['rounding', '', '', '1', '', '0'],
+    ]);
+  } finally {
+    await w.close();
+  }
+});
+
+test('a credit value change in the price file: each amount converts at the credit value of the version it was priced with, the document names both', async () => {
+  const w = await fresh();
+  try {
+    const doc = version.catalog.document as { credit: Record<string, string> };
+    const v2Catalog = parseCatalog({ ...doc, credit: { currency: 'CNY', credits_per_unit: '20' } }, 'test');
+    const later = priceVersion(v2Catalog, Date.UTC(2026, 10, 10));
+    await w.insertPriceVersions([
+      { id: version.id, effectiveAt: 0, catalog: version.catalog.document },
+      { id: later.id, effectiveAt: later.effectiveAt, catalog: later.catalog.document },
+    ]);
+    await w.insertEvents([
+      webSearch('before', NOV3, 'acc_a', PV), // 972,000 µc at 10 credits per CNY: ¥0.0972
+      { ...webSearch('after', Date.UTC(2026, 10, 12), 'acc_a', later.id) }, // 972,000 µc at 20: ¥0.0486
+      entry('acc_a', 'adjustment', 'fix', '-100000', Date.UTC(2026, 10, 12)), // owed 100,000 µc at 20: ¥0.005
+    ]);
+    // the price file changes again, now: nothing already priced may move
+    const now = priceVersion(parseCatalog({ ...doc, credit: { currency: 'CNY', credits_per_unit: '40' } }, 'now'));
+    const invoice = await invoiceFor(w, 'acc_a', '2026-11', { current: () => now });
+    assert.deepEqual(invoice.total, {
+      credits: '2.044000', micro_credits: '2044000', currency: 'CNY', amount: '0.1508', // 0.0972 + 0.0486 + 0.005
+      credit_values: [
+        { credit_value: '1 CNY = 10 credits', currency: 'CNY', micro_credits: '972000', amount: '0.0972' },
+        { credit_value: '1 CNY = 20 credits', currency: 'CNY', micro_credits: '1072000', amount: '0.0536' },
+      ],
+    });
+    assert.equal((await statementFor(w, 'acc_a', '2026-11', { current: () => now })).credit_value, '1 CNY = 10 credits; 1 CNY = 20 credits');
+  } finally {
+    await w.close();
+  }
+});
+
+test('an account renamed after its month closed: the closed documents keep the name they were frozen with; the open month shows the new one', async () => {
+  const w = await fresh();
+  try {
+    const account = (name: string, version: number) => ({
+      id: 'acc_a', name, status: 'active', created_at: '2026-10-01 00:00:00.000', version, event_id: `acc-${version}`, updated_at: '2026-10-01 00:00:00.000',
+    });
+    await w.insertRows(w.tables.accounts, [account('Acme Ltd', 1)]);
+    await seed(w);
+    await closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 1));
+    const frozen = await accountDocuments(w, 'acc_a', '2026-11', prices);
+    assert.equal(JSON.parse(frozen.invoice).account_name, 'Acme Ltd');
+    assert.equal(JSON.parse(frozen.invoice).seller, 'Tollgate');
+    await w.insertRows(w.tables.accounts, [account('=HYPERLINK("x")', 2)]);
+    assert.deepEqual(await accountDocuments(w, 'acc_a', '2026-11', prices), frozen);
+    assert.equal((await invoiceFor(w, 'acc_a', '2026-12', prices)).account_name, '=HYPERLINK("x")');
+  } finally {
+    await w.close();
+  }
+});
+
+test('closing a month that has not started is refused naming month; the current month may be closed', async () => {
+  const w = await fresh();
+  try {
+    await seed(w);
+    await assert.rejects(closeMonth(w, '2026-12', prices, Date.UTC(2026, 10, 30, 23)),
+      (e: unknown) => e instanceof BillingInputError && e.message === 'month: 2026-12 has not started yet; the latest month that can be closed is 2026-11 (UTC)');
+    assert.deepEqual(await listCloses(w), []);
+    assert.equal((await closeMonth(w, '2026-11', prices, Date.UTC(2026, 10, 30, 23))).closed_now, true);
+    assert.equal(parseClosableMonth('2026-11', Date.UTC(2026, 10, 1)), '2026-11');
+  } finally {
+    await w.close();
+  }
+});
+
+test('late facts after a close are found by their server stamp alone: a late event, a redelivered old event, a quarantine after the close and a restart stay exact', async () => {
+  const prefix = `b${randomBytes(3).toString('hex')}_`;
+  const open = async () => {
+    const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: prefix });
+    await w.migrate();
+    return w;
+  };
+  let w = await open();
+  try {
+    await seed(w);
+    // Everything known before the close was stamped a day earlier (older than the close's slack),
+    // so only facts stamped after the close are candidates for late deltas.
+    for (const t of [w.tables.usage, w.tables.ledger, w.tables.quarantine]) {
+      const col = t === w.tables.quarantine ? 'ts' : 'inserted_at';
+      await w.command(`ALTER TABLE ${t} UPDATE ${col} = ${col} - INTERVAL 1 DAY WHERE 1 SETTINGS mutations_sync = 2`);
+    }
+    await closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 1, 10));
+    const frozen = await accountDocuments(w, 'acc_a', '2026-11', prices);
+    // late: a sonnet-4-6 request dated 15 November (396,000 µc); acc_b's November event
+    // redelivered (a duplicate: no change); the ledger quarantines haiku request u3 (32 µc)
+    await w.insertEvents([usGeo('late1', Date.UTC(2026, 10, 15), 'acc_a', PV), webSearch('b1', NOV3, 'acc_b', PV)]);
+    await w.insertQuarantine([{ event_id: 'u3', group: 'ledger', topic: 'usage', partition: -1, offset: -2n, kind: 'apply_failed', reason: 'test', raw: '{}' }]);
+    await w.close();
+    w = await open(); // a restart: nothing but the warehouse carries over
+    assert.deepEqual(await accountDocuments(w, 'acc_a', '2026-11', prices), frozen);
+    const dec = await invoiceFor(w, 'acc_a', '2026-12', prices);
+    // Booked for November: haiku input 2 → 48, cache_read 6 → 14, rounding 4 requests 2 µc. Now
+    // (u3 gone, late1 added): haiku input 1 → 24, cache_read 3 → 7 (7.2 truncated); sonnet-4-6
+    // input 2,000 → 396,000, output 400 → 396,000; rounding 4 requests: charges 1,764,032 −
+    // lines 1,764,031 = 1. Deltas: −24, −7, +198,000, +198,000, rounding 0 requests −1 µc.
+    assert.deepEqual(dec.lines.map((l) => [l.section, l.source_month, l.model, l.dimension, l.quantity, l.amount_micros]), [
+      ['late_usage', '2026-11', 'claude-haiku-4-5-20251001', 'input', '-1', '-24'],
+      ['late_usage', '2026-11', 'claude-haiku-4-5-20251001', 'cache_read', '-3', '-7'],
+      ['late_usage', '2026-11', 'claude-sonnet-4-6', 'input', '1000', '198000'],
+      ['late_usage', '2026-11', 'claude-sonnet-4-6', 'output', '200', '198000'],
+      ['rounding', '2026-11', '', '', '0', '-1'],
+    ]);
+    assert.equal(dec.total.micro_credits, '395968'); // 396,000 − 32
+    assert.deepEqual(await invoiceLinesForMonth(w, '2026-12', prices), dec.lines); // acc_b: nothing late
+    // closing = 11,761,936 (frozen November) − 395,968 = 11,365,968 = the warehouse balance
+    assert.equal((await statementFor(w, 'acc_a', '2026-12', prices)).closing_balance, '11.365968');
+    assert.equal((await w.balances()).get('acc_a'), 11_365_968n);
+    // December absorbs the deltas when it closes; a later redelivery of the late event adds nothing
+    await closeMonth(w, '2026-12', prices, Date.UTC(2027, 0, 1, 1));
+    await w.insertEvents([usGeo('late1', Date.UTC(2026, 10, 15), 'acc_a', PV)]);
+    assert.deepEqual((await invoiceFor(w, 'acc_a', '2027-01', prices)).lines, []);
+    assert.equal((await statementFor(w, 'acc_a', '2027-01', prices)).opening_balance, '11.365968');
+  } finally {
+    await w.close();
+  }
+});
+
+test('credit history paged in SQL: every page, window and cursor equals the whole history newest first, running balances exact; a foreign cursor is refused', async () => {
+  const w = await fresh();
+  try {
+    await seed(w);
+    // same-instant ties: a ledger entry at the day's last millisecond sorts before that day's usage
+    await w.insertEvents([entry('acc_a', 'adjustment', 'tie', '1', Date.UTC(2026, 10, 3, 23, 59, 59, 999))]);
+    const all = (await creditHistory(w, 'acc_a')).reverse();
+    assert.equal(all.length, 8);
+    for (const [from, to] of [[undefined, undefined], [Date.UTC(2026, 10, 1), undefined], [undefined, Date.UTC(2026, 10, 21)], [Date.UTC(2026, 9, 20), Date.UTC(2026, 10, 20)]] as const) {
+      const want = all.filter((e) => (from === undefined || Date.parse(e.created_at) >= from) && (to === undefined || Date.parse(e.created_at) < to));
+      for (const limit of [1, 2, 3, 100]) {
+        const got: typeof all = [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await creditHistoryPage(w, 'acc_a', { limit, ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }), ...(after === undefined ? {} : { after }) });
+          assert.ok(page !== null);
+          got.push(...page.data);
+          if (!page.hasMore) break;
+          after = page.data.at(-1)!.id;
+        }
+        assert.deepEqual(got, want, `from ${from} to ${to} limit ${limit}`);
+      }
+    }
+    // the newest entry's balance is the account's balance: 11,761,936 + 1
+    assert.equal((await creditHistoryPage(w, 'acc_a', { limit: 1 }))!.data[0]!.balance_after_micro_credits, '11761937');
+    // another account's ledger entry as a cursor, or an entry outside the window: null (the routes' 400)
+    await w.insertEvents([entry('acc_b', 'grant', 'b-grant', '5', Date.UTC(2026, 10, 5))]);
+    assert.equal((await creditHistoryPage(w, 'acc_b', { limit: 1 }))!.data[0]!.id, 'credit:acc_b:b-grant');
+    assert.equal(await creditHistoryPage(w, 'acc_a', { limit: 10, after: 'credit:acc_b:b-grant' }), null);
+    assert.equal(await creditHistoryPage(w, 'acc_a', { limit: 10, after: 'credit:acc_a:oct', from: Date.UTC(2026, 10, 1) }), null);
   } finally {
     await w.close();
   }

@@ -118,7 +118,7 @@ test('a window on rollup buckets and the same window read from raw events give t
         // One millisecond earlier: no event there, so the same events, but not on a bucket: raw.
         const raw = await usageReport(w, { from: from - 1, to, granularity, ...(groupBy ? { groupBy } : {}) });
         assert.equal(rolled.source, granularity === 'hour' ? 'rollup_hour' : 'rollup_day');
-        assert.equal(raw.source, 'raw');
+        assert.equal(raw.source, granularity === 'hour' ? 'rollup_hour+raw' : 'rollup_day+raw');
         const shift = (r: typeof raw) => ({ ...r, source: '', series: r.series.map((p) => ({ ...p, bucket: Math.max(p.bucket, from) })) });
         assert.deepEqual(shift(rolled), shift(raw), `${granularity} × ${groupBy}`);
       }
@@ -201,6 +201,107 @@ test('event pages: (ts, id) cursor order, every filter, full v2 records', async 
     assert.equal(b.events[1]!.cost_micros, '9007199254740993');
     assert.equal(b.events[1]!.v, 2);
     assert.deepEqual(b.events[1]!.quantities, q({ input: 1, output: 1 }));
+  } finally {
+    await w.close();
+  }
+});
+
+test('percentiles are the same bytes from every source (raw, minute, hour, day rollups), before and after OPTIMIZE … FINAL merges the states', async () => {
+  const { w } = await fresh();
+  try {
+    // 300 events over 03:00–07:59 of one day, in three inserts (three parts per rollup, merged
+    // later), two accounts so rows split; latencies 1..250 ms (37 is coprime to 250: every
+    // value once or twice), ttft half of it, none on every fifth event.
+    const all: UsageEventV2[] = [];
+    for (let i = 0; i < 300; i++) {
+      const latency = ((i * 37) % 250) + 1;
+      all.push(v2({
+        event_id: `p${i}`, ts: T('2026-03-10T03:00:00Z') + i * 60_000, account_id: i % 2 === 0 ? 'acc_a' : 'acc_b',
+        latency_ms: latency, ttft_ms: i % 5 === 0 ? null : Math.floor(latency / 2),
+      }));
+    }
+    for (let i = 0; i < 3; i++) await w.insertUsage(all.slice(i * 100, i * 100 + 100));
+    const windows = [
+      ['rollup_day', { from: T('2026-03-10T00:00:00Z'), to: T('2026-03-11T00:00:00Z'), granularity: 'day' }],
+      ['rollup_hour', { from: T('2026-03-10T01:00:00Z'), to: T('2026-03-10T22:00:00Z'), granularity: 'hour' }],
+      ['rollup_minute', { from: T('2026-03-10T02:59:00Z'), to: T('2026-03-10T08:01:00Z'), granularity: 'minute' }],
+      ['rollup_hour+rollup_minute+raw', { from: T('2026-03-10T00:00:00.001Z'), to: T('2026-03-11T00:00:00Z'), granularity: 'day' }],
+      ['raw', { from: T('2026-03-10T00:00:00.001Z'), to: T('2026-03-11T00:00:00Z'), granularity: 'day', rawOnly: true }],
+    ] as const;
+    const percentiles = async () => {
+      const out: string[] = [];
+      for (const [source, window] of windows) {
+        const r = await usageReport(w, window, { rawOnly: 'rawOnly' in window });
+        assert.equal(r.source, source);
+        assert.equal(r.totals.requests, 300);
+        out.push(JSON.stringify([r.totals.latencyMs, r.totals.ttftMs, r.byModel.map((m) => [m.latencyMs, m.ttftMs])]));
+      }
+      return out;
+    };
+    const before = await percentiles();
+    // Integers up to 256 are exact in bfloat16, so these are exact order statistics of the data,
+    // no interpolation (the ⌈q·n⌉-th smallest here): latencies, n = 300 (1..250 once, and the 50 values of i = 0..49
+    // again): 150th = 124, 270th = 225, 297th = 248, Σ = 37,500 → avg 125; ttft ⌊latency / 2⌋ of
+    // the 240 events with one: 120th = 62, 216th = 112, 238th = 124, Σ = 14,935 → avg 62.229167.
+    const expected = JSON.stringify([
+      { avg: 125, p50: 124, p90: 225, p99: 248 },
+      { count: 240, avg: 62.229167, p50: 62, p90: 112, p99: 124 },
+    ]);
+    assert.equal(JSON.stringify(JSON.parse(before[0]!).slice(0, 2)), expected);
+    for (const s of before) assert.equal(s, before[0]);
+    for (const table of [w.tables.usage, w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) await w.command(`OPTIMIZE TABLE ${table} FINAL`);
+    assert.deepEqual(await percentiles(), before);
+  } finally {
+    await w.close();
+  }
+});
+
+test('non-aligned windows: the rollups for whole buckets plus raw rims equal raw events alone, sums exact and percentiles the same', async () => {
+  const { w } = await fresh();
+  try {
+    // 600 events over three days with millisecond jitter (deterministic LCG), 3 accounts, 2 keys each,
+    // 2 models, every status; costs up to ~10^15 µc so sums pass 2^53.
+    let seed = 12345;
+    const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+    const start = T('2026-05-01T00:00:00Z');
+    const statuses = ['ok', 'ok', 'ok', 'upstream_error', 'stream_error', 'client_disconnect'] as const;
+    const all: UsageEventV2[] = [];
+    for (let i = 0; i < 600; i++) {
+      const latency = 1 + rnd(5000);
+      const account = rnd(3);
+      const status = statuses[rnd(statuses.length)]!;
+      all.push(v2({
+        event_id: `n${i}`, ts: start + rnd(3 * 86_400_000), account_id: `acc_${account}`, key_id: `k_${account}_${rnd(2)}`,
+        catalog_model: rnd(2) === 0 ? 'claude-haiku-4-5-20251001' : 'claude-sonnet-4-5-20250929',
+        status, http_status: status === 'upstream_error' ? 529 : 200,
+        cost_micros: String(BigInt(rnd(1_000_000)) * 1_000_000_000n + BigInt(rnd(1000))),
+        quantities: q({ input: rnd(4000), output: rnd(800), cache_read: rnd(3) === 0 ? rnd(2000) : 0 }),
+        latency_ms: latency, ttft_ms: rnd(4) === 0 ? null : Math.floor(latency / 3), stream: rnd(3) !== 0,
+      }));
+    }
+    for (let i = 0; i < 6; i++) await w.insertUsage(all.slice(i * 100, i * 100 + 100));
+    const grans = ['minute', 'hour', 'day', 'month'] as const;
+    const groups = [undefined, 'account', 'key', 'model', 'status'] as const;
+    for (let round = 0; round < 12; round++) {
+      const granularity = grans[round % 4]!;
+      const span = granularity === 'minute' ? 3 * 3_600_000 : 3 * 86_400_000;
+      const from = start - 3_600_000 + rnd(span / 2);
+      const to = from + 1 + rnd(span / 2 + 3_600_000);
+      const groupBy = groups[rnd(groups.length)];
+      const filter = rnd(3) === 0 ? { accountId: 'acc_1' } : {};
+      const query = { from, to, granularity, limit: 50, ...filter, ...(groupBy ? { groupBy } : {}) };
+      const mixed = await usageReport(w, query);
+      const raw = await usageReport(w, query, { rawOnly: true });
+      assert.equal(raw.source, 'raw');
+      assert.match(mixed.source, /^(rollup_(day|hour|minute)\+?)*(raw)?$/, JSON.stringify(query));
+      assert.deepEqual({ ...mixed, source: '' }, { ...raw, source: '' }, `${JSON.stringify(query)} from ${mixed.source}`);
+    }
+    // A window with whole days in the middle uses every grain and raw for the rims.
+    const wide = { from: start + 1_234, to: start + 2 * 86_400_000 + 3_723_456, granularity: 'hour' as const };
+    const mixed = await usageReport(w, wide);
+    assert.equal(mixed.source, 'rollup_hour+rollup_minute+raw');
+    assert.deepEqual({ ...mixed, source: '' }, { ...(await usageReport(w, wide, { rawOnly: true })), source: '' });
+    assert.ok(mixed.totals.requests > 300);
   } finally {
     await w.close();
   }

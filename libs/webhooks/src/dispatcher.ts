@@ -5,6 +5,7 @@
 // exponential backoff and jitter on network errors, 408, 429 and 5xx, the same id every time.
 
 import { createHash, randomBytes } from 'node:crypto';
+import pLimit, { type LimitFunction } from 'p-limit';
 import { Webhook } from 'standardwebhooks';
 import { unseal } from '@tollgate/keys';
 import type { DeliveryRecord, WebhookEventType, WebhookRecord, WebhookStore } from './store.ts';
@@ -55,6 +56,12 @@ export interface DispatcherOptions {
   timeoutMs?: number;
   /** how long a delivery id stays claimed, ms (default 7 days): a redelivered event within it sends nothing */
   claimTtlMs?: number;
+  /** jobs (fan-outs and attempts) running at once, this process (default 8) */
+  concurrency?: number;
+  /** occurrences waiting for a slot before `notify` drops new ones (default 10,000) */
+  maxQueue?: number;
+  /** told of every occurrence dropped because the queue was full (the runtime counts it in a metric) */
+  onDrop?: (o: Occurrence) => void;
   log?: DispatcherLogger;
 }
 
@@ -79,22 +86,39 @@ export function backoffMs(attempt: number, baseMs: number, maxMs: number, random
 }
 
 /**
- * Sends occurrences to the webhooks subscribed to them. `notify` never waits on the network and
- * never throws: it is called from the request path and from consumers (fire and forget).
- * At `close()` attempts in flight finish (bounded by the timeout); retries still waiting are
- * abandoned: their delivery is recorded `failed` with `last_error: "abandoned at shutdown"` and,
- * being claimed, is not sent again by another process (an alert, not money: see README).
+ * Sends occurrences to the webhooks subscribed to them. `notify` is O(1) and never throws: it
+ * only puts the occurrence in a bounded queue (`maxQueue`; when full the occurrence is dropped,
+ * logged and told to `onDrop`), since it is called from the request path. Every job (the
+ * fan-out: store reads and claims; each attempt: one POST) runs off the request path, after a
+ * `setImmediate`, at most `concurrency` at once (p-limit).
+ * Every attempt reads its webhook again: a webhook deleted (or no longer subscribed) since the
+ * delivery began gets nothing more, the delivery recorded `failed` ("webhook deleted"); a
+ * changed URL is used from the next attempt on.
+ * At `close()` attempts in flight finish (bounded by the timeout); retries still waiting and
+ * jobs not started are abandoned: a delivery is recorded `failed` with `last_error: "abandoned
+ * at shutdown"` and, being claimed, is not sent again by another process (an alert, not money:
+ * see README).
  */
 export class WebhookDispatcher {
-  readonly #o: Required<Omit<DispatcherOptions, 'log'>> & { log?: DispatcherLogger };
+  readonly #o: Required<Omit<DispatcherOptions, 'log' | 'onDrop'>> & Pick<DispatcherOptions, 'log' | 'onDrop'>;
+  readonly #limit: LimitFunction;
+  #queued = 0;
+  #dropped = 0;
   #running = new Set<Promise<void>>();
   #timers = new Map<NodeJS.Timeout, () => Promise<void>>();
   #closed = false;
 
   constructor(options: DispatcherOptions) {
     this.#o = {
-      maxAttempts: 8, retryBaseMs: 1_000, maxDelayMs: 3_600_000, timeoutMs: 10_000, claimTtlMs: 7 * 86_400_000, ...options,
+      maxAttempts: 8, retryBaseMs: 1_000, maxDelayMs: 3_600_000, timeoutMs: 10_000, claimTtlMs: 7 * 86_400_000,
+      concurrency: 8, maxQueue: 10_000, ...options,
     };
+    this.#limit = pLimit(this.#o.concurrency);
+  }
+
+  /** Occurrences dropped because the queue was full, since start. */
+  get dropped(): number {
+    return this.#dropped;
   }
 
   /** Whether a live webhook subscribes to `type` (cheap: lets a trigger skip its own reads). */
@@ -102,13 +126,30 @@ export class WebhookDispatcher {
     return (await this.#o.store.list()).some((w) => !w.deleted && w.events.includes(type));
   }
 
-  /** Delivers `o` to every live webhook subscribed to its type, in the background. */
+  /**
+   * Queues `o` for every live webhook subscribed to its type; returns at once (no store read,
+   * no claim, no HTTP on the caller's clock). Dropped when `maxQueue` occurrences already wait.
+   */
   notify(o: Occurrence): void {
     if (this.#closed) return;
-    this.#track(this.#fanOut(o).catch((err: unknown) => this.#o.log?.error({ err, occurrence: o.id }, 'webhook: could not start deliveries')));
+    if (this.#queued >= this.#o.maxQueue) {
+      this.#dropped++;
+      this.#o.log?.warn({ occurrence: o.id, queued: this.#queued }, 'webhook: queue full; occurrence dropped');
+      this.#o.onDrop?.(o);
+      return;
+    }
+    this.#queued++;
+    this.#run(async () => {
+      this.#queued--;
+      if (this.#closed) {
+        this.#o.log?.warn({ occurrence: o.id }, 'webhook: occurrence not sent, stopping');
+        return;
+      }
+      await this.#fanOut(o).catch((err: unknown) => this.#o.log?.error({ err, occurrence: o.id }, 'webhook: could not start deliveries'));
+    });
   }
 
-  /** Resolves once nothing is in flight or waiting to retry (tests). */
+  /** Resolves once nothing is queued, in flight or waiting to retry (tests). */
   async idle(): Promise<void> {
     while (this.#running.size > 0 || this.#timers.size > 0) {
       if (this.#running.size > 0) await Promise.allSettled([...this.#running]);
@@ -116,7 +157,7 @@ export class WebhookDispatcher {
     }
   }
 
-  /** Stops: no new occurrences, waiting retries abandoned (recorded), attempts in flight awaited. */
+  /** Stops: no new occurrences, waiting retries and queued jobs abandoned (recorded), attempts in flight awaited. */
   async close(): Promise<void> {
     this.#closed = true;
     const abandoned: Array<Promise<void>> = [];
@@ -128,7 +169,12 @@ export class WebhookDispatcher {
     await Promise.allSettled([...abandoned, ...this.#running]);
   }
 
-  #track(p: Promise<void>): void {
+  /** Runs `job` in a concurrency slot, after the current I/O phase (never on the caller's clock). */
+  #run(job: () => Promise<void>): void {
+    const p = this.#limit(async () => {
+      await new Promise<void>((r) => setImmediate(r));
+      await job();
+    }).catch((err: unknown) => this.#o.log?.error({ err }, 'webhook: job failed'));
     this.#running.add(p);
     void p.finally(() => this.#running.delete(p));
   }
@@ -146,11 +192,33 @@ export class WebhookDispatcher {
         last_status: null, last_error: null, created_at: Date.now(), delivered_at: null,
       };
       await this.#o.store.recordDelivery(d);
-      this.#track(this.#attempt(hook, d, body(id)));
+      this.#run(() => this.#attempt(d, body(id)));
     }
   }
 
-  async #attempt(hook: WebhookRecord, d: DeliveryRecord, payload: string): Promise<void> {
+  async #record(d: DeliveryRecord): Promise<void> {
+    await this.#o.store.recordDelivery(d).catch((err: unknown) => this.#o.log?.warn({ err, delivery: d.id }, 'webhook: delivery record not stored'));
+  }
+
+  /**
+   * One attempt of delivery `d`. The webhook is read again first (the one source of truth for
+   * "is it still there, where does it post, with which secret"): deleted or unsubscribed → the
+   * delivery fails with no request sent.
+   */
+  async #attempt(d: DeliveryRecord, payload: string): Promise<void> {
+    if (this.#closed) return this.#abandon(d);
+    let hook: WebhookRecord | undefined;
+    try {
+      hook = await this.#o.store.get(d.webhook_id);
+    } catch (err) {
+      // The store is out: like a network error, worth trying again later.
+      return this.#after(d, payload, null, `webhook store unavailable: ${(err as Error)?.message ?? String(err)}`);
+    }
+    if (!hook || hook.deleted || !hook.events.includes(d.event_type)) {
+      const why = !hook || hook.deleted ? 'webhook deleted' : `webhook no longer subscribed to ${d.event_type}`;
+      await this.#record({ ...d, state: 'failed', last_error: why });
+      return;
+    }
     let status: number | null = null;
     let error: string | null = null;
     try {
@@ -175,6 +243,11 @@ export class WebhookDispatcher {
       const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
       error = e?.name === 'TimeoutError' ? 'timeout' : e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err);
     }
+    return this.#after(d, payload, status, error);
+  }
+
+  /** Records an attempt's outcome and schedules the next one when it is worth it. */
+  async #after(d: DeliveryRecord, payload: string, status: number | null, error: string | null): Promise<void> {
     const attempts = d.attempts + 1;
     const delivered = status !== null && status >= 200 && status < 300;
     const again = !delivered && attempts < this.#o.maxAttempts && (status === null || retriable(status));
@@ -182,21 +255,22 @@ export class WebhookDispatcher {
       ...d, attempts, last_status: status, last_error: error,
       state: delivered ? 'delivered' : again ? 'pending' : 'failed', delivered_at: delivered ? Date.now() : null,
     };
-    await this.#o.store.recordDelivery(next).catch((err: unknown) => this.#o.log?.warn({ err, delivery: d.id }, 'webhook: delivery record not stored'));
-    if (!delivered && !again) this.#o.log?.warn({ delivery: d.id, webhook: hook.id, attempts, status, error }, 'webhook delivery failed');
+    await this.#record(next);
+    if (!delivered && !again) this.#o.log?.warn({ delivery: d.id, webhook: d.webhook_id, attempts, status, error }, 'webhook delivery failed');
     if (!again) return;
-    const abandon = async () => {
-      this.#o.log?.warn({ delivery: d.id, webhook: hook.id, attempts }, 'webhook retry abandoned at shutdown');
-      await this.#o.store.recordDelivery({ ...next, state: 'failed', last_error: 'abandoned at shutdown' }).catch(() => {});
-    };
     // close() came while this attempt was in flight: nothing will run the retry.
-    if (this.#closed) return abandon();
+    if (this.#closed) return this.#abandon(next);
     const wait = backoffMs(attempts, this.#o.retryBaseMs, this.#o.maxDelayMs);
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
-      this.#track(this.#attempt(hook, next, payload));
+      this.#run(() => this.#attempt(next, payload));
     }, wait);
     timer.unref();
-    this.#timers.set(timer, abandon);
+    this.#timers.set(timer, () => this.#abandon(next));
+  }
+
+  async #abandon(d: DeliveryRecord): Promise<void> {
+    this.#o.log?.warn({ delivery: d.id, webhook: d.webhook_id, attempts: d.attempts }, 'webhook retry abandoned at shutdown');
+    await this.#o.store.recordDelivery({ ...d, state: 'failed', last_error: 'abandoned at shutdown' }).catch(() => {});
   }
 }

@@ -36,7 +36,7 @@ export interface DeliveryRecord {
   /** the occurrence it reports (e.g. `balance.low:<usage event id>`) */
   occurrence_id: string;
   attempts: number;
-  /** `pending` (an attempt is due), `delivered` (2xx), `failed` (a 4xx other than 408/429, attempts used up, or abandoned at shutdown) */
+  /** `pending` (an attempt is due), `delivered` (2xx), `failed` (a 4xx other than 408/429, attempts used up, the webhook deleted or unsubscribed meanwhile — `last_error` "webhook deleted" —, or abandoned at shutdown) */
   state: 'pending' | 'delivered' | 'failed';
   /** the last attempt's HTTP status, or null (network error, timeout, not tried yet) */
   last_status: number | null;

@@ -34,6 +34,7 @@ export function balanceLow(
  * `resetAt` (epoch ms, the store's clock; null for `key_total`) identifies the window, so the
  * id `spend_limit.reached:<scope id>:<window>:<window start ms>:<limit µc>` is the same on every
  * gateway: once per limit per window (a changed limit reached again is a new occurrence).
+ * `data.window_start` and `data.resets_at` are RFC 3339, both null for `key_total` (no window).
  */
 export function spendLimitReached(r: {
   accountId: string; keyId: string; window: SpendWindowName; limit: bigint; used: bigint; resetAt: number | null;
@@ -47,7 +48,8 @@ export function spendLimitReached(r: {
       account_id: r.accountId, key_id: scope === 'key' ? r.keyId : null, limit: r.window,
       limit_credits: formatCredits(r.limit), limit_micro_credits: r.limit.toString(),
       used_credits: formatCredits(r.used), used_micro_credits: r.used.toString(),
-      window_start: new Date(start).toISOString(), resets_at: r.resetAt === null ? null : new Date(r.resetAt).toISOString(),
+      // key_total has no window: null, not the epoch a 0 start would print.
+      window_start: r.resetAt === null ? null : new Date(start).toISOString(), resets_at: r.resetAt === null ? null : new Date(r.resetAt).toISOString(),
     },
   };
 }

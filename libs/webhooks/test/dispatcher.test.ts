@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
 import { seal } from '@tollgate/keys';
 import {
-  backoffMs, balanceLow, deliveryId, MemoryWebhookStore, newWebhookSecret, RedisWebhookStore, WebhookDispatcher,
+  backoffMs, balanceLow, deliveryId, MemoryWebhookStore, newWebhookSecret, RedisWebhookStore, spendLimitReached, WebhookDispatcher,
   WEBHOOK_SECRET_PURPOSE, type Occurrence, type WebhookEventType, type WebhookRecord, type WebhookStore,
 } from '../src/index.ts';
 import { findRedis } from '../../../test/support/services.ts';
@@ -45,6 +45,15 @@ test('balance.low fires only when a debit crosses the threshold from at-or-above
   assert.equal(balanceLow(ev, 4_999_000n, 5_000_000n)?.id, 'balance.low:u1'); // exactly 5,000,000 before
   assert.equal(balanceLow(ev, 5_000_000n, 5_000_000n), undefined); // still at it
   assert.equal(balanceLow(ev, 4_998_999n, 5_000_000n), undefined); // was 4,999,999: already below
+});
+
+test('spend_limit.reached for key_total (a limit with no window): window_start and resets_at null, never the 1970 epoch', () => {
+  const o = spendLimitReached({ accountId: 'acct_1', keyId: 'key_1', window: 'key_total', limit: 5_000_000n, used: 5_000_001n, resetAt: null });
+  assert.equal(o.id, 'spend_limit.reached:key_1:key_total:0:5000000');
+  assert.deepEqual(o.data, {
+    account_id: 'acct_1', key_id: 'key_1', limit: 'key_total', limit_credits: '5', limit_micro_credits: '5000000',
+    used_credits: '5.000001', used_micro_credits: '5000001', window_start: null, resets_at: null,
+  });
 });
 
 function suite(name: string, makeStore: () => WebhookStore) {
@@ -134,6 +143,65 @@ function suite(name: string, makeStore: () => WebhookStore) {
       b.notify(o);
       await b.idle();
       assert.equal(rx.received.length - start, 1);
+    });
+
+    test('webhook deleted while a retry waits: no more POSTs, the delivery failed "webhook deleted"', async () => {
+      const store = makeStore();
+      const d = new WebhookDispatcher({ store, keyHashSecret: KEY_HASH_SECRET, retryBaseMs: 200 });
+      const h = await hook(store, `${rx.url}/deleted`);
+      rx.answersAt['/hook/deleted'] = [503, 503, 503];
+      const start = rx.received.length;
+      d.notify(occurrence());
+      await rx.waitFor(start + 1);
+      while ((await store.deliveries(h.id))[0]?.attempts !== 1) await new Promise((r) => setTimeout(r, 5));
+      await store.put({ ...h.record, deleted: true, version: 2 });
+      await d.idle();
+      assert.equal(rx.received.slice(start).filter((g) => g.path === '/hook/deleted').length, 1);
+      const [rec] = await store.deliveries(h.id);
+      assert.deepEqual([rec!.state, rec!.attempts, rec!.last_status, rec!.last_error], ['failed', 1, 503, 'webhook deleted']);
+      delete rx.answersAt['/hook/deleted'];
+    });
+
+    test('webhook URL changed while a retry waits: the next attempt posts to the current URL', async () => {
+      const store = makeStore();
+      const d = new WebhookDispatcher({ store, keyHashSecret: KEY_HASH_SECRET, retryBaseMs: 200 });
+      const h = await hook(store, `${rx.url}/old`);
+      rx.answersAt['/hook/old'] = [503];
+      const start = rx.received.length;
+      d.notify(occurrence());
+      await rx.waitFor(start + 1);
+      while ((await store.deliveries(h.id))[0]?.attempts !== 1) await new Promise((r) => setTimeout(r, 5));
+      await store.put({ ...h.record, url: `${rx.url}/new`, version: 2 });
+      await d.idle();
+      const got = rx.received.slice(start).filter((g) => g.path === '/hook/old' || g.path === '/hook/new');
+      assert.deepEqual(got.map((g) => g.path), ['/hook/old', '/hook/new']);
+      assert.equal(got[0]!.headers['webhook-id'], got[1]!.headers['webhook-id']);
+      const [rec] = await store.deliveries(h.id);
+      assert.deepEqual([rec!.state, rec!.attempts, rec!.last_status], ['delivered', 2, 200]);
+    });
+
+    test('alert burst on the request path: notify only enqueues (no store call before it returns), a full queue drops with onDrop', async () => {
+      const inner = makeStore();
+      let calls = 0;
+      const counted: WebhookStore = {
+        put: (r) => inner.put(r), deliveries: (id, l) => inner.deliveries(id, l), recordDelivery: (x) => inner.recordDelivery(x),
+        get: (id) => { calls++; return inner.get(id); },
+        list: () => { calls++; return inner.list(); },
+        claim: (id, ttl) => { calls++; return inner.claim(id, ttl); },
+      };
+      const dropped: string[] = [];
+      const d = new WebhookDispatcher({ store: counted, keyHashSecret: KEY_HASH_SECRET, concurrency: 1, maxQueue: 2, onDrop: (o) => dropped.push(o.id) });
+      const h = await hook(inner, rx.url);
+      const start = rx.received.length;
+      d.notify(occurrence('balance.low:burst-1'));
+      d.notify(occurrence('balance.low:burst-2'));
+      d.notify(occurrence('balance.low:burst-3'));
+      assert.equal(calls, 0);
+      assert.deepEqual(dropped, ['balance.low:burst-3']);
+      assert.equal(d.dropped, 1);
+      await d.idle();
+      assert.equal(rx.received.length - start, 2);
+      assert.deepEqual((await inner.deliveries(h.id)).map((r) => r.occurrence_id).sort(), ['balance.low:burst-1', 'balance.low:burst-2']);
     });
 
     test('a retry waiting at shutdown is abandoned and recorded failed, not sent later', async () => {

@@ -3,7 +3,7 @@ import { gatewayError } from '@tollgate/anthropic';
 import { parseTime, queryParam, requireOperator } from '@tollgate/http';
 import { parseExactDecimal, resolveModel, type Catalog } from '@tollgate/pricing';
 import {
-  ANALYTICS_GROUP_BY, USAGE_STATUSES, WarehouseInputError, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv,
+  ANALYTICS_GROUP_BY, USAGE_STATUSES, WarehouseInputError, filterValue, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv,
   usageEventPage, usageEventRecord, usageReport, type UsageMetrics, type UsageReport,
 } from '@tollgate/warehouse';
 import type { ReportDeps } from './reports.ts';
@@ -70,9 +70,14 @@ export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void 
       if (status !== undefined && !(USAGE_STATUSES as readonly string[]).includes(status)) {
         throw gatewayError('invalid_request', `status: ${JSON.stringify(status.slice(0, 40))} is not one of ${USAGE_STATUSES.join(', ')}`);
       }
-      const accountId = queryParam(q, 'account_id');
-      const keyId = queryParam(q, 'key_id');
-      const model = queryParam(q, 'model');
+      // the same rule for a filter value as every other usage route (filterValue)
+      const text = (name: string) => {
+        const v = queryParam(q, name);
+        return v === undefined ? undefined : input(() => filterValue(name, v));
+      };
+      const accountId = await text('account_id');
+      const keyId = await text('key_id');
+      const model = await text('model');
       const page = await input(() => usageEventPage(deps.warehouse, {
         from, to, limit,
         ...(after ? { after } : {}),

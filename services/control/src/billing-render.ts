@@ -19,12 +19,24 @@ export interface RenderedFile {
   filename: string;
 }
 
-/** What the PDF shows that the invoice itself does not carry. */
+/**
+ * Fallbacks for documents frozen before they carried `seller` and `account_name` (the document's
+ * own fields win: a closed month renders from its snapshot alone, never from today's values).
+ */
 export interface RenderOptions {
   /** the heading of a PDF: who issues the invoice (default `Tollgate`) */
   seller?: string;
-  /** the account's name, shown beside its id when given (customer-chosen: sanitized) */
+  /** the account's name, shown beside its id (customer-chosen: sanitized) */
   accountName?: string;
+}
+
+/** The document's own seller and account name, else the fallbacks. */
+function parties(doc: { account_id: string; account_name?: string; seller?: string }, options: RenderOptions): { seller: string; account: string } {
+  const name = doc.account_name ?? options.accountName ?? '';
+  return {
+    seller: doc.seller ?? options.seller ?? 'Tollgate',
+    account: name === '' ? doc.account_id : `${name} (${doc.account_id})`,
+  };
 }
 
 export type DocumentFormat = 'csv' | 'pdf';
@@ -43,7 +55,7 @@ export const LINE_COLUMNS = [
 
 /** The columns of a statement CSV (one header row, one data row), Statement's fields in order. */
 export const STATEMENT_COLUMNS = [
-  'account_id', 'month', 'status', 'closed_at', 'opening_balance', 'top_ups', 'grants', 'usage',
+  'account_id', 'account_name', 'month', 'status', 'closed_at', 'opening_balance', 'top_ups', 'grants', 'usage',
   'refunds', 'adjustments', 'closing_balance', 'currency', 'credit_value',
 ] as const satisfies readonly (keyof Statement)[];
 
@@ -134,6 +146,7 @@ const DIMENSION_TEXT = new Map(DIMENSIONS.map((d) => [d.key as string, d]));
 const SECTION_TEXT: Record<InvoiceLine['section'], string> = {
   usage: 'Usage',
   late_usage: 'Late usage',
+  unitemized: 'Requests not itemised',
   rounding: 'Rounding',
   refund: 'Refund',
   adjustment: 'Adjustment',
@@ -229,9 +242,8 @@ export function renderInvoice(invoice: Invoice, format: DocumentFormat, options:
     return { body: Buffer.from(csvText(rows, LINE_COLUMNS), 'utf8'), contentType: CONTENT_TYPES.csv, filename };
   }
   if (format !== 'pdf') throw new TypeError(`renderInvoice: unknown format ${String(format)}`);
-  const seller = options.seller ?? 'Tollgate';
+  const { seller, account } = parties(invoice, options);
   const doc = newPdf(`Invoice ${invoice.account_id} ${invoice.month}`, seller, pdfDate(invoice));
-  const account = options.accountName === undefined ? invoice.account_id : `${options.accountName} (${invoice.account_id})`;
   heading(doc, seller, 'Invoice', [
     ['Account', account],
     ['Month', `${invoice.month} (UTC)`],
@@ -239,15 +251,20 @@ export function renderInvoice(invoice: Invoice, format: DocumentFormat, options:
   ]);
   tableRow(doc, INVOICE_TABLE.map((c) => c.title), true);
   for (const line of invoice.lines) {
-    tableRow(doc, [itemText(line), line.model, line.dimension === '' ? '' : line.quantity, unitPriceText(line), line.amount], false);
+    tableRow(doc, [itemText(line), line.model, line.section === 'refund' || line.section === 'adjustment' ? '' : line.quantity, unitPriceText(line), line.amount], false);
   }
   doc.moveDown(0.5);
   tableRow(doc, ['Total', '', '', 'credits', invoice.total.credits], true);
-  tableRow(doc, ['', '', '', invoice.total.currency, invoice.total.amount], true);
+  const values = invoice.total.credit_values ?? [];
+  if (invoice.total.currency !== '') tableRow(doc, ['', '', '', invoice.total.currency, invoice.total.amount], true);
+  else for (const v of values) tableRow(doc, ['', '', '', v.currency, v.amount], true);
   doc.moveDown(1);
+  const rates = values.length === 0
+    ? `The ${invoice.total.currency} total converts the credit total at the catalog's rate.`
+    : `Converted at ${values.map((v) => `${v.credit_value} (${v.micro_credits} micro-credits)`).join('; ')}, each amount at the credit value it was priced with.`;
   doc.font('Helvetica').fontSize(8).text(
-    'Amounts in credits, exact to the micro-credit; each request is rounded up once to a whole micro-credit (the Rounding line). '
-    + `The ${invoice.total.currency} total converts the credit total at the catalog's rate.`,
+    'Amounts in credits, exact to the micro-credit; each request is rounded up once to a whole micro-credit (the Rounding line); '
+    + 'requests whose charge is not the sum of their lines are shown whole (Requests not itemised). ' + pdfText(rates),
     doc.page.margins.left, doc.y, { width: 495 },
   );
   return { body: pdfBytes(doc), contentType: CONTENT_TYPES.pdf, filename };
@@ -268,9 +285,8 @@ export function renderStatement(statement: Statement, format: DocumentFormat, op
     return { body: Buffer.from(csvText([row], STATEMENT_COLUMNS), 'utf8'), contentType: CONTENT_TYPES.csv, filename };
   }
   if (format !== 'pdf') throw new TypeError(`renderStatement: unknown format ${String(format)}`);
-  const seller = options.seller ?? 'Tollgate';
+  const { seller, account } = parties(statement, options);
   const doc = newPdf(`Statement ${statement.account_id} ${statement.month}`, seller, pdfDate(statement));
-  const account = options.accountName === undefined ? statement.account_id : `${options.accountName} (${statement.account_id})`;
   heading(doc, seller, 'Statement of account', [
     ['Account', account],
     ['Month', `${statement.month} (UTC)`],
@@ -294,7 +310,7 @@ export function renderStatement(statement: Statement, format: DocumentFormat, op
   }
   doc.moveDown(1);
   doc.font('Helvetica').fontSize(8).text(
-    `1 credit = ${pdfText(statement.credit_value)} ${pdfText(statement.currency)}. `
+    `Credit value: ${pdfText(statement.credit_value)}${/[a-z]/i.test(statement.credit_value) ? '' : ` ${pdfText(statement.currency)} per credit`}. `
     + 'Closing balance = opening balance + top-ups + grants - usage + refunds + adjustments.',
     50, doc.y, { width: 495 },
   );

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
 import { parseEnumParam, queryParam, requireOperator } from '@tollgate/http';
 import {
-  BillingInputError, accountDocuments, closeMonth, invoiceLinesForMonth, listCloses, nextMonth, parseBillingMonth,
+  BillingInputError, accountDocuments, closeMonth, invoiceLinesForMonth, listCloses, nextMonth, parseBillingMonth, parseClosableMonth,
 } from '@tollgate/warehouse';
 import type { Invoice, Statement } from './billing-types.ts';
 import { DOCUMENT_FORMATS, renderInvoice, renderStatement } from './billing-render.ts';
@@ -17,9 +17,9 @@ const CLOSE_LOCK_TTL_MS = 120_000;
 /** How long a close waits for another one in progress before answering 409. */
 const CLOSE_WAIT_MS = 60_000;
 
-function monthOr400(value: string): string {
+function monthOr400(value: string, parse: (m: string) => string = parseBillingMonth): string {
   try {
-    return parseBillingMonth(value);
+    return parse(value);
   } catch (err) {
     if (err instanceof BillingInputError) throw gatewayError('invalid_request', err.message);
     throw err;
@@ -44,7 +44,7 @@ function refuseUnknown(query: unknown, known: readonly string[]): void {
  *   exactly as frozen, byte for byte), CSV or PDF as a download (billing-render.ts). A bad month
  *   (`2026-13`, `2026-1`, later than next month) → 400 naming it; unknown account → 404.
  * - `POST /admin/v1/billing/months/:month/close`: closes the month and every open month before
- *   it; 201 when this call closed it, 200 with `closed_now: false` and the original `closed_at`
+ *   it (not a month that has not started: 400 naming `month`); 201 when this call closed it, 200 with `closed_now: false` and the original `closed_at`
  *   when it was closed already (idempotent). Concurrent closes, from any number of control
  *   processes, take one lock (`claimReference` of the balance store), so one snapshot is written.
  * - `GET /admin/v1/billing/months`: every closed month with when it closed.
@@ -61,7 +61,7 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
     const { id, month: raw } = params as { id: string; month: string };
     const month = monthOr400(raw);
     const f = queryParam(query, 'format');
-    const format = f === undefined || f === 'json' ? 'json' : parseEnumParam(f, 'format', ['json', ...DOCUMENT_FORMATS] as const);
+    const format = f === undefined ? 'json' : parseEnumParam(f, 'format', ['json', ...DOCUMENT_FORMATS] as const);
     const account = await deps.keys.account(id);
     if (account === undefined) throw gatewayError('not_found', `account ${id} does not exist`);
     await deps.settle?.();
@@ -69,9 +69,11 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
     const text = kind === 'invoice' ? docs.invoice : docs.statement;
     reply.header('cache-control', 'no-store');
     if (format === 'json') return reply.header('content-type', 'application/json; charset=utf-8').send(text);
+    // rendered from the document alone (it carries its account name, seller and credit values):
+    // a closed month's file never changes when the account is renamed or prices change
     const file = kind === 'invoice'
-      ? renderInvoice(JSON.parse(text) as Invoice, format, { accountName: account.name })
-      : renderStatement(JSON.parse(text) as Statement, format, { accountName: account.name });
+      ? renderInvoice(JSON.parse(text) as Invoice, format)
+      : renderStatement(JSON.parse(text) as Statement, format);
     return reply
       .header('content-type', file.contentType)
       .header('content-disposition', `attachment; filename="${file.filename}"`)
@@ -100,7 +102,8 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
 
     s.post('/admin/v1/billing/months/:month/close', { config: { finance: true } }, async (request, reply) => {
       refuseUnknown(request.query, []);
-      const month = monthOr400((request.params as { month: string }).month);
+      // a month that has not started cannot be closed (400 naming month)
+      const month = monthOr400((request.params as { month: string }).month, (m) => parseClosableMonth(m));
       const deadline = Date.now() + CLOSE_WAIT_MS;
       for (;;) {
         const done = (await listCloses(w)).find((c) => c.month >= month);

@@ -5,7 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
 import { parseIntParam, parseTimeRange, queryParam, requireOperator } from '@tollgate/http';
-import { creditHistory } from '@tollgate/warehouse';
+import { creditHistoryPage } from '@tollgate/warehouse';
 import type { ReportDeps } from './reports.ts';
 
 const PARAMS = ['from', 'to', 'limit', 'cursor'] as const;
@@ -20,7 +20,8 @@ const MAX_LIMIT = 1000;
  * (credits, 6 decimals, and µc). Parameters as the customer route: `from`, `to` (RFC 3339, a
  * date or epoch ms; `[from, to)` over `created_at`), `limit` (1–1000, default 100), `cursor`
  * (`next_cursor` of the previous page). 404 `not_found` for an unknown account; a bad or unknown
- * parameter is a 400 naming it.
+ * parameter is a 400 naming it. Reads the warehouse as it is (like the analytics routes): a
+ * credit applied a moment ago shows once the warehouse has it.
  */
 export function registerCreditHistory(app: FastifyInstance, deps: ReportDeps): void {
   app.register(async (s) => {
@@ -46,19 +47,12 @@ export function registerCreditHistory(app: FastifyInstance, deps: ReportDeps): v
         }
       }
       if (!(await deps.keys.account(id))) throw gatewayError('not_found', `account ${id} does not exist`);
-      await deps.settle?.();
-      const entries = (await creditHistory(deps.warehouse, id)).filter((e) => {
-        const ms = Date.parse(e.created_at);
-        return (from === undefined || ms >= from) && (to === undefined || ms < to);
-      }).reverse();
-      let start = 0;
-      if (after !== undefined) {
-        const i = entries.findIndex((e) => e.id === after);
-        if (i < 0) throw gatewayError('invalid_request', 'cursor: no longer in this window (use next_cursor of the previous page with the same from and to)');
-        start = i + 1;
-      }
-      const data = entries.slice(start, start + limit);
-      const hasMore = start + limit < entries.length;
+      // Paged in SQL: only the page leaves the warehouse.
+      const page = await creditHistoryPage(deps.warehouse, id, {
+        limit, ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }), ...(after === undefined ? {} : { after }),
+      });
+      if (page === null) throw gatewayError('invalid_request', 'cursor: no longer in this window (use next_cursor of the previous page with the same from and to)');
+      const { data, hasMore } = page;
       return { data, has_more: hasMore, next_cursor: hasMore ? Buffer.from(data.at(-1)!.id, 'utf8').toString('base64url') : null };
     });
   });

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
 import { textProblem } from '@tollgate/events';
-import { isCredentialPair, lenientDecode, looksLikeCredential, parseIntParam, queryParam, requireOperator } from '@tollgate/http';
+import { credentialInUrl, parseIntParam, queryParam, requireOperator } from '@tollgate/http';
 import { seal } from '@tollgate/keys';
 import type { Warehouse } from '@tollgate/warehouse';
 import {
@@ -43,14 +43,26 @@ function bad(field: string, message: string): never {
   throw gatewayError('invalid_request', `${field}: ${message}`);
 }
 
+/** What each part `credentialInUrl` names is called in the message. */
+const PART_NAMES = {
+  'user info': 'user name or password', query: 'query', path: 'path', 'path parameter': 'path parameters (;name=value)', fragment: 'fragment (#…)',
+} as const;
+
 /**
- * The URL a webhook may post to: absolute http(s), at most MAX_WEBHOOK_URL_CHARS, no user
- * name or password, and no credential anywhere (query pair by name or value, path segment,
- * fragment; the rules of libs/http secrets.ts): a URL is logged and shown, a secret is not.
+ * The URL a webhook may post to: absolute http(s), no tab, line break or other control
+ * character and no leading or trailing space anywhere in it (the URL parser would silently
+ * drop them, so what is stored would not be what was typed), a port other than 0, at most
+ * MAX_WEBHOOK_URL_CHARS once normalised (the stored, shown and posted-to form), and no
+ * credential in any part (`credentialInUrl` of @tollgate/http: user info, query, path
+ * segments and `;` parameters, fragment): a URL is logged and shown, a secret is not.
+ * @returns the normalised URL (`URL.href`)
  * @throws GatewayError 400 naming `url`
  */
 export function webhookUrl(value: string, secrets: readonly string[] = []): string {
+  // Checked on the raw text first: an absurd length is refused before parsing it.
   if (value.length > MAX_WEBHOOK_URL_CHARS) bad('url', `must be at most ${MAX_WEBHOOK_URL_CHARS} characters`);
+  if (/[\u0000-\u001f\u007f]/.test(value)) bad('url', 'must not contain tabs, line breaks or other control characters');
+  if (value.trim() !== value) bad('url', 'must not start or end with spaces');
   let u: URL;
   try {
     u = new URL(value);
@@ -58,12 +70,11 @@ export function webhookUrl(value: string, secrets: readonly string[] = []): stri
     bad('url', 'must be an absolute URL such as https://hooks.example.com/tollgate');
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') bad('url', `scheme must be http or https, not ${JSON.stringify(u.protocol.slice(0, -1))}`);
-  if (u.username !== '' || u.password !== '') bad('url', 'must not carry a user name or password; authenticate the request by its webhook-signature');
-  const search = u.search.startsWith('?') ? u.search.slice(1) : u.search;
-  const secretIn = search.split(/[&;]/).some((pair) => pair !== '' && isCredentialPair(pair, secrets))
-    || u.pathname.split('/').some((seg) => looksLikeCredential(lenientDecode(seg), secrets))
-    || looksLikeCredential(lenientDecode(u.hash), secrets);
-  if (secretIn) bad('url', 'must not carry a credential (a token, key or secret in its query, path or fragment); authenticate the request by its webhook-signature');
+  if (u.port === '0') bad('url', 'port 0 is not a port a receiver can listen on');
+  if (u.href.length > MAX_WEBHOOK_URL_CHARS) bad('url', `must be at most ${MAX_WEBHOOK_URL_CHARS} characters once normalised (${u.href.length}: the parser percent-encodes what needs it)`);
+  const part = credentialInUrl(u, secrets);
+  if (part === 'user info') bad('url', 'must not carry a user name or password; authenticate the request by its webhook-signature');
+  if (part) bad('url', `must not carry a credential (a token, key or secret in its ${PART_NAMES[part]}); authenticate the request by its webhook-signature`);
   return u.href;
 }
 

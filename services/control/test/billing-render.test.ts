@@ -34,13 +34,17 @@ const LINES: InvoiceLine[] = [
   line({ section: 'refund', model: '', dimension: '', quantity: '1', unit_price: '', amount: '-1.000000', amount_micros: '-1000000' }),
 ];
 const INVOICE: Invoice = {
-  account_id: 'acc_a', month: '2026-10', status: 'closed', closed_at: '2026-11-01T00:05:00Z', lines: LINES,
-  total: { credits: '-0.747999', micro_credits: '-747999', currency: 'CNY', amount: '-0.0747999' },
+  account_id: 'acc_a', account_name: 'Acme 株式会社', seller: 'Example Resale Ltd',
+  month: '2026-10', status: 'closed', closed_at: '2026-11-01T00:05:00Z', lines: LINES,
+  total: {
+    credits: '-0.747999', micro_credits: '-747999', currency: 'CNY', amount: '-0.0747999',
+    credit_values: [{ credit_value: '1 CNY = 10 credits', currency: 'CNY', micro_credits: '-747999', amount: '-0.0747999' }],
+  },
 };
 const STATEMENT: Statement = {
-  account_id: 'acc_a', month: '2026-10', status: 'closed', closed_at: '2026-11-01T00:05:00Z',
+  account_id: 'acc_a', account_name: 'Acme', seller: 'Tollgate', month: '2026-10', status: 'closed', closed_at: '2026-11-01T00:05:00Z',
   opening_balance: '10.000000', top_ups: '5.000000', grants: '0.000000', usage: '0.252001', refunds: '1.000000',
-  adjustments: '0.000000', closing_balance: '15.747999', currency: 'CNY', credit_value: '0.1',
+  adjustments: '0.000000', closing_balance: '15.747999', currency: 'CNY', credit_value: '1 CNY = 10 credits',
 };
 const EXPORT_LINES: InvoiceLine[] = [
   ...LINES,
@@ -130,8 +134,8 @@ test('a customer-chosen name that starts with = is not a formula in CSV: = + - @
     + `"'=HYPERLINK(""http://evil"",""x"")",2026-10,usage,2026-10,'+cmd|calc,'@SUM(A1),2000,72,0.144000,144000\r\n`
     + 'acc_a,2026-10,total,2026-10,,,,,-0.747999,-747999\r\n');
   assert.equal(renderStatement({ ...STATEMENT, account_id: '@acc' }, 'csv').body.toString('utf8'),
-    'account_id,month,status,closed_at,opening_balance,top_ups,grants,usage,refunds,adjustments,closing_balance,currency,credit_value\r\n'
-    + "'@acc,2026-10,closed,2026-11-01T00:05:00Z,10.000000,5.000000,0.000000,0.252001,1.000000,0.000000,15.747999,CNY,0.1\r\n");
+    'account_id,account_name,month,status,closed_at,opening_balance,top_ups,grants,usage,refunds,adjustments,closing_balance,currency,credit_value\r\n'
+    + "'@acc,Acme,2026-10,closed,2026-11-01T00:05:00Z,10.000000,5.000000,0.000000,0.252001,1.000000,0.000000,15.747999,CNY,1 CNY = 10 credits\r\n");
 });
 
 test('parquet read back with hyparquet gives exactly the lines: money as strings, counts as INT64, no float column, fixed created_by', async () => {
@@ -182,7 +186,7 @@ test('JSON export is JSON Lines with a fixed key order and every value as text',
 });
 
 test('invoice PDF: starts with %PDF, one page, shows seller, account, status and the totals in credits and CNY; dated closed_at, or the month start while open', () => {
-  const pdf = renderInvoice(INVOICE, 'pdf', { seller: 'Example Resale Ltd', accountName: 'Acme 株式会社' });
+  const pdf = renderInvoice(INVOICE, 'pdf');
   assert.equal(pdf.body.subarray(0, 5).toString('latin1'), '%PDF-');
   assert.equal(pdf.body.subarray(-6).toString('latin1'), '%%EOF\n');
   assert.equal(pdf.filename, 'invoice-acc_a-2026-10.pdf');
@@ -224,7 +228,15 @@ test('statement PDF: balances in order with usage as a debit and the credit valu
     'Usage', '-0.252001 credits', 'Refunds', '1.000000 credits', 'Adjustments', '0.000000 credits',
     'Closing balance', '15.747999 credits',
   ]);
-  assert.ok(texts.some((t) => t.startsWith('1 credit = 0.1 CNY.')), texts.join('|'));
+  assert.ok(texts.some((t) => t.startsWith('Credit value: 1 CNY = 10 credits.')), texts.join('|'));
+});
+
+test('a frozen document renders from itself alone: a later account name or seller passed in changes no byte (closed PDFs and CSVs are a pure function of the snapshot)', () => {
+  for (const format of ['pdf', 'csv'] as const) {
+    assert.deepEqual(renderInvoice(INVOICE, format, { accountName: 'Renamed Co', seller: 'Other' }).body, renderInvoice(INVOICE, format).body, format);
+    assert.deepEqual(renderStatement(STATEMENT, format, { accountName: 'Renamed Co', seller: 'Other' }).body, renderStatement(STATEMENT, format).body, format);
+  }
+  assert.ok(pdfTexts(renderStatement(STATEMENT, 'pdf').body).includes('Acme (acc_a)'));
 });
 
 test('billing export route: finance token gets the file with its name; a bad month, format or parameter is a 400 naming it', async (t) => {
@@ -259,6 +271,9 @@ test('billing export route: finance token gets the file with its name; a bad mon
     ['/admin/v1/billing/export?month=9999-12', `month: 9999-12 is in the future (the latest month with anything to bill is ${nextMonth(monthOf(Date.now()))})`],
     ['/admin/v1/billing/export?month=2026-10&month=2026-11', 'month: given more than once'],
     ['/admin/v1/billing/export?month=2026-10&format=xlsx', 'format: "xlsx" is not one of csv, json, parquet'],
+    // an empty value is a bad value, never read as absent (the default)
+    ['/admin/v1/billing/export?month=2026-10&format=', 'format: is empty; give a value or leave the parameter out'],
+    ['/admin/v1/billing/export?month=', 'month: is empty; give a value or leave the parameter out'],
     ['/admin/v1/billing/export?month=2026-10&account_id=acc_a', 'unknown query parameter "account_id"; this route takes month, format'],
   ];
   for (const [url, message] of bad) {

@@ -55,7 +55,17 @@ export interface Outcome {
   report?: UsageReport | null;
   /** whether the usage is charged (false: the upstream failed, the hold is refunded) */
   billable: boolean;
+  /** `performance.now()` of the first upstream body byte (the time-to-first-byte metric), null when none came */
   firstByteAt: number | null;
+  /**
+   * `performance.now()` when the first token of the answer arrived (the event's `ttft_ms`):
+   * for a stream, the first event that carries content (`StreamMeter.outputSeen` turns true:
+   * a non-empty text/thinking/JSON delta or a block with content of its own); for a JSON
+   * answer, its first body byte when the message has content (the client cannot see a token
+   * earlier). Null when no token came or the client got an error instead of the answer (an
+   * upstream error status, an error body, a framing error), so an error is never a "first token".
+   */
+  firstTokenAt: number | null;
   /** the upstream's `request-id` header as received (bounded here before it reaches the event) */
   upstreamRequestId: string | null;
   /** protocol anomalies of the upstream's usage (`StreamMeter.anomalies`, `readMessageUsage`) */
@@ -267,7 +277,7 @@ export async function settle(
     status,
     http_status: outcome.httpStatus,
     latency_ms: Math.round(now - m.startedAt),
-    ttft_ms: outcome.firstByteAt === null ? null : Math.round(outcome.firstByteAt - m.startedAt),
+    ttft_ms: outcome.firstTokenAt === null ? null : Math.round(outcome.firstTokenAt - m.startedAt),
     stream: m.stream,
     upstream_request_id: boundedUpstreamId(outcome.upstreamRequestId),
     gateway_id: deps.gatewayId,

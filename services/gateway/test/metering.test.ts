@@ -15,7 +15,7 @@ const settlement = (...args: Parameters<typeof fullSettlement>) => {
   return { cost, status, anomalies };
 };
 const outcome = (o: Partial<Outcome>): Outcome => ({
-  status: 'ok', httpStatus: 200, usage, billable: true, firstByteAt: null, upstreamRequestId: null, ...o,
+  status: 'ok', httpStatus: 200, usage, billable: true, firstByteAt: null, firstTokenAt: null, upstreamRequestId: null, ...o,
 });
 
 test('cost within the hold: charged as the tokens say (800×72 + 120×360 = 100,800 µc), status unchanged', () => {

@@ -7,7 +7,7 @@ import { Journal, KafkaLog, MemoryLog, type EventLog, type JournalRecord, type U
 import type { Metrics } from '@tollgate/telemetry';
 import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
-import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
+import { createChdbClickHouse, createHttpClickHouse, Warehouse, type QuarantineRecord } from '@tollgate/warehouse';
 import { rebuild } from '@tollgate/aggregator';
 
 export interface Logger {
@@ -30,9 +30,10 @@ export interface Adapters {
   /**
    * Embedded mode: publishes what a previous process left in its journal into the log again
    * (once; later calls return the first call's count of records). Call it after the consumer
-   * groups have subscribed, so each of them sees every record.
+   * groups have subscribed, so each of them sees every record. `onQuarantined` is told of each
+   * journal line quarantined (group `journal`), so `event.quarantined` alerts cover it too.
    */
-  recover?(): Promise<number>;
+  recover?(onQuarantined?: (q: QuarantineRecord) => void): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -77,7 +78,7 @@ function takeJournal(dir: string): { records: JournalRecord[]; unreadable: Array
  * `tollgate_events_quarantined_total{group="journal"}`: never dropped silently. The journal
  * generations set aside are deleted once their records are journaled again by the new log.
  */
-async function recoverJournal(leftover: ReturnType<typeof takeJournal>, log: MemoryLog, warehouse: Warehouse, logger?: Logger, metrics?: Metrics): Promise<number> {
+async function recoverJournal(leftover: ReturnType<typeof takeJournal>, log: MemoryLog, warehouse: Warehouse, logger?: Logger, metrics?: Metrics, onQuarantined?: (q: QuarantineRecord) => void): Promise<number> {
   const { records, unreadable, torn, aside } = leftover;
   for (const t of torn) logger?.warn({ bytes: t.length }, 'journal: dropped the torn last line (a write the stop cut short)');
   for (const u of unreadable) {
@@ -90,7 +91,10 @@ async function recoverJournal(leftover: ReturnType<typeof takeJournal>, log: Mem
       // The generation (when the journal was set aside) keeps ids of different crashes apart.
       event: { type: 'undecodable', event_id: `undecodable:journal:${u.generation}/${u.segment}:${u.line}`, reason: 'unreadable_journal_line', error: u.error, raw: u.raw },
     })), 'journal');
-    for (const q of poison) metrics?.eventsQuarantined('journal', q.kind);
+    for (const q of poison) {
+      metrics?.eventsQuarantined('journal', q.kind);
+      onQuarantined?.(q);
+    }
   }
   // In journal order; a run of one topic is one publish (one journal write).
   for (let i = 0; i < records.length;) {
@@ -126,7 +130,7 @@ export async function embeddedAdapters(config: Config, logger?: Logger, options:
   let recovered: Promise<number> | undefined;
   return {
     mode: 'embedded', log, balances, keys, gatewayKeys: keys, warehouse, redis: undefined,
-    recover: () => (recovered ??= recoverJournal(leftover, log, warehouse, logger, options.metrics)),
+    recover: (onQuarantined) => (recovered ??= recoverJournal(leftover, log, warehouse, logger, options.metrics, onQuarantined)),
     async close() {
       await log.close();
       await warehouse.close();

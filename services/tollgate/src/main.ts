@@ -1,8 +1,11 @@
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 import { cliHelpLines, isCliCommand, runCli } from './cli/index.ts';
 
 const HELP = `Usage: tollgate [--roles gateway,aggregator,control]
+       tollgate --version
        tollgate <command> [ARGS…] [--url URL]
 
 Runs the Tollgate gateway. With no settings, every role runs in this one process with
@@ -10,6 +13,7 @@ embedded adapters (in-memory state, in-process log, chDB under DATA_DIR).
 
 Options:
   --roles LIST   roles to run (default: all three); splitting needs KAFKA_BROKERS and REDIS_URL
+  --version      print the version and exit
   -h, --help     show this help
 
 Operator commands (clients of a running Tollgate's operator API; tollgate <command> --help):
@@ -24,11 +28,38 @@ FINANCE_TOKEN, else DATA_DIR/admin-token; exit 0 done, 1 the API refused or fail
 Settings come from the environment; see README.md ("Configuration").
 
 Exit status:
-  0  stopped by SIGINT/SIGTERM after a clean shutdown (or --help)
+  0  stopped by SIGINT/SIGTERM after a clean shutdown (or --help, --version)
   1  could not start or stopped on a failure: the port is in use or not allowed, DATA_DIR is
      in use by another process, or the stop hung 10 s past SHUTDOWN_GRACE_MS (streams still
      running at the grace's end are cut and settled, which is a clean stop)
-  2  bad settings, a bad catalog file, or a bad command line`;
+  2  bad settings, a bad catalog file, or a bad command line (an unknown option included)`;
+
+/** The version of this Tollgate: the repository's package.json (the workspace root). */
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
+/**
+ * The server's own command line, strict like every operator command: only --roles LIST,
+ * --version and -h/--help. Anything else is a usage error (exit 2), never a started server.
+ * @returns the parsed values, or the message naming what is wrong
+ */
+function parseServerArgs(argv: readonly string[]): { roles?: string; version: boolean; help: boolean } | { problem: string } {
+  try {
+    const { values } = parseArgs({
+      args: [...argv], strict: true, allowPositionals: false,
+      options: { roles: { type: 'string' }, version: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    });
+    return { roles: values.roles, version: values.version === true, help: values.help === true };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code !== 'string' || !code.startsWith('ERR_PARSE_ARGS_')) throw err;
+    // Name the option as typed; parseArgs's own wording varies between Node versions.
+    const unknown = argv.find((a) => a.startsWith('-') && a !== '--' && !/^(--roles(=.*)?|--version|--help|-h)$/.test(a));
+    if (unknown !== undefined && code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return { problem: `unknown option "${unknown.split('=')[0]}"` };
+    return { problem: (err as Error).message };
+  }
+}
 
 /**
  * One line for the ways listening fails that the operator fixes by configuration; undefined for
@@ -80,6 +111,15 @@ async function main(argv: string[]): Promise<number> {
   }
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  const args = parseServerArgs(argv);
+  if ('problem' in args) {
+    process.stderr.write(`tollgate: ${args.problem}\n(see tollgate --help)\n`);
+    return 2;
+  }
+  if (args.version) {
+    process.stdout.write(`tollgate ${version()}\n`);
     return 0;
   }
   // Loaded only to run the server: the operator commands start several times faster without them.

@@ -120,7 +120,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const webhookStore = adapters.redis ? new RedisWebhookStore({ redis: adapters.redis, prefix: config.redis!.prefix }) : new MemoryWebhookStore();
   const webhooks = new WebhookDispatcher({
     store: webhookStore, keyHashSecret, maxAttempts: config.webhooks.maxAttempts, retryBaseMs: config.webhooks.retryBaseMs,
-    timeoutMs: config.webhooks.timeoutMs, log: server.log,
+    timeoutMs: config.webhooks.timeoutMs, log: server.log, onDrop: (o) => metrics.webhookDropped(o.type),
   });
   const alerts = alertHooks({ dispatcher: webhooks, keys, balances, lowBalanceMicros: config.webhooks.lowBalanceMicros, log: server.log });
   const restoreHooks = () => (warehouse ? restoreWebhooks(warehouse, webhookStore).catch((err: unknown) => { server.log.error({ err }, 'webhooks could not be loaded from the warehouse'); }) : undefined);
@@ -184,7 +184,9 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // Embedded: a journal a killed process left goes back into the log now that both groups
   // listen, and is applied (every live check) before the first request is taken.
   if (adapters.recover) {
-    await adapters.recover();
+    // The dispatcher and its hooks are ready above (restored from the warehouse): a journal line
+    // quarantined here is alerted like any other group's.
+    await adapters.recover((q) => alerts.quarantined('journal', q));
     if (log instanceof MemoryLog) await log.drain();
   }
   let limiter: RateLimiter | undefined;

@@ -98,17 +98,23 @@ test('usage: JSON exactly as GET /admin/v1/usage answers it, CSV byte for byte, 
     filtered('--model', 'claude-opus-4-6'), filtered('--status', 'ok'), filtered('--status', 'upstream_error'),
   ]), [2, 0, 2, 0, 2, 0]);
 
+  // A malformed value never reaches the API (exit 2); what only the API can judge is its 400 (exit 1).
   const bad = await adm('usage', '--granularity', 'week');
-  assert.equal(bad.code, 1);
-  assert.equal(bad.stdout, '');
-  assert.match(bad.stderr, /^tollgate usage: 400 invalid_request_error: granularity: /);
+  assert.deepEqual(bad, { code: 2, stdout: '', stderr: 'tollgate usage: --granularity must be one of minute, hour, day, month (not "week")\n(see tollgate usage --help)\n' });
+  const refused = await adm('usage', '--from', '2026-12-01', '--to', '2026-11-01');
+  assert.equal(refused.code, 1);
+  assert.equal(refused.stdout, '');
+  assert.match(refused.stderr, /^tollgate usage: 400 invalid_request_error: to: /);
 });
 
 test('invoices and statements: JSON, CSV and PDF exactly as served; --output writes the whole file (no .part left) or nothing', async () => {
   const inv = await fin('invoices', accountId, month);
   assert.equal(inv.code, 0, inv.stderr);
   assert.equal(inv.stdout, (await api(`/admin/v1/accounts/${accountId}/invoices/${month}?format=json`)).toString());
-  assert.deepEqual((JSON.parse(inv.stdout) as { total: unknown }).total, { credits: '0.090000', micro_credits: '90000', currency: 'CNY', amount: '0.009' });
+  assert.deepEqual((JSON.parse(inv.stdout) as { total: unknown }).total, {
+    credits: '0.090000', micro_credits: '90000', currency: 'CNY', amount: '0.009',
+    credit_values: [{ credit_value: '1 CNY = 10 credits', currency: 'CNY', micro_credits: '90000', amount: '0.009' }],
+  });
 
   const csvFile = join(dir, 'invoice.csv');
   const csv = await fin('invoices', accountId, month, '--format', 'csv', '--output', csvFile);
@@ -168,6 +174,18 @@ test('export: CSV, JSON and Parquet exactly as served; --progress reports the ex
   assert.match(withProgress.screen, new RegExp(`\\rtollgate export: ${size} bytes received( of ${size})? \\(.+\\), done\\r?\\n`));
 });
 
+test('progress line and data on one terminal: the progress line is ended before the CSV header, which starts its own line', async () => {
+  const served = (await api(`/admin/v1/billing/export?month=${month}&format=csv`)).toString();
+  const header = served.slice(0, served.indexOf('\r\n'));
+  const r = await onTerminal(['export', month, '--format', 'csv']);
+  assert.equal(r.code, 0, r.screen);
+  // the terminal shows newlines as CRLF; the header must follow a line end, never "bytes received (…)"
+  const at = r.screen.indexOf(header);
+  assert.ok(at >= 0, r.screen);
+  assert.match(r.screen.slice(0, at), /(^|\n)$/, JSON.stringify(r.screen.slice(0, at)));
+  assert.match(r.screen, /bytes received( of \d+)? \(.+\), done\r?\n$/);
+});
+
 test('credits history: the account\'s entries newest first with the exact running balance, as the API pages them', async () => {
   const r = await fin('credits', 'history', accountId);
   assert.equal(r.code, 0, r.stderr);
@@ -186,27 +204,32 @@ test('credits history: the account\'s entries newest first with the exact runnin
   assert.deepEqual(unknown, { code: 1, stdout: '', stderr: 'tollgate credits history: 404 not_found_error: account acct_nope does not exist\n' });
 });
 
-test('close-month: --yes closes (then the invoice never changes); on a terminal it asks and "no" closes nothing; a second close says when it was closed', async () => {
+test('close-month: on a terminal it asks and "no" closes nothing, "yes" closes (then the invoice never changes); --yes again says when it was closed; a month that has not started is refused naming month', async () => {
   const before = await api(`/admin/v1/accounts/${accountId}/invoices/${month}`);
-  const closed = await fin('close-month', month, '--yes');
-  assert.equal(closed.code, 0, closed.stderr);
-  const answer = JSON.parse(closed.stdout) as { month: string; status: string; closed_now: boolean; closed_at: string };
-  assert.deepEqual([answer.month, answer.status, answer.closed_now], [month, 'closed', true]);
-  const again = JSON.parse((await fin('close-month', month, '--yes')).stdout) as { closed_now: boolean; closed_at: string };
-  assert.deepEqual([again.closed_now, again.closed_at], [false, answer.closed_at]);
+  const months = () => api('/admin/v1/billing/months').then((b) => (JSON.parse(b.toString()) as { data: Array<{ month: string }> }).data.map((m) => m.month));
+
+  const future = await fin('close-month', nextMonth, '--yes');
+  assert.equal(future.code, 1, future.stderr);
+  assert.match(future.stderr, new RegExp(`400 invalid_request_error: month: ${nextMonth} has not started yet; the latest month that can be closed is ${month} \\(UTC\\)`));
+
+  const declined = await onTerminal(['close-month', month], 'no\n');
+  assert.equal(declined.code, 1, declined.screen);
+  assert.match(declined.screen, new RegExp(`Close ${month} on ${stack.url.replaceAll('.', '\\.')}\\? .*Type "yes" to close: `));
+  assert.match(declined.screen, /tollgate close-month: not closed/);
+  assert.ok(!(await months()).includes(month));
+
+  const accepted = await onTerminal(['close-month', month], 'yes\n');
+  assert.equal(accepted.code, 0, accepted.screen);
+  assert.match(accepted.screen, /"closed_now": true/);
+  assert.ok((await months()).includes(month));
+
+  const again = await fin('close-month', month, '--yes');
+  assert.equal(again.code, 0, again.stderr);
+  const answer = JSON.parse(again.stdout) as { month: string; status: string; closed_now: boolean; closed_at: string };
+  assert.deepEqual([answer.month, answer.status, answer.closed_now], [month, 'closed', false]);
   const frozen = await fin('invoices', accountId, month);
   assert.equal(JSON.parse(frozen.stdout).status, 'closed');
   assert.deepEqual(JSON.parse(frozen.stdout).lines, JSON.parse(before.toString()).lines);
-
-  const declined = await onTerminal(['close-month', nextMonth], 'no\n');
-  assert.equal(declined.code, 1, declined.screen);
-  assert.match(declined.screen, new RegExp(`Close ${nextMonth} on ${stack.url.replaceAll('.', '\\.')}\\? .*Type "yes" to close: `));
-  assert.match(declined.screen, /tollgate close-month: not closed/);
-  const months = () => api('/admin/v1/billing/months').then((b) => (JSON.parse(b.toString()) as { data: Array<{ month: string }> }).data.map((m) => m.month));
-  assert.ok(!(await months()).includes(nextMonth));
-
-  const accepted = await onTerminal(['close-month', nextMonth], 'yes\n');
-  assert.equal(accepted.code, 0, accepted.screen);
-  assert.match(accepted.screen, /"closed_now": true/);
-  assert.ok((await months()).includes(nextMonth));
+  // the first open month (next month) is readable
+  assert.equal((await fin('invoices', accountId, nextMonth)).code, 0);
 });

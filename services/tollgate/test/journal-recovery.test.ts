@@ -11,6 +11,7 @@ import { startTollgate } from '../src/runtime.ts';
 import { customer, settledBalance, startStack, type Stack } from '../../../test/support/tollgate.ts';
 import { grantEvent, usageEvent } from '../../../test/support/events.ts';
 import { admin } from '../../../test/support/tollgate.ts';
+import { startReceiver } from '../../../libs/webhooks/test/receiver.ts';
 
 let stack: Stack;
 before(async () => { stack = await startStack(); });
@@ -123,4 +124,27 @@ test('journal recovery checks topics and decodes like the live consumers: an unk
   assert.deepEqual([m['journal/undecodable'], m['ledger/invalid_event'], m['warehouse/invalid_event']], [3, 1, 1]);
   const rec = await admin<{ ok: boolean }>(stack.url, 'GET', '/ops/v1/reconcile');
   assert.equal(rec.json.ok, true);
+});
+
+test('poisoned journal at start: every group\'s quarantine is alerted as event.quarantined, journal included (the hooks are ready before recovery)', { timeout: 120_000 }, async () => {
+  const rx = await startReceiver();
+  try {
+    const created = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/webhooks', { url: `${rx.url}/q`, events: ['event.quarantined'] });
+    assert.equal(created.status, 201);
+    const a = await customer(stack.url, 1, 'journal-alert'); // 1_000_000 µc
+    await restartOnJournal([
+      { topic: 'nope', event: usageEvent('ja-nope', a.accountId, { cost_micros: '5' }) },
+      { topic: 'usage', event: usageEvent('ja-negative', a.accountId, { cost_micros: '-5' }) },
+    ]);
+    // journal (unknown topic), then ledger and warehouse (the negative cost), one delivery each
+    const got = (await rx.waitFor(3)).map((r) => JSON.parse(r.body) as { type: string; data: { group: string; event_id: string; kind: string; topic: string } });
+    const seen = got.map((b) => [b.type, b.data.group, b.data.kind, b.data.topic, b.data.event_id.replace(/^undecodable:journal:\d+\//, 'undecodable:journal:<generation>/')]).sort();
+    assert.deepEqual(seen, [
+      ['event.quarantined', 'journal', 'undecodable', 'journal', 'undecodable:journal:<generation>/0000000000000001.jsonl:1'],
+      ['event.quarantined', 'ledger', 'invalid_event', 'usage', 'ja-negative'],
+      ['event.quarantined', 'warehouse', 'invalid_event', 'usage', 'ja-negative'],
+    ]);
+  } finally {
+    await rx.close();
+  }
 });

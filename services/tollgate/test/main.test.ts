@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -83,4 +83,21 @@ test('port already in use: one line naming the port and what to set, exit 1, no 
   } finally {
     holder.close();
   }
+});
+
+test('unknown options on the server command line exit 2 naming the option as typed, nothing started; --version prints the version, exit 0', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'tg-main-'));
+  for (const [args, named] of [
+    [['--bogus'], '--bogus'], [['-v'], '-v'], [['-x'], '-x'],
+    [['--roles', 'gateway,aggregator,control', '--bogus'], '--bogus'], [['--roles=gateway,aggregator,control', '--port=1'], '--port'],
+  ] as const) {
+    const r = run([...args], { DATA_DIR: dataDir, PORT: '0' });
+    assert.deepEqual([r.status, r.stdout, r.stderr], [2, '', `tollgate: unknown option "${named}"\n(see tollgate --help)\n`], args.join(' '));
+  }
+  const extra = run(['--roles', 'gateway,aggregator,control', 'serve'], { DATA_DIR: dataDir, PORT: '0' });
+  assert.equal(extra.status, 2);
+  assert.match(extra.stderr, /serve/);
+  const v = run(['--version']);
+  const { version } = JSON.parse(readFileSync(join(import.meta.dirname, '../../../package.json'), 'utf8')) as { version: string };
+  assert.deepEqual([v.status, v.stdout, v.stderr], [0, `tollgate ${version}\n`, '']);
 });

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
 import { parseIntParam, parseTimeRange, queryParam } from '@tollgate/http';
-import { creditHistory } from '@tollgate/warehouse';
+import { creditHistoryPage } from '@tollgate/warehouse';
 import type { GatewayDeps } from '../deps.ts';
 
 const PARAMS = ['from', 'to', 'limit', 'cursor'] as const;
@@ -41,19 +41,12 @@ export function creditsHistoryRoutes(app: FastifyInstance, deps: GatewayDeps): v
       throw gatewayError('not_found', 'credit history is not served by this gateway (it cannot read the warehouse); ask the operator for the gateway that serves /v1/credits/history');
     }
     // Always the caller's own account: the key decides, never a parameter.
-    const all = await creditHistory(deps.warehouse, request.caller!.account.id);
-    const inRange = all.filter((e) => {
-      const ms = Date.parse(e.created_at);
-      return (from === undefined || ms >= from) && (to === undefined || ms < to);
-    }).reverse();
-    let start = 0;
-    if (after !== undefined) {
-      const i = inRange.findIndex((e) => e.id === after);
-      if (i < 0) throw gatewayError('invalid_request', 'cursor: no longer in this window (use next_cursor of the previous page with the same from and to)');
-      start = i + 1;
-    }
-    const data = inRange.slice(start, start + limit);
-    const hasMore = start + limit < inRange.length;
+    // Paged in SQL: only the page leaves the warehouse.
+    const page = await creditHistoryPage(deps.warehouse, request.caller!.account.id, {
+      limit, ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }), ...(after === undefined ? {} : { after }),
+    });
+    if (page === null) throw gatewayError('invalid_request', 'cursor: no longer in this window (use next_cursor of the previous page with the same from and to)');
+    const { data, hasMore } = page;
     return {
       data,
       has_more: hasMore,

@@ -363,7 +363,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       } catch (err) {
         metrics?.upstreamError('unreachable');
         endUpstream(err);
-        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, upstreamRequestId: null })).publish();
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, firstTokenAt: null, upstreamRequestId: null })).publish();
         throw err;
       }
       const upstreamRequestId = boundedUpstreamId(header(res, 'request-id'));
@@ -375,7 +375,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         metrics?.upstreamError(res.status);
         const err = await upstreamErrorOf(res);
         endUpstream(err);
-        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), upstreamRequestId });
+        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), firstTokenAt: null, upstreamRequestId });
         if (err.status >= 500) request.log.warn({ upstreamStatus: res.status, code: err.code }, 'upstream error');
         sendError(reply, err);
         await publish();
@@ -409,7 +409,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       } catch (err) {
         metrics?.upstreamError('stream_dropped');
         endUpstream(err);
-        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, upstreamRequestId })).publish();
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, firstTokenAt: null, upstreamRequestId })).publish();
         throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
       }
       let json: unknown = undefined;
@@ -419,7 +419,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         // verbatim, and nothing is charged (no answer was given).
         metrics?.upstreamError(res.status);
         const err = upstreamEventError(json, { secrets: res.secrets });
-        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt, upstreamRequestId });
+        const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt, firstTokenAt: null, upstreamRequestId });
         sendError(reply, err);
         await publish();
         return reply;
@@ -431,7 +431,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         const { publish } = await finish({
           status: 'upstream_error', httpStatus: 503, usage: read?.usage ?? null,
           report: read === null ? null : { tally: read.tally, model: read.model, stopReason: read.stopReason, outputSeen: read.outputSeen },
-          billable: read !== null && deps.streamErrorBilling === 'usage', firstByteAt, upstreamRequestId,
+          billable: read !== null && deps.streamErrorBilling === 'usage', firstByteAt, firstTokenAt: null, upstreamRequestId,
           anomalies: read === null ? ['no_usage'] : read.anomalies,
         });
         request.log.warn({ upstreamRequestId, contentType: header(res, 'content-type') }, 'upstream answered a streaming request without an event stream');
@@ -453,13 +453,19 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         report: read === null ? null : { tally: read.tally, model: read.model, stopReason: read.stopReason, outputSeen: read.outputSeen },
         billable: read !== null,
         firstByteAt,
+        // A JSON answer arrives whole: its first byte is the first token the client can see.
+        firstTokenAt: read !== null && read.outputSeen ? firstByteAt : null,
         upstreamRequestId,
         anomalies: read === null ? ['no_usage'] : read.anomalies,
       });
       // The client may have left while the hold shrank: then the answer was never written.
       if (x.client.gone) leftBeforeDelivery(settled.event);
+      // Published (written ahead to the log's disk, synchronously inside this call) before the
+      // first byte of the answer leaves: a gateway killed after the client got its answer still
+      // has the usage event. Kafka's acknowledgement is awaited after the reply, off its latency.
+      const published = settled.publish();
       reply.code(written?.status ?? res.status).type(written === null ? header(res, 'content-type') ?? 'application/json' : 'application/json').send(written?.body ?? bytes);
-      await settled.publish();
+      await published;
       return reply;
     } finally {
       clearInterval(keepAlive);
@@ -609,9 +615,14 @@ async function relayStream(
   const meter = createStreamMeter();
   const framer = new SseFramer();
   let firstByteAt: number | null = null;
+  // The first event that carried content (the meter's outputSeen turned true): the event's ttft.
+  let firstTokenAt: number | null = null;
   let dropped = false;
   // The answer (up to message_stop) was handed to the client's connection while it was there.
   let delivered = false;
+  // The stream's last bytes (message_stop, or the gateway's closing frame) as Anthropic events,
+  // written through the client's format after the usage event is published; then the response ends.
+  const tail: Array<Buffer | string> = [];
   // The upstream's error event before the answer was complete, as the client gets it.
   let streamError: GatewayError | null = null;
   // The answer is over (message_stop, an error, the grace after the final delta): stop reading.
@@ -668,6 +679,7 @@ async function relayStream(
       for (const frame of framer.push(step.value)) {
         const answeredBefore = meter.answered;
         meter.push(frame.raw);
+        if (firstTokenAt === null && meter.outputSeen) firstTokenAt = performance.now();
         if (meter.stopped) {
           const type = frameType(frame);
           if (type !== 'ping') graceUntil = null;
@@ -687,12 +699,17 @@ async function relayStream(
           break;
         }
         // Comments dropped, the gateway's own secrets redacted (`scrubEvent`); the meter read the original.
-        send(res.scrubEvent(frame.raw));
         if (meter.completed) {
-          if (forwarding) delivered = true;
+          // message_stop, the answer's last bytes, is held back until its usage event is
+          // written ahead (below): a gateway killed once the client has the whole answer has it.
+          if (forwarding && !client.gone) {
+            delivered = true;
+            tail.push(res.scrubEvent(frame.raw));
+          }
           over = true;
           break;
         }
+        send(res.scrubEvent(frame.raw));
       }
       if (framer.overflowed) {
         request.log.warn({ upstreamRequestId }, 'upstream SSE event too large; the stream is treated as broken');
@@ -724,16 +741,22 @@ async function relayStream(
   upstreamSpan.end();
   if (forwarding) {
     if (incomplete && streamError === null) {
-      raw.write(write(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id)));
+      tail.push(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));
     } else if (!meter.completed && streamError === null) {
       // Answered and charged, but the upstream left out the closing frame: close the message
       // for the client, whose SDK otherwise rejects an answer it is billed for.
-      raw.write(write(MESSAGE_STOP_FRAME));
+      tail.push(MESSAGE_STOP_FRAME);
     }
     // Every byte of an answer without message_stop reached the connection too.
     if (meter.answered && streamError === null) delivered = true;
-    raw.end();
   }
+  let ended = false;
+  const endStream = () => {
+    if (ended || !forwarding) return;
+    ended = true;
+    for (const bytes of tail) raw.write(write(bytes));
+    raw.end();
+  };
   const failed = streamError !== null || incomplete;
   const unmetered = !failed && !meter.hasUsage;
   const anomalies: UsageAnomaly[] = meter.anomalies;
@@ -751,6 +774,8 @@ async function relayStream(
       report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
       billable: meter.hasUsage && deps.streamErrorBilling === 'usage',
       firstByteAt,
+      // the client got a framing error, never a token
+      firstTokenAt: null,
       upstreamRequestId,
       anomalies,
     });
@@ -762,15 +787,24 @@ async function relayStream(
   // until the cut, so the usage reported so far is charged, as when a client leaves.
   const cut = incomplete && streamError === null && deps.shutdown?.aborted === true;
   if (cut) anomalies.push('cut_by_shutdown');
-  const { publish } = await finish({
-    status: cut ? 'client_disconnect' : streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
-    httpStatus: 200,
-    usage: meter.hasUsage ? meter.usage() : null,
-    report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
-    billable: meter.hasUsage && (cut || !failed || deps.streamErrorBilling === 'usage'),
-    firstByteAt,
-    upstreamRequestId,
-    anomalies,
-  });
-  await publish();
+  try {
+    const { publish } = await finish({
+      status: cut ? 'client_disconnect' : streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
+      httpStatus: 200,
+      usage: meter.hasUsage ? meter.usage() : null,
+      report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
+      billable: meter.hasUsage && (cut || !failed || deps.streamErrorBilling === 'usage'),
+      firstByteAt,
+      // tokens relayed before a later error still arrived when they did
+      firstTokenAt,
+      upstreamRequestId,
+      anomalies,
+    });
+    // Written ahead synchronously inside this call; the stream's last bytes leave after it.
+    const published = publish();
+    endStream();
+    await published;
+  } finally {
+    endStream();
+  }
 }

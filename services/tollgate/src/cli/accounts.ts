@@ -2,11 +2,15 @@
 
 import { UsageError, choiceOption, expectPositionals, stringOption, type Command, type Group, type Parsed } from './core.ts';
 import { listFormat, printJson, printList } from './output.ts';
+import type { ValueKind } from './values.ts';
 
 const FORMAT = { format: { type: 'string' } } as const;
 const FORMAT_HELP = '  --format F       json or table (default: table on a terminal, else JSON)';
 /** The word that sends `null` for a nullable field (removes a limit, a plan, a rule). */
 export const NONE = 'none';
+
+/** A credit amount option that also takes "none" (checked by checkValues before any request). */
+const CREDITS_OR_NONE: ValueKind = { kind: 'credits', nullable: true };
 
 /** A nullable text field of a PATCH body: absent → undefined, "none" → null, else the text. */
 function nullable(values: Parsed['values'], name: string): string | null | undefined {
@@ -122,8 +126,14 @@ the catalog's own prices).
   --monthly-credits C       spend limit per UTC month
   --overdraft-credits C     how far below zero the balance may go
   --low-balance-credits C   balance.low webhook threshold
-  --admission-policy P      strict or clamp`,
+  --admission-policy P      strict or clamp
+
+Credit amounts are decimal credits ≥ 0, at most 6 places; values are checked before anything is
+sent (a malformed one exits 2).`,
       options: Object.fromEntries(ACCOUNT_UPDATE_FIELDS.map(([o]) => [o, { type: 'string' }])),
+      values: {
+        'daily-credits': CREDITS_OR_NONE, 'monthly-credits': CREDITS_OR_NONE, 'overdraft-credits': CREDITS_OR_NONE, 'low-balance-credits': CREDITS_OR_NONE,
+      },
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
         const body = patchBody(ctx.values, ACCOUNT_UPDATE_FIELDS);
@@ -235,8 +245,16 @@ setting (a limit, the plan, the expiry) or empties a list.
   --ip-allowlist CIDR    addresses the key may be used from; repeat or comma-separate
                          (replaces the list)
   --allowed-models M     models the key may use; repeat or comma-separate (replaces the list)
-  --expires-at TIME      RFC 3339 date-time (2027-01-31T00:00:00Z)`,
+  --expires-at TIME      the first refused instant: RFC 3339 (2027-01-31T00:00:00Z), a date
+                         (00:00 UTC) or epoch milliseconds
+
+Credit amounts are decimal credits ≥ 0, at most 6 places; values are checked before anything is
+sent (a malformed one exits 2).`,
       options: Object.fromEntries(KEY_UPDATE_FIELDS.map(([o]) => [o, o === 'ip-allowlist' || o === 'allowed-models' ? { type: 'string', multiple: true } : { type: 'string' }])),
+      values: {
+        'hourly-credits': CREDITS_OR_NONE, 'daily-credits': CREDITS_OR_NONE, 'total-credits': CREDITS_OR_NONE,
+        'ip-allowlist': { kind: 'cidrs', nullable: true }, 'expires-at': { kind: 'instant', nullable: true },
+      },
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['KEY_ID']);
         const body = patchBody(ctx.values, KEY_UPDATE_FIELDS);

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { checkValues, type ValueKind } from './values.ts';
 
 /** Where a command writes and reads; the process's own streams outside tests. */
 export interface Io {
@@ -252,6 +253,8 @@ export interface Command {
   /** the whole --help text (starts with "Usage: tollgate …"); COMMON_HELP is appended */
   help: string;
   options: ParseArgsOptionsConfig;
+  /** its typed options (credits, times, CIDRs, page sizes): checked before `run`, so before any request */
+  values?: Readonly<Record<string, ValueKind>>;
   run(ctx: Context): Promise<number | void>;
 }
 
@@ -283,6 +286,7 @@ export async function runCommand(command: Command, args: readonly string[], io: 
       io.stdout.write(helpOf(command));
       return EXIT_OK;
     }
+    if (command.values) await checkValues(parsed.values, command.values);
     let api: Api | undefined;
     const ctx: Context = {
       name, values: parsed.values, positionals: parsed.positionals, io,

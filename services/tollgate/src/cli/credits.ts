@@ -4,6 +4,7 @@
 import { UsageError, choiceOption, expectPositionals, stringOption, type Command, type Group, type Parsed } from './core.ts';
 import { listFormat, printJson, printList } from './output.ts';
 import { NONE } from './accounts.ts';
+import { creditsValue } from './values.ts';
 
 const enc = encodeURIComponent;
 
@@ -39,6 +40,10 @@ amount, written after -- so it is not read as an option:
         const reference = stringOption(ctx.values, 'reference');
         if (reference === undefined) throw new UsageError('--reference is required (it makes the entry idempotent)');
         const kind = choiceOption(ctx.values, 'kind', CREDIT_KINDS);
+        // The API's rules, before any request: a decimal of at most 6 places, not zero, and
+        // negative only as an adjustment.
+        const micros = await creditsValue(amount!, 'CREDITS', 'non-zero');
+        if (micros < 0n && kind !== 'adjustment') throw new UsageError('CREDITS: a negative amount takes credit away and needs --kind adjustment');
         const { status, body } = await ctx.api().json<Record<string, unknown>>('POST', `/admin/v1/accounts/${enc(account!)}/credits`, {
           body: { credits: amount, reference, ...(kind === undefined ? {} : { kind }) },
         });
@@ -59,10 +64,11 @@ is --cursor of the next (on a terminal the table is followed by the --cursor to 
 
   --from TIME      start, inclusive: RFC 3339, a date (00:00 UTC) or epoch milliseconds
   --to TIME        end, exclusive
-  --limit N        entries per page
+  --limit N        entries per page, 1-1000
   --cursor C       the next page (next_cursor of the previous one)
   --format F       json or table (default: table on a terminal, else JSON)`,
       options: { from: { type: 'string' }, to: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' }, format: { type: 'string' } },
+      values: { from: { kind: 'time' }, to: { kind: 'time' }, limit: { kind: 'page' } },
       async run(ctx) {
         const [account] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
         const format = listFormat(ctx.values, ctx.io);

@@ -52,9 +52,13 @@ const size = (n: number) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).t
 /**
  * Counts the bytes passing through; with `report`, says so on stderr: on a terminal one line
  * redrawn in place, otherwise one line per MiB. `done()` writes the final line (exact count).
+ * `toTerminal`: the data itself goes to a terminal stdout, i.e. the same screen as the progress
+ * line; an open progress line is then ended (newline on stderr) before each chunk is passed on,
+ * so the data never starts in the middle of it.
  */
-function byteCounter(ctx: Context, total: number | undefined, report: boolean) {
+function byteCounter(ctx: Context, total: number | undefined, report: boolean, toTerminal = false) {
   const tty = ctx.io.stderr.isTTY === true;
+  let lineOpen = false;
   let received = 0;
   let lastDraw = 0;
   let nextStep = PROGRESS_STEP_BYTES;
@@ -67,6 +71,11 @@ function byteCounter(ctx: Context, total: number | undefined, report: boolean) {
         if (now - lastDraw >= PROGRESS_REDRAW_MS) {
           lastDraw = now;
           ctx.io.stderr.write(`\r${text()}`);
+          lineOpen = true;
+        }
+        if (lineOpen && toTerminal) {
+          ctx.io.stderr.write('\n');
+          lineOpen = false;
         }
       } else if (report && received >= nextStep) {
         nextStep = (Math.floor(received / PROGRESS_STEP_BYTES) + 1) * PROGRESS_STEP_BYTES;
@@ -77,7 +86,9 @@ function byteCounter(ctx: Context, total: number | undefined, report: boolean) {
   });
   return {
     stream,
-    done: () => { if (report) ctx.io.stderr.write(`${tty ? '\r' : ''}${text()}, done\n`); },
+    done: () => { if (report) ctx.io.stderr.write(`${tty ? '\r' : ''}${text()}, done\n`); lineOpen = false; },
+    /** a failed download: end an open progress line so the error message starts on its own line */
+    cut: () => { if (lineOpen) ctx.io.stderr.write('\n'); lineOpen = false; },
     received: () => received,
   };
 }
@@ -117,7 +128,8 @@ export async function download(ctx: Context, res: Response, opts: DownloadOption
   // fetch decodes a content-encoding, after which content-length no longer counts these bytes
   const encoded = (res.headers.get('content-encoding') ?? 'identity') !== 'identity';
   const total = !encoded && lengthHeader !== null && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined;
-  const counter = byteCounter(ctx, total, opts.progress === true || ctx.io.stderr.isTTY === true);
+  const counter = byteCounter(ctx, total, opts.progress === true || ctx.io.stderr.isTTY === true,
+    opts.output === undefined && ctx.io.stdout.isTTY === true);
   const body = res.body ? Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>) : Readable.from([]);
   const complete = () => {
     if (total !== undefined && counter.received() !== total) throw new Error(`cut short: ${counter.received()} of ${total} bytes`);
@@ -127,6 +139,7 @@ export async function download(ctx: Context, res: Response, opts: DownloadOption
       await pipeline(body, counter.stream, ctx.io.stdout, { end: false });
       complete();
     } catch (err) {
+      counter.cut();
       throw new RunError(`download failed: ${err instanceof Error ? err.message : String(err)}`);
     }
   } else {
@@ -136,6 +149,7 @@ export async function download(ctx: Context, res: Response, opts: DownloadOption
       complete();
       await rename(part, opts.output);
     } catch (err) {
+      counter.cut();
       await unlink(part).catch(() => {});
       throw new RunError(`download to ${opts.output} failed: ${err instanceof Error ? err.message : String(err)}`);
     }

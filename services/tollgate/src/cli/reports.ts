@@ -112,7 +112,7 @@ tokens per second, revenue, upstream cost and margin; top accounts and keys by s
   --group-by G       account, key, model or status
   --account ID       only this account    --key ID      only this key
   --model M          only this model      --status S    only this status (ok, upstream_error, …)
-  --limit N          length of the top accounts / keys lists
+  --limit N          length of the top accounts / keys lists, 1-1000
   --format F         table (default on a terminal), json (default otherwise) or csv (one row per
                      bucket and group, as the server writes it)`,
   options: {
@@ -120,9 +120,14 @@ tokens per second, revenue, upstream cost and margin; top accounts and keys by s
     account: { type: 'string' }, key: { type: 'string' }, model: { type: 'string' }, status: { type: 'string' },
     limit: { type: 'string' }, format: { type: 'string' },
   },
+  values: { from: { kind: 'time' }, to: { kind: 'time' }, limit: { kind: 'page' } },
   async run(ctx) {
     expectPositionals(ctx.positionals, []);
     const format = choiceOption(ctx.values, 'format', ['json', 'csv', 'table'] as const) ?? (ctx.io.stdout.isTTY ? 'table' : 'json');
+    // The API's lists (GRANULARITIES, ANALYTICS_GROUP_BY, USAGE_STATUSES of @tollgate/warehouse), checked before any request.
+    choiceOption(ctx.values, 'granularity', ['minute', 'hour', 'day', 'month'] as const);
+    choiceOption(ctx.values, 'group-by', ['account', 'key', 'model', 'status'] as const);
+    choiceOption(ctx.values, 'status', ['ok', 'upstream_error', 'client_disconnect', 'stream_error', 'usage_anomaly', 'unmetered'] as const);
     const v = (name: string) => stringOption(ctx.values, name);
     const query = {
       from: v('from'), to: v('to'), granularity: v('granularity'), group_by: v('group-by'),

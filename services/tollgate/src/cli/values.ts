@@ -1,0 +1,94 @@
+// Typed option values of the operator CLI, checked before any request with the same parsers the
+// API uses (parseCredits of @tollgate/pricing, parseTime of @tollgate/http, normaliseCidr of
+// @tollgate/keys), so a malformed value is a usage error (exit 2) naming the option, never a
+// request the server refuses (exit 1). The libraries are loaded only when such a value is given:
+// most commands start without them.
+
+import { UsageError, type Parsed } from './core.ts';
+
+/** The word that sends `null` for a nullable field (as NONE of accounts.ts). */
+const NONE = 'none';
+
+/**
+ * How one option's value is read:
+ * - `credits`: decimal credits, at most 6 places, ≥ 0 (a limit or threshold; the API's limitMicros)
+ * - `time`: RFC 3339, a date (00:00 UTC) or epoch milliseconds (parseTime); sent as typed
+ * - `instant`: the same forms, sent as the RFC 3339 date-time the field takes (`expires_at`)
+ * - `cidrs`: IPv4/IPv6 CIDRs (normaliseCidr), repeated or comma-separated
+ * - `page`: a whole number 1-1000 (the `limit` of the usage and credit-history routes)
+ * `nullable`: `none` is accepted (sends null / empties the list).
+ */
+export type ValueKind = { kind: 'credits' | 'time' | 'instant' | 'cidrs' | 'page'; nullable?: boolean };
+
+/** The largest page the API serves (`limit` of /admin/v1/usage and of …/credits/history). */
+export const MAX_PAGE = 1000;
+
+const problemOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/**
+ * `text` as credits (decimal, at most 6 places) → µc, checked like the API: `parseCredits` of
+ * @tollgate/pricing (so `1e3`, `abc`, `0.0000001`, `1.1234567` are refused), `rule` the sign rule.
+ * @throws UsageError naming `label`
+ */
+export async function creditsValue(text: string, label: string, rule: 'non-negative' | 'non-zero'): Promise<bigint> {
+  const { parseCredits } = await import('@tollgate/pricing');
+  let micros: bigint;
+  try {
+    micros = parseCredits(text);
+  } catch (err) {
+    throw new UsageError(`${label}: ${problemOf(err)}`);
+  }
+  if (rule === 'non-negative' && micros < 0n) throw new UsageError(`${label}: must not be negative${label.startsWith('--') ? ` (--${label.slice(2)} ${NONE} removes it)` : ''}`);
+  if (rule === 'non-zero' && micros === 0n) throw new UsageError(`${label}: must not be zero`);
+  return micros;
+}
+
+/**
+ * Checks every typed option in `values` against `kinds` (option name → kind), in place:
+ * `instant` values become RFC 3339 (`2027-01-31T00:00:00.000Z`), the rest are kept as typed.
+ * @throws UsageError naming the option and the accepted forms
+ */
+export async function checkValues(values: Parsed['values'], kinds: Readonly<Record<string, ValueKind>>): Promise<void> {
+  for (const [name, spec] of Object.entries(kinds)) {
+    const raw = values[name];
+    if (raw === undefined) continue;
+    const items = (Array.isArray(raw) ? raw : [raw]).map(String);
+    if (spec.kind !== 'cidrs' && items.length !== 1) throw new UsageError(`--${name} takes one value`);
+    if (spec.nullable && items.length === 1 && items[0] === NONE) continue;
+    const label = `--${name}`;
+    switch (spec.kind) {
+      case 'credits':
+        await creditsValue(items[0]!, label, 'non-negative');
+        break;
+      case 'time':
+      case 'instant': {
+        const { parseTime } = await import('@tollgate/http');
+        let ms: number;
+        try {
+          ms = parseTime(items[0]!, label);
+        } catch (err) {
+          throw new UsageError(problemOf(err));
+        }
+        if (spec.kind === 'instant') values[name] = new Date(ms).toISOString();
+        break;
+      }
+      case 'cidrs': {
+        const { normaliseCidr } = await import('@tollgate/keys');
+        for (const entry of items.flatMap((s) => s.split(',')).map((s) => s.trim())) {
+          if (entry === '' || entry === NONE) continue; // the list reader names these
+          try {
+            normaliseCidr(entry);
+          } catch (err) {
+            throw new UsageError(`${label}: ${problemOf(err)}`);
+          }
+        }
+        break;
+      }
+      case 'page':
+        if (!/^\d{1,4}$/.test(items[0]!) || Number(items[0]) < 1 || Number(items[0]) > MAX_PAGE) {
+          throw new UsageError(`${label} must be a whole number from 1 to ${MAX_PAGE}, not ${JSON.stringify(items[0])}`);
+        }
+        break;
+    }
+  }
+}
