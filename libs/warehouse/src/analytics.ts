@@ -446,22 +446,9 @@ export async function usageEventPage(
     params['after_ts'] = f.after.ts;
     params['after_id'] = f.after.eventId;
   }
-  // Two steps: the page's (ts, event_id) from those two columns alone (DISTINCT drops a
-  // duplicate's copy exactly as FINAL would: copies share ts and event_id), then the full rows of
-  // just those ids FINAL. A window over every account otherwise makes FINAL read and merge every
-  // column of the whole window to sort it (the table is sorted by account first).
-  const keys = await w.select(
-    `SELECT DISTINCT toUnixTimestamp64Milli(ts) AS ms, event_id FROM ${w.tables.usage} WHERE ${conds.join(' AND ')}
-     ORDER BY ms, event_id LIMIT {n:UInt32}`,
-    params,
-  );
-  if (keys.length === 0) return { events: [], hasMore: false };
   const rows = await w.select(
-    `SELECT ${USAGE_SELECT} FROM ${w.tables.usage} FINAL
-     WHERE ${conds.join(' AND ')} AND ts >= fromUnixTimestamp64Milli({first_ms:Int64}, 'UTC') AND ts <= fromUnixTimestamp64Milli({last_ms:Int64}, 'UTC')
-       AND event_id IN {ids:Array(String)}
-     ORDER BY ts, event_id LIMIT {n:UInt32}`,
-    { ...params, first_ms: Number(keys[0]!['ms']), last_ms: Number(keys.at(-1)!['ms']), ids: keys.map((k) => String(k['event_id'])) },
+    `SELECT ${USAGE_SELECT} FROM ${w.tables.usage} FINAL WHERE ${conds.join(' AND ')} ORDER BY ts, event_id LIMIT {n:UInt32}`,
+    params,
   );
   const events = rows.slice(0, f.limit).map((r) => toV2(usageFromRow(r)));
   return { events, hasMore: rows.length > f.limit };
