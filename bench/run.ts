@@ -14,6 +14,7 @@ import {
   KAFKA_PARTITIONS, WAREHOUSE_FLUSH_MS, type ConsumerFigures, type LagFigures, type Services,
 } from './distributed.ts';
 import { analyticsEvents, analyticsReport, runAnalyticsBench, type AnalyticsBenchResult } from './analytics.ts';
+import { poolReport, runPoolBench, type PoolBenchResult } from './pool.ts';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -40,6 +41,8 @@ Options:
                        BENCH_ANALYTICS_EVENTS, else 10000000; about 8 minutes at 10M)
   --skip-analytics     skip the analytics and billing section
   --analytics-only     run only the analytics and billing section (no simulator, no Tollgate)
+  --skip-pool          skip the upstream-pool section (selection, affinity, failover; about 1 minute)
+  --pool-only          run only the upstream-pool section (its own simulators and Tollgate)
   --require-services   fail (exit 1) instead of skipping when Kafka or Redis is missing
   --json               print the result as JSON on stdout (progress still goes to stderr)
   -h, --help           show this help
@@ -228,6 +231,9 @@ interface Options {
   /** the analytics and billing section (bench/analytics.ts): events, or 0 to skip it */
   analyticsEvents: number;
   analyticsOnly: boolean;
+  /** the upstream-pool section (bench/pool.ts): skipped, or the only one */
+  skipPool: boolean;
+  poolOnly: boolean;
 }
 
 function parseOptions(argv: string[]): Options | 'help' {
@@ -249,6 +255,8 @@ function parseOptions(argv: string[]): Options | 'help' {
         'analytics-events': { type: 'string' },
         'skip-analytics': { type: 'boolean' },
         'analytics-only': { type: 'boolean' },
+        'skip-pool': { type: 'boolean' },
+        'pool-only': { type: 'boolean' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -285,6 +293,8 @@ function parseOptions(argv: string[]): Options | 'help' {
   const requireServices = v['require-services'] ?? false;
   if (embeddedOnly && requireServices) throw new UsageError('--embedded-only and --require-services contradict each other');
   if (v['skip-analytics'] && v['analytics-only']) throw new UsageError('--skip-analytics and --analytics-only contradict each other');
+  if (v['skip-pool'] && v['pool-only']) throw new UsageError('--skip-pool and --pool-only contradict each other');
+  if (v['pool-only'] && v['analytics-only']) throw new UsageError('--pool-only and --analytics-only contradict each other');
   let analyticsEventCount: number;
   try {
     analyticsEventCount = v['skip-analytics'] ? 0 : analyticsEvents(v['analytics-events']);
@@ -294,6 +304,7 @@ function parseOptions(argv: string[]): Options | 'help' {
   return {
     durationS, warmupS, concurrency, scenarios, events, lagSamples, embeddedOnly, requireServices, json: v.json ?? false,
     analyticsEvents: analyticsEventCount, analyticsOnly: v['analytics-only'] ?? false,
+    skipPool: v['skip-pool'] ?? false, poolOnly: v['pool-only'] ?? false,
   };
 }
 
@@ -864,6 +875,20 @@ async function runAnalytics(options: Options): Promise<AnalyticsBenchResult | { 
   }
 }
 
+/** The upstream-pool section (bench/pool.ts) with its own children; a failure is reported, not thrown. */
+async function runPool(options: Options, signal: AbortSignal): Promise<PoolBenchResult | { error: string }> {
+  try {
+    // at most 8 concurrent: the figure is the latency selection adds, not a queue at saturation
+    return await runPoolBench({ durationS: options.durationS, warmupS: options.warmupS, concurrency: Math.min(options.concurrency, 8), log, signal });
+  } catch (err) {
+    log(`bench: the upstream-pool section failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    return { error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+const poolFailed = (p: PoolBenchResult | { error: string }) => 'error' in p || p.problems.length > 0;
+const poolText = (p: PoolBenchResult | { error: string }) => ('error' in p ? `upstream pools failed: ${p.error}` : poolReport(p));
+
 async function main(argv: string[]): Promise<number> {
   let options;
   try {
@@ -888,6 +913,11 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const abort = new AbortController();
+  if (options.poolOnly) {
+    const p = await runPool(options, abort.signal);
+    process.stdout.write(options.json ? `${JSON.stringify({ pool: p, ok: !poolFailed(p) }, null, 2)}\n` : `${poolText(p)}\n`);
+    return poolFailed(p) ? 1 : 0;
+  }
   let died: ServiceFailure | undefined;
   whenServiceDies((service, status) => {
     died ??= new ServiceFailure(`${service.name} exited unexpectedly (${status}) during the run; its last output:\n${service.output() || '(none)'}`);
@@ -983,6 +1013,14 @@ async function main(argv: string[]): Promise<number> {
     if (abort.signal.aborted) return 130;
   }
 
+  let pool: PoolBenchResult | { error: string } | undefined;
+  if (!options.skipPool) {
+    pool = await runPool(options, abort.signal);
+    if (died) throw died;
+    if (abort.signal.aborted) return 130;
+    if (poolFailed(pool)) failed = true;
+  }
+
   // Last: its chDB load would land in every figure above.
   let analytics: AnalyticsBenchResult | { error: string } | undefined;
   if (options.analyticsEvents > 0) {
@@ -1000,11 +1038,12 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify({
       node: process.version, cpus: cores, concurrency: options.concurrency, warmupS: options.warmupS, durationS: options.durationS,
       inputTokens: probe.inputTokens, outputTokens: OUTPUT_TOKENS, perRequestMicros: perRequestMicros.toString(),
-      scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, analytics, ok: !failed,
+      scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, pool, analytics, ok: !failed,
     }, null, 2)}\n`);
   } else {
     const adm = admissionReport(compareAdmission([...results, ...distributed.scenarios]), distributed.redis, distributed.roundTrips);
     process.stdout.write(`${report(header, results, comparisons, metering?.message)}\n\n${distributedReport(distributed, options)}\n${adm ? `\n${adm}\n` : ''}`);
+    if (pool) process.stdout.write(`\n${poolText(pool)}\n`);
     if (analytics) process.stdout.write(`\n${'error' in analytics ? `analytics and billing failed: ${analytics.error}` : analyticsReport(analytics)}\n`);
   }
   if (metering && !metering.ok) log(`bench: ${metering.message}`);

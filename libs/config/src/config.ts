@@ -160,6 +160,16 @@ const EnvSchema = z.object({
   LEDGER_CONSUMERS: int(1, 64).default(1),
   /** how long a gateway trusts a cached key lookup; bounds how late a revocation takes effect */
   KEY_CACHE_TTL_MS: int(0, 60_000).default(500),
+  /** how old a gateway's snapshot of upstreams and groups may be (issue 10: changes in force within 1 s) */
+  POOL_CACHE_TTL_MS: int(0, 1_000).default(500),
+  /** upstream attempts per request, the first included (failover before the first byte) */
+  UPSTREAM_MAX_ATTEMPTS: int(1, 10).default(3),
+  /** no failover attempt starts later than this after the request arrived (ms) */
+  UPSTREAM_FAILOVER_BUDGET_MS: int(0, 600_000).default(30_000),
+  /** consecutive failed attempts that open an upstream's circuit in one gateway process */
+  CIRCUIT_FAILURE_THRESHOLD: int(1, 1_000).default(5),
+  /** how long an open circuit refuses before one half-open probe (ms) */
+  CIRCUIT_OPEN_MS: int(100, 3_600_000).default(30_000),
   WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(1000),
   WAREHOUSE_FLUSH_MS: int(10, 60_000).default(500),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(15_000),
@@ -224,6 +234,10 @@ export interface Config {
   warehouse: { batchSize: number; flushMs: number };
   aggregator: { groups: Array<'ledger' | 'warehouse'>; ledgerConsumers: number };
   keyCacheTtlMs: number;
+  /** ms, ≤ 1,000 */
+  poolCacheTtlMs: number;
+  /** failover and circuit breakers (`UPSTREAM_MAX_ATTEMPTS`, `UPSTREAM_FAILOVER_BUDGET_MS` ms, `CIRCUIT_FAILURE_THRESHOLD`, `CIRCUIT_OPEN_MS` ms) */
+  selection: { maxAttempts: number; failoverBudgetMs: number; circuitFailureThreshold: number; circuitOpenMs: number };
   keyMaxConcurrentRequests: number;
   /** undefined: half the upstream pool */
   accountMaxConcurrentRequests: number | undefined;
@@ -321,6 +335,11 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     warehouse: { batchSize: e.WAREHOUSE_BATCH_SIZE, flushMs: e.WAREHOUSE_FLUSH_MS },
     aggregator: { groups: e.AGGREGATOR_GROUPS, ledgerConsumers: e.LEDGER_CONSUMERS },
     keyCacheTtlMs: e.KEY_CACHE_TTL_MS,
+    poolCacheTtlMs: e.POOL_CACHE_TTL_MS,
+    selection: {
+      maxAttempts: e.UPSTREAM_MAX_ATTEMPTS, failoverBudgetMs: e.UPSTREAM_FAILOVER_BUDGET_MS,
+      circuitFailureThreshold: e.CIRCUIT_FAILURE_THRESHOLD, circuitOpenMs: e.CIRCUIT_OPEN_MS,
+    },
     keyMaxConcurrentRequests: e.KEY_MAX_CONCURRENT_REQUESTS,
     accountMaxConcurrentRequests: e.ACCOUNT_MAX_CONCURRENT_REQUESTS,
     rateLimits: Object.fromEntries(Object.entries({

@@ -104,6 +104,10 @@ const USAGE_BASE = {
   stream: z.boolean(),
   upstream_request_id: text(MAX_TEXT_CHARS).nullable(),
   gateway_id: text(MAX_TEXT_CHARS),
+  // issue 10; optional so events of older gateways still decode
+  // '' (with attempts 0): no upstream was tried (503 overloaded)
+  upstream_id: text(MAX_TEXT_CHARS).optional(),
+  attempts: z.number().int().min(0).max(255).optional(),
   anomalies: z.array(text(MAX_TEXT_CHARS)).max(32).optional(),
 };
 
@@ -164,6 +168,7 @@ const AccountSchema = z.object({
     id, name: text(MAX_TEXT_CHARS), status: z.enum(['active', 'suspended', 'disabled']), created_at: epochMs,
     price_list: text(MAX_TEXT_CHARS, 1).nullable().optional(),
     plan_id: id.nullable().optional(),
+    group_id: id.nullable().optional(),
     daily_credits: limitMicros, monthly_credits: limitMicros, overdraft_credits: limitMicros, low_balance_credits: limitMicros,
     admission_policy: z.enum(['strict', 'clamp']).nullable().optional(),
     version: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
@@ -178,6 +183,7 @@ const KeySchema = z.object({
     id, account_id: id, name: text(MAX_TEXT_CHARS), prefix: text(MAX_TEXT_CHARS), hash: id,
     status: z.enum(['active', 'disabled', 'revoked']), created_at: epochMs, revoked_at: epochMs.nullable(),
     plan_id: id.nullable().optional(),
+    group_id: id.nullable().optional(),
     hourly_credits: limitMicros, daily_credits: limitMicros, total_credits: limitMicros,
     ip_allowlist: z.array(cidr).max(MAX_ACCESS_ENTRIES).optional(),
     allowed_models: z.array(id).max(MAX_ACCESS_ENTRIES).optional(),
@@ -363,6 +369,8 @@ export function toV2(e: UsageEvent): UsageEventV2 {
     status: v1.status, http_status: v1.http_status, latency_ms: v1.latency_ms, ttft_ms: v1.ttft_ms, stream: v1.stream,
     upstream_request_id: v1.upstream_request_id, gateway_id: v1.gateway_id,
   };
+  if (v1.upstream_id !== undefined) out.upstream_id = v1.upstream_id;
+  if (v1.attempts !== undefined) out.attempts = v1.attempts;
   if (v1.anomalies !== undefined && v1.anomalies.length > 0) out.anomalies = v1.anomalies;
   return out;
 }

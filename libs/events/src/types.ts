@@ -41,6 +41,19 @@ export interface UsageEventBase {
   upstream_request_id: string | null;
   gateway_id: string;
   /**
+   * The upstream (`UpstreamRecord.id` of @tollgate/pool, `default` for UPSTREAM_URL) that served
+   * the request, or whose error the client got when every attempt failed (issue 10). `''` when no
+   * upstream was tried (503 `overloaded`: every upstream at its max_concurrency), the warehouse
+   * column's default. Absent only on events of gateways before issue 10.
+   */
+  upstream_id?: string;
+  /**
+   * Upstream attempts this request made (failover before the first byte: 1 + failovers, at most
+   * `UPSTREAM_MAX_ATTEMPTS`); 0 when no upstream was tried; absent on events of gateways before
+   * issue 10. Only the serving attempt is billed.
+   */
+  attempts?: number;
+  /**
    * Usage anomalies of this request (`UsageAnomaly` names of @tollgate/anthropic, sorted, each
    * once): what the upstream reported broke a rule and how it was settled. Absent or empty: none.
    */
@@ -176,6 +189,8 @@ export interface AccountRecord {
   // MICRO-credits as decimal strings (the control API speaks decimal credits).
   /** the account's plan id (`PlanRecord.id`); null: the operator's `DEFAULT_PLAN` */
   plan_id?: string | null;
+  /** issue 10: the upstream group (`GroupRecord.id` of @tollgate/pool) its keys use; null: the default group */
+  group_id?: string | null;
   /** spend limit per UTC day, µc (decimal string); null: none */
   daily_credits?: string | null;
   /** spend limit per UTC calendar month, µc; null: none */
@@ -204,6 +219,8 @@ export interface KeyRecord {
   // Issue 8; optional like the account's (absent = null / empty). Money in µc decimal strings.
   /** overrides the account's plan; null: the account's */
   plan_id?: string | null;
+  /** issue 10: overrides the account's upstream group; null: the account's */
+  group_id?: string | null;
   /** spend limit per UTC hour, µc; null: none */
   hourly_credits?: string | null;
   /** spend limit per UTC day, µc; null: none */

@@ -29,6 +29,9 @@ export interface TableNames {
   rollupDay: string;
   /** webhooks (migration 9) */
   webhooks: string;
+  /** upstream pools (migration 10): upstream accounts and the groups pooling them */
+  upstreams: string;
+  upstreamGroups: string;
 }
 
 export function tableNames(database: string, tablePrefix: string): TableNames {
@@ -49,6 +52,7 @@ export function tableNames(database: string, tablePrefix: string): TableNames {
     priceVersions: q('price_versions'),
     plans: q('plans'),
     webhooks: q('webhooks'),
+    upstreams: q('upstreams'), upstreamGroups: q('upstream_groups'),
     billingCloses: q('billing_closes'), billingBooked: q('billing_booked'), billingDocuments: q('billing_documents'),
     rollupMinute: q('usage_rollup_minute'), rollupHour: q('usage_rollup_hour'), rollupDay: q('usage_rollup_day'),
   };
@@ -68,7 +72,7 @@ export const DIMENSION_COLUMNS: ReadonlyArray<{ key: (typeof DIMENSIONS)[number]
 );
 
 /** The number of the newest migration (see `migrations`). */
-export const LATEST_MIGRATION = 9;
+export const LATEST_MIGRATION = 11;
 
 /**
  * Every statement that brings a database to migration `upTo` (default the latest), oldest
@@ -317,6 +321,47 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
       version       UInt64
     ) ENGINE = ReplacingMergeTree(version)
     ORDER BY id`,
+  ]], [10, [
+    // Migration 10 (issue 10): upstream pools, one row per version (ReplacingMergeTree keeps
+    // the highest); deleted = 1: a tombstone. The upstream credential only sealed (AES-256-GCM,
+    // libs/keys sealed.ts). Health and session affinity are hot state, not kept here.
+    `CREATE TABLE IF NOT EXISTS ${t.upstreams} (
+      id              String,
+      name            String,
+      platform        LowCardinality(String),
+      base_url        String,
+      api_key_sealed  Nullable(String),
+      models          Nullable(String),
+      weight          UInt32,
+      priority        Int32,
+      max_concurrency Nullable(UInt32),
+      status          LowCardinality(String),
+      created_at      DateTime64(3, 'UTC'),
+      deleted         UInt8 DEFAULT 0,
+      version         UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY id`,
+    `CREATE TABLE IF NOT EXISTS ${t.upstreamGroups} (
+      id            String,
+      name          String,
+      platform      LowCardinality(String),
+      upstream_ids  Array(String),
+      model_mapping Nullable(String),
+      created_at    DateTime64(3, 'UTC'),
+      deleted       UInt8 DEFAULT 0,
+      version       UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY id`,
+    // The group of an account or key (null: the key inherits its account's, the account the
+    // default group). Rows from before read as NULL.
+    `ALTER TABLE ${t.accounts} ADD COLUMN IF NOT EXISTS group_id Nullable(String)`,
+    `ALTER TABLE ${t.keys} ADD COLUMN IF NOT EXISTS group_id Nullable(String)`,
+  ]], [11, [
+    // Migration 11 (issue 10): which upstream served a request and after how many attempts
+    // (failover before the first byte). '' and 0: not recorded (events of older gateways).
+    `ALTER TABLE ${t.usage}
+      ADD COLUMN IF NOT EXISTS upstream_id LowCardinality(String) DEFAULT '',
+      ADD COLUMN IF NOT EXISTS attempts    UInt8 DEFAULT 0`,
   ]]];
 }
 

@@ -213,7 +213,7 @@ export const USAGE_SELECT = `event_id, toUnixTimestamp64Milli(ts) AS ts_ms, acco
   toString(cost_micros) AS cost_text, status, http_status, latency_ms, ttft_ms, stream, upstream_request_id,
   gateway_id, anomalies, event_version, served_model, iterations, service_tier, inference_geo, speed,
   stop_reason, thinking_tokens, toString(upstream_cost_micros) AS upstream_cost_text, upstream_currency,
-  price_version, price_list, unit_prices, tier, multipliers, unpriced`;
+  price_version, price_list, unit_prices, tier, multipliers, unpriced, upstream_id, attempts`;
 
 /** One row of a read, as ClickHouse JSONEachRow gives it (64-bit integers as decimal text). */
 export type Row = Record<string, unknown>;
@@ -355,6 +355,8 @@ export class Warehouse {
         stream: e.stream,
         upstream_request_id: e.upstream_request_id,
         gateway_id: e.gateway_id,
+        upstream_id: e.upstream_id ?? '',
+        attempts: e.attempts ?? 0,
         anomalies: e.anomalies ?? [],
         event_version: raw.v === 2 ? 2 : 1,
         served_model: e.served_model,
@@ -483,6 +485,7 @@ export class Warehouse {
           created_at: dateTime(a.created_at, 'account.created_at'),
           price_list: a.price_list ?? null,
           plan_id: a.plan_id ?? null,
+          group_id: a.group_id ?? null,
           daily_credits: optMicros(a.daily_credits, 'account.daily_credits'),
           monthly_credits: optMicros(a.monthly_credits, 'account.monthly_credits'),
           overdraft_credits: optMicros(a.overdraft_credits, 'account.overdraft_credits'),
@@ -505,6 +508,7 @@ export class Warehouse {
           created_at: dateTime(k.created_at, 'key.created_at'),
           revoked_at: k.revoked_at === null ? null : dateTime(k.revoked_at, 'key.revoked_at'),
           plan_id: k.plan_id ?? null,
+          group_id: k.group_id ?? null,
           hourly_credits: optMicros(k.hourly_credits, 'key.hourly_credits'),
           daily_credits: optMicros(k.daily_credits, 'key.daily_credits'),
           total_credits: optMicros(k.total_credits, 'key.total_credits'),
@@ -533,7 +537,7 @@ export class Warehouse {
   async loadAccounts(): Promise<AccountRecord[]> {
     const rows = await this.#select(
       `SELECT id, name, status, toUnixTimestamp64Milli(created_at) AS created_ms, version, price_list,
-              plan_id, toString(daily_credits) AS daily_t, toString(monthly_credits) AS monthly_t,
+              plan_id, group_id, toString(daily_credits) AS daily_t, toString(monthly_credits) AS monthly_t,
               toString(overdraft_credits) AS overdraft_t, toString(low_balance_credits) AS low_balance_t, admission_policy
        FROM ${this.#t.accounts} FINAL ORDER BY id`,
       {},
@@ -547,6 +551,7 @@ export class Warehouse {
       ...(r['price_list'] === null || r['price_list'] === undefined ? {} : { price_list: str(r['price_list']) }),
       // Issue 8 fields only when set, as the control record carries them (absent = null).
       ...present('plan_id', r['plan_id']),
+      ...present('group_id', r['group_id']),
       ...present('daily_credits', r['daily_t']),
       ...present('monthly_credits', r['monthly_t']),
       ...present('overdraft_credits', r['overdraft_t']),
@@ -562,7 +567,7 @@ export class Warehouse {
       `SELECT id, account_id, name, prefix, hash, status,
               toUnixTimestamp64Milli(created_at) AS created_ms,
               toUnixTimestamp64Milli(revoked_at) AS revoked_ms,
-              version, plan_id, toString(hourly_credits) AS hourly_t, toString(daily_credits) AS daily_t,
+              version, plan_id, group_id, toString(hourly_credits) AS hourly_t, toString(daily_credits) AS daily_t,
               toString(total_credits) AS total_t, ip_allowlist, allowed_models,
               toUnixTimestamp64Milli(expires_at) AS expires_ms
        FROM ${this.#t.keys} FINAL ORDER BY id`,
@@ -578,6 +583,7 @@ export class Warehouse {
       created_at: int(r['created_ms']),
       revoked_at: r['revoked_ms'] === null ? null : int(r['revoked_ms']),
       ...present('plan_id', r['plan_id']),
+      ...present('group_id', r['group_id']),
       ...present('hourly_credits', r['hourly_t']),
       ...present('daily_credits', r['daily_t']),
       ...present('total_credits', r['total_t']),
@@ -935,6 +941,9 @@ export function usageFromRow(r: Row): UsageEvent {
     stream: r['stream'] === true,
     upstream_request_id: nullableStr(r['upstream_request_id']),
     gateway_id: str(r['gateway_id']),
+    // '' / 0: not recorded (an event of a gateway before issue 10)
+    ...(typeof r['upstream_id'] === 'string' && r['upstream_id'] !== '' ? { upstream_id: r['upstream_id'] } : {}),
+    ...(r['attempts'] !== undefined && int(r['attempts']) > 0 ? { attempts: int(r['attempts']) } : {}),
     ...(anomalies.length > 0 ? { anomalies } : {}),
   };
   if (int(r['event_version']) !== 2) {

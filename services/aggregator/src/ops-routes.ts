@@ -23,6 +23,11 @@ export interface OpsDeps {
    * `price_versions` before a rerate (idempotent), so events priced with them can be re-priced.
    */
   priceBook?: () => PriceBook | undefined;
+  /**
+   * Hot state kept beside balances and keys that must be back before the rebuild marks Redis
+   * ready (issue 10: upstream pools, so no gateway routes to the configured default meanwhile).
+   */
+  beforeRebuild?: () => Promise<unknown>;
 }
 
 /** Longest rerate window one call covers: `tollgate rerate` asks day by day and sums. */
@@ -37,6 +42,7 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     ops.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
     ops.post('/ops/v1/rebuild', async () => {
       await deps.settle?.();
+      await deps.beforeRebuild?.();
       return rebuild(deps);
     });
     // Re-prices stored usage (read only): under each event's own price version, or under the

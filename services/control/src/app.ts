@@ -30,12 +30,15 @@ const AccountCreate = z.object({ name: storedText(1, 200) }).strict();
 const creditsField = z.union([z.number(), z.string().max(40)]).nullable().optional();
 /** A plan id (`/admin/v1/plans`); null: the next level's plan (key → account → DEFAULT_PLAN). */
 const planField = z.string().min(1).max(200).nullable().optional();
+/** An upstream group id (`/admin/v1/groups`, `default` included); null: the next level's group (key → account → default). */
+const groupField = z.string().min(1).max(200).nullable().optional();
 const AccountPatch = z.object({
   name: storedText(1, 200).optional(),
   status: z.enum(['active', 'suspended', 'disabled']).optional(),
   /** a catalog price list name; null or "default": the catalog's own prices */
   price_list: z.string().max(200).nullable().optional(),
   plan_id: planField,
+  group_id: groupField,
   daily_credits: creditsField,
   monthly_credits: creditsField,
   overdraft_credits: creditsField,
@@ -47,6 +50,7 @@ const KeyPatch = z.object({
   /** `revoked` is final and only reached by DELETE */
   status: z.enum(['active', 'disabled']).optional(),
   plan_id: planField,
+  group_id: groupField,
   hourly_credits: creditsField,
   daily_credits: creditsField,
   total_credits: creditsField,
@@ -113,6 +117,7 @@ function keyView(k: KeyRecord) {
     created_at: new Date(k.created_at).toISOString(),
     revoked_at: k.revoked_at === null ? null : new Date(k.revoked_at).toISOString(),
     plan_id: k.plan_id ?? null,
+    group_id: k.group_id ?? null,
     hourly_credits: creditsView(k.hourly_credits),
     daily_credits: creditsView(k.daily_credits),
     total_credits: creditsView(k.total_credits),
@@ -139,6 +144,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       id: a.id, name: a.name, status: a.status, created_at: new Date(a.created_at).toISOString(),
       price_list: a.price_list ?? 'default',
       plan_id: a.plan_id ?? null,
+      group_id: a.group_id ?? null,
       daily_credits: creditsView(a.daily_credits),
       monthly_credits: creditsView(a.monthly_credits),
       overdraft_credits: creditsView(a.overdraft_credits),
@@ -157,6 +163,14 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
     // Seed plans (free, pro, max-5x, max-20x) are live without a stored record.
     const plan = await findPlan(id, (i) => deps.keys.plan(i));
     if (!plan) throw gatewayError('invalid_request', `plan_id: ${JSON.stringify(id)} is not a plan (GET /admin/v1/plans lists them)`);
+    return id;
+  };
+
+  /** `id` when it names a live upstream group (`default` always does); else 400. */
+  const existingGroup = async (id: string): Promise<string> => {
+    if (id === 'default') return id;
+    const g = await deps.pool?.group(id);
+    if (!g || g.deleted) throw gatewayError('invalid_request', `group_id: ${JSON.stringify(id)} is not a group (GET /admin/v1/groups lists them)`);
     return id;
   };
 
@@ -201,11 +215,12 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
 
     admin.patch('/admin/v1/accounts/:id', async (request) => {
       const { id } = request.params as { id: string };
-      const { price_list: list, plan_id: planId, daily_credits: daily, monthly_credits: monthly,
+      const { price_list: list, plan_id: planId, group_id: groupId, daily_credits: daily, monthly_credits: monthly,
         overdraft_credits: overdraft, low_balance_credits: lowBalance, ...body } = parse(AccountPatch, request.body);
       const current = await findAccount(id);
       const next: AccountRecord = { ...current, ...body, version: nextVersion(current.version) };
       if (planId !== undefined) next.plan_id = planId === null ? null : await existingPlan(planId);
+      if (groupId !== undefined) next.group_id = groupId === null ? null : await existingGroup(groupId);
       const limits = { daily_credits: daily, monthly_credits: monthly, overdraft_credits: overdraft, low_balance_credits: lowBalance };
       for (const [field, value] of Object.entries(limits)) {
         const micros = limitMicros(field, value);
@@ -264,6 +279,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       if (body.name !== undefined) next.name = body.name;
       if (body.status !== undefined) next.status = body.status;
       if (body.plan_id !== undefined) next.plan_id = body.plan_id === null ? null : await existingPlan(body.plan_id);
+      if (body.group_id !== undefined) next.group_id = body.group_id === null ? null : await existingGroup(body.group_id);
       for (const field of ['hourly_credits', 'daily_credits', 'total_credits'] as const) {
         const micros = limitMicros(field, body[field]);
         if (micros !== undefined) next[field] = micros;

@@ -2,6 +2,7 @@ import type { EventLog } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import type { Catalog, PriceVersion } from '@tollgate/pricing';
+import type { PoolStore } from '@tollgate/pool';
 
 export interface ControlDeps {
   keys: KeyDirectory;
@@ -14,6 +15,8 @@ export interface ControlDeps {
   /** FINANCE_TOKEN: may call the routes marked `config: { finance: true }` only (see requireOperator) */
   financeToken?: string;
   keyHashSecret: string;
+  /** upstream groups (issue 10): a `group_id` given to an account or key must name one of them or `default` */
+  pool?: PoolStore;
   /** how long a credit request waits for the ledger to apply it before answering 202 */
   applyTimeoutMs?: number;
   /**

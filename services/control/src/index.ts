@@ -6,3 +6,5 @@ export { registerBilling } from './billing.ts';
 export type { ReportDeps } from './reports.ts';
 export { registerWebhooks, webhookUrl, webhookView, deliveryView, MAX_WEBHOOK_URL_CHARS } from './webhooks.ts';
 export type { WebhookRouteDeps } from './webhooks.ts';
+export { registerUpstreams, upstreamBaseUrl, UPSTREAM_LIMITS } from './upstreams.ts';
+export type { UpstreamRouteDeps } from './upstreams.ts';

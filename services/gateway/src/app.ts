@@ -5,8 +5,12 @@ import { PriceBook } from '@tollgate/pricing';
 import { authenticate } from './auth.ts';
 import type { GatewayDeps } from './deps.ts';
 import { Upstream } from './upstream.ts';
+import { CachedPoolView, MemoryPoolStore } from '@tollgate/pool';
+import { UpstreamClients } from './pool/clients.ts';
+import { UpstreamPool } from './pool/selector.ts';
 import { admitTenant, ConcurrencyGates, DEFAULT_KEY_MAX_CONCURRENT, defaultAccountMaxConcurrent } from './limits.ts';
 import { messagesRoutes } from './routes/messages.ts';
+import { chatCompletionsRoutes } from './routes/chat-completions.ts';
 import { countTokensRoutes } from './routes/count-tokens.ts';
 import { accountRoutes } from './routes/account.ts';
 import { usageRoutes } from './routes/usage.ts';
@@ -34,7 +38,19 @@ export interface GatewayHandle {
  */
 export function registerGateway(app: FastifyInstance, given: GatewayDeps): GatewayHandle {
   const upstream = new Upstream(given.upstream, given.dispatcher);
-  given.shutdown?.addEventListener('abort', () => void upstream.destroy(), { once: true });
+  // Upstream pools (issue 10): without a shared pool, the default group of UPSTREAM_URL alone,
+  // session pins in this process's memory.
+  const poolStore = given.pool?.store ?? new MemoryPoolStore();
+  const poolView = given.pool?.view ?? new CachedPoolView({
+    store: poolStore, configured: { url: given.upstream.url, apiKey: given.upstream.apiKey }, keyHashSecret: given.keyHashSecret,
+  });
+  const clients = new UpstreamClients(upstream, given.upstream);
+  const pool = new UpstreamPool({
+    view: poolView, store: poolStore, clients, gatewayId: given.gatewayId, ...(given.selection ? { selection: given.selection } : {}),
+    onError: (err, what) => app.log.warn({ err }, what),
+  });
+  pool.startReporting();
+  given.shutdown?.addEventListener('abort', () => { void upstream.destroy(); void clients.destroy(); }, { once: true });
   // A handler returns after its usage event is published (every path of messages.ts), so a
   // count of running handlers is what a shutdown waits for before it flushes the log.
   let inFlight = 0;
@@ -61,7 +77,10 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
       pool: upstream.maxConnections,
     }),
   };
-  app.addHook('onClose', async () => upstream.close());
+  app.addHook('onClose', async () => {
+    pool.close();
+    await Promise.all([upstream.close(), clients.close()]);
+  });
   // Asked only when a key is not found (lost state vs. a bad key), and remembered as briefly as
   // the key cache, so a flood of bad keys does not become a flood of Redis calls.
   let readyUntil = 0;
@@ -89,8 +108,9 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
         request.slot = admitTenant(deps.concurrency, request.caller.key.id, request.caller.account.id, reply.raw, () => gone);
       }
     });
-    messagesRoutes(api, deps, upstream);
-    countTokensRoutes(api, deps, upstream);
+    const pipeline = messagesRoutes(api, deps, upstream, pool);
+    chatCompletionsRoutes(api, pipeline);
+    countTokensRoutes(api, deps, pool);
     accountRoutes(api, deps);
     usageRoutes(api, deps);
     creditsHistoryRoutes(api, deps);

@@ -5,6 +5,7 @@ import type { KeyDirectory } from '@tollgate/keys';
 import type { LimitPolicy, RateLimiter } from '@tollgate/limits';
 import type { Catalog, PriceVersion } from '@tollgate/pricing';
 import type { Metrics, Tracer } from '@tollgate/telemetry';
+import type { PoolStore, PoolView } from '@tollgate/pool';
 import type { Warehouse } from '@tollgate/warehouse';
 import type { ConcurrencyGates } from './limits.ts';
 
@@ -103,6 +104,26 @@ export interface GatewayDeps {
    * Called on the request path, so each must return at once and never throw (fire and forget).
    */
   alerts?: GatewayAlerts;
+  /**
+   * Upstream pools (issue 10): the groups and upstreams as this process reads them (`view`, a
+   * `CachedPoolView` of @tollgate/pool) and the shared store for session affinity and health
+   * reports. Absent: the default group of `upstream` alone, affinity in memory.
+   */
+  pool?: { view: PoolView; store: PoolStore };
+  /** Failover and circuit settings (`UPSTREAM_MAX_ATTEMPTS`, …); absent: the defaults of pool/selector.ts. */
+  selection?: Partial<SelectionOptions>;
+}
+
+/** How the gateway picks and fails over between the upstreams of a group (services/gateway/src/pool). */
+export interface SelectionOptions {
+  /** `UPSTREAM_MAX_ATTEMPTS`: upstream attempts per request, the first included (default 3) */
+  maxAttempts: number;
+  /** `UPSTREAM_FAILOVER_BUDGET_MS`: no new attempt starts later than this after the request arrived (default 30 000) */
+  failoverBudgetMs: number;
+  /** `CIRCUIT_FAILURE_THRESHOLD`: consecutive failures that open an upstream's circuit (default 5) */
+  circuitFailureThreshold: number;
+  /** `CIRCUIT_OPEN_MS`: how long an open circuit refuses before one half-open probe (default 30 000) */
+  circuitOpenMs: number;
 }
 
 /** What the gateway reports for alerts; amounts in µc, times epoch ms of the store's clock. */

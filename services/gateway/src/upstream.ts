@@ -292,7 +292,7 @@ export function decodersFor(contentEncoding: string): Decoder[] {
   });
 }
 
-function asUpstreamBody(stream: Readable, secrets: readonly string[]): UpstreamBody {
+export function asUpstreamBody(stream: Readable, secrets: readonly string[]): UpstreamBody {
   const whole = async () => scrubBody(Buffer.from(await readArrayBuffer(stream)), secrets);
   return {
     text: async () => (await whole()).toString('utf8'),
@@ -324,7 +324,7 @@ function asUpstreamBody(stream: Readable, secrets: readonly string[]): UpstreamB
  * error bodies) reads identity bytes, and the stale `content-encoding` / `content-length`
  * headers are gone.
  */
-function decoded(status: number, headers: UpstreamResponse['headers'], body: Readable, secrets: readonly string[]): UpstreamResponse {
+export function decoded(status: number, headers: UpstreamResponse['headers'], body: Readable, secrets: readonly string[]): UpstreamResponse {
   const raw = headers['content-encoding'];
   const contentEncoding = Array.isArray(raw) ? raw.join(',') : raw ?? '';
   // 204/304 and declared-empty bodies have no bytes to decode (a decoder would call them truncated).
@@ -341,7 +341,22 @@ function decoded(status: number, headers: UpstreamResponse['headers'], body: Rea
   return { status, headers: rest, body: asUpstreamBody(out, secrets), secrets, scrubEvent: (raw) => scrubEvent(raw, secrets) };
 }
 
-export class Upstream {
+/**
+ * What the gateway sends a request through (issue 10): one upstream speaking Anthropic's API
+ * (`Upstream`), or one that translates to another platform (OpenAI Chat Completions) and answers
+ * in Anthropic's shapes, so the metering never sees the difference.
+ */
+export interface UpstreamClient {
+  /** `path` is Anthropic's (`/v1/messages`, `/v1/messages/count_tokens`); see `Upstream.post` */
+  post(path: string, search: string, headers: IncomingHttpHeaders, body: Buffer | string, trace?: Record<string, string>): Promise<UpstreamResponse>;
+  /** connections this client may open at most */
+  readonly maxConnections: number;
+  close(): Promise<void>;
+  /** cuts every connection now (a shutdown whose grace ran out) */
+  destroy(): Promise<void>;
+}
+
+export class Upstream implements UpstreamClient {
   #options: UpstreamOptions;
   #dispatcher: Dispatcher;
   #ownsDispatcher: boolean;

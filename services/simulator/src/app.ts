@@ -5,10 +5,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { badOutputTokens, compressedSink, compressSync, plainSink, rateLimitHeaders, serializeWithBadUsage } from './anomalies.ts';
 import { installJsonParser, MAX_JSON_DEPTH, TooDeepBody } from './body.ts';
 import { parseDirectives } from './directives.ts';
+import { FaultQueue, faultHeaders, parseFault } from './faults.ts';
 import type { BadUsage, Directives, Encoding, Fault } from './directives.ts';
 import { defaultErrorMessage, errorBody, errorTypeForStatus, invalidRequest, SimulatorError } from './errors.ts';
 import { contextWindow, MODELS } from './models.ts';
 import { PromptCache } from './prompt-cache.ts';
+import { registerOpenAIMode } from './openai.ts';
 import type { CacheOutcome } from './prompt-cache.ts';
 import { RequestRecorder } from './recorder.ts';
 import { buildReply, streamPlan } from './reply.ts';
@@ -290,6 +292,21 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
     return reply.code(204).send();
   });
 
+  // Faults for this instance's next model calls (src/faults.ts): one upstream of a pool fails, the others serve.
+  const faults = new FaultQueue();
+  app.post('/_sim/faults', async (request) => {
+    const { count, fault } = parseFault(request.body);
+    faults.add(count, fault);
+    return { pending: faults.pending };
+  });
+  app.get('/_sim/faults', async () => ({ pending: faults.pending }));
+  app.delete('/_sim/faults', async (_request, reply) => {
+    faults.clear();
+    return reply.code(204).send();
+  });
+
+  registerOpenAIMode(app, { recorder, apiKey, ...defaults, defaultOutputTokens, faults });
+
   app.register(async (v1) => {
     v1.addHook('preHandler', async (request) => {
       // Recorded before the credential check so tests can see what a gateway sent even when
@@ -332,6 +349,19 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
       signal: AbortSignal,
     ): Promise<boolean> => {
       await sleep(timing.latencyMs, undefined, { signal });
+      const queued = faults.take();
+      if (queued !== undefined) {
+        if (queued.delay_ms !== undefined) await sleep(queued.delay_ms, undefined, { signal });
+        if (queued.reset === true) {
+          reply.hijack();
+          reply.raw.destroy();
+          return false;
+        }
+        if (queued.status !== undefined) {
+          const type = errorTypeForStatus(queued.status);
+          throw new SimulatorError(queued.status, defaultErrorMessage(type), type, faultHeaders(queued));
+        }
+      }
       if (dropsBeforeResponse(directives.fault, body.stream)) {
         reply.hijack();
         reply.raw.destroy();

@@ -11,10 +11,11 @@ import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catal
 import type { Warehouse } from '@tollgate/warehouse';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
-import { registerAnalytics, registerBilling, registerControl, registerWebhooks, type ReportDeps } from '@tollgate/control';
+import { registerAnalytics, registerBilling, registerControl, registerUpstreams, registerWebhooks, type ReportDeps } from '@tollgate/control';
 import { rebuild, registerOps, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
 import { alertHooks, MemoryWebhookStore, RedisWebhookStore, restoreWebhooks, WebhookDispatcher } from '@tollgate/webhooks';
+import { CachedPoolView, MemoryPoolStore, RedisPoolStore, restorePool, type PoolStore } from '@tollgate/pool';
 import { distributedAdapters, embeddedAdapters, type Adapters } from './adapters.ts';
 import { secretFromEnvOrFile } from './secrets.ts';
 
@@ -54,6 +55,8 @@ export interface Tollgate {
   adminTokenFile: string | undefined;
   /** this process's Prometheus registry (served at GET /metrics) */
   metrics: Metrics;
+  /** upstream pools (issue 10): the shared store (Redis, else memory) and this process's ≤ 1 s view of it */
+  pool: { store: PoolStore; view: CachedPoolView };
   /** embedded mode: waits until every event published so far is applied and warehoused */
   drain(): Promise<void>;
   /**
@@ -122,13 +125,25 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const alerts = alertHooks({ dispatcher: webhooks, keys, balances, lowBalanceMicros: config.webhooks.lowBalanceMicros, log: server.log });
   const restoreHooks = () => (warehouse ? restoreWebhooks(warehouse, webhookStore).catch((err: unknown) => { server.log.error({ err }, 'webhooks could not be loaded from the warehouse'); }) : undefined);
   await restoreHooks();
+  // Upstream pools (issue 10): upstreams and groups in the same shared hot state (Redis in
+  // distributed mode) with their warehouse copy; every gateway reads them through a snapshot at
+  // most POOL_CACHE_TTL_MS (≤ 1 s) old. UPSTREAM_URL / UPSTREAM_API_KEY stay the default group.
+  const poolStore: PoolStore = adapters.redis ? new RedisPoolStore({ redis: adapters.redis, prefix: config.redis!.prefix }) : new MemoryPoolStore();
+  const poolView = new CachedPoolView({
+    store: poolStore, configured: { url: config.upstream.url, apiKey: config.upstream.apiKey }, keyHashSecret,
+    ttlMs: config.poolCacheTtlMs, onError: (err, what) => server.log.error({ err }, what),
+  });
+  const restorePoolRecords = () => (warehouse ? restorePool(warehouse, poolStore).catch((err: unknown) => { server.log.error({ err }, 'upstream pools could not be loaded from the warehouse'); }) : undefined);
+  await restorePoolRecords();
 
   // The process that owns the warehouse restores lost hot state by itself: at start, and
   // whenever a ledger consumer finds it gone (Redis restarted empty). One rebuild at a time.
   let rebuilding: Promise<unknown> | null = null;
   const restoreState = () => {
     if (!warehouse || rebuilding) return;
-    rebuilding = rebuild({ warehouse, balances, keys })
+    // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
+    // the stored groups missing and send every caller to the configured default.
+    rebuilding = Promise.resolve(restorePoolRecords()).then(() => rebuild({ warehouse, balances, keys }))
       .then((report) => server.log.warn({ report }, 'hot state rebuilt from the warehouse'))
       .then(restoreHooks)
       .catch((err: unknown) => server.log.error({ err }, 'rebuild failed; will retry'))
@@ -197,11 +212,12 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       bodyLimitBytes: config.bodyLimitBytes,
       gatewayId,
       tracer, metrics, shutdown: shutdown.signal, alerts: alerts.gateway,
+      pool: { view: poolView, store: poolStore }, selection: config.selection,
       ...(warehouse ? { warehouse } : {}),
     });
   }
   if (config.roles.includes('control')) {
-    registerControl(server, { keys, balances, log, catalog, prices, adminToken: admin.value, financeToken: config.secrets.financeToken, keyHashSecret });
+    registerControl(server, { keys, balances, log, catalog, prices, adminToken: admin.value, financeToken: config.secrets.financeToken, keyHashSecret, pool: poolStore });
   }
   // Usage analytics and billing: wherever the warehouse can be read by an operator-facing role.
   if (warehouse && (adapters.mode === 'embedded' || config.roles.includes('control') || ownsWarehouse)) {
@@ -212,12 +228,18 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     registerAnalytics(server, reportDeps);
     registerBilling(server, reportDeps);
     registerWebhooks(server, { adminToken: admin.value, financeToken: config.secrets.financeToken, store: webhookStore, keyHashSecret, warehouse, secrets: ownSecrets });
+    registerUpstreams(server, {
+      adminToken: admin.value, financeToken: config.secrets.financeToken, store: poolStore, keyHashSecret, warehouse,
+      catalog: () => prices.current().catalog, configured: { url: config.upstream.url, apiKey: config.upstream.apiKey },
+      onChange: () => poolView.invalidate(),
+    });
   }
   if (warehouse && (ownsWarehouse || adapters.mode === 'embedded')) {
     registerOps(server, {
       warehouse, balances, keys, adminToken: admin.value, financeToken: config.secrets.financeToken,
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
       priceBook: () => prices,
+      beforeRebuild: async () => { await restorePoolRecords(); },
     });
   }
   // Every version a gateway prices with goes to the log (control topic), so the warehouse keeps
@@ -293,7 +315,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       if (!warehouse) throw new Error('this process has no warehouse (not an aggregator with the warehouse group)');
       return warehouse;
     },
-    adminToken: admin.value, adminTokenFile: admin.file, metrics,
+    adminToken: admin.value, adminTokenFile: admin.file, metrics, pool: { store: poolStore, view: poolView },
     drain: async () => {
       if (log instanceof MemoryLog) await log.drain();
     },

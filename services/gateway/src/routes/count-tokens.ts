@@ -2,14 +2,15 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { gatewayError, validateCountTokensRequest } from '@tollgate/anthropic';
 import { sendError } from '@tollgate/http';
 import type { GatewayDeps } from '../deps.ts';
-import { searchOf, upstreamErrorOf, type Upstream } from '../upstream.ts';
+import { searchOf, upstreamErrorOf } from '../upstream.ts';
+import type { UpstreamPool } from '../pool/selector.ts';
 import { guardState } from '../state.ts';
 import { acquireSlot } from '../limits.ts';
 import { resolveOr404 } from './messages.ts';
 import { checkModelAllowed } from '../auth.ts';
 
 /** Forwarded like a message, but free: it needs a key and a positive balance, and records no usage. */
-export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, upstream: Upstream): void {
+export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool: UpstreamPool): void {
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const caller = request.caller!;
     const body = validateCountTokensRequest(request.body);
@@ -17,13 +18,24 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, upstr
     checkModelAllowed(caller, resolved.model.id, body.model);
     const { available } = await guardState(() => deps.balances.get(caller.account.id));
     if (available <= 0n) throw gatewayError('insufficient_credits');
-    const out = resolved.upstreamModel === body.model ? request.rawBody! : JSON.stringify({ ...body, model: resolved.upstreamModel });
+    // the caller's group, as a message would be served (issue 10): its upstreams and model mapping
+    const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
+    const upstreamModel = route.mappedModel ?? resolved.upstreamModel;
+    const out = upstreamModel === body.model ? request.rawBody! : JSON.stringify({ ...body, model: upstreamModel });
     // It holds an upstream connection like a message does, so it takes a slot of the same gates.
     const release = acquireSlot(deps, request);
     try {
-      const res = await upstream.post('/v1/messages/count_tokens', searchOf(request.url), request.headers, out);
-      if (res.status >= 200 && res.status < 300) return reply.code(res.status).type('application/json').send(await res.body.text());
-      return sendError(reply, await upstreamErrorOf(res));
+      // failover before anything reaches the client, as for a message; free, so no usage event
+      const sent = await pool.send(route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: Date.now() },
+        (client) => client.post('/v1/messages/count_tokens', searchOf(request.url), request.headers, out));
+      try {
+        if ('error' in sent.outcome) throw sent.outcome.error;
+        const res = sent.outcome.res;
+        if (res.status >= 200 && res.status < 300) return reply.code(res.status).type('application/json').send(await res.body.text());
+        return sendError(reply, await upstreamErrorOf(res));
+      } finally {
+        sent.release();
+      }
     } finally {
       release();
     }

@@ -15,10 +15,12 @@ import {
 import type { GatewayDeps } from '../deps.ts';
 import { boundedUpstreamId, settle, type Metered, type Outcome } from '../metering.ts';
 import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
+import type { Route, Sent, UpstreamPool } from '../pool/selector.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
 import { checkModelAllowed, checkServingModelsAllowed } from '../auth.ts';
 import { JsonValueEnd, serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
+import { checkTranslatable } from '../openai-upstream.ts';
 import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '../admission.ts';
 
 /**
@@ -31,6 +33,14 @@ export function resolveOr404(catalog: Catalog, model: string): ResolvedModel {
   const resolved = resolveModel(catalog, model);
   if (!resolved) throw gatewayError('model_not_found', `model: ${model} is not available on this gateway`);
   return resolved;
+}
+
+/**
+ * `resolved` with `upstreamModel` as the name sent upstream (a group's `model_mapping`, issue 10):
+ * priced as the same catalog model, and an answer naming the mapped model is that model.
+ */
+function mappedTo(resolved: ResolvedModel, upstreamModel: string): ResolvedModel {
+  return { ...resolved, upstreamModel, model: { ...resolved.model, upstreamModel } };
 }
 
 /**
@@ -120,14 +130,53 @@ interface Exchange {
   version: PriceVersion;
   /** the request's server tools: units and their bounds */
   tools: ServerTools;
+  /** the caller's group and the upstreams that may serve the request (issue 10) */
+  route: Route;
+  /** the client's API format: how its request is read and its answer written */
+  format: ClientFormat;
 }
 
-export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream: Upstream): void {
+/**
+ * The API format a client speaks, around the one pipeline (auth, plan limits, hold, upstream,
+ * metering, one usage event, tracing) that serves it: `/v1/messages` is Anthropic's own format
+ * (`ANTHROPIC_FORMAT`, nothing rewritten); `/v1/chat/completions` (routes/chat-completions.ts)
+ * reads an OpenAI request and writes OpenAI answers. The pipeline always sees and meters the
+ * Anthropic request and answer, so a format can never change what is charged. Errors the
+ * pipeline renders itself (`sendError`, the app's error handler) are in Anthropic's shape; a
+ * format rewrites them on its own route (an onSend hook), SSE error events through `stream`.
+ */
+export interface ClientFormat {
+  /** `anthropic` or `openai`: a span attribute and log field */
+  readonly name: string;
+  /** The request as an Anthropic Messages body (not yet validated) and the bytes it was read from. Throws GatewayError 400. */
+  request(request: FastifyRequest): { body: unknown; raw: Buffer };
+  /**
+   * A 2xx JSON answer as the client's: `message` is the Anthropic Message when the pipeline read
+   * (metered) it, else null and `parsed` is the body parsed as JSON (undefined: not JSON). Returns
+   * the status and JSON text to send; a format must answer every case in its own shape. Absent:
+   * the upstream's status and bytes as they are.
+   */
+  json?(answer: { message: Record<string, unknown> | null; parsed: unknown; status: number }): { status: number; body: string };
+  /** A writer for one stream: each complete Anthropic SSE event (`error` events included) → the client's bytes ('' for none); absent: unchanged. */
+  stream?(): (event: Buffer | string) => Buffer | string;
+}
+
+/** Anthropic Messages clients: the request and the answer pass as they are. */
+export const ANTHROPIC_FORMAT: ClientFormat = {
+  name: 'anthropic',
+  request: (request) => ({ body: request.body, raw: request.rawBody! }),
+};
+
+/** Serves one request of a client `format` through the Messages pipeline (what `/v1/messages` runs). */
+export type MessagesPipeline = (request: FastifyRequest, reply: FastifyReply, format: ClientFormat) => Promise<FastifyReply | undefined>;
+
+/** Mounts `/v1/messages` (and `/api/v1/messages`); returns the pipeline for other client formats. */
+export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstream: Upstream, pool: UpstreamPool): MessagesPipeline {
   const tracer = deps.tracer ?? noopTracer;
   const metrics = deps.metrics;
   const upstreamHost = new URL(deps.upstream.url).host;
 
-  const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+  const serve: MessagesPipeline = async (request, reply, format) => {
     const startedAt = performance.now();
     const ts = Date.now();
     // Before the first await: from here on the client may leave at any moment, and the request
@@ -137,11 +186,18 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     // Captured once: a price change (reload) applies from the next request, never mid-request.
     const version = deps.prices!.current();
     // max_tokens is optional here (issue 8): absent, DEFAULT_MAX_TOKENS is sent upstream and held for.
-    const defaulted = typeof request.body === 'object' && request.body !== null && (request.body as Record<string, unknown>)['max_tokens'] === undefined;
-    const body = validateMessagesRequest(request.body, deps.defaultMaxTokens ?? 1_024);
-    const resolved = resolveOr404(version.catalog, body.model);
+    const input = format.request(request);
+    const defaulted = typeof input.body === 'object' && input.body !== null && (input.body as Record<string, unknown>)['max_tokens'] === undefined;
+    const body = validateMessagesRequest(input.body, deps.defaultMaxTokens ?? 1_024);
+    let resolved = resolveOr404(version.catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
     checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
+    // The caller's group (issue 10): an upstream of it must serve the model (else 404 before any
+    // hold), and its model_mapping names the model upstream (priced as the catalog model).
+    const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
+    if (route.mappedModel !== undefined) resolved = mappedTo(resolved, route.mappedModel);
+    // Platform openai: what Chat Completions cannot serve is a 400 naming the field, before any hold.
+    if (route.group.platform === 'openai') checkTranslatable(body);
     const stream = body.stream === true;
     request.observed = { model: resolved.model.id, stream };
     // Ids only: the key's secret never reaches a span (it is not even on `caller`).
@@ -151,8 +207,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       'tollgate.account.id': caller.account.id,
       'tollgate.key.id': caller.key.id,
       'tollgate.stream': stream,
+      'tollgate.api_format': format.name,
     });
-    const raw = request.rawBody!;
+    const raw = input.raw;
     const tools = serverTools(body, version, resolved.model);
     refuseUnpriced(version, resolved, body, tools);
     // Before any limit or hold: a -thinking body no model accepts is a 400 that costs nothing.
@@ -178,7 +235,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
     try {
       return await metered({
         request, reply, body, resolved, raw, sent, estimate, maxOutputTokens: body.max_tokens * bound.iterations, limit, client, startedAt, ts,
-        version, tools,
+        version, tools, format, route,
       });
     } finally {
       // Refused before the upstream (402, 503): no tokens were used. After a settlement this
@@ -244,6 +301,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       deps.balances.extend(request.id, caller.account.id, deps.holdTtlMs).catch(() => {});
     }, Math.max(1000, Math.floor(deps.holdTtlMs / 3)));
     keepAlive.unref();
+    // the pool's answer: the serving upstream's slot is held until the answer is read
+    let served: Sent | undefined;
     try {
       /**
        * Shrinks the hold and frees the limiter slot now; returns the usage event (its status may
@@ -266,6 +325,10 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
               request.log.warn({ err }, 'could not shrink the hold; it will expire');
             })),
         ]);
+        // which upstream served (or failed last) and after how many attempts; failed attempts cost nothing
+        // Both on every event: '' and 0 when none was tried (503 overloaded before any attempt).
+        event.upstream_id = served?.upstreamId ?? '';
+        event.attempts = served?.attempts ?? 0;
         return {
           event,
           publish: () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published')),
@@ -288,8 +351,15 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
 
       let res: UpstreamResponse;
       try {
-        res = await upstream.post('/v1/messages', searchOf(request.url), request.headers, x.sent,
-          upstreamSpan.isRecording() ? injectContext(upstreamCtx) : undefined);
+        // Failover before the first byte (pool/selector.ts): only the serving attempt's answer is read and billed.
+        served = await pool.send(x.route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: x.ts },
+          (client) => client.post('/v1/messages', searchOf(request.url), request.headers, x.sent,
+            upstreamSpan.isRecording() ? injectContext(upstreamCtx) : undefined));
+        if (upstreamSpan.isRecording()) {
+          upstreamSpan.setAttributes({ 'tollgate.upstream.id': served.upstreamId ?? '', 'tollgate.upstream.attempts': served.attempts });
+        }
+        if ('error' in served.outcome) throw served.outcome.error;
+        res = served.outcome.res;
       } catch (err) {
         metrics?.upstreamError('unreachable');
         endUpstream(err);
@@ -374,9 +444,11 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
         // charge nothing, and flag it for finance (status `unmetered`, metric, log).
         request.log.warn({ upstreamRequestId }, 'upstream 2xx without usage; not charged');
       }
+      // Every answer is rewritten for another format, a message that could not be read included.
+      const written = x.format.json?.({ message: read === null ? null : json as Record<string, unknown>, parsed: json, status: res.status }) ?? null;
       const settled = await finish({
         status: read === null ? 'unmetered' : x.client.gone ? 'client_disconnect' : 'ok',
-        httpStatus: res.status,
+        httpStatus: written?.status ?? res.status,
         usage: read?.usage ?? null,
         report: read === null ? null : { tally: read.tally, model: read.model, stopReason: read.stopReason, outputSeen: read.outputSeen },
         billable: read !== null,
@@ -392,19 +464,22 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, upstream
       // first byte of the answer leaves: a gateway killed after the client got its answer still
       // has the usage event. Kafka's acknowledgement is awaited after the reply, off its latency.
       const published = settled.publish();
-      reply.code(res.status).type(header(res, 'content-type') ?? 'application/json').send(bytes);
+      reply.code(written?.status ?? res.status).type(written === null ? header(res, 'content-type') ?? 'application/json' : 'application/json').send(written?.body ?? bytes);
       await published;
       return reply;
     } finally {
       clearInterval(keepAlive);
+      served?.release();
     }
   };
 
   // Every anomaly kind exists at zero from the start, so an alert on its increase fires on the first.
   for (const kind of USAGE_ANOMALIES) metrics?.usageAnomaly(kind, 0);
 
+  const handler = (request: FastifyRequest, reply: FastifyReply) => serve(request, reply, ANTHROPIC_FORMAT);
   app.post('/v1/messages', handler);
   app.post('/api/v1/messages', handler);
+  return serve;
 }
 
 /** A request field the hold can rely on: a string value, or undefined (not known before the answer). */
@@ -509,7 +584,7 @@ function leftBeforeDelivery(event: UsageEvent): void {
  */
 async function relayStream(
   deps: GatewayDeps,
-  { request, reply, limit, client }: Exchange,
+  { request, reply, limit, client, format }: Exchange,
   res: UpstreamResponse,
   upstreamRequestId: string | null,
   finish: (o: Outcome) => Promise<Settled>,
@@ -545,20 +620,22 @@ async function relayStream(
   let dropped = false;
   // The answer (up to message_stop) was handed to the client's connection while it was there.
   let delivered = false;
-  // The stream's last bytes (message_stop, or the gateway's closing frame), written after the
-  // usage event is published; then the response ends.
+  // The stream's last bytes (message_stop, or the gateway's closing frame) as Anthropic events,
+  // written through the client's format after the usage event is published; then the response ends.
   const tail: Array<Buffer | string> = [];
   // The upstream's error event before the answer was complete, as the client gets it.
   let streamError: GatewayError | null = null;
   // The answer is over (message_stop, an error, the grace after the final delta): stop reading.
   let over = false;
+  // Each complete event as the client's format writes it (unchanged for Anthropic clients).
+  const write = format.stream?.() ?? ((event: Buffer | string) => event);
   const send = (bytes: Buffer | string) => {
     if (!forwarding) return;
     if (client.gone) {
       forwarding = false;
       return;
     }
-    raw.write(bytes);
+    raw.write(write(bytes));
     if (raw.writableLength > MAX_CLIENT_BUFFER_BYTES) {
       request.log.warn({ buffered: raw.writableLength }, 'client stopped reading; cut off, the stream is read to its end');
       forwarding = false;
@@ -677,7 +754,7 @@ async function relayStream(
   const endStream = () => {
     if (ended || !forwarding) return;
     ended = true;
-    for (const bytes of tail) raw.write(bytes);
+    for (const bytes of tail) raw.write(write(bytes));
     raw.end();
   };
   const failed = streamError !== null || incomplete;

@@ -1,0 +1,58 @@
+// OpenAI error responses → Anthropic's error shape, so the gateway's upstream-error handling
+// (libs/anthropic `upstreamErrorToGateway`: statuses, retry advice, redaction) applies unchanged.
+import type { OpenAIErrorBody } from './types.ts';
+
+type Json = Record<string, unknown>;
+const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The Anthropic error types this mapping produces (Anthropic "Errors" docs). */
+export type AnthropicErrorTypeName =
+  | 'invalid_request_error' | 'authentication_error' | 'billing_error' | 'permission_error' | 'not_found_error'
+  | 'request_too_large' | 'rate_limit_error' | 'api_error' | 'overloaded_error';
+
+/**
+ * The Anthropic error type for an OpenAI error, by status first, as the Anthropic path maps an
+ * upstream's status (400/422 invalid request, 401 authentication, 402 billing, 403 permission,
+ * 404 not found, 413 too large, 429 rate limit, 503 and 529 overloaded, other 5xx api_error,
+ * other 4xx invalid request). OpenAI's `code` decides only where it says more than the status:
+ * `insufficient_quota` (its 429 for an account out of credit: the operator's problem) →
+ * `billing_error`. Without a status (an `error` chunk inside a 200 stream) the code or type
+ * decides: insufficient_quota → billing, context_length_exceeded / invalid_request_error →
+ * invalid request, rate_limit_exceeded → rate limit, anything else api_error.
+ */
+export function openAIErrorType(status: number | undefined, error?: Json): AnthropicErrorTypeName {
+  const code = error?.code ?? error?.type;
+  if (code === 'insufficient_quota' || error?.type === 'insufficient_quota') return 'billing_error';
+  if (status === undefined) {
+    if (code === 'context_length_exceeded' || code === 'invalid_request_error') return 'invalid_request_error';
+    if (code === 'rate_limit_exceeded') return 'rate_limit_error';
+    return 'api_error';
+  }
+  switch (status) {
+    case 400: case 422: return 'invalid_request_error';
+    case 401: return 'authentication_error';
+    case 402: return 'billing_error';
+    case 403: return 'permission_error';
+    case 404: return 'not_found_error';
+    case 413: return 'request_too_large';
+    case 429: return 'rate_limit_error';
+    case 503: case 529: return 'overloaded_error';
+    default: return status >= 400 && status < 500 ? 'invalid_request_error' : 'api_error';
+  }
+}
+
+/**
+ * An OpenAI error response (status and parsed body, or anything unparseable) → the status and
+ * Anthropic error body the gateway reads as if an Anthropic upstream had sent it:
+ * `{type: "error", error: {type, message}}`. Status: as is, except `insufficient_quota` (OpenAI's
+ * 429 for an exhausted account) → 402, so it counts as the operator's problem, not the client's
+ * rate limit; and 503 (OpenAI: "engine overloaded") → 529, Anthropic's overloaded status.
+ * The message is OpenAI's `error.message`, or `Upstream returned HTTP <status>` without one.
+ */
+export function openAIErrorToAnthropic(status: number, body: unknown): { status: number; body: { type: 'error'; error: { type: AnthropicErrorTypeName; message: string } } } {
+  const error = isRecord(body) && isRecord(body.error) ? (body as unknown as OpenAIErrorBody).error as unknown as Json : undefined;
+  const type = openAIErrorType(status, error);
+  const mapped = type === 'billing_error' ? 402 : type === 'overloaded_error' ? 529 : status;
+  const message = typeof error?.message === 'string' && error.message !== '' ? error.message : `Upstream returned HTTP ${status}`;
+  return { status: mapped, body: { type: 'error', error: { type, message } } };
+}

@@ -1,0 +1,339 @@
+// OpenAI Chat Completions answers → Anthropic Messages answers (issue 10, platform `openai`):
+// a whole JSON completion → a Message, and a stream of chunks → Anthropic SSE events, so the
+// gateway meters an OpenAI upstream exactly as it meters Anthropic.
+import { createParser } from 'eventsource-parser';
+import type { OpenAIChatChunk, OpenAIChatCompletion, OpenAIFinishReason, OpenAIUsage } from './types.ts';
+import { openAIErrorType } from './errors.ts';
+
+type Json = Record<string, unknown>;
+
+/** What the translation needs of the request. */
+export interface ResponseContext {
+  /** the model to report (the one the gateway asked for, so pricing and `served_model` stay catalog names) */
+  model: string;
+  /** the request's `stop_sequences`, to tell `stop_sequence` from `end_turn` */
+  stopSequences?: readonly string[];
+}
+
+/** Anthropic usage of one message (tokens); `cache_creation_input_tokens` is always 0 (OpenAI bills no cache writes). */
+export interface AnthropicUsage {
+  input_tokens: number;
+  cache_creation_input_tokens: number;
+  cache_read_input_tokens: number;
+  output_tokens: number;
+}
+
+const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * OpenAI usage → Anthropic usage: `cache_read_input_tokens` = `prompt_tokens_details.cached_tokens`,
+ * `input_tokens` = `prompt_tokens` − cached (OpenAI counts cached tokens inside prompt_tokens;
+ * Anthropic's input_tokens excludes cache reads), `output_tokens` = `completion_tokens` (reasoning
+ * tokens included, as OpenAI bills them). Values are passed as they come otherwise, so a broken
+ * count reaches the gateway's usage checks (`invalid_count`) instead of being repaired here.
+ */
+export function anthropicUsage(usage: OpenAIUsage): AnthropicUsage {
+  const cachedRaw = usage.prompt_tokens_details?.cached_tokens;
+  const cached = typeof cachedRaw === 'number' ? cachedRaw : 0;
+  const prompt = usage.prompt_tokens;
+  return {
+    input_tokens: typeof prompt === 'number' ? Math.max(0, prompt - cached) : prompt,
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: cached,
+    output_tokens: usage.completion_tokens,
+  };
+}
+
+/** `chatcmpl-AbC…` → `msg_chatcmpl_AbC…`: an Anthropic-shaped id that still names the upstream's. */
+export function messageIdFor(openAIId: unknown): string {
+  const id = typeof openAIId === 'string' && openAIId !== '' ? openAIId : crypto.randomUUID();
+  return `msg_${id.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 120)}`;
+}
+
+/**
+ * finish_reason → [stop_reason, stop_sequence]: stop → `end_turn`, or `stop_sequence` with the
+ * sequence when the upstream names which stop string matched (`stop_reason`, a vLLM / SGLang
+ * extension; OpenAI itself never says) and it is one of the request's; length → `max_tokens`;
+ * tool_calls (and the legacy function_call) → `tool_use`; content_filter → `refusal`.
+ */
+export function stopReasonFor(finish: OpenAIFinishReason | string | null | undefined, matched: unknown, ctx: ResponseContext): [string, string | null] {
+  switch (finish) {
+    case 'length': return ['max_tokens', null];
+    case 'tool_calls':
+    case 'function_call': return ['tool_use', null];
+    case 'content_filter': return ['refusal', null];
+    default:
+      if (typeof matched === 'string' && ctx.stopSequences?.includes(matched)) return ['stop_sequence', matched];
+      return ['end_turn', null];
+  }
+}
+
+/**
+ * A tool call's `arguments` text → the `input` object. Models can emit invalid JSON; the call is
+ * kept (the client's tool then refuses the input and the model sees why) with the text under
+ * `_unparsed_arguments`, rather than dropping the call or failing an answer the upstream billed.
+ */
+export function toolInput(args: unknown): Json {
+  if (typeof args !== 'string' || args.trim() === '') return {};
+  try {
+    const parsed: unknown = JSON.parse(args);
+    if (isRecord(parsed)) return parsed;
+  } catch { /* below */ }
+  return { _unparsed_arguments: args };
+}
+
+/**
+ * A non-streaming completion → an Anthropic Message: content `text` (the first choice's content,
+ * or its `refusal`), then one `tool_use` per tool call (`id` and `name` kept, `input` parsed by
+ * `toolInput`); `stop_reason` by `stopReasonFor`; `usage` by `anthropicUsage`, left out when the
+ * upstream sent none (the gateway then records `no_usage`).
+ */
+export function fromOpenAICompletion(completion: OpenAIChatCompletion, ctx: ResponseContext): Json {
+  const choice = completion.choices?.[0];
+  const content: Json[] = [];
+  const msg = choice?.message;
+  const text = typeof msg?.content === 'string' && msg.content !== '' ? msg.content : typeof msg?.refusal === 'string' ? msg.refusal : '';
+  if (text !== '') content.push({ type: 'text', text });
+  for (const call of msg?.tool_calls ?? []) {
+    content.push({ type: 'tool_use', id: call.id, name: call.function?.name, input: toolInput(call.function?.arguments) });
+  }
+  const refused = typeof msg?.refusal === 'string' && msg.refusal !== '' && !(typeof msg.content === 'string' && msg.content !== '');
+  const [stopReason, stopSequence] = refused ? ['refusal', null] : stopReasonFor(choice?.finish_reason, choice?.stop_reason, ctx);
+  const out: Json = {
+    id: messageIdFor(completion.id), type: 'message', role: 'assistant', model: ctx.model, content,
+    stop_reason: stopReason, stop_sequence: stopSequence,
+  };
+  if (isRecord(completion.usage)) out.usage = anthropicUsage(completion.usage as OpenAIUsage);
+  return out;
+}
+
+/** One Anthropic SSE event (`{type, …}`). */
+export type AnthropicEvent = Json & { type: string };
+
+/** A tool call seen in the stream whose block could not be opened yet (another block is open). */
+interface PendingTool {
+  id: string;
+  name: string;
+  args: string;
+}
+
+/**
+ * Translates a stream of OpenAI chunks into Anthropic stream events, chunk by chunk:
+ * `message_start` at the first chunk (usage zero: OpenAI reports it only at the end), a
+ * `text` block for content (`text_delta`), one `tool_use` block per tool call
+ * (`input_json_delta` carrying the argument text), then `message_delta` (stop reason, and the
+ * final usage chunk's counts incl. input and cache reads) and `message_stop`.
+ *
+ * Blocks are emitted in a protocol-valid order (Anthropic "Streaming Messages": each block
+ * start → deltas → stop before the next starts; deltas never follow a block's stop), whatever
+ * order the upstream interleaves its pieces in: the first block streams live; a tool call that
+ * appears while another block is open is buffered (id, name, argument text) and emitted whole,
+ * in the order the calls appeared, when the answer ends; text that comes after a tool call is
+ * buffered likewise and emitted last.
+ *
+ * The answer ends (`message_delta` + `message_stop`, and nothing after) as soon as both the
+ * finish_reason and the usage are known — usage on the finish chunk itself, or the usage chunk
+ * `stream_options.include_usage` asks for — without waiting for `data: [DONE]` or the connection's
+ * end, so an upstream that leaves the connection open after its answer cannot hold it (issue 10).
+ * At `end()` (DONE or the body's end): a stream without a finish_reason gets no `message_delta`
+ * (the gateway sees an interrupted stream); one with a finish_reason but no usage gets
+ * `usage: {output_tokens: null}` (the gateway records `invalid_count` and charges nothing it cannot
+ * prove). An `error` chunk becomes an Anthropic `error` event.
+ */
+export class ChatStreamTranslator {
+  readonly #ctx: ResponseContext;
+  #started = false;
+  /** the block streaming live: text, or the tool call with this OpenAI `index` */
+  #open: { index: number; kind: 'text' | 'tool'; tool?: number } | null = null;
+  #next = 0;
+  /** OpenAI tool-call indexes whose block was opened live */
+  readonly #live = new Set<number>();
+  /** tool calls waiting for their turn, in the order they appeared */
+  readonly #pending = new Map<number, PendingTool>();
+  /** text that came while a tool block was open or pending */
+  #lateText = '';
+  #finish: string | null = null;
+  #matched: unknown = null;
+  #usage: OpenAIUsage | null = null;
+  #ended = false;
+
+  constructor(ctx: ResponseContext) {
+    this.#ctx = ctx;
+  }
+
+  /** True once `message_stop` (or an `error` event) was emitted: later chunks are ignored. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  #start(out: AnthropicEvent[], id: unknown): void {
+    if (this.#started) return;
+    this.#started = true;
+    out.push({
+      type: 'message_start',
+      message: {
+        id: messageIdFor(id), type: 'message', role: 'assistant', model: this.#ctx.model, content: [],
+        stop_reason: null, stop_sequence: null,
+        usage: { input_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 0 },
+      },
+    });
+  }
+
+  #close(out: AnthropicEvent[]): void {
+    if (this.#open === null) return;
+    out.push({ type: 'content_block_stop', index: this.#open.index });
+    this.#open = null;
+  }
+
+  #text(out: AnthropicEvent[], text: string): void {
+    if (this.#open?.kind === 'text') {
+      out.push({ type: 'content_block_delta', index: this.#open.index, delta: { type: 'text_delta', text } });
+      return;
+    }
+    if (this.#open !== null || this.#pending.size > 0 || this.#live.size > 0) {
+      this.#lateText += text;
+      return;
+    }
+    this.#open = { index: this.#next++, kind: 'text' };
+    out.push({ type: 'content_block_start', index: this.#open.index, content_block: { type: 'text', text: '' } });
+    out.push({ type: 'content_block_delta', index: this.#open.index, delta: { type: 'text_delta', text } });
+  }
+
+  #tool(out: AnthropicEvent[], call: { index: number; id?: string; function?: { name?: string; arguments?: string } }): void {
+    const args = typeof call.function?.arguments === 'string' ? call.function.arguments : '';
+    if (this.#open?.kind === 'tool' && this.#open.tool === call.index) {
+      if (args !== '') out.push({ type: 'content_block_delta', index: this.#open.index, delta: { type: 'input_json_delta', partial_json: args } });
+      return;
+    }
+    const pending = this.#pending.get(call.index);
+    if (pending !== undefined) {
+      pending.args += args;
+      if (pending.name === '' && typeof call.function?.name === 'string') pending.name = call.function.name;
+      return;
+    }
+    // A call opened live and since closed never gets more pieces (blocks close only at the end).
+    if (this.#live.has(call.index)) return;
+    const id = call.id ?? '';
+    const name = call.function?.name ?? '';
+    if (this.#open?.kind === 'tool' || this.#pending.size > 0) {
+      this.#pending.set(call.index, { id, name, args });
+      return;
+    }
+    this.#close(out);
+    const index = this.#next++;
+    this.#live.add(call.index);
+    this.#open = { index, kind: 'tool', tool: call.index };
+    out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: id || `toolu_${index}`, name, input: {} } });
+    if (args !== '') out.push({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: args } });
+  }
+
+  /** Closes the live block, then emits the buffered tool calls and late text, each whole. */
+  #flush(out: AnthropicEvent[]): void {
+    this.#close(out);
+    for (const tool of this.#pending.values()) {
+      const index = this.#next++;
+      out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: tool.id || `toolu_${index}`, name: tool.name, input: {} } });
+      if (tool.args !== '') out.push({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: tool.args } });
+      out.push({ type: 'content_block_stop', index });
+    }
+    this.#pending.clear();
+    if (this.#lateText !== '') {
+      const index = this.#next++;
+      out.push({ type: 'content_block_start', index, content_block: { type: 'text', text: '' } });
+      out.push({ type: 'content_block_delta', index, delta: { type: 'text_delta', text: this.#lateText } });
+      out.push({ type: 'content_block_stop', index });
+      this.#lateText = '';
+    }
+  }
+
+  /** The events one parsed chunk (the JSON of one `data:` line) yields. */
+  push(chunk: unknown): AnthropicEvent[] {
+    const out: AnthropicEvent[] = [];
+    if (this.#ended || !isRecord(chunk)) return out;
+    if (isRecord(chunk.error)) {
+      const e = chunk.error;
+      out.push({ type: 'error', error: { type: openAIErrorType(undefined, e), message: typeof e.message === 'string' ? e.message : 'Upstream error' } });
+      this.#ended = true;
+      return out;
+    }
+    const c = chunk as unknown as OpenAIChatChunk;
+    this.#start(out, c.id);
+    if (isRecord(c.usage)) this.#usage = c.usage as OpenAIUsage;
+    for (const choice of c.choices ?? []) {
+      if (choice.index !== undefined && choice.index !== 0) continue;
+      if (this.#finish !== null) continue;
+      const delta = choice.delta ?? {};
+      const text = typeof delta.content === 'string' && delta.content !== '' ? delta.content
+        : typeof delta.refusal === 'string' && delta.refusal !== '' ? delta.refusal : '';
+      if (text !== '') this.#text(out, text);
+      for (const call of delta.tool_calls ?? []) this.#tool(out, call);
+      if (choice.finish_reason) {
+        this.#finish = choice.finish_reason;
+        this.#matched = choice.stop_reason;
+        this.#flush(out);
+      }
+    }
+    // Both known: the answer is complete now, whatever the connection does next.
+    if (this.#finish !== null && this.#usage !== null) out.push(...this.end());
+    return out;
+  }
+
+  /** The closing events, when the answer is complete, at `data: [DONE]` or at the end of the body (idempotent). */
+  end(): AnthropicEvent[] {
+    const out: AnthropicEvent[] = [];
+    if (this.#ended) return out;
+    this.#ended = true;
+    if (this.#finish === null) return out;
+    this.#flush(out);
+    const [stopReason, stopSequence] = stopReasonFor(this.#finish, this.#matched, this.#ctx);
+    out.push({
+      type: 'message_delta',
+      delta: { stop_reason: stopReason, stop_sequence: stopSequence },
+      usage: this.#usage === null ? { output_tokens: null } : anthropicUsage(this.#usage),
+    });
+    out.push({ type: 'message_stop' });
+    return out;
+  }
+}
+
+/** `event: <type>\ndata: <json>\n\n`, as Anthropic frames its events. */
+export function sseFrame(event: AnthropicEvent): string {
+  return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+}
+
+/**
+ * An OpenAI SSE body (bytes, as they arrive) → Anthropic SSE bytes, one frame per event, yielded
+ * as soon as a chunk is complete. The message closes when the translator has both the
+ * finish_reason and the usage, at `data: [DONE]`, or at the end of the body, whichever is first
+ * (`ChatStreamTranslator`); reading stops there (the caller's `finally` releases the body).
+ * A `data:` line that is not JSON is skipped.
+ */
+export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, ctx: ResponseContext): AsyncGenerator<Buffer> {
+  const translator = new ChatStreamTranslator(ctx);
+  let pending: AnthropicEvent[] = [];
+  const parser = createParser({
+    onEvent(event) {
+      if (event.data.trim() === '[DONE]') {
+        pending.push(...translator.end());
+        return;
+      }
+      let json: unknown;
+      try { json = JSON.parse(event.data); } catch { return; }
+      pending.push(...translator.push(json));
+    },
+  });
+  const decoder = new TextDecoder();
+  for await (const bytes of body) {
+    parser.feed(decoder.decode(bytes, { stream: true }));
+    if (pending.length > 0) {
+      const frames = pending.map(sseFrame).join('');
+      pending = [];
+      yield Buffer.from(frames, 'utf8');
+    }
+    // The answer is complete (or failed): nothing the upstream sends after it can change it.
+    if (translator.ended) return;
+  }
+  parser.feed(decoder.decode());
+  pending.push(...translator.end());
+  if (pending.length > 0) yield Buffer.from(pending.map(sseFrame).join(''), 'utf8');
+}

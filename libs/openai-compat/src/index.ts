@@ -1,0 +1,17 @@
+// OpenAI Chat Completions <-> Anthropic Messages translation (issue 10, outcomes 4 and 5).
+// OpenAI-format clients on the gateway (`POST /v1/chat/completions`): request in, answer out.
+export { fromOpenAIRequest, type ChatRequestTranslation } from './from-openai-request.ts';
+export {
+  ChatChunkStream, finishReasonOf, openAIErrorBody, toChatCompletion, usageOf, type OpenAIErrorBody, type OpenAIUsage,
+} from './to-openai-response.ts';
+// Platform `openai` (Anthropic clients served by an OpenAI upstream): request out, answer back.
+export type {
+  OpenAIChatChunk, OpenAIChatCompletion, OpenAIChatRequest, OpenAIContentPart, OpenAIFinishReason, OpenAIMessage,
+  OpenAITool, OpenAIToolCall, OpenAIToolChoice,
+} from './types.ts';
+export { toOpenAIRequest, TranslationError, type TranslatedRequest } from './to-openai-request.ts';
+export {
+  anthropicUsage, anthropicSseFromOpenAI, ChatStreamTranslator, fromOpenAICompletion, messageIdFor, sseFrame,
+  stopReasonFor, toolInput, type AnthropicEvent, type AnthropicUsage, type ResponseContext,
+} from './from-openai-response.ts';
+export { openAIErrorToAnthropic, openAIErrorType, type AnthropicErrorTypeName } from './errors.ts';

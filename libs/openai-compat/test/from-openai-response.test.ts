@@ -1,0 +1,210 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { anthropicSseFromOpenAI, ChatStreamTranslator, fromOpenAICompletion, openAIErrorToAnthropic } from '@tollgate/openai-compat';
+import type { OpenAIChatCompletion } from '@tollgate/openai-compat';
+
+const ctx = { model: 'claude-sonnet-4-6', stopSequences: ['END'] };
+const usage = { prompt_tokens: 1000, completion_tokens: 20, total_tokens: 1020, prompt_tokens_details: { cached_tokens: 600 } };
+
+function completion(message: Record<string, unknown>, finish: string | null, extra: Record<string, unknown> = {}): OpenAIChatCompletion {
+  return { id: 'chatcmpl-Ab1', object: 'chat.completion', created: 1, model: 'gpt-4o-2024-08-06',
+    choices: [{ index: 0, message: { role: 'assistant', content: null, ...message }, finish_reason: finish, ...extra }], usage } as OpenAIChatCompletion;
+}
+
+test('completion with text and tool calls: blocks, tool_use stop, usage with cached tokens as cache reads', () => {
+  const out = fromOpenAICompletion(completion({ content: 'On it.', tool_calls: [
+    { id: 'call_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
+    { id: 'call_2', type: 'function', function: { name: 'weather', arguments: '{"city":' } },
+  ] }, 'tool_calls'), ctx);
+  assert.deepEqual(out, {
+    id: 'msg_chatcmpl_Ab1', type: 'message', role: 'assistant', model: 'claude-sonnet-4-6',
+    content: [
+      { type: 'text', text: 'On it.' },
+      { type: 'tool_use', id: 'call_1', name: 'weather', input: { city: 'Paris' } },
+      { type: 'tool_use', id: 'call_2', name: 'weather', input: { _unparsed_arguments: '{"city":' } },
+    ],
+    stop_reason: 'tool_use', stop_sequence: null,
+    usage: { input_tokens: 400, cache_creation_input_tokens: 0, cache_read_input_tokens: 600, output_tokens: 20 },
+  });
+});
+
+test('finish reasons: stop, stop with the matched sequence, length, content_filter', () => {
+  const stop = (finish: string, extra: Record<string, unknown> = {}) => {
+    const m = fromOpenAICompletion(completion({ content: 'x' }, finish, extra), ctx);
+    return [m.stop_reason, m.stop_sequence];
+  };
+  assert.deepEqual(stop('stop'), ['end_turn', null]);
+  assert.deepEqual(stop('stop', { stop_reason: 'END' }), ['stop_sequence', 'END']);
+  assert.deepEqual(stop('stop', { stop_reason: 'NOT-ASKED' }), ['end_turn', null]);
+  assert.deepEqual(stop('length'), ['max_tokens', null]);
+  assert.deepEqual(stop('content_filter'), ['refusal', null]);
+  const refused = fromOpenAICompletion(completion({ refusal: 'No.' }, 'stop'), ctx);
+  assert.deepEqual([refused.content, refused.stop_reason], [[{ type: 'text', text: 'No.' }], 'refusal']);
+});
+
+test('completion without usage: no usage object (the gateway records no_usage)', () => {
+  const c = completion({ content: 'x' }, 'stop');
+  delete c.usage;
+  assert.equal('usage' in fromOpenAICompletion(c, ctx), false);
+});
+
+const chunk = (delta: Record<string, unknown>, finish: string | null = null, extra: Record<string, unknown> = {}) =>
+  ({ id: 'chatcmpl-Z', object: 'chat.completion.chunk', created: 1, model: 'gpt', choices: [{ index: 0, delta, finish_reason: finish, ...extra }] });
+
+test('stream of text then two tool calls: one block each, partial JSON as it comes, final usage in message_delta', () => {
+  const t = new ChatStreamTranslator(ctx);
+  const events = [
+    chunk({ role: 'assistant', content: '' }),
+    chunk({ content: 'Hi' }),
+    chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'f', arguments: '' } }] }),
+    chunk({ tool_calls: [{ index: 0, function: { arguments: '{"a":' } }] }),
+    chunk({ tool_calls: [{ index: 0, function: { arguments: '1}' } }] }),
+    chunk({ tool_calls: [{ index: 1, id: 'call_b', type: 'function', function: { name: 'g', arguments: '{}' } }] }),
+    chunk({}, 'tool_calls'),
+    { id: 'chatcmpl-Z', object: 'chat.completion.chunk', created: 1, model: 'gpt', choices: [], usage },
+  ].flatMap((c) => t.push(c));
+  events.push(...t.end());
+  assert.deepEqual(events, [
+    { type: 'message_start', message: { id: 'msg_chatcmpl_Z', type: 'message', role: 'assistant', model: 'claude-sonnet-4-6', content: [], stop_reason: null, stop_sequence: null,
+      usage: { input_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 0 } } },
+    { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Hi' } },
+    { type: 'content_block_stop', index: 0 },
+    { type: 'content_block_start', index: 1, content_block: { type: 'tool_use', id: 'call_a', name: 'f', input: {} } },
+    { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: '{"a":' } },
+    { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: '1}' } },
+    { type: 'content_block_stop', index: 1 },
+    { type: 'content_block_start', index: 2, content_block: { type: 'tool_use', id: 'call_b', name: 'g', input: {} } },
+    { type: 'content_block_delta', index: 2, delta: { type: 'input_json_delta', partial_json: '{}' } },
+    { type: 'content_block_stop', index: 2 },
+    { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null },
+      usage: { input_tokens: 400, cache_creation_input_tokens: 0, cache_read_input_tokens: 600, output_tokens: 20 } },
+    { type: 'message_stop' },
+  ]);
+});
+
+test('stream that ends without a finish_reason: no message_delta (the gateway sees an interrupted stream)', () => {
+  const t = new ChatStreamTranslator(ctx);
+  const events = [chunk({ content: 'Hi' })].flatMap((c) => t.push(c));
+  assert.deepEqual(t.end(), []);
+  assert.deepEqual(events.map((e) => e.type), ['message_start', 'content_block_start', 'content_block_delta']);
+});
+
+test('stream with a finish_reason but no usage chunk: output_tokens null (the gateway records invalid_count)', () => {
+  const t = new ChatStreamTranslator(ctx);
+  t.push(chunk({ content: 'Hi' }));
+  t.push(chunk({}, 'stop', { stop_reason: 'END' }));
+  assert.deepEqual(t.end(), [
+    { type: 'message_delta', delta: { stop_reason: 'stop_sequence', stop_sequence: 'END' }, usage: { output_tokens: null } },
+    { type: 'message_stop' },
+  ]);
+});
+
+test('SSE bytes split anywhere: the same Anthropic frames; an error chunk becomes an error event', async () => {
+  const body = [
+    `data: ${JSON.stringify(chunk({ content: 'Hi' }))}\n\n`,
+    `data: ${JSON.stringify(chunk({}, 'length'))}\n\n`,
+    `data: ${JSON.stringify({ id: 'chatcmpl-Z', choices: [], usage: { prompt_tokens: 5, completion_tokens: 1 } })}\n\ndata: [DONE]\n\n`,
+  ].join('');
+  async function* bytes() { for (let i = 0; i < body.length; i += 7) yield Buffer.from(body.slice(i, i + 7)); }
+  let text = '';
+  for await (const b of anthropicSseFromOpenAI(bytes(), ctx)) text += b.toString();
+  const frames = text.split('\n\n').filter(Boolean);
+  assert.equal(frames.length, 6);
+  assert.equal(frames[4], 'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"max_tokens","stop_sequence":null},"usage":{"input_tokens":5,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}');
+  const t = new ChatStreamTranslator(ctx);
+  assert.deepEqual(t.push({ error: { message: 'overloaded', type: 'server_error', code: null } }),
+    [{ type: 'error', error: { type: 'api_error', message: 'overloaded' } }]);
+});
+
+test('OpenAI errors: status and type in Anthropic shape; insufficient_quota is the operator account (402), 503 overloaded (529)', () => {
+  assert.deepEqual(openAIErrorToAnthropic(400, { error: { message: 'bad', type: 'invalid_request_error', param: 'messages', code: null } }),
+    { status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message: 'bad' } } });
+  assert.deepEqual(openAIErrorToAnthropic(429, { error: { message: 'quota', type: 'insufficient_quota', code: 'insufficient_quota' } }),
+    { status: 402, body: { type: 'error', error: { type: 'billing_error', message: 'quota' } } });
+  assert.deepEqual(openAIErrorToAnthropic(429, { error: { message: 'slow down', type: 'requests', code: 'rate_limit_exceeded' } }),
+    { status: 429, body: { type: 'error', error: { type: 'rate_limit_error', message: 'slow down' } } });
+  assert.deepEqual(openAIErrorToAnthropic(503, 'not json'),
+    { status: 529, body: { type: 'error', error: { type: 'overloaded_error', message: 'Upstream returned HTTP 503' } } });
+  assert.deepEqual(openAIErrorToAnthropic(401, { error: { message: 'Incorrect API key', type: 'invalid_request_error', code: 'invalid_api_key' } }).status, 401);
+});
+
+test('a finished stream over a connection left open: message_delta and message_stop as soon as finish_reason and usage are both known, nothing after', () => {
+  const t = new ChatStreamTranslator(ctx);
+  const types = (events: Array<{ type: string }>) => events.map((e) => e.type);
+  assert.deepEqual(types(t.push(chunk({ role: 'assistant', content: 'a b' }))), ['message_start', 'content_block_start', 'content_block_delta']);
+  // finish_reason alone: the usage chunk is still to come (include_usage), nothing closes yet but the block
+  assert.deepEqual(types(t.push(chunk({}, 'stop'))), ['content_block_stop']);
+  const closing = t.push({ id: 'chatcmpl-Z', object: 'chat.completion.chunk', choices: [], usage });
+  assert.deepEqual(closing, [
+    { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null },
+      usage: { input_tokens: 400, cache_creation_input_tokens: 0, cache_read_input_tokens: 600, output_tokens: 20 } },
+    { type: 'message_stop' },
+  ]);
+  assert.equal(t.ended, true);
+  assert.deepEqual(t.push(chunk({ content: 'late' })), []);
+  assert.deepEqual(t.end(), []);
+  // usage on the finish chunk itself (vLLM continuous usage): closed by that one chunk
+  const u = new ChatStreamTranslator(ctx);
+  u.push(chunk({ content: 'x' }));
+  assert.deepEqual(types(u.push({ ...chunk({}, 'length'), usage })), ['content_block_stop', 'message_delta', 'message_stop']);
+});
+
+test('a finished stream over a connection left open: the SSE relay yields the closing frames and stops reading without [DONE] or the end of the body', async () => {
+  const frames = [
+    `data: ${JSON.stringify(chunk({ role: 'assistant', content: 'a b' }))}\n\n`,
+    `data: ${JSON.stringify(chunk({}, 'stop'))}\n\n`,
+    `data: ${JSON.stringify({ id: 'chatcmpl-Z', choices: [], usage })}\n\n`,
+  ];
+  let pulledAfter = false;
+  async function* body() {
+    for (const f of frames) yield Buffer.from(f);
+    // the upstream keeps the connection open: this never resolves unless read
+    pulledAfter = true;
+    await new Promise(() => {});
+  }
+  let text = '';
+  for await (const b of anthropicSseFromOpenAI(body(), ctx)) text += b.toString('utf8');
+  assert.equal(pulledAfter, false);
+  assert.match(text, /event: message_delta\ndata: \{"type":"message_delta","delta":\{"stop_reason":"end_turn","stop_sequence":null\},"usage":\{"input_tokens":400,"cache_creation_input_tokens":0,"cache_read_input_tokens":600,"output_tokens":20\}\}\n\nevent: message_stop\ndata: \{"type":"message_stop"\}\n\n$/);
+});
+
+test('interleaved parallel tool-call pieces: each block start → deltas → stop before the next, the later call buffered whole', () => {
+  const t = new ChatStreamTranslator(ctx);
+  const call = (index: number, fn: Record<string, unknown>, id?: string) => chunk({ tool_calls: [{ index, ...(id ? { id, type: 'function' } : {}), function: fn }] });
+  const events = [
+    chunk({ role: 'assistant', content: null }),
+    call(0, { name: 't', arguments: '' }, 'call_a'),
+    call(1, { name: 't', arguments: '' }, 'call_b'),
+    call(0, { arguments: '{"x":' }),
+    call(1, { arguments: '{"x":' }),
+    call(0, { arguments: '1}' }),
+    call(1, { arguments: '2}' }),
+    chunk({}, 'tool_calls'),
+    { id: 'chatcmpl-Z', choices: [], usage },
+  ].flatMap((c) => t.push(c));
+  assert.deepEqual(events.slice(1), [
+    { type: 'content_block_start', index: 0, content_block: { type: 'tool_use', id: 'call_a', name: 't', input: {} } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: '{"x":' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: '1}' } },
+    { type: 'content_block_stop', index: 0 },
+    { type: 'content_block_start', index: 1, content_block: { type: 'tool_use', id: 'call_b', name: 't', input: {} } },
+    { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: '{"x":2}' } },
+    { type: 'content_block_stop', index: 1 },
+    { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null },
+      usage: { input_tokens: 400, cache_creation_input_tokens: 0, cache_read_input_tokens: 600, output_tokens: 20 } },
+    { type: 'message_stop' },
+  ]);
+});
+
+test('OpenAI errors with code null map by status first, like the Anthropic path: 403 permission, 413 too large, 404 not found', () => {
+  const e = (status: number) => openAIErrorToAnthropic(status, { error: { message: 'm', type: 'invalid_request_error', param: null, code: null } });
+  assert.deepEqual(e(403), { status: 403, body: { type: 'error', error: { type: 'permission_error', message: 'm' } } });
+  assert.deepEqual(e(413), { status: 413, body: { type: 'error', error: { type: 'request_too_large', message: 'm' } } });
+  assert.deepEqual(e(404), { status: 404, body: { type: 'error', error: { type: 'not_found_error', message: 'm' } } });
+  assert.deepEqual(e(401), { status: 401, body: { type: 'error', error: { type: 'authentication_error', message: 'm' } } });
+  // in a stream (no status): the code decides
+  const t = new ChatStreamTranslator(ctx);
+  assert.deepEqual(t.push({ error: { message: 'slow down', type: 'requests', code: 'rate_limit_exceeded' } }),
+    [{ type: 'error', error: { type: 'rate_limit_error', message: 'slow down' } }]);
+});

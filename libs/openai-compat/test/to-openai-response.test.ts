@@ -1,0 +1,78 @@
+// OpenAI-format clients: the Anthropic answer the gateway meters → what the OpenAI client reads.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ChatChunkStream, finishReasonOf, openAIErrorBody, toChatCompletion } from '@tollgate/openai-compat';
+
+const ev = (type: string, data: Record<string, unknown>) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+const chunksOf = (out: string) => out.split('\n\n').filter((s) => s !== '').map((s) => s.slice('data: '.length));
+
+test('a message with text and tool_use: one choice, tool_calls with JSON arguments, usage counting every prompt token', () => {
+  const c = toChatCompletion({
+    id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5-20250929', stop_reason: 'tool_use',
+    content: [
+      { type: 'thinking', thinking: 'hmm', signature: 's' },
+      { type: 'text', text: 'Checking ' }, { type: 'text', text: 'now.' },
+      { type: 'tool_use', id: 'toolu_1', name: 'w', input: { city: 'Paris' } },
+    ],
+    usage: { input_tokens: 10, output_tokens: 7, cache_read_input_tokens: 100, cache_creation_input_tokens: 20 },
+  }, 1_700_000_000);
+  assert.deepEqual(c, {
+    id: 'chatcmpl-msg_1', object: 'chat.completion', created: 1_700_000_000, model: 'claude-sonnet-4-5-20250929',
+    choices: [{
+      index: 0, logprobs: null, finish_reason: 'tool_calls',
+      message: { role: 'assistant', content: 'Checking now.', refusal: null, tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'w', arguments: '{"city":"Paris"}' } }] },
+    }],
+    usage: { prompt_tokens: 130, completion_tokens: 7, total_tokens: 137, prompt_tokens_details: { cached_tokens: 100 } },
+  });
+});
+
+test('stop reasons → finish reasons', () => {
+  assert.deepEqual(
+    ['end_turn', 'stop_sequence', 'pause_turn', 'max_tokens', 'model_context_window_exceeded', 'tool_use', 'refusal', null].map(finishReasonOf),
+    ['stop', 'stop', 'stop', 'length', 'length', 'tool_calls', 'content_filter', null]);
+});
+
+test('a stream: role chunk, text and tool-call deltas numbered among tool calls, finish chunk, usage chunk, [DONE]; pings and thinking dropped', () => {
+  const s = new ChatChunkStream({ includeUsage: true, created: 5 });
+  const out = [
+    ev('message_start', { message: { id: 'msg_2', model: 'm', usage: { input_tokens: 3, cache_read_input_tokens: 4, output_tokens: 1 } } }),
+    ev('ping', {}),
+    ev('content_block_start', { index: 0, content_block: { type: 'thinking', thinking: '' } }),
+    ev('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: 'x' } }),
+    ev('content_block_start', { index: 1, content_block: { type: 'text', text: '' } }),
+    ev('content_block_delta', { index: 1, delta: { type: 'text_delta', text: 'Hi' } }),
+    ev('content_block_start', { index: 2, content_block: { type: 'tool_use', id: 'toolu_9', name: 'w', input: {} } }),
+    ev('content_block_delta', { index: 2, delta: { type: 'input_json_delta', partial_json: '{"a":' } }),
+    ev('content_block_delta', { index: 2, delta: { type: 'input_json_delta', partial_json: '1}' } }),
+    ev('message_delta', { delta: { stop_reason: 'tool_use' }, usage: { output_tokens: 9 } }),
+    ev('message_stop', {}),
+    ev('message_delta', { delta: {}, usage: { output_tokens: 99 } }),
+  ].map((e) => s.push(e)).join('');
+  const base = { id: 'chatcmpl-msg_2', object: 'chat.completion.chunk', created: 5, model: 'm' };
+  const choice = (delta: unknown, finish: string | null = null) => ({ ...base, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], usage: null });
+  assert.deepEqual(chunksOf(out), [
+    JSON.stringify(choice({ role: 'assistant', content: '' })),
+    JSON.stringify(choice({ content: 'Hi' })),
+    JSON.stringify(choice({ tool_calls: [{ index: 0, id: 'toolu_9', type: 'function', function: { name: 'w', arguments: '' } }] })),
+    JSON.stringify(choice({ tool_calls: [{ index: 0, function: { arguments: '{"a":' } }] })),
+    JSON.stringify(choice({ tool_calls: [{ index: 0, function: { arguments: '1}' } }] })),
+    JSON.stringify(choice({}, 'tool_calls')),
+    JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: 7, completion_tokens: 9, total_tokens: 16, prompt_tokens_details: { cached_tokens: 4 } } }),
+    '[DONE]',
+  ]);
+});
+
+test('an error event becomes an OpenAI error chunk and ends the stream without [DONE]', () => {
+  const s = new ChatChunkStream({ includeUsage: false, created: 5 });
+  s.push(ev('message_start', { message: { id: 'm', model: 'm', usage: {} } }));
+  const out = s.push('event: error\ndata: {"type":"error","error":{"type":"overloaded_error","code":"overloaded","message":"Overloaded"},"request_id":"req_1"}\n\n');
+  assert.equal(out, 'data: {"error":{"message":"Overloaded","type":"overloaded_error","param":null,"code":"overloaded"}}\n\n');
+  assert.equal(s.push(ev('message_stop', {})), '');
+});
+
+test('error bodies: param is the parameter a 400 message starts with, null otherwise', () => {
+  assert.deepEqual(openAIErrorBody({ type: 'invalid_request_error', code: 'invalid_request', message: 'messages[0].content: Field required' }),
+    { error: { message: 'messages[0].content: Field required', type: 'invalid_request_error', param: 'messages[0].content', code: 'invalid_request' } });
+  assert.deepEqual(openAIErrorBody({ type: 'billing_error', code: 'insufficient_credits', message: 'model: low' }),
+    { error: { message: 'model: low', type: 'billing_error', param: null, code: 'insufficient_credits' } });
+});

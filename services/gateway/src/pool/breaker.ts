@@ -1,0 +1,141 @@
+// Per-upstream health in one gateway process (issue 10): a consecutive-failure circuit breaker,
+// cooldowns the upstream asked for (429 retry-after, a rejected unified rate limit), requests in
+// flight against the upstream's `max_concurrency`, and a 60 s window of attempts and failures for
+// the health reports. Pure state and a clock: no timers, no I/O.
+
+import type { HealthSnapshot } from '@tollgate/pool';
+
+/** Breaker settings (`CIRCUIT_FAILURE_THRESHOLD`, `CIRCUIT_OPEN_MS`). */
+export interface BreakerOptions {
+  /** consecutive failed attempts that open the circuit (default 5) */
+  failureThreshold: number;
+  /** ms an open circuit stays open before one half-open probe is let through (default 30 000) */
+  openMs: number;
+}
+
+export const DEFAULT_BREAKER: BreakerOptions = { failureThreshold: 5, openMs: 30_000 };
+
+/** Why an upstream cannot take a request now (null: it can). */
+export type Unavailable = 'open' | 'probing' | 'cooldown' | 'full' | null;
+
+const WINDOW_S = 60;
+
+/**
+ * One upstream's state. Circuit: `closed` counts consecutive failures and opens at the
+ * threshold; `open` refuses until `openMs` has passed, then the next request becomes the single
+ * half-open probe (`half_open`, every other request skips it); the probe's success closes the
+ * circuit, its failure re-opens it for another `openMs`. A failure with `open` (a credential the
+ * upstream refused) opens it at once. Cooldowns are independent of the circuit.
+ */
+export class UpstreamHealth {
+  readonly id: string;
+  #opts: BreakerOptions;
+  #now: () => number;
+  #state: 'closed' | 'open' | 'half_open' = 'closed';
+  #failures = 0;
+  #openUntil = 0;
+  #cooldownUntil = 0;
+  #inFlight = 0;
+  // per-second buckets of the last WINDOW_S seconds: [second, attempts, failures]
+  #window: Array<[number, number, number]> = [];
+
+  constructor(id: string, opts: BreakerOptions = DEFAULT_BREAKER, now: () => number = Date.now) {
+    this.id = id;
+    this.#opts = opts;
+    this.#now = now;
+  }
+
+  get inFlight(): number { return this.#inFlight; }
+
+  /** The circuit as a health report shows it (`open` past its time reads `half_open`: the next request probes). */
+  get circuit(): HealthSnapshot['circuit'] {
+    if (this.#state === 'open' && this.#now() >= this.#openUntil) return 'half_open';
+    return this.#state;
+  }
+
+  /** epoch ms until which the upstream is cooled down, or null */
+  get cooldownUntil(): number | null {
+    return this.#cooldownUntil > this.#now() ? this.#cooldownUntil : null;
+  }
+
+  /**
+   * Why the upstream cannot take a request now, or null. `maxConcurrency`: the record's
+   * `max_concurrency` (null: no cap of its own).
+   */
+  unavailable(maxConcurrency: number | null): Unavailable {
+    const now = this.#now();
+    if (this.#state === 'open' && now < this.#openUntil) return 'open';
+    // one probe at a time: while it runs the circuit is still judged failing
+    if (this.#state === 'half_open') return 'probing';
+    if (this.#cooldownUntil > now) return 'cooldown';
+    if (maxConcurrency !== null && this.#inFlight >= maxConcurrency) return 'full';
+    return null;
+  }
+
+  /** When the upstream is expected back (epoch ms): the end of its open circuit or cooldown; 0 when not blocked. */
+  availableAt(): number {
+    return Math.max(this.#state === 'open' ? this.#openUntil : 0, this.#cooldownUntil);
+  }
+
+  /** An attempt starts: counts it in flight; an open circuit whose time has passed becomes half-open (this is its probe). */
+  begin(): void {
+    this.#inFlight++;
+    if (this.#state === 'open' && this.#now() >= this.#openUntil) this.#state = 'half_open';
+    this.#count(false);
+  }
+
+  /** The attempt is over (its response read or abandoned); idempotence is the caller's (`Lease`). */
+  end(): void {
+    this.#inFlight = Math.max(0, this.#inFlight - 1);
+  }
+
+  /** The upstream answered usefully (a 2xx, or a 4xx that is the request's own fault): closes the circuit. */
+  succeeded(): void {
+    this.#failures = 0;
+    this.#state = 'closed';
+  }
+
+  /**
+   * The attempt failed (connection error, timeout to headers, 5xx, 529, 429, a refused
+   * credential). `open`: open the circuit now whatever the count (401/403: the credential is bad).
+   */
+  failed(open = false): void {
+    this.#failures++;
+    this.#count(true);
+    if (open || this.#state === 'half_open' || this.#failures >= this.#opts.failureThreshold) {
+      this.#state = 'open';
+      this.#openUntil = this.#now() + this.#opts.openMs;
+    }
+  }
+
+  /** Cools the upstream down until `until` (epoch ms); a later cooldown already set is kept. */
+  coolDown(until: number): void {
+    if (until > this.#cooldownUntil) this.#cooldownUntil = until;
+  }
+
+  /** What this process saw, for `PoolStore.reportHealth`. */
+  snapshot(gatewayId: string): HealthSnapshot {
+    const now = this.#now();
+    const since = Math.floor(now / 1000) - WINDOW_S;
+    let requests = 0;
+    let failures = 0;
+    for (const [s, a, f] of this.#window) if (s > since) { requests += a; failures += f; }
+    return {
+      upstream_id: this.id, gateway_id: gatewayId, circuit: this.circuit, cooldown_until: this.cooldownUntil,
+      in_flight: this.#inFlight, recent_requests: requests, recent_failures: failures, at: now,
+    };
+  }
+
+  #count(failure: boolean): void {
+    const s = Math.floor(this.#now() / 1000);
+    let last = this.#window.at(-1);
+    if (last === undefined || last[0] !== s) {
+      last = [s, 0, 0];
+      this.#window.push(last);
+      while (this.#window.length > 0 && this.#window[0]![0] <= s - WINDOW_S) this.#window.shift();
+    }
+    // an attempt is counted when it begins, a failure when it is judged
+    if (failure) last[2]++;
+    else last[1]++;
+  }
+}

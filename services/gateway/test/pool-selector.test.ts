@@ -1,0 +1,179 @@
+// Issue 10: the pieces of upstream selection on their own — circuit breaker states on a clock,
+// how an upstream answer is judged, session keys and pin lifetimes, weighted choice with a
+// seeded generator.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import type { ResolvedUpstream, UpstreamRecord } from '@tollgate/pool';
+import { MemoryPoolStore } from '@tollgate/pool';
+import { UpstreamHealth } from '../src/pool/breaker.ts';
+import { affinityTtlMs, AFFINITY_TTL_1H_MS, AFFINITY_TTL_MS, metadataSession, sessionKey } from '../src/pool/session.ts';
+import { judge, retryAfterUntil, UpstreamPool, weightedPick } from '../src/pool/selector.ts';
+import type { UpstreamResponse } from '../src/upstream.ts';
+import { UpstreamClients } from '../src/pool/clients.ts';
+
+/** mulberry32: a seeded [0, 1) generator, so a distribution test gives one answer forever. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function response(status: number, headers: Record<string, string> = {}): UpstreamResponse {
+  return { status, headers, secrets: [], scrubEvent: (b: Buffer) => b, body: Object.assign(Readable.from([]), { text: async () => '', arrayBuffer: async () => new ArrayBuffer(0), dump: async () => {}, cancel: () => {} }) } as unknown as UpstreamResponse;
+}
+
+function up(id: string, o: Partial<UpstreamRecord> = {}): ResolvedUpstream {
+  return {
+    apiKey: 'k',
+    record: {
+      id, name: id, platform: 'anthropic', base_url: 'http://127.0.0.1:9', api_key_sealed: null, models: null, weight: 1, priority: 0,
+      max_concurrency: null, status: 'active', created_at: 0, deleted: false, version: 1, ...o,
+    },
+  };
+}
+
+test('circuit breaker: opens at the threshold of consecutive failures, half-open after the open time lets one probe, success closes, failure re-opens', () => {
+  let now = 1_000_000;
+  const h = new UpstreamHealth('u', { failureThreshold: 3, openMs: 30_000 }, () => now);
+  h.begin(); h.failed(); h.end();
+  h.begin(); h.failed(); h.end();
+  // a success in between resets the count
+  h.begin(); h.succeeded(); h.end();
+  for (let i = 0; i < 2; i++) { h.begin(); h.failed(); h.end(); }
+  assert.equal(h.unavailable(null), null, 'two consecutive failures: still closed');
+  h.begin(); h.failed(); h.end();
+  assert.equal(h.unavailable(null), 'open');
+  assert.equal(h.circuit, 'open');
+  now += 29_999;
+  assert.equal(h.unavailable(null), 'open');
+  now += 1;
+  assert.equal(h.circuit, 'half_open');
+  assert.equal(h.unavailable(null), null, 'the probe may go');
+  h.begin();
+  assert.equal(h.unavailable(null), 'probing', 'one probe at a time');
+  h.failed(); h.end();
+  assert.equal(h.unavailable(null), 'open', 'a failed probe re-opens');
+  assert.equal(h.availableAt(), now + 30_000);
+  now += 30_000;
+  h.begin(); h.succeeded(); h.end();
+  assert.equal(h.circuit, 'closed');
+  assert.equal(h.unavailable(null), null);
+  const snap = h.snapshot('gw');
+  assert.deepEqual({ ...snap, at: 0 }, {
+    upstream_id: 'u', gateway_id: 'gw', circuit: 'closed', cooldown_until: null, in_flight: 0,
+    // counted in the 60 s before `now`: the last two attempts (the earlier ones are 60 s old)
+    recent_requests: 2, recent_failures: 1, at: 0,
+  });
+});
+
+test('a refused credential opens the circuit at once; a cooldown and a full concurrency cap make an upstream unavailable', () => {
+  let now = 5_000;
+  const h = new UpstreamHealth('u', { failureThreshold: 5, openMs: 1_000 }, () => now);
+  h.begin(); h.failed(true); h.end();
+  assert.equal(h.unavailable(null), 'open');
+  now += 1_000;
+  h.begin(); h.succeeded(); h.end();
+  h.coolDown(now + 500);
+  assert.equal(h.unavailable(null), 'cooldown');
+  assert.equal(h.cooldownUntil, now + 500);
+  now += 500;
+  assert.equal(h.unavailable(null), null);
+  h.begin();
+  assert.equal(h.unavailable(1), 'full');
+  assert.equal(h.unavailable(2), null);
+  h.end();
+  assert.equal(h.unavailable(1), null);
+});
+
+test('judging an upstream answer: what fails over, what opens the circuit, what cools down', () => {
+  const now = 1_700_000_000_000;
+  assert.deepEqual(judge(response(200), now), { kind: 'served' });
+  // the client's own request errors are answers
+  for (const s of [400, 404, 413, 422]) assert.deepEqual(judge(response(s), now), { kind: 'served' }, String(s));
+  for (const s of [500, 502, 503, 504, 529]) assert.deepEqual(judge(response(s), now), { kind: 'failover', open: false, coolUntil: null }, String(s));
+  for (const s of [401, 402, 403]) assert.deepEqual(judge(response(s), now), { kind: 'failover', open: true, coolUntil: null }, String(s));
+  assert.deepEqual(judge(response(429, { 'retry-after': '7' }), now), { kind: 'failover', open: false, coolUntil: now + 7_000 });
+  assert.deepEqual(judge(response(429), now), { kind: 'failover', open: false, coolUntil: null });
+  // unified rejected: until its reset (epoch seconds), whatever retry-after says
+  const reset = now / 1000 + 3600;
+  assert.deepEqual(
+    judge(response(429, { 'retry-after': '7', 'anthropic-ratelimit-unified-status': 'rejected', 'anthropic-ratelimit-unified-reset': String(reset) }), now),
+    { kind: 'failover', open: false, coolUntil: reset * 1000 },
+  );
+  // a successful answer is never cooled down, whatever its headers say
+  assert.deepEqual(judge(response(200, { 'anthropic-ratelimit-unified-status': 'rejected', 'anthropic-ratelimit-unified-reset': String(reset) }), now), { kind: 'served' });
+  // bounded: a year-long retry-after cools for a week at most
+  assert.deepEqual(judge(response(429, { 'retry-after': String(365 * 86_400) }), now), { kind: 'failover', open: false, coolUntil: now + 7 * 86_400_000 });
+  assert.equal(retryAfterUntil('Wed, 21 Oct 2015 07:28:00 GMT', now), null, 'a date in the past');
+  assert.equal(retryAfterUntil(new Date(now + 60_000).toUTCString(), now), now + 60_000);
+  assert.equal(retryAfterUntil('soon', now), null);
+});
+
+test('session key: x-claude-code-session-id, else metadata.user_id (JSON or legacy), else the key; scoped by account', () => {
+  const json = JSON.stringify({ device_id: 'd', account_uuid: 'a', session_id: '3f1c9a6e-0000-4000-8000-000000000001' });
+  const legacy = 'user_0123abcd_account_11111111-2222-3333-4444-555555555555_session_3f1c9a6e-0000-4000-8000-000000000001';
+  assert.equal(metadataSession({ metadata: { user_id: json } }), '3f1c9a6e-0000-4000-8000-000000000001');
+  assert.equal(metadataSession({ metadata: { user_id: legacy } }), '3f1c9a6e-0000-4000-8000-000000000001');
+  assert.equal(metadataSession({ metadata: { user_id: 'plain-user' } }), undefined);
+  assert.equal(metadataSession({ metadata: { user_id: '{not json' } }), undefined);
+  // the JSON and legacy forms of one session are one session
+  const a = sessionKey({}, { metadata: { user_id: json } }, 'acc', 'key1');
+  const b = sessionKey({}, { metadata: { user_id: legacy } }, 'acc', 'key2');
+  assert.equal(a.source, 'metadata');
+  assert.equal(a.key, b.key);
+  // the header wins over metadata, and is the same session as the id in metadata
+  const h = sessionKey({ 'x-claude-code-session-id': '3f1c9a6e-0000-4000-8000-000000000001' }, { metadata: { user_id: 'x' } }, 'acc', 'key1');
+  assert.deepEqual(h, { key: a.key, source: 'header' });
+  // no session: the key, one pin per key
+  const k = sessionKey({}, {}, 'acc', 'key1');
+  assert.equal(k.source, 'key');
+  assert.notEqual(k.key, sessionKey({}, {}, 'acc', 'key2').key);
+  // another account sending the same session id gets its own pin
+  assert.notEqual(sessionKey({}, { metadata: { user_id: json } }, 'acc2', 'key1').key, a.key);
+  assert.match(a.key, /^[0-9a-f]{64}$/);
+});
+
+test('pin lifetime: 5 minutes, 1 hour when any cache_control of the request has ttl 1h', () => {
+  const block = (ttl?: string) => ({ type: 'text', text: 'x', cache_control: ttl ? { type: 'ephemeral', ttl } : { type: 'ephemeral' } });
+  assert.equal(affinityTtlMs({ messages: [{ role: 'user', content: [block()] }] }), AFFINITY_TTL_MS);
+  assert.equal(affinityTtlMs({ system: [block('1h')], messages: [] }), AFFINITY_TTL_1H_MS);
+  assert.equal(affinityTtlMs({ tools: [{ name: 't', input_schema: {}, cache_control: { type: 'ephemeral', ttl: '1h' } }], messages: [] }), AFFINITY_TTL_1H_MS);
+  assert.equal(affinityTtlMs({ messages: [{ role: 'user', content: [block('5m'), block('1h')] }] }), AFFINITY_TTL_1H_MS);
+  assert.equal(affinityTtlMs({ cache_control: { type: 'ephemeral', ttl: '1h' }, messages: [] }), AFFINITY_TTL_1H_MS);
+  assert.equal(AFFINITY_TTL_MS, 300_000);
+  assert.equal(AFFINITY_TTL_1H_MS, 3_600_000);
+});
+
+test('weighted choice 3:1 with a seeded generator over 1,000 picks: 750 ± 60', () => {
+  const items = [up('a', { weight: 3 }), up('b', { weight: 1 })];
+  const random = seeded(20261130);
+  let a = 0;
+  for (let i = 0; i < 1000; i++) if (weightedPick(items, random).record.id === 'a') a++;
+  assert.ok(Math.abs(a - 750) <= 60, `a picked ${a} times`);
+});
+
+test('pick: priority first; the pinned upstream when available; none available on a failover means stop, on a first attempt the soonest back', () => {
+  const store = new MemoryPoolStore();
+  const pool = new UpstreamPool({
+    view: { groupFor: async () => { throw new Error('unused'); }, group: async () => undefined, upstream: async () => undefined },
+    store, clients: new UpstreamClients({} as never, { url: 'http://127.0.0.1:9', apiKey: undefined, timeoutMs: 1000 }), gatewayId: 'gw', random: seeded(1),
+  });
+  const hi = up('hi', { priority: 5 });
+  const lo = up('lo', { priority: 0, weight: 1000 });
+  const all = [lo, hi];
+  for (let i = 0; i < 50; i++) assert.equal(pool.pick(all, new Set(), undefined, false)?.record.id, 'hi');
+  assert.equal(pool.pick(all, new Set(), 'lo', false)?.record.id, 'lo', 'the pin wins while it is available');
+  assert.equal(pool.pick(all, new Set(['hi']), undefined, false)?.record.id, 'lo');
+  pool.health('hi').failed(true);
+  assert.equal(pool.pick(all, new Set(), 'hi', false)?.record.id, 'lo', 'a pin to an unavailable upstream is broken');
+  pool.health('lo').coolDown(Date.now() + 60_000);
+  assert.equal(pool.pick(all, new Set(), undefined, false), undefined, 'a failover never goes to an unhealthy upstream');
+  // a first attempt with nothing healthy: the one back soonest (hi's circuit, 30 s, before lo's 60 s cooldown)
+  assert.equal(pool.pick(all, new Set(), undefined, true)?.record.id, 'hi');
+});
