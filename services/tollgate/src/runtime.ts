@@ -4,7 +4,7 @@ import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '@tollgate/config';
 import { MemoryLog, type EventLog, type Subscription } from '@tollgate/events';
-import { createHttpServer, loggerOptions } from '@tollgate/http';
+import { addReadinessCheck, createHttpServer, loggerOptions } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
@@ -287,6 +287,26 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   if (options.listen !== false) url = await server.listen({ host: config.host, port: config.port });
 
   let closing: Promise<void> | undefined;
+  // GET /ready (README, Observability: "Health"): no traffic while stopping, while hot state is
+  // rebuilt or lost, or while a role that reads the warehouse cannot reach it. Kafka is not
+  // checked: a gateway keeps serving through a Kafka outage (events spool to disk).
+  addReadinessCheck(server, 'tollgate', async () => {
+    const reasons: string[] = [];
+    if (closing) reasons.push('shutting down');
+    if (rebuilding) reasons.push('hot state is being rebuilt from the warehouse');
+    const usesHotState = config.roles.includes('gateway') || config.roles.includes('control')
+      || (config.roles.includes('aggregator') && config.aggregator.groups.includes('ledger'));
+    if (usesHotState && !rebuilding && !(await balances.ready())) reasons.push('hot state is not ready (lost or not yet rebuilt)');
+    const readsWarehouse = warehouse && (adapters.mode === 'embedded' || ownsWarehouse || config.roles.includes('control'));
+    if (readsWarehouse) {
+      // The error's text stays in the log: it may name the ClickHouse URL, and /ready is unauthenticated.
+      await warehouse.select('SELECT 1 AS ok').catch((err: unknown) => {
+        server.log.warn({ err }, 'readiness: the warehouse is unreachable');
+        reasons.push('warehouse unreachable');
+      });
+    }
+    return reasons;
+  });
   return {
     config, catalog, prices, reloadPrices, server, url, adapters, log, balances, keys,
     get warehouse(): Warehouse {
