@@ -69,8 +69,8 @@ export interface StartOptions {
   /** false: do not bind the HTTP server (tests use `server.inject`) */
   listen?: boolean;
   /**
-   * Turns tracing on with this exporter, span by span, whatever OTEL_EXPORTER_OTLP_ENDPOINT
-   * says (tests pass an InMemorySpanExporter).
+   * Turns tracing on with this exporter, span by span, instead of the exporter the OTEL_*
+   * environment names (tests pass an InMemorySpanExporter).
    */
   spanExporter?: SpanExporter;
 }
@@ -92,19 +92,23 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const prices = new PriceBook(catalog, Date.now());
 
   const gatewayId = config.gatewayId ?? `${hostname()}:${process.pid}`;
-  // Tracing off (no endpoint, no exporter): nothing is registered and every component runs on
-  // a no-op tracer. Metrics are always on: a counter increment costs less than a log line.
+  // OpenTelemetry (@opentelemetry/sdk-node, from the standard OTEL_* environment): off (no
+  // exporter, OTEL_SDK_DISABLED, no OTLP metrics) means nothing is registered and every
+  // component runs on a no-op tracer. Prometheus metrics are always on: a counter increment
+  // costs less than a log line.
+  const metrics = createMetrics();
   let tracing: Tracing | undefined;
-  if (options.spanExporter || config.telemetry.otlpEndpoint) {
+  const otel = config.telemetry;
+  if (options.spanExporter || otel.traces || otel.metrics) {
     tracing = startTracing({
-      serviceName: config.telemetry.serviceName,
-      otlpUrl: config.telemetry.otlpEndpoint,
+      serviceName: otel.serviceName,
+      traces: otel.traces,
       exporter: options.spanExporter,
       resource: { 'service.instance.id': gatewayId, 'tollgate.roles': config.roles.join(',') },
+      ...(otel.metrics ? { metrics: { registry: metrics.registry, intervalMs: otel.metricIntervalMs, timeoutMs: otel.metricTimeoutMs } } : {}),
     });
   }
   const tracer = tracing?.tracer;
-  const metrics = createMetrics();
   const server = createHttpServer({
     logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics },
     requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections,
