@@ -81,7 +81,8 @@ test('streams: no buffering or compression of server-sent events, read timeouts 
   // Caddy: flush every write, never compress text/event-stream, wait as long as the gateway may.
   const c = code(caddyfile);
   assert.match(c, /flush_interval\s+-1/);
-  assert.match(c, /not header Content-Type text\/event-stream\*/);
+  assert.doesNotMatch(code(nginx), /^\s*gzip\s+on/m);
+  assert.doesNotMatch(c, /^\s*encode\b/m, 'Caddy\'s encoder delays SSE (caddyserver/caddy#6293)');
   for (const m of c.matchAll(/(read_timeout|response_header_timeout)\s+(\S+)/g)) {
     assert.ok(seconds(m[2]!) > upstreamS, `Caddy ${m[1]} ${m[2]} ≤ UPSTREAM_TIMEOUT_MS ${upstreamS} s`);
   }
