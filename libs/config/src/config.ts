@@ -254,6 +254,8 @@ const EnvSchema = z.object({
   /** `key=value,…` resource attributes of every span and metric */
   OTEL_RESOURCE_ATTRIBUTES: keyValueList('resource attributes', true).optional(),
   OTEL_SERVICE_NAME: z.string().trim().min(1).optional(),
+  /** ms between consumer-lag measurements of each Kafka consumer (tollgate_consumer_lag) */
+  CONSUMER_LAG_INTERVAL_MS: int(100, 3_600_000).default(15_000),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -310,6 +312,8 @@ export interface Config {
     otlpEndpoint: string | undefined; serviceName: string; sdkDisabled: boolean;
     traces: boolean; metrics: boolean; metricIntervalMs: number; metricTimeoutMs: number;
     resourceAttributes: Record<string, string>;
+    /** ms between consumer-lag measurements (`CONSUMER_LAG_INTERVAL_MS`) */
+    consumerLagIntervalMs: number;
   };
   /** alerts by webhook: `LOW_BALANCE_CREDITS` in µc (undefined: off), delivery attempts, first retry delay and timeout (ms) */
   webhooks: { lowBalanceMicros: bigint | undefined; maxAttempts: number; retryBaseMs: number; timeoutMs: number };
@@ -425,6 +429,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
       metricIntervalMs: e.OTEL_METRIC_EXPORT_INTERVAL ?? 60_000,
       metricTimeoutMs: e.OTEL_METRIC_EXPORT_TIMEOUT ?? 30_000,
       resourceAttributes: e.OTEL_RESOURCE_ATTRIBUTES ?? {},
+      consumerLagIntervalMs: e.CONSUMER_LAG_INTERVAL_MS,
     },
     webhooks: {
       lowBalanceMicros: e.LOW_BALANCE_CREDITS === undefined ? undefined : creditsToMicros(e.LOW_BALANCE_CREDITS),

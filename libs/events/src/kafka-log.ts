@@ -122,6 +122,9 @@ const consoleLogger: KafkaLogLogger = {
   error: (obj, msg) => console.error(msg ?? '', obj),
 };
 
+/** One consumer-lag measurement: logical group and topic, partition, lag in records. */
+export type LagReport = (group: string, topic: string, partition: number, lag: number) => void;
+
 export class KafkaLog implements EventLog {
   readonly durablePositions = true;
   readonly #kafka: Kafka;
@@ -192,6 +195,50 @@ export class KafkaLog implements EventLog {
       this.#openError = err as Error;
       this.#ready = Promise.reject(err);
       this.#ready.catch(() => {});
+    }
+  }
+
+  #lag: { report: LagReport; intervalMs: number } | null = null;
+  #lagAdmin: Promise<Admin> | null = null;
+
+  /**
+   * Measures consumer lag for every subscription made after this call: each `intervalMs` (and
+   * once at once) it asks the broker (admin `fetchTopicOffsets`, `fetchOffsets`) for each
+   * subscribed topic's partitions: lag = high watermark − the group's committed offset (the
+   * partition's low watermark while the group has committed none), in records, never below 0.
+   * `report` gets the logical group and topic names. Failures (broker away) skip a round.
+   */
+  reportLag(report: LagReport, intervalMs: number): void {
+    this.#lag = { report, intervalMs };
+  }
+
+  async #measureLag(group: string, byName: ReadonlyMap<string, string>): Promise<void> {
+    const lag = this.#lag;
+    if (!lag || this.#closing) return;
+    this.#lagAdmin ??= (async () => {
+      const admin = this.#kafka.admin();
+      await admin.connect();
+      return admin;
+    })();
+    let admin: Admin;
+    try {
+      admin = await this.#lagAdmin;
+    } catch {
+      this.#lagAdmin = null;
+      return;
+    }
+    const groupId = this.groupName(group);
+    for (const [name, topic] of byName) {
+      const [marks, committed] = await Promise.all([
+        admin.fetchTopicOffsets(name), admin.fetchOffsets({ groupId, topics: [name] }),
+      ]);
+      const done = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+      for (const m of marks) {
+        const c = done.get(m.partition) ?? -1n;
+        const from = c < 0n ? BigInt(m.low) : c;
+        const n = BigInt(m.high) - from;
+        lag.report(group, topic, m.partition, n > 0n ? Number(n) : 0);
+      }
     }
   }
 
@@ -318,6 +365,7 @@ export class KafkaLog implements EventLog {
     this.#active = null;
     this.#notify();
     await Promise.all([...this.#subscriptions].map((s) => s.stop()));
+    if (this.#lagAdmin) await this.#lagAdmin.then((a) => a.disconnect()).catch(() => {});
     const undelivered = this.#segments.length;
     if (undelivered > 0) {
       this.#log.warn({ spoolDir: this.#spoolDir, segments: undelivered }, 'closing with events still spooled; they are delivered on the next start');
@@ -361,8 +409,21 @@ export class KafkaLog implements EventLog {
       throw err;
     }
     let stopping: Promise<void> | null = null;
+    let lagTimer: NodeJS.Timeout | undefined;
+    if (this.#lag) {
+      let measuring = false;
+      const measure = () => {
+        if (measuring) return;
+        measuring = true;
+        this.#measureLag(options.group, byName).catch(() => {}).finally(() => { measuring = false; });
+      };
+      measure();
+      lagTimer = setInterval(measure, this.#lag.intervalMs);
+      lagTimer.unref();
+    }
     const subscription: Subscription = {
       stop: () => {
+        clearInterval(lagTimer);
         stopping ??= (async () => {
           this.#subscriptions.delete(subscription);
           await disconnectQuietly(consumer);

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '@tollgate/config';
-import { MemoryLog, type EventLog, type Subscription } from '@tollgate/events';
+import { KafkaLog, MemoryLog, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
 import { addReadinessCheck, createHttpServer, loggerOptions } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
@@ -116,6 +116,12 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   });
   const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log, { metrics });
   const { log, balances, keys, warehouse } = adapters;
+  // Consumer lag (tollgate_consumer_lag): measured against the broker for Kafka; the in-process
+  // log hands each event to its consumers as it is published, so its groups' lag is 0.
+  if (log instanceof KafkaLog) log.reportLag((g, t, p, n) => metrics.consumerLag(g, t, p, n), config.telemetry.consumerLagIntervalMs);
+  else if (config.roles.includes('aggregator')) {
+    for (const group of config.aggregator.groups) for (const topic of TOPICS) metrics.consumerLag(group, topic, 0, 0);
+  }
   // Webhooks (issue 9): every process that can detect an alert delivers it; the store (Redis in
   // distributed mode) is shared, so a delivery id is claimed once across all of them.
   const webhookStore = adapters.redis ? new RedisWebhookStore({ redis: adapters.redis, prefix: config.redis!.prefix }) : new MemoryWebhookStore();
