@@ -20,6 +20,13 @@ import { secretFromEnvOrFile } from './secrets.ts';
 
 export const DEFAULT_CATALOG = resolve(import.meta.dirname, '../../../libs/pricing/catalogs/cny.json');
 
+/**
+ * How often the process that owns the warehouse checks that hot state (Redis) is still there,
+ * and rebuilds it when it is not (ms). Bounds how long gateways stay not-ready after Redis comes
+ * back empty, with or without traffic.
+ */
+export const HOT_STATE_CHECK_MS = 1_500;
+
 /** How long a burst of file-change notifications is let settle before the catalog is read (ms). */
 export const PRICING_RELOAD_DEBOUNCE_MS = 250;
 
@@ -148,6 +155,23 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   if (adapters.mode === 'distributed' && ownsWarehouse && !(await balances.ready())) {
     restoreState();
     await rebuilding;
+  }
+  // The warehouse owner also watches the ready mark itself: the ledger group may run in another
+  // process (the Kubernetes layout), and with every gateway refusing paid requests (503, state
+  // unavailable) no event may ever reach a ledger consumer to notice the loss. One EXISTS per
+  // check; the rebuild brings every role's /ready back without any traffic.
+  let hotStateWatch: NodeJS.Timeout | undefined;
+  if (adapters.mode === 'distributed' && ownsWarehouse) {
+    let checking = false;
+    hotStateWatch = setInterval(() => {
+      if (checking || rebuilding) return;
+      checking = true;
+      balances.ready()
+        .then((ready) => { if (!ready) { server.log.warn('hot state lost (the ready mark is gone); rebuilding from the warehouse'); restoreState(); } })
+        .catch((err: unknown) => server.log.warn({ err }, 'hot state check failed; will retry'))
+        .finally(() => { checking = false; });
+    }, HOT_STATE_CHECK_MS);
+    hotStateWatch.unref();
   }
 
   const subscriptions: Subscription[] = [];
@@ -332,6 +356,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // (it settles and publishes); then hand every event on (memory log: into the warehouse;
       // Kafka: acknowledged or spooled) before letting go.
       process.off('SIGHUP', onHangup);
+      clearInterval(hotStateWatch);
       watcher?.close();
       clearTimeout(debounce);
       const closed = server.close();
@@ -355,6 +380,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // Attempts in flight finish; retries still waiting are abandoned and recorded (README, Webhooks).
       await webhooks.close();
       await limiter?.close();
+      await rebuilding;
       await adapters.close();
       // Last: the spans of everything above are exported before the process lets go.
       await tracing?.shutdown().catch(() => {});
