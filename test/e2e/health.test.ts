@@ -154,6 +154,47 @@ describe('health and consumer lag, distributed (Kafka + Redis)', () => {
 });
 
 describe('consumer lag measured against the broker', () => {
+  test('two members of one consumer group: each partition is exported by exactly one process; the survivor exports all after the other leaves', async (t) => {
+    const brokers = await requireKafka(t);
+    if (!brokers) return;
+    const kafka = new Kafka({ clientId: 'tollgate-lag-members', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+    const prefix = `t-lag2-${randomUUID().slice(0, 8)}.`;
+    const member = () => {
+      const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: mkdtempSync(join(tmpdir(), 'tollgate-lag2-')), consumerMaxWaitMs: 100, logger: { warn: () => {}, error: () => {} } });
+      const metrics = createMetrics({ defaultMetrics: false });
+      log.reportLag((g, topic, p, n) => metrics.consumerLag(g, topic, p, n), 100);
+      return { log, metrics, partitions: async () => [...lagSeries(await metrics.scrape()).keys()].filter((k) => k.startsWith('pair/ledger/')).map((k) => Number(k.split('/')[2])).sort() };
+    };
+    const [a, b] = [member(), member()];
+    const subs: Array<{ stop(): Promise<void> }> = [];
+    try {
+      await a.log.ensureTopics(2);
+      const handler = async () => {};
+      subs.push(await a.log.subscribe({ group: 'pair', topics: ['ledger'], fromBeginning: true, handler }));
+      subs.push(await b.log.subscribe({ group: 'pair', topics: ['ledger'], fromBeginning: true, handler }));
+      // Once the group has settled with both members: one partition each, none exported twice.
+      const split = await eventually('one partition per member', async () => {
+        const [pa, pb] = [await a.partitions(), await b.partitions()];
+        return pa.length === 1 && pb.length === 1 ? [pa, pb] : undefined;
+      }, 600);
+      assert.deepEqual([...split[0]!, ...split[1]!].sort(), [0, 1]);
+      await subs.pop()!.stop();
+      assert.deepEqual(await b.partitions(), [], 'a member that left exports nothing');
+      assert.deepEqual(await eventually('the survivor exports both', async () => {
+        const pa = await a.partitions();
+        return pa.length === 2 ? pa : undefined;
+      }, 600), [0, 1]);
+    } finally {
+      for (const s of subs) await s.stop();
+      await a.log.close();
+      await b.log.close();
+      const admin = kafka.admin();
+      await admin.connect();
+      await admin.deleteTopics({ topics: [...TOPICS.map((x) => prefix + x), prefix + DEAD_LETTER_TOPIC] }).catch(() => {});
+      await admin.disconnect();
+    }
+  });
+
   test('a held consumer group lags by exactly the records published; 0 once it has consumed and committed them', async (t) => {
     const brokers = await requireKafka(t);
     if (!brokers) return;
