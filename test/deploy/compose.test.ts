@@ -174,10 +174,29 @@ test('backing services: Kafka, Redis, ClickHouse and the collector are where Tol
   }
 });
 
-test('graceful drain: compose waits SHUTDOWN_GRACE_MS plus the settle time before SIGKILL', () => {
+test('platforms: every service that opens chDB (embedded, or a warehouse owner without CLICKHOUSE_URL) is pinned to linux/amd64', () => {
+  let pinned = 0;
   for (const [file, compose] of [[FULL, full], [EMBEDDED, embedded]] as const) {
     for (const [name, s] of tollgateServices(compose)) {
-      const needed = configOf(s).shutdownGraceMs + SHUTDOWN_SETTLE_MS;
+      const config = configOf(s);
+      const opensChdb = !config.clickhouse && (!config.kafka || (config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse')));
+      if (opensChdb) {
+        assert.equal((s as { platform?: string }).platform, 'linux/amd64', `${file} ${name} opens chDB, which has no arm64 library`);
+        pinned++;
+      }
+    }
+  }
+  assert.ok(pinned >= 1, 'the embedded service opens chDB');
+});
+
+test('graceful drain: a stop never cuts a stream the config allows (SHUTDOWN_GRACE_MS ≥ UPSTREAM_TIMEOUT_MS), and compose waits grace plus settle before SIGKILL', () => {
+  for (const [file, compose] of [[FULL, full], [EMBEDDED, embedded]] as const) {
+    for (const [name, s] of tollgateServices(compose)) {
+      const config = configOf(s);
+      if (config.roles.includes('gateway')) {
+        assert.ok(config.shutdownGraceMs >= config.upstream.timeoutMs, `${file} ${name}: SHUTDOWN_GRACE_MS ${config.shutdownGraceMs} < UPSTREAM_TIMEOUT_MS ${config.upstream.timeoutMs}: a drain cuts long streams`);
+      }
+      const needed = config.shutdownGraceMs + SHUTDOWN_SETTLE_MS;
       assert.ok(s.stop_grace_period && durationMs(s.stop_grace_period) >= needed, `${file} ${name}: stop_grace_period ${s.stop_grace_period} < ${needed} ms`);
     }
   }

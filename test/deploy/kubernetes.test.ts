@@ -177,6 +177,10 @@ function problemsOf(objs: readonly Obj[], facts: Facts): string[] {
     if (typeof sleep !== 'number' || sleep < 1) problems.push(`${name}: no preStop sleep (the endpoint must be removed before SIGTERM)`);
     const needMs = (sleep ?? 0) * 1000 + config.shutdownGraceMs + SHUTDOWN_SETTLE_MS;
     const grace = pod.terminationGracePeriodSeconds ?? 30;
+    // A stop must not cut a stream the config lets run: the grace covers UPSTREAM_TIMEOUT_MS.
+    if (config.roles.includes('gateway') && config.shutdownGraceMs < config.upstream.timeoutMs) {
+      problems.push(`${name}: SHUTDOWN_GRACE_MS ${config.shutdownGraceMs} < UPSTREAM_TIMEOUT_MS ${config.upstream.timeoutMs} (a drain cuts long streams)`);
+    }
     if (grace * 1000 <= needMs) problems.push(`${name}: terminationGracePeriodSeconds ${grace} ≤ preStop ${sleep ?? 0} s + SHUTDOWN_GRACE_MS ${config.shutdownGraceMs} + ${SHUTDOWN_SETTLE_MS} ms settle`);
 
     if (pod.securityContext?.runAsNonRoot !== true) problems.push(`${name}: pod is not runAsNonRoot`);
@@ -197,6 +201,7 @@ function problemsOf(objs: readonly Obj[], facts: Facts): string[] {
       if (config.aggregator.groups.includes('warehouse')) {
         if (!config.clickhouse) {
           if (replicas !== 1) problems.push(`${name}: chDB warehouse with ${replicas} replicas (chDB allows one process)`);
+          if (d.spec.template.spec.nodeSelector?.['kubernetes.io/arch'] !== 'amd64') problems.push(`${name}: chDB warehouse not pinned to kubernetes.io/arch amd64 (chDB has no arm64 library)`);
           if (d.spec.strategy?.type !== 'Recreate') problems.push(`${name}: chDB warehouse must use strategy Recreate (a rolling update runs two)`);
           if (!dataVolume?.persistentVolumeClaim) problems.push(`${name}: chDB warehouse DATA_DIR is not on a PersistentVolumeClaim`);
           else if (!objs.some((o) => o.kind === 'PersistentVolumeClaim' && o.metadata.name === dataVolume.persistentVolumeClaim.claimName)) {
@@ -305,8 +310,8 @@ test('name drift in the manifests is caught: each mutation yields exactly the pr
   const cases: Array<[string, Obj[], string[]]> = [
     ['env name', mutated('Deployment', 'tollgate-gateway', (o) => { envVar(o, 'UPSTREAM_API_KEY').name = 'UPSTREAM_KEY'; }),
       ['tollgate-gateway: UPSTREAM_KEY is not a setting of libs/config (CONFIG_VARIABLES)']],
-    ['ConfigMap key', mutated('ConfigMap', 'tollgate-config', (o) => { o.data.SHUTDOWN_GRACE = o.data.SHUTDOWN_GRACE_MS; delete o.data.SHUTDOWN_GRACE_MS; }),
-      ['tollgate-gateway', 'tollgate-control', 'tollgate-aggregator-ledger', 'tollgate-aggregator-warehouse'].map((d) => `${d}: SHUTDOWN_GRACE is not a setting of libs/config (CONFIG_VARIABLES)`)],
+    ['ConfigMap key', mutated('ConfigMap', 'tollgate-config', (o) => { o.data.LOG_LVL = o.data.LOG_LEVEL; delete o.data.LOG_LEVEL; }),
+      ['tollgate-gateway', 'tollgate-control', 'tollgate-aggregator-ledger', 'tollgate-aggregator-warehouse'].map((d) => `${d}: LOG_LVL is not a setting of libs/config (CONFIG_VARIABLES)`)],
     ['PORT', mutated('Deployment', 'tollgate-control', (o) => { o.spec.template.spec.containers[0].env.push({ name: 'PORT', value: '9090' }); }),
       ['tollgate-control: containerPort 8080 ≠ PORT 9090']],
     ['readiness path', mutated('Deployment', 'tollgate-gateway', (o) => { container(o).readinessProbe.httpGet.path = '/readyz'; }),
@@ -316,7 +321,11 @@ test('name drift in the manifests is caught: each mutation yields exactly the pr
     ['secret key', mutated('Deployment', 'tollgate-control', (o) => { envVar(o, 'ADMIN_TOKEN').valueFrom.secretKeyRef.key = 'ADMIN_TOKENS'; }),
       ['tollgate-control: ADMIN_TOKEN reads key ADMIN_TOKENS, which the Secret template does not have']],
     ['drain time', mutated('Deployment', 'tollgate-gateway', (o) => { o.spec.template.spec.terminationGracePeriodSeconds = 30; }),
-      [`tollgate-gateway: terminationGracePeriodSeconds 30 ≤ preStop 10 s + SHUTDOWN_GRACE_MS 300000 + ${SHUTDOWN_SETTLE_MS} ms settle`]],
+      [`tollgate-gateway: terminationGracePeriodSeconds 30 ≤ preStop 10 s + SHUTDOWN_GRACE_MS 600000 + ${SHUTDOWN_SETTLE_MS} ms settle`]],
+    ['stream cut by a drain', mutated('ConfigMap', 'tollgate-config', (o) => { o.data.SHUTDOWN_GRACE_MS = '300000'; }),
+      ['tollgate-gateway: SHUTDOWN_GRACE_MS 300000 < UPSTREAM_TIMEOUT_MS 600000 (a drain cuts long streams)']],
+    ['chDB on arm64', mutated('Deployment', 'tollgate-aggregator-warehouse', (o) => { delete o.spec.template.spec.nodeSelector; }),
+      ['tollgate-aggregator-warehouse: chDB warehouse not pinned to kubernetes.io/arch amd64 (chDB has no arm64 library)']],
     ['chDB warehouse scaled out', mutated('Deployment', 'tollgate-aggregator-warehouse', (o) => { o.spec.replicas = 2; }),
       ['tollgate-aggregator-warehouse: chDB warehouse with 2 replicas (chDB allows one process)']],
     ['ledger beyond partitions', mutated('Deployment', 'tollgate-aggregator-ledger', (o) => { envVar(o, 'LEDGER_CONSUMERS').value = '3'; }),

@@ -27,7 +27,7 @@ function loadChdb(): ChdbConnectionModule {
   } catch (err) {
     throw new Error(
       `the embedded warehouse (chDB) cannot be loaded on ${platform}/${arch}: ${(err as Error).message.split('\n')[0]}. `
-      + 'Set CLICKHOUSE_URL to use a ClickHouse server, or run this container as linux/amd64 (deploy/README.md, "Platforms")',
+      + 'Set CLICKHOUSE_URL to use a ClickHouse server, or run this container as linux/amd64 (README.md, "Deploy", Platforms)',
       { cause: err },
     );
   }
