@@ -189,6 +189,25 @@ test('platforms: every service that opens chDB (embedded, or a warehouse owner w
   assert.ok(pinned >= 1, 'the embedded service opens chDB');
 });
 
+test('documented commands: every `docker compose … exec` passes -T (no terminal, so captured output has no \\r), and the Deploy section runs operator commands in a container', () => {
+  const files = ['README.md', 'deploy/README.md', FULL, EMBEDDED];
+  let seen = 0;
+  for (const f of files) {
+    for (const m of read(f).matchAll(/docker compose\b[^\n`]*?\bexec\b([^\n`]*)/g)) {
+      seen++;
+      assert.match(m[1]!, /^\s+-T\b/, `${f}: "${m[0]}" without -T`);
+    }
+  }
+  assert.ok(seen >= 4, 'the documented exec commands were found');
+  const readme = read('README.md');
+  const start = readme.indexOf('\n## Deploy\n');
+  const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
+  assert.match(section, /Nothing below needs Node on the host/);
+  // The tour's `npm run -s tollgate -- reconcile` in its container form, for both stacks.
+  assert.match(section, /docker compose -f compose\.embedded\.yml exec -T tollgate node services\/tollgate\/src\/main\.ts reconcile --url http:\/\/127\.0\.0\.1:8080/);
+  assert.match(section, /docker compose exec -T aggregator node services\/tollgate\/src\/main\.ts reconcile --url http:\/\/127\.0\.0\.1:8080/);
+});
+
 test('graceful drain: a stop never cuts a stream the config allows (SHUTDOWN_GRACE_MS ≥ UPSTREAM_TIMEOUT_MS), and compose waits grace plus settle before SIGKILL', () => {
   for (const [file, compose] of [[FULL, full], [EMBEDDED, embedded]] as const) {
     for (const [name, s] of tollgateServices(compose)) {
