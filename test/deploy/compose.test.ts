@@ -208,6 +208,17 @@ test('documented commands: every `docker compose … exec` passes -T (no termina
   assert.match(section, /docker compose exec -T aggregator node services\/tollgate\/src\/main\.ts reconcile --url http:\/\/127\.0\.0\.1:8080/);
 });
 
+test('Prometheus scrapes the collector where the collector serves its own metrics (a pull reader on all interfaces)', () => {
+  const prom = readYaml<{ scrape_configs: Array<{ job_name: string; static_configs?: Array<{ targets: string[] }> }> }>('deploy/compose/prometheus/prometheus.yml');
+  const collector = readYaml<any>('deploy/compose/otel-collector.yaml');
+  const targets = prom.scrape_configs.flatMap((j) => (j.static_configs ?? []).flatMap((c) => c.targets)).filter((t) => t.startsWith('otel-collector:'));
+  const readers = (collector.service?.telemetry?.metrics?.readers ?? []) as any[];
+  const served = readers.map((r) => r.pull?.exporter?.prometheus).filter(Boolean).filter((p: any) => p.host === '0.0.0.0' || p.host === '::');
+  for (const t of targets) {
+    assert.ok(served.some((p: any) => `otel-collector:${p.port}` === t), `Prometheus scrapes ${t}, which the collector does not serve on a reachable address`);
+  }
+});
+
 test('graceful drain: a stop never cuts a stream the config allows (SHUTDOWN_GRACE_MS ≥ UPSTREAM_TIMEOUT_MS), and compose waits grace plus settle before SIGKILL', () => {
   for (const [file, compose] of [[FULL, full], [EMBEDDED, embedded]] as const) {
     for (const [name, s] of tollgateServices(compose)) {
