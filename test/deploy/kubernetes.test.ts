@@ -366,3 +366,71 @@ for (const overlay of OVERLAYS) {
     }
   });
 }
+
+/** Admin routes per registering function, from the real registrations (`onRoute`), HEAD left out. */
+async function adminRoutes(): Promise<{ hot: string[]; warehouse: string[] }> {
+  const { registerAnalytics, registerBilling, registerControl, registerWebhooks } = await import('@tollgate/control');
+  const { Metrics } = await import('@tollgate/telemetry');
+  // Registration only reads tokens and keeps references; no request is made here.
+  const any = (): any => new Proxy({}, { get: (_t, k) => (k === 'then' ? undefined : () => any()) });
+  const deps = { adminToken: STAND_IN, financeToken: undefined, keyHashSecret: STAND_IN, keys: any(), balances: any(), log: any(), catalog: any(), prices: any(), warehouse: any(), store: any(), secrets: [], settle: async () => {} };
+  const of = async (...fns: Array<(app: any, deps: any) => void>) => {
+    const out: string[] = [];
+    for (const f of fns) {
+      const app = createHttpServer({ bodyLimitBytes: 1024, telemetry: { metrics: new Metrics({ defaultMetrics: false }) } });
+      app.addHook('onRoute', (r) => { if (r.method !== 'HEAD' && r.url.startsWith('/admin/')) out.push(r.url); });
+      f(app, deps);
+      await app.ready();
+      await app.close();
+    }
+    return [...new Set(out)];
+  };
+  return { hot: await of(registerControl), warehouse: await of(registerAnalytics, registerBilling, registerWebhooks) };
+}
+
+/** The process config of each Deployment of `objs` (ConfigMaps, then env; secrets as stand-ins). */
+function deploymentConfigs(objs: readonly Obj[]): Map<string, Config> {
+  const maps = new Map(objs.filter((o) => o.kind === 'ConfigMap').map((c) => [c.metadata.name, (c.data ?? {}) as Record<string, string>]));
+  const out = new Map<string, Config>();
+  for (const d of objs.filter((o) => o.kind === 'Deployment')) {
+    const c = d.spec.template.spec.containers[0];
+    const env: Record<string, string> = {};
+    for (const from of c.envFrom ?? []) Object.assign(env, maps.get(from.configMapRef?.name) ?? {});
+    for (const e of c.env ?? []) env[e.name] = e.value ?? (e.valueFrom?.secretKeyRef ? SECRET_STAND_INS[e.name] ?? STAND_IN : '');
+    out.set(d.metadata.name, loadConfig(env));
+  }
+  return out;
+}
+
+test('admin routes: deploy/README\'s table sends every /admin route to a Service whose process serves it (base: warehouse reads on the warehouse pod)', async () => {
+  const routes = await adminRoutes();
+  const text = readFileSync(join(ROOT, 'deploy', 'README.md'), 'utf8');
+  const rows = [...text.matchAll(/^\s*\| (`\/[^\n]*?) \| ([^|\n]+) \| ([^|\n]+) \|$/gm)].map((m) => ({
+    patterns: [...m[1]!.matchAll(/`(\/[^`]*)`/g)].map((p) => p[1]!.replace(/…$/, '').replace(/\*$/, '')),
+    base: /`(tollgate-[\w-]+)`/.exec(m[2]!)?.[1],
+  }));
+  assert.ok(rows.length >= 3, 'the routing table is in deploy/README.md');
+  const rowOf = (route: string) => rows
+    .flatMap((r) => r.patterns.filter((p) => route.startsWith(p)).map((p) => ({ p, r })))
+    .sort((a, b) => b.p.length - a.p.length)[0]?.r;
+  // What each base Service reaches: the roles of the Deployment it selects (runtime.ts rules).
+  const configs = deploymentConfigs(base);
+  const serves = new Map<string, { hot: boolean; warehouse: boolean }>();
+  for (const s of base.filter((o) => o.kind === 'Service')) {
+    const d = base.find((o) => o.kind === 'Deployment' && Object.entries(s.spec.selector).every(([k, v]) => o.spec.template.metadata.labels?.[k] === v))!;
+    const cfg = configs.get(d.metadata.name)!;
+    const ownsWarehouse = cfg.roles.includes('aggregator') && cfg.aggregator.groups.includes('warehouse');
+    const control = cfg.roles.includes('control');
+    serves.set(s.metadata.name, { hot: control, warehouse: cfg.clickhouse ? control || ownsWarehouse : ownsWarehouse });
+  }
+  const problems: string[] = [];
+  for (const [kind, list] of [['hot', routes.hot], ['warehouse', routes.warehouse]] as const) {
+    for (const route of list) {
+      const row = rowOf(route);
+      if (!row?.base) { problems.push(`${route}: in no row of the table`); continue; }
+      if (!serves.get(row.base)?.[kind]) problems.push(`${route}: the table sends it to ${row.base}, whose process does not serve it in the base`);
+    }
+  }
+  assert.deepEqual(problems, []);
+  assert.ok(routes.warehouse.includes('/admin/v1/usage') && routes.hot.includes('/admin/v1/accounts'), 'both groups were found');
+});
