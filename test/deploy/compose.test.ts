@@ -2,8 +2,13 @@
 // Tollgate container's settings go through the real loadConfig, every name against the schema,
 // every port and path against what the server serves, every dashboard and alert query against
 // the metrics the code registers. No Docker engine needed (or present).
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Metrics } from '@tollgate/telemetry';
+import { startTollgate } from '@tollgate/tollgate';
 import {
   CONFIG_VARIABLES, DEFAULT_PORT, NODE_VARIABLES, OPERATOR_ENV, OTEL_STANDARD, READY_PATH, asArgv, configOf, durationMs,
   environmentOf, exists, exposedMetrics, healthcheckUrl, interpolate, loadConfig, portOf, promqlMetrics, read, readYaml,
@@ -290,6 +295,70 @@ test('dashboard and alerts: every metric a query selects is one the code registe
     if (names.length === 0) return [`${where}: selects no metric`];
     return names.map((n) => unknownMetric(n, exposed)).filter(Boolean).map((p) => `${where}: ${p}`);
   });
+  assert.deepEqual(problems, []);
+});
+
+/** Every dashboard panel query and alert expression, with where it is. */
+function queriesOf(): Array<{ where: string; expr: string }> {
+  const dashboard = JSON.parse(read('deploy/compose/grafana/dashboards/tollgate.json')) as { panels: Array<{ title: string; targets?: Array<{ expr: string }> }> };
+  const alerts = readYaml('deploy/compose/prometheus/alerts.yml');
+  return [
+    ...dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ where: `panel "${p.title}"`, expr: t.expr }))),
+    ...alerts.groups.flatMap((g: { rules: Array<{ alert: string; expr: string }> }) => g.rules.map((r) => ({ where: `alert ${r.alert}`, expr: r.expr }))),
+  ];
+}
+
+test('dashboard and alerts: every label a query filters or groups by is a label of the metrics it selects, and values of closed sets (route, reason, class) are ones the code produces', async () => {
+  // Label names from the code's metric definitions (prom-client keeps them on each metric).
+  const metrics = new Metrics();
+  const labelsOf = new Map<string, Set<string>>();
+  for (const m of metrics.registry.getMetricsAsArray() as unknown as Array<{ name: string; labelNames?: string[]; constructor: { name: string } }>) {
+    labelsOf.set(m.name, new Set(m.labelNames ?? []));
+  }
+  // Labels Prometheus adds at scrape time: job, instance, and the static_configs labels.
+  const prom = readYaml('deploy/compose/prometheus/prometheus.yml');
+  const targetLabels = new Set(['job', 'instance', ...prom.scrape_configs.flatMap((j: any) => (j.static_configs ?? []).flatMap((c: any) => Object.keys(c.labels ?? {})))]);
+  const labelsFor = (name: string): Set<string> | undefined => {
+    const base = labelsOf.get(name) ?? labelsOf.get(name.replace(/_(bucket|sum|count)$/, ''));
+    if (!base) return undefined;
+    return new Set([...base, ...(name.endsWith('_bucket') ? ['le'] : []), ...targetLabels]);
+  };
+  // Closed value sets, from the code itself. route: the routes a process with every role serves.
+  const tg = await startTollgate(loadConfig({ DATA_DIR: mkdtempSync(join(tmpdir(), 'tollgate-labels-')), LOG_LEVEL: 'silent' }), { listen: false });
+  const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+  const isRoute = (v: string) => METHODS.some((method) => tg.server.hasRoute({ method, url: v }));
+  // class: every token class the gateway meters; reason: the refusals the constructor pre-registers.
+  metrics.usage('m', { input: 1, output: 1, cacheRead: 1, cacheWrite5m: 1, cacheWrite1h: 1 }, 0n);
+  const text = await metrics.registry.metrics();
+  const valuesIn = (metric: string, label: string) => new Set([...text.matchAll(new RegExp(`^${metric}\\{[^}]*\\b${label}="([^"]*)"`, 'gm'))].map((m) => m[1]!));
+  const closed: Record<string, (v: string) => boolean> = {
+    route: isRoute,
+    class: (v) => valuesIn('tollgate_tokens_total', 'class').has(v),
+    reason: (v) => valuesIn('tollgate_holds_refused_total', 'reason').has(v),
+  };
+  const problems: string[] = [];
+  try {
+    for (const { where, expr } of queriesOf()) {
+      const selected = promqlMetrics(expr);
+      for (const sel of expr.matchAll(/([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}/g)) {
+        const known = labelsFor(sel[1]!);
+        for (const mm of sel[2]!.matchAll(/(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"/g)) {
+          const [, label, op, value] = mm as unknown as [string, string, string, string];
+          if (known && !known.has(label)) problems.push(`${where}: ${sel[1]} has no label ${label}`);
+          if (op === '=' && closed[label] && !closed[label]!(value)) problems.push(`${where}: ${label}="${value}" is never produced by the code`);
+        }
+      }
+      for (const g of expr.matchAll(/\b(by|without|on|ignoring)\s*\(([^)]*)\)/g)) {
+        const sets = selected.map(labelsFor).filter((x): x is Set<string> => x !== undefined);
+        if (sets.length === 0) continue;
+        for (const label of g[2]!.split(',').map((l) => l.trim()).filter(Boolean)) {
+          if (!sets.some((set) => set.has(label))) problems.push(`${where}: ${g[1]} (${label}) names a label none of ${selected.join(', ')} has`);
+        }
+      }
+    }
+  } finally {
+    await tg.close();
+  }
   assert.deepEqual(problems, []);
 });
 
