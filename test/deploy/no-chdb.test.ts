@@ -1,7 +1,7 @@
 // The image runs every role; chDB's native library exists only for x64 (linux/arm64 images have
 // none). Roles that never open the embedded warehouse must start without it, and the one that
 // needs it must say why it cannot start and what to do instead.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,7 +29,7 @@ test('chDB unloadable (linux/arm64): --version, and distributed gateway and cont
   const id = randomUUID().slice(0, 8);
   for (const role of ['gateway', 'control']) {
     const port = await freePort();
-    const child = spawn(process.execPath, [...NO_CHDB, MAIN, '--roles', role], {
+    const child: ChildProcess = spawn(process.execPath, [...NO_CHDB, MAIN, '--roles', role], {
       cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'],
       env: {
         ...process.env, KAFKA_BROKERS: kafka, REDIS_URL: redis, KAFKA_TOPIC_PREFIX: `t-nochdb-${id}.`, REDIS_PREFIX: `t:nochdb:${id}:`,

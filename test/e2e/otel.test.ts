@@ -240,6 +240,16 @@ describe('OpenTelemetry from the standard environment (embedded)', () => {
     assert.deepEqual(loadConfig({ OTEL_RESOURCE_ATTRIBUTES: 'service.name=from-attrs,a=b%2Cc' }).telemetry.resourceAttributes, { 'service.name': 'from-attrs', a: 'b,c' });
     assert.equal(loadConfig({ OTEL_RESOURCE_ATTRIBUTES: 'service.name=from-attrs' }).telemetry.serviceName, 'from-attrs');
     assert.equal(loadConfig({ OTEL_RESOURCE_ATTRIBUTES: 'service.name=from-attrs', OTEL_SERVICE_NAME: 'named' }).telemetry.serviceName, 'named');
+    // OTel spec: OTEL_TRACES_EXPORTER is a comma-separated list; a name with no installed exporter
+    // is refused by name; `none` anywhere turns tracing off; a sampler argument a sampler does not take is ignored.
+    const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' };
+    assert.equal(loadConfig({ ...endpoint, OTEL_TRACES_EXPORTER: 'otlp, console' }).telemetry.traces, true);
+    assert.equal(loadConfig({ ...endpoint, OTEL_TRACES_EXPORTER: 'zipkin' }).telemetry.traces, true);
+    assert.equal(loadConfig({ ...endpoint, OTEL_TRACES_EXPORTER: 'otlp,none' }).telemetry.traces, false);
+    assert.throws(() => loadConfig({ ...endpoint, OTEL_TRACES_EXPORTER: 'otlp,jaeger' }),
+      (err: Error) => err.message.includes('OTEL_TRACES_EXPORTER: jaeger is not an exporter Tollgate has installed; expected a comma-separated list of otlp, zipkin, console, none'));
+    assert.equal(loadConfig({ ...endpoint, OTEL_TRACES_SAMPLER_ARG: '0.5' }).telemetry.traces, true, 'parentbased_always_on ignores the argument');
+    assert.equal(loadConfig({ ...endpoint, OTEL_TRACES_SAMPLER: 'always_on', OTEL_TRACES_SAMPLER_ARG: 'abc' }).telemetry.traces, true);
     assert.equal(loadConfig({}).telemetry.traces, false, 'no endpoint: tracing off');
     assert.equal(loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces' }).telemetry.traces, true);
   });

@@ -48,7 +48,9 @@ const otelBool = z.string().trim().toLowerCase().pipe(z.enum(['true', 'false'], 
 export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
 const otlpProtocol = z.enum(OTLP_PROTOCOLS, { error: `expected one of ${OTLP_PROTOCOLS.join(', ')}` });
 /** `OTEL_TRACES_SAMPLER` values (OTel SDK environment variables spec). */
-export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
+export /** Trace exporters sdk-node can build from OTEL_TRACES_EXPORTER (it ships otlp and zipkin). */
+const TRACE_EXPORTERS = ['otlp', 'zipkin', 'console', 'none'] as const;
+const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
 /**
  * A W3C-baggage-like `key=value,key2=value2` list (OTEL_EXPORTER_OTLP_HEADERS,
  * OTEL_RESOURCE_ATTRIBUTES), values percent-encoded. Parsed to a record. Values are echoed in
@@ -235,8 +237,20 @@ const EnvSchema = z.object({
   OTEL_EXPORTER_OTLP_HEADERS: keyValueList('OTLP headers', false).optional(),
   OTEL_EXPORTER_OTLP_TRACES_HEADERS: keyValueList('OTLP headers', false).optional(),
   OTEL_EXPORTER_OTLP_METRICS_HEADERS: keyValueList('OTLP headers', false).optional(),
-  /** `otlp` (default when an endpoint is set), `console`, or `none` */
-  OTEL_TRACES_EXPORTER: z.enum(['otlp', 'console', 'none'], { error: 'expected otlp, console or none' }).optional(),
+  /**
+   * Comma-separated list (OTel spec) of `otlp` (default when an endpoint is set), `zipkin`,
+   * `console`, `none` (sdk-node's exporters; `none` anywhere turns tracing off). A name sdk-node
+   * has no exporter for (e.g. `jaeger`, removed from it) is refused.
+   */
+  OTEL_TRACES_EXPORTER: z.string().transform((v, ctx) => {
+    const names = v.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean);
+    const expected = `expected a comma-separated list of ${TRACE_EXPORTERS.join(', ')}`;
+    if (names.length === 0) ctx.addIssue({ code: 'custom', message: expected });
+    for (const n of names) {
+      if (!(TRACE_EXPORTERS as readonly string[]).includes(n)) ctx.addIssue({ code: 'custom', message: `${n} is not an exporter Tollgate has installed; ${expected}` });
+    }
+    return names as Array<(typeof TRACE_EXPORTERS)[number]>;
+  }).optional(),
   /** `otlp`: the Prometheus instruments are also pushed over OTLP; `none` (default) */
   OTEL_METRICS_EXPORTER: z.enum(['otlp', 'none'], { error: 'expected otlp or none (Prometheus GET /metrics is always served)' }).optional(),
   /** ms between OTLP metric exports */
@@ -249,8 +263,8 @@ const EnvSchema = z.object({
   OTEL_BSP_MAX_QUEUE_SIZE: int(1, 10_000_000).optional(),
   OTEL_BSP_MAX_EXPORT_BATCH_SIZE: int(1, 10_000_000).optional(),
   OTEL_TRACES_SAMPLER: z.enum(SAMPLERS, { error: `expected one of ${SAMPLERS.join(', ')}` }).optional(),
-  /** the ratio of the `traceidratio` samplers, 0 to 1 */
-  OTEL_TRACES_SAMPLER_ARG: z.string().trim().regex(/^(0(\.\d+)?|1(\.0+)?|\.\d+)$/, 'expected a ratio from 0 to 1, such as 0.25').transform(Number).optional(),
+  /** the ratio of the `traceidratio` samplers, 0 to 1; ignored with any other sampler (OTel spec) */
+  OTEL_TRACES_SAMPLER_ARG: z.string().trim().optional(),
   /** `key=value,…` resource attributes of every span and metric */
   OTEL_RESOURCE_ATTRIBUTES: keyValueList('resource attributes', true).optional(),
   OTEL_SERVICE_NAME: z.string().trim().min(1).optional(),
@@ -373,15 +387,17 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (e.OTEL_BSP_MAX_EXPORT_BATCH_SIZE !== undefined && e.OTEL_BSP_MAX_EXPORT_BATCH_SIZE > (e.OTEL_BSP_MAX_QUEUE_SIZE ?? 2048)) {
     problems.push(`OTEL_BSP_MAX_EXPORT_BATCH_SIZE: must be at most OTEL_BSP_MAX_QUEUE_SIZE (${e.OTEL_BSP_MAX_QUEUE_SIZE ?? '2048, the default'})`);
   }
-  if (e.OTEL_TRACES_SAMPLER_ARG !== undefined && !e.OTEL_TRACES_SAMPLER?.endsWith('traceidratio')) {
-    problems.push('OTEL_TRACES_SAMPLER_ARG: only the traceidratio samplers take an argument; set OTEL_TRACES_SAMPLER=parentbased_traceidratio (or traceidratio)');
+  // The spec: a sampler that takes no argument ignores OTEL_TRACES_SAMPLER_ARG; a ratio must be one.
+  if (e.OTEL_TRACES_SAMPLER_ARG !== undefined && e.OTEL_TRACES_SAMPLER?.endsWith('traceidratio')
+    && !/^(0(\.\d+)?|1(\.0+)?|\.\d+)$/.test(e.OTEL_TRACES_SAMPLER_ARG)) {
+    problems.push('OTEL_TRACES_SAMPLER_ARG: expected a ratio from 0 to 1, such as 0.25');
   }
   if (e.OTEL_METRICS_EXPORTER === 'otlp' && !e.OTEL_EXPORTER_OTLP_ENDPOINT && !e.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT) {
     problems.push('OTEL_METRICS_EXPORTER: otlp needs OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT');
   }
   if (problems.length) throw new ConfigError(problems);
   const sdkDisabled = e.OTEL_SDK_DISABLED ?? false;
-  const tracesExporter = e.OTEL_TRACES_EXPORTER ?? (e.OTEL_EXPORTER_OTLP_ENDPOINT || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ? 'otlp' : 'none');
+  const tracesExporters = e.OTEL_TRACES_EXPORTER ?? [e.OTEL_EXPORTER_OTLP_ENDPOINT || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ? 'otlp' : 'none'];
 
   return {
     roles: e.TOLLGATE_ROLES,
@@ -424,7 +440,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
       // The spec: OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES.
       serviceName: e.OTEL_SERVICE_NAME ?? e.OTEL_RESOURCE_ATTRIBUTES?.['service.name'] ?? 'tollgate',
       sdkDisabled,
-      traces: !sdkDisabled && tracesExporter !== 'none',
+      traces: !sdkDisabled && !tracesExporters.includes('none'),
       metrics: !sdkDisabled && e.OTEL_METRICS_EXPORTER === 'otlp',
       metricIntervalMs: e.OTEL_METRIC_EXPORT_INTERVAL ?? 60_000,
       metricTimeoutMs: e.OTEL_METRIC_EXPORT_TIMEOUT ?? 30_000,
