@@ -42,6 +42,37 @@ const LONGEST_TOPIC = [...TOPICS, DEAD_LETTER_TOPIC].reduce((a, b) => (b.length 
 const MAX_TOPIC_PREFIX = KAFKA_TOPIC_NAME_MAX - LONGEST_TOPIC.length;
 const optionalString = z.string().trim().min(1).optional();
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+/** The OTel spec's booleans: `true` / `false`, any case. */
+const otelBool = z.string().trim().toLowerCase().pipe(z.enum(['true', 'false'], { error: 'expected true or false' })).transform((v) => v === 'true');
+/** The OTLP transports @opentelemetry/sdk-node has exporters for. */
+export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
+const otlpProtocol = z.enum(OTLP_PROTOCOLS, { error: `expected one of ${OTLP_PROTOCOLS.join(', ')}` });
+/** `OTEL_TRACES_SAMPLER` values (OTel SDK environment variables spec). */
+export /** Trace exporters sdk-node can build from OTEL_TRACES_EXPORTER (it ships otlp and zipkin). */
+const TRACE_EXPORTERS = ['otlp', 'zipkin', 'console', 'none'] as const;
+const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
+/**
+ * A W3C-baggage-like `key=value,key2=value2` list (OTEL_EXPORTER_OTLP_HEADERS,
+ * OTEL_RESOURCE_ATTRIBUTES), values percent-encoded. Parsed to a record. Values are echoed in
+ * errors only when `echo` (headers usually carry a collector's API key).
+ */
+const keyValueList = (what: string, echo: boolean) => z.string().trim().transform((v, ctx) => {
+  const out: Record<string, string> = {};
+  for (const [i, raw] of v.split(',').entries()) {
+    const item = raw.trim();
+    if (item === '') continue;
+    const eq = item.indexOf('=');
+    const key = eq > 0 ? item.slice(0, eq).trim() : '';
+    let value: string | undefined;
+    try { value = eq > 0 ? decodeURIComponent(item.slice(eq + 1).trim()) : undefined; } catch { /* bad percent-encoding */ }
+    if (key === '' || value === undefined || !/^[\x21-\x7e]+$/.test(key)) {
+      ctx.addIssue({ code: 'custom', message: `${what}: item ${i + 1}${echo ? ` ${JSON.stringify(item.slice(0, 40))}` : ''} is not key=value (value percent-encoded); expected key=value,key2=value2` });
+      return z.NEVER;
+    }
+    out[key] = value;
+  }
+  return out;
+});
 
 /**
  * Every setting, by its environment variable name, so an error names exactly what to fix.
@@ -199,9 +230,56 @@ const EnvSchema = z.object({
   WEBHOOK_RETRY_BASE_MS: int(1, 3_600_000).default(1_000),
   /** one delivery attempt's bound, from connecting to the response headers (ms) */
   WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(10_000),
-  /** OTLP/HTTP collector base URL (standard OTel name); unset = tracing off, nothing registered */
+  // OpenTelemetry (the spec's SDK environment variables, read by @opentelemetry/sdk-node from the
+  // process environment; checked here so a bad value stops the start instead of being ignored).
+  /** `true` turns every OTel signal off whatever else is set */
+  OTEL_SDK_DISABLED: otelBool.optional(),
+  /** OTLP collector base URL (`/v1/traces`, `/v1/metrics` appended for HTTP); unset with no traces endpoint = tracing off */
   OTEL_EXPORTER_OTLP_ENDPOINT: url.optional(),
-  OTEL_SERVICE_NAME: z.string().trim().min(1).default('tollgate'),
+  /** OTLP traces URL, used as is */
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: url.optional(),
+  /** OTLP metrics URL, used as is */
+  OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: url.optional(),
+  OTEL_EXPORTER_OTLP_PROTOCOL: otlpProtocol.optional(),
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: otlpProtocol.optional(),
+  OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: otlpProtocol.optional(),
+  /** `key=value,…` (values percent-encoded) sent with every export; never echoed (they are usually credentials) */
+  OTEL_EXPORTER_OTLP_HEADERS: keyValueList('OTLP headers', false).optional(),
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: keyValueList('OTLP headers', false).optional(),
+  OTEL_EXPORTER_OTLP_METRICS_HEADERS: keyValueList('OTLP headers', false).optional(),
+  /**
+   * Comma-separated list (OTel spec) of `otlp` (default when an endpoint is set), `zipkin`,
+   * `console`, `none` (sdk-node's exporters; `none` anywhere turns tracing off). A name sdk-node
+   * has no exporter for (e.g. `jaeger`, removed from it) is refused.
+   */
+  OTEL_TRACES_EXPORTER: z.string().transform((v, ctx) => {
+    const names = v.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean);
+    const expected = `expected a comma-separated list of ${TRACE_EXPORTERS.join(', ')}`;
+    if (names.length === 0) ctx.addIssue({ code: 'custom', message: expected });
+    for (const n of names) {
+      if (!(TRACE_EXPORTERS as readonly string[]).includes(n)) ctx.addIssue({ code: 'custom', message: `${n} is not an exporter Tollgate has installed; ${expected}` });
+    }
+    return names as Array<(typeof TRACE_EXPORTERS)[number]>;
+  }).optional(),
+  /** `otlp`: the Prometheus instruments are also pushed over OTLP; `none` (default) */
+  OTEL_METRICS_EXPORTER: z.enum(['otlp', 'none'], { error: 'expected otlp or none (Prometheus GET /metrics is always served)' }).optional(),
+  /** ms between OTLP metric exports */
+  OTEL_METRIC_EXPORT_INTERVAL: int(100, 86_400_000).optional(),
+  /** ms one OTLP metric export may take */
+  OTEL_METRIC_EXPORT_TIMEOUT: int(100, 3_600_000).optional(),
+  /** batch span processor: ms between exports, export bound (ms), queue and batch sizes (spans) */
+  OTEL_BSP_SCHEDULE_DELAY: int(1, 3_600_000).optional(),
+  OTEL_BSP_EXPORT_TIMEOUT: int(1, 3_600_000).optional(),
+  OTEL_BSP_MAX_QUEUE_SIZE: int(1, 10_000_000).optional(),
+  OTEL_BSP_MAX_EXPORT_BATCH_SIZE: int(1, 10_000_000).optional(),
+  OTEL_TRACES_SAMPLER: z.enum(SAMPLERS, { error: `expected one of ${SAMPLERS.join(', ')}` }).optional(),
+  /** the ratio of the `traceidratio` samplers, 0 to 1; ignored with any other sampler (OTel spec) */
+  OTEL_TRACES_SAMPLER_ARG: z.string().trim().optional(),
+  /** `key=value,…` resource attributes of every span and metric */
+  OTEL_RESOURCE_ATTRIBUTES: keyValueList('resource attributes', true).optional(),
+  OTEL_SERVICE_NAME: z.string().trim().min(1).optional(),
+  /** ms between consumer-lag measurements of each Kafka consumer (tollgate_consumer_lag) */
+  CONSUMER_LAG_INTERVAL_MS: int(100, 3_600_000).default(15_000),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -250,7 +328,21 @@ export interface Config {
   shutdownGraceMs: number;
   /** Fastify's `trustProxy`: false, true (every hop), or a comma list of proxy addresses/CIDRs */
   trustProxy: TrustProxy;
-  telemetry: { otlpEndpoint: string | undefined; serviceName: string };
+  /**
+   * OpenTelemetry, from the standard `OTEL_*` variables (README, Observability). The SDK itself
+   * (@opentelemetry/sdk-node) reads them from the process environment; these are the decisions
+   * Tollgate takes from them. `traces`: the SDK is started with an exporter (an endpoint is set,
+   * or `OTEL_TRACES_EXPORTER=console`; not `none`, not `OTEL_SDK_DISABLED`). `metrics`: the
+   * Prometheus instruments are also pushed over OTLP every `metricIntervalMs` (bounded by
+   * `metricTimeoutMs`).
+   */
+  telemetry: {
+    otlpEndpoint: string | undefined; serviceName: string; sdkDisabled: boolean;
+    traces: boolean; metrics: boolean; metricIntervalMs: number; metricTimeoutMs: number;
+    resourceAttributes: Record<string, string>;
+    /** ms between consumer-lag measurements (`CONSUMER_LAG_INTERVAL_MS`) */
+    consumerLagIntervalMs: number;
+  };
   /** alerts by webhook: `LOW_BALANCE_CREDITS` in µc (undefined: off), delivery attempts, first retry delay and timeout (ms) */
   webhooks: { lowBalanceMicros: bigint | undefined; maxAttempts: number; retryBaseMs: number; timeoutMs: number };
 }
@@ -306,7 +398,20 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (distributed && (e.TOLLGATE_ROLES.includes('control') || e.TOLLGATE_ROLES.includes('aggregator')) && !e.ADMIN_TOKEN) {
     problems.push('ADMIN_TOKEN: required for the control and aggregator roles when KAFKA_BROKERS or REDIS_URL is set');
   }
+  if (e.OTEL_BSP_MAX_EXPORT_BATCH_SIZE !== undefined && e.OTEL_BSP_MAX_EXPORT_BATCH_SIZE > (e.OTEL_BSP_MAX_QUEUE_SIZE ?? 2048)) {
+    problems.push(`OTEL_BSP_MAX_EXPORT_BATCH_SIZE: must be at most OTEL_BSP_MAX_QUEUE_SIZE (${e.OTEL_BSP_MAX_QUEUE_SIZE ?? '2048, the default'})`);
+  }
+  // The spec: a sampler that takes no argument ignores OTEL_TRACES_SAMPLER_ARG; a ratio must be one.
+  if (e.OTEL_TRACES_SAMPLER_ARG !== undefined && e.OTEL_TRACES_SAMPLER?.endsWith('traceidratio')
+    && !/^(0(\.\d+)?|1(\.0+)?|\.\d+)$/.test(e.OTEL_TRACES_SAMPLER_ARG)) {
+    problems.push('OTEL_TRACES_SAMPLER_ARG: expected a ratio from 0 to 1, such as 0.25');
+  }
+  if (e.OTEL_METRICS_EXPORTER === 'otlp' && !e.OTEL_EXPORTER_OTLP_ENDPOINT && !e.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT) {
+    problems.push('OTEL_METRICS_EXPORTER: otlp needs OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT');
+  }
   if (problems.length) throw new ConfigError(problems);
+  const sdkDisabled = e.OTEL_SDK_DISABLED ?? false;
+  const tracesExporters = e.OTEL_TRACES_EXPORTER ?? [e.OTEL_EXPORTER_OTLP_ENDPOINT || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ? 'otlp' : 'none'];
 
   return {
     roles: e.TOLLGATE_ROLES,
@@ -349,7 +454,18 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     defaultPlan: e.DEFAULT_PLAN,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     trustProxy: e.TRUST_PROXY,
-    telemetry: { otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: e.OTEL_SERVICE_NAME },
+    telemetry: {
+      otlpEndpoint: e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? e.OTEL_EXPORTER_OTLP_ENDPOINT,
+      // The spec: OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES.
+      serviceName: e.OTEL_SERVICE_NAME ?? e.OTEL_RESOURCE_ATTRIBUTES?.['service.name'] ?? 'tollgate',
+      sdkDisabled,
+      traces: !sdkDisabled && !tracesExporters.includes('none'),
+      metrics: !sdkDisabled && e.OTEL_METRICS_EXPORTER === 'otlp',
+      metricIntervalMs: e.OTEL_METRIC_EXPORT_INTERVAL ?? 60_000,
+      metricTimeoutMs: e.OTEL_METRIC_EXPORT_TIMEOUT ?? 30_000,
+      resourceAttributes: e.OTEL_RESOURCE_ATTRIBUTES ?? {},
+      consumerLagIntervalMs: e.CONSUMER_LAG_INTERVAL_MS,
+    },
     webhooks: {
       lowBalanceMicros: e.LOW_BALANCE_CREDITS === undefined ? undefined : creditsToMicros(e.LOW_BALANCE_CREDITS),
       maxAttempts: e.WEBHOOK_MAX_ATTEMPTS, retryBaseMs: e.WEBHOOK_RETRY_BASE_MS, timeoutMs: e.WEBHOOK_TIMEOUT_MS,

@@ -16,4 +16,4 @@ export type { DecodeResult, UndecodableMessage } from './decode.ts';
 export { Journal } from './journal.ts';
 export type { JournalRecord, JournalScan, UnreadableJournalLine } from './journal.ts';
 export { KafkaLog, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
-export type { KafkaLogOptions, KafkaLogLogger } from './kafka-log.ts';
+export type { KafkaLogOptions, KafkaLogLogger, LagReport } from './kafka-log.ts';

@@ -122,6 +122,9 @@ const consoleLogger: KafkaLogLogger = {
   error: (obj, msg) => console.error(msg ?? '', obj),
 };
 
+/** One consumer-lag measurement: logical group and topic, partition, lag in records. */
+export type LagReport = (group: string, topic: string, partition: number, lag: number | null) => void;
+
 export class KafkaLog implements EventLog {
   readonly durablePositions = true;
   readonly #kafka: Kafka;
@@ -192,6 +195,58 @@ export class KafkaLog implements EventLog {
       this.#openError = err as Error;
       this.#ready = Promise.reject(err);
       this.#ready.catch(() => {});
+    }
+  }
+
+  #lag: { report: LagReport; intervalMs: number } | null = null;
+  #lagAdmin: Promise<Admin> | null = null;
+
+  /**
+   * Measures consumer lag for every subscription made after this call: each `intervalMs` (and
+   * once at once) it asks the broker (admin `fetchTopicOffsets`, `fetchOffsets`) for each
+   * subscribed topic's partitions: lag = high watermark − the group's committed offset (the
+   * partition's low watermark while the group has committed none), in records, never below 0.
+   * `report` gets the logical group and topic names. Failures (broker away) skip a round.
+   * Only the partitions this consumer is assigned (its last GROUP_JOIN) are reported, so each
+   * partition of a group is exported by exactly one process and `sum` over the group is the
+   * group's lag; a partition given up in a rebalance is reported once as `null` (remove the
+   * series), so no stale value lingers beside the new owner's.
+   */
+  reportLag(report: LagReport, intervalMs: number): void {
+    this.#lag = { report, intervalMs };
+  }
+
+  async #measureLag(group: string, byName: ReadonlyMap<string, string>, assigned: ReadonlyMap<string, ReadonlySet<number>>): Promise<void> {
+    const lag = this.#lag;
+    if (!lag || this.#closing) return;
+    if (assigned.size === 0) return;
+    this.#lagAdmin ??= (async () => {
+      const admin = this.#kafka.admin();
+      await admin.connect();
+      return admin;
+    })();
+    let admin: Admin;
+    try {
+      admin = await this.#lagAdmin;
+    } catch {
+      this.#lagAdmin = null;
+      return;
+    }
+    const groupId = this.groupName(group);
+    for (const [name, topic] of byName) {
+      const mine = assigned.get(name);
+      if (!mine || mine.size === 0) continue;
+      const [marks, committed] = await Promise.all([
+        admin.fetchTopicOffsets(name), admin.fetchOffsets({ groupId, topics: [name] }),
+      ]);
+      const done = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+      for (const m of marks) {
+        if (!mine.has(m.partition)) continue;
+        const c = done.get(m.partition) ?? -1n;
+        const from = c < 0n ? BigInt(m.low) : c;
+        const n = BigInt(m.high) - from;
+        lag.report(group, topic, m.partition, n > 0n ? Number(n) : 0);
+      }
     }
   }
 
@@ -318,6 +373,7 @@ export class KafkaLog implements EventLog {
     this.#active = null;
     this.#notify();
     await Promise.all([...this.#subscriptions].map((s) => s.stop()));
+    if (this.#lagAdmin) await this.#lagAdmin.then((a) => a.disconnect()).catch(() => {});
     const undelivered = this.#segments.length;
     if (undelivered > 0) {
       this.#log.warn({ spoolDir: this.#spoolDir, segments: undelivered }, 'closing with events still spooled; they are delivered on the next start');
@@ -341,6 +397,17 @@ export class KafkaLog implements EventLog {
       heartbeatInterval: 1_000,
       rebalanceTimeout: 20_000,
     });
+    // This member's partitions per Kafka topic name, replaced at every rebalance (lag export).
+    let assigned = new Map<string, Set<number>>();
+    consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      const next = new Map<string, Set<number>>();
+      for (const [name, partitions] of Object.entries(e.payload.memberAssignment)) next.set(name, new Set(partitions));
+      for (const [name, partitions] of assigned) {
+        const topic = byName.get(name);
+        for (const p of partitions) if (topic && !next.get(name)?.has(p)) this.#lag?.report(options.group, topic, p, null);
+      }
+      assigned = next;
+    });
     consumer.on(consumer.events.CRASH, (e) => {
       this.#log.error({ err: e.payload.error, group: options.group, restart: e.payload.restart }, 'kafka consumer crashed');
     });
@@ -361,8 +428,27 @@ export class KafkaLog implements EventLog {
       throw err;
     }
     let stopping: Promise<void> | null = null;
+    let lagTimer: NodeJS.Timeout | undefined;
+    if (this.#lag) {
+      let measuring = false;
+      const measure = () => {
+        if (measuring) return;
+        measuring = true;
+        this.#measureLag(options.group, byName, assigned).catch(() => {}).finally(() => { measuring = false; });
+      };
+      measure();
+      lagTimer = setInterval(measure, this.#lag.intervalMs);
+      lagTimer.unref();
+    }
     const subscription: Subscription = {
       stop: () => {
+        clearInterval(lagTimer);
+        // This member leaves the group: its partitions go to others, which report them.
+        for (const [name, partitions] of assigned) {
+          const topic = byName.get(name);
+          for (const p of partitions) if (topic) this.#lag?.report(options.group, topic, p, null);
+        }
+        assigned = new Map();
         stopping ??= (async () => {
           this.#subscriptions.delete(subscription);
           await disconnectQuietly(consumer);

@@ -3,7 +3,8 @@ export {
   corsHeadersFor, createHttpServer, defaultMaxConnections, defaultMaxConnectionsPerIp, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
   DEFAULT_REQUEST_TIMEOUT_MS, IDLE_RECLAIM_FRACTION, KEEP_ALIVE_TIMEOUT_MS, UNSTARTED_RECLAIM_MS,
 } from './server.ts';
-export type { HttpServerOptions } from './server.ts';
+export { addReadinessCheck, HEALTH_PATH, READINESS_CHECK_TIMEOUT_MS, READY_PATH } from './server.ts';
+export type { HttpServerOptions, ReadinessCheck } from './server.ts';
 export { loggerOptions, redactUrl } from './logging.ts';
 export { credentialInUrl, isCredentialName, isCredentialPair, lenientDecode, looksLikeCredential, stripCredentialParams } from './secrets.ts';
 export type { UrlCredentialPart } from './secrets.ts';

@@ -301,8 +301,58 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
         done(null, parsed);
       }, (err: unknown) => done(err as Error, undefined));
     });
-  app.get('/health', async () => ({ status: 'ok' }));
+  // Liveness: the process answers HTTP. Readiness: every check registered with
+  // `addReadinessCheck` finds nothing wrong (README, Observability: "Health").
+  app.get(HEALTH_PATH, async () => ({ status: 'ok' }));
+  app.get(READY_PATH, async (_request, reply) => {
+    const reasons = await notReadyReasons(app);
+    if (reasons.length > 0) reply.code(503).header('retry-after', '2');
+    return { status: reasons.length > 0 ? 'not_ready' : 'ready', reasons };
+  });
   return app;
+}
+
+/** Liveness probe path: 200 `{"status":"ok"}` while the process serves HTTP at all. */
+export const HEALTH_PATH = '/health';
+/**
+ * Readiness probe path: 200 `{"status":"ready","reasons":[]}`, or 503
+ * `{"status":"not_ready","reasons":[…]}` (one short sentence per failed check) with `retry-after: 2`.
+ */
+export const READY_PATH = '/ready';
+
+/**
+ * One readiness check: the reasons this process should get no traffic now (empty: none). A
+ * check that throws counts as its message; one that takes longer than READINESS_CHECK_TIMEOUT_MS
+ * counts as "<name>: no answer within … ms", so a probe never hangs on a dead dependency.
+ */
+export type ReadinessCheck = () => Promise<readonly string[]> | readonly string[];
+/** ms a readiness check may take before it counts as failed (below Kubernetes' 1 s probe default). */
+export const READINESS_CHECK_TIMEOUT_MS = 800;
+const readinessChecks = new WeakMap<FastifyInstance, Array<{ name: string; check: ReadinessCheck }>>();
+
+/** Registers a readiness check on a server made by `createHttpServer`; `name` prefixes its timeout and error reasons. */
+export function addReadinessCheck(app: FastifyInstance, name: string, check: ReadinessCheck): void {
+  let list = readinessChecks.get(app);
+  if (!list) readinessChecks.set(app, list = []);
+  list.push({ name, check });
+}
+
+async function notReadyReasons(app: FastifyInstance): Promise<string[]> {
+  const checks = readinessChecks.get(app) ?? [];
+  const results = await Promise.all(checks.map(async ({ name, check }) => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<string[]>((resolve) => {
+      timer = setTimeout(() => resolve([`${name}: no answer within ${READINESS_CHECK_TIMEOUT_MS} ms`]), READINESS_CHECK_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([Promise.resolve().then(check), timeout]);
+    } catch (err) {
+      return [`${name}: ${err instanceof Error ? err.message : String(err)}`];
+    } finally {
+      clearTimeout(timer);
+    }
+  }));
+  return results.flat();
 }
 
 /** Most characters a path parameter (`:id`, `:month`, …) may have; longer is a 400 naming it. */

@@ -18,7 +18,7 @@ export interface HttpTelemetry {
 }
 
 /** Scrapes and health checks are noise in traces. */
-const UNTRACED = new Set(['/metrics', '/health']);
+const UNTRACED = new Set(['/metrics', '/health', '/ready']);
 
 /**
  * The server span and the request metrics of every route, and `GET /metrics`. Both end on the

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DIMENSIONS, dimensionSpec } from '@tollgate/pricing';
 import type { Dimension } from '@tollgate/pricing';
 
@@ -71,6 +71,8 @@ export class Metrics {
   readonly #units: Children<Inc>;
   readonly #unpriced: Children<Inc>;
   readonly #fieldLabels: Set<string> = new Set();
+  readonly #consumerLag: Children<{ set(value: number): void }>;
+  readonly #consumerLagGauge: Gauge;
   readonly #insertSeconds: Histogram;
   readonly #batchEvents: Histogram;
 
@@ -155,6 +157,13 @@ export class Metrics {
       labelNames: ['dimension'], registers,
     });
     this.#unpriced = new Children((v) => unpriced.labels(...v));
+    const consumerLag = new Gauge({
+      name: 'tollgate_consumer_lag',
+      help: 'Records of a partition its consumer group has not yet committed (high watermark - committed offset); 0 for the in-process log',
+      labelNames: ['group', 'topic', 'partition'], registers,
+    });
+    this.#consumerLag = new Children((v) => consumerLag.labels(...v));
+    this.#consumerLagGauge = consumerLag;
     for (const d of DIMENSIONS) this.#unpriced.get(d.label).inc(0);
     // The reasons are known up front; series at zero make rate() and alerts work from the start.
     for (const reason of ['insufficient_credits', 'state_unavailable']) this.#holdsRefused.get(reason).inc(0);
@@ -234,6 +243,18 @@ export class Metrics {
 
   eventsApplied(group: string, topic: string, count: number): void {
     this.#applied.get(group, topic).inc(count);
+  }
+
+  /**
+   * A consumer group's lag on one partition, in records (high watermark − committed offset;
+   * KafkaLog.reportLag measures it), into `tollgate_consumer_lag{group, topic, partition}`.
+   * Only the process a partition is assigned to exports it; `null` removes the series (the
+   * partition went to another member), so `sum by (group)` is the group's lag.
+   */
+  consumerLag(group: string, topic: string, partition: number, lag: number | null): void {
+    // null: this process no longer consumes the partition (rebalanced away); its new owner exports it.
+    if (lag === null) this.#consumerLagGauge.remove(group, topic, String(partition));
+    else this.#consumerLag.get(group, topic, String(partition)).set(lag);
   }
 
   /** A poison event a consumer group set aside (`reason` is a QuarantineKind, never free text). */

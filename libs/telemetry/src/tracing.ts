@@ -1,31 +1,46 @@
 import {
-  context, propagation, ProxyTracerProvider, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace,
+  context, metrics as metricsApi, propagation, ProxyTracerProvider, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace,
   type Attributes, type Context, type Span, type SpanOptions, type Tracer,
 } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  BatchSpanProcessor, InMemorySpanExporter, SimpleSpanProcessor, TracerProvider, type ReadableSpan, type SpanExporter,
-} from '@opentelemetry/sdk-trace';
+import { OTLPMetricExporter as OTLPMetricExporterGrpc } from '@opentelemetry/exporter-metrics-otlp-grpc';
+import { OTLPMetricExporter as OTLPMetricExporterJson } from '@opentelemetry/exporter-metrics-otlp-http';
+import { OTLPMetricExporter as OTLPMetricExporterProto } from '@opentelemetry/exporter-metrics-otlp-proto';
+import { defaultResource, envDetector, hostDetector, osDetector, resourceFromAttributes } from '@opentelemetry/resources';
+import { PeriodicExportingMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import { NodeSDK } from '@opentelemetry/sdk-node';
+import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace';
+import type { Registry } from 'prom-client';
+import { PrometheusBridge } from './prom-bridge.ts';
 
 export { SpanKind, SpanStatusCode, context, trace, ROOT_CONTEXT, InMemorySpanExporter };
 export type { Attributes, Context, Span, Tracer, SpanExporter, ReadableSpan };
 
 export interface TracingOptions {
   serviceName: string;
-  /** OTLP/HTTP base URL of a collector (`…/v1/traces` is appended), e.g. http://collector:4318 */
-  otlpUrl?: string;
-  /** exported span by span, as each ends (tests pass an InMemorySpanExporter) */
+  /**
+   * Spans go to the exporter the standard environment names (`OTEL_TRACES_EXPORTER`,
+   * `OTEL_EXPORTER_OTLP_*`, batched per `OTEL_BSP_*`); false: no spans at all (metrics only).
+   * Default true. Ignored when `exporter` is given.
+   */
+  traces?: boolean;
+  /** exported span by span, as each ends, instead of what the environment says (tests: InMemorySpanExporter) */
   exporter?: SpanExporter;
-  /** extra resource attributes, e.g. `service.instance.id` */
+  /** resource attributes of this process, e.g. `service.instance.id`; `OTEL_RESOURCE_ATTRIBUTES` wins over them */
   resource?: Attributes;
+  /**
+   * Push this Prometheus registry's instruments over OTLP too, every `intervalMs` (each export
+   * bounded by `timeoutMs`), with the protocol of `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL` /
+   * `OTEL_EXPORTER_OTLP_PROTOCOL` (default http/protobuf). `GET /metrics` is unaffected.
+   */
+  metrics?: { registry: Registry; intervalMs: number; timeoutMs: number };
 }
 
 export interface Tracing {
+  /** this process's tracer; `noopTracer` when only metrics were asked for */
   tracer: Tracer;
-  /** exports what is buffered, then stops; spans started afterwards are dropped */
+  /** exports what is buffered (spans and a last metric push), then stops; spans started afterwards are dropped */
   shutdown(): Promise<void>;
 }
 
@@ -37,42 +52,64 @@ export interface Tracing {
 export const noopTracer: Tracer = new ProxyTracerProvider().getTracer('tollgate-noop');
 
 const propagator = new W3CTraceContextPropagator();
+/** One OpenTelemetry SDK per process: its providers are process-wide globals. */
+let started = false;
 
 /**
- * Starts tracing for this process: one provider, an AsyncLocalStorage context manager (so the
- * active span survives `await`), and W3C trace context. Call it only when tracing is wanted:
- * with tracing off nothing is registered at all and the components run on `noopTracer`.
+ * Starts OpenTelemetry for this process with `@opentelemetry/sdk-node`, configured from the
+ * standard environment (OTel "SDK environment variables" spec: `OTEL_SDK_DISABLED`,
+ * `OTEL_EXPORTER_OTLP_*` endpoint / protocol / headers, `OTEL_BSP_*`, `OTEL_TRACES_SAMPLER` and
+ * `_ARG`, `OTEL_RESOURCE_ATTRIBUTES`), which the SDK reads from `process.env` (libs/config has
+ * checked them). Registers an AsyncLocalStorage context manager (the active span survives
+ * `await`) and W3C trace context; no log signal (logs go to pino). Call it only when tracing or
+ * OTLP metrics are wanted: with both off nothing is registered and components run on
+ * `noopTracer`.
+ * @throws Error when OpenTelemetry is already started in this process and not shut down.
  */
 export function startTracing(options: TracingOptions): Tracing {
-  const exporter = options.exporter;
-  const processor = exporter
-    ? new SimpleSpanProcessor({ exporter })
-    : new BatchSpanProcessor({ exporter: new OTLPTraceExporter({ url: tracesUrl(options.otlpUrl) }) });
-  const provider = new TracerProvider({
-    resource: resourceFromAttributes({ 'service.name': options.serviceName, ...options.resource }),
-    spanProcessors: [processor],
+  if (started) throw new Error('OpenTelemetry is already started in this process; shut the other Tollgate down first');
+  const traces = options.exporter !== undefined || options.traces !== false;
+  const sdk = new NodeSDK({
+    serviceName: options.serviceName,
+    resource: defaultResource().merge(resourceFromAttributes({ ...options.resource })),
+    // No process detector: it records the command line, which may carry secrets.
+    resourceDetectors: [hostDetector, osDetector, envDetector],
+    contextManager: new AsyncLocalStorageContextManager(),
+    textMapPropagator: propagator,
+    logRecordProcessors: [],
+    metricReaders: options.metrics ? [metricReader(options.metrics)] : [],
+    // Undefined: the SDK builds the exporter and batch processor from the environment.
+    ...(options.exporter ? { spanProcessors: [new SimpleSpanProcessor({ exporter: options.exporter })] } : traces ? {} : { spanProcessors: [] }),
   });
-  // Globals are process-wide; a second Tollgate in the same process (tests) reuses the first's
-  // context manager, which is the same kind. Only what this call registered is unregistered.
-  const ownsContext = context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  const ownsProvider = trace.setGlobalTracerProvider(provider);
-  const ownsPropagator = propagation.setGlobalPropagator(propagator);
+  sdk.start();
+  started = true;
   let stopped: Promise<void> | undefined;
   return {
-    tracer: provider.getTracer('tollgate'),
+    tracer: traces ? trace.getTracer('tollgate') : noopTracer,
     shutdown: () => (stopped ??= (async () => {
-      await provider.shutdown();
-      if (ownsProvider) trace.disable();
-      if (ownsPropagator) propagation.disable();
-      if (ownsContext) context.disable();
+      try {
+        await sdk.shutdown();
+      } finally {
+        // NodeSDK leaves its globals registered; a later start in this process (tests) needs them free.
+        trace.disable();
+        metricsApi.disable();
+        propagation.disable();
+        context.disable();
+        started = false;
+      }
     })()),
   };
 }
 
-function tracesUrl(base: string | undefined): string | undefined {
-  if (!base) return undefined;
-  const trimmed = base.replace(/\/+$/, '');
-  return trimmed.endsWith('/v1/traces') ? trimmed : `${trimmed}/v1/traces`;
+/** A periodic OTLP push of the Prometheus registry, over the protocol the environment names. */
+function metricReader(m: NonNullable<TracingOptions['metrics']>): PeriodicExportingMetricReader {
+  const protocol = (process.env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? process.env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf').trim();
+  const exporter: PushMetricExporter = protocol === 'grpc' ? new OTLPMetricExporterGrpc()
+    : protocol === 'http/json' ? new OTLPMetricExporterJson() : new OTLPMetricExporterProto();
+  return new PeriodicExportingMetricReader({
+    exporter, exportIntervalMillis: m.intervalMs, exportTimeoutMillis: Math.min(m.timeoutMs, m.intervalMs),
+    metricProducers: [new PrometheusBridge(m.registry)],
+  });
 }
 
 /** The active trace context as W3C headers (`traceparent`, `tracestate`); `{}` when there is none. */

@@ -3,8 +3,8 @@ import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '@tollgate/config';
-import { MemoryLog, type EventLog, type Subscription } from '@tollgate/events';
-import { createHttpServer, loggerOptions } from '@tollgate/http';
+import { KafkaLog, MemoryLog, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
+import { addReadinessCheck, createHttpServer, loggerOptions } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
@@ -20,6 +20,13 @@ import { distributedAdapters, embeddedAdapters, type Adapters } from './adapters
 import { secretFromEnvOrFile } from './secrets.ts';
 
 export const DEFAULT_CATALOG = resolve(import.meta.dirname, '../../../libs/pricing/catalogs/cny.json');
+
+/**
+ * How often the process that owns the warehouse checks that hot state (Redis) is still there,
+ * and rebuilds it when it is not (ms). Bounds how long gateways stay not-ready after Redis comes
+ * back empty, with or without traffic.
+ */
+export const HOT_STATE_CHECK_MS = 1_500;
 
 /** How long a burst of file-change notifications is let settle before the catalog is read (ms). */
 export const PRICING_RELOAD_DEBOUNCE_MS = 250;
@@ -72,8 +79,8 @@ export interface StartOptions {
   /** false: do not bind the HTTP server (tests use `server.inject`) */
   listen?: boolean;
   /**
-   * Turns tracing on with this exporter, span by span, whatever OTEL_EXPORTER_OTLP_ENDPOINT
-   * says (tests pass an InMemorySpanExporter).
+   * Turns tracing on with this exporter, span by span, instead of the exporter the OTEL_*
+   * environment names (tests pass an InMemorySpanExporter).
    */
   spanExporter?: SpanExporter;
 }
@@ -95,19 +102,23 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const prices = new PriceBook(catalog, Date.now());
 
   const gatewayId = config.gatewayId ?? `${hostname()}:${process.pid}`;
-  // Tracing off (no endpoint, no exporter): nothing is registered and every component runs on
-  // a no-op tracer. Metrics are always on: a counter increment costs less than a log line.
+  // OpenTelemetry (@opentelemetry/sdk-node, from the standard OTEL_* environment): off (no
+  // exporter, OTEL_SDK_DISABLED, no OTLP metrics) means nothing is registered and every
+  // component runs on a no-op tracer. Prometheus metrics are always on: a counter increment
+  // costs less than a log line.
+  const metrics = createMetrics();
   let tracing: Tracing | undefined;
-  if (options.spanExporter || config.telemetry.otlpEndpoint) {
+  const otel = config.telemetry;
+  if (options.spanExporter || otel.traces || otel.metrics) {
     tracing = startTracing({
-      serviceName: config.telemetry.serviceName,
-      otlpUrl: config.telemetry.otlpEndpoint,
+      serviceName: otel.serviceName,
+      traces: otel.traces,
       exporter: options.spanExporter,
       resource: { 'service.instance.id': gatewayId, 'tollgate.roles': config.roles.join(',') },
+      ...(otel.metrics ? { metrics: { registry: metrics.registry, intervalMs: otel.metricIntervalMs, timeoutMs: otel.metricTimeoutMs } } : {}),
     });
   }
   const tracer = tracing?.tracer;
-  const metrics = createMetrics();
   const server = createHttpServer({
     logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics },
     requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections,
@@ -115,6 +126,12 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   });
   const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log, { metrics });
   const { log, balances, keys, warehouse } = adapters;
+  // Consumer lag (tollgate_consumer_lag): measured against the broker for Kafka; the in-process
+  // log hands each event to its consumers as it is published, so its groups' lag is 0.
+  if (log instanceof KafkaLog) log.reportLag((g, t, p, n) => metrics.consumerLag(g, t, p, n), config.telemetry.consumerLagIntervalMs);
+  else if (config.roles.includes('aggregator')) {
+    for (const group of config.aggregator.groups) for (const topic of TOPICS) metrics.consumerLag(group, topic, 0, 0);
+  }
   // Webhooks (issue 9): every process that can detect an alert delivers it; the store (Redis in
   // distributed mode) is shared, so a delivery id is claimed once across all of them.
   const webhookStore = adapters.redis ? new RedisWebhookStore({ redis: adapters.redis, prefix: config.redis!.prefix }) : new MemoryWebhookStore();
@@ -153,6 +170,23 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   if (adapters.mode === 'distributed' && ownsWarehouse && !(await balances.ready())) {
     restoreState();
     await rebuilding;
+  }
+  // The warehouse owner also watches the ready mark itself: the ledger group may run in another
+  // process (the Kubernetes layout), and with every gateway refusing paid requests (503, state
+  // unavailable) no event may ever reach a ledger consumer to notice the loss. One EXISTS per
+  // check; the rebuild brings every role's /ready back without any traffic.
+  let hotStateWatch: NodeJS.Timeout | undefined;
+  if (adapters.mode === 'distributed' && ownsWarehouse) {
+    let checking = false;
+    hotStateWatch = setInterval(() => {
+      if (checking || rebuilding) return;
+      checking = true;
+      balances.ready()
+        .then((ready) => { if (!ready) { server.log.warn('hot state lost (the ready mark is gone); rebuilding from the warehouse'); restoreState(); } })
+        .catch((err: unknown) => server.log.warn({ err }, 'hot state check failed; will retry'))
+        .finally(() => { checking = false; });
+    }, HOT_STATE_CHECK_MS);
+    hotStateWatch.unref();
   }
 
   const subscriptions: Subscription[] = [];
@@ -309,6 +343,26 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   if (options.listen !== false) url = await server.listen({ host: config.host, port: config.port });
 
   let closing: Promise<void> | undefined;
+  // GET /ready (README, Observability: "Health"): no traffic while stopping, while hot state is
+  // rebuilt or lost, or while a role that reads the warehouse cannot reach it. Kafka is not
+  // checked: a gateway keeps serving through a Kafka outage (events spool to disk).
+  addReadinessCheck(server, 'tollgate', async () => {
+    const reasons: string[] = [];
+    if (closing) reasons.push('shutting down');
+    if (rebuilding) reasons.push('hot state is being rebuilt from the warehouse');
+    const usesHotState = config.roles.includes('gateway') || config.roles.includes('control')
+      || (config.roles.includes('aggregator') && config.aggregator.groups.includes('ledger'));
+    if (usesHotState && !rebuilding && !(await balances.ready())) reasons.push('hot state is not ready (lost or not yet rebuilt)');
+    const readsWarehouse = warehouse && (adapters.mode === 'embedded' || ownsWarehouse || config.roles.includes('control'));
+    if (readsWarehouse) {
+      // The error's text stays in the log: it may name the ClickHouse URL, and /ready is unauthenticated.
+      await warehouse.select('SELECT 1 AS ok').catch((err: unknown) => {
+        server.log.warn({ err }, 'readiness: the warehouse is unreachable');
+        reasons.push('warehouse unreachable');
+      });
+    }
+    return reasons;
+  });
   return {
     config, catalog, prices, reloadPrices, server, url, adapters, log, balances, keys,
     get warehouse(): Warehouse {
@@ -324,6 +378,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // (it settles and publishes); then hand every event on (memory log: into the warehouse;
       // Kafka: acknowledged or spooled) before letting go.
       process.off('SIGHUP', onHangup);
+      clearInterval(hotStateWatch);
       watcher?.close();
       clearTimeout(debounce);
       const closed = server.close();
@@ -347,6 +402,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // Attempts in flight finish; retries still waiting are abandoned and recorded (README, Webhooks).
       await webhooks.close();
       await limiter?.close();
+      await rebuilding;
       await adapters.close();
       // Last: the spans of everything above are exported before the process lets go.
       await tracing?.shutdown().catch(() => {});

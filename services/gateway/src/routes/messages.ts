@@ -10,7 +10,7 @@ import {
   admission, advisorTools, contextWindowFor, HoldBoundError, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
-  context, failSpan, injectContext, inSpan, noopTracer, SpanKind, trace, type Span,
+  context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, inSpan, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
 import { boundedUpstreamId, settle, type Metered, type Outcome } from '../metering.ts';
@@ -337,10 +337,15 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
 
       // A client span from the call until the upstream body is read to its end (streams included);
       // ended by `endUpstream` on every path.
-      const upstreamSpan = tracer.startSpan('upstream', {
+      // GenAI semantic conventions: `chat <model>`, the model and max_tokens as sent upstream.
+      const upstreamSpan = tracer.startSpan(genAiSpanName(resolved.upstreamModel), {
         kind: SpanKind.CLIENT,
         attributes: {
-          'http.request.method': 'POST', 'server.address': upstreamHost, 'gen_ai.request.model': resolved.upstreamModel,
+          'http.request.method': 'POST', 'server.address': upstreamHost,
+          ...genAiRequestAttributes({
+            model: resolved.upstreamModel, stream: body.stream === true,
+            maxTokens: hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens,
+          }),
         },
       });
       const upstreamCtx = trace.setSpan(context.active(), upstreamSpan);
@@ -405,7 +410,6 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         // as `arrayBuffer()` would give it: the gateway's own secrets redacted
         bytes = scrubBody(Buffer.concat(chunks), res.secrets);
         firstByteAt ??= performance.now();
-        endUpstream();
       } catch (err) {
         metrics?.upstreamError('stream_dropped');
         endUpstream(err);
@@ -414,6 +418,12 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       }
       let json: unknown = undefined;
       try { json = JSON.parse(bytes.toString('utf8')); } catch { /* not JSON */ }
+      const read = json === undefined ? null : readMessage(json);
+      const messageId = (json as { id?: unknown } | undefined)?.id;
+      setGenAiResponse(upstreamSpan, {
+        model: read?.model, stopReason: read?.stopReason, usage: read?.usage, id: typeof messageId === 'string' ? messageId : null,
+      });
+      endUpstream();
       if (typeof json === 'object' && json !== null && (json as { type?: unknown }).type === 'error') {
         // An error in a 2xx body is an upstream error like any other: relayed redacted, never
         // verbatim, and nothing is charged (no answer was given).
@@ -424,7 +434,6 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         await publish();
         return reply;
       }
-      const read = json === undefined ? null : readMessage(json);
       if (m.stream) {
         // A streaming request answered in one body: not the framing the client can read.
         metrics?.upstreamError('stream_error');
@@ -738,6 +747,9 @@ async function relayStream(
     if (!dropped) failSpan(upstreamSpan, new Error('upstream stream ended before the answer did'));
   }
   if (!forwarding) upstreamSpan.setAttribute('tollgate.client_aborted', true);
+  setGenAiResponse(upstreamSpan, {
+    model: meter.model, id: meter.messageId, stopReason: meter.stopReason, usage: meter.hasUsage ? meter.usage() : null,
+  });
   upstreamSpan.end();
   if (forwarding) {
     if (incomplete && streamError === null) {
