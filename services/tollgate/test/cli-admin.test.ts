@@ -156,3 +156,15 @@ test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --ro
   const finance = await runTollgate(['reconcile'], { ADMIN_TOKEN: '', FINANCE_TOKEN, TOLLGATE_URL: stack.url, DATA_DIR: '/nonexistent' });
   assert.deepEqual([finance.code, finance.stderr], [2, 'tollgate reconcile: set ADMIN_TOKEN (no /nonexistent/admin-token either)\n(see tollgate reconcile --help)\n']);
 });
+
+test('accounts and keys update --group: the upstream group reaches the record, none clears it, an unknown group is the API\'s 400 (exit 1)', async () => {
+  const { id: account } = ok<{ id: string }>(await tg('accounts', 'create', 'grouped'));
+  const { id: key } = ok<{ id: string }>(await tg('keys', 'create', account));
+  assert.equal(ok<{ group_id: string | null }>(await tg('accounts', 'update', account, '--group', 'default')).group_id, 'default');
+  assert.equal(ok<{ group_id: string | null }>(await tg('keys', 'update', key, '--group', 'default')).group_id, 'default');
+  assert.equal(ok<{ group_id: string | null }>(await tg('keys', 'update', key, '--group', 'none')).group_id, null);
+  const unknown = await tg('accounts', 'update', account, '--group', 'grp_nope');
+  assert.equal(unknown.code, 1);
+  assert.equal(unknown.stdout, '');
+  assert.match(unknown.stderr, /^tollgate accounts update: 400 invalid_request_error: group_id: /);
+});

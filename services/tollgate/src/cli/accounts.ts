@@ -49,6 +49,7 @@ const ACCOUNT_UPDATE_FIELDS = [
   ['status', 'status', (v: Parsed['values'], n: string) => choiceOption(v, n, ['active', 'suspended', 'disabled'] as const)],
   ['price-list', 'price_list', nullable],
   ['plan', 'plan_id', nullable],
+  ['group', 'group_id', nullable],
   ['daily-credits', 'daily_credits', nullable],
   ['monthly-credits', 'monthly_credits', nullable],
   ['overdraft-credits', 'overdraft_credits', nullable],
@@ -111,17 +112,18 @@ balance in credits and micro-credits.`,
       name: 'accounts update',
       summary: 'change status, price list, plan or limits',
       help: `Usage: tollgate accounts update ACCOUNT_ID [--name N] [--status S] [--price-list L] [--plan P]
-         [--daily-credits C] [--monthly-credits C] [--overdraft-credits C]
+         [--group G] [--daily-credits C] [--monthly-credits C] [--overdraft-credits C]
          [--low-balance-credits C] [--admission-policy strict|clamp]
 
 Changes only the fields given (PATCH /admin/v1/accounts/:id) and prints the account.
-"${NONE}" removes a setting (a limit, the plan, the admission policy; --price-list ${NONE} returns to
+"${NONE}" removes a setting (a limit, the plan, the group, the admission policy; --price-list ${NONE} returns to
 the catalog's own prices).
 
   --name N                  the account's name
   --status S                active, suspended or disabled
   --price-list L            a price list of the catalog in force ("default" or ${NONE}: the catalog's own prices)
   --plan P                  a plan id (tollgate plans list)
+  --group G                 the upstream group serving the account (GET /admin/v1/groups; ${NONE}: the default group)
   --daily-credits C         spend limit per UTC day, decimal credits (e.g. 50 or 12.5)
   --monthly-credits C       spend limit per UTC month
   --overdraft-credits C     how far below zero the balance may go
@@ -156,6 +158,7 @@ const KEY_UPDATE_FIELDS = [
   }],
   ['status', 'status', (v: Parsed['values'], n: string) => choiceOption(v, n, ['active', 'disabled'] as const)],
   ['plan', 'plan_id', nullable],
+  ['group', 'group_id', nullable],
   ['hourly-credits', 'hourly_credits', nullable],
   ['daily-credits', 'daily_credits', nullable],
   ['total-credits', 'total_credits', nullable],
@@ -230,15 +233,16 @@ changed or re-enabled. Revoking a revoked key changes nothing.`,
       name: 'keys update',
       summary: 'change status, plan, limits or access rules',
       help: `Usage: tollgate keys update KEY_ID [--name N] [--status active|disabled] [--plan P]
-         [--hourly-credits C] [--daily-credits C] [--total-credits C]
+         [--group G] [--hourly-credits C] [--daily-credits C] [--total-credits C]
          [--ip-allowlist CIDR]… [--allowed-models MODEL]… [--expires-at TIME]
 
 Changes only the fields given (PATCH /admin/v1/keys/:id) and prints the key. "${NONE}" removes a
-setting (a limit, the plan, the expiry) or empties a list.
+setting (a limit, the plan, the group, the expiry) or empties a list.
 
   --name N               the key's label ('' clears it)
   --status S             active or disabled (tollgate keys revoke to revoke)
   --plan P               a plan id (tollgate plans list)
+  --group G              the upstream group serving the key, over its account's (${NONE}: the account's)
   --hourly-credits C     spend limits, decimal credits
   --daily-credits C
   --total-credits C
