@@ -17,7 +17,7 @@ import type {
 import { boundedRaw, decodeEvent, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
-import { repairRollups, type RollupScopePair } from './rollup-repair.ts';
+import { repairRecentRollups, repairRollups, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
 export interface WarehouseOptions {
   /** taken over by the Warehouse: `close()` closes it */
@@ -834,6 +834,15 @@ export class Warehouse {
   }
 
   /** Closes the client given at construction. */
+  /**
+   * Repairs the rollup rows a cut insert of the last `withinMs` (default one hour) may have left
+   * wrong (`repairRecentRollups` in rollup-repair.ts); per grain, the (account, bucket) rows rebuilt.
+   * For the warehouse sink's start. Throws what ClickHouse throws.
+   */
+  async repairRecentRollups(withinMs?: number): Promise<RollupRepairResult> {
+    return repairRecentRollups(this, withinMs);
+  }
+
   async close(): Promise<void> {
     await this.#client.close();
   }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { UsageEventV2 } from '@tollgate/events';
 import {
-  Warehouse, createChdbClickHouse, rebuildRollups, repairRecentRollups, repairRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
+  Warehouse, createChdbClickHouse, rebuildRollups, repairRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
 } from '@tollgate/warehouse';
 import { q, v2 } from './usage-fixtures.ts';
 
@@ -364,7 +364,7 @@ test('view blocks written without their raw block (the other half of a cut): the
     await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = {id:String}`, { id: 'n2' });
     assert.deepEqual(await rollupCosts(w), { minute: '2:3000', hour: '2:3000', day: '2:3000' });
     // One (account, bucket) row per grain rebuilt, then exact; redelivering n2 adds it once.
-    assert.deepEqual(await repairRecentRollups(w), { minute: 1, hour: 1, day: 1 });
+    assert.deepEqual(await w.repairRecentRollups(), { minute: 1, hour: 1, day: 1 });
     assert.deepEqual(await rollupCosts(w), { minute: '1:1000', hour: '1:1000', day: '1:1000' });
     await w.insertUsage([b]);
     assert.deepEqual(await rollupCosts(w), { minute: '2:3000', hour: '2:3000', day: '2:3000' });

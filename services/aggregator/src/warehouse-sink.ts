@@ -1,5 +1,5 @@
 import { boundedRaw, decodeDeadLetter, standInId, type ConsumedDeadLetter, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
-import { repairRecentRollups, type QuarantineRecord, type Warehouse } from '@tollgate/warehouse';
+import type { QuarantineRecord, Warehouse } from '@tollgate/warehouse';
 import { extractContext, SpanKind, SpanStatusCode, type Metrics, type Tracer } from '@tollgate/telemetry';
 import { countByTopic } from './ledger-consumer.ts';
 
@@ -26,7 +26,7 @@ export interface WarehouseSinkDeps {
  * consumed only after its inserts succeed; if ClickHouse is down the batch fails, the log
  * delivers it again after a pause, and nothing upstream of the log notices. Reads in the
  * warehouse deduplicate by event id, so a batch inserted twice counts once. Before subscribing
- * it repairs the rollup rows of the last hour (`repairRecentRollups`: a previous sink killed
+ * it repairs the rollup rows of the last hour (`Warehouse.repairRecentRollups`: a previous sink killed
  * between a raw block and its view blocks); a failure there goes to `onError` and is not fatal.
  */
 export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscription> {
@@ -37,7 +37,7 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
   // reverse): repair the last hour's rows before consuming. A warehouse down now is reported and
   // not fatal: the batch's redelivery repairs its own rows when it meets its ids already stored.
   try {
-    await repairRecentRollups(deps.warehouse);
+    await deps.warehouse.repairRecentRollups();
   } catch (err) {
     deps.onError?.(err);
   }
