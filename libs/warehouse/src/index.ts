@@ -16,6 +16,8 @@ export type {
 } from './analytics.ts';
 export { USAGE_STATUSES, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv } from './analytics-view.ts';
 export type { ParamReaders, UsageParams, ViewOptions } from './analytics-view.ts';
+export { recentRollupScope, repairRecentRollups, repairRollups } from './rollup-repair.ts';
+export type { RollupRepairResult, RollupRepairStore, RollupScopePair } from './rollup-repair.ts';
 export { createChdbClickHouse } from './chdb-client.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';
 export { createHttpClickHouse } from './http-client.ts';

@@ -17,6 +17,7 @@ import type {
 import { boundedRaw, decodeEvent, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
+import { repairRecentRollups, repairRollups, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
 export interface WarehouseOptions {
   /** taken over by the Warehouse: `close()` closes it */
@@ -387,7 +388,7 @@ export class Warehouse {
     // `rollup_skip = 1`, which the views leave out. The block carries a token of its rows, so
     // the same block sent again (two writers racing past the check) is dropped by the raw
     // table's and every rollup's dedup window.
-    const marked = await this.#markStored(rows);
+    const { marked, stored } = await this.#markStored(rows);
     const token = createHash('sha256')
       .update(marked.map((r) => `${r['event_id']}\t${r['rollup_skip']}\t${r['log_partition']}\t${r['log_offset']}`).join('\n'))
       .digest('hex');
@@ -395,10 +396,22 @@ export class Warehouse {
       table: this.#t.usage, values: marked, format: 'JSONEachRow',
       clickhouse_settings: { insert_deduplication_token: `usage:${token}`, deduplicate_blocks_in_dependent_materialized_views: 1 },
     });
+    // Ids already stored mean an earlier insert of them may have been cut between the raw
+    // block and the view blocks (not atomic): repair the rollup rows they fall in, exactly and
+    // only those. Before the batch counts as consumed, so a crash here is redelivered too.
+    if (stored.size > 0) {
+      const pairs = new Map<string, RollupScopePair>();
+      for (const r of marked) {
+        if (!stored.has(r['event_id'] as string)) continue;
+        const minute = Math.floor(Date.parse(`${(r['ts'] as string).replace(' ', 'T')}Z`) / 60_000) * 60;
+        pairs.set(`${r['account_id']}\t${minute}`, { accountId: r['account_id'] as string, minute });
+      }
+      await repairRollups(this, [...pairs.values()]);
+    }
   }
 
   /** `rows` with `rollup_skip` 1 where `usage_events` already holds the event id or it came earlier in `rows`, else 0. */
-  async #markStored(rows: Row[]): Promise<Row[]> {
+  async #markStored(rows: Row[]): Promise<{ marked: Row[]; stored: Set<string> }> {
     const ids = [...new Set(rows.map((r) => r['event_id'] as string))];
     // A duplicate has the same ts (the dedup rule), so the batch's time span prunes partitions.
     const ts = rows.map((r) => r['ts'] as string).sort();
@@ -408,13 +421,15 @@ export class Warehouse {
          AND ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')`,
       { ids, lo: ts[0], hi: ts[ts.length - 1] },
     );
-    const seen = new Set(stored.map((r) => str(r['event_id'])));
-    return rows.map((r) => {
+    const already = new Set(stored.map((r) => str(r['event_id'])));
+    const seen = new Set(already);
+    const marked = rows.map((r) => {
       const id = r['event_id'] as string;
       const skip = seen.has(id) ? 1 : 0;
       seen.add(id);
       return { ...r, rollup_skip: skip };
     });
+    return { marked, stored: already };
   }
 
   /**
@@ -825,6 +840,15 @@ export class Warehouse {
   }
 
   /** Closes the client given at construction. */
+  /**
+   * Repairs the rollup rows a cut insert of the last `withinMs` (default one hour) may have left
+   * wrong (`repairRecentRollups` in rollup-repair.ts); per grain, the (account, bucket) rows rebuilt.
+   * For the warehouse sink's start. Throws what ClickHouse throws.
+   */
+  async repairRecentRollups(withinMs?: number): Promise<RollupRepairResult> {
+    return repairRecentRollups(this, withinMs);
+  }
+
   async close(): Promise<void> {
     await this.#client.close();
   }

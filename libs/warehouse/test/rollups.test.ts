@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { UsageEventV2 } from '@tollgate/events';
 import {
-  Warehouse, createChdbClickHouse, rebuildRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
+  Warehouse, createChdbClickHouse, rebuildRollups, repairRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
 } from '@tollgate/warehouse';
 import { q, v2 } from './usage-fixtures.ts';
 
@@ -302,6 +302,73 @@ test('non-aligned windows: the rollups for whole buckets plus raw rims equal raw
     assert.equal(mixed.source, 'rollup_hour+rollup_minute+raw');
     assert.deepEqual({ ...mixed, source: '' }, { ...(await usageReport(w, wide, { rawOnly: true })), source: '' });
     assert.ok(mixed.totals.requests > 300);
+  } finally {
+    await w.close();
+  }
+});
+
+/** Detaches (`on` false) or attaches the materialized views of `grains`: an insert meanwhile writes raw rows only, as a process killed between the raw block and the view blocks leaves them. */
+async function views(w: Warehouse, on: boolean, grains: ReadonlyArray<'minute' | 'hour' | 'day'>): Promise<void> {
+  for (const grain of grains) {
+    const table = grain === 'minute' ? w.tables.rollupMinute : grain === 'hour' ? w.tables.rollupHour : w.tables.rollupDay;
+    await w.command(`${on ? 'ATTACH' : 'DETACH'} TABLE ${table.slice(0, -1)}_mv\``);
+  }
+}
+
+test('insert cut between the raw block and its views (kill -9 mid-insert): the redelivered batch repairs every rollup exactly', async () => {
+  const { w } = await fresh();
+  try {
+    const all = events();
+    await w.insertUsage([all[0]!]); // e1 whole: its rows must survive the repair of its buckets
+    await views(w, false, ['minute', 'hour', 'day']);
+    await w.insertUsage(all.slice(1)); // raw rows of e2…e8 written, no view saw them
+    await views(w, true, ['minute', 'hour', 'day']);
+    // The cut: rollups hold e1 only (1,000 µc) while raw holds all eight.
+    assert.deepEqual(await rollupCosts(w), { minute: '1:1000', hour: '1:1000', day: '1:1000' });
+    assert.equal((await rollupsMatchRaw(w)).ok, false);
+
+    // Redelivery: every id is stored (rollup_skip = 1, no view adds them), so only the repair can.
+    await w.insertUsage(all.slice(1));
+    const eight = `8:${TOTAL_COST}`;
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+    // Redelivered once more: rollups already exact, nothing rebuilt, nothing counted twice.
+    await w.insertUsage(all.slice(1));
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    assert.deepEqual(await repairRollups(w, [{ accountId: 'acc_a', minute: T('2026-01-31T23:59:00Z') / 1000 }]), { minute: 0, hour: 0, day: 0 });
+
+    // A cut after the minute view but before the hour and day views: only those two are rebuilt.
+    const e9 = v2({ event_id: 'e9', ts: T('2026-02-01T00:00:30.000Z'), account_id: 'acc_a', key_id: 'k_a2', catalog_model: 'claude-haiku-4-5-20251001', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+    await views(w, false, ['hour', 'day']);
+    await w.insertUsage([e9]);
+    await views(w, true, ['hour', 'day']);
+    const nine = `9:${TOTAL_COST + 11n}`; // + e9's 11 µc
+    assert.deepEqual(await rollupCosts(w), { minute: nine, hour: eight, day: eight });
+    await w.insertUsage([e9]);
+    assert.deepEqual(await rollupCosts(w), { minute: nine, hour: nine, day: nine });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+  } finally {
+    await w.close();
+  }
+});
+
+test('view blocks written without their raw block (the other half of a cut): the repair at sink start takes them out of the rollups', async () => {
+  const { w } = await fresh();
+  try {
+    // Recent events: the start repair looks at the last hour (server inserted_at, minute rollup buckets).
+    const now = Math.floor(Date.now() / 60_000) * 60_000 - 60_000;
+    const a = v2({ event_id: 'n1', ts: now + 1_000, account_id: 'acc_a', cost_micros: '1000', quantities: q({ input: 1 }) });
+    const b = v2({ event_id: 'n2', ts: now + 2_000, account_id: 'acc_a', cost_micros: '2000', quantities: q({ input: 1 }) });
+    await w.insertUsage([a, b]);
+    // The raw row of n2 gone, its rollup rows kept: raw 1 request / 1,000 µc, rollups 2 / 3,000.
+    await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = {id:String}`, { id: 'n2' });
+    assert.deepEqual(await rollupCosts(w), { minute: '2:3000', hour: '2:3000', day: '2:3000' });
+    // One (account, bucket) row per grain rebuilt, then exact; redelivering n2 adds it once.
+    assert.deepEqual(await w.repairRecentRollups(), { minute: 1, hour: 1, day: 1 });
+    assert.deepEqual(await rollupCosts(w), { minute: '1:1000', hour: '1:1000', day: '1:1000' });
+    await w.insertUsage([b]);
+    assert.deepEqual(await rollupCosts(w), { minute: '2:3000', hour: '2:3000', day: '2:3000' });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
   } finally {
     await w.close();
   }

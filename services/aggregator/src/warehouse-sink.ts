@@ -25,12 +25,22 @@ export interface WarehouseSinkDeps {
  * The `warehouse` consumer group: batches every event into ClickHouse. A batch counts as
  * consumed only after its inserts succeed; if ClickHouse is down the batch fails, the log
  * delivers it again after a pause, and nothing upstream of the log notices. Reads in the
- * warehouse deduplicate by event id, so a batch inserted twice counts once.
+ * warehouse deduplicate by event id, so a batch inserted twice counts once. Before subscribing
+ * it repairs the rollup rows of the last hour (`Warehouse.repairRecentRollups`: a previous sink killed
+ * between a raw block and its view blocks); a failure there goes to `onError` and is not fatal.
  */
-export function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscription> {
+export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscription> {
   let lastFlush = 0;
   const group = deps.group ?? 'warehouse';
   const { tracer, metrics } = deps;
+  // A previous sink killed mid-insert may have left rollup rows without their events (or the
+  // reverse): repair the last hour's rows before consuming. A warehouse down now is reported and
+  // not fatal: the batch's redelivery repairs its own rows when it meets its ids already stored.
+  try {
+    await deps.warehouse.repairRecentRollups();
+  } catch (err) {
+    deps.onError?.(err);
+  }
   return deps.log.subscribe({
     group,
     topics: ['usage', 'ledger', 'control'],

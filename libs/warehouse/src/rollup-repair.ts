@@ -1,0 +1,122 @@
+// Bounded rollup repair after a cut insert (issue 9, migration 7).
+//
+// An INSERT into `usage_events` and the pushes into its materialized views are not atomic: a
+// process killed after the raw block is written but before (some of) the view blocks leaves the
+// rollups without those events, and the redelivered batch is then marked `rollup_skip = 1`
+// (its ids are stored), so no view ever adds them. The reverse (a view block without its raw
+// block) would count an event twice once it is redelivered. Either way only the (account,
+// bucket) rows touched by the cut batch are wrong, so this module compares exactly those rows
+// with raw FINAL and rebuilds the ones that differ: never on the normal path, only when
+// `insertUsage` meets ids already stored or when the warehouse sink starts.
+
+import { DIMENSION_COLUMNS, ROLLUP_GRAINS, rollupSelect, rollupTable, type RollupGrain, type TableNames } from './schema.ts';
+
+/** What the repair needs of a warehouse: its table names, reads and statements with server-side parameters. */
+export interface RollupRepairStore {
+  tables: TableNames;
+  select(query: string, params?: Record<string, unknown>): Promise<Record<string, unknown>[]>;
+  command(query: string, params?: Record<string, unknown>): Promise<void>;
+}
+
+/** One (account, minute bucket) a cut insert may have left wrong; `minute` is the bucket start in epoch seconds (UTC). */
+export interface RollupScopePair {
+  accountId: string;
+  minute: number;
+}
+
+/** (account, bucket) rows rebuilt per grain by one repair (0 everywhere when the rollups already matched). */
+export type RollupRepairResult = Record<RollupGrain, number>;
+
+const GRAIN_SECONDS: Record<RollupGrain, number> = { minute: 60, hour: 3600, day: 86400 };
+
+// The rollup sums a check compares (percentile states are estimates; a rebuild rewrites them too).
+const SUM_COLUMNS = ['requests', ...DIMENSION_COLUMNS.map((d) => `q_${d.key}`), 'cost', 'upstream_cost', 'upstream_unknown',
+  'unpriced', 'errors', 'latency_sum', 'ttft_sum', 'ttft_count', 'gen_ms', 'gen_output'];
+const KEY_COLUMNS = 'bucket, account_id, key_id, catalog_model, status, http_status, currency';
+const RAW_COLUMNS = `ts, account_id, key_id, catalog_model, status, http_status, upstream_currency, ${DIMENSION_COLUMNS.map((d) => d.column).join(', ')},
+  cost_micros, upstream_cost_micros, unpriced, latency_ms, ttft_ms, stream`;
+// The scope as a server-side parameter pair (never interpolated): has() over zipped arrays.
+const IN_SCOPE = 'has(arrayZip({scope_a:Array(String)}, {scope_b:Array(UInt32)}), (account_id, toUInt32(bucket)))';
+
+/**
+ * Makes the minute, hour and day rollup rows covering `pairs` equal to what raw events (FINAL)
+ * give, rebuilding only the (account, bucket) rows whose sums differ: a lightweight
+ * `DELETE FROM rollup WHERE …` and `INSERT INTO rollup SELECT … FROM raw FINAL WHERE …` per grain.
+ * Each grain is checked independently, so a cut that reached some views and not others is
+ * repaired too. Assumes no other writer inserts usage of the same accounts into those buckets
+ * meanwhile (the log sends one account's usage through one consumer). Throws what ClickHouse throws.
+ */
+export async function repairRollups(w: RollupRepairStore, pairs: readonly RollupScopePair[]): Promise<RollupRepairResult> {
+  const result = { minute: 0, hour: 0, day: 0 } as RollupRepairResult;
+  if (pairs.length === 0) return result;
+  for (const grain of ROLLUP_GRAINS) {
+    const size = GRAIN_SECONDS[grain];
+    const scope = new Map<string, { a: string; b: number }>();
+    for (const p of pairs) {
+      const b = p.minute - (p.minute % size);
+      scope.set(`${p.accountId}\t${b}`, { a: p.accountId, b });
+    }
+    const bad = await mismatched(w, grain, [...scope.values()]);
+    if (bad.length === 0) continue;
+    const table = rollupTable(w.tables, grain);
+    const params = scopeParams(bad, size);
+    await w.command(`DELETE FROM ${table} WHERE ${IN_SCOPE} AND bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')`, params);
+    // insert_deduplicate = 0: the rebuilt block may hash like one still in the dedup window.
+    await w.command(`INSERT INTO ${table} SETTINGS insert_deduplicate = 0 SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`, params);
+    result[grain] = bad.length;
+  }
+  return result;
+}
+
+/**
+ * The (account, minute) pairs a cut insert of the recent past could have left wrong: those of
+ * raw rows the server stamped (`inserted_at`) within the last `withinMs` (default one hour),
+ * and those of minute rollup rows whose bucket lies in that span (a view block whose raw block
+ * was lost has no raw row to find it by). For the warehouse sink's start.
+ */
+export async function recentRollupScope(w: RollupRepairStore, withinMs = 3_600_000): Promise<RollupScopePair[]> {
+  const rows = await w.select(
+    `SELECT DISTINCT account_id, toUInt32(toStartOfMinute(ts, 'UTC')) AS m FROM ${w.tables.usage}
+       WHERE inserted_at >= now64(3) - toIntervalMillisecond({within:UInt64})
+     UNION DISTINCT
+     SELECT DISTINCT account_id, toUInt32(bucket) AS m FROM ${w.tables.rollupMinute}
+       WHERE bucket >= toStartOfMinute(now() - toIntervalSecond(intDiv({within:UInt64}, 1000)), 'UTC')`,
+    { within: withinMs },
+  );
+  return rows.map((r) => ({ accountId: String(r['account_id']), minute: Number(r['m']) }));
+}
+
+/** `repairRollups` over `recentRollupScope`: what the warehouse sink runs when it starts. */
+export async function repairRecentRollups(w: RollupRepairStore, withinMs = 3_600_000): Promise<RollupRepairResult> {
+  return repairRollups(w, await recentRollupScope(w, withinMs));
+}
+
+function scopeParams(scope: readonly { a: string; b: number }[], size: number): Record<string, unknown> {
+  const bs = scope.map((s) => s.b);
+  return {
+    scope_a: scope.map((s) => s.a), scope_b: bs,
+    lo: Math.min(...bs), hi: Math.max(...bs) + size - 1,
+    accounts: [...new Set(scope.map((s) => s.a))],
+  };
+}
+
+// Raw FINAL of the scope's accounts and time span (partition and primary-key pruning); the
+// exact (account, bucket) filter applies to the rollup-shaped rows.
+function rawSource(t: TableNames): string {
+  return `(SELECT ${RAW_COLUMNS} FROM ${t.usage} FINAL
+    WHERE account_id IN {accounts:Array(String)}
+      AND ts >= toDateTime64({lo:UInt32}, 3, 'UTC') AND ts < toDateTime64({hi:UInt32} + 1, 3, 'UTC'))`;
+}
+
+/** The (account, bucket) pairs of `scope` where any rollup row differs from raw, present on one side only included. */
+async function mismatched(w: RollupRepairStore, grain: RollupGrain, scope: { a: string; b: number }[]): Promise<{ a: string; b: number }[]> {
+  const sums = SUM_COLUMNS.map((c) => `toString(sum(${c})) AS ${c}`).join(', ');
+  const rolled = `SELECT ${KEY_COLUMNS}, ${sums} FROM ${rollupTable(w.tables, grain)}
+    WHERE bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC') AND ${IN_SCOPE} GROUP BY ${KEY_COLUMNS}`;
+  const raw = `SELECT ${KEY_COLUMNS}, ${sums} FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE} GROUP BY ${KEY_COLUMNS}`;
+  const rows = await w.select(
+    `SELECT DISTINCT account_id, toUInt32(bucket) AS b FROM ((${rolled} EXCEPT ${raw}) UNION ALL (${raw} EXCEPT ${rolled}))`,
+    scopeParams(scope, GRAIN_SECONDS[grain]),
+  );
+  return rows.map((r) => ({ a: String(r['account_id']), b: Number(r['b']) }));
+}
