@@ -21,6 +21,8 @@ COPY libs/http/package.json libs/http/
 COPY libs/keys/package.json libs/keys/
 COPY libs/ledger/package.json libs/ledger/
 COPY libs/limits/package.json libs/limits/
+COPY libs/openai-compat/package.json libs/openai-compat/
+COPY libs/pool/package.json libs/pool/
 COPY libs/pricing/package.json libs/pricing/
 COPY libs/telemetry/package.json libs/telemetry/
 COPY libs/warehouse/package.json libs/warehouse/
