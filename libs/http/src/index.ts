@@ -12,4 +12,7 @@ export { requireOperator, requireToken } from './auth.ts';
 export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';
 export { decodeBody, jsonDepthExceeds, MAX_CODINGS, MAX_JSON_DEPTH, SUPPORTED_ENCODINGS } from './body.ts';
-export { parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam } from './params.ts';
+export {
+  creditHistoryBody, parseCreditHistoryQuery, parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam, refuseUnknownParams,
+  type CreditHistoryQuery,
+} from './params.ts';

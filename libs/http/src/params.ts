@@ -96,3 +96,66 @@ export function parseTimeRange(query: unknown): { from?: number; to?: number } {
   if (from !== undefined && to !== undefined && to < from) bad('to', 'is before from');
   return { ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}) };
 }
+
+/**
+ * Refuses query parameters a route does not take: 400 `invalid_request` naming them (each cut to
+ * 40 characters, printable ASCII) and listing the ones it takes. A query that is not an object
+ * has none to refuse.
+ */
+export function refuseUnknownParams(query: unknown, known: readonly string[]): void {
+  if (typeof query !== 'object' || query === null) return;
+  const unknown = Object.keys(query).filter((k) => !known.includes(k));
+  if (unknown.length > 0) {
+    const names = unknown.map((k) => JSON.stringify(k.slice(0, 40)).replace(/[^\x20-\x7e]/g, '?')).join(', ');
+    throw gatewayError('invalid_request', `unknown query parameter${unknown.length > 1 ? 's' : ''} ${names}; this route takes ${known.join(', ')}`);
+  }
+}
+
+/** Where a credit-history page starts and how long it is: the parameters `parseCreditHistoryQuery` reads. */
+export interface CreditHistoryQuery {
+  limit: number;
+  from?: number;
+  to?: number;
+  /** the id of the last entry of the previous page */
+  after?: string;
+}
+
+const CREDIT_HISTORY_PARAMS = ['from', 'to', 'limit', 'cursor'] as const;
+const CREDIT_HISTORY_DEFAULT_LIMIT = 100;
+const CREDIT_HISTORY_MAX_LIMIT = 1000;
+
+/**
+ * The query of a credit-history route (the customer's GET /v1/credits/history and the operator's
+ * GET /admin/v1/accounts/:id/credits/history): `from`, `to` (parseTimeRange), `limit` (1–1000,
+ * default 100) and `cursor` (the `next_cursor` of the previous page: the last entry's id,
+ * base64url). An unknown or bad parameter is a 400 `invalid_request` naming it.
+ */
+export function parseCreditHistoryQuery(query: unknown): CreditHistoryQuery {
+  refuseUnknownParams(query, CREDIT_HISTORY_PARAMS);
+  const { from, to } = parseTimeRange(query);
+  const l = queryParam(query, 'limit');
+  const limit = l === undefined ? CREDIT_HISTORY_DEFAULT_LIMIT : parseIntParam(l, 'limit', 1, CREDIT_HISTORY_MAX_LIMIT);
+  const cursor = queryParam(query, 'cursor');
+  let after: string | undefined;
+  if (cursor !== undefined) {
+    after = Buffer.from(cursor, 'base64url').toString('utf8');
+    // the cursor is the last entry's id, base64url: anything that does not round-trip was not given here
+    if (cursor.length > 1100 || Buffer.from(after, 'utf8').toString('base64url') !== cursor) {
+      throw gatewayError('invalid_request', 'cursor: not a cursor this route gave (use next_cursor of the previous page)');
+    }
+  }
+  return { limit, ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }), ...(after === undefined ? {} : { after }) };
+}
+
+/**
+ * The answer of a credit-history route from one page (`null`: the cursor is no longer in the
+ * window, a 400 `invalid_request`): `{data, has_more, next_cursor}`, the cursor being the last
+ * entry's id, base64url.
+ */
+export function creditHistoryBody<T extends { id: string }>(
+  page: { data: T[]; hasMore: boolean } | null,
+): { data: T[]; has_more: boolean; next_cursor: string | null } {
+  if (page === null) throw gatewayError('invalid_request', 'cursor: no longer in this window (use next_cursor of the previous page with the same from and to)');
+  const { data, hasMore } = page;
+  return { data, has_more: hasMore, next_cursor: hasMore ? Buffer.from(data.at(-1)!.id, 'utf8').toString('base64url') : null };
+}

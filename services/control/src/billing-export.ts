@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseEnumParam, queryParam, requireOperator } from '@tollgate/http';
+import { parseEnumParam, queryParam, refuseUnknownParams, requireOperator } from '@tollgate/http';
 import { BillingInputError, parseBillingMonth } from '@tollgate/warehouse';
 import type { InvoiceLine } from './billing-types.ts';
 import { EXPORT_FORMATS, exportContentType, exportFilename, exportStream, type ExportFormat } from './billing-render.ts';
@@ -19,21 +19,16 @@ const EXPORT_PARAMS = ['month', 'format'] as const;
  */
 export function parseMonthParam(value: string | undefined, now: number = Date.now()): string {
   if (value === undefined) throw gatewayError('invalid_request', 'month: required, a month such as 2026-11 (YYYY-MM, UTC)');
+  return monthOr400(value, (m) => parseBillingMonth(m, now));
+}
+
+/** `value` through `parse` (a billing-lib month rule); its `BillingInputError` becomes a 400 `invalid_request`. */
+export function monthOr400(value: string, parse: (m: string) => string = parseBillingMonth): string {
   try {
-    return parseBillingMonth(value, now);
+    return parse(value);
   } catch (err) {
     if (err instanceof BillingInputError) throw gatewayError('invalid_request', err.message);
     throw err;
-  }
-}
-
-/** Refuses query parameters the route does not know: 400 `invalid_request` naming them. */
-function refuseUnknown(query: unknown, known: readonly string[]): void {
-  if (typeof query !== 'object' || query === null) return;
-  const unknown = Object.keys(query).filter((k) => !known.includes(k));
-  if (unknown.length > 0) {
-    const names = unknown.map((k) => JSON.stringify(k.slice(0, 40)).replace(/[^\x20-\x7e]/g, '?')).join(', ');
-    throw gatewayError('invalid_request', `unknown query parameter${unknown.length > 1 ? 's' : ''} ${names}; this route takes ${known.join(', ')}`);
   }
 }
 
@@ -51,7 +46,7 @@ export function registerBillingExportFrom(app: FastifyInstance, deps: ReportDeps
   app.register(async (s) => {
     s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
     s.get('/admin/v1/billing/export', { config: { finance: true } }, async (request, reply) => {
-      refuseUnknown(request.query, EXPORT_PARAMS);
+      refuseUnknownParams(request.query, EXPORT_PARAMS);
       const month = parseMonthParam(queryParam(request.query, 'month'));
       const f = queryParam(request.query, 'format');
       const format: ExportFormat = f === undefined ? 'json' : parseEnumParam(f, 'format', EXPORT_FORMATS);

@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseEnumParam, queryParam, requireOperator } from '@tollgate/http';
+import { parseEnumParam, queryParam, refuseUnknownParams, requireOperator } from '@tollgate/http';
 import {
-  BillingInputError, accountDocuments, closeMonth, invoiceLinesForMonth, listCloses, nextMonth, parseBillingMonth, parseClosableMonth,
+  accountDocuments, closeMonth, invoiceLinesForMonth, listCloses, nextMonth, parseClosableMonth,
 } from '@tollgate/warehouse';
 import type { Invoice, Statement } from './billing-types.ts';
 import { DOCUMENT_FORMATS, renderInvoice, renderStatement } from './billing-render.ts';
-import { registerBillingExportFrom } from './billing-export.ts';
+import { monthOr400, registerBillingExportFrom } from './billing-export.ts';
 import { registerCreditHistory } from './credit-history.ts';
 import type { ReportDeps } from './reports.ts';
 
@@ -16,25 +16,6 @@ const CLOSE_LOCK = 'billing:month-close';
 const CLOSE_LOCK_TTL_MS = 120_000;
 /** How long a close waits for another one in progress before answering 409. */
 const CLOSE_WAIT_MS = 60_000;
-
-function monthOr400(value: string, parse: (m: string) => string = parseBillingMonth): string {
-  try {
-    return parse(value);
-  } catch (err) {
-    if (err instanceof BillingInputError) throw gatewayError('invalid_request', err.message);
-    throw err;
-  }
-}
-
-/** Refuses query parameters a route does not take: 400 naming them. */
-function refuseUnknown(query: unknown, known: readonly string[]): void {
-  if (typeof query !== 'object' || query === null) return;
-  const unknown = Object.keys(query).filter((k) => !known.includes(k));
-  if (unknown.length > 0) {
-    const names = unknown.map((k) => JSON.stringify(k.slice(0, 40)).replace(/[^\x20-\x7e]/g, '?')).join(', ');
-    throw gatewayError('invalid_request', `unknown query parameter${unknown.length > 1 ? 's' : ''} ${names}; this route takes ${known.join(', ')}`);
-  }
-}
 
 /**
  * Invoices, statements, month close and the billing export (issue 9, outcome 4); every route
@@ -57,7 +38,7 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
   registerCreditHistory(app, deps);
 
   const document = async (kind: 'invoice' | 'statement', params: unknown, query: unknown, reply: FastifyReply) => {
-    refuseUnknown(query, ['format']);
+    refuseUnknownParams(query, ['format']);
     const { id, month: raw } = params as { id: string; month: string };
     const month = monthOr400(raw);
     const f = queryParam(query, 'format');
@@ -89,7 +70,7 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
       document('statement', request.params, request.query, reply));
 
     s.get('/admin/v1/billing/months', { config: { finance: true } }, async (request) => {
-      refuseUnknown(request.query, []);
+      refuseUnknownParams(request.query, []);
       const closes = await listCloses(w);
       const last = closes.at(-1);
       return {
@@ -101,7 +82,7 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
     });
 
     s.post('/admin/v1/billing/months/:month/close', { config: { finance: true } }, async (request, reply) => {
-      refuseUnknown(request.query, []);
+      refuseUnknownParams(request.query, []);
       // a month that has not started cannot be closed (400 naming month)
       const month = monthOr400((request.params as { month: string }).month, (m) => parseClosableMonth(m));
       const deadline = Date.now() + CLOSE_WAIT_MS;

@@ -4,13 +4,9 @@
 
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseIntParam, parseTimeRange, queryParam, requireOperator } from '@tollgate/http';
+import { creditHistoryBody, parseCreditHistoryQuery, requireOperator } from '@tollgate/http';
 import { creditHistoryPage } from '@tollgate/warehouse';
 import type { ReportDeps } from './reports.ts';
-
-const PARAMS = ['from', 'to', 'limit', 'cursor'] as const;
-const DEFAULT_LIMIT = 100;
-const MAX_LIMIT = 1000;
 
 /**
  * `GET /admin/v1/accounts/:id/credits/history` (admin or finance token: a read of the ledger):
@@ -28,32 +24,10 @@ export function registerCreditHistory(app: FastifyInstance, deps: ReportDeps): v
     s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
     s.get('/admin/v1/accounts/:id/credits/history', { config: { finance: true } }, async (request) => {
       const { id } = request.params as { id: string };
-      const query = (request.query ?? {}) as Record<string, unknown>;
-      const unknown = Object.keys(query).filter((k) => !(PARAMS as readonly string[]).includes(k));
-      if (unknown.length > 0) {
-        const names = unknown.map((k) => JSON.stringify(k.slice(0, 40)).replace(/[^\x20-\x7e]/g, '?')).join(', ');
-        throw gatewayError('invalid_request', `unknown query parameter${unknown.length > 1 ? 's' : ''} ${names}; this route takes ${PARAMS.join(', ')}`);
-      }
-      const { from, to } = parseTimeRange(query);
-      const l = queryParam(query, 'limit');
-      const limit = l === undefined ? DEFAULT_LIMIT : parseIntParam(l, 'limit', 1, MAX_LIMIT);
-      const cursor = queryParam(query, 'cursor');
-      let after: string | undefined;
-      if (cursor !== undefined) {
-        after = Buffer.from(cursor, 'base64url').toString('utf8');
-        // the cursor is the last entry's id, base64url: anything that does not round-trip was not given here
-        if (cursor.length > 1100 || Buffer.from(after, 'utf8').toString('base64url') !== cursor) {
-          throw gatewayError('invalid_request', 'cursor: not a cursor this route gave (use next_cursor of the previous page)');
-        }
-      }
+      const params = parseCreditHistoryQuery(request.query ?? {});
       if (!(await deps.keys.account(id))) throw gatewayError('not_found', `account ${id} does not exist`);
       // Paged in SQL: only the page leaves the warehouse.
-      const page = await creditHistoryPage(deps.warehouse, id, {
-        limit, ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }), ...(after === undefined ? {} : { after }),
-      });
-      if (page === null) throw gatewayError('invalid_request', 'cursor: no longer in this window (use next_cursor of the previous page with the same from and to)');
-      const { data, hasMore } = page;
-      return { data, has_more: hasMore, next_cursor: hasMore ? Buffer.from(data.at(-1)!.id, 'utf8').toString('base64url') : null };
+      return creditHistoryBody(await creditHistoryPage(deps.warehouse, id, params));
     });
   });
 }
