@@ -9,3 +9,4 @@ export { CachedKeyDirectory } from './cached-key-directory.ts';
 export type { CachedKeyDirectoryOptions } from './cached-key-directory.ts';
 export { CidrError, normaliseCidr, ipAllowed, keyExpired } from './access.ts';
 export { seal, unseal, SealError } from './sealed.ts';
+export { putVersioned } from './versioned-put.ts';

@@ -4,18 +4,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
+import { putVersioned } from '@tollgate/keys';
 import { HEALTH_TTL_MS } from './memory.ts';
 import { PoolBusyError, POOL_LOCK_TTL_MS, POOL_LOCK_WAIT_MS, type GroupRecord, type HealthSnapshot, type PoolStore, type UpstreamRecord } from './types.ts';
-
-// Highest version wins in one atomic step, as the key directory's and webhooks' records do.
-const PUT_SCRIPT = `
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then
-  local v = tonumber(string.match(cur, '"version":(%d+)'))
-  if v and v >= tonumber(ARGV[3]) then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1`;
 
 // A pin refreshed on the same upstream keeps the later expiry; a pin moved to another upstream
 // takes the new one. One script: a refresh racing another gateway's never shortens the pin.
@@ -53,8 +44,8 @@ export class RedisPoolStore implements PoolStore {
   }
 
   async #put(hash: string, record: { id: string; version: number }): Promise<boolean> {
-    const r = await this.#redis.eval(PUT_SCRIPT, 1, `${this.#p}${hash}`, record.id, JSON.stringify(record), String(record.version));
-    return r === 1;
+    // highest version wins in one atomic step, as webhooks' records do
+    return putVersioned(this.#redis, `${this.#p}${hash}`, record);
   }
 
   async #get<T>(hash: string, id: string): Promise<T | undefined> {

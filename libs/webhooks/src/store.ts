@@ -4,6 +4,7 @@
 // the control routes and loaded back after a restart or a Redis loss (see restoreWebhooks).
 
 import type { Redis } from 'ioredis';
+import { putVersioned } from '@tollgate/keys';
 
 /** The alert types a webhook may subscribe to (issue 9, outcome 6). */
 export const WEBHOOK_EVENT_TYPES = ['balance.low', 'spend_limit.reached', 'plan_window.exhausted', 'event.quarantined'] as const;
@@ -114,16 +115,6 @@ export class MemoryWebhookStore implements WebhookStore {
 
 const byNewest = (a: DeliveryRecord, b: DeliveryRecord) => b.created_at - a.created_at || (a.id < b.id ? 1 : -1);
 
-// Highest version wins in one atomic step, as the key directory's records do.
-const PUT_SCRIPT = `
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then
-  local v = tonumber(string.match(cur, '"version":(%d+)'))
-  if v and v >= tonumber(ARGV[3]) then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1`;
-
 /**
  * Webhooks in Redis: one hash `<prefix>webhooks` (id → JSON record), claims as
  * `<prefix>webhook-claim:<delivery id>` (SET NX PX), deliveries per webhook in a hash and a
@@ -144,8 +135,8 @@ export class RedisWebhookStore implements WebhookStore {
 
   async put(record: WebhookRecord): Promise<boolean> {
     this.#cache = undefined;
-    const r = await this.#redis.eval(PUT_SCRIPT, 1, `${this.#prefix}webhooks`, record.id, JSON.stringify(record), String(record.version));
-    return r === 1;
+    // highest version wins in one atomic step, as the pool's records do
+    return putVersioned(this.#redis, `${this.#prefix}webhooks`, record);
   }
 
   async get(id: string): Promise<WebhookRecord | undefined> {
