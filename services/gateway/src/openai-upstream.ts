@@ -4,7 +4,7 @@
 // metering, holds and relays see exactly what an Anthropic upstream would have sent.
 import type { IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { gatewayError } from '@tollgate/anthropic';
 import {
   anthropicSseFromOpenAI, fromOpenAICompletion, openAIErrorToAnthropic, toOpenAIRequest, TranslationError,
@@ -13,7 +13,7 @@ import {
 import type { UpstreamOptions } from './deps.ts';
 import { JsonValueEnd } from './upstream-body.ts';
 import {
-  asUpstreamBody, decoded, DEFAULT_UPSTREAM_CONNECTIONS, upstreamHeaders, type UpstreamClient, type UpstreamResponse,
+  asUpstreamBody, decoded, DEFAULT_UPSTREAM_CONNECTIONS, upstreamHeaders, UpstreamConnection, type UpstreamClient, type UpstreamResponse,
 } from './upstream.ts';
 
 /** The message of the 404 `count_tokens` answers on this platform (seed reference wording). */
@@ -58,28 +58,11 @@ const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null 
  */
 export class OpenAIUpstream implements UpstreamClient {
   readonly #options: UpstreamOptions;
-  readonly #dispatcher: Dispatcher;
-  readonly #ownsDispatcher: boolean;
-  readonly #origin: string;
-  readonly #basePath: string;
-  readonly #secrets: readonly string[];
-  readonly #outputSecrets: readonly string[];
-  #destroyed = false;
+  readonly #conn: UpstreamConnection;
 
   constructor(options: UpstreamOptions, dispatcher?: Dispatcher) {
     this.#options = options;
-    const base = new URL(options.url);
-    this.#origin = base.origin;
-    this.#basePath = base.pathname.replace(/\/+$/, '');
-    this.#secrets = [options.apiKey, ...(options.redact ?? [])].filter((s): s is string => !!s);
-    this.#outputSecrets = options.apiKey ? [options.apiKey] : [];
-    this.#ownsDispatcher = !dispatcher;
-    this.#dispatcher = dispatcher ?? new Agent({
-      keepAliveTimeout: 30_000,
-      connections: this.maxConnections,
-      headersTimeout: options.timeoutMs,
-      bodyTimeout: Math.min(options.timeoutMs, 300_000),
-    });
+    this.#conn = new UpstreamConnection(options, dispatcher);
   }
 
   get maxConnections(): number {
@@ -93,7 +76,7 @@ export class OpenAIUpstream implements UpstreamClient {
   }
 
   #response(status: number, headers: UpstreamResponse['headers'], body: Readable): UpstreamResponse {
-    return decoded(status, headers, body, this.#outputSecrets);
+    return decoded(status, headers, body, this.#conn.outputSecrets);
   }
 
   async post(
@@ -121,7 +104,7 @@ export class OpenAIUpstream implements UpstreamClient {
       model: String(parsed.model),
       stopSequences: Array.isArray(parsed.stop_sequences) ? parsed.stop_sequences.map(String) : [],
     };
-    const kept = Object.fromEntries(Object.entries(upstreamHeaders(headers, undefined, this.#secrets)).filter(([k]) => KEPT(k)));
+    const kept = Object.fromEntries(Object.entries(upstreamHeaders(headers, undefined, this.#conn.secrets)).filter(([k]) => KEPT(k)));
     if (trace?.traceparent) {
       delete kept.tracestate;
       Object.assign(kept, trace);
@@ -135,8 +118,8 @@ export class OpenAIUpstream implements UpstreamClient {
     if (this.#options.apiKey) out.authorization = `Bearer ${this.#options.apiKey}`;
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.#dispatcher.request({
-        origin: this.#origin, path: `${this.#basePath}/chat/completions`, method: 'POST', headers: out,
+      res = await this.#conn.dispatcher.request({
+        origin: this.#conn.origin, path: `${this.#conn.basePath}/chat/completions`, method: 'POST', headers: out,
         body: JSON.stringify(translated.request),
       });
     } catch (err) {
@@ -144,7 +127,7 @@ export class OpenAIUpstream implements UpstreamClient {
     }
     let raw: UpstreamResponse;
     try {
-      raw = decoded(res.statusCode, res.headers, res.body, this.#outputSecrets);
+      raw = decoded(res.statusCode, res.headers, res.body, this.#conn.outputSecrets);
     } catch (err) {
       res.body.dump().catch(() => {});
       throw err;
@@ -177,7 +160,7 @@ export class OpenAIUpstream implements UpstreamClient {
     // A body cut mid-way then fails that read (503 upstream_error, as on an Anthropic upstream),
     // and the answer is over when its top-level object closes, not when the connection does.
     const inner = raw.body;
-    const outputSecrets = this.#outputSecrets;
+    const outputSecrets = this.#conn.outputSecrets;
     const translate = async function* () {
       const chunks: Buffer[] = [];
       const end = new JsonValueEnd();
@@ -199,14 +182,12 @@ export class OpenAIUpstream implements UpstreamClient {
     return decoded(raw.status, { 'content-type': contentType || 'application/json', ...requestId }, Readable.from(translate(), { objectMode: false }), outputSecrets);
   }
 
-  async close(): Promise<void> {
-    if (this.#ownsDispatcher && !this.#destroyed) await this.#dispatcher.close();
+  close(): Promise<void> {
+    return this.#conn.close();
   }
 
   /** Cuts every upstream connection now (a shutdown whose grace ran out): reads in flight fail. */
-  async destroy(): Promise<void> {
-    if (!this.#ownsDispatcher || this.#destroyed) return;
-    this.#destroyed = true;
-    await this.#dispatcher.destroy().catch(() => {});
+  destroy(): Promise<void> {
+    return this.#conn.destroy();
   }
 }

@@ -356,32 +356,61 @@ export interface UpstreamClient {
   destroy(): Promise<void>;
 }
 
-export class Upstream implements UpstreamClient {
-  #options: UpstreamOptions;
-  #dispatcher: Dispatcher;
-  #ownsDispatcher: boolean;
-  #origin: string;
-  #basePath: string;
-  #secrets: readonly string[];
-  #outputSecrets: readonly string[];
+/**
+ * What every upstream client holds (`Upstream`, `OpenAIUpstream`): the upstream's origin and base
+ * path, the secrets scrubbed from what goes up and from what comes back, and the connection pool
+ * (`dispatcher`: the caller's, or an undici `Agent` of its own that `close` and `destroy` end).
+ */
+export class UpstreamConnection {
+  readonly dispatcher: Dispatcher;
+  readonly origin: string;
+  /** the upstream URL's path, without trailing slashes */
+  readonly basePath: string;
+  /** the upstream key and `redact`: never sent on (headers, query) */
+  readonly secrets: readonly string[];
+  /**
+   * What the upstream could echo: its own key only (the admin/finance tokens never go upstream,
+   * and scrubbing them from answers would blank ordinary words that happen to match).
+   */
+  readonly outputSecrets: readonly string[];
+  readonly #ownsDispatcher: boolean;
+  #destroyed = false;
 
   constructor(options: UpstreamOptions, dispatcher?: Dispatcher) {
-    this.#options = options;
     const base = new URL(options.url);
-    this.#origin = base.origin;
-    this.#basePath = base.pathname.replace(/\/+$/, '');
-    this.#secrets = [options.apiKey, ...(options.redact ?? [])].filter((s): s is string => !!s);
-    // What the upstream could echo: its own key only (the admin/finance tokens never go upstream,
-    // and scrubbing them from answers would blank ordinary words that happen to match).
-    this.#outputSecrets = options.apiKey ? [options.apiKey] : [];
+    this.origin = base.origin;
+    this.basePath = base.pathname.replace(/\/+$/, '');
+    this.secrets = [options.apiKey, ...(options.redact ?? [])].filter((s): s is string => !!s);
+    this.outputSecrets = options.apiKey ? [options.apiKey] : [];
     this.#ownsDispatcher = !dispatcher;
-    this.#dispatcher = dispatcher ?? new Agent({
+    this.dispatcher = dispatcher ?? new Agent({
       keepAliveTimeout: 30_000,
-      connections: this.maxConnections,
+      connections: options.maxConnections ?? DEFAULT_UPSTREAM_CONNECTIONS,
       headersTimeout: options.timeoutMs,
       // between two body chunks; a stream that goes silent this long is dead
       bodyTimeout: Math.min(options.timeoutMs, 300_000),
     });
+  }
+
+  async close(): Promise<void> {
+    if (this.#ownsDispatcher && !this.#destroyed) await this.dispatcher.close();
+  }
+
+  /** Cuts every connection now: reads in flight fail. Only an `Agent` of its own. */
+  async destroy(): Promise<void> {
+    if (!this.#ownsDispatcher || this.#destroyed) return;
+    this.#destroyed = true;
+    await this.dispatcher.destroy().catch(() => {});
+  }
+}
+
+export class Upstream implements UpstreamClient {
+  #options: UpstreamOptions;
+  readonly #conn: UpstreamConnection;
+
+  constructor(options: UpstreamOptions, dispatcher?: Dispatcher) {
+    this.#options = options;
+    this.#conn = new UpstreamConnection(options, dispatcher);
   }
 
   /** connections the pool may open to the upstream (`UPSTREAM_MAX_CONNECTIONS`) */
@@ -398,16 +427,16 @@ export class Upstream implements UpstreamClient {
   async post(
     path: string, search: string, headers: IncomingHttpHeaders, body: Buffer | string, trace?: Record<string, string>,
   ): Promise<UpstreamResponse> {
-    const out = upstreamHeaders(headers, this.#options.apiKey, this.#secrets);
+    const out = upstreamHeaders(headers, this.#options.apiKey, this.#conn.secrets);
     if (trace?.traceparent) {
       delete out.tracestate;
       Object.assign(out, trace);
     }
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.#dispatcher.request({
-        origin: this.#origin,
-        path: this.#basePath + path + upstreamSearch(search, this.#secrets),
+      res = await this.#conn.dispatcher.request({
+        origin: this.#conn.origin,
+        path: this.#conn.basePath + path + upstreamSearch(search, this.#conn.secrets),
         method: 'POST',
         headers: out,
         body,
@@ -416,7 +445,7 @@ export class Upstream implements UpstreamClient {
       throw gatewayError('upstream_error', 'Upstream provider unavailable', { cause: err });
     }
     try {
-      return decoded(res.statusCode, res.headers, res.body, this.#outputSecrets);
+      return decoded(res.statusCode, res.headers, res.body, this.#conn.outputSecrets);
     } catch (err) {
       // Not worth reading: let undici read a little and then close the connection.
       res.body.dump().catch(() => {});
@@ -424,17 +453,13 @@ export class Upstream implements UpstreamClient {
     }
   }
 
-  async close(): Promise<void> {
-    if (this.#ownsDispatcher && !this.#destroyed) await this.#dispatcher.close();
+  close(): Promise<void> {
+    return this.#conn.close();
   }
 
-  #destroyed = false;
-
   /** Cuts every upstream connection now (a shutdown whose grace ran out): reads in flight fail. */
-  async destroy(): Promise<void> {
-    if (!this.#ownsDispatcher || this.#destroyed) return;
-    this.#destroyed = true;
-    await this.#dispatcher.destroy().catch(() => {});
+  destroy(): Promise<void> {
+    return this.#conn.destroy();
   }
 }
 
