@@ -78,18 +78,22 @@ export interface CreditValueTotal {
   amount: string;
 }
 
-/** An account's invoice for one month. */
-export interface Invoice {
+/** What an invoice and a statement both open with: whose, by whom, which month, and whether it is frozen. */
+export interface MonthDocumentHead {
   account_id: string;
   /** the account's name when the document was built (frozen with a closed month) */
   account_name: string;
-  /** who issues the invoice */
+  /** who issues the invoice or statement */
   seller: string;
   month: string;
   /** `open` (may still change) or `closed` (frozen: never changes again) */
   status: 'open' | 'closed';
   /** RFC 3339, when the month was closed; null while open */
   closed_at: string | null;
+}
+
+/** An account's invoice for one month. */
+export interface Invoice extends MonthDocumentHead {
   lines: InvoiceLine[];
   /**
    * Σ line amounts: credits (6 decimals) and µc; `credit_values`: per credit value applied (usage
@@ -101,15 +105,7 @@ export interface Invoice {
 }
 
 /** An account's statement for one month: closing = opening + top_ups + grants − usage + refunds + adjustments. */
-export interface Statement {
-  account_id: string;
-  /** the account's name when the document was built (frozen with a closed month) */
-  account_name: string;
-  /** who issues the statement */
-  seller: string;
-  month: string;
-  status: 'open' | 'closed';
-  closed_at: string | null;
+export interface Statement extends MonthDocumentHead {
   /** every amount in credits, exact decimal text with 6 decimals */
   opening_balance: string;
   top_ups: string;

@@ -27,4 +27,4 @@ export {
   BillingInputError, accountDocuments, closeMonth, credits6, creditHistory, creditHistoryPage, invoiceFor, invoiceLinesForMonth, listCloses, monthOf, monthRange,
   nextMonth, parseBillingMonth, parseClosableMonth, SELLER, statementFor,
 } from './billing.ts';
-export type { BillingPrices, CloseResult, CreditValueTotal, CreditHistoryEntry, CreditHistoryPage, Invoice, InvoiceLine, MonthClose, Statement } from './billing.ts';
+export type { BillingPrices, CloseResult, CreditValueTotal, CreditHistoryEntry, CreditHistoryPage, Invoice, InvoiceLine, MonthClose, MonthDocumentHead, Statement } from './billing.ts';
