@@ -5,17 +5,16 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { seal } from '@tollgate/keys';
 import { Warehouse, createChdbClickHouse } from '@tollgate/warehouse';
 import {
   loadGroups, loadUpstreams, MemoryPoolStore, RedisPoolStore, restorePool, saveGroup, saveUpstream, UPSTREAM_KEY_PURPOSE,
   type GroupRecord, type PoolStore, type UpstreamRecord,
 } from '../src/index.ts';
-import { findRedis } from '../../../test/support/services.ts';
+import { testRedis } from '../../../test/support/redis.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tollgate-pool-durable-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -30,15 +29,7 @@ const grp = (id: string, version: number, o: Partial<GroupRecord> = {}): GroupRe
   id, name: `group ${id}`, platform: 'anthropic', upstream_ids: ['up_a'], model_mapping: null, created_at: T, deleted: false, version, ...o,
 });
 
-const redisUrl = await findRedis();
-const redis = redisUrl === undefined ? undefined : new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-const prefix = `tg-test-poold-${randomUUID()}:`;
-after(async () => {
-  if (!redis) return;
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, prefix } = await testRedis('poold');
 
 test('upstreams and groups restored from the warehouse into an empty store: newest version each, every field, tombstones kept, newer hot records win', async () => {
   const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: `pl${randomBytes(3).toString('hex')}_` });

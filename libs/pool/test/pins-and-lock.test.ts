@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { MemoryPoolStore, RedisPoolStore, type GroupRecord, type PoolStore, type UpstreamRecord } from '../src/index.ts';
-import { findRedis } from '../../../test/support/services.ts';
+import { testRedis } from '../../../test/support/redis.ts';
 
 const upstream = (id: string, version: number, o: Partial<UpstreamRecord> = {}): UpstreamRecord => ({
   id, name: id, platform: 'anthropic', base_url: `https://${id}.example.com`, api_key_sealed: null, models: null,
@@ -19,15 +19,7 @@ const group = (id: string, version: number, o: Partial<GroupRecord> = {}): Group
 const HOUR = 3_600_000;
 const FIVE_MIN = 300_000;
 
-const redisUrl = await findRedis();
-const redis = redisUrl === undefined ? undefined : new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-const prefix = `tg-test-pins-${randomUUID()}:`;
-after(async () => {
-  if (!redis) return;
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, redisUrl, prefix } = await testRedis('pins');
 
 test('memory store: a 1-hour pin refreshed by a 5-minute request keeps its 1-hour expiry; a pin moved to another upstream takes the new ttl', async () => {
   let now = 1_000_000;

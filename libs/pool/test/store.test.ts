@@ -1,12 +1,11 @@
 // The PoolStore contract, run against both stores (memory; Redis when one is reachable): the
 // highest version wins and a tombstone stays a record, session pins expire after their ttl,
 // health is one report per gateway and a gateway that stops reporting drops out.
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { HEALTH_TTL_MS, MemoryPoolStore, RedisPoolStore, type GroupRecord, type HealthSnapshot, type PoolStore, type UpstreamRecord } from '../src/index.ts';
-import { findRedis } from '../../../test/support/services.ts';
+import { testRedis } from '../../../test/support/redis.ts';
 
 const T = Date.UTC(2026, 10, 30, 12, 0, 0);
 export const upstream = (id: string, version: number, o: Partial<UpstreamRecord> = {}): UpstreamRecord => ({
@@ -22,15 +21,7 @@ const snap = (upstreamId: string, gatewayId: string, at: number, o: Partial<Heal
 });
 const byId = <R extends { id: string }>(rs: R[]) => rs.sort((a, b) => (a.id < b.id ? -1 : 1));
 
-const redisUrl = await findRedis();
-const redis = redisUrl === undefined ? undefined : new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-const prefix = `tg-test-pool-${randomUUID()}:`;
-after(async () => {
-  if (!redis) return;
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, prefix } = await testRedis('pool');
 
 const stores: Array<[string, () => PoolStore | undefined]> = [
   ['memory', () => new MemoryPoolStore()],

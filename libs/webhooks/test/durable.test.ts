@@ -4,13 +4,12 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { Warehouse, createChdbClickHouse } from '@tollgate/warehouse';
 import { MemoryWebhookStore, RedisWebhookStore, restoreWebhooks, saveWebhook, type WebhookRecord, type WebhookStore } from '../src/index.ts';
-import { findRedis } from '../../../test/support/services.ts';
+import { testRedis } from '../../../test/support/redis.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tollgate-webhooks-durable-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -20,15 +19,7 @@ const hook = (id: string, version: number, o: Partial<WebhookRecord> = {}): Webh
   secret_sealed: `sealed1.${id}.${version}`, created_at: T, deleted: false, version, ...o,
 });
 
-const redisUrl = await findRedis();
-const redis = redisUrl === undefined ? undefined : new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-const prefix = `tg-test-whd-${randomUUID()}:`;
-after(async () => {
-  if (!redis) return;
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, prefix } = await testRedis('whd');
 
 test('webhooks restored from the warehouse into an empty store: newest version each, tombstones kept, newer hot records win', async () => {
   const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: `wh${randomBytes(3).toString('hex')}_` });
