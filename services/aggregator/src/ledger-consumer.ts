@@ -27,6 +27,8 @@ export interface LedgerConsumerDeps {
    * Must not throw.
    */
   onUsageApplied?: (event: UsageEvent, balanceAfter?: bigint) => Promise<void>;
+  /** partitions applied at once (default 8); 1 = one batch at a time, as before issue 11 */
+  concurrentPartitions?: number;
 }
 
 /**
@@ -179,6 +181,9 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
     group,
     topics: ['usage', 'ledger', 'control'],
     fromBeginning: true,
+    // Partitions are independent here (an account lives in one; each has its own stored
+    // position), so their batches' round trips overlap; within a partition order is kept.
+    concurrentPartitions: deps.concurrentPartitions ?? 8,
     handler: async (batch) => {
       // Consecutive usage and ledger events are applied together; anything else (poison,
       // control records) ends the run and is handled on its own, in log order.
