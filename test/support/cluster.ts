@@ -227,7 +227,16 @@ export async function startCluster(
   const clickhouse = await findClickHouse();
   const { sim, simUrl } = await startSimulator();
   const cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY, ...(clickhouse ? { clickhouse } : {}), ...(extra ? { extra } : {}) });
-  for (const [name, spec] of processes) await cluster.add(name, spec);
+  try {
+    for (const [name, spec] of processes) await cluster.add(name, spec);
+  } catch (err) {
+    // A process that did not start must not leave the others and the simulator holding the
+    // test runner open: stop them, then fail with the process's log.
+    await cluster.stopAll();
+    await sim.close();
+    await cluster.dropWarehouse().catch(() => {});
+    throw err;
+  }
   return {
     cluster,
     kafka,
