@@ -130,7 +130,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
   const chdbPath = tmp('chdb');
   const result: ConsumerBenchResult = { produceEventsPerS: 0, throughput: [], latency: [] };
-  let latencyLog: KafkaLog | undefined;
+  const latencyLogs: KafkaLog[] = [];
   try {
     await kafkaLog.ensureTopics(o.partitions);
     // 1. The backlog: o.events usage events, published as gateways do (spool, then Kafka).
@@ -203,35 +203,36 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       }
     }
 
-    // 3. Latency at a steady rate: both groups live, events published at o.rate/s; each event's
-    // publish time against the moment its effect is done (the balance script returned / the
-    // warehouse insert returned, after which a query sees the row).
-    if (o.rate > 0 && o.seconds > 0) {
-      const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat.`, spoolDir: tmp('spool-lat'), logger: quiet });
-      latencyLog = kafkaLog;
+    // 3. Latency at a steady rate, one group at a time (as deployed: AGGREGATOR_GROUPS splits
+    // them into processes; chDB's calls run on the calling thread and would stall a ledger
+    // sharing the process): events published at o.rate/s on fresh topics; each event's publish
+    // time against the moment its effect is done (the balance script returned / the warehouse
+    // insert returned, after which a query sees the row).
+    for (const which of o.rate > 0 && o.seconds > 0 ? o.groups : []) {
+      const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}.`, spoolDir: tmp('spool-lat'), logger: quiet });
+      latencyLogs.push(kafkaLog);
       await kafkaLog.ensureTopics(o.partitions);
       const published = new Map<string, number>();
-      const lat = { ledger: [] as number[], warehouse: [] as number[] };
-      const seen = (which: 'ledger' | 'warehouse') => (batch: ConsumedEvent[]) => {
+      const lat: number[] = [];
+      const seen = (batch: ConsumedEvent[]) => {
         const at = performance.now();
         for (const e of batch) {
           const p = published.get(e.event.event_id);
-          if (p !== undefined) lat[which].push(at - p);
+          if (p !== undefined) lat.push(at - p);
         }
       };
-      const subs = [];
-      if (o.groups.includes('ledger')) {
+      let sub;
+      let warehouse: Warehouse | undefined;
+      if (which === 'ledger') {
         const store = new RedisBalanceStore({ redis, prefix: `${redisPrefix}lat:`, requireReady: true });
         await store.load({ balances: new Map(), ledgerEntries: new Map() });
-        subs.push(await startLedgerConsumer({ log: kafkaLog, balances: store, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seen('ledger') }));
-      }
-      let warehouse: Warehouse | undefined;
-      if (o.groups.includes('warehouse')) {
+        sub = await startLedgerConsumer({ log: kafkaLog, balances: store, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seen });
+      } else {
         warehouse = new Warehouse({ client: createChdbClickHouse({ path: chdbPath }), tablePrefix: `cl_${id.replace(/-/g, '')}_` });
         await warehouse.migrate();
-        subs.push(await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-lat-warehouse-${id}`, onFlushed: seen('warehouse') }));
+        sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-lat-warehouse-${id}`, onFlushed: seen });
       }
-      // Fresh topics (no backlog); the groups get their partitions assigned, then the paced phase.
+      // Fresh topics (no backlog); the group gets its partitions assigned, then the paced phase.
       await sleep(3000);
       const total = o.rate * o.seconds;
       const tickMs = 10;
@@ -252,24 +253,18 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         await sleep(tickMs);
       }
       const deadline = performance.now() + 60_000;
-      while ((lat.ledger.length < total && o.groups.includes('ledger')) || (lat.warehouse.length < total && o.groups.includes('warehouse'))) {
-        if (performance.now() > deadline) break;
-        await sleep(50);
-      }
-      for (const s of subs) await s.stop();
+      while (lat.length < total && performance.now() < deadline) await sleep(50);
+      await sub.stop();
       await warehouse?.close();
-      for (const which of ['ledger', 'warehouse'] as const) {
-        if (!o.groups.includes(which)) continue;
-        const l = lat[which].sort((a, b) => a - b);
-        const f: LatencyFigure = { group: which, rate: o.rate, events: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? NaN };
-        result.latency.push(f);
-        log(`  ${which === 'ledger' ? 'event-to-balance  ' : 'event-to-queryable'} at ${o.rate}/s: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, max ${f.maxMs.toFixed(1)} ms (${f.events} of ${total} events)`);
-      }
+      const l = lat.sort((a, b) => a - b);
+      const f: LatencyFigure = { group: which, rate: o.rate, events: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? NaN };
+      result.latency.push(f);
+      log(`  ${which === 'ledger' ? 'event-to-balance  ' : 'event-to-queryable'} at ${o.rate}/s: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, max ${f.maxMs.toFixed(1)} ms (${f.events} of ${total} events)`);
     }
     return result;
   } finally {
     await kafkaLog.close().catch(() => {});
-    await latencyLog?.close().catch(() => {});
+    for (const l of latencyLogs) await l.close().catch(() => {});
     const admin = kafka.admin();
     try {
       await admin.connect();

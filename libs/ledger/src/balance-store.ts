@@ -134,7 +134,7 @@ export interface BatchItem {
  */
 export interface BatchOutcome {
   verdict: ApplyResult | 'failed';
-  /** an applied usage debit: the account's balance right after it, µc (balance.low trigger) */
+  /** an applied usage debit, when asked for: the account's balance right after it, µc (balance.low trigger) */
   balanceAfter?: bigint;
   error?: Error;
 }
@@ -208,9 +208,10 @@ export interface BalanceStore {
    * after the first that is neither `applied` nor `duplicate` (gap, not_ready, out_of_range,
    * failed): the caller deals with that one and calls again with the rest. Events before it
    * keep their effects. Throws only for an outage (nothing of the failed call is known
-   * applied; a redelivery sorts it out by position).
+   * applied; a redelivery sorts it out by position). `options.balanceAfter`: answer each applied
+   * usage debit's resulting balance (one more read per debit; the balance.low trigger needs it).
    */
-  applyBatch(items: BatchItem[]): Promise<BatchOutcome[]>;
+  applyBatch(items: BatchItem[], options?: { balanceAfter?: boolean }): Promise<BatchOutcome[]>;
   /** For events whose effect lives elsewhere (control records): only the position check. */
   checkPosition(position: LogPosition): Promise<ApplyResult>;
   /** …and the position advance once that effect is done (idempotent effects only). */

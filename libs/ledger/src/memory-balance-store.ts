@@ -151,8 +151,8 @@ export class MemoryBalanceStore implements BalanceStore {
     return 'applied';
   }
 
-  /** One event at a time (each step is atomic here anyway); see `BalanceStore.applyBatch`. */
-  async applyBatch(items: BatchItem[]): Promise<BatchOutcome[]> {
+  /** One event at a time (each step is atomic here anyway); see `BalanceStore.applyBatch`. Always answers `balanceAfter`. */
+  async applyBatch(items: BatchItem[], _options?: { balanceAfter?: boolean }): Promise<BatchOutcome[]> {
     const out: BatchOutcome[] = [];
     for (const { event } of items) {
       let verdict: ApplyResult;

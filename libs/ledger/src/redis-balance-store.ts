@@ -221,9 +221,9 @@ export class RedisBalanceStore implements BalanceStore {
    * One script call for the whole batch (see lua/apply-batch.lua); an event whose amount does
    * not fit in 64 bits is answered `failed` without being sent, and the call stops before it.
    */
-  async applyBatch(items: BatchItem[]): Promise<BatchOutcome[]> {
+  async applyBatch(items: BatchItem[], options: { balanceAfter?: boolean } = {}): Promise<BatchOutcome[]> {
     const keys = [this.#key('pos'), this.#key('accounts'), this.#ledgerKey()];
-    const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString()];
+    const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : ''];
     let refused: BatchOutcome | undefined;
     let sent = 0;
     for (const { event, position } of items) {

@@ -152,7 +152,7 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
         ...(durable ? { position: { topic: e.topic, partition: e.partition, offset: e.offset } } : {}),
       }));
       const startTime = Date.now();
-      const outcomes = await deps.balances.applyBatch(items);
+      const outcomes = await deps.balances.applyBatch(items, { balanceAfter: deps.onUsageApplied !== undefined });
       if (tracer) traceRun(tracer, group, rest, outcomes, startTime);
       for (let i = 0; i < outcomes.length; i++) {
         const { verdict, balanceAfter, error } = outcomes[i]!;

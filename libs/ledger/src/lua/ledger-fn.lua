@@ -9,17 +9,17 @@
 -- position did not move: the consumer quarantines the event, which moves it).
 -- Invariant: each ledger event_id changes the balance at most once, ever; the entry, the
 -- balance change and the position move together.
-local function apply_ledger(ledger_key, bal_key, pos_key, accounts_key, event_id, amount, account, field, offset,
-                            ready_key, bound_text)
+-- ctx: as for usage-fn.lua.
+local function apply_ledger(ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound_text)
   local bound = tonumber(bound_text)
 
   -- 1. Position first (see position.lua).
-  local verdict = check_position(ready_key, pos_key, field, offset)
+  local verdict = ctx.check(field, offset)
   if verdict then return verdict end
 
   -- 2. Idempotency: a repeated reference never pays twice.
   if redis.call('HEXISTS', ledger_key, event_id) == 1 then
-    advance_position(pos_key, field, offset)
+    ctx.advance(field, offset)
     return 0
   end
 
@@ -34,10 +34,10 @@ local function apply_ledger(ledger_key, bal_key, pos_key, accounts_key, event_id
     if before then redis.call('SET', bal_key, before) else redis.call('DEL', bal_key) end
     return -3
   end
-  redis.call('SADD', accounts_key, account)
+  ctx.account(account)
 
   -- 4. Record the entry with its amount (kept forever; answers repeated references).
   redis.call('HSET', ledger_key, event_id, amount)
-  advance_position(pos_key, field, offset)
+  ctx.advance(field, offset)
   return 1
 end

@@ -10,25 +10,27 @@
 -- Returns 1 applied, 0 duplicate (nothing changes but the position), -1 gap, -2 not ready.
 -- Invariant: each event debits the balance at most once (by offset, and by event_id within
 -- the memory window), and the debit, the closing of the hold and the position move together.
-local function apply_usage(seen_key, bal_key, held_key, holds_key, expiry_key, pos_key, accounts_key, hwin_key,
-                           event_id, cost, memory_ms, account, field, offset, ready_key)
+-- ctx: the position and account-set steps (position.lua: direct_ctx for one event, batch_ctx
+-- for apply-batch.lua, which reads and writes each once per call).
+local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key,
+                           event_id, cost, memory_ms, account, field, offset)
   -- 1. Position: an offset already applied is a no-op; a gap or lost state is the caller's to fix.
-  local verdict = check_position(ready_key, pos_key, field, offset)
+  local verdict = ctx.check(field, offset)
   if verdict then return verdict end
 
   -- 2. Idempotency by id: a producer-side duplicate (a spool re-send) at a new offset is a no-op.
   if redis.call('EXISTS', seen_key) == 1 then
-    advance_position(pos_key, field, offset)
+    ctx.advance(field, offset)
     return 0
   end
 
   -- 3. Debit first: if it failed (64-bit overflow) the script stops before anything is marked.
   redis.call('DECRBY', bal_key, cost)
-  redis.call('SADD', accounts_key, account)
+  ctx.account(account)
 
   -- 4. Remember the event id long enough to catch redeliveries, and where the log is.
   redis.call('SET', seen_key, '1', 'PX', memory_ms)
-  advance_position(pos_key, field, offset)
+  ctx.advance(field, offset)
 
   -- 5. Close the request's hold: the usage replaces the reservation.
   redis.call('ZREM', expiry_key, event_id)
