@@ -46,6 +46,9 @@ export interface ThroughputFigure {
   exact: boolean;
   /** warehouse only: share of the wall time inside storeEvents (decode + rows + rollup_skip query + insert) */
   storeShare?: number;
+  /** warehouse only: share of the wall time in the rollup_skip SELECT, and in the INSERT */
+  selectShare?: number;
+  insertShare?: number;
 }
 
 export interface LatencyFigure {
@@ -165,6 +168,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         const finished = new Promise<void>((r) => { done = r; });
         const count = (batch: ConsumedEvent[]) => { applied += batch.length; if (applied >= o.events) done(); };
         let storeMs = 0;
+        let selectMs = 0;
+        let insertMs = 0;
         let exact = false;
         t0 = performance.now();
         if (group === 'ledger') {
@@ -181,7 +186,18 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           exact = sum === -cost;
           result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, exact });
         } else {
-          const warehouse = new Warehouse({ client: createChdbClickHouse({ path: chdbPath }), tablePrefix: `cb_${id.replace(/-/g, '')}_` });
+          // Timed at the client: the rollup_skip existence query (a SELECT) and the INSERT.
+          const client = createChdbClickHouse({ path: chdbPath });
+          const timed = <K extends 'query' | 'insert'>(name: K, add: (ms: number) => void) => {
+            const original = client[name].bind(client) as (...a: unknown[]) => Promise<unknown>;
+            (client as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
+              const s = performance.now();
+              try { return await original(...a); } finally { add(performance.now() - s); }
+            };
+          };
+          timed('query', (ms) => { selectMs += ms; });
+          timed('insert', (ms) => { insertMs += ms; });
+          const warehouse = new Warehouse({ client, tablePrefix: `cb_${id.replace(/-/g, '')}_` });
           await warehouse.migrate();
           const storeEvents = warehouse.storeEvents.bind(warehouse);
           warehouse.storeEvents = async (items, g) => {
@@ -195,11 +211,12 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           await sub.stop();
           const totals = await warehouse.usageTotals();
           exact = totals.requests === o.events && totals.costMicros === cost;
-          result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, exact, storeShare: storeMs / 1000 / seconds });
+          result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, exact, storeShare: storeMs / 1000 / seconds,
+            selectShare: selectMs / 1000 / seconds, insertShare: insertMs / 1000 / seconds });
           await warehouse.close();
         }
         const f = result.throughput.at(-1)!;
-        log(`  ${tag.padEnd(18)} ${f.eventsPerS.toFixed(0).padStart(7)} events/s  (${f.seconds.toFixed(1)} s, exact: ${f.exact}${f.storeShare !== undefined ? `, ${(f.storeShare * 100).toFixed(0)}% in storeEvents` : ''})`);
+        log(`  ${tag.padEnd(18)} ${f.eventsPerS.toFixed(0).padStart(7)} events/s  (${f.seconds.toFixed(1)} s, exact: ${f.exact}${f.storeShare !== undefined ? `, ${(f.storeShare * 100).toFixed(0)}% in storeEvents: ${(f.selectShare! * 100).toFixed(0)}% rollup_skip query, ${(f.insertShare! * 100).toFixed(0)}% insert` : ''})`);
       }
     }
 
