@@ -42,6 +42,11 @@ export interface ThroughputFigure {
   events: number;
   seconds: number;
   eventsPerS: number;
+  /**
+   * events per CPU-second of this process (its threads: the consumer, kafkajs, chDB's engine):
+   * what one process moves per core it gets, whatever else the machine runs meanwhile
+   */
+  eventsPerCpuS: number;
   /** the effect checked afterwards: Σ balances = −Σ cost (ledger), rows and Σ cost (warehouse) */
   exact: boolean;
   /** warehouse only: share of the wall time inside storeEvents (decode + rows + rollup_skip query + insert) */
@@ -172,19 +177,23 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         let insertMs = 0;
         let exact = false;
         t0 = performance.now();
+        let cpu0 = process.cpuUsage();
+        const cpuSeconds = () => { const c = process.cpuUsage(cpu0); return (c.user + c.system) / 1e6; };
         if (group === 'ledger') {
           const real = new RedisBalanceStore({ redis, prefix: `${redisPrefix}${tag}:`, requireReady: true });
           await real.load({ balances: new Map(), ledgerEntries: new Map() });
           const balances = mode === 'per-event' ? perEventStore(real) : real;
           t0 = performance.now();
+          cpu0 = process.cpuUsage();
           const sub = await startLedgerConsumer({ log: kafkaLog, balances, keys: new MemoryKeyDirectory(), group: `bench-${tag}`, onApplied: count });
           await finished;
           const seconds = (performance.now() - t0) / 1000;
+          const cpu = cpuSeconds();
           await sub.stop();
           let sum = 0n;
           for (const b of (await real.balances()).values()) sum += b;
           exact = sum === -cost;
-          result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, exact });
+          result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact });
         } else {
           // Timed at the client: the rollup_skip existence query (a SELECT) and the INSERT.
           const client = createChdbClickHouse({ path: chdbPath });
@@ -205,18 +214,20 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
             try { return await storeEvents(items, g); } finally { storeMs += performance.now() - s; }
           };
           t0 = performance.now();
+          cpu0 = process.cpuUsage();
           const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count });
           await finished;
           const seconds = (performance.now() - t0) / 1000;
+          const cpu = cpuSeconds();
           await sub.stop();
           const totals = await warehouse.usageTotals();
           exact = totals.requests === o.events && totals.costMicros === cost;
-          result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, exact, storeShare: storeMs / 1000 / seconds,
+          result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact, storeShare: storeMs / 1000 / seconds,
             selectShare: selectMs / 1000 / seconds, insertShare: insertMs / 1000 / seconds });
           await warehouse.close();
         }
         const f = result.throughput.at(-1)!;
-        log(`  ${tag.padEnd(18)} ${f.eventsPerS.toFixed(0).padStart(7)} events/s  (${f.seconds.toFixed(1)} s, exact: ${f.exact}${f.storeShare !== undefined ? `, ${(f.storeShare * 100).toFixed(0)}% in storeEvents: ${(f.selectShare! * 100).toFixed(0)}% rollup_skip query, ${(f.insertShare! * 100).toFixed(0)}% insert` : ''})`);
+        log(`  ${tag.padEnd(18)} ${f.eventsPerS.toFixed(0).padStart(7)} events/s, ${f.eventsPerCpuS.toFixed(0).padStart(7)} events per CPU-second  (${f.seconds.toFixed(1)} s, exact: ${f.exact}${f.storeShare !== undefined ? `, ${(f.storeShare * 100).toFixed(0)}% in storeEvents: ${(f.selectShare! * 100).toFixed(0)}% rollup_skip query, ${(f.insertShare! * 100).toFixed(0)}% insert` : ''})`);
       }
     }
 
