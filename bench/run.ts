@@ -15,6 +15,7 @@ import {
 } from './distributed.ts';
 import { analyticsEvents, analyticsReport, runAnalyticsBench, type AnalyticsBenchResult } from './analytics.ts';
 import { poolReport, runPoolBench, type PoolBenchResult } from './pool.ts';
+import { measureConsumerGroups, type ConsumerBenchResult } from './consumers.ts';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -525,6 +526,8 @@ interface MeteringResult {
 }
 
 interface DistributedResult {
+  /** bench/consumers.ts: each group's events/s in one process (1M events, 8 partitions; BENCH_CONSUMER_EVENTS) and p99 lags at 5,000/s */
+  consumerGroups?: ConsumerBenchResult | { error: string };
   /** why nothing distributed was measured */
   skipped?: string;
   /** the distributed part started but failed */
@@ -715,6 +718,14 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
   // 1. consumer throughput, each consumer group alone in one process
   out.consumers = await measureConsumers(services, simulator.url, options.events, log, signal);
   if (!out.consumers.warehouseCostOk) failed = true;
+  if (signal.aborted) return failed;
+  // 1b. the consumer code in this process, 1M events on 8 partitions, then lags at 5,000 events/s (issue 11)
+  const consumerEvents = Number(process.env.BENCH_CONSUMER_EVENTS ?? 1_000_000);
+  if (consumerEvents > 0) {
+    out.consumerGroups = await measureConsumerGroups({ events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, seconds: 20, modes: ['batch'], groups: ['ledger', 'warehouse'] }, log)
+      .catch((err: unknown) => ({ error: err instanceof Error ? err.message : String(err) }));
+    if ('error' in out.consumerGroups || out.consumerGroups.throughput.some((f) => !f.exact)) failed = true;
+  }
   if (signal.aborted) return failed;
 
   // 2. + 3. one deployment: aggregator (ledger + warehouse), control, gateway

@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
-# Tollgate's local backing services: Redis, then Kafka (KRaft). Idempotent.
+# Tollgate's local backing services: Redis, Kafka (KRaft), then a ClickHouse server. Idempotent.
 #
 #   bash deploy/services.sh up|down|restart|status
 #
 # `up` prints the environment to use on stdout (everything else goes to stderr), so
 #   eval "$(bash deploy/services.sh up)"
-# exports KAFKA_BROKERS and REDIS_URL into the calling shell.
+# exports KAFKA_BROKERS, REDIS_URL and CLICKHOUSE_URL into the calling shell.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 env_lines() {
   echo "KAFKA_BROKERS=127.0.0.1:${KAFKA_PORT:-9092}"
   echo "REDIS_URL=redis://127.0.0.1:${REDIS_PORT:-6379}"
+  echo "CLICKHOUSE_URL=http://127.0.0.1:${CLICKHOUSE_PORT:-8123}"
 }
 
 case "${1:-}" in
   up)
     bash "$HERE/redis.sh" start
     bash "$HERE/kafka.sh" start
+    bash "$HERE/clickhouse.sh" start
     env_lines
     ;;
   down)
     rc=0
+    bash "$HERE/clickhouse.sh" stop || rc=1
     bash "$HERE/kafka.sh" stop || rc=1
     bash "$HERE/redis.sh" stop || rc=1
     exit $rc
@@ -34,6 +37,7 @@ case "${1:-}" in
     rc=0
     bash "$HERE/redis.sh" status || rc=$?
     bash "$HERE/kafka.sh" status || rc=$?
+    bash "$HERE/clickhouse.sh" status || rc=$?
     exit $rc
     ;;
   env) env_lines ;;

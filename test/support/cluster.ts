@@ -1,6 +1,9 @@
 // A real multi-process Tollgate for end-to-end tests: each role is its own `node main.ts`
 // process (as in production), sharing the local Kafka and Redis under prefixes unique to the
-// test, so suites can run side by side. Logs go to files under the run's directory.
+// test, so suites can run side by side. With a ClickHouse server (CLICKHOUSE_URL, or one on
+// 127.0.0.1:$CLICKHOUSE_PORT) the warehouse is that server, in a database of the cluster's own
+// (dropped on close); without one it is chDB inside the one `warehouse` aggregator.
+// Logs go to files under the run's directory.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -42,7 +45,17 @@ export class Cluster {
   readonly env: Record<string, string>;
   #members = new Map<string, Member>();
 
-  constructor(base: { kafka: string; redis: string; upstreamUrl: string; upstreamKey: string; extra?: Record<string, string> }) {
+  /** The ClickHouse server's HTTP URL when the warehouse is a server (else chDB), and its database. */
+  readonly clickhouse: { url: string; database: string } | undefined;
+
+  /**
+   * `clickhouse`: a ClickHouse server's HTTP URL; defaults to CLICKHOUSE_URL of this process,
+   * which the child processes would inherit anyway, so every cluster gets its own database
+   * (`tg_<id>`) rather than sharing the default one.
+   */
+  constructor(base: { kafka: string; redis: string; upstreamUrl: string; upstreamKey: string; clickhouse?: string; extra?: Record<string, string> }) {
+    const chUrl = base.clickhouse ?? (process.env['CLICKHOUSE_URL']?.trim() || undefined);
+    this.clickhouse = chUrl === undefined ? undefined : { url: chUrl, database: `tg_${this.id}` };
     this.env = {
       KAFKA_BROKERS: base.kafka,
       REDIS_URL: base.redis,
@@ -57,6 +70,7 @@ export class Cluster {
       LOG_LEVEL: 'warn',
       WAREHOUSE_FLUSH_MS: '100',
       KAFKA_PARTITIONS: '4',
+      ...(this.clickhouse ? { CLICKHOUSE_URL: this.clickhouse.url, CLICKHOUSE_DATABASE: this.clickhouse.database } : {}),
       ...base.extra,
     };
   }
@@ -131,6 +145,13 @@ export class Cluster {
     for (const name of order) await this.kill(name, 'SIGTERM');
   }
 
+  /** Drops the cluster's database on the ClickHouse server (nothing with chDB: its files go with `dir`). */
+  async dropWarehouse(): Promise<void> {
+    if (!this.clickhouse) return;
+    const res = await fetch(this.clickhouse.url, { method: 'POST', body: `DROP DATABASE IF EXISTS \`${this.clickhouse.database}\`` });
+    if (!res.ok) throw new Error(`DROP DATABASE ${this.clickhouse.database} answered ${res.status}: ${await res.text()}`);
+  }
+
   async admin<T = Record<string, unknown>>(method: string, path: string, body?: unknown, base = this.url('control')): Promise<{ status: number; json: T }> {
     const res = await fetch(`${base}${path}`, {
       method,
@@ -159,13 +180,17 @@ export class Cluster {
 
 /**
  * The standard cluster of the end-to-end suites: the simulator upstream, two aggregators (two
- * `ledger` consumers; `agg1` also runs the `warehouse` group over chDB), control, two gateways.
- * Undefined (after a loud skip message) when Kafka or Redis is missing and not required.
+ * `ledger` consumers), control, two gateways. With a ClickHouse server both aggregators are in
+ * the `warehouse` group too (its partitions split between two processes, as in production); with
+ * chDB only `agg1` is (chDB lives inside one process). Undefined (after a loud skip message) when
+ * Kafka or Redis is missing and not required.
  */
 export async function startStandardCluster(): Promise<{ cluster: Cluster; close(): Promise<void> } | undefined> {
+  const { findClickHouse } = await import('./services.ts');
+  const server = await findClickHouse();
   return startCluster([
     ['agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
-    ['agg2', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger' } }],
+    ['agg2', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: server ? 'ledger,warehouse' : 'ledger' } }],
     ['control', { roles: 'control' }],
     ['gw1', { roles: 'gateway' }],
     ['gw2', { roles: 'gateway' }],
@@ -194,20 +219,31 @@ export async function startCluster(
   processes: ReadonlyArray<readonly [string, ProcessSpec]>,
   extra?: Record<string, string>,
 ): Promise<{ cluster: Cluster; kafka: string; close(): Promise<void> } | undefined> {
-  const { requireKafka, requireRedis } = await import('./services.ts');
+  const { findClickHouse, requireKafka, requireRedis } = await import('./services.ts');
   const { startSimulator, UPSTREAM_KEY } = await import('./tollgate.ts');
   const t = { skip: (msg?: string) => { process.stderr.write(`${msg ?? 'skipped'}\n`); } };
   const [kafka, redis] = [await requireKafka(t), await requireRedis(t)];
   if (!kafka || !redis) return undefined;
+  const clickhouse = await findClickHouse();
   const { sim, simUrl } = await startSimulator();
-  const cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY, ...(extra ? { extra } : {}) });
-  for (const [name, spec] of processes) await cluster.add(name, spec);
+  const cluster = new Cluster({ kafka, redis, upstreamUrl: simUrl, upstreamKey: UPSTREAM_KEY, ...(clickhouse ? { clickhouse } : {}), ...(extra ? { extra } : {}) });
+  try {
+    for (const [name, spec] of processes) await cluster.add(name, spec);
+  } catch (err) {
+    // A process that did not start must not leave the others and the simulator holding the
+    // test runner open: stop them, then fail with the process's log.
+    await cluster.stopAll();
+    await sim.close();
+    await cluster.dropWarehouse().catch(() => {});
+    throw err;
+  }
   return {
     cluster,
     kafka,
     async close() {
       await cluster.stopAll();
       await sim.close();
+      await cluster.dropWarehouse();
     },
   };
 }

@@ -9,8 +9,10 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  findClickHouse,
   findKafka,
   findRedis,
+  requireClickHouse,
   notControllable,
   requireFaultControl,
   requireKafka,
@@ -268,4 +270,31 @@ test('requireFaultControl against a fake context: skip when not controllable, th
   assert.equal(await requireFaultControl(t, 'redis', env), false);
   assert.deepEqual(skips, ['SKIPPED: fault test needs a Redis it can stop: Redis was not started by deploy/redis.sh of this checkout (no /nonexistent-tollgate-deploy/redis/redis.pid); start it with `bash deploy/services.sh up` from this checkout to run fault tests']);
   await assert.rejects(requireFaultControl(t, 'redis', { ...env, TOLLGATE_REQUIRE_SERVICES: '1' }), /fault injection on Redis is required/);
+});
+
+test('findClickHouse: CLICKHOUSE_URL as given, else 127.0.0.1:$CLICKHOUSE_PORT only when GET /ping answers Ok.', async () => {
+  assert.equal(await findClickHouse({ CLICKHOUSE_URL: 'http://ch.example:8123' }), 'http://ch.example:8123');
+  const ok = await fakeServer(() => 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nOk.\n');
+  const other = await fakeServer(() => 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nhi\n');
+  try {
+    assert.equal(await findClickHouse({ CLICKHOUSE_PORT: String(ok.port) }), `http://127.0.0.1:${ok.port}`);
+    assert.equal(await findClickHouse({ CLICKHOUSE_PORT: String(other.port) }), undefined); // an HTTP server, not ClickHouse
+    assert.equal(await findClickHouse({ CLICKHOUSE_PORT: String(await closedPort()) }), undefined);
+  } finally {
+    await ok.close();
+    await other.close();
+  }
+});
+
+test('requireClickHouse: a loud skip without a server, a failure when services are required', async () => {
+  const t = fakeContext();
+  const env = { CLICKHOUSE_PORT: String(await closedPort()) };
+  assert.equal(await requireClickHouse(t, env), undefined);
+  assert.deepEqual(t.skipped, ['SKIPPED: needs a ClickHouse server (set CLICKHOUSE_URL or run `bash deploy/services.sh up` (or `bash deploy/clickhouse.sh start`))']);
+  await assert.rejects(requireClickHouse(fakeContext(), { ...env, TOLLGATE_REQUIRE_SERVICES: '1' }), /a ClickHouse server is required/);
+});
+
+test('a ClickHouse server elsewhere (CLICKHOUSE_URL on another host) cannot be stopped by a fault test', () => {
+  assert.equal(notControllable('clickhouse', { CLICKHOUSE_URL: 'http://ch.example:8123', CLICKHOUSE_PORT: '8123' }),
+    'CLICKHOUSE_URL=http://ch.example:8123 is not this checkout\'s local ClickHouse on 127.0.0.1:8123');
 });

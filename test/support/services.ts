@@ -1,9 +1,9 @@
 // Helpers for Tollgate's tests to find (and, for fault tests, stop/start) real backing services.
 //
 // Where a service is looked for, in order:
-//   1. the environment: REDIS_URL / KAFKA_BROKERS (trusted as given, not probed);
-//   2. a local probe of 127.0.0.1 on REDIS_PORT (default 6379) / KAFKA_PORT (default 9092),
-//      i.e. what `bash deploy/services.sh up` starts;
+//   1. the environment: REDIS_URL / KAFKA_BROKERS / CLICKHOUSE_URL (trusted as given, not probed);
+//   2. a local probe of 127.0.0.1 on REDIS_PORT (default 6379) / KAFKA_PORT (default 9092) /
+//      CLICKHOUSE_PORT (default 8123, `GET /ping`), i.e. what `bash deploy/services.sh up` starts;
 //   3. (out of scope here) where a Docker engine exists, testcontainers would be the third
 //      source: start a throwaway container and return its URL. This machine and CI have no
 //      Docker daemon and testcontainers is not installed, so we stop at 2.
@@ -34,9 +34,11 @@ const HOST = '127.0.0.1';
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const KAFKA_SH = fileURLToPath(new URL('../../deploy/kafka.sh', import.meta.url));
 const REDIS_SH = fileURLToPath(new URL('../../deploy/redis.sh', import.meta.url));
+const CLICKHOUSE_SH = fileURLToPath(new URL('../../deploy/clickhouse.sh', import.meta.url));
 
 const REDIS_HINT = 'set REDIS_URL or run `bash deploy/services.sh up`';
 const KAFKA_HINT = 'set KAFKA_BROKERS or run `bash deploy/services.sh up`';
+const CLICKHOUSE_HINT = 'set CLICKHOUSE_URL or run `bash deploy/services.sh up` (or `bash deploy/clickhouse.sh start`)';
 
 function nonEmpty(v: string | undefined): string | undefined {
   const s = v?.trim();
@@ -56,6 +58,11 @@ export function localRedisPort(env: Env = process.env): number {
 /** Local Kafka port that deploy/kafka.sh uses (KAFKA_PORT, default 9092). */
 export function localKafkaPort(env: Env = process.env): number {
   return portFrom(env, 'KAFKA_PORT', 9092);
+}
+
+/** Local ClickHouse HTTP port that deploy/clickhouse.sh uses (CLICKHOUSE_PORT, default 8123). */
+export function localClickHousePort(env: Env = process.env): number {
+  return portFrom(env, 'CLICKHOUSE_PORT', 8123);
 }
 
 /** True when a TCP connection to host:port succeeds within timeoutMs. */
@@ -111,6 +118,27 @@ export async function findRedis(env: Env = process.env): Promise<string | undefi
   return (await probeRedis(HOST, port)) ? `redis://${HOST}:${port}` : undefined;
 }
 
+/** True when `GET http://host:port/ping` answers 200 `Ok.` (ClickHouse's liveness reply) within timeoutMs. */
+export async function probeClickHouse(host: string, port: number, timeoutMs = PROBE_TIMEOUT_MS): Promise<boolean> {
+  try {
+    const res = await fetch(`http://${host}:${port}/ping`, { signal: AbortSignal.timeout(timeoutMs) });
+    return res.ok && (await res.text()).trim() === 'Ok.';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * CLICKHOUSE_URL from the environment, else http://127.0.0.1:<CLICKHOUSE_PORT|8123> if it answers
+ * `/ping`. Undefined when neither: callers then use chDB (embedded) or skip.
+ */
+export async function findClickHouse(env: Env = process.env): Promise<string | undefined> {
+  const fromEnv = nonEmpty(env.CLICKHOUSE_URL);
+  if (fromEnv) return fromEnv;
+  const port = localClickHousePort(env);
+  return (await probeClickHouse(HOST, port)) ? `http://${HOST}:${port}` : undefined;
+}
+
 /** KAFKA_BROKERS from the environment, else 127.0.0.1:<KAFKA_PORT|9092> if a TCP connect succeeds. */
 export async function findKafka(env: Env = process.env): Promise<string | undefined> {
   const fromEnv = nonEmpty(env.KAFKA_BROKERS);
@@ -163,6 +191,11 @@ export async function requireKafka(t: SkippableContext, env: Env = process.env):
   return requireService(t, 'Kafka', KAFKA_HINT, findKafka, env);
 }
 
+/** Like requireRedis, for a ClickHouse server; returns its HTTP URL `http://host:port`. */
+export async function requireClickHouse(t: SkippableContext, env: Env = process.env): Promise<string | undefined> {
+  return requireService(t, 'a ClickHouse server', CLICKHOUSE_HINT, findClickHouse, env);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fault injection: stop/start the local services started by deploy/*.sh. These only control
 // instances started by those scripts (same TOLLGATE_DEPLOY_DIR / ports); a service found via
@@ -170,11 +203,12 @@ export async function requireKafka(t: SkippableContext, env: Env = process.env):
 // rather than letting a fault test pass without a fault.
 
 /** The services a fault test can stop and start through deploy/*.sh. */
-export type ControllableService = 'kafka' | 'redis';
+export type ControllableService = 'kafka' | 'redis' | 'clickhouse';
 
 const DEPLOY = {
   kafka: { name: 'Kafka', dir: 'kafka', pidfile: 'kafka.pid', pattern: /kafka\.Kafka/, port: localKafkaPort, url: 'KAFKA_BROKERS' },
   redis: { name: 'Redis', dir: 'redis', pidfile: 'redis.pid', pattern: /redis-server/, port: localRedisPort, url: 'REDIS_URL' },
+  clickhouse: { name: 'ClickHouse', dir: 'clickhouse', pidfile: 'clickhouse.pid', pattern: /deploy\/clickhouse\/server\.py/, port: localClickHousePort, url: 'CLICKHOUSE_URL' },
 } as const;
 
 /**
@@ -190,7 +224,7 @@ export function notControllable(service: ControllableService, env: Env = process
   const port = d.port(env);
   const given = nonEmpty(env[d.url]);
   if (given !== undefined) {
-    const local = given.split(',').map((s) => s.trim().replace(/^redis:\/\//, '').replace(/\/.*$/, ''));
+    const local = given.split(',').map((s) => s.trim().replace(/^(redis|https?):\/\//, '').replace(/\/.*$/, ''));
     if (!local.every((hp) => hp === `${HOST}:${port}` || hp === `localhost:${port}`)) {
       return `${d.url}=${given} is not this checkout's local ${d.name} on ${HOST}:${port}`;
     }
@@ -287,6 +321,29 @@ export async function stopRedis(env: Env = process.env): Promise<void> {
 /** `bash deploy/redis.sh start` (idempotent); resolves when Redis answers PING. */
 export async function startRedis(env: Env = process.env): Promise<void> {
   await runScript(REDIS_SH, 'start', env, 120_000);
+}
+
+/** `bash deploy/clickhouse.sh stop`; throws if the HTTP port is still open afterwards. */
+export async function stopClickHouse(env: Env = process.env): Promise<void> {
+  await runScript(CLICKHOUSE_SH, 'stop', env, 30_000);
+  await assertDown('ClickHouse', localClickHousePort(env));
+}
+
+/** `bash deploy/clickhouse.sh start` (idempotent); resolves when `/ping` answers. */
+export async function startClickHouse(env: Env = process.env): Promise<void> {
+  await runScript(CLICKHOUSE_SH, 'start', env, 120_000);
+}
+
+/** Stop/start handle for the local ClickHouse server (for fault tests). */
+export function clickhouseControl(env: Env = process.env): ServiceControl {
+  return {
+    stop: () => stopClickHouse(env),
+    start: () => startClickHouse(env),
+    restart: async () => {
+      await stopClickHouse(env);
+      await startClickHouse(env);
+    },
+  };
 }
 
 /** Stop/start handle for the local Kafka broker (for fault tests). */

@@ -87,6 +87,13 @@ export interface SubscribeOptions {
    * as `handler`, a rejection means redelivery.
    */
   onDeadLetters?: (records: ConsumedDeadLetter[]) => Promise<void>;
+  /**
+   * How many partitions' batches may be in the handler at once (default 1: one after
+   * another). Events of one partition are always handed over in order, one batch at a time;
+   * above 1 the handler must be safe to run for several partitions at the same time. Logs
+   * without partitions ignore it.
+   */
+  concurrentPartitions?: number;
 }
 
 /**

@@ -419,6 +419,8 @@ export class KafkaLog implements EventLog {
       await consumer.run({
         autoCommit: false,
         eachBatchAutoResolve: false,
+        // Each partition still goes batch by batch, in order, and commits its own offsets.
+        partitionsConsumedConcurrently: Math.max(1, Math.floor(options.concurrentPartitions ?? 1)),
         eachBatch: (payload) => this.#consumeBatch(options, byName, failures, payload, (to) => {
           for (const t of to) consumer.seek({ topic: this.topicName(t.topic), partition: t.partition, offset: t.offset.toString() });
         }),

@@ -121,6 +121,24 @@ export interface AccountBalance {
  */
 export type ApplyResult = 'applied' | 'duplicate' | 'gap' | 'not_ready' | 'out_of_range';
 
+/** One event of an `applyBatch` call; `position` as for `applyUsage` (absent: no durable log). */
+export interface BatchItem {
+  event: UsageEvent | LedgerEvent;
+  position?: LogPosition;
+}
+
+/**
+ * The outcome of one event of an `applyBatch` call. `failed`: the event itself cannot be
+ * applied (a RangeError before the script, or a Redis reply error such as a 64-bit overflow
+ * inside it); nothing of it was written, `error` says why (the consumer quarantines it).
+ */
+export interface BatchOutcome {
+  verdict: ApplyResult | 'failed';
+  /** an applied usage debit, when asked for: the account's balance right after it, µc (balance.low trigger) */
+  balanceAfter?: bigint;
+  error?: Error;
+}
+
 /** An event the ledger consumer could not apply, set aside with its log position passed. */
 export interface LedgerQuarantine {
   /** the event's id, or a stand-in when it has no usable one (see the warehouse's QuarantineRecord) */
@@ -183,6 +201,17 @@ export interface BalanceStore {
   applyUsage(event: UsageEvent, position?: LogPosition): Promise<ApplyResult>;
   /** Ledger consumer: credits or debits the amount. Idempotent by event_id and position. */
   applyLedger(event: LedgerEvent, position?: LogPosition): Promise<ApplyResult>;
+  /**
+   * Ledger consumer, the fast path: usage and ledger events of one log partition, in log order,
+   * each with exactly the effect `applyUsage` / `applyLedger` would have (its position stored
+   * with it), in one round trip. Answers one outcome per event handled, in order, and stops
+   * after the first that is neither `applied` nor `duplicate` (gap, not_ready, out_of_range,
+   * failed): the caller deals with that one and calls again with the rest. Events before it
+   * keep their effects. Throws only for an outage (nothing of the failed call is known
+   * applied; a redelivery sorts it out by position). `options.balanceAfter`: answer each applied
+   * usage debit's resulting balance (one more read per debit; the balance.low trigger needs it).
+   */
+  applyBatch(items: BatchItem[], options?: { balanceAfter?: boolean }): Promise<BatchOutcome[]>;
   /** For events whose effect lives elsewhere (control records): only the position check. */
   checkPosition(position: LogPosition): Promise<ApplyResult>;
   /** …and the position advance once that effect is done (idempotent effects only). */

@@ -1,7 +1,7 @@
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
-  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
   ReferenceClaim, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
@@ -149,6 +149,27 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#credit(event.account_id, amount);
     this.#notify(event.event_id, true);
     return 'applied';
+  }
+
+  /** One event at a time (each step is atomic here anyway); see `BalanceStore.applyBatch`. Always answers `balanceAfter`. */
+  async applyBatch(items: BatchItem[], _options?: { balanceAfter?: boolean }): Promise<BatchOutcome[]> {
+    const out: BatchOutcome[] = [];
+    for (const { event } of items) {
+      let verdict: ApplyResult;
+      try {
+        verdict = event.type === 'usage' ? await this.applyUsage(event) : await this.applyLedger(event);
+      } catch (err) {
+        out.push({ verdict: 'failed', error: err instanceof Error ? err : new Error(String(err)) });
+        return out;
+      }
+      if (verdict === 'applied' && event.type === 'usage') {
+        out.push({ verdict, balanceAfter: this.#balances.get(event.account_id) ?? 0n });
+      } else {
+        out.push({ verdict });
+      }
+      if (verdict !== 'applied' && verdict !== 'duplicate') return out;
+    }
+    return out;
   }
 
   async checkPosition(_position: LogPosition): Promise<ApplyResult> {

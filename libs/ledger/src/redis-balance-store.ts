@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { positionKey, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
-  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
   ReferenceClaim, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
@@ -42,6 +42,8 @@ interface LedgerScripts {
     field: string, offset: string, readyKey: string): Promise<number>;
   tollgateLedgerApplyLedger(ledger: string, bal: string, pos: string, accounts: string, eventId: string,
     amount: Amount, account: string, field: string, offset: string, readyKey: string, bound: Amount): Promise<number>;
+  /** variable key count: called with the number of keys first */
+  tollgateLedgerApplyBatch(numKeys: number, ...keysAndArgs: string[]): Promise<Array<number | string>>;
   tollgateLedgerCheckPosition(pos: string, field: string, offset: string, readyKey: string): Promise<number>;
   tollgateLedgerAdvancePosition(pos: string, field: string, offset: string): Promise<number>;
   tollgateLedgerLoad(accounts: string, ledger: string, pos: string, ready: string, ...args: string[]): Promise<number>;
@@ -116,8 +118,11 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerExtend', `${expireHolds}\n${lua('extend')}`, 2);
     define('tollgateLedgerRelease', lua('release'), 4);
     const position = lua('position');
-    define('tollgateLedgerApplyUsage', `${position}\n${lua('apply-usage')}`, 8);
-    define('tollgateLedgerApplyLedger', `${position}\n${lua('apply-ledger')}`, 4);
+    const usageFn = lua('usage-fn');
+    const ledgerFn = lua('ledger-fn');
+    define('tollgateLedgerApplyUsage', `${position}\n${usageFn}\n${lua('apply-usage')}`, 8);
+    define('tollgateLedgerApplyLedger', `${position}\n${ledgerFn}\n${lua('apply-ledger')}`, 4);
+    define('tollgateLedgerApplyBatch', `${position}\n${usageFn}\n${ledgerFn}\n${lua('apply-batch')}`, -1);
     define('tollgateLedgerCheckPosition', `${position}\n${lua('check-position')}`, 1);
     define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
     define('tollgateLedgerLoad', lua('load'), 4);
@@ -210,6 +215,54 @@ export class RedisBalanceStore implements BalanceStore {
     return verdict(await this.#scripts.tollgateLedgerApplyLedger(
       this.#ledgerKey(), this.#accountKeys(event.account_id).bal, this.#key('pos'), this.#key('accounts'),
       event.event_id, amount, event.account_id, field, offset, this.#readyArg(), MAX_MONEY_MICROS.toString()));
+  }
+
+  /**
+   * One script call for the whole batch (see lua/apply-batch.lua); an event whose amount does
+   * not fit in 64 bits is answered `failed` without being sent, and the call stops before it.
+   */
+  async applyBatch(items: BatchItem[], options: { balanceAfter?: boolean } = {}): Promise<BatchOutcome[]> {
+    const keys = [this.#key('pos'), this.#key('accounts'), this.#ledgerKey()];
+    const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : ''];
+    let refused: BatchOutcome | undefined;
+    let sent = 0;
+    for (const { event, position } of items) {
+      let amount: Amount;
+      try {
+        amount = event.type === 'usage'
+          ? int64(BigInt(event.cost_micros), 'usage cost') : int64(BigInt(event.amount_micros), 'ledger amount');
+      } catch (err) {
+        refused = { verdict: 'failed', error: err instanceof Error ? err : new Error(String(err)) };
+        break;
+      }
+      const k = this.#accountKeys(event.account_id);
+      if (event.type === 'usage') keys.push(this.#usageKey(event.event_id), k.bal, k.held, k.holds, k.expiry, k.hwin);
+      else keys.push(k.bal);
+      const [field, offset] = positionArgs(position);
+      args.push(event.type === 'usage' ? 'u' : 'l', event.event_id, amount, event.account_id, field, offset);
+      sent++;
+    }
+    const out: BatchOutcome[] = [];
+    if (sent > 0) {
+      const raw = await this.#scripts.tollgateLedgerApplyBatch(keys.length, ...keys, ...args);
+      for (let i = 0; i < raw.length; i += 2) {
+        const code = Number(raw[i]);
+        const extra = String(raw[i + 1] ?? '');
+        if (code === -9) {
+          // Shaped like the client's own reply errors, so isPoisonError judges it the same way.
+          const error = new Error(extra);
+          error.name = 'ReplyError';
+          out.push({ verdict: 'failed', error });
+        } else if (code === 1 && extra !== '') {
+          out.push({ verdict: 'applied', balanceAfter: BigInt(extra) });
+        } else {
+          out.push({ verdict: verdict(code) });
+        }
+      }
+      if (out.length < sent) return out;
+    }
+    if (refused) out.push(refused);
+    return out;
   }
 
   async checkPosition(position: LogPosition): Promise<ApplyResult> {

@@ -1,19 +1,25 @@
-// The warehouse contract over a ClickHouse server (HTTP). Needs CLICKHOUSE_URL
-// (CLICKHOUSE_USER / CLICKHOUSE_PASSWORD optional); each run uses its own database and drops it.
+// The warehouse contract over a ClickHouse server (HTTP), plus what the Warehouse relies on from
+// a server beyond the contract: rollups fed by materialized views, insert deduplication, query
+// parameters, users. The server is CLICKHOUSE_URL (CLICKHOUSE_USER / CLICKHOUSE_PASSWORD
+// optional), else one on 127.0.0.1:$CLICKHOUSE_PORT (default 8123) answering /ping, e.g. from
+// `bash deploy/clickhouse.sh start`. Without one the suite skips loudly, and fails when services
+// are required (TOLLGATE_REQUIRE_SERVICES=1 or CI=true). Each run uses its own database and
+// drops it.
 
-import { after, test } from 'node:test';
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { Warehouse, createHttpClickHouse } from '@tollgate/warehouse';
+import type { UsageEventV2 } from '@tollgate/events';
+import { Warehouse, createHttpClickHouse, rollupsMatchRaw, usageReport } from '@tollgate/warehouse';
+import { findClickHouse, requireClickHouse } from '../../../test/support/services.ts';
 import { warehouseContract } from './warehouse.contract.ts';
+import { q, v2 } from './usage-fixtures.ts';
 
-const url = process.env['CLICKHOUSE_URL'];
+const url = await findClickHouse();
 
-if (url === undefined || url === '') {
-  test('warehouse contract: ClickHouse server', (t) => {
-    process.stderr.write(
-      '\n*** SKIPPED: ClickHouse server tests need CLICKHOUSE_URL (e.g. http://localhost:8123) ***\n\n',
-    );
-    t.skip('SKIPPED: ClickHouse server tests need CLICKHOUSE_URL');
+if (url === undefined) {
+  test('warehouse contract: ClickHouse server', async (t) => {
+    await requireClickHouse(t); // skips loudly, or throws when services are required
   });
 } else {
   const server = {
@@ -32,4 +38,72 @@ if (url === undefined || url === '') {
   });
   warehouseContract('ClickHouse server', (tablePrefix) =>
     new Warehouse({ client: createHttpClickHouse(server), database, tablePrefix }));
+
+  describe('ClickHouse server: what the Warehouse relies on beyond the contract', () => {
+    const T = (iso: string): number => Date.parse(iso);
+    // cost_micros: 1,000 + 2,000 in January; 9,007,199,254,740,993 (> 2^53) in February.
+    const events = (): UsageEventV2[] => [
+      v2({ event_id: 's1', ts: T('2026-01-31T23:59:59.999Z'), account_id: 'acc_a', cost_micros: '1000', quantities: q({ input: 10, output: 1 }) }),
+      v2({ event_id: 's2', ts: T('2026-01-31T23:59:00.000Z'), account_id: 'acc_a', key_id: 'key_2', cost_micros: '2000', quantities: q({ input: 20, output: 2 }) }),
+      v2({ event_id: 's3', ts: T('2026-02-01T00:00:00.000Z'), account_id: 'acc_b', cost_micros: '9007199254740993', quantities: q({ input: 30, output: 3 }) }),
+    ];
+
+    test('two writers store the same batch at once, then redeliver (insert_deduplication_token, non_replicated_deduplication_window): raw FINAL and every rollup materialized view count each event once', async () => {
+      const prefix = `s${randomBytes(3).toString('hex')}_`;
+      const w = new Warehouse({ client: createHttpClickHouse(server), database, tablePrefix: prefix });
+      // a second client, as a second `warehouse` group process would have
+      const other = new Warehouse({ client: createHttpClickHouse(server), database, tablePrefix: prefix });
+      try {
+        await w.migrate();
+        const all = events();
+        // Both check "already stored?" before either inserts, so both send the same block with
+        // the same token: the raw table's and each rollup's dedup window keep one.
+        await Promise.all([w.insertUsage(all), other.insertUsage(all)]);
+        await w.insertUsage(all); // redelivered later: every row marked rollup_skip = 1
+        await w.insertUsage([all[2]!, all[0]!]); // an overlapping batch
+        // 1,000 + 2,000 + 9,007,199,254,740,993 = 9,007,199,254,743,993 µc
+        assert.equal((await w.usageTotals({})).costMicros, 9_007_199_254_743_993n);
+        for (const table of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) {
+          const r = await w.select(`SELECT toString(sum(requests)) AS n, toString(sum(cost)) AS c FROM ${table}`);
+          assert.deepEqual([r[0]!['n'], r[0]!['c']], ['3', '9007199254743993'], table);
+        }
+        assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+        const months = await usageReport(w, { from: T('2026-01-01T00:00:00Z'), to: T('2026-03-01T00:00:00Z'), granularity: 'month' });
+        assert.equal(months.source, 'rollup_day');
+        assert.deepEqual(months.series.map((p) => [new Date(p.bucket).toISOString(), p.requests, p.costMicros]), [
+          ['2026-01-01T00:00:00.000Z', 2, 3000n], ['2026-02-01T00:00:00.000Z', 1, 9_007_199_254_740_993n],
+        ]);
+      } finally {
+        await w.close();
+        await other.close();
+      }
+    });
+
+    test('query parameters are sent as param_ and typed by the server; a missing one is UNKNOWN_QUERY_PARAMETER (456)', async () => {
+      const client = createHttpClickHouse(server);
+      try {
+        const rs = await client.query({
+          query: 'SELECT {n:Int64} + 1 AS n, {s:String} AS s',
+          query_params: { n: '9007199254740992', s: "it's" },
+          format: 'JSONEachRow',
+          clickhouse_settings: { output_format_json_quote_64bit_integers: 1 },
+        });
+        assert.deepEqual(await rs.json(), [{ n: '9007199254740993', s: "it's" }]);
+        await assert.rejects(client.query({ query: 'SELECT {missing:String}', format: 'JSONEachRow' }),
+          (err: Error & { code?: string; type?: string }) => err.code === '456' && err.type === 'UNKNOWN_QUERY_PARAMETER');
+      } finally {
+        await client.close();
+      }
+    });
+
+    test('users: an unknown user is refused with AUTHENTICATION_FAILED (516) before any query runs', async () => {
+      const client = createHttpClickHouse({ url, username: 'tollgate_no_such_user', password: 'x' });
+      try {
+        await assert.rejects(client.query({ query: 'SELECT 1', format: 'JSONEachRow' }),
+          (err: Error & { code?: string; type?: string }) => err.code === '516' && err.type === 'AUTHENTICATION_FAILED');
+      } finally {
+        await client.close();
+      }
+    });
+  });
 }

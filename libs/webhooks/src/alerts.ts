@@ -21,7 +21,7 @@ export interface AlertHooks {
    * (`low_balance_credits`, else `lowBalanceMicros`) and its balance after the debit, only when
    * a live webhook subscribes to `balance.low` (cached list: no read otherwise).
    */
-  onUsageApplied(ev: { event_id: string; account_id: string; cost_micros: string; ts: number }): Promise<void>;
+  onUsageApplied(ev: { event_id: string; account_id: string; cost_micros: string; ts: number }, balanceAfter?: bigint): Promise<void>;
   /** for the `onQuarantined` callbacks of every consumer group */
   quarantined(group: string, q: { event_id: string; topic: string; partition: number; offset: bigint | string; kind: string; reason: string }): void;
 }
@@ -40,14 +40,15 @@ export function alertHooks(deps: {
       spendLimitReached: (r) => dispatcher.notify(spendLimitReached(r)),
       planWindowExhausted: (r) => { if (PLAN_WINDOWS.has(r.limit)) dispatcher.notify(planWindowExhausted(r)); },
     },
-    async onUsageApplied(ev) {
+    async onUsageApplied(ev, balanceAfter) {
       try {
         if (BigInt(ev.cost_micros) <= 0n || !(await dispatcher.wants('balance.low'))) return;
         const account = await deps.keys.account(ev.account_id);
         const own = account?.low_balance_credits;
         const threshold = own === null || own === undefined ? deps.lowBalanceMicros : BigInt(own);
         if (threshold === undefined) return;
-        const { balance } = await deps.balances.get(ev.account_id);
+        // The ledger consumer passes the balance this debit left (its batch may debit again).
+        const balance = balanceAfter ?? (await deps.balances.get(ev.account_id)).balance;
         const o = balanceLow(ev, balance, threshold);
         if (o) dispatcher.notify(o);
       } catch (err) {

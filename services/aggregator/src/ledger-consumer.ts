@@ -1,8 +1,8 @@
 import {
-  boundedRaw, decodeEvent, MAX_MONEY_MICROS, RewindError, standInId, type ConsumedEvent, type EventLog, type Subscription, type UsageEvent,
+  boundedRaw, decodeEvent, MAX_MONEY_MICROS, RewindError, standInId, type ConsumedEvent, type EventLog, type LedgerEvent, type Subscription, type UsageEvent,
 } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
-import type { ApplyResult, BalanceStore, LedgerQuarantine, LogPosition } from '@tollgate/ledger';
+import type { ApplyResult, BalanceStore, BatchOutcome, LedgerQuarantine, LogPosition } from '@tollgate/ledger';
 import { extractContext, failSpan, SpanKind, withSpan, type Metrics, type Tracer } from '@tollgate/telemetry';
 
 export interface LedgerConsumerDeps {
@@ -21,10 +21,14 @@ export interface LedgerConsumerDeps {
   /** an event was set aside (already recorded in the balance store): log it */
   onQuarantined?: (record: LedgerQuarantine) => void;
   /**
-   * A usage debit was applied (not a duplicate), awaited before the next event so the balance
-   * it reads is the one this debit left: the `balance.low` webhook trigger. Must not throw.
+   * A usage debit was applied (not a duplicate): the `balance.low` webhook trigger. Called in
+   * log order once the batch holding it is applied, with `balanceAfter`, the balance this debit
+   * left (µc; from the same atomic step, so later debits of the batch do not blur a crossing).
+   * Must not throw.
    */
-  onUsageApplied?: (event: UsageEvent) => Promise<void>;
+  onUsageApplied?: (event: UsageEvent, balanceAfter?: bigint) => Promise<void>;
+  /** partitions applied at once (default 8); 1 = one batch at a time, as before issue 11 */
+  concurrentPartitions?: number;
 }
 
 /**
@@ -105,66 +109,148 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
   const durable = deps.log.durablePositions === true;
   const group = deps.group ?? 'ledger';
   const { tracer, metrics } = deps;
+
+  /** Sets an event aside with its position (dead letter first, then the store's record). */
+  const setAside = async (raw: ConsumedEvent, position: LogPosition | undefined, poison: Poison): Promise<ApplyResult> => {
+    const record: LedgerQuarantine = {
+      ...poison, reason: poison.reason.slice(0, 1000), topic: raw.topic,
+      partition: durable ? raw.partition : -1, offset: durable ? raw.offset : -1n,
+    };
+    // The dead letter first (the warehouse keeps it for good, deduplicated by position),
+    // then the record with the position: a crash in between re-sends, never loses it.
+    await deps.log.deadLetter([{ ...record, group, offset: record.offset.toString(), raw: boundedRaw(raw.event), ts: Date.now() }]);
+    const verdict = await deps.balances.quarantine(record, position);
+    if (verdict === 'applied') {
+      metrics?.eventsQuarantined(group, record.kind);
+      deps.onQuarantined?.(record);
+    }
+    return verdict;
+  };
+
+  /** Not ready and gap stop the batch: the log redelivers (after a rebuild) or rewinds. */
+  const stopOn = async (verdict: ApplyResult | undefined, raw: ConsumedEvent): Promise<void> => {
+    if (verdict === 'not_ready') {
+      deps.onNotReady?.();
+      throw new StateNotReadyError();
+    }
+    if (verdict === 'gap') {
+      const stored = await deps.balances.position(raw.topic, raw.partition);
+      throw new RewindError([{ topic: raw.topic, partition: raw.partition, offset: stored + 1n }]);
+    }
+  };
+
+  /**
+   * Usage and ledger events, in log order, in as few store calls as the outcomes allow (one
+   * when nothing is poison): the store stops at an event it did not apply or skip, which is
+   * handled here before the rest goes on.
+   */
+  const applyRun = async (run: ConsumedEvent[]): Promise<void> => {
+    let rest = run;
+    while (rest.length > 0) {
+      const items = rest.map((e) => ({
+        event: e.event as UsageEvent | LedgerEvent,
+        ...(durable ? { position: { topic: e.topic, partition: e.partition, offset: e.offset } } : {}),
+      }));
+      const startTime = Date.now();
+      const outcomes = await deps.balances.applyBatch(items, { balanceAfter: deps.onUsageApplied !== undefined });
+      if (tracer) traceRun(tracer, group, rest, outcomes, startTime);
+      for (let i = 0; i < outcomes.length; i++) {
+        const { verdict, balanceAfter, error } = outcomes[i]!;
+        const e = rest[i]!;
+        if (verdict === 'applied' && e.event.type === 'usage') await deps.onUsageApplied?.(e.event, balanceAfter);
+        if (verdict === 'applied' || verdict === 'duplicate') continue;
+        let poison: Poison | undefined;
+        if (verdict === 'failed') {
+          if (!isPoisonError(error)) throw error;
+          poison = { event_id: e.event.event_id, kind: 'apply_failed', reason: error!.message };
+        } else if (verdict === 'out_of_range' && e.event.type === 'ledger') {
+          // The store refused it atomically; the control request that published it reads this
+          // reason (quarantineReason) and answers 400.
+          poison = { event_id: e.event.event_id, kind: 'apply_failed', reason: balanceOutOfRange(e.event.account_id, e.event.amount_micros) };
+        }
+        if (poison) await stopOn(await setAside(e, items[i]!.position, poison), e);
+        else if (verdict === 'gap' || verdict === 'not_ready') await stopOn(verdict, e);
+        // Never skip an event silently: the store stopped at it, so it must be handled here.
+        else throw new Error(`ledger: unexpected verdict ${verdict} for ${e.event.type} event ${e.event.event_id}`);
+      }
+      rest = rest.slice(outcomes.length);
+    }
+  };
+
   return deps.log.subscribe({
     group,
     topics: ['usage', 'ledger', 'control'],
     fromBeginning: true,
+    // Partitions are independent here (an account lives in one; each has its own stored
+    // position), so their batches' round trips overlap; within a partition order is kept.
+    concurrentPartitions: deps.concurrentPartitions ?? 8,
     handler: async (batch) => {
+      // Consecutive usage and ledger events are applied together; anything else (poison,
+      // control records) ends the run and is handled on its own, in log order.
+      let run: ConsumedEvent[] = [];
       for (const raw of batch) {
-        const position = durable ? { topic: raw.topic, partition: raw.partition, offset: raw.offset } : undefined;
         // Checked at the boundary: a value the stores cannot hold is quarantined here, with
         // its position moved past it, instead of failing this batch forever.
         const decoded = decodeEvent(raw.event);
-        let verdict: ApplyResult | undefined;
-        let poison: Omit<LedgerQuarantine, 'topic' | 'partition' | 'offset'> | undefined;
+        if (decoded.ok && (decoded.event.type === 'usage' || decoded.event.type === 'ledger')) {
+          run.push({ ...raw, event: decoded.event });
+          continue;
+        }
+        await applyRun(run);
+        run = [];
+        const position = durable ? { topic: raw.topic, partition: raw.partition, offset: raw.offset } : undefined;
+        let verdict: ApplyResult;
         if (!decoded.ok) {
           const kind = (raw.event as { type?: unknown } | null)?.type === 'undecodable' ? 'undecodable' : 'invalid_event';
-          poison = { event_id: decoded.eventId ?? standInId(raw.event), kind, reason: decoded.reason };
-        }
-        const e: ConsumedEvent = decoded.ok ? { ...raw, event: decoded.event } : raw;
-        if (!poison) {
+          verdict = await setAside(raw, position, { event_id: decoded.eventId ?? standInId(raw.event), kind, reason: decoded.reason });
+        } else {
+          const e: ConsumedEvent = { ...raw, event: decoded.event };
           try {
             verdict = tracer && e.headers.traceparent
               ? await tracedApply(tracer, group, deps, e, position)
               : await applyEvent(deps, e, position);
           } catch (err) {
             if (!isPoisonError(err)) throw err;
-            poison = { event_id: e.event.event_id, kind: 'apply_failed', reason: err instanceof Error ? err.message : String(err) };
-          }
-          if (verdict === 'out_of_range' && e.event.type === 'ledger') {
-            // The store refused it atomically; the control request that published it reads this
-            // reason (quarantineReason) and answers 400.
-            poison = { event_id: e.event.event_id, kind: 'apply_failed', reason: balanceOutOfRange(e.event.account_id, e.event.amount_micros) };
+            verdict = await setAside(raw, position, { event_id: e.event.event_id, kind: 'apply_failed', reason: err instanceof Error ? err.message : String(err) });
           }
         }
-        if (poison) {
-          const record: LedgerQuarantine = {
-            ...poison, reason: poison.reason.slice(0, 1000), topic: raw.topic,
-            partition: durable ? raw.partition : -1, offset: durable ? raw.offset : -1n,
-          };
-          // The dead letter first (the warehouse keeps it for good, deduplicated by position),
-          // then the record with the position: a crash in between re-sends, never loses it.
-          await deps.log.deadLetter([{ ...record, group, offset: record.offset.toString(), raw: boundedRaw(raw.event), ts: Date.now() }]);
-          verdict = await deps.balances.quarantine(record, position);
-          if (verdict === 'applied') {
-            metrics?.eventsQuarantined(group, record.kind);
-            deps.onQuarantined?.(record);
-          }
-        }
-        if (verdict === 'applied' && e.event.type === 'usage' && !poison) await deps.onUsageApplied?.(e.event);
-        if (verdict === 'not_ready') {
-          deps.onNotReady?.();
-          throw new StateNotReadyError();
-        }
-        if (verdict === 'gap') {
-          const stored = await deps.balances.position(raw.topic, raw.partition);
-          throw new RewindError([{ topic: raw.topic, partition: raw.partition, offset: stored + 1n }]);
-        }
+        await stopOn(verdict, raw);
       }
+      await applyRun(run);
       if (metrics) countByTopic(metrics, group, batch);
       deps.onApplied?.(batch);
     },
   });
+}
+
+type Poison = Omit<LedgerQuarantine, 'topic' | 'partition' | 'offset'>;
+
+/**
+ * A `ledger apply` span per traced event of a batched call, each in its own request's trace,
+ * all with the call's start and end (the call is the unit of work), and the event's verdict.
+ * Events past the outcomes (the store stopped before them) get theirs in the next call.
+ */
+function traceRun(tracer: Tracer, group: string, run: ConsumedEvent[], outcomes: BatchOutcome[], startTime: number): void {
+  const endTime = Date.now();
+  outcomes.forEach((o, i) => {
+    const e = run[i]!;
+    if (!e.headers.traceparent) return;
+    const span = tracer.startSpan('ledger apply', {
+      kind: SpanKind.CONSUMER, startTime, attributes: spanAttributes(group, e),
+    }, extractContext(e.headers));
+    span.setAttribute('tollgate.ledger.verdict', o.verdict);
+    span.setAttribute('messaging.batch.message_count', run.length);
+    if (o.error) failSpan(span, o.error);
+    span.end(endTime);
+  });
+}
+
+function spanAttributes(group: string, e: ConsumedEvent) {
+  return {
+    'messaging.operation.type': 'process', 'messaging.destination.name': e.topic,
+    'messaging.consumer.group.name': group, 'messaging.destination.partition.id': String(e.partition),
+    'messaging.kafka.offset': Number(e.offset), 'tollgate.event.id': e.event.event_id, 'tollgate.event.type': e.event.type,
+  };
 }
 
 /**
@@ -178,11 +264,7 @@ async function tracedApply(
 ): Promise<ApplyResult> {
   const span = tracer.startSpan('ledger apply', {
     kind: SpanKind.CONSUMER,
-    attributes: {
-      'messaging.operation.type': 'process', 'messaging.destination.name': e.topic,
-      'messaging.consumer.group.name': group, 'messaging.destination.partition.id': String(e.partition),
-      'messaging.kafka.offset': Number(e.offset), 'tollgate.event.id': e.event.event_id, 'tollgate.event.type': e.event.type,
-    },
+    attributes: spanAttributes(group, e),
   }, extractContext(e.headers));
   try {
     const verdict = await withSpan(span, () => applyEvent(deps, e, position));

@@ -8,8 +8,10 @@ export interface WarehouseSinkDeps {
   warehouse: Warehouse;
   /** small batches wait up to this long for company: MergeTree wants few, large parts */
   flushMs: number;
-  /** a batch at least this large is inserted at once (default 1000) */
+  /** this many buffered events are inserted at once (default 1000) */
   batchSize?: number;
+  /** partitions consumed at once, sharing one insert buffer (default DEFAULT_CONCURRENT_PARTITIONS) */
+  concurrentPartitions?: number;
   group?: string;
   onError?: (err: unknown) => void;
   onFlushed?: (events: ConsumedEvent[]) => void;
@@ -21,16 +23,24 @@ export interface WarehouseSinkDeps {
   metrics?: Metrics;
 }
 
+/** Partitions handled at once by each consumer group by default (see `concurrentPartitions`). */
+export const DEFAULT_CONCURRENT_PARTITIONS = 8;
+
 /**
  * The `warehouse` consumer group: batches every event into ClickHouse. A batch counts as
  * consumed only after its inserts succeed; if ClickHouse is down the batch fails, the log
  * delivers it again after a pause, and nothing upstream of the log notices. Reads in the
- * warehouse deduplicate by event id, so a batch inserted twice counts once. Before subscribing
- * it repairs the rollup rows of the last hour (`Warehouse.repairRecentRollups`: a previous sink killed
- * between a raw block and its view blocks); a failure there goes to `onError` and is not fatal.
+ * warehouse deduplicate by event id, so a batch inserted twice counts once.
+ *
+ * Several partitions are consumed at once (`concurrentPartitions`) and their batches share one
+ * buffer: one insert carries the events of every partition that arrived meanwhile (MergeTree
+ * wants few, large parts, and the fixed cost of an insert and of its rollup_skip query is paid
+ * once for all). Each partition's handler resolves only when the insert holding its events
+ * succeeded, so each partition still commits only what is stored. Inserts run one at a time,
+ * which keeps the rollup_skip check (is this event id stored already?) free of races between
+ * this process's own inserts.
  */
 export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscription> {
-  let lastFlush = 0;
   const group = deps.group ?? 'warehouse';
   const { tracer, metrics } = deps;
   // A previous sink killed mid-insert may have left rollup rows without their events (or the
@@ -41,47 +51,82 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
   } catch (err) {
     deps.onError?.(err);
   }
+  const batchSize = deps.batchSize ?? 1000;
+  const durable = deps.log.durablePositions === true;
+  let lastFlush = 0;
+  let pending: Array<{ batch: ConsumedEvent[]; done: (err?: unknown) => void }> = [];
+  let pendingCount = 0;
+  let timer: NodeJS.Timeout | undefined;
+  /** an insert is under way: inserts run one at a time, and what arrives meanwhile waits for it */
+  let busy = false;
+
+  const maybeFlush = (): void => {
+    if (busy || pending.length === 0) return;
+    // A full buffer is worth a part of its own at once; a small one waits (up to flushMs after
+    // the last insert) for company: more events arrive, from this and other partitions.
+    const wait = lastFlush + deps.flushMs - Date.now();
+    if (pendingCount < batchSize && wait > 0) {
+      timer ??= setTimeout(() => { timer = undefined; maybeFlush(); }, wait);
+      return;
+    }
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    const waiting = pending;
+    pending = [];
+    pendingCount = 0;
+    busy = true;
+    insertBatch(waiting.flatMap((w) => w.batch)).then(
+      () => { for (const w of waiting) w.done(); },
+      (err: unknown) => { for (const w of waiting) w.done(err); },
+    ).finally(() => {
+      busy = false;
+      maybeFlush();
+    });
+  };
+
+  const insertBatch = async (batch: ConsumedEvent[]): Promise<void> => {
+    const items = batch.map((e) => ({
+      event: e.event, topic: e.topic, ...(durable ? { position: { partition: e.partition, offset: e.offset } } : {}),
+    }));
+    const startedAt = performance.now();
+    const startTime = Date.now();
+    let poison: QuarantineRecord[];
+    try {
+      // A poison event is quarantined and the rest flows on; only an outage fails the batch.
+      poison = await deps.warehouse.storeEvents(items, group);
+    } catch (err) {
+      if (tracer) traceBatch(tracer, group, batch, startTime, err);
+      deps.onError?.(err);
+      throw err;
+    } finally {
+      lastFlush = Date.now();
+    }
+    if (tracer) traceBatch(tracer, group, batch, startTime, undefined);
+    if (poison.length > 0) {
+      for (const q of poison) metrics?.eventsQuarantined(group, q.kind);
+      deps.onQuarantined?.(poison);
+    }
+    if (metrics) {
+      metrics.warehouseInsert((performance.now() - startedAt) / 1000, batch.length);
+      countByTopic(metrics, group, batch);
+    }
+    deps.onFlushed?.(batch);
+  };
+
   return deps.log.subscribe({
     group,
     topics: ['usage', 'ledger', 'control'],
     fromBeginning: true,
+    concurrentPartitions: deps.concurrentPartitions ?? DEFAULT_CONCURRENT_PARTITIONS,
     // Poison other groups set aside (the ledger's), kept in the same quarantine table.
     onDeadLetters: async (records) => {
       await deps.warehouse.insertQuarantine(records.map(deadLetterRecord));
     },
-    handler: async (batch) => {
-      const wait = lastFlush + deps.flushMs - Date.now();
-      // A small batch waits (more events queue up behind it and arrive together next time);
-      // a large one is worth a part of its own at once.
-      if (wait > 0 && batch.length < (deps.batchSize ?? 1000)) await new Promise((r) => setTimeout(r, wait));
-      const durable = deps.log.durablePositions === true;
-      const items = batch.map((e) => ({
-        event: e.event, topic: e.topic, ...(durable ? { position: { partition: e.partition, offset: e.offset } } : {}),
-      }));
-      const startedAt = performance.now();
-      const startTime = Date.now();
-      let poison: QuarantineRecord[];
-      try {
-        // A poison event is quarantined and the rest flows on; only an outage fails the batch.
-        poison = await deps.warehouse.storeEvents(items, group);
-      } catch (err) {
-        if (tracer) traceBatch(tracer, group, batch, startTime, err);
-        deps.onError?.(err);
-        throw err;
-      } finally {
-        lastFlush = Date.now();
-      }
-      if (tracer) traceBatch(tracer, group, batch, startTime, undefined);
-      if (poison.length > 0) {
-        for (const q of poison) metrics?.eventsQuarantined(group, q.kind);
-        deps.onQuarantined?.(poison);
-      }
-      if (metrics) {
-        metrics.warehouseInsert((performance.now() - startedAt) / 1000, batch.length);
-        countByTopic(metrics, group, batch);
-      }
-      deps.onFlushed?.(batch);
-    },
+    handler: (batch) => new Promise<void>((resolve, reject) => {
+      pending.push({ batch, done: (err) => (err === undefined ? resolve() : reject(err)) });
+      pendingCount += batch.length;
+      maybeFlush();
+    }),
   });
 }
 

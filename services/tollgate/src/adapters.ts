@@ -38,8 +38,10 @@ export interface Adapters {
 }
 
 function openWarehouse(config: Config): Warehouse {
+  // No connection default database: the Warehouse qualifies every table, and a server refuses
+  // every query (even `CREATE DATABASE`) whose connection names a database that does not exist yet.
   const client = config.clickhouse
-    ? createHttpClickHouse({ url: config.clickhouse.url, username: config.clickhouse.username, password: config.clickhouse.password, database: config.database })
+    ? createHttpClickHouse({ url: config.clickhouse.url, username: config.clickhouse.username, password: config.clickhouse.password })
     : createChdbClickHouse({ path: join(config.dataDir, 'chdb') });
   return new Warehouse({ client, database: config.database });
 }

@@ -19,3 +19,50 @@ end
 local function advance_position(pos_key, field, offset)
   if offset ~= '' then redis.call('HSET', pos_key, field, offset) end
 end
+
+-- The steps the apply functions (usage-fn.lua, ledger-fn.lua) take besides their effect:
+-- check and advance the position, and record the account in the accounts set.
+-- direct_ctx: straight to Redis, for a script that applies one event.
+local function direct_ctx(ready_key, pos_key, accounts_key)
+  return {
+    check = function(field, offset) return check_position(ready_key, pos_key, field, offset) end,
+    advance = function(field, offset) advance_position(pos_key, field, offset) end,
+    account = function(account) redis.call('SADD', accounts_key, account) end,
+  }
+end
+
+-- batch_ctx: for apply-batch.lua. A script runs atomically, so within one call the ready
+-- marker is read once, each partition's position is read once and kept here, and each
+-- account is added once; flush() writes the positions reached. Same outcome as direct_ctx
+-- event by event, as long as flush() runs before the script returns, whatever way it returns.
+local function batch_ctx(ready_key, pos_key, accounts_key)
+  local ready = ready_key == '' or redis.call('EXISTS', ready_key) == 1
+  local stored, dirty, added = {}, {}, {}
+  local ctx = {}
+  ctx.check = function(field, offset)
+    if not ready then return -2 end
+    if offset == '' then return nil end
+    if stored[field] == nil then stored[field] = tonumber(redis.call('HGET', pos_key, field) or '-1') end
+    local off = tonumber(offset)
+    if off <= stored[field] then return 0 end
+    if off > stored[field] + 1 then return -1 end
+    return nil
+  end
+  ctx.advance = function(field, offset)
+    if offset ~= '' then
+      stored[field] = tonumber(offset)
+      dirty[field] = offset
+    end
+  end
+  ctx.account = function(account)
+    if not added[account] then
+      redis.call('SADD', accounts_key, account)
+      added[account] = true
+    end
+  end
+  ctx.flush = function()
+    for field, offset in pairs(dirty) do redis.call('HSET', pos_key, field, offset) end
+    dirty = {}
+  end
+  return ctx
+end

@@ -1,0 +1,43 @@
+-- Ledger consumer: credit (or debit) a grant, refund or adjustment, exactly once, forever.
+-- Prepended with position.lua.
+-- Used by apply-ledger.lua (one event) and apply-batch.lua. Arguments, in order:
+-- KEYS[1] ledger (hash event_id -> amount), KEYS[2] bal:{account}, KEYS[3] pos, KEYS[4] accounts
+-- ARGV[1] event_id, ARGV[2] signed amount (integer string), ARGV[3] account id,
+-- ARGV[4] position field or '', ARGV[5] offset or '', ARGV[6] ready key or '',
+-- ARGV[7] money bound (2^53 - 1, integer string)
+-- Returns 1 applied, 0 duplicate, -1 gap, -2 not ready, -3 out of range (nothing changed, the
+-- position did not move: the consumer quarantines the event, which moves it).
+-- Invariant: each ledger event_id changes the balance at most once, ever; the entry, the
+-- balance change and the position move together.
+-- ctx: as for usage-fn.lua.
+local function apply_ledger(ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound_text)
+  local bound = tonumber(bound_text)
+
+  -- 1. Position first (see position.lua).
+  local verdict = ctx.check(field, offset)
+  if verdict then return verdict end
+
+  -- 2. Idempotency: a repeated reference never pays twice.
+  if redis.call('HEXISTS', ledger_key, event_id) == 1 then
+    ctx.advance(field, offset)
+    return 0
+  end
+
+  -- 3. Credit, with the bound in the same step (a check in the control API races with other
+  -- control processes). Redis adds exactly (signed 64 bits; an overflow errors before any write).
+  -- Its reply becomes a Lua double, yet the comparison is exact: every integer of magnitude
+  -- <= 2^53 - 1 is a double, and a true sum beyond the bound rounds (monotonically) to a double
+  -- of magnitude >= 2^53. Out of range, the old value is put back as it was: no one saw it.
+  local before = redis.call('GET', bal_key)
+  local after = redis.call('INCRBY', bal_key, amount)
+  if after > bound or after < -bound then
+    if before then redis.call('SET', bal_key, before) else redis.call('DEL', bal_key) end
+    return -3
+  end
+  ctx.account(account)
+
+  -- 4. Record the entry with its amount (kept forever; answers repeated references).
+  redis.call('HSET', ledger_key, event_id, amount)
+  ctx.advance(field, offset)
+  return 1
+end

@@ -1,0 +1,162 @@
+// The ledger consumer's batch path (issue 11) on real Kafka and Redis: one `applyBatch` script
+// call per run of usage/ledger events of a partition, each event with its own position stored
+// with its effect. Pinned: a poison event inside a batch, a duplicate event id inside one batch,
+// and a batch redelivered after the consumer died halfway through applying it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kafka, logLevel } from 'kafkajs';
+import { Redis } from 'ioredis';
+import { KafkaLog, type ConsumedEvent, type UsageEvent } from '@tollgate/events';
+import { MemoryKeyDirectory } from '@tollgate/keys';
+import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
+import { startLedgerConsumer } from '@tollgate/aggregator';
+import { requireKafka, requireRedis } from '../../../test/support/services.ts';
+
+function usage(eventId: string, accountId: string, cost: string): UsageEvent {
+  return {
+    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'k', model: 'm', catalog_model: 'm',
+    upstream_model: 'm', input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0,
+    cache_write_1h_tokens: 0, cost_micros: cost, status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null,
+    stream: false, upstream_request_id: null, gateway_id: 'g',
+  };
+}
+
+/** A store that records every completed applyBatch call (offsets and outcomes); `beforeCall` (given the attempt number) may answer or fail a call instead. */
+function recording(store: BalanceStore, beforeCall?: (items: BatchItem[], call: number) => Promise<BatchOutcome[] | undefined>) {
+  const calls: Array<{ offsets: bigint[]; verdicts: string[] }> = [];
+  let attempts = 0;
+  const wrapped = new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'applyBatch') {
+        return async (items: BatchItem[]) => {
+          const cut = await beforeCall?.(items, attempts++);
+          const outcomes = cut ?? await target.applyBatch(items);
+          calls.push({ offsets: items.map((i) => i.position!.offset), verdicts: outcomes.map((o) => o.verdict) });
+          return outcomes;
+        };
+      }
+      const v = Reflect.get(target, prop) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  return { wrapped, calls };
+}
+
+/** One partition (so every event is in one batch), own topics, keys and spool; torn down after. */
+async function setup(t: Parameters<typeof requireKafka>[0]) {
+  const [kafkaUrl, redisUrl] = [await requireKafka(t), await requireRedis(t)];
+  if (!kafkaUrl || !redisUrl) return undefined;
+  const id = randomUUID().slice(0, 8);
+  const kafka = new Kafka({ clientId: `test-ledger-batch-${id}`, brokers: kafkaUrl.split(','), logLevel: logLevel.NOTHING });
+  const spoolDir = mkdtempSync(join(tmpdir(), 'tollgate-ledger-batch-'));
+  const log = new KafkaLog({ kafka, topicPrefix: `test-lb-${id}.`, spoolDir, logger: { warn: () => {}, error: () => {} }, maxRetryDelayMs: 200 });
+  await log.ensureTopics(1);
+  const redis = new Redis(redisUrl);
+  const prefix = `test:lb:${id}:`;
+  const store = new RedisBalanceStore({ redis, prefix, requireReady: true });
+  const teardown = async () => {
+    await log.close();
+    const admin = kafka.admin();
+    await admin.connect();
+    const topics = (await admin.listTopics()).filter((n) => n.startsWith(`test-lb-${id}.`));
+    if (topics.length) await admin.deleteTopics({ topics });
+    await admin.disconnect();
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+    rmSync(spoolDir, { recursive: true, force: true });
+  };
+  return { log, store, teardown };
+}
+
+/** Resolves once `n` events went through the consumer's batches. */
+function counter(n: number) {
+  let seen = 0;
+  let done!: () => void;
+  const all = new Promise<void>((r) => { done = r; });
+  return { all, onApplied: (b: ConsumedEvent[]) => { seen += b.length; if (seen >= n) done(); } };
+}
+
+test('poison inside a batch: the debit Redis refuses is quarantined at its offset, the events around it applied once', async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    // `deep` sits 10 µc above Int64's minimum: its debit of 100 overflows (poison).
+    await s.store.load({ balances: new Map([['a', 1000n], ['deep', -(2n ** 63n) + 10n], ['b', 0n]]), ledgerEntries: new Map() });
+    const { wrapped, calls } = recording(s.store);
+    const c = counter(4);
+    await s.log.publish('usage', [
+      { event: usage('u1', 'a', '100') }, { event: usage('u2', 'deep', '100') },
+      { event: usage('u3', 'a', '200') }, { event: usage('u4', 'b', '50') },
+    ]);
+    const sub = await startLedgerConsumer({ log: s.log, balances: wrapped, keys: new MemoryKeyDirectory(), group: 'g', onApplied: c.onApplied });
+    await c.all;
+    await sub.stop();
+    // One call for the run; it stops at the poison, which is set aside; one call for the rest.
+    assert.deepEqual(calls, [
+      { offsets: [0n, 1n, 2n, 3n], verdicts: ['applied', 'failed'] },
+      { offsets: [2n, 3n], verdicts: ['applied', 'applied'] },
+    ]);
+    assert.equal((await s.store.get('a')).balance, 700n); // 1000 − 100 − 200
+    assert.equal((await s.store.get('b')).balance, -50n);
+    assert.equal((await s.store.get('deep')).balance, -(2n ** 63n) + 10n);
+    const q = await s.store.quarantined();
+    assert.deepEqual(q.map((r) => [r.event_id, r.kind, r.offset]), [['u2', 'apply_failed', 1n]]);
+    assert.match(q[0]!.reason, /would overflow/);
+    assert.equal(await s.store.position('usage', 0), 3n);
+  } finally {
+    await s.teardown();
+  }
+});
+
+test('duplicate event id inside one batch (a producer re-send at a new offset): debited once, both offsets passed', async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    await s.store.load({ balances: new Map([['a', 1000n]]), ledgerEntries: new Map() });
+    const { wrapped, calls } = recording(s.store);
+    const c = counter(3);
+    await s.log.publish('usage', [{ event: usage('d1', 'a', '120') }, { event: usage('d1', 'a', '120') }, { event: usage('d2', 'a', '30') }]);
+    const sub = await startLedgerConsumer({ log: s.log, balances: wrapped, keys: new MemoryKeyDirectory(), group: 'g', onApplied: c.onApplied });
+    await c.all;
+    await sub.stop();
+    assert.deepEqual(calls, [{ offsets: [0n, 1n, 2n], verdicts: ['applied', 'duplicate', 'applied'] }]);
+    assert.equal((await s.store.get('a')).balance, 850n); // 1000 − 120 − 30
+    assert.equal(await s.store.position('usage', 0), 2n);
+  } finally {
+    await s.teardown();
+  }
+});
+
+test('batch redelivered after a crash mid-batch: what was applied is a duplicate by position, the rest applied once', async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    await s.store.load({ balances: new Map([['a', 10_000n], ['b', 10_000n]]), ledgerEntries: new Map() });
+    // The first call applies the first three events for real, then the connection "dies"
+    // before the reply: the consumer must not commit, and the log redelivers the whole batch.
+    const { wrapped, calls } = recording(s.store, async (items, call) => {
+      if (call !== 0) return undefined;
+      await s.store.applyBatch(items.slice(0, 3));
+      throw new Error('Connection is closed.');
+    });
+    const c = counter(6);
+    await s.log.publish('usage', [
+      { event: usage('r1', 'a', '1') }, { event: usage('r2', 'b', '20') }, { event: usage('r3', 'a', '300') },
+      { event: usage('r4', 'b', '4000') }, { event: usage('r5', 'a', '50') }, { event: usage('r6', 'b', '600') },
+    ]);
+    const sub = await startLedgerConsumer({ log: s.log, balances: wrapped, keys: new MemoryKeyDirectory(), group: 'g', onApplied: c.onApplied });
+    await c.all;
+    await sub.stop();
+    assert.deepEqual(calls, [{ offsets: [0n, 1n, 2n, 3n, 4n, 5n], verdicts: ['duplicate', 'duplicate', 'duplicate', 'applied', 'applied', 'applied'] }]);
+    assert.equal((await s.store.get('a')).balance, 9_649n); // 10000 − 1 − 300 − 50
+    assert.equal((await s.store.get('b')).balance, 5_380n); // 10000 − 20 − 4000 − 600
+    assert.equal(await s.store.position('usage', 0), 5n);
+  } finally {
+    await s.teardown();
+  }
+});
