@@ -726,7 +726,9 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
     started.push(aggregator);
     const [control, gw] = await Promise.all([
       startRole(d, simulator.url, 'control', 'control'),
-      startRole(d, simulator.url, 'gateway', 'gateway'),
+      // BENCH_GATEWAY_CPU_PROF=<dir>: a V8 CPU profile of the distributed gateway, written when it stops
+      startRole(d, simulator.url, 'gateway', 'gateway',
+        process.env.BENCH_GATEWAY_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_GATEWAY_CPU_PROF}` } : {}),
     ]);
     started.push(control, gw);
     const customer = await createCustomer(control.url, '100000000');
