@@ -76,6 +76,8 @@ export interface MemoryFigures {
   rssPer1000MB: number;
   heapPer1000MB: number;
   externalPer1000MB: number;
+  /** live JS objects allocated while the streams opened, by allocation site (sampled), largest first */
+  liveBySite: Array<{ fn: string; mb: number; pct: number }>;
 }
 
 export interface PeersBenchResult {
@@ -233,7 +235,8 @@ export async function runPeersBench(o: PeersBenchOptions): Promise<PeersBenchRes
     const probePort = await freePort();
     const probeUrl = `http://127.0.0.1:${probePort}`;
     const tollgate: TollgateService = await startTollgate(simulator.url, {
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${PROBE}`.trim(), BENCH_PROBE_PORT: String(probePort),
+      // BENCH_TOLLGATE_NODE_OPTIONS: extra flags for Tollgate alone (GC experiments, e.g. --max-semi-space-size=32).
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${process.env.BENCH_TOLLGATE_NODE_OPTIONS ?? ''} --import ${PROBE}`.replace(/\s+/g, ' ').trim(), BENCH_PROBE_PORT: String(probePort),
     }, 'tollgate (peers)');
     started.push(tollgate);
     const customer = await createCustomer(tollgate.url, '1000000000');
@@ -344,6 +347,7 @@ async function memoryPerStream(o: PeersBenchOptions, tollgate: TollgateService, 
   // Let the throughput phases' garbage and the warehouse's inserts settle first.
   await sleep(3000);
   const before = await probe<MemoryReport>(probeUrl, '/memory');
+  await probe(probeUrl, '/live/start', 'POST');
   const agent = new Agent({ connections: o.streams, pipelining: 0, keepAliveTimeout: 1000 });
   const abort = new AbortController();
   let open = 0;
@@ -363,12 +367,13 @@ async function memoryPerStream(o: PeersBenchOptions, tollgate: TollgateService, 
   await sleep(1000);
   const openNow = open;
   const held = await probe<MemoryReport>(probeUrl, '/memory');
+  const liveBySite = await probe<MemoryFigures['liveBySite']>(probeUrl, '/live/stop', 'POST');
   abort.abort();
   await Promise.allSettled(streams);
   await agent.destroy();
   const per = (a: number, b: number) => Math.round(((a - b) / openNow) * 1000 / 1e4) / 100;
   return {
-    idle, streams: o.streams, open: openNow, held,
+    idle, streams: o.streams, open: openNow, held, liveBySite,
     rssPer1000MB: per(held.rss, before.rss), heapPer1000MB: per(held.heapUsed, before.heapUsed), externalPer1000MB: per(held.external, before.external),
   };
 }
@@ -426,6 +431,8 @@ export function peersReport(r: PeersBenchResult): string {
     lines.push(`Tollgate memory at idle (after start-up and one account, full GC): RSS ${mb(m.idle.rss)} = file-backed ${mb(m.idle.rssFile)} ` +
       `(of which libchdb.so mapped pages ${mb(m.idle.chdbText)}) + anonymous ${mb(m.idle.rssAnon)}; JS heap used ${mb(m.idle.heapUsed)}, external ${mb(m.idle.external)}`);
     lines.push(`Tollgate memory per 1000 open streams (${m.open} of ${m.streams} open, paced upstream): RSS +${m.rssPer1000MB} MB, JS heap +${m.heapPer1000MB} MB, external +${m.externalPer1000MB} MB`);
+    lines.push('  what the open streams hold (live JS objects by allocation site, sampled):');
+    for (const a of m.liveBySite.slice(0, 10)) lines.push(`    ${a.pct.toFixed(1).padStart(5)}%  ${String(a.mb).padStart(6)} MB  ${a.fn}`);
   }
   for (const p of r.problems) lines.push(`problem: ${p}`);
   return lines.join('\n');

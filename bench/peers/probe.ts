@@ -4,6 +4,7 @@
 //   POST /reset          restart the event-loop-delay histogram and the GC tally
 //   GET  /report         JSON ProbeReport (below)
 //   GET  /memory         JSON MemoryReport after a full GC (so the figures are live objects)
+//   POST /live/start, /live/stop  live heap by allocation site (sampled every 4 KB) between the two
 //   POST /profile/start  start the V8 CPU sampling profiler (node:inspector, 1 ms interval)
 //   POST /profile/stop   stop it, answer the top self-time functions (ProfileSummary)
 //                        /profile/start also starts V8's sampling heap profiler (every 32 KB
@@ -63,6 +64,7 @@ function start(probePort: number): void {
   setFlagsFromString('--expose-gc');
   const fullGc = runInNewContext('gc') as () => void;
   let session: Session | undefined;
+  let liveSession: Session | undefined;
 
   const ms = (ns: number) => Math.round(ns / 1e4) / 100;
   const server = createServer(async (req, res) => {
@@ -83,6 +85,19 @@ function start(probePort: number): void {
         fullGc();
         const m = process.memoryUsage();
         body = { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers } satisfies MemoryReport;
+      } else if (req.url === '/live/start') {
+        // Live objects by allocation site: what a held stream keeps (collected objects dropped).
+        liveSession = new Session();
+        liveSession.connect();
+        await liveSession.post('HeapProfiler.enable');
+        await liveSession.post('HeapProfiler.startSampling', { samplingInterval: 4096 });
+        body = { ok: true };
+      } else if (req.url === '/live/stop' && liveSession) {
+        fullGc();
+        const heap = await liveSession.post('HeapProfiler.stopSampling');
+        liveSession.disconnect();
+        liveSession = undefined;
+        body = summarizeHeap(heap.profile.head as unknown as HeapNode);
       } else if (req.url === '/profile/start') {
         session = new Session();
         session.connect();
