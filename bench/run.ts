@@ -45,7 +45,7 @@ Options:
   --skip-pool          skip the upstream-pool section (selection, affinity, failover; about 1 minute)
   --pool-only          run only the upstream-pool section (its own simulators and Tollgate)
   --skip-peers         skip the peers section (Tollgate vs Portkey and LiteLLM, event-loop delay,
-                       memory per open stream; about 3 minutes; install peers: bash bench/peers/install.sh)
+                       memory per open stream; about 4 minutes; install peers: bash bench/peers/install.sh)
   --peers-only         run only the peers section
   --peer-reps <n>      repetitions of the peers section's round (noise band; default 3)
   --require-services   fail (exit 1) instead of skipping when Kafka or Redis is missing
