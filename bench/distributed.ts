@@ -166,6 +166,10 @@ export async function redisRoundTrips(redisUrl: string, gatewayPid: number, n: n
   const r = redisClient(redisUrl);
   await r.connect();
   const monitor = await r.monitor();
+  // ioredis throws "Command queue state error" when MONITOR lines still arrive as the monitor
+  // disconnects (a busy shared Redis); unhandled, that 'error' event killed the whole bench.
+  monitor.on('error', () => {});
+  r.on('error', () => {});
   const byCommand: Record<string, number> = {};
   let gateway = 0;
   let scripts = 0;

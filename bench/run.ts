@@ -16,6 +16,7 @@ import {
 import { analyticsEvents, analyticsReport, runAnalyticsBench, type AnalyticsBenchResult } from './analytics.ts';
 import { poolReport, runPoolBench, type PoolBenchResult } from './pool.ts';
 import { measureConsumerGroups, type ConsumerBenchResult } from './consumers.ts';
+import { peersReport, runPeersBench, type PeersBenchResult } from './peers.ts';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -44,6 +45,10 @@ Options:
   --analytics-only     run only the analytics and billing section (no simulator, no Tollgate)
   --skip-pool          skip the upstream-pool section (selection, affinity, failover; about 1 minute)
   --pool-only          run only the upstream-pool section (its own simulators and Tollgate)
+  --skip-peers         skip the peers section (Tollgate vs Portkey and LiteLLM, event-loop delay,
+                       memory per open stream; about 4 minutes; install peers: bash bench/peers/install.sh)
+  --peers-only         run only the peers section
+  --peer-reps <n>      repetitions of the peers section's round (noise band; default 3)
   --require-services   fail (exit 1) instead of skipping when Kafka or Redis is missing
   --json               print the result as JSON on stdout (progress still goes to stderr)
   -h, --help           show this help
@@ -235,6 +240,10 @@ interface Options {
   /** the upstream-pool section (bench/pool.ts): skipped, or the only one */
   skipPool: boolean;
   poolOnly: boolean;
+  /** the peers section (bench/peers.ts): skipped, or the only one; its repetitions */
+  skipPeers: boolean;
+  peersOnly: boolean;
+  peerReps: number;
 }
 
 function parseOptions(argv: string[]): Options | 'help' {
@@ -258,6 +267,9 @@ function parseOptions(argv: string[]): Options | 'help' {
         'analytics-only': { type: 'boolean' },
         'skip-pool': { type: 'boolean' },
         'pool-only': { type: 'boolean' },
+        'skip-peers': { type: 'boolean' },
+        'peers-only': { type: 'boolean' },
+        'peer-reps': { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -296,6 +308,8 @@ function parseOptions(argv: string[]): Options | 'help' {
   if (v['skip-analytics'] && v['analytics-only']) throw new UsageError('--skip-analytics and --analytics-only contradict each other');
   if (v['skip-pool'] && v['pool-only']) throw new UsageError('--skip-pool and --pool-only contradict each other');
   if (v['pool-only'] && v['analytics-only']) throw new UsageError('--pool-only and --analytics-only contradict each other');
+  if (v['skip-peers'] && v['peers-only']) throw new UsageError('--skip-peers and --peers-only contradict each other');
+  if (v['peers-only'] && (v['pool-only'] || v['analytics-only'])) throw new UsageError('--peers-only and --pool-only / --analytics-only contradict each other');
   let analyticsEventCount: number;
   try {
     analyticsEventCount = v['skip-analytics'] ? 0 : analyticsEvents(v['analytics-events']);
@@ -306,6 +320,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     durationS, warmupS, concurrency, scenarios, events, lagSamples, embeddedOnly, requireServices, json: v.json ?? false,
     analyticsEvents: analyticsEventCount, analyticsOnly: v['analytics-only'] ?? false,
     skipPool: v['skip-pool'] ?? false, poolOnly: v['pool-only'] ?? false,
+    skipPeers: v['skip-peers'] ?? false, peersOnly: v['peers-only'] ?? false, peerReps: num('peer-reps', v['peer-reps'], 3, 1, 20, true),
   };
 }
 
@@ -737,7 +752,9 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
     started.push(aggregator);
     const [control, gw] = await Promise.all([
       startRole(d, simulator.url, 'control', 'control'),
-      startRole(d, simulator.url, 'gateway', 'gateway'),
+      // BENCH_GATEWAY_CPU_PROF=<dir>: a V8 CPU profile of the distributed gateway, written when it stops
+      startRole(d, simulator.url, 'gateway', 'gateway',
+        process.env.BENCH_GATEWAY_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_GATEWAY_CPU_PROF}` } : {}),
     ]);
     started.push(control, gw);
     const customer = await createCustomer(control.url, '100000000');
@@ -898,6 +915,20 @@ async function runPool(options: Options, signal: AbortSignal): Promise<PoolBench
 }
 
 const poolFailed = (p: PoolBenchResult | { error: string }) => 'error' in p || p.problems.length > 0;
+/** The peers section (bench/peers.ts); a failure is reported, not thrown. Phases of at most 5 s: it runs 2 × 4 of them per round. */
+async function runPeers(options: Options, signal: AbortSignal): Promise<PeersBenchResult | { error: string }> {
+  try {
+    return await runPeersBench({
+      durationS: Math.min(options.durationS, 5), warmupS: Math.min(options.warmupS, 1), concurrency: options.concurrency,
+      reps: options.peerReps, streams: 1000, body: requestBody, log, signal,
+    });
+  } catch (err) {
+    log(`bench: the peers section failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    return { error: err instanceof Error ? err.message : String(err) };
+  }
+}
+const peersFailed = (p: PeersBenchResult | { error: string }) => 'error' in p || p.problems.length > 0;
+const peersText = (p: PeersBenchResult | { error: string }) => ('error' in p ? `peers failed: ${p.error}` : peersReport(p));
 const poolText = (p: PoolBenchResult | { error: string }) => ('error' in p ? `upstream pools failed: ${p.error}` : poolReport(p));
 
 async function main(argv: string[]): Promise<number> {
@@ -928,6 +959,12 @@ async function main(argv: string[]): Promise<number> {
     const p = await runPool(options, abort.signal);
     process.stdout.write(options.json ? `${JSON.stringify({ pool: p, ok: !poolFailed(p) }, null, 2)}\n` : `${poolText(p)}\n`);
     return poolFailed(p) ? 1 : 0;
+  }
+  if (options.peersOnly) {
+    process.once('SIGINT', () => abort.abort());
+    const p = await runPeers(options, abort.signal);
+    process.stdout.write(options.json ? `${JSON.stringify({ peers: p, ok: !peersFailed(p) }, null, 2)}\n` : `${peersText(p)}\n`);
+    return peersFailed(p) ? 1 : 0;
   }
   let died: ServiceFailure | undefined;
   whenServiceDies((service, status) => {
@@ -1032,6 +1069,14 @@ async function main(argv: string[]): Promise<number> {
     if (poolFailed(pool)) failed = true;
   }
 
+  let peersResult: PeersBenchResult | { error: string } | undefined;
+  if (!options.skipPeers) {
+    peersResult = await runPeers(options, abort.signal);
+    if (died) throw died;
+    if (abort.signal.aborted) return 130;
+    if (peersFailed(peersResult)) failed = true;
+  }
+
   // Last: its chDB load would land in every figure above.
   let analytics: AnalyticsBenchResult | { error: string } | undefined;
   if (options.analyticsEvents > 0) {
@@ -1049,12 +1094,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify({
       node: process.version, cpus: cores, concurrency: options.concurrency, warmupS: options.warmupS, durationS: options.durationS,
       inputTokens: probe.inputTokens, outputTokens: OUTPUT_TOKENS, perRequestMicros: perRequestMicros.toString(),
-      scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, pool, analytics, ok: !failed,
+      scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, pool, peers: peersResult, analytics, ok: !failed,
     }, null, 2)}\n`);
   } else {
     const adm = admissionReport(compareAdmission([...results, ...distributed.scenarios]), distributed.redis, distributed.roundTrips);
     process.stdout.write(`${report(header, results, comparisons, metering?.message)}\n\n${distributedReport(distributed, options)}\n${adm ? `\n${adm}\n` : ''}`);
     if (pool) process.stdout.write(`\n${poolText(pool)}\n`);
+    if (peersResult) process.stdout.write(`\n${peersText(peersResult)}\n`);
     if (analytics) process.stdout.write(`\n${'error' in analytics ? `analytics and billing failed: ${analytics.error}` : analyticsReport(analytics)}\n`);
   }
   if (metering && !metering.ok) log(`bench: ${metering.message}`);

@@ -38,6 +38,9 @@ export class MemoryLog implements EventLog {
   #journal: Journal | undefined;
   #seq = 0;
   #deadLetterOffset = 0n;
+  /** groups with new events whose delivery waits for the next `setImmediate` (see `publish`) */
+  #due = new Set<Group>();
+  #dueTimer: ReturnType<typeof setImmediate> | undefined;
 
   constructor(options: { maxBatch?: number; journal?: Journal } = {}) {
     this.#maxBatch = options.maxBatch ?? 1000;
@@ -54,9 +57,22 @@ export class MemoryLog implements EventLog {
       this.#next.set(topic, offset + 1n);
       list.push({ topic, partition: 0, offset, event, headers: headers ?? {}, seq: ++this.#seq });
     }
+    // Delivery starts on the next turn of the event loop, not inside `publish`: the consumers'
+    // synchronous work (decoding, applying, building warehouse rows) then runs after the
+    // publishing request has written its response instead of in front of it, and every event
+    // published in the same turn reaches a group as one batch (issue 11: the latency tail).
     for (const group of this.#groups.values()) {
-      if (group.topics.includes(topic)) this.#pump(group);
+      if (group.topics.includes(topic)) this.#due.add(group);
     }
+    if (this.#due.size > 0) this.#dueTimer ??= setImmediate(() => this.#deliverDue());
+  }
+
+  #deliverDue(): void {
+    if (this.#dueTimer !== undefined) clearImmediate(this.#dueTimer);
+    this.#dueTimer = undefined;
+    const due = [...this.#due];
+    this.#due.clear();
+    for (const group of due) if (!group.stopped) this.#pump(group);
   }
 
   /**
@@ -97,6 +113,7 @@ export class MemoryLog implements EventLog {
   /** Resolves when every group has consumed everything published so far. */
   async drain(): Promise<void> {
     for (;;) {
+      this.#deliverDue();
       const busy = [...this.#groups.values()].filter((g) => g.running);
       if (busy.length === 0) return;
       await Promise.all(busy.map((g) => g.running));

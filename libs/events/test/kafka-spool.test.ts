@@ -89,3 +89,35 @@ test('a torn last spool line (a write that never returned) is skipped, the rest 
     await rm(spoolDir, { recursive: true, force: true });
   }
 });
+
+test('steady publishing: an acknowledged spool file is emptied and reused, not reopened per publish; close leaves nothing', async (t) => {
+  if (brokers === undefined) {
+    await requireKafka(t);
+    return;
+  }
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const prefix = `t-${randomUUID().slice(0, 8)}.`;
+  const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.ERROR });
+  const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, logger: quiet() });
+  try {
+    await log.ensureTopics(1);
+    const samples = sampleEvents(randomUUID().slice(0, 8), 5);
+    const files = new Set<string>();
+    for (const s of samples) {
+      await log.publish(s.topic, [{ event: s.event }]);
+      await log.flush();
+      const names = (await readdir(spoolDir)).filter((n) => n.endsWith('.jsonl'));
+      assert.equal(names.length, 1, 'one spool file, kept open');
+      names.forEach((n) => files.add(n));
+      assert.equal(await readFile(join(spoolDir, names[0]!), 'utf8'), '', 'acknowledged: nothing left to re-send on a restart');
+    }
+    assert.equal(files.size, 1, 'the same file every time');
+    assert.equal((await readAll(log, 5)).length, 5);
+    await log.close();
+    assert.deepEqual((await readdir(spoolDir)).filter((n) => n.endsWith('.jsonl')), []);
+  } finally {
+    await log.close();
+    await deleteTopics(kafka, prefix);
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});

@@ -11,7 +11,8 @@ import type {
 
 type WindowKind = 'requests' | 'tokens' | 'concurrency';
 
-interface WindowSpec {
+/** One plan window: which policy field limits it, what it counts, how long it lasts. */
+export interface WindowSpec {
   limit: LimitName;
   field: keyof LimitPolicy;
   kind: WindowKind;
@@ -20,14 +21,14 @@ interface WindowSpec {
 }
 
 const MINUTE = 60;
-const WINDOWS: readonly WindowSpec[] = [
+export const WINDOWS: readonly WindowSpec[] = [
   { limit: 'requests_per_minute', field: 'requestsPerMinute', kind: 'requests', durationSec: MINUTE },
   { limit: 'requests_per_5h', field: 'requestsPer5h', kind: 'requests', durationSec: 5 * 60 * MINUTE },
   { limit: 'requests_per_week', field: 'requestsPerWeek', kind: 'requests', durationSec: 7 * 24 * 60 * MINUTE },
   { limit: 'tokens_per_minute', field: 'tokensPerMinute', kind: 'tokens', durationSec: MINUTE },
   { limit: 'concurrent_requests', field: 'concurrentRequests', kind: 'concurrency', durationSec: undefined },
 ];
-const TOKENS = WINDOWS.find((w) => w.kind === 'tokens') as WindowSpec;
+export const TOKENS = WINDOWS.find((w) => w.kind === 'tokens') as WindowSpec;
 
 /**
  * A slot frees whenever any in-flight request of the subject ends, which nobody can predict;
@@ -48,7 +49,17 @@ interface Outcome {
   refused: boolean;
 }
 
-function limitValue(policy: LimitPolicy, spec: WindowSpec): number | undefined {
+/**
+ * What the headers need of one window after a consume, whatever store counted it: the count
+ * after this request (`consumedPoints`) and ms until the window resets (`msBeforeNext`).
+ */
+export interface WindowOutcome {
+  check: { spec: WindowSpec; points: number; cost: number };
+  res: { consumedPoints: number; msBeforeNext: number };
+  refused: boolean;
+}
+
+export function limitValue(policy: LimitPolicy, spec: WindowSpec): number | undefined {
   const value = policy[spec.field];
   if (value === undefined) return undefined;
   if (!Number.isSafeInteger(value) || value < 0) {
@@ -58,7 +69,7 @@ function limitValue(policy: LimitPolicy, spec: WindowSpec): number | undefined {
 }
 
 /** Token counts are whole and non-negative; fractions round up so estimates never undercount. */
-function tokenCount(name: string, value: number): number {
+export function tokenCount(name: string, value: number): number {
   if (!Number.isFinite(value) || value < 0) {
     throw new RangeError(`${name} must be a finite number ≥ 0, got ${value}`);
   }
@@ -72,14 +83,15 @@ function resetAt(now: number, msBeforeNext: number): string {
 }
 
 /** Remaining points as the caller will see them: after this request, or after its refund. */
-function remainingAfter(o: Outcome, refunded: boolean): number {
+function remainingAfter(o: WindowOutcome, refunded: boolean): number {
   const consumed = o.res.consumedPoints - (refunded ? o.check.cost : 0);
   return Math.min(o.check.points, Math.max(0, o.check.points - consumed));
 }
 
-function headersFor(outcomes: readonly Outcome[], refunded: boolean, now: number): LimitHeaders {
+/** The response headers of a request's windows (see `RATELIMIT_HEADERS`), after it or after its refund. */
+export function headersFor(outcomes: readonly WindowOutcome[], refunded: boolean, now: number): LimitHeaders {
   const headers: LimitHeaders = {};
-  let requests: { o: Outcome; remaining: number } | undefined;
+  let requests: { o: WindowOutcome; remaining: number } | undefined;
   for (const o of outcomes) {
     const remaining = remainingAfter(o, refunded);
     if (o.check.spec.kind === 'requests') {
@@ -114,7 +126,7 @@ function resetEpochSeconds(now: number, msBeforeNext: number): number {
 }
 
 /** Used share of a window after this request (or its refund), 4 decimals; a 0 limit is fully used. */
-function utilization(o: Outcome, refunded: boolean): number {
+function utilization(o: WindowOutcome, refunded: boolean): number {
   if (o.check.points === 0) return 1;
   const used = o.check.points - remainingAfter(o, refunded);
   return Math.round((used / o.check.points) * 10_000) / 10_000;
@@ -127,7 +139,7 @@ function utilization(o: Outcome, refunded: boolean): number {
  * claim is the refusing window, else the more used one (5 h on a tie), and `-unified-reset` is
  * its reset. Utilization is a fraction (0.025 = 2.5 %), resets are epoch seconds.
  */
-function unifiedHeaders(outcomes: readonly Outcome[], refunded: boolean, now: number): LimitHeaders {
+function unifiedHeaders(outcomes: readonly WindowOutcome[], refunded: boolean, now: number): LimitHeaders {
   const claims = [
     { claim: 'five_hour', o: outcomes.find((o) => o.check.spec.limit === 'requests_per_5h'),
       util: RATELIMIT_HEADERS.unified5hUtilization, reset: RATELIMIT_HEADERS.unified5hReset },
@@ -152,7 +164,8 @@ function unifiedHeaders(outcomes: readonly Outcome[], refunded: boolean, now: nu
   return headers;
 }
 
-function retryAfterMs(o: Outcome): number {
+/** ms a refused caller must wait for this window: its reset, or `CONCURRENCY_RETRY_AFTER_MS` for a slot. */
+export function retryAfterMs(o: WindowOutcome): number {
   if (o.check.spec.kind === 'concurrency') return CONCURRENCY_RETRY_AFTER_MS;
   return Math.max(1, o.res.msBeforeNext);
 }
@@ -174,7 +187,7 @@ async function giveBack(limiter: RateLimiterAbstract, subject: string, points: n
  */
 export const UNBOUNDED_POINTS = Number.MAX_SAFE_INTEGER;
 
-const noRelease = (): Promise<void> => Promise.resolve();
+export const noRelease = (): Promise<void> => Promise.resolve();
 
 export abstract class FlexibleRateLimiter implements RateLimiter {
   readonly #limiters = new Map<string, RateLimiterAbstract>();

@@ -2,11 +2,23 @@
 // window for when Redis is unreachable (ARCHITECTURE, "When things fail": rate limiting alone may
 // fall back; money never does).
 
+import { readFileSync } from 'node:fs';
 import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Redis } from 'ioredis';
-import { FlexibleRateLimiter } from './flexible-rate-limiter.ts';
-import type { RateLimiter } from './limits.ts';
+import {
+  FlexibleRateLimiter, headersFor, limitValue, noRelease, retryAfterMs, tokenCount, TOKENS, WINDOWS,
+  type WindowOutcome, type WindowSpec,
+} from './flexible-rate-limiter.ts';
+import { RATELIMIT_HEADERS } from './limits.ts';
+import type { LimitAcquireResult, LimitHeaders, LimitPolicy, RateLimiter } from './limits.ts';
+
+const WINDOWS_LUA = readFileSync(new URL('./lua/windows.lua', import.meta.url), 'utf8');
+
+/** `lua/windows.lua` as ioredis exposes it after `defineCommand` (variable key count). */
+interface WindowsScript {
+  tollgateLimitsWindows(numKeys: number, ...keysAndArgs: string[]): Promise<number | number[]>;
+}
 
 /** A gateway that dies holding concurrency slots stops holding them after this long. */
 export const DEFAULT_CONCURRENCY_TTL_SECONDS = 600;
@@ -26,10 +38,22 @@ export interface RedisRateLimiterOptions {
   concurrencyTtlSeconds?: number;
 }
 
+/**
+ * Plan windows in Redis: every window of a request is consumed (and, on a refusal, given back)
+ * by one Lua script call, `lua/windows.lua` — one round trip and one command per acquire,
+ * whatever the policy (rate-limiter-flexible would send one script call per window, and a
+ * refusal another per window for the give-back). The script does rate-limiter-flexible's own
+ * counter arithmetic on the same keys (`<prefix>:<window>:<subject>`), so its insurance limiter
+ * (rate-limiter-flexible's `RateLimiterMemory`, per process) takes over with the same meaning
+ * while Redis is not ready or a call fails.
+ */
 export class RedisRateLimiter extends FlexibleRateLimiter implements RateLimiter {
   readonly #redis: Redis;
   readonly #prefix: string;
   readonly #insurance: boolean;
+  readonly #concurrencyTtl: number;
+  readonly #script: WindowsScript;
+  #stopped = false;
 
   constructor(options: RedisRateLimiterOptions) {
     const ttl = options.concurrencyTtlSeconds ?? DEFAULT_CONCURRENCY_TTL_SECONDS;
@@ -40,6 +64,93 @@ export class RedisRateLimiter extends FlexibleRateLimiter implements RateLimiter
     this.#redis = options.redis;
     this.#prefix = options.prefix;
     this.#insurance = options.insurance ?? true;
+    this.#concurrencyTtl = ttl;
+    options.redis.defineCommand('tollgateLimitsWindows', { lua: WINDOWS_LUA });
+    this.#script = options.redis as unknown as WindowsScript;
+  }
+
+  #key(spec: WindowSpec, subject: string): string {
+    return `${this.#prefix}:${spec.limit}:${subject}`;
+  }
+
+  #seconds(spec: WindowSpec): string {
+    return String(spec.durationSec ?? this.#concurrencyTtl);
+  }
+
+  /** Moves counters by `delta` (> 0 counts, < 0 gives back, never below zero) in one script call. */
+  #adjust(moves: Array<[WindowSpec, number]>, subject: string): Promise<unknown> {
+    const live = moves.filter(([, d]) => d !== 0);
+    if (live.length === 0) return Promise.resolve();
+    return this.#script.tollgateLimitsWindows(live.length, ...live.map(([w]) => this.#key(w, subject)),
+      'adjust', ...live.flatMap(([w, d]) => [String(d), this.#seconds(w)]));
+  }
+
+  override async acquire(subject: string, policy: LimitPolicy, estimatedTokens: number): Promise<LimitAcquireResult> {
+    if (this.#stopped) throw new Error('rate limiter is closed');
+    const tokens = tokenCount('estimatedTokens', estimatedTokens);
+    const checks: WindowOutcome['check'][] = [];
+    for (const spec of WINDOWS) {
+      const points = limitValue(policy, spec);
+      if (points !== undefined) checks.push({ spec, points, cost: spec.kind === 'tokens' ? tokens : 1 });
+    }
+    if (checks.length === 0) return { ok: true, headers: {}, release: noRelease, refund: () => Promise.resolve({}) };
+    // Not ready (reconnecting): rate-limiter-flexible's path answers from the insurance limiter at once.
+    if (this.#redis.status !== 'ready') return super.acquire(subject, policy, estimatedTokens);
+    let reply: number[];
+    try {
+      reply = await this.#script.tollgateLimitsWindows(checks.length, ...checks.map((c) => this.#key(c.spec, subject)),
+        'acquire', ...checks.flatMap((c) => [String(c.cost), this.#seconds(c.spec), String(c.points)])) as number[];
+    } catch (err) {
+      if (!this.#insurance) throw err;
+      return super.acquire(subject, policy, estimatedTokens);
+    }
+    const now = Date.now();
+    const outcomes: WindowOutcome[] = checks.map((check, i) => {
+      const consumedPoints = Number(reply[1 + 2 * i]);
+      return { check, res: { consumedPoints, msBeforeNext: Number(reply[2 + 2 * i]) }, refused: consumedPoints > check.points };
+    });
+    if (reply[0] === 1) {
+      // The script already gave every window back (refused ones included).
+      const refused = outcomes.filter((o) => o.refused);
+      let worst = refused[0]!;
+      for (const o of refused) if (retryAfterMs(o) > retryAfterMs(worst)) worst = o;
+      const wait = retryAfterMs(worst);
+      const headers = headersFor(outcomes, true, now);
+      headers[RATELIMIT_HEADERS.retryAfter] = String(Math.ceil(wait / 1000));
+      return { ok: false, retryAfterMs: wait, limit: worst.check.spec.limit, headers };
+    }
+    const slot = checks.find((c) => c.spec.kind === 'concurrency');
+    let released: Promise<void> | undefined;
+    const release = slot === undefined ? noRelease
+      : () => (released ??= this.#adjust([[slot.spec, -1]], subject).then(() => {}, () => {}));
+    let refunded: Promise<LimitHeaders> | undefined;
+    const refund = () => (refunded ??= (async () => {
+      // One call gives back every window, the slot included (unless already released).
+      const moves = checks.filter((c) => c.spec.kind !== 'concurrency' || released === undefined)
+        .map((c): [WindowSpec, number] => [c.spec, -c.cost]);
+      if (slot !== undefined) released ??= Promise.resolve();
+      await this.#adjust(moves, subject);
+      return headersFor(outcomes, true, Date.now());
+    })());
+    return { ok: true, headers: headersFor(outcomes, false, now), release, refund };
+  }
+
+  override async correctTokens(subject: string, policy: LimitPolicy, estimatedTokens: number, actualTokens: number): Promise<void> {
+    if (this.#stopped) throw new Error('rate limiter is closed');
+    const delta = tokenCount('actualTokens', actualTokens) - tokenCount('estimatedTokens', estimatedTokens);
+    if (limitValue(policy, TOKENS) === undefined || delta === 0) return;
+    if (this.#redis.status !== 'ready') return super.correctTokens(subject, policy, estimatedTokens, actualTokens);
+    try {
+      await this.#adjust([[TOKENS, delta]], subject);
+    } catch (err) {
+      if (!this.#insurance) throw err;
+      await super.correctTokens(subject, policy, estimatedTokens, actualTokens);
+    }
+  }
+
+  override async close(): Promise<void> {
+    this.#stopped = true;
+    await super.close();
   }
 
   protected override createLimiter(keyPrefix: string, points: number, durationSec: number): RateLimiterAbstract {

@@ -143,6 +143,59 @@ if (url === undefined) {
       assert.equal(await redis.get(`${prefix}:concurrent_requests:${key}`), '0');
     });
 
+    test('round trips: every window of a request is one script call to acquire, to refuse, to refund; a release or correction one more', async (t) => {
+      const prefix = newPrefix();
+      const own = new Redis(url);
+      await own.ping();
+      const watcher = new Redis(url);
+      const monitor = await watcher.monitor();
+      const seen: string[] = [];
+      const port = String(own.stream.localPort);
+      // Only what this client sends: Lua's own commands show as source "lua", other suites' under their ports.
+      monitor.on('monitor', (_time: string, args: string[], source: string) => {
+        if (source.endsWith(`:${port}`)) seen.push(String(args[0]).toLowerCase());
+      });
+      t.after(async () => {
+        monitor.disconnect();
+        watcher.disconnect();
+        await deletePrefix(redis, prefix);
+        await own.quit();
+      });
+      const rl = new RedisRateLimiter({ redis: own, prefix });
+      const policy: LimitPolicy = {
+        requestsPerMinute: 2, requestsPer5h: 100, requestsPerWeek: 1000, tokensPerMinute: 10_000, concurrentRequests: 5,
+      };
+      await rl.acquire(`warm-${randomUUID()}`, policy, 1); // loads the script (EVALSHA, NOSCRIPT, EVAL) once
+      await own.ping();
+      const counted = async <T>(f: () => Promise<T>): Promise<[T, string[]]> => {
+        await new Promise((r) => setTimeout(r, 50));
+        seen.length = 0;
+        const v = await f();
+        await own.ping(); // MONITOR has relayed everything sent before this answer
+        await new Promise((r) => setTimeout(r, 50));
+        return [v, seen.filter((c) => c !== 'ping')];
+      };
+      const key = `key-${randomUUID()}`;
+      const [a, acquire] = await counted(() => rl.acquire(key, policy, 100));
+      assert.equal(a.ok, true);
+      assert.deepEqual(acquire, ['evalsha'], 'five windows, one call');
+      const [, done] = await counted(() => Promise.all([a.release!(), rl.correctTokens(key, policy, 100, 40)]));
+      assert.deepEqual(done, ['evalsha', 'evalsha'], 'release and correction, one call each');
+      const [b, second] = await counted(() => rl.acquire(key, policy, 100));
+      assert.equal(b.ok, true);
+      assert.deepEqual(second, ['evalsha']);
+      const [, refund] = await counted(() => b.refund!());
+      assert.deepEqual(refund, ['evalsha'], 'every window and the slot given back in one call');
+      await rl.acquire(key, policy, 100); // 2 of 2 per minute
+      const [c, refusal] = await counted(() => rl.acquire(key, policy, 100));
+      assert.equal(c.ok === false && c.limit, 'requests_per_minute');
+      assert.deepEqual(refusal, ['evalsha'], 'a refusal gives back inside the same call');
+      // 100 + 100 + 100 estimated, 60 corrected away, the refund's 100 back, the refusal's 100 back: 140.
+      assert.equal(await redis.get(`${prefix}:tokens_per_minute:${key}`), '140');
+      assert.equal(await redis.get(`${prefix}:requests_per_minute:${key}`), '2');
+      assert.equal(await redis.get(`${prefix}:concurrent_requests:${key}`), '1');
+    });
+
     test('a slot released after its counter expired does not mint an extra slot', async (t) => {
       const prefix = newPrefix();
       t.after(() => deletePrefix(redis, prefix));
