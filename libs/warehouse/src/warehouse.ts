@@ -392,8 +392,9 @@ export class Warehouse {
     const token = createHash('sha256')
       .update(marked.map((r) => `${r['event_id']}\t${r['rollup_skip']}\t${r['log_partition']}\t${r['log_offset']}`).join('\n'))
       .digest('hex');
+    const columns = Object.keys(marked[0]!) as [string, ...string[]];
     await this.#client.insert({
-      table: this.#t.usage, values: marked, format: 'JSONEachRow',
+      table: this.#t.usage, columns, values: marked.map((r) => columns.map((c) => r[c])), format: 'JSONCompactEachRow',
       clickhouse_settings: { insert_deduplication_token: `usage:${token}`, deduplicate_blocks_in_dependent_materialized_views: 1 },
     });
     // Ids already stored mean an earlier insert of them may have been cut between the raw
@@ -418,17 +419,19 @@ export class Warehouse {
     const stored = await this.#select(
       `SELECT DISTINCT event_id FROM ${this.#t.usage}
        WHERE event_id IN {ids:Array(String)}
+         AND account_id IN {accounts:Array(String)}
          AND ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')`,
-      { ids, lo: ts[0], hi: ts[ts.length - 1] },
+      { ids, accounts: [...new Set(rows.map((r) => r['account_id'] as string))], lo: ts[0], hi: ts[ts.length - 1] },
     );
     const already = new Set(stored.map((r) => str(r['event_id'])));
     const seen = new Set(already);
-    const marked = rows.map((r) => {
+    // In place: the rows are this insert's own, built just before.
+    const marked = rows;
+    for (const r of rows) {
       const id = r['event_id'] as string;
-      const skip = seen.has(id) ? 1 : 0;
+      r['rollup_skip'] = seen.has(id) ? 1 : 0;
       seen.add(id);
-      return { ...r, rollup_skip: skip };
-    });
+    }
     return { marked, stored: already };
   }
 
