@@ -222,10 +222,15 @@ export class KafkaLog implements EventLog {
     this.#lag = { report, intervalMs };
   }
 
-  async #measureLag(group: string, byName: ReadonlyMap<string, string>, assigned: ReadonlyMap<string, ReadonlySet<number>>): Promise<void> {
+  /**
+   * `assigned` is read again after every await: a measurement still in flight when a rebalance
+   * or `stop()` took partitions away must not report them (that would bring back a series the
+   * member already removed, beside the new owner's).
+   */
+  async #measureLag(group: string, byName: ReadonlyMap<string, string>, assigned: () => ReadonlyMap<string, ReadonlySet<number>>): Promise<void> {
     const lag = this.#lag;
     if (!lag || this.#closing) return;
-    if (assigned.size === 0) return;
+    if (assigned().size === 0) return;
     this.#lagAdmin ??= (async () => {
       const admin = this.#kafka.admin();
       await admin.connect();
@@ -240,14 +245,13 @@ export class KafkaLog implements EventLog {
     }
     const groupId = this.groupName(group);
     for (const [name, topic] of byName) {
-      const mine = assigned.get(name);
-      if (!mine || mine.size === 0) continue;
+      if (!assigned().get(name)?.size) continue;
       const [marks, committed] = await Promise.all([
         admin.fetchTopicOffsets(name), admin.fetchOffsets({ groupId, topics: [name] }),
       ]);
       const done = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
       for (const m of marks) {
-        if (!mine.has(m.partition)) continue;
+        if (this.#closing || !assigned().get(name)?.has(m.partition)) continue;
         const c = done.get(m.partition) ?? -1n;
         const from = c < 0n ? BigInt(m.low) : c;
         const n = BigInt(m.high) - from;
@@ -447,7 +451,7 @@ export class KafkaLog implements EventLog {
       const measure = () => {
         if (measuring) return;
         measuring = true;
-        this.#measureLag(options.group, byName, assigned).catch(() => {}).finally(() => { measuring = false; });
+        this.#measureLag(options.group, byName, () => assigned).catch(() => {}).finally(() => { measuring = false; });
       };
       measure();
       lagTimer = setInterval(measure, this.#lag.intervalMs);
