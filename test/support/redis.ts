@@ -13,9 +13,18 @@ export async function testRedis(name: string): Promise<{ redis: Redis | undefine
   const prefix = `tg-test-${name}-${randomUUID()}:`;
   after(async () => {
     if (!redis) return;
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
+    await deleteKeysUnder(redis, prefix);
     redis.disconnect();
   });
   return { redis, redisUrl, prefix };
+}
+
+/** Deletes every key under `prefix` (SCAN, in pages: never a flush, never a blocking KEYS). */
+export async function deleteKeysUnder(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
+    if (keys.length > 0) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== '0');
 }

@@ -8,18 +8,10 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { CachedKeyDirectory, RedisKeyDirectory } from '@tollgate/keys';
 import { findRedis, requireRedis } from '../../../test/support/services.ts';
+import { deleteKeysUnder } from '../../../test/support/redis.ts';
 import { keyDirectoryContract } from './key-directory.contract.ts';
 
 const url = await findRedis();
-
-async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-    if (keys.length > 0) await redis.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-}
 
 if (url === undefined) {
   // Skips loudly, or fails when services are required (CI).
@@ -38,7 +30,7 @@ if (url === undefined) {
       directory: new RedisKeyDirectory({ redis, prefix }),
       peer: new RedisKeyDirectory({ redis: peerClient, prefix }),
       propagationMs: 0,
-      cleanup: () => deletePrefix(redis, prefix),
+      cleanup: () => deleteKeysUnder(redis, prefix),
     };
   });
 
@@ -52,7 +44,7 @@ if (url === undefined) {
       propagationMs: 500,
       cleanup: async () => {
         await directory.close();
-        await deletePrefix(redis, prefix);
+        await deleteKeysUnder(redis, prefix);
       },
     };
   });
@@ -60,7 +52,7 @@ if (url === undefined) {
   describe('RedisKeyDirectory specifics', () => {
     test('layout: json records, a hash index and a per-account index under the prefix', async (t) => {
       const prefix = `test:${randomUUID()}:`;
-      t.after(() => deletePrefix(redis, prefix));
+      t.after(() => deleteKeysUnder(redis, prefix));
       const directory = new RedisKeyDirectory({ redis, prefix });
       const account = { id: 'a1', name: 'A', status: 'active' as const, created_at: 1, version: 1 };
       const key = {
@@ -77,7 +69,7 @@ if (url === undefined) {
 
     test('a key moved to another hash is no longer found by the old one', async (t) => {
       const prefix = `test:${randomUUID()}:`;
-      t.after(() => deletePrefix(redis, prefix));
+      t.after(() => deleteKeysUnder(redis, prefix));
       const directory = new RedisKeyDirectory({ redis, prefix });
       await directory.putAccount({ id: 'a1', name: 'A', status: 'active', created_at: 1, version: 1 });
       const key = {
@@ -92,7 +84,7 @@ if (url === undefined) {
 
     test('concurrent writers: only the highest version survives', async (t) => {
       const prefix = `test:${randomUUID()}:`;
-      t.after(() => deletePrefix(redis, prefix));
+      t.after(() => deleteKeysUnder(redis, prefix));
       const a = new RedisKeyDirectory({ redis, prefix });
       const b = new RedisKeyDirectory({ redis: peerClient, prefix });
       const versions = Array.from({ length: 50 }, (_, i) => i + 1).sort(() => Math.random() - 0.5);

@@ -5,14 +5,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
 import { seal } from '@tollgate/keys';
 import {
   backoffMs, balanceLow, deliveryId, MemoryWebhookStore, newWebhookSecret, RedisWebhookStore, spendLimitReached, WebhookDispatcher,
   WEBHOOK_SECRET_PURPOSE, type Occurrence, type WebhookEventType, type WebhookRecord, type WebhookStore,
 } from '../src/index.ts';
-import { findRedis } from '../../../test/support/services.ts';
+import { testRedis } from '../../../test/support/redis.ts';
 import { startReceiver, type Receiver } from './receiver.ts';
 
 const KEY_HASH_SECRET = 'key-hash-secret-for-webhook-tests';
@@ -223,19 +222,8 @@ function suite(name: string, makeStore: () => WebhookStore) {
 
 suite('memory store', () => new MemoryWebhookStore());
 
-const redisUrl = await findRedis();
-if (redisUrl !== undefined) {
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-  const prefix = `tg-test-wh-${randomUUID()}:`;
-  after(async () => {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-      if (keys.length > 0) await redis.del(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-    redis.disconnect();
-  });
+const { redis, prefix } = await testRedis('wh');
+if (redis !== undefined) {
   let n = 0;
   suite('redis store', () => new RedisWebhookStore({ redis, prefix: `${prefix}${n++}:`, cacheMs: 0 }));
 } else {

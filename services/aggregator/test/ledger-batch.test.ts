@@ -15,14 +15,11 @@ import { MemoryKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
 import { startLedgerConsumer } from '@tollgate/aggregator';
 import { requireKafka, requireRedis } from '../../../test/support/services.ts';
+import { usageEvent } from '../../../test/support/events.ts';
 
+/** A usage event of `accountId` costing `cost` µc. */
 function usage(eventId: string, accountId: string, cost: string): UsageEvent {
-  return {
-    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'k', model: 'm', catalog_model: 'm',
-    upstream_model: 'm', input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0,
-    cache_write_1h_tokens: 0, cost_micros: cost, status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null,
-    stream: false, upstream_request_id: null, gateway_id: 'g',
-  };
+  return usageEvent(eventId, accountId, { cost_micros: cost });
 }
 
 /** A store that records every completed applyBatch call (offsets and outcomes); `beforeCall` (given the attempt number) may answer or fail a call instead. */
