@@ -10,7 +10,7 @@
 // `per-event` is the ledger consumer as it was before batching, rebuilt faithfully: one
 // applyUsage script call (one round trip) per event, awaited in order. `batch` is the current
 // path (`applyBatch`: one script call per partition batch).
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,12 +18,13 @@ import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import { Redis } from 'ioredis';
-import { KafkaLog, type ConsumedEvent, type PublishedEvent, type UsageEvent } from '@tollgate/events';
+import { KafkaLog, type ConsumedEvent, type PublishedEvent } from '@tollgate/events';
 import { MemoryKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { findKafka, findRedis } from '../test/support/services.ts';
+import { usageEvent } from './stack.ts';
 
 export interface ConsumerBenchOptions {
   events: number;
@@ -72,27 +73,6 @@ export interface ConsumerBenchResult {
 }
 
 type Log = (line: string) => void;
-
-const MODELS = [
-  { id: 'claude-sonnet-4-6', input: 180, output: 900 },
-  { id: 'claude-haiku-4-5', input: 24, output: 120 },
-  { id: 'claude-opus-4-6', input: 300, output: 1500 },
-];
-
-/** A usage event as a gateway publishes it; cost = input × in-price + output × out-price (µc). */
-function usage(i: number, accounts: number, ts: number): UsageEvent {
-  const m = MODELS[i % MODELS.length]!;
-  const input = 200 + ((i * 7919) % 3800);
-  const output = 16 + ((i * 104_729) % 1000);
-  const a = String(i % accounts).padStart(5, '0');
-  return {
-    type: 'usage', event_id: `req_${randomBytes(18).toString('base64url')}`, ts,
-    account_id: `acct_cb_${a}`, key_id: `key_cb_${a}`, model: m.id, catalog_model: m.id, upstream_model: m.id,
-    input_tokens: input, output_tokens: output, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0,
-    cost_micros: String(input * m.input + output * m.output), status: 'ok', http_status: 200, latency_ms: 400 + (i % 900),
-    ttft_ms: 150 + (i % 500), stream: i % 3 !== 0, upstream_request_id: null, gateway_id: 'bench-gw',
-  };
-}
 
 /**
  * The ledger consumer before batching: every event its own applyUsage call, in order (what
@@ -151,7 +131,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       for (let j = i; j < Math.min(o.events, i + CHUNK * 10); j += CHUNK) {
         const events: PublishedEvent[] = [];
         for (let k = j; k < Math.min(o.events, j + CHUNK); k++) {
-          const e = usage(k, o.accounts, now - 3600_000 + Math.floor(k * 3600_000 / o.events));
+          const e = usageEvent(k, o.accounts, now - 3600_000 + Math.floor(k * 3600_000 / o.events));
           cost += BigInt(e.cost_micros);
           events.push({ event: e });
         }
@@ -271,7 +251,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * o.rate) + perTick);
         const batch: PublishedEvent[] = [];
         for (; sent < due; sent++) {
-          const e = usage(o.events + sent, o.accounts, Date.now());
+          const e = usageEvent(o.events + sent, o.accounts, Date.now());
           published.set(e.event_id, performance.now());
           batch.push({ event: e });
         }

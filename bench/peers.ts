@@ -5,14 +5,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { runLoad, type LoadResult, type LoadTarget } from './load.ts';
 import type { MemoryReport, ProbeReport, ProfileSummary } from './peers/probe.ts';
-import { cpuSeconds, createCustomer, ROOT, settledBalance, startSimulator, startTollgate, UPSTREAM_API_KEY, type Service, type TollgateService } from './stack.ts';
+import { cpuSeconds, createCustomer, freePort, ROOT, settledBalance, startSimulator, startTollgate, UPSTREAM_API_KEY, type Service, type TollgateService } from './stack.ts';
 
 const PEERS_DIR = join(ROOT, 'bench/.peers');
 const PORTKEY_START = join(PEERS_DIR, 'portkey/node_modules/@portkey-ai/gateway/build/start-server.js');
@@ -92,17 +91,6 @@ export interface PeersBenchResult {
 }
 
 // ---- processes -------------------------------------------------------------------------------
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? res(addr.port) : rej(new Error('no port'))));
-    });
-  });
-}
 
 interface Peer { name: string; url: string; child: ChildProcess; output(): string; stop(): Promise<void> }
 const peers = new Set<Peer>();

@@ -3,7 +3,6 @@
 // selector cost per call, the time to fail over to a healthy upstream, and what an open circuit
 // saves. See bench/README.md "Upstream pools".
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
 import { MemoryPoolStore, type GroupRecord, type PoolView, type ResolvedUpstream, type UpstreamRecord } from '@tollgate/pool';
@@ -11,7 +10,7 @@ import { UpstreamPool, type Route } from '../services/gateway/src/pool/selector.
 import type { UpstreamClients } from '../services/gateway/src/pool/clients.ts';
 import type { UpstreamClient, UpstreamResponse } from '../services/gateway/src/upstream.ts';
 import { summarize, type Summary } from './load.ts';
-import { ADMIN_TOKEN, createCustomer, startSimulator, startTollgate, UPSTREAM_API_KEY, type Service, type TollgateService } from './stack.ts';
+import { ADMIN_TOKEN, admin, createCustomer, freePort, startSimulator, startTollgate, UPSTREAM_API_KEY, type Service, type TollgateService } from './stack.ts';
 
 /** Consecutive failures that open a circuit in the bench's gateway (`CIRCUIT_FAILURE_THRESHOLD`): also the failed requests per fault kind. */
 export const POOL_CIRCUIT_THRESHOLD = 40;
@@ -151,29 +150,6 @@ async function microBench(): Promise<MicroFigure[]> {
 }
 
 // ---- the gateway, end to end -------------------------------------------------------------
-
-async function admin<T>(url: string, method: string, path: string, body?: unknown): Promise<T> {
-  const res = await fetch(`${url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${text}`);
-  return JSON.parse(text) as T;
-}
-
-/** A port nothing listens on (bound and released): connections to it are refused. */
-async function deadPort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? res(addr.port) : rej(new Error('no port'))));
-    });
-  });
-}
 
 async function simFaults(sim: Service, method: 'POST' | 'DELETE', fault?: Record<string, unknown>): Promise<void> {
   const res = await fetch(`${sim.url}/_sim/faults`, {
@@ -351,7 +327,8 @@ export async function runPoolBench(o: PoolBenchOptions): Promise<PoolBenchResult
     for (const [i, s] of POOL_SHAPE.entries()) poolIds.push(await upstream(`bench pool ${i}`, sims[i]!.url, s.priority, s.weight));
     const pool10 = await group('bench pool of 10', poolIds);
     const fallback = await upstream('bench fallback', sims[2]!.url, 0, 1);
-    const dead = `http://127.0.0.1:${await deadPort()}`;
+    // a port bound and released: nothing listens on it, so connections to it are refused
+    const dead = `http://127.0.0.1:${await freePort()}`;
     // in this order (an object would put '503' first: integer-like keys come first)
     const failGroups: Array<[FailoverFigure['kind'] | 'no fault', string]> = [
       ['no fault', await group('bench no fault', [await upstream('bench first (healthy)', sims[3]!.url, 10, 1), fallback])],

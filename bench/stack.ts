@@ -1,11 +1,13 @@
 // The system under test, each service in its own child process so the gateway, the simulator
 // and the load generator do not share one event loop (they still share the machine's cores).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { UsageEvent } from '@tollgate/events';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const UPSTREAM_API_KEY = 'sk-ant-bench-upstream-key';
@@ -138,8 +140,11 @@ async function healthy(url: string): Promise<boolean> {
   }
 }
 
-/** A port the OS says is free right now (Tollgate logs nothing at a quiet log level to read it from). */
-async function freePort(): Promise<number> {
+/**
+ * A port the OS says is free right now, bound and released (Tollgate logs nothing at a quiet log
+ * level to read it from); nothing listens on it, so connections to it are refused until taken.
+ */
+export async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.once('error', rej);
@@ -299,7 +304,8 @@ export interface AccountView {
   held_credits: number;
 }
 
-async function admin<T>(url: string, method: string, path: string, body?: unknown): Promise<T> {
+/** One control-API call with the bench's admin token; throws on a non-2xx answer. */
+export async function admin<T>(url: string, method: string, path: string, body?: unknown): Promise<T> {
   const res = await fetch(`${url}${path}`, {
     method,
     headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
@@ -368,4 +374,27 @@ export async function settledBalance(url: string, accountId: string, accept: (b:
     }
     await sleep(100);
   }
+}
+
+// ---- usage events ------------------------------------------------------------------------
+
+const MODELS = [
+  { id: 'claude-sonnet-4-6', input: 180, output: 900 },
+  { id: 'claude-haiku-4-5', input: 24, output: 120 },
+  { id: 'claude-opus-4-6', input: 300, output: 1500 },
+];
+
+/** A usage event as a gateway publishes it; cost = input × in-price + output × out-price (µc). */
+export function usageEvent(i: number, accounts: number, ts: number): UsageEvent {
+  const m = MODELS[i % MODELS.length]!;
+  const input = 200 + ((i * 7919) % 3800);
+  const output = 16 + ((i * 104_729) % 1000);
+  const a = String(i % accounts).padStart(5, '0');
+  return {
+    type: 'usage', event_id: `req_${randomBytes(18).toString('base64url')}`, ts,
+    account_id: `acct_cb_${a}`, key_id: `key_cb_${a}`, model: m.id, catalog_model: m.id, upstream_model: m.id,
+    input_tokens: input, output_tokens: output, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0,
+    cost_micros: String(input * m.input + output * m.output), status: 'ok', http_status: 200, latency_ms: 400 + (i % 900),
+    ttft_ms: 150 + (i % 500), stream: i % 3 !== 0, upstream_request_id: null, gateway_id: 'bench-gw',
+  };
 }

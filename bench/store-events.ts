@@ -1,13 +1,13 @@
 // Micro-benchmark of Warehouse.storeEvents (the `warehouse` group's sink) on an embedded chDB in
 // a temp dir: N usage events for 50 accounts, stored in batches of --batch, timed end to end.
 // node bench/store-events.ts --events 50000 --batch 1000
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { toV2, type UsageEvent } from '@tollgate/events';
+import { toV2 } from '@tollgate/events';
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
+import { usageEvent } from './stack.ts';
 
 const { values } = parseArgs({ options: {
   events: { type: 'string', default: '50000' }, batch: { type: 'string', default: '1000' },
@@ -17,24 +17,6 @@ const { values } = parseArgs({ options: {
 } });
 const N = Number(values.events);
 const B = Number(values.batch);
-const MODELS = [
-  { id: 'claude-sonnet-4-6', input: 180, output: 900 },
-  { id: 'claude-haiku-4-5', input: 24, output: 120 },
-  { id: 'claude-opus-4-6', input: 300, output: 1500 },
-];
-function usage(i: number, ts: number): UsageEvent {
-  const m = MODELS[i % MODELS.length]!;
-  const input = 200 + ((i * 7919) % 3800);
-  const output = 16 + ((i * 104_729) % 1000);
-  const a = String(i % 50).padStart(5, '0');
-  return {
-    type: 'usage', event_id: `req_${randomBytes(18).toString('base64url')}`, ts,
-    account_id: `acct_cb_${a}`, key_id: `key_cb_${a}`, model: m.id, catalog_model: m.id, upstream_model: m.id,
-    input_tokens: input, output_tokens: output, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0,
-    cost_micros: String(input * m.input + output * m.output), status: 'ok', http_status: 200, latency_ms: 400 + (i % 900),
-    ttft_ms: 150 + (i % 500), stream: i % 3 !== 0, upstream_request_id: null, gateway_id: 'bench-gw',
-  };
-}
 const dir = mkdtempSync(join(tmpdir(), 'store-events-'));
 const client = createChdbClickHouse({ path: dir });
 const wh = new Warehouse({ client });
@@ -45,7 +27,7 @@ try {
     for (const v of views) await client.command({ query: `DROP TABLE tollgate.\`${v.name}\`` });
   }
   const t0 = Date.now() - N;
-  const events = Array.from({ length: N }, (_, i) => (values.v1 ? usage(i, t0 + i) : toV2(usage(i, t0 + i))));
+  const events = Array.from({ length: N }, (_, i) => (values.v1 ? usageEvent(i, 50, t0 + i) : toV2(usageEvent(i, 50, t0 + i))));
   const start = performance.now();
   for (let i = 0; i < N; i += B) {
     const q = await wh.storeEvents(events.slice(i, i + B).map((event, j) => ({ event, topic: 'usage', position: { partition: 0, offset: BigInt(i + j) } })), 'warehouse');
