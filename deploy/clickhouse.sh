@@ -146,15 +146,7 @@ cmd_start() {
   [[ "$ENGINE" == npm ]] && args+=("$LIBCHDB")
   args+=("$DATA")
   log "starting ClickHouse server ($ENGINE engine) on $HOST:$PORT, state $CDIR"
-  : >"$OUT"
-  # Its own session (setsid), so it outlives the caller's process group (a test runner, a CI
-  # step); setsid execs in place here, so $! is the server's pid.
-  (cd "$RUNDIR" && exec setsid nohup "$py" "${args[@]}" >>"$OUT" 2>&1 </dev/null) &
-  local pid=$!
-  echo "$pid" >"$PIDFILE"
-  echo "$PORT" >"$PORTFILE"
-  disown "$pid" 2>/dev/null || true
-  wait_ready "$pid"
+  spawn_server "$RUNDIR" "$py" "${args[@]}"
 }
 
 wait_ready() {
@@ -167,31 +159,9 @@ wait_ready() {
   log "ready: CLICKHOUSE_URL=http://$HOST:$PORT (pid $pid, ClickHouse $(server_version))"
 }
 
-cmd_stop() {
-  if ! pid_alive; then
-    report_not_running
-    return 0
-  fi
-  local pid; pid="$(cat "$PIDFILE")"
-  log "stopping server (pid $pid)"
-  # The engine has no graceful shutdown hook here: SIGTERM ends the process; MergeTree parts are
-  # written whole before an insert is acknowledged, so nothing acknowledged is lost.
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$(( $(date +%s) + STOP_TIMEOUT ))
-  while alive "$pid"; do
-    if (( $(date +%s) >= deadline )); then
-      log "still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
-      break
-    fi
-    sleep 0.1
-  done
-  local i
-  for i in $(seq 1 50); do port_open "$PORT" || break; sleep 0.1; done
-  rm -f "$PIDFILE" "$PORTFILE"
-  log "stopped"
-}
+# The engine has no graceful shutdown hook here: SIGTERM ends the process; MergeTree parts are
+# written whole before an insert is acknowledged, so nothing acknowledged is lost.
+cmd_stop() { stop_server server 0.1 "$PORT"; }
 
 cmd_status() {
   if pid_alive; then
@@ -204,20 +174,11 @@ cmd_status() {
     echo "clickhouse: starting (pid $pid), $HOST:$PORT does not answer /ping yet"
     return 3
   fi
-  if port_open "$PORT"; then
-    echo "clickhouse: $HOST:$PORT is served by a process not started by this script"
-    return 0
-  fi
-  echo "clickhouse: stopped"
-  return 3
+  status_not_ours
 }
 
 case "${1:-}" in
-  install) cmd_install ;;
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  restart) cmd_stop; cmd_start ;;
-  status) cmd_status ;;
+  install|start|stop|restart|status) service_command "$1" ;;
   logs) touch "$LOGFILE" 2>/dev/null || true; tail -n "${2:-100}" "$LOGFILE" "$OUT" ;;
   *) echo "usage: $0 install|start|stop|restart|status|logs [N]" >&2; exit 2 ;;
 esac

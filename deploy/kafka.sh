@@ -194,21 +194,13 @@ cmd_start() {
   write_config
   format_storage
   log "starting broker on $HOST:$PORT (controller $HOST:$CPORT), state $KDIR"
-  : >"$OUT"
-  # Its own session (setsid): the broker must outlive whatever started it, even when that
-  # caller's process group is killed (a test runner, a CI step, a shell job that timed out).
-  # setsid execs in place here (a background job is no group leader), so $! is java's pid.
+  # in the caller's working directory, as before ($HEAP splits into options on purpose)
   # shellcheck disable=SC2086
-  setsid nohup java $HEAP -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  spawn_server . java $HEAP -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Xshare:auto \
     -Djava.awt.headless=true -Dkafka.logs.dir="$LOGDIR" \
     -Dlog4j.configuration="file:$LOG4J" \
-    -cp "$LIBS/*" kafka.Kafka "$CONF" >>"$OUT" 2>&1 </dev/null &
-  local pid=$!
-  echo "$pid" >"$PIDFILE"
-  echo "$PORT" >"$PORTFILE"
-  disown "$pid" 2>/dev/null || true
-  wait_ready "$pid"
+    -cp "$LIBS/*" kafka.Kafka "$CONF"
 }
 
 wait_ready() {
@@ -227,30 +219,7 @@ wait_ready() {
   log "ready: KAFKA_BROKERS=$HOST:$PORT (pid $pid)"
 }
 
-cmd_stop() {
-  if ! pid_alive; then
-    report_not_running
-    return 0
-  fi
-  local pid; pid="$(cat "$PIDFILE")"
-  log "stopping broker (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$(( $(date +%s) + STOP_TIMEOUT ))
-  while alive "$pid"; do
-    if (( $(date +%s) >= deadline )); then
-      log "still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
-      break
-    fi
-    sleep 0.2
-  done
-  # wait for the listener sockets to be released so an immediate start can bind again
-  local i
-  for i in $(seq 1 50); do port_open "$PORT" || port_open "$CPORT" || break; sleep 0.1; done
-  rm -f "$PIDFILE" "$PORTFILE"
-  log "stopped"
-}
+cmd_stop() { stop_server broker 0.2 "$PORT" "$CPORT"; }
 
 cmd_status() {
   if pid_alive; then
@@ -261,12 +230,7 @@ cmd_status() {
     echo "kafka: starting (pid $(cat "$PIDFILE")), $HOST:$PORT not open yet"
     return 3
   fi
-  if port_open "$PORT"; then
-    echo "kafka: $HOST:$PORT is served by a process not started by this script"
-    return 0
-  fi
-  echo "kafka: stopped"
-  return 3
+  status_not_ours
 }
 
 cmd_logs() {
@@ -275,11 +239,7 @@ cmd_logs() {
 }
 
 case "${1:-}" in
-  install) cmd_install ;;
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  restart) cmd_stop; cmd_start ;;
-  status) cmd_status ;;
+  install|start|stop|restart|status) service_command "$1" ;;
   logs) shift; cmd_logs "$@" ;;
   # run any Kafka CLI class on the installed jars, e.g.
   #   bash deploy/kafka.sh cli org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --list

@@ -85,12 +85,7 @@ cmd_stop() {
   local pid; pid="$(cat "$PIDFILE")"
   log "stopping redis (pid $pid)"
   redis-cli -h "$HOST" -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
-  local i
-  for i in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
-  if alive "$pid"; then
-    log "still alive after 10s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  await_exit "$pid" 10 0.1
   rm -f "$PIDFILE"
   log "stopped"
 }
@@ -100,20 +95,11 @@ cmd_status() {
     echo "redis: running (pid $(cat "$PIDFILE")) on $HOST:$PORT, state $RDIR"
     return 0
   fi
-  if port_open "$PORT"; then
-    echo "redis: $HOST:$PORT is served by a process not started by this script"
-    return 0
-  fi
-  echo "redis: stopped"
-  return 3
+  status_not_ours
 }
 
 case "${1:-}" in
-  install) cmd_install ;;
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  restart) cmd_stop; cmd_start ;;
-  status) cmd_status ;;
+  install|start|stop|restart|status) service_command "$1" ;;
   logs) tail -n "${2:-100}" "$LOGFILE" ;;
   *) echo "usage: $0 install|start|stop|restart|status|logs [N]" >&2; exit 2 ;;
 esac
