@@ -2,29 +2,18 @@
 // gateway processes on one Redis (plus control and a ledger aggregator on Kafka); each rule is
 // set, both gateways refuse with its exact status and code one second later, then it is lifted
 // and both serve again one second later (the key cache TTL is 500 ms).
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
+import { startCluster, TWO_GATEWAYS, useCluster } from '../support/cluster.ts';
 
-let cluster: Cluster | undefined;
-let stop: (() => Promise<void>) | undefined;
-
-before(async () => {
-  const started = await startCluster(TWO_GATEWAYS);
-  cluster = started?.cluster;
-  stop = started?.close;
-});
-
-after(async () => {
-  await stop?.();
-});
+const run = useCluster(() => startCluster(TWO_GATEWAYS));
 
 const BODY = JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 4, messages: [{ role: 'user', content: 'hi [[sim input=1 output=1]]' }] });
 const SECOND = () => new Promise((r) => setTimeout(r, 1000));
 
 test('each access rule set through control applies on both gateways within 1 s, and lifting it serves again', async (t) => {
-  if (!cluster) return t.skip('Kafka or Redis missing');
-  const c = cluster;
+  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  const c = run.cluster;
   const account = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'access' });
   const key = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${account.json.id}/keys`, {});
   const grant = await c.admin('POST', `/admin/v1/accounts/${account.json.id}/credits`, { credits: 1, reference: `start-${account.json.id}` });

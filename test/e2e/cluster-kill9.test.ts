@@ -3,27 +3,18 @@
 // and the JSON answer is sent only after that call), and the restarted gateway re-publishes
 // what the dead one left; the ledger and warehouse groups drop copies by event_id. Real
 // processes (test/support/cluster.ts), real Kafka, Redis and chDB; the official SDK as client.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
-import { newAccount, startCluster, type Cluster } from '../support/cluster.ts';
+import { newAccount, startCluster, useCluster, type Cluster } from '../support/cluster.ts';
 
-let cluster: Cluster | undefined;
-let stop: (() => Promise<void>) | undefined;
-
-before(async () => {
-  const started = await startCluster([
-    ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
-    ['control', { roles: 'control' }],
-    ['gw1', { roles: 'gateway' }],
-  ]);
-  cluster = started?.cluster;
-  stop = started?.close;
-});
-
-after(async () => { await stop?.(); });
+const run = useCluster(() => startCluster([
+  ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
+  ['control', { roles: 'control' }],
+  ['gw1', { roles: 'gateway' }],
+]));
 
 // claude-sonnet-4-5 in the CNY catalog: input 72 µc, output 360 µc per token;
 // 100 × 72 + 3 × 360 = 7_200 + 1_080 = 8_280 µc per request.
@@ -39,8 +30,8 @@ function spoolLines(c: Cluster, name: string): string[] {
 }
 
 test('gateway killed with kill -9 during traffic: every answered request has exactly one event, the balance moved by exactly Σ costs', async (t) => {
-  if (!cluster) return t.skip('services missing');
-  const c = cluster;
+  if (!run.cluster) return t.skip('services missing');
+  const c = run.cluster;
   const acct = await newAccount(c, 1000);
   const client = new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw1'), maxRetries: 0, logLevel: 'error', timeout: 20_000 });
 

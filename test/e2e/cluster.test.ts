@@ -3,28 +3,19 @@
 // and Redis. Traffic from the official SDK over both gateways, streaming and not, concurrent on
 // one account. Then, to the micro-credit: Σ per-request costs (computed here from the CNY
 // catalog) = drop in balance = warehouse total, and every request id is stored exactly once.
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
-import { newAccount, startStandardCluster, type Cluster } from '../support/cluster.ts';
+import { newAccount, startStandardCluster, useCluster } from '../support/cluster.ts';
 import { traffic, type AccountHandle } from '../support/traffic.ts';
 import { Kafka, logLevel } from 'kafkajs';
 
-let cluster: Cluster | undefined;
-let stop: (() => Promise<void>) | undefined;
-
-before(async () => {
-  const started = await startStandardCluster();
-  cluster = started?.cluster;
-  stop = started?.close;
-});
-
-after(async () => { await stop?.(); });
+const run = useCluster(() => startStandardCluster());
 
 describe('distributed mode', () => {
   test('control changes reach every gateway within 1 s: a new key works at once, a revoked key stops', async (t) => {
-    if (!cluster) return t.skip('services missing');
-    const c = cluster;
+    if (!run.cluster) return t.skip('services missing');
+    const c = run.cluster;
     const acct = await newAccount(c, 1);
     for (const gw of ['gw1', 'gw2']) {
       const client = new Anthropic({ apiKey: acct.secret, baseURL: c.url(gw), maxRetries: 0, logLevel: 'error' });
@@ -39,8 +30,8 @@ describe('distributed mode', () => {
   });
 
   test('mixed traffic over two gateways: warehouse total = Σ request costs = balance drop, each id once', async (t) => {
-    if (!cluster) return t.skip('services missing');
-    const c = cluster;
+    if (!run.cluster) return t.skip('services missing');
+    const c = run.cluster;
     const a = await newAccount(c, 100);
     const b = await newAccount(c, 100);
     const sent = await traffic({ gateways: [c.url('gw1'), c.url('gw2')], accounts: [a, a, a, b], requests: 80, concurrency: 16 });
@@ -68,8 +59,8 @@ describe('distributed mode', () => {
   });
 
   test('replaying every topic from offset 0 changes no total', async (t) => {
-    if (!cluster) return t.skip('services missing');
-    const c = cluster;
+    if (!run.cluster) return t.skip('services missing');
+    const c = run.cluster;
     const a = await newAccount(c, 10);
     const sent = await traffic({ gateways: [c.url('gw1'), c.url('gw2')], accounts: [a], requests: 20, concurrency: 4 });
     assert.deepEqual(sent.failed, []);

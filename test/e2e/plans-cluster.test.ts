@@ -1,26 +1,15 @@
 // A plan's windows are per key and exact across gateways: two gateway processes on one Redis
 // (plus control and a ledger aggregator on Kafka), one key, concurrent traffic through both.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
-import { startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
+import { startCluster, TWO_GATEWAYS, useCluster } from '../support/cluster.ts';
 
-let cluster: Cluster | undefined;
-let stop: (() => Promise<void>) | undefined;
-
-before(async () => {
-  const started = await startCluster(TWO_GATEWAYS);
-  cluster = started?.cluster;
-  stop = started?.close;
-});
-
-after(async () => {
-  await stop?.();
-});
+const run = useCluster(() => startCluster(TWO_GATEWAYS));
 
 test('a plan\'s 5-hour window holds exactly across two gateways: 7 of 20 concurrent requests pass, 13 get 429 rate_limit_exceeded, 7 are billed', async (t) => {
-  if (!cluster) return t.skip('Kafka or Redis missing');
-  const c = cluster;
+  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  const c = run.cluster;
   const plan = await c.admin<{ id: string }>('POST', '/admin/v1/plans', { name: 'seven per 5 h', requests_per_5h: 7, requests_per_week: 100 });
   assert.equal(plan.status, 201);
   // The account, its key and 1 credit; a ledger consumer that is still joining its group may

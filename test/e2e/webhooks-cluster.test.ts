@@ -7,24 +7,16 @@ import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
-import { newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
+import { newAccount, startCluster, TWO_GATEWAYS, useCluster, type Cluster } from '../support/cluster.ts';
 import { startReceiver, type Receiver } from '../../libs/webhooks/test/receiver.ts';
 
-let cluster: Cluster | undefined;
-let stop: (() => Promise<void>) | undefined;
 let rx: Receiver;
 const SIM = { model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user' as const, content: '[[sim input=10 output=5]]' }] };
 
-before(async () => {
-  rx = await startReceiver();
-  const started = await startCluster(TWO_GATEWAYS);
-  cluster = started?.cluster;
-  stop = started?.close;
-});
-after(async () => {
-  await stop?.();
-  await rx.close();
-});
+// The receiver first (up before the cluster, closed after it).
+before(async () => { rx = await startReceiver(); });
+const run = useCluster(() => startCluster(TWO_GATEWAYS));
+after(async () => { await rx.close(); });
 
 interface Delivery { id: string; occurrence_id: string; state: string; attempts: number; last_status: number | null }
 
@@ -44,8 +36,8 @@ async function settled(c: Cluster, id: string): Promise<Delivery[]> {
 const refusedWith = (code: string) => (err: { status?: number; error?: { error?: { code?: string } } }) => err.status === 429 && err.error?.error?.code === code;
 
 test('a spend limit and a plan window refusing on two gateway processes: one delivery each, signed', async (t) => {
-  if (!cluster) return t.skip('Kafka or Redis missing');
-  const c = cluster;
+  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  const c = run.cluster;
   const spendHook = await hook(c, 'c-spend', ['spend_limit.reached']);
   const planHook = await hook(c, 'c-plan', ['plan_window.exhausted']);
   const a = await newAccount(c, 10);
@@ -83,8 +75,8 @@ test('a spend limit and a plan window refusing on two gateway processes: one del
 });
 
 test('this cluster\'s Redis state lost: the rebuild brings every webhook back from the warehouse', async (t) => {
-  if (!cluster) return t.skip('Kafka or Redis missing');
-  const c = cluster;
+  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  const c = run.cluster;
   const h = await hook(c, 'c-rebuilt', ['event.quarantined']);
   // Only this cluster's own keys (its REDIS_PREFIX), as if its Redis had restarted empty.
   const redis = new Redis(c.env.REDIS_URL!, { maxRetriesPerRequest: 1 });

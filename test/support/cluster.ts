@@ -10,6 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { after, before } from 'node:test';
 
 const ROOT = join(import.meta.dirname, '../..');
 const MAIN = join(ROOT, 'services/tollgate/src/main.ts');
@@ -246,6 +247,23 @@ export async function startCluster(
       await cluster.dropWarehouse();
     },
   };
+}
+
+/**
+ * A cluster for the tests of the file (or `describe`) where this is called: a `before` hook starts
+ * it with `start` (`startCluster`, `startStandardCluster`), an `after` hook closes it. `cluster` is
+ * undefined until the `before` ran, and stays so when Kafka or Redis is missing (the tests skip).
+ */
+export function useCluster(start: () => Promise<{ cluster: Cluster; close(): Promise<void> } | undefined>): { readonly cluster: Cluster | undefined } {
+  const run: { cluster: Cluster | undefined } = { cluster: undefined };
+  let close: (() => Promise<void>) | undefined;
+  before(async () => {
+    const started = await start();
+    run.cluster = started?.cluster;
+    close = started?.close;
+  });
+  after(async () => { await close?.(); });
+  return run;
 }
 
 /** An account with `credits` granted (applied by the ledger: 201) and one key. */

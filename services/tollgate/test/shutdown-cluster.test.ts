@@ -3,32 +3,21 @@
 // exits: its usage event reaches Kafka and the warehouse, and its Redis hold is settled, not
 // left until HOLD_TTL_MS. SHUTDOWN_GRACE_MS=0 so the order is: the client sees the answer begin,
 // SIGTERM, cut. Amounts from the CNY catalog: sonnet-4-5 input 72, output 360 µc per token.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { UsageEvent } from '@tollgate/events';
-import { newAccount, startCluster, type Cluster } from '../../../test/support/cluster.ts';
+import { newAccount, startCluster, useCluster } from '../../../test/support/cluster.ts';
 import { flatUsage } from '../../../test/support/events.ts';
 
-let cluster: Cluster | undefined;
-let stop: (() => Promise<void>) | undefined;
-
-before(async () => {
-  const started = await startCluster([
-    ['agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
-    ['control', { roles: 'control' }],
-    ['gw1', { roles: 'gateway', env: { SHUTDOWN_GRACE_MS: '0' } }],
-  ]);
-  cluster = started?.cluster;
-  stop = started?.close;
-});
-
-after(async () => {
-  await stop?.();
-});
+const run = useCluster(() => startCluster([
+  ['agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
+  ['control', { roles: 'control' }],
+  ['gw1', { roles: 'gateway', env: { SHUTDOWN_GRACE_MS: '0' } }],
+]));
 
 test('distributed: SIGTERM while a stream outlives the grace: cut, charged the usage reported so far (client_disconnect, cut_by_shutdown), hold settled, event warehoused', async (t) => {
-  if (!cluster) return t.skip('Kafka or Redis missing');
-  const c = cluster;
+  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  const c = run.cluster;
   const acct = await newAccount(c, 10); // 10_000_000 µc
   const res = await fetch(`${c.url('gw1')}/v1/messages`, {
     method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': acct.secret },
