@@ -75,13 +75,19 @@ export async function repairRollups(w: RollupRepairStore, pairs: readonly Rollup
  * was lost has no raw row to find it by). For the warehouse sink's start.
  */
 export async function recentRollupScope(w: RollupRepairStore, withinMs = 3_600_000): Promise<RollupScopePair[]> {
+  // `inserted_at` is in no key, so the raw side reads only the parts written (or merged) within
+  // the span: a part is written after its rows are stamped, so its modification_time (whole
+  // seconds, hence the second of margin) is never earlier than any of their `inserted_at`.
+  const [usageDb, usageTable] = w.tables.usage.split('.').map((s) => s.slice(1, -1));
   const rows = await w.select(
     `SELECT DISTINCT account_id, toUInt32(toStartOfMinute(ts, 'UTC')) AS m FROM ${w.tables.usage}
-       WHERE inserted_at >= now64(3) - toIntervalMillisecond({within:UInt64})
+       WHERE _part IN (SELECT name FROM system.parts WHERE database = {usage_db:String} AND table = {usage_table:String}
+                         AND active AND modification_time >= now() - toIntervalSecond(intDiv({within:UInt64}, 1000) + 1))
+         AND inserted_at >= now64(3) - toIntervalMillisecond({within:UInt64})
      UNION DISTINCT
      SELECT DISTINCT account_id, toUInt32(bucket) AS m FROM ${w.tables.rollupMinute}
        WHERE bucket >= toStartOfMinute(now() - toIntervalSecond(intDiv({within:UInt64}, 1000)), 'UTC')`,
-    { within: withinMs },
+    { within: withinMs, usage_db: usageDb, usage_table: usageTable },
   );
   return rows.map((r) => ({ accountId: String(r['account_id']), minute: Number(r['m']) }));
 }

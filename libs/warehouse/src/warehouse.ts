@@ -415,13 +415,20 @@ export class Warehouse {
   async #markStored(rows: Row[]): Promise<{ marked: Row[]; stored: Set<string> }> {
     const ids = [...new Set(rows.map((r) => r['event_id'] as string))];
     // A duplicate has the same ts (the dedup rule), so the batch's time span prunes partitions.
-    const ts = rows.map((r) => r['ts'] as string).sort();
+    // Only the span's ends are needed: one pass, not a sort (the ts texts order as they compare).
+    let lo = rows[0]!['ts'] as string;
+    let hi = lo;
+    for (const r of rows) {
+      const t = r['ts'] as string;
+      if (t < lo) lo = t;
+      else if (t > hi) hi = t;
+    }
     const stored = await this.#select(
       `SELECT DISTINCT event_id FROM ${this.#t.usage}
        WHERE event_id IN {ids:Array(String)}
          AND account_id IN {accounts:Array(String)}
          AND ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')`,
-      { ids, accounts: [...new Set(rows.map((r) => r['account_id'] as string))], lo: ts[0], hi: ts[ts.length - 1] },
+      { ids, accounts: [...new Set(rows.map((r) => r['account_id'] as string))], lo, hi },
     );
     const already = new Set(stored.map((r) => str(r['event_id'])));
     const seen = new Set(already);

@@ -156,19 +156,22 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // The process that owns the warehouse restores lost hot state by itself: at start, and
   // whenever a ledger consumer finds it gone (Redis restarted empty). One rebuild at a time.
   let rebuilding: Promise<unknown> | null = null;
-  const restoreState = () => {
+  // `reload`: pools and webhooks are loaded again around the rebuild; false only at start, just
+  // after they were loaded above.
+  const rebuildState = (reload: boolean) => {
     if (!warehouse || rebuilding) return;
     // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
     // the stored groups missing and send every caller to the configured default.
-    rebuilding = Promise.resolve(restorePoolRecords()).then(() => rebuild({ warehouse, balances, keys }))
+    rebuilding = Promise.resolve(reload ? restorePoolRecords() : undefined).then(() => rebuild({ warehouse, balances, keys }))
       .then((report) => server.log.warn({ report }, 'hot state rebuilt from the warehouse'))
-      .then(restoreHooks)
+      .then(() => (reload ? restoreHooks() : undefined))
       .catch((err: unknown) => server.log.error({ err }, 'rebuild failed; will retry'))
       .finally(() => { rebuilding = null; });
   };
+  const restoreState = () => rebuildState(true);
   const ownsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
   if (adapters.mode === 'distributed' && ownsWarehouse && !(await balances.ready())) {
-    restoreState();
+    rebuildState(false);
     await rebuilding;
   }
   // The warehouse owner also watches the ready mark itself: the ledger group may run in another
