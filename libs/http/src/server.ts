@@ -187,8 +187,10 @@ function originInRaw(raw: Buffer | undefined): string | undefined {
  * CORS headers like every other answer. Always closes the connection.
  */
 function writeSocketError(socket: Socket, err: GatewayError, headers: Record<string, string> = {}): void {
-  const body = JSON.stringify(errorBody(err, newRequestId()));
-  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  // Like every other answer: the request id in a `request-id` header as well as in the body.
+  const requestId = newRequestId();
+  const body = JSON.stringify(errorBody(err, requestId));
+  const extra = Object.entries({ 'request-id': requestId, ...headers }).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   socket.end(`HTTP/1.1 ${err.status} ${err.status === 408 ? 'Request Timeout' : err.status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n`
     + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`);
   socket.destroySoon();
@@ -240,15 +242,18 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
         socket.destroy();
         return;
       }
+      // The request's parsed head, when its headers arrived (a body that came too slowly).
+      const incoming = (socket as Socket & { parser?: { incoming?: IncomingMessage } }).parser?.incoming;
+      // Node raises one code for both deadlines: name the one that ran out.
       const gErr = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? gatewayError('request_timeout', `The request was not received within ${requestTimeout} ms`)
+        ? gatewayError('request_timeout', incoming === undefined || incoming === null
+          ? `The request headers were not received within ${headersTimeout} ms`
+          : `The request was not received within ${requestTimeout} ms`)
         : err.code === 'HPE_HEADER_OVERFLOW'
           ? gatewayError('headers_too_large')
           : gatewayError('invalid_request', 'Malformed HTTP request');
       this.log.debug({ code: err.code }, 'client error');
-      // The request's origin: from its parsed headers (a body that came too slowly), else from
-      // the bytes Node could not parse.
-      const incoming = (socket as Socket & { parser?: { incoming?: IncomingMessage } }).parser?.incoming;
+      // The request's origin: from its parsed headers, else from the bytes Node could not parse.
       const given = incoming?.headers.origin ?? originInRaw((err as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket);
       writeSocketError(socket, gErr, corsHeadersFor(options.corsOrigins, given));
     },

@@ -242,6 +242,31 @@ test('unparsable HTTP and oversized headers: Anthropic-shaped 400 / 431 written 
   const big = await raw(`GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
   assert.match(big, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
   assert.match(big, /"error":\{"type":"request_too_large","code":"headers_too_large","message":"Request headers exceed the maximum allowed size"\}/);
+  // Like every other answer: a request-id header, the same id as the body's.
+  for (const answer of [garbage, big]) {
+    const header = /\r\nrequest-id: (req_[0-9A-Za-z]{24})\r\n/.exec(answer)?.[1];
+    assert.ok(header, `request-id header in ${answer.slice(0, 40)}`);
+    assert.ok(answer.includes(`"request_id":"${header}"`), 'the header is the body\'s request_id');
+  }
+});
+
+test('a request whose headers never finish: 408 naming the headers deadline (not the whole-request one), with a request-id header', async () => {
+  const short = createHttpServer({ bodyLimitBytes: LIMIT, requestTimeoutMs: 5000, headersTimeoutMs: 300 });
+  const shortUrl = await short.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(new URL(shortUrl).port), '127.0.0.1', () => socket.write('POST /v1/messages HTTP/1.1\r\nhost: x\r\n'));
+      let data = '';
+      socket.on('data', (b: Buffer) => { data += b.toString('latin1'); });
+      socket.on('close', () => resolve(data));
+      socket.on('error', reject);
+    });
+    assert.match(answer, /^HTTP\/1\.1 408 /);
+    assert.match(answer, /"message":"The request headers were not received within 300 ms"/);
+    assert.match(answer, /\r\nrequest-id: req_[0-9A-Za-z]{24}\r\n/);
+  } finally {
+    await short.close();
+  }
 });
 
 test('connection cap: past maxConnections a new socket is closed at once; after one leaves, requests are served again', async () => {
