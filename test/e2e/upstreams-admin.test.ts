@@ -9,15 +9,13 @@
 // the warehouse with the rebuild.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
 import { buildSimulator } from '@tollgate/simulator';
-import { freePort, newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
-import { ADMIN_TOKEN, admin, customer, startStack, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
+import { newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
+import { admin, customer, filesUnder, startLoggedProcess, startStack, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
 
 // The second upstream's own credential: the simulator behind it accepts only this key.
 const POOL_KEY = 'sk-ant-api03-POOLSECRET-b7c1e0d94f2a4e6b8d3c5a7f9e1b2d4c';
@@ -298,26 +296,10 @@ describe('the upstream credential in a running program', () => {
     const sim = buildSimulator({ apiKey: UPSTREAM_KEY });
     const simUrl = await sim.listen({ port: 0, host: '127.0.0.1' });
     const pool = await startSim(POOL_KEY);
-    const dataDir = mkdtempSync(join(tmpdir(), 'tollgate-upstream-secret-'));
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const child = spawn(process.execPath, [join(import.meta.dirname, '../../services/tollgate/src/main.ts')], {
-      env: {
-        PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'trace',
-        UPSTREAM_URL: simUrl, UPSTREAM_API_KEY: UPSTREAM_KEY, ADMIN_TOKEN, WAREHOUSE_FLUSH_MS: '20',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let logs = '';
-    child.stdout!.on('data', (b: Buffer) => { logs += b.toString(); });
-    child.stderr!.on('data', (b: Buffer) => { logs += b.toString(); });
+    let proc: Awaited<ReturnType<typeof startLoggedProcess>> | undefined;
     try {
-      let up = false;
-      for (let i = 0; i < 200 && !up; i++) {
-        up = await fetch(`${url}/health`).then((r) => r.ok, () => false);
-        if (!up) await new Promise((r) => setTimeout(r, 50));
-      }
-      assert.ok(up, `did not start:\n${logs}`);
+      proc = await startLoggedProcess('upstream-secret', { UPSTREAM_URL: simUrl });
+      const { url } = proc;
       const u = await admin<UpstreamView>(url, 'POST', '/admin/v1/upstreams', { name: 'secret', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 1, priority: 0, max_concurrency: null });
       assert.equal(u.status, 201);
       const g = await admin<GroupView>(url, 'POST', '/admin/v1/groups', { name: 'secret', platform: 'anthropic', upstream_ids: [u.json.id] });
@@ -337,18 +319,15 @@ describe('the upstream credential in a running program', () => {
       const answers = JSON.stringify([(await admin(url, 'GET', '/admin/v1/upstreams')).json, (await admin(url, 'GET', `/admin/v1/upstreams/${u.json.id}`)).json]);
       assert.ok(!answers.includes('POOLSECRET') && !answers.includes('POOLROTATED'));
     } finally {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
+      await proc?.stop();
       await sim.close();
       await pool.sim.close();
     }
+    const logs = proc.logs();
     assert.ok(logs.includes('incoming request'), `every request was logged: ${logs.slice(0, 600)}`);
     assert.ok(logs.includes('/admin/v1/upstreams'), 'the upstream routes were logged');
     for (const secret of ['POOLSECRET', 'POOLROTATED']) assert.ok(!logs.includes(secret), `the upstream credential (${secret}) was logged`);
-    const files: string[] = [];
-    const walk = (d: string) => { for (const n of readdirSync(d)) { const p = join(d, n); if (statSync(p).isDirectory()) walk(p); else files.push(p); } };
-    walk(dataDir);
+    const files = filesUnder(proc.dataDir);
     assert.ok(files.some((f) => f.includes('chdb')));
     for (const f of files) {
       const bytes = readFileSync(f);

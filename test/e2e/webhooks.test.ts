@@ -4,15 +4,12 @@
 // standardwebhooks library's own verify; amounts are exact micro-credits.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
-import { freePort } from '../support/cluster.ts';
 import type { AnyEvent } from '@tollgate/events';
 import { Webhook } from 'standardwebhooks';
-import { ADMIN_TOKEN, admin, customer, settledBalance, startSimulator, startStack, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
+import { ADMIN_TOKEN, admin, customer, filesUnder, settledBalance, startLoggedProcess, startSimulator, startStack, type Stack } from '../support/tollgate.ts';
 import { usageEvent } from '../support/events.ts';
 import { startReceiver, type Received, type Receiver } from '../../libs/webhooks/test/receiver.ts';
 
@@ -270,27 +267,10 @@ describe('restart', () => {
 describe('the signing secret in a running program', () => {
   test('never in a log line (trace level, through a retried and a refused delivery) nor in the warehouse files', async () => {
     const { sim, simUrl } = await startSimulator();
-    const dataDir = mkdtempSync(join(tmpdir(), 'tollgate-webhook-secret-'));
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const child = spawn(process.execPath, [join(import.meta.dirname, '../../services/tollgate/src/main.ts')], {
-      env: {
-        PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'trace',
-        UPSTREAM_URL: simUrl, UPSTREAM_API_KEY: UPSTREAM_KEY, ADMIN_TOKEN, WAREHOUSE_FLUSH_MS: '20',
-        LOW_BALANCE_CREDITS: '0.9995', WEBHOOK_RETRY_BASE_MS: '20',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let logs = '';
-    child.stdout!.on('data', (b: Buffer) => { logs += b.toString(); });
-    child.stderr!.on('data', (b: Buffer) => { logs += b.toString(); });
+    let proc: Awaited<ReturnType<typeof startLoggedProcess>> | undefined;
     try {
-      let up = false;
-      for (let i = 0; i < 200 && !up; i++) {
-        up = await fetch(`${url}/health`).then((r) => r.ok, () => false);
-        if (!up) await new Promise((r) => setTimeout(r, 50));
-      }
-      assert.ok(up, `did not start:\n${logs}`);
+      proc = await startLoggedProcess('webhook-secret', { UPSTREAM_URL: simUrl, LOW_BALANCE_CREDITS: '0.9995', WEBHOOK_RETRY_BASE_MS: '20' });
+      const { url } = proc;
       const h = await admin<Created>(url, 'POST', '/admin/v1/webhooks', { url: `${rx.url}/logged`, events: ['balance.low'] });
       assert.equal(h.status, 201);
       rx.answersAt['/hook/logged'] = [500, 400];
@@ -308,18 +288,15 @@ describe('the signing secret in a running program', () => {
       assert.deepEqual(ds.map((d) => [d.state, d.attempts, d.last_status]), [['failed', 2, 400]]);
       assert.equal(at('logged').length, 2);
     } finally {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
+      await proc?.stop();
       await sim.close();
     }
+    const logs = proc.logs();
     assert.ok(logs.includes('webhook delivery failed'), 'the failed delivery was logged');
     assert.ok(logs.includes('"level":10') || logs.includes('"level":20') || logs.includes('incoming request'), `logs were written at a verbose level: ${logs.slice(0, 600)}`);
     const created = logs.match(/whsec_[A-Za-z0-9+/=]+/);
     assert.equal(created, null, `a signing secret was logged: ${created?.[0]}`);
-    const files: string[] = [];
-    const walk = (d: string) => { for (const n of readdirSync(d)) { const p = join(d, n); if (statSync(p).isDirectory()) walk(p); else files.push(p); } };
-    walk(join(dataDir, 'chdb'));
+    const files = filesUnder(join(proc.dataDir, 'chdb'));
     assert.ok(files.length > 0);
     for (const f of files) assert.ok(!readFileSync(f).includes(Buffer.from('whsec_')), `a signing secret in ${f}`);
   });

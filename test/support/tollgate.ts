@@ -1,12 +1,15 @@
 // Fixtures for cross-service tests: the simulator as the upstream, Tollgate in embedded mode
 // (in process, chDB under a temp DATA_DIR), and small admin helpers over the real HTTP API.
-import { mkdtempSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { loadConfig } from '@tollgate/config';
 import { buildSimulator } from '@tollgate/simulator';
 import { startTollgate, type Tollgate } from '@tollgate/tollgate';
+import { freePort } from './cluster.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 export const UPSTREAM_KEY = 'sk-ant-upstream-test-key';
@@ -53,6 +56,52 @@ export async function startStack(extraEnv: Record<string, string> = {}): Promise
   };
   stack.url = stack.tollgate.url!;
   return stack;
+}
+
+/**
+ * One Tollgate process of all roles (`node main.ts`, as deployed) on a free port with a fresh
+ * DATA_DIR (`tollgate-<name>-…`), at LOG_LEVEL=trace, for tests that read what a process writes;
+ * `env` adds to (or overrides) PORT, HOST, DATA_DIR, LOG_LEVEL, UPSTREAM_API_KEY, ADMIN_TOKEN and
+ * WAREHOUSE_FLUSH_MS=20 (UPSTREAM_URL is the caller's). `logs()` is all its stdout and stderr so
+ * far. Resolves once /health answers (else stops it and fails with the log); `stop()` sends
+ * SIGTERM and waits for the exit.
+ */
+export async function startLoggedProcess(name: string, env: Record<string, string>): Promise<{ url: string; dataDir: string; logs(): string; stop(): Promise<void> }> {
+  const dataDir = mkdtempSync(join(tmpdir(), `tollgate-${name}-`));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(process.execPath, [join(import.meta.dirname, '../../services/tollgate/src/main.ts')], {
+    env: {
+      PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'trace',
+      UPSTREAM_API_KEY: UPSTREAM_KEY, ADMIN_TOKEN, WAREHOUSE_FLUSH_MS: '20', ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let logs = '';
+  child.stdout!.on('data', (b: Buffer) => { logs += b.toString(); });
+  child.stderr!.on('data', (b: Buffer) => { logs += b.toString(); });
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  let up = false;
+  for (let i = 0; i < 200 && !up; i++) {
+    up = await fetch(`${url}/health`).then((r) => r.ok, () => false);
+    if (!up) await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!up) await stop();
+  assert.ok(up, `did not start:\n${logs}`);
+  return { url, dataDir, logs: () => logs, stop };
+}
+
+/** Every file under `dir`, at any depth. */
+export function filesUnder(dir: string): string[] {
+  const files: string[] = [];
+  const walk = (d: string) => { for (const n of readdirSync(d)) { const p = join(d, n); if (statSync(p).isDirectory()) walk(p); else files.push(p); } };
+  walk(dir);
+  return files;
 }
 
 export async function admin<T = Record<string, unknown>>(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
