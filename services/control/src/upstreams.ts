@@ -67,6 +67,21 @@ function boundedText(field: string, value: string, max: number): string {
 }
 
 /**
+ * `value` parsed as an absolute http(s) URL (webhook URLs too, in ./webhooks.ts).
+ * @throws GatewayError 400 naming `field`, with `example` as what an absolute URL looks like
+ */
+export function httpUrlField(field: string, value: string, example: string): URL {
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    bad(field, `must be an absolute URL such as ${example}`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') bad(field, `scheme must be http or https, not ${JSON.stringify(u.protocol.slice(0, -1))}`);
+  return u;
+}
+
+/**
  * An upstream base URL: absolute http(s), ≤ 2,048 characters, no user name or password, no
  * query or fragment (the gateway appends `/v1/messages` or `/v1/chat/completions`), no
  * credential in its path (the URL is shown and logged; the key goes in `api_key`). Returned
@@ -75,13 +90,7 @@ function boundedText(field: string, value: string, max: number): string {
  */
 export function upstreamBaseUrl(value: string): string {
   if (value.length > UPSTREAM_LIMITS.urlChars) bad('base_url', `must be at most ${UPSTREAM_LIMITS.urlChars} characters`);
-  let u: URL;
-  try {
-    u = new URL(value);
-  } catch {
-    bad('base_url', 'must be an absolute URL such as https://api.anthropic.com');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') bad('base_url', `scheme must be http or https, not ${JSON.stringify(u.protocol.slice(0, -1))}`);
+  const u = httpUrlField('base_url', value, 'https://api.anthropic.com');
   if (u.username !== '' || u.password !== '') bad('base_url', 'must not carry a user name or password; give the credential as api_key');
   if (u.search !== '' || value.includes('?')) bad('base_url', 'must not have a query string');
   if (u.hash !== '' || value.includes('#')) bad('base_url', 'must not have a fragment');

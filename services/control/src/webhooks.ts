@@ -15,6 +15,7 @@ import {
   type DeliveryRecord, type WebhookRecord, type WebhookStore,
 } from '@tollgate/webhooks';
 import { newId, nextVersion } from './ids.ts';
+import { httpUrlField } from './upstreams.ts';
 
 /** The longest webhook URL accepted, characters (what browsers and most servers take). */
 export const MAX_WEBHOOK_URL_CHARS = 2048;
@@ -63,13 +64,7 @@ export function webhookUrl(value: string, secrets: readonly string[] = []): stri
   if (value.length > MAX_WEBHOOK_URL_CHARS) bad('url', `must be at most ${MAX_WEBHOOK_URL_CHARS} characters`);
   if (/[\u0000-\u001f\u007f]/.test(value)) bad('url', 'must not contain tabs, line breaks or other control characters');
   if (value.trim() !== value) bad('url', 'must not start or end with spaces');
-  let u: URL;
-  try {
-    u = new URL(value);
-  } catch {
-    bad('url', 'must be an absolute URL such as https://hooks.example.com/tollgate');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') bad('url', `scheme must be http or https, not ${JSON.stringify(u.protocol.slice(0, -1))}`);
+  const u = httpUrlField('url', value, 'https://hooks.example.com/tollgate');
   if (u.port === '0') bad('url', 'port 0 is not a port a receiver can listen on');
   if (u.href.length > MAX_WEBHOOK_URL_CHARS) bad('url', `must be at most ${MAX_WEBHOOK_URL_CHARS} characters once normalised (${u.href.length}: the parser percent-encodes what needs it)`);
   const part = credentialInUrl(u, secrets);
