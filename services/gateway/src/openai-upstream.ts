@@ -13,7 +13,7 @@ import {
 import type { UpstreamOptions } from './deps.ts';
 import { JsonValueEnd } from './upstream-body.ts';
 import {
-  asUpstreamBody, decoded, DEFAULT_UPSTREAM_CONNECTIONS, upstreamHeaders, UpstreamConnection, type UpstreamClient, type UpstreamResponse,
+  asUpstreamBody, decoded, upstreamHeaders, UpstreamConnection, type UpstreamClient, type UpstreamResponse,
 } from './upstream.ts';
 
 /** The message of the 404 `count_tokens` answers on this platform (seed reference wording). */
@@ -57,16 +57,14 @@ const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null 
  * `x-request-id`. Connection failures throw `upstream_error` (503), as `Upstream.post` does.
  */
 export class OpenAIUpstream implements UpstreamClient {
-  readonly #options: UpstreamOptions;
   readonly #conn: UpstreamConnection;
 
   constructor(options: UpstreamOptions, dispatcher?: Dispatcher) {
-    this.#options = options;
     this.#conn = new UpstreamConnection(options, dispatcher);
   }
 
   get maxConnections(): number {
-    return this.#options.maxConnections ?? DEFAULT_UPSTREAM_CONNECTIONS;
+    return this.#conn.maxConnections;
   }
 
   /** A response made here (no upstream call): `json` as the body, with `status`. */
@@ -115,7 +113,7 @@ export class OpenAIUpstream implements UpstreamClient {
       'accept-encoding': 'identity',
       accept: translated.request.stream ? 'text/event-stream' : 'application/json',
     };
-    if (this.#options.apiKey) out.authorization = `Bearer ${this.#options.apiKey}`;
+    if (this.#conn.options.apiKey) out.authorization = `Bearer ${this.#conn.options.apiKey}`;
     let res: Dispatcher.ResponseData;
     try {
       res = await this.#conn.dispatcher.request({

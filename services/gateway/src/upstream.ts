@@ -373,10 +373,12 @@ export class UpstreamConnection {
    * and scrubbing them from answers would blank ordinary words that happen to match).
    */
   readonly outputSecrets: readonly string[];
+  readonly options: UpstreamOptions;
   readonly #ownsDispatcher: boolean;
   #destroyed = false;
 
   constructor(options: UpstreamOptions, dispatcher?: Dispatcher) {
+    this.options = options;
     const base = new URL(options.url);
     this.origin = base.origin;
     this.basePath = base.pathname.replace(/\/+$/, '');
@@ -385,11 +387,16 @@ export class UpstreamConnection {
     this.#ownsDispatcher = !dispatcher;
     this.dispatcher = dispatcher ?? new Agent({
       keepAliveTimeout: 30_000,
-      connections: options.maxConnections ?? DEFAULT_UPSTREAM_CONNECTIONS,
+      connections: this.maxConnections,
       headersTimeout: options.timeoutMs,
       // between two body chunks; a stream that goes silent this long is dead
       bodyTimeout: Math.min(options.timeoutMs, 300_000),
     });
+  }
+
+  /** connections the pool may open to the upstream (`UPSTREAM_MAX_CONNECTIONS`) */
+  get maxConnections(): number {
+    return this.options.maxConnections ?? DEFAULT_UPSTREAM_CONNECTIONS;
   }
 
   async close(): Promise<void> {
@@ -405,17 +412,14 @@ export class UpstreamConnection {
 }
 
 export class Upstream implements UpstreamClient {
-  #options: UpstreamOptions;
   readonly #conn: UpstreamConnection;
 
   constructor(options: UpstreamOptions, dispatcher?: Dispatcher) {
-    this.#options = options;
     this.#conn = new UpstreamConnection(options, dispatcher);
   }
 
-  /** connections the pool may open to the upstream (`UPSTREAM_MAX_CONNECTIONS`) */
   get maxConnections(): number {
-    return this.#options.maxConnections ?? DEFAULT_UPSTREAM_CONNECTIONS;
+    return this.#conn.maxConnections;
   }
 
   /**
@@ -427,7 +431,7 @@ export class Upstream implements UpstreamClient {
   async post(
     path: string, search: string, headers: IncomingHttpHeaders, body: Buffer | string, trace?: Record<string, string>,
   ): Promise<UpstreamResponse> {
-    const out = upstreamHeaders(headers, this.#options.apiKey, this.#conn.secrets);
+    const out = upstreamHeaders(headers, this.#conn.options.apiKey, this.#conn.secrets);
     if (trace?.traceparent) {
       delete out.tracestate;
       Object.assign(out, trace);
