@@ -467,6 +467,16 @@ function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, m
   return mul(rat(scaled, PER_MTOK), f.token);
 }
 
+/** What a hold prices against: the version's catalog, the account's price list and the request's conditions. */
+function holdContext(version: PriceVersion, req: HoldRequest): { catalog: Catalog; list: PriceList | null; c: Conditions } {
+  const catalog = version.catalog;
+  return {
+    catalog,
+    list: findPriceList(catalog, req.priceList),
+    c: { service_tier: req.serviceTier, inference_geo: req.inferenceGeo, speed: req.speed },
+  };
+}
+
 /**
  * µc per output token of the hold, rounded up to a whole micro-credit: the exact rate at which
  * `holdBound` grows with `maxTokens` (output at the dearest table and tier the prompt could
@@ -474,9 +484,7 @@ function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, m
  * ⌈A⌉ + t·⌈B⌉ bounds it for every t (used by `admission`).
  */
 export function holdPerOutputToken(version: PriceVersion, model: CatalogModel, req: HoldRequest): bigint {
-  const catalog = version.catalog;
-  const list = findPriceList(catalog, req.priceList);
-  const c: Conditions = { service_tier: req.serviceTier, inference_geo: req.inferenceGeo, speed: req.speed };
+  const { catalog, list, c } = holdContext(version, req);
   // The dearest output token of every model that can serve the request (the model and its
   // fallbacks): holdBound(t) = max_c(in_c + t·out_c) ≤ max_c in_c + t·max_c out_c, so a clamped
   // hold of holdBound(0) + t × this still covers holdBound(t).
@@ -502,9 +510,7 @@ export function holdPerOutputToken(version: PriceVersion, model: CatalogModel, r
  * Throws RangeError on bad counts, HoldBoundError on a priced tool with no bound.
  */
 export function holdBound(version: PriceVersion, model: CatalogModel, req: HoldRequest): bigint {
-  const catalog = version.catalog;
-  const list = findPriceList(catalog, req.priceList);
-  const c: Conditions = { service_tier: req.serviceTier, inference_geo: req.inferenceGeo, speed: req.speed };
+  const { catalog, list, c } = holdContext(version, req);
   // The response is priced at the model that served it: the requested one or any fallback the
   // catalog names for it. The hold is the dearest of them (tokens and units alike).
   let total: Rational | undefined;
