@@ -222,14 +222,20 @@ export interface BalanceStore {
   ready(): Promise<boolean>;
   /** Balances and positions read in one atomic step (for reconcile). */
   snapshot(): Promise<StateSnapshot>;
-  /** The amount a ledger event was applied with, if it was (to answer a repeated reference). */
-  ledgerEntry(eventId: string): Promise<bigint | undefined>;
+  /**
+   * The amount a ledger event was applied with, if it was (to answer a repeated reference).
+   * `accountId` (the event's account): where a Redis Cluster keeps the id; the methods below
+   * that take it too need it there (without it they look at the store-wide ids only), and a
+   * standalone store ignores it.
+   */
+  ledgerEntry(eventId: string, accountId?: string): Promise<bigint | undefined>;
   /**
    * Ledger consumer: sets aside an event it cannot apply (poison) and moves the log position
    * past it in the same atomic step (a position left behind would make every later event of
    * the partition a gap). Verdicts as for `applyLedger`; idempotent by position (or event id).
+   * `accountId`: the event's account when it is known (see `ledgerEntry`).
    */
-  quarantine(record: LedgerQuarantine, position?: LogPosition): Promise<ApplyResult>;
+  quarantine(record: LedgerQuarantine, position?: LogPosition, accountId?: string): Promise<ApplyResult>;
   /** Every event the ledger consumer quarantined, oldest first. */
   quarantined(): Promise<LedgerQuarantine[]>;
   /**
@@ -240,20 +246,20 @@ export interface BalanceStore {
    * A reference already applied answers `claimed: false` with the applied amount; one the ledger
    * refused answers `claimed: false` with `refused` (the quarantine reason).
    */
-  claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim>;
+  claimReference(eventId: string, amount: bigint, ttlMs: number, accountId?: string): Promise<ReferenceClaim>;
   /** Gives a claim up early (its publish failed), so a retry need not wait for `ttlMs`. */
-  releaseReference(eventId: string): Promise<void>;
+  releaseReference(eventId: string, accountId?: string): Promise<void>;
   /**
    * Resolves true once the event is applied; false after `timeoutMs`, or as soon as the event is
    * quarantined instead (then `quarantineReason` says why).
    */
-  waitApplied(eventId: string, timeoutMs: number): Promise<boolean>;
+  waitApplied(eventId: string, timeoutMs: number, accountId?: string): Promise<boolean>;
   /**
    * Why the ledger consumer quarantined the event with this id (the record's `reason`, e.g.
    * `balance_out_of_range: …`), or undefined. Kept for good (not across a rebuild): a refused
    * reference stays refused (`claimReference` answers `refused`).
    */
-  quarantineReason(eventId: string): Promise<string | undefined>;
+  quarantineReason(eventId: string, accountId?: string): Promise<string | undefined>;
 
   /**
    * Replaces every balance, ledger entry and position in one atomic step (rebuild from the
@@ -276,4 +282,9 @@ export interface BalanceSnapshot {
    * duplicate of one of them (a spool re-send) arriving after the rebuild is not debited twice
    */
   usageIds?: string[];
+  /**
+   * event id → account id for every ledger entry and usage id above: a Redis Cluster keeps
+   * each in its account's slot, so its load needs them (and throws without); others ignore it.
+   */
+  eventAccounts?: Map<string, string>;
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import calculateSlot from 'cluster-key-slot';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { positionKey, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
@@ -8,8 +9,18 @@ import type {
 } from './balance-store.ts';
 
 export interface RedisBalanceStoreOptions {
-  /** Caller-owned client; `close()` leaves it open. Must not use ioredis' own `keyPrefix`. */
-  redis: Redis;
+  /**
+   * Caller-owned client, a standalone `Redis` or a `Cluster`; `close()` leaves it open. Must
+   * not use ioredis' own `keyPrefix`.
+   */
+  redis: Redis | Cluster;
+  /**
+   * The key layout: `true` keeps every script call in one hash slot (the Redis Cluster layout,
+   * see the class comment), `false` the standalone layout (one script call per partition batch).
+   * Default: `true` for a `Cluster` client. The two layouts name different keys: a store never
+   * reads the other's (see docs/scaling.md, "Redis Cluster", for the migration).
+   */
+  cluster?: boolean;
   /** Prepended to every key, e.g. `tollgate:`; lets several stores share one Redis. */
   prefix: string;
   /** How long an applied usage event id is remembered to catch redeliveries (default 24 h). */
@@ -17,7 +28,8 @@ export interface RedisBalanceStoreOptions {
   /**
    * Refuse holds and applies until the state is marked ready (by `load`, i.e. a rebuild).
    * On in production (distributed mode): a Redis that restarted empty then answers "not
-   * ready" instead of "no credit". Off by default, for standalone use and tests.
+   * ready" instead of "no credit". Off by default, for standalone use and tests. Always on
+   * in the Cluster layout, which needs a `load` (rebuild) before anything else.
    */
   requireReady?: boolean;
   /**
@@ -52,6 +64,42 @@ interface LedgerScripts {
     record: string, field: string, offset: string, readyKey: string, eventId: string, reason: string): Promise<number>;
   tollgateLedgerClaimReference(ledger: string, claim: string, rejected: string, eventId: string, amount: Amount,
     ttlMs: string): Promise<[number, Amount]>;
+  tollgateLedgerClusterBegin(ready: string, pos: string, ...fields: string[]): Promise<Array<string | null>>;
+  tollgateLedgerClusterAdvance(ready: string, pos: string, generation: string, ...pairs: string[]): Promise<number>;
+  tollgateLedgerClusterLoad(gen: string, ready: string, pos: string, layout: string, ...args: string[]): Promise<number>;
+  tollgateLedgerReject(ledger: string, rejected: string, eventId: string, reason: string): Promise<number>;
+}
+
+/** The Cluster layout's version, stored in `P {ledger}layout` by `load`; `ready()` wants it. */
+export const CLUSTER_LAYOUT = 'cluster-1';
+const SLOTS = 16384;
+
+let slotTagTable: string[] | undefined;
+/**
+ * A short hash tag for every Cluster slot (tag `t` puts key `…{t}…` in slot s): the ready
+ * marker of slot s is `P ready:{t}`, so a script of any account in s can read it. Found once by
+ * counting in base 36 until every slot has one (about 170,000 CRC16s, a few ms).
+ */
+function slotTag(slot: number): string {
+  if (slotTagTable === undefined) {
+    const table = new Array<string>(SLOTS);
+    let left = SLOTS;
+    for (let i = 0; left > 0; i++) {
+      const tag = i.toString(36);
+      const s = calculateSlot(tag);
+      if (table[s] === undefined) { table[s] = tag; left--; }
+    }
+    slotTagTable = table;
+  }
+  return slotTagTable[slot]!;
+}
+
+/** Where the ids of one scope live: an account's slot (Cluster), or the store-wide keys. */
+interface IdScope {
+  ledger: string;
+  rejected: string;
+  usage(eventId: string): string;
+  claim(eventId: string): string;
 }
 
 const INT64_MIN = -(2n ** 63n);
@@ -88,9 +136,25 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  *   P holds:{A}  hash holdId → amount P hexp:{A}   zset holdId → expiry (server clock, ms)
  *   P u:<event_id>  applied usage ids, PX usageMemoryMs
  *   P ledger        hash ledger event_id → amount, kept forever
+ *   P ledger-pos, P ledger-accounts, P ledger-ready, P ledger-quarantine, P ledger-rejected
+ *
+ * The Cluster layout (`cluster: true`) keeps every script call in one hash slot: the keys above
+ * that are per account stay, and what a consumer script writes beside a balance moves into the
+ * account's slot; what is store-wide shares the tag `{ledger}`:
+ *   P pos:{A}         hash topic:partition → last offset applied to A (the partition-wide
+ *                     position lags it; see account_ctx in lua/position.lua)
+ *   P u:{A}:<id>      applied usage ids      P ledger:{A}  A's ledger entries
+ *   P rejected:{A}    refused ids of A       P claim:{A}:<id>  reference claims
+ *   P ready:{t}       ready marker of slot s (t = slotTag(s)), holds the rebuild's generation
+ *   P {ledger}pos, P {ledger}ready (generation), P {ledger}gen, P {ledger}layout,
+ *   P {ledger}quarantine, P {ledger}rejected, P {ledger}ledger, P {ledger}claim:<id>
+ *                     (ids without an account: the billing lock, undecodable events)
+ * `applyBatch` there is one call to the store-wide slot (generation and partition positions),
+ * one call per account of the batch (all sent at once), and one to advance the positions.
  */
 export class RedisBalanceStore implements BalanceStore {
-  #redis: Redis;
+  #redis: Redis | Cluster;
+  #cluster: boolean;
   #scripts: LedgerScripts;
   #prefix: string;
   #usageMemoryMs: string;
@@ -98,15 +162,21 @@ export class RedisBalanceStore implements BalanceStore {
   #now: (() => number) | undefined;
 
   constructor(options: RedisBalanceStoreOptions) {
-    if (options.redis.options.keyPrefix) {
+    const clientPrefix = options.redis.isCluster
+      ? ((options.redis as Cluster).options.keyPrefix ?? (options.redis as Cluster).options.redisOptions?.keyPrefix)
+      : (options.redis as Redis).options.keyPrefix;
+    if (clientPrefix) {
       throw new Error('RedisBalanceStore: pass the prefix as `prefix`, not as the client\'s keyPrefix (SCAN ignores keyPrefix)');
     }
     const memory = options.usageMemoryMs ?? 24 * 3600_000;
     if (!Number.isSafeInteger(memory) || memory <= 0) throw new RangeError(`usageMemoryMs must be a positive integer, got ${memory}`);
     this.#redis = options.redis;
+    this.#cluster = options.cluster ?? options.redis.isCluster;
     this.#prefix = options.prefix;
     this.#usageMemoryMs = String(memory);
-    this.#requireReady = options.requireReady ?? false;
+    // On a Cluster the ready markers also carry the rebuild's generation, which keeps exactly
+    // once across a rebuild (see account_ctx in lua/position.lua): never without them.
+    this.#requireReady = this.#cluster || (options.requireReady ?? false);
     this.#now = options.now;
 
     const expireHolds = lua('expire-holds');
@@ -129,6 +199,10 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerSnapshot', lua('snapshot'), 3);
     define('tollgateLedgerQuarantine', `${position}\n${lua('quarantine')}`, 4);
     define('tollgateLedgerClaimReference', lua('claim-reference'), 3);
+    define('tollgateLedgerClusterBegin', lua('cluster-begin'), 2);
+    define('tollgateLedgerClusterAdvance', lua('cluster-advance'), 2);
+    define('tollgateLedgerClusterLoad', lua('cluster-load'), 4);
+    define('tollgateLedgerReject', lua('reject'), 2);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
 
@@ -146,7 +220,8 @@ export class RedisBalanceStore implements BalanceStore {
     const windows = SPEND_WINDOW_NAMES.flatMap((name) => req.windows?.filter((w) => w.name === name).slice(0, 1) ?? []);
     const keys = [k.bal, k.held, k.holds, k.expiry, k.tmp, k.hwin,
       ...windows.map((w) => `${this.#prefix}sw:{${req.accountId}}:${w.name}:${w.name.startsWith('key_') ? `k:${req.keyId}` : 'a'}`)];
-    const args = [req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)), this.#readyArg(),
+    const args = [req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)),
+      this.#cluster ? this.#marker(req.accountId) : this.#readyArg(),
       int64(overdraft, 'overdraft'), clamp ? 'clamp' : '', a ? int64(a.base, 'base') : '0',
       a ? int64(a.perOutputToken, 'per output token') : '0', a ? String(a.maxTokens) : '', a ? String(a.floorTokens) : '0',
       int64(floorAmount, 'floor amount'), this.#clockArg(),
@@ -201,6 +276,7 @@ export class RedisBalanceStore implements BalanceStore {
   }
 
   async applyUsage(event: UsageEvent, position?: LogPosition): Promise<ApplyResult> {
+    if (this.#cluster) return this.#applyOne(event, position);
     const k = this.#accountKeys(event.account_id);
     const cost = int64(BigInt(event.cost_micros), 'usage cost');
     const [field, offset] = positionArgs(position);
@@ -210,6 +286,7 @@ export class RedisBalanceStore implements BalanceStore {
   }
 
   async applyLedger(event: LedgerEvent, position?: LogPosition): Promise<ApplyResult> {
+    if (this.#cluster) return this.#applyOne(event, position);
     const amount = int64(BigInt(event.amount_micros), 'ledger amount');
     const [field, offset] = positionArgs(position);
     return verdict(await this.#scripts.tollgateLedgerApplyLedger(
@@ -222,8 +299,9 @@ export class RedisBalanceStore implements BalanceStore {
    * not fit in 64 bits is answered `failed` without being sent, and the call stops before it.
    */
   async applyBatch(items: BatchItem[], options: { balanceAfter?: boolean } = {}): Promise<BatchOutcome[]> {
+    if (this.#cluster) return this.#applyBatchCluster(items, options);
     const keys = [this.#key('pos'), this.#key('accounts'), this.#ledgerKey()];
-    const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : ''];
+    const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', ''];
     let refused: BatchOutcome | undefined;
     let sent = 0;
     for (const { event, position } of items) {
@@ -244,47 +322,141 @@ export class RedisBalanceStore implements BalanceStore {
     }
     const out: BatchOutcome[] = [];
     if (sent > 0) {
-      const raw = await this.#scripts.tollgateLedgerApplyBatch(keys.length, ...keys, ...args);
-      for (let i = 0; i < raw.length; i += 2) {
-        const code = Number(raw[i]);
-        const extra = String(raw[i + 1] ?? '');
-        if (code === -9) {
-          // Shaped like the client's own reply errors, so isPoisonError judges it the same way.
-          const error = new Error(extra);
-          error.name = 'ReplyError';
-          out.push({ verdict: 'failed', error });
-        } else if (code === 1 && extra !== '') {
-          out.push({ verdict: 'applied', balanceAfter: BigInt(extra) });
-        } else {
-          out.push({ verdict: verdict(code) });
-        }
-      }
+      out.push(...batchOutcomes(await this.#scripts.tollgateLedgerApplyBatch(keys.length, ...keys, ...args)));
       if (out.length < sent) return out;
     }
     if (refused) out.push(refused);
     return out;
   }
 
+  /** Cluster layout: one event as a batch of one (one script path for both). */
+  async #applyOne(event: UsageEvent | LedgerEvent, position: LogPosition | undefined): Promise<ApplyResult> {
+    const [outcome] = await this.#applyBatchCluster([{ event, ...(position ? { position } : {}) }], {});
+    if (outcome!.verdict === 'failed') throw outcome!.error;
+    return outcome!.verdict;
+  }
+
+  /**
+   * Cluster layout of `applyBatch` (same answers): (1) the generation and the partition-wide
+   * positions in one call to the `{ledger}` slot; here an event at or before its partition's
+   * position is a duplicate and one past it + 1 a gap; (2) the rest grouped by account, one
+   * apply-batch.lua call per account (its slot), all sent at once; each account's own
+   * positions make a replay of what a crashed attempt applied all duplicates; (3) the partition
+   * positions advanced to the last event answered (only forward, only in the same generation).
+   * An account's call stops at its first event neither applied nor a duplicate; other accounts'
+   * later events may be applied already (their own positions then make the caller's retry of
+   * them duplicates), but the answer and the partition position stop at that event, as on a
+   * standalone Redis.
+   */
+  async #applyBatchCluster(items: BatchItem[], options: { balanceAfter?: boolean }): Promise<BatchOutcome[]> {
+    if (items.length === 0) return [];
+    const fields = [...new Set(items.flatMap(({ position: p }) => (p ? [positionKey(p.topic, p.partition)] : [])))];
+    const begin = await this.#scripts.tollgateLedgerClusterBegin(this.#g('ready'), this.#g('pos'), ...fields);
+    if (!begin[0]) return [{ verdict: 'not_ready' }];
+    const gen = String(begin[0]);
+    const expected = new Map(fields.map((f, i) => [f, begin[i + 1] == null ? -1n : BigInt(begin[i + 1]!)]));
+    const outcomes: Array<BatchOutcome | undefined> = new Array(items.length);
+    let stop = items.length;
+    let stopOutcome: BatchOutcome | undefined;
+    const groups = new Map<string, { keys: string[]; args: string[]; at: number[] }>();
+    for (let i = 0; i < items.length; i++) {
+      const { event, position } = items[i]!;
+      let amount: Amount;
+      try {
+        amount = event.type === 'usage'
+          ? int64(BigInt(event.cost_micros), 'usage cost') : int64(BigInt(event.amount_micros), 'ledger amount');
+      } catch (err) {
+        stop = i;
+        stopOutcome = { verdict: 'failed', error: err instanceof Error ? err : new Error(String(err)) };
+        break;
+      }
+      if (position) {
+        const field = positionKey(position.topic, position.partition);
+        const stored = expected.get(field)!;
+        if (position.offset <= stored) { outcomes[i] = { verdict: 'duplicate' }; continue; }
+        if (position.offset > stored + 1n) { stop = i; stopOutcome = { verdict: 'gap' }; break; }
+        expected.set(field, position.offset);
+      }
+      const account = event.account_id;
+      let group = groups.get(account);
+      if (!group) {
+        const tag = `{${account}}`;
+        group = {
+          keys: [`${this.#prefix}pos:${tag}`, this.#marker(account), `${this.#prefix}ledger:${tag}`],
+          args: [gen, this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', 'a'],
+          at: [],
+        };
+        groups.set(account, group);
+      }
+      const k = this.#accountKeys(account);
+      if (event.type === 'usage') group.keys.push(this.#idScope(account).usage(event.event_id), k.bal, k.held, k.holds, k.expiry, k.hwin);
+      else group.keys.push(k.bal);
+      const [field, offset] = positionArgs(position);
+      group.args.push(event.type === 'usage' ? 'u' : 'l', event.event_id, amount, account, field, offset);
+      group.at.push(i);
+    }
+    await Promise.all([...groups.values()].map(async (g) => {
+      const answered = batchOutcomes(await this.#scripts.tollgateLedgerApplyBatch(g.keys.length, ...g.keys, ...g.args));
+      answered.forEach((o, j) => { outcomes[g.at[j]!] = o; });
+    }));
+    const out: BatchOutcome[] = [];
+    const reached = new Map<string, bigint>();
+    let stopped = false;
+    for (let i = 0; i < stop && !stopped; i++) {
+      const o = outcomes[i];
+      // An account's call answers every event of it up to its first stop, which comes first.
+      if (o === undefined) throw new Error(`ledger: no outcome for batch event ${i}`);
+      out.push(o);
+      stopped = o.verdict !== 'applied' && o.verdict !== 'duplicate';
+      const p = items[i]!.position;
+      if (!stopped && p) reached.set(positionKey(p.topic, p.partition), p.offset);
+    }
+    if (!stopped && stopOutcome) out.push(stopOutcome);
+    const pairs = [...reached].flatMap(([field, offset]) => [field, offset.toString()]);
+    if (pairs.length > 0) await this.#scripts.tollgateLedgerClusterAdvance(this.#g('ready'), this.#g('pos'), gen, ...pairs);
+    return out;
+  }
+
   async checkPosition(position: LogPosition): Promise<ApplyResult> {
     const [field, offset] = positionArgs(position);
-    return verdict(await this.#scripts.tollgateLedgerCheckPosition(this.#key('pos'), field, offset, this.#readyArg()));
+    return verdict(await this.#scripts.tollgateLedgerCheckPosition(this.#posKey(), field, offset, this.#readyArg()));
   }
 
   async advancePosition(position: LogPosition): Promise<void> {
     const [field, offset] = positionArgs(position);
-    await this.#scripts.tollgateLedgerAdvancePosition(this.#key('pos'), field, offset);
+    await this.#scripts.tollgateLedgerAdvancePosition(this.#posKey(), field, offset);
   }
 
   async position(topic: string, partition: number): Promise<bigint> {
-    const v = await this.#redis.hget(this.#key('pos'), positionKey(topic, partition));
+    const v = await this.#redis.hget(this.#posKey(), positionKey(topic, partition));
     return v === null ? -1n : BigInt(v);
   }
 
+  /**
+   * On a Cluster: the store-wide marker holds a generation and the layout is this version's,
+   * and every slot's marker holds that generation (a node that restarted empty lost its
+   * slots' markers with their balances). 16,384 reads, sent at once: not for a hot path.
+   */
   async ready(): Promise<boolean> {
-    return (await this.#redis.exists(this.#key('ready'))) === 1;
+    if (!this.#cluster) return (await this.#redis.exists(this.#key('ready'))) === 1;
+    const [gen, layout] = await Promise.all([this.#redis.get(this.#g('ready')), this.#redis.get(this.#g('layout'))]);
+    if (gen === null || layout !== CLUSTER_LAYOUT) return false;
+    let all = true;
+    await this.#eachSlot(async (slot) => { if (await this.#redis.get(this.#slotMarker(slot)) !== gen) all = false; });
+    return all;
   }
 
+  /**
+   * On a Cluster the read is not one atomic step (the keys are on several nodes): positions
+   * first, then the balances, which may already hold later events.
+   */
   async snapshot(): Promise<StateSnapshot> {
+    if (this.#cluster) {
+      const raw = await this.#redis.hgetall(this.#g('pos'));
+      const positions = new Map(Object.entries(raw).map(([f, o]) => [f, BigInt(o)]));
+      const ready = await this.ready();
+      return { ready, balances: await this.balances(), positions };
+    }
     const raw = await this.#scripts.tollgateLedgerSnapshot(
       this.#key('accounts'), this.#key('pos'), this.#key('ready'), `${this.#prefix}bal:`);
     let i = 0;
@@ -296,52 +468,66 @@ export class RedisBalanceStore implements BalanceStore {
     return { ready, balances, positions };
   }
 
-  async ledgerEntry(eventId: string): Promise<bigint | undefined> {
-    const amount = await this.#redis.hget(this.#ledgerKey(), eventId);
+  async ledgerEntry(eventId: string, accountId?: string): Promise<bigint | undefined> {
+    const amount = await this.#redis.hget(this.#idScope(accountId).ledger, eventId);
     return amount === null ? undefined : BigInt(amount);
   }
 
-  async quarantine(record: LedgerQuarantine, position?: LogPosition): Promise<ApplyResult> {
+  /**
+   * On a Cluster, with `accountId` the refusal is first recorded in the account's slot (what
+   * `claimReference` and `waitApplied` read there); then the record and the position move in
+   * the `{ledger}` slot. A crash between the two steps leaves the position before the event, so
+   * the redelivery does both again (the first is idempotent).
+   */
+  async quarantine(record: LedgerQuarantine, position?: LogPosition, accountId?: string): Promise<ApplyResult> {
     const [field, offset] = positionArgs(position);
     const recordField = record.offset >= 0n ? `${record.topic}:${record.partition}:${record.offset}` : record.event_id;
     const json = JSON.stringify({ ...record, offset: record.offset.toString() });
+    if (this.#cluster && accountId !== undefined) {
+      const scope = this.#idScope(accountId);
+      await this.#scripts.tollgateLedgerReject(scope.ledger, scope.rejected, record.event_id, record.reason);
+    }
+    const wide = this.#idScope(undefined);
     return verdict(await this.#scripts.tollgateLedgerQuarantine(
-      this.#key('quarantine'), this.#key('pos'), this.#key('rejected'), this.#ledgerKey(), recordField, json, field, offset,
-      this.#readyArg(), record.event_id, record.reason));
+      this.#cluster ? this.#g('quarantine') : this.#key('quarantine'), this.#posKey(), wide.rejected, wide.ledger, recordField, json,
+      field, offset, this.#readyArg(), record.event_id, record.reason));
   }
 
-  async quarantineReason(eventId: string): Promise<string | undefined> {
-    return (await this.#redis.hget(this.#key('rejected'), eventId)) ?? undefined;
+  async quarantineReason(eventId: string, accountId?: string): Promise<string | undefined> {
+    return (await this.#redis.hget(this.#idScope(accountId).rejected, eventId)) ?? undefined;
   }
 
   async quarantined(): Promise<LedgerQuarantine[]> {
-    const all = await this.#redis.hvals(this.#key('quarantine'));
+    const all = await this.#redis.hvals(this.#cluster ? this.#g('quarantine') : this.#key('quarantine'));
     return all.map((j) => {
       const r = JSON.parse(j) as Omit<LedgerQuarantine, 'offset'> & { offset: string };
       return { ...r, offset: BigInt(r.offset) };
     }).sort((a, b) => (a.topic + a.partition).localeCompare(b.topic + b.partition) || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
   }
 
-  async claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim> {
+  async claimReference(eventId: string, amount: bigint, ttlMs: number, accountId?: string): Promise<ReferenceClaim> {
     if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
+    const scope = this.#idScope(accountId);
     const [ok, held] = await this.#scripts.tollgateLedgerClaimReference(
-      this.#ledgerKey(), `${this.#prefix}claim:${eventId}`, this.#key('rejected'), eventId, int64(amount, 'claimed amount'), String(ttlMs));
+      scope.ledger, scope.claim(eventId), scope.rejected, eventId, int64(amount, 'claimed amount'), String(ttlMs));
     if (ok === 2) return { claimed: false, refused: held };
     return ok === 1 ? { claimed: true } : { claimed: false, amount: BigInt(held) };
   }
 
-  async releaseReference(eventId: string): Promise<void> {
-    await this.#redis.del(`${this.#prefix}claim:${eventId}`);
+  async releaseReference(eventId: string, accountId?: string): Promise<void> {
+    await this.#redis.del(this.#idScope(accountId).claim(eventId));
   }
 
-  async waitApplied(eventId: string, timeoutMs: number): Promise<boolean> {
+  async waitApplied(eventId: string, timeoutMs: number, accountId?: string): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
+    const scope = this.#idScope(accountId);
     for (;;) {
-      // One round trip per poll: the id is a ledger entry, a usage id, or quarantined instead.
+      // One round trip per poll: the id is a ledger entry, a usage id, or quarantined instead
+      // (one slot on a Cluster: the account's, or the store-wide one).
       const replies = await this.#redis.pipeline()
-        .hexists(this.#ledgerKey(), eventId)
-        .exists(this.#usageKey(eventId))
-        .hexists(this.#key('rejected'), eventId)
+        .hexists(scope.ledger, eventId)
+        .exists(scope.usage(eventId))
+        .hexists(scope.rejected, eventId)
         .exec();
       if (replies === null) throw new Error('waitApplied: pipeline was discarded');
       for (const [err] of replies) if (err) throw err;
@@ -353,8 +539,15 @@ export class RedisBalanceStore implements BalanceStore {
     }
   }
 
-  /** Not on the hot path: one Lua step replaces the state (see lua/load.lua). */
+  /**
+   * Not on the hot path: one Lua step replaces the state (see lua/load.lua). On a Cluster it
+   * cannot be one step: a new generation starts (nothing is ready), the old balances, account
+   * positions and ledger entries go, the snapshot is written, then the slots' markers and the
+   * store-wide one take the new generation. Throws on a Cluster when a ledger entry or usage id
+   * has no account in `snapshot.eventAccounts` (each is kept in its account's slot).
+   */
   async load(snapshot: BalanceSnapshot): Promise<void> {
+    if (this.#cluster) return this.#loadCluster(snapshot);
     // Usage ids first (plain SETs, pipelined): by the time the state turns ready they are there.
     const ids = snapshot.usageIds ?? [];
     for (let i = 0; i < ids.length; i += LOAD_CHUNK) {
@@ -373,9 +566,42 @@ export class RedisBalanceStore implements BalanceStore {
     await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), ...args);
   }
 
+  async #loadCluster(snapshot: BalanceSnapshot): Promise<void> {
+    const accountOf = (id: string, what: string): string => {
+      const a = snapshot.eventAccounts?.get(id);
+      if (a === undefined) throw new Error(`load on Redis Cluster: ${what} ${id} has no account in snapshot.eventAccounts`);
+      return a;
+    };
+    const entries = [...snapshot.ledgerEntries].map(([id, amount]) => ({ id, amount: int64(amount, `ledger entry ${id}`), account: accountOf(id, 'ledger entry') }));
+    const ids = (snapshot.usageIds ?? []).map((id) => ({ id, account: accountOf(id, 'usage id') }));
+    const balances = [...snapshot.balances].map(([account, b]) => ({ account, balance: int64(b, `balance of ${account}`) }));
+    const store = [this.#g('gen'), this.#g('ready'), this.#g('pos'), this.#g('layout')] as const;
+    const gen = String(await this.#scripts.tollgateLedgerClusterLoad(...store, 'start'));
+    await this.#eachSlot((slot) => this.#redis.del(this.#slotMarker(slot)));
+    for (const pattern of ['bal', 'pos', 'ledger']) {
+      const keys = await this.#scanKeys(`${globLiteral(this.#prefix)}${pattern}:{*}`);
+      await each(keys, (key) => this.#redis.del(key));
+    }
+    await each(ids, ({ id, account }) => this.#redis.set(this.#idScope(account).usage(id), '1', 'PX', this.#usageMemoryMs));
+    await each(balances, ({ account, balance }) => this.#redis.set(this.#accountKeys(account).bal, balance));
+    await each(entries, ({ id, amount, account }) => this.#redis.hset(this.#idScope(account).ledger, id, amount));
+    await this.#eachSlot((slot) => this.#redis.set(this.#slotMarker(slot), gen));
+    const positions = [...(snapshot.positions ?? new Map<string, bigint>())].flatMap(([f, o]) => [f, o.toString()]);
+    const done = await this.#scripts.tollgateLedgerClusterLoad(...store, 'finish', gen, CLUSTER_LAYOUT, ...positions);
+    if (done !== 1) throw new Error('load on Redis Cluster: another rebuild started meanwhile; it decides the state');
+  }
+
   async balances(): Promise<Map<string, bigint>> {
-    const keys = await this.#scanBalanceKeys();
+    const keys = await this.#scanKeys(`${globLiteral(this.#prefix)}bal:{*}`);
     const out = new Map<string, bigint>();
+    if (this.#cluster) {
+      // One GET per key (a multi-key MGET must stay in one slot).
+      await each(keys, async (key) => {
+        const value = await this.#redis.get(key);
+        if (value !== null) out.set(this.#accountOf(key), BigInt(value));
+      });
+      return out;
+    }
     for (let i = 0; i < keys.length; i += LOAD_CHUNK) {
       const chunk = keys.slice(i, i + LOAD_CHUNK);
       const values = await this.#redis.mget(...chunk);
@@ -408,6 +634,45 @@ export class RedisBalanceStore implements BalanceStore {
     };
   }
 
+  /** Cluster layout: the store-wide keys, all under the hash tag `{ledger}`. */
+  #g(name: 'pos' | 'ready' | 'gen' | 'layout' | 'quarantine' | 'rejected' | 'ledger'): string {
+    return `${this.#prefix}{ledger}${name}`;
+  }
+
+  #posKey(): string {
+    return this.#cluster ? this.#g('pos') : this.#key('pos');
+  }
+
+  /** Cluster layout: the ready marker of a slot, and of an account's slot. */
+  #slotMarker(slot: number): string {
+    return `${this.#prefix}ready:{${slotTag(slot)}}`;
+  }
+
+  #marker(accountId: string): string {
+    return this.#slotMarker(calculateSlot(this.#accountKeys(accountId).bal));
+  }
+
+  /** `fn` for every slot, 1,000 at a time (each on its slot's node). */
+  async #eachSlot(fn: (slot: number) => Promise<unknown>): Promise<void> {
+    await each(Array.from({ length: SLOTS }, (_, s) => s), fn);
+  }
+
+  /**
+   * Where event ids live: on a Cluster an account's in its slot, the others (no account
+   * given: the billing lock, undecodable events) under `{ledger}`; standalone, store-wide.
+   */
+  #idScope(accountId: string | undefined): IdScope {
+    const p = this.#prefix;
+    if (!this.#cluster) {
+      return { ledger: this.#ledgerKey(), rejected: this.#key('rejected'), usage: (id) => this.#usageKey(id), claim: (id) => `${p}claim:${id}` };
+    }
+    if (accountId === undefined) {
+      return { ledger: this.#g('ledger'), rejected: this.#g('rejected'), usage: (id) => `${p}{ledger}u:${id}`, claim: (id) => `${p}{ledger}claim:${id}` };
+    }
+    const tag = `{${accountId}}`;
+    return { ledger: `${p}ledger:${tag}`, rejected: `${p}rejected:${tag}`, usage: (id) => `${p}u:${tag}:${id}`, claim: (id) => `${p}claim:${tag}:${id}` };
+  }
+
   #usageKey(eventId: string): string {
     return `${this.#prefix}u:${eventId}`;
   }
@@ -430,17 +695,45 @@ export class RedisBalanceStore implements BalanceStore {
     return balanceKey.slice(this.#prefix.length + 'bal:{'.length, -1);
   }
 
-  async #scanBalanceKeys(): Promise<string[]> {
-    const match = `${globLiteral(this.#prefix)}bal:{*}`;
+  /** Keys matching a glob, on every master of a Cluster (SCAN is per node). */
+  async #scanKeys(match: string): Promise<string[]> {
+    const nodes = this.#redis.isCluster ? (this.#redis as Cluster).nodes('master') : [this.#redis as Redis];
     const seen = new Set<string>();
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.#redis.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
-      for (const key of keys) seen.add(key); // SCAN may return a key more than once
-      cursor = next;
-    } while (cursor !== '0');
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
+        for (const key of keys) seen.add(key); // SCAN may return a key more than once
+        cursor = next;
+      } while (cursor !== '0');
+    }
     return [...seen];
   }
+}
+
+/** `fn` over `list`, LOAD_CHUNK calls in flight at a time (single-key commands, any slot). */
+async function each<T>(list: readonly T[], fn: (item: T) => Promise<unknown>): Promise<void> {
+  for (let i = 0; i < list.length; i += LOAD_CHUNK) await Promise.all(list.slice(i, i + LOAD_CHUNK).map(fn));
+}
+
+/** apply-batch.lua's flat reply → one outcome per event answered. */
+function batchOutcomes(raw: Array<number | string>): BatchOutcome[] {
+  const out: BatchOutcome[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const code = Number(raw[i]);
+    const extra = String(raw[i + 1] ?? '');
+    if (code === -9) {
+      // Shaped like the client's own reply errors, so isPoisonError judges it the same way.
+      const error = new Error(extra);
+      error.name = 'ReplyError';
+      out.push({ verdict: 'failed', error });
+    } else if (code === 1 && extra !== '') {
+      out.push({ verdict: 'applied', balanceAfter: BigInt(extra) });
+    } else {
+      out.push({ verdict: verdict(code) });
+    }
+  }
+  return out;
 }
 
 function positionArgs(p: LogPosition | undefined): [string, string] {

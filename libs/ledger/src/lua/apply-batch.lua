@@ -3,11 +3,20 @@
 -- usage-fn.lua and ledger-fn.lua: each event runs exactly the single-event logic, so each one's
 -- effect and its position still move together ("progress stored with the effect"), and a
 -- redelivered batch is a run of duplicates.
--- KEYS[1] pos, KEYS[2] accounts, KEYS[3] ledger; then per event, in order:
---   usage:  u:<event_id>, bal:{A}, held:{A}, holds:{A}, hexp:{A}, hwin:{A}   (6 keys)
+-- Two layouts (ARGV[5]):
+-- - '' (standalone Redis): any accounts, one call per partition batch.
+--   KEYS[1] pos, KEYS[2] accounts, KEYS[3] ledger; ARGV[1] ready key or ''.
+-- - 'a' (Redis Cluster: ONE account A, so every key is in A's hash slot): the events of A in
+--   a partition batch. KEYS[1] pos:{A} (A's own positions), KEYS[2] the ready marker of A's
+--   slot, KEYS[3] ledger:{A}; ARGV[1] the generation the marker must hold (else not ready:
+--   a rebuild ran since the caller read the partition positions). No gap check here: the
+--   caller checked the partition-wide position (see account_ctx in position.lua).
+-- Then per event, in order:
+--   usage:  u:<event_id> (u:{A}:<event_id> on a Cluster), bal:{A}, held:{A}, holds:{A}, hexp:{A}, hwin:{A}   (6 keys)
 --   ledger: bal:{A}                                                          (1 key)
--- ARGV[1] ready key or '', ARGV[2] usage memory ms, ARGV[3] money bound (2^53 - 1),
--- ARGV[4] '1' to answer the balance after each applied usage debit, else ''; then per event: kind ('u' or 'l'), event_id, amount (integer string), account id,
+-- ARGV[2] usage memory ms, ARGV[3] money bound (2^53 - 1),
+-- ARGV[4] '1' to answer the balance after each applied usage debit, else ''; ARGV[5] layout;
+-- then per event: kind ('u' or 'l'), event_id, amount (integer string), account id,
 -- position field or '', offset or ''
 -- Returns a flat array, two entries per event handled: verdict (1 applied, 0 duplicate,
 -- -1 gap, -2 not ready, -3 out of range, -9 failed) and, for an applied usage, the balance it
@@ -21,9 +30,10 @@
 -- once (batch_ctx in position.lua): the script is atomic, so no one sees the difference.
 local pos_key, accounts_key, ledger_key = KEYS[1], KEYS[2], KEYS[3]
 local ready_key, memory_ms, bound, want_balance = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
-local ctx = batch_ctx(ready_key, pos_key, accounts_key)
+local ctx
+if ARGV[5] == 'a' then ctx = account_ctx(KEYS[2], ARGV[1], KEYS[1]) else ctx = batch_ctx(ready_key, pos_key, accounts_key) end
 local out = {}
-local k, a = 4, 5
+local k, a = 4, 6
 while a <= #ARGV do
   local kind, event_id, amount, account, field, offset =
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]

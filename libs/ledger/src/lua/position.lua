@@ -66,3 +66,40 @@ local function batch_ctx(ready_key, pos_key, accounts_key)
   end
   return ctx
 end
+
+-- account_ctx: for apply-batch.lua on Redis Cluster, where a call holds the events of ONE
+-- account (every key in its hash slot). The partition-wide position lives in another slot, so
+-- the caller checks it before the call (an event at or before it is a duplicate, one past it +1
+-- a gap) and advances it after every account's call; it lags the effects, never leads them.
+-- Here each account keeps its own last applied offset per partition (apos_key, hash
+-- `topic:partition` -> offset): events of one account in one partition are applied in log
+-- order, so an offset at or before it was applied (a replay after a crash between the account
+-- calls and the partition advance is all duplicates). `marker_key` is the ready marker of the
+-- account's slot; it must hold `gen`, the generation the caller read with the partition
+-- positions: a rebuild in between changes it, and the call answers not ready instead of
+-- applying onto state the caller's positions no longer describe.
+local function account_ctx(marker_key, gen, apos_key)
+  local ready = redis.call('GET', marker_key) == gen
+  local stored, dirty = {}, {}
+  local ctx = {}
+  ctx.check = function(field, offset)
+    if not ready then return -2 end
+    if offset == '' then return nil end
+    if stored[field] == nil then stored[field] = tonumber(redis.call('HGET', apos_key, field) or '-1') end
+    if tonumber(offset) <= stored[field] then return 0 end
+    return nil
+  end
+  ctx.advance = function(field, offset)
+    if offset ~= '' then
+      stored[field] = tonumber(offset)
+      dirty[field] = offset
+    end
+  end
+  -- No accounts set on a Cluster (it would be a store-wide key): balances are found by SCAN.
+  ctx.account = function(account) end
+  ctx.flush = function()
+    for field, offset in pairs(dirty) do redis.call('HSET', apos_key, field, offset) end
+    dirty = {}
+  end
+  return ctx
+end
