@@ -37,6 +37,7 @@ const REDIS_SH = fileURLToPath(new URL('../../deploy/redis.sh', import.meta.url)
 const CLICKHOUSE_SH = fileURLToPath(new URL('../../deploy/clickhouse.sh', import.meta.url));
 
 const REDIS_HINT = 'set REDIS_URL or run `bash deploy/services.sh up`';
+const REDIS_CLUSTER_HINT = 'set REDIS_CLUSTER_NODES or run `bash deploy/redis-cluster.sh start` (or `bash deploy/services.sh up`)';
 const KAFKA_HINT = 'set KAFKA_BROKERS or run `bash deploy/services.sh up`';
 const CLICKHOUSE_HINT = 'set CLICKHOUSE_URL or run `bash deploy/services.sh up` (or `bash deploy/clickhouse.sh start`)';
 
@@ -118,6 +119,25 @@ export async function findRedis(env: Env = process.env): Promise<string | undefi
   return (await probeRedis(HOST, port)) ? `redis://${HOST}:${port}` : undefined;
 }
 
+/** Local Redis Cluster ports that deploy/redis-cluster.sh uses (REDIS_CLUSTER_PORTS, default "7001 7002 7003"). */
+export function localRedisClusterPorts(env: Env = process.env): number[] {
+  const ports = (nonEmpty(env.REDIS_CLUSTER_PORTS) ?? '7001 7002 7003').split(/[\s,]+/).map(Number);
+  return ports.every((p) => Number.isInteger(p) && p > 0 && p < 65536) ? ports : [7001, 7002, 7003];
+}
+
+/**
+ * A Redis Cluster's seed nodes `host:port,host:port`: REDIS_CLUSTER_NODES from the environment
+ * (trusted as given), else the local ports of deploy/redis-cluster.sh when every one answers
+ * PING. Undefined when neither.
+ */
+export async function findRedisCluster(env: Env = process.env): Promise<string | undefined> {
+  const fromEnv = nonEmpty(env.REDIS_CLUSTER_NODES);
+  if (fromEnv) return fromEnv;
+  const ports = localRedisClusterPorts(env);
+  const up = await Promise.all(ports.map((p) => probeRedis(HOST, p)));
+  return up.every(Boolean) ? ports.map((p) => `${HOST}:${p}`).join(',') : undefined;
+}
+
 /** True when `GET http://host:port/ping` answers 200 `Ok.` (ClickHouse's liveness reply) within timeoutMs. */
 export async function probeClickHouse(host: string, port: number, timeoutMs = PROBE_TIMEOUT_MS): Promise<boolean> {
   try {
@@ -184,6 +204,11 @@ async function requireService(
  */
 export async function requireRedis(t: SkippableContext, env: Env = process.env): Promise<string | undefined> {
   return requireService(t, 'Redis', REDIS_HINT, findRedis, env);
+}
+
+/** Like requireRedis, for a Redis Cluster; returns its seed nodes `host:port,host:port`. */
+export async function requireRedisCluster(t: SkippableContext, env: Env = process.env): Promise<string | undefined> {
+  return requireService(t, 'a Redis Cluster', REDIS_CLUSTER_HINT, findRedisCluster, env);
 }
 
 /** Like requireRedis, for Kafka; returns brokers `host:port[,host:port]`. */

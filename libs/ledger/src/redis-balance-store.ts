@@ -687,6 +687,7 @@ export class RedisBalanceStore implements BalanceStore {
   }
 
   #readyArg(): string {
+    if (this.#cluster) return this.#g('ready');
     return this.#requireReady ? this.#key('ready') : '';
   }
 

@@ -1,0 +1,199 @@
+// The ledger's scripts on a REAL Redis Cluster (issue 11, outcome 5): every script the store has
+// (hold, settle, extend, release, get, the apply scripts, quarantine, claimReference, load,
+// snapshot, positions, expire-holds) runs through RedisBalanceStore on an ioredis `Cluster`
+// client, with accounts on different nodes. Redis Cluster refuses a script whose keys are in
+// more than one slot (CROSSSLOT) or on another node, so a script that crosses slots fails here;
+// the balances are checked exactly (µc). Needs `bash deploy/redis-cluster.sh start`
+// (REDIS_CLUSTER_NODES); skips loudly without it, fails under TOLLGATE_REQUIRE_SERVICES=1.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import calculateSlot from 'cluster-key-slot';
+import { Cluster } from 'ioredis';
+import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
+import { RedisBalanceStore } from '@tollgate/ledger';
+import { requireRedisCluster } from '../../../test/support/services.ts';
+
+function usage(eventId: string, accountId: string, cost: bigint): UsageEvent {
+  return {
+    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: `k-${accountId}`, model: 'm', catalog_model: 'm',
+    upstream_model: 'm', input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0,
+    cache_write_1h_tokens: 0, cost_micros: cost.toString(), status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null,
+    stream: false, upstream_request_id: null, gateway_id: 'g',
+  };
+}
+function credit(eventId: string, accountId: string, amount: bigint): LedgerEvent {
+  return { type: 'ledger', event_id: eventId, ts: Date.now(), account_id: accountId, kind: 'grant', amount_micros: amount.toString(), reference: eventId };
+}
+const at = (offset: bigint, partition = 0) => ({ topic: 'usage', partition, offset });
+
+/** The master serving each slot (CLUSTER SLOTS), as `host:port`. */
+async function slotOwners(cluster: Cluster): Promise<(slot: number) => string> {
+  const ranges = (await cluster.cluster('SLOTS')) as Array<[number, number, [string, number]]>;
+  return (slot) => {
+    const r = ranges.find(([from, to]) => slot >= from && slot <= to)!;
+    return `${r[2][0]}:${r[2][1]}`;
+  };
+}
+
+/** Deletes every key under the prefix on every master (SCAN is per node). */
+async function deletePrefix(cluster: Cluster, prefix: string, only?: string): Promise<void> {
+  for (const node of cluster.nodes('master')) {
+    if (only !== undefined && `${node.options.host}:${node.options.port}` !== only) continue;
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      for (const key of keys) await node.del(key);
+      cursor = next;
+    } while (cursor !== '0');
+  }
+}
+
+test('Redis Cluster: every ledger script runs on a real 3-master cluster, accounts on different nodes, exact balances and exactly once', async (t) => {
+  const nodes = await requireRedisCluster(t);
+  if (!nodes) return;
+  const cluster = new Cluster(nodes.split(',').map((hp) => {
+    const [host, port] = hp.split(':');
+    return { host: host!, port: Number(port) };
+  }), { redisOptions: { maxRetriesPerRequest: 2 } });
+  const prefix = `test:cluster:${randomUUID()}:`;
+  t.after(async () => {
+    await deletePrefix(cluster, prefix);
+    cluster.disconnect();
+  });
+  const store = new RedisBalanceStore({ redis: cluster, prefix });
+  const owner = await slotOwners(cluster);
+  // Three accounts on three different nodes (found by slot, checked below).
+  const pick = (n: string) => owner(calculateSlot(`${prefix}bal:{${n}}`));
+  const names = Array.from({ length: 200 }, (_, i) => `acct-${i}`);
+  const [A, B, C] = [...new Map(names.map((n) => [pick(n), n])).values()] as [string, string, string];
+  assert.equal(new Set([A, B, C].map(pick)).size, 3, 'the accounts live on three different masters');
+  const CLOSE = 'billing-close-lock';
+  const reason = 'balance_out_of_range: test';
+
+  // 1. Old-layout keys (standalone names) do not make a Cluster store ready: it answers
+  //    not_ready until a rebuild (load) wrote its own layout.
+  await cluster.set(`${prefix}ledger-ready`, '1');
+  assert.equal(await store.ready(), false);
+  assert.deepEqual(await store.hold({ holdId: 'h0', accountId: A, keyId: 'k', amount: 1n, ttlMs: 60_000 }), { ok: false, reason: 'not_ready', available: 0n });
+  assert.deepEqual(await store.applyBatch([{ event: usage('u0', A, 1n), position: at(0n) }]), [{ verdict: 'not_ready' }]);
+  assert.equal(await store.applyUsage(usage('u0', A, 1n), at(0n)), 'not_ready');
+
+  // 2. load (rebuild): balances, ledger entries and usage ids in their accounts' slots.
+  await store.load({
+    balances: new Map([[A, 1_000_000n], [B, 2_000_000n], [C, 0n]]),
+    ledgerEntries: new Map([[`credit:${A}:r0`, 1_000_000n]]),
+    usageIds: ['u-old'],
+    eventAccounts: new Map([[`credit:${A}:r0`, A], ['u-old', B]]),
+    positions: new Map([['usage:0', 9n]]),
+  });
+  assert.equal(await store.ready(), true);
+  assert.equal(await store.position('usage', 0), 9n);
+  assert.equal(await store.ledgerEntry(`credit:${A}:r0`, A), 1_000_000n);
+
+  // 3. The request path: hold (five windows, clamp), extend, settle, release, get.
+  const windows = [
+    { name: 'key_hourly' as const, limit: 500_000n }, { name: 'key_daily' as const, limit: 900_000n },
+    { name: 'key_total' as const, limit: 950_000n }, { name: 'account_daily' as const, limit: 990_000n },
+    { name: 'account_monthly' as const, limit: 999_000n },
+  ];
+  const admission = { policy: 'clamp' as const, base: 100n, perOutputToken: 10n, maxTokens: 1000, floorTokens: 1 };
+  assert.deepEqual(await store.hold({ holdId: 'h1', accountId: A, keyId: 'kA', amount: 10_100n, ttlMs: 60_000, windows, admission }),
+    { ok: true, available: 989_900n, amount: 10_100n, maxTokens: 1000 });
+  assert.deepEqual(await store.hold({ holdId: 'h2', accountId: B, keyId: 'kB', amount: 500n, ttlMs: 60_000 }), { ok: true, available: 1_999_500n, amount: 500n });
+  await store.extend('h1', A, 60_000);
+  await store.settle('h1', A, 7_000n, 60_000);
+  await store.release('h2', B);
+  assert.deepEqual(await store.get(A), { balance: 1_000_000n, held: 7_000n, available: 993_000n });
+  assert.deepEqual(await store.get(B), { balance: 2_000_000n, held: 0n, available: 2_000_000n });
+  assert.equal(await store.windowUsed('key_hourly', A, 'kA'), 7_000n);
+  // expire-holds: a hold past its ttl stops counting on the next read.
+  assert.equal((await store.hold({ holdId: 'h3', accountId: C, keyId: 'kC', amount: 0n, ttlMs: 1, overdraft: 1_000n })).ok, true);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(await store.get(C), { balance: 0n, held: 0n, available: 0n });
+
+  // 4. A batch of one partition over three accounts (three nodes), balances after each debit.
+  const batch = [
+    { event: usage('h1', A, 7_000n), position: at(10n) },
+    { event: credit(`credit:${B}:r1`, B, 5_000n), position: at(11n) },
+    { event: usage('uc', C, 300n), position: at(12n) },
+    { event: usage('u-old', B, 40n), position: at(13n) }, // applied before the rebuild: by id
+    { event: usage('ua2', A, 200n), position: at(14n) },
+  ];
+  assert.deepEqual(await store.applyBatch(batch, { balanceAfter: true }), [
+    { verdict: 'applied', balanceAfter: 993_000n }, { verdict: 'applied' }, { verdict: 'applied', balanceAfter: -300n },
+    { verdict: 'duplicate' }, { verdict: 'applied', balanceAfter: 992_800n },
+  ]);
+  assert.equal(await store.position('usage', 0), 14n);
+  assert.deepEqual(await store.get(A), { balance: 992_800n, held: 0n, available: 992_800n });
+  assert.equal(await store.windowUsed('key_hourly', A, 'kA'), 7_000n);
+
+  // 5. A crash after the account calls and before the partition advance: the position is
+  //    behind the effects; the replay is all duplicates (each account's own position).
+  await cluster.hset(`${prefix}{ledger}pos`, 'usage:0', '9');
+  assert.deepEqual((await store.applyBatch(batch)).map((o) => o.verdict), ['duplicate', 'duplicate', 'duplicate', 'duplicate', 'duplicate']);
+  assert.equal(await store.position('usage', 0), 14n);
+  assert.equal(await store.applyUsage(usage('uc', C, 300n), at(12n)), 'duplicate'); // at or before the partition position
+  assert.equal(await store.applyUsage(usage('ux', C, 1n), at(16n)), 'gap');
+  assert.equal(await store.applyLedger(credit(`credit:${B}:r2`, B, 1_000n), at(15n)), 'applied');
+
+  // 6. out_of_range stops the batch at that event; another account's later event may already
+  //    be in (its own position), and the caller's retry of it is a duplicate: debited once.
+  assert.deepEqual(await store.applyBatch([
+    { event: credit(`credit:${A}:big`, A, MAX_MONEY_MICROS), position: at(16n) },
+    { event: usage('ub', B, 100n), position: at(17n) },
+  ]), [{ verdict: 'out_of_range' }]);
+  assert.equal(await store.position('usage', 0), 15n);
+  assert.equal(await store.quarantine({ event_id: `credit:${A}:big`, topic: 'usage', partition: 0, offset: 16n, kind: 'apply_failed', reason }, at(16n), A), 'applied');
+  assert.equal(await store.quarantine({ event_id: `credit:${A}:big`, topic: 'usage', partition: 0, offset: 16n, kind: 'apply_failed', reason }, at(16n), A), 'duplicate');
+  assert.deepEqual((await store.applyBatch([{ event: usage('ub', B, 100n), position: at(17n) }])).map((o) => o.verdict), ['duplicate']);
+  assert.equal(await store.position('usage', 0), 17n);
+  assert.equal(await store.quarantineReason(`credit:${A}:big`, A), reason);
+  assert.deepEqual(await store.claimReference(`credit:${A}:big`, 5n, 60_000, A), { claimed: false, refused: reason });
+  assert.equal(await store.waitApplied(`credit:${A}:big`, 1_000, A), false);
+  assert.equal((await store.quarantined()).length, 1);
+
+  // 7. References: claim, release, apply, then answered from the ledger entry.
+  const r3 = `credit:${B}:r3`;
+  assert.deepEqual(await store.claimReference(r3, 700n, 60_000, B), { claimed: true });
+  assert.deepEqual(await store.claimReference(r3, 700n, 60_000, B), { claimed: false, amount: 700n });
+  await store.releaseReference(r3, B);
+  assert.deepEqual(await store.claimReference(r3, 700n, 60_000, B), { claimed: true });
+  assert.equal(await store.applyLedger(credit(r3, B, 700n), at(18n)), 'applied');
+  assert.equal(await store.ledgerEntry(r3, B), 700n);
+  assert.equal(await store.waitApplied(r3, 1_000, B), true);
+  assert.equal(await store.waitApplied('ub', 1_000, B), true);
+  assert.deepEqual(await store.claimReference(r3, 900n, 60_000, B), { claimed: false, amount: 700n });
+  // An id without an account (the billing close lock) is claimed in the store-wide slot.
+  assert.deepEqual(await store.claimReference(CLOSE, 0n, 60_000), { claimed: true });
+  assert.deepEqual(await store.claimReference(CLOSE, 0n, 60_000), { claimed: false, amount: 0n });
+
+  // 8. Control records: the position check and advance only.
+  assert.equal(await store.checkPosition({ topic: 'control', partition: 1, offset: 0n }), 'applied');
+  await store.advancePosition({ topic: 'control', partition: 1, offset: 0n });
+  assert.equal(await store.checkPosition({ topic: 'control', partition: 1, offset: 0n }), 'duplicate');
+
+  // 9. snapshot and balances: every account, exact.
+  const expected = new Map([[A, 992_800n], [B, 2_000_000n + 5_000n + 1_000n - 100n + 700n], [C, -300n]]);
+  assert.deepEqual(await store.balances(), expected);
+  const snap = await store.snapshot();
+  assert.deepEqual(snap, { ready: true, balances: expected, positions: new Map([['usage:0', 18n], ['control:1', 0n]]) });
+
+  // 10. A second rebuild at an earlier position replaces balances and every account's own
+  //     positions: the event after it is applied again onto the rebuilt balance, exactly once.
+  await store.load({ balances: new Map([[A, 1_000n]]), ledgerEntries: new Map(), positions: new Map([['usage:0', 4n]]) });
+  assert.equal(await store.position('usage', 0), 4n);
+  assert.deepEqual((await store.applyBatch([{ event: usage('h1', A, 7_000n), position: at(10n) }])).map((o) => o.verdict), ['gap']);
+  assert.deepEqual((await store.applyBatch([{ event: usage('re5', A, 10n), position: at(5n) }])).map((o) => o.verdict), ['applied']);
+  assert.deepEqual(await store.balances(), new Map([[A, 990n]]));
+  await assert.rejects(store.load({ balances: new Map(), ledgerEntries: new Map([['x', 1n]]) }), /no account in snapshot.eventAccounts/);
+
+  // 11. One master restarts empty (simulated: its keys of this store deleted): its slots lose
+  //     their ready markers with their balances. ready() says so; its accounts answer
+  //     not_ready (never "no credit"); the other nodes' accounts go on.
+  await store.load({ balances: new Map([[A, 1_000n], [B, 1_000n]]), ledgerEntries: new Map(), positions: new Map() });
+  await deletePrefix(cluster, prefix, pick(A));
+  assert.equal(await store.ready(), false);
+  assert.deepEqual(await store.hold({ holdId: 'h9', accountId: A, keyId: 'k', amount: 1n, ttlMs: 60_000 }), { ok: false, reason: 'not_ready', available: 0n });
+  assert.equal((await store.hold({ holdId: 'h9', accountId: B, keyId: 'k', amount: 1n, ttlMs: 60_000 })).ok, true);
+});
