@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Tollgate's local backing services: Redis, Kafka (KRaft), then a ClickHouse server. Idempotent.
+# Tollgate's local backing services: Redis, Kafka (KRaft), a ClickHouse server, then a 3-master
+# Redis Cluster (deploy/redis-cluster.sh; the ledger's Cluster test). Idempotent.
 #
 #   bash deploy/services.sh up|down|restart|status
 #
 # `up` prints the environment to use on stdout (everything else goes to stderr), so
 #   eval "$(bash deploy/services.sh up)"
-# exports KAFKA_BROKERS, REDIS_URL and CLICKHOUSE_URL into the calling shell.
+# exports KAFKA_BROKERS, REDIS_URL, CLICKHOUSE_URL and REDIS_CLUSTER_NODES into the calling shell.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -13,6 +14,9 @@ env_lines() {
   echo "KAFKA_BROKERS=127.0.0.1:${KAFKA_PORT:-9092}"
   echo "REDIS_URL=redis://127.0.0.1:${REDIS_PORT:-6379}"
   echo "CLICKHOUSE_URL=http://127.0.0.1:${CLICKHOUSE_PORT:-8123}"
+  local nodes="" p
+  for p in ${REDIS_CLUSTER_PORTS:-7001 7002 7003}; do nodes+="${nodes:+,}127.0.0.1:$p"; done
+  echo "REDIS_CLUSTER_NODES=$nodes"
 }
 
 case "${1:-}" in
@@ -20,10 +24,12 @@ case "${1:-}" in
     bash "$HERE/redis.sh" start
     bash "$HERE/kafka.sh" start
     bash "$HERE/clickhouse.sh" start
+    bash "$HERE/redis-cluster.sh" start >/dev/null
     env_lines
     ;;
   down)
     rc=0
+    bash "$HERE/redis-cluster.sh" stop || rc=1
     bash "$HERE/clickhouse.sh" stop || rc=1
     bash "$HERE/kafka.sh" stop || rc=1
     bash "$HERE/redis.sh" stop || rc=1
@@ -38,6 +44,7 @@ case "${1:-}" in
     bash "$HERE/redis.sh" status || rc=$?
     bash "$HERE/kafka.sh" status || rc=$?
     bash "$HERE/clickhouse.sh" status || rc=$?
+    bash "$HERE/redis-cluster.sh" status || rc=$?
     exit $rc
     ;;
   env) env_lines ;;

@@ -29,7 +29,7 @@ const at = (offset: bigint, partition = 0) => ({ topic: 'usage', partition, offs
 
 /** The master serving each slot (CLUSTER SLOTS), as `host:port`. */
 async function slotOwners(cluster: Cluster): Promise<(slot: number) => string> {
-  const ranges = (await cluster.cluster('SLOTS')) as Array<[number, number, [string, number]]>;
+  const ranges = (await cluster.cluster('SLOTS')) as unknown as Array<[number, number, [string, number]]>;
   return (slot) => {
     const r = ranges.find(([from, to]) => slot >= from && slot <= to)!;
     return `${r[2][0]}:${r[2][1]}`;

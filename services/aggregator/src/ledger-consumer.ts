@@ -119,7 +119,9 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
     // The dead letter first (the warehouse keeps it for good, deduplicated by position),
     // then the record with the position: a crash in between re-sends, never loses it.
     await deps.log.deadLetter([{ ...record, group, offset: record.offset.toString(), raw: boundedRaw(raw.event), ts: Date.now() }]);
-    const verdict = await deps.balances.quarantine(record, position);
+    // The event's account, when it has one: a Redis Cluster records the refusal in its slot.
+    const account = (raw.event as { account_id?: unknown } | null)?.account_id;
+    const verdict = await deps.balances.quarantine(record, position, typeof account === 'string' ? account : undefined);
     if (verdict === 'applied') {
       metrics?.eventsQuarantined(group, record.kind);
       deps.onQuarantined?.(record);

@@ -363,7 +363,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
        * decision: the warehouse keeps ledger rows as facts keyed by event id).
        */
       const refused = async () => {
-        const reason = await deps.balances.quarantineReason(eventId);
+        const reason = await deps.balances.quarantineReason(eventId, id);
         if (reason === undefined) return;
         if (reason.startsWith('balance_out_of_range')) throw balanceOutOfRange();
         throw gatewayError('internal_error', `credits: the ledger could not apply this entry and set it aside: ${reason}`);
@@ -373,12 +373,12 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
           throw gatewayError('conflict', `reference ${body.reference} was already used for ${formatCredits(previous)} credits`);
         }
         // Answered once the ledger has it, so the balance shown includes it.
-        const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs);
+        const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs, id);
         if (!applied) await refused();
         const view = await accountView(await findAccount(id));
         return reply.code(applied ? 200 : 202).send({ ...view, reference: body.reference, duplicate: true, pending: !applied });
       };
-      const previous = await deps.balances.ledgerEntry(eventId);
+      const previous = await deps.balances.ledgerEntry(eventId, id);
       if (previous !== undefined) return duplicate(previous);
       const { balance } = await deps.balances.get(id);
       const after = balance + amount;
@@ -387,7 +387,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       // One atomic claim per reference: of many concurrent requests exactly one publishes; the
       // others wait for the ledger and answer `duplicate: true`. A claimant that dies before
       // publishing blocks the reference only until its claim lapses.
-      const claim = await deps.balances.claimReference(eventId, amount, claimTtlMs);
+      const claim = await deps.balances.claimReference(eventId, amount, claimTtlMs, id);
       if (!claim.claimed && 'refused' in claim) {
         throw gatewayError('conflict', `reference ${body.reference} was refused by the ledger (${claim.refused.split(':')[0]}); a new grant needs a new reference`);
       }
@@ -399,10 +399,10 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       try {
         await deps.log.publish('ledger', [{ event }]);
       } catch (err) {
-        await deps.balances.releaseReference(eventId).catch(() => {});
+        await deps.balances.releaseReference(eventId, id).catch(() => {});
         throw err;
       }
-      const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs);
+      const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs, id);
       if (!applied) await refused();
       const view = await accountView(await findAccount(id));
       return reply.code(applied ? 201 : 202).send({ ...view, reference: body.reference, duplicate: false, pending: !applied });
