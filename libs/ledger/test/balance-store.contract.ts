@@ -171,14 +171,14 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
     it('a duplicate applyLedger is a no-op and ledgerEntry returns the first amount', async (store) => {
       const account = id('acct');
       const eventId = id('credit');
-      assert.equal(await store.ledgerEntry(eventId), undefined);
+      assert.equal(await store.ledgerEntry(eventId, account), undefined);
       assert.equal(await store.applyLedger(ledgerEvent(account, 500n, eventId)), 'applied');
       assert.equal(await store.applyLedger(ledgerEvent(account, 500n, eventId)), 'duplicate');
       assert.equal(await store.applyLedger(ledgerEvent(account, 900n, eventId)), 'duplicate');
-      assert.equal(await store.ledgerEntry(eventId), 500n);
+      assert.equal(await store.ledgerEntry(eventId, account), 500n);
       const refund = id('credit');
       assert.equal(await store.applyLedger(ledgerEvent(account, -120n, refund)), 'applied');
-      assert.equal(await store.ledgerEntry(refund), -120n);
+      assert.equal(await store.ledgerEntry(refund, account), -120n);
       assert.deepEqual(await store.get(account), { balance: 380n, held: 0n, available: 380n });
     });
 
@@ -186,15 +186,15 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       const account = id('acct');
       const credit = ledgerEvent(account, 10n);
       await store.applyLedger(credit);
-      assert.equal(await store.waitApplied(credit.event_id, 1_000), true);
+      assert.equal(await store.waitApplied(credit.event_id, 1_000, credit.account_id), true);
       const usage = usageEvent(account, id('req'), 3n);
       await store.applyUsage(usage);
-      assert.equal(await store.waitApplied(usage.event_id, 1_000), true);
+      assert.equal(await store.waitApplied(usage.event_id, 1_000, account), true);
     });
 
     it('waitApplied resolves true when the event is applied while waiting', async (store) => {
       const credit = ledgerEvent(id('acct'), 10n);
-      const waiting = store.waitApplied(credit.event_id, 5_000);
+      const waiting = store.waitApplied(credit.event_id, 5_000, credit.account_id);
       await sleep(30);
       await store.applyLedger(credit);
       assert.equal(await waiting, true);
@@ -258,13 +258,14 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       await store.load({
         balances: new Map([[kept, 1_000n], [added, 7n]]),
         ledgerEntries: new Map([[loadedEntry, 1_007n]]),
+        eventAccounts: new Map([[loadedEntry, added]]),
       });
 
       assert.deepEqual(await store.balances(), new Map([[kept, 1_000n], [added, 7n]]));
       assert.deepEqual(await store.get(dropped), { balance: 0n, held: 0n, available: 0n });
       assert.deepEqual(await store.get(kept), { balance: 1_000n, held: 4n, available: 996n });
-      assert.equal(await store.ledgerEntry(oldEntry), undefined);
-      assert.equal(await store.ledgerEntry(loadedEntry), 1_007n);
+      assert.equal(await store.ledgerEntry(oldEntry, kept), undefined);
+      assert.equal(await store.ledgerEntry(loadedEntry, added), 1_007n);
       assert.equal(await store.applyLedger(ledgerEvent(added, 1_007n, loadedEntry)), 'duplicate');
       assert.deepEqual(await store.get(added), { balance: 7n, held: 0n, available: 7n });
       // The hold survived the load and still closes with its usage.
@@ -291,7 +292,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.get(account), { balance: 3n, held: 0n, available: 3n });
       const entry = id('credit');
       await store.applyLedger(ledgerEvent(account, -max, entry));
-      assert.equal(await store.ledgerEntry(entry), -max);
+      assert.equal(await store.ledgerEntry(entry, account), -max);
       assert.deepEqual(await store.balances(), new Map([[account, 3n - max]]));
     });
 
@@ -305,7 +306,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(results, ['applied', 'applied', 'applied', 'applied', 'applied',
         'out_of_range', 'out_of_range', 'out_of_range', 'out_of_range', 'out_of_range']);
       assert.equal((await store.get(account)).balance, max);
-      assert.equal(await store.ledgerEntry(`race-${account}-5`), undefined);
+      assert.equal(await store.ledgerEntry(`race-${account}-5`, account), undefined);
       // Below: a debit past −(2^53 − 1) is refused; one that lands on it exactly is applied.
       const low = await funded(store, 1n);
       assert.equal(await store.applyLedger(ledgerEvent(low, -max - 2n)), 'out_of_range'); // 1 − max − 2 = −max − 1
@@ -318,43 +319,44 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
     it('a quarantined ledger event wakes its waiter with false, keeps its reason, and its reference stays refused', async (store) => {
       const account = id('acct');
       const entry = `credit:${account}:ref-refused`;
-      assert.deepEqual(await store.claimReference(entry, 5n, HOUR), { claimed: true });
-      const waiting = store.waitApplied(entry, 5_000);
+      assert.deepEqual(await store.claimReference(entry, 5n, HOUR, account), { claimed: true });
+      const waiting = store.waitApplied(entry, 5_000, account);
       const reason = 'balance_out_of_range: 5 micro-credits would take the balance outside the bound';
-      assert.equal(await store.quarantine({ event_id: entry, topic: 'ledger', partition: -1, offset: -1n, kind: 'apply_failed', reason }), 'applied');
+      assert.equal(await store.quarantine({ event_id: entry, topic: 'ledger', partition: -1, offset: -1n, kind: 'apply_failed', reason }, undefined, account), 'applied');
       assert.equal(await waiting, false);
-      assert.equal(await store.waitApplied(entry, 5_000), false); // at once, not after 5 s
-      assert.equal(await store.quarantineReason(entry), reason);
-      assert.equal(await store.quarantineReason(`credit:${account}:other`), undefined);
-      await store.releaseReference(entry);
-      assert.deepEqual(await store.claimReference(entry, 4n, HOUR), { claimed: false, refused: reason });
+      assert.equal(await store.waitApplied(entry, 5_000, account), false); // at once, not after 5 s
+      assert.equal(await store.quarantineReason(entry, account), reason);
+      assert.equal(await store.quarantineReason(`credit:${account}:other`, account), undefined);
+      await store.releaseReference(entry, account);
+      assert.deepEqual(await store.claimReference(entry, 4n, HOUR, account), { claimed: false, refused: reason });
       // An applied id keeps its applied outcome even if a redelivered copy went bad.
       const paid = `credit:${account}:ref-paid`;
       await store.applyLedger(ledgerEvent(account, 4n, paid));
-      assert.equal(await store.quarantine({ event_id: paid, topic: 'ledger', partition: -1, offset: -1n, kind: 'apply_failed', reason }), 'applied');
-      assert.equal(await store.quarantineReason(paid), undefined);
-      assert.equal(await store.waitApplied(paid, 1_000), true);
+      assert.equal(await store.quarantine({ event_id: paid, topic: 'ledger', partition: -1, offset: -1n, kind: 'apply_failed', reason }, undefined, account), 'applied');
+      assert.equal(await store.quarantineReason(paid, account), undefined);
+      assert.equal(await store.waitApplied(paid, 1_000, account), true);
     });
 
     it('50 concurrent claims of one credit reference: exactly one is claimed, the rest see its amount', async (store) => {
       const account = id('acct');
       const entry = `credit:${account}:ref-1`;
-      const claims = await Promise.all(Array.from({ length: 50 }, () => store.claimReference(entry, 7n * CREDIT, HOUR)));
+      const claims = await Promise.all(Array.from({ length: 50 }, () => store.claimReference(entry, 7n * CREDIT, HOUR, account)));
       assert.equal(claims.filter((c) => c.claimed).length, 1);
       for (const c of claims) if (!c.claimed) assert.deepEqual(c, { claimed: false, amount: 7n * CREDIT });
       // Once applied, the reference answers with the applied amount for good.
       await store.applyLedger(ledgerEvent(account, 7n * CREDIT, entry));
-      assert.deepEqual(await store.claimReference(entry, 9n * CREDIT, HOUR), { claimed: false, amount: 7n * CREDIT });
+      assert.deepEqual(await store.claimReference(entry, 9n * CREDIT, HOUR, account), { claimed: false, amount: 7n * CREDIT });
     });
 
     it('a claimant that died: its claim lapses after ttlMs and the reference can be claimed again', async (store) => {
-      const entry = `credit:${id('acct')}:ref-dead`;
-      assert.deepEqual(await store.claimReference(entry, 5n, 50), { claimed: true });
-      assert.deepEqual(await store.claimReference(entry, 5n, 50), { claimed: false, amount: 5n });
+      const account = id('acct');
+      const entry = `credit:${account}:ref-dead`;
+      assert.deepEqual(await store.claimReference(entry, 5n, 50, account), { claimed: true });
+      assert.deepEqual(await store.claimReference(entry, 5n, 50, account), { claimed: false, amount: 5n });
       await sleep(120);
-      assert.deepEqual(await store.claimReference(entry, 5n, 50), { claimed: true });
-      await store.releaseReference(entry);
-      assert.deepEqual(await store.claimReference(entry, 6n, HOUR), { claimed: true });
+      assert.deepEqual(await store.claimReference(entry, 5n, 50, account), { claimed: true });
+      await store.releaseReference(entry, account);
+      assert.deepEqual(await store.claimReference(entry, 6n, HOUR, account), { claimed: true });
     });
 
     it('a quarantined event is recorded once and changes no balance', async (store) => {

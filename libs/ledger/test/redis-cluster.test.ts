@@ -12,7 +12,9 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster } from 'ioredis';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { RedisBalanceStore } from '@tollgate/ledger';
-import { requireRedisCluster } from '../../../test/support/services.ts';
+import { findRedisCluster, requireRedisCluster } from '../../../test/support/services.ts';
+import { balanceStoreContract } from './balance-store.contract.ts';
+import { admissionContract } from './admission.contract.ts';
 
 function usage(eventId: string, accountId: string, cost: bigint): UsageEvent {
   return {
@@ -49,13 +51,33 @@ async function deletePrefix(cluster: Cluster, prefix: string, only?: string): Pr
   }
 }
 
-test('Redis Cluster: every ledger script runs on a real 3-master cluster, accounts on different nodes, exact balances and exactly once', async (t) => {
-  const nodes = await requireRedisCluster(t);
-  if (!nodes) return;
-  const cluster = new Cluster(nodes.split(',').map((hp) => {
+function connect(nodes: string): Cluster {
+  return new Cluster(nodes.split(',').map((hp) => {
     const [host, port] = hp.split(':');
     return { host: host!, port: Number(port) };
   }), { redisOptions: { maxRetriesPerRequest: 2 } });
+}
+
+const found = await findRedisCluster();
+if (found !== undefined) {
+  // The whole BalanceStore contract (and the admission one) in the Cluster layout on the real
+  // cluster: each case starts from a rebuild (load) of an empty state, as a Cluster store must.
+  const shared = connect(found);
+  const fresh = async (now?: () => number) => {
+    const prefix = `test:cluster:${randomUUID()}:`;
+    const store = new RedisBalanceStore({ redis: shared, prefix, ...(now ? { now } : {}) });
+    await store.load({ balances: new Map(), ledgerEntries: new Map() });
+    return { store, cleanup: () => deletePrefix(shared, prefix) };
+  };
+  balanceStoreContract('redis cluster', () => fresh());
+  admissionContract('redis cluster', (now) => fresh(now));
+  test.after(() => shared.disconnect());
+}
+
+test('Redis Cluster: every ledger script runs on a real 3-master cluster, accounts on different nodes, exact balances and exactly once', async (t) => {
+  const nodes = await requireRedisCluster(t);
+  if (!nodes) return;
+  const cluster = connect(nodes);
   const prefix = `test:cluster:${randomUUID()}:`;
   t.after(async () => {
     await deletePrefix(cluster, prefix);
