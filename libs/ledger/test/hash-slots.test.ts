@@ -4,10 +4,12 @@
 // command stream, instrumented), and its keys' slots are computed with `cluster-key-slot`, the
 // function ioredis' own Cluster client routes by.
 //
-// Pinned: the request path (hold with spend windows, settle, extend, release, get) keeps each
-// call in ONE slot, the account's. The consumer and operator scripts that do not are listed
-// exactly (docs/scaling.md says why and what the Cluster layout is): a new script that crosses
-// slots, or one of these that stops crossing, fails here and must update that page.
+// Pinned, standalone layout (the default on a plain Redis): the request path (hold with spend
+// windows, settle, extend, release, get) keeps each call in ONE slot, the account's. The
+// consumer and operator scripts that do not are listed exactly (docs/scaling.md, "Redis
+// Cluster"): a new script that crosses slots, or one of these that stops crossing, fails here.
+// Pinned, Cluster layout (`cluster: true`, the default on a Cluster client): EVERY script call
+// stays in one slot, the account's or the store-wide `{ledger}` one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -61,7 +63,7 @@ function usage(eventId: string, accountId: string, cost: string): UsageEvent {
   };
 }
 
-test('Redis Cluster: every request-path script call keeps its keys in the one slot of its account; the cross-slot scripts are exactly the documented ones', async (t) => {
+test('standalone layout: every request-path script call keeps its keys in the one slot of its account; the cross-slot scripts are exactly the documented ones', async (t) => {
   const url = await requireRedis(t);
   if (!url) return;
   const redis = new Redis(url);
@@ -122,6 +124,66 @@ test('Redis Cluster: every request-path script call keeps its keys in the one sl
       'tollgateLedgerApplyBatch', 'tollgateLedgerApplyLedger', 'tollgateLedgerApplyUsage', 'tollgateLedgerClaimReference',
       'tollgateLedgerLoad', 'tollgateLedgerQuarantine', 'tollgateLedgerSnapshot',
     ]);
+  } finally {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  }
+});
+
+test('Redis Cluster layout: every script call of every kind keeps its keys in one slot (the account\'s, or the store-wide {ledger} one)', async (t) => {
+  const url = await requireRedis(t);
+  if (!url) return;
+  // The Cluster layout on a plain Redis: the same scripts and keys as on a Cluster, recorded
+  // here; libs/ledger/test/redis-cluster.test.ts runs them on a real one.
+  const redis = new Redis(url);
+  const prefix = `test:slots:${randomUUID()}:`;
+  const store = new RedisBalanceStore({ redis, prefix, cluster: true });
+  const calls = instrument(redis);
+  const accounts = ['acct_alpha', 'acct_beta', 'acct_gamma'];
+  try {
+    await store.load({
+      balances: new Map(accounts.map((a) => [a, 1_000_000n])), ledgerEntries: new Map([['g0', 1n]]),
+      usageIds: ['u0'], eventAccounts: new Map([['g0', accounts[0]!], ['u0', accounts[1]!]]), positions: new Map([['usage:0', 0n]]),
+    });
+    for (const [i, a] of accounts.entries()) {
+      const windows = [{ name: 'key_hourly' as const, limit: 500_000n }, { name: 'account_monthly' as const, limit: 999_000n }];
+      assert.equal((await store.hold({ holdId: `h1-${a}`, accountId: a, keyId: `k-${a}`, amount: 10_100n, ttlMs: 60_000, windows })).ok, true);
+      await store.extend(`h1-${a}`, a, 60_000);
+      await store.settle(`h1-${a}`, a, 7_000n, 60_000);
+      await store.release(`h1-${a}`, a);
+      await store.get(a);
+      assert.equal(await store.applyUsage(usage(`u1-${a}`, a, '7000'), { topic: 'usage', partition: 1 + i, offset: 0n }), 'applied');
+      assert.equal(await store.applyLedger({ type: 'ledger', event_id: `grant-${a}`, ts: Date.now(), account_id: a, kind: 'grant', amount_micros: '5000', reference: `r-${a}` },
+        { topic: 'ledger', partition: i, offset: 0n }), 'applied');
+      await store.claimReference(`claim-${a}`, 10n, 60_000, a);
+      await store.releaseReference(`claim-${a}`, a);
+      await store.quarantine({ event_id: `q-${a}`, topic: 'usage', partition: 1 + i, offset: 1n, kind: 'apply_failed', reason: 'test' },
+        { topic: 'usage', partition: 1 + i, offset: 1n }, a);
+      await store.checkPosition({ topic: 'control', partition: i, offset: 0n });
+      await store.advancePosition({ topic: 'control', partition: i, offset: 0n });
+    }
+    // One batch over the three accounts: one call per account, plus the store-wide begin and advance.
+    assert.deepEqual((await store.applyBatch(accounts.map((a, j) => ({ event: usage(`b-${a}`, a, '10'), position: { topic: 'usage', partition: 0, offset: BigInt(j + 1) } }))))
+      .map((o) => o.verdict), ['applied', 'applied', 'applied']);
+    await store.claimReference('billing-lock', 0n, 60_000);
+    await store.snapshot();
+
+    const scripts = new Set(calls.map((c) => c.script));
+    for (const s of ['tollgateLedgerHold', 'tollgateLedgerExtend', 'tollgateLedgerSettle', 'tollgateLedgerRelease', 'tollgateLedgerGet',
+      'tollgateLedgerApplyBatch', 'tollgateLedgerClusterBegin', 'tollgateLedgerClusterAdvance', 'tollgateLedgerClusterLoad',
+      'tollgateLedgerQuarantine', 'tollgateLedgerReject', 'tollgateLedgerClaimReference', 'tollgateLedgerCheckPosition', 'tollgateLedgerAdvancePosition']) {
+      assert.ok(scripts.has(s), `${s} was called`);
+    }
+    const wide = calculateSlot(`${prefix}{ledger}pos`);
+    for (const c of calls) {
+      const slots = [...slotsOf(c.keys)];
+      assert.equal(slots.length, 1, `${c.script} keys ${c.keys.join(' ')}`);
+      const account = accounts.find((a) => c.keys.some((k) => k.includes(`{${a}}`)));
+      assert.equal(slots[0], account ? calculateSlot(`{${account}}`) : wide, `${c.script} keys ${c.keys.join(' ')}`);
+    }
+    // The batch over three accounts went out as three account calls.
+    assert.equal(calls.filter((c) => c.script === 'tollgateLedgerApplyBatch').length, 3 * 2 + 3);
   } finally {
     const keys = await redis.keys(`${prefix}*`);
     if (keys.length) await redis.del(...keys);
