@@ -156,6 +156,23 @@ const EnvSchema = z.object({
     .max(MAX_TOPIC_PREFIX, `must be at most ${MAX_TOPIC_PREFIX} characters (Kafka topic names are at most ${KAFKA_TOPIC_NAME_MAX}, and "${LONGEST_TOPIC}" follows the prefix)`)
     .default(''),
   REDIS_URL: urlOf(['redis', 'rediss'], 'redis://127.0.0.1:6379').optional(),
+  /**
+   * Seed nodes of a Redis Cluster for the ledger's hot state (balances, holds, positions):
+   * `host:port,host:port`. With it, RedisBalanceStore uses its Cluster layout there; REDIS_URL
+   * still serves the key directory, plan limiters and the rest (standalone only).
+   */
+  REDIS_CLUSTER_NODES: z.string().trim().min(1).transform((v, ctx) => {
+    const nodes = v.split(',').map((n) => n.trim()).filter(Boolean).map((n) => {
+      const m = /^([^\s:]+):(\d{1,5})$/.exec(n);
+      const port = m ? Number(m[2]) : 0;
+      return m && port > 0 && port < 65536 ? { host: m[1]!, port } : undefined;
+    });
+    if (nodes.length === 0 || nodes.some((n) => n === undefined)) {
+      ctx.addIssue({ code: 'custom', message: `expected host:port[,host:port…] such as 127.0.0.1:7001,127.0.0.1:7002, got "${v}"` });
+      return z.NEVER;
+    }
+    return nodes as Array<{ host: string; port: number }>;
+  }).optional(),
   REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:._-]*$/, 'letters, digits, : . _ - only').max(64, 'must be at most 64 characters').default('tg:'),
   CLICKHOUSE_URL: url.optional(),
   CLICKHOUSE_USER: optionalString,
@@ -306,7 +323,8 @@ export interface Config {
   http: { requestTimeoutMs: number; maxConnections: number | undefined; maxConnectionsPerIp: number | undefined; corsOrigins: string[] | '*' | undefined };
   secrets: { adminToken: string | undefined; financeToken: string | undefined; keyHashSecret: string | undefined };
   kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number } | undefined;
-  redis: { url: string; prefix: string } | undefined;
+  /** `clusterNodes`: REDIS_CLUSTER_NODES, the ledger's Redis Cluster (absent: the ledger uses `url`) */
+  redis: { url: string; prefix: string; clusterNodes?: Array<{ host: string; port: number }> } | undefined;
   clickhouse: { url: string; username: string | undefined; password: string | undefined; database: string } | undefined;
   database: string;
   warehouse: { batchSize: number; flushMs: number };
@@ -392,6 +410,9 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (Boolean(e.KAFKA_BROKERS) !== Boolean(e.REDIS_URL)) {
     problems.push(`${e.KAFKA_BROKERS ? 'REDIS_URL' : 'KAFKA_BROKERS'}: distributed mode needs both KAFKA_BROKERS and REDIS_URL`);
   }
+  if (e.REDIS_CLUSTER_NODES && !e.REDIS_URL) {
+    problems.push('REDIS_CLUSTER_NODES: needs REDIS_URL too (the key directory and limiters stay on a standalone Redis)');
+  }
   if (!distributed && e.TOLLGATE_ROLES.length < ROLES.length) {
     problems.push('TOLLGATE_ROLES: roles can run in separate processes only with KAFKA_BROKERS and REDIS_URL; the embedded mode runs all three');
   }
@@ -432,7 +453,9 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     kafka: e.KAFKA_BROKERS
       ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX, partitions: e.KAFKA_PARTITIONS }
       : undefined,
-    redis: e.REDIS_URL ? { url: e.REDIS_URL, prefix: e.REDIS_PREFIX } : undefined,
+    redis: e.REDIS_URL
+      ? { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, ...(e.REDIS_CLUSTER_NODES ? { clusterNodes: e.REDIS_CLUSTER_NODES } : {}) }
+      : undefined,
     clickhouse: e.CLICKHOUSE_URL
       ? { url: e.CLICKHOUSE_URL, username: e.CLICKHOUSE_USER, password: e.CLICKHOUSE_PASSWORD, database: e.CLICKHOUSE_DATABASE }
       : undefined,

@@ -176,6 +176,8 @@ export interface StateSnapshot {
  * that is not there. The warehouse is the source of truth; a store can be rebuilt from it.
  */
 export interface BalanceStore {
+  /** True when `load` needs `BalanceSnapshot.eventAccounts` (a Redis Cluster layout). */
+  readonly needsEventAccounts?: boolean;
   /** Reserves `amount` if available ≥ amount and the balance is positive; one atomic step. */
   hold(request: HoldRequest): Promise<HoldResult>;
   /**

@@ -206,6 +206,11 @@ export class RedisBalanceStore implements BalanceStore {
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
 
+  /** The Cluster layout keeps every event id in its account's slot: `load` needs their accounts. */
+  get needsEventAccounts(): boolean {
+    return this.#cluster;
+  }
+
   async hold(req: HoldRequest): Promise<HoldResult> {
     if (req.amount < 0n) throw new RangeError(`hold amount must not be negative, got ${req.amount}`);
     if (!Number.isFinite(req.ttlMs) || req.ttlMs < 0) throw new RangeError(`ttlMs must be >= 0, got ${req.ttlMs}`);

@@ -696,6 +696,24 @@ export class Warehouse {
     return new Map(rows.map((r) => [str(r['event_id']), money(r['amount_text'])]));
   }
 
+  /**
+   * The account of every ledger entry and of every usage id that `ledgerEntriesAt` and
+   * `usageIdsAt(at, sinceMs)` answer (event id → account id): a ledger on Redis Cluster keeps
+   * each id in its account's hash slot, so its rebuild needs them.
+   */
+  async eventAccountsAt(at: LogPositions, sinceMs: number): Promise<Map<string, string>> {
+    const params = { ...boundParams(at), since: sinceMs };
+    const [ledger, usage] = await Promise.all([
+      this.#select(`SELECT event_id, account_id FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')}`, params),
+      this.#select(
+        `SELECT DISTINCT event_id, account_id FROM ${this.#t.usage}
+         WHERE ts >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') AND ${BOUND('u')}`,
+        params,
+      ),
+    ]);
+    return new Map([...ledger, ...usage].map((r) => [str(r['event_id']), str(r['account_id'])]));
+  }
+
   async usageTotals(filter: UsageFilter = {}): Promise<UsageTotals> {
     const w = usageWhere(filter);
     const rows = await this.#select(

@@ -198,6 +198,10 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         assert.deepEqual(await w.usageIdsAt(at([[1, 10n]], []), 0), ['req_p']);
         assert.deepEqual(await w.usageIdsAt(at([[1, 9n]], []), 0), []);
         assert.deepEqual(await w.usageIdsAt(at([[1, 10n]], []), u.ts + 1), []);
+        // Their accounts (a ledger on Redis Cluster keeps each id in its account's slot).
+        assert.deepEqual(await w.eventAccountsAt(at([[1, 10n]], [[0, 0n]]), 0),
+          new Map([['credit:acc_p:a', 'acc_p'], ['credit:acc_p:embedded', 'acc_p'], ['req_p', 'acc_p']]));
+        assert.deepEqual(await w.eventAccountsAt(at([[1, 9n]], []), 0), new Map([['credit:acc_p:embedded', 'acc_p']]));
       }));
 
     test('a usage event round-trips exactly', () =>

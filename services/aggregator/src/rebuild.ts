@@ -29,12 +29,13 @@ export async function rebuild(
   const started = performance.now();
   const at = await deps.warehouse.logPositions();
   const memoryMs = options.usageMemoryMs ?? 24 * 3600_000;
+  const since = Date.now() - memoryMs;
   const [balances, ledgerEntries, accounts, keys, plans, usageIds] = await Promise.all([
     deps.warehouse.balancesAt(at), deps.warehouse.ledgerEntriesAt(at),
     deps.warehouse.loadAccounts(), deps.warehouse.loadKeys(), deps.warehouse.loadPlans(),
     // The ids the lost state remembered (same window), so a late producer-side duplicate of
     // one of them is still recognised after the rebuild.
-    deps.warehouse.usageIdsAt(at, Date.now() - memoryMs),
+    deps.warehouse.usageIdsAt(at, since),
   ]);
   // Keys first, so customers authenticate the moment money is ready again.
   for (const a of accounts) await deps.keys.putAccount(a);
@@ -43,7 +44,9 @@ export async function rebuild(
   const positions = new Map<string, bigint>();
   for (const [p, o] of at.usage) positions.set(positionKey('usage', p), o);
   for (const [p, o] of at.ledger) positions.set(positionKey('ledger', p), o);
-  await deps.balances.load({ balances, ledgerEntries, positions, usageIds });
+  // A ledger on Redis Cluster keeps each id in its account's slot: it needs their accounts.
+  const eventAccounts = deps.balances.needsEventAccounts ? await deps.warehouse.eventAccountsAt(at, since) : undefined;
+  await deps.balances.load({ balances, ledgerEntries, positions, usageIds, ...(eventAccounts ? { eventAccounts } : {}) });
   return {
     accounts: accounts.length, keys: keys.length, balances: balances.size, usage_ids: usageIds.length,
     positions: Object.fromEntries([...positions].map(([k, v]) => [k, v.toString()])),

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import type { Config } from '@tollgate/config';
 import { Journal, KafkaLog, MemoryLog, type EventLog, type JournalRecord, type UnreadableJournalLine } from '@tollgate/events';
 import type { Metrics } from '@tollgate/telemetry';
@@ -166,8 +166,18 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   await log.ensureTopics(kafkaConfig.partitions);
 
   const prefix = redisConfig.prefix;
+  // REDIS_CLUSTER_NODES: the ledger's hot state on a Redis Cluster (its Cluster key layout),
+  // with the same fail-fast options per node; everything else stays on REDIS_URL.
+  const ledgerRedis = redisConfig.clusterNodes
+    ? new Cluster(redisConfig.clusterNodes, {
+      enableOfflineQueue: false, lazyConnect: true, clusterRetryStrategy: (times) => Math.min(times * 100, 1000),
+      redisOptions: { maxRetriesPerRequest: 1, commandTimeout: 2000, connectTimeout: 2000 },
+    })
+    : undefined;
+  ledgerRedis?.on('error', (err: Error) => logger.warn({ err: err.message }, 'redis cluster connection error'));
+  await ledgerRedis?.connect();
   // A Redis that restarted empty answers "not ready" (503) until it is rebuilt, never "no credit".
-  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true });
+  const balances = new RedisBalanceStore({ redis: ledgerRedis ?? redis, prefix, requireReady: true });
   const keys = new RedisKeyDirectory({ redis, prefix });
   const gatewayKeys = config.keyCacheTtlMs > 0 ? new CachedKeyDirectory(keys, { ttlMs: config.keyCacheTtlMs }) : keys;
   // The aggregator of the warehouse group writes it; with a ClickHouse server, control (usage
@@ -184,6 +194,7 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
       await log.close();
       await warehouse?.close();
       redis.disconnect();
+      ledgerRedis?.disconnect();
     },
   };
 }
