@@ -9,7 +9,9 @@
 //
 // `per-event` is the ledger consumer as it was before batching, rebuilt faithfully: one
 // applyUsage script call (one round trip) per event, awaited in order. `batch` is the current
-// path (`applyBatch`: one script call per partition batch).
+// path (`applyBatch`: one script call per partition batch). `cluster` (ledger only, not in the
+// default modes) is `batch` with the store on the Redis Cluster of REDIS_CLUSTER_NODES (or
+// deploy/redis-cluster.sh): its Cluster layout, one script call per account of a batch.
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,13 +19,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { KafkaLog, type ConsumedEvent, type PublishedEvent } from '@tollgate/events';
 import { MemoryKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
-import { findKafka, findRedis } from '../test/support/services.ts';
+import { findKafka, findRedis, findRedisCluster } from '../test/support/services.ts';
 import { usageEvent } from './stack.ts';
 
 export interface ConsumerBenchOptions {
@@ -33,13 +35,13 @@ export interface ConsumerBenchOptions {
   /** events/s of the latency phase, and how long it lasts */
   rate: number;
   seconds: number;
-  modes: Array<'per-event' | 'batch'>;
+  modes: Array<'per-event' | 'batch' | 'cluster'>;
   groups: Array<'ledger' | 'warehouse'>;
 }
 
 export interface ThroughputFigure {
   group: 'ledger' | 'warehouse';
-  mode: 'per-event' | 'batch';
+  mode: 'per-event' | 'batch' | 'cluster';
   events: number;
   seconds: number;
   eventsPerS: number;
@@ -116,6 +118,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   const quiet = { warn: () => {}, error: () => {} };
   const kafkaLog = new KafkaLog({ kafka, topicPrefix, spoolDir: tmp('spool'), logger: quiet });
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
+  let cluster: Cluster | undefined;
   const chdbPath = tmp('chdb');
   const result: ConsumerBenchResult = { produceEventsPerS: 0, throughput: [], latency: [] };
   const latencyLogs: KafkaLog[] = [];
@@ -160,7 +163,12 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         let cpu0 = process.cpuUsage();
         const cpuSeconds = () => { const c = process.cpuUsage(cpu0); return (c.user + c.system) / 1e6; };
         if (group === 'ledger') {
-          const real = new RedisBalanceStore({ redis, prefix: `${redisPrefix}${tag}:`, requireReady: true });
+          if (mode === 'cluster' && !cluster) {
+            const nodes = await findRedisCluster();
+            if (!nodes) throw new Error('mode cluster needs a Redis Cluster (REDIS_CLUSTER_NODES or bash deploy/redis-cluster.sh start)');
+            cluster = new Cluster(nodes.split(',').map((n) => ({ host: n.split(':')[0]!, port: Number(n.split(':')[1]) })), { redisOptions: { maxRetriesPerRequest: 2 } });
+          }
+          const real = new RedisBalanceStore({ redis: mode === 'cluster' ? cluster! : redis, prefix: `${redisPrefix}${tag}:`, requireReady: true });
           await real.load({ balances: new Map(), ledgerEntries: new Map() });
           const balances = mode === 'per-event' ? perEventStore(real) : real;
           t0 = performance.now();
@@ -286,6 +294,15 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       cursor = next;
     } while (cursor !== '0');
     redis.disconnect();
+    for (const node of cluster?.nodes('master') ?? []) {
+      let c = '0';
+      do {
+        const [next, keys] = await node.scan(c, 'MATCH', `${redisPrefix}*`, 'COUNT', 1000);
+        for (const key of keys) await node.del(key);
+        c = next;
+      } while (c !== '0');
+    }
+    cluster?.disconnect();
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }
 }

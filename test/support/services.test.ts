@@ -12,7 +12,9 @@ import {
   findClickHouse,
   findKafka,
   findRedis,
+  findRedisCluster,
   requireClickHouse,
+  requireRedisCluster,
   notControllable,
   requireFaultControl,
   requireKafka,
@@ -297,4 +299,21 @@ test('requireClickHouse: a loud skip without a server, a failure when services a
 test('a ClickHouse server elsewhere (CLICKHOUSE_URL on another host) cannot be stopped by a fault test', () => {
   assert.equal(notControllable('clickhouse', { CLICKHOUSE_URL: 'http://ch.example:8123', CLICKHOUSE_PORT: '8123' }),
     'CLICKHOUSE_URL=http://ch.example:8123 is not this checkout\'s local ClickHouse on 127.0.0.1:8123');
+});
+
+test('findRedisCluster: REDIS_CLUSTER_NODES as given, else every local port of deploy/redis-cluster.sh answering PING; requireRedisCluster skips loudly or fails when required', async () => {
+  assert.equal(await findRedisCluster({ REDIS_CLUSTER_NODES: ' r1:7001,r2:7002 ' }), 'r1:7001,r2:7002');
+  const a = await fakeServer((d) => (d.startsWith('PING') ? '+PONG\r\n' : '-ERR\r\n'));
+  const b = await fakeServer((d) => (d.startsWith('PING') ? '+PONG\r\n' : '-ERR\r\n'));
+  try {
+    assert.equal(await findRedisCluster({ REDIS_CLUSTER_PORTS: `${a.port} ${b.port}` }), `127.0.0.1:${a.port},127.0.0.1:${b.port}`);
+    const closed = await closedPort();
+    assert.equal(await findRedisCluster({ REDIS_CLUSTER_PORTS: `${a.port},${closed}` }), undefined, 'one node down: no cluster');
+    const t = fakeContext();
+    assert.equal(await requireRedisCluster(t, { REDIS_CLUSTER_PORTS: String(closed) }), undefined);
+    assert.deepEqual(t.skipped, ['SKIPPED: needs a Redis Cluster (set REDIS_CLUSTER_NODES or run `bash deploy/redis-cluster.sh start` (or `bash deploy/services.sh up`))']);
+    await assert.rejects(requireRedisCluster(fakeContext(), { REDIS_CLUSTER_PORTS: String(closed), TOLLGATE_REQUIRE_SERVICES: '1' }), /a Redis Cluster is required/);
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
 });
