@@ -7,11 +7,11 @@ import { DIMENSION_KEYS } from '@tollgate/pricing';
 import { MAX_EVENT_ID_CHARS } from '../src/decode.ts';
 import {
   decodeEvent, decodeEventBySchema, decodeEventFast, MAX_ITERATIONS, MAX_LABEL_CHARS, MAX_NAMES,
-  MAX_REFERENCE_CHARS, MAX_TEXT_CHARS, type LedgerEvent, type UsageEventV1, type UsageEventV2,
+  MAX_REFERENCE_CHARS, MAX_TEXT_CHARS, type LedgerEvent, type UsageEventV1, type UsageEventV2, type UsageQuantities,
 } from '../src/index.ts';
 
 const UINT32_MAX = 2 ** 32 - 1;
-const q = (o: Partial<Record<string, number>> = {}) => ({ ...Object.fromEntries(DIMENSION_KEYS.map((k) => [k, 0])), ...o });
+const q = (o: Partial<Record<string, number>> = {}) => ({ ...Object.fromEntries(DIMENSION_KEYS.map((k) => [k, 0])), ...o }) as UsageQuantities;
 
 const V1: UsageEventV1 = {
   type: 'usage', event_id: 'req_v1', ts: Date.UTC(2026, 9, 1), account_id: 'acc_1', key_id: 'key_1',
