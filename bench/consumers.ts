@@ -15,10 +15,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import { Redis } from 'ioredis';
-import { KafkaLog, type ConsumedEvent, type PublishedEvent } from '@tollgate/events';
+import { KafkaLog, type ConsumedEvent, type PublishedEvent, type SubscribeOptions } from '@tollgate/events';
 import { MemoryKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
@@ -64,6 +65,17 @@ export interface LatencyFigure {
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /**
+   * ledger only: where the time of one event goes, per stage (p50 / p99 / max ms of each):
+   * `produce` publish → Kafka acknowledged it (the KafkaLog's linger and the produce request),
+   * `fetch` acknowledged → the consumer's handler got it (fetch wait, the fetch, decompression,
+   * waiting behind other partitions' batches of the same fetch), `decode` handler → its
+   * applyBatch call started, `redis` the applyBatch call, `after` its return → the batch done
+   */
+  /** the event-loop delay of this process (publisher and consumer) during the phase, ms */
+  loopDelayP99Ms?: number;
+  loopDelayMaxMs?: number;
+  stages?: Record<'produce' | 'fetch' | 'decode' | 'redis' | 'after', { p50Ms: number; p99Ms: number; maxMs: number }>;
 }
 
 export interface ConsumerBenchResult {
@@ -231,10 +243,54 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       };
       let sub;
       let warehouse: Warehouse | undefined;
+      // Per-event stage times (ledger): when Kafka acknowledged it, when the handler got it,
+      // when its applyBatch call started and returned.
+      const acked = new Map<string, number>();
+      const received = new Map<string, number>();
+      const applyStart = new Map<string, number>();
+      const applyEnd = new Map<string, number>();
+      const doneAt = new Map<string, number>();
       if (which === 'ledger') {
         const store = new RedisBalanceStore({ redis, prefix: `${redisPrefix}lat:`, requireReady: true });
         await store.load({ balances: new Map(), ledgerEntries: new Map() });
-        sub = await startLedgerConsumer({ log: kafkaLog, balances: store, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seen });
+        const timedStore = new Proxy(store, {
+          get(target, prop) {
+            if (prop === 'applyBatch') {
+              return async (items: BatchItem[], opts?: { balanceAfter?: boolean }) => {
+                const s = performance.now();
+                for (const it of items) if (!applyStart.has(it.event.event_id)) applyStart.set(it.event.event_id, s);
+                const out = await target.applyBatch(items, opts);
+                const e = performance.now();
+                for (const it of items) applyEnd.set(it.event.event_id, e);
+                return out;
+              };
+            }
+            const v = Reflect.get(target, prop) as unknown;
+            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        });
+        const timedLog = new Proxy(kafkaLog, {
+          get(target, prop) {
+            if (prop === 'subscribe') {
+              return (options: SubscribeOptions) => target.subscribe({
+                ...options,
+                handler: (batch) => {
+                  const at = performance.now();
+                  for (const e of batch) received.set(e.event.event_id, at);
+                  return options.handler(batch);
+                },
+              });
+            }
+            const v = Reflect.get(target, prop) as unknown;
+            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        });
+        const seenLedger = (batch: ConsumedEvent[]) => {
+          seen(batch);
+          const at = performance.now();
+          for (const e of batch) doneAt.set(e.event.event_id, at);
+        };
+        sub = await startLedgerConsumer({ log: timedLog, balances: timedStore, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seenLedger });
       } else {
         warehouse = new Warehouse({ client: createChdbClickHouse({ path: chdbPath }), tablePrefix: `cl_${id.replace(/-/g, '')}_` });
         await warehouse.migrate();
@@ -243,6 +299,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       // Fresh topics (no backlog); the group gets its partitions assigned, then the paced phase.
       await sleep(3000);
       const total = o.rate * o.seconds;
+      const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+      loopDelay.enable();
       const tickMs = 10;
       const perTick = Math.max(1, Math.round((o.rate * tickMs) / 1000));
       const start = performance.now();
@@ -257,17 +315,44 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         }
         // Each gateway request publishes its own event; grouping one tick's worth is the
         // KafkaLog's linger doing what it does for concurrent requests anyway.
-        if (batch.length) void kafkaLog.publish('usage', batch);
+        if (batch.length) {
+          void kafkaLog.publish('usage', batch).then(() => {
+            const at = performance.now();
+            for (const { event } of batch) acked.set(event.event_id, at);
+          });
+        }
         await sleep(tickMs);
       }
       const deadline = performance.now() + 60_000;
       while (lat.length < total && performance.now() < deadline) await sleep(50);
+      loopDelay.disable();
       await sub.stop();
       await warehouse?.close();
       const l = lat.sort((a, b) => a - b);
       const f: LatencyFigure = { group: which, rate: o.rate, events: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? NaN };
+      if (which === 'ledger') {
+        const stage = (from: Map<string, number>, to: Map<string, number>) => {
+          const d: number[] = [];
+          for (const [eid, t] of to) {
+            const s = from.get(eid);
+            if (s !== undefined) d.push(Math.max(0, t - s));
+          }
+          d.sort((a, b) => a - b);
+          return { p50Ms: percentile(d, 50), p99Ms: percentile(d, 99), maxMs: d.at(-1) ?? NaN };
+        };
+        f.stages = {
+          produce: stage(published, acked), fetch: stage(acked, received), decode: stage(received, applyStart),
+          redis: stage(applyStart, applyEnd), after: stage(applyEnd, doneAt),
+        };
+      }
       result.latency.push(f);
       log(`  ${which === 'ledger' ? 'event-to-balance  ' : 'event-to-queryable'} at ${o.rate}/s: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, max ${f.maxMs.toFixed(1)} ms (${f.events} of ${total} events)`);
+      f.loopDelayP99Ms = loopDelay.percentile(99) / 1e6;
+      f.loopDelayMaxMs = loopDelay.max / 1e6;
+      log(`    event-loop delay of this process meanwhile: p99 ${f.loopDelayP99Ms.toFixed(1)} ms, max ${f.loopDelayMaxMs.toFixed(1)} ms`);
+      if (f.stages) {
+        log(`    by stage, p50 / p99 / max ms: ${Object.entries(f.stages).map(([k, v]) => `${k} ${v.p50Ms.toFixed(1)} / ${v.p99Ms.toFixed(1)} / ${v.maxMs.toFixed(1)}`).join(', ')}`);
+      }
     }
     return result;
   } finally {
