@@ -110,6 +110,21 @@ function perEventStore(store: BalanceStore): BalanceStore {
   });
 }
 
+/**
+ * ensureTopics, tried again a few times: a broker starved of CPU by the rest of the machine can
+ * answer UNKNOWN_TOPIC_OR_PARTITION while it brings a new topic's leaders up.
+ */
+async function ensureTopics(log: KafkaLog, partitions: number): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await log.ensureTopics(partitions);
+    } catch (err) {
+      if (attempt >= 4) throw err;
+      await sleep(1000 * attempt);
+    }
+  }
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
@@ -132,7 +147,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   const result: ConsumerBenchResult = { produceEventsPerS: 0, throughput: [], latency: [] };
   const latencyLogs: KafkaLog[] = [];
   try {
-    await kafkaLog.ensureTopics(o.partitions);
+    await ensureTopics(kafkaLog, o.partitions);
     // 1. The backlog: o.events usage events, published as gateways do (spool, then Kafka).
     const now = Date.now();
     let cost = 0n;
@@ -231,7 +246,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     for (const which of o.rate > 0 && o.seconds > 0 ? o.groups : []) {
       const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}.`, spoolDir: tmp('spool-lat'), logger: quiet });
       latencyLogs.push(kafkaLog);
-      await kafkaLog.ensureTopics(o.partitions);
+      await ensureTopics(kafkaLog, o.partitions);
       const published = new Map<string, number>();
       const lat: number[] = [];
       const seen = (batch: ConsumedEvent[]) => {
