@@ -15,6 +15,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
@@ -72,7 +74,7 @@ export interface LatencyFigure {
    * waiting behind other partitions' batches of the same fetch), `decode` handler → its
    * applyBatch call started, `redis` the applyBatch call, `after` its return → the batch done
    */
-  /** the event-loop delay of this process (publisher and consumer) during the phase, ms */
+  /** the event-loop delay of this process during the phase, ms (ledger: the consumer alone; warehouse: consumer and publisher) */
   loopDelayP99Ms?: number;
   loopDelayMaxMs?: number;
   stages?: Record<'produce' | 'fetch' | 'decode' | 'redis' | 'after', { p50Ms: number; p99Ms: number; maxMs: number }>;
@@ -108,6 +110,99 @@ function perEventStore(store: BalanceStore): BalanceStore {
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
+}
+
+/** Wall-clock ms with sub-ms precision, comparable across processes of this machine. */
+function wall(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+interface Pace {
+  /** events/s, for `seconds`; event ids are made from `base` onwards, over `accounts` accounts */
+  rate: number;
+  seconds: number;
+  base: number;
+  accounts: number;
+}
+
+/**
+ * Publishes `rate × seconds` usage events at a steady `rate`, one tick's worth every 10 ms,
+ * noting when each was published and when Kafka acknowledged it (`wall()` ms). `onBatch`, if
+ * given, hears of each tick's events before they are published.
+ */
+async function publishPaced(
+  log: KafkaLog, o: Pace, published: Map<string, number>, acked: Map<string, number>,
+  onBatch?: (at: number, ids: string[]) => void, onAcked?: (at: number, ids: string[]) => void,
+): Promise<void> {
+  const total = o.rate * o.seconds;
+  const tickMs = 10;
+  const perTick = Math.max(1, Math.round((o.rate * tickMs) / 1000));
+  const start = performance.now();
+  let sent = 0;
+  const acks: Promise<void>[] = [];
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * o.rate) + perTick);
+    const batch: PublishedEvent[] = [];
+    const at = wall();
+    for (; sent < due; sent++) {
+      const e = usageEvent(o.base + sent, o.accounts, Date.now());
+      published.set(e.event_id, at);
+      batch.push({ event: e });
+    }
+    // Each gateway request publishes its own event; grouping one tick's worth is the
+    // KafkaLog's linger doing what it does for concurrent requests anyway.
+    if (batch.length) {
+      const ids = batch.map((b) => b.event.event_id);
+      onBatch?.(at, ids);
+      acks.push(log.publish('usage', batch).then(() => {
+        const done = wall();
+        for (const eid of ids) acked.set(eid, done);
+        onAcked?.(done, ids);
+      }));
+    }
+    await sleep(tickMs);
+  }
+  await Promise.all(acks);
+}
+
+/**
+ * publishPaced in a child process (`node bench/consumers.ts --publisher <json>`): its lines
+ * `P <wall ms> <id,id,…>` (published) and `A <wall ms> <id,id,…>` (acknowledged) fill the maps.
+ * Resolves once the child has published everything and exited.
+ */
+async function publishFromChild(
+  o: Pace & { brokers: string; topicPrefix: string }, published: Map<string, number>, acked: Map<string, number>,
+): Promise<void> {
+  const child = spawn(process.execPath, [import.meta.filename, '--publisher', JSON.stringify(o)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! });
+  lines.on('line', (line) => {
+    const [kind, at, ids] = line.split(' ');
+    const map = kind === 'P' ? published : kind === 'A' ? acked : undefined;
+    if (map && ids) for (const eid of ids.split(',')) map.set(eid, Number(at));
+  });
+  const code = await new Promise<number | null>((r) => child.on('exit', r));
+  if (code !== 0) throw new Error(`the publisher process exited with ${code}`);
+}
+
+/** The child side of publishFromChild. */
+async function publisherMain(json: string): Promise<void> {
+  const o = JSON.parse(json) as Pace & { brokers: string; topicPrefix: string };
+  const kafka = new Kafka({ clientId: 'tollgate-bench-cons-pub', brokers: o.brokers.split(','), logLevel: logLevel.NOTHING });
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-pub-'));
+  const log = new KafkaLog({ kafka, topicPrefix: o.topicPrefix, spoolDir: dir, logger: { warn: () => {}, error: () => {} } });
+  try {
+    // The producer connects before the clock starts (the consumer applies this one like any other).
+    await log.publish('usage', [{ event: usageEvent(o.base + o.rate * o.seconds, o.accounts, Date.now()) }]);
+    const out: string[] = [];
+    const flush = () => { if (out.length) process.stdout.write(`${out.join('\n')}\n`); out.length = 0; };
+    const timer = setInterval(flush, 20);
+    await publishPaced(log, o, new Map(), new Map(), (at, ids) => out.push(`P ${at} ${ids.join(',')}`), (at, ids) => out.push(`A ${at} ${ids.join(',')}`));
+    clearInterval(timer);
+    flush();
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -247,14 +342,13 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}.`, spoolDir: tmp('spool-lat'), logger: quiet });
       latencyLogs.push(kafkaLog);
       await ensureTopics(kafkaLog, o.partitions);
+      // Every time here is wall-clock ms with sub-ms precision (`wall()`), so that a publisher in
+      // another process can report its own.
       const published = new Map<string, number>();
-      const lat: number[] = [];
+      const doneAt = new Map<string, number>();
       const seen = (batch: ConsumedEvent[]) => {
-        const at = performance.now();
-        for (const e of batch) {
-          const p = published.get(e.event.event_id);
-          if (p !== undefined) lat.push(at - p);
-        }
+        const at = wall();
+        for (const e of batch) if (!doneAt.has(e.event.event_id)) doneAt.set(e.event.event_id, at);
       };
       let sub;
       let warehouse: Warehouse | undefined;
@@ -264,7 +358,6 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       const received = new Map<string, number>();
       const applyStart = new Map<string, number>();
       const applyEnd = new Map<string, number>();
-      const doneAt = new Map<string, number>();
       if (which === 'ledger') {
         const store = new RedisBalanceStore({ redis, prefix: `${redisPrefix}lat:`, requireReady: true });
         await store.load({ balances: new Map(), ledgerEntries: new Map() });
@@ -272,10 +365,10 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           get(target, prop) {
             if (prop === 'applyBatch') {
               return async (items: BatchItem[], opts?: { balanceAfter?: boolean }) => {
-                const s = performance.now();
+                const s = wall();
                 for (const it of items) if (!applyStart.has(it.event.event_id)) applyStart.set(it.event.event_id, s);
                 const out = await target.applyBatch(items, opts);
-                const e = performance.now();
+                const e = wall();
                 for (const it of items) applyEnd.set(it.event.event_id, e);
                 return out;
               };
@@ -290,7 +383,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
               return (options: SubscribeOptions) => target.subscribe({
                 ...options,
                 handler: (batch) => {
-                  const at = performance.now();
+                  const at = wall();
                   for (const e of batch) received.set(e.event.event_id, at);
                   return options.handler(batch);
                 },
@@ -300,12 +393,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
             return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
           },
         });
-        const seenLedger = (batch: ConsumedEvent[]) => {
-          seen(batch);
-          const at = performance.now();
-          for (const e of batch) doneAt.set(e.event.event_id, at);
-        };
-        sub = await startLedgerConsumer({ log: timedLog, balances: timedStore, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seenLedger });
+        sub = await startLedgerConsumer({ log: timedLog, balances: timedStore, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seen });
       } else {
         warehouse = new Warehouse({ client: createChdbClickHouse({ path: chdbPath }), tablePrefix: `cl_${id.replace(/-/g, '')}_` });
         await warehouse.migrate();
@@ -316,31 +404,23 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       const total = o.rate * o.seconds;
       const loopDelay = monitorEventLoopDelay({ resolution: 5 });
       loopDelay.enable();
-      const tickMs = 10;
-      const perTick = Math.max(1, Math.round((o.rate * tickMs) / 1000));
-      const start = performance.now();
-      let sent = 0;
-      while (sent < total) {
-        const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * o.rate) + perTick);
-        const batch: PublishedEvent[] = [];
-        for (; sent < due; sent++) {
-          const e = usageEvent(o.events + sent, o.accounts, Date.now());
-          published.set(e.event_id, performance.now());
-          batch.push({ event: e });
-        }
-        // Each gateway request publishes its own event; grouping one tick's worth is the
-        // KafkaLog's linger doing what it does for concurrent requests anyway.
-        if (batch.length) {
-          void kafkaLog.publish('usage', batch).then(() => {
-            const at = performance.now();
-            for (const { event } of batch) acked.set(event.event_id, at);
-          });
-        }
-        await sleep(tickMs);
+      const pace = { rate: o.rate, seconds: o.seconds, base: o.events, accounts: o.accounts };
+      if (which === 'ledger') {
+        // As deployed, gateways publish from their own processes: the publisher runs in a child
+        // process, so this process's CPU and event-loop delay are the consumer's alone.
+        await publishFromChild({ brokers: kafkaUrl, topicPrefix: `${topicPrefix}lat-${which}.`, ...pace }, published, acked);
+      } else {
+        await publishPaced(kafkaLog, pace, published, acked);
       }
       const deadline = performance.now() + 60_000;
-      while (lat.length < total && performance.now() < deadline) await sleep(50);
+      const doneCount = () => { let n = 0; for (const eid of published.keys()) if (doneAt.has(eid)) n++; return n; };
+      while (doneCount() < total && performance.now() < deadline) await sleep(50);
       loopDelay.disable();
+      const lat: number[] = [];
+      for (const [eid, t] of doneAt) {
+        const p = published.get(eid);
+        if (p !== undefined) lat.push(t - p);
+      }
       await sub.stop();
       await warehouse?.close();
       const l = lat.sort((a, b) => a - b);
@@ -364,7 +444,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       log(`  ${which === 'ledger' ? 'event-to-balance  ' : 'event-to-queryable'} at ${o.rate}/s: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, max ${f.maxMs.toFixed(1)} ms (${f.events} of ${total} events)`);
       f.loopDelayP99Ms = loopDelay.percentile(99) / 1e6;
       f.loopDelayMaxMs = loopDelay.max / 1e6;
-      log(`    event-loop delay of this process meanwhile: p99 ${f.loopDelayP99Ms.toFixed(1)} ms, max ${f.loopDelayMaxMs.toFixed(1)} ms`);
+      log(`    event-loop delay of this process meanwhile (${which === 'ledger' ? 'the consumer alone: the publisher is a child process' : 'consumer and publisher'}): p99 ${f.loopDelayP99Ms.toFixed(1)} ms, max ${f.loopDelayMaxMs.toFixed(1)} ms`);
       if (f.stages) {
         log(`    by stage, p50 / p99 / max ms: ${Object.entries(f.stages).map(([k, v]) => `${k} ${v.p50Ms.toFixed(1)} / ${v.p99Ms.toFixed(1)} / ${v.maxMs.toFixed(1)}`).join(', ')}`);
       }
@@ -390,7 +470,10 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   }
 }
 
-if (import.meta.main) {
+if (import.meta.main && process.argv[2] === '--publisher') {
+  await publisherMain(process.argv[3]!);
+  process.exit(0);
+} else if (import.meta.main) {
   const { values } = parseArgs({
     options: {
       events: { type: 'string', default: '1000000' }, partitions: { type: 'string', default: '8' },
