@@ -21,7 +21,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import { Redis } from 'ioredis';
-import { KafkaLog, type ConsumedEvent, type PublishedEvent, type SubscribeOptions } from '@tollgate/events';
+import { decodeEvent, decodeEventBySchema, KafkaLog, type ConsumedEvent, type PublishedEvent, type SubscribeOptions } from '@tollgate/events';
 import { MemoryKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
@@ -82,6 +82,12 @@ export interface LatencyFigure {
 
 export interface ConsumerBenchResult {
   produceEventsPerS: number;
+  /**
+   * CPU µs per event of `decodeEvent` (the hand-written fast path) and of `decodeEventBySchema`
+   * (zod alone, what every consumer paid before issue 11), on 20,000 of the bench's usage events
+   * as JSON.parse gives them, best of 3 passes each
+   */
+  decodeUs?: { fast: number; schema: number };
   throughput: ThroughputFigure[];
   latency: LatencyFigure[];
 }
@@ -110,6 +116,22 @@ function perEventStore(store: BalanceStore): BalanceStore {
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
+}
+
+/** decodeEvent vs decodeEventBySchema, CPU µs per event (see ConsumerBenchResult.decodeUs). */
+function measureDecode(accounts: number): { fast: number; schema: number } {
+  const events = Array.from({ length: 20_000 }, (_, i) => JSON.parse(JSON.stringify(usageEvent(i, accounts, Date.now()))) as unknown);
+  const best = (decode: typeof decodeEvent) => {
+    let min = Infinity;
+    for (let pass = 0; pass < 3; pass++) {
+      const c = process.cpuUsage();
+      for (const e of events) if (!decode(e).ok) throw new Error('bench event refused by the decoder');
+      const used = process.cpuUsage(c);
+      min = Math.min(min, (used.user + used.system) / events.length);
+    }
+    return min;
+  };
+  return { fast: best(decodeEvent), schema: best(decodeEventBySchema) };
 }
 
 /** Wall-clock ms with sub-ms precision, comparable across processes of this machine. */
@@ -265,6 +287,10 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     await kafkaLog.flush();
     result.produceEventsPerS = o.events / ((performance.now() - t0) / 1000);
     log(`bench consumers: ${o.events} usage events on ${o.partitions} partitions (${o.accounts} accounts) produced at ${result.produceEventsPerS.toFixed(0)} events/s`);
+
+    // 1b. The consumer boundary alone, both ways (one CPU, no I/O).
+    result.decodeUs = measureDecode(o.accounts);
+    log(`  decodeEvent ${result.decodeUs.fast.toFixed(2)} µs per usage event (zod schema alone: ${result.decodeUs.schema.toFixed(2)} µs)`);
 
     // 2. Throughput: each group drains the backlog alone, from offset 0, in this process.
     for (const group of o.groups) {
