@@ -17,10 +17,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import { Cluster, Redis } from 'ioredis';
-import { KafkaLog, type ConsumedEvent, type PublishedEvent } from '@tollgate/events';
+import { decodeEvent, decodeEventBySchema, KafkaLog, type ConsumedEvent, type PublishedEvent, type SubscribeOptions } from '@tollgate/events';
 import { MemoryKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
@@ -66,10 +69,27 @@ export interface LatencyFigure {
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /**
+   * ledger only: where the time of one event goes, per stage (p50 / p99 / max ms of each):
+   * `produce` publish → Kafka acknowledged it (the KafkaLog's linger and the produce request),
+   * `fetch` acknowledged → the consumer's handler got it (fetch wait, the fetch, decompression,
+   * waiting behind other partitions' batches of the same fetch), `decode` handler → its
+   * applyBatch call started, `redis` the applyBatch call, `after` its return → the batch done
+   */
+  /** the event-loop delay of this process during the phase, ms (ledger: the consumer alone; warehouse: consumer and publisher) */
+  loopDelayP99Ms?: number;
+  loopDelayMaxMs?: number;
+  stages?: Record<'produce' | 'fetch' | 'decode' | 'redis' | 'after', { p50Ms: number; p99Ms: number; maxMs: number }>;
 }
 
 export interface ConsumerBenchResult {
   produceEventsPerS: number;
+  /**
+   * CPU µs per event of `decodeEvent` (the hand-written fast path) and of `decodeEventBySchema`
+   * (zod alone, what every consumer paid before issue 11), on 20,000 of the bench's usage events
+   * as JSON.parse gives them, best of 3 passes each
+   */
+  decodeUs?: { fast: number; schema: number };
   throughput: ThroughputFigure[];
   latency: LatencyFigure[];
 }
@@ -100,6 +120,130 @@ function perEventStore(store: BalanceStore): BalanceStore {
   });
 }
 
+/** decodeEvent vs decodeEventBySchema, CPU µs per event (see ConsumerBenchResult.decodeUs). */
+function measureDecode(accounts: number): { fast: number; schema: number } {
+  const events = Array.from({ length: 20_000 }, (_, i) => JSON.parse(JSON.stringify(usageEvent(i, accounts, Date.now()))) as unknown);
+  const best = (decode: typeof decodeEvent) => {
+    let min = Infinity;
+    for (let pass = 0; pass < 3; pass++) {
+      const c = process.cpuUsage();
+      for (const e of events) if (!decode(e).ok) throw new Error('bench event refused by the decoder');
+      const used = process.cpuUsage(c);
+      min = Math.min(min, (used.user + used.system) / events.length);
+    }
+    return min;
+  };
+  return { fast: best(decodeEvent), schema: best(decodeEventBySchema) };
+}
+
+/** Wall-clock ms with sub-ms precision, comparable across processes of this machine. */
+function wall(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+interface Pace {
+  /** events/s, for `seconds`; event ids are made from `base` onwards, over `accounts` accounts */
+  rate: number;
+  seconds: number;
+  base: number;
+  accounts: number;
+}
+
+/**
+ * Publishes `rate × seconds` usage events at a steady `rate`, one tick's worth every 10 ms,
+ * noting when each was published and when Kafka acknowledged it (`wall()` ms). `onBatch`, if
+ * given, hears of each tick's events before they are published.
+ */
+async function publishPaced(
+  log: KafkaLog, o: Pace, published: Map<string, number>, acked: Map<string, number>,
+  onBatch?: (at: number, ids: string[]) => void, onAcked?: (at: number, ids: string[]) => void,
+): Promise<void> {
+  const total = o.rate * o.seconds;
+  const tickMs = 10;
+  const perTick = Math.max(1, Math.round((o.rate * tickMs) / 1000));
+  const start = performance.now();
+  let sent = 0;
+  const acks: Promise<void>[] = [];
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * o.rate) + perTick);
+    const batch: PublishedEvent[] = [];
+    const at = wall();
+    for (; sent < due; sent++) {
+      const e = usageEvent(o.base + sent, o.accounts, Date.now());
+      published.set(e.event_id, at);
+      batch.push({ event: e });
+    }
+    // Each gateway request publishes its own event; grouping one tick's worth is the
+    // KafkaLog's linger doing what it does for concurrent requests anyway.
+    if (batch.length) {
+      const ids = batch.map((b) => b.event.event_id);
+      onBatch?.(at, ids);
+      acks.push(log.publish('usage', batch).then(() => {
+        const done = wall();
+        for (const eid of ids) acked.set(eid, done);
+        onAcked?.(done, ids);
+      }));
+    }
+    await sleep(tickMs);
+  }
+  await Promise.all(acks);
+}
+
+/**
+ * publishPaced in a child process (`node bench/consumers.ts --publisher <json>`): its lines
+ * `P <wall ms> <id,id,…>` (published) and `A <wall ms> <id,id,…>` (acknowledged) fill the maps.
+ * Resolves once the child has published everything and exited.
+ */
+async function publishFromChild(
+  o: Pace & { brokers: string; topicPrefix: string }, published: Map<string, number>, acked: Map<string, number>,
+): Promise<void> {
+  const child = spawn(process.execPath, [import.meta.filename, '--publisher', JSON.stringify(o)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! });
+  lines.on('line', (line) => {
+    const [kind, at, ids] = line.split(' ');
+    const map = kind === 'P' ? published : kind === 'A' ? acked : undefined;
+    if (map && ids) for (const eid of ids.split(',')) map.set(eid, Number(at));
+  });
+  const code = await new Promise<number | null>((r) => child.on('exit', r));
+  if (code !== 0) throw new Error(`the publisher process exited with ${code}`);
+}
+
+/** The child side of publishFromChild. */
+async function publisherMain(json: string): Promise<void> {
+  const o = JSON.parse(json) as Pace & { brokers: string; topicPrefix: string };
+  const kafka = new Kafka({ clientId: 'tollgate-bench-cons-pub', brokers: o.brokers.split(','), logLevel: logLevel.NOTHING });
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-pub-'));
+  const log = new KafkaLog({ kafka, topicPrefix: o.topicPrefix, spoolDir: dir, logger: { warn: () => {}, error: () => {} } });
+  try {
+    // The producer connects before the clock starts (the consumer applies this one like any other).
+    await log.publish('usage', [{ event: usageEvent(o.base + o.rate * o.seconds, o.accounts, Date.now()) }]);
+    const out: string[] = [];
+    const flush = () => { if (out.length) process.stdout.write(`${out.join('\n')}\n`); out.length = 0; };
+    const timer = setInterval(flush, 20);
+    await publishPaced(log, o, new Map(), new Map(), (at, ids) => out.push(`P ${at} ${ids.join(',')}`), (at, ids) => out.push(`A ${at} ${ids.join(',')}`));
+    clearInterval(timer);
+    flush();
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * ensureTopics, tried again a few times: a broker starved of CPU by the rest of the machine can
+ * answer UNKNOWN_TOPIC_OR_PARTITION while it brings a new topic's leaders up.
+ */
+async function ensureTopics(log: KafkaLog, partitions: number): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await log.ensureTopics(partitions);
+    } catch (err) {
+      if (attempt >= 4) throw err;
+      await sleep(1000 * attempt);
+    }
+  }
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
@@ -123,7 +267,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   const result: ConsumerBenchResult = { produceEventsPerS: 0, throughput: [], latency: [] };
   const latencyLogs: KafkaLog[] = [];
   try {
-    await kafkaLog.ensureTopics(o.partitions);
+    await ensureTopics(kafkaLog, o.partitions);
     // 1. The backlog: o.events usage events, published as gateways do (spool, then Kafka).
     const now = Date.now();
     let cost = 0n;
@@ -146,6 +290,10 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     await kafkaLog.flush();
     result.produceEventsPerS = o.events / ((performance.now() - t0) / 1000);
     log(`bench consumers: ${o.events} usage events on ${o.partitions} partitions (${o.accounts} accounts) produced at ${result.produceEventsPerS.toFixed(0)} events/s`);
+
+    // 1b. The consumer boundary alone, both ways (one CPU, no I/O).
+    result.decodeUs = measureDecode(o.accounts);
+    log(`  decodeEvent ${result.decodeUs.fast.toFixed(2)} µs per usage event (zod schema alone: ${result.decodeUs.schema.toFixed(2)} µs)`);
 
     // 2. Throughput: each group drains the backlog alone, from offset 0, in this process.
     for (const group of o.groups) {
@@ -227,22 +375,59 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     for (const which of o.rate > 0 && o.seconds > 0 ? o.groups : []) {
       const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}.`, spoolDir: tmp('spool-lat'), logger: quiet });
       latencyLogs.push(kafkaLog);
-      await kafkaLog.ensureTopics(o.partitions);
+      await ensureTopics(kafkaLog, o.partitions);
+      // Every time here is wall-clock ms with sub-ms precision (`wall()`), so that a publisher in
+      // another process can report its own.
       const published = new Map<string, number>();
-      const lat: number[] = [];
+      const doneAt = new Map<string, number>();
       const seen = (batch: ConsumedEvent[]) => {
-        const at = performance.now();
-        for (const e of batch) {
-          const p = published.get(e.event.event_id);
-          if (p !== undefined) lat.push(at - p);
-        }
+        const at = wall();
+        for (const e of batch) if (!doneAt.has(e.event.event_id)) doneAt.set(e.event.event_id, at);
       };
       let sub;
       let warehouse: Warehouse | undefined;
+      // Per-event stage times (ledger): when Kafka acknowledged it, when the handler got it,
+      // when its applyBatch call started and returned.
+      const acked = new Map<string, number>();
+      const received = new Map<string, number>();
+      const applyStart = new Map<string, number>();
+      const applyEnd = new Map<string, number>();
       if (which === 'ledger') {
         const store = new RedisBalanceStore({ redis, prefix: `${redisPrefix}lat:`, requireReady: true });
         await store.load({ balances: new Map(), ledgerEntries: new Map() });
-        sub = await startLedgerConsumer({ log: kafkaLog, balances: store, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seen });
+        const timedStore = new Proxy(store, {
+          get(target, prop) {
+            if (prop === 'applyBatch') {
+              return async (items: BatchItem[], opts?: { balanceAfter?: boolean }) => {
+                const s = wall();
+                for (const it of items) if (!applyStart.has(it.event.event_id)) applyStart.set(it.event.event_id, s);
+                const out = await target.applyBatch(items, opts);
+                const e = wall();
+                for (const it of items) applyEnd.set(it.event.event_id, e);
+                return out;
+              };
+            }
+            const v = Reflect.get(target, prop) as unknown;
+            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        });
+        const timedLog = new Proxy(kafkaLog, {
+          get(target, prop) {
+            if (prop === 'subscribe') {
+              return (options: SubscribeOptions) => target.subscribe({
+                ...options,
+                handler: (batch) => {
+                  const at = wall();
+                  for (const e of batch) received.set(e.event.event_id, at);
+                  return options.handler(batch);
+                },
+              });
+            }
+            const v = Reflect.get(target, prop) as unknown;
+            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        });
+        sub = await startLedgerConsumer({ log: timedLog, balances: timedStore, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seen });
       } else {
         warehouse = new Warehouse({ client: createChdbClickHouse({ path: chdbPath }), tablePrefix: `cl_${id.replace(/-/g, '')}_` });
         await warehouse.migrate();
@@ -251,31 +436,52 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       // Fresh topics (no backlog); the group gets its partitions assigned, then the paced phase.
       await sleep(3000);
       const total = o.rate * o.seconds;
-      const tickMs = 10;
-      const perTick = Math.max(1, Math.round((o.rate * tickMs) / 1000));
-      const start = performance.now();
-      let sent = 0;
-      while (sent < total) {
-        const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * o.rate) + perTick);
-        const batch: PublishedEvent[] = [];
-        for (; sent < due; sent++) {
-          const e = usageEvent(o.events + sent, o.accounts, Date.now());
-          published.set(e.event_id, performance.now());
-          batch.push({ event: e });
-        }
-        // Each gateway request publishes its own event; grouping one tick's worth is the
-        // KafkaLog's linger doing what it does for concurrent requests anyway.
-        if (batch.length) void kafkaLog.publish('usage', batch);
-        await sleep(tickMs);
+      const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+      loopDelay.enable();
+      const pace = { rate: o.rate, seconds: o.seconds, base: o.events, accounts: o.accounts };
+      if (which === 'ledger') {
+        // As deployed, gateways publish from their own processes: the publisher runs in a child
+        // process, so this process's CPU and event-loop delay are the consumer's alone.
+        await publishFromChild({ brokers: kafkaUrl, topicPrefix: `${topicPrefix}lat-${which}.`, ...pace }, published, acked);
+      } else {
+        await publishPaced(kafkaLog, pace, published, acked);
       }
       const deadline = performance.now() + 60_000;
-      while (lat.length < total && performance.now() < deadline) await sleep(50);
+      const doneCount = () => { let n = 0; for (const eid of published.keys()) if (doneAt.has(eid)) n++; return n; };
+      while (doneCount() < total && performance.now() < deadline) await sleep(50);
+      loopDelay.disable();
+      const lat: number[] = [];
+      for (const [eid, t] of doneAt) {
+        const p = published.get(eid);
+        if (p !== undefined) lat.push(t - p);
+      }
       await sub.stop();
       await warehouse?.close();
       const l = lat.sort((a, b) => a - b);
       const f: LatencyFigure = { group: which, rate: o.rate, events: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? NaN };
+      if (which === 'ledger') {
+        const stage = (from: Map<string, number>, to: Map<string, number>) => {
+          const d: number[] = [];
+          for (const [eid, t] of to) {
+            const s = from.get(eid);
+            if (s !== undefined) d.push(Math.max(0, t - s));
+          }
+          d.sort((a, b) => a - b);
+          return { p50Ms: percentile(d, 50), p99Ms: percentile(d, 99), maxMs: d.at(-1) ?? NaN };
+        };
+        f.stages = {
+          produce: stage(published, acked), fetch: stage(acked, received), decode: stage(received, applyStart),
+          redis: stage(applyStart, applyEnd), after: stage(applyEnd, doneAt),
+        };
+      }
       result.latency.push(f);
       log(`  ${which === 'ledger' ? 'event-to-balance  ' : 'event-to-queryable'} at ${o.rate}/s: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, max ${f.maxMs.toFixed(1)} ms (${f.events} of ${total} events)`);
+      f.loopDelayP99Ms = loopDelay.percentile(99) / 1e6;
+      f.loopDelayMaxMs = loopDelay.max / 1e6;
+      log(`    event-loop delay of this process meanwhile (${which === 'ledger' ? 'the consumer alone: the publisher is a child process' : 'consumer and publisher'}): p99 ${f.loopDelayP99Ms.toFixed(1)} ms, max ${f.loopDelayMaxMs.toFixed(1)} ms`);
+      if (f.stages) {
+        log(`    by stage, p50 / p99 / max ms: ${Object.entries(f.stages).map(([k, v]) => `${k} ${v.p50Ms.toFixed(1)} / ${v.p99Ms.toFixed(1)} / ${v.maxMs.toFixed(1)}`).join(', ')}`);
+      }
     }
     return result;
   } finally {
@@ -307,7 +513,10 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   }
 }
 
-if (import.meta.main) {
+if (import.meta.main && process.argv[2] === '--publisher') {
+  await publisherMain(process.argv[3]!);
+  process.exit(0);
+} else if (import.meta.main) {
   const { values } = parseArgs({
     options: {
       events: { type: 'string', default: '1000000' }, partitions: { type: 'string', default: '8' },

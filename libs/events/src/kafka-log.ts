@@ -58,6 +58,13 @@ export interface KafkaLogOptions {
   consumerBatchSize?: number;
   /** consumer long-poll wait; also bounds how long stop() waits for an idle fetch (default 1000 ms) */
   consumerMaxWaitMs?: number;
+  /**
+   * How often a subscription commits the offsets its handler has finished, ms (default 250): one
+   * OffsetCommit for all its partitions, in the background, so no partition waits for a commit
+   * round trip before its next fetch. 0 = commit after every handler call, awaited (as before
+   * issue 11). Either way only handled offsets are committed, and `stop()` commits the rest.
+   */
+  consumerCommitIntervalMs?: number;
   /** replication factor for ensureTopics (default 1) */
   replicationFactor?: number;
 }
@@ -140,6 +147,7 @@ export class KafkaLog implements EventLog {
   readonly #segmentMaxEvents: number;
   readonly #consumerBatchSize: number;
   readonly #consumerMaxWaitMs: number;
+  readonly #consumerCommitIntervalMs: number;
   readonly #replicationFactor: number;
 
   readonly #ready: Promise<void>;
@@ -191,6 +199,7 @@ export class KafkaLog implements EventLog {
     this.#segmentMaxEvents = options.segmentMaxEvents ?? 5000;
     this.#consumerBatchSize = options.consumerBatchSize ?? 1000;
     this.#consumerMaxWaitMs = options.consumerMaxWaitMs ?? 1000;
+    this.#consumerCommitIntervalMs = Math.max(0, options.consumerCommitIntervalMs ?? 250);
     this.#replicationFactor = options.replicationFactor ?? 1;
     try {
       this.#openSpool();
@@ -427,6 +436,12 @@ export class KafkaLog implements EventLog {
       this.#log.error({ err: e.payload.error, group: options.group, restart: e.payload.restart }, 'kafka consumer crashed');
     });
     const failures = new Map<string, number>();
+    const committer = new OffsetCommitter(this.#consumerCommitIntervalMs, this.#log, options.group);
+    // Batches in the handler right now, and whether stop() has begun: stop() lets them finish,
+    // refuses new ones, commits what was handled and only then leaves the group.
+    let halted = false;
+    let inFlight = 0;
+    let drained: (() => void) | null = null;
     await consumer.connect();
     try {
       // The port's default: a group without a stored position starts at the beginning.
@@ -436,9 +451,20 @@ export class KafkaLog implements EventLog {
         eachBatchAutoResolve: false,
         // Each partition still goes batch by batch, in order, and commits its own offsets.
         partitionsConsumedConcurrently: Math.max(1, Math.floor(options.concurrentPartitions ?? 1)),
-        eachBatch: (payload) => this.#consumeBatch(options, byName, failures, payload, (to) => {
-          for (const t of to) consumer.seek({ topic: this.topicName(t.topic), partition: t.partition, offset: t.offset.toString() });
-        }),
+        eachBatch: async (payload) => {
+          if (halted) return;
+          inFlight++;
+          try {
+            await this.#consumeBatch(options, byName, failures, payload, committer, () => halted, (to) => {
+              for (const t of to) {
+                committer.drop(this.topicName(t.topic), t.partition);
+                consumer.seek({ topic: this.topicName(t.topic), partition: t.partition, offset: t.offset.toString() });
+              }
+            });
+          } finally {
+            if (--inFlight === 0) drained?.();
+          }
+        },
       });
     } catch (err) {
       await consumer.disconnect().catch(() => {});
@@ -468,6 +494,11 @@ export class KafkaLog implements EventLog {
         assigned = new Map();
         stopping ??= (async () => {
           this.#subscriptions.delete(subscription);
+          halted = true;
+          // The batches in the handler finish (their offsets are recorded), then what was
+          // handled is committed while this member still belongs to the group.
+          while (inFlight > 0) await new Promise<void>((r) => { drained = r; });
+          await committer.flush();
           await disconnectQuietly(consumer);
         })();
         return stopping;
@@ -485,6 +516,8 @@ export class KafkaLog implements EventLog {
     byName: Map<string, Topic>,
     failures: Map<string, number>,
     payload: EachBatchPayload,
+    committer: OffsetCommitter,
+    halted: () => boolean,
     rewind: (to: RewindError['to']) => void,
   ): Promise<void> {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale } = payload;
@@ -493,7 +526,7 @@ export class KafkaLog implements EventLog {
     const where = `${batch.topic}/${batch.partition}`;
     const messages = batch.messages;
     for (let i = 0; i < messages.length;) {
-      if (!isRunning() || isStale()) return;
+      if (!isRunning() || isStale() || halted()) return;
       const slice = messages.slice(i, i + this.#consumerBatchSize);
       const events: ConsumedEvent[] = [];
       for (const message of slice) events.push(decodeMessage(topic, batch.partition, message));
@@ -527,9 +560,7 @@ export class KafkaLog implements EventLog {
       }
       const last = slice[slice.length - 1]!.offset;
       resolveOffset(last);
-      await commitOffsetsIfNecessary({
-        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: (BigInt(last) + 1n).toString() }] }],
-      });
+      await committer.handled(batch.topic, batch.partition, (BigInt(last) + 1n).toString(), commitOffsetsIfNecessary);
       await heartbeat();
       i += slice.length;
     }
@@ -812,6 +843,102 @@ export class KafkaLog implements EventLog {
       }
       this.#wake = done;
     });
+  }
+}
+
+type CommitOffsets = EachBatchPayload['commitOffsetsIfNecessary'];
+
+/**
+ * The offsets a subscription's handler has finished, committed to Kafka in the background: at
+ * most one OffsetCommit in flight, carrying every partition's latest handled offset, at most
+ * every `intervalMs`. A partition's next batch therefore never waits for a commit round trip
+ * (before issue 11 each handler call awaited its own commit, and with
+ * `partitionsConsumedConcurrently` kafkajs' next fetch waits for every partition of the last
+ * one, so one slow commit held them all up). Only handled offsets are ever recorded, so a
+ * commit never runs ahead of the effects; one that fails (a rebalance, the coordinator moving)
+ * is dropped: the next handled batch brings a newer offset, and meanwhile a restart or a new
+ * owner redelivers a little more, which positions stored with the effects turn into duplicates.
+ * `intervalMs` 0 commits each handled offset at once, awaited by the caller.
+ */
+class OffsetCommitter {
+  readonly #intervalMs: number;
+  readonly #log: KafkaLogLogger;
+  readonly #group: string;
+  /** `topic|partition` → the next offset to read there (Kafka's commit convention) */
+  #pending = new Map<string, { topic: string; partition: number; offset: string }>();
+  #commit: CommitOffsets | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #running: Promise<void> | null = null;
+  #failing = false;
+
+  constructor(intervalMs: number, log: KafkaLogLogger, group: string) {
+    this.#intervalMs = intervalMs;
+    this.#log = log;
+    this.#group = group;
+  }
+
+  /** The handler finished everything before `next` in this partition (a Kafka topic name). */
+  async handled(topic: string, partition: number, next: string, commit: CommitOffsets): Promise<void> {
+    if (this.#intervalMs === 0) {
+      await commit({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
+      return;
+    }
+    this.#commit = commit;
+    this.#pending.set(`${topic}|${partition}`, { topic, partition, offset: next });
+    if (!this.#timer && !this.#running) {
+      this.#timer = setTimeout(() => {
+        this.#timer = null;
+        void this.#run();
+      }, this.#intervalMs);
+    }
+  }
+
+  /** A rewind: what was recorded for the partition is past the position it goes back to. */
+  drop(topic: string, partition: number): void {
+    this.#pending.delete(`${topic}|${partition}`);
+  }
+
+  /** Commits everything recorded so far and waits for it (stop); never throws. */
+  async flush(): Promise<void> {
+    for (;;) {
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#timer = null;
+      if (this.#running) await this.#running;
+      else if (this.#pending.size > 0) await this.#run();
+      else return;
+    }
+  }
+
+  #run(): Promise<void> {
+    const commit = this.#commit;
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    if (!commit || pending.length === 0) return Promise.resolve();
+    const byTopic = new Map<string, Array<{ partition: number; offset: string }>>();
+    for (const p of pending) {
+      let list = byTopic.get(p.topic);
+      if (!list) byTopic.set(p.topic, (list = []));
+      list.push({ partition: p.partition, offset: p.offset });
+    }
+    this.#running = (async () => {
+      try {
+        await commit({ topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })) });
+        this.#failing = false;
+      } catch (err) {
+        if (!this.#failing) this.#log.warn({ err, group: this.#group }, 'offset commit failed; the next handled batch commits again (a restart may redeliver a little more)');
+        this.#failing = true;
+      }
+    })().finally(() => {
+      this.#running = null;
+      // what was handled meanwhile goes out in the next commit
+      if (this.#pending.size > 0 && !this.#timer) {
+        this.#timer = setTimeout(() => {
+          this.#timer = null;
+          void this.#run();
+        }, this.#intervalMs);
+      }
+    });
+    return this.#running;
   }
 }
 

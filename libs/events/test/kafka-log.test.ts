@@ -170,4 +170,51 @@ if (brokers === undefined) {
       await cleanup();
     }
   });
+
+  test('background commit: handled offsets are committed in one request while the group runs, and stop() commits what was handled since, however far the next commit is', async () => {
+    const { log, prefix, cleanup } = await freshLog(kafka, 2);
+    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+    // Never commits by itself in this test (one hour): only stop() does.
+    const lazy = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, consumerCommitIntervalMs: 3_600_000, logger: { warn: () => {}, error: () => {} } });
+    const admin = kafka.admin();
+    await admin.connect();
+    const committed = async (groupId: string) => {
+      const [t] = await admin.fetchOffsets({ groupId, topics: [`${prefix}usage`] });
+      return Object.fromEntries(t!.partitions.map((p) => [p.partition, p.offset]));
+    };
+    try {
+      const samples = sampleEvents('bc', 40).filter((s) => s.topic === 'usage');
+      await publishAll(log, samples);
+      const byPartition = [0, 0];
+      const group = `bc-${randomUUID().slice(0, 8)}`;
+      const seen = new Collector();
+      const handler = seen.handler();
+      const sub = await lazy.subscribe({ group, topics: ['usage'], concurrentPartitions: 2, handler: async (b) => { await handler(b); for (const e of b) byPartition[e.partition]!++; } });
+      await seen.waitForAll(samples, 'lazy group');
+      assert.deepEqual(await committed(lazy.groupName(group)), { 0: '-1', 1: '-1' }, 'nothing committed before stop');
+      await sub.stop();
+      // the next offset to read: the partition's event count (the topics are fresh); -1 where none was
+      const want = { 0: byPartition[0] ? String(byPartition[0]) : '-1', 1: byPartition[1] ? String(byPartition[1]) : '-1' };
+      assert.deepEqual(await committed(lazy.groupName(group)), want);
+      assert.equal(byPartition[0]! + byPartition[1]!, samples.length);
+
+      // The default interval commits on its own, while the group runs.
+      const eager = `bc-${randomUUID().slice(0, 8)}`;
+      const seen2 = new Collector();
+      const sub2 = await log.subscribe({ group: eager, topics: ['usage'], concurrentPartitions: 2, handler: seen2.handler() });
+      try {
+        await seen2.waitForAll(samples, 'default group');
+        const deadline = Date.now() + 10_000;
+        while (JSON.stringify(await committed(log.groupName(eager))) !== JSON.stringify(want) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        assert.deepEqual(await committed(log.groupName(eager)), want);
+      } finally {
+        await sub2.stop();
+      }
+    } finally {
+      await admin.disconnect();
+      await lazy.close();
+      await rm(spoolDir, { recursive: true, force: true });
+      await cleanup();
+    }
+  });
 }

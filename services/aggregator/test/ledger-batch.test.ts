@@ -1,10 +1,12 @@
 // The ledger consumer's batch path (issue 11) on real Kafka and Redis: one `applyBatch` script
 // call per run of usage/ledger events of a partition, each event with its own position stored
 // with its effect. Pinned: a poison event inside a batch, a duplicate event id inside one batch,
-// and a batch redelivered after the consumer died halfway through applying it.
+// a batch redelivered after the consumer died halfway through applying it, and a member killed
+// before its background offset commit (every event comes again, and all are duplicates).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,7 +69,7 @@ async function setup(t: Parameters<typeof requireKafka>[0]) {
     redis.disconnect();
     rmSync(spoolDir, { recursive: true, force: true });
   };
-  return { log, store, teardown };
+  return { log, store, teardown, kafka, kafkaUrl, redisUrl, topicPrefix: `test-lb-${id}.`, prefix };
 }
 
 /** Resolves once `n` events went through the consumer's batches. */
@@ -154,6 +156,50 @@ test('batch redelivered after a crash mid-batch: what was applied is a duplicate
     assert.equal((await s.store.get('b')).balance, 5_380n); // 10000 − 20 − 4000 − 600
     assert.equal(await s.store.position('usage', 0), 5n);
   } finally {
+    await s.teardown();
+  }
+});
+
+test('a member killed before its background offset commit: the next one gets the whole batch again and every event is a duplicate (exact balances)', async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  const admin = s.kafka.admin();
+  await admin.connect();
+  try {
+    await s.store.load({ balances: new Map([['a', 10_000n], ['b', 10_000n]]), ledgerEntries: new Map() });
+    await s.log.publish('usage', [
+      { event: usage('k1', 'a', '1') }, { event: usage('k2', 'b', '20') }, { event: usage('k3', 'a', '300') },
+      { event: usage('k4', 'b', '4000') }, { event: usage('k5', 'a', '50') }, { event: usage('k6', 'b', '600') },
+    ]);
+    await s.log.flush();
+    // The first member applies all six, then dies (SIGKILL) with its commit still pending.
+    const child = spawn(process.execPath, [
+      join(import.meta.dirname, 'support', 'ledger-member.ts'), '--kafka', s.kafkaUrl, '--redis', s.redisUrl,
+      '--topic-prefix', s.topicPrefix, '--redis-prefix', s.prefix, '--group', 'g', '--until', '5',
+    ], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    const [, signal] = await new Promise<[number | null, string | null]>((r) => child.on('exit', (code, sig) => r([code, sig])));
+    assert.equal(out, 'applied\n');
+    assert.equal(signal, 'SIGKILL');
+    assert.equal((await s.store.get('a')).balance, 9_649n); // 10000 − 1 − 300 − 50
+    assert.equal((await s.store.get('b')).balance, 5_380n); // 10000 − 20 − 4000 − 600
+    const [committed] = await admin.fetchOffsets({ groupId: s.log.groupName('g'), topics: [`${s.topicPrefix}usage`] });
+    assert.deepEqual(committed!.partitions.map((p) => p.offset), ['-1']);
+    // The next member starts from the beginning of the partition: all duplicates by position.
+    const { wrapped, calls } = recording(s.store);
+    const c = counter(6);
+    const sub = await startLedgerConsumer({ log: s.log, balances: wrapped, keys: new MemoryKeyDirectory(), group: 'g', onApplied: c.onApplied });
+    await c.all;
+    await sub.stop();
+    assert.deepEqual(calls, [{ offsets: [0n, 1n, 2n, 3n, 4n, 5n], verdicts: ['duplicate', 'duplicate', 'duplicate', 'duplicate', 'duplicate', 'duplicate'] }]);
+    assert.equal((await s.store.get('a')).balance, 9_649n);
+    assert.equal((await s.store.get('b')).balance, 5_380n);
+    assert.equal(await s.store.position('usage', 0), 5n);
+    const [after] = await admin.fetchOffsets({ groupId: s.log.groupName('g'), topics: [`${s.topicPrefix}usage`] });
+    assert.deepEqual(after!.partitions.map((p) => p.offset), ['6']);
+  } finally {
+    await admin.disconnect();
     await s.teardown();
   }
 });
