@@ -40,8 +40,15 @@ export interface KafkaLogOptions {
    */
   spoolDir: string;
   logger?: KafkaLogLogger;
-  /** GZIP record batches (default true) */
+  /** GZIP record batches (default true); see `compressMinBytes` */
   compression?: boolean;
+  /**
+   * With `compression`, only a produce request whose event values add up to at least this many
+   * characters of JSON (≈ bytes) is GZIP'd (default 16384). A smaller one (a batch of one or a few events, the usual
+   * case at low concurrency) goes uncompressed: setting up a gzip stream costs the producer,
+   * the broker and every consumer more CPU than the few hundred bytes it saves.
+   */
+  compressMinBytes?: number;
   /** most events per produce request (default 500) */
   batchSize?: number;
   /** how long a small batch waits for company before it is sent (default 5 ms) */
@@ -74,6 +81,11 @@ interface SpoolRecord {
   topic: Topic;
   event: AnyEvent;
   headers: EventHeaders;
+  /**
+   * `event` as JSON, kept from the spool append so the send does not serialize it again (in
+   * memory only; absent for records read back from a file, which are serialized on send).
+   */
+  value?: string;
 }
 
 interface Pending {
@@ -139,6 +151,7 @@ export class KafkaLog implements EventLog {
   readonly #spoolDir: string;
   readonly #log: KafkaLogLogger;
   readonly #compression: CompressionTypes;
+  readonly #compressMinBytes: number;
   readonly #batchSize: number;
   readonly #lingerMs: number;
   readonly #sendTimeoutMs: number;
@@ -191,6 +204,8 @@ export class KafkaLog implements EventLog {
     this.#spoolDir = options.spoolDir;
     this.#log = options.logger ?? consoleLogger;
     this.#compression = options.compression === false ? CompressionTypes.None : CompressionTypes.GZIP;
+    this.#compressMinBytes = options.compressMinBytes ?? 16_384;
+    if (!(this.#compressMinBytes >= 0)) throw new RangeError(`compressMinBytes must be >= 0, got ${this.#compressMinBytes}`);
     this.#batchSize = options.batchSize ?? 500;
     this.#lingerMs = options.lingerMs ?? 5;
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 3000;
@@ -675,22 +690,26 @@ export class KafkaLog implements EventLog {
 
   async #send(records: SpoolRecord[]): Promise<void> {
     const byTopic = new Map<string, Message[]>();
-    for (const { topic, event, headers } of records) {
+    let bytes = 0;
+    for (const { topic, event, headers, value } of records) {
       const name = this.topicName(topic);
       let messages = byTopic.get(name);
       if (!messages) byTopic.set(name, (messages = []));
+      const json = value ?? JSON.stringify(event);
+      bytes += json.length;
       messages.push({
         key: partitionKey(event),
-        value: JSON.stringify(event),
+        value: json,
         headers: { ...headers, event_id: event.event_id },
       });
     }
+    const compression = bytes >= this.#compressMinBytes ? this.#compression : CompressionTypes.None;
     const attempt = (async () => {
       const producer = await this.#connect();
       await producer.sendBatch({
         acks: -1,
         timeout: this.#sendTimeoutMs,
-        compression: this.#compression,
+        compression,
         topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
       });
     })();
@@ -752,7 +771,12 @@ export class KafkaLog implements EventLog {
     let segment = this.#active;
     if (!segment || segment.count >= this.#segmentMaxEvents) segment = this.#rotate();
     let data = '';
-    for (const r of records) data += `${JSON.stringify(r)}\n`;
+    for (const r of records) {
+      // The line is JSON.stringify({ topic, event, headers }), built around the event's JSON,
+      // which the send reuses (one serialization per event instead of two).
+      r.value = JSON.stringify(r.event);
+      data += `{"topic":${JSON.stringify(r.topic)},"event":${r.value},"headers":${JSON.stringify(r.headers)}}\n`;
+    }
     const bytes = Buffer.from(data, 'utf8');
     try {
       for (let off = 0; off < bytes.length;) off += writeSync(segment.fd!, bytes, off);

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Kafka, logLevel } from 'kafkajs';
+import { CompressionTypes, Kafka, logLevel } from 'kafkajs';
 import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedDeadLetter, type DeadLetter } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { Collector, eventLogContract, publishAll, sampleEvents } from './event-log.contract.ts';
@@ -123,6 +123,41 @@ if (brokers === undefined) {
       assert.deepEqual(got.headers, { ...sample!.headers, event_id: sample!.event.event_id });
     } finally {
       await consumer.disconnect();
+      await cleanup();
+    }
+  });
+
+  test('compression by size: a produce request under compressMinBytes of event JSON goes uncompressed, one at or over it is GZIP\'d', async () => {
+    // Each produce request of the log's (real) producer, as asked for: codec and message count.
+    const sent: Array<{ compression: CompressionTypes | undefined; messages: number }> = [];
+    class Watched extends Kafka {
+      override producer(config?: Parameters<Kafka['producer']>[0]): ReturnType<Kafka['producer']> {
+        const producer = super.producer(config);
+        const sendBatch = producer.sendBatch.bind(producer);
+        producer.sendBatch = (batch) => {
+          sent.push({ compression: batch.compression, messages: batch.topicMessages!.reduce((n, t) => n + t.messages.length, 0) });
+          return sendBatch(batch);
+        };
+        return producer;
+      }
+    }
+    const { log, cleanup } = await freshLog(new Watched({ clientId: 'tollgate-events-test', brokers: brokers.split(','), logLevel: logLevel.ERROR }), 1);
+    try {
+      const usage = sampleEvents(randomUUID().slice(0, 8), 300).filter((s) => s.topic === 'usage');
+      const chars = (batch: typeof usage) => batch.reduce((n, s) => n + JSON.stringify(s.event).length, 0);
+      const small = usage.slice(0, 3);
+      const large = usage.slice(3, 100);
+      assert.ok(chars(small) < 16_384 && chars(large) >= 16_384, 'the two batches straddle the default threshold');
+      await log.publish('usage', small.map((s) => ({ event: s.event, headers: s.headers })));
+      await log.publish('usage', large.map((s) => ({ event: s.event, headers: s.headers })));
+      assert.deepEqual(sent, [{ compression: CompressionTypes.None, messages: 3 }, { compression: CompressionTypes.GZIP, messages: 97 }]);
+      // Both arrive whole, in order, whatever their codec.
+      const got: unknown[] = [];
+      const sub = await log.subscribe({ group: `c-${randomUUID()}`, topics: ['usage'], fromBeginning: true, handler: async (batch) => { got.push(...batch.map((e) => e.event)); } });
+      for (let i = 0; i < 200 && got.length < 100; i++) await new Promise((r) => setTimeout(r, 50));
+      await sub.stop();
+      assert.deepEqual(got, [...small, ...large].map((s) => s.event));
+    } finally {
       await cleanup();
     }
   });

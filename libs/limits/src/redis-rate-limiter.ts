@@ -53,6 +53,8 @@ export class RedisRateLimiter extends FlexibleRateLimiter implements RateLimiter
   readonly #insurance: boolean;
   readonly #concurrencyTtl: number;
   readonly #script: WindowsScript;
+  /** adjust moves not sent yet, per subject (see #adjust) */
+  readonly #queued = new Map<string, { moves: Array<[WindowSpec, number]>; sent: Promise<unknown> }>();
   #stopped = false;
 
   constructor(options: RedisRateLimiterOptions) {
@@ -77,12 +79,29 @@ export class RedisRateLimiter extends FlexibleRateLimiter implements RateLimiter
     return String(spec.durationSec ?? this.#concurrencyTtl);
   }
 
-  /** Moves counters by `delta` (> 0 counts, < 0 gives back, never below zero) in one script call. */
+  /**
+   * Moves counters by `delta` (> 0 counts, < 0 gives back, never below zero). Every move of one
+   * subject made in the same turn of the event loop (a request's slot release and its token
+   * correction, issue 11) goes in ONE script call, sent once the turn's synchronous work is done;
+   * the script applies them one after the other in call order, so the counters end as with one
+   * call each. Resolves (or rejects) with that call.
+   */
   #adjust(moves: Array<[WindowSpec, number]>, subject: string): Promise<unknown> {
     const live = moves.filter(([, d]) => d !== 0);
     if (live.length === 0) return Promise.resolve();
-    return this.#script.tollgateLimitsWindows(live.length, ...live.map(([w]) => this.#key(w, subject)),
-      'adjust', ...live.flatMap(([w, d]) => [String(d), this.#seconds(w)]));
+    let batch = this.#queued.get(subject);
+    if (!batch) {
+      const queued: Array<[WindowSpec, number]> = [];
+      const sent = Promise.resolve().then(() => {
+        this.#queued.delete(subject);
+        return this.#script.tollgateLimitsWindows(queued.length, ...queued.map(([w]) => this.#key(w, subject)),
+          'adjust', ...queued.flatMap(([w, d]) => [String(d), this.#seconds(w)]));
+      });
+      batch = { moves: queued, sent };
+      this.#queued.set(subject, batch);
+    }
+    batch.moves.push(...live);
+    return batch.sent;
   }
 
   override async acquire(subject: string, policy: LimitPolicy, estimatedTokens: number): Promise<LimitAcquireResult> {

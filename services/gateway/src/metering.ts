@@ -220,6 +220,8 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
  * the usage event is built; `publish` then hands it to the log (after the response is sent,
  * so the log is off the client's latency). The ledger consumer debits the balance from that
  * event and closes the hold, so between the two steps `available` is already right.
+ * The shrink is sent at once but not awaited here: the returned `publish` resolves once both
+ * the event is published and the shrink is done (its failure goes to `onStateError`).
  */
 export async function settle(
   deps: GatewayDeps,
@@ -230,14 +232,16 @@ export async function settle(
   const settled = settlement(m, outcome);
   const { cost, status, anomalies } = settled;
   const accountId = m.caller.account.id;
-  try {
-    if (cost > 0n) await deps.balances.settle(m.requestId, accountId, cost, deps.holdTtlMs);
-    else await deps.balances.release(m.requestId, accountId);
-  } catch (err) {
-    // The usage event is what charges the account; hot state failing here only leaves the hold
-    // to expire, so the event must be published whatever happened to the hold.
-    onStateError(err);
-  }
+  // Sent now, not waited for before the reply (distributed: one Redis round trip off every
+  // request's latency; issue 11). Exact either way: the usage event is what charges the account,
+  // and a settle that arrives after the event closed its hold is a no-op. The command leaves
+  // before the event is even spooled, and one connection's commands run in order, so the
+  // caller's next hold sees the shrunk hold. `publish` waits for it (a request is done, for a
+  // graceful stop, only once its hold is settled). Hot state failing here only leaves the hold
+  // to expire, so the event is published whatever happened to the hold.
+  const shrunk = (cost > 0n
+    ? deps.balances.settle(m.requestId, accountId, cost, deps.holdTtlMs)
+    : deps.balances.release(m.requestId, accountId)).catch(onStateError);
   const now = performance.now();
   const { priced, quantities } = settled;
   const report = outcome.report ?? null;
@@ -298,5 +302,5 @@ export async function settle(
     kind: SpanKind.PRODUCER,
     attributes: { 'messaging.operation.type': 'send', 'messaging.destination.name': 'usage', 'tollgate.event.id': event.event_id },
   }, () => deps.log.publish('usage', [{ event, headers: injectContext() }]));
-  return { event, publish };
+  return { event, publish: () => Promise.all([publish(), shrunk]).then(() => {}) };
 }

@@ -1,9 +1,17 @@
 // Settlement rules of services/gateway/src/metering.ts that need no stack: the cap at the hold,
-// the status an anomaly gives, and the bound on the upstream's request id (issue 6, item 2).
+// the status an anomaly gives, and the bound on the upstream's request id (issue 6, item 2);
+// and `settle` itself on real in-process adapters: its publish waits for the hold's shrink, and
+// a shrink that fails (hot state away) still publishes the usage event (issue 11).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { MemoryLog, type ConsumedEvent } from '@tollgate/events';
+import type { KeyEntry } from '@tollgate/keys';
+import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
 import { bundledCatalogPath, loadCatalogFile, priceVersion, resolveModel } from '@tollgate/pricing';
-import { boundedUpstreamId, MAX_UPSTREAM_ID_CHARS, settlement as fullSettlement, type Outcome } from '../src/metering.ts';
+import type { GatewayDeps } from '../src/deps.ts';
+import { boundedUpstreamId, MAX_UPSTREAM_ID_CHARS, settle, settlement as fullSettlement, type Metered, type Outcome } from '../src/metering.ts';
 
 // sonnet-4-5 in the CNY catalog: input 72, output 360 µc per token
 const version = priceVersion(loadCatalogFile(bundledCatalogPath('cny')));
@@ -126,4 +134,55 @@ test('server-tool uses above the declared max_uses: clamped to the bound (totals
   // 2,000×72 + 200×360 + 5×240,000 = 144,000 + 72,000 + 1,200,000
   assert.deepEqual([r.cost, r.anomalies, r.quantities.web_search_requests, r.iterations.map((i) => i.quantities.web_search_requests)],
     [1_416_000n, ['units_over_max_uses'], 5, [3, 2]]);
+});
+
+/** A request of `account` (hold bound 200,000 µc) answered with `usage` (100,800 µc), settled through `settle`. */
+async function settleOne(balances: BalanceStore, account: string): Promise<{ published: ConsumedEvent[]; errors: unknown[]; cost: string; requestId: string }> {
+  const log = new MemoryLog();
+  const published: ConsumedEvent[] = [];
+  await log.subscribe({ group: 'watch', topics: ['usage'], handler: async (events) => { published.push(...events); } });
+  const requestId = `req-${randomUUID()}`;
+  const deps = { balances, log, holdTtlMs: 60_000, gatewayId: 'gw-test' } as unknown as GatewayDeps;
+  const caller = { account: { id: account }, key: { id: 'key-1' } } as unknown as KeyEntry;
+  const m: Metered = { requestId, ts: Date.now(), startedAt: performance.now(), caller, resolved, stream: false, holdMicros: 200_000n, version };
+  const errors: unknown[] = [];
+  const { event, publish } = await settle(deps, m, outcome({}), (err) => errors.push(err));
+  await publish();
+  await log.drain();
+  return { published, errors, cost: event.cost_micros, requestId };
+}
+
+test('settle: publish() resolves once the event is published and the hold shrunk to the cost (200,000 → 100,800 µc held)', async () => {
+  const balances = new MemoryBalanceStore();
+  const account = `acct-${randomUUID()}`;
+  await balances.applyLedger({ type: 'ledger', event_id: `g-${randomUUID()}`, ts: Date.now(), account_id: account, kind: 'grant', amount_micros: '1000000', reference: 'r' });
+  const requestId = `req-${randomUUID()}`;
+  const log = new MemoryLog();
+  const published: ConsumedEvent[] = [];
+  await log.subscribe({ group: 'watch', topics: ['usage'], handler: async (events) => { published.push(...events); } });
+  assert.equal((await balances.hold({ holdId: requestId, accountId: account, keyId: 'key-1', amount: 200_000n, ttlMs: 60_000 })).ok, true);
+  const deps = { balances, log, holdTtlMs: 60_000, gatewayId: 'gw-test' } as unknown as GatewayDeps;
+  const caller = { account: { id: account }, key: { id: 'key-1' } } as unknown as KeyEntry;
+  const m: Metered = { requestId, ts: Date.now(), startedAt: performance.now(), caller, resolved, stream: false, holdMicros: 200_000n, version };
+  const errors: unknown[] = [];
+  const { event, publish } = await settle(deps, m, outcome({}), (err) => errors.push(err));
+  assert.equal(event.cost_micros, '100800');
+  await publish();
+  assert.deepEqual(await balances.get(account), { balance: 1_000_000n, held: 100_800n, available: 899_200n });
+  await log.drain();
+  assert.deepEqual(published.map((e) => [e.event.event_id, (e.event as { cost_micros?: string }).cost_micros]), [[requestId, '100800']]);
+  assert.deepEqual(errors, []);
+});
+
+test('settle: a hold that cannot be shrunk (Redis away) is reported once, and the usage event is still published', async () => {
+  // a client that never connects: every command fails at once (no offline queue)
+  const redis = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+  try {
+    const { published, errors, cost, requestId } = await settleOne(new RedisBalanceStore({ redis, prefix: `t:${randomUUID()}:` }), `acct-${randomUUID()}`);
+    assert.equal(cost, '100800');
+    assert.equal(errors.length, 1);
+    assert.deepEqual(published.map((e) => [e.event.event_id, (e.event as { cost_micros?: string }).cost_micros]), [[requestId, '100800']]);
+  } finally {
+    redis.disconnect();
+  }
 });
