@@ -7,6 +7,7 @@ import { errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic'
 import { decodeBody, jsonDepthExceeds, MAX_JSON_DEPTH } from './body.ts';
 import { installErrorHandling, newRequestId, requestIdOptions, sendError } from './errors.ts';
 import { installTelemetry, type HttpTelemetry } from './telemetry.ts';
+import { lazyChildLoggerFactory } from './logging.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -218,6 +219,8 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     ?? (requestTimeout > 0 ? Math.min(DEFAULT_HEADERS_TIMEOUT_MS, requestTimeout) : DEFAULT_HEADERS_TIMEOUT_MS);
   const app = Fastify({
     logger: options.logger ?? false,
+    // A request's pino child is built only if the request logs something (logging.ts).
+    childLoggerFactory: lazyChildLoggerFactory,
     bodyLimit: options.bodyLimitBytes,
     trustProxy: options.trustProxy ?? false,
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
