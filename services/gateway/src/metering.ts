@@ -293,7 +293,9 @@ export async function settle(
   }
   const tracer = deps.tracer ?? noopTracer;
   // The producer span's context rides in the event's headers: the consumers' spans are its
-  // children, so the request's one trace runs on into the ledger and the warehouse.
+  // children, so the request's one trace runs on into the ledger and the warehouse. Untraced,
+  // no span is started (a no-op one would carry the active context unchanged into the headers).
+  if (tracer === noopTracer) return { event, publish: () => deps.log.publish('usage', [{ event, headers: injectContext() }]) };
   const publish = () => inSpan(tracer, 'publish usage', {
     kind: SpanKind.PRODUCER,
     attributes: { 'messaging.operation.type': 'send', 'messaging.destination.name': 'usage', 'tollgate.event.id': event.event_id },
