@@ -116,7 +116,8 @@ function appliesToModel(models: ReadonlySet<string> | null, model: CatalogModel)
 /** 'match' | 'mismatch' | 'unknown' (some field not known yet: holds assume the worst). */
 function matchWhen(m: Multiplier, c: Conditions): 'match' | 'mismatch' | 'unknown' {
   let unknown = false;
-  for (const [field, want] of Object.entries(m.when) as Array<[ConditionField, string]>) {
+  for (const field of Object.keys(m.when) as ConditionField[]) {
+    const want = (m.when as Record<ConditionField, string>)[field];
     const have = c[field];
     if (have === undefined) unknown = true;
     else if (have !== want) return 'mismatch';
@@ -448,6 +449,9 @@ function holdFactors(catalog: Catalog, model: CatalogModel, c: Conditions, list:
   return f;
 }
 
+/** The token classes on the input side (what the prompt is billed as), in DIMENSIONS order. */
+const INPUT_SIDE_TOKEN_CLASSES: readonly TokenClass[] = DIMENSIONS.filter((d) => d.kind === 'token' && d.inputSide).map((d) => d.key as TokenClass);
+
 function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, maxTokens: number, c: Conditions, list: PriceList | null): Rational {
   // Every table the response could be priced at: standard, fast (unless speed is known not to
   // be fast), and each at its base and every tier the prompt could reach.
@@ -456,11 +460,15 @@ function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, m
   if (model.rates.fast !== undefined && (c.speed === undefined || c.speed === 'fast')) tables.push(model.rates.fast);
   let dearestInput = 0n;
   let output = 0n;
+  // The base rates and every tier the prompt could reach (plain loops: this runs several
+  // times per request, issue 11).
+  const consider = (tokens: TokenRates) => {
+    for (const k of INPUT_SIDE_TOKEN_CLASSES) dearestInput = max(dearestInput, tokens[k]);
+    output = max(output, tokens.output);
+  };
   for (const t of tables) {
-    for (const tokens of [t.tokens, ...t.tiers.filter((x) => inputTokens > x.aboveInputTokens).map((x) => x.tokens)]) {
-      for (const d of DIMENSIONS) if (d.kind === 'token' && d.inputSide) dearestInput = max(dearestInput, tokens[d.key as TokenClass]);
-      output = max(output, tokens.output);
-    }
+    consider(t.tokens);
+    for (const x of t.tiers) if (inputTokens > x.aboveInputTokens) consider(x.tokens);
   }
   const f = holdFactors(catalog, model, c, list);
   const scaled = count(inputTokens, 'inputTokens') * dearestInput + count(maxTokens, 'maxTokens') * output;
