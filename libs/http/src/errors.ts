@@ -56,8 +56,10 @@ export function sendError(reply: FastifyReply, err: GatewayError): FastifyReply 
  * `internal_error` without their message (it may carry internals).
  */
 export function installErrorHandling(app: FastifyInstance): void {
-  app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+  // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     reply.header('request-id', request.id);
+    done();
   });
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const known = isGatewayError(err) ? err : fromFastify(err);
