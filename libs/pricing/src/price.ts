@@ -452,7 +452,11 @@ function holdFactors(catalog: Catalog, model: CatalogModel, c: Conditions, list:
 /** The token classes on the input side (what the prompt is billed as), in DIMENSIONS order. */
 const INPUT_SIDE_TOKEN_CLASSES: readonly TokenClass[] = DIMENSIONS.filter((d) => d.kind === 'token' && d.inputSide).map((d) => d.key as TokenClass);
 
-function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, maxTokens: number, c: Conditions, list: PriceList | null): Rational {
+/**
+ * What a hold prices a model at: the dearest input-side and output rates (µc per million tokens)
+ * of every table and tier the prompt could reach, and the hold's token factor.
+ */
+function holdRates(catalog: Catalog, model: CatalogModel, inputTokens: number, c: Conditions, list: PriceList | null): { dearestInput: bigint; output: bigint; factor: Rational } {
   // Every table the response could be priced at: standard, fast (unless speed is known not to
   // be fast), and each at its base and every tier the prompt could reach.
   const tables: RateTable[] = [];
@@ -470,9 +474,13 @@ function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, m
     consider(t.tokens);
     for (const x of t.tiers) if (inputTokens > x.aboveInputTokens) consider(x.tokens);
   }
-  const f = holdFactors(catalog, model, c, list);
-  const scaled = count(inputTokens, 'inputTokens') * dearestInput + count(maxTokens, 'maxTokens') * output;
-  return mul(rat(scaled, PER_MTOK), f.token);
+  return { dearestInput, output, factor: holdFactors(catalog, model, c, list).token };
+}
+
+function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, maxTokens: number, c: Conditions, list: PriceList | null): Rational {
+  const r = holdRates(catalog, model, inputTokens, c, list);
+  const scaled = count(inputTokens, 'inputTokens') * r.dearestInput + count(maxTokens, 'maxTokens') * r.output;
+  return mul(rat(scaled, PER_MTOK), r.factor);
 }
 
 /** What a hold prices against: the version's catalog, the account's price list and the request's conditions. */
@@ -498,9 +506,11 @@ export function holdPerOutputToken(version: PriceVersion, model: CatalogModel, r
   // hold of holdBound(0) + t × this still covers holdBound(t).
   let dearest: bigint | undefined;
   for (const candidate of servingCandidates(catalog, model, req.fallbacks)) {
-    const one = modelHold(catalog, candidate, req.inputTokens, 1, c, list);
-    const zero = modelHold(catalog, candidate, req.inputTokens, 0, c, list);
-    const perToken = ceil(add(one, mul(zero, rat(-1n))));
+    // modelHold(…, 1) − modelHold(…, 0) is exactly output × factor / 10^6: computed directly,
+    // one pricing pass instead of two (issue 11). The prompt count is checked as modelHold does.
+    count(req.inputTokens, 'inputTokens');
+    const r = holdRates(catalog, candidate, req.inputTokens, c, list);
+    const perToken = ceil(mul(rat(r.output, PER_MTOK), r.factor));
     if (dearest === undefined || perToken > dearest) dearest = perToken;
   }
   return dearest!;
