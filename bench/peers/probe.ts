@@ -116,7 +116,10 @@ function start(probePort: number): void {
         session = undefined;
         if (process.env.BENCH_PROFILE_DIR) {
           const { writeFileSync } = await import('node:fs');
-          writeFileSync(`${process.env.BENCH_PROFILE_DIR}/tollgate-${Date.now()}.cpuprofile`, JSON.stringify(profile));
+          const at = Date.now();
+          writeFileSync(`${process.env.BENCH_PROFILE_DIR}/tollgate-${at}.cpuprofile`, JSON.stringify(profile));
+          // the sampling heap profile too (Chrome DevTools' Memory tab opens it): allocation stacks
+          writeFileSync(`${process.env.BENCH_PROFILE_DIR}/tollgate-${at}.heapprofile`, JSON.stringify(heap.profile));
         }
         body = { ...summarize(profile as unknown as CpuProfile), allocations: summarizeHeap(heap.profile.head as unknown as HeapNode) };
       } else {

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
 import { redactUrl } from './secrets.ts';
 
 export { redactUrl };
@@ -43,4 +43,77 @@ export function loggerOptions(level: string, name: string, secrets: readonly str
       censor: '[redacted]',
     },
   };
+}
+
+type LevelName = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+type Bindings = Parameters<FastifyBaseLogger['child']>[0];
+type ChildLoggerOptions = NonNullable<Parameters<FastifyBaseLogger['child']>[1]>;
+/** A pino logger as far as `LazyChildLogger` reads it. */
+type PinoLike = FastifyBaseLogger & { isLevelEnabled(level: string): boolean; bindings(): Bindings };
+
+/**
+ * A request's logger, made on first use: Fastify's default builds a pino child (bindings
+ * serialized through the redaction) for every request, though at the usual levels (`warn`,
+ * `error`) almost no request logs anything (issue 11: about 1 % of the request path's CPU).
+ * Until a method of an enabled level (or `child`) is called, nothing is built; then it is
+ * exactly `parent.child(bindings)`, so what a line says is unchanged. `parent` is the server's
+ * pino logger.
+ */
+class LazyChildLogger {
+  #parent: PinoLike;
+  #bindings: Bindings;
+  #real: PinoLike | undefined;
+
+  constructor(parent: PinoLike, bindings: Bindings) {
+    this.#parent = parent;
+    this.#bindings = bindings;
+  }
+
+  #logger(): PinoLike {
+    return (this.#real ??= this.#parent.child(this.#bindings) as PinoLike);
+  }
+
+  #log(level: LevelName, args: unknown[]): void {
+    const target = this.#real ?? this.#parent;
+    if (!target.isLevelEnabled(level)) return;
+    (this.#logger()[level] as (...a: unknown[]) => void)(...args);
+  }
+
+  get level(): string {
+    return (this.#real ?? this.#parent).level;
+  }
+
+  set level(level: string) {
+    this.#logger().level = level;
+  }
+
+  isLevelEnabled(level: string): boolean {
+    return (this.#real ?? this.#parent).isLevelEnabled(level);
+  }
+
+  fatal(...args: unknown[]): void { this.#log('fatal', args); }
+  error(...args: unknown[]): void { this.#log('error', args); }
+  warn(...args: unknown[]): void { this.#log('warn', args); }
+  info(...args: unknown[]): void { this.#log('info', args); }
+  debug(...args: unknown[]): void { this.#log('debug', args); }
+  trace(...args: unknown[]): void { this.#log('trace', args); }
+  silent(): void {}
+
+  child(bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
+    return this.#logger().child(bindings, options);
+  }
+
+  bindings(): Bindings {
+    return this.#logger().bindings();
+  }
+}
+
+/**
+ * Fastify's `childLoggerFactory`: a `LazyChildLogger` for the request's bindings, or pino's own
+ * child at once when the route sets logger options (a route `logLevel`), which the lazy one
+ * does not carry.
+ */
+export function lazyChildLoggerFactory(logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
+  if (Object.keys(options).length > 0 || typeof (logger as Partial<PinoLike>).isLevelEnabled !== 'function') return logger.child(bindings, options);
+  return new LazyChildLogger(logger as PinoLike, bindings) as unknown as FastifyBaseLogger;
 }

@@ -2,11 +2,12 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic';
 import { decodeBody, jsonDepthExceeds, MAX_JSON_DEPTH } from './body.ts';
 import { installErrorHandling, newRequestId, requestIdOptions, sendError } from './errors.ts';
 import { installTelemetry, type HttpTelemetry } from './telemetry.ts';
+import { lazyChildLoggerFactory } from './logging.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -218,6 +219,8 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     ?? (requestTimeout > 0 ? Math.min(DEFAULT_HEADERS_TIMEOUT_MS, requestTimeout) : DEFAULT_HEADERS_TIMEOUT_MS);
   const app = Fastify({
     logger: options.logger ?? false,
+    // A request's pino child is built only if the request logs something (logging.ts).
+    childLoggerFactory: lazyChildLoggerFactory,
     bodyLimit: options.bodyLimitBytes,
     trustProxy: options.trustProxy ?? false,
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
@@ -283,15 +286,17 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   app.addHook('preValidation', checkPathParams);
   // An answer before the body was read (401, 413): close rather than drain a body nobody wants,
   // which is how slow-body sockets would otherwise stay open.
-  app.addHook('onSend', async (request, reply) => {
+  // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
+  app.addHook('onSend', (request, reply, payload, done) => {
     if (!request.raw.complete) reply.header('connection', 'close');
+    done(null, payload);
   });
   if (options.corsOrigins !== undefined) installCors(app, options.corsOrigins);
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(['application/json', 'text/plain'], { parseAs: 'buffer', bodyLimit: options.bodyLimitBytes },
     (request, received: Buffer, done) => {
       const encoding = request.headers['content-encoding'];
-      decodeBody(received, encoding, options.bodyLimitBytes).then((body) => {
+      const parse = (body: Buffer) => {
         request.rawBody = body;
         if (body.length === 0) return done(null, undefined);
         if (jsonDepthExceeds(body, MAX_JSON_DEPTH)) {
@@ -304,7 +309,10 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
           return done(gatewayError('invalid_json', 'Request body is not valid JSON'), undefined);
         }
         done(null, parsed);
-      }, (err: unknown) => done(err as Error, undefined));
+      };
+      // An uncompressed body (nearly every request) is parsed at once, without a promise's hop.
+      if (encoding === undefined) parse(received);
+      else decodeBody(received, encoding, options.bodyLimitBytes).then(parse, (err: unknown) => done(err as Error, undefined));
     });
   // Liveness: the process answers HTTP. Readiness: every check registered with
   // `addReadinessCheck` finds nothing wrong (README, Observability: "Health").
@@ -371,14 +379,20 @@ const ROUTER_MAX_PARAM_CHARS = 16_384;
  * parameter's name (`id: is 180 characters long; …`), like every other bad parameter. Runs for
  * every route of every service, after the onRequest hooks (CORS, authentication).
  */
-async function checkPathParams(request: FastifyRequest): Promise<void> {
+function checkPathParams(request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void {
+  // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
   const params = request.params;
-  if (typeof params !== 'object' || params === null) return;
-  for (const [name, value] of Object.entries(params as Record<string, unknown>)) {
-    // '*' is a wildcard's rest of the path (the simulator, proxies), not an identifier
-    if (name === '*' || typeof value !== 'string' || value.length <= MAX_PATH_PARAM_CHARS) continue;
-    throw gatewayError('invalid_request', `${name}: is ${value.length} characters long; a path parameter is at most ${MAX_PATH_PARAM_CHARS}`);
+  if (typeof params === 'object' && params !== null) {
+    for (const name in params) {
+      if (!Object.hasOwn(params, name)) continue;
+      const value = (params as Record<string, unknown>)[name];
+      // '*' is a wildcard's rest of the path (the simulator, proxies), not an identifier
+      if (name === '*' || typeof value !== 'string' || value.length <= MAX_PATH_PARAM_CHARS) continue;
+      done(gatewayError('invalid_request', `${name}: is ${value.length} characters long; a path parameter is at most ${MAX_PATH_PARAM_CHARS}`));
+      return;
+    }
   }
+  done();
 }
 
 /**

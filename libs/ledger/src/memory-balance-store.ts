@@ -25,6 +25,12 @@ export class MemoryBalanceStore implements BalanceStore {
   #holds = new Map<string, Hold>();
   /** hold ids per account, so expiring an account's holds never walks everyone's */
   #accountHolds = new Map<string, Set<string>>();
+  /**
+   * per account, a time at or before which none of its holds expires (ms): `#expireHolds` walks
+   * an account's holds only once one may have expired, not on every hold (issue 11: at
+   * concurrency N each hold walked the N live ones). Lowered whenever a hold's expiry is set.
+   */
+  #earliestExpiry = new Map<string, number>();
   #heldByAccount = new Map<string, bigint>();
   #ledgerEntries = new Map<string, bigint>();
   #usageSeen = new Map<string, number>();
@@ -85,6 +91,7 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#dropHold(req.holdId, true);
     for (const key of counted) this.#addWindow(key, amount, now);
     this.#holds.set(req.holdId, { accountId: req.accountId, amount, expiresAt: now + req.ttlMs, windows: counted });
+    this.#noteExpiry(req.accountId, now + req.ttlMs);
     let ids = this.#accountHolds.get(req.accountId);
     if (!ids) this.#accountHolds.set(req.accountId, (ids = new Set()));
     ids.add(req.holdId);
@@ -101,6 +108,7 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#shiftWindows(hold.windows, actual - hold.amount);
     hold.amount = actual;
     hold.expiresAt = this.#now() + ttlMs;
+    this.#noteExpiry(hold.accountId, hold.expiresAt);
   }
 
   /** Spent + held in one spend window, µc (for tests and reconcile); 0 when nothing is counted. */
@@ -111,7 +119,10 @@ export class MemoryBalanceStore implements BalanceStore {
 
   async extend(holdId: string, _accountId: string, ttlMs: number): Promise<void> {
     const hold = this.#holds.get(holdId);
-    if (hold) hold.expiresAt = this.#now() + ttlMs;
+    if (hold) {
+      hold.expiresAt = this.#now() + ttlMs;
+      this.#noteExpiry(hold.accountId, hold.expiresAt);
+    }
   }
 
   async release(holdId: string): Promise<void> {
@@ -314,9 +325,22 @@ export class MemoryBalanceStore implements BalanceStore {
     const ids = this.#accountHolds.get(accountId);
     if (!ids) return;
     const now = this.#now();
+    const bound = this.#earliestExpiry.get(accountId);
+    if (bound !== undefined && bound > now) return;
+    let earliest = Infinity;
     for (const id of ids) {
-      if (this.#holds.get(id)!.expiresAt <= now) this.#dropHold(id);
+      const at = this.#holds.get(id)!.expiresAt;
+      if (at <= now) this.#dropHold(id);
+      else if (at < earliest) earliest = at;
     }
+    if (earliest === Infinity) this.#earliestExpiry.delete(accountId);
+    else this.#earliestExpiry.set(accountId, earliest);
+  }
+
+  /** A hold of `accountId` now expires at `at` (ms): keeps `#earliestExpiry` a lower bound. */
+  #noteExpiry(accountId: string, at: number): void {
+    const bound = this.#earliestExpiry.get(accountId);
+    if (bound === undefined || at < bound) this.#earliestExpiry.set(accountId, at);
   }
 
   #forgetOldUsage(): void {

@@ -93,7 +93,9 @@ export const ZERO_QUANTITIES: Quantities = Object.freeze(
  */
 export function quantities(partial: Partial<Record<Dimension, number>>): Quantities {
   const out: Record<Dimension, number> = { ...ZERO_QUANTITIES };
-  for (const [k, v] of Object.entries(partial)) {
+  // Object.keys, not entries: the same keys in the same order without a pair array per key.
+  for (const k of Object.keys(partial)) {
+    const v = (partial as Record<string, number | undefined>)[k];
     if (!isDimension(k)) throw new RangeError(`unknown dimension ${JSON.stringify(k)}`);
     if (v === undefined) continue;
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${k} must be a non-negative integer, got ${v}`);

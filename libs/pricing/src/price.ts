@@ -116,7 +116,8 @@ function appliesToModel(models: ReadonlySet<string> | null, model: CatalogModel)
 /** 'match' | 'mismatch' | 'unknown' (some field not known yet: holds assume the worst). */
 function matchWhen(m: Multiplier, c: Conditions): 'match' | 'mismatch' | 'unknown' {
   let unknown = false;
-  for (const [field, want] of Object.entries(m.when) as Array<[ConditionField, string]>) {
+  for (const field of Object.keys(m.when) as ConditionField[]) {
+    const want = (m.when as Record<ConditionField, string>)[field];
     const have = c[field];
     if (have === undefined) unknown = true;
     else if (have !== want) return 'mismatch';
@@ -448,7 +449,14 @@ function holdFactors(catalog: Catalog, model: CatalogModel, c: Conditions, list:
   return f;
 }
 
-function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, maxTokens: number, c: Conditions, list: PriceList | null): Rational {
+/** The token classes on the input side (what the prompt is billed as), in DIMENSIONS order. */
+const INPUT_SIDE_TOKEN_CLASSES: readonly TokenClass[] = DIMENSIONS.filter((d) => d.kind === 'token' && d.inputSide).map((d) => d.key as TokenClass);
+
+/**
+ * What a hold prices a model at: the dearest input-side and output rates (µc per million tokens)
+ * of every table and tier the prompt could reach, and the hold's token factor.
+ */
+function holdRates(catalog: Catalog, model: CatalogModel, inputTokens: number, c: Conditions, list: PriceList | null): { dearestInput: bigint; output: bigint; factor: Rational } {
   // Every table the response could be priced at: standard, fast (unless speed is known not to
   // be fast), and each at its base and every tier the prompt could reach.
   const tables: RateTable[] = [];
@@ -456,15 +464,23 @@ function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, m
   if (model.rates.fast !== undefined && (c.speed === undefined || c.speed === 'fast')) tables.push(model.rates.fast);
   let dearestInput = 0n;
   let output = 0n;
+  // The base rates and every tier the prompt could reach (plain loops: this runs several
+  // times per request, issue 11).
+  const consider = (tokens: TokenRates) => {
+    for (const k of INPUT_SIDE_TOKEN_CLASSES) dearestInput = max(dearestInput, tokens[k]);
+    output = max(output, tokens.output);
+  };
   for (const t of tables) {
-    for (const tokens of [t.tokens, ...t.tiers.filter((x) => inputTokens > x.aboveInputTokens).map((x) => x.tokens)]) {
-      for (const d of DIMENSIONS) if (d.kind === 'token' && d.inputSide) dearestInput = max(dearestInput, tokens[d.key as TokenClass]);
-      output = max(output, tokens.output);
-    }
+    consider(t.tokens);
+    for (const x of t.tiers) if (inputTokens > x.aboveInputTokens) consider(x.tokens);
   }
-  const f = holdFactors(catalog, model, c, list);
-  const scaled = count(inputTokens, 'inputTokens') * dearestInput + count(maxTokens, 'maxTokens') * output;
-  return mul(rat(scaled, PER_MTOK), f.token);
+  return { dearestInput, output, factor: holdFactors(catalog, model, c, list).token };
+}
+
+function modelHold(catalog: Catalog, model: CatalogModel, inputTokens: number, maxTokens: number, c: Conditions, list: PriceList | null): Rational {
+  const r = holdRates(catalog, model, inputTokens, c, list);
+  const scaled = count(inputTokens, 'inputTokens') * r.dearestInput + count(maxTokens, 'maxTokens') * r.output;
+  return mul(rat(scaled, PER_MTOK), r.factor);
 }
 
 /** What a hold prices against: the version's catalog, the account's price list and the request's conditions. */
@@ -490,9 +506,11 @@ export function holdPerOutputToken(version: PriceVersion, model: CatalogModel, r
   // hold of holdBound(0) + t × this still covers holdBound(t).
   let dearest: bigint | undefined;
   for (const candidate of servingCandidates(catalog, model, req.fallbacks)) {
-    const one = modelHold(catalog, candidate, req.inputTokens, 1, c, list);
-    const zero = modelHold(catalog, candidate, req.inputTokens, 0, c, list);
-    const perToken = ceil(add(one, mul(zero, rat(-1n))));
+    // modelHold(…, 1) − modelHold(…, 0) is exactly output × factor / 10^6: computed directly,
+    // one pricing pass instead of two (issue 11). The prompt count is checked as modelHold does.
+    count(req.inputTokens, 'inputTokens');
+    const r = holdRates(catalog, candidate, req.inputTokens, c, list);
+    const perToken = ceil(mul(rat(r.output, PER_MTOK), r.factor));
     if (dearest === undefined || perToken > dearest) dearest = perToken;
   }
   return dearest!;

@@ -11,13 +11,20 @@ export const ZERO: Rational = Object.freeze({ num: 0n, den: 1n });
 export const ONE: Rational = Object.freeze({ num: 1n, den: 1n });
 
 function gcd(a: bigint, b: bigint): bigint {
-  while (b !== 0n) [a, b] = [b, a % b];
+  // No destructuring swap: it allocated an array per step on the pricing hot path.
+  while (b !== 0n) {
+    const r = a % b;
+    a = b;
+    b = r;
+  }
   return a < 0n ? -a : a;
 }
 
 /** num/den reduced; den > 0. */
 export function rat(num: bigint, den = 1n): Rational {
   if (den <= 0n) throw new RangeError('rational: denominator must be positive');
+  // Whole numbers are already reduced (gcd(num, 1) = 1): the common case of prices and counts.
+  if (den === 1n) return { num, den };
   const g = gcd(num, den);
   return g > 1n ? { num: num / g, den: den / g } : { num, den };
 }

@@ -4,6 +4,29 @@ import { hashSecret, ipAllowed, keyExpired, keyFromHeaders, looksLikeKey, type K
 import type { IncomingHttpHeaders } from 'node:http';
 import { guardState, stateUnavailable } from './state.ts';
 
+/** Most key hashes `secretHash` remembers (about 0.6 MB at most); the least recently used go first. */
+const MAX_REMEMBERED_HASHES = 4096;
+const hashes = new Map<string, string>();
+
+/**
+ * `hashSecret(secret, serverKey)`, remembered for the keys seen lately: a client sends the same
+ * key on every request and the HMAC was ~2 % of a request's CPU (issue 11). The map holds the
+ * secrets of recent callers, as the process already does while their requests run (and the
+ * secret scrubbers of @tollgate/anthropic for the headers they send); it never leaves memory.
+ */
+function secretHash(secret: string, serverKey: string): string {
+  const id = `${serverKey}\0${secret}`;
+  let hash = hashes.get(id);
+  if (hash === undefined) {
+    hash = hashSecret(secret, serverKey);
+    if (hashes.size >= MAX_REMEMBERED_HASHES) hashes.delete(hashes.keys().next().value!);
+  } else {
+    hashes.delete(id); // re-inserted below: Map order is recency order
+  }
+  hashes.set(id, hash);
+  return hash;
+}
+
 /**
  * The caller behind a request: the key from `x-api-key` or `Authorization: Bearer`, looked up
  * by its HMAC, and the access rules of its record (issue 8), in this order:
@@ -28,7 +51,7 @@ export async function authenticate(
 ): Promise<KeyEntry> {
   const secret = keyFromHeaders(headers);
   if (!secret || !looksLikeKey(secret)) throw gatewayError('invalid_api_key', 'invalid x-api-key');
-  const entry = await guardState(() => keys.byHash(hashSecret(secret, keyHashSecret)));
+  const entry = await guardState(() => keys.byHash(secretHash(secret, keyHashSecret)));
   // A miss while hot state is lost is not a bad key: answer 503, not 401 (misses are rare, so
   // the extra round trip is off the common path).
   if (!entry && !(await guardState(stateReady))) throw stateUnavailable();

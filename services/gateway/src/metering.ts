@@ -297,7 +297,11 @@ export async function settle(
   }
   const tracer = deps.tracer ?? noopTracer;
   // The producer span's context rides in the event's headers: the consumers' spans are its
-  // children, so the request's one trace runs on into the ledger and the warehouse.
+  // children, so the request's one trace runs on into the ledger and the warehouse. Untraced,
+  // no span is started (a no-op one would carry the active context unchanged into the headers).
+  // Without any tracer (no OpenTelemetry SDK registered in this process) there is no context to
+  // carry: the headers are `{}`, as `injectContext()` would give, without running the propagator.
+  if (tracer === noopTracer) return { event, publish: () => deps.log.publish('usage', [{ event, headers: deps.tracer === undefined ? {} : injectContext() }]) };
   const publish = () => inSpan(tracer, 'publish usage', {
     kind: SpanKind.PRODUCER,
     attributes: { 'messaging.operation.type': 'send', 'messaging.destination.name': 'usage', 'tollgate.event.id': event.event_id },

@@ -70,8 +70,33 @@ function carriesSecret(value: string, secrets: readonly string[]): boolean {
  * its W3C shape; an opaque id (`OPAQUE_IDS`) unless it holds one of `known`; a comma list
  * (`COMMA_LISTS`) less each member that carries a secret (the rest trimmed and joined by `,`;
  * untouched when none does); any other value whole or not at all (`carriesSecret`).
+ * `knownId`: `known.join('\0')`.
  */
-function forwardedValue(name: string, v: string, known: readonly string[]): string | null {
+function forwardedValue(name: string, v: string, known: readonly string[], knownId: string): string | null {
+  // Pure in (name, v, known): a client sends the same few headers on every request (the SDK's
+  // `x-stainless-*`, `anthropic-version`, `user-agent`), so their verdicts are remembered instead
+  // of running the credential rules again each time (issue 11: the per-request CPU). Keyed by
+  // content like `secretScrubber` (the caller's key is part of `known`), short values only.
+  if (v.length > MAX_REMEMBERED_VALUE_CHARS) return judgeValue(name, v, known);
+  const id = `${name}\0${v}\0${knownId}`;
+  const seen = verdicts.get(id);
+  if (seen !== undefined) return seen === FORWARD_NOTHING ? null : seen;
+  const kept = judgeValue(name, v, known);
+  if (verdicts.size >= MAX_VERDICTS) verdicts.delete(verdicts.keys().next().value!);
+  verdicts.set(id, kept ?? FORWARD_NOTHING);
+  return kept;
+}
+
+/** Longest header value whose verdict `forwardedValue` remembers, in characters. */
+const MAX_REMEMBERED_VALUE_CHARS = 512;
+/** Most verdicts remembered; the oldest is forgotten first. */
+const MAX_VERDICTS = 4096;
+/** Stands for a null verdict in `verdicts` (a header value that must not be forwarded). */
+const FORWARD_NOTHING = Symbol('forward nothing');
+const verdicts = new Map<string, string | typeof FORWARD_NOTHING>();
+
+/** `forwardedValue` without the memo. */
+function judgeValue(name: string, v: string, known: readonly string[]): string | null {
   if (name === 'traceparent') return TRACEPARENT.test(v) ? v : null;
   if (OPAQUE_IDS.has(name)) {
     const decoded = lenientDecode(v);
@@ -104,6 +129,8 @@ export function upstreamHeaders(
 ): Record<string, string> {
   const out: Record<string, string> = {};
   const known = [...callerKeys(incoming), ...secrets];
+  // `known` by content, once per request (the verdict memo's key, see `forwardedValue`)
+  const knownId = known.join('\0');
   // A header the client's `connection` lists is hop-by-hop (RFC 9110 §7.6.1), allowed or not.
   const connectionListed = new Set(
     String(incoming.connection ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
@@ -116,7 +143,7 @@ export function upstreamHeaders(
       || (FORWARDED_PREFIXES.some((p) => name.startsWith(p)) && !isCredentialName(name));
     if (!admitted) continue;
     const v = Array.isArray(value) ? value.join(', ') : value;
-    const kept = forwardedValue(name, v, known);
+    const kept = forwardedValue(name, v, known, knownId);
     if (kept !== null) out[name] = kept;
   }
   out['content-type'] = 'application/json';

@@ -10,13 +10,14 @@ import {
   admission, advisorTools, contextWindowFor, HoldBoundError, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
-  context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, inSpan, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
+  context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
 import { boundedUpstreamId, settle, type Metered, type Outcome } from '../metering.ts';
 import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import type { Route, Sent, UpstreamPool } from '../pool/selector.ts';
 import { guardState, stateUnavailable } from '../state.ts';
+import { spanned, UNTRACED_SPAN } from '../spans.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
 import { checkModelAllowed, checkServingModelsAllowed } from '../auth.ts';
 import { JsonValueEnd, serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
@@ -173,6 +174,8 @@ export type MessagesPipeline = (request: FastifyRequest, reply: FastifyReply, fo
 /** Mounts `/v1/messages` (and `/api/v1/messages`); returns the pipeline for other client formats. */
 export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstream: Upstream, pool: UpstreamPool): MessagesPipeline {
   const tracer = deps.tracer ?? noopTracer;
+  // Untraced (no exporter): no step span is started, nor its attributes built (`spanned`).
+  const traced = deps.tracer !== undefined && deps.tracer !== noopTracer;
   const metrics = deps.metrics;
   const upstreamHost = new URL(deps.upstream.url).host;
 
@@ -228,7 +231,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     // max_tokens), not the input alone, so concurrent requests cannot together overrun it;
     // `done(used)` corrects it to the real total when the request ends.
     const worstTokens = estimate + body.max_tokens * bound.iterations;
-    const limit = await inSpan(tracer, 'limits', { attributes: { 'tollgate.estimated_input_tokens': estimate, 'tollgate.estimated_tokens': worstTokens } },
+    const limit = await spanned(deps.tracer, 'limits', () => ({ 'tollgate.estimated_input_tokens': estimate, 'tollgate.estimated_tokens': worstTokens }),
       () => acquireLimits(deps, request, worstTokens));
     // Before anything can refuse (the hold's 402 included): every answer carries the windows.
     reply.headers(limit.headers);
@@ -255,7 +258,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const floor = Math.max(deps.admission?.floorTokens ?? 1_024, budgetThinking(body, resolved) ? minBudget + 1 : 1);
     const adm = holdFor(x, priceList, caller.account.admission_policy ?? deps.admission?.policy ?? 'clamp', floor);
     const spend = spendTerms(caller);
-    const hold = await inSpan(tracer, 'hold', { attributes: { 'tollgate.hold.micro_credits': adm.amount.toString() } }, async (span) => {
+    const hold = await spanned(deps.tracer, 'hold', () => ({ 'tollgate.hold.micro_credits': adm.amount.toString() }), async (span) => {
       try {
         const result = await guardState(() => deps.balances.hold({
           holdId: request.id, accountId: caller.account.id, keyId: caller.key.id, amount: adm.amount, ttlMs: deps.holdTtlMs,
@@ -319,7 +322,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         // The limiter's release and the hold's shrink are independent: one round trip of wait.
         const [, { event, publish }] = await Promise.all([
           x.limit.done(u ? u.input + u.output + u.cacheRead + u.cacheWrite5m + u.cacheWrite1h : 0),
-          inSpan(tracer, 'settle', { attributes: { 'tollgate.usage.status': outcome.status } }, (span) =>
+          spanned(deps.tracer, 'settle', () => ({ 'tollgate.usage.status': outcome.status }), (span) =>
             settle(deps, m, outcome, (err) => {
               failSpan(span, err);
               request.log.warn({ err }, 'could not shrink the hold; it will expire');
@@ -338,7 +341,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       // A client span from the call until the upstream body is read to its end (streams included);
       // ended by `endUpstream` on every path.
       // GenAI semantic conventions: `chat <model>`, the model and max_tokens as sent upstream.
-      const upstreamSpan = tracer.startSpan(genAiSpanName(resolved.upstreamModel), {
+      const upstreamSpan = !traced ? UNTRACED_SPAN : tracer.startSpan(genAiSpanName(resolved.upstreamModel), {
         kind: SpanKind.CLIENT,
         attributes: {
           'http.request.method': 'POST', 'server.address': upstreamHost,
@@ -348,7 +351,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
           }),
         },
       });
-      const upstreamCtx = trace.setSpan(context.active(), upstreamSpan);
+      // only read when the span records (the traceparent sent upstream)
+      const upstreamCtx = traced ? trace.setSpan(context.active(), upstreamSpan) : undefined;
       const endUpstream = (err?: unknown) => {
         if (err !== undefined) failSpan(upstreamSpan, err);
         upstreamSpan.end();
@@ -359,7 +363,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         // Failover before the first byte (pool/selector.ts): only the serving attempt's answer is read and billed.
         served = await pool.send(x.route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: x.ts },
           (client) => client.post('/v1/messages', searchOf(request.url), request.headers, x.sent,
-            upstreamSpan.isRecording() ? injectContext(upstreamCtx) : undefined));
+            upstreamSpan.isRecording() && upstreamCtx !== undefined ? injectContext(upstreamCtx) : undefined));
         if (upstreamSpan.isRecording()) {
           upstreamSpan.setAttributes({ 'tollgate.upstream.id': served.upstreamId ?? '', 'tollgate.upstream.attempts': served.attempts });
         }
