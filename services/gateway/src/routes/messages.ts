@@ -478,6 +478,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       // has the usage event. Kafka's acknowledgement is awaited after the reply, off its latency.
       const published = settled.publish();
       reply.code(written?.status ?? res.status).type(written === null ? header(res, 'content-type') ?? 'application/json' : 'application/json').send(written?.body ?? bytes);
+      // The upstream's answer is read whole: its slot is free now, not after Kafka's acknowledgement.
+      served?.release();
       await published;
       return reply;
     } finally {
