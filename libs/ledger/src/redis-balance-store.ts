@@ -178,6 +178,8 @@ export class RedisBalanceStore implements BalanceStore {
     // On a Cluster the ready markers also carry the rebuild's generation, which keeps exactly
     // once across a rebuild (see account_ctx in lua/position.lua): never without them.
     this.#requireReady = this.#cluster || (options.requireReady ?? false);
+    // The slot tag table, built here rather than on the first hold a gateway serves.
+    if (this.#cluster) slotTag(0);
     this.#now = options.now;
 
     const expireHolds = lua('expire-holds');
