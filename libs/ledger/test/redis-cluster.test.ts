@@ -45,7 +45,8 @@ async function deletePrefix(cluster: Cluster, prefix: string, only?: string): Pr
     let cursor = '0';
     do {
       const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      for (const key of keys) await node.del(key);
+      // One round trip per page (a multi-key DEL must stay in one slot).
+      if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
       cursor = next;
     } while (cursor !== '0');
   }
