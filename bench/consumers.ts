@@ -504,7 +504,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       let c = '0';
       do {
         const [next, keys] = await node.scan(c, 'MATCH', `${redisPrefix}*`, 'COUNT', 1000);
-        for (const key of keys) await node.del(key);
+        if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
         c = next;
       } while (c !== '0');
     }

@@ -26,7 +26,7 @@ test('ledger on a Redis Cluster: traffic over two gateways is exact, reconcile a
       let cursor = '0';
       do {
         const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        for (const key of keys) await node.del(key);
+        if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
         cursor = next;
       } while (cursor !== '0');
     }

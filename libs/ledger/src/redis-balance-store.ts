@@ -68,6 +68,7 @@ interface LedgerScripts {
   tollgateLedgerClusterAdvance(ready: string, pos: string, generation: string, ...pairs: string[]): Promise<number>;
   tollgateLedgerClusterLoad(gen: string, ready: string, pos: string, layout: string, ...args: string[]): Promise<number>;
   tollgateLedgerReject(ledger: string, rejected: string, eventId: string, reason: string): Promise<number>;
+  tollgateLedgerClusterLoadPut(marker: string, key: string, loading: string, op: string, ...values: string[]): Promise<number>;
 }
 
 /** The Cluster layout's version, stored in `P {ledger}layout` by `load`; `ready()` wants it. */
@@ -177,6 +178,8 @@ export class RedisBalanceStore implements BalanceStore {
     // On a Cluster the ready markers also carry the rebuild's generation, which keeps exactly
     // once across a rebuild (see account_ctx in lua/position.lua): never without them.
     this.#requireReady = this.#cluster || (options.requireReady ?? false);
+    // The slot tag table, built here rather than on the first hold a gateway serves.
+    if (this.#cluster) slotTag(0);
     this.#now = options.now;
 
     const expireHolds = lua('expire-holds');
@@ -203,6 +206,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerClusterAdvance', lua('cluster-advance'), 2);
     define('tollgateLedgerClusterLoad', lua('cluster-load'), 4);
     define('tollgateLedgerReject', lua('reject'), 2);
+    define('tollgateLedgerClusterLoadPut', lua('cluster-load-put'), 2);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
 
@@ -545,9 +549,11 @@ export class RedisBalanceStore implements BalanceStore {
 
   /**
    * Not on the hot path: one Lua step replaces the state (see lua/load.lua). On a Cluster it
-   * cannot be one step: a new generation starts (nothing is ready), the old balances, account
-   * positions and ledger entries go, the snapshot is written, then the slots' markers and the
-   * store-wide one take the new generation. Throws on a Cluster when a ledger entry or usage id
+   * cannot be one step: a new generation starts and every slot is marked loading it (nothing
+   * is ready), the old balances, account positions and ledger entries go, the snapshot is
+   * written, then the slots' markers and the store-wide one take the new generation. Each of
+   * those writes checks its slot's mark, so of two overlapping rebuilds the later one wins
+   * whole and the earlier throws. Throws on a Cluster when a ledger entry or usage id
    * has no account in `snapshot.eventAccounts` (each is kept in its account's slot).
    */
   async load(snapshot: BalanceSnapshot): Promise<void> {
@@ -581,15 +587,31 @@ export class RedisBalanceStore implements BalanceStore {
     const balances = [...snapshot.balances].map(([account, b]) => ({ account, balance: int64(b, `balance of ${account}`) }));
     const store = [this.#g('gen'), this.#g('ready'), this.#g('pos'), this.#g('layout')] as const;
     const gen = String(await this.#scripts.tollgateLedgerClusterLoad(...store, 'start'));
-    await this.#perSlot((p, slot) => p.del(this.#slotMarker(slot)));
+    // Every slot is marked loading this generation (holds and applies answer not_ready); each
+    // later step writes only where the mark is still ours (cluster-load-put.lua).
+    const loading = `L${gen}`;
+    const marked = await this.#perSlot((p, slot) => {
+      const marker = this.#slotMarker(slot);
+      (p as unknown as LedgerScripts).tollgateLedgerClusterLoadPut(marker, marker, loading, 'mark');
+    });
+    let refused = marked.filter((r) => Number(r) !== 1).length;
+    if (refused > 0) throw new Error('load on Redis Cluster: another rebuild started meanwhile; it decides the state');
+    const put = async (key: string, op: string, ...values: string[]) => {
+      if (await this.#scripts.tollgateLedgerClusterLoadPut(this.#slotMarker(calculateSlot(key)), key, loading, op, ...values) !== 1) refused++;
+    };
     for (const pattern of ['bal', 'pos', 'ledger']) {
       const keys = await this.#scanKeys(`${globLiteral(this.#prefix)}${pattern}:{*}`);
-      await each(keys, (key) => this.#redis.del(key));
+      await each(keys, (key) => put(key, 'del'));
     }
-    await each(ids, ({ id, account }) => this.#redis.set(this.#idScope(account).usage(id), '1', 'PX', this.#usageMemoryMs));
-    await each(balances, ({ account, balance }) => this.#redis.set(this.#accountKeys(account).bal, balance));
-    await each(entries, ({ id, amount, account }) => this.#redis.hset(this.#idScope(account).ledger, id, amount));
-    await this.#perSlot((p, slot) => p.set(this.#slotMarker(slot), gen));
+    await each(ids, ({ id, account }) => put(this.#idScope(account).usage(id), 'setpx', '1', this.#usageMemoryMs));
+    await each(balances, ({ account, balance }) => put(this.#accountKeys(account).bal, 'set', balance));
+    await each(entries, ({ id, amount, account }) => put(this.#idScope(account).ledger, 'hset', id, amount));
+    const turned = await this.#perSlot((p, slot) => {
+      const marker = this.#slotMarker(slot);
+      (p as unknown as LedgerScripts).tollgateLedgerClusterLoadPut(marker, marker, loading, 'ready', gen);
+    });
+    refused += turned.filter((r) => Number(r) !== 1).length;
+    if (refused > 0) throw new Error('load on Redis Cluster: another rebuild started meanwhile; it decides the state');
     const positions = [...(snapshot.positions ?? new Map<string, bigint>())].flatMap(([f, o]) => [f, o.toString()]);
     const done = await this.#scripts.tollgateLedgerClusterLoad(...store, 'finish', gen, CLUSTER_LAYOUT, ...positions);
     if (done !== 1) throw new Error('load on Redis Cluster: another rebuild started meanwhile; it decides the state');

@@ -45,7 +45,8 @@ async function deletePrefix(cluster: Cluster, prefix: string, only?: string): Pr
     let cursor = '0';
     do {
       const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      for (const key of keys) await node.del(key);
+      // One round trip per page (a multi-key DEL must stay in one slot).
+      if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
       cursor = next;
     } while (cursor !== '0');
   }
@@ -218,4 +219,41 @@ test('Redis Cluster: every ledger script runs on a real 3-master cluster, accoun
   assert.equal(await store.ready(), false);
   assert.deepEqual(await store.hold({ holdId: 'h9', accountId: A, keyId: 'k', amount: 1n, ttlMs: 60_000 }), { ok: false, reason: 'not_ready', available: 0n });
   assert.equal((await store.hold({ holdId: 'h9', accountId: B, keyId: 'k', amount: 1n, ttlMs: 60_000 })).ok, true);
+});
+
+test('Redis Cluster: two overlapping rebuilds never mix their snapshots: the state is one of them whole, positions included', async (t) => {
+  const nodes = await requireRedisCluster(t);
+  if (!nodes) return;
+  const cluster = connect(nodes);
+  const prefix = `test:cluster:${randomUUID()}:`;
+  t.after(async () => {
+    await deletePrefix(cluster, prefix);
+    cluster.disconnect();
+  });
+  const accounts = Array.from({ length: 60 }, (_, i) => `acct-${i}`);
+  const snap = (n: bigint) => ({
+    balances: new Map(accounts.map((a, i) => [a, n * 1_000n + BigInt(i)])),
+    ledgerEntries: new Map(accounts.map((a) => [`credit:${a}:${n}`, n])),
+    eventAccounts: new Map(accounts.map((a) => [`credit:${a}:${n}`, a])),
+    positions: new Map([['usage:0', n]]),
+  });
+  // Two processes (two stores, one client each) rebuilding at once, three times.
+  const other = connect(nodes);
+  t.after(() => other.disconnect());
+  const one = new RedisBalanceStore({ redis: cluster, prefix });
+  const two = new RedisBalanceStore({ redis: other, prefix });
+  for (let round = 0; round < 3; round++) {
+    const results = await Promise.allSettled([one.load(snap(1n)), two.load(snap(2n))]);
+    const failed = results.filter((r) => r.status === 'rejected');
+    for (const f of failed) assert.match(String((f as PromiseRejectedResult).reason), /another rebuild started meanwhile/);
+    assert.ok(failed.length <= 1, 'at most the earlier rebuild gives up');
+    assert.equal(await one.ready(), true);
+    const position = await one.position('usage', 0);
+    const won = snap(position);
+    assert.deepEqual(await one.balances(), won.balances, `round ${round}: the balances of snapshot ${position} exactly`);
+    for (const a of accounts) {
+      assert.equal(await one.ledgerEntry(`credit:${a}:${position}`, a), position);
+      assert.equal(await one.ledgerEntry(`credit:${a}:${3n - position}`, a), undefined);
+    }
+  }
 });

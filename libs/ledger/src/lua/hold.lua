@@ -9,7 +9,8 @@
 -- KEYS[6] hwin:{account}  hash holdId -> the window counter keys it is counted in ('\n'-joined)
 -- KEYS[7..] sw:{account}:<window>:<owner>  window counter bases (':' .. window start appended)
 -- ARGV[1] holdId, ARGV[2] amount (integer string, >= 0), ARGV[3] ttl in ms,
--- ARGV[4] ready key or '' (when set and missing, hot state was lost: refuse with -2)
+-- ARGV[4] ready key or '' (when set and missing, or 'L…' (a Cluster rebuild loading), hot
+--         state was lost: refuse with -2)
 -- ARGV[5] overdraft (integer string >= 0), ARGV[6] policy '' | 'strict' | 'clamp',
 -- ARGV[7] base, ARGV[8] µc per output token, ARGV[9] max tokens, ARGV[10] floor tokens,
 -- ARGV[11] floor amount (base + floor × per token), ARGV[12] now override in ms or '' (tests),
@@ -87,7 +88,11 @@ end
 
 -- 0. Lost state (Redis restarted empty, not rebuilt yet): a missing balance would read as 0
 --    and refuse as "no credit"; say "not ready" instead, so the gateway answers 503.
-if ARGV[4] ~= '' and redis.call('EXISTS', ARGV[4]) == 0 then return { -2 } end
+--    On a Cluster the marker is the slot's, and 'L…' while a rebuild is loading it.
+if ARGV[4] ~= '' then
+  local ready = redis.call('GET', ARGV[4])
+  if not ready or ready:sub(1, 1) == 'L' then return { -2 } end
+end
 local now = now_ms(ARGV[12])
 
 -- 1. Stale holds of this account stop counting before anything is decided (they stay counted
