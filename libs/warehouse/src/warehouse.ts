@@ -174,6 +174,10 @@ export function isDataError(err: unknown): boolean {
     && DATA_ERROR_CODES.has(String(code));
 }
 
+// Bytes of event ids per existence query (see #markStored): half a server's default cap on one
+// URL field (`http_max_field_value_size` = 128 KiB), the accounts parameter sharing the URL.
+const ID_PARAM_BUDGET = 64 * 1024;
+
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const UINT32_MAX = 2 ** 32 - 1;
@@ -413,24 +417,42 @@ export class Warehouse {
 
   /** `rows` with `rollup_skip` 1 where `usage_events` already holds the event id or it came earlier in `rows`, else 0. */
   async #markStored(rows: Row[]): Promise<{ marked: Row[]; stored: Set<string> }> {
-    const ids = [...new Set(rows.map((r) => r['event_id'] as string))];
-    // A duplicate has the same ts (the dedup rule), so the batch's time span prunes partitions.
-    // Only the span's ends are needed: one pass, not a sort (the ts texts order as they compare).
-    let lo = rows[0]!['ts'] as string;
-    let hi = lo;
+    // The ids travel as a query parameter, i.e. in the URL of a server's HTTP request, whose
+    // fields a ClickHouse server caps (`http_max_field_value_size`, 128 KiB by default; a longer
+    // one fails the whole batch with "Field value too long"): one query per chunk of ids under
+    // ID_PARAM_BUDGET bytes, each with its own rows' accounts and time span, run together.
+    // Chunks of few accounts each: the raw table is sorted by account first, so each query
+    // reads only its own accounts' granules, and a batch reads the table about once, not once
+    // per chunk.
+    const distinct: Row[] = [];
+    const seenIds = new Set<string>();
     for (const r of rows) {
-      const t = r['ts'] as string;
-      if (t < lo) lo = t;
-      else if (t > hi) hi = t;
+      const id = r['event_id'] as string;
+      if (seenIds.has(id)) continue;
+      seenIds.add(id);
+      distinct.push(r);
     }
-    const stored = await this.#select(
-      `SELECT DISTINCT event_id FROM ${this.#t.usage}
-       WHERE event_id IN {ids:Array(String)}
-         AND account_id IN {accounts:Array(String)}
-         AND ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')`,
-      { ids, accounts: [...new Set(rows.map((r) => r['account_id'] as string))], lo, hi },
-    );
-    const already = new Set(stored.map((r) => str(r['event_id'])));
+    distinct.sort((a, b) => ((a['account_id'] as string) < (b['account_id'] as string) ? -1 : (a['account_id'] as string) > (b['account_id'] as string) ? 1 : 0));
+    const chunks: Row[][] = [];
+    let chunk: Row[] = [];
+    let bytes = 0;
+    for (const r of distinct) {
+      const id = r['event_id'] as string;
+      // Percent-encoded, every byte may take three; quotes and the comma add a few more. The
+      // row's account counts too (over-counted when repeated): it goes in a parameter of its own.
+      const size = (Buffer.byteLength(id) + Buffer.byteLength(r['account_id'] as string)) * 3 + 24;
+      if (chunk.length > 0 && bytes + size > ID_PARAM_BUDGET) {
+        chunks.push(chunk);
+        chunk = [];
+        bytes = 0;
+      }
+      chunk.push(r);
+      bytes += size;
+    }
+    if (chunk.length > 0) chunks.push(chunk);
+    const found = await Promise.all(chunks.map((c) => this.#storedIds(c)));
+    const already = new Set<string>();
+    for (const ids of found) for (const id of ids) already.add(id);
     const seen = new Set(already);
     // In place: the rows are this insert's own, built just before.
     const marked = rows;
@@ -440,6 +462,29 @@ export class Warehouse {
       seen.add(id);
     }
     return { marked, stored: already };
+  }
+
+  /** The event ids of `rows` (distinct ids) that `usage_events` already holds. */
+  async #storedIds(rows: Row[]): Promise<string[]> {
+    // A duplicate has the same ts (the dedup rule), so the rows' time span prunes partitions.
+    // Only the span's ends are needed: one pass, not a sort (the ts texts order as they compare).
+    let lo = rows[0]!['ts'] as string;
+    let hi = lo;
+    const accounts = new Set<string>();
+    for (const r of rows) {
+      const t = r['ts'] as string;
+      if (t < lo) lo = t;
+      else if (t > hi) hi = t;
+      accounts.add(r['account_id'] as string);
+    }
+    const stored = await this.#select(
+      `SELECT DISTINCT event_id FROM ${this.#t.usage}
+       WHERE event_id IN {ids:Array(String)}
+         AND account_id IN {accounts:Array(String)}
+         AND ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')`,
+      { ids: rows.map((r) => r['event_id'] as string), accounts: [...accounts], lo, hi },
+    );
+    return stored.map((r) => str(r['event_id']));
   }
 
   /**
