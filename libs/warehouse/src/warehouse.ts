@@ -175,7 +175,7 @@ export function isDataError(err: unknown): boolean {
 }
 
 // Bytes of event ids per existence query (see #markStored): half a server's default cap on one
-// URL field (`http_max_field_value_size` = 128 KiB), the accounts parameter sharing the URL.
+// URL field (`http_max_field_value_size` = 128 KiB), leaving room for the rest of the URL.
 const ID_PARAM_BUDGET = 64 * 1024;
 
 const INT64_MIN = -(2n ** 63n);
@@ -419,11 +419,9 @@ export class Warehouse {
   async #markStored(rows: Row[]): Promise<{ marked: Row[]; stored: Set<string> }> {
     // The ids travel as a query parameter, i.e. in the URL of a server's HTTP request, whose
     // fields a ClickHouse server caps (`http_max_field_value_size`, 128 KiB by default; a longer
-    // one fails the whole batch with "Field value too long"): one query per chunk of ids under
-    // ID_PARAM_BUDGET bytes, each with its own rows' accounts and time span, run together.
-    // Chunks of few accounts each: the raw table is sorted by account first, so each query
-    // reads only its own accounts' granules, and a batch reads the table about once, not once
-    // per chunk.
+    // one failed the whole batch with "Field value too long"): one query per chunk of ids under
+    // ID_PARAM_BUDGET bytes, run together. Chunks are cut in time order, so each reads only
+    // its own time span of `usage_event_ids` (sorted by ts).
     const distinct: Row[] = [];
     const seenIds = new Set<string>();
     for (const r of rows) {
@@ -432,15 +430,14 @@ export class Warehouse {
       seenIds.add(id);
       distinct.push(r);
     }
-    distinct.sort((a, b) => ((a['account_id'] as string) < (b['account_id'] as string) ? -1 : (a['account_id'] as string) > (b['account_id'] as string) ? 1 : 0));
+    // The ts texts order as they compare.
+    distinct.sort((a, b) => ((a['ts'] as string) < (b['ts'] as string) ? -1 : (a['ts'] as string) > (b['ts'] as string) ? 1 : 0));
     const chunks: Row[][] = [];
     let chunk: Row[] = [];
     let bytes = 0;
     for (const r of distinct) {
-      const id = r['event_id'] as string;
-      // Percent-encoded, every byte may take three; quotes and the comma add a few more. The
-      // row's account counts too (over-counted when repeated): it goes in a parameter of its own.
-      const size = (Buffer.byteLength(id) + Buffer.byteLength(r['account_id'] as string)) * 3 + 24;
+      // Percent-encoded, every byte may take three; quotes and the comma add a few more.
+      const size = Buffer.byteLength(r['event_id'] as string) * 3 + 12;
       if (chunk.length > 0 && bytes + size > ID_PARAM_BUDGET) {
         chunks.push(chunk);
         chunk = [];
@@ -464,25 +461,14 @@ export class Warehouse {
     return { marked, stored: already };
   }
 
-  /** The event ids of `rows` (distinct ids) that `usage_events` already holds. */
+  /** The event ids of `rows` (distinct ids, in ts order) that `usage_events` already holds, by `usage_event_ids`. */
   async #storedIds(rows: Row[]): Promise<string[]> {
-    // A duplicate has the same ts (the dedup rule), so the rows' time span prunes partitions.
-    // Only the span's ends are needed: one pass, not a sort (the ts texts order as they compare).
-    let lo = rows[0]!['ts'] as string;
-    let hi = lo;
-    const accounts = new Set<string>();
-    for (const r of rows) {
-      const t = r['ts'] as string;
-      if (t < lo) lo = t;
-      else if (t > hi) hi = t;
-      accounts.add(r['account_id'] as string);
-    }
+    // A duplicate has the same ts (the dedup rule): the chunk's time span bounds the read.
     const stored = await this.#select(
-      `SELECT DISTINCT event_id FROM ${this.#t.usage}
-       WHERE event_id IN {ids:Array(String)}
-         AND account_id IN {accounts:Array(String)}
-         AND ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')`,
-      { ids: rows.map((r) => r['event_id'] as string), accounts: [...accounts], lo, hi },
+      `SELECT DISTINCT event_id FROM ${this.#t.usageIds}
+       WHERE ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')
+         AND event_id IN {ids:Array(String)}`,
+      { ids: rows.map((r) => r['event_id'] as string), lo: rows[0]!['ts'] as string, hi: rows.at(-1)!['ts'] as string },
     );
     return stored.map((r) => str(r['event_id']));
   }
