@@ -174,9 +174,12 @@ export function isDataError(err: unknown): boolean {
     && DATA_ERROR_CODES.has(String(code));
 }
 
-// Bytes of event ids per existence query (see #markStored): half a server's default cap on one
-// URL field (`http_max_field_value_size` = 128 KiB), leaving room for the rest of the URL.
-const ID_PARAM_BUDGET = 64 * 1024;
+// Bytes of event ids per existence query (see #markStored): under a server's default cap on one
+// URL field (`http_max_field_value_size` = 128 KiB), with room to spare. Each query has a fixed
+// cost, so chunks are as big as that allows.
+const ID_PARAM_BUDGET = 96 * 1024;
+/** Characters a URL encoding leaves as they are (one byte each). */
+const PLAIN_ID = /^[A-Za-z0-9_.*-]*$/;
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -436,8 +439,10 @@ export class Warehouse {
     let chunk: Row[] = [];
     let bytes = 0;
     for (const r of distinct) {
-      // Percent-encoded, every byte may take three; quotes and the comma add a few more.
-      const size = Buffer.byteLength(r['event_id'] as string) * 3 + 12;
+      // URL-encoded: ids of plain characters (uuids, request ids) as they are, any other
+      // byte may take three; the quotes and the comma take three each.
+      const id = r['event_id'] as string;
+      const size = (PLAIN_ID.test(id) ? id.length : Buffer.byteLength(id) * 3) + 12;
       if (chunk.length > 0 && bytes + size > ID_PARAM_BUDGET) {
         chunks.push(chunk);
         chunk = [];
