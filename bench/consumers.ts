@@ -7,6 +7,7 @@
 //   node bench/consumers.ts [--events 1000000] [--partitions 8] [--accounts 1000]
 //                           [--rate 5000] [--seconds 20] [--modes per-event,batch] [--groups ledger,warehouse]
 //                           [--warehouse chdb|server|chdb,server] [--sink-batch 1000,20000]
+//                           [--sink-inserts 1,2]
 //
 // `--warehouse`: where the warehouse group inserts. `server` is the distributed deployment's
 // ClickHouse server (CLICKHOUSE_URL, else 127.0.0.1:8123 if it answers /ping; a database of its
@@ -14,8 +15,8 @@
 // server answers, else chdb. With a server, its CPU time over the run is read from
 // /proc/<pid>/stat (CLICKHOUSE_PID, else deploy/clickhouse's pid file, else `pgrep -f server.py`)
 // and reported beside the consumer's, so moving work into the server cannot pass for speed.
-// `--sink-batch`: one warehouse throughput run per sink `batchSize` (A/B in one run); the latency
-// phase then runs only when the list is not given (the sink's default).
+// `--sink-batch` / `--sink-inserts`: one warehouse throughput run per sink `batchSize` /
+// `concurrentInserts` (A/B in one run); the latency phase then runs only when neither is given.
 //
 // `per-event` is the ledger consumer as it was before batching, rebuilt faithfully: one
 // applyUsage script call (one round trip) per event, awaited in order. `batch` is the current
@@ -50,6 +51,8 @@ export interface ConsumerBenchOptions {
   warehouses?: WarehouseKind[];
   /** warehouse sink `batchSize`s to run, one throughput run each (default: the sink's own default) */
   sinkBatches?: number[];
+  /** warehouse sink `concurrentInserts` to run, one throughput run each (default: the sink's own default) */
+  sinkInserts?: number[];
 }
 
 /** `chdb`: the embedded engine in this process; `server`: a ClickHouse server over HTTP. */
@@ -188,14 +191,20 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     log(`bench consumers: ${o.events} usage events on ${o.partitions} partitions (${o.accounts} accounts) produced at ${result.produceEventsPerS.toFixed(0)} events/s`);
 
     // 2. Throughput: each group drains the backlog alone, from offset 0, in this process.
-    const runs: Array<{ group: 'ledger' | 'warehouse'; mode: 'per-event' | 'batch'; kind?: WarehouseKind; sinkBatch?: number }> = [];
+    const runs: Array<{ group: 'ledger' | 'warehouse'; mode: 'per-event' | 'batch'; kind?: WarehouseKind; sinkBatch?: number; sinkInserts?: number }> = [];
     for (const group of o.groups) {
       if (group === 'ledger') for (const mode of o.modes) runs.push({ group, mode });
-      else for (const kind of kinds) for (const sinkBatch of o.sinkBatches ?? [undefined]) runs.push({ group, mode: 'batch', kind, ...(sinkBatch ? { sinkBatch } : {}) });
+      else {
+        for (const kind of kinds) {
+          for (const sinkBatch of o.sinkBatches ?? [undefined]) {
+            for (const sinkInserts of o.sinkInserts ?? [undefined]) runs.push({ group, mode: 'batch', kind, ...(sinkBatch ? { sinkBatch } : {}), ...(sinkInserts ? { sinkInserts } : {}) });
+          }
+        }
+      }
     }
     {
-      for (const { group, mode, kind, sinkBatch } of runs) {
-        const tag = kind === undefined ? `${group}-${mode}` : `${group}-${kind}${sinkBatch ? `-b${sinkBatch}` : ''}`;
+      for (const { group, mode, kind, sinkBatch, sinkInserts } of runs) {
+        const tag = kind === undefined ? `${group}-${mode}` : `${group}-${kind}${sinkBatch ? `-b${sinkBatch}` : ''}${sinkInserts ? `-i${sinkInserts}` : ''}`;
         let applied = 0;
         let done!: () => void;
         const finished = new Promise<void>((r) => { done = r; });
@@ -225,7 +234,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact });
         } else {
           // Timed at the client: the rollup_skip existence query (a SELECT) and the INSERT.
-          const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}`);
+          const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}_${sinkInserts ?? 0}`);
           const timed = <K extends 'query' | 'insert'>(name: K, add: (ms: number) => void) => {
             const original = client[name].bind(client) as (...a: unknown[]) => Promise<unknown>;
             (client as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
@@ -245,7 +254,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           const server0 = pid === undefined ? undefined : processCpuSeconds(pid);
           t0 = performance.now();
           cpu0 = process.cpuUsage();
-          const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count, ...(sinkBatch ? { batchSize: sinkBatch } : {}) });
+          const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count,
+            ...(sinkBatch ? { batchSize: sinkBatch } : {}), ...(sinkInserts ? { concurrentInserts: sinkInserts } : {}) });
           await finished;
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
@@ -271,7 +281,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     // sharing the process): events published at o.rate/s on fresh topics; each event's publish
     // time against the moment its effect is done (the balance script returned / the warehouse
     // insert returned, after which a query sees the row).
-    const latencyRuns = o.rate > 0 && o.seconds > 0 ? runs.filter((r) => r.mode === 'batch' && r.sinkBatch === undefined) : [];
+    const latencyRuns = o.rate > 0 && o.seconds > 0 ? runs.filter((r) => r.mode === 'batch' && r.sinkBatch === undefined && r.sinkInserts === undefined) : [];
     for (const { group: which, kind } of latencyRuns) {
       const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}${kind ? `-${kind}` : ''}.`, spoolDir: tmp('spool-lat'), logger: quiet });
       latencyLogs.push(kafkaLog);
@@ -391,13 +401,14 @@ if (import.meta.main) {
       accounts: { type: 'string', default: '1000' }, rate: { type: 'string', default: '5000' },
       seconds: { type: 'string', default: '20' }, modes: { type: 'string', default: 'per-event,batch' },
       groups: { type: 'string', default: 'ledger,warehouse' },
-      warehouse: { type: 'string' }, 'sink-batch': { type: 'string' },
+      warehouse: { type: 'string' }, 'sink-batch': { type: 'string' }, 'sink-inserts': { type: 'string' },
     },
   });
   const r = await measureConsumerGroups({
     events: Number(values.events), partitions: Number(values.partitions), accounts: Number(values.accounts),
     rate: Number(values.rate), seconds: Number(values.seconds),
     modes: values.modes.split(',') as ConsumerBenchOptions['modes'], groups: values.groups.split(',') as ConsumerBenchOptions['groups'],
+    ...(values['sink-inserts'] ? { sinkInserts: values['sink-inserts'].split(',').map(Number) } : {}),
     ...(values['sink-batch'] ? { sinkBatches: values['sink-batch'].split(',').map(Number) } : {}),
     ...(values.warehouse ? { warehouses: values.warehouse.split(',') as WarehouseKind[] } : {}),
   }, (line) => console.log(line));

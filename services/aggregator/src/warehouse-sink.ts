@@ -9,7 +9,7 @@ export interface WarehouseSinkDeps {
   /**
    * ms a buffer smaller than `batchSize` may wait after the previous insert for more events
    * (MergeTree wants few, large parts); one of at least QUIET_FLUSH_EVENTS goes sooner, as soon
-   * as no partition batch arrived for GATHER_MS (a backlog's batches come back to back).
+   * as no partition batch arrived for GATHER_MS (a backlog's batches come close together).
    */
   flushMs: number;
   /**
@@ -17,6 +17,12 @@ export interface WarehouseSinkDeps {
    * DEFAULT_WAREHOUSE_BATCH). Bigger parts: fewer inserts, each with its fixed cost.
    */
   batchSize?: number;
+  /**
+   * inserts under way at once (default 2): each holds other partitions (a partition has one
+   * batch in flight at a time), so while one insert waits on ClickHouse the partitions it does
+   * not hold fill the next. 1: strictly one after the other.
+   */
+  concurrentInserts?: number;
   /** partitions consumed at once, sharing one insert buffer (default DEFAULT_CONCURRENT_PARTITIONS) */
   concurrentPartitions?: number;
   group?: string;
@@ -42,11 +48,12 @@ export const DEFAULT_CONCURRENT_PARTITIONS = 8;
 
 /**
  * ms without a new partition batch after which a buffer of at least QUIET_FLUSH_EVENTS goes
- * without waiting out `flushMs`: the batches of one fetch arrive within a few ms of each other,
+ * without waiting out `flushMs`: the batches of one fetch arrive close together (each after
+ * its partition's commit; 10 ms proved too short on a loaded machine: inserts of ~3,800),
  * and a partition whose fetched batch is used up hands over nothing more until the others'
  * batches are stored (kafkajs fetches again only then), so waiting longer would stall.
  */
-const GATHER_MS = 10;
+const GATHER_MS = 50;
 /** Events a buffer needs before a quiet GATHER_MS sends it: below that, flushMs keeps parts few. */
 const QUIET_FLUSH_EVENTS = 1000;
 
@@ -60,9 +67,13 @@ const QUIET_FLUSH_EVENTS = 1000;
  * buffer: one insert carries the events of every partition that arrived meanwhile (MergeTree
  * wants few, large parts, and the fixed cost of an insert and of its rollup_skip query is paid
  * once for all). Each partition's handler resolves only when the insert holding its events
- * succeeded, so each partition still commits only what is stored. Inserts run one at a time,
- * which keeps the rollup_skip check (is this event id stored already?) free of races between
- * this process's own inserts.
+ * succeeded, so each partition still commits only what is stored. Up to `concurrentInserts`
+ * (2) inserts run at once, over disjoint partitions (a partition's next batch comes only after
+ * its insert): the rollup_skip check (is this event id stored already?) of one does not see
+ * the other's rows, which is exact because a duplicate (a redelivery, a producer's re-send)
+ * stays in its account's partition. The exception is an account moved to another partition
+ * (a partition count changed under traffic), the same rebalance edge two processes have;
+ * `rollupsMatchRaw` / `rebuildRollups` find and repair it.
  *
  * When the buffer goes: at `batchSize` events (whole partition batches, up to that many), or
  * with at least QUIET_FLUSH_EVENTS once no batch arrived for GATHER_MS, or `flushMs` after the
@@ -87,11 +98,12 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
   let lastArrival = 0;
   let pendingCount = 0;
   let timer: NodeJS.Timeout | undefined;
-  /** an insert is under way: inserts run one at a time, and what arrives meanwhile waits for it */
-  let busy = false;
+  /** inserts under way (at most `concurrentInserts`); what arrives meanwhile waits for one to end */
+  let inFlight = 0;
+  const maxInFlight = Math.max(1, Math.floor(deps.concurrentInserts ?? 2));
 
   const maybeFlush = (): void => {
-    if (busy || pending.length === 0) return;
+    if (inFlight >= maxInFlight || pending.length === 0) return;
     // A full buffer is worth a part of its own at once; a small one waits (up to flushMs after
     // the last insert) for company: more events arrive, from this and other partitions. One of
     // a partition batch's worth or more goes once the arrivals pause for GATHER_MS.
@@ -113,12 +125,12 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     const inserting = pending.slice(0, take);
     pending = pending.slice(take);
     pendingCount -= count;
-    busy = true;
+    inFlight++;
     insertBatch(inserting.length === 1 ? inserting[0]!.batch : inserting.flatMap((w) => w.batch)).then(
       () => { for (const w of inserting) w.done(); },
       (err: unknown) => { for (const w of inserting) w.done(err); },
     ).finally(() => {
-      busy = false;
+      inFlight--;
       maybeFlush();
     });
   };
