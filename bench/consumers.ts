@@ -6,6 +6,17 @@
 //
 //   node bench/consumers.ts [--events 1000000] [--partitions 8] [--accounts 1000]
 //                           [--rate 5000] [--seconds 20] [--modes per-event,batch] [--groups ledger,warehouse]
+//                           [--warehouse chdb|server|chdb,server] [--sink-batch 1000,20000]
+//                           [--sink-inserts 1,2]
+//
+// `--warehouse`: where the warehouse group inserts. `server` is the distributed deployment's
+// ClickHouse server (CLICKHOUSE_URL, else 127.0.0.1:8123 if it answers /ping; a database of its
+// own, dropped at the end); `chdb` the embedded engine in this process. Default: both when a
+// server answers, else chdb. With a server, its CPU time over the run is read from
+// /proc/<pid>/stat (CLICKHOUSE_PID, else deploy/clickhouse's pid file, else `pgrep -f server.py`)
+// and reported beside the consumer's, so moving work into the server cannot pass for speed.
+// `--sink-batch` / `--sink-inserts`: one warehouse throughput run per sink `batchSize` /
+// `concurrentInserts` (A/B in one run); the latency phase then runs only when neither is given.
 //
 // `per-event` is the ledger consumer as it was before batching, rebuilt faithfully: one
 // applyUsage script call (one round trip) per event, awaited in order. `batch` is the current
@@ -13,7 +24,8 @@
 // default modes) is `batch` with the store on the Redis Cluster of REDIS_CLUSTER_NODES (or
 // deploy/redis-cluster.sh): its Cluster layout, one script call per account of a batch.
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -26,9 +38,9 @@ import { Cluster, Redis } from 'ioredis';
 import { decodeEvent, decodeEventBySchema, KafkaLog, type ConsumedEvent, type PublishedEvent, type SubscribeOptions } from '@tollgate/events';
 import { MemoryKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
-import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
+import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
-import { findKafka, findRedis, findRedisCluster } from '../test/support/services.ts';
+import { findClickHouse, findKafka, findRedis, findRedisCluster } from '../test/support/services.ts';
 import { usageEvent } from './stack.ts';
 
 export interface ConsumerBenchOptions {
@@ -40,11 +52,24 @@ export interface ConsumerBenchOptions {
   seconds: number;
   modes: Array<'per-event' | 'batch' | 'cluster'>;
   groups: Array<'ledger' | 'warehouse'>;
+  /** where the warehouse group inserts (default: both when a ClickHouse server answers, else chdb) */
+  warehouses?: WarehouseKind[];
+  /** warehouse sink `batchSize`s to run, one throughput run each (default: the sink's own default) */
+  sinkBatches?: number[];
+  /** warehouse sink `concurrentInserts` to run, one throughput run each (default: the sink's own default) */
+  sinkInserts?: number[];
 }
+
+/** `chdb`: the embedded engine in this process; `server`: a ClickHouse server over HTTP. */
+export type WarehouseKind = 'chdb' | 'server';
 
 export interface ThroughputFigure {
   group: 'ledger' | 'warehouse';
   mode: 'per-event' | 'batch' | 'cluster';
+  /** warehouse only: where it inserted */
+  warehouse?: WarehouseKind;
+  /** warehouse on a server only: CPU-seconds the server process used meanwhile (null: its pid was not found) */
+  serverCpuS?: number | null;
   events: number;
   seconds: number;
   eventsPerS: number;
@@ -55,6 +80,8 @@ export interface ThroughputFigure {
   eventsPerCpuS: number;
   /** the effect checked afterwards: Σ balances = −Σ cost (ledger), rows and Σ cost (warehouse) */
   exact: boolean;
+  /** warehouse only: storeEvents calls (inserts into usage_events), o.events / inserts events each on average */
+  inserts?: number;
   /** warehouse only: share of the wall time inside storeEvents (decode + rows + rollup_skip query + insert) */
   storeShare?: number;
   /** warehouse only: share of the wall time in the rollup_skip SELECT, and in the INSERT */
@@ -64,6 +91,7 @@ export interface ThroughputFigure {
 
 export interface LatencyFigure {
   group: 'ledger' | 'warehouse';
+  warehouse?: WarehouseKind;
   rate: number;
   events: number;
   p50Ms: number;
@@ -253,6 +281,9 @@ function percentile(sorted: number[], p: number): number {
 export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): Promise<ConsumerBenchResult> {
   const [kafkaUrl, redisUrl] = await Promise.all([findKafka(), findRedis()]);
   if (!kafkaUrl || !redisUrl) throw new Error(`consumer bench needs Kafka and Redis (found kafka=${kafkaUrl} redis=${redisUrl})`);
+  const clickHouseUrl = await findClickHouse();
+  const kinds: WarehouseKind[] = o.warehouses ?? (clickHouseUrl ? ['server', 'chdb'] : ['chdb']);
+  if (kinds.includes('server') && !clickHouseUrl) throw new Error('--warehouse server needs a ClickHouse server (CLICKHOUSE_URL or 127.0.0.1:8123)');
   const id = randomUUID().slice(0, 8);
   const topicPrefix = `bench-cons-${id}.`;
   const redisPrefix = `bench:cons:${id}:`;
@@ -264,6 +295,21 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
   let cluster: Cluster | undefined;
   const chdbPath = tmp('chdb');
+  /**
+   * A fresh, migrated warehouse of `kind`: on the server a database of its own, in chDB a table
+   * prefix in this run's directory. `drop` removes the server's database and closes the client.
+   */
+  const openWarehouse = async (kind: WarehouseKind, name: string) => {
+    const client = kind === 'server' ? createHttpClickHouse({ url: clickHouseUrl! }) : createChdbClickHouse({ path: chdbPath });
+    const database = `bench_${name}`;
+    const warehouse = kind === 'server' ? new Warehouse({ client, database }) : new Warehouse({ client, tablePrefix: `${name}_` });
+    await warehouse.migrate();
+    const drop = async () => {
+      if (kind === 'server') await warehouse.command(`DROP DATABASE IF EXISTS \`${database}\``).catch(() => {});
+      await warehouse.close();
+    };
+    return { warehouse, client, drop };
+  };
   const result: ConsumerBenchResult = { produceEventsPerS: 0, throughput: [], latency: [] };
   const latencyLogs: KafkaLog[] = [];
   try {
@@ -296,14 +342,26 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     log(`  decodeEvent ${result.decodeUs.fast.toFixed(2)} µs per usage event (zod schema alone: ${result.decodeUs.schema.toFixed(2)} µs)`);
 
     // 2. Throughput: each group drains the backlog alone, from offset 0, in this process.
+    const runs: Array<{ group: 'ledger' | 'warehouse'; mode: ThroughputFigure['mode']; kind?: WarehouseKind; sinkBatch?: number; sinkInserts?: number }> = [];
     for (const group of o.groups) {
-      for (const mode of group === 'ledger' ? o.modes : ['batch' as const]) {
-        const tag = `${group}-${mode}`;
+      if (group === 'ledger') for (const mode of o.modes) runs.push({ group, mode });
+      else {
+        for (const kind of kinds) {
+          for (const sinkBatch of o.sinkBatches ?? [undefined]) {
+            for (const sinkInserts of o.sinkInserts ?? [undefined]) runs.push({ group, mode: 'batch', kind, ...(sinkBatch ? { sinkBatch } : {}), ...(sinkInserts ? { sinkInserts } : {}) });
+          }
+        }
+      }
+    }
+    {
+      for (const { group, mode, kind, sinkBatch, sinkInserts } of runs) {
+        const tag = kind === undefined ? `${group}-${mode}` : `${group}-${kind}${sinkBatch ? `-b${sinkBatch}` : ''}${sinkInserts ? `-i${sinkInserts}` : ''}`;
         let applied = 0;
         let done!: () => void;
         const finished = new Promise<void>((r) => { done = r; });
         const count = (batch: ConsumedEvent[]) => { applied += batch.length; if (applied >= o.events) done(); };
         let storeMs = 0;
+        let inserts = 0;
         let selectMs = 0;
         let insertMs = 0;
         let exact = false;
@@ -332,7 +390,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact });
         } else {
           // Timed at the client: the rollup_skip existence query (a SELECT) and the INSERT.
-          const client = createChdbClickHouse({ path: chdbPath });
+          const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}_${sinkInserts ?? 0}`);
           const timed = <K extends 'query' | 'insert'>(name: K, add: (ms: number) => void) => {
             const original = client[name].bind(client) as (...a: unknown[]) => Promise<unknown>;
             (client as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
@@ -342,28 +400,35 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           };
           timed('query', (ms) => { selectMs += ms; });
           timed('insert', (ms) => { insertMs += ms; });
-          const warehouse = new Warehouse({ client, tablePrefix: `cb_${id.replace(/-/g, '')}_` });
-          await warehouse.migrate();
           const storeEvents = warehouse.storeEvents.bind(warehouse);
           warehouse.storeEvents = async (items, g) => {
+            inserts++;
             const s = performance.now();
             try { return await storeEvents(items, g); } finally { storeMs += performance.now() - s; }
           };
+          const pid = kind === 'server' ? clickHousePid() : undefined;
+          const server0 = pid === undefined ? undefined : processCpuSeconds(pid);
           t0 = performance.now();
           cpu0 = process.cpuUsage();
-          const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count });
+          const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count,
+            ...(sinkBatch ? { batchSize: sinkBatch } : {}), ...(sinkInserts ? { concurrentInserts: sinkInserts } : {}) });
           await finished;
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
+          const server1 = pid === undefined ? undefined : processCpuSeconds(pid);
           await sub.stop();
           const totals = await warehouse.usageTotals();
           exact = totals.requests === o.events && totals.costMicros === cost;
-          result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact, storeShare: storeMs / 1000 / seconds,
-            selectShare: selectMs / 1000 / seconds, insertShare: insertMs / 1000 / seconds });
-          await warehouse.close();
+          result.throughput.push({ group, mode, warehouse: kind, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact,
+            ...(kind === 'server' ? { serverCpuS: server0 === undefined || server1 === undefined ? null : server1 - server0 } : {}),
+            inserts, storeShare: storeMs / 1000 / seconds, selectShare: selectMs / 1000 / seconds, insertShare: insertMs / 1000 / seconds });
+          await drop();
         }
         const f = result.throughput.at(-1)!;
-        log(`  ${tag.padEnd(18)} ${f.eventsPerS.toFixed(0).padStart(7)} events/s, ${f.eventsPerCpuS.toFixed(0).padStart(7)} events per CPU-second  (${f.seconds.toFixed(1)} s, exact: ${f.exact}${f.storeShare !== undefined ? `, ${(f.storeShare * 100).toFixed(0)}% in storeEvents: ${(f.selectShare! * 100).toFixed(0)}% rollup_skip query, ${(f.insertShare! * 100).toFixed(0)}% insert` : ''})`);
+        const server = f.serverCpuS === undefined ? ''
+          : f.serverCpuS === null ? ', server CPU: pid not found'
+          : `, server ${f.serverCpuS.toFixed(1)} CPU-s: ${(f.events / (f.events / f.eventsPerCpuS + f.serverCpuS)).toFixed(0)} events per CPU-second of consumer + server`;
+        log(`  ${tag.padEnd(18)} ${f.eventsPerS.toFixed(0).padStart(7)} events/s, ${f.eventsPerCpuS.toFixed(0).padStart(7)} events per CPU-second  (${f.seconds.toFixed(1)} s, exact: ${f.exact}${f.storeShare !== undefined ? `, ${f.inserts} inserts of ${(f.events / f.inserts!).toFixed(0)} events, ${(f.storeShare * 100).toFixed(0)}% in storeEvents: ${(f.selectShare! * 100).toFixed(0)}% rollup_skip queries (summed), ${(f.insertShare! * 100).toFixed(0)}% insert` : ''}${server})`);
       }
     }
 
@@ -372,8 +437,9 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     // sharing the process): events published at o.rate/s on fresh topics; each event's publish
     // time against the moment its effect is done (the balance script returned / the warehouse
     // insert returned, after which a query sees the row).
-    for (const which of o.rate > 0 && o.seconds > 0 ? o.groups : []) {
-      const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}.`, spoolDir: tmp('spool-lat'), logger: quiet });
+    const latencyRuns = o.rate > 0 && o.seconds > 0 ? runs.filter((r) => r.mode === 'batch' && r.sinkBatch === undefined && r.sinkInserts === undefined) : [];
+    for (const { group: which, kind } of latencyRuns) {
+      const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}${kind ? `-${kind}` : ''}.`, spoolDir: tmp('spool-lat'), logger: quiet });
       latencyLogs.push(kafkaLog);
       await ensureTopics(kafkaLog, o.partitions);
       // Every time here is wall-clock ms with sub-ms precision (`wall()`), so that a publisher in
@@ -385,13 +451,13 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         for (const e of batch) if (!doneAt.has(e.event.event_id)) doneAt.set(e.event.event_id, at);
       };
       let sub;
-      let warehouse: Warehouse | undefined;
       // Per-event stage times (ledger): when Kafka acknowledged it, when the handler got it,
       // when its applyBatch call started and returned.
       const acked = new Map<string, number>();
       const received = new Map<string, number>();
       const applyStart = new Map<string, number>();
       const applyEnd = new Map<string, number>();
+      let drop: (() => Promise<void>) | undefined;
       if (which === 'ledger') {
         const store = new RedisBalanceStore({ redis, prefix: `${redisPrefix}lat:`, requireReady: true });
         await store.load({ balances: new Map(), ledgerEntries: new Map() });
@@ -429,9 +495,9 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         });
         sub = await startLedgerConsumer({ log: timedLog, balances: timedStore, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seen });
       } else {
-        warehouse = new Warehouse({ client: createChdbClickHouse({ path: chdbPath }), tablePrefix: `cl_${id.replace(/-/g, '')}_` });
-        await warehouse.migrate();
-        sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-lat-warehouse-${id}`, onFlushed: seen });
+        const opened = await openWarehouse(kind!, `cl_${id}`);
+        drop = opened.drop;
+        sub = await startWarehouseSink({ log: kafkaLog, warehouse: opened.warehouse, flushMs: 500, group: `bench-lat-warehouse-${kind}-${id}`, onFlushed: seen });
       }
       // Fresh topics (no backlog); the group gets its partitions assigned, then the paced phase.
       await sleep(3000);
@@ -456,9 +522,9 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         if (p !== undefined) lat.push(t - p);
       }
       await sub.stop();
-      await warehouse?.close();
+      await drop?.();
       const l = lat.sort((a, b) => a - b);
-      const f: LatencyFigure = { group: which, rate: o.rate, events: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? NaN };
+      const f: LatencyFigure = { group: which, ...(kind ? { warehouse: kind } : {}), rate: o.rate, events: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? NaN };
       if (which === 'ledger') {
         const stage = (from: Map<string, number>, to: Map<string, number>) => {
           const d: number[] = [];
@@ -475,7 +541,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         };
       }
       result.latency.push(f);
-      log(`  ${which === 'ledger' ? 'event-to-balance  ' : 'event-to-queryable'} at ${o.rate}/s: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, max ${f.maxMs.toFixed(1)} ms (${f.events} of ${total} events)`);
+      log(`  ${which === 'ledger' ? 'event-to-balance  ' : `event-to-queryable (${kind})`} at ${o.rate}/s: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, max ${f.maxMs.toFixed(1)} ms (${f.events} of ${total} events)`);
       f.loopDelayP99Ms = loopDelay.percentile(99) / 1e6;
       f.loopDelayMaxMs = loopDelay.max / 1e6;
       log(`    event-loop delay of this process meanwhile (${which === 'ledger' ? 'the consumer alone: the publisher is a child process' : 'consumer and publisher'}): p99 ${f.loopDelayP99Ms.toFixed(1)} ms, max ${f.loopDelayMaxMs.toFixed(1)} ms`);
@@ -513,6 +579,44 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   }
 }
 
+/**
+ * The ClickHouse server's pid: CLICKHOUSE_PID, else the pid file deploy/clickhouse.sh writes
+ * (TOLLGATE_DEPLOY_DIR, then this checkout's .deploy), else `pgrep -f
+ * server.py`; undefined when none names a live process.
+ */
+export function clickHousePid(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const live = (n: number) => Number.isInteger(n) && n > 0 && existsSync(`/proc/${n}/stat`);
+  if (env.CLICKHOUSE_PID && live(Number(env.CLICKHOUSE_PID))) return Number(env.CLICKHOUSE_PID);
+  const here = join(import.meta.dirname, '..', '.deploy');
+  for (const dir of [env.TOLLGATE_DEPLOY_DIR, here]) {
+    if (!dir || !existsSync(join(dir, 'clickhouse'))) continue;
+    for (const f of readdirSync(join(dir, 'clickhouse')).filter((n) => n.endsWith('.pid'))) {
+      const n = Number(readFileSync(join(dir, 'clickhouse', f), 'utf8').trim());
+      if (live(n)) return n;
+    }
+  }
+  try {
+    const n = Number(execFileSync('pgrep', ['-f', 'server.py'], { encoding: 'utf8' }).split('\n')[0]);
+    return live(n) ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+let clockTicks: number | undefined;
+/** CPU-seconds (user + system, all threads, waited-for children) of process `pid` so far; undefined when it is gone. */
+export function processCpuSeconds(pid: number): number | undefined {
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces): state is [0], utime [11], stime [12], cutime [13], cstime [14].
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    return (f[11]! + f[12]! + f[13]! + f[14]!) / clockTicks;
+  } catch {
+    return undefined;
+  }
+}
+
 if (import.meta.main && process.argv[2] === '--publisher') {
   await publisherMain(process.argv[3]!);
   process.exit(0);
@@ -523,12 +627,16 @@ if (import.meta.main && process.argv[2] === '--publisher') {
       accounts: { type: 'string', default: '1000' }, rate: { type: 'string', default: '5000' },
       seconds: { type: 'string', default: '20' }, modes: { type: 'string', default: 'per-event,batch' },
       groups: { type: 'string', default: 'ledger,warehouse' },
+      warehouse: { type: 'string' }, 'sink-batch': { type: 'string' }, 'sink-inserts': { type: 'string' },
     },
   });
   const r = await measureConsumerGroups({
     events: Number(values.events), partitions: Number(values.partitions), accounts: Number(values.accounts),
     rate: Number(values.rate), seconds: Number(values.seconds),
     modes: values.modes.split(',') as ConsumerBenchOptions['modes'], groups: values.groups.split(',') as ConsumerBenchOptions['groups'],
+    ...(values['sink-inserts'] ? { sinkInserts: values['sink-inserts'].split(',').map(Number) } : {}),
+    ...(values['sink-batch'] ? { sinkBatches: values['sink-batch'].split(',').map(Number) } : {}),
+    ...(values.warehouse ? { warehouses: values.warehouse.split(',') as WarehouseKind[] } : {}),
   }, (line) => console.log(line));
   console.log(JSON.stringify(r));
   process.exit(0);

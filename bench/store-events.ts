@@ -1,30 +1,36 @@
 // Micro-benchmark of Warehouse.storeEvents (the `warehouse` group's sink) on an embedded chDB in
 // a temp dir: N usage events for 50 accounts, stored in batches of --batch, timed end to end.
-// node bench/store-events.ts --events 50000 --batch 1000
+// node bench/store-events.ts --events 50000 --batch 1000 [--warehouse chdb|server]
+// `--warehouse server`: a ClickHouse server (CLICKHOUSE_URL, default http://127.0.0.1:8123), in a
+// database of its own dropped at the end.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { toV2 } from '@tollgate/events';
-import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
+import { randomUUID } from 'node:crypto';
+import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
 import { usageEvent } from './stack.ts';
 
 const { values } = parseArgs({ options: {
   events: { type: 'string', default: '50000' }, batch: { type: 'string', default: '1000' },
   v1: { type: 'boolean', default: false },
+  warehouse: { type: 'string', default: 'chdb' },
   /** diagnostic: drop the rollup views after migrating, to see what they cost (the totals check still holds: raw reads) */
   'no-views': { type: 'boolean', default: false },
 } });
 const N = Number(values.events);
 const B = Number(values.batch);
 const dir = mkdtempSync(join(tmpdir(), 'store-events-'));
-const client = createChdbClickHouse({ path: dir });
-const wh = new Warehouse({ client });
+const server = values.warehouse === 'server';
+const database = server ? `bench_store_${randomUUID().slice(0, 8)}` : 'tollgate';
+const client = server ? createHttpClickHouse({ url: process.env.CLICKHOUSE_URL ?? 'http://127.0.0.1:8123' }) : createChdbClickHouse({ path: dir });
+const wh = new Warehouse({ client, database });
 try {
   await wh.migrate();
   if (values['no-views']) {
-    const views = await (await client.query({ query: "SELECT name FROM system.tables WHERE database = 'tollgate' AND engine = 'MaterializedView'", format: 'JSONEachRow' })).json<{ name: string }>();
-    for (const v of views) await client.command({ query: `DROP TABLE tollgate.\`${v.name}\`` });
+    const views = await (await client.query({ query: "SELECT name FROM system.tables WHERE database = {db:String} AND engine = 'MaterializedView'", format: 'JSONEachRow', query_params: { db: database } })).json<{ name: string }>();
+    for (const v of views) await client.command({ query: `DROP TABLE \`${database}\`.\`${v.name}\`` });
   }
   const t0 = Date.now() - N;
   const events = Array.from({ length: N }, (_, i) => (values.v1 ? usageEvent(i, 50, t0 + i) : toV2(usageEvent(i, 50, t0 + i))));
@@ -38,6 +44,7 @@ try {
   if (t.requests !== N) throw new Error(`stored ${t.requests} of ${N}`);
   console.log(`${N} events in batches of ${B}: ${s.toFixed(2)} s, ${Math.round(N / s)} events/s`);
 } finally {
+  if (server) await wh.command(`DROP DATABASE IF EXISTS \`${database}\``).catch(() => {});
   await wh.close();
   rmSync(dir, { recursive: true, force: true });
 }

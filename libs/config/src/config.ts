@@ -218,7 +218,7 @@ const EnvSchema = z.object({
   CIRCUIT_FAILURE_THRESHOLD: int(1, 1_000).default(5),
   /** how long an open circuit refuses before one half-open probe (ms) */
   CIRCUIT_OPEN_MS: int(100, 3_600_000).default(30_000),
-  WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(1000),
+  WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(20_000),
   WAREHOUSE_FLUSH_MS: int(10, 60_000).default(500),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(15_000),
   /**

@@ -56,16 +56,45 @@ export async function repairRollups(w: RollupRepairStore, pairs: readonly Rollup
       const b = p.minute - (p.minute % size);
       scope.set(`${p.accountId}\t${b}`, { a: p.accountId, b });
     }
-    const bad = await mismatched(w, grain, [...scope.values()]);
-    if (bad.length === 0) continue;
-    const table = rollupTable(w.tables, grain);
-    const params = scopeParams(bad, size);
-    await w.command(`DELETE FROM ${table} WHERE ${IN_SCOPE} AND bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')`, params);
-    // insert_deduplicate = 0: the rebuilt block may hash like one still in the dedup window.
-    await w.command(`INSERT INTO ${table} SETTINGS insert_deduplicate = 0 SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`, params);
-    result[grain] = bad.length;
+    // The scope travels as query parameters (a server's URL, whose fields it caps): in chunks.
+    for (const part of scopeChunks([...scope.values()])) {
+      const bad = await mismatched(w, grain, part);
+      if (bad.length === 0) continue;
+      const table = rollupTable(w.tables, grain);
+      const params = scopeParams(bad, size);
+      await w.command(`DELETE FROM ${table} WHERE ${IN_SCOPE} AND bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')`, params);
+      // insert_deduplicate = 0: the rebuilt block may hash like one still in the dedup window.
+      await w.command(`INSERT INTO ${table} SETTINGS insert_deduplicate = 0 SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`, params);
+      result[grain] += bad.length;
+    }
   }
   return result;
+}
+
+/**
+ * Bytes of account ids per chunk of a repair's scope: a ClickHouse server caps each URL field
+ * (`http_max_field_value_size`, 128 KiB by default) and percent-encoding may triple a byte.
+ */
+const SCOPE_PARAM_BUDGET = 32 * 1024;
+
+/** `scope` cut into chunks whose parameters stay under SCOPE_PARAM_BUDGET, accounts kept together (sorted). */
+function scopeChunks(scope: { a: string; b: number }[]): { a: string; b: number }[][] {
+  const sorted = [...scope].sort((x, y) => (x.a < y.a ? -1 : x.a > y.a ? 1 : x.b - y.b));
+  const out: { a: string; b: number }[][] = [];
+  let chunk: { a: string; b: number }[] = [];
+  let bytes = 0;
+  for (const s of sorted) {
+    const n = Buffer.byteLength(s.a) * 3 + 16;
+    if (chunk.length > 0 && bytes + n > SCOPE_PARAM_BUDGET) {
+      out.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(s);
+    bytes += n;
+  }
+  if (chunk.length > 0) out.push(chunk);
+  return out;
 }
 
 /**

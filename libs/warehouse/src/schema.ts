@@ -27,6 +27,9 @@ export interface TableNames {
   rollupMinute: string;
   rollupHour: string;
   rollupDay: string;
+  /** migration 12: every stored usage event id by time, for the rollup_skip existence check, and its backfill marker */
+  usageIds: string;
+  usageIdsBackfilled: string;
   /** webhooks (migration 9) */
   webhooks: string;
   /** upstream pools (migration 10): upstream accounts and the groups pooling them */
@@ -55,6 +58,7 @@ export function tableNames(database: string, tablePrefix: string): TableNames {
     upstreams: q('upstreams'), upstreamGroups: q('upstream_groups'),
     billingCloses: q('billing_closes'), billingBooked: q('billing_booked'), billingDocuments: q('billing_documents'),
     rollupMinute: q('usage_rollup_minute'), rollupHour: q('usage_rollup_hour'), rollupDay: q('usage_rollup_day'),
+    usageIds: q('usage_event_ids'), usageIdsBackfilled: q('usage_event_ids_backfilled'),
   };
 }
 
@@ -72,7 +76,7 @@ export const DIMENSION_COLUMNS: ReadonlyArray<{ key: (typeof DIMENSIONS)[number]
 );
 
 /** The number of the newest migration (see `migrations`). */
-export const LATEST_MIGRATION = 11;
+export const LATEST_MIGRATION = 12;
 
 /**
  * Every statement that brings a database to migration `upTo` (default the latest), oldest
@@ -362,6 +366,27 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
     `ALTER TABLE ${t.usage}
       ADD COLUMN IF NOT EXISTS upstream_id LowCardinality(String) DEFAULT '',
       ADD COLUMN IF NOT EXISTS attempts    UInt8 DEFAULT 0`,
+  ]], [12, [
+    // Migration 12 (issue 11): every stored usage event id, sorted by time, kept by a view from
+    // every insert into usage_events. The rollup_skip check ("which of this batch's ids are
+    // stored?") reads it within the batch's time span (a duplicate has the same ts): the
+    // granules of that span only, where the raw table, sorted by account first, made each
+    // check read about the whole table (its cost grew with the table).
+    `CREATE TABLE IF NOT EXISTS ${t.usageIds} (
+      ts       DateTime64(3, 'UTC'),
+      event_id String
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(ts)
+    ORDER BY (ts, event_id)
+    SETTINGS non_replicated_deduplication_window = 1000`,
+    `CREATE MATERIALIZED VIEW IF NOT EXISTS ${t.usageIds.slice(0, -1)}_mv\` TO ${t.usageIds} AS SELECT ts, event_id FROM ${t.usage}`,
+    // The ids stored before the view existed, copied once (the marker says it is done). Runs
+    // after the view exists, so no insert falls between the two; a copy repeated (a crash
+    // before the marker, two processes migrating at once) only adds duplicate ids, which the
+    // check reads DISTINCT.
+    `CREATE TABLE IF NOT EXISTS ${t.usageIdsBackfilled} (done UInt8) ENGINE = MergeTree ORDER BY tuple()`,
+    `INSERT INTO ${t.usageIds} SETTINGS insert_deduplicate = 0 SELECT ts, event_id FROM ${t.usage} WHERE (SELECT count() FROM ${t.usageIdsBackfilled}) = 0`,
+    `INSERT INTO ${t.usageIdsBackfilled} SETTINGS insert_deduplicate = 0 SELECT 1 WHERE (SELECT count() FROM ${t.usageIdsBackfilled}) = 0`,
   ]]];
 }
 

@@ -174,6 +174,13 @@ export function isDataError(err: unknown): boolean {
     && DATA_ERROR_CODES.has(String(code));
 }
 
+// Bytes of event ids per existence query (see #markStored): under a server's default cap on one
+// URL field (`http_max_field_value_size` = 128 KiB), with room to spare. Each query has a fixed
+// cost, so chunks are as big as that allows.
+const ID_PARAM_BUDGET = 96 * 1024;
+/** Characters a URL encoding leaves as they are (one byte each). */
+const PLAIN_ID = /^[A-Za-z0-9_.*-]*$/;
+
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const UINT32_MAX = 2 ** 32 - 1;
@@ -413,24 +420,41 @@ export class Warehouse {
 
   /** `rows` with `rollup_skip` 1 where `usage_events` already holds the event id or it came earlier in `rows`, else 0. */
   async #markStored(rows: Row[]): Promise<{ marked: Row[]; stored: Set<string> }> {
-    const ids = [...new Set(rows.map((r) => r['event_id'] as string))];
-    // A duplicate has the same ts (the dedup rule), so the batch's time span prunes partitions.
-    // Only the span's ends are needed: one pass, not a sort (the ts texts order as they compare).
-    let lo = rows[0]!['ts'] as string;
-    let hi = lo;
+    // The ids travel as a query parameter, i.e. in the URL of a server's HTTP request, whose
+    // fields a ClickHouse server caps (`http_max_field_value_size`, 128 KiB by default; a longer
+    // one failed the whole batch with "Field value too long"): one query per chunk of ids under
+    // ID_PARAM_BUDGET bytes, run together. Chunks are cut in time order, so each reads only
+    // its own time span of `usage_event_ids` (sorted by ts).
+    const distinct: Row[] = [];
+    const seenIds = new Set<string>();
     for (const r of rows) {
-      const t = r['ts'] as string;
-      if (t < lo) lo = t;
-      else if (t > hi) hi = t;
+      const id = r['event_id'] as string;
+      if (seenIds.has(id)) continue;
+      seenIds.add(id);
+      distinct.push(r);
     }
-    const stored = await this.#select(
-      `SELECT DISTINCT event_id FROM ${this.#t.usage}
-       WHERE event_id IN {ids:Array(String)}
-         AND account_id IN {accounts:Array(String)}
-         AND ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')`,
-      { ids, accounts: [...new Set(rows.map((r) => r['account_id'] as string))], lo, hi },
-    );
-    const already = new Set(stored.map((r) => str(r['event_id'])));
+    // The ts texts order as they compare.
+    distinct.sort((a, b) => ((a['ts'] as string) < (b['ts'] as string) ? -1 : (a['ts'] as string) > (b['ts'] as string) ? 1 : 0));
+    const chunks: Row[][] = [];
+    let chunk: Row[] = [];
+    let bytes = 0;
+    for (const r of distinct) {
+      // URL-encoded: ids of plain characters (uuids, request ids) as they are, any other
+      // byte may take three; the quotes and the comma take three each.
+      const id = r['event_id'] as string;
+      const size = (PLAIN_ID.test(id) ? id.length : Buffer.byteLength(id) * 3) + 12;
+      if (chunk.length > 0 && bytes + size > ID_PARAM_BUDGET) {
+        chunks.push(chunk);
+        chunk = [];
+        bytes = 0;
+      }
+      chunk.push(r);
+      bytes += size;
+    }
+    if (chunk.length > 0) chunks.push(chunk);
+    const found = await Promise.all(chunks.map((c) => this.#storedIds(c)));
+    const already = new Set<string>();
+    for (const ids of found) for (const id of ids) already.add(id);
     const seen = new Set(already);
     // In place: the rows are this insert's own, built just before.
     const marked = rows;
@@ -440,6 +464,18 @@ export class Warehouse {
       seen.add(id);
     }
     return { marked, stored: already };
+  }
+
+  /** The event ids of `rows` (distinct ids, in ts order) that `usage_events` already holds, by `usage_event_ids`. */
+  async #storedIds(rows: Row[]): Promise<string[]> {
+    // A duplicate has the same ts (the dedup rule): the chunk's time span bounds the read.
+    const stored = await this.#select(
+      `SELECT DISTINCT event_id FROM ${this.#t.usageIds}
+       WHERE ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')
+         AND event_id IN {ids:Array(String)}`,
+      { ids: rows.map((r) => r['event_id'] as string), lo: rows[0]!['ts'] as string, hi: rows.at(-1)!['ts'] as string },
+    );
+    return stored.map((r) => str(r['event_id']));
   }
 
   /**

@@ -373,3 +373,27 @@ test('view blocks written without their raw block (the other half of a cut): the
     await w.close();
   }
 });
+
+test('migration 12 over a warehouse of migration 11: its stored ids are copied into usage_event_ids once, so their redelivery adds nothing to any rollup', async () => {
+  const { w } = await fresh();
+  try {
+    const all = events();
+    await w.insertUsage(all);
+    // The warehouse as migration 11 left it: events stored, no id table, view or marker.
+    await w.command(`DROP TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
+    await w.command(`DROP TABLE ${w.tables.usageIds}`);
+    await w.command(`DROP TABLE ${w.tables.usageIdsBackfilled}`);
+    await w.migrate();
+    const ids = async () => (await w.select(`SELECT event_id FROM ${w.tables.usageIds} ORDER BY event_id`)).map((r) => r['event_id']);
+    assert.deepEqual(await ids(), ['e1', 'e2', 'e3', 'e4', 'e5', 'e6', 'e7', 'e8']);
+    await w.migrate(); // every start migrates: the copy is not made again
+    assert.equal((await ids()).length, 8);
+
+    await w.insertUsage(all); // the old events redelivered after the upgrade
+    const eight = `8:${TOTAL_COST}`;
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+  } finally {
+    await w.close();
+  }
+});

@@ -168,6 +168,30 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
           sums(2, { input: 30, output: 11, cache_read: 1000, cache_write_5m: 7, cache_write_1h: 9 }, ABOVE_2_53 + 7n));
       }));
 
+    test('a batch whose event ids overflow one URL field of a server (300 KB of ids, 128 KiB cap): stored once; redelivered whole, at new offsets and with a repeat inside, every rollup still equals raw', () =>
+      withWarehouse(async (w) => {
+        // 3,000 events of 100-character ids over 300 accounts, one per second: the existence
+        // query's and the repair's parameters must be cut into chunks to reach a server at all.
+        const events = Array.from({ length: 3000 }, (_, i) => usage({
+          event_id: `evt_${String(i).padStart(6, '0')}_${'x'.repeat(89)}`, account_id: `acc_${i % 300}`,
+          ts: T2 + i * 1000, cost_micros: String(i + 1),
+        }));
+        const items = (offset: number) => events.map((event, i) => ({ event, topic: 'usage', position: { partition: 3, offset: BigInt(offset + i) } }));
+        assert.deepEqual(await w.storeEvents(items(0), 'warehouse'), []);
+        assert.deepEqual(await w.storeEvents(items(0), 'warehouse'), []); // the same batch redelivered
+        assert.deepEqual(await w.storeEvents(items(3000), 'warehouse'), []); // re-sent by a producer: new offsets
+        assert.deepEqual(await w.storeEvents([...items(6000).slice(0, 2), ...items(6000).slice(0, 2)], 'warehouse'), []);
+        // Σ 1..3000 = 4,501,500 µc
+        const totals = await w.usageTotals({});
+        assert.equal(totals.requests, 3000);
+        assert.equal(totals.costMicros, 4_501_500n);
+        for (const table of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) {
+          const r = await w.select(`SELECT toString(sum(requests)) AS n, toString(sum(cost)) AS c FROM ${table}`);
+          assert.deepEqual([r[0]!['n'], r[0]!['c']], ['3000', '4501500'], table);
+        }
+        assert.equal((await w.logPositions()).usage.get(3), 6001n);
+      }));
+
     test('log positions: the highest offset per partition, duplicates included; ledger entries by id', () =>
       withWarehouse(async (w) => {
         assert.deepEqual(await w.logPositions(), { usage: new Map(), ledger: new Map() });

@@ -6,10 +6,23 @@ import { countByTopic } from './ledger-consumer.ts';
 export interface WarehouseSinkDeps {
   log: EventLog;
   warehouse: Warehouse;
-  /** small batches wait up to this long for company: MergeTree wants few, large parts */
+  /**
+   * ms a buffer smaller than `batchSize` may wait after the previous insert for more events
+   * (MergeTree wants few, large parts); one of at least QUIET_FLUSH_EVENTS goes sooner, as soon
+   * as no partition batch arrived for GATHER_MS (a backlog's batches come close together).
+   */
   flushMs: number;
-  /** this many buffered events are inserted at once (default 1000) */
+  /**
+   * events inserted at once at most; a buffer this full goes without waiting (default
+   * DEFAULT_WAREHOUSE_BATCH). Bigger parts: fewer inserts, each with its fixed cost.
+   */
   batchSize?: number;
+  /**
+   * inserts under way at once (default 2): each holds other partitions (a partition has one
+   * batch in flight at a time), so while one insert waits on ClickHouse the partitions it does
+   * not hold fill the next. 1: strictly one after the other.
+   */
+  concurrentInserts?: number;
   /** partitions consumed at once, sharing one insert buffer (default DEFAULT_CONCURRENT_PARTITIONS) */
   concurrentPartitions?: number;
   group?: string;
@@ -23,8 +36,26 @@ export interface WarehouseSinkDeps {
   metrics?: Metrics;
 }
 
+/**
+ * Events per insert at most, by default: 8 partitions × the log's batches of 1,000 fit, so a
+ * full round of partition batches is one insert (measured in bench/README.md, "Where the
+ * warehouse group's time goes").
+ */
+export const DEFAULT_WAREHOUSE_BATCH = 20_000;
+
 /** Partitions handled at once by each consumer group by default (see `concurrentPartitions`). */
 export const DEFAULT_CONCURRENT_PARTITIONS = 8;
+
+/**
+ * ms without a new partition batch after which a buffer of at least QUIET_FLUSH_EVENTS goes
+ * without waiting out `flushMs`: the batches of one fetch arrive close together (each after
+ * its partition's commit; 10 ms proved too short on a loaded machine: inserts of ~3,800),
+ * and a partition whose fetched batch is used up hands over nothing more until the others'
+ * batches are stored (kafkajs fetches again only then), so waiting longer would stall.
+ */
+const GATHER_MS = 50;
+/** Events a buffer needs before a quiet GATHER_MS sends it: below that, flushMs keeps parts few. */
+const QUIET_FLUSH_EVENTS = 1000;
 
 /**
  * The `warehouse` consumer group: batches every event into ClickHouse. A batch counts as
@@ -36,9 +67,17 @@ export const DEFAULT_CONCURRENT_PARTITIONS = 8;
  * buffer: one insert carries the events of every partition that arrived meanwhile (MergeTree
  * wants few, large parts, and the fixed cost of an insert and of its rollup_skip query is paid
  * once for all). Each partition's handler resolves only when the insert holding its events
- * succeeded, so each partition still commits only what is stored. Inserts run one at a time,
- * which keeps the rollup_skip check (is this event id stored already?) free of races between
- * this process's own inserts.
+ * succeeded, so each partition still commits only what is stored. Up to `concurrentInserts`
+ * (2) inserts run at once, over disjoint partitions (a partition's next batch comes only after
+ * its insert): the rollup_skip check (is this event id stored already?) of one does not see
+ * the other's rows, which is exact because a duplicate (a redelivery, a producer's re-send)
+ * stays in its account's partition. The exception is an account moved to another partition
+ * (a partition count changed under traffic), the same rebalance edge two processes have;
+ * `rollupsMatchRaw` / `rebuildRollups` find and repair it.
+ *
+ * When the buffer goes: at `batchSize` events (whole partition batches, up to that many), or
+ * with at least QUIET_FLUSH_EVENTS once no batch arrived for GATHER_MS, or `flushMs` after the
+ * previous insert, whichever comes first.
  */
 export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subscription> {
   const group = deps.group ?? 'warehouse';
@@ -51,35 +90,47 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
   } catch (err) {
     deps.onError?.(err);
   }
-  const batchSize = deps.batchSize ?? 1000;
+  const batchSize = deps.batchSize ?? DEFAULT_WAREHOUSE_BATCH;
   const durable = deps.log.durablePositions === true;
   let lastFlush = 0;
   let pending: Array<{ batch: ConsumedEvent[]; done: (err?: unknown) => void }> = [];
+  /** when the last partition batch arrived (ms) */
+  let lastArrival = 0;
   let pendingCount = 0;
   let timer: NodeJS.Timeout | undefined;
-  /** an insert is under way: inserts run one at a time, and what arrives meanwhile waits for it */
-  let busy = false;
+  /** inserts under way (at most `concurrentInserts`); what arrives meanwhile waits for one to end */
+  let inFlight = 0;
+  const maxInFlight = Math.max(1, Math.floor(deps.concurrentInserts ?? 2));
 
   const maybeFlush = (): void => {
-    if (busy || pending.length === 0) return;
+    if (inFlight >= maxInFlight || pending.length === 0) return;
     // A full buffer is worth a part of its own at once; a small one waits (up to flushMs after
-    // the last insert) for company: more events arrive, from this and other partitions.
-    const wait = lastFlush + deps.flushMs - Date.now();
-    if (pendingCount < batchSize && wait > 0) {
-      timer ??= setTimeout(() => { timer = undefined; maybeFlush(); }, wait);
+    // the last insert) for company: more events arrive, from this and other partitions. One of
+    // a partition batch's worth or more goes once the arrivals pause for GATHER_MS.
+    const now = Date.now();
+    const wait = lastFlush + deps.flushMs - now;
+    const quiet = pendingCount >= QUIET_FLUSH_EVENTS ? lastArrival + GATHER_MS - now : Infinity;
+    if (pendingCount < batchSize && wait > 0 && quiet > 0) {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(() => { timer = undefined; maybeFlush(); }, Math.min(wait, quiet));
       return;
     }
     if (timer) clearTimeout(timer);
     timer = undefined;
-    const waiting = pending;
-    pending = [];
-    pendingCount = 0;
-    busy = true;
-    insertBatch(waiting.flatMap((w) => w.batch)).then(
-      () => { for (const w of waiting) w.done(); },
-      (err: unknown) => { for (const w of waiting) w.done(err); },
+    // At most batchSize events (whole partition batches, at least one): the rest waits for
+    // the next insert, which this one's end starts.
+    let take = 0;
+    let count = 0;
+    while (take < pending.length && (take === 0 || count + pending[take]!.batch.length <= batchSize)) count += pending[take++]!.batch.length;
+    const inserting = pending.slice(0, take);
+    pending = pending.slice(take);
+    pendingCount -= count;
+    inFlight++;
+    insertBatch(inserting.length === 1 ? inserting[0]!.batch : inserting.flatMap((w) => w.batch)).then(
+      () => { for (const w of inserting) w.done(); },
+      (err: unknown) => { for (const w of inserting) w.done(err); },
     ).finally(() => {
-      busy = false;
+      inFlight--;
       maybeFlush();
     });
   };
@@ -123,6 +174,7 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
       await deps.warehouse.insertQuarantine(records.map(deadLetterRecord));
     },
     handler: (batch) => new Promise<void>((resolve, reject) => {
+      lastArrival = Date.now();
       pending.push({ batch, done: (err) => (err === undefined ? resolve() : reject(err)) });
       pendingCount += batch.length;
       maybeFlush();
