@@ -306,11 +306,13 @@ export class RedisBalanceStore implements BalanceStore {
   /**
    * One script call for the whole batch (see lua/apply-batch.lua); an event whose amount does
    * not fit in 64 bits is answered `failed` without being sent, and the call stops before it.
+   * Standalone layout: three declared keys and one packed argument per event (`packEvent`); the
+   * script derives each event's keys from the prefix (see docs/decisions.md).
    */
   async applyBatch(items: BatchItem[], options: { balanceAfter?: boolean } = {}): Promise<BatchOutcome[]> {
     if (this.#cluster) return this.#applyBatchCluster(items, options);
     const keys = [this.#key('pos'), this.#key('accounts'), this.#ledgerKey()];
-    const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', ''];
+    const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', '', this.#prefix];
     let refused: BatchOutcome | undefined;
     let sent = 0;
     for (const { event, position } of items) {
@@ -322,11 +324,7 @@ export class RedisBalanceStore implements BalanceStore {
         refused = { verdict: 'failed', error: err instanceof Error ? err : new Error(String(err)) };
         break;
       }
-      const k = this.#accountKeys(event.account_id);
-      if (event.type === 'usage') keys.push(this.#usageKey(event.event_id), k.bal, k.held, k.holds, k.expiry, k.hwin);
-      else keys.push(k.bal);
-      const [field, offset] = positionArgs(position);
-      args.push(event.type === 'usage' ? 'u' : 'l', event.event_id, amount, event.account_id, field, offset);
+      args.push(packEvent(event.type === 'usage' ? 'u' : 'l', event.event_id, amount, event.account_id, position));
       sent++;
     }
     const out: BatchOutcome[] = [];
@@ -392,7 +390,7 @@ export class RedisBalanceStore implements BalanceStore {
         const tag = `{${account}}`;
         group = {
           keys: [`${this.#prefix}pos:${tag}`, this.#marker(account), `${this.#prefix}ledger:${tag}`],
-          args: [gen, this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', 'a'],
+          args: [gen, this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', 'a', ''],
           at: [],
         };
         groups.set(account, group);
@@ -400,8 +398,7 @@ export class RedisBalanceStore implements BalanceStore {
       const k = this.#accountKeys(account);
       if (event.type === 'usage') group.keys.push(this.#idScope(account).usage(event.event_id), k.bal, k.held, k.holds, k.expiry, k.hwin);
       else group.keys.push(k.bal);
-      const [field, offset] = positionArgs(position);
-      group.args.push(event.type === 'usage' ? 'u' : 'l', event.event_id, amount, account, field, offset);
+      group.args.push(packEvent(event.type === 'usage' ? 'u' : 'l', event.event_id, amount, account, position));
       group.at.push(i);
     }
     await Promise.all([...groups.values()].map(async (g) => {
@@ -783,6 +780,20 @@ function batchOutcomes(raw: Array<number | string>): BatchOutcome[] {
     }
   }
   return out;
+}
+
+/**
+ * One batch event as apply-batch.lua's single packed argument:
+ * `<kind><amount> <offset> <id bytes> <account bytes> <event id><account id><position field>`.
+ * The lengths are UTF-8 byte counts (what the client sends and Lua's string.sub counts), so an
+ * id or account may hold any characters, the space included, with no escaping; the position
+ * field (`topic:partition`, or '' without a position) is the rest. `amount` is an integer
+ * string already checked to fit in 64 bits (µc); the offset is '' without a position.
+ */
+export function packEvent(kind: 'u' | 'l', eventId: string, amount: Amount, accountId: string, position: LogPosition | undefined): string {
+  const offset = position ? position.offset.toString() : '';
+  const field = position ? positionKey(position.topic, position.partition) : '';
+  return `${kind}${amount} ${offset} ${Buffer.byteLength(eventId)} ${Buffer.byteLength(accountId)} ${eventId}${accountId}${field}`;
 }
 
 function positionArgs(p: LogPosition | undefined): [string, string] {

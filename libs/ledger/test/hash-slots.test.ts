@@ -118,7 +118,8 @@ test('standalone layout: every request-path script call keeps its keys in the on
     // Multi-slot today (docs/scaling.md, "Redis Cluster"): the consumer's scripts store the
     // partition position and the event id beside the account's balance; the control scripts
     // share store-wide hashes without a common tag. load and snapshot also name balance keys
-    // that are not in KEYS[] at all (every account's).
+    // that are not in KEYS[] at all (every account's), and so does applyBatch: it derives each
+    // event's keys from the prefix (docs/decisions.md, "Ledger batch encoding").
     const crossing = [...new Set(calls.filter((c) => slotsOf(c.keys).size > 1).map((c) => c.script))].sort();
     assert.deepEqual(crossing, [
       'tollgateLedgerApplyBatch', 'tollgateLedgerApplyLedger', 'tollgateLedgerApplyUsage', 'tollgateLedgerClaimReference',

@@ -5,19 +5,27 @@
 -- redelivered batch is a run of duplicates.
 -- Two layouts (ARGV[5]):
 -- - '' (standalone Redis): any accounts, one call per partition batch.
---   KEYS[1] pos, KEYS[2] accounts, KEYS[3] ledger; ARGV[1] ready key or ''.
+--   KEYS[1] pos, KEYS[2] accounts, KEYS[3] ledger; ARGV[1] ready key or ''; ARGV[6] the key
+--   prefix. The per-event keys are NOT declared: the script derives them from the prefix, the
+--   event id and the account id exactly as redis-balance-store.ts names them (u:<id>,
+--   bal:{A}, held:{A}, holds:{A}, hexp:{A}, hwin:{A}). Declaring them cost the caller six
+--   arguments per event to encode; standalone Redis has no slot to check (docs/decisions.md).
 -- - 'a' (Redis Cluster: ONE account A, so every key is in A's hash slot): the events of A in
 --   a partition batch. KEYS[1] pos:{A} (A's own positions), KEYS[2] the ready marker of A's
 --   slot, KEYS[3] ledger:{A}; ARGV[1] the generation the marker must hold (else not ready:
 --   a rebuild ran since the caller read the partition positions). No gap check here: the
---   caller checked the partition-wide position (see account_ctx in position.lua).
--- Then per event, in order:
---   usage:  u:<event_id> (u:{A}:<event_id> on a Cluster), bal:{A}, held:{A}, holds:{A}, hexp:{A}, hwin:{A}   (6 keys)
---   ledger: bal:{A}                                                          (1 key)
+--   caller checked the partition-wide position (see account_ctx in position.lua). The
+--   per-event keys ARE declared (the Cluster routes and checks by them), in order:
+--     usage:  u:{A}:<event_id>, bal:{A}, held:{A}, holds:{A}, hexp:{A}, hwin:{A}   (6 keys)
+--     ledger: bal:{A}                                                           (1 key)
 -- ARGV[2] usage memory ms, ARGV[3] money bound (2^53 - 1),
 -- ARGV[4] '1' to answer the balance after each applied usage debit, else ''; ARGV[5] layout;
--- then per event: kind ('u' or 'l'), event_id, amount (integer string), account id,
--- position field or '', offset or ''
+-- ARGV[6] key prefix (standalone) or ''; then ONE argument per event, packed (one argument
+-- instead of six is most of the caller's encoding cost):
+--   <kind><amount> <offset> <id bytes> <account bytes> <event_id><account id><position field>
+-- kind 'u' or 'l'; amount a signed integer; offset digits or '' (no position); the two byte
+-- lengths say where event_id and the account id end, so they may hold any bytes (spaces
+-- included); the position field ('' or topic:partition) is the rest.
 -- Returns a flat array, two entries per event handled: verdict (1 applied, 0 duplicate,
 -- -1 gap, -2 not ready, -3 out of range, -9 failed) and, for an applied usage, the balance it
 -- left (integer string; the balance.low trigger compares it), for a failure the error text,
@@ -30,31 +38,51 @@
 -- once (batch_ctx in position.lua): the script is atomic, so no one sees the difference.
 local pos_key, accounts_key, ledger_key = KEYS[1], KEYS[2], KEYS[3]
 local ready_key, memory_ms, bound, want_balance = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
+local cluster, prefix = ARGV[5] == 'a', ARGV[6] or ''
 local ctx
-if ARGV[5] == 'a' then ctx = account_ctx(KEYS[2], ARGV[1], KEYS[1]) else ctx = batch_ctx(ready_key, pos_key, accounts_key) end
+if cluster then ctx = account_ctx(KEYS[2], ARGV[1], KEYS[1]) else ctx = batch_ctx(ready_key, pos_key, accounts_key) end
 local out = {}
-local k, a = 4, 6
-while a <= #ARGV do
-  local kind, event_id, amount, account, field, offset =
-    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+local k = 4
+for a = 7, #ARGV do
+  local packed = ARGV[a]
+  local kind, amount, offset, id_len, account_len, rest = string.match(packed, '^([ul])(%-?%d+) (%d*) (%d+) (%d+) ()')
+  if not kind then
+    out[#out + 1] = -9
+    out[#out + 1] = 'ERR malformed batch event ' .. (a - 6)
+    ctx.flush()
+    return out
+  end
+  local id_end = rest + tonumber(id_len)
+  local account_end = id_end + tonumber(account_len)
+  local event_id = string.sub(packed, rest, id_end - 1)
+  local account = string.sub(packed, id_end, account_end - 1)
+  local field = string.sub(packed, account_end)
   local ok, verdict
   if kind == 'u' then
-    ok, verdict = pcall(apply_usage, ctx, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5],
+    local seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key
+    if cluster then
+      seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+      k = k + 6
+    else
+      local tag = '{' .. account .. '}'
+      seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key = prefix .. 'u:' .. event_id, prefix .. 'bal:' .. tag,
+        prefix .. 'held:' .. tag, prefix .. 'holds:' .. tag, prefix .. 'hexp:' .. tag, prefix .. 'hwin:' .. tag
+    end
+    ok, verdict = pcall(apply_usage, ctx, seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key,
       event_id, amount, memory_ms, account, field, offset)
     if ok and verdict == 1 then
       out[#out + 1] = 1
-      out[#out + 1] = want_balance and (redis.call('GET', KEYS[k + 1]) or '0') or ''
+      out[#out + 1] = want_balance and (redis.call('GET', bal_key) or '0') or ''
     end
-    k = k + 6
   else
-    ok, verdict = pcall(apply_ledger, ctx, ledger_key, KEYS[k], event_id, amount, account, field, offset, bound)
+    local bal_key
+    if cluster then bal_key = KEYS[k]; k = k + 1 else bal_key = prefix .. 'bal:{' .. account .. '}' end
+    ok, verdict = pcall(apply_ledger, ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound)
     if ok and verdict == 1 then
       out[#out + 1] = 1
       out[#out + 1] = ''
     end
-    k = k + 1
   end
-  a = a + 6
   if not ok then
     out[#out + 1] = -9
     out[#out + 1] = type(verdict) == 'table' and (verdict.err or 'script error') or tostring(verdict)
