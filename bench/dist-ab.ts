@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { deployment, findServices, removeDeployment, startRole } from './distributed.ts';
 import { runLoad, type LoadTarget } from './load.ts';
+import { childEnv } from '../test/support/services.ts';
 import {
   ADMIN_TOKEN, UPSTREAM_API_KEY, cpuSeconds, createCustomer, freePort, startSimulator, startTollgate, stopAll, waitForIdle,
 } from './stack.ts';
@@ -65,7 +66,7 @@ async function startBaseGateway(dir: string, env: Record<string, string>): Promi
   const child = spawn(process.execPath, [join(dir, 'services/tollgate/src/main.ts')], {
     cwd: dir, stdio: ['ignore', 'ignore', 'inherit'],
     env: {
-      ...process.env, ...env, DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'error',
+      ...childEnv(), ...env, DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'error',
       ADMIN_TOKEN, UPSTREAM_API_KEY, SHUTDOWN_GRACE_MS: '5000', KEY_MAX_CONCURRENT_REQUESTS: '100000', UPSTREAM_MAX_CONNECTIONS: '4096',
       ...(process.env.BENCH_GATEWAY_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_GATEWAY_CPU_PROF}` } : {}),
     },

@@ -12,6 +12,7 @@ import { Agent, request } from 'undici';
 import { runLoad, type LoadResult, type LoadTarget } from './load.ts';
 import type { MemoryReport, ProbeReport, ProfileSummary } from './peers/probe.ts';
 import { cpuSeconds, createCustomer, freePort, ROOT, settledBalance, startSimulator, startTollgate, UPSTREAM_API_KEY, type Service, type TollgateService } from './stack.ts';
+import { childEnv } from '../test/support/services.ts';
 
 const PEERS_DIR = join(ROOT, 'bench/.peers');
 const PORTKEY_START = join(PEERS_DIR, 'portkey/node_modules/@portkey-ai/gateway/build/start-server.js');
@@ -98,7 +99,7 @@ process.on('exit', () => { for (const p of peers) p.child.kill('SIGKILL'); });
 
 /** A peer gateway as a child process, ready once `readyPath` answers 2xx; stopped with SIGTERM then SIGKILL. */
 async function startPeer(name: string, cmd: string, args: string[], env: Record<string, string>, port: number, readyPath: string, cwd: string, cleanup?: () => void): Promise<Peer> {
-  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
+  const child = spawn(cmd, args, { cwd, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'], detached: false });
   let out = '';
   const keep = (c: Buffer) => { out = (out + c.toString('utf8')).slice(-4000); };
   child.stdout!.on('data', keep);

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { UsageEvent } from '@tollgate/events';
+import { childEnv } from '../test/support/services.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const UPSTREAM_API_KEY = 'sk-ant-bench-upstream-key';
@@ -78,7 +79,7 @@ interface SpawnOptions {
 async function spawnService(o: SpawnOptions): Promise<Service> {
   const child = spawn(process.execPath, [o.script], {
     cwd: ROOT,
-    env: { ...process.env, ...o.env },
+    env: childEnv(o.env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const out = tailBuffer();

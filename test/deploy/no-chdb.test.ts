@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { freePort } from '../support/cluster.ts';
-import { requireKafka, requireRedis } from '../support/services.ts';
+import { childEnv, requireKafka, requireRedis } from '../support/services.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const MAIN = join(ROOT, 'services/tollgate/src/main.ts');
@@ -32,7 +32,7 @@ test('chDB unloadable (linux/arm64): --version, and distributed gateway and cont
     const child: ChildProcess = spawn(process.execPath, [...NO_CHDB, MAIN, '--roles', role], {
       cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'],
       env: {
-        ...process.env, KAFKA_BROKERS: kafka, REDIS_URL: redis, KAFKA_TOPIC_PREFIX: `t-nochdb-${id}.`, REDIS_PREFIX: `t:nochdb:${id}:`,
+        ...childEnv(), KAFKA_BROKERS: kafka, REDIS_URL: redis, KAFKA_TOPIC_PREFIX: `t-nochdb-${id}.`, REDIS_PREFIX: `t:nochdb:${id}:`,
         KEY_HASH_SECRET: `key-hash-secret-${id}-0123456789`, ADMIN_TOKEN: 'no-chdb-admin-token-0123456789', HOST: '127.0.0.1', PORT: String(port),
         DATA_DIR: mkdtempSync(join(tmpdir(), 'tollgate-nochdb-')), LOG_LEVEL: 'warn', UPSTREAM_URL: 'http://127.0.0.1:9', UPSTREAM_API_KEY: 'k',
       },
@@ -62,7 +62,7 @@ test('chDB unloadable (linux/arm64): --version, and distributed gateway and cont
 test('chDB unloadable (linux/arm64): the embedded process refuses to start with a message naming the platform and CLICKHOUSE_URL', () => {
   const r = spawnSync(process.execPath, [...NO_CHDB, MAIN], {
     cwd: ROOT, encoding: 'utf8', timeout: 60_000,
-    env: { ...process.env, KAFKA_BROKERS: '', REDIS_URL: '', CLICKHOUSE_URL: '', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'warn', DATA_DIR: mkdtempSync(join(tmpdir(), 'tollgate-nochdb-e-')) },
+    env: { ...childEnv(), KAFKA_BROKERS: '', REDIS_URL: '', CLICKHOUSE_URL: '', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'warn', DATA_DIR: mkdtempSync(join(tmpdir(), 'tollgate-nochdb-e-')) },
   });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr + r.stdout, new RegExp(`the embedded warehouse \\(chDB\\) cannot be loaded on ${process.platform}/${process.arch}: .*Set CLICKHOUSE_URL`));

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { requireFaultControl, startKafka, startRedis, stopKafka, stopRedis } from '../support/services.ts';
+import { childEnv, requireFaultControl, startKafka, startRedis, stopKafka, stopRedis } from '../support/services.ts';
 import { CLUSTER_ADMIN_TOKEN, newAccount, startStandardCluster, type Cluster } from '../support/cluster.ts';
 import { traffic, type AccountHandle, type Sent } from '../support/traffic.ts';
 
@@ -59,7 +59,7 @@ async function assertExact(c: Cluster, accounts: AccountHandle[], sent: Sent[]) 
   }
   // The operator's proof, through the CLI as an operator would run it.
   const rec = spawnSync(process.execPath, [join(import.meta.dirname, '../../services/tollgate/src/main.ts'), 'reconcile', '--url', c.url('agg1')], {
-    env: { ...process.env, ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN }, encoding: 'utf8',
+    env: childEnv({ ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN }), encoding: 'utf8',
   });
   assert.equal(rec.status, 0, `tollgate reconcile: ${rec.stdout}\n${rec.stderr}`);
 }
@@ -117,7 +117,7 @@ describe('faults under traffic, exact totals afterwards', () => {
       // The warehouse's aggregator rebuilds by itself; the CLI can too, and twice is harmless.
       await c.eventually('state rebuilt', async () => {
         const r = spawnSync(process.execPath, [join(import.meta.dirname, '../../services/tollgate/src/main.ts'), 'rebuild', '--url', c.url('agg1')], {
-          env: { ...process.env, ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN }, encoding: 'utf8',
+          env: childEnv({ ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN }), encoding: 'utf8',
         });
         return r.status === 0 ? true : undefined;
       });

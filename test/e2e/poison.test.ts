@@ -13,6 +13,7 @@ import { Journal, type AnyEvent } from '@tollgate/events';
 import { ADMIN_TOKEN, admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
 import { grantEvent as grant, usageEvent as usage } from '../support/events.ts';
 import { spawn } from 'node:child_process';
+import { childEnv } from '../support/services.ts';
 
 let stack: Stack;
 before(async () => { stack = await startStack(); });
@@ -126,7 +127,7 @@ describe('tollgate reconcile (CLI)', () => {
     // The real program, as an operator runs it.
     const { code, text } = await new Promise<{ code: number | null; text: string }>((resolve) => {
       const child = spawn(process.execPath, [join(import.meta.dirname, '../../services/tollgate/src/main.ts'), 'reconcile', '--url', stack.url, '--timeout-ms', '5000'], {
-        env: { ...process.env, ADMIN_TOKEN }, stdio: ['ignore', 'pipe', 'pipe'],
+        env: childEnv({ ADMIN_TOKEN }), stdio: ['ignore', 'pipe', 'pipe'],
       });
       let text = '';
       child.stdout.on('data', (d: Buffer) => { text += d.toString('utf8'); });

@@ -2,6 +2,7 @@
 // tests of its commands: exit code, stdout (the report) and stderr (progress, diagnostics).
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
+import { childEnv } from './services.ts';
 
 /** services/tollgate/src/main.ts, the program's entry point. */
 export const TOLLGATE_MAIN = resolve(import.meta.dirname, '../../services/tollgate/src/main.ts');
@@ -16,7 +17,7 @@ export interface CliResult {
 export function runTollgate(args: readonly string[], env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, [TOLLGATE_MAIN, ...args], {
-      env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+      env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { after, before } from 'node:test';
+import { childEnv } from './services.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const MAIN = join(ROOT, 'services/tollgate/src/main.ts');
@@ -98,7 +99,7 @@ export class Cluster {
     const log = createWriteStream(join(this.dir, `${name}.log`), { flags: 'a' });
     const child = spawn(process.execPath, [MAIN, '--roles', m.spec.roles], {
       cwd: ROOT,
-      env: { ...process.env, ...this.env, ...m.spec.env, PORT: String(m.port), DATA_DIR: m.dataDir, GATEWAY_ID: name },
+      env: { ...childEnv(), ...this.env, ...m.spec.env, PORT: String(m.port), DATA_DIR: m.dataDir, GATEWAY_ID: name },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child.stdout!.pipe(log);

@@ -9,6 +9,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  childEnv,
   findClickHouse,
   findKafka,
   findRedis,
@@ -316,4 +317,12 @@ test('findRedisCluster: REDIS_CLUSTER_NODES as given, else every local port of d
   } finally {
     await Promise.all([a.close(), b.close()]);
   }
+});
+
+test('a spawned child never inherits a discovery-only variable: REDIS_CLUSTER_NODES is dropped from the inherited environment, the rest kept, explicit values win', () => {
+  const parent = { PATH: '/bin', REDIS_URL: 'redis://r:1', REDIS_CLUSTER_NODES: '127.0.0.1:7001,127.0.0.1:7002' };
+  assert.deepEqual(childEnv({ ADMIN_TOKEN: 't' }, parent), { PATH: '/bin', REDIS_URL: 'redis://r:1', ADMIN_TOKEN: 't' });
+  // a child meant for the cluster is handed it explicitly
+  assert.deepEqual(childEnv({ REDIS_CLUSTER_NODES: 'n:1' }, parent), { PATH: '/bin', REDIS_URL: 'redis://r:1', REDIS_CLUSTER_NODES: 'n:1' });
+  assert.equal(parent.REDIS_CLUSTER_NODES, '127.0.0.1:7001,127.0.0.1:7002', 'the parent environment is not changed');
 });

@@ -29,6 +29,23 @@ export interface ServiceHandle {
 export type Env = Record<string, string | undefined>;
 
 export const PROBE_TIMEOUT_MS = 500;
+
+/**
+ * Variables a child process must never inherit from the test runner or bench: they are there to
+ * FIND a service, but in a child they select a mode. REDIS_CLUSTER_NODES (printed by
+ * `deploy/services.sh up`, exported by .ci/run) would put a child's ledger on the Redis Cluster
+ * (and an embedded child refuses to start with it and no REDIS_URL). A child that should use the
+ * cluster is given it explicitly.
+ */
+export const DISCOVERY_ONLY_ENV = ['REDIS_CLUSTER_NODES'] as const;
+
+/** `process.env` (or `env`) without DISCOVERY_ONLY_ENV, plus `extra`: the environment for a spawned Tollgate, CLI or bench child. */
+export function childEnv(extra: Record<string, string | undefined> = {}, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = { ...env };
+  for (const k of DISCOVERY_ONLY_ENV) delete out[k];
+  return { ...out, ...extra };
+}
+
 const HOST = '127.0.0.1';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));

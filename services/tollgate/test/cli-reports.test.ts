@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTollgate, TOLLGATE_MAIN, type CliResult } from '../../../test/support/cli.ts';
 import { ADMIN_TOKEN, customer, settledBalance, startStack, type Stack } from '../../../test/support/tollgate.ts';
+import { childEnv } from '../../../test/support/services.ts';
 
 const FINANCE_TOKEN = 'test-finance-token-0123456789';
 let stack: Stack;
@@ -54,7 +55,7 @@ const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 function onTerminal(args: string[], input = ''): Promise<{ code: number | null; screen: string }> {
   return new Promise((done, fail) => {
     const child = spawn('script', ['-qec', [process.execPath, TOLLGATE_MAIN, ...args].map(quote).join(' '), '/dev/null'], {
-      env: { ...process.env, ADMIN_TOKEN, TOLLGATE_URL: stack.url }, stdio: ['pipe', 'pipe', 'pipe'],
+      env: childEnv({ ADMIN_TOKEN, TOLLGATE_URL: stack.url }), stdio: ['pipe', 'pipe', 'pipe'],
     });
     let screen = '';
     child.stdout.on('data', (b: Buffer) => { screen += b.toString(); });
