@@ -638,7 +638,7 @@ export class RedisBalanceStore implements BalanceStore {
     const store = [this.#g('gen'), this.#g('ready'), this.#g('pos'), this.#g('layout')] as const;
     // The generation is `<µs>-<128 random bits>` (lua/cluster-load.lua): never reused, even if
     // the {ledger} master restarts empty, and it is also the epoch of the usage id markers.
-    const gen = String(await this.#scripts.tollgateLedgerClusterLoad(...store, 'start', randomBytes(16).toString('hex')));
+    const gen = String(await this.#scripts.tollgateLedgerClusterLoad(...store, 'start', randomBytes(16).toString('hex'), String(Date.now() * 1000)));
     // Every slot is marked loading this generation (holds and applies answer not_ready); each
     // later step writes only where the mark is still ours (cluster-load-put.lua).
     const loading = `L${gen}`;

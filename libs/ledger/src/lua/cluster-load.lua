@@ -1,5 +1,7 @@
 -- Redis Cluster rebuild, store-wide part (every key under the `{ledger}` hash tag).
--- ARGV[1] 'start', ARGV[2] 32 random hex digits (128 bits, from the caller): a new generation
+-- ARGV[1] 'start', ARGV[2] 32 random hex digits (128 bits, from the caller), ARGV[3] the
+--   caller's clock in µs (a floor: a master that restarted on a clock behind the last rebuild's
+--   would otherwise give an older time, and the slots would refuse its marks): a new generation
 --   begins; the state stops being ready (holds and applies answer not ready until the end).
 --   Returns the new generation: `<16 digits: µs of this master's clock>-<random>`. The random
 --   part makes a generation impossible to reuse, even when this master restarts empty and
@@ -14,6 +16,7 @@ if ARGV[1] == 'start' then
   local t = redis.call('TIME')
   local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local last = tonumber((redis.call('GET', KEYS[1]) or ''):match('^(%d+)%-') or '0')
+  us = math.max(us, tonumber(ARGV[3] or '0') or 0)
   if us <= last then us = last + 1 end
   local gen = string.format('%016d', us) .. '-' .. ARGV[2]
   redis.call('SET', KEYS[1], gen)
