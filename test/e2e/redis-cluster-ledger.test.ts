@@ -38,7 +38,7 @@ test('ledger on a Redis Cluster: traffic over two gateways is exact, reconcile a
   });
 
   // The rebuild at start wrote the Cluster layout's markers there.
-  assert.equal(await redis.get(`${prefix}{ledger}layout`), 'cluster-1');
+  assert.equal(await redis.get(`${prefix}{ledger}layout`), 'cluster-2');
   const a = await newAccount(c, 100);
   const b = await newAccount(c, 50);
   const sent = await traffic({ gateways: [c.url('gw1'), c.url('gw2')], accounts: [a, a, b], requests: 30, concurrency: 6 });

@@ -4,5 +4,5 @@ export type {
 } from './balance-store.ts';
 export { positionKey, windowBounds, SPEND_WINDOW_NAMES } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';
-export { RedisBalanceStore } from './redis-balance-store.ts';
+export { RedisBalanceStore, accountHashTag } from './redis-balance-store.ts';
 export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
@@ -72,7 +73,7 @@ interface LedgerScripts {
 }
 
 /** The Cluster layout's version, stored in `P {ledger}layout` by `load`; `ready()` wants it. */
-export const CLUSTER_LAYOUT = 'cluster-1';
+export const CLUSTER_LAYOUT = 'cluster-2';
 const SLOTS = 16384;
 
 let slotTagTable: string[] | undefined;
@@ -95,6 +96,26 @@ function slotTag(slot: number): string {
   return slotTagTable[slot]!;
 }
 
+/** The escape that starts the Cluster hash tag of an account id that cannot be its own tag. */
+const TAG_ESCAPE = '\u0001';
+
+/**
+ * The text between the braces of an account's Cluster hash tag (`P bal:{<tag>}` etc.), for ANY
+ * string, even one a producer never should have sent (quarantine gets the raw `account_id` of
+ * invalid events). Redis hashes the text between the first `{` and the first `}` after it; an
+ * empty one (id `''` or starting with `}`) makes Redis hash each whole key, so an account's
+ * keys land in different slots (CROSSSLOT). Those ids, and ids starting with the escape U+0001
+ * itself, get U+0001 in front: the tag (up to the first `}`) is then never empty, and the map is
+ * one-to-one (every escaped tag starts with U+0001, no kept one does). Schema-valid ids may
+ * contain `{` and `}` (any text without control characters, at least 1 character) and keep
+ * their tag unchanged: Redis stops at their first `}`, the same for every key of the account,
+ * so they stay in one slot, and no key moves for them. Only for the Cluster layout: standalone
+ * has no slots, and its load.lua / snapshot.lua name balance keys from the raw id.
+ */
+export function accountHashTag(accountId: string): string {
+  return accountId === '' || accountId[0] === '}' || accountId[0] === TAG_ESCAPE ? TAG_ESCAPE + accountId : accountId;
+}
+
 /** Where the ids of one scope live: an account's slot (Cluster), or the store-wide keys. */
 interface IdScope {
   ledger: string;
@@ -108,6 +129,8 @@ const INT64_MAX = 2n ** 63n - 1n;
 const POLL_MS = 20;
 const SCAN_COUNT = 500;
 const LOAD_CHUNK = 500;
+/** At most this many withheld `applied` answers are kept (oldest dropped first); a batch's worth. */
+const UNREPORTED_MAX = 10_000;
 
 function lua(name: string): string {
   return readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
@@ -161,6 +184,8 @@ export class RedisBalanceStore implements BalanceStore {
   #usageMemoryMs: string;
   #requireReady: boolean;
   #now: (() => number) | undefined;
+  /** Cluster layout: `applied` answers withheld past a batch's stop (see #applyBatchCluster). */
+  #unreported = new Map<string, BatchOutcome>();
 
   constructor(options: RedisBalanceStoreOptions) {
     const clientPrefix = options.redis.isCluster
@@ -228,7 +253,7 @@ export class RedisBalanceStore implements BalanceStore {
     const floorAmount = a ? a.base + BigInt(a.floorTokens) * a.perOutputToken : 0n;
     const windows = SPEND_WINDOW_NAMES.flatMap((name) => req.windows?.filter((w) => w.name === name).slice(0, 1) ?? []);
     const keys = [k.bal, k.held, k.holds, k.expiry, k.tmp, k.hwin,
-      ...windows.map((w) => `${this.#prefix}sw:{${req.accountId}}:${w.name}:${w.name.startsWith('key_') ? `k:${req.keyId}` : 'a'}`)];
+      ...windows.map((w) => `${this.#prefix}sw:${this.#tag(req.accountId)}:${w.name}:${w.name.startsWith('key_') ? `k:${req.keyId}` : 'a'}`)];
     const args = [req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)),
       this.#cluster ? this.#marker(req.accountId) : this.#readyArg(),
       int64(overdraft, 'overdraft'), clamp ? 'clamp' : '', a ? int64(a.base, 'base') : '0',
@@ -257,7 +282,7 @@ export class RedisBalanceStore implements BalanceStore {
   async windowUsed(name: SpendWindowName, accountId: string, keyId: string): Promise<bigint> {
     const start = windowBounds(name, this.#now ? this.#now() : Date.now()).start;
     const v = await this.#redis.get(
-      `${this.#prefix}sw:{${accountId}}:${name}:${name.startsWith('key_') ? `k:${keyId}` : 'a'}:${start}`);
+      `${this.#prefix}sw:${this.#tag(accountId)}:${name}:${name.startsWith('key_') ? `k:${keyId}` : 'a'}:${start}`);
     return v === null ? 0n : BigInt(v);
   }
 
@@ -387,7 +412,7 @@ export class RedisBalanceStore implements BalanceStore {
       const account = event.account_id;
       let group = groups.get(account);
       if (!group) {
-        const tag = `{${account}}`;
+        const tag = this.#tag(account);
         group = {
           keys: [`${this.#prefix}pos:${tag}`, this.#marker(account), `${this.#prefix}ledger:${tag}`],
           args: [gen, this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', 'a', ''],
@@ -408,16 +433,37 @@ export class RedisBalanceStore implements BalanceStore {
     const out: BatchOutcome[] = [];
     const reached = new Map<string, bigint>();
     let stopped = false;
-    for (let i = 0; i < stop && !stopped; i++) {
-      const o = outcomes[i];
+    let i = 0;
+    for (; i < stop && !stopped; i++) {
+      let o = outcomes[i];
       // An account's call answers every event of it up to its first stop, which comes first.
       if (o === undefined) throw new Error(`ledger: no outcome for batch event ${i}`);
+      if (o.verdict === 'duplicate') {
+        // Applied by an earlier call of this store past its stop and never answered: answer it now.
+        const key = unreportedKey(gen, items[i]!);
+        const kept = this.#unreported.get(key);
+        if (kept) {
+          this.#unreported.delete(key);
+          o = kept;
+        }
+      }
       out.push(o);
       stopped = o.verdict !== 'applied' && o.verdict !== 'duplicate';
       const p = items[i]!.position;
       if (!stopped && p) reached.set(positionKey(p.topic, p.partition), p.offset);
     }
     if (!stopped && stopOutcome) out.push(stopOutcome);
+    // Past the stop, other accounts' calls may have applied events whose answer is not given
+    // now: the caller's retry of them will be answered `duplicate` by their accounts' positions.
+    // Standalone answers `applied` then (its script stopped before them), and the consumer acts
+    // on `applied` only (onUsageApplied, the balance.low alert): keep those answers, bounded,
+    // in this generation, for the retry. A crash loses them, as it loses a standalone answer.
+    for (; i < stop; i++) {
+      const o = outcomes[i];
+      if (o?.verdict !== 'applied') continue;
+      this.#unreported.set(unreportedKey(gen, items[i]!), o);
+      if (this.#unreported.size > UNREPORTED_MAX) this.#unreported.delete(this.#unreported.keys().next().value!);
+    }
     const pairs = [...reached].flatMap(([field, offset]) => [field, offset.toString()]);
     if (pairs.length > 0) await this.#scripts.tollgateLedgerClusterAdvance(this.#g('ready'), this.#g('pos'), gen, ...pairs);
     return out;
@@ -555,11 +601,14 @@ export class RedisBalanceStore implements BalanceStore {
    */
   async load(snapshot: BalanceSnapshot): Promise<void> {
     if (this.#cluster) return this.#loadCluster(snapshot);
+    // A fresh epoch: usage id markers count only while the pos hash holds theirs (position.lua),
+    // so the load script's one atomic step also voids every marker of the effects it discards.
+    const epoch = randomBytes(16).toString('hex');
     // Usage ids first (plain SETs, pipelined): by the time the state turns ready they are there.
     const ids = snapshot.usageIds ?? [];
     for (let i = 0; i < ids.length; i += LOAD_CHUNK) {
       const p = this.#redis.pipeline();
-      for (const id of ids.slice(i, i + LOAD_CHUNK)) p.set(this.#usageKey(id), '1', 'PX', this.#usageMemoryMs);
+      for (const id of ids.slice(i, i + LOAD_CHUNK)) p.set(this.#usageKey(id), epoch, 'PX', this.#usageMemoryMs);
       const replies = await p.exec();
       for (const [err] of replies ?? []) if (err) throw err;
     }
@@ -570,6 +619,7 @@ export class RedisBalanceStore implements BalanceStore {
     const positions = snapshot.positions ?? new Map<string, bigint>();
     args.push(String(positions.size));
     for (const [field, offset] of positions) args.push(field, offset.toString());
+    args.push(epoch);
     await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), ...args);
   }
 
@@ -583,7 +633,9 @@ export class RedisBalanceStore implements BalanceStore {
     const ids = (snapshot.usageIds ?? []).map((id) => ({ id, account: accountOf(id, 'usage id') }));
     const balances = [...snapshot.balances].map(([account, b]) => ({ account, balance: int64(b, `balance of ${account}`) }));
     const store = [this.#g('gen'), this.#g('ready'), this.#g('pos'), this.#g('layout')] as const;
-    const gen = String(await this.#scripts.tollgateLedgerClusterLoad(...store, 'start'));
+    // The generation is `<µs>-<128 random bits>` (lua/cluster-load.lua): never reused, even if
+    // the {ledger} master restarts empty, and it is also the epoch of the usage id markers.
+    const gen = String(await this.#scripts.tollgateLedgerClusterLoad(...store, 'start', randomBytes(16).toString('hex'), String(Date.now() * 1000)));
     // Every slot is marked loading this generation (holds and applies answer not_ready); each
     // later step writes only where the mark is still ours (cluster-load-put.lua).
     const loading = `L${gen}`;
@@ -600,7 +652,9 @@ export class RedisBalanceStore implements BalanceStore {
       const keys = await this.#scanKeys(`${globLiteral(this.#prefix)}${pattern}:{*}`);
       await each(keys, (key) => put(key, 'del'));
     }
-    await each(ids, ({ id, account }) => put(this.#idScope(account).usage(id), 'setpx', '1', this.#usageMemoryMs));
+    // Usage ids hold the generation they count in (account_ctx in lua/position.lua): markers of
+    // effects applied before this rebuild (or slipping in before its marks) stop counting.
+    await each(ids, ({ id, account }) => put(this.#idScope(account).usage(id), 'setpx', gen, this.#usageMemoryMs));
     await each(balances, ({ account, balance }) => put(this.#accountKeys(account).bal, 'set', balance));
     await each(entries, ({ id, amount, account }) => put(this.#idScope(account).ledger, 'hset', id, amount));
     const turned = await this.#perSlot((p, slot) => {
@@ -645,8 +699,16 @@ export class RedisBalanceStore implements BalanceStore {
     return this.#now ? String(Math.floor(this.#now())) : '';
   }
 
+  /**
+   * `{<tag>}` of an account: every key builder goes through here. Cluster: `accountHashTag`
+   * (never an empty tag); standalone: the raw id (no slots; the Lua scripts name keys so).
+   */
+  #tag(accountId: string): string {
+    return `{${this.#cluster ? accountHashTag(accountId) : accountId}}`;
+  }
+
   #accountKeys(accountId: string) {
-    const tag = `{${accountId}}`;
+    const tag = this.#tag(accountId);
     return {
       bal: `${this.#prefix}bal:${tag}`,
       held: `${this.#prefix}held:${tag}`,
@@ -714,7 +776,7 @@ export class RedisBalanceStore implements BalanceStore {
     if (accountId === undefined) {
       return { ledger: this.#g('ledger'), rejected: this.#g('rejected'), usage: (id) => `${p}{ledger}u:${id}`, claim: (id) => `${p}{ledger}claim:${id}` };
     }
-    const tag = `{${accountId}}`;
+    const tag = this.#tag(accountId);
     return { ledger: `${p}ledger:${tag}`, rejected: `${p}rejected:${tag}`, usage: (id) => `${p}u:${tag}:${id}`, claim: (id) => `${p}claim:${tag}:${id}` };
   }
 
@@ -738,7 +800,9 @@ export class RedisBalanceStore implements BalanceStore {
 
   /** `P bal:{A}` → A */
   #accountOf(balanceKey: string): string {
-    return balanceKey.slice(this.#prefix.length + 'bal:{'.length, -1);
+    const tag = balanceKey.slice(this.#prefix.length + 'bal:{'.length, -1);
+    // Undo accountHashTag: an escaped tag is U+0001 + the id.
+    return this.#cluster && tag[0] === TAG_ESCAPE ? tag.slice(1) : tag;
   }
 
   /** Keys matching a glob, on every master of a Cluster (SCAN is per node). */
@@ -755,6 +819,11 @@ export class RedisBalanceStore implements BalanceStore {
     }
     return [...seen];
   }
+}
+
+/** Key of a withheld `applied` answer: the generation, the event's position and its id. */
+function unreportedKey(gen: string, { event, position }: BatchItem): string {
+  return JSON.stringify([gen, position ? positionKey(position.topic, position.partition) : '', position?.offset.toString() ?? '', event.event_id]);
 }
 
 /** `fn` over `list`, LOAD_CHUNK calls in flight at a time (single-key commands, any slot). */

@@ -273,6 +273,30 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.get(kept), { balance: 997n, held: 0n, available: 997n });
     });
 
+    it('rebuild voids the usage id markers of effects it discarded: the replayed usage debits again, a snapshot usage id stays a duplicate', async (store) => {
+      const account = id('acct');
+      const inSnapshot = id('req');
+      // The warehouse snapshot at usage:0 = -1 (nothing of the partition yet); it knows one usage
+      // id from another partition.
+      const snapshot = {
+        balances: new Map([[account, 1_000_000n]]), ledgerEntries: new Map<string, bigint>(), positions: new Map([['usage:0', -1n]]),
+        usageIds: [inSnapshot], eventAccounts: new Map([[inSnapshot, account]]),
+      };
+      await store.load(snapshot);
+      const replayed = usageEvent(account, id('req'), 250_000n);
+      assert.equal(await store.applyUsage(replayed, { topic: 'usage', partition: 0, offset: 0n }), 'applied');
+      assert.deepEqual(await store.get(account), { balance: 750_000n, held: 0n, available: 750_000n });
+      // Rebuilt at the same snapshot (the warehouse has not got offset 0 yet): the debit is gone.
+      await store.load(snapshot);
+      assert.deepEqual(await store.get(account), { balance: 1_000_000n, held: 0n, available: 1_000_000n });
+      // The consumer re-reads offset 0: the rebuilt state never saw it, so it must debit again.
+      assert.equal(await store.applyUsage(replayed, { topic: 'usage', partition: 0, offset: 0n }), 'applied');
+      assert.deepEqual(await store.get(account), { balance: 750_000n, held: 0n, available: 750_000n });
+      // A re-send of an event the snapshot holds, at a new offset, is still a duplicate.
+      assert.equal(await store.applyUsage(usageEvent(account, inSnapshot, 1_000n), { topic: 'usage', partition: 0, offset: 1n }), 'duplicate');
+      assert.deepEqual(await store.get(account), { balance: 750_000n, held: 0n, available: 750_000n });
+    });
+
     it('balances lists every account exactly', async (store) => {
       const a = await funded(store, 3n);
       const b = await funded(store, 2n ** 53n - 1n);

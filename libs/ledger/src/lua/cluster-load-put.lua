@@ -6,17 +6,22 @@
 -- KEYS[1] the ready marker of the key's slot, KEYS[2] the key
 -- ARGV[1] 'L' .. generation (the marker while loading), ARGV[2] op, then its values:
 --   'mark' (KEYS[2] = the marker): the slot starts loading this generation, unless a later
---     generation has it already (generations only grow, so the latest rebuild wins every
---     slot whatever order the two rebuilds' marks arrive in);
+--     generation has it already (generations are `<µs>-<random>` (cluster-load.lua), ordered
+--     by their time part, then their text: the latest rebuild wins every slot whatever order
+--     the two rebuilds' marks arrive in; a marker of the older counter format is a small number
+--     and loses to any);
 --   'del'; 'set' value; 'setpx' value ms; 'hset' field value; 'ready' (KEYS[2] = the marker:
 --   the slot turns ready in the generation, value ARGV[3])
 -- Returns 1 done, 0 refused (another rebuild took over).
 local op = ARGV[2]
 local current = redis.call('GET', KEYS[1])
 if op == 'mark' then
-  local gen = tonumber(ARGV[1]:sub(2))
-  local held = current and tonumber((current:gsub('^L', ''))) or -1
-  if held > gen then return 0 end
+  local gen = ARGV[1]:sub(2)
+  if current then
+    local held = current:gsub('^L', '')
+    local ht, gt = tonumber(held:match('^%d+') or '-1'), tonumber(gen:match('^%d+') or '-1')
+    if ht > gt or (ht == gt and held > gen) then return 0 end
+  end
   redis.call('SET', KEYS[1], ARGV[1])
   return 1
 end

@@ -4,7 +4,10 @@
 -- snapshot is applied exactly once. Holds are left alone (they expire by themselves).
 -- KEYS[1] accounts (set), KEYS[2] ledger (hash), KEYS[3] pos (hash), KEYS[4] ready
 -- ARGV[1] balance key prefix ("<P>bal:"), ARGV[2] n balances, then n × (account, balance),
--- then m, m × (ledger event id, amount), then k, k × (position field, offset).
+-- then m, m × (ledger event id, amount), then k, k × (position field, offset), then the new
+-- epoch (random, from the caller; the usage ids of the snapshot were written holding it): it
+-- goes into the pos hash (see EPOCH_FIELD in position.lua), so every usage id marker written
+-- before this step stops counting in the same atomic step as the effects it vouched for go.
 -- Balance keys are named from ARGV (single Redis or one hash slot; not Redis Cluster).
 local accounts_key, ledger_key, pos_key, ready_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local bal_prefix = ARGV[1]
@@ -29,6 +32,7 @@ for j = 1, m do redis.call('HSET', ledger_key, ARGV[i + 2 * j - 1], ARGV[i + 2 *
 i = i + 2 * m + 1
 local k = tonumber(ARGV[i])
 for j = 1, k do redis.call('HSET', pos_key, ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
+redis.call('HSET', pos_key, '#epoch', ARGV[i + 2 * k + 1])
 
 -- 3. Hot state is complete again.
 redis.call('SET', ready_key, '1')

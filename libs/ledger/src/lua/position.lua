@@ -23,8 +23,20 @@ end
 -- The steps the apply functions (usage-fn.lua, ledger-fn.lua) take besides their effect:
 -- check and advance the position, and record the account in the accounts set.
 -- direct_ctx: straight to Redis, for a script that applies one event.
+-- epoch: what a usage id marker must hold to count (usage-fn.lua). A rebuild discards every
+-- effect after its snapshot, so the markers of those effects must stop counting with it:
+-- standalone, load.lua writes a fresh random epoch in the pos hash under EPOCH_FIELD (a field
+-- no `topic:partition` can be: Kafka topic names have no '#') in the same atomic step as the
+-- state; '1' before any such load (what markers held before epochs existed). On a Cluster the
+-- epoch is the rebuild's generation (account_ctx).
+local EPOCH_FIELD = '#epoch'
+local function epoch_of(pos_key)
+  return redis.call('HGET', pos_key, EPOCH_FIELD) or '1'
+end
+
 local function direct_ctx(ready_key, pos_key, accounts_key)
   return {
+    epoch = epoch_of(pos_key),
     check = function(field, offset) return check_position(ready_key, pos_key, field, offset) end,
     advance = function(field, offset) advance_position(pos_key, field, offset) end,
     account = function(account) redis.call('SADD', accounts_key, account) end,
@@ -38,7 +50,7 @@ end
 local function batch_ctx(ready_key, pos_key, accounts_key)
   local ready = ready_key == '' or redis.call('EXISTS', ready_key) == 1
   local stored, dirty, added = {}, {}, {}
-  local ctx = {}
+  local ctx = { epoch = epoch_of(pos_key) }
   ctx.check = function(field, offset)
     if not ready then return -2 end
     if offset == '' then return nil end
@@ -81,7 +93,7 @@ end
 local function account_ctx(marker_key, gen, apos_key)
   local ready = redis.call('GET', marker_key) == gen
   local stored, dirty = {}, {}
-  local ctx = {}
+  local ctx = { epoch = gen }
   ctx.check = function(field, offset)
     if not ready then return -2 end
     if offset == '' then return nil end

@@ -9,6 +9,13 @@ for _, account in ipairs(accounts) do
   out[#out + 1] = redis.call('GET', ARGV[1] .. '{' .. account .. '}') or '0'
 end
 local pos = redis.call('HGETALL', KEYS[2])
-out[#out + 1] = #pos / 2
-for _, v in ipairs(pos) do out[#out + 1] = v end
+local n_at = #out + 1
+out[n_at] = 0
+for j = 1, #pos, 2 do
+  if pos[j] ~= '#epoch' then -- the usage id epoch (position.lua), not a position
+    out[#out + 1] = pos[j]
+    out[#out + 1] = pos[j + 1]
+    out[n_at] = out[n_at] + 1
+  end
+end
 return out

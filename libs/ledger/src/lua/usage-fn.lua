@@ -1,7 +1,7 @@
 -- Ledger consumer: debit one request's actual cost and close its hold, exactly once.
 -- Prepended with position.lua.
 -- Used by apply-usage.lua (one event) and apply-batch.lua. Arguments, in order:
--- KEYS[1] u:<event_id> (remembered for usageMemoryMs), KEYS[2] bal:{account},
+-- KEYS[1] u:<event_id> (remembered for usageMemoryMs; holds the epoch it was applied in), KEYS[2] bal:{account},
 -- KEYS[3] held:{account}, KEYS[4] holds:{account}, KEYS[5] hexp:{account},
 -- KEYS[6] pos (hash of applied positions), KEYS[7] accounts (set of account ids),
 -- KEYS[8] hwin:{account} (hold id -> spend window counters)
@@ -19,7 +19,9 @@ local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_k
   if verdict then return verdict end
 
   -- 2. Idempotency by id: a producer-side duplicate (a spool re-send) at a new offset is a no-op.
-  if redis.call('EXISTS', seen_key) == 1 then
+  -- The marker counts only in the epoch it was written in (ctx.epoch, see position.lua): one
+  -- left by an effect a rebuild discarded must not turn the replay of that event into a no-op.
+  if redis.call('GET', seen_key) == ctx.epoch then
     ctx.advance(field, offset)
     return 0
   end
@@ -29,7 +31,7 @@ local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_k
   ctx.account(account)
 
   -- 4. Remember the event id long enough to catch redeliveries, and where the log is.
-  redis.call('SET', seen_key, '1', 'PX', memory_ms)
+  redis.call('SET', seen_key, ctx.epoch, 'PX', memory_ms)
   ctx.advance(field, offset)
 
   -- 5. Close the request's hold: the usage replaces the reservation.

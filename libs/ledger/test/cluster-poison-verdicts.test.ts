@@ -1,0 +1,78 @@
+// The same per-event verdicts in both layouts after a poison event in the middle of a batch
+// (issue 11 breaker finding 4). Batch [A usage @0, B grant @1 (out of range: poison), A usage
+// @2]. Standalone stops at @1, and after the quarantine answers `applied` (balance 100 µc) for
+// @2. On a Cluster A's one call already applied @2 with @0 (accounts run in parallel); its
+// answer, past the stop, was thrown away, so the retry answered `duplicate`, and the ledger
+// consumer, which acts on `applied` usage only, never reported it (no balance.low alert).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { Cluster, Redis } from 'ioredis';
+import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
+import { RedisBalanceStore, type BatchOutcome } from '@tollgate/ledger';
+import { requireRedis, requireRedisCluster } from '../../../test/support/services.ts';
+
+const usage = (id: string, a: string, cost: bigint): UsageEvent => ({
+  type: 'usage', event_id: id, ts: Date.now(), account_id: a, key_id: 'k', model: 'm', catalog_model: 'm', upstream_model: 'm',
+  input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0, cost_micros: cost.toString(),
+  status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null, stream: false, upstream_request_id: null, gateway_id: 'g',
+});
+const grant = (id: string, a: string, amount: bigint): LedgerEvent => ({
+  type: 'ledger', event_id: id, ts: Date.now(), account_id: a, kind: 'grant', amount_micros: amount.toString(), reference: id,
+});
+const at = (offset: bigint) => ({ topic: 'usage', partition: 0, offset });
+const brief = (o: BatchOutcome[]) => o.map((x) => `${x.verdict}${x.balanceAfter !== undefined ? `:${x.balanceAfter}` : ''}`);
+
+/** The answers of the first attempt, of the retry after the quarantine, and of a second retry. */
+async function poisonInTheMiddle(store: RedisBalanceStore): Promise<string[][]> {
+  const A = `a-${randomUUID()}`, B = `b-${randomUUID()}`, C = `c-${randomUUID()}`;
+  await store.load({ balances: new Map([[A, 1000n], [B, MAX_MONEY_MICROS - 5n], [C, 50n]]), ledgerEntries: new Map(), positions: new Map([['usage:0', -1n]]), usageIds: [], eventAccounts: new Map() });
+  const items = [
+    { event: usage(`u0-${A}`, A, 100n), position: at(0n) },
+    { event: grant(`g1-${B}`, B, 10n), position: at(1n) },
+    { event: usage(`u2-${A}`, A, 800n), position: at(2n) },
+    { event: usage(`u3-${C}`, C, 20n), position: at(3n) },
+  ];
+  const first = brief(await store.applyBatch(items, { balanceAfter: true }));
+  assert.equal(await store.quarantine({ event_id: `g1-${B}`, topic: 'usage', partition: 0, offset: 1n, kind: 'apply_failed', reason: 'balance_out_of_range' }, at(1n), B), 'applied');
+  const second = brief(await store.applyBatch(items.slice(2), { balanceAfter: true }));
+  const third = brief(await store.applyBatch(items.slice(2), { balanceAfter: true }));
+  // Money is exact in both layouts.
+  assert.deepEqual([(await store.get(A)).balance, (await store.get(B)).balance, (await store.get(C)).balance], [100n, MAX_MONEY_MICROS - 5n, 30n]);
+  assert.equal(await store.position('usage', 0), 3n);
+  return [first, second, third];
+}
+
+const expected = [['applied:900', 'out_of_range'], ['applied:100', 'applied:30'], ['duplicate', 'duplicate']];
+
+test('standalone Redis: after a poison in the middle of a batch, the events after it are answered applied with the balance they left', async (t) => {
+  const url = await requireRedis(t);
+  if (!url) return;
+  const redis = new Redis(url);
+  const prefix = `test:poison:${randomUUID()}:`;
+  t.after(async () => {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  });
+  assert.deepEqual(await poisonInTheMiddle(new RedisBalanceStore({ redis, prefix, requireReady: true })), expected);
+});
+
+test('Redis Cluster: after a poison in the middle of a batch, the same per-event verdicts as standalone (applied:100, then duplicate)', async (t) => {
+  const nodes = await requireRedisCluster(t);
+  if (!nodes) return;
+  const cluster = new Cluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })));
+  const prefix = `test:poison:${randomUUID()}:`;
+  t.after(async () => {
+    for (const node of cluster.nodes('master')) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
+        cursor = next;
+      } while (cursor !== '0');
+    }
+    cluster.disconnect();
+  });
+  assert.deepEqual(await poisonInTheMiddle(new RedisBalanceStore({ redis: cluster, prefix })), expected);
+});
