@@ -11,6 +11,7 @@ import { Cluster as RedisCluster } from 'ioredis';
 import { newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
 import { traffic } from '../support/traffic.ts';
 import { findRedisCluster, requireRedisCluster } from '../support/services.ts';
+import { deleteClusterKeysUnder } from '../support/redis.ts';
 
 const nodes = await findRedisCluster();
 
@@ -21,16 +22,7 @@ test('ledger on a Redis Cluster: traffic over two gateways is exact, reconcile a
   const c: Cluster = started.cluster;
   const redis = new RedisCluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })));
   const prefix = c.env.REDIS_PREFIX!;
-  const wipe = async () => {
-    for (const node of redis.nodes('master')) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
-        cursor = next;
-      } while (cursor !== '0');
-    }
-  };
+  const wipe = () => deleteClusterKeysUnder(redis, prefix);
   t.after(async () => {
     await started.close();
     await wipe();

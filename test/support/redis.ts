@@ -3,7 +3,7 @@
 // may be shared) and disconnects.
 import { after } from 'node:test';
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
 import { findRedis } from './services.ts';
 
 /** `redisUrl` is for a second connection of the file's own; `prefix` is `tg-test-<name>-<uuid>:`; call at the top level of a test file. */
@@ -27,4 +27,21 @@ export async function deleteKeysUnder(redis: Redis, prefix: string): Promise<voi
     if (keys.length > 0) await redis.del(...keys);
     cursor = next;
   } while (cursor !== '0');
+}
+
+/**
+ * Deletes every key under `prefix` on every master of a Redis Cluster (SCAN is per node), or on
+ * the one master `only` (`host:port`). Keys are deleted one by one in a pipeline per page: a
+ * multi-key DEL must stay in one slot.
+ */
+export async function deleteClusterKeysUnder(cluster: Cluster, prefix: string, only?: string): Promise<void> {
+  for (const node of cluster.nodes('master')) {
+    if (only !== undefined && `${node.options.host}:${node.options.port}` !== only) continue;
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
+      cursor = next;
+    } while (cursor !== '0');
+  }
 }

@@ -13,6 +13,7 @@ import { Cluster } from 'ioredis';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { RedisBalanceStore } from '@tollgate/ledger';
 import { findRedisCluster, requireRedisCluster } from '../../../test/support/services.ts';
+import { deleteClusterKeysUnder } from '../../../test/support/redis.ts';
 import { balanceStoreContract } from './balance-store.contract.ts';
 import { admissionContract } from './admission.contract.ts';
 
@@ -38,20 +39,6 @@ async function slotOwners(cluster: Cluster): Promise<(slot: number) => string> {
   };
 }
 
-/** Deletes every key under the prefix on every master (SCAN is per node). */
-async function deletePrefix(cluster: Cluster, prefix: string, only?: string): Promise<void> {
-  for (const node of cluster.nodes('master')) {
-    if (only !== undefined && `${node.options.host}:${node.options.port}` !== only) continue;
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      // One round trip per page (a multi-key DEL must stay in one slot).
-      if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
-      cursor = next;
-    } while (cursor !== '0');
-  }
-}
-
 function connect(nodes: string): Cluster {
   return new Cluster(nodes.split(',').map((hp) => {
     const [host, port] = hp.split(':');
@@ -68,7 +55,7 @@ if (found !== undefined) {
     const prefix = `test:cluster:${randomUUID()}:`;
     const store = new RedisBalanceStore({ redis: shared, prefix, ...(now ? { now } : {}) });
     await store.load({ balances: new Map(), ledgerEntries: new Map() });
-    return { store, cleanup: () => deletePrefix(shared, prefix) };
+    return { store, cleanup: () => deleteClusterKeysUnder(shared, prefix) };
   };
   balanceStoreContract('redis cluster', () => fresh());
   admissionContract('redis cluster', (now) => fresh(now));
@@ -81,7 +68,7 @@ test('Redis Cluster: every ledger script runs on a real 3-master cluster, accoun
   const cluster = connect(nodes);
   const prefix = `test:cluster:${randomUUID()}:`;
   t.after(async () => {
-    await deletePrefix(cluster, prefix);
+    await deleteClusterKeysUnder(cluster, prefix);
     cluster.disconnect();
   });
   const store = new RedisBalanceStore({ redis: cluster, prefix });
@@ -217,7 +204,7 @@ test('Redis Cluster: every ledger script runs on a real 3-master cluster, accoun
   //     their ready markers with their balances. ready() says so; its accounts answer
   //     not_ready (never "no credit"); the other nodes' accounts go on.
   await store.load({ balances: new Map([[A, 1_000n], [B, 1_000n]]), ledgerEntries: new Map(), positions: new Map() });
-  await deletePrefix(cluster, prefix, pick(A));
+  await deleteClusterKeysUnder(cluster, prefix, pick(A));
   assert.equal(await store.ready(), false);
   assert.deepEqual(await store.hold({ holdId: 'h9', accountId: A, keyId: 'k', amount: 1n, ttlMs: 60_000 }), { ok: false, reason: 'not_ready', available: 0n });
   assert.equal((await store.hold({ holdId: 'h9', accountId: B, keyId: 'k', amount: 1n, ttlMs: 60_000 })).ok, true);
@@ -229,7 +216,7 @@ test('Redis Cluster: two overlapping rebuilds never mix their snapshots: the sta
   const cluster = connect(nodes);
   const prefix = `test:cluster:${randomUUID()}:`;
   t.after(async () => {
-    await deletePrefix(cluster, prefix);
+    await deleteClusterKeysUnder(cluster, prefix);
     cluster.disconnect();
   });
   const accounts = Array.from({ length: 60 }, (_, i) => `acct-${i}`);
