@@ -3,8 +3,9 @@
 // may be shared) and disconnects.
 import { after } from 'node:test';
 import { randomUUID } from 'node:crypto';
-import { Redis, type Cluster } from 'ioredis';
-import { findRedis } from './services.ts';
+import type { TestContext } from 'node:test';
+import { Cluster, Redis } from 'ioredis';
+import { findRedis, requireRedisCluster } from './services.ts';
 
 /** `redisUrl` is for a second connection of the file's own; `prefix` is `tg-test-<name>-<uuid>:`; call at the top level of a test file. */
 export async function testRedis(name: string): Promise<{ redis: Redis | undefined; redisUrl: string | undefined; prefix: string }> {
@@ -44,4 +45,22 @@ export async function deleteClusterKeysUnder(cluster: Cluster, prefix: string, o
       cursor = next;
     } while (cursor !== '0');
   }
+}
+
+/**
+ * A test's own view of the Redis Cluster (REDIS_CLUSTER_NODES or deploy/redis-cluster.sh): an
+ * ioredis `Cluster` and a fresh key prefix `test:<name>:<uuid>:`; the test's `after` deletes the
+ * prefix's keys on every master and disconnects. Undefined when the test was skipped (loudly,
+ * or failed when services are required) because no cluster answers.
+ */
+export async function testRedisCluster(t: TestContext, name: string): Promise<{ cluster: Cluster; prefix: string } | undefined> {
+  const nodes = await requireRedisCluster(t);
+  if (!nodes) return undefined;
+  const cluster = new Cluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })));
+  const prefix = `test:${name}:${randomUUID()}:`;
+  t.after(async () => {
+    await deleteClusterKeysUnder(cluster, prefix);
+    cluster.disconnect();
+  });
+  return { cluster, prefix };
 }

@@ -6,12 +6,11 @@
 // cluster, EVERY store call that takes an account runs with hostile ids, exact µc.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
 import { Cluster } from 'ioredis';
 import type { LedgerEvent, UsageEvent } from '@tollgate/events';
 import { accountHashTag, RedisBalanceStore } from '@tollgate/ledger';
-import { requireRedisCluster } from '../../../test/support/services.ts';
+import { testRedisCluster } from '../../../test/support/redis.ts';
 
 /** Empty, brace-led, brace-only, nested, and ids starting with the escape character itself. */
 const HOSTILE = ['', '}', '}x', '{', '{}', '}{', 'a}b', '{a}', '\u0001', '\u0001}', 'x{y}z'];
@@ -55,21 +54,9 @@ test('accountHashTag: a non-empty Redis tag for any id, one slot for every key o
 });
 
 test('Redis Cluster: every call that takes an account works for hostile account ids (no CROSSSLOT), exact µc', async (t) => {
-  const nodes = await requireRedisCluster(t);
-  if (!nodes) return;
-  const cluster = new Cluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })));
-  const prefix = `test:hostile:${randomUUID()}:`;
-  t.after(async () => {
-    for (const node of cluster.nodes('master')) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
-        cursor = next;
-      } while (cursor !== '0');
-    }
-    cluster.disconnect();
-  });
+  const own = await testRedisCluster(t, 'hostile');
+  if (!own) return;
+  const { cluster, prefix } = own;
   const store = new RedisBalanceStore({ redis: cluster, prefix });
   // load: a balance, a ledger entry and a usage id per hostile account (each in its account's slot).
   const loaded = new Map(HOSTILE.map((a) => [a, 1_000n]));

@@ -10,7 +10,8 @@ import { randomUUID } from 'node:crypto';
 import { Cluster, Redis } from 'ioredis';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { RedisBalanceStore, type BatchOutcome } from '@tollgate/ledger';
-import { requireRedis, requireRedisCluster } from '../../../test/support/services.ts';
+import { requireRedis } from '../../../test/support/services.ts';
+import { testRedisCluster } from '../../../test/support/redis.ts';
 
 const usage = (id: string, a: string, cost: bigint): UsageEvent => ({
   type: 'usage', event_id: id, ts: Date.now(), account_id: a, key_id: 'k', model: 'm', catalog_model: 'm', upstream_model: 'm',
@@ -59,20 +60,8 @@ test('standalone Redis: after a poison in the middle of a batch, the events afte
 });
 
 test('Redis Cluster: after a poison in the middle of a batch, the same per-event verdicts as standalone (applied:100, then duplicate)', async (t) => {
-  const nodes = await requireRedisCluster(t);
-  if (!nodes) return;
-  const cluster = new Cluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })));
-  const prefix = `test:poison:${randomUUID()}:`;
-  t.after(async () => {
-    for (const node of cluster.nodes('master')) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
-        cursor = next;
-      } while (cursor !== '0');
-    }
-    cluster.disconnect();
-  });
+  const own = await testRedisCluster(t, 'poison');
+  if (!own) return;
+  const { cluster, prefix } = own;
   assert.deepEqual(await poisonInTheMiddle(new RedisBalanceStore({ redis: cluster, prefix })), expected);
 });

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import type { UsageEvent } from '@tollgate/events';
 import { RedisBalanceStore } from '@tollgate/ledger';
-import { requireRedisCluster } from '../../../test/support/services.ts';
+import { testRedisCluster } from '../../../test/support/redis.ts';
 
 const usage = (id: string, a: string, cost: bigint): UsageEvent => ({
   type: 'usage', event_id: id, ts: Date.now(), account_id: a, key_id: 'k', model: 'm', catalog_model: 'm', upstream_model: 'm',
@@ -20,21 +20,9 @@ const usage = (id: string, a: string, cost: bigint): UsageEvent => ({
 const at = (offset: bigint) => ({ topic: 'usage', partition: 0, offset });
 
 test('Redis Cluster: a rebuild after the {ledger} master lost its keys takes a new generation; a batch stalled before answers not_ready and nothing is skipped (700,000 µc)', async (t) => {
-  const nodes = await requireRedisCluster(t);
-  if (!nodes) return;
-  const cluster = new Cluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })));
-  const prefix = `test:gen:${randomUUID()}:`;
-  t.after(async () => {
-    for (const node of cluster.nodes('master')) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
-        cursor = next;
-      } while (cursor !== '0');
-    }
-    cluster.disconnect();
-  });
+  const own = await testRedisCluster(t, 'gen');
+  if (!own) return;
+  const { cluster, prefix } = own;
   const store = new RedisBalanceStore({ redis: cluster, prefix });
   const A = `a-${randomUUID()}`;
   const snapshot0 = { balances: new Map([[A, 1_000_000n]]), ledgerEntries: new Map(), positions: new Map([['usage:0', -1n]]), usageIds: [], eventAccounts: new Map() };
