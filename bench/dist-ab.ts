@@ -17,7 +17,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { deployment, findServices, removeDeployment, startRole } from './distributed.ts';
@@ -29,19 +30,7 @@ import {
 
 const MODEL = 'claude-sonnet-4-5-20250929';
 
-const { values: opts } = parseArgs({
-  options: {
-    concurrency: { type: 'string', default: '1' },
-    rounds: { type: 'string', default: '6' },
-    slice: { type: 'string', default: '3' },
-    base: { type: 'string' },
-    'alt-env': { type: 'string' },
-  },
-});
-const concurrency = Number(opts.concurrency);
-const rounds = Number(opts.rounds);
-const sliceS = Number(opts.slice);
-const log = (m: string) => process.stderr.write(`${m}\n`);
+const stderrLog = (m: string) => process.stderr.write(`${m}\n`);
 
 /** The bench's request, shortened: same model, 64 output tokens, no cache_control. */
 function body(): string {
@@ -103,31 +92,87 @@ async function accepted(url: string, key: string): Promise<void> {
   }
 }
 
-interface Slice { requests: number; sent: number; seconds: number; p50: number; p99: number; cpuS: number | undefined; errors: number }
-
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
-async function main(): Promise<void> {
+/** Options of one interleaved comparison. */
+export interface DistAbOptions {
+  /** concurrent requests (= connections) of every slice */
+  concurrency: number;
+  /** rounds; each round runs one slice per target, order rotated per round */
+  rounds: number;
+  /** measured seconds per slice (each slice is preceded by 0.5 s of unmeasured warmup) */
+  sliceS: number;
+  /** another checkout whose gateway joins as `dist-base` (before/after in one run) */
+  base?: string;
+  /** environment (K=V) of an extra gateway of this tree, `dist-alt` (a knob's A/B) */
+  altEnv?: Record<string, string>;
+  /** progress lines (stderr in the CLI) */
+  log?: (line: string) => void;
+}
+
+/** One slice of one target: counts, seconds, ms percentiles, gateway CPU-seconds (undefined: /proc not readable). */
+export interface DistAbSlice { requests: number; sent: number; seconds: number; p50: number; p99: number; cpuS: number | undefined; errors: number }
+
+/** Per round figures of one target; `vsEmbedded` pairs each round with embedded's slice of the same round. */
+export interface DistAbRound {
+  /** requests/s of the slice (measured requests ÷ measured seconds) */
+  rps: number;
+  /** ms, the slice's percentiles of the time to the last byte */
+  p50: number;
+  p99: number;
+  /** gateway CPU ms per request served in the slice (warmup included); NaN when /proc was not readable */
+  cpuMsPerRequest: number;
+  errors: number;
+  /** this round's rps ÷ embedded's rps of the same round */
+  ratio: number;
+  /** ms, this round's p50 / p99 minus embedded's of the same round */
+  addedP50: number;
+  addedP99: number;
+}
+
+/** The result of `runDistAb`: per target (`embedded`, `dist`, optional `dist-base` / `dist-alt`) its slices and rounds. */
+export interface DistAbResult {
+  concurrency: number;
+  rounds: number;
+  sliceS: number;
+  targets: Array<{ name: string; slices: DistAbSlice[]; rounds: DistAbRound[] }>;
+}
+
+/** median of xs (NaN when empty) */
+export { median };
+
+/**
+ * Embedded vs distributed gateway, interleaved: starts its own simulator, an embedded Tollgate and
+ * a distributed deployment (aggregator `ledger,warehouse`, control, gateway; Kafka and Redis as
+ * `findServices` finds them), runs `rounds` rounds of one `sliceS` slice per target and stops
+ * everything it started (and only that). Throws when Kafka or Redis is missing or a process fails.
+ */
+export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
+  const log = o.log ?? stderrLog;
   const services = await findServices();
   if ('missing' in services) throw new Error(`needs ${services.missing.join(' and ')}`);
-  const sim = await startSimulator();
-  const embedded = await startTollgate(sim.url);
-  const d = deployment(services, 'ab');
-  let base: Awaited<ReturnType<typeof startBaseGateway>> | undefined;
+  const stops: Array<() => Promise<void>> = [];
+  const d = deployment(services, `ab${o.concurrency}`);
   try {
+    const sim = await startSimulator();
+    stops.push(() => sim.stop());
+    const embedded = await startTollgate(sim.url);
+    stops.push(() => embedded.stop());
     const aggregator = await startRole(d, sim.url, 'aggregator', 'aggregator', { AGGREGATOR_GROUPS: 'ledger,warehouse' });
+    stops.push(() => aggregator.stop());
     const prof: Record<string, string> = process.env.BENCH_GATEWAY_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_GATEWAY_CPU_PROF}` } : {};
     const [control, gw] = await Promise.all([
       startRole(d, sim.url, 'control', 'control'),
       startRole(d, sim.url, 'gateway', 'gateway', prof),
     ]);
-    // --alt-env K=V,K=V: a third gateway of this tree, with that environment on top (a knob's A/B)
-    const altEnv = Object.fromEntries((opts['alt-env'] ?? '').split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]));
-    const alt = opts['alt-env'] ? await startRole(d, sim.url, 'gateway-alt', 'gateway', { ...prof, ...altEnv }) : undefined;
-    if (opts.base) base = await startBaseGateway(opts.base, { ...d.env, TOLLGATE_ROLES: 'gateway', GATEWAY_ID: 'bench-gateway-base', UPSTREAM_URL: sim.url });
+    stops.push(() => control.stop(), () => gw.stop());
+    const alt = o.altEnv ? await startRole(d, sim.url, 'gateway-alt', 'gateway', { ...prof, ...o.altEnv }) : undefined;
+    if (alt) stops.push(() => alt.stop());
+    const base = o.base ? await startBaseGateway(o.base, { ...d.env, TOLLGATE_ROLES: 'gateway', GATEWAY_ID: 'bench-gateway-base', UPSTREAM_URL: sim.url }) : undefined;
+    if (base) stops.push(() => base.stop());
     const embKey = (await createCustomer(embedded.url, '100000000')).secret;
     const distKey = (await createCustomer(control.url, '100000000')).secret;
     await accepted(embedded.url, embKey);
@@ -141,48 +186,80 @@ async function main(): Promise<void> {
       ...(alt ? [{ name: 'dist-alt', t: target(alt.url, distKey), pid: alt.child.pid }] : []),
     ];
     const background = [sim.child.pid, embedded.child.pid, aggregator.child.pid, control.child.pid, gw.child.pid, base?.child.pid, alt?.child.pid];
-    const slices = new Map<string, Slice[]>(targets.map((t) => [t.name, []]));
-    for (let r = 0; r < rounds; r++) {
+    const slices = new Map<string, DistAbSlice[]>(targets.map((t) => [t.name, []]));
+    for (let r = 0; r < o.rounds; r++) {
       for (let i = 0; i < targets.length; i++) {
         const tg = targets[(r + i) % targets.length]!;
         // the previous slice's background work (warehouse inserts, ledger debits) must not land in this one
         await waitForIdle(background, 0.1, 300, 10_000);
         const cpu0 = cpuSeconds(tg.pid);
-        const res = await runLoad(tg.t, { concurrency, warmupMs: 500, durationMs: sliceS * 1000 });
+        const res = await runLoad(tg.t, { concurrency: o.concurrency, warmupMs: 500, durationMs: o.sliceS * 1000 });
         const cpu1 = cpuSeconds(tg.pid);
-        const s: Slice = {
+        const s: DistAbSlice = {
           requests: res.requests, sent: res.okTotal + res.errorTotal, seconds: res.elapsedS, p50: res.latency.p50, p99: res.latency.p99,
           cpuS: cpu0 === undefined || cpu1 === undefined ? undefined : cpu1 - cpu0, errors: res.errorTotal,
         };
         slices.get(tg.name)!.push(s);
-        log(`round ${r + 1}/${rounds} ${tg.name.padEnd(9)} ${(s.requests / s.seconds).toFixed(0).padStart(6)} req/s  p50 ${s.p50.toFixed(2)}  p99 ${s.p99.toFixed(2)} ms  cpu ${s.cpuS === undefined ? '-' : ((s.cpuS * 1000) / s.sent).toFixed(2)} ms/req  errors ${s.errors}`);
+        log(`dist-ab c=${o.concurrency} round ${r + 1}/${o.rounds} ${tg.name.padEnd(9)} ${(s.requests / s.seconds).toFixed(0).padStart(6)} req/s  p50 ${s.p50.toFixed(2)}  p99 ${s.p99.toFixed(2)} ms  cpu ${s.cpuS === undefined ? '-' : ((s.cpuS * 1000) / s.sent).toFixed(2)} ms/req  errors ${s.errors}`);
       }
     }
     const emb = slices.get('embedded')!;
-    console.log(`interleaved A/B: concurrency ${concurrency}, ${rounds} rounds × ${sliceS} s per target (+0.5 s warmup each), order rotated per round`);
-    console.log('target     requests  served  req/s  p50 ms  p99 ms  gw cpu ms/req  ratio vs emb  added p50/p99 ms  errors');
-    console.log('requests/req/s = measured (after each slice\'s warmup); served = every request the process answered in its slices, warmup included');
-    console.log('(the denominator of gw cpu ms/req); p50/p99 = median over rounds of the slice percentile; added = median of the per-round differences');
-    for (const [name, ss] of slices) {
-      const req = ss.reduce((n, s) => n + s.requests, 0);
-      const secs = ss.reduce((n, s) => n + s.seconds, 0);
-      const sent = ss.reduce((n, s) => n + s.sent, 0);
-      const cpu = ss.every((s) => s.cpuS !== undefined) ? (ss.reduce((n, s) => n + s.cpuS!, 0) * 1000) / sent : NaN;
-      const rate = req / secs;
-      const embRate = emb.reduce((n, s) => n + s.requests, 0) / emb.reduce((n, s) => n + s.seconds, 0);
-      const addP50 = median(ss.map((s, i) => s.p50 - emb[i]!.p50));
-      const addP99 = median(ss.map((s, i) => s.p99 - emb[i]!.p99));
-      console.log(`${name.padEnd(9)} ${String(req).padStart(9)} ${String(sent).padStart(7)} ${rate.toFixed(0).padStart(6)} ${median(ss.map((s) => s.p50)).toFixed(2).padStart(7)} ${median(ss.map((s) => s.p99)).toFixed(2).padStart(7)} ${cpu.toFixed(2).padStart(14)} ${(rate / embRate).toFixed(2).padStart(12)}x ${`${addP50 >= 0 ? '+' : ''}${addP50.toFixed(2)}/${addP99 >= 0 ? '+' : ''}${addP99.toFixed(2)}`.padStart(16)} ${String(ss.reduce((n, s) => n + s.errors, 0)).padStart(7)}`);
-    }
+    return {
+      concurrency: o.concurrency, rounds: o.rounds, sliceS: o.sliceS,
+      targets: [...slices].map(([name, ss]) => ({
+        name, slices: ss,
+        rounds: ss.map((s, i) => ({
+          rps: s.requests / s.seconds, p50: s.p50, p99: s.p99,
+          cpuMsPerRequest: s.cpuS === undefined ? NaN : (s.cpuS * 1000) / s.sent, errors: s.errors,
+          ratio: s.requests / s.seconds / (emb[i]!.requests / emb[i]!.seconds), addedP50: s.p50 - emb[i]!.p50, addedP99: s.p99 - emb[i]!.p99,
+        })),
+      })),
+    };
   } finally {
-    await base?.stop();
-    await stopAll();
+    for (const stop of stops.reverse()) await stop().catch(() => {});
     await removeDeployment(d);
   }
 }
 
-main().catch(async (err: unknown) => {
-  log(`dist-ab: failed: ${err instanceof Error ? err.message : String(err)}`);
-  await stopAll().catch(() => {});
-  process.exit(1);
-});
+/** The CLI's table (the figures of `runDistAb`, aggregated over all slices as before). */
+function distAbTable(r: DistAbResult): string {
+  const lines: string[] = [];
+  const emb = r.targets.find((t) => t.name === 'embedded')!.slices;
+  lines.push(`interleaved A/B: concurrency ${r.concurrency}, ${r.rounds} rounds × ${r.sliceS} s per target (+0.5 s warmup each), order rotated per round`);
+  lines.push('target     requests  served  req/s  p50 ms  p99 ms  gw cpu ms/req  ratio vs emb  added p50/p99 ms  errors');
+  lines.push('requests/req/s = measured (after each slice\'s warmup); served = every request the process answered in its slices, warmup included');
+  lines.push('(the denominator of gw cpu ms/req); p50/p99 = median over rounds of the slice percentile; added = median of the per-round differences');
+  for (const { name, slices: ss } of r.targets) {
+    const req = ss.reduce((n, s) => n + s.requests, 0);
+    const secs = ss.reduce((n, s) => n + s.seconds, 0);
+    const sent = ss.reduce((n, s) => n + s.sent, 0);
+    const cpu = ss.every((s) => s.cpuS !== undefined) ? (ss.reduce((n, s) => n + s.cpuS!, 0) * 1000) / sent : NaN;
+    const rate = req / secs;
+    const embRate = emb.reduce((n, s) => n + s.requests, 0) / emb.reduce((n, s) => n + s.seconds, 0);
+    const addP50 = median(ss.map((s, i) => s.p50 - emb[i]!.p50));
+    const addP99 = median(ss.map((s, i) => s.p99 - emb[i]!.p99));
+    lines.push(`${name.padEnd(9)} ${String(req).padStart(9)} ${String(sent).padStart(7)} ${rate.toFixed(0).padStart(6)} ${median(ss.map((s) => s.p50)).toFixed(2).padStart(7)} ${median(ss.map((s) => s.p99)).toFixed(2).padStart(7)} ${cpu.toFixed(2).padStart(14)} ${(rate / embRate).toFixed(2).padStart(12)}x ${`${addP50 >= 0 ? '+' : ''}${addP50.toFixed(2)}/${addP99 >= 0 ? '+' : ''}${addP99.toFixed(2)}`.padStart(16)} ${String(ss.reduce((n, s) => n + s.errors, 0)).padStart(7)}`);
+  }
+  return lines.join('\n');
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const { values: opts } = parseArgs({
+    options: {
+      concurrency: { type: 'string', default: '1' },
+      rounds: { type: 'string', default: '6' },
+      slice: { type: 'string', default: '3' },
+      base: { type: 'string' },
+      'alt-env': { type: 'string' },
+    },
+  });
+  // --alt-env K=V,K=V: a third gateway of this tree, with that environment on top (a knob's A/B)
+  const altEnv = opts['alt-env'] ? Object.fromEntries(opts['alt-env'].split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string])) : undefined;
+  runDistAb({ concurrency: Number(opts.concurrency), rounds: Number(opts.rounds), sliceS: Number(opts.slice), base: opts.base, altEnv })
+    .then((r) => console.log(distAbTable(r)))
+    .catch(async (err: unknown) => {
+      stderrLog(`dist-ab: failed: ${err instanceof Error ? err.message : String(err)}`);
+      await stopAll().catch(() => {});
+      process.exit(1);
+    });
+}

@@ -1,6 +1,6 @@
 // `npm run bench`: what Tollgate adds on top of calling the upstream directly, for
 // non-streaming and streaming traffic, in one run. See bench/README.md.
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism, cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { runLoad, type LoadResult, type LoadTarget, type Summary } from './load.ts';
@@ -16,6 +16,8 @@ import {
 import { analyticsEvents, analyticsReport, runAnalyticsBench, type AnalyticsBenchResult } from './analytics.ts';
 import { poolReport, runPoolBench, type PoolBenchResult } from './pool.ts';
 import { measureConsumerGroups, type ConsumerBenchResult } from './consumers.ts';
+import { runDistAb, type DistAbResult } from './dist-ab.ts';
+import { consumerRepsReport, distAbReport, issue11Targets, targetsReport, type TargetRow } from './targets.ts';
 import { peersReport, runPeersBench, type PeersBenchResult } from './peers.ts';
 
 const HELP = `Usage: npm run bench -- [options]
@@ -49,6 +51,9 @@ Options:
                        memory per open stream; about 4 minutes; install peers: bash bench/peers/install.sh)
   --peers-only         run only the peers section
   --peer-reps <n>      repetitions of the peers section's round (noise band; default 3)
+  --dist-rounds <n>    rounds of the interleaved distributed-vs-embedded section, at concurrency 1
+                       and at --concurrency (noise band; default 4; 0 skips the section)
+  --consumer-reps <n>  repetitions of the 1M-event consumer throughput (noise band; default 2)
   --require-services   fail (exit 1) instead of skipping when Kafka or Redis is missing
   --json               print the result as JSON on stdout (progress still goes to stderr)
   -h, --help           show this help
@@ -244,6 +249,10 @@ interface Options {
   skipPeers: boolean;
   peersOnly: boolean;
   peerReps: number;
+  /** the interleaved distributed-vs-embedded section (bench/dist-ab.ts): rounds per concurrency, 0 skips it */
+  distRounds: number;
+  /** repetitions of bench/consumers.ts' throughput (the first also runs its latency phases) */
+  consumerReps: number;
 }
 
 function parseOptions(argv: string[]): Options | 'help' {
@@ -270,6 +279,8 @@ function parseOptions(argv: string[]): Options | 'help' {
         'skip-peers': { type: 'boolean' },
         'peers-only': { type: 'boolean' },
         'peer-reps': { type: 'string' },
+        'dist-rounds': { type: 'string' },
+        'consumer-reps': { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -321,6 +332,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     analyticsEvents: analyticsEventCount, analyticsOnly: v['analytics-only'] ?? false,
     skipPool: v['skip-pool'] ?? false, poolOnly: v['pool-only'] ?? false,
     skipPeers: v['skip-peers'] ?? false, peersOnly: v['peers-only'] ?? false, peerReps: num('peer-reps', v['peer-reps'], 3, 1, 20, true),
+    distRounds: num('dist-rounds', v['dist-rounds'], 4, 0, 50, true), consumerReps: num('consumer-reps', v['consumer-reps'], 2, 1, 20, true),
   };
 }
 
@@ -543,6 +555,8 @@ interface MeteringResult {
 interface DistributedResult {
   /** bench/consumers.ts: each group's events/s in one process (1M events, 8 partitions; BENCH_CONSUMER_EVENTS) and p99 lags at 5,000/s */
   consumerGroups?: ConsumerBenchResult | { error: string };
+  /** every rep of bench/consumers.ts (the first is `consumerGroups`; the others throughput only), --consumer-reps */
+  consumerGroupReps?: ConsumerBenchResult[];
   /** why nothing distributed was measured */
   skipped?: string;
   /** the distributed part started but failed */
@@ -740,6 +754,22 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
     out.consumerGroups = await measureConsumerGroups({ events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, seconds: 20, modes: ['batch'], groups: ['ledger', 'warehouse'] }, log)
       .catch((err: unknown) => ({ error: err instanceof Error ? err.message : String(err) }));
     if ('error' in out.consumerGroups || out.consumerGroups.throughput.some((f) => !f.exact)) failed = true;
+    else {
+      // the noise band: the same backlog size drained again by a fresh group, store and warehouse
+      // (fresh topics, key prefix, database); the latency phases run once, in the first rep
+      out.consumerGroupReps = [out.consumerGroups];
+      for (let rep = 2; rep <= options.consumerReps && !signal.aborted; rep++) {
+        log(`bench: consumer throughput, rep ${rep}/${options.consumerReps} (--consumer-reps)`);
+        try {
+          const r = await measureConsumerGroups({ events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, seconds: 0, modes: ['batch'], groups: ['ledger', 'warehouse'] }, log);
+          out.consumerGroupReps.push(r);
+          if (r.throughput.some((f) => !f.exact)) failed = true;
+        } catch (err) {
+          log(`bench: consumer throughput rep ${rep} failed: ${err instanceof Error ? err.message : String(err)}`);
+          failed = true;
+        }
+      }
+    }
   }
   if (signal.aborted) return failed;
 
@@ -954,6 +984,8 @@ async function main(argv: string[]): Promise<number> {
     return 'error' in a ? 1 : 0;
   }
 
+  const loadAvgStart = loadavg();
+  log(`bench: load average (1/5/15 min) at the start: ${loadAvgStart.map((v) => v.toFixed(2)).join(' ')}`);
   const abort = new AbortController();
   if (options.poolOnly) {
     const p = await runPool(options, abort.signal);
@@ -1061,6 +1093,27 @@ async function main(argv: string[]): Promise<number> {
     if (abort.signal.aborted) return 130;
   }
 
+  // Interleaved distributed vs embedded (bench/dist-ab.ts), at concurrency 1 and --concurrency:
+  // the targets take turns in short slices, so the machine's drift hits both alike.
+  const distAb: DistAbResult[] = [];
+  let distAbSkipped: string | undefined = options.distRounds === 0 ? '--dist-rounds 0' : distributed.skipped;
+  if (services && options.distRounds > 0) {
+    try {
+      for (const c of [...new Set([1, options.concurrency])]) {
+        log(`bench: distributed vs embedded, interleaved: concurrency ${c}, ${options.distRounds} rounds (--dist-rounds)`);
+        distAb.push(await runDistAb({ concurrency: c, rounds: options.distRounds, sliceS: Math.min(options.durationS, 4), log }));
+        if (died) throw died;
+        if (abort.signal.aborted) return 130;
+      }
+    } catch (err) {
+      if (died) throw died;
+      if (abort.signal.aborted) return 130;
+      distAbSkipped = `failed: ${err instanceof Error ? err.message : String(err)}`;
+      log(`bench: the interleaved distributed section failed: ${distAbSkipped}`);
+      failed = true;
+    }
+  }
+
   let pool: PoolBenchResult | { error: string } | undefined;
   if (!options.skipPool) {
     pool = await runPool(options, abort.signal);
@@ -1084,6 +1137,16 @@ async function main(argv: string[]): Promise<number> {
     if ('error' in analytics) failed = true;
   }
 
+  const loadAvg = { start: loadAvgStart, end: loadavg() };
+  const targets: TargetRow[] = issue11Targets({
+    consumerReps: distributed.consumerGroupReps, distAb: distAb.length ? distAb : undefined,
+    peers: peersResult && !('error' in peersResult) ? peersResult : undefined,
+    skipped: {
+      consumers: distributed.skipped ?? (distributed.consumerGroups && 'error' in distributed.consumerGroups ? `failed: ${distributed.consumerGroups.error}` : process.env.BENCH_CONSUMER_EVENTS === '0' ? 'BENCH_CONSUMER_EVENTS=0' : undefined),
+      distAb: distAbSkipped,
+      peers: options.skipPeers ? '--skip-peers' : peersResult && 'error' in peersResult ? `failed: ${peersResult.error}` : undefined,
+    },
+  });
   const comparisons = compare(results);
   const cores = availableParallelism();
   const header = `Tollgate bench: node ${process.version}, ${cores} CPU${cores === 1 ? '' : 's'} (${cpus()[0]?.model.trim() ?? 'unknown'}) ` +
@@ -1094,7 +1157,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify({
       node: process.version, cpus: cores, concurrency: options.concurrency, warmupS: options.warmupS, durationS: options.durationS,
       inputTokens: probe.inputTokens, outputTokens: OUTPUT_TOKENS, perRequestMicros: perRequestMicros.toString(),
-      scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, pool, peers: peersResult, analytics, ok: !failed,
+      scenarios: results, comparisons, admission: compareAdmission([...results, ...distributed.scenarios]), metering, distributed, distAb, pool, peers: peersResult, analytics, loadAvg, targets, ok: !failed,
     }, null, 2)}\n`);
   } else {
     const adm = admissionReport(compareAdmission([...results, ...distributed.scenarios]), distributed.redis, distributed.roundTrips);
@@ -1102,6 +1165,9 @@ async function main(argv: string[]): Promise<number> {
     if (pool) process.stdout.write(`\n${poolText(pool)}\n`);
     if (peersResult) process.stdout.write(`\n${peersText(peersResult)}\n`);
     if (analytics) process.stdout.write(`\n${'error' in analytics ? `analytics and billing failed: ${analytics.error}` : analyticsReport(analytics)}\n`);
+    if (distAb.length) process.stdout.write(`\n${distAbReport(distAb)}\n`);
+    if (distributed.consumerGroupReps?.length) process.stdout.write(`\n${consumerRepsReport(distributed.consumerGroupReps, Number(process.env.BENCH_CONSUMER_EVENTS ?? 1_000_000))}\n`);
+    process.stdout.write(`\n${targetsReport(targets, loadAvg)}\n`);
   }
   if (metering && !metering.ok) log(`bench: ${metering.message}`);
   if (distributed.metering && !distributed.metering.ok) log(`bench: distributed ${distributed.metering.message}`);

@@ -66,7 +66,8 @@ function tailBuffer(limit = 40) {
 interface SpawnOptions {
   name: string;
   script: string;
-  env: Record<string, string>;
+  /** on top of the inherited environment; an undefined value removes the inherited variable */
+  env: Record<string, string | undefined>;
   /** resolves the service URL from the child's output, or undefined to keep waiting */
   urlFromOutput?: (text: string) => string | undefined;
   /** known in advance (a port we picked) */
@@ -203,6 +204,9 @@ export async function startTollgate(upstreamUrl: string, extraEnv: Record<string
           // The load generator is one key at up to --concurrency 4096: the tenant-fairness gates
           // (per-key in-flight cap, upstream pool) must not be what the benchmark measures.
           KEY_MAX_CONCURRENT_REQUESTS: '100000', UPSTREAM_MAX_CONNECTIONS: '4096',
+          // The tests' discovery variables (exported for `npm run bench` as for the suites) must
+          // not turn the embedded Tollgate distributed: a deployment passes its own in extraEnv.
+          KAFKA_BROKERS: undefined, REDIS_URL: undefined, CLICKHOUSE_URL: undefined,
           ...extraEnv,
         },
         url: `http://127.0.0.1:${port}`,
