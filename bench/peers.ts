@@ -419,7 +419,7 @@ export function peersReport(r: PeersBenchResult): string {
     const m = r.memory;
     lines.push(`Tollgate memory at idle (after start-up and one account, full GC): RSS ${mb(m.idle.rss)} = file-backed ${mb(m.idle.rssFile)} ` +
       `(of which libchdb.so mapped pages ${mb(m.idle.chdbText)}) + anonymous ${mb(m.idle.rssAnon)}; JS heap used ${mb(m.idle.heapUsed)}, external ${mb(m.idle.external)}`);
-    lines.push(`Tollgate memory per 1000 open streams (${m.open} of ${m.streams} open, paced upstream): RSS +${m.rssPer1000MB} MB, JS heap +${m.heapPer1000MB} MB, external +${m.externalPer1000MB} MB`);
+    lines.push(`Tollgate memory per 1000 open streams (${m.open} of ${m.streams} open, paced upstream): RSS ${m.rssPer1000MB >= 0 ? '+' : ''}${m.rssPer1000MB} MB, JS heap ${m.heapPer1000MB >= 0 ? '+' : ''}${m.heapPer1000MB} MB, external ${m.externalPer1000MB >= 0 ? '+' : ''}${m.externalPer1000MB} MB`);
     lines.push('  what the open streams hold (live JS objects by allocation site, sampled):');
     for (const a of m.liveBySite.slice(0, 10)) lines.push(`    ${a.pct.toFixed(1).padStart(5)}%  ${String(a.mb).padStart(6)} MB  ${a.fn}`);
   }
