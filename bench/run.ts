@@ -38,7 +38,9 @@ Options:
   --warmup <s>         unmeasured seconds before each scenario (default 2)
   --concurrency <n>    concurrent requests = connections (default 32)
   --scenarios <a,b>    scenarios to run (default all): SCENARIO_NAMES
-  --events <n>         usage events for the consumer throughput (default 30000)
+  --events <n>         usage events for the single-pass consumer rows (default 30000); the
+                       repeated consumer section (bench/consumers.ts) uses BENCH_CONSUMER_EVENTS
+                       (default 1000000; 0 skips it)
   --lag-samples <n>    requests followed for the lag figures (default 200)
   --embedded-only      skip everything that needs Kafka and Redis
   --analytics-events <n>  usage events for the analytics and billing section (default

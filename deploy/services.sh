@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Tollgate's local backing services: Redis, Kafka (KRaft), a ClickHouse server, then a 3-master
-# Redis Cluster (deploy/redis-cluster.sh; the ledger's Cluster test). Idempotent.
+# Redis Cluster (deploy/redis-cluster.sh; the ledger's Cluster tests). Idempotent.
 #
 #   bash deploy/services.sh up|down|restart|status
 #
 # `up` prints the environment to use on stdout (everything else goes to stderr), so
-#   eval "$(bash deploy/services.sh up)"
-# exports KAFKA_BROKERS, REDIS_URL, CLICKHOUSE_URL and REDIS_CLUSTER_NODES into the calling shell.
+#   set -a; eval "$(bash deploy/services.sh up)"; set +a
+# exports KAFKA_BROKERS, REDIS_URL and CLICKHOUSE_URL into the calling shell (`set -a`: plain
+# assignments alone would not reach the processes started from it).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -14,9 +15,15 @@ env_lines() {
   echo "KAFKA_BROKERS=127.0.0.1:${KAFKA_PORT:-9092}"
   echo "REDIS_URL=redis://127.0.0.1:${REDIS_PORT:-6379}"
   echo "CLICKHOUSE_URL=http://127.0.0.1:${CLICKHOUSE_PORT:-8123}"
+}
+
+# The Redis Cluster is started for the ledger's Cluster tests, which find it on its ports. Its
+# REDIS_CLUSTER_NODES is NOT among the variables printed above: exported, it would move every
+# process's ledger onto the Cluster (a mode, not a service address). Shown on stderr instead.
+cluster_note() {
   local nodes="" p
   for p in ${REDIS_CLUSTER_PORTS:-7001 7002 7003}; do nodes+="${nodes:+,}127.0.0.1:$p"; done
-  echo "REDIS_CLUSTER_NODES=$nodes"
+  echo "redis cluster on $nodes (the ledger's Cluster tests find it; REDIS_CLUSTER_NODES=$nodes beside REDIS_URL puts a process's ledger on it)" >&2
 }
 
 case "${1:-}" in
@@ -25,6 +32,7 @@ case "${1:-}" in
     bash "$HERE/kafka.sh" start
     bash "$HERE/clickhouse.sh" start
     bash "$HERE/redis-cluster.sh" start >/dev/null
+    cluster_note
     env_lines
     ;;
   down)
