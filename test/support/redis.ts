@@ -4,7 +4,7 @@
 import { after } from 'node:test';
 import { randomUUID } from 'node:crypto';
 import type { TestContext } from 'node:test';
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions } from 'ioredis';
 import { findRedis, requireRedisCluster } from './services.ts';
 
 /** `redisUrl` is for a second connection of the file's own; `prefix` is `tg-test-<name>-<uuid>:`; call at the top level of a test file. */
@@ -51,12 +51,12 @@ export async function deleteClusterKeysUnder(cluster: Cluster, prefix: string, o
  * A test's own view of the Redis Cluster (REDIS_CLUSTER_NODES or deploy/redis-cluster.sh): an
  * ioredis `Cluster` and a fresh key prefix `test:<name>:<uuid>:`; the test's `after` deletes the
  * prefix's keys on every master and disconnects. Undefined when the test was skipped (loudly,
- * or failed when services are required) because no cluster answers.
+ * or failed when services are required) because no cluster answers. `options` go to the client.
  */
-export async function testRedisCluster(t: TestContext, name: string): Promise<{ cluster: Cluster; prefix: string } | undefined> {
+export async function testRedisCluster(t: TestContext, name: string, options?: ClusterOptions): Promise<{ cluster: Cluster; prefix: string } | undefined> {
   const nodes = await requireRedisCluster(t);
   if (!nodes) return undefined;
-  const cluster = new Cluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })));
+  const cluster = new Cluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })), options);
   const prefix = `test:${name}:${randomUUID()}:`;
   t.after(async () => {
     await deleteClusterKeysUnder(cluster, prefix);

@@ -14,15 +14,10 @@ import type { LedgerEvent, UsageEvent } from '@tollgate/events';
 import { RedisBalanceStore } from '@tollgate/ledger';
 import { packEvent } from '../src/redis-balance-store.ts';
 import { requireRedis, requireRedisCluster } from '../../../test/support/services.ts';
+import { usageEvent } from '../../../test/support/events.ts';
 
-function usage(eventId: string, accountId: string, cost: bigint): UsageEvent {
-  return {
-    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'k', model: 'm', catalog_model: 'm',
-    upstream_model: 'm', input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0,
-    cache_write_1h_tokens: 0, cost_micros: cost.toString(), status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null,
-    stream: false, upstream_request_id: null, gateway_id: 'g',
-  };
-}
+/** A usage event of `cost` µc (the ledger reads only its id, account and cost). */
+const usage = (id: string, account: string, cost: bigint): UsageEvent => usageEvent(id, account, { cost_micros: cost.toString() });
 function credit(eventId: string, accountId: string, amount: bigint): LedgerEvent {
   return { type: 'ledger', event_id: eventId, ts: Date.now(), account_id: accountId, kind: 'grant', amount_micros: amount.toString(), reference: eventId };
 }

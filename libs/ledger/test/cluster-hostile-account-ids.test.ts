@@ -11,18 +11,13 @@ import { Cluster } from 'ioredis';
 import type { LedgerEvent, UsageEvent } from '@tollgate/events';
 import { accountHashTag, RedisBalanceStore } from '@tollgate/ledger';
 import { testRedisCluster } from '../../../test/support/redis.ts';
+import { usageEvent } from '../../../test/support/events.ts';
 
 /** Empty, brace-led, brace-only, nested, and ids starting with the escape character itself. */
 const HOSTILE = ['', '}', '}x', '{', '{}', '}{', 'a}b', '{a}', '\u0001', '\u0001}', 'x{y}z'];
 
-function usage(eventId: string, accountId: string, cost: bigint): UsageEvent {
-  return {
-    type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'k', model: 'm', catalog_model: 'm',
-    upstream_model: 'm', input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0,
-    cache_write_1h_tokens: 0, cost_micros: cost.toString(), status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null,
-    stream: false, upstream_request_id: null, gateway_id: 'g',
-  };
-}
+/** A usage event of `cost` µc (the ledger reads only its id, account and cost). */
+const usage = (id: string, account: string, cost: bigint): UsageEvent => usageEvent(id, account, { cost_micros: cost.toString() });
 const grant = (eventId: string, accountId: string, amount: bigint): LedgerEvent =>
   ({ type: 'ledger', event_id: eventId, ts: Date.now(), account_id: accountId, kind: 'grant', amount_micros: amount.toString(), reference: eventId });
 

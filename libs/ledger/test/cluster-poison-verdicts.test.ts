@@ -11,13 +11,11 @@ import { Cluster, Redis } from 'ioredis';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { RedisBalanceStore, type BatchOutcome } from '@tollgate/ledger';
 import { requireRedis } from '../../../test/support/services.ts';
+import { usageEvent } from '../../../test/support/events.ts';
 import { testRedisCluster } from '../../../test/support/redis.ts';
 
-const usage = (id: string, a: string, cost: bigint): UsageEvent => ({
-  type: 'usage', event_id: id, ts: Date.now(), account_id: a, key_id: 'k', model: 'm', catalog_model: 'm', upstream_model: 'm',
-  input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0, cost_micros: cost.toString(),
-  status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null, stream: false, upstream_request_id: null, gateway_id: 'g',
-});
+/** A usage event of `cost` µc (the ledger reads only its id, account and cost). */
+const usage = (id: string, account: string, cost: bigint): UsageEvent => usageEvent(id, account, { cost_micros: cost.toString() });
 const grant = (id: string, a: string, amount: bigint): LedgerEvent => ({
   type: 'ledger', event_id: id, ts: Date.now(), account_id: a, kind: 'grant', amount_micros: amount.toString(), reference: id,
 });

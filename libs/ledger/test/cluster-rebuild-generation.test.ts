@@ -11,12 +11,10 @@ import { Cluster } from 'ioredis';
 import type { UsageEvent } from '@tollgate/events';
 import { RedisBalanceStore } from '@tollgate/ledger';
 import { testRedisCluster } from '../../../test/support/redis.ts';
+import { usageEvent } from '../../../test/support/events.ts';
 
-const usage = (id: string, a: string, cost: bigint): UsageEvent => ({
-  type: 'usage', event_id: id, ts: Date.now(), account_id: a, key_id: 'k', model: 'm', catalog_model: 'm', upstream_model: 'm',
-  input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0, cost_micros: cost.toString(),
-  status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null, stream: false, upstream_request_id: null, gateway_id: 'g',
-});
+/** A usage event of `cost` µc (the ledger reads only its id, account and cost). */
+const usage = (id: string, account: string, cost: bigint): UsageEvent => usageEvent(id, account, { cost_micros: cost.toString() });
 const at = (offset: bigint) => ({ topic: 'usage', partition: 0, offset });
 
 test('Redis Cluster: a rebuild after the {ledger} master lost its keys takes a new generation; a batch stalled before answers not_ready and nothing is skipped (700,000 µc)', async (t) => {

@@ -13,7 +13,7 @@ import { Cluster } from 'ioredis';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { RedisBalanceStore } from '@tollgate/ledger';
 import { findRedisCluster, requireRedisCluster } from '../../../test/support/services.ts';
-import { deleteClusterKeysUnder } from '../../../test/support/redis.ts';
+import { deleteClusterKeysUnder, testRedisCluster } from '../../../test/support/redis.ts';
 import { balanceStoreContract } from './balance-store.contract.ts';
 import { admissionContract } from './admission.contract.ts';
 
@@ -39,11 +39,13 @@ async function slotOwners(cluster: Cluster): Promise<(slot: number) => string> {
   };
 }
 
+const CLIENT_OPTIONS = { redisOptions: { maxRetriesPerRequest: 2 } };
+
 function connect(nodes: string): Cluster {
   return new Cluster(nodes.split(',').map((hp) => {
     const [host, port] = hp.split(':');
     return { host: host!, port: Number(port) };
-  }), { redisOptions: { maxRetriesPerRequest: 2 } });
+  }), CLIENT_OPTIONS);
 }
 
 const found = await findRedisCluster();
@@ -63,14 +65,9 @@ if (found !== undefined) {
 }
 
 test('Redis Cluster: every ledger script runs on a real 3-master cluster, accounts on different nodes, exact balances and exactly once', async (t) => {
-  const nodes = await requireRedisCluster(t);
-  if (!nodes) return;
-  const cluster = connect(nodes);
-  const prefix = `test:cluster:${randomUUID()}:`;
-  t.after(async () => {
-    await deleteClusterKeysUnder(cluster, prefix);
-    cluster.disconnect();
-  });
+  const own = await testRedisCluster(t, 'cluster', CLIENT_OPTIONS);
+  if (!own) return;
+  const { cluster, prefix } = own;
   const store = new RedisBalanceStore({ redis: cluster, prefix });
   const owner = await slotOwners(cluster);
   // Three accounts on three different nodes (found by slot, checked below).
@@ -211,14 +208,9 @@ test('Redis Cluster: every ledger script runs on a real 3-master cluster, accoun
 });
 
 test('Redis Cluster: two overlapping rebuilds never mix their snapshots: the state is one of them whole, positions included', async (t) => {
-  const nodes = await requireRedisCluster(t);
-  if (!nodes) return;
-  const cluster = connect(nodes);
-  const prefix = `test:cluster:${randomUUID()}:`;
-  t.after(async () => {
-    await deleteClusterKeysUnder(cluster, prefix);
-    cluster.disconnect();
-  });
+  const own = await testRedisCluster(t, 'cluster', CLIENT_OPTIONS);
+  if (!own) return;
+  const { cluster, prefix } = own;
   const accounts = Array.from({ length: 60 }, (_, i) => `acct-${i}`);
   const snap = (n: bigint) => ({
     balances: new Map(accounts.map((a, i) => [a, n * 1_000n + BigInt(i)])),
@@ -227,7 +219,7 @@ test('Redis Cluster: two overlapping rebuilds never mix their snapshots: the sta
     positions: new Map([['usage:0', n]]),
   });
   // Two processes (two stores, one client each) rebuilding at once, three times.
-  const other = connect(nodes);
+  const other = cluster.duplicate();
   t.after(() => other.disconnect());
   const one = new RedisBalanceStore({ redis: cluster, prefix });
   const two = new RedisBalanceStore({ redis: other, prefix });
