@@ -125,6 +125,20 @@ export class Cluster {
     }
   }
 
+  /**
+   * The last `lines` lines of every process's log (stdout and stderr, all its starts), each
+   * under a `--- name (log path) ---` header: what a failing test prints to say why.
+   */
+  logTails(lines = 40): string {
+    return [...this.#members.keys()].map((name) => {
+      let tail = '';
+      try {
+        tail = readFileSync(join(this.dir, `${name}.log`), 'utf8').split('\n').slice(-lines).join('\n');
+      } catch { /* never started */ }
+      return `--- ${name} (${join(this.dir, `${name}.log`)}) ---\n${tail}`;
+    }).join('\n');
+  }
+
   /** kill -9 (or a graceful SIGTERM) and wait for the exit. */
   async kill(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const m = this.#members.get(name)!;
@@ -174,7 +188,11 @@ export class Cluster {
       } catch (err) {
         last = err;
       }
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+      if (Date.now() > deadline) {
+        // A timeout in a multi-process test says little by itself: the processes' own logs
+        // (consumer groups joining, Kafka reconnects, refusals) say why, so they go with it.
+        throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}\n${this.logTails()}`);
+      }
       await new Promise((r) => setTimeout(r, 200));
     }
   }
