@@ -38,7 +38,8 @@ simulator, tollgate, test and bench go through it), installing Node 24 from the 
 The arguments after <entry.ts> are the program's own (--help among them).`;
 
 const args = process.argv.slice(2);
-if (args[0] === '--help' || args[0] === '-h') {
+// Before the entry point, --help anywhere is this launcher's (after it, it is the program's).
+if (args[0]?.startsWith('-') && (args.includes('--help') || args.includes('-h'))) {
   process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
