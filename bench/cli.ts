@@ -127,6 +127,26 @@ export function choiceList<T extends string>(name: string, raw: string, allowed:
   return [...new Set(parts)] as T[];
 }
 
+/** `<name>: failed: <message>` and the error's stack frames, for stderr. */
+function failure(name: string, err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const frames = err instanceof Error ? (err.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l)).join('\n') : '';
+  return `${name}: failed: ${message}\n${frames ? `${frames}\n` : ''}`;
+}
+
+/**
+ * For a script whose work runs at the top level (top-level await) rather than in a `main`: an
+ * error that escapes it is reported as {@link runMain} does (exit 1, a {@link UsageError} exit 2)
+ * instead of Node's uncaught-exception dump.
+ */
+export function reportUncaught(name: string): void {
+  process.on('uncaughtException', (err) => {
+    if (err instanceof UsageError) exitUsage(name, err.message);
+    process.stderr.write(failure(name, err));
+    process.exit(EXIT_FAILED);
+  });
+}
+
 /**
  * Runs an entry point's `main` with the exit-code convention: its returned code (0 when none);
  * a {@link UsageError} is one line on stderr and exit 2; any other error is
@@ -137,9 +157,7 @@ export function runMain(name: string, main: () => Promise<number | void> | numbe
     (code) => process.exit(code ?? 0),
     (err: unknown) => {
       if (err instanceof UsageError) exitUsage(name, err.message);
-      const message = err instanceof Error ? err.message : String(err);
-      const frames = err instanceof Error ? (err.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l)).join('\n') : '';
-      process.stderr.write(`${name}: failed: ${message}\n${frames ? `${frames}\n` : ''}`);
+      process.stderr.write(failure(name, err));
       process.exit(EXIT_FAILED);
     },
   );

@@ -10,7 +10,7 @@ import { toV2 } from '@tollgate/events';
 import { randomUUID } from 'node:crypto';
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
 import { usageEvent } from './stack.ts';
-import { choiceList, commandLine, exitUsage, numberValue } from './cli.ts';
+import { choiceList, commandLine, exitUsage, numberValue, reportUncaught } from './cli.ts';
 
 const USAGE = `Usage: node bench/store-events.ts [options]
 
@@ -50,6 +50,7 @@ try {
 } catch (err) {
   exitUsage('bench/store-events', (err as Error).message);
 }
+reportUncaught('bench/store-events');
 const dir = mkdtempSync(join(tmpdir(), 'store-events-'));
 const server = values.warehouse === 'server';
 const database = server ? `bench_store_${randomUUID().slice(0, 8)}` : 'tollgate';

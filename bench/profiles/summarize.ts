@@ -9,7 +9,7 @@
 // their CPU; /proc CPU per request (the benches' `cpu ms/req`) is the CPU figure.
 import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { commandLine, exitUsage, numberValue } from '../cli.ts';
+import { commandLine, exitUsage, numberValue, reportUncaught } from '../cli.ts';
 
 interface ProfileNode {
   id: number;
@@ -51,6 +51,7 @@ try {
   exitUsage('bench/profiles/summarize', (err as Error).message);
 }
 const callersOf = values.callers;
+reportUncaught('bench/profiles/summarize');
 
 let p: Profile;
 try {
