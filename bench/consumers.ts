@@ -629,8 +629,8 @@ Options:
   --events <n>        usage events produced for the throughput runs (default 1000000)
   --partitions <n>    partitions of the usage topic (default 8)
   --accounts <n>      accounts the events are spread over (default 1000)
-  --rate <n>          events/s of the latency phase (default 5000)
-  --seconds <s>       duration of the latency phase, seconds (default 20)
+  --rate <n>          events/s of the latency phase (default 5000; 0 skips the phase)
+  --seconds <s>       duration of the latency phase, seconds (default 20; 0 skips the phase)
   --modes <a,b>       ledger consumer paths: per-event, batch, cluster (Redis Cluster, ledger
                       only) (default per-event,batch)
   --groups <a,b>      consumer groups: ledger, warehouse (default ledger,warehouse)
@@ -674,8 +674,8 @@ if (import.meta.main && process.argv[2] === '--publisher') {
       events: numberValue('--events', values.events, 1_000_000, { min: 1, max: 100_000_000, integer: true }),
       partitions: numberValue('--partitions', values.partitions, 8, { min: 1, max: 1024, integer: true }),
       accounts: numberValue('--accounts', values.accounts, 1000, { min: 1, max: 10_000_000, integer: true }),
-      rate: numberValue('--rate', values.rate, 5000, { min: 1, max: 1_000_000, integer: true }),
-      seconds: numberValue('--seconds', values.seconds, 20, { min: 0.1, max: 3600 }),
+      rate: numberValue('--rate', values.rate, 5000, { min: 0, max: 1_000_000, integer: true }),
+      seconds: numberValue('--seconds', values.seconds, 20, { min: 0, max: 3600 }),
       modes: choiceList('--modes', values.modes ?? 'per-event,batch', ['per-event', 'batch', 'cluster'] as const),
       groups: choiceList('--groups', values.groups ?? 'ledger,warehouse', ['ledger', 'warehouse'] as const),
       ...(values['sink-inserts'] !== undefined ? { sinkInserts: numberList('--sink-inserts', values['sink-inserts'], { min: 1, max: 64, integer: true }) } : {}),
