@@ -72,7 +72,7 @@ export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<
       const extra = argv.find((a, i) => !a.startsWith('-') && (i === 0 || !isValueOption(argv[i - 1]!, options)));
       exitUsage(spec.name, `unexpected argument ${JSON.stringify(extra ?? '')}`);
     }
-    exitUsage(spec.name, (err as Error).message.split('\n')[0]!);
+    exitUsage(spec.name, (err as Error).message.replace(/\s*\n\s*/g, ' '));
   }
 }
 
