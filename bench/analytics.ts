@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync, statSync, readdirSync } from 'node:fs';
 import { tmpdir, availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { commandLine, numberValue, runMain, UsageError } from './cli.ts';
 import { bundledCatalogPath, loadCatalogFile, priceVersion, type PriceVersion } from '@tollgate/pricing';
 import {
   Warehouse, closeMonth, createChdbClickHouse, creditHistoryPage, invoiceFor, invoiceLinesForMonth, rollupsMatchRaw, statementFor,
@@ -477,48 +477,33 @@ Options:
   --budget <s>     measured seconds per query, after which it stops once 3 runs are done (default 6)
   --full-check     also compare every rollup row with raw events (rollupsMatchRaw; minutes at 10M)
   --json           print the result as JSON on stdout (progress stays on stderr)
-  -h, --help       show this help`;
+  -h, --help       show this help
+
+Environment:
+  BENCH_ANALYTICS_EVENTS  usage events when --events is not given
+
+Example:
+  node bench/analytics.ts --events 1000000 --runs 5 > analytics.txt
+
+Exit status: 0 done, 1 the run failed (stored counts or rollups disagree), 2 bad usage, 130 interrupted.`;
 
 /** `--events` / BENCH_ANALYTICS_EVENTS as a count; throws a message naming the bad one. */
 export function analyticsEvents(flag: string | undefined, flagName = '--analytics-events', env = process.env['BENCH_ANALYTICS_EVENTS']): number {
   const [name, raw] = flag !== undefined ? [flagName, flag] : ['BENCH_ANALYTICS_EVENTS', env];
   if (raw === undefined || raw === '') return DEFAULT_ANALYTICS_EVENTS;
   const n = Number(raw.replaceAll('_', ''));
-  if (!Number.isSafeInteger(n) || n < 10_000 || n > 1_000_000_000) throw new Error(`${name}: expected an integer from 10000 to 1000000000, got "${raw}"`);
+  if (!Number.isSafeInteger(n) || n < 10_000 || n > 1_000_000_000) throw new UsageError(`${name}: expected an integer from 10000 to 1000000000, got "${raw}"`);
   return n;
 }
 
 async function main(argv: string[]): Promise<number> {
-  let v;
-  try {
-    v = parseArgs({
-      args: argv, strict: true, allowPositionals: false,
-      options: {
-        events: { type: 'string' }, runs: { type: 'string' }, budget: { type: 'string' }, 'full-check': { type: 'boolean' },
-        json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (err) {
-    process.stderr.write(`bench/analytics: ${err instanceof Error ? err.message : String(err)}\nTry --help.\n`);
-    return 2;
-  }
-  if (v.help) {
-    process.stdout.write(`${HELP}\n`);
-    return 0;
-  }
-  let events: number;
-  try {
-    events = analyticsEvents(v.events, '--events');
-  } catch (err) {
-    process.stderr.write(`bench/analytics: ${(err as Error).message}\n`);
-    return 2;
-  }
-  const runs = Number(v.runs ?? 20);
-  const budget = Number(v.budget ?? 6);
-  if (!Number.isSafeInteger(runs) || runs < 1 || !(budget > 0)) {
-    process.stderr.write('bench/analytics: --runs must be a positive integer and --budget a positive number\n');
-    return 2;
-  }
+  const v = commandLine({
+    name: 'bench/analytics', usage: HELP,
+    options: { events: { type: 'string' }, runs: { type: 'string' }, budget: { type: 'string' }, 'full-check': { type: 'boolean' }, json: { type: 'boolean' } },
+  }, argv).values;
+  const events = analyticsEvents(v.events, '--events');
+  const runs = numberValue('--runs', v.runs, 20, { min: 1, max: 1_000_000, integer: true });
+  const budget = numberValue('--budget', v.budget, 6, { min: 0.001, max: 86_400 });
   const r = await runAnalyticsBench({ events, runs, budgetMs: budget * 1000, fullRollupCheck: v['full-check'] ?? false, log: (l) => process.stderr.write(`${l}\n`) });
   process.stdout.write(v.json ? `${JSON.stringify(r, null, 2)}\n` : `${analyticsReport(r)}\n`);
   return 0;
@@ -526,8 +511,5 @@ async function main(argv: string[]): Promise<number> {
 
 if (import.meta.main) {
   process.once('SIGINT', () => process.exit(130));
-  main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
-    process.stderr.write(`bench/analytics: failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+  runMain('bench/analytics', () => main(process.argv.slice(2)));
 }

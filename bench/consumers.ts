@@ -28,7 +28,6 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -42,6 +41,7 @@ import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { findClickHouse, findKafka, findRedis, findRedisCluster } from '../test/support/services.ts';
 import { usageEvent } from './stack.ts';
+import { choiceList, commandLine, numberList, numberValue, runMain } from './cli.ts';
 
 export interface ConsumerBenchOptions {
   events: number;
@@ -617,27 +617,76 @@ export function processCpuSeconds(pid: number): number | undefined {
   }
 }
 
+const CONSUMERS_USAGE = `Usage: node bench/consumers.ts [options]   (also a section of npm run bench)
+
+Consumer throughput per process and event-to-effect latency: the ledger group (Kafka -> Redis)
+and the warehouse group (Kafka -> ClickHouse server or chDB) run in this process with the real
+consumer code on fresh topics, Redis key prefix and warehouse database, removed at the end.
+Needs Kafka and Redis. Each group first drains --events events (throughput), then follows
+--rate events/s for --seconds (latency). See bench/README.md "The consumer groups in one process".
+
+Options:
+  --events <n>        usage events produced for the throughput runs (default 1000000)
+  --partitions <n>    partitions of the usage topic (default 8)
+  --accounts <n>      accounts the events are spread over (default 1000)
+  --rate <n>          events/s of the latency phase (default 5000; 0 skips the phase)
+  --seconds <s>       duration of the latency phase, seconds (default 20; 0 skips the phase)
+  --modes <a,b>       ledger consumer paths: per-event, batch, cluster (Redis Cluster, ledger
+                      only) (default per-event,batch)
+  --groups <a,b>      consumer groups: ledger, warehouse (default ledger,warehouse)
+  --warehouse <a,b>   where the warehouse group inserts: chdb, server (default both when a
+                      ClickHouse server answers, else chdb)
+  --sink-batch <a,b>  one warehouse throughput run per sink batch size, events (default: the
+                      sink's own; given, the latency phase is skipped)
+  --sink-inserts <a,b>  one warehouse throughput run per concurrent inserts count (default: the
+                      sink's own; given, the latency phase is skipped)
+  -h, --help          show this help
+
+Progress and the figures as they are measured go to stderr; the result (JSON, one line) to stdout.
+
+Environment:
+  KAFKA_BROKERS, REDIS_URL   Kafka and Redis (default 127.0.0.1:9092, redis://127.0.0.1:6379)
+  CLICKHOUSE_URL             the ClickHouse server for --warehouse server (default
+                             http://127.0.0.1:8123 when it answers /ping)
+  REDIS_CLUSTER_NODES        host:port,... of the Redis Cluster for --modes cluster (default
+                             the one of bash deploy/redis-cluster.sh)
+  CLICKHOUSE_PID             the server's pid, for its CPU time (default deploy/clickhouse's pid
+                             file under TOLLGATE_DEPLOY_DIR or .deploy)
+
+Example:
+  node bench/consumers.ts --groups warehouse --events 200000 --warehouse server > result.json
+
+Exit status: 0 done, 1 the run failed (a service missing or a check failed), 2 bad usage.`;
+
 if (import.meta.main && process.argv[2] === '--publisher') {
   await publisherMain(process.argv[3]!);
   process.exit(0);
 } else if (import.meta.main) {
-  const { values } = parseArgs({
-    options: {
-      events: { type: 'string', default: '1000000' }, partitions: { type: 'string', default: '8' },
-      accounts: { type: 'string', default: '1000' }, rate: { type: 'string', default: '5000' },
-      seconds: { type: 'string', default: '20' }, modes: { type: 'string', default: 'per-event,batch' },
-      groups: { type: 'string', default: 'ledger,warehouse' },
-      warehouse: { type: 'string' }, 'sink-batch': { type: 'string' }, 'sink-inserts': { type: 'string' },
-    },
+  const { values } = commandLine({ name: 'bench/consumers', usage: CONSUMERS_USAGE, options: {
+    events: { type: 'string' }, partitions: { type: 'string' },
+    accounts: { type: 'string' }, rate: { type: 'string' },
+    seconds: { type: 'string' }, modes: { type: 'string' },
+    groups: { type: 'string' },
+    warehouse: { type: 'string' }, 'sink-batch': { type: 'string' }, 'sink-inserts': { type: 'string' },
+  } });
+  runMain('bench/consumers', async () => {
+    const o: ConsumerBenchOptions = {
+      events: numberValue('--events', values.events, 1_000_000, { min: 1, max: 100_000_000, integer: true }),
+      partitions: numberValue('--partitions', values.partitions, 8, { min: 1, max: 1024, integer: true }),
+      accounts: numberValue('--accounts', values.accounts, 1000, { min: 1, max: 10_000_000, integer: true }),
+      rate: numberValue('--rate', values.rate, 5000, { min: 0, max: 1_000_000, integer: true }),
+      seconds: numberValue('--seconds', values.seconds, 20, { min: 0, max: 3600 }),
+      modes: choiceList('--modes', values.modes ?? 'per-event,batch', ['per-event', 'batch', 'cluster'] as const),
+      groups: choiceList('--groups', values.groups ?? 'ledger,warehouse', ['ledger', 'warehouse'] as const),
+      ...(values['sink-inserts'] !== undefined ? { sinkInserts: numberList('--sink-inserts', values['sink-inserts'], { min: 1, max: 64, integer: true }) } : {}),
+      ...(values['sink-batch'] !== undefined ? { sinkBatches: numberList('--sink-batch', values['sink-batch'], { min: 1, max: 10_000_000, integer: true }) } : {}),
+      ...(values.warehouse !== undefined ? { warehouses: choiceList('--warehouse', values.warehouse, ['chdb', 'server'] as const) } : {}),
+    };
+    // The figures as they come are progress (stderr); the result is the JSON line on stdout.
+    const r = await measureConsumerGroups(o, (line) => process.stderr.write(`${line}\n`));
+    process.stdout.write(`${JSON.stringify(r)}\n`);
+    const inexact = r.throughput.filter((f) => !f.exact);
+    if (inexact.length > 0) process.stderr.write(`bench/consumers: failed: effects not exact in ${inexact.map((f) => `${f.group} ${f.mode}${f.warehouse ? ` (${f.warehouse})` : ''}`).join(', ')}\n`);
+    return inexact.length > 0 ? 1 : 0;
   });
-  const r = await measureConsumerGroups({
-    events: Number(values.events), partitions: Number(values.partitions), accounts: Number(values.accounts),
-    rate: Number(values.rate), seconds: Number(values.seconds),
-    modes: values.modes.split(',') as ConsumerBenchOptions['modes'], groups: values.groups.split(',') as ConsumerBenchOptions['groups'],
-    ...(values['sink-inserts'] ? { sinkInserts: values['sink-inserts'].split(',').map(Number) } : {}),
-    ...(values['sink-batch'] ? { sinkBatches: values['sink-batch'].split(',').map(Number) } : {}),
-    ...(values.warehouse ? { warehouses: values.warehouse.split(',') as WarehouseKind[] } : {}),
-  }, (line) => console.log(line));
-  console.log(JSON.stringify(r));
-  process.exit(0);
 }

@@ -15,11 +15,10 @@
 // and added p50 / p99 against `embedded` (medians of the per-round differences).
 // BENCH_GATEWAY_CPU_PROF=<dir> writes a V8 CPU profile of each distributed gateway when it stops.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { deployment, findServices, removeDeployment, startRole } from './distributed.ts';
 import { runLoad, type LoadTarget } from './load.ts';
@@ -27,6 +26,7 @@ import { childEnv } from '../test/support/services.ts';
 import {
   ADMIN_TOKEN, UPSTREAM_API_KEY, cpuSeconds, createCustomer, freePort, startSimulator, startTollgate, stopAll, waitForIdle,
 } from './stack.ts';
+import { commandLine, numberValue, runMain, UsageError } from './cli.ts';
 
 const MODEL = 'claude-sonnet-4-5-20250929';
 
@@ -243,23 +243,64 @@ function distAbTable(r: DistAbResult): string {
   return lines.join('\n');
 }
 
+const DIST_AB_USAGE = `Usage: node bench/dist-ab.ts [options]   (also a section of npm run bench: --dist-rounds)
+
+Distributed vs embedded gateway, interleaved in one run: a simulator, an embedded Tollgate and a
+deployment (aggregator ledger,warehouse, control, gateway) on Kafka and Redis; the targets take
+turns in short slices, order rotated every round, so the machine's drift hits them alike. Prints
+per target requests, req/s, median p50 / p99, gateway CPU ms per request, and the ratio and
+added p50 / p99 against embedded. Needs Kafka and Redis. See bench/README.md.
+
+Options:
+  --concurrency <n>  concurrent requests (= connections) of every slice (default 1)
+  --rounds <n>       rounds; each runs one slice per target (default 6)
+  --slice <s>        measured seconds per slice, after 0.5 s of warmup (default 3)
+  --base <dir>       another checkout (with its node_modules) whose gateway joins the same
+                     deployment as dist-base: a before/after in one run (default none)
+  --alt-env <K=V,..> a third gateway of this tree, dist-alt, with this environment on top:
+                     a setting's A/B (default none)
+  -h, --help         show this help
+
+Progress goes to stderr, the table to stdout.
+
+Environment:
+  KAFKA_BROKERS, REDIS_URL  Kafka and Redis (default 127.0.0.1:9092, redis://127.0.0.1:6379)
+  BENCH_GATEWAY_CPU_PROF    a directory: each distributed gateway writes a V8 CPU profile
+                            there when it stops (default: none)
+
+Example:
+  node bench/dist-ab.ts --concurrency 32 --rounds 4 --alt-env KEY_CACHE_TTL_MS=0
+
+Exit status: 0 done, 1 the run failed (Kafka or Redis missing, a process did not start), 2 bad usage.`;
+
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const { values: opts } = parseArgs({
-    options: {
-      concurrency: { type: 'string', default: '1' },
-      rounds: { type: 'string', default: '6' },
-      slice: { type: 'string', default: '3' },
-      base: { type: 'string' },
-      'alt-env': { type: 'string' },
-    },
-  });
-  // --alt-env K=V,K=V: a third gateway of this tree, with that environment on top (a knob's A/B)
-  const altEnv = opts['alt-env'] ? Object.fromEntries(opts['alt-env'].split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string])) : undefined;
-  runDistAb({ concurrency: Number(opts.concurrency), rounds: Number(opts.rounds), sliceS: Number(opts.slice), base: opts.base, altEnv })
-    .then((r) => console.log(distAbTable(r)))
-    .catch(async (err: unknown) => {
-      stderrLog(`dist-ab: failed: ${err instanceof Error ? err.message : String(err)}`);
+  const { values: opts } = commandLine({ name: 'bench/dist-ab', usage: DIST_AB_USAGE, options: {
+    concurrency: { type: 'string' },
+    rounds: { type: 'string' },
+    slice: { type: 'string' },
+    base: { type: 'string' },
+    'alt-env': { type: 'string' },
+  } });
+  runMain('bench/dist-ab', async () => {
+    // --alt-env K=V,K=V: a third gateway of this tree, with that environment on top (a knob's A/B)
+    const pairs = opts['alt-env']?.split(',').filter(Boolean) ?? [];
+    const bad = pairs.find((kv) => !/^[A-Za-z_][A-Za-z0-9_]*=/.test(kv));
+    if (bad !== undefined) throw new UsageError(`--alt-env: expected NAME=VALUE pairs separated by commas, got "${bad}"`);
+    const altEnv = opts['alt-env'] !== undefined ? Object.fromEntries(pairs.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) : undefined;
+    const o = {
+      concurrency: numberValue('--concurrency', opts.concurrency, 1, { min: 1, max: 4096, integer: true }),
+      rounds: numberValue('--rounds', opts.rounds, 6, { min: 1, max: 1000, integer: true }),
+      sliceS: numberValue('--slice', opts.slice, 3, { min: 0.1, max: 3600 }),
+    };
+    if (opts.base !== undefined && !existsSync(join(opts.base, 'services/tollgate/src/main.ts'))) {
+      throw new UsageError(`--base: ${opts.base} is not a Tollgate checkout (no services/tollgate/src/main.ts)`);
+    }
+    try {
+      const r = await runDistAb({ ...o, base: opts.base, altEnv });
+      process.stdout.write(`${distAbTable(r)}\n`);
+      return 0;
+    } finally {
       await stopAll().catch(() => {});
-      process.exit(1);
-    });
+    }
+  });
 }

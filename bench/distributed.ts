@@ -666,3 +666,6 @@ export class LagProbe {
     }
   }
 }
+
+// Run directly (`node bench/distributed.ts`): say what to run instead of silently doing nothing.
+if (import.meta.main) (await import('./cli.ts')).notACommand(import.meta, 'npm run bench (its distributed section runs when Kafka and Redis answer; see npm run bench -- --help), or node bench/consumers.ts / node bench/dist-ab.ts for one part');

@@ -258,3 +258,6 @@ export async function runLoad(target: LoadTarget, options: LoadOptions): Promise
     errorSamples: [...errorSamples],
   };
 }
+
+// Run directly (`node bench/load.ts`): say what to run instead of silently doing nothing.
+if (import.meta.main) (await import('./cli.ts')).notACommand(import.meta, 'npm run bench (see npm run bench -- --help)');

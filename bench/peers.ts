@@ -426,3 +426,6 @@ export function peersReport(r: PeersBenchResult): string {
   for (const p of r.problems) lines.push(`problem: ${p}`);
   return lines.join('\n');
 }
+
+// Run directly (`node bench/peers.ts`): say what to run instead of silently doing nothing.
+if (import.meta.main) (await import('./cli.ts')).notACommand(import.meta, 'npm run bench -- --peers-only (see npm run bench -- --help)');

@@ -428,3 +428,6 @@ export function poolReport(r: PoolBenchResult): string {
   if (r.problems.length) lines.push(`problems: ${r.problems.join('; ')}`);
   return lines.join('\n');
 }
+
+// Run directly (`node bench/pool.ts`): say what to run instead of silently doing nothing.
+if (import.meta.main) (await import('./cli.ts')).notACommand(import.meta, 'npm run bench -- --pool-only (see npm run bench -- --help)');

@@ -1,7 +1,6 @@
 // `npm run bench`: what Tollgate adds on top of calling the upstream directly, for
 // non-streaming and streaming traffic, in one run. See bench/README.md.
 import { availableParallelism, cpus, loadavg } from 'node:os';
-import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { runLoad, type LoadResult, type LoadTarget, type Summary } from './load.ts';
 import {
@@ -19,6 +18,7 @@ import { measureConsumerGroups, type ConsumerBenchResult } from './consumers.ts'
 import { runDistAb, type DistAbResult } from './dist-ab.ts';
 import { consumerRepsReport, distAbReport, issue11Targets, targetsReport, type TargetRow } from './targets.ts';
 import { peersReport, runPeersBench, type PeersBenchResult } from './peers.ts';
+import { commandLine, exitUsage, UsageError } from './cli.ts';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -60,8 +60,24 @@ Options:
   --json               print the result as JSON on stdout (progress still goes to stderr)
   -h, --help           show this help
 
+Progress and warnings go to stderr; the report (or --json) to stdout.
+
+Environment:
+  KAFKA_BROKERS, REDIS_URL  Kafka and Redis for the distributed sections (default
+                       127.0.0.1:9092, redis://127.0.0.1:6379 when they answer)
+  CLICKHOUSE_URL       a ClickHouse server for the consumer section's warehouse (default
+                       http://127.0.0.1:8123 when it answers; else chDB only)
+  BENCH_CONSUMER_EVENTS  events of the repeated consumer section (default 1000000; 0 skips it)
+  BENCH_ANALYTICS_EVENTS events of the analytics section when --analytics-events is not given
+  BENCH_TOLLGATE_NODE_OPTIONS  extra Node flags for the peers section's Tollgate process
+  BENCH_GATEWAY_CPU_PROF a directory for V8 CPU profiles of the distributed gateways
+
+Examples:
+  npm run bench -- --duration 2 --warmup 1 --events 5000 --skip-analytics   # quick
+  npm run bench -- --json > result.json
+
 Exit status: 0 ok, 1 the run failed (error rate above 1%, metering mismatch, a service
-failed, Kafka or Redis missing with --require-services), 2 bad usage.`;
+failed, Kafka or Redis missing with --require-services), 2 bad usage, 130 interrupted.`;
 
 // ---- scenarios -----------------------------------------------------------------------------
 
@@ -229,8 +245,6 @@ const LAG_POLL_MS = 5;
 
 // ---- CLI -----------------------------------------------------------------------------------
 
-class UsageError extends Error {}
-
 interface Options {
   durationS: number;
   warmupS: number;
@@ -257,41 +271,34 @@ interface Options {
   consumerReps: number;
 }
 
-function parseOptions(argv: string[]): Options | 'help' {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        duration: { type: 'string' },
-        warmup: { type: 'string' },
-        concurrency: { type: 'string' },
-        scenarios: { type: 'string' },
-        events: { type: 'string' },
-        'lag-samples': { type: 'string' },
-        'embedded-only': { type: 'boolean' },
-        'require-services': { type: 'boolean' },
-        'analytics-events': { type: 'string' },
-        'skip-analytics': { type: 'boolean' },
-        'analytics-only': { type: 'boolean' },
-        'skip-pool': { type: 'boolean' },
-        'pool-only': { type: 'boolean' },
-        'skip-peers': { type: 'boolean' },
-        'peers-only': { type: 'boolean' },
-        'peer-reps': { type: 'string' },
-        'dist-rounds': { type: 'string' },
-        'consumer-reps': { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err));
-  }
+function parseOptions(argv: string[]): Options {
+  // -h/--help prints HELP and exits 0; a bad command line is one line on stderr, exit 2 (bench/cli.ts).
+  const parsed = commandLine({
+    name: 'bench',
+    usage: HELP.replace('SCENARIO_NAMES', SCENARIOS.map((s) => s.name).join(', ')),
+    options: {
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      concurrency: { type: 'string' },
+      scenarios: { type: 'string' },
+      events: { type: 'string' },
+      'lag-samples': { type: 'string' },
+      'embedded-only': { type: 'boolean' },
+      'require-services': { type: 'boolean' },
+      'analytics-events': { type: 'string' },
+      'skip-analytics': { type: 'boolean' },
+      'analytics-only': { type: 'boolean' },
+      'skip-pool': { type: 'boolean' },
+      'pool-only': { type: 'boolean' },
+      'skip-peers': { type: 'boolean' },
+      'peers-only': { type: 'boolean' },
+      'peer-reps': { type: 'string' },
+      'dist-rounds': { type: 'string' },
+      'consumer-reps': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+  }, argv);
   const v = parsed.values;
-  if (v.help) return 'help';
   const num = (name: string, raw: string | undefined, fallback: number, min: number, max: number, integer: boolean) => {
     if (raw === undefined) return fallback;
     const n = Number(raw);
@@ -329,6 +336,9 @@ function parseOptions(argv: string[]): Options | 'help' {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  // read where the consumer section runs (Number(...)): a typo would otherwise be NaN events
+  const consumerEvents = process.env.BENCH_CONSUMER_EVENTS;
+  if (consumerEvents !== undefined && !/^\d*$/.test(consumerEvents)) throw new UsageError(`BENCH_CONSUMER_EVENTS: expected a whole number of events (0 skips the section), got "${consumerEvents}"`);
   return {
     durationS, warmupS, concurrency, scenarios, events, lagSamples, embeddedOnly, requireServices, json: v.json ?? false,
     analyticsEvents: analyticsEventCount, analyticsOnly: v['analytics-only'] ?? false,
@@ -969,14 +979,9 @@ async function main(argv: string[]): Promise<number> {
     options = parseOptions(argv);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`bench: ${err.message}\nTry --help.\n`);
-      return 2;
+      exitUsage('bench', err.message);
     }
     throw err;
-  }
-  if (options === 'help') {
-    process.stdout.write(`${HELP.replace('SCENARIO_NAMES', SCENARIOS.map((s) => s.name).join(', '))}\n`);
-    return 0;
   }
 
   if (options.analyticsOnly) {

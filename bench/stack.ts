@@ -403,3 +403,6 @@ export function usageEvent(i: number, accounts: number, ts: number): UsageEvent 
     ttft_ms: 150 + (i % 500), stream: i % 3 !== 0, upstream_request_id: null, gateway_id: 'bench-gw',
   };
 }
+
+// Run directly (`node bench/stack.ts`): say what to run instead of silently doing nothing.
+if (import.meta.main) (await import('./cli.ts')).notACommand(import.meta, 'npm run bench (see npm run bench -- --help)');

@@ -6,21 +6,51 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { toV2 } from '@tollgate/events';
 import { randomUUID } from 'node:crypto';
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
 import { usageEvent } from './stack.ts';
+import { choiceList, commandLine, exitUsage, numberValue, reportUncaught } from './cli.ts';
 
-const { values } = parseArgs({ options: {
-  events: { type: 'string', default: '50000' }, batch: { type: 'string', default: '1000' },
+const USAGE = `Usage: node bench/store-events.ts [options]
+
+Micro-benchmark of Warehouse.storeEvents (the warehouse group's sink): --events usage events
+for 50 accounts stored in batches of --batch, timed end to end, then the totals checked. Prints
+one line: events, batch size, seconds and events/s. See bench/README.md "Where the warehouse
+group's time goes".
+
+Options:
+  --events <n>       usage events (default 50000)
+  --batch <n>        events per storeEvents call (default 1000)
+  --warehouse <w>    chdb (embedded, in a temporary directory) or server (a ClickHouse server,
+                     in a database of its own dropped at the end) (default chdb)
+  --v1               store v1 events (default: v2, as the gateway publishes them)
+  --no-views         diagnostic: drop the rollup views after migrating, to see what they cost
+  -h, --help         show this help
+
+Environment:
+  CLICKHOUSE_URL     the server for --warehouse server (default http://127.0.0.1:8123)
+
+Example:
+  node bench/store-events.ts --events 200000 --batch 20000 --warehouse server
+
+Exit status: 0 done, 1 the run failed (the server unreachable, a count or total wrong), 2 bad usage.`;
+const { values } = commandLine({ name: 'bench/store-events', usage: USAGE, options: {
+  events: { type: 'string' }, batch: { type: 'string' },
   v1: { type: 'boolean', default: false },
   warehouse: { type: 'string', default: 'chdb' },
   /** diagnostic: drop the rollup views after migrating, to see what they cost (the totals check still holds: raw reads) */
   'no-views': { type: 'boolean', default: false },
 } });
-const N = Number(values.events);
-const B = Number(values.batch);
+let N: number, B: number;
+try {
+  N = numberValue('--events', values.events, 50_000, { min: 1, max: 100_000_000, integer: true });
+  B = numberValue('--batch', values.batch, 1000, { min: 1, max: 10_000_000, integer: true });
+  choiceList('--warehouse', values.warehouse, ['chdb', 'server'] as const);
+} catch (err) {
+  exitUsage('bench/store-events', (err as Error).message);
+}
+reportUncaught('bench/store-events');
 const dir = mkdtempSync(join(tmpdir(), 'store-events-'));
 const server = values.warehouse === 'server';
 const database = server ? `bench_store_${randomUUID().slice(0, 8)}` : 'tollgate';

@@ -164,3 +164,6 @@ export function targetsReport(rows: TargetRow[], load: { start: number[]; end: n
     leftTable([['outcome', 'target', 'measured', 'status'], ...rows.map((r) => [String(r.outcome), r.target, r.measured, r.status])]),
   ].join('\n');
 }
+
+// Run directly (`node bench/targets.ts`): say what to run instead of silently doing nothing.
+if (import.meta.main) (await import('./cli.ts')).notACommand(import.meta, 'npm run bench (see npm run bench -- --help)');

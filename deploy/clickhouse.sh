@@ -13,6 +13,40 @@
 # Every command is idempotent.
 set -euo pipefail
 
+usage() {
+  cat <<'USAGE'
+Usage: bash deploy/clickhouse.sh install|start|stop|restart|status|logs [N]
+
+Local ClickHouse server for Tollgate dev and CI: ClickHouse's own HTTP server run out of the chDB
+engine (no clickhouse-server package, no Docker), single node, 127.0.0.1 only, user default
+without password. Every command is idempotent.
+
+Commands:
+  install   prepare the engine (npm: nothing to download; pypi: a venv with chdb-core)
+  start     start the server (install first if needed) and wait until /ping answers
+  stop      stop the server this script started (SIGTERM, then SIGKILL)
+  restart   stop, then start
+  status    running (exit 0; prints its pid), served by another process (exit 0) or stopped (exit 3)
+  logs [N]  the last N lines of its logs (default 100)
+
+Environment:
+  CLICKHOUSE_PORT            HTTP port (default 8123)
+  CLICKHOUSE_ENGINE          npm (default: libchdb.so of @chdb/lib-linux-x64-gnu, through Python's
+                             ctypes) or pypi (PyPI chdb-core in a venv)
+  CLICKHOUSE_LIBCHDB         the libchdb.so of the npm engine (default the one npm installed)
+  CLICKHOUSE_PYPI_VERSION    chdb-core version of the pypi engine (default 26.9.0)
+  CLICKHOUSE_START_TIMEOUT   seconds to wait for /ping (default 60)
+  CLICKHOUSE_STOP_TIMEOUT    seconds before SIGKILL on stop (default 15)
+  TOLLGATE_DEPLOY_DIR        state directory (default <repo>/.deploy; the server under clickhouse/)
+
+Example:
+  bash deploy/clickhouse.sh start && curl -s http://127.0.0.1:8123/ping
+
+Exit status: 0 done, 1 failed (messages and the log's tail on stderr), 2 bad usage, 3 status: stopped.
+USAGE
+}
+case "${1:-}" in -h|--help|help) usage; exit 0 ;; esac
+
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${TOLLGATE_DEPLOY_DIR:-$REPO/.deploy}"
 CDIR="$STATE/clickhouse"
@@ -180,5 +214,5 @@ cmd_status() {
 case "${1:-}" in
   install|start|stop|restart|status) service_command "$1" ;;
   logs) touch "$LOGFILE" 2>/dev/null || true; tail -n "${2:-100}" "$LOGFILE" "$OUT" ;;
-  *) echo "usage: $0 install|start|stop|restart|status|logs [N]" >&2; exit 2 ;;
+  *) echo "deploy/clickhouse.sh: unknown command \"${1:-}\"; expected install|start|stop|restart|status|logs [N] (see bash deploy/clickhouse.sh --help)" >&2; exit 2 ;;
 esac

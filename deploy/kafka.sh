@@ -9,6 +9,38 @@
 # Every command is idempotent; start/stop can be repeated on the same state dir.
 set -euo pipefail
 
+usage() {
+  cat <<'USAGE'
+Usage: bash deploy/kafka.sh install|start|stop|restart|status|logs [-f|N]|cli <main-class> [args...]
+
+Local single-node Apache Kafka (KRaft, broker and controller in one JVM) for Tollgate dev and
+CI, from Maven Central jars (deploy/kafka/pom.xml). Every command is idempotent.
+
+Commands:
+  install       fetch the jars from Maven Central (a JRE and Maven from apt if missing)
+  start         start the broker (install first if needed) and wait until it answers
+  stop          stop the broker this script started (SIGTERM, then SIGKILL)
+  restart       stop, then start
+  status        running (exit 0), served by another process (exit 0) or stopped (exit 3)
+  logs [-f|N]   the last N lines of the server log (default 100), -f to follow
+  cli <main-class> [args...]  run a Kafka tool class against the installed jars
+
+Environment:
+  KAFKA_PORT              PLAINTEXT port (default 9092)
+  KAFKA_CONTROLLER_PORT   controller port (default 9093)
+  KAFKA_START_TIMEOUT     seconds to wait for the broker to answer (default 60)
+  KAFKA_STOP_TIMEOUT      seconds before SIGKILL on stop (default 30)
+  KAFKA_HEAP_OPTS         JVM heap flags (default -Xms256m -Xmx512m)
+  TOLLGATE_DEPLOY_DIR     state directory (default <repo>/.deploy; Kafka under kafka/)
+
+Example:
+  bash deploy/kafka.sh start && bash deploy/kafka.sh logs 20
+
+Exit status: 0 done, 1 failed (messages on stderr), 2 bad usage, 3 status: stopped.
+USAGE
+}
+case "${1:-}" in -h|--help|help) usage; exit 0 ;; esac
+
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${TOLLGATE_DEPLOY_DIR:-$REPO/.deploy}"
 KDIR="$STATE/kafka"
@@ -246,5 +278,5 @@ case "${1:-}" in
   cli) shift; installed || fail "not installed; run: bash deploy/kafka.sh install"
        [[ -f "$TOOLS_LOG4J" ]] || write_config
        kjava_tool "$@" ;;
-  *) echo "usage: $0 install|start|stop|restart|status|logs [-f|N]|cli <main-class> [args...]" >&2; exit 2 ;;
+  *) echo "deploy/kafka.sh: unknown command \"${1:-}\"; expected install|start|stop|restart|status|logs [-f|N]|cli <main-class> [args...] (see bash deploy/kafka.sh --help)" >&2; exit 2 ;;
 esac

@@ -10,6 +10,33 @@
 # Every command is idempotent: a running, fully assigned cluster is left as it is.
 set -euo pipefail
 
+usage() {
+  cat <<'USAGE'
+Usage: bash deploy/redis-cluster.sh install|start|stop|restart|status
+
+A local Redis Cluster for Tollgate's Cluster tests: 3 masters of Debian's redis-server on
+127.0.0.1, no replicas, every slot assigned, no persistence. Every command is idempotent.
+
+Commands:
+  install   install redis-server (apt, through deploy/redis.sh) if missing
+  start     start the nodes and assign the slots; prints REDIS_CLUSTER_NODES=… on stdout
+  stop      stop the nodes this script started
+  restart   stop, then start
+  status    running (exit 0), some nodes up but the cluster not ok (exit 1) or stopped (exit 3)
+
+Environment:
+  REDIS_CLUSTER_PORTS   the nodes' ports (default "7001 7002 7003")
+  REDIS_START_TIMEOUT   seconds to wait for each node (default 20)
+  TOLLGATE_DEPLOY_DIR   state directory (default <repo>/.deploy; nodes under redis-cluster/)
+
+Example:
+  bash deploy/redis-cluster.sh start
+
+Exit status: 0 done, 1 failed (messages on stderr), 2 bad usage, 3 status: stopped.
+USAGE
+}
+case "${1:-}" in -h|--help|help) usage; exit 0 ;; esac
+
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${TOLLGATE_DEPLOY_DIR:-$REPO/.deploy}"
 CDIR="$STATE/redis-cluster"
@@ -105,5 +132,5 @@ cmd_status() {
 
 case "${1:-}" in
   install|start|stop|restart|status) service_command "$1" ;;
-  *) echo "usage: $0 install|start|stop|restart|status" >&2; exit 2 ;;
+  *) echo "deploy/redis-cluster.sh: unknown command \"${1:-}\"; expected install|start|stop|restart|status (see bash deploy/redis-cluster.sh --help)" >&2; exit 2 ;;
 esac

@@ -8,6 +8,34 @@
 # Every command is idempotent.
 set -euo pipefail
 
+usage() {
+  cat <<'USAGE'
+Usage: bash deploy/redis.sh install|start|stop|restart|status|logs [N]
+
+Local Redis for Tollgate dev and CI: Debian's redis-server as a plain daemon on 127.0.0.1, no
+persistence. Every command is idempotent.
+
+Commands:
+  install   install redis-server (apt) if missing
+  start     start it (install first if needed) and wait until it answers
+  stop      stop the one this script started (SIGTERM, then SIGKILL)
+  restart   stop, then start
+  status    running (exit 0), served by another process (exit 0) or stopped (exit 3)
+  logs [N]  the last N lines of its log (default 100)
+
+Environment:
+  REDIS_PORT            port (default 6379)
+  REDIS_START_TIMEOUT   seconds to wait for it to answer (default 20)
+  TOLLGATE_DEPLOY_DIR   state directory (default <repo>/.deploy; Redis under redis/)
+
+Example:
+  bash deploy/redis.sh start && bash deploy/redis.sh status
+
+Exit status: 0 done, 1 failed (messages on stderr), 2 bad usage, 3 status: stopped.
+USAGE
+}
+case "${1:-}" in -h|--help|help) usage; exit 0 ;; esac
+
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${TOLLGATE_DEPLOY_DIR:-$REPO/.deploy}"
 RDIR="$STATE/redis"
@@ -101,5 +129,5 @@ cmd_status() {
 case "${1:-}" in
   install|start|stop|restart|status) service_command "$1" ;;
   logs) tail -n "${2:-100}" "$LOGFILE" ;;
-  *) echo "usage: $0 install|start|stop|restart|status|logs [N]" >&2; exit 2 ;;
+  *) echo "deploy/redis.sh: unknown command \"${1:-}\"; expected install|start|stop|restart|status|logs [N] (see bash deploy/redis.sh --help)" >&2; exit 2 ;;
 esac

@@ -9,6 +9,32 @@
 # exports KAFKA_BROKERS, REDIS_URL and CLICKHOUSE_URL into the calling shell (`set -a`: plain
 # assignments alone would not reach the processes started from it).
 set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: bash deploy/services.sh up|down|restart|status|env
+
+Tollgate's local backing services: Redis, Kafka (KRaft), a ClickHouse server, then a 3-master
+Redis Cluster (for the ledger's Cluster tests). Idempotent. Progress goes to stderr.
+
+Commands:
+  up        start all four (deploy/redis.sh, kafka.sh, clickhouse.sh, redis-cluster.sh) and print
+            KAFKA_BROKERS, REDIS_URL and CLICKHOUSE_URL on stdout
+  down      stop all four (exit 1 if one failed to stop)
+  restart   down, then up
+  status    each one's status (exit: the last non-zero one)
+  env       print the variables of `up` without starting anything
+
+Environment: REDIS_PORT, KAFKA_PORT, CLICKHOUSE_PORT, REDIS_CLUSTER_PORTS and the scripts' own
+(see bash deploy/<service>.sh --help); TOLLGATE_DEPLOY_DIR for the state (default <repo>/.deploy).
+
+Example:
+  set -a; eval "$(bash deploy/services.sh up)"; set +a
+
+Exit status: 0 done, 1 a service failed, 2 bad usage, 3 status: a service stopped.
+USAGE
+}
+case "${1:-}" in -h|--help|help) usage; exit 0 ;; esac
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 env_lines() {
@@ -56,5 +82,5 @@ case "${1:-}" in
     exit $rc
     ;;
   env) env_lines ;;
-  *) echo "usage: $0 up|down|restart|status|env" >&2; exit 2 ;;
+  *) echo "deploy/services.sh: unknown command \"${1:-}\"; expected up|down|restart|status|env (see bash deploy/services.sh --help)" >&2; exit 2 ;;
 esac

@@ -7,7 +7,7 @@
 // Node 24 comes from the npm registry (package node-<platform>-<arch>@24) into .tools/.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -29,19 +29,40 @@ function node24() {
   return bundled;
 }
 
+const USAGE = `Usage: node scripts/node24.mjs <entry.ts> [args…]
+       node scripts/node24.mjs --install
+
+Runs a TypeScript entry point with Node 24 whatever \`node\` is on PATH (the npm scripts start,
+simulator, tollgate, test and bench go through it), installing Node 24 from the npm registry
+(package ${pkg}@24) into .tools/ when this Node is not 24. --install only installs it.
+The arguments after <entry.ts> are the program's own (--help among them).`;
+
 const args = process.argv.slice(2);
+// Before the entry point, --help anywhere is this launcher's (after it, it is the program's).
+if (args[0]?.startsWith('-') && (args.includes('--help') || args.includes('-h'))) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+if (args[0]?.startsWith('-') && args[0] !== '--install') {
+  process.stderr.write(`node24: unknown option ${JSON.stringify(args[0])} (see node scripts/node24.mjs --help)\n`);
+  process.exit(2);
+}
 if (args[0] === '--install') {
   node24();
   process.exit(0);
 }
 if (args.length === 0) {
-  process.stderr.write('usage: node scripts/node24.mjs <entry.ts> [args…] | --install\n');
+  process.stderr.write('node24: missing the entry point (see node scripts/node24.mjs --help)\n');
+  process.exit(2);
+}
+if (!existsSync(args[0])) {
+  process.stderr.write(`node24: no such file ${JSON.stringify(args[0])} (see node scripts/node24.mjs --help)\n`);
   process.exit(2);
 }
 const exe = node24();
 if (exe === process.execPath) {
   // Already Node 24: run in this process, no second one to manage.
-  process.argv = [process.argv[0], join(process.cwd(), args[0]), ...args.slice(1)];
+  process.argv = [process.argv[0], resolve(args[0]), ...args.slice(1)];
   await import(new URL(`file://${process.argv[1]}`).href);
 } else {
   const child = spawn(exe, args, { stdio: 'inherit', cwd: process.cwd() });

@@ -22,7 +22,36 @@ function find(dir: string, out: string[]): string[] {
   return out;
 }
 
+const USAGE = `Usage: npm test [-- FILTER…]
+
+Runs every *.test.ts under libs/, services/ and test/ with Node's test runner, one process per
+file: the ordinary suites in parallel, then the *.fault.test.ts suites one at a time (they stop
+and start the shared Kafka and Redis). A FILTER keeps the files whose path contains it. Each
+suite's output goes to stdout, then one closing line: tests: N passed, N failed, N skipped.
+
+Environment:
+  TEST_CONCURRENCY           test files run at once in the first phase (default 2)
+  KAFKA_BROKERS, REDIS_URL, CLICKHOUSE_URL   the services (default: the local ones of
+                             bash deploy/services.sh up, found on their ports)
+  TOLLGATE_REQUIRE_SERVICES=1  a missing service fails the suites that need it (default: skip)
+  TOLLGATE_DEPLOY_DIR        the deploy scripts' state; /nonexistent makes the fault suites skip
+
+Example:
+  npm test -- libs/ledger test/e2e/poison.test.ts
+
+Exit status: 0 every test passed, 1 a test failed or no file matches, 2 bad usage.`;
+
 const filter = process.argv.slice(2);
+if (filter.includes('--help') || filter.includes('-h')) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+// Filters are parts of paths; an option here is a mistake (node --test's own flags are not passed on).
+const option = filter.find((f) => f.startsWith('-'));
+if (option !== undefined) {
+  process.stderr.write(`npm test: unknown option ${JSON.stringify(option)}; the arguments are parts of test file paths (see npm test -- --help)\n`);
+  process.exit(2);
+}
 let files = ['libs', 'services', 'test'].flatMap((d) => find(join(root, d), [])).sort();
 if (filter.length) files = files.filter((f) => filter.some((p) => f.includes(p)));
 if (files.length === 0) {

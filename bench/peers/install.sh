@@ -7,6 +7,28 @@
 # Idempotent: a peer already installed at the pinned version is left alone.
 # Usage: bash bench/peers/install.sh [portkey|litellm|all]   (default all)
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    cat <<'USAGE'
+Usage: bash bench/peers/install.sh [portkey|litellm|all]   (default all)
+
+Installs the gateways the bench compares Tollgate with (npm run bench's peers section), outside
+the project's npm workspaces: Portkey's gateway (npm @portkey-ai/gateway) into
+bench/.peers/portkey, LiteLLM's proxy (PyPI litellm[proxy]) into a venv at
+bench/.peers/litellm-venv. Idempotent: a peer already at the pinned version is left alone.
+
+Environment:
+  PORTKEY_VERSION   @portkey-ai/gateway version (default 1.15.2)
+  LITELLM_VERSION   litellm version (default 1.106.12)
+  PYTHON            the Python that creates the venv (default python3)
+
+Example:
+  bash bench/peers/install.sh portkey
+
+Exit status: 0 installed, 1 an install failed, 2 bad usage.
+USAGE
+    exit 0 ;;
+esac
 here="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$here/.peers"
 PORTKEY_VERSION="${PORTKEY_VERSION:-1.15.2}"
@@ -42,5 +64,5 @@ case "$what" in
   portkey) install_portkey ;;
   litellm) install_litellm ;;
   all) install_portkey; install_litellm ;;
-  *) echo "usage: $0 [portkey|litellm|all]" >&2; exit 2 ;;
+  *) echo "bench/peers/install.sh: unknown peer \"$what\"; expected portkey, litellm or all (see bash bench/peers/install.sh --help)" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@
 // their CPU; /proc CPU per request (the benches' `cpu ms/req`) is the CPU figure.
 import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
+import { commandLine, exitUsage, numberValue, reportUncaught } from '../cli.ts';
 
 interface ProfileNode {
   id: number;
@@ -17,20 +18,51 @@ interface ProfileNode {
 }
 interface Profile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] }
 
-const args = process.argv.slice(2);
-const opt = (name: string): string | undefined => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
-const file = args.find((a, i) => !a.startsWith('--') && (i === 0 || !args[i - 1]!.startsWith('--')));
-if (!file) {
-  console.error('usage: node bench/profiles/summarize.ts <file.cpuprofile[.gz]> [--top N] [--requests N] [--from-first-request] [--callers <function name>]');
-  process.exit(2);
-}
-const top = Number(opt('--top') ?? 25);
-const requests = opt('--requests') === undefined ? undefined : Number(opt('--requests'));
-const callersOf = opt('--callers');
+const USAGE = `Usage: node bench/profiles/summarize.ts <file.cpuprofile[.gz]> [options]
 
-let raw = readFileSync(file);
-if (file.endsWith('.gz')) raw = gunzipSync(raw);
-const p = JSON.parse(raw.toString('utf8')) as Profile;
+Summarizes a V8 CPU profile of a Tollgate process: busy time, the functions with the most self
+time, inclusive time per component, and with --callers the stacks leading to one function's
+self time. Prints the summary on stdout.
+
+Options:
+  --top <n>              functions listed by self time (default 25)
+  --requests <n>         the requests the process served: adds each figure per request, µs
+                         (default: not shown)
+  --from-first-request   only samples from the first one inside the gateway's request handler on
+                         (leaves out start-up)
+  --callers <function>   the stacks that lead to this function's self time (default: none)
+  -h, --help             show this help
+
+Example:
+  node bench/profiles/summarize.ts bench/profiles/dist-c1-after.cpuprofile.gz --top 30 --requests 12000
+
+Exit status: 0 done, 1 the file cannot be read or is not a CPU profile, 2 bad usage.`;
+
+const { values, positionals } = commandLine({ name: 'bench/profiles/summarize', usage: USAGE, positionals: true, options: {
+  top: { type: 'string' }, requests: { type: 'string' }, 'from-first-request': { type: 'boolean' }, callers: { type: 'string' },
+} });
+if (positionals.length !== 1) exitUsage('bench/profiles/summarize', positionals.length === 0 ? 'missing the profile file' : `unexpected argument ${JSON.stringify(positionals[1])}`);
+const file = positionals[0]!;
+let top: number, requests: number | undefined;
+try {
+  top = numberValue('--top', values.top, 25, { min: 1, max: 10_000, integer: true });
+  requests = values.requests === undefined ? undefined : numberValue('--requests', values.requests, 0, { min: 1, max: 1e12, integer: true });
+} catch (err) {
+  exitUsage('bench/profiles/summarize', (err as Error).message);
+}
+const callersOf = values.callers;
+reportUncaught('bench/profiles/summarize');
+
+let p: Profile;
+try {
+  let raw = readFileSync(file);
+  if (file.endsWith('.gz')) raw = gunzipSync(raw);
+  p = JSON.parse(raw.toString('utf8')) as Profile;
+  if (!Array.isArray(p.nodes) || !Array.isArray(p.samples) || !Array.isArray(p.timeDeltas)) throw new Error('not a V8 CPU profile (no nodes, samples, timeDeltas)');
+} catch (err) {
+  process.stderr.write(`bench/profiles/summarize: ${file}: ${(err as Error).message}\n`);
+  process.exit(1);
+}
 const byId = new Map(p.nodes.map((n) => [n.id, n]));
 const parent = new Map<number, number>();
 for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
@@ -44,7 +76,7 @@ const inHandler = (id: number): boolean => {
   return false;
 };
 let from = 0;
-if (args.includes('--from-first-request')) {
+if (values['from-first-request']) {
   from = p.samples.findIndex(inHandler);
   if (from < 0) from = 0;
 }

@@ -5,6 +5,27 @@
 # Without Go it says so on stderr and exits 1 (the test then falls back to `kubectl kustomize`,
 # else skips the overlays loudly, or fails under CI=true).
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    cat <<'USAGE'
+Usage: bash deploy/kubernetes/tools.sh
+
+Installs the kustomize that test/deploy/kubernetes.test.ts renders the overlays with into
+<repo>/.tools/bin, built from its Go module (the Go module proxy), and prints the binary's path
+on stdout (progress on stderr). Idempotent: an installed binary of the same version is reused.
+
+Environment:
+  KUSTOMIZE_VERSION   the version to build (default v5.5.0)
+
+Example:
+  KUSTOMIZE="$(bash deploy/kubernetes/tools.sh)"
+
+Exit status: 0 installed (the path printed), 1 Go is missing or the build failed, 2 bad usage.
+USAGE
+    exit 0 ;;
+  "") ;;
+  *) echo "deploy/kubernetes/tools.sh: unexpected argument \"$1\"; it takes none (see bash deploy/kubernetes/tools.sh --help)" >&2; exit 2 ;;
+esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VERSION="${KUSTOMIZE_VERSION:-v5.5.0}"
 BIN="$ROOT/.tools/bin"

@@ -52,6 +52,11 @@ environment variables:
 
 Per-request control: [[sim key=value ...]] in the last user message's text, or x-sim-<key>
 headers. Routes, token rule and directives: services/simulator/README.md.
+
+Example:
+  SIMULATOR_PORT=4010 SIMULATOR_TPS=50 npm run simulator
+
+Exit status: 0 stopped by SIGINT/SIGTERM, 1 cannot listen, 2 an unknown argument or a bad setting.
 `;
 
 const args = process.argv.slice(2);
@@ -60,7 +65,7 @@ if (args.includes('--help') || args.includes('-h')) {
   process.exit(0);
 }
 if (args.length > 0) {
-  process.stderr.write(`simulator: unknown argument ${JSON.stringify(args[0])}; it is configured by environment variables\n\n${USAGE}`);
+  process.stderr.write(`simulator: unknown argument ${JSON.stringify(args[0])}; it is configured by environment variables (see npm run simulator -- --help)\n`);
   process.exit(2);
 }
 

@@ -1,0 +1,182 @@
+// The command-line conventions every runnable file under bench/ follows (bench/README.md
+// "Command lines"), in one place so that each entry point only states its options and usage:
+//   -h / --help     usage on stdout, exit 0 (wins over any mistake on the same line)
+//   bad usage       one line on stderr naming the option or value, exit 2, nothing started
+//   run-time error  `<name>: failed: <message>` on stderr (stack frames after it), exit 1
+// Progress and diagnostics go to stderr; a result (a table, JSON) to stdout.
+// node:util parseArgs does the parsing; this adds the help, the exit codes and the one-line
+// messages (parseArgs's own wording is long and varies between Node versions).
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+
+/** Exit status of a bad command line (unknown option, malformed or out-of-range value). */
+export const EXIT_USAGE = 2;
+/** Exit status of a run that failed after a good command line. */
+export const EXIT_FAILED = 1;
+
+/** A bad command line or a bad setting from the environment: one line on stderr, exit 2. */
+export class UsageError extends Error {}
+
+/** A command line as given to {@link commandLine}. */
+export interface CommandSpec<O extends ParseArgsOptionsConfig> {
+  /** how messages start, e.g. `bench/consumers` */
+  name: string;
+  /** the whole --help text: what it does, every option with its default and unit, environment, an example */
+  usage: string;
+  /** the options besides -h/--help (always added) */
+  options: O;
+  /** positionals are allowed (default: refused as bad usage) */
+  positionals?: boolean;
+}
+
+type WithHelp<O extends ParseArgsOptionsConfig> = O & { help: { type: 'boolean'; short: 'h' } };
+type Parsed<O extends ParseArgsOptionsConfig> = ReturnType<typeof parseArgs<{ args: string[]; options: WithHelp<O>; strict: true; allowPositionals: boolean }>>;
+
+/** Writes `<name>: <message> (see --help)` on stderr and exits with {@link EXIT_USAGE}. */
+export function exitUsage(name: string, message: string): never {
+  process.stderr.write(`${name}: ${message} (see --help)\n`);
+  process.exit(EXIT_USAGE);
+}
+
+/** The option a parseArgs failure is about, named as typed (`--x`, `-x`), from a lenient pass. */
+function unknownOption(argv: readonly string[], options: ParseArgsOptionsConfig): string | undefined {
+  const loose = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
+  for (const t of loose.tokens) if (t.kind === 'option' && !Object.hasOwn(options, t.name)) return t.rawName;
+  return undefined;
+}
+
+/**
+ * Parses `argv` strictly against `spec.options` plus -h/--help. With -h/--help anywhere before a
+ * `--`, prints `spec.usage` on stdout and exits 0. A bad command line (unknown option, missing
+ * value, value given to a flag, a positional where none is taken) prints one line on stderr and
+ * exits 2; it never returns then.
+ * @returns parseArgs's values and positionals
+ */
+export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<O>, argv: readonly string[] = process.argv.slice(2)): Parsed<O> {
+  const end = argv.indexOf('--');
+  const flags = end < 0 ? argv : argv.slice(0, end);
+  if (flags.includes('--help') || flags.includes('-h')) {
+    process.stdout.write(spec.usage.endsWith('\n') ? spec.usage : `${spec.usage}\n`);
+    process.exit(0);
+  }
+  const options = { ...spec.options, help: { type: 'boolean', short: 'h' } } as WithHelp<O>;
+  try {
+    return parseArgs({ args: [...argv], options, strict: true, allowPositionals: spec.positionals ?? false }) as Parsed<O>;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code !== 'string' || !code.startsWith('ERR_PARSE_ARGS_')) throw err;
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      const name = unknownOption(argv, options);
+      if (name !== undefined) exitUsage(spec.name, `unknown option "${name}"`);
+    }
+    if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+      const extra = argv.find((a, i) => !a.startsWith('-') && (i === 0 || !isValueOption(argv[i - 1]!, options)));
+      exitUsage(spec.name, `unexpected argument ${JSON.stringify(extra ?? '')}`);
+    }
+    exitUsage(spec.name, (err as Error).message.replace(/\s*\n\s*/g, ' '));
+  }
+}
+
+/** true when `arg` is a string option given without `=` (so the next argument is its value). */
+function isValueOption(arg: string, options: ParseArgsOptionsConfig): boolean {
+  if (arg.startsWith('--') && !arg.includes('=')) return options[arg.slice(2)]?.type === 'string';
+  if (/^-[^-]$/.test(arg)) return Object.values(options).some((o) => o.short === arg[1] && o.type === 'string');
+  return false;
+}
+
+/** Bounds of a numeric option, inclusive; `integer` refuses fractions. */
+export interface NumberBounds {
+  min: number;
+  max: number;
+  integer?: boolean;
+}
+
+/**
+ * `raw` (an option's or variable's text; `_` allowed as a digit separator, as in 1_000_000) as a
+ * number within `bounds`, or `fallback` when absent or empty.
+ * @throws UsageError naming `name` and the accepted range
+ */
+export function numberValue(name: string, raw: string | undefined, fallback: number, bounds: NumberBounds): number {
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const n = Number(raw.replaceAll('_', ''));
+  if (!Number.isFinite(n) || n < bounds.min || n > bounds.max || (bounds.integer === true && !Number.isInteger(n))) {
+    throw new UsageError(`${name}: expected a${bounds.integer ? 'n integer' : ' number'} from ${bounds.min} to ${bounds.max}, got "${raw}"`);
+  }
+  return n;
+}
+
+/**
+ * A comma-separated list of numbers within `bounds` (e.g. `--sink-batch 1000,20000`).
+ * @throws UsageError on an empty list or a bad entry
+ */
+export function numberList(name: string, raw: string, bounds: NumberBounds): number[] {
+  const parts = raw.split(',').map((s) => s.trim());
+  if (parts.some((p) => p === '')) throw new UsageError(`${name}: expected a comma-separated list of numbers, got "${raw}"`);
+  return parts.map((p) => numberValue(name, p, NaN, bounds));
+}
+
+/**
+ * A comma-separated list of names, each one of `allowed`, without repeats (order as given).
+ * @throws UsageError naming the unknown entries and what is allowed
+ */
+export function choiceList<T extends string>(name: string, raw: string, allowed: readonly T[]): T[] {
+  const parts = raw.split(',').map((s) => s.trim());
+  const bad = parts.filter((p) => !(allowed as readonly string[]).includes(p));
+  if (bad.length > 0 || parts.length === 0) {
+    throw new UsageError(`${name}: unknown ${bad.map((b) => JSON.stringify(b)).join(', ')}; expected any of ${allowed.join(', ')}`);
+  }
+  return [...new Set(parts)] as T[];
+}
+
+/** `<name>: failed: <message>` and the error's stack frames, for stderr. */
+function failure(name: string, err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const frames = err instanceof Error ? (err.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l)).join('\n') : '';
+  return `${name}: failed: ${message}\n${frames ? `${frames}\n` : ''}`;
+}
+
+/**
+ * For a script whose work runs at the top level (top-level await) rather than in a `main`: an
+ * error that escapes it is reported as {@link runMain} does (exit 1, a {@link UsageError} exit 2)
+ * instead of Node's uncaught-exception dump.
+ */
+export function reportUncaught(name: string): void {
+  process.on('uncaughtException', (err) => {
+    if (err instanceof UsageError) exitUsage(name, err.message);
+    process.stderr.write(failure(name, err));
+    process.exit(EXIT_FAILED);
+  });
+}
+
+/**
+ * Runs an entry point's `main` with the exit-code convention: its returned code (0 when none);
+ * a {@link UsageError} is one line on stderr and exit 2; any other error is
+ * `<name>: failed: <message>` on stderr followed by its stack frames, exit 1.
+ */
+export function runMain(name: string, main: () => Promise<number | void> | number | void): void {
+  Promise.resolve().then(main).then(
+    (code) => process.exit(code ?? 0),
+    (err: unknown) => {
+      if (err instanceof UsageError) exitUsage(name, err.message);
+      process.stderr.write(failure(name, err));
+      process.exit(EXIT_FAILED);
+    },
+  );
+}
+
+/**
+ * For a bench module that is a part of `npm run bench` rather than a command of its own: when it
+ * is run directly (`node bench/pool.ts`), say what to run instead, on stdout with exit 0 for
+ * -h/--help, else on stderr with exit 2. Call with the module's `import.meta`.
+ */
+export function notACommand(meta: ImportMeta, instead: string): void {
+  if (!meta.main) return;
+  const file = `bench/${meta.filename.split('/bench/').pop()!}`;
+  const text = `${file} is a part of npm run bench, not a command of its own; run ${instead}`;
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${text}\n`);
+    process.exit(0);
+  }
+  process.stderr.write(`${text}\n`);
+  process.exit(EXIT_USAGE);
+}
