@@ -15,7 +15,7 @@ import { closeSync, fdatasync, ftruncateSync, mkdirSync, openSync, readdirSync, 
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
-import type { Admin, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
 import { partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
@@ -426,30 +426,8 @@ export class KafkaLog implements EventLog {
     // Dead letters come through the same consumer (one group, one commit rule); `DEAD_LETTER_TOPIC`
     // is not a Topic, so #consumeBatch routes it to `onDeadLetters` before anything else sees it.
     if (options.onDeadLetters) byName.set(this.deadLetterTopicName(), DEAD_LETTER_TOPIC as Topic);
-    const consumer = this.#kafka.consumer({
-      // Groups are namespaced like topics, so deployments sharing a broker never share a group.
-      groupId: this.groupName(options.group),
-      allowAutoTopicCreation: false,
-      maxWaitTimeInMs: this.#consumerMaxWaitMs,
-      // A consumer that died (kill -9) gives its partitions up after this, not kafkajs' 30 s.
-      sessionTimeout: 10_000,
-      heartbeatInterval: 1_000,
-      rebalanceTimeout: 20_000,
-    });
     // This member's partitions per Kafka topic name, replaced at every rebalance (lag export).
     let assigned = new Map<string, Set<number>>();
-    consumer.on(consumer.events.GROUP_JOIN, (e) => {
-      const next = new Map<string, Set<number>>();
-      for (const [name, partitions] of Object.entries(e.payload.memberAssignment)) next.set(name, new Set(partitions));
-      for (const [name, partitions] of assigned) {
-        const topic = byName.get(name);
-        for (const p of partitions) if (topic && !next.get(name)?.has(p)) this.#lag?.report(options.group, topic, p, null);
-      }
-      assigned = next;
-    });
-    consumer.on(consumer.events.CRASH, (e) => {
-      this.#log.error({ err: e.payload.error, group: options.group, restart: e.payload.restart }, 'kafka consumer crashed');
-    });
     const failures = new Map<string, number>();
     const committer = new OffsetCommitter(this.#consumerCommitIntervalMs, this.#log, options.group);
     // Batches in the handler right now, and whether stop() has begun: stop() lets them finish,
@@ -457,34 +435,100 @@ export class KafkaLog implements EventLog {
     let halted = false;
     let inFlight = 0;
     let drained: (() => void) | null = null;
-    await consumer.connect();
-    try {
-      // The port's default: a group without a stored position starts at the beginning.
-      await consumer.subscribe({ topics: [...byName.keys()], fromBeginning: options.fromBeginning !== false });
-      await consumer.run({
-        autoCommit: false,
-        eachBatchAutoResolve: false,
-        // Each partition still goes batch by batch, in order, and commits its own offsets.
-        partitionsConsumedConcurrently: Math.max(1, Math.floor(options.concurrentPartitions ?? 1)),
-        eachBatch: async (payload) => {
-          if (halted) return;
-          inFlight++;
-          try {
-            await this.#consumeBatch(options, byName, failures, payload, committer, () => halted, (to) => {
-              for (const t of to) {
-                committer.drop(this.topicName(t.topic), t.partition);
-                consumer.seek({ topic: this.topicName(t.topic), partition: t.partition, offset: t.offset.toString() });
-              }
-            });
-          } finally {
-            if (--inFlight === 0) drained?.();
-          }
-        },
+    // The kafkajs consumer serving this subscription now. kafkajs restarts a consumer after a
+    // crash only when it deems the error retriable; after any other (BROKER_NOT_AVAILABLE,
+    // UNKNOWN_SERVER_ERROR, ILLEGAL_GENERATION outside a fetch… answered while a broker restarts)
+    // its consumer stays stopped for good while the process looks healthy, and the group applies
+    // nothing. So a crash kafkajs gives up on makes this subscription start a new consumer in
+    // the same group, after a growing pause; the group's committed offsets say where to resume,
+    // and what was handled but not committed comes again as duplicates (positions with effects).
+    let current: Consumer | null = null;
+    let generation = 0;
+    let restarts = 0;
+    let restartTimer: NodeJS.Timeout | undefined;
+    let restarting: Promise<void> | null = null;
+    const startConsumer = async (): Promise<Consumer> => {
+      const mine = ++generation;
+      const consumer = this.#kafka.consumer({
+        // Groups are namespaced like topics, so deployments sharing a broker never share a group.
+        groupId: this.groupName(options.group),
+        allowAutoTopicCreation: false,
+        maxWaitTimeInMs: this.#consumerMaxWaitMs,
+        // A consumer that died (kill -9) gives its partitions up after this, not kafkajs' 30 s.
+        sessionTimeout: 10_000,
+        heartbeatInterval: 1_000,
+        rebalanceTimeout: 20_000,
       });
-    } catch (err) {
-      await consumer.disconnect().catch(() => {});
-      throw err;
-    }
+      consumer.on(consumer.events.GROUP_JOIN, (e) => {
+        restarts = 0;
+        const next = new Map<string, Set<number>>();
+        for (const [name, partitions] of Object.entries(e.payload.memberAssignment)) next.set(name, new Set(partitions));
+        for (const [name, partitions] of assigned) {
+          const topic = byName.get(name);
+          for (const p of partitions) if (topic && !next.get(name)?.has(p)) this.#lag?.report(options.group, topic, p, null);
+        }
+        assigned = next;
+      });
+      consumer.on(consumer.events.CRASH, (e) => {
+        const restart = e.payload.restart;
+        this.#log.error({ err: e.payload.error, group: options.group, restart }, restart
+          ? 'kafka consumer crashed; kafkajs restarts it'
+          : 'kafka consumer crashed and kafkajs will not restart it; starting a new consumer in the group');
+        if (!restart && mine === generation && !halted) scheduleRestart();
+      });
+      await consumer.connect();
+      try {
+        // The port's default: a group without a stored position starts at the beginning.
+        await consumer.subscribe({ topics: [...byName.keys()], fromBeginning: options.fromBeginning !== false });
+        await consumer.run({
+          autoCommit: false,
+          eachBatchAutoResolve: false,
+          // Each partition still goes batch by batch, in order, and commits its own offsets.
+          partitionsConsumedConcurrently: Math.max(1, Math.floor(options.concurrentPartitions ?? 1)),
+          eachBatch: async (payload) => {
+            if (halted) return;
+            inFlight++;
+            try {
+              await this.#consumeBatch(options, byName, failures, payload, committer, () => halted, (to) => {
+                for (const t of to) {
+                  committer.drop(this.topicName(t.topic), t.partition);
+                  consumer.seek({ topic: this.topicName(t.topic), partition: t.partition, offset: t.offset.toString() });
+                }
+              });
+            } finally {
+              if (--inFlight === 0) drained?.();
+            }
+          },
+        });
+      } catch (err) {
+        await consumer.disconnect().catch(() => {});
+        throw err;
+      }
+      return consumer;
+    };
+    const scheduleRestart = (): void => {
+      if (halted || restartTimer || restarting) return;
+      const delay = Math.min(this.#maxRetryDelayMs, 250 * 2 ** restarts++);
+      restartTimer = setTimeout(() => {
+        restartTimer = undefined;
+        restarting = (async () => {
+          const dead = current;
+          current = null;
+          if (dead) await disconnectQuietly(dead);
+          if (halted) return;
+          try {
+            const next = await startConsumer();
+            if (halted) await disconnectQuietly(next);
+            else current = next;
+          } catch (err) {
+            this.#log.error({ err, group: options.group }, 'kafka consumer could not be started again; retrying');
+            restarting = null;
+            scheduleRestart();
+          }
+        })().finally(() => { restarting = null; });
+      }, delay);
+    };
+    current = await startConsumer();
     let stopping: Promise<void> | null = null;
     let lagTimer: NodeJS.Timeout | undefined;
     if (this.#lag) {
@@ -512,9 +556,12 @@ export class KafkaLog implements EventLog {
           halted = true;
           // The batches in the handler finish (their offsets are recorded), then what was
           // handled is committed while this member still belongs to the group.
+          clearTimeout(restartTimer);
+          while (restarting) await restarting;
           while (inFlight > 0) await new Promise<void>((r) => { drained = r; });
           await committer.flush();
-          await disconnectQuietly(consumer);
+          if (current) await disconnectQuietly(current);
+          current = null;
         })();
         return stopping;
       },

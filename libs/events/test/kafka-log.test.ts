@@ -8,7 +8,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { CompressionTypes, Kafka, logLevel } from 'kafkajs';
+import { CompressionTypes, Kafka, logLevel, type ISocketFactory } from 'kafkajs';
+import { connect } from 'node:net';
 import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedDeadLetter, type DeadLetter } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { Collector, eventLogContract, publishAll, sampleEvents } from './event-log.contract.ts';
@@ -17,6 +18,51 @@ const brokers = await findKafka();
 
 export function testClient(brokerList: string): Kafka {
   return new Kafka({ clientId: 'tollgate-events-test', brokers: brokerList.split(','), logLevel: logLevel.ERROR });
+}
+
+/**
+ * A kafkajs socket factory that answers the next `armed` JoinGroup requests (api key 11) with
+ * error code `code` instead of the broker's answer: a wire-level fault on a real broker, for the
+ * crashes kafkajs does not restart from (it restarts only after errors it deems retriable).
+ * Each request is one `write` in kafkajs (connection.js), so its header is read from the write;
+ * responses are cut into frames by their int32 size before kafkajs sees them.
+ */
+export function joinGroupFaults(code: number): { armed: number; injected: number; socketFactory: ISocketFactory } {
+  const state = { armed: 0, injected: 0, socketFactory: undefined as unknown as ISocketFactory };
+  state.socketFactory = ({ host, port, onConnect }) => {
+    const socket = connect({ host, port }, onConnect);
+    const joins = new Map<number, number>(); // correlation id → JoinGroup version
+    const write = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    socket.write = ((chunk: unknown, ...rest: unknown[]) => {
+      if (Buffer.isBuffer(chunk) && chunk.length >= 12 && chunk.readInt16BE(4) === 11) joins.set(chunk.readInt32BE(8), chunk.readInt16BE(6));
+      return write(chunk, ...rest);
+    }) as typeof socket.write;
+    const emit = socket.emit.bind(socket) as (event: string | symbol, ...args: unknown[]) => boolean;
+    let pending = Buffer.alloc(0);
+    socket.emit = ((event: string | symbol, ...args: unknown[]) => {
+      if (event !== 'data') return emit(event, ...args);
+      pending = Buffer.concat([pending, args[0] as Buffer]);
+      while (pending.length >= 4 && pending.length >= 4 + pending.readInt32BE(0)) {
+        const frame = Buffer.from(pending.subarray(0, 4 + pending.readInt32BE(0)));
+        pending = pending.subarray(frame.length);
+        const version = joins.get(frame.readInt32BE(4));
+        if (version !== undefined) {
+          joins.delete(frame.readInt32BE(4));
+          // size, correlation id, then (v2 and later) throttle_time_ms before error_code
+          if (state.armed > 0) {
+            state.armed--;
+            state.injected++;
+            frame.writeInt16BE(code, version >= 2 ? 12 : 8);
+          }
+        }
+        emit('data', frame);
+      }
+      return true;
+    }) as typeof socket.emit;
+    socket.setKeepAlive(true, 60_000);
+    return socket;
+  };
+  return state;
 }
 
 /** A KafkaLog on fresh topics and a fresh spool directory; cleanup deletes both. */
@@ -248,6 +294,39 @@ if (brokers === undefined) {
     } finally {
       await admin.disconnect();
       await lazy.close();
+      await rm(spoolDir, { recursive: true, force: true });
+      await cleanup();
+    }
+  });
+
+  test('consumer crash kafkajs does not restart (BROKER_NOT_AVAILABLE on JoinGroup): the subscription starts a new consumer and every event arrives once', async () => {
+    const { log, prefix, cleanup } = await freshLog(kafka, 2);
+    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+    // error code 8, BROKER_NOT_AVAILABLE: kafkajs marks it not retriable, so its consumer stays
+    // stopped (CRASH with restart: false) unless the subscription starts another one.
+    const faults = joinGroupFaults(8);
+    const faulty = new Kafka({ clientId: 'tollgate-events-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING, socketFactory: faults.socketFactory });
+    const crashes: Array<{ restart: unknown; msg: string | undefined }> = [];
+    const logger = { warn: () => {}, error: (o: object, msg?: string) => { if ('restart' in o) crashes.push({ restart: o.restart, msg }); } };
+    const flaky = new KafkaLog({ kafka: faulty, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, maxRetryDelayMs: 500, logger });
+    try {
+      const samples = sampleEvents('nr', 30).filter((s) => s.topic === 'usage');
+      await publishAll(log, samples);
+      faults.armed = 1;
+      const seen = new Collector();
+      const sub = await flaky.subscribe({ group: `nr-${randomUUID().slice(0, 8)}`, topics: ['usage'], concurrentPartitions: 2, handler: seen.handler() });
+      try {
+        await seen.waitForAll(samples, 'group after a crash kafkajs does not restart');
+      } finally {
+        await sub.stop();
+      }
+      assert.equal(faults.injected, 1, 'the fault hit one JoinGroup');
+      assert.deepEqual(crashes.map((c) => c.restart), [false], 'one crash, which kafkajs did not restart');
+      assert.deepEqual(seen.violations, []);
+      assert.deepEqual([...seen.deliveries.values()].filter((n) => n !== 1), [], 'every event handled exactly once');
+      assert.equal(seen.seen.size, samples.length);
+    } finally {
+      await flaky.close();
       await rm(spoolDir, { recursive: true, force: true });
       await cleanup();
     }
