@@ -7,27 +7,19 @@
 // argument check could not stop the shared services.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { runCommand, type CliResult } from './support/cli.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const NODE = process.execPath;
 
-interface Run { code: number | null; stdout: string; stderr: string }
+type Run = CliResult;
 
 /** Runs `argv` in the repository root with `env` on top of this process's; killed after 30 s. */
 function run(argv: readonly string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((done, fail) => {
-    const child = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    child.once('error', fail);
-    child.once('close', (code) => done({ code, stdout, stderr }));
-  });
+  return runCommand(argv, env, { cwd: ROOT, timeoutMs: 30_000 });
 }
 
 /** Runs every job, at most `limit` at a time (the machine has 2 cores), results in order. */

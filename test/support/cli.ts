@@ -13,11 +13,17 @@ export interface CliResult {
   stderr: string;
 }
 
-/** `tollgate <args…>` with `env` added to this process's environment; resolves when it exits. */
-export function runTollgate(args: readonly string[], env: Record<string, string> = {}): Promise<CliResult> {
+/**
+ * Runs `argv` (a program and its arguments) with `env` added to this process's environment
+ * (through childEnv: a mode variable such as REDIS_CLUSTER_NODES is not passed on), stdin
+ * closed; resolves with the exit code and both outputs when it exits, rejects when it cannot be
+ * started. `cwd` defaults to this process's; killed (SIGTERM) after `timeoutMs` when given.
+ */
+export function runCommand(argv: readonly string[], env: Record<string, string> = {}, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [TOLLGATE_MAIN, ...args], {
+    const child = spawn(argv[0]!, argv.slice(1), {
       env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'],
+      ...(opts.cwd ? { cwd: opts.cwd } : {}), ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}),
     });
     let stdout = '';
     let stderr = '';
@@ -26,4 +32,9 @@ export function runTollgate(args: readonly string[], env: Record<string, string>
     child.once('error', fail);
     child.once('close', (code) => done({ code, stdout, stderr }));
   });
+}
+
+/** `tollgate <args…>` with `env` added to this process's environment; resolves when it exits. */
+export function runTollgate(args: readonly string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return runCommand([process.execPath, TOLLGATE_MAIN, ...args], env);
 }
