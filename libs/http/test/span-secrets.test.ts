@@ -8,6 +8,7 @@ import { InMemorySpanExporter, startTracing, type Tracing } from '@tollgate/tele
 import { createHttpServer } from '../src/index.ts';
 
 const KEY = 'sk-ant-api03-Zq7xW2pL9mN4vB8cR1tY6uH3jK5sD0fG';
+const ADMIN = 'admin-token-for-span-tests-0001';
 const exporter = new InMemorySpanExporter();
 let tracing: Tracing;
 let app: FastifyInstance;
@@ -15,7 +16,7 @@ let url: string;
 
 before(async () => {
   tracing = startTracing({ serviceName: 'span-secrets-test', exporter });
-  app = createHttpServer({ bodyLimitBytes: 1024, logger: false, telemetry: { tracer: tracing.tracer } });
+  app = createHttpServer({ bodyLimitBytes: 1024, logger: false, telemetry: { tracer: tracing.tracer, secrets: [ADMIN] } });
   app.get('/v1/models/:id', async () => ({ ok: true }));
   url = await app.listen({ host: '127.0.0.1', port: 0 });
 });
@@ -43,6 +44,10 @@ test('secret leak: a key in a routed path segment is redacted in the server span
 
 test('secret leak: a key as an unmatched path is redacted in the server span', async () => {
   assert.equal(await spanPath(`/${KEY}/v1/messages`), '/[redacted]/v1/messages');
+});
+
+test('secret leak: the process\'s own credential (by value) in a path is redacted in the server span', async () => {
+  assert.equal(await spanPath(`/v1/models/${ADMIN}`), '/v1/models/[redacted]');
 });
 
 test('secret leak: a plain path is kept byte for byte in the server span', async () => {
