@@ -436,6 +436,7 @@ export class KafkaLog implements EventLog {
       heartbeatInterval: 1_000,
       rebalanceTimeout: 20_000,
     });
+    const committer = new OffsetCommitter(this.#consumerCommitIntervalMs, this.#log, options.group);
     // This member's partitions per Kafka topic name, replaced at every rebalance (lag export).
     let assigned = new Map<string, Set<number>>();
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
@@ -446,12 +447,12 @@ export class KafkaLog implements EventLog {
         for (const p of partitions) if (topic && !next.get(name)?.has(p)) this.#lag?.report(options.group, topic, p, null);
       }
       assigned = next;
+      committer.retain(next);
     });
     consumer.on(consumer.events.CRASH, (e) => {
       this.#log.error({ err: e.payload.error, group: options.group, restart: e.payload.restart }, 'kafka consumer crashed');
     });
     const failures = new Map<string, number>();
-    const committer = new OffsetCommitter(this.#consumerCommitIntervalMs, this.#log, options.group);
     // Batches in the handler right now, and whether stop() has begun: stop() lets them finish,
     // refuses new ones, commits what was handled and only then leaves the group.
     let halted = false;
@@ -920,6 +921,17 @@ class OffsetCommitter {
   /** A rewind: what was recorded for the partition is past the position it goes back to. */
   drop(topic: string, partition: number): void {
     this.#pending.delete(`${topic}|${partition}`);
+  }
+
+  /**
+   * A rebalance gave this member `assigned` (Kafka topic name → partitions): what it recorded
+   * for any other partition is forgotten. Another member owns that partition now and commits
+   * its own, newer offsets there; committing ours later would move the group's position back
+   * (its next owner would redeliver what was already handled). Left uncommitted instead, the
+   * new owner starts at the last commit, which positions stored with the effects make exact.
+   */
+  retain(assigned: ReadonlyMap<string, ReadonlySet<number>>): void {
+    for (const [id, p] of this.#pending) if (!assigned.get(p.topic)?.has(p.partition)) this.#pending.delete(id);
   }
 
   /** Commits everything recorded so far and waits for it (stop); never throws. */
