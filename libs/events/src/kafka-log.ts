@@ -468,6 +468,7 @@ export class KafkaLog implements EventLog {
           for (const p of partitions) if (topic && !next.get(name)?.has(p)) this.#lag?.report(options.group, topic, p, null);
         }
         assigned = next;
+        committer.retain(next);
       });
       consumer.on(consumer.events.CRASH, (e) => {
         const restart = e.payload.restart;
@@ -967,6 +968,17 @@ class OffsetCommitter {
   /** A rewind: what was recorded for the partition is past the position it goes back to. */
   drop(topic: string, partition: number): void {
     this.#pending.delete(`${topic}|${partition}`);
+  }
+
+  /**
+   * A rebalance gave this member `assigned` (Kafka topic name → partitions): what it recorded
+   * for any other partition is forgotten. Another member owns that partition now and commits
+   * its own, newer offsets there; committing ours later would move the group's position back
+   * (its next owner would redeliver what was already handled). Left uncommitted instead, the
+   * new owner starts at the last commit, which positions stored with the effects make exact.
+   */
+  retain(assigned: ReadonlyMap<string, ReadonlySet<number>>): void {
+    for (const [id, p] of this.#pending) if (!assigned.get(p.topic)?.has(p.partition)) this.#pending.delete(id);
   }
 
   /** Commits everything recorded so far and waits for it (stop); never throws. */

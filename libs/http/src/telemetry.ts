@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   extractContext, SpanKind, SpanStatusCode, withSpan, type Metrics, type Span, type Tracer,
 } from '@tollgate/telemetry';
+import { redactUrl } from './secrets.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -15,6 +16,11 @@ declare module 'fastify' {
 export interface HttpTelemetry {
   tracer?: Tracer;
   metrics?: Metrics;
+  /**
+   * The process's own credentials (admin and finance tokens, upstream key), also looked for by
+   * value in the span's `url.path`, as `loggerOptions` does for the logged URL.
+   */
+  secrets?: readonly string[];
 }
 
 /** Scrapes and health checks are noise in traces. */
@@ -30,6 +36,7 @@ const UNTRACED = new Set(['/metrics', '/health', '/ready']);
  */
 export function installTelemetry(app: FastifyInstance, t: HttpTelemetry): void {
   const { tracer, metrics } = t;
+  const secrets = t.secrets ?? [];
   if (!tracer && !metrics) return;
   if (tracer) {
     app.addHook('onRoute', (route) => {
@@ -54,7 +61,8 @@ export function installTelemetry(app: FastifyInstance, t: HttpTelemetry): void {
         attributes: {
           'http.request.method': request.method,
           'http.route': route,
-          'url.path': request.url.split('?', 1)[0]!,
+          // Redacted as the log line's URL is: a client may put a key in the path (spans are exported).
+          'url.path': redactUrl(request.url.split('?', 1)[0]!, secrets),
           'tollgate.request.id': request.id,
         },
       }, extractContext(request.headers));

@@ -125,7 +125,10 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
 export function buildGateway(deps: GatewayDeps): FastifyInstance {
   const app = createHttpServer({
     logger: deps.logger ?? false, bodyLimitBytes: deps.bodyLimitBytes, trustProxy: deps.trustProxy ?? false,
-    telemetry: { tracer: deps.tracer, metrics: deps.metrics },
+    telemetry: {
+      tracer: deps.tracer, metrics: deps.metrics,
+      secrets: [deps.upstream.apiKey, ...(deps.upstream.redact ?? [])].filter((s): s is string => typeof s === 'string' && s.length > 0),
+    },
   });
   registerGateway(app, deps);
   return app;

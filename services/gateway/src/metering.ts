@@ -301,7 +301,11 @@ export async function settle(
   // no span is started (a no-op one would carry the active context unchanged into the headers).
   // Without any tracer (no OpenTelemetry SDK registered in this process) there is no context to
   // carry: the headers are `{}`, as `injectContext()` would give, without running the propagator.
-  if (tracer === noopTracer) return { event, publish: () => deps.log.publish('usage', [{ event, headers: deps.tracer === undefined ? {} : injectContext() }]) };
+  // Either way publish() waits for the shrink too: a graceful stop closes Redis once requests end.
+  if (tracer === noopTracer) {
+    const bare = () => deps.log.publish('usage', [{ event, headers: deps.tracer === undefined ? {} : injectContext() }]);
+    return { event, publish: () => Promise.all([bare(), shrunk]).then(() => {}) };
+  }
   const publish = () => inSpan(tracer, 'publish usage', {
     kind: SpanKind.PRODUCER,
     attributes: { 'messaging.operation.type': 'send', 'messaging.destination.name': 'usage', 'tollgate.event.id': event.event_id },

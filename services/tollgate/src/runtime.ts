@@ -120,7 +120,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   }
   const tracer = tracing?.tracer;
   const server = createHttpServer({
-    logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics },
+    logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics, secrets: ownSecrets },
     requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections,
     maxConnectionsPerIp: config.http.maxConnectionsPerIp, corsOrigins: config.http.corsOrigins,
   });
