@@ -51,11 +51,11 @@ export const DEFAULT_WAREHOUSE_BATCH = 20_000;
 
 /**
  * Events per partition batch the warehouse group asks of the log by default (the log's own
- * default is 1,000): 8 partitions × 1,000 made inserts of ~4,000–8,000 events (two run at once),
- * and the ClickHouse server's CPU per event falls steeply with the insert's size (its fixed cost
- * per insert: the parts of the raw table and of every view, their merges, the rollup_skip
- * query), so a backlog is drained in inserts of `batchSize` (bench/README.md, "The warehouse
- * group on a ClickHouse server").
+ * default is 1,000): 8 partitions × 1,000 made inserts of ~4,500 events on a backlog (two run
+ * at once), and the ClickHouse server's CPU per event falls steeply with the insert's size (its
+ * fixed cost per insert: the parts of the raw table and of every view, their merges, the
+ * rollup_skip query); with 5,000 a backlog goes in inserts of ~10,000 (bench/README.md,
+ * "Warehouse CPU per event"). At a steady low rate batches are whatever arrived, as before.
  */
 export const DEFAULT_WAREHOUSE_PARTITION_BATCH = 5000;
 
