@@ -58,6 +58,11 @@ export interface ConsumerBenchOptions {
   sinkBatches?: number[];
   /** warehouse sink `concurrentInserts` to run, one throughput run each (default: the sink's own default) */
   sinkInserts?: number[];
+  /**
+   * warehouse sink `partitionBatch`es (events per partition batch from the log) to run, one
+   * throughput run each (default: BENCH_WAREHOUSE_PARTITION_BATCH, a comma list, else the sink's own default)
+   */
+  partitionBatches?: number[];
 }
 
 /** `chdb`: the embedded engine in this process; `server`: a ClickHouse server over HTTP. */
@@ -342,20 +347,26 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     log(`  decodeEvent ${result.decodeUs.fast.toFixed(2)} µs per usage event (zod schema alone: ${result.decodeUs.schema.toFixed(2)} µs)`);
 
     // 2. Throughput: each group drains the backlog alone, from offset 0, in this process.
-    const runs: Array<{ group: 'ledger' | 'warehouse'; mode: ThroughputFigure['mode']; kind?: WarehouseKind; sinkBatch?: number; sinkInserts?: number }> = [];
+    const runs: Array<{ group: 'ledger' | 'warehouse'; mode: ThroughputFigure['mode']; kind?: WarehouseKind; sinkBatch?: number; sinkInserts?: number; partitionBatch?: number }> = [];
+    const partitionBatches = o.partitionBatches
+      ?? (process.env.BENCH_WAREHOUSE_PARTITION_BATCH ? process.env.BENCH_WAREHOUSE_PARTITION_BATCH.split(',').map(Number) : undefined);
     for (const group of o.groups) {
       if (group === 'ledger') for (const mode of o.modes) runs.push({ group, mode });
       else {
         for (const kind of kinds) {
           for (const sinkBatch of o.sinkBatches ?? [undefined]) {
-            for (const sinkInserts of o.sinkInserts ?? [undefined]) runs.push({ group, mode: 'batch', kind, ...(sinkBatch ? { sinkBatch } : {}), ...(sinkInserts ? { sinkInserts } : {}) });
+            for (const sinkInserts of o.sinkInserts ?? [undefined]) {
+              for (const partitionBatch of partitionBatches ?? [undefined]) {
+                runs.push({ group, mode: 'batch', kind, ...(sinkBatch ? { sinkBatch } : {}), ...(sinkInserts ? { sinkInserts } : {}), ...(partitionBatch ? { partitionBatch } : {}) });
+              }
+            }
           }
         }
       }
     }
     {
-      for (const { group, mode, kind, sinkBatch, sinkInserts } of runs) {
-        const tag = kind === undefined ? `${group}-${mode}` : `${group}-${kind}${sinkBatch ? `-b${sinkBatch}` : ''}${sinkInserts ? `-i${sinkInserts}` : ''}`;
+      for (const { group, mode, kind, sinkBatch, sinkInserts, partitionBatch } of runs) {
+        const tag = kind === undefined ? `${group}-${mode}` : `${group}-${kind}${sinkBatch ? `-b${sinkBatch}` : ''}${sinkInserts ? `-i${sinkInserts}` : ''}${partitionBatch ? `-p${partitionBatch}` : ''}`;
         let applied = 0;
         let done!: () => void;
         const finished = new Promise<void>((r) => { done = r; });
@@ -390,8 +401,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact });
         } else {
           // Timed at the client: the rollup_skip existence query (a SELECT) and the INSERT.
-          const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}_${sinkInserts ?? 0}`);
-          const timed = <K extends 'query' | 'insert'>(name: K, add: (ms: number) => void) => {
+          const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}_${sinkInserts ?? 0}_${partitionBatch ?? 0}`);
+          const timed = <K extends 'query' | 'insert' | 'exec'>(name: K, add: (ms: number) => void) => {
             const original = client[name].bind(client) as (...a: unknown[]) => Promise<unknown>;
             (client as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
               const s = performance.now();
@@ -400,6 +411,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           };
           timed('query', (ms) => { selectMs += ms; });
           timed('insert', (ms) => { insertMs += ms; });
+          // The usage insert goes through `exec` (a prebuilt JSONCompactEachRow body).
+          timed('exec', (ms) => { insertMs += ms; });
           const storeEvents = warehouse.storeEvents.bind(warehouse);
           warehouse.storeEvents = async (items, g) => {
             inserts++;
@@ -411,7 +424,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           t0 = performance.now();
           cpu0 = process.cpuUsage();
           const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count,
-            ...(sinkBatch ? { batchSize: sinkBatch } : {}), ...(sinkInserts ? { concurrentInserts: sinkInserts } : {}) });
+            ...(sinkBatch ? { batchSize: sinkBatch } : {}), ...(sinkInserts ? { concurrentInserts: sinkInserts } : {}),
+            ...(partitionBatch ? { partitionBatch } : {}) });
           await finished;
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
@@ -437,7 +451,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     // sharing the process): events published at o.rate/s on fresh topics; each event's publish
     // time against the moment its effect is done (the balance script returned / the warehouse
     // insert returned, after which a query sees the row).
-    const latencyRuns = o.rate > 0 && o.seconds > 0 ? runs.filter((r) => r.mode === 'batch' && r.sinkBatch === undefined && r.sinkInserts === undefined) : [];
+    const latencyRuns = o.rate > 0 && o.seconds > 0 ? runs.filter((r) => r.mode === 'batch' && r.sinkBatch === undefined && r.sinkInserts === undefined && r.partitionBatch === undefined) : [];
     for (const { group: which, kind } of latencyRuns) {
       const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}${kind ? `-${kind}` : ''}.`, spoolDir: tmp('spool-lat'), logger: quiet });
       latencyLogs.push(kafkaLog);

@@ -94,6 +94,13 @@ export interface SubscribeOptions {
    * without partitions ignore it.
    */
   concurrentPartitions?: number;
+  /**
+   * Most events per handler call for this subscription (a positive integer), when it wants
+   * other batches than the log's default (KafkaLog `consumerBatchSize`, 1000): the warehouse
+   * sink takes bigger ones, since each insert has a fixed cost on the ClickHouse server. Logs
+   * without partitions (the in-process MemoryLog) keep their own `maxBatch`.
+   */
+  maxBatch?: number;
 }
 
 /**

@@ -422,6 +422,9 @@ export class KafkaLog implements EventLog {
 
   async subscribe(options: SubscribeOptions): Promise<Subscription> {
     if (this.#closing) throw new Error('event log is closed');
+    if (options.maxBatch !== undefined && !(Number.isSafeInteger(options.maxBatch) && options.maxBatch > 0)) {
+      throw new TypeError(`subscribe: maxBatch must be a positive integer, got ${options.maxBatch}`);
+    }
     const byName = new Map(options.topics.map((t) => [this.topicName(t), t]));
     // Dead letters come through the same consumer (one group, one commit rule); `DEAD_LETTER_TOPIC`
     // is not a Topic, so #consumeBatch routes it to `onDeadLetters` before anything else sees it.
@@ -588,9 +591,10 @@ export class KafkaLog implements EventLog {
     if (!topic) return; // not ours: never happens with an explicit topic list
     const where = `${batch.topic}/${batch.partition}`;
     const messages = batch.messages;
+    const max = options.maxBatch ?? this.#consumerBatchSize;
     for (let i = 0; i < messages.length;) {
       if (!isRunning() || isStale() || halted()) return;
-      const slice = messages.slice(i, i + this.#consumerBatchSize);
+      const slice = messages.slice(i, i + max);
       const events: ConsumedEvent[] = [];
       for (const message of slice) events.push(decodeMessage(topic, batch.partition, message));
       if (events.length > 0) {

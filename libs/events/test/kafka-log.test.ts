@@ -331,4 +331,34 @@ if (brokers === undefined) {
       await cleanup();
     }
   });
+
+  test('maxBatch: a subscription takes at most that many events per handler call; anything but a positive integer is refused', async () => {
+    const { log, cleanup } = await freshLog(kafka, 1);
+    try {
+      const samples = sampleEvents(randomUUID().slice(0, 8), 120);
+      await publishAll(log, samples);
+      for (const bad of [0, -1, 1.5, Number.NaN]) {
+        await assert.rejects(log.subscribe({ group: `bad-${randomUUID()}`, topics: [...TOPICS], handler: async () => {}, maxBatch: bad }), TypeError);
+      }
+      const sizes: number[] = [];
+      const ids: string[] = [];
+      let done!: () => void;
+      const all = new Promise<void>((r) => { done = r; });
+      const sub = await log.subscribe({
+        group: `small-${randomUUID()}`, topics: [...TOPICS], maxBatch: 7,
+        handler: async (batch) => {
+          sizes.push(batch.length);
+          for (const e of batch) ids.push(e.event.event_id);
+          if (ids.length >= samples.length) done();
+        },
+      });
+      await all;
+      await sub.stop();
+      assert.ok(Math.max(...sizes) <= 7, `handler calls of ${sizes.join(',')}`);
+      assert.ok(sizes.length >= Math.ceil(samples.length / 7));
+      assert.deepEqual([...ids].sort(), samples.map((x) => x.event.event_id).sort());
+    } finally {
+      await cleanup();
+    }
+  });
 }

@@ -9,6 +9,8 @@
 //   the way in and summed as Int128 and returned as text on the way out, then parsed to bigint.
 
 import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { ClickHouseClient } from '@clickhouse/client';
 import type {
   AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind, PlanRecord,
@@ -341,108 +343,75 @@ export class Warehouse {
    */
   async insertUsage(events: readonly UsageEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
     if (events.length === 0) return;
-    const rows = events.map((raw, i) => {
-      const e = toV2(raw);
-      const row: Row = {
-        ...positionColumns(positions?.[i]),
-        event_id: nonEmpty(e.event_id, 'event_id'),
-        ts: dateTime(e.ts, 'ts'),
-        account_id: nonEmpty(e.account_id, 'account_id'),
-        key_id: e.key_id,
-        model: e.model,
-        catalog_model: e.catalog_model,
-        upstream_model: e.upstream_model,
-      };
-      for (const d of DIMENSION_COLUMNS) row[d.column] = uint32(e.quantities[d.key] ?? 0, `quantities.${d.key}`);
-      Object.assign(row, {
-        cost_micros: int64Text(e.cost_micros, 'cost_micros', 0n),
-        status: e.status,
-        http_status: e.http_status,
-        latency_ms: uint32(e.latency_ms, 'latency_ms'),
-        ttft_ms: e.ttft_ms === null ? null : uint32(e.ttft_ms, 'ttft_ms'),
-        stream: e.stream,
-        upstream_request_id: e.upstream_request_id,
-        gateway_id: e.gateway_id,
-        upstream_id: e.upstream_id ?? '',
-        attempts: e.attempts ?? 0,
-        anomalies: e.anomalies ?? [],
-        event_version: raw.v === 2 ? 2 : 1,
-        served_model: e.served_model,
-        iterations: JSON.stringify(e.iterations.map((it) => {
-          const q: Record<string, number> = {};
-          for (const d of DIMENSION_COLUMNS) q[d.key] = uint32(it.quantities[d.key] ?? 0, `iterations.quantities.${d.key}`);
-          return { type: it.type, model: it.model, catalog_model: it.catalog_model, quantities: q, cost_micros: int64Text(it.cost_micros, 'iterations.cost_micros', 0n) };
-        })),
-        service_tier: e.service_tier,
-        inference_geo: e.inference_geo,
-        speed: e.speed,
-        stop_reason: e.stop_reason,
-        thinking_tokens: e.thinking_tokens === null ? null : uint32(e.thinking_tokens, 'thinking_tokens'),
-        upstream_cost_micros: e.upstream_cost_micros === null ? null : int64Text(e.upstream_cost_micros, 'upstream_cost_micros', 0n),
-        upstream_currency: e.upstream_currency,
-        price_version: e.price_version,
-        price_list: e.price_list,
-        unit_prices: e.unit_prices,
-        tier: e.tier,
-        multipliers: e.multipliers,
-        unpriced: e.unpriced,
-      });
-      return row;
-    });
+    // Each row goes straight to its JSONCompactEachRow text (every column but the trailing
+    // rollup_skip, known only after the check): no row object per event, no second pass by the
+    // client's encoder. The text is what JSON.stringify of the row's values gives, so the server
+    // parses exactly the values the row objects carried (bench/README.md, "Where the warehouse
+    // group's time goes": building rows and encoding them was a third of the consumer's CPU).
+    const rows: UsageRowText[] = events.map((raw, i) => usageRowText(raw, positions?.[i]));
     // Exactly once into the rollups (migration 7): a materialized view counts every inserted
     // row, FINAL or not. A row whose event id is already stored (or repeats within the batch)
     // is still written, so raw rows and log positions stay as they were, but marked
     // `rollup_skip = 1`, which the views leave out. The block carries a token of its rows, so
     // the same block sent again (two writers racing past the check) is dropped by the raw
     // table's and every rollup's dedup window.
-    const { marked, stored } = await this.#markStored(rows);
-    const token = createHash('sha256')
-      .update(marked.map((r) => `${r['event_id']}\t${r['rollup_skip']}\t${r['log_partition']}\t${r['log_offset']}`).join('\n'))
-      .digest('hex');
-    const columns = Object.keys(marked[0]!) as [string, ...string[]];
-    await this.#client.insert({
-      table: this.#t.usage, columns, values: marked.map((r) => columns.map((c) => r[c])), format: 'JSONCompactEachRow',
+    const { skip, stored } = await this.#markStored(rows);
+    const hash = createHash('sha256');
+    let body = '';
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      hash.update(`${i === 0 ? '' : '\n'}${r.id}\t${skip[i]}\t${r.partition}\t${r.offset}`);
+      body += `${r.head}${skip[i]}]\n`;
+    }
+    const token = hash.digest('hex');
+    // `exec` with the rows as the body: `insert` would encode values itself (JSON.stringify per
+    // row), and its raw-stream path is only for text formats such as TSV.
+    const res = await this.#client.exec({
+      query: `INSERT INTO ${this.#t.usage} (${USAGE_INSERT_COLUMNS}) FORMAT JSONCompactEachRow`,
+      values: Readable.from([body]),
       clickhouse_settings: { insert_deduplication_token: `usage:${token}`, deduplicate_blocks_in_dependent_materialized_views: 1 },
     });
+    res.stream.resume();
+    await finished(res.stream).catch(() => {});
     // Ids already stored mean an earlier insert of them may have been cut between the raw
     // block and the view blocks (not atomic): repair the rollup rows they fall in, exactly and
     // only those. Before the batch counts as consumed, so a crash here is redelivered too.
     if (stored.size > 0) {
       const pairs = new Map<string, RollupScopePair>();
-      for (const r of marked) {
-        if (!stored.has(r['event_id'] as string)) continue;
-        const minute = Math.floor(Date.parse(`${(r['ts'] as string).replace(' ', 'T')}Z`) / 60_000) * 60;
-        pairs.set(`${r['account_id']}\t${minute}`, { accountId: r['account_id'] as string, minute });
+      for (const r of rows) {
+        if (!stored.has(r.id)) continue;
+        const minute = Math.floor(r.tsMs / 60_000) * 60;
+        pairs.set(`${r.account}\t${minute}`, { accountId: r.account, minute });
       }
       await repairRollups(this, [...pairs.values()]);
     }
   }
 
-  /** `rows` with `rollup_skip` 1 where `usage_events` already holds the event id or it came earlier in `rows`, else 0. */
-  async #markStored(rows: Row[]): Promise<{ marked: Row[]; stored: Set<string> }> {
+  /**
+   * `skip[i]` is 1 where `usage_events` already holds `rows[i]`'s event id or it came earlier in
+   * `rows`, else 0; `stored` the ids found stored.
+   */
+  async #markStored(rows: UsageRowText[]): Promise<{ skip: Uint8Array; stored: Set<string> }> {
     // The ids travel as a query parameter, i.e. in the URL of a server's HTTP request, whose
     // fields a ClickHouse server caps (`http_max_field_value_size`, 128 KiB by default; a longer
     // one failed the whole batch with "Field value too long"): one query per chunk of ids under
     // ID_PARAM_BUDGET bytes, run together. Chunks are cut in time order, so each reads only
     // its own time span of `usage_event_ids` (sorted by ts).
-    const distinct: Row[] = [];
+    const distinct: UsageRowText[] = [];
     const seenIds = new Set<string>();
     for (const r of rows) {
-      const id = r['event_id'] as string;
-      if (seenIds.has(id)) continue;
-      seenIds.add(id);
+      if (seenIds.has(r.id)) continue;
+      seenIds.add(r.id);
       distinct.push(r);
     }
-    // The ts texts order as they compare.
-    distinct.sort((a, b) => ((a['ts'] as string) < (b['ts'] as string) ? -1 : (a['ts'] as string) > (b['ts'] as string) ? 1 : 0));
-    const chunks: Row[][] = [];
-    let chunk: Row[] = [];
+    distinct.sort((a, b) => a.tsMs - b.tsMs);
+    const chunks: UsageRowText[][] = [];
+    let chunk: UsageRowText[] = [];
     let bytes = 0;
     for (const r of distinct) {
       // URL-encoded: ids of plain characters (uuids, request ids) as they are, any other
       // byte may take three; the quotes and the comma take three each.
-      const id = r['event_id'] as string;
-      const size = (PLAIN_ID.test(id) ? id.length : Buffer.byteLength(id) * 3) + 12;
+      const size = (PLAIN_ID.test(r.id) ? r.id.length : Buffer.byteLength(r.id) * 3) + 12;
       if (chunk.length > 0 && bytes + size > ID_PARAM_BUDGET) {
         chunks.push(chunk);
         chunk = [];
@@ -456,24 +425,23 @@ export class Warehouse {
     const already = new Set<string>();
     for (const ids of found) for (const id of ids) already.add(id);
     const seen = new Set(already);
-    // In place: the rows are this insert's own, built just before.
-    const marked = rows;
-    for (const r of rows) {
-      const id = r['event_id'] as string;
-      r['rollup_skip'] = seen.has(id) ? 1 : 0;
-      seen.add(id);
+    const skip = new Uint8Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const id = rows[i]!.id;
+      if (seen.has(id)) skip[i] = 1;
+      else seen.add(id);
     }
-    return { marked, stored: already };
+    return { skip, stored: already };
   }
 
   /** The event ids of `rows` (distinct ids, in ts order) that `usage_events` already holds, by `usage_event_ids`. */
-  async #storedIds(rows: Row[]): Promise<string[]> {
+  async #storedIds(rows: UsageRowText[]): Promise<string[]> {
     // A duplicate has the same ts (the dedup rule): the chunk's time span bounds the read.
     const stored = await this.#select(
       `SELECT DISTINCT event_id FROM ${this.#t.usageIds}
        WHERE ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')
          AND event_id IN {ids:Array(String)}`,
-      { ids: rows.map((r) => r['event_id'] as string), lo: rows[0]!['ts'] as string, hi: rows.at(-1)!['ts'] as string },
+      { ids: rows.map((r) => r.id), lo: rows[0]!.ts, hi: rows.at(-1)!.ts },
     );
     return stored.map((r) => str(r['event_id']));
   }
@@ -1128,6 +1096,66 @@ function dateTime(ms: number, field: string): string {
     throw new WarehouseInputError(`${field} ${ms} is outside 1970..2299`);
   }
   return d.toISOString().replace('T', ' ').replace('Z', '');
+}
+
+/** One usage event as the text of its insert row, and what the rollup_skip check and the repair need of it. */
+interface UsageRowText {
+  id: string;
+  /** DateTime64(3) text, as `dateTime` gives it (orders as the time does) */
+  ts: string;
+  tsMs: number;
+  account: string;
+  partition: number;
+  offset: string;
+  /** `[` and every USAGE_INSERT_COLUMNS value but the last (rollup_skip), each followed by a comma */
+  head: string;
+}
+
+/**
+ * The columns of a usage insert, in the order `usageRowText` writes their values; rollup_skip
+ * last. The dimension columns come from DIMENSION_COLUMNS.
+ */
+const USAGE_INSERT_COLUMNS = [
+  'log_partition', 'log_offset', 'event_id', 'ts', 'account_id', 'key_id', 'model', 'catalog_model', 'upstream_model',
+  ...DIMENSION_COLUMNS.map((d) => d.column),
+  'cost_micros', 'status', 'http_status', 'latency_ms', 'ttft_ms', 'stream', 'upstream_request_id', 'gateway_id',
+  'upstream_id', 'attempts', 'anomalies', 'event_version', 'served_model', 'iterations', 'service_tier', 'inference_geo',
+  'speed', 'stop_reason', 'thinking_tokens', 'upstream_cost_micros', 'upstream_currency', 'price_version', 'price_list',
+  'unit_prices', 'tier', 'multipliers', 'unpriced', 'rollup_skip',
+].join(', ');
+
+/**
+ * A usage event (either version; a v1 event through `toV2`, remembered as version 1) as its
+ * insert row text, validated as the columns require (WarehouseInputError otherwise): the
+ * row's values in USAGE_INSERT_COLUMNS order, through ONE JSON.stringify of an array (what the
+ * client's encoder did with each row; one native call allocates far less than building the
+ * text field by field), minus its closing bracket, which comes after rollup_skip.
+ */
+function usageRowText(raw: UsageEvent, p: LogPosition | undefined): UsageRowText {
+  const e = toV2(raw);
+  const id = nonEmpty(e.event_id, 'event_id');
+  const ts = dateTime(e.ts, 'ts');
+  const account = nonEmpty(e.account_id, 'account_id');
+  const partition = p ? p.partition : -1;
+  const offset = p ? p.offset.toString() : '-1';
+  const values: unknown[] = [partition, offset, id, ts, account, e.key_id, e.model, e.catalog_model, e.upstream_model];
+  for (const d of DIMENSION_COLUMNS) values.push(uint32(e.quantities[d.key] ?? 0, `quantities.${d.key}`));
+  values.push(
+    int64Text(e.cost_micros, 'cost_micros', 0n), e.status, e.http_status, uint32(e.latency_ms, 'latency_ms'),
+    e.ttft_ms === null ? null : uint32(e.ttft_ms, 'ttft_ms'), e.stream, e.upstream_request_id, e.gateway_id,
+    e.upstream_id ?? '', e.attempts ?? 0, e.anomalies ?? [], raw.v === 2 ? 2 : 1, e.served_model,
+    e.iterations.length === 0 ? '[]' : JSON.stringify(e.iterations.map((it) => {
+      const q: Record<string, number> = {};
+      for (const d of DIMENSION_COLUMNS) q[d.key] = uint32(it.quantities[d.key] ?? 0, `iterations.quantities.${d.key}`);
+      return { type: it.type, model: it.model, catalog_model: it.catalog_model, quantities: q, cost_micros: int64Text(it.cost_micros, 'iterations.cost_micros', 0n) };
+    })),
+    e.service_tier, e.inference_geo, e.speed, e.stop_reason,
+    e.thinking_tokens === null ? null : uint32(e.thinking_tokens, 'thinking_tokens'),
+    e.upstream_cost_micros === null ? null : int64Text(e.upstream_cost_micros, 'upstream_cost_micros', 0n),
+    e.upstream_currency, e.price_version, e.price_list, e.unit_prices, e.tier, e.multipliers, e.unpriced,
+  );
+  const text = JSON.stringify(values);
+  return { id, ts, tsMs: e.ts, account, partition, offset, head: `${text.slice(0, -1)},` };
 }
 
 // ---- output parsing: 64-bit values arrive as strings, narrower ones as numbers ----

@@ -7,8 +7,9 @@ import { randomBytes } from 'node:crypto';
 import type { ControlEvent, KeyRecord, LedgerEvent, UsageEventV1 } from '@tollgate/events';
 import { zeroQuantities } from '@tollgate/events';
 import type { Dimension } from '@tollgate/pricing';
-import { WarehouseInputError } from '@tollgate/warehouse';
+import { rollupsMatchRaw, WarehouseInputError } from '@tollgate/warehouse';
 import type { UsageTotals, Warehouse } from '@tollgate/warehouse';
+import { q, v2 } from './usage-fixtures.ts';
 
 /**
  * Returns a Warehouse whose tables are named by `tablePrefix`. Called again with the same prefix
@@ -233,6 +234,36 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         await w.insertUsage(USAGE);
         for (const e of USAGE) assert.deepEqual(await w.getUsageEvent(e.event_id), e);
         assert.equal(await w.getUsageEvent('nope'), undefined);
+      }));
+
+    test('hostile values round-trip exactly: tabs, newlines, backslashes, quotes, NUL, \\N, unicode, int64 beyond 2^53, nulls, ms precision', () =>
+      withWarehouse(async (w) => {
+        const nasty = 'a\tb\nc\r\\d\\N"e\'f\u0000g\u0001\u007f\u2028é😀{}[],:\\t';
+        const full = v2({
+          event_id: `req_${nasty}`, ts: Date.UTC(2025, 5, 30, 23, 59, 59, 7), account_id: `acc_${nasty}`, key_id: `key_${nasty}`,
+          model: `m_${nasty}`, catalog_model: `cm_${nasty}`, upstream_model: `um_${nasty}`, served_model: `sm_${nasty}`,
+          quantities: q({ input: 4_294_967_295, output: 1, cache_read: 7, web_search_requests: 3 }),
+          iterations: [{ type: 'message', model: `it_${nasty}`, catalog_model: `itc_${nasty}`, quantities: q({ input: 5 }), cost_micros: '9223372036854775807' }],
+          service_tier: `st_${nasty}`, inference_geo: `geo_${nasty}`, speed: `sp_${nasty}`, stop_reason: `sr_${nasty}`, thinking_tokens: 4_294_967_295,
+          cost_micros: '9223372036854775807', upstream_cost_micros: '9007199254740993', upstream_currency: `cur_${nasty}`,
+          price_version: `pv_${nasty}`, price_list: `pl_${nasty}`, unit_prices: { [`k_${nasty}`]: `v_${nasty}`, input: '0.000001' },
+          tier: `tier_${nasty}`, multipliers: [`mul_${nasty}`, ''], unpriced: [`un_${nasty}`],
+          http_status: 599, latency_ms: 4_294_967_295, ttft_ms: 0, upstream_request_id: `up_${nasty}`, gateway_id: `gw_${nasty}`,
+          upstream_id: `ups_${nasty}`, attempts: 255, anomalies: [`an_${nasty}`],
+        });
+        const nulls = v2({
+          event_id: `req_nulls_${nasty}`, ts: Date.UTC(1970, 0, 1, 0, 0, 0, 1), account_id: 'acc_nulls', served_model: null,
+          service_tier: null, inference_geo: null, speed: null, stop_reason: null, thinking_tokens: null, upstream_cost_micros: null,
+          upstream_currency: null, tier: null, ttft_ms: null, upstream_request_id: null, stream: false, cost_micros: '0',
+        });
+        const old = usage({ event_id: `req_v1_${nasty}`, ts: Date.UTC(2299, 11, 31, 23, 59, 59, 999), cost_micros: ABOVE_2_53.toString(), upstream_request_id: null });
+        await w.insertUsage([full, nulls, old], [{ partition: 3, offset: 9_007_199_254_740_993n }, undefined, { partition: 0, offset: 0n }]);
+        for (const e of [full, nulls, old]) assert.deepEqual(await w.getUsageEvent(e.event_id), e, e.event_id);
+        assert.deepEqual(await w.usageTotals({ accountId: `acc_${nasty}` }), sums(1, { input: 4_294_967_295, output: 1, cache_read: 7, web_search_requests: 3 },
+          9_223_372_036_854_775_807n, { upstreamCost: { [`cur_${nasty}`]: 9_007_199_254_740_993n }, upstreamCostUnknown: 0, unpricedRequests: 1 }));
+        const at = await w.logPositions();
+        assert.equal(at.usage.get(3), 9_007_199_254_740_993n);
+        assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
       }));
 
     test('filters: account, key, from inclusive, to exclusive', () =>

@@ -23,6 +23,12 @@ export interface WarehouseSinkDeps {
    * not hold fill the next. 1: strictly one after the other.
    */
   concurrentInserts?: number;
+  /**
+   * most events per partition batch the log hands over (its `maxBatch`; default
+   * DEFAULT_WAREHOUSE_PARTITION_BATCH): a round of partition batches fills the inserts, so
+   * this bounds how big they get on a backlog
+   */
+  partitionBatch?: number;
   /** partitions consumed at once, sharing one insert buffer (default DEFAULT_CONCURRENT_PARTITIONS) */
   concurrentPartitions?: number;
   group?: string;
@@ -42,6 +48,16 @@ export interface WarehouseSinkDeps {
  * warehouse group's time goes").
  */
 export const DEFAULT_WAREHOUSE_BATCH = 20_000;
+
+/**
+ * Events per partition batch the warehouse group asks of the log by default (the log's own
+ * default is 1,000): 8 partitions × 1,000 made inserts of ~4,500 events on a backlog (two run
+ * at once), and the ClickHouse server's CPU per event falls steeply with the insert's size (its
+ * fixed cost per insert: the parts of the raw table and of every view, their merges, the
+ * rollup_skip query); with 5,000 a backlog goes in inserts of ~10,000 (bench/README.md,
+ * "Warehouse CPU per event"). At a steady low rate batches are whatever arrived, as before.
+ */
+export const DEFAULT_WAREHOUSE_PARTITION_BATCH = 5000;
 
 /** Partitions handled at once by each consumer group by default (see `concurrentPartitions`). */
 export const DEFAULT_CONCURRENT_PARTITIONS = 8;
@@ -169,6 +185,7 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     topics: ['usage', 'ledger', 'control'],
     fromBeginning: true,
     concurrentPartitions: deps.concurrentPartitions ?? DEFAULT_CONCURRENT_PARTITIONS,
+    maxBatch: deps.partitionBatch ?? DEFAULT_WAREHOUSE_PARTITION_BATCH,
     // Poison other groups set aside (the ledger's), kept in the same quarantine table.
     onDeadLetters: async (records) => {
       await deps.warehouse.insertQuarantine(records.map(deadLetterRecord));
