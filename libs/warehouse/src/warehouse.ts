@@ -184,9 +184,10 @@ const PLAIN_ID = /^[A-Za-z0-9_.*-]*$/;
 /**
  * Most ms of synchronous work the write path (decoding a batch, building its rows and the
  * values it sends) does before it lets the event loop run (issue 11: the latency tail). The
- * embedded mode stores events on the thread that serves requests: a batch of 250 events took
- * 3 ms or more in one piece (bench/README.md, "Peers"), so a request arriving meanwhile waited
- * for all of it; in slices, it waits for one. A slice ends at the first event past the budget.
+ * embedded mode stores events on the thread that serves requests: decoding a batch and building
+ * its rows took ~1.6 µs an event in one piece (2.2 ms for 1,000 events, 6.5 ms for 4,000 on the
+ * 2-core VM; bench/flush-block.ts), and a request arriving meanwhile waited for all of it;
+ * in slices, it waits for one. A slice ends at the first event past the budget.
  */
 export const WRITE_SLICE_MS = 0.5;
 
@@ -435,7 +436,7 @@ export class Warehouse {
       if (slice.due()) await slice.pause();
       values.push(columns.map((c) => r[c]));
     }
-    // The client encodes every row in one go (~1 µs a row): left whole.
+    // The client encodes every row in one go (~1.3 µs a row): not sliced yet (docs/decisions.md).
     await this.#client.insert({
       table: this.#t.usage, columns, values, format: 'JSONCompactEachRow',
       clickhouse_settings: { insert_deduplication_token: `usage:${token}`, deduplicate_blocks_in_dependent_materialized_views: 1 },
