@@ -1,4 +1,4 @@
-export { Warehouse, WarehouseInputError, isDataError } from './warehouse.ts';
+export { Warehouse, WarehouseInputError, WRITE_SLICE_MS, isDataError } from './warehouse.ts';
 export type {
   WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals, LogPosition, LogPositions,
   QuarantineKind, QuarantineRecord, StoreItem, StoredPriceVersionRow, UsageCursor, Row as WarehouseRow,

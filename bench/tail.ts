@@ -1,0 +1,343 @@
+// The embedded gateway's added latency at concurrency 1, many samples, A/B in one run (issue 11
+// outcome 4: added p50 ≤ 0.3 ms, p99 ≤ 0.8 ms over calling the simulator directly). See
+// bench/README.md "Peers" for the figures and `node bench/tail.ts --help` for the options.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Pool, request } from 'undici';
+import { percentile } from './load.ts';
+import type { ProbeReport } from './peers/probe.ts';
+import { ADMIN_TOKEN, createCustomer, freePort, ROOT, startSimulator, stopAll, UPSTREAM_API_KEY, waitForIdle } from './stack.ts';
+import { childEnv } from '../test/support/services.ts';
+
+const HELP = `Usage: node bench/tail.ts [options]
+
+Added latency of the embedded Tollgate (full metering: hold, ledger, journal, chDB warehouse)
+over the simulator at concurrency 1, with many samples: one simulator, one embedded Tollgate per
+target, and rounds of one slice per target (direct included; order rotated per round; each
+slice waits for the processes to go idle first). Inside every Tollgate process the bench probe
+(bench/peers/probe.ts) measures event-loop delay and GC pauses over each slice.
+
+Options:
+  --rounds <n>        rounds (default 6)
+  --slice <s>         measured seconds per slice, after 0.3 s of warmup (default 3)
+  --base <dir>        another checkout (e.g. the commit before a change, from \`git archive\`,
+                      with its own node_modules) run as target \`base\`: before/after in one run
+  --alt-env <K=V,…>   a Tollgate of this tree with this environment on top, as target \`alt\`
+                      (NODE_OPTIONS=… for Node flags, e.g. NODE_OPTIONS=--max-semi-space-size=64;
+                      NODE_ARGS=… for flags NODE_OPTIONS refuses, e.g. NODE_ARGS=--trace-gc)
+  --head-env <K=V,…>  environment on top for this tree's target \`head\` too
+  --no-head           leave out this tree's own target (with --base and --alt-env)
+  --threads           after each slice, CPU ms per request of each thread of the process under test
+                      by name (main, V8Worker = V8's GC helpers, ThreadPool/MergeMutate/… = chDB's,
+                      libuv-worker), on stderr
+  --json              the result as JSON on stdout (progress stays on stderr)
+  --help
+
+Reported per target: requests, pooled p50 / p99 / p99.9 of every slice's samples (time to the
+last byte, ms), added p50 / p99 over direct (pooled, and the median of the per-round
+differences), event-loop delay p99 (median over slices, monitorEventLoopDelay at 1 ms
+resolution), GC pauses per second of slice and the longest, and CPU ms per request of the
+Tollgate process and of its main thread alone (/proc/<pid>/task/<pid>/stat).
+BENCH_PROFILE_DIR=<dir> passes --cpu-prof --cpu-prof-interval 100 to every Tollgate (written when
+it stops, <target>-<pid>.cpuprofile) and writes each target's measured requests beside it
+(<target>-<pid>.requests.json: [start, end] µs on CLOCK_MONOTONIC, the profile's clock); then
+\`node bench/tail-attribute.ts <dir>\` says what each Tollgate's main thread did during its slowest
+1 % of requests and during typical ones.`;
+
+const MODEL = 'claude-sonnet-4-5-20250929';
+const PROBE = join(ROOT, 'bench/peers/probe.ts');
+const CLOCK_TICKS_PER_S = 100;
+
+/** The main bench's ~2 KB request (bench/run.ts requestBody), non-streaming, 64 output tokens. */
+function body(): string {
+  return JSON.stringify({
+    model: MODEL, max_tokens: 256, stream: false,
+    system: 'You are a senior software engineer helping a colleague review a pull request in a TypeScript monorepo. Be concise and concrete: point at the exact file and line, explain why a change is risky, and suggest the smallest fix. Prefer standard library APIs over new dependencies. When you are unsure, say so and describe what you would check. Never invent APIs that do not exist.',
+    metadata: { user_id: 'user_bench_0001' }, temperature: 0.2,
+    messages: [
+      { role: 'user', content: [{ type: 'text', text: `Here is the change I am about to merge:\n\n${'diff --git a/libs/ledger/src/memory-balance-store.ts b/libs/ledger/src/memory-balance-store.ts\n'.repeat(6)}\nDoes the new error path leak the hold?` }] },
+      { role: 'assistant', content: [{ type: 'text', text: 'It does not leak it, but it throws before the hold is shrunk, so the caller must release it. Where is settle called from, and does that caller catch?' }] },
+      { role: 'user', content: [{ type: 'text', text: 'It is called from the gateway metering step after the upstream finished, inside a try/finally that releases the hold on error. Anything else I should look at before merging? Keep it short. [[sim output=64]]' }] },
+    ],
+  });
+}
+
+/** CLOCK_MONOTONIC now, µs (the time base of V8 CPU profiles' timestamps). */
+const monoUs = () => Number(process.hrtime.bigint() / 1000n);
+
+/** CPU seconds (user + system) of a process and of its main thread, from /proc. */
+function cpu(pid: number): { proc: number; main: number } {
+  const of = (path: string) => {
+    const stat = readFileSync(path, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS_PER_S;
+  };
+  return { proc: of(`/proc/${pid}/stat`), main: of(`/proc/${pid}/task/${pid}/stat`) };
+}
+
+/** CPU seconds per thread name (comm) of a process, from /proc/<pid>/task/<tid>/stat. */
+function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[] = [];
+  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const comm = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '#');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(comm, (out.get(comm) ?? 0) + (Number(f[11]) + Number(f[12])) / CLOCK_TICKS_PER_S);
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
+interface Target {
+  name: string;
+  url: string;
+  key: string;
+  pid: number;
+  probeUrl?: string;
+  stop(): Promise<void>;
+}
+
+/** An embedded Tollgate run from checkout `dir` with the probe loaded; fresh DATA_DIR. */
+export async function startEmbedded(name: string, dir: string, simUrl: string, extraEnv: Record<string, string>): Promise<Target> {
+  const port = await freePort();
+  const probePort = await freePort();
+  const dataDir = mkdtempSync(join(tmpdir(), `tollgate-tail-${name}-`));
+  const prof = process.env.BENCH_PROFILE_DIR ? ` --cpu-prof --cpu-prof-interval 100 --cpu-prof-dir=${process.env.BENCH_PROFILE_DIR} --cpu-prof-name=${name}-\${pid}.cpuprofile` : '';
+  const nodeOptions = `${extraEnv.NODE_OPTIONS ?? ''} --import ${PROBE}${prof}`.trim();
+  // NODE_ARGS (not an environment variable of Node's): flags NODE_OPTIONS refuses, e.g. --trace-gc
+  const { NODE_ARGS: nodeArgs, ...env } = extraEnv;
+  const child: ChildProcess = spawn(process.execPath, [...(nodeArgs ? nodeArgs.split(' ').filter(Boolean) : []), join(dir, 'services/tollgate/src/main.ts')], {
+    cwd: dir, stdio: ['ignore', nodeArgs ? 2 : 'ignore', 'inherit'], // --trace-gc and the like print on stdout
+    env: childEnv({
+      DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'error', UPSTREAM_URL: simUrl, UPSTREAM_API_KEY, ADMIN_TOKEN,
+      SHUTDOWN_GRACE_MS: '5000', KEY_MAX_CONCURRENT_REQUESTS: '100000', UPSTREAM_MAX_CONNECTIONS: '4096',
+      KAFKA_BROKERS: undefined, REDIS_URL: undefined, CLICKHOUSE_URL: undefined,
+      ...env, NODE_OPTIONS: nodeOptions, BENCH_PROBE_PORT: String(probePort),
+    }),
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`${name} exited (${child.exitCode}) before it was ready`);
+    const ok = await request(`${url}/health`).then(async (r) => { await r.body.dump(); return r.statusCode === 200; }, () => false);
+    if (ok) break;
+    if (i > 1200) throw new Error(`${name} not ready after 120 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const customer = await createCustomer(url, '1000000000');
+  return {
+    name, url, key: customer.secret, pid: child.pid!, probeUrl: `http://127.0.0.1:${probePort}`,
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function probe<T>(t: Target, path: string, method: 'GET' | 'POST' = 'GET'): Promise<T | undefined> {
+  if (!t.probeUrl) return undefined;
+  const r = await request(`${t.probeUrl}${path}`, { method });
+  const text = await r.body.text();
+  if (r.statusCode !== 200) throw new Error(`probe ${path}: ${r.statusCode} ${text}`);
+  return JSON.parse(text) as T;
+}
+
+/** One slice at concurrency 1: every latency sample (ms, time to the last byte) after the warmup. */
+export async function slice(t: Target, warmupMs: number, durationMs: number, spans?: Array<[number, number]>): Promise<{ samples: number[]; sent: number; errors: number }> {
+  const pool = new Pool(t.url, { connections: 1, pipelining: 1, keepAliveTimeout: 60_000 });
+  const headers = { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-api-key': t.key };
+  const payload = body();
+  const samples: number[] = [];
+  let sent = 0;
+  let errors = 0;
+  const start = performance.now();
+  try {
+    for (;;) {
+      const t0 = performance.now();
+      const m0 = spans ? monoUs() : 0;
+      if (t0 > start + warmupMs + durationMs) break;
+      sent++;
+      try {
+        const res = await pool.request({ path: '/v1/messages', method: 'POST', headers, body: payload });
+        const text = await res.body.text();
+        const t1 = performance.now();
+        if (res.statusCode !== 200 || !text.endsWith('}')) { errors++; continue; }
+        if (t0 >= start + warmupMs) {
+          samples.push(t1 - t0);
+          // on CLOCK_MONOTONIC in µs, the clock of V8's CPU profiles: bench/tail-attribute.ts lines them up
+          spans?.push([m0, monoUs()]);
+        }
+      } catch {
+        errors++;
+      }
+    }
+  } finally {
+    await pool.close();
+  }
+  return { samples, sent, errors };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/** Per-slice figures of one target. */
+export interface TailSlice {
+  requests: number;
+  p50: number;
+  p99: number;
+  /** CPU ms per request sent in the slice (warmup included): whole process, main thread */
+  cpuMs?: number;
+  mainCpuMs?: number;
+  probe?: ProbeReport;
+  errors: number;
+}
+
+/** What `runTail` returns: per target its slices and pooled samples' percentiles. */
+export interface TailResult {
+  rounds: number;
+  sliceS: number;
+  targets: Array<{
+    name: string;
+    slices: TailSlice[];
+    pooled: { count: number; p50: number; p99: number; p999: number };
+    /** pooled percentile minus direct's pooled percentile, ms */
+    addedPooled?: { p50: number; p99: number; p999: number };
+    /** median over rounds of (this slice − direct's slice of the same round), ms */
+    addedMedian?: { p50: number; p99: number };
+  }>;
+}
+
+/** Runs the comparison (see HELP); stops everything it started. */
+export async function runTail(o: { rounds: number; sliceS: number; base?: string; altEnv?: Array<Record<string, string>>; headEnv?: Record<string, string>; head: boolean; threads?: boolean; log: (l: string) => void }): Promise<TailResult> {
+  const stops: Array<() => Promise<void>> = [];
+  try {
+    const sim = await startSimulator();
+    stops.push(() => sim.stop());
+    const targets: Target[] = [{ name: 'direct', url: sim.url, key: UPSTREAM_API_KEY, pid: sim.child.pid!, stop: async () => {} }];
+    const add = async (name: string, dir: string, env: Record<string, string>) => {
+      const t = await startEmbedded(name, dir, sim.url, env);
+      stops.push(() => t.stop());
+      targets.push(t);
+    };
+    if (o.head) await add('head', ROOT, o.headEnv ?? {});
+    if (o.base) await add('base', resolve(o.base), o.headEnv ?? {});
+    for (const [i, env] of (o.altEnv ?? []).entries()) await add(o.altEnv!.length === 1 ? 'alt' : `alt${i + 1}`, ROOT, env);
+    const slices = new Map<string, Array<TailSlice & { samples: number[] }>>(targets.map((t) => [t.name, []]));
+    const spans = new Map<string, Array<[number, number]>>(targets.map((t) => [t.name, []]));
+    for (let r = 0; r < o.rounds; r++) {
+      for (let i = 0; i < targets.length; i++) {
+        const t = targets[(r + i) % targets.length]!;
+        await waitForIdle(targets.map((x) => x.pid), 0.05, 300, 10_000);
+        await probe(t, '/reset', 'POST');
+        const c0 = cpu(t.pid);
+        const th0 = threadCpu(t.pid);
+        const s = await slice(t, 300, o.sliceS * 1000, spans.get(t.name));
+        const c1 = cpu(t.pid);
+        const th1 = threadCpu(t.pid);
+        const threads = [...th1].map(([k, v]) => [k, ((v - (th0.get(k) ?? 0)) * 1000) / s.sent] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
+        const p = await probe<ProbeReport>(t, '/report');
+        const sorted = [...s.samples].sort((a, b) => a - b);
+        const row = {
+          samples: s.samples, requests: s.samples.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), errors: s.errors,
+          cpuMs: ((c1.proc - c0.proc) * 1000) / s.sent, mainCpuMs: ((c1.main - c0.main) * 1000) / s.sent, ...(p ? { probe: p } : {}),
+        };
+        slices.get(t.name)!.push(row);
+        o.log(`tail round ${r + 1}/${o.rounds} ${t.name.padEnd(6)} n=${row.requests} p50 ${row.p50.toFixed(3)} p99 ${row.p99.toFixed(3)} ms  cpu ${row.cpuMs.toFixed(3)} (main ${row.mainCpuMs.toFixed(3)}) ms/req` +
+          (p ? `  eld p99 ${p.eld.p99} max ${p.eld.max} ms  gc ${p.gc.count} (${p.gc.totalMs.toFixed(1)} ms, longest ${p.gc.maxMs.toFixed(2)})` : '') + `  errors ${row.errors}`);
+        if (o.threads) o.log(`  threads (cpu ms/req): ${threads.slice(0, 8).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
+      }
+    }
+    if (process.env.BENCH_PROFILE_DIR) {
+      for (const t of targets) {
+        if (t.name !== 'direct') writeFileSync(join(process.env.BENCH_PROFILE_DIR, `${t.name}-${t.pid}.requests.json`), JSON.stringify(spans.get(t.name)));
+      }
+    }
+    const pooled = (ss: Array<{ samples: number[] }>) => {
+      const all = ss.flatMap((s) => s.samples).sort((a, b) => a - b);
+      return { count: all.length, p50: percentile(all, 50), p99: percentile(all, 99), p999: percentile(all, 99.9) };
+    };
+    const direct = slices.get('direct')!;
+    const dp = pooled(direct);
+    return {
+      rounds: o.rounds, sliceS: o.sliceS,
+      targets: [...slices].map(([name, ss]) => {
+        const p = pooled(ss);
+        const strip = ss.map(({ samples: _, ...rest }) => rest);
+        if (name === 'direct') return { name, slices: strip, pooled: p };
+        return {
+          name, slices: strip, pooled: p,
+          addedPooled: { p50: p.p50 - dp.p50, p99: p.p99 - dp.p99, p999: p.p999 - dp.p999 },
+          addedMedian: { p50: median(ss.map((s, i) => s.p50 - direct[i]!.p50)), p99: median(ss.map((s, i) => s.p99 - direct[i]!.p99)) },
+        };
+      }),
+    };
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+  }
+}
+
+/** The result as a table. */
+export function tailTable(r: TailResult): string {
+  const f = (x: number | undefined, d = 3) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
+  const lines = [
+    `concurrency 1, ${r.rounds} rounds × ${r.sliceS} s per target (+0.3 s warmup), order rotated; ms; added = over direct`,
+    'target  requests  p50    p99    p99.9  added p50/p99/p99.9 (pooled)  added p50/p99 (median of rounds)  eld p99  gc/s  gc %  gc longest  cpu ms/req (main)',
+  ];
+  for (const t of r.targets) {
+    const eld = median(t.slices.flatMap((s) => (s.probe ? [s.probe.eld.p99] : [])));
+    const gcPerS = median(t.slices.flatMap((s) => (s.probe ? [s.probe.gc.count / (s.probe.windowMs / 1000)] : [])));
+    const gcMax = Math.max(...t.slices.map((s) => s.probe?.gc.maxMs ?? NaN));
+    const gcPct = median(t.slices.flatMap((s) => (s.probe ? [(100 * s.probe.gc.totalMs) / s.probe.windowMs] : [])));
+    lines.push([
+      t.name.padEnd(6), String(t.pooled.count).padStart(9), f(t.pooled.p50).padStart(6), f(t.pooled.p99).padStart(6), f(t.pooled.p999).padStart(6),
+      `${f(t.addedPooled?.p50)}/${f(t.addedPooled?.p99)}/${f(t.addedPooled?.p999)}`.padStart(29),
+      `${f(t.addedMedian?.p50)}/${f(t.addedMedian?.p99)}`.padStart(33),
+      f(eld, 2).padStart(8), f(gcPerS, 2).padStart(5), f(gcPct, 2).padStart(5), f(gcMax, 2).padStart(11),
+      `${f(median(t.slices.map((s) => s.cpuMs!)))} (${f(median(t.slices.map((s) => s.mainCpuMs!)))})`.padStart(18),
+    ].join('  '));
+  }
+  return lines.join('\n');
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const { values: opts } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: '6' },
+      slice: { type: 'string', default: '3' },
+      base: { type: 'string' },
+      'alt-env': { type: 'string', multiple: true },
+      'head-env': { type: 'string' },
+      'no-head': { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      threads: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (opts.help) {
+    console.log(HELP);
+    process.exit(0);
+  }
+  // K=V,K=V; a value may hold '=' (NODE_OPTIONS=--max-semi-space-size=64), and spaces
+  const envOf = (s: string | undefined) => (s ? Object.fromEntries(s.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) : undefined);
+  runTail({
+    rounds: Number(opts.rounds), sliceS: Number(opts.slice), base: opts.base, altEnv: opts['alt-env']?.map((e) => envOf(e)!), headEnv: envOf(opts['head-env']),
+    head: !opts['no-head'], threads: opts.threads, log: (l) => process.stderr.write(`${l}\n`),
+  })
+    .then((r) => console.log(opts.json ? JSON.stringify(r, null, 2) : tailTable(r)))
+    .catch(async (err: unknown) => {
+      process.stderr.write(`tail: failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+      await stopAll().catch(() => {});
+      process.exit(1);
+    });
+}
