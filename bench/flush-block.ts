@@ -7,9 +7,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { createChdbClickHouse, Warehouse, type StoreItem } from '@tollgate/warehouse';
 import type { UsageEventV2 } from '@tollgate/events';
+import { commandLine, numberList, numberValue, runMain } from './cli.ts';
 
 const HELP = `Usage: node bench/flush-block.ts [--events <n>] [--flushes <n>]
 
@@ -23,7 +23,19 @@ apart, and prints per size the median and minimum (ms) of:
   …on cpu / …waiting for a cpu   that gap's main-thread time running / runnable but not running
                 (/proc/self/task/<tid>/schedstat; Linux only)
 Run it from a checkout to measure that checkout's warehouse (e.g. a \`git archive\` of the
-commit before a change, with its node_modules).`;
+commit before a change, with its node_modules).
+
+Options:
+  --events <n,…>   events per flush, 1 to 1000000, comma-separated for several sizes (default 250)
+  --flushes <n>    flushes per size, 1 to 10000 (default 12)
+  -h, --help       show this help
+
+Environment: none read (the chDB warehouse lives in a temporary directory, removed at the end).
+
+Example:
+  node bench/flush-block.ts --events 250,1000,4000 --flushes 20
+
+Exit status: 0 done, 1 the run failed (chDB did not load, events quarantined), 2 bad usage.`;
 
 /** A usage event as the gateway's settlement builds it (bench/README.md's ~2 KB request). */
 function event(id: string, ts: number): UsageEventV2 {
@@ -113,24 +125,15 @@ export async function flushBlock(sizes: number[], flushes: number): Promise<Arra
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const { values } = parseArgs({ options: { events: { type: 'string', default: '250' }, flushes: { type: 'string', default: '12' }, help: { type: 'boolean', default: false } } });
-  if (values.help) {
-    console.log(HELP);
-    process.exit(0);
-  }
-  const sizes = values.events.split(',').map(Number);
-  const flushes = Number(values.flushes);
-  if (sizes.some((n) => !Number.isInteger(n) || n < 1) || !Number.isInteger(flushes) || flushes < 1) {
-    process.stderr.write('flush-block: --events and --flushes take positive integers\nTry --help.\n');
-    process.exit(2);
-  }
-  flushBlock(sizes, flushes).then((rows) => {
+  const { values } = commandLine({ name: 'bench/flush-block', usage: HELP, options: { events: { type: 'string' }, flushes: { type: 'string' } } });
+  runMain('bench/flush-block', async () => {
+    const sizes = values.events === undefined ? [250] : numberList('--events', values.events, { min: 1, max: 1_000_000, integer: true });
+    const flushes = numberValue('--flushes', values.flushes, 12, { min: 1, max: 10_000, integer: true });
+    const rows = await flushBlock(sizes, flushes);
     console.log(`ms, median (min) over ${flushes} flushes`);
     for (const { events, figures } of rows) {
       console.log(`${String(events).padStart(6)} events: ${Object.entries(figures).map(([k, v]) => `${k} ${median(v).toFixed(2)} (${Math.min(...v).toFixed(2)})`).join(', ')}`);
     }
-  }).catch((err: unknown) => {
-    process.stderr.write(`flush-block: failed: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
+    return 0;
   });
 }

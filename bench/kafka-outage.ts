@@ -23,33 +23,81 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import { KafkaLog, type Subscription } from '@tollgate/events';
 import { usageEvent } from '../test/support/events.ts';
+import { commandLine, exitUsage, numberValue, reportUncaught, UsageError } from './cli.ts';
 
-const { values: opts } = parseArgs({
-  options: {
-    fault: { type: 'string', default: 'stop' },
-    'outage-ms': { type: 'string', default: '10000' },
-    members: { type: 'string', default: '2' },
-    runs: { type: 'string', default: '1' },
-  },
-});
-const FAULT = opts.fault!;
-if (!['stop', 'kill', 'pause'].includes(FAULT)) throw new Error(`--fault: stop, kill or pause, not ${FAULT}`);
-const OUTAGE_MS = Number(opts['outage-ms']);
-const MEMBERS = Math.max(1, Number(opts.members));
-const RUNS = Math.max(1, Number(opts.runs));
+const USAGE = `Usage: node bench/kafka-outage.ts [options]
+
+How long a consumer group applies nothing after Kafka comes back. --members real KafkaLog
+subscriptions (their OffsetCommitter included) in one group consume a topic a producer KafkaLog
+keeps publishing to (10 events/s, spooled while Kafka is away); after 5 s the fault:
+  stop   \`deploy/kafka.sh stop\` (SIGTERM, controlled shutdown), \`start\` after --outage-ms
+  kill   SIGKILL of the broker, \`start\` after --outage-ms (an unclean stop)
+  pause  SIGSTOP, SIGCONT after --outage-ms (a frozen broker: sockets stay open)
+and 30 s more of publishing. Prints per run (a table on stdout): the first delivery after Kafka
+is back, the longest time without any delivery after that moment, when every published event had
+arrived, how many events were missing (must be 0) or delivered more than once, and the consumer
+crashes. See bench/README.md "A consumer group after Kafka comes back".
+
+The broker is a PRIVATE one this tool starts with deploy/kafka.sh in its own state directory and
+port, and stops at the end: the shared broker of the suites is never touched.
+
+Options:
+  --fault <f>        stop, kill or pause (default stop)
+  --outage-ms <ms>   how long Kafka is away, ms, 0 to 3600000 (default 10000)
+  --members <n>      consumers in the group, each its own Kafka client, 1 to 64 (default 2)
+  --runs <n>         runs, one after the other on the same broker, 1 to 100 (default 1)
+  -h, --help         show this help
+
+Environment:
+  BENCH_KAFKA_DIR      the private broker's state directory (default <tmp>/tollgate-kafka-outage;
+                       its data is removed at the end when this is not set); never a shared one
+  BENCH_KAFKA_PORT     the private broker's port, 1024 to 65534; the controller's is the next
+                       one; neither may be the shared broker's 9092 or 9093 (default 19092)
+  BENCH_KAFKA_JARS     the Kafka jars to link (default: the shared install's, under
+                       $TOLLGATE_DEPLOY_DIR or <repo>/.deploy, then /work/main/.deploy; else
+                       deploy/kafka.sh installs them with mvn)
+  TOLLGATE_DEPLOY_DIR  the shared deploy directory: where the jars are looked for, and a state
+                       directory this tool refuses to use
+
+Example:
+  node bench/kafka-outage.ts --fault kill --outage-ms 10000 --members 2 --runs 2
+
+Exit status: 0 done, 1 the run failed (the broker did not start, Kafka errors), 2 bad usage.`;
+
+const { values: opts } = commandLine({ name: 'bench/kafka-outage', usage: USAGE, options: {
+  fault: { type: 'string', default: 'stop' },
+  'outage-ms': { type: 'string' },
+  members: { type: 'string' },
+  runs: { type: 'string' },
+} });
 
 const REPO = resolve(import.meta.dirname, '..');
-const STATE = resolve(process.env.BENCH_KAFKA_DIR ?? join(tmpdir(), 'tollgate-kafka-outage'));
-const PORT = Number(process.env.BENCH_KAFKA_PORT ?? 19092);
+let FAULT: 'stop' | 'kill' | 'pause', OUTAGE_MS: number, MEMBERS: number, RUNS: number, STATE: string, PORT: number, shared: string[];
+try {
+  const faults = ['stop', 'kill', 'pause'] as const;
+  if (!(faults as readonly string[]).includes(opts.fault)) throw new UsageError(`--fault: unknown "${opts.fault}"; expected one of ${faults.join(', ')}`);
+  FAULT = opts.fault as (typeof faults)[number];
+  OUTAGE_MS = numberValue('--outage-ms', opts['outage-ms'], 10_000, { min: 0, max: 3_600_000, integer: true });
+  MEMBERS = numberValue('--members', opts.members, 2, { min: 1, max: 64, integer: true });
+  RUNS = numberValue('--runs', opts.runs, 1, { min: 1, max: 100, integer: true });
+  STATE = resolve(process.env.BENCH_KAFKA_DIR || join(tmpdir(), 'tollgate-kafka-outage'));
+  PORT = numberValue('BENCH_KAFKA_PORT', process.env.BENCH_KAFKA_PORT, 19092, { min: 1024, max: 65534, integer: true });
+  shared = [process.env.TOLLGATE_DEPLOY_DIR, join(REPO, '.deploy'), '/work/main/.deploy'].filter((d): d is string => !!d).map((d) => resolve(d));
+  // Never the shared broker's state directory or port: this tool stops and kills its broker.
+  if (shared.includes(STATE)) throw new UsageError(`BENCH_KAFKA_DIR ${STATE} is a shared deploy directory; give this tool its own`);
+  // nor the shared broker's ports (deploy/kafka.sh's defaults: 9092, controller 9093) for this one's or its controller's (PORT + 1)
+  if ([9092, 9093].includes(PORT) || [9092, 9093].includes(PORT + 1)) {
+    throw new UsageError(`BENCH_KAFKA_PORT: ${PORT} or its controller port ${PORT + 1} is one of the shared broker's (9092, 9093); give this tool its own`);
+  }
+} catch (err) {
+  if (!(err instanceof UsageError)) throw err;
+  exitUsage('bench/kafka-outage', err.message);
+}
+reportUncaught('bench/kafka-outage');
 const BROKER = `127.0.0.1:${PORT}`;
-const shared = [process.env.TOLLGATE_DEPLOY_DIR, join(REPO, '.deploy'), '/work/main/.deploy'].filter((d): d is string => !!d).map((d) => resolve(d));
-// Never the shared broker's state directory or port: this tool stops and kills its broker.
-if (shared.includes(STATE)) throw new Error(`BENCH_KAFKA_DIR ${STATE} is a shared deploy directory; give this tool its own`);
-if (PORT === 9092) throw new Error('BENCH_KAFKA_PORT 9092 is the shared broker\'s port; give this tool its own');
 
 /** `bash deploy/kafka.sh <cmd>` on the private broker. */
 function kafkaSh(cmd: 'start' | 'stop'): void {

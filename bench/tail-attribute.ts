@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { commandLine, numberValue, runMain, UsageError } from './cli.ts';
 
 const HELP = `Usage: node bench/tail-attribute.ts [--slowest <pct>] <dir>
 
@@ -19,7 +19,19 @@ measured requests and during the middle 10 % (45th–55th percentile):
   other       anything else (Node internals outside those stacks, timers, the bench probe)
 and "gaps": time between two profile samples longer than 1 ms, i.e. the process (its sampler
 thread included) got no core: the machine was busy elsewhere. Then every measured request
-together, and the slowest 10 requests one by one.`;
+together, and the slowest 10 requests one by one.
+
+Options:
+  --slowest <pct>  the share of the slowest requests looked at, percent, 0.01 to 100 (default 1)
+  -h, --help       show this help
+
+Environment: none read.
+
+Example:
+  BENCH_PROFILE_DIR=/tmp/tail-prof node bench/tail.ts --rounds 4
+  node bench/tail-attribute.ts --slowest 0.5 /tmp/tail-prof
+
+Exit status: 0 done, 1 failed (<dir> unreadable, no profile with its requests in it), 2 bad usage.`;
 
 interface Node { id: number; callFrame: { functionName: string; url: string }; children?: number[] }
 interface Profile { nodes: Node[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
@@ -105,15 +117,12 @@ export function attributeDir(dir: string, slowestPct = 1): string {
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { slowest: { type: 'string', default: '1' }, help: { type: 'boolean', default: false } } });
-  if (values.help || positionals.length !== 1) {
-    console.log(HELP);
-    process.exit(values.help ? 0 : 2);
-  }
-  try {
-    console.log(attributeDir(positionals[0]!, Number(values.slowest)));
-  } catch (err) {
-    process.stderr.write(`tail-attribute: failed: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  }
+  const { values, positionals } = commandLine({ name: 'bench/tail-attribute', usage: HELP, positionals: true, options: { slowest: { type: 'string' } } });
+  runMain('bench/tail-attribute', () => {
+    const slowest = numberValue('--slowest', values.slowest, 1, { min: 0.01, max: 100 });
+    if (positionals.length === 0) throw new UsageError('missing <dir>, the BENCH_PROFILE_DIR of a bench/tail.ts run');
+    if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`);
+    console.log(attributeDir(positionals[0]!, slowest));
+    return 0;
+  });
 }

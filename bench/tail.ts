@@ -2,16 +2,16 @@
 // outcome 4: added p50 ≤ 0.3 ms, p99 ≤ 0.8 ms over calling the simulator directly). See
 // bench/README.md "Peers" for the figures and `node bench/tail.ts --help` for the options.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { Pool, request } from 'undici';
 import { percentile } from './load.ts';
 import type { ProbeReport } from './peers/probe.ts';
 import { ADMIN_TOKEN, createCustomer, freePort, ROOT, startSimulator, stopAll, UPSTREAM_API_KEY, waitForIdle } from './stack.ts';
 import { childEnv } from '../test/support/services.ts';
+import { commandLine, numberValue, runMain, UsageError } from './cli.ts';
 
 const HELP = `Usage: node bench/tail.ts [options]
 
@@ -22,20 +22,23 @@ slice waits for the processes to go idle first). Inside every Tollgate process t
 (bench/peers/probe.ts) measures event-loop delay and GC pauses over each slice.
 
 Options:
-  --rounds <n>        rounds (default 6)
-  --slice <s>         measured seconds per slice, after 0.3 s of warmup (default 3)
+  --rounds <n>        rounds, 1 to 1000 (default 6)
+  --slice <s>         measured seconds per slice, after 0.3 s of warmup, 0.1 to 3600 (default 3)
   --base <dir>        another checkout (e.g. the commit before a change, from \`git archive\`,
                       with its own node_modules) run as target \`base\`: before/after in one run
+                      (default none)
   --alt-env <K=V,…>   a Tollgate of this tree with this environment on top, as target \`alt\`
                       (NODE_OPTIONS=… for Node flags, e.g. NODE_OPTIONS=--max-semi-space-size=64;
-                      NODE_ARGS=… for flags NODE_OPTIONS refuses, e.g. NODE_ARGS=--trace-gc)
-  --head-env <K=V,…>  environment on top for this tree's target \`head\` too
+                      NODE_ARGS=… for flags NODE_OPTIONS refuses, e.g. NODE_ARGS=--trace-gc);
+                      repeatable: one target each, alt1, alt2, … (default none)
+  --head-env <K=V,…>  environment on top for this tree's target \`head\` too (and \`base\`)
+                      (default none)
   --no-head           leave out this tree's own target (with --base and --alt-env)
   --threads           after each slice, CPU ms per request of each thread of the process under test
                       by name (main, V8Worker = V8's GC helpers, ThreadPool/MergeMutate/… = chDB's,
                       libuv-worker), on stderr
   --json              the result as JSON on stdout (progress stays on stderr)
-  --help
+  -h, --help          show this help
 
 Reported per target: requests, pooled p50 / p99 / p99.9 of every slice's samples (time to the
 last byte, ms), added p50 / p99 over direct (pooled, and the median of the per-round
@@ -46,7 +49,17 @@ BENCH_PROFILE_DIR=<dir> passes --cpu-prof --cpu-prof-interval 100 to every Tollg
 it stops, <target>-<pid>.cpuprofile) and writes each target's measured requests beside it
 (<target>-<pid>.requests.json: [start, end] µs on CLOCK_MONOTONIC, the profile's clock); then
 \`node bench/tail-attribute.ts <dir>\` says what each Tollgate's main thread did during its slowest
-1 % of requests and during typical ones.`;
+1 % of requests and during typical ones.
+
+Environment:
+  BENCH_PROFILE_DIR  a directory: CPU profiles and measured requests of every Tollgate, as above
+                     (default: none, no profiling)
+
+Example:
+  node bench/tail.ts --base /tmp/tail-base --rounds 8 --slice 3
+  BENCH_PROFILE_DIR=/tmp/tail-prof node bench/tail.ts --rounds 4 && node bench/tail-attribute.ts /tmp/tail-prof
+
+Exit status: 0 done, 1 the run failed (a process did not start or become ready), 2 bad usage.`;
 
 const MODEL = 'claude-sonnet-4-5-20250929';
 const PROBE = join(ROOT, 'bench/peers/probe.ts');
@@ -311,33 +324,45 @@ export function tailTable(r: TailResult): string {
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const { values: opts } = parseArgs({
-    options: {
-      rounds: { type: 'string', default: '6' },
-      slice: { type: 'string', default: '3' },
-      base: { type: 'string' },
-      'alt-env': { type: 'string', multiple: true },
-      'head-env': { type: 'string' },
-      'no-head': { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-      threads: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
-    },
-  });
-  if (opts.help) {
-    console.log(HELP);
-    process.exit(0);
-  }
-  // K=V,K=V; a value may hold '=' (NODE_OPTIONS=--max-semi-space-size=64), and spaces
-  const envOf = (s: string | undefined) => (s ? Object.fromEntries(s.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) : undefined);
-  runTail({
-    rounds: Number(opts.rounds), sliceS: Number(opts.slice), base: opts.base, altEnv: opts['alt-env']?.map((e) => envOf(e)!), headEnv: envOf(opts['head-env']),
-    head: !opts['no-head'], threads: opts.threads, log: (l) => process.stderr.write(`${l}\n`),
-  })
-    .then((r) => console.log(opts.json ? JSON.stringify(r, null, 2) : tailTable(r)))
-    .catch(async (err: unknown) => {
-      process.stderr.write(`tail: failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  const { values: opts } = commandLine({ name: 'bench/tail', usage: HELP, options: {
+    rounds: { type: 'string' },
+    slice: { type: 'string' },
+    base: { type: 'string' },
+    'alt-env': { type: 'string', multiple: true },
+    'head-env': { type: 'string' },
+    'no-head': { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+    threads: { type: 'boolean', default: false },
+  } });
+  runMain('bench/tail', async () => {
+    // K=V,K=V; a value may hold '=' (NODE_OPTIONS=--max-semi-space-size=64), and spaces
+    const envOf = (name: string, s: string | undefined): Record<string, string> | undefined => {
+      if (s === undefined) return undefined;
+      const pairs = s.split(',').filter(Boolean);
+      const bad = pairs.find((kv) => !/^[A-Za-z_][A-Za-z0-9_]*=/.test(kv));
+      if (bad !== undefined) throw new UsageError(`${name}: expected NAME=VALUE pairs separated by commas, got "${bad}"`);
+      return Object.fromEntries(pairs.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+    };
+    const o = {
+      rounds: numberValue('--rounds', opts.rounds, 6, { min: 1, max: 1000, integer: true }),
+      sliceS: numberValue('--slice', opts.slice, 3, { min: 0.1, max: 3600 }),
+      altEnv: opts['alt-env']?.map((e) => envOf('--alt-env', e)!),
+      headEnv: envOf('--head-env', opts['head-env']),
+    };
+    if (opts.base !== undefined && !existsSync(join(opts.base, 'services/tollgate/src/main.ts'))) {
+      throw new UsageError(`--base: ${opts.base} is not a Tollgate checkout (no services/tollgate/src/main.ts)`);
+    }
+    if (opts['no-head'] && opts.base === undefined && opts['alt-env'] === undefined) {
+      throw new UsageError('--no-head: leaves no target under test without --base or --alt-env');
+    }
+    let r: TailResult;
+    try {
+      r = await runTail({ ...o, base: opts.base, head: !opts['no-head'], threads: opts.threads, log: (l) => process.stderr.write(`${l}\n`) });
+    } catch (err) {
       await stopAll().catch(() => {});
-      process.exit(1);
-    });
+      throw err;
+    }
+    console.log(opts.json ? JSON.stringify(r, null, 2) : tailTable(r));
+    return 0;
+  });
 }
