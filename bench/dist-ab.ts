@@ -21,7 +21,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { deployment, findServices, removeDeployment, startRole } from './distributed.ts';
-import { runLoad, type LoadTarget } from './load.ts';
+import { median, runLoad, type LoadTarget } from './load.ts';
 import { childEnv } from '../test/support/services.ts';
 import {
   ADMIN_TOKEN, UPSTREAM_API_KEY, cpuSeconds, createCustomer, freePort, startSimulator, startTollgate, stopAll, waitForIdle,
@@ -91,11 +91,6 @@ async function accepted(url: string, key: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** Options of one interleaved comparison. */
 export interface DistAbOptions {

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createChdbClickHouse, Warehouse, type StoreItem } from '@tollgate/warehouse';
 import type { UsageEventV2 } from '@tollgate/events';
 import { commandLine, numberList, numberValue, runMain } from './cli.ts';
+import { median } from './load.ts';
 
 const HELP = `Usage: node bench/flush-block.ts [--events <n>] [--flushes <n>]
 
@@ -62,7 +63,6 @@ function schedstat(): [number, number] {
   }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Per size: the figures of HELP over `flushes` flushes. */
 export async function flushBlock(sizes: number[], flushes: number): Promise<Array<{ events: number; figures: Record<string, number[]> }>> {

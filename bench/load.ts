@@ -104,6 +104,12 @@ class Samples {
   }
 }
 
+/** The median of `xs` (any order; the mean of the middle two when even), NaN when empty. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
 /** Nearest-rank percentile of ascending `sorted`: the smallest sample ≥ p% of all samples. */
 export function percentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return Number.NaN;

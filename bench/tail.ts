@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool, request } from 'undici';
-import { percentile } from './load.ts';
+import { median, percentile } from './load.ts';
 import type { ProbeReport } from './peers/probe.ts';
 import { ADMIN_TOKEN, createCustomer, freePort, ROOT, startSimulator, stopAll, UPSTREAM_API_KEY, waitForIdle } from './stack.ts';
 import { childEnv } from '../test/support/services.ts';
@@ -198,11 +198,6 @@ export async function slice(t: Target, warmupMs: number, durationMs: number, spa
   }
   return { samples, sent, errors };
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** Per-slice figures of one target. */
 export interface TailSlice {

@@ -5,6 +5,7 @@
 import type { ConsumerBenchResult } from './consumers.ts';
 import type { DistAbResult } from './dist-ab.ts';
 import type { PeersBenchResult } from './peers.ts';
+import { median } from './load.ts';
 
 /** Median, min and max of a list of figures (NaN when empty; NaN entries are dropped). */
 export interface Band { median: number; min: number; max: number; n: number }
@@ -13,8 +14,7 @@ export interface Band { median: number; min: number; max: number; n: number }
 export function bandOf(xs: number[]): Band {
   const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
   if (s.length === 0) return { median: NaN, min: NaN, max: NaN, n: 0 };
-  const median = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  return { median, min: s[0]!, max: s.at(-1)!, n: s.length };
+  return { median: median(s), min: s[0]!, max: s.at(-1)!, n: s.length };
 }
 
 /** "median (min–max)" with `digits` decimals, "-" when empty; a single figure alone. */
