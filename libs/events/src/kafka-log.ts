@@ -519,17 +519,20 @@ export class KafkaLog implements EventLog {
           const dead = current;
           current = null;
           if (dead) await disconnectQuietly(dead);
-          if (halted) return;
+          if (halted) return true;
           try {
             const next = await startConsumer();
             if (halted) await disconnectQuietly(next);
             else current = next;
+            return true;
           } catch (err) {
             this.#log.error({ err, group: options.group }, 'kafka consumer could not be started again; retrying');
-            restarting = null;
-            scheduleRestart();
+            return false;
           }
-        })().finally(() => { restarting = null; });
+        })().then((started) => {
+          restarting = null;
+          if (!started) scheduleRestart();
+        });
       }, delay);
     };
     current = await startConsumer();

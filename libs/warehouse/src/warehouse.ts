@@ -1170,8 +1170,7 @@ function usageRowText(raw: UsageEvent, p: LogPosition | undefined): UsageRowText
   const id = nonEmpty(e.event_id, 'event_id');
   const ts = dateTime(e.ts, 'ts');
   const account = nonEmpty(e.account_id, 'account_id');
-  const partition = p ? p.partition : -1;
-  const offset = p ? p.offset.toString() : '-1';
+  const { log_partition: partition, log_offset: offset } = positionColumns(p);
   const values: unknown[] = [partition, offset, id, ts, account, e.key_id, e.model, e.catalog_model, e.upstream_model];
   for (const d of DIMENSION_COLUMNS) values.push(uint32(e.quantities[d.key] ?? 0, `quantities.${d.key}`));
   values.push(
