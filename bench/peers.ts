@@ -18,6 +18,7 @@ const PEERS_DIR = join(ROOT, 'bench/.peers');
 const PORTKEY_START = join(PEERS_DIR, 'portkey/node_modules/@portkey-ai/gateway/build/start-server.js');
 const LITELLM_BIN = join(PEERS_DIR, 'litellm-venv/bin/litellm');
 const PROBE = join(ROOT, 'bench/peers/probe.ts');
+const FLOOR = join(ROOT, 'bench/peers/floor.ts');
 const MODEL = 'claude-sonnet-4-5-20250929';
 /** LiteLLM refuses to start without a master key (or with a weak one); a fresh strong one per run. */
 const LITELLM_MASTER_KEY = `sk-${randomBytes(32).toString('hex')}`;
@@ -38,7 +39,7 @@ export interface PeersBenchOptions {
   signal?: AbortSignal;
 }
 
-type TargetName = 'direct' | 'tollgate' | 'portkey' | 'litellm';
+type TargetName = 'direct' | 'tollgate' | 'floor' | 'portkey' | 'litellm';
 
 /** One repetition's figures of one target. */
 export interface PeerRep {
@@ -143,6 +144,12 @@ async function startPortkey(): Promise<Peer> {
   return startPeer('portkey', process.execPath, [PORTKEY_START, '--headless', `--port=${port}`], { NODE_ENV: 'production' }, port, '/', join(PEERS_DIR, 'portkey'));
 }
 
+/** The bare Node forwarder (bench/peers/floor.ts): node:http + undici, nothing else; part of the repository, always measured. */
+async function startFloor(upstream: string): Promise<Peer> {
+  const port = await freePort();
+  return startPeer('floor', process.execPath, [FLOOR], { FLOOR_PORT: String(port), FLOOR_UPSTREAM: upstream }, port, '/health', ROOT);
+}
+
 async function startLitellm(simulatorUrl: string): Promise<Peer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-litellm-'));
@@ -203,6 +210,7 @@ function loadTarget(name: TargetName, url: string, key: string, body: string, st
   } else if (name === 'litellm') {
     headers.authorization = `Bearer ${LITELLM_MASTER_KEY}`;
   } else {
+    // direct, floor (forwards x-api-key to the simulator) and tollgate (the customer's key)
     headers['x-api-key'] = key;
   }
   return { origin: url, path: '/v1/messages', headers, body, stream, bodyEndsWith: stream ? 'data: {"type":"message_stop"}' : '}' };
@@ -237,6 +245,19 @@ export async function runPeersBench(o: PeersBenchOptions): Promise<PeersBenchRes
     const targets: Array<{ fig: PeerFigures; target?: LoadTarget; pid?: number }> = [];
     targets.push({ fig: { name: 'direct', description: 'the simulator, no gateway', reps: [] }, target: loadTarget('direct', simulator.url, UPSTREAM_API_KEY, jsonBody), pid: simulator.child.pid });
     targets.push({ fig: { name: 'tollgate', description: 'Tollgate embedded (full metering: holds, ledger, journal, chDB warehouse)', reps: [] }, target: loadTarget('tollgate', tollgate.url, customer.secret, jsonBody), pid: tollgate.child.pid });
+    {
+      // The floor of any Node gateway: in the repository, so it is always there to measure.
+      const fig: PeerFigures = { name: 'floor', description: 'a bare Node forwarder (bench/peers/floor.ts: node:http + undici, no auth, no metering, no logging): the floor of any Node gateway', reps: [] };
+      try {
+        const floor = await startFloor(simulator.url);
+        started.push(floor);
+        targets.push({ fig, target: loadTarget('floor', floor.url, UPSTREAM_API_KEY, jsonBody), pid: floor.child.pid });
+      } catch (err) {
+        fig.skipped = `could not start: ${(err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').slice(0, 400)}`;
+        o.log(`bench: peers: floor skipped (${fig.skipped})`);
+        targets.push({ fig });
+      }
+    }
     for (const name of ['portkey', 'litellm'] as const) {
       const installed = name === 'portkey' ? existsSync(PORTKEY_START) : existsSync(LITELLM_BIN);
       const description = name === 'portkey'
@@ -393,10 +414,14 @@ export function peersReport(r: PeersBenchResult): string {
   for (const t of r.targets) lines.push(`  ${t.name}: ${t.description}`);
   lines.push('  (cpu ms/req: of the gateway process, of the simulator for direct; warmup included)');
   const tg = r.targets.find((t) => t.name === 'tollgate');
-  for (const peer of r.targets.filter((t) => (t.name === 'portkey' || t.name === 'litellm') && !t.skipped)) {
-    lines.push(`Tollgate ÷ ${peer.name}: req/s ${band(tg!.reps.map((x, i) => x.rps / (peer.reps[i]?.rps ?? NaN)), 2)}× (per round); ` +
-      `CPU per request ${band(tg!.reps.map((x, i) => (peer.reps[i]?.cpuMsPerRequest ?? NaN) / (x.cpuMsPerRequest ?? NaN)), 2)}× less`);
+  const ratio = (a: PeerFigures, b: PeerFigures) => `req/s ${band(a.reps.map((x, i) => x.rps / (b.reps[i]?.rps ?? NaN)), 2)}× (per round); ` +
+    `CPU per request ${band(a.reps.map((x, i) => (b.reps[i]?.cpuMsPerRequest ?? NaN) / (x.cpuMsPerRequest ?? NaN)), 2)}× less`;
+  for (const peer of r.targets.filter((t) => (t.name === 'floor' || t.name === 'portkey' || t.name === 'litellm') && !t.skipped)) {
+    lines.push(`Tollgate ÷ ${peer.name}: ${ratio(tg!, peer)}`);
   }
+  const floor = r.targets.find((t) => t.name === 'floor' && !t.skipped);
+  const portkey = r.targets.find((t) => t.name === 'portkey' && !t.skipped);
+  if (floor && portkey) lines.push(`floor ÷ portkey: ${ratio(floor, portkey)} (the most a gateway on Node's HTTP stack reaches against Portkey here)`);
   if (tg && tg.reps[0]?.throughputProbe) {
     const p = (k: 'throughputProbe' | 'latencyProbe', f: (x: ProbeReport) => number) => band(tg.reps.map((x) => f(x[k]!)), 1);
     lines.push('Tollgate process, event-loop delay (monitorEventLoopDelay, 1 ms resolution) and GC pauses:');

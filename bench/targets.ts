@@ -144,6 +144,11 @@ export function issue11Targets(i: TargetInputs): TargetRow[] {
   const why = i.skipped.peers;
   judge(4, 'Tollgate ≥ 4× Portkey req/s', bandOf(tg && pk && !pk.skipped ? tg.reps.map((x, k) => x.rps / (pk.reps[k]?.rps ?? NaN)) : []), 2, '×', (m) => m >= 4,
     pk?.skipped ? `Portkey: ${pk.skipped}` : why);
+  // Context for the row above, no target: the same ratio for a bare Node forwarder (node:http +
+  // undici, no metering), i.e. the most any gateway on Node's HTTP stack reaches against Portkey.
+  const floor = p?.targets.find((t) => t.name === 'floor');
+  const floorRatio = bandOf(floor && !floor.skipped && pk && !pk.skipped ? floor.reps.map((x, k) => x.rps / (pk.reps[k]?.rps ?? NaN)) : []);
+  if (floorRatio.n > 0) rows.push({ outcome: 4, target: 'bare Node forwarder ÷ Portkey req/s (a Node gateway\'s ceiling)', measured: `${fmtBand(floorRatio, 2)} ×`, status: 'reported' });
   const added = (k: 'p50' | 'p99') => bandOf(tg && direct && !direct.skipped ? tg.reps.map((x, n) => x[k] - (direct.reps[n]?.[k] ?? NaN)) : []);
   judge(4, 'added latency p50 ≤ 0.3 ms at c=1 (vs direct)', added('p50'), 2, 'ms', (m) => m <= 0.3, why);
   judge(4, 'added latency p99 ≤ 0.8 ms at c=1 (vs direct)', added('p99'), 2, 'ms', (m) => m <= 0.8, why);
