@@ -433,7 +433,8 @@ export class KafkaLog implements EventLog {
 
   /**
    * Flushes for at most closeTimeoutMs; whatever Kafka has not acknowledged by then stays in
-   * the spool (fsync'd) for the next start. Then stops every subscription and disconnects.
+   * the spool (fsync'd) for the next start, a produce still in doubt included (not waited for:
+   * the next start sends its events again). Then stops every subscription and disconnects.
    */
   async close(): Promise<void> {
     if (this.#closing) return;
