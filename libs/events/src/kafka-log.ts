@@ -53,8 +53,20 @@ export interface KafkaLogOptions {
   batchSize?: number;
   /** how long a small batch waits for company before it is sent (default 5 ms) */
   lingerMs?: number;
-  /** a produce (connect included) slower than this counts as Kafka down (default 3000 ms) */
+  /**
+   * a produce (connect included) slower than this counts as Kafka down (default 3000 ms); the
+   * sender stops waiting for it then, but sends its events again only once that produce has
+   * settled (see `requestTimeoutMs`)
+   */
   sendTimeoutMs?: number;
+  /**
+   * The `requestTimeout` the `kafka` client was built with, ms (default 30000, kafkajs' own
+   * default). kafkajs keeps waiting for a produce request's answer until then, and retries it,
+   * so it bounds how long a produce the sender gave up on can still be acknowledged: see
+   * `doubtBoundMs`. Larger than the client's only makes that wait longer; smaller can let a
+   * late acknowledgement through after the events were sent again (a duplicate).
+   */
+  requestTimeoutMs?: number;
   /** longest pause between attempts to re-send the spool (default 2000 ms) */
   maxRetryDelayMs?: number;
   /** how long close() waits for the spool to drain before leaving it for the next start (default 5000 ms) */
@@ -111,6 +123,43 @@ interface Segment {
   dirty: boolean;
 }
 
+/**
+ * A produce the sender gave up on (slower than `sendTimeoutMs`) that kafkajs may still complete:
+ * the broker can have written it and only its answer be late, or kafkajs' own retries can get
+ * it through once the broker is back. Its chunk is `count` events of `segment` from `from`.
+ */
+interface InDoubt {
+  segment: Segment;
+  from: number;
+  count: number;
+  /** the producer it runs on: kept, not disconnected, until the produce settles or is given up */
+  producer: Producer | null;
+  /** true: Kafka acknowledged it; false: kafkajs gave up (or it never started); null: not yet */
+  outcome: boolean | null;
+  settled: Promise<void>;
+  /** Date.now() past which the sender stops waiting for it and sends its events again */
+  deadline: number;
+}
+
+/**
+ * The spool producer's kafkajs retry settings: bounded, so that a request we gave up on stops
+ * retrying in the background, and so that how long it can still succeed is known (`doubtBoundMs`).
+ */
+const PRODUCER_RETRY = { retries: 5, initialRetryTime: 100, maxRetryTime: 1000 } as const;
+
+/**
+ * How long a produce given up on can still be acknowledged, ms: each of its `retries + 1` tries
+ * sends one Produce request, which kafkajs answers or fails within `requestTimeoutMs` (the
+ * client enforces it, kafkajs' default), with at most `maxRetryTime` between tries (the first
+ * pause, `initialRetryTime` ± 20 %, is shorter). 185,000 ms with kafkajs' 30 s request timeout.
+ * Not covered: a try that first reconnects to a broker that is away (the client's
+ * `connectionTimeout` and retries), usually a quick refusal; a produce still running past the
+ * bound is abandoned and its events sent again, which can duplicate them.
+ */
+function doubtBoundMs(requestTimeoutMs: number): number {
+  return (PRODUCER_RETRY.retries + 1) * requestTimeoutMs + PRODUCER_RETRY.retries * PRODUCER_RETRY.maxRetryTime;
+}
+
 export const TOPICS: readonly Topic[] = ['usage', 'ledger', 'control'];
 
 /**
@@ -155,6 +204,7 @@ export class KafkaLog implements EventLog {
   readonly #batchSize: number;
   readonly #lingerMs: number;
   readonly #sendTimeoutMs: number;
+  readonly #doubtBoundMs: number;
   readonly #maxRetryDelayMs: number;
   readonly #closeTimeoutMs: number;
   readonly #segmentMaxEvents: number;
@@ -191,6 +241,8 @@ export class KafkaLog implements EventLog {
 
   #producer: Producer | null = null;
   #producerReady: Promise<Producer> | null = null;
+  /** the last chunk's produce, given up on and not yet settled: nothing is sent before it is */
+  #inDoubt: InDoubt | null = null;
 
   #subscriptions = new Set<Subscription>();
   #waiters: Array<() => void> = [];
@@ -209,6 +261,7 @@ export class KafkaLog implements EventLog {
     this.#batchSize = options.batchSize ?? 500;
     this.#lingerMs = options.lingerMs ?? 5;
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 3000;
+    this.#doubtBoundMs = doubtBoundMs(options.requestTimeoutMs ?? 30_000);
     this.#maxRetryDelayMs = options.maxRetryDelayMs ?? 2000;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? 5000;
     this.#segmentMaxEvents = options.segmentMaxEvents ?? 5000;
@@ -380,7 +433,8 @@ export class KafkaLog implements EventLog {
 
   /**
    * Flushes for at most closeTimeoutMs; whatever Kafka has not acknowledged by then stays in
-   * the spool (fsync'd) for the next start. Then stops every subscription and disconnects.
+   * the spool (fsync'd) for the next start, a produce still in doubt included (not waited for:
+   * the next start sends its events again). Then stops every subscription and disconnects.
    */
   async close(): Promise<void> {
     if (this.#closing) return;
@@ -391,7 +445,18 @@ export class KafkaLog implements EventLog {
     clearTimeout(timer);
     this.#stopped = true;
     this.#wake?.();
-    await this.#sender; // ends after its send in flight, if any
+    await this.#sender; // ends after its send in flight, if any, or as it waits for one in doubt
+    const doubt = this.#inDoubt;
+    this.#inDoubt = null;
+    if (doubt?.outcome === true && doubt.segment.sent === doubt.from && this.#segments.includes(doubt.segment)) {
+      doubt.segment.sent += doubt.count; // acknowledged after the sender stopped waiting for it
+      if (doubt.segment.base >= 0) this.#resolveUpTo(doubt.segment.base + doubt.segment.sent - 1);
+    } else if (doubt?.outcome === null) {
+      // Not waited for beyond closeTimeoutMs: its events stay in the spool, and the next start
+      // sends them again, which duplicates them if this produce succeeds after all.
+      this.#log.warn({ events: doubt.count, spoolDir: this.#spoolDir }, 'closing with a produce in doubt; its events stay in the spool and may reach kafka twice');
+    }
+    if (doubt && doubt.outcome !== true) this.#dropProducer(doubt);
     for (const segment of [...this.#segments]) {
       if (segment.records !== null && segment.sent >= segment.records.length) this.#retire(segment);
     }
@@ -664,16 +729,38 @@ export class KafkaLog implements EventLog {
           this.#retire(segment);
           continue;
         }
-        const unsent = segment.records.length - segment.sent;
-        if (segment === this.#active && unsent < this.#batchSize && this.#lingerMs > 0 && !this.#closing && failures === 0) {
-          await sleep(this.#lingerMs);
-        }
         this.#sending = segment;
-        const chunk = segment.records.slice(segment.sent, segment.sent + this.#batchSize);
-        await this.#send(chunk);
-        segment.sent += chunk.length;
+        let acknowledged = 0;
+        const doubt = this.#inDoubt;
+        if (doubt) {
+          // The last produce was given up on, but may still be acknowledged: sending its events
+          // again before it settled would put them in the log twice whenever it succeeds.
+          if (doubt.outcome === null) await this.#pause(doubt.deadline - Date.now(), doubt.settled);
+          if (doubt.outcome === null && this.#stopped) break; // close() leaves it to the spool
+          this.#inDoubt = null;
+          if (doubt.outcome === true && doubt.segment === segment && doubt.from === segment.sent) {
+            this.#log.warn({ events: doubt.count, spoolDir: this.#spoolDir }, 'a produce given up on was acknowledged after all; its events are not sent again');
+            acknowledged = doubt.count;
+          } else {
+            if (doubt.outcome === null) {
+              this.#log.warn({ events: doubt.count, boundMs: this.#doubtBoundMs, spoolDir: this.#spoolDir }, 'a produce given up on has not settled within its retry budget; sending its events again (they may reach kafka twice)');
+            }
+            // Failed (or given up): a fresh producer sends the chunk again below.
+            this.#dropProducer(doubt);
+          }
+        }
+        if (acknowledged === 0) {
+          const unsent = segment.records.length - segment.sent;
+          if (segment === this.#active && unsent < this.#batchSize && this.#lingerMs > 0 && !this.#closing && failures === 0) {
+            await sleep(this.#lingerMs);
+          }
+          const chunk = segment.records.slice(segment.sent, segment.sent + this.#batchSize);
+          await this.#send(segment, chunk);
+          acknowledged = chunk.length;
+        }
+        segment.sent += acknowledged;
         if (segment.base >= 0) this.#resolveUpTo(segment.base + segment.sent - 1);
-        else delivered += chunk.length;
+        else delivered += acknowledged;
         if (this.#down) {
           this.#down = false;
           this.#log.warn({ spoolDir: this.#spoolDir }, 'kafka reachable again; sending the spool');
@@ -683,8 +770,9 @@ export class KafkaLog implements EventLog {
       } catch (err) {
         failures++;
         if (!this.#down) {
-          // Ambiguous: Kafka may have written the batch after all. Re-sending it can duplicate it
-          // in the log; consumers drop the copy by event_id.
+          // A produce that timed out is settled before its events are sent again (#inDoubt); one
+          // that failed is ambiguous only if kafkajs' last try failed after Kafka wrote it: then
+          // the re-send duplicates it in the log, and consumers drop the copy by event_id.
           this.#down = true;
           this.#log.warn({ err, spoolDir: this.#spoolDir }, 'kafka unreachable; spooling events to disk');
         } else if (failures % 10 === 0) {
@@ -743,7 +831,13 @@ export class KafkaLog implements EventLog {
     }
   }
 
-  async #send(records: SpoolRecord[]): Promise<void> {
+  /**
+   * Sends one chunk of `segment` (its records from `segment.sent`) in one produce request and
+   * resolves once Kafka acknowledged it (acks=all). Throws when the produce failed, or took longer
+   * than `sendTimeoutMs`; in that last case the produce keeps running in kafkajs and is recorded
+   * in `#inDoubt`, for the sender to settle before it sends these events again.
+   */
+  async #send(segment: Segment, records: SpoolRecord[]): Promise<void> {
     const byTopic = new Map<string, Message[]>();
     let bytes = 0;
     for (const { topic, event, headers, value } of records) {
@@ -759,23 +853,52 @@ export class KafkaLog implements EventLog {
       });
     }
     const compression = bytes >= this.#compressMinBytes ? this.#compression : CompressionTypes.None;
+    const ready = this.#connect();
+    const producer = this.#producer;
     const attempt = (async () => {
-      const producer = await this.#connect();
-      await producer.sendBatch({
+      await (await ready).sendBatch({
         acks: -1,
         timeout: this.#sendTimeoutMs,
         compression,
         topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
       });
     })();
+    let timedOut = false;
     try {
-      await withTimeout(attempt, this.#sendTimeoutMs, 'kafka produce timed out');
+      await withTimeout(attempt, this.#sendTimeoutMs, 'kafka produce timed out', () => { timedOut = true; });
     } catch (err) {
-      // A fresh producer (new producer id, sequence numbers from 0) after any failure, so an
-      // abandoned in-flight request cannot leave the idempotence bookkeeping out of step.
-      void this.#resetProducer();
+      if (timedOut) {
+        // Not disconnected and not replaced yet: the producer finishes this produce (kafkajs
+        // retries it with the same producer id and sequence numbers, which the broker dedupes),
+        // and the sender waits for its outcome before it sends these events again.
+        const doubt: InDoubt = {
+          segment, from: segment.sent, count: records.length, producer, outcome: null,
+          settled: Promise.resolve(), deadline: Date.now() + this.#doubtBoundMs,
+        };
+        doubt.settled = attempt.then(() => { doubt.outcome = true; }, () => { doubt.outcome = false; });
+        this.#inDoubt = doubt;
+      } else {
+        // It failed and is over. A fresh producer (new producer id, sequence numbers from 0)
+        // after any failure, so that nothing of the failed session's idempotence bookkeeping
+        // (sequence numbers kafkajs rolled back, a fenced or expired producer id) carries over.
+        void this.#resetProducer();
+      }
       throw err;
     }
+  }
+
+  /**
+   * Replaces the producer a produce in doubt ran on, without waiting for it: disconnected now
+   * (kafkajs lets a request in flight finish first) and once more when the produce settles,
+   * since a kafkajs retry after a disconnect reconnects its cluster. Its outcome no longer counts.
+   */
+  #dropProducer(doubt: InDoubt): void {
+    const producer = doubt.producer;
+    if (producer === null) return;
+    doubt.producer = null;
+    if (this.#producer === producer) void this.#resetProducer();
+    else void disconnectQuietly(producer);
+    if (doubt.outcome === null) void doubt.settled.then(() => disconnectQuietly(producer));
   }
 
   #connect(): Promise<Producer> {
@@ -784,8 +907,7 @@ export class KafkaLog implements EventLog {
         idempotent: true,
         maxInFlightRequests: 1,
         allowAutoTopicCreation: false,
-        // Bounded, so that a request we gave up on stops retrying in the background.
-        retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 1000 },
+        retry: { ...PRODUCER_RETRY },
       });
       this.#producer = producer;
       this.#producerReady = producer.connect().then(() => producer);
@@ -849,7 +971,7 @@ export class KafkaLog implements EventLog {
     const old = this.#active;
     // While Kafka is away the backlog lives on disk, not in memory: a sealed segment nothing
     // was sent from is read back when its turn comes.
-    if (old && this.#down && old.sent === 0 && old !== this.#sending) old.records = null;
+    if (old && this.#down && old.sent === 0 && old !== this.#sending && old !== this.#inDoubt?.segment) old.records = null;
     const spare = this.#spare;
     this.#spare = null;
     const path = spare?.path ?? join(this.#spoolDir, `spool-${String(this.#nextSeq++).padStart(12, '0')}.jsonl`);
@@ -912,15 +1034,24 @@ export class KafkaLog implements EventLog {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
-  /** A backoff that close() can cut short. */
-  #pause(ms: number): Promise<void> {
+  /**
+   * A backoff that close() cuts short (none once the log is stopped); ends early too once `until`
+   * settles (it must not reject).
+   */
+  #pause(ms: number, until?: Promise<unknown>): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
+      if (this.#stopped) {
         resolve();
+        return;
       }
+      const done = (): void => {
+        clearTimeout(timer);
+        if (this.#wake === done) this.#wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, Math.min(Math.max(0, ms), 2 ** 31 - 1));
       this.#wake = done;
+      until?.then(done);
     });
   }
 }
@@ -1092,11 +1223,14 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string, onTimeout?: () => void): Promise<T> {
   promise.catch(() => {}); // the loser of the race must not become an unhandled rejection
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
+    timer = setTimeout(() => {
+      onTimeout?.();
+      reject(new Error(message));
+    }, ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
