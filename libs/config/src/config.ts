@@ -220,6 +220,12 @@ const EnvSchema = z.object({
   CIRCUIT_OPEN_MS: int(100, 3_600_000).default(30_000),
   WAREHOUSE_BATCH_SIZE: int(1, 100_000).default(20_000),
   WAREHOUSE_FLUSH_MS: int(10, 60_000).default(500),
+  /**
+   * The nice value (0–19) of this process's background threads where the warehouse engine runs
+   * in-process (chDB): its query, insert and merge threads and libuv's pool yield a core to the
+   * request thread. 0 leaves every thread at the process's priority. Linux only.
+   */
+  BACKGROUND_THREAD_NICE: int(0, 19).default(10),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(15_000),
   /**
    * Whose `x-forwarded-for` to believe for the client address (Fastify's `trustProxy`): `false`;
@@ -327,7 +333,8 @@ export interface Config {
   redis: { url: string; prefix: string; clusterNodes?: Array<{ host: string; port: number }> } | undefined;
   clickhouse: { url: string; username: string | undefined; password: string | undefined; database: string } | undefined;
   database: string;
-  warehouse: { batchSize: number; flushMs: number };
+  /** `backgroundNice`: BACKGROUND_THREAD_NICE, 0–19 (0: off) */
+  warehouse: { batchSize: number; flushMs: number; backgroundNice: number };
   aggregator: { groups: Array<'ledger' | 'warehouse'>; ledgerConsumers: number };
   keyCacheTtlMs: number;
   /** ms, ≤ 1,000 */
@@ -460,7 +467,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
       ? { url: e.CLICKHOUSE_URL, username: e.CLICKHOUSE_USER, password: e.CLICKHOUSE_PASSWORD, database: e.CLICKHOUSE_DATABASE }
       : undefined,
     database: e.CLICKHOUSE_DATABASE,
-    warehouse: { batchSize: e.WAREHOUSE_BATCH_SIZE, flushMs: e.WAREHOUSE_FLUSH_MS },
+    warehouse: { batchSize: e.WAREHOUSE_BATCH_SIZE, flushMs: e.WAREHOUSE_FLUSH_MS, backgroundNice: e.BACKGROUND_THREAD_NICE },
     aggregator: { groups: e.AGGREGATOR_GROUPS, ledgerConsumers: e.LEDGER_CONSUMERS },
     keyCacheTtlMs: e.KEY_CACHE_TTL_MS,
     poolCacheTtlMs: e.POOL_CACHE_TTL_MS,

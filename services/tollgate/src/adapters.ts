@@ -8,6 +8,7 @@ import type { Metrics } from '@tollgate/telemetry';
 import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
 import { createChdbClickHouse, createHttpClickHouse, Warehouse, type QuarantineRecord } from '@tollgate/warehouse';
+import { lowerBackgroundThreads } from './background-priority.ts';
 import { rebuild } from '@tollgate/aggregator';
 
 export interface Logger {
@@ -37,13 +38,26 @@ export interface Adapters {
   close(): Promise<void>;
 }
 
-function openWarehouse(config: Config): Warehouse {
+/**
+ * The warehouse of this process's config: a ClickHouse server's, or chDB's in this process.
+ * With chDB, `BACKGROUND_THREAD_NICE` (> 0) lowers the priority of the process's background
+ * threads (the engine's among them) while it is open; `close` ends that and closes the warehouse.
+ */
+function openWarehouse(config: Config): { warehouse: Warehouse; close(): Promise<void> } {
   // No connection default database: the Warehouse qualifies every table, and a server refuses
   // every query (even `CREATE DATABASE`) whose connection names a database that does not exist yet.
   const client = config.clickhouse
     ? createHttpClickHouse({ url: config.clickhouse.url, username: config.clickhouse.username, password: config.clickhouse.password })
     : createChdbClickHouse({ path: join(config.dataDir, 'chdb') });
-  return new Warehouse({ client, database: config.database });
+  const priority = !config.clickhouse && config.warehouse.backgroundNice > 0 ? lowerBackgroundThreads(config.warehouse.backgroundNice) : undefined;
+  const warehouse = new Warehouse({ client, database: config.database });
+  return {
+    warehouse,
+    async close() {
+      priority?.stop();
+      await warehouse.close();
+    },
+  };
 }
 
 /** Where a journal left by a previous process is kept until its records are in the log again. */
@@ -119,7 +133,8 @@ async function recoverJournal(leftover: ReturnType<typeof takeJournal>, log: Mem
  * consumer groups have subscribed.
  */
 export async function embeddedAdapters(config: Config, logger?: Logger, options: { metrics?: Metrics } = {}): Promise<Adapters> {
-  const warehouse = openWarehouse(config);
+  const opened = openWarehouse(config);
+  const warehouse = opened.warehouse;
   await warehouse.migrate();
   const journalDir = join(config.dataDir, 'journal');
   const keys = new MemoryKeyDirectory();
@@ -135,7 +150,7 @@ export async function embeddedAdapters(config: Config, logger?: Logger, options:
     recover: (onQuarantined) => (recovered ??= recoverJournal(leftover, log, warehouse, logger, options.metrics, onQuarantined)),
     async close() {
       await log.close();
-      await warehouse.close();
+      await opened.close();
     },
   };
 }
@@ -186,13 +201,14 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   const ownsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
   const readsWarehouse = config.clickhouse !== undefined && (config.roles.includes('control') || config.roles.includes('gateway'));
   const needsWarehouse = ownsWarehouse || readsWarehouse;
-  const warehouse = needsWarehouse ? openWarehouse(config) : undefined;
+  const opened = needsWarehouse ? openWarehouse(config) : undefined;
+  const warehouse = opened?.warehouse;
   await warehouse?.migrate();
   return {
     mode: 'distributed', log, balances, keys, gatewayKeys, warehouse, redis,
     async close() {
       await log.close();
-      await warehouse?.close();
+      await opened?.close();
       redis.disconnect();
       ledgerRedis?.disconnect();
     },
