@@ -241,6 +241,8 @@ export class KafkaLog implements EventLog {
 
   #producer: Producer | null = null;
   #producerReady: Promise<Producer> | null = null;
+  /** the dead letters' own producer (see deadLetter), connected on first use */
+  #deadLetterReady: Promise<Producer> | null = null;
   /** the last chunk's produce, given up on and not yet settled: nothing is sent before it is */
   #inDoubt: InDoubt | null = null;
 
@@ -355,18 +357,48 @@ export class KafkaLog implements EventLog {
   /**
    * Sends dead-letter records straight to Kafka (acks=all), keyed by group. Not spooled: a
    * consumer group that cannot reach Kafka is not consuming either, so it retries the batch.
+   * Throws when the produce fails or takes longer than `sendTimeoutMs` (it may still complete:
+   * the warehouse keeps dead letters deduplicated by position). Its own producer, not the
+   * spool's: kafkajs sends one request per broker at a time on a producer, so on the spool's a
+   * dead letter would wait behind a produce in doubt (#inDoubt, up to `doubtBoundMs`), time out
+   * at every try of its consumer, and each abandoned try be written once that produce settled.
    */
   async deadLetter(records: DeadLetter[]): Promise<void> {
     if (this.#closing) throw new Error('event log is closed');
     if (records.length === 0) return;
+    const ready = this.#connectDeadLetters();
     const attempt = (async () => {
-      const producer = await this.#connect();
-      await producer.send({
+      await (await ready).send({
         topic: this.deadLetterTopicName(), acks: -1, timeout: this.#sendTimeoutMs,
         messages: records.map((r) => ({ key: r.group, value: JSON.stringify(r) })),
       });
     })();
-    await withTimeout(attempt, this.#sendTimeoutMs, 'kafka produce of dead letters timed out');
+    try {
+      await withTimeout(attempt, this.#sendTimeoutMs, 'kafka produce of dead letters timed out');
+    } catch (err) {
+      // The next try gets a fresh producer, not one whose request may still be waiting.
+      if (this.#deadLetterReady === ready) this.#deadLetterReady = null;
+      void ready.then(disconnectQuietly, () => {});
+      throw err;
+    }
+  }
+
+  #connectDeadLetters(): Promise<Producer> {
+    if (!this.#deadLetterReady) {
+      const producer = this.#kafka.producer({
+        idempotent: true,
+        maxInFlightRequests: 1,
+        allowAutoTopicCreation: false,
+        retry: { ...PRODUCER_RETRY },
+      });
+      const ready = producer.connect().then(() => producer, async (err: unknown) => {
+        await disconnectQuietly(producer);
+        throw err;
+      });
+      ready.catch(() => {});
+      this.#deadLetterReady = ready;
+    }
+    return this.#deadLetterReady;
   }
 
   /** Creates the missing topics (delete policy, see TOPIC_CONFIG); existing ones are left as they are. */
@@ -482,7 +514,9 @@ export class KafkaLog implements EventLog {
     if (undelivered > 0) {
       this.#log.warn({ spoolDir: this.#spoolDir, segments: undelivered }, 'closing with events still spooled; they are delivered on the next start');
     }
-    await this.#resetProducer();
+    const deadLetters = this.#deadLetterReady;
+    this.#deadLetterReady = null;
+    await Promise.all([this.#resetProducer(), deadLetters?.then(disconnectQuietly, () => {})]);
   }
 
   async subscribe(options: SubscribeOptions): Promise<Subscription> {

@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { Kafka, logLevel, type ISocketFactory } from 'kafkajs';
 import { KafkaLog } from '@tollgate/events';
-import type { ConsumedEvent } from '@tollgate/events';
+import type { ConsumedEvent, DeadLetter } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { sampleEvents } from './event-log.contract.ts';
 import { deleteTopics, quiet, readAll, spoolLines } from './spool-helpers.ts';
@@ -280,6 +280,57 @@ if (brokers === undefined) {
       await deleteTopics(plain, prefix).catch(() => {});
       await rm(spoolDir, { recursive: true, force: true });
       await rm(readerSpool, { recursive: true, force: true });
+    }
+  });
+
+  test('dead letters while a spool produce is in doubt: not stuck behind it (every try timed out and each abandoned one wrote later), sent at once, in the topic once', async () => {
+    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+    const prefix = `t-${randomUUID().slice(0, 8)}.`;
+    // The spool's produce is never answered until the end of the test: in doubt throughout.
+    const faults = produceResponseHolds(Infinity);
+    const kafka = new Kafka({ clientId: 'tollgate-events-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING, socketFactory: faults.socketFactory });
+    const logger = quiet();
+    const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, sendTimeoutMs: 500, closeTimeoutMs: 300, logger });
+    const admin = plain.admin();
+    try {
+      await log.ensureTopics(2);
+      const [warm, ...samples] = sampleEvents(randomUUID().slice(0, 8), 11);
+      await log.publish(warm!.topic, [{ event: warm!.event }]);
+      await log.flush();
+      faults.armed = 1;
+      await Promise.all(samples.map((s) => log.publish(s.topic, [{ event: s.event }])));
+      await until('the sender to give the produce up', () => logger.lines.includes('kafka unreachable; spooling events to disk'));
+      // A ledger consumer setting a poison event aside, as services/aggregator does: it retries
+      // a dead letter that failed (the batch is handled again), up to three times here.
+      const letter: DeadLetter = {
+        event_id: `poison-${randomUUID()}`, group: 'ledger', topic: 'ledger', partition: 0, offset: '7',
+        kind: 'invalid_event', reason: 'test', raw: '{}', ts: Date.now(),
+      };
+      const failures: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        try {
+          await log.deadLetter([letter]);
+          break;
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      }
+      // The spool's produce settles (acknowledged), and whatever dead-letter produce is left runs.
+      faults.releaseAll();
+      await log.flush();
+      await log.close();
+      await admin.connect();
+      const [mark] = await admin.fetchTopicOffsets(log.deadLetterTopicName());
+      assert.deepEqual(failures, [], 'deadLetter() succeeded at once');
+      assert.equal(Number(mark!.high) - Number(mark!.low), 1, 'the dead letter is in its topic once');
+    } finally {
+      faults.releaseAll();
+      await log.close();
+      await admin.disconnect().catch(() => {});
+      await deleteTopics(plain, prefix).catch(() => {});
+      await admin.connect().then(() => admin.deleteTopics({ topics: [`${prefix}dead-letter`] })).catch(() => {});
+      await admin.disconnect().catch(() => {});
+      await rm(spoolDir, { recursive: true, force: true });
     }
   });
 }
