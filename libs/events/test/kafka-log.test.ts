@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { CompressionTypes, Kafka, logLevel, type ISocketFactory } from 'kafkajs';
 import { connect } from 'node:net';
+import { interceptFrames } from './spool-helpers.ts';
 import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedDeadLetter, type DeadLetter } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { Collector, eventLogContract, publishAll, sampleEvents } from './event-log.contract.ts';
@@ -32,33 +33,21 @@ export function joinGroupFaults(code: number): { armed: number; injected: number
   state.socketFactory = ({ host, port, onConnect }) => {
     const socket = connect({ host, port }, onConnect);
     const joins = new Map<number, number>(); // correlation id → JoinGroup version
-    const write = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
-    socket.write = ((chunk: unknown, ...rest: unknown[]) => {
-      if (Buffer.isBuffer(chunk) && chunk.length >= 12 && chunk.readInt16BE(4) === 11) joins.set(chunk.readInt32BE(8), chunk.readInt16BE(6));
-      return write(chunk, ...rest);
-    }) as typeof socket.write;
-    const emit = socket.emit.bind(socket) as (event: string | symbol, ...args: unknown[]) => boolean;
-    let pending = Buffer.alloc(0);
-    socket.emit = ((event: string | symbol, ...args: unknown[]) => {
-      if (event !== 'data') return emit(event, ...args);
-      pending = Buffer.concat([pending, args[0] as Buffer]);
-      while (pending.length >= 4 && pending.length >= 4 + pending.readInt32BE(0)) {
-        const frame = Buffer.from(pending.subarray(0, 4 + pending.readInt32BE(0)));
-        pending = pending.subarray(frame.length);
-        const version = joins.get(frame.readInt32BE(4));
-        if (version !== undefined) {
-          joins.delete(frame.readInt32BE(4));
-          // size, correlation id, then (v2 and later) throttle_time_ms before error_code
-          if (state.armed > 0) {
-            state.armed--;
-            state.injected++;
-            frame.writeInt16BE(code, version >= 2 ? 12 : 8);
-          }
+    interceptFrames(socket, (header) => {
+      if (header.readInt16BE(4) === 11) joins.set(header.readInt32BE(8), header.readInt16BE(6));
+    }, (frame, deliver) => {
+      const version = joins.get(frame.readInt32BE(4));
+      if (version !== undefined) {
+        joins.delete(frame.readInt32BE(4));
+        // size, correlation id, then (v2 and later) throttle_time_ms before error_code
+        if (state.armed > 0) {
+          state.armed--;
+          state.injected++;
+          frame.writeInt16BE(code, version >= 2 ? 12 : 8);
         }
-        emit('data', frame);
       }
-      return true;
-    }) as typeof socket.emit;
+      deliver(frame);
+    });
     socket.setKeepAlive(true, 60_000);
     return socket;
   };

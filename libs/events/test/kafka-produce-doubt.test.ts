@@ -16,7 +16,7 @@ import { KafkaLog } from '@tollgate/events';
 import type { ConsumedEvent, DeadLetter } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { sampleEvents } from './event-log.contract.ts';
-import { deleteTopics, quiet, readAll, spoolLines } from './spool-helpers.ts';
+import { deleteTopics, interceptFrames, quiet, readAll, spoolLines } from './spool-helpers.ts';
 
 const brokers = await findKafka();
 const PRODUCE = 0; // api key
@@ -42,46 +42,33 @@ function produceResponseHolds(holdMs: number, then: 'release' | 'drop' = 'releas
   state.socketFactory = ({ host, port, onConnect }) => {
     const socket = state.refuse ? connect({ host: '127.0.0.1', port: 1 }, onConnect) : connect({ host, port }, onConnect);
     const holdIds = new Set<number>(); // correlation ids of Produce requests whose answer is held
-    const write = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
-    socket.write = ((chunk: unknown, ...rest: unknown[]) => {
-      if (Buffer.isBuffer(chunk) && chunk.length >= 12 && chunk.readInt16BE(4) === PRODUCE && state.armed > 0) {
-        state.armed--;
-        holdIds.add(chunk.readInt32BE(8));
-      }
-      return write(chunk, ...rest);
-    }) as typeof socket.write;
-    const emit = socket.emit.bind(socket) as (event: string | symbol, ...args: unknown[]) => boolean;
-    let pending = Buffer.alloc(0);
     let queue: Buffer[] | null = null; // frames held back, in arrival order
-    const release = (): void => {
-      const frames = queue ?? [];
-      queue = null;
-      releases.delete(release);
-      state.released++;
-      if (then === 'drop') {
-        // as if the broker closed the connection (kafkajs rejects what is in flight on 'end')
-        emit('end');
-        socket.destroy();
+    interceptFrames(socket, (header) => {
+      if (header.readInt16BE(4) === PRODUCE && state.armed > 0) {
+        state.armed--;
+        holdIds.add(header.readInt32BE(8));
       }
-      else for (const f of frames) emit('data', f);
-    };
-    socket.emit = ((event: string | symbol, ...args: unknown[]) => {
-      if (event !== 'data') return emit(event, ...args);
-      pending = Buffer.concat([pending, args[0] as Buffer]);
-      while (pending.length >= 4 && pending.length >= 4 + pending.readInt32BE(0)) {
-        const frame = Buffer.from(pending.subarray(0, 4 + pending.readInt32BE(0)));
-        pending = pending.subarray(frame.length);
-        if (holdIds.delete(frame.readInt32BE(4)) && queue === null) {
-          state.held++;
-          queue = [];
-          releases.add(release);
-          if (Number.isFinite(holdMs)) setTimeout(release, holdMs);
-        }
-        if (queue !== null) queue.push(frame);
-        else emit('data', frame);
+    }, (frame, deliver) => {
+      if (holdIds.delete(frame.readInt32BE(4)) && queue === null) {
+        state.held++;
+        queue = [];
+        const release = (): void => {
+          const frames = queue ?? [];
+          queue = null;
+          releases.delete(release);
+          state.released++;
+          if (then === 'drop') {
+            // as if the broker closed the connection (kafkajs rejects what is in flight on 'end')
+            deliver('end');
+            socket.destroy();
+          } else for (const f of frames) deliver(f);
+        };
+        releases.add(release);
+        if (Number.isFinite(holdMs)) setTimeout(release, holdMs);
       }
-      return true;
-    }) as typeof socket.emit;
+      if (queue !== null) queue.push(frame);
+      else deliver(frame);
+    });
     return socket;
   };
   return state;
@@ -109,16 +96,37 @@ if (brokers === undefined) {
 } else {
   const plain = new Kafka({ clientId: 'tollgate-events-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
 
-  test('a produce the spool gave up on is not sent twice: its late acknowledgement counts, each event reaches the topic once', async () => {
+  /**
+   * The log under test (on `kafka`, with `options`) on fresh topics with its own spool, and a
+   * reader on the plain client; `cleanup` lets every held answer go, closes both and deletes the
+   * topics and the spool directories.
+   */
+  const withReader = async (kafka: Kafka, faults: { releaseAll(): void; refuse: boolean }, options: Partial<ConstructorParameters<typeof KafkaLog>[0]>) => {
     const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
     const readerSpool = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
     const prefix = `t-${randomUUID().slice(0, 8)}.`;
+    const logger = quiet();
+    const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger, ...options });
+    const reader = new KafkaLog({ kafka: plain, topicPrefix: prefix, spoolDir: readerSpool, consumerMaxWaitMs: 250, logger: quiet() });
+    return {
+      log, reader, logger, spoolDir,
+      async cleanup() {
+        faults.refuse = false;
+        faults.releaseAll();
+        await log.close();
+        await reader.close();
+        await deleteTopics(plain, prefix).catch(() => {});
+        await rm(spoolDir, { recursive: true, force: true });
+        await rm(readerSpool, { recursive: true, force: true });
+      },
+    };
+  };
+
+  test('a produce the spool gave up on is not sent twice: its late acknowledgement counts, each event reaches the topic once', async () => {
     // The answer comes 2.5 s after the 500 ms the sender waits: well inside kafkajs' 30 s request timeout.
     const faults = produceResponseHolds(2500);
     const kafka = new Kafka({ clientId: 'tollgate-events-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING, socketFactory: faults.socketFactory });
-    const logger = quiet();
-    const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, sendTimeoutMs: 500, consumerMaxWaitMs: 250, logger });
-    const reader = new KafkaLog({ kafka: plain, topicPrefix: prefix, spoolDir: readerSpool, consumerMaxWaitMs: 250, logger: quiet() });
+    const { log, reader, logger, spoolDir, cleanup } = await withReader(kafka, faults, { sendTimeoutMs: 500 });
     try {
       await log.ensureTopics(2);
       const [warm, ...samples] = sampleEvents(randomUUID().slice(0, 8), 21);
@@ -140,12 +148,7 @@ if (brokers === undefined) {
       assert.ok(logger.lines.includes('a produce given up on was acknowledged after all; its events are not sent again'));
       assert.deepEqual(await spoolLines(spoolDir), []);
     } finally {
-      faults.releaseAll();
-      await log.close();
-      await reader.close();
-      await deleteTopics(plain, prefix).catch(() => {});
-      await rm(spoolDir, { recursive: true, force: true });
-      await rm(readerSpool, { recursive: true, force: true });
+      await cleanup();
     }
   });
 
@@ -194,16 +197,11 @@ if (brokers === undefined) {
   });
 
   test('a given-up produce whose connection drops before the answer: kafkajs retries it under the same producer id, the broker dedupes, the spool counts it once', async () => {
-    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
-    const readerSpool = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
-    const prefix = `t-${randomUUID().slice(0, 8)}.`;
     // A broker that restarts mid-request, seen from the client: the answer never comes, the
     // connection is reset, the next one works.
     const faults = produceResponseHolds(1500, 'drop');
     const kafka = new Kafka({ clientId: 'tollgate-events-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING, socketFactory: faults.socketFactory });
-    const logger = quiet();
-    const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, sendTimeoutMs: 500, consumerMaxWaitMs: 250, logger });
-    const reader = new KafkaLog({ kafka: plain, topicPrefix: prefix, spoolDir: readerSpool, consumerMaxWaitMs: 250, logger: quiet() });
+    const { log, reader, logger, spoolDir, cleanup } = await withReader(kafka, faults, { sendTimeoutMs: 500 });
     try {
       await log.ensureTopics(2);
       const [warm, ...samples] = sampleEvents(randomUUID().slice(0, 8), 21);
@@ -219,19 +217,11 @@ if (brokers === undefined) {
       assert.deepEqual(outcomes.filter((o) => o.status !== 'fulfilled'), [], 'every publisher resolved');
       assert.ok(logger.lines.includes('a produce given up on was acknowledged after all; its events are not sent again'));
     } finally {
-      faults.releaseAll();
-      await log.close();
-      await reader.close();
-      await deleteTopics(plain, prefix).catch(() => {});
-      await rm(spoolDir, { recursive: true, force: true });
-      await rm(readerSpool, { recursive: true, force: true });
+      await cleanup();
     }
   });
 
   test('a given-up produce that then fails (the broker stays away past kafkajs\' retries) is sent again by a fresh producer: every event arrives, every publisher resolves', async () => {
-    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
-    const readerSpool = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
-    const prefix = `t-${randomUUID().slice(0, 8)}.`;
     const faults = produceResponseHolds(1000, 'drop');
     let producers = 0;
     class Counted extends Kafka {
@@ -245,9 +235,7 @@ if (brokers === undefined) {
       clientId: 'tollgate-events-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING, socketFactory: faults.socketFactory,
       connectionTimeout: 300, retry: { retries: 1, initialRetryTime: 50, maxRetryTime: 100 },
     });
-    const logger = quiet();
-    const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, sendTimeoutMs: 500, maxRetryDelayMs: 200, consumerMaxWaitMs: 250, logger });
-    const reader = new KafkaLog({ kafka: plain, topicPrefix: prefix, spoolDir: readerSpool, consumerMaxWaitMs: 250, logger: quiet() });
+    const { log, reader, logger, spoolDir, cleanup } = await withReader(kafka, faults, { sendTimeoutMs: 500, maxRetryDelayMs: 200 });
     try {
       await log.ensureTopics(2);
       const [warm, ...samples] = sampleEvents(randomUUID().slice(0, 8), 21);
@@ -273,13 +261,7 @@ if (brokers === undefined) {
       assert.ok(logger.lines.includes('kafka reachable again; sending the spool'));
       assert.deepEqual(await spoolLines(spoolDir), []);
     } finally {
-      faults.refuse = false;
-      faults.releaseAll();
-      await log.close();
-      await reader.close();
-      await deleteTopics(plain, prefix).catch(() => {});
-      await rm(spoolDir, { recursive: true, force: true });
-      await rm(readerSpool, { recursive: true, force: true });
+      await cleanup();
     }
   });
 

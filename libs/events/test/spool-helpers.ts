@@ -2,6 +2,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import { Kafka, logLevel } from 'kafkajs';
 import { KafkaLog, TOPICS } from '@tollgate/events';
 import type { ConsumedEvent, KafkaLogLogger } from '@tollgate/events';
@@ -48,3 +49,35 @@ export async function readAll(log: KafkaLog, expected: number): Promise<Consumed
   return [...byOffset.values()];
 }
 
+/**
+ * Wire-level faults on a real broker: calls `onRequest(header)` for every request kafkajs writes
+ * on `socket` (one request per `write` in kafkajs, connection.js; `header` holds size, api key,
+ * api version and correlation id) and cuts what the broker sends into whole response frames
+ * (int32 size first), each handed to `onFrame(frame, deliver)`, which passes it on to kafkajs
+ * with `deliver(frame)` (now, later, changed, or never). `deliver` is also the socket's own emit,
+ * for other events (`deliver('end')`).
+ */
+export function interceptFrames(
+  socket: Socket,
+  onRequest: (header: Buffer) => void,
+  onFrame: (frame: Buffer, deliver: (event: string | Buffer, ...args: unknown[]) => boolean) => void,
+): void {
+  const write = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  socket.write = ((chunk: unknown, ...rest: unknown[]) => {
+    if (Buffer.isBuffer(chunk) && chunk.length >= 12) onRequest(chunk);
+    return write(chunk, ...rest);
+  }) as typeof socket.write;
+  const emit = socket.emit.bind(socket) as (event: string | symbol, ...args: unknown[]) => boolean;
+  const deliver = (event: string | Buffer, ...args: unknown[]): boolean => (Buffer.isBuffer(event) ? emit('data', event) : emit(event, ...args));
+  let pending = Buffer.alloc(0);
+  socket.emit = ((event: string | symbol, ...args: unknown[]) => {
+    if (event !== 'data') return emit(event, ...args);
+    pending = Buffer.concat([pending, args[0] as Buffer]);
+    while (pending.length >= 4 && pending.length >= 4 + pending.readInt32BE(0)) {
+      const frame = Buffer.from(pending.subarray(0, 4 + pending.readInt32BE(0)));
+      pending = pending.subarray(frame.length);
+      onFrame(frame, deliver);
+    }
+    return true;
+  }) as typeof socket.emit;
+}
