@@ -8,8 +8,9 @@
 //   pause  SIGSTOP, SIGCONT after --outage-ms (a frozen broker: sockets stay open)
 // and 30 s more of publishing. Reported per run: the first delivery after Kafka is back, the
 // longest time without any delivery after that moment, when every published event had arrived,
-// and how many events were missing (must be 0) or delivered more than once (producer re-sends
-// and redeliveries, which positions stored with the effects turn into duplicates).
+// how many records the topic holds (more than were published: the producer's own copies), and
+// how many events were missing (must be 0) or delivered more than once (producer copies and
+// redeliveries, which positions stored with the effects turn into duplicates).
 //
 //   node bench/kafka-outage.ts [--fault stop|kill|pause] [--outage-ms 10000] [--members 2] [--runs 1]
 //
@@ -38,8 +39,9 @@ keeps publishing to (10 events/s, spooled while Kafka is away); after 5 s the fa
   pause  SIGSTOP, SIGCONT after --outage-ms (a frozen broker: sockets stay open)
 and 30 s more of publishing. Prints per run (a table on stdout): the first delivery after Kafka
 is back, the longest time without any delivery after that moment, when every published event had
-arrived, how many events were missing (must be 0) or delivered more than once, and the consumer
-crashes. See bench/README.md "A consumer group after Kafka comes back".
+arrived, how many records the topic holds (above the published count: the producer's own
+copies), how many events were missing (must be 0) or delivered more than once (those copies and
+redeliveries to the group), and the consumer crashes. See bench/README.md "A consumer group after Kafka comes back".
 
 The broker is a PRIVATE one this tool starts with deploy/kafka.sh in its own state directory and
 port, and stops at the end: the shared broker of the suites is never touched.
@@ -131,6 +133,8 @@ interface RunResult {
   published: number;
   missing: number;
   duplicated: number;
+  /** records the topic holds: the published events plus the producer's own copies (redeliveries to the group are not in it) */
+  written: number;
   crashes: number;
 }
 
@@ -142,7 +146,7 @@ async function run(): Promise<RunResult> {
   const consumers = Array.from({ length: MEMBERS }, (_, i) => new KafkaLog({
     kafka: client(`outage-member-${i}`), topicPrefix: prefix, spoolDir: mkdtempSync(join(tmpdir(), 'outage-c-')),
     // the subscription logs each kafkajs consumer crash as an error line
-    logger: { ...quiet, error: (_o: object, msg?: string) => { if (msg === 'kafka consumer crashed') crashes++; } },
+    logger: { ...quiet, error: (_o: object, msg?: string) => { if (msg?.startsWith('kafka consumer crashed')) crashes++; } },
   }));
   const producer = new KafkaLog({ kafka: client('outage-producer'), topicPrefix: prefix, spoolDir: mkdtempSync(join(tmpdir(), 'outage-p-')), logger: quiet });
   await producer.ensureTopics(4);
@@ -185,6 +189,7 @@ async function run(): Promise<RunResult> {
     published: published.length,
     missing,
     duplicated: [...seen.values()].filter((c) => c > 1).length,
+    written: 0,
     crashes,
   };
   for (const s of subs) await s.stop();
@@ -192,6 +197,8 @@ async function run(): Promise<RunResult> {
   await producer.close();
   const admin = client('outage-admin').admin();
   await admin.connect();
+  const offsets = await admin.fetchTopicOffsets(producer.topicName('usage'));
+  result.written = offsets.reduce((n, o) => n + Number(o.high) - Number(o.low), 0);
   await admin.deleteTopics({ topics: (await admin.listTopics()).filter((t) => t.startsWith(prefix)) }).catch(() => {});
   await admin.deleteGroups([`${prefix}ledger`]).catch(() => {});
   await admin.disconnect();
@@ -202,10 +209,10 @@ linkJars();
 kafkaSh('start');
 try {
   console.log(`fault ${FAULT} for ${OUTAGE_MS} ms, ${MEMBERS} member(s) in the group, private broker ${BROKER}`);
-  console.log('run | first delivery after Kafka is back (s) | longest gap without a delivery (s) | all delivered at (s) | published | missing | delivered twice | consumer crashes');
+  console.log('run | first delivery after Kafka is back (s) | longest gap without a delivery (s) | all delivered at (s) | published | records in the topic | missing | delivered twice | consumer crashes');
   for (let i = 1; i <= RUNS; i++) {
     const r = await run();
-    console.log(`${i} | ${r.firstDeliveryS ?? 'never'} | ${r.longestGapS} | ${r.caughtUpS ?? 'not yet'} | ${r.published} | ${r.missing} | ${r.duplicated} | ${r.crashes}`);
+    console.log(`${i} | ${r.firstDeliveryS ?? 'never'} | ${r.longestGapS} | ${r.caughtUpS ?? 'not yet'} | ${r.published} | ${r.written} | ${r.missing} | ${r.duplicated} | ${r.crashes}`);
   }
 } finally {
   kafkaSh('stop');
