@@ -22,6 +22,7 @@ import type {
 } from './event-log.ts';
 import type { AnyEvent, Topic } from './types.ts';
 import { boundedRaw, type UndecodableMessage } from './decode.ts';
+import { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
 
 /** pino-compatible: `logger.warn({ err }, 'message')`. */
 export interface KafkaLogLogger {
@@ -253,6 +254,7 @@ export class KafkaLog implements EventLog {
   #stopped = false;
 
   constructor(options: KafkaLogOptions) {
+    dropKafkajsTimerWarning();
     this.#kafka = options.kafka;
     this.#prefix = options.topicPrefix ?? '';
     this.#spoolDir = options.spoolDir;
