@@ -614,7 +614,7 @@ function distributedReport(d: DistributedResult, options: Options): string {
     if (c.warehouseFastFlush) {
       lines.push(
         'the warehouse sink inserts a batch of 1000 events (the KafkaLog consumer batch) at once, but lets a smaller one (a partition',
-        'batch\'s remainder) wait up to WAREHOUSE_FLUSH_MS after the last insert; the diagnostic row is the same run with less waiting.',
+        'batch\'s remainder) wait up to WAREHOUSE_FLUSH_MS after the last insert began; the diagnostic row is the same run with less waiting.',
       );
     }
   }
