@@ -177,6 +177,7 @@ async function main(argv: string[]): Promise<number> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
+    const since = performance.now();
     log.info({ signal }, 'shutting down');
     // In-flight requests get SHUTDOWN_GRACE_MS; then their upstream reads are cut and settled
     // (close). The hard stop is only for a settlement or flush that hangs past that.
@@ -186,6 +187,8 @@ async function main(argv: string[]): Promise<number> {
     }, config.shutdownGraceMs + SHUTDOWN_SETTLE_MS).unref();
     await app.close({ graceMs: config.shutdownGraceMs });
     clearTimeout(timer);
+    // The last line of a clean stop: every stream settled, the log drained, the state closed.
+    log.info({ signal, ms: Math.round(performance.now() - since) }, 'stopped');
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));

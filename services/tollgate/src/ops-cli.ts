@@ -85,7 +85,7 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
       }
     }
     process.stderr.write(body.ok === true
-      ? `tollgate reconcile: hot state and warehouse agree on ${String(body.accounts)} accounts\n`
+      ? `tollgate reconcile: hot state and warehouse agree on ${String(body.accounts)} ${body.accounts === 1 ? 'account' : 'accounts'}\n`
       : `tollgate reconcile: ${diffs} difference(s)${body.problem ? `: ${String(body.problem)}` : ''}\n`);
     return body.ok === true ? 0 : 1;
   }

@@ -145,9 +145,11 @@ test('the finance token on an admin command: 403 permission_error on stderr, exi
 
 test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --rollups adds the rollup check; the finance token may not run it', async () => {
   const plain = await tg('reconcile', '--timeout-ms', '10000');
-  const report = ok<{ ok: boolean; differences: unknown[]; rollups?: unknown }>(plain);
+  const report = ok<{ ok: boolean; differences: unknown[]; rollups?: unknown; accounts: number }>(plain);
   assert.deepEqual([report.ok, report.differences, report.rollups], [true, [], undefined]);
-  assert.match(plain.stderr, /tollgate reconcile: hot state and warehouse agree on \d+ accounts\n$/);
+  // The stack's one account: the count in the singular, as an operator reads it.
+  assert.equal(report.accounts, 1);
+  assert.match(plain.stderr, /tollgate reconcile: hot state and warehouse agree on 1 account\n$/);
   const withRollups = ok<{ ok: boolean; rollups: { ok: boolean } }>(await tg('reconcile', '--rollups'));
   assert.deepEqual([withRollups.ok, withRollups.rollups.ok], [true, true]);
   const misplaced = await tg('rebuild', '--rollups');

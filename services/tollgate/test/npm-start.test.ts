@@ -89,10 +89,15 @@ for (const [what, PATH] of variants) {
       const left = tree.filter(alive);
       // On failure, do not leave them holding the port and this test's pipes.
       for (const p of left) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
+      // Every writer gone: read the pipe to its end (boundedly) before looking at the output.
+      if (left.length === 0 && !npm.stdout!.readableEnded) {
+        await Promise.race([new Promise((r) => npm.stdout!.once('end', r)), new Promise((r) => setTimeout(r, 2000))]);
+      }
       npm.stdout!.destroy();
       npm.stderr!.destroy();
       assert.deepEqual(left, [], `processes left running after SIGTERM to npm:\n${output}`);
       assert.ok(await portFree(port), `port ${port} is still taken`);
       assert.match(output, /"signal":"SIGTERM","msg":"shutting down"/, 'the program shut down gracefully on the forwarded SIGTERM');
+      assert.match(output, /"signal":"SIGTERM","msg":"shutting down"}\n(.*\n)*.*"signal":"SIGTERM","ms":\d+,"msg":"stopped"}\n/, 'a line says the stop finished, after the shutting-down one');
     });
 }
