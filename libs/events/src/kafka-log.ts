@@ -419,7 +419,10 @@ export class KafkaLog implements EventLog {
         missing.push({ topic: this.deadLetterTopicName(), numPartitions: 1, replicationFactor, configEntries: DEAD_LETTER_CONFIG });
       }
       if (missing.length > 0) {
-        await admin.createTopics({ topics: missing, waitForLeaders: true });
+        // Our own wait, not kafkajs' `waitForLeaders`: that retries only LEADER_NOT_AVAILABLE,
+        // and a broker may answer UNKNOWN_TOPIC_OR_PARTITION for a topic it created a moment ago
+        // (a fresh KRaft broker in CI did), which failed the caller's start.
+        await admin.createTopics({ topics: missing, waitForLeaders: false });
         await waitForTopicMetadata(admin, missing.map((t) => t.topic), partitionsOf(missing));
       }
     } finally {
@@ -1277,10 +1280,11 @@ function partitionsOf(topics: readonly ITopicConfig[]): Map<string, number> {
 }
 
 /**
- * Waits until the broker serves metadata for every new topic with a leader on every partition.
- * `createTopics({waitForLeaders})` can return before a KRaft broker's metadata cache has the
- * topic (a freshly started broker answers UNKNOWN_TOPIC_OR_PARTITION for a moment), and the
- * first producer or consumer then fails instead of the topic being ready. Gives up after
+ * Waits until the broker serves metadata for every new topic with a leader on every partition,
+ * retrying any error meanwhile. A KRaft broker's metadata cache can lag the topic's creation (a
+ * freshly started broker answers UNKNOWN_TOPIC_OR_PARTITION for a moment): the first producer
+ * or consumer then failed, and kafkajs' own `createTopics({waitForLeaders: true})` threw it
+ * (it retries only LEADER_NOT_AVAILABLE), so `ensureTopics` does not ask for that. Gives up after
  * `timeoutMs` (10 s) with the last error: a topic that never appears is a real failure.
  */
 async function waitForTopicMetadata(

@@ -1,0 +1,106 @@
+// A topic the broker has just created may not be in its metadata yet: a Metadata request right
+// after CreateTopics can answer UNKNOWN_TOPIC_OR_PARTITION (seen on a fresh KRaft broker in CI).
+// `ensureTopics` must wait that out, not fail a process's start. The case makes it happen on the
+// shared broker: a kafkajs socket factory rewrites the error code of the first topic in the
+// first Metadata answer after a CreateTopics request.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { connect } from 'node:net';
+import { Kafka, logLevel, type ISocketFactory } from 'kafkajs';
+import { KafkaLog, TOPICS } from '@tollgate/events';
+import { findKafka, requireKafka } from '../../../test/support/services.ts';
+import { deleteTopics, interceptFrames, quiet } from './spool-helpers.ts';
+
+const brokers = await findKafka();
+const METADATA = 3; // api keys
+const CREATE_TOPICS = 19;
+const UNKNOWN_TOPIC_OR_PARTITION = 3; // error code
+
+/**
+ * Offset, in a Metadata response frame (int32 size, int32 correlation id, body), of the first
+ * topic's error code, for the non-flexible versions kafkajs speaks (0–6): throttle time (v3+),
+ * brokers (node id, host, port, rack v1+), cluster id (v2+), controller id (v1+), then the topics.
+ */
+function firstTopicErrorOffset(frame: Buffer, version: number): number | undefined {
+  let at = 8;
+  if (version >= 3) at += 4;
+  const brokerCount = frame.readInt32BE(at);
+  at += 4;
+  for (let i = 0; i < brokerCount; i++) {
+    at += 4; // node id
+    at += 2 + frame.readInt16BE(at); // host
+    at += 4; // port
+    if (version >= 1) {
+      const rack = frame.readInt16BE(at);
+      at += 2 + Math.max(0, rack);
+    }
+  }
+  if (version >= 2) {
+    const cluster = frame.readInt16BE(at);
+    at += 2 + Math.max(0, cluster);
+  }
+  if (version >= 1) at += 4;
+  return frame.readInt32BE(at) > 0 ? at + 4 : undefined;
+}
+
+/** Socket factory: the first Metadata answer after a CreateTopics on a connection says the first topic is unknown. */
+function unknownAfterCreate(): { rewritten: number; socketFactory: ISocketFactory } {
+  const state = { rewritten: 0, socketFactory: undefined as unknown as ISocketFactory };
+  state.socketFactory = ({ host, port, onConnect }) => {
+    const socket = connect({ host, port }, onConnect);
+    let created = false;
+    const versions = new Map<number, number>(); // correlation id of the Metadata request to rewrite -> its version
+    interceptFrames(socket, (header) => {
+      const apiKey = header.readInt16BE(4);
+      if (apiKey === CREATE_TOPICS) created = true;
+      else if (apiKey === METADATA && created) {
+        created = false;
+        versions.set(header.readInt32BE(8), header.readInt16BE(6));
+      }
+    }, (frame, deliver) => {
+      const version = versions.get(frame.readInt32BE(4));
+      if (version !== undefined) {
+        versions.delete(frame.readInt32BE(4));
+        const at = firstTopicErrorOffset(frame, version);
+        if (at !== undefined) {
+          frame.writeInt16BE(UNKNOWN_TOPIC_OR_PARTITION, at);
+          state.rewritten++;
+        }
+      }
+      deliver(frame);
+    });
+    return socket;
+  };
+  return state;
+}
+
+test('a topic just created and not yet in the broker\'s metadata: ensureTopics waits for it instead of failing', async (t) => {
+  const url = await requireKafka(t);
+  if (!url || !brokers) return;
+  const faults = unknownAfterCreate();
+  const kafka = new Kafka({ clientId: 'tollgate-events-test', brokers: url.split(','), logLevel: logLevel.NOTHING, socketFactory: faults.socketFactory });
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const prefix = `t-${randomUUID().slice(0, 8)}.`;
+  const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, logger: quiet() });
+  try {
+    await log.ensureTopics(2);
+    assert.equal(faults.rewritten, 1, 'the broker answered one Metadata request with UNKNOWN_TOPIC_OR_PARTITION');
+    const admin = new Kafka({ brokers: url.split(','), logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    try {
+      const { topics } = await admin.fetchTopicMetadata({ topics: TOPICS.map((name) => prefix + name) });
+      assert.deepEqual(topics.map((m) => [m.name, m.partitions.length]).sort(), TOPICS.map((name) => [prefix + name, 2]).sort());
+    } finally {
+      await admin.disconnect();
+    }
+  } finally {
+    await log.close();
+    await deleteTopics(kafka, prefix);
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});
