@@ -1284,25 +1284,37 @@ function partitionsOf(topics: readonly ITopicConfig[]): Map<string, number> {
  * retrying any error meanwhile. A KRaft broker's metadata cache can lag the topic's creation (a
  * freshly started broker answers UNKNOWN_TOPIC_OR_PARTITION for a moment): the first producer
  * or consumer then failed, and kafkajs' own `createTopics({waitForLeaders: true})` threw it
- * (it retries only LEADER_NOT_AVAILABLE), so `ensureTopics` does not ask for that. Gives up after
- * `timeoutMs` (10 s) with the last error: a topic that never appears is a real failure.
+ * (it retries only LEADER_NOT_AVAILABLE), so `ensureTopics` does not ask for that. Exported for
+ * its tests only (not from the package). Throws after `timeoutMs` (10 s; a request under way
+ * may run past it by kafkajs' own timeouts): "topics not ready after … ms: " and, per topic,
+ * what is missing (not in the metadata, no leader for partitions …, or fewer partitions than
+ * asked: another process created it first with another KAFKA_PARTITIONS), or the last error
+ * when the broker did not answer at all.
  */
-async function waitForTopicMetadata(
+export async function waitForTopicMetadata(
   admin: Admin, topics: readonly string[], partitions: Map<string, number>, timeoutMs = 10_000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+    let problems: string[] | undefined;
     try {
       const { topics: meta } = await admin.fetchTopicMetadata({ topics: [...topics] });
-      const ready = topics.every((name) => {
+      problems = topics.flatMap((name) => {
         const t = meta.find((m) => m.name === name);
-        return t !== undefined && t.partitions.length >= (partitions.get(name) ?? 1) && t.partitions.every((p) => p.leader >= 0);
+        const asked = partitions.get(name) ?? 1;
+        if (t === undefined) return [`${name}: not in the broker's metadata`];
+        const leaderless = t.partitions.filter((p) => p.leader < 0).map((p) => p.partitionId);
+        if (leaderless.length > 0) return [`${name}: no leader for partition(s) ${leaderless.join(', ')}`];
+        // Another process created it first, with fewer partitions (a different KAFKA_PARTITIONS),
+        // or the broker's metadata does not list them all yet.
+        if (t.partitions.length < asked) return [`${name}: ${t.partitions.length} partition(s), ${asked} asked`];
+        return [];
       });
-      if (ready) return;
-      if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} have no leader after ${timeoutMs} ms`);
+      if (problems.length === 0) return;
     } catch (err) {
       if (Date.now() > deadline) throw err;
     }
+    if (problems && Date.now() > deadline) throw new Error(`topics not ready after ${timeoutMs} ms: ${problems.join('; ')}`);
     await new Promise((r) => setTimeout(r, delay));
   }
 }

@@ -4,35 +4,60 @@
  * client: a delay of about minus the epoch in ms. Node 24 runs such a timer after 1 ms, which is
  * what kafkajs means, but prints `TimeoutNegativeWarning: -1796094548906 is a negative number`
  * on stderr for it (kafkajs issue #1751; its fix is not in a release): at the first broker
- * connection, as Node warns of a negative timer once per process. An operator reading a gateway's stderr cannot tell that line from a fault of ours,
- * so the processes that use Kafka drop exactly that warning and keep every other one.
+ * connection, as Node warns of a negative timer once per process. An operator reading a
+ * gateway's stderr cannot tell that line from a fault of ours, so the processes that use Kafka
+ * drop exactly that warning and keep every other one.
  */
+
+const KAFKAJS_QUEUE = /[\\/]kafkajs[\\/]src[\\/]network[\\/]requestQueue[\\/]/;
 
 /**
  * Whether `warning` is kafkajs's negative-delay timer warning: named `TimeoutNegativeWarning`
  * and raised from kafkajs's `network/requestQueue` (its stack). The same warning raised by any
- * other code is not.
+ * other code is not. For a process's own `warning` listener (bench/run.ts); a process with a
+ * `KafkaLog` never emits it (`dropKafkajsTimerWarning`).
  */
 export function isKafkajsTimerWarning(warning: Error): boolean {
-  return warning.name === 'TimeoutNegativeWarning'
-    && /[\\/]kafkajs[\\/]src[\\/]network[\\/]requestQueue[\\/]/.test(warning.stack ?? '');
+  return warning.name === 'TimeoutNegativeWarning' && KAFKAJS_QUEUE.test(warning.stack ?? '');
 }
 
 let installed = false;
 
 /**
- * Drops kafkajs's negative-delay timer warning (`isKafkajsTimerWarning`) from this process's
- * warning output: the `warning` listeners present now (Node's own printer, unless the process
- * replaced it) are moved behind a filter that hands them every other warning unchanged.
- * Listeners added later see every warning. Idempotent; `KafkaLog`'s constructor calls it.
+ * Drops kafkajs's negative-delay timer warning before it is emitted: `process.emitWarning` is
+ * wrapped so that a `TimeoutNegativeWarning` whose call comes from kafkajs's
+ * `network/requestQueue` (the call's stack, read only for that warning type) goes nowhere; every
+ * other call goes to Node's `emitWarning` unchanged. The `warning` listeners are not touched:
+ * Node's printer, `--no-warnings`, `--trace-warnings`, `--throw-deprecation`, `once` listeners
+ * and `removeListener` all behave as without it. Idempotent; `KafkaLog`'s constructor calls it,
+ * so a kafkajs client used before any `KafkaLog` exists is not covered.
  */
 export function dropKafkajsTimerWarning(): void {
   if (installed) return;
   installed = true;
-  const previous = process.listeners('warning');
-  for (const listener of previous) process.removeListener('warning', listener);
-  process.on('warning', (warning) => {
-    if (isKafkajsTimerWarning(warning)) return;
-    for (const listener of previous) listener.call(process, warning);
-  });
+  const emitWarning = process.emitWarning as (this: NodeJS.Process, ...args: unknown[]) => void;
+  process.emitWarning = function (this: NodeJS.Process, ...args: unknown[]): void {
+    if (warningType(args[0], args[1]) === 'TimeoutNegativeWarning' && calledFromKafkajsQueue()) return;
+    emitWarning.apply(this, args);
+  } as typeof process.emitWarning;
+}
+
+/** The type `process.emitWarning(warning, typeOrOptions)` gives a warning (Node's rules). */
+function warningType(warning: unknown, typeOrOptions: unknown): string {
+  if (warning instanceof Error) return warning.name;
+  if (typeof typeOrOptions === 'string') return typeOrOptions;
+  if (typeOrOptions !== null && typeof typeOrOptions === 'object' && typeof (typeOrOptions as { type?: unknown }).type === 'string') {
+    return (typeOrOptions as { type: string }).type;
+  }
+  return 'Warning';
+}
+
+/** Whether kafkajs's request queue is on the current call stack (at most 30 frames deep). */
+function calledFromKafkajsQueue(): boolean {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 30;
+  const probe: { stack?: string } = {};
+  Error.captureStackTrace(probe);
+  Error.stackTraceLimit = limit;
+  return KAFKAJS_QUEUE.test(probe.stack ?? '');
 }

@@ -14,6 +14,7 @@ import { connect } from 'node:net';
 import { Kafka, logLevel, type ISocketFactory } from 'kafkajs';
 import { KafkaLog, TOPICS } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
+import { waitForTopicMetadata } from '../src/kafka-log.ts';
 import { deleteTopics, interceptFrames, quiet } from './spool-helpers.ts';
 
 const brokers = await findKafka();
@@ -102,5 +103,23 @@ test('a topic just created and not yet in the broker\'s metadata: ensureTopics w
     await log.close();
     await deleteTopics(kafka, prefix);
     await rm(spoolDir, { recursive: true, force: true });
+  }
+});
+
+test('topics another process created with fewer partitions: the wait names each topic\'s partitions and what was asked', async (t) => {
+  const url = await requireKafka(t);
+  if (!url || !brokers) return;
+  const admin = new Kafka({ brokers: url.split(','), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  const name = `t-${randomUUID().slice(0, 8)}.usage`;
+  try {
+    await admin.createTopics({ topics: [{ topic: name, numPartitions: 2 }] });
+    await waitForTopicMetadata(admin, [name], new Map([[name, 2]]));
+    await assert.rejects(waitForTopicMetadata(admin, [name], new Map([[name, 4]]), 300), {
+      message: `topics not ready after 300 ms: ${name}: 2 partition(s), 4 asked`,
+    });
+  } finally {
+    await admin.deleteTopics({ topics: [name] }).catch(() => {});
+    await admin.disconnect();
   }
 });

@@ -51,3 +51,36 @@ test('kafkajs timer warning: a process with a KafkaLog drops it and prints every
     '',
   ].join('\n'));
 });
+
+test('kafkajs timer warning: listeners added before the KafkaLog keep their semantics (once fires once, removeListener removes)', () => {
+  const script = `
+    import { createRequire } from 'node:module';
+    import { Kafka, logLevel } from 'kafkajs';
+    import { KafkaLog } from '@tollgate/events';
+    const require = createRequire(import.meta.url);
+    let onceCalls = 0;
+    process.once('warning', () => { onceCalls++; });
+    const captured = [];
+    const capture = (w) => { captured.push(w.message); };
+    process.on('warning', capture);
+    const [nodePrinter] = process.listeners('warning');
+    new KafkaLog({ kafka: new Kafka({ brokers: ['127.0.0.1:1'], logLevel: logLevel.NOTHING }), spoolDir: ${JSON.stringify(mkdtempSync(join(tmpdir(), 'tollgate-warn-')))} });
+    const RequestQueue = require('kafkajs/src/network/requestQueue/index.js');
+    new RequestQueue({ maxInFlightRequests: 1, requestTimeout: 1000, enforceRequestTimeout: false, clientId: 't', broker: 'b', logger: null }).scheduleCheckPendingRequests();
+    process.emitWarning('first');
+    setTimeout(() => {
+      process.removeListener('warning', capture);
+      process.removeListener('warning', nodePrinter);
+      process.emitWarning('second');
+      setTimeout(() => { process.stdout.write(JSON.stringify({ onceCalls, captured, listeners: process.listenerCount('warning') })); process.exit(0); }, 20);
+    }, 20);
+  `;
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+  assert.equal(child.status, 0, child.stderr);
+  assert.deepEqual(JSON.parse(child.stdout), { onceCalls: 1, captured: ['first'], listeners: 0 });
+  assert.equal(child.stderr.replaceAll(`(node:${child.pid})`, '(node:PID)'), [
+    '(node:PID) Warning: first',
+    '(Use `node --trace-warnings ...` to show where the warning was created)',
+    '',
+  ].join('\n'));
+});
