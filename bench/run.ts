@@ -19,7 +19,7 @@ import { runDistAb, type DistAbResult } from './dist-ab.ts';
 import { consumerRepsReport, distAbReport, issue11Targets, targetsReport, type TargetRow } from './targets.ts';
 import { peersReport, runPeersBench, type PeersBenchResult } from './peers.ts';
 import { commandLine, exitUsage, UsageError } from './cli.ts';
-import { isKafkajsTimerWarning } from '@tollgate/events';
+import { dropKafkajsTimerWarning } from '@tollgate/events';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -1184,11 +1184,10 @@ async function main(argv: string[]): Promise<number> {
 }
 
 // Warnings go with the progress output; kafkajs's negative-delay timer warning (harmless, see
-// libs/events' kafkajs-warnings.ts) is left out, as in every process on Kafka.
+// libs/events' kafkajs-warnings.ts) is never emitted, as in every process with a KafkaLog.
+dropKafkajsTimerWarning();
 process.removeAllListeners('warning');
-process.on('warning', (w) => {
-  if (!isKafkajsTimerWarning(w)) log(`(node) ${w.name}: ${w.message}`);
-});
+process.on('warning', (w) => log(`(node) ${w.name}: ${w.message}`));
 process.on('exit', killAllNow);
 main(process.argv.slice(2)).then(
   async (code) => {

@@ -17,4 +17,4 @@ export { Journal } from './journal.ts';
 export type { JournalRecord, JournalScan, UnreadableJournalLine } from './journal.ts';
 export { KafkaLog, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
 export type { KafkaLogOptions, KafkaLogLogger, LagReport } from './kafka-log.ts';
-export { dropKafkajsTimerWarning, isKafkajsTimerWarning } from './kafkajs-warnings.ts';
+export { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';

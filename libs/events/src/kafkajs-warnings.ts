@@ -11,16 +11,6 @@
 
 const KAFKAJS_QUEUE = /[\\/]kafkajs[\\/]src[\\/]network[\\/]requestQueue[\\/]/;
 
-/**
- * Whether `warning` is kafkajs's negative-delay timer warning: named `TimeoutNegativeWarning`
- * and raised from kafkajs's `network/requestQueue` (its stack). The same warning raised by any
- * other code is not. For a process's own `warning` listener (bench/run.ts); a process with a
- * `KafkaLog` never emits it (`dropKafkajsTimerWarning`).
- */
-export function isKafkajsTimerWarning(warning: Error): boolean {
-  return warning.name === 'TimeoutNegativeWarning' && KAFKAJS_QUEUE.test(warning.stack ?? '');
-}
-
 let installed = false;
 
 /**
@@ -29,8 +19,8 @@ let installed = false;
  * `network/requestQueue` (the call's stack, read only for that warning type) goes nowhere; every
  * other call goes to Node's `emitWarning` unchanged. The `warning` listeners are not touched:
  * Node's printer, `--no-warnings`, `--trace-warnings`, `--throw-deprecation`, `once` listeners
- * and `removeListener` all behave as without it. Idempotent; `KafkaLog`'s constructor calls it,
- * so a kafkajs client used before any `KafkaLog` exists is not covered.
+ * and `removeListener` all behave as without it. Idempotent; `KafkaLog`'s constructor calls it
+ * (a kafkajs client used before any `KafkaLog` exists is not covered), and so does bench/run.ts.
  */
 export function dropKafkajsTimerWarning(): void {
   if (installed) return;

@@ -128,8 +128,8 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
   const maybeFlush = (): void => {
     if (inFlight >= maxInFlight || pending.length === 0) return;
     // A full buffer is worth a part of its own at once; a small one waits (up to flushMs after
-    // the last insert began) for company: more events arrive, from this and other partitions. One of
-    // a partition batch's worth or more goes once the arrivals pause for GATHER_MS.
+    // the last insert began) for company: batches of the partitions not in the buffer or in an
+    // insert. One of a partition batch's worth or more goes once the arrivals pause for GATHER_MS.
     const now = Date.now();
     const wait = lastInsertStart + deps.flushMs - now;
     const quiet = pendingCount >= QUIET_FLUSH_EVENTS ? lastArrival + GATHER_MS - now : Infinity;
