@@ -24,8 +24,9 @@ import { deployment, findServices, removeDeployment, startRole } from './distrib
 import { median, runLoad, type LoadTarget } from './load.ts';
 import { childEnv } from '../test/support/services.ts';
 import {
-  ADMIN_TOKEN, UPSTREAM_API_KEY, cpuSeconds, createCustomer, freePort, startSimulator, startTollgate, stopAll, waitForIdle,
+  ADMIN_TOKEN, UPSTREAM_API_KEY, cpuSeconds, createCustomer, freePort, localServicePids, startSimulator, startTollgate, stopAll, waitForIdle,
 } from './stack.ts';
+import { Redis } from 'ioredis';
 import { commandLine, numberValue, runMain, UsageError } from './cli.ts';
 
 const MODEL = 'claude-sonnet-4-5-20250929';
@@ -108,8 +109,16 @@ export interface DistAbOptions {
   log?: (line: string) => void;
 }
 
-/** One slice of one target: counts, seconds, ms percentiles, gateway CPU-seconds (undefined: /proc not readable). */
-export interface DistAbSlice { requests: number; sent: number; seconds: number; p50: number; p99: number; cpuS: number | undefined; errors: number }
+/**
+ * One slice of one target: counts, seconds, ms percentiles, gateway CPU-seconds (undefined: /proc
+ * not readable), and Redis over the slice, every client included (the aggregator's ledger too):
+ * its CPU-seconds (undefined: not the local Redis of deploy/redis.sh), commands processed and
+ * reads processed (INFO stats: one read per batch of commands a connection sent together).
+ */
+export interface DistAbSlice {
+  requests: number; sent: number; seconds: number; p50: number; p99: number; cpuS: number | undefined; errors: number;
+  redis: { cpuS: number | undefined; commands: number; reads: number };
+}
 
 /** Per round figures of one target; `vsEmbedded` pairs each round with embedded's slice of the same round. */
 export interface DistAbRound {
@@ -120,6 +129,10 @@ export interface DistAbRound {
   p99: number;
   /** gateway CPU ms per request served in the slice (warmup included); NaN when /proc was not readable */
   cpuMsPerRequest: number;
+  /** Redis per request served in the slice: CPU ms (NaN: not measurable), commands, reads (socket reads with commands) */
+  redisCpuMsPerRequest: number;
+  redisCommandsPerRequest: number;
+  redisReadsPerRequest: number;
   errors: number;
   /** this round's rps ÷ embedded's rps of the same round */
   ratio: number;
@@ -180,6 +193,15 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
       ...(base ? [{ name: 'dist-base', t: target(base.url, distKey), pid: base.child.pid }] : []),
       ...(alt ? [{ name: 'dist-alt', t: target(alt.url, distKey), pid: alt.child.pid }] : []),
     ];
+    const redisStats = new Redis(services.redis, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    await redisStats.connect();
+    stops.push(async () => { redisStats.disconnect(); });
+    const redisPid = localServicePids().redis;
+    const redisCounters = async () => {
+      const info = await redisStats.info('stats');
+      const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
+      return { cpuS: cpuSeconds(redisPid), commands: field('total_commands_processed'), reads: field('total_reads_processed') };
+    };
     const background = [sim.child.pid, embedded.child.pid, aggregator.child.pid, control.child.pid, gw.child.pid, base?.child.pid, alt?.child.pid];
     const slices = new Map<string, DistAbSlice[]>(targets.map((t) => [t.name, []]));
     for (let r = 0; r < o.rounds; r++) {
@@ -187,15 +209,22 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
         const tg = targets[(r + i) % targets.length]!;
         // the previous slice's background work (warehouse inserts, ledger debits) must not land in this one
         await waitForIdle(background, 0.1, 300, 10_000);
+        const redis0 = await redisCounters();
         const cpu0 = cpuSeconds(tg.pid);
         const res = await runLoad(tg.t, { concurrency: o.concurrency, warmupMs: 500, durationMs: o.sliceS * 1000 });
         const cpu1 = cpuSeconds(tg.pid);
+        const redis1 = await redisCounters();
         const s: DistAbSlice = {
           requests: res.requests, sent: res.okTotal + res.errorTotal, seconds: res.elapsedS, p50: res.latency.p50, p99: res.latency.p99,
           cpuS: cpu0 === undefined || cpu1 === undefined ? undefined : cpu1 - cpu0, errors: res.errorTotal,
+          // minus this bench's own two INFO calls
+          redis: {
+            cpuS: redis0.cpuS === undefined || redis1.cpuS === undefined ? undefined : redis1.cpuS - redis0.cpuS,
+            commands: redis1.commands - redis0.commands - 1, reads: redis1.reads - redis0.reads - 1,
+          },
         };
         slices.get(tg.name)!.push(s);
-        log(`dist-ab c=${o.concurrency} round ${r + 1}/${o.rounds} ${tg.name.padEnd(9)} ${(s.requests / s.seconds).toFixed(0).padStart(6)} req/s  p50 ${s.p50.toFixed(2)}  p99 ${s.p99.toFixed(2)} ms  cpu ${s.cpuS === undefined ? '-' : ((s.cpuS * 1000) / s.sent).toFixed(2)} ms/req  errors ${s.errors}`);
+        log(`dist-ab c=${o.concurrency} round ${r + 1}/${o.rounds} ${tg.name.padEnd(9)} ${(s.requests / s.seconds).toFixed(0).padStart(6)} req/s  p50 ${s.p50.toFixed(2)}  p99 ${s.p99.toFixed(2)} ms  cpu ${s.cpuS === undefined ? '-' : ((s.cpuS * 1000) / s.sent).toFixed(2)} ms/req  redis ${s.redis.cpuS === undefined ? '-' : ((s.redis.cpuS * 1000) / s.sent).toFixed(3)} ms, ${(s.redis.commands / s.sent).toFixed(2)} commands, ${(s.redis.reads / s.sent).toFixed(2)} reads per req  errors ${s.errors}`);
       }
     }
     const emb = slices.get('embedded')!;
@@ -206,6 +235,8 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
         rounds: ss.map((s, i) => ({
           rps: s.requests / s.seconds, p50: s.p50, p99: s.p99,
           cpuMsPerRequest: s.cpuS === undefined ? NaN : (s.cpuS * 1000) / s.sent, errors: s.errors,
+          redisCpuMsPerRequest: s.redis.cpuS === undefined ? NaN : (s.redis.cpuS * 1000) / s.sent,
+          redisCommandsPerRequest: s.redis.commands / s.sent, redisReadsPerRequest: s.redis.reads / s.sent,
           ratio: s.requests / s.seconds / (emb[i]!.requests / emb[i]!.seconds), addedP50: s.p50 - emb[i]!.p50, addedP99: s.p99 - emb[i]!.p99,
         })),
       })),
@@ -221,19 +252,23 @@ function distAbTable(r: DistAbResult): string {
   const lines: string[] = [];
   const emb = r.targets.find((t) => t.name === 'embedded')!.slices;
   lines.push(`interleaved A/B: concurrency ${r.concurrency}, ${r.rounds} rounds × ${r.sliceS} s per target (+0.5 s warmup each), order rotated per round`);
-  lines.push('target     requests  served  req/s  p50 ms  p99 ms  gw cpu ms/req  ratio vs emb  added p50/p99 ms  errors');
+  lines.push('target     requests  served  req/s  p50 ms  p99 ms  gw cpu ms/req  ratio vs emb  added p50/p99 ms  errors  redis cpu ms/req  cmds/req  reads/req');
   lines.push('requests/req/s = measured (after each slice\'s warmup); served = every request the process answered in its slices, warmup included');
-  lines.push('(the denominator of gw cpu ms/req); p50/p99 = median over rounds of the slice percentile; added = median of the per-round differences');
+  lines.push('(the denominator of gw cpu ms/req); p50/p99 = median over rounds of the slice percentile; added = median of the per-round differences;');
+  lines.push('redis = the Redis server over the slices, every client (aggregator included): CPU, commands processed, socket reads with commands (INFO stats)');
   for (const { name, slices: ss } of r.targets) {
     const req = ss.reduce((n, s) => n + s.requests, 0);
     const secs = ss.reduce((n, s) => n + s.seconds, 0);
     const sent = ss.reduce((n, s) => n + s.sent, 0);
     const cpu = ss.every((s) => s.cpuS !== undefined) ? (ss.reduce((n, s) => n + s.cpuS!, 0) * 1000) / sent : NaN;
+    const redisCpu = ss.every((s) => s.redis.cpuS !== undefined) ? (ss.reduce((n, s) => n + s.redis.cpuS!, 0) * 1000) / sent : NaN;
+    const redisCmds = ss.reduce((n, s) => n + s.redis.commands, 0) / sent;
+    const redisReads = ss.reduce((n, s) => n + s.redis.reads, 0) / sent;
     const rate = req / secs;
     const embRate = emb.reduce((n, s) => n + s.requests, 0) / emb.reduce((n, s) => n + s.seconds, 0);
     const addP50 = median(ss.map((s, i) => s.p50 - emb[i]!.p50));
     const addP99 = median(ss.map((s, i) => s.p99 - emb[i]!.p99));
-    lines.push(`${name.padEnd(9)} ${String(req).padStart(9)} ${String(sent).padStart(7)} ${rate.toFixed(0).padStart(6)} ${median(ss.map((s) => s.p50)).toFixed(2).padStart(7)} ${median(ss.map((s) => s.p99)).toFixed(2).padStart(7)} ${cpu.toFixed(2).padStart(14)} ${(rate / embRate).toFixed(2).padStart(12)}x ${`${addP50 >= 0 ? '+' : ''}${addP50.toFixed(2)}/${addP99 >= 0 ? '+' : ''}${addP99.toFixed(2)}`.padStart(16)} ${String(ss.reduce((n, s) => n + s.errors, 0)).padStart(7)}`);
+    lines.push(`${name.padEnd(9)} ${String(req).padStart(9)} ${String(sent).padStart(7)} ${rate.toFixed(0).padStart(6)} ${median(ss.map((s) => s.p50)).toFixed(2).padStart(7)} ${median(ss.map((s) => s.p99)).toFixed(2).padStart(7)} ${cpu.toFixed(2).padStart(14)} ${(rate / embRate).toFixed(2).padStart(12)}x ${`${addP50 >= 0 ? '+' : ''}${addP50.toFixed(2)}/${addP99 >= 0 ? '+' : ''}${addP99.toFixed(2)}`.padStart(16)} ${String(ss.reduce((n, s) => n + s.errors, 0)).padStart(7)} ${redisCpu.toFixed(3).padStart(17)} ${redisCmds.toFixed(2).padStart(9)} ${redisReads.toFixed(2).padStart(10)}`);
   }
   return lines.join('\n');
 }

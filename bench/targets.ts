@@ -41,12 +41,13 @@ export function distAbReport(runs: DistAbResult[]): string {
     lines.push(`distributed vs embedded gateway, interleaved (bench/dist-ab.ts): concurrency ${r.concurrency}, ${r.rounds} rounds × ${r.sliceS} s per target ` +
       '(+0.5 s warmup), order rotated per round; each figure median (min–max) over the rounds; ratio and added = per-round vs embedded\'s slice of the same round');
     lines.push(table([
-      ['target', 'req/s', 'gw cpu ms/req', 'p50 ms', 'p99 ms', 'ratio vs emb', 'added p50 ms', 'added p99 ms', 'errors'],
+      ['target', 'req/s', 'gw cpu ms/req', 'p50 ms', 'p99 ms', 'ratio vs emb', 'added p50 ms', 'added p99 ms', 'errors', 'redis cpu ms/req', 'redis cmds/req', 'redis reads/req'],
       ...r.targets.map((t) => {
         const b = (f: (x: DistAbResult['targets'][number]['rounds'][number]) => number, d: number) => fmtBand(bandOf(t.rounds.map(f)), d);
         const emb = t.name === 'embedded';
         return [t.name, b((x) => x.rps, 0), b((x) => x.cpuMsPerRequest, 3), b((x) => x.p50, 2), b((x) => x.p99, 2),
-          emb ? '-' : `${b((x) => x.ratio, 2)}x`, emb ? '-' : b((x) => x.addedP50, 2), emb ? '-' : b((x) => x.addedP99, 2), String(t.rounds.reduce((n, x) => n + x.errors, 0))];
+          emb ? '-' : `${b((x) => x.ratio, 2)}x`, emb ? '-' : b((x) => x.addedP50, 2), emb ? '-' : b((x) => x.addedP99, 2), String(t.rounds.reduce((n, x) => n + x.errors, 0)),
+          emb ? '-' : b((x) => x.redisCpuMsPerRequest, 3), emb ? '-' : b((x) => x.redisCommandsPerRequest, 2), emb ? '-' : b((x) => x.redisReadsPerRequest, 2)];
       }),
     ]));
   }

@@ -50,12 +50,20 @@ test('distributed mode requires shared secrets', () => {
   assert.deepEqual(c.kafka?.brokers, ['a:9092', 'b:9092']);
 });
 
+test('REDIS_AUTO_PIPELINING: on by default, true/false/1/0, anything else refused with the variable named', () => {
+  assert.equal(loadConfig(DIST).redis?.autoPipelining, true);
+  assert.equal(loadConfig({ ...DIST, REDIS_AUTO_PIPELINING: 'false' }).redis?.autoPipelining, false);
+  assert.equal(loadConfig({ ...DIST, REDIS_AUTO_PIPELINING: '0' }).redis?.autoPipelining, false);
+  assert.equal(loadConfig({ ...DIST, REDIS_AUTO_PIPELINING: 'true' }).redis?.autoPipelining, true);
+  assert.throws(() => loadConfig({ ...DIST, REDIS_AUTO_PIPELINING: 'yes' }), /REDIS_AUTO_PIPELINING: /);
+});
+
 test('REDIS_CLUSTER_NODES: parsed into host/port seeds for the ledger, needs REDIS_URL, refuses a malformed list', () => {
   assert.deepEqual(loadConfig({ ...DIST, REDIS_CLUSTER_NODES: '127.0.0.1:7001, 127.0.0.1:7002,redis-3:7003' }).redis, {
-    url: 'redis://127.0.0.1:6379', prefix: 'tg:',
+    url: 'redis://127.0.0.1:6379', prefix: 'tg:', autoPipelining: true,
     clusterNodes: [{ host: '127.0.0.1', port: 7001 }, { host: '127.0.0.1', port: 7002 }, { host: 'redis-3', port: 7003 }],
   });
-  assert.deepEqual(loadConfig(DIST).redis, { url: 'redis://127.0.0.1:6379', prefix: 'tg:' });
+  assert.deepEqual(loadConfig(DIST).redis, { url: 'redis://127.0.0.1:6379', prefix: 'tg:', autoPipelining: true });
   assert.throws(() => loadConfig({ ...DIST, REDIS_CLUSTER_NODES: '127.0.0.1:7001,127.0.0.1' }),
     /REDIS_CLUSTER_NODES: expected host:port\[,host:port…\] such as 127\.0\.0\.1:7001,127\.0\.0\.1:7002, got "127\.0\.0\.1:7001,127\.0\.0\.1"/);
   assert.throws(() => loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7001' }), /REDIS_CLUSTER_NODES: needs REDIS_URL too/);

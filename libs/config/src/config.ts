@@ -174,6 +174,13 @@ const EnvSchema = z.object({
     return nodes as Array<{ host: string; port: number }>;
   }).optional(),
   REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:._-]*$/, 'letters, digits, : . _ - only').max(64, 'must be at most 64 characters').default('tg:'),
+  /**
+   * ioredis' `enableAutoPipelining` on the REDIS_URL connection: commands issued while one
+   * pipeline is in flight go out together in the next (fewer writes for the gateway and fewer
+   * reads for Redis under concurrency; nothing changes at concurrency 1). Never on
+   * REDIS_CLUSTER_NODES (docs/decisions.md, "Auto-pipelining on the standalone Redis").
+   */
+  REDIS_AUTO_PIPELINING: bool.default(true),
   CLICKHOUSE_URL: url.optional(),
   CLICKHOUSE_USER: optionalString,
   CLICKHOUSE_PASSWORD: optionalString,
@@ -330,7 +337,7 @@ export interface Config {
   secrets: { adminToken: string | undefined; financeToken: string | undefined; keyHashSecret: string | undefined };
   kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number } | undefined;
   /** `clusterNodes`: REDIS_CLUSTER_NODES, the ledger's Redis Cluster (absent: the ledger uses `url`) */
-  redis: { url: string; prefix: string; clusterNodes?: Array<{ host: string; port: number }> } | undefined;
+  redis: { url: string; prefix: string; autoPipelining: boolean; clusterNodes?: Array<{ host: string; port: number }> } | undefined;
   clickhouse: { url: string; username: string | undefined; password: string | undefined; database: string } | undefined;
   database: string;
   /** `backgroundNice`: BACKGROUND_THREAD_NICE, 0–19 (0: off) */
@@ -461,7 +468,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
       ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX, partitions: e.KAFKA_PARTITIONS }
       : undefined,
     redis: e.REDIS_URL
-      ? { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, ...(e.REDIS_CLUSTER_NODES ? { clusterNodes: e.REDIS_CLUSTER_NODES } : {}) }
+      ? { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, autoPipelining: e.REDIS_AUTO_PIPELINING, ...(e.REDIS_CLUSTER_NODES ? { clusterNodes: e.REDIS_CLUSTER_NODES } : {}) }
       : undefined,
     clickhouse: e.CLICKHOUSE_URL
       ? { url: e.CLICKHOUSE_URL, username: e.CLICKHOUSE_USER, password: e.CLICKHOUSE_PASSWORD, database: e.CLICKHOUSE_DATABASE }

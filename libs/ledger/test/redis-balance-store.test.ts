@@ -57,7 +57,48 @@ if (url === undefined) {
     return { store: new RedisBalanceStore({ redis, prefix, now }), cleanup: () => deletePrefix(redis, prefix) };
   });
 
+  // The gateway's REDIS_URL connection auto-pipelines (REDIS_AUTO_PIPELINING, on by default):
+  // every script must answer the same when many calls go out in one pipeline.
+  const pipelined = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: true });
+  before(() => pipelined.connect());
+  after(() => pipelined.quit());
+
+  balanceStoreContract('redis, auto-pipelined', async () => {
+    const prefix = `test:${randomUUID()}:`;
+    return { store: new RedisBalanceStore({ redis: pipelined, prefix }), cleanup: () => deletePrefix(redis, prefix) };
+  });
+
+  admissionContract('redis, auto-pipelined', async (now) => {
+    const prefix = `test:${randomUUID()}:`;
+    return { store: new RedisBalanceStore({ redis: pipelined, prefix, now }), cleanup: () => deletePrefix(redis, prefix) };
+  });
+
   describe('RedisBalanceStore specifics', () => {
+    test('auto-pipelining: 300 holds issued at once go out together and hold exactly what the balance allows; settlements shrink them exactly; after SCRIPT FLUSH a pipeline of holds still runs', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis: pipelined, prefix });
+      await store.applyLedger({
+        type: 'ledger', event_id: 'credit:a:1', ts: 0, account_id: 'a', kind: 'grant', amount_micros: '50000000', reference: '1',
+      });
+      const holds = Array.from({ length: 300 }, (_, i) => store.hold({ holdId: `r${i}`, accountId: 'a', keyId: 'k', amount: 1_000_000n, ttlMs: 60_000 }));
+      // Issued in one tick: queued for one pipeline, not written one by one.
+      assert.equal(pipelined.autoPipelineQueueSize, 300);
+      const results = await Promise.all(holds);
+      const held = results.flatMap((r, i) => (r.ok ? [`r${i}`] : []));
+      assert.equal(held.length, 50);
+      assert.deepEqual(held, Array.from({ length: 50 }, (_, i) => `r${i}`), 'first come, first held: the pipeline keeps the order of the calls');
+      // Each hold shrinks to what the request cost: 50 × 400,000 µc stay held.
+      await Promise.all(held.map((id) => store.settle(id, 'a', 400_000n, 60_000)));
+      assert.deepEqual(await store.get('a'), { balance: 50_000_000n, held: 20_000_000n, available: 30_000_000n });
+      // Redis forgot every script (a restart, a failover): the first pipeline's EVALSHA answers
+      // NOSCRIPT and ioredis sends the script itself; 30 of 40 fit the 30,000,000 µc left.
+      await redis.script('FLUSH');
+      const again = await Promise.all(Array.from({ length: 40 }, (_, i) => store.hold({ holdId: `s${i}`, accountId: 'a', keyId: 'k', amount: 1_000_000n, ttlMs: 60_000 })));
+      assert.equal(again.filter((r) => r.ok).length, 30);
+      assert.deepEqual(await store.get('a'), { balance: 50_000_000n, held: 50_000_000n, available: 0n });
+    });
+
     test('two gateways on separate clients cannot overspend one account', async (t) => {
       const prefix = `test:${randomUUID()}:`;
       const clients = [new Redis(url), new Redis(url), new Redis(url)];
