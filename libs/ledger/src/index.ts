@@ -6,3 +6,5 @@ export { positionKey, windowBounds, SPEND_WINDOW_NAMES } from './balance-store.t
 export { MemoryBalanceStore } from './memory-balance-store.ts';
 export { RedisBalanceStore, accountHashTag } from './redis-balance-store.ts';
 export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';
+export { releaseUnanswered } from './release-unanswered.ts';
+export type { ReleaseRetryOptions } from './release-unanswered.ts';

@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { RedisBalanceStore } from '@tollgate/ledger';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
+import { RedisBalanceStore, releaseUnanswered } from '@tollgate/ledger';
 import { findRedis, requireRedis } from '../../../test/support/services.ts';
 import { balanceStoreContract } from './balance-store.contract.ts';
 import { admissionContract } from './admission.contract.ts';
@@ -97,6 +98,79 @@ if (url === undefined) {
       const again = await Promise.all(Array.from({ length: 40 }, (_, i) => store.hold({ holdId: `s${i}`, accountId: 'a', keyId: 'k', amount: 1_000_000n, ttlMs: 60_000 })));
       assert.equal(again.filter((r) => r.ok).length, 30);
       assert.deepEqual(await store.get('a'), { balance: 50_000_000n, held: 50_000_000n, available: 0n });
+    });
+
+    test('unanswered hold (connection reset mid-pipeline after Redis ran it): releaseUnanswered retries past the reconnect and gives back exactly what was reserved, spend window included', async (t) => {
+      // A TCP proxy in front of Redis that passes the client's commands whole and cuts the
+      // connection after the first CUT bytes of replies: an auto-pipeline of holds that Redis
+      // ran is then partly unanswered, and ioredis rejects the rest without re-sending them.
+      const CUT = 2_000;
+      let cutAfter = -1;
+      const sockets = new Set<Socket>();
+      const proxy = createServer((client) => {
+        const upstream = connect(new URL(url).port === '' ? 6379 : Number(new URL(url).port), new URL(url).hostname);
+        sockets.add(client).add(upstream);
+        client.on('data', (d) => upstream.write(d));
+        upstream.on('data', (d) => {
+          if (cutAfter >= 0 && d.length >= cutAfter) {
+            client.end(d.subarray(0, cutAfter));
+            upstream.destroy();
+            cutAfter = -1;
+            return;
+          }
+          if (cutAfter >= 0) cutAfter -= d.length;
+          client.write(d);
+        });
+        for (const s of [client, upstream]) s.on('error', () => {});
+        client.on('close', () => upstream.destroy());
+      });
+      await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+      const client = new Redis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, {
+        lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000,
+        retryStrategy: () => 50, enableAutoPipelining: true,
+      });
+      client.on('error', () => {});
+      const prefix = `test:${randomUUID()}:`;
+      t.after(async () => {
+        client.disconnect();
+        for (const s of sockets) s.destroy();
+        proxy.close();
+        await deletePrefix(redis, prefix);
+      });
+      await client.connect();
+      const store = new RedisBalanceStore({ redis: client, prefix });
+      const direct = new RedisBalanceStore({ redis, prefix });
+      await direct.applyLedger({
+        type: 'ledger', event_id: 'credit:a:1', ts: 0, account_id: 'a', kind: 'grant', amount_micros: '1000000000000', reference: '1',
+      });
+      // The scripts are loaded on this connection first, so the cut falls on the holds' replies.
+      assert.equal((await store.hold({ holdId: 'warm', accountId: 'a', keyId: 'k', amount: 1n, ttlMs: 60_000 })).ok, true);
+      await store.release('warm', 'a');
+
+      cutAfter = CUT;
+      const amount = (i: number) => BigInt(1_000 + i);
+      const window = [{ name: 'account_monthly' as const, limit: 10n ** 12n }];
+      const results = await Promise.allSettled(Array.from({ length: 200 }, (_, i) =>
+        store.hold({ holdId: `h${i}`, accountId: 'a', keyId: 'k', amount: amount(i), ttlMs: 600_000, windows: window })));
+      const answered = results.flatMap((r, i) => (r.status === 'fulfilled' && r.value.ok ? [i] : []));
+      const unanswered = results.flatMap((r, i) => (r.status === 'rejected' ? [i] : []));
+      assert.equal(answered.length + unanswered.length, 200);
+      assert.ok(answered.length > 0 && unanswered.length > 0, `the cut falls inside the pipeline: ${answered.length} answered`);
+      // What the fault leaves: holds Redis made whose callers were told they failed.
+      const orphans = unanswered;
+      const reserved = new Set(Object.keys(await redis.hgetall(`${prefix}holds:{a}`)));
+      assert.ok(orphans.some((i) => reserved.has(`h${i}`)), 'some unanswered holds were made by Redis');
+
+      let failedTries = 0;
+      const released = await Promise.all(orphans.map((i) => releaseUnanswered(store, `h${i}`, 'a', {
+        maxWaitMs: 10_000, minDelayMs: 20, maxDelayMs: 200, onFailedTry: () => { failedTries++; },
+      })));
+      assert.ok(released.every(Boolean), 'every release was answered');
+      assert.ok(failedTries > 0, 'the first tries met the broken connection and were retried');
+      const expected = answered.reduce((sum, i) => sum + amount(i), 0n);
+      assert.deepEqual(Object.keys(await redis.hgetall(`${prefix}holds:{a}`)).sort(), answered.map((i) => `h${i}`).sort());
+      assert.deepEqual(await direct.get('a'), { balance: 1_000_000_000_000n, held: expected, available: 1_000_000_000_000n - expected });
+      assert.equal(await direct.windowUsed('account_monthly', 'a', 'k'), expected);
     });
 
     test('two gateways on separate clients cannot overspend one account', async (t) => {
