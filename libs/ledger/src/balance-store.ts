@@ -290,3 +290,12 @@ export interface BalanceSnapshot {
    */
   eventAccounts?: Map<string, string>;
 }
+
+/**
+ * Throws a RangeError unless `ttlMs` (how long a hold lives, ms) is a finite number ≥ 0: what
+ * `hold`, `settle` and `extend` of every adapter accept. NaN or Infinity would otherwise make a
+ * hold expire at once (Redis) or never (memory) while the call reports success.
+ */
+export function checkTtlMs(ttlMs: number): void {
+  if (!Number.isFinite(ttlMs) || ttlMs < 0) throw new RangeError(`ttlMs must be a finite number >= 0, got ${ttlMs}`);
+}

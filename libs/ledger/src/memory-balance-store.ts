@@ -1,5 +1,5 @@
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
-import { SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
+import { checkTtlMs, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
   ReferenceClaim, SpendWindowName, StateSnapshot,
@@ -48,6 +48,7 @@ export class MemoryBalanceStore implements BalanceStore {
   }
 
   async hold(req: HoldRequest): Promise<HoldResult> {
+    checkTtlMs(req.ttlMs);
     this.#expireHolds(req.accountId);
     const now = this.#now();
     const balance = this.#balances.get(req.accountId) ?? 0n;
@@ -102,6 +103,7 @@ export class MemoryBalanceStore implements BalanceStore {
   }
 
   async settle(holdId: string, _accountId: string, actual: bigint, ttlMs: number): Promise<void> {
+    checkTtlMs(ttlMs);
     const hold = this.#holds.get(holdId);
     if (!hold) return;
     this.#addHeld(hold.accountId, actual - hold.amount);
@@ -118,6 +120,7 @@ export class MemoryBalanceStore implements BalanceStore {
   }
 
   async extend(holdId: string, _accountId: string, ttlMs: number): Promise<void> {
+    checkTtlMs(ttlMs);
     const hold = this.#holds.get(holdId);
     if (hold) {
       hold.expiresAt = this.#now() + ttlMs;

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
-import { positionKey, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
+import { checkTtlMs, positionKey, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
   ReferenceClaim, SpendWindowName, StateSnapshot,
@@ -242,7 +242,7 @@ export class RedisBalanceStore implements BalanceStore {
 
   async hold(req: HoldRequest): Promise<HoldResult> {
     if (req.amount < 0n) throw new RangeError(`hold amount must not be negative, got ${req.amount}`);
-    if (!Number.isFinite(req.ttlMs) || req.ttlMs < 0) throw new RangeError(`ttlMs must be >= 0, got ${req.ttlMs}`);
+    checkTtlMs(req.ttlMs);
     const overdraft = req.overdraft ?? 0n;
     if (overdraft < 0n) throw new RangeError(`overdraft must not be negative, got ${overdraft}`);
     const k = this.#accountKeys(req.accountId);
@@ -287,11 +287,13 @@ export class RedisBalanceStore implements BalanceStore {
   }
 
   async settle(holdId: string, accountId: string, actual: bigint, ttlMs: number): Promise<void> {
+    checkTtlMs(ttlMs);
     const k = this.#accountKeys(accountId);
     await this.#scripts.tollgateLedgerSettle(k.held, k.holds, k.expiry, k.hwin, holdId, int64(actual, 'settled amount'), String(Math.ceil(ttlMs)), this.#clockArg());
   }
 
   async extend(holdId: string, accountId: string, ttlMs: number): Promise<void> {
+    checkTtlMs(ttlMs);
     const k = this.#accountKeys(accountId);
     await this.#scripts.tollgateLedgerExtend(k.holds, k.expiry, holdId, String(Math.ceil(ttlMs)), this.#clockArg());
   }

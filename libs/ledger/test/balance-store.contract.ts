@@ -72,6 +72,21 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.get(account), { balance: 10n * CREDIT, held: 10n * CREDIT, available: 0n });
     });
 
+    it('bad hold lifetime: hold, settle and extend refuse a ttlMs that is NaN, ±Infinity or negative with a RangeError and change nothing', async (store) => {
+      const account = await funded(store, 10n * CREDIT);
+      const held = id('req');
+      assert.deepEqual(await hold(store, account, 2n * CREDIT, held), { ok: true, available: 8n * CREDIT, amount: 2n * CREDIT });
+      for (const ttlMs of [NaN, Infinity, -Infinity, -1]) {
+        await assert.rejects(hold(store, account, CREDIT, id('req'), ttlMs), RangeError);
+        await assert.rejects(store.settle(held, account, CREDIT, ttlMs), RangeError);
+        await assert.rejects(store.extend(held, account, ttlMs), RangeError);
+      }
+      assert.deepEqual(await store.get(account), { balance: 10n * CREDIT, held: 2n * CREDIT, available: 8n * CREDIT });
+      await store.extend(held, account, HOUR);
+      await store.settle(held, account, CREDIT, HOUR);
+      assert.deepEqual(await store.get(account), { balance: 10n * CREDIT, held: CREDIT, available: 9n * CREDIT });
+    });
+
     it('hold fails one micro-credit above available and changes nothing', async (store) => {
       const account = await funded(store, 10n * CREDIT);
       assert.deepEqual(await hold(store, account, 3n * CREDIT), { ok: true, available: 7n * CREDIT, amount: 3n * CREDIT });
