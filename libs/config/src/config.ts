@@ -177,7 +177,7 @@ const EnvSchema = z.object({
   /**
    * ioredis' `enableAutoPipelining` on the REDIS_URL connection: commands issued while one
    * pipeline is in flight go out together in the next (fewer writes for the gateway and fewer
-   * reads for Redis under concurrency; nothing changes at concurrency 1). Never on
+   * reads for Redis under concurrency; at concurrency 1 ~0.1 ms dearer per request). Never on
    * REDIS_CLUSTER_NODES (docs/decisions.md, "Auto-pipelining on the standalone Redis").
    */
   REDIS_AUTO_PIPELINING: bool.default(true),
