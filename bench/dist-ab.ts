@@ -217,7 +217,8 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
         const s: DistAbSlice = {
           requests: res.requests, sent: res.okTotal + res.errorTotal, seconds: res.elapsedS, p50: res.latency.p50, p99: res.latency.p99,
           cpuS: cpu0 === undefined || cpu1 === undefined ? undefined : cpu1 - cpu0, errors: res.errorTotal,
-          // minus this bench's own two INFO calls
+          // minus one: the first INFO of the pair is counted between the two snapshots (its own
+          // reply does not count it yet; the second's read is counted before its reply)
           redis: {
             cpuS: redis0.cpuS === undefined || redis1.cpuS === undefined ? undefined : redis1.cpuS - redis0.cpuS,
             commands: redis1.commands - redis0.commands - 1, reads: redis1.reads - redis0.reads - 1,

@@ -299,3 +299,15 @@ export interface BalanceSnapshot {
 export function checkTtlMs(ttlMs: number): void {
   if (!Number.isFinite(ttlMs) || ttlMs < 0) throw new RangeError(`ttlMs must be a finite number >= 0, got ${ttlMs}`);
 }
+
+/**
+ * Thrown by `hold` when the store's connection is not ready, before anything is sent: nothing
+ * can have been reserved, so there is nothing to release (unlike a call that timed out or lost
+ * its connection while in flight, which `releaseUnanswered` undoes).
+ */
+export class StoreNotReadyError extends Error {
+  constructor(status: string) {
+    super(`the balance store's connection is not ready (${status}); nothing was sent`);
+    this.name = 'StoreNotReadyError';
+  }
+}

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
-import { checkTtlMs, positionKey, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
+import { checkTtlMs, positionKey, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
   ReferenceClaim, SpendWindowName, StateSnapshot,
@@ -243,6 +243,10 @@ export class RedisBalanceStore implements BalanceStore {
   async hold(req: HoldRequest): Promise<HoldResult> {
     if (req.amount < 0n) throw new RangeError(`hold amount must not be negative, got ${req.amount}`);
     checkTtlMs(req.ttlMs);
+    // Not connected and no offline queue: ioredis would refuse the command unsent; said so
+    // here, so the caller knows there is no reservation to undo. (With an offline queue the
+    // command waits for the connection, as before.)
+    if (this.#redis.status !== 'ready' && this.#redis.options.enableOfflineQueue === false) throw new StoreNotReadyError(this.#redis.status);
     const overdraft = req.overdraft ?? 0n;
     if (overdraft < 0n) throw new RangeError(`overdraft must not be negative, got ${overdraft}`);
     const k = this.#accountKeys(req.accountId);

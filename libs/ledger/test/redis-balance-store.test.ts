@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
-import { RedisBalanceStore, releaseUnanswered } from '@tollgate/ledger';
+import { RedisBalanceStore, releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import { findRedis, requireRedis } from '../../../test/support/services.ts';
 import { balanceStoreContract } from './balance-store.contract.ts';
 import { admissionContract } from './admission.contract.ts';
@@ -75,7 +75,7 @@ if (url === undefined) {
   });
 
   describe('RedisBalanceStore specifics', () => {
-    test('auto-pipelining: 300 holds issued at once go out together and hold exactly what the balance allows; settlements shrink them exactly; after SCRIPT FLUSH a pipeline of holds still runs', async (t) => {
+    test('auto-pipelining: 300 holds issued at once go out together and hold exactly what the balance allows; settlements shrink them exactly', async (t) => {
       const prefix = `test:${randomUUID()}:`;
       t.after(() => deletePrefix(redis, prefix));
       const store = new RedisBalanceStore({ redis: pipelined, prefix });
@@ -92,12 +92,9 @@ if (url === undefined) {
       // Each hold shrinks to what the request cost: 50 × 400,000 µc stay held.
       await Promise.all(held.map((id) => store.settle(id, 'a', 400_000n, 60_000)));
       assert.deepEqual(await store.get('a'), { balance: 50_000_000n, held: 20_000_000n, available: 30_000_000n });
-      // Redis forgot every script (a restart, a failover): the first pipeline's EVALSHA answers
-      // NOSCRIPT and ioredis sends the script itself; 30 of 40 fit the 30,000,000 µc left.
-      await redis.script('FLUSH');
-      const again = await Promise.all(Array.from({ length: 40 }, (_, i) => store.hold({ holdId: `s${i}`, accountId: 'a', keyId: 'k', amount: 1_000_000n, ttlMs: 60_000 })));
-      assert.equal(again.filter((r) => r.ok).length, 30);
-      assert.deepEqual(await store.get('a'), { balance: 50_000_000n, held: 50_000_000n, available: 0n });
+      // (Redis forgetting its scripts under auto-pipelining, NOSCRIPT: cluster.fault.test.ts
+      // restarts Redis empty under a gateway; a SCRIPT FLUSH here would hit the suites that run
+      // beside this one on the shared Redis.)
     });
 
     test('unanswered hold (connection reset mid-pipeline after Redis ran it): releaseUnanswered retries past the reconnect and gives back exactly what was reserved, spend window included', async (t) => {
@@ -112,7 +109,7 @@ if (url === undefined) {
         sockets.add(client).add(upstream);
         client.on('data', (d) => upstream.write(d));
         upstream.on('data', (d) => {
-          if (cutAfter >= 0 && d.length >= cutAfter) {
+          if (cutAfter >= 0 && d.length > cutAfter) {
             client.end(d.subarray(0, cutAfter));
             upstream.destroy();
             cutAfter = -1;
@@ -126,8 +123,10 @@ if (url === undefined) {
       });
       await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
       const client = new Redis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, {
+        // the gateway's options (services/tollgate/src/adapters.ts), with a reconnect slow enough
+        // that the first release tries meet the broken connection
         lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000,
-        retryStrategy: () => 50, enableAutoPipelining: true,
+        retryStrategy: () => 500, enableAutoPipelining: true, autoResendUnfulfilledCommands: false,
       });
       client.on('error', () => {});
       const prefix = `test:${randomUUID()}:`;
@@ -372,8 +371,9 @@ if (url === undefined) {
       down.on('error', () => {});
       t.after(() => down.disconnect());
       const store = new RedisBalanceStore({ redis: down, prefix: `test:${randomUUID()}:` });
+      // Refused before sending (no offline queue): said as such, so the gateway knows nothing was reserved.
       await assert.rejects(store.hold({ holdId: 'r', accountId: 'a', keyId: 'k', amount: 1n, ttlMs: 1_000,
-        windows: [{ name: 'key_hourly', limit: 10n }] }));
+        windows: [{ name: 'key_hourly', limit: 10n }] }), StoreNotReadyError);
     });
 
     test('close() leaves the caller\'s client open', async () => {

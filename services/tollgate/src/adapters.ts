@@ -162,14 +162,18 @@ export async function embeddedAdapters(config: Config, logger?: Logger, options:
  * is in flight go out together in the next one, one write for many requests' holds and
  * settlements (docs/decisions.md, "Auto-pipelining on the standalone Redis"); a command's 2 s
  * starts when its pipeline is sent, so one queued behind a pipeline that hangs fails within
- * 4 s. Never on the Cluster connection (ioredis groups a Cluster's auto-pipelines by the slot
- * of a command's first argument, which has failed scripted commands there: ioredis #2109).
+ * 4 s. A command unanswered when the connection drops fails rather than being re-sent after
+ * the reconnect (`autoResendUnfulfilledCommands: false`): a hold may never run late, after the
+ * release the gateway sends for it (`releaseUnanswered`), and a pipeline partly answered is
+ * aborted by ioredis anyway. Never on the Cluster connection (ioredis groups a Cluster's
+ * auto-pipelines by the slot of a command's first argument, which has failed scripted commands
+ * there: ioredis #2109).
  */
 export function standaloneRedisOptions(autoPipelining: boolean): RedisOptions {
   return {
     lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000,
     connectTimeout: 2000, retryStrategy: (times) => Math.min(times * 100, 1000),
-    enableAutoPipelining: autoPipelining,
+    enableAutoPipelining: autoPipelining, autoResendUnfulfilledCommands: false,
   };
 }
 

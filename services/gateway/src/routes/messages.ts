@@ -6,7 +6,7 @@ import {
 } from '@tollgate/anthropic';
 import type { UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
-import { releaseUnanswered } from '@tollgate/ledger';
+import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
   admission, advisorTools, contextWindowFor, HoldBoundError, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
@@ -269,11 +269,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         return result;
       } catch (err) {
         metrics?.holdRefused('state_unavailable');
-        // A call that failed without an answer (timed out, or its connection reset under an
-        // auto-pipeline) may still have reserved the credit: give it back (a no-op if it did
-        // not), retried until Redis answers, rather than leave it held (and counted in the
-        // spend windows) until it expires.
-        void releaseUnanswered(deps.balances, request.id, caller.account.id, {
+        // A call that was sent and failed without an answer (timed out, or its connection
+        // reset under an auto-pipeline) may still have reserved the credit: give it back (a
+        // no-op if it did not), retried until Redis answers, rather than leave it held (and
+        // counted in the spend windows) until it expires. One never sent (the connection was
+        // down) reserved nothing: no retries pile up for every request of an outage.
+        const cause = err instanceof Error && err.cause !== undefined ? err.cause : err;
+        if (!(cause instanceof StoreNotReadyError)) void releaseUnanswered(deps.balances, request.id, caller.account.id, {
           maxWaitMs: deps.holdTtlMs,
           onFailedTry: (releaseErr, tryNumber) => {
             if (tryNumber === 1) request.log.warn({ err: releaseErr }, 'could not release a hold whose reservation went unanswered; retrying until the state store answers');
