@@ -6,9 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { RedisBalanceStore, releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import { findRedis, requireRedis } from '../../../test/support/services.ts';
+import { startRelay } from '../../../test/support/redis-relay.ts';
 import { balanceStoreContract } from './balance-store.contract.ts';
 import { admissionContract } from './admission.contract.ts';
 
@@ -102,27 +102,8 @@ if (url === undefined) {
       // connection after the first CUT bytes of replies: an auto-pipeline of holds that Redis
       // ran is then partly unanswered, and ioredis rejects the rest without re-sending them.
       const CUT = 2_000;
-      let cutAfter = -1;
-      const sockets = new Set<Socket>();
-      const proxy = createServer((client) => {
-        const upstream = connect(new URL(url).port === '' ? 6379 : Number(new URL(url).port), new URL(url).hostname);
-        sockets.add(client).add(upstream);
-        client.on('data', (d) => upstream.write(d));
-        upstream.on('data', (d) => {
-          if (cutAfter >= 0 && d.length > cutAfter) {
-            client.end(d.subarray(0, cutAfter));
-            upstream.destroy();
-            cutAfter = -1;
-            return;
-          }
-          if (cutAfter >= 0) cutAfter -= d.length;
-          client.write(d);
-        });
-        for (const s of [client, upstream]) s.on('error', () => {});
-        client.on('close', () => upstream.destroy());
-      });
-      await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-      const client = new Redis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, {
+      const proxy = await startRelay(new URL(url));
+      const client = new Redis(`redis://127.0.0.1:${proxy.port}`, {
         // the gateway's options (services/tollgate/src/adapters.ts), with a reconnect slow enough
         // that the first release tries meet the broken connection
         lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000,
@@ -132,8 +113,7 @@ if (url === undefined) {
       const prefix = `test:${randomUUID()}:`;
       t.after(async () => {
         client.disconnect();
-        for (const s of sockets) s.destroy();
-        proxy.close();
+        await proxy.close();
         await deletePrefix(redis, prefix);
       });
       await client.connect();
@@ -146,7 +126,7 @@ if (url === undefined) {
       assert.equal((await store.hold({ holdId: 'warm', accountId: 'a', keyId: 'k', amount: 1n, ttlMs: 60_000 })).ok, true);
       await store.release('warm', 'a');
 
-      cutAfter = CUT;
+      proxy.cutAfter(CUT);
       const amount = (i: number) => BigInt(1_000 + i);
       const window = [{ name: 'account_monthly' as const, limit: 10n ** 12n }];
       const results = await Promise.allSettled(Array.from({ length: 200 }, (_, i) =>

@@ -9,57 +9,21 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { RedisBalanceStore } from '@tollgate/ledger';
 import { startGateway } from './support.ts';
 import { testRedis } from '../../../test/support/redis.ts';
+import { startRelay } from '../../../test/support/redis-relay.ts';
 import { requireRedis } from '../../../test/support/services.ts';
 
 const { redis: direct, redisUrl, prefix } = await testRedis('hold-unanswered');
-
-/**
- * A TCP relay to Redis; `cutAfter(n)` passes the next `n` bytes of Redis' replies and then
- * drops the connection: the commands Redis already ran past that point go unanswered.
- */
-async function relay(target: URL): Promise<{ port: number; cutAfter(bytes: number): void; close(): Promise<void> }> {
-  let left = -1;
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(client).add(upstream);
-    client.on('data', (chunk) => upstream.write(chunk));
-    upstream.on('data', (chunk: Buffer) => {
-      if (left >= 0 && chunk.length > left) {
-        client.end(chunk.subarray(0, left));
-        upstream.destroy();
-        left = -1;
-        return;
-      }
-      if (left >= 0) left -= chunk.length;
-      client.write(chunk);
-    });
-    const end = () => { client.destroy(); upstream.destroy(); };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as { port: number }).port,
-    cutAfter: (bytes) => { left = bytes; },
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-}
 
 test('unanswered holds: requests whose hold replies were lost to a dropped connection are refused 503, and the reservations Redis made are released once it answers again (only the served requests stay held)', async (t) => {
   if (direct === undefined) {
     await requireRedis(t);
     return;
   }
-  const proxy = await relay(new URL(redisUrl!));
+  const proxy = await startRelay(new URL(redisUrl!));
   // The distributed gateway's connection options (services/tollgate/src/adapters.ts,
   // `standaloneRedisOptions(true)`): fail fast, auto-pipelined, nothing re-sent after a reconnect.
   const gatewayRedis = new Redis({

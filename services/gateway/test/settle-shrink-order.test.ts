@@ -7,7 +7,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { MemoryLog, type ConsumedEvent } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
@@ -16,6 +15,7 @@ import { bundledCatalogPath, loadCatalogFile, priceVersion, resolveModel } from 
 import type { GatewayDeps } from '../src/deps.ts';
 import { settle, type Metered, type Outcome } from '../src/metering.ts';
 import { testRedis } from '../../../test/support/redis.ts';
+import { startRelay } from '../../../test/support/redis-relay.ts';
 
 // sonnet-4-5 in the CNY catalog: input 72, output 360 µc per token: 800 in + 120 out = 100,800 µc
 const version = priceVersion(loadCatalogFile(bundledCatalogPath('cny')));
@@ -27,37 +27,8 @@ const outcome: Outcome = {
 
 const { redis: direct, redisUrl, prefix } = await testRedis('settle-order');
 
-/** A TCP relay to Redis whose client → Redis bytes can be held back (`hold`) and let go (`release`). */
-async function relay(target: URL): Promise<{ port: number; hold(): void; release(): void; close(): Promise<void> }> {
-  let holding = false;
-  const held: Array<() => void> = [];
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(client).add(upstream);
-    client.on('data', (chunk) => {
-      if (holding) held.push(() => upstream.write(chunk));
-      else upstream.write(chunk);
-    });
-    upstream.on('data', (chunk) => client.write(chunk));
-    const end = () => { client.destroy(); upstream.destroy(); };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as { port: number }).port,
-    hold: () => { holding = true; },
-    release: () => { holding = false; for (const f of held.splice(0)) f(); },
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-}
-
 test('lost settle: an untraced request\'s publish() resolves only after its hold shrank (200,000 → 100,800 µc held)', { skip: direct === undefined }, async () => {
-  const proxy = await relay(new URL(redisUrl!));
+  const proxy = await startRelay(new URL(redisUrl!));
   const gatewayRedis = new Redis({ host: '127.0.0.1', port: proxy.port, maxRetriesPerRequest: 1 });
   after(async () => { gatewayRedis.disconnect(); await proxy.close(); });
   const balances = new RedisBalanceStore({ redis: gatewayRedis, prefix });
