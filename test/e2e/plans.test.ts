@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
-import { admin, customer, settledBalance, startStack, type Stack } from '../support/tollgate.ts';
+import { admin, customer, settledBalance, startLoggedProcess, startSimulator, startStack, type Stack } from '../support/tollgate.ts';
 
 let stack: Stack;
 // strict admission: a request whose worst case exceeds the balance is a 402 (not clamped), which
@@ -235,4 +235,28 @@ test('a request refused after admission (402 insufficient credits, 429 spend lim
   const ok = await raw(msg(ONE_EACH));
   assert.equal(ok.status, 200);
   assert.deepEqual(windows(ok.headers).slice(0, 2), ['4', '0.05']);
+});
+
+test('DEFAULT_PLAN naming no plan (a typo) is said at start: one warning naming it; a seed plan gets none', async () => {
+  const { sim, simUrl } = await startSimulator();
+  try {
+    for (const [plan, warned] of [['pr0', true], ['pro', false]] as const) {
+      const proc = await startLoggedProcess(`default-plan-${plan}`, { UPSTREAM_URL: simUrl, DEFAULT_PLAN: plan });
+      try {
+        let lines: Array<{ level?: number; msg?: string; defaultPlan?: string }> = [];
+        // the check runs beside the start; a warning comes within moments of /health answering
+        for (let i = 0; i < 20; i++) {
+          lines = proc.logs().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level?: number; msg?: string; defaultPlan?: string })
+            .filter((l) => l.msg?.startsWith('DEFAULT_PLAN names no plan') === true);
+          if (lines.length > 0) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.deepEqual(lines.map((l) => [l.level, l.defaultPlan]), warned ? [[40, 'pr0']] : [], plan);
+      } finally {
+        await proc.stop();
+      }
+    }
+  } finally {
+    await sim.close();
+  }
 });

@@ -73,6 +73,10 @@ test('wrong types', () => {
   rejects({ ...ok(), model: '' }, 'model', 'model: String should have at least 1 character');
   rejects({ ...ok(), messages: {} }, 'messages', 'messages: Input should be a valid list');
   rejects({ ...ok(), messages: 'hi' }, 'messages', 'messages: Input should be a valid list');
+  rejects({ ...ok(), messages: [] }, 'messages', 'messages: List should have at least 1 item');
+  rejects({ ...ok(), stream: 'yes' }, 'stream', 'stream: Input should be a valid boolean');
+  rejects({ ...ok(), stream: 1 }, 'stream', 'stream: Input should be a valid boolean');
+  rejects({ ...ok(), stream: null }, 'stream', 'stream: Input should be a valid boolean');
   rejects({ ...ok(), max_tokens: '1024' }, 'max_tokens', 'max_tokens: Input should be a valid integer');
   rejects({ ...ok(), max_tokens: 1.5 }, 'max_tokens', 'max_tokens: Input should be a valid integer');
   rejects({ ...ok(), max_tokens: Number.NaN }, 'max_tokens', 'max_tokens: Input should be a valid integer');
@@ -83,8 +87,9 @@ test('wrong types', () => {
 });
 
 test('count_tokens does not need max_tokens but checks the rest', () => {
-  const body = { model: 'm', messages: [], tools: [{ name: 't' }] };
+  const body = { model: 'm', messages: [{ role: 'user', content: 'hi' }], tools: [{ name: 't' }] };
   assert.equal(validateCountTokensRequest(body), body);
   rejects({ messages: [] }, 'model', 'model: Field required', validateCountTokensRequest);
+  rejects({ model: 'm', messages: [] }, 'messages', 'messages: List should have at least 1 item', validateCountTokensRequest);
   rejects({ model: 'm' }, 'messages', 'messages: Field required', validateCountTokensRequest);
 });

@@ -42,6 +42,13 @@ function checkCommon(body: unknown): asserts body is CountTokensRequest {
   validateModelId('model' in body ? body.model : undefined);
   if (!('messages' in body) || body.messages === undefined) throw new ProtocolError('messages', 'Field required');
   if (!Array.isArray(body.messages)) throw new ProtocolError('messages', 'Input should be a valid list');
+  // As Anthropic: a conversation has at least one message (else the upstream's 400 after a hold).
+  if (body.messages.length === 0) throw new ProtocolError('messages', 'List should have at least 1 item');
+  // `stream` decides how the answer is metered and relayed: a non-boolean would be read as
+  // "not streaming" here and refused upstream, so it is refused at the edge.
+  if ('stream' in body && body.stream !== undefined && typeof body.stream !== 'boolean') {
+    throw new ProtocolError('stream', 'Input should be a valid boolean');
+  }
 }
 
 /**

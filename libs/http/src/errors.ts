@@ -36,13 +36,20 @@ function fromFastify(err: FastifyError): GatewayError | undefined {
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return gatewayError('invalid_json');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return gatewayError('invalid_request', 'Content-Type must be application/json');
+      return gatewayError('invalid_request', 'Content-Type must be application/json (text/plain is read as JSON too)');
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return gatewayError('invalid_request', 'Invalid Content-Length');
   }
   if (err.validation) return gatewayError('invalid_request', err.message);
   if (err instanceof SyntaxError) return gatewayError('invalid_json');
   return undefined;
+}
+
+/** The request failed because its client left while sending it (the body stream aborted or reset). */
+function isClientAbort(err: unknown, request: FastifyRequest): boolean {
+  const code = (err as { code?: unknown }).code;
+  return (code === 'ECONNRESET' || code === 'ECONNABORTED' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as { message?: unknown }).message === 'aborted')
+    && !request.raw.complete;
 }
 
 export function sendError(reply: FastifyReply, err: GatewayError): FastifyReply {
@@ -64,7 +71,9 @@ export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const known = isGatewayError(err) ? err : fromFastify(err);
     const gErr = known ?? toGatewayError(err);
-    if (!known || gErr.status >= 500) request.log.error({ err }, 'request failed');
+    // A client that went away mid-upload (the body aborted, the socket reset) is routine: info.
+    if (isClientAbort(err, request)) request.log.info({ code: (err as { code?: string }).code }, 'client aborted the request');
+    else if (!known || gErr.status >= 500) request.log.error({ err }, 'request failed');
     return sendError(reply, gErr);
   });
   app.setNotFoundHandler((request, reply) => {

@@ -492,3 +492,31 @@ test('CORS on every answer the server makes, before routing too: 404, bad percen
     await Promise.all([s.close(), anyOrigin.close(), two.close()]);
   }
 });
+
+test('content types: text/plain is read as JSON like application/json; any other is a 400 that says which two are read', async () => {
+  const plain = await post('{"a":1}', { 'content-type': 'text/plain' });
+  assert.equal(plain.status, 200);
+  assert.deepEqual(plain.json.parsed, { a: 1 });
+  for (const type of ['application/xml', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
+    const other = await post('{"a":1}', { 'content-type': type });
+    assert.equal(other.status, 400, type);
+    assert.equal(other.json.error?.message, 'Content-Type must be application/json (text/plain is read as JSON too)', type);
+  }
+});
+
+test('client aborted upload: a client that sends part of its body and leaves is logged at info as "client aborted the request", never as an error', async () => {
+  logs = '';
+  const socket = connect(Number(new URL(url).port), '127.0.0.1');
+  await new Promise<void>((r) => socket.once('connect', r));
+  socket.write('POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"a":');
+  await new Promise((r) => setTimeout(r, 100));
+  socket.destroy();
+  let line: { level?: number; msg?: string } | undefined;
+  for (let i = 0; i < 100 && !line; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    line = logs.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { level?: number; msg?: string })
+      .find((l) => l.msg === 'client aborted the request' || l.msg === 'request failed');
+  }
+  assert.equal(line?.msg, 'client aborted the request', logs);
+  assert.equal(line?.level, 30);
+});

@@ -9,7 +9,7 @@ import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
 import type { Warehouse } from '@tollgate/warehouse';
-import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
+import { findPlan, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
 import { registerAnalytics, registerBilling, registerControl, registerUpstreams, registerWebhooks, type ReportDeps } from '@tollgate/control';
 import { rebuild, registerOps, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
@@ -236,6 +236,13 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       limiter = adapters.redis
         ? new RedisRateLimiter({ redis: adapters.redis, prefix: `${config.redis!.prefix}rl` })
         : new MemoryRateLimiter();
+    }
+    if (config.defaultPlan) {
+      const named = config.defaultPlan;
+      // Plans can be created later, so this is a warning, not a refusal to start.
+      findPlan(named, (id) => adapters.gatewayKeys.plan(id))
+        .then((plan) => { if (!plan) server.log.warn({ defaultPlan: named }, 'DEFAULT_PLAN names no plan (a seed plan or one stored): keys without a plan get the RATE_LIMIT_* policy until it exists'); })
+        .catch(() => {});
     }
     gateway = registerGateway(server, {
       limiter, limits: config.rateLimits, defaultPlan: config.defaultPlan, keyMaxConcurrentRequests: config.keyMaxConcurrentRequests,
