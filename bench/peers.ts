@@ -51,9 +51,6 @@ export interface PeerRep {
   errors: number;
   /** CPU ms per request of the gateway's process (the simulator's for `direct`) over the throughput phase, warmup included; the figure that survives a busy machine */
   cpuMsPerRequest: number | undefined;
-  /** Tollgate only: event-loop delay and GC in its process over the throughput / the latency phase */
-  throughputProbe?: ProbeReport;
-  latencyProbe?: ProbeReport;
 }
 
 export interface PeerFigures {
@@ -86,6 +83,13 @@ export interface PeersBenchResult {
   durationS: number;
   warmupS: number;
   targets: PeerFigures[];
+  /**
+   * Event-loop delay (monitorEventLoopDelay, 1 ms resolution) and GC pauses of the Tollgate
+   * process over one extra phase at `concurrency` and one at concurrency 1. Watched apart from
+   * the rounds, where nothing of the probe runs: watching costs the process CPU and latency of
+   * its own (probe.ts), and the peers it is compared with run bare.
+   */
+  watched?: { throughput: ProbeReport; latency: ProbeReport };
   /** CPU profile of the Tollgate process over one extra throughput phase */
   profile?: ProfileSummary;
   memory?: MemoryFigures;
@@ -293,27 +297,37 @@ export async function runPeersBench(o: PeersBenchOptions): Promise<PeersBenchRes
     for (let rep = 1; rep <= o.reps; rep++) {
       for (const { fig, target, pid } of targets) {
         if (!target || o.signal?.aborted) continue;
-        const isTollgate = fig.name === 'tollgate';
-        if (isTollgate) await probe(probeUrl, '/reset', 'POST');
         o.log(`bench: peers: round ${rep}/${o.reps}: ${fig.name} at concurrency ${o.concurrency}`);
         const cpu0 = cpuSeconds(pid);
         const thr: LoadResult = await runLoad(target, { concurrency: o.concurrency, warmupMs, durationMs, signal: o.signal });
         const cpu1 = cpuSeconds(pid);
         const sent = thr.okTotal + thr.errorTotal;
         const cpuMsPerRequest = cpu0 !== undefined && cpu1 !== undefined && sent > 0 ? ((cpu1 - cpu0) * 1000) / sent : undefined;
-        const throughputProbe = isTollgate ? await probe<ProbeReport>(probeUrl, '/report') : undefined;
-        if (isTollgate) await probe(probeUrl, '/reset', 'POST');
         o.log(`bench: peers: round ${rep}/${o.reps}: ${fig.name} at concurrency 1`);
         const lat: LoadResult = await runLoad(target, { concurrency: 1, warmupMs, durationMs, signal: o.signal });
-        const latencyProbe = isTollgate ? await probe<ProbeReport>(probeUrl, '/report') : undefined;
         const errors = thr.errors + lat.errors;
         if (thr.errorRate > 0.01 || lat.errorRate > 0.01) result.problems.push(`${fig.name} round ${rep}: error rate above 1 % (${thr.errors} + ${lat.errors}; ${[...thr.errorSamples ?? []].slice(0, 2).join('; ')})`);
-        fig.reps.push({ rps: thr.throughput, p50: lat.latency.p50, p99: lat.latency.p99, errors, cpuMsPerRequest, ...(throughputProbe ? { throughputProbe } : {}), ...(latencyProbe ? { latencyProbe } : {}) });
+        fig.reps.push({ rps: thr.throughput, p50: lat.latency.p50, p99: lat.latency.p99, errors, cpuMsPerRequest });
       }
     }
 
-    // One more Tollgate throughput phase under the CPU profiler (not part of the figures above).
+    // Two more Tollgate phases, watched (event-loop delay, GC pauses); not part of the figures
+    // above: watching costs the process CPU and latency of its own (probe.ts).
     const tg = targets.find((t) => t.fig.name === 'tollgate')!.target!;
+    if (!o.signal?.aborted) {
+      const phase = async (concurrency: number): Promise<ProbeReport> => {
+        o.log(`bench: peers: Tollgate's event-loop delay and GC at concurrency ${concurrency}`);
+        await probe(probeUrl, '/reset?watch=on', 'POST');
+        await runLoad(tg, { concurrency, warmupMs: 0, durationMs, signal: o.signal });
+        const report = await probe<ProbeReport>(probeUrl, '/report');
+        await probe(probeUrl, '/reset', 'POST');
+        return report;
+      };
+      const throughput = await phase(o.concurrency);
+      result.watched = { throughput, latency: await phase(1) };
+    }
+
+    // One more Tollgate throughput phase under the CPU profiler (not part of the figures above).
     if (!o.signal?.aborted) {
       o.log('bench: peers: Tollgate under the CPU profiler');
       await probe(probeUrl, '/profile/start', 'POST');
@@ -422,12 +436,12 @@ export function peersReport(r: PeersBenchResult): string {
   const floor = r.targets.find((t) => t.name === 'floor' && !t.skipped);
   const portkey = r.targets.find((t) => t.name === 'portkey' && !t.skipped);
   if (floor && portkey) lines.push(`floor ÷ portkey: ${ratio(floor, portkey)} (the most a gateway on Node's HTTP stack reaches against Portkey here)`);
-  if (tg && tg.reps[0]?.throughputProbe) {
-    const p = (k: 'throughputProbe' | 'latencyProbe', f: (x: ProbeReport) => number) => band(tg.reps.map((x) => f(x[k]!)), 1);
-    lines.push('Tollgate process, event-loop delay (monitorEventLoopDelay, 1 ms resolution) and GC pauses:');
-    for (const k of ['throughputProbe', 'latencyProbe'] as const) {
-      lines.push(`  ${k === 'throughputProbe' ? `concurrency ${r.concurrency}` : 'concurrency 1'}: delay p50 ${p(k, (x) => x.eld.p50)} ms, p99 ${p(k, (x) => x.eld.p99)} ms, max ${p(k, (x) => x.eld.max)} ms; ` +
-        `GC ${p(k, (x) => x.gc.count)} pauses, ${p(k, (x) => x.gc.totalMs)} ms total (${p(k, (x) => (x.gc.totalMs / x.windowMs) * 100)} % of the time), longest ${p(k, (x) => x.gc.maxMs)} ms`);
+  if (r.watched) {
+    lines.push('Tollgate process, event-loop delay (monitorEventLoopDelay, 1 ms resolution) and GC pauses, over one extra phase each (watching is off in the rounds above: it has a cost of its own):');
+    for (const [label, x] of [[`concurrency ${r.concurrency}`, r.watched.throughput], ['concurrency 1', r.watched.latency]] as const) {
+      if (!x.eld || !x.gc) continue;
+      lines.push(`  ${label}: delay p50 ${x.eld.p50.toFixed(1)} ms, p99 ${x.eld.p99.toFixed(1)} ms, max ${x.eld.max.toFixed(1)} ms; ` +
+        `GC ${x.gc.count} pauses, ${x.gc.totalMs.toFixed(1)} ms total (${((x.gc.totalMs / x.windowMs) * 100).toFixed(1)} % of the time), longest ${x.gc.maxMs.toFixed(1)} ms`);
     }
   }
   if (r.profile) {

@@ -18,8 +18,9 @@ const HELP = `Usage: node bench/tail.ts [options]
 Added latency of the embedded Tollgate (full metering: hold, ledger, journal, chDB warehouse)
 over the simulator at concurrency 1, with many samples: one simulator, one embedded Tollgate per
 target, and rounds of one slice per target (direct included; order rotated per round; each
-slice waits for the processes to go idle first). Inside every Tollgate process the bench probe
-(bench/peers/probe.ts) measures event-loop delay and GC pauses over each slice.
+slice waits for the processes to go idle first). Every Tollgate process carries the bench probe
+(bench/peers/probe.ts), idle unless --watch has it measure event-loop delay and GC pauses over
+each slice.
 
 Options:
   --rounds <n>        rounds, 1 to 1000 (default 6)
@@ -34,6 +35,10 @@ Options:
   --head-env <K=V,…>  environment on top for this tree's target \`head\` too (and \`base\`)
                       (default none)
   --no-head           leave out this tree's own target (with --base and --alt-env)
+  --watch             watch every Tollgate during its slices: event-loop delay
+                      (monitorEventLoopDelay, 1 ms resolution) and GC pauses; off by default:
+                      watching adds CPU and latency of its own (bench/peers/probe.ts), so
+                      figures with it are not comparable to figures without
   --threads           after each slice, CPU ms per request of each thread of the process under test
                       by name (main, V8Worker = V8's GC helpers, ThreadPool/MergeMutate/… = chDB's,
                       libuv-worker), on stderr
@@ -42,9 +47,8 @@ Options:
 
 Reported per target: requests, pooled p50 / p99 / p99.9 of every slice's samples (time to the
 last byte, ms), added p50 / p99 over direct (pooled, and the median of the per-round
-differences), event-loop delay p99 (median over slices, monitorEventLoopDelay at 1 ms
-resolution), GC pauses per second of slice and the longest, and CPU ms per request of the
-Tollgate process and of its main thread alone (/proc/<pid>/task/<pid>/stat).
+differences), with --watch event-loop delay p99 (median over slices) and GC pauses per second
+of slice and the longest, and CPU ms per request of the Tollgate process and of its main thread alone (/proc/<pid>/task/<pid>/stat).
 BENCH_PROFILE_DIR=<dir> passes --cpu-prof --cpu-prof-interval 100 to every Tollgate (written when
 it stops, <target>-<pid>.cpuprofile) and writes each target's measured requests beside it
 (<target>-<pid>.requests.json: [start, end] µs on CLOCK_MONOTONIC, the profile's clock); then
@@ -227,7 +231,7 @@ export interface TailResult {
 }
 
 /** Runs the comparison (see HELP); stops everything it started. */
-export async function runTail(o: { rounds: number; sliceS: number; base?: string; altEnv?: Array<Record<string, string>>; headEnv?: Record<string, string>; head: boolean; threads?: boolean; log: (l: string) => void }): Promise<TailResult> {
+export async function runTail(o: { rounds: number; sliceS: number; base?: string; altEnv?: Array<Record<string, string>>; headEnv?: Record<string, string>; head: boolean; threads?: boolean; watch?: boolean; log: (l: string) => void }): Promise<TailResult> {
   const stops: Array<() => Promise<void>> = [];
   try {
     const sim = await startSimulator();
@@ -247,7 +251,7 @@ export async function runTail(o: { rounds: number; sliceS: number; base?: string
       for (let i = 0; i < targets.length; i++) {
         const t = targets[(r + i) % targets.length]!;
         await waitForIdle(targets.map((x) => x.pid), 0.05, 300, 10_000);
-        await probe(t, '/reset', 'POST');
+        await probe(t, o.watch ? '/reset?watch=on' : '/reset', 'POST');
         const c0 = cpu(t.pid);
         const th0 = threadCpu(t.pid);
         const s = await slice(t, 300, o.sliceS * 1000, spans.get(t.name));
@@ -262,7 +266,7 @@ export async function runTail(o: { rounds: number; sliceS: number; base?: string
         };
         slices.get(t.name)!.push(row);
         o.log(`tail round ${r + 1}/${o.rounds} ${t.name.padEnd(6)} n=${row.requests} p50 ${row.p50.toFixed(3)} p99 ${row.p99.toFixed(3)} ms  cpu ${row.cpuMs.toFixed(3)} (main ${row.mainCpuMs.toFixed(3)}) ms/req` +
-          (p ? `  eld p99 ${p.eld.p99} max ${p.eld.max} ms  gc ${p.gc.count} (${p.gc.totalMs.toFixed(1)} ms, longest ${p.gc.maxMs.toFixed(2)})` : '') + `  errors ${row.errors}`);
+          (p?.eld && p.gc ? `  eld p99 ${p.eld.p99} max ${p.eld.max} ms  gc ${p.gc.count} (${p.gc.totalMs.toFixed(1)} ms, longest ${p.gc.maxMs.toFixed(2)})` : '') + `  errors ${row.errors}`);
         if (o.threads) o.log(`  threads (cpu ms/req): ${threads.slice(0, 8).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
       }
     }
@@ -303,10 +307,10 @@ export function tailTable(r: TailResult): string {
     'target  requests  p50    p99    p99.9  added p50/p99/p99.9 (pooled)  added p50/p99 (median of rounds)  eld p99  gc/s  gc %  gc longest  cpu ms/req (main)',
   ];
   for (const t of r.targets) {
-    const eld = median(t.slices.flatMap((s) => (s.probe ? [s.probe.eld.p99] : [])));
-    const gcPerS = median(t.slices.flatMap((s) => (s.probe ? [s.probe.gc.count / (s.probe.windowMs / 1000)] : [])));
-    const gcMax = Math.max(...t.slices.map((s) => s.probe?.gc.maxMs ?? NaN));
-    const gcPct = median(t.slices.flatMap((s) => (s.probe ? [(100 * s.probe.gc.totalMs) / s.probe.windowMs] : [])));
+    const eld = median(t.slices.flatMap((s) => (s.probe?.eld ? [s.probe.eld.p99] : [])));
+    const gcPerS = median(t.slices.flatMap((s) => (s.probe?.gc ? [s.probe.gc.count / (s.probe.windowMs / 1000)] : [])));
+    const gcMax = Math.max(...t.slices.map((s) => s.probe?.gc?.maxMs ?? NaN));
+    const gcPct = median(t.slices.flatMap((s) => (s.probe?.gc ? [(100 * s.probe.gc.totalMs) / s.probe.windowMs] : [])));
     lines.push([
       t.name.padEnd(6), String(t.pooled.count).padStart(9), f(t.pooled.p50).padStart(6), f(t.pooled.p99).padStart(6), f(t.pooled.p999).padStart(6),
       `${f(t.addedPooled?.p50)}/${f(t.addedPooled?.p99)}/${f(t.addedPooled?.p999)}`.padStart(29),
@@ -328,6 +332,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     'no-head': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     threads: { type: 'boolean', default: false },
+    watch: { type: 'boolean', default: false },
   } });
   runMain('bench/tail', async () => {
     // K=V,K=V; a value may hold '=' (NODE_OPTIONS=--max-semi-space-size=64), and spaces
@@ -352,7 +357,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     }
     let r: TailResult;
     try {
-      r = await runTail({ ...o, base: opts.base, head: !opts['no-head'], threads: opts.threads, log: (l) => process.stderr.write(`${l}\n`) });
+      r = await runTail({ ...o, base: opts.base, head: !opts['no-head'], threads: opts.threads, watch: opts.watch, log: (l) => process.stderr.write(`${l}\n`) });
     } catch (err) {
       await stopAll().catch(() => {});
       throw err;

@@ -1,15 +1,22 @@
 // Loaded into a process under test with `node --import <this file>` (NODE_OPTIONS), so the
 // gateway's own code stays free of bench hooks. It serves a tiny HTTP API on 127.0.0.1:
 // BENCH_PROBE_PORT, only for the bench (never in production):
-//   POST /reset          restart the event-loop-delay histogram and the GC tally
-//   GET  /report         JSON ProbeReport (below)
+//   POST /reset?watch=on start watching: the event-loop-delay histogram and the GC tally, from zero
+//   POST /reset          stop watching (nothing of the probe runs in the process until asked again)
+//   GET  /report         JSON ProbeReport (below) of the window since the last reset
 //   GET  /memory         JSON MemoryReport after a full GC (so the figures are live objects)
 //   POST /live/start, /live/stop  live heap by allocation site (sampled every 4 KB) between the two
 //   POST /profile/start  start the V8 CPU sampling profiler (node:inspector, 1 ms interval)
 //   POST /profile/stop   stop it, answer the top self-time functions (ProfileSummary)
 //                        /profile/start also starts V8's sampling heap profiler (every 32 KB
 //                        allocated, collected objects kept), so the summary names the top allocators
-// The probe's own work is tiny and happens only when the bench asks, between measurements.
+// Loaded, the probe costs the process nothing but an idle, unref'd listening socket: everything
+// else starts when the bench asks, and watching (the delay monitor, a libuv timer that wakes the
+// loop 1,000 times a second, and the GC observer) only for phases the bench does not compare with
+// a peer. Watching all the time, as it once did (with `--expose-gc` set at load), taxed the
+// embedded Tollgate at concurrency 1 (2026-12-01, interleaved, 8 rounds × 5 s, medians): main-
+// thread CPU 0.845 ms per request against 0.658 idle as now and 0.684 with no probe; p50 3.109
+// against 2.979 and 2.967 ms; while the peers it is compared with run bare.
 import { createServer } from 'node:http';
 import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
@@ -18,10 +25,13 @@ import { runInNewContext } from 'node:vm';
 
 /** Event-loop delay (ms) and GC pauses since the last reset. */
 export interface ProbeReport {
-  /** perf_hooks.monitorEventLoopDelay, 1 ms resolution: how late timers ran, in ms */
-  eld: { p50: number; p99: number; max: number; mean: number; count: number };
-  /** GC pauses (PerformanceObserver 'gc' entries): count, total ms, longest ms, by kind */
-  gc: { count: number; totalMs: number; maxMs: number; byKind: Record<string, { count: number; totalMs: number }> };
+  /**
+   * perf_hooks.monitorEventLoopDelay, 1 ms resolution: how late timers ran, in ms; null when the
+   * window was not started with `/reset?watch=on` (nothing was watched)
+   */
+  eld: { p50: number; p99: number; max: number; mean: number; count: number } | null;
+  /** GC pauses (PerformanceObserver 'gc' entries): count, total ms, longest ms, by kind; null when not watched */
+  gc: { count: number; totalMs: number; maxMs: number; byKind: Record<string, { count: number; totalMs: number }> } | null;
   /** wall ms since the reset */
   windowMs: number;
 }
@@ -45,11 +55,11 @@ if (Number.isInteger(port) && port > 0) start(port);
 
 function start(probePort: number): void {
   const eld = monitorEventLoopDelay({ resolution: 1 });
-  eld.enable();
+  let watching = false;
   let since = performance.now();
   const gcKinds: Record<number, string> = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb', 16: 'minor' };
   let gc = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, { count: number; totalMs: number }> };
-  new PerformanceObserver((list) => {
+  const gcObserver = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
       gc.count++;
       gc.totalMs += e.duration;
@@ -59,10 +69,30 @@ function start(probePort: number): void {
       k.count++;
       k.totalMs += e.duration;
     }
-  }).observe({ entryTypes: ['gc'] });
+  });
+  const watch = (on: boolean) => {
+    if (on && !watching) {
+      eld.enable();
+      gcObserver.observe({ entryTypes: ['gc'] });
+    } else if (!on && watching) {
+      eld.disable();
+      gcObserver.disconnect();
+    }
+    watching = on;
+    eld.reset();
+    gc = { count: 0, totalMs: 0, maxMs: 0, byKind: {} };
+    since = performance.now();
+  };
 
-  setFlagsFromString('--expose-gc');
-  const fullGc = runInNewContext('gc') as () => void;
+  // A full GC for the memory figures; `--expose-gc` is set only then (never during the rounds).
+  let gcFn: (() => void) | undefined;
+  const fullGc = () => {
+    if (!gcFn) {
+      setFlagsFromString('--expose-gc');
+      gcFn = runInNewContext('gc') as () => void;
+    }
+    gcFn();
+  };
   let session: Session | undefined;
   let liveSession: Session | undefined;
 
@@ -70,15 +100,13 @@ function start(probePort: number): void {
   const server = createServer(async (req, res) => {
     try {
       let body: unknown;
-      if (req.url === '/reset') {
-        eld.reset();
-        gc = { count: 0, totalMs: 0, maxMs: 0, byKind: {} };
-        since = performance.now();
+      if (req.url === '/reset' || req.url === '/reset?watch=on') {
+        watch(req.url === '/reset?watch=on');
         body = { ok: true };
       } else if (req.url === '/report') {
         body = {
-          eld: { p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max), mean: ms(eld.mean), count: eld.count },
-          gc, windowMs: Math.round(performance.now() - since),
+          eld: watching ? { p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max), mean: ms(eld.mean), count: eld.count } : null,
+          gc: watching ? gc : null, windowMs: Math.round(performance.now() - since),
         } satisfies ProbeReport;
       } else if (req.url === '/memory') {
         fullGc();
