@@ -173,7 +173,10 @@ describe('poison in the distributed pipeline', () => {
     const refused = await c.eventually('five refusals dead-lettered', async () => {
       const r = await c.admin<{ data: Array<{ event_id: string; group: string; kind: string; reason: string }> }>('GET', '/ops/v1/quarantine', undefined, c.url('agg1'));
       const mine = r.json.data.filter((q) => q.event_id.startsWith(`credit:${A}:race-`));
-      return mine.length === 5 ? mine : undefined;
+      if (mine.length === 5) return mine;
+      // What was there at the last look goes into the timeout's message (one CI run timed out
+      // with fewer: which ones, and from which group, say where the rest were held up).
+      throw new Error(`${mine.length} of 5 in the warehouse's quarantine: ${JSON.stringify(mine.map((q) => [q.event_id, q.group]))}`);
     });
     for (const q of refused) {
       assert.deepEqual([q.group, q.kind], ['ledger', 'apply_failed']);
