@@ -324,7 +324,9 @@ export async function runPeersBench(o: PeersBenchOptions): Promise<PeersBenchRes
         return report;
       };
       const throughput = await phase(o.concurrency);
-      result.watched = { throughput, latency: await phase(1) };
+      const latency = await phase(1);
+      // An aborted run's phases were cut short: their figures would describe nothing.
+      if (!o.signal?.aborted) result.watched = { throughput, latency };
     }
 
     // One more Tollgate throughput phase under the CPU profiler (not part of the figures above).

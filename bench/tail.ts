@@ -47,8 +47,9 @@ Options:
 
 Reported per target: requests, pooled p50 / p99 / p99.9 of every slice's samples (time to the
 last byte, ms), added p50 / p99 over direct (pooled, and the median of the per-round
-differences), with --watch event-loop delay p99 (median over slices) and GC pauses per second
-of slice and the longest, and CPU ms per request of the Tollgate process and of its main thread alone (/proc/<pid>/task/<pid>/stat).
+differences), CPU ms per request of the Tollgate process and of its main thread alone
+(/proc/<pid>/task/<pid>/stat), and with --watch the event-loop delay p99 (median over slices)
+and GC pauses per second of slice and the longest.
 BENCH_PROFILE_DIR=<dir> passes --cpu-prof --cpu-prof-interval 100 to every Tollgate (written when
 it stops, <target>-<pid>.cpuprofile) and writes each target's measured requests beside it
 (<target>-<pid>.requests.json: [start, end] µs on CLOCK_MONOTONIC, the profile's clock); then
@@ -259,6 +260,8 @@ export async function runTail(o: { rounds: number; sliceS: number; base?: string
         const th1 = threadCpu(t.pid);
         const threads = [...th1].map(([k, v]) => [k, ((v - (th0.get(k) ?? 0)) * 1000) / s.sent] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
         const p = await probe<ProbeReport>(t, '/report');
+        // Watching stops with the slice: its timer must not run through the other targets' slices.
+        if (o.watch) await probe(t, '/reset', 'POST');
         const sorted = [...s.samples].sort((a, b) => a - b);
         const row = {
           samples: s.samples, requests: s.samples.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), errors: s.errors,

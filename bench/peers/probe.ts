@@ -19,7 +19,7 @@
 // against 2.979 and 2.967 ms; while the peers it is compared with run bare.
 import { createServer } from 'node:http';
 import { Session } from 'node:inspector/promises';
-import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
+import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
@@ -57,7 +57,14 @@ function start(probePort: number): void {
   const eld = monitorEventLoopDelay({ resolution: 1 });
   let watching = false;
   let since = performance.now();
-  const gcKinds: Record<number, string> = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb', 16: 'minor' };
+  // Node's own codes for a GC entry's kind (perf_hooks.constants)
+  const gcKinds: Record<number, string> = {
+    [perfConstants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+    [perfConstants.NODE_PERFORMANCE_GC_MINOR_MARK_SWEEP]: 'minor',
+    [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+    [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+    [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+  };
   let gc = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, { count: number; totalMs: number }> };
   const gcObserver = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
@@ -84,12 +91,17 @@ function start(probePort: number): void {
     since = performance.now();
   };
 
-  // A full GC for the memory figures; `--expose-gc` is set only then (never during the rounds).
+  // A full GC for the memory figures. `--expose-gc` is on only while the function is taken from
+  // a fresh context, then off again: the flag is never left set in the process under test.
   let gcFn: (() => void) | undefined;
   const fullGc = () => {
     if (!gcFn) {
       setFlagsFromString('--expose-gc');
-      gcFn = runInNewContext('gc') as () => void;
+      try {
+        gcFn = runInNewContext('gc') as () => void;
+      } finally {
+        setFlagsFromString('--no-expose-gc');
+      }
     }
     gcFn();
   };
