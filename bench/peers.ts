@@ -85,11 +85,12 @@ export interface PeersBenchResult {
   targets: PeerFigures[];
   /**
    * Event-loop delay (monitorEventLoopDelay, 1 ms resolution) and GC pauses of the Tollgate
-   * process over one extra phase at `concurrency` and one at concurrency 1. Watched apart from
-   * the rounds, where nothing of the probe runs: watching costs the process CPU and latency of
-   * its own (probe.ts), and the peers it is compared with run bare.
+   * process, one entry per round: an extra phase at `concurrency` and one at concurrency 1 after
+   * the round's compared phases. Watched apart from them, where nothing of the probe runs:
+   * watching costs the process CPU and latency of its own (probe.ts), and the peers it is
+   * compared with run bare.
    */
-  watched?: { throughput: ProbeReport; latency: ProbeReport };
+  watched: Array<{ throughput: ProbeReport; latency: ProbeReport }>;
   /** CPU profile of the Tollgate process over one extra throughput phase */
   profile?: ProfileSummary;
   memory?: MemoryFigures;
@@ -228,7 +229,7 @@ function loadTarget(name: TargetName, url: string, key: string, body: string, st
  * reported as skipped, with the reason.
  */
 export async function runPeersBench(o: PeersBenchOptions): Promise<PeersBenchResult> {
-  const result: PeersBenchResult = { concurrency: o.concurrency, durationS: o.durationS, warmupS: o.warmupS, targets: [], problems: [] };
+  const result: PeersBenchResult = { concurrency: o.concurrency, durationS: o.durationS, warmupS: o.warmupS, targets: [], watched: [], problems: [] };
   const started: Array<Service | Peer> = [];
   try {
     const simulator = await startSimulator();
@@ -294,6 +295,17 @@ export async function runPeersBench(o: PeersBenchOptions): Promise<PeersBenchRes
 
     const warmupMs = o.warmupS * 1000;
     const durationMs = o.durationS * 1000;
+    const tg = targets.find((t) => t.fig.name === 'tollgate')!.target!;
+    // Two more Tollgate phases per round, watched (event-loop delay, GC pauses); not part of the
+    // compared figures: watching costs the process CPU and latency of its own (probe.ts).
+    const watchedPhase = async (rep: number, concurrency: number): Promise<ProbeReport> => {
+      o.log(`bench: peers: round ${rep}/${o.reps}: Tollgate's event-loop delay and GC at concurrency ${concurrency}`);
+      await probe(probeUrl, '/reset?watch=on', 'POST');
+      await runLoad(tg, { concurrency, warmupMs: 0, durationMs, signal: o.signal });
+      const report = await probe<ProbeReport>(probeUrl, '/report');
+      await probe(probeUrl, '/reset', 'POST');
+      return report;
+    };
     for (let rep = 1; rep <= o.reps; rep++) {
       for (const { fig, target, pid } of targets) {
         if (!target || o.signal?.aborted) continue;
@@ -309,24 +321,11 @@ export async function runPeersBench(o: PeersBenchOptions): Promise<PeersBenchRes
         if (thr.errorRate > 0.01 || lat.errorRate > 0.01) result.problems.push(`${fig.name} round ${rep}: error rate above 1 % (${thr.errors} + ${lat.errors}; ${[...thr.errorSamples ?? []].slice(0, 2).join('; ')})`);
         fig.reps.push({ rps: thr.throughput, p50: lat.latency.p50, p99: lat.latency.p99, errors, cpuMsPerRequest });
       }
-    }
-
-    // Two more Tollgate phases, watched (event-loop delay, GC pauses); not part of the figures
-    // above: watching costs the process CPU and latency of its own (probe.ts).
-    const tg = targets.find((t) => t.fig.name === 'tollgate')!.target!;
-    if (!o.signal?.aborted) {
-      const phase = async (concurrency: number): Promise<ProbeReport> => {
-        o.log(`bench: peers: Tollgate's event-loop delay and GC at concurrency ${concurrency}`);
-        await probe(probeUrl, '/reset?watch=on', 'POST');
-        await runLoad(tg, { concurrency, warmupMs: 0, durationMs, signal: o.signal });
-        const report = await probe<ProbeReport>(probeUrl, '/report');
-        await probe(probeUrl, '/reset', 'POST');
-        return report;
-      };
-      const throughput = await phase(o.concurrency);
-      const latency = await phase(1);
+      if (o.signal?.aborted) continue;
+      const throughput = await watchedPhase(rep, o.concurrency);
+      const latency = await watchedPhase(rep, 1);
       // An aborted run's phases were cut short: their figures would describe nothing.
-      if (!o.signal?.aborted) result.watched = { throughput, latency };
+      if (!o.signal?.aborted) result.watched.push({ throughput, latency });
     }
 
     // One more Tollgate throughput phase under the CPU profiler (not part of the figures above).
@@ -438,12 +437,13 @@ export function peersReport(r: PeersBenchResult): string {
   const floor = r.targets.find((t) => t.name === 'floor' && !t.skipped);
   const portkey = r.targets.find((t) => t.name === 'portkey' && !t.skipped);
   if (floor && portkey) lines.push(`floor ÷ portkey: ${ratio(floor, portkey)} (the most a gateway on Node's HTTP stack reaches against Portkey here)`);
-  if (r.watched) {
-    lines.push('Tollgate process, event-loop delay (monitorEventLoopDelay, 1 ms resolution) and GC pauses, over one extra phase each (watching is off in the rounds above: it has a cost of its own):');
-    for (const [label, x] of [[`concurrency ${r.concurrency}`, r.watched.throughput], ['concurrency 1', r.watched.latency]] as const) {
-      if (!x.eld || !x.gc) continue;
-      lines.push(`  ${label}: delay p50 ${x.eld.p50.toFixed(1)} ms, p99 ${x.eld.p99.toFixed(1)} ms, max ${x.eld.max.toFixed(1)} ms; ` +
-        `GC ${x.gc.count} pauses, ${x.gc.totalMs.toFixed(1)} ms total (${((x.gc.totalMs / x.windowMs) * 100).toFixed(1)} % of the time), longest ${x.gc.maxMs.toFixed(1)} ms`);
+  const watched = r.watched.filter((w) => w.throughput.eld && w.throughput.gc && w.latency.eld && w.latency.gc);
+  if (watched.length > 0) {
+    lines.push(`Tollgate process, event-loop delay (monitorEventLoopDelay, 1 ms resolution) and GC pauses, over two extra phases per round (min–max over ${watched.length}; watching is off in the compared phases above: it has a cost of its own):`);
+    for (const [label, k] of [[`concurrency ${r.concurrency}`, 'throughput'], ['concurrency 1', 'latency']] as const) {
+      const p = (f: (x: ProbeReport) => number) => band(watched.map((w) => f(w[k])), 1);
+      lines.push(`  ${label}: delay p50 ${p((x) => x.eld!.p50)} ms, p99 ${p((x) => x.eld!.p99)} ms, max ${p((x) => x.eld!.max)} ms; ` +
+        `GC ${p((x) => x.gc!.count)} pauses, ${p((x) => x.gc!.totalMs)} ms total (${p((x) => (x.gc!.totalMs / x.windowMs) * 100)} % of the time), longest ${p((x) => x.gc!.maxMs)} ms`);
     }
   }
   if (r.profile) {
