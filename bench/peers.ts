@@ -437,13 +437,13 @@ export function peersReport(r: PeersBenchResult): string {
   const floor = r.targets.find((t) => t.name === 'floor' && !t.skipped);
   const portkey = r.targets.find((t) => t.name === 'portkey' && !t.skipped);
   if (floor && portkey) lines.push(`floor ÷ portkey: ${ratio(floor, portkey)} (the most a gateway on Node's HTTP stack reaches against Portkey here)`);
-  const watched = r.watched.filter((w) => w.throughput.eld && w.throughput.gc && w.latency.eld && w.latency.gc);
+  const watched = r.watched;
   if (watched.length > 0) {
     lines.push(`Tollgate process, event-loop delay (monitorEventLoopDelay, 1 ms resolution) and GC pauses, over two extra phases per round (min–max over ${watched.length}; watching is off in the compared phases above: it has a cost of its own):`);
     for (const [label, k] of [[`concurrency ${r.concurrency}`, 'throughput'], ['concurrency 1', 'latency']] as const) {
       const p = (f: (x: ProbeReport) => number) => band(watched.map((w) => f(w[k])), 1);
-      lines.push(`  ${label}: delay p50 ${p((x) => x.eld!.p50)} ms, p99 ${p((x) => x.eld!.p99)} ms, max ${p((x) => x.eld!.max)} ms; ` +
-        `GC ${p((x) => x.gc!.count)} pauses, ${p((x) => x.gc!.totalMs)} ms total (${p((x) => (x.gc!.totalMs / x.windowMs) * 100)} % of the time), longest ${p((x) => x.gc!.maxMs)} ms`);
+      lines.push(`  ${label}: delay p50 ${p((x) => x.eld.p50)} ms, p99 ${p((x) => x.eld.p99)} ms, max ${p((x) => x.eld.max)} ms; ` +
+        `GC ${p((x) => x.gc.count)} pauses, ${p((x) => x.gc.totalMs)} ms total (${p((x) => (x.gc.totalMs / x.windowMs) * 100)} % of the time), longest ${p((x) => x.gc.maxMs)} ms`);
     }
   }
   if (r.profile) {

@@ -259,8 +259,8 @@ export async function runTail(o: { rounds: number; sliceS: number; base?: string
         const c1 = cpu(t.pid);
         const th1 = threadCpu(t.pid);
         const threads = [...th1].map(([k, v]) => [k, ((v - (th0.get(k) ?? 0)) * 1000) / s.sent] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
-        const p = await probe<ProbeReport>(t, '/report');
         // Watching stops with the slice: its timer must not run through the other targets' slices.
+        const p = o.watch ? await probe<ProbeReport>(t, '/report') : undefined;
         if (o.watch) await probe(t, '/reset', 'POST');
         const sorted = [...s.samples].sort((a, b) => a - b);
         const row = {
@@ -269,7 +269,7 @@ export async function runTail(o: { rounds: number; sliceS: number; base?: string
         };
         slices.get(t.name)!.push(row);
         o.log(`tail round ${r + 1}/${o.rounds} ${t.name.padEnd(6)} n=${row.requests} p50 ${row.p50.toFixed(3)} p99 ${row.p99.toFixed(3)} ms  cpu ${row.cpuMs.toFixed(3)} (main ${row.mainCpuMs.toFixed(3)}) ms/req` +
-          (p?.eld && p.gc ? `  eld p99 ${p.eld.p99} max ${p.eld.max} ms  gc ${p.gc.count} (${p.gc.totalMs.toFixed(1)} ms, longest ${p.gc.maxMs.toFixed(2)})` : '') + `  errors ${row.errors}`);
+          (p ? `  eld p99 ${p.eld.p99} max ${p.eld.max} ms  gc ${p.gc.count} (${p.gc.totalMs.toFixed(1)} ms, longest ${p.gc.maxMs.toFixed(2)})` : '') + `  errors ${row.errors}`);
         if (o.threads) o.log(`  threads (cpu ms/req): ${threads.slice(0, 8).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
       }
     }
@@ -310,10 +310,10 @@ export function tailTable(r: TailResult): string {
     'target  requests  p50    p99    p99.9  added p50/p99/p99.9 (pooled)  added p50/p99 (median of rounds)  eld p99  gc/s  gc %  gc longest  cpu ms/req (main)',
   ];
   for (const t of r.targets) {
-    const eld = median(t.slices.flatMap((s) => (s.probe?.eld ? [s.probe.eld.p99] : [])));
-    const gcPerS = median(t.slices.flatMap((s) => (s.probe?.gc ? [s.probe.gc.count / (s.probe.windowMs / 1000)] : [])));
-    const gcMax = Math.max(...t.slices.map((s) => s.probe?.gc?.maxMs ?? NaN));
-    const gcPct = median(t.slices.flatMap((s) => (s.probe?.gc ? [(100 * s.probe.gc.totalMs) / s.probe.windowMs] : [])));
+    const eld = median(t.slices.flatMap((s) => (s.probe ? [s.probe.eld.p99] : [])));
+    const gcPerS = median(t.slices.flatMap((s) => (s.probe ? [s.probe.gc.count / (s.probe.windowMs / 1000)] : [])));
+    const gcMax = Math.max(...t.slices.map((s) => s.probe?.gc.maxMs ?? NaN));
+    const gcPct = median(t.slices.flatMap((s) => (s.probe ? [(100 * s.probe.gc.totalMs) / s.probe.windowMs] : [])));
     lines.push([
       t.name.padEnd(6), String(t.pooled.count).padStart(9), f(t.pooled.p50).padStart(6), f(t.pooled.p99).padStart(6), f(t.pooled.p999).padStart(6),
       `${f(t.addedPooled?.p50)}/${f(t.addedPooled?.p99)}/${f(t.addedPooled?.p999)}`.padStart(29),

@@ -3,7 +3,8 @@
 // BENCH_PROBE_PORT, only for the bench (never in production):
 //   POST /reset?watch=on start watching: the event-loop-delay histogram and the GC tally, from zero
 //   POST /reset          stop watching (nothing of the probe runs in the process until asked again)
-//   GET  /report         JSON ProbeReport (below) of the window since the last reset
+//   GET  /report         JSON ProbeReport (below) of the window since `/reset?watch=on`; 409 when
+//                        nothing is being watched
 //   GET  /memory         JSON MemoryReport after a full GC (so the figures are live objects)
 //   POST /live/start, /live/stop  live heap by allocation site (sampled every 4 KB) between the two
 //   POST /profile/start  start the V8 CPU sampling profiler (node:inspector, 1 ms interval)
@@ -25,13 +26,10 @@ import { runInNewContext } from 'node:vm';
 
 /** Event-loop delay (ms) and GC pauses since the last reset. */
 export interface ProbeReport {
-  /**
-   * perf_hooks.monitorEventLoopDelay, 1 ms resolution: how late timers ran, in ms; null when the
-   * window was not started with `/reset?watch=on` (nothing was watched)
-   */
-  eld: { p50: number; p99: number; max: number; mean: number; count: number } | null;
-  /** GC pauses (PerformanceObserver 'gc' entries): count, total ms, longest ms, by kind; null when not watched */
-  gc: { count: number; totalMs: number; maxMs: number; byKind: Record<string, { count: number; totalMs: number }> } | null;
+  /** perf_hooks.monitorEventLoopDelay, 1 ms resolution: how late timers ran, in ms */
+  eld: { p50: number; p99: number; max: number; mean: number; count: number };
+  /** GC pauses (PerformanceObserver 'gc' entries): count, total ms, longest ms, by kind */
+  gc: { count: number; totalMs: number; maxMs: number; byKind: Record<string, { count: number; totalMs: number }> };
   /** wall ms since the reset */
   windowMs: number;
 }
@@ -116,9 +114,13 @@ function start(probePort: number): void {
         watch(req.url === '/reset?watch=on');
         body = { ok: true };
       } else if (req.url === '/report') {
+        if (!watching) {
+          res.writeHead(409, { 'content-type': 'text/plain' }).end('not watching: POST /reset?watch=on first');
+          return;
+        }
         body = {
-          eld: watching ? { p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max), mean: ms(eld.mean), count: eld.count } : null,
-          gc: watching ? gc : null, windowMs: Math.round(performance.now() - since),
+          eld: { p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max), mean: ms(eld.mean), count: eld.count },
+          gc, windowMs: Math.round(performance.now() - since),
         } satisfies ProbeReport;
       } else if (req.url === '/memory') {
         fullGc();
