@@ -75,7 +75,7 @@ Environment:
 
 Examples:
   npm run bench -- --duration 2 --warmup 1 --events 5000 --skip-analytics   # quick
-  npm run bench -- --json > result.json
+  npm run -s bench -- --json > result.json   # -s: npm prints no banner on stdout
 
 Exit status: 0 ok, 1 the run failed (error rate above 1%, metering mismatch, a service
 failed, Kafka or Redis missing with --require-services), 2 bad usage, 130 interrupted.`;
@@ -995,14 +995,24 @@ async function main(argv: string[]): Promise<number> {
   const loadAvgStart = loadavg();
   log(`bench: load average (1/5/15 min) at the start: ${loadAvgStart.map((v) => v.toFixed(2)).join(' ')}`);
   const abort = new AbortController();
+  // Ctrl-C, in every section alike: the processes the bench started are stopped first, then exit
+  // 130 with no report (a half-measured one would read as figures).
+  process.once('SIGINT', () => {
+    log('bench: interrupted; stopping services');
+    abort.abort();
+    void stopAll()
+      .then(() => Promise.race([removeAllDeployments(), new Promise((r) => setTimeout(r, 5000))]))
+      .finally(() => process.exit(130));
+  });
   if (options.poolOnly) {
     const p = await runPool(options, abort.signal);
+    if (abort.signal.aborted) return 130;
     process.stdout.write(options.json ? `${JSON.stringify({ pool: p, ok: !poolFailed(p) }, null, 2)}\n` : `${poolText(p)}\n`);
     return poolFailed(p) ? 1 : 0;
   }
   if (options.peersOnly) {
-    process.once('SIGINT', () => abort.abort());
     const p = await runPeers(options, abort.signal);
+    if (abort.signal.aborted) return 130;
     process.stdout.write(options.json ? `${JSON.stringify({ peers: p, ok: !peersFailed(p) }, null, 2)}\n` : `${peersText(p)}\n`);
     return peersFailed(p) ? 1 : 0;
   }
@@ -1011,14 +1021,6 @@ async function main(argv: string[]): Promise<number> {
     died ??= new ServiceFailure(`${service.name} exited unexpectedly (${status}) during the run; its last output:\n${service.output() || '(none)'}`);
     abort.abort();
   });
-  process.once('SIGINT', () => {
-    log('bench: interrupted; stopping services');
-    abort.abort();
-    void stopAll()
-      .then(() => Promise.race([removeAllDeployments(), new Promise((r) => setTimeout(r, 5000))]))
-      .finally(() => process.exit(130));
-  });
-
   // Kafka and Redis first: a missing service is reported before minutes of embedded figures.
   let services: Services | undefined;
   const distributed: DistributedResult = { warehouseFlushMs: WAREHOUSE_FLUSH_MS, partitions: KAFKA_PARTITIONS, scenarios: [], comparisons: [], redis: [], roundTrips: [] };
