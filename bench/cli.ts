@@ -60,7 +60,7 @@ export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<
   }
   const options = { ...spec.options, help: { type: 'boolean', short: 'h' } } as WithHelp<O>;
   try {
-    return parseArgs({ args: [...argv], options, strict: true, allowPositionals: spec.positionals ?? false }) as Parsed<O>;
+    return parseArgs({ args: joinNegativeValues(argv, options), options, strict: true, allowPositionals: spec.positionals ?? false }) as Parsed<O>;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (typeof code !== 'string' || !code.startsWith('ERR_PARSE_ARGS_')) throw err;
@@ -76,11 +76,35 @@ export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<
   }
 }
 
+/**
+ * `argv` with a negative number given as a separate argument joined to its option
+ * (`--rounds -1` becomes `--rounds=-1`), so it reaches the option's own range check and its
+ * message instead of parseArgs's refusal of a value that starts with a dash.
+ */
+function joinNegativeValues(argv: readonly string[], options: ParseArgsOptionsConfig): string[] {
+  const out: string[] = [];
+  const end = argv.indexOf('--');
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const next = argv[i + 1];
+    if ((end < 0 || i < end) && next !== undefined && /^-(\d|\.\d)/.test(next) && isValueOption(arg, options)) {
+      out.push(arg.startsWith('--') ? `${arg}=${next}` : `${arg}${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
+}
+
 /** true when `arg` is a string option given without `=` (so the next argument is its value). */
 function isValueOption(arg: string, options: ParseArgsOptionsConfig): boolean {
   if (arg.startsWith('--') && !arg.includes('=')) return options[arg.slice(2)]?.type === 'string';
   if (/^-[^-]$/.test(arg)) return Object.values(options).some((o) => o.short === arg[1] && o.type === 'string');
   return false;
+}
+
+/** `n` and the noun, singular for 1 (`counted(1, 'round')` is "1 round", `counted(4, 'round')` "4 rounds"). */
+export function counted(n: number, noun: string): string {
+  return `${n} ${n === 1 ? noun : `${noun}s`}`;
 }
 
 /** Bounds of a numeric option, inclusive; `integer` refuses fractions. */

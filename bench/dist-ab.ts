@@ -27,7 +27,7 @@ import {
   ADMIN_TOKEN, UPSTREAM_API_KEY, cpuSeconds, createCustomer, freePort, localServicePids, startSimulator, startTollgate, stopAll, waitForIdle,
 } from './stack.ts';
 import { Redis } from 'ioredis';
-import { commandLine, numberValue, runMain, UsageError } from './cli.ts';
+import { commandLine, counted, numberValue, runMain, UsageError } from './cli.ts';
 
 const MODEL = 'claude-sonnet-4-5-20250929';
 
@@ -252,7 +252,7 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
 function distAbTable(r: DistAbResult): string {
   const lines: string[] = [];
   const emb = r.targets.find((t) => t.name === 'embedded')!.slices;
-  lines.push(`interleaved A/B: concurrency ${r.concurrency}, ${r.rounds} rounds × ${r.sliceS} s per target (+0.5 s warmup each), order rotated per round`);
+  lines.push(`interleaved A/B: concurrency ${r.concurrency}, ${counted(r.rounds, 'round')} × ${r.sliceS} s per target (+0.5 s warmup each), order rotated per round`);
   lines.push('target     requests  served  req/s  p50 ms  p99 ms  gw cpu ms/req  ratio vs emb  added p50/p99 ms  errors  redis cpu ms/req  cmds/req  reads/req');
   lines.push('requests/req/s = measured (after each slice\'s warmup); served = every request the process answered in its slices, warmup included');
   lines.push('(the denominator of gw cpu ms/req); p50/p99 = median over rounds of the slice percentile; added = median of the per-round differences;');

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { runLoad, type LoadResult, type LoadTarget } from './load.ts';
+import { counted } from './cli.ts';
 import type { MemoryReport, ProbeReport, ProfileSummary } from './peers/probe.ts';
 import { cpuSeconds, createCustomer, freePort, ROOT, settledBalance, startSimulator, startTollgate, UPSTREAM_API_KEY, type Service, type TollgateService } from './stack.ts';
 import { childEnv } from '../test/support/services.ts';
@@ -265,9 +266,11 @@ export async function runPeersBench(o: PeersBenchOptions): Promise<PeersBenchRes
     }
     for (const name of ['portkey', 'litellm'] as const) {
       const installed = name === 'portkey' ? existsSync(PORTKEY_START) : existsSync(LITELLM_BIN);
+      // the version only when installed (a missing peer has none to read)
+      const version = !installed ? '' : ` ${name === 'portkey' ? versionOf(join(PEERS_DIR, 'portkey/node_modules/@portkey-ai/gateway/package.json')) : litellmVersion()}`;
       const description = name === 'portkey'
-        ? `Portkey gateway ${versionOf(join(PEERS_DIR, 'portkey/node_modules/@portkey-ai/gateway/package.json'))} (npm @portkey-ai/gateway, headless, custom host)`
-        : `LiteLLM proxy ${litellmVersion()} (PyPI litellm[proxy], 1 worker, /v1/messages, no database)`;
+        ? `Portkey gateway${version} (npm @portkey-ai/gateway, headless, custom host)`
+        : `LiteLLM proxy${version} (PyPI litellm[proxy], 1 worker, /v1/messages, no database)`;
       const fig: PeerFigures = { name, description, reps: [] };
       if (!installed) {
         fig.skipped = 'not installed: run `bash bench/peers/install.sh`';
@@ -415,7 +418,7 @@ const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`;
 /** The peers section as text: one table, the ratios, the tail, the profile and memory. */
 export function peersReport(r: PeersBenchResult): string {
   const lines: string[] = [];
-  lines.push(`peers: one run against the same simulator, ${r.targets[0]?.reps.length ?? 0} interleaved rounds (figures are min–max over the rounds); ` +
+  lines.push(`peers: one run against the same simulator, ${counted(r.targets[0]?.reps.length ?? 0, 'interleaved round')} (figures are min–max over the rounds); ` +
     `throughput at concurrency ${r.concurrency}, latency at concurrency 1; warmup ${r.warmupS} s + ${r.durationS} s per phase; non-streaming ~2 KB requests`);
   const direct = r.targets.find((t) => t.name === 'direct');
   const rows: string[][] = [['target', 'req/s', 'cpu ms/req', 'p50 ms', 'p99 ms', 'added p50 ms', 'added p99 ms', 'errors']];
@@ -429,8 +432,9 @@ export function peersReport(r: PeersBenchResult): string {
   for (const t of r.targets) lines.push(`  ${t.name}: ${t.description}`);
   lines.push('  (cpu ms/req: of the gateway process, of the simulator for direct; warmup included)');
   const tg = r.targets.find((t) => t.name === 'tollgate');
+  // both as a ÷ b per round: req/s above 1 = a serves more; CPU per request below 1 = a spends less
   const ratio = (a: PeerFigures, b: PeerFigures) => `req/s ${band(a.reps.map((x, i) => x.rps / (b.reps[i]?.rps ?? NaN)), 2)}× (per round); ` +
-    `CPU per request ${band(a.reps.map((x, i) => (b.reps[i]?.cpuMsPerRequest ?? NaN) / (x.cpuMsPerRequest ?? NaN)), 2)}× less`;
+    `CPU per request ${band(a.reps.map((x, i) => (x.cpuMsPerRequest ?? NaN) / (b.reps[i]?.cpuMsPerRequest ?? NaN)), 2)}× (below 1: less)`;
   for (const peer of r.targets.filter((t) => (t.name === 'floor' || t.name === 'portkey' || t.name === 'litellm') && !t.skipped)) {
     lines.push(`Tollgate ÷ ${peer.name}: ${ratio(tg!, peer)}`);
   }

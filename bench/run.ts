@@ -18,7 +18,7 @@ import { measureConsumerGroups, type ConsumerBenchResult } from './consumers.ts'
 import { runDistAb, type DistAbResult } from './dist-ab.ts';
 import { consumerRepsReport, distAbReport, issue11Targets, targetsReport, type TargetRow } from './targets.ts';
 import { peersReport, runPeersBench, type PeersBenchResult } from './peers.ts';
-import { commandLine, exitUsage, UsageError } from './cli.ts';
+import { commandLine, counted, exitUsage, numberValue, UsageError } from './cli.ts';
 import { dropKafkajsTimerWarning } from '@tollgate/events';
 
 const HELP = `Usage: npm run bench -- [options]
@@ -35,17 +35,18 @@ balance debit in Redis and to its row in the warehouse, and the gateway-json/-st
 through a distributed gateway process, as a ratio to the embedded one.
 
 Options:
-  --duration <s>       measured seconds per scenario (default 8)
-  --warmup <s>         unmeasured seconds before each scenario (default 2)
-  --concurrency <n>    concurrent requests = connections (default 32)
+  --duration <s>       measured seconds per scenario, 0.1 to 3600 (default 8)
+  --warmup <s>         unmeasured seconds before each scenario, 0 to 3600 (default 2)
+  --concurrency <n>    concurrent requests = connections, 1 to 4096 (default 32)
   --scenarios <a,b>    scenarios to run (default all): SCENARIO_NAMES
-  --events <n>         usage events for the single-pass consumer rows (default 30000); the
-                       repeated consumer section (bench/consumers.ts) uses BENCH_CONSUMER_EVENTS
-                       (default 1000000; 0 skips it)
-  --lag-samples <n>    requests followed for the lag figures (default 200)
+  --events <n>         usage events for the single-pass consumer rows, 1 to 10000000 (default
+                       30000); the repeated consumer section (bench/consumers.ts) uses
+                       BENCH_CONSUMER_EVENTS (default 1000000; 0 skips it)
+  --lag-samples <n>    requests followed for the lag figures, 1 to 100000 (default 200)
   --embedded-only      skip everything that needs Kafka and Redis
-  --analytics-events <n>  usage events for the analytics and billing section (default
-                       BENCH_ANALYTICS_EVENTS, else 10000000; about 8 minutes at 10M)
+  --analytics-events <n>  usage events for the analytics and billing section, 10000 to
+                       1000000000 (default BENCH_ANALYTICS_EVENTS, else 10000000; about 8
+                       minutes at 10M)
   --skip-analytics     skip the analytics and billing section
   --analytics-only     run only the analytics and billing section (no simulator, no Tollgate)
   --skip-pool          skip the upstream-pool section (selection, affinity, failover; about 1 minute)
@@ -53,10 +54,10 @@ Options:
   --skip-peers         skip the peers section (Tollgate vs Portkey and LiteLLM, event-loop delay,
                        memory per open stream; about 4 minutes; install peers: bash bench/peers/install.sh)
   --peers-only         run only the peers section
-  --peer-reps <n>      repetitions of the peers section's round (noise band; default 3)
+  --peer-reps <n>      repetitions of the peers section's round, 1 to 20 (noise band; default 3)
   --dist-rounds <n>    rounds of the interleaved distributed-vs-embedded section, at concurrency 1
-                       and at --concurrency (noise band; default 4; 0 skips the section)
-  --consumer-reps <n>  repetitions of the 1M-event consumer throughput (noise band; default 2)
+                       and at --concurrency, 0 to 50 (noise band; default 4; 0 skips the section)
+  --consumer-reps <n>  repetitions of the 1M-event consumer throughput, 1 to 20 (noise band; default 2)
   --require-services   fail (exit 1) instead of skipping when Kafka or Redis is missing
   --json               print the result as JSON on stdout (progress still goes to stderr)
   -h, --help           show this help
@@ -300,14 +301,9 @@ function parseOptions(argv: string[]): Options {
     },
   }, argv);
   const v = parsed.values;
-  const num = (name: string, raw: string | undefined, fallback: number, min: number, max: number, integer: boolean) => {
-    if (raw === undefined) return fallback;
-    const n = Number(raw);
-    if (raw.trim() === '' || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
-      throw new UsageError(`--${name}: expected a${integer ? 'n integer' : ' number'} from ${min} to ${max}, got "${raw}"`);
-    }
-    return n;
-  };
+  // every numeric option through the shared check (bench/cli.ts): one message shape, `_` as a digit separator
+  const num = (name: string, raw: string | undefined, fallback: number, min: number, max: number, integer: boolean) =>
+    numberValue(`--${name}`, raw, fallback, { min, max, integer });
   const durationS = num('duration', v.duration, 8, 0.1, 3600, false);
   const warmupS = num('warmup', v.warmup, 2, 0, 3600, false);
   const concurrency = num('concurrency', v.concurrency, 32, 1, 4096, true);
@@ -1110,7 +1106,7 @@ async function main(argv: string[]): Promise<number> {
   if (services && options.distRounds > 0) {
     try {
       for (const c of [...new Set([1, options.concurrency])]) {
-        log(`bench: distributed vs embedded, interleaved: concurrency ${c}, ${options.distRounds} rounds (--dist-rounds)`);
+        log(`bench: distributed vs embedded, interleaved: concurrency ${c}, ${counted(options.distRounds, 'round')} (--dist-rounds)`);
         distAb.push(await runDistAb({ concurrency: c, rounds: options.distRounds, sliceS: Math.min(options.durationS, 4), log }));
         if (died) throw died;
         if (abort.signal.aborted) return 130;

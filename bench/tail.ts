@@ -11,7 +11,7 @@ import { median, percentile } from './load.ts';
 import type { ProbeReport } from './peers/probe.ts';
 import { ADMIN_TOKEN, createCustomer, freePort, ROOT, startSimulator, stopAll, UPSTREAM_API_KEY, waitForIdle } from './stack.ts';
 import { childEnv } from '../test/support/services.ts';
-import { commandLine, numberValue, runMain, UsageError } from './cli.ts';
+import { commandLine, counted, numberValue, runMain, UsageError } from './cli.ts';
 
 const HELP = `Usage: node bench/tail.ts [options]
 
@@ -20,7 +20,7 @@ over the simulator at concurrency 1, with many samples: one simulator, one embed
 target, and rounds of one slice per target (direct included; order rotated per round; each
 slice waits for the processes to go idle first). Every Tollgate process carries the bench probe
 (bench/peers/probe.ts), idle unless --watch has it measure event-loop delay and GC pauses over
-each slice.
+each slice's measured part.
 
 Options:
   --rounds <n>        rounds, 1 to 1000 (default 6)
@@ -35,8 +35,9 @@ Options:
   --head-env <K=V,…>  environment on top for this tree's target \`head\` too (and \`base\`)
                       (default none)
   --no-head           leave out this tree's own target (with --base and --alt-env)
-  --watch             watch every Tollgate during its slices: event-loop delay
-                      (monitorEventLoopDelay, 1 ms resolution) and GC pauses; off by default:
+  --watch             watch every Tollgate over the measured part of its slices (not the
+                      warmup): event-loop delay (monitorEventLoopDelay, 1 ms resolution) and
+                      GC pauses; off by default:
                       watching adds CPU and latency of its own (bench/peers/probe.ts), so
                       figures with it are not comparable to figures without
   --threads           after each slice, CPU ms per request of each thread of the process under test
@@ -169,8 +170,12 @@ export async function probe<T>(t: Target, path: string, method: 'GET' | 'POST' =
   return JSON.parse(text) as T;
 }
 
-/** One slice at concurrency 1: every latency sample (ms, time to the last byte) after the warmup. */
-export async function slice(t: Target, warmupMs: number, durationMs: number, spans?: Array<[number, number]>): Promise<{ samples: number[]; sent: number; errors: number }> {
+/**
+ * One slice at concurrency 1: every latency sample (ms, time to the last byte) after the warmup.
+ * `atMeasure`, when given, is awaited once between the warmup and the first measured request
+ * (the probe's watching starts there, so its window holds the measured requests only).
+ */
+export async function slice(t: Target, warmupMs: number, durationMs: number, spans?: Array<[number, number]>, atMeasure?: () => Promise<unknown>): Promise<{ samples: number[]; sent: number; errors: number }> {
   const pool = new Pool(t.url, { connections: 1, pipelining: 1, keepAliveTimeout: 60_000 });
   const headers = { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-api-key': t.key };
   const payload = body();
@@ -178,9 +183,17 @@ export async function slice(t: Target, warmupMs: number, durationMs: number, spa
   let sent = 0;
   let errors = 0;
   const start = performance.now();
+  let measuring = false;
   try {
     for (;;) {
-      const t0 = performance.now();
+      let t0 = performance.now();
+      if (!measuring && t0 >= start + warmupMs) {
+        measuring = true;
+        if (atMeasure) {
+          await atMeasure();
+          t0 = performance.now();
+        }
+      }
       const m0 = spans ? monoUs() : 0;
       if (t0 > start + warmupMs + durationMs) break;
       sent++;
@@ -252,10 +265,11 @@ export async function runTail(o: { rounds: number; sliceS: number; base?: string
       for (let i = 0; i < targets.length; i++) {
         const t = targets[(r + i) % targets.length]!;
         await waitForIdle(targets.map((x) => x.pid), 0.05, 300, 10_000);
-        await probe(t, o.watch ? '/reset?watch=on' : '/reset', 'POST');
+        await probe(t, '/reset', 'POST');
         const c0 = cpu(t.pid);
         const th0 = threadCpu(t.pid);
-        const s = await slice(t, 300, o.sliceS * 1000, spans.get(t.name));
+        // watching (--watch) starts after the warmup, so the probe's window is the measured requests
+        const s = await slice(t, 300, o.sliceS * 1000, spans.get(t.name), o.watch ? () => probe(t, '/reset?watch=on', 'POST') : undefined);
         const c1 = cpu(t.pid);
         const th1 = threadCpu(t.pid);
         const threads = [...th1].map(([k, v]) => [k, ((v - (th0.get(k) ?? 0)) * 1000) / s.sent] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
@@ -306,7 +320,7 @@ export async function runTail(o: { rounds: number; sliceS: number; base?: string
 export function tailTable(r: TailResult): string {
   const f = (x: number | undefined, d = 3) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
   const lines = [
-    `concurrency 1, ${r.rounds} rounds × ${r.sliceS} s per target (+0.3 s warmup), order rotated; ms; added = over direct`,
+    `concurrency 1, ${counted(r.rounds, 'round')} × ${r.sliceS} s per target (+0.3 s warmup), order rotated; ms; added = over direct`,
     'target  requests  p50    p99    p99.9  added p50/p99/p99.9 (pooled)  added p50/p99 (median of rounds)  eld p99  gc/s  gc %  gc longest  cpu ms/req (main)',
   ];
   for (const t of r.targets) {

@@ -6,6 +6,7 @@ import type { ConsumerBenchResult } from './consumers.ts';
 import type { DistAbResult } from './dist-ab.ts';
 import type { PeersBenchResult } from './peers.ts';
 import { median } from './load.ts';
+import { counted } from './cli.ts';
 
 /** Median, min and max of a list of figures (NaN when empty; NaN entries are dropped). */
 export interface Band { median: number; min: number; max: number; n: number }
@@ -38,7 +39,7 @@ function leftTable(rows: string[][]): string {
 export function distAbReport(runs: DistAbResult[]): string {
   const lines: string[] = [];
   for (const r of runs) {
-    lines.push(`distributed vs embedded gateway, interleaved (bench/dist-ab.ts): concurrency ${r.concurrency}, ${r.rounds} rounds × ${r.sliceS} s per target ` +
+    lines.push(`distributed vs embedded gateway, interleaved (bench/dist-ab.ts): concurrency ${r.concurrency}, ${counted(r.rounds, 'round')} × ${r.sliceS} s per target ` +
       '(+0.5 s warmup), order rotated per round; each figure median (min–max) over the rounds; ratio and added = per-round vs embedded\'s slice of the same round');
     lines.push(table([
       ['target', 'req/s', 'gw cpu ms/req', 'p50 ms', 'p99 ms', 'ratio vs emb', 'added p50 ms', 'added p99 ms', 'errors', 'redis cpu ms/req', 'redis cmds/req', 'redis reads/req'],

@@ -148,6 +148,10 @@ test('a malformed or out-of-range value: one line on stderr naming the option an
     [[NODE, 'bench/store-events.ts', '--warehouse', 'mysql'], {}, '--warehouse: unknown "mysql"; expected any of chdb, server'],
     [[NODE, 'bench/profiles/summarize.ts'], {}, 'missing the profile file'],
     [[NODE, 'bench/tail.ts', '--rounds', '0'], {}, '--rounds: expected an integer from 1 to 1000, got "0"'],
+    // a negative number as a separate argument reaches the option's own range check too
+    [[NODE, 'bench/tail.ts', '--rounds', '-1'], {}, '--rounds: expected an integer from 1 to 1000, got "-1"'],
+    [[NODE, 'bench/run.ts', '--duration', '-0.5'], {}, '--duration: expected a number from 0.1 to 3600, got "-0.5"'],
+    [[NODE, 'bench/consumers.ts', '--sink-batch', '-1,5'], {}, '--sink-batch: expected an integer'],
     [[NODE, 'bench/tail.ts', '--head-env', 'NOEQUALS'], {}, '--head-env: expected NAME=VALUE pairs separated by commas, got "NOEQUALS"'],
     [[NODE, 'bench/tail-attribute.ts'], {}, 'missing <dir>'],
     [[NODE, 'bench/tail-attribute.ts', '--slowest', '0', 'dir'], {}, '--slowest: expected a number from 0.01 to 100, got "0"'],
