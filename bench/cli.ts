@@ -69,8 +69,10 @@ export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<
       if (name !== undefined) exitUsage(spec.name, `unknown option "${name}"`);
     }
     if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-      const extra = argv.find((a, i) => !a.startsWith('-') && (i === 0 || !isValueOption(argv[i - 1]!, options)));
-      exitUsage(spec.name, `unexpected argument ${JSON.stringify(extra ?? '')}`);
+      // parseArgs' own tokens say which argument is the positional (after `--` too)
+      const loose = parseArgs({ args: joinNegativeValues(argv, options), options, strict: false, allowPositionals: true, tokens: true });
+      const extra = loose.tokens.find((t) => t.kind === 'positional');
+      exitUsage(spec.name, `unexpected argument ${JSON.stringify(extra?.kind === 'positional' ? extra.value : '')}`);
     }
     exitUsage(spec.name, (err as Error).message.replace(/\s*\n\s*/g, ' '));
   }
@@ -87,7 +89,7 @@ function joinNegativeValues(argv: readonly string[], options: ParseArgsOptionsCo
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const next = argv[i + 1];
-    if ((end < 0 || i < end) && next !== undefined && /^-(\d|\.\d)/.test(next) && isValueOption(arg, options)) {
+    if ((end < 0 || i < end) && next !== undefined && /^-(\d|\.\d|Infinity$)/.test(next) && isValueOption(arg, options)) {
       out.push(arg.startsWith('--') ? `${arg}=${next}` : `${arg}${next}`);
       i++;
     } else out.push(arg);
@@ -116,12 +118,14 @@ export interface NumberBounds {
 
 /**
  * `raw` (an option's or variable's text; `_` allowed as a digit separator, as in 1_000_000) as a
- * number within `bounds`, or `fallback` when absent or empty.
+ * number within `bounds`, or `fallback` when absent (`undefined`). An empty or blank text is
+ * refused like any other bad value (`--duration=` is a mistake, not the default); a caller that
+ * reads an environment variable passes `process.env.X || undefined` to treat an empty one as unset.
  * @throws UsageError naming `name` and the accepted range
  */
 export function numberValue(name: string, raw: string | undefined, fallback: number, bounds: NumberBounds): number {
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const n = Number(raw.replaceAll('_', ''));
+  if (raw === undefined) return fallback;
+  const n = raw.trim() === '' ? NaN : Number(raw.replaceAll('_', ''));
   if (!Number.isFinite(n) || n < bounds.min || n > bounds.max || (bounds.integer === true && !Number.isInteger(n))) {
     throw new UsageError(`${name}: expected a${bounds.integer ? 'n integer' : ' number'} from ${bounds.min} to ${bounds.max}, got "${raw}"`);
   }

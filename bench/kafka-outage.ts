@@ -86,7 +86,7 @@ try {
   MEMBERS = numberValue('--members', opts.members, 2, { min: 1, max: 64, integer: true });
   RUNS = numberValue('--runs', opts.runs, 1, { min: 1, max: 100, integer: true });
   STATE = resolve(process.env.BENCH_KAFKA_DIR || join(tmpdir(), 'tollgate-kafka-outage'));
-  PORT = numberValue('BENCH_KAFKA_PORT', process.env.BENCH_KAFKA_PORT, 19092, { min: 1024, max: 65534, integer: true });
+  PORT = numberValue('BENCH_KAFKA_PORT', process.env.BENCH_KAFKA_PORT || undefined, 19092, { min: 1024, max: 65534, integer: true });
   shared = [process.env.TOLLGATE_DEPLOY_DIR, join(REPO, '.deploy'), '/work/main/.deploy'].filter((d): d is string => !!d).map((d) => resolve(d));
   // Never the shared broker's state directory or port: this tool stops and kills its broker.
   if (shared.includes(STATE)) throw new UsageError(`BENCH_KAFKA_DIR ${STATE} is a shared deploy directory; give this tool its own`);

@@ -152,6 +152,11 @@ test('a malformed or out-of-range value: one line on stderr naming the option an
     [[NODE, 'bench/tail.ts', '--rounds', '-1'], {}, '--rounds: expected an integer from 1 to 1000, got "-1"'],
     [[NODE, 'bench/run.ts', '--duration', '-0.5'], {}, '--duration: expected a number from 0.1 to 3600, got "-0.5"'],
     [[NODE, 'bench/consumers.ts', '--sink-batch', '-1,5'], {}, '--sink-batch: expected an integer'],
+    // an empty value given is a mistake, not the default
+    [[NODE, 'bench/run.ts', '--duration='], {}, '--duration: expected a number from 0.1 to 3600, got ""'],
+    [[NODE, 'bench/tail.ts', '--rounds', ' '], {}, '--rounds: expected an integer from 1 to 1000, got " "'],
+    // after `--` everything is a positional, named as given
+    [[NODE, 'bench/tail.ts', '--rounds', '2', '--', '-1'], {}, 'unexpected argument "-1"'],
     [[NODE, 'bench/tail.ts', '--head-env', 'NOEQUALS'], {}, '--head-env: expected NAME=VALUE pairs separated by commas, got "NOEQUALS"'],
     [[NODE, 'bench/tail-attribute.ts'], {}, 'missing <dir>'],
     [[NODE, 'bench/tail-attribute.ts', '--slowest', '0', 'dir'], {}, '--slowest: expected a number from 0.01 to 100, got "0"'],
