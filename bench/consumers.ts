@@ -365,8 +365,15 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       }
     }
     {
+      // A value given twice (`--sink-inserts 2,3,2`) is a run of its own: its group, Redis prefix
+      // and warehouse database get `-r<n>`, or the repeat would find the first run's committed
+      // offsets at the end of the topic and wait forever for events it was never going to get.
+      const seenTags = new Map<string, number>();
       for (const { group, mode, kind, sinkBatch, sinkInserts, partitionBatch } of runs) {
-        const tag = kind === undefined ? `${group}-${mode}` : `${group}-${kind}${sinkBatch ? `-b${sinkBatch}` : ''}${sinkInserts ? `-i${sinkInserts}` : ''}${partitionBatch ? `-p${partitionBatch}` : ''}`;
+        const base = kind === undefined ? `${group}-${mode}` : `${group}-${kind}${sinkBatch ? `-b${sinkBatch}` : ''}${sinkInserts ? `-i${sinkInserts}` : ''}${partitionBatch ? `-p${partitionBatch}` : ''}`;
+        const repeat = (seenTags.get(base) ?? 0) + 1;
+        seenTags.set(base, repeat);
+        const tag = repeat === 1 ? base : `${base}-r${repeat}`;
         let applied = 0;
         let done!: () => void;
         const finished = new Promise<void>((r) => { done = r; });
@@ -391,7 +398,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           t0 = performance.now();
           cpu0 = process.cpuUsage();
           const sub = await startLedgerConsumer({ log: kafkaLog, balances, keys: new MemoryKeyDirectory(), group: `bench-${tag}`, onApplied: count });
-          await finished;
+          await drained(finished, () => applied, o.events, tag);
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
           await sub.stop();
@@ -401,7 +408,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact });
         } else {
           // Timed at the client: the rollup_skip existence query (a SELECT) and the INSERT.
-          const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}_${sinkInserts ?? 0}_${partitionBatch ?? 0}`);
+          const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}_${sinkInserts ?? 0}_${partitionBatch ?? 0}_${repeat}`);
           const timed = <K extends 'query' | 'insert' | 'exec'>(name: K, add: (ms: number) => void) => {
             const original = client[name].bind(client) as (...a: unknown[]) => Promise<unknown>;
             (client as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
@@ -426,7 +433,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count,
             ...(sinkBatch ? { batchSize: sinkBatch } : {}), ...(sinkInserts ? { concurrentInserts: sinkInserts } : {}),
             ...(partitionBatch ? { partitionBatch } : {}) });
-          await finished;
+          await drained(finished, () => applied, o.events, tag);
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
           const server1 = pid === undefined ? undefined : processCpuSeconds(pid);
@@ -704,3 +711,29 @@ if (import.meta.main && process.argv[2] === '--publisher') {
     return inexact.length > 0 ? 1 : 0;
   });
 }
+
+/**
+ * Waits for a throughput run's `finished`, but fails it (Error naming the run and how far it
+ * got) once no event was applied for STALL_MS: a run that stopped making progress would
+ * otherwise wait forever (a consumer that crashed, a group that found nothing left to read).
+ */
+async function drained(finished: Promise<void>, applied: () => number, events: number, tag: string): Promise<void> {
+  let last = applied();
+  let lastAt = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    timer = setInterval(() => {
+      const now = applied();
+      if (now !== last) { last = now; lastAt = performance.now(); return; }
+      if (performance.now() - lastAt > STALL_MS) reject(new Error(`${tag}: no event applied for ${STALL_MS / 1000} s (${now} of ${events})`));
+    }, 1000);
+  });
+  try {
+    await Promise.race([finished, stalled]);
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** How long a throughput run may apply nothing before it fails (ms). */
+const STALL_MS = 120_000;
