@@ -487,13 +487,14 @@ Example:
 
 Exit status: 0 done, 1 the run failed (stored counts or rollups disagree), 2 bad usage, 130 interrupted.`;
 
-/** `--events` / BENCH_ANALYTICS_EVENTS as a count; throws a message naming the bad one. */
+/**
+ * `--events` / BENCH_ANALYTICS_EVENTS as a count, 10,000 to 10⁹ (default DEFAULT_ANALYTICS_EVENTS;
+ * an empty variable counts as unset, an empty option value is refused).
+ * @throws UsageError naming the bad one and the range
+ */
 export function analyticsEvents(flag: string | undefined, flagName = '--analytics-events', env = process.env['BENCH_ANALYTICS_EVENTS']): number {
-  const [name, raw] = flag !== undefined ? [flagName, flag] : ['BENCH_ANALYTICS_EVENTS', env];
-  if (raw === undefined || raw === '') return DEFAULT_ANALYTICS_EVENTS;
-  const n = Number(raw.replaceAll('_', ''));
-  if (!Number.isSafeInteger(n) || n < 10_000 || n > 1_000_000_000) throw new UsageError(`${name}: expected an integer from 10000 to 1000000000, got "${raw}"`);
-  return n;
+  const [name, raw] = flag !== undefined ? [flagName, flag] : ['BENCH_ANALYTICS_EVENTS', env || undefined];
+  return numberValue(name, raw, DEFAULT_ANALYTICS_EVENTS, { min: 10_000, max: 1_000_000_000, integer: true });
 }
 
 async function main(argv: string[]): Promise<number> {

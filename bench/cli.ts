@@ -59,8 +59,9 @@ export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<
     process.exit(0);
   }
   const options = { ...spec.options, help: { type: 'boolean', short: 'h' } } as WithHelp<O>;
+  let parsed: Parsed<O>;
   try {
-    return parseArgs({ args: joinNegativeValues(argv, options), options, strict: true, allowPositionals: spec.positionals ?? false }) as Parsed<O>;
+    parsed = parseArgs({ args: joinNegativeValues(argv, options), options, strict: true, allowPositionals: spec.positionals ?? false }) as Parsed<O>;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (typeof code !== 'string' || !code.startsWith('ERR_PARSE_ARGS_')) throw err;
@@ -76,6 +77,15 @@ export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<
     }
     exitUsage(spec.name, (err as Error).message.replace(/\s*\n\s*/g, ' '));
   }
+  // An option given an empty or blank value (`--base=`, `--scenarios ''`) is a mistake: no
+  // option here means anything by an empty text, and reading it as "not given" would start a
+  // run the user did not ask for (the default, or this checkout in place of another).
+  for (const [name, value] of Object.entries(parsed.values)) {
+    for (const v of Array.isArray(value) ? value : [value]) {
+      if (typeof v === 'string' && v.trim() === '') exitUsage(spec.name, `--${name}: expected a value, got ${JSON.stringify(v)}`);
+    }
+  }
+  return parsed;
 }
 
 /**
@@ -109,6 +119,9 @@ export function counted(n: number, noun: string): string {
   return `${n} ${n === 1 ? noun : `${noun}s`}`;
 }
 
+/** A decimal number as typed: sign, digits with an optional fraction, optional exponent. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
 /** Bounds of a numeric option, inclusive; `integer` refuses fractions. */
 export interface NumberBounds {
   min: number;
@@ -125,7 +138,9 @@ export interface NumberBounds {
  */
 export function numberValue(name: string, raw: string | undefined, fallback: number, bounds: NumberBounds): number {
   if (raw === undefined) return fallback;
-  const n = raw.trim() === '' ? NaN : Number(raw.replaceAll('_', ''));
+  // decimal notation only: Number() alone would also take 0x10, 0b1 and 0o7
+  const text = raw.replaceAll('_', '');
+  const n = DECIMAL.test(text) ? Number(text) : NaN;
   if (!Number.isFinite(n) || n < bounds.min || n > bounds.max || (bounds.integer === true && !Number.isInteger(n))) {
     throw new UsageError(`${name}: expected a${bounds.integer ? 'n integer' : ' number'} from ${bounds.min} to ${bounds.max}, got "${raw}"`);
   }

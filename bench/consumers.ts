@@ -647,20 +647,24 @@ Needs Kafka and Redis. Each group first drains --events events (throughput), the
 --rate events/s for --seconds (latency). See bench/README.md "The consumer groups in one process".
 
 Options:
-  --events <n>        usage events produced for the throughput runs (default 1000000)
-  --partitions <n>    partitions of the usage topic (default 8)
-  --accounts <n>      accounts the events are spread over (default 1000)
-  --rate <n>          events/s of the latency phase (default 5000; 0 skips the phase)
-  --seconds <s>       duration of the latency phase, seconds (default 20; 0 skips the phase)
+  --events <n>        usage events produced for the throughput runs, 1 to 100000000
+                      (default 1000000)
+  --partitions <n>    partitions of the usage topic, 1 to 1024 (default 8)
+  --accounts <n>      accounts the events are spread over, 1 to 10000000 (default 1000)
+  --rate <n>          events/s of the latency phase, 0 to 1000000 (default 5000; 0 skips the phase)
+  --seconds <s>       duration of the latency phase, 0 to 3600 seconds (default 20; 0 skips
+                      the phase)
   --modes <a,b>       ledger consumer paths: per-event, batch, cluster (Redis Cluster, ledger
                       only) (default per-event,batch)
   --groups <a,b>      consumer groups: ledger, warehouse (default ledger,warehouse)
   --warehouse <a,b>   where the warehouse group inserts: chdb, server (default both when a
                       ClickHouse server answers, else chdb)
-  --sink-batch <a,b>  one warehouse throughput run per sink batch size, events (default: the
-                      sink's own; given, the latency phase is skipped)
-  --sink-inserts <a,b>  one warehouse throughput run per concurrent inserts count (default: the
-                      sink's own; given, the latency phase is skipped)
+  --sink-batch <a,b>  one warehouse throughput run per sink batch size, 1 to 10000000 events
+                      (default: the sink's own; given, the latency phase is skipped; a value
+                      given twice is run twice)
+  --sink-inserts <a,b>  one warehouse throughput run per concurrent inserts count, 1 to 64
+                      (default: the sink's own; given, the latency phase is skipped; a value
+                      given twice is run twice)
   -h, --help          show this help
 
 Progress and the figures as they are measured go to stderr; the result (JSON, one line) to stdout.

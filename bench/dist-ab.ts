@@ -161,7 +161,7 @@ export { median };
 export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
   const log = o.log ?? stderrLog;
   const services = await findServices();
-  if ('missing' in services) throw new Error(`needs ${services.missing.join(' and ')}`);
+  if ('missing' in services) throw new Error(`needs Kafka and Redis: ${services.missing.join('; ')}`);
   const stops: Array<() => Promise<void>> = [];
   const d = deployment(services, `ab${o.concurrency}`);
   try {

@@ -13,7 +13,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { KafkaLog, type PublishedEvent, type UsageEvent } from '@tollgate/events';
-import { findKafka, findRedis } from '../test/support/services.ts';
+import { findKafka, findRedis, probeTcp } from '../test/support/services.ts';
 import { summarize, type Summary } from './load.ts';
 import { ADMIN_TOKEN, cpuSeconds, localServicePids, machineBusySeconds, startTollgate, type TollgateService } from './stack.ts';
 
@@ -29,8 +29,35 @@ export interface Services {
 /** Kafka and Redis as the test suites find them, or what is missing. */
 export async function findServices(): Promise<Services | { missing: string[] }> {
   const [kafka, redis] = await Promise.all([findKafka(), findRedis()]);
-  if (kafka && redis) return { kafka, redis };
-  return { missing: [...(kafka ? [] : ['Kafka']), ...(redis ? [] : ['Redis'])] };
+  // Given in the environment, they are taken as given by the suites' lookup: check that
+  // something answers there before saying so (the first broker; the Redis URL's host and port).
+  const [kafkaUp, redisUp] = await Promise.all([
+    kafka === undefined ? false : reachable(kafka.split(',')[0]!.trim(), 9092),
+    redis === undefined ? false : reachable(redisHostPort(redis), 6379),
+  ]);
+  if (kafka && redis && kafkaUp && redisUp) return { kafka, redis };
+  const why = (name: string, where: string | undefined, up: boolean, variable: string) =>
+    up ? [] : [where === undefined ? `${name} not found` : `${name} at ${where} (${variable}) not answering`];
+  // the Redis URL by host and port only: it may carry a password
+  return { missing: [...why('Kafka', kafka, kafkaUp, 'KAFKA_BROKERS'), ...why('Redis', redis === undefined ? undefined : redisHostPort(redis), redisUp, 'REDIS_URL')] };
+}
+
+/** `host:port` of a Redis URL (redis://[user:pass@]host[:port][/db]), without its credentials. */
+export function redisHostPort(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || '6379'}`;
+  } catch {
+    return url;
+  }
+}
+
+/** True when a TCP connection to `host:port` (the port defaulting to `defaultPort`) opens. */
+async function reachable(hostPort: string, defaultPort: number): Promise<boolean> {
+  const i = hostPort.lastIndexOf(':');
+  const host = i < 0 ? hostPort : hostPort.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = i < 0 ? defaultPort : Number(hostPort.slice(i + 1));
+  return Number.isInteger(port) && port > 0 && port < 65536 && probeTcp(host, port);
 }
 
 /** One distributed deployment: every process shares these prefixes, unique to this run. */

@@ -9,7 +9,7 @@ import {
   UPSTREAM_API_KEY, type Service, type TollgateService,
 } from './stack.ts';
 import {
-  deployment, findServices, LagProbe, measureConsumers, redisCommandCalls, redisRoundTrips, type RoundTrips, removeAllDeployments, removeDeployment, startRole, warehouseTotals,
+  deployment, findServices, LagProbe, redisHostPort, measureConsumers, redisCommandCalls, redisRoundTrips, type RoundTrips, removeAllDeployments, removeDeployment, startRole, warehouseTotals,
   KAFKA_PARTITIONS, WAREHOUSE_FLUSH_MS, type ConsumerFigures, type LagFigures, type Services,
 } from './distributed.ts';
 import { analyticsEvents, analyticsReport, runAnalyticsBench, type AnalyticsBenchResult } from './analytics.ts';
@@ -751,7 +751,8 @@ interface DistributedInput {
 async function runDistributed(services: Services, input: DistributedInput, out: DistributedResult): Promise<boolean> {
   const { options, simulator, ctx, perRequestMicros, signal } = input;
   let failed = false;
-  out.services = services;
+  // the Redis URL may carry a password: the result (--json) keeps its host and port only
+  out.services = { kafka: services.kafka, redis: redisHostPort(services.redis) };
 
   // 1. consumer throughput, each consumer group alone in one process
   out.consumers = await measureConsumers(services, simulator.url, options.events, log, signal);
@@ -1026,8 +1027,8 @@ async function main(argv: string[]): Promise<number> {
   } else {
     const found = await findServices();
     if ('missing' in found) {
-      distributed.skipped = `needs Kafka and Redis (${found.missing.join(' and ')} not found: set KAFKA_BROKERS / REDIS_URL or run \`bash deploy/services.sh up\`)`;
-      log(`\n*** bench: distributed figures skipped: needs Kafka and Redis (${found.missing.join(' and ')} not found; ` +
+      distributed.skipped = `needs Kafka and Redis (${found.missing.join('; ')}: set KAFKA_BROKERS / REDIS_URL or run \`bash deploy/services.sh up\`)`;
+      log(`\n*** bench: distributed figures skipped: needs Kafka and Redis (${found.missing.join('; ')}; ` +
         `set KAFKA_BROKERS / REDIS_URL or run \`bash deploy/services.sh up\`) ***\n`);
       if (options.requireServices) {
         log('bench: --require-services: failing before anything runs');
@@ -1035,7 +1036,7 @@ async function main(argv: string[]): Promise<number> {
       }
     } else {
       services = found;
-      log(`bench: Kafka ${found.kafka} and Redis ${found.redis} found; the distributed figures follow the embedded ones`);
+      log(`bench: Kafka ${found.kafka} and Redis ${redisHostPort(found.redis)} answer; the distributed figures follow the embedded ones`);
     }
   }
 

@@ -153,8 +153,15 @@ test('a malformed or out-of-range value: one line on stderr naming the option an
     [[NODE, 'bench/run.ts', '--duration', '-0.5'], {}, '--duration: expected a number from 0.1 to 3600, got "-0.5"'],
     [[NODE, 'bench/consumers.ts', '--sink-batch', '-1,5'], {}, '--sink-batch: expected an integer'],
     // an empty value given is a mistake, not the default
-    [[NODE, 'bench/run.ts', '--duration='], {}, '--duration: expected a number from 0.1 to 3600, got ""'],
-    [[NODE, 'bench/tail.ts', '--rounds', ' '], {}, '--rounds: expected an integer from 1 to 1000, got " "'],
+    [[NODE, 'bench/run.ts', '--duration='], {}, '--duration: expected a value, got ""'],
+    [[NODE, 'bench/tail.ts', '--rounds', ' '], {}, '--rounds: expected a value, got " "'],
+    [[NODE, 'bench/tail.ts', '--base='], {}, '--base: expected a value, got ""'],
+    [[NODE, 'bench/tail.ts', '--alt-env='], {}, '--alt-env: expected a value, got ""'],
+    [[NODE, 'bench/run.ts', '--analytics-events='], {}, '--analytics-events: expected a value, got ""'],
+    [[NODE, 'bench/run.ts', '--scenarios='], {}, '--scenarios: expected a value, got ""'],
+    // numbers in decimal notation only (Number() alone takes hex, binary and octal)
+    [[NODE, 'bench/run.ts', '--duration', '0x10'], {}, '--duration: expected a number from 0.1 to 3600, got "0x10"'],
+    [[NODE, 'bench/tail.ts', '--rounds', '0b11'], {}, '--rounds: expected an integer from 1 to 1000, got "0b11"'],
     // after `--` everything is a positional, named as given
     [[NODE, 'bench/tail.ts', '--rounds', '2', '--', '-1'], {}, 'unexpected argument "-1"'],
     [[NODE, 'bench/tail.ts', '--head-env', 'NOEQUALS'], {}, '--head-env: expected NAME=VALUE pairs separated by commas, got "NOEQUALS"'],
@@ -181,4 +188,15 @@ test('a section module run directly says what to run instead: on stdout with exi
     assert.match(help.stdout, new RegExp(`^${f.replace('.', '\\.')} is a part of npm run bench, not a command of its own; run npm run bench`), f);
     assert.deepEqual([bare.code, bare.stdout, bare.stderr], [2, '', help.stdout], f);
   }
+});
+
+test('npm run bench with KAFKA_BROKERS / REDIS_URL given but not answering: --require-services fails before anything runs, naming both, the Redis password never printed', async () => {
+  // port 1: nothing listens there
+  const r = await run([NODE, 'bench/run.ts', '--require-services'], { ...ENV, KAFKA_BROKERS: '127.0.0.1:1', REDIS_URL: 'redis://:bench-secret@127.0.0.1:1/0' });
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stdout, '');
+  assert.ok(r.stderr.includes('Kafka at 127.0.0.1:1 (KAFKA_BROKERS) not answering; Redis at 127.0.0.1:1 (REDIS_URL) not answering'), r.stderr);
+  assert.ok(r.stderr.includes('--require-services: failing before anything runs'), r.stderr);
+  assert.doesNotMatch(r.stderr, /bench-secret/);
+  assert.doesNotMatch(r.stderr, /starting the simulator/);
 });
