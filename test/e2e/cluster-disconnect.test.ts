@@ -32,7 +32,7 @@ before(async () => {
 });
 
 after(async () => {
-  await cluster?.stopAll();
+  await cluster?.stopAndRemove();
   await closeSim?.();
 });
 

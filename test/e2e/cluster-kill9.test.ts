@@ -29,6 +29,37 @@ function spoolLines(c: Cluster, name: string): string[] {
   return files.flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter((l) => l !== ''));
 }
 
+/**
+ * The records a killed gateway left in its spool, and the torn line if the kill cut a write
+ * short. The kernel ends a write at a page boundary when SIGKILL is pending, so the line being
+ * written can be torn; only the last line of a file, unterminated, may be (the product's spool
+ * reader skips it the same way: that write never returned, so its request was never answered).
+ * Any other unreadable line fails the test.
+ */
+function spoolRecords(c: Cluster, name: string): { records: Array<{ topic: string; event: { event_id: string } }>; torn: string[] } {
+  const dir = join(c.dir, name, 'spool');
+  let files: string[] = [];
+  try { files = readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort(); } catch { /* no spool yet */ }
+  const records: Array<{ topic: string; event: { event_id: string } }> = [];
+  const torn: string[] = [];
+  for (const f of files) {
+    const text = readFileSync(join(dir, f), 'utf8');
+    const lines = text.split('\n');
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!;
+      if (line === '') continue;
+      const unterminatedLast = i === lines.length - 1; // no newline after it
+      try {
+        records.push(JSON.parse(line) as { topic: string; event: { event_id: string } });
+      } catch (err) {
+        if (!unterminatedLast) throw new Error(`${f} line ${i + 1}: unreadable and not the torn end of the file: ${String(err)}`);
+        torn.push(`${f}: ${line.length} characters`);
+      }
+    }
+  }
+  return { records, torn };
+}
+
 test('gateway killed with kill -9 during traffic: every answered request has exactly one event, the balance moved by exactly Σ costs', async (t) => {
   if (!run.cluster) return t.skip('services missing');
   const c = run.cluster;
@@ -76,10 +107,12 @@ test('gateway killed with kill -9 during traffic: every answered request has exa
     };
     await Promise.all(Array.from({ length: 8 }, (_, w) => worker(w)));
     await killed;
-    left = spoolLines(c, 'gw1').map((l) => JSON.parse(l) as { topic: string; event: { event_id: string } });
+    const spool = spoolRecords(c, 'gw1');
+    left = spool.records;
     const ids = new Set(answered);
     caught = left.filter((r) => ids.has(r.event.event_id)).map((r) => r.event.event_id);
-    t.diagnostic(`cycle ${cycle}: answered ${answered.length} of ${attempted}; the killed gateway left ${left.length} events in its spool, ${caught.length} of them answered`);
+    t.diagnostic(`cycle ${cycle}: answered ${answered.length} of ${attempted}; the killed gateway left ${left.length} events in its spool, ${caught.length} of them answered` +
+      (spool.torn.length > 0 ? `; a write the kill cut short: ${spool.torn.join(', ')}` : ''));
   }
   // Answered, and still only in the spool when the process died: the old in-memory queue lost these.
   assert.ok(caught.length > 0, 'the gateway was killed with answered requests not yet acknowledged by Kafka');

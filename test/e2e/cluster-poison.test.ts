@@ -33,7 +33,7 @@ before(async () => {
 
 after(async () => {
   await producer?.disconnect();
-  await cluster?.stopAll();
+  await cluster?.stopAndRemove();
   await closeSim?.();
 });
 

@@ -161,6 +161,56 @@ export class Cluster {
     for (const name of order) await this.kill(name, 'SIGTERM');
   }
 
+  /**
+   * Removes what the cluster left in the shared Kafka and Redis: its topics (`KAFKA_TOPIC_PREFIX`,
+   * dead-letter topic included) and its keys on REDIS_URL (`REDIS_PREFIX`). A developer's local
+   * services outlive the test runs (CI starts fresh ones); without this every run of the suites
+   * left a few dozen topics and thousands of keys behind for good. Best effort: a failure here is
+   * written to stderr, never a test failure. Keys on a Redis Cluster (REDIS_CLUSTER_NODES in
+   * `extra`) are left: that cluster's deploy state is recreated by its script.
+   */
+  async dropLogAndState(): Promise<void> {
+    const { Kafka, logLevel } = await import('kafkajs');
+    const { Redis } = await import('ioredis');
+    const topicPrefix = this.env['KAFKA_TOPIC_PREFIX']!;
+    const keyPrefix = this.env['REDIS_PREFIX']!;
+    const admin = new Kafka({ brokers: this.env['KAFKA_BROKERS']!.split(','), logLevel: logLevel.NOTHING }).admin();
+    try {
+      await admin.connect();
+      const topics = (await admin.listTopics()).filter((t) => t.startsWith(topicPrefix));
+      if (topics.length > 0) await admin.deleteTopics({ topics, timeout: 10_000 });
+    } catch (err) {
+      process.stderr.write(`cluster ${this.id}: could not delete its Kafka topics (${topicPrefix}*): ${String(err)}\n`);
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+    const redis = new Redis(this.env['REDIS_URL']!, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    try {
+      await redis.connect();
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 1000);
+        if (keys.length > 0) await redis.unlink(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+    } catch (err) {
+      process.stderr.write(`cluster ${this.id}: could not delete its Redis keys (${keyPrefix}*): ${String(err)}\n`);
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  /**
+   * Stops every process, then removes what the cluster left in the shared services: its
+   * warehouse database on a ClickHouse server, its Kafka topics and its Redis keys. For a test's
+   * `after`; a failed removal is reported on stderr, never thrown.
+   */
+  async stopAndRemove(): Promise<void> {
+    await this.stopAll();
+    await this.dropWarehouse().catch((err: unknown) => process.stderr.write(`cluster ${this.id}: could not drop its warehouse: ${String(err)}\n`));
+    await this.dropLogAndState();
+  }
+
   /** Drops the cluster's database on the ClickHouse server (nothing with chDB: its files go with `dir`). */
   async dropWarehouse(): Promise<void> {
     if (!this.clickhouse) return;
@@ -252,18 +302,16 @@ export async function startCluster(
   } catch (err) {
     // A process that did not start must not leave the others and the simulator holding the
     // test runner open: stop them, then fail with the process's log.
-    await cluster.stopAll();
+    await cluster.stopAndRemove();
     await sim.close();
-    await cluster.dropWarehouse().catch(() => {});
     throw err;
   }
   return {
     cluster,
     kafka,
     async close() {
-      await cluster.stopAll();
+      await cluster.stopAndRemove();
       await sim.close();
-      await cluster.dropWarehouse();
     },
   };
 }
