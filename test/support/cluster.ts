@@ -172,6 +172,7 @@ export class Cluster {
   async dropLogAndState(): Promise<void> {
     const { Kafka, logLevel } = await import('kafkajs');
     const { Redis } = await import('ioredis');
+    const { deleteKeysUnder } = await import('./redis.ts');
     const topicPrefix = this.env['KAFKA_TOPIC_PREFIX']!;
     const keyPrefix = this.env['REDIS_PREFIX']!;
     const admin = new Kafka({ brokers: this.env['KAFKA_BROKERS']!.split(','), logLevel: logLevel.NOTHING }).admin();
@@ -187,12 +188,7 @@ export class Cluster {
     const redis = new Redis(this.env['REDIS_URL']!, { lazyConnect: true, maxRetriesPerRequest: 1 });
     try {
       await redis.connect();
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 1000);
-        if (keys.length > 0) await redis.unlink(...keys);
-        cursor = next;
-      } while (cursor !== '0');
+      await deleteKeysUnder(redis, keyPrefix);
     } catch (err) {
       process.stderr.write(`cluster ${this.id}: could not delete its Redis keys (${keyPrefix}*): ${String(err)}\n`);
     } finally {
