@@ -31,33 +31,32 @@ export async function findServices(): Promise<Services | { missing: string[] }> 
   const [kafka, redis] = await Promise.all([findKafka(), findRedis()]);
   // Given in the environment, they are taken as given by the suites' lookup: check that
   // something answers there before saying so (the first broker; the Redis URL's host and port).
-  const [kafkaUp, redisUp] = await Promise.all([
-    kafka === undefined ? false : reachable(kafka.split(',')[0]!.trim(), 9092),
-    redis === undefined ? false : reachable(redisHostPort(redis), 6379),
-  ]);
+  const kafkaAt = kafka === undefined ? undefined : endpoint(`kafka://${kafka.split(',')[0]!.trim()}`, 9092);
+  const redisAt = redis === undefined ? undefined : endpoint(redis, 6379);
+  const [kafkaUp, redisUp] = await Promise.all([kafkaAt, redisAt].map((e) => (e ? probeTcp(e.host, e.port) : false)));
   if (kafka && redis && kafkaUp && redisUp) return { kafka, redis };
-  const why = (name: string, where: string | undefined, up: boolean, variable: string) =>
-    up ? [] : [where === undefined ? `${name} not found` : `${name} at ${where} (${variable}) not answering`];
-  // the Redis URL by host and port only: it may carry a password
-  return { missing: [...why('Kafka', kafka, kafkaUp, 'KAFKA_BROKERS'), ...why('Redis', redis === undefined ? undefined : redisHostPort(redis), redisUp, 'REDIS_URL')] };
+  // named by host and port only: the Redis URL may carry a password
+  const why = (name: string, at: Endpoint | undefined, up: boolean | undefined, variable: string) =>
+    up ? [] : [at === undefined ? `${name} not found` : `${name} at ${at.host}:${at.port} (${variable}) not answering`];
+  return { missing: [...why('Kafka', kafkaAt, kafkaUp, 'KAFKA_BROKERS'), ...why('Redis', redisAt, redisUp, 'REDIS_URL')] };
 }
 
-/** `host:port` of a Redis URL (redis://[user:pass@]host[:port][/db]), without its credentials. */
-export function redisHostPort(url: string): string {
+interface Endpoint { host: string; port: number }
+
+/** Host and port of a URL (`redis://[user:pass@]host[:port][/db]`, `kafka://host:port`), credentials left out; undefined when it is not one. */
+function endpoint(url: string, defaultPort: number): Endpoint | undefined {
   try {
     const u = new URL(url);
-    return `${u.hostname}:${u.port || '6379'}`;
+    return { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port ? Number(u.port) : defaultPort };
   } catch {
-    return url;
+    return undefined;
   }
 }
 
-/** True when a TCP connection to `host:port` (the port defaulting to `defaultPort`) opens. */
-async function reachable(hostPort: string, defaultPort: number): Promise<boolean> {
-  const i = hostPort.lastIndexOf(':');
-  const host = i < 0 ? hostPort : hostPort.slice(0, i).replace(/^\[|\]$/g, '');
-  const port = i < 0 ? defaultPort : Number(hostPort.slice(i + 1));
-  return Number.isInteger(port) && port > 0 && port < 65536 && probeTcp(host, port);
+/** `host:port` of a Redis URL without its credentials, for logs and reports. */
+export function redisHostPort(url: string): string {
+  const e = endpoint(url, 6379);
+  return e ? `${e.host}:${e.port}` : '(unparsable REDIS_URL)';
 }
 
 /** One distributed deployment: every process shares these prefixes, unique to this run. */

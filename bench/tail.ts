@@ -265,7 +265,6 @@ export async function runTail(o: { rounds: number; sliceS: number; base?: string
       for (let i = 0; i < targets.length; i++) {
         const t = targets[(r + i) % targets.length]!;
         await waitForIdle(targets.map((x) => x.pid), 0.05, 300, 10_000);
-        await probe(t, '/reset', 'POST');
         const c0 = cpu(t.pid);
         const th0 = threadCpu(t.pid);
         // watching (--watch) starts after the warmup, so the probe's window is the measured requests

@@ -22,11 +22,16 @@ const COST = 8_280n;
 const GRANT = 1_000_000_000n; // 1000 credits
 
 /** The spool lines a gateway process left in its data directory (`<dataDir>/spool/*.jsonl`). */
-function spoolLines(c: Cluster, name: string): string[] {
+/** Each spool segment of process `name` as [file name, text], oldest first (none before the first publish). */
+function spoolFiles(c: Cluster, name: string): Array<[string, string]> {
   const dir = join(c.dir, name, 'spool');
   let files: string[] = [];
   try { files = readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort(); } catch { /* no spool yet */ }
-  return files.flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter((l) => l !== ''));
+  return files.map((f) => [f, readFileSync(join(dir, f), 'utf8')]);
+}
+
+function spoolLines(c: Cluster, name: string): string[] {
+  return spoolFiles(c, name).flatMap(([, text]) => text.split('\n').filter((l) => l !== ''));
 }
 
 /**
@@ -37,13 +42,9 @@ function spoolLines(c: Cluster, name: string): string[] {
  * Any other unreadable line fails the test.
  */
 function spoolRecords(c: Cluster, name: string): { records: Array<{ topic: string; event: { event_id: string } }>; torn: string[] } {
-  const dir = join(c.dir, name, 'spool');
-  let files: string[] = [];
-  try { files = readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort(); } catch { /* no spool yet */ }
   const records: Array<{ topic: string; event: { event_id: string } }> = [];
   const torn: string[] = [];
-  for (const f of files) {
-    const text = readFileSync(join(dir, f), 'utf8');
+  for (const [f, text] of spoolFiles(c, name)) {
     const lines = text.split('\n');
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!;
