@@ -7,6 +7,7 @@
 // node:util parseArgs does the parsing; this adds the help, the exit codes and the one-line
 // messages (parseArgs's own wording is long and varies between Node versions).
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { joinNegativeValues, repeatedOption } from '../services/tollgate/src/cli/args.ts';
 
 /** Exit status of a bad command line (unknown option, malformed or out-of-range value). */
 export const EXIT_USAGE = 2;
@@ -59,9 +60,10 @@ export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<
     process.exit(0);
   }
   const options = { ...spec.options, help: { type: 'boolean', short: 'h' } } as WithHelp<O>;
+  const args = joinNegativeValues(argv, options);
   let parsed: Parsed<O>;
   try {
-    parsed = parseArgs({ args: joinNegativeValues(argv, options), options, strict: true, allowPositionals: spec.positionals ?? false }) as Parsed<O>;
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: spec.positionals ?? false }) as Parsed<O>;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (typeof code !== 'string' || !code.startsWith('ERR_PARSE_ARGS_')) throw err;
@@ -71,12 +73,14 @@ export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<
     }
     if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
       // parseArgs' own tokens say which argument is the positional (after `--` too)
-      const loose = parseArgs({ args: joinNegativeValues(argv, options), options, strict: false, allowPositionals: true, tokens: true });
+      const loose = parseArgs({ args, options, strict: false, allowPositionals: true, tokens: true });
       const extra = loose.tokens.find((t) => t.kind === 'positional');
       exitUsage(spec.name, `unexpected argument ${JSON.stringify(extra?.kind === 'positional' ? extra.value : '')}`);
     }
     exitUsage(spec.name, (err as Error).message.replace(/\s*\n\s*/g, ' '));
   }
+  const repeated = repeatedOption(args, options);
+  if (repeated !== undefined) exitUsage(spec.name, `${repeated} given more than once`);
   // An option given an empty or blank value (`--base=`, `--scenarios ''`) is a mistake: no
   // option here means anything by an empty text, and reading it as "not given" would start a
   // run the user did not ask for (the default, or this checkout in place of another).
@@ -86,32 +90,6 @@ export function commandLine<O extends ParseArgsOptionsConfig>(spec: CommandSpec<
     }
   }
   return parsed;
-}
-
-/**
- * `argv` with a negative number given as a separate argument joined to its option
- * (`--rounds -1` becomes `--rounds=-1`), so it reaches the option's own range check and its
- * message instead of parseArgs's refusal of a value that starts with a dash.
- */
-function joinNegativeValues(argv: readonly string[], options: ParseArgsOptionsConfig): string[] {
-  const out: string[] = [];
-  const end = argv.indexOf('--');
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const next = argv[i + 1];
-    if ((end < 0 || i < end) && next !== undefined && /^-(\d|\.\d|Infinity$)/.test(next) && isValueOption(arg, options)) {
-      out.push(arg.startsWith('--') ? `${arg}=${next}` : `${arg}${next}`);
-      i++;
-    } else out.push(arg);
-  }
-  return out;
-}
-
-/** true when `arg` is a string option given without `=` (so the next argument is its value). */
-function isValueOption(arg: string, options: ParseArgsOptionsConfig): boolean {
-  if (arg.startsWith('--') && !arg.includes('=')) return options[arg.slice(2)]?.type === 'string';
-  if (/^-[^-]$/.test(arg)) return Object.values(options).some((o) => o.short === arg[1] && o.type === 'string');
-  return false;
 }
 
 /** `n` and the noun, singular for 1 (`counted(1, 'round')` is "1 round", `counted(4, 'round')` "4 rounds"). */

@@ -18,7 +18,7 @@ import { measureConsumerGroups, type ConsumerBenchResult } from './consumers.ts'
 import { runDistAb, type DistAbResult } from './dist-ab.ts';
 import { consumerRepsReport, distAbReport, issue11Targets, targetsReport, type TargetRow } from './targets.ts';
 import { peersReport, runPeersBench, type PeersBenchResult } from './peers.ts';
-import { commandLine, counted, exitUsage, numberValue, UsageError } from './cli.ts';
+import { choiceList, commandLine, counted, exitUsage, numberValue, UsageError } from './cli.ts';
 import { dropKafkajsTimerWarning } from '@tollgate/events';
 
 const HELP = `Usage: npm run bench -- [options]
@@ -309,11 +309,8 @@ function parseOptions(argv: string[]): Options {
   const concurrency = num('concurrency', v.concurrency, 32, 1, 4096, true);
   let scenarios = SCENARIOS;
   if (v.scenarios !== undefined) {
-    const names = v.scenarios.split(',').map((s) => s.trim()).filter(Boolean);
-    const unknown = names.filter((n) => !SCENARIOS.some((s) => s.name === n));
-    if (names.length === 0 || unknown.length > 0) {
-      throw new UsageError(`--scenarios: unknown ${unknown.join(', ') || '(none)'}; expected any of ${SCENARIOS.map((s) => s.name).join(', ')}`);
-    }
+    // the shared list check (an empty entry is unknown like any other)
+    const names = choiceList('--scenarios', v.scenarios, SCENARIOS.map((s) => s.name));
     // Keep the canonical order, so a baseline always runs before what is compared to it.
     scenarios = SCENARIOS.filter((s) => names.includes(s.name));
   }

@@ -135,7 +135,7 @@ test('an unknown option: one line on stderr naming it, exit 2, no stack trace, n
 test('a malformed or out-of-range value: one line on stderr naming the option and the value, exit 2', async () => {
   const cases: Array<[string[], Record<string, string>, string]> = [
     [[NODE, 'bench/run.ts', '--duration', 'x'], {}, '--duration: expected a number from 0.1 to 3600, got "x"'],
-    [[NODE, 'bench/run.ts', '--scenarios', 'direct-json,nope'], {}, '--scenarios: unknown nope'],
+    [[NODE, 'bench/run.ts', '--scenarios', 'direct-json,nope'], {}, '--scenarios: unknown "nope"'],
     [[NODE, 'bench/run.ts'], { BENCH_CONSUMER_EVENTS: '1e6' }, 'BENCH_CONSUMER_EVENTS: expected a whole number of events (0 skips the section), got "1e6"'],
     [[NODE, 'bench/run.ts', 'extra'], {}, 'unexpected argument "extra"'],
     [[NODE, 'bench/analytics.ts', '--events', '5'], {}, '--events: expected an integer from 10000 to 1000000000, got "5"'],
@@ -162,6 +162,11 @@ test('a malformed or out-of-range value: one line on stderr naming the option an
     // numbers in decimal notation only (Number() alone takes hex, binary and octal)
     [[NODE, 'bench/run.ts', '--duration', '0x10'], {}, '--duration: expected a number from 0.1 to 3600, got "0x10"'],
     [[NODE, 'bench/tail.ts', '--rounds', '0b11'], {}, '--rounds: expected an integer from 1 to 1000, got "0b11"'],
+    // an option given twice is refused, not the last one taken
+    [[NODE, 'bench/tail.ts', '--rounds', '2', '--rounds', '3'], {}, '--rounds given more than once'],
+    [[NODE, 'bench/run.ts', '--duration', '1', '--duration=2'], {}, '--duration given more than once'],
+    // an empty entry in a list is refused like an unknown one
+    [[NODE, 'bench/run.ts', '--scenarios', 'direct-json,,gateway-json'], {}, '--scenarios: unknown ""'],
     // after `--` everything is a positional, named as given
     [[NODE, 'bench/tail.ts', '--rounds', '2', '--', '-1'], {}, 'unexpected argument "-1"'],
     [[NODE, 'bench/tail.ts', '--head-env', 'NOEQUALS'], {}, '--head-env: expected NAME=VALUE pairs separated by commas, got "NOEQUALS"'],

@@ -66,6 +66,12 @@ test('bad usage: unknown command, subcommand or option, missing or extra argumen
     [['keys', 'update', 'key_1', '--ip-allowlist', '10.0.0.0/8,none'], 'tollgate keys update: --ip-allowlist: empty entry, or "none" mixed with values (--ip-allowlist none alone empties the list)\n(see tollgate keys update --help)\n'],
     [['credits', 'grant', 'acct_1', '5'], 'tollgate credits grant: --reference is required (it makes the entry idempotent)\n(see tollgate credits grant --help)\n'],
     [['credits', 'grant', 'acct_1', '-5', '--reference', 'r'], 'tollgate credits grant: unknown option "-5" (a negative number goes after --, e.g. -- -5)\n(see tollgate credits grant --help)\n'],
+    // an option given twice is refused: acting on the last one may not be what was meant
+    [['credits', 'grant', 'acct_1', '5', '--reference', 'x', '--reference', 'y'], 'tollgate credits grant: --reference given more than once\n(see tollgate credits grant --help)\n'],
+    [['accounts', 'update', 'acct_1', '--status', 'active', '--status=disabled'], 'tollgate accounts update: --status given more than once\n(see tollgate accounts update --help)\n'],
+    // a negative number right after a string option is its value: the option's own check answers
+    [['accounts', 'update', 'acct_1', '--daily-credits', '-1'], 'tollgate accounts update: --daily-credits: must not be negative (--daily-credits none removes it)\n(see tollgate accounts update --help)\n'],
+    [['credits', 'history', 'acct_1', '--limit', '-5'], 'tollgate credits history: --limit must be a whole number from 1 to 1000, not "-5"\n(see tollgate credits history --help)\n'],
     [['credits', 'grant', 'acct_1', '5', '--reference', 'r', '--kind', 'gift'], 'tollgate credits grant: --kind must be one of grant, top_up, refund, adjustment (not "gift")\n(see tollgate credits grant --help)\n'],
     [['credits', 'grant', 'acct_1', '5', '--reference'], /^tollgate credits grant: Option '--reference <value>' argument missing\n/],
     [['plans', 'create', '--requests-per-minute', '1.5'], 'tollgate plans create: --requests-per-minute must be a whole number or "none" (unlimited), not "1.5"\n(see tollgate plans create --help)\n'],

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { checkValues, type ValueKind } from './values.ts';
+import { joinNegativeValues, repeatedOption } from './args.ts';
 
 /** Where a command writes and reads; the process's own streams outside tests. */
 export interface Io {
@@ -54,12 +55,14 @@ export interface Parsed {
 /**
  * Parses `args` against `options` (plus --url and -h/--help) with node:util parseArgs, strict.
  * Unknown options are named as typed; a negative number (`-5`) read as an option gets a hint to
- * put it after `--`. Does not check positionals (the command does) and does not fail when
+ * put it after `--`, except right after a string option, whose value it is (`--limit -5`); an
+ * option given twice is refused (args.ts). Does not check positionals (the command does) and does not fail when
  * --help is present, so help works on any command line.
  * @throws UsageError
  */
-export function parseCommand(args: readonly string[], options: ParseArgsOptionsConfig): Parsed {
+export function parseCommand(argv: readonly string[], options: ParseArgsOptionsConfig): Parsed {
   const all: ParseArgsOptionsConfig = { ...COMMON_OPTIONS, ...options };
+  const args = joinNegativeValues(argv, all);
   // A lenient pass first: it sees --help among mistakes, and gives tokens to name an unknown
   // option exactly as typed (parseArgs's own message varies by Node version).
   const loose = parseArgs({ args: [...args], options: all, strict: false, allowPositionals: true, tokens: true });
@@ -71,6 +74,8 @@ export function parseCommand(args: readonly string[], options: ParseArgsOptionsC
     }
     throw new UsageError(`unknown option "${t.rawName}"`);
   }
+  const repeated = repeatedOption(args, all);
+  if (repeated !== undefined) throw new UsageError(`${repeated} given more than once`);
   try {
     const strict = parseArgs({ args: [...args], options: all, strict: true, allowPositionals: true });
     return { values: strict.values, positionals: strict.positionals, help: false };
