@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
+import { refuseUnknownParams } from './params.ts';
 
 function bearer(request: FastifyRequest): string | undefined {
   const auth = request.headers.authorization;
@@ -33,6 +34,11 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** true: the finance token may call this route too (reads of usage and billing, month close) */
     finance?: boolean;
+    /**
+     * The query parameters an operator route takes (`guardOperatorRoutes`): any other is a 400
+     * naming it. Absent: the route takes none.
+     */
+    query?: readonly string[];
   }
   interface FastifyRequest {
     /** which operator token authenticated the request (set by `requireOperator`) */
@@ -70,4 +76,17 @@ export function requireOperator(tokens: { adminToken: string; financeToken?: str
     }
     throw gatewayError('invalid_api_key', 'invalid admin or finance token');
   };
+}
+
+/**
+ * Guards a scope of operator routes (`/admin/v1/*`, `/ops/v1/*`), the one place their shared
+ * rules live: every request must carry an operator token (`requireOperator`: the finance token
+ * only where the route's `config.finance` says so), then any query parameter the route does
+ * not declare in `config.query` is a 400 `invalid_request` naming it (`refuseUnknownParams`),
+ * so no operator route silently ignores a misspelled filter or option. Authentication comes
+ * first: a caller without a token learns nothing about a route's parameters.
+ */
+export function guardOperatorRoutes(scope: FastifyInstance, tokens: { adminToken: string; financeToken?: string | undefined }): void {
+  scope.addHook('onRequest', requireOperator(tokens));
+  scope.addHook('onRequest', async (request) => refuseUnknownParams(request.query, request.routeOptions.config?.query ?? []));
 }

@@ -8,11 +8,11 @@ export type { HttpServerOptions, ReadinessCheck } from './server.ts';
 export { loggerOptions, redactUrl } from './logging.ts';
 export { credentialInUrl, isCredentialName, isCredentialPair, lenientDecode, looksLikeCredential, stripCredentialParams } from './secrets.ts';
 export type { UrlCredentialPart } from './secrets.ts';
-export { requireOperator, requireToken } from './auth.ts';
+export { guardOperatorRoutes, requireToken } from './auth.ts';
 export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';
 export { decodeBody, jsonDepthExceeds, MAX_CODINGS, MAX_JSON_DEPTH, SUPPORTED_ENCODINGS } from './body.ts';
 export {
-  creditHistoryBody, parseCreditHistoryQuery, parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam, refuseUnknownParams,
+  creditHistoryBody, parseCreditHistoryQuery, parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam, refuseUnknownParams, CREDIT_HISTORY_PARAMS,
   type CreditHistoryQuery,
 } from './params.ts';

@@ -98,16 +98,19 @@ export function parseTimeRange(query: unknown): { from?: number; to?: number } {
 }
 
 /**
- * Refuses query parameters a route does not take: 400 `invalid_request` naming them (each cut to
- * 40 characters, printable ASCII) and listing the ones it takes. A query that is not an object
- * has none to refuse.
+ * Refuses query parameters a route does not take: 400 `invalid_request` whose message starts
+ * with their names (a name of other than letters, digits and `_.-[]` in JSON quotes, cut to 40
+ * characters, printable ASCII) and lists the ones the route takes ("none" when it takes none),
+ * e.g. `acount_id: unknown query parameter; this route takes from, to, limit, cursor`. A query
+ * that is not an object has none to refuse. The operator routes get it for every route through
+ * `guardOperatorRoutes` (auth.ts) and their `config.query`.
  */
 export function refuseUnknownParams(query: unknown, known: readonly string[]): void {
   if (typeof query !== 'object' || query === null) return;
   const unknown = Object.keys(query).filter((k) => !known.includes(k));
   if (unknown.length > 0) {
-    const names = unknown.map((k) => JSON.stringify(k.slice(0, 40)).replace(/[^\x20-\x7e]/g, '?')).join(', ');
-    throw gatewayError('invalid_request', `unknown query parameter${unknown.length > 1 ? 's' : ''} ${names}; this route takes ${known.join(', ')}`);
+    const names = unknown.map((k) => (/^[A-Za-z0-9_.\-[\]]{1,40}$/.test(k) ? k : JSON.stringify(k.slice(0, 40)).replace(/[^\x20-\x7e]/g, '?'))).join(', ');
+    throw gatewayError('invalid_request', `${names}: unknown query parameter${unknown.length > 1 ? 's' : ''}; this route takes ${known.length > 0 ? known.join(', ') : 'none'}`);
   }
 }
 
@@ -120,7 +123,8 @@ export interface CreditHistoryQuery {
   after?: string;
 }
 
-const CREDIT_HISTORY_PARAMS = ['from', 'to', 'limit', 'cursor'] as const;
+/** The query parameters `parseCreditHistoryQuery` reads. */
+export const CREDIT_HISTORY_PARAMS = ['from', 'to', 'limit', 'cursor'] as const;
 const CREDIT_HISTORY_DEFAULT_LIMIT = 100;
 const CREDIT_HISTORY_MAX_LIMIT = 1000;
 

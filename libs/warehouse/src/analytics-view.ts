@@ -112,6 +112,11 @@ const GRANULARITY_MS = { minute: 60_000, hour: 3_600_000, day: 86_400_000 } as c
 /** The window when `from` is omitted: from = to − 24 h. */
 const DEFAULT_WINDOW_MS = 86_400_000;
 
+/** The query parameters of GET /v1/usage (`parseUsageParams` without `account`). */
+export const USAGE_PARAMS = ['from', 'to', 'granularity', 'key_id', 'model', 'status', 'group_by', 'format', 'limit'] as const;
+/** The query parameters of GET /admin/v1/usage: those of GET /v1/usage and `account_id`. */
+export const ADMIN_USAGE_PARAMS = [...USAGE_PARAMS, 'account_id'] as const;
+
 /**
  * Reads `from`, `to`, `granularity`, `account_id` (when `account` is allowed), `key_id`,
  * `model`, `status`, `group_by`, `format`, `limit`; any other parameter is refused. Defaults:
@@ -124,8 +129,8 @@ export function parseUsageParams(
   given: readonly string[],
   opts: { account: boolean; groupBy: readonly string[]; now?: number },
 ): UsageParams {
-  const allowed = ['from', 'to', 'granularity', 'key_id', 'model', 'status', 'group_by', 'format', 'limit', ...(opts.account ? ['account_id'] : [])];
-  for (const name of given) if (!allowed.includes(name)) bad(name, `unknown parameter; expected one of ${allowed.join(', ')}`);
+  const allowed: readonly string[] = opts.account ? ADMIN_USAGE_PARAMS : USAGE_PARAMS;
+  for (const name of given) if (!allowed.includes(name)) bad(name, `unknown query parameter; this route takes ${allowed.join(', ')}`);
   const oneOf = <T extends string>(name: string, v: string, values: readonly T[]): T => {
     if (!values.includes(v as T)) bad(name, `${JSON.stringify(v.slice(0, 40))} is not one of ${values.join(', ')}`);
     return v as T;

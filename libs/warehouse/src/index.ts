@@ -14,7 +14,7 @@ export type {
   AnalyticsFilter, AnalyticsGroupBy, AnalyticsQuery, AnalyticsSource, ErrorCount, EventPage, Granularity, Percentiles,
   RollupCheck, SeriesPoint, Spender, UsageMetrics, UsageReport,
 } from './analytics.ts';
-export { USAGE_STATUSES, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv } from './analytics-view.ts';
+export { ADMIN_USAGE_PARAMS, USAGE_PARAMS, USAGE_STATUSES, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv } from './analytics-view.ts';
 export type { ParamReaders, UsageParams, ViewOptions } from './analytics-view.ts';
 export { recentRollupScope, repairRecentRollups, repairRollups } from './rollup-repair.ts';
 export type { RollupRepairResult, RollupRepairStore, RollupScopePair } from './rollup-repair.ts';

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseEnumParam, parseIntParam, parseTime, queryParam, requireOperator } from '@tollgate/http';
+import { guardOperatorRoutes, parseEnumParam, parseIntParam, parseTime, queryParam } from '@tollgate/http';
 import { CatalogError, parseCatalog } from '@tollgate/pricing';
 import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
@@ -39,7 +39,7 @@ export const MAX_RERATE_WINDOW_MS = 31 * 24 * 3600_000;
  */
 export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
   app.register(async (ops) => {
-    ops.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
+    guardOperatorRoutes(ops, { adminToken: deps.adminToken, financeToken: deps.financeToken });
     ops.post('/ops/v1/rebuild', async () => {
       await deps.settle?.();
       await deps.beforeRebuild?.();
@@ -81,7 +81,7 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     ops.get('/ops/v1/quarantine', async () => ({
       data: (await deps.warehouse.quarantined()).map((q) => ({ ...q, offset: q.offset.toString() })),
     }));
-    ops.get('/ops/v1/reconcile', async (request, reply) => {
+    ops.get('/ops/v1/reconcile', { config: { query: ['timeout_ms', 'rollups'] } }, async (request, reply) => {
       const t = queryParam(request.query, 'timeout_ms');
       const timeoutMs = t === undefined ? 30_000 : parseIntParam(t, 'timeout_ms', 0, 600_000);
       await deps.settle?.();

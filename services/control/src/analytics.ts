@@ -1,12 +1,15 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseTime, queryParam, requireOperator } from '@tollgate/http';
+import { guardOperatorRoutes, parseTime, queryParam } from '@tollgate/http';
 import { parseExactDecimal, resolveModel, type Catalog } from '@tollgate/pricing';
 import {
-  ANALYTICS_GROUP_BY, USAGE_STATUSES, WarehouseInputError, filterValue, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv,
+  ADMIN_USAGE_PARAMS, ANALYTICS_GROUP_BY, USAGE_STATUSES, WarehouseInputError, filterValue, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv,
   usageEventPage, usageEventRecord, usageReport, type UsageMetrics, type UsageReport,
 } from '@tollgate/warehouse';
 import type { ReportDeps } from './reports.ts';
+
+/** The query parameters of GET /admin/v1/usage/events. */
+const USAGE_EVENT_PARAMS = ['from', 'to', 'account_id', 'key_id', 'model', 'status', 'limit', 'cursor'] as const;
 
 /** Most events one page of GET /admin/v1/usage/events holds. */
 export const MAX_EVENT_PAGE = 1000;
@@ -19,10 +22,8 @@ export const MAX_EVENT_PAGE = 1000;
  */
 export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void {
   app.register(async (s) => {
-    s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
-    const finance = { config: { finance: true } };
-
-    s.get('/admin/v1/usage', finance, async (request, reply) => {
+    guardOperatorRoutes(s, { adminToken: deps.adminToken, financeToken: deps.financeToken });
+    s.get('/admin/v1/usage', { config: { finance: true, query: ADMIN_USAGE_PARAMS } }, async (request, reply) => {
       const catalog = deps.prices.current().catalog;
       const { query, format } = await input(() => parseUsageParams(readers(request, catalog), names(request), { account: true, groupBy: ANALYTICS_GROUP_BY }));
       const report = await input(() => usageReport(deps.warehouse, query));
@@ -49,10 +50,8 @@ export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void 
       };
     });
 
-    s.get('/admin/v1/usage/events', finance, async (request) => {
+    s.get('/admin/v1/usage/events', { config: { finance: true, query: USAGE_EVENT_PARAMS } }, async (request) => {
       const catalog = deps.prices.current().catalog;
-      const allowed = ['from', 'to', 'account_id', 'key_id', 'model', 'status', 'limit', 'cursor'];
-      for (const name of names(request)) if (!allowed.includes(name)) throw gatewayError('invalid_request', `${name}: unknown parameter; expected one of ${allowed.join(', ')}`);
       const q = request.query;
       const f = queryParam(q, 'from');
       const t = queryParam(q, 'to');
@@ -94,8 +93,7 @@ export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void 
       };
     });
 
-    s.get('/admin/v1/usage/events/:id', finance, async (request) => {
-      for (const name of names(request)) throw gatewayError('invalid_request', `${name}: unknown parameter; this route takes none`);
+    s.get('/admin/v1/usage/events/:id', { config: { finance: true } }, async (request) => {
       const e = await usageEventRecord(deps.warehouse, (request.params as { id: string }).id);
       if (!e) throw gatewayError('not_found', 'no such usage event');
       return e;

@@ -4,7 +4,7 @@ import { gatewayError } from '@tollgate/anthropic';
 import {
   MAX_ACCESS_ENTRIES, MAX_CIDR_CHARS, MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, textProblem, type AccountRecord, type ControlEvent, type KeyRecord, type LedgerEvent,
 } from '@tollgate/events';
-import { createHttpServer, requireOperator } from '@tollgate/http';
+import { createHttpServer, guardOperatorRoutes } from '@tollgate/http';
 import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } from '@tollgate/keys';
 import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, resolveModel, type Catalog } from '@tollgate/pricing';
 import type { ControlDeps } from './deps.ts';
@@ -191,7 +191,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   };
 
   app.register(async (admin) => {
-    admin.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
+    guardOperatorRoutes(admin, { adminToken: deps.adminToken, financeToken: deps.financeToken });
     registerPlanRoutes(admin, { keys: deps.keys, publish: publishControl });
 
     admin.post('/admin/v1/accounts', async (request, reply) => {

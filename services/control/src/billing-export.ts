@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseEnumParam, queryParam, refuseUnknownParams, requireOperator } from '@tollgate/http';
+import { guardOperatorRoutes, parseEnumParam, queryParam } from '@tollgate/http';
 import { BillingInputError, parseBillingMonth } from '@tollgate/warehouse';
 import type { InvoiceLine } from './billing-types.ts';
 import { EXPORT_FORMATS, exportContentType, exportFilename, exportStream, type ExportFormat } from './billing-render.ts';
@@ -44,9 +44,8 @@ export function monthOr400(value: string, parse: (m: string) => string = parseBi
  */
 export function registerBillingExportFrom(app: FastifyInstance, deps: ReportDeps, linesOf: MonthLines): void {
   app.register(async (s) => {
-    s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
-    s.get('/admin/v1/billing/export', { config: { finance: true } }, async (request, reply) => {
-      refuseUnknownParams(request.query, EXPORT_PARAMS);
+    guardOperatorRoutes(s, { adminToken: deps.adminToken, financeToken: deps.financeToken });
+    s.get('/admin/v1/billing/export', { config: { finance: true, query: EXPORT_PARAMS } }, async (request, reply) => {
       const month = parseMonthParam(queryParam(request.query, 'month'));
       const f = queryParam(request.query, 'format');
       const format: ExportFormat = f === undefined ? 'json' : parseEnumParam(f, 'format', EXPORT_FORMATS);

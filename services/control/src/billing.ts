@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { parseEnumParam, queryParam, refuseUnknownParams, requireOperator } from '@tollgate/http';
+import { guardOperatorRoutes, parseEnumParam, queryParam } from '@tollgate/http';
 import {
   accountDocuments, closeMonth, invoiceLinesForMonth, listCloses, nextMonth, parseClosableMonth,
 } from '@tollgate/warehouse';
@@ -38,7 +38,6 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
   registerCreditHistory(app, deps);
 
   const document = async (kind: 'invoice' | 'statement', params: unknown, query: unknown, reply: FastifyReply) => {
-    refuseUnknownParams(query, ['format']);
     const { id, month: raw } = params as { id: string; month: string };
     const month = monthOr400(raw);
     const f = queryParam(query, 'format');
@@ -62,15 +61,15 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
   };
 
   app.register(async (s) => {
-    s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
+    guardOperatorRoutes(s, { adminToken: deps.adminToken, financeToken: deps.financeToken });
 
-    s.get('/admin/v1/accounts/:id/invoices/:month', { config: { finance: true } }, async (request, reply) =>
+    const documentRoute = { config: { finance: true, query: ['format'] } };
+    s.get('/admin/v1/accounts/:id/invoices/:month', documentRoute, async (request, reply) =>
       document('invoice', request.params, request.query, reply));
-    s.get('/admin/v1/accounts/:id/statements/:month', { config: { finance: true } }, async (request, reply) =>
+    s.get('/admin/v1/accounts/:id/statements/:month', documentRoute, async (request, reply) =>
       document('statement', request.params, request.query, reply));
 
-    s.get('/admin/v1/billing/months', { config: { finance: true } }, async (request) => {
-      refuseUnknownParams(request.query, []);
+    s.get('/admin/v1/billing/months', { config: { finance: true } }, async () => {
       const closes = await listCloses(w);
       const last = closes.at(-1);
       return {
@@ -82,7 +81,6 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
     });
 
     s.post('/admin/v1/billing/months/:month/close', { config: { finance: true } }, async (request, reply) => {
-      refuseUnknownParams(request.query, []);
       // a month that has not started cannot be closed (400 naming month)
       const month = monthOr400((request.params as { month: string }).month, (m) => parseClosableMonth(m));
       const deadline = Date.now() + CLOSE_WAIT_MS;

@@ -4,7 +4,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { creditHistoryBody, parseCreditHistoryQuery, requireOperator } from '@tollgate/http';
+import { CREDIT_HISTORY_PARAMS, creditHistoryBody, guardOperatorRoutes, parseCreditHistoryQuery } from '@tollgate/http';
 import { creditHistoryPage } from '@tollgate/warehouse';
 import type { ReportDeps } from './reports.ts';
 
@@ -21,8 +21,8 @@ import type { ReportDeps } from './reports.ts';
  */
 export function registerCreditHistory(app: FastifyInstance, deps: ReportDeps): void {
   app.register(async (s) => {
-    s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
-    s.get('/admin/v1/accounts/:id/credits/history', { config: { finance: true } }, async (request) => {
+    guardOperatorRoutes(s, { adminToken: deps.adminToken, financeToken: deps.financeToken });
+    s.get('/admin/v1/accounts/:id/credits/history', { config: { finance: true, query: CREDIT_HISTORY_PARAMS } }, async (request) => {
       const { id } = request.params as { id: string };
       const params = parseCreditHistoryQuery(request.query ?? {});
       if (!(await deps.keys.account(id))) throw gatewayError('not_found', `account ${id} does not exist`);

@@ -12,7 +12,7 @@ export interface ControlDeps {
   /** the price version in force (a `PriceBook`); absent: `catalog`. Account price lists are checked against it */
   prices?: { current(): PriceVersion };
   adminToken: string;
-  /** FINANCE_TOKEN: may call the routes marked `config: { finance: true }` only (see requireOperator) */
+  /** FINANCE_TOKEN: may call the routes marked `config: { finance: true }` only (see guardOperatorRoutes in @tollgate/http) */
   financeToken?: string;
   keyHashSecret: string;
   /** upstream groups (issue 10): a `group_id` given to an account or key must name one of them or `default` */

@@ -12,7 +12,7 @@ import type { Warehouse } from '@tollgate/warehouse';
 export interface ReportDeps {
   warehouse: Warehouse;
   adminToken: string;
-  /** FINANCE_TOKEN: the routes marked `config: { finance: true }` accept it (see requireOperator) */
+  /** FINANCE_TOKEN: the routes marked `config: { finance: true }` accept it (see guardOperatorRoutes in @tollgate/http) */
   financeToken?: string;
   /** the price version in force: the catalog's currency and credit value */
   prices: { current(): PriceVersion };

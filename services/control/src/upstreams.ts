@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
 import { textProblem } from '@tollgate/events';
-import { lenientDecode, looksLikeCredential, requireOperator } from '@tollgate/http';
+import { guardOperatorRoutes, lenientDecode, looksLikeCredential } from '@tollgate/http';
 import { seal } from '@tollgate/keys';
 import {
   aggregateHealth, configuredGroup, configuredUpstream, DEFAULT_ID, PoolBusyError, saveGroup, saveUpstream, UPSTREAM_KEY_PURPOSE,
@@ -290,7 +290,7 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
   };
 
   app.register(async (s) => {
-    s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
+    guardOperatorRoutes(s, { adminToken: deps.adminToken, financeToken: deps.financeToken });
 
     s.post('/admin/v1/upstreams', async (request, reply) => {
       const body = parseBody(UpstreamCreate, request.body, UPSTREAM_SHAPE);

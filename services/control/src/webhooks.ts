@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
 import { textProblem } from '@tollgate/events';
-import { credentialInUrl, parseIntParam, queryParam, requireOperator } from '@tollgate/http';
+import { credentialInUrl, guardOperatorRoutes, parseIntParam, queryParam } from '@tollgate/http';
 import { seal } from '@tollgate/keys';
 import type { Warehouse } from '@tollgate/warehouse';
 import {
@@ -110,11 +110,6 @@ export function deliveryView(d: DeliveryRecord) {
   };
 }
 
-function noOtherParams(query: unknown, allowed: readonly string[]): void {
-  const unknown = Object.keys((query ?? {}) as object).filter((k) => !allowed.includes(k));
-  if (unknown.length > 0) bad(unknown.join(', '), `unknown query parameter${unknown.length > 1 ? 's' : ''}${allowed.length ? ` (accepted: ${allowed.join(', ')})` : ' (none accepted)'}`);
-}
-
 /**
  * `POST /admin/v1/webhooks {url, events, description?}` → 201 `{id, url, events, description,
  * secret, created_at}` (the `whsec_…` signing secret shown this once; stored sealed);
@@ -137,10 +132,9 @@ export function registerWebhooks(app: FastifyInstance, deps: WebhookRouteDeps): 
   };
 
   app.register(async (s) => {
-    s.addHook('onRequest', requireOperator({ adminToken: deps.adminToken, financeToken: deps.financeToken }));
+    guardOperatorRoutes(s, { adminToken: deps.adminToken, financeToken: deps.financeToken });
 
     s.post('/admin/v1/webhooks', async (request, reply) => {
-      noOtherParams(request.query, []);
       const body = parseCreate(request.body, secrets);
       const id = newId('wh');
       const secret = newWebhookSecret();
@@ -152,27 +146,21 @@ export function registerWebhooks(app: FastifyInstance, deps: WebhookRouteDeps): 
       return reply.code(201).send({ ...webhookView(record), secret });
     });
 
-    s.get('/admin/v1/webhooks', async (request) => {
-      noOtherParams(request.query, []);
+    s.get('/admin/v1/webhooks', async () => {
       const all = (await deps.store.list()).filter((w) => !w.deleted)
         .sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1));
       return { data: all.map(webhookView) };
     });
 
-    s.get('/admin/v1/webhooks/:id', async (request) => {
-      noOtherParams(request.query, []);
-      return webhookView(await find((request.params as { id: string }).id));
-    });
+    s.get('/admin/v1/webhooks/:id', async (request) => webhookView(await find((request.params as { id: string }).id)));
 
     s.delete('/admin/v1/webhooks/:id', async (request) => {
-      noOtherParams(request.query, []);
       const current = await find((request.params as { id: string }).id);
       await save({ ...current, deleted: true, version: nextVersion(current.version) });
       return { id: current.id, deleted: true };
     });
 
-    s.get('/admin/v1/webhooks/:id/deliveries', async (request) => {
-      noOtherParams(request.query, ['limit']);
+    s.get('/admin/v1/webhooks/:id/deliveries', { config: { query: ['limit'] } }, async (request) => {
       const raw = queryParam(request.query, 'limit');
       const limit = raw === undefined ? DELIVERIES_KEPT : parseIntParam(raw, 'limit', 1, DELIVERIES_KEPT);
       const w = await find((request.params as { id: string }).id);

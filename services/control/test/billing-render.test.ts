@@ -274,7 +274,7 @@ test('billing export route: finance token gets the file with its name; a bad mon
     // an empty value is a bad value, never read as absent (the default)
     ['/admin/v1/billing/export?month=2026-10&format=', 'format: is empty; give a value or leave the parameter out'],
     ['/admin/v1/billing/export?month=', 'month: is empty; give a value or leave the parameter out'],
-    ['/admin/v1/billing/export?month=2026-10&account_id=acc_a', 'unknown query parameter "account_id"; this route takes month, format'],
+    ['/admin/v1/billing/export?month=2026-10&account_id=acc_a', 'account_id: unknown query parameter; this route takes month, format'],
   ];
   for (const [url, message] of bad) {
     const res = await get(url);

@@ -120,6 +120,50 @@ test('usage routes: malformed from/to/granularity/group_by/status/format/limit/c
   assert.equal(byDay.status, 200);
 });
 
+test('operator route given a query parameter it does not take: every admin and ops route of the program answers 400 naming it, and does nothing', async () => {
+  // Kind: a misspelled filter or option on an operator route (GET /admin/v1/accounts?statu=x used
+  // to be read as no filter at all). Every method and route the README documents, any id: the
+  // refusal comes before the route looks anything up, so ids need not exist.
+  const s = await stack();
+  const routes: Array<[string, string, string]> = [
+    ['GET', '/admin/v1/accounts', 'none'], ['POST', '/admin/v1/accounts', 'none'],
+    ['GET', '/admin/v1/accounts/acct_x', 'none'], ['PATCH', '/admin/v1/accounts/acct_x', 'none'],
+    ['POST', '/admin/v1/accounts/acct_x/keys', 'none'], ['GET', '/admin/v1/accounts/acct_x/keys', 'none'],
+    ['GET', '/admin/v1/keys/key_x', 'none'], ['PATCH', '/admin/v1/keys/key_x', 'none'], ['DELETE', '/admin/v1/keys/key_x', 'none'],
+    ['POST', '/admin/v1/accounts/acct_x/credits', 'none'],
+    ['GET', '/admin/v1/accounts/acct_x/credits/history', 'from, to, limit, cursor'],
+    ['GET', '/admin/v1/plans', 'none'], ['POST', '/admin/v1/plans', 'none'],
+    ['GET', '/admin/v1/plans/pro', 'none'], ['PATCH', '/admin/v1/plans/pro', 'none'], ['DELETE', '/admin/v1/plans/pro', 'none'],
+    ['GET', '/admin/v1/upstreams', 'none'], ['POST', '/admin/v1/upstreams', 'none'],
+    ['GET', '/admin/v1/upstreams/up_x', 'none'], ['PATCH', '/admin/v1/upstreams/up_x', 'none'], ['DELETE', '/admin/v1/upstreams/up_x', 'none'],
+    ['GET', '/admin/v1/groups', 'none'], ['POST', '/admin/v1/groups', 'none'],
+    ['GET', '/admin/v1/groups/grp_x', 'none'], ['PATCH', '/admin/v1/groups/grp_x', 'none'], ['DELETE', '/admin/v1/groups/grp_x', 'none'],
+    ['GET', '/admin/v1/webhooks', 'none'], ['POST', '/admin/v1/webhooks', 'none'],
+    ['GET', '/admin/v1/webhooks/wh_x', 'none'], ['DELETE', '/admin/v1/webhooks/wh_x', 'none'],
+    ['GET', '/admin/v1/webhooks/wh_x/deliveries', 'limit'],
+    ['GET', '/admin/v1/usage', 'from, to, granularity, key_id, model, status, group_by, format, limit, account_id'],
+    ['GET', '/admin/v1/usage/events', 'from, to, account_id, key_id, model, status, limit, cursor'],
+    ['GET', '/admin/v1/usage/events/req_x', 'none'],
+    ['GET', '/admin/v1/accounts/acct_x/invoices/2026-10', 'format'], ['GET', '/admin/v1/accounts/acct_x/statements/2026-10', 'format'],
+    ['GET', '/admin/v1/billing/months', 'none'], ['POST', '/admin/v1/billing/months/2026-10/close', 'none'],
+    ['GET', '/admin/v1/billing/export', 'month, format'],
+    ['POST', '/ops/v1/rebuild', 'none'], ['POST', '/ops/v1/rerate', 'none'], ['GET', '/ops/v1/quarantine', 'none'],
+    ['GET', '/ops/v1/reconcile', 'timeout_ms, rollups'],
+  ];
+  const before = await admin<{ data: unknown[] }>(s.url, 'GET', '/admin/v1/accounts');
+  const months = await admin(s.url, 'GET', '/admin/v1/billing/months');
+  for (const [method, path, takes] of routes) {
+    const body = method === 'POST' || method === 'PATCH' ? { name: 'should-not-exist' } : undefined;
+    const r = await admin<{ error: { type: string; code: string; message: string } }>(s.url, method, `${path}?stauts=x`, body);
+    assert.deepEqual({ route: `${method} ${path}`, status: r.status, error: r.json.error }, {
+      route: `${method} ${path}`, status: 400,
+      error: { type: 'invalid_request_error', code: 'invalid_request', message: `stauts: unknown query parameter; this route takes ${takes}` },
+    });
+  }
+  assert.equal((await admin<{ data: unknown[] }>(s.url, 'GET', '/admin/v1/accounts')).json.data.length, before.json.data.length, 'no account was created');
+  assert.deepEqual((await admin(s.url, 'GET', '/admin/v1/billing/months')).json, months.json, 'no month was closed');
+});
+
 test('control API: the admin token in x-api-key is a 401 (only Authorization: Bearer is documented)', async () => {
   const s = await stack();
   const res = await fetch(`${s.url}/admin/v1/accounts`, { headers: { 'x-api-key': s.env.ADMIN_TOKEN! } });
