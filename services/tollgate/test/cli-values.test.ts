@@ -50,6 +50,10 @@ test('malformed typed values (credits, times, CIDRs, page sizes, choices) exit 2
     [['usage', '--granularity', 'week'], '--granularity must be one of minute, hour, day, month (not "week")'],
     [['usage', '--group-by', 'plan'], '--group-by must be one of account, key, model, status (not "plan")'],
     [['usage', '--status', 'weird'], '--status must be one of ok, upstream_error, client_disconnect, stream_error, usage_anomaly, unmetered (not "weird")'],
+    // the range: --to before --from, in any of the forms (the API refuses it with a 400)
+    [['usage', '--from', '2026-11-02', '--to', '2026-11-01'], '--to: 2026-11-01T00:00:00.000Z is before --from (2026-11-02T00:00:00.000Z)'],
+    [['usage', '--from', '2026-11-01T00:00:00.001Z', '--to', '1793491200000'], '--to: 2026-11-01T00:00:00.000Z is before --from (2026-11-01T00:00:00.001Z)'],
+    [['credits', 'history', 'acct_1', '--from', '2026-11-01T08:00:00+08:00', '--to', '2026-10-31T23:59:59Z'], '--to: 2026-10-31T23:59:59.000Z is before --from (2026-11-01T00:00:00.000Z)'],
   ];
   for (const [args, message] of cases) {
     const name = `tollgate ${args[0]}${args[0] === 'usage' ? '' : ` ${args[1]}`}`;
@@ -59,12 +63,15 @@ test('malformed typed values (credits, times, CIDRs, page sizes, choices) exit 2
   assert.deepEqual(seen, []);
 });
 
-test('well-formed typed values are sent: "none" as null, a date for --expires-at as its RFC 3339 instant, a negative adjustment', async () => {
+test('well-formed typed values are sent: "none" as null, a date for --expires-at as its RFC 3339 instant, a negative adjustment, times as typed', async () => {
   seen.length = 0;
   assert.equal((await tg('keys', 'update', 'key_1', '--expires-at', '2027-01-31', '--hourly-credits', 'none', '--ip-allowlist', '10.0.0.0/8')).code, 0);
   assert.equal((await tg('credits', 'grant', 'acct_1', '--kind', 'adjustment', '--reference', 'fix-1', '--', '-2.5')).code, 0);
-  assert.deepEqual(seen.map((s) => [s.method, s.path, JSON.parse(s.body)]), [
+  // an empty range (--to equal to --from, in another form) is the API's to judge, as typed
+  assert.equal((await tg('usage', '--format', 'json', '--from', '2026-11-01', '--to', '1793491200000')).code, 0);
+  assert.deepEqual(seen.map((s) => [s.method, s.path, s.body === '' ? '' : JSON.parse(s.body)]), [
     ['PATCH', '/admin/v1/keys/key_1', { hourly_credits: null, ip_allowlist: ['10.0.0.0/8'], expires_at: '2027-01-31T00:00:00.000Z' }],
     ['POST', '/admin/v1/accounts/acct_1/credits', { credits: '-2.5', reference: 'fix-1', kind: 'adjustment' }],
+    ['GET', '/admin/v1/usage?from=2026-11-01&to=1793491200000', ''],
   ]);
 });

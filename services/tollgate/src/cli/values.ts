@@ -46,9 +46,12 @@ export async function creditsValue(text: string, label: string, rule: 'non-negat
 /**
  * Checks every typed option in `values` against `kinds` (option name → kind), in place:
  * `instant` values become RFC 3339 (`2027-01-31T00:00:00.000Z`), the rest are kept as typed.
- * @throws UsageError naming the option and the accepted forms
+ * `--to` before `--from` (both `time`) is refused as the API refuses it.
+ * @throws UsageError naming the option and the accepted forms, or the range
  */
 export async function checkValues(values: Parsed['values'], kinds: Readonly<Record<string, ValueKind>>): Promise<void> {
+  /** epoch ms of each `time` option given, for the range rule below */
+  const times: Record<string, number> = {};
   for (const [name, spec] of Object.entries(kinds)) {
     const raw = values[name];
     if (raw === undefined) continue;
@@ -70,6 +73,7 @@ export async function checkValues(values: Parsed['values'], kinds: Readonly<Reco
           throw new UsageError(problemOf(err));
         }
         if (spec.kind === 'instant') values[name] = new Date(ms).toISOString();
+        else times[name] = ms;
         break;
       }
       case 'cidrs': {
@@ -90,5 +94,10 @@ export async function checkValues(values: Parsed['values'], kinds: Readonly<Reco
         }
         break;
     }
+  }
+  // The API's range rule (parseTimeRange of @tollgate/http, parseUsageParams of
+  // @tollgate/warehouse: `to` before `from` is a 400), so it is a usage error here too.
+  if (times.from !== undefined && times.to !== undefined && times.to < times.from) {
+    throw new UsageError(`--to: ${new Date(times.to).toISOString()} is before --from (${new Date(times.from).toISOString()})`);
   }
 }
