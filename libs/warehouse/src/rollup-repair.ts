@@ -105,25 +105,66 @@ function scopeChunks(scope: { a: string; b: number }[]): { a: string; b: number 
  */
 export async function recentRollupScope(w: RollupRepairStore, withinMs = 3_600_000): Promise<RollupScopePair[]> {
   // `inserted_at` is in no key, so the raw side reads only the parts written (or merged) within
-  // the span: a part is written after its rows are stamped, so its modification_time (whole
-  // seconds, hence the second of margin) is never earlier than any of their `inserted_at`.
-  const [usageDb, usageTable] = w.tables.usage.split('.').map((s) => s.slice(1, -1));
+  // the span (recentRawRows): a part is written after its rows are stamped, so its
+  // modification_time (whole seconds, hence the second of margin) is never earlier than any of
+  // their `inserted_at`.
   const rows = await w.select(
-    `SELECT DISTINCT account_id, toUInt32(toStartOfMinute(ts, 'UTC')) AS m FROM ${w.tables.usage}
-       WHERE _part IN (SELECT name FROM system.parts WHERE database = {usage_db:String} AND table = {usage_table:String}
-                         AND active AND modification_time >= now() - toIntervalSecond(intDiv({within:UInt64}, 1000) + 1))
-         AND inserted_at >= now64(3) - toIntervalMillisecond({within:UInt64})
+    `SELECT DISTINCT account_id, m FROM (${recentRawRows(w.tables, "account_id, toUInt32(toStartOfMinute(ts, 'UTC')) AS m")})
      UNION DISTINCT
      SELECT DISTINCT account_id, toUInt32(bucket) AS m FROM ${w.tables.rollupMinute}
        WHERE bucket >= toStartOfMinute(now() - toIntervalSecond(intDiv({within:UInt64}, 1000)), 'UTC')`,
-    { within: withinMs, usage_db: usageDb, usage_table: usageTable },
+    usageTableParams(w.tables, withinMs),
   );
   return rows.map((r) => ({ accountId: String(r['account_id']), minute: Number(r['m']) }));
 }
 
-/** `repairRollups` over `recentRollupScope`: what the warehouse sink runs when it starts. */
+/**
+ * `restoreRecentIds`, then `repairRollups` over `recentRollupScope`: what the warehouse sink runs
+ * when it starts (a previous process may have been killed mid-insert). Ids first: the repair
+ * makes the rollups count every raw row, so each of those rows' ids must be in
+ * `usage_event_ids` before any of them is redelivered, or the redelivery counts it again.
+ */
 export async function repairRecentRollups(w: RollupRepairStore, withinMs = 3_600_000): Promise<RollupRepairResult> {
+  await restoreRecentIds(w, withinMs);
   return repairRollups(w, await recentRollupScope(w, withinMs));
+}
+
+/** Raw rows the server stamped (`inserted_at`) within the last {within:UInt64} ms, read from the parts written or merged since (see recentRollupScope). */
+function recentRawRows(t: TableNames, columns: string): string {
+  return `SELECT ${columns} FROM ${t.usage}
+    WHERE _part IN (SELECT name FROM system.parts WHERE database = {usage_db:String} AND table = {usage_table:String}
+                      AND active AND modification_time >= now() - toIntervalSecond(intDiv({within:UInt64}, 1000) + 1))
+      AND inserted_at >= now64(3) - toIntervalMillisecond({within:UInt64})`;
+}
+
+function usageTableParams(t: TableNames, withinMs: number): Record<string, unknown> {
+  const [usageDb, usageTable] = t.usage.split('.').map((s) => s.slice(1, -1));
+  return { within: withinMs, usage_db: usageDb, usage_table: usageTable };
+}
+
+/**
+ * Puts back into `usage_event_ids` the ids of raw rows stamped within the last `withinMs`
+ * (default one hour) that it does not hold, and returns how many (ts, id) pairs that was.
+ * The ids table is kept by a materialized view of the raw table, and an insert cut between its
+ * raw block and that view's block (kill -9, a server error in a later view) leaves raw rows
+ * whose ids the rollup_skip check cannot see: their redelivery would be marked new and counted
+ * in every rollup a second time (and the rollup repair would not run for it, no id being
+ * "already stored"). Run at the sink's start and, in the same process, before the insert that
+ * follows a failed one. Throws what ClickHouse throws.
+ */
+export async function restoreRecentIds(w: RollupRepairStore, withinMs = 3_600_000): Promise<number> {
+  const params = usageTableParams(w.tables, withinMs);
+  const span = await w.select(`SELECT count() AS n, toUnixTimestamp64Milli(min(ts)) AS lo, toUnixTimestamp64Milli(max(ts)) AS hi FROM (${recentRawRows(w.tables, 'ts')})`, params);
+  if (Number(span[0]?.['n'] ?? 0) === 0) return 0;
+  // Within the recent rows' ts span only: a stored duplicate has the same ts (the dedup rule).
+  const missing = `SELECT DISTINCT ts, event_id FROM (${recentRawRows(w.tables, 'ts, event_id')})
+    WHERE (ts, event_id) NOT IN (SELECT ts, event_id FROM ${w.tables.usageIds}
+      WHERE ts BETWEEN fromUnixTimestamp64Milli({lo:Int64}, 'UTC') AND fromUnixTimestamp64Milli({hi:Int64}, 'UTC'))`;
+  const spanParams = { ...params, lo: Number(span[0]!['lo']), hi: Number(span[0]!['hi']) };
+  const n = Number((await w.select(`SELECT count() AS n FROM (${missing})`, spanParams))[0]?.['n'] ?? 0);
+  // insert_deduplicate = 0: a restored block may hash like one still in the dedup window.
+  if (n > 0) await w.command(`INSERT INTO ${w.tables.usageIds} (ts, event_id) SETTINGS insert_deduplicate = 0 ${missing}`, spanParams);
+  return n;
 }
 
 function scopeParams(scope: readonly { a: string; b: number }[], size: number): Record<string, unknown> {

@@ -19,7 +19,7 @@ import type {
 import { boundedRaw, decodeEvent, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
-import { repairRecentRollups, repairRollups, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
+import { repairRecentRollups, repairRollups, restoreRecentIds, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
 export interface WarehouseOptions {
   /** taken over by the Warehouse: `close()` closes it */
@@ -255,6 +255,12 @@ export type Row = Record<string, unknown>;
 export class Warehouse {
   readonly #client: ClickHouseClient;
   readonly #t: TableNames;
+  /**
+   * Set when a usage insert failed: it may have been cut between its raw block and the id view's
+   * block, so the next insert first puts back lost ids (`restoreRecentIds`) before its
+   * rollup_skip check trusts `usage_event_ids`. Cleared once that succeeded.
+   */
+  #idsSuspect = false;
 
   constructor(opts: WarehouseOptions) {
     this.#client = opts.client;
@@ -387,6 +393,10 @@ export class Warehouse {
     // `rollup_skip = 1`, which the views leave out. The block carries a token of its rows, so
     // the same block sent again (two writers racing past the check) is dropped by the raw
     // table's and every rollup's dedup window.
+    if (this.#idsSuspect) {
+      await restoreRecentIds(this);
+      this.#idsSuspect = false;
+    }
     const { skip, stored } = await this.#markStored(rows);
     slice = slicer();
     const hash = createHash('sha256');
@@ -400,13 +410,18 @@ export class Warehouse {
     const token = hash.digest('hex');
     // `exec` with the rows as the body: `insert` would encode values itself (JSON.stringify per
     // row), and its raw-stream path is only for text formats such as TSV.
-    const res = await this.#client.exec({
-      query: `INSERT INTO ${this.#t.usage} (${USAGE_INSERT_COLUMNS}) FORMAT JSONCompactEachRow`,
-      values: Readable.from([body]),
-      clickhouse_settings: { insert_deduplication_token: `usage:${token}`, deduplicate_blocks_in_dependent_materialized_views: 1 },
-    });
-    res.stream.resume();
-    await finished(res.stream).catch(() => {});
+    try {
+      const res = await this.#client.exec({
+        query: `INSERT INTO ${this.#t.usage} (${USAGE_INSERT_COLUMNS}) FORMAT JSONCompactEachRow`,
+        values: Readable.from([body]),
+        clickhouse_settings: { insert_deduplication_token: `usage:${token}`, deduplicate_blocks_in_dependent_materialized_views: 1 },
+      });
+      res.stream.resume();
+      await finished(res.stream).catch(() => {});
+    } catch (err) {
+      this.#idsSuspect = true;
+      throw err;
+    }
     // Ids already stored mean an earlier insert of them may have been cut between the raw
     // block and the view blocks (not atomic): repair the rollup rows they fall in, exactly and
     // only those. Before the batch counts as consumed, so a crash here is redelivered too.
@@ -913,6 +928,15 @@ export class Warehouse {
    */
   async repairRecentRollups(withinMs?: number): Promise<RollupRepairResult> {
     return repairRecentRollups(this, withinMs);
+  }
+
+  /**
+   * Puts back the `usage_event_ids` rows a cut insert of the last `withinMs` (default one hour)
+   * lost (`restoreRecentIds` in rollup-repair.ts); returns how many (ts, id) pairs.
+   * Throws what ClickHouse throws.
+   */
+  async restoreRecentIds(withinMs?: number): Promise<number> {
+    return restoreRecentIds(this, withinMs);
   }
 
   async close(): Promise<void> {

@@ -352,6 +352,56 @@ test('insert cut between the raw block and its views (kill -9 mid-insert): the r
   }
 });
 
+test('insert cut before the id view (its raw rows and rollup rows written, their ids not): the redelivery after a restart counts every event once', async () => {
+  // Kind: a cut that lost usage_event_ids rows, whatever the rollup views got. The rollup_skip
+  // check reads only that table, so before the start repair put the ids back, the redelivered
+  // e2…e8 were marked new and counted a second time in every rollup (16 requests).
+  const { w } = await fresh();
+  try {
+    const all = events();
+    await w.insertUsage([all[0]!]);
+    await w.command(`DETACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
+    await w.insertUsage(all.slice(1)); // raw and rollups hold e2…e8; usage_event_ids does not
+    await w.command(`ATTACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
+    const eight = `8:${TOTAL_COST}`;
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    // What a restarted sink does first: 7 ids put back, no rollup row to rebuild.
+    assert.deepEqual(await w.repairRecentRollups(), { minute: 0, hour: 0, day: 0 });
+    assert.equal(Number((await w.select(`SELECT uniqExact(event_id) AS n FROM ${w.tables.usageIds}`))[0]!['n']), 8);
+    // The log redelivers from the committed offset, with events after the cut: e9 (11 µc) is new.
+    const e9 = v2({ event_id: 'e9', ts: T('2026-02-02T00:00:01.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+    await w.insertUsage([...all.slice(1), e9]);
+    const nine = `9:${TOTAL_COST + 11n}`;
+    assert.deepEqual(await rollupCosts(w), { minute: nine, hour: nine, day: nine });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+    assert.equal(await w.restoreRecentIds(), 0, 'nothing left to put back');
+  } finally {
+    await w.close();
+  }
+});
+
+test('insert that failed in a later view (the server cut it, the process lives on): the next insert puts lost ids back first, and the retried batch counts every event once', async () => {
+  // A view that throws on e5's row (a stand-in for a memory limit or a server fault in a view):
+  // ClickHouse fails the INSERT after the raw block and the views before it were written.
+  const { w, prefix } = await fresh();
+  const failing = `\`${prefix}fail_mv\``;
+  try {
+    const all = events();
+    await w.insertUsage([all[0]!]);
+    await w.command(`CREATE TABLE \`${prefix}fail_sink\` (x UInt8) ENGINE = Null`);
+    await w.command(`CREATE MATERIALIZED VIEW ${failing} TO \`${prefix}fail_sink\` AS SELECT throwIf(event_id = 'e5', 'simulated view failure') AS x FROM ${w.tables.usage}`);
+    await assert.rejects(w.insertUsage(all.slice(1)), /simulated view failure/);
+    await w.command(`DROP TABLE ${failing}`);
+    // The log retries the batch (here with the rest of the partition after it).
+    await w.insertUsage(all.slice(1));
+    const eight = `8:${TOTAL_COST}`;
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+  } finally {
+    await w.close();
+  }
+});
+
 test('view blocks written without their raw block (the other half of a cut): the repair at sink start takes them out of the rollups', async () => {
   const { w } = await fresh();
   try {
