@@ -196,3 +196,49 @@ async function mismatched(w: RollupRepairStore, grain: RollupGrain, scope: { a: 
   );
   return rows.map((r) => ({ a: String(r['account_id']), b: Number(r['b']) }));
 }
+
+/**
+ * Runs `fn` while no other process runs a function under the same exclusion: a distributed
+ * deployment passes a Redis lock (services/tollgate adapters.ts); the default runs `fn` as it is
+ * (one process owns the warehouse).
+ */
+export type Exclusive = <T>(fn: () => Promise<T>) => Promise<T>;
+
+/**
+ * Migration 13's one-time backfill: counts in each rollup the usage events its view never saw
+ * because they were stored before the views existed (a warehouse upgraded from migration 6 or
+ * earlier read 0 for its whole past from every rollup). Those are exactly the events without a
+ * `rollup_skip = 0` row stamped (`inserted_at`) since the views were created (the earliest
+ * `metadata_modification_time` of the three views, whole seconds: a row of that second counts
+ * as seen, so a fresh warehouse backfills nothing): the views counted every other one once.
+ * Each is added once, from raw FINAL, by the views' own SELECT (`rollupSelect`). Per grain, once
+ * per database (a row in `usage_rollups_backfilled`), under `exclusive` so that processes
+ * migrating at once do not both add them; a process killed between a grain's insert and its
+ * marker adds that grain's old events again at its next start (`rollupsMatchRaw` shows it).
+ * Returns the grains backfilled now. Throws what ClickHouse throws.
+ */
+export async function backfillRollups(w: RollupRepairStore, exclusive: Exclusive = (fn) => fn()): Promise<RollupGrain[]> {
+  const done = async () => new Set((await w.select(`SELECT grain FROM ${w.tables.rollupsBackfilled}`)).map((r) => String(r['grain'])));
+  if ((await done()).size === ROLLUP_GRAINS.length) return [];
+  return exclusive(async () => {
+    const already = await done(); // again, under the exclusion: another process may have finished meanwhile
+    const [db] = w.tables.usage.split('.').map((s) => s.slice(1, -1));
+    const views = ROLLUP_GRAINS.map((g) => rollupTable(w.tables, g).split('.')[1]!.slice(1, -1) + '_mv');
+    const created = await w.select(
+      `SELECT toUInt32(min(metadata_modification_time)) AS s, count() AS n FROM system.tables WHERE database = {db:String} AND name IN {views:Array(String)}`,
+      { db, views },
+    );
+    if (Number(created[0]?.['n'] ?? 0) !== ROLLUP_GRAINS.length) throw new Error(`backfillRollups: the ${ROLLUP_GRAINS.length} rollup views of ${w.tables.database} must exist first (migrate)`);
+    const source = `(SELECT ${RAW_COLUMNS} FROM ${w.tables.usage} FINAL
+      WHERE event_id NOT IN (SELECT event_id FROM ${w.tables.usage} WHERE rollup_skip = 0 AND inserted_at >= toDateTime64({since:UInt32}, 3, 'UTC')))`;
+    const now: RollupGrain[] = [];
+    for (const grain of ROLLUP_GRAINS) {
+      if (already.has(grain)) continue;
+      // insert_deduplicate = 0: the block may hash like one still in the dedup window.
+      await w.command(`INSERT INTO ${rollupTable(w.tables, grain)} SETTINGS insert_deduplicate = 0 ${rollupSelect(grain, source)}`, { since: Number(created[0]!['s']) });
+      await w.command(`INSERT INTO ${w.tables.rollupsBackfilled} (grain) SETTINGS insert_deduplicate = 0 VALUES ({grain:String})`, { grain });
+      now.push(grain);
+    }
+    return now;
+  });
+}

@@ -30,6 +30,8 @@ export interface TableNames {
   /** migration 12: every stored usage event id by time, for the rollup_skip existence check, and its backfill marker */
   usageIds: string;
   usageIdsBackfilled: string;
+  /** migration 13: set once the events stored before the rollup views existed are in the rollups */
+  rollupsBackfilled: string;
   /** webhooks (migration 9) */
   webhooks: string;
   /** upstream pools (migration 10): upstream accounts and the groups pooling them */
@@ -58,7 +60,7 @@ export function tableNames(database: string, tablePrefix: string): TableNames {
     upstreams: q('upstreams'), upstreamGroups: q('upstream_groups'),
     billingCloses: q('billing_closes'), billingBooked: q('billing_booked'), billingDocuments: q('billing_documents'),
     rollupMinute: q('usage_rollup_minute'), rollupHour: q('usage_rollup_hour'), rollupDay: q('usage_rollup_day'),
-    usageIds: q('usage_event_ids'), usageIdsBackfilled: q('usage_event_ids_backfilled'),
+    usageIds: q('usage_event_ids'), usageIdsBackfilled: q('usage_event_ids_backfilled'), rollupsBackfilled: q('usage_rollups_backfilled'),
   };
 }
 
@@ -76,7 +78,7 @@ export const DIMENSION_COLUMNS: ReadonlyArray<{ key: (typeof DIMENSIONS)[number]
 );
 
 /** The number of the newest migration (see `migrations`). */
-export const LATEST_MIGRATION = 12;
+export const LATEST_MIGRATION = 13;
 
 /**
  * Every statement that brings a database to migration `upTo` (default the latest), oldest
@@ -387,6 +389,12 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
     `CREATE TABLE IF NOT EXISTS ${t.usageIdsBackfilled} (done UInt8) ENGINE = MergeTree ORDER BY tuple()`,
     `INSERT INTO ${t.usageIds} SETTINGS insert_deduplicate = 0 SELECT ts, event_id FROM ${t.usage} WHERE (SELECT count() FROM ${t.usageIdsBackfilled}) = 0`,
     `INSERT INTO ${t.usageIdsBackfilled} SETTINGS insert_deduplicate = 0 SELECT 1 WHERE (SELECT count() FROM ${t.usageIdsBackfilled}) = 0`,
+  ]], [13, [
+    // Migration 13: the marker of the rollups' one-time backfill. Migration 7 created the views
+    // but never counted the events stored before them, so a warehouse upgraded from migration 6
+    // or earlier read 0 for its whole past from every rollup. The backfill itself is
+    // `backfillRollups` (rollup-repair.ts), which `Warehouse.migrate` runs after these statements.
+    `CREATE TABLE IF NOT EXISTS ${t.rollupsBackfilled} (grain String) ENGINE = MergeTree ORDER BY tuple()`,
   ]]];
 }
 

@@ -19,7 +19,7 @@ import type {
 import { boundedRaw, decodeEvent, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
-import { repairRecentRollups, repairRollups, restoreRecentIds, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
+import { backfillRollups, repairRecentRollups, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
 export interface WarehouseOptions {
   /** taken over by the Warehouse: `close()` closes it */
@@ -267,11 +267,17 @@ export class Warehouse {
     this.#t = tableNames(opts.database ?? 'tollgate', opts.tablePrefix ?? '');
   }
 
-  /** Creates the database and tables if missing; safe to run at every start. */
-  async migrate(): Promise<void> {
+  /**
+   * Creates the database and tables if missing and brings them to the latest migration (every
+   * statement idempotent), then runs migration 13's one-time rollup backfill (`backfillRollups`)
+   * under `options.exclusive` (a cross-process lock where several processes migrate one
+   * database; default: none). Safe to run at every start. Throws what ClickHouse throws.
+   */
+  async migrate(options: { exclusive?: Exclusive } = {}): Promise<void> {
     for (const query of migrations(this.#t)) {
       await this.#client.command({ query });
     }
+    await backfillRollups(this, options.exclusive);
   }
 
   /** Any mix of events, each into its table (control records first), with their positions. */

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { UsageEventV2 } from '@tollgate/events';
 import {
-  Warehouse, createChdbClickHouse, rebuildRollups, repairRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
+  Warehouse, createChdbClickHouse, migrations, rebuildRollups, repairRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
 } from '@tollgate/warehouse';
 import { q, v2 } from './usage-fixtures.ts';
 
@@ -419,6 +419,58 @@ test('view blocks written without their raw block (the other half of a cut): the
     await w.insertUsage([b]);
     assert.deepEqual(await rollupCosts(w), { minute: '2:3000', hour: '2:3000', day: '2:3000' });
     assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+  } finally {
+    await w.close();
+  }
+});
+
+test('migration 13 over a warehouse of migration 6 (events stored before the rollup views existed): every rollup counts them once, and only once', async () => {
+  // Kind: an upgrade from before migration 7. Its views never saw the stored events, so every
+  // rollup read 0 for the whole past (a tester saw 0 requests for 100 stored).
+  const prefix = `r${randomBytes(3).toString('hex')}_`;
+  const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: prefix });
+  try {
+    for (const statement of migrations(w.tables, 6)) await w.command(statement);
+    // e1…e8 as a migration-6 gateway stored them: its columns only, e3 twice (a redelivery)
+    const all = events();
+    const old = (e: UsageEventV2) => ({
+      event_id: e.event_id, ts: e.ts, account_id: e.account_id, key_id: e.key_id, model: e.model, catalog_model: e.catalog_model,
+      upstream_model: e.upstream_model, input_tokens: e.quantities.input, output_tokens: e.quantities.output,
+      cache_read_tokens: e.quantities.cache_read, cache_write_5m_tokens: e.quantities.cache_write_5m, cache_write_1h_tokens: e.quantities.cache_write_1h,
+      cost_micros: e.cost_micros, status: e.status, http_status: e.http_status, latency_ms: e.latency_ms, ttft_ms: e.ttft_ms,
+      stream: e.stream, upstream_request_id: null, gateway_id: 'gw-old', upstream_cost_micros: e.upstream_cost_micros, upstream_currency: e.upstream_currency,
+    });
+    await w.insertRows(w.tables.usage, [...all, all[2]!].map(old));
+    // The views' creation is stamped in whole seconds: the old rows lie in an earlier second.
+    await new Promise((r) => setTimeout(r, 1100));
+    await w.migrate();
+    const eight = `8:${TOTAL_COST}`;
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+    // every start migrates: nothing is added again; the old events redelivered add nothing; a new one adds itself
+    await w.migrate();
+    await w.insertUsage(all);
+    const e9 = v2({ event_id: 'e9', ts: T('2026-02-02T00:00:01.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+    await w.insertUsage([e9]);
+    const nine = `9:${TOTAL_COST + 11n}`;
+    assert.deepEqual(await rollupCosts(w), { minute: nine, hour: nine, day: nine });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+  } finally {
+    await w.close();
+  }
+});
+
+test('migration 13 over a warehouse of migration 12 (every event already in the rollups): the backfill adds nothing', async () => {
+  const { w } = await fresh();
+  try {
+    const all = events();
+    await w.insertUsage(all);
+    await w.insertUsage(all.slice(0, 3)); // redelivered: rows with rollup_skip = 1
+    await w.command(`DROP TABLE ${w.tables.rollupsBackfilled}`); // as migration 12 left it
+    await w.migrate();
+    const eight = `8:${TOTAL_COST}`;
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    assert.deepEqual((await w.select(`SELECT grain FROM ${w.tables.rollupsBackfilled} ORDER BY grain`)).map((r) => r['grain']), ['day', 'hour', 'minute']);
   } finally {
     await w.close();
   }

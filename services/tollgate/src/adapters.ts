@@ -7,7 +7,7 @@ import { Journal, KafkaLog, MemoryLog, type EventLog, type JournalRecord, type U
 import type { Metrics } from '@tollgate/telemetry';
 import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
-import { createChdbClickHouse, createHttpClickHouse, Warehouse, type QuarantineRecord } from '@tollgate/warehouse';
+import { createChdbClickHouse, createHttpClickHouse, Warehouse, type Exclusive, type QuarantineRecord } from '@tollgate/warehouse';
 import { lowerBackgroundThreads } from './background-priority.ts';
 import { rebuild } from '@tollgate/aggregator';
 
@@ -127,6 +127,31 @@ async function recoverJournal(leftover: ReturnType<typeof takeJournal>, log: Mem
   return records.length;
 }
 
+/** The lock of the warehouse's one-time migration work (the rollup backfill of migration 13), in Redis. */
+const MIGRATE_LOCK = 'warehouse:migrate';
+/**
+ * How long a holder keeps it at most (ms): a process killed while holding it delays the others'
+ * start by up to this; a backfill longer than this could run twice (rollupsMatchRaw would show it).
+ */
+const MIGRATE_LOCK_TTL_MS = 15 * 60_000;
+
+/**
+ * An `Exclusive` (@tollgate/warehouse) over the ledger's reference claims in Redis (the month
+ * close's lock too): `fn` runs once this process holds `name`; another process waits, polling
+ * every 250 ms, and runs `fn` after it (which then finds its work done). Released when `fn`
+ * settles; expires after `ttlMs` should its holder die.
+ */
+function redisExclusive(balances: RedisBalanceStore, name: string, ttlMs: number): Exclusive {
+  return async <T>(fn: () => Promise<T>): Promise<T> => {
+    while (!(await balances.claimReference(name, 0n, ttlMs)).claimed) await new Promise((r) => setTimeout(r, 250));
+    try {
+      return await fn();
+    } finally {
+      await balances.releaseReference(name).catch(() => {});
+    }
+  };
+}
+
 /**
  * Single process: the warehouse is the durable store; hot state is rebuilt from it. A journal a
  * killed process left is put back into the log by `recover()`, which the runtime calls once the
@@ -220,7 +245,7 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   const needsWarehouse = ownsWarehouse || readsWarehouse;
   const opened = needsWarehouse ? openWarehouse(config) : undefined;
   const warehouse = opened?.warehouse;
-  await warehouse?.migrate();
+  await warehouse?.migrate({ exclusive: redisExclusive(balances, MIGRATE_LOCK, MIGRATE_LOCK_TTL_MS) });
   return {
     mode: 'distributed', log, balances, keys, gatewayKeys, warehouse, redis,
     async close() {
