@@ -78,7 +78,7 @@ export const DIMENSION_COLUMNS: ReadonlyArray<{ key: (typeof DIMENSIONS)[number]
 );
 
 /** The number of the newest migration (see `migrations`). */
-export const LATEST_MIGRATION = 13;
+export const LATEST_MIGRATION = 14;
 
 /**
  * Every statement that brings a database to migration `upTo` (default the latest), oldest
@@ -395,6 +395,11 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
     // or earlier read 0 for its whole past from every rollup. The backfill itself is
     // `backfillRollups` (rollup-repair.ts), which `Warehouse.migrate` runs after these statements.
     `CREATE TABLE IF NOT EXISTS ${t.rollupsBackfilled} (grain String) ENGINE = MergeTree ORDER BY tuple()`,
+  ]], [14, [
+    // Migration 14: a booked line's amount is a sum over a month's facts, summed as Int128; an
+    // Int64 column wrapped one beyond 2^63 − 1 µc silently (a tester's two events of 5·10^18 µc
+    // booked −8,446,744,073,709,551,616, and the next month billed 2^64 µc of phantom late usage).
+    `ALTER TABLE ${t.billingBooked} MODIFY COLUMN IF EXISTS amount_micros Int128`,
   ]]];
 }
 

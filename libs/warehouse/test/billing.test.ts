@@ -176,6 +176,29 @@ test('late facts after a close: closed documents byte-identical, the delta lands
   }
 });
 
+test('a month whose line sums past 2^63 − 1 µc: closed, booked and carried into the next month exactly, never wrapped', async () => {
+  // Kind: a booked amount beyond Int64 (each fact fits, their sum does not). Before migration 14
+  // the booked row wrapped to −8,446,744,073,709,551,616 and December billed 2^64 µc of phantom
+  // late usage. Two charges of 5·10^18 µc (unitemized: no unit prices), a 9·10^18 µc top-up.
+  const w = await fresh();
+  try {
+    const big = (id: string, hour: number) => v2({ event_id: id, ts: Date.UTC(2026, 10, 6, hour), account_id: 'acc_big', cost_micros: '5000000000000000000', price_version: PV, unit_prices: {} });
+    await w.insertEvents([big('big1', 0), big('big2', 1), entry('acc_big', 'top_up', 'r1', '9000000000000000000', Date.UTC(2026, 10, 1))]);
+    await closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 1));
+    const booked = await w.select(`SELECT section, toString(amount_micros) AS a FROM ${w.tables.billingBooked} WHERE account_id = 'acc_big' ORDER BY section`);
+    assert.deepEqual(booked.map((r) => [r['section'], r['a']]), [['top_up', '9000000000000000000'], ['unitemized', '10000000000000000000']]);
+    const nov = await invoiceFor(w, 'acc_big', '2026-11', prices);
+    assert.equal(nov.total.micro_credits, '10000000000000000000');
+    const dec = await invoiceFor(w, 'acc_big', '2026-12', prices);
+    assert.deepEqual(dec.lines, []);
+    const decSt = await statementFor(w, 'acc_big', '2026-12', prices);
+    // 9,000,000,000,000 − 10,000,000,000,000 credits
+    assert.deepEqual([decSt.opening_balance, decSt.closing_balance], ['-1000000000000.000000', '-1000000000000.000000']);
+  } finally {
+    await w.close();
+  }
+});
+
 test('customer credit history: ledger entries and one usage entry per UTC day, running balance exact, only the account asked for', async () => {
   const w = await fresh();
   try {

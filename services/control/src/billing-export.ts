@@ -3,7 +3,7 @@ import { gatewayError } from '@tollgate/anthropic';
 import { guardOperatorRoutes, parseEnumParam, queryParam } from '@tollgate/http';
 import { BillingInputError, parseBillingMonth } from '@tollgate/warehouse';
 import type { InvoiceLine } from './billing-types.ts';
-import { EXPORT_FORMATS, exportContentType, exportFilename, exportStream, type ExportFormat } from './billing-render.ts';
+import { EXPORT_FORMATS, exportContentType, exportFilename, exportStream, parquetOutOfRange, type ExportFormat } from './billing-render.ts';
 import type { ReportDeps } from './reports.ts';
 
 /** Every account's invoice lines of one month (`YYYY-MM`, UTC), in a deterministic order. */
@@ -51,6 +51,10 @@ export function registerBillingExportFrom(app: FastifyInstance, deps: ReportDeps
       const format: ExportFormat = f === undefined ? 'json' : parseEnumParam(f, 'format', EXPORT_FORMATS);
       await deps.settle?.();
       const lines = await linesOf(month);
+      const wide = format === 'parquet' ? parquetOutOfRange(lines) : undefined;
+      if (wide !== undefined) {
+        throw gatewayError('invalid_request', `format: parquet stores ${wide.column} as INT64, and account ${wide.line.account_id} has a ${wide.line.section} line of ${wide.line[wide.column]} (beyond 2^63 − 1); export ${month} as csv or json, which carry it exactly`);
+      }
       return reply
         .header('content-type', exportContentType(format))
         .header('content-disposition', `attachment; filename="${exportFilename(month, format)}"`)

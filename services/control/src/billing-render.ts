@@ -347,7 +347,27 @@ const PARQUET_TYPES: Record<(typeof LINE_COLUMNS)[number], typeof STRING | typeo
   dimension: STRING, quantity: INT64, unit_price: STRING, amount: STRING, amount_micros: INT64,
 };
 
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/**
+ * The first line whose `quantity` or `amount_micros` a Parquet export cannot hold (its INT64
+ * columns: −2^63 … 2^63 − 1), or undefined. The export route answers 400 for it before sending
+ * anything (CSV and JSON carry any integer as text); a line that large is ~9.2 trillion credits.
+ */
+export function parquetOutOfRange(lines: readonly InvoiceLine[]): { line: InvoiceLine; column: 'quantity' | 'amount_micros' } | undefined {
+  for (const line of lines) {
+    for (const column of ['quantity', 'amount_micros'] as const) {
+      const v = BigInt(line[column]);
+      if (v < INT64_MIN || v > INT64_MAX) return { line, column };
+    }
+  }
+  return undefined;
+}
+
 function* parquetChunks(lines: readonly InvoiceLine[]): Generator<Buffer> {
+  const bad = parquetOutOfRange(lines);
+  if (bad !== undefined) throw new RangeError(`parquet export: ${bad.column} ${bad.line[bad.column]} of account ${bad.line.account_id} is beyond INT64`);
   const writer = new ByteWriter();
   // Hand each row group's bytes out and start the buffer over: the file is never whole in memory
   // (offsets in the footer use writer.offset, which keeps counting).

@@ -11,7 +11,7 @@ import { createHttpServer } from '@tollgate/http';
 import { monthOf, nextMonth } from '@tollgate/warehouse';
 import type { Invoice, InvoiceLine, Statement } from '../src/billing-types.ts';
 import {
-  EXPORT_BATCH, csvSafe, exportChunks, renderExport, renderInvoice, renderStatement,
+  EXPORT_BATCH, csvSafe, exportChunks, parquetOutOfRange, renderExport, renderInvoice, renderStatement,
 } from '../src/billing-render.ts';
 import { registerBillingExportFrom } from '../src/billing-export.ts';
 import type { ReportDeps } from '../src/reports.ts';
@@ -237,6 +237,29 @@ test('a frozen document renders from itself alone: a later account name or selle
     assert.deepEqual(renderStatement(STATEMENT, format, { accountName: 'Renamed Co', seller: 'Other' }).body, renderStatement(STATEMENT, format).body, format);
   }
   assert.ok(pdfTexts(renderStatement(STATEMENT, 'pdf').body).includes('Acme (acc_a)'));
+});
+
+test('billing export of a line beyond INT64 (a month summing past 2^63 − 1 µc): csv and json carry it exactly; parquet is a 400 naming the line before anything is sent', async (t) => {
+  const ADMIN = 'admin-token-export-wide';
+  const wide = line({ account_id: 'acc_big', section: 'usage', quantity: '2', unit_price: '', amount: '10000000000000.000000', amount_micros: '10000000000000000000' });
+  const app = createHttpServer({ logger: false, bodyLimitBytes: 1024 });
+  registerBillingExportFrom(app, { adminToken: ADMIN } as ReportDeps, async () => [...LINES, wide]);
+  t.after(() => app.close());
+  const get = (format: string) => app.inject({ method: 'GET', url: `/admin/v1/billing/export?month=2026-10&format=${format}`, headers: { authorization: `Bearer ${ADMIN}` } });
+  const csv = await get('csv');
+  assert.equal(csv.statusCode, 200);
+  assert.ok(csv.body.endsWith('acc_big,2026-10,usage,2026-10,claude-sonnet-4-5-20250929,input,2,,10000000000000.000000,10000000000000000000\r\n'), csv.body.slice(-160));
+  const json = await get('json');
+  assert.equal(JSON.parse(json.body.trim().split('\n').at(-1)!).amount_micros, '10000000000000000000');
+  const parquet = await get('parquet');
+  const { request_id: _id, ...body } = parquet.json() as Record<string, unknown>;
+  assert.deepEqual([parquet.statusCode, parquet.headers['content-disposition'], body], [400, undefined, { type: 'error', error: {
+    type: 'invalid_request_error', code: 'invalid_request',
+    message: 'format: parquet stores amount_micros as INT64, and account acc_big has a usage line of 10000000000000000000 (beyond 2^63 − 1); export 2026-10 as csv or json, which carry it exactly',
+  } }]);
+  // the renderer itself refuses too, never writing a wrapped number
+  assert.throws(() => renderExport([wide], 'parquet'), /amount_micros 10000000000000000000 of account acc_big is beyond INT64/);
+  assert.deepEqual(parquetOutOfRange([...LINES, line({ amount_micros: '9223372036854775807' }), line({ amount_micros: '-9223372036854775808' })]), undefined);
 });
 
 test('billing export route: finance token gets the file with its name; a bad month, format or parameter is a 400 naming it', async (t) => {
