@@ -36,7 +36,10 @@ function daysIn(year: number, month: number): number {
 /**
  * A point in time from a query parameter, as epoch milliseconds (UTC). Accepted forms:
  * - an RFC 3339 date-time: `2026-11-30T12:00:00Z`, `2026-11-30T12:00:00.5+08:00` (`t`, `z` and
- *   a space for `T` too, as RFC 3339 §5.6 allows); fractions beyond milliseconds are truncated;
+ *   a space for `T` too, as RFC 3339 §5.6 allows); a fraction finer than a millisecond rounds
+ *   up to the next whole millisecond, the first one not before the instant given, so that as a
+ *   window's inclusive start, its exclusive end or an expiry it admits exactly the millisecond
+ *   stamps the instant does (`…00.0001Z` is `…00.001Z`: an event stamped `…00.000Z` is before it);
  *   a leap second (`:60`) counts as the next second;
  * - an RFC 3339 full-date, `2026-11-30`, meaning 00:00:00 UTC that day;
  * - epoch milliseconds, `1796036704220` (digits only), for compatibility.
@@ -54,7 +57,8 @@ export function parseTime(value: string, name: string): number {
   if (!m) bad(name, `${shown(value)} is not a time; ${forms}`);
   const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
   const [hour, minute, second] = [Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0)];
-  const millis = Number((m[7] ?? '').padEnd(3, '0').slice(0, 3));
+  const fraction = m[7] ?? '';
+  const millis = Number(fraction.padEnd(3, '0').slice(0, 3)) + (/[1-9]/.test(fraction.slice(3)) ? 1 : 0);
   const offsetMin = m[9] === undefined ? 0 : (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11]));
   if (month < 1 || month > 12 || day < 1 || day > daysIn(year, month) || hour > 23 || minute > 59 || second > 60
     || (m[10] !== undefined && (Number(m[10]) > 23 || Number(m[11]) > 59))) {

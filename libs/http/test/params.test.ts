@@ -22,7 +22,12 @@ test('time parameter: RFC 3339 date-times, full dates (00:00 UTC) and epoch ms g
   assert.equal(parseTime('2026-11-30t00:00:00z', 'from'), 1_795_996_800_000);
   assert.equal(parseTime('2026-11-30 08:00:00+08:00', 'from'), 1_795_996_800_000);
   assert.equal(parseTime('2026-11-29T19:30:00-04:30', 'from'), 1_795_996_800_000);
-  assert.equal(parseTime('2026-11-30T00:00:00.123456789Z', 'from'), 1_795_996_800_123);
+  // a fraction finer than a millisecond rounds up (the first whole ms not before the instant)
+  assert.equal(parseTime('2026-11-30T00:00:00.123456789Z', 'from'), 1_795_996_800_124);
+  assert.equal(parseTime('2026-11-30T00:00:00.123000000Z', 'from'), 1_795_996_800_123);
+  assert.equal(parseTime('2026-11-30T00:00:00.0001Z', 'from'), 1_795_996_800_001);
+  assert.equal(parseTime('2026-11-29T23:59:59.9995Z', 'to'), 1_795_996_800_000);
+  assert.equal(parseTime('2026-11-30T07:59:59.999000001+08:00', 'to'), 1_795_996_800_000);
   assert.equal(parseTime('2026-11-30T00:00:00.5Z', 'from'), 1_795_996_800_500);
   assert.equal(parseTime('2024-02-29', 'to'), 19_782 * 86_400_000);
   assert.equal(parseTime('1795996800000', 'to'), 1_795_996_800_000);
