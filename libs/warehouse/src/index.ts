@@ -7,12 +7,12 @@ export { DIMENSION_COLUMNS, LATEST_MIGRATION, PERCENTILE_LEVELS, ROLLUP_GRAINS, 
 export type { RollupGrain } from './schema.ts';
 export type { TableNames } from './schema.ts';
 export {
-  ANALYTICS_GROUP_BY, GRANULARITIES, MAX_BUCKETS, MAX_FILTER_CHARS, bucketCount, filterValue, pickSource, rebuildRollups, rollupsMatchRaw, usageEventPage,
+  ANALYTICS_GROUP_BY, GRANULARITIES, MAX_BUCKETS, MAX_FILTER_CHARS, bucketCount, filterValue, pickSource, rebuildRollups, repairMismatchedRollups, rollupsMatchRaw, ROLLUP_SETTLE_MS, usageEventPage,
   usageEventRecord, usageReport,
 } from './analytics.ts';
 export type {
   AnalyticsFilter, AnalyticsGroupBy, AnalyticsQuery, AnalyticsSource, ErrorCount, EventPage, Granularity, Percentiles,
-  RollupCheck, SeriesPoint, Spender, UsageMetrics, UsageReport,
+  RollupCheck, RollupRepairReport, SeriesPoint, Spender, UsageMetrics, UsageReport,
 } from './analytics.ts';
 export { ADMIN_USAGE_PARAMS, USAGE_PARAMS, USAGE_STATUSES, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv } from './analytics-view.ts';
 export type { ParamReaders, UsageParams, ViewOptions } from './analytics-view.ts';

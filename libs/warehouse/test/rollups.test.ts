@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { UsageEventV2 } from '@tollgate/events';
 import {
-  Warehouse, createChdbClickHouse, migrations, rebuildRollups, repairRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
+  Warehouse, createChdbClickHouse, migrations, rebuildRollups, repairMismatchedRollups, repairRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
 } from '@tollgate/warehouse';
 import { q, v2 } from './usage-fixtures.ts';
 
@@ -397,6 +397,38 @@ test('insert that failed in a later view (the server cut it, the process lives o
     const eight = `8:${TOTAL_COST}`;
     assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
     assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+  } finally {
+    await w.close();
+  }
+});
+
+test('two writers racing one account past the rollup_skip check (different, overlapping batches): rollupsMatchRaw finds the double count, repairMismatchedRollups makes every settled bucket exact and leaves the current ones', async () => {
+  // The state a race leaves: each event of the overlap stored twice with rollup_skip = 0, so
+  // counted twice by every view. Made here by hiding the first batch's ids from the check.
+  const { w } = await fresh();
+  try {
+    const all = events();
+    const now = Math.floor(Date.now() / 60_000) * 60_000;
+    const live = v2({ event_id: 'live', ts: now, account_id: 'acc_a', key_id: 'k_a1', cost_micros: '5', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+    await w.insertUsage([...all.slice(0, 5), live]);
+    await w.command(`DELETE FROM ${w.tables.usageIds} WHERE event_id IN ('e2', 'e3', 'live')`);
+    await w.insertUsage([...all.slice(1), live]); // e2, e3 and live counted again; e4…e8 are stored but seen (ids kept); e6…e8 new
+    const check = await rollupsMatchRaw(w);
+    assert.equal(check.ok, false);
+    // e2 (2,000 µc), e3 (3,000) and live (5) doubled: 12 requests for 9 events
+    const doubled = `12:${TOTAL_COST + 5n + 5_005n}`;
+    assert.deepEqual(await rollupCosts(w), { minute: doubled, hour: doubled, day: doubled });
+    const report = await repairMismatchedRollups(w);
+    // e2 and e3 share acc_a's 23:59 minute, the 23:00 hour and 31 January; live's buckets have not settled
+    assert.deepEqual(report, { repaired: { minute: 1, hour: 1, day: 1 }, leftRecent: { minute: 1, hour: 1, day: 1 } });
+    const ten = `10:${TOTAL_COST + 5n + 5n}`; // live still doubled: 10 requests, its 5 µc twice
+    assert.deepEqual(await rollupCosts(w), { minute: ten, hour: ten, day: ten });
+    // once its buckets have settled (a day and ten minutes later), the same call repairs them too
+    assert.deepEqual(await repairMismatchedRollups(w, { now: now + 86_400_000 + 600_000 }), { repaired: { minute: 1, hour: 1, day: 1 }, leftRecent: { minute: 0, hour: 0, day: 0 } });
+    const exact = `9:${TOTAL_COST + 5n}`;
+    assert.deepEqual(await rollupCosts(w), { minute: exact, hour: exact, day: exact });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+    assert.deepEqual(await repairMismatchedRollups(w), { repaired: { minute: 0, hour: 0, day: 0 }, leftRecent: { minute: 0, hour: 0, day: 0 } });
   } finally {
     await w.close();
   }

@@ -5,7 +5,7 @@ import { CatalogError, parseCatalog } from '@tollgate/pricing';
 import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
-import type { Warehouse } from '@tollgate/warehouse';
+import { repairMismatchedRollups, rollupsMatchRaw, ROLLUP_SETTLE_MS, type Warehouse } from '@tollgate/warehouse';
 import { rebuild, reconcile } from './rebuild.ts';
 import { rerate } from './rerate.ts';
 
@@ -76,6 +76,14 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       const book = deps.priceBook?.();
       if (book !== undefined) await deps.warehouse.insertPriceVersions(book.toStored());
       return rerate(deps.warehouse, { from, to, ...(catalog !== undefined ? { catalog } : {}), ...(accountId !== undefined ? { accountId } : {}) });
+    });
+    // Rebuilds the rollup rows that differ from raw events, in buckets that have settled
+    // (repairMismatchedRollups), then checks all of them again. Admin only; no body.
+    ops.post('/ops/v1/rollups/repair', async () => {
+      await deps.settle?.();
+      const { repaired, leftRecent } = await repairMismatchedRollups(deps.warehouse);
+      const after = await rollupsMatchRaw(deps.warehouse);
+      return { repaired, left_recent: leftRecent, settle_ms: ROLLUP_SETTLE_MS, rollups: { ok: after.ok, mismatched_rows: after.mismatchedRows } };
     });
     // Poison events every consumer group set aside (the ledger's arrive by the dead-letter topic).
     ops.get('/ops/v1/quarantine', async () => ({

@@ -2,7 +2,7 @@ import { parseTime } from '@tollgate/http';
 import { CatalogError, loadCatalogFile } from '@tollgate/pricing';
 import { UsageError, parseCommand, resolveToken, resolveUrl, stringOption, type Parsed } from './cli/core.ts';
 
-export const OPS_HELP = `Usage: tollgate rebuild|reconcile [--url URL] [--timeout-ms N] [--rollups]
+export const OPS_HELP = `Usage: tollgate rebuild|reconcile [--url URL] [--timeout-ms N] [--rollups [--repair]]
 
   rebuild     rebuild hot state (balances, ledger entries, keys) from the warehouse as of
               its log positions; consumers then replay the log after those positions
@@ -17,6 +17,9 @@ Options:
                    PORT=8080)
   --timeout-ms N   reconcile: how long to wait for the warehouse to catch up (default 30000)
   --rollups        reconcile: also prove the usage rollups equal the raw events (reads all usage)
+  --repair         reconcile --rollups: then rebuild, from the raw events, the rollup rows that
+                   differ, in buckets that ended 10 minutes ago or more (POST /ops/v1/rollups/repair),
+                   and check again; exit 0 only if nothing differs any more
   -h, --help       show this help
 
 The admin token comes from ADMIN_TOKEN, else DATA_DIR/admin-token.
@@ -45,8 +48,9 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
   let token: string;
   let timeout: string;
   let rollups = false;
+  let repair = false;
   try {
-    const parsed = opsCommand(argv, env, { 'timeout-ms': { type: 'string' }, rollups: { type: 'boolean' } });
+    const parsed = opsCommand(argv, env, { 'timeout-ms': { type: 'string' }, rollups: { type: 'boolean' }, repair: { type: 'boolean' } });
     if (parsed.help) {
       process.stdout.write(`${OPS_HELP}\n`);
       return 0;
@@ -56,6 +60,8 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
     if (!/^\d+$/.test(timeout)) throw new UsageError('--timeout-ms must be a whole number');
     if (parsed.values.rollups === true && command !== 'reconcile') throw new UsageError('--rollups is an option of reconcile');
     rollups = parsed.values.rollups === true;
+    repair = parsed.values.repair === true;
+    if (repair && !rollups) throw new UsageError('--repair goes with reconcile --rollups');
     url = parsed.url();
     token = parsed.token();
   } catch (err) {
@@ -87,7 +93,9 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
     process.stderr.write(body.ok === true
       ? `tollgate reconcile: hot state and warehouse agree on ${String(body.accounts)} ${body.accounts === 1 ? 'account' : 'accounts'}\n`
       : `tollgate reconcile: ${diffs} difference(s)${body.problem ? `: ${String(body.problem)}` : ''}\n`);
-    return body.ok === true ? 0 : 1;
+    const rolled = body.rollups as { ok?: unknown } | undefined;
+    if (!repair || rolled?.ok !== false) return body.ok === true ? 0 : 1;
+    return (await repairRollups(url, token)) && diffs === 0 && body.problem === undefined ? 0 : 1;
   }
   if (!res.ok) {
     process.stderr.write(`tollgate rebuild: failed (${res.status})\n`);
@@ -95,6 +103,29 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
   }
   process.stderr.write(`tollgate rebuild: ${String(body.balances)} balances, ${String(body.keys)} keys restored in ${String(body.ms)} ms\n`);
   return 0;
+}
+
+/**
+ * `reconcile --rollups --repair`'s second step: POST /ops/v1/rollups/repair, its report on
+ * stdout, a summary on stderr. True when no rollup row differs from raw any more.
+ */
+async function repairRollups(url: string, token: string): Promise<boolean> {
+  process.stderr.write('tollgate reconcile: rollups differ from raw events; repairing …\n');
+  const res = await fetch(`${url}/ops/v1/rollups/repair`, { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch((err: unknown) => {
+    process.stderr.write(`tollgate reconcile: cannot reach ${url}: ${err instanceof Error ? err.message : String(err)}\n`);
+    return undefined;
+  });
+  if (!res) return false;
+  const body = (await res.json().catch(() => ({}))) as { repaired?: unknown; left_recent?: unknown; rollups?: { ok?: unknown } };
+  process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+  if (!res.ok || !isRecordOf(body.repaired) || !isRecordOf(body.left_recent)) {
+    process.stderr.write(`tollgate reconcile: rollup repair failed (${res.status})\n`);
+    return false;
+  }
+  const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+  const left = sum(body.left_recent);
+  process.stderr.write(`tollgate reconcile: ${sum(body.repaired)} rollup row(s) rebuilt${left > 0 ? `; ${left} in buckets not yet settled left as they are: run it again once they are 10 minutes past their end` : ''}; rollups ${body.rollups?.ok === true ? 'now equal the raw events' : 'still differ'}\n`);
+  return body.rollups?.ok === true;
 }
 
 export const RERATE_HELP = `Usage: tollgate rerate --from TIME --to TIME [--catalog FILE] [--account ID] [--url URL]

@@ -154,6 +154,16 @@ test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --ro
   assert.deepEqual([withRollups.ok, withRollups.rollups.ok], [true, true]);
   const misplaced = await tg('rebuild', '--rollups');
   assert.deepEqual(misplaced, { code: 2, stdout: '', stderr: 'tollgate rebuild: --rollups is an option of reconcile\n(see tollgate rebuild --help)\n' });
+  // --repair: nothing differs, so nothing is repaired (one report, exit 0); without --rollups it is bad usage
+  const repaired = await tg('reconcile', '--rollups', '--repair');
+  assert.deepEqual([repaired.code, ok<{ rollups: { ok: boolean } }>(repaired).rollups.ok], [0, true]);
+  assert.doesNotMatch(repaired.stderr, /repairing/);
+  assert.deepEqual(await tg('reconcile', '--repair'), { code: 2, stdout: '', stderr: 'tollgate reconcile: --repair goes with reconcile --rollups\n(see tollgate reconcile --help)\n' });
+  const direct = await admin<Record<string, unknown>>(stack.url, 'POST', '/ops/v1/rollups/repair');
+  assert.deepEqual([direct.status, direct.json], [200, {
+    repaired: { minute: 0, hour: 0, day: 0 }, left_recent: { minute: 0, hour: 0, day: 0 }, settle_ms: 600_000,
+    rollups: { ok: true, mismatched_rows: { minute: 0, hour: 0, day: 0 } },
+  }]);
   // ops commands take the admin token only: with FINANCE_TOKEN alone there is no token to send
   const finance = await runTollgate(['reconcile'], { ADMIN_TOKEN: '', FINANCE_TOKEN, TOLLGATE_URL: stack.url, DATA_DIR: '/nonexistent' });
   assert.deepEqual([finance.code, finance.stderr], [2, 'tollgate reconcile: set ADMIN_TOKEN (no /nonexistent/admin-token either)\n(see tollgate reconcile --help)\n']);

@@ -147,7 +147,7 @@ test('operator route given a query parameter it does not take: every admin and o
     ['GET', '/admin/v1/accounts/acct_x/invoices/2026-10', 'format'], ['GET', '/admin/v1/accounts/acct_x/statements/2026-10', 'format'],
     ['GET', '/admin/v1/billing/months', 'none'], ['POST', '/admin/v1/billing/months/2026-10/close', 'none'],
     ['GET', '/admin/v1/billing/export', 'month, format'],
-    ['POST', '/ops/v1/rebuild', 'none'], ['POST', '/ops/v1/rerate', 'none'], ['GET', '/ops/v1/quarantine', 'none'],
+    ['POST', '/ops/v1/rebuild', 'none'], ['POST', '/ops/v1/rerate', 'none'], ['GET', '/ops/v1/quarantine', 'none'], ['POST', '/ops/v1/rollups/repair', 'none'],
     ['GET', '/ops/v1/reconcile', 'timeout_ms, rollups'],
   ];
   const before = await admin<{ data: unknown[] }>(s.url, 'GET', '/admin/v1/accounts');
