@@ -102,10 +102,13 @@ test('usage: JSON exactly as GET /admin/v1/usage answers it, CSV byte for byte, 
   // A malformed value never reaches the API (exit 2); what only the API can judge is its 400 (exit 1).
   const bad = await adm('usage', '--granularity', 'week');
   assert.deepEqual(bad, { code: 2, stdout: '', stderr: 'tollgate usage: --granularity must be one of minute, hour, day, month (not "week")\n(see tollgate usage --help)\n' });
-  const refused = await adm('usage', '--from', '2026-12-01', '--to', '2026-11-01');
+  const backwards = await adm('usage', '--from', '2026-12-01', '--to', '2026-11-01');
+  assert.deepEqual(backwards, { code: 2, stdout: '', stderr: 'tollgate usage: --to: 2026-11-01T00:00:00.000Z is before --from (2026-12-01T00:00:00.000Z)\n(see tollgate usage --help)\n' });
+  // a month of minute buckets is more than one answer holds: only the API counts buckets
+  const refused = await adm('usage', '--from', '2026-01-01', '--to', '2026-02-01', '--granularity', 'minute');
   assert.equal(refused.code, 1);
   assert.equal(refused.stdout, '');
-  assert.match(refused.stderr, /^tollgate usage: 400 invalid_request_error: to: /);
+  assert.match(refused.stderr, /^tollgate usage: 400 invalid_request_error: granularity: /);
 });
 
 test('invoices and statements: JSON, CSV and PDF exactly as served; --output writes the whole file (no .part left) or nothing', async () => {
