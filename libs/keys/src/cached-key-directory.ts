@@ -77,6 +77,19 @@ export class CachedKeyDirectory implements KeyDirectory {
     return pending;
   }
 
+  /**
+   * Reads `hash` from the inner directory now, whatever is cached or in flight (a lookup that
+   * started earlier may predate a rebuild of the hot state), and caches the answer.
+   */
+  async byHashUncached(hash: string): Promise<KeyEntry | undefined> {
+    this.#cache.delete(hash);
+    const generation = this.#generation;
+    const expiresAt = this.#now() + this.#ttlMs;
+    const value = await this.#inner.byHash(hash);
+    if (generation === this.#generation) this.#remember(hash, { value, expiresAt });
+    return value;
+  }
+
   account(id: string): Promise<AccountRecord | undefined> {
     return this.#inner.account(id);
   }

@@ -12,6 +12,12 @@ export interface KeyEntry {
  */
 export interface KeyDirectory {
   byHash(hash: string): Promise<KeyEntry | undefined>;
+  /**
+   * `byHash` read from the store itself, past any cache in front of it (`CachedKeyDirectory`),
+   * and remembered there: for the miss that is about to answer 401, which a cache may have kept
+   * from before the hot state was rebuilt. A directory without a cache leaves it out.
+   */
+  byHashUncached?(hash: string): Promise<KeyEntry | undefined>;
   account(id: string): Promise<AccountRecord | undefined>;
   key(id: string): Promise<KeyRecord | undefined>;
   keysOf(accountId: string): Promise<KeyRecord[]>;

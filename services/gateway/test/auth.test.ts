@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GatewayError } from '@tollgate/anthropic';
 import type { AccountRecord, KeyRecord } from '@tollgate/events';
-import { generateSecret, hashSecret, MemoryKeyDirectory } from '@tollgate/keys';
+import { CachedKeyDirectory, generateSecret, hashSecret, MemoryKeyDirectory } from '@tollgate/keys';
 import { authenticate, checkModelAllowed } from '../src/auth.ts';
 
 const SERVER_KEY = 'server-key-0123456789abcdef';
@@ -62,4 +62,22 @@ test('allowed_models: the resolved catalog id decides; empty allows all', async 
   assert.throws(() => checkModelAllowed(entry(['claude-haiku-4-5-20251001']), 'claude-opus-4-6', 'opus'),
     (err: unknown) => err instanceof GatewayError && err.status === 403 && err.code === 'model_not_allowed' &&
       err.message === 'model: this key may not use opus (allowed: claude-haiku-4-5-20251001)');
+});
+
+test('a miss remembered while the hot state was lost: once it is rebuilt the valid key is served, not refused 401 for the cache TTL; an unknown key is still 401', async () => {
+  // Kind: a key lookup answered (and cached) while Redis was empty. The rebuild writes the
+  // store directly, not through this gateway's cache, as the warehouse aggregator does.
+  const store = new MemoryKeyDirectory();
+  const cached = new CachedKeyDirectory(store, { ttlMs: 60_000 });
+  const secret = generateSecret();
+  let ready = false;
+  const auth = (key: string) => authenticate(cached, SERVER_KEY, { 'x-api-key': key }, async () => ready, '192.0.2.1', NOW);
+  assert.equal(await refusal(auth(secret)), '503 state_unavailable');
+  assert.equal(await refusal(auth(secret)), '503 state_unavailable');
+  await store.putAccount({ id: 'acct_1', name: 'a', status: 'active', created_at: 0, version: 1 });
+  await store.putKey({ id: 'key_1', account_id: 'acct_1', name: '', prefix: 'sk-tg-xx', hash: hashSecret(secret, SERVER_KEY), status: 'active', created_at: 0, revoked_at: null, version: 1 });
+  ready = true;
+  assert.equal((await auth(secret)).key.id, 'key_1');
+  assert.equal((await auth(secret)).key.id, 'key_1'); // and from the cache now
+  assert.equal(await refusal(auth(generateSecret())), '401 invalid_api_key');
 });
