@@ -252,6 +252,8 @@ export class KafkaLog implements EventLog {
   #wake: (() => void) | null = null;
   #closing = false;
   #stopped = false;
+  /** partitions of the topics the sender makes sure of before its next send (createTopicsBeforeSend); null: nothing to do */
+  #topicsBeforeSend: number | null = null;
 
   constructor(options: KafkaLogOptions) {
     dropKafkajsTimerWarning();
@@ -428,6 +430,16 @@ export class KafkaLog implements EventLog {
     } finally {
       await admin.disconnect();
     }
+  }
+
+  /**
+   * Has the sender make sure of the topics (`ensureTopics(partitions)`) before its first send,
+   * retried with the sends while Kafka is away, instead of the caller awaiting `ensureTopics`
+   * at start: a process that only publishes (a gateway, control) then starts and serves through
+   * a Kafka outage, its events spooled, and the topics are made once Kafka answers.
+   */
+  createTopicsBeforeSend(partitions = 4): void {
+    this.#topicsBeforeSend = partitions;
   }
 
   /** Resolves once the spool left by an earlier process has been read (not yet delivered). */
@@ -794,6 +806,11 @@ export class KafkaLog implements EventLog {
             await sleep(this.#lingerMs);
           }
           const chunk = segment.records.slice(segment.sent, segment.sent + this.#batchSize);
+          if (this.#topicsBeforeSend !== null) {
+            // Before the first send (a failure here is a send failure: the spool keeps the events).
+            await this.ensureTopics(this.#topicsBeforeSend);
+            this.#topicsBeforeSend = null;
+          }
           await this.#send(segment, chunk);
           acknowledged = chunk.length;
         }

@@ -220,7 +220,11 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   const log = new KafkaLog({
     kafka, topicPrefix: kafkaConfig.topicPrefix, spoolDir: join(config.dataDir, 'spool'), logger,
   });
-  await log.ensureTopics(kafkaConfig.partitions);
+  // A process that consumes needs the topics before it subscribes; one that only publishes (a
+  // gateway, control) must start and serve while Kafka is away (events spool to disk), so its
+  // sender makes sure of them before its first send instead.
+  if (config.roles.includes('aggregator')) await log.ensureTopics(kafkaConfig.partitions);
+  else log.createTopicsBeforeSend(kafkaConfig.partitions);
 
   const prefix = redisConfig.prefix;
   // REDIS_CLUSTER_NODES: the ledger's hot state on a Redis Cluster (its Cluster key layout),
