@@ -113,6 +113,35 @@ if (brokers === undefined) {
     }
   });
 
+  test('createTopicsBeforeSend: a publisher that did not wait for the topics at start makes them (with the partitions asked) before its first send, and its events arrive', async () => {
+    // What a gateway started while Kafka was down does once Kafka answers.
+    const prefix = `t-${randomUUID().slice(0, 8)}.`;
+    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+    const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger: { warn: () => {}, error: () => {} } });
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      log.createTopicsBeforeSend(3);
+      const samples = sampleEvents(randomUUID().slice(0, 6), 12);
+      await publishAll(log, samples); // resolves on Kafka's acknowledgement: the topics exist by then
+      const meta = await admin.fetchTopicMetadata({ topics: TOPICS.map((t) => prefix + t) });
+      assert.deepEqual(meta.topics.map((t) => [t.name, t.partitions.length]).sort(), TOPICS.map((t) => [prefix + t, 3]).sort());
+      const seen = new Collector();
+      const sub = await log.subscribe({ group: `cb-${randomUUID()}`, topics: ['usage', 'ledger', 'control'], handler: seen.handler(), fromBeginning: true });
+      try {
+        await seen.waitForAll(samples, 'one group');
+      } finally {
+        await sub.stop();
+      }
+      assert.deepEqual([...seen.seen.keys()].sort(), samples.map((x) => x.event.event_id).sort());
+    } finally {
+      await log.close();
+      await admin.deleteTopics({ topics: [...TOPICS.map((t) => prefix + t), prefix + DEAD_LETTER_TOPIC] }).catch(() => {});
+      await admin.disconnect();
+      await rm(spoolDir, { recursive: true, force: true });
+    }
+  });
+
   test('dead letters: published to <prefix>dead-letter and delivered to a group that asks for them, beside its events', async () => {
     const { log, cleanup } = await freshLog(kafka, 1);
     try {
