@@ -68,17 +68,49 @@ export function installErrorHandling(app: FastifyInstance): void {
     reply.header('request-id', request.id);
     done();
   });
+  const known5xx = new KnownFailureLog();
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const known = isGatewayError(err) ? err : fromFastify(err);
     const gErr = known ?? toGatewayError(err);
     // A client that went away mid-upload (the body aborted, the socket reset) is routine: info.
     if (isClientAbort(err, request)) request.log.info({ code: (err as { code?: string }).code }, 'client aborted the request');
-    else if (!known || gErr.status >= 500) request.log.error({ err }, 'request failed');
+    else if (!known) request.log.error({ err }, 'request failed');
+    else if (gErr.status >= 500) known5xx.note(request, gErr);
     return sendError(reply, gErr);
   });
   app.setNotFoundHandler((request, reply) => {
     sendError(reply, gatewayError('not_found', `${request.method} ${request.url.split('?')[0]} does not exist`));
   });
+}
+
+/** How often one code of known 5xx answers is logged at most (ms). */
+export const KNOWN_FAILURE_LOG_INTERVAL_MS = 1000;
+
+/**
+ * Known 5xx answers (`state_unavailable`, `overloaded`, `upstream_error`, …) are what an outage
+ * looks like, the same for every request until it ends: per code, one `warn` line at most every
+ * KNOWN_FAILURE_LOG_INTERVAL_MS, with its cause's message (no stack) and how many answers of
+ * that code the previous lines left out (`repeated`). A Redis outage printed a stack trace per
+ * request before (19,565 lines in 90 s). Errors the gateway does not know (bugs) are not
+ * counted here: each gets an `error` line with its stack.
+ */
+class KnownFailureLog {
+  #byCode = new Map<string, { next: number; left: number }>();
+
+  note(request: FastifyRequest, err: GatewayError): void {
+    const now = Date.now();
+    const seen = this.#byCode.get(err.code);
+    if (seen !== undefined && now < seen.next) {
+      seen.left++;
+      return;
+    }
+    const cause = (err as { cause?: unknown }).cause;
+    request.log.warn({
+      status: err.status, code: err.code, ...(cause instanceof Error ? { cause: cause.message } : {}),
+      ...(seen !== undefined && seen.left > 0 ? { repeated: seen.left } : {}),
+    }, `answered ${err.status} ${err.code}`);
+    this.#byCode.set(err.code, { next: now + KNOWN_FAILURE_LOG_INTERVAL_MS, left: 0 });
+  }
 }
 
 export const requestIdOptions = {

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { createHttpServer, loggerOptions, newRequestId } from '../src/index.ts';
+import { KNOWN_FAILURE_LOG_INTERVAL_MS } from '../src/errors.ts';
 
 function server(level: string) {
   const lines: Array<Record<string, unknown>> = [];
@@ -51,4 +52,33 @@ test('request ids: req_ + 24 base62 characters, all distinct across pool refills
     ids.add(id);
   }
   assert.equal(ids.size, 2_000);
+});
+
+test('known 5xx answers in an outage: one warn line per code and second, its cause without a stack, the rest counted as repeated; an unknown error is an error line with its stack every time', async () => {
+  // Kind: a log flood (a Redis outage printed a stack trace per request: 19,565 lines in 90 s).
+  const { app, lines } = server('info');
+  const { gatewayError } = await import('@tollgate/anthropic');
+  app.get('/down', async () => {
+    throw gatewayError('state_unavailable', 'Billing state is temporarily unavailable; retry shortly', { cause: new Error('Connection is closed.') });
+  });
+  app.get('/busy', async () => { throw gatewayError('overloaded', 'busy'); });
+  app.get('/bug', async () => { throw new TypeError('x is undefined'); });
+  const get = (url: string) => app.inject({ method: 'GET', url });
+  for (let i = 0; i < 50; i++) assert.equal((await get('/down')).statusCode, 503);
+  assert.equal((await get('/busy')).statusCode, 503);
+  for (let i = 0; i < 3; i++) assert.equal((await get('/bug')).statusCode, 500);
+  await new Promise((r) => setTimeout(r, KNOWN_FAILURE_LOG_INTERVAL_MS + 50));
+  assert.equal((await get('/down')).statusCode, 503);
+  const known = lines.filter((l) => l['msg'] !== 'request failed' && (l['code'] === 'state_unavailable' || l['code'] === 'overloaded'));
+  assert.deepEqual(known.map((l) => [l['level'], l['msg'], l['status'], l['code'], l['cause'], l['repeated'], 'err' in l]), [
+    [40, 'answered 503 state_unavailable', 503, 'state_unavailable', 'Connection is closed.', undefined, false],
+    [40, 'answered 503 overloaded', 503, 'overloaded', undefined, undefined, false],
+    [40, 'answered 503 state_unavailable', 503, 'state_unavailable', 'Connection is closed.', 49, false],
+  ]);
+  const bugs = lines.filter((l) => l['msg'] === 'request failed');
+  assert.equal(bugs.length, 3);
+  for (const b of bugs) {
+    assert.equal(b['level'], 50);
+    assert.match(String((b['err'] as { stack?: string }).stack), /TypeError: x is undefined/);
+  }
 });
