@@ -43,11 +43,11 @@ export interface Adapters {
  * With chDB, `BACKGROUND_THREAD_NICE` (> 0) lowers the priority of the process's background
  * threads (the engine's among them) while it is open; `close` ends that and closes the warehouse.
  */
-function openWarehouse(config: Config): { warehouse: Warehouse; close(): Promise<void> } {
+function openWarehouse(config: Config, logger?: Logger): { warehouse: Warehouse; close(): Promise<void> } {
   // No connection default database: the Warehouse qualifies every table, and a server refuses
   // every query (even `CREATE DATABASE`) whose connection names a database that does not exist yet.
   const client = config.clickhouse
-    ? createHttpClickHouse({ url: config.clickhouse.url, username: config.clickhouse.username, password: config.clickhouse.password })
+    ? createHttpClickHouse({ url: config.clickhouse.url, username: config.clickhouse.username, password: config.clickhouse.password, ...(logger ? { logger } : {}) })
     : createChdbClickHouse({ path: join(config.dataDir, 'chdb') });
   const priority = !config.clickhouse && config.warehouse.backgroundNice > 0 ? lowerBackgroundThreads(config.warehouse.backgroundNice) : undefined;
   const warehouse = new Warehouse({ client, database: config.database });
@@ -158,7 +158,7 @@ function redisExclusive(balances: RedisBalanceStore, name: string, ttlMs: number
  * consumer groups have subscribed.
  */
 export async function embeddedAdapters(config: Config, logger?: Logger, options: { metrics?: Metrics } = {}): Promise<Adapters> {
-  const opened = openWarehouse(config);
+  const opened = openWarehouse(config, logger);
   const warehouse = opened.warehouse;
   await warehouse.migrate();
   const journalDir = join(config.dataDir, 'journal');
@@ -247,7 +247,7 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   const ownsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
   const readsWarehouse = config.clickhouse !== undefined && (config.roles.includes('control') || config.roles.includes('gateway'));
   const needsWarehouse = ownsWarehouse || readsWarehouse;
-  const opened = needsWarehouse ? openWarehouse(config) : undefined;
+  const opened = needsWarehouse ? openWarehouse(config, logger) : undefined;
   const warehouse = opened?.warehouse;
   await warehouse?.migrate({ exclusive: redisExclusive(balances, MIGRATE_LOCK, MIGRATE_LOCK_TTL_MS) });
   return {
