@@ -202,13 +202,43 @@ export function standaloneRedisOptions(autoPipelining: boolean): RedisOptions {
   };
 }
 
+/**
+ * A backing service a process needs at start did not answer: its message is one line naming the
+ * service, where it was looked for (host:port, never a password) and the variable that sets it;
+ * `tollgate` prints it without a stack and exits 1.
+ */
+export class ServiceUnavailableAtStart extends Error {
+  override name = 'ServiceUnavailableAtStart';
+}
+
+/** `host:port` of a redis:// URL (the password and path left out), for messages. */
+function redisEndpoint(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || '6379'}`;
+  } catch {
+    return 'REDIS_URL';
+  }
+}
+
 /** Many processes: Kafka is the log, Redis the hot state, ClickHouse (or chDB) the warehouse. */
 export async function distributedAdapters(config: Config, logger: Logger): Promise<Adapters> {
   const kafkaConfig = config.kafka!;
   const redisConfig = config.redis!;
   const redis = new Redis(redisConfig.url, standaloneRedisOptions(redisConfig.autoPipelining));
-  redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
-  await redis.connect();
+  let lastRedisError: string | undefined;
+  redis.on('error', (err) => {
+    lastRedisError = err.message;
+    logger.warn({ err: err.message }, 'redis connection error');
+  });
+  try {
+    await redis.connect();
+  } catch (err) {
+    redis.disconnect();
+    // ioredis rejects with "Connection is closed."; the socket's own error says why
+    const why = (lastRedisError ?? (err as Error).message).replace(/\.$/, '');
+    throw new ServiceUnavailableAtStart(`Redis at ${redisEndpoint(redisConfig.url)} (REDIS_URL) is not answering: ${why}; start it, or set REDIS_URL`);
+  }
 
   const kafka = new Kafka({
     clientId: kafkaConfig.clientId,
@@ -223,8 +253,15 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   // A process that consumes needs the topics before it subscribes; one that only publishes (a
   // gateway, control) must start and serve while Kafka is away (events spool to disk), so its
   // sender makes sure of them before its first send instead.
-  if (config.roles.includes('aggregator')) await log.ensureTopics(kafkaConfig.partitions);
-  else log.createTopicsBeforeSend(kafkaConfig.partitions);
+  if (config.roles.includes('aggregator')) {
+    try {
+      await log.ensureTopics(kafkaConfig.partitions);
+    } catch (err) {
+      redis.disconnect();
+      await log.close().catch(() => {});
+      throw new ServiceUnavailableAtStart(`Kafka at ${kafkaConfig.brokers.join(',')} (KAFKA_BROKERS) is not answering: ${(err as Error).message}; an aggregator needs it to start (start it, or set KAFKA_BROKERS)`);
+    }
+  } else log.createTopicsBeforeSend(kafkaConfig.partitions);
 
   const prefix = redisConfig.prefix;
   // REDIS_CLUSTER_NODES: the ledger's hot state on a Redis Cluster (its Cluster key layout),

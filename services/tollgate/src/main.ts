@@ -123,8 +123,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   // Loaded only to run the server: the operator commands start several times faster without them.
-  const [{ ConfigError, loadConfig }, { CatalogError }, { startTollgate }] = await Promise.all([
-    import('@tollgate/config'), import('@tollgate/pricing'), import('./runtime.ts'),
+  const [{ ConfigError, loadConfig }, { CatalogError }, { startTollgate }, { ServiceUnavailableAtStart }] = await Promise.all([
+    import('@tollgate/config'), import('@tollgate/pricing'), import('./runtime.ts'), import('./adapters.ts'),
   ]);
   let config;
   try {
@@ -149,6 +149,10 @@ async function main(argv: string[]): Promise<number> {
     if (err instanceof CatalogError) {
       process.stderr.write(`tollgate: ${err.message}\n`);
       return 2;
+    }
+    if (err instanceof ServiceUnavailableAtStart) {
+      process.stderr.write(`tollgate: ${err.message}\n`);
+      return 1;
     }
     // Taken between the probe and the real listen: the same one line.
     const problem = listenProblem(err, config.host, config.port);

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { requireRedis } from '../../../test/support/services.ts';
 
 const MAIN = join(import.meta.dirname, '../src/main.ts');
 const run = (args: string[], env: Record<string, string> = {}) =>
@@ -83,6 +84,45 @@ test('port already in use: one line naming the port and what to set, exit 1, no 
   } finally {
     holder.close();
   }
+});
+
+/** A port that was just free: nothing answers there. */
+async function freePort(): Promise<number> {
+  const s = createServer();
+  s.listen({ host: '127.0.0.1', port: 0 });
+  await once(s, 'listening');
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** Starts the server with a distributed environment plus `env`; its exit code and stderr. */
+async function startDistributed(env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [MAIN], {
+    env: {
+      PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(await freePort()), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')), LOG_LEVEL: 'silent',
+      KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  const [code] = await once(child, 'exit') as [number | null];
+  return { code, stderr };
+}
+
+test('Redis not answering at start: one line naming it, where (host:port, never the password) and the variable, exit 1, no stack trace', async () => {
+  const [redisPort, kafkaPort] = [await freePort(), await freePort()];
+  const noRedis = await startDistributed({ TOLLGATE_ROLES: 'gateway', KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, REDIS_URL: `redis://:pw-never-printed@127.0.0.1:${redisPort}/0` });
+  assert.deepEqual(noRedis, { code: 1, stderr: `tollgate: Redis at 127.0.0.1:${redisPort} (REDIS_URL) is not answering: connect ECONNREFUSED 127.0.0.1:${redisPort}; start it, or set REDIS_URL\n` });
+});
+
+test('Kafka not answering when an aggregator starts: one line naming it and KAFKA_BROKERS, exit 1, no stack trace (a gateway starts without it: cluster.fault.test.ts)', async (t) => {
+  const redis = await requireRedis(t);
+  if (redis === undefined) return;
+  const kafkaPort = await freePort();
+  const noKafka = await startDistributed({ TOLLGATE_ROLES: 'aggregator', AGGREGATOR_GROUPS: 'ledger', KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, REDIS_URL: redis });
+  assert.deepEqual(noKafka, { code: 1, stderr: `tollgate: Kafka at 127.0.0.1:${kafkaPort} (KAFKA_BROKERS) is not answering: Connection error: connect ECONNREFUSED 127.0.0.1:${kafkaPort}; an aggregator needs it to start (start it, or set KAFKA_BROKERS)\n` });
 });
 
 test('unknown options on the server command line exit 2 naming the option as typed, nothing started; --version prints the version, exit 0', () => {
