@@ -16,7 +16,7 @@ export type {
 } from './analytics.ts';
 export { ADMIN_USAGE_PARAMS, USAGE_PARAMS, USAGE_STATUSES, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv } from './analytics-view.ts';
 export type { ParamReaders, UsageParams, ViewOptions } from './analytics-view.ts';
-export { backfillRollups, recentRollupScope, repairRecentRollups, repairRollups, restoreRecentIds, type Exclusive } from './rollup-repair.ts';
+export { backfillRollups, recentRollupScope, repairRecentRollups, repairRollups, restoreRecentIds, ROLLUP_CONFIRM_MS, type Exclusive } from './rollup-repair.ts';
 export type { RollupRepairResult, RollupRepairStore, RollupScopePair } from './rollup-repair.ts';
 export { createChdbClickHouse } from './chdb-client.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';

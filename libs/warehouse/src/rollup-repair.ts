@@ -39,16 +39,28 @@ const RAW_COLUMNS = `ts, account_id, key_id, catalog_model, status, http_status,
 const IN_SCOPE = 'has(arrayZip({scope_a:Array(String)}, {scope_b:Array(UInt32)}), (account_id, toUInt32(bucket)))';
 
 /**
+ * How long a mismatch must last before `repairRollups` rebuilds it (ms): an insert in flight
+ * (its raw block written, its view blocks not yet) looks like a cut for that long, and
+ * rebuilding its buckets from raw then would count it twice once its views land (a tester saw
+ * rollups over raw by exactly the redelivered events after a Kafka outage, until a restart).
+ */
+export const ROLLUP_CONFIRM_MS = 2000;
+
+/**
  * Makes the minute, hour and day rollup rows covering `pairs` equal to what raw events (FINAL)
  * give, rebuilding only the (account, bucket) rows whose sums differ: a lightweight
  * `DELETE FROM rollup WHERE …` and `INSERT INTO rollup SELECT … FROM raw FINAL WHERE …` per grain.
  * Each grain is checked independently, so a cut that reached some views and not others is
- * repaired too. Assumes no other writer inserts usage of the same accounts into those buckets
- * meanwhile (the log sends one account's usage through one consumer). Throws what ClickHouse throws.
+ * repaired too. A row found different is compared again `confirmAfterMs` later (default
+ * ROLLUP_CONFIRM_MS; one wait per call) and rebuilt only if it still differs: an insert in
+ * flight is not a cut. Assumes no other writer starts inserting usage of the same accounts into
+ * those buckets meanwhile (the log sends one account's usage through one consumer).
+ * Throws what ClickHouse throws.
  */
-export async function repairRollups(w: RollupRepairStore, pairs: readonly RollupScopePair[]): Promise<RollupRepairResult> {
+export async function repairRollups(w: RollupRepairStore, pairs: readonly RollupScopePair[], opts: { confirmAfterMs?: number } = {}): Promise<RollupRepairResult> {
   const result = { minute: 0, hour: 0, day: 0 } as RollupRepairResult;
   if (pairs.length === 0) return result;
+  const suspects: Array<{ grain: RollupGrain; rows: { a: string; b: number }[] }> = [];
   for (const grain of ROLLUP_GRAINS) {
     const size = GRAIN_SECONDS[grain];
     const scope = new Map<string, { a: string; b: number }>();
@@ -59,14 +71,20 @@ export async function repairRollups(w: RollupRepairStore, pairs: readonly Rollup
     // The scope travels as query parameters (a server's URL, whose fields it caps): in chunks.
     for (const part of scopeChunks([...scope.values()])) {
       const bad = await mismatched(w, grain, part);
-      if (bad.length === 0) continue;
-      const table = rollupTable(w.tables, grain);
-      const params = scopeParams(bad, size);
-      await w.command(`DELETE FROM ${table} WHERE ${IN_SCOPE} AND bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')`, params);
-      // insert_deduplicate = 0: the rebuilt block may hash like one still in the dedup window.
-      await w.command(`INSERT INTO ${table} SETTINGS insert_deduplicate = 0 SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`, params);
-      result[grain] += bad.length;
+      if (bad.length > 0) suspects.push({ grain, rows: bad });
     }
+  }
+  if (suspects.length === 0) return result;
+  await new Promise((r) => setTimeout(r, opts.confirmAfterMs ?? ROLLUP_CONFIRM_MS));
+  for (const { grain, rows } of suspects) {
+    const bad = await mismatched(w, grain, rows);
+    if (bad.length === 0) continue;
+    const table = rollupTable(w.tables, grain);
+    const params = scopeParams(bad, GRAIN_SECONDS[grain]);
+    await w.command(`DELETE FROM ${table} WHERE ${IN_SCOPE} AND bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')`, params);
+    // insert_deduplicate = 0: the rebuilt block may hash like one still in the dedup window.
+    await w.command(`INSERT INTO ${table} SETTINGS insert_deduplicate = 0 SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`, params);
+    result[grain] += bad.length;
   }
   return result;
 }

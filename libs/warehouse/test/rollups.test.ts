@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { UsageEventV2 } from '@tollgate/events';
 import {
-  Warehouse, createChdbClickHouse, migrations, rebuildRollups, repairMismatchedRollups, repairRollups, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
+  Warehouse, createChdbClickHouse, migrations, rebuildRollups, repairMismatchedRollups, repairRollups, rollupSelect, rollupTable, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
 } from '@tollgate/warehouse';
 import { q, v2 } from './usage-fixtures.ts';
 
@@ -429,6 +429,33 @@ test('two writers racing one account past the rollup_skip check (different, over
     assert.deepEqual(await rollupCosts(w), { minute: exact, hour: exact, day: exact });
     assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
     assert.deepEqual(await repairMismatchedRollups(w), { repaired: { minute: 0, hour: 0, day: 0 }, leftRecent: { minute: 0, hour: 0, day: 0 } });
+  } finally {
+    await w.close();
+  }
+});
+
+test('an insert in flight (its raw block written, its view blocks not yet) is not a cut: a repair running meanwhile leaves its buckets, and the rollups end exact when its views land', async () => {
+  // Kind: a repair racing a live insert. Rebuilt from raw at once, the in-flight events were
+  // counted by the rebuild and again by their views (rollups over raw by exactly those events).
+  const { w } = await fresh();
+  try {
+    const all = events();
+    await w.insertUsage([all[0]!]);
+    await views(w, false, ['minute', 'hour', 'day']);
+    await w.insertUsage(all.slice(1)); // e2…e8: raw rows and ids written; their view blocks "still on the way"
+    const pairs = all.slice(1).map((e) => ({ accountId: e.account_id, minute: Math.floor(e.ts / 60_000) * 60 }));
+    const repair = repairRollups(w, pairs, { confirmAfterMs: 1500 });
+    await new Promise((r) => setTimeout(r, 300));
+    // the insert's view blocks land: exactly what the three views would have added
+    const ids = all.slice(1).map((e) => `'${e.event_id}'`).join(', ');
+    for (const grain of ['minute', 'hour', 'day'] as const) {
+      await w.command(`INSERT INTO ${rollupTable(w.tables, grain)} SETTINGS insert_deduplicate = 0 ${rollupSelect(grain, w.tables.usage, `WHERE rollup_skip = 0 AND event_id IN (${ids})`)}`);
+    }
+    await views(w, true, ['minute', 'hour', 'day']);
+    assert.deepEqual(await repair, { minute: 0, hour: 0, day: 0 });
+    const eight = `8:${TOTAL_COST}`;
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
   } finally {
     await w.close();
   }
