@@ -78,16 +78,11 @@ export class CachedKeyDirectory implements KeyDirectory {
   }
 
   /**
-   * Reads `hash` from the inner directory now, whatever is cached or in flight (a lookup that
-   * started earlier may predate a rebuild of the hot state), and caches the answer.
+   * Drops every cached miss, and makes lookups in flight neither cached nor shared (they may have
+   * read the store before it was rebuilt): the next `byHash` of any unknown hash reads the store.
    */
-  async byHashUncached(hash: string): Promise<KeyEntry | undefined> {
-    this.#cache.delete(hash);
-    const generation = this.#generation;
-    const expiresAt = this.#now() + this.#ttlMs;
-    const value = await this.#inner.byHash(hash);
-    if (generation === this.#generation) this.#remember(hash, { value, expiresAt });
-    return value;
+  forgetMisses(): void {
+    this.#invalidate((entry) => entry.value === undefined);
   }
 
   account(id: string): Promise<AccountRecord | undefined> {

@@ -13,11 +13,11 @@ export interface KeyEntry {
 export interface KeyDirectory {
   byHash(hash: string): Promise<KeyEntry | undefined>;
   /**
-   * `byHash` read from the store itself, past any cache in front of it (`CachedKeyDirectory`),
-   * and remembered there: for the miss that is about to answer 401, which a cache may have kept
-   * from before the hot state was rebuilt. A directory without a cache leaves it out.
+   * Forgets every remembered miss of `byHash` (and lookups in flight are not remembered): for
+   * when the hot state has just been rebuilt, since a miss read while it was lost would refuse
+   * a valid key. A directory that remembers nothing leaves it out.
    */
-  byHashUncached?(hash: string): Promise<KeyEntry | undefined>;
+  forgetMisses?(): void;
   account(id: string): Promise<AccountRecord | undefined>;
   key(id: string): Promise<KeyRecord | undefined>;
   keysOf(accountId: string): Promise<KeyRecord[]>;

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { createHttpServer } from '@tollgate/http';
 import type { KeyEntry } from '@tollgate/keys';
 import { PriceBook } from '@tollgate/pricing';
-import { authenticate } from './auth.ts';
+import { authenticate, type StateReadiness } from './auth.ts';
 import type { GatewayDeps } from './deps.ts';
 import { Upstream } from './upstream.ts';
 import { CachedPoolView, MemoryPoolStore } from '@tollgate/pool';
@@ -15,6 +15,9 @@ import { countTokensRoutes } from './routes/count-tokens.ts';
 import { accountRoutes } from './routes/account.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { creditsHistoryRoutes } from './routes/credits-history.ts';
+
+/** How long after the hot state is seen rebuilt a missed key is read again (ms): lookups in flight across the rebuild. */
+const RECOVERED_RECHECK_MS = 1000;
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -82,13 +85,28 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
     await Promise.all([upstream.close(), clients.close()]);
   });
   // Asked only when a key is not found (lost state vs. a bad key), and remembered as briefly as
-  // the key cache, so a flood of bad keys does not become a flood of Redis calls.
+  // the key cache, so a flood of bad keys does not become a flood of Redis calls. Seen lost,
+  // then ready: the key cache forgets its misses (read while the state was lost, they would
+  // refuse valid keys) and misses for RECOVERED_RECHECK_MS after are read again (lookups that
+  // were in flight across the rebuild).
   let readyUntil = 0;
-  const stateReady = async () => {
-    if (Date.now() < readyUntil) return true;
+  let seenLost = false;
+  let recoveredUntil = 0;
+  const stateReady = async (): Promise<StateReadiness> => {
+    const now = Date.now();
+    if (now < readyUntil) return now < recoveredUntil ? 'recovered' : true;
     const ready = await deps.balances.ready();
-    if (ready) readyUntil = Date.now() + 500;
-    return ready;
+    if (!ready) {
+      seenLost = true;
+      return false;
+    }
+    readyUntil = Date.now() + 500;
+    if (seenLost) {
+      seenLost = false;
+      deps.keys.forgetMisses?.();
+      recoveredUntil = Date.now() + RECOVERED_RECHECK_MS;
+    }
+    return Date.now() < recoveredUntil ? 'recovered' : true;
   };
   app.register(async (api) => {
     api.addHook('onRoute', (route) => {

@@ -28,6 +28,13 @@ function secretHash(secret: string, serverKey: string): string {
 }
 
 /**
+ * What `authenticate` is told of the hot state when a key is not found: `false` lost (Redis
+ * empty or unreachable: 503), `true` ready (the miss is a bad key: 401), `'recovered'` ready
+ * again a moment ago (the miss may have been read while it was lost: the key is read again).
+ */
+export type StateReadiness = boolean | 'recovered';
+
+/**
  * The caller behind a request: the key from `x-api-key` or `Authorization: Bearer`, looked up
  * by its HMAC, and the access rules of its record (issue 8), in this order:
  * - unknown, revoked or `disabled` key, or `disabled` account → 401 `invalid_api_key`, one
@@ -45,7 +52,7 @@ export async function authenticate(
   keys: KeyDirectory,
   keyHashSecret: string,
   headers: IncomingHttpHeaders,
-  stateReady: () => Promise<boolean>,
+  stateReady: () => Promise<StateReadiness>,
   ip: string,
   now: number = Date.now(),
 ): Promise<KeyEntry> {
@@ -55,12 +62,13 @@ export async function authenticate(
   let entry = await guardState(() => keys.byHash(hash));
   if (!entry) {
     // A miss while hot state is lost is not a bad key: answer 503, not 401 (misses are rare, so
-    // the extra round trips are off the common path).
-    if (!(await guardState(stateReady))) throw stateUnavailable();
-    // Ready now, but the miss may be older: read (or cached) while the state was being rebuilt,
-    // it would turn a valid key into a 401 for up to KEY_CACHE_TTL_MS after the rebuild (seen:
-    // 209 requests in 0.17 s after Redis came back). Read again, after readiness, past the cache.
-    if (keys.byHashUncached) entry = await guardState(() => keys.byHashUncached!(hash));
+    // the extra round trip is off the common path).
+    const state = await guardState(stateReady);
+    if (state === false) throw stateUnavailable();
+    // Just rebuilt: this miss may have been read before (a valid key would get a 401; seen: 209
+    // requests in 0.17 s after Redis came back). The cache forgot its misses when the rebuild
+    // was seen, so this reads the store again.
+    if (state === 'recovered') entry = await guardState(() => keys.byHash(hash));
   }
   if (!entry || entry.key.status !== 'active' || entry.account.status === 'disabled') {
     throw gatewayError('invalid_api_key', 'invalid x-api-key');

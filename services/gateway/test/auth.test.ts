@@ -64,20 +64,37 @@ test('allowed_models: the resolved catalog id decides; empty allows all', async 
       err.message === 'model: this key may not use opus (allowed: claude-haiku-4-5-20251001)');
 });
 
-test('a miss remembered while the hot state was lost: once it is rebuilt the valid key is served, not refused 401 for the cache TTL; an unknown key is still 401', async () => {
+test('a miss remembered while the hot state was lost: once it is seen rebuilt the valid key is served, not refused 401 for the cache TTL; an unknown key is still 401, a flood of it one store read', async () => {
   // Kind: a key lookup answered (and cached) while Redis was empty. The rebuild writes the
-  // store directly, not through this gateway's cache, as the warehouse aggregator does.
+  // store directly, not through this gateway's cache, as the warehouse aggregator does. The
+  // readiness function is what the gateway app's does: seen lost then ready, the cache forgets
+  // its misses and the miss is read again ('recovered').
+  let reads = 0;
   const store = new MemoryKeyDirectory();
-  const cached = new CachedKeyDirectory(store, { ttlMs: 60_000 });
+  const counted = new Proxy(store, { get: (t, p) => (p === 'byHash' ? (h: string) => { reads++; return t.byHash(h); } : Reflect.get(t, p, t)) });
+  const cached = new CachedKeyDirectory(counted, { ttlMs: 60_000 });
   const secret = generateSecret();
-  let ready = false;
-  const auth = (key: string) => authenticate(cached, SERVER_KEY, { 'x-api-key': key }, async () => ready, '192.0.2.1', NOW);
+  let state: 'lost' | 'rebuilt' | 'steady' = 'lost';
+  const stateReady = async () => {
+    if (state === 'lost') return false;
+    if (state === 'rebuilt') {
+      state = 'steady';
+      cached.forgetMisses();
+      return 'recovered' as const;
+    }
+    return true;
+  };
+  const auth = (key: string) => authenticate(cached, SERVER_KEY, { 'x-api-key': key }, stateReady, '192.0.2.1', NOW);
   assert.equal(await refusal(auth(secret)), '503 state_unavailable');
   assert.equal(await refusal(auth(secret)), '503 state_unavailable');
   await store.putAccount({ id: 'acct_1', name: 'a', status: 'active', created_at: 0, version: 1 });
   await store.putKey({ id: 'key_1', account_id: 'acct_1', name: '', prefix: 'sk-tg-xx', hash: hashSecret(secret, SERVER_KEY), status: 'active', created_at: 0, revoked_at: null, version: 1 });
-  ready = true;
+  state = 'rebuilt';
   assert.equal((await auth(secret)).key.id, 'key_1');
   assert.equal((await auth(secret)).key.id, 'key_1'); // and from the cache now
-  assert.equal(await refusal(auth(generateSecret())), '401 invalid_api_key');
+  // steady state: an unknown key is 401, and a flood of it reads the store once (the miss is cached)
+  const bad = generateSecret();
+  reads = 0;
+  for (let i = 0; i < 100; i++) assert.equal(await refusal(auth(bad)), '401 invalid_api_key');
+  assert.equal(reads, 1);
 });
