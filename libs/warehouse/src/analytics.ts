@@ -5,7 +5,7 @@
 
 import { toV2, type UsageEventV2 } from '@tollgate/events';
 import type { Dimension } from '@tollgate/pricing';
-import { repairRollups, type RollupScopePair } from './rollup-repair.ts';
+import { mismatchedRollupRows, RAW_COLUMNS } from './rollup-repair.ts';
 import { DIMENSION_COLUMNS, PERCENTILE_LEVELS, ROLLUP_GRAINS, rollupSelect, rollupTable, type RollupGrain } from './schema.ts';
 import { USAGE_SELECT, usageFromRow, WarehouseInputError, type Warehouse, type Row } from './warehouse.ts';
 
@@ -201,10 +201,6 @@ const OUTER_BUCKET: Record<Granularity, string> = {
 const GROUP_COLUMN: Record<AnalyticsGroupBy, string> = {
   account: 'account_id', key: 'key_id', model: 'catalog_model', status: 'status',
 };
-
-// Raw columns the rollup SELECT reads; FINAL over these only.
-const RAW_COLUMNS = `ts, account_id, key_id, catalog_model, status, http_status, upstream_currency, ${DIMENSION_COLUMNS.map((d) => d.column).join(', ')},
-  cost_micros, upstream_cost_micros, unpriced, latency_ms, ttft_ms, stream`;
 
 // The metrics of a set of rollup-shaped rows (a rollup table, or raw events turned into the
 // minute rollup's shape). Output names differ from the source columns on purpose.
@@ -463,10 +459,6 @@ export async function usageEventRecord(w: Warehouse, eventId: string): Promise<U
 
 // ---- rollup maintenance ----
 
-/** The rollup columns a check compares: every sum (percentile states are estimates, not compared). */
-const SUM_COLUMNS = ['requests', ...DIMENSION_COLUMNS.map((d) => `q_${d.key}`), 'cost', 'upstream_cost', 'upstream_unknown',
-  'unpriced', 'errors', 'latency_sum', 'ttft_sum', 'ttft_count', 'gen_ms', 'gen_output'];
-const KEY_COLUMNS = 'bucket, account_id, key_id, catalog_model, status, http_status, currency';
 
 /** The rollups' agreement with raw events: rows (bucket × dimensions) whose sums differ, per grain. */
 export interface RollupCheck {
@@ -483,60 +475,12 @@ export interface RollupCheck {
 export async function rollupsMatchRaw(w: Warehouse): Promise<RollupCheck> {
   const mismatchedRows = {} as Record<RollupGrain, number>;
   for (const grain of ROLLUP_GRAINS) {
-    const rows = await w.select(`SELECT count() AS n FROM ${mismatchedRollupRows(w, grain)}`);
+    const rows = await w.select(`SELECT count() AS n FROM ${mismatchedRollupRows(w.tables, grain)}`);
     mismatchedRows[grain] = int(rows[0]?.['n'] ?? 0);
   }
   return { ok: Object.values(mismatchedRows).every((n) => n === 0), mismatchedRows };
 }
 
-/** The rollup rows of `grain` present on one side only or with any sum different, as a subquery (every row read). */
-function mismatchedRollupRows(w: Warehouse, grain: RollupGrain): string {
-  const sums = SUM_COLUMNS.map((c) => `toString(sum(${c})) AS ${c}`).join(', ');
-  const rolled = `SELECT ${KEY_COLUMNS}, ${sums} FROM ${rollupTable(w.tables, grain)} GROUP BY ${KEY_COLUMNS}`;
-  const raw = `SELECT ${KEY_COLUMNS}, ${sums} FROM (${rollupSelect(grain, `(SELECT ${RAW_COLUMNS} FROM ${w.tables.usage} FINAL)`)}) GROUP BY ${KEY_COLUMNS}`;
-  return `((${rolled} EXCEPT ${raw}) UNION ALL (${raw} EXCEPT ${rolled}))`;
-}
-
-/** What `repairMismatchedRollups` did, per grain: (account, bucket) rows rebuilt, and those left because their bucket had not ended `settleMs` before. */
-export interface RollupRepairReport {
-  repaired: Record<RollupGrain, number>;
-  leftRecent: Record<RollupGrain, number>;
-}
-
-/** How long after its end a bucket counts as settled for `repairMismatchedRollups` (ms): no usage insert is still adding to it. */
-export const ROLLUP_SETTLE_MS = 10 * 60_000;
-
-/**
- * Finds every rollup row that differs from raw events (FINAL), as `rollupsMatchRaw` does, and
- * rebuilds the (account, bucket) rows it falls in with `repairRollups` (lightweight DELETE, then
- * INSERT … SELECT from raw FINAL: exact, and a no-op where they already agree, so it is safe to
- * repeat). For what the insert path cannot repair on its own: two writers racing one account
- * past the rollup_skip check (a rebalance while an insert stalled), a process killed between a
- * grain's backfill and its marker. Only buckets that ended at least `settleMs` (default
- * ROLLUP_SETTLE_MS) before `now` are rebuilt: a usage insert adding to a bucket while it is
- * rebuilt could be counted twice, and the sinks keep appending to the current minute, hour and
- * day; the others are counted in `leftRecent` (repair again later). Reads every usage row three
- * times. Throws what ClickHouse throws.
- */
-export async function repairMismatchedRollups(w: Warehouse, opts: { settleMs?: number; now?: number } = {}): Promise<RollupRepairReport> {
-  const settled = (opts.now ?? Date.now()) - (opts.settleMs ?? ROLLUP_SETTLE_MS);
-  const repaired = { minute: 0, hour: 0, day: 0 } as Record<RollupGrain, number>;
-  const leftRecent = { minute: 0, hour: 0, day: 0 } as Record<RollupGrain, number>;
-  for (const grain of ROLLUP_GRAINS) {
-    const rows = await w.select(`SELECT DISTINCT account_id, toUInt32(bucket) AS b FROM ${mismatchedRollupRows(w, grain)}`);
-    const pairs: RollupScopePair[] = [];
-    for (const r of rows) {
-      const b = int(r['b']);
-      if (b * 1000 + GRAIN_MS[grain] > settled) leftRecent[grain]++;
-      else pairs.push({ accountId: String(r['account_id']), minute: b });
-    }
-    // repairRollups compares again before it rebuilds, so a row already repaired (here through
-    // another grain's pair, or by a sink meanwhile) is left as it is.
-    const done = await repairRollups(w, pairs);
-    for (const g of ROLLUP_GRAINS) repaired[g] += done[g];
-  }
-  return { repaired, leftRecent };
-}
 
 /**
  * Recomputes every rollup from raw events (FINAL): truncate, then INSERT … SELECT with the

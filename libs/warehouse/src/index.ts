@@ -7,16 +7,19 @@ export { DIMENSION_COLUMNS, LATEST_MIGRATION, PERCENTILE_LEVELS, ROLLUP_GRAINS, 
 export type { RollupGrain } from './schema.ts';
 export type { TableNames } from './schema.ts';
 export {
-  ANALYTICS_GROUP_BY, GRANULARITIES, MAX_BUCKETS, MAX_FILTER_CHARS, bucketCount, filterValue, pickSource, rebuildRollups, repairMismatchedRollups, rollupsMatchRaw, ROLLUP_SETTLE_MS, usageEventPage,
+  ANALYTICS_GROUP_BY, GRANULARITIES, MAX_BUCKETS, MAX_FILTER_CHARS, bucketCount, filterValue, pickSource, rebuildRollups, rollupsMatchRaw, usageEventPage,
   usageEventRecord, usageReport,
 } from './analytics.ts';
 export type {
   AnalyticsFilter, AnalyticsGroupBy, AnalyticsQuery, AnalyticsSource, ErrorCount, EventPage, Granularity, Percentiles,
-  RollupCheck, RollupRepairReport, SeriesPoint, Spender, UsageMetrics, UsageReport,
+  RollupCheck, SeriesPoint, Spender, UsageMetrics, UsageReport,
 } from './analytics.ts';
 export { ADMIN_USAGE_PARAMS, USAGE_PARAMS, USAGE_STATUSES, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv } from './analytics-view.ts';
 export type { ParamReaders, UsageParams, ViewOptions } from './analytics-view.ts';
-export { backfillRollups, recentRollupScope, repairRecentRollups, repairRollups, restoreRecentIds, ROLLUP_CONFIRM_MS, type Exclusive } from './rollup-repair.ts';
+export {
+  backfillRollups, recentRollupScope, repairMismatchedRollups, repairRecentRollups, repairRollups, restoreRecentIds, ROLLUP_CONFIRM_MS, ROLLUP_SETTLE_MS,
+  type Exclusive, type RollupRepairReport,
+} from './rollup-repair.ts';
 export type { RollupRepairResult, RollupRepairStore, RollupScopePair } from './rollup-repair.ts';
 export { createChdbClickHouse } from './chdb-client.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';

@@ -33,7 +33,8 @@ const GRAIN_SECONDS: Record<RollupGrain, number> = { minute: 60, hour: 3600, day
 const SUM_COLUMNS = ['requests', ...DIMENSION_COLUMNS.map((d) => `q_${d.key}`), 'cost', 'upstream_cost', 'upstream_unknown',
   'unpriced', 'errors', 'latency_sum', 'ttft_sum', 'ttft_count', 'gen_ms', 'gen_output'];
 const KEY_COLUMNS = 'bucket, account_id, key_id, catalog_model, status, http_status, currency';
-const RAW_COLUMNS = `ts, account_id, key_id, catalog_model, status, http_status, upstream_currency, ${DIMENSION_COLUMNS.map((d) => d.column).join(', ')},
+/** The raw `usage_events` columns `rollupSelect` reads. */
+export const RAW_COLUMNS = `ts, account_id, key_id, catalog_model, status, http_status, upstream_currency, ${DIMENSION_COLUMNS.map((d) => d.column).join(', ')},
   cost_micros, upstream_cost_micros, unpriced, latency_ms, ttft_ms, stream`;
 // The scope as a server-side parameter pair (never interpolated): has() over zipped arrays.
 const IN_SCOPE = 'has(arrayZip({scope_a:Array(String)}, {scope_b:Array(UInt32)}), (account_id, toUInt32(bucket)))';
@@ -53,15 +54,19 @@ export const ROLLUP_CONFIRM_MS = 2000;
  * Each grain is checked independently, so a cut that reached some views and not others is
  * repaired too. A row found different is compared again `confirmAfterMs` later (default
  * ROLLUP_CONFIRM_MS; one wait per call) and rebuilt only if it still differs: an insert in
- * flight is not a cut. Assumes no other writer starts inserting usage of the same accounts into
+ * flight is not a cut. `grains`: only those rollups (default all three). Assumes no other
+ * writer starts inserting usage of the same accounts into
  * those buckets meanwhile (the log sends one account's usage through one consumer).
  * Throws what ClickHouse throws.
  */
-export async function repairRollups(w: RollupRepairStore, pairs: readonly RollupScopePair[], opts: { confirmAfterMs?: number } = {}): Promise<RollupRepairResult> {
+export async function repairRollups(
+  w: RollupRepairStore, pairs: readonly RollupScopePair[],
+  opts: { confirmAfterMs?: number; grains?: readonly RollupGrain[]; /** tests: awaited instead of the wait */ beforeConfirm?: () => Promise<void> } = {},
+): Promise<RollupRepairResult> {
   const result = { minute: 0, hour: 0, day: 0 } as RollupRepairResult;
   if (pairs.length === 0) return result;
   const suspects: Array<{ grain: RollupGrain; rows: { a: string; b: number }[] }> = [];
-  for (const grain of ROLLUP_GRAINS) {
+  for (const grain of opts.grains ?? ROLLUP_GRAINS) {
     const size = GRAIN_SECONDS[grain];
     const scope = new Map<string, { a: string; b: number }>();
     for (const p of pairs) {
@@ -75,7 +80,7 @@ export async function repairRollups(w: RollupRepairStore, pairs: readonly Rollup
     }
   }
   if (suspects.length === 0) return result;
-  await new Promise((r) => setTimeout(r, opts.confirmAfterMs ?? ROLLUP_CONFIRM_MS));
+  await (opts.beforeConfirm?.() ?? new Promise((r) => setTimeout(r, opts.confirmAfterMs ?? ROLLUP_CONFIRM_MS)));
   for (const { grain, rows } of suspects) {
     const bad = await mismatched(w, grain, rows);
     if (bad.length === 0) continue;
@@ -87,6 +92,48 @@ export async function repairRollups(w: RollupRepairStore, pairs: readonly Rollup
     result[grain] += bad.length;
   }
   return result;
+}
+
+/** What `repairMismatchedRollups` did, per grain: (account, bucket) rows rebuilt, and those left because their bucket had not ended `settleMs` before. */
+export interface RollupRepairReport {
+  repaired: Record<RollupGrain, number>;
+  leftRecent: Record<RollupGrain, number>;
+}
+
+/** How long after its end a bucket counts as settled for `repairMismatchedRollups` (ms): no usage insert is still adding to it. */
+export const ROLLUP_SETTLE_MS = 10 * 60_000;
+
+/**
+ * Finds every rollup row that differs from raw events (FINAL), as `rollupsMatchRaw` does, and
+ * rebuilds the (account, bucket) rows it falls in with `repairRollups` (lightweight DELETE, then
+ * INSERT … SELECT from raw FINAL: exact, and a no-op where they already agree, so it is safe to
+ * repeat). For what the insert path cannot repair on its own: two writers racing one account
+ * past the rollup_skip check (a rebalance while an insert stalled), a process killed between a
+ * grain's backfill and its marker. Only buckets that ended at least `settleMs` (default
+ * ROLLUP_SETTLE_MS) before `now` are rebuilt: a usage insert adding to a bucket while it is
+ * rebuilt could be counted twice, and the sinks keep appending to the current minute, hour and
+ * day; the others are counted in `leftRecent` (repair again later). `includeRecent`: every
+ * bucket (migration 13's backfill, where the current buckets of a warehouse upgraded today hold
+ * its past too). Reads every usage row three times. Throws what ClickHouse throws.
+ */
+export async function repairMismatchedRollups(w: RollupRepairStore, opts: { settleMs?: number; now?: number; includeRecent?: boolean } = {}): Promise<RollupRepairReport> {
+  const settled = opts.includeRecent ? Infinity : (opts.now ?? Date.now()) - (opts.settleMs ?? ROLLUP_SETTLE_MS);
+  const repaired = { minute: 0, hour: 0, day: 0 } as Record<RollupGrain, number>;
+  const leftRecent = { minute: 0, hour: 0, day: 0 } as Record<RollupGrain, number>;
+  for (const grain of ROLLUP_GRAINS) {
+    const rows = await w.select(`SELECT DISTINCT account_id, toUInt32(bucket) AS b FROM ${mismatchedRollupRows(w.tables, grain)}`);
+    const pairs: RollupScopePair[] = [];
+    for (const r of rows) {
+      const b = Number(r['b']);
+      if ((b + GRAIN_SECONDS[grain]) * 1000 > settled) leftRecent[grain]++;
+      else pairs.push({ accountId: String(r['account_id']), minute: b });
+    }
+    // This grain only: its pairs' buckets of the other grains may not have settled (a settled
+    // minute of today lies in today's day bucket). repairRollups compares again before it rebuilds.
+    const done = await repairRollups(w, pairs, { grains: [grain] });
+    repaired[grain] += done[grain];
+  }
+  return { repaired, leftRecent };
 }
 
 /**
@@ -204,15 +251,25 @@ function rawSource(t: TableNames): string {
 
 /** The (account, bucket) pairs of `scope` where any rollup row differs from raw, present on one side only included. */
 async function mismatched(w: RollupRepairStore, grain: RollupGrain, scope: { a: string; b: number }[]): Promise<{ a: string; b: number }[]> {
-  const sums = SUM_COLUMNS.map((c) => `toString(sum(${c})) AS ${c}`).join(', ');
-  const rolled = `SELECT ${KEY_COLUMNS}, ${sums} FROM ${rollupTable(w.tables, grain)}
-    WHERE bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC') AND ${IN_SCOPE} GROUP BY ${KEY_COLUMNS}`;
-  const raw = `SELECT ${KEY_COLUMNS}, ${sums} FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE} GROUP BY ${KEY_COLUMNS}`;
-  const rows = await w.select(
-    `SELECT DISTINCT account_id, toUInt32(bucket) AS b FROM ((${rolled} EXCEPT ${raw}) UNION ALL (${raw} EXCEPT ${rolled}))`,
-    scopeParams(scope, GRAIN_SECONDS[grain]),
-  );
+  const rows = await w.select(`SELECT DISTINCT account_id, toUInt32(bucket) AS b FROM ${mismatchedRollupRows(w.tables, grain, true)}`, scopeParams(scope, GRAIN_SECONDS[grain]));
   return rows.map((r) => ({ a: String(r['account_id']), b: Number(r['b']) }));
+}
+
+/**
+ * The rollup rows of `grain` present on one side only or with any sum different from raw
+ * events (FINAL), as a subquery: every row, or (`scoped`) those of the (account, bucket) pairs
+ * in the parameters `scope_a`, `scope_b`, `lo`, `hi`, `accounts` (scopeParams).
+ */
+export function mismatchedRollupRows(t: TableNames, grain: RollupGrain, scoped = false): string {
+  const sums = SUM_COLUMNS.map((c) => `toString(sum(${c})) AS ${c}`).join(', ');
+  const rolled = scoped
+    ? `SELECT ${KEY_COLUMNS}, ${sums} FROM ${rollupTable(t, grain)}
+       WHERE bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC') AND ${IN_SCOPE} GROUP BY ${KEY_COLUMNS}`
+    : `SELECT ${KEY_COLUMNS}, ${sums} FROM ${rollupTable(t, grain)} GROUP BY ${KEY_COLUMNS}`;
+  const raw = scoped
+    ? `SELECT ${KEY_COLUMNS}, ${sums} FROM (${rollupSelect(grain, rawSource(t))}) WHERE ${IN_SCOPE} GROUP BY ${KEY_COLUMNS}`
+    : `SELECT ${KEY_COLUMNS}, ${sums} FROM (${rollupSelect(grain, `(SELECT ${RAW_COLUMNS} FROM ${t.usage} FINAL)`)}) GROUP BY ${KEY_COLUMNS}`;
+  return `((${rolled} EXCEPT ${raw}) UNION ALL (${raw} EXCEPT ${rolled}))`;
 }
 
 /**
@@ -223,23 +280,25 @@ async function mismatched(w: RollupRepairStore, grain: RollupGrain, scope: { a: 
 export type Exclusive = <T>(fn: () => Promise<T>) => Promise<T>;
 
 /**
- * Migration 13's one-time backfill: counts in each rollup the usage events its view never saw
+ * Migration 13's one-time backfill: makes every rollup count the usage events its view never saw
  * because they were stored before the views existed (a warehouse upgraded from migration 6 or
- * earlier read 0 for its whole past from every rollup). Those are exactly the events without a
- * `rollup_skip = 0` row stamped (`inserted_at`) since the views were created (the earliest
- * `metadata_modification_time` of the three views, whole seconds: a row of that second counts
- * as seen, so a fresh warehouse backfills nothing): the views counted every other one once.
- * Each is added once, from raw FINAL, by the views' own SELECT (`rollupSelect`). Per grain, once
- * per database (a row in `usage_rollups_backfilled`), under `exclusive` so that processes
- * migrating at once do not both add them; a process killed between a grain's insert and its
- * marker adds that grain's old events again at its next start (`rollupsMatchRaw` shows it).
- * Returns the grains backfilled now. Throws what ClickHouse throws.
+ * earlier read 0 for its whole past from every rollup). Idempotent, so a repeat, a crash half
+ * way or a wrong date cannot count anything twice: if any raw row was stamped (`inserted_at`)
+ * before the views' creation (the earliest `metadata_modification_time` of the three, whole
+ * seconds; a restored or copied warehouse may show a later one), it runs
+ * `repairMismatchedRollups` (the rows that differ from raw FINAL, in settled buckets, rebuilt:
+ * reads all usage three times); a warehouse whose rows all came after (fresh, or created at
+ * migration 7 or later) is done with one scan of `inserted_at`. Once per database (the marker
+ * table `usage_rollups_backfilled`, one row per grain), under `exclusive` so that processes
+ * migrating at once do not rebuild the same rows together. Returns the report of the repair, or
+ * null when there was nothing to do. Throws what ClickHouse throws (the markers are then not
+ * written: the next start does it again).
  */
-export async function backfillRollups(w: RollupRepairStore, exclusive: Exclusive = (fn) => fn()): Promise<RollupGrain[]> {
-  const done = async () => new Set((await w.select(`SELECT grain FROM ${w.tables.rollupsBackfilled}`)).map((r) => String(r['grain'])));
-  if ((await done()).size === ROLLUP_GRAINS.length) return [];
+export async function backfillRollups(w: RollupRepairStore, exclusive: Exclusive = (fn) => fn()): Promise<RollupRepairReport | null> {
+  const done = async () => (await w.select(`SELECT count() AS n FROM ${w.tables.rollupsBackfilled}`))[0]?.['n'];
+  if (Number(await done()) >= ROLLUP_GRAINS.length) return null;
   return exclusive(async () => {
-    const already = await done(); // again, under the exclusion: another process may have finished meanwhile
+    if (Number(await done()) >= ROLLUP_GRAINS.length) return null; // another process finished meanwhile
     const [db] = w.tables.usage.split('.').map((s) => s.slice(1, -1));
     const views = ROLLUP_GRAINS.map((g) => rollupTable(w.tables, g).split('.')[1]!.slice(1, -1) + '_mv');
     const created = await w.select(
@@ -247,16 +306,13 @@ export async function backfillRollups(w: RollupRepairStore, exclusive: Exclusive
       { db, views },
     );
     if (Number(created[0]?.['n'] ?? 0) !== ROLLUP_GRAINS.length) throw new Error(`backfillRollups: the ${ROLLUP_GRAINS.length} rollup views of ${w.tables.database} must exist first (migrate)`);
-    const source = `(SELECT ${RAW_COLUMNS} FROM ${w.tables.usage} FINAL
-      WHERE event_id NOT IN (SELECT event_id FROM ${w.tables.usage} WHERE rollup_skip = 0 AND inserted_at >= toDateTime64({since:UInt32}, 3, 'UTC')))`;
-    const now: RollupGrain[] = [];
-    for (const grain of ROLLUP_GRAINS) {
-      if (already.has(grain)) continue;
-      // insert_deduplicate = 0: the block may hash like one still in the dedup window.
-      await w.command(`INSERT INTO ${rollupTable(w.tables, grain)} SETTINGS insert_deduplicate = 0 ${rollupSelect(grain, source)}`, { since: Number(created[0]!['s']) });
-      await w.command(`INSERT INTO ${w.tables.rollupsBackfilled} (grain) SETTINGS insert_deduplicate = 0 VALUES ({grain:String})`, { grain });
-      now.push(grain);
-    }
-    return now;
+    const before = await w.select(
+      `SELECT count() AS n FROM (SELECT 1 FROM ${w.tables.usage} WHERE inserted_at < toDateTime64({since:UInt32}, 3, 'UTC') LIMIT 1)`,
+      { since: Number(created[0]!['s']) },
+    );
+    // Every bucket, the current ones too: the past of a warehouse upgraded today lies in them.
+    const report = Number(before[0]?.['n'] ?? 0) > 0 ? await repairMismatchedRollups(w, { includeRecent: true }) : null;
+    await w.command(`INSERT INTO ${w.tables.rollupsBackfilled} (grain) SETTINGS insert_deduplicate = 0 SELECT arrayJoin({grains:Array(String)})`, { grains: [...ROLLUP_GRAINS] });
+    return report;
   });
 }

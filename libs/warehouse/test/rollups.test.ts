@@ -392,6 +392,10 @@ test('insert that failed in a later view (the server cut it, the process lives o
     await w.command(`CREATE MATERIALIZED VIEW ${failing} TO \`${prefix}fail_sink\` AS SELECT throwIf(event_id = 'e5', 'simulated view failure') AS x FROM ${w.tables.usage}`);
     await assert.rejects(w.insertUsage(all.slice(1)), /simulated view failure/);
     await w.command(`DROP TABLE ${failing}`);
+    // the cut this test is about: raw holds e1…e8, the id table fewer (it missed the failed block)
+    const count = async (table: string) => Number((await w.select(`SELECT uniqExact(event_id) AS n FROM ${table}`))[0]!['n']);
+    assert.equal(await count(w.tables.usage), 8);
+    assert.ok(await count(w.tables.usageIds) < 8, 'the failing view cut the block before the id view');
     // The log retries the batch (here with the rest of the partition after it).
     await w.insertUsage(all.slice(1));
     const eight = `8:${TOTAL_COST}`;
@@ -444,15 +448,19 @@ test('an insert in flight (its raw block written, its view blocks not yet) is no
     await views(w, false, ['minute', 'hour', 'day']);
     await w.insertUsage(all.slice(1)); // e2…e8: raw rows and ids written; their view blocks "still on the way"
     const pairs = all.slice(1).map((e) => ({ accountId: e.account_id, minute: Math.floor(e.ts / 60_000) * 60 }));
-    const repair = repairRollups(w, pairs, { confirmAfterMs: 1500 });
-    await new Promise((r) => setTimeout(r, 300));
-    // the insert's view blocks land: exactly what the three views would have added
-    const ids = all.slice(1).map((e) => `'${e.event_id}'`).join(', ');
-    for (const grain of ['minute', 'hour', 'day'] as const) {
-      await w.command(`INSERT INTO ${rollupTable(w.tables, grain)} SETTINGS insert_deduplicate = 0 ${rollupSelect(grain, w.tables.usage, `WHERE rollup_skip = 0 AND event_id IN (${ids})`)}`);
-    }
-    await views(w, true, ['minute', 'hour', 'day']);
-    assert.deepEqual(await repair, { minute: 0, hour: 0, day: 0 });
+    // The repair finds them different; while it waits, the insert's view blocks land: exactly
+    // what the three views would have added.
+    let waited = false;
+    const landing = async () => {
+      waited = true;
+      const ids = all.slice(1).map((e) => `'${e.event_id}'`).join(', ');
+      for (const grain of ['minute', 'hour', 'day'] as const) {
+        await w.command(`INSERT INTO ${rollupTable(w.tables, grain)} SETTINGS insert_deduplicate = 0 ${rollupSelect(grain, w.tables.usage, `WHERE rollup_skip = 0 AND event_id IN (${ids})`)}`);
+      }
+      await views(w, true, ['minute', 'hour', 'day']);
+    };
+    assert.deepEqual(await repairRollups(w, pairs, { beforeConfirm: landing }), { minute: 0, hour: 0, day: 0 });
+    assert.ok(waited, 'the repair saw the difference and waited');
     const eight = `8:${TOTAL_COST}`;
     assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
     assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
@@ -499,20 +507,27 @@ test('migration 13 over a warehouse of migration 6 (events stored before the rol
       cost_micros: e.cost_micros, status: e.status, http_status: e.http_status, latency_ms: e.latency_ms, ttft_ms: e.ttft_ms,
       stream: e.stream, upstream_request_id: null, gateway_id: 'gw-old', upstream_cost_micros: e.upstream_cost_micros, upstream_currency: e.upstream_currency,
     });
-    await w.insertRows(w.tables.usage, [...all, all[2]!].map(old));
+    // and one of this very minute (13 µc): the current buckets hold the past too
+    const today = v2({ event_id: 'today', ts: Date.now(), account_id: 'acc_a', key_id: 'k_a1', cost_micros: '13', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+    await w.insertRows(w.tables.usage, [...all, all[2]!, today].map(old));
     // The views' creation is stamped in whole seconds: the old rows lie in an earlier second.
     await new Promise((r) => setTimeout(r, 1100));
     await w.migrate();
-    const eight = `8:${TOTAL_COST}`;
-    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    const nine = `9:${TOTAL_COST + 13n}`;
+    assert.deepEqual(await rollupCosts(w), { minute: nine, hour: nine, day: nine });
     assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
-    // every start migrates: nothing is added again; the old events redelivered add nothing; a new one adds itself
+    // every start migrates: nothing is added again, even with the marker gone (a restore from a
+    // backup of before it, a crash before it was written): the backfill only repairs what differs
     await w.migrate();
-    await w.insertUsage(all);
+    await w.command(`TRUNCATE TABLE ${w.tables.rollupsBackfilled}`);
+    await w.migrate();
+    assert.deepEqual(await rollupCosts(w), { minute: nine, hour: nine, day: nine });
+    // the old events redelivered add nothing; a new one adds itself
+    await w.insertUsage([...all, today]);
     const e9 = v2({ event_id: 'e9', ts: T('2026-02-02T00:00:01.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
     await w.insertUsage([e9]);
-    const nine = `9:${TOTAL_COST + 11n}`;
-    assert.deepEqual(await rollupCosts(w), { minute: nine, hour: nine, day: nine });
+    const ten = `10:${TOTAL_COST + 24n}`;
+    assert.deepEqual(await rollupCosts(w), { minute: ten, hour: ten, day: ten });
     assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
   } finally {
     await w.close();

@@ -30,6 +30,10 @@ export interface OpsDeps {
   beforeRebuild?: () => Promise<unknown>;
 }
 
+/** The lock of `POST /ops/v1/rollups/repair` (a reference claim in the balance store, as the month close's), and how long it holds at most (ms). */
+const ROLLUP_REPAIR_LOCK = 'warehouse:rollup-repair';
+const ROLLUP_REPAIR_LOCK_TTL_MS = 30 * 60_000;
+
 /** Longest rerate window one call covers: `tollgate rerate` asks day by day and sums. */
 export const MAX_RERATE_WINDOW_MS = 31 * 24 * 3600_000;
 
@@ -78,12 +82,20 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       return rerate(deps.warehouse, { from, to, ...(catalog !== undefined ? { catalog } : {}), ...(accountId !== undefined ? { accountId } : {}) });
     });
     // Rebuilds the rollup rows that differ from raw events, in buckets that have settled
-    // (repairMismatchedRollups), then checks all of them again. Admin only; no body.
+    // (repairMismatchedRollups), then checks all of them again. Admin only; no body. One at a
+    // time across processes (two rebuilding the same rows at once would double them): 409 else.
     ops.post('/ops/v1/rollups/repair', async () => {
-      await deps.settle?.();
-      const { repaired, leftRecent } = await repairMismatchedRollups(deps.warehouse);
-      const after = await rollupsMatchRaw(deps.warehouse);
-      return { repaired, left_recent: leftRecent, settle_ms: ROLLUP_SETTLE_MS, rollups: { ok: after.ok, mismatched_rows: after.mismatchedRows } };
+      if (!(await deps.balances.claimReference(ROLLUP_REPAIR_LOCK, 0n, ROLLUP_REPAIR_LOCK_TTL_MS)).claimed) {
+        throw gatewayError('conflict', 'a rollup repair is already running; try again when it has finished');
+      }
+      try {
+        await deps.settle?.();
+        const { repaired, leftRecent } = await repairMismatchedRollups(deps.warehouse);
+        const after = await rollupsMatchRaw(deps.warehouse);
+        return { repaired, left_recent: leftRecent, settle_ms: ROLLUP_SETTLE_MS, rollups: { ok: after.ok, mismatched_rows: after.mismatchedRows } };
+      } finally {
+        await deps.balances.releaseReference(ROLLUP_REPAIR_LOCK).catch(() => {});
+      }
     });
     // Poison events every consumer group set aside (the ledger's arrive by the dead-letter topic).
     ops.get('/ops/v1/quarantine', async () => ({
