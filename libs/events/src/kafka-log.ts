@@ -407,7 +407,10 @@ export class KafkaLog implements EventLog {
 
   /** Creates the missing topics (delete policy, see TOPIC_CONFIG); existing ones are left as they are. */
   async ensureTopics(partitions = 4, replicationFactor = this.#replicationFactor): Promise<void> {
-    const admin = this.#kafka.admin();
+    await this.#ensureTopicsWith(this.#kafka.admin(), partitions, replicationFactor);
+  }
+
+  async #ensureTopicsWith(admin: Admin, partitions: number, replicationFactor: number): Promise<void> {
     await admin.connect();
     try {
       const existing = new Set(await admin.listTopics());
@@ -808,7 +811,10 @@ export class KafkaLog implements EventLog {
           const chunk = segment.records.slice(segment.sent, segment.sent + this.#batchSize);
           if (this.#topicsBeforeSend !== null) {
             // Before the first send (a failure here is a send failure: the spool keeps the events).
-            await this.ensureTopics(this.#topicsBeforeSend);
+            // No connection retries of its own: a Kafka that is away fails it at once (a refused
+            // port) or within kafkajs' connection timeout, so the publishes waiting for this first
+            // send resolve from the fsync'd spool as soon as with any other send failure.
+            await this.#ensureTopicsWith(this.#kafka.admin({ retry: { retries: 0 } }), this.#topicsBeforeSend, this.#replicationFactor);
             this.#topicsBeforeSend = null;
           }
           await this.#send(segment, chunk);

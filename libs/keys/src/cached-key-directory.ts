@@ -21,7 +21,8 @@ interface CacheEntry {
 /**
  * Puts an in-process cache in front of any directory for `byHash`, the one lookup on every
  * request, so the hot path usually costs no round trip. Misses are cached too (a flood of bad
- * keys must not become a flood of Redis calls). Everything else goes straight to the inner
+ * keys must not become a flood of Redis calls); `forgetMisses()` drops them when the hot state
+ * was just rebuilt (the gateway does it). Everything else goes straight to the inner
  * directory; writes through this instance also drop the local entries they affect.
  *
  * Cached entries are shared objects: callers must not mutate them.

@@ -131,19 +131,25 @@ async function recoverJournal(leftover: ReturnType<typeof takeJournal>, log: Mem
 const MIGRATE_LOCK = 'warehouse:migrate';
 /**
  * How long a holder keeps it at most (ms): a process killed while holding it delays the others'
- * start by up to this; a backfill longer than this could run twice (rollupsMatchRaw would show it).
+ * start by up to this. The backfill is idempotent; the lock only keeps two processes from
+ * rebuilding the same rollup rows at once.
  */
-const MIGRATE_LOCK_TTL_MS = 15 * 60_000;
+const MIGRATE_LOCK_TTL_MS = 60 * 60_000;
 
 /**
  * An `Exclusive` (@tollgate/warehouse) over the ledger's reference claims in Redis (the month
  * close's lock too): `fn` runs once this process holds `name`; another process waits, polling
- * every 250 ms, and runs `fn` after it (which then finds its work done). Released when `fn`
- * settles; expires after `ttlMs` should its holder die.
+ * every 250 ms (logged once at info), and runs `fn` after it (which then finds its work done).
+ * Released when `fn` settles; expires after `ttlMs` should its holder die.
  */
-function redisExclusive(balances: RedisBalanceStore, name: string, ttlMs: number): Exclusive {
+function redisExclusive(balances: RedisBalanceStore, name: string, ttlMs: number, logger?: Logger): Exclusive {
   return async <T>(fn: () => Promise<T>): Promise<T> => {
-    while (!(await balances.claimReference(name, 0n, ttlMs)).claimed) await new Promise((r) => setTimeout(r, 250));
+    let waited = false;
+    while (!(await balances.claimReference(name, 0n, ttlMs)).claimed) {
+      if (!waited) logger?.info({ lock: name }, 'waiting for another process to finish the warehouse migration');
+      waited = true;
+      await new Promise((r) => setTimeout(r, 250));
+    }
     try {
       return await fn();
     } finally {
@@ -272,8 +278,20 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
       redisOptions: { maxRetriesPerRequest: 1, commandTimeout: 2000, connectTimeout: 2000 },
     })
     : undefined;
-  ledgerRedis?.on('error', (err: Error) => logger.warn({ err: err.message }, 'redis cluster connection error'));
-  await ledgerRedis?.connect();
+  let lastClusterError: string | undefined;
+  ledgerRedis?.on('error', (err: Error) => {
+    lastClusterError = err.message;
+    logger.warn({ err: err.message }, 'redis cluster connection error');
+  });
+  try {
+    await ledgerRedis?.connect();
+  } catch (err) {
+    ledgerRedis?.disconnect();
+    redis.disconnect();
+    await log.close().catch(() => {});
+    const why = (lastClusterError ?? (err as Error).message).replace(/\.$/, '');
+    throw new ServiceUnavailableAtStart(`the Redis Cluster at ${redisConfig.clusterNodes!.map((n) => `${n.host}:${n.port}`).join(',')} (REDIS_CLUSTER_NODES) is not answering: ${why}; start it, or set REDIS_CLUSTER_NODES`);
+  }
   // A Redis that restarted empty answers "not ready" (503) until it is rebuilt, never "no credit".
   const balances = new RedisBalanceStore({ redis: ledgerRedis ?? redis, prefix, requireReady: true });
   const keys = new RedisKeyDirectory({ redis, prefix });
@@ -286,7 +304,7 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   const needsWarehouse = ownsWarehouse || readsWarehouse;
   const opened = needsWarehouse ? openWarehouse(config, logger) : undefined;
   const warehouse = opened?.warehouse;
-  await warehouse?.migrate({ exclusive: redisExclusive(balances, MIGRATE_LOCK, MIGRATE_LOCK_TTL_MS) });
+  await warehouse?.migrate({ exclusive: redisExclusive(balances, MIGRATE_LOCK, MIGRATE_LOCK_TTL_MS, logger) });
   return {
     mode: 'distributed', log, balances, keys, gatewayKeys, warehouse, redis,
     async close() {
