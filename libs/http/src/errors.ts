@@ -74,8 +74,9 @@ export function installErrorHandling(app: FastifyInstance): void {
     const gErr = known ?? toGatewayError(err);
     // A client that went away mid-upload (the body aborted, the socket reset) is routine: info.
     if (isClientAbort(err, request)) request.log.info({ code: (err as { code?: string }).code }, 'client aborted the request');
-    else if (!known) request.log.error({ err }, 'request failed');
-    else if (gErr.status >= 500) known5xx.note(request, gErr);
+    // 500: something the gateway did not expect, known or not: an error line with its stack.
+    else if (!known || gErr.status === 500) request.log.error({ err }, 'request failed');
+    else if (gErr.status > 500) known5xx.note(request, gErr);
     return sendError(reply, gErr);
   });
   app.setNotFoundHandler((request, reply) => {
@@ -86,30 +87,36 @@ export function installErrorHandling(app: FastifyInstance): void {
 /** How often one code of known 5xx answers is logged at most (ms). */
 export const KNOWN_FAILURE_LOG_INTERVAL_MS = 1000;
 
+/** Distinct (code, message) pairs the limiter tracks at most; past it, it starts over. */
+const KNOWN_FAILURE_KINDS = 256;
+
 /**
- * Known 5xx answers (`state_unavailable`, `overloaded`, `upstream_error`, …) are what an outage
- * looks like, the same for every request until it ends: per code, one `warn` line at most every
- * KNOWN_FAILURE_LOG_INTERVAL_MS, with its cause's message (no stack) and how many answers of
- * that code the previous lines left out (`repeated`). A Redis outage printed a stack trace per
- * request before (19,565 lines in 90 s). Errors the gateway does not know (bugs) are not
- * counted here: each gets an `error` line with its stack.
+ * Known answers above 500 (`state_unavailable`, `overloaded`, `upstream_error`, …) are what an
+ * outage looks like, the same for every request until it ends: per code and message, one `warn`
+ * line at most every KNOWN_FAILURE_LOG_INTERVAL_MS, with the message the client got (already
+ * free of credentials), its cause's message (no stack) and how many answers of that kind the
+ * previous line left out (`repeated`). A Redis outage printed a stack trace per request before
+ * (19,565 lines in 90 s). A 500 and errors the gateway does not know (bugs) are not counted
+ * here: each gets an `error` line with its stack.
  */
 class KnownFailureLog {
-  #byCode = new Map<string, { next: number; left: number }>();
+  #byKind = new Map<string, { next: number; left: number }>();
 
   note(request: FastifyRequest, err: GatewayError): void {
     const now = Date.now();
-    const seen = this.#byCode.get(err.code);
+    const kind = `${err.code}\n${err.message}`;
+    const seen = this.#byKind.get(kind);
     if (seen !== undefined && now < seen.next) {
       seen.left++;
       return;
     }
     const cause = (err as { cause?: unknown }).cause;
     request.log.warn({
-      status: err.status, code: err.code, ...(cause instanceof Error ? { cause: cause.message } : {}),
+      status: err.status, code: err.code, message: err.message, ...(cause instanceof Error ? { cause: cause.message } : {}),
       ...(seen !== undefined && seen.left > 0 ? { repeated: seen.left } : {}),
     }, `answered ${err.status} ${err.code}`);
-    this.#byCode.set(err.code, { next: now + KNOWN_FAILURE_LOG_INTERVAL_MS, left: 0 });
+    if (seen === undefined && this.#byKind.size >= KNOWN_FAILURE_KINDS) this.#byKind.clear();
+    this.#byKind.set(kind, { next: now + KNOWN_FAILURE_LOG_INTERVAL_MS, left: 0 });
   }
 }
 

@@ -54,7 +54,7 @@ test('request ids: req_ + 24 base62 characters, all distinct across pool refills
   assert.equal(ids.size, 2_000);
 });
 
-test('known 5xx answers in an outage: one warn line per code and second, its cause without a stack, the rest counted as repeated; an unknown error is an error line with its stack every time', async () => {
+test('known 5xx answers in an outage: one warn line per code, message and second, with the cause but no stack, the rest counted as repeated; an unknown error or a 500 is an error line with its stack every time', async () => {
   // Kind: a log flood (a Redis outage printed a stack trace per request: 19,565 lines in 90 s).
   const { app, lines } = server('info');
   const { gatewayError } = await import('@tollgate/anthropic');
@@ -63,22 +63,23 @@ test('known 5xx answers in an outage: one warn line per code and second, its cau
   });
   app.get('/busy', async () => { throw gatewayError('overloaded', 'busy'); });
   app.get('/bug', async () => { throw new TypeError('x is undefined'); });
+  app.get('/internal', async () => { throw gatewayError('internal_error', 'the ledger refused the grant'); });
   const get = (url: string) => app.inject({ method: 'GET', url });
   for (let i = 0; i < 50; i++) assert.equal((await get('/down')).statusCode, 503);
   assert.equal((await get('/busy')).statusCode, 503);
-  for (let i = 0; i < 3; i++) assert.equal((await get('/bug')).statusCode, 500);
+  for (let i = 0; i < 2; i++) assert.equal((await get('/bug')).statusCode, 500);
+  assert.equal((await get('/internal')).statusCode, 500);
   await new Promise((r) => setTimeout(r, KNOWN_FAILURE_LOG_INTERVAL_MS + 50));
   assert.equal((await get('/down')).statusCode, 503);
   const known = lines.filter((l) => l['msg'] !== 'request failed' && (l['code'] === 'state_unavailable' || l['code'] === 'overloaded'));
-  assert.deepEqual(known.map((l) => [l['level'], l['msg'], l['status'], l['code'], l['cause'], l['repeated'], 'err' in l]), [
-    [40, 'answered 503 state_unavailable', 503, 'state_unavailable', 'Connection is closed.', undefined, false],
-    [40, 'answered 503 overloaded', 503, 'overloaded', undefined, undefined, false],
-    [40, 'answered 503 state_unavailable', 503, 'state_unavailable', 'Connection is closed.', 49, false],
+  assert.deepEqual(known.map((l) => [l['level'], l['msg'], l['status'], l['code'], l['message'], l['cause'], l['repeated'], 'err' in l]), [
+    [40, 'answered 503 state_unavailable', 503, 'state_unavailable', 'Billing state is temporarily unavailable; retry shortly', 'Connection is closed.', undefined, false],
+    [40, 'answered 503 overloaded', 503, 'overloaded', 'busy', undefined, undefined, false],
+    [40, 'answered 503 state_unavailable', 503, 'state_unavailable', 'Billing state is temporarily unavailable; retry shortly', 'Connection is closed.', 49, false],
   ]);
   const bugs = lines.filter((l) => l['msg'] === 'request failed');
-  assert.equal(bugs.length, 3);
-  for (const b of bugs) {
-    assert.equal(b['level'], 50);
-    assert.match(String((b['err'] as { stack?: string }).stack), /TypeError: x is undefined/);
-  }
+  assert.deepEqual(bugs.map((b) => b['level']), [50, 50, 50]);
+  assert.deepEqual(bugs.map((b) => /^(\w+): ([^\n]*)/.exec(String((b['err'] as { stack?: string }).stack))?.slice(1)), [
+    ['TypeError', 'x is undefined'], ['TypeError', 'x is undefined'], ['GatewayError', 'the ledger refused the grant'],
+  ]);
 });
