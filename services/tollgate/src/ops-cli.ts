@@ -80,6 +80,12 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
   if (!res) return 1;
   const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
   process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+  if (command === 'reconcile' && !res.ok && res.status !== 409) {
+    // Not a report (409 is one: its differences): an error answer, named as such.
+    const error = (body.error ?? {}) as { type?: unknown; message?: unknown };
+    process.stderr.write(`tollgate reconcile: failed (${res.status}${error.type ? ` ${String(error.type)}` : ''})${error.message ? `: ${String(error.message)}` : ''}\n`);
+    return 1;
+  }
   if (command === 'reconcile') {
     const diffs = Array.isArray(body.differences) ? body.differences.length : 0;
     const quarantined = Array.isArray(body.quarantined) ? body.quarantined as Array<Record<string, unknown>> : [];
@@ -94,6 +100,7 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
       ? `tollgate reconcile: hot state and warehouse agree on ${String(body.accounts)} ${body.accounts === 1 ? 'account' : 'accounts'}\n`
       : `tollgate reconcile: ${diffs} difference(s)${body.problem ? `: ${String(body.problem)}` : ''}\n`);
     const rolled = body.rollups as { ok?: unknown } | undefined;
+    if (repair && rolled?.ok === true) process.stderr.write('tollgate reconcile: rollups equal the raw events; nothing to repair\n');
     if (!repair || rolled?.ok !== false) return body.ok === true ? 0 : 1;
     return (await repairRollups(url, token)) && diffs === 0 && body.problem === undefined ? 0 : 1;
   }

@@ -158,6 +158,12 @@ test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --ro
   const repaired = await tg('reconcile', '--rollups', '--repair');
   assert.deepEqual([repaired.code, ok<{ rollups: { ok: boolean } }>(repaired).rollups.ok], [0, true]);
   assert.doesNotMatch(repaired.stderr, /repairing/);
+  assert.match(repaired.stderr, /tollgate reconcile: rollups equal the raw events; nothing to repair\n/);
+  // an error answer is named as one, never read as a report ("0 difference(s)")
+  const wrong = await runTollgate(['reconcile', '--rollups', '--repair'], { ADMIN_TOKEN: 'wrong-admin-token-0123456789', TOLLGATE_URL: stack.url });
+  assert.equal(wrong.code, 1);
+  assert.match(wrong.stderr, /\ntollgate reconcile: failed \(401 authentication_error\): invalid admin or finance token\n$/);
+  assert.doesNotMatch(wrong.stderr, /difference/);
   assert.deepEqual(await tg('reconcile', '--repair'), { code: 2, stdout: '', stderr: 'tollgate reconcile: --repair goes with reconcile --rollups\n(see tollgate reconcile --help)\n' });
   const direct = await admin<Record<string, unknown>>(stack.url, 'POST', '/ops/v1/rollups/repair');
   assert.deepEqual([direct.status, direct.json], [200, {
