@@ -19,7 +19,7 @@ import type {
 import { boundedRaw, decodeEvent, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
-import { backfillRollups, repairRecentRollups, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
+import { backfillRollups, recentRollupScope, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
 export interface WarehouseOptions {
   /** taken over by the Warehouse: `close()` closes it */
@@ -28,6 +28,12 @@ export interface WarehouseOptions {
   database?: string;
   /** prepended to every table name, for test isolation; `^[a-z0-9_]*$`, default '' */
   tablePrefix?: string;
+  /**
+   * Told of every repair that changed something: rollup rows rebuilt (a cut insert met again, a
+   * start repair) and ids restored. They are rare and each one means an insert was cut or two
+   * writers raced, so the process logs them (warn). Unset: silent.
+   */
+  onRepair?: (what: { rollupRows?: RollupRepairResult; idsRestored?: number; where: 'insert' | 'start' }) => void;
 }
 
 /** Where an event sits in the durable log, when there is one. */
@@ -261,9 +267,11 @@ export class Warehouse {
    * rollup_skip check trusts `usage_event_ids`. Cleared once that succeeded.
    */
   #idsSuspect = false;
+  readonly #onRepair: WarehouseOptions['onRepair'];
 
   constructor(opts: WarehouseOptions) {
     this.#client = opts.client;
+    this.#onRepair = opts.onRepair;
     this.#t = tableNames(opts.database ?? 'tollgate', opts.tablePrefix ?? '');
   }
 
@@ -400,8 +408,9 @@ export class Warehouse {
     // the same block sent again (two writers racing past the check) is dropped by the raw
     // table's and every rollup's dedup window.
     if (this.#idsSuspect) {
-      await restoreRecentIds(this);
+      const restored = await restoreRecentIds(this);
       this.#idsSuspect = false;
+      if (restored > 0) this.#onRepair?.({ idsRestored: restored, where: 'insert' });
     }
     const { skip, stored } = await this.#markStored(rows);
     slice = slicer();
@@ -438,7 +447,8 @@ export class Warehouse {
         const minute = Math.floor(r.tsMs / 60_000) * 60;
         pairs.set(`${r.account}\t${minute}`, { accountId: r.account, minute });
       }
-      await repairRollups(this, [...pairs.values()]);
+      const rebuilt = await repairRollups(this, [...pairs.values()]);
+      if (rebuilt.minute + rebuilt.hour + rebuilt.day > 0) this.#onRepair?.({ rollupRows: rebuilt, where: 'insert' });
     }
   }
 
@@ -933,7 +943,11 @@ export class Warehouse {
    * For the warehouse sink's start. Throws what ClickHouse throws.
    */
   async repairRecentRollups(withinMs?: number): Promise<RollupRepairResult> {
-    return repairRecentRollups(this, withinMs);
+    // repairRecentRollups (rollup-repair.ts) step by step, to tell onRepair what each did
+    const restored = await restoreRecentIds(this, withinMs);
+    const rebuilt = await repairRollups(this, await recentRollupScope(this, withinMs));
+    if (restored > 0 || rebuilt.minute + rebuilt.hour + rebuilt.day > 0) this.#onRepair?.({ rollupRows: rebuilt, idsRestored: restored, where: 'start' });
+    return rebuilt;
   }
 
   /**

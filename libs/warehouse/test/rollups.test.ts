@@ -9,16 +9,16 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { UsageEventV2 } from '@tollgate/events';
 import {
-  Warehouse, createChdbClickHouse, migrations, rebuildRollups, repairMismatchedRollups, repairRollups, rollupSelect, rollupTable, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
+  Warehouse, createChdbClickHouse, migrations, type WarehouseOptions, rebuildRollups, repairMismatchedRollups, repairRollups, rollupSelect, rollupTable, rollupsMatchRaw, usageEventPage, usageReport, type StoreItem,
 } from '@tollgate/warehouse';
 import { q, v2 } from './usage-fixtures.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tollgate-rollups-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-async function fresh(): Promise<{ w: Warehouse; prefix: string }> {
+async function fresh(onRepair?: WarehouseOptions['onRepair']): Promise<{ w: Warehouse; prefix: string }> {
   const prefix = `r${randomBytes(3).toString('hex')}_`;
-  const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: prefix });
+  const w = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: prefix, ...(onRepair ? { onRepair } : {}) });
   await w.migrate();
   return { w, prefix };
 }
@@ -356,7 +356,8 @@ test('insert cut before the id view (its raw rows and rollup rows written, their
   // Kind: a cut that lost usage_event_ids rows, whatever the rollup views got. The rollup_skip
   // check reads only that table, so before the start repair put the ids back, the redelivered
   // e2…e8 were marked new and counted a second time in every rollup (16 requests).
-  const { w } = await fresh();
+  const repairs: unknown[] = [];
+  const { w } = await fresh((what) => repairs.push(what));
   try {
     const all = events();
     await w.insertUsage([all[0]!]);
@@ -368,6 +369,8 @@ test('insert cut before the id view (its raw rows and rollup rows written, their
     // What a restarted sink does first: 7 ids put back, no rollup row to rebuild.
     assert.deepEqual(await w.repairRecentRollups(), { minute: 0, hour: 0, day: 0 });
     assert.equal(Number((await w.select(`SELECT uniqExact(event_id) AS n FROM ${w.tables.usageIds}`))[0]!['n']), 8);
+    // and the process is told (it logs a warning): 7 ids put back at the start
+    assert.deepEqual(repairs, [{ rollupRows: { minute: 0, hour: 0, day: 0 }, idsRestored: 7, where: 'start' }]);
     // The log redelivers from the committed offset, with events after the cut: e9 (11 µc) is new.
     const e9 = v2({ event_id: 'e9', ts: T('2026-02-02T00:00:01.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
     await w.insertUsage([...all.slice(1), e9]);

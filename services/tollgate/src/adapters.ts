@@ -50,7 +50,11 @@ function openWarehouse(config: Config, logger?: Logger): { warehouse: Warehouse;
     ? createHttpClickHouse({ url: config.clickhouse.url, username: config.clickhouse.username, password: config.clickhouse.password, ...(logger ? { logger } : {}) })
     : createChdbClickHouse({ path: join(config.dataDir, 'chdb') });
   const priority = !config.clickhouse && config.warehouse.backgroundNice > 0 ? lowerBackgroundThreads(config.warehouse.backgroundNice) : undefined;
-  const warehouse = new Warehouse({ client, database: config.database });
+  const warehouse = new Warehouse({
+    client, database: config.database,
+    // rare, and each one means an insert was cut or two consumers raced: worth a line
+    ...(logger ? { onRepair: (what) => logger.warn(what, 'warehouse repaired usage rollups or event ids (a cut insert or a race)') } : {}),
+  });
   return {
     warehouse,
     async close() {
