@@ -3,6 +3,7 @@
 // works again once Redis is back. Real Redis; the gateway's own client options (no offline
 // queue), so a lost connection fails fast exactly as in a deployment.
 import { test } from 'node:test';
+import { once } from 'node:events';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
@@ -42,6 +43,9 @@ test('hot state unreachable: every control route is 503 state_unavailable with r
   assert.equal((await call('PATCH', `/admin/v1/keys/${key.id}`, { name: 'up' })).statusCode, 200);
 
   redis.disconnect(); // the connection is gone; the client does not queue commands
+  // ioredis ends the connection on the socket's close event, not at once: until then its status
+  // is still "ready" (and connect() below refused "already connecting/connected" on a loaded CI)
+  if (redis.status !== 'end') await once(redis, 'end');
   const routes: Array<[string, () => ReturnType<typeof call>]> = [
     ['PATCH key', () => call('PATCH', `/admin/v1/keys/${key.id}`, { status: 'disabled' })],
     ['GET key', () => call('GET', `/admin/v1/keys/${key.id}`)],
