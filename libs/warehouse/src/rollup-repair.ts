@@ -183,17 +183,6 @@ export async function recentRollupScope(w: RollupRepairStore, withinMs = 3_600_0
   return rows.map((r) => ({ accountId: String(r['account_id']), minute: Number(r['m']) }));
 }
 
-/**
- * `restoreRecentIds`, then `repairRollups` over `recentRollupScope`: what the warehouse sink runs
- * when it starts (a previous process may have been killed mid-insert). Ids first: the repair
- * makes the rollups count every raw row, so each of those rows' ids must be in
- * `usage_event_ids` before any of them is redelivered, or the redelivery counts it again.
- */
-export async function repairRecentRollups(w: RollupRepairStore, withinMs = 3_600_000): Promise<RollupRepairResult> {
-  await restoreRecentIds(w, withinMs);
-  return repairRollups(w, await recentRollupScope(w, withinMs));
-}
-
 /** Raw rows the server stamped (`inserted_at`) within the last {within:UInt64} ms, read from the parts written or merged since (see recentRollupScope). */
 function recentRawRows(t: TableNames, columns: string): string {
   return `SELECT ${columns} FROM ${t.usage}

@@ -936,14 +936,16 @@ export class Warehouse {
     return r === undefined ? undefined : usageFromRow(r);
   }
 
-  /** Closes the client given at construction. */
   /**
-   * Repairs the rollup rows a cut insert of the last `withinMs` (default one hour) may have left
-   * wrong (`repairRecentRollups` in rollup-repair.ts); per grain, the (account, bucket) rows rebuilt.
-   * For the warehouse sink's start. Throws what ClickHouse throws.
+   * Repairs what a cut insert of the last `withinMs` (default one hour) may have left wrong, for
+   * the warehouse sink's start (a previous process may have been killed mid-insert):
+   * `restoreRecentIds`, then `repairRollups` over `recentRollupScope` (rollup-repair.ts). Ids
+   * first: the repair makes the rollups count every raw row, so each of those rows' ids must be in
+   * `usage_event_ids` before any of them is redelivered, or the redelivery counts it again.
+   * Returns, per grain, the (account, bucket) rows rebuilt; tells `onRepair` when anything
+   * changed. Throws what ClickHouse throws.
    */
   async repairRecentRollups(withinMs?: number): Promise<RollupRepairResult> {
-    // repairRecentRollups (rollup-repair.ts) step by step, to tell onRepair what each did
     const restored = await restoreRecentIds(this, withinMs);
     const rebuilt = await repairRollups(this, await recentRollupScope(this, withinMs));
     if (restored > 0 || rebuilt.minute + rebuilt.hour + rebuilt.day > 0) this.#onRepair?.({ rollupRows: rebuilt, idsRestored: restored, where: 'start' });
@@ -959,6 +961,7 @@ export class Warehouse {
     return restoreRecentIds(this, withinMs);
   }
 
+  /** Closes the client given at construction. */
   async close(): Promise<void> {
     await this.#client.close();
   }
