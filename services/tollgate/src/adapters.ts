@@ -231,24 +231,36 @@ function redisEndpoint(url: string): string {
   }
 }
 
+/**
+ * Connects `client` (a Redis or a Redis Cluster connection), logging its connection errors as
+ * `errorMessage` from then on; when it does not answer, closes it, runs `cleanup` (what was opened
+ * before it) and throws ServiceUnavailableAtStart naming `what` and `variable`, with the
+ * socket's own error (ioredis rejects with "Connection is closed.", which says nothing).
+ */
+async function connectAtStart(
+  client: Redis | Cluster, logger: Logger, errorMessage: string, what: string, variable: string, cleanup?: () => Promise<void>,
+): Promise<void> {
+  let last: string | undefined;
+  client.on('error', (err: Error) => {
+    last = err.message;
+    logger.warn({ err: err.message }, errorMessage);
+  });
+  try {
+    await client.connect();
+  } catch (err) {
+    client.disconnect();
+    await cleanup?.();
+    const why = (last ?? (err as Error).message).replace(/\.$/, '');
+    throw new ServiceUnavailableAtStart(`${what} (${variable}) is not answering: ${why}; start it, or set ${variable}`);
+  }
+}
+
 /** Many processes: Kafka is the log, Redis the hot state, ClickHouse (or chDB) the warehouse. */
 export async function distributedAdapters(config: Config, logger: Logger): Promise<Adapters> {
   const kafkaConfig = config.kafka!;
   const redisConfig = config.redis!;
   const redis = new Redis(redisConfig.url, standaloneRedisOptions(redisConfig.autoPipelining));
-  let lastRedisError: string | undefined;
-  redis.on('error', (err) => {
-    lastRedisError = err.message;
-    logger.warn({ err: err.message }, 'redis connection error');
-  });
-  try {
-    await redis.connect();
-  } catch (err) {
-    redis.disconnect();
-    // ioredis rejects with "Connection is closed."; the socket's own error says why
-    const why = (lastRedisError ?? (err as Error).message).replace(/\.$/, '');
-    throw new ServiceUnavailableAtStart(`Redis at ${redisEndpoint(redisConfig.url)} (REDIS_URL) is not answering: ${why}; start it, or set REDIS_URL`);
-  }
+  await connectAtStart(redis, logger, 'redis connection error', `Redis at ${redisEndpoint(redisConfig.url)}`, 'REDIS_URL');
 
   const kafka = new Kafka({
     clientId: kafkaConfig.clientId,
@@ -282,19 +294,10 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
       redisOptions: { maxRetriesPerRequest: 1, commandTimeout: 2000, connectTimeout: 2000 },
     })
     : undefined;
-  let lastClusterError: string | undefined;
-  ledgerRedis?.on('error', (err: Error) => {
-    lastClusterError = err.message;
-    logger.warn({ err: err.message }, 'redis cluster connection error');
-  });
-  try {
-    await ledgerRedis?.connect();
-  } catch (err) {
-    ledgerRedis?.disconnect();
-    redis.disconnect();
-    await log.close().catch(() => {});
-    const why = (lastClusterError ?? (err as Error).message).replace(/\.$/, '');
-    throw new ServiceUnavailableAtStart(`the Redis Cluster at ${redisConfig.clusterNodes!.map((n) => `${n.host}:${n.port}`).join(',')} (REDIS_CLUSTER_NODES) is not answering: ${why}; start it, or set REDIS_CLUSTER_NODES`);
+  if (ledgerRedis) {
+    await connectAtStart(ledgerRedis, logger, 'redis cluster connection error',
+      `the Redis Cluster at ${redisConfig.clusterNodes!.map((n) => `${n.host}:${n.port}`).join(',')}`, 'REDIS_CLUSTER_NODES',
+      async () => { redis.disconnect(); await log.close().catch(() => {}); });
   }
   // A Redis that restarted empty answers "not ready" (503) until it is rebuilt, never "no credit".
   const balances = new RedisBalanceStore({ redis: ledgerRedis ?? redis, prefix, requireReady: true });
