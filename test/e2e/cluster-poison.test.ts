@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
-import { Kafka, logLevel, type Producer } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type Producer } from 'kafkajs';
 import { Cluster, newAccount } from '../support/cluster.ts';
 import { requireKafka, requireRedis } from '../support/services.ts';
 import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
@@ -14,6 +14,7 @@ import { grantEvent as grant, usageEvent as usage } from '../support/events.ts';
 
 let cluster: Cluster | undefined;
 let producer: Producer | undefined;
+let kafkaAdmin: Admin | undefined;
 let closeSim: (() => Promise<void>) | undefined;
 
 before(async () => {
@@ -27,12 +28,16 @@ before(async () => {
   await cluster.add('control', { roles: 'control' });
   await cluster.add('control2', { roles: 'control' });
   await cluster.add('gw1', { roles: 'gateway' });
-  producer = new Kafka({ brokers: kafka.split(','), logLevel: logLevel.NOTHING }).producer();
+  const client = new Kafka({ brokers: kafka.split(','), logLevel: logLevel.NOTHING });
+  producer = client.producer();
   await producer.connect();
+  kafkaAdmin = client.admin();
+  await kafkaAdmin.connect();
 });
 
 after(async () => {
   await producer?.disconnect();
+  await kafkaAdmin?.disconnect();
   await cluster?.stopAndRemove();
   await closeSim?.();
 });
@@ -158,10 +163,30 @@ describe('poison in the distributed pipeline', () => {
     const path = `/admin/v1/accounts/${A}/credits`;
     // 9,007,199,253.740991 credits = 2^53 − 1 − 1_000_000 µc: one credit below the bound.
     assert.equal((await c.admin('POST', path, { credits: '9007199253.740991', reference: 'base' })).status, 201);
-    // Ten parallel 0.2-credit grants: every control process's own check passes (the balance it
-    // reads is below the bound), so only the ledger can decide; 5 × 200_000 µc fit exactly.
-    const answers = await Promise.all(Array.from({ length: 10 }, (_, i) =>
-      c.admin<{ error?: { type: string; message: string } }>('POST', path, { credits: '0.2', reference: `race-${i}` }, c.url(i % 2 ? 'control' : 'control2'))));
+    // Ten parallel 0.2-credit grants with the ledger consumer held back (SIGSTOP) until all ten
+    // are in Kafka: every control process's own check passes (the balance it reads is below the
+    // bound), so only the ledger can decide; 5 × 200_000 µc fit exactly. Without the hold, a
+    // request that reads the balance after the ledger applied five is refused by control's own
+    // check (the same 400, nothing published), and fewer than five reach the ledger.
+    const ledgerTopic = `${c.env['KAFKA_TOPIC_PREFIX']}ledger`;
+    const admin = kafkaAdmin!;
+    const inTopic = async () => (await admin.fetchTopicOffsets(ledgerTopic)).reduce((n, p) => n + Number(p.high), 0);
+    const before = await inTopic();
+    c.pause('agg1');
+    let answers: Array<{ status: number; json: { error?: { type: string; message: string } } }>;
+    try {
+      const pending = Promise.all(Array.from({ length: 10 }, (_, i) =>
+        c.admin<{ error?: { type: string; message: string } }>('POST', path, { credits: '0.2', reference: `race-${i}` }, c.url(i % 2 ? 'control' : 'control2'))));
+      await c.eventually('ten grants published', async () => {
+        const n = await inTopic() - before;
+        if (n < 10) throw new Error(`${n} of 10 grants in ${ledgerTopic}`);
+        return n;
+      });
+      c.resume('agg1');
+      answers = await pending;
+    } finally {
+      c.resume('agg1');
+    }
     assert.deepEqual(answers.map((a) => a.status).sort(), [201, 201, 201, 201, 201, 400, 400, 400, 400, 400]);
     for (const a of answers.filter((x) => x.status === 400)) {
       assert.deepEqual([a.json.error?.type, a.json.error?.message], ['invalid_request_error',

@@ -150,6 +150,22 @@ export class Cluster {
     m.child = null;
   }
 
+  /**
+   * SIGSTOP: the process keeps its sockets and group membership (for less than Kafka's 10 s
+   * session) but does nothing until `resume`. What a test uses to hold a consumer back while
+   * requests pile up behind it.
+   */
+  pause(name: string): void {
+    const child = this.#members.get(name)?.child;
+    if (!child || child.exitCode !== null) throw new Error(`${name} is not running`);
+    child.kill('SIGSTOP');
+  }
+
+  /** SIGCONT: a paused process goes on where it stopped. */
+  resume(name: string): void {
+    this.#members.get(name)?.child?.kill('SIGCONT');
+  }
+
   async restart(name: string): Promise<void> {
     await this.kill(name, 'SIGTERM');
     await this.start(name);
