@@ -152,7 +152,25 @@ describe('poison in the distributed pipeline', () => {
     for (const a of answers) assert.equal(a.json.balance_micro_credits, '7000000');
     const other = await c.admin<{ error: { message: string } }>('POST', path, { credits: '8', reference: 'race-ref' }, c.url('control2'));
     assert.equal(other.status, 409);
-    assert.equal(other.json.error.message, 'reference race-ref was already used for 7 credits');
+    assert.equal(other.json.error.message, 'reference race-ref was already used for 7 credits (kind grant)');
+  });
+
+  test('a credit reference reused with another kind over two control processes is a conflict (409): one reference names one entry, applied or only claimed', async (t) => {
+    if (!cluster) return t.skip('Kafka or Redis missing');
+    const c = cluster;
+    const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'kinds' });
+    const path = `/admin/v1/accounts/${acct.json.id}/credits`;
+    assert.equal((await c.admin('POST', path, { credits: '4', kind: 'top_up', reference: 'inv-9' })).status, 201);
+    for (const kind of ['grant', 'refund', 'adjustment'] as const) {
+      const r = await c.admin<{ error: { message: string } }>('POST', path, { credits: '4', kind, reference: 'inv-9' }, c.url('control2'));
+      assert.deepEqual([r.status, r.json.error.message], [409, 'reference inv-9 was already used for 4 credits (kind top_up)'], kind);
+    }
+    const same = await c.admin<{ duplicate: boolean }>('POST', path, { credits: '4', kind: 'top_up', reference: 'inv-9' }, c.url('control2'));
+    assert.deepEqual([same.status, same.json.duplicate], [200, true]);
+    const race = await Promise.all((['refund', 'grant'] as const).map((kind, i) =>
+      c.admin('POST', path, { credits: '2', kind, reference: 'race-kind' }, c.url(i ? 'control' : 'control2'))));
+    assert.deepEqual(race.map((r) => r.status).sort(), [201, 409]);
+    assert.equal((await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${acct.json.id}`)).json.balance_micro_credits, '6000000');
   });
 
   test('balance out of range under concurrent grants over two control processes: the ledger applies up to ±(2^53 − 1) µc exactly, refuses the rest atomically (400, quarantined balance_out_of_range)', async (t) => {

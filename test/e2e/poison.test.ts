@@ -206,8 +206,24 @@ describe('credit grant race (embedded)', () => {
     for (const a of answers) assert.equal(a.json.balance_micro_credits, '7000000');
     const other = await admin<{ error: { type: string; message: string } }>(stack.url, 'POST', path, { credits: '8', reference: 'race-ref' });
     assert.equal(other.status, 409);
-    assert.equal(other.json.error.message, 'reference race-ref was already used for 7 credits');
+    assert.equal(other.json.error.message, 'reference race-ref was already used for 7 credits (kind grant)');
     assert.equal(await settledBalance(stack, acct.json.id), 7_000_000n);
+  });
+
+  test('a credit reference reused with another kind is a conflict (409), whatever the amount: one reference names one entry, applied or only claimed', async () => {
+    const acct = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/accounts', { name: 'kinds' });
+    const path = `/admin/v1/accounts/${acct.json.id}/credits`;
+    assert.equal((await admin(stack.url, 'POST', path, { credits: '4', reference: 'inv-9' })).status, 201);
+    for (const kind of ['top_up', 'refund', 'adjustment'] as const) {
+      const r = await admin<{ error: { type: string; message: string } }>(stack.url, 'POST', path, { credits: '4', kind, reference: 'inv-9' });
+      assert.deepEqual([r.status, r.json.error.type, r.json.error.message], [409, 'invalid_request_error', 'reference inv-9 was already used for 4 credits (kind grant)'], kind);
+    }
+    const same = await admin<{ duplicate: boolean }>(stack.url, 'POST', path, { credits: '4', kind: 'grant', reference: 'inv-9' });
+    assert.deepEqual([same.status, same.json.duplicate], [200, true]);
+    // Racing kinds under one reference: exactly one is credited, the other is told 409.
+    const race = await Promise.all((['refund', 'top_up'] as const).map((kind) => admin(stack.url, 'POST', path, { credits: '2', kind, reference: 'race-kind' })));
+    assert.deepEqual(race.map((r) => r.status).sort(), [201, 409]);
+    assert.equal(await settledBalance(stack, acct.json.id), 6_000_000n);
   });
 
   test('balance out of range under concurrent grants: applied up to ±(2^53 − 1) µc exactly, the rest 400 naming the bound', async () => {

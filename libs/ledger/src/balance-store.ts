@@ -1,4 +1,4 @@
-import type { LedgerEvent, UsageEvent } from '@tollgate/events';
+import type { LedgerEvent, LedgerKind, UsageEvent } from '@tollgate/events';
 
 /**
  * A spend window: a cap on what one key or one account may spend in a calendar period of the
@@ -152,11 +152,25 @@ export interface LedgerQuarantine {
   reason: string;
 }
 
+/**
+ * A credit entry as the hot ledger remembers it under its event id (`credit:<account>:<reference>`),
+ * to answer a repeated reference: the same entry is a duplicate, another one a conflict.
+ */
+export interface LedgerEntry {
+  /** signed micro-credits */
+  amount: bigint;
+  /**
+   * the entry's kind; undefined for an entry a Redis ledger stored before kinds were kept
+   * (2026-12: its amount alone is compared, until a rebuild from the warehouse brings the kind)
+   */
+  kind?: LedgerKind;
+}
+
 /** The outcome of `claimReference`. */
 export type ReferenceClaim =
   | { claimed: true }
-  /** someone else holds the claim (or it is applied): for this amount, micro-credits */
-  | { claimed: false; amount: bigint }
+  /** someone else holds the claim (or it is applied): for this entry */
+  | { claimed: false; entry: LedgerEntry }
   /**
    * the ledger refused an event of this id (quarantined it, e.g. `balance_out_of_range: …`):
    * a reference names one decision for good, so the warehouse's rows stay facts keyed by event id
@@ -225,12 +239,13 @@ export interface BalanceStore {
   /** Balances and positions read in one atomic step (for reconcile). */
   snapshot(): Promise<StateSnapshot>;
   /**
-   * The amount a ledger event was applied with, if it was (to answer a repeated reference).
+   * The entry a ledger event was applied with (amount and kind), if it was (to answer a
+   * repeated reference).
    * `accountId` (the event's account): where a Redis Cluster keeps the id; the methods below
    * that take it too need it there (without it they look at the store-wide ids only), and a
    * standalone store ignores it.
    */
-  ledgerEntry(eventId: string, accountId?: string): Promise<bigint | undefined>;
+  ledgerEntry(eventId: string, accountId?: string): Promise<LedgerEntry | undefined>;
   /**
    * Ledger consumer: sets aside an event it cannot apply (poison) and moves the log position
    * past it in the same atomic step (a position left behind would make every later event of
@@ -241,16 +256,25 @@ export interface BalanceStore {
   /** Every event the ledger consumer quarantined, oldest first. */
   quarantined(): Promise<LedgerQuarantine[]>;
   /**
-   * Control API: claims a ledger event id (`credit:<account>:<reference>`) for one grant of
-   * `amount` micro-credits, atomically, so exactly one of many concurrent requests publishes it.
+   * Control API: claims a ledger event id (`credit:<account>:<reference>`) for one `entry`
+   * (amount and kind), atomically, so exactly one of many concurrent requests publishes it.
    * A claim lapses after `ttlMs` (its claimant may have died before publishing; a later retry
    * then claims it again, and the ledger's event-id idempotency keeps a double publish harmless).
-   * A reference already applied answers `claimed: false` with the applied amount; one the ledger
+   * A reference already applied (or claimed) answers `claimed: false` with its entry; one the ledger
    * refused answers `claimed: false` with `refused` (the quarantine reason).
    */
-  claimReference(eventId: string, amount: bigint, ttlMs: number, accountId?: string): Promise<ReferenceClaim>;
+  claimReference(eventId: string, entry: Required<LedgerEntry>, ttlMs: number, accountId?: string): Promise<ReferenceClaim>;
   /** Gives a claim up early (its publish failed), so a retry need not wait for `ttlMs`. */
   releaseReference(eventId: string, accountId?: string): Promise<void>;
+  /**
+   * A lock across the processes sharing this store (a month close, a rollup repair, a
+   * warehouse migration): true when this caller now holds `name`, false while another does.
+   * It lapses after `ttlMs` (ms) should its holder die; `releaseLock` gives it up. Not a
+   * ledger entry: it never answers a credit reference.
+   */
+  acquireLock(name: string, ttlMs: number): Promise<boolean>;
+  /** Gives a lock up (whoever holds it: call it only after `acquireLock` answered true). */
+  releaseLock(name: string): Promise<void>;
   /**
    * Resolves true once the event is applied; false after `timeoutMs`, or as soon as the event is
    * quarantined instead (then `quarantineReason` says why).
@@ -275,8 +299,8 @@ export interface BalanceStore {
 
 export interface BalanceSnapshot {
   balances: Map<string, bigint>;
-  /** ledger event ids already in the balances, with their amounts (keeps references idempotent) */
-  ledgerEntries: Map<string, bigint>;
+  /** ledger event ids already in the balances, with their entries (keeps references idempotent) */
+  ledgerEntries: Map<string, LedgerEntry>;
   /** the log positions the balances are exact as of (`${topic}:${partition}` → offset) */
   positions?: Map<string, bigint>;
   /**

@@ -1,6 +1,6 @@
 export type {
   HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot, LogPosition, StateSnapshot,
-  LedgerQuarantine, ReferenceClaim, BatchItem, BatchOutcome, HoldAdmission, SpendWindow, SpendWindowName,
+  LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, HoldAdmission, SpendWindow, SpendWindowName,
 } from './balance-store.ts';
 export { positionKey, windowBounds, SPEND_WINDOW_NAMES, StoreNotReadyError } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';

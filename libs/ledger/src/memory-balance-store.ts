@@ -1,7 +1,7 @@
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { checkTtlMs, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
-  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
   ReferenceClaim, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
@@ -32,13 +32,15 @@ export class MemoryBalanceStore implements BalanceStore {
    */
   #earliestExpiry = new Map<string, number>();
   #heldByAccount = new Map<string, bigint>();
-  #ledgerEntries = new Map<string, bigint>();
+  #ledgerEntries = new Map<string, LedgerEntry>();
   #usageSeen = new Map<string, number>();
   #usageMemoryMs: number;
   #waiters = new Map<string, Array<(applied: boolean) => void>>();
   #now: () => number;
   #quarantine = new Map<string, LedgerQuarantine>();
-  #claims = new Map<string, { amount: bigint; until: number }>();
+  #claims = new Map<string, { entry: Required<LedgerEntry>; until: number }>();
+  /** lock name → the time (ms) it lapses */
+  #locks = new Map<string, number>();
   /** event id → reason, for events the consumer quarantined (control answers from it) */
   #rejected = new Map<string, string>();
 
@@ -158,7 +160,7 @@ export class MemoryBalanceStore implements BalanceStore {
     const amount = BigInt(event.amount_micros);
     const after = (this.#balances.get(event.account_id) ?? 0n) + amount;
     if (after > MAX_MONEY_MICROS || after < -MAX_MONEY_MICROS) return 'out_of_range';
-    this.#ledgerEntries.set(event.event_id, amount);
+    this.#ledgerEntries.set(event.event_id, { amount, kind: event.kind });
     this.#claims.delete(event.event_id);
     this.#credit(event.account_id, amount);
     this.#notify(event.event_id, true);
@@ -204,8 +206,9 @@ export class MemoryBalanceStore implements BalanceStore {
     return { balances: new Map(this.#balances), positions: new Map(), ready: true };
   }
 
-  async ledgerEntry(eventId: string): Promise<bigint | undefined> {
-    return this.#ledgerEntries.get(eventId);
+  async ledgerEntry(eventId: string): Promise<LedgerEntry | undefined> {
+    const entry = this.#ledgerEntries.get(eventId);
+    return entry && { ...entry };
   }
 
   async quarantine(record: LedgerQuarantine, _position?: LogPosition): Promise<ApplyResult> {
@@ -227,20 +230,31 @@ export class MemoryBalanceStore implements BalanceStore {
     return [...this.#quarantine.values()].map((r) => ({ ...r }));
   }
 
-  async claimReference(eventId: string, amount: bigint, ttlMs: number): Promise<ReferenceClaim> {
+  async claimReference(eventId: string, entry: Required<LedgerEntry>, ttlMs: number): Promise<ReferenceClaim> {
     const applied = this.#ledgerEntries.get(eventId);
-    if (applied !== undefined) return { claimed: false, amount: applied };
+    if (applied !== undefined) return { claimed: false, entry: { ...applied } };
     const refused = this.#rejected.get(eventId);
     if (refused !== undefined) return { claimed: false, refused };
     const now = this.#now();
     const claim = this.#claims.get(eventId);
-    if (claim && claim.until > now) return { claimed: false, amount: claim.amount };
-    this.#claims.set(eventId, { amount, until: now + ttlMs });
+    if (claim && claim.until > now) return { claimed: false, entry: { ...claim.entry } };
+    this.#claims.set(eventId, { entry: { ...entry }, until: now + ttlMs });
     return { claimed: true };
   }
 
   async releaseReference(eventId: string): Promise<void> {
     this.#claims.delete(eventId);
+  }
+
+  async acquireLock(name: string, ttlMs: number): Promise<boolean> {
+    const now = this.#now();
+    if ((this.#locks.get(name) ?? -Infinity) > now) return false;
+    this.#locks.set(name, now + ttlMs);
+    return true;
+  }
+
+  async releaseLock(name: string): Promise<void> {
+    this.#locks.delete(name);
   }
 
   waitApplied(eventId: string, timeoutMs: number): Promise<boolean> {

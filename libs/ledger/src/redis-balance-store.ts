@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
-import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
+import { MAX_MONEY_MICROS, type LedgerEvent, type LedgerKind, type UsageEvent } from '@tollgate/events';
 import { checkTtlMs, positionKey, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
 import type {
-  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerQuarantine, LogPosition,
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
   ReferenceClaim, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
@@ -54,7 +54,7 @@ interface LedgerScripts {
     pos: string, accounts: string, hwin: string, eventId: string, cost: Amount, memoryMs: string, account: string,
     field: string, offset: string, readyKey: string): Promise<number>;
   tollgateLedgerApplyLedger(ledger: string, bal: string, pos: string, accounts: string, eventId: string,
-    amount: Amount, account: string, field: string, offset: string, readyKey: string, bound: Amount): Promise<number>;
+    amount: Amount, account: string, field: string, offset: string, readyKey: string, bound: Amount, kind: LedgerKind): Promise<number>;
   /** variable key count: called with the number of keys first */
   tollgateLedgerApplyBatch(numKeys: number, ...keysAndArgs: string[]): Promise<Array<number | string>>;
   tollgateLedgerCheckPosition(pos: string, field: string, offset: string, readyKey: string): Promise<number>;
@@ -63,8 +63,8 @@ interface LedgerScripts {
   tollgateLedgerSnapshot(accounts: string, pos: string, ready: string, balPrefix: string): Promise<Array<string | number>>;
   tollgateLedgerQuarantine(quarantine: string, pos: string, rejected: string, ledger: string, recordField: string,
     record: string, field: string, offset: string, readyKey: string, eventId: string, reason: string): Promise<number>;
-  tollgateLedgerClaimReference(ledger: string, claim: string, rejected: string, eventId: string, amount: Amount,
-    ttlMs: string): Promise<[number, Amount]>;
+  tollgateLedgerClaimReference(ledger: string, claim: string, rejected: string, eventId: string, entry: string,
+    ttlMs: string): Promise<[number, string]>;
   tollgateLedgerClusterBegin(ready: string, pos: string, ...fields: string[]): Promise<Array<string | null>>;
   tollgateLedgerClusterAdvance(ready: string, pos: string, generation: string, ...pairs: string[]): Promise<number>;
   tollgateLedgerClusterLoad(gen: string, ready: string, pos: string, layout: string, ...args: string[]): Promise<number>;
@@ -331,7 +331,7 @@ export class RedisBalanceStore implements BalanceStore {
     const [field, offset] = positionArgs(position);
     return verdict(await this.#scripts.tollgateLedgerApplyLedger(
       this.#ledgerKey(), this.#accountKeys(event.account_id).bal, this.#key('pos'), this.#key('accounts'),
-      event.event_id, amount, event.account_id, field, offset, this.#readyArg(), MAX_MONEY_MICROS.toString()));
+      event.event_id, amount, event.account_id, field, offset, this.#readyArg(), MAX_MONEY_MICROS.toString(), event.kind));
   }
 
   /**
@@ -355,7 +355,7 @@ export class RedisBalanceStore implements BalanceStore {
         refused = { verdict: 'failed', error: err instanceof Error ? err : new Error(String(err)) };
         break;
       }
-      args.push(packEvent(event.type === 'usage' ? 'u' : 'l', event.event_id, amount, event.account_id, position));
+      args.push(packEvent(event, amount, event.account_id, position));
       sent++;
     }
     const out: BatchOutcome[] = [];
@@ -429,7 +429,7 @@ export class RedisBalanceStore implements BalanceStore {
       const k = this.#accountKeys(account);
       if (event.type === 'usage') group.keys.push(this.#idScope(account).usage(event.event_id), k.bal, k.held, k.holds, k.expiry, k.hwin);
       else group.keys.push(k.bal);
-      group.args.push(packEvent(event.type === 'usage' ? 'u' : 'l', event.event_id, amount, account, position));
+      group.args.push(packEvent(event, amount, account, position));
       group.at.push(i);
     }
     await Promise.all([...groups.values()].map(async (g) => {
@@ -525,9 +525,9 @@ export class RedisBalanceStore implements BalanceStore {
     return { ready, balances, positions };
   }
 
-  async ledgerEntry(eventId: string, accountId?: string): Promise<bigint | undefined> {
-    const amount = await this.#redis.hget(this.#idScope(accountId).ledger, eventId);
-    return amount === null ? undefined : BigInt(amount);
+  async ledgerEntry(eventId: string, accountId?: string): Promise<LedgerEntry | undefined> {
+    const entry = await this.#redis.hget(this.#idScope(accountId).ledger, eventId);
+    return entry === null ? undefined : decodeLedgerEntry(entry);
   }
 
   /**
@@ -562,17 +562,28 @@ export class RedisBalanceStore implements BalanceStore {
     }).sort((a, b) => (a.topic + a.partition).localeCompare(b.topic + b.partition) || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
   }
 
-  async claimReference(eventId: string, amount: bigint, ttlMs: number, accountId?: string): Promise<ReferenceClaim> {
+  async claimReference(eventId: string, entry: Required<LedgerEntry>, ttlMs: number, accountId?: string): Promise<ReferenceClaim> {
     if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
+    int64(entry.amount, 'claimed amount');
     const scope = this.#idScope(accountId);
     const [ok, held] = await this.#scripts.tollgateLedgerClaimReference(
-      scope.ledger, scope.claim(eventId), scope.rejected, eventId, int64(amount, 'claimed amount'), String(ttlMs));
+      scope.ledger, scope.claim(eventId), scope.rejected, eventId, encodeLedgerEntry(entry), String(ttlMs));
     if (ok === 2) return { claimed: false, refused: held };
-    return ok === 1 ? { claimed: true } : { claimed: false, amount: BigInt(held) };
+    return ok === 1 ? { claimed: true } : { claimed: false, entry: decodeLedgerEntry(held) };
   }
 
   async releaseReference(eventId: string, accountId?: string): Promise<void> {
     await this.#redis.del(this.#idScope(accountId).claim(eventId));
+  }
+
+  /** `SET NX PX` on the store-wide claim key of `name` (where locks were claims before 2026-12). */
+  async acquireLock(name: string, ttlMs: number): Promise<boolean> {
+    if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
+    return (await this.#redis.set(this.#idScope(undefined).claim(name), 'lock', 'PX', ttlMs, 'NX')) === 'OK';
+  }
+
+  async releaseLock(name: string): Promise<void> {
+    await this.#redis.del(this.#idScope(undefined).claim(name));
   }
 
   async waitApplied(eventId: string, timeoutMs: number, accountId?: string): Promise<boolean> {
@@ -621,7 +632,7 @@ export class RedisBalanceStore implements BalanceStore {
     const args: string[] = [`${this.#prefix}bal:`, String(snapshot.balances.size)];
     for (const [accountId, balance] of snapshot.balances) args.push(accountId, int64(balance, `balance of ${accountId}`));
     args.push(String(snapshot.ledgerEntries.size));
-    for (const [eventId, amount] of snapshot.ledgerEntries) args.push(eventId, int64(amount, `ledger entry ${eventId}`));
+    for (const [eventId, entry] of snapshot.ledgerEntries) args.push(eventId, encodeLedgerEntry(entry));
     const positions = snapshot.positions ?? new Map<string, bigint>();
     args.push(String(positions.size));
     for (const [field, offset] of positions) args.push(field, offset.toString());
@@ -635,7 +646,7 @@ export class RedisBalanceStore implements BalanceStore {
       if (a === undefined) throw new Error(`load on Redis Cluster: ${what} ${id} has no account in snapshot.eventAccounts`);
       return a;
     };
-    const entries = [...snapshot.ledgerEntries].map(([id, amount]) => ({ id, amount: int64(amount, `ledger entry ${id}`), account: accountOf(id, 'ledger entry') }));
+    const entries = [...snapshot.ledgerEntries].map(([id, entry]) => ({ id, entry: encodeLedgerEntry(entry), account: accountOf(id, 'ledger entry') }));
     const ids = (snapshot.usageIds ?? []).map((id) => ({ id, account: accountOf(id, 'usage id') }));
     const balances = [...snapshot.balances].map(([account, b]) => ({ account, balance: int64(b, `balance of ${account}`) }));
     const store = [this.#g('gen'), this.#g('ready'), this.#g('pos'), this.#g('layout')] as const;
@@ -662,7 +673,7 @@ export class RedisBalanceStore implements BalanceStore {
     // effects applied before this rebuild (or slipping in before its marks) stop counting.
     await each(ids, ({ id, account }) => put(this.#idScope(account).usage(id), 'setpx', gen, this.#usageMemoryMs));
     await each(balances, ({ account, balance }) => put(this.#accountKeys(account).bal, 'set', balance));
-    await each(entries, ({ id, amount, account }) => put(this.#idScope(account).ledger, 'hset', id, amount));
+    await each(entries, ({ id, entry, account }) => put(this.#idScope(account).ledger, 'hset', id, entry));
     const turned = await this.#perSlot((p, slot) => {
       const marker = this.#slotMarker(slot);
       (p as unknown as LedgerScripts).tollgateLedgerClusterLoadPut(marker, marker, loading, 'ready', gen);
@@ -859,16 +870,36 @@ function batchOutcomes(raw: Array<number | string>): BatchOutcome[] {
 
 /**
  * One batch event as apply-batch.lua's single packed argument:
- * `<kind><amount> <offset> <id bytes> <account bytes> <event id><account id><position field>`.
+ * `<type><amount><ledger kind> <offset> <id bytes> <account bytes> <event id><account id><position field>`,
+ * type `u` (usage, no kind) or `l` (ledger, its kind: `l5000000grant …`).
  * The lengths are UTF-8 byte counts (what the client sends and Lua's string.sub counts), so an
  * id or account may hold any characters, the space included, with no escaping; the position
  * field (`topic:partition`, or '' without a position) is the rest. `amount` is an integer
  * string already checked to fit in 64 bits (µc); the offset is '' without a position.
  */
-export function packEvent(kind: 'u' | 'l', eventId: string, amount: Amount, accountId: string, position: LogPosition | undefined): string {
+export function packEvent(event: Pick<UsageEvent, 'type' | 'event_id'> | Pick<LedgerEvent, 'type' | 'event_id' | 'kind'>, amount: Amount, accountId: string, position: LogPosition | undefined): string {
   const offset = position ? position.offset.toString() : '';
   const field = position ? positionKey(position.topic, position.partition) : '';
-  return `${kind}${amount} ${offset} ${Buffer.byteLength(eventId)} ${Buffer.byteLength(accountId)} ${eventId}${accountId}${field}`;
+  const head = event.type === 'usage' ? `u${amount}` : `l${amount}${event.kind}`;
+  return `${head} ${offset} ${Buffer.byteLength(event.event_id)} ${Buffer.byteLength(accountId)} ${event.event_id}${accountId}${field}`;
+}
+
+/**
+ * A ledger entry as the ledger hash keeps it: `<amount> <kind>` (µc, signed), as the apply
+ * scripts write it (lua/ledger-fn.lua). `decodeLedgerEntry` also reads a bare `<amount>`, what
+ * the hash held before kinds were kept (2026-12); its kind is then unknown.
+ * Throws a RangeError when the amount does not fit in 64 bits.
+ */
+export function encodeLedgerEntry(entry: LedgerEntry): string {
+  const amount = int64(entry.amount, 'ledger entry amount');
+  return entry.kind === undefined ? amount : `${amount} ${entry.kind}`;
+}
+
+/** The inverse of `encodeLedgerEntry`; throws on text it did not write. */
+export function decodeLedgerEntry(text: string): LedgerEntry {
+  const m = /^(-?\d+)(?: (grant|top_up|refund|adjustment))?$/.exec(text);
+  if (!m) throw new Error(`ledger entry not understood: ${JSON.stringify(text.slice(0, 100))}`);
+  return m[2] === undefined ? { amount: BigInt(m[1]!) } : { amount: BigInt(m[1]!), kind: m[2] as LedgerKind };
 }
 
 function positionArgs(p: LogPosition | undefined): [string, string] {

@@ -26,6 +26,9 @@ function ledgerEvent(accountId: string, amount: bigint, eventId = id('credit')):
   };
 }
 
+/** A grant entry of `amount` µc (what claimReference claims). */
+const grant = (amount: bigint) => ({ amount, kind: 'grant' as const });
+
 function usageEvent(accountId: string, eventId: string, cost: bigint): UsageEvent {
   return {
     type: 'usage', event_id: eventId, ts: Date.now(), account_id: accountId, key_id: 'key-1',
@@ -183,18 +186,26 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.get(account), { balance: 800n, held: 0n, available: 800n });
     });
 
-    it('a duplicate applyLedger is a no-op and ledgerEntry returns the first amount', async (store) => {
+    it('a duplicate applyLedger is a no-op and ledgerEntry returns the first entry, amount and kind', async (store) => {
       const account = id('acct');
       const eventId = id('credit');
       assert.equal(await store.ledgerEntry(eventId, account), undefined);
       assert.equal(await store.applyLedger(ledgerEvent(account, 500n, eventId)), 'applied');
       assert.equal(await store.applyLedger(ledgerEvent(account, 500n, eventId)), 'duplicate');
       assert.equal(await store.applyLedger(ledgerEvent(account, 900n, eventId)), 'duplicate');
-      assert.equal(await store.ledgerEntry(eventId, account), 500n);
+      assert.equal(await store.applyLedger({ ...ledgerEvent(account, 500n, eventId), kind: 'refund' }), 'duplicate');
+      assert.deepEqual(await store.ledgerEntry(eventId, account), { amount: 500n, kind: 'grant' });
       const refund = id('credit');
       assert.equal(await store.applyLedger(ledgerEvent(account, -120n, refund)), 'applied');
-      assert.equal(await store.ledgerEntry(refund, account), -120n);
+      assert.deepEqual(await store.ledgerEntry(refund, account), { amount: -120n, kind: 'adjustment' });
       assert.deepEqual(await store.get(account), { balance: 380n, held: 0n, available: 380n });
+      // Every kind is kept as it was applied (the batch path included).
+      const kinds = ['grant', 'top_up', 'refund', 'adjustment'] as const;
+      const ids = kinds.map(() => id('credit'));
+      assert.deepEqual((await store.applyBatch(kinds.map((kind, i) => ({ event: { ...ledgerEvent(account, 1n, ids[i]), kind } })))).map((o) => o.verdict),
+        ['applied', 'applied', 'applied', 'applied']);
+      for (const [i, kind] of kinds.entries()) assert.deepEqual(await store.ledgerEntry(ids[i]!, account), { amount: 1n, kind });
+      assert.deepEqual(await store.get(account), { balance: 384n, held: 0n, available: 384n });
     });
 
     it('waitApplied resolves true for applied ledger and usage events', async (store) => {
@@ -272,7 +283,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       const loadedEntry = id('credit');
       await store.load({
         balances: new Map([[kept, 1_000n], [added, 7n]]),
-        ledgerEntries: new Map([[loadedEntry, 1_007n]]),
+        ledgerEntries: new Map([[loadedEntry, { amount: 1_007n, kind: 'grant' as const }]]),
         eventAccounts: new Map([[loadedEntry, added]]),
       });
 
@@ -280,7 +291,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.get(dropped), { balance: 0n, held: 0n, available: 0n });
       assert.deepEqual(await store.get(kept), { balance: 1_000n, held: 4n, available: 996n });
       assert.equal(await store.ledgerEntry(oldEntry, kept), undefined);
-      assert.equal(await store.ledgerEntry(loadedEntry, added), 1_007n);
+      assert.deepEqual(await store.ledgerEntry(loadedEntry, added), { amount: 1_007n, kind: 'grant' });
       assert.equal(await store.applyLedger(ledgerEvent(added, 1_007n, loadedEntry)), 'duplicate');
       assert.deepEqual(await store.get(added), { balance: 7n, held: 0n, available: 7n });
       // The hold survived the load and still closes with its usage.
@@ -294,7 +305,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       // The warehouse snapshot at usage:0 = -1 (nothing of the partition yet); it knows one usage
       // id from another partition.
       const snapshot = {
-        balances: new Map([[account, 1_000_000n]]), ledgerEntries: new Map<string, bigint>(), positions: new Map([['usage:0', -1n]]),
+        balances: new Map([[account, 1_000_000n]]), ledgerEntries: new Map(), positions: new Map([['usage:0', -1n]]),
         usageIds: [inSnapshot], eventAccounts: new Map([[inSnapshot, account]]),
       };
       await store.load(snapshot);
@@ -331,7 +342,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.get(account), { balance: 3n, held: 0n, available: 3n });
       const entry = id('credit');
       await store.applyLedger(ledgerEvent(account, -max, entry));
-      assert.equal(await store.ledgerEntry(entry, account), -max);
+      assert.deepEqual(await store.ledgerEntry(entry, account), { amount: -max, kind: 'adjustment' });
       assert.deepEqual(await store.balances(), new Map([[account, 3n - max]]));
     });
 
@@ -358,7 +369,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
     it('a quarantined ledger event wakes its waiter with false, keeps its reason, and its reference stays refused', async (store) => {
       const account = id('acct');
       const entry = `credit:${account}:ref-refused`;
-      assert.deepEqual(await store.claimReference(entry, 5n, HOUR, account), { claimed: true });
+      assert.deepEqual(await store.claimReference(entry, grant(5n), HOUR, account), { claimed: true });
       const waiting = store.waitApplied(entry, 5_000, account);
       const reason = 'balance_out_of_range: 5 micro-credits would take the balance outside the bound';
       assert.equal(await store.quarantine({ event_id: entry, topic: 'ledger', partition: -1, offset: -1n, kind: 'apply_failed', reason }, undefined, account), 'applied');
@@ -367,7 +378,7 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.equal(await store.quarantineReason(entry, account), reason);
       assert.equal(await store.quarantineReason(`credit:${account}:other`, account), undefined);
       await store.releaseReference(entry, account);
-      assert.deepEqual(await store.claimReference(entry, 4n, HOUR, account), { claimed: false, refused: reason });
+      assert.deepEqual(await store.claimReference(entry, grant(4n), HOUR, account), { claimed: false, refused: reason });
       // An applied id keeps its applied outcome even if a redelivered copy went bad.
       const paid = `credit:${account}:ref-paid`;
       await store.applyLedger(ledgerEvent(account, 4n, paid));
@@ -376,26 +387,30 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.equal(await store.waitApplied(paid, 1_000, account), true);
     });
 
-    it('50 concurrent claims of one credit reference: exactly one is claimed, the rest see its amount', async (store) => {
+    it('50 concurrent claims of one credit reference: exactly one is claimed, the rest see its entry (amount and kind)', async (store) => {
       const account = id('acct');
       const entry = `credit:${account}:ref-1`;
-      const claims = await Promise.all(Array.from({ length: 50 }, () => store.claimReference(entry, 7n * CREDIT, HOUR, account)));
+      const claims = await Promise.all(Array.from({ length: 50 }, (_, i) =>
+        store.claimReference(entry, { amount: 7n * CREDIT, kind: i % 2 ? 'grant' : 'refund' }, HOUR, account)));
+      const won = claims.findIndex((c) => c.claimed);
       assert.equal(claims.filter((c) => c.claimed).length, 1);
-      for (const c of claims) if (!c.claimed) assert.deepEqual(c, { claimed: false, amount: 7n * CREDIT });
-      // Once applied, the reference answers with the applied amount for good.
-      await store.applyLedger(ledgerEvent(account, 7n * CREDIT, entry));
-      assert.deepEqual(await store.claimReference(entry, 9n * CREDIT, HOUR, account), { claimed: false, amount: 7n * CREDIT });
+      const claimed = { amount: 7n * CREDIT, kind: won % 2 ? 'grant' : 'refund' };
+      for (const c of claims) if (!c.claimed) assert.deepEqual(c, { claimed: false, entry: claimed });
+      // Once applied, the reference answers with the applied entry for good, kind included.
+      await store.applyLedger({ ...ledgerEvent(account, 7n * CREDIT, entry), kind: 'top_up' });
+      assert.deepEqual(await store.claimReference(entry, grant(9n * CREDIT), HOUR, account), { claimed: false, entry: { amount: 7n * CREDIT, kind: 'top_up' } });
+      assert.deepEqual(await store.ledgerEntry(entry, account), { amount: 7n * CREDIT, kind: 'top_up' });
     });
 
     it('a claimant that died: its claim lapses after ttlMs and the reference can be claimed again', async (store) => {
       const account = id('acct');
       const entry = `credit:${account}:ref-dead`;
-      assert.deepEqual(await store.claimReference(entry, 5n, 50, account), { claimed: true });
-      assert.deepEqual(await store.claimReference(entry, 5n, 50, account), { claimed: false, amount: 5n });
+      assert.deepEqual(await store.claimReference(entry, grant(5n), 50, account), { claimed: true });
+      assert.deepEqual(await store.claimReference(entry, grant(5n), 50, account), { claimed: false, entry: grant(5n) });
       await sleep(120);
-      assert.deepEqual(await store.claimReference(entry, 5n, 50, account), { claimed: true });
+      assert.deepEqual(await store.claimReference(entry, grant(5n), 50, account), { claimed: true });
       await store.releaseReference(entry, account);
-      assert.deepEqual(await store.claimReference(entry, 6n, HOUR, account), { claimed: true });
+      assert.deepEqual(await store.claimReference(entry, grant(6n), HOUR, account), { claimed: true });
     });
 
     it('a quarantined event is recorded once and changes no balance', async (store) => {

@@ -26,11 +26,13 @@ const at = (offset: bigint) => ({ topic: 'usage', partition: 3, offset });
 const INT64_MAX = 2n ** 63n - 1n;
 const MAX_MONEY = 2n ** 53n - 1n;
 
-test('batch encoding: packEvent is kind+amount, offset, UTF-8 byte lengths of id and account, then id, account and position field', () => {
-  assert.equal(packEvent('u', 'req 1', '7000', 'acct|9', at(42n)), 'u7000 42 5 6 req 1acct|9usage:3');
+test('batch encoding: packEvent is type+amount(+ledger kind), offset, UTF-8 byte lengths of id and account, then id, account and position field', () => {
+  const u = (event_id: string) => ({ type: 'usage' as const, event_id });
+  assert.equal(packEvent(u('req 1'), '7000', 'acct|9', at(42n)), 'u7000 42 5 6 req 1acct|9usage:3');
   // 'é' is 2 bytes and '🚀' 4 in UTF-8: the lengths count bytes, as Lua's string.sub does.
-  assert.equal(packEvent('l', 'é', '-5', '🚀', undefined), 'l-5  2 4 é🚀');
-  assert.equal(packEvent('u', '', INT64_MAX.toString(), '3 4 ', at(0n)), `u${INT64_MAX} 0 0 4 3 4 usage:3`);
+  assert.equal(packEvent({ type: 'ledger', event_id: 'é', kind: 'adjustment' }, '-5', '🚀', undefined), 'l-5adjustment  2 4 é🚀');
+  assert.equal(packEvent({ type: 'ledger', event_id: 'g', kind: 'top_up' }, '5', 'a', at(1n)), 'l5top_up 1 1 1 gausage:3');
+  assert.equal(packEvent(u(''), INT64_MAX.toString(), '3 4 ', at(0n)), `u${INT64_MAX} 0 0 4 3 4 usage:3`);
 });
 
 /**
@@ -93,7 +95,7 @@ test('batch encoding (standalone layout): hostile ids and accounts, 64-bit amoun
   assert.equal(await redis.get(`${prefix}bal:{${a}}`), (MAX_MONEY - 7_000n).toString());
   assert.equal(await redis.get(`${prefix}bal:{${b}}`), (-INT64_MAX).toString());
   assert.equal(await redis.exists(`${prefix}u:${ids[0]}`, `${prefix}u:${ids[3]}`, `${prefix}u:${ids[4]}`), 2);
-  assert.equal(await redis.hget(`${prefix}ledger`, ids[2]!), MAX_MONEY.toString());
+  assert.equal(await redis.hget(`${prefix}ledger`, ids[2]!), `${MAX_MONEY} grant`);
   assert.equal(await redis.hget(`${prefix}ledger-pos`, 'usage:3'), '2');
   assert.deepEqual((await redis.smembers(`${prefix}ledger-accounts`)).sort(), [a, b].sort());
 });

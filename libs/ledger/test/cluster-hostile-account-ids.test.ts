@@ -57,7 +57,7 @@ test('Redis Cluster: every call that takes an account works for hostile account 
   const loaded = new Map(HOSTILE.map((a) => [a, 1_000n]));
   await store.load({
     balances: loaded, positions: new Map([['usage:0', -1n]]),
-    ledgerEntries: new Map(HOSTILE.map((a, i) => [`old-l${i}`, 1_000n])),
+    ledgerEntries: new Map(HOSTILE.map((a, i) => [`old-l${i}`, { amount: 1_000n, kind: 'grant' as const }])),
     usageIds: HOSTILE.map((_, i) => `old-u${i}`),
     eventAccounts: new Map(HOSTILE.flatMap((a, i) => [[`old-l${i}`, a], [`old-u${i}`, a]])),
   });
@@ -66,7 +66,7 @@ test('Redis Cluster: every call that takes an account works for hostile account 
   const at = () => ({ topic: 'usage', partition: 0, offset: offset++ });
   for (const [i, a] of HOSTILE.entries()) {
     const what = `account ${JSON.stringify(a)}`;
-    assert.equal(await store.ledgerEntry(`old-l${i}`, a), 1_000n, what);
+    assert.deepEqual(await store.ledgerEntry(`old-l${i}`, a), { amount: 1_000n, kind: 'grant' }, what);
     assert.equal(await store.applyLedger(grant(`old-l${i}`, a, 1_000n), at()), 'duplicate', what);
     assert.equal(await store.applyUsage(usage(`old-u${i}`, a, 1n), at()), 'duplicate', what);
     assert.equal(await store.applyLedger(grant(`g${i}`, a, 500n), at()), 'applied', what);
@@ -88,8 +88,8 @@ test('Redis Cluster: every call that takes an account works for hostile account 
     assert.deepEqual(await store.get(a), { balance: 1_300n, held: 0n, available: 1_300n }, what);
     assert.equal(await store.waitApplied(`h${i}`, 1_000, a), true, what);
     // reference claims
-    assert.deepEqual(await store.claimReference(`c${i}`, 7n, 60_000, a), { claimed: true }, what);
-    assert.deepEqual(await store.claimReference(`c${i}`, 7n, 60_000, a), { claimed: false, amount: 7n }, what);
+    assert.deepEqual(await store.claimReference(`c${i}`, { amount: 7n, kind: 'grant' }, 60_000, a), { claimed: true }, what);
+    assert.deepEqual(await store.claimReference(`c${i}`, { amount: 7n, kind: 'grant' }, 60_000, a), { claimed: false, entry: { amount: 7n, kind: 'grant' } }, what);
     await store.releaseReference(`c${i}`, a);
     // quarantine of an (invalid) event carrying this account id: recorded, position moved past it
     const q = at();

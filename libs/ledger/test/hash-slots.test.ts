@@ -92,7 +92,7 @@ test('standalone layout: every request-path script call keeps its keys in the on
       await store.applyLedger({ type: 'ledger', event_id: `grant-${a}`, ts: Date.now(), account_id: a, kind: 'grant', amount_micros: '5000', reference: `r-${a}` },
         { topic: 'ledger', partition: i, offset: 0n });
       await store.applyBatch([{ event: usage(`b-${a}`, a, '10'), position: { topic: 'usage', partition: i, offset: 1n } }]);
-      await store.claimReference(`claim-${a}`, 10n, 60_000);
+      await store.claimReference(`claim-${a}`, { amount: 10n, kind: 'grant' }, 60_000);
       await store.quarantine({ event_id: `q-${a}`, topic: 'usage', partition: i, offset: 2n, kind: 'invalid_event', reason: 'test' },
         { topic: 'usage', partition: i, offset: 2n });
       await store.checkPosition({ topic: 'control', partition: i, offset: 0n });
@@ -144,7 +144,7 @@ test('Redis Cluster layout: every script call of every kind keeps its keys in on
   const accounts = ['acct_alpha', 'acct_beta', 'acct_gamma'];
   try {
     await store.load({
-      balances: new Map(accounts.map((a) => [a, 1_000_000n])), ledgerEntries: new Map([['g0', 1n]]),
+      balances: new Map(accounts.map((a) => [a, 1_000_000n])), ledgerEntries: new Map([['g0', { amount: 1n, kind: 'grant' as const }]]),
       usageIds: ['u0'], eventAccounts: new Map([['g0', accounts[0]!], ['u0', accounts[1]!]]), positions: new Map([['usage:0', 0n]]),
     });
     for (const [i, a] of accounts.entries()) {
@@ -157,7 +157,7 @@ test('Redis Cluster layout: every script call of every kind keeps its keys in on
       assert.equal(await store.applyUsage(usage(`u1-${a}`, a, '7000'), { topic: 'usage', partition: 1 + i, offset: 0n }), 'applied');
       assert.equal(await store.applyLedger({ type: 'ledger', event_id: `grant-${a}`, ts: Date.now(), account_id: a, kind: 'grant', amount_micros: '5000', reference: `r-${a}` },
         { topic: 'ledger', partition: i, offset: 0n }), 'applied');
-      await store.claimReference(`claim-${a}`, 10n, 60_000, a);
+      await store.claimReference(`claim-${a}`, { amount: 10n, kind: 'grant' }, 60_000, a);
       await store.releaseReference(`claim-${a}`, a);
       await store.quarantine({ event_id: `q-${a}`, topic: 'usage', partition: 1 + i, offset: 1n, kind: 'apply_failed', reason: 'test' },
         { topic: 'usage', partition: 1 + i, offset: 1n }, a);
@@ -167,7 +167,7 @@ test('Redis Cluster layout: every script call of every kind keeps its keys in on
     // One batch over the three accounts: one call per account, plus the store-wide begin and advance.
     assert.deepEqual((await store.applyBatch(accounts.map((a, j) => ({ event: usage(`b-${a}`, a, '10'), position: { topic: 'usage', partition: 0, offset: BigInt(j + 1) } }))))
       .map((o) => o.verdict), ['applied', 'applied', 'applied']);
-    await store.claimReference('billing-lock', 0n, 60_000);
+    await store.acquireLock('billing-lock', 60_000);
     await store.snapshot();
 
     const scripts = new Set(calls.map((c) => c.script));

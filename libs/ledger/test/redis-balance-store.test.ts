@@ -197,7 +197,7 @@ if (url === undefined) {
       assert.equal(await redis.get(`${prefix}bal:{a}`), '750');
       const ttl = await redis.pttl(`${prefix}u:req-1`);
       assert.ok(ttl > 0 && ttl <= 60_000, `u: key must expire, pttl=${ttl}`);
-      assert.equal(await redis.hget(`${prefix}ledger`, 'credit:a:1'), '1000');
+      assert.equal(await redis.hget(`${prefix}ledger`, 'credit:a:1'), '1000 grant');
     });
 
     test('log positions: stored with the effect; at or before → duplicate, past +1 → gap', async (t) => {
@@ -258,7 +258,7 @@ if (url === undefined) {
       await redis.sadd(`${prefix}ledger-accounts`, 'stale');
       await store.load({
         balances: new Map([['a', 9_007_199_254_740_993n], ['b', 3n]]),
-        ledgerEntries: new Map([['credit:a:x', 9_007_199_254_740_993n]]),
+        ledgerEntries: new Map([['credit:a:x', { amount: 9_007_199_254_740_993n, kind: 'grant' as const }]]),
         positions: new Map([['ledger:0', 4n], ['usage:1', 10n]]),
       });
       assert.equal(await store.ready(), true);
@@ -268,7 +268,7 @@ if (url === undefined) {
       assert.equal(snap.ready, true);
       assert.deepEqual(snap.balances, new Map([['a', 9_007_199_254_740_993n], ['b', 10n]]));
       assert.deepEqual(snap.positions, new Map([['ledger:0', 5n], ['usage:1', 10n]]));
-      assert.equal(await store.ledgerEntry('credit:a:x'), 9_007_199_254_740_993n);
+      assert.deepEqual(await store.ledgerEntry('credit:a:x'), { amount: 9_007_199_254_740_993n, kind: 'grant' });
       assert.equal((await store.hold({ holdId: 'r', accountId: 'a', keyId: 'k', amount: 1n, ttlMs: 60_000 })).ok, true);
     });
 
@@ -315,6 +315,23 @@ if (url === undefined) {
         type: 'ledger', event_id: 'e', ts: 0, account_id: 'a', kind: 'grant', amount_micros: (2n ** 63n).toString(), reference: 'e',
       }), RangeError);
       assert.equal(await store.ledgerEntry('e'), undefined);
+    });
+
+    test('a ledger entry stored before kinds were kept (a bare amount) still answers with its amount and no kind; new ones carry their kind', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis, prefix });
+      await redis.hset(`${prefix}ledger`, 'credit:a:old', '5000000');
+      assert.deepEqual(await store.ledgerEntry('credit:a:old'), { amount: 5_000_000n });
+      assert.deepEqual(await store.claimReference('credit:a:old', { amount: 1n, kind: 'refund' }, 60_000), { claimed: false, entry: { amount: 5_000_000n } });
+      await store.applyLedger({ type: 'ledger', event_id: 'credit:a:new', ts: 0, account_id: 'a', kind: 'top_up', amount_micros: '7', reference: 'new' });
+      assert.equal(await redis.hget(`${prefix}ledger`, 'credit:a:new'), '7 top_up');
+      // A claim holds the entry too, so a racing request of another kind is told it.
+      assert.deepEqual(await store.claimReference('credit:a:c', { amount: -3n, kind: 'adjustment' }, 60_000), { claimed: true });
+      assert.equal(await redis.get(`${prefix}claim:credit:a:c`), '-3 adjustment');
+      assert.deepEqual(await store.claimReference('credit:a:c', { amount: -3n, kind: 'grant' }, 60_000), { claimed: false, entry: { amount: -3n, kind: 'adjustment' } });
+      await redis.hset(`${prefix}ledger`, 'credit:a:bad', '7 gift');
+      await assert.rejects(store.ledgerEntry('credit:a:bad'), /ledger entry not understood: "7 gift"/);
     });
 
     test('admission (balance, five spend windows, clamp, overdraft, hold) is one Redis round trip', async (t) => {

@@ -89,14 +89,14 @@ test('Redis Cluster: every ledger script runs on a real 3-master cluster, accoun
   // 2. load (rebuild): balances, ledger entries and usage ids in their accounts' slots.
   await store.load({
     balances: new Map([[A, 1_000_000n], [B, 2_000_000n], [C, 0n]]),
-    ledgerEntries: new Map([[`credit:${A}:r0`, 1_000_000n]]),
+    ledgerEntries: new Map([[`credit:${A}:r0`, { amount: 1_000_000n, kind: 'grant' as const }]]),
     usageIds: ['u-old'],
     eventAccounts: new Map([[`credit:${A}:r0`, A], ['u-old', B]]),
     positions: new Map([['usage:0', 9n]]),
   });
   assert.equal(await store.ready(), true);
   assert.equal(await store.position('usage', 0), 9n);
-  assert.equal(await store.ledgerEntry(`credit:${A}:r0`, A), 1_000_000n);
+  assert.deepEqual(await store.ledgerEntry(`credit:${A}:r0`, A), { amount: 1_000_000n, kind: 'grant' });
 
   // 3. The request path: hold (five windows, clamp), extend, settle, release, get.
   const windows = [
@@ -158,24 +158,26 @@ test('Redis Cluster: every ledger script runs on a real 3-master cluster, accoun
   assert.deepEqual((await store.applyBatch([{ event: usage('ub', B, 100n), position: at(17n) }])).map((o) => o.verdict), ['duplicate']);
   assert.equal(await store.position('usage', 0), 17n);
   assert.equal(await store.quarantineReason(`credit:${A}:big`, A), reason);
-  assert.deepEqual(await store.claimReference(`credit:${A}:big`, 5n, 60_000, A), { claimed: false, refused: reason });
+  assert.deepEqual(await store.claimReference(`credit:${A}:big`, { amount: 5n, kind: 'grant' }, 60_000, A), { claimed: false, refused: reason });
   assert.equal(await store.waitApplied(`credit:${A}:big`, 1_000, A), false);
   assert.equal((await store.quarantined()).length, 1);
 
   // 7. References: claim, release, apply, then answered from the ledger entry.
   const r3 = `credit:${B}:r3`;
-  assert.deepEqual(await store.claimReference(r3, 700n, 60_000, B), { claimed: true });
-  assert.deepEqual(await store.claimReference(r3, 700n, 60_000, B), { claimed: false, amount: 700n });
+  assert.deepEqual(await store.claimReference(r3, { amount: 700n, kind: 'grant' }, 60_000, B), { claimed: true });
+  assert.deepEqual(await store.claimReference(r3, { amount: 700n, kind: 'grant' }, 60_000, B), { claimed: false, entry: { amount: 700n, kind: 'grant' } });
   await store.releaseReference(r3, B);
-  assert.deepEqual(await store.claimReference(r3, 700n, 60_000, B), { claimed: true });
+  assert.deepEqual(await store.claimReference(r3, { amount: 700n, kind: 'grant' }, 60_000, B), { claimed: true });
   assert.equal(await store.applyLedger(credit(r3, B, 700n), at(18n)), 'applied');
-  assert.equal(await store.ledgerEntry(r3, B), 700n);
+  assert.deepEqual(await store.ledgerEntry(r3, B), { amount: 700n, kind: 'grant' });
   assert.equal(await store.waitApplied(r3, 1_000, B), true);
   assert.equal(await store.waitApplied('ub', 1_000, B), true);
-  assert.deepEqual(await store.claimReference(r3, 900n, 60_000, B), { claimed: false, amount: 700n });
-  // An id without an account (the billing close lock) is claimed in the store-wide slot.
-  assert.deepEqual(await store.claimReference(CLOSE, 0n, 60_000), { claimed: true });
-  assert.deepEqual(await store.claimReference(CLOSE, 0n, 60_000), { claimed: false, amount: 0n });
+  assert.deepEqual(await store.claimReference(r3, { amount: 900n, kind: 'grant' }, 60_000, B), { claimed: false, entry: { amount: 700n, kind: 'grant' } });
+  // A lock (the billing close's) lives in the store-wide slot.
+  assert.equal(await store.acquireLock(CLOSE, 60_000), true);
+  assert.equal(await store.acquireLock(CLOSE, 60_000), false);
+  await store.releaseLock(CLOSE);
+  assert.equal(await store.acquireLock(CLOSE, 60_000), true);
 
   // 8. Control records: the position check and advance only.
   assert.equal(await store.checkPosition({ topic: 'control', partition: 1, offset: 0n }), 'applied');
@@ -195,7 +197,7 @@ test('Redis Cluster: every ledger script runs on a real 3-master cluster, accoun
   assert.deepEqual((await store.applyBatch([{ event: usage('h1', A, 7_000n), position: at(10n) }])).map((o) => o.verdict), ['gap']);
   assert.deepEqual((await store.applyBatch([{ event: usage('re5', A, 10n), position: at(5n) }])).map((o) => o.verdict), ['applied']);
   assert.deepEqual(await store.balances(), new Map([[A, 990n]]));
-  await assert.rejects(store.load({ balances: new Map(), ledgerEntries: new Map([['x', 1n]]) }), /no account in snapshot.eventAccounts/);
+  await assert.rejects(store.load({ balances: new Map(), ledgerEntries: new Map([['x', { amount: 1n }]]) }), /no account in snapshot.eventAccounts/);
 
   // 11. One master restarts empty (simulated: its keys of this store deleted): its slots lose
   //     their ready markers with their balances. ready() says so; its accounts answer
@@ -214,7 +216,7 @@ test('Redis Cluster: two overlapping rebuilds never mix their snapshots: the sta
   const accounts = Array.from({ length: 60 }, (_, i) => `acct-${i}`);
   const snap = (n: bigint) => ({
     balances: new Map(accounts.map((a, i) => [a, n * 1_000n + BigInt(i)])),
-    ledgerEntries: new Map(accounts.map((a) => [`credit:${a}:${n}`, n])),
+    ledgerEntries: new Map(accounts.map((a) => [`credit:${a}:${n}`, { amount: n, kind: 'grant' as const }])),
     eventAccounts: new Map(accounts.map((a) => [`credit:${a}:${n}`, a])),
     positions: new Map([['usage:0', n]]),
   });
@@ -233,7 +235,7 @@ test('Redis Cluster: two overlapping rebuilds never mix their snapshots: the sta
     const won = snap(position);
     assert.deepEqual(await one.balances(), won.balances, `round ${round}: the balances of snapshot ${position} exactly`);
     for (const a of accounts) {
-      assert.equal(await one.ledgerEntry(`credit:${a}:${position}`, a), position);
+      assert.deepEqual(await one.ledgerEntry(`credit:${a}:${position}`, a), { amount: position, kind: 'grant' });
       assert.equal(await one.ledgerEntry(`credit:${a}:${3n - position}`, a), undefined);
     }
   }

@@ -1,7 +1,7 @@
 export { Warehouse, WarehouseInputError, WRITE_SLICE_MS, isDataError } from './warehouse.ts';
 export type {
   WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals, LogPosition, LogPositions,
-  QuarantineKind, QuarantineRecord, StoreItem, StoredPriceVersionRow, UsageCursor, Row as WarehouseRow,
+  QuarantineKind, QuarantineRecord, StoreItem, StoredLedgerEntry, StoredPriceVersionRow, UsageCursor, Row as WarehouseRow,
 } from './warehouse.ts';
 export { DIMENSION_COLUMNS, LATEST_MIGRATION, PERCENTILE_LEVELS, ROLLUP_GRAINS, migrations, rollupSelect, rollupTable, tableNames } from './schema.ts';
 export type { RollupGrain } from './schema.ts';

@@ -756,13 +756,13 @@ export class Warehouse {
     return rows.map((r) => str(r['event_id']));
   }
 
-  /** Ledger entries (event id → amount) as of log positions, like `balancesAt`. */
-  async ledgerEntriesAt(at: LogPositions): Promise<Map<string, bigint>> {
+  /** Ledger entries (event id → amount and kind) as of log positions, like `balancesAt`. */
+  async ledgerEntriesAt(at: LogPositions): Promise<Map<string, StoredLedgerEntry>> {
     const rows = await this.#select(
-      `SELECT event_id, toString(amount_micros) AS amount_text FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')}`,
+      `SELECT event_id, toString(amount_micros) AS amount_text, kind FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')}`,
       boundParams(at),
     );
-    return new Map(rows.map((r) => [str(r['event_id']), money(r['amount_text'])]));
+    return ledgerEntryMap(rows);
   }
 
   /**
@@ -880,17 +880,17 @@ export class Warehouse {
   }
 
   /**
-   * Every ledger event id with its amount, so a rebuilt hot state still refuses a credit
+   * Every ledger event id with its amount and kind, so a rebuilt hot state still refuses a credit
    * reference it has seen (credit grants are few; this stays small). Refused grants are kept
    * here on purpose: their reference stays used (a retry answers duplicate or 409, never a
    * second decision under one event id), while `balances*` leave their amount out.
    */
-  async ledgerEntries(): Promise<Map<string, bigint>> {
+  async ledgerEntries(): Promise<Map<string, StoredLedgerEntry>> {
     const rows = await this.#select(
-      `SELECT event_id, toString(amount_micros) AS amount_text FROM ${this.#t.ledger} FINAL`,
+      `SELECT event_id, toString(amount_micros) AS amount_text, kind FROM ${this.#t.ledger} FINAL`,
       {},
     );
-    return new Map(rows.map((r) => [str(r['event_id']), money(r['amount_text'])]));
+    return ledgerEntryMap(rows);
   }
 
   /**
@@ -1256,6 +1256,23 @@ function int(v: unknown): number {
     throw new Error(`warehouse: expected a safe integer, got ${JSON.stringify(v)}`);
   }
   return n;
+}
+
+/** A ledger row as the hot ledger remembers it (the ledger's `LedgerEntry`): signed µc and kind. */
+export interface StoredLedgerEntry {
+  amount: bigint;
+  kind: LedgerKind;
+}
+
+const LEDGER_KINDS: ReadonlySet<string> = new Set<LedgerKind>(['grant', 'top_up', 'refund', 'adjustment']);
+
+/** Rows of `event_id`, `amount_text`, `kind` as an event id → entry map; throws on a kind no event has. */
+function ledgerEntryMap(rows: Row[]): Map<string, StoredLedgerEntry> {
+  return new Map(rows.map((r) => {
+    const kind = str(r['kind']);
+    if (!LEDGER_KINDS.has(kind)) throw new Error(`warehouse: ledger row ${str(r['event_id'])} has kind ${JSON.stringify(kind)}`);
+    return [str(r['event_id']), { amount: money(r['amount_text']), kind: kind as LedgerKind }];
+  }));
 }
 
 function money(v: unknown): bigint {

@@ -199,11 +199,15 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         await w.insertUsage(USAGE, [{ partition: 0, offset: 7n }, { partition: 3, offset: 2n }, undefined]);
         await w.insertUsage([USAGE[0]!], [{ partition: 0, offset: 9n }]); // the same event again, later in the log
         const l = ledger({ account_id: 'acc_a', reference: 'ref-1', amount_micros: '5000000' });
-        await w.insertLedger([l], [{ partition: 1, offset: 4n }]);
+        const r = ledger({ account_id: 'acc_a', reference: 'ref-2', amount_micros: '70', kind: 'refund' });
+        await w.insertLedger([l, r], [{ partition: 1, offset: 4n }, { partition: 1, offset: 5n }]);
         const p = await w.logPositions();
         assert.deepEqual([...p.usage], [[0, 9n], [3, 2n]]);
-        assert.deepEqual([...p.ledger], [[1, 4n]]);
-        assert.deepEqual(await w.ledgerEntries(), new Map([['credit:acc_a:ref-1', 5_000_000n]]));
+        assert.deepEqual([...p.ledger], [[1, 5n]]);
+        // Amount and kind: a rebuilt hot ledger tells a retried entry from another under one reference.
+        const entries = new Map([['credit:acc_a:ref-1', { amount: 5_000_000n, kind: 'grant' }], ['credit:acc_a:ref-2', { amount: 70n, kind: 'refund' }]]);
+        assert.deepEqual(await w.ledgerEntries(), entries);
+        assert.deepEqual(await w.ledgerEntriesAt(p), entries);
       }));
 
     test('balances as of log positions count only facts at or before them', () =>

@@ -85,7 +85,7 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     // (repairMismatchedRollups), then checks all of them again. Admin only; no body. One at a
     // time across processes (two rebuilding the same rows at once would double them): 409 else.
     ops.post('/ops/v1/rollups/repair', async () => {
-      if (!(await deps.balances.claimReference(ROLLUP_REPAIR_LOCK, 0n, ROLLUP_REPAIR_LOCK_TTL_MS)).claimed) {
+      if (!(await deps.balances.acquireLock(ROLLUP_REPAIR_LOCK, ROLLUP_REPAIR_LOCK_TTL_MS))) {
         throw gatewayError('conflict', 'a rollup repair is already running; try again when it has finished');
       }
       try {
@@ -94,7 +94,7 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
         const after = await rollupsMatchRaw(deps.warehouse);
         return { repaired, left_recent: leftRecent, settle_ms: ROLLUP_SETTLE_MS, rollups: { ok: after.ok, mismatched_rows: after.mismatchedRows } };
       } finally {
-        await deps.balances.releaseReference(ROLLUP_REPAIR_LOCK).catch(() => {});
+        await deps.balances.releaseLock(ROLLUP_REPAIR_LOCK).catch(() => {});
       }
     });
     // Poison events every consumer group set aside (the ledger's arrive by the dead-letter topic).

@@ -7,6 +7,7 @@ import {
 import { createHttpServer, guardOperatorRoutes } from '@tollgate/http';
 import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } from '@tollgate/keys';
 import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, resolveModel, type Catalog } from '@tollgate/pricing';
+import type { LedgerEntry } from '@tollgate/ledger';
 import type { ControlDeps } from './deps.ts';
 import { newId, nextVersion } from './ids.ts';
 import { registerPlanRoutes } from './plans.ts';
@@ -368,9 +369,11 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
         if (reason.startsWith('balance_out_of_range')) throw balanceOutOfRange();
         throw gatewayError('internal_error', `credits: the ledger could not apply this entry and set it aside: ${reason}`);
       };
-      const duplicate = async (previous: bigint) => {
-        if (previous !== amount) {
-          throw gatewayError('conflict', `reference ${body.reference} was already used for ${formatCredits(previous)} credits`);
+      // A reference names one entry: the same amount and kind again is a retry (duplicate), any
+      // other is a conflict. An entry stored before kinds were kept has no kind to compare.
+      const duplicate = async (previous: LedgerEntry) => {
+        if (previous.amount !== amount || (previous.kind !== undefined && previous.kind !== kind)) {
+          throw gatewayError('conflict', `reference ${body.reference} was already used for ${formatCredits(previous.amount)} credits${previous.kind === undefined ? '' : ` (kind ${previous.kind})`}`);
         }
         // Answered once the ledger has it, so the balance shown includes it.
         const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs, id);
@@ -387,11 +390,11 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       // One atomic claim per reference: of many concurrent requests exactly one publishes; the
       // others wait for the ledger and answer `duplicate: true`. A claimant that dies before
       // publishing blocks the reference only until its claim lapses.
-      const claim = await deps.balances.claimReference(eventId, amount, claimTtlMs, id);
+      const claim = await deps.balances.claimReference(eventId, { amount, kind }, claimTtlMs, id);
       if (!claim.claimed && 'refused' in claim) {
         throw gatewayError('conflict', `reference ${body.reference} was refused by the ledger (${claim.refused.split(':')[0]}); a new grant needs a new reference`);
       }
-      if (!claim.claimed) return duplicate(claim.amount);
+      if (!claim.claimed) return duplicate(claim.entry);
       const event: LedgerEvent = {
         type: 'ledger', event_id: eventId, ts: Date.now(), account_id: id, kind,
         amount_micros: amount.toString(), reference: body.reference,

@@ -149,7 +149,7 @@ const MIGRATE_LOCK_TTL_MS = 60 * 60_000;
 function redisExclusive(balances: RedisBalanceStore, name: string, ttlMs: number, logger?: Logger): Exclusive {
   return async <T>(fn: () => Promise<T>): Promise<T> => {
     let waited = false;
-    while (!(await balances.claimReference(name, 0n, ttlMs)).claimed) {
+    while (!(await balances.acquireLock(name, ttlMs))) {
       if (!waited) logger?.info({ lock: name }, 'waiting for another process to finish the warehouse migration');
       waited = true;
       await new Promise((r) => setTimeout(r, 250));
@@ -157,7 +157,7 @@ function redisExclusive(balances: RedisBalanceStore, name: string, ttlMs: number
     try {
       return await fn();
     } finally {
-      await balances.releaseReference(name).catch(() => {});
+      await balances.releaseLock(name).catch(() => {});
     }
   };
 }

@@ -22,8 +22,9 @@
 -- ARGV[4] '1' to answer the balance after each applied usage debit, else ''; ARGV[5] layout;
 -- ARGV[6] key prefix (standalone) or ''; then ONE argument per event, packed (one argument
 -- instead of six is most of the caller's encoding cost):
---   <kind><amount> <offset> <id bytes> <account bytes> <event_id><account id><position field>
--- kind 'u' or 'l'; amount a signed integer; offset digits or '' (no position); the two byte
+--   <type><amount><ledger kind> <offset> <id bytes> <account bytes> <event_id><account id><position field>
+-- type 'u' or 'l'; amount a signed integer; ledger kind (grant, top_up, refund, adjustment)
+-- for 'l', nothing for 'u'; offset digits or '' (no position); the two byte
 -- lengths say where event_id and the account id end, so they may hold any bytes (spaces
 -- included); the position field ('' or topic:partition) is the rest.
 -- Returns a flat array, two entries per event handled: verdict (1 applied, 0 duplicate,
@@ -45,8 +46,8 @@ local out = {}
 local k = 4
 for a = 7, #ARGV do
   local packed = ARGV[a]
-  local kind, amount, offset, id_len, account_len, rest = string.match(packed, '^([ul])(%-?%d+) (%d*) (%d+) (%d+) ()')
-  if not kind then
+  local kind, amount, entry_kind, offset, id_len, account_len, rest = string.match(packed, '^([ul])(%-?%d+)([%l_]*) (%d*) (%d+) (%d+) ()')
+  if not kind or (kind == 'l') == (entry_kind == '') then
     out[#out + 1] = -9
     out[#out + 1] = 'ERR malformed batch event ' .. (a - 6)
     ctx.flush()
@@ -77,7 +78,7 @@ for a = 7, #ARGV do
   else
     local bal_key
     if cluster then bal_key = KEYS[k]; k = k + 1 else bal_key = prefix .. 'bal:{' .. account .. '}' end
-    ok, verdict = pcall(apply_ledger, ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound)
+    ok, verdict = pcall(apply_ledger, ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound, entry_kind)
     if ok and verdict == 1 then
       out[#out + 1] = 1
       out[#out + 1] = ''

@@ -1,16 +1,17 @@
 -- Ledger consumer: credit (or debit) a grant, refund or adjustment, exactly once, forever.
 -- Prepended with position.lua.
 -- Used by apply-ledger.lua (one event) and apply-batch.lua. Arguments, in order:
--- KEYS[1] ledger (hash event_id -> amount), KEYS[2] bal:{account}, KEYS[3] pos, KEYS[4] accounts
+-- KEYS[1] ledger (hash event_id -> entry), KEYS[2] bal:{account}, KEYS[3] pos, KEYS[4] accounts
 -- ARGV[1] event_id, ARGV[2] signed amount (integer string), ARGV[3] account id,
 -- ARGV[4] position field or '', ARGV[5] offset or '', ARGV[6] ready key or '',
--- ARGV[7] money bound (2^53 - 1, integer string)
+-- ARGV[7] money bound (2^53 - 1, integer string), ARGV[8] the entry's kind (grant, top_up,
+-- refund, adjustment): the entry is kept as '<amount> <kind>' (encodeLedgerEntry)
 -- Returns 1 applied, 0 duplicate, -1 gap, -2 not ready, -3 out of range (nothing changed, the
 -- position did not move: the consumer quarantines the event, which moves it).
 -- Invariant: each ledger event_id changes the balance at most once, ever; the entry, the
 -- balance change and the position move together.
 -- ctx: as for usage-fn.lua.
-local function apply_ledger(ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound_text)
+local function apply_ledger(ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound_text, kind)
   local bound = tonumber(bound_text)
 
   -- 1. Position first (see position.lua).
@@ -36,8 +37,9 @@ local function apply_ledger(ctx, ledger_key, bal_key, event_id, amount, account,
   end
   ctx.account(account)
 
-  -- 4. Record the entry with its amount (kept forever; answers repeated references).
-  redis.call('HSET', ledger_key, event_id, amount)
+  -- 4. Record the entry with its amount and kind (kept forever; answers repeated references:
+  -- the same entry is a duplicate, another amount or kind a conflict).
+  redis.call('HSET', ledger_key, event_id, amount .. ' ' .. kind)
   ctx.advance(field, offset)
   return 1
 end
