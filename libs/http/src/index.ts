@@ -13,6 +13,6 @@ export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';
 export { decodeBody, jsonDepthExceeds, MAX_CODINGS, MAX_JSON_DEPTH, SUPPORTED_ENCODINGS } from './body.ts';
 export {
-  creditHistoryBody, parseCreditHistoryQuery, parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam, refuseUnknownParams, CREDIT_HISTORY_PARAMS,
+  checkTimeOrder, creditHistoryBody, parseCreditHistoryQuery, parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam, refuseUnknownParams, CREDIT_HISTORY_PARAMS,
   type CreditHistoryQuery,
 } from './params.ts';

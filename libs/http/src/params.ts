@@ -89,6 +89,14 @@ export function parseEnumParam<T extends string>(value: string, name: string, al
 }
 
 /**
+ * Throws the 400 `invalid_request` of a window whose `to` (epoch ms) is before its `from`,
+ * naming `to` and both times as RFC 3339 (the message every time-window route gives).
+ */
+export function checkTimeOrder(from: number, to: number): void {
+  if (to < from) bad('to', `${new Date(to).toISOString()} is before from (${new Date(from).toISOString()})`);
+}
+
+/**
  * A `[from, to)` time window from `from` and `to` query parameters (see parseTime), both
  * optional; `to` before `from` is a 400 naming `to`.
  */
@@ -97,7 +105,7 @@ export function parseTimeRange(query: unknown): { from?: number; to?: number } {
   const t = queryParam(query, 'to');
   const from = f === undefined ? undefined : parseTime(f, 'from');
   const to = t === undefined ? undefined : parseTime(t, 'to');
-  if (from !== undefined && to !== undefined && to < from) bad('to', 'is before from');
+  if (from !== undefined && to !== undefined) checkTimeOrder(from, to);
   return { ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}) };
 }
 

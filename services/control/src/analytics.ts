@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { guardOperatorRoutes, parseTime, queryParam } from '@tollgate/http';
+import { checkTimeOrder, guardOperatorRoutes, parseTime, queryParam } from '@tollgate/http';
 import { parseExactDecimal, resolveModel, type Catalog } from '@tollgate/pricing';
 import {
   ADMIN_USAGE_PARAMS, ANALYTICS_GROUP_BY, USAGE_STATUSES, WarehouseInputError, filterValue, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv,
@@ -57,7 +57,7 @@ export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void 
       const t = queryParam(q, 'to');
       const from = f === undefined ? 0 : parseTime(f, 'from');
       const to = t === undefined ? 253_402_300_800_000 : parseTime(t, 'to');
-      if (to < from) throw gatewayError('invalid_request', 'to: is before from');
+      checkTimeOrder(from, to);
       const l = queryParam(q, 'limit');
       if (l !== undefined && (!/^\d{1,4}$/.test(l) || Number(l) < 1 || Number(l) > MAX_EVENT_PAGE)) {
         throw gatewayError('invalid_request', `limit: ${JSON.stringify(l.slice(0, 40))} is not a whole number between 1 and ${MAX_EVENT_PAGE}`);
