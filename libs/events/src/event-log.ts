@@ -39,6 +39,19 @@ export class RewindError extends Error {
 }
 
 /**
+ * `publish` rejected before anything of its events was written anywhere (the log is closed, or
+ * never opened): the caller may treat them as never published. Any other rejection leaves it
+ * unknown (a spool append that failed half-way, a close while they waited: a spooled event is
+ * sent at the next start), so a caller that must not publish twice treats it as published.
+ */
+export class NotPublishedError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NotPublishedError';
+  }
+}
+
+/**
  * A poison event a consumer group set aside instead of stopping (see `decodeEvent`). The log
  * carries it on its dead-letter topic (Kafka: `<prefix>dead-letter`) to the warehouse sink,
  * which stores it in the warehouse's `quarantine` table, so the evidence outlives the group's
@@ -114,6 +127,7 @@ export interface EventLog {
    * start again at 0 with every process.
    */
   readonly durablePositions?: boolean;
+  /** Rejects with `NotPublishedError` when certainly nothing was written (see there). */
   publish(topic: Topic, events: PublishedEvent[]): Promise<void>;
   /**
    * Publishes dead-letter records (durably, like `publish`; rejects while the log is

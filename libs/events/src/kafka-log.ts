@@ -16,7 +16,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
-import { partitionKey, RewindError } from './event-log.ts';
+import { NotPublishedError, partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
@@ -457,8 +457,8 @@ export class KafkaLog implements EventLog {
    * is closed or the append fails (the spool directory cannot be written).
    */
   publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
-    if (this.#closing) return Promise.reject(new Error('event log is closed'));
-    if (this.#openError) return Promise.reject(this.#openError);
+    if (this.#closing) return Promise.reject(new NotPublishedError('event log is closed'));
+    if (this.#openError) return Promise.reject(new NotPublishedError(`event log could not open its spool: ${this.#openError.message}`, { cause: this.#openError }));
     if (events.length === 0) return Promise.resolve();
     const records = events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} }));
     try {

@@ -3,6 +3,7 @@ import type {
   ConsumedEvent, DeadLetter, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { Journal } from './journal.ts';
+import { NotPublishedError } from './event-log.ts';
 
 /** An event as held: with its place in the journal. */
 type Held = ConsumedEvent & { seq: number };
@@ -48,7 +49,7 @@ export class MemoryLog implements EventLog {
   }
 
   async publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
-    if (this.#closed) throw new Error('event log is closed');
+    if (this.#closed) throw new NotPublishedError('event log is closed');
     // Written ahead, synchronously: once publish is called the events survive a crash.
     this.#journal?.append(events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} })), this.#seq + events.length);
     const list = this.#list(topic);

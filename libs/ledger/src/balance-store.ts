@@ -264,8 +264,19 @@ export interface BalanceStore {
    * refused answers `claimed: false` with `refused` (the quarantine reason).
    */
   claimReference(eventId: string, entry: Required<LedgerEntry>, ttlMs: number, accountId?: string): Promise<ReferenceClaim>;
-  /** Gives a claim up early (its publish failed), so a retry need not wait for `ttlMs`. */
+  /**
+   * Gives a claim up early: its event was certainly not published (the log refused it before
+   * writing anything), so a retry need not wait for `ttlMs`.
+   */
   releaseReference(eventId: string, accountId?: string): Promise<void>;
+  /**
+   * The claim's event is published (or may be): the claim no longer lapses. Until the ledger
+   * applies or refuses the event, only the claim says which entry the reference names; a claim
+   * that lapsed then would let another entry be published under the same event id. Once the
+   * event is applied or refused, `claimReference` answers from that first, so the kept claim
+   * only costs its key.
+   */
+  keepReference(eventId: string, accountId?: string): Promise<void>;
   /**
    * A lock across the processes sharing this store (a month close, a rollup repair, a
    * warehouse migration): true when this caller now holds `name`, false while another does.

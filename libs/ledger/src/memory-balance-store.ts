@@ -246,6 +246,11 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#claims.delete(eventId);
   }
 
+  async keepReference(eventId: string): Promise<void> {
+    const claim = this.#claims.get(eventId);
+    if (claim) claim.until = Infinity;
+  }
+
   async acquireLock(name: string, ttlMs: number): Promise<boolean> {
     const now = this.#now();
     if ((this.#locks.get(name) ?? -Infinity) > now) return false;

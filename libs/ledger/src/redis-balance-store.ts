@@ -576,10 +576,17 @@ export class RedisBalanceStore implements BalanceStore {
     await this.#redis.del(this.#idScope(accountId).claim(eventId));
   }
 
-  /** `SET NX PX` on the store-wide claim key of `name` (where locks were claims before 2026-12). */
+  async keepReference(eventId: string, accountId?: string): Promise<void> {
+    await this.#redis.persist(this.#idScope(accountId).claim(eventId));
+  }
+
+  /**
+   * `SET NX PX` on the store-wide claim key of `name`, where locks were reference claims of 0 µc
+   * before 2026-12: the value stays `0`, so a process of before reads a held lock as held.
+   */
   async acquireLock(name: string, ttlMs: number): Promise<boolean> {
     if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
-    return (await this.#redis.set(this.#idScope(undefined).claim(name), 'lock', 'PX', ttlMs, 'NX')) === 'OK';
+    return (await this.#redis.set(this.#idScope(undefined).claim(name), '0', 'PX', ttlMs, 'NX')) === 'OK';
   }
 
   async releaseLock(name: string): Promise<void> {

@@ -402,6 +402,18 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.ledgerEntry(entry, account), { amount: 7n * CREDIT, kind: 'top_up' });
     });
 
+    it('a lock: one holder at a time across stores sharing it, released at once or lapsing after ttlMs', async (store) => {
+      const name = `lock:${id('l')}`;
+      assert.equal(await store.acquireLock(name, 50), true);
+      assert.equal(await store.acquireLock(name, 50), false);
+      await store.releaseLock(name);
+      assert.equal(await store.acquireLock(name, 50), true);
+      await sleep(120);
+      assert.equal(await store.acquireLock(name, HOUR), true);
+      assert.equal(await store.acquireLock(name, HOUR), false);
+      await store.releaseLock(name);
+    });
+
     it('a claimant that died: its claim lapses after ttlMs and the reference can be claimed again', async (store) => {
       const account = id('acct');
       const entry = `credit:${account}:ref-dead`;
@@ -411,6 +423,12 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.deepEqual(await store.claimReference(entry, grant(5n), 50, account), { claimed: true });
       await store.releaseReference(entry, account);
       assert.deepEqual(await store.claimReference(entry, grant(6n), HOUR, account), { claimed: true });
+      // Published: the claim is kept and no longer lapses (until the ledger decides the event).
+      const kept = `credit:${account}:ref-kept`;
+      assert.deepEqual(await store.claimReference(kept, grant(5n), 50, account), { claimed: true });
+      await store.keepReference(kept, account);
+      await sleep(120);
+      assert.deepEqual(await store.claimReference(kept, { amount: 5n, kind: 'refund' }, 50, account), { claimed: false, entry: grant(5n) });
     });
 
     it('a quarantined event is recorded once and changes no balance', async (store) => {

@@ -330,6 +330,11 @@ if (url === undefined) {
       assert.deepEqual(await store.claimReference('credit:a:c', { amount: -3n, kind: 'adjustment' }, 60_000), { claimed: true });
       assert.equal(await redis.get(`${prefix}claim:credit:a:c`), '-3 adjustment');
       assert.deepEqual(await store.claimReference('credit:a:c', { amount: -3n, kind: 'grant' }, 60_000), { claimed: false, entry: { amount: -3n, kind: 'adjustment' } });
+      // A lock holds '0', what a lock of before was (a claim of 0 µc): a process of before that
+      // claims it as a reference reads it as held, and waits, instead of failing its parse.
+      assert.equal(await store.acquireLock('billing:month-close', 60_000), true);
+      assert.equal(await redis.get(`${prefix}claim:billing:month-close`), '0');
+      assert.deepEqual(await store.claimReference('billing:month-close', { amount: 0n, kind: 'grant' }, 60_000), { claimed: false, entry: { amount: 0n } });
       await redis.hset(`${prefix}ledger`, 'credit:a:bad', '7 gift');
       await assert.rejects(store.ledgerEntry('credit:a:bad'), /ledger entry not understood: "7 gift"/);
     });

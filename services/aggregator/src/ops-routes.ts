@@ -30,7 +30,7 @@ export interface OpsDeps {
   beforeRebuild?: () => Promise<unknown>;
 }
 
-/** The lock of `POST /ops/v1/rollups/repair` (a reference claim in the balance store, as the month close's), and how long it holds at most (ms). */
+/** The lock of `POST /ops/v1/rollups/repair` (`acquireLock` of the balance store, as the month close's), and how long it holds at most (ms). */
 const ROLLUP_REPAIR_LOCK = 'warehouse:rollup-repair';
 const ROLLUP_REPAIR_LOCK_TTL_MS = 30 * 60_000;
 

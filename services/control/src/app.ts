@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
 import {
-  MAX_ACCESS_ENTRIES, MAX_CIDR_CHARS, MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, textProblem, type AccountRecord, type ControlEvent, type KeyRecord, type LedgerEvent,
+  MAX_ACCESS_ENTRIES, MAX_CIDR_CHARS, MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, NotPublishedError, textProblem, type AccountRecord, type ControlEvent, type KeyRecord, type LedgerEvent,
 } from '@tollgate/events';
 import { createHttpServer, guardOperatorRoutes } from '@tollgate/http';
 import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } from '@tollgate/keys';
@@ -371,13 +371,27 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       };
       // A reference names one entry: the same amount and kind again is a retry (duplicate), any
       // other is a conflict. An entry stored before kinds were kept has no kind to compare.
-      const duplicate = async (previous: LedgerEntry) => {
-        if (previous.amount !== amount || (previous.kind !== undefined && previous.kind !== kind)) {
-          throw gatewayError('conflict', `reference ${body.reference} was already used for ${formatCredits(previous.amount)} credits${previous.kind === undefined ? '' : ` (kind ${previous.kind})`}`);
-        }
-        // Answered once the ledger has it, so the balance shown includes it.
+      const sameEntry = (e: LedgerEntry) => e.amount === amount && (e.kind === undefined || e.kind === kind);
+      const conflict = (e: LedgerEntry) => gatewayError('conflict',
+        `reference ${body.reference} was already used for ${formatCredits(e.amount)} credits${e.kind === undefined ? '' : ` (kind ${e.kind})`}`);
+      /**
+       * Waits for the ledger (so the balance shown includes the entry), then checks that the
+       * entry it applied under this id is this request's: a 201 or a duplicate is never said
+       * of another entry, whatever reached the log first.
+       */
+      const settled = async (): Promise<boolean> => {
         const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs, id);
-        if (!applied) await refused();
+        if (!applied) {
+          await refused();
+          return false;
+        }
+        const entry = await deps.balances.ledgerEntry(eventId, id);
+        if (entry !== undefined && !sameEntry(entry)) throw conflict(entry);
+        return true;
+      };
+      const duplicate = async (previous: LedgerEntry) => {
+        if (!sameEntry(previous)) throw conflict(previous);
+        const applied = await settled();
         const view = await accountView(await findAccount(id));
         return reply.code(applied ? 200 : 202).send({ ...view, reference: body.reference, duplicate: true, pending: !applied });
       };
@@ -402,11 +416,16 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       try {
         await deps.log.publish('ledger', [{ event }]);
       } catch (err) {
-        await deps.balances.releaseReference(eventId, id).catch(() => {});
+        // Certainly not published: the reference is free again at once. Otherwise the event may
+        // still reach the log (a spooled event is sent at the next start), so the claim stays.
+        if (err instanceof NotPublishedError) await deps.balances.releaseReference(eventId, id).catch(() => {});
+        else await deps.balances.keepReference(eventId, id).catch(() => {});
         throw err;
       }
-      const applied = await deps.balances.waitApplied(eventId, applyTimeoutMs, id);
-      if (!applied) await refused();
+      // From here the event is in the log: the claim must outlive it until the ledger decides,
+      // or another entry could claim the reference and publish under the same event id.
+      await deps.balances.keepReference(eventId, id);
+      const applied = await settled();
       const view = await accountView(await findAccount(id));
       return reply.code(applied ? 201 : 202).send({ ...view, reference: body.reference, duplicate: false, pending: !applied });
     });
