@@ -240,6 +240,17 @@ describe('poison in the distributed pipeline', () => {
     });
     assert.equal(rec.ok, true);
     assert.equal(rec.quarantined.filter((q) => q.event_id.startsWith(`credit:${A}:race-`) && q.group === 'ledger').length, 5);
+    // A rebuild from the warehouse keeps every refusal a refusal: the references answer 409 as
+    // before (they answered 200 duplicate once the refused rows were loaded as entries), and
+    // the balance is the same to the µc.
+    const rebuilt = await c.admin('POST', '/ops/v1/rebuild', undefined, c.url('agg1'));
+    assert.equal(rebuilt.status, 200);
+    for (const q of refused) {
+      const ref = q.event_id.split(':').at(-1)!;
+      const retry = await c.admin<{ error: { message: string } }>('POST', path, { credits: '0.2', reference: ref }, c.url('control2'));
+      assert.deepEqual([retry.status, retry.json.error.message], [409, `reference ${ref} was refused by the ledger (balance_out_of_range); a new grant needs a new reference`]);
+    }
+    assert.equal((await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${A}`)).json.balance_micro_credits, '9007199254440991');
   });
 
   test('a grant beyond 2^53 µc is refused at the edge: 400, nothing published', async (t) => {

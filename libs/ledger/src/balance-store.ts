@@ -293,8 +293,9 @@ export interface BalanceStore {
   waitApplied(eventId: string, timeoutMs: number, accountId?: string): Promise<boolean>;
   /**
    * Why the ledger consumer quarantined the event with this id (the record's `reason`, e.g.
-   * `balance_out_of_range: …`), or undefined. Kept for good (not across a rebuild): a refused
-   * reference stays refused (`claimReference` answers `refused`).
+   * `balance_out_of_range: …`), or undefined. Kept for good (a rebuild loads them back from the
+   * warehouse, `BalanceSnapshot.refusals`): a refused reference stays refused (`claimReference`
+   * answers `refused`).
    */
   quarantineReason(eventId: string, accountId?: string): Promise<string | undefined>;
 
@@ -312,6 +313,12 @@ export interface BalanceSnapshot {
   balances: Map<string, bigint>;
   /** ledger event ids already in the balances, with their entries (keeps references idempotent) */
   ledgerEntries: Map<string, LedgerEntry>;
+  /**
+   * event ids the ledger refused (quarantined) → reason (`quarantineReason`): a refused reference
+   * stays refused across the rebuild. Given, it replaces what the store held; absent, the store's
+   * refusals are left as they are.
+   */
+  refusals?: Map<string, string>;
   /** the log positions the balances are exact as of (`${topic}:${partition}` → offset) */
   positions?: Map<string, bigint>;
   /**

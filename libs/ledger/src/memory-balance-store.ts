@@ -282,6 +282,7 @@ export class MemoryBalanceStore implements BalanceStore {
   async load(snapshot: BalanceSnapshot): Promise<void> {
     this.#balances = new Map(snapshot.balances);
     this.#ledgerEntries = new Map(snapshot.ledgerEntries);
+    if (snapshot.refusals) this.#rejected = new Map(snapshot.refusals);
     // The ids remembered vouch for effects the load just replaced: only the snapshot's count now.
     this.#usageSeen = new Map();
     for (const id of snapshot.usageIds ?? []) this.#usageSeen.set(id, this.#now());

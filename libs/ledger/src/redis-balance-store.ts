@@ -59,7 +59,7 @@ interface LedgerScripts {
   tollgateLedgerApplyBatch(numKeys: number, ...keysAndArgs: string[]): Promise<Array<number | string>>;
   tollgateLedgerCheckPosition(pos: string, field: string, offset: string, readyKey: string): Promise<number>;
   tollgateLedgerAdvancePosition(pos: string, field: string, offset: string): Promise<number>;
-  tollgateLedgerLoad(accounts: string, ledger: string, pos: string, ready: string, ...args: string[]): Promise<number>;
+  tollgateLedgerLoad(accounts: string, ledger: string, pos: string, ready: string, rejected: string, ...args: string[]): Promise<number>;
   tollgateLedgerSnapshot(accounts: string, pos: string, ready: string, balPrefix: string): Promise<Array<string | number>>;
   tollgateLedgerQuarantine(quarantine: string, pos: string, rejected: string, ledger: string, recordField: string,
     record: string, field: string, offset: string, readyKey: string, eventId: string, reason: string): Promise<number>;
@@ -223,7 +223,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerApplyBatch', `${position}\n${usageFn}\n${ledgerFn}\n${lua('apply-batch')}`, -1);
     define('tollgateLedgerCheckPosition', `${position}\n${lua('check-position')}`, 1);
     define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
-    define('tollgateLedgerLoad', lua('load'), 4);
+    define('tollgateLedgerLoad', lua('load'), 5);
     define('tollgateLedgerSnapshot', lua('snapshot'), 3);
     define('tollgateLedgerQuarantine', `${position}\n${lua('quarantine')}`, 4);
     define('tollgateLedgerClaimReference', lua('claim-reference'), 3);
@@ -643,8 +643,11 @@ export class RedisBalanceStore implements BalanceStore {
     const positions = snapshot.positions ?? new Map<string, bigint>();
     args.push(String(positions.size));
     for (const [field, offset] of positions) args.push(field, offset.toString());
+    const refusals = snapshot.refusals;
+    args.push(refusals === undefined ? '-1' : String(refusals.size));
+    for (const [eventId, reason] of refusals ?? []) args.push(eventId, reason);
     args.push(epoch);
-    await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), ...args);
+    await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), this.#key('rejected'), ...args);
   }
 
   async #loadCluster(snapshot: BalanceSnapshot): Promise<void> {
@@ -672,9 +675,17 @@ export class RedisBalanceStore implements BalanceStore {
     const put = async (key: string, op: string, ...values: string[]) => {
       if (await this.#scripts.tollgateLedgerClusterLoadPut(this.#slotMarker(calculateSlot(key)), key, loading, op, ...values) !== 1) refused++;
     };
-    for (const pattern of ['bal', 'pos', 'ledger']) {
+    const refusals = snapshot.refusals === undefined ? undefined : [...snapshot.refusals];
+    for (const pattern of ['bal', 'pos', 'ledger', ...(refusals ? ['rejected'] : [])]) {
       const keys = await this.#scanKeys(`${globLiteral(this.#prefix)}${pattern}:{*}`);
       await each(keys, (key) => put(key, 'del'));
+    }
+    if (refusals) {
+      // Each where quarantine() put it: the store-wide hash, and its account's when known.
+      await put(this.#g('rejected'), 'del');
+      await each(refusals, ([id, reason]) => put(this.#g('rejected'), 'hset', id, reason));
+      await each(refusals.filter(([id]) => snapshot.eventAccounts?.has(id)),
+        ([id, reason]) => put(this.#idScope(snapshot.eventAccounts!.get(id)!).rejected, 'hset', id, reason));
     }
     // Usage ids hold the generation they count in (account_ctx in lua/position.lua): markers of
     // effects applied before this rebuild (or slipping in before its marks) stop counting.

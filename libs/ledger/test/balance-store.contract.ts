@@ -366,6 +366,26 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.equal((await store.get(low)).balance, 1n - max);
     });
 
+    it('refusals across a rebuild: load with refusals replaces them (a refused reference stays refused, not applied), without leaves them', async (store) => {
+      const account = id('acct');
+      const refused = `credit:${account}:refused`;
+      const old = `credit:${account}:old-refusal`;
+      const reason = `balance_out_of_range: 5 micro-credits would take the balance of ${account} outside ±9007199254740991 micro-credits`;
+      await store.quarantine({ event_id: old, topic: 'ledger', partition: -1, offset: -1n, kind: 'apply_failed', reason: 'old' }, undefined, account);
+      const base = { balances: new Map([[account, 10n]]), ledgerEntries: new Map(), positions: new Map([['ledger:0', 3n]]), eventAccounts: new Map([[refused, account], [old, account]]) };
+      await store.load({ ...base, refusals: new Map([[refused, reason]]) });
+      assert.equal(await store.quarantineReason(refused, account), reason);
+      assert.equal(await store.quarantineReason(old, account), undefined);
+      assert.equal(await store.ledgerEntry(refused, account), undefined);
+      assert.deepEqual(await store.claimReference(refused, grant(5n), HOUR, account), { claimed: false, refused: reason });
+      assert.equal(await store.waitApplied(refused, 1_000, account), false);
+      await store.load(base); // no refusals given: the store's stay
+      assert.equal(await store.quarantineReason(refused, account), reason);
+      await store.load({ ...base, refusals: new Map() });
+      assert.equal(await store.quarantineReason(refused, account), undefined);
+      assert.deepEqual(await store.get(account), { balance: 10n, held: 0n, available: 10n });
+    });
+
     it('a quarantined ledger event wakes its waiter with false, keeps its reason, and its reference stays refused', async (store) => {
       const account = id('acct');
       const entry = `credit:${account}:ref-refused`;

@@ -756,13 +756,31 @@ export class Warehouse {
     return rows.map((r) => str(r['event_id']));
   }
 
-  /** Ledger entries (event id → amount and kind) as of log positions, like `balancesAt`. */
+  /**
+   * Ledger entries (event id → amount and kind) as of log positions, like `balancesAt`: the
+   * applied ones only (a refused grant is in `ledgerRefusals`, and in no balance).
+   */
   async ledgerEntriesAt(at: LogPositions): Promise<Map<string, StoredLedgerEntry>> {
     const rows = await this.#select(
-      `SELECT event_id, toString(amount_micros) AS amount_text, kind FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')}`,
+      `SELECT event_id, toString(amount_micros) AS amount_text, kind FROM ${this.#t.ledger} FINAL
+       WHERE ${BOUND('l')} AND ${NOT_REFUSED(this.#t.quarantine)}`,
       boundParams(at),
     );
     return ledgerEntryMap(rows);
+  }
+
+  /**
+   * Every event id the `ledger` consumer group refused (quarantined), with its reason (the first
+   * recorded): what a rebuilt hot ledger answers for a reference that was refused, so it stays
+   * refused (409) instead of reading as applied or free. Few rows (refusals are rare).
+   */
+  async ledgerRefusals(): Promise<Map<string, string>> {
+    const rows = await this.#select(
+      `SELECT event_id, argMin(reason, ts) AS first_reason FROM ${this.#t.quarantine} FINAL
+       WHERE consumer_group = 'ledger' GROUP BY event_id`,
+      {},
+    );
+    return new Map(rows.map((r) => [str(r['event_id']), str(r['first_reason'])]));
   }
 
   /**
@@ -880,14 +898,13 @@ export class Warehouse {
   }
 
   /**
-   * Every ledger event id with its amount and kind, so a rebuilt hot state still refuses a credit
-   * reference it has seen (credit grants are few; this stays small). Refused grants are kept
-   * here on purpose: their reference stays used (a retry answers duplicate or 409, never a
-   * second decision under one event id), while `balances*` leave their amount out.
+   * Every applied ledger event id with its amount and kind (credit grants are few; this stays
+   * small). Refused grants are not here but in `ledgerRefusals`, as in `ledgerEntriesAt`.
    */
   async ledgerEntries(): Promise<Map<string, StoredLedgerEntry>> {
     const rows = await this.#select(
-      `SELECT event_id, toString(amount_micros) AS amount_text, kind FROM ${this.#t.ledger} FINAL`,
+      `SELECT event_id, toString(amount_micros) AS amount_text, kind FROM ${this.#t.ledger} FINAL
+       WHERE ${NOT_REFUSED(this.#t.quarantine)}`,
       {},
     );
     return ledgerEntryMap(rows);

@@ -208,6 +208,15 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         const entries = new Map([['credit:acc_a:ref-1', { amount: 5_000_000n, kind: 'grant' }], ['credit:acc_a:ref-2', { amount: 70n, kind: 'refund' }]]);
         assert.deepEqual(await w.ledgerEntries(), entries);
         assert.deepEqual(await w.ledgerEntriesAt(p), entries);
+        // A grant the ledger refused is a fact here, but neither an entry nor money: a refusal.
+        const big = ledger({ account_id: 'acc_a', reference: 'ref-3', amount_micros: '9007199254740991' });
+        await w.insertLedger([big], [{ partition: 1, offset: 6n }]);
+        const reason = 'balance_out_of_range: 9007199254740991 micro-credits would take the balance of acc_a outside ±9007199254740991 micro-credits';
+        await w.insertQuarantine([{ event_id: big.event_id, group: 'ledger', topic: 'ledger', partition: 1, offset: 6n, kind: 'apply_failed', reason, raw: '{}' }]);
+        await w.insertQuarantine([{ event_id: 'credit:acc_a:ref-2', group: 'warehouse', topic: 'ledger', partition: 1, offset: 5n, kind: 'invalid_event', reason: 'not the ledger', raw: '{}' }]);
+        assert.deepEqual(await w.ledgerEntriesAt(await w.logPositions()), entries);
+        assert.deepEqual(await w.ledgerEntries(), entries);
+        assert.deepEqual(await w.ledgerRefusals(), new Map([[big.event_id, reason]]));
       }));
 
     test('balances as of log positions count only facts at or before them', () =>

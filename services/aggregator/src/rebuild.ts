@@ -15,7 +15,8 @@ export interface RebuildReport {
 
 /**
  * Rebuilds hot state from the warehouse: accounts and keys (highest version wins, so newer
- * records already in the directory stay), then balances and ledger entries as of the
+ * records already in the directory stay), then balances, the applied ledger entries and the
+ * ledger's refusals (a refused credit reference stays refused: 409, never "applied") as of the
  * warehouse's own log positions, loaded with those positions in one atomic step. Ledger
  * consumers past those positions then see a gap and re-read the log from there, so every
  * event after the snapshot is applied exactly once. Control positions are not kept: the
@@ -30,8 +31,8 @@ export async function rebuild(
   const at = await deps.warehouse.logPositions();
   const memoryMs = options.usageMemoryMs ?? 24 * 3600_000;
   const since = Date.now() - memoryMs;
-  const [balances, ledgerEntries, accounts, keys, plans, usageIds] = await Promise.all([
-    deps.warehouse.balancesAt(at), deps.warehouse.ledgerEntriesAt(at),
+  const [balances, ledgerEntries, refusals, accounts, keys, plans, usageIds] = await Promise.all([
+    deps.warehouse.balancesAt(at), deps.warehouse.ledgerEntriesAt(at), deps.warehouse.ledgerRefusals(),
     deps.warehouse.loadAccounts(), deps.warehouse.loadKeys(), deps.warehouse.loadPlans(),
     // The ids the lost state remembered (same window), so a late producer-side duplicate of
     // one of them is still recognised after the rebuild.
@@ -46,7 +47,7 @@ export async function rebuild(
   for (const [p, o] of at.ledger) positions.set(positionKey('ledger', p), o);
   // A ledger on Redis Cluster keeps each id in its account's slot: it needs their accounts.
   const eventAccounts = deps.balances.needsEventAccounts ? await deps.warehouse.eventAccountsAt(at, since) : undefined;
-  await deps.balances.load({ balances, ledgerEntries, positions, usageIds, ...(eventAccounts ? { eventAccounts } : {}) });
+  await deps.balances.load({ balances, ledgerEntries, refusals, positions, usageIds, ...(eventAccounts ? { eventAccounts } : {}) });
   return {
     accounts: accounts.length, keys: keys.length, balances: balances.size, usage_ids: usageIds.length,
     positions: Object.fromEntries([...positions].map(([k, v]) => [k, v.toString()])),

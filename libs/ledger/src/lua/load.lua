@@ -2,14 +2,16 @@
 -- state ready. An apply script runs entirely before or after it, never in between: after it,
 -- a consumer past the loaded positions sees a gap and rewinds, so every event after the
 -- snapshot is applied exactly once. Holds are left alone (they expire by themselves).
--- KEYS[1] accounts (set), KEYS[2] ledger (hash), KEYS[3] pos (hash), KEYS[4] ready
+-- KEYS[1] accounts (set), KEYS[2] ledger (hash), KEYS[3] pos (hash), KEYS[4] ready,
+-- KEYS[5] rejected (hash event id -> reason)
 -- ARGV[1] balance key prefix ("<P>bal:"), ARGV[2] n balances, then n × (account, balance),
--- then m, m × (ledger event id, amount), then k, k × (position field, offset), then the new
+-- then m, m × (ledger event id, entry '<amount> <kind>'), then k, k × (position field, offset),
+-- then r, r × (refused event id, reason), r = -1 leaving the refusals as they are, then the new
 -- epoch (random, from the caller; the usage ids of the snapshot were written holding it): it
 -- goes into the pos hash (see EPOCH_FIELD in position.lua), so every usage id marker written
 -- before this step stops counting in the same atomic step as the effects it vouched for go.
 -- Balance keys are named from ARGV (single Redis or one hash slot; not Redis Cluster).
-local accounts_key, ledger_key, pos_key, ready_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local accounts_key, ledger_key, pos_key, ready_key, rejected_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local bal_prefix = ARGV[1]
 
 -- 1. Forget the old state entirely.
@@ -32,7 +34,15 @@ for j = 1, m do redis.call('HSET', ledger_key, ARGV[i + 2 * j - 1], ARGV[i + 2 *
 i = i + 2 * m + 1
 local k = tonumber(ARGV[i])
 for j = 1, k do redis.call('HSET', pos_key, ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
-redis.call('HSET', pos_key, '#epoch', ARGV[i + 2 * k + 1])
+i = i + 2 * k + 1
+local r = tonumber(ARGV[i])
+if r >= 0 then
+  redis.call('DEL', rejected_key)
+  for j = 1, r do redis.call('HSET', rejected_key, ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
+else
+  r = 0
+end
+redis.call('HSET', pos_key, '#epoch', ARGV[i + 2 * r + 1])
 
 -- 3. Hot state is complete again.
 redis.call('SET', ready_key, '1')
