@@ -343,6 +343,40 @@ export class KafkaLog implements EventLog {
     }
   }
 
+  /**
+   * Waits until consumer group `group` (logical name) has committed every dead letter that was
+   * on the log when called: committed offset ≥ the high watermark read first, on every partition
+   * of the dead-letter topic. The warehouse sink stores a dead letter before its offset is
+   * committed, and the ledger group sends its dead letter before it records the refusal in hot
+   * state; so once this resolves true, every refusal hot state ever recorded is in the
+   * warehouse's quarantine (what a rebuild reads). Polls every 100 ms (commits follow handling
+   * by `consumerCommitIntervalMs`). Resolves false after `timeoutMs` (the group is down or far
+   * behind, or the broker does not answer).
+   */
+  async deadLettersCommitted(group: string, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    const admin = this.#kafka.admin();
+    try {
+      await withTimeout(admin.connect(), timeoutMs, 'kafka admin connect timed out');
+      const topic = this.deadLetterTopicName();
+      const marks = await withTimeout(admin.fetchTopicOffsets(topic), Math.max(1, deadline - Date.now()), 'kafka fetchTopicOffsets timed out');
+      const want = marks.filter((m) => BigInt(m.high) > BigInt(m.low));
+      for (;;) {
+        if (want.length === 0) return true;
+        const committed = await withTimeout(admin.fetchOffsets({ groupId: this.groupName(group), topics: [topic] }),
+          Math.max(1, deadline - Date.now()), 'kafka fetchOffsets timed out');
+        const at = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+        if (want.every((m) => (at.get(m.partition) ?? -1n) >= BigInt(m.high))) return true;
+        if (Date.now() + 100 > deadline) return false;
+        await sleep(100);
+      }
+    } catch {
+      return false;
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+  }
+
   /** Kafka consumer group id: namespaced by the topic prefix. */
   groupName(group: string): string {
     return this.#prefix + group;

@@ -163,6 +163,36 @@ if (brokers === undefined) {
     }
   });
 
+  test('dead letters committed: false while a group has not stored every dead letter on the log, true once it has (what a rebuild waits for)', async () => {
+    const { log, cleanup } = await freshLog(kafka, 1);
+    try {
+      const group = `dl-${randomUUID()}`;
+      assert.equal(await log.deadLettersCommitted(group, 300), true); // none on the log yet
+      const record = (i: number): DeadLetter => ({
+        event_id: `credit:a:r${i}`, group: 'ledger', topic: 'ledger', partition: 0, offset: String(i), kind: 'apply_failed',
+        reason: 'balance_out_of_range: test', raw: '{}', ts: 1_790_000_000_000,
+      });
+      await log.deadLetter([record(0), record(1), record(2)]);
+      assert.equal(await log.deadLettersCommitted(group, 300), false); // the group has stored none
+      const got: ConsumedDeadLetter[] = [];
+      const sub = await log.subscribe({
+        group, topics: ['usage'], fromBeginning: true,
+        handler: async () => {}, onDeadLetters: async (records) => { got.push(...records); },
+      });
+      try {
+        assert.equal(await log.deadLettersCommitted(group, 20_000), true);
+        assert.deepEqual(got.map((g) => g.offset), [0n, 1n, 2n]);
+        await log.deadLetter([record(3)]);
+        assert.equal(await log.deadLettersCommitted(group, 20_000), true);
+        assert.deepEqual(got.map((g) => g.offset), [0n, 1n, 2n, 3n]);
+      } finally {
+        await sub.stop();
+      }
+    } finally {
+      await cleanup();
+    }
+  });
+
   test('records are keyed by account, carry event_id and trace headers, and are JSON', async () => {
     const { log, prefix, cleanup } = await freshLog(kafka);
     const consumer = kafka.consumer({ groupId: `raw-${randomUUID()}`, maxWaitTimeInMs: 250 });

@@ -18,6 +18,8 @@ export interface OpsDeps {
   financeToken?: string | undefined;
   /** waits until everything published so far has reached the warehouse (embedded mode) */
   settle?: () => Promise<void>;
+  /** see `rebuild`'s `refusalsStored`: awaited before a rebuild reads the warehouse */
+  refusalsStored?: () => Promise<void>;
   /**
    * This process's price book, when it has one: its versions are stored in the warehouse's
    * `price_versions` before a rerate (idempotent), so events priced with them can be re-priced.

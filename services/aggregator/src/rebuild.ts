@@ -24,10 +24,20 @@ export interface RebuildReport {
  * Safe while traffic flows and while consumers run; safe to run twice.
  */
 export async function rebuild(
-  deps: { warehouse: Warehouse; balances: BalanceStore; keys: KeyDirectory },
+  deps: {
+    warehouse: Warehouse; balances: BalanceStore; keys: KeyDirectory;
+    /**
+     * Resolves once every refusal the ledger recorded is in the warehouse's quarantine (the
+     * distributed log: its dead letters stored, see KafkaLog.deadLettersCommitted); awaited
+     * before the snapshot is read. Without it a grant refused just before hot state was lost,
+     * whose row was stored before its dead letter, would be rebuilt as credited money.
+     */
+    refusalsStored?: () => Promise<void>;
+  },
   options: { usageMemoryMs?: number } = {},
 ): Promise<RebuildReport> {
   const started = performance.now();
+  await deps.refusalsStored?.();
   const at = await deps.warehouse.logPositions();
   const memoryMs = options.usageMemoryMs ?? 24 * 3600_000;
   const since = Date.now() - memoryMs;

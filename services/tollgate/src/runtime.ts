@@ -28,6 +28,12 @@ export const DEFAULT_CATALOG = resolve(import.meta.dirname, '../../../libs/prici
  */
 export const HOT_STATE_CHECK_MS = 1_500;
 
+/**
+ * How long a rebuild waits for the warehouse group to have stored every dead letter (ms): its
+ * commits follow within a second when it runs; beyond this it is down or far behind.
+ */
+const REFUSALS_WAIT_MS = 15_000;
+
 /** How long a burst of file-change notifications is let settle before the catalog is read (ms). */
 export const PRICING_RELOAD_DEBOUNCE_MS = 250;
 
@@ -156,13 +162,22 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // The process that owns the warehouse restores lost hot state by itself: at start, and
   // whenever a ledger consumer finds it gone (Redis restarted empty). One rebuild at a time.
   let rebuilding: Promise<unknown> | null = null;
+  // Distributed: a rebuild first waits (at most REFUSALS_WAIT_MS) for the warehouse group to
+  // have stored every dead letter, so a grant the ledger refused just before the loss is read
+  // as refused, not as credited money (the in-process log hands dead letters over at once).
+  const refusalsStored = async () => {
+    if (!(log instanceof KafkaLog)) return;
+    if (!(await log.deadLettersCommitted('warehouse', REFUSALS_WAIT_MS))) {
+      server.log.warn({ waitedMs: REFUSALS_WAIT_MS }, 'rebuild: the warehouse group has not stored every dead letter yet (down or behind); rebuilding anyway, a grant the ledger refused in the last moments may read as credited until reconcile');
+    }
+  };
   // `reload`: pools and webhooks are loaded again around the rebuild; false only at start, just
   // after they were loaded above.
   const rebuildState = (reload: boolean) => {
     if (!warehouse || rebuilding) return;
     // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
     // the stored groups missing and send every caller to the configured default.
-    rebuilding = Promise.resolve(reload ? restorePoolRecords() : undefined).then(() => rebuild({ warehouse, balances, keys }))
+    rebuilding = Promise.resolve(reload ? restorePoolRecords() : undefined).then(() => rebuild({ warehouse, balances, keys, refusalsStored }))
       .then((report) => server.log.warn({ report }, 'hot state rebuilt from the warehouse'))
       .then(() => (reload ? restoreHooks() : undefined))
       .catch((err: unknown) => server.log.error({ err }, 'rebuild failed; will retry'))
@@ -282,6 +297,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     registerOps(server, {
       warehouse, balances, keys, adminToken: admin.value, financeToken: config.secrets.financeToken,
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
+      refusalsStored,
       priceBook: () => prices,
       beforeRebuild: async () => { await restorePoolRecords(); },
     });
