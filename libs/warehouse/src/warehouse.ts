@@ -132,9 +132,12 @@ export class WarehouseInputError extends Error {
  * - `undecodable`: the log could not parse the message (not JSON, empty);
  * - `invalid_event`: it parsed but fails the event shape or a bound (`decodeEvent`);
  * - `rejected_by_warehouse`: ClickHouse refused it with a data error (parse, type, range);
- * - `apply_failed`: hot state could not apply it (a Redis script error on that event).
+ * - `apply_failed`: hot state could not apply it (a Redis script error on that event);
+ * - `conflicting_duplicate`: a ledger event whose id the warehouse already holds with another
+ *   amount or kind (one event id, one fact: the first stays, as in hot state, where the later
+ *   one is a duplicate id and changes nothing).
  */
-export type QuarantineKind = 'undecodable' | 'invalid_event' | 'rejected_by_warehouse' | 'apply_failed';
+export type QuarantineKind = 'undecodable' | 'invalid_event' | 'rejected_by_warehouse' | 'apply_failed' | 'conflicting_duplicate';
 
 /** One poison event, kept with its reason instead of stopping its consumer group. */
 export interface QuarantineRecord {
@@ -330,6 +333,25 @@ export class Warehouse {
         poison.push(quarantineRecord(item, group, undecodable ? 'undecodable' : 'invalid_event', d.reason, d.eventId));
       }
     }
+    // One ledger event id, one fact, the first: a later event under a stored id (or one earlier
+    // in this batch) with another amount or kind is set aside, not stored over it (the table
+    // keeps the last row of an id; hot state applied the first).
+    const ledgerIds = good.flatMap((g) => (g.event.type === 'ledger' ? [g.event.event_id] : []));
+    if (ledgerIds.length > 0) {
+      const first = await this.#ledgerFacts(ledgerIds);
+      for (let i = 0; i < good.length; i++) {
+        const e = good[i]!.event;
+        if (e.type !== 'ledger') continue;
+        const fact = `${BigInt(e.amount_micros)} ${e.kind}`;
+        const held = first.get(e.event_id);
+        if (held === undefined) first.set(e.event_id, fact);
+        else if (held !== fact) {
+          poison.push(quarantineRecord(good[i]!.item, group, 'conflicting_duplicate',
+            `ledger event ${e.event_id} is already stored as ${held.replace(' ', ' µc ')}; this one says ${fact.replace(' ', ' µc ')} (one event id, one fact: the first stays)`, e.event_id));
+          good.splice(i--, 1);
+        }
+      }
+    }
     const insert = async (part: typeof good): Promise<void> => {
       if (part.length === 0) return;
       try {
@@ -497,6 +519,16 @@ export class Warehouse {
       else seen.add(id);
     }
     return { skip, stored: already };
+  }
+
+  /** Stored ledger rows of these event ids: id → `<amount> <kind>` of the first stored (by insert time). */
+  async #ledgerFacts(ids: string[]): Promise<Map<string, string>> {
+    const rows = await this.#select(
+      `SELECT event_id, argMin(concat(toString(amount_micros), ' ', kind), inserted_at) AS fact
+       FROM ${this.#t.ledger} WHERE event_id IN {ids:Array(String)} GROUP BY event_id`,
+      { ids: [...new Set(ids)] },
+    );
+    return new Map(rows.map((r) => [str(r['event_id']), str(r['fact'])]));
   }
 
   /** The event ids of `rows` (distinct ids, in ts order) that `usage_events` already holds, by `usage_event_ids`. */

@@ -81,6 +81,34 @@ test('poison events between good ones: good ones stored in order, each poison qu
   }
 });
 
+test('conflicting duplicate ledger event (one event id, another amount or kind, stored earlier or earlier in the batch): quarantined, the first fact stays; an identical one is a plain duplicate', async () => {
+  const { w } = await fresh();
+  try {
+    const first = ledger({ account_id: 'acc_c', reference: 'inv-1', amount_micros: '5000000' });
+    assert.deepEqual(await w.storeEvents([{ topic: 'ledger', event: first, position: at(0n, 2) }], 'warehouse'), []);
+    const poison = await w.storeEvents([
+      { topic: 'ledger', event: { ...first, kind: 'refund' }, position: at(1n, 2) },
+      { topic: 'ledger', event: { ...first, amount_micros: '7000000' }, position: at(2n, 2) },
+      { topic: 'ledger', event: first, position: at(3n, 2) },
+      { topic: 'ledger', event: ledger({ account_id: 'acc_c', reference: 'inv-2', amount_micros: '1' }), position: at(4n, 2) },
+      { topic: 'ledger', event: ledger({ account_id: 'acc_c', reference: 'inv-2', amount_micros: '1', kind: 'top_up' }), position: at(5n, 2) },
+    ], 'warehouse');
+    assert.deepEqual(poison.map((q) => [q.event_id, q.kind, q.offset, q.reason]), [
+      ['credit:acc_c:inv-1', 'conflicting_duplicate', 1n, 'ledger event credit:acc_c:inv-1 is already stored as 5000000 µc grant; this one says 5000000 µc refund (one event id, one fact: the first stays)'],
+      ['credit:acc_c:inv-1', 'conflicting_duplicate', 2n, 'ledger event credit:acc_c:inv-1 is already stored as 5000000 µc grant; this one says 7000000 µc grant (one event id, one fact: the first stays)'],
+      ['credit:acc_c:inv-2', 'conflicting_duplicate', 5n, 'ledger event credit:acc_c:inv-2 is already stored as 1 µc grant; this one says 1 µc top_up (one event id, one fact: the first stays)'],
+    ]);
+    assert.deepEqual(await w.ledgerEntries(), new Map([
+      ['credit:acc_c:inv-1', { amount: 5_000_000n, kind: 'grant' }], ['credit:acc_c:inv-2', { amount: 1n, kind: 'grant' }],
+    ]));
+    assert.equal((await w.balances()).get('acc_c'), 5_000_001n);
+    // Positions count the set-aside events: a rebuild resumes after them.
+    assert.equal((await w.logPositions()).ledger.get(2), 5n);
+  } finally {
+    await w.close();
+  }
+});
+
 test('an event without a usable id is quarantined under the stand-in id every group computes', async () => {
   const { w } = await fresh();
   try {
