@@ -355,18 +355,25 @@ export class KafkaLog implements EventLog {
    */
   async deadLettersCommitted(group: string, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
+    const left = () => Math.max(1, deadline - Date.now());
+    const topic = this.deadLetterTopicName();
     const admin = this.#kafka.admin();
+    let want: Array<{ partition: number; high: string }> | undefined;
     try {
-      await withTimeout(admin.connect(), timeoutMs, 'kafka admin connect timed out');
-      const topic = this.deadLetterTopicName();
-      const marks = await withTimeout(admin.fetchTopicOffsets(topic), Math.max(1, deadline - Date.now()), 'kafka fetchTopicOffsets timed out');
-      const want = marks.filter((m) => BigInt(m.high) > BigInt(m.low));
+      await withTimeout(admin.connect(), left(), 'kafka admin connect timed out');
       for (;;) {
-        if (want.length === 0) return true;
-        const committed = await withTimeout(admin.fetchOffsets({ groupId: this.groupName(group), topics: [topic] }),
-          Math.max(1, deadline - Date.now()), 'kafka fetchOffsets timed out');
-        const at = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
-        if (want.every((m) => (at.get(m.partition) ?? -1n) >= BigInt(m.high))) return true;
+        try {
+          // No dead-letter topic yet: no dead letter was ever sent.
+          if (!(await withTimeout(admin.listTopics(), left(), 'kafka listTopics timed out')).includes(topic)) return true;
+          want ??= (await withTimeout(admin.fetchTopicOffsets(topic), left(), 'kafka fetchTopicOffsets timed out'))
+            .filter((m) => BigInt(m.high) > BigInt(m.low));
+          if (want.length === 0) return true;
+          const committed = await withTimeout(admin.fetchOffsets({ groupId: this.groupName(group), topics: [topic] }), left(), 'kafka fetchOffsets timed out');
+          const at = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+          if (want.every((m) => (at.get(m.partition) ?? -1n) >= BigInt(m.high))) return true;
+        } catch {
+          // A broker between answers (a topic just made, a leader moving): asked again below.
+        }
         if (Date.now() + 100 > deadline) return false;
         await sleep(100);
       }
