@@ -40,9 +40,10 @@ export class RewindError extends Error {
 
 /**
  * `publish` rejected before anything of its events was written anywhere (the log is closed, or
- * never opened): the caller may treat them as never published. Any other rejection leaves it
- * unknown (a spool append that failed half-way, a close while they waited: a spooled event is
- * sent at the next start), so a caller that must not publish twice treats it as published.
+ * never opened; a spool append that failed before its first record was whole, e.g. a full
+ * disk): the caller may treat them as never published. Any other rejection leaves it unknown (a
+ * close while they waited: a spooled event is sent at the next start), so a caller that must
+ * not publish twice treats it as published.
  */
 export class NotPublishedError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {

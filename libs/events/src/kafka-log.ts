@@ -1058,10 +1058,15 @@ export class KafkaLog implements EventLog {
       data += `{"topic":${JSON.stringify(r.topic)},"event":${r.value},"headers":${JSON.stringify(r.headers)}}\n`;
     }
     const bytes = Buffer.from(data, 'utf8');
+    let off = 0;
     try {
-      for (let off = 0; off < bytes.length;) off += writeSync(segment.fd!, bytes, off);
+      while (off < bytes.length) off += writeSync(segment.fd!, bytes, off);
     } catch (err) {
       this.#active = null;
+      // Not even the first record's JSON is whole (its newline aside): the torn line is skipped when read, so
+      // nothing of this publish will ever be sent (the caller may reuse what it claimed for it).
+      const firstLine = Buffer.byteLength(data.slice(0, data.indexOf('\n') + 1), 'utf8');
+      if (off < firstLine - 1) throw new NotPublishedError(`spool append failed, nothing written: ${(err as Error).message}`, { cause: err });
       throw err;
     }
     segment.records!.push(...records);

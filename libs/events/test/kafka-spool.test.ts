@@ -3,12 +3,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
-import { KafkaLog, TOPICS } from '@tollgate/events';
+import { KafkaLog, NotPublishedError, TOPICS } from '@tollgate/events';
 import type { ConsumedEvent, KafkaLogLogger } from '@tollgate/events';
 import { findKafka, requireKafka, stopKafka, startKafka } from '../../../test/support/services.ts';
 import { Collector, publishAll, sampleEvents } from './event-log.contract.ts';
@@ -63,6 +63,26 @@ test('no broker: publish resolves by spooling; the next start on the spool deliv
 test('no broker at all: the delivery half of the spool test', async (t) => {
   if (brokers !== undefined) return;
   await requireKafka(t);
+});
+
+test('a spool append that wrote nothing (disk full) rejects with NotPublishedError, so a caller may free what it claimed; the log goes on with the next publish', async () => {
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const samples = sampleEvents(randomUUID().slice(0, 8), 3);
+  const log = new KafkaLog({ kafka: deadClient(), topicPrefix: `t-${randomUUID().slice(0, 8)}.`, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, segmentMaxEvents: 1, logger: quiet() });
+  try {
+    await log.publish(samples[0]!.topic, [{ event: samples[0]!.event }]);
+    // The next segment is /dev/full: every write to it fails with ENOSPC, nothing written.
+    await symlink('/dev/full', join(spoolDir, 'spool-000000000001.jsonl'));
+    const failed = await log.publish(samples[1]!.topic, [{ event: samples[1]!.event }]).then(() => undefined, (err: unknown) => err);
+    assert.ok(failed instanceof NotPublishedError, String(failed));
+    assert.match(failed.message, /^spool append failed, nothing written: ENOSPC/);
+    await rm(join(spoolDir, 'spool-000000000001.jsonl'));
+    await log.publish(samples[2]!.topic, [{ event: samples[2]!.event }]);
+    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id), [samples[0]!.event.event_id, samples[2]!.event.event_id]);
+  } finally {
+    await log.close();
+    await rm(spoolDir, { recursive: true, force: true });
+  }
 });
 
 test('a torn last spool line (a write that never returned) is skipped, the rest delivered', async (t) => {
