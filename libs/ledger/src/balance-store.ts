@@ -110,7 +110,8 @@ export interface AccountBalance {
 
 /**
  * What the ledger consumer saw when it applied an event:
- * - `applied`, `duplicate` (already in: by event id, or at or before the stored position);
+ * - `applied`, `duplicate` (already in: by event id, or at or before the stored position; a
+ *   ledger event whose id the ledger refused before is a duplicate too: one id, one decision);
  * - `gap`: the event is past the stored position + 1, so the events between were not applied
  *   here (hot state was rebuilt from an earlier point): the consumer must rewind;
  * - `not_ready`: hot state was lost and not yet rebuilt;

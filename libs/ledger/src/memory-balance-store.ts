@@ -156,7 +156,8 @@ export class MemoryBalanceStore implements BalanceStore {
   }
 
   async applyLedger(event: LedgerEvent, _position?: LogPosition): Promise<ApplyResult> {
-    if (this.#ledgerEntries.has(event.event_id)) return 'duplicate';
+    // One event id, one decision: applied or refused, a later event under it changes nothing.
+    if (this.#ledgerEntries.has(event.event_id) || this.#rejected.has(event.event_id)) return 'duplicate';
     const amount = BigInt(event.amount_micros);
     const after = (this.#balances.get(event.account_id) ?? 0n) + amount;
     if (after > MAX_MONEY_MICROS || after < -MAX_MONEY_MICROS) return 'out_of_range';

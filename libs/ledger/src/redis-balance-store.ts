@@ -53,7 +53,7 @@ interface LedgerScripts {
   tollgateLedgerApplyUsage(seen: string, bal: string, held: string, holds: string, expiry: string,
     pos: string, accounts: string, hwin: string, eventId: string, cost: Amount, memoryMs: string, account: string,
     field: string, offset: string, readyKey: string): Promise<number>;
-  tollgateLedgerApplyLedger(ledger: string, bal: string, pos: string, accounts: string, eventId: string,
+  tollgateLedgerApplyLedger(ledger: string, bal: string, pos: string, accounts: string, rejected: string, eventId: string,
     amount: Amount, account: string, field: string, offset: string, readyKey: string, bound: Amount, kind: LedgerKind): Promise<number>;
   /** variable key count: called with the number of keys first */
   tollgateLedgerApplyBatch(numKeys: number, ...keysAndArgs: string[]): Promise<Array<number | string>>;
@@ -219,7 +219,7 @@ export class RedisBalanceStore implements BalanceStore {
     const usageFn = lua('usage-fn');
     const ledgerFn = lua('ledger-fn');
     define('tollgateLedgerApplyUsage', `${position}\n${usageFn}\n${lua('apply-usage')}`, 8);
-    define('tollgateLedgerApplyLedger', `${position}\n${ledgerFn}\n${lua('apply-ledger')}`, 4);
+    define('tollgateLedgerApplyLedger', `${position}\n${ledgerFn}\n${lua('apply-ledger')}`, 5);
     define('tollgateLedgerApplyBatch', `${position}\n${usageFn}\n${ledgerFn}\n${lua('apply-batch')}`, -1);
     define('tollgateLedgerCheckPosition', `${position}\n${lua('check-position')}`, 1);
     define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
@@ -330,7 +330,7 @@ export class RedisBalanceStore implements BalanceStore {
     const amount = int64(BigInt(event.amount_micros), 'ledger amount');
     const [field, offset] = positionArgs(position);
     return verdict(await this.#scripts.tollgateLedgerApplyLedger(
-      this.#ledgerKey(), this.#accountKeys(event.account_id).bal, this.#key('pos'), this.#key('accounts'),
+      this.#ledgerKey(), this.#accountKeys(event.account_id).bal, this.#key('pos'), this.#key('accounts'), this.#key('rejected'),
       event.event_id, amount, event.account_id, field, offset, this.#readyArg(), MAX_MONEY_MICROS.toString(), event.kind));
   }
 
@@ -342,7 +342,7 @@ export class RedisBalanceStore implements BalanceStore {
    */
   async applyBatch(items: BatchItem[], options: { balanceAfter?: boolean } = {}): Promise<BatchOutcome[]> {
     if (this.#cluster) return this.#applyBatchCluster(items, options);
-    const keys = [this.#key('pos'), this.#key('accounts'), this.#ledgerKey()];
+    const keys = [this.#key('pos'), this.#key('accounts'), this.#ledgerKey(), this.#key('rejected')];
     const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', '', this.#prefix];
     let refused: BatchOutcome | undefined;
     let sent = 0;
@@ -420,7 +420,7 @@ export class RedisBalanceStore implements BalanceStore {
       if (!group) {
         const tag = this.#tag(account);
         group = {
-          keys: [`${this.#prefix}pos:${tag}`, this.#marker(account), `${this.#prefix}ledger:${tag}`],
+          keys: [`${this.#prefix}pos:${tag}`, this.#marker(account), `${this.#prefix}ledger:${tag}`, `${this.#prefix}rejected:${tag}`],
           args: [gen, this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', 'a', ''],
           at: [],
         };

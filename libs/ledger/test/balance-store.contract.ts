@@ -399,6 +399,13 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.equal(await store.quarantineReason(`credit:${account}:other`, account), undefined);
       await store.releaseReference(entry, account);
       assert.deepEqual(await store.claimReference(entry, grant(4n), HOUR, account), { claimed: false, refused: reason });
+      // A later event under the refused id (a claim lost with Redis, say) is a duplicate id: it
+      // changes nothing, whatever it says, and the id stays refused.
+      assert.equal(await store.applyLedger(ledgerEvent(account, 1n, entry)), 'duplicate');
+      assert.deepEqual((await store.applyBatch([{ event: { ...ledgerEvent(account, 2n, entry), kind: 'top_up' } }])).map((o) => o.verdict), ['duplicate']);
+      assert.equal(await store.ledgerEntry(entry, account), undefined);
+      assert.equal((await store.get(account)).balance, 0n);
+      assert.equal(await store.quarantineReason(entry, account), reason);
       // An applied id keeps its applied outcome even if a redelivered copy went bad.
       const paid = `credit:${account}:ref-paid`;
       await store.applyLedger(ledgerEvent(account, 4n, paid));

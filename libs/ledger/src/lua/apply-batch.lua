@@ -5,14 +5,14 @@
 -- redelivered batch is a run of duplicates.
 -- Two layouts (ARGV[5]):
 -- - '' (standalone Redis): any accounts, one call per partition batch.
---   KEYS[1] pos, KEYS[2] accounts, KEYS[3] ledger; ARGV[1] ready key or ''; ARGV[6] the key
+--   KEYS[1] pos, KEYS[2] accounts, KEYS[3] ledger, KEYS[4] rejected; ARGV[1] ready key or ''; ARGV[6] the key
 --   prefix. The per-event keys are NOT declared: the script derives them from the prefix, the
 --   event id and the account id exactly as redis-balance-store.ts names them (u:<id>,
 --   bal:{A}, held:{A}, holds:{A}, hexp:{A}, hwin:{A}). Declaring them cost the caller six
 --   arguments per event to encode; standalone Redis has no slot to check (docs/decisions.md).
 -- - 'a' (Redis Cluster: ONE account A, so every key is in A's hash slot): the events of A in
 --   a partition batch. KEYS[1] pos:{A} (A's own positions), KEYS[2] the ready marker of A's
---   slot, KEYS[3] ledger:{A}; ARGV[1] the generation the marker must hold (else not ready:
+--   slot, KEYS[3] ledger:{A}, KEYS[4] rejected:{A}; ARGV[1] the generation the marker must hold (else not ready:
 --   a rebuild ran since the caller read the partition positions). No gap check here: the
 --   caller checked the partition-wide position (see account_ctx in position.lua). The
 --   per-event keys ARE declared (the Cluster routes and checks by them), in order:
@@ -37,13 +37,13 @@
 -- effects and positions (Redis does not roll a script back, nor should it here).
 -- Within the call the ready marker, each position and the accounts set are read or written
 -- once (batch_ctx in position.lua): the script is atomic, so no one sees the difference.
-local pos_key, accounts_key, ledger_key = KEYS[1], KEYS[2], KEYS[3]
+local pos_key, accounts_key, ledger_key, rejected_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ready_key, memory_ms, bound, want_balance = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local cluster, prefix = ARGV[5] == 'a', ARGV[6] or ''
 local ctx
 if cluster then ctx = account_ctx(KEYS[2], ARGV[1], KEYS[1]) else ctx = batch_ctx(ready_key, pos_key, accounts_key) end
 local out = {}
-local k = 4
+local k = 5
 for a = 7, #ARGV do
   local packed = ARGV[a]
   local kind, amount, entry_kind, offset, id_len, account_len, rest = string.match(packed, '^([ul])(%-?%d+)([%l_]*) (%d*) (%d+) (%d+) ()')
@@ -78,7 +78,7 @@ for a = 7, #ARGV do
   else
     local bal_key
     if cluster then bal_key = KEYS[k]; k = k + 1 else bal_key = prefix .. 'bal:{' .. account .. '}' end
-    ok, verdict = pcall(apply_ledger, ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound, entry_kind)
+    ok, verdict = pcall(apply_ledger, ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound, entry_kind, rejected_key)
     if ok and verdict == 1 then
       out[#out + 1] = 1
       out[#out + 1] = ''

@@ -5,21 +5,24 @@
 -- ARGV[1] event_id, ARGV[2] signed amount (integer string), ARGV[3] account id,
 -- ARGV[4] position field or '', ARGV[5] offset or '', ARGV[6] ready key or '',
 -- ARGV[7] money bound (2^53 - 1, integer string), ARGV[8] the entry's kind (grant, top_up,
--- refund, adjustment): the entry is kept as '<amount> <kind>' (encodeLedgerEntry)
+-- refund, adjustment): the entry is kept as '<amount> <kind>' (encodeLedgerEntry);
+-- rejected_key (KEYS[5] for apply-ledger.lua): the hash of ids the ledger refused
 -- Returns 1 applied, 0 duplicate, -1 gap, -2 not ready, -3 out of range (nothing changed, the
 -- position did not move: the consumer quarantines the event, which moves it).
 -- Invariant: each ledger event_id changes the balance at most once, ever; the entry, the
 -- balance change and the position move together.
 -- ctx: as for usage-fn.lua.
-local function apply_ledger(ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound_text, kind)
+local function apply_ledger(ctx, ledger_key, bal_key, event_id, amount, account, field, offset, bound_text, kind, rejected_key)
   local bound = tonumber(bound_text)
 
   -- 1. Position first (see position.lua).
   local verdict = ctx.check(field, offset)
   if verdict then return verdict end
 
-  -- 2. Idempotency: a repeated reference never pays twice.
-  if redis.call('HEXISTS', ledger_key, event_id) == 1 then
+  -- 2. Idempotency: a repeated reference never pays twice, and an id the ledger refused stays
+  -- refused (one event id, one decision: a later event under it is a duplicate id, whatever
+  -- it says; the warehouse keeps the first and leaves a refused id out of every balance).
+  if redis.call('HEXISTS', ledger_key, event_id) == 1 or redis.call('HEXISTS', rejected_key, event_id) == 1 then
     ctx.advance(field, offset)
     return 0
   end
