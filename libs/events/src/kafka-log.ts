@@ -85,6 +85,11 @@ export interface KafkaLogOptions {
    * issue 11). Either way only handled offsets are committed, and `stop()` commits the rest.
    */
   consumerCommitIntervalMs?: number;
+  /**
+   * How often (ms, default 1000) a subscription with `storedPosition` compares each partition it
+   * holds with the sink's stored position (SubscribeOptions.storedPosition).
+   */
+  positionCheckMs?: number;
   /** replication factor for ensureTopics (default 1) */
   replicationFactor?: number;
 }
@@ -212,6 +217,7 @@ export class KafkaLog implements EventLog {
   readonly #consumerBatchSize: number;
   readonly #consumerMaxWaitMs: number;
   readonly #consumerCommitIntervalMs: number;
+  readonly #positionCheckMs: number;
   readonly #replicationFactor: number;
 
   readonly #ready: Promise<void>;
@@ -274,6 +280,7 @@ export class KafkaLog implements EventLog {
     this.#consumerBatchSize = options.consumerBatchSize ?? 1000;
     this.#consumerMaxWaitMs = options.consumerMaxWaitMs ?? 1000;
     this.#consumerCommitIntervalMs = Math.max(0, options.consumerCommitIntervalMs ?? 250);
+    this.#positionCheckMs = Math.max(10, options.positionCheckMs ?? 1000);
     this.#replicationFactor = options.replicationFactor ?? 1;
     try {
       this.#openSpool();
@@ -598,6 +605,17 @@ export class KafkaLog implements EventLog {
     let halted = false;
     let inFlight = 0;
     let drained: (() => void) | null = null;
+    // With `storedPosition`: per `<kafka topic>|<partition>`, the next offset this member will
+    // handle (unknown after a join until the first check), and the partitions in the handler.
+    const nextOffset = new Map<string, bigint>();
+    const busy = new Set<string>();
+    const watched = options.storedPosition
+      ? { ...options, handler: async (events: ConsumedEvent[]) => {
+        await options.handler(events);
+        const last = events[events.length - 1];
+        if (last) nextOffset.set(`${this.topicName(last.topic)}|${last.partition}`, last.offset + 1n);
+      } }
+      : options;
     // The kafkajs consumer serving this subscription now. kafkajs restarts a consumer after a
     // crash only when it deems the error retriable; after any other (BROKER_NOT_AVAILABLE,
     // UNKNOWN_SERVER_ERROR, ILLEGAL_GENERATION outside a fetch… answered while a broker restarts)
@@ -632,6 +650,7 @@ export class KafkaLog implements EventLog {
         }
         assigned = next;
         committer.retain(next);
+        nextOffset.clear(); // every partition is checked against the store at the next look
       });
       consumer.on(consumer.events.CRASH, (e) => {
         const restart = e.payload.restart;
@@ -652,14 +671,18 @@ export class KafkaLog implements EventLog {
           eachBatch: async (payload) => {
             if (halted) return;
             inFlight++;
+            const key = `${payload.batch.topic}|${payload.batch.partition}`;
+            busy.add(key);
             try {
-              await this.#consumeBatch(options, byName, failures, payload, committer, () => halted, (to) => {
+              await this.#consumeBatch(watched, byName, failures, payload, committer, () => halted, (to) => {
                 for (const t of to) {
                   committer.drop(this.topicName(t.topic), t.partition);
                   consumer.seek({ topic: this.topicName(t.topic), partition: t.partition, offset: t.offset.toString() });
+                  nextOffset.set(`${this.topicName(t.topic)}|${t.partition}`, t.offset);
                 }
               });
             } finally {
+              busy.delete(key);
               if (--inFlight === 0) drained?.();
             }
           },
@@ -698,6 +721,44 @@ export class KafkaLog implements EventLog {
     current = await startConsumer();
     let stopping: Promise<void> | null = null;
     let lagTimer: NodeJS.Timeout | undefined;
+    // Each partition this member holds resumes from the sink's stored position: checked at once
+    // after a join and every `positionCheckMs` (a rebuilt state may stand behind what was
+    // handled, and nothing else would read an idle partition again). A partition in the handler
+    // is left for the next look (its batch meets the gap itself). Moving to stored + 1 is safe
+    // either way: what is at or before the stored position is a duplicate there.
+    let positionTimer: NodeJS.Timeout | undefined;
+    if (options.storedPosition) {
+      const storedPosition = options.storedPosition;
+      let checking = false;
+      const check = async () => {
+        const consumer = current;
+        if (!consumer || halted) return;
+        for (const [name, partitions] of assigned) {
+          const topic = byName.get(name);
+          if (!topic || (topic as string) === DEAD_LETTER_TOPIC) continue;
+          for (const p of partitions) {
+            const key = `${name}|${p}`;
+            if (busy.has(key)) continue;
+            const stored = await storedPosition(topic, p);
+            if (stored === undefined || busy.has(key) || halted || current !== consumer || !assigned.get(name)?.has(p)) continue;
+            const known = nextOffset.get(key);
+            if (known !== undefined && stored + 1n >= known) continue;
+            if (known !== undefined) this.#log.warn({ group: options.group, topic: name, partition: p, from: String(known), to: String(stored + 1n) }, 'the stored position is behind what was handled (state rebuilt); reading the partition again from there');
+            committer.drop(name, p);
+            consumer.seek({ topic: name, partition: p, offset: (stored + 1n).toString() });
+            nextOffset.set(key, stored + 1n);
+          }
+        }
+      };
+      const tick = () => {
+        if (checking) return;
+        checking = true;
+        check().catch((err: unknown) => this.#log.warn({ err, group: options.group }, 'stored position check failed; will retry'))
+          .finally(() => { checking = false; });
+      };
+      positionTimer = setInterval(tick, this.#positionCheckMs);
+      positionTimer.unref();
+    }
     if (this.#lag) {
       let measuring = false;
       const measure = () => {
@@ -712,6 +773,7 @@ export class KafkaLog implements EventLog {
     const subscription: Subscription = {
       stop: () => {
         clearInterval(lagTimer);
+        clearInterval(positionTimer);
         // This member leaves the group: its partitions go to others, which report them.
         for (const [name, partitions] of assigned) {
           const topic = byName.get(name);

@@ -193,6 +193,44 @@ if (brokers === undefined) {
     }
   });
 
+  test('stored position behind what was handled (the sink state rebuilt from an earlier point), no new event: the partition is read again from stored + 1', async () => {
+    const prefix = `t-${randomUUID().slice(0, 8)}.`;
+    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+    const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, positionCheckMs: 100, logger: { warn: () => {}, error: () => {} } });
+    try {
+      await log.ensureTopics(1);
+      const samples = sampleEvents(randomUUID().slice(0, 8), 5).map((x) => ({ ...x, topic: 'usage' as const }));
+      await publishAll(log, samples, 5);
+      let stored: bigint | undefined; // unknown: the sink's state is lost
+      const seen: bigint[] = [];
+      const sub = await log.subscribe({
+        group: `pos-${randomUUID()}`, topics: ['usage'], fromBeginning: true,
+        storedPosition: async () => stored,
+        handler: async (events) => {
+          for (const e of events) seen.push(e.offset);
+          stored = events[events.length - 1]!.offset; // effects and position stored together
+        },
+      });
+      try {
+        for (let i = 0; i < 200 && seen.length < 5; i++) await new Promise((r) => setTimeout(r, 50));
+        assert.deepEqual(seen, [0n, 1n, 2n, 3n, 4n]);
+        stored = 1n; // rebuilt as of offset 1
+        for (let i = 0; i < 200 && seen.length < 8; i++) await new Promise((r) => setTimeout(r, 50));
+        assert.deepEqual(seen, [0n, 1n, 2n, 3n, 4n, 2n, 3n, 4n]);
+        await new Promise((r) => setTimeout(r, 500)); // and only once: stored caught up again
+        assert.equal(seen.length, 8);
+      } finally {
+        await sub.stop();
+      }
+    } finally {
+      await log.close();
+      const admin = kafka.admin();
+      await admin.connect();
+      await admin.deleteTopics({ topics: [...TOPICS.map((x) => prefix + x), prefix + DEAD_LETTER_TOPIC] }).finally(() => admin.disconnect());
+      await rm(spoolDir, { recursive: true, force: true });
+    }
+  });
+
   test('records are keyed by account, carry event_id and trace headers, and are JSON', async () => {
     const { log, prefix, cleanup } = await freshLog(kafka);
     const consumer = kafka.consumer({ groupId: `raw-${randomUUID()}`, maxWaitTimeInMs: 250 });

@@ -1,5 +1,5 @@
 import {
-  boundedRaw, decodeEvent, MAX_MONEY_MICROS, RewindError, standInId, type ConsumedEvent, type EventLog, type LedgerEvent, type Subscription, type UsageEvent,
+  boundedRaw, decodeEvent, MAX_MONEY_MICROS, RewindError, standInId, type ConsumedEvent, type EventLog, type LedgerEvent, type Subscription, type Topic, type UsageEvent,
 } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { ApplyResult, BalanceStore, BatchOutcome, LedgerQuarantine, LogPosition } from '@tollgate/ledger';
@@ -186,6 +186,12 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
     // Partitions are independent here (an account lives in one; each has its own stored
     // position), so their batches' round trips overlap; within a partition order is kept.
     concurrentPartitions: deps.concurrentPartitions ?? 8,
+    // Each partition resumes from the position stored with the effects, also when hot state was
+    // rebuilt behind what this member handled and no event comes to find the gap (an idle
+    // account's grant would read 0 until then). Unknown while the state is lost.
+    ...(durable ? {
+      storedPosition: async (topic: Topic, partition: number) => ((await deps.balances.ready()) ? deps.balances.position(topic, partition) : undefined),
+    } : {}),
     handler: async (batch) => {
       // Consecutive usage and ledger events are applied together; anything else (poison,
       // control records) ends the run and is handled on its own, in log order.
