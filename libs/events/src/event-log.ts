@@ -116,15 +116,15 @@ export interface SubscribeOptions {
    */
   maxBatch?: number;
   /**
-   * The position (last applied offset, -1 none) the group's sink stored with its effects for a
-   * partition, or undefined while it cannot say (its state is lost). Given, a log with durable
-   * positions resumes every partition of this member from there (stored + 1): at each
-   * assignment, and whenever the stored position falls behind what the member handled (the
-   * sink's state was rebuilt from an earlier point). Without it such a partition would wait
-   * for its next event to find the gap, and an idle one would never be read again. Logs without
-   * durable positions ignore it.
+   * The positions the group's sink stored with its effects (`<topic>:<partition>` → last
+   * applied offset; a partition absent: -1, nothing), read in one call, or undefined while it
+   * cannot say (its state is lost). Given, a log with durable positions resumes every partition
+   * of this member from there (stored + 1): at each assignment, and whenever the stored position
+   * falls behind what the member handled (the sink's state was rebuilt from an earlier point).
+   * Without it such a partition would wait for its next event to find the gap, and an idle one
+   * would never be read again. Logs without durable positions ignore it.
    */
-  storedPosition?: (topic: Topic, partition: number) => Promise<bigint | undefined>;
+  storedPositions?: () => Promise<ReadonlyMap<string, bigint> | undefined>;
 }
 
 /**

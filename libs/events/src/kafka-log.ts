@@ -86,8 +86,8 @@ export interface KafkaLogOptions {
    */
   consumerCommitIntervalMs?: number;
   /**
-   * How often (ms, default 1000) a subscription with `storedPosition` compares each partition it
-   * holds with the sink's stored position (SubscribeOptions.storedPosition).
+   * How often (ms, default 1000) a subscription with `storedPositions` compares each partition
+   * it holds with the sink's stored position (SubscribeOptions.storedPositions): one call per look.
    */
   positionCheckMs?: number;
   /** replication factor for ensureTopics (default 1) */
@@ -605,11 +605,11 @@ export class KafkaLog implements EventLog {
     let halted = false;
     let inFlight = 0;
     let drained: (() => void) | null = null;
-    // With `storedPosition`: per `<kafka topic>|<partition>`, the next offset this member will
+    // With `storedPositions`: per `<kafka topic>|<partition>`, the next offset this member will
     // handle (unknown after a join until the first check), and the partitions in the handler.
     const nextOffset = new Map<string, bigint>();
     const busy = new Set<string>();
-    const watched = options.storedPosition
+    const watched = options.storedPositions
       ? { ...options, handler: async (events: ConsumedEvent[]) => {
         await options.handler(events);
         const last = events[events.length - 1];
@@ -727,20 +727,21 @@ export class KafkaLog implements EventLog {
     // is left for the next look (its batch meets the gap itself). Moving to stored + 1 is safe
     // either way: what is at or before the stored position is a duplicate there.
     let positionTimer: NodeJS.Timeout | undefined;
-    if (options.storedPosition) {
-      const storedPosition = options.storedPosition;
+    if (options.storedPositions) {
+      const storedPositions = options.storedPositions;
       let checking = false;
       const check = async () => {
         const consumer = current;
         if (!consumer || halted) return;
+        const positions = await storedPositions();
+        if (positions === undefined || halted || current !== consumer) return;
         for (const [name, partitions] of assigned) {
           const topic = byName.get(name);
           if (!topic || (topic as string) === DEAD_LETTER_TOPIC) continue;
           for (const p of partitions) {
             const key = `${name}|${p}`;
             if (busy.has(key)) continue;
-            const stored = await storedPosition(topic, p);
-            if (stored === undefined || busy.has(key) || halted || current !== consumer || !assigned.get(name)?.has(p)) continue;
+            const stored = positions.get(`${topic}:${p}`) ?? -1n;
             const known = nextOffset.get(key);
             if (known !== undefined && stored + 1n >= known) continue;
             if (known !== undefined) this.#log.warn({ group: options.group, topic: name, partition: p, from: String(known), to: String(stored + 1n) }, 'the stored position is behind what was handled (state rebuilt); reading the partition again from there');
@@ -1111,7 +1112,15 @@ export class KafkaLog implements EventLog {
    */
   #write(records: SpoolRecord[]): void {
     let segment = this.#active;
-    if (!segment || segment.count >= this.#segmentMaxEvents) segment = this.#rotate();
+    if (!segment || segment.count >= this.#segmentMaxEvents) {
+      try {
+        segment = this.#rotate();
+      } catch (err) {
+        // No segment to write to (the file could not be made: no space, no inodes, read-only):
+        // nothing of this publish was written.
+        throw new NotPublishedError(`spool append failed, nothing written: ${(err as Error).message}`, { cause: err });
+      }
+    }
     let data = '';
     for (const r of records) {
       // The line is JSON.stringify({ topic, event, headers }), built around the event's JSON,

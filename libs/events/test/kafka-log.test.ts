@@ -205,7 +205,7 @@ if (brokers === undefined) {
       const seen: bigint[] = [];
       const sub = await log.subscribe({
         group: `pos-${randomUUID()}`, topics: ['usage'], fromBeginning: true,
-        storedPosition: async () => stored,
+        storedPositions: async () => (stored === undefined ? undefined : new Map([[`usage:0`, stored]])),
         handler: async (events) => {
           for (const e of events) seen.push(e.offset);
           stored = events[events.length - 1]!.offset; // effects and position stored together

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -67,7 +67,7 @@ test('no broker at all: the delivery half of the spool test', async (t) => {
 
 test('a spool append that wrote nothing (disk full) rejects with NotPublishedError, so a caller may free what it claimed; the log goes on with the next publish', async () => {
   const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
-  const samples = sampleEvents(randomUUID().slice(0, 8), 3);
+  const samples = sampleEvents(randomUUID().slice(0, 8), 5);
   const log = new KafkaLog({ kafka: deadClient(), topicPrefix: `t-${randomUUID().slice(0, 8)}.`, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, segmentMaxEvents: 1, logger: quiet() });
   try {
     await log.publish(samples[0]!.topic, [{ event: samples[0]!.event }]);
@@ -78,7 +78,15 @@ test('a spool append that wrote nothing (disk full) rejects with NotPublishedErr
     assert.match(failed.message, /^spool append failed, nothing written: ENOSPC/);
     await rm(join(spoolDir, 'spool-000000000001.jsonl'));
     await log.publish(samples[2]!.topic, [{ event: samples[2]!.event }]);
-    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id), [samples[0]!.event.event_id, samples[2]!.event.event_id]);
+    // The next segment file cannot even be made (here a directory stands in its place, EISDIR;
+    // no inode left or a read-only disk alike): nothing written either.
+    await mkdir(join(spoolDir, 'spool-000000000003.jsonl'));
+    const unopened = await log.publish(samples[3]!.topic, [{ event: samples[3]!.event }]).then(() => undefined, (err: unknown) => err);
+    assert.ok(unopened instanceof NotPublishedError, String(unopened));
+    assert.match(unopened.message, /^spool append failed, nothing written: EISDIR/);
+    await rm(join(spoolDir, 'spool-000000000003.jsonl'), { recursive: true });
+    await log.publish(samples[4]!.topic, [{ event: samples[4]!.event }]);
+    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id), [0, 2, 4].map((i) => samples[i]!.event.event_id));
   } finally {
     await log.close();
     await rm(spoolDir, { recursive: true, force: true });

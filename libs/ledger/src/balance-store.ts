@@ -167,6 +167,18 @@ export interface LedgerEntry {
   kind?: LedgerKind;
 }
 
+/**
+ * Whether a quarantine record decides its event id for good (`quarantineReason`, refused
+ * references, the apply scripts' refused ids): only a refusal to apply (`apply_failed`: a grant
+ * past the money bound, a debit Redis refused). An event nothing could decode (`undecodable`,
+ * `invalid_event`) was not stored by the warehouse either, and may be a malformed copy of an id
+ * whose valid event is applied before or after it: that id stays open. The warehouse's money
+ * reads use the same rule (LEDGER_REFUSED_IDS of @tollgate/warehouse).
+ */
+export function isRefusal(record: Pick<LedgerQuarantine, 'kind'>): boolean {
+  return record.kind === 'apply_failed';
+}
+
 /** The outcome of `claimReference`. */
 export type ReferenceClaim =
   | { claimed: true }
@@ -237,6 +249,13 @@ export interface BalanceStore {
   position(topic: string, partition: number): Promise<bigint>;
   /** Hot state is present (false after it was lost and before a rebuild). */
   ready(): Promise<boolean>;
+  /**
+   * Every stored log position (`<topic>:<partition>` → last applied offset) in one cheap read, or
+   * undefined while the state is not ready (lost, or being rebuilt). On a Cluster "ready" is the
+   * store-wide mark only, not every slot's (`ready()`, 16,384 reads): what the ledger group's
+   * position watch needs once a second, where a wrong answer costs re-reading, never money.
+   */
+  storedPositions(): Promise<Map<string, bigint> | undefined>;
   /** Balances and positions read in one atomic step (for reconcile). */
   snapshot(): Promise<StateSnapshot>;
   /**
@@ -348,6 +367,17 @@ export function checkTtlMs(ttlMs: number): void {
  * can have been reserved, so there is nothing to release (unlike a call that timed out or lost
  * its connection while in flight, which `releaseUnanswered` undoes).
  */
+/**
+ * A rebuild's `load` gave way to a later one that started meanwhile (Redis Cluster: two processes
+ * rebuilding at once); the later one decides the state, so this one changed nothing that counts.
+ */
+export class RebuildSupersededError extends Error {
+  constructor() {
+    super('load on Redis Cluster: another rebuild started meanwhile; it decides the state');
+    this.name = 'RebuildSupersededError';
+  }
+}
+
 export class StoreNotReadyError extends Error {
   constructor(status: string) {
     super(`the balance store's connection is not ready (${status}); nothing was sent`);

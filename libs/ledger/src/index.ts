@@ -2,7 +2,7 @@ export type {
   HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot, LogPosition, StateSnapshot,
   LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, HoldAdmission, SpendWindow, SpendWindowName,
 } from './balance-store.ts';
-export { positionKey, windowBounds, SPEND_WINDOW_NAMES, StoreNotReadyError } from './balance-store.ts';
+export { isRefusal, positionKey, RebuildSupersededError, windowBounds, SPEND_WINDOW_NAMES, StoreNotReadyError } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';
 export { RedisBalanceStore, accountHashTag } from './redis-balance-store.ts';
 export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';

@@ -1,5 +1,5 @@
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
-import { checkTtlMs, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
+import { checkTtlMs, isRefusal, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
   ReferenceClaim, SpendWindowName, StateSnapshot,
@@ -203,6 +203,11 @@ export class MemoryBalanceStore implements BalanceStore {
     return true;
   }
 
+  /** No log positions here (the in-process log's offsets start again with every process). */
+  async storedPositions(): Promise<Map<string, bigint> | undefined> {
+    return undefined;
+  }
+
   async snapshot(): Promise<StateSnapshot> {
     return { balances: new Map(this.#balances), positions: new Map(), ready: true };
   }
@@ -216,7 +221,7 @@ export class MemoryBalanceStore implements BalanceStore {
     const key = record.offset >= 0n ? `${record.topic}:${record.partition}:${record.offset}` : record.event_id;
     if (this.#quarantine.has(key)) return 'duplicate';
     this.#quarantine.set(key, { ...record });
-    if (!this.#ledgerEntries.has(record.event_id)) {
+    if (isRefusal(record) && !this.#ledgerEntries.has(record.event_id)) {
       this.#rejected.set(record.event_id, record.reason);
       this.#notify(record.event_id, false);
     }

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { MAX_MONEY_MICROS, type LedgerEvent, type LedgerKind, type UsageEvent } from '@tollgate/events';
-import { checkTtlMs, positionKey, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
+import { checkTtlMs, isRefusal, positionKey, RebuildSupersededError, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
   ReferenceClaim, SpendWindowName, StateSnapshot,
@@ -503,6 +503,21 @@ export class RedisBalanceStore implements BalanceStore {
     return markers.every((m) => m === gen);
   }
 
+  /** One MULTI: the ready mark (and the layout, on a Cluster: all in the `{ledger}` slot) and the positions. */
+  async storedPositions(): Promise<Map<string, bigint> | undefined> {
+    const tx = this.#cluster
+      ? this.#redis.multi().hgetall(this.#g('pos')).get(this.#g('ready')).get(this.#g('layout'))
+      : this.#redis.multi().hgetall(this.#key('pos')).exists(this.#key('ready'));
+    const replies = await tx.exec();
+    if (replies === null) throw new Error('storedPositions: transaction was discarded');
+    for (const [err] of replies) if (err) throw err;
+    const [raw, ready, layout] = replies.map(([, v]) => v) as [Record<string, string>, unknown, unknown];
+    const isReady = this.#cluster ? ready !== null && layout === CLUSTER_LAYOUT : ready === 1 || !this.#requireReady;
+    if (!isReady) return undefined;
+    // '#epoch' and the like are the hash's own bookkeeping, not positions.
+    return new Map(Object.entries(raw).filter(([f]) => !f.startsWith('#')).map(([f, o]) => [f, BigInt(o)]));
+  }
+
   /**
    * On a Cluster the read is not one atomic step (the keys are on several nodes): positions
    * first, then the balances, which may already hold later events.
@@ -540,14 +555,17 @@ export class RedisBalanceStore implements BalanceStore {
     const [field, offset] = positionArgs(position);
     const recordField = record.offset >= 0n ? `${record.topic}:${record.partition}:${record.offset}` : record.event_id;
     const json = JSON.stringify({ ...record, offset: record.offset.toString() });
-    if (this.#cluster && accountId !== undefined) {
+    // Only a refusal to apply decides the id (see isRefusal); a record of an event nothing could
+    // decode leaves it open for a valid event under it.
+    const refusal = isRefusal(record);
+    if (this.#cluster && accountId !== undefined && refusal) {
       const scope = this.#idScope(accountId);
       await this.#scripts.tollgateLedgerReject(scope.ledger, scope.rejected, record.event_id, record.reason);
     }
     const wide = this.#idScope(undefined);
     return verdict(await this.#scripts.tollgateLedgerQuarantine(
       this.#cluster ? this.#g('quarantine') : this.#key('quarantine'), this.#posKey(), wide.rejected, wide.ledger, recordField, json,
-      field, offset, this.#readyArg(), record.event_id, record.reason));
+      field, offset, this.#readyArg(), record.event_id, refusal ? record.reason : ''));
   }
 
   async quarantineReason(eventId: string, accountId?: string): Promise<string | undefined> {
@@ -671,7 +689,7 @@ export class RedisBalanceStore implements BalanceStore {
       (p as unknown as LedgerScripts).tollgateLedgerClusterLoadPut(marker, marker, loading, 'mark');
     });
     let refused = marked.filter((r) => Number(r) !== 1).length;
-    if (refused > 0) throw new Error('load on Redis Cluster: another rebuild started meanwhile; it decides the state');
+    if (refused > 0) throw new RebuildSupersededError();
     const put = async (key: string, op: string, ...values: string[]) => {
       if (await this.#scripts.tollgateLedgerClusterLoadPut(this.#slotMarker(calculateSlot(key)), key, loading, op, ...values) !== 1) refused++;
     };
@@ -697,10 +715,10 @@ export class RedisBalanceStore implements BalanceStore {
       (p as unknown as LedgerScripts).tollgateLedgerClusterLoadPut(marker, marker, loading, 'ready', gen);
     });
     refused += turned.filter((r) => Number(r) !== 1).length;
-    if (refused > 0) throw new Error('load on Redis Cluster: another rebuild started meanwhile; it decides the state');
+    if (refused > 0) throw new RebuildSupersededError();
     const positions = [...(snapshot.positions ?? new Map<string, bigint>())].flatMap(([f, o]) => [f, o.toString()]);
     const done = await this.#scripts.tollgateLedgerClusterLoad(...store, 'finish', gen, CLUSTER_LAYOUT, ...positions);
-    if (done !== 1) throw new Error('load on Redis Cluster: another rebuild started meanwhile; it decides the state');
+    if (done !== 1) throw new RebuildSupersededError();
   }
 
   async balances(): Promise<Map<string, bigint>> {

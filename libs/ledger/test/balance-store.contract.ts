@@ -431,8 +431,8 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
 
     it('a lock: one holder at a time across stores sharing it, released at once or lapsing after ttlMs', async (store) => {
       const name = `lock:${id('l')}`;
-      assert.equal(await store.acquireLock(name, 50), true);
-      assert.equal(await store.acquireLock(name, 50), false);
+      assert.equal(await store.acquireLock(name, HOUR), true);
+      assert.equal(await store.acquireLock(name, HOUR), false);
       await store.releaseLock(name);
       assert.equal(await store.acquireLock(name, 50), true);
       await sleep(120);
@@ -451,11 +451,28 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       await store.releaseReference(entry, account);
       assert.deepEqual(await store.claimReference(entry, grant(6n), HOUR, account), { claimed: true });
       // Published: the claim is kept and no longer lapses (until the ledger decides the event).
+      // (A ttl a loaded machine's round trips cannot outlast before the keep.)
       const kept = `credit:${account}:ref-kept`;
-      assert.deepEqual(await store.claimReference(kept, grant(5n), 50, account), { claimed: true });
+      assert.deepEqual(await store.claimReference(kept, grant(5n), 1_000, account), { claimed: true });
       await store.keepReference(kept, account);
-      await sleep(120);
+      await sleep(1_100);
       assert.deepEqual(await store.claimReference(kept, { amount: 5n, kind: 'refund' }, 50, account), { claimed: false, entry: grant(5n) });
+    });
+
+    it('a quarantined event nothing could decode does not decide its id: a valid event under it is applied, and a malformed copy of an applied id changes nothing', async (store) => {
+      const account = id('acct');
+      const open = `credit:${account}:open`;
+      const bad = (event_id: string) => ({ event_id, topic: 'ledger', partition: -1, offset: -1n, kind: 'invalid_event', reason: 'amount_micros: must be an integer decimal string' });
+      assert.equal(await store.quarantine(bad(open), undefined, account), 'applied');
+      assert.equal(await store.quarantineReason(open, account), undefined);
+      assert.deepEqual(await store.claimReference(open, grant(5n), HOUR, account), { claimed: true });
+      assert.equal(await store.applyLedger(ledgerEvent(account, 5n, open)), 'applied');
+      const paid = `credit:${account}:paid`;
+      assert.equal(await store.applyLedger(ledgerEvent(account, 7n, paid)), 'applied');
+      assert.equal(await store.quarantine(bad(paid), undefined, account), 'applied');
+      assert.deepEqual(await store.ledgerEntry(paid, account), grant(7n));
+      assert.equal(await store.waitApplied(paid, 1_000, account), true);
+      assert.deepEqual(await store.get(account), { balance: 12n, held: 0n, available: 12n });
     });
 
     it('a quarantined event is recorded once and changes no balance', async (store) => {

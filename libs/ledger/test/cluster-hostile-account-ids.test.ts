@@ -91,9 +91,9 @@ test('Redis Cluster: every call that takes an account works for hostile account 
     assert.deepEqual(await store.claimReference(`c${i}`, { amount: 7n, kind: 'grant' }, 60_000, a), { claimed: true }, what);
     assert.deepEqual(await store.claimReference(`c${i}`, { amount: 7n, kind: 'grant' }, 60_000, a), { claimed: false, entry: { amount: 7n, kind: 'grant' } }, what);
     await store.releaseReference(`c${i}`, a);
-    // quarantine of an (invalid) event carrying this account id: recorded, position moved past it
+    // quarantine of a refused event carrying this account id: recorded in its slot, position moved past it
     const q = at();
-    assert.equal(await store.quarantine({ event_id: `bad${i}`, topic: 'usage', partition: 0, offset: q.offset, kind: 'invalid_event', reason: 'account_id' }, q, a), 'applied', what);
+    assert.equal(await store.quarantine({ event_id: `bad${i}`, topic: 'usage', partition: 0, offset: q.offset, kind: 'apply_failed', reason: 'account_id' }, q, a), 'applied', what);
     assert.equal(await store.quarantineReason(`bad${i}`, a), 'account_id', what);
     assert.equal(await store.position('usage', 0), q.offset, what);
   }

@@ -200,6 +200,22 @@ if (url === undefined) {
       assert.equal(await redis.hget(`${prefix}ledger`, 'credit:a:1'), '1000 grant');
     });
 
+    test('storedPositions: every partition position in one read, undefined while the state is not ready (requireReady)', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis, prefix, requireReady: true });
+      assert.equal(await store.storedPositions(), undefined);
+      await store.load({ balances: new Map(), ledgerEntries: new Map(), positions: new Map([['usage:0', 4n], ['ledger:3', -1n]]) });
+      assert.deepEqual(await store.storedPositions(), new Map([['usage:0', 4n], ['ledger:3', -1n]]));
+      const g = { type: 'ledger' as const, event_id: 'g', ts: 0, account_id: 'a', kind: 'grant' as const, amount_micros: '1', reference: 'g' };
+      assert.equal(await store.applyLedger(g, { topic: 'ledger', partition: 3, offset: 0n }), 'applied');
+      assert.deepEqual(await store.storedPositions(), new Map([['usage:0', 4n], ['ledger:3', 0n]]));
+      await redis.del(`${prefix}ledger-ready`); // lost
+      assert.equal(await store.storedPositions(), undefined);
+      // Without requireReady the state is always usable: its positions are answered as they are.
+      assert.deepEqual(await new RedisBalanceStore({ redis, prefix }).storedPositions(), new Map([['usage:0', 4n], ['ledger:3', 0n]]));
+    });
+
     test('log positions: stored with the effect; at or before → duplicate, past +1 → gap', async (t) => {
       const prefix = `test:${randomUUID()}:`;
       t.after(() => deletePrefix(redis, prefix));

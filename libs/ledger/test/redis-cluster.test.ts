@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
 import { Cluster } from 'ioredis';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
-import { RedisBalanceStore } from '@tollgate/ledger';
+import { RebuildSupersededError, RedisBalanceStore } from '@tollgate/ledger';
 import { findRedisCluster, requireRedisCluster } from '../../../test/support/services.ts';
 import { deleteClusterKeysUnder, testRedisCluster } from '../../../test/support/redis.ts';
 import { balanceStoreContract } from './balance-store.contract.ts';
@@ -190,6 +190,9 @@ test('Redis Cluster: every ledger script runs on a real 3-master cluster, accoun
   const snap = await store.snapshot();
   assert.deepEqual(snap, { ready: true, balances: expected, positions: new Map([['usage:0', 18n], ['control:1', 0n]]) });
 
+  // storedPositions: the partition positions and the store-wide mark, in one read of the {ledger} slot.
+  assert.deepEqual(await store.storedPositions(), new Map([['usage:0', 18n], ['control:1', 0n]]));
+
   // 10. A second rebuild at an earlier position replaces balances and every account's own
   //     positions: the event after it is applied again onto the rebuilt balance, exactly once.
   await store.load({ balances: new Map([[A, 1_000n]]), ledgerEntries: new Map(), positions: new Map([['usage:0', 4n]]) });
@@ -228,7 +231,10 @@ test('Redis Cluster: two overlapping rebuilds never mix their snapshots: the sta
   for (let round = 0; round < 3; round++) {
     const results = await Promise.allSettled([one.load(snap(1n)), two.load(snap(2n))]);
     const failed = results.filter((r) => r.status === 'rejected');
-    for (const f of failed) assert.match(String((f as PromiseRejectedResult).reason), /another rebuild started meanwhile/);
+    for (const f of failed) {
+      assert.match(String((f as PromiseRejectedResult).reason), /another rebuild started meanwhile/);
+      assert.ok((f as PromiseRejectedResult).reason instanceof RebuildSupersededError);
+    }
     assert.ok(failed.length <= 1, 'at most the earlier rebuild gives up');
     assert.equal(await one.ready(), true);
     const position = await one.position('usage', 0);

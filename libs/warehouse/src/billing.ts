@@ -19,7 +19,7 @@
 import { randomUUID } from 'node:crypto';
 import { DIMENSIONS, PriceBook, parseCatalog, parseExactDecimal, resolveServing } from '@tollgate/pricing';
 import type { Catalog, PriceVersion } from '@tollgate/pricing';
-import type { Warehouse } from './warehouse.ts';
+import { LEDGER_REFUSED_IDS, type Warehouse } from './warehouse.ts';
 
 // ---- shapes: what billing produces and the renderers (services/control billing-render.ts) take.
 // Money is always exact decimal text: µc as integer text, credits and currency as fixed-point text.
@@ -328,7 +328,7 @@ const DIM_INDEX = new Map(DIMENSIONS.map((d, i) => [d.key as string, i]));
 const DIM_PER = new Map(DIMENSIONS.map((d) => [d.key as string, d.kind === 'token' ? MICROS : 1n]));
 
 /** Money reads leave out what the ledger refused (see NOT_REFUSED in warehouse.ts). */
-const notRefused = (w: Warehouse) => `event_id NOT IN (SELECT event_id FROM ${w.tables.quarantine} WHERE consumer_group = 'ledger')`;
+const notRefused = (w: Warehouse) => `event_id NOT IN (${LEDGER_REFUSED_IDS(w.tables.quarantine)})`;
 
 function s(v: unknown): string {
   if (typeof v !== 'string') throw new Error(`billing: expected a string, got ${typeof v}`);
@@ -585,7 +585,7 @@ async function lateCandidates(w: Warehouse, last: string, accountId?: string): P
   if (accountId !== undefined) params['account_id'] = accountId;
   const late = `(${byMonth.join(' OR ')})${acct}`;
   const quarantined = `ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')${acct} AND event_id IN (
-    SELECT event_id FROM ${w.tables.quarantine} WHERE consumer_group = 'ledger' AND ts > fromUnixTimestamp64Milli({first_as_of:Int64}, 'UTC'))`;
+    ${LEDGER_REFUSED_IDS(w.tables.quarantine)} AND ts > fromUnixTimestamp64Milli({first_as_of:Int64}, 'UTC'))`;
   const rows = await w.select(
     `SELECT DISTINCT account_id, formatDateTime(ts, '%Y-%m', 'UTC') AS src FROM (
        SELECT account_id, ts FROM ${w.tables.usage} WHERE ${late}

@@ -53,13 +53,22 @@ const BOUND = (p: 'u' | 'l') =>
   `log_offset <= if(has({${p}p:Array(Int32)}, log_partition), {${p}o:Array(Int64)}[indexOf({${p}p:Array(Int32)}, log_partition)], -1)`;
 
 /**
- * Money reads leave out facts the `ledger` consumer group refused (quarantined): an event the
- * warehouse could store but hot state would not apply (a grant past the ±(2^53 − 1) µc bound,
- * a debit Redis refused) never moved a balance, so it must not move a rebuilt or reconciled
- * one either. The quarantine table says why. `ledger` is the aggregator's group name.
+ * The ids the `ledger` consumer group refused to apply: its `apply_failed` quarantine records
+ * (a grant past the ±(2^53 − 1) µc bound, a debit Redis refused), as SQL selecting `event_id`.
+ * Only those: its other records are events no stage could decode (the warehouse did not store
+ * them either), and one of them may be a malformed copy of an id that was applied (hot state
+ * keeps that id's applied outcome, and so must every money read). `ledger` is the aggregator's
+ * group name.
  */
-const NOT_REFUSED = (quarantine: string) =>
-  `event_id NOT IN (SELECT event_id FROM ${quarantine} WHERE consumer_group = 'ledger')`;
+export const LEDGER_REFUSED_IDS = (quarantine: string) =>
+  `SELECT event_id FROM ${quarantine} WHERE consumer_group = 'ledger' AND reason_kind = 'apply_failed'`;
+
+/**
+ * Money reads leave out facts the ledger refused (`LEDGER_REFUSED_IDS`): an event the warehouse
+ * could store but hot state would not apply never moved a balance, so it must not move a rebuilt
+ * or reconciled one either. The quarantine table says why.
+ */
+const NOT_REFUSED = (quarantine: string) => `event_id NOT IN (${LEDGER_REFUSED_IDS(quarantine)})`;
 
 // Offsets travel as JS numbers: exact below 2^53, far beyond any partition's length.
 function boundParams(at: LogPositions): Record<string, unknown> {
@@ -802,14 +811,14 @@ export class Warehouse {
   }
 
   /**
-   * Every event id the `ledger` consumer group refused (quarantined), with its reason (the first
-   * recorded): what a rebuilt hot ledger answers for a reference that was refused, so it stays
+   * Every event id the `ledger` consumer group refused to apply (`LEDGER_REFUSED_IDS`), with its
+   * reason (the first recorded): what a rebuilt hot ledger answers for a reference that was refused, so it stays
    * refused (409) instead of reading as applied or free. Few rows (refusals are rare).
    */
   async ledgerRefusals(): Promise<Map<string, string>> {
     const rows = await this.#select(
       `SELECT event_id, argMin(reason, ts) AS first_reason FROM ${this.#t.quarantine} FINAL
-       WHERE consumer_group = 'ledger' GROUP BY event_id`,
+       WHERE consumer_group = 'ledger' AND reason_kind = 'apply_failed' GROUP BY event_id`,
       {},
     );
     return new Map(rows.map((r) => [str(r['event_id']), str(r['first_reason'])]));

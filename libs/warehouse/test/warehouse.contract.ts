@@ -217,6 +217,14 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         assert.deepEqual(await w.ledgerEntriesAt(await w.logPositions()), entries);
         assert.deepEqual(await w.ledgerEntries(), entries);
         assert.deepEqual(await w.ledgerRefusals(), new Map([[big.event_id, reason]]));
+        // A malformed copy of an applied id the ledger group set aside refuses nothing: the
+        // applied grant stays in money and in the entries (hot state kept its applied outcome).
+        const before = (await w.balances()).get('acc_a');
+        await w.insertQuarantine([{ event_id: 'credit:acc_a:ref-1', group: 'ledger', topic: 'ledger', partition: 1, offset: 7n, kind: 'invalid_event', reason: 'amount_micros: must be an integer decimal string', raw: '{}' }]);
+        assert.deepEqual(await w.ledgerEntriesAt(await w.logPositions()), entries);
+        assert.deepEqual(await w.ledgerRefusals(), new Map([[big.event_id, reason]]));
+        assert.equal((await w.balances()).get('acc_a'), before);
+        assert.equal((await w.ledgerTotals('acc_a')).amountMicros, 5_000_070n);
       }));
 
     test('balances as of log positions count only facts at or before them', () =>

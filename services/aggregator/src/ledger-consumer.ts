@@ -189,9 +189,7 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
     // Each partition resumes from the position stored with the effects, also when hot state was
     // rebuilt behind what this member handled and no event comes to find the gap (an idle
     // account's grant would read 0 until then). Unknown while the state is lost.
-    ...(durable ? {
-      storedPosition: async (topic: Topic, partition: number) => ((await deps.balances.ready()) ? deps.balances.position(topic, partition) : undefined),
-    } : {}),
+    ...(durable ? { storedPositions: () => deps.balances.storedPositions() } : {}),
     handler: async (batch) => {
       // Consecutive usage and ledger events are applied together; anything else (poison,
       // control records) ends the run and is handled on its own, in log order.

@@ -4,7 +4,7 @@ import { guardOperatorRoutes, parseEnumParam, parseIntParam, parseTime, queryPar
 import { CatalogError, parseCatalog } from '@tollgate/pricing';
 import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
-import type { BalanceStore } from '@tollgate/ledger';
+import { RebuildSupersededError, type BalanceStore } from '@tollgate/ledger';
 import { repairMismatchedRollups, rollupsMatchRaw, ROLLUP_SETTLE_MS, type Warehouse } from '@tollgate/warehouse';
 import { rebuild, reconcile } from './rebuild.ts';
 import { rerate } from './rerate.ts';
@@ -49,7 +49,13 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     ops.post('/ops/v1/rebuild', async () => {
       await deps.settle?.();
       await deps.beforeRebuild?.();
-      return rebuild(deps);
+      try {
+        return await rebuild(deps);
+      } catch (err) {
+        // Another process's rebuild (the warehouse owner's own, after a loss) started meanwhile.
+        if (err instanceof RebuildSupersededError) throw gatewayError('conflict', 'another rebuild started meanwhile and decides the state; ask again once it has finished');
+        throw err;
+      }
     });
     // Re-prices stored usage (read only): under each event's own price version, or under the
     // catalog in the body (a preview). Body: {from, to, catalog?, account_id?}; times RFC 3339,
