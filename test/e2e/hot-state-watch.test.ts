@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
-import { newAccount, startCluster, type Cluster, type ProcessSpec } from '../support/cluster.ts';
+import { emptyPrefix, newAccount, startCluster, type Cluster, type ProcessSpec } from '../support/cluster.ts';
 
 const LAYOUTS: Record<string, ReadonlyArray<readonly [string, ProcessSpec]>> = {
   // docker-compose.yml
@@ -46,18 +46,8 @@ for (const [layout, processes] of Object.entries(LAYOUTS)) {
       await ask();
       // haiku-4-5: 10 × 24 + 2 × 120 = 480 µc
       await c.eventually('first request settled', async () => ((await balance(c, acct.accountId)) === 9_999_520n ? true : undefined));
-      // Redis restarted empty: every key of this deployment's prefix is gone, in one step (a
-      // SCAN over a shared Redis may take longer than a rebuild; deleting as it goes would race it).
-      const prefix = c.env.REDIS_PREFIX!;
-      const keys: string[] = [];
-      let cursor = '0';
-      do {
-        const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        cursor = next;
-        keys.push(...found);
-      } while (cursor !== '0');
-      const deleted = await redis.del(...keys);
-      assert.ok(deleted > 0, 'the prefix had keys to lose');
+      // Redis restarted empty: every key of this deployment's prefix is gone, in one step.
+      assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0, 'the prefix had keys to lose');
 
       // No request is sent: readiness must come back by itself on every process.
       for (const n of names) {
@@ -67,7 +57,7 @@ for (const [layout, processes] of Object.entries(LAYOUTS)) {
         }, 60_000);
         assert.deepEqual(body, { status: 'ready', reasons: [] }, n);
       }
-      assert.equal(await redis.exists(`${prefix}ledger-ready`), 1, 'rebuilt: the ready mark is back');
+      assert.equal(await redis.exists(`${c.env.REDIS_PREFIX!}ledger-ready`), 1, 'rebuilt: the ready mark is back');
       // Rebuilt as of the warehouse's own log positions; an event the warehouse had not stored yet
       // (its flush is up to WAREHOUSE_FLUSH_MS behind) is applied by the ledger consumer's replay
       // from there, just after readiness (README "Distributed mode", rebuild): exact, and only once.

@@ -7,22 +7,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { startCluster, type Cluster } from '../support/cluster.ts';
+import { emptyPrefix, startCluster, type Cluster } from '../support/cluster.ts';
 
 async function balance(c: Cluster, accountId: string): Promise<bigint> {
   const v = await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${accountId}`);
   return BigInt(v.json.balance_micro_credits);
-}
-
-async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...found);
-  } while (cursor !== '0');
-  return keys.length > 0 ? redis.del(...keys) : 0;
 }
 
 test('rebuild behind the ledger group (warehouse lagging, aggregator killed, Redis emptied): with no traffic every granted credit comes back, exact', async (t) => {
@@ -50,7 +39,7 @@ test('rebuild behind the ledger group (warehouse lagging, aggregator killed, Red
     // The ledger applied them and commits its offsets within 250 ms; then everything is lost.
     await new Promise((r) => setTimeout(r, 800));
     await c.kill('agg');
-    assert.ok(await deletePrefix(redis, c.env.REDIS_PREFIX!) > 0, 'the prefix had keys to lose');
+    assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0, 'the prefix had keys to lose');
     await c.start('agg');
     await c.eventually('agg ready', async () => ((await fetch(`${c.url('agg')}/ready`)).ok ? true : undefined));
     // No request from here on: the ledger group reads each partition again from the rebuilt

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { after, before } from 'node:test';
+import type { Redis } from 'ioredis';
 import { childEnv } from './services.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
@@ -352,4 +353,20 @@ export async function newAccount(c: Cluster, credits: number): Promise<{ account
   const g = await c.admin('POST', `/admin/v1/accounts/${a.json.id}/credits`, { credits, reference: `start-${a.json.id}` });
   if (g.status !== 201) throw new Error(`credit grant answered ${g.status}: ${JSON.stringify(g.json)}`);
   return { accountId: a.json.id, keyId: k.json.id, secret: k.json.key };
+}
+
+/**
+ * Redis restarted empty, for one deployment: every key under `prefix` is gone in one step (a
+ * SCAN over a shared Redis may take longer than a rebuild; deleting as it goes would race it).
+ * Returns how many keys were deleted.
+ */
+export async function emptyPrefix(redis: Redis, prefix: string): Promise<number> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...found);
+  } while (cursor !== '0');
+  return keys.length > 0 ? redis.del(...keys) : 0;
 }

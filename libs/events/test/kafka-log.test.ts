@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { CompressionTypes, Kafka, logLevel, type ISocketFactory } from 'kafkajs';
 import { connect } from 'node:net';
 import { interceptFrames } from './spool-helpers.ts';
-import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedDeadLetter, type DeadLetter } from '@tollgate/events';
+import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedDeadLetter, type DeadLetter, type KafkaLogOptions } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { Collector, eventLogContract, publishAll, sampleEvents } from './event-log.contract.ts';
 
@@ -55,12 +55,12 @@ export function joinGroupFaults(code: number): { armed: number; injected: number
 }
 
 /** A KafkaLog on fresh topics and a fresh spool directory; cleanup deletes both. */
-export async function freshLog(kafka: Kafka, partitions = 4): Promise<{ log: KafkaLog; prefix: string; spoolDir: string; cleanup(): Promise<void> }> {
+export async function freshLog(kafka: Kafka, partitions = 4, options: Partial<KafkaLogOptions> = {}): Promise<{ log: KafkaLog; prefix: string; spoolDir: string; cleanup(): Promise<void> }> {
   const prefix = `t-${randomUUID().slice(0, 8)}.`;
   const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
   // Expected warnings (a handler failing on purpose) stay out of the test output.
   const logger = { warn: () => {}, error: (o: object, m?: string) => console.error(m, o) };
-  const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger });
+  const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger, ...options });
   await log.ensureTopics(partitions);
   return {
     log, prefix, spoolDir,
@@ -194,11 +194,8 @@ if (brokers === undefined) {
   });
 
   test('stored position behind what was handled (the sink state rebuilt from an earlier point), no new event: the partition is read again from stored + 1', async () => {
-    const prefix = `t-${randomUUID().slice(0, 8)}.`;
-    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
-    const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, positionCheckMs: 100, logger: { warn: () => {}, error: () => {} } });
+    const { log, cleanup } = await freshLog(kafka, 1, { positionCheckMs: 100 });
     try {
-      await log.ensureTopics(1);
       const samples = sampleEvents(randomUUID().slice(0, 8), 5).map((x) => ({ ...x, topic: 'usage' as const }));
       await publishAll(log, samples, 5);
       let stored: bigint | undefined; // unknown: the sink's state is lost
@@ -223,11 +220,7 @@ if (brokers === undefined) {
         await sub.stop();
       }
     } finally {
-      await log.close();
-      const admin = kafka.admin();
-      await admin.connect();
-      await admin.deleteTopics({ topics: [...TOPICS.map((x) => prefix + x), prefix + DEAD_LETTER_TOPIC] }).finally(() => admin.disconnect());
-      await rm(spoolDir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 

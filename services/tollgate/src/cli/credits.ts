@@ -27,7 +27,7 @@ export const credits: Group = {
 Posts a ledger entry (POST /admin/v1/accounts/:id/credits) and prints the account with its new
 balance. CREDITS is decimal credits, up to 6 places (25, 12.5, 0.000001). The reference makes it
 idempotent: the same reference again credits nothing (printed with "duplicate": true); the same
-reference with another amount is refused. Taking credit away is an adjustment with a negative
+reference with another amount or another --kind is refused (409). Taking credit away is an adjustment with a negative
 amount, written after -- so it is not read as an option:
 
   tollgate credits grant acct_123 --kind adjustment --reference fix-42 -- -5
