@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { DIMENSIONS, DIMENSION_KEYS } from '@tollgate/pricing';
 import type { Dimension } from '@tollgate/pricing';
-import type { AnyEvent, UsageEvent, UsageEventV1, UsageEventV2, UsageQuantities } from './types.ts';
+import type { AnyEvent, LedgerKind, UsageEvent, UsageEventV1, UsageEventV2, UsageQuantities } from './types.ts';
 import type { DeadLetter } from './event-log.ts';
 
 /**
@@ -497,6 +497,9 @@ function fastUsageV2(r: Record<string, unknown>): AnyEvent | undefined {
 }
 
 const LEDGER_SIGN = { grant: 'positive', top_up: 'positive', refund: 'positive', adjustment: 'nonzero' } as const;
+
+/** Every ledger entry kind (`LedgerKind`), one list for every stage that reads a stored kind back. */
+export const LEDGER_KINDS: readonly LedgerKind[] = Object.keys(LEDGER_SIGN) as LedgerKind[];
 
 function fastLedger(r: Record<string, unknown>): AnyEvent | undefined {
   const kind = r['kind'];

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
-import { MAX_MONEY_MICROS, type LedgerEvent, type LedgerKind, type UsageEvent } from '@tollgate/events';
+import { LEDGER_KINDS, MAX_MONEY_MICROS, type LedgerEvent, type LedgerKind, type UsageEvent } from '@tollgate/events';
 import { checkTtlMs, isRefusal, positionKey, RebuildSupersededError, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
@@ -581,7 +581,7 @@ export class RedisBalanceStore implements BalanceStore {
   }
 
   async claimReference(eventId: string, entry: Required<LedgerEntry>, ttlMs: number, accountId?: string): Promise<ReferenceClaim> {
-    if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
+    positiveTtl(ttlMs);
     int64(entry.amount, 'claimed amount');
     const scope = this.#idScope(accountId);
     const [ok, held] = await this.#scripts.tollgateLedgerClaimReference(
@@ -603,7 +603,7 @@ export class RedisBalanceStore implements BalanceStore {
    * before 2026-12: the value stays `0`, so a process of before reads a held lock as held.
    */
   async acquireLock(name: string, ttlMs: number): Promise<boolean> {
-    if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
+    positiveTtl(ttlMs);
     return (await this.#redis.set(this.#idScope(undefined).claim(name), '0', 'PX', ttlMs, 'NX')) === 'OK';
   }
 
@@ -933,9 +933,16 @@ export function encodeLedgerEntry(entry: LedgerEntry): string {
 
 /** The inverse of `encodeLedgerEntry`; throws on text it did not write. */
 export function decodeLedgerEntry(text: string): LedgerEntry {
-  const m = /^(-?\d+)(?: (grant|top_up|refund|adjustment))?$/.exec(text);
-  if (!m) throw new Error(`ledger entry not understood: ${JSON.stringify(text.slice(0, 100))}`);
+  const m = /^(-?\d+)(?: ([a-z_]+))?$/.exec(text);
+  if (!m || (m[2] !== undefined && !LEDGER_KINDS.includes(m[2] as LedgerKind))) {
+    throw new Error(`ledger entry not understood: ${JSON.stringify(text.slice(0, 100))}`);
+  }
   return m[2] === undefined ? { amount: BigInt(m[1]!) } : { amount: BigInt(m[1]!), kind: m[2] as LedgerKind };
+}
+
+/** Throws a RangeError unless `ttlMs` (a claim's or a lock's lifetime, ms) is a positive integer: what `PX` takes. */
+function positiveTtl(ttlMs: number): void {
+  if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive integer, got ${ttlMs}`);
 }
 
 function positionArgs(p: LogPosition | undefined): [string, string] {

@@ -16,7 +16,7 @@ import type {
   AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind, PlanRecord,
   PriceVersionEvent, UsageEvent, UsageEventV2, UsageIteration, UsageQuantities, UsageStatus,
 } from '@tollgate/events';
-import { boundedRaw, decodeEvent, standInId, toV2, zeroQuantities } from '@tollgate/events';
+import { boundedRaw, decodeEvent, LEDGER_KINDS, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
 import { backfillRollups, recentRollupScope, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
@@ -60,8 +60,8 @@ const BOUND = (p: 'u' | 'l') =>
  * keeps that id's applied outcome, and so must every money read). `ledger` is the aggregator's
  * group name.
  */
-export const LEDGER_REFUSED_IDS = (quarantine: string) =>
-  `SELECT event_id FROM ${quarantine} WHERE consumer_group = 'ledger' AND reason_kind = 'apply_failed'`;
+const LEDGER_REFUSAL = `consumer_group = 'ledger' AND reason_kind = 'apply_failed'`;
+export const LEDGER_REFUSED_IDS = (quarantine: string) => `SELECT event_id FROM ${quarantine} WHERE ${LEDGER_REFUSAL}`;
 
 /**
  * Money reads leave out facts the ledger refused (`LEDGER_REFUSED_IDS`): an event the warehouse
@@ -818,7 +818,7 @@ export class Warehouse {
   async ledgerRefusals(): Promise<Map<string, string>> {
     const rows = await this.#select(
       `SELECT event_id, argMin(reason, ts) AS first_reason FROM ${this.#t.quarantine} FINAL
-       WHERE consumer_group = 'ledger' AND reason_kind = 'apply_failed' GROUP BY event_id`,
+       WHERE ${LEDGER_REFUSAL} GROUP BY event_id`,
       {},
     );
     return new Map(rows.map((r) => [str(r['event_id']), str(r['first_reason'])]));
@@ -1322,13 +1322,13 @@ export interface StoredLedgerEntry {
   kind: LedgerKind;
 }
 
-const LEDGER_KINDS: ReadonlySet<string> = new Set<LedgerKind>(['grant', 'top_up', 'refund', 'adjustment']);
+const LEDGER_KIND_SET: ReadonlySet<string> = new Set(LEDGER_KINDS);
 
 /** Rows of `event_id`, `amount_text`, `kind` as an event id → entry map; throws on a kind no event has. */
 function ledgerEntryMap(rows: Row[]): Map<string, StoredLedgerEntry> {
   return new Map(rows.map((r) => {
     const kind = str(r['kind']);
-    if (!LEDGER_KINDS.has(kind)) throw new Error(`warehouse: ledger row ${str(r['event_id'])} has kind ${JSON.stringify(kind)}`);
+    if (!LEDGER_KIND_SET.has(kind)) throw new Error(`warehouse: ledger row ${str(r['event_id'])} has kind ${JSON.stringify(kind)}`);
     return [str(r['event_id']), { amount: money(r['amount_text']), kind: kind as LedgerKind }];
   }));
 }

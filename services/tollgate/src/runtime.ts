@@ -185,10 +185,6 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   };
   const restoreState = () => rebuildState(true);
   const ownsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
-  if (adapters.mode === 'distributed' && ownsWarehouse && !(await balances.ready())) {
-    rebuildState(false);
-    await rebuilding;
-  }
   // The warehouse owner also watches the ready mark itself: the ledger group may run in another
   // process (the Kubernetes layout), and with every gateway refusing paid requests (503, state
   // unavailable) no event may ever reach a ledger consumer to notice the loss. One EXISTS per
@@ -232,6 +228,14 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
         },
       }));
     }
+  }
+  // Hot state lost while this process was down: rebuilt before it serves, and only now that its
+  // own warehouse group consumes, since the rebuild first waits for that group to have stored
+  // every dead letter (refusalsStored). A ledger consumer that met the loss first has started
+  // the rebuild already; this then waits for that one.
+  if (adapters.mode === 'distributed' && ownsWarehouse && !(await balances.ready())) {
+    rebuildState(false);
+    await rebuilding;
   }
   // Embedded: a journal a killed process left goes back into the log now that both groups
   // listen, and is applied (every live check) before the first request is taken.
