@@ -20,6 +20,7 @@ import { randomUUID } from 'node:crypto';
 import { DIMENSIONS, PriceBook, parseCatalog, parseExactDecimal, resolveServing } from '@tollgate/pricing';
 import type { Catalog, PriceVersion } from '@tollgate/pricing';
 import { LEDGER_REFUSED_IDS, type Warehouse } from './warehouse.ts';
+import { stringTable } from './sql-values.ts';
 
 // ---- shapes: what billing produces and the renderers (services/control billing-render.ts) take.
 // Money is always exact decimal text: µc as integer text, credits and currency as fixed-point text.
@@ -369,8 +370,7 @@ function scopeSql(scope: FactScope): { where: string; params: Record<string, unk
     params['account_id'] = scope.accountId;
   }
   if (scope.accountIds !== undefined) {
-    conds.push('account_id IN {account_ids:Array(String)}');
-    params['account_ids'] = scope.accountIds;
+    conds.push(`account_id IN ${stringTable(scope.accountIds)}`);
   }
   if (scope.months !== undefined) {
     conds.push("toYYYYMM(ts, 'UTC') IN {months:Array(UInt32)}");
@@ -525,9 +525,9 @@ async function loadAccounted(w: Warehouse, accountId?: string, accountIds?: read
     `SELECT account_id, source_month, line_key, section, model, dimension, unit_price,
             toString(sum(toInt128(quantity))) AS q_text, toString(sum(toInt128(amount_micros))) AS a_text
      FROM ${w.tables.billingBooked} FINAL
-     WHERE ${WINNERS(w)}${accountId === undefined ? '' : ' AND account_id = {account_id:String}'}${accountIds === undefined ? '' : ' AND account_id IN {account_ids:Array(String)}'}
+     WHERE ${WINNERS(w)}${accountId === undefined ? '' : ' AND account_id = {account_id:String}'}${accountIds === undefined ? '' : ` AND account_id IN ${stringTable(accountIds)}`}
      GROUP BY account_id, source_month, line_key, section, model, dimension, unit_price`,
-    { ...(accountId === undefined ? {} : { account_id: accountId }), ...(accountIds === undefined ? {} : { account_ids: accountIds }) },
+    accountId === undefined ? {} : { account_id: accountId },
   );
   const out = new Map<string, Map<string, Map<string, Item>>>();
   for (const r of rows) {

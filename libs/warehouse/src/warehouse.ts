@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import type { ClickHouseClient } from '@clickhouse/client';
+import type { ClickHouseClient, ClickHouseSettings } from '@clickhouse/client';
 import type {
   AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind, PlanRecord,
   PriceVersionEvent, UsageEvent, UsageEventV2, UsageIteration, UsageQuantities, UsageStatus,
@@ -19,6 +19,7 @@ import type {
 import { boundedRaw, decodeEvent, LEDGER_KINDS, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
+import { sizeSettings, stringTable } from './sql-values.ts';
 import { backfillRollups, recentRollupScope, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
 export interface WarehouseOptions {
@@ -194,12 +195,31 @@ export function isDataError(err: unknown): boolean {
     && DATA_ERROR_CODES.has(String(code));
 }
 
-// Bytes of event ids per existence query (see #markStored): under a server's default cap on one
-// URL field (`http_max_field_value_size` = 128 KiB), with room to spare. Each query has a fixed
-// cost, so chunks are as big as that allows.
-const ID_PARAM_BUDGET = 96 * 1024;
-/** Characters a URL encoding leaves as they are (one byte each). */
-const PLAIN_ID = /^[A-Za-z0-9_.*-]*$/;
+// UTF-16 units of event ids per existence query (see #markStored): bounds one query's text (a
+// 20,000-event batch of uuids is ~0.9 MB) and the server's memory for it.
+const ID_TEXT_BUDGET = 4 * 1024 * 1024;
+/** A gap between two events' ts (ms) past which the existence check reads two spans, not one. */
+const SPAN_GAP_MS = 60_000;
+/** At most this many ts spans per existence query: the widest gaps are cut first. */
+const MAX_SPANS = 16;
+
+/**
+ * `[lo, hi]` spans (epoch ms, inclusive) covering every value of `sorted` (ascending, non-empty):
+ * one span, cut at each gap wider than SPAN_GAP_MS, at most MAX_SPANS (the widest gaps cut).
+ */
+function timeSpans(sorted: readonly number[]): [number, number][] {
+  const gaps: number[] = [];
+  for (let i = 1; i < sorted.length; i++) if (sorted[i]! - sorted[i - 1]! > SPAN_GAP_MS) gaps.push(i);
+  const cuts = gaps.length < MAX_SPANS ? gaps
+    : gaps.sort((a, b) => (sorted[b]! - sorted[b - 1]!) - (sorted[a]! - sorted[a - 1]!) || a - b).slice(0, MAX_SPANS - 1).sort((a, b) => a - b);
+  const spans: [number, number][] = [];
+  let from = 0;
+  for (const c of [...cuts, sorted.length]) {
+    spans.push([sorted[from]!, sorted[c - 1]!]);
+    from = c;
+  }
+  return spans;
+}
 
 /**
  * Most ms of synchronous work the write path (decoding a batch, building its rows and the
@@ -488,11 +508,8 @@ export class Warehouse {
    * `rows`, else 0; `stored` the ids found stored.
    */
   async #markStored(rows: UsageRowText[]): Promise<{ skip: Uint8Array; stored: Set<string> }> {
-    // The ids travel as a query parameter, i.e. in the URL of a server's HTTP request, whose
-    // fields a ClickHouse server caps (`http_max_field_value_size`, 128 KiB by default; a longer
-    // one failed the whole batch with "Field value too long"): one query per chunk of ids under
-    // ID_PARAM_BUDGET bytes, run together. Chunks are cut in time order, so each reads only
-    // its own time span of `usage_event_ids` (sorted by ts).
+    // The distinct ids in ts order, in chunks of at most ID_TEXT_BUDGET characters (one query
+    // each, run together; a batch of the sink's default 20,000 uuids is one).
     const distinct: UsageRowText[] = [];
     const seenIds = new Set<string>();
     for (const r of rows) {
@@ -503,18 +520,15 @@ export class Warehouse {
     distinct.sort((a, b) => a.tsMs - b.tsMs);
     const chunks: UsageRowText[][] = [];
     let chunk: UsageRowText[] = [];
-    let bytes = 0;
+    let size = 0;
     for (const r of distinct) {
-      // URL-encoded: ids of plain characters (uuids, request ids) as they are, any other
-      // byte may take three; the quotes and the comma take three each.
-      const size = (PLAIN_ID.test(r.id) ? r.id.length : Buffer.byteLength(r.id) * 3) + 12;
-      if (chunk.length > 0 && bytes + size > ID_PARAM_BUDGET) {
+      if (chunk.length > 0 && size + r.id.length > ID_TEXT_BUDGET) {
         chunks.push(chunk);
         chunk = [];
-        bytes = 0;
+        size = 0;
       }
       chunk.push(r);
-      bytes += size;
+      size += r.id.length + 8;
     }
     if (chunk.length > 0) chunks.push(chunk);
     const found = await Promise.all(chunks.map((c) => this.#storedIds(c)));
@@ -534,20 +548,34 @@ export class Warehouse {
   async #ledgerFacts(ids: string[]): Promise<Map<string, string>> {
     const rows = await this.#select(
       `SELECT event_id, argMin(concat(toString(amount_micros), ' ', kind), inserted_at) AS fact
-       FROM ${this.#t.ledger} WHERE event_id IN {ids:Array(String)} GROUP BY event_id`,
-      { ids: [...new Set(ids)] },
+       FROM ${this.#t.ledger} WHERE event_id IN ${stringTable([...new Set(ids)])} GROUP BY event_id`,
+      {},
     );
     return new Map(rows.map((r) => [str(r['event_id']), str(r['fact'])]));
   }
 
-  /** The event ids of `rows` (distinct ids, in ts order) that `usage_events` already holds, by `usage_event_ids`. */
+  /**
+   * The event ids of `rows` (distinct ids, in ts order) that `usage_events` already holds, by
+   * `usage_event_ids` (sorted by ts, then id). A duplicate has the same ts (the dedup rule), so
+   * only the rows' time spans are read: `timeSpans` of their ts, so a batch mixing a lagging
+   * partition's old events with fresh ones reads two short spans, not the hours between. The
+   * ids go in the query body (`stringTable`), and the key index is not asked to match them
+   * (`use_index_for_in_with_subqueries = 0`): the spans already bound the granules, and that
+   * match cost the server ~4 of the ~5 ms per 1,000 ids the check took (bench/README.md).
+   */
   async #storedIds(rows: UsageRowText[]): Promise<string[]> {
-    // A duplicate has the same ts (the dedup rule): the chunk's time span bounds the read.
+    const spans = timeSpans(rows.map((r) => r.tsMs));
+    const params: Record<string, unknown> = {};
+    const conds = spans.map(([lo, hi], i) => {
+      params[`lo${i}`] = lo;
+      params[`hi${i}`] = hi;
+      return `ts BETWEEN fromUnixTimestamp64Milli({lo${i}:Int64}, 'UTC') AND fromUnixTimestamp64Milli({hi${i}:Int64}, 'UTC')`;
+    });
     const stored = await this.#select(
       `SELECT DISTINCT event_id FROM ${this.#t.usageIds}
-       WHERE ts BETWEEN toDateTime64({lo:String}, 3, 'UTC') AND toDateTime64({hi:String}, 3, 'UTC')
-         AND event_id IN {ids:Array(String)}`,
-      { ids: rows.map((r) => r.id), lo: rows[0]!.ts, hi: rows.at(-1)!.ts },
+       WHERE (${conds.join(' OR ')}) AND event_id IN ${stringTable(rows.map((r) => r.id))}`,
+      params,
+      { use_index_for_in_with_subqueries: 0 },
     );
     return stored.map((r) => str(r['event_id']));
   }
@@ -1038,17 +1066,19 @@ export class Warehouse {
   }
 
   /**
-   * Runs one read with server-side parameters only (`{name:Type}` placeholders bound from
-   * `params`; never interpolate request data into `query`) and returns its rows as JSON objects
-   * (64-bit integers as decimal text). For the report modules (analytics.ts, billing.ts).
+   * Runs one read with server-side parameters (`{name:Type}` placeholders bound from `params`)
+   * and returns its rows as JSON objects (64-bit integers as decimal text). Request data goes
+   * in as a parameter, or as a list through `stringTable` (sql-values.ts: lists that grow with
+   * the data); never interpolate it into `query` otherwise. For the report modules
+   * (analytics.ts, billing.ts).
    */
   async select(query: string, params: Record<string, unknown> = {}): Promise<Row[]> {
     return this.#select(query, params);
   }
 
-  /** Runs one statement (DDL or INSERT … SELECT) with server-side parameters only. */
+  /** Runs one statement (DDL or INSERT … SELECT) with server-side parameters (and `stringTable` lists, as `select`). */
   async command(query: string, params: Record<string, unknown> = {}): Promise<void> {
-    await this.#client.command({ query, query_params: params });
+    await this.#client.command({ query, query_params: params, clickhouse_settings: sizeSettings(query) });
   }
 
   /** Inserts rows (JSONEachRow) into one of this warehouse's tables (`tables.*`). */
@@ -1057,12 +1087,12 @@ export class Warehouse {
     await this.#client.insert({ table, values: rows as Record<string, unknown>[], format: 'JSONEachRow' });
   }
 
-  async #select(query: string, params: Record<string, unknown>): Promise<Row[]> {
+  async #select(query: string, params: Record<string, unknown>, settings: ClickHouseSettings = {}): Promise<Row[]> {
     const rs = await this.#client.query({
       query,
       format: 'JSONEachRow',
       query_params: params,
-      clickhouse_settings: READ_SETTINGS,
+      clickhouse_settings: { ...READ_SETTINGS, ...settings, ...sizeSettings(query) },
     });
     return rs.json<Row>();
   }

@@ -9,13 +9,16 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type { UsageEventV2 } from '@tollgate/events';
-import { Warehouse, createHttpClickHouse, rollupsMatchRaw, usageReport } from '@tollgate/warehouse';
+import type { LedgerEvent, LedgerKind, UsageEventV2 } from '@tollgate/events';
+import { bundledCatalogPath, loadCatalogFile, priceVersion } from '@tollgate/pricing';
+import { Warehouse, closeMonth, createHttpClickHouse, invoiceLinesForMonth, rollupsMatchRaw, usageReport } from '@tollgate/warehouse';
 import { findClickHouse, requireClickHouse } from '../../../test/support/services.ts';
 import { warehouseContract } from './warehouse.contract.ts';
 import { q, v2 } from './usage-fixtures.ts';
 
 const url = await findClickHouse();
+const version = priceVersion(loadCatalogFile(bundledCatalogPath('cny')));
+const prices = { current: () => version };
 
 if (url === undefined) {
   test('warehouse contract: ClickHouse server', async (t) => {
@@ -76,6 +79,32 @@ if (url === undefined) {
       } finally {
         await w.close();
         await other.close();
+      }
+    });
+
+    test('late facts on 2,000 accounts of 80-character ids after a month close (~170 KB of account ids, past a URL field\'s 128 KiB): the next open month carries one refund line each, exact', async () => {
+      // Kind: an id list sent as a query parameter. The late-delta pass sent the accounts with
+      // late facts as one `Array(String)` parameter, i.e. in the URL: past ~1,500 such accounts
+      // every invoice, statement and export of the open month failed ("Field value too long").
+      const prefix = `l${randomBytes(3).toString('hex')}_`;
+      const w = new Warehouse({ client: createHttpClickHouse(server), database, tablePrefix: prefix });
+      try {
+        await w.migrate();
+        const acc = (i: number) => `acc_${String(i).padStart(4, '0')}_${'a'.repeat(71)}`;
+        const entry = (i: number, kind: LedgerKind, micros: string, ts: number): LedgerEvent =>
+          ({ type: 'ledger', event_id: `credit:${acc(i)}:${kind}-${i}`, ts, account_id: acc(i), kind, amount_micros: micros, reference: `${kind}-${i}` });
+        await w.insertEvents([entry(0, 'grant', '5000000', Date.UTC(2026, 10, 10))]);
+        await closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 1, 0, 0, 1));
+        // late: refunds of i + 1 µc dated 25 November, stamped after the close
+        await w.insertEvents(Array.from({ length: 2000 }, (_, i) => entry(i, 'refund', String(i + 1), Date.UTC(2026, 10, 25))));
+        const lines = await invoiceLinesForMonth(w, '2026-12', prices);
+        assert.equal(lines.length, 2000);
+        assert.deepEqual(lines.map((l) => [l.account_id, l.section, l.source_month, l.quantity, l.amount_micros]),
+          Array.from({ length: 2000 }, (_, i) => [acc(i), 'refund', '2026-11', '1', `-${i + 1}`]));
+        // Σ 1..2000 = 2,001,000 µc credited back
+        assert.equal(lines.reduce((a, l) => a + BigInt(l.amount_micros), 0n), -2_001_000n);
+      } finally {
+        await w.close();
       }
     });
 

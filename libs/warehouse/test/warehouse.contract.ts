@@ -193,6 +193,68 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         assert.equal((await w.logPositions()).usage.get(3), 6001n);
       }));
 
+    test('a list that grows with the data never rides in the URL: a batch of 3,000 ledger events with 100-character ids (~330 KB, past a server\'s 128 KiB field cap) is stored, a conflicting copy quarantined', () =>
+      withWarehouse(async (w) => {
+        // Kind: an id list sent as a query parameter (a URL field on a server). The ledger's
+        // conflicting-duplicate check sent every ledger id of the batch as one: on a server the
+        // whole batch failed ("Field value too long") and was retried forever. Here 3,000 grants
+        // of 1..3,000 µc on 30 accounts, then the batch again with one grant's amount changed.
+        const ref = (i: number) => `bulk-${String(i).padStart(5, '0')}-${'r'.repeat(80)}`;
+        const grants = Array.from({ length: 3000 }, (_, i) => ledger({ account_id: `acc_${i % 30}`, reference: ref(i), amount_micros: String(i + 1) }));
+        assert.ok(grants[0]!.event_id.length >= 100);
+        const items = (events: LedgerEvent[], offset: number) => events.map((event, i) => ({ event, topic: 'ledger', position: { partition: 1, offset: BigInt(offset + i) } }));
+        assert.deepEqual(await w.storeEvents(items(grants, 0), 'warehouse'), []);
+        const changed = grants.map((g, i) => (i === 1234 ? { ...g, amount_micros: '999' } : g));
+        const poison = await w.storeEvents(items(changed, 3000), 'warehouse');
+        assert.deepEqual(poison.map((p) => [p.kind, p.event_id, p.offset]), [['conflicting_duplicate', grants[1234]!.event_id, 4234n]]);
+        // Σ 1..3000 = 4,501,500 µc over the 30 accounts; acc_0 holds i = 0, 30, …, 2970: Σ (i + 1) = 148,600
+        assert.deepEqual(await w.ledgerTotals(), { entries: 3000, amountMicros: 4_501_500n, byKind: { grant: 4_501_500n, top_up: 0n, adjustment: 0n, refund: 0n } });
+        assert.equal((await w.ledgerTotals('acc_0')).amountMicros, 148_600n);
+      }));
+
+    test('event ids are data, whatever their characters: quotes, backslashes, JSON escapes, %, +, &, U+2028 and non-ASCII are each found stored on redelivery, every rollup still equals raw', () =>
+      withWarehouse(async (w) => {
+        // Kind: an event id the existence check (ids in the query text since issue 11) could
+        // misread: it would then count a redelivered event twice in the rollups, or not at all.
+        const odd = ["it's", 'back\\slash', '\\', "\\'", "'); DROP TABLE x; --", 'quote"d', '\\u0041',
+          '100%25+1&x=y#z', 'naïve ☃ 𝄞', '\u2028sep', ']["x'];
+        const events = odd.map((event_id, i) => usage({ event_id, ts: T2 + i, cost_micros: String(10 ** i) }));
+        const items = (offset: number) => events.map((event, i) => ({ event, topic: 'usage', position: { partition: 0, offset: BigInt(offset + i) } }));
+        assert.deepEqual(await w.storeEvents(items(0), 'warehouse'), []);
+        assert.deepEqual(await w.storeEvents(items(100), 'warehouse'), []); // re-sent: new offsets
+        // 10^0 + … + 10^10 = 11,111,111,111 µc, once (control characters never get here: decodeEvent refuses them)
+        const totals = await w.usageTotals({});
+        assert.equal(totals.requests, odd.length);
+        assert.equal(totals.costMicros, 11_111_111_111n);
+        assert.deepEqual((await w.usageEventIds({})).sort(), [...odd].sort());
+        for (const table of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) {
+          const r = await w.select(`SELECT toString(sum(requests)) AS n, toString(sum(cost)) AS c FROM ${table}`);
+          assert.deepEqual([r[0]!['n'], r[0]!['c']], [String(odd.length), '11111111111'], table);
+        }
+        assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+      }));
+
+    test('a batch whose events lie hours apart (a lagging partition beside a fresh one): the existence check reads each time span and finds the stored ids at both ends', () =>
+      withWarehouse(async (w) => {
+        // Kind: ids far apart in time in one check. The check reads usage_event_ids within the
+        // batch's ts spans, cut at gaps over a minute (at most 16 spans, the widest gaps cut):
+        // a span that missed an end would count its redelivered events again.
+        const at = [T0 - 3 * 3_600_000, T0 - 3 * 3_600_000 + 5, T0, T0 + 59_000, T0 + 3_600_000,
+          ...Array.from({ length: 20 }, (_, i) => T2 + i * 120_000)];
+        const events = at.map((ts, i) => usage({ event_id: `span_${i}`, ts, account_id: `acc_${i % 3}`, cost_micros: String(i + 1) }));
+        const items = (list: UsageEventV1[], offset: number) => list.map((event, i) => ({ event, topic: 'usage', position: { partition: 0, offset: BigInt(offset + i) } }));
+        assert.deepEqual(await w.storeEvents(items(events.slice(0, 3), 0), 'warehouse'), []);
+        assert.deepEqual(await w.storeEvents(items(events.slice(-2), 3), 'warehouse'), []);
+        // all 25 together: the first three and the last two are stored already
+        assert.deepEqual(await w.storeEvents(items(events, 10), 'warehouse'), []);
+        // Σ 1..25 = 325 µc, each event once in raw and in every rollup
+        assert.equal((await w.usageTotals({})).costMicros, 325n);
+        for (const table of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) {
+          const r = await w.select(`SELECT toString(sum(requests)) AS n, toString(sum(cost)) AS c FROM ${table}`);
+          assert.deepEqual([r[0]!['n'], r[0]!['c']], ['25', '325'], table);
+        }
+      }));
+
     test('log positions: the highest offset per partition, duplicates included; ledger entries by id', () =>
       withWarehouse(async (w) => {
         assert.deepEqual(await w.logPositions(), { usage: new Map(), ledger: new Map() });
