@@ -1,4 +1,5 @@
 export { Warehouse, WarehouseInputError, WRITE_SLICE_MS, isDataError } from './warehouse.ts';
+export { sizeSettings, sqlString, stringTable } from './sql-values.ts';
 export type {
   WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals, LogPosition, LogPositions,
   QuarantineKind, QuarantineRecord, StoreItem, StoredLedgerEntry, StoredPriceVersionRow, UsageCursor, Row as WarehouseRow,

@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import type { ClickHouseClient, ClickHouseSettings } from '@clickhouse/client';
+import type { ClickHouseClient } from '@clickhouse/client';
 import type {
   AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind, PlanRecord,
   PriceVersionEvent, UsageEvent, UsageEventV2, UsageIteration, UsageQuantities, UsageStatus,
@@ -19,7 +19,7 @@ import type {
 import { boundedRaw, decodeEvent, LEDGER_KINDS, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
-import { sizeSettings, stringTable } from './sql-values.ts';
+import { sizeSettings, sqlString, stringTable } from './sql-values.ts';
 import { backfillRollups, recentRollupScope, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
 export interface WarehouseOptions {
@@ -475,12 +475,16 @@ export class Warehouse {
     }
     const token = hash.digest('hex');
     // `exec` with the rows as the body: `insert` would encode values itself (JSON.stringify per
-    // row), and its raw-stream path is only for text formats such as TSV.
+    // row), and its raw-stream path is only for text formats such as TSV. The settings are a
+    // SETTINGS clause of the statement, not `clickhouse_settings`: chDB's connection turns
+    // those into `SET` on its one session, so this block's token stayed set for every later
+    // insert of the process (see #select).
     try {
       const res = await this.#client.exec({
-        query: `INSERT INTO ${this.#t.usage} (${USAGE_INSERT_COLUMNS}) FORMAT JSONCompactEachRow`,
+        query: `INSERT INTO ${this.#t.usage} (${USAGE_INSERT_COLUMNS})
+          SETTINGS insert_deduplication_token = ${sqlString(`usage:${token}`)}, deduplicate_blocks_in_dependent_materialized_views = 1
+          FORMAT JSONCompactEachRow`,
         values: Readable.from([body]),
-        clickhouse_settings: { insert_deduplication_token: `usage:${token}`, deduplicate_blocks_in_dependent_materialized_views: 1 },
       });
       res.stream.resume();
       await finished(res.stream).catch(() => {});
@@ -573,9 +577,9 @@ export class Warehouse {
     });
     const stored = await this.#select(
       `SELECT DISTINCT event_id FROM ${this.#t.usageIds}
-       WHERE (${conds.join(' OR ')}) AND event_id IN ${stringTable(rows.map((r) => r.id))}`,
+       WHERE (${conds.join(' OR ')}) AND event_id IN ${stringTable(rows.map((r) => r.id))}
+       SETTINGS use_index_for_in_with_subqueries = 0`,
       params,
-      { use_index_for_in_with_subqueries: 0 },
     );
     return stored.map((r) => str(r['event_id']));
   }
@@ -1087,12 +1091,17 @@ export class Warehouse {
     await this.#client.insert({ table, values: rows as Record<string, unknown>[], format: 'JSONEachRow' });
   }
 
-  async #select(query: string, params: Record<string, unknown>, settings: ClickHouseSettings = {}): Promise<Row[]> {
+  // Settings that must hold for one query only go in its SETTINGS clause, never in
+  // `clickhouse_settings`: chDB's connection applies those as `SET` on its session, where they
+  // stay for every later query of the process (a dedup token, an index switch). Only settings
+  // every query wants alike (READ_SETTINGS) or that only widen a limit (max_query_size) are
+  // passed that way.
+  async #select(query: string, params: Record<string, unknown>): Promise<Row[]> {
     const rs = await this.#client.query({
       query,
       format: 'JSONEachRow',
       query_params: params,
-      clickhouse_settings: { ...READ_SETTINGS, ...settings, ...sizeSettings(query) },
+      clickhouse_settings: { ...READ_SETTINGS, ...sizeSettings(query) },
     });
     return rs.json<Row>();
   }

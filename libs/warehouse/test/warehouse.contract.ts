@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { ControlEvent, KeyRecord, LedgerEvent, UsageEventV1 } from '@tollgate/events';
 import { zeroQuantities } from '@tollgate/events';
 import type { Dimension } from '@tollgate/pricing';
-import { rollupsMatchRaw, WarehouseInputError } from '@tollgate/warehouse';
+import { rollupsMatchRaw, stringTable, WarehouseInputError } from '@tollgate/warehouse';
 import type { UsageTotals, Warehouse } from '@tollgate/warehouse';
 import { q, v2 } from './usage-fixtures.ts';
 
@@ -210,6 +210,20 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         // Σ 1..3000 = 4,501,500 µc over the 30 accounts; acc_0 holds i = 0, 30, …, 2970: Σ (i + 1) = 148,600
         assert.deepEqual(await w.ledgerTotals(), { entries: 3000, amountMicros: 4_501_500n, byKind: { grant: 4_501_500n, top_up: 0n, adjustment: 0n, refund: 0n } });
         assert.equal((await w.ledgerTotals('acc_0')).amountMicros, 148_600n);
+      }));
+
+    test('a query carrying a list near the parser\'s 256 KiB default (262,144 bytes): every size from below to above it runs, the client\'s FORMAT suffix included; an empty list is an empty table', () =>
+      withWarehouse(async (w) => {
+        // Kind: a query whose text passes max_query_size only once the client appends its
+        // FORMAT clause: sizeSettings measured the text without it, so 262,125–262,143 bytes
+        // failed (code 62) on both transports, and a batch of that size forever.
+        assert.deepEqual(await w.select(`SELECT toString(count()) AS n FROM ${stringTable([])}`), [{ n: '0' }]);
+        for (const target of [262_000, 262_120, 262_125, 262_130, 262_143, 262_144, 262_145, 263_500]) {
+          const head = `SELECT toString(count()) AS n, toString(sum(length(v))) AS chars FROM ${stringTable(['x'.repeat(260_000)])}`;
+          const query = head + ' '.repeat(target - Buffer.byteLength(head));
+          assert.equal(Buffer.byteLength(query), target);
+          assert.deepEqual(await w.select(query), [{ n: '1', chars: '260000' }], `${target} bytes`);
+        }
       }));
 
     test('event ids are data, whatever their characters: quotes, backslashes, JSON escapes, %, +, &, U+2028 and non-ASCII are each found stored on redelivery, every rollup still equals raw', () =>
