@@ -72,6 +72,16 @@ const id = text(MAX_TEXT_CHARS, 1);
 const eventId = text(MAX_EVENT_ID_CHARS, 1);
 const count = z.number().int().min(0).max(UINT32_MAX);
 const epochMs = z.number().int().min(0).max(Date.UTC(2299, 11, 31));
+/**
+ * The last millisecond a usage event's ts may name: 2106-02-07T06:28:15.999Z. The usage rollups
+ * bucket ts as a ClickHouse `DateTime` (whole seconds since 1970 in 32 bits), whose range ends
+ * at 2^32 − 1 s; a later ts was stored raw but fell out of every rollup (a tester's case), so it
+ * is refused here, where every stage decodes, instead.
+ */
+export const MAX_USAGE_EPOCH_MS = (2 ** 32 - 1) * 1000 + 999;
+const usageEpochMs = z.number().int().min(0).max(MAX_USAGE_EPOCH_MS, {
+  message: `must be at most ${MAX_USAGE_EPOCH_MS} (2106-02-07T06:28:15.999Z, the last second a usage rollup's DateTime bucket holds)`,
+});
 /** integer micro-credits as decimal text, |v| ≤ MAX_MONEY_MICROS */
 const money = (sign: 'any' | 'nonnegative' | 'positive' | 'nonzero') => z.string().superRefine((v, ctx) => {
   if (!INT_RE.test(v)) {
@@ -90,7 +100,7 @@ const money = (sign: 'any' | 'nonnegative' | 'positive' | 'nonzero') => z.string
 const USAGE_BASE = {
   type: z.literal('usage'),
   event_id: eventId,
-  ts: epochMs,
+  ts: usageEpochMs,
   account_id: id,
   key_id: text(MAX_TEXT_CHARS),
   model: text(MAX_TEXT_CHARS),
@@ -390,8 +400,8 @@ function fastQuantities(v: unknown): UsageQuantities | undefined {
 
 /** The fields of USAGE_BASE, in its order, or undefined. */
 function fastUsageBase(r: Record<string, unknown>): Record<string, unknown> | undefined {
-  if (!okText(r['event_id'], MAX_EVENT_ID_CHARS, 1) || !okEpoch(r['ts']) || !okText(r['account_id'], MAX_TEXT_CHARS, 1)
-    || !okText(r['key_id'], MAX_TEXT_CHARS) || !okText(r['model'], MAX_TEXT_CHARS) || !okText(r['catalog_model'], MAX_TEXT_CHARS)
+  if (!okText(r['event_id'], MAX_EVENT_ID_CHARS, 1) || !okEpoch(r['ts']) || (r['ts'] as number) > MAX_USAGE_EPOCH_MS
+    || !okText(r['account_id'], MAX_TEXT_CHARS, 1) || !okText(r['key_id'], MAX_TEXT_CHARS) || !okText(r['model'], MAX_TEXT_CHARS) || !okText(r['catalog_model'], MAX_TEXT_CHARS)
     || !okText(r['upstream_model'], MAX_TEXT_CHARS) || !okMoney(r['cost_micros'], 'nonnegative')
     || typeof r['status'] !== 'string' || !USAGE_STATUSES.has(r['status'])
     || typeof r['http_status'] !== 'number' || !Number.isInteger(r['http_status']) || r['http_status'] < 0 || r['http_status'] > 65535

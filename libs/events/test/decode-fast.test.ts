@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DIMENSION_KEYS } from '@tollgate/pricing';
-import { MAX_EVENT_ID_CHARS } from '../src/decode.ts';
+import { MAX_EVENT_ID_CHARS, MAX_USAGE_EPOCH_MS } from '../src/decode.ts';
 import {
   decodeEvent, decodeEventBySchema, decodeEventFast, MAX_ITERATIONS, MAX_LABEL_CHARS, MAX_NAMES,
   MAX_REFERENCE_CHARS, MAX_TEXT_CHARS, type LedgerEvent, type UsageEventV1, type UsageEventV2, type UsageQuantities,
@@ -43,7 +43,7 @@ const TEXTS = ['', 'a', 'x'.repeat(MAX_LABEL_CHARS), 'x'.repeat(MAX_LABEL_CHARS 
   'x'.repeat(MAX_TEXT_CHARS), 'x'.repeat(MAX_TEXT_CHARS + 1), 'x'.repeat(MAX_TEXT_CHARS + 8), 'x'.repeat(MAX_TEXT_CHARS + 9),
   'x'.repeat(MAX_EVENT_ID_CHARS), 'x'.repeat(MAX_EVENT_ID_CHARS + 1), 'tab\there', 'del\u007f', 'c1\u0085', 'lone\ud800', 'pair\ud83d\ude00', 'ünï',
   'USD', 'usd', 'US', '0123456789ab'];
-const NUMBERS = [0, -0, 1, -1, 1.5, 255, 256, 65535, 65536, UINT32_MAX, UINT32_MAX + 1, Date.UTC(2299, 11, 31), Date.UTC(2299, 11, 31) + 1,
+const NUMBERS = [0, -0, 1, -1, 1.5, 255, 256, 65535, 65536, UINT32_MAX, UINT32_MAX + 1, Date.UTC(2299, 11, 31), Date.UTC(2299, 11, 31) + 1, MAX_USAGE_EPOCH_MS, MAX_USAGE_EPOCH_MS + 1,
   Number.MAX_SAFE_INTEGER, 2 ** 53, NaN, Infinity, -Infinity];
 const MONEY = ['0', '-0', '1', '-1', '01', '+1', ' 1', '1 ', '1e3', '1.5', '', '9007199254740991', '9007199254740992', '-9007199254740991',
   '-9007199254740992', '999999999999999', '1000000000000000', '-999999999999999', '99999999999999999999', '72000000', '0.5', '00.5', '.5',

@@ -16,7 +16,7 @@ import type {
   AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind, PlanRecord,
   PriceVersionEvent, UsageEvent, UsageEventV2, UsageIteration, UsageQuantities, UsageStatus,
 } from '@tollgate/events';
-import { boundedRaw, decodeEvent, LEDGER_KINDS, standInId, toV2, zeroQuantities } from '@tollgate/events';
+import { boundedRaw, decodeEvent, LEDGER_KINDS, MAX_USAGE_EPOCH_MS, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
 import { sizeSettings, sqlString, stringTable } from './sql-values.ts';
@@ -1313,6 +1313,7 @@ function usageRowText(raw: UsageEvent, p: LogPosition | undefined): UsageRowText
   const e = toV2(raw);
   const id = nonEmpty(e.event_id, 'event_id');
   const ts = dateTime(e.ts, 'ts');
+  if (e.ts > MAX_USAGE_EPOCH_MS) throw new WarehouseInputError(`ts ${e.ts} is past 2106-02-07T06:28:15.999Z, the last second a usage rollup's DateTime bucket holds`);
   const account = nonEmpty(e.account_id, 'account_id');
   const { log_partition: partition, log_offset: offset } = positionColumns(p);
   const values: unknown[] = [partition, offset, id, ts, account, e.key_id, e.model, e.catalog_model, e.upstream_model];

@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { ControlEvent, KeyRecord, LedgerEvent, UsageEventV1 } from '@tollgate/events';
-import { zeroQuantities } from '@tollgate/events';
+import { MAX_USAGE_EPOCH_MS, zeroQuantities } from '@tollgate/events';
 import type { Dimension } from '@tollgate/pricing';
 import { rollupsMatchRaw, stringTable, WarehouseInputError } from '@tollgate/warehouse';
 import type { UsageTotals, Warehouse } from '@tollgate/warehouse';
@@ -223,6 +223,27 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
           const query = head + ' '.repeat(target - Buffer.byteLength(head));
           assert.equal(Buffer.byteLength(query), target);
           assert.deepEqual(await w.select(query), [{ n: '1', chars: '260000' }], `${target} bytes`);
+        }
+      }));
+
+    test('a usage event dated past 2106-02-07T06:28:15.999Z (the last second a rollup bucket, a DateTime, holds) is quarantined at decode and refused by insertUsage; the last millisecond is stored and counted in every rollup', () =>
+      withWarehouse(async (w) => {
+        // Kind: a value one stage accepts and a later one cannot store. Usage ts up to 2299 was
+        // accepted and stored raw, but its minute, hour and day buckets (DateTime, 32-bit
+        // seconds) overflowed and the event fell out of every rollup (a tester's case).
+        const last = usage({ event_id: 'edge_last', ts: MAX_USAGE_EPOCH_MS, cost_micros: '11' });
+        const past = usage({ event_id: 'edge_past', ts: MAX_USAGE_EPOCH_MS + 1, cost_micros: '13' });
+        const poison = await w.storeEvents([last, past].map((event, i) => ({ event, topic: 'usage', position: { partition: 0, offset: BigInt(i) } })), 'warehouse');
+        assert.deepEqual(poison.map((p) => [p.kind, p.offset, p.reason]), [['invalid_event', 1n,
+          'ts: must be at most 4294967295999 (2106-02-07T06:28:15.999Z, the last second a usage rollup\'s DateTime bucket holds)']]);
+        await assert.rejects(w.insertUsage([past]), (e: unknown) => e instanceof WarehouseInputError
+          && e.message === "ts 4294967296000 is past 2106-02-07T06:28:15.999Z, the last second a usage rollup's DateTime bucket holds");
+        assert.equal((await w.usageTotals({})).costMicros, 11n);
+        for (const table of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) {
+          const r = await w.select(`SELECT toString(sum(requests)) AS n, toString(sum(cost)) AS c, toString(min(bucket)) AS b FROM ${table}`);
+          assert.equal(r[0]!['n'], '1', table);
+          assert.equal(r[0]!['c'], '11', table);
+          assert.match(String(r[0]!['b']), /^2106-02-0[67] /, table);
         }
       }));
 
