@@ -40,7 +40,7 @@ import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { findClickHouse, findKafka, findRedis, findRedisCluster } from '../test/support/services.ts';
-import { usageEvent } from './stack.ts';
+import { benchUsageEvent } from './stack.ts';
 import { choiceList, commandLine, numberList, numberValue, runMain } from './cli.ts';
 
 export interface ConsumerBenchOptions {
@@ -63,6 +63,8 @@ export interface ConsumerBenchOptions {
    * throughput run each (default: BENCH_WAREHOUSE_PARTITION_BATCH, a comma list, else the sink's own default)
    */
   partitionBatches?: number[];
+  /** usage event version produced (default 2, as gateways publish now; 1 for comparison with older runs) */
+  eventVersion?: 1 | 2;
 }
 
 /** `chdb`: the embedded engine in this process; `server`: a ClickHouse server over HTTP. */
@@ -154,8 +156,8 @@ function perEventStore(store: BalanceStore): BalanceStore {
 }
 
 /** decodeEvent vs decodeEventBySchema, CPU µs per event (see ConsumerBenchResult.decodeUs). */
-function measureDecode(accounts: number): { fast: number; schema: number } {
-  const events = Array.from({ length: 20_000 }, (_, i) => JSON.parse(JSON.stringify(usageEvent(i, accounts, Date.now()))) as unknown);
+function measureDecode(accounts: number, version: 1 | 2): { fast: number; schema: number } {
+  const events = Array.from({ length: 20_000 }, (_, i) => JSON.parse(JSON.stringify(benchUsageEvent(version, i, accounts, Date.now()))) as unknown);
   const best = (decode: typeof decodeEvent) => {
     let min = Infinity;
     for (let pass = 0; pass < 3; pass++) {
@@ -180,6 +182,8 @@ interface Pace {
   seconds: number;
   base: number;
   accounts: number;
+  /** usage event version to publish */
+  eventVersion: 1 | 2;
 }
 
 /**
@@ -202,7 +206,7 @@ async function publishPaced(
     const batch: PublishedEvent[] = [];
     const at = wall();
     for (; sent < due; sent++) {
-      const e = usageEvent(o.base + sent, o.accounts, Date.now());
+      const e = benchUsageEvent(o.eventVersion, o.base + sent, o.accounts, Date.now());
       published.set(e.event_id, at);
       batch.push({ event: e });
     }
@@ -249,7 +253,7 @@ async function publisherMain(json: string): Promise<void> {
   const log = new KafkaLog({ kafka, topicPrefix: o.topicPrefix, spoolDir: dir, logger: { warn: () => {}, error: () => {} } });
   try {
     // The producer connects before the clock starts (the consumer applies this one like any other).
-    await log.publish('usage', [{ event: usageEvent(o.base + o.rate * o.seconds, o.accounts, Date.now()) }]);
+    await log.publish('usage', [{ event: benchUsageEvent(o.eventVersion, o.base + o.rate * o.seconds, o.accounts, Date.now()) }]);
     const out: string[] = [];
     const flush = () => { if (out.length) process.stdout.write(`${out.join('\n')}\n`); out.length = 0; };
     const timer = setInterval(flush, 20);
@@ -329,7 +333,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       for (let j = i; j < Math.min(o.events, i + CHUNK * 10); j += CHUNK) {
         const events: PublishedEvent[] = [];
         for (let k = j; k < Math.min(o.events, j + CHUNK); k++) {
-          const e = usageEvent(k, o.accounts, now - 3600_000 + Math.floor(k * 3600_000 / o.events));
+          const e = benchUsageEvent(o.eventVersion ?? 2, k, o.accounts, now - 3600_000 + Math.floor(k * 3600_000 / o.events));
           cost += BigInt(e.cost_micros);
           events.push({ event: e });
         }
@@ -343,7 +347,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     log(`bench consumers: ${o.events} usage events on ${o.partitions} partitions (${o.accounts} accounts) produced at ${result.produceEventsPerS.toFixed(0)} events/s`);
 
     // 1b. The consumer boundary alone, both ways (one CPU, no I/O).
-    result.decodeUs = measureDecode(o.accounts);
+    result.decodeUs = measureDecode(o.accounts, o.eventVersion ?? 2);
     log(`  decodeEvent ${result.decodeUs.fast.toFixed(2)} µs per usage event (zod schema alone: ${result.decodeUs.schema.toFixed(2)} µs)`);
 
     // 2. Throughput: each group drains the backlog alone, from offset 0, in this process.
@@ -525,7 +529,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       const total = o.rate * o.seconds;
       const loopDelay = monitorEventLoopDelay({ resolution: 5 });
       loopDelay.enable();
-      const pace = { rate: o.rate, seconds: o.seconds, base: o.events, accounts: o.accounts };
+      const pace = { rate: o.rate, seconds: o.seconds, base: o.events, accounts: o.accounts, eventVersion: o.eventVersion ?? 2 };
       if (which === 'ledger') {
         // As deployed, gateways publish from their own processes: the publisher runs in a child
         // process, so this process's CPU and event-loop delay are the consumer's alone.
@@ -665,6 +669,9 @@ Options:
   --sink-inserts <a,b>  one warehouse throughput run per concurrent inserts count, 1 to 64
                       (default: the sink's own; given, the latency phase is skipped; a value
                       given twice is run twice)
+  --event-version <n> usage events of version 2 (as gateways publish them now: unit prices,
+                      price version, served model) or 1 (as before issue 7; what runs before
+                      2026-12-01 night measured) (default 2)
   -h, --help          show this help
 
 Progress and the figures as they are measured go to stderr; the result (JSON, one line) to stdout.
@@ -693,6 +700,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
     seconds: { type: 'string' }, modes: { type: 'string' },
     groups: { type: 'string' },
     warehouse: { type: 'string' }, 'sink-batch': { type: 'string' }, 'sink-inserts': { type: 'string' },
+    'event-version': { type: 'string' },
   } });
   runMain('bench/consumers', async () => {
     const o: ConsumerBenchOptions = {
@@ -706,6 +714,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
       ...(values['sink-inserts'] !== undefined ? { sinkInserts: numberList('--sink-inserts', values['sink-inserts'], { min: 1, max: 64, integer: true }) } : {}),
       ...(values['sink-batch'] !== undefined ? { sinkBatches: numberList('--sink-batch', values['sink-batch'], { min: 1, max: 10_000_000, integer: true }) } : {}),
       ...(values.warehouse !== undefined ? { warehouses: choiceList('--warehouse', values.warehouse, ['chdb', 'server'] as const) } : {}),
+      eventVersion: numberValue('--event-version', values['event-version'], 2, { min: 1, max: 2, integer: true }) as 1 | 2,
     };
     // The figures as they come are progress (stderr); the result is the JSON line on stdout.
     const r = await measureConsumerGroups(o, (line) => process.stderr.write(`${line}\n`));

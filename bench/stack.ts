@@ -7,7 +7,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { UsageEvent } from '@tollgate/events';
+import type { UsageEvent, UsageEventV2 } from '@tollgate/events';
+import { toV2 } from '@tollgate/events';
 import { childEnv } from '../test/support/services.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -402,6 +403,30 @@ export function usageEvent(i: number, accounts: number, ts: number): UsageEvent 
     cost_micros: String(input * m.input + output * m.output), status: 'ok', http_status: 200, latency_ms: 400 + (i % 900),
     ttft_ms: 150 + (i % 500), stream: i % 3 !== 0, upstream_request_id: null, gateway_id: 'bench-gw',
   };
+}
+
+/**
+ * `usageEvent` as today's gateway publishes it (version 2, services/gateway/src/metering.ts):
+ * the same tokens and cost, with what pricing adds: the price version and list, the unit
+ * prices of the dimensions used (µc per million tokens, decimal text), the served model and
+ * stop reason, and an upstream cost on every other event. About twice the JSON of version 1.
+ */
+export function usageEventV2(i: number, accounts: number, ts: number): UsageEventV2 {
+  const v1 = usageEvent(i, accounts, ts);
+  const m = MODELS[i % MODELS.length]!;
+  const e = toV2(v1) as UsageEventV2;
+  return {
+    ...e,
+    served_model: `${m.id}-20260101`, service_tier: 'standard', stop_reason: i % 5 === 0 ? 'max_tokens' : 'end_turn',
+    upstream_cost_micros: i % 2 === 0 ? v1.cost_micros : null, upstream_currency: i % 2 === 0 ? 'USD' : null,
+    price_version: 'pv_2026-11-01T00:00:00.000Z_3f9c2a7e', price_list: 'default',
+    unit_prices: { input: String(m.input * 1_000_000), output: String(m.output * 1_000_000) },
+  };
+}
+
+/** A bench usage event of `version` (1: as gateways wrote before issue 7; 2: as they write now). */
+export function benchUsageEvent(version: 1 | 2, i: number, accounts: number, ts: number): UsageEvent {
+  return version === 1 ? usageEvent(i, accounts, ts) : usageEventV2(i, accounts, ts);
 }
 
 // Run directly (`node bench/stack.ts`): say what to run instead of silently doing nothing.
