@@ -53,6 +53,28 @@ export class NotPublishedError extends Error {
 }
 
 /**
+ * The most bytes of JSON (UTF-8) one event may take on Kafka, and the most event JSON one
+ * produce carries (a lone event over it aside, none is): under a broker's default
+ * `message.max.bytes` (1,048,588 bytes, per record batch) with room for keys, headers and the
+ * batch's own framing. A broker refuses a batch over its limit on every try, so one event (or
+ * produce) over it used to hold the spool at that event for good, and every event behind it was
+ * never sent (usage never billed). Every event the decoder accepts is well under it (the
+ * largest, a price version, carries at most MAX_CATALOG_BYTES of catalog).
+ */
+export const MAX_EVENT_BYTES = 1_000_000;
+
+/**
+ * `publish` refused an event whose JSON is over MAX_EVENT_BYTES, before anything of the publish
+ * was written (a NotPublishedError: the caller may treat its events as never published).
+ */
+export class EventTooLargeError extends NotPublishedError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EventTooLargeError';
+  }
+}
+
+/**
  * A poison event a consumer group set aside instead of stopping (see `decodeEvent`). The log
  * carries it on its dead-letter topic (Kafka: `<prefix>dead-letter`) to the warehouse sink,
  * which stores it in the warehouse's `quarantine` table, so the evidence outlives the group's

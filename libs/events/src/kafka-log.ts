@@ -16,7 +16,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
-import { NotPublishedError, partitionKey, RewindError } from './event-log.ts';
+import { EventTooLargeError, MAX_EVENT_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
@@ -912,7 +912,7 @@ export class KafkaLog implements EventLog {
           if (segment === this.#active && unsent < this.#batchSize && this.#lingerMs > 0 && !this.#closing && failures === 0) {
             await sleep(this.#lingerMs);
           }
-          const chunk = segment.records.slice(segment.sent, segment.sent + this.#batchSize);
+          const chunk = nextChunk(segment.records, segment.sent, this.#batchSize);
           if (this.#topicsBeforeSend !== null) {
             // Before the first send (a failure here is a send failure: the spool keeps the events).
             // No connection retries of its own: a Kafka that is away fails it at once (a refused
@@ -1126,6 +1126,12 @@ export class KafkaLog implements EventLog {
       // The line is JSON.stringify({ topic, event, headers }), built around the event's JSON,
       // which the send reuses (one serialization per event instead of two).
       r.value = JSON.stringify(r.event);
+      // Refused before anything is written: Kafka would refuse it on every send, holding the
+      // spool (and every event behind it) at this event.
+      const size = eventBytes(r.value);
+      if (size > MAX_EVENT_BYTES) {
+        throw new EventTooLargeError(`event ${boundedId(r.event.event_id)} is ${size} bytes of JSON; one event on the log is at most ${MAX_EVENT_BYTES} (nothing of this publish was written)`);
+      }
       data += `{"topic":${JSON.stringify(r.topic)},"event":${r.value},"headers":${JSON.stringify(r.headers)}}\n`;
     }
     const bytes = Buffer.from(data, 'utf8');
@@ -1457,4 +1463,36 @@ export async function waitForTopicMetadata(
     if (problems && Date.now() > deadline) throw new Error(`topics not ready after ${timeoutMs} ms: ${problems.join('; ')}`);
     await new Promise((r) => setTimeout(r, delay));
   }
+}
+
+/** UTF-8 bytes of `json` (UTF-16 units × 3 bounds them, so most texts need no count). */
+function eventBytes(json: string): number {
+  return json.length * 3 <= MAX_EVENT_BYTES ? json.length : Buffer.byteLength(json, 'utf8');
+}
+
+/** An event id for a message: at most 200 characters of it. */
+function boundedId(id: unknown): string {
+  const s = String(id);
+  return s.length <= 200 ? s : `${s.slice(0, 200)}…`;
+}
+
+/**
+ * The records one produce sends from `from`: at most `max` of them and at most MAX_EVENT_BYTES
+ * of event JSON, but always at least one (a broker caps a record batch at ~1 MiB: events of a
+ * few hundred KB each, e.g. price versions spooled while Kafka was away, in one produce were
+ * refused together on every try). A record read back from the spool gets its JSON here, kept
+ * for the send.
+ */
+function nextChunk(records: SpoolRecord[], from: number, max: number): SpoolRecord[] {
+  let end = from;
+  let bytes = 0;
+  while (end < records.length && end - from < max) {
+    const r = records[end]!;
+    r.value ??= JSON.stringify(r.event);
+    const size = eventBytes(r.value);
+    if (end > from && bytes + size > MAX_EVENT_BYTES) break;
+    bytes += size;
+    end++;
+  }
+  return records.slice(from, end);
 }

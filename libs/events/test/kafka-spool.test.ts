@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
-import { KafkaLog, NotPublishedError, TOPICS } from '@tollgate/events';
-import type { ConsumedEvent, KafkaLogLogger } from '@tollgate/events';
+import { EventTooLargeError, KafkaLog, MAX_EVENT_BYTES, NotPublishedError, TOPICS } from '@tollgate/events';
+import type { AnyEvent, ConsumedEvent, KafkaLogLogger } from '@tollgate/events';
 import { findKafka, requireKafka, stopKafka, startKafka } from '../../../test/support/services.ts';
 import { Collector, publishAll, sampleEvents } from './event-log.contract.ts';
 import { deadClient, deleteTopics, quiet, readAll, spoolLines } from './spool-helpers.ts';
@@ -146,6 +146,58 @@ test('steady publishing: an acknowledged spool file is emptied and reused, not r
   } finally {
     await log.close();
     await deleteTopics(kafka, prefix);
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});
+
+test('an event over MAX_EVENT_BYTES is refused at publish (EventTooLargeError, nothing spooled); events just under it, spooled while Kafka was away, reach a real broker one produce each, and the spool goes on', async (t) => {
+  // Kind: an event or a produce a broker refuses on every try (its record batch over
+  // `message.max.bytes`, ~1 MiB by default). The spool used to hold at it for good: a 2.7 MB
+  // price catalog stopped every usage event behind it (a tester's case), and so would three
+  // 600 KB events in one produce.
+  if (brokers === undefined) {
+    await requireKafka(t);
+    return;
+  }
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const prefix = `t-${randomUUID().slice(0, 8)}.`;
+  const samples = sampleEvents(randomUUID().slice(0, 8), 8);
+  /** samples[i]'s event padded to exactly `bytes` bytes of JSON */
+  const sized = (i: number, bytes: number) => {
+    const base = { ...samples[i]!.event, pad: '' };
+    return { ...base, pad: 'p'.repeat(bytes - Buffer.byteLength(JSON.stringify(base))) } as unknown as AnyEvent;
+  };
+  try {
+    const down = new KafkaLog({ kafka: deadClient(), topicPrefix: prefix, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, logger: quiet() });
+    await down.publish('usage', [{ event: samples[0]!.event }]);
+    const big = sized(1, MAX_EVENT_BYTES + 1);
+    assert.equal(Buffer.byteLength(JSON.stringify(big)), 1_000_001);
+    const refused = await down.publish('usage', [{ event: samples[2]!.event }, { event: big }]).then(() => undefined, (err: unknown) => err);
+    assert.ok(refused instanceof EventTooLargeError && refused instanceof NotPublishedError, String(refused));
+    assert.equal(refused.message, `event ${samples[1]!.event.event_id} is 1000001 bytes of JSON; one event on the log is at most 1000000 (nothing of this publish was written)`);
+    // Three events of 600,000 bytes (any two over a broker's batch cap together) and one of exactly the bound.
+    await down.publish('usage', [3, 4, 5].map((i) => ({ event: sized(i, 600_000) })));
+    await down.publish('usage', [{ event: sized(6, MAX_EVENT_BYTES) }, { event: samples[7]!.event }]);
+    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id), [0, 3, 4, 5, 6, 7].map((i) => samples[i]!.event.event_id));
+    await down.close();
+
+    const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+    const up = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger: quiet() });
+    try {
+      await up.ensureTopics(1); // one partition: the big events share its record batches
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([up.flush(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the spool was not delivered within 60 s')), 60_000); })]);
+      clearTimeout(timer);
+      assert.deepEqual(await spoolLines(spoolDir), []);
+      const records = await readAll(up, 6);
+      assert.deepEqual(records.map((r) => r.event.event_id).sort(), [0, 3, 4, 5, 6, 7].map((i) => samples[i]!.event.event_id).sort());
+      const six = records.find((r) => r.event.event_id === samples[6]!.event.event_id)!;
+      assert.equal(Buffer.byteLength(JSON.stringify(six.event)), MAX_EVENT_BYTES);
+    } finally {
+      await up.close();
+      await deleteTopics(kafka, prefix);
+    }
+  } finally {
     await rm(spoolDir, { recursive: true, force: true });
   }
 });
