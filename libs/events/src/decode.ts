@@ -40,8 +40,15 @@ export const MAX_NAMES = 64;
 /** Longest exact decimal (a unit price in µc per MTok or per unit): digits, one point. */
 export const MAX_DECIMAL_CHARS = 64;
 
-/** Largest catalog document a `price_version` event carries, as JSON text (bytes of UTF-8). */
-export const MAX_CATALOG_BYTES = 1024 * 1024;
+/**
+ * Largest catalog document a `price_version` event carries, as compact JSON (bytes of UTF-8),
+ * and so the largest catalog the loader (`parseCatalog` of @tollgate/pricing) accepts: a catalog
+ * put in force always has a version event every stage takes. Under MAX_EVENT_BYTES (1,000,000,
+ * event-log.ts) with room for the event's own fields. It was 1 MiB here while the loader had no
+ * bound: a 2.7 MB catalog was put in force, and its event held the Kafka spool (a tester's
+ * case). The shipped catalogs are ~10 KB.
+ */
+export const MAX_CATALOG_BYTES = 960 * 1024;
 
 /** Most bytes of an undecodable payload kept in a quarantine record. */
 export const MAX_RAW_BYTES = 4096;

@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { MAX_CATALOG_BYTES } from '@tollgate/events';
 import { CatalogError, DEFAULT_CREATED_AT, bundledCatalogPath, contextWindowFor, loadCatalogFile, parseCatalog } from './catalog.ts';
 import type { Catalog, Prices } from './catalog.ts';
 import { resolveModel } from './resolve.ts';
@@ -350,4 +351,19 @@ test('model ids, aliases and upstream model ids are held to the event decoder\'s
   assert.deepEqual(problemsOf(withModel({ upstream_model: 'u'.repeat(201) })), ['models[0].upstream_model: must be at most 200 characters']);
   assert.deepEqual(problemsOf(withModel({ aliases: ['del\u007f'] })), ['models[0].aliases[0]: must not contain control characters (it is stored in usage events)']);
   assert.equal(parseCatalog(withModel({ id: 'claude-opus-4-6', aliases: ['opus'], upstream_model: 'claude-opus-4-6' }), 'test.json').models[0]!.id, 'claude-opus-4-6');
+});
+
+test('a catalog over MAX_CATALOG_BYTES (983,040 bytes of compact JSON) is refused; one at exactly the bound loads', () => {
+  // Kind: a catalog the loader accepts and its price_version event cannot carry. A 2.7 MB file was
+  // put in force, and its event held the Kafka spool (or was quarantined by every group).
+  const base = JSON.parse(readFileSync(bundledCatalogPath('usd'), 'utf8')) as Record<string, unknown>;
+  const padded = (bytes: number) => {
+    const doc = { ...base, notes: '' };
+    return { ...doc, notes: 'n'.repeat(bytes - Buffer.byteLength(JSON.stringify(doc))) };
+  };
+  assert.equal(MAX_CATALOG_BYTES, 983_040);
+  assert.equal(Buffer.byteLength(JSON.stringify(padded(983_040))), 983_040);
+  parseCatalog(padded(983_040), 'at-bound.json');
+  assert.throws(() => parseCatalog(padded(983_041), 'over.json'), (e: unknown) => e instanceof CatalogError
+    && e.message === 'invalid pricing catalog over.json:\n  - (file): 983041 bytes as compact JSON; a catalog is at most 983040 (it travels whole in each price version event)');
 });

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { MAX_TEXT_CHARS, textProblem } from '@tollgate/events';
+import { MAX_CATALOG_BYTES, MAX_TEXT_CHARS, textProblem } from '@tollgate/events';
 import { MICROS_PER_CREDIT, MoneyError, parseExactDecimal } from './money.ts';
 import type { ExactDecimal } from './money.ts';
 import { buildIndex, indexCatalog } from './resolve.ts';
@@ -517,6 +517,10 @@ export function loadCatalogFile(path: string): Catalog {
 
 /** Validates and converts an already-parsed catalog document. Throws CatalogError. */
 export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
+  const bytes = Buffer.byteLength(JSON.stringify(json) ?? '', 'utf8');
+  if (bytes > MAX_CATALOG_BYTES) {
+    throw new CatalogError(source, [`(file): ${bytes} bytes as compact JSON; a catalog is at most ${MAX_CATALOG_BYTES} (it travels whole in each price version event)`]);
+  }
   const parsed = catalogSchema.safeParse(json, {
     // schema-level messages win; this only rewords zod's default for a missing key
     error: (iss) => (iss.code === 'invalid_type' && iss.input === undefined ? 'required' : undefined),
