@@ -21,6 +21,8 @@ export interface HttpClickHouseOptions {
    * text blocks to the console, in the middle of a JSON log. Unset: the client's default.
    */
   logger?: ClientLogSink;
+  /** ms the client waits for a response before it gives up (default: the client's 30,000) */
+  requestTimeoutMs?: number;
 }
 
 /**
@@ -45,6 +47,7 @@ export function createHttpClickHouse(opts: HttpClickHouseOptions): ClickHouseCli
     ...(opts.username !== undefined ? { username: opts.username } : {}),
     ...(opts.password !== undefined ? { password: opts.password } : {}),
     ...(opts.database !== undefined ? { database: opts.database } : {}),
+    ...(opts.requestTimeoutMs !== undefined ? { request_timeout: opts.requestTimeoutMs } : {}),
     ...(opts.logger !== undefined ? { log: { LoggerClass: loggerClass(opts.logger), level: ClickHouseLogLevel.WARN } } : {}),
   });
 }

@@ -8,7 +8,7 @@
 // - Money never passes through a JS number: amounts are validated as int64 decimal strings on
 //   the way in and summed as Int128 and returned as text on the way out, then parsed to bigint.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { ClickHouseClient } from '@clickhouse/client';
@@ -296,9 +296,21 @@ export class Warehouse {
   /**
    * Set when a usage insert failed: it may have been cut between its raw block and the id view's
    * block, so the next insert first puts back lost ids (`restoreRecentIds`) before its
-   * rollup_skip check trusts `usage_event_ids`. Cleared once that succeeded.
+   * rollup_skip check trusts `usage_event_ids`. Cleared once that succeeded. Set at
+   * construction too: a process that died after such a cut left no flag, and if its successor's
+   * start repair (`repairRecentRollups`) failed (ClickHouse away), the redelivered batch met no
+   * stored ids and its events were counted again in the rollups the cut had reached (a
+   * tester's case); a successful start repair clears it.
    */
-  #idsSuspect = false;
+  #idsSuspect = true;
+  /**
+   * Query ids of usage inserts that failed at this client (a timeout, a dropped connection):
+   * a server goes on with an insert whose client gave up, so one may still be running and land
+   * its view blocks after the retry's repair rebuilt those rollup rows from raw (a tester's
+   * case: 462 events counted twice). The next insert first ends each (`KILL QUERY … SYNC`:
+   * killed, or already over) and only then restores ids and checks.
+   */
+  readonly #unsettled = new Set<string>();
   readonly #onRepair: WarehouseOptions['onRepair'];
 
   constructor(opts: WarehouseOptions) {
@@ -458,6 +470,10 @@ export class Warehouse {
     // `rollup_skip = 1`, which the views leave out. The block carries a token of its rows, so
     // the same block sent again (two writers racing past the check) is dropped by the raw
     // table's and every rollup's dedup window.
+    for (const queryId of this.#unsettled) {
+      await this.command('KILL QUERY WHERE query_id = {id:String} SYNC', { id: queryId });
+      this.#unsettled.delete(queryId);
+    }
     if (this.#idsSuspect) {
       const restored = await restoreRecentIds(this);
       this.#idsSuspect = false;
@@ -479,8 +495,10 @@ export class Warehouse {
     // SETTINGS clause of the statement, not `clickhouse_settings`: chDB's connection turns
     // those into `SET` on its one session, so this block's token stayed set for every later
     // insert of the process (see #select).
+    const queryId = `tollgate-usage-insert-${randomUUID()}`;
     try {
       const res = await this.#client.exec({
+        query_id: queryId,
         query: `INSERT INTO ${this.#t.usage} (${USAGE_INSERT_COLUMNS})
           SETTINGS insert_deduplication_token = ${sqlString(`usage:${token}`)}, deduplicate_blocks_in_dependent_materialized_views = 1
           FORMAT JSONCompactEachRow`,
@@ -490,6 +508,7 @@ export class Warehouse {
       await finished(res.stream).catch(() => {});
     } catch (err) {
       this.#idsSuspect = true;
+      this.#unsettled.add(queryId);
       throw err;
     }
     // Ids already stored mean an earlier insert of them may have been cut between the raw
@@ -1037,6 +1056,7 @@ export class Warehouse {
    */
   async repairRecentRollups(withinMs?: number): Promise<RollupRepairResult> {
     const restored = await restoreRecentIds(this, withinMs);
+    if (withinMs === undefined) this.#idsSuspect = false;
     const rebuilt = await repairRollups(this, await recentRollupScope(this, withinMs));
     if (restored > 0 || rebuilt.minute + rebuilt.hour + rebuilt.day > 0) this.#onRepair?.({ rollupRows: rebuilt, idsRestored: restored, where: 'start' });
     return rebuilt;
@@ -1048,7 +1068,9 @@ export class Warehouse {
    * Throws what ClickHouse throws.
    */
   async restoreRecentIds(withinMs?: number): Promise<number> {
-    return restoreRecentIds(this, withinMs);
+    const restored = await restoreRecentIds(this, withinMs);
+    if (withinMs === undefined) this.#idsSuspect = false; // the window an insert would restore
+    return restored;
   }
 
   /** Closes the client given at construction. */

@@ -108,6 +108,46 @@ if (url === undefined) {
       }
     });
 
+    test('an insert the client gave up on (a timeout) but the server finished: the retry first ends it, so every rollup counts each event once', async () => {
+      // Kind: a write that outlives its client. The server goes on with an insert whose client
+      // timed out; its retry restored the ids, rebuilt the rollup rows from raw, and then the
+      // first insert's view blocks landed on top: those events counted twice (a tester's case).
+      const prefix = `k${randomBytes(3).toString('hex')}_`;
+      const w = new Warehouse({ client: createHttpClickHouse({ ...server, requestTimeoutMs: 1000 }), database, tablePrefix: prefix });
+      try {
+        await w.migrate();
+        // A view named to run first, sleeping 2 s per new 'slow' row: the insert takes ~6 s.
+        await w.command(`CREATE TABLE ${database}.\`${prefix}slow_sink\` (x UInt8) ENGINE = Null`);
+        await w.command(`CREATE MATERIALIZED VIEW ${database}.\`${prefix}aaa_slow_mv\` TO ${database}.\`${prefix}slow_sink\` AS
+          SELECT toUInt8(if(event_id LIKE 'slow%' AND rollup_skip = 0, sleepEachRow(2), 0)) AS x FROM ${w.tables.usage}
+          SETTINGS function_sleep_max_microseconds_per_block = 0`);
+        const T = Date.UTC(2026, 10, 3, 10);
+        const events = ['slow_1', 'slow_2', 'slow_3', 'fast_1'].map((event_id, i) => v2({ event_id, ts: T + i, account_id: 'acc_k', cost_micros: String(10 ** i) }));
+        const items = events.map((event, i) => ({ event, topic: 'usage', position: { partition: 0, offset: BigInt(i) } }));
+        await assert.rejects(w.storeEvents(items, 'warehouse'), /Timeout/i);
+        // The sink's retries: each first ends the insert still running (its KILL … SYNC may
+        // itself outlast the 1 s timeout while the sleep finishes), then stores the batch.
+        let stored = false;
+        for (let attempt = 0; attempt < 30 && !stored; attempt++) {
+          stored = await w.storeEvents(items, 'warehouse').then((poison) => { assert.deepEqual(poison, []); return true; }, async () => {
+            await new Promise((r) => setTimeout(r, 500));
+            return false;
+          });
+        }
+        assert.ok(stored, 'the retries stored the batch');
+        await new Promise((r) => setTimeout(r, 7000)); // past any insert that could still run
+        // 1 + 10 + 100 + 1,000 = 1,111 µc, once in raw and in every rollup
+        assert.equal((await w.usageTotals({})).costMicros, 1111n);
+        for (const table of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) {
+          const r = await w.select(`SELECT toString(sum(requests)) AS n, toString(sum(cost)) AS c FROM ${table}`);
+          assert.deepEqual([r[0]!['n'], r[0]!['c']], ['4', '1111'], table);
+        }
+        assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+      } finally {
+        await w.close();
+      }
+    });
+
     test('query parameters are sent as param_ and typed by the server; a missing one is UNKNOWN_QUERY_PARAMETER (456)', async () => {
       const client = createHttpClickHouse(server);
       try {

@@ -383,6 +383,38 @@ test('insert cut before the id view (its raw rows and rollup rows written, their
   }
 });
 
+test('insert cut before the id view, then the process died and its successor\'s start repair failed (ClickHouse away): the successor\'s first insert puts the ids back itself, and the redelivery counts every event once', async () => {
+  // Kind: a cut whose only marker died with its process. The flag that makes an insert restore
+  // lost ids first lived in the failed process; a new one started clean, its start repair
+  // failed and was skipped, and the redelivered e2…e8 were counted twice in every rollup
+  // (a tester's case).
+  const { w, prefix } = await fresh();
+  try {
+    const all = events();
+    await w.insertUsage([all[0]!]);
+    await w.command(`DETACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
+    await w.insertUsage(all.slice(1)); // raw and rollups hold e2…e8; usage_event_ids does not
+    await w.command(`ATTACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
+  } finally {
+    await w.close();
+  }
+  const repairs: unknown[] = [];
+  const next = new Warehouse({ client: createChdbClickHouse({ path: dir }), tablePrefix: prefix, onRepair: (what) => repairs.push(what) });
+  try {
+    // no repairRecentRollups(): it failed at this start. The log redelivers from the committed
+    // offset with an event after the cut (e9, 11 µc): another block than the cut one, so no
+    // dedup window drops it.
+    const e9 = v2({ event_id: 'e9', ts: T('2026-02-02T00:00:01.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+    await next.insertUsage([...events().slice(1), e9]);
+    const nine = `9:${TOTAL_COST + 11n}`;
+    assert.deepEqual(await rollupCosts(next), { minute: nine, hour: nine, day: nine });
+    assert.deepEqual(await rollupsMatchRaw(next), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+    assert.deepEqual(repairs, [{ idsRestored: 7, where: 'insert' }]);
+  } finally {
+    await next.close();
+  }
+});
+
 test('insert that failed in a later view (the server cut it, the process lives on): the next insert puts lost ids back first, and the retried batch counts every event once', async () => {
   // A view that throws on e5's row (a stand-in for a memory limit or a server fault in a view):
   // ClickHouse fails the INSERT after the raw block and the views before it were written.

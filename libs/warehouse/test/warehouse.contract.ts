@@ -374,7 +374,8 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
           service_tier: null, inference_geo: null, speed: null, stop_reason: null, thinking_tokens: null, upstream_cost_micros: null,
           upstream_currency: null, tier: null, ttft_ms: null, upstream_request_id: null, stream: false, cost_micros: '0',
         });
-        const old = usage({ event_id: `req_v1_${nasty}`, ts: Date.UTC(2299, 11, 31, 23, 59, 59, 999), cost_micros: ABOVE_2_53.toString(), upstream_request_id: null });
+        const old = usage({ event_id: `req_v1_${nasty}`, ts: MAX_USAGE_EPOCH_MS, // the last ms a rollup bucket holds (2106-02-07T06:28:15.999Z)
+          cost_micros: ABOVE_2_53.toString(), upstream_request_id: null });
         await w.insertUsage([full, nulls, old], [{ partition: 3, offset: 9_007_199_254_740_993n }, undefined, { partition: 0, offset: 0n }]);
         for (const e of [full, nulls, old]) assert.deepEqual(await w.getUsageEvent(e.event_id), e, e.event_id);
         assert.deepEqual(await w.usageTotals({ accountId: `acc_${nasty}` }), sums(1, { input: 4_294_967_295, output: 1, cache_read: 7, web_search_requests: 3 },
