@@ -86,6 +86,23 @@ test('prototype key in a map-shaped control input: model_mapping {"__proto__"} i
   assert.equal((await admin<{ model_mapping: unknown }>(stack.url, 'GET', `/admin/v1/groups/${g.json.id}`)).json.model_mapping, null);
 });
 
+test('a mapped upstream model name metering cannot read back (not printable ASCII) is a 400 naming the field; an ASCII name is stored', async () => {
+  // Kind: a value the admin API accepted and metering refused: "sonnet 模型" was stored, and every
+  // answer of that group became a usage anomaly with no served model (a tester's case).
+  const up = await newUpstream('mapped-names');
+  for (const name of ['sonnet 模型', 'sonnet-模型', 'my sonnet', 'naïve', 'tab\there']) {
+    const r = await admin<{ error: { type: string; message: string } }>(stack.url, 'POST', '/admin/v1/groups', { name: 'mapped', platform: 'anthropic', upstream_ids: [up], model_mapping: { 'claude-sonnet-4-6': name } });
+    assert.equal(r.status, 400, name);
+    assert.equal(r.json.error.type, 'invalid_request_error');
+    assert.ok(r.json.error.message.startsWith('model_mapping.claude-sonnet-4-6: '), r.json.error.message);
+  }
+  const spaced = await admin<{ error: { message: string } }>(stack.url, 'POST', '/admin/v1/groups', { name: 'mapped', platform: 'anthropic', upstream_ids: [up], model_mapping: { 'claude-sonnet-4-6': 'sonnet 模型' } });
+  assert.equal(spaced.json.error.message, 'model_mapping.claude-sonnet-4-6: "sonnet 模型" must be printable ASCII without spaces (an upstream model name, read back from the upstream\'s answers)');
+  const ok = await admin<{ model_mapping: unknown }>(stack.url, 'POST', '/admin/v1/groups', { name: 'mapped', platform: 'anthropic', upstream_ids: [up], model_mapping: { 'claude-sonnet-4-6': 'my-sonnet_v2.1' } });
+  assert.equal(ok.status, 201);
+  assert.deepEqual(ok.json.model_mapping, { 'claude-sonnet-4-6': 'my-sonnet_v2.1' });
+});
+
 test('prototype key at the top of every control body (accounts, keys, plans, webhooks, upstreams, groups): 400 naming __proto__ as an unknown field', async () => {
   const c = await customer(stack.url, 0, 'proto-bodies');
   const up = await newUpstream('proto-bodies');

@@ -367,3 +367,11 @@ test('a catalog over MAX_CATALOG_BYTES (983,040 bytes of compact JSON) is refuse
   assert.throws(() => parseCatalog(padded(983_041), 'over.json'), (e: unknown) => e instanceof CatalogError
     && e.message === 'invalid pricing catalog over.json:\n  - (file): 983041 bytes as compact JSON; a catalog is at most 983040 (it travels whole in each price version event)');
 });
+
+test('a catalog model name that is not printable ASCII is refused: it travels to the upstream and back as the served model', () => {
+  // Kind: a name the loader accepted and metering refused when the upstream reported it back.
+  const base = JSON.parse(readFileSync(bundledCatalogPath('usd'), 'utf8')) as { models: Array<Record<string, unknown>> };
+  const doc = { ...base, models: base.models.map((m, i) => (i === 0 ? { ...m, upstream_model: 'sonnet-模型' } : m)) };
+  assert.throws(() => parseCatalog(doc, 'nonascii.json'), (e: unknown) => e instanceof CatalogError
+    && e.problems.includes('models[0].upstream_model: must be printable ASCII (a model name travels to the upstream and back)'));
+});

@@ -272,6 +272,10 @@ const modelName = z
   .superRefine((v, ctx) => {
     const problem = textProblem(v, MAX_TEXT_CHARS);
     if (problem) ctx.addIssue({ code: 'custom', message: `${problem} (it is stored in usage events)` });
+    // A model name goes on the wire (the upstream model, the id when there is none) and comes
+    // back as the served model, which metering reads only as printable ASCII (@tollgate/anthropic
+    // `wireLabel`): another name made every answer a usage anomaly (a tester's case).
+    else if (!/^[\x00-\x7f]*$/.test(v)) ctx.addIssue({ code: 'custom', message: 'must be printable ASCII (a model name travels to the upstream and back)' });
   });
 
 const priceSchema = decimalString({ positive: false });

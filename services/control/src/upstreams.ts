@@ -284,7 +284,12 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
       const resolved = resolveModel(catalog, from);
       if (!resolved) bad(field, `${JSON.stringify(from.slice(0, 200))} is not a model of the catalog in force`);
       if (Object.hasOwn(out, resolved.model.id)) bad(field, `maps ${resolved.model.id} a second time`);
-      out[resolved.model.id] = boundedText(field, to, UPSTREAM_LIMITS.mappedNameChars);
+      const name = boundedText(field, to, UPSTREAM_LIMITS.mappedNameChars);
+      // The upstream reports the model it served, i.e. this name, and metering reads back only a
+      // wire model name (`wireLabel`: printable ASCII): another name made every answer a usage
+      // anomaly with no served model (a tester's case).
+      if (!/^[\x21-\x7e]+$/.test(name)) bad(field, `${JSON.stringify(name.slice(0, 200))} must be printable ASCII without spaces (an upstream model name, read back from the upstream's answers)`);
+      out[resolved.model.id] = name;
     }
     return entries.length === 0 ? null : out;
   };
