@@ -386,9 +386,15 @@ function servingModel(catalog: Catalog, model: string, served: string): string {
   return resolveServing(catalog, served, own).model.id;
 }
 
-/** Σ over dimensions of quantity × unit price in µc·10⁻⁶ (exact, Decimal128 with 18 places): a request's exact cost × 10⁶. */
+/**
+ * Σ over dimensions of quantity × unit price in µc·10⁻⁶ (exact, Decimal256 with 18 places, up to
+ * ~10^58): a request's exact cost × 10⁶. Decimal128 (≤ ~1.7·10^20 at 18 places) wrapped silently
+ * from ~1.7·10^14 µc per request (a tester's case), and the itemization check then judged an
+ * exact request unitemized or the reverse. A unit price past Decimal256's range reads 0: that
+ * request is unitemized, charged whole.
+ */
 const EXACT_E6 = DIMENSIONS.map((d) =>
-  `toDecimal128OrZero(unit_prices['${d.key}'], 18) * toInt64(${d.column})${d.kind === 'token' ? '' : ' * 1000000'}`).join(' + ');
+  `toDecimal256OrZero(unit_prices['${d.key}'], 18) * toInt64(${d.column})${d.kind === 'token' ? '' : ' * 1000000'}`).join(' + ');
 
 /**
  * The facts of `scope` as items. Usage: events with cost > 0 grouped by account, month, credit
@@ -415,7 +421,7 @@ async function loadFacts(w: Warehouse, scope: FactScope, pricing: Pricing): Prom
               arraySort(arrayDistinct(arrayMap(x -> JSONExtractString(x, 'catalog_model'), JSONExtractArrayRaw(iterations)))) AS iter_models,
               ${DIMENSIONS.map((d) => `${d.column} AS q_${d.key}`).join(', ')},
               cost_micros,
-              NOT (${EXACT_E6} > toDecimal128(cost_micros - 1, 18) * 1000000 AND ${EXACT_E6} <= toDecimal128(cost_micros, 18) * 1000000) AS unitemized
+              NOT (${EXACT_E6} > toDecimal256(cost_micros - 1, 18) * 1000000 AND ${EXACT_E6} <= toDecimal256(cost_micros, 18) * 1000000) AS unitemized
        FROM ${w.tables.usage} FINAL
        WHERE ${where} AND cost_micros > 0 AND ${notRefused(w)}
      )

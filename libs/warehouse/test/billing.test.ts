@@ -199,6 +199,32 @@ test('a month whose line sums past 2^63 − 1 µc: closed, booked and carried in
   }
 });
 
+test('a request charged 170,141,183,460,470 µc (its exact cost × 10^6 just past 2^127 × 10^-18) and one of 9·10^18 µc, each exactly its lines: itemized (one usage line each, rounding 0), never misjudged by a wrapped decimal', async () => {
+  // Kind: the itemization check's decimal overflowing. It compared Σ quantity × unit price with
+  // the charge × 10^6 as Decimal128 with 18 places (≤ ~1.7·10^20): from ~1.7·10^14 µc per request
+  // the product wrapped silently and an exact request could be judged either way (a tester's case).
+  const w = await fresh();
+  try {
+    const model = { model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5-20251001', upstream_model: 'claude-haiku-4-5-20251001', served_model: 'claude-haiku-4-5-20251001' };
+    // 1,000,000 input tokens at 170,141,183,460,470 µc per MTok = that many µc (× 10^6 it passes
+    // Decimal128's 2^127 at 18 places, the charge − 1 does not); 4,500,000 output tokens at
+    // 2·10^18 µc per MTok = 9·10^18 µc
+    await w.insertEvents([
+      v2({ event_id: 'e14', ts: Date.UTC(2026, 10, 6), account_id: 'acc_e', ...model, quantities: q({ input: 1_000_000 }), cost_micros: '170141183460470', price_version: PV, unit_prices: { input: '170141183460470' } }),
+      v2({ event_id: 'e18', ts: Date.UTC(2026, 10, 7), account_id: 'acc_e', ...model, quantities: q({ output: 4_500_000 }), cost_micros: '9000000000000000000', price_version: PV, unit_prices: { output: '2000000000000000000' } }),
+    ]);
+    const nov = await invoiceFor(w, 'acc_e', '2026-11', prices);
+    assert.deepEqual(nov.lines.map((l) => [l.section, l.model, l.dimension, l.quantity, l.amount_micros]), [
+      ['usage', 'claude-haiku-4-5-20251001', 'input', '1000000', '170141183460470'],
+      ['usage', 'claude-haiku-4-5-20251001', 'output', '4500000', '9000000000000000000'],
+      ['rounding', '', '', '2', '0'],
+    ]);
+    assert.equal(nov.total.micro_credits, '9000170141183460470');
+  } finally {
+    await w.close();
+  }
+});
+
 test('customer credit history: ledger entries and one usage entry per UTC day, running balance exact, only the account asked for', async () => {
   const w = await fresh();
   try {
