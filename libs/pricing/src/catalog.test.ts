@@ -375,3 +375,19 @@ test('a catalog model name that is not printable ASCII is refused: it travels to
   assert.throws(() => parseCatalog(doc, 'nonascii.json'), (e: unknown) => e instanceof CatalogError
     && e.problems.includes('models[0].upstream_model: must be printable ASCII (a model name travels to the upstream and back)'));
 });
+
+test('a catalog whose unit prices a usage event could not carry (over 64 characters) or with more multipliers than an event names (64) is refused, naming the model and table', () => {
+  // Kind: a price the loader accepted and the event decoder refused: the request was served and
+  // its usage event quarantined by every group, so it was never charged (a tester's case).
+  const base = JSON.parse(readFileSync(bundledCatalogPath('usd'), 'utf8')) as { models: Array<Record<string, unknown>>; multipliers?: Record<string, unknown> };
+  const first = base.models[0]! as { prices: Record<string, string> };
+  const huge = { ...base, models: base.models.map((m, i) => (i === 0 ? { ...m, prices: { ...first.prices, web_fetch_requests: `1${'0'.repeat(60)}` } } : m)) };
+  assert.throws(() => parseCatalog(huge, 'huge.json'), (e: unknown) => e instanceof CatalogError
+    && e.problems.some((p) => /^models\[0\]\.prices \(units\): with every multiplier that can apply, a unit price could take \d+ characters .*; a usage event carries at most 64$/.test(p)));
+  // 10^20 per fetch (in µc with the shipped multipliers: well within 64 characters) loads.
+  const fine = { ...base, models: base.models.map((m, i) => (i === 0 ? { ...m, prices: { ...first.prices, web_fetch_requests: `1${'0'.repeat(20)}` } } : m)) };
+  parseCatalog(fine, 'fine.json');
+  const many = { ...base, multipliers: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`m${i}`, { factor: '1', when: { service_tier: `t${i}` } }])) };
+  assert.throws(() => parseCatalog(many, 'many.json'), (e: unknown) => e instanceof CatalogError
+    && e.problems.includes('multipliers: 65 of them; a usage event names at most 64'));
+});

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { MAX_CATALOG_BYTES, MAX_TEXT_CHARS, textProblem } from '@tollgate/events';
+import { MAX_CATALOG_BYTES, MAX_DECIMAL_CHARS, MAX_NAMES, MAX_TEXT_CHARS, textProblem } from '@tollgate/events';
 import { MICROS_PER_CREDIT, MoneyError, parseExactDecimal } from './money.ts';
 import type { ExactDecimal } from './money.ts';
 import { buildIndex, indexCatalog } from './resolve.ts';
@@ -619,9 +619,59 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
       else if (hit.model.id !== m.id) set.add(hit.model.id);
     });
   });
+  eventBoundProblems(catalog, problems);
   if (problems.length > 0) throw new CatalogError(source, problems);
   indexCatalog(catalog, index);
   return catalog;
+}
+
+/**
+ * What a usage event cannot carry, so a request priced with this catalog would be served and
+ * its event refused by every consumer (never charged; a tester's case): more multipliers than
+ * an event names (MAX_NAMES of @tollgate/events), or a unit price whose decimal text could pass
+ * MAX_DECIMAL_CHARS. The second is a bound, not a search over which multipliers can meet: each
+ * rate × every multiplier that applies to the model (factors above 1 only) × the largest price
+ * list factor gives the integer digits, and the factors' decimal places add up. Pushes one
+ * problem per model and table at most.
+ */
+function eventBoundProblems(catalog: Catalog, problems: string[]): void {
+  if (catalog.multipliers.length > MAX_NAMES) {
+    problems.push(`multipliers: ${catalog.multipliers.length} of them; a usage event names at most ${MAX_NAMES}`);
+  }
+  const scale = (f: Factor) => f.den.toString().length - 1;
+  catalog.models.forEach((model, i) => {
+    let num = 1n;
+    let den = 1n;
+    let places = 0;
+    for (const m of catalog.multipliers) {
+      if (m.models !== null && !m.models.has(model.id)) continue;
+      if (m.factor.num > m.factor.den) { num *= m.factor.num; den *= m.factor.den; }
+      places += scale(m.factor);
+    }
+    let listNum = 1n;
+    let listDen = 1n;
+    let listPlaces = 0;
+    for (const l of Object.values(catalog.priceLists)) {
+      if (l.models !== null && !l.models.has(model.id)) continue;
+      if (l.factor.num * listDen > listNum * l.factor.den) { listNum = l.factor.num; listDen = l.factor.den; }
+      listPlaces = Math.max(listPlaces, scale(l.factor));
+    }
+    const decimals = places + listPlaces;
+    const tables: Array<[string, bigint[]]> = [['prices', Object.values(model.rates.standard.tokens)]];
+    model.rates.standard.tiers.forEach((t, j) => tables.push([`tiers[${j}]`, Object.values(t.tokens)]));
+    if (model.rates.fast !== undefined) {
+      tables.push(['fast.prices', Object.values(model.rates.fast.tokens)]);
+      model.rates.fast.tiers.forEach((t, j) => tables.push([`fast.tiers[${j}]`, Object.values(t.tokens)]));
+    }
+    tables.push(['prices (units)', Object.values(model.rates.units).filter((v): v is bigint => v !== undefined)]);
+    for (const [table, rates] of tables) {
+      const worst = rates.reduce((a, r) => (r > a ? r : a), 0n);
+      const chars = ((worst * num * listNum) / (den * listDen)).toString().length + (decimals > 0 ? decimals + 1 : 0);
+      if (chars > MAX_DECIMAL_CHARS) {
+        problems.push(`models[${i}].${table}: with every multiplier that can apply, a unit price could take ${chars} characters (${worst} µc per MTok or unit, ${decimals} decimal places of factors); a usage event carries at most ${MAX_DECIMAL_CHARS}`);
+      }
+    }
+  });
 }
 
 /** JSON with object keys sorted at every level: the same document always hashes the same. */
