@@ -347,6 +347,9 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     if (v !== before) {
       pricesLog.warn({ from: before.id, to: v.id, effectiveAt: new Date(v.effectiveAt).toISOString() }, 'prices changed; new requests are priced with the new version');
       if (config.roles.includes('gateway')) await publishVersion(v).catch((err: unknown) => pricesLog.error({ err }, 'price version could not be published'));
+    } else {
+      // Said, so that an operator who fixed a refused file sees it was read and is valid.
+      pricesLog.info({ version: v.id }, 'price file read: valid and unchanged; the prices in force stay');
     }
     return v;
   }));
