@@ -352,6 +352,19 @@ test('insert cut between the raw block and its views (kill -9 mid-insert): the r
   }
 });
 
+/** e1 stored whole, then e2…e8 inserted with the id view detached: raw and rollups hold them, usage_event_ids does not (a cut). */
+async function cutBeforeIdView(w: Warehouse, all: UsageEventV2[]): Promise<void> {
+  await w.insertUsage([all[0]!]);
+  await w.command(`DETACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
+  await w.insertUsage(all.slice(1));
+  await w.command(`ATTACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
+}
+
+/** e9 (11 µc, 2026-02-02, acc_b): an event after a cut, which the log redelivers with the cut batch. */
+function afterCut(): UsageEventV2 {
+  return v2({ event_id: 'e9', ts: T('2026-02-02T00:00:01.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+}
+
 test('insert cut before the id view (its raw rows and rollup rows written, their ids not): the redelivery after a restart counts every event once', async () => {
   // Kind: a cut that lost usage_event_ids rows, whatever the rollup views got. The rollup_skip
   // check reads only that table, so before the start repair put the ids back, the redelivered
@@ -360,10 +373,7 @@ test('insert cut before the id view (its raw rows and rollup rows written, their
   const { w } = await fresh((what) => repairs.push(what));
   try {
     const all = events();
-    await w.insertUsage([all[0]!]);
-    await w.command(`DETACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
-    await w.insertUsage(all.slice(1)); // raw and rollups hold e2…e8; usage_event_ids does not
-    await w.command(`ATTACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
+    await cutBeforeIdView(w, all); // raw and rollups hold e2…e8; usage_event_ids does not
     const eight = `8:${TOTAL_COST}`;
     assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
     // What a restarted sink does first: 7 ids put back, no rollup row to rebuild.
@@ -372,7 +382,7 @@ test('insert cut before the id view (its raw rows and rollup rows written, their
     // and the process is told (it logs a warning): 7 ids put back at the start
     assert.deepEqual(repairs, [{ rollupRows: { minute: 0, hour: 0, day: 0 }, idsRestored: 7, where: 'start' }]);
     // The log redelivers from the committed offset, with events after the cut: e9 (11 µc) is new.
-    const e9 = v2({ event_id: 'e9', ts: T('2026-02-02T00:00:01.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+    const e9 = afterCut();
     await w.insertUsage([...all.slice(1), e9]);
     const nine = `9:${TOTAL_COST + 11n}`;
     assert.deepEqual(await rollupCosts(w), { minute: nine, hour: nine, day: nine });
@@ -391,10 +401,7 @@ test('insert cut before the id view, then the process died and its successor\'s 
   const { w, prefix } = await fresh();
   try {
     const all = events();
-    await w.insertUsage([all[0]!]);
-    await w.command(`DETACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
-    await w.insertUsage(all.slice(1)); // raw and rollups hold e2…e8; usage_event_ids does not
-    await w.command(`ATTACH TABLE ${w.tables.usageIds.slice(0, -1)}_mv\``);
+    await cutBeforeIdView(w, all); // raw and rollups hold e2…e8; usage_event_ids does not
   } finally {
     await w.close();
   }
@@ -404,7 +411,7 @@ test('insert cut before the id view, then the process died and its successor\'s 
     // no repairRecentRollups(): it failed at this start. The log redelivers from the committed
     // offset with an event after the cut (e9, 11 µc): another block than the cut one, so no
     // dedup window drops it.
-    const e9 = v2({ event_id: 'e9', ts: T('2026-02-02T00:00:01.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+    const e9 = afterCut();
     await next.insertUsage([...events().slice(1), e9]);
     const nine = `9:${TOTAL_COST + 11n}`;
     assert.deepEqual(await rollupCosts(next), { minute: nine, hour: nine, day: nine });
@@ -559,7 +566,7 @@ test('migration 13 over a warehouse of migration 6 (events stored before the rol
     assert.deepEqual(await rollupCosts(w), { minute: nine, hour: nine, day: nine });
     // the old events redelivered add nothing; a new one adds itself
     await w.insertUsage([...all, today]);
-    const e9 = v2({ event_id: 'e9', ts: T('2026-02-02T00:00:01.000Z'), account_id: 'acc_b', key_id: 'k_b1', cost_micros: '11', quantities: q({ input: 1 }), latency_ms: 20, ttft_ms: 10 });
+    const e9 = afterCut();
     await w.insertUsage([e9]);
     const ten = `10:${TOTAL_COST + 24n}`;
     assert.deepEqual(await rollupCosts(w), { minute: ten, hour: ten, day: ten });
