@@ -288,6 +288,7 @@ function percentile(sorted: number[], p: number): number {
 
 /** Runs the whole consumer bench; cleans up its topics, keys and chDB directory whatever happens. */
 export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): Promise<ConsumerBenchResult> {
+  const eventVersion = o.eventVersion ?? 2;
   const [kafkaUrl, redisUrl] = await Promise.all([findKafka(), findRedis()]);
   if (!kafkaUrl || !redisUrl) throw new Error(`consumer bench needs Kafka and Redis (found kafka=${kafkaUrl} redis=${redisUrl})`);
   const clickHouseUrl = await findClickHouse();
@@ -333,7 +334,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       for (let j = i; j < Math.min(o.events, i + CHUNK * 10); j += CHUNK) {
         const events: PublishedEvent[] = [];
         for (let k = j; k < Math.min(o.events, j + CHUNK); k++) {
-          const e = benchUsageEvent(o.eventVersion ?? 2, k, o.accounts, now - 3600_000 + Math.floor(k * 3600_000 / o.events));
+          const e = benchUsageEvent(eventVersion, k, o.accounts, now - 3600_000 + Math.floor(k * 3600_000 / o.events));
           cost += BigInt(e.cost_micros);
           events.push({ event: e });
         }
@@ -347,7 +348,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     log(`bench consumers: ${o.events} usage events on ${o.partitions} partitions (${o.accounts} accounts) produced at ${result.produceEventsPerS.toFixed(0)} events/s`);
 
     // 1b. The consumer boundary alone, both ways (one CPU, no I/O).
-    result.decodeUs = measureDecode(o.accounts, o.eventVersion ?? 2);
+    result.decodeUs = measureDecode(o.accounts, eventVersion);
     log(`  decodeEvent ${result.decodeUs.fast.toFixed(2)} µs per usage event (zod schema alone: ${result.decodeUs.schema.toFixed(2)} µs)`);
 
     // 2. Throughput: each group drains the backlog alone, from offset 0, in this process.
@@ -529,7 +530,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       const total = o.rate * o.seconds;
       const loopDelay = monitorEventLoopDelay({ resolution: 5 });
       loopDelay.enable();
-      const pace = { rate: o.rate, seconds: o.seconds, base: o.events, accounts: o.accounts, eventVersion: o.eventVersion ?? 2 };
+      const pace = { rate: o.rate, seconds: o.seconds, base: o.events, accounts: o.accounts, eventVersion };
       if (which === 'ledger') {
         // As deployed, gateways publish from their own processes: the publisher runs in a child
         // process, so this process's CPU and event-loop delay are the consumer's alone.

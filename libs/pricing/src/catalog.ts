@@ -521,10 +521,6 @@ export function loadCatalogFile(path: string): Catalog {
 
 /** Validates and converts an already-parsed catalog document. Throws CatalogError. */
 export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
-  const bytes = Buffer.byteLength(JSON.stringify(json) ?? '', 'utf8');
-  if (bytes > MAX_CATALOG_BYTES) {
-    throw new CatalogError(source, [`(file): ${bytes} bytes as compact JSON; a catalog is at most ${MAX_CATALOG_BYTES} (it travels whole in each price version event)`]);
-  }
   const parsed = catalogSchema.safeParse(json, {
     // schema-level messages win; this only rewords zod's default for a missing key
     error: (iss) => (iss.code === 'invalid_type' && iss.input === undefined ? 'required' : undefined),
@@ -575,6 +571,11 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
   }
 
   const document = canonical(file);
+  // Measured on what each price version event carries (`document`), defaults included.
+  const bytes = Buffer.byteLength(document, 'utf8');
+  if (bytes > MAX_CATALOG_BYTES) {
+    throw new CatalogError(source, [`(file): ${bytes} bytes as compact JSON; a catalog is at most ${MAX_CATALOG_BYTES} (it travels whole in each price version event)`]);
+  }
   const catalog: Catalog = Object.freeze({
     name: file.name,
     source,

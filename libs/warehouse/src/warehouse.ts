@@ -545,13 +545,14 @@ export class Warehouse {
     let chunk: UsageRowText[] = [];
     let size = 0;
     for (const r of distinct) {
-      if (chunk.length > 0 && size + r.id.length > ID_TEXT_BUDGET) {
+      const cost = r.id.length + 8; // its JSON row: brackets, quotes, newline, escapes aside
+      if (chunk.length > 0 && size + cost > ID_TEXT_BUDGET) {
         chunks.push(chunk);
         chunk = [];
         size = 0;
       }
       chunk.push(r);
-      size += r.id.length + 8;
+      size += cost;
     }
     if (chunk.length > 0) chunks.push(chunk);
     const found = await Promise.all(chunks.map((c) => this.#storedIds(c)));

@@ -98,10 +98,13 @@ export function upstreamBaseUrl(value: string): string {
   return u.href.replace(/\/+$/, '');
 }
 
+/** Visible ASCII, no spaces: what goes in a header (an api key) or on the wire and back (a model name). */
+const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+
 /** A credential goes into a request header: visible ASCII only, 1 … 4,096 characters. */
 function apiKeyField(value: string): string {
   if (value.length === 0 || value.length > UPSTREAM_LIMITS.apiKeyChars) bad('api_key', `must be 1 to ${UPSTREAM_LIMITS.apiKeyChars} characters`);
-  if (!/^[\x21-\x7e]+$/.test(value)) bad('api_key', 'must be visible ASCII characters without spaces (it is sent as a header value)');
+  if (!VISIBLE_ASCII.test(value)) bad('api_key', 'must be visible ASCII characters without spaces (it is sent as a header value)');
   return value;
 }
 
@@ -288,7 +291,7 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
       // The upstream reports the model it served, i.e. this name, and metering reads back only a
       // wire model name (`wireLabel`: printable ASCII): another name made every answer a usage
       // anomaly with no served model (a tester's case).
-      if (!/^[\x21-\x7e]+$/.test(name)) bad(field, `${JSON.stringify(name.slice(0, 200))} must be printable ASCII without spaces (an upstream model name, read back from the upstream's answers)`);
+      if (!VISIBLE_ASCII.test(name)) bad(field, `${JSON.stringify(name.slice(0, 200))} must be printable ASCII without spaces (an upstream model name, read back from the upstream's answers)`);
       out[resolved.model.id] = name;
     }
     return entries.length === 0 ? null : out;
