@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import { EventTooLargeError, KafkaLog, MAX_EVENT_BYTES, NotPublishedError, TOPICS } from '@tollgate/events';
 import type { AnyEvent, ConsumedEvent, KafkaLogLogger } from '@tollgate/events';
@@ -161,7 +161,7 @@ test('an event over MAX_EVENT_BYTES is refused at publish (EventTooLargeError, n
   }
   const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
   const prefix = `t-${randomUUID().slice(0, 8)}.`;
-  const samples = sampleEvents(randomUUID().slice(0, 8), 8);
+  const samples = sampleEvents(randomUUID().slice(0, 8), 11);
   /** samples[i]'s event padded to exactly `bytes` bytes of JSON */
   const sized = (i: number, bytes: number) => {
     const base = { ...samples[i]!.event, pad: '' };
@@ -177,8 +177,16 @@ test('an event over MAX_EVENT_BYTES is refused at publish (EventTooLargeError, n
     assert.equal(refused.message, `event ${samples[1]!.event.event_id} is 1000001 bytes of JSON; one event on the log is at most 1000000 (nothing of this publish was written)`);
     // Three events of 600,000 bytes (any two over a broker's batch cap together) and one of exactly the bound.
     await down.publish('usage', [3, 4, 5].map((i) => ({ event: sized(i, 600_000) })));
+    // Three of 300,000 random CJK characters, 900,000 bytes each (little for gzip to take off):
+    // counted in bytes, not characters.
+    const cjk = () => {
+      const r = randomBytes(600_000);
+      return Array.from({ length: 300_000 }, (_, j) => String.fromCharCode(0x4e00 + (r.readUInt16LE(2 * j) % 20_000))).join('');
+    };
+    await down.publish('usage', [8, 9, 10].map((i) => ({ event: { ...samples[i]!.event, pad: cjk() } as unknown as AnyEvent })));
     await down.publish('usage', [{ event: sized(6, MAX_EVENT_BYTES) }, { event: samples[7]!.event }]);
-    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id), [0, 3, 4, 5, 6, 7].map((i) => samples[i]!.event.event_id));
+    const spooled = [0, 3, 4, 5, 8, 9, 10, 6, 7];
+    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id), spooled.map((i) => samples[i]!.event.event_id));
     await down.close();
 
     const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING });
@@ -189,8 +197,8 @@ test('an event over MAX_EVENT_BYTES is refused at publish (EventTooLargeError, n
       await Promise.race([up.flush(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the spool was not delivered within 60 s')), 60_000); })]);
       clearTimeout(timer);
       assert.deepEqual(await spoolLines(spoolDir), []);
-      const records = await readAll(up, 6);
-      assert.deepEqual(records.map((r) => r.event.event_id).sort(), [0, 3, 4, 5, 6, 7].map((i) => samples[i]!.event.event_id).sort());
+      const records = await readAll(up, spooled.length);
+      assert.deepEqual(records.map((r) => r.event.event_id).sort(), spooled.map((i) => samples[i]!.event.event_id).sort());
       const six = records.find((r) => r.event.event_id === samples[6]!.event.event_id)!;
       assert.equal(Buffer.byteLength(JSON.stringify(six.event)), MAX_EVENT_BYTES);
     } finally {
