@@ -148,6 +148,13 @@ export function choiceList<T extends string>(name: string, raw: string, allowed:
   return [...new Set(parts)] as T[];
 }
 
+/** One of `allowed` (a UsageError naming the choices otherwise, a list included). */
+export function oneChoice<T extends string>(name: string, raw: string, allowed: readonly T[]): T {
+  const [first, ...more] = choiceList(name, raw, allowed);
+  if (more.length > 0) throw new UsageError(`${name}: one value, not a list; expected one of ${allowed.join(', ')}`);
+  return first!;
+}
+
 /** `<name>: failed: <message>` and the error's stack frames, for stderr. */
 function failure(name: string, err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);

@@ -34,14 +34,14 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import { Cluster, Redis } from 'ioredis';
-import { decodeEvent, decodeEventBySchema, KafkaLog, type ConsumedEvent, type PublishedEvent, type SubscribeOptions } from '@tollgate/events';
+import { decodeEvent, decodeEventBySchema, KAFKA_COMPRESSIONS, KafkaLog, type KafkaCompression, type ConsumedEvent, type PublishedEvent, type SubscribeOptions } from '@tollgate/events';
 import { MemoryKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { findClickHouse, findKafka, findRedis, findRedisCluster } from '../test/support/services.ts';
 import { benchUsageEvent } from './stack.ts';
-import { choiceList, commandLine, numberList, numberValue, runMain } from './cli.ts';
+import { choiceList, commandLine, numberList, numberValue, oneChoice, runMain } from './cli.ts';
 
 export interface ConsumerBenchOptions {
   events: number;
@@ -65,6 +65,8 @@ export interface ConsumerBenchOptions {
   partitionBatches?: number[];
   /** usage event version produced (default 2, as gateways publish now; 1 for comparison with older runs) */
   eventVersion?: 1 | 2;
+  /** the codec the events are produced with (KAFKA_COMPRESSION; default zstd) */
+  compression?: KafkaCompression;
 }
 
 /** `chdb`: the embedded engine in this process; `server`: a ClickHouse server over HTTP. */
@@ -184,6 +186,7 @@ interface Pace {
   accounts: number;
   /** usage event version to publish */
   eventVersion: 1 | 2;
+  compression: KafkaCompression;
 }
 
 /**
@@ -250,7 +253,7 @@ async function publisherMain(json: string): Promise<void> {
   const o = JSON.parse(json) as Pace & { brokers: string; topicPrefix: string };
   const kafka = new Kafka({ clientId: 'tollgate-bench-cons-pub', brokers: o.brokers.split(','), logLevel: logLevel.NOTHING });
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-pub-'));
-  const log = new KafkaLog({ kafka, topicPrefix: o.topicPrefix, spoolDir: dir, logger: { warn: () => {}, error: () => {} } });
+  const log = new KafkaLog({ kafka, topicPrefix: o.topicPrefix, spoolDir: dir, logger: { warn: () => {}, error: () => {} }, compression: o.compression });
   try {
     // The producer connects before the clock starts (the consumer applies this one like any other).
     await log.publish('usage', [{ event: benchUsageEvent(o.eventVersion, o.base + o.rate * o.seconds, o.accounts, Date.now()) }]);
@@ -289,6 +292,7 @@ function percentile(sorted: number[], p: number): number {
 /** Runs the whole consumer bench; cleans up its topics, keys and chDB directory whatever happens. */
 export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): Promise<ConsumerBenchResult> {
   const eventVersion = o.eventVersion ?? 2;
+  const compression = o.compression ?? 'zstd';
   const [kafkaUrl, redisUrl] = await Promise.all([findKafka(), findRedis()]);
   if (!kafkaUrl || !redisUrl) throw new Error(`consumer bench needs Kafka and Redis (found kafka=${kafkaUrl} redis=${redisUrl})`);
   const clickHouseUrl = await findClickHouse();
@@ -301,7 +305,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   const dirs: string[] = [];
   const tmp = (name: string) => { const d = mkdtempSync(join(tmpdir(), `tollgate-bench-${name}-`)); dirs.push(d); return d; };
   const quiet = { warn: () => {}, error: () => {} };
-  const kafkaLog = new KafkaLog({ kafka, topicPrefix, spoolDir: tmp('spool'), logger: quiet });
+  const kafkaLog = new KafkaLog({ kafka, topicPrefix, spoolDir: tmp('spool'), logger: quiet, compression });
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
   let cluster: Cluster | undefined;
   const chdbPath = tmp('chdb');
@@ -465,7 +469,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     // insert returned, after which a query sees the row).
     const latencyRuns = o.rate > 0 && o.seconds > 0 ? runs.filter((r) => r.mode === 'batch' && r.sinkBatch === undefined && r.sinkInserts === undefined && r.partitionBatch === undefined) : [];
     for (const { group: which, kind } of latencyRuns) {
-      const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}${kind ? `-${kind}` : ''}.`, spoolDir: tmp('spool-lat'), logger: quiet });
+      const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}${kind ? `-${kind}` : ''}.`, spoolDir: tmp('spool-lat'), logger: quiet, compression });
       latencyLogs.push(kafkaLog);
       await ensureTopics(kafkaLog, o.partitions);
       // Every time here is wall-clock ms with sub-ms precision (`wall()`), so that a publisher in
@@ -530,7 +534,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       const total = o.rate * o.seconds;
       const loopDelay = monitorEventLoopDelay({ resolution: 5 });
       loopDelay.enable();
-      const pace = { rate: o.rate, seconds: o.seconds, base: o.events, accounts: o.accounts, eventVersion };
+      const pace = { rate: o.rate, seconds: o.seconds, base: o.events, accounts: o.accounts, eventVersion, compression };
       if (which === 'ledger') {
         // As deployed, gateways publish from their own processes: the publisher runs in a child
         // process, so this process's CPU and event-loop delay are the consumer's alone.
@@ -673,6 +677,8 @@ Options:
   --event-version <n> usage events of version 2 (as gateways publish them now: unit prices,
                       price version, served model) or 1 (as before issue 7; what runs before
                       2026-12-01 night measured) (default 2)
+  --compression <c>   the codec the events are produced with, as KAFKA_COMPRESSION: zstd,
+                      gzip, none (default zstd; runs before 2026-12-02 used kafkajs' own gzip)
   -h, --help          show this help
 
 Progress and the figures as they are measured go to stderr; the result (JSON, one line) to stdout.
@@ -701,7 +707,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
     seconds: { type: 'string' }, modes: { type: 'string' },
     groups: { type: 'string' },
     warehouse: { type: 'string' }, 'sink-batch': { type: 'string' }, 'sink-inserts': { type: 'string' },
-    'event-version': { type: 'string' },
+    'event-version': { type: 'string' }, compression: { type: 'string' },
   } });
   runMain('bench/consumers', async () => {
     const o: ConsumerBenchOptions = {
@@ -716,6 +722,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
       ...(values['sink-batch'] !== undefined ? { sinkBatches: numberList('--sink-batch', values['sink-batch'], { min: 1, max: 10_000_000, integer: true }) } : {}),
       ...(values.warehouse !== undefined ? { warehouses: choiceList('--warehouse', values.warehouse, ['chdb', 'server'] as const) } : {}),
       eventVersion: numberValue('--event-version', values['event-version'], 2, { min: 1, max: 2, integer: true }) as 1 | 2,
+      compression: oneChoice('--compression', values.compression ?? 'zstd', KAFKA_COMPRESSIONS),
     };
     // The figures as they come are progress (stderr); the result is the JSON line on stdout.
     const r = await measureConsumerGroups(o, (line) => process.stderr.write(`${line}\n`));

@@ -41,7 +41,13 @@ const KAFKA_TOPIC_NAME_MAX = 249;
 const LONGEST_TOPIC = [...TOPICS, DEAD_LETTER_TOPIC].reduce((a, b) => (b.length > a.length ? b : a));
 const MAX_TOPIC_PREFIX = KAFKA_TOPIC_NAME_MAX - LONGEST_TOPIC.length;
 const optionalString = z.string().trim().min(1).optional();
-const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+/**
+ * One of `values`, exactly; any other value is refused as `expected one of a, b, c, got "x"`
+ * (the value cut at 40 characters).
+ */
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { error: (iss) => `expected one of ${values.join(', ')}, got ${JSON.stringify(String(iss.input).slice(0, 40))}` });
+const bool = oneOf(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 /** The OTel spec's booleans: `true` / `false`, any case. */
 const otelBool = z.string().trim().toLowerCase().pipe(z.enum(['true', 'false'], { error: 'expected true or false' })).transform((v) => v === 'true');
 /** The OTLP transports @opentelemetry/sdk-node has exporters for. */
@@ -94,7 +100,7 @@ const EnvSchema = z.object({
   HOST: z.string().default('0.0.0.0'),
   PORT: int(0, 65535).default(8080),
   DATA_DIR: z.string().default('./data'),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   GATEWAY_ID: eventText.optional(),
 
   PRICING_FILE: optionalString,
@@ -110,13 +116,13 @@ const EnvSchema = z.object({
    * max_tokens to what it affords (down to ADMISSION_FLOOR_TOKENS), `strict` answers 402;
    * an account's `admission_policy` overrides it
    */
-  ADMISSION_POLICY: z.enum(['strict', 'clamp']).default('clamp'),
+  ADMISSION_POLICY: oneOf(['strict', 'clamp']).default('clamp'),
   /** the least max_tokens a clamp sends upstream (tokens); below it the request is refused */
   ADMISSION_FLOOR_TOKENS: int(1, 1_000_000).default(1_024),
   /** the max_tokens the gateway sends upstream (and holds for) when a /v1/messages request omits it */
   DEFAULT_MAX_TOKENS: int(1, 1_000_000).default(1_024),
   /** what an SSE error after HTTP 200, or an upstream that drops the stream, costs */
-  STREAM_ERROR_BILLING: z.enum(['refund', 'usage']).default('refund'),
+  STREAM_ERROR_BILLING: oneOf(['refund', 'usage']).default('refund'),
   BODY_LIMIT_BYTES: int(1024, 256 * 1024 * 1024).default(32 * 1024 * 1024),
   /** ms to receive a whole request (headers within min(20 s, this)); never limits a response */
   REQUEST_TIMEOUT_MS: int(1000, 3_600_000).default(120_000),
@@ -151,6 +157,8 @@ const EnvSchema = z.object({
   KAFKA_BROKERS: optionalString,
   KAFKA_CLIENT_ID: z.string().default('tollgate'),
   KAFKA_PARTITIONS: int(1, 1024).default(4),
+  /** codec of the record batches this process produces (consumers read all): KafkaCompression */
+  KAFKA_COMPRESSION: oneOf(['zstd', 'gzip', 'none']).default('zstd'),
   KAFKA_TOPIC_PREFIX: z.string()
     .regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, . _ - only (Kafka topic names)')
     .max(MAX_TOPIC_PREFIX, `must be at most ${MAX_TOPIC_PREFIX} characters (Kafka topic names are at most ${KAFKA_TOPIC_NAME_MAX}, and "${LONGEST_TOPIC}" follows the prefix)`)
@@ -335,7 +343,8 @@ export interface Config {
   bodyLimitBytes: number;
   http: { requestTimeoutMs: number; maxConnections: number | undefined; maxConnectionsPerIp: number | undefined; corsOrigins: string[] | '*' | undefined };
   secrets: { adminToken: string | undefined; financeToken: string | undefined; keyHashSecret: string | undefined };
-  kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number } | undefined;
+  /** `compression`: KAFKA_COMPRESSION, the codec of produced record batches (events' KafkaCompression) */
+  kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number; compression: Env['KAFKA_COMPRESSION'] } | undefined;
   /** `clusterNodes`: REDIS_CLUSTER_NODES, the ledger's Redis Cluster (absent: the ledger uses `url`) */
   redis: { url: string; prefix: string; autoPipelining: boolean; clusterNodes?: Array<{ host: string; port: number }> } | undefined;
   clickhouse: { url: string; username: string | undefined; password: string | undefined; database: string } | undefined;
@@ -465,7 +474,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     http: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, maxConnections: e.MAX_CONNECTIONS, maxConnectionsPerIp: e.MAX_CONNECTIONS_PER_IP, corsOrigins: e.CORS_ORIGINS },
     secrets: { adminToken: e.ADMIN_TOKEN, financeToken: e.FINANCE_TOKEN, keyHashSecret: e.KEY_HASH_SECRET },
     kafka: e.KAFKA_BROKERS
-      ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX, partitions: e.KAFKA_PARTITIONS }
+      ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX, partitions: e.KAFKA_PARTITIONS, compression: e.KAFKA_COMPRESSION }
       : undefined,
     redis: e.REDIS_URL
       ? { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, autoPipelining: e.REDIS_AUTO_PIPELINING, ...(e.REDIS_CLUSTER_NODES ? { clusterNodes: e.REDIS_CLUSTER_NODES } : {}) }

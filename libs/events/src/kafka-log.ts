@@ -1,5 +1,6 @@
 // The distributed event log: Kafka through kafkajs, with a local disk spool so that publishing
-// never fails while Kafka is away. This is the only file of the project that imports kafkajs.
+// never fails while Kafka is away. This file and kafka-codecs.ts are the only ones of the
+// project's libraries that import kafkajs.
 //
 // Invariants (see libs/events/README.md):
 // - Write-ahead: publish() appends its events to the spool synchronously, before it returns,
@@ -23,6 +24,7 @@ import type {
 import type { AnyEvent, Topic } from './types.ts';
 import { boundedRaw, type UndecodableMessage } from './decode.ts';
 import { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
+import { compressionType, registerKafkaCodecs, type KafkaCompression } from './kafka-codecs.ts';
 
 /** pino-compatible: `logger.warn({ err }, 'message')`. */
 export interface KafkaLogLogger {
@@ -41,12 +43,12 @@ export interface KafkaLogOptions {
    */
   spoolDir: string;
   logger?: KafkaLogLogger;
-  /** GZIP record batches (default true); see `compressMinBytes` */
-  compression?: boolean;
+  /** the codec of the record batches this log produces (default `zstd`); see `compressMinBytes` */
+  compression?: KafkaCompression;
   /**
    * With `compression`, only a produce request whose event values add up to at least this many
-   * characters of JSON (≈ bytes) is GZIP'd (default 16384). A smaller one (a batch of one or a few events, the usual
-   * case at low concurrency) goes uncompressed: setting up a gzip stream costs the producer,
+   * characters of JSON (≈ bytes) is compressed (default 16384). A smaller one (a batch of one or a few events, the usual
+   * case at low concurrency) goes uncompressed: a codec's set-up costs the producer,
    * the broker and every consumer more CPU than the few hundred bytes it saves.
    */
   compressMinBytes?: number;
@@ -267,7 +269,8 @@ export class KafkaLog implements EventLog {
     this.#prefix = options.topicPrefix ?? '';
     this.#spoolDir = options.spoolDir;
     this.#log = options.logger ?? consoleLogger;
-    this.#compression = options.compression === false ? CompressionTypes.None : CompressionTypes.GZIP;
+    registerKafkaCodecs();
+    this.#compression = compressionType(options.compression ?? 'zstd');
     this.#compressMinBytes = options.compressMinBytes ?? 16_384;
     if (!(this.#compressMinBytes >= 0)) throw new RangeError(`compressMinBytes must be >= 0, got ${this.#compressMinBytes}`);
     this.#batchSize = options.batchSize ?? 500;

@@ -270,7 +270,7 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
     retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2000 },
   });
   const log = new KafkaLog({
-    kafka, topicPrefix: kafkaConfig.topicPrefix, spoolDir: join(config.dataDir, 'spool'), logger,
+    kafka, topicPrefix: kafkaConfig.topicPrefix, spoolDir: join(config.dataDir, 'spool'), logger, compression: kafkaConfig.compression,
   });
   // A process that consumes needs the topics before it subscribes; one that only publishes (a
   // gateway, control) must start and serve while Kafka is away (events spool to disk), so its

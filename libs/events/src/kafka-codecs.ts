@@ -1,0 +1,79 @@
+// Record-batch codecs for kafkajs, on Node's own zlib (gzip and zstd; zstd is built into Node
+// since 22.15/23.8, so no native module and no install script).
+//
+// kafkajs ships gzip only, and runs it through zlib's asynchronous stream API: for the batches a
+// gateway or consumer handles (1–1,000 events, ~1 KB each) the stream set-up and the thread-pool
+// hand-off cost more than the compression itself. Measured (issue 11, `bench/consumers.ts
+// --groups ledger`, 300,000 version 2 events, one session): kafkajs' gzip 27,944–31,790
+// events/s, the same gzip run synchronously 40,997–47,821, zstd 48,578–58,881. So small buffers
+// are (de)compressed synchronously on the calling thread, big ones asynchronously.
+import { promisify } from 'node:util';
+import { constants, gzip, gzipSync, unzip, unzipSync, zstdCompress, zstdCompressSync, zstdDecompress, zstdDecompressSync } from 'node:zlib';
+import kafkajs, { CompressionTypes } from 'kafkajs';
+
+/**
+ * How a KafkaLog compresses the record batches it produces (`KAFKA_COMPRESSION`):
+ * - `zstd` (default): Zstandard level 3; needs Kafka ≥ 2.1 (produce v7, fetch v10) on the
+ *   brokers and on every other consumer of the topics;
+ * - `gzip`: readable by any Kafka client and broker;
+ * - `none`.
+ * Consumers read every codec whatever this says (the codec is per record batch).
+ */
+export type KafkaCompression = 'zstd' | 'gzip' | 'none';
+export const KAFKA_COMPRESSIONS: readonly KafkaCompression[] = ['zstd', 'gzip', 'none'];
+
+/**
+ * Largest input (bytes) compressed on the calling thread: a full produce request is at most
+ * MAX_EVENT_BYTES (1,000,000), whose zstd takes ~1 ms here; above this, the thread pool.
+ */
+export const SYNC_COMPRESS_MAX_BYTES = 1 << 20;
+/**
+ * Largest compressed input (bytes) decompressed on the calling thread. Event JSON compresses
+ * ~15:1, so 64 KiB is about a full produce request's worth of events (~1 MB, ~1 ms).
+ */
+export const SYNC_DECOMPRESS_MAX_BYTES = 64 << 10;
+
+type Codec = { compress(encoder: { buffer: Buffer }): Promise<Buffer>; decompress(buffer: Buffer): Promise<Buffer> };
+
+function codec(
+  compressSync: (b: Buffer) => Buffer, compressAsync: (b: Buffer) => Promise<Buffer>,
+  decompressSync: (b: Buffer) => Buffer, decompressAsync: (b: Buffer) => Promise<Buffer>,
+): Codec {
+  return {
+    async compress(encoder) {
+      const b = encoder.buffer;
+      return b.length <= SYNC_COMPRESS_MAX_BYTES ? compressSync(b) : compressAsync(b);
+    },
+    async decompress(b) {
+      return b.length <= SYNC_DECOMPRESS_MAX_BYTES ? decompressSync(b) : decompressAsync(b);
+    },
+  };
+}
+
+const ZSTD_LEVEL = { params: { [constants.ZSTD_c_compressionLevel]: 3 } };
+const zstdCodec = codec(
+  (b) => zstdCompressSync(b, ZSTD_LEVEL), (b) => promisify(zstdCompress)(b, ZSTD_LEVEL),
+  (b) => zstdDecompressSync(b), promisify(zstdDecompress),
+);
+// unzip, as kafkajs: it reads the gzip framing Kafka clients write and the zlib one some older ones did
+const gzipCodec = codec((b) => gzipSync(b), promisify(gzip), (b) => unzipSync(b), promisify(unzip));
+
+let registered = false;
+
+/**
+ * Installs Tollgate's gzip and zstd codecs in kafkajs' codec table (its documented extension
+ * point, process-wide). Idempotent; KafkaLog's constructor calls it, so any process that
+ * produces or consumes through a KafkaLog reads and writes both.
+ */
+export function registerKafkaCodecs(): void {
+  if (registered) return;
+  const codecs = (kafkajs as unknown as { CompressionCodecs: Record<number, () => Codec> }).CompressionCodecs;
+  codecs[CompressionTypes.GZIP] = () => gzipCodec;
+  codecs[CompressionTypes.ZSTD] = () => zstdCodec;
+  registered = true;
+}
+
+/** The kafkajs codec id of a KafkaCompression. */
+export function compressionType(c: KafkaCompression): CompressionTypes {
+  return c === 'zstd' ? CompressionTypes.ZSTD : c === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
+}
