@@ -23,40 +23,44 @@ export type KafkaCompression = 'zstd' | 'gzip' | 'none';
 export const KAFKA_COMPRESSIONS: readonly KafkaCompression[] = ['zstd', 'gzip', 'none'];
 
 /**
- * Largest input (bytes) compressed on the calling thread: a full produce request is at most
- * MAX_EVENT_BYTES (1,000,000), whose zstd takes ~1 ms here; above this, the thread pool.
+ * Per codec, the largest input (bytes) (de)compressed on the calling thread; above it, the
+ * thread pool. Each bounds a stall of the event loop at about a millisecond on this machine:
+ * - `compress`: a whole produce request is at most MAX_EVENT_BYTES (1,000,000) of events;
+ *   zstd level 3 takes ~0.9 µs per ~1 KB event in big batches (all of it, ~1 ms), gzip level
+ *   6 ~5 µs (so 128 KiB, ~0.6 ms);
+ * - `decompress` (compressed bytes): event JSON compresses ~15:1 in big batches, so 64 KiB is
+ *   about a full produce request's worth (~1 MB out, ~0.5–1 ms either codec).
  */
-export const SYNC_COMPRESS_MAX_BYTES = 1 << 20;
-/**
- * Largest compressed input (bytes) decompressed on the calling thread. Event JSON compresses
- * ~15:1, so 64 KiB is about a full produce request's worth of events (~1 MB, ~1 ms).
- */
-export const SYNC_DECOMPRESS_MAX_BYTES = 64 << 10;
+export const SYNC_MAX_BYTES = {
+  zstd: { compress: 1 << 20, decompress: 64 << 10 },
+  gzip: { compress: 128 << 10, decompress: 64 << 10 },
+} as const;
 
 type Codec = { compress(encoder: { buffer: Buffer }): Promise<Buffer>; decompress(buffer: Buffer): Promise<Buffer> };
 
 function codec(
+  limits: { compress: number; decompress: number },
   compressSync: (b: Buffer) => Buffer, compressAsync: (b: Buffer) => Promise<Buffer>,
   decompressSync: (b: Buffer) => Buffer, decompressAsync: (b: Buffer) => Promise<Buffer>,
 ): Codec {
   return {
     async compress(encoder) {
       const b = encoder.buffer;
-      return b.length <= SYNC_COMPRESS_MAX_BYTES ? compressSync(b) : compressAsync(b);
+      return b.length <= limits.compress ? compressSync(b) : compressAsync(b);
     },
     async decompress(b) {
-      return b.length <= SYNC_DECOMPRESS_MAX_BYTES ? decompressSync(b) : decompressAsync(b);
+      return b.length <= limits.decompress ? decompressSync(b) : decompressAsync(b);
     },
   };
 }
 
 const ZSTD_LEVEL = { params: { [constants.ZSTD_c_compressionLevel]: 3 } };
-const zstdCodec = codec(
+const zstdCodec = codec(SYNC_MAX_BYTES.zstd,
   (b) => zstdCompressSync(b, ZSTD_LEVEL), (b) => promisify(zstdCompress)(b, ZSTD_LEVEL),
   (b) => zstdDecompressSync(b), promisify(zstdDecompress),
 );
 // unzip, as kafkajs: it reads the gzip framing Kafka clients write and the zlib one some older ones did
-const gzipCodec = codec((b) => gzipSync(b), promisify(gzip), (b) => unzipSync(b), promisify(unzip));
+const gzipCodec = codec(SYNC_MAX_BYTES.gzip, (b) => gzipSync(b), promisify(gzip), (b) => unzipSync(b), promisify(unzip));
 
 let registered = false;
 

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { deflateSync } from 'node:zlib';
 import kafkajs, { CompressionTypes } from 'kafkajs';
-import { registerKafkaCodecs, SYNC_COMPRESS_MAX_BYTES, SYNC_DECOMPRESS_MAX_BYTES } from '@tollgate/events';
+import { registerKafkaCodecs, SYNC_MAX_BYTES } from '@tollgate/events';
 
 type Codec = { compress(encoder: { buffer: Buffer }): Promise<Buffer>; decompress(buffer: Buffer): Promise<Buffer> };
 const codecs = (kafkajs as unknown as { CompressionCodecs: Record<number, () => Codec> }).CompressionCodecs;
@@ -21,19 +21,22 @@ function jsonLike(bytes: number): Buffer {
   return Buffer.from(one.repeat(Math.ceil(bytes / one.length)).slice(0, bytes));
 }
 
-const sizes = {
-  'empty': Buffer.alloc(0),
-  'one event': jsonLike(950),
-  'at the sync compress limit': jsonLike(SYNC_COMPRESS_MAX_BYTES),
-  'over the sync compress limit (thread pool)': jsonLike(SYNC_COMPRESS_MAX_BYTES + 1),
-  // random bytes do not compress: the compressed input is over the sync decompress limit
-  'incompressible, over the sync decompress limit': randomBytes(SYNC_DECOMPRESS_MAX_BYTES * 2),
-};
+/** Inputs on both sides of a codec's sync limits. */
+function sizes(limits: { compress: number; decompress: number }): Record<string, Buffer> {
+  return {
+    'empty': Buffer.alloc(0),
+    'one event': jsonLike(950),
+    'at the sync compress limit': jsonLike(limits.compress),
+    'over the sync compress limit (thread pool)': jsonLike(limits.compress + 1),
+    // random bytes do not compress: the compressed input is over the sync decompress limit
+    'incompressible, over the sync decompress limit': randomBytes(limits.decompress * 2),
+  };
+}
 
 for (const [name, type, magic] of [['zstd', CompressionTypes.ZSTD, '28b52ffd'], ['gzip', CompressionTypes.GZIP, '1f8b']] as const) {
   test(`codec ${name}: exact round trip on both sides of the sync limits, in the standard framing`, async () => {
     const codec = codecs[type]!();
-    for (const [label, input] of Object.entries(sizes)) {
+    for (const [label, input] of Object.entries(sizes(SYNC_MAX_BYTES[name]))) {
       const packed = await codec.compress({ buffer: input });
       assert.equal(packed.subarray(0, magic.length / 2).toString('hex'), magic, `${label}: ${name} framing`);
       const back = await codec.decompress(packed);
