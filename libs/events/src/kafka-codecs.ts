@@ -3,10 +3,9 @@
 //
 // kafkajs ships gzip only, and runs it through zlib's asynchronous stream API: for the batches a
 // gateway or consumer handles (1–1,000 events, ~1 KB each) the stream set-up and the thread-pool
-// hand-off cost more than the compression itself. Measured (issue 11, `bench/consumers.ts
-// --groups ledger`, 300,000 version 2 events, one session): kafkajs' gzip 27,944–31,790
-// events/s, the same gzip run synchronously 40,997–47,821, zstd 48,578–58,881. So small buffers
-// are (de)compressed synchronously on the calling thread, big ones asynchronously.
+// hand-off cost more than the compression itself: a ledger consumer moved 1.4–2.0× the events
+// per second once its batches were decompressed synchronously (bench/README.md, "Kafka
+// codecs"). So small buffers are (de)compressed on the calling thread, big ones on the pool.
 import { promisify } from 'node:util';
 import { constants, gzip, gzipSync, unzip, unzipSync, zstdCompress, zstdCompressSync, zstdDecompress, zstdDecompressSync } from 'node:zlib';
 import kafkajs, { CompressionTypes } from 'kafkajs';
