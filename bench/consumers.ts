@@ -65,7 +65,7 @@ export interface ConsumerBenchOptions {
   partitionBatches?: number[];
   /** usage event version produced (default 2, as gateways publish now; 1 for comparison with older runs) */
   eventVersion?: 1 | 2;
-  /** the codec the events are produced with (KAFKA_COMPRESSION; default zstd) */
+  /** the codec the events are produced with (KAFKA_COMPRESSION; default gzip) */
   compression?: KafkaCompression;
 }
 
@@ -292,7 +292,7 @@ function percentile(sorted: number[], p: number): number {
 /** Runs the whole consumer bench; cleans up its topics, keys and chDB directory whatever happens. */
 export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): Promise<ConsumerBenchResult> {
   const eventVersion = o.eventVersion ?? 2;
-  const compression = o.compression ?? 'zstd';
+  const compression = o.compression ?? 'gzip';
   const [kafkaUrl, redisUrl] = await Promise.all([findKafka(), findRedis()]);
   if (!kafkaUrl || !redisUrl) throw new Error(`consumer bench needs Kafka and Redis (found kafka=${kafkaUrl} redis=${redisUrl})`);
   const clickHouseUrl = await findClickHouse();
@@ -677,8 +677,9 @@ Options:
   --event-version <n> usage events of version 2 (as gateways publish them now: unit prices,
                       price version, served model) or 1 (as before issue 7; what runs before
                       2026-12-01 night measured) (default 2)
-  --compression <c>   the codec the events are produced with, as KAFKA_COMPRESSION: zstd,
-                      gzip, none (default zstd; runs before 2026-12-02 used kafkajs' own gzip)
+  --compression <c>   the codec the events are produced with, as KAFKA_COMPRESSION: gzip,
+                      zstd, none (default gzip; runs before 2026-12-02 used kafkajs' own
+                      gzip, the run of 2026-12-02 early zstd)
   -h, --help          show this help
 
 Progress and the figures as they are measured go to stderr; the result (JSON, one line) to stdout.
@@ -722,7 +723,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
       ...(values['sink-batch'] !== undefined ? { sinkBatches: numberList('--sink-batch', values['sink-batch'], { min: 1, max: 10_000_000, integer: true }) } : {}),
       ...(values.warehouse !== undefined ? { warehouses: choiceList('--warehouse', values.warehouse, ['chdb', 'server'] as const) } : {}),
       eventVersion: numberValue('--event-version', values['event-version'], 2, { min: 1, max: 2, integer: true }) as 1 | 2,
-      compression: oneChoice('--compression', values.compression ?? 'zstd', KAFKA_COMPRESSIONS),
+      compression: oneChoice('--compression', values.compression ?? 'gzip', KAFKA_COMPRESSIONS),
     };
     // The figures as they come are progress (stderr); the result is the JSON line on stdout.
     const r = await measureConsumerGroups(o, (line) => process.stderr.write(`${line}\n`));

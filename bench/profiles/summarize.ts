@@ -89,7 +89,7 @@ const label = (n: ProfileNode) => `${n.callFrame.functionName || '(anonymous)'} 
 function component(n: ProfileNode): string | null {
   const u = n.callFrame.url;
   const rules: Array<[RegExp, string]> = [
-    [/kafkajs/, 'kafkajs (producer)'], [/ioredis|redis-parser|denque/, 'ioredis'], [/node:zlib/, 'zlib (gzip)'],
+    [/kafkajs/, 'kafkajs (producer)'], [/ioredis|redis-parser|denque/, 'ioredis'], [/node:zlib/, 'zlib (Kafka codecs)'],
     [/libs\/events\/src\/kafka-log/, 'KafkaLog (spool, sender)'], [/libs\/ledger\//, 'ledger (hold/settle calls)'],
     [/libs\/limits\//, 'limits'], [/libs\/keys\//, 'keys'], [/fastify|find-my-way|avvio/, 'fastify'], [/undici/, 'undici (upstream client)'],
     [/opentelemetry/, 'opentelemetry'], [/prom-client/, 'prom-client'], [/pino/, 'pino'], [/libs\/pricing\//, 'pricing'],

@@ -42,11 +42,12 @@ const LONGEST_TOPIC = [...TOPICS, DEAD_LETTER_TOPIC].reduce((a, b) => (b.length 
 const MAX_TOPIC_PREFIX = KAFKA_TOPIC_NAME_MAX - LONGEST_TOPIC.length;
 const optionalString = z.string().trim().min(1).optional();
 /**
- * One of `values`, exactly; any other value is refused as `expected one of a, b, c, got "x"`
+ * One of `values` (lower case; surrounding spaces and case are forgiven, as for numbers); any
+ * other value is refused as `expected one of a, b, c, got "x"`
  * (the value cut at 40 characters).
  */
-const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
-  z.enum(values, { error: (iss) => `expected one of ${values.join(', ')}, got ${JSON.stringify(String(iss.input).slice(0, 40))}` });
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) => z.string().trim().toLowerCase().pipe(
+  z.enum(values, { error: (iss) => `expected one of ${values.join(', ')}, got ${JSON.stringify(String(iss.input).slice(0, 40))}` }));
 const bool = oneOf(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 /** The OTel spec's booleans: `true` / `false`, any case. */
 const otelBool = z.string().trim().toLowerCase().pipe(z.enum(['true', 'false'], { error: 'expected true or false' })).transform((v) => v === 'true');
@@ -158,7 +159,7 @@ const EnvSchema = z.object({
   KAFKA_CLIENT_ID: z.string().default('tollgate'),
   KAFKA_PARTITIONS: int(1, 1024).default(4),
   /** codec of the record batches this process produces (consumers read all): KafkaCompression */
-  KAFKA_COMPRESSION: oneOf(['zstd', 'gzip', 'none']).default('zstd'),
+  KAFKA_COMPRESSION: oneOf(['gzip', 'zstd', 'none']).default('gzip'),
   KAFKA_TOPIC_PREFIX: z.string()
     .regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, . _ - only (Kafka topic names)')
     .max(MAX_TOPIC_PREFIX, `must be at most ${MAX_TOPIC_PREFIX} characters (Kafka topic names are at most ${KAFKA_TOPIC_NAME_MAX}, and "${LONGEST_TOPIC}" follows the prefix)`)

@@ -73,11 +73,13 @@ test('every problem at once, each by name', () => {
   ]);
 });
 
-test('a value outside a fixed set is refused with the set and the value; KAFKA_COMPRESSION names one of the codecs KafkaLog produces with: zstd (default), gzip, none', () => {
+test('a value outside a fixed set is refused with the set and the value; surrounding spaces and case are forgiven; KAFKA_COMPRESSION names one of the codecs KafkaLog produces with: gzip (default), zstd, none', () => {
   const distributed = { KAFKA_BROKERS: 'k:9092', REDIS_URL: 'redis://127.0.0.1:6379', KEY_HASH_SECRET: 'k'.repeat(32), ADMIN_TOKEN: 'a'.repeat(32) };
-  assert.equal(loadConfig(distributed).kafka!.compression, 'zstd');
+  assert.equal(loadConfig(distributed).kafka!.compression, 'gzip');
+  assert.equal(loadConfig({ ...distributed, KAFKA_COMPRESSION: ' ZSTD\n' }).kafka!.compression, 'zstd');
+  assert.equal(loadConfig({ LOG_LEVEL: 'Debug ' }).logLevel, 'debug');
   for (const c of ['zstd', 'gzip', 'none'] as const) assert.equal(loadConfig({ ...distributed, KAFKA_COMPRESSION: c }).kafka!.compression, c);
   assert.deepEqual(problems({ LOG_LEVEL: 'verbose' }), ['LOG_LEVEL: expected one of fatal, error, warn, info, debug, trace, silent, got "verbose"']);
   assert.deepEqual(problems({ REDIS_AUTO_PIPELINING: 'yes' }), ['REDIS_AUTO_PIPELINING: expected one of true, false, 1, 0, got "yes"']);
-  assert.deepEqual(problems({ ...distributed, KAFKA_COMPRESSION: 'lz4' }), ['KAFKA_COMPRESSION: expected one of zstd, gzip, none, got "lz4"']);
+  assert.deepEqual(problems({ ...distributed, KAFKA_COMPRESSION: 'lz4' }), ['KAFKA_COMPRESSION: expected one of gzip, zstd, none, got "lz4"']);
 });

@@ -53,8 +53,9 @@ export class NotPublishedError extends Error {
 }
 
 /**
- * The most bytes of JSON (UTF-8) one event may take on Kafka, and the most event JSON one
- * produce carries (a lone event over it aside, none is): under a broker's default
+ * The most bytes of JSON (UTF-8) one event may take on Kafka, and the most bytes of records
+ * (values, keys, headers, framing) one produce carries (a lone event over it aside, none is):
+ * under a broker's default
  * `message.max.bytes` (1,048,588 bytes, per record batch) with room for keys, headers and the
  * batch's own framing. A broker refuses a batch over its limit on every try, so one event (or
  * produce) over it used to hold the spool at that event for good, and every event behind it was

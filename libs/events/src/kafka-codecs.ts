@@ -12,14 +12,16 @@ import kafkajs, { CompressionTypes } from 'kafkajs';
 
 /**
  * How a KafkaLog compresses the record batches it produces (`KAFKA_COMPRESSION`):
- * - `zstd` (default): Zstandard level 3; needs Kafka ≥ 2.1 (produce v7, fetch v10) on the
- *   brokers and on every other consumer of the topics;
- * - `gzip`: readable by any Kafka client and broker;
+ * - `gzip` (default): readable by any Kafka client and broker, Tollgate's earlier versions
+ *   included;
+ * - `zstd`: Zstandard level 3, ~5× cheaper to produce on big batches; readable only by
+ *   consumers that have these codecs (this version on) and needs Kafka ≥ 2.1 (produce v7,
+ *   fetch v10): kafkajs alone throws "ZSTD compression not implemented" for the whole fetch;
  * - `none`.
- * Consumers read every codec whatever this says (the codec is per record batch).
+ * A KafkaLog consumer reads every codec whatever this says (the codec is per record batch).
  */
-export type KafkaCompression = 'zstd' | 'gzip' | 'none';
-export const KAFKA_COMPRESSIONS: readonly KafkaCompression[] = ['zstd', 'gzip', 'none'];
+export type KafkaCompression = 'gzip' | 'zstd' | 'none';
+export const KAFKA_COMPRESSIONS: readonly KafkaCompression[] = ['gzip', 'zstd', 'none'];
 
 /**
  * Per codec, the largest input (bytes) (de)compressed on the calling thread; above it, the
@@ -35,7 +37,46 @@ export const SYNC_MAX_BYTES = {
   gzip: { compress: 128 << 10, decompress: 64 << 10 },
 } as const;
 
+/**
+ * Most bytes a synchronous decompression may produce: what a KafkaLog writes is at most
+ * ~1 MB per batch, but another producer's small batch can expand to far more (a 2 KB zstd
+ * batch to 64 MiB took 54 ms here, a tester). Past this the call stops and the batch is
+ * decompressed again on the thread pool.
+ */
+export const SYNC_MAX_OUTPUT_BYTES = 4 << 20;
+const SYNC_OUT = { maxOutputLength: SYNC_MAX_OUTPUT_BYTES };
+
 type Codec = { compress(encoder: { buffer: Buffer }): Promise<Buffer>; decompress(buffer: Buffer): Promise<Buffer> };
+
+/**
+ * Most ms of synchronous work (the codecs' and whatever ran before them in the same turn of the
+ * event loop) after which a codec call first lets the event loop turn. kafkajs decodes a whole
+ * fetch response in one chain of promises: every record batch of every partition in it, up to
+ * ~1 MiB compressed each, back to back. Decompressed synchronously without a pause, a consumer
+ * catching up held its event loop for 230–360 ms at a time (a tester; with kafkajs' own
+ * asynchronous gzip 27–42 ms), and an embedded process serves requests on that loop.
+ */
+export const CODEC_SLICE_MS = 2;
+
+/** When the current slice of synchronous work began (performance.now()); null once the loop turned. */
+let sliceFrom: number | null = null;
+const endSlice = (): void => { sliceFrom = null; };
+
+/**
+ * Before a synchronous (de)compression: once CODEC_SLICE_MS have passed since the slice began,
+ * waits for a `setImmediate` turn (timers, I/O, requests run), then starts the next slice.
+ */
+async function turnIfDue(): Promise<void> {
+  for (;;) {
+    if (sliceFrom === null) {
+      sliceFrom = performance.now();
+      setImmediate(endSlice);
+      return;
+    }
+    if (performance.now() - sliceFrom < CODEC_SLICE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
 
 function codec(
   limits: { compress: number; decompress: number },
@@ -45,10 +86,19 @@ function codec(
   return {
     async compress(encoder) {
       const b = encoder.buffer;
-      return b.length <= limits.compress ? compressSync(b) : compressAsync(b);
+      if (b.length > limits.compress) return compressAsync(b);
+      await turnIfDue();
+      return compressSync(b);
     },
     async decompress(b) {
-      return b.length <= limits.decompress ? decompressSync(b) : decompressAsync(b);
+      if (b.length > limits.decompress) return decompressAsync(b);
+      await turnIfDue();
+      try {
+        return decompressSync(b);
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== 'ERR_BUFFER_TOO_LARGE') throw err;
+        return decompressAsync(b);
+      }
     },
   };
 }
@@ -56,10 +106,10 @@ function codec(
 const ZSTD_LEVEL = { params: { [constants.ZSTD_c_compressionLevel]: 3 } };
 const zstdCodec = codec(SYNC_MAX_BYTES.zstd,
   (b) => zstdCompressSync(b, ZSTD_LEVEL), (b) => promisify(zstdCompress)(b, ZSTD_LEVEL),
-  (b) => zstdDecompressSync(b), promisify(zstdDecompress),
+  (b) => zstdDecompressSync(b, SYNC_OUT), promisify(zstdDecompress),
 );
 // unzip, as kafkajs: it reads the gzip framing Kafka clients write and the zlib one some older ones did
-const gzipCodec = codec(SYNC_MAX_BYTES.gzip, (b) => gzipSync(b), promisify(gzip), (b) => unzipSync(b), promisify(unzip));
+const gzipCodec = codec(SYNC_MAX_BYTES.gzip, (b) => gzipSync(b), promisify(gzip), (b) => unzipSync(b, SYNC_OUT), promisify(unzip));
 
 let registered = false;
 

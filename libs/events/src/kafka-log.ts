@@ -43,7 +43,7 @@ export interface KafkaLogOptions {
    */
   spoolDir: string;
   logger?: KafkaLogLogger;
-  /** the codec of the record batches this log produces (default `zstd`); see `compressMinBytes` */
+  /** the codec of the record batches this log produces (default `gzip`); see `compressMinBytes` */
   compression?: KafkaCompression;
   /**
    * With `compression`, only a produce request whose event values add up to at least this many
@@ -270,7 +270,7 @@ export class KafkaLog implements EventLog {
     this.#spoolDir = options.spoolDir;
     this.#log = options.logger ?? consoleLogger;
     registerKafkaCodecs();
-    this.#compression = compressionType(options.compression ?? 'zstd');
+    this.#compression = compressionType(options.compression ?? 'gzip');
     this.#compressMinBytes = options.compressMinBytes ?? 16_384;
     if (!(this.#compressMinBytes >= 0)) throw new RangeError(`compressMinBytes must be >= 0, got ${this.#compressMinBytes}`);
     this.#batchSize = options.batchSize ?? 500;
@@ -1484,11 +1484,31 @@ function boundedId(id: unknown): string {
 }
 
 /**
+ * Bytes a record adds to a v2 record batch beyond its value, key and headers (its length,
+ * attributes, timestamp and offset deltas, key and value lengths, header count: varints of at
+ * most 5 bytes each, counted high), and per header beyond its name and value.
+ */
+const RECORD_FRAMING_BYTES = 32;
+const HEADER_FRAMING_BYTES = 10;
+
+/**
+ * What a record takes in an uncompressed record batch (bytes): its value (the event's JSON),
+ * its key, its headers (the caller's and `event_id`) and their framing, counted high.
+ */
+function recordBytes(r: SpoolRecord & { value: string }): number {
+  let n = eventBytes(r.value) + eventBytes(partitionKey(r.event)) + RECORD_FRAMING_BYTES;
+  for (const name in r.headers) n += eventBytes(name) + eventBytes(r.headers[name]!) + HEADER_FRAMING_BYTES;
+  return n + 'event_id'.length + eventBytes(String(r.event.event_id)) + HEADER_FRAMING_BYTES;
+}
+
+/**
  * The records one produce sends from `from`: at most `max` of them and at most MAX_EVENT_BYTES
- * of event JSON, but always at least one (a broker caps a record batch at ~1 MiB: events of a
- * few hundred KB each, e.g. price versions spooled while Kafka was away, in one produce were
- * refused together on every try). A record read back from the spool gets its JSON here, kept
- * for the send.
+ * of records (values, keys, headers and framing: what an uncompressed batch holds, and more
+ * than a compressed one can), but always at least one. A broker caps a record batch at ~1 MiB:
+ * events of a few hundred KB each, e.g. price versions spooled while Kafka was away, in one
+ * produce were refused together on every try, and so were 500 uncompressed events of 2 KB
+ * with a trace context each (`KAFKA_COMPRESSION=none`) while only their values were counted.
+ * A record read back from the spool gets its JSON here, kept for the send.
  */
 function nextChunk(records: SpoolRecord[], from: number, max: number): SpoolRecord[] {
   let end = from;
@@ -1496,7 +1516,7 @@ function nextChunk(records: SpoolRecord[], from: number, max: number): SpoolReco
   while (end < records.length && end - from < max) {
     const r = records[end]!;
     r.value ??= JSON.stringify(r.event);
-    const size = eventBytes(r.value);
+    const size = recordBytes(r as SpoolRecord & { value: string });
     if (end > from && bytes + size > MAX_EVENT_BYTES) break;
     bytes += size;
     end++;

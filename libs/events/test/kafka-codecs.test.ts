@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { deflateSync } from 'node:zlib';
 import kafkajs, { CompressionTypes } from 'kafkajs';
-import { registerKafkaCodecs, SYNC_MAX_BYTES } from '@tollgate/events';
+import { registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES } from '@tollgate/events';
 
 type Codec = { compress(encoder: { buffer: Buffer }): Promise<Buffer>; decompress(buffer: Buffer): Promise<Buffer> };
 const codecs = (kafkajs as unknown as { CompressionCodecs: Record<number, () => Codec> }).CompressionCodecs;
@@ -30,6 +30,8 @@ function sizes(limits: { compress: number; decompress: number }): Record<string,
     'over the sync compress limit (thread pool)': jsonLike(limits.compress + 1),
     // random bytes do not compress: the compressed input is over the sync decompress limit
     'incompressible, over the sync decompress limit': randomBytes(limits.decompress * 2),
+    // a few KB compressed, over SYNC_MAX_OUTPUT_BYTES out: the sync call stops, the pool finishes
+    'expands past the sync output limit': Buffer.alloc(SYNC_MAX_OUTPUT_BYTES + 1, 'a'),
   };
 }
 
@@ -49,3 +51,20 @@ test('codec gzip: a zlib-wrapped batch (written by some older clients) is read t
   const input = jsonLike(10_000);
   assert.ok((await codecs[CompressionTypes.GZIP]!().decompress(deflateSync(input))).equals(input));
 });
+
+for (const [name, type] of [['zstd', CompressionTypes.ZSTD], ['gzip', CompressionTypes.GZIP]] as const) {
+  test(`codec ${name}: a run of synchronous decompressions (a fetch response's record batches, decoded in one promise chain by kafkajs) lets the event loop turn`, async () => {
+    // Kind: synchronous work in one chain of promises never yields to timers, I/O or requests.
+    // 100 batches of 1 MB out take well over CODEC_SLICE_MS here (~0.2–1 ms each), so an
+    // immediate queued before the run must get its turn before the run ends.
+    const codec = codecs[type]!();
+    const input = jsonLike(1_000_000);
+    const packed = await codec.compress({ buffer: input });
+    assert.ok(packed.length <= SYNC_MAX_BYTES[name].decompress, 'each batch is decompressed synchronously');
+    let turned = -1;
+    let i = 0;
+    setImmediate(() => { turned = i; });
+    for (; i < 100; i++) assert.ok((await codec.decompress(packed)).equals(input));
+    assert.ok(turned >= 0 && turned < 100, `the event loop turned during the run (at batch ${turned})`);
+  });
+}

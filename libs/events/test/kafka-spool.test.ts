@@ -150,6 +150,47 @@ test('steady publishing: an acknowledged spool file is emptied and reused, not r
   }
 });
 
+test('a produce counts its records\' keys, headers and framing, not only their values, against the broker\'s batch cap: 500 uncompressed events of 2,000 bytes with a trace context each, spooled while Kafka was away, reach a real broker', async (t) => {
+  // Kind: a produce whose values fit MAX_EVENT_BYTES but whose record batch, with each
+  // record's key, headers and framing, is over the broker's `message.max.bytes` (1,048,588):
+  // refused on every try, the spool held there for good. Reachable with KAFKA_COMPRESSION=none
+  // (or incompressible events): 500 × 2,000 bytes of values is exactly 1,000,000.
+  if (brokers === undefined) {
+    await requireKafka(t);
+    return;
+  }
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const prefix = `t-${randomUUID().slice(0, 8)}.`;
+  const samples = sampleEvents(randomUUID().slice(0, 8), 500);
+  const events = samples.map((sm) => {
+    const base = { ...sm.event, pad: '' };
+    return { event: { ...base, pad: 'p'.repeat(2000 - Buffer.byteLength(JSON.stringify(base))) } as unknown as AnyEvent, headers: sm.headers };
+  });
+  assert.equal(events.reduce((n, e) => n + Buffer.byteLength(JSON.stringify(e.event)), 0), MAX_EVENT_BYTES);
+  try {
+    const down = new KafkaLog({ kafka: deadClient(), topicPrefix: prefix, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, logger: quiet() });
+    await down.publish('usage', events);
+    await down.close();
+    const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+    const up = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger: quiet(), compression: 'none' });
+    try {
+      await up.ensureTopics(1); // one partition: one record batch per produce
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([up.flush(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the spool was not delivered within 60 s')), 60_000); })]);
+      clearTimeout(timer);
+      assert.deepEqual(await spoolLines(spoolDir), []);
+      const records = await readAll(up, events.length);
+      assert.deepEqual(records.map((r) => r.event.event_id), events.map((e) => e.event.event_id));
+      assert.deepEqual(records.map((r) => r.headers.traceparent), samples.map((sm) => sm.headers.traceparent));
+    } finally {
+      await up.close();
+      await deleteTopics(kafka, prefix);
+    }
+  } finally {
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});
+
 test('an event over MAX_EVENT_BYTES is refused at publish (EventTooLargeError, nothing spooled); events just under it, spooled while Kafka was away, reach a real broker one produce each, and the spool goes on', async (t) => {
   // Kind: an event or a produce a broker refuses on every try (its record batch over
   // `message.max.bytes`, ~1 MiB by default). The spool used to hold at it for good: a 2.7 MB
