@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import { EventTooLargeError, KafkaLog, MAX_EVENT_BYTES, NotPublishedError, TOPICS } from '@tollgate/events';
-import type { AnyEvent, ConsumedEvent, KafkaLogLogger } from '@tollgate/events';
+import type { AnyEvent, ConsumedEvent, KafkaLogLogger, KafkaLogOptions } from '@tollgate/events';
 import { findKafka, requireKafka, stopKafka, startKafka } from '../../../test/support/services.ts';
 import { Collector, publishAll, sampleEvents } from './event-log.contract.ts';
 import { deadClient, deleteTopics, quiet, readAll, spoolLines } from './spool-helpers.ts';
@@ -150,6 +150,33 @@ test('steady publishing: an acknowledged spool file is emptied and reused, not r
   }
 });
 
+/** `event` padded (a `pad` field) to exactly `bytes` bytes of JSON. */
+function padded(event: AnyEvent, bytes: number): AnyEvent {
+  const base = { ...event, pad: '' };
+  return { ...base, pad: 'p'.repeat(bytes - Buffer.byteLength(JSON.stringify(base))) } as unknown as AnyEvent;
+}
+
+/**
+ * Starts a KafkaLog on the real broker over a spool written while Kafka was away, on
+ * one-partition topics (every produce one record batch): fails unless the spool is delivered
+ * within 60 s and emptied; then reads back `expected` records (any order), deletes the topics.
+ */
+async function deliverSpooled(spoolDir: string, prefix: string, expected: number, options: Partial<KafkaLogOptions> = {}): Promise<ConsumedEvent[]> {
+  const kafka = new Kafka({ brokers: brokers!.split(','), logLevel: logLevel.NOTHING });
+  const up = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger: quiet(), ...options });
+  try {
+    await up.ensureTopics(1);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([up.flush(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the spool was not delivered within 60 s')), 60_000); })]);
+    clearTimeout(timer);
+    assert.deepEqual(await spoolLines(spoolDir), []);
+    return await readAll(up, expected);
+  } finally {
+    await up.close();
+    await deleteTopics(kafka, prefix);
+  }
+}
+
 test('a produce counts its records\' keys, headers and framing, not only their values, against the broker\'s batch cap: 500 uncompressed events of 2,000 bytes with a trace context each, spooled while Kafka was away, reach a real broker', async (t) => {
   // Kind: a produce whose values fit MAX_EVENT_BYTES but whose record batch, with each
   // record's key, headers and framing, is over the broker's `message.max.bytes` (1,048,588):
@@ -162,30 +189,15 @@ test('a produce counts its records\' keys, headers and framing, not only their v
   const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
   const prefix = `t-${randomUUID().slice(0, 8)}.`;
   const samples = sampleEvents(randomUUID().slice(0, 8), 500);
-  const events = samples.map((sm) => {
-    const base = { ...sm.event, pad: '' };
-    return { event: { ...base, pad: 'p'.repeat(2000 - Buffer.byteLength(JSON.stringify(base))) } as unknown as AnyEvent, headers: sm.headers };
-  });
+  const events = samples.map((sm) => ({ event: padded(sm.event, 2000), headers: sm.headers }));
   assert.equal(events.reduce((n, e) => n + Buffer.byteLength(JSON.stringify(e.event)), 0), MAX_EVENT_BYTES);
   try {
     const down = new KafkaLog({ kafka: deadClient(), topicPrefix: prefix, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, logger: quiet() });
     await down.publish('usage', events);
     await down.close();
-    const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING });
-    const up = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger: quiet(), compression: 'none' });
-    try {
-      await up.ensureTopics(1); // one partition: one record batch per produce
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([up.flush(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the spool was not delivered within 60 s')), 60_000); })]);
-      clearTimeout(timer);
-      assert.deepEqual(await spoolLines(spoolDir), []);
-      const records = await readAll(up, events.length);
-      assert.deepEqual(records.map((r) => r.event.event_id), events.map((e) => e.event.event_id));
-      assert.deepEqual(records.map((r) => r.headers.traceparent), samples.map((sm) => sm.headers.traceparent));
-    } finally {
-      await up.close();
-      await deleteTopics(kafka, prefix);
-    }
+    const records = await deliverSpooled(spoolDir, prefix, events.length, { compression: 'none' });
+    assert.deepEqual(records.map((r) => r.event.event_id), events.map((e) => e.event.event_id));
+    assert.deepEqual(records.map((r) => r.headers.traceparent), samples.map((sm) => sm.headers.traceparent));
   } finally {
     await rm(spoolDir, { recursive: true, force: true });
   }
@@ -203,11 +215,7 @@ test('an event over MAX_EVENT_BYTES is refused at publish (EventTooLargeError, n
   const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
   const prefix = `t-${randomUUID().slice(0, 8)}.`;
   const samples = sampleEvents(randomUUID().slice(0, 8), 11);
-  /** samples[i]'s event padded to exactly `bytes` bytes of JSON */
-  const sized = (i: number, bytes: number) => {
-    const base = { ...samples[i]!.event, pad: '' };
-    return { ...base, pad: 'p'.repeat(bytes - Buffer.byteLength(JSON.stringify(base))) } as unknown as AnyEvent;
-  };
+  const sized = (i: number, bytes: number) => padded(samples[i]!.event, bytes);
   try {
     const down = new KafkaLog({ kafka: deadClient(), topicPrefix: prefix, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, logger: quiet() });
     await down.publish('usage', [{ event: samples[0]!.event }]);
@@ -230,22 +238,11 @@ test('an event over MAX_EVENT_BYTES is refused at publish (EventTooLargeError, n
     assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id), spooled.map((i) => samples[i]!.event.event_id));
     await down.close();
 
-    const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING });
-    const up = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, logger: quiet() });
-    try {
-      await up.ensureTopics(1); // one partition: the big events share its record batches
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([up.flush(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the spool was not delivered within 60 s')), 60_000); })]);
-      clearTimeout(timer);
-      assert.deepEqual(await spoolLines(spoolDir), []);
-      const records = await readAll(up, spooled.length);
-      assert.deepEqual(records.map((r) => r.event.event_id).sort(), spooled.map((i) => samples[i]!.event.event_id).sort());
-      const six = records.find((r) => r.event.event_id === samples[6]!.event.event_id)!;
-      assert.equal(Buffer.byteLength(JSON.stringify(six.event)), MAX_EVENT_BYTES);
-    } finally {
-      await up.close();
-      await deleteTopics(kafka, prefix);
-    }
+    // One partition: the big events share its record batches.
+    const records = await deliverSpooled(spoolDir, prefix, spooled.length);
+    assert.deepEqual(records.map((r) => r.event.event_id).sort(), spooled.map((i) => samples[i]!.event.event_id).sort());
+    const six = records.find((r) => r.event.event_id === samples[6]!.event.event_id)!;
+    assert.equal(Buffer.byteLength(JSON.stringify(six.event)), MAX_EVENT_BYTES);
   } finally {
     await rm(spoolDir, { recursive: true, force: true });
   }
