@@ -131,7 +131,7 @@ async function main(argv: string[]): Promise<number> {
     config = loadConfig(process.env, argv);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`tollgate: ${err.message}\n`);
+      process.stderr.write(`tollgate: ${err.message}\n(see tollgate --help, and README.md "Configuration" for every variable)\n`);
       return 2;
     }
     throw err;
@@ -173,6 +173,9 @@ async function main(argv: string[]): Promise<number> {
     // the edge's socket limits in force (MAX_CONNECTIONS defaults from the open-file limit)
     maxConnections: app.server.server.maxConnections, requestTimeoutMs: config.http.requestTimeoutMs,
     cors: config.http.corsOrigins ?? 'off',
+    // distributed: where events go and in which codec (KAFKA_COMPRESSION), for an operator
+    // checking a rollout; absent when embedded
+    ...(config.kafka ? { kafka: { brokers: config.kafka.brokers, topicPrefix: config.kafka.topicPrefix, compression: config.kafka.compression } } : {}),
   }, 'tollgate started');
   if (app.adminTokenFile) log.info({ file: app.adminTokenFile }, 'admin token (ADMIN_TOKEN unset) is in this file');
   if (!config.upstream.apiKey) log.warn('UPSTREAM_API_KEY is not set: the upstream will see no credential');

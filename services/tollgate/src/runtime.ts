@@ -178,7 +178,9 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
     // the stored groups missing and send every caller to the configured default.
     rebuilding = Promise.resolve(reload ? restorePoolRecords() : undefined).then(() => rebuild({ warehouse, balances, keys, refusalsStored }))
-      .then((report) => server.log.warn({ report }, 'hot state rebuilt from the warehouse'))
+      // A warning when it brought state back (hot state had been lost); info on a fresh
+      // deployment, where both are empty.
+      .then((report) => server.log[report.accounts + report.keys + report.balances + report.usage_ids > 0 ? 'warn' : 'info']({ report }, 'hot state rebuilt from the warehouse'))
       .then(() => (reload ? restoreHooks() : undefined))
       .catch((err: unknown) => server.log.error({ err }, 'rebuild failed; will retry'))
       .finally(() => { rebuilding = null; });

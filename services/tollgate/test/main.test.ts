@@ -53,7 +53,7 @@ test('unknown commands and bad options exit 2', () => {
 test('configuration values that land in events are bounded at start: GATEWAY_ID of 300 characters exits 2 naming it', () => {
   const r = run([], { GATEWAY_ID: 'gw-'.repeat(100), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')), PORT: '0' });
   assert.equal(r.status, 2);
-  assert.equal(r.stderr, 'tollgate: invalid configuration:\n  - GATEWAY_ID: must be at most 256 characters (it is stored in every usage event)\n');
+  assert.equal(r.stderr, 'tollgate: invalid configuration:\n  - GATEWAY_ID: must be at most 256 characters (it is stored in every usage event)\n(see tollgate --help, and README.md "Configuration" for every variable)\n');
 });
 
 test('catalog model names that land in events are bounded at start: a control character in upstream_model exits 2 with its path', () => {
@@ -140,4 +140,34 @@ test('unknown options on the server command line exit 2 naming the option as typ
   const v = run(['--version']);
   const { version } = JSON.parse(readFileSync(join(import.meta.dirname, '../../../package.json'), 'utf8')) as { version: string };
   assert.deepEqual([v.status, v.stdout, v.stderr], [0, `tollgate ${version}\n`, '']);
+});
+
+test('the start line says where events go and in which codec (kafka.brokers, topicPrefix, compression as parsed: " ZSTD " is zstd), for an operator checking a rollout', async (t) => {
+  const redis = await requireRedis(t);
+  if (redis === undefined) return;
+  const kafkaPort = await freePort(); // a gateway starts and serves while Kafka is away (events spool)
+  const child = spawn(process.execPath, [MAIN], {
+    env: {
+      PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(await freePort()), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')),
+      KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'gateway',
+      KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, KAFKA_TOPIC_PREFIX: 'tg-main-start.', KAFKA_COMPRESSION: ' ZSTD ', REDIS_URL: redis, REDIS_PREFIX: 'tg-main-start:',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  try {
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      child.stdout.on('data', (d: string) => {
+        out += d;
+        const line = out.split('\n').find((l) => l.includes('"tollgate started"'));
+        if (line) resolve(JSON.parse(line) as Record<string, unknown>);
+      });
+      child.on('exit', (code) => reject(new Error(`exited ${code} before the start line: ${out}`)));
+    });
+    assert.deepEqual(started['kafka'], { brokers: [`127.0.0.1:${kafkaPort}`], topicPrefix: 'tg-main-start.', compression: 'zstd' });
+  } finally {
+    child.kill('SIGKILL'); // nothing to keep: a clean stop would wait for the absent Kafka
+    await once(child, 'exit');
+  }
 });
