@@ -65,8 +65,19 @@ export class NotPublishedError extends Error {
 export const MAX_EVENT_BYTES = 1_000_000;
 
 /**
- * `publish` refused an event whose JSON is over MAX_EVENT_BYTES, before anything of the publish
- * was written (a NotPublishedError: the caller may treat its events as never published).
+ * The most bytes one event may take as a Kafka record: its JSON (at most MAX_EVENT_BYTES), key,
+ * headers and framing, counted high. Under a broker's default `message.max.bytes` (1,048,588
+ * per record batch) with room for the batch's own framing (61 bytes) and what compression adds
+ * to incompressible data (~0.03 %): a lone event at MAX_EVENT_BYTES with a trace context fits,
+ * one whose headers (or key) push it past this is refused at publish, as an event over
+ * MAX_EVENT_BYTES is (a tester: a 60 KB `baggage` header on a 1,000,000-byte event held the
+ * spool for good).
+ */
+export const MAX_RECORD_BYTES = 1_040_000;
+
+/**
+ * `publish` refused an event whose JSON is over MAX_EVENT_BYTES, or whose record (JSON, key,
+ * headers) is over MAX_RECORD_BYTES, before anything of the publish was written (a NotPublishedError: the caller may treat its events as never published).
  */
 export class EventTooLargeError extends NotPublishedError {
   constructor(message: string) {

@@ -17,7 +17,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
-import { EventTooLargeError, MAX_EVENT_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
+import { EventTooLargeError, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
@@ -1135,6 +1135,16 @@ export class KafkaLog implements EventLog {
       if (size > MAX_EVENT_BYTES) {
         throw new EventTooLargeError(`event ${boundedId(r.event.event_id)} is ${size} bytes of JSON; one event on the log is at most ${MAX_EVENT_BYTES} (nothing of this publish was written)`);
       }
+      // A header value Kafka cannot carry (kafkajs throws on it at every send) is refused here too.
+      for (const name in r.headers) {
+        if (typeof r.headers[name] !== 'string') {
+          throw new NotPublishedError(`event ${boundedId(r.event.event_id)} has header ${JSON.stringify(name.slice(0, 100))} of type ${typeof r.headers[name]}; header values are strings (nothing of this publish was written)`);
+        }
+      }
+      const record = recordBytes(r as SpoolRecord & { value: string }, size);
+      if (record > MAX_RECORD_BYTES) {
+        throw new EventTooLargeError(`event ${boundedId(r.event.event_id)} is ${record} bytes as a Kafka record (its JSON, key and headers); one record on the log is at most ${MAX_RECORD_BYTES} (nothing of this publish was written)`);
+      }
       data += `{"topic":${JSON.stringify(r.topic)},"event":${r.value},"headers":${JSON.stringify(r.headers)}}\n`;
     }
     const bytes = Buffer.from(data, 'utf8');
@@ -1201,7 +1211,7 @@ export class KafkaLog implements EventLog {
       try {
         const r = JSON.parse(line) as SpoolRecord;
         if (!TOPICS.includes(r.topic) || typeof r.event?.event_id !== 'string') throw new Error('not a spool record');
-        out.push({ topic: r.topic, event: r.event, headers: r.headers ?? {} });
+        out.push({ topic: r.topic, event: r.event, headers: stringHeaders(r.headers) });
       } catch (err) {
         // A torn last line is a write that never returned, so its publish never resolved.
         this.#log.error({ err, path, line: i + 1 }, 'skipping unreadable spool line');
@@ -1484,6 +1494,21 @@ function boundedId(id: unknown): string {
 }
 
 /**
+ * A spool line's headers as Kafka can carry them: string values kept, numbers and booleans as
+ * text, others (null, objects) left out. Publish refuses anything else since session 25; a line
+ * an earlier version wrote could still hold one, and kafkajs throws on it at every send.
+ */
+function stringHeaders(headers: unknown): EventHeaders {
+  const out: EventHeaders = {};
+  if (typeof headers !== 'object' || headers === null) return out;
+  for (const [name, v] of Object.entries(headers)) {
+    if (typeof v === 'string') out[name] = v;
+    else if (typeof v === 'number' || typeof v === 'boolean') out[name] = String(v);
+  }
+  return out;
+}
+
+/**
  * Bytes a record adds to a v2 record batch beyond its value, key and headers (its length,
  * attributes, timestamp and offset deltas, key and value lengths, header count: varints of at
  * most 5 bytes each, counted high), and per header beyond its name and value.
@@ -1495,8 +1520,8 @@ const HEADER_FRAMING_BYTES = 10;
  * What a record takes in an uncompressed record batch (bytes): its value (the event's JSON),
  * its key, its headers (the caller's and `event_id`) and their framing, counted high.
  */
-function recordBytes(r: SpoolRecord & { value: string }): number {
-  let n = eventBytes(r.value) + eventBytes(partitionKey(r.event)) + RECORD_FRAMING_BYTES;
+function recordBytes(r: SpoolRecord & { value: string }, valueBytes = eventBytes(r.value)): number {
+  let n = valueBytes + eventBytes(partitionKey(r.event)) + RECORD_FRAMING_BYTES;
   for (const name in r.headers) n += eventBytes(name) + eventBytes(r.headers[name]!) + HEADER_FRAMING_BYTES;
   return n + 'event_id'.length + eventBytes(String(r.event.event_id)) + HEADER_FRAMING_BYTES;
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
-import { EventTooLargeError, KafkaLog, MAX_EVENT_BYTES, NotPublishedError, TOPICS } from '@tollgate/events';
+import { EventTooLargeError, KafkaLog, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, TOPICS } from '@tollgate/events';
 import type { AnyEvent, ConsumedEvent, KafkaLogLogger, KafkaLogOptions } from '@tollgate/events';
 import { findKafka, requireKafka, stopKafka, startKafka } from '../../../test/support/services.ts';
 import { Collector, publishAll, sampleEvents } from './event-log.contract.ts';
@@ -176,6 +176,36 @@ async function deliverSpooled(spoolDir: string, prefix: string, expected: number
     await deleteTopics(kafka, prefix);
   }
 }
+
+test('a record Kafka would refuse on every send is refused at publish, nothing spooled: headers that push an event at MAX_EVENT_BYTES past MAX_RECORD_BYTES (EventTooLargeError), a header value that is not a string (NotPublishedError)', async () => {
+  // Kind: what the broker or kafkajs refuses at every send holds the spool at it for good, so
+  // it must never be spooled. No broker needed: refused before anything is written.
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const samples = sampleEvents(randomUUID().slice(0, 8), 3);
+  const log = new KafkaLog({ kafka: deadClient(), topicPrefix: `t-${randomUUID().slice(0, 8)}.`, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, logger: quiet() });
+  try {
+    const atBound = padded(samples[0]!.event, MAX_EVENT_BYTES);
+    const key = partitionKey(atBound);
+    const id = atBound.event_id;
+    // JSON + key + framing (32) + the header (name, value, 10) + event_id (8 + id, 10)
+    const overhead = Buffer.byteLength(key) + 32 + 'baggage'.length + 10 + 8 + Buffer.byteLength(id) + 10;
+    const baggage = (n: number) => ({ baggage: 'h'.repeat(n) });
+    const fits = MAX_RECORD_BYTES - MAX_EVENT_BYTES - overhead;
+    const refused = await log.publish('usage', [{ event: samples[1]!.event }, { event: atBound, headers: baggage(fits + 1) }]).then(() => undefined, (err: unknown) => err);
+    assert.ok(refused instanceof EventTooLargeError, String(refused));
+    assert.equal(refused.message, `event ${id} is ${MAX_RECORD_BYTES + 1} bytes as a Kafka record (its JSON, key and headers); one record on the log is at most ${MAX_RECORD_BYTES} (nothing of this publish was written)`);
+    const notString = await log.publish('usage', [{ event: samples[2]!.event, headers: { 'x-n': 5 } as unknown as Record<string, string> }]).then(() => undefined, (err: unknown) => err);
+    assert.ok(notString instanceof NotPublishedError && !(notString instanceof EventTooLargeError), String(notString));
+    assert.equal(notString.message, `event ${samples[2]!.event.event_id} has header "x-n" of type number; header values are strings (nothing of this publish was written)`);
+    assert.deepEqual(await spoolLines(spoolDir), []);
+    // At the bound exactly: accepted and spooled.
+    await log.publish('usage', [{ event: atBound, headers: baggage(fits) }]);
+    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id), [id]);
+  } finally {
+    await log.close();
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});
 
 test('a produce counts its records\' keys, headers and framing, not only their values, against the broker\'s batch cap: 500 uncompressed events of 2,000 bytes with a trace context each, spooled while Kafka was away, reach a real broker', async (t) => {
   // Kind: a produce whose values fit MAX_EVENT_BYTES but whose record batch, with each
