@@ -104,8 +104,9 @@ function codec(
 }
 
 const ZSTD_LEVEL = { params: { [constants.ZSTD_c_compressionLevel]: 3 } };
+const zstdCompressAsync = promisify(zstdCompress);
 const zstdCodec = codec(SYNC_MAX_BYTES.zstd,
-  (b) => zstdCompressSync(b, ZSTD_LEVEL), (b) => promisify(zstdCompress)(b, ZSTD_LEVEL),
+  (b) => zstdCompressSync(b, ZSTD_LEVEL), (b) => zstdCompressAsync(b, ZSTD_LEVEL),
   (b) => zstdDecompressSync(b, SYNC_OUT), promisify(zstdDecompress),
 );
 // unzip, as kafkajs: it reads the gzip framing Kafka clients write and the zlib one some older ones did

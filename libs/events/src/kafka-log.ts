@@ -106,6 +106,8 @@ interface SpoolRecord {
    * memory only; absent for records read back from a file, which are serialized on send).
    */
   value?: string;
+  /** `recordBytes` of this record, kept from the spool append like `value` (the send's chunking reads it) */
+  bytes?: number;
 }
 
 interface Pending {
@@ -1141,9 +1143,9 @@ export class KafkaLog implements EventLog {
           throw new NotPublishedError(`event ${boundedId(r.event.event_id)} has header ${JSON.stringify(name.slice(0, 100))} of type ${typeof r.headers[name]}; header values are strings (nothing of this publish was written)`);
         }
       }
-      const record = recordBytes(r as SpoolRecord & { value: string }, size);
-      if (record > MAX_RECORD_BYTES) {
-        throw new EventTooLargeError(`event ${boundedId(r.event.event_id)} is ${record} bytes as a Kafka record (its JSON, key and headers); one record on the log is at most ${MAX_RECORD_BYTES} (nothing of this publish was written)`);
+      r.bytes = recordBytes(r as SpoolRecord & { value: string }, size);
+      if (r.bytes > MAX_RECORD_BYTES) {
+        throw new EventTooLargeError(`event ${boundedId(r.event.event_id)} is ${r.bytes} bytes as a Kafka record (its JSON, key and headers); one record on the log is at most ${MAX_RECORD_BYTES} (nothing of this publish was written)`);
       }
       data += `{"topic":${JSON.stringify(r.topic)},"event":${r.value},"headers":${JSON.stringify(r.headers)}}\n`;
     }
@@ -1541,7 +1543,7 @@ function nextChunk(records: SpoolRecord[], from: number, max: number): SpoolReco
   while (end < records.length && end - from < max) {
     const r = records[end]!;
     r.value ??= JSON.stringify(r.event);
-    const size = recordBytes(r as SpoolRecord & { value: string });
+    const size = (r.bytes ??= recordBytes(r as SpoolRecord & { value: string }));
     if (end > from && bytes + size > MAX_EVENT_BYTES) break;
     bytes += size;
     end++;

@@ -475,8 +475,7 @@ export class Warehouse {
       this.#unsettled.delete(queryId);
     }
     if (this.#idsSuspect) {
-      const restored = await restoreRecentIds(this);
-      this.#idsSuspect = false;
+      const restored = await this.restoreRecentIds();
       if (restored > 0) this.#onRepair?.({ idsRestored: restored, where: 'insert' });
     }
     const { skip, stored } = await this.#markStored(rows);
@@ -1056,8 +1055,7 @@ export class Warehouse {
    * changed. Throws what ClickHouse throws.
    */
   async repairRecentRollups(withinMs?: number): Promise<RollupRepairResult> {
-    const restored = await restoreRecentIds(this, withinMs);
-    if (withinMs === undefined) this.#idsSuspect = false;
+    const restored = await this.restoreRecentIds(withinMs);
     const rebuilt = await repairRollups(this, await recentRollupScope(this, withinMs));
     if (restored > 0 || rebuilt.minute + rebuilt.hour + rebuilt.day > 0) this.#onRepair?.({ rollupRows: rebuilt, idsRestored: restored, where: 'start' });
     return rebuilt;
