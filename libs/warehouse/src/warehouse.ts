@@ -493,13 +493,17 @@ export class Warehouse {
     // row), and its raw-stream path is only for text formats such as TSV. The settings are a
     // SETTINGS clause of the statement, not `clickhouse_settings`: chDB's connection turns
     // those into `SET` on its one session, so this block's token stayed set for every later
-    // insert of the process (see #select).
+    // insert of the process (see #select). `optimize_on_insert = 0`: the server does not merge
+    // the block with itself before writing it (ReplacingMergeTree collapsing a repeat inside the
+    // batch in raw and in usage_event_ids, AggregatingMergeTree folding each rollup block, which
+    // its view's GROUP BY already did). Every read is FINAL, DISTINCT or a sum, so nothing reads
+    // differently; it cost 10-25 % of the server's CPU per event (docs/decisions.md).
     const queryId = `tollgate-usage-insert-${randomUUID()}`;
     try {
       const res = await this.#client.exec({
         query_id: queryId,
         query: `INSERT INTO ${this.#t.usage} (${USAGE_INSERT_COLUMNS})
-          SETTINGS insert_deduplication_token = ${sqlString(`usage:${token}`)}, deduplicate_blocks_in_dependent_materialized_views = 1
+          SETTINGS insert_deduplication_token = ${sqlString(`usage:${token}`)}, deduplicate_blocks_in_dependent_materialized_views = 1, optimize_on_insert = 0
           FORMAT JSONCompactEachRow`,
         values: Readable.from([body]),
       });
@@ -954,10 +958,10 @@ export class Warehouse {
   }
 
   /**
-   * Usage event ids stored more than once in raw (unmerged) rows: evidence of a double
-   * insertion. Only a lower bound: duplicates inside one insert and duplicates already merged
-   * away by ClickHouse do not show here, so an empty list proves nothing by itself; a
-   * non-empty one proves a writer inserted an event twice.
+   * Usage event ids stored more than once in raw (unmerged) rows: evidence that an event
+   * reached the warehouse twice (inserted again, or twice in one batch: the insert does not
+   * collapse a repeat, `optimize_on_insert = 0`). Only a lower bound: duplicates already merged
+   * away by ClickHouse do not show here, so an empty list proves nothing by itself.
    */
   async duplicateUsageIds(): Promise<string[]> {
     return this.#duplicates(this.#t.usage);

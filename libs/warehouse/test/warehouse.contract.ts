@@ -169,6 +169,35 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
           sums(2, { input: 30, output: 11, cache_read: 1000, cache_write_5m: 7, cache_write_1h: 9 }, ABOVE_2_53 + 7n));
       }));
 
+    test('a repeat inside one insert (a producer retry whose copies land in one batch) is written as two raw rows, not collapsed at the insert (optimize_on_insert = 0), and every read counts it once', () =>
+      withWarehouse(async (w) => {
+        // Kind: a read that relied on the server merging a block with itself at insert time. The
+        // usage insert turns that off (it cost 10-25 % of the server's CPU per event), so raw
+        // and usage_event_ids keep both copies until a background merge, and each rollup block
+        // its rows as the view's GROUP BY gave them. 3 events of 1,000 / 20 / 300 µc on one
+        // account (100 input and 20 output tokens each), req_b twice in the batch: totals 3 requests,
+        // 300 and 60 tokens, 1,320 µc.
+        const base = { account_id: 'acc_r', ts: T2 };
+        const batch = [
+          usage({ ...base, event_id: 'req_a', cost_micros: '1000' }),
+          usage({ ...base, event_id: 'req_b', cost_micros: '20', ts: T2 + 1 }),
+          usage({ ...base, event_id: 'req_c', cost_micros: '300', ts: T2 + 2 }),
+          usage({ ...base, event_id: 'req_b', cost_micros: '20', ts: T2 + 1 }),
+        ];
+        await w.insertUsage(batch, batch.map((_, i) => ({ partition: 0, offset: BigInt(i) })));
+        assert.deepEqual(await w.duplicateUsageIds(), ['req_b']);
+        const raw = await w.select(`SELECT toString(count()) AS n FROM ${w.tables.usage}`);
+        assert.equal(raw[0]!['n'], '4');
+        assert.deepEqual(await w.usageTotals({}), sums(3, { input: 300, output: 60 }, 1_320n));
+        assert.deepEqual(await w.usageEventIds({}), ['req_a', 'req_b', 'req_c']);
+        for (const table of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) {
+          const r = await w.select(`SELECT toString(sum(requests)) AS n, toString(sum(cost)) AS c FROM ${table}`);
+          assert.deepEqual([r[0]!['n'], r[0]!['c']], ['3', '1320'], table);
+        }
+        assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+        assert.equal((await w.logPositions()).usage.get(0), 3n);
+      }));
+
     test('a batch whose event ids overflow one URL field of a server (300 KB of ids, 128 KiB cap): stored once; redelivered whole, at new offsets and with a repeat inside, every rollup still equals raw', () =>
       withWarehouse(async (w) => {
         // 3,000 events of 100-character ids over 300 accounts, one per second: the existence
