@@ -40,7 +40,7 @@ import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { findClickHouse, findKafka, findRedis, findRedisCluster } from '../test/support/services.ts';
-import { benchUsageEvent } from './stack.ts';
+import { benchUsageEvent, localServicePids, waitForIdle } from './stack.ts';
 import { choiceList, commandLine, numberList, numberValue, oneChoice, runMain } from './cli.ts';
 
 export interface ConsumerBenchOptions {
@@ -383,6 +383,13 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         const repeat = (seenTags.get(base) ?? 0) + 1;
         seenTags.set(base, repeat);
         const tag = repeat === 1 ? base : `${base}-r${repeat}`;
+        // The services first finish what the produce or the run before left them (Kafka's
+        // flushes, the ClickHouse server's merges of the last run's parts), which would
+        // otherwise take a core from this run's drain.
+        const services = localServicePids();
+        const idle = await waitForIdle([services.kafka, services.redis, clickHousePid()], 0.1, 500, 20_000);
+        if (!idle.idle) log(`  ${tag}: Kafka, Redis and ClickHouse still used ${(idle.load * 100).toFixed(0)}% of a core after ${idle.waitedS.toFixed(1)} s; starting anyway`);
+        else if (idle.waitedS >= 1) log(`  ${tag}: waited ${idle.waitedS.toFixed(1)} s for Kafka, Redis and ClickHouse to go idle`);
         let applied = 0;
         let done!: () => void;
         const finished = new Promise<void>((r) => { done = r; });
