@@ -181,6 +181,29 @@ test('every shape violation is reported with its path', () => {
   assert.ok(problems.includes('price_unit: expected "currency" or "credits"'), problems.join('\n'));
 });
 
+test('a problem in a model names it by id as well as index in the message, in shape and in rule checks; a price list\'s own models[] path is left as is', () => {
+  // Kind: an operator told "models[37]" in a file of dozens of models. The message (what the
+  // start and a reload print) adds each model's id; `problems` keep the bare paths.
+  const messageOf = (json: unknown) => {
+    try {
+      parseCatalog(json, 'test.json');
+    } catch (err) {
+      assert.ok(err instanceof CatalogError, String(err));
+      return err.message;
+    }
+    assert.fail('the catalog was accepted');
+  };
+  const shape = base();
+  shape['models'] = [...(shape['models'] as unknown[]), { id: 'claude-x', prices: { input: 7.2, output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' } }];
+  assert.equal(messageOf(shape), 'invalid pricing catalog test.json:\n  - models[1] "claude-x".prices.input: expected a decimal string');
+  const rule = base();
+  rule['models'] = [...(rule['models'] as unknown[]), { id: 'b', aliases: ['a'], prices: { input: '1', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' } }];
+  rule['price_lists'] = { vip: { multiplier: '0.8', models: ['zz'] } };
+  assert.equal(messageOf(rule), 'invalid pricing catalog test.json:\n'
+    + '  - models[1] "b".aliases[0]: "a" is already used by models[0] "a".id\n'
+    + '  - price_lists.vip.models[0]: no model "zz" in this catalog (use an id or alias)');
+});
+
 test('the credit needs exactly one positive rate', () => {
   const both = base();
   both['credit'] = { currency: 'USD', credits_per_unit: '10', unit_per_credit: '0.1' };

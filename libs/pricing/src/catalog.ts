@@ -234,13 +234,33 @@ export const DEFAULT_CREATED_AT = '2025-01-01T00:00:00Z';
 export class CatalogError extends Error {
   override readonly name = 'CatalogError';
   readonly source: string;
+  /** One line per problem, each starting with the path in the file (`models[3].prices.input: …`). */
   readonly problems: readonly string[];
 
-  constructor(source: string, problems: readonly string[]) {
-    super(`invalid pricing catalog ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  /**
+   * @param modelIds the `id` of each entry of the file's `models` (undefined where it has none):
+   *   the message names a model by its id as well as its index (`models[3] "claude-x".prices…`),
+   *   which is how an operator finds it in a file of dozens; `problems` keep the bare path.
+   */
+  constructor(source: string, problems: readonly string[], modelIds: readonly (string | undefined)[] = []) {
+    const named = (p: string) => p.replace(/(?<![.\w])models\[(\d+)\]/g, (at, i: string) => {
+      const id = modelIds[Number(i)];
+      return id === undefined ? at : `${at} ${JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id)}`;
+    });
+    super(`invalid pricing catalog ${source}:\n${problems.map((p) => `  - ${named(p)}`).join('\n')}`);
     this.source = source;
     this.problems = problems;
   }
+}
+
+/** The `id` of each entry of a catalog document's `models` that has a string one (for CatalogError). */
+function rawModelIds(json: unknown): (string | undefined)[] {
+  const models = typeof json === 'object' && json !== null ? (json as { models?: unknown }).models : undefined;
+  if (!Array.isArray(models)) return [];
+  return models.map((m: unknown) => {
+    const id = typeof m === 'object' && m !== null ? (m as { id?: unknown }).id : undefined;
+    return typeof id === 'string' && id !== '' ? id : undefined;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,6 +550,7 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
       source,
       // a bad record key (a multiplier or price-list name) carries its reason one level down
       parsed.error.issues.map((i) => `${formatIssuePath(i.path)}: ${i.code === 'invalid_key' && i.issues[0] !== undefined ? `invalid name: ${i.issues[0].message}` : i.message}`),
+      rawModelIds(json),
     );
   }
   const file = parsed.data;
@@ -621,7 +642,7 @@ export function parseCatalog(json: unknown, source = '(inline)'): Catalog {
     });
   });
   eventBoundProblems(catalog, problems);
-  if (problems.length > 0) throw new CatalogError(source, problems);
+  if (problems.length > 0) throw new CatalogError(source, problems, rawModelIds(json));
   indexCatalog(catalog, index);
   return catalog;
 }

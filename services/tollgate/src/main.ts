@@ -25,7 +25,18 @@ They reach --url, else $TOLLGATE_URL, else http://127.0.0.1:$PORT (8080), with A
 FINANCE_TOKEN, else DATA_DIR/admin-token; exit 0 done, 1 the API refused or failed, 2 bad usage
 (rerate: see its --help).
 
-Settings come from the environment; see README.md ("Configuration").
+Settings come from the environment, every one listed in README.md ("Configuration"). The
+ones most deployments set first:
+  PORT, HOST                 where the API listens (8080, 0.0.0.0)
+  DATA_DIR                   chDB data, generated admin token and key-hash secret (./data)
+  UPSTREAM_URL, UPSTREAM_API_KEY   the default upstream and its credential
+  PRICING_FILE               the catalog (libs/pricing/catalogs/cny.json)
+  KAFKA_BROKERS, REDIS_URL   distributed mode (both together); CLICKHOUSE_URL a ClickHouse
+                             server instead of chDB
+
+Examples:
+  PORT=9000 DATA_DIR=/var/lib/tollgate UPSTREAM_API_KEY=sk-ant-... tollgate
+  KAFKA_BROKERS=10.0.0.5:9092 REDIS_URL=redis://10.0.0.6:6379 tollgate --roles gateway
 
 Exit status:
   0  stopped by SIGINT/SIGTERM after a clean shutdown (or --help, --version)

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CONFIG_VARIABLES } from '@tollgate/config';
 import { requireRedis } from '../../../test/support/services.ts';
 
 const MAIN = join(import.meta.dirname, '../src/main.ts');
@@ -24,6 +25,24 @@ test('--help prints usage on stdout and exits 0', () => {
   assert.match(ops.stdout, /rebuild\s+rebuild hot state/);
 });
 
+test('--help names settings that exist, with the defaults the README gives, and examples that start', () => {
+  // Kind: help text drifting from the configuration (a renamed variable, a changed default).
+  const r = run(['--help']);
+  const named = [...new Set(r.stdout.match(/\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b/g) ?? [])];
+  const known = new Set([...CONFIG_VARIABLES, 'TOLLGATE_URL']);
+  assert.deepEqual(named.filter((v) => !known.has(v)), [], 'named by --help but not a setting');
+  for (const v of ['PORT', 'HOST', 'DATA_DIR', 'PRICING_FILE', 'KAFKA_BROKERS', 'REDIS_URL', 'CLICKHOUSE_URL']) {
+    assert.match(r.stdout, new RegExp(`\\b${v}\\b`), v);
+  }
+  const readme = readFileSync(join(import.meta.dirname, '../../../README.md'), 'utf8');
+  assert.match(readme, /^\| `PORT`, `HOST` \| `8080`, `0\.0\.0\.0` \|/m);
+  assert.match(r.stdout, /PORT, HOST +where the API listens \(8080, 0\.0\.0\.0\)/);
+  assert.match(readme, /^\| `DATA_DIR` \| `\.\/data` \|/m);
+  assert.match(r.stdout, /DATA_DIR +.*\(\.\/data\)/);
+  assert.match(readme, /^\| `PRICING_FILE` \| `libs\/pricing\/catalogs\/cny\.json` \|/m);
+  assert.match(r.stdout, /PRICING_FILE +the catalog \(libs\/pricing\/catalogs\/cny\.json\)/);
+});
+
 test('bad settings: every problem named on stderr, exit 2, nothing started', () => {
   const r = run([], { PORT: 'eighty', UPSTREAM_URL: 'not a url', STREAM_ERROR_BILLING: 'maybe', DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')) });
   assert.equal(r.status, 2);
@@ -37,7 +56,7 @@ test('a broken catalog file is refused with its path and problem, exit 2', () =>
   writeFileSync(file, JSON.stringify({ version: 1, name: 'x', credit: { currency: 'USD', unit_per_credit: '0.005' }, price_unit: 'credits', models: [{ id: 'm', upstream_model: 'm', prices: { input: 'cheap' } }] }));
   const r = run([], { PRICING_FILE: file, DATA_DIR: dir, PORT: '0' });
   assert.equal(r.status, 2);
-  assert.match(r.stderr, /models\[0\]\.prices\.input/);
+  assert.match(r.stderr, /models\[0\] "m"\.prices\.input: expected a decimal string/);
 });
 
 test('unknown commands and bad options exit 2', () => {
@@ -63,7 +82,7 @@ test('catalog model names that land in events are bounded at start: a control ch
   writeFileSync(file, JSON.stringify({ version: 1, name: 'x', credit: { currency: 'USD', unit_per_credit: '0.005' }, price_unit: 'credits', models: [{ id: 'm', upstream_model: 'm\u0007', prices }] }));
   const r = run([], { PRICING_FILE: file, DATA_DIR: dir, PORT: '0' });
   assert.equal(r.status, 2);
-  assert.match(r.stderr, /models\[0\]\.upstream_model: must not contain control characters \(it is stored in usage events\)/);
+  assert.match(r.stderr, /models\[0\] "m"\.upstream_model: must not contain control characters \(it is stored in usage events\)/);
 });
 
 test('port already in use: one line naming the port and what to set, exit 1, no stack trace', async () => {
