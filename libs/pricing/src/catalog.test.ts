@@ -200,8 +200,25 @@ test('a problem in a model names it by id as well as index in the message, in sh
   rule['models'] = [...(rule['models'] as unknown[]), { id: 'b', aliases: ['a'], prices: { input: '1', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' } }];
   rule['price_lists'] = { vip: { multiplier: '0.8', models: ['zz'] } };
   assert.equal(messageOf(rule), 'invalid pricing catalog test.json:\n'
-    + '  - models[1] "b".aliases[0]: "a" is already used by models[0] "a".id\n'
+    + '  - models[1] "b".aliases[0]: "a" is already used by models[0].id\n'
     + '  - price_lists.vip.models[0]: no model "zz" in this catalog (use an id or alias)');
+  // Only the path a line starts with is annotated, never the file's own text that looks like
+  // one (a quoted name, a record key); an id is quoted inert: control and format characters
+  // (a right-to-left override, a C1 escape) as \u escapes, at most 80 code points.
+  const model = (id: string, more: Record<string, unknown> = {}) => ({ id, prices: { input: '1', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' }, ...more });
+  const quoted = base();
+  quoted['models'] = [...(quoted['models'] as unknown[]), model('b', { fallback_models: ['models[0]'] })];
+  assert.equal(messageOf(quoted), 'invalid pricing catalog test.json:\n'
+    + '  - models[1] "b".fallback_models[0]: no model "models[0]" in this catalog (use an id or alias)');
+  const control = base();
+  control['models'] = [...(control['models'] as unknown[]), model('m\u202e\u009b2J')];
+  assert.equal(messageOf(control), 'invalid pricing catalog test.json:\n'
+    + '  - models[1] "m\\u202e\\u009b2J".id: must not contain control characters (it is stored in usage events)');
+  const long = base();
+  (long['models'] as Array<Record<string, unknown>>)[0]!['id'] = `${'x'.repeat(79)}\u{1F600}${'y'.repeat(100)}`;
+  (long['models'] as Array<Record<string, unknown>>)[0]!['prices'] = { input: 'abc', output: '1', cache_read: '1', cache_write_5m: '1', cache_write_1h: '1' };
+  const cut = `models[0] "${'x'.repeat(79)}\u{1F600}…"`; // 80 code points: the emoji whole, not half a surrogate pair
+  assert.equal(messageOf(long), `invalid pricing catalog test.json:\n  - ${cut}.id: must be printable ASCII (a model name travels to the upstream and back)\n  - ${cut}.prices.input: expected a decimal string`);
 });
 
 test('the credit needs exactly one positive rate', () => {

@@ -243,14 +243,31 @@ export class CatalogError extends Error {
    *   which is how an operator finds it in a file of dozens; `problems` keep the bare path.
    */
   constructor(source: string, problems: readonly string[], modelIds: readonly (string | undefined)[] = []) {
-    const named = (p: string) => p.replace(/(?<![.\w])models\[(\d+)\]/g, (at, i: string) => {
+    // Only the path a problem starts with: `models[N]` elsewhere in the line may be the file's
+    // own text (a quoted name, a record key), which must not be rewritten.
+    const named = (p: string) => p.replace(/^models\[(\d+)\]/, (at, i: string) => {
       const id = modelIds[Number(i)];
-      return id === undefined ? at : `${at} ${JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id)}`;
+      return id === undefined ? at : `${at} ${quotedId(id)}`;
     });
     super(`invalid pricing catalog ${source}:\n${problems.map((p) => `  - ${named(p)}`).join('\n')}`);
     this.source = source;
     this.problems = problems;
   }
+}
+
+/**
+ * A model id from the file as a bounded, inert quote for a message: JSON string syntax, at most
+ * 80 code points (then `…`), and every control, format or line/paragraph separator character
+ * (C0, C1, bidi overrides, zero-width marks: Unicode categories Cc, Cf, Zl, Zp) as a `\uXXXX`
+ * escape, so a terminal or log viewer shows it as text.
+ */
+function quotedId(id: string): string {
+  const points = [...id.toWellFormed()];
+  const cut = points.length > 80 ? `${points.slice(0, 80).join('')}…` : id.toWellFormed();
+  return JSON.stringify(cut).replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, (c) => {
+    const cp = c.codePointAt(0)!;
+    return cp > 0xffff ? `\\u{${cp.toString(16)}}` : `\\u${cp.toString(16).padStart(4, '0')}`;
+  });
 }
 
 /** The `id` of each entry of a catalog document's `models` that has a string one (for CatalogError). */
