@@ -71,6 +71,20 @@ export const LEDGER_REFUSED_IDS = (quarantine: string) => `SELECT event_id FROM 
  */
 const NOT_REFUSED = (quarantine: string) => `event_id NOT IN (${LEDGER_REFUSED_IDS(quarantine)})`;
 
+/**
+ * The stored facts of `table` (usage or ledger) as of the log positions `{<p>p}`/`{<p>o}`
+ * (BOUND), copies folded, less what the ledger group refused: `<table> FINAL PREWHERE <bound>
+ * WHERE <not refused>`, to select from. PREWHERE runs before FINAL folds the copies of one fact
+ * (ClickHouse, "PREWHERE Clause": a PREWHERE on columns outside the sorting key changes what
+ * FINAL sees; the positions are outside it), so a fact counts when any copy of it is within the
+ * bound; a WHERE would run after FINAL kept the newest copy, and drop the fact whole when that
+ * copy lies past the bound. FINAL still streams in key order. Copies of one fact are the same
+ * event (a conflicting ledger copy is quarantined, never stored).
+ */
+function boundedFacts(table: string, p: 'u' | 'l', quarantine: string): string {
+  return `${table} FINAL PREWHERE ${BOUND(p)} WHERE ${NOT_REFUSED(quarantine)}`;
+}
+
 // Offsets travel as JS numbers: exact below 2^53, far beyond any partition's length.
 function boundParams(at: LogPositions): Record<string, unknown> {
   return {
@@ -825,18 +839,24 @@ export class Warehouse {
   }
 
   /**
-   * Balances as of log positions: only facts at or before `at[table][partition]` count (facts
-   * without a position, from the embedded mode, always count). With `at` = `logPositions()`
-   * this is exact even while the sink keeps inserting, because it inserts in log order.
+   * Balances as of log positions: a fact counts when any stored copy of it is at or before
+   * `at[table][partition]` (facts without a position, from the embedded mode, always count).
+   * With `at` = `logPositions()` this is exact even while the sink keeps inserting, because it
+   * inserts in log order.
+   *
+   * The bound picks rows BEFORE the copies of one event are folded into one (`boundedFacts`):
+   * with the bound after `FINAL`, which keeps the newest copy, an event whose later copy (a
+   * producer's retry, stored at a higher offset) lay past the bound was left out whole, and a
+   * rebuild from such a snapshot forgot its charge for good (its id still read as applied).
    */
   async balancesAt(at: LogPositions): Promise<Map<string, bigint>> {
     const rows = await this.#select(
       `SELECT account_id, toString(sum(amount)) AS balance_text FROM (
          SELECT account_id, sum(toInt128(amount_micros)) AS amount
-         FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')} AND ${NOT_REFUSED(this.#t.quarantine)} GROUP BY account_id
+         FROM ${boundedFacts(this.#t.ledger, 'l', this.#t.quarantine)} GROUP BY account_id
          UNION ALL
          SELECT account_id, -sum(toInt128(cost_micros)) AS amount
-         FROM ${this.#t.usage} FINAL WHERE ${BOUND('u')} AND ${NOT_REFUSED(this.#t.quarantine)} GROUP BY account_id
+         FROM ${boundedFacts(this.#t.usage, 'u', this.#t.quarantine)} GROUP BY account_id
        ) GROUP BY account_id ORDER BY account_id`,
       boundParams(at),
     );
@@ -859,8 +879,8 @@ export class Warehouse {
    */
   async ledgerEntriesAt(at: LogPositions): Promise<Map<string, StoredLedgerEntry>> {
     const rows = await this.#select(
-      `SELECT event_id, toString(amount_micros) AS amount_text, kind FROM ${this.#t.ledger} FINAL
-       WHERE ${BOUND('l')} AND ${NOT_REFUSED(this.#t.quarantine)}`,
+      `SELECT event_id, toString(amount_micros) AS amount_text, kind
+       FROM ${boundedFacts(this.#t.ledger, 'l', this.#t.quarantine)}`,
       boundParams(at),
     );
     return ledgerEntryMap(rows);
@@ -888,7 +908,7 @@ export class Warehouse {
   async eventAccountsAt(at: LogPositions, sinceMs: number): Promise<Map<string, string>> {
     const params = { ...boundParams(at), since: sinceMs };
     const [ledger, usage] = await Promise.all([
-      this.#select(`SELECT event_id, account_id FROM ${this.#t.ledger} FINAL WHERE ${BOUND('l')}`, params),
+      this.#select(`SELECT DISTINCT event_id, account_id FROM ${this.#t.ledger} WHERE ${BOUND('l')}`, params),
       this.#select(
         `SELECT DISTINCT event_id, account_id FROM ${this.#t.usage}
          WHERE ts >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') AND ${BOUND('u')}`,

@@ -376,6 +376,36 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         assert.deepEqual(await w.eventAccountsAt(at([[1, 9n]], []), 0), new Map([['credit:acc_p:embedded', 'acc_p']]));
       }));
 
+    test('a fact whose later copy lies past the positions still counts as of them (usage and ledger, copies in later and in the same batch): balancesAt, ledgerEntriesAt and eventAccountsAt agree with usageIdsAt', () =>
+      withWarehouse(async (w) => {
+        // Kind: the position bound applied after FINAL folded the copies. FINAL keeps the newest
+        // copy; when a producer's retry stored it past the bound, the whole event fell out of
+        // the balance while usageIdsAt still named it, so a rebuild from that snapshot forgot
+        // its charge for good (a tester: -7 µc for -107). acc_c: usage X 100 µc at p0:5, Y 7 µc
+        // at p0:6, grant G 1,000 µc at p1:3; then copies X at p0:14 and G at p1:9, and in one
+        // batch Z 20 µc at p0:15 and its copy at p0:16.
+        const x = usage({ event_id: 'req_x', account_id: 'acc_c', cost_micros: '100' });
+        const y = usage({ event_id: 'req_y', account_id: 'acc_c', cost_micros: '7', ts: T2 + 1 });
+        const z = usage({ event_id: 'req_z', account_id: 'acc_c', cost_micros: '20', ts: T2 + 2 });
+        const g = ledger({ account_id: 'acc_c', reference: 'g', amount_micros: '1000' });
+        await w.insertUsage([x, y], [{ partition: 0, offset: 5n }, { partition: 0, offset: 6n }]);
+        await w.insertLedger([g], [{ partition: 1, offset: 3n }]);
+        const snapshot = await w.logPositions();
+        assert.deepEqual([snapshot.usage, snapshot.ledger], [new Map([[0, 6n]]), new Map([[1, 3n]])]);
+        await w.insertUsage([x], [{ partition: 0, offset: 14n }]);
+        await w.insertLedger([g], [{ partition: 1, offset: 9n }]);
+        await w.insertUsage([z, z], [{ partition: 0, offset: 15n }, { partition: 0, offset: 16n }]);
+        // 1,000 − 100 − 7 = 893 as of the snapshot; 893 − 20 = 873 now
+        assert.equal((await w.balancesAt(snapshot)).get('acc_c'), 893n);
+        assert.deepEqual([...(await w.ledgerEntriesAt(snapshot)).keys()], [g.event_id]);
+        assert.deepEqual((await w.usageIdsAt(snapshot, 0)).sort(), ['req_x', 'req_y']);
+        assert.deepEqual(await w.eventAccountsAt(snapshot, 0), new Map([[g.event_id, 'acc_c'], ['req_x', 'acc_c'], ['req_y', 'acc_c']]));
+        const between = { usage: new Map([[0, 15n]]), ledger: new Map([[1, 3n]]) };
+        assert.equal((await w.balancesAt(between)).get('acc_c'), 873n);
+        assert.equal((await w.balancesAt(await w.logPositions())).get('acc_c'), 873n);
+        assert.equal((await w.balances()).get('acc_c'), 873n);
+      }));
+
     test('a usage event round-trips exactly', () =>
       withWarehouse(async (w) => {
         await w.insertUsage(USAGE);
