@@ -2,7 +2,7 @@
 // of the warehouse's log positions, later events apply once, earlier ones (and producer-side
 // duplicates of them at new offsets) not again, and a consumer ahead of the snapshot is told
 // to rewind.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,9 +24,14 @@ const usage = (id: string, cost: string): UsageEvent => ({
 });
 const grant: LedgerEvent = { type: 'ledger', event_id: 'credit:acct_r:start', ts: Date.now(), account_id: 'acct_r', kind: 'grant', amount_micros: '1000000', reference: 'start' };
 
-test('rebuild from the warehouse as of its positions; later events once, earlier ones never again', async (t) => {
+/**
+ * Redis (its keys under a fresh prefix, removed after the test), a migrated chDB warehouse in a
+ * temporary directory and the hot state's stores on them; undefined when Redis is absent (the
+ * test then reports itself skipped).
+ */
+async function engines(t: TestContext) {
   const url = await requireRedis(t);
-  if (!url) return;
+  if (!url) return undefined;
   const redis = new Redis(url);
   const prefix = `test:${randomUUID()}:`;
   const warehouse = new Warehouse({ client: createChdbClickHouse({ path: mkdtempSync(join(tmpdir(), 'tollgate-rb-')) }) });
@@ -41,8 +46,13 @@ test('rebuild from the warehouse as of its positions; later events once, earlier
     await warehouse.close();
   });
   await warehouse.migrate();
-  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true });
-  const keys = new RedisKeyDirectory({ redis, prefix });
+  return { redis, prefix, warehouse, balances: new RedisBalanceStore({ redis, prefix, requireReady: true }), keys: new RedisKeyDirectory({ redis, prefix }) };
+}
+
+test('rebuild from the warehouse as of its positions; later events once, earlier ones never again', async (t) => {
+  const e = await engines(t);
+  if (!e) return;
+  const { redis, prefix, warehouse, balances, keys } = e;
 
   // The warehouse holds: the grant at ledger/0@0, usage u1 at usage/1@0 and u2 at usage/1@1.
   await warehouse.insertLedger([grant], [{ partition: 0, offset: 0n }]);
@@ -84,24 +94,9 @@ test('reconcile with the warehouse ahead of hot state past a copy of an applied 
   // copy lay past them (the bound applied after FINAL kept the newest copy): reconcile named a
   // difference of the event's whole cost that did not exist, and a rebuild from such a
   // snapshot kept the event's id as applied but not its charge.
-  const url = await requireRedis(t);
-  if (!url) return;
-  const redis = new Redis(url);
-  const prefix = `test:${randomUUID()}:`;
-  const warehouse = new Warehouse({ client: createChdbClickHouse({ path: mkdtempSync(join(tmpdir(), 'tollgate-rb-')) }) });
-  t.after(async () => {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-      if (keys.length) await redis.del(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-    redis.disconnect();
-    await warehouse.close();
-  });
-  await warehouse.migrate();
-  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true });
-  const keys = new RedisKeyDirectory({ redis, prefix });
+  const e = await engines(t);
+  if (!e) return;
+  const { warehouse, balances, keys } = e;
   await warehouse.insertLedger([grant], [{ partition: 0, offset: 0n }]);
   const u1 = usage('u1', '300'); // one event: its copy is the same JSON, the same ts
   await warehouse.insertUsage([u1, usage('u2', '50')], [{ partition: 1, offset: 0n }, { partition: 1, offset: 1n }]);
