@@ -326,6 +326,14 @@ export class Warehouse {
    */
   readonly #unsettled = new Set<string>();
   readonly #onRepair: WarehouseOptions['onRepair'];
+  /**
+   * The SETTINGS clause the position-bounded reads end with (`boundedFacts`): `SETTINGS
+   * apply_prewhere_after_final = 0` where the server has that setting (ClickHouse 25.11.10 and
+   * 25.12 on; a user profile setting it to 1 would run the bound after FINAL again, the bug
+   * those reads fixed), '' where it does not (an older server refuses an unknown setting).
+   * Asked once, on first use.
+   */
+  #prewhereFirst: Promise<string> | undefined;
 
   constructor(opts: WarehouseOptions) {
     this.#client = opts.client;
@@ -857,7 +865,8 @@ export class Warehouse {
          UNION ALL
          SELECT account_id, -sum(toInt128(cost_micros)) AS amount
          FROM ${boundedFacts(this.#t.usage, 'u', this.#t.quarantine)} GROUP BY account_id
-       ) GROUP BY account_id ORDER BY account_id`,
+       ) GROUP BY account_id ORDER BY account_id
+       ${await this.#boundedSettings()}`,
       boundParams(at),
     );
     return new Map(rows.map((r) => [str(r['account_id']), money(r['balance_text'])]));
@@ -880,7 +889,8 @@ export class Warehouse {
   async ledgerEntriesAt(at: LogPositions): Promise<Map<string, StoredLedgerEntry>> {
     const rows = await this.#select(
       `SELECT event_id, toString(amount_micros) AS amount_text, kind
-       FROM ${boundedFacts(this.#t.ledger, 'l', this.#t.quarantine)}`,
+       FROM ${boundedFacts(this.#t.ledger, 'l', this.#t.quarantine)}
+       ${await this.#boundedSettings()}`,
       boundParams(at),
     );
     return ledgerEntryMap(rows);
@@ -1124,6 +1134,14 @@ export class Warehouse {
    */
   async select(query: string, params: Record<string, unknown> = {}): Promise<Row[]> {
     return this.#select(query, params);
+  }
+
+  /** See #prewhereFirst. */
+  #boundedSettings(): Promise<string> {
+    this.#prewhereFirst ??= this.#select(`SELECT count() AS n FROM system.settings WHERE name = 'apply_prewhere_after_final'`, {})
+      .then((rows) => (int(rows[0]?.['n'] ?? 0) > 0 ? 'SETTINGS apply_prewhere_after_final = 0' : ''))
+      .catch((err: unknown) => { this.#prewhereFirst = undefined; throw err; });
+    return this.#prewhereFirst;
   }
 
   /** Runs one statement (DDL or INSERT … SELECT) with server-side parameters (and `stringTable` lists, as `select`). */

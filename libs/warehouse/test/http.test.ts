@@ -148,6 +148,32 @@ if (url === undefined) {
       }
     });
 
+    test('balances as of log positions hold when a profile sets apply_prewhere_after_final = 1 (the bound before FINAL is pinned where the server has the setting)', async () => {
+      // Kind: a server setting that moves the position bound after FINAL again. Here the client
+      // sends it with every query, as a user profile would apply it. acc_s: usage X 100 µc at
+      // p0:5 and Y 7 µc at p0:6, X's copy at p0:14; as of p0:6 the balance is -107 µc.
+      const { createClient } = await import('@clickhouse/client');
+      const known = await createHttpClickHouse(server).query({ query: "SELECT count() AS n FROM system.settings WHERE name = 'apply_prewhere_after_final'", format: 'JSONEachRow' });
+      const has = Number(((await known.json()) as Array<{ n: string | number }>)[0]!.n) > 0;
+      const w = new Warehouse({ client: createClient({ ...server, ...(has ? { clickhouse_settings: { apply_prewhere_after_final: 1 } as never } : {}) }), database, tablePrefix: 'prewhere_' });
+      try {
+        await w.migrate();
+        const x = v2({ event_id: 'x', ts: T('2026-01-05T00:00:00.000Z'), account_id: 'acc_s', cost_micros: '100' });
+        const y = v2({ event_id: 'y', account_id: 'acc_s', cost_micros: '7', ts: x.ts + 1 });
+        await w.insertUsage([x, y], [{ partition: 0, offset: 5n }, { partition: 0, offset: 6n }]);
+        await w.insertUsage([x], [{ partition: 0, offset: 14n }]);
+        const at = { usage: new Map([[0, 6n]]), ledger: new Map<number, bigint>() };
+        assert.equal((await w.balancesAt(at)).get('acc_s'), -107n);
+        if (has) {
+          // What the setting does to an unpinned read: the copy past the bound hides the event.
+          const raw = await w.select(`SELECT toString(sum(cost_micros)) AS c FROM ${w.tables.usage} FINAL PREWHERE log_offset <= 6`);
+          assert.equal(raw[0]!['c'], '7');
+        }
+      } finally {
+        await w.close();
+      }
+    });
+
     test('query parameters are sent as param_ and typed by the server; a missing one is UNKNOWN_QUERY_PARAMETER (456)', async () => {
       const client = createHttpClickHouse(server);
       try {
