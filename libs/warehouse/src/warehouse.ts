@@ -318,6 +318,16 @@ export class Warehouse {
    */
   #idsSuspect = true;
   /**
+   * When (this client's clock, ms) the earliest usage insert failed since the ids were last
+   * restored, less RESTORE_CLOCK_MARGIN_MS; undefined when none failed in this process. The
+   * restore then looks back at least to it, however long ClickHouse stayed away: a cut followed
+   * by a longer outage than the default look-back (one hour) left its ids out of reach and its
+   * redelivery was counted twice in the rollups the cut had reached.
+   */
+  #suspectSinceMs: number | undefined;
+  /** Bumped at every failed usage insert: a restore clears the flags only if none failed meanwhile. */
+  #failures = 0;
+  /**
    * Query ids of usage inserts that failed at this client (a timeout, a dropped connection):
    * a server goes on with an insert whose client gave up, so one may still be running and land
    * its view blocks after the retry's repair rebuilt those rollup rows from raw (a tester's
@@ -500,6 +510,7 @@ export class Warehouse {
       const restored = await this.restoreRecentIds();
       if (restored > 0) this.#onRepair?.({ idsRestored: restored, where: 'insert' });
     }
+    const insertStartedMs = Date.now();
     const { skip, stored } = await this.#markStored(rows);
     slice = slicer();
     // The token's text is hashed once at the end: one native call, not one per row.
@@ -534,6 +545,8 @@ export class Warehouse {
       await finished(res.stream).catch(() => {});
     } catch (err) {
       this.#idsSuspect = true;
+      this.#suspectSinceMs ??= insertStartedMs - RESTORE_CLOCK_MARGIN_MS;
+      this.#failures++;
       this.#unsettled.add(queryId);
       throw err;
     }
@@ -1097,13 +1110,23 @@ export class Warehouse {
   }
 
   /**
-   * Puts back the `usage_event_ids` rows a cut insert of the last `withinMs` (default one hour)
-   * lost (`restoreRecentIds` in rollup-repair.ts); returns how many (ts, id) pairs.
-   * Throws what ClickHouse throws.
+   * Puts back the `usage_event_ids` rows a cut insert of the last `withinMs` lost
+   * (`restoreRecentIds` in rollup-repair.ts); returns how many (ts, id) pairs. Without
+   * `withinMs`: the last hour, or further back to the first usage insert of this process that
+   * failed since the last such restore (an outage longer than the hour), and the insert path's
+   * "ids suspect" flag is cleared unless another insert failed meanwhile. Throws what
+   * ClickHouse throws.
    */
   async restoreRecentIds(withinMs?: number): Promise<number> {
-    const restored = await restoreRecentIds(this, withinMs);
-    if (withinMs === undefined) this.#idsSuspect = false; // the window an insert would restore
+    if (withinMs !== undefined) return restoreRecentIds(this, withinMs);
+    const failures = this.#failures;
+    const since = this.#suspectSinceMs;
+    const window = since === undefined ? RECENT_RESTORE_MS : Math.max(RECENT_RESTORE_MS, Date.now() - since);
+    const restored = await restoreRecentIds(this, window);
+    if (this.#failures === failures) {
+      this.#idsSuspect = false;
+      this.#suspectSinceMs = undefined;
+    }
     return restored;
   }
 
@@ -1332,6 +1355,11 @@ function epochMs(v: number, field: string): number {
   }
   return v;
 }
+
+/** How far back a restore of lost ids looks by default (ms): a cut found at a process's start. */
+const RECENT_RESTORE_MS = 3_600_000;
+/** Subtracted from a failed insert's start (ms) for the restore's look-back: the server stamps `inserted_at` by its own clock. */
+const RESTORE_CLOCK_MARGIN_MS = 300_000;
 
 /** 2300-01-01T00:00:00Z: the first millisecond `dateTime` refuses. */
 const DATETIME_END_MS = Date.UTC(2300, 0, 1);

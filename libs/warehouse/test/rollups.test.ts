@@ -1,7 +1,7 @@
 // Usage rollups (migration 7) against real chDB: each event counted once in every rollup however
 // often it is delivered, rollup answers equal raw answers, and the analytics numbers exact.
 
-import { after, test } from 'node:test';
+import { after, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -439,6 +439,38 @@ test('insert that failed in a later view (the server cut it, the process lives o
     assert.equal(await count(w.tables.usage), 8);
     assert.ok(await count(w.tables.usageIds) < 8, 'the failing view cut the block before the id view');
     // The log retries the batch (here with the rest of the partition after it).
+    await w.insertUsage(all.slice(1));
+    const eight = `8:${TOTAL_COST}`;
+    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+  } finally {
+    await w.close();
+  }
+});
+
+test('insert that failed in a later view, then ClickHouse away for longer than the restore\'s hour: the next insert still puts the lost ids back (it looks back to the failure), and the retried batch counts every event once', async () => {
+  // Kind: a cut older than the restore's look-back. The failed insert started two hours ago by
+  // this process's clock (Date mocked for it alone) and its rows carry inserted_at two hours back
+  // (aged by a mutation, as the server's clock would have them after the outage); a one-hour
+  // look-back misses them, and the retried batch counts the cut's events a second time in every
+  // rollup the cut reached.
+  const { w, prefix } = await fresh();
+  const failing = `\`${prefix}fail_mv\``;
+  try {
+    const all = events();
+    await w.insertUsage([all[0]!]);
+    await w.command(`CREATE TABLE \`${prefix}fail_sink\` (x UInt8) ENGINE = Null`);
+    await w.command(`CREATE MATERIALIZED VIEW ${failing} TO \`${prefix}fail_sink\` AS SELECT throwIf(event_id = 'e5', 'simulated view failure') AS x FROM ${w.tables.usage}`);
+    mock.timers.enable({ apis: ['Date'], now: Date.now() - 2 * 3_600_000 });
+    try {
+      await assert.rejects(w.insertUsage(all.slice(1)), /simulated view failure/);
+    } finally {
+      mock.timers.reset();
+    }
+    await w.command(`DROP TABLE ${failing}`);
+    await w.command(`ALTER TABLE ${w.tables.usage} UPDATE inserted_at = inserted_at - toIntervalHour(2) WHERE 1 SETTINGS mutations_sync = 2`);
+    const count = async (table: string) => Number((await w.select(`SELECT uniqExact(event_id) AS n FROM ${table}`))[0]!['n']);
+    assert.ok(await count(w.tables.usageIds) < 8, 'the failing view cut the block before the id view');
     await w.insertUsage(all.slice(1));
     const eight = `8:${TOTAL_COST}`;
     assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
