@@ -422,27 +422,43 @@ test('insert cut before the id view, then the process died and its successor\'s 
   }
 });
 
-test('insert that failed in a later view (the server cut it, the process lives on): the next insert puts lost ids back first, and the retried batch counts every event once', async () => {
-  // A view that throws on e5's row (a stand-in for a memory limit or a server fault in a view):
-  // ClickHouse fails the INSERT after the raw block and the views before it were written.
-  const { w, prefix } = await fresh();
+/**
+ * Stores e1, then inserts e2…e8 with a view that throws on e5's row (a stand-in for a memory
+ * limit or a server fault in a view): ClickHouse fails the INSERT after the raw block and the
+ * views before it were written. `failingAt` (ms, this process's clock) dates the failed insert.
+ * Then checks the cut: raw holds e1…e8, the id table fewer (it missed the failed block).
+ */
+async function cutInLaterView(w: Warehouse, prefix: string, all: UsageEventV2[], failingAt?: number): Promise<void> {
   const failing = `\`${prefix}fail_mv\``;
+  await w.insertUsage([all[0]!]);
+  await w.command(`CREATE TABLE \`${prefix}fail_sink\` (x UInt8) ENGINE = Null`);
+  await w.command(`CREATE MATERIALIZED VIEW ${failing} TO \`${prefix}fail_sink\` AS SELECT throwIf(event_id = 'e5', 'simulated view failure') AS x FROM ${w.tables.usage}`);
+  if (failingAt !== undefined) mock.timers.enable({ apis: ['Date'], now: failingAt });
+  try {
+    await assert.rejects(w.insertUsage(all.slice(1)), /simulated view failure/);
+  } finally {
+    if (failingAt !== undefined) mock.timers.reset();
+  }
+  await w.command(`DROP TABLE ${failing}`);
+  const count = async (table: string) => Number((await w.select(`SELECT uniqExact(event_id) AS n FROM ${table}`))[0]!['n']);
+  assert.equal(await count(w.tables.usage), 8);
+  assert.ok(await count(w.tables.usageIds) < 8, 'the failing view cut the block before the id view');
+}
+
+/** The log retries the cut batch e2…e8: every rollup then counts the eight events once, and equals raw. */
+async function retryCountsOnce(w: Warehouse, all: UsageEventV2[]): Promise<void> {
+  await w.insertUsage(all.slice(1));
+  const eight = `8:${TOTAL_COST}`;
+  assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
+  assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+}
+
+test('insert that failed in a later view (the server cut it, the process lives on): the next insert puts lost ids back first, and the retried batch counts every event once', async () => {
+  const { w, prefix } = await fresh();
   try {
     const all = events();
-    await w.insertUsage([all[0]!]);
-    await w.command(`CREATE TABLE \`${prefix}fail_sink\` (x UInt8) ENGINE = Null`);
-    await w.command(`CREATE MATERIALIZED VIEW ${failing} TO \`${prefix}fail_sink\` AS SELECT throwIf(event_id = 'e5', 'simulated view failure') AS x FROM ${w.tables.usage}`);
-    await assert.rejects(w.insertUsage(all.slice(1)), /simulated view failure/);
-    await w.command(`DROP TABLE ${failing}`);
-    // the cut this test is about: raw holds e1…e8, the id table fewer (it missed the failed block)
-    const count = async (table: string) => Number((await w.select(`SELECT uniqExact(event_id) AS n FROM ${table}`))[0]!['n']);
-    assert.equal(await count(w.tables.usage), 8);
-    assert.ok(await count(w.tables.usageIds) < 8, 'the failing view cut the block before the id view');
-    // The log retries the batch (here with the rest of the partition after it).
-    await w.insertUsage(all.slice(1));
-    const eight = `8:${TOTAL_COST}`;
-    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
-    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+    await cutInLaterView(w, prefix, all);
+    await retryCountsOnce(w, all);
   } finally {
     await w.close();
   }
@@ -453,28 +469,13 @@ test('insert that failed in a later view, then ClickHouse away for longer than t
   // this process's clock (Date mocked for it alone) and its rows carry inserted_at two hours back
   // (aged by a mutation, as the server's clock would have them after the outage); a one-hour
   // look-back misses them, and the retried batch counts the cut's events a second time in every
-  // rollup the cut reached.
+  // rollup the cut reached (13 requests for 8 in the minute and hour rollups).
   const { w, prefix } = await fresh();
-  const failing = `\`${prefix}fail_mv\``;
   try {
     const all = events();
-    await w.insertUsage([all[0]!]);
-    await w.command(`CREATE TABLE \`${prefix}fail_sink\` (x UInt8) ENGINE = Null`);
-    await w.command(`CREATE MATERIALIZED VIEW ${failing} TO \`${prefix}fail_sink\` AS SELECT throwIf(event_id = 'e5', 'simulated view failure') AS x FROM ${w.tables.usage}`);
-    mock.timers.enable({ apis: ['Date'], now: Date.now() - 2 * 3_600_000 });
-    try {
-      await assert.rejects(w.insertUsage(all.slice(1)), /simulated view failure/);
-    } finally {
-      mock.timers.reset();
-    }
-    await w.command(`DROP TABLE ${failing}`);
+    await cutInLaterView(w, prefix, all, Date.now() - 2 * 3_600_000);
     await w.command(`ALTER TABLE ${w.tables.usage} UPDATE inserted_at = inserted_at - toIntervalHour(2) WHERE 1 SETTINGS mutations_sync = 2`);
-    const count = async (table: string) => Number((await w.select(`SELECT uniqExact(event_id) AS n FROM ${table}`))[0]!['n']);
-    assert.ok(await count(w.tables.usageIds) < 8, 'the failing view cut the block before the id view');
-    await w.insertUsage(all.slice(1));
-    const eight = `8:${TOTAL_COST}`;
-    assert.deepEqual(await rollupCosts(w), { minute: eight, hour: eight, day: eight });
-    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+    await retryCountsOnce(w, all);
   } finally {
     await w.close();
   }
