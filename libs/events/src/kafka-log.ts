@@ -1497,8 +1497,8 @@ function boundedId(id: unknown): string {
 
 /**
  * A spool line's headers as Kafka can carry them: string values kept, numbers and booleans as
- * text, others (null, objects) left out. Publish refuses anything else since session 25; a line
- * an earlier version wrote could still hold one, and kafkajs throws on it at every send.
+ * text, others (null, objects) left out. Publish refuses a header value that is not a string; a
+ * line an earlier version wrote could still hold one, and kafkajs throws on it at every send.
  */
 function stringHeaders(headers: unknown): EventHeaders {
   const out: EventHeaders = {};

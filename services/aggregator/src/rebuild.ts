@@ -122,6 +122,15 @@ async function boundedSnapshot(w: Warehouse, at: LogPositions, since: number, wi
   throw new Error(`rebuild: ${SNAPSHOT_READS_MAX} reads of the warehouse as of its positions never agreed (parts merging all along); run it again`);
 }
 
+/** Polls `check` every 200 ms until it holds (true) or `deadline` (epoch ms) has passed (false). */
+async function until(deadline: number, check: () => Promise<boolean>): Promise<boolean> {
+  while (!await check()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return true;
+}
+
 function bounds(positions: Map<string, bigint>): LogPositions {
   const at: LogPositions = { usage: new Map(), ledger: new Map() };
   for (const [field, offset] of positions) {
@@ -168,10 +177,7 @@ export async function reconcile(
   /** Hot state against the warehouse as of `s`'s positions, once the warehouse holds them; undefined past the deadline. */
   const compare = async (s: typeof snap) => {
     const need = bounds(s.positions);
-    while (!covers(await deps.warehouse.logPositions(), need)) {
-      if (Date.now() > deadline) return undefined;
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    if (!await until(deadline, async () => covers(await deps.warehouse.logPositions(), need))) return undefined;
     const warehouse = await deps.warehouse.balancesAt(need);
     const ids = new Set([...s.balances.keys(), ...warehouse.keys()]);
     const out: ReconcileReport['differences'] = [];
@@ -197,12 +203,9 @@ export async function reconcile(
     // again once hot state holds everything the warehouse holds now, and keep only the
     // accounts that differ both times; a real difference does not go away.
     const target = await deps.warehouse.logPositions();
-    let again = await deps.balances.snapshot();
-    while (!covers(bounds(again.positions), target) && Date.now() <= deadline) {
-      await new Promise((r) => setTimeout(r, 200));
-      again = await deps.balances.snapshot();
-    }
-    const second = covers(bounds(again.positions), target) ? await compare(again) : undefined;
+    let again = snap;
+    const caughtUp = await until(deadline, async () => covers(bounds((again = await deps.balances.snapshot()).positions), target));
+    const second = caughtUp ? await compare(again) : undefined;
     if (second !== undefined) {
       const before = new Set(differences.map((d) => d.account_id));
       differences = second.out.filter((d) => before.has(d.account_id));
