@@ -4,7 +4,7 @@
 // restart (rebuilt from the warehouse, migration 5). Balances: haiku-4-5 input 24, output 120 µc.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { admin, customer, simRequests, startStack, type Stack } from '../support/tollgate.ts';
+import { admin, ADMIN_TOKEN, customer, simRequests, startStack, type Stack } from '../support/tollgate.ts';
 
 // One stack (chDB allows one data directory per process); the trusted-proxy test runs last,
 // after a restart with TRUST_PROXY on.
@@ -131,6 +131,45 @@ describe('access rules per key and account', () => {
     assert.deepEqual(await call(stack.url, c.secret, { ...HAIKU, fallbacks: [{ model: 'claude-haiku-4-5' }], tools: [{ ...advisor, model: 'claude-haiku-4-5' }] }), ok);
     await patchKey(stack.url, c.keyId, { allowed_models: null });
     assert.deepEqual(await call(stack.url, c.secret, { ...HAIKU, fallbacks: [{ model: 'claude-opus-4-6' }] }), ok);
+  });
+
+  test('a key given twice in one object is refused at the edge on every route, so the model checked is the model served: 400 naming it, nothing forwarded, held or billed', async () => {
+    const c = await customer(stack.url, 1);
+    await patchKey(stack.url, c.keyId, { allowed_models: ['claude-haiku-4-5'] });
+    const lastSent = async () => JSON.stringify(await simRequests(stack.simUrl, 1));
+    const before = await lastSent();
+    const raw = async (path: string, body: string, headers: Record<string, string>) => {
+      const res = await fetch(`${stack.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+      const json = await res.json() as { error?: { type: string; code: string; message: string } };
+      return [res.status, json.error?.type, json.error?.code, json.error?.message];
+    };
+    const refused = (path: string) => [400, 'invalid_request_error', 'invalid_request',
+      `${path}: given more than once in one object; which one was meant is a guess, so send each key once`];
+    const anthropic = { 'x-api-key': c.secret, 'anthropic-version': '2023-06-01' };
+    const user = '"messages":[{"role":"user","content":"hi [[sim input=1 output=1]]"}]';
+    // JSON.parse keeps the last copy and many readers the first: each body reads as an allowed
+    // or cheap request one way and as another request the other way.
+    const cases: Array<[string, string, string]> = [
+      ['/v1/messages', `{"model":"claude-opus-4-6","model":"claude-haiku-4-5","max_tokens":4,${user}}`, 'model'],
+      ['/v1/messages', `{"model":"claude-haiku-4-5","max_tokens":64000,"max_tokens":1,${user}}`, 'max_tokens'],
+      ['/v1/messages', `{"model":"claude-haiku-4-5","max_tokens":4,"stream":true,"stream":false,${user}}`, 'stream'],
+      ['/v1/messages', `{"model":"claude-haiku-4-5","max_tokens":4,"messages":[{"role":"user","content":[{"type":"text","text":"${'x'.repeat(4000)}","text":"hi"}]}]}`, 'messages[0].content[0].text'],
+      ['/v1/messages', `{"model":"claude-haiku-4-5","max_tokens":4,${user},"tools":[{"type":"advisor_20260301","name":"advisor","model":"claude-opus-4-6","model":"claude-haiku-4-5","max_uses":1}]}`, 'tools[0].model'],
+      ['/v1/messages', `{"model":"claude-haiku-4-5","max_tokens":4,${user},"fallbacks":[{"model":"claude-opus-4-6","mod\\u0065l":"claude-haiku-4-5"}]}`, 'fallbacks[0].model'],
+      ['/v1/messages/count_tokens', `{"model":"claude-opus-4-6","model":"claude-haiku-4-5",${user}}`, 'model'],
+    ];
+    for (const [path, body, named] of cases) {
+      assert.deepEqual(await raw(path, body, anthropic), refused(named), `${path} ${named}`);
+    }
+    assert.deepEqual(await raw('/v1/chat/completions', '{"model":"claude-opus-4-6","model":"claude-haiku-4-5","messages":[{"role":"user","content":"hi"}]}',
+      { authorization: `Bearer ${c.secret}` }), refused('model'));
+    assert.equal(await lastSent(), before);
+    // The admin API reads its bodies the same way: a grant naming credits twice grants nothing.
+    const grant = await raw(`/admin/v1/accounts/${c.accountId}/credits`, '{"credits":1,"credits":1000000,"reference":"dup"}',
+      { authorization: `Bearer ${ADMIN_TOKEN}` });
+    assert.deepEqual(grant, refused('credits'));
+    const view = await admin<{ balance_micro_credits: string; held_credits: number }>(stack.url, 'GET', `/admin/v1/accounts/${c.accountId}`);
+    assert.deepEqual([view.json.balance_micro_credits, view.json.held_credits], ['1000000', 0]);
   });
 
   test('limits and states are flat PATCH fields: credits in, exact decimal-string credits out (never a float), µc in the record; revoked keys cannot change', async () => {

@@ -1,6 +1,9 @@
+import { isUtf8 } from 'node:buffer';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { gatewayError } from '@tollgate/anthropic';
+import { visit } from 'jsonc-parser';
+import { shown } from './params.ts';
 
 /**
  * The deepest nesting of objects and arrays a request body may have. Anthropic documents no
@@ -12,14 +15,18 @@ export const MAX_JSON_DEPTH = 512;
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
+const COLON = 0x3a;
 
 /**
- * True when `json` nests objects/arrays deeper than `max` levels. A byte scan that skips
- * strings (so brackets inside them do not count) by jumping from quote to quote; it does not
- * validate JSON (JSON.parse does that next), and an unterminated string ends the scan.
+ * One scan of a JSON body's bytes: the number of object members (name/value pairs) in it, or
+ * -1 when it nests objects/arrays deeper than `maxDepth` levels. It skips strings by jumping
+ * from quote to quote (so brackets and colons inside them do not count) and counts the colons
+ * outside them: in valid JSON each one separates a member's name from its value (RFC 8259 §4).
+ * It does not validate JSON (JSON.parse does that next); an unterminated string ends the scan.
  */
-export function jsonDepthExceeds(json: Buffer, max = MAX_JSON_DEPTH): boolean {
+export function jsonMemberCount(json: Buffer, maxDepth = MAX_JSON_DEPTH): number {
   let depth = 0;
+  let members = 0;
   const n = json.length;
   for (let i = 0; i < n; i++) {
     const c = json[i];
@@ -27,20 +34,96 @@ export function jsonDepthExceeds(json: Buffer, max = MAX_JSON_DEPTH): boolean {
       let j = i + 1;
       for (;;) {
         j = json.indexOf(QUOTE, j);
-        if (j < 0) return false;
+        if (j < 0) return members;
         let backslashes = 0;
         for (let k = j - 1; k > i && json[k] === BACKSLASH; k--) backslashes++;
         if (backslashes % 2 === 0) break;
         j++;
       }
       i = j;
+    } else if (c === COLON) {
+      members++;
     } else if (c === 0x7b || c === 0x5b) {
-      if (++depth > max) return true;
+      if (++depth > maxDepth) return -1;
     } else if (c === 0x7d || c === 0x5d) {
       depth--;
     }
   }
-  return false;
+  return members;
+}
+
+/** The own keys of every object in a JSON.parse result, summed (array elements are walked, not counted). */
+function parsedMemberCount(value: unknown): number {
+  if (typeof value !== 'object' || value === null) return 0;
+  let n = 0;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) n += parsedMemberCount(value[i]);
+    return n;
+  }
+  // JSON.parse makes plain objects whose keys are all own and enumerable (`__proto__` too).
+  for (const key in value) n += 1 + parsedMemberCount((value as Record<string, unknown>)[key]);
+  return n;
+}
+
+const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
+
+/**
+ * Where `text` (valid JSON) first names a key twice in one object, as a path in the style of
+ * the gateway's other field errors (`messages[0].content[1].type`; a key that is not an
+ * identifier as `metadata["a b"]`), or undefined. Keys compare as decoded strings, so `"model"`
+ * and `"mod\u0065l"` are the same key. Run only when the member counts show a repeat.
+ */
+function duplicateKeyPath(text: string): string | undefined {
+  const seen: Array<Set<string>> = [];
+  let found: string | undefined;
+  const render = (path: ReadonlyArray<string | number>): string => path.map((part, i) =>
+    typeof part === 'number' ? `[${part}]` : IDENTIFIER.test(part) ? (i === 0 ? part : `.${part}`) : `[${shown(part)}]`).join('');
+  visit(text, {
+    onObjectBegin: () => { seen.push(new Set()); },
+    onObjectEnd: () => { seen.pop(); },
+    onObjectProperty: (key, _offset, _length, _line, _column, pathSupplier) => {
+      const keys = seen.at(-1)!;
+      if (found === undefined && keys.has(key)) found = render([...pathSupplier(), key]);
+      keys.add(key);
+    },
+  });
+  return found;
+}
+
+/**
+ * A request body's JSON, read once and only if every reader of the same bytes would read it the
+ * same way, since the gateway checks the parsed value (model, limits, the cost bound) but
+ * forwards the bytes (`rawBody`). Refused with a 400 GatewayError:
+ * - nesting deeper than MAX_JSON_DEPTH (`invalid_request`): later recursive walks stay shallow;
+ * - bytes that are not UTF-8 (`invalid_json`, RFC 8259 §8.1): the gateway would read U+FFFD
+ *   where the upstream reads something else, or refuses the body after the hold;
+ * - text JSON.parse refuses (`invalid_json`);
+ * - a key given twice in one object (`invalid_request`, naming the first such key's path).
+ *   RFC 8259 §4 leaves the meaning of a repeated name to each reader: JSON.parse keeps the
+ *   last, other parsers the first, so `{"model":"cheap","model":"dear"}` would be checked as one
+ *   model and served as the other. RFC 7493 (I-JSON) forbids repeats outright.
+ * An empty body is `undefined`. Cost over JSON.parse alone: one byte scan (shared with the
+ * depth check), one UTF-8 check, and one walk of the parsed value counting keys.
+ */
+export function parseJsonBody(body: Buffer): unknown {
+  if (body.length === 0) return undefined;
+  const members = jsonMemberCount(body, MAX_JSON_DEPTH);
+  if (members < 0) {
+    throw gatewayError('invalid_request', `Request body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
+  }
+  if (!isUtf8(body)) throw gatewayError('invalid_json', 'Request body is not valid JSON: it is not UTF-8 text (RFC 8259 §8.1)');
+  const text = body.toString('utf8');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw gatewayError('invalid_json', 'Request body is not valid JSON');
+  }
+  if (members > 0 && parsedMemberCount(parsed) !== members) {
+    const path = duplicateKeyPath(text) ?? 'Request body';
+    throw gatewayError('invalid_request', `${path}: given more than once in one object; which one was meant is a guess, so send each key once`);
+  }
+  return parsed;
 }
 
 type Decoder = (buf: Buffer, options: zlib.ZlibOptions) => Promise<Buffer>;

@@ -1,7 +1,7 @@
 import { gatewayError } from '@tollgate/anthropic';
 
 /** Echoed back in an error message: short, and only printable ASCII. */
-function shown(value: string): string {
+export function shown(value: string): string {
   const s = value.length > 40 ? `${value.slice(0, 40)}…` : value;
   return JSON.stringify(s.replace(/[^\x20-\x7e]/g, '?'));
 }

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic';
-import { decodeBody, jsonDepthExceeds, MAX_JSON_DEPTH } from './body.ts';
+import { decodeBody, parseJsonBody } from './body.ts';
 import { installErrorHandling, newRequestId, requestIdOptions, sendError } from './errors.ts';
 import { installTelemetry, type HttpTelemetry } from './telemetry.ts';
 import { lazyChildLoggerFactory } from './logging.ts';
@@ -199,8 +199,9 @@ function writeSocketError(socket: Socket, err: GatewayError, headers: Record<str
 
 /**
  * The one HTTP server every role mounts its routes on: request ids, Anthropic-shaped errors,
- * and a JSON parser that keeps the raw bytes (content-encoding undone, nesting bounded by
- * MAX_JSON_DEPTH). Limits, against clients that hold sockets open (slowloris):
+ * and a JSON parser that keeps the raw bytes (content-encoding undone; `parseJsonBody` refuses
+ * deep nesting, non-UTF-8 bytes and repeated keys, so the value checked is the value every
+ * reader of those bytes sees). Limits, against clients that hold sockets open (slowloris):
  * - headers must arrive within `headersTimeoutMs`, the whole request within
  *   `requestTimeoutMs` (Node's `server.requestTimeout`, which stops counting once the request
  *   is received, so responses stream as long as they need) → 408 and the socket closes;
@@ -298,15 +299,11 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
       const encoding = request.headers['content-encoding'];
       const parse = (body: Buffer) => {
         request.rawBody = body;
-        if (body.length === 0) return done(null, undefined);
-        if (jsonDepthExceeds(body, MAX_JSON_DEPTH)) {
-          return done(gatewayError('invalid_request', `Request body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`), undefined);
-        }
         let parsed: unknown;
         try {
-          parsed = JSON.parse(body.toString('utf8'));
-        } catch {
-          return done(gatewayError('invalid_json', 'Request body is not valid JSON'), undefined);
+          parsed = parseJsonBody(body);
+        } catch (err) {
+          return done(err as Error, undefined);
         }
         done(null, parsed);
       };

@@ -79,6 +79,67 @@ test('deep nesting (100k levels) is a 400 invalid_request at the parser, not a 5
   assert.equal(inString.json.raw, text);
 });
 
+test('a key given twice in one object: 400 invalid_request naming its path, at every depth and however the key is spelled; repeats across objects and colons in strings pass', async () => {
+  const message = (path: string) => `${path}: given more than once in one object; which one was meant is a guess, so send each key once`;
+  const refused: Array<[string, string]> = [
+    ['{"model":"claude-opus-4-6","model":"claude-haiku-4-5"}', 'model'],
+    ['{"max_tokens":1,"stream":false,"max_tokens":64000}', 'max_tokens'],
+    ['{"stream":true,"messages":[],"stream":false}', 'stream'],
+    // the same key once escaped: JSON decodes both to "model"
+    ['{"model":"a","mod\\u0065l":"b"}', 'model'],
+    ['{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image","type":"text","text":"b"}]}]}', 'messages[0].content[1].type'],
+    ['{"tools":[{"name":"a","input_schema":{"type":"object"}},{"name":"b","name":"c","input_schema":{}}]}', 'tools[1].name'],
+    ['{"thinking":{"type":"enabled","budget_tokens":1024,"budget_tokens":1}}', 'thinking.budget_tokens'],
+    ['{"metadata":{"user id":"x","user id":"y"}}', 'metadata["user id"]'],
+    ['{"a\\u0000":1,"a\\u0000":2}', '["a?"]'],
+    ['{"__proto__":{},"__proto__":{}}', '__proto__'],
+    ['{"":1,"":2}', '[""]'],
+    // the first repeat is named when there are several
+    ['{"x":{"k":1,"k":2},"y":1,"y":2}', 'x.k'],
+    [`[${'{"ok":1},'.repeat(1000)}{"z":1,"z":1}]`, '[1000].z'],
+  ];
+  for (const [body, path] of refused) {
+    const r = await post(body);
+    assert.deepEqual([r.status, r.json.error?.code, r.json.error?.message], [400, 'invalid_request', message(path)], body.slice(0, 80));
+  }
+  // compressed: judged on the decoded bytes
+  const gz = await post(zlib.gzipSync(Buffer.from('{"model":"a","model":"b"}')), { 'content-encoding': 'gzip' });
+  assert.deepEqual([gz.status, gz.json.error?.message], [400, message('model')]);
+  const passed = [
+    '[{"a":1},{"a":1},{"b":{"a":1}}]',
+    '{"a":"x:y:z","b":{":":":"},"c":"\\":"}',
+    '{"model":"a","Model":"b","model ":"c"}',
+    '{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}',
+    '{}', '[]', '"{\\"a\\":1,\\"a\\":2}"', '1',
+  ];
+  for (const body of passed) {
+    const r = await post(body);
+    assert.deepEqual([r.status, r.json.raw, r.json.parsed], [200, body, JSON.parse(body)], body);
+  }
+});
+
+test('bytes that are not UTF-8 are 400 invalid_json before anything reads them; every valid UTF-8 sequence passes byte for byte', async () => {
+  const wrap = (inner: number[]) => Buffer.concat([Buffer.from('{"text":"'), Buffer.from(inner), Buffer.from('"}')]);
+  const bad: number[][] = [
+    [0xff], [0x80], [0xc3], // a byte never in UTF-8, a lone continuation byte, a lead byte without its continuation
+    [0xc0, 0xaf], [0xe0, 0x80, 0xaf], // overlong encodings of "/"
+    [0xed, 0xa0, 0x80], // an encoded surrogate (U+D800)
+    [0xf4, 0x90, 0x80, 0x80], // above U+10FFFF
+    [0xe2, 0x82], // a truncated three-byte sequence
+  ];
+  for (const inner of bad) {
+    const r = await post(wrap(inner));
+    assert.deepEqual([r.status, r.json.error?.code, r.json.error?.message],
+      [400, 'invalid_json', 'Request body is not valid JSON: it is not UTF-8 text (RFC 8259 §8.1)'], Buffer.from(inner).toString('hex'));
+  }
+  // A key that would be a repeat once invalid bytes read as U+FFFD is refused as not UTF-8.
+  const twoWays = Buffer.concat([Buffer.from('{"a'), Buffer.from([0xff]), Buffer.from('":1,"a'), Buffer.from([0xfe]), Buffer.from('":2}')]);
+  assert.equal((await post(twoWays)).json.error?.code, 'invalid_json');
+  const good = '{"text":"é € 𝄞 \\ud800 \\u0000 ﻿"}';
+  const r = await post(Buffer.from(good, 'utf8'));
+  assert.deepEqual([r.status, r.json.raw], [200, good]);
+});
+
 test('compressed request bodies (gzip, x-gzip, deflate zlib and raw, br, zstd, stacked) are decoded: rawBody is the decoded bytes', async () => {
   const text = JSON.stringify({ model: 'claude-haiku-4-5', messages: [{ role: 'user', content: 'héllo'.repeat(200) }] });
   const plain = Buffer.from(text);
