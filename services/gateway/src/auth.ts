@@ -1,4 +1,4 @@
-import { gatewayError } from '@tollgate/anthropic';
+import { gatewayError, type GatewayError } from '@tollgate/anthropic';
 import { advisorTools, requestFallbacks } from '@tollgate/pricing';
 import { hashSecret, ipAllowed, keyExpired, keyFromHeaders, looksLikeKey, type KeyDirectory, type KeyEntry } from '@tollgate/keys';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -35,6 +35,21 @@ function secretHash(secret: string, serverKey: string): string {
 export type StateReadiness = boolean | 'recovered';
 
 /**
+ * The 401 for a request without a usable key, naming the header it was read from and nothing
+ * about the key itself: `invalid x-api-key` (Anthropic's own message) when `x-api-key` carried
+ * it, `invalid API key in Authorization: Bearer` when the OpenAI-style header did, and
+ * Anthropic's `x-api-key header is required` when neither carries one.
+ */
+function badKey(headers: IncomingHttpHeaders): GatewayError {
+  const direct = headers['x-api-key'];
+  if (typeof direct === 'string' && direct.length > 0) return gatewayError('invalid_api_key', 'invalid x-api-key');
+  if (typeof headers.authorization === 'string' && /^\s*Bearer\s+\S/i.test(headers.authorization)) {
+    return gatewayError('invalid_api_key', 'invalid API key in Authorization: Bearer');
+  }
+  return gatewayError('invalid_api_key', 'x-api-key header is required (or Authorization: Bearer <key>)');
+}
+
+/**
  * The caller behind a request: the key from `x-api-key` or `Authorization: Bearer`, looked up
  * by its HMAC, and the access rules of its record (issue 8), in this order:
  * - unknown, revoked or `disabled` key, or `disabled` account → 401 `invalid_api_key`, one
@@ -57,7 +72,7 @@ export async function authenticate(
   now: number = Date.now(),
 ): Promise<KeyEntry> {
   const secret = keyFromHeaders(headers);
-  if (!secret || !looksLikeKey(secret)) throw gatewayError('invalid_api_key', 'invalid x-api-key');
+  if (!secret || !looksLikeKey(secret)) throw badKey(headers);
   const hash = secretHash(secret, keyHashSecret);
   let entry = await guardState(() => keys.byHash(hash));
   if (!entry) {
@@ -71,7 +86,7 @@ export async function authenticate(
     if (state === 'recovered') entry = await guardState(() => keys.byHash(hash));
   }
   if (!entry || entry.key.status !== 'active' || entry.account.status === 'disabled') {
-    throw gatewayError('invalid_api_key', 'invalid x-api-key');
+    throw badKey(headers);
   }
   if (!ipAllowed(entry.key.ip_allowlist, ip)) {
     throw gatewayError('ip_not_allowed', `Requests from ${ip} are not allowed for this key`);

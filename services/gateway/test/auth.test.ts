@@ -98,3 +98,30 @@ test('a miss remembered while the hot state was lost: once it is seen rebuilt th
   for (let i = 0; i < 100; i++) assert.equal(await refusal(auth(bad)), '401 invalid_api_key');
   assert.equal(reads, 1);
 });
+
+test('the 401 for a missing or bad key names the header it came from and nothing about the key', async () => {
+  const dir = new MemoryKeyDirectory();
+  const message = async (headers: Record<string, string>): Promise<string> => {
+    try {
+      await authenticate(dir, SERVER_KEY, headers, async () => true, '192.0.2.1', NOW);
+      return 'ok';
+    } catch (err) {
+      assert.ok(err instanceof GatewayError);
+      return `${err.status} ${err.code} ${err.message}`;
+    }
+  };
+  const unknown = generateSecret();
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ 'x-api-key': unknown }, 'invalid x-api-key'],
+    [{ 'x-api-key': 'not-a-key' }, 'invalid x-api-key'],
+    // x-api-key is read first when both are sent, and named
+    [{ 'x-api-key': unknown, authorization: `Bearer ${generateSecret()}` }, 'invalid x-api-key'],
+    [{ authorization: `Bearer ${unknown}` }, 'invalid API key in Authorization: Bearer'],
+    [{ authorization: 'bearer   not-a-key' }, 'invalid API key in Authorization: Bearer'],
+    [{}, 'x-api-key header is required (or Authorization: Bearer <key>)'],
+    [{ 'x-api-key': '' }, 'x-api-key header is required (or Authorization: Bearer <key>)'],
+    [{ authorization: `Basic ${Buffer.from('user:pass').toString('base64')}` }, 'x-api-key header is required (or Authorization: Bearer <key>)'],
+    [{ authorization: 'Bearer ' }, 'x-api-key header is required (or Authorization: Bearer <key>)'],
+  ];
+  for (const [headers, expected] of cases) assert.equal(await message(headers), `401 invalid_api_key ${expected}`, JSON.stringify(headers));
+});
