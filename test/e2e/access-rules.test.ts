@@ -86,7 +86,7 @@ describe('access rules per key and account', () => {
     for (const [entry, i] of [['10/8', 1], ['300.1.1.1/8', 1], ['10.0.0.0/33', 1], ['fe80::1%eth0/64', 1]] as const) {
       const r = await admin<{ error: { type: string; message: string } }>(stack.url, 'PATCH', `/admin/v1/keys/${c.keyId}`, { ip_allowlist: ['192.0.2.0/24', entry] });
       assert.equal(r.status, 400, entry);
-      assert.equal(r.json.error.message, `ip_allowlist.${i}: ${JSON.stringify(entry)} is not an IPv4 or IPv6 CIDR (e.g. 203.0.113.0/24, 2001:db8::/32)`);
+      assert.equal(r.json.error.message, `ip_allowlist[${i}]: ${JSON.stringify(entry)} is not an IPv4 or IPv6 CIDR (e.g. 203.0.113.0/24, 2001:db8::/32)`);
     }
     const view = await admin<Record<string, unknown>>(stack.url, 'GET', `/admin/v1/keys/${c.keyId}`);
     assert.deepEqual(view.json['ip_allowlist'], []);
@@ -105,7 +105,7 @@ describe('access rules per key and account', () => {
     assert.deepEqual(await call(stack.url, c.secret, countBody, {}, '/v1/messages/count_tokens'), refused);
     const unknown = await patchKey(stack.url, c.keyId, { allowed_models: ['claude-haiku-4-5', 'gpt-5'] });
     assert.equal(unknown.status, 400);
-    assert.equal((unknown.json as { error: { message: string } }).error.message, 'allowed_models.1: "gpt-5" is not a model of the catalog in force');
+    assert.equal((unknown.json as { error: { message: string } }).error.message, 'allowed_models[1]: "gpt-5" is not a model of the catalog in force');
     await patchKey(stack.url, c.keyId, { allowed_models: null });
     assert.deepEqual(await call(stack.url, c.secret, sonnet), ok);
   });
@@ -170,6 +170,36 @@ describe('access rules per key and account', () => {
     assert.deepEqual(grant, refused('credits'));
     const view = await admin<{ balance_micro_credits: string; held_credits: number }>(stack.url, 'GET', `/admin/v1/accounts/${c.accountId}`);
     assert.deepEqual([view.json.balance_micro_credits, view.json.held_credits], ['1000000', 0]);
+  });
+
+  test('admin bodies are refused in one wording that names the field and what it must be, never zod\'s defaults; a message a schema sets itself stays', async () => {
+    const c = await customer(stack.url, 0);
+    const cases: Array<[string, string, unknown, string]> = [
+      ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { reference: 'r' }, 'credits: is required'],
+      ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: true, reference: 'r' }, 'credits: must be a number or a string (got boolean)'],
+      ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1 }, 'reference: is required'],
+      ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference: 5 }, 'reference: must be a string (got number)'],
+      ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference: 'r', kind: 'gift' },
+        'kind: must be one of "grant", "top_up", "adjustment", "refund" (got "gift")'],
+      ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference: 'r', note: 'x', extra: 1 }, 'note: unknown field; extra: unknown field'],
+      ['POST', `/admin/v1/accounts/${c.accountId}/credits`, [], 'body: must be an object (got array)'],
+      ['POST', '/admin/v1/accounts', {}, 'name: is required'],
+      ['PATCH', `/admin/v1/keys/${c.keyId}`, { ip_allowlist: ['10.0.0.0/8', 7] }, 'ip_allowlist[1]: must be a string (got number)'],
+      ['PATCH', `/admin/v1/keys/${c.keyId}`, { allowed_models: [''] }, 'allowed_models[0]: must not be empty'],
+      ['PATCH', `/admin/v1/keys/${c.keyId}`, { hourly_credits: {} }, 'hourly_credits: must be a number or a string (got object)'],
+      ['PATCH', `/admin/v1/keys/${c.keyId}`, { expires_at: 'x'.repeat(65) }, 'expires_at: must be at most 64 characters'],
+      ['PATCH', `/admin/v1/accounts/${c.accountId}`, { status: 'gone', admission_policy: 'loose' },
+        'status: must be one of "active", "suspended", "disabled" (got "gone"); admission_policy: must be one of "strict", "clamp" (got "loose")'],
+      ['POST', '/admin/v1/plans', { name: 'p', requests_per_minute: 'a' },
+        'requests_per_minute: must be a number (got string) (plan limits are whole numbers 0 … 1000000000, or null for unlimited)'],
+      // the upstream schema's own message
+      ['POST', '/admin/v1/upstreams', { name: 'u', platform: 'anthropic', base_url: 'https://api.example.com', api_key: 'sk-x', weight: 0 },
+        'weight: must be a whole number from 1 to 1000'],
+    ];
+    for (const [method, path, body, message] of cases) {
+      const r = await admin<{ error: { type: string; message: string } }>(stack.url, method, path, body);
+      assert.deepEqual([r.status, r.json.error.type, r.json.error.message], [400, 'invalid_request_error', message], `${method} ${path} ${JSON.stringify(body)}`);
+    }
   });
 
   test('limits and states are flat PATCH fields: credits in, exact decimal-string credits out (never a float), µc in the record; revoked keys cannot change', async () => {

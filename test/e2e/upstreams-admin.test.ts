@@ -76,7 +76,7 @@ describe('upstream pools on the embedded stack', () => {
       [{ ...ok, max_concurrency: 0 }, 'max_concurrency: must be a whole number from 1 to 100000'],
       [{ ...ok, max_concurrency: 100_001 }, 'max_concurrency: must be a whole number from 1 to 100000'],
       [{ ...ok, models: [] }, 'models: must name at least one model, or be null for every model'],
-      [{ ...ok, models: ['claude-haiku-4-5', 'gpt-9'] }, 'models.1: "gpt-9" is not a model of the catalog in force'],
+      [{ ...ok, models: ['claude-haiku-4-5', 'gpt-9'] }, 'models[1]: "gpt-9" is not a model of the catalog in force'],
       [{ ...ok, status: 'paused' }, 'status: '],
       [{ ...ok, secret: 'x' }, 'secret: unknown field'],
       [[], 'body: must be a JSON object'],
@@ -91,9 +91,9 @@ describe('upstream pools on the embedded stack', () => {
     assert.equal(oa.status, 201);
     const groupCases: Array<[unknown, string]> = [
       [{ name: 'g', platform: 'anthropic', upstream_ids: [] }, 'upstream_ids: must list at least one upstream'],
-      [{ name: 'g', platform: 'anthropic', upstream_ids: ['default', 'up_nope'] }, 'upstream_ids.1: "up_nope" is not an upstream'],
-      [{ name: 'g', platform: 'anthropic', upstream_ids: ['default', 'default'] }, 'upstream_ids.1: "default" is listed twice'],
-      [{ name: 'g', platform: 'anthropic', upstream_ids: ['default', oa.json.id] }, `upstream_ids.1: upstream ${oa.json.id} speaks openai; every upstream of a group has the group's platform (anthropic)`],
+      [{ name: 'g', platform: 'anthropic', upstream_ids: ['default', 'up_nope'] }, 'upstream_ids[1]: "up_nope" is not an upstream'],
+      [{ name: 'g', platform: 'anthropic', upstream_ids: ['default', 'default'] }, 'upstream_ids[1]: "default" is listed twice'],
+      [{ name: 'g', platform: 'anthropic', upstream_ids: ['default', oa.json.id] }, `upstream_ids[1]: upstream ${oa.json.id} speaks openai; every upstream of a group has the group's platform (anthropic)`],
       [{ name: 'g', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'gpt-9': 'x' } }, 'model_mapping.gpt-9: "gpt-9" is not a model of the catalog in force'],
       [{ name: 'g', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'claude-haiku-4-5': '' } }, 'model_mapping.claude-haiku-4-5: must not be empty'],
       [{ name: 'g', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'claude-haiku-4-5': 1 } }, 'model_mapping.claude-haiku-4-5: '],

@@ -81,7 +81,7 @@ describe('webhook admin API', () => {
       // 26 + 700 characters typed, 26 + 4,200 once each é is percent-encoded (%C3%A9)
       [{ url: `https://hooks.example.com/${'é'.repeat(700)}`, events: ['balance.low'] }, 'url: must be at most 2048 characters once normalised (4226: the parser percent-encodes what needs it)'],
       [{ url: 'https://hooks.example.com/x', events: [] }, 'events: must name at least one of balance.low, spend_limit.reached, plan_window.exhausted, event.quarantined'],
-      [{ url: 'https://hooks.example.com/x', events: ['balance.low', 'balance.high'] }, 'events.1: "balance.high" is not one of'],
+      [{ url: 'https://hooks.example.com/x', events: ['balance.low', 'balance.high'] }, 'events[1]: "balance.high" is not one of'],
       [{ url: 'https://hooks.example.com/x', events: 'balance.low' }, 'events: '],
       [{ url: 'https://hooks.example.com/x', events: ['balance.low'], secret: 'mine' }, 'secret: unknown field'],
       [{ url: 'https://hooks.example.com/x', events: ['balance.low'], description: 'a\u0007b' }, 'description: '],

@@ -124,4 +124,8 @@ test('money error text: one sentence naming the value and the rule, nothing repe
   assert.equal(message('1.1234567'), '"1.1234567" has more than 6 decimal places');
   assert.equal(message('abc'), '"abc" is not a decimal number (expected e.g. "12.5" or "-3")');
   assert.equal(message(1e21), 'credit amount 1e+21 is out of range: pass it as a decimal string');
+  // below 1e-6 a number is written with an exponent: too many decimals, not out of range
+  assert.equal(message(1e-7), 'credit amount 1e-7 has more than 6 decimal places');
+  assert.equal(message(-2.5e-8), 'credit amount -2.5e-8 has more than 6 decimal places');
+  assert.equal(parseCredits(1e-6), 1n);
 });

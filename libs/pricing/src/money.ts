@@ -66,6 +66,8 @@ export function parseCredits(v: string | number): bigint {
     if (!Number.isFinite(v)) throw new MoneyError(`credit amount must be finite, got ${v}`);
     text = String(v);
     if (/e/i.test(text)) {
+      // Below 1e-6 a number's text has an exponent: it has more decimals than credits keep.
+      if (Math.abs(v) < 1) throw new MoneyError(`credit amount ${text} has more than ${CREDIT_DECIMALS} decimal places`);
       throw new MoneyError(`credit amount ${text} is out of range: pass it as a decimal string`);
     }
   } else if (typeof v === 'string') {

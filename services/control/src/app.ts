@@ -9,6 +9,7 @@ import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } f
 import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, resolveModel, type Catalog } from '@tollgate/pricing';
 import type { LedgerEntry } from '@tollgate/ledger';
 import type { ControlDeps } from './deps.ts';
+import { bodyErrorMap, bodyProblems } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 import { registerPlanRoutes } from './plans.ts';
 import { guardHotState } from './hot-state.ts';
@@ -68,11 +69,8 @@ const CreditGrant = z.object({
 }).strict();
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body);
-  if (!r.success) {
-    const msg = r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
-    throw gatewayError('invalid_request', msg);
-  }
+  const r = schema.safeParse(body, { error: bodyErrorMap });
+  if (!r.success) throw gatewayError('invalid_request', bodyProblems(r.error).join('; '));
   return r.data;
 }
 
@@ -290,7 +288,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
           try {
             return normaliseCidr(entry);
           } catch (err) {
-            if (err instanceof CidrError) throw gatewayError('invalid_request', `ip_allowlist.${i}: ${err.message}`);
+            if (err instanceof CidrError) throw gatewayError('invalid_request', `ip_allowlist[${i}]: ${err.message}`);
             throw err;
           }
         });
@@ -302,7 +300,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
         // alias and its model are one entry. An unknown name would silently allow nothing.
         const ids = (body.allowed_models ?? []).map((name, i) => {
           const resolved = resolveModel(catalog, name);
-          if (!resolved) throw gatewayError('invalid_request', `allowed_models.${i}: ${JSON.stringify(name)} is not a model of the catalog in force`);
+          if (!resolved) throw gatewayError('invalid_request', `allowed_models[${i}]: ${JSON.stringify(name)} is not a model of the catalog in force`);
           return resolved.model.id;
         });
         next.allowed_models = [...new Set(ids)];

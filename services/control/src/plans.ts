@@ -7,6 +7,7 @@ import { gatewayError } from '@tollgate/anthropic';
 import { MAX_PLAN_LIMIT, textProblem, type ControlEvent, type PlanRecord } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import { findPlan, SEED_PLANS, seedPlan, type SeedPlan } from '@tollgate/limits';
+import { bodyErrorMap, bodyProblems } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 
 const LIMIT_FIELDS = ['requests_per_minute', 'requests_per_5h', 'requests_per_week', 'tokens_per_minute', 'concurrent_requests'] as const;
@@ -23,9 +24,9 @@ const PlanBody = z.object({
 }).strict();
 
 function parse(body: unknown): z.infer<typeof PlanBody> {
-  const r = PlanBody.safeParse(body ?? {});
+  const r = PlanBody.safeParse(body ?? {}, { error: bodyErrorMap });
   if (!r.success) {
-    const msg = r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+    const msg = bodyProblems(r.error).join('; ');
     throw gatewayError('invalid_request', `${msg} (plan limits are whole numbers 0 … ${MAX_PLAN_LIMIT}, or null for unlimited)`);
   }
   return r.data;

@@ -15,6 +15,7 @@ import {
 } from '@tollgate/pool';
 import { resolveModel, type Catalog } from '@tollgate/pricing';
 import type { Warehouse } from '@tollgate/warehouse';
+import { bodyErrorMap, fieldPath } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 
 /** Bounds of the fields (README, "Upstream pools"). */
@@ -48,11 +49,11 @@ function bad(field: string, message: string): never {
 /** The first problem of a zod parse as `field: message`, unknown fields named as such. */
 function parseBody<T>(schema: z.ZodType<T>, body: unknown, shape: string): T {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) bad('body', `must be a JSON object ${shape}`);
-  const r = schema.safeParse(body);
+  const r = schema.safeParse(body, { error: bodyErrorMap });
   if (!r.success) {
     const i = r.error.issues[0]!;
     if (i.code === 'unrecognized_keys') bad(i.keys.join(', '), `unknown field (expected ${shape})`);
-    bad(i.path.join('.') || 'body', i.message);
+    bad(fieldPath(i.path), i.message);
   }
   return r.data;
 }
@@ -234,7 +235,7 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
     // Stored as catalog ids: the selection compares the id a request's model resolves to.
     const ids = value.map((name, i) => {
       const resolved = resolveModel(catalog, name);
-      if (!resolved) bad(`models.${i}`, `${JSON.stringify(name.slice(0, 200))} is not a model of the catalog in force`);
+      if (!resolved) bad(`models[${i}]`, `${JSON.stringify(name.slice(0, 200))} is not a model of the catalog in force`);
       return resolved.model.id;
     });
     return [...new Set(ids)];
@@ -266,11 +267,11 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
     if (ids.length > UPSTREAM_LIMITS.groupUpstreams) bad('upstream_ids', `must list at most ${UPSTREAM_LIMITS.groupUpstreams} upstreams`);
     const seen = new Set<string>();
     for (const [i, id] of ids.entries()) {
-      if (seen.has(id)) bad(`upstream_ids.${i}`, `${JSON.stringify(id.slice(0, 200))} is listed twice`);
+      if (seen.has(id)) bad(`upstream_ids[${i}]`, `${JSON.stringify(id.slice(0, 200))} is listed twice`);
       seen.add(id);
       const u = id.length <= 200 ? await liveUpstream(id) : undefined;
-      if (!u) bad(`upstream_ids.${i}`, `${JSON.stringify(id.slice(0, 200))} is not an upstream (GET /admin/v1/upstreams lists them)`);
-      if (u.platform !== platform) bad(`upstream_ids.${i}`, `upstream ${id} speaks ${u.platform}; every upstream of a group has the group's platform (${platform})`);
+      if (!u) bad(`upstream_ids[${i}]`, `${JSON.stringify(id.slice(0, 200))} is not an upstream (GET /admin/v1/upstreams lists them)`);
+      if (u.platform !== platform) bad(`upstream_ids[${i}]`, `upstream ${id} speaks ${u.platform}; every upstream of a group has the group's platform (${platform})`);
     }
     return ids;
   };

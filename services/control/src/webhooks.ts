@@ -14,6 +14,7 @@ import {
   DELIVERIES_KEPT, newWebhookSecret, saveWebhook, WEBHOOK_EVENT_TYPES, WEBHOOK_SECRET_PURPOSE,
   type DeliveryRecord, type WebhookRecord, type WebhookStore,
 } from '@tollgate/webhooks';
+import { bodyErrorMap, fieldPath } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 import { httpUrlField } from './upstreams.ts';
 
@@ -75,17 +76,17 @@ export function webhookUrl(value: string, secrets: readonly string[] = []): stri
 
 function parseCreate(body: unknown, secrets: readonly string[]) {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) bad('body', 'must be a JSON object {url, events, description?}');
-  const r = Create.safeParse(body);
+  const r = Create.safeParse(body, { error: bodyErrorMap });
   if (!r.success) {
     const i = r.error.issues[0]!;
-    const field = i.code === 'unrecognized_keys' ? i.keys.join(', ') : i.path.join('.') || 'body';
-    bad(field, i.code === 'unrecognized_keys' ? 'unknown field (expected url, events, description)' : i.message);
+    if (i.code === 'unrecognized_keys') bad(i.keys.join(', '), 'unknown field (expected url, events, description)');
+    bad(fieldPath(i.path), i.message);
   }
   const url = webhookUrl(r.data.url, secrets);
   const events = r.data.events;
   if (events.length === 0) bad('events', `must name at least one of ${WEBHOOK_EVENT_TYPES.join(', ')}`);
   events.forEach((e, i) => {
-    if (!(WEBHOOK_EVENT_TYPES as readonly string[]).includes(e)) bad(`events.${i}`, `${JSON.stringify(e.slice(0, 100))} is not one of ${WEBHOOK_EVENT_TYPES.join(', ')}`);
+    if (!(WEBHOOK_EVENT_TYPES as readonly string[]).includes(e)) bad(`events[${i}]`, `${JSON.stringify(e.slice(0, 100))} is not one of ${WEBHOOK_EVENT_TYPES.join(', ')}`);
   });
   let description: string | null = null;
   if (r.data.description !== undefined && r.data.description !== null) {
