@@ -163,6 +163,16 @@ describe('access rules per key and account', () => {
     }
     assert.deepEqual(await raw('/v1/chat/completions', '{"model":"claude-opus-4-6","model":"claude-haiku-4-5","messages":[{"role":"user","content":"hi"}]}',
       { authorization: `Bearer ${c.secret}` }), refused('model'));
+    // The same kind, spelled for a reader that ignores case (Go's encoding/json, K = U+212A),
+    // and a \u escape of half a surrogate pair (Anthropic's API refuses the body).
+    const caseOf = (path: string, field: string) => [400, 'invalid_request_error', 'invalid_request',
+      `${path}: not a field of the Messages API: a reader that ignores case takes it for "${field}" (field names are lowercase)`];
+    assert.deepEqual(await raw('/v1/messages', `{"model":"claude-haiku-4-5","MODEL":"claude-opus-4-6","max_tokens":4,${user}}`, anthropic), caseOf('MODEL', 'model'));
+    assert.deepEqual(await raw('/v1/messages', `{"model":"claude-haiku-4-5","max_tokens":1,"max_to\u212aens":64000,${user}}`, anthropic),
+      caseOf('["max_to\\u212aens"]', 'max_tokens'));
+    assert.deepEqual(await raw('/v1/messages', `{"model":"claude-haiku-4-5","max_tokens":4,"messages":[{"role":"user","content":"hi \\ud83d"}]}`, anthropic),
+      [400, 'invalid_request_error', 'invalid_json',
+        'Request body is not valid JSON: messages[0].content has a \\u escape of half a surrogate pair (U+D800–U+DFFF without its other half), which is not text']);
     assert.equal(await lastSent(), before);
     // The admin API reads its bodies the same way: a grant naming credits twice grants nothing.
     const grant = await raw(`/admin/v1/accounts/${c.accountId}/credits`, '{"credits":1,"credits":1000000,"reference":"dup"}',

@@ -93,3 +93,39 @@ test('count_tokens does not need max_tokens but checks the rest', () => {
   rejects({ model: 'm', messages: [] }, 'messages', 'messages: List should have at least 1 item', validateCountTokensRequest);
   rejects({ model: 'm' }, 'messages', 'messages: Field required', validateCountTokensRequest);
 });
+
+test('a key that differs from a Messages API field only in letter case is refused naming it, wherever the gateway or the price reads fields; free-form objects keep any keys', () => {
+  const problem = (field: string) => `not a field of the Messages API: a reader that ignores case takes it for "${field}" (field names are lowercase)`;
+  const cases: Array<[Record<string, unknown>, string, string]> = [
+    [{ ...ok(), MODEL: 'claude-opus-4-6' }, 'MODEL', 'model'],
+    [{ ...ok(), Max_Tokens: 64_000 }, 'Max_Tokens', 'max_tokens'],
+    // U+212A KELVIN SIGN and U+017F LONG S fold onto k and s in Go's encoding/json
+    [{ ...ok(), 'max_to\u212aens': 64_000 }, '["max_to\\u212aens"]', 'max_tokens'],
+    [{ ...ok(), '\u017ftream': true }, '["\\u017ftream"]', 'stream'],
+    [{ ...ok(), thinking: { type: 'enabled', budget_tokens: 1024, Budget_tokens: 60_000 } }, 'thinking.Budget_tokens', 'budget_tokens'],
+    [{ ...ok(), tools: [{ name: 'a', input_schema: {} }, { type: 'advisor_20260301', name: 'advisor', model: 'claude-haiku-4-5', MODEL: 'claude-opus-4-6' }] }, 'tools[1].MODEL', 'model'],
+    [{ ...ok(), fallbacks: [{ model: 'claude-haiku-4-5', Model: 'claude-opus-4-6' }] }, 'fallbacks[0].Model', 'model'],
+    [{ ...ok(), system: [{ type: 'text', text: 'a', TEXT: 'b' }] }, 'system[0].TEXT', 'text'],
+    [{ ...ok(), messages: [{ role: 'user', Content: 'x', content: 'y' }] }, 'messages[0].Content', 'content'],
+    [{ ...ok(), messages: [{ role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'image', Type: 'document', source: {} }] }] }, 'messages[0].content[1].Type', 'type'],
+    [{ ...ok(), tool_choice: { type: 'auto', Type: 'any' } }, 'tool_choice.Type', 'type'],
+    [{ ...ok(), metadata: { User_ID: 'x' } }, 'metadata.User_ID', 'user_id'],
+  ];
+  for (const [body, field, reads] of cases) rejects(body, field, `${field}: ${problem(reads)}`);
+  // count_tokens reads the same fields
+  rejects({ model: 'claude-sonnet-4-5', messages: [{ role: 'user', content: 'hi' }], MODEL: 'x' }, 'MODEL', `MODEL: ${problem('model')}`, validateCountTokensRequest);
+  // Keys of free-form objects (a tool's input and schema, metadata's own), and upper-case keys
+  // that are no API field, pass.
+  const free = {
+    ...ok(),
+    metadata: { user_id: 'u', Tenant: 'acme' },
+    tools: [{ name: 'lookup', input_schema: { type: 'object', properties: { Model: { type: 'string' }, TYPE: { type: 'string' } } } }],
+    messages: [
+      { role: 'user', content: 'look it up' },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'lookup', input: { Model: 'x', TYPE: 'y', Text: 'z' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'ok' }] },
+    ],
+    X_Custom: 1,
+  };
+  assert.equal(validateMessagesRequest(free), free);
+});

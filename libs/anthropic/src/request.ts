@@ -37,8 +37,101 @@ export function validateModelId(model: unknown): string {
   return model;
 }
 
+/**
+ * The field names of the Messages API's request objects (the body, `thinking`, `tool_choice`,
+ * `metadata`, each tool, fallback, message, content block and system block), as Anthropic's API
+ * reference spells them: all lowercase. The gateway's own `fallbacks` is one of them.
+ */
+const API_FIELDS: ReadonlySet<string> = new Set([
+  // the body
+  'model', 'messages', 'max_tokens', 'system', 'stream', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'metadata',
+  'tools', 'tool_choice', 'thinking', 'service_tier', 'speed', 'inference_geo', 'container', 'mcp_servers',
+  'context_management', 'output_config', 'output_format', 'fallbacks',
+  // thinking, tool_choice, metadata
+  'type', 'budget_tokens', 'display', 'name', 'disable_parallel_tool_use', 'user_id',
+  // tools
+  'description', 'input_schema', 'cache_control', 'max_uses', 'allowed_domains', 'blocked_domains', 'user_location',
+  'display_width_px', 'display_height_px', 'display_number', 'strict', 'defer_loading', 'allowed_callers', 'input_examples',
+  // messages and content blocks
+  'role', 'content', 'text', 'source', 'id', 'input', 'tool_use_id', 'is_error', 'citations', 'signature', 'data',
+  'title', 'context', 'server_name', 'file_id', 'media_type', 'url',
+]);
+
+/**
+ * Whether a case-insensitive reader could fold `key` onto another ASCII lowercase name: it has
+ * A–Z, U+017F ſ (folds to s) or U+212A K (folds to k). A loop over the key's code units: most
+ * keys are short lowercase ASCII and leave at once.
+ */
+function mayFold(key: string): boolean {
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if ((c >= 0x41 && c <= 0x5a) || c === 0x17f || c === 0x212a) return true;
+  }
+  return false;
+}
+
+/**
+ * Throws ProtocolError when a key of `obj` (at `path`) is not an API field but is one to a
+ * reader that matches names without regard to case (Go's encoding/json does, with Unicode
+ * simple folding: `MODEL`, `max_toKens` with U+212A KELVIN SIGN, `ſtream` with U+017F).
+ */
+function checkKeys(obj: Record<string, unknown>, path: () => string): void {
+  for (const key in obj) {
+    if (!mayFold(key)) continue;
+    const field = key.toLowerCase().replaceAll('\u017f', 's');
+    if (!API_FIELDS.has(field)) continue;
+    // A key with a non-ASCII letter is shown with that letter as its \u escape.
+    const name = /^[A-Za-z_]\w*$/.test(key)
+      ? key
+      : `[${JSON.stringify(key).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}]`;
+    const at = path();
+    const where = at === '' ? name : name.startsWith('[') ? `${at}${name}` : `${at}.${name}`;
+    throw new ProtocolError(where, `not a field of the Messages API: a reader that ignores case takes it for "${field}" (field names are lowercase)`);
+  }
+}
+
+/**
+ * Refuses a key that differs from a Messages API field only in letter case (400 naming it), in
+ * the objects whose fields decide routing, the hold and the price: the body, `thinking`,
+ * `tool_choice`, `metadata`, each tool, fallback and system block, each message and its content
+ * blocks (a block's `type` and `source` decide its input bound: an image by its dimensions, a
+ * PDF by its pages). The gateway reads fields by their exact names and forwards the bytes; a
+ * relay upstream that matches names case-insensitively (a Go service decoding into structs)
+ * would read `{"model":"claude-haiku-4-5","MODEL":"claude-opus-4-6"}` as opus, and Anthropic's
+ * API refuses fields it does not know anyway. Cost: ~0.1 µs on a one-message body, ~5 µs on a
+ * 72 KB one with 20 tools and 60 turns (about 7 % of its JSON.parse).
+ */
+function checkFieldNames(body: Record<string, unknown>): void {
+  checkKeys(body, () => '');
+  for (const name of ['thinking', 'tool_choice', 'metadata'] as const) {
+    const v = body[name];
+    if (isRecord(v)) checkKeys(v, () => name);
+  }
+  for (const name of ['tools', 'fallbacks', 'system'] as const) {
+    const list = body[name];
+    if (!Array.isArray(list)) continue;
+    for (let i = 0; i < list.length; i++) {
+      const v: unknown = list[i];
+      if (isRecord(v)) checkKeys(v, () => `${name}[${i}]`);
+    }
+  }
+  const messages = body.messages;
+  if (!Array.isArray(messages)) return;
+  for (let i = 0; i < messages.length; i++) {
+    const m: unknown = messages[i];
+    if (!isRecord(m)) continue;
+    checkKeys(m, () => `messages[${i}]`);
+    if (!Array.isArray(m.content)) continue;
+    for (let j = 0; j < m.content.length; j++) {
+      const block: unknown = m.content[j];
+      if (isRecord(block)) checkKeys(block, () => `messages[${i}].content[${j}]`);
+    }
+  }
+}
+
 function checkCommon(body: unknown): asserts body is CountTokensRequest {
   if (!isRecord(body)) throw new ProtocolError('', 'Input should be a valid dictionary');
+  checkFieldNames(body);
   validateModelId('model' in body ? body.model : undefined);
   if (!('messages' in body) || body.messages === undefined) throw new ProtocolError('messages', 'Field required');
   if (!Array.isArray(body.messages)) throw new ProtocolError('messages', 'Input should be a valid list');

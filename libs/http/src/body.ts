@@ -52,42 +52,104 @@ export function jsonMemberCount(json: Buffer, maxDepth = MAX_JSON_DEPTH): number
   return members;
 }
 
-/** The own keys of every object in a JSON.parse result, summed (array elements are walked, not counted). */
+/**
+ * The own keys of every object in a JSON.parse result, summed (array elements are walked, not
+ * counted), or -1 when the value holds a number JSON.parse made infinite (`1e400`: beyond a
+ * 64-bit float, which other readers refuse or hold exactly).
+ */
 function parsedMemberCount(value: unknown): number {
-  if (typeof value !== 'object' || value === null) return 0;
+  if (typeof value !== 'object' || value === null) return typeof value === 'number' && value - value !== 0 ? -1 : 0;
   let n = 0;
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) n += parsedMemberCount(value[i]);
+    for (let i = 0; i < value.length; i++) {
+      const m = parsedMemberCount(value[i]);
+      if (m < 0) return -1;
+      n += m;
+    }
     return n;
   }
   // JSON.parse makes plain objects whose keys are all own and enumerable (`__proto__` too).
-  for (const key in value) n += 1 + parsedMemberCount((value as Record<string, unknown>)[key]);
+  for (const key in value) {
+    const m = parsedMemberCount((value as Record<string, unknown>)[key]);
+    if (m < 0) return -1;
+    n += 1 + m;
+  }
   return n;
 }
 
-const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
+type JsonPath = ReadonlyArray<string | number>;
 
 /**
- * Where `text` (valid JSON) first names a key twice in one object, as a path in the style of
- * the gateway's other field errors (`messages[0].content[1].type`; a key that is not an
- * identifier as `metadata["a b"]`), or undefined. Keys compare as decoded strings, so `"model"`
- * and `"mod\u0065l"` are the same key. Run only when the member counts show a repeat.
+ * The path of the first key or value in `value` that `bad` holds for (a key is tested as a
+ * string, before its value), depth first in document order, or undefined.
  */
-function duplicateKeyPath(text: string): string | undefined {
-  const seen: Array<Set<string>> = [];
-  let found: string | undefined;
-  const render = (path: ReadonlyArray<string | number>): string => path.map((part, i) =>
+function firstPath(value: unknown, bad: (v: unknown) => boolean, path: Array<string | number> = []): JsonPath | undefined {
+  if (bad(value)) return path;
+  if (typeof value !== 'object' || value === null) return undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = firstPath(value[i], bad, [...path, i]);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  for (const key in value) {
+    if (bad(key)) return [...path, key];
+    const found = firstPath((value as Record<string, unknown>)[key], bad, [...path, key]);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+const IDENTIFIER = /^[A-Za-z_$][\w$]{0,39}$/;
+/** Characters of a path shown in an error at most: its start and its end, `…` between. */
+const MAX_PATH_CHARS = 200;
+
+/**
+ * A path in the style of the gateway's other field errors: `messages[0].content[1].type`; a
+ * key that is not a short identifier as `metadata["a b"]` (`shown`: printable ASCII, at most
+ * 40 characters). A path longer than MAX_PATH_CHARS keeps its start and end. Empty: `body`.
+ */
+function renderPath(path: JsonPath): string {
+  if (path.length === 0) return 'body';
+  const text = path.map((part, i) =>
     typeof part === 'number' ? `[${part}]` : IDENTIFIER.test(part) ? (i === 0 ? part : `.${part}`) : `[${shown(part)}]`).join('');
+  if (text.length <= MAX_PATH_CHARS) return text;
+  const head = Math.floor(MAX_PATH_CHARS / 2);
+  return `${text.slice(0, head)}…${text.slice(text.length - (MAX_PATH_CHARS - head - 1))}`;
+}
+
+/**
+ * Where `text` (valid JSON) first names a key twice in one object, as its path, or undefined.
+ * Keys compare as decoded strings, so `"model"` and `"mod\u0065l"` are the same key. Run only
+ * when the member counts show a repeat (jsonc-parser's visitor: a library for the error path).
+ */
+function duplicateKeyPath(text: string): JsonPath | undefined {
+  const seen: Array<Set<string>> = [];
+  let found: JsonPath | undefined;
   visit(text, {
     onObjectBegin: () => { seen.push(new Set()); },
     onObjectEnd: () => { seen.pop(); },
     onObjectProperty: (key, _offset, _length, _line, _column, pathSupplier) => {
       const keys = seen.at(-1)!;
-      if (found === undefined && keys.has(key)) found = render([...pathSupplier(), key]);
+      if (found === undefined && keys.has(key)) found = [...pathSupplier(), key];
       keys.add(key);
     },
   });
   return found;
+}
+
+/** A `\u` escape of a surrogate code unit (U+D800–U+DFFF) somewhere in the text. */
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+
+/** A string that is not well-formed UTF-16 (a surrogate without its other half). */
+function unpaired(v: unknown): boolean {
+  return typeof v === 'string' && !v.isWellFormed();
+}
+
+/** A number JSON.parse made infinite. */
+function notFinite(v: unknown): boolean {
+  return typeof v === 'number' && !Number.isFinite(v);
 }
 
 /**
@@ -98,12 +160,19 @@ function duplicateKeyPath(text: string): string | undefined {
  * - bytes that are not UTF-8 (`invalid_json`, RFC 8259 §8.1): the gateway would read U+FFFD
  *   where the upstream reads something else, or refuses the body after the hold;
  * - text JSON.parse refuses (`invalid_json`);
+ * - a `\u` escape of half a surrogate pair in a key or string (`invalid_json`, naming its
+ *   path): JSON.parse keeps it, Anthropic's API refuses the body ("no low surrogate in
+ *   string"), other readers put U+FFFD in its place (which can make two keys one);
+ * - a number beyond a 64-bit float (`1e400`; `invalid_request` naming its path): JSON.parse
+ *   makes it Infinity, other readers refuse it or keep it exactly;
  * - a key given twice in one object (`invalid_request`, naming the first such key's path).
  *   RFC 8259 §4 leaves the meaning of a repeated name to each reader: JSON.parse keeps the
  *   last, other parsers the first, so `{"model":"cheap","model":"dear"}` would be checked as one
  *   model and served as the other. RFC 7493 (I-JSON) forbids repeats outright.
- * An empty body is `undefined`. Cost over JSON.parse alone: one byte scan (shared with the
- * depth check), one UTF-8 check, and one walk of the parsed value counting keys.
+ * Paths in messages are cut to MAX_PATH_CHARS. An empty body is `undefined`. Cost over
+ * JSON.parse alone: one byte scan (shared with the depth check), one UTF-8 check, one walk of
+ * the parsed value counting keys, and a walk of its strings only when the text has a surrogate
+ * escape at all.
  */
 export function parseJsonBody(body: Buffer): unknown {
   if (body.length === 0) return undefined;
@@ -119,9 +188,22 @@ export function parseJsonBody(body: Buffer): unknown {
   } catch {
     throw gatewayError('invalid_json', 'Request body is not valid JSON');
   }
-  if (members > 0 && parsedMemberCount(parsed) !== members) {
-    const path = duplicateKeyPath(text) ?? 'Request body';
-    throw gatewayError('invalid_request', `${path}: given more than once in one object; which one was meant is a guess, so send each key once`);
+  if (text.includes('\\u') && SURROGATE_ESCAPE.test(text)) {
+    const at = firstPath(parsed, unpaired);
+    if (at) {
+      throw gatewayError('invalid_json',
+        `Request body is not valid JSON: ${renderPath(at)} has a \\u escape of half a surrogate pair (U+D800–U+DFFF without its other half), which is not text`);
+    }
+  }
+  const counted = parsedMemberCount(parsed);
+  if (counted < 0) {
+    throw gatewayError('invalid_request',
+      `${renderPath(firstPath(parsed, notFinite) ?? [])}: is a number beyond the range of a 64-bit float (about ±1.8e308)`);
+  }
+  if (counted !== members) {
+    const path = duplicateKeyPath(text);
+    throw gatewayError('invalid_request',
+      `${path ? renderPath(path) : 'body'}: given more than once in one object; which one was meant is a guess, so send each key once`);
   }
   return parsed;
 }

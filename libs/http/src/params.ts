@@ -2,8 +2,8 @@ import { gatewayError } from '@tollgate/anthropic';
 
 /** Echoed back in an error message: short, and only printable ASCII. */
 export function shown(value: string): string {
-  const s = value.length > 40 ? `${value.slice(0, 40)}…` : value;
-  return JSON.stringify(s.replace(/[^\x20-\x7e]/g, '?'));
+  const s = (value.length > 40 ? value.slice(0, 40) : value).replace(/[^\x20-\x7e]/g, '?');
+  return JSON.stringify(value.length > 40 ? `${s}…` : s);
 }
 
 function bad(name: string, problem: string): never {

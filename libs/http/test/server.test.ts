@@ -118,6 +118,61 @@ test('a key given twice in one object: 400 invalid_request naming its path, at e
   }
 });
 
+test('half a surrogate pair in a \\u escape is 400 invalid_json naming where, as Anthropic refuses it; whole pairs, raw astral characters and an escaped backslash before u pass', async () => {
+  const message = (path: string) => `Request body is not valid JSON: ${path} has a \\u escape of half a surrogate pair (U+D800–U+DFFF without its other half), which is not text`;
+  const refused: Array<[string, string]> = [
+    ['{"model":"\\ud800"}', 'model'],
+    ['{"messages":[{"role":"user","content":"ab\\uDFFF"}]}', 'messages[0].content'],
+    ['{"s":"\\udc00\\ud800"}', 's'], // the halves in the wrong order
+    ['{"s":"x\\ud83d"}', 's'], // an emoji cut after its first half
+    // in a key: a reader that writes U+FFFD for both makes these one key
+    ['{"a\\ud800":1,"a\\udbff":2}', '["a?"]'],
+    ['["ok","\\uDBFFx"]', '[1]'],
+    ['"\\ud800"', 'body'],
+  ];
+  for (const [body, path] of refused) {
+    const r = await post(body);
+    assert.deepEqual([r.status, r.json.error?.code, r.json.error?.message], [400, 'invalid_json', message(path)], body);
+  }
+  const passed = ['{"s":"\\ud83d\\ude00"}', '{"s":"\\uD83D\\uDE00 😀"}', '{"s":"\\\\ud800"}', '{"s":"\\u00e9\\ud7ff\\ue000"}'];
+  for (const body of passed) {
+    const r = await post(body);
+    assert.deepEqual([r.status, r.json.raw, r.json.parsed], [200, body, JSON.parse(body)], body);
+  }
+});
+
+test('a number beyond a 64-bit float is 400 invalid_request naming where (JSON.parse would make it Infinity); the largest finite and underflowing numbers pass', async () => {
+  const message = (path: string) => `${path}: is a number beyond the range of a 64-bit float (about ±1.8e308)`;
+  const refused: Array<[string, string]> = [
+    ['{"max_tokens":1e400}', 'max_tokens'],
+    ['{"temperature":-1e400}', 'temperature'],
+    ['{"tools":[{"input_schema":{"maximum":2e308}}]}', 'tools[0].input_schema.maximum'],
+    ['[1,[2,1.8e308]]', '[1][1]'],
+    [`{"n":1${'0'.repeat(400)}}`, 'n'],
+    ['1e999', 'body'],
+  ];
+  for (const [body, path] of refused) {
+    const r = await post(body);
+    assert.deepEqual([r.status, r.json.error?.code, r.json.error?.message], [400, 'invalid_request', message(path)], body.slice(0, 60));
+  }
+  for (const body of ['{"n":1.7976931348623157e308}', '{"n":-1.7976931348623157e308}', '{"n":1e-400}', '{"n":-0}']) {
+    const r = await post(body);
+    assert.deepEqual([r.status, r.json.raw], [200, body], body);
+  }
+});
+
+test('a path in a body error is cut to 200 characters, its start and end kept; a long key is shown by its first 40 characters', async () => {
+  const long = 'k'.repeat(10_000);
+  const r = await post(`{"${long}":1,"${long}":2}`);
+  assert.deepEqual([r.status, r.json.error?.message],
+    [400, `["${'k'.repeat(40)}…"]: given more than once in one object; which one was meant is a guess, so send each key once`]);
+  const deep = `${'{"abcdefghij":'.repeat(100)}{"x":1,"x":2}${'}'.repeat(100)}`;
+  const d = await post(deep);
+  const path = `abcdefghij${'.abcdefghij'.repeat(99)}.x`;
+  assert.equal(d.json.error?.message,
+    `${path.slice(0, 100)}…${path.slice(path.length - 99)}: given more than once in one object; which one was meant is a guess, so send each key once`);
+});
+
 test('bytes that are not UTF-8 are 400 invalid_json before anything reads them; every valid UTF-8 sequence passes byte for byte', async () => {
   const wrap = (inner: number[]) => Buffer.concat([Buffer.from('{"text":"'), Buffer.from(inner), Buffer.from('"}')]);
   const bad: number[][] = [
@@ -135,7 +190,7 @@ test('bytes that are not UTF-8 are 400 invalid_json before anything reads them; 
   // A key that would be a repeat once invalid bytes read as U+FFFD is refused as not UTF-8.
   const twoWays = Buffer.concat([Buffer.from('{"a'), Buffer.from([0xff]), Buffer.from('":1,"a'), Buffer.from([0xfe]), Buffer.from('":2}')]);
   assert.equal((await post(twoWays)).json.error?.code, 'invalid_json');
-  const good = '{"text":"é € 𝄞 \\ud800 \\u0000 ﻿"}';
+  const good = '{"text":"é € 𝄞 \\ud83d\\ude00 \\u0000 ﻿"}';
   const r = await post(Buffer.from(good, 'utf8'));
   assert.deepEqual([r.status, r.json.raw], [200, good]);
 });
