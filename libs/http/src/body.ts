@@ -81,24 +81,30 @@ type JsonPath = ReadonlyArray<string | number>;
 
 /**
  * The path of the first key or value in `value` that `bad` holds for (a key is tested as a
- * string, before its value), depth first in document order, or undefined.
+ * string, before its value), depth first in document order, or undefined. One path array,
+ * pushed and popped, copied only when found: a walk costs the value's size, not size × depth.
  */
-function firstPath(value: unknown, bad: (v: unknown) => boolean, path: Array<string | number> = []): JsonPath | undefined {
-  if (bad(value)) return path;
-  if (typeof value !== 'object' || value === null) return undefined;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const found = firstPath(value[i], bad, [...path, i]);
-      if (found) return found;
+function firstPath(value: unknown, bad: (v: unknown) => boolean): JsonPath | undefined {
+  const path: Array<string | number> = [];
+  const walk = (v: unknown): boolean => {
+    if (bad(v)) return true;
+    if (typeof v !== 'object' || v === null) return false;
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        path.push(i);
+        if (walk(v[i])) return true;
+        path.pop();
+      }
+      return false;
     }
-    return undefined;
-  }
-  for (const key in value) {
-    if (bad(key)) return [...path, key];
-    const found = firstPath((value as Record<string, unknown>)[key], bad, [...path, key]);
-    if (found) return found;
-  }
-  return undefined;
+    for (const key in v) {
+      path.push(key);
+      if (bad(key) || walk((v as Record<string, unknown>)[key])) return true;
+      path.pop();
+    }
+    return false;
+  };
+  return walk(value) ? [...path] : undefined;
 }
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]{0,39}$/;
@@ -139,8 +145,39 @@ function duplicateKeyPath(text: string): JsonPath | undefined {
   return found;
 }
 
-/** A `\u` escape of a surrogate code unit (U+D800–U+DFFF) somewhere in the text. */
+/**
+ * A `\u` escape of half a surrogate pair that is not beside its other half in the text: a high
+ * one (U+D800–U+DBFF) not followed by a low escape, or a low one (U+DC00–U+DFFF) not preceded by
+ * a high escape. A match is confirmed on the parsed strings (an escaped backslash before `u`
+ * matches here but is no escape).
+ */
+const LONE_SURROGATE_ESCAPE = /\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]/;
+
+/** A `\u` escape of any surrogate code unit. */
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+
+/**
+ * Whether `text` may hold half a surrogate pair: LONE_SURROGATE_ESCAPE matches, or the text has
+ * an escaped backslash and any surrogate escape (`\\ud800\udc00` is a backslash, `ud800` and a
+ * lone low half, which the regex's look-behind would take for a pair).
+ */
+function mayHaveLoneSurrogate(text: string): boolean {
+  return LONE_SURROGATE_ESCAPE.test(text) || (text.includes('\\\\') && SURROGATE_ESCAPE.test(text));
+}
+
+/** Whether any key or string in `value` is not well-formed UTF-16. No allocation: the path is found after. */
+function hasUnpaired(value: unknown): boolean {
+  if (typeof value === 'string') return !value.isWellFormed();
+  if (typeof value !== 'object' || value === null) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (hasUnpaired(value[i])) return true;
+    return false;
+  }
+  for (const key in value) {
+    if (!key.isWellFormed() || hasUnpaired((value as Record<string, unknown>)[key])) return true;
+  }
+  return false;
+}
 
 /** A string that is not well-formed UTF-16 (a surrogate without its other half). */
 function unpaired(v: unknown): boolean {
@@ -172,7 +209,7 @@ function notFinite(v: unknown): boolean {
  * Paths in messages are cut to MAX_PATH_CHARS. An empty body is `undefined`. Cost over
  * JSON.parse alone: one byte scan (shared with the depth check), one UTF-8 check, one walk of
  * the parsed value counting keys, and a walk of its strings only when the text has a surrogate
- * escape at all.
+ * escape without its other half beside it.
  */
 export function parseJsonBody(body: Buffer): unknown {
   if (body.length === 0) return undefined;
@@ -188,7 +225,7 @@ export function parseJsonBody(body: Buffer): unknown {
   } catch {
     throw gatewayError('invalid_json', 'Request body is not valid JSON');
   }
-  if (text.includes('\\u') && SURROGATE_ESCAPE.test(text)) {
+  if (text.includes('\\u') && mayHaveLoneSurrogate(text) && hasUnpaired(parsed)) {
     const at = firstPath(parsed, unpaired);
     if (at) {
       throw gatewayError('invalid_json',

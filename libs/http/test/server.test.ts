@@ -129,6 +129,8 @@ test('half a surrogate pair in a \\u escape is 400 invalid_json naming where, as
     ['{"a\\ud800":1,"a\\udbff":2}', '["a?"]'],
     ['["ok","\\uDBFFx"]', '[1]'],
     ['"\\ud800"', 'body'],
+    // an escaped backslash, then `ud800` as text, then a lone low half that looks paired
+    ['{"a":"\\\\ud800\\udc00"}', 'a'],
   ];
   for (const [body, path] of refused) {
     const r = await post(body);
