@@ -110,6 +110,16 @@ test('a key that differs from a Messages API field only in letter case is refuse
     [{ ...ok(), messages: [{ role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'image', Type: 'document', source: {} }] }] }, 'messages[0].content[1].Type', 'type'],
     [{ ...ok(), tool_choice: { type: 'auto', Type: 'any' } }, 'tool_choice.Type', 'type'],
     [{ ...ok(), metadata: { User_ID: 'x' } }, 'metadata.User_ID', 'user_id'],
+    // a block's source and citations, and the blocks inside a tool_result, at any depth
+    [{ ...ok(), messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'text', media_type: 'text/plain', data: 'hi', TYPE: 'url', url: 'https://x/a.pdf' } }] }] },
+      'messages[0].content[0].source.TYPE', 'type'],
+    [{ ...ok(), messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'text', data: 'x' }, citations: { ENABLED: true } }] }] },
+      'messages[0].content[0].citations.ENABLED', 'enabled'],
+    [{ ...ok(), messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'text', text: 'a' }, { type: 'text', TYPE: 'document', text: 'b' }] }] }] },
+      'messages[0].content[0].content[1].TYPE', 'type'],
+    [{ ...ok(), messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'image', source: { type: 'base64', data: 'x', URL: 'https://x' } }] }] }] },
+      'messages[0].content[0].content[0].source.URL', 'url'],
+    [{ ...ok(), system: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b', CACHE_CONTROL: {} }] }, 'system[1].CACHE_CONTROL', 'cache_control'],
   ];
   for (const [body, field, reads] of cases) rejects(body, field, `${field}: ${problem(reads)}`);
   // count_tokens reads the same fields

@@ -54,7 +54,7 @@ const API_FIELDS: ReadonlySet<string> = new Set([
   'display_width_px', 'display_height_px', 'display_number', 'strict', 'defer_loading', 'allowed_callers', 'input_examples',
   // messages and content blocks
   'role', 'content', 'text', 'source', 'id', 'input', 'tool_use_id', 'is_error', 'citations', 'signature', 'data',
-  'title', 'context', 'server_name', 'file_id', 'media_type', 'url',
+  'title', 'context', 'server_name', 'file_id', 'media_type', 'url', 'enabled',
 ]);
 
 /**
@@ -71,61 +71,82 @@ function mayFold(key: string): boolean {
 }
 
 /**
- * Throws ProtocolError when a key of `obj` (at `path`) is not an API field but is one to a
- * reader that matches names without regard to case (Go's encoding/json does, with Unicode
- * simple folding: `MODEL`, `max_toKens` with U+212A KELVIN SIGN, `ſtream` with U+017F).
+ * The first key of `obj` that is not an API field but is one to a reader that matches names
+ * without regard to case (Go's encoding/json does, with Unicode simple folding: `MODEL`,
+ * `max_toKens` with U+212A KELVIN SIGN, `ſtream` with U+017F), and the field it reads as.
  */
-function checkKeys(obj: Record<string, unknown>, path: () => string): void {
+function caseVariant(obj: Record<string, unknown>): [string, string] | undefined {
   for (const key in obj) {
     if (!mayFold(key)) continue;
     const field = key.toLowerCase().replaceAll('\u017f', 's');
-    if (!API_FIELDS.has(field)) continue;
-    // A key with a non-ASCII letter is shown with that letter as its \u escape.
-    const name = /^[A-Za-z_]\w*$/.test(key)
-      ? key
-      : `[${JSON.stringify(key).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}]`;
-    const at = path();
-    const where = at === '' ? name : name.startsWith('[') ? `${at}${name}` : `${at}.${name}`;
-    throw new ProtocolError(where, `not a field of the Messages API: a reader that ignores case takes it for "${field}" (field names are lowercase)`);
+    if (API_FIELDS.has(field)) return [key, field];
   }
+  return undefined;
+}
+
+/** The 400 for `caseVariant`'s find in the object at `path` ('' for the body). */
+function caseVariantError(path: string, [key, field]: [string, string]): ProtocolError {
+  // A key with a non-ASCII letter is shown with that letter as its \u escape.
+  const name = /^[A-Za-z_]\w*$/.test(key)
+    ? key
+    : `[${JSON.stringify(key).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}]`;
+  const where = path === '' ? name : name.startsWith('[') ? `${path}${name}` : `${path}.${name}`;
+  return new ProtocolError(where, `not a field of the Messages API: a reader that ignores case takes it for "${field}" (field names are lowercase)`);
 }
 
 /**
  * Refuses a key that differs from a Messages API field only in letter case (400 naming it), in
  * the objects whose fields decide routing, the hold and the price: the body, `thinking`,
- * `tool_choice`, `metadata`, each tool, fallback and system block, each message and its content
- * blocks (a block's `type` and `source` decide its input bound: an image by its dimensions, a
- * PDF by its pages). The gateway reads fields by their exact names and forwards the bytes; a
- * relay upstream that matches names case-insensitively (a Go service decoding into structs)
- * would read `{"model":"claude-haiku-4-5","MODEL":"claude-opus-4-6"}` as opus, and Anthropic's
- * API refuses fields it does not know anyway. Cost: ~0.1 µs on a one-message body, ~5 µs on a
- * 72 KB one with 20 tools and 60 turns (about 7 % of its JSON.parse).
+ * `tool_choice`, `metadata`, each tool and fallback, each message, and every content block
+ * (system's, messages', those inside a `tool_result`) with its `source` and `citations` (a
+ * block's `type` and `source` decide its input bound: an image by its dimensions, a PDF by its
+ * pages, a document by URL at the whole window). The gateway reads fields by their exact names
+ * and forwards the bytes; a relay upstream that matches names case-insensitively (a Go service
+ * decoding into structs) would read `{"model":"claude-haiku-4-5","MODEL":"claude-opus-4-6"}` as
+ * opus, and Anthropic's API refuses fields it does not know anyway. Paths are built only for
+ * the error. Cost: bench/body-parse.ts.
  */
 function checkFieldNames(body: Record<string, unknown>): void {
-  checkKeys(body, () => '');
+  let found = caseVariant(body);
+  if (found) throw caseVariantError('', found);
   for (const name of ['thinking', 'tool_choice', 'metadata'] as const) {
     const v = body[name];
-    if (isRecord(v)) checkKeys(v, () => name);
+    if (isRecord(v) && (found = caseVariant(v))) throw caseVariantError(name, found);
   }
-  for (const name of ['tools', 'fallbacks', 'system'] as const) {
+  for (const name of ['tools', 'fallbacks'] as const) {
     const list = body[name];
     if (!Array.isArray(list)) continue;
     for (let i = 0; i < list.length; i++) {
       const v: unknown = list[i];
-      if (isRecord(v)) checkKeys(v, () => `${name}[${i}]`);
+      if (isRecord(v) && (found = caseVariant(v))) throw caseVariantError(`${name}[${i}]`, found);
     }
   }
+  checkBlocks(body.system, 'system');
   const messages = body.messages;
   if (!Array.isArray(messages)) return;
   for (let i = 0; i < messages.length; i++) {
     const m: unknown = messages[i];
     if (!isRecord(m)) continue;
-    checkKeys(m, () => `messages[${i}]`);
-    if (!Array.isArray(m.content)) continue;
-    for (let j = 0; j < m.content.length; j++) {
-      const block: unknown = m.content[j];
-      if (isRecord(block)) checkKeys(block, () => `messages[${i}].content[${j}]`);
-    }
+    if ((found = caseVariant(m))) throw caseVariantError(`messages[${i}]`, found);
+    if (Array.isArray(m.content)) checkBlocks(m.content, `messages[${i}].content`);
+  }
+}
+
+/**
+ * `caseVariant` on each content block of `list` (when it is an array), its `source` and
+ * `citations` objects, and the blocks of its own `content` array (a `tool_result`'s), at any
+ * depth; `path` is the list's.
+ */
+function checkBlocks(list: unknown, path: string): void {
+  if (!Array.isArray(list)) return;
+  for (let j = 0; j < list.length; j++) {
+    const block: unknown = list[j];
+    if (!isRecord(block)) continue;
+    let found = caseVariant(block);
+    if (found) throw caseVariantError(`${path}[${j}]`, found);
+    if (isRecord(block.source) && (found = caseVariant(block.source))) throw caseVariantError(`${path}[${j}].source`, found);
+    if (isRecord(block.citations) && (found = caseVariant(block.citations))) throw caseVariantError(`${path}[${j}].citations`, found);
+    if (Array.isArray(block.content)) checkBlocks(block.content, `${path}[${j}].content`);
   }
 }
 
