@@ -173,6 +173,12 @@ describe('access rules per key and account', () => {
     assert.deepEqual(await raw('/v1/messages', `{"model":"claude-haiku-4-5","max_tokens":4,"messages":[{"role":"user","content":"hi \\ud83d"}]}`, anthropic),
       [400, 'invalid_request_error', 'invalid_json',
         'Request body is not valid JSON: messages[0].content has a \\u escape of half a surrogate pair (U+D800–U+DFFF without its other half), which is not text']);
+    // An error quoting client input quotes it bounded, its bidi controls escaped (here an
+    // unsupported OpenAI parameter whose 200,000-character name starts with U+202E).
+    const [status, , , message] = await raw('/v1/chat/completions',
+      JSON.stringify({ model: 'claude-haiku-4-5', messages: [{ role: 'user', content: 'hi' }], [`\u202e${'p'.repeat(200_000)}`]: 1 }),
+      { authorization: `Bearer ${c.secret}` });
+    assert.deepEqual([status, String(message).length, String(message).slice(0, 12), /[\u202e]/.test(String(message))], [400, 1024, '\\u202epppppp', false]);
     assert.equal(await lastSent(), before);
     // The admin API reads its bodies the same way: a grant naming credits twice grants nothing.
     const grant = await raw(`/admin/v1/accounts/${c.accountId}/credits`, '{"credits":1,"credits":1000000,"reference":"dup"}',
@@ -193,6 +199,9 @@ describe('access rules per key and account', () => {
         'kind: must be one of "grant", "top_up", "adjustment", "refund" (got "gift")'],
       ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference: 'r', note: 'x', extra: 1 }, 'note: unknown field; extra: unknown field'],
       ['POST', `/admin/v1/accounts/${c.accountId}/credits`, [], 'body: must be an object (got array)'],
+      // an odd key is shown cut, its controls and bidi controls escaped
+      ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference: 'r', [`\u202e${'k'.repeat(5000)}`]: 1 },
+        `["\\u202e${'k'.repeat(39)}…"]: unknown field`],
       ['POST', '/admin/v1/accounts', {}, 'name: is required'],
       ['PATCH', `/admin/v1/keys/${c.keyId}`, { ip_allowlist: ['10.0.0.0/8', 7] }, 'ip_allowlist[1]: must be a string (got number)'],
       ['PATCH', `/admin/v1/keys/${c.keyId}`, { allowed_models: [''] }, 'allowed_models[0]: must not be empty'],
@@ -200,6 +209,9 @@ describe('access rules per key and account', () => {
       ['PATCH', `/admin/v1/keys/${c.keyId}`, { expires_at: 'x'.repeat(65) }, 'expires_at: must be at most 64 characters'],
       ['PATCH', `/admin/v1/accounts/${c.accountId}`, { status: 'gone', admission_policy: 'loose' },
         'status: must be one of "active", "suspended", "disabled" (got "gone"); admission_policy: must be one of "strict", "clamp" (got "loose")'],
+      ['POST', '/admin/v1/plans', { name: 'p', requests_per_minute: 1.5 },
+        'requests_per_minute: must be a whole number (got 1.5) (plan limits are whole numbers 0 … 1000000000, or null for unlimited)'],
+      ['POST', '/admin/v1/groups', { name: 'g', platform: 'anthropic', upstream_ids: ['default'], model_mapping: [] }, 'model_mapping: must be an object (got array)'],
       ['POST', '/admin/v1/plans', { name: 'p', requests_per_minute: 'a' },
         'requests_per_minute: must be a number (got string) (plan limits are whole numbers 0 … 1000000000, or null for unlimited)'],
       // the upstream schema's own message

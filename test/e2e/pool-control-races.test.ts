@@ -94,10 +94,10 @@ test('a mapped upstream model name metering cannot read back (not printable ASCI
     const r = await admin<{ error: { type: string; message: string } }>(stack.url, 'POST', '/admin/v1/groups', { name: 'mapped', platform: 'anthropic', upstream_ids: [up], model_mapping: { 'claude-sonnet-4-6': name } });
     assert.equal(r.status, 400, name);
     assert.equal(r.json.error.type, 'invalid_request_error');
-    assert.ok(r.json.error.message.startsWith('model_mapping.claude-sonnet-4-6: '), r.json.error.message);
+    assert.ok(r.json.error.message.startsWith('model_mapping["claude-sonnet-4-6"]: '), r.json.error.message);
   }
   const spaced = await admin<{ error: { message: string } }>(stack.url, 'POST', '/admin/v1/groups', { name: 'mapped', platform: 'anthropic', upstream_ids: [up], model_mapping: { 'claude-sonnet-4-6': 'sonnet 模型' } });
-  assert.equal(spaced.json.error.message, 'model_mapping.claude-sonnet-4-6: "sonnet 模型" must be printable ASCII without spaces (an upstream model name, read back from the upstream\'s answers)');
+  assert.equal(spaced.json.error.message, 'model_mapping["claude-sonnet-4-6"]: "sonnet 模型" must be printable ASCII without spaces (an upstream model name, read back from the upstream\'s answers)');
   const ok = await admin<{ model_mapping: unknown }>(stack.url, 'POST', '/admin/v1/groups', { name: 'mapped', platform: 'anthropic', upstream_ids: [up], model_mapping: { 'claude-sonnet-4-6': 'my-sonnet_v2.1' } });
   assert.equal(ok.status, 201);
   assert.deepEqual(ok.json.model_mapping, { 'claude-sonnet-4-6': 'my-sonnet_v2.1' });

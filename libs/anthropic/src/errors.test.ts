@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  clientText,
+  ProtocolError,
   ERRORS,
   ERROR_CODES,
   GatewayError,
@@ -235,4 +237,26 @@ test('an upstream error inside a 2xx (SSE error event, JSON error body): catalog
   assert.ok(!auth.message.includes('whatever'));
   const odd = upstreamEventError('not json');
   assert.deepEqual([odd.code, odd.status, odd.type, odd.message], ['upstream_error', 503, 'api_error', 'Upstream provider reported an error']);
+});
+
+test('an error message is bounded and carries no control or bidi control, whatever it quotes: every GatewayError and ProtocolError', () => {
+  // a right-to-left override, a BEL, an ESC sequence, C1, a line separator: escaped, never raw
+  assert.equal(clientText('name "a\u202Eb" \u0007\u001b[31m \u0085 \u2028 \u061c\u200e\u2066'),
+    'name "a\\u202eb" \\u0007\\u001b[31m \\u0085 \\u2028 \\u061c\\u200e\\u2066');
+  // ordinary text, quotes, non-Latin scripts, tab and line feed pass unchanged; CR does not
+  assert.equal(clientText('model: "claude-haiku-4-5" 模型 — ok\n\tnext\r'), 'model: "claude-haiku-4-5" 模型 — ok\n\tnext\\u000d');
+  // at most 1,024 characters, cut with … and never between a surrogate pair's halves
+  assert.equal(clientText('x'.repeat(5000)), `${'x'.repeat(1023)}…`);
+  assert.equal(clientText(`${'x'.repeat(1022)}😀tail`), `${'x'.repeat(1022)}…`);
+  assert.equal(clientText(`${'x'.repeat(1021)}😀tail`), `${'x'.repeat(1021)}😀…`);
+  // escaping cannot push it past the bound
+  assert.equal(clientText('\u0007'.repeat(1000)).length, 1024);
+  assert.equal(clientText('ok', 10), 'ok');
+  // applied where every error is made: the gateway's own and a field error
+  const e = gatewayError('invalid_request', `temperature ${JSON.stringify(0.5 + 'e'.repeat(100_000))} \u202e`);
+  assert.equal(e.message.length, 1024);
+  assert.ok(!/[\u202e\u0000-\u001f]/.test(e.message));
+  const p = new ProtocolError(`k\u202e${'k'.repeat(300)}`, 'unknown field');
+  assert.equal(p.field, `k\\u202e${'k'.repeat(192)}…`);
+  assert.equal(p.message, `k\\u202e${'k'.repeat(300)}: unknown field`);
 });

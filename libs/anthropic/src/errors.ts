@@ -59,6 +59,34 @@ export interface GatewayErrorInit {
   cause?: unknown;
 }
 
+/** Characters of an error message at most (`clientText`): room for any field path and value worth reading. */
+export const MAX_ERROR_MESSAGE_CHARS = 1024;
+
+/**
+ * C0 controls but tab and line feed (which JSON escapes and a reader expects in a relayed
+ * message), C1 controls, the bidi controls (U+061C, U+200E/F, U+202A–E, U+2066–9), U+2028/9.
+ */
+const UNSAFE_CHARS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
+
+/**
+ * Text as an error message may carry it back to a client: at most `max` characters (cut with
+ * `…`, never between the halves of a surrogate pair), and each control (but tab and line feed),
+ * bidi control or Unicode line separator written as its `\uXXXX` escape. Messages quote client input (a field name, a value,
+ * a model id); this keeps a 16 MB key or a right-to-left override out of every answer, log and
+ * terminal that shows one, whichever code built the message.
+ */
+export function clientText(text: string, max = MAX_ERROR_MESSAGE_CHARS): string {
+  const cut = (s: string): string => {
+    if (s.length <= max) return s;
+    let end = max - 1;
+    const last = s.charCodeAt(end - 1);
+    if (last >= 0xd800 && last <= 0xdbff) end--;
+    return `${s.slice(0, end)}…`;
+  };
+  const escaped = cut(text).replace(UNSAFE_CHARS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return cut(escaped);
+}
+
 export class GatewayError extends Error {
   override name = 'GatewayError';
   readonly code: ErrorCode;
@@ -68,8 +96,9 @@ export class GatewayError extends Error {
   /** extra response headers, e.g. `retry-after` */
   readonly headers?: Record<string, string>;
 
+  /** The message passes through `clientText`: bounded, controls and bidi controls escaped. */
   constructor(init: GatewayErrorInit) {
-    super(init.message, init.cause === undefined ? undefined : { cause: init.cause });
+    super(clientText(init.message), init.cause === undefined ? undefined : { cause: init.cause });
     this.code = init.code;
     this.status = init.status;
     this.type = init.type;
@@ -95,7 +124,7 @@ export class ProtocolError extends GatewayError {
       retriable: spec.retriable,
       message: field === '' ? problem : `${field}: ${problem}`,
     });
-    this.field = field;
+    this.field = clientText(field, 200);
   }
 }
 

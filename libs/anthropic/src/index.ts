@@ -41,9 +41,11 @@ export type { SseFrame, StreamError, StreamMeterOptions } from './sse.ts';
 export { SseFramer, StreamMeter, createStreamMeter, isErrorFrame } from './sse.ts';
 export type { ErrorCode, ErrorSpec, GatewayErrorBody, GatewayErrorExtra, GatewayErrorInit, UpstreamErrorOptions } from './errors.ts';
 export {
+  clientText,
   ERRORS,
   ERROR_CODES,
   GatewayError,
+  MAX_ERROR_MESSAGE_CHARS,
   ProtocolError,
   errorBody,
   gatewayError,

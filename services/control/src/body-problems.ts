@@ -16,9 +16,9 @@ function jsonType(value: unknown): string {
   return typeof value;
 }
 
-/** zod's expected type as JSON says it (`int` → `whole number`). */
+/** zod's expected type as JSON says it (`int` → `whole number`, `record` → `object`). */
 function expectedType(expected: string): string {
-  return expected === 'int' ? 'whole number' : expected;
+  return expected === 'int' ? 'whole number' : expected === 'record' ? 'object' : expected;
 }
 
 /** The types the branches of a union take, from their first type issue each (`number`, `string`), in order. */
@@ -55,7 +55,9 @@ function issueProblem(issue: z.core.$ZodRawIssue): string | undefined {
   switch (issue.code) {
     case 'invalid_type': {
       if (input === undefined) return 'is required';
-      return `must be ${article(expectedType(issue.expected))} (got ${jsonType(input)})`;
+      // a fraction where a whole number goes: the value says more than its type
+      const got = issue.expected === 'int' && typeof input === 'number' && Number.isFinite(input) ? String(input) : jsonType(input);
+      return `must be ${article(expectedType(issue.expected))} (got ${got})`;
     }
     case 'invalid_union': {
       const types = unionTypes(issue as z.core.$ZodIssueInvalidUnion);
@@ -99,10 +101,19 @@ function issueProblem(issue: z.core.$ZodRawIssue): string | undefined {
  */
 export const bodyErrorMap: z.core.$ZodErrorMap = (issue) => issueProblem(issue);
 
-/** A path as the gateway's errors write it: `ip_allowlist[2]`, `limits.rpm`; empty → `body`. */
+/**
+ * A path as the gateway's errors write it: `ip_allowlist[2]`, `limits.rpm`; a key that is not an
+ * identifier of at most 40 characters as `["a b"]`, cut to 40 with `…` (the message's controls
+ * are escaped where every GatewayError is made); empty → `body`.
+ */
 export function fieldPath(path: readonly PropertyKey[]): string {
   if (path.length === 0) return 'body';
-  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
+  return path.map((p, i) => {
+    if (typeof p === 'number') return `[${p}]`;
+    const name = String(p);
+    if (/^[A-Za-z_$][\w$]{0,39}$/.test(name)) return i === 0 ? name : `.${name}`;
+    return `[${JSON.stringify(name.length > 40 ? `${name.slice(0, 40)}…` : name)}]`;
+  }).join('');
 }
 
 /**

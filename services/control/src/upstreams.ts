@@ -284,7 +284,7 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
     const catalog = deps.catalog();
     const out: Record<string, string> = {};
     for (const [from, to] of entries) {
-      const field = `model_mapping.${from.slice(0, 200)}`;
+      const field = fieldPath(['model_mapping', from]);
       const resolved = resolveModel(catalog, from);
       if (!resolved) bad(field, `${JSON.stringify(from.slice(0, 200))} is not a model of the catalog in force`);
       if (Object.hasOwn(out, resolved.model.id)) bad(field, `maps ${resolved.model.id} a second time`);
