@@ -212,6 +212,7 @@ describe('access rules per key and account', () => {
       ['POST', '/admin/v1/plans', { name: 'p', requests_per_minute: 1.5 },
         'requests_per_minute: must be a whole number (got 1.5) (plan limits are whole numbers 0 … 1000000000, or null for unlimited)'],
       ['POST', '/admin/v1/groups', { name: 'g', platform: 'anthropic', upstream_ids: ['default'], model_mapping: [] }, 'model_mapping: must be an object (got array)'],
+      ['POST', '/admin/v1/plans', { name: 'p', rpm: 5 }, 'rpm: unknown field'],
       ['POST', '/admin/v1/plans', { name: 'p', requests_per_minute: 'a' },
         'requests_per_minute: must be a number (got string) (plan limits are whole numbers 0 … 1000000000, or null for unlimited)'],
       // the upstream schema's own message

@@ -27,7 +27,9 @@ function parse(body: unknown): z.infer<typeof PlanBody> {
   const r = PlanBody.safeParse(body ?? {}, { error: bodyErrorMap });
   if (!r.success) {
     const msg = bodyProblems(r.error).join('; ');
-    throw gatewayError('invalid_request', `${msg} (plan limits are whole numbers 0 … ${MAX_PLAN_LIMIT}, or null for unlimited)`);
+    // The rule of the limits, when a limit is what is wrong (not after `name` or an unknown field).
+    const aboutLimits = r.error.issues.some((i) => (LIMIT_FIELDS as readonly PropertyKey[]).includes(i.path[0] ?? ''));
+    throw gatewayError('invalid_request', aboutLimits ? `${msg} (plan limits are whole numbers 0 … ${MAX_PLAN_LIMIT}, or null for unlimited)` : msg);
   }
   return r.data;
 }
