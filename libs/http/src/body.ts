@@ -190,6 +190,27 @@ function notFinite(v: unknown): boolean {
 }
 
 /**
+ * The offset of the first byte of `body` that does not belong to valid UTF-8 (called only when
+ * `isUtf8` said there is one). Node's decoder writes U+FFFD for each bad sequence; a U+FFFD the
+ * body itself encodes (EF BF BD) is skipped.
+ */
+function firstBadUtf8(body: Buffer): number {
+  const text = body.toString('utf8');
+  let bytes = 0;
+  let from = 0;
+  for (let i = text.indexOf('\ufffd'); i >= 0; i = text.indexOf('\ufffd', i + 1)) {
+    bytes += Buffer.byteLength(text.slice(from, i));
+    from = i + 1;
+    if (body[bytes] === 0xef && body[bytes + 1] === 0xbf && body[bytes + 2] === 0xbd) {
+      bytes += 3;
+      continue;
+    }
+    return bytes;
+  }
+  return 0;
+}
+
+/**
  * A request body's JSON, read once and only if every reader of the same bytes would read it the
  * same way, since the gateway checks the parsed value (model, limits, the cost bound) but
  * forwards the bytes (`rawBody`). Refused with a 400 GatewayError:
@@ -217,13 +238,18 @@ export function parseJsonBody(body: Buffer): unknown {
   if (members < 0) {
     throw gatewayError('invalid_request', `Request body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
   }
-  if (!isUtf8(body)) throw gatewayError('invalid_json', 'Request body is not valid JSON: it is not UTF-8 text (RFC 8259 §8.1)');
+  if (!isUtf8(body)) {
+    const at = firstBadUtf8(body);
+    throw gatewayError('invalid_json',
+      `Request body is not valid JSON: it is not UTF-8 text (RFC 8259 §8.1): byte 0x${body[at]!.toString(16).padStart(2, '0')} at offset ${at}`);
+  }
   const text = body.toString('utf8');
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
-  } catch {
-    throw gatewayError('invalid_json', 'Request body is not valid JSON');
+  } catch (err) {
+    // V8 says where: "Expected ',' or '}' after property value in JSON at position 6 (line 1 column 7)".
+    throw gatewayError('invalid_json', `Request body is not valid JSON: ${(err as Error).message}`);
   }
   if (text.includes('\\u') && mayHaveLoneSurrogate(text) && hasUnpaired(parsed)) {
     const at = firstPath(parsed, unpaired);

@@ -175,6 +175,18 @@ test('a path in a body error is cut to 200 characters, its start and end kept; a
     `${path.slice(0, 100)}…${path.slice(path.length - 99)}: given more than once in one object; which one was meant is a guess, so send each key once`);
 });
 
+test('unparsable JSON is 400 invalid_json saying where, in V8\'s words', async () => {
+  const cases: Array<[string, string]> = [
+    ['{"a":1,]}', "Expected double-quoted property name in JSON at position 7 (line 1 column 8)"],
+    ['{"a":1', "Expected ',' or '}' after property value in JSON at position 6 (line 1 column 7)"],
+    ['{\n"a":\n}', 'Unexpected token \'}\', "{\n"a":\n}" is not valid JSON'],
+  ];
+  for (const [body, where] of cases) {
+    const r = await post(body);
+    assert.deepEqual([r.status, r.json.error?.code, r.json.error?.message], [400, 'invalid_json', `Request body is not valid JSON: ${where}`], body);
+  }
+});
+
 test('bytes that are not UTF-8 are 400 invalid_json before anything reads them; every valid UTF-8 sequence passes byte for byte', async () => {
   const wrap = (inner: number[]) => Buffer.concat([Buffer.from('{"text":"'), Buffer.from(inner), Buffer.from('"}')]);
   const bad: number[][] = [
@@ -186,9 +198,13 @@ test('bytes that are not UTF-8 are 400 invalid_json before anything reads them; 
   ];
   for (const inner of bad) {
     const r = await post(wrap(inner));
+    // the first bad byte and its offset: after `{"text":"` (9 bytes)
     assert.deepEqual([r.status, r.json.error?.code, r.json.error?.message],
-      [400, 'invalid_json', 'Request body is not valid JSON: it is not UTF-8 text (RFC 8259 §8.1)'], Buffer.from(inner).toString('hex'));
+      [400, 'invalid_json', `Request body is not valid JSON: it is not UTF-8 text (RFC 8259 §8.1): byte 0x${inner[0]!.toString(16)} at offset 9`], Buffer.from(inner).toString('hex'));
   }
+  // a U+FFFD the body encodes itself (EF BF BD) is text; the bad byte after it is named
+  const afterReplacement = Buffer.concat([Buffer.from('{"t":"\ufffd é'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]);
+  assert.equal((await post(afterReplacement)).json.error?.message, 'Request body is not valid JSON: it is not UTF-8 text (RFC 8259 §8.1): byte 0xc3 at offset 12');
   // A key that would be a repeat once invalid bytes read as U+FFFD is refused as not UTF-8.
   const twoWays = Buffer.concat([Buffer.from('{"a'), Buffer.from([0xff]), Buffer.from('":1,"a'), Buffer.from([0xfe]), Buffer.from('":2}')]);
   assert.equal((await post(twoWays)).json.error?.code, 'invalid_json');

@@ -27,7 +27,7 @@ export interface ExactDecimal {
 export function parseExactDecimal(v: string): ExactDecimal {
   const m = DECIMAL_RE.exec(v);
   if (m === null) {
-    throw new MoneyError(`${JSON.stringify(v)} is not a decimal number (expected e.g. "12.5" or "-3")`);
+    throw new MoneyError(`${JSON.stringify(v)} is not a decimal number (expected e.g. "12.5" or "3")`);
   }
   const sign = m[1] === '-' ? -1n : 1n;
   const whole = m[2] ?? '0';
@@ -68,7 +68,8 @@ export function parseCredits(v: string | number): bigint {
     if (/e/i.test(text)) {
       // Below 1e-6 a number's text has an exponent: it has more decimals than credits keep.
       if (Math.abs(v) < 1) throw new MoneyError(`credit amount ${text} has more than ${CREDIT_DECIMALS} decimal places`);
-      throw new MoneyError(`credit amount ${text} is out of range: pass it as a decimal string`);
+      // No amount anywhere may pass 2^53 − 1 µc (the largest every stage holds exactly).
+      throw new MoneyError(`credit amount ${text} is out of range: amounts are within ±${formatCredits(2n ** 53n - 1n)} credits`);
     }
   } else if (typeof v === 'string') {
     text = v;

@@ -115,7 +115,7 @@ test('credits grant: idempotent by reference, a negative adjustment after --, AP
   const conflict = await tg('credits', 'grant', id, '30', '--reference', 'inv-1');
   assert.deepEqual(conflict, { code: 1, stdout: '', stderr: 'tollgate credits grant: 409 invalid_request_error: reference inv-1 was already used for 25 credits (kind grant)\n' });
   const notNumber = await tg('credits', 'grant', id, 'ten', '--reference', 'inv-3');
-  assert.deepEqual(notNumber, { code: 2, stdout: '', stderr: 'tollgate credits grant: CREDITS: "ten" is not a decimal number (expected e.g. "12.5" or "-3")\n(see tollgate credits grant --help)\n' });
+  assert.deepEqual(notNumber, { code: 2, stdout: '', stderr: 'tollgate credits grant: CREDITS: "ten" is not a decimal number (expected e.g. "12.5" or "3")\n(see tollgate credits grant --help)\n' });
   assert.equal(await balance(), '22000001');
 });
 
