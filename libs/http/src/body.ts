@@ -13,6 +13,15 @@ import { shown } from './params.ts';
  */
 export const MAX_JSON_DEPTH = 512;
 
+/**
+ * The most object members (name/value pairs, at any depth) a request body may have. A real
+ * Messages body has a few thousand (a long agent conversation with 100 tools: ~20,000); 32 MB
+ * of `{"k":1,…}` has 2.7 million, and JSON.parse alone held the event loop ~2 s on it, the key
+ * count and a repeat's path finder ~5 s more. At this cap a body costs ~0.5 s at most, and one
+ * over it is refused by the byte scan before JSON.parse (~70 ms for 34 MB).
+ */
+export const MAX_JSON_MEMBERS = 500_000;
+
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const COLON = 0x3a;
@@ -215,6 +224,8 @@ function firstBadUtf8(body: Buffer): number {
  * same way, since the gateway checks the parsed value (model, limits, the cost bound) but
  * forwards the bytes (`rawBody`). Refused with a 400 GatewayError:
  * - nesting deeper than MAX_JSON_DEPTH (`invalid_request`): later recursive walks stay shallow;
+ * - more than MAX_JSON_MEMBERS object members (413 `request_too_large`): what it takes to parse
+ *   and check a body stays well under a second of the event loop;
  * - bytes that are not UTF-8 (`invalid_json`, RFC 8259 §8.1): the gateway would read U+FFFD
  *   where the upstream reads something else, or refuses the body after the hold;
  * - text JSON.parse refuses (`invalid_json`);
@@ -237,6 +248,10 @@ export function parseJsonBody(body: Buffer): unknown {
   const members = jsonMemberCount(body, MAX_JSON_DEPTH);
   if (members < 0) {
     throw gatewayError('invalid_request', `Request body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
+  }
+  if (members > MAX_JSON_MEMBERS) {
+    throw gatewayError('request_too_large',
+      `Request body has ${members} object members (name/value pairs); at most ${MAX_JSON_MEMBERS} are read (a long agent conversation has a few thousand)`);
   }
   if (!isUtf8(body)) {
     const at = firstBadUtf8(body);

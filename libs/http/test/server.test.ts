@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { createHttpServer, defaultMaxConnectionsPerIp, loggerOptions, requireToken } from '../src/index.ts';
+import { createHttpServer, defaultMaxConnectionsPerIp, loggerOptions, MAX_JSON_MEMBERS, parseJsonBody, requireToken } from '../src/index.ts';
 
 const LIMIT = 256 * 1024;
 const ADMIN = 'admin-token-for-edge-tests-0001';
@@ -185,6 +185,18 @@ test('unparsable JSON is 400 invalid_json saying where, in V8\'s words', async (
     const r = await post(body);
     assert.deepEqual([r.status, r.json.error?.code, r.json.error?.message], [400, 'invalid_json', `Request body is not valid JSON: ${where}`], body);
   }
+});
+
+test('more than MAX_JSON_MEMBERS (500,000) object members is 413 request_too_large before JSON.parse; exactly that many is read', () => {
+  const body = (n: number) => Buffer.from(`{"a":[${Array.from({ length: n - 1 }, (_, i) => `{"k":${i}}`).join(',')}]}`);
+  assert.equal(MAX_JSON_MEMBERS, 500_000);
+  assert.equal((parseJsonBody(body(500_000)) as { a: unknown[] }).a.length, 499_999);
+  assert.throws(() => parseJsonBody(body(500_001)), (err: unknown) => {
+    const e = err as { status: number; code: string; message: string };
+    assert.deepEqual([e.status, e.code, e.message], [413, 'request_too_large',
+      'Request body has 500001 object members (name/value pairs); at most 500000 are read (a long agent conversation has a few thousand)']);
+    return true;
+  });
 });
 
 test('bytes that are not UTF-8 are 400 invalid_json before anything reads them; every valid UTF-8 sequence passes byte for byte', async () => {
