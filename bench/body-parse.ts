@@ -70,7 +70,7 @@ runMain('bench/body-parse', async () => {
     ['parseJsonBody', (b) => parseJsonBody(b)],
     ['+ validateMessagesRequest', (b) => validateMessagesRequest(parseJsonBody(b))],
   ];
-  for (const [name, b] of bodies) steps[2]![1](b); // each is accepted, or the run fails here
+  for (const [, b] of bodies) steps[2]![1](b); // each is accepted, or the run fails here
   const ns = bodies.map(() => steps.map(() => [] as number[]));
   for (let r = 0; r < ROUNDS; r++) {
     for (let bi = 0; bi < bodies.length; bi++) {

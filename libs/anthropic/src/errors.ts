@@ -68,6 +68,11 @@ export const MAX_ERROR_MESSAGE_CHARS = 1024;
  */
 const UNSAFE_CHARS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
 
+/** One UTF-16 code unit as its JSON-style `\uXXXX` escape (for a character shown inert in a message). */
+export function unicodeEscape(c: string): string {
+  return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+}
+
 /**
  * Text as an error message may carry it back to a client: at most `max` characters (cut with
  * `…`, never between the halves of a surrogate pair), and each control (but tab and line feed),
@@ -83,7 +88,7 @@ export function clientText(text: string, max = MAX_ERROR_MESSAGE_CHARS): string 
     if (last >= 0xd800 && last <= 0xdbff) end--;
     return `${s.slice(0, end)}…`;
   };
-  const escaped = cut(text).replace(UNSAFE_CHARS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  const escaped = cut(text).replace(UNSAFE_CHARS, unicodeEscape);
   return cut(escaped);
 }
 

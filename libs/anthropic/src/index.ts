@@ -45,7 +45,6 @@ export {
   ERRORS,
   ERROR_CODES,
   GatewayError,
-  MAX_ERROR_MESSAGE_CHARS,
   ProtocolError,
   errorBody,
   gatewayError,

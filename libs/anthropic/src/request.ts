@@ -2,7 +2,7 @@
 // hold credit; everything else (Claude Code's `context_management`, `output_config`, betas…) is
 // the upstream's business and passes through untouched — the body object is returned as is.
 
-import { ProtocolError } from './errors.ts';
+import { ProtocolError, unicodeEscape } from './errors.ts';
 import type { CountTokensRequest, MessagesRequest } from './types.ts';
 import { isRecord } from './record.ts';
 
@@ -89,7 +89,7 @@ function caseVariantError(path: string, [key, field]: [string, string]): Protoco
   // A key with a non-ASCII letter is shown with that letter as its \u escape.
   const name = /^[A-Za-z_]\w*$/.test(key)
     ? key
-    : `[${JSON.stringify(key).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}]`;
+    : `[${JSON.stringify(key).replace(/[^\x20-\x7e]/g, unicodeEscape)}]`;
   const where = path === '' ? name : name.startsWith('[') ? `${path}${name}` : `${path}.${name}`;
   return new ProtocolError(where, `not a field of the Messages API: a reader that ignores case takes it for "${field}" (field names are lowercase)`);
 }

@@ -33,7 +33,7 @@ const COLON = 0x3a;
  * outside them: in valid JSON each one separates a member's name from its value (RFC 8259 §4).
  * It does not validate JSON (JSON.parse does that next); an unterminated string ends the scan.
  */
-export function jsonMemberCount(json: Buffer, maxDepth = MAX_JSON_DEPTH): number {
+function jsonMemberCount(json: Buffer, maxDepth = MAX_JSON_DEPTH): number {
   let depth = 0;
   let members = 0;
   const n = json.length;
@@ -171,6 +171,7 @@ const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
  * lone low half, which the regex's look-behind would take for a pair).
  */
 function mayHaveLoneSurrogate(text: string): boolean {
+  if (!text.includes('\\u')) return false;
   return LONE_SURROGATE_ESCAPE.test(text) || (text.includes('\\\\') && SURROGATE_ESCAPE.test(text));
 }
 
@@ -266,12 +267,9 @@ export function parseJsonBody(body: Buffer): unknown {
     // V8 says where: "Expected ',' or '}' after property value in JSON at position 6 (line 1 column 7)".
     throw gatewayError('invalid_json', `Request body is not valid JSON: ${(err as Error).message}`);
   }
-  if (text.includes('\\u') && mayHaveLoneSurrogate(text) && hasUnpaired(parsed)) {
-    const at = firstPath(parsed, unpaired);
-    if (at) {
-      throw gatewayError('invalid_json',
-        `Request body is not valid JSON: ${renderPath(at)} has a \\u escape of half a surrogate pair (U+D800–U+DFFF without its other half), which is not text`);
-    }
+  if (mayHaveLoneSurrogate(text) && hasUnpaired(parsed)) {
+    throw gatewayError('invalid_json',
+      `Request body is not valid JSON: ${renderPath(firstPath(parsed, unpaired) ?? [])} has a \\u escape of half a surrogate pair (U+D800–U+DFFF without its other half), which is not text`);
   }
   const counted = parsedMemberCount(parsed);
   if (counted < 0) {

@@ -11,7 +11,7 @@ export type { UrlCredentialPart } from './secrets.ts';
 export { guardOperatorRoutes, requireToken } from './auth.ts';
 export { installTelemetry } from './telemetry.ts';
 export type { HttpTelemetry } from './telemetry.ts';
-export { decodeBody, jsonMemberCount, MAX_CODINGS, MAX_JSON_DEPTH, MAX_JSON_MEMBERS, parseJsonBody, SUPPORTED_ENCODINGS } from './body.ts';
+export { decodeBody, MAX_CODINGS, MAX_JSON_DEPTH, MAX_JSON_MEMBERS, parseJsonBody, SUPPORTED_ENCODINGS } from './body.ts';
 export {
   checkTimeOrder, creditHistoryBody, parseCreditHistoryQuery, parseEnumParam, parseIntParam, parseTime, parseTimeRange, queryParam, refuseUnknownParams, CREDIT_HISTORY_PARAMS,
   type CreditHistoryQuery,

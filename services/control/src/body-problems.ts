@@ -4,6 +4,11 @@
 
 import type { z } from 'zod';
 
+/** Client text quoted in a message: its first 40 characters, `…` after a cut. */
+function cut40(s: string): string {
+  return s.length > 40 ? `${s.slice(0, 40)}…` : s;
+}
+
 /** `a string`, `an array`, … for zod's type names. */
 function article(type: string): string {
   return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
@@ -84,7 +89,7 @@ function issueProblem(issue: z.core.$ZodRawIssue): string | undefined {
       return `must be ${inclusive ? 'at least' : 'more than'} ${issue.minimum}`;
     }
     case 'invalid_value': {
-      const given = typeof input === 'string' ? JSON.stringify(input.length > 40 ? `${input.slice(0, 40)}…` : input) : jsonType(input);
+      const given = typeof input === 'string' ? JSON.stringify(cut40(input)) : jsonType(input);
       return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')} (got ${given})`;
     }
     case 'unrecognized_keys':
@@ -112,7 +117,7 @@ export function fieldPath(path: readonly PropertyKey[]): string {
     if (typeof p === 'number') return `[${p}]`;
     const name = String(p);
     if (/^[A-Za-z_$][\w$]{0,39}$/.test(name)) return i === 0 ? name : `.${name}`;
-    return `[${JSON.stringify(name.length > 40 ? `${name.slice(0, 40)}…` : name)}]`;
+    return `[${JSON.stringify(cut40(name))}]`;
   }).join('');
 }
 
