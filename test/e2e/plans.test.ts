@@ -84,6 +84,26 @@ test('plan in force: the key\'s plan, else its account\'s, else DEFAULT_PLAN; a 
   assert.equal(await limitNow(), '60');
 });
 
+test('a seed plan cannot be deleted away: DELETE drops the operator\'s changes and it is the seed again, listed, readable, in force for keys naming it', async () => {
+  // read before any change: created_at null is an unchanged seed
+  const seed = await admin<PlanView>(stack.url, 'GET', '/admin/v1/plans/free');
+  assert.equal(seed.json.created_at, null);
+  const c = await customer(stack.url, 1);
+  await assignKeyPlan(c.keyId, 'free');
+  const limitNow = async () => (await c.client.messages.create(msg(ONE_EACH)).withResponse()).response.headers.get('x-ratelimit-limit');
+  assert.equal((await admin(stack.url, 'PATCH', '/admin/v1/plans/free', { requests_per_minute: 9 })).status, 200);
+  assert.equal(await limitNow(), '9');
+  assert.deepEqual((await admin(stack.url, 'DELETE', '/admin/v1/plans/free')).json, { id: 'free', deleted: false, reset_to_seed: true });
+  assert.deepEqual((await admin<PlanView>(stack.url, 'GET', '/admin/v1/plans/free')).json, seed.json);
+  const list = await admin<{ data: PlanView[] }>(stack.url, 'GET', '/admin/v1/plans');
+  assert.deepEqual(list.json.data.slice(0, 4).map((p) => p.id), ['free', 'pro', 'max-5x', 'max-20x']);
+  assert.equal(await limitNow(), String(seed.json.requests_per_minute));
+  // and it can be changed again
+  assert.equal((await admin(stack.url, 'PATCH', '/admin/v1/plans/free', { requests_per_minute: 11 })).status, 200);
+  assert.equal(await limitNow(), '11');
+  await admin(stack.url, 'DELETE', '/admin/v1/plans/free');
+});
+
 test('plan windows on /v1/messages: headers on 200 and 402 (a 402 gives its request back); the 5 h window refuses with 429 rate_limit_error / rate_limit_exceeded and retry-after', async () => {
   const c = await customer(stack.url, 1);
   await assignKeyPlan(c.keyId, await newPlan({ name: 'tiny', requests_per_5h: 3, requests_per_week: 10 }));

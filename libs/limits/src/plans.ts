@@ -61,13 +61,15 @@ export function policyOfPlan(plan: PlanLimits): LimitPolicy {
 
 /**
  * The plan in force for `id`: the stored record unless it is a tombstone, else the seed plan of
- * that id unless a tombstone hides it, else undefined (no such plan). `stored` looks a record up
- * by id (a key directory's `plan`).
+ * that id, else undefined (no such plan). A seed plan always exists: deleting one (a tombstone
+ * of its id) only drops the operator's changes, back to the seed's own limits; before, the
+ * tombstone hid the seed for good, and nothing could create it again (POST takes no `id`).
+ * `stored` looks a record up by id (a key directory's `plan`).
  */
 export async function findPlan<P extends PlanLimits & { id: string; deleted?: boolean }>(
   id: string, stored: (id: string) => Promise<P | undefined>,
 ): Promise<P | SeedPlan | undefined> {
   const record = await stored(id);
-  if (record !== undefined) return record.deleted ? undefined : record;
+  if (record !== undefined && !record.deleted) return record;
   return seedPlan(id);
 }

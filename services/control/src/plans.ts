@@ -65,7 +65,8 @@ export async function requirePlan(keys: KeyDirectory, id: string): Promise<PlanR
  * `POST /admin/v1/plans` → 201 plan; `GET /admin/v1/plans` → `{data: [plan]}` (seeds first, then
  * by creation); `GET /admin/v1/plans/:id`; `PATCH /admin/v1/plans/:id` (any subset of the POST
  * fields; a seed plan becomes a stored record); `DELETE /admin/v1/plans/:id` → `{id, deleted:
- * true}` (a tombstone; keys and accounts naming it fall back to the next plan in line).
+ * true}` (a tombstone; keys and accounts naming it fall back to the next plan in line), or for a
+ * seed plan `{id, deleted: false, reset_to_seed: true}` (its changes dropped; it stays).
  * Every write goes to the key directory at once and to the control log (replayable).
  */
 export function registerPlanRoutes(admin: FastifyInstance, deps: { keys: KeyDirectory; publish: (e: ControlEvent) => Promise<unknown> }): void {
@@ -92,7 +93,7 @@ export function registerPlanRoutes(admin: FastifyInstance, deps: { keys: KeyDire
     const byId = new Map(stored.map((p) => [p.id, p]));
     const seeds = SEED_PLANS.flatMap((s) => {
       const p = byId.get(s.id);
-      return p === undefined ? [s] : p.deleted ? [] : [p];
+      return p === undefined || p.deleted ? [s] : [p];
     });
     const others = stored.filter((p) => !p.deleted && seedPlan(p.id) === undefined)
       .sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1));
@@ -131,7 +132,8 @@ export function registerPlanRoutes(admin: FastifyInstance, deps: { keys: KeyDire
       deleted: true, version: nextVersion(stored?.version),
     };
     await save(tombstone);
-    return { id, deleted: true };
+    // A seed plan stays, with its own limits again (findPlan).
+    return seedPlan(id) === undefined ? { id, deleted: true } : { id, deleted: false, reset_to_seed: true };
   });
 }
 
