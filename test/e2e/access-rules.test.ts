@@ -225,6 +225,29 @@ describe('access rules per key and account', () => {
     }
   });
 
+  test('operator text: a bidi control is refused in every stored name, reference and description; a reference is one reference in NFC and NFD (one credit)', async () => {
+    const c = await customer(stack.url, 0);
+    const bidi = 'must not contain bidi control characters (U+061C, U+200E/F, U+202A–E, U+2066–9)';
+    const cases: Array<[string, string, unknown, string]> = [
+      ['POST', '/admin/v1/accounts', { name: 'evil\u202egnp.exe' }, `name: ${bidi}`],
+      ['PATCH', `/admin/v1/keys/${c.keyId}`, { name: 'k\u2066x' }, `name: ${bidi}`],
+      ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference: 'r\u200f' }, `reference: ${bidi}`],
+      ['POST', '/admin/v1/plans', { name: 'p\u061c' }, `name: ${bidi}`],
+      ['POST', '/admin/v1/upstreams', { name: 'u\u202a', platform: 'anthropic', base_url: 'https://api.example.com', api_key: 'sk-x' }, `name: ${bidi}`],
+      ['POST', '/admin/v1/webhooks', { url: 'https://hooks.example.com/x', events: ['balance.low'], description: 'd\u202d' }, `description: ${bidi}`],
+    ];
+    for (const [method, path, body, message] of cases) {
+      const r = await admin<{ error: { message: string } }>(stack.url, method, path, body);
+      assert.deepEqual([r.status, r.json.error.message], [400, message], `${method} ${path}`);
+    }
+    const grant = (reference: string) => admin<{ duplicate?: boolean }>(stack.url, 'POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference });
+    assert.equal((await grant('caf\u00e9')).status, 201);
+    const again = await grant('cafe\u0301');
+    assert.deepEqual([again.status, again.json.duplicate], [200, true]);
+    const view = await admin<{ balance_micro_credits: string }>(stack.url, 'GET', `/admin/v1/accounts/${c.accountId}`);
+    assert.equal(view.json.balance_micro_credits, '1000000');
+  });
+
   test('limits and states are flat PATCH fields: credits in, exact decimal-string credits out (never a float), µc in the record; revoked keys cannot change', async () => {
     const c = await customer(stack.url, 0);
     const k = await patchKey(stack.url, c.keyId, { hourly_credits: '0.000001', daily_credits: 2.5, total_credits: 100 });

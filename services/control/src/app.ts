@@ -2,14 +2,14 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
 import {
-  MAX_ACCESS_ENTRIES, MAX_CIDR_CHARS, MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, NotPublishedError, textProblem, type AccountRecord, type ControlEvent, type KeyRecord, type LedgerEvent,
+  MAX_ACCESS_ENTRIES, MAX_CIDR_CHARS, MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, NotPublishedError, type AccountRecord, type ControlEvent, type KeyRecord, type LedgerEvent,
 } from '@tollgate/events';
 import { createHttpServer, guardOperatorRoutes } from '@tollgate/http';
 import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } from '@tollgate/keys';
 import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, resolveModel, type Catalog } from '@tollgate/pricing';
 import type { LedgerEntry } from '@tollgate/ledger';
 import type { ControlDeps } from './deps.ts';
-import { bodyErrorMap, bodyProblems } from './body-problems.ts';
+import { bodyErrorMap, bodyProblems, operatorTextProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 import { registerPlanRoutes } from './plans.ts';
 import { guardHotState } from './hot-state.ts';
@@ -18,15 +18,17 @@ import { findPlan } from '@tollgate/limits';
 /**
  * Text that ends up in an event (names, credit references): well-formed Unicode (no lone
  * surrogate), no control characters (C0, DEL, C1) and no line or paragraph separator
- * (U+2028/U+2029: line breaks to every log and CSV reader), bounded; then trimmed of spaces.
+ * (U+2028/U+2029: line breaks to every log and CSV reader), no bidi control, bounded
+ * (`operatorTextProblem`); then trimmed of spaces and put in Unicode NFC, so a reference pasted
+ * as `café` in one tool and `cafe\u0301` in another is one reference (one credit), not two.
  * Judged as sent, before the trim: a trailing `\n` or `\t` used to be trimmed away and the
  * reference accepted. Every later stage (Kafka JSON, ClickHouse, Redis) must be able to hold
  * what this API accepts, or one request would stop the pipeline behind it.
  */
 const storedText = (min: number, max: number) => z.string().superRefine((v, ctx) => {
-  const problem = textProblem(v, max) ?? (/[\u2028\u2029]/.test(v) ? 'must not contain line or paragraph separators (U+2028, U+2029)' : undefined);
+  const problem = operatorTextProblem(v, max);
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
-}).transform((v) => v.trim()).pipe(z.string().min(min).max(max));
+}).transform((v) => v.trim().normalize('NFC')).pipe(z.string().min(min).max(max));
 const AccountCreate = z.object({ name: storedText(1, 200) }).strict();
 /** A spend limit in decimal credits (number or string, ≤ 6 decimals); null clears it. */
 const creditsField = z.union([z.number(), z.string().max(40)]).nullable().optional();

@@ -3,6 +3,25 @@
 // "expected string, received undefined").
 
 import type { z } from 'zod';
+import { textProblem } from '@tollgate/events';
+
+/** Bidi controls: U+061C, U+200E/F, U+202A–E (embeddings, overrides), U+2066–9 (isolates). */
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+
+/**
+ * What is wrong with text an operator stores (a name, a credit reference, a description), or
+ * undefined: what every event must hold (`textProblem`: a string, at most `max` characters,
+ * well-formed, no control characters), and neither a line or paragraph separator (U+2028/9:
+ * line breaks to every log and CSV reader) nor a bidi control (it reorders what an invoice, a
+ * CSV cell or a terminal shows: `evil\u202Egnp.exe`).
+ */
+export function operatorTextProblem(v: unknown, max: number): string | undefined {
+  const problem = textProblem(v, max);
+  if (problem !== undefined || typeof v !== 'string') return problem;
+  if (/[\u2028\u2029]/.test(v)) return 'must not contain line or paragraph separators (U+2028, U+2029)';
+  if (BIDI_CONTROLS.test(v)) return 'must not contain bidi control characters (U+061C, U+200E/F, U+202A–E, U+2066–9)';
+  return undefined;
+}
 
 /** Client text quoted in a message: its first 40 characters, `…` after a cut. */
 function cut40(s: string): string {

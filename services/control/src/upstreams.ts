@@ -6,7 +6,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
-import { textProblem } from '@tollgate/events';
 import { guardOperatorRoutes, lenientDecode, looksLikeCredential } from '@tollgate/http';
 import { seal } from '@tollgate/keys';
 import {
@@ -15,7 +14,7 @@ import {
 } from '@tollgate/pool';
 import { resolveModel, type Catalog } from '@tollgate/pricing';
 import type { Warehouse } from '@tollgate/warehouse';
-import { bodyErrorMap, fieldPath } from './body-problems.ts';
+import { bodyErrorMap, fieldPath, operatorTextProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 
 /** Bounds of the fields (README, "Upstream pools"). */
@@ -60,7 +59,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown, shape: string): T {
 
 /** Names and upstream model names: well-formed text without control characters or U+2028/9, trimmed, 1 … max. */
 function boundedText(field: string, value: string, max: number): string {
-  const problem = textProblem(value, max) ?? (/[\u2028\u2029]/.test(value) ? 'must not contain line or paragraph separators (U+2028, U+2029)' : undefined);
+  const problem = operatorTextProblem(value, max);
   if (problem) bad(field, problem);
   const t = value.trim();
   if (t.length === 0) bad(field, 'must not be empty');

@@ -6,7 +6,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
-import { textProblem } from '@tollgate/events';
 import { credentialInUrl, guardOperatorRoutes, parseIntParam, queryParam } from '@tollgate/http';
 import { seal } from '@tollgate/keys';
 import type { Warehouse } from '@tollgate/warehouse';
@@ -14,7 +13,7 @@ import {
   DELIVERIES_KEPT, newWebhookSecret, saveWebhook, WEBHOOK_EVENT_TYPES, WEBHOOK_SECRET_PURPOSE,
   type DeliveryRecord, type WebhookRecord, type WebhookStore,
 } from '@tollgate/webhooks';
-import { bodyErrorMap, fieldPath } from './body-problems.ts';
+import { bodyErrorMap, fieldPath, operatorTextProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 import { httpUrlField } from './upstreams.ts';
 
@@ -90,7 +89,7 @@ function parseCreate(body: unknown, secrets: readonly string[]) {
   });
   let description: string | null = null;
   if (r.data.description !== undefined && r.data.description !== null) {
-    const problem = textProblem(r.data.description, 500) ?? (/[\u2028\u2029]/.test(r.data.description) ? 'must not contain line or paragraph separators (U+2028, U+2029)' : undefined);
+    const problem = operatorTextProblem(r.data.description, 500);
     if (problem) bad('description', problem);
     description = r.data.description.trim();
   }
