@@ -25,14 +25,17 @@ describe('seed plans', () => {
     assert.deepEqual(policyOfPlan({ requests_per_minute: null, tokens_per_minute: 0, concurrent_requests: 3 }), { tokensPerMinute: 0, concurrentRequests: 3 });
   });
 
-  test('a stored plan replaces the seed of its id, a tombstone hides it, an unknown id is no plan', async () => {
+  test('a stored plan replaces the seed of its id, a tombstone of a seed id is the seed again (a seed always exists), an unknown id is no plan', async () => {
     const stored = new Map<string, { id: string; name: string; requests_per_minute: number | null; deleted?: boolean }>([
       ['pro', { id: 'pro', name: 'Pro (changed)', requests_per_minute: 25 }],
       ['free', { id: 'free', name: 'Free', requests_per_minute: 10, deleted: true }],
     ]);
     const lookup = async (id: string) => stored.get(id);
     assert.equal((await findPlan('pro', lookup))?.requests_per_minute, 25);
-    assert.equal(await findPlan('free', lookup), undefined);
+    assert.deepEqual(await findPlan('free', lookup), seedPlan('free'));
+    // a tombstone of a plan the operator created is no plan
+    stored.set('own', { id: 'own', name: 'Own', requests_per_minute: 5, deleted: true });
+    assert.equal(await findPlan('own', lookup), undefined);
     assert.deepEqual(await findPlan('max-5x', lookup), seedPlan('max-5x'));
     assert.equal(await findPlan('gold', lookup), undefined);
   });
