@@ -15,7 +15,7 @@ import { commandLine, exitUsage, numberValue, runMain } from './cli.ts';
 const USAGE = `Usage: node bench/usage-rows.ts [options]
 
 CPU µs per usage event of the warehouse consumer's own work: the event's JSON bytes through
-JSON.parse, decodeEvent and Warehouse.insertUsage (row text, rollup_skip marks, token, body),
+JSON.parse, decodeEvent and Warehouse.insertUsage (rows, rollup_skip marks, token, body),
 with a ClickHouse client that answers at once (the existence check finds nothing; the body is
 read and dropped). No services needed. Version 2 events for 1,000 accounts over one hour, in
 insert batches of --batch. The first two rounds are warm-up and not counted.
@@ -25,9 +25,12 @@ Options:
   --batch <n>    events per insertUsage call, 1 to 1000000 (default 10000)
   --rounds <n>   rounds, 3 to 1000; with --base each round runs both, order alternating
                  (default 12)
+  --format <f>   the usage insert's body: native (what a ClickHouse server gets) or json
+                 (JSONCompactEachRow, what chDB gets) (default native)
   --base <dir>   another checkout (e.g. git worktree add /tmp/base HEAD~1): its
-                 libs/warehouse runs beside this tree's in the same process; the bodies
-                 both build are compared byte for byte (default none)
+                 libs/warehouse runs beside this tree's in the same process, asked for the
+                 same --format (a checkout from before 2026-12-02 writes json whatever is
+                 asked); the bodies both build are compared byte for byte (default none)
   -h, --help     show this help
 
 Prints one line per target on stdout: mean CPU µs per event over the counted rounds, min-max.
@@ -39,12 +42,18 @@ Exit status: 0 done, 1 the run failed (a body differs from the base's, a module 
 
 const { values } = commandLine({ name: 'bench/usage-rows', usage: USAGE, options: {
   events: { type: 'string' }, batch: { type: 'string' }, rounds: { type: 'string' }, base: { type: 'string' },
+  format: { type: 'string' },
 } });
+let FORMAT: 'native' | 'json' = 'native';
 let N: number, B: number, ROUNDS: number;
 try {
   N = numberValue('--events', values.events, 100_000, { min: 1, max: 10_000_000, integer: true });
   B = numberValue('--batch', values.batch, 10_000, { min: 1, max: 1_000_000, integer: true });
   ROUNDS = numberValue('--rounds', values.rounds, 12, { min: 3, max: 1000, integer: true });
+  if (values.format !== undefined) {
+    if (values.format !== 'native' && values.format !== 'json') throw new Error(`--format must be native or json, got ${JSON.stringify(values.format)}`);
+    FORMAT = values.format;
+  }
   if (values.base !== undefined && !existsSync(resolve(values.base, 'libs/warehouse/src/index.ts'))) {
     throw new Error(`--base ${values.base}: no libs/warehouse/src/index.ts there`);
   }
@@ -54,27 +63,27 @@ try {
 
 type WarehouseClass = typeof Warehouse;
 
-/** A Warehouse of `W` on a client that answers at once; `sink` gets each insert body. */
-function stubbed(W: WarehouseClass, sink: (body: string) => void): Warehouse {
+/** A Warehouse of `W` on a client that answers at once; `sink` gets each insert body, as sent. */
+function stubbed(W: WarehouseClass, sink: (body: Buffer) => void): Warehouse {
   const client = {
     query: async () => ({ json: async () => [] }),
     exec: async (p: { values: Readable }) => {
-      let body = '';
-      for await (const c of p.values) body += String(c);
-      sink(body);
+      const chunks: Buffer[] = [];
+      for await (const c of p.values) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
+      sink(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
       return { stream: Readable.from([]) };
     },
     command: async () => {},
   };
-  return new W({ client: client as never });
+  return new W({ client: client as never, insertFormat: FORMAT });
 }
 
 runMain('bench/usage-rows', async () => {
   const now = Date.now();
   const bytes = Array.from({ length: N }, (_, k) => Buffer.from(JSON.stringify(benchUsageEvent(2, k, 1000, now - 3_600_000 + Math.floor(k * 3_600_000 / N)))));
-  const targets: Array<{ name: string; w: Warehouse; perEvent: number[]; firstBodies: string[] }> = [];
+  const targets: Array<{ name: string; w: Warehouse; perEvent: number[]; firstBodies: Buffer[] }> = [];
   const add = (name: string, W: WarehouseClass) => {
-    const t = { name, w: undefined as unknown as Warehouse, perEvent: [] as number[], firstBodies: [] as string[] };
+    const t = { name, w: undefined as unknown as Warehouse, perEvent: [] as number[], firstBodies: [] as Buffer[] };
     t.w = stubbed(W, (body) => { if (t.firstBodies.length < 3) t.firstBodies.push(body); });
     targets.push(t);
   };
@@ -107,7 +116,7 @@ runMain('bench/usage-rows', async () => {
     const mean = t.perEvent.reduce((a, b) => a + b, 0) / t.perEvent.length;
     console.log(`${t.name.padEnd(24)} ${mean.toFixed(2)} µs/event (${Math.min(...t.perEvent).toFixed(2)}-${Math.max(...t.perEvent).toFixed(2)}) over ${t.perEvent.length} rounds of ${N} events`);
   }
-  if (targets.length === 2 && targets[0]!.firstBodies.join('') !== targets[1]!.firstBodies.join('')) {
+  if (targets.length === 2 && !Buffer.concat(targets[0]!.firstBodies).equals(Buffer.concat(targets[1]!.firstBodies))) {
     process.stderr.write('bench/usage-rows: the insert bodies differ from the base\'s\n');
     return 1;
   }

@@ -54,7 +54,7 @@ const COMMANDS: Command[] = [
     '--sink-batch', '--sink-inserts', '--help', 'KAFKA_BROKERS', 'REDIS_URL', 'CLICKHOUSE_URL', 'REDIS_CLUSTER_NODES', 'CLICKHOUSE_PID', 'Example', 'Exit status']),
   node('bench/dist-ab.ts', ['--concurrency', '--rounds', '--slice', '--base', '--alt-env', '--help', 'KAFKA_BROKERS', 'REDIS_URL', 'BENCH_GATEWAY_CPU_PROF', 'Example', 'Exit status']),
   node('bench/store-events.ts', ['--events', '--batch', '--warehouse', '--v1', '--no-views', '--help', 'CLICKHOUSE_URL', 'Example', 'Exit status']),
-  node('bench/usage-rows.ts', ['--events', '--batch', '--rounds', '--base', '--help', 'Example', 'Exit status']),
+  node('bench/usage-rows.ts', ['--events', '--batch', '--rounds', '--format', '--base', '--help', 'Example', 'Exit status']),
   node('bench/body-parse.ts', ['--rounds', '--ms', '--help', 'Example', 'Exit status']),
   node('bench/tail.ts', ['--rounds', '--slice', '--base', '--alt-env', '--head-env', '--no-head', '--threads', '--json', '--help',
     'BENCH_PROFILE_DIR', 'Example', 'Exit status']),

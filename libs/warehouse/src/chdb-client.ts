@@ -33,6 +33,18 @@ function loadChdb(): ChdbConnectionModule {
   }
 }
 
+/** Clients made by `createChdbClickHouse`: their connection turns an insert's body into text. */
+const textOnlyClients = new WeakSet<ClickHouseClient>();
+
+/**
+ * True for a client of `createChdbClickHouse`: chDB's connection appends an insert's body to the
+ * query as a UTF-8 string, so only text formats pass (a Native body would be mangled). The
+ * Warehouse sends such a client its usage inserts as JSONCompactEachRow.
+ */
+export function isTextOnlyClient(client: ClickHouseClient): boolean {
+  return textOnlyClients.has(client);
+}
+
 export interface ChdbClickHouseOptions {
   /** directory holding the databases; created if missing, kept after close */
   path: string;
@@ -54,5 +66,7 @@ export function createChdbClickHouse(opts: ChdbClickHouseOptions): ClickHouseCli
   const connection = loadChdb().createChdbConnection({ path: opts.path }) as unknown as NonNullable<
     ClickHouseClientConfigOptions['connection']
   >;
-  return createClient({ connection });
+  const client = createClient({ connection });
+  textOnlyClients.add(client);
+  return client;
 }

@@ -20,6 +20,8 @@ import { boundedRaw, decodeEvent, LEDGER_KINDS, MAX_USAGE_EPOCH_MS, standInId, t
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
 import { sizeSettings, sqlString, stringTable } from './sql-values.ts';
+import { LOW_CARDINALITY_VERSION, LowCardinalityValues, nativeBlock, NativeWriter, type NativeColumn } from './native-block.ts';
+import { isTextOnlyClient } from './chdb-client.ts';
 import { backfillRollups, recentRollupScope, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
 export interface WarehouseOptions {
@@ -35,6 +37,13 @@ export interface WarehouseOptions {
    * writers raced, so the process logs them (warn). Unset: silent.
    */
   onRepair?: (what: { rollupRows?: RollupRepairResult; idsRestored?: number; where: 'insert' | 'start' }) => void;
+  /**
+   * The body format of usage inserts: `native` (ClickHouse's Native format: the server parses it
+   * at ~60 % of the CPU of the text) or `json` (JSONCompactEachRow). Default: `json` for a chDB
+   * client (`createChdbClickHouse`; its connection passes only text), `native` for any other.
+   * The rows stored are the same either way.
+   */
+  insertFormat?: 'native' | 'json';
 }
 
 /** Where an event sits in the durable log, when there is one. */
@@ -336,6 +345,8 @@ export class Warehouse {
    */
   readonly #unsettled = new Set<string>();
   readonly #onRepair: WarehouseOptions['onRepair'];
+  /** the usage insert's body format (WarehouseOptions.insertFormat) */
+  readonly #insertFormat: 'native' | 'json';
   /**
    * The SETTINGS clause the position-bounded reads end with (`boundedFacts`): `SETTINGS
    * apply_prewhere_after_final = 0` where the server has that setting (ClickHouse 25.11.10 and
@@ -348,6 +359,7 @@ export class Warehouse {
   constructor(opts: WarehouseOptions) {
     this.#client = opts.client;
     this.#onRepair = opts.onRepair;
+    this.#insertFormat = opts.insertFormat ?? (isTextOnlyClient(opts.client) ? 'json' : 'native');
     this.#t = tableNames(opts.database ?? 'tollgate', opts.tablePrefix ?? '');
   }
 
@@ -484,17 +496,15 @@ export class Warehouse {
    */
   async insertUsage(events: readonly UsageEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
     if (events.length === 0) return;
-    // Each row goes straight to its JSONCompactEachRow text (every column but the trailing
-    // rollup_skip, known only after the check): no row object per event, no second pass by the
-    // client's encoder. The text is what JSON.stringify of the row's values gives, so the server
-    // parses exactly the values the row objects carried (bench/README.md, "Where the warehouse
-    // group's time goes": building rows and encoding them was a third of the consumer's CPU).
+    // Each event is checked against its columns once (`usageRow`); the body is written from the
+    // rows after the rollup_skip check: Native for a server, JSONCompactEachRow text for chDB
+    // (its connection passes text only). No row objects for the client's encoder to walk.
     // In slices of WRITE_SLICE_MS: an embedded flush lets requests in between (issue 11, the tail).
     let slice = slicer();
-    const rows: UsageRowText[] = new Array(events.length);
+    const rows: UsageRow[] = new Array(events.length);
     for (let i = 0; i < events.length; i++) {
       if (slice.due()) await slice.pause();
-      rows[i] = usageRowText(events[i]!, positions?.[i]);
+      rows[i] = usageRow(events[i]!, positions?.[i]);
     }
     // Exactly once into the rollups (migration 7): a materialized view counts every inserted
     // row, FINAL or not. A row whose event id is already stored (or repeats within the batch)
@@ -512,17 +522,17 @@ export class Warehouse {
     }
     const insertStartedMs = Date.now();
     const { skip, stored } = await this.#markStored(rows);
-    slice = slicer();
     // The token's text is hashed once at the end: one native call, not one per row.
     let tokenText = '';
-    let body = '';
+    slice = slicer();
     for (let i = 0; i < rows.length; i++) {
       if (slice.due()) await slice.pause();
       const r = rows[i]!;
       tokenText += `${i === 0 ? '' : '\n'}${r.id}\t${skip[i]}\t${r.partition}\t${r.offset}`;
-      body += `${r.head}${skip[i]}]\n`;
     }
     const token = createHash('sha256').update(tokenText).digest('hex');
+    const native = this.#insertFormat === 'native';
+    const body = native ? await usageNativeBody(rows, skip) : await usageJsonBody(rows, skip);
     // `exec` with the rows as the body: `insert` would encode values itself (JSON.stringify per
     // row), and its raw-stream path is only for text formats such as TSV. The settings are a
     // SETTINGS clause of the statement, not `clickhouse_settings`: chDB's connection turns
@@ -538,7 +548,7 @@ export class Warehouse {
         query_id: queryId,
         query: `INSERT INTO ${this.#t.usage} (${USAGE_INSERT_COLUMNS})
           SETTINGS insert_deduplication_token = ${sqlString(`usage:${token}`)}, deduplicate_blocks_in_dependent_materialized_views = 1, optimize_on_insert = 0
-          FORMAT JSONCompactEachRow`,
+          FORMAT ${native ? 'Native' : 'JSONCompactEachRow'}`,
         values: Readable.from([body]),
       });
       res.stream.resume();
@@ -569,10 +579,10 @@ export class Warehouse {
    * `skip[i]` is 1 where `usage_events` already holds `rows[i]`'s event id or it came earlier in
    * `rows`, else 0; `stored` the ids found stored.
    */
-  async #markStored(rows: UsageRowText[]): Promise<{ skip: Uint8Array; stored: Set<string> }> {
+  async #markStored(rows: UsageRow[]): Promise<{ skip: Uint8Array; stored: Set<string> }> {
     // The distinct ids in ts order, in chunks of at most ID_TEXT_BUDGET characters (one query
     // each, run together; a batch of the sink's default 20,000 uuids is one).
-    const distinct: UsageRowText[] = [];
+    const distinct: UsageRow[] = [];
     const seenIds = new Set<string>();
     for (const r of rows) {
       if (seenIds.has(r.id)) continue;
@@ -580,8 +590,8 @@ export class Warehouse {
       distinct.push(r);
     }
     distinct.sort((a, b) => a.tsMs - b.tsMs);
-    const chunks: UsageRowText[][] = [];
-    let chunk: UsageRowText[] = [];
+    const chunks: UsageRow[][] = [];
+    let chunk: UsageRow[] = [];
     let size = 0;
     for (const r of distinct) {
       const cost = r.id.length + 8; // its JSON row: brackets, quotes, newline, escapes aside
@@ -626,7 +636,7 @@ export class Warehouse {
    * (`use_index_for_in_with_subqueries = 0`): the spans already bound the granules, and that
    * match cost the server ~4 of the ~5 ms per 1,000 ids the check took (bench/README.md).
    */
-  async #storedIds(rows: UsageRowText[]): Promise<string[]> {
+  async #storedIds(rows: UsageRow[]): Promise<string[]> {
     const spans = timeSpans(rows.map((r) => r.tsMs));
     const params: Record<string, unknown> = {};
     const conds = spans.map(([lo, hi], i) => {
@@ -1342,6 +1352,13 @@ function uint32(v: number, field: string): number {
   return v;
 }
 
+/** An integer in [0, max] (UInt16: 65535, UInt8: 255); WarehouseInputError otherwise. */
+function uintUpTo(v: number, max: number, field: string): void {
+  if (!Number.isSafeInteger(v) || v < 0 || v > max) {
+    throw new WarehouseInputError(`${field} must be an integer in [0, ${max}], got ${v}`);
+  }
+}
+
 function version(v: number, field: string): number {
   if (!Number.isSafeInteger(v) || v < 0) {
     throw new WarehouseInputError(`${field} must be a non-negative safe integer, got ${v}`);
@@ -1367,13 +1384,18 @@ const DATETIME_END_MS = Date.UTC(2300, 0, 1);
 let minuteCached = Number.NaN;
 let minuteText = '';
 
+/** Epoch ms a DateTime64(3) column takes here: an integer in 1970 … 2299; WarehouseInputError otherwise. */
+function checkDateTime(ms: number, field: string): void {
+  epochMs(ms, field);
+  if (ms < 0 || ms >= DATETIME_END_MS) throw new WarehouseInputError(`${field} ${ms} is outside 1970..2299`);
+}
+
 // DateTime64(3, 'UTC') text, `YYYY-MM-DD hh:mm:ss.mmm`. A bare integer would also parse, but its
 // reading (seconds or milliseconds) depends on its digit count; this text form has one meaning.
 // The minute's text is kept from the call before (a batch's events are minutes apart at most):
 // the Date and its ISO string were a tenth of the usage row's cost (bench/README.md).
 function dateTime(ms: number, field: string): string {
-  epochMs(ms, field);
-  if (ms < 0 || ms >= DATETIME_END_MS) throw new WarehouseInputError(`${field} ${ms} is outside 1970..2299`);
+  checkDateTime(ms, field);
   const minute = Math.floor(ms / 60_000);
   if (minute !== minuteCached) {
     minuteText = new Date(minute * 60_000).toISOString().slice(0, 17).replace('T', ' ');
@@ -1385,64 +1407,332 @@ function dateTime(ms: number, field: string): string {
   return `${minuteText}${sec < 10 ? '0' : ''}${sec}.${milli < 100 ? (milli < 10 ? '00' : '0') : ''}${milli}`;
 }
 
-/** One usage event as the text of its insert row, and what the rollup_skip check and the repair need of it. */
-interface UsageRowText {
+/**
+ * One usage event validated for its insert row (WarehouseInputError otherwise), and what the
+ * rollup_skip check and the repair need of it. Both insert bodies (`usageJsonBody`,
+ * `usageNativeBody`) write their values from it through USAGE_COLUMNS.
+ */
+interface UsageRow {
+  /** the event as version 2 (a version 1 event through `toV2`) */
+  e: UsageEventV2;
+  /** `event_version`: the event's own version, 1 or 2 */
+  version: number;
   id: string;
-  /** DateTime64(3) text, as `dateTime` gives it (orders as the time does) */
-  ts: string;
+  /** epoch ms, within 1970 … MAX_USAGE_EPOCH_MS */
   tsMs: number;
   account: string;
+  /** log partition (Int32), -1 without a durable log */
   partition: number;
+  /** log offset as Int64 decimal text, '-1' without a durable log */
   offset: string;
-  /** `[` and every USAGE_INSERT_COLUMNS value but the last (rollup_skip), each followed by a comma */
-  head: string;
+  /** `cost_micros` as canonical Int64 decimal text (µc, ≥ 0) */
+  cost: string;
+  /** `upstream_cost_micros` likewise, or null */
+  upstreamCost: string | null;
+  /** `iterations` as its stored JSON text (`[]` for none) */
+  iterations: string;
 }
 
 /**
- * The columns of a usage insert, in the order `usageRowText` writes their values; rollup_skip
- * last. The dimension columns come from DIMENSION_COLUMNS.
+ * How a usage column is sent: the type a Native block declares for it and the JS value `get`
+ * gives. A column of repeating values goes as LowCardinality even where the table's type is plain
+ * (`account_id`, `key_id`, `served_model`, `iterations`, `unit_prices`): the server converts it
+ * (`input_format_native_allow_types_conversion`, on by default) at no measurable cost, and a
+ * value met before costs the consumer a Map lookup instead of its bytes. `DateTime64`'s value
+ * is epoch ms (the JSON body writes it as `dateTime` text); Int64 columns give decimal text.
  */
-const USAGE_INSERT_COLUMNS = [
-  'log_partition', 'log_offset', 'event_id', 'ts', 'account_id', 'key_id', 'model', 'catalog_model', 'upstream_model',
-  ...DIMENSION_COLUMNS.map((d) => d.column),
-  'cost_micros', 'status', 'http_status', 'latency_ms', 'ttft_ms', 'stream', 'upstream_request_id', 'gateway_id',
-  'upstream_id', 'attempts', 'anomalies', 'event_version', 'served_model', 'iterations', 'service_tier', 'inference_geo',
-  'speed', 'stop_reason', 'thinking_tokens', 'upstream_cost_micros', 'upstream_currency', 'price_version', 'price_list',
-  'unit_prices', 'tier', 'multipliers', 'unpriced', 'rollup_skip',
-].join(', ');
+type UsageColumnKind = 'Int32' | 'Int64' | 'Nullable(Int64)' | 'UInt8' | 'UInt16' | 'UInt32' | 'Nullable(UInt32)' | 'Bool'
+  | 'String' | 'Nullable(String)' | 'LowCardinality(String)' | 'LowCardinality(Nullable(String))' | 'DateTime64'
+  | 'Array(String)' | 'Array(LowCardinality(String))' | 'Map(LowCardinality(String), LowCardinality(String))';
+
+interface UsageColumn {
+  name: string;
+  kind: UsageColumnKind;
+  get(r: UsageRow): unknown;
+}
 
 /**
- * A usage event (either version; a v1 event through `toV2`, remembered as version 1) as its
- * insert row text, validated as the columns require (WarehouseInputError otherwise): the
- * row's values in USAGE_INSERT_COLUMNS order, through ONE JSON.stringify of an array (what the
- * client's encoder did with each row; one native call allocates far less than building the
- * text field by field), minus its closing bracket, which comes after rollup_skip.
+ * The columns of a usage insert in the order both bodies write them, rollup_skip (known only
+ * after the check) not among them: it comes last. The dimension columns come from
+ * DIMENSION_COLUMNS. The values are the ones the JSONCompactEachRow body had before the Native
+ * body existed, so chDB's inserts are byte for byte what they were.
  */
-function usageRowText(raw: UsageEvent, p: LogPosition | undefined): UsageRowText {
+const USAGE_COLUMNS: readonly UsageColumn[] = [
+  { name: 'log_partition', kind: 'Int32', get: (r) => r.partition },
+  { name: 'log_offset', kind: 'Int64', get: (r) => r.offset },
+  { name: 'event_id', kind: 'String', get: (r) => r.id },
+  { name: 'ts', kind: 'DateTime64', get: (r) => r.tsMs },
+  { name: 'account_id', kind: 'LowCardinality(String)', get: (r) => r.account },
+  { name: 'key_id', kind: 'LowCardinality(String)', get: (r) => r.e.key_id },
+  { name: 'model', kind: 'LowCardinality(String)', get: (r) => r.e.model },
+  { name: 'catalog_model', kind: 'LowCardinality(String)', get: (r) => r.e.catalog_model },
+  { name: 'upstream_model', kind: 'LowCardinality(String)', get: (r) => r.e.upstream_model },
+  ...DIMENSION_COLUMNS.map((d): UsageColumn => ({ name: d.column, kind: 'UInt32', get: (r) => r.e.quantities[d.key] ?? 0 })),
+  { name: 'cost_micros', kind: 'Int64', get: (r) => r.cost },
+  { name: 'status', kind: 'LowCardinality(String)', get: (r) => r.e.status },
+  { name: 'http_status', kind: 'UInt16', get: (r) => r.e.http_status },
+  { name: 'latency_ms', kind: 'UInt32', get: (r) => r.e.latency_ms },
+  { name: 'ttft_ms', kind: 'Nullable(UInt32)', get: (r) => r.e.ttft_ms },
+  { name: 'stream', kind: 'Bool', get: (r) => r.e.stream },
+  { name: 'upstream_request_id', kind: 'Nullable(String)', get: (r) => r.e.upstream_request_id },
+  { name: 'gateway_id', kind: 'LowCardinality(String)', get: (r) => r.e.gateway_id },
+  { name: 'upstream_id', kind: 'LowCardinality(String)', get: (r) => r.e.upstream_id ?? '' },
+  { name: 'attempts', kind: 'UInt8', get: (r) => r.e.attempts ?? 0 },
+  { name: 'anomalies', kind: 'Array(LowCardinality(String))', get: (r) => r.e.anomalies ?? [] },
+  { name: 'event_version', kind: 'UInt8', get: (r) => r.version },
+  { name: 'served_model', kind: 'LowCardinality(Nullable(String))', get: (r) => r.e.served_model },
+  { name: 'iterations', kind: 'LowCardinality(String)', get: (r) => r.iterations },
+  { name: 'service_tier', kind: 'LowCardinality(Nullable(String))', get: (r) => r.e.service_tier },
+  { name: 'inference_geo', kind: 'LowCardinality(Nullable(String))', get: (r) => r.e.inference_geo },
+  { name: 'speed', kind: 'LowCardinality(Nullable(String))', get: (r) => r.e.speed },
+  { name: 'stop_reason', kind: 'LowCardinality(Nullable(String))', get: (r) => r.e.stop_reason },
+  { name: 'thinking_tokens', kind: 'Nullable(UInt32)', get: (r) => r.e.thinking_tokens },
+  { name: 'upstream_cost_micros', kind: 'Nullable(Int64)', get: (r) => r.upstreamCost },
+  { name: 'upstream_currency', kind: 'LowCardinality(Nullable(String))', get: (r) => r.e.upstream_currency },
+  { name: 'price_version', kind: 'LowCardinality(String)', get: (r) => r.e.price_version },
+  { name: 'price_list', kind: 'LowCardinality(String)', get: (r) => r.e.price_list },
+  { name: 'unit_prices', kind: 'Map(LowCardinality(String), LowCardinality(String))', get: (r) => r.e.unit_prices },
+  { name: 'tier', kind: 'LowCardinality(Nullable(String))', get: (r) => r.e.tier },
+  { name: 'multipliers', kind: 'Array(LowCardinality(String))', get: (r) => r.e.multipliers },
+  { name: 'unpriced', kind: 'Array(String)', get: (r) => r.e.unpriced },
+];
+
+/** The column list of a usage insert: USAGE_COLUMNS, then rollup_skip. */
+const USAGE_INSERT_COLUMNS = [...USAGE_COLUMNS.map((c) => c.name), 'rollup_skip'].join(', ');
+
+/**
+ * A usage event (either version; a v1 event through `toV2`, remembered as version 1) checked
+ * against its columns' types: a value out of a column's range throws WarehouseInputError
+ * (ClickHouse would wrap an out-of-range number silently, and the Native body cannot hold it),
+ * so `storeEvents` quarantines that event alone. The bounds are those `decodeEvent` already
+ * holds a consumed event to; this is for callers that insert without it.
+ */
+function usageRow(raw: UsageEvent, p: LogPosition | undefined): UsageRow {
   const e = toV2(raw);
   const id = nonEmpty(e.event_id, 'event_id');
-  const ts = dateTime(e.ts, 'ts');
+  checkDateTime(e.ts, 'ts');
   if (e.ts > MAX_USAGE_EPOCH_MS) throw new WarehouseInputError(`ts ${e.ts} is past 2106-02-07T06:28:15.999Z, the last second a usage rollup's DateTime bucket holds`);
   const account = nonEmpty(e.account_id, 'account_id');
   const { log_partition: partition, log_offset: offset } = positionColumns(p);
-  const values: unknown[] = [partition, offset, id, ts, account, e.key_id, e.model, e.catalog_model, e.upstream_model];
-  for (const d of DIMENSION_COLUMNS) values.push(uint32(e.quantities[d.key] ?? 0, `quantities.${d.key}`));
-  values.push(
-    int64Text(e.cost_micros, 'cost_micros', 0n), e.status, e.http_status, uint32(e.latency_ms, 'latency_ms'),
-    e.ttft_ms === null ? null : uint32(e.ttft_ms, 'ttft_ms'), e.stream, e.upstream_request_id, e.gateway_id,
-    e.upstream_id ?? '', e.attempts ?? 0, e.anomalies ?? [], raw.v === 2 ? 2 : 1, e.served_model,
-    e.iterations.length === 0 ? '[]' : JSON.stringify(e.iterations.map((it) => {
+  for (const d of DIMENSION_COLUMNS) uint32(e.quantities[d.key] ?? 0, `quantities.${d.key}`);
+  uint32(e.latency_ms, 'latency_ms');
+  if (e.ttft_ms !== null) uint32(e.ttft_ms, 'ttft_ms');
+  if (e.thinking_tokens !== null) uint32(e.thinking_tokens, 'thinking_tokens');
+  uintUpTo(e.http_status, 0xffff, 'http_status');
+  uintUpTo(e.attempts ?? 0, 0xff, 'attempts');
+  if (typeof e.stream !== 'boolean') throw new WarehouseInputError(`stream must be a boolean, got ${JSON.stringify(e.stream)}`);
+  return {
+    e, version: raw.v === 2 ? 2 : 1, id, tsMs: e.ts, account, partition, offset,
+    cost: int64Text(e.cost_micros, 'cost_micros', 0n),
+    upstreamCost: e.upstream_cost_micros === null ? null : int64Text(e.upstream_cost_micros, 'upstream_cost_micros', 0n),
+    iterations: e.iterations.length === 0 ? '[]' : JSON.stringify(e.iterations.map((it) => {
       const q: Record<string, number> = {};
       for (const d of DIMENSION_COLUMNS) q[d.key] = uint32(it.quantities[d.key] ?? 0, `iterations.quantities.${d.key}`);
       return { type: it.type, model: it.model, catalog_model: it.catalog_model, quantities: q, cost_micros: int64Text(it.cost_micros, 'iterations.cost_micros', 0n) };
     })),
-    e.service_tier, e.inference_geo, e.speed, e.stop_reason,
-    e.thinking_tokens === null ? null : uint32(e.thinking_tokens, 'thinking_tokens'),
-    e.upstream_cost_micros === null ? null : int64Text(e.upstream_cost_micros, 'upstream_cost_micros', 0n),
-    e.upstream_currency, e.price_version, e.price_list, e.unit_prices, e.tier, e.multipliers, e.unpriced,
-  );
-  const text = JSON.stringify(values);
-  return { id, ts, tsMs: e.ts, account, partition, offset, head: `${text.slice(0, -1)},` };
+  };
+}
+
+/**
+ * The JSONCompactEachRow body of a usage insert (chDB's connection passes only text): per row
+ * ONE JSON.stringify of its values in USAGE_COLUMNS order and `skip[i]` (one native call
+ * allocates far less than building the text field by field). In slices of WRITE_SLICE_MS.
+ */
+async function usageJsonBody(rows: readonly UsageRow[], skip: Uint8Array): Promise<string> {
+  const slice = slicer();
+  const values: unknown[] = new Array(USAGE_COLUMNS.length + 1);
+  let body = '';
+  for (let i = 0; i < rows.length; i++) {
+    if (slice.due()) await slice.pause();
+    const r = rows[i]!;
+    for (let c = 0; c < USAGE_COLUMNS.length; c++) {
+      const col = USAGE_COLUMNS[c]!;
+      values[c] = col.kind === 'DateTime64' ? dateTime(r.tsMs, col.name) : col.get(r);
+    }
+    values[USAGE_COLUMNS.length] = skip[i];
+    body += `${JSON.stringify(values)}\n`;
+  }
+  return body;
+}
+
+/** Rows written per column in one go by `usageNativeBody`: their objects stay in the CPU's cache across the columns. */
+const NATIVE_ROW_RUN = 256;
+
+/**
+ * The Native body of a usage insert (a ClickHouse server): one block, rollup_skip last. The
+ * server parses it at ~60 % of the CPU the same rows cost it as JSONCompactEachRow
+ * (bench/README.md, "The usage insert in Native format"). Each column has parts of its own
+ * (`usageColumnParts`), filled a run of NATIVE_ROW_RUN rows at a time: column by column over the
+ * whole batch, every column re-read every row's objects from memory, which cost the consumer
+ * more than the JSON text did. A value of the wrong JS type for its column (a caller past
+ * `decodeEvent`) throws WarehouseInputError naming the column. In slices of WRITE_SLICE_MS.
+ */
+async function usageNativeBody(rows: readonly UsageRow[], skip: Uint8Array): Promise<Buffer> {
+  const slice = slicer();
+  const n = rows.length;
+  const columns = USAGE_COLUMNS.map((col) => usageColumnParts(col, n));
+  for (let from = 0; from < n; from += NATIVE_ROW_RUN) {
+    if (slice.due()) await slice.pause();
+    const to = Math.min(n, from + NATIVE_ROW_RUN);
+    for (const c of columns) {
+      try {
+        c.write(rows, from, to);
+      } catch (err) {
+        throw new WarehouseInputError(`${c.name}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
+  const rollupSkip = new NativeWriter(n);
+  rollupSkip.bytes(skip);
+  return nativeBlock(n, [...columns, { name: 'rollup_skip', type: 'UInt8', parts: () => [rollupSkip] }]);
+}
+
+/** Bytes per row of a fixed-width kind, for the parts' first size. */
+const FIXED_WIDTH: Partial<Record<UsageColumnKind, number>> = {
+  Int32: 4, Int64: 8, UInt8: 1, UInt16: 2, UInt32: 4, Bool: 1, DateTime64: 8,
+};
+
+/**
+ * A usage column's Native parts for `n` rows and `write(rows, from, to)`, which appends rows
+ * [from, to) to them in the layout of its kind: a Nullable's null map and values, an Array's
+ * running totals and elements, a Map's totals, keys and values. The writers store a number
+ * modulo its width: every fixed-width value was checked by `usageRow`. A value of the wrong JS
+ * type (a string column given a number) throws TypeError.
+ */
+function usageColumnParts(col: UsageColumn, n: number): NativeColumn & { write(rows: readonly UsageRow[], from: number, to: number): void } {
+  const { get } = col;
+  const type = col.kind === 'DateTime64' ? "DateTime64(3, 'UTC')" : col.kind;
+  const fixed = (width: number) => new NativeWriter(n * width);
+  const texts = () => new NativeWriter(n * 24);
+  switch (col.kind) {
+    case 'Int32': case 'Int64': case 'UInt8': case 'UInt16': case 'UInt32': case 'Bool': case 'DateTime64': {
+      const kind = col.kind;
+      const width = FIXED_WIDTH[kind]!;
+      const values = fixed(width);
+      return {
+        name: col.name, type, parts: () => [values],
+        write: (rows, from, to) => {
+          values.reserve((to - from) * width);
+          switch (kind) {
+            case 'Int32': for (let i = from; i < to; i++) values.int32(get(rows[i]!) as number); break;
+            case 'Int64': for (let i = from; i < to; i++) values.int64Text(get(rows[i]!) as string); break;
+            case 'UInt8': for (let i = from; i < to; i++) values.uint8(get(rows[i]!) as number); break;
+            case 'UInt16': for (let i = from; i < to; i++) values.uint16(get(rows[i]!) as number); break;
+            case 'UInt32': for (let i = from; i < to; i++) values.uint32(get(rows[i]!) as number); break;
+            case 'Bool': for (let i = from; i < to; i++) values.uint8(get(rows[i]!) === true ? 1 : 0); break;
+            case 'DateTime64': for (let i = from; i < to; i++) values.int64(get(rows[i]!) as number); break;
+          }
+        },
+      };
+    }
+    case 'String': {
+      const values = texts();
+      return { name: col.name, type, parts: () => [values], write: (rows, from, to) => { for (let i = from; i < to; i++) values.string(get(rows[i]!) as string); } };
+    }
+    case 'Nullable(UInt32)': case 'Nullable(Int64)': case 'Nullable(String)': {
+      const kind = col.kind;
+      const nulls = fixed(1);
+      const values = kind === 'Nullable(String)' ? texts() : fixed(8);
+      return {
+        name: col.name, type, parts: () => [nulls, values],
+        write: (rows, from, to) => {
+          nulls.reserve(to - from);
+          values.reserve((to - from) * 8);
+          for (let i = from; i < to; i++) {
+            const v = get(rows[i]!);
+            nulls.uint8(v === null ? 1 : 0);
+            if (kind === 'Nullable(String)') values.string((v as string | null) ?? '');
+            else if (kind === 'Nullable(Int64)') values.int64Text((v as string | null) ?? '0');
+            else values.uint32((v as number | null) ?? 0);
+          }
+        },
+      };
+    }
+    case 'LowCardinality(String)': case 'LowCardinality(Nullable(String))': {
+      const values = new LowCardinalityValues(col.kind === 'LowCardinality(Nullable(String))');
+      return {
+        name: col.name, type,
+        parts: () => {
+          const w = new NativeWriter(64 + n * 4);
+          w.uint64(LOW_CARDINALITY_VERSION);
+          values.writeData(w);
+          return [w];
+        },
+        write: (rows, from, to) => { for (let i = from; i < to; i++) values.add(get(rows[i]!) as string | null); },
+      };
+    }
+    case 'Array(LowCardinality(String))': {
+      const totals = fixed(8);
+      const elements = new LowCardinalityValues(false);
+      let total = 0;
+      return {
+        name: col.name, type,
+        parts: () => {
+          const version = new NativeWriter(8);
+          version.uint64(LOW_CARDINALITY_VERSION);
+          const data = new NativeWriter(64 + elements.count * 4);
+          elements.writeData(data);
+          return [version, totals, data];
+        },
+        write: (rows, from, to) => {
+          totals.reserve((to - from) * 8);
+          for (let i = from; i < to; i++) {
+            const v = get(rows[i]!) as readonly string[];
+            totals.uint64(total += v.length);
+            for (let k = 0; k < v.length; k++) elements.add(v[k]!);
+          }
+        },
+      };
+    }
+    case 'Array(String)': {
+      const totals = fixed(8);
+      const elements = texts();
+      let total = 0;
+      return {
+        name: col.name, type, parts: () => [totals, elements],
+        write: (rows, from, to) => {
+          totals.reserve((to - from) * 8);
+          for (let i = from; i < to; i++) {
+            const v = get(rows[i]!) as readonly string[];
+            totals.uint64(total += v.length);
+            for (let k = 0; k < v.length; k++) elements.string(v[k]!);
+          }
+        },
+      };
+    }
+    case 'Map(LowCardinality(String), LowCardinality(String))': {
+      const totals = fixed(8);
+      const keys = new LowCardinalityValues(false);
+      const values = new LowCardinalityValues(false);
+      let total = 0;
+      return {
+        name: col.name, type,
+        parts: () => {
+          // Both LowCardinality versions first (the key's, the value's), then the totals.
+          const versions = new NativeWriter(16);
+          versions.uint64(LOW_CARDINALITY_VERSION);
+          versions.uint64(LOW_CARDINALITY_VERSION);
+          const k = new NativeWriter(64 + keys.count * 2);
+          keys.writeData(k);
+          const v = new NativeWriter(64 + values.count * 2);
+          values.writeData(v);
+          return [versions, totals, k, v];
+        },
+        write: (rows, from, to) => {
+          totals.reserve((to - from) * 8);
+          for (let i = from; i < to; i++) {
+            const m = get(rows[i]!) as Record<string, string>;
+            for (const key in m) {
+              total++;
+              keys.add(key);
+              values.add(m[key]!);
+            }
+            totals.uint64(total);
+          }
+        },
+      };
+    }
+  }
 }
 
 // ---- output parsing: 64-bit values arrive as strings, narrower ones as numbers ----
