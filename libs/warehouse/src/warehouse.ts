@@ -1661,17 +1661,21 @@ function usageColumnParts(col: UsageColumn, n: number): NativeColumn & { write(r
         write: (rows, from, to) => { for (let i = from; i < to; i++) values.add(get(rows[i]!) as string | null); },
       };
     }
-    case 'Array(LowCardinality(String))': {
+    case 'Array(String)': case 'Array(LowCardinality(String))': {
       const totals = fixed(8);
-      const elements = new LowCardinalityValues(false);
+      // The elements of every row: as a dictionary (after its version, which comes before the
+      // totals) or string by string.
+      const dictionary = col.kind === 'Array(LowCardinality(String))' ? new LowCardinalityValues(false) : undefined;
+      const strings = dictionary ? undefined : texts();
       let total = 0;
       return {
         name: col.name, type,
         parts: () => {
+          if (!dictionary) return [totals, strings!];
           const version = new NativeWriter(8);
           version.uint64(LOW_CARDINALITY_VERSION);
-          const data = new NativeWriter(64 + elements.count * 4);
-          elements.writeData(data);
+          const data = new NativeWriter(64 + dictionary.count * 4);
+          dictionary.writeData(data);
           return [version, totals, data];
         },
         write: (rows, from, to) => {
@@ -1679,23 +1683,10 @@ function usageColumnParts(col: UsageColumn, n: number): NativeColumn & { write(r
           for (let i = from; i < to; i++) {
             const v = get(rows[i]!) as readonly string[];
             totals.uint64(total += v.length);
-            for (let k = 0; k < v.length; k++) elements.add(v[k]!);
-          }
-        },
-      };
-    }
-    case 'Array(String)': {
-      const totals = fixed(8);
-      const elements = texts();
-      let total = 0;
-      return {
-        name: col.name, type, parts: () => [totals, elements],
-        write: (rows, from, to) => {
-          totals.reserve((to - from) * 8);
-          for (let i = from; i < to; i++) {
-            const v = get(rows[i]!) as readonly string[];
-            totals.uint64(total += v.length);
-            for (let k = 0; k < v.length; k++) elements.string(v[k]!);
+            for (let k = 0; k < v.length; k++) {
+              if (dictionary) dictionary.add(v[k]!);
+              else strings!.string(v[k]!);
+            }
           }
         },
       };
