@@ -271,6 +271,7 @@ function slicer(): { due(): boolean; pause(): Promise<void> } {
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const UINT32_MAX = 2 ** 32 - 1;
+const INT32_MAX = 2 ** 31 - 1;
 const INT_RE = /^-?\d+$/;
 
 // Requested for every read. Money is already cast to text in SQL (so it is exact whatever a
@@ -1324,6 +1325,31 @@ function nonEmpty(v: string, field: string): string {
   return v;
 }
 
+/**
+ * Text a String column stores exactly: a string of well-formed UTF-16 (null too where
+ * `nullable`). Half a surrogate pair would be stored as U+FFFD by one insert body and refused or
+ * kept as invalid UTF-8 by the other, and an event id read back unequal is counted again at its
+ * redelivery. WarehouseInputError otherwise.
+ */
+function storedText(v: unknown, field: string, nullable = false): void {
+  if (v === null && nullable) return;
+  if (typeof v !== 'string') throw new WarehouseInputError(`${field} must be a string${nullable ? ' or null' : ''}, got ${v === null ? 'null' : typeof v}`);
+  if (!v.isWellFormed()) throw new WarehouseInputError(`${field} has half of a UTF-16 surrogate pair`);
+}
+
+/** A list of texts (`anomalies`, `multipliers`, `unpriced`): an array of `storedText`. */
+function storedTexts(v: unknown, field: string): void {
+  if (!Array.isArray(v)) throw new WarehouseInputError(`${field} must be an array of strings`);
+  for (let i = 0; i < v.length; i++) storedText(v[i], `${field}[${i}]`);
+}
+
+/** A plain object (as JSON.parse makes one): no array, no class instance, no inherited keys read. */
+function plainRecord(v: unknown, field: string): Record<string, unknown> {
+  const proto = typeof v === 'object' && v !== null && !Array.isArray(v) ? Object.getPrototypeOf(v) as unknown : undefined;
+  if (proto !== Object.prototype && proto !== null) throw new WarehouseInputError(`${field} must be a plain object`);
+  return v as Record<string, unknown>;
+}
+
 /** Non-negative decimal text of at most 15 digits, no leading zero: already its own canonical form, below 2^53. */
 const SHORT_UNSIGNED_RE = /^(0|[1-9]\d{0,14})$/;
 
@@ -1502,14 +1528,38 @@ const USAGE_INSERT_COLUMNS = [...USAGE_COLUMNS.map((c) => c.name), 'rollup_skip'
 
 /**
  * A usage event (either version; a v1 event through `toV2`, remembered as version 1) checked
- * against its columns' types: a value out of a column's range throws WarehouseInputError
- * (ClickHouse would wrap an out-of-range number silently, and the Native body cannot hold it),
- * so `storeEvents` quarantines that event alone. The bounds are those `decodeEvent` already
- * holds a consumed event to; this is for callers that insert without it.
+ * against its columns' types: a number out of its column's range, text that is not a string of
+ * well-formed UTF-16, a list that is not an array of strings, a map that is not a plain object of
+ * strings or a position out of Int32/Int64 throws WarehouseInputError, so `storeEvents`
+ * quarantines that event alone. Otherwise the two insert bodies would store it differently (or
+ * ClickHouse would wrap a number silently). The bounds are those `decodeEvent` already holds a
+ * consumed event to; this is for callers that insert without it.
  */
 function usageRow(raw: UsageEvent, p: LogPosition | undefined): UsageRow {
+  plainRecord(raw, 'usage event');
+  // Version 1 has flat token fields instead (toV2 reads them; uint32 checks them below).
+  if (raw.v === 2) {
+    plainRecord(raw.quantities, 'quantities');
+    if (!Array.isArray(raw.iterations)) throw new WarehouseInputError('iterations must be an array');
+  }
   const e = toV2(raw);
   const id = nonEmpty(e.event_id, 'event_id');
+  storedText(id, 'event_id');
+  for (const f of ['account_id', 'key_id', 'model', 'catalog_model', 'upstream_model', 'status', 'gateway_id', 'price_version', 'price_list'] as const) storedText(e[f], f);
+  for (const f of ['upstream_request_id', 'served_model', 'service_tier', 'inference_geo', 'speed', 'stop_reason', 'upstream_currency', 'tier'] as const) storedText(e[f], f, true);
+  if (e.upstream_id !== undefined) storedText(e.upstream_id, 'upstream_id');
+  if (e.anomalies !== undefined) storedTexts(e.anomalies, 'anomalies');
+  storedTexts(e.multipliers, 'multipliers');
+  storedTexts(e.unpriced, 'unpriced');
+  const prices = plainRecord(e.unit_prices, 'unit_prices');
+  for (const k of Object.keys(prices)) {
+    storedText(k, 'unit_prices key');
+    storedText(prices[k], `unit_prices.${k}`);
+  }
+  e.iterations.forEach((it, i) => {
+    plainRecord(it, `iterations[${i}]`);
+    plainRecord(it.quantities, `iterations[${i}].quantities`);
+  });
   checkDateTime(e.ts, 'ts');
   if (e.ts > MAX_USAGE_EPOCH_MS) throw new WarehouseInputError(`ts ${e.ts} is past 2106-02-07T06:28:15.999Z, the last second a usage rollup's DateTime bucket holds`);
   const account = nonEmpty(e.account_id, 'account_id');
@@ -1713,7 +1763,8 @@ function usageColumnParts(col: UsageColumn, n: number): NativeColumn & { write(r
           totals.reserve((to - from) * 8);
           for (let i = from; i < to; i++) {
             const m = get(rows[i]!) as Record<string, string>;
-            for (const key in m) {
+            // Own keys in JSON.stringify's order (the JSON body's), as `usageRow` checked them.
+            for (const key of Object.keys(m)) {
               total++;
               keys.add(key);
               values.add(m[key]!);
@@ -1770,8 +1821,21 @@ function money(v: unknown): bigint {
   return BigInt(v);
 }
 
+/**
+ * A log position as its columns (`log_partition` Int32, `log_offset` Int64 text), or -1 / '-1'
+ * without one. A partition that is no integer in [0, 2^31 − 1] or an offset that is no bigint in
+ * [0, 2^63 − 1] throws WarehouseInputError: either would be stored wrapped or cut, and a wrong
+ * position makes a rebuild's bound skip or repeat facts.
+ */
 function positionColumns(p: LogPosition | undefined): { log_partition: number; log_offset: string } {
-  return p ? { log_partition: p.partition, log_offset: p.offset.toString() } : { log_partition: -1, log_offset: '-1' };
+  if (!p) return { log_partition: -1, log_offset: '-1' };
+  if (!Number.isInteger(p.partition) || p.partition < 0 || p.partition > INT32_MAX) {
+    throw new WarehouseInputError(`log partition must be an integer in [0, ${INT32_MAX}], got ${String(p.partition)}`);
+  }
+  if (typeof p.offset !== 'bigint' || p.offset < 0n || p.offset > INT64_MAX) {
+    throw new WarehouseInputError(`log offset must be a bigint in [0, ${INT64_MAX}], got ${String(p.offset)}`);
+  }
+  return { log_partition: p.partition, log_offset: p.offset.toString() };
 }
 
 function quarantineRecord(item: StoreItem, group: string, kind: QuarantineKind, reason: string, eventId: string | undefined): QuarantineRecord {

@@ -12,6 +12,7 @@ import {
   LOW_CARDINALITY_VERSION, LowCardinalityValues, NativeWriter, Warehouse, WarehouseInputError, createChdbClickHouse,
   createHttpClickHouse, isTextOnlyClient, nativeBlock, type NativeColumn,
 } from '@tollgate/warehouse';
+import type { UsageEventV2 } from '@tollgate/events';
 import { v2 } from './usage-fixtures.ts';
 
 const hex = (b: Buffer): string => b.toString('hex');
@@ -144,13 +145,65 @@ test('usage insert format: Native for a server client, JSONCompactEachRow for ch
   }
 });
 
-test('usage insert format: a value of the wrong type for its column is a WarehouseInputError naming the column (quarantined alone by storeEvents), not a crash of the batch', async () => {
+test('usage insert format: a value of the wrong type or range for its column is a WarehouseInputError naming the field (quarantined alone by storeEvents), not a crash of the batch', async () => {
   const { w, sent } = recording('native');
   const bad = v2({ event_id: 'req_bad', ts: Date.UTC(2026, 0, 1), account_id: 'acc_1', model: 7 as unknown as string });
-  await assert.rejects(w.insertUsage([bad]), (err: unknown) => err instanceof WarehouseInputError && /^model: /.test(err.message));
+  await assert.rejects(w.insertUsage([bad]), (err: unknown) => err instanceof WarehouseInputError && err.message === 'model must be a string, got number');
   const key = v2({ event_id: 'req_key', ts: Date.UTC(2026, 0, 1), account_id: 'acc_1', upstream_request_id: 5 as unknown as string });
-  await assert.rejects(w.insertUsage([key]), (err: unknown) => err instanceof WarehouseInputError && /^upstream_request_id: /.test(err.message));
+  await assert.rejects(w.insertUsage([key]), (err: unknown) => err instanceof WarehouseInputError && err.message === 'upstream_request_id must be a string or null, got number');
   const status = v2({ event_id: 'req_http', ts: Date.UTC(2026, 0, 1), account_id: 'acc_1', http_status: 70_000 });
   await assert.rejects(w.insertUsage([status]), /http_status must be an integer in \[0, 65535\], got 70000/);
   assert.equal(sent.length, 0);
+});
+
+test('usage rows refuse what a column cannot store exactly, in either body: half surrogate pairs, wrong types, inherited or array-made map keys, positions out of Int32/Int64 (WarehouseInputError naming the field, nothing sent)', async () => {
+  // Kind: a value the two bodies store differently (a tester's findings): Native wrote U+FFFD for
+  // half a surrogate pair where the JSON body failed or kept invalid UTF-8, wrote '' for an
+  // undefined nullable text where JSON wrote NULL, made `{'0':'a'}` of an array, read inherited
+  // keys; both wrapped a partition or offset past its column. decodeEvent refuses all of these
+  // on the consumer path; `insertUsage` is public.
+  const ts = Date.UTC(2026, 0, 1);
+  const good = v2({ event_id: 'req_ok', ts, account_id: 'acc_1' });
+  const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+    ['high surrogate in key_id', { key_id: 'a\ud800' }, /^key_id has half of a UTF-16 surrogate pair$/],
+    ['low surrogate in event_id', { event_id: 'dup\udc00' }, /^event_id has half of a UTF-16 surrogate pair$/],
+    ['surrogate in account_id', { account_id: '\udbff' }, /^account_id has half/],
+    ['surrogate in a unit price key', { unit_prices: { 'in\ud800': '1' } }, /^unit_prices key has half/],
+    ['surrogate in a unit price', { unit_prices: { input: '\udc00' } }, /^unit_prices\.input has half/],
+    ['surrogate in unpriced', { unpriced: ['x', '\ud800'] }, /^unpriced\[1\] has half/],
+    ['undefined upstream_request_id', { upstream_request_id: undefined }, /^upstream_request_id must be a string or null, got undefined$/],
+    ['number served_model', { served_model: 7 }, /^served_model must be a string or null, got number$/],
+    ['unit_prices as an array', { unit_prices: ['a'] }, /^unit_prices must be a plain object$/],
+    ['unit_prices as a string', { unit_prices: 'ab' }, /^unit_prices must be a plain object$/],
+    ['unit_prices with a prototype', { unit_prices: Object.create({ inherited: '9' }) as unknown }, /^unit_prices must be a plain object$/],
+    ['anomalies as a string', { anomalies: 'abc' }, /^anomalies must be an array of strings$/],
+    ['a null in multipliers', { multipliers: [null] }, /^multipliers\[0\] must be a string, got null$/],
+    ['null quantities', { quantities: null }, /^quantities must be a plain object$/],
+    ['null iterations', { iterations: null }, /^iterations must be an array$/],
+  ];
+  for (const insertFormat of ['native', 'json'] as const) {
+    for (const [what, o, message] of cases) {
+      const { w, sent } = recording(insertFormat);
+      const bad = { ...v2({ event_id: 'req_bad', ts, account_id: 'acc_1' }), ...o } as UsageEventV2;
+      await assert.rejects(w.insertUsage([good, bad]), (err: unknown) => err instanceof WarehouseInputError && message.test(err.message), `${insertFormat}: ${what}`);
+      assert.equal(sent.length, 0, `${insertFormat}: ${what}`);
+    }
+    for (const [what, position, message] of [
+      ['partition 1.5', { partition: 1.5, offset: 0n }, /^log partition must be an integer in \[0, 2147483647\], got 1\.5$/],
+      ['partition 2^31', { partition: 2 ** 31, offset: 0n }, /^log partition must be an integer/],
+      ['offset 2^63', { partition: 0, offset: 2n ** 63n }, /^log offset must be a bigint in \[0, 9223372036854775807\], got 9223372036854775808$/],
+      ['offset -2', { partition: 0, offset: -2n }, /^log offset must be a bigint/],
+      ['offset as a number', { partition: 0, offset: 5 as unknown as bigint }, /^log offset must be a bigint/],
+    ] as const) {
+      const { w, sent } = recording(insertFormat);
+      await assert.rejects(w.insertUsage([good], [position]), (err: unknown) => err instanceof WarehouseInputError && message.test(err.message), `${insertFormat}: ${what}`);
+      assert.equal(sent.length, 0);
+    }
+    // The edges still pass: Int32 and Int64 max, '' and null kept apart, a null-prototype map.
+    const { w, sent } = recording(insertFormat);
+    await w.insertUsage([v2({ event_id: 'req_edge', ts, account_id: 'acc_1', upstream_request_id: '', served_model: null,
+      unit_prices: Object.assign(Object.create(null) as Record<string, string>, { input: '1' }) })],
+    [{ partition: 2 ** 31 - 1, offset: 2n ** 63n - 1n }]);
+    assert.equal(sent.length, 1, insertFormat);
+  }
 });
