@@ -1332,15 +1332,18 @@ function nonEmpty(v: string, field: string): string {
  * redelivery. WarehouseInputError otherwise.
  */
 function storedText(v: unknown, field: string, nullable = false): void {
-  if (v === null && nullable) return;
+  if (typeof v === 'string' ? v.isWellFormed() : v === null && nullable) return;
   if (typeof v !== 'string') throw new WarehouseInputError(`${field} must be a string${nullable ? ' or null' : ''}, got ${v === null ? 'null' : typeof v}`);
-  if (!v.isWellFormed()) throw new WarehouseInputError(`${field} has half of a UTF-16 surrogate pair`);
+  throw new WarehouseInputError(`${field} has half of a UTF-16 surrogate pair`);
 }
 
 /** A list of texts (`anomalies`, `multipliers`, `unpriced`): an array of `storedText`. */
 function storedTexts(v: unknown, field: string): void {
   if (!Array.isArray(v)) throw new WarehouseInputError(`${field} must be an array of strings`);
-  for (let i = 0; i < v.length; i++) storedText(v[i], `${field}[${i}]`);
+  for (let i = 0; i < v.length; i++) {
+    const t: unknown = v[i];
+    if (typeof t !== 'string' || !t.isWellFormed()) storedText(t, `${field}[${i}]`); // throws, naming the element
+  }
 }
 
 /** A plain object (as JSON.parse makes one): no array, no class instance, no inherited keys read. */
@@ -1523,6 +1526,9 @@ const USAGE_COLUMNS: readonly UsageColumn[] = [
   { name: 'unpriced', kind: 'Array(String)', get: (r) => r.e.unpriced },
 ];
 
+/** Each dimension's key with the names its checks give (built once: not a string per event). */
+const QUANTITY_FIELDS = DIMENSION_COLUMNS.map((d) => ({ key: d.key, field: `quantities.${d.key}`, iterationField: `iterations.quantities.${d.key}` }));
+
 /** The column list of a usage insert: USAGE_COLUMNS, then rollup_skip. */
 const USAGE_INSERT_COLUMNS = [...USAGE_COLUMNS.map((c) => c.name), 'rollup_skip'].join(', ');
 
@@ -1544,9 +1550,26 @@ function usageRow(raw: UsageEvent, p: LogPosition | undefined): UsageRow {
   }
   const e = toV2(raw);
   const id = nonEmpty(e.event_id, 'event_id');
+  // Field by field, not a loop over names: a keyed read per name made this check cost more
+  // than writing the row (bench/usage-rows.ts).
   storedText(id, 'event_id');
-  for (const f of ['account_id', 'key_id', 'model', 'catalog_model', 'upstream_model', 'status', 'gateway_id', 'price_version', 'price_list'] as const) storedText(e[f], f);
-  for (const f of ['upstream_request_id', 'served_model', 'service_tier', 'inference_geo', 'speed', 'stop_reason', 'upstream_currency', 'tier'] as const) storedText(e[f], f, true);
+  storedText(e.account_id, 'account_id');
+  storedText(e.key_id, 'key_id');
+  storedText(e.model, 'model');
+  storedText(e.catalog_model, 'catalog_model');
+  storedText(e.upstream_model, 'upstream_model');
+  storedText(e.status, 'status');
+  storedText(e.gateway_id, 'gateway_id');
+  storedText(e.price_version, 'price_version');
+  storedText(e.price_list, 'price_list');
+  storedText(e.upstream_request_id, 'upstream_request_id', true);
+  storedText(e.served_model, 'served_model', true);
+  storedText(e.service_tier, 'service_tier', true);
+  storedText(e.inference_geo, 'inference_geo', true);
+  storedText(e.speed, 'speed', true);
+  storedText(e.stop_reason, 'stop_reason', true);
+  storedText(e.upstream_currency, 'upstream_currency', true);
+  storedText(e.tier, 'tier', true);
   if (e.upstream_id !== undefined) storedText(e.upstream_id, 'upstream_id');
   if (e.anomalies !== undefined) storedTexts(e.anomalies, 'anomalies');
   storedTexts(e.multipliers, 'multipliers');
@@ -1556,15 +1579,16 @@ function usageRow(raw: UsageEvent, p: LogPosition | undefined): UsageRow {
     storedText(k, 'unit_prices key');
     storedText(prices[k], `unit_prices.${k}`);
   }
-  e.iterations.forEach((it, i) => {
-    plainRecord(it, `iterations[${i}]`);
-    plainRecord(it.quantities, `iterations[${i}].quantities`);
-  });
+  for (let i = 0; i < e.iterations.length; i++) {
+    const it = e.iterations[i];
+    plainRecord(it, 'iterations[]');
+    plainRecord(it!.quantities, 'iterations[].quantities');
+  }
   checkDateTime(e.ts, 'ts');
   if (e.ts > MAX_USAGE_EPOCH_MS) throw new WarehouseInputError(`ts ${e.ts} is past 2106-02-07T06:28:15.999Z, the last second a usage rollup's DateTime bucket holds`);
   const account = nonEmpty(e.account_id, 'account_id');
   const { log_partition: partition, log_offset: offset } = positionColumns(p);
-  for (const d of DIMENSION_COLUMNS) uint32(e.quantities[d.key] ?? 0, `quantities.${d.key}`);
+  for (const d of QUANTITY_FIELDS) uint32(e.quantities[d.key] ?? 0, d.field);
   uint32(e.latency_ms, 'latency_ms');
   if (e.ttft_ms !== null) uint32(e.ttft_ms, 'ttft_ms');
   if (e.thinking_tokens !== null) uint32(e.thinking_tokens, 'thinking_tokens');
@@ -1577,7 +1601,7 @@ function usageRow(raw: UsageEvent, p: LogPosition | undefined): UsageRow {
     upstreamCost: e.upstream_cost_micros === null ? null : int64Text(e.upstream_cost_micros, 'upstream_cost_micros', 0n),
     iterations: e.iterations.length === 0 ? '[]' : JSON.stringify(e.iterations.map((it) => {
       const q: Record<string, number> = {};
-      for (const d of DIMENSION_COLUMNS) q[d.key] = uint32(it.quantities[d.key] ?? 0, `iterations.quantities.${d.key}`);
+      for (const d of QUANTITY_FIELDS) q[d.key] = uint32(it.quantities[d.key] ?? 0, d.iterationField);
       return { type: it.type, model: it.model, catalog_model: it.catalog_model, quantities: q, cost_micros: int64Text(it.cost_micros, 'iterations.cost_micros', 0n) };
     })),
   };
