@@ -7,6 +7,7 @@
 // drops it.
 
 import { after, describe, test } from 'node:test';
+import { createClient } from '@clickhouse/client';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { LedgerEvent, LedgerKind, UsageEventV1, UsageEventV2 } from '@tollgate/events';
@@ -134,6 +135,26 @@ if (url === undefined) {
         assert.deepEqual(dumps[0], dumps[1]);
       } finally {
         for (const w of made) await w.close();
+      }
+    });
+
+    test('usage insert formats: a client or profile with Native type conversion and LowCardinality in Native off still stores the Native body exactly', async () => {
+      // Kind: a server setting the Native body could rely on. Five columns go as LowCardinality
+      // where the table's type is plain; were that conversion subject to these settings, a
+      // profile turning them off would fail every insert with TYPE_MISMATCH, a data error, and
+      // storeEvents would quarantine every event. The server drops LowCardinality whatever
+      // they say (26.7); this pins it.
+      const prefix = `p${randomBytes(3).toString('hex')}_`;
+      const client = createClient({ url: server.url, ...(server.username ? { username: server.username } : {}), ...(server.password ? { password: server.password } : {}),
+        clickhouse_settings: { input_format_native_allow_types_conversion: 0, low_cardinality_allow_in_native_format: 0 } });
+      const w = new Warehouse({ client, database, tablePrefix: prefix });
+      try {
+        await w.migrate();
+        await w.insertUsage([v2({ event_id: 'n1', ts: T('2026-03-01T00:00:00Z'), account_id: 'acc_n', cost_micros: '5', unit_prices: { input: '1' } })]);
+        assert.equal((await w.usageTotals({})).costMicros, 5n);
+        assert.deepEqual(((await w.getUsageEvent('n1')) as UsageEventV2 | undefined)?.unit_prices, { input: '1' });
+      } finally {
+        await w.close();
       }
     });
 
