@@ -347,8 +347,8 @@ const CURRENCY_RE = /^[A-Z]{3}$/;
 /** decimal text of at most 15 digits is below 2^53 − 1 (16 digits) whatever the digits */
 const SAFE_DIGITS = 15;
 
-/** A plain object as JSON.parse makes it (no class instance, no array). */
-function plainObject(v: unknown): v is Record<string, unknown> {
+/** A plain object as JSON.parse makes it (no class instance, no array; prototype Object.prototype or null). */
+export function plainObject(v: unknown): v is Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
   const proto = Object.getPrototypeOf(v) as unknown;
   return proto === Object.prototype || proto === null;

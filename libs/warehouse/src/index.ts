@@ -23,7 +23,7 @@ export {
 } from './rollup-repair.ts';
 export type { RollupRepairResult, RollupRepairStore, RollupScopePair } from './rollup-repair.ts';
 export { createChdbClickHouse, isTextOnlyClient } from './chdb-client.ts';
-export { LOW_CARDINALITY_VERSION, LowCardinalityValues, NativeWriter, nativeBlock } from './native-block.ts';
+export { LOW_CARDINALITY_VERSION, LowCardinalityValues, NativeWriter, lowCardinalityVersions, nativeBlock } from './native-block.ts';
 export type { NativeColumn } from './native-block.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';
 export { createHttpClickHouse } from './http-client.ts';

@@ -188,6 +188,17 @@ export function nativeBlock(rows: number, columns: readonly NativeColumn[]): Buf
 
 /** The LowCardinality serialization version written before a column's data (SharedDictionariesWithAdditionalKeys). */
 export const LOW_CARDINALITY_VERSION = 1;
+/**
+ * The part a column with `count` LowCardinality streams starts with: LOW_CARDINALITY_VERSION for
+ * each (one for LowCardinality(T) and Array(LowCardinality(T)), two for a Map of two), before
+ * any totals or data.
+ */
+export function lowCardinalityVersions(count: number): NativeWriter {
+  const w = new NativeWriter(8 * count);
+  for (let i = 0; i < count; i++) w.uint64(LOW_CARDINALITY_VERSION);
+  return w;
+}
+
 /** Flags of a LowCardinality block: its dictionary is in the block (HasAdditionalKeys) and replaces the last one (NeedUpdateDictionary). */
 const LOW_CARDINALITY_FLAGS = (1 << 9) | (1 << 10);
 
@@ -227,9 +238,11 @@ export class LowCardinalityValues {
     this.#rows.push(k);
   }
 
-  /** Values added. */
-  get count(): number {
-    return this.#rows.length;
+  /** `writeData` into a writer of its own: the part after the versions (and an Array's or Map's totals). */
+  dataPart(): NativeWriter {
+    const w = new NativeWriter(64 + this.#rows.length * 4);
+    this.writeData(w);
+    return w;
   }
 
   /** The block's flags, dictionary and indexes; nothing when no value was added (an Array of empty arrays). */

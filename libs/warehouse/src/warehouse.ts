@@ -16,11 +16,11 @@ import type {
   AccountRecord, AccountStatus, AnyEvent, ControlEvent, KeyRecord, KeyStatus, LedgerEvent, LedgerKind, PlanRecord,
   PriceVersionEvent, UsageEvent, UsageEventV2, UsageIteration, UsageQuantities, UsageStatus,
 } from '@tollgate/events';
-import { boundedRaw, decodeEvent, LEDGER_KINDS, MAX_USAGE_EPOCH_MS, standInId, toV2, zeroQuantities } from '@tollgate/events';
+import { boundedRaw, decodeEvent, LEDGER_KINDS, MAX_USAGE_EPOCH_MS, plainObject, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
 import { sizeSettings, sqlString, stringTable } from './sql-values.ts';
-import { LOW_CARDINALITY_VERSION, LowCardinalityValues, nativeBlock, NativeWriter, type NativeColumn } from './native-block.ts';
+import { LowCardinalityValues, lowCardinalityVersions, nativeBlock, NativeWriter, type NativeColumn } from './native-block.ts';
 import { isTextOnlyClient } from './chdb-client.ts';
 import { backfillRollups, recentRollupScope, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
@@ -1346,11 +1346,10 @@ function storedTexts(v: unknown, field: string): void {
   }
 }
 
-/** A plain object (as JSON.parse makes one): no array, no class instance, no inherited keys read. */
+/** `v` when it is a plain object (`plainObject` of @tollgate/events, decodeEvent's rule); WarehouseInputError otherwise. */
 function plainRecord(v: unknown, field: string): Record<string, unknown> {
-  const proto = typeof v === 'object' && v !== null && !Array.isArray(v) ? Object.getPrototypeOf(v) as unknown : undefined;
-  if (proto !== Object.prototype && proto !== null) throw new WarehouseInputError(`${field} must be a plain object`);
-  return v as Record<string, unknown>;
+  if (!plainObject(v)) throw new WarehouseInputError(`${field} must be a plain object`);
+  return v;
 }
 
 /** Non-negative decimal text of at most 15 digits, no leading zero: already its own canonical form, below 2^53. */
@@ -1375,17 +1374,15 @@ function optMicros(v: string | null | undefined, field: string): string | null {
 }
 
 function uint32(v: number, field: string): number {
-  if (!Number.isSafeInteger(v) || v < 0 || v > UINT32_MAX) {
-    throw new WarehouseInputError(`${field} must be an integer in [0, ${UINT32_MAX}], got ${v}`);
-  }
-  return v;
+  return uintUpTo(v, UINT32_MAX, field);
 }
 
-/** An integer in [0, max] (UInt16: 65535, UInt8: 255); WarehouseInputError otherwise. */
-function uintUpTo(v: number, max: number, field: string): void {
+/** `v` when it is an integer in [0, max] (UInt32, UInt16: 65535, UInt8: 255); WarehouseInputError otherwise. */
+function uintUpTo(v: number, max: number, field: string): number {
   if (!Number.isSafeInteger(v) || v < 0 || v > max) {
     throw new WarehouseInputError(`${field} must be an integer in [0, ${max}], got ${v}`);
   }
+  return v;
 }
 
 function version(v: number, field: string): number {
@@ -1726,12 +1723,7 @@ function usageColumnParts(col: UsageColumn, n: number): NativeColumn & { write(r
       const values = new LowCardinalityValues(col.kind === 'LowCardinality(Nullable(String))');
       return {
         name: col.name, type,
-        parts: () => {
-          const w = new NativeWriter(64 + n * 4);
-          w.uint64(LOW_CARDINALITY_VERSION);
-          values.writeData(w);
-          return [w];
-        },
+        parts: () => [lowCardinalityVersions(1), values.dataPart()],
         write: (rows, from, to) => { for (let i = from; i < to; i++) values.add(get(rows[i]!) as string | null); },
       };
     }
@@ -1744,14 +1736,7 @@ function usageColumnParts(col: UsageColumn, n: number): NativeColumn & { write(r
       let total = 0;
       return {
         name: col.name, type,
-        parts: () => {
-          if (!dictionary) return [totals, strings!];
-          const version = new NativeWriter(8);
-          version.uint64(LOW_CARDINALITY_VERSION);
-          const data = new NativeWriter(64 + dictionary.count * 4);
-          dictionary.writeData(data);
-          return [version, totals, data];
-        },
+        parts: () => (dictionary ? [lowCardinalityVersions(1), totals, dictionary.dataPart()] : [totals, strings!]),
         write: (rows, from, to) => {
           totals.reserve((to - from) * 8);
           for (let i = from; i < to; i++) {
@@ -1772,17 +1757,8 @@ function usageColumnParts(col: UsageColumn, n: number): NativeColumn & { write(r
       let total = 0;
       return {
         name: col.name, type,
-        parts: () => {
-          // Both LowCardinality versions first (the key's, the value's), then the totals.
-          const versions = new NativeWriter(16);
-          versions.uint64(LOW_CARDINALITY_VERSION);
-          versions.uint64(LOW_CARDINALITY_VERSION);
-          const k = new NativeWriter(64 + keys.count * 2);
-          keys.writeData(k);
-          const v = new NativeWriter(64 + values.count * 2);
-          values.writeData(v);
-          return [versions, totals, k, v];
-        },
+        // Both LowCardinality versions first (the key's, the value's), then the totals.
+        parts: () => [lowCardinalityVersions(2), totals, keys.dataPart(), values.dataPart()],
         write: (rows, from, to) => {
           totals.reserve((to - from) * 8);
           for (let i = from; i < to; i++) {
