@@ -46,3 +46,44 @@ test('unknown model id: 404 not_found_error from both /v1/models/:id and /v1/mes
     assert.ok(viaMessages instanceof Anthropic.NotFoundError, `${id}: ${String(viaMessages)}`);
   }
 });
+
+test('model list paging: limit, after_id and before_id as Anthropic pages it; a malformed, repeated or unknown value is a 400 naming the parameter (it was ignored: every model, from the start)', async () => {
+  // Kind: a query parameter of /v1/models read loosely. `limit=abc`, `0`, `99999` and a repeated
+  // `limit` answered 200 with the whole list; an unknown `after_id` restarted the list;
+  // `before_id` was never read.
+  const c = await stack.customer();
+  const get = async (query: string) => {
+    const r = await fetch(`${stack.gatewayUrl}/v1/models${query}`, { headers: { 'x-api-key': c.secret } });
+    return { status: r.status, body: await r.json() as { data?: Array<{ id: string }>; has_more?: boolean; first_id?: string | null; last_id?: string | null; error?: { type: string; message: string } } };
+  };
+  const all = (await get('?limit=1000')).body.data!.map((m) => m.id);
+  assert.ok(all.length > 4);
+  const page = await get('?limit=2');
+  assert.deepEqual(page.body.data!.map((m) => m.id), all.slice(0, 2));
+  assert.equal(page.body.has_more, true);
+  const next = await get(`?limit=2&after_id=${encodeURIComponent(all[1]!)}`);
+  assert.deepEqual(next.body.data!.map((m) => m.id), all.slice(2, 4));
+  const back = await get(`?limit=2&before_id=${encodeURIComponent(all[3]!)}`);
+  assert.deepEqual([back.body.data!.map((m) => m.id), back.body.has_more, back.body.first_id, back.body.last_id], [all.slice(1, 3), true, all[1], all[2]]);
+  const first = await get(`?limit=5&before_id=${encodeURIComponent(all[2]!)}`);
+  assert.deepEqual([first.body.data!.map((m) => m.id), first.body.has_more], [all.slice(0, 2), false]);
+  const last = await get(`?after_id=${encodeURIComponent(all.at(-1)!)}`);
+  assert.deepEqual([last.body.data, last.body.has_more, last.body.first_id], [[], false, null]);
+  // the SDK pages through the same list
+  const viaSdk: string[] = [];
+  for await (const m of c.client.models.list({ limit: 3 })) viaSdk.push(m.id);
+  assert.deepEqual(viaSdk, all);
+  assert.equal((await get('?beta=true')).status, 200); // a parameter the list does not read is left alone, as Anthropic does
+  for (const [query, message] of [
+    ['?limit=abc', 'limit: "abc" is not a whole number between 1 and 1000'],
+    ['?limit=0', 'limit: "0" is not between 1 and 1000'],
+    ['?limit=99999', 'limit: "99999" is not between 1 and 1000'],
+    ['?limit=2&limit=3', 'limit: given more than once'],
+    ['?after_id=nope', 'after_id: "nope" is not a model id of this list'],
+    ['?before_id=nope', 'before_id: "nope" is not a model id of this list'],
+    [`?after_id=${encodeURIComponent(all[0]!)}&before_id=${encodeURIComponent(all[2]!)}`, 'after_id, before_id: give one or the other'],
+  ] as const) {
+    const r = await get(query);
+    assert.deepEqual([r.status, r.body.error?.type, r.body.error?.message], [400, 'invalid_request_error', message], query);
+  }
+});

@@ -1,9 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
+import { parseIntParam, queryParam } from '@tollgate/http';
 import { findPriceList, formatCredits, listModels, creditsToNumber, modelPricing, resolveModel, type ModelInfo, type ModelPricing, type PriceVersion } from '@tollgate/pricing';
 import type { GatewayDeps } from '../deps.ts';
 import { guardState } from '../state.ts';
 import { resolveOr404 } from './messages.ts';
+
+/** Models per page of GET /v1/models without `limit`, and the most with one (Anthropic's list: 20, 1000). */
+const MODELS_DEFAULT_LIMIT = 20;
+const MODELS_MAX_LIMIT = 1000;
 
 /** A model of GET /v1/models: Anthropic's fields plus what it costs here. */
 export type PricedModelInfo = ModelInfo & {
@@ -52,16 +57,30 @@ export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
     return { version, models };
   };
 
+  // Paged as Anthropic's list is (https://docs.anthropic.com/en/api/models-list): `limit` 1–1000,
+  // default 20; `after_id` / `before_id` an id of the list, one or the other. A malformed or
+  // repeated parameter, or an id the list does not hold, is a 400 naming it (queryParam,
+  // parseIntParam: the rules of every query of this gateway). Other parameters are left alone,
+  // as Anthropic leaves them (the SDK's beta list adds `beta=true`).
   app.get('/v1/models', async (request) => {
     const { models } = current(request.caller?.account.price_list);
-    const q = request.query as { limit?: string; after_id?: string; before_id?: string };
-    const limit = Math.min(Math.max(Number(q.limit ?? 1000) || 1000, 1), 1000);
-    let start = 0;
-    if (q.after_id) start = models.findIndex((m) => m.id === q.after_id) + 1;
-    const page = models.slice(start, start + limit);
+    const q = request.query;
+    const l = queryParam(q, 'limit');
+    const limit = l === undefined ? MODELS_DEFAULT_LIMIT : parseIntParam(l, 'limit', 1, MODELS_MAX_LIMIT);
+    const afterId = queryParam(q, 'after_id');
+    const beforeId = queryParam(q, 'before_id');
+    if (afterId !== undefined && beforeId !== undefined) throw gatewayError('invalid_request', 'after_id, before_id: give one or the other');
+    const at = (name: string, id: string): number => {
+      const i = models.findIndex((m) => m.id === id);
+      if (i < 0) throw gatewayError('invalid_request', `${name}: ${JSON.stringify(id.slice(0, 80))} is not a model id of this list`);
+      return i;
+    };
+    const end = beforeId === undefined ? undefined : at('before_id', beforeId);
+    const start = end !== undefined ? Math.max(0, end - limit) : afterId === undefined ? 0 : at('after_id', afterId) + 1;
+    const page = models.slice(start, end ?? start + limit);
     return {
       data: page,
-      has_more: start + limit < models.length,
+      has_more: end !== undefined ? start > 0 : start + limit < models.length,
       first_id: page[0]?.id ?? null,
       last_id: page.at(-1)?.id ?? null,
     };
