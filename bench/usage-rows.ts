@@ -1,28 +1,29 @@
 // The warehouse consumer's own CPU per usage event, with ClickHouse out of the picture: a Kafka
-// value (JSON bytes) through JSON.parse, decodeEvent and Warehouse.insertUsage's row building,
-// the client answering at once. With --base, another checkout's warehouse library runs in the
-// same process, taking turns with this one, so the machine's drift hits both alike.
+// value (JSON bytes) through JSON.parse and Warehouse.storeEvents (decodeEvent, then
+// insertUsage's row building), the client answering at once. With --base, another checkout's
+// warehouse library runs in the same process, taking turns with this one, so the machine's
+// drift hits both alike.
 // See bench/README.md "The warehouse consumer's rows, A/B in one process".
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
-import { decodeEvent, type UsageEvent } from '@tollgate/events';
-import { Warehouse } from '@tollgate/warehouse';
+import { Warehouse, type StoreItem } from '@tollgate/warehouse';
 import { benchUsageEvent } from './stack.ts';
 import { commandLine, exitUsage, numberValue, runMain } from './cli.ts';
 
 const USAGE = `Usage: node bench/usage-rows.ts [options]
 
 CPU µs per usage event of the warehouse consumer's own work: the event's JSON bytes through
-JSON.parse, decodeEvent and Warehouse.insertUsage (rows, rollup_skip marks, token, body),
+JSON.parse and Warehouse.storeEvents, as the warehouse group calls it (decodeEvent, the rows,
+rollup_skip marks, token, body),
 with a ClickHouse client that answers at once (the existence check finds nothing; the body is
 read and dropped). No services needed. Version 2 events for 1,000 accounts over one hour, in
 insert batches of --batch. The first two rounds are warm-up and not counted.
 
 Options:
   --events <n>   events per round, 1 to 10000000 (default 100000)
-  --batch <n>    events per insertUsage call, 1 to 1000000 (default 10000)
+  --batch <n>    events per storeEvents call, 1 to 1000000 (default 10000)
   --rounds <n>   rounds, 3 to 1000; with --base each round runs both, order alternating
                  (default 12)
   --format <f>   the usage insert's body: native (what a ClickHouse server gets) or json
@@ -97,15 +98,12 @@ runMain('bench/usage-rows', async () => {
     for (const t of order) {
       const c0 = process.cpuUsage();
       for (let i = 0; i < N; i += B) {
-        const events: UsageEvent[] = [];
-        const positions = [];
+        const items: StoreItem[] = [];
         for (let k = i; k < Math.min(N, i + B); k++) {
-          const d = decodeEvent(JSON.parse(bytes[k]!.toString('utf8')));
-          if (!d.ok) throw new Error(`event ${k} did not decode: ${d.reason}`);
-          events.push(d.event as UsageEvent);
-          positions.push({ partition: k % 8, offset: BigInt(k) });
+          items.push({ event: JSON.parse(bytes[k]!.toString('utf8')), topic: 'usage', position: { partition: k % 8, offset: BigInt(k) } });
         }
-        await t.w.insertUsage(events, positions);
+        const poison = await t.w.storeEvents(items, 'warehouse');
+        if (poison.length > 0) throw new Error(`${poison.length} events quarantined: ${poison[0]!.reason}`);
       }
       const c = process.cpuUsage(c0);
       if (r >= 2) t.perEvent.push((c.user + c.system) / N);

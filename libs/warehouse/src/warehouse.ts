@@ -377,8 +377,17 @@ export class Warehouse {
     await backfillRollups(this, options.exclusive);
   }
 
-  /** Any mix of events, each into its table (control records first), with their positions. */
+  /**
+   * Any mix of events, each into its table (control records first), with their positions.
+   * Each usage event is checked against its columns (`usageRow`): WarehouseInputError names the
+   * first field a column cannot store.
+   */
   async insertEvents(events: readonly AnyEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
+    await this.#insertEvents(events, positions, false);
+  }
+
+  /** `insertEvents`; `decoded`: every event is `decodeEvent`'s output, already held to every column's bounds. */
+  async #insertEvents(events: readonly AnyEvent[], positions: readonly (LogPosition | undefined)[] | undefined, decoded: boolean): Promise<void> {
     const usage: UsageEvent[] = [];
     const usageAt: (LogPosition | undefined)[] = [];
     const ledger: LedgerEvent[] = [];
@@ -395,7 +404,7 @@ export class Warehouse {
     });
     await this.insertControl(control);
     await this.insertLedger(ledger, ledgerAt);
-    await this.insertUsage(usage, usageAt);
+    await this.#insertUsage(usage, usageAt, decoded);
   }
 
   /**
@@ -441,7 +450,8 @@ export class Warehouse {
     const insert = async (part: typeof good): Promise<void> => {
       if (part.length === 0) return;
       try {
-        await this.insertEvents(part.map((g) => g.event), part.map((g) => g.item.position));
+        // Decoded above: usageRow need not check them again (decodeEvent holds every column's bounds).
+        await this.#insertEvents(part.map((g) => g.event), part.map((g) => g.item.position), true);
       } catch (err) {
         if (!isDataError(err)) throw err;
         if (part.length === 1) {
@@ -496,6 +506,11 @@ export class Warehouse {
    * version 1 (`event_version`), so `getUsageEvent` gives it back in its own shape.
    */
   async insertUsage(events: readonly UsageEvent[], positions?: readonly (LogPosition | undefined)[]): Promise<void> {
+    await this.#insertUsage(events, positions, false);
+  }
+
+  /** `insertUsage`; `decoded`: see `usageRow`. */
+  async #insertUsage(events: readonly UsageEvent[], positions: readonly (LogPosition | undefined)[] | undefined, decoded: boolean): Promise<void> {
     if (events.length === 0) return;
     // Each event is checked against its columns once (`usageRow`); the body is written from the
     // rows after the rollup_skip check: Native for a server, JSONCompactEachRow text for chDB
@@ -505,7 +520,7 @@ export class Warehouse {
     const rows: UsageRow[] = new Array(events.length);
     for (let i = 0; i < events.length; i++) {
       if (slice.due()) await slice.pause();
-      rows[i] = usageRow(events[i]!, positions?.[i]);
+      rows[i] = usageRow(events[i]!, positions?.[i], decoded);
     }
     // Exactly once into the rollups (migration 7): a materialized view counts every inserted
     // row, FINAL or not. A row whose event id is already stored (or repeats within the batch)
@@ -1530,15 +1545,40 @@ const QUANTITY_FIELDS = DIMENSION_COLUMNS.map((d) => ({ key: d.key, field: `quan
 const USAGE_INSERT_COLUMNS = [...USAGE_COLUMNS.map((c) => c.name), 'rollup_skip'].join(', ');
 
 /**
- * A usage event (either version; a v1 event through `toV2`, remembered as version 1) checked
- * against its columns' types: a number out of its column's range, text that is not a string of
+ * A usage event (either version; a v1 event through `toV2`, remembered as version 1) as its
+ * insert row. Unless `decoded`, it is first checked against its columns' types
+ * (`checkUsageColumns`): a number out of its column's range, text that is not a string of
  * well-formed UTF-16, a list that is not an array of strings, a map that is not a plain object of
- * strings or a position out of Int32/Int64 throws WarehouseInputError, so `storeEvents`
- * quarantines that event alone. Otherwise the two insert bodies would store it differently (or
- * ClickHouse would wrap a number silently). The bounds are those `decodeEvent` already holds a
- * consumed event to; this is for callers that insert without it.
+ * strings throws WarehouseInputError, so `storeEvents` quarantines that event alone. Otherwise
+ * the two insert bodies would store it differently (or ClickHouse would wrap a number silently).
+ * `decoded`: the event is `decodeEvent`'s output, which holds every bound checked there (and
+ * more: text lengths, statuses, decimal prices), so `storeEvents`, which decodes every item
+ * first, skips the second look (~1 µs of the consumer's ~20 per event, bench/README.md). A
+ * position out of Int32/Int64 throws WarehouseInputError either way.
  */
-function usageRow(raw: UsageEvent, p: LogPosition | undefined): UsageRow {
+function usageRow(raw: UsageEvent, p: LogPosition | undefined, decoded: boolean): UsageRow {
+  if (!decoded) checkUsageColumns(raw);
+  const e = toV2(raw);
+  const { log_partition: partition, log_offset: offset } = positionColumns(p);
+  return {
+    e, version: raw.v === 2 ? 2 : 1, id: e.event_id, tsMs: e.ts, account: e.account_id, partition, offset,
+    cost: int64Text(e.cost_micros, 'cost_micros', 0n),
+    upstreamCost: e.upstream_cost_micros === null ? null : int64Text(e.upstream_cost_micros, 'upstream_cost_micros', 0n),
+    iterations: e.iterations.length === 0 ? '[]' : JSON.stringify(e.iterations.map((it) => {
+      const q: Record<string, number> = {};
+      for (const d of QUANTITY_FIELDS) q[d.key] = uint32(it.quantities[d.key] ?? 0, d.iterationField);
+      return { type: it.type, model: it.model, catalog_model: it.catalog_model, quantities: q, cost_micros: int64Text(it.cost_micros, 'iterations.cost_micros', 0n) };
+    })),
+  };
+}
+
+/**
+ * Throws WarehouseInputError naming the first field of a usage event (either version) that its
+ * column cannot store exactly (see `usageRow`); the bounds are those `decodeEvent` holds a
+ * consumed event to. For callers that insert without it; exported for the test that holds
+ * decodeEvent to these checks (libs/warehouse/test/decoded-rows.test.ts).
+ */
+export function checkUsageColumns(raw: UsageEvent): void {
   plainRecord(raw, 'usage event');
   // Version 1 has flat token fields instead (toV2 reads them; uint32 checks them below).
   if (raw.v === 2) {
@@ -1546,10 +1586,10 @@ function usageRow(raw: UsageEvent, p: LogPosition | undefined): UsageRow {
     if (!Array.isArray(raw.iterations)) throw new WarehouseInputError('iterations must be an array');
   }
   const e = toV2(raw);
-  const id = nonEmpty(e.event_id, 'event_id');
+  nonEmpty(e.event_id, 'event_id');
   // Field by field, not a loop over names: a keyed read per name made this check cost more
   // than writing the row (bench/usage-rows.ts).
-  storedText(id, 'event_id');
+  storedText(e.event_id, 'event_id');
   storedText(e.account_id, 'account_id');
   storedText(e.key_id, 'key_id');
   storedText(e.model, 'model');
@@ -1583,8 +1623,7 @@ function usageRow(raw: UsageEvent, p: LogPosition | undefined): UsageRow {
   }
   checkDateTime(e.ts, 'ts');
   if (e.ts > MAX_USAGE_EPOCH_MS) throw new WarehouseInputError(`ts ${e.ts} is past 2106-02-07T06:28:15.999Z, the last second a usage rollup's DateTime bucket holds`);
-  const account = nonEmpty(e.account_id, 'account_id');
-  const { log_partition: partition, log_offset: offset } = positionColumns(p);
+  nonEmpty(e.account_id, 'account_id');
   for (const d of QUANTITY_FIELDS) uint32(e.quantities[d.key] ?? 0, d.field);
   uint32(e.latency_ms, 'latency_ms');
   if (e.ttft_ms !== null) uint32(e.ttft_ms, 'ttft_ms');
@@ -1592,16 +1631,6 @@ function usageRow(raw: UsageEvent, p: LogPosition | undefined): UsageRow {
   uintUpTo(e.http_status, 0xffff, 'http_status');
   uintUpTo(e.attempts ?? 0, 0xff, 'attempts');
   if (typeof e.stream !== 'boolean') throw new WarehouseInputError(`stream must be a boolean, got ${JSON.stringify(e.stream)}`);
-  return {
-    e, version: raw.v === 2 ? 2 : 1, id, tsMs: e.ts, account, partition, offset,
-    cost: int64Text(e.cost_micros, 'cost_micros', 0n),
-    upstreamCost: e.upstream_cost_micros === null ? null : int64Text(e.upstream_cost_micros, 'upstream_cost_micros', 0n),
-    iterations: e.iterations.length === 0 ? '[]' : JSON.stringify(e.iterations.map((it) => {
-      const q: Record<string, number> = {};
-      for (const d of QUANTITY_FIELDS) q[d.key] = uint32(it.quantities[d.key] ?? 0, d.iterationField);
-      return { type: it.type, model: it.model, catalog_model: it.catalog_model, quantities: q, cost_micros: int64Text(it.cost_micros, 'iterations.cost_micros', 0n) };
-    })),
-  };
 }
 
 /**
