@@ -145,13 +145,30 @@ const CATALOG_SIZE = (catalog: unknown): boolean => {
   }
 };
 
+/**
+ * `z.record(key, value)` that refuses a `"__proto__"` key instead of losing it. `JSON.parse`
+ * makes `"__proto__"` an own key, but zod's record parse (zod 4, `$ZodRecord`) skips it before
+ * checking anything: the entry was accepted, neither checked nor kept, and not counted against a
+ * bound (a tester's finding on `unit_prices`: `{"__proto__": "-1"}` decoded as `{}`). The issue is
+ * reported at `<field>.__proto__` with `protoMessage`. Every record schema of outside input is
+ * built with this: events, the price catalog, the admin API's model mapping.
+ */
+export function ownRecord<K extends z.core.$ZodRecordKey, V extends z.core.SomeType>(key: K, value: V, protoMessage = '"__proto__" is not allowed as a name') {
+  return z.preprocess((input, ctx) => {
+    if (typeof input === 'object' && input !== null && !Array.isArray(input) && Object.hasOwn(input, '__proto__')) {
+      ctx.issues.push({ code: 'custom', message: protoMessage, path: ['__proto__'], input });
+    }
+    return input;
+  }, z.record(key, value));
+}
+
 const PriceVersionSchema = z.object({
   type: z.literal('price_version'),
   event_id: eventId,
   ts: epochMs,
   id: z.string().regex(/^[0-9a-f]{12}$/, 'must be a catalog content id (12 hex digits)'),
   effective_at: epochMs,
-  catalog: z.record(z.string(), z.unknown()).refine(CATALOG_SIZE, `must be a JSON object of at most ${MAX_CATALOG_BYTES} bytes`),
+  catalog: ownRecord(z.string(), z.unknown()).refine(CATALOG_SIZE, `must be a JSON object of at most ${MAX_CATALOG_BYTES} bytes`),
 });
 
 const LedgerSchema = z.discriminatedUnion('kind', [
@@ -262,7 +279,7 @@ const usageV2Schema = () => z.object({
   upstream_currency: z.string().regex(/^[A-Z]{3}$/, 'must be an ISO 4217 code such as "USD"').nullable(),
   price_version: label.min(1),
   price_list: text(MAX_TEXT_CHARS, 1),
-  unit_prices: z.record(label.min(1), decimal).refine((r) => Object.keys(r).length <= MAX_NAMES, `must have at most ${MAX_NAMES} entries`),
+  unit_prices: ownRecord(label.min(1), decimal).refine((r) => Object.keys(r).length <= MAX_NAMES, `must have at most ${MAX_NAMES} entries`),
   tier: label.nullable(),
   multipliers: z.array(label.min(1)).max(MAX_NAMES),
   // `model:<name>` entries carry a model name

@@ -9,7 +9,7 @@ export type {
 export { EventTooLargeError, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
 export { MemoryLog } from './memory-log.ts';
 export {
-  decodeEvent, decodeEventBySchema, decodeEventFast, decodeDeadLetter, boundedRaw, plainObject, standInId, textProblem, toV2, zeroQuantities, V1_PRICE_VERSION,
+  decodeEvent, decodeEventBySchema, decodeEventFast, decodeDeadLetter, boundedRaw, ownRecord, plainObject, standInId, textProblem, toV2, zeroQuantities, V1_PRICE_VERSION,
   LEDGER_KINDS, MAX_EVENT_ID_CHARS, MAX_MONEY_MICROS, MAX_USAGE_EPOCH_MS, MAX_TEXT_CHARS, MAX_REFERENCE_CHARS, MAX_RAW_BYTES, MAX_LABEL_CHARS, MAX_ITERATIONS, MAX_NAMES, MAX_DECIMAL_CHARS, MAX_CATALOG_BYTES, MAX_ACCESS_ENTRIES, MAX_CIDR_CHARS, MAX_PLAN_LIMIT,
 } from './decode.ts';
 export type { DecodeResult, UndecodableMessage } from './decode.ts';

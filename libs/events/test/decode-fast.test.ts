@@ -47,3 +47,20 @@ test('decode fast path: every field of every kind set to every edge value gives 
   assert.ok(compared > 10_000, `${compared} cases compared`);
   assert.ok(fastAccepted > 500, `${fastAccepted} cases accepted by the fast path`);
 });
+
+test('a "__proto__" key in an event\'s record fields (unit_prices, a price version\'s catalog) is refused naming it, not dropped (zod\'s record parse skips it unchecked)', () => {
+  // JSON.parse makes it an own key; whatever its value, the entry would have been lost silently.
+  for (const value of ['"-1"', '"1"', '{"x": [1e308, null]}']) {
+    const usage = { ...V2, unit_prices: JSON.parse(`{"__proto__": ${value}, "input": "1"}`) };
+    assert.deepEqual(decodeEvent(usage), { ok: false, reason: 'unit_prices.__proto__: "__proto__" is not allowed as a name', eventId: V2.event_id });
+    same(usage);
+  }
+  const priceVersion = { type: 'price_version', event_id: 'pv_1', ts: 1, id: '0123456789ab', effective_at: 1, catalog: JSON.parse('{"__proto__": {"version": 1}, "version": 1}') };
+  assert.deepEqual(decodeEvent(priceVersion), { ok: false, reason: 'catalog.__proto__: "__proto__" is not allowed as a name', eventId: 'pv_1' });
+  // every decoded usage event of the edge corpus keeps every own key of its unit_prices
+  for (const value of edgeEvents()) {
+    const d = decodeEvent(value);
+    if (!d.ok || d.event.type !== 'usage' || !('v' in d.event)) continue;
+    assert.deepEqual(Object.keys(d.event.unit_prices), Object.keys((value as { unit_prices: object }).unit_prices));
+  }
+});

@@ -431,3 +431,11 @@ test('a catalog whose unit prices a usage event could not carry (over 64 charact
   assert.throws(() => parseCatalog(many, 'many.json'), (e: unknown) => e instanceof CatalogError
     && e.problems.includes('multipliers: 65 of them; a usage event names at most 64'));
 });
+
+test('a "__proto__" name in a catalog\'s records (multipliers, price_lists) is refused with its path, not dropped', () => {
+  for (const field of ['multipliers', 'price_lists']) {
+    const json = base();
+    json[field] = JSON.parse('{"__proto__": {"anything": 1}}');
+    assert.deepEqual(problemsOf(json), [`${field}.__proto__: "__proto__" is not allowed as a name`], field);
+  }
+});

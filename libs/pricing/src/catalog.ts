@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { MAX_CATALOG_BYTES, MAX_DECIMAL_CHARS, MAX_NAMES, MAX_TEXT_CHARS, textProblem } from '@tollgate/events';
+import { MAX_CATALOG_BYTES, MAX_DECIMAL_CHARS, MAX_NAMES, MAX_TEXT_CHARS, ownRecord, textProblem } from '@tollgate/events';
 import { MICROS_PER_CREDIT, MoneyError, parseExactDecimal } from './money.ts';
 import type { ExactDecimal } from './money.ts';
 import { buildIndex, indexCatalog } from './resolve.ts';
@@ -469,9 +469,8 @@ const catalogSchema = z.strictObject({
   mapping: mappingSchema.default({ enabled: false, rules: [] }),
   upstream_currency: z.string().regex(/^[A-Z]{3}$/, 'expected an ISO 4217 currency code like "USD"').optional(),
   upstream_exchange_rate: decimalString({ positive: true }).optional(),
-  multipliers: z.record(groupName, multiplierSchema).default({}),
-  price_lists: z
-    .record(groupName, priceListSchema)
+  multipliers: ownRecord(groupName, multiplierSchema).default({}),
+  price_lists: ownRecord(groupName, priceListSchema)
     .refine((r) => !Object.hasOwn(r, 'default'), '"default" is the catalog itself and cannot be redefined')
     .default({}),
   unpriced: z.enum(['record', 'refuse'], 'expected "record" or "refuse"').default('record'),

@@ -6,6 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
+import { ownRecord } from '@tollgate/events';
 import { guardOperatorRoutes, lenientDecode, looksLikeCredential } from '@tollgate/http';
 import { seal } from '@tollgate/keys';
 import {
@@ -140,18 +141,13 @@ const UpstreamPatch = z.object({
 }).strict();
 
 /**
- * A JSON object of strings whose keys are all kept: `JSON.parse` makes `"__proto__"` an own key,
- * but a record parse copies keys by assignment and silently drops it (the request would be
- * answered as if the entry were not there, brk10a #4). Such a key is refused by name first; every
- * other key is then checked against the catalog by `mapping`.
+ * A JSON object of strings whose keys are all kept (`ownRecord`: a record parse would silently
+ * drop a `"__proto__"` key, and the request would be answered as if the entry were not there,
+ * brk10a #4). Such a key is refused by name first; every other key is then checked against the
+ * catalog by `mapping`.
  */
 function mappingShape() {
-  return z.preprocess((value, ctx) => {
-    if (typeof value === 'object' && value !== null && !Array.isArray(value) && Object.hasOwn(value, '__proto__')) {
-      ctx.issues.push({ code: 'custom', message: '"__proto__" is not a model of the catalog in force', path: ['__proto__'], input: value });
-    }
-    return value;
-  }, z.record(z.string(), z.string()));
+  return ownRecord(z.string(), z.string(), '"__proto__" is not a model of the catalog in force');
 }
 
 const GROUP_SHAPE = '{name, platform, upstream_ids, model_mapping?}';
