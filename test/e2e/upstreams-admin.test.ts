@@ -9,6 +9,7 @@
 // the warehouse with the rebuild.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
@@ -368,12 +369,17 @@ describe('upstream pools on a two-gateway cluster', () => {
     const clients = ['gw1', 'gw2'].map((gw) => new Anthropic({ apiKey: a.secret, baseURL: c.url(gw), maxRetries: 0, logLevel: 'error' }));
     const simUrl = c.env.UPSTREAM_URL!;
     const countAt = async (u: string) => ((await (await fetch(`${u}/_sim/requests?limit=200`)).json()) as unknown[]).length;
-    /** Which upstream served one request through each gateway. */
+    /**
+     * Which upstream served one request through each gateway. Each request is a session of its
+     * own: a session's pin (written after its response, not awaited) outranks priority, so one
+     * session's requests would test the pin, not the priority and status this test is about
+     * (a pin write landing after the next request's read sent it to B again, on a slow machine).
+     */
     const servedBy = async () => {
       const out: string[] = [];
       for (const client of clients) {
         const [a0, b0] = [await countAt(simUrl), await pool.count()];
-        await client.messages.create(SIM);
+        await client.messages.create(SIM, { headers: { 'x-claude-code-session-id': randomUUID() } });
         out.push((await pool.count()) - b0 === 1 ? 'B' : (await countAt(simUrl)) - a0 === 1 ? 'default' : 'neither');
       }
       return out.join(',');
