@@ -114,7 +114,7 @@ async function microBench(): Promise<MicroFigure[]> {
   const client = {} as UpstreamClient;
   const clients = { get: () => client } as unknown as UpstreamClients;
   const pool = new UpstreamPool({ view, store: new MemoryPoolStore(), clients, gatewayId: 'bench' });
-  const route: Route = { group, candidates, mappedModel: undefined, modelId: 'claude-sonnet-4-5' };
+  const route: Route = { group, candidates, pinned: candidates.length > 1, mappedModel: undefined, modelId: 'claude-sonnet-4-5' };
   const answer = { status: 200, headers: {}, body: { cancel() {} }, secrets: [] } as unknown as UpstreamResponse;
   const post = async () => answer;
   const body = { model: 'm', max_tokens: 1, metadata: { user_id: 'user_bench' }, messages: [{ role: 'user', content: 'hi' }] };

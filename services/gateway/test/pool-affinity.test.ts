@@ -130,6 +130,30 @@ describe('session affinity (breaker brk10a)', () => {
     assert.equal(await ask('after 61 minutes'), b);
   });
 
+  test('a session served by the only active upstream is pinned there: when the other comes back, even preferred by priority, the session stays where its cache is', async () => {
+    const a = await p.upstream('A', { priority: 10 });
+    const b = await p.upstream('B', { priority: 0 });
+    await p.group([a, b]);
+    const c = await p.stack.customer();
+    const headers = { 'x-claude-code-session-id': randomUUID(), 'x-sim-input': '100', 'x-sim-output': '10' };
+    const ask = async () => {
+      const { response } = await c.client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'next' }] }, { headers }).withResponse();
+      return (await p.stack.usageOf(response.headers.get('request-id')!)).upstream_id;
+    };
+    assert.equal(await ask(), a);
+    // A disabled: B alone serves the session (and writes its prompt cache there)
+    await p.patch(a, { status: 'disabled' });
+    assert.equal(await ask(), b);
+    assert.equal(await ask(), b);
+    // A back, preferred by priority: a new session goes to A, this one stays on B. It went back
+    // to A (its pin from before) while pins were kept only in groups of more than one ACTIVE upstream.
+    await p.patch(a, { status: 'active' });
+    const fresh = await c.client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'new' }] },
+      { headers: { 'x-claude-code-session-id': randomUUID() } }).withResponse();
+    assert.equal((await p.stack.usageOf(fresh.response.headers.get('request-id')!)).upstream_id, a);
+    assert.equal(await ask(), b);
+  });
+
   test('every upstream at max_concurrency: the 503 overloaded usage event has upstream_id "" and attempts 0', async () => {
     const a = await p.upstream('A', { max_concurrency: 1 });
     await p.group([a]);

@@ -25,6 +25,14 @@ export interface Route {
   group: GroupRecord;
   /** active upstreams of the group serving the model, in the group's order */
   candidates: ResolvedUpstream[];
+  /**
+   * the session pin is read and written: the group lists more than one upstream (active or not).
+   * Not the active candidates' count: a session served by the only active one while another is
+   * disabled must be pinned where its cache now is, or it would go back to the other (its old
+   * pin) when that one returns, whatever the priorities. A group of one (the configured default)
+   * makes no pin round trip.
+   */
+  pinned: boolean;
   /** the name sent upstream: the group's `model_mapping[catalog id]`, else undefined (the catalog's upstream_model) */
   mappedModel: string | undefined;
   /**
@@ -163,7 +171,7 @@ export class UpstreamPool {
       throw gatewayError('model_not_found', `model: ${requested} is not served by any upstream of this key's group`);
     }
     const mapped = resolved.group.model_mapping?.[modelId];
-    return { group: resolved.group, candidates, mappedModel: typeof mapped === 'string' && mapped !== '' ? mapped : undefined, modelId };
+    return { group: resolved.group, candidates, pinned: new Set(resolved.group.upstream_ids).size > 1, mappedModel: typeof mapped === 'string' && mapped !== '' ? mapped : undefined, modelId };
   }
 
   /**
@@ -204,12 +212,12 @@ export class UpstreamPool {
    * discarded and the next upstream is tried. Otherwise the last attempt's response (or error)
    * is the outcome: the client gets the last upstream's own answer. A served response pins the
    * session for the route's model (sliding, never shortened: see `PoolStore.setAffinity`; only in
-   * groups of more than one candidate). Throws 503 `overloaded` when
+   * groups listing more than one upstream, `Route.pinned`). Throws 503 `overloaded` when
    * every candidate is at its `max_concurrency`.
    */
   async send(route: Route, ctx: SendContext, post: (client: UpstreamClient, upstream: ResolvedUpstream) => Promise<UpstreamResponse>): Promise<Sent> {
     const store = this.#o.store;
-    const shared = route.candidates.length > 1;
+    const shared = route.pinned;
     // Per model: a prompt cache is per model, and a pin shared across models would let a side
     // request for a model the pinned upstream does not serve move the main model's pin (brk10a #1).
     const session = shared ? pinKey(sessionKey(ctx.headers, ctx.body, ctx.accountId, ctx.keyId).key, route.modelId) : '';
