@@ -371,9 +371,8 @@ describe('upstream pools on a two-gateway cluster', () => {
     const countAt = async (u: string) => ((await (await fetch(`${u}/_sim/requests?limit=200`)).json()) as unknown[]).length;
     /**
      * Which upstream served one request through each gateway. Each request is a session of its
-     * own: a session's pin (written after its response, not awaited) outranks priority, so one
-     * session's requests would test the pin, not the priority and status this test is about
-     * (a pin write landing after the next request's read sent it to B again, on a slow machine).
+     * own: a session's pin outranks priority, so one session's requests would test the pin, not
+     * the status and priority this test is about (pool-affinity.test.ts tests pins).
      */
     const servedBy = async () => {
       const out: string[] = [];
