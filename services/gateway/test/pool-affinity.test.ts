@@ -65,6 +65,23 @@ async function poolGateway() {
   };
 }
 
+/**
+ * Upstreams A (priority 10) and B (priority 0) as the default group, a customer, and `ask`: one
+ * sonnet request of one session (100 input, 10 output tokens) answering the upstream that served it.
+ */
+async function twoUpstreamsOneSession(p: Awaited<ReturnType<typeof poolGateway>>) {
+  const a = await p.upstream('A', { priority: 10 });
+  const b = await p.upstream('B', { priority: 0 });
+  await p.group([a, b]);
+  const c = await p.stack.customer();
+  const headers = { 'x-claude-code-session-id': randomUUID(), 'x-sim-input': '100', 'x-sim-output': '10' };
+  const ask = async (content: Anthropic.MessageParam['content']) => {
+    const { response } = await c.client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content }] }, { headers }).withResponse();
+    return (await p.stack.usageOf(response.headers.get('request-id')!)).upstream_id;
+  };
+  return { a, b, c, ask };
+}
+
 describe('session affinity (breaker brk10a)', () => {
   let p: Awaited<ReturnType<typeof poolGateway>>;
   before(async () => { p = await poolGateway(); });
@@ -104,15 +121,7 @@ describe('session affinity (breaker brk10a)', () => {
   });
 
   test('1-hour pin followed by a request without ttl "1h": still pinned 30 minutes later (affinity over priority)', async () => {
-    const a = await p.upstream('A', { priority: 10 });
-    const b = await p.upstream('B', { priority: 0 });
-    await p.group([a, b]);
-    const c = await p.stack.customer();
-    const headers = { 'x-claude-code-session-id': randomUUID(), 'x-sim-input': '100', 'x-sim-output': '10' };
-    const ask = async (content: Anthropic.MessageParam['content']) => {
-      const { response } = await c.client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content }] }, { headers }).withResponse();
-      return (await p.stack.usageOf(response.headers.get('request-id')!)).upstream_id;
-    };
+    const { a, b, ask } = await twoUpstreamsOneSession(p);
     // the 1-hour breakpoint sits inside a tool_result's content (found since brk10a #2)
     const hour: Anthropic.MessageParam['content'] = [{
       type: 'tool_result', tool_use_id: 'toolu_1',
@@ -131,27 +140,19 @@ describe('session affinity (breaker brk10a)', () => {
   });
 
   test('a session served by the only active upstream is pinned there: when the other comes back, even preferred by priority, the session stays where its cache is', async () => {
-    const a = await p.upstream('A', { priority: 10 });
-    const b = await p.upstream('B', { priority: 0 });
-    await p.group([a, b]);
-    const c = await p.stack.customer();
-    const headers = { 'x-claude-code-session-id': randomUUID(), 'x-sim-input': '100', 'x-sim-output': '10' };
-    const ask = async () => {
-      const { response } = await c.client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'next' }] }, { headers }).withResponse();
-      return (await p.stack.usageOf(response.headers.get('request-id')!)).upstream_id;
-    };
-    assert.equal(await ask(), a);
+    const { a, b, c, ask } = await twoUpstreamsOneSession(p);
+    assert.equal(await ask('hello'), a);
     // A disabled: B alone serves the session (and writes its prompt cache there)
     await p.patch(a, { status: 'disabled' });
-    assert.equal(await ask(), b);
-    assert.equal(await ask(), b);
+    assert.equal(await ask('next'), b);
+    assert.equal(await ask('next'), b);
     // A back, preferred by priority: a new session goes to A, this one stays on B. It went back
     // to A (its pin from before) while pins were kept only in groups of more than one ACTIVE upstream.
     await p.patch(a, { status: 'active' });
     const fresh = await c.client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'new' }] },
       { headers: { 'x-claude-code-session-id': randomUUID() } }).withResponse();
     assert.equal((await p.stack.usageOf(fresh.response.headers.get('request-id')!)).upstream_id, a);
-    assert.equal(await ask(), b);
+    assert.equal(await ask('next'), b);
   });
 
   test('every upstream at max_concurrency: the 503 overloaded usage event has upstream_id "" and attempts 0', async () => {
