@@ -155,6 +155,32 @@ describe('session affinity (breaker brk10a)', () => {
     assert.equal(await ask('next'), b);
   });
 
+  test('every upstream of the group disabled: 503 api_error naming how many are disabled, not 404 model_not_found; a model no member serves stays 404', async () => {
+    const a = await p.upstream('A');
+    const b = await p.upstream('B', { models: [`${HAIKU}-20251001`] });
+    await p.group([a, b]);
+    const c = await p.stack.customer();
+    const status = async (model: string) => {
+      try {
+        await c.client.messages.create({ model, max_tokens: 16, messages: [{ role: 'user', content: 'x' }] }, { maxRetries: 0 });
+        return 'served';
+      } catch (err) {
+        const e = err as { status: number; error: { error: { type: string; message: string } } };
+        return `${e.status} ${e.error.error.type}: ${e.error.error.message}`;
+      }
+    };
+    assert.equal(await status(SONNET), 'served');
+    // A disabled: B is active but serves only haiku, and A may serve sonnet again
+    await p.patch(a, { status: 'disabled' });
+    assert.equal(await status(SONNET), `503 api_error: model: ${SONNET} is served by no active upstream of this key's group (1 of its upstreams is disabled or without a usable credential)`);
+    await p.patch(b, { status: 'disabled' });
+    assert.equal(await status(HAIKU), `503 api_error: model: ${HAIKU} is served by no active upstream of this key's group (2 of its upstreams are disabled or without a usable credential)`);
+    // every member active, none serving the model: that model is not found here
+    await p.patch(a, { status: 'active', models: [`${HAIKU}-20251001`] });
+    await p.patch(b, { status: 'active' });
+    assert.equal(await status(SONNET), `404 not_found_error: model: ${SONNET} is not served by any upstream of this key's group`);
+  });
+
   test('every upstream at max_concurrency: the 503 overloaded usage event has upstream_id "" and attempts 0', async () => {
     const a = await p.upstream('A', { max_concurrency: 1 });
     await p.group([a]);

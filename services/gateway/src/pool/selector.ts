@@ -161,13 +161,21 @@ export class UpstreamPool {
    * The route of a caller's request for catalog model `modelId`: its group (key's, else
    * account's, else default), the group's active upstreams whose `models` include the model
    * (null: every model), and the group's mapped model name. Throws 404 `model_not_found` when
-   * no upstream of the group serves the model: refused before anything is held.
+   * no upstream of the group serves the model, or 503 `upstream_error` when none of its active
+   * ones does and others are disabled (or without a usable credential): refused before
+   * anything is held.
    */
   async route(account: { group_id?: string | null }, key: { group_id?: string | null }, modelId: string, requested: string): Promise<Route> {
     const resolved = await this.#o.view.groupFor(account, key);
     const candidates = resolved.upstreams.filter((u) => u.record.status === 'active' && !u.record.deleted
       && (u.record.models === null || u.record.models.includes(modelId)));
     if (candidates.length === 0) {
+      // Members the view left out are disabled (or their credential does not unseal): they may
+      // serve the model, so the model is not "not found" but its upstreams are unavailable.
+      const inactive = new Set(resolved.group.upstream_ids).size - resolved.upstreams.length;
+      if (inactive > 0) {
+        throw gatewayError('upstream_error', `model: ${requested} is served by no active upstream of this key's group (${inactive} of its upstreams ${inactive === 1 ? 'is' : 'are'} disabled or without a usable credential)`);
+      }
       throw gatewayError('model_not_found', `model: ${requested} is not served by any upstream of this key's group`);
     }
     const mapped = resolved.group.model_mapping?.[modelId];
