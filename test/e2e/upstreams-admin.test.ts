@@ -59,7 +59,8 @@ describe('upstream pools on the embedded stack', () => {
       [{ ...ok, name: '  ' }, 'name: must not be empty'],
       [{ ...ok, name: 'x'.repeat(201) }, 'name: must be at most 200 characters'],
       [{ ...ok, name: 'a\u0007b' }, 'name: must not contain control characters'],
-      [{ ...ok, platform: 'gemini' }, 'platform: '],
+      [{ ...ok, platform: 'gemini' }, 'platform: must be one of "anthropic", "openai" (got "gemini")'],
+      [{ ...ok, platform: undefined }, 'platform: is required'],
       [{ ...ok, base_url: 'ftp://api.example.com' }, 'base_url: scheme must be http or https, not "ftp"'],
       [{ ...ok, base_url: 'api.example.com' }, 'base_url: must be an absolute URL'],
       [{ ...ok, base_url: 'https://user:pw@api.example.com' }, 'base_url: must not carry a user name or password'],
@@ -92,6 +93,7 @@ describe('upstream pools on the embedded stack', () => {
     assert.equal(oa.status, 201);
     const groupCases: Array<[unknown, string]> = [
       [{ name: 'g', platform: 'anthropic', upstream_ids: [] }, 'upstream_ids: must list at least one upstream'],
+      [{ name: 'g', upstream_ids: ['default'] }, 'platform: is required'],
       [{ name: 'g', platform: 'anthropic', upstream_ids: ['default', 'up_nope'] }, 'upstream_ids[1]: "up_nope" is not an upstream'],
       [{ name: 'g', platform: 'anthropic', upstream_ids: ['default', 'default'] }, 'upstream_ids[1]: "default" is listed twice'],
       [{ name: 'g', platform: 'anthropic', upstream_ids: ['default', oa.json.id] }, `upstream_ids[1]: upstream ${oa.json.id} speaks openai; every upstream of a group has the group's platform (anthropic)`],

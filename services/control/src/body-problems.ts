@@ -108,6 +108,8 @@ function issueProblem(issue: z.core.$ZodRawIssue): string | undefined {
       return `must be ${inclusive ? 'at least' : 'more than'} ${issue.minimum}`;
     }
     case 'invalid_value': {
+      // A missing enum field (`platform`) is missing, not a wrong value "undefined".
+      if (input === undefined) return 'is required';
       const given = typeof input === 'string' ? JSON.stringify(cut40(input)) : jsonType(input);
       return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')} (got ${given})`;
     }
