@@ -107,8 +107,8 @@ async function microBench(): Promise<MicroFigure[]> {
     created_at: 0, deleted: false, version: 1,
   };
   const view: PoolView = {
-    groupFor: async () => ({ group, source: 'account' as const, upstreams: candidates }),
-    group: async () => ({ group, source: 'account' as const, upstreams: candidates }),
+    groupFor: async () => ({ group, source: 'account' as const, upstreams: candidates, listed: candidates.length }),
+    group: async () => ({ group, source: 'account' as const, upstreams: candidates, listed: candidates.length }),
     upstream: async (id) => candidates.find((c) => c.record.id === id),
   };
   const client = {} as UpstreamClient;

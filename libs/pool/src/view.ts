@@ -55,6 +55,11 @@ export interface ResolvedGroup {
    * are the selection's business, not filtered here.
    */
   upstreams: ResolvedUpstream[];
+  /**
+   * distinct upstreams the group lists, whatever their state (so `listed - upstreams.length` are
+   * disabled or without a usable credential); counted once per snapshot, not per request
+   */
+  listed: number;
 }
 
 /** The pool as a gateway reads it. */
@@ -144,8 +149,9 @@ export class CachedPoolView implements PoolView {
     const live = groupRecords.filter((g) => !g.deleted);
     if (!live.some((g) => g.id === DEFAULT_ID)) live.push(configuredGroup());
     for (const g of live) {
-      const members = [...new Set(g.upstream_ids)].map((id) => upstreams.get(id)).filter((u): u is ResolvedUpstream => u !== undefined);
-      groups.set(g.id, { group: g, source: 'default', upstreams: members });
+      const listed = [...new Set(g.upstream_ids)];
+      const members = listed.map((id) => upstreams.get(id)).filter((u): u is ResolvedUpstream => u !== undefined);
+      groups.set(g.id, { group: g, source: 'default', upstreams: members, listed: listed.length });
     }
     const snapshot = { at, groups, upstreams };
     this.#snapshot = snapshot;

@@ -1557,8 +1557,7 @@ const USAGE_INSERT_COLUMNS = [...USAGE_COLUMNS.map((c) => c.name), 'rollup_skip'
  * position out of Int32/Int64 throws WarehouseInputError either way.
  */
 function usageRow(raw: UsageEvent, p: LogPosition | undefined, decoded: boolean): UsageRow {
-  if (!decoded) checkUsageColumns(raw);
-  const e = toV2(raw);
+  const e = decoded ? toV2(raw) : checkUsageColumns(raw);
   const { log_partition: partition, log_offset: offset } = positionColumns(p);
   return {
     e, version: raw.v === 2 ? 2 : 1, id: e.event_id, tsMs: e.ts, account: e.account_id, partition, offset,
@@ -1573,12 +1572,13 @@ function usageRow(raw: UsageEvent, p: LogPosition | undefined, decoded: boolean)
 }
 
 /**
- * Throws WarehouseInputError naming the first field of a usage event (either version) that its
- * column cannot store exactly (see `usageRow`); the bounds are those `decodeEvent` holds a
- * consumed event to. For callers that insert without it; exported for the test that holds
- * decodeEvent to these checks (libs/warehouse/test/decoded-rows.test.ts).
+ * The usage event (either version) as version 2 (`toV2`) once every field is one its column
+ * stores exactly (see `usageRow`); WarehouseInputError naming the first that is not. The bounds
+ * are those `decodeEvent` holds a consumed event to. For callers that insert without it;
+ * exported for the test that holds decodeEvent to these checks
+ * (libs/warehouse/test/decoded-rows.test.ts).
  */
-export function checkUsageColumns(raw: UsageEvent): void {
+export function checkUsageColumns(raw: UsageEvent): UsageEventV2 {
   plainRecord(raw, 'usage event');
   // Version 1 has flat token fields instead (toV2 reads them; uint32 checks them below).
   if (raw.v === 2) {
@@ -1631,6 +1631,7 @@ export function checkUsageColumns(raw: UsageEvent): void {
   uintUpTo(e.http_status, 0xffff, 'http_status');
   uintUpTo(e.attempts ?? 0, 0xff, 'attempts');
   if (typeof e.stream !== 'boolean') throw new WarehouseInputError(`stream must be a boolean, got ${JSON.stringify(e.stream)}`);
+  return e;
 }
 
 /**

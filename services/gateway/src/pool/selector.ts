@@ -172,14 +172,14 @@ export class UpstreamPool {
     if (candidates.length === 0) {
       // Members the view left out are disabled (or their credential does not unseal): they may
       // serve the model, so the model is not "not found" but its upstreams are unavailable.
-      const inactive = new Set(resolved.group.upstream_ids).size - resolved.upstreams.length;
+      const inactive = resolved.listed - resolved.upstreams.length;
       if (inactive > 0) {
         throw gatewayError('upstream_error', `model: ${requested} is served by no active upstream of this key's group (${inactive} of its upstreams ${inactive === 1 ? 'is' : 'are'} disabled or without a usable credential)`);
       }
       throw gatewayError('model_not_found', `model: ${requested} is not served by any upstream of this key's group`);
     }
     const mapped = resolved.group.model_mapping?.[modelId];
-    return { group: resolved.group, candidates, pinned: new Set(resolved.group.upstream_ids).size > 1, mappedModel: typeof mapped === 'string' && mapped !== '' ? mapped : undefined, modelId };
+    return { group: resolved.group, candidates, pinned: resolved.listed > 1, mappedModel: typeof mapped === 'string' && mapped !== '' ? mapped : undefined, modelId };
   }
 
   /**
