@@ -107,8 +107,8 @@ async function microBench(): Promise<MicroFigure[]> {
     created_at: 0, deleted: false, version: 1,
   };
   const view: PoolView = {
-    groupFor: async () => ({ group, source: 'account' as const, upstreams: candidates, listed: candidates.length }),
-    group: async () => ({ group, source: 'account' as const, upstreams: candidates, listed: candidates.length }),
+    groupFor: async () => ({ group, source: 'account' as const, upstreams: candidates, inactive: [] }),
+    group: async () => ({ group, source: 'account' as const, upstreams: candidates, inactive: [] }),
     upstream: async (id) => candidates.find((c) => c.record.id === id),
   };
   const client = {} as UpstreamClient;

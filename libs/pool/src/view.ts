@@ -56,10 +56,11 @@ export interface ResolvedGroup {
    */
   upstreams: ResolvedUpstream[];
   /**
-   * distinct upstreams the group lists, whatever their state (so `listed - upstreams.length` are
-   * disabled or without a usable credential); counted once per snapshot, not per request
+   * The group's other existing, not deleted upstreams: disabled, or whose credential does not
+   * unseal. Not served by, but members: they count toward the session pin (a group of more than
+   * one member pins) and toward the 503 of a model only they serve. Once per snapshot.
    */
-  listed: number;
+  inactive: UpstreamRecord[];
 }
 
 /** The pool as a gateway reads it. */
@@ -138,20 +139,22 @@ export class CachedPoolView implements PoolView {
     const at = this.#o.now();
     const [records, groupRecords] = await Promise.all([this.#o.store.upstreams(), this.#o.store.groups()]);
     const upstreams = new Map<string, ResolvedUpstream>();
+    const inactive = new Map<string, UpstreamRecord>();
     upstreams.set(DEFAULT_ID, { record: configuredUpstream(this.#o.configured), apiKey: this.#o.configured.apiKey });
     for (const r of records) {
-      if (r.deleted || r.status !== 'active' || r.id === DEFAULT_ID) continue;
-      const apiKey = this.#credential(r);
-      if (apiKey === null) continue;
-      upstreams.set(r.id, { record: r, apiKey });
+      if (r.deleted || r.id === DEFAULT_ID) continue;
+      const apiKey = r.status === 'active' ? this.#credential(r) : null;
+      if (apiKey === null) inactive.set(r.id, r);
+      else upstreams.set(r.id, { record: r, apiKey });
     }
     const groups = new Map<string, ResolvedGroup>();
     const live = groupRecords.filter((g) => !g.deleted);
     if (!live.some((g) => g.id === DEFAULT_ID)) live.push(configuredGroup());
     for (const g of live) {
-      const listed = [...new Set(g.upstream_ids)];
-      const members = listed.map((id) => upstreams.get(id)).filter((u): u is ResolvedUpstream => u !== undefined);
-      groups.set(g.id, { group: g, source: 'default', upstreams: members, listed: listed.length });
+      const ids = [...new Set(g.upstream_ids)];
+      const members = ids.map((id) => upstreams.get(id)).filter((u): u is ResolvedUpstream => u !== undefined);
+      const others = ids.map((id) => inactive.get(id)).filter((r): r is UpstreamRecord => r !== undefined);
+      groups.set(g.id, { group: g, source: 'default', upstreams: members, inactive: others });
     }
     const snapshot = { at, groups, upstreams };
     this.#snapshot = snapshot;

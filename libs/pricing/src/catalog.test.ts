@@ -432,10 +432,15 @@ test('a catalog whose unit prices a usage event could not carry (over 64 charact
     && e.problems.includes('multipliers: 65 of them; a usage event names at most 64'));
 });
 
-test('a "__proto__" name in a catalog\'s records (multipliers, price_lists) is refused with its path, not dropped', () => {
+test('a "__proto__" name in a catalog\'s records (multipliers, price_lists, a model\'s context_window_betas) is refused with its path, not dropped', () => {
   for (const field of ['multipliers', 'price_lists']) {
     const json = base();
     json[field] = JSON.parse('{"__proto__": {"anything": 1}}');
     assert.deepEqual(problemsOf(json), [`${field}.__proto__: "__proto__" is not allowed as a name`], field);
   }
+  const json = base();
+  (json['models'] as Array<Record<string, unknown>>)[0]!['context_window_betas'] = JSON.parse('{"__proto__": 2000000, "context-1m-2025-08-07": 1000000}');
+  const problems = problemsOf(json);
+  assert.equal(problems.length, 1, problems.join('\n'));
+  assert.match(problems[0]!, /^models\[0\]( \(a\))?\.context_window_betas\.__proto__: "__proto__" is not allowed as a name$/);
 });

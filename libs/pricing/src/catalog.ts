@@ -419,8 +419,7 @@ const modelSchema = z.strictObject({
   fast: fastSchema.optional(),
   upstream_prices: upstreamPricesSchema.optional(),
   context_window: tokenCount.optional(),
-  context_window_betas: z
-    .record(z.string().regex(/^[A-Za-z0-9._-]+$/, 'expected an anthropic-beta name like "context-1m-2025-08-07"'), tokenCount)
+  context_window_betas: ownRecord(z.string().regex(/^[A-Za-z0-9._-]+$/, 'expected an anthropic-beta name like "context-1m-2025-08-07"'), tokenCount)
     .optional(),
   image_token_cap: tokenCount.optional(),
   thinking: z

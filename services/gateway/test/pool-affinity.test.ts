@@ -155,7 +155,7 @@ describe('session affinity (breaker brk10a)', () => {
     assert.equal(await ask('next'), b);
   });
 
-  test('every upstream of the group disabled: 503 api_error naming how many are disabled, not 404 model_not_found; a model no member serves stays 404', async () => {
+  test('every upstream of the group serving the model disabled: 503 api_error naming how many, not 404 model_not_found; a model no member serves, disabled ones included, stays 404', async () => {
     const a = await p.upstream('A');
     const b = await p.upstream('B', { models: [`${HAIKU}-20251001`] });
     await p.group([a, b]);
@@ -175,8 +175,9 @@ describe('session affinity (breaker brk10a)', () => {
     assert.equal(await status(SONNET), `503 api_error: model: ${SONNET} is served by no active upstream of this key's group (1 of its upstreams is disabled or without a usable credential)`);
     await p.patch(b, { status: 'disabled' });
     assert.equal(await status(HAIKU), `503 api_error: model: ${HAIKU} is served by no active upstream of this key's group (2 of its upstreams are disabled or without a usable credential)`);
-    // every member active, none serving the model: that model is not found here
+    // no member serves the model, a disabled one included: that model is not found here
     await p.patch(a, { status: 'active', models: [`${HAIKU}-20251001`] });
+    assert.equal(await status(SONNET), `404 not_found_error: model: ${SONNET} is not served by any upstream of this key's group`);
     await p.patch(b, { status: 'active' });
     assert.equal(await status(SONNET), `404 not_found_error: model: ${SONNET} is not served by any upstream of this key's group`);
   });

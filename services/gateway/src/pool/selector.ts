@@ -26,7 +26,7 @@ export interface Route {
   /** active upstreams of the group serving the model, in the group's order */
   candidates: ResolvedUpstream[];
   /**
-   * the session pin is read and written: the group lists more than one upstream (active or not).
+   * the session pin is read and written: the group has more than one member (active or not).
    * Not the active candidates' count: a session served by the only active one while another is
    * disabled must be pinned where its cache now is, or it would go back to the other (its old
    * pin) when that one returns, whatever the priorities. A group of one (the configured default)
@@ -161,25 +161,24 @@ export class UpstreamPool {
    * The route of a caller's request for catalog model `modelId`: its group (key's, else
    * account's, else default), the group's active upstreams whose `models` include the model
    * (null: every model), and the group's mapped model name. Throws 404 `model_not_found` when
-   * no upstream of the group serves the model, or 503 `upstream_error` when none of its active
-   * ones does and others are disabled (or without a usable credential): refused before
-   * anything is held.
+   * no upstream of the group serves the model, or 503 `upstream_error` when only disabled ones
+   * (or ones without a usable credential) do: refused before anything is held.
    */
   async route(account: { group_id?: string | null }, key: { group_id?: string | null }, modelId: string, requested: string): Promise<Route> {
     const resolved = await this.#o.view.groupFor(account, key);
     const candidates = resolved.upstreams.filter((u) => u.record.status === 'active' && !u.record.deleted
       && (u.record.models === null || u.record.models.includes(modelId)));
     if (candidates.length === 0) {
-      // Members the view left out are disabled (or their credential does not unseal): they may
-      // serve the model, so the model is not "not found" but its upstreams are unavailable.
-      const inactive = resolved.listed - resolved.upstreams.length;
+      // Disabled members (or ones whose credential does not unseal) that serve the model: it is
+      // not "not found", its upstreams are unavailable.
+      const inactive = resolved.inactive.filter((r) => r.models === null || r.models.includes(modelId)).length;
       if (inactive > 0) {
         throw gatewayError('upstream_error', `model: ${requested} is served by no active upstream of this key's group (${inactive} of its upstreams ${inactive === 1 ? 'is' : 'are'} disabled or without a usable credential)`);
       }
       throw gatewayError('model_not_found', `model: ${requested} is not served by any upstream of this key's group`);
     }
     const mapped = resolved.group.model_mapping?.[modelId];
-    return { group: resolved.group, candidates, pinned: resolved.listed > 1, mappedModel: typeof mapped === 'string' && mapped !== '' ? mapped : undefined, modelId };
+    return { group: resolved.group, candidates, pinned: resolved.upstreams.length + resolved.inactive.length > 1, mappedModel: typeof mapped === 'string' && mapped !== '' ? mapped : undefined, modelId };
   }
 
   /**
