@@ -312,7 +312,9 @@ export type DecodeResult =
 
 /**
  * Checks one consumed value against the event shapes and every stage's bounds. Unknown fields
- * are dropped (a newer producer may add some). Never throws; a failure names the field.
+ * are dropped (a newer producer may add some). Never throws; a failure names the field. The
+ * event returned may be `value` itself, or share objects with it, where nothing needed
+ * dropping or filling: both are read-only from here on (no consumer changes an event).
  *
  * Usage (both versions) and ledger events, nearly all of the traffic, first go through a
  * hand-written check of the same rules (`decodeEventFast`, about 10× cheaper than the schema: zod
@@ -354,8 +356,11 @@ export function decodeEventBySchema(value: unknown): DecodeResult {
 
 // ---------------------------------------------------------------------------------------------
 // The fast path: the same rules as the schemas above, checked by hand for the hot event kinds.
-// Returns the decoded event (a new object with the schema's keys in the schema's order, unknown
-// fields dropped, defaults applied) or undefined: "not sure", and the schema decides.
+// Returns the decoded event (the schema's fields, unknown fields dropped, defaults applied) or
+// undefined: "not sure", and the schema decides. A usage v2 event (or part of one) that needs
+// nothing dropped or filled is returned as it is, in its producer's key order; anything else is
+// a new object in the schema's order. Copying every event cost the warehouse consumer ~5 % of
+// its CPU and more in garbage collection (its batches live across an insert).
 
 const MAX_EPOCH_MS = Date.UTC(2299, 11, 31);
 const USAGE_STATUSES = new Set(['ok', 'upstream_error', 'client_disconnect', 'stream_error', 'unmetered', 'usage_anomaly']);
@@ -409,21 +414,46 @@ function okLabels(v: unknown, max: number, min: number, most: number): v is stri
   return true;
 }
 
+/** `o`'s enumerable keys (own, for an object JSON.parse made): a for-in, no array of names. */
+function keyCount(o: object): number {
+  let n = 0;
+  for (const _ in o) n++;
+  return n;
+}
+
+/** An object as JSON.parse makes it, exactly: prototype Object.prototype (not null: the schema's copy would not be). */
+function jsonShaped(v: object): boolean {
+  return Object.getPrototypeOf(v) === Object.prototype;
+}
+
+/**
+ * The quantities, every dimension a count: `v` itself when it already is what the schema gives
+ * (every dimension present, nothing else, a JSON-shaped object), else a new object with the
+ * missing ones 0 and unknown names dropped; undefined when one is not a count.
+ */
 function fastQuantities(v: unknown): UsageQuantities | undefined {
   if (!plainObject(v)) return undefined;
+  let present = 0;
+  for (let i = 0; i < DIMENSION_KEYS.length; i++) {
+    const n = v[DIMENSION_KEYS[i]!];
+    if (n === undefined) continue;
+    if (!okCount(n)) return undefined;
+    present++;
+  }
+  if (present === DIMENSION_KEYS.length && jsonShaped(v) && keyCount(v) === present) return v as unknown as UsageQuantities;
   const out = {} as Record<Dimension, number>;
   for (let i = 0; i < DIMENSION_KEYS.length; i++) {
     const k = DIMENSION_KEYS[i]!;
-    const n = v[k];
-    if (n === undefined) out[k] = 0;
-    else if (okCount(n)) out[k] = n;
-    else return undefined;
+    out[k] = (v[k] as number | undefined) ?? 0;
   }
   return out as UsageQuantities;
 }
 
-/** The fields of USAGE_BASE, in its order, or undefined. */
-function fastUsageBase(r: Record<string, unknown>): Record<string, unknown> | undefined {
+/**
+ * How many fields of USAGE_BASE `r` carries (16, and each optional one present) when every one
+ * is well-formed, else undefined. Reads only; `usageBaseCopy` builds the copy when one is needed.
+ */
+function usageBaseFields(r: Record<string, unknown>): number | undefined {
   if (!okText(r['event_id'], MAX_EVENT_ID_CHARS, 1) || !okEpoch(r['ts']) || (r['ts'] as number) > MAX_USAGE_EPOCH_MS
     || !okText(r['account_id'], MAX_TEXT_CHARS, 1) || !okText(r['key_id'], MAX_TEXT_CHARS) || !okText(r['model'], MAX_TEXT_CHARS) || !okText(r['catalog_model'], MAX_TEXT_CHARS)
     || !okText(r['upstream_model'], MAX_TEXT_CHARS) || !okMoney(r['cost_micros'], 'nonnegative')
@@ -433,33 +463,42 @@ function fastUsageBase(r: Record<string, unknown>): Record<string, unknown> | un
     || (r['upstream_request_id'] !== null && !okText(r['upstream_request_id'], MAX_TEXT_CHARS)) || !okText(r['gateway_id'], MAX_TEXT_CHARS)) {
     return undefined;
   }
+  let fields = 16;
+  if (!absent(r, 'upstream_id')) {
+    if (!okText(r['upstream_id'], MAX_TEXT_CHARS)) return undefined;
+    fields++;
+  }
+  if (!absent(r, 'attempts')) {
+    const a = r['attempts'];
+    if (typeof a !== 'number' || !Number.isInteger(a) || a < 0 || a > 255) return undefined;
+    fields++;
+  }
+  if (!absent(r, 'anomalies')) {
+    if (!okLabels(r['anomalies'], MAX_TEXT_CHARS, 0, 32)) return undefined;
+    fields++;
+  }
+  return fields;
+}
+
+/** The fields of USAGE_BASE of `r` (checked by `usageBaseFields`) as a new object, in the schema's order. */
+function usageBaseCopy(r: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {
     type: 'usage', event_id: r['event_id'], ts: r['ts'], account_id: r['account_id'], key_id: r['key_id'], model: r['model'],
     catalog_model: r['catalog_model'], upstream_model: r['upstream_model'], cost_micros: r['cost_micros'], status: r['status'],
     http_status: r['http_status'], latency_ms: r['latency_ms'], ttft_ms: r['ttft_ms'], stream: r['stream'],
     upstream_request_id: r['upstream_request_id'], gateway_id: r['gateway_id'],
   };
-  if (!absent(r, 'upstream_id')) {
-    if (!okText(r['upstream_id'], MAX_TEXT_CHARS)) return undefined;
-    out['upstream_id'] = r['upstream_id'];
-  }
-  if (!absent(r, 'attempts')) {
-    const a = r['attempts'];
-    if (typeof a !== 'number' || !Number.isInteger(a) || a < 0 || a > 255) return undefined;
-    out['attempts'] = a;
-  }
-  if (!absent(r, 'anomalies')) {
-    if (!okLabels(r['anomalies'], MAX_TEXT_CHARS, 0, 32)) return undefined;
-    out['anomalies'] = [...r['anomalies']];
-  }
+  if (!absent(r, 'upstream_id')) out['upstream_id'] = r['upstream_id'];
+  if (!absent(r, 'attempts')) out['attempts'] = r['attempts'];
+  if (!absent(r, 'anomalies')) out['anomalies'] = jsonArray(r['anomalies'] as string[]);
   return out;
 }
 
 function fastUsageV1(r: Record<string, unknown>): AnyEvent | undefined {
-  const out = fastUsageBase(r);
-  if (!out) return undefined;
+  if (usageBaseFields(r) === undefined) return undefined;
   const { input_tokens: a, output_tokens: b, cache_read_tokens: c, cache_write_5m_tokens: d, cache_write_1h_tokens: e } = r;
   if (!okCount(a) || !okCount(b) || !okCount(c) || !okCount(d) || !okCount(e)) return undefined;
+  const out = usageBaseCopy(r);
   out['input_tokens'] = a;
   out['output_tokens'] = b;
   out['cache_read_tokens'] = c;
@@ -472,20 +511,46 @@ function nullableLabel(v: unknown, max = MAX_LABEL_CHARS): boolean {
   return v === null || okText(v, max);
 }
 
+/** The fields version 2 adds to USAGE_BASE (`v` … `unpriced`). */
+const V2_FIELDS = 17;
+
+/** `a` itself when JSON.parse could have made it, else a copy that could be (a subclass, say). */
+function jsonArray<T>(a: T[]): T[] {
+  return Object.getPrototypeOf(a) === Array.prototype ? a : [...a];
+}
+
+/**
+ * A version 2 usage event. What needs nothing dropped or filled is kept as it is: with no
+ * unknown field at any depth and every dimension present (a producer of this version), the
+ * event is `r` itself, the schema's fields in the producer's order. Otherwise a new object in
+ * the schema's order, holding those parts of `r` that need nothing.
+ */
 function fastUsageV2(r: Record<string, unknown>): AnyEvent | undefined {
-  const out = fastUsageBase(r);
-  if (!out) return undefined;
+  const baseFields = usageBaseFields(r);
+  if (baseFields === undefined) return undefined;
   const quantities = fastQuantities(r['quantities']);
   const its = r['iterations'];
   if (!quantities || !Array.isArray(its) || its.length > MAX_ITERATIONS) return undefined;
-  const iterations: unknown[] = [];
-  for (const it of its) {
+  // `its` itself while every item is the schema's as it is (its five fields, its quantities);
+  // from the first that is not (or for an array JSON.parse would not make), a new array.
+  let copied: unknown[] | undefined = Object.getPrototypeOf(its) === Array.prototype ? undefined : [];
+  for (let i = 0; i < its.length; i++) {
+    const it: unknown = its[i];
     if (!plainObject(it) || !okText(it['type'], MAX_LABEL_CHARS, 1) || !okText(it['model'], MAX_TEXT_CHARS)
       || !nullableLabel(it['catalog_model'], MAX_TEXT_CHARS) || !okMoney(it['cost_micros'], 'nonnegative')) return undefined;
     const q = fastQuantities(it['quantities']);
     if (!q) return undefined;
-    iterations.push({ type: it['type'], model: it['model'], catalog_model: it['catalog_model'], quantities: q, cost_micros: it['cost_micros'] });
+    if (q === it['quantities'] && jsonShaped(it) && keyCount(it) === 5) {
+      copied?.push(it);
+      continue;
+    }
+    if (copied === undefined) {
+      copied = [];
+      for (let j = 0; j < i; j++) copied.push(its[j]);
+    }
+    copied.push({ type: it['type'], model: it['model'], catalog_model: it['catalog_model'], quantities: q, cost_micros: it['cost_micros'] });
   }
+  const iterations = copied ?? its;
   const thinking = r['thinking_tokens'];
   const upstreamCost = r['upstream_cost_micros'];
   const currency = r['upstream_currency'];
@@ -499,17 +564,24 @@ function fastUsageV2(r: Record<string, unknown>): AnyEvent | undefined {
   }
   const prices = r['unit_prices'];
   if (!plainObject(prices)) return undefined;
-  const unitPrices: Record<string, string> = {};
   let names = 0;
   for (const k in prices) {
     if (!Object.hasOwn(prices, k)) return undefined;
     const p = prices[k];
-    // `__proto__` as a key would not be an own property of the copy: the schema decides
+    // `__proto__` as a key would not be an own property of a copy: the schema decides
     if (k === '__proto__' || !okText(k, MAX_LABEL_CHARS, 1) || typeof p !== 'string' || p.length > MAX_DECIMAL_CHARS || !DECIMAL_RE.test(p)) return undefined;
-    unitPrices[k] = p;
     names++;
   }
   if (names > MAX_NAMES) return undefined;
+  const unitPrices = jsonShaped(prices) ? prices : { ...prices };
+  const multipliers = jsonArray(r['multipliers'] as string[]);
+  const unpriced = jsonArray(r['unpriced'] as string[]);
+  if (quantities === r['quantities'] && iterations === its && unitPrices === prices && multipliers === r['multipliers']
+    && unpriced === r['unpriced'] && (r['anomalies'] === undefined || jsonArray(r['anomalies'] as string[]) === r['anomalies'])
+    && jsonShaped(r) && keyCount(r) === baseFields + V2_FIELDS) {
+    return r as unknown as AnyEvent;
+  }
+  const out = usageBaseCopy(r);
   out['v'] = 2;
   out['served_model'] = r['served_model'];
   out['quantities'] = quantities;
@@ -525,8 +597,8 @@ function fastUsageV2(r: Record<string, unknown>): AnyEvent | undefined {
   out['price_list'] = r['price_list'];
   out['unit_prices'] = unitPrices;
   out['tier'] = r['tier'];
-  out['multipliers'] = [...(r['multipliers'] as string[])];
-  out['unpriced'] = [...(r['unpriced'] as string[])];
+  out['multipliers'] = multipliers;
+  out['unpriced'] = unpriced;
   return out as unknown as AnyEvent;
 }
 

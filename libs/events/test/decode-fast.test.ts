@@ -11,18 +11,24 @@ const q = (o: Partial<Record<string, number>> = {}) => Object.assign(Object.from
 
 let fastAccepted = 0;
 let compared = 0;
-/** decodeEvent === the schema, key order included; the fast path accepts only what the schema accepts, identically. */
+/**
+ * decodeEvent === the schema (key order aside where the fast path kept the value's own objects;
+ * a copy has the schema's order); the fast path accepts only what the schema accepts,
+ * identically, and never changes the value it decodes.
+ */
 function same(value: unknown): void {
+  const before = JSON.stringify(value, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x));
   const slow = decodeEventBySchema(value);
   const both = decodeEvent(value);
   const fast = decodeEventFast(value);
+  assert.equal(JSON.stringify(value, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x)), before, 'the value is left as it was');
   compared++;
   assert.deepStrictEqual(both, slow, JSON.stringify(value, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x))?.slice(0, 300));
   if (fast !== undefined) {
     fastAccepted++;
     assert.ok(slow.ok, `fast path accepted what the schema refuses: ${slow.ok ? '' : slow.reason}`);
     assert.deepStrictEqual(fast, slow.event);
-    assert.equal(JSON.stringify(fast), JSON.stringify(slow.event), 'same keys in the same order');
+    if (fast !== value) assert.deepEqual(Object.keys(fast), Object.keys(slow.event as object), 'a copy has the schema\'s keys in its order');
   }
 }
 
@@ -37,6 +43,35 @@ test('decode fast path: well-formed usage v1, usage v2 and every ledger kind tak
   same(bare);
   assert.deepEqual((decodeEventFast({ ...V2, quantities: { input: 5, not_a_dimension: 9 } }) as UsageEventV2).quantities, q({ input: 5 }));
   same({ ...V2, quantities: { input: 5, not_a_dimension: 9 } });
+});
+
+test('decode fast path, kept as it is: a usage v2 event with nothing to drop or fill is the value itself; an unknown field or a missing dimension at any depth makes a copy without touching the value', () => {
+  // as the gateway publishes it: own key order, every dimension, nothing unknown
+  const published = JSON.parse(JSON.stringify({ ...V2, iterations: [{ ...V2.iterations[0], quantities: q({ input: 7 }) }] })) as Record<string, unknown>;
+  assert.equal(decodeEventFast(published), published);
+  same(published);
+  const cases: Array<[string, (e: Record<string, any>) => void, Array<(e: Record<string, any>) => unknown>, Array<(e: Record<string, any>) => unknown>]> = [
+    // what changes, the parts still the value's own, the parts copied
+    ['unknown top-level field', (e) => { e['added_later'] = 1; }, [(e) => e['quantities'], (e) => e['iterations'], (e) => e['unit_prices'], (e) => e['multipliers']], [(e) => e]],
+    ['unknown quantity name', (e) => { e['quantities'].not_a_dimension = 1; }, [(e) => e['iterations'], (e) => e['unit_prices']], [(e) => e, (e) => e['quantities']]],
+    ['missing dimension', (e) => { delete e['quantities'].code_execution_seconds; }, [(e) => e['iterations']], [(e) => e, (e) => e['quantities']]],
+    ['unknown iteration field', (e) => { e['iterations'][0].extra = true; }, [(e) => e['quantities']], [(e) => e, (e) => e['iterations'], (e) => e['iterations'][0]]],
+    ['iteration dimension missing', (e) => { delete e['iterations'][0].quantities.input; }, [(e) => e['quantities']], [(e) => e, (e) => e['iterations'], (e) => e['iterations'][0]]],
+  ];
+  for (const [kind, change, shared, copied] of cases) {
+    const value = JSON.parse(JSON.stringify(published)) as Record<string, any>;
+    change(value);
+    const text = JSON.stringify(value);
+    const d = decodeEventFast(value);
+    assert.ok(d !== undefined, kind);
+    assert.equal(JSON.stringify(value), text, `${kind}: the value is unchanged`);
+    for (const part of shared) assert.ok(part(d) === part(value), `${kind}: ${part.toString()} is the value's own`);
+    for (const part of copied) assert.ok(part(d) !== part(value), `${kind}: ${part.toString()} is a copy`);
+    const slow = decodeEventBySchema(value);
+    assert.ok(slow.ok, kind);
+    assert.deepEqual(Object.keys(d), Object.keys(slow.event), `${kind}: the copy has the schema's order`);
+    same(value);
+  }
 });
 
 test('decode fast path: every field of every kind set to every edge value gives the schema\'s verdict, event and reason', () => {
