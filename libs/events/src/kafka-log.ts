@@ -1390,7 +1390,10 @@ function decodeMessage(topic: Topic, partition: number, message: KafkaMessage): 
 
 function decodeHeaders(headers: IHeaders | undefined): EventHeaders {
   const out: EventHeaders = {};
-  for (const [name, value] of Object.entries(headers ?? {})) {
+  // for-in, not Object.entries: no array per header of every message (kafkajs makes a plain object)
+  for (const name in headers) {
+    if (!Object.hasOwn(headers, name)) continue;
+    const value = headers[name];
     const one = Array.isArray(value) ? value[value.length - 1] : value;
     if (one !== undefined) out[name] = typeof one === 'string' ? one : one.toString('utf8');
   }

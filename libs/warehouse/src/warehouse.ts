@@ -230,7 +230,7 @@ const MAX_SPANS = 16;
  * `[lo, hi]` spans (epoch ms, inclusive) covering every value of `sorted` (ascending, non-empty):
  * one span, cut at each gap wider than SPAN_GAP_MS, at most MAX_SPANS (the widest gaps cut).
  */
-function timeSpans(sorted: readonly number[]): [number, number][] {
+function timeSpans(sorted: ArrayLike<number>): [number, number][] {
   const gaps: number[] = [];
   for (let i = 1; i < sorted.length; i++) if (sorted[i]! - sorted[i - 1]! > SPAN_GAP_MS) gaps.push(i);
   const cuts = gaps.length < MAX_SPANS ? gaps
@@ -250,20 +250,26 @@ function timeSpans(sorted: readonly number[]): [number, number][] {
  * embedded mode stores events on the thread that serves requests: decoding a batch and building
  * its rows took ~1.6 µs an event in one piece (2.2 ms for 1,000 events, 6.5 ms for 4,000 on the
  * 2-core VM; bench/flush-block.ts), and a request arriving meanwhile waited for all of it;
- * in slices, it waits for one. A slice ends at the first event past the budget.
+ * in slices, it waits for one. A slice ends at the first clock reading past the budget (the
+ * clock is read every SLICE_CHECK_EVERY events: a few µs each).
  */
 export const WRITE_SLICE_MS = 0.5;
 
+/** Events between two clock readings of a slice. */
+const SLICE_CHECK_EVERY = 16;
+
 /**
  * A clock for cooperative slicing: `due()` is true once `WRITE_SLICE_MS` has passed since the
- * slice began; `pause()` then lets the event loop run (I/O, timers: a `setImmediate` turn)
+ * slice began, read at every `checkEvery`-th call (one call per event; per run of rows, 1); `pause()` then lets the event loop run (I/O, timers: a `setImmediate` turn)
  * and starts the next slice. Results are identical with or without the pauses: only when the
  * work runs changes.
  */
-function slicer(): { due(): boolean; pause(): Promise<void> } {
+function slicer(checkEvery = SLICE_CHECK_EVERY): { due(): boolean; pause(): Promise<void> } {
   let from = performance.now();
+  let calls = 0;
   return {
-    due: () => performance.now() - from >= WRITE_SLICE_MS,
+    // The clock is read every `checkEvery` calls: once per event, it was ~1 % of the warehouse consumer's CPU.
+    due: () => ++calls % checkEvery === 0 && performance.now() - from >= WRITE_SLICE_MS,
     pause: () => new Promise<void>((resolve) => setImmediate(() => { from = performance.now(); resolve(); })),
   };
 }
@@ -596,41 +602,48 @@ export class Warehouse {
    * `rows`, else 0; `stored` the ids found stored.
    */
   async #markStored(rows: UsageRow[]): Promise<{ skip: Uint8Array; stored: Set<string> }> {
-    // The distinct ids in ts order, in chunks of at most ID_TEXT_BUDGET characters (one query
-    // each, run together; a batch of the sink's default 20,000 uuids is one).
-    const distinct: UsageRow[] = [];
-    const seenIds = new Set<string>();
-    for (const r of rows) {
-      if (seenIds.has(r.id)) continue;
-      seenIds.add(r.id);
-      distinct.push(r);
-    }
-    distinct.sort((a, b) => a.tsMs - b.tsMs);
-    const chunks: UsageRow[][] = [];
-    let chunk: UsageRow[] = [];
-    let size = 0;
-    for (const r of distinct) {
-      const cost = r.id.length + 8; // its JSON row: brackets, quotes, newline, escapes aside
-      if (chunk.length > 0 && size + cost > ID_TEXT_BUDGET) {
-        chunks.push(chunk);
-        chunk = [];
-        size = 0;
-      }
-      chunk.push(r);
-      size += cost;
-    }
-    if (chunk.length > 0) chunks.push(chunk);
-    const found = await Promise.all(chunks.map((c) => this.#storedIds(c)));
-    const already = new Set<string>();
-    for (const ids of found) for (const id of ids) already.add(id);
-    const seen = new Set(already);
+    // A repeat within the batch is marked here; the distinct ids are asked of the table in chunks
+    // of at most ID_TEXT_BUDGET characters (one query each, run together; a batch of the sink's
+    // default 20,000 uuids is one, in any order: its ts spans come from its own sorted copy).
     const skip = new Uint8Array(rows.length);
+    const seen = new Set<string>();
+    const distinct: UsageRow[] = [];
+    let size = 0;
     for (let i = 0; i < rows.length; i++) {
-      const id = rows[i]!.id;
-      if (seen.has(id)) skip[i] = 1;
-      else seen.add(id);
+      const r = rows[i]!;
+      if (seen.has(r.id)) {
+        skip[i] = 1;
+        continue;
+      }
+      seen.add(r.id);
+      distinct.push(r);
+      size += r.id.length + 8; // its JSON row: brackets, quotes, newline, escapes aside
     }
-    return { skip, stored: already };
+    let chunks: UsageRow[][] = [distinct];
+    if (size > ID_TEXT_BUDGET) {
+      // In ts order, so each chunk's spans stay short.
+      distinct.sort((a, b) => a.tsMs - b.tsMs);
+      chunks = [];
+      let chunk: UsageRow[] = [];
+      let chunkSize = 0;
+      for (const r of distinct) {
+        const cost = r.id.length + 8;
+        if (chunk.length > 0 && chunkSize + cost > ID_TEXT_BUDGET) {
+          chunks.push(chunk);
+          chunk = [];
+          chunkSize = 0;
+        }
+        chunk.push(r);
+        chunkSize += cost;
+      }
+      if (chunk.length > 0) chunks.push(chunk);
+    }
+    const found = await Promise.all(chunks.map((c) => this.#storedIds(c)));
+    const stored = new Set<string>();
+    for (const ids of found) for (const id of ids) stored.add(id);
+    // An id stored already is skipped at its first row in the batch too.
+    if (stored.size > 0) for (let i = 0; i < rows.length; i++) if (stored.has(rows[i]!.id)) skip[i] = 1;
+    return { skip, stored };
   }
 
   /** Stored ledger rows of these event ids: id → `<amount> <kind>` of the first stored (by insert time). */
@@ -644,7 +657,7 @@ export class Warehouse {
   }
 
   /**
-   * The event ids of `rows` (distinct ids, in ts order) that `usage_events` already holds, by
+   * The event ids of `rows` (distinct ids, in any order) that `usage_events` already holds, by
    * `usage_event_ids` (sorted by ts, then id). A duplicate has the same ts (the dedup rule), so
    * only the rows' time spans are read: `timeSpans` of their ts, so a batch mixing a lagging
    * partition's old events with fresh ones reads two short spans, not the hours between. The
@@ -653,7 +666,9 @@ export class Warehouse {
    * match cost the server ~4 of the ~5 ms per 1,000 ids the check took (bench/README.md).
    */
   async #storedIds(rows: UsageRow[]): Promise<string[]> {
-    const spans = timeSpans(rows.map((r) => r.tsMs));
+    const ts = new Float64Array(rows.length);
+    for (let i = 0; i < rows.length; i++) ts[i] = rows[i]!.tsMs;
+    const spans = timeSpans(ts.sort());
     const params: Record<string, unknown> = {};
     const conds = spans.map(([lo, hi], i) => {
       params[`lo${i}`] = lo;
@@ -1669,7 +1684,7 @@ const NATIVE_ROW_RUN = 256;
  * `decodeEvent`) throws WarehouseInputError naming the column. In slices of WRITE_SLICE_MS.
  */
 async function usageNativeBody(rows: readonly UsageRow[], skip: Uint8Array): Promise<Buffer> {
-  const slice = slicer();
+  const slice = slicer(1); // once per run of rows
   const n = rows.length;
   const columns = USAGE_COLUMNS.map((col) => usageColumnParts(col, n));
   for (let from = 0; from < n; from += NATIVE_ROW_RUN) {
