@@ -423,13 +423,17 @@ export class Warehouse {
    */
   async storeEvents(items: readonly StoreItem[], group: string): Promise<QuarantineRecord[]> {
     const poison: QuarantineRecord[] = [];
-    const good: Array<{ event: AnyEvent; item: StoreItem }> = [];
+    // The decoded events and their items side by side: no pair object per event.
+    let events: AnyEvent[] = [];
+    let kept: StoreItem[] = [];
     const slice = slicer();
     for (const item of items) {
       if (slice.due()) await slice.pause();
       const d = decodeEvent(item.event);
-      if (d.ok) good.push({ event: d.event, item });
-      else {
+      if (d.ok) {
+        events.push(d.event);
+        kept.push(item);
+      } else {
         const undecodable = (item.event as { type?: unknown } | null)?.type === 'undecodable';
         poison.push(quarantineRecord(item, group, undecodable ? 'undecodable' : 'invalid_event', d.reason, d.eventId));
       }
@@ -437,40 +441,51 @@ export class Warehouse {
     // One ledger event id, one fact, the first: a later event under a stored id (or one earlier
     // in this batch) with another amount or kind is set aside, not stored over it (the table
     // keeps the last row of an id; hot state applied the first).
-    const ledgerIds = good.flatMap((g) => (g.event.type === 'ledger' ? [g.event.event_id] : []));
+    const ledgerIds: string[] = [];
+    for (const e of events) if (e.type === 'ledger') ledgerIds.push(e.event_id);
     if (ledgerIds.length > 0) {
       const first = await this.#ledgerFacts(ledgerIds);
-      for (let i = 0; i < good.length; i++) {
-        const e = good[i]!.event;
-        if (e.type !== 'ledger') continue;
-        const fact = `${BigInt(e.amount_micros)} ${e.kind}`;
-        const held = first.get(e.event_id);
-        if (held === undefined) first.set(e.event_id, fact);
-        else if (held !== fact) {
-          poison.push(quarantineRecord(good[i]!.item, group, 'conflicting_duplicate',
-            `ledger event ${e.event_id} is already stored as ${held.replace(' ', ' µc ')}; this one says ${fact.replace(' ', ' µc ')} (one event id, one fact: the first stays)`, e.event_id));
-          good.splice(i--, 1);
+      const keptEvents: AnyEvent[] = [];
+      const keptItems: StoreItem[] = [];
+      for (let i = 0; i < events.length; i++) {
+        const e = events[i]!;
+        if (e.type === 'ledger') {
+          const fact = `${BigInt(e.amount_micros)} ${e.kind}`;
+          const held = first.get(e.event_id);
+          if (held === undefined) first.set(e.event_id, fact);
+          else if (held !== fact) {
+            poison.push(quarantineRecord(kept[i]!, group, 'conflicting_duplicate',
+              `ledger event ${e.event_id} is already stored as ${held.replace(' ', ' µc ')}; this one says ${fact.replace(' ', ' µc ')} (one event id, one fact: the first stays)`, e.event_id));
+            continue;
+          }
         }
+        keptEvents.push(e);
+        keptItems.push(kept[i]!);
       }
+      events = keptEvents;
+      kept = keptItems;
     }
-    const insert = async (part: typeof good): Promise<void> => {
-      if (part.length === 0) return;
+    // Events [from, to) in one insert; a DATA error bisects the range down to the event(s) refused.
+    const insert = async (from: number, to: number): Promise<void> => {
+      if (from >= to) return;
+      const positions = new Array<LogPosition | undefined>(to - from);
+      for (let i = from; i < to; i++) positions[i - from] = kept[i]!.position;
       try {
         // Decoded above: usageRow need not check them again (decodeEvent holds every column's bounds).
-        await this.#insertEvents(part.map((g) => g.event), part.map((g) => g.item.position), true);
+        await this.#insertEvents(from === 0 && to === events.length ? events : events.slice(from, to), positions, true);
       } catch (err) {
         if (!isDataError(err)) throw err;
-        if (part.length === 1) {
+        if (to - from === 1) {
           const message = err instanceof Error ? err.message : String(err);
-          poison.push(quarantineRecord(part[0]!.item, group, 'rejected_by_warehouse', message, part[0]!.event.event_id));
+          poison.push(quarantineRecord(kept[from]!, group, 'rejected_by_warehouse', message, events[from]!.event_id));
           return;
         }
-        const half = Math.ceil(part.length / 2);
-        await insert(part.slice(0, half));
-        await insert(part.slice(half));
+        const half = from + Math.ceil((to - from) / 2);
+        await insert(from, half);
+        await insert(half, to);
       }
     };
-    await insert(good);
+    await insert(0, events.length);
     await this.insertQuarantine(poison);
     return poison;
   }
