@@ -97,5 +97,27 @@ export function* edgeEvents(): Generator<unknown> {
   yield { ...V1, v: 1 };
   yield Object.assign(Object.create(null), V1);
   yield new (class E { constructor() { Object.assign(this, V1); } })();
+  // containers JSON.parse would not make, at each depth of a v2 event: the decoder may keep a
+  // value's own objects only where they are exactly what the schema gives
+  const json = () => JSON.parse(JSON.stringify(V2)) as Record<string, any>;
+  const bare = (o: object) => Object.assign(Object.create(null), o) as Record<string, any>;
+  class Listed<T> extends Array<T> {}
+  yield bare(json());
+  for (const field of ['quantities', 'unit_prices'] as const) yield { ...json(), [field]: bare(V2[field]) };
+  yield { ...json(), iterations: [bare(V2.iterations[0]!)] };
+  yield { ...json(), iterations: [{ ...V2.iterations[0]!, quantities: bare(V2.iterations[0]!.quantities) }] };
+  for (const field of ['multipliers', 'unpriced', 'iterations'] as const) yield { ...json(), [field]: Listed.from(json()[field] as unknown[]) };
+  yield { ...json(), anomalies: Listed.from(['client_gone']) };
+  // several iterations, only one of them (first, middle, last) with something to drop or fill
+  for (const k of [0, 1, 2]) {
+    const v = json();
+    v['iterations'] = [0, 1, 2].map((i) => ({ ...v['iterations'][0], cost_micros: String(i) }));
+    v['iterations'][k].added_later = true;
+    yield v;
+    const w = json();
+    w['iterations'] = [0, 1, 2].map((i) => ({ ...w['iterations'][0], quantities: { ...w['iterations'][0].quantities }, cost_micros: String(i) }));
+    delete w['iterations'][k].quantities.cache_read;
+    yield w;
+  }
   for (const odd of [null, undefined, 1, 'usage', [], [V1], {}]) yield odd;
 }

@@ -348,7 +348,8 @@ export function decodeEventBySchema(value: unknown): DecodeResult {
   if (!schema) return { ok: false, reason: `unknown event type ${JSON.stringify(String(rec['type'])).slice(0, 80)}`, eventId };
   const r = schema.safeParse(value);
   if (!r.success) {
-    const reason = r.error.issues.slice(0, 3).map((i) => `${i.path.join('.') || 'event'}: ${i.message}`).join('; ');
+    // String each part: a symbol key in a record's path would make join throw.
+    const reason = r.error.issues.slice(0, 3).map((i) => `${i.path.map(String).join('.') || 'event'}: ${i.message}`).join('; ');
     return { ok: false, reason, eventId };
   }
   return { ok: true, event: r.data as AnyEvent };
@@ -360,7 +361,10 @@ export function decodeEventBySchema(value: unknown): DecodeResult {
 // undefined: "not sure", and the schema decides. A usage v2 event (or part of one) that needs
 // nothing dropped or filled is returned as it is, in its producer's key order; anything else is
 // a new object in the schema's order. Copying every event cost the warehouse consumer ~5 % of
-// its CPU and more in garbage collection (its batches live across an insert).
+// its CPU and more in garbage collection (its batches live across an insert). Its domain is data
+// as JSON.parse or a gateway's object literals make it: string keys, enumerable own properties.
+// A symbol key or a non-enumerable property is not looked at (the schema refuses a symbol key
+// in a record; the fast path keeps it), which no log, journal or producer of ours can hand over.
 
 const MAX_EPOCH_MS = Date.UTC(2299, 11, 31);
 const USAGE_STATUSES = new Set(['ok', 'upstream_error', 'client_disconnect', 'stream_error', 'unmetered', 'usage_anomaly']);

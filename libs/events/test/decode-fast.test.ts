@@ -74,6 +74,26 @@ test('decode fast path, kept as it is: a usage v2 event with nothing to drop or 
   }
 });
 
+test('decode fast path, kept as it is: of several iterations only the one with something to drop is copied; the others stay the value\'s own, in order', () => {
+  for (const k of [0, 1, 2]) {
+    const value = JSON.parse(JSON.stringify({ ...V2, iterations: [0, 1, 2].map((i) => ({ ...V2.iterations[0], cost_micros: String(i) })) })) as Record<string, any>;
+    value['iterations'][k].added_later = true;
+    const d = decodeEventFast(value) as unknown as Record<string, any>;
+    assert.ok(d !== value && d['iterations'] !== value['iterations'], `item ${k}: event and list are copies`);
+    assert.deepEqual(d['iterations'].map((it: { cost_micros: string }) => it.cost_micros), ['0', '1', '2']);
+    for (const i of [0, 1, 2]) assert.equal(d['iterations'][i] === value['iterations'][i], i !== k, `item ${i} of 3 (item ${k} has an unknown field)`);
+    assert.equal(d['quantities'], value['quantities']);
+    same(value);
+  }
+});
+
+test('decodeEvent never throws: a symbol key in a record field, beside a refused value, is named in the reason (joining its path threw a TypeError)', () => {
+  const value = JSON.parse(JSON.stringify(V2)) as Record<string, any>;
+  value['unit_prices'][Symbol('x')] = 'x';
+  value['cost_micros'] = '-1';
+  assert.deepEqual(decodeEvent(value), { ok: false, reason: 'cost_micros: must be nonnegative; unit_prices.Symbol(x): Invalid key in record', eventId: V2.event_id });
+});
+
 test('decode fast path: every field of every kind set to every edge value gives the schema\'s verdict, event and reason', () => {
   fastAccepted = 0;
   compared = 0;
