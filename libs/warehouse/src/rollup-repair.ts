@@ -10,6 +10,7 @@
 // `insertUsage` meets ids already stored or when the warehouse sink starts.
 
 import { DIMENSION_COLUMNS, ROLLUP_GRAINS, rollupSelect, rollupTable, type RollupGrain, type TableNames } from './schema.ts';
+import { chunksWithin } from './sql-values.ts';
 
 /** What the repair needs of a warehouse: its table names, reads and statements with server-side parameters. */
 export interface RollupRepairStore {
@@ -145,21 +146,7 @@ const SCOPE_PARAM_BUDGET = 32 * 1024;
 /** `scope` cut into chunks whose parameters stay under SCOPE_PARAM_BUDGET, accounts kept together (sorted). */
 function scopeChunks(scope: { a: string; b: number }[]): { a: string; b: number }[][] {
   const sorted = [...scope].sort((x, y) => (x.a < y.a ? -1 : x.a > y.a ? 1 : x.b - y.b));
-  const out: { a: string; b: number }[][] = [];
-  let chunk: { a: string; b: number }[] = [];
-  let bytes = 0;
-  for (const s of sorted) {
-    const n = Buffer.byteLength(s.a) * 3 + 16;
-    if (chunk.length > 0 && bytes + n > SCOPE_PARAM_BUDGET) {
-      out.push(chunk);
-      chunk = [];
-      bytes = 0;
-    }
-    chunk.push(s);
-    bytes += n;
-  }
-  if (chunk.length > 0) out.push(chunk);
-  return out;
+  return chunksWithin(sorted, SCOPE_PARAM_BUDGET, (s) => Buffer.byteLength(s.a) * 3 + 16);
 }
 
 /**

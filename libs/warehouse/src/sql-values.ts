@@ -59,3 +59,26 @@ export function sizeSettings(query: string): { max_query_size?: string } {
   const need = Buffer.byteLength(query) + QUERY_SUFFIX_ALLOWANCE;
   return need <= DEFAULT_MAX_QUERY_SIZE ? {} : { max_query_size: String(need) };
 }
+
+/**
+ * `items` in order, cut into runs whose summed `cost` stays within `budget` (a query's text, a
+ * URL field's bytes): each run has at least one item, so one item over the budget is a run of
+ * its own.
+ */
+export function chunksWithin<T>(items: readonly T[], budget: number, cost: (item: T) => number): T[][] {
+  const out: T[][] = [];
+  let chunk: T[] = [];
+  let size = 0;
+  for (const item of items) {
+    const c = cost(item);
+    if (chunk.length > 0 && size + c > budget) {
+      out.push(chunk);
+      chunk = [];
+      size = 0;
+    }
+    chunk.push(item);
+    size += c;
+  }
+  if (chunk.length > 0) out.push(chunk);
+  return out;
+}

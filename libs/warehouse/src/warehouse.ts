@@ -19,7 +19,7 @@ import type {
 import { boundedRaw, decodeEvent, LEDGER_KINDS, MAX_USAGE_EPOCH_MS, plainObject, standInId, toV2, zeroQuantities } from '@tollgate/events';
 import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
-import { sizeSettings, sqlString, stringTable } from './sql-values.ts';
+import { chunksWithin, sizeSettings, sqlString, stringTable } from './sql-values.ts';
 import { LowCardinalityValues, lowCardinalityVersions, nativeBlock, NativeWriter, type NativeColumn } from './native-block.ts';
 import { isTextOnlyClient } from './chdb-client.ts';
 import { backfillRollups, recentRollupScope, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
@@ -638,20 +638,7 @@ export class Warehouse {
     if (size > ID_TEXT_BUDGET) {
       // In ts order, so each chunk's spans stay short.
       distinct.sort((a, b) => a.tsMs - b.tsMs);
-      chunks = [];
-      let chunk: UsageRow[] = [];
-      let chunkSize = 0;
-      for (const r of distinct) {
-        const cost = r.id.length + 8;
-        if (chunk.length > 0 && chunkSize + cost > ID_TEXT_BUDGET) {
-          chunks.push(chunk);
-          chunk = [];
-          chunkSize = 0;
-        }
-        chunk.push(r);
-        chunkSize += cost;
-      }
-      if (chunk.length > 0) chunks.push(chunk);
+      chunks = chunksWithin(distinct, ID_TEXT_BUDGET, (r) => r.id.length + 8);
     }
     const found = await Promise.all(chunks.map((c) => this.#storedIds(c)));
     const stored = new Set<string>();
