@@ -409,7 +409,8 @@ export function usageEvent(i: number, accounts: number, ts: number): UsageEvent 
  * `usageEvent` as today's gateway publishes it (version 2, services/gateway/src/metering.ts):
  * the same tokens and cost, with what pricing adds: the price version and list, the unit
  * prices of the dimensions used (µc per million tokens, decimal text), the served model and
- * stop reason, and an upstream cost on every other event. About twice the JSON of version 1.
+ * stop reason, an upstream cost on every other event, and the pool upstream that served it
+ * (`upstream_id`, `attempts`). About twice the JSON of version 1.
  */
 export function usageEventV2(i: number, accounts: number, ts: number): UsageEventV2 {
   const v1 = usageEvent(i, accounts, ts);
@@ -421,6 +422,9 @@ export function usageEventV2(i: number, accounts: number, ts: number): UsageEven
     upstream_cost_micros: i % 2 === 0 ? v1.cost_micros : null, upstream_currency: i % 2 === 0 ? 'USD' : null,
     price_version: 'pv_2026-11-01T00:00:00.000Z_3f9c2a7e', price_list: 'default',
     unit_prices: { input: String(m.input * 1_000_000), output: String(m.output * 1_000_000) },
+    // which pool upstream served it, after how many attempts: on every event since issue 10,
+    // set last (services/gateway/src/routes/messages.ts); the bench left them out before 2026-12-02, evening
+    upstream_id: `up_bench_${i % 2}`, attempts: 1,
   };
 }
 
