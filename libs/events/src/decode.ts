@@ -518,9 +518,14 @@ function nullableLabel(v: unknown, max = MAX_LABEL_CHARS): boolean {
 /** The fields version 2 adds to USAGE_BASE (`v` … `unpriced`). */
 const V2_FIELDS = 17;
 
+/** An array as JSON.parse makes it: prototype Array.prototype (not a subclass). */
+function jsonShapedArray(a: readonly unknown[]): boolean {
+  return Object.getPrototypeOf(a) === Array.prototype;
+}
+
 /** `a` itself when JSON.parse could have made it, else a copy that could be (a subclass, say). */
 function jsonArray<T>(a: T[]): T[] {
-  return Object.getPrototypeOf(a) === Array.prototype ? a : [...a];
+  return jsonShapedArray(a) ? a : [...a];
 }
 
 /**
@@ -537,7 +542,7 @@ function fastUsageV2(r: Record<string, unknown>): AnyEvent | undefined {
   if (!quantities || !Array.isArray(its) || its.length > MAX_ITERATIONS) return undefined;
   // `its` itself while every item is the schema's as it is (its five fields, its quantities);
   // from the first that is not (or for an array JSON.parse would not make), a new array.
-  let copied: unknown[] | undefined = Object.getPrototypeOf(its) === Array.prototype ? undefined : [];
+  let copied: unknown[] | undefined = jsonShapedArray(its) ? undefined : [];
   for (let i = 0; i < its.length; i++) {
     const it: unknown = its[i];
     if (!plainObject(it) || !okText(it['type'], MAX_LABEL_CHARS, 1) || !okText(it['model'], MAX_TEXT_CHARS)
@@ -581,7 +586,7 @@ function fastUsageV2(r: Record<string, unknown>): AnyEvent | undefined {
   const multipliers = jsonArray(r['multipliers'] as string[]);
   const unpriced = jsonArray(r['unpriced'] as string[]);
   if (quantities === r['quantities'] && iterations === its && unitPrices === prices && multipliers === r['multipliers']
-    && unpriced === r['unpriced'] && (r['anomalies'] === undefined || jsonArray(r['anomalies'] as string[]) === r['anomalies'])
+    && unpriced === r['unpriced'] && (r['anomalies'] === undefined || jsonShapedArray(r['anomalies'] as string[]))
     && jsonShaped(r) && keyCount(r) === baseFields + V2_FIELDS) {
     return r as unknown as AnyEvent;
   }

@@ -221,6 +221,8 @@ export function isDataError(err: unknown): boolean {
 // UTF-16 units of event ids per existence query (see #markStored): bounds one query's text (a
 // 20,000-event batch of uuids is ~0.9 MB) and the server's memory for it.
 const ID_TEXT_BUDGET = 4 * 1024 * 1024;
+/** A row's id in the existence query's text, in ID_TEXT_BUDGET's units: its JSON row (brackets, quotes, newline; escapes aside). */
+const idTextCost = (r: { id: string }): number => r.id.length + 8;
 /** A gap between two events' ts (ms) past which the existence check reads two spans, not one. */
 const SPAN_GAP_MS = 60_000;
 /** At most this many ts spans per existence query: the widest gaps are cut first. */
@@ -260,7 +262,8 @@ const SLICE_CHECK_EVERY = 16;
 
 /**
  * A clock for cooperative slicing: `due()` is true once `WRITE_SLICE_MS` has passed since the
- * slice began, read at every `checkEvery`-th call (one call per event; per run of rows, 1); `pause()` then lets the event loop run (I/O, timers: a `setImmediate` turn)
+ * slice began, read at every `checkEvery`-th call (one call per event; per run of rows, 1);
+ * `pause()` then lets the event loop run (I/O, timers: a `setImmediate` turn)
  * and starts the next slice. Results are identical with or without the pauses: only when the
  * work runs changes.
  */
@@ -632,13 +635,13 @@ export class Warehouse {
       }
       seen.add(r.id);
       distinct.push(r);
-      size += r.id.length + 8; // its JSON row: brackets, quotes, newline, escapes aside
+      size += idTextCost(r);
     }
     let chunks: UsageRow[][] = [distinct];
     if (size > ID_TEXT_BUDGET) {
       // In ts order, so each chunk's spans stay short.
       distinct.sort((a, b) => a.tsMs - b.tsMs);
-      chunks = chunksWithin(distinct, ID_TEXT_BUDGET, (r) => r.id.length + 8);
+      chunks = chunksWithin(distinct, ID_TEXT_BUDGET, idTextCost);
     }
     const found = await Promise.all(chunks.map((c) => this.#storedIds(c)));
     const stored = new Set<string>();
