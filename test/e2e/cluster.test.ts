@@ -99,13 +99,17 @@ describe('distributed mode', () => {
       const before = await report();
 
       // Stop both consumer processes, move both groups back to the start of every topic, restart.
+      // Deleting the (now empty) groups drops every committed offset at once, and a group without
+      // one starts from the beginning (KafkaLog subscribes fromBeginning): the same replay as
+      // kafkajs' resetOffsets, which joins the group with a paused consumer and so waits out a
+      // whole fetch (~5 s) per group and topic, 30 s here.
       await c.kill('agg1', 'SIGTERM');
       await c.kill('agg2', 'SIGTERM');
+      await admin.deleteGroups(['ledger', 'warehouse'].map((group) => prefix + group));
       for (const group of ['ledger', 'warehouse']) {
         for (const topic of topics) {
-          await admin.resetOffsets({ groupId: prefix + group, topic, earliest: true });
           const [committed] = await admin.fetchOffsets({ groupId: prefix + group, topics: [topic] });
-          for (const p of committed!.partitions) assert.ok(BigInt(p.offset) <= 0n, `${group} ${topic}/${p.partition} reset to the start`);
+          for (const p of committed!.partitions) assert.ok(BigInt(p.offset) < 0n, `${group} ${topic}/${p.partition}: no committed offset left`);
         }
       }
       await c.start('agg1');
