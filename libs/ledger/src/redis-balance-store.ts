@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { ChainableCommander, Cluster, Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { LEDGER_KINDS, MAX_MONEY_MICROS, type LedgerEvent, type LedgerKind, type UsageEvent } from '@tollgate/events';
 import { checkTtlMs, isRefusal, positionKey, RebuildSupersededError, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
@@ -75,6 +75,7 @@ interface LedgerScripts {
 /** The Cluster layout's version, stored in `P {ledger}layout` by `load`; `ready()` wants it. */
 export const CLUSTER_LAYOUT = 'cluster-2';
 const SLOTS = 16384;
+const ALL_SLOTS: readonly number[] = Array.from({ length: SLOTS }, (_, slot) => slot);
 
 let slotTagTable: string[] | undefined;
 /**
@@ -135,6 +136,13 @@ const UNREPORTED_MAX = 10_000;
 function lua(name: string): string {
   return readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
 }
+
+/**
+ * lua/cluster-markers.lua (the ready markers of all of one node's slots in one call) with the
+ * script flag it needs (Redis ≥ 7.0); sent by its SHA1, and whole once to a node without it.
+ */
+const MARKERS_LUA = `#!lua flags=allow-cross-slot-keys\n${lua('marker-fn')}\n${lua('cluster-markers')}`;
+const MARKERS_SHA = createHash('sha1').update(MARKERS_LUA).digest('hex');
 
 /** Redis integers are signed 64-bit; refuse anything else before a script half-runs. */
 function int64(value: bigint, what: string): Amount {
@@ -231,7 +239,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerClusterAdvance', lua('cluster-advance'), 2);
     define('tollgateLedgerClusterLoad', lua('cluster-load'), 4);
     define('tollgateLedgerReject', lua('reject'), 2);
-    define('tollgateLedgerClusterLoadPut', lua('cluster-load-put'), 2);
+    define('tollgateLedgerClusterLoadPut', `${lua('marker-fn')}\n${lua('cluster-load-put')}`, 2);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
 
@@ -493,14 +501,17 @@ export class RedisBalanceStore implements BalanceStore {
   /**
    * On a Cluster: the store-wide marker holds a generation and the layout is this version's,
    * and every slot's marker holds that generation (a node that restarted empty lost its
-   * slots' markers with their balances). 16,384 GETs in one pipeline per node.
+   * slots' markers with their balances). One script call per node reads its slots' markers
+   * (`#markers`); a marker it finds wrong is read again through the Cluster client before
+   * the answer is false (a slot migrating between nodes is where the client is sent).
    */
   async ready(): Promise<boolean> {
     if (!this.#cluster) return (await this.#redis.exists(this.#key('ready'))) === 1;
     const [gen, layout] = await Promise.all([this.#redis.get(this.#g('ready')), this.#redis.get(this.#g('layout'))]);
     if (gen === null || layout !== CLUSTER_LAYOUT) return false;
-    const markers = await this.#perSlot((p, slot) => p.get(this.#slotMarker(slot)));
-    return markers.every((m) => m === gen);
+    const read = (slot: number) => this.#redis.get(this.#slotMarker(slot));
+    const suspect = await this.#markers('check', gen, '', read, (m) => m === gen);
+    return (await this.#eachSlot(suspect, read)).every((m) => m === gen);
   }
 
   /** One MULTI: the ready mark (and the layout, on a Cluster: all in the `{ledger}` slot) and the positions. */
@@ -684,11 +695,11 @@ export class RedisBalanceStore implements BalanceStore {
     // Every slot is marked loading this generation (holds and applies answer not_ready); each
     // later step writes only where the mark is still ours (cluster-load-put.lua).
     const loading = `L${gen}`;
-    const marked = await this.#perSlot((p, slot) => {
+    const done = (r: unknown) => Number(r) === 1;
+    let refused = (await this.#markers('mark', loading, '', (slot) => {
       const marker = this.#slotMarker(slot);
-      (p as unknown as LedgerScripts).tollgateLedgerClusterLoadPut(marker, marker, loading, 'mark');
-    });
-    let refused = marked.filter((r) => Number(r) !== 1).length;
+      return this.#scripts.tollgateLedgerClusterLoadPut(marker, marker, loading, 'mark');
+    }, done)).length;
     if (refused > 0) throw new RebuildSupersededError();
     const put = async (key: string, op: string, ...values: string[]) => {
       if (await this.#scripts.tollgateLedgerClusterLoadPut(this.#slotMarker(calculateSlot(key)), key, loading, op, ...values) !== 1) refused++;
@@ -710,15 +721,14 @@ export class RedisBalanceStore implements BalanceStore {
     await each(ids, ({ id, account }) => put(this.#idScope(account).usage(id), 'setpx', gen, this.#usageMemoryMs));
     await each(balances, ({ account, balance }) => put(this.#accountKeys(account).bal, 'set', balance));
     await each(entries, ({ id, entry, account }) => put(this.#idScope(account).ledger, 'hset', id, entry));
-    const turned = await this.#perSlot((p, slot) => {
+    refused += (await this.#markers('ready', loading, gen, (slot) => {
       const marker = this.#slotMarker(slot);
-      (p as unknown as LedgerScripts).tollgateLedgerClusterLoadPut(marker, marker, loading, 'ready', gen);
-    });
-    refused += turned.filter((r) => Number(r) !== 1).length;
+      return this.#scripts.tollgateLedgerClusterLoadPut(marker, marker, loading, 'ready', gen);
+    }, done)).length;
     if (refused > 0) throw new RebuildSupersededError();
     const positions = [...(snapshot.positions ?? new Map<string, bigint>())].flatMap(([f, o]) => [f, o.toString()]);
-    const done = await this.#scripts.tollgateLedgerClusterLoad(...store, 'finish', gen, CLUSTER_LAYOUT, ...positions);
-    if (done !== 1) throw new RebuildSupersededError();
+    const finished = await this.#scripts.tollgateLedgerClusterLoad(...store, 'finish', gen, CLUSTER_LAYOUT, ...positions);
+    if (finished !== 1) throw new RebuildSupersededError();
   }
 
   async balances(): Promise<Map<string, bigint>> {
@@ -790,31 +800,63 @@ export class RedisBalanceStore implements BalanceStore {
     return this.#slotMarker(calculateSlot(this.#accountKeys(accountId).bal));
   }
 
-  /**
-   * One command per slot (`add` queues it on the pipeline given), one pipeline per node (an
-   * ioredis Cluster pipeline must stay on one node), the nodes at once. Answers the replies
-   * by slot; throws the first command error.
-   */
-  async #perSlot(add: (pipeline: ChainableCommander, slot: number) => unknown): Promise<unknown[]> {
+  /** `slots` by the node the client's slot map says serves each (`host:port`; '' for a plain Redis). */
+  #byNode(slots: Iterable<number>): Map<string, number[]> {
     const byNode = new Map<string, number[]>();
     const owners = this.#redis.isCluster ? (this.#redis as Cluster).slots : [];
-    for (let slot = 0; slot < SLOTS; slot++) {
+    for (const slot of slots) {
       const node = owners[slot]?.[0] ?? '';
       let list = byNode.get(node);
       if (!list) byNode.set(node, (list = []));
       list.push(slot);
     }
-    const out = new Array<unknown>(SLOTS);
-    await Promise.all([...byNode.values()].map(async (slots) => {
-      const p = this.#redis.pipeline();
-      for (const slot of slots) add(p, slot);
-      const replies = (await p.exec()) ?? [];
-      replies.forEach(([err, value], i) => {
-        if (err) throw err;
-        out[slots[i]!] = value;
-      });
-    }));
+    return byNode;
+  }
+
+  /**
+   * `read` of each slot of `slots` (one command each, LOAD_CHUNK at a time) through the client,
+   * which follows a slot to where it moved (MOVED, ASK) and refreshes its map: what ready() and
+   * the rebuild's marks fall back to. Answers the replies in the order of `slots`.
+   */
+  async #eachSlot(slots: readonly number[], read: (slot: number) => Promise<unknown>): Promise<unknown[]> {
+    const out = new Array<unknown>(slots.length);
+    await each([...slots.keys()], async (i) => { out[i] = await read(slots[i]!); });
     return out;
+  }
+
+  /**
+   * `op` of lua/cluster-markers.lua on every slot's ready marker: one script call per node
+   * with the markers of the slots the client's map says it serves (3 calls on 3 masters where
+   * one command per slot made 16,384, docs/scaling.md). A node whose call fails (its slots
+   * moved or migrating since the client read its map, a Redis before 7.0 without script
+   * flags) goes one slot at a time instead (`#eachSlot`): `oneSlot` sends that slot's command,
+   * `ok` judges its reply. Answers the slots that did not hold `v` (check) or refused (mark,
+   * ready); throws when the per-slot path fails too.
+   */
+  async #markers(op: 'check' | 'mark' | 'ready', v: string, gen: string,
+    oneSlot: (slot: number) => Promise<unknown>, ok: (reply: unknown) => boolean): Promise<number[]> {
+    const nodes = new Map<string, Redis>();
+    if (this.#redis.isCluster) for (const n of (this.#redis as Cluster).nodes('master')) nodes.set(`${n.options.host}:${n.options.port}`, n);
+    else nodes.set('', this.#redis as Redis);
+    const failed: number[] = [];
+    const perSlot: number[] = [];
+    await Promise.all([...this.#byNode(ALL_SLOTS)].map(async ([key, slots]) => {
+      const node = nodes.get(key);
+      if (node === undefined) return void perSlot.push(...slots);
+      const args = [op, v, gen, ...slots.map((slot) => this.#slotMarker(slot))];
+      let positions: number[];
+      try {
+        positions = (await node.evalsha(MARKERS_SHA, 0, ...args).catch((err: unknown) => {
+          if (!String((err as Error)?.message).startsWith('NOSCRIPT')) throw err;
+          return node.eval(MARKERS_LUA, 0, ...args);
+        })) as number[];
+      } catch {
+        return void perSlot.push(...slots);
+      }
+      for (const p of positions) failed.push(slots[p - 1]!);
+    }));
+    (await this.#eachSlot(perSlot, oneSlot)).forEach((r, i) => { if (!ok(r)) failed.push(perSlot[i]!); });
+    return failed;
   }
 
   /**

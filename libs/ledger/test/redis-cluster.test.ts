@@ -1,7 +1,7 @@
 // The ledger's scripts on a REAL Redis Cluster (issue 11, outcome 5): every script the store has
 // (hold, settle, extend, release, get, the apply scripts, quarantine, claimReference, load,
-// snapshot, positions, expire-holds) runs through RedisBalanceStore on an ioredis `Cluster`
-// client, with accounts on different nodes. Redis Cluster refuses a script whose keys are in
+// snapshot, positions, expire-holds, the slot markers per node) runs through RedisBalanceStore
+// on an ioredis `Cluster` client, with accounts on different nodes. Redis Cluster refuses a script whose keys are in
 // more than one slot (CROSSSLOT) or on another node, so a script that crosses slots fails here;
 // the balances are checked exactly (µc). Needs `bash deploy/redis-cluster.sh start`
 // (REDIS_CLUSTER_NODES); skips loudly without it, fails under TOLLGATE_REQUIRE_SERVICES=1.
@@ -245,4 +245,62 @@ test('Redis Cluster: two overlapping rebuilds never mix their snapshots: the sta
       assert.equal(await one.ledgerEntry(`credit:${a}:${3n - position}`, a), undefined);
     }
   }
+});
+
+test('Redis Cluster: the 16,384 slot markers go in one script call per node (ready() and a rebuild send none one by one); a stale slot map, as during a resharding, sends one per slot for the node it names wrongly only, with the same answers', async (t) => {
+  const own = await testRedisCluster(t, 'markers', CLIENT_OPTIONS);
+  if (!own) return;
+  const { cluster, prefix } = own;
+  const store = new RedisBalanceStore({ redis: cluster, prefix });
+  // The marker commands the Cluster client sends one slot at a time: a GET of a marker, or
+  // cluster-load-put.lua with the marker as both of its keys (mark, ready). The per-node
+  // script goes through each node's own connection, not this one.
+  let oneByOne = 0;
+  const r = cluster as unknown as { sendCommand: (c: { name: string; args: unknown[] }, ...rest: unknown[]) => unknown };
+  const send = r.sendCommand.bind(cluster);
+  r.sendCommand = (command, ...rest) => {
+    const a = command.args.map(String);
+    const isMarker = (k: string | undefined) => k !== undefined && k.startsWith(`${prefix}ready:{`);
+    if ((command.name === 'get' && isMarker(a[0])) || (command.name === 'evalsha' && isMarker(a[2]) && a[3] === a[2])) oneByOne++;
+    return send(command, ...rest);
+  };
+
+  await store.load({ balances: new Map([['acct-a', 1_000n]]), ledgerEntries: new Map() });
+  assert.equal(await store.ready(), true);
+  assert.equal(oneByOne, 0, 'the rebuild and ready() sent no marker command one slot at a time');
+
+  // A stale map: slots 0–99 said to be on the master of slot 16,000, which does not serve them.
+  const owners = cluster.slots.map((nodes) => nodes[0]);
+  const wrong = owners[16_000]!;
+  assert.ok(owners.slice(0, 100).every((o) => o !== wrong), 'slots 0–99 live on another master');
+  const named = owners.filter((o) => o === wrong).length + 100;
+  const stale = () => { for (let s = 0; s < 100; s++) cluster.slots[s] = [wrong]; };
+  stale();
+  oneByOne = 0;
+  assert.equal(await store.ready(), true);
+  assert.equal(oneByOne, named, 'every slot the stale map gives that master, one at a time, and no other');
+  stale();
+  oneByOne = 0;
+  await store.load({ balances: new Map([['acct-a', 2_500n]]), ledgerEntries: new Map() });
+  assert.ok(oneByOne >= named, `the rebuild's mark pass went one slot at a time for that master (${oneByOne})`);
+  assert.equal(await store.ready(), true);
+  assert.deepEqual(await store.get('acct-a'), { balance: 2_500n, held: 0n, available: 2_500n });
+
+  // One marker lost (a slot whose node restarted empty loses it): not ready, and only that
+  // slot was read again one at a time.
+  const holder = cluster.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === cluster.slots[5]![0])!;
+  const inSlot = (await holder.cluster('GETKEYSINSLOT', 5, 1000)) as string[];
+  const lost = inSlot.filter((k) => k.startsWith(`${prefix}ready:{`));
+  assert.equal(lost.length, 1, 'slot 5 has one marker of this store');
+  // cluster-load-put.lua's 'ready' is done already where the marker holds its generation (a pass
+  // repeated after a per-node call failed part way), and refused to any other rebuild.
+  const gen = (await cluster.get(`${prefix}{ledger}ready`))!;
+  const put = (cluster as unknown as { tollgateLedgerClusterLoadPut: (...a: string[]) => Promise<number> }).tollgateLedgerClusterLoadPut.bind(cluster);
+  assert.equal(await put(lost[0]!, lost[0]!, `L${gen}`, 'ready', gen), 1);
+  assert.equal(await put(lost[0]!, lost[0]!, 'L0000000000000001-00', 'ready', '0000000000000001-00'), 0);
+  assert.equal(await cluster.get(lost[0]!), gen);
+  await cluster.del(lost[0]!);
+  oneByOne = 0;
+  assert.equal(await store.ready(), false);
+  assert.equal(oneByOne, 1);
 });

@@ -6,25 +6,20 @@
 -- KEYS[1] the ready marker of the key's slot, KEYS[2] the key
 -- ARGV[1] 'L' .. generation (the marker while loading), ARGV[2] op, then its values:
 --   'mark' (KEYS[2] = the marker): the slot starts loading this generation, unless a later
---     generation has it already (generations are `<µs>-<random>` (cluster-load.lua), ordered
---     by their time part, then their text: the latest rebuild wins every slot whatever order
---     the two rebuilds' marks arrive in; a marker of the older counter format is a small number
---     and loses to any);
+--     generation has it already (marker_later, marker-fn.lua, prepended);
 --   'del'; 'set' value; 'setpx' value ms; 'hset' field value; 'ready' (KEYS[2] = the marker:
---   the slot turns ready in the generation, value ARGV[3])
+--   the slot turns ready in the generation, value ARGV[3]; done already when the marker holds
+--   it, so a pass repeated after a per-node call failed part way is not a refusal)
 -- Returns 1 done, 0 refused (another rebuild took over).
+-- cluster-markers.lua does 'mark' and 'ready' for all the slots of a node in one call.
 local op = ARGV[2]
 local current = redis.call('GET', KEYS[1])
 if op == 'mark' then
-  local gen = ARGV[1]:sub(2)
-  if current then
-    local held = current:gsub('^L', '')
-    local ht, gt = tonumber(held:match('^%d+') or '-1'), tonumber(gen:match('^%d+') or '-1')
-    if ht > gt or (ht == gt and held > gen) then return 0 end
-  end
+  if marker_later(current, ARGV[1]:sub(2)) then return 0 end
   redis.call('SET', KEYS[1], ARGV[1])
   return 1
 end
+if op == 'ready' and current == ARGV[3] then return 1 end
 if current ~= ARGV[1] then return 0 end
 if op == 'del' then redis.call('DEL', KEYS[2])
 elseif op == 'set' or op == 'ready' then redis.call('SET', KEYS[2], ARGV[3])
