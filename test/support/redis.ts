@@ -30,21 +30,29 @@ export async function deleteKeysUnder(redis: Redis, prefix: string): Promise<voi
   } while (cursor !== '0');
 }
 
+/** Deletes the keys named in ARGV, of any slots of the node it runs on (Redis ≥ 7.0 script flag). */
+const UNLINK_LOCAL = "#!lua flags=allow-cross-slot-keys\nfor i = 1, #ARGV do redis.call('UNLINK', ARGV[i]) end\nreturn #ARGV";
+
 /**
  * Deletes every key under `prefix` on every master of a Redis Cluster (SCAN is per node), or on
- * the one master `only` (`host:port`). Keys are deleted one by one in a pipeline per page: a
- * multi-key DEL must stay in one slot.
+ * the one master `only` (`host:port`), the masters at once. A page of keys goes in one script
+ * call on its node (a multi-key DEL must stay in one slot; a rebuild leaves 16,384 slot
+ * markers), or one DEL per key in a pipeline where that script is refused.
  */
 export async function deleteClusterKeysUnder(cluster: Cluster, prefix: string, only?: string): Promise<void> {
-  for (const node of cluster.nodes('master')) {
-    if (only !== undefined && `${node.options.host}:${node.options.port}` !== only) continue;
+  await Promise.all(cluster.nodes('master').map(async (node) => {
+    if (only !== undefined && `${node.options.host}:${node.options.port}` !== only) return;
     let cursor = '0';
     do {
       const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      if (keys.length) await keys.reduce((p, key) => p.del(key), node.pipeline()).exec();
+      if (keys.length) {
+        await node.eval(UNLINK_LOCAL, 0, ...keys).catch(async () => {
+          for (const [err] of (await keys.reduce((p, key) => p.del(key), node.pipeline()).exec()) ?? []) if (err) throw err;
+        });
+      }
       cursor = next;
     } while (cursor !== '0');
-  }
+  }));
 }
 
 /**
