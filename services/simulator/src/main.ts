@@ -1,6 +1,10 @@
 // Standalone simulator for benchmarks and offline demos: `npm run simulator`.
-import { buildSimulator } from './app.ts';
+import { enableCompileCache, flushCompileCache } from 'node:module';
 import type { SimulatorOptions } from './app.ts';
+
+// Node's compile cache for the server's modules, imported below once the settings are read (as
+// services/tollgate/src/main.ts does): NODE_COMPILE_CACHE, else <os tmpdir>/node-compile-cache.
+enableCompileCache();
 
 interface Config {
   port: number;
@@ -75,9 +79,11 @@ if (problems.length > 0) {
   process.exit(2);
 }
 
+const { buildSimulator } = await import('./app.ts');
 const app = buildSimulator(config.options);
 try {
   const address = await app.listen({ port: config.port, host: config.host });
+  flushCompileCache();
   process.stderr.write(`simulator: Anthropic-compatible upstream listening on ${address}\n`);
 } catch (error) {
   process.stderr.write(`simulator: cannot listen on ${config.host}:${config.port}: ${String(error)}\n`);

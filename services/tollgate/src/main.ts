@@ -1,8 +1,17 @@
 import { readFileSync } from 'node:fs';
+import { enableCompileCache, flushCompileCache } from 'node:module';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cliHelpLines, isCliCommand, runCli } from './cli/index.ts';
+
+// Node's compile cache for everything loaded from here on (the server's modules are imported
+// below, after the arguments are read): each file's compiled code, TypeScript stripped, kept on
+// disk by its content and Node's version, so a start after the first reads it instead of
+// compiling again (~2 s -> ~1 s of module loading on the test machine). The directory is
+// NODE_COMPILE_CACHE, else <os tmpdir>/node-compile-cache; NODE_DISABLE_COMPILE_CACHE=1 turns it
+// off. An unwritable directory only disables it. Written when the server has started, and at exit.
+enableCompileCache();
 
 const HELP = `Usage: tollgate [--roles gateway,aggregator,control]
        tollgate --version
@@ -177,6 +186,9 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  // Every module the server needs is loaded: written to the compile cache now, not only at a
+  // clean exit (a process killed with SIGKILL never gets there).
+  flushCompileCache();
   const log = app.server!.log;
   log.info({
     url: app.url, roles: config.roles, catalog: app.catalog.name, credit: app.catalog.credit.description,

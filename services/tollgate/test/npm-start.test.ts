@@ -64,9 +64,10 @@ for (const [what, PATH] of variants) {
     { skip: process.platform !== 'linux' || !NPM ? 'needs Linux /proc and npm' : false }, async () => {
       const port = await freePort();
       const dataDir = mkdtempSync(join(tmpdir(), 'tg-npm-start-'));
+      const ownTmp = mkdtempSync(join(tmpdir(), 'tg-npm-start-tmp-'));
       const npm = spawn('npm', ['start'], {
         cwd: ROOT,
-        env: { PATH, HOME: process.env.HOME ?? tmpdir(), PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'info' },
+        env: { PATH, HOME: process.env.HOME ?? tmpdir(), PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'info', TMPDIR: ownTmp },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let output = '';
@@ -78,6 +79,12 @@ for (const [what, PATH] of variants) {
         try { up = (await fetch(`http://127.0.0.1:${port}/health`)).ok; } catch { await new Promise((r) => setTimeout(r, 100)); }
       }
       assert.ok(up, `gateway did not start:\n${output}`);
+      // The server's modules are in Node's compile cache, in its default directory (under the
+      // TMPDIR given), once it has started and before any exit (main.ts: enableCompileCache,
+      // flushCompileCache): the next start reads them (hundreds of files for the runtime's graph).
+      // (Asserted after the stop below, so a failure does not leave the gateway running.)
+      const cacheDir = join(ownTmp, 'node-compile-cache');
+      const cached = existsSync(cacheDir) ? readdirSync(cacheDir, { recursive: true }).length : 0;
       const tree = descendants(npm.pid!);
       assert.ok(tree.length >= 1, 'npm has children');
       assert.ok(tree.some((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('services/tollgate/src/main.ts')));
@@ -97,6 +104,7 @@ for (const [what, PATH] of variants) {
       npm.stderr!.destroy();
       assert.deepEqual(left, [], `processes left running after SIGTERM to npm:\n${output}`);
       assert.ok(await portFree(port), `port ${port} is still taken`);
+      assert.ok(cached >= 100, `${cached} entries in the compile cache once the gateway had started`);
       assert.match(output, /"signal":"SIGTERM","msg":"shutting down"/, 'the program shut down gracefully on the forwarded SIGTERM');
       assert.match(output, /"signal":"SIGTERM","msg":"shutting down"}\n(.*\n)*.*"signal":"SIGTERM","ms":\d+,"msg":"stopped"}\n/, 'a line says the stop finished, after the shutting-down one');
     });
