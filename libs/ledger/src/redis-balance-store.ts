@@ -139,10 +139,20 @@ function lua(name: string): string {
 
 /**
  * lua/cluster-markers.lua (the ready markers of all of one node's slots in one call) with the
- * script flag it needs (Redis ≥ 7.0); sent by its SHA1, and whole once to a node without it.
+ * script flags it needs (Redis ≥ 7.0); sent by its SHA1, and whole once to a node without it.
+ * Two texts: 'check' is also `no-writes` and goes by EVALSHA_RO, so a master that holds its
+ * writes (CLIENT PAUSE WRITE during a failover, maxmemory, min-replicas-to-write) still
+ * answers it at once, as it answers GETs; 'mark' and 'ready' write.
  */
-const MARKERS_LUA = `#!lua flags=allow-cross-slot-keys\n${lua('marker-fn')}\n${lua('cluster-markers')}`;
-const MARKERS_SHA = createHash('sha1').update(MARKERS_LUA).digest('hex');
+const MARKERS = {
+  read: markersScript('allow-cross-slot-keys,no-writes'),
+  write: markersScript('allow-cross-slot-keys'),
+};
+
+function markersScript(flags: string): { lua: string; sha: string } {
+  const text = `#!lua flags=${flags}\n${lua('marker-fn')}\n${lua('cluster-markers')}`;
+  return { lua: text, sha: createHash('sha1').update(text).digest('hex') };
+}
 
 /** Redis integers are signed 64-bit; refuse anything else before a script half-runs. */
 function int64(value: bigint, what: string): Amount {
@@ -503,15 +513,22 @@ export class RedisBalanceStore implements BalanceStore {
    * and every slot's marker holds that generation (a node that restarted empty lost its
    * slots' markers with their balances). One script call per node reads its slots' markers
    * (`#markers`); a marker it finds wrong is read again through the Cluster client before
-   * the answer is false (a slot migrating between nodes is where the client is sent).
+   * the answer is false (a slot migrating between nodes is where the client is sent), and a
+   * generation that changed meanwhile (another process's rebuild finished) is checked once more.
    */
   async ready(): Promise<boolean> {
     if (!this.#cluster) return (await this.#redis.exists(this.#key('ready'))) === 1;
-    const [gen, layout] = await Promise.all([this.#redis.get(this.#g('ready')), this.#redis.get(this.#g('layout'))]);
-    if (gen === null || layout !== CLUSTER_LAYOUT) return false;
     const read = (slot: number) => this.#redis.get(this.#slotMarker(slot));
-    const suspect = await this.#markers('check', gen, '', read, (m) => m === gen);
-    return (await this.#eachSlot(suspect, read)).every((m) => m === gen);
+    // The generation is read before the markers: a rebuild of another process that finishes
+    // in between leaves every marker on a newer one. Then the check is made again against that
+    // one (once), not answered false: false makes the warehouse owner's watch rebuild.
+    for (let attempt = 0; ; attempt++) {
+      const [gen, layout] = await Promise.all([this.#redis.get(this.#g('ready')), this.#redis.get(this.#g('layout'))]);
+      if (gen === null || layout !== CLUSTER_LAYOUT) return false;
+      const suspect = await this.#markers('check', gen, '', read, (m) => m === gen);
+      if ((await this.#eachSlot(suspect, read)).every((m) => m === gen)) return true;
+      if (attempt > 0 || (await this.#redis.get(this.#g('ready'))) === gen) return false;
+    }
   }
 
   /** One MULTI: the ready mark (and the layout, on a Cluster: all in the `{ledger}` slot) and the positions. */
@@ -846,9 +863,14 @@ export class RedisBalanceStore implements BalanceStore {
       const args = [op, v, gen, ...slots.map((slot) => this.#slotMarker(slot))];
       let positions: number[];
       try {
-        positions = (await node.evalsha(MARKERS_SHA, 0, ...args).catch((err: unknown) => {
+        // By SHA1; the whole text once to a node that has not cached it (NOSCRIPT).
+        const script = op === 'check' ? MARKERS.read : MARKERS.write;
+        const send = (whole: boolean) => op === 'check'
+          ? (whole ? node.eval_ro(script.lua, 0, ...args) : node.evalsha_ro(script.sha, 0, ...args))
+          : (whole ? node.eval(script.lua, 0, ...args) : node.evalsha(script.sha, 0, ...args));
+        positions = (await send(false).catch((err: unknown) => {
           if (!String((err as Error)?.message).startsWith('NOSCRIPT')) throw err;
-          return node.eval(MARKERS_LUA, 0, ...args);
+          return send(true);
         })) as number[];
       } catch {
         return void perSlot.push(...slots);
