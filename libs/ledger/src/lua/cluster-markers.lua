@@ -1,7 +1,8 @@
 -- Redis Cluster: the ready markers of many slots, all served by the node this runs on, in one
 -- call (ready(), and load's mark and ready passes, in redis-balance-store.ts), where a command
 -- per slot made 16,384 per pass. Sent with the shebang `#!lua flags=allow-cross-slot-keys`
--- (Redis >= 7.0), which lets one script use keys of several slots of its own node; the markers
+-- (Redis >= 7.0; for 'check' also `no-writes`, by EVALSHA_RO, so a master holding its writes
+-- still answers it), which lets one script use keys of several slots of its own node; the markers
 -- come in ARGV because KEYS of several slots are refused (CROSSSLOT) whatever the flag. A
 -- marker whose slot this node does not serve, or is migrating, fails the call (Redis refuses
 -- the access), as does a Redis without script flags: the caller then goes one slot at a time
