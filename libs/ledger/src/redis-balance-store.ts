@@ -75,7 +75,6 @@ interface LedgerScripts {
 /** The Cluster layout's version, stored in `P {ledger}layout` by `load`; `ready()` wants it. */
 export const CLUSTER_LAYOUT = 'cluster-2';
 const SLOTS = 16384;
-const ALL_SLOTS: readonly number[] = Array.from({ length: SLOTS }, (_, slot) => slot);
 
 let slotTagTable: string[] | undefined;
 /**
@@ -817,11 +816,11 @@ export class RedisBalanceStore implements BalanceStore {
     return this.#slotMarker(calculateSlot(this.#accountKeys(accountId).bal));
   }
 
-  /** `slots` by the node the client's slot map says serves each (`host:port`; '' for a plain Redis). */
-  #byNode(slots: Iterable<number>): Map<string, number[]> {
+  /** Every slot, by the node the client's slot map says serves it (`host:port`; '' for a plain Redis). */
+  #slotsByNode(): Map<string, number[]> {
     const byNode = new Map<string, number[]>();
     const owners = this.#redis.isCluster ? (this.#redis as Cluster).slots : [];
-    for (const slot of slots) {
+    for (let slot = 0; slot < SLOTS; slot++) {
       const node = owners[slot]?.[0] ?? '';
       let list = byNode.get(node);
       if (!list) byNode.set(node, (list = []));
@@ -857,7 +856,7 @@ export class RedisBalanceStore implements BalanceStore {
     else nodes.set('', this.#redis as Redis);
     const failed: number[] = [];
     const perSlot: number[] = [];
-    await Promise.all([...this.#byNode(ALL_SLOTS)].map(async ([key, slots]) => {
+    await Promise.all([...this.#slotsByNode()].map(async ([key, slots]) => {
       const node = nodes.get(key);
       if (node === undefined) return void perSlot.push(...slots);
       const args = [op, v, gen, ...slots.map((slot) => this.#slotMarker(slot))];
