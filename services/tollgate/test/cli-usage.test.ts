@@ -63,7 +63,7 @@ test('bad usage: unknown command, subcommand or option, missing or extra argumen
     [['accounts', 'list', '--format', 'yaml'], 'tollgate accounts list: --format must be one of json, table (not "yaml")\n(see tollgate accounts list --help)\n'],
     [['accounts', 'update', 'acct_1'], 'tollgate accounts update: nothing to change: give at least one of --name, --status, --price-list, --plan, --group, --daily-credits, --monthly-credits, --overdraft-credits, --low-balance-credits, --admission-policy\n(see tollgate accounts update --help)\n'],
     [['accounts', 'update', 'acct_1', '--status', 'paused'], 'tollgate accounts update: --status must be one of active, suspended, disabled (not "paused")\n(see tollgate accounts update --help)\n'],
-    [['keys', 'update', 'key_1', '--ip-allowlist', '10.0.0.0/8,none'], 'tollgate keys update: --ip-allowlist: empty entry, or "none" mixed with values (--ip-allowlist none alone empties the list)\n(see tollgate keys update --help)\n'],
+    [['keys', 'update', 'key_1', '--ip-allowlist', '10.0.0.0/8,none'], 'tollgate keys update: --ip-allowlist: empty entry, or "none" mixed with values (--ip-allowlist none goes alone)\n(see tollgate keys update --help)\n'],
     [['credits', 'grant', 'acct_1', '5'], 'tollgate credits grant: --reference is required (it makes the entry idempotent)\n(see tollgate credits grant --help)\n'],
     [['credits', 'grant', 'acct_1', '-5', '--reference', 'r'], 'tollgate credits grant: unknown option "-5" (a negative number goes after --, e.g. -- -5)\n(see tollgate credits grant --help)\n'],
     // an option given twice is refused: acting on the last one may not be what was meant

@@ -1,7 +1,7 @@
 // `tollgate accounts …` and `tollgate keys …`: clients of /admin/v1/accounts and /admin/v1/keys.
 
 import { UsageError, choiceOption, expectPositionals, stringOption, type Command, type Group, type Parsed } from './core.ts';
-import { listFormat, printJson, printList } from './output.ts';
+import { byIdCommand, listFormat, printJson, printList } from './output.ts';
 import type { ValueKind } from './values.ts';
 
 const FORMAT = { format: { type: 'string' } } as const;
@@ -18,13 +18,17 @@ function nullable(values: Parsed['values'], name: string): string | null | undef
   return v === NONE ? null : v;
 }
 
-/** A repeatable list option (each value may also be comma-separated); "none" → null (empty the list). */
-function list(values: Parsed['values'], name: string): string[] | null | undefined {
+/**
+ * A repeatable list option (each value may also be comma-separated); "none" alone → null (empty
+ * the list, or clear the setting: the caller says which, and refuses it where neither applies).
+ * @throws UsageError for an empty entry or "none" among values
+ */
+export function list(values: Parsed['values'], name: string): string[] | null | undefined {
   const v = values[name];
   if (v === undefined) return undefined;
   const items = (Array.isArray(v) ? v : [v]).flatMap((s) => String(s).split(',')).map((s) => s.trim());
   if (items.length === 1 && items[0] === NONE) return null;
-  if (items.some((s) => s === '' || s === NONE)) throw new UsageError(`--${name}: empty entry, or "${NONE}" mixed with values (--${name} ${NONE} alone empties the list)`);
+  if (items.some((s) => s === '' || s === NONE)) throw new UsageError(`--${name}: empty entry, or "${NONE}" mixed with values (--${name} ${NONE} goes alone)`);
   return items;
 }
 
@@ -95,19 +99,15 @@ command takes. NAME: 1-200 characters, no control characters.`,
         printJson(ctx.io, (await ctx.api().json('POST', '/admin/v1/accounts', { body: { name } })).body);
       },
     },
-    {
+    byIdCommand({
       name: 'accounts show',
       summary: 'one account with its limits and balance',
       help: `Usage: tollgate accounts show ACCOUNT_ID
 
 Prints the account (GET /admin/v1/accounts/:id) as JSON: status, price list, plan, limits,
 balance in credits and micro-credits.`,
-      options: {},
-      async run(ctx) {
-        const [id] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
-        printJson(ctx.io, (await ctx.api().json('GET', `/admin/v1/accounts/${enc(id!)}`)).body);
-      },
-    },
+      id: 'ACCOUNT_ID', method: 'GET', path: (id) => `/admin/v1/accounts/${id}`,
+    }),
     {
       name: 'accounts update',
       summary: 'change status, price list, plan or limits',
@@ -204,31 +204,23 @@ Creates a key (POST /admin/v1/accounts/:id/keys) and prints it as JSON with "key
         ctx.io.stderr.write(`${ctx.name}: the "key" above is the secret; it is not stored and cannot be shown again\n`);
       },
     },
-    {
+    byIdCommand({
       name: 'keys show',
       summary: 'one key with its access rules and limits',
       help: `Usage: tollgate keys show KEY_ID
 
 Prints the key (GET /admin/v1/keys/:id) as JSON, without its secret.`,
-      options: {},
-      async run(ctx) {
-        const [id] = expectPositionals(ctx.positionals, ['KEY_ID']);
-        printJson(ctx.io, (await ctx.api().json('GET', `/admin/v1/keys/${enc(id!)}`)).body);
-      },
-    },
-    {
+      id: 'KEY_ID', method: 'GET', path: (id) => `/admin/v1/keys/${id}`,
+    }),
+    byIdCommand({
       name: 'keys revoke',
       summary: 'revoke a key at once (final)',
       help: `Usage: tollgate keys revoke KEY_ID
 
 Revokes the key (DELETE /admin/v1/keys/:id) and prints it. Final: a revoked key cannot be
 changed or re-enabled. Revoking a revoked key changes nothing.`,
-      options: {},
-      async run(ctx) {
-        const [id] = expectPositionals(ctx.positionals, ['KEY_ID']);
-        printJson(ctx.io, (await ctx.api().json('DELETE', `/admin/v1/keys/${enc(id!)}`)).body);
-      },
-    },
+      id: 'KEY_ID', method: 'DELETE', path: (id) => `/admin/v1/keys/${id}`,
+    }),
     {
       name: 'keys update',
       summary: 'change status, plan, limits or access rules',

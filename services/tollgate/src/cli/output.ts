@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline/promises';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Table from 'cli-table3';
-import { RunError, UsageError, choiceOption, stringOption, type Context, type Io, type Parsed } from './core.ts';
+import { RunError, UsageError, choiceOption, expectPositionals, stringOption, type Command, type Context, type Io, type Parsed } from './core.ts';
 
 /** Pretty JSON (2 spaces) and a newline on stdout. */
 export function printJson(io: Io, value: unknown): void {
@@ -34,6 +34,20 @@ export function printTable(io: Io, rows: ReadonlyArray<Record<string, unknown>>,
 /** `--format json|table` of a listing: given, else a table on a terminal and JSON into a pipe or file. */
 export function listFormat(values: Parsed['values'], io: Io): 'json' | 'table' {
   return choiceOption(values, 'format', ['json', 'table'] as const) ?? (io.stdout.isTTY ? 'table' : 'json');
+}
+
+/**
+ * A command that takes one id, sends `method path(id)` (the id percent-encoded) without a body
+ * and prints the JSON answer: the shape of every show, delete and revoke.
+ */
+export function byIdCommand(c: { name: string; summary: string; help: string; id: string; method: 'GET' | 'DELETE'; path: (id: string) => string }): Command {
+  return {
+    name: c.name, summary: c.summary, help: c.help, options: {},
+    async run(ctx) {
+      const [id] = expectPositionals(ctx.positionals, [c.id]);
+      printJson(ctx.io, (await ctx.api().json(c.method, c.path(encodeURIComponent(id!)))).body);
+    },
+  };
 }
 
 /** A `{data: [...]}` listing as `format` says. */

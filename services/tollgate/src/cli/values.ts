@@ -1,6 +1,6 @@
 // Typed option values of the operator CLI, checked before any request with the same parsers the
 // API uses (parseCredits of @tollgate/pricing, parseTime of @tollgate/http, normaliseCidr of
-// @tollgate/keys), so a malformed value is a usage error (exit 2) naming the option, never a
+// @tollgate/keys, the URL rules of @tollgate/control), so a malformed value is a usage error (exit 2) naming the option, never a
 // request the server refuses (exit 1). The libraries are loaded only when such a value is given:
 // most commands start without them.
 
@@ -16,9 +16,16 @@ const NONE = 'none';
  * - `instant`: the same forms, sent as the RFC 3339 date-time the field takes (`expires_at`)
  * - `cidrs`: IPv4/IPv6 CIDRs (normaliseCidr), repeated or comma-separated
  * - `page`: a whole number 1-1000 (the `limit` of the usage and credit-history routes)
+ * - `deliveries`: a whole number 1-DELIVERIES_KEPT (@tollgate/webhooks: the deliveries kept per webhook)
+ * - `upstream-limit`: a whole number within UPSTREAM_LIMITS[limit] of @tollgate/control (an
+ *   upstream's weight, priority, max concurrency)
+ * - `upstream-url`: an upstream's base URL (`upstreamBaseUrl` of @tollgate/control)
+ * - `webhook-url`: a webhook's URL (`webhookUrl` of @tollgate/control)
  * `nullable`: `none` is accepted (sends null / empties the list).
  */
-export type ValueKind = { kind: 'credits' | 'time' | 'instant' | 'cidrs' | 'page'; nullable?: boolean };
+export type ValueKind =
+  | { kind: 'credits' | 'time' | 'instant' | 'cidrs' | 'page' | 'deliveries' | 'upstream-url' | 'webhook-url'; nullable?: boolean }
+  | { kind: 'upstream-limit'; limit: 'weight' | 'priority' | 'maxConcurrency'; nullable?: boolean };
 
 /** The largest page the API serves (`limit` of /admin/v1/usage and of …/credits/history). */
 export const MAX_PAGE = 1000;
@@ -41,6 +48,13 @@ export async function creditsValue(text: string, label: string, rule: 'non-negat
   if (rule === 'non-negative' && micros < 0n) throw new UsageError(`${label}: must not be negative${label.startsWith('--') ? ` (--${label.slice(2)} ${NONE} removes it)` : ''}`);
   if (rule === 'non-zero' && micros === 0n) throw new UsageError(`${label}: must not be zero`);
   return micros;
+}
+
+/** @throws UsageError naming `label` unless `text` is a whole number from `min` to `max` (decimal digits, an optional minus) */
+function wholeNumber(text: string, label: string, min: number, max: number): void {
+  if (!/^-?\d{1,16}$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw new UsageError(`${label} must be a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
+  }
 }
 
 /**
@@ -85,6 +99,26 @@ export async function checkValues(values: Parsed['values'], kinds: Readonly<Reco
           } catch (err) {
             throw new UsageError(`${label}: ${problemOf(err)}`);
           }
+        }
+        break;
+      }
+      case 'upstream-limit': {
+        const [min, max] = (await import('@tollgate/control')).UPSTREAM_LIMITS[spec.limit];
+        wholeNumber(items[0]!, label, min, max);
+        break;
+      }
+      case 'deliveries':
+        wholeNumber(items[0]!, label, 1, (await import('@tollgate/webhooks')).DELIVERIES_KEPT);
+        break;
+      case 'upstream-url':
+      case 'webhook-url': {
+        const { upstreamBaseUrl, webhookUrl } = await import('@tollgate/control');
+        try {
+          if (spec.kind === 'upstream-url') upstreamBaseUrl(items[0]!);
+          else webhookUrl(items[0]!);
+        } catch (err) {
+          // The API's message names its field (`base_url: …`); here the option is named instead.
+          throw new UsageError(`${label}: ${problemOf(err).replace(/^(base_url|url): /, '')}`);
         }
         break;
       }
