@@ -4,6 +4,7 @@
 // then does.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { UPSTREAM_LIMITS } from '@tollgate/control';
 import { DELIVERIES_KEPT, WEBHOOK_EVENT_TYPES } from '@tollgate/webhooks';
 import { runTollgate, type CliResult } from '../../../test/support/cli.ts';
@@ -62,6 +63,21 @@ test('the upstream credential comes from stdin, is the one the gateway sends, an
   assert.equal(cleared.api_key_set, false);
   await waitFor(async () => (await ask(c.secret)) !== 200, 'a request without a key fails');
   ok(await tg(['accounts', 'update', c.accountId, '--group', 'none']));
+});
+
+test('a refused key rotated through the CLI: its upstream serves again at once, not after CIRCUIT_OPEN_MS (30 s)', async () => {
+  // first: priority 10 with a key the simulator refuses; the configured default (priority 0) takes over.
+  const first = ok<{ id: string }>(await tg(['upstreams', 'create', 'first', '--platform', 'anthropic', '--base-url', stack.simUrl, '--api-key-stdin', '--priority', '10'], 'sk-ant-refused\n'));
+  const group = ok<{ id: string }>(await tg(['groups', 'create', 'first then default', '--platform', 'anthropic', '--upstream', `${first.id},default`]));
+  const c = await customer(stack.url, 10, 'rotation');
+  ok(await tg(['keys', 'update', c.keyId, '--group', group.id]));
+  await waitFor(async () => (await servedBy(c.secret)) === 'default', 'the refused upstream fails over to default');
+  // Its circuit is open now (a 401 opens it at once): the next request goes straight to default.
+  assert.equal(await servedBy(c.secret), 'default');
+  ok(await tg(['upstreams', 'update', first.id, '--api-key-stdin'], UPSTREAM_KEY));
+  // Within the pool snapshot's age (≤ 1 s), far inside the 30 s the circuit would stay open.
+  await waitFor(async () => (await servedBy(c.secret)) === first.id, 'the rotated upstream serves again');
+  ok(await tg(['keys', 'update', c.keyId, '--group', 'none']));
 });
 
 test('a credential on the command line, or a malformed one on stdin, is refused before anything is sent (exit 2, the key not echoed)', async () => {
@@ -207,6 +223,28 @@ test('the help texts give the API\'s own bounds and names', async () => {
   const top = await runTollgate(['--help']);
   for (const g of ['upstreams', 'groups', 'webhooks']) assert.match(top.stdout, new RegExp(`^  ${g} `, 'm'));
 });
+
+/**
+ * One customer request (200 expected), in a session of its own (a session stays pinned to the
+ * upstream that served it: README "Selection, failover and affinity"): the upstream its usage
+ * record says served it (`upstream_id`).
+ */
+async function servedBy(secret: string): Promise<string> {
+  const res = await fetch(`${stack.url}/v1/messages`, {
+    method: 'POST',
+    headers: { 'x-api-key': secret, 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-claude-code-session-id': randomUUID() },
+    body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  await res.arrayBuffer();
+  assert.equal(res.status, 200);
+  const id = res.headers.get('request-id')!;
+  for (let i = 0; ; i++) {
+    const r = await admin<{ upstream_id?: string }>(stack.url, 'GET', `/admin/v1/usage/events/${id}`);
+    if (r.status === 200) return r.json.upstream_id!;
+    if (i > 100) assert.fail(`usage event ${id} not queryable within 5 s`);
+    await new Promise((done) => setTimeout(done, 50));
+  }
+}
 
 /** Polls `check` (the pool snapshot is up to POOL_CACHE_TTL_MS old) until it holds, for up to 5 s. */
 async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {

@@ -26,6 +26,11 @@ const WINDOW_S = 60;
  * half-open probe (`half_open`, every other request skips it); the probe's success closes the
  * circuit, its failure re-opens it for another `openMs`. A failure with `open` (a credential the
  * upstream refused) opens it at once. Cooldowns are independent of the circuit.
+ *
+ * What the circuit and the cooldown judge is the upstream's URL and credential (`rebase`): when
+ * the operator changes either (a refused key rotated, a dead host replaced), the upstream is
+ * judged afresh at once, not after `openMs`, and the outcome of an attempt begun before the change
+ * (`begin`'s generation) no longer moves the circuit.
  */
 export class UpstreamHealth {
   readonly id: string;
@@ -36,6 +41,10 @@ export class UpstreamHealth {
   #openUntil = 0;
   #cooldownUntil = 0;
   #inFlight = 0;
+  /** what the state below judges: the URL and the sealed credential last seen (`rebase`) */
+  #basis: { url: string; key: string | null } | undefined;
+  /** bumped by every change of the basis: attempts begun under an older one do not move the circuit */
+  #generation = 0;
   // per-second buckets of the last WINDOW_S seconds: [second, attempts, failures]
   #window: Array<[number, number, number]> = [];
 
@@ -77,11 +86,35 @@ export class UpstreamHealth {
     return Math.max(this.#state === 'open' ? this.#openUntil : 0, this.#cooldownUntil);
   }
 
-  /** An attempt starts: counts it in flight; an open circuit whose time has passed becomes half-open (this is its probe). */
-  begin(): void {
+  /**
+   * The upstream as the request is about to judge it: `url` its base URL, `sealedKey` its sealed
+   * credential (null: none; a rotation seals anew, so a changed key is a changed text). When
+   * either differs from what was judged so far, the circuit closes and the failures and cooldown
+   * are forgotten; in-flight counts and the window's figures stay (they are about requests, not
+   * the judgement). The first call only records the basis.
+   */
+  rebase(url: string, sealedKey: string | null): void {
+    const b = this.#basis;
+    if (b !== undefined && b.url === url && b.key === sealedKey) return;
+    this.#basis = { url, key: sealedKey };
+    if (b === undefined) return;
+    this.#generation++;
+    this.#state = 'closed';
+    this.#failures = 0;
+    this.#openUntil = 0;
+    this.#cooldownUntil = 0;
+  }
+
+  /**
+   * An attempt starts: counts it in flight; an open circuit whose time has passed becomes
+   * half-open (this is its probe). Returns the attempt's generation, for `failed`, `succeeded`
+   * and `coolDown`.
+   */
+  begin(): number {
     this.#inFlight++;
     if (this.#state === 'open' && this.#now() >= this.#openUntil) this.#state = 'half_open';
     this.#count(false);
+    return this.#generation;
   }
 
   /** The attempt is over (its response read or abandoned); idempotence is the caller's (`Lease`). */
@@ -89,8 +122,12 @@ export class UpstreamHealth {
     this.#inFlight = Math.max(0, this.#inFlight - 1);
   }
 
-  /** The upstream answered usefully (a 2xx, or a 4xx that is the request's own fault): closes the circuit. */
-  succeeded(): void {
+  /**
+   * The upstream answered usefully (a 2xx, or a 4xx that is the request's own fault): closes the
+   * circuit. `generation`: `begin`'s (default: the current one); an older one changes nothing.
+   */
+  succeeded(generation = this.#generation): void {
+    if (generation !== this.#generation) return;
     this.#failures = 0;
     this.#state = 'closed';
   }
@@ -98,18 +135,25 @@ export class UpstreamHealth {
   /**
    * The attempt failed (connection error, timeout to headers, 5xx, 529, 429, a refused
    * credential). `open`: open the circuit now whatever the count (401/403: the credential is bad).
+   * Counted in the window always; an attempt of an older `generation` (begun before `rebase`
+   * changed the basis: the old key's refusal) does not move the circuit.
    */
-  failed(open = false): void {
-    this.#failures++;
+  failed(open = false, generation = this.#generation): void {
     this.#count(true);
+    if (generation !== this.#generation) return;
+    this.#failures++;
     if (open || this.#state === 'half_open' || this.#failures >= this.#opts.failureThreshold) {
       this.#state = 'open';
       this.#openUntil = this.#now() + this.#opts.openMs;
     }
   }
 
-  /** Cools the upstream down until `until` (epoch ms); a later cooldown already set is kept. */
-  coolDown(until: number): void {
+  /**
+   * Cools the upstream down until `until` (epoch ms); a later cooldown already set is kept. An
+   * attempt of an older `generation` (another credential's rate limit) is ignored.
+   */
+  coolDown(until: number, generation = this.#generation): void {
+    if (generation !== this.#generation) return;
     if (until > this.#cooldownUntil) this.#cooldownUntil = until;
   }
 

@@ -147,6 +147,13 @@ export class UpstreamPool {
     this.#now = o.now ?? Date.now;
   }
 
+  /** This process's state of `u`, judged on `u`'s URL and credential as the snapshot gives them now (`UpstreamHealth.rebase`). */
+  #judged(u: ResolvedUpstream): UpstreamHealth {
+    const h = this.health(u.record.id);
+    h.rebase(u.record.base_url, u.record.api_key_sealed);
+    return h;
+  }
+
   /** This process's state of an upstream (created on first use). */
   health(id: string): UpstreamHealth {
     let h = this.#health.get(id);
@@ -192,7 +199,7 @@ export class UpstreamPool {
    */
   pick(candidates: readonly ResolvedUpstream[], tried: ReadonlySet<string>, pinned: string | undefined, panic: boolean): ResolvedUpstream | undefined {
     const untried = candidates.filter((u) => !tried.has(u.record.id));
-    const available = untried.filter((u) => this.health(u.record.id).unavailable(u.record.max_concurrency) === null);
+    const available = untried.filter((u) => this.#judged(u).unavailable(u.record.max_concurrency) === null);
     if (pinned !== undefined) {
       const p = available.find((u) => u.record.id === pinned);
       if (p) return p;
@@ -243,8 +250,8 @@ export class UpstreamPool {
       const id = u.record.id;
       tried.add(id);
       attempts++;
-      const health = this.health(id);
-      health.begin();
+      const health = this.#judged(u);
+      const generation = health.begin();
       let released = false;
       const release = () => {
         if (released) return;
@@ -258,14 +265,14 @@ export class UpstreamPool {
       try {
         res = await post(this.#o.clients.get(u), u);
       } catch (error) {
-        health.failed();
+        health.failed(false, generation);
         release();
         if (more()) continue;
         return { upstreamId: id, attempts, outcome: { error }, release };
       }
       const verdict = judge(res, this.#now());
       if (verdict.kind === 'served') {
-        health.succeeded();
+        health.succeeded(generation);
         if (shared && res.status < 300) {
           store.setAffinity(route.group.id, session, id, affinityTtlMs(ctx.body)).catch((err: unknown) => {
             this.#o.onError?.(err, 'session affinity could not be written');
@@ -273,8 +280,8 @@ export class UpstreamPool {
         }
         return { upstreamId: id, attempts, outcome: { res }, release };
       }
-      health.failed(verdict.open);
-      if (verdict.coolUntil !== null) health.coolDown(verdict.coolUntil);
+      health.failed(verdict.open, generation);
+      if (verdict.coolUntil !== null) health.coolDown(verdict.coolUntil, generation);
       if (more()) {
         res.body.cancel();
         release();
