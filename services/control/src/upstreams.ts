@@ -58,13 +58,38 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown, shape: string): T {
   return r.data;
 }
 
-/** Names and upstream model names: well-formed text without control characters or U+2028/9, trimmed, 1 … max. */
+/**
+ * What is wrong with a name or an upstream model name, or undefined: well-formed text without
+ * control characters, U+2028/9 or bidi controls, 1 … `max` characters once trimmed. The operator
+ * CLI checks its values with it before sending them.
+ */
+export function boundedTextProblem(value: string, max: number): string | undefined {
+  return operatorTextProblem(value, max) ?? (value.trim().length === 0 ? 'must not be empty' : undefined);
+}
+
+/** Visible ASCII, no spaces: what goes in a header (an api key) or on the wire and back (a model name). */
+const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+
+/** Names and upstream model names (`boundedTextProblem`), trimmed. @throws GatewayError 400 naming `field` */
 function boundedText(field: string, value: string, max: number): string {
-  const problem = operatorTextProblem(value, max);
+  const problem = boundedTextProblem(value, max);
   if (problem) bad(field, problem);
-  const t = value.trim();
-  if (t.length === 0) bad(field, 'must not be empty');
-  return t;
+  return value.trim();
+}
+
+/**
+ * What is wrong with a model_mapping target (the model name sent to the group's upstreams), or
+ * undefined: a name (`boundedTextProblem`, ≤ 200) of printable ASCII without spaces. The
+ * upstream reports the model it served, i.e. this name, and metering reads back only a wire
+ * model name (`wireLabel`: printable ASCII): another name made every answer a usage anomaly with
+ * no served model (a tester's case).
+ */
+export function mappedNameProblem(value: string): string | undefined {
+  const problem = boundedTextProblem(value, UPSTREAM_LIMITS.mappedNameChars);
+  if (problem) return problem;
+  const name = value.trim();
+  if (!VISIBLE_ASCII.test(name)) return `${JSON.stringify(name.slice(0, 200))} must be printable ASCII without spaces (an upstream model name, read back from the upstream's answers)`;
+  return undefined;
 }
 
 /**
@@ -99,13 +124,20 @@ export function upstreamBaseUrl(value: string): string {
   return u.href.replace(/\/+$/, '');
 }
 
-/** Visible ASCII, no spaces: what goes in a header (an api key) or on the wire and back (a model name). */
-const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+/**
+ * What is wrong with an upstream credential, or undefined: it goes into a request header, so
+ * visible ASCII only, 1 … 4,096 characters. The message never quotes the value.
+ */
+export function apiKeyProblem(value: string): string | undefined {
+  if (value.length === 0 || value.length > UPSTREAM_LIMITS.apiKeyChars) return `must be 1 to ${UPSTREAM_LIMITS.apiKeyChars} characters`;
+  if (!VISIBLE_ASCII.test(value)) return 'must be visible ASCII characters without spaces (it is sent as a header value)';
+  return undefined;
+}
 
-/** A credential goes into a request header: visible ASCII only, 1 … 4,096 characters. */
+/** `apiKeyProblem` as a 400 naming `api_key`. */
 function apiKeyField(value: string): string {
-  if (value.length === 0 || value.length > UPSTREAM_LIMITS.apiKeyChars) bad('api_key', `must be 1 to ${UPSTREAM_LIMITS.apiKeyChars} characters`);
-  if (!VISIBLE_ASCII.test(value)) bad('api_key', 'must be visible ASCII characters without spaces (it is sent as a header value)');
+  const problem = apiKeyProblem(value);
+  if (problem) bad('api_key', problem);
   return value;
 }
 
@@ -283,12 +315,9 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
       const resolved = resolveModel(catalog, from);
       if (!resolved) bad(field, `${JSON.stringify(from.slice(0, 200))} is not a model of the catalog in force`);
       if (Object.hasOwn(out, resolved.model.id)) bad(field, `maps ${resolved.model.id} a second time`);
-      const name = boundedText(field, to, UPSTREAM_LIMITS.mappedNameChars);
-      // The upstream reports the model it served, i.e. this name, and metering reads back only a
-      // wire model name (`wireLabel`: printable ASCII): another name made every answer a usage
-      // anomaly with no served model (a tester's case).
-      if (!VISIBLE_ASCII.test(name)) bad(field, `${JSON.stringify(name.slice(0, 200))} must be printable ASCII without spaces (an upstream model name, read back from the upstream's answers)`);
-      out[resolved.model.id] = name;
+      const problem = mappedNameProblem(to);
+      if (problem) bad(field, problem);
+      out[resolved.model.id] = to.trim();
     }
     return entries.length === 0 ? null : out;
   };

@@ -49,6 +49,9 @@ const PART_NAMES = {
   'user info': 'user name or password', query: 'query', path: 'path', 'path parameter': 'path parameters (;name=value)', fragment: 'fragment (#…)',
 } as const;
 
+/** Characters a webhook's description may have (README, Webhooks). */
+export const MAX_WEBHOOK_DESCRIPTION_CHARS = 500;
+
 /**
  * The URL a webhook may post to: absolute http(s), no tab, line break or other control
  * character and no leading or trailing space anywhere in it (the URL parser would silently
@@ -89,7 +92,7 @@ function parseCreate(body: unknown, secrets: readonly string[]) {
   });
   let description: string | null = null;
   if (r.data.description !== undefined && r.data.description !== null) {
-    const problem = operatorTextProblem(r.data.description, 500);
+    const problem = operatorTextProblem(r.data.description, MAX_WEBHOOK_DESCRIPTION_CHARS);
     if (problem) bad('description', problem);
     description = r.data.description.trim();
   }

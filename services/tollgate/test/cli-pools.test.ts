@@ -5,7 +5,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { UPSTREAM_LIMITS } from '@tollgate/control';
+import { MAX_WEBHOOK_DESCRIPTION_CHARS, UPSTREAM_LIMITS } from '@tollgate/control';
 import { DELIVERIES_KEPT, WEBHOOK_EVENT_TYPES } from '@tollgate/webhooks';
 import { runTollgate, type CliResult } from '../../../test/support/cli.ts';
 import { ADMIN_TOKEN, UPSTREAM_KEY, admin, customer, startStack, type Stack } from '../../../test/support/tollgate.ts';
@@ -89,10 +89,12 @@ test('a credential on the command line, or a malformed one on stdin, is refused 
   const cases: Array<[string, RegExp]> = [
     ['', /--api-key-stdin: standard input was empty/],
     ['\n', /--api-key-stdin: standard input was empty/],
-    ['sk-ant with-space', /--api-key-stdin: the key must be visible ASCII characters without spaces or line breaks/],
+    ['sk-ant with-space', /--api-key-stdin: the key must be visible ASCII characters without spaces \(it is sent as a header value\)/],
     ['sk-ant-two\nlines\n', /--api-key-stdin: the key must be visible ASCII/],
     ['sk-ant-ключ', /--api-key-stdin: the key must be visible ASCII/],
-    ['k'.repeat(UPSTREAM_LIMITS.apiKeyChars + 1), new RegExp(`--api-key-stdin: the key must be at most ${UPSTREAM_LIMITS.apiKeyChars} characters`)],
+    ['k'.repeat(UPSTREAM_LIMITS.apiKeyChars + 1), new RegExp(`--api-key-stdin: the key must be 1 to ${UPSTREAM_LIMITS.apiKeyChars} characters`)],
+    // more than any key can be: refused without reading it to its end (a file or `yes` piped by mistake)
+    ['k'.repeat(8 << 20), new RegExp(`--api-key-stdin: the key must be 1 to ${UPSTREAM_LIMITS.apiKeyChars} characters; standard input holds more`)],
   ];
   for (const [input, message] of cases) {
     const r = await tg([...create, '--api-key-stdin'], input);
@@ -112,6 +114,30 @@ test('every value the API checks by itself is checked with its rule first: exit 
   const [cMin, cMax] = UPSTREAM_LIMITS.maxConcurrency;
   const create = (...extra: string[]) => ['upstreams', 'create', 'x', '--platform', 'anthropic', '--base-url', 'https://api.anthropic.com', '--url', NOWHERE, ...extra];
   const cases: Array<[string[], RegExp]> = [
+    [['upstreams', 'create', '   ', '--platform', 'anthropic', '--base-url', 'https://a.example', '--url', NOWHERE], /NAME: must not be empty/],
+    [['upstreams', 'create', 'tab\there', '--platform', 'anthropic', '--base-url', 'https://a.example', '--url', NOWHERE], /NAME: /],
+    [['upstreams', 'update', 'up_x', '--name', 'n'.repeat(UPSTREAM_LIMITS.nameChars + 1), '--url', NOWHERE], new RegExp(`--name: .*${UPSTREAM_LIMITS.nameChars}`)],
+    [['groups', 'create', 'x'.repeat(UPSTREAM_LIMITS.nameChars + 1), '--platform', 'anthropic', '--upstream', 'up_a', '--url', NOWHERE], /NAME: /],
+    [create('--models', Array.from({ length: UPSTREAM_LIMITS.models + 1 }, (_, i) => `m${i}`).join(',')), new RegExp(`--models: at most ${UPSTREAM_LIMITS.models} models`)],
+    [['groups', 'create', 'g', '--platform', 'anthropic', '--upstream', Array.from({ length: UPSTREAM_LIMITS.groupUpstreams + 1 }, (_, i) => `up_${i}`).join(','), '--url', NOWHERE], new RegExp(`--upstream: at most ${UPSTREAM_LIMITS.groupUpstreams} upstreams`)],
+    [['groups', 'update', 'grp_x', '--upstream', 'default,up_a,default', '--url', NOWHERE], /--upstream: default is listed twice/],
+    [['groups', 'update', 'grp_x', ...Array.from({ length: UPSTREAM_LIMITS.mappingEntries + 1 }, (_, i) => ['--map', `m${i}=x`]).flat(), '--url', NOWHERE], new RegExp(`--map: at most ${UPSTREAM_LIMITS.mappingEntries} entries`)],
+    [['groups', 'update', 'grp_x', '--map', 'claude-sonnet-4-5=my model', '--url', NOWHERE], /--map claude-sonnet-4-5: "my model" must be printable ASCII without spaces/],
+    [['groups', 'update', 'grp_x', '--map', 'claude-sonnet-4-5=modèle', '--url', NOWHERE], /must be printable ASCII/],
+    [['groups', 'update', 'grp_x', '--map', `claude-sonnet-4-5=${'m'.repeat(UPSTREAM_LIMITS.mappedNameChars + 1)}`, '--url', NOWHERE], /--map claude-sonnet-4-5: /],
+    [['webhooks', 'create', 'https://hooks.example.com/x', '--events', 'balance.low', '--description', 'd'.repeat(MAX_WEBHOOK_DESCRIPTION_CHARS + 1), '--url', NOWHERE], /--description: /],
+    [['webhooks', 'create', 'https://hooks.example.com/x', '--events', 'balance.low', '--description', 'a\tb', '--url', NOWHERE], /--description: /],
+    [['webhooks', 'create', 'https://hooks.example.com/x', '--events', 'balance.low', '--description', '', '--url', NOWHERE], /--description needs a value/],
+    [['webhooks', 'create', `https://hooks.example.com/${ADMIN_TOKEN}`, '--events', 'balance.low', '--url', NOWHERE], /^tollgate webhooks create: URL: must not carry a credential/],
+    // `.` and `..` as ids: a URL parser resolves them (also as %2E), so the request would go to another route
+    [['upstreams', 'show', '..', '--url', NOWHERE], /UPSTREAM_ID "\.\." is not an id/],
+    [['upstreams', 'delete', '.', '--url', NOWHERE], /UPSTREAM_ID "\." is not an id/],
+    [['groups', 'update', '..', '--name', 'x', '--url', NOWHERE], /GROUP_ID "\.\." is not an id/],
+    [['webhooks', 'deliveries', '..', '--url', NOWHERE], /WEBHOOK_ID "\.\." is not an id/],
+    [['accounts', 'show', '..', '--url', NOWHERE], /ACCOUNT_ID "\.\." is not an id/],
+    [['keys', 'revoke', '.', '--url', NOWHERE], /KEY_ID "\." is not an id/],
+    [['credits', 'grant', '..', '1', '--reference', 'r', '--url', NOWHERE], /ACCOUNT_ID "\.\." is not an id/],
+    [['plans', 'delete', '..', '--url', NOWHERE], /PLAN_ID "\.\." is not an id/],
     [create('--weight', String(wMin - 1)), new RegExp(`--weight must be a whole number from ${wMin} to ${wMax}, not "${wMin - 1}"`)],
     [create('--weight', String(wMax + 1)), /--weight must be a whole number/],
     [create('--weight', '1.5'), /--weight must be a whole number/],
@@ -174,6 +200,15 @@ test('upstreams and groups: update, show, list, delete reach the API; a refusal 
   const listed = ok<{ data: Array<{ id: string }> }>(await tg(['groups', 'list']));
   assert.deepEqual(listed.data.map((x) => x.id).slice(0, 1), ['default'], 'the default group first');
   assert.ok(listed.data.some((x) => x.id === group.id));
+  // A model named __proto__ is sent as a key like any other and refused by the server (not a
+  // catalog model), never dropped on the way (which sent {} and cleared the mapping); a comma
+  // belongs to the name.
+  const proto = await tg(['groups', 'update', group.id, '--map', '__proto__=evil']);
+  assert.equal(proto.code, 1);
+  assert.match(proto.stderr, /400 invalid_request_error: model_mapping\.__proto__: "__proto__" is not a model of the catalog in force/);
+  assert.deepEqual(ok<Record<string, unknown>>(await tg(['groups', 'show', group.id])).model_mapping, { 'claude-sonnet-4-5-20250929': 'anthropic.claude-sonnet-4-5-v1:0' }, 'the mapping is as it was');
+  const comma = ok<Record<string, unknown>>(await tg(['groups', 'update', group.id, '--map', 'claude-sonnet-4-5=my,model', '--map', 'claude-haiku-4-5=h']));
+  assert.deepEqual(Object.values(comma.model_mapping as Record<string, string>).sort(), ['h', 'my,model']);
   const table = await tg(['upstreams', 'list', '--format', 'table']);
   assert.equal(table.code, 0, table.stderr);
   assert.match(table.stdout.split('\n').find((l) => l.includes(up.id))!, new RegExp(`│ spare 2 +│ anthropic +│ ${stack.simUrl.replace(/[.]/g, '\\.')} +│ active +│ 1000 +│ 1000 +│ +│ \\["${group.id}"\\] +│`));

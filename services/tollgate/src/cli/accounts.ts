@@ -1,6 +1,6 @@
 // `tollgate accounts …` and `tollgate keys …`: clients of /admin/v1/accounts and /admin/v1/keys.
 
-import { UsageError, choiceOption, expectPositionals, stringOption, type Command, type Group, type Parsed } from './core.ts';
+import { UsageError, choiceOption, expectPositionals, pathId, stringOption, type Command, type Group, type Parsed } from './core.ts';
 import { byIdCommand, listFormat, printJson, printList } from './output.ts';
 import type { ValueKind } from './values.ts';
 
@@ -64,7 +64,6 @@ const ACCOUNT_UPDATE_FIELDS = [
   }],
 ] as const;
 
-const enc = encodeURIComponent;
 
 export const accounts: Group = {
   name: 'accounts',
@@ -139,7 +138,7 @@ sent (a malformed one exits 2).`,
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
         const body = patchBody(ctx.values, ACCOUNT_UPDATE_FIELDS);
-        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/accounts/${enc(id!)}`, { body })).body);
+        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/accounts/${pathId(id!, 'ACCOUNT_ID')}`, { body })).body);
       },
     },
   ] satisfies Command[],
@@ -183,7 +182,7 @@ ${FORMAT_HELP}`,
       async run(ctx) {
         const [account] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
         const format = listFormat(ctx.values, ctx.io);
-        printList(ctx.io, format, (await ctx.api().json('GET', `/admin/v1/accounts/${enc(account!)}/keys`)).body, KEY_COLUMNS);
+        printList(ctx.io, format, (await ctx.api().json('GET', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/keys`)).body, KEY_COLUMNS);
       },
     },
     {
@@ -199,7 +198,7 @@ Creates a key (POST /admin/v1/accounts/:id/keys) and prints it as JSON with "key
       async run(ctx) {
         const [account] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
         const name = ctx.values.name;
-        const { body } = await ctx.api().json('POST', `/admin/v1/accounts/${enc(account!)}/keys`, { body: name === undefined ? {} : { name } });
+        const { body } = await ctx.api().json('POST', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/keys`, { body: name === undefined ? {} : { name } });
         printJson(ctx.io, body);
         ctx.io.stderr.write(`${ctx.name}: the "key" above is the secret; it is not stored and cannot be shown again\n`);
       },
@@ -254,7 +253,7 @@ sent (a malformed one exits 2).`,
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['KEY_ID']);
         const body = patchBody(ctx.values, KEY_UPDATE_FIELDS);
-        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/keys/${enc(id!)}`, { body })).body);
+        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/keys/${pathId(id!, 'KEY_ID')}`, { body })).body);
       },
     },
   ] satisfies Command[],

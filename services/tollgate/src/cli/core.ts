@@ -100,6 +100,17 @@ export function expectPositionals(positionals: string[], names: readonly string[
   return positionals;
 }
 
+/**
+ * `id` as one segment of an API path: percent-encoded, and `.` / `..` refused (a URL parser
+ * resolves them, also as `%2E`, so the request would go to another route: `accounts show ..`
+ * was `GET /admin/v1/`). `label` names the argument in the message (e.g. ACCOUNT_ID).
+ * @throws UsageError for `.` or `..`
+ */
+export function pathId(id: string, label: string): string {
+  if (id === '.' || id === '..') throw new UsageError(`${label} ${JSON.stringify(id)} is not an id`);
+  return encodeURIComponent(id);
+}
+
 /** A string option's value, or undefined; `''` is refused (an empty id or name is always a mistake). */
 export function stringOption(values: Parsed['values'], name: string): string | undefined {
   const v = values[name];
@@ -197,12 +208,17 @@ export class Api {
     this.#token = connection.token;
   }
 
-  /** `path` with `query` (undefined values left out), percent-encoded. */
+  /**
+   * `path` with `query` (undefined values left out), percent-encoded.
+   * @throws UsageError when the URL parser would send it elsewhere (a dot segment not built by `pathId`)
+   */
   href(path: string, query: CallOptions['query'] = {}): string {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined) params.append(k, v);
     const qs = params.toString();
-    return `${this.url}${path}${qs === '' ? '' : `?${qs}`}`;
+    const href = `${this.url}${path}${qs === '' ? '' : `?${qs}`}`;
+    if (!new URL(href).pathname.endsWith(path)) throw new UsageError(`${path} is not a path of the API (an id of "." or ".."?)`);
+    return href;
   }
 
   /**

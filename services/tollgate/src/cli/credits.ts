@@ -1,12 +1,11 @@
 // `tollgate credits …` and `tollgate plans …`: clients of the credit and plan routes of the
 // operator API.
 
-import { UsageError, choiceOption, expectPositionals, stringOption, type Command, type Group, type Parsed } from './core.ts';
+import { UsageError, choiceOption, expectPositionals, pathId, stringOption, type Command, type Group, type Parsed } from './core.ts';
 import { listFormat, printJson, printList } from './output.ts';
 import { NONE } from './accounts.ts';
 import { creditsValue } from './values.ts';
 
-const enc = encodeURIComponent;
 
 /** Ledger kinds an operator may post (`POST /admin/v1/accounts/:id/credits` `kind`). */
 export const CREDIT_KINDS = ['grant', 'top_up', 'refund', 'adjustment'] as const;
@@ -44,7 +43,7 @@ amount, written after -- so it is not read as an option:
         // negative only as an adjustment.
         const micros = await creditsValue(amount!, 'CREDITS', 'non-zero');
         if (micros < 0n && kind !== 'adjustment') throw new UsageError('CREDITS: a negative amount takes credit away and needs --kind adjustment');
-        const { status, body } = await ctx.api().json<Record<string, unknown>>('POST', `/admin/v1/accounts/${enc(account!)}/credits`, {
+        const { status, body } = await ctx.api().json<Record<string, unknown>>('POST', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/credits`, {
           body: { credits: amount, reference, ...(kind === undefined ? {} : { kind }) },
         });
         printJson(ctx.io, body);
@@ -73,7 +72,7 @@ is --cursor of the next (on a terminal the table is followed by the --cursor to 
         const [account] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
         const format = listFormat(ctx.values, ctx.io);
         const query = Object.fromEntries(['from', 'to', 'limit', 'cursor'].map((k) => [k, stringOption(ctx.values, k)]));
-        const { body } = await ctx.api().json<{ data?: unknown; has_more?: unknown; next_cursor?: unknown }>('GET', `/admin/v1/accounts/${enc(account!)}/credits/history`, { query });
+        const { body } = await ctx.api().json<{ data?: unknown; has_more?: unknown; next_cursor?: unknown }>('GET', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/credits/history`, { query });
         printList(ctx.io, format, body, HISTORY_COLUMNS);
         if (format === 'table' && body.has_more === true) ctx.io.stderr.write(`${ctx.name}: more entries: --cursor ${String(body.next_cursor)}\n`);
       },
@@ -159,7 +158,7 @@ Prints the plan (GET /admin/v1/plans/:id).`,
       options: {},
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['PLAN_ID']);
-        printJson(ctx.io, (await ctx.api().json('GET', `/admin/v1/plans/${enc(id!)}`)).body);
+        printJson(ctx.io, (await ctx.api().json('GET', `/admin/v1/plans/${pathId(id!, 'PLAN_ID')}`)).body);
       },
     },
     {
@@ -175,7 +174,7 @@ ${PLAN_OPTIONS_HELP}`,
         const [id] = expectPositionals(ctx.positionals, ['PLAN_ID']);
         const body = planBody(ctx.values);
         if (Object.keys(body).length === 0) throw new UsageError(`nothing to change: give --name or a limit (${PLAN_LIMITS.map((o) => `--${o}`).join(', ')})`);
-        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/plans/${enc(id!)}`, { body })).body);
+        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/plans/${pathId(id!, 'PLAN_ID')}`, { body })).body);
       },
     },
     {
@@ -188,7 +187,7 @@ plan in line (key → account → DEFAULT_PLAN).`,
       options: {},
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['PLAN_ID']);
-        printJson(ctx.io, (await ctx.api().json('DELETE', `/admin/v1/plans/${enc(id!)}`)).body);
+        printJson(ctx.io, (await ctx.api().json('DELETE', `/admin/v1/plans/${pathId(id!, 'PLAN_ID')}`)).body);
       },
     },
   ] satisfies Command[],

@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline/promises';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Table from 'cli-table3';
-import { RunError, UsageError, choiceOption, expectPositionals, stringOption, type Command, type Context, type Io, type Parsed } from './core.ts';
+import { RunError, UsageError, choiceOption, expectPositionals, pathId, stringOption, type Command, type Context, type Io, type Parsed } from './core.ts';
 
 /** Pretty JSON (2 spaces) and a newline on stdout. */
 export function printJson(io: Io, value: unknown): void {
@@ -45,7 +45,7 @@ export function byIdCommand(c: { name: string; summary: string; help: string; id
     name: c.name, summary: c.summary, help: c.help, options: {},
     async run(ctx) {
       const [id] = expectPositionals(ctx.positionals, [c.id]);
-      printJson(ctx.io, (await ctx.api().json(c.method, c.path(encodeURIComponent(id!)))).body);
+      printJson(ctx.io, (await ctx.api().json(c.method, c.path(pathId(id!, c.id)))).body);
     },
   };
 }

@@ -9,18 +9,14 @@
 // server's state (a model of its catalog, an existing upstream id, the platform of a group's
 // upstreams) is the server's to refuse, exit 1 with its message.
 
-import { UsageError, choiceOption, expectPositionals, stringOption, type Command, type Context, type Group, type Io, type Parsed } from './core.ts';
+import { UsageError, choiceOption, expectPositionals, pathId, stringOption, type Command, type Context, type Group, type Io, type Parsed } from './core.ts';
 import { NONE, list } from './accounts.ts';
 import { byIdCommand, listFormat, printJson, printList } from './output.ts';
-import { checkValues, type ValueKind } from './values.ts';
+import type { ValueKind } from './values.ts';
 
 const FORMAT = { format: { type: 'string' } } as const;
 const FORMAT_HELP = '  --format F            json or table (default: table on a terminal, else JSON)';
 const PLATFORMS = ['anthropic', 'openai'] as const;
-const enc = encodeURIComponent;
-
-/** Visible ASCII without spaces: the API's rule for a credential (it is sent as a header value). */
-const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
 
 const WEIGHT: ValueKind = { kind: 'upstream-limit', limit: 'weight' };
 const PRIORITY: ValueKind = { kind: 'upstream-limit', limit: 'priority' };
@@ -33,15 +29,27 @@ const CONCURRENCY: ValueKind = { kind: 'upstream-limit', limit: 'maxConcurrency'
  * @throws UsageError when it is empty or not such text
  */
 export async function readApiKey(io: Io, label: string): Promise<string> {
-  const { UPSTREAM_LIMITS } = await import('@tollgate/control');
+  const { UPSTREAM_LIMITS, apiKeyProblem } = await import('@tollgate/control');
   if (io.stdin.isTTY) io.stderr.write(`${label}: reading the API key from standard input (end with Ctrl-D); pipe it to keep it off the screen\n`);
+  // Read no more than the longest key and its line break can be: `yes | …` or a file piped by
+  // mistake is refused at once, not held in memory to its end.
+  const most = UPSTREAM_LIMITS.apiKeyChars + 2;
   const chunks: Buffer[] = [];
-  for await (const chunk of io.stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk as Buffer);
+  let bytes = 0;
+  for await (const chunk of io.stdin) {
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk as Buffer;
+    chunks.push(b);
+    bytes += b.length;
+    if (bytes > most) {
+      (io.stdin as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+      throw new UsageError(`${label}: the key must be 1 to ${UPSTREAM_LIMITS.apiKeyChars} characters; standard input holds more`);
+    }
+  }
   const key = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
   if (key.length === 0) throw new UsageError(`${label}: standard input was empty; pipe the key, e.g. printenv UPSTREAM_KEY | tollgate …`);
-  if (key.length > UPSTREAM_LIMITS.apiKeyChars) throw new UsageError(`${label}: the key must be at most ${UPSTREAM_LIMITS.apiKeyChars} characters`);
-  // Never echo any of it back: only what is wrong with it.
-  if (!VISIBLE_ASCII.test(key)) throw new UsageError(`${label}: the key must be visible ASCII characters without spaces or line breaks (it is sent as a header value)`);
+  // The API's own rule; its message never quotes the key, and neither does this one.
+  const problem = apiKeyProblem(key);
+  if (problem) throw new UsageError(`${label}: the key ${problem}`);
   return key;
 }
 
@@ -61,18 +69,37 @@ function integerOption(values: Parsed['values'], name: string): number | null | 
 }
 
 /** `--map MODEL=NAME`, repeatable: the group's model_mapping; "none" alone → null (the catalog's own names). */
-function mappingOption(values: Parsed['values']): Record<string, string> | null | undefined {
-  const items = list(values, 'map');
-  if (items === undefined || items === null) return items;
-  const out: Record<string, string> = {};
+async function mappingOption(values: Parsed['values']): Promise<Record<string, string> | null | undefined> {
+  const raw = values['map'];
+  if (raw === undefined) return undefined;
+  // Not split on commas: a comma is a character an upstream model name may have.
+  const items = (Array.isArray(raw) ? raw : [raw]).map(String);
+  if (items.length === 1 && items[0]!.trim() === NONE) return null;
+  const { UPSTREAM_LIMITS, mappedNameProblem } = await import('@tollgate/control');
+  if (items.length > UPSTREAM_LIMITS.mappingEntries) throw new UsageError(`--map: at most ${UPSTREAM_LIMITS.mappingEntries} entries, not ${items.length}`);
+  // No prototype: a model named __proto__ is a key like any other (sent, and the server says it
+  // is no model of its catalog), never silently dropped by the assignment.
+  const out = Object.create(null) as Record<string, string>;
   for (const item of items) {
     const eq = item.indexOf('=');
     if (eq <= 0 || eq === item.length - 1) throw new UsageError(`--map ${JSON.stringify(item)}: expected MODEL=UPSTREAM_MODEL (e.g. claude-sonnet-4-5=claude-sonnet-4-5-20250929)`);
     const model = item.slice(0, eq).trim();
+    if (model === '' || model === NONE) throw new UsageError(`--map ${JSON.stringify(item)}: expected MODEL=UPSTREAM_MODEL`);
     if (Object.hasOwn(out, model)) throw new UsageError(`--map: ${model} is mapped twice`);
+    const problem = mappedNameProblem(item.slice(eq + 1));
+    if (problem) throw new UsageError(`--map ${model}: ${problem}`);
     out[model] = item.slice(eq + 1).trim();
   }
   return out;
+}
+
+/** A name (of an upstream or group) checked with the API's rule. @throws UsageError naming `label` */
+async function nameValue(name: string | undefined, label: string): Promise<string | undefined> {
+  if (name === undefined) return undefined;
+  const { UPSTREAM_LIMITS, boundedTextProblem } = await import('@tollgate/control');
+  const problem = boundedTextProblem(name, UPSTREAM_LIMITS.nameChars);
+  if (problem) throw new UsageError(`${label}: ${problem}`);
+  return name;
 }
 
 /** Adds each defined entry of `fields` to `body`. */
@@ -105,11 +132,14 @@ const UPSTREAM_OPTIONS_HELP = `  --base-url URL        absolute http(s) URL the 
 const UPSTREAM_VALUES = { 'base-url': { kind: 'upstream-url' }, weight: WEIGHT, priority: PRIORITY, 'max-concurrency': CONCURRENCY } as const satisfies Record<string, ValueKind>;
 
 /** The fields shared by create and update, read from the options (undefined when not given). */
-function upstreamFields(values: Parsed['values']): Record<string, unknown> {
+async function upstreamFields(values: Parsed['values']): Promise<Record<string, unknown>> {
+  const models = list(values, 'models');
+  const { UPSTREAM_LIMITS } = await import('@tollgate/control');
+  if (models && models.length > UPSTREAM_LIMITS.models) throw new UsageError(`--models: at most ${UPSTREAM_LIMITS.models} models, not ${models.length}`);
   return {
-    name: stringOption(values, 'name'),
+    name: await nameValue(stringOption(values, 'name'), '--name'),
     base_url: stringOption(values, 'base-url'),
-    models: list(values, 'models'),
+    models,
     weight: integerOption(values, 'weight'),
     priority: integerOption(values, 'priority'),
     max_concurrency: integerOption(values, 'max-concurrency'),
@@ -160,9 +190,10 @@ Example: printenv ANTHROPIC_KEY_2 | tollgate upstreams create "team b" --platfor
       async run(ctx) {
         refuseKeyOnArgv(ctx.values);
         const [name] = expectPositionals(ctx.positionals, ['NAME']);
+        await nameValue(name, 'NAME');
         const platform = choiceOption(ctx.values, 'platform', PLATFORMS);
         if (platform === undefined) throw new UsageError('--platform is required (anthropic or openai)');
-        const fields = upstreamFields(ctx.values);
+        const fields = await upstreamFields(ctx.values);
         if (fields.base_url === undefined) throw new UsageError('--base-url is required');
         if (fields.models === null || fields.max_concurrency === null) throw new UsageError(`"${NONE}" is for update; leave the option out for its default`);
         const body = assign({ name, platform }, fields);
@@ -202,12 +233,12 @@ ${UPSTREAM_OPTIONS_HELP.replace('read the upstream\'s API key', 'rotate: read th
         refuseKeyOnArgv(ctx.values);
         const [id] = expectPositionals(ctx.positionals, ['UPSTREAM_ID']);
         if (ctx.values['api-key-stdin'] === true && ctx.values['clear-api-key'] === true) throw new UsageError('--api-key-stdin and --clear-api-key contradict each other');
-        const body = assign({}, upstreamFields(ctx.values));
+        const body = assign({}, await upstreamFields(ctx.values));
         if (ctx.values['clear-api-key'] === true) body.api_key = null;
         // A rotation alone is a change: the key is read only once the command line is known good.
         if (ctx.values['api-key-stdin'] === true) body.api_key = await readApiKey(ctx.io, '--api-key-stdin');
         nothingToChange(body, ['name', 'base-url', 'api-key-stdin', 'clear-api-key', 'models', 'weight', 'priority', 'max-concurrency', 'status']);
-        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/upstreams/${enc(id!)}`, { body })).body);
+        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/upstreams/${pathId(id!, 'UPSTREAM_ID')}`, { body })).body);
       },
     },
     byIdCommand({
@@ -228,17 +259,24 @@ const GROUP_COLUMNS = [
 
 const GROUP_OPTIONS_HELP = `  --upstream ID         an upstream of the group (tollgate upstreams list); repeat or
                         comma-separate, 1-100, each of the group's platform (replaces the list)
-  --map MODEL=NAME      send catalog MODEL to this group's upstreams as NAME; repeat (replaces the
-                        mapping; at most 64)`;
+  --map MODEL=NAME      send catalog MODEL to this group's upstreams as NAME (printable ASCII, no
+                        spaces); repeat, one entry each (a comma is part of NAME); replaces the
+                        mapping; at most 64`;
 
-function groupFields(values: Parsed['values']): Record<string, unknown> {
+async function groupFields(values: Parsed['values']): Promise<Record<string, unknown>> {
   const upstreamIds = list(values, 'upstream');
   if (upstreamIds === null) throw new UsageError(`--upstream ${NONE}: a group needs at least one upstream`);
+  if (upstreamIds) {
+    const { UPSTREAM_LIMITS } = await import('@tollgate/control');
+    if (upstreamIds.length > UPSTREAM_LIMITS.groupUpstreams) throw new UsageError(`--upstream: at most ${UPSTREAM_LIMITS.groupUpstreams} upstreams, not ${upstreamIds.length}`);
+    const twice = upstreamIds.find((id, i) => upstreamIds.indexOf(id) !== i);
+    if (twice !== undefined) throw new UsageError(`--upstream: ${twice} is listed twice`);
+  }
   return {
-    name: stringOption(values, 'name'),
+    name: await nameValue(stringOption(values, 'name'), '--name'),
     platform: choiceOption(values, 'platform', PLATFORMS),
     upstream_ids: upstreamIds,
-    model_mapping: mappingOption(values),
+    model_mapping: await mappingOption(values),
   };
 }
 
@@ -275,7 +313,8 @@ ${GROUP_OPTIONS_HELP}`,
       options: { platform: { type: 'string' }, upstream: { type: 'string', multiple: true }, map: { type: 'string', multiple: true } },
       async run(ctx) {
         const [name] = expectPositionals(ctx.positionals, ['NAME']);
-        const fields = groupFields(ctx.values);
+        await nameValue(name, 'NAME');
+        const fields = await groupFields(ctx.values);
         if (fields.platform === undefined) throw new UsageError('--platform is required (anthropic or openai)');
         if (fields.upstream_ids === undefined) throw new UsageError('--upstream is required (at least one upstream id)');
         if (fields.model_mapping === null) throw new UsageError(`--map ${NONE} is for update; leave it out for the catalog's own names`);
@@ -305,9 +344,9 @@ ${GROUP_OPTIONS_HELP}`,
       options: { name: { type: 'string' }, platform: { type: 'string' }, upstream: { type: 'string', multiple: true }, map: { type: 'string', multiple: true } },
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['GROUP_ID']);
-        const body = assign({}, groupFields(ctx.values));
+        const body = assign({}, await groupFields(ctx.values));
         nothingToChange(body, ['name', 'platform', 'upstream', 'map']);
-        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/groups/${enc(id!)}`, { body })).body);
+        printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/groups/${pathId(id!, 'GROUP_ID')}`, { body })).body);
       },
     },
     byIdCommand({
@@ -365,18 +404,26 @@ URL: http(s), no user name, password or credential in it (the signature authenti
       options: { events: { type: 'string', multiple: true }, description: { type: 'string' } },
       async run(ctx) {
         const [url] = expectPositionals(ctx.positionals, ['URL']);
-        // A positional: checked with the API's rule here, as the typed options are before `run`.
-        await checkValues({ URL: url }, { URL: { kind: 'webhook-url' } }).catch((err: unknown) => {
-          throw err instanceof UsageError ? new UsageError(err.message.replace(/^--URL: /, 'URL: ')) : err;
-        });
+        // A positional: checked with the API's rule here, as the typed options are before `run`,
+        // with the tokens this command holds among the secrets a URL must not carry (as the API
+        // checks against its own).
+        const { MAX_WEBHOOK_DESCRIPTION_CHARS, operatorTextProblem, webhookUrl } = await import('@tollgate/control');
+        const secrets = [ctx.io.env.ADMIN_TOKEN, ctx.io.env.FINANCE_TOKEN].filter((t): t is string => typeof t === 'string' && t !== '');
+        try {
+          webhookUrl(url!, secrets);
+        } catch (err) {
+          throw new UsageError(`URL: ${(err instanceof Error ? err.message : String(err)).replace(/^url: /, '')}`);
+        }
         const { WEBHOOK_EVENT_TYPES } = await import('@tollgate/webhooks');
         const events = list(ctx.values, 'events');
         if (events === undefined || events === null) throw new UsageError(`--events is required: one or more of ${WEBHOOK_EVENT_TYPES.join(', ')}`);
         for (const e of events) {
           if (!(WEBHOOK_EVENT_TYPES as readonly string[]).includes(e)) throw new UsageError(`--events: ${JSON.stringify(e)} is not one of ${WEBHOOK_EVENT_TYPES.join(', ')}`);
         }
-        const description = ctx.values.description;
-        const body = assign({ url, events }, { description: typeof description === 'string' ? description : undefined });
+        const description = stringOption(ctx.values, 'description');
+        const problem = description === undefined ? undefined : operatorTextProblem(description, MAX_WEBHOOK_DESCRIPTION_CHARS);
+        if (problem) throw new UsageError(`--description: ${problem}`);
+        const body = assign({ url, events }, { description });
         printJson(ctx.io, (await ctx.api().json('POST', '/admin/v1/webhooks', { body })).body);
         ctx.io.stderr.write(`${ctx.name}: the "secret" above signs the deliveries; it is stored sealed and cannot be shown again\n`);
       },
@@ -414,7 +461,7 @@ ${FORMAT_HELP}`,
         const [id] = expectPositionals(ctx.positionals, ['WEBHOOK_ID']);
         const format = listFormat(ctx.values, ctx.io);
         const limit = stringOption(ctx.values, 'limit');
-        const { body } = await ctx.api().json('GET', `/admin/v1/webhooks/${enc(id!)}/deliveries`, { query: { limit: limit === undefined ? undefined : String(Number(limit)) } });
+        const { body } = await ctx.api().json('GET', `/admin/v1/webhooks/${pathId(id!, 'WEBHOOK_ID')}/deliveries`, { query: { limit: limit === undefined ? undefined : String(Number(limit)) } });
         printList(ctx.io, format, body, DELIVERY_COLUMNS);
       },
     },

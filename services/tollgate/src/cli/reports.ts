@@ -3,10 +3,9 @@
 // /admin/v1/billing/export, /admin/v1/billing/months/:month/close). The finance token may call
 // every one of them.
 
-import { EXIT_FAILED, UsageError, choiceOption, expectPositionals, monthArgument, stringOption, type Command, type Context } from './core.ts';
+import { EXIT_FAILED, UsageError, choiceOption, expectPositionals, pathId, monthArgument, stringOption, type Command, type Context } from './core.ts';
 import { confirm, download, outputOption, printJson, printTable, refuseBinaryOnTerminal } from './output.ts';
 
-const enc = encodeURIComponent;
 
 const isRows = (v: unknown): v is Array<Record<string, unknown>> =>
   Array.isArray(v) && v.every((r) => typeof r === 'object' && r !== null && !Array.isArray(r));
@@ -167,7 +166,7 @@ is frozen: the same bytes every time.
       const output = outputOption(ctx.values);
       const opts = { output, binary: BINARY.has(format) };
       refuseBinaryOnTerminal(ctx, opts, format);
-      const res = await ctx.api().send('GET', `/admin/v1/accounts/${enc(account!)}/${kind}/${month}`, { query: { format } });
+      const res = await ctx.api().send('GET', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/${kind}/${month}`, { query: { format } });
       const bytes = await download(ctx, res, opts);
       if (output !== undefined) ctx.io.stderr.write(`${ctx.name}: wrote ${bytes} bytes to ${output}\n`);
     },
