@@ -9,7 +9,7 @@ import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } f
 import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, resolveModel, type Catalog } from '@tollgate/pricing';
 import type { LedgerEntry } from '@tollgate/ledger';
 import type { ControlDeps } from './deps.ts';
-import { bodyErrorMap, bodyProblems, operatorTextProblem } from './body-problems.ts';
+import { bodyErrorMap, bodyProblems, MAX_NAME_CHARS, operatorTextProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 import { registerPlanRoutes } from './plans.ts';
 import { guardHotState } from './hot-state.ts';
@@ -29,7 +29,7 @@ const storedText = (min: number, max: number) => z.string().superRefine((v, ctx)
   const problem = operatorTextProblem(v, max);
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 }).transform((v) => v.trim().normalize('NFC')).pipe(z.string().min(min).max(max));
-const AccountCreate = z.object({ name: storedText(1, 200) }).strict();
+const AccountCreate = z.object({ name: storedText(1, MAX_NAME_CHARS) }).strict();
 /** A spend limit in decimal credits (number or string, ≤ 6 decimals); null clears it. */
 const creditsField = z.union([z.number(), z.string().max(40)]).nullable().optional();
 /** A plan id (`/admin/v1/plans`); null: the next level's plan (key → account → DEFAULT_PLAN). */
@@ -37,7 +37,7 @@ const planField = z.string().min(1).max(200).nullable().optional();
 /** An upstream group id (`/admin/v1/groups`, `default` included); null: the next level's group (key → account → default). */
 const groupField = z.string().min(1).max(200).nullable().optional();
 const AccountPatch = z.object({
-  name: storedText(1, 200).optional(),
+  name: storedText(1, MAX_NAME_CHARS).optional(),
   status: z.enum(['active', 'suspended', 'disabled']).optional(),
   /** a catalog price list name; null or "default": the catalog's own prices */
   price_list: z.string().max(200).nullable().optional(),
@@ -50,7 +50,7 @@ const AccountPatch = z.object({
   admission_policy: z.enum(['strict', 'clamp']).nullable().optional(),
 }).strict();
 const KeyPatch = z.object({
-  name: storedText(0, 200).optional(),
+  name: storedText(0, MAX_NAME_CHARS).optional(),
   /** `revoked` is final and only reached by DELETE */
   status: z.enum(['active', 'disabled']).optional(),
   plan_id: planField,
@@ -63,7 +63,7 @@ const KeyPatch = z.object({
   /** RFC 3339 date-time, or null for never */
   expires_at: z.string().max(64).nullable().optional(),
 }).strict();
-const KeyCreate = z.object({ name: storedText(0, 200).optional() }).strict().optional();
+const KeyCreate = z.object({ name: storedText(0, MAX_NAME_CHARS).optional() }).strict().optional();
 const CreditGrant = z.object({
   credits: z.union([z.number(), z.string().max(40)]),
   reference: storedText(1, MAX_REFERENCE_CHARS),

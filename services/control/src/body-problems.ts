@@ -8,6 +8,18 @@ import { textProblem } from '@tollgate/events';
 /** Bidi controls: U+061C, U+200E/F, U+202A–E (embeddings, overrides), U+2066–9 (isolates). */
 const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
 
+/** Characters an operator-given name may have (accounts, keys, plans, upstreams, groups). */
+export const MAX_NAME_CHARS = 200;
+
+/**
+ * What is wrong with the name of a plan, or undefined: judged once trimmed (the plan routes trim
+ * first), not empty, then `operatorTextProblem` up to MAX_NAME_CHARS.
+ */
+export function planNameProblem(v: string): string | undefined {
+  const t = v.trim();
+  return t.length === 0 ? 'must not be empty' : operatorTextProblem(t, MAX_NAME_CHARS);
+}
+
 /**
  * What is wrong with text an operator stores (a name, a credit reference, a description), or
  * undefined: what every event must hold (`textProblem`: a string, at most `max` characters,

@@ -7,5 +7,5 @@ export type { ReportDeps } from './reports.ts';
 export { registerWebhooks, webhookUrl, webhookView, deliveryView, MAX_WEBHOOK_URL_CHARS, MAX_WEBHOOK_DESCRIPTION_CHARS } from './webhooks.ts';
 export type { WebhookRouteDeps } from './webhooks.ts';
 export { registerUpstreams, upstreamBaseUrl, UPSTREAM_LIMITS, apiKeyProblem, boundedTextProblem, mappedNameProblem } from './upstreams.ts';
-export { operatorTextProblem } from './body-problems.ts';
+export { MAX_NAME_CHARS, operatorTextProblem, planNameProblem } from './body-problems.ts';
 export type { UpstreamRouteDeps } from './upstreams.ts';

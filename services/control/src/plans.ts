@@ -7,16 +7,17 @@ import { gatewayError } from '@tollgate/anthropic';
 import { MAX_PLAN_LIMIT, type ControlEvent, type PlanRecord } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import { findPlan, SEED_PLANS, seedPlan, type SeedPlan } from '@tollgate/limits';
-import { bodyErrorMap, bodyProblems, operatorTextProblem } from './body-problems.ts';
+import { bodyErrorMap, bodyProblems, planNameProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 
 const LIMIT_FIELDS = ['requests_per_minute', 'requests_per_5h', 'requests_per_week', 'tokens_per_minute', 'concurrent_requests'] as const;
 
 const limit = z.number().int().min(0).max(MAX_PLAN_LIMIT).nullable().optional();
-const planName = z.string().trim().min(1).max(200).superRefine((v, ctx) => {
-  const problem = operatorTextProblem(v, 200);
+/** A plan's name (`planNameProblem`, which the operator CLI checks with too), stored trimmed. */
+const planName = z.string().superRefine((v, ctx) => {
+  const problem = planNameProblem(v);
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
-});
+}).transform((v) => v.trim());
 const PlanBody = z.object({
   name: planName.optional(),
   requests_per_minute: limit, requests_per_5h: limit, requests_per_week: limit,

@@ -15,12 +15,12 @@ import {
 } from '@tollgate/pool';
 import { resolveModel, type Catalog } from '@tollgate/pricing';
 import type { Warehouse } from '@tollgate/warehouse';
-import { bodyErrorMap, fieldPath, operatorTextProblem } from './body-problems.ts';
+import { bodyErrorMap, fieldPath, MAX_NAME_CHARS, operatorTextProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 
 /** Bounds of the fields (README, "Upstream pools"). */
 export const UPSTREAM_LIMITS = {
-  urlChars: 2048, nameChars: 200, apiKeyChars: 4096, weight: [1, 1000], priority: [-1000, 1000],
+  urlChars: 2048, nameChars: MAX_NAME_CHARS, apiKeyChars: 4096, weight: [1, 1000], priority: [-1000, 1000],
   maxConcurrency: [1, 100_000], models: 64, groupUpstreams: 100, mappingEntries: 64, mappedNameChars: 200,
 } as const;
 

@@ -2,7 +2,7 @@
 
 import { UsageError, choiceOption, expectPositionals, pathId, stringOption, type Command, type Group, type Parsed } from './core.ts';
 import { byIdCommand, listFormat, printJson, printList } from './output.ts';
-import type { ValueKind } from './values.ts';
+import { checkText, type ValueKind } from './values.ts';
 
 const FORMAT = { format: { type: 'string' } } as const;
 const FORMAT_HELP = '  --format F       json or table (default: table on a terminal, else JSON)';
@@ -95,6 +95,7 @@ command takes. NAME: 1-200 characters, no control characters.`,
       options: {},
       async run(ctx) {
         const [name] = expectPositionals(ctx.positionals, ['NAME']);
+        await checkText('name', name!, 'NAME');
         printJson(ctx.io, (await ctx.api().json('POST', '/admin/v1/accounts', { body: { name } })).body);
       },
     },
@@ -133,6 +134,7 @@ Credit amounts are decimal credits ≥ 0, at most 6 places; values are checked b
 sent (a malformed one exits 2).`,
       options: Object.fromEntries(ACCOUNT_UPDATE_FIELDS.map(([o]) => [o, { type: 'string' }])),
       values: {
+        name: { kind: 'name' },
         'daily-credits': CREDITS_OR_NONE, 'monthly-credits': CREDITS_OR_NONE, 'overdraft-credits': CREDITS_OR_NONE, 'low-balance-credits': CREDITS_OR_NONE,
       },
       async run(ctx) {
@@ -195,6 +197,7 @@ Creates a key (POST /admin/v1/accounts/:id/keys) and prints it as JSON with "key
 
   --name N         a label for the key`,
       options: { name: { type: 'string' } },
+      values: { name: { kind: 'key-name' } },
       async run(ctx) {
         const [account] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
         const name = ctx.values.name;
@@ -247,6 +250,7 @@ Credit amounts are decimal credits ≥ 0, at most 6 places; values are checked b
 sent (a malformed one exits 2).`,
       options: Object.fromEntries(KEY_UPDATE_FIELDS.map(([o]) => [o, o === 'ip-allowlist' || o === 'allowed-models' ? { type: 'string', multiple: true } : { type: 'string' }])),
       values: {
+        name: { kind: 'key-name' },
         'hourly-credits': CREDITS_OR_NONE, 'daily-credits': CREDITS_OR_NONE, 'total-credits': CREDITS_OR_NONE,
         'ip-allowlist': { kind: 'cidrs', nullable: true }, 'expires-at': { kind: 'instant', nullable: true },
       },

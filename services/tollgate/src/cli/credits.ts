@@ -34,6 +34,7 @@ amount, written after -- so it is not read as an option:
   --reference R    your reference for this entry (an invoice number, a ticket), 1-200 characters
   --kind K         grant (default), top_up (a paid purchase), refund, or adjustment`,
       options: { reference: { type: 'string' }, kind: { type: 'string' } },
+      values: { reference: { kind: 'reference' } },
       async run(ctx) {
         const [account, amount] = expectPositionals(ctx.positionals, ['ACCOUNT_ID', 'CREDITS']);
         const reference = stringOption(ctx.values, 'reference');
@@ -144,6 +145,7 @@ tollgate accounts update ID --plan PLAN_ID or tollgate keys update ID --plan PLA
 
 ${PLAN_OPTIONS_HELP}`,
       options: PLAN_OPTIONS,
+      values: { name: { kind: 'plan-name' } },
       async run(ctx) {
         expectPositionals(ctx.positionals, []);
         printJson(ctx.io, (await ctx.api().json('POST', '/admin/v1/plans', { body: planBody(ctx.values) })).body);
@@ -170,6 +172,7 @@ Changes only the fields given (PATCH /admin/v1/plans/:id) and prints the plan.
 
 ${PLAN_OPTIONS_HELP}`,
       options: PLAN_OPTIONS,
+      values: { name: { kind: 'plan-name' } },
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['PLAN_ID']);
         const body = planBody(ctx.values);

@@ -12,7 +12,7 @@
 import { UsageError, choiceOption, expectPositionals, pathId, stringOption, type Command, type Context, type Group, type Io, type Parsed } from './core.ts';
 import { NONE, list } from './accounts.ts';
 import { byIdCommand, listFormat, printJson, printList } from './output.ts';
-import type { ValueKind } from './values.ts';
+import { checkText, type ValueKind } from './values.ts';
 
 const FORMAT = { format: { type: 'string' } } as const;
 const FORMAT_HELP = '  --format F            json or table (default: table on a terminal, else JSON)';
@@ -93,15 +93,6 @@ async function mappingOption(values: Parsed['values']): Promise<Record<string, s
   return out;
 }
 
-/** A name (of an upstream or group) checked with the API's rule. @throws UsageError naming `label` */
-async function nameValue(name: string | undefined, label: string): Promise<string | undefined> {
-  if (name === undefined) return undefined;
-  const { UPSTREAM_LIMITS, boundedTextProblem } = await import('@tollgate/control');
-  const problem = boundedTextProblem(name, UPSTREAM_LIMITS.nameChars);
-  if (problem) throw new UsageError(`${label}: ${problem}`);
-  return name;
-}
-
 /** Adds each defined entry of `fields` to `body`. */
 function assign(body: Record<string, unknown>, fields: Record<string, unknown>): Record<string, unknown> {
   for (const [k, v] of Object.entries(fields)) if (v !== undefined) body[k] = v;
@@ -129,7 +120,7 @@ const UPSTREAM_OPTIONS_HELP = `  --base-url URL        absolute http(s) URL the 
   --max-concurrency N   1-100000 requests in flight per gateway process (default: no limit)
   --status S            active or disabled (kept and listed, not used)`;
 
-const UPSTREAM_VALUES = { 'base-url': { kind: 'upstream-url' }, weight: WEIGHT, priority: PRIORITY, 'max-concurrency': CONCURRENCY } as const satisfies Record<string, ValueKind>;
+const UPSTREAM_VALUES = { name: { kind: 'name' }, 'base-url': { kind: 'upstream-url' }, weight: WEIGHT, priority: PRIORITY, 'max-concurrency': CONCURRENCY } as const satisfies Record<string, ValueKind>;
 
 /** The fields shared by create and update, read from the options (undefined when not given). */
 async function upstreamFields(values: Parsed['values']): Promise<Record<string, unknown>> {
@@ -137,7 +128,7 @@ async function upstreamFields(values: Parsed['values']): Promise<Record<string, 
   const { UPSTREAM_LIMITS } = await import('@tollgate/control');
   if (models && models.length > UPSTREAM_LIMITS.models) throw new UsageError(`--models: at most ${UPSTREAM_LIMITS.models} models, not ${models.length}`);
   return {
-    name: await nameValue(stringOption(values, 'name'), '--name'),
+    name: stringOption(values, 'name'),
     base_url: stringOption(values, 'base-url'),
     models,
     weight: integerOption(values, 'weight'),
@@ -190,7 +181,7 @@ Example: printenv ANTHROPIC_KEY_2 | tollgate upstreams create "team b" --platfor
       async run(ctx) {
         refuseKeyOnArgv(ctx.values);
         const [name] = expectPositionals(ctx.positionals, ['NAME']);
-        await nameValue(name, 'NAME');
+        await checkText('name', name!, 'NAME');
         const platform = choiceOption(ctx.values, 'platform', PLATFORMS);
         if (platform === undefined) throw new UsageError('--platform is required (anthropic or openai)');
         const fields = await upstreamFields(ctx.values);
@@ -273,7 +264,7 @@ async function groupFields(values: Parsed['values']): Promise<Record<string, unk
     if (twice !== undefined) throw new UsageError(`--upstream: ${twice} is listed twice`);
   }
   return {
-    name: await nameValue(stringOption(values, 'name'), '--name'),
+    name: stringOption(values, 'name'),
     platform: choiceOption(values, 'platform', PLATFORMS),
     upstream_ids: upstreamIds,
     model_mapping: await mappingOption(values),
@@ -313,7 +304,7 @@ ${GROUP_OPTIONS_HELP}`,
       options: { platform: { type: 'string' }, upstream: { type: 'string', multiple: true }, map: { type: 'string', multiple: true } },
       async run(ctx) {
         const [name] = expectPositionals(ctx.positionals, ['NAME']);
-        await nameValue(name, 'NAME');
+        await checkText('name', name!, 'NAME');
         const fields = await groupFields(ctx.values);
         if (fields.platform === undefined) throw new UsageError('--platform is required (anthropic or openai)');
         if (fields.upstream_ids === undefined) throw new UsageError('--upstream is required (at least one upstream id)');
@@ -342,6 +333,7 @@ default group (tollgate groups delete default goes back to it).
   --platform P          anthropic or openai (every listed upstream must speak it)
 ${GROUP_OPTIONS_HELP}`,
       options: { name: { type: 'string' }, platform: { type: 'string' }, upstream: { type: 'string', multiple: true }, map: { type: 'string', multiple: true } },
+      values: { name: { kind: 'name' } },
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['GROUP_ID']);
         const body = assign({}, await groupFields(ctx.values));

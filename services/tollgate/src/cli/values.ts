@@ -17,6 +17,7 @@ const NONE = 'none';
  * - `cidrs`: IPv4/IPv6 CIDRs (normaliseCidr), repeated or comma-separated
  * - `page`: a whole number 1-1000 (the `limit` of the usage and credit-history routes)
  * - `deliveries`: a whole number 1-DELIVERIES_KEPT (@tollgate/webhooks: the deliveries kept per webhook)
+ * - `name`, `key-name`, `plan-name`, `reference`: operator text (`textProblem`)
  * - `upstream-limit`: a whole number within UPSTREAM_LIMITS[limit] of @tollgate/control (an
  *   upstream's weight, priority, max concurrency)
  * - `upstream-url`: an upstream's base URL (`upstreamBaseUrl` of @tollgate/control)
@@ -24,7 +25,7 @@ const NONE = 'none';
  * `nullable`: `none` is accepted (sends null / empties the list).
  */
 export type ValueKind =
-  | { kind: 'credits' | 'time' | 'instant' | 'cidrs' | 'page' | 'deliveries' | 'upstream-url' | 'webhook-url'; nullable?: boolean }
+  | { kind: 'credits' | 'time' | 'instant' | 'cidrs' | 'page' | 'deliveries' | 'upstream-url' | 'webhook-url' | TextKind; nullable?: boolean }
   | { kind: 'upstream-limit'; limit: 'weight' | 'priority' | 'maxConcurrency'; nullable?: boolean };
 
 /** The largest page the API serves (`limit` of /admin/v1/usage and of …/credits/history). */
@@ -48,6 +49,35 @@ export async function creditsValue(text: string, label: string, rule: 'non-negat
   if (rule === 'non-negative' && micros < 0n) throw new UsageError(`${label}: must not be negative${label.startsWith('--') ? ` (--${label.slice(2)} ${NONE} removes it)` : ''}`);
   if (rule === 'non-zero' && micros === 0n) throw new UsageError(`${label}: must not be zero`);
   return micros;
+}
+
+/**
+ * Operator text the API stores: `name` an account's, upstream's or group's name (1-200 once
+ * trimmed), `key-name` a key's (may be empty), `plan-name` a plan's (judged trimmed), `reference`
+ * a credit reference (1-MAX_REFERENCE_CHARS once trimmed). No control characters, U+2028/9 or bidi
+ * controls, well-formed Unicode (operatorTextProblem of @tollgate/control).
+ */
+export type TextKind = 'name' | 'key-name' | 'plan-name' | 'reference';
+
+/**
+ * What the API would say is wrong with `text` as `kind`, or undefined: its own rule functions
+ * (@tollgate/control: boundedTextProblem, operatorTextProblem, planNameProblem; MAX_REFERENCE_CHARS
+ * of @tollgate/events), loaded on first use.
+ */
+export async function textProblem(kind: TextKind, text: string): Promise<string | undefined> {
+  const control = await import('@tollgate/control');
+  switch (kind) {
+    case 'name': return control.boundedTextProblem(text, control.MAX_NAME_CHARS);
+    case 'key-name': return control.operatorTextProblem(text, control.MAX_NAME_CHARS);
+    case 'plan-name': return control.planNameProblem(text);
+    case 'reference': return control.boundedTextProblem(text, (await import('@tollgate/events')).MAX_REFERENCE_CHARS);
+  }
+}
+
+/** `textProblem` as a UsageError naming `label` (an option, or a positional such as NAME). */
+export async function checkText(kind: TextKind, text: string, label: string): Promise<void> {
+  const problem = await textProblem(kind, text);
+  if (problem) throw new UsageError(`${label}: ${problem}`);
 }
 
 /** @throws UsageError naming `label` unless `text` is a whole number from `min` to `max` (decimal digits, an optional minus) */
@@ -122,6 +152,9 @@ export async function checkValues(values: Parsed['values'], kinds: Readonly<Reco
         }
         break;
       }
+      case 'name': case 'key-name': case 'plan-name': case 'reference':
+        await checkText(spec.kind, items[0]!, label);
+        break;
       case 'page':
         if (!/^\d{1,4}$/.test(items[0]!) || Number(items[0]) < 1 || Number(items[0]) > MAX_PAGE) {
           throw new UsageError(`${label} must be a whole number from 1 to ${MAX_PAGE}, not ${JSON.stringify(items[0])}`);
