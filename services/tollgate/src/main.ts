@@ -26,10 +26,11 @@ Options:
   -h, --help     show this help
 
 Operator commands (clients of a running Tollgate's operator API; tollgate <command> --help):
-${cliHelpLines()}
-  rebuild        rebuild hot state from the warehouse
-  reconcile      prove hot state and the warehouse agree
-  rerate         re-price stored usage (prove a bill, preview a price change)
+${cliHelpLines([
+    ['rebuild', 'rebuild hot state from the warehouse'],
+    ['reconcile', 'prove hot state and the warehouse agree'],
+    ['rerate', 're-price stored usage (prove a bill, preview a price change)'],
+  ])}
 They reach --url, else $TOLLGATE_URL, else http://127.0.0.1:$PORT (8080), with ADMIN_TOKEN, else
 FINANCE_TOKEN, else DATA_DIR/admin-token; exit 0 done, 1 the API refused or failed, 2 bad usage
 (rerate: see its --help).

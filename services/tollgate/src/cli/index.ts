@@ -16,9 +16,12 @@ export function isCliCommand(name: string | undefined): boolean {
   return CLI_COMMANDS.some((c) => c.name === name);
 }
 
-/** Lines for `tollgate --help`: each command with its one-line summary. */
-export function cliHelpLines(): string {
-  const rows = CLI_COMMANDS.map((c) => [isGroup(c) ? `${c.name} ${c.commands.map((s) => s.name.split(' ')[1]).join('|')}` : c.name, c.summary] as const);
+/**
+ * Lines for `tollgate --help`: each command with its one-line summary, then `more` (commands
+ * served elsewhere, [name, summary]), in one column.
+ */
+export function cliHelpLines(more: ReadonlyArray<readonly [string, string]> = []): string {
+  const rows = [...CLI_COMMANDS.map((c) => [isGroup(c) ? `${c.name} ${c.commands.map((s) => s.name.split(' ')[1]).join('|')}` : c.name, c.summary] as const), ...more];
   const width = Math.max(...rows.map(([n]) => n.length));
   return rows.map(([n, s]) => `  ${n.padEnd(width)}  ${s}`).join('\n');
 }
