@@ -11,7 +11,7 @@ import type { LedgerEntry } from '@tollgate/ledger';
 import type { ControlDeps } from './deps.ts';
 import { bodyErrorMap, bodyProblems, MAX_NAME_CHARS, operatorTextProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
-import { registerPlanRoutes } from './plans.ts';
+import { PlanBody, registerPlanRoutes } from './plans.ts';
 import { guardHotState } from './hot-state.ts';
 import { findPlan } from '@tollgate/limits';
 
@@ -69,6 +69,25 @@ const CreditGrant = z.object({
   reference: storedText(1, MAX_REFERENCE_CHARS),
   kind: z.enum(['grant', 'top_up', 'adjustment', 'refund']).optional(),
 }).strict();
+
+/** The operator bodies whose every rule needs no state: what the operator CLI checks before sending (`bodyProblem`). */
+const OPERATOR_BODIES = {
+  'account-create': AccountCreate, 'account-patch': AccountPatch, 'key-create': KeyCreate, 'key-patch': KeyPatch,
+  'credit-grant': CreditGrant, plan: PlanBody,
+} as const;
+export type OperatorBody = keyof typeof OPERATOR_BODIES;
+
+/**
+ * What this API would refuse in `body` as the body of `kind` (its own schema and messages:
+ * lengths after trimming and NFC, list sizes, limits), or undefined. The operator CLI calls it on
+ * the body it built, so a value the API refuses without looking at any state is a usage error
+ * (exit 2) and never a request; rules that need state (a plan id that exists, a catalog price
+ * list) stay the route's.
+ */
+export function bodyProblem(kind: OperatorBody, body: unknown): string | undefined {
+  const r = (OPERATOR_BODIES[kind] as z.ZodType).safeParse(body, { error: bodyErrorMap });
+  return r.success ? undefined : bodyProblems(r.error).join('; ');
+}
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   const r = schema.safeParse(body, { error: bodyErrorMap });

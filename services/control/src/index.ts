@@ -1,4 +1,5 @@
-export { buildControl, registerControl } from './app.ts';
+export { bodyProblem, buildControl, registerControl } from './app.ts';
+export type { OperatorBody } from './app.ts';
 export type { ControlDeps } from './deps.ts';
 export { planView, requirePlan, registerPlanRoutes } from './plans.ts';
 export { registerAnalytics } from './analytics.ts';

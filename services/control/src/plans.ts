@@ -18,7 +18,7 @@ const planName = z.string().superRefine((v, ctx) => {
   const problem = planNameProblem(v);
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 }).transform((v) => v.trim());
-const PlanBody = z.object({
+export const PlanBody = z.object({
   name: planName.optional(),
   requests_per_minute: limit, requests_per_5h: limit, requests_per_week: limit,
   tokens_per_minute: limit, concurrent_requests: limit,

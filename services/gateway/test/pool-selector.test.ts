@@ -91,52 +91,64 @@ test('a refused credential opens the circuit at once; a cooldown and a full conc
   assert.equal(h.unavailable(1), null);
 });
 
-test('a changed URL or credential is judged afresh: the circuit closes and the cooldown goes at once; attempts begun before do not move it', () => {
+test('a newer record with another URL or credential is judged afresh: the circuit closes and the cooldown goes at once; attempts of before do not move it', () => {
   const now = 10_000;
   const h = new UpstreamHealth('u', { failureThreshold: 5, openMs: 30_000 }, () => now);
-  h.rebase('https://a.example', 'sealed-1'); // the first look only records what is judged
-  const old = h.begin();
-  const stale = h.begin(); // an attempt with the old key, still in flight at the rotation
+  h.rebase(1, 'https://a.example', 'key-1'); // the first look only records what is judged
+  const old = h.begin(1);
+  const stale = h.begin(1); // an attempt with the old key, still in flight at the rotation
   h.failed(true, old); h.end();
   assert.equal(h.unavailable(null), 'open');
-  h.rebase('https://a.example', 'sealed-1');
-  assert.equal(h.unavailable(null), 'open', 'the same URL and key: still open');
-  h.rebase('https://a.example', 'sealed-2'); // the operator rotated the refused key
+  h.rebase(1, 'https://a.example', 'key-1');
+  assert.equal(h.unavailable(null), 'open', 'the same record: still open');
+  h.rebase(2, 'https://a.example', 'key-1');
+  assert.equal(h.unavailable(null), 'open', 'the same key sent again (sealed anew, a new version): still open');
+  h.rebase(3, 'https://a.example', 'key-2'); // the operator rotated the refused key
   assert.equal(h.unavailable(null), null, 'usable at once, not after openMs');
   assert.equal(h.circuit, 'closed');
   h.failed(true, stale); h.coolDown(now + 60_000, stale); h.end();
   assert.equal(h.unavailable(null), null, "the old key's refusal and rate limit arriving late do not count against the new one");
   assert.equal(h.snapshot('gw').recent_failures, 2, 'both failures stay in the window (they happened)');
-  // the new generation is judged as usual: a refusal opens, a rate limit cools down
-  const fresh = h.begin(); h.failed(true, fresh); h.end();
+  // A request routed from an older snapshot: it does not take the judgement back, and what it
+  // meets (with the old key) moves nothing.
+  const fresh = h.begin(3); h.failed(true, fresh); h.end();
   assert.equal(h.unavailable(null), 'open');
-  h.rebase('https://b.example', 'sealed-2'); // a dead host replaced
+  h.rebase(2, 'https://a.example', 'key-1');
+  assert.equal(h.unavailable(null), 'open', 'an older record does not reset the circuit');
+  const routedBefore = h.begin(2); h.succeeded(routedBefore); h.end();
+  assert.equal(h.unavailable(null), 'open', "an attempt routed with the older record does not close the new key's circuit");
+  h.rebase(4, 'https://b.example', 'key-2'); // a dead host replaced
   assert.equal(h.unavailable(null), null);
-  const next = h.begin(); h.succeeded(next); h.coolDown(now + 5_000, next); h.end();
+  const next = h.begin(4); h.succeeded(next); h.coolDown(now + 5_000, next); h.end();
   assert.equal(h.unavailable(null), 'cooldown');
-  h.rebase('https://b.example', null); // the key removed: another basis again
+  h.rebase(5, 'https://b.example', undefined); // the key removed: another basis again
   assert.equal(h.unavailable(null), null);
   // failures below the threshold are forgotten too
-  for (let i = 0; i < 4; i++) { const g = h.begin(); h.failed(false, g); h.end(); }
-  h.rebase('https://b.example', 'sealed-3');
-  for (let i = 0; i < 4; i++) { const g = h.begin(); h.failed(false, g); h.end(); }
+  for (let i = 0; i < 4; i++) { const g = h.begin(5); h.failed(false, g); h.end(); }
+  h.rebase(6, 'https://b.example', 'key-3');
+  for (let i = 0; i < 4; i++) { const g = h.begin(6); h.failed(false, g); h.end(); }
   assert.equal(h.unavailable(null), null, '4 + 4 failures across a change are not 5 in a row');
+  h.rebase(7, 'https://b.example', 'key-3'); // a weight edit: same URL and key
+  const last = h.begin(7); h.failed(false, last); h.end();
+  assert.equal(h.unavailable(null), 'open', 'an edit of something else keeps the count: the fifth failure opens');
 });
 
-test('pick: an upstream whose circuit a refused key opened is chosen again as soon as the snapshot carries its new key', () => {
+test('pick: an upstream whose circuit a refused key opened is chosen again as soon as the snapshot carries its new key, and not taken back by an older route', () => {
   const pool = new UpstreamPool({
     view: { groupFor: async () => { throw new Error('unused'); }, group: async () => undefined, upstream: async () => undefined },
     store: new MemoryPoolStore(), clients: new UpstreamClients({} as never, { url: 'http://127.0.0.1:9', apiKey: undefined, timeoutMs: 1000 }), gatewayId: 'gw', random: seeded(1),
   });
-  const first = up('first', { priority: 10, api_key_sealed: 'sealed-wrong' });
+  const withKey = (version: number, apiKey: string, o: Partial<UpstreamRecord> = {}): ResolvedUpstream => ({ ...up('first', { priority: 10, version, ...o }), apiKey });
   const spare = up('spare', { priority: 0 });
-  assert.equal(pool.pick([first, spare], new Set(), undefined, false)?.record.id, 'first');
+  assert.equal(pool.pick([withKey(1, 'wrong'), spare], new Set(), undefined, false)?.record.id, 'first');
   pool.health('first').failed(true); // 401: open for CIRCUIT_OPEN_MS
-  assert.equal(pool.pick([first, spare], new Set(), undefined, false)?.record.id, 'spare');
-  const weightOnly = up('first', { priority: 10, api_key_sealed: 'sealed-wrong', weight: 5, version: 2 });
-  assert.equal(pool.pick([weightOnly, spare], new Set(), undefined, false)?.record.id, 'spare', 'an edit of something else leaves the judgement');
-  const rotated = up('first', { priority: 10, api_key_sealed: 'sealed-right', version: 3 });
-  assert.equal(pool.pick([rotated, spare], new Set(), undefined, false)?.record.id, 'first', 'the rotated key is tried at once');
+  assert.equal(pool.pick([withKey(1, 'wrong'), spare], new Set(), undefined, false)?.record.id, 'spare');
+  assert.equal(pool.pick([withKey(2, 'wrong', { weight: 5 }), spare], new Set(), undefined, false)?.record.id, 'spare', 'an edit of something else leaves the judgement');
+  assert.equal(pool.pick([withKey(3, 'wrong'), spare], new Set(), undefined, false)?.record.id, 'spare', 'the same key sent again leaves it too');
+  assert.equal(pool.pick([withKey(4, 'right'), spare], new Set(), undefined, false)?.record.id, 'first', 'the rotated key is tried at once');
+  pool.health('first').coolDown(Date.now() + 60_000); // the new key's own rate limit
+  assert.equal(pool.pick([withKey(3, 'wrong'), spare], new Set(), undefined, false)?.record.id, 'spare', 'a route from the older snapshot does not clear it');
+  assert.equal(pool.pick([withKey(4, 'right'), spare], new Set(), undefined, false)?.record.id, 'spare');
 });
 
 test('judging an upstream answer: what fails over, what opens the circuit, what cools down', () => {

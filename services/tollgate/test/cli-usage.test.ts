@@ -71,6 +71,17 @@ test('bad usage: unknown command, subcommand or option, missing or extra argumen
     [['plans', 'update', 'plan_1', '--name', 'p\u001b[31m'], /^tollgate plans update: --name: must not contain/],
     [['credits', 'grant', 'acct_1', '5', '--reference', 'INV-1\n'], /^tollgate credits grant: --reference: must not contain/],
     [['credits', 'grant', 'acct_1', '5', '--reference', 'r'.repeat(201)], /^tollgate credits grant: --reference: .*200/],
+    // every rule of the API's own body schema (bodyProblem of @tollgate/control), e.g. lengths
+    // after NFC: 150 × U+0958 is 300 characters once composed forms are normalised
+    [['accounts', 'create', '\u0958'.repeat(150)], /^tollgate accounts create: the API would refuse this: name: .*200/],
+    [['accounts', 'update', 'acct_1', '--name', '\u0958'.repeat(150)], /^tollgate accounts update: the API would refuse this: name: /],
+    [['keys', 'create', 'acct_1', '--name', '\u0958'.repeat(150)], /^tollgate keys create: the API would refuse this: name: /],
+    [['credits', 'grant', 'acct_1', '5', '--reference', '\u0958'.repeat(150)], /^tollgate credits grant: the API would refuse this: reference: /],
+    [['credits', 'grant', 'acct_1', `${'0'.repeat(40)}1`, '--reference', 'r'], /^tollgate credits grant: the API would refuse this: credits/],
+    [['accounts', 'update', 'acct_1', '--plan', 'p'.repeat(201)], /^tollgate accounts update: the API would refuse this: plan_id: /],
+    [['keys', 'update', 'key_1', '--allowed-models', Array.from({ length: 65 }, (_, i) => `m${i}`).join(',')], /^tollgate keys update: the API would refuse this: allowed_models: /],
+    [['keys', 'update', 'key_1', '--ip-allowlist', Array.from({ length: 65 }, (_, i) => `10.0.${i}.0/24`).join(',')], /^tollgate keys update: the API would refuse this: ip_allowlist: /],
+    [['plans', 'create', '--name', 'big', '--requests-per-minute', '1000000001'], /^tollgate plans create: the API would refuse this: requests_per_minute: /],
     [['accounts', 'list', '--format', 'yaml'], 'tollgate accounts list: --format must be one of json, table (not "yaml")\n(see tollgate accounts list --help)\n'],
     [['accounts', 'update', 'acct_1'], 'tollgate accounts update: nothing to change: give at least one of --name, --status, --price-list, --plan, --group, --daily-credits, --monthly-credits, --overdraft-credits, --low-balance-credits, --admission-policy\n(see tollgate accounts update --help)\n'],
     [['accounts', 'update', 'acct_1', '--status', 'paused'], 'tollgate accounts update: --status must be one of active, suspended, disabled (not "paused")\n(see tollgate accounts update --help)\n'],

@@ -20,6 +20,9 @@ export type Unavailable = 'open' | 'probing' | 'cooldown' | 'full' | null;
 
 const WINDOW_S = 60;
 
+/** `begin`'s generation for an attempt routed with an older record: never the current one. */
+const STALE = -1;
+
 /**
  * One upstream's state. Circuit: `closed` counts consecutive failures and opens at the
  * threshold; `open` refuses until `openMs` has passed, then the next request becomes the single
@@ -28,9 +31,9 @@ const WINDOW_S = 60;
  * upstream refused) opens it at once. Cooldowns are independent of the circuit.
  *
  * What the circuit and the cooldown judge is the upstream's URL and credential (`rebase`): when
- * the operator changes either (a refused key rotated, a dead host replaced), the upstream is
- * judged afresh at once, not after `openMs`, and the outcome of an attempt begun before the change
- * (`begin`'s generation) no longer moves the circuit.
+ * a newer version of its record changes either (a refused key rotated, a dead host replaced),
+ * the upstream is judged afresh at once, not after `openMs`, and the outcome of an attempt begun
+ * before the change, or routed with an older record (`begin`'s generation), no longer moves it.
  */
 export class UpstreamHealth {
   readonly id: string;
@@ -41,8 +44,8 @@ export class UpstreamHealth {
   #openUntil = 0;
   #cooldownUntil = 0;
   #inFlight = 0;
-  /** what the state below judges: the URL and the sealed credential last seen (`rebase`) */
-  #basis: { url: string; key: string | null } | undefined;
+  /** what the state below judges: the newest record version seen, its URL and its credential (`rebase`) */
+  #basis: { version: number; url: string; key: string | undefined } | undefined;
   /** bumped by every change of the basis: attempts begun under an older one do not move the circuit */
   #generation = 0;
   // per-second buckets of the last WINDOW_S seconds: [second, attempts, failures]
@@ -87,17 +90,19 @@ export class UpstreamHealth {
   }
 
   /**
-   * The upstream as the request is about to judge it: `url` its base URL, `sealedKey` its sealed
-   * credential (null: none; a rotation seals anew, so a changed key is a changed text). When
-   * either differs from what was judged so far, the circuit closes and the failures and cooldown
-   * are forgotten; in-flight counts and the window's figures stay (they are about requests, not
-   * the judgement). The first call only records the basis.
+   * The upstream's record as a request sees it: `version` the record's version, `url` its base
+   * URL, `apiKey` its credential in clear (undefined: none; compared, never kept apart from the
+   * pool view's own copy). Only a newer version counts (a request routed from an older snapshot
+   * does not take the judgement back). When a newer version changes the URL or the credential,
+   * the circuit closes and the failures and cooldown are forgotten; in-flight counts and the
+   * window's figures stay (they are about requests, not the judgement). The same key sent again
+   * (sealed anew, a new version) changes nothing. The first call only records the basis.
    */
-  rebase(url: string, sealedKey: string | null): void {
+  rebase(version: number, url: string, apiKey: string | undefined): void {
     const b = this.#basis;
-    if (b !== undefined && b.url === url && b.key === sealedKey) return;
-    this.#basis = { url, key: sealedKey };
-    if (b === undefined) return;
+    if (b !== undefined && version <= b.version) return;
+    this.#basis = { version, url, key: apiKey };
+    if (b === undefined || (b.url === url && b.key === apiKey)) return;
     this.#generation++;
     this.#state = 'closed';
     this.#failures = 0;
@@ -108,12 +113,14 @@ export class UpstreamHealth {
   /**
    * An attempt starts: counts it in flight; an open circuit whose time has passed becomes
    * half-open (this is its probe). Returns the attempt's generation, for `failed`, `succeeded`
-   * and `coolDown`.
+   * and `coolDown`: STALE when `version` (the record the attempt was routed with) is older than
+   * the newest one seen, so its outcome, about another URL or key, moves nothing.
    */
-  begin(): number {
+  begin(version?: number): number {
     this.#inFlight++;
-    if (this.#state === 'open' && this.#now() >= this.#openUntil) this.#state = 'half_open';
     this.#count(false);
+    if (version !== undefined && this.#basis !== undefined && version < this.#basis.version) return STALE;
+    if (this.#state === 'open' && this.#now() >= this.#openUntil) this.#state = 'half_open';
     return this.#generation;
   }
 

@@ -147,10 +147,10 @@ export class UpstreamPool {
     this.#now = o.now ?? Date.now;
   }
 
-  /** This process's state of `u`, judged on `u`'s URL and credential as the snapshot gives them now (`UpstreamHealth.rebase`). */
+  /** This process's state of `u`, judged on the newest version of its URL and credential seen (`UpstreamHealth.rebase`). */
   #judged(u: ResolvedUpstream): UpstreamHealth {
     const h = this.health(u.record.id);
-    h.rebase(u.record.base_url, u.record.api_key_sealed);
+    h.rebase(u.record.version, u.record.base_url, u.apiKey);
     return h;
   }
 
@@ -251,7 +251,7 @@ export class UpstreamPool {
       tried.add(id);
       attempts++;
       const health = this.#judged(u);
-      const generation = health.begin();
+      const generation = health.begin(u.record.version);
       let released = false;
       const release = () => {
         if (released) return;

@@ -2,7 +2,7 @@
 
 import { UsageError, choiceOption, expectPositionals, pathId, stringOption, type Command, type Group, type Parsed } from './core.ts';
 import { byIdCommand, listFormat, printJson, printList } from './output.ts';
-import { checkText, type ValueKind } from './values.ts';
+import { checkBody, checkText, type ValueKind } from './values.ts';
 
 const FORMAT = { format: { type: 'string' } } as const;
 const FORMAT_HELP = '  --format F       json or table (default: table on a terminal, else JSON)';
@@ -96,6 +96,7 @@ command takes. NAME: 1-200 characters, no control characters.`,
       async run(ctx) {
         const [name] = expectPositionals(ctx.positionals, ['NAME']);
         await checkText('name', name!, 'NAME');
+        await checkBody('account-create', { name });
         printJson(ctx.io, (await ctx.api().json('POST', '/admin/v1/accounts', { body: { name } })).body);
       },
     },
@@ -140,6 +141,7 @@ sent (a malformed one exits 2).`,
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
         const body = patchBody(ctx.values, ACCOUNT_UPDATE_FIELDS);
+        await checkBody('account-patch', body);
         printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/accounts/${pathId(id!, 'ACCOUNT_ID')}`, { body })).body);
       },
     },
@@ -201,7 +203,9 @@ Creates a key (POST /admin/v1/accounts/:id/keys) and prints it as JSON with "key
       async run(ctx) {
         const [account] = expectPositionals(ctx.positionals, ['ACCOUNT_ID']);
         const name = ctx.values.name;
-        const { body } = await ctx.api().json('POST', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/keys`, { body: name === undefined ? {} : { name } });
+        const request = name === undefined ? {} : { name };
+        await checkBody('key-create', request);
+        const { body } = await ctx.api().json('POST', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/keys`, { body: request });
         printJson(ctx.io, body);
         ctx.io.stderr.write(`${ctx.name}: the "key" above is the secret; it is not stored and cannot be shown again\n`);
       },
@@ -257,6 +261,7 @@ sent (a malformed one exits 2).`,
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['KEY_ID']);
         const body = patchBody(ctx.values, KEY_UPDATE_FIELDS);
+        await checkBody('key-patch', body);
         printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/keys/${pathId(id!, 'KEY_ID')}`, { body })).body);
       },
     },

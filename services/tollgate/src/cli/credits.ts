@@ -4,7 +4,7 @@
 import { UsageError, choiceOption, expectPositionals, pathId, stringOption, type Command, type Group, type Parsed } from './core.ts';
 import { listFormat, printJson, printList } from './output.ts';
 import { NONE } from './accounts.ts';
-import { creditsValue } from './values.ts';
+import { creditsValue, checkBody } from './values.ts';
 
 
 /** Ledger kinds an operator may post (`POST /admin/v1/accounts/:id/credits` `kind`). */
@@ -44,9 +44,9 @@ amount, written after -- so it is not read as an option:
         // negative only as an adjustment.
         const micros = await creditsValue(amount!, 'CREDITS', 'non-zero');
         if (micros < 0n && kind !== 'adjustment') throw new UsageError('CREDITS: a negative amount takes credit away and needs --kind adjustment');
-        const { status, body } = await ctx.api().json<Record<string, unknown>>('POST', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/credits`, {
-          body: { credits: amount, reference, ...(kind === undefined ? {} : { kind }) },
-        });
+        const grant = { credits: amount, reference, ...(kind === undefined ? {} : { kind }) };
+        await checkBody('credit-grant', grant);
+        const { status, body } = await ctx.api().json<Record<string, unknown>>('POST', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/credits`, { body: grant });
         printJson(ctx.io, body);
         if (body.duplicate === true) ctx.io.stderr.write(`${ctx.name}: reference ${JSON.stringify(reference)} was already applied; nothing credited again\n`);
         if (status === 202) ctx.io.stderr.write(`${ctx.name}: accepted, not yet applied to the balance shown (the ledger is behind); it will be applied once\n`);
@@ -148,7 +148,9 @@ ${PLAN_OPTIONS_HELP}`,
       values: { name: { kind: 'plan-name' } },
       async run(ctx) {
         expectPositionals(ctx.positionals, []);
-        printJson(ctx.io, (await ctx.api().json('POST', '/admin/v1/plans', { body: planBody(ctx.values) })).body);
+        const body = planBody(ctx.values);
+        await checkBody('plan', body);
+        printJson(ctx.io, (await ctx.api().json('POST', '/admin/v1/plans', { body })).body);
       },
     },
     {
@@ -177,6 +179,7 @@ ${PLAN_OPTIONS_HELP}`,
         const [id] = expectPositionals(ctx.positionals, ['PLAN_ID']);
         const body = planBody(ctx.values);
         if (Object.keys(body).length === 0) throw new UsageError(`nothing to change: give --name or a limit (${PLAN_LIMITS.map((o) => `--${o}`).join(', ')})`);
+        await checkBody('plan', body);
         printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/plans/${pathId(id!, 'PLAN_ID')}`, { body })).body);
       },
     },

@@ -9,7 +9,7 @@
 // server's state (a model of its catalog, an existing upstream id, the platform of a group's
 // upstreams) is the server's to refuse, exit 1 with its message.
 
-import { UsageError, choiceOption, expectPositionals, pathId, stringOption, type Command, type Context, type Group, type Io, type Parsed } from './core.ts';
+import { UsageError, choiceOption, expectPositionals, pathId, resolveToken, stringOption, type Command, type Context, type Group, type Io, type Parsed } from './core.ts';
 import { NONE, list } from './accounts.ts';
 import { byIdCommand, listFormat, printJson, printList } from './output.ts';
 import { checkText, type ValueKind } from './values.ts';
@@ -186,7 +186,6 @@ Example: printenv ANTHROPIC_KEY_2 | tollgate upstreams create "team b" --platfor
         if (platform === undefined) throw new UsageError('--platform is required (anthropic or openai)');
         const fields = await upstreamFields(ctx.values);
         if (fields.base_url === undefined) throw new UsageError('--base-url is required');
-        if (fields.models === null || fields.max_concurrency === null) throw new UsageError(`"${NONE}" is for update; leave the option out for its default`);
         const body = assign({ name, platform }, fields);
         if (ctx.values['api-key-stdin'] === true) body.api_key = await readApiKey(ctx.io, '--api-key-stdin');
         printJson(ctx.io, (await ctx.api().json('POST', '/admin/v1/upstreams', { body })).body);
@@ -308,7 +307,6 @@ ${GROUP_OPTIONS_HELP}`,
         const fields = await groupFields(ctx.values);
         if (fields.platform === undefined) throw new UsageError('--platform is required (anthropic or openai)');
         if (fields.upstream_ids === undefined) throw new UsageError('--upstream is required (at least one upstream id)');
-        if (fields.model_mapping === null) throw new UsageError(`--map ${NONE} is for update; leave it out for the catalog's own names`);
         printJson(ctx.io, (await ctx.api().json('POST', '/admin/v1/groups', { body: assign({ name }, fields) })).body);
       },
     },
@@ -400,7 +398,7 @@ URL: http(s), no user name, password or credential in it (the signature authenti
         // with the tokens this command holds among the secrets a URL must not carry (as the API
         // checks against its own).
         const { MAX_WEBHOOK_DESCRIPTION_CHARS, operatorTextProblem, webhookUrl } = await import('@tollgate/control');
-        const secrets = [ctx.io.env.ADMIN_TOKEN, ctx.io.env.FINANCE_TOKEN].filter((t): t is string => typeof t === 'string' && t !== '');
+        const secrets = [ctx.io.env.ADMIN_TOKEN, ctx.io.env.FINANCE_TOKEN, resolveToken(ctx.io.env)].filter((t): t is string => typeof t === 'string' && t !== '');
         try {
           webhookUrl(url!, secrets);
         } catch (err) {
@@ -412,7 +410,9 @@ URL: http(s), no user name, password or credential in it (the signature authenti
         for (const e of events) {
           if (!(WEBHOOK_EVENT_TYPES as readonly string[]).includes(e)) throw new UsageError(`--events: ${JSON.stringify(e)} is not one of ${WEBHOOK_EVENT_TYPES.join(', ')}`);
         }
-        const description = stringOption(ctx.values, 'description');
+        // '' is a description the API takes (none), so it is not refused as an empty option would be
+        const raw = ctx.values.description;
+        const description = typeof raw === 'string' ? raw : undefined;
         const problem = description === undefined ? undefined : operatorTextProblem(description, MAX_WEBHOOK_DESCRIPTION_CHARS);
         if (problem) throw new UsageError(`--description: ${problem}`);
         const body = assign({ url, events }, { description });

@@ -80,6 +80,17 @@ export async function checkText(kind: TextKind, text: string, label: string): Pr
   if (problem) throw new UsageError(`${label}: ${problem}`);
 }
 
+/**
+ * Refuses `body` (built from the command line, about to be sent as the API's `kind` body) when
+ * the API's own schema would (`bodyProblem` of @tollgate/control: lengths after trimming and
+ * NFC, list sizes, plan limits), with the API's message naming the body field.
+ * @throws UsageError
+ */
+export async function checkBody(kind: import('@tollgate/control').OperatorBody, body: unknown): Promise<void> {
+  const problem = (await import('@tollgate/control')).bodyProblem(kind, body);
+  if (problem) throw new UsageError(`the API would refuse this: ${problem}`);
+}
+
 /** @throws UsageError naming `label` unless `text` is a whole number from `min` to `max` (decimal digits, an optional minus) */
 function wholeNumber(text: string, label: string, min: number, max: number): void {
   if (!/^-?\d{1,16}$/.test(text) || Number(text) < min || Number(text) > max) {
