@@ -237,3 +237,18 @@ test('pick: priority first; the pinned upstream when available; none available o
   // a first attempt with nothing healthy: the one back soonest (hi's circuit, 30 s, before lo's 60 s cooldown)
   assert.equal(pool.pick(all, new Set(), undefined, true)?.record.id, 'hi');
 });
+
+test('pick with failback (the key standing in for a session): a pin to a lower priority yields once a higher one is available; among equals it holds', () => {
+  const pool = new UpstreamPool({
+    view: { groupFor: async () => { throw new Error('unused'); }, group: async () => undefined, upstream: async () => undefined },
+    store: new MemoryPoolStore(), clients: new UpstreamClients({} as never, { url: 'http://127.0.0.1:9', apiKey: undefined, timeoutMs: 1000 }), gatewayId: 'gw', random: seeded(1),
+  });
+  const hi = up('hi', { priority: 5 });
+  const lo = up('lo', { priority: 0 });
+  const lo2 = up('lo2', { priority: 0, weight: 1000 });
+  assert.equal(pool.pick([hi, lo], new Set(), 'lo', false, false)?.record.id, 'lo', 'a real session stays where its cache is');
+  assert.equal(pool.pick([hi, lo], new Set(), 'lo', false, true)?.record.id, 'hi', 'the key goes back to the preferred upstream');
+  for (let i = 0; i < 20; i++) assert.equal(pool.pick([lo, lo2], new Set(), 'lo', false, true)?.record.id, 'lo', 'among equals the pin holds');
+  pool.health('hi').failed(true);
+  assert.equal(pool.pick([hi, lo, lo2], new Set(), 'lo', false, true)?.record.id, 'lo', 'while the preferred one is unavailable the pin holds');
+});

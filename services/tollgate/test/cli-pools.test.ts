@@ -52,8 +52,9 @@ test('the upstream credential comes from stdin, is the one the gateway sends, an
   // The simulator takes only UPSTREAM_KEY: with the piped wrong key every request fails upstream ...
   await waitFor(async () => (await ask(c.secret)) !== 200, 'a request through the wrong key fails');
   // ... and after a rotation through stdin (no trailing newline this time) it is served.
-  const rotated = ok<{ api_key_set: boolean }>(await tg(['upstreams', 'update', up.id, '--api-key-stdin'], UPSTREAM_KEY));
-  assert.equal(rotated.api_key_set, true);
+  const rotation = await tg(['upstreams', 'update', up.id, '--api-key-stdin'], UPSTREAM_KEY);
+  assert.equal(ok<{ api_key_set: boolean }>(rotation).api_key_set, true);
+  assert.match(rotation.stderr, /^tollgate upstreams update: credential replaced; every gateway uses it within a second/);
   await waitFor(async () => (await ask(c.secret)) === 200, 'a request through the rotated key is served');
   // Never shown again: not by show, list (JSON or table), nor any diagnostic.
   const outputs = [created, await tg(['upstreams', 'show', up.id]), await tg(['upstreams', 'list']), await tg(['upstreams', 'list', '--format', 'table'])];
@@ -77,9 +78,18 @@ test('a refused key rotated through the CLI: its upstream serves again at once, 
   await waitFor(async () => (await servedBy(c.secret)) === 'default', 'the refused upstream fails over to default');
   // Its circuit is open now (a 401 opens it at once): the next request goes straight to default.
   assert.equal(await servedBy(c.secret), 'default');
+  // A client that sends no session id: its key is its session, now pinned to default.
+  assert.equal(await servedBy(c.secret, null), 'default');
   ok(await tg(['upstreams', 'update', first.id, '--api-key-stdin'], UPSTREAM_KEY));
   // Within the pool snapshot's age (≤ 1 s), far inside the 30 s the circuit would stay open.
   await waitFor(async () => (await servedBy(c.secret)) === first.id, 'the rotated upstream serves again');
+  // The key's pin yields to the preferred upstream (its sliding pin would otherwise keep the
+  // key's steady traffic on the backup for good).
+  assert.equal(await servedBy(c.secret, null), first.id);
+  // `tollgate event` prints the usage record the API holds for a request id
+  const shown = ok<{ event_id: string; upstream_id: string }>(await tg(['event', lastRequestId]));
+  assert.deepEqual(shown, (await admin(stack.url, 'GET', `/admin/v1/usage/events/${lastRequestId}`)).json);
+  assert.deepEqual([shown.event_id, shown.upstream_id], [lastRequestId, first.id]);
   ok(await tg(['keys', 'update', c.keyId, '--group', 'none']));
 });
 
@@ -140,6 +150,7 @@ test('every value the API checks by itself is checked with its rule first: exit 
     [['keys', 'revoke', '.', '--url', NOWHERE], /KEY_ID "\." is not an id/],
     [['credits', 'grant', '..', '1', '--reference', 'r', '--url', NOWHERE], /ACCOUNT_ID "\.\." is not an id/],
     [['plans', 'delete', '..', '--url', NOWHERE], /PLAN_ID "\.\." is not an id/],
+    [['event', '..', '--url', NOWHERE], /REQUEST_ID "\.\." is not an id/],
     [create('--weight', String(wMin - 1)), new RegExp(`--weight must be a whole number from ${wMin} to ${wMax}, not "${wMin - 1}"`)],
     [create('--weight', String(wMax + 1)), /--weight must be a whole number/],
     [create('--weight', '1.5'), /--weight must be a whole number/],
@@ -269,20 +280,24 @@ test('the help texts give the API\'s own bounds and names', async () => {
   for (const g of ['upstreams', 'groups', 'webhooks']) assert.match(top.stdout, new RegExp(`^  ${g} `, 'm'));
 });
 
+/** The request id of `servedBy`'s last request. */
+let lastRequestId = '';
+
 /**
  * One customer request (200 expected), in a session of its own (a session stays pinned to the
- * upstream that served it: README "Selection, failover and affinity"): the upstream its usage
- * record says served it (`upstream_id`).
+ * upstream that served it: README "Selection, failover and affinity"), or with no session id
+ * (`null`: the key is the session): the upstream its usage record says served it (`upstream_id`).
  */
-async function servedBy(secret: string): Promise<string> {
+async function servedBy(secret: string, session: string | null = randomUUID()): Promise<string> {
   const res = await fetch(`${stack.url}/v1/messages`, {
     method: 'POST',
-    headers: { 'x-api-key': secret, 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-claude-code-session-id': randomUUID() },
+    headers: { 'x-api-key': secret, 'content-type': 'application/json', 'anthropic-version': '2023-06-01', ...(session === null ? {} : { 'x-claude-code-session-id': session }) },
     body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] }),
   });
   await res.arrayBuffer();
   assert.equal(res.status, 200);
   const id = res.headers.get('request-id')!;
+  lastRequestId = id;
   for (let i = 0; ; i++) {
     const r = await admin<{ upstream_id?: string }>(stack.url, 'GET', `/admin/v1/usage/events/${id}`);
     if (r.status === 200) return r.json.upstream_id!;

@@ -190,22 +190,27 @@ export class UpstreamPool {
 
   /**
    * The next upstream to try, or undefined: the session's pinned upstream when it is untried and
-   * available; else among the untried available ones, the highest priority, then weighted random.
+   * available (with `failback`, only when it is also of the highest priority available); else
+   * among the untried available ones, the highest priority, then weighted random. A real session
+   * stays where its prompt cache is even when a preferred upstream comes back (it ends; its cache
+   * would be written again); the key standing in for a session (`failback`, a client that sends
+   * no session id) never ends under steady traffic, so its sliding pin would keep all of the
+   * key's traffic on a backup for good.
    * An upstream is unavailable while its circuit is open (or its half-open probe is running),
    * it is cooled down, or it has `max_concurrency` requests in flight here. With `panic` (the
    * first attempt) and none available but some only for health reasons, the one expected back
    * soonest is taken rather than refusing: the gateway does not invent an outage (Envoy's panic
    * routing; a group of one upstream behaves as it did before pools).
    */
-  pick(candidates: readonly ResolvedUpstream[], tried: ReadonlySet<string>, pinned: string | undefined, panic: boolean): ResolvedUpstream | undefined {
+  pick(candidates: readonly ResolvedUpstream[], tried: ReadonlySet<string>, pinned: string | undefined, panic: boolean, failback = false): ResolvedUpstream | undefined {
     const untried = candidates.filter((u) => !tried.has(u.record.id));
     const available = untried.filter((u) => this.#judged(u).unavailable(u.record.max_concurrency) === null);
-    if (pinned !== undefined) {
-      const p = available.find((u) => u.record.id === pinned);
-      if (p) return p;
-    }
     if (available.length > 0) {
       const top = Math.max(...available.map((u) => u.record.priority));
+      if (pinned !== undefined) {
+        const p = available.find((u) => u.record.id === pinned);
+        if (p && (!failback || p.record.priority === top)) return p;
+      }
       return weightedPick(available.filter((u) => u.record.priority === top), this.#random);
     }
     if (!panic) return undefined;
@@ -234,7 +239,9 @@ export class UpstreamPool {
     const shared = route.pinned;
     // Per model: a prompt cache is per model, and a pin shared across models would let a side
     // request for a model the pinned upstream does not serve move the main model's pin (brk10a #1).
-    const session = shared ? pinKey(sessionKey(ctx.headers, ctx.body, ctx.accountId, ctx.keyId).key, route.modelId) : '';
+    const identified = shared ? sessionKey(ctx.headers, ctx.body, ctx.accountId, ctx.keyId) : undefined;
+    const session = identified ? pinKey(identified.key, route.modelId) : '';
+    const failback = identified?.source === 'key';
     let pinned: string | undefined;
     if (shared) {
       pinned = await store.affinity(route.group.id, session).catch((err: unknown) => {
@@ -245,7 +252,7 @@ export class UpstreamPool {
     const tried = new Set<string>();
     let attempts = 0;
     for (;;) {
-      const u = this.pick(route.candidates, tried, pinned, attempts === 0);
+      const u = this.pick(route.candidates, tried, pinned, attempts === 0, failback);
       if (!u) throw gatewayError('overloaded', 'Every upstream of this gateway is fully in use; retry shortly', { headers: { 'retry-after': '1' } });
       const id = u.record.id;
       tried.add(id);

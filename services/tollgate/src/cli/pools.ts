@@ -108,9 +108,10 @@ const UPSTREAM_COLUMNS = [
   ['weight', 'weight'], ['priority', 'priority'], ['max_concurrency', 'max concurrency'], ['groups', 'groups'],
 ] as const;
 
-const UPSTREAM_OPTIONS_HELP = `  --base-url URL        absolute http(s) URL the gateway appends /v1/messages (anthropic) or
-                        /v1/chat/completions (openai) to; no user name, query, fragment or
-                        credential in it
+const UPSTREAM_OPTIONS_HELP = `  --base-url URL        absolute http(s) URL, no user name, query, fragment or credential in it:
+                        anthropic: the gateway posts to <URL>/v1/messages (https://api.anthropic.com);
+                        openai: the URL includes the version (https://api.openai.com/v1), the
+                        gateway posts to <URL>/chat/completions
   --api-key-stdin       read the upstream's API key from standard input (never from argv)
   --models M            catalog models this upstream serves; repeat or comma-separate (default:
                         every model; the server checks the names against its catalog)
@@ -229,6 +230,11 @@ ${UPSTREAM_OPTIONS_HELP.replace('read the upstream\'s API key', 'rotate: read th
         if (ctx.values['api-key-stdin'] === true) body.api_key = await readApiKey(ctx.io, '--api-key-stdin');
         nothingToChange(body, ['name', 'base-url', 'api-key-stdin', 'clear-api-key', 'models', 'weight', 'priority', 'max-concurrency', 'status']);
         printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/upstreams/${pathId(id!, 'UPSTREAM_ID')}`, { body })).body);
+        // The answer looks the same before and after a rotation (api_key_set: true), and its health
+        // is the gateways' last report: say what changed and when it applies.
+        if (body.api_key !== undefined || body.base_url !== undefined) {
+          ctx.io.stderr.write(`${ctx.name}: ${body.api_key === null ? 'credential removed' : body.api_key !== undefined ? 'credential replaced' : 'base URL changed'}; every gateway uses it within a second, and judges the upstream afresh (its circuit closed); "health" above is the gateways' last report\n`);
+        }
       },
     },
     byIdCommand({

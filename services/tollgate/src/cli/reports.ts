@@ -4,7 +4,7 @@
 // every one of them.
 
 import { EXIT_FAILED, UsageError, choiceOption, expectPositionals, pathId, monthArgument, stringOption, type Command, type Context } from './core.ts';
-import { confirm, download, outputOption, printJson, printTable, refuseBinaryOnTerminal } from './output.ts';
+import { confirm, download, outputOption, printJson, printTable, refuseBinaryOnTerminal, byIdCommand } from './output.ts';
 
 
 const isRows = (v: unknown): v is Array<Record<string, unknown>> =>
@@ -93,6 +93,20 @@ export function printUsage(ctx: Context, body: Row): void {
     printTable(ctx.io, byModel.map(flat), metricColumns([['model', 'model']]));
   }
 }
+
+/** `tollgate event REQUEST_ID`: one request's usage record (GET /admin/v1/usage/events/:id). */
+export const event: Command = byIdCommand({
+  name: 'event',
+  summary: "one request's usage record: cost, tokens, the upstream that served it",
+  help: `Usage: tollgate event REQUEST_ID
+
+Prints one request's usage record (GET /admin/v1/usage/events/:id) as JSON. REQUEST_ID is the
+request-id header of the gateway's response (req_…). It holds the cost, the tokens of every
+dimension, the status, and which upstream served it after how many attempts (upstream_id,
+attempts). A request becomes queryable once the warehouse has stored it (WAREHOUSE_FLUSH_MS
+after its response): a 404 just after the response may need a second try.`,
+  id: 'REQUEST_ID', method: 'GET', path: (id) => `/admin/v1/usage/events/${id}`,
+});
 
 export const usage: Command = {
   name: 'usage',
