@@ -39,8 +39,13 @@ function patchBody(values: Parsed['values'], fields: ReadonlyArray<readonly [str
     const v = read(values, option);
     if (v !== undefined) body[field] = v;
   }
-  if (Object.keys(body).length === 0) throw new UsageError(`nothing to change: give at least one of ${fields.map(([o]) => `--${o}`).join(', ')}`);
+  requireChange(body, fields.map(([o]) => o));
   return body;
+}
+
+/** Refuses an empty PATCH body, naming the options that would fill it. @throws UsageError */
+export function requireChange(body: Record<string, unknown>, options: readonly string[]): void {
+  if (Object.keys(body).length === 0) throw new UsageError(`nothing to change: give at least one of ${options.map((o) => `--${o}`).join(', ')}`);
 }
 
 const ACCOUNT_COLUMNS = [

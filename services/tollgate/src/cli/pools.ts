@@ -10,7 +10,7 @@
 // upstreams) is the server's to refuse, exit 1 with its message.
 
 import { UsageError, choiceOption, expectPositionals, pathId, resolveToken, stringOption, type Command, type Context, type Group, type Io, type Parsed } from './core.ts';
-import { NONE, list } from './accounts.ts';
+import { NONE, list, requireChange } from './accounts.ts';
 import { byIdCommand, listFormat, printJson, printList } from './output.ts';
 import { checkText, type ValueKind } from './values.ts';
 
@@ -97,10 +97,6 @@ async function mappingOption(values: Parsed['values']): Promise<Record<string, s
 function assign(body: Record<string, unknown>, fields: Record<string, unknown>): Record<string, unknown> {
   for (const [k, v] of Object.entries(fields)) if (v !== undefined) body[k] = v;
   return body;
-}
-
-function nothingToChange(body: Record<string, unknown>, options: readonly string[]): void {
-  if (Object.keys(body).length === 0) throw new UsageError(`nothing to change: give at least one of ${options.map((o) => `--${o}`).join(', ')}`);
 }
 
 const UPSTREAM_COLUMNS = [
@@ -228,7 +224,7 @@ ${UPSTREAM_OPTIONS_HELP.replace('read the upstream\'s API key', 'rotate: read th
         if (ctx.values['clear-api-key'] === true) body.api_key = null;
         // A rotation alone is a change: the key is read only once the command line is known good.
         if (ctx.values['api-key-stdin'] === true) body.api_key = await readApiKey(ctx.io, '--api-key-stdin');
-        nothingToChange(body, ['name', 'base-url', 'api-key-stdin', 'clear-api-key', 'models', 'weight', 'priority', 'max-concurrency', 'status']);
+        requireChange(body, ['name', 'base-url', 'api-key-stdin', 'clear-api-key', 'models', 'weight', 'priority', 'max-concurrency', 'status']);
         printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/upstreams/${pathId(id!, 'UPSTREAM_ID')}`, { body })).body);
         // The answer looks the same before and after a rotation (api_key_set: true), and its health
         // is the gateways' last report: say what changed and when it applies.
@@ -341,7 +337,7 @@ ${GROUP_OPTIONS_HELP}`,
       async run(ctx) {
         const [id] = expectPositionals(ctx.positionals, ['GROUP_ID']);
         const body = assign({}, await groupFields(ctx.values));
-        nothingToChange(body, ['name', 'platform', 'upstream', 'map']);
+        requireChange(body, ['name', 'platform', 'upstream', 'map']);
         printJson(ctx.io, (await ctx.api().json('PATCH', `/admin/v1/groups/${pathId(id!, 'GROUP_ID')}`, { body })).body);
       },
     },

@@ -167,9 +167,7 @@ export async function checkValues(values: Parsed['values'], kinds: Readonly<Reco
         await checkText(spec.kind, items[0]!, label);
         break;
       case 'page':
-        if (!/^\d{1,4}$/.test(items[0]!) || Number(items[0]) < 1 || Number(items[0]) > MAX_PAGE) {
-          throw new UsageError(`${label} must be a whole number from 1 to ${MAX_PAGE}, not ${JSON.stringify(items[0])}`);
-        }
+        wholeNumber(items[0]!, label, 1, MAX_PAGE);
         break;
     }
   }
