@@ -18,5 +18,5 @@ export type { JournalRecord, JournalScan, UnreadableJournalLine } from './journa
 export { KafkaLog, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
 export type { KafkaLogOptions, KafkaLogLogger, LagReport } from './kafka-log.ts';
 export { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
-export { KAFKA_COMPRESSIONS, CODEC_SLICE_MS, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES } from './kafka-codecs.ts';
+export { KAFKA_COMPRESSIONS, CODEC_SLICE_MS, gunzipOptions, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES, zstdOptions } from './kafka-codecs.ts';
 export type { KafkaCompression } from './kafka-codecs.ts';

@@ -1388,11 +1388,16 @@ function decodeMessage(topic: Topic, partition: number, message: KafkaMessage): 
   return { topic, partition, offset, event: event as AnyEvent, headers };
 }
 
+/**
+ * The headers the publisher gave, as on the other logs. The `event_id` header every record
+ * carries (for tools that read the topic without parsing values) is left out: the event holds
+ * its id, and decoding it was a string per message for nobody.
+ */
 function decodeHeaders(headers: IHeaders | undefined): EventHeaders {
   const out: EventHeaders = {};
   // for-in, not Object.entries: no array per header of every message (kafkajs makes a plain object)
   for (const name in headers) {
-    if (!Object.hasOwn(headers, name)) continue;
+    if (name === 'event_id' || !Object.hasOwn(headers, name)) continue;
     const value = headers[name];
     const one = Array.isArray(value) ? value[value.length - 1] : value;
     if (one !== undefined) out[name] = typeof one === 'string' ? one : one.toString('utf8');

@@ -5,9 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { deflateSync } from 'node:zlib';
+import { deflateSync, gzipSync, zstdCompressSync } from 'node:zlib';
 import kafkajs, { CompressionTypes } from 'kafkajs';
-import { registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES } from '@tollgate/events';
+import { gunzipOptions, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES, zstdOptions } from '@tollgate/events';
 
 type Codec = { compress(encoder: { buffer: Buffer }): Promise<Buffer>; decompress(buffer: Buffer): Promise<Buffer> };
 const codecs = (kafkajs as unknown as { CompressionCodecs: Record<number, () => Codec> }).CompressionCodecs;
@@ -68,3 +68,50 @@ for (const [name, type] of [['zstd', CompressionTypes.ZSTD], ['gzip', Compressio
     assert.ok(turned >= 0 && turned < 100, `the event loop turned during the run (at batch ${turned})`);
   });
 }
+
+test('codec output sizing: a batch is decompressed into one buffer of its declared size + 1 (the gzip trailer\'s ISIZE, zstd\'s Frame_Content_Size); a missing or lying size changes only the chunking, never the bytes', async () => {
+  // Kind: a record batch decompressed in zlib's default 16 KiB chunks and then concatenated.
+  const input = jsonLike(60_000);
+  for (const [name, type] of [['gzip', CompressionTypes.GZIP], ['zstd', CompressionTypes.ZSTD]] as const) {
+    const codec = codecs[type]!();
+    const packed = await codec.compress({ buffer: input });
+    const back = await codec.decompress(packed);
+    assert.ok(back.equals(input), `${name}: the bytes`);
+    // one allocation of exactly 60,001 bytes (a pooled or concatenated buffer would differ)
+    assert.equal(back.buffer.byteLength, 60_001, `${name}: one output buffer of the declared size + 1`);
+  }
+  assert.deepEqual(gunzipOptions(gzipSync(input)), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES, chunkSize: 60_001 });
+  // below zlib's default chunk the default chunk is used; above the sync output limit, the limit + 1
+  assert.equal(gunzipOptions(gzipSync(Buffer.from('{}'))).chunkSize, 16_384);
+  const lying = (size: number): Buffer => { const b = Buffer.from(gzipSync(input)); b.writeUInt32LE(size, b.length - 4); return b; };
+  assert.equal(gunzipOptions(lying(0xffff_ffff)).chunkSize, SYNC_MAX_OUTPUT_BYTES + 1);
+  assert.equal(gunzipOptions(lying(3)).chunkSize, 16_384);
+  // a wrong trailer is a corrupt batch, refused as without the sizing (zlib checks ISIZE against what it wrote)
+  await assert.rejects(codecs[CompressionTypes.GZIP]!().decompress(lying(3)), { code: 'Z_DATA_ERROR' });
+  // a multi-member gzip declares only its last member's size: the whole comes back, in more chunks
+  const two = Buffer.concat([gzipSync(input), gzipSync(Buffer.from('{"x":1}'))]);
+  assert.ok((await codecs[CompressionTypes.GZIP]!().decompress(two)).equals(Buffer.concat([input, Buffer.from('{"x":1}')])));
+  // a zlib-framed batch has no trailer to read: the defaults
+  assert.deepEqual(gunzipOptions(deflateSync(input)), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
+  assert.deepEqual(gunzipOptions(Buffer.alloc(0)), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
+});
+
+test('codec output sizing: every Frame_Content_Size layout of a zstd frame header (RFC 8878 §3.1.1.1) is read exactly', () => {
+  const frame = (bytes: number[]): Buffer => Buffer.from([0x28, 0xb5, 0x2f, 0xfd, ...bytes, 0, 0, 0]);
+  const sized = (n: number) => ({ maxOutputLength: SYNC_MAX_OUTPUT_BYTES, chunkSize: n + 1 });
+  // flag 0, single segment: 1 byte (under the default chunk, so 16 KiB)
+  assert.equal(zstdOptions(frame([0x20, 200])).chunkSize, 16_384);
+  // flag 1: 2 bytes + 256; single segment, no dictionary id
+  assert.deepEqual(zstdOptions(frame([0x60, 0x50, 0xc2])), sized(0xc250 + 256));
+  // flag 2: 4 bytes, after a window descriptor and a 1-byte dictionary id
+  assert.deepEqual(zstdOptions(frame([0x81, 0x58, 0x07, 0x40, 0x0d, 0x03, 0x00])), sized(200_000));
+  // flag 3: 8 bytes, after a 4-byte dictionary id; over the limit: capped
+  assert.deepEqual(zstdOptions(frame([0xe3, 1, 2, 3, 4, 0x40, 0x0d, 0x03, 0, 0, 0, 0, 0])), sized(200_000));
+  assert.deepEqual(zstdOptions(frame([0xe0, 0, 0, 0, 0, 0, 0, 0, 1])), sized(SYNC_MAX_OUTPUT_BYTES));
+  // flag 0 without a single segment: no size; a truncated header or another magic: the defaults
+  assert.deepEqual(zstdOptions(frame([0x00, 0x58])), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
+  assert.deepEqual(zstdOptions(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x80, 0x58, 0x07])), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
+  assert.deepEqual(zstdOptions(Buffer.from('not zstd at all')), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
+  // Node's own one-shot frames carry the size
+  assert.deepEqual(zstdOptions(zstdCompressSync(Buffer.alloc(50_000, 'a'))), sized(50_000));
+});
