@@ -1,6 +1,10 @@
 import type { AnyEvent, Topic } from './types.ts';
 
-/** Trace context and anything else that travels beside an event, never inside it. */
+/**
+ * Trace context and anything else that travels beside an event, never inside it. `event_id` is
+ * reserved: a Kafka record carries the event's own id under that name (for tools that read the
+ * topic without parsing values), and a consumer does not get it back (the event holds its id).
+ */
 export type EventHeaders = Record<string, string>;
 
 export interface PublishedEvent {

@@ -78,6 +78,18 @@ async function turnIfDue(): Promise<void> {
   }
 }
 
+/**
+ * `out` itself, or a copy when it is a small view of a much larger buffer: kafkajs keeps slices
+ * of a batch's output (each record's key, value and headers) until the fetch is handled, and
+ * they would pin the whole buffer. Only a size hint that overstated the output makes one (a
+ * tiny gzip member with zero padding after it reads as a 4 MiB trailer, a tester); sized right,
+ * the buffer is the output + 1, and zlib's default 16 KiB chunks come from Node's shared pool
+ * of small buffers (`Buffer.poolSize`, 64 KiB in Node 24), as every small buffer does.
+ */
+function ownSized(out: Buffer): Buffer {
+  return out.buffer.byteLength > Math.max(Buffer.poolSize, 2 * out.length) ? Buffer.from(out) : out;
+}
+
 function codec(
   limits: { compress: number; decompress: number },
   compressSync: (b: Buffer) => Buffer, compressAsync: (b: Buffer) => Promise<Buffer>,
@@ -94,7 +106,7 @@ function codec(
       if (b.length > limits.decompress) return decompressAsync(b);
       await turnIfDue();
       try {
-        return decompressSync(b);
+        return ownSized(decompressSync(b));
       } catch (err) {
         if ((err as { code?: unknown }).code !== 'ERR_BUFFER_TOO_LARGE') throw err;
         return decompressAsync(b);
@@ -107,12 +119,17 @@ function codec(
  * Output options for a synchronous decompression whose result is expected to be `size` bytes:
  * one output buffer of `size + 1` (zlib ends with room to spare, so it neither allocates a
  * second chunk nor concatenates), at least zlib's default chunk (16 KiB: a header that claims
- * a tiny size cannot make it work in tiny chunks) and at most SYNC_MAX_OUTPUT_BYTES + 1 (so a
- * lying header costs at most that one allocation). The size is only a hint: more output than
- * it still comes back whole, in more chunks.
+ * a tiny size cannot make it work in tiny chunks) and at most SYNC_MAX_OUTPUT_BYTES + 1.
+ * The synchronous call stops at that one chunk (`maxOutputLength` is its size − 1): output
+ * beyond the declared size (a multi-member gzip, a header that lies) throws
+ * ERR_BUFFER_TOO_LARGE after at most one chunk of work, and the codec decompresses the batch
+ * again on the thread pool, whole. (With `maxOutputLength` at the limit, a declared size just
+ * under it let zlib fill a first chunk, allocate a second and fill that too: 8 MiB of
+ * synchronous work, a tester.)
  */
 function sizedOutput(size: number): { maxOutputLength: number; chunkSize: number } {
-  return { maxOutputLength: SYNC_MAX_OUTPUT_BYTES, chunkSize: Math.max(constants.Z_DEFAULT_CHUNK, Math.min(size, SYNC_MAX_OUTPUT_BYTES) + 1) };
+  const chunkSize = Math.max(constants.Z_DEFAULT_CHUNK, Math.min(size, SYNC_MAX_OUTPUT_BYTES) + 1);
+  return { maxOutputLength: chunkSize - 1, chunkSize };
 }
 
 /**
@@ -121,24 +138,43 @@ function sizedOutput(size: number): { maxOutputLength: number; chunkSize: number
  * default 16 KiB chunks a record batch of ~60 events came out in 4+ buffers that were then
  * concatenated; one buffer gave a warehouse consumer ~8 % more events per CPU-second
  * (bench/README.md, "Decompressed into one buffer"). A zlib-framed batch (no trailer) gets the
- * defaults; a multi-member gzip (the trailer is its last member's) the same bytes in more
- * chunks; a wrong ISIZE is refused by zlib's own length check, as without the sizing.
+ * defaults; a multi-member gzip (the trailer is its last member's) goes to the thread pool when
+ * it is longer than that; a wrong ISIZE is refused by zlib's own length check, as without the
+ * sizing. A trailer that claims more than deflate can expand the input (1,032:1, RFC 1951's
+ * longest match per bit) is not a gzip trailer (zero padding after the member, which gunzip
+ * accepts, puts other bytes there): the defaults.
  */
 export function gunzipOptions(b: Buffer): { maxOutputLength: number; chunkSize?: number } {
   if (b.length < 18 || b[0] !== 0x1f || b[1] !== 0x8b) return SYNC_OUT;
-  return sizedOutput(b.readUInt32LE(b.length - 4));
+  const size = b.readUInt32LE(b.length - 4);
+  return size > MAX_DEFLATE_RATIO * b.length ? SYNC_OUT : sizedOutput(size);
 }
+
+/** The most a deflate stream expands its input: 258 bytes per 2 bits at best (RFC 1951). */
+const MAX_DEFLATE_RATIO = 1032;
+
+/** zstd's default largest window (2^27 bytes, ZSTD_WINDOWLOG_LIMIT_DEFAULT), which its decoder enforces. */
+const ZSTD_MAX_WINDOW = 2 ** 27;
 
 /**
  * The same for a zstd frame, from its header's Frame_Content_Size (RFC 8878 §3.1.1.1: present
  * when the writer knew the size, as Node's one-shot `zstdCompress` does; streaming writers may
- * leave it out, and then zstd's default chunks are used).
+ * leave it out, and then zstd's default chunks are used). Not for a frame that declares a
+ * window over zstd's default limit: given room for the whole frame, zstd decodes it in one pass
+ * without the window check its streaming decoder makes, so such a frame would be read here and
+ * refused on the thread pool (a tester); with the defaults it is refused on both.
  */
 export function zstdOptions(b: Buffer): { maxOutputLength: number; chunkSize?: number } {
   if (b.length < 6 || b.readUInt32LE(0) !== 0xfd2fb528) return SYNC_OUT;
   const descriptor = b[4]!;
   const sizeFlag = descriptor >> 6;
   const singleSegment = (descriptor >> 5) & 1;
+  if (!singleSegment) {
+    // Window_Descriptor: 2^(10 + exponent) plus mantissa eighths of it
+    const w = b[5]!;
+    const base = 2 ** (10 + (w >> 3));
+    if (base + (base / 8) * (w & 7) > ZSTD_MAX_WINDOW) return SYNC_OUT;
+  }
   // magic, descriptor, then the window descriptor (absent for a single segment) and the dictionary id (0, 1, 2 or 4 bytes)
   const at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]!;
   // Frame_Content_Size: 1 byte (flag 0, single segment only), 2 (+256), 4 or 8

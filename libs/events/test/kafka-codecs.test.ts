@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { deflateSync, gzipSync, zstdCompressSync } from 'node:zlib';
+import { deflateSync, gzipSync, unzipSync, zstdCompressSync, zstdDecompress, zstdDecompressSync } from 'node:zlib';
 import kafkajs, { CompressionTypes } from 'kafkajs';
 import { gunzipOptions, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES, zstdOptions } from '@tollgate/events';
 
@@ -69,9 +69,10 @@ for (const [name, type] of [['zstd', CompressionTypes.ZSTD], ['gzip', Compressio
   });
 }
 
-test('codec output sizing: a batch is decompressed into one buffer of its declared size + 1 (the gzip trailer\'s ISIZE, zstd\'s Frame_Content_Size); a missing or lying size changes only the chunking, never the bytes', async () => {
+test('codec output sizing: a batch is decompressed into one buffer of its declared size + 1 (the gzip trailer\'s ISIZE, zstd\'s Frame_Content_Size); a missing or lying size changes only where the work is done, never the bytes', async () => {
   // Kind: a record batch decompressed in zlib's default 16 KiB chunks and then concatenated.
   const input = jsonLike(60_000);
+  const gz = codecs[CompressionTypes.GZIP]!();
   for (const [name, type] of [['gzip', CompressionTypes.GZIP], ['zstd', CompressionTypes.ZSTD]] as const) {
     const codec = codecs[type]!();
     const packed = await codec.compress({ buffer: input });
@@ -80,25 +81,81 @@ test('codec output sizing: a batch is decompressed into one buffer of its declar
     // one allocation of exactly 60,001 bytes (a pooled or concatenated buffer would differ)
     assert.equal(back.buffer.byteLength, 60_001, `${name}: one output buffer of the declared size + 1`);
   }
-  assert.deepEqual(gunzipOptions(gzipSync(input)), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES, chunkSize: 60_001 });
+  // the synchronous call stops at its one chunk: output past the declared size is not its to make
+  assert.deepEqual(gunzipOptions(gzipSync(input)), { maxOutputLength: 60_000, chunkSize: 60_001 });
   // below zlib's default chunk the default chunk is used; above the sync output limit, the limit + 1
-  assert.equal(gunzipOptions(gzipSync(Buffer.from('{}'))).chunkSize, 16_384);
+  assert.deepEqual(gunzipOptions(gzipSync(Buffer.from('{}'))), { maxOutputLength: 16_383, chunkSize: 16_384 });
+  assert.deepEqual(gunzipOptions(gzipSync(Buffer.alloc(SYNC_MAX_OUTPUT_BYTES + 10, 'a'))), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES, chunkSize: SYNC_MAX_OUTPUT_BYTES + 1 });
   const lying = (size: number): Buffer => { const b = Buffer.from(gzipSync(input)); b.writeUInt32LE(size, b.length - 4); return b; };
-  assert.equal(gunzipOptions(lying(0xffff_ffff)).chunkSize, SYNC_MAX_OUTPUT_BYTES + 1);
   assert.equal(gunzipOptions(lying(3)).chunkSize, 16_384);
   // a wrong trailer is a corrupt batch, refused as without the sizing (zlib checks ISIZE against what it wrote)
-  await assert.rejects(codecs[CompressionTypes.GZIP]!().decompress(lying(3)), { code: 'Z_DATA_ERROR' });
-  // a multi-member gzip declares only its last member's size: the whole comes back, in more chunks
-  const two = Buffer.concat([gzipSync(input), gzipSync(Buffer.from('{"x":1}'))]);
-  assert.ok((await codecs[CompressionTypes.GZIP]!().decompress(two)).equals(Buffer.concat([input, Buffer.from('{"x":1}')])));
+  await assert.rejects(gz.decompress(lying(3)), { code: 'Z_DATA_ERROR' });
   // a zlib-framed batch has no trailer to read: the defaults
   assert.deepEqual(gunzipOptions(deflateSync(input)), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
   assert.deepEqual(gunzipOptions(Buffer.alloc(0)), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
 });
 
+test('codec output sizing: output past the declared size costs the synchronous call at most one chunk; the thread pool returns the batch whole', async () => {
+  // Kind: a size hint that understates the output (a multi-member gzip declares only its last
+  // member's size; zstd frames each their own). Before: a declared size just under the limit let
+  // zlib fill one 4 MiB chunk, allocate a second and fill it too before giving up.
+  const first = Buffer.alloc(SYNC_MAX_OUTPUT_BYTES, 'a');
+  const second = Buffer.alloc(SYNC_MAX_OUTPUT_BYTES - 1, 'b');
+  const gzipTwo = Buffer.concat([gzipSync(first), gzipSync(second)]);
+  const zstdTwo = Buffer.concat([zstdCompressSync(second), zstdCompressSync(first)]);
+  for (const [name, type, packed, options, decompressSync] of [
+    ['gzip', CompressionTypes.GZIP, gzipTwo, gunzipOptions(gzipTwo), (b: Buffer, o: object) => unzipSync(b, o)],
+    ['zstd', CompressionTypes.ZSTD, zstdTwo, zstdOptions(zstdTwo), (b: Buffer, o: object) => zstdDecompressSync(b, o)],
+  ] as const) {
+    assert.deepEqual(options, { maxOutputLength: SYNC_MAX_OUTPUT_BYTES - 1, chunkSize: SYNC_MAX_OUTPUT_BYTES }, `${name}: sized from the declared ${SYNC_MAX_OUTPUT_BYTES - 1}`);
+    assert.throws(() => decompressSync(packed, options), { code: 'ERR_BUFFER_TOO_LARGE' }, `${name}: the sync call gives up after its one chunk`);
+    const back = await codecs[type]!().decompress(packed);
+    assert.equal(back.length, 2 * SYNC_MAX_OUTPUT_BYTES - 1, `${name}: the whole batch`);
+    assert.ok(back.subarray(0, 4).equals(Buffer.from(name === 'gzip' ? 'aaaa' : 'bbbb')) && back.subarray(-4).equals(Buffer.from(name === 'gzip' ? 'bbbb' : 'aaaa')), `${name}: in order`);
+  }
+});
+
+test('codec output sizing: a size hint that overstates a small batch never leaves its output pinning a big buffer', async () => {
+  // Kind: a tiny gzip member with zero padding after it (gunzip accepts it), whose last four
+  // bytes read as a huge ISIZE: each record of the batch would be a view of a 4 MiB buffer.
+  const small = Buffer.from('{"event_id":"e","tokens":1}');
+  const padded = Buffer.concat([gzipSync(small), Buffer.from([0, 0xff, 0xff, 0xff, 0xff])]);
+  assert.deepEqual(gunzipOptions(padded), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES }, 'more than deflate can expand 52 bytes to: not a trailer');
+  const back = await codecs[CompressionTypes.GZIP]!().decompress(padded);
+  assert.ok(back.equals(small));
+  // a slice of Node's shared pool of small buffers, as any small buffer is; not a 4 MiB one of its own
+  assert.ok(back.buffer.byteLength <= Buffer.poolSize, `backed by ${back.buffer.byteLength} bytes`);
+  // within deflate's ratio, the padding still overstates (a ~1 KB batch read as ~1 MB): the output is copied out
+  const some = jsonLike(40_000);
+  const member = gzipSync(some);
+  const claim = member.length * 1000;
+  const overstated = Buffer.concat([member, Buffer.from([0, 0, 0, 0]), Buffer.alloc(4)]);
+  overstated.writeUInt32LE(claim, overstated.length - 4);
+  assert.equal(gunzipOptions(overstated).chunkSize, Math.min(claim, SYNC_MAX_OUTPUT_BYTES) + 1);
+  const copied = await codecs[CompressionTypes.GZIP]!().decompress(overstated);
+  assert.ok(copied.equals(some));
+  assert.equal(copied.buffer.byteLength, 40_000, 'its own buffer, of its own size');
+});
+
+test('codec output sizing: a zstd frame that declares a window over zstd\'s limit is refused on every path (sized, it would decode in one pass without the check)', async () => {
+  // Kind: a frame header property that zstd's streaming decoder checks and its one-pass decoder does not.
+  const data = jsonLike(60_000);
+  const z = zstdCompressSync(data);
+  assert.equal(z[4]! & 0x20, 0x20, 'Node writes a single-segment frame');
+  // the same frame, not single-segment, with a Window_Descriptor of 2^28 (exponent 18)
+  const wide = Buffer.concat([z.subarray(0, 4), Buffer.from([z[4]! & ~0x20, 18 << 3]), z.subarray(5)]);
+  assert.deepEqual(zstdOptions(wide), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
+  await assert.rejects(codecs[CompressionTypes.ZSTD]!().decompress(wide), /too much memory/);
+  await assert.rejects(new Promise((resolve, reject) => zstdDecompress(wide, (err, out) => (err ? reject(err) : resolve(out)))), /too much memory/, 'as on the thread pool');
+  // at the limit (2^27, exponent 17) it is read, sized
+  const atLimit = Buffer.concat([z.subarray(0, 4), Buffer.from([z[4]! & ~0x20, 17 << 3]), z.subarray(5)]);
+  assert.deepEqual(zstdOptions(atLimit), { maxOutputLength: 60_000, chunkSize: 60_001 });
+  assert.ok((await codecs[CompressionTypes.ZSTD]!().decompress(atLimit)).equals(data));
+});
+
 test('codec output sizing: every Frame_Content_Size layout of a zstd frame header (RFC 8878 §3.1.1.1) is read exactly', () => {
   const frame = (bytes: number[]): Buffer => Buffer.from([0x28, 0xb5, 0x2f, 0xfd, ...bytes, 0, 0, 0]);
-  const sized = (n: number) => ({ maxOutputLength: SYNC_MAX_OUTPUT_BYTES, chunkSize: n + 1 });
+  const sized = (n: number) => ({ maxOutputLength: n, chunkSize: n + 1 });
   // flag 0, single segment: 1 byte (under the default chunk, so 16 KiB)
   assert.equal(zstdOptions(frame([0x20, 200])).chunkSize, 16_384);
   // flag 1: 2 bytes + 256; single segment, no dictionary id
