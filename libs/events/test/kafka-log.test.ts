@@ -8,11 +8,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { CompressionTypes, Kafka, logLevel, type ISocketFactory } from 'kafkajs';
+import kafkajsModule, { CompressionTypes, Kafka, logLevel, type ISocketFactory } from 'kafkajs';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { connect } from 'node:net';
 import { interceptFrames } from './spool-helpers.ts';
 import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedDeadLetter, type DeadLetter, type KafkaLogOptions } from '@tollgate/events';
-import { findKafka, requireKafka } from '../../../test/support/services.ts';
+import { findKafka, requireKafka, servicesRequired } from '../../../test/support/services.ts';
 import { Collector, eventLogContract, publishAll, sampleEvents } from './event-log.contract.ts';
 
 const brokers = await findKafka();
@@ -304,6 +305,50 @@ if (brokers === undefined) {
         await o.log.close();
         await rm(o.dir, { recursive: true, force: true });
       }
+      await cleanup();
+    }
+  });
+
+  test('record batches written by Kafka\'s own Java producer (gzip, zstd; kafka.tools.ConsoleProducer on the broker\'s jars) are read exactly, each through the log\'s codec', async (t) => {
+    // Kind: a batch from another Kafka client, framed as that client frames it (Java's
+    // GZIPOutputStream; zstd-jni's streaming frames, without a content size): the codecs size
+    // their output from what the batch declares, so what another writer declares must read the same.
+    const root = join(import.meta.dirname, '..', '..', '..');
+    // `cli` runs a class on the jars bash deploy/kafka.sh installed (a broker found elsewhere has none here)
+    const probe = spawnSync('bash', [join(root, 'deploy/kafka.sh'), 'cli', 'kafka.tools.ConsoleProducer', '--version'], { encoding: 'utf8', timeout: 60_000 });
+    if (probe.status !== 0) {
+      const message = `SKIPPED: needs Kafka's jars from bash deploy/kafka.sh install (the Java producer): ${probe.stderr.trim().split('\n').pop() ?? ''}`;
+      if (servicesRequired()) throw new Error(message.replace('SKIPPED: needs', 'required:'));
+      process.stderr.write(`\n*** ${message} ***\n`);
+      t.skip(message);
+      return;
+    }
+    const codecTable = (kafkajsModule as unknown as { CompressionCodecs: Record<number, () => { decompress(b: Buffer): Promise<Buffer> }> }).CompressionCodecs;
+    const { log, prefix, cleanup } = await freshLog(kafka, 1);
+    const original = { gzip: codecTable[CompressionTypes.GZIP]!, zstd: codecTable[CompressionTypes.ZSTD]! };
+    const decompressed = { gzip: 0, zstd: 0 };
+    for (const name of ['gzip', 'zstd'] as const) {
+      const type = name === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.ZSTD;
+      codecTable[type] = () => ({ ...original[name](), decompress: (b: Buffer) => { decompressed[name]++; return original[name]().decompress(b); } });
+    }
+    try {
+      const usage = sampleEvents(randomUUID().slice(0, 8), 600).filter((s) => s.topic === 'usage').map((s) => s.event);
+      for (const codec of ['gzip', 'zstd'] as const) {
+        const java: SpawnSyncReturns<string> = spawnSync('bash', [join(root, 'deploy/kafka.sh'), 'cli', 'kafka.tools.ConsoleProducer',
+          '--bootstrap-server', brokers.split(',')[0]!, '--topic', `${prefix}usage`, '--compression-codec', codec,
+          '--producer-property', 'linger.ms=500', '--producer-property', 'batch.size=1048576'],
+        { input: usage.map((e) => JSON.stringify(e)).join('\n') + '\n', encoding: 'utf8', timeout: 60_000 });
+        assert.equal(java.status, 0, `the Java producer (${codec}) failed: ${java.stderr}`);
+      }
+      const got: unknown[] = [];
+      const sub = await log.subscribe({ group: `j-${randomUUID()}`, topics: ['usage'], fromBeginning: true, handler: async (batch) => { got.push(...batch.map((e) => e.event)); } });
+      for (let i = 0; i < 300 && got.length < 2 * usage.length; i++) await new Promise((r) => setTimeout(r, 50));
+      await sub.stop();
+      assert.deepEqual(got, [...usage, ...usage], 'every value, exactly, in order');
+      assert.ok(decompressed.gzip >= 1 && decompressed.zstd >= 1, `the batches came compressed as written: ${JSON.stringify(decompressed)}`);
+    } finally {
+      codecTable[CompressionTypes.GZIP] = original.gzip;
+      codecTable[CompressionTypes.ZSTD] = original.zstd;
       await cleanup();
     }
   });
