@@ -91,6 +91,38 @@ describe('usage analytics over real traffic of two accounts', () => {
     assert.equal(write.status, 403);
   });
 
+  test('operator report by upstream: group_by=upstream and upstream_id read raw events (the rollups are not kept per upstream); the customer route refuses both by name', async () => {
+    // Every request here went to the one upstream of UPSTREAM_URL, `default` (the 529 too: it
+    // was that upstream's error). 108,000 + 56,400 + 0 + 108,000 = 272,400 µc.
+    const by = await get(stack.url, `/admin/v1/usage?${window}&granularity=month&group_by=upstream`, asAdmin);
+    assert.equal(by.status, 200, by.text);
+    const j = by.json();
+    assert.equal(j['source'], 'raw');
+    assert.equal(j['group_by'], 'upstream');
+    assert.deepEqual(j['data'].map((p: any) => [p.group, p.requests, p.errors, p.cost_micros]), [['default', 4, 1, '272400']]);
+    const only = async (id: string) => (await get(stack.url, `/admin/v1/usage?${window}&granularity=day&upstream_id=${id}`, asAdmin)).json();
+    const served = await only('default');
+    assert.equal(served['source'], 'raw');
+    assert.deepEqual([served['totals'].requests, served['totals'].cost_micros], [4, '272400']);
+    assert.deepEqual([(await only('up_none'))['totals'].requests, (await only('up_none'))['data']], [0, []]);
+    // with another filter, and as CSV (its group column holds the upstream)
+    const alpha = (await get(stack.url, `/admin/v1/usage?${window}&granularity=month&group_by=upstream&account_id=${a.accountId}`, asAdmin)).json();
+    assert.deepEqual(alpha['data'].map((p: any) => [p.group, p.requests, p.cost_micros]), [['default', 3, '164400']]);
+    const csv = await get(stack.url, `/admin/v1/usage?${window}&granularity=month&group_by=upstream&format=csv`, asAdmin);
+    assert.equal(csv.text.split('\r\n')[1]!.split(',')[1], 'default');
+    // a control character in the filter is the operator's 400, as every text filter
+    const badId = await get(stack.url, `/admin/v1/usage?upstream_id=%01x`, asAdmin);
+    assert.equal(badId.status, 400);
+    assert.ok(badId.json()['error'].message.startsWith('upstream_id: '), badId.text);
+    // a customer sees neither: upstreams are the operator's business
+    const asA = { 'x-api-key': a.secret };
+    for (const [q, name] of [['group_by=upstream', 'group_by'], ['upstream_id=default', 'upstream_id']] as const) {
+      const r = await get(stack.url, `/v1/usage?${window}&${q}`, asA);
+      assert.equal(r.status, 400, q);
+      assert.ok(r.json()['error'].message.startsWith(`${name}: `), `${q}: ${r.text}`);
+    }
+  });
+
   test('reconcile with rollups=true: the rollups agree with raw events; a bad value is a 400 naming rollups', async () => {
     const r = await get(stack.url, '/ops/v1/reconcile?rollups=true', asAdmin);
     assert.equal(r.status, 200, r.text);

@@ -114,11 +114,11 @@ const DEFAULT_WINDOW_MS = 86_400_000;
 
 /** The query parameters of GET /v1/usage (`parseUsageParams` without `account`). */
 export const USAGE_PARAMS = ['from', 'to', 'granularity', 'key_id', 'model', 'status', 'group_by', 'format', 'limit'] as const;
-/** The query parameters of GET /admin/v1/usage: those of GET /v1/usage and `account_id`. */
-export const ADMIN_USAGE_PARAMS = [...USAGE_PARAMS, 'account_id'] as const;
+/** The query parameters of GET /admin/v1/usage: those of GET /v1/usage, `account_id` and `upstream_id`. */
+export const ADMIN_USAGE_PARAMS = [...USAGE_PARAMS, 'account_id', 'upstream_id'] as const;
 
 /**
- * Reads `from`, `to`, `granularity`, `account_id` (when `account` is allowed), `key_id`,
+ * Reads `from`, `to`, `granularity`, `account_id` and `upstream_id` (when `account` is allowed: the operator's route), `key_id`,
  * `model`, `status`, `group_by`, `format`, `limit`; any other parameter is refused. Defaults:
  * granularity `hour`; `to` = now rounded up to the next whole minute, `from` = `to` − 24 h (so
  * the default window falls on minute buckets and reads a rollup). Throws WarehouseInputError
@@ -164,6 +164,7 @@ export function parseUsageParams(
     return v === undefined ? undefined : filterValue(name, v);
   };
   const accountId = opts.account ? text('account_id') : undefined;
+  const upstreamId = opts.account ? text('upstream_id') : undefined;
   const keyId = text('key_id');
   const model = text('model');
   const s = r.param('status');
@@ -174,6 +175,7 @@ export function parseUsageParams(
     ...(keyId !== undefined ? { keyId } : {}),
     ...(model !== undefined ? { model: r.model(model) } : {}),
     ...(status !== undefined ? { status } : {}),
+    ...(upstreamId !== undefined ? { upstreamId } : {}),
     ...(gb !== undefined ? { groupBy: oneOf('group_by', gb, opts.groupBy as readonly import('./analytics.ts').AnalyticsGroupBy[]) } : {}),
   };
   return { query, format: fmt === undefined ? 'json' : oneOf('format', fmt, ['json', 'csv'] as const) };

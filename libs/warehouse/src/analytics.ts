@@ -13,8 +13,12 @@ import { USAGE_SELECT, usageFromRow, WarehouseInputError, type Warehouse, type R
 export const GRANULARITIES = ['minute', 'hour', 'day', 'month'] as const;
 export type Granularity = (typeof GRANULARITIES)[number];
 
-/** What a series or a total can be split by. */
-export const ANALYTICS_GROUP_BY = ['account', 'key', 'model', 'status'] as const;
+/**
+ * What a series or a total can be split by. `upstream` (the pool upstream that served each
+ * request, `UpstreamRecord.id` of @tollgate/pool; `''` for requests no upstream was tried for) is
+ * read from raw events whatever the window: the rollups are not kept per upstream.
+ */
+export const ANALYTICS_GROUP_BY = ['account', 'key', 'model', 'status', 'upstream'] as const;
 export type AnalyticsGroupBy = (typeof ANALYTICS_GROUP_BY)[number];
 
 /**
@@ -39,6 +43,11 @@ export interface AnalyticsFilter {
   model?: string;
   /** usage status (`ok`, `upstream_error`, …) */
   status?: string;
+  /**
+   * the upstream that served the request (`upstream_id` of the usage event; operators only).
+   * Like `groupBy: 'upstream'`, it makes the whole window read from raw events.
+   */
+  upstreamId?: string;
 }
 
 export interface AnalyticsQuery extends AnalyticsFilter {
@@ -199,7 +208,7 @@ const OUTER_BUCKET: Record<Granularity, string> = {
 };
 
 const GROUP_COLUMN: Record<AnalyticsGroupBy, string> = {
-  account: 'account_id', key: 'key_id', model: 'catalog_model', status: 'status',
+  account: 'account_id', key: 'key_id', model: 'catalog_model', status: 'status', upstream: 'upstream_id',
 };
 
 // The metrics of a set of rollup-shaped rows (a rollup table, or raw events turned into the
@@ -231,9 +240,10 @@ interface Source {
  * each side) turned into minute-rollup rows from raw events FINAL. The raw rims are read in one
  * sub-select (both rims in one WHERE), so a report's query reads raw events once.
  */
-function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawOnly: boolean): Source {
+function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawOnly: boolean, byUpstream: boolean): Source {
   const params: Record<string, unknown> = {};
   const conds: string[] = [];
+  if (f.upstreamId !== undefined) { conds.push('upstream_id = {upstream_id:String}'); params['upstream_id'] = f.upstreamId; }
   if (f.accountId !== undefined) { conds.push('account_id = {account_id:String}'); params['account_id'] = f.accountId; }
   if (f.keyId !== undefined) { conds.push('key_id = {key_id:String}'); params['key_id'] = f.keyId; }
   if (f.model !== undefined) { conds.push('catalog_model = {model:String}'); params['model'] = f.model; }
@@ -253,12 +263,14 @@ function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawO
   });
   if (rawRanges.length > 0) {
     const where = [...conds, `(${rawRanges.join(' OR ')})`];
-    const inner = `(SELECT ${RAW_COLUMNS} FROM ${w.tables.usage} FINAL WHERE ${where.join(' AND ')})`;
-    parts.push(rollupSelect('minute', inner));
+    const inner = `(SELECT ${RAW_COLUMNS}${byUpstream ? ', upstream_id' : ''} FROM ${w.tables.usage} FINAL WHERE ${where.join(' AND ')})`;
+    parts.push(rollupSelect('minute', inner, '', byUpstream ? ['upstream_id'] : []));
   }
   if (parts.length === 0) {
-    // An empty window: no rows, in the rollup shape.
-    parts.push(`SELECT * FROM ${w.tables.rollupDay} WHERE 0`);
+    // An empty window: no rows, in the rollup shape (with upstream_id when it is read from raw).
+    parts.push(byUpstream
+      ? rollupSelect('minute', `(SELECT ${RAW_COLUMNS}, upstream_id FROM ${w.tables.usage} WHERE 0)`, '', ['upstream_id'])
+      : `SELECT * FROM ${w.tables.rollupDay} WHERE 0`);
   }
   return { sql: `(${parts.join(' UNION ALL ')})`, params };
 }
@@ -300,6 +312,7 @@ function checkFilter(f: AnalyticsFilter): void {
   if (f.status !== undefined && !(USAGE_STATUSES as readonly string[]).includes(f.status)) {
     throw new WarehouseInputError(`status: is not one of ${USAGE_STATUSES.join(', ')}`);
   }
+  if (f.upstreamId !== undefined) filterValue('upstream_id', f.upstreamId);
 }
 
 /**
@@ -320,9 +333,11 @@ export async function usageReport(w: Warehouse, q: AnalyticsQuery, opts: { rawOn
   }
   const limit = q.limit ?? 10;
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw new WarehouseInputError(`limit must be 1..1000, got ${limit}`);
-  const rawOnly = opts.rawOnly === true;
+  // The rollups are not kept per upstream: by or for an upstream, the window is read from raw events.
+  const byUpstream = q.groupBy === 'upstream' || q.upstreamId !== undefined;
+  const rawOnly = opts.rawOnly === true || byUpstream;
   const from = pickSource(q.from, q.to, q.granularity, rawOnly);
-  const src = source(w, q, q.granularity, rawOnly);
+  const src = source(w, q, q.granularity, rawOnly, byUpstream);
   const group = q.groupBy === undefined ? undefined : GROUP_COLUMN[q.groupBy];
   const [seriesRows, totalRows, accountRows, keyRows, httpRows, statusRows, modelRows] = await Promise.all([
     w.select(

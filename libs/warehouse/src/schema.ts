@@ -431,12 +431,15 @@ export function rollupTable(t: TableNames, grain: RollupGrain): string {
  * - `gen_ms` / `gen_output`: generation time (latency − time to first token) and output tokens
  *   of streamed requests with a first token and latency > ttft: output tokens per second is
  *   Σ gen_output ÷ (Σ gen_ms / 1000). A JSON answer's ttft is its whole body, so it has none.
+ * `extraKeys`: raw columns kept as keys beside the rollups' own (`upstream_id`, for a report by
+ * or for an upstream read from raw events; the rollup tables have no such column).
  */
-export function rollupSelect(grain: RollupGrain, source: string, where = ''): string {
+export function rollupSelect(grain: RollupGrain, source: string, where = '', extraKeys: readonly 'upstream_id'[] = []): string {
   const gen = 'stream AND ttft_ms IS NOT NULL AND latency_ms > assumeNotNull(ttft_ms)';
+  const extra = extraKeys.map((k) => `, ${k}`).join('');
   return `SELECT
       ${BUCKET_EXPR[grain]} AS bucket,
-      account_id, key_id, catalog_model, status, http_status,
+      account_id, key_id, catalog_model, status, http_status${extra},
       toLowCardinality(ifNull(upstream_currency, '')) AS currency,
       count() AS requests,
       ${DIMENSION_COLUMNS.map((d) => `sum(toUInt64(${d.column})) AS q_${d.key}`).join(',\n      ')},
@@ -453,7 +456,7 @@ export function rollupSelect(grain: RollupGrain, source: string, where = ''): st
       quantilesBFloat16State(${PERCENTILE_LEVELS})(latency_ms) AS latency_q,
       quantilesBFloat16IfState(${PERCENTILE_LEVELS})(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q
     FROM ${source} ${where}
-    GROUP BY bucket, account_id, key_id, catalog_model, status, http_status, currency`;
+    GROUP BY bucket, account_id, key_id, catalog_model, status, http_status, currency${extra}`;
 }
 
 /**

@@ -180,6 +180,47 @@ test('analytics numbers: filters, top spenders, error rates by code, cache-hit r
   }
 });
 
+test('usage by upstream: group_by upstream and the upstream_id filter read raw events (FINAL: a redelivery counts once), sums exact per upstream, \'\' for requests no upstream was tried for', async () => {
+  // Kind: a report split or filtered by a column the rollups do not keep.
+  const { w } = await fresh();
+  try {
+    const on = (upstream_id: string, e: UsageEventV2): UsageEventV2 => ({ ...e, upstream_id, attempts: upstream_id === '' ? 0 : 1 });
+    const all = events();
+    // e1–e3 on up_a, e4–e6 on up_b, e7 on up_a, e8 tried nothing (an overloaded pool)
+    const tagged = [on('up_a', all[0]!), on('up_a', all[1]!), on('up_a', all[2]!), on('up_b', all[3]!), on('up_b', all[4]!), on('up_b', all[5]!), on('up_a', all[6]!), on('', all[7]!)];
+    await w.insertUsage(tagged);
+    await w.insertUsage(tagged.slice(0, 2)); // a redelivery
+    const from = T('2026-01-01T00:00:00Z');
+    const to = T('2026-03-01T00:00:00Z');
+    const report = await usageReport(w, { from, to, granularity: 'day', groupBy: 'upstream' });
+    assert.equal(report.source, 'raw');
+    // per day: 01-31 e1+e2+e3 (up_a 6,000); 02-01 e4+e5+e6 (up_b 4,000 + 5,000 + 9,007,199,254,740,993); 02-02 e7 (up_a 7), e8 ('' 0)
+    assert.deepEqual(report.series.map((p) => [new Date(p.bucket).toISOString().slice(0, 10), p.group, p.requests, p.costMicros]), [
+      ['2026-01-31', 'up_a', 3, 6000n],
+      ['2026-02-01', 'up_b', 3, 9_007_199_254_749_993n],
+      ['2026-02-02', '', 1, 0n],
+      ['2026-02-02', 'up_a', 1, 7n],
+    ]);
+    assert.equal(report.totals.costMicros, TOTAL_COST);
+    const only = async (f: Record<string, string>) => usageReport(w, { from, to, granularity: 'month', ...f });
+    const a = await only({ upstreamId: 'up_a' });
+    assert.deepEqual([a.source, a.totals.requests, a.totals.costMicros, a.totals.errors], ['raw', 4, 6007n, 1]);
+    assert.deepEqual((await only({ upstreamId: 'up_b', accountId: 'acc_a' })).totals.costMicros, 4000n);
+    assert.deepEqual((await only({ upstreamId: 'up_c' })).totals.requests, 0);
+    // with another grouping, the filter still reads raw: per account on up_b
+    const byAccount = await only({ upstreamId: 'up_b', groupBy: 'account' });
+    assert.deepEqual(byAccount.series.map((p) => [p.group, p.costMicros]), [['acc_a', 4000n], ['acc_b', 9_007_199_254_745_993n]]);
+    // an empty window still has the upstream's shape
+    assert.deepEqual((await usageReport(w, { from, to: from, granularity: 'day', groupBy: 'upstream' })).series, []);
+    // the filter follows every text filter's rule
+    await assert.rejects(only({ upstreamId: 'up\u0001' }), /^WarehouseInputError: upstream_id: contains a control character/);
+    // without upstream, the same window is still read from the rollups
+    assert.equal((await only({})).source, 'rollup_day');
+  } finally {
+    await w.close();
+  }
+});
+
 test('event pages: (ts, id) cursor order, every filter, full v2 records', async () => {
   const { w } = await fresh();
   try {

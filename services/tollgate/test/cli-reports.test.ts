@@ -97,7 +97,11 @@ test('usage: JSON exactly as GET /admin/v1/usage answers it, CSV byte for byte, 
   assert.deepEqual(await Promise.all([
     filtered('--account', accountId), filtered('--account', 'acct_other'), filtered('--model', 'claude-haiku-4-5'),
     filtered('--model', 'claude-opus-4-6'), filtered('--status', 'ok'), filtered('--status', 'upstream_error'),
-  ]), [2, 0, 2, 0, 2, 0]);
+    filtered('--upstream', 'default'), filtered('--upstream', 'up_other'),
+  ]), [2, 0, 2, 0, 2, 0, 2, 0]);
+  // per upstream (the one of UPSTREAM_URL, `default`), read from raw events
+  const byUpstream = JSON.parse((await adm('usage', '--from', `${month}-01`, '--to', `${nextMonth}-01`, '--granularity', 'month', '--group-by', 'upstream', '--format', 'json')).stdout) as { source: string; data: Array<{ group: string; cost_micros: string }> };
+  assert.deepEqual([byUpstream.source, byUpstream.data.map((p) => [p.group, p.cost_micros])], ['raw', [['default', '90000']]]);
 
   // A malformed value never reaches the API (exit 2); what only the API can judge is its 400 (exit 1).
   const bad = await adm('usage', '--granularity', 'week');

@@ -112,7 +112,8 @@ export const usage: Command = {
   name: 'usage',
   summary: 'usage analytics: requests, tokens, spend, latency, errors, margin',
   help: `Usage: tollgate usage [--from TIME] [--to TIME] [--granularity G] [--group-by G]
-         [--account ID] [--key ID] [--model M] [--status S] [--limit N] [--format json|csv|table]
+         [--account ID] [--key ID] [--model M] [--status S] [--upstream ID] [--limit N]
+         [--format json|csv|table]
 
 Usage analytics from the warehouse (GET /admin/v1/usage): a time series and totals of requests,
 tokens, spend, latency and time-to-first-token percentiles, error rates, cache-hit ratio, output
@@ -122,16 +123,18 @@ tokens per second, revenue, upstream cost and margin; top accounts and keys by s
                      epoch milliseconds (default: the server's, the last 24 hours)
   --to TIME          end, exclusive
   --granularity G    minute, hour, day or month
-  --group-by G       account, key, model or status
+  --group-by G       account, key, model, status or upstream (the pool upstream that served
+                     each request; read from raw events, so slower on long windows)
   --account ID       only this account    --key ID      only this key
   --model M          only this model      --status S    only this status (ok, upstream_error, …)
+  --upstream ID      only requests this upstream served (tollgate upstreams list; raw events too)
   --limit N          length of the top accounts / keys lists, 1-1000
   --format F         table (default on a terminal), json (default otherwise) or csv (one row per
                      bucket and group, as the server writes it)`,
   options: {
     from: { type: 'string' }, to: { type: 'string' }, granularity: { type: 'string' }, 'group-by': { type: 'string' },
     account: { type: 'string' }, key: { type: 'string' }, model: { type: 'string' }, status: { type: 'string' },
-    limit: { type: 'string' }, format: { type: 'string' },
+    upstream: { type: 'string' }, limit: { type: 'string' }, format: { type: 'string' },
   },
   values: { from: { kind: 'time' }, to: { kind: 'time' }, limit: { kind: 'page' } },
   async run(ctx) {
@@ -139,12 +142,12 @@ tokens per second, revenue, upstream cost and margin; top accounts and keys by s
     const format = choiceOption(ctx.values, 'format', ['json', 'csv', 'table'] as const) ?? (ctx.io.stdout.isTTY ? 'table' : 'json');
     // The API's lists (GRANULARITIES, ANALYTICS_GROUP_BY, USAGE_STATUSES of @tollgate/warehouse), checked before any request.
     choiceOption(ctx.values, 'granularity', ['minute', 'hour', 'day', 'month'] as const);
-    choiceOption(ctx.values, 'group-by', ['account', 'key', 'model', 'status'] as const);
+    choiceOption(ctx.values, 'group-by', ['account', 'key', 'model', 'status', 'upstream'] as const);
     choiceOption(ctx.values, 'status', ['ok', 'upstream_error', 'client_disconnect', 'stream_error', 'usage_anomaly', 'unmetered'] as const);
     const v = (name: string) => stringOption(ctx.values, name);
     const query = {
       from: v('from'), to: v('to'), granularity: v('granularity'), group_by: v('group-by'),
-      account_id: v('account'), key_id: v('key'), model: v('model'), status: v('status'), limit: v('limit'),
+      account_id: v('account'), key_id: v('key'), model: v('model'), status: v('status'), upstream_id: v('upstream'), limit: v('limit'),
       ...(format === 'csv' ? { format: 'csv' } : {}),
     };
     if (format === 'csv') {
