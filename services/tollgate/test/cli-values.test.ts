@@ -48,7 +48,7 @@ test('malformed typed values (credits, times, CIDRs, page sizes, choices) exit 2
     [['usage', '--to', 'soon'], `--to: "soon" is not a time; ${TIME_FORMS}`],
     [['usage', '--limit', '5000'], '--limit must be a whole number from 1 to 1000, not "5000"'],
     [['usage', '--granularity', 'week'], '--granularity must be one of minute, hour, day, month (not "week")'],
-    [['usage', '--group-by', 'plan'], '--group-by must be one of account, key, model, status (not "plan")'],
+    [['usage', '--group-by', 'plan'], '--group-by must be one of account, key, model, status, upstream (not "plan")'],
     [['usage', '--status', 'weird'], '--status must be one of ok, upstream_error, client_disconnect, stream_error, usage_anomaly, unmetered (not "weird")'],
     // the range: --to before --from, in any of the forms (the API refuses it with a 400)
     [['usage', '--from', '2026-11-02', '--to', '2026-11-01'], '--to: 2026-11-01T00:00:00.000Z is before --from (2026-11-02T00:00:00.000Z)'],
