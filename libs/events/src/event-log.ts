@@ -1,11 +1,38 @@
 import type { AnyEvent, Topic } from './types.ts';
 
 /**
- * Trace context and anything else that travels beside an event, never inside it. `event_id` is
- * reserved: a Kafka record carries the event's own id under that name (for tools that read the
- * topic without parsing values), and a consumer does not get it back (the event holds its id).
+ * Trace context and anything else that travels beside an event, never inside it: string values
+ * only. `event_id` is reserved (RESERVED_HEADERS): a Kafka record carries the event's own id
+ * under that name, for tools that read the topic without parsing values; a consumer gets back
+ * exactly the publisher's headers, on every log.
  */
 export type EventHeaders = Record<string, string>;
+
+/** An event id as error messages quote it: at most 200 characters, then `…`. */
+export function boundedId(id: unknown): string {
+  const s = String(id);
+  return s.length <= 200 ? s : `${s.slice(0, 200)}…`;
+}
+
+/** Header names a publisher may not use: the log's own (see EventHeaders). */
+export const RESERVED_HEADERS: readonly string[] = Object.freeze(['event_id']);
+
+/**
+ * Why `headers` cannot travel beside event `eventId` on any log, or undefined: a value that is
+ * not a string (Kafka carries strings only; kafkajs throws on anything else at every send) or a
+ * reserved name. Every log's `publish` refuses such events with NotPublishedError before
+ * writing anything, so the embedded log never accepts what Kafka would refuse.
+ */
+export function headersProblem(eventId: unknown, headers: EventHeaders | undefined): string | undefined {
+  for (const name in headers) {
+    const event = `event ${boundedId(eventId)}`;
+    if (RESERVED_HEADERS.includes(name)) return `${event} has header "${name}", which the log sets itself (the event's id); leave it out (nothing of this publish was written)`;
+    if (typeof headers[name] !== 'string') {
+      return `${event} has header ${JSON.stringify(name.slice(0, 100))} of type ${typeof headers[name]}; header values are strings (nothing of this publish was written)`;
+    }
+  }
+  return undefined;
+}
 
 export interface PublishedEvent {
   event: AnyEvent;

@@ -6,7 +6,7 @@ export type {
   EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, Subscription, SubscribeOptions, EventLog,
   DeadLetter, ConsumedDeadLetter,
 } from './event-log.ts';
-export { EventTooLargeError, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
+export { EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RESERVED_HEADERS, RewindError } from './event-log.ts';
 export { MemoryLog } from './memory-log.ts';
 export {
   decodeEvent, decodeEventBySchema, decodeEventFast, decodeDeadLetter, boundedRaw, ownRecord, plainObject, standInId, textProblem, toV2, zeroQuantities, V1_PRICE_VERSION,
@@ -19,4 +19,4 @@ export { KafkaLog, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
 export type { KafkaLogOptions, KafkaLogLogger, LagReport } from './kafka-log.ts';
 export { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
 export { KAFKA_COMPRESSIONS, CODEC_SLICE_MS, gunzipOptions, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES, zstdOptions } from './kafka-codecs.ts';
-export type { KafkaCompression } from './kafka-codecs.ts';
+export type { KafkaCompression, SyncOutputOptions } from './kafka-codecs.ts';

@@ -40,11 +40,17 @@ export const SYNC_MAX_BYTES = {
 /**
  * Most bytes a synchronous decompression may produce: what a KafkaLog writes is at most
  * ~1 MB per batch, but another producer's small batch can expand to far more (a 2 KB zstd
- * batch to 64 MiB took 54 ms here, a tester). Past this the call stops and the batch is
- * decompressed again on the thread pool.
+ * batch to 64 MiB took 54 ms here, found in review). Past this the call stops and the batch is
+ * decompressed again on the thread pool. The ceiling: a batch that declares its size stops
+ * sooner, past that size (`gunzipOptions`, `zstdOptions`).
  */
 export const SYNC_MAX_OUTPUT_BYTES = 4 << 20;
-const SYNC_OUT = { maxOutputLength: SYNC_MAX_OUTPUT_BYTES };
+
+/** zlib options of a synchronous decompression (bytes): the output buffer's size and the most output. */
+export type SyncOutputOptions = Readonly<{ maxOutputLength: number; chunkSize?: number }>;
+
+/** The defaults: zlib's 16 KiB chunks, up to SYNC_MAX_OUTPUT_BYTES. Frozen: shared by every call. */
+const SYNC_OUT: SyncOutputOptions = Object.freeze({ maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
 
 type Codec = { compress(encoder: { buffer: Buffer }): Promise<Buffer>; decompress(buffer: Buffer): Promise<Buffer> };
 
@@ -53,7 +59,7 @@ type Codec = { compress(encoder: { buffer: Buffer }): Promise<Buffer>; decompres
  * event loop) after which a codec call first lets the event loop turn. kafkajs decodes a whole
  * fetch response in one chain of promises: every record batch of every partition in it, up to
  * ~1 MiB compressed each, back to back. Decompressed synchronously without a pause, a consumer
- * catching up held its event loop for 230–360 ms at a time (a tester; with kafkajs' own
+ * catching up held its event loop for 230–360 ms at a time (found in review; with kafkajs' own
  * asynchronous gzip 27–42 ms), and an embedded process serves requests on that loop.
  */
 export const CODEC_SLICE_MS = 2;
@@ -81,10 +87,11 @@ async function turnIfDue(): Promise<void> {
 /**
  * `out` itself, or a copy when it is a small view of a much larger buffer: kafkajs keeps slices
  * of a batch's output (each record's key, value and headers) until the fetch is handled, and
- * they would pin the whole buffer. Only a size hint that overstated the output makes one (a
- * tiny gzip member with zero padding after it reads as a 4 MiB trailer, a tester); sized right,
- * the buffer is the output + 1, and zlib's default 16 KiB chunks come from Node's shared pool
- * of small buffers (`Buffer.poolSize`, 64 KiB in Node 24), as every small buffer does.
+ * they would pin the whole buffer. Only a size hint that overstated the output makes one: a
+ * gzip member with zero padding after it, whose last four bytes then read as a size of up to
+ * 1,032 × the batch's length (beyond that `gunzipOptions` ignores them). Sized right, the
+ * buffer is the output + 1; zlib's default 16 KiB chunks come from Node's shared pool of small
+ * buffers (`Buffer.poolSize`, 64 KiB in Node 24), as every small buffer does.
  */
 function ownSized(out: Buffer): Buffer {
   return out.buffer.byteLength > Math.max(Buffer.poolSize, 2 * out.length) ? Buffer.from(out) : out;
@@ -125,16 +132,18 @@ function codec(
  * ERR_BUFFER_TOO_LARGE after at most one chunk of work, and the codec decompresses the batch
  * again on the thread pool, whole. (With `maxOutputLength` at the limit, a declared size just
  * under it let zlib fill a first chunk, allocate a second and fill that too: 8 MiB of
- * synchronous work, a tester.)
+ * synchronous work, found in review.)
  */
-function sizedOutput(size: number): { maxOutputLength: number; chunkSize: number } {
+function sizedOutput(size: number): SyncOutputOptions {
   const chunkSize = Math.max(constants.Z_DEFAULT_CHUNK, Math.min(size, SYNC_MAX_OUTPUT_BYTES) + 1);
   return { maxOutputLength: chunkSize - 1, chunkSize };
 }
 
 /**
- * Options for a synchronous gunzip of `b`, sized from the gzip trailer's ISIZE (RFC 1952
- * §2.3.1: the input's length mod 2^32, little-endian, the member's last 4 bytes). With zlib's
+ * zlib options (bytes) for a synchronous gunzip of record batch `b`: one output buffer sized
+ * from the gzip trailer's ISIZE (RFC 1952 §2.3.1: the uncompressed length mod 2^32,
+ * little-endian, the member's last 4 bytes), or the defaults (16 KiB chunks up to
+ * SYNC_MAX_OUTPUT_BYTES). Never throws; the size is only a hint (`sizedOutput`). With zlib's
  * default 16 KiB chunks a record batch of ~60 events came out in 4+ buffers that were then
  * concatenated; one buffer gave a warehouse consumer ~8 % more events per CPU-second
  * (bench/README.md, "Decompressed into one buffer"). A zlib-framed batch (no trailer) gets the
@@ -144,7 +153,7 @@ function sizedOutput(size: number): { maxOutputLength: number; chunkSize: number
  * longest match per bit) is not a gzip trailer (zero padding after the member, which gunzip
  * accepts, puts other bytes there): the defaults.
  */
-export function gunzipOptions(b: Buffer): { maxOutputLength: number; chunkSize?: number } {
+export function gunzipOptions(b: Buffer): SyncOutputOptions {
   if (b.length < 18 || b[0] !== 0x1f || b[1] !== 0x8b) return SYNC_OUT;
   const size = b.readUInt32LE(b.length - 4);
   return size > MAX_DEFLATE_RATIO * b.length ? SYNC_OUT : sizedOutput(size);
@@ -157,14 +166,17 @@ const MAX_DEFLATE_RATIO = 1032;
 const ZSTD_MAX_WINDOW = 2 ** 27;
 
 /**
- * The same for a zstd frame, from its header's Frame_Content_Size (RFC 8878 §3.1.1.1: present
- * when the writer knew the size, as Node's one-shot `zstdCompress` does; streaming writers may
- * leave it out, and then zstd's default chunks are used). Not for a frame that declares a
- * window over zstd's default limit: given room for the whole frame, zstd decodes it in one pass
- * without the window check its streaming decoder makes, so such a frame would be read here and
- * refused on the thread pool (a tester); with the defaults it is refused on both.
+ * zlib options (bytes) for a synchronous zstd decompression of record batch `b`: one output
+ * buffer sized from its first frame header's Frame_Content_Size (RFC 8878 §3.1.1.1: present
+ * when the writer knew the size, as Node's one-shot `zstdCompress` does; streaming writers, Java
+ * clients among them, leave it out), or the defaults (16 KiB chunks up to
+ * SYNC_MAX_OUTPUT_BYTES). Never throws; the size is only a hint (`sizedOutput`). Not for a
+ * frame that declares a window over zstd's default limit: given room for the whole frame, zstd
+ * decodes it in one pass without the window check its streaming decoder makes, so such a frame
+ * would be read here and refused on the thread pool (found in review); with the defaults it is
+ * refused on both.
  */
-export function zstdOptions(b: Buffer): { maxOutputLength: number; chunkSize?: number } {
+export function zstdOptions(b: Buffer): SyncOutputOptions {
   if (b.length < 6 || b.readUInt32LE(0) !== 0xfd2fb528) return SYNC_OUT;
   const descriptor = b[4]!;
   const sizeFlag = descriptor >> 6;
@@ -180,10 +192,8 @@ export function zstdOptions(b: Buffer): { maxOutputLength: number; chunkSize?: n
   // Frame_Content_Size: 1 byte (flag 0, single segment only), 2 (+256), 4 or 8
   const bytes = sizeFlag === 0 ? singleSegment : 1 << sizeFlag;
   if (bytes === 0 || b.length < at + bytes) return SYNC_OUT;
-  if (bytes === 8) {
-    const size = b.readBigUInt64LE(at);
-    return sizedOutput(size > BigInt(SYNC_MAX_OUTPUT_BYTES) ? SYNC_MAX_OUTPUT_BYTES : Number(size));
-  }
+  // (an 8-byte size past 2^53 loses precision in Number; sizedOutput caps it at the limit anyway)
+  if (bytes === 8) return sizedOutput(Number(b.readBigUInt64LE(at)));
   return sizedOutput(bytes === 1 ? b[at]! : bytes === 2 ? b.readUInt16LE(at) + 256 : b.readUInt32LE(at));
 }
 

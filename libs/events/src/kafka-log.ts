@@ -17,7 +17,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
-import { EventTooLargeError, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
+import { boundedId, EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
@@ -1137,12 +1137,9 @@ export class KafkaLog implements EventLog {
       if (size > MAX_EVENT_BYTES) {
         throw new EventTooLargeError(`event ${boundedId(r.event.event_id)} is ${size} bytes of JSON; one event on the log is at most ${MAX_EVENT_BYTES} (nothing of this publish was written)`);
       }
-      // A header value Kafka cannot carry (kafkajs throws on it at every send) is refused here too.
-      for (const name in r.headers) {
-        if (typeof r.headers[name] !== 'string') {
-          throw new NotPublishedError(`event ${boundedId(r.event.event_id)} has header ${JSON.stringify(name.slice(0, 100))} of type ${typeof r.headers[name]}; header values are strings (nothing of this publish was written)`);
-        }
-      }
+      // A header Kafka cannot carry (kafkajs throws on it at every send), or the log's own, is refused here too.
+      const problem = headersProblem(r.event.event_id, r.headers);
+      if (problem !== undefined) throw new NotPublishedError(problem);
       r.bytes = recordBytes(r as SpoolRecord & { value: string }, size);
       if (r.bytes > MAX_RECORD_BYTES) {
         throw new EventTooLargeError(`event ${boundedId(r.event.event_id)} is ${r.bytes} bytes as a Kafka record (its JSON, key and headers); one record on the log is at most ${MAX_RECORD_BYTES} (nothing of this publish was written)`);
@@ -1389,9 +1386,9 @@ function decodeMessage(topic: Topic, partition: number, message: KafkaMessage): 
 }
 
 /**
- * The headers the publisher gave, as on the other logs. The `event_id` header every record
- * carries (for tools that read the topic without parsing values) is left out: the event holds
- * its id, and decoding it was a string per message for nobody.
+ * The headers the publisher gave (EventHeaders). The `event_id` header every record carries
+ * (for tools that read the topic without parsing values; publishers may not set it) is left
+ * out: the event holds its id, and decoding it was a string per message for nobody.
  */
 function decodeHeaders(headers: IHeaders | undefined): EventHeaders {
   const out: EventHeaders = {};
@@ -1498,10 +1495,6 @@ function eventBytes(json: string): number {
 }
 
 /** An event id for a message: at most 200 characters of it. */
-function boundedId(id: unknown): string {
-  const s = String(id);
-  return s.length <= 200 ? s : `${s.slice(0, 200)}…`;
-}
 
 /**
  * A spool line's headers as Kafka can carry them: string values kept, numbers and booleans as

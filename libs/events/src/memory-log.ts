@@ -3,7 +3,7 @@ import type {
   ConsumedEvent, DeadLetter, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { Journal } from './journal.ts';
-import { NotPublishedError } from './event-log.ts';
+import { headersProblem, NotPublishedError } from './event-log.ts';
 
 /** An event as held: with its place in the journal. */
 type Held = ConsumedEvent & { seq: number };
@@ -50,6 +50,11 @@ export class MemoryLog implements EventLog {
 
   async publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
     if (this.#closed) throw new NotPublishedError('event log is closed');
+    // What Kafka could not carry is refused here too: one rule in every deployment.
+    for (const { event, headers } of events) {
+      const problem = headersProblem(event.event_id, headers);
+      if (problem !== undefined) throw new NotPublishedError(problem);
+    }
     // Written ahead, synchronously: once publish is called the events survive a crash.
     this.#journal?.append(events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} })), this.#seq + events.length);
     const list = this.#list(topic);

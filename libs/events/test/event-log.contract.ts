@@ -8,7 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type {
   AnyEvent, ConsumedEvent, EventHeaders, EventLog, PublishedEvent, Subscription, Topic,
 } from '@tollgate/events';
-import { partitionKey } from '@tollgate/events';
+import { NotPublishedError, partitionKey } from '@tollgate/events';
 
 export interface EventLogFixture {
   log: EventLog;
@@ -279,6 +279,31 @@ export function eventLogContract(name: string, make: () => Promise<EventLogFixtu
         assert.deepEqual({ ...got }, s.headers, `headers of ${s.event.event_id}`);
         assert.equal('traceparent' in s.event, false, 'headers never leak into the event');
       }
+    });
+
+    it('a header no log can carry (a value that is not a string, or the log\'s own event_id) is refused at publish, nothing of the publish written, on every log', async (log, run) => {
+      const [good, bad] = sampleEvents(run, 2);
+      for (const [headers, problem] of [
+        [{ event_id: 'mine' }, `event ${bad!.event.event_id} has header "event_id", which the log sets itself (the event's id); leave it out (nothing of this publish was written)`],
+        [{ 'x-n': 5 }, `event ${bad!.event.event_id} has header "x-n" of type number; header values are strings (nothing of this publish was written)`],
+      ] as const) {
+        const err = await log.publish(bad!.topic, [{ event: good!.event, headers: good!.headers }, { event: bad!.event, headers: headers as unknown as Record<string, string> }])
+          .then(() => undefined, (e: unknown) => e);
+        assert.ok(err instanceof NotPublishedError, String(err));
+        assert.equal(err.message, problem);
+      }
+      // nothing of either publish arrived: the good event of the same call neither
+      const seen = new Collector();
+      await log.publish(good!.topic, [{ event: good!.event, headers: good!.headers }]);
+      const sub = await log.subscribe({ group: `r-${run}`, topics: ['usage', 'ledger', 'control'], handler: seen.handler(), fromBeginning: true });
+      try {
+        await seen.waitForAll([good!], 'the later publish');
+        await new Promise((r) => setTimeout(r, 300));
+      } finally {
+        await sub.stop();
+      }
+      assert.deepEqual([...seen.seen.keys()], [good!.event.event_id]);
+      assert.equal(seen.deliveries.get(good!.event.event_id), 1);
     });
 
     it('flush resolves only after every earlier publish has resolved', async (log, run) => {

@@ -80,6 +80,10 @@ test('codec output sizing: a batch is decompressed into one buffer of its declar
     assert.ok(back.equals(input), `${name}: the bytes`);
     // one allocation of exactly 60,001 bytes (a pooled or concatenated buffer would differ)
     assert.equal(back.buffer.byteLength, 60_001, `${name}: one output buffer of the declared size + 1`);
+    // far over Node's pool of small buffers, still the one buffer, not copied out
+    const big = jsonLike(200_000);
+    const bigBack = await codec.decompress(await codec.compress({ buffer: big }));
+    assert.ok(bigBack.equals(big) && bigBack.buffer.byteLength === 200_001, `${name}: 200,000 bytes in one buffer of 200,001`);
   }
   // the synchronous call stops at its one chunk: output past the declared size is not its to make
   assert.deepEqual(gunzipOptions(gzipSync(input)), { maxOutputLength: 60_000, chunkSize: 60_001 });
@@ -132,6 +136,10 @@ test('codec output sizing: a size hint that overstates a small batch never leave
   const overstated = Buffer.concat([member, Buffer.from([0, 0, 0, 0]), Buffer.alloc(4)]);
   overstated.writeUInt32LE(claim, overstated.length - 4);
   assert.equal(gunzipOptions(overstated).chunkSize, Math.min(claim, SYNC_MAX_OUTPUT_BYTES) + 1);
+  // deflate's bound exactly: 1,032 × the batch's length is a size; one byte more is not
+  const claiming = (n: number): Buffer => { const b = Buffer.from(overstated); b.writeUInt32LE(n, b.length - 4); return b; };
+  assert.equal(gunzipOptions(claiming(1032 * overstated.length)).chunkSize, Math.min(1032 * overstated.length, SYNC_MAX_OUTPUT_BYTES) + 1);
+  assert.deepEqual(gunzipOptions(claiming(1032 * overstated.length + 1)), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
   const copied = await codecs[CompressionTypes.GZIP]!().decompress(overstated);
   assert.ok(copied.equals(some));
   assert.equal(copied.buffer.byteLength, 40_000, 'its own buffer, of its own size');
@@ -147,6 +155,10 @@ test('codec output sizing: a zstd frame that declares a window over zstd\'s limi
   assert.deepEqual(zstdOptions(wide), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
   await assert.rejects(codecs[CompressionTypes.ZSTD]!().decompress(wide), /too much memory/);
   await assert.rejects(new Promise((resolve, reject) => zstdDecompress(wide, (err, out) => (err ? reject(err) : resolve(out)))), /too much memory/, 'as on the thread pool');
+  // the mantissa counts: 2^27 + 2^24 (exponent 17, mantissa 1) is over; 2^26 + 7 × 2^23 (16, 7) is under
+  const windowed = (w: number): Buffer => Buffer.concat([z.subarray(0, 4), Buffer.from([z[4]! & ~0x20, w]), z.subarray(5)]);
+  assert.deepEqual(zstdOptions(windowed((17 << 3) | 1)), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES });
+  assert.deepEqual(zstdOptions(windowed((16 << 3) | 7)), { maxOutputLength: 60_000, chunkSize: 60_001 });
   // at the limit (2^27, exponent 17) it is read, sized
   const atLimit = Buffer.concat([z.subarray(0, 4), Buffer.from([z[4]! & ~0x20, 17 << 3]), z.subarray(5)]);
   assert.deepEqual(zstdOptions(atLimit), { maxOutputLength: 60_000, chunkSize: 60_001 });
@@ -156,12 +168,15 @@ test('codec output sizing: a zstd frame that declares a window over zstd\'s limi
 test('codec output sizing: every Frame_Content_Size layout of a zstd frame header (RFC 8878 §3.1.1.1) is read exactly', () => {
   const frame = (bytes: number[]): Buffer => Buffer.from([0x28, 0xb5, 0x2f, 0xfd, ...bytes, 0, 0, 0]);
   const sized = (n: number) => ({ maxOutputLength: n, chunkSize: n + 1 });
-  // flag 0, single segment: 1 byte (under the default chunk, so 16 KiB)
+  // flag 0, single segment: 1 byte (under the default chunk, so 16 KiB); a 1-byte dictionary id before it
   assert.equal(zstdOptions(frame([0x20, 200])).chunkSize, 16_384);
+  assert.equal(zstdOptions(frame([0x21, 9, 200])).chunkSize, 16_384);
   // flag 1: 2 bytes + 256; single segment, no dictionary id
   assert.deepEqual(zstdOptions(frame([0x60, 0x50, 0xc2])), sized(0xc250 + 256));
   // flag 2: 4 bytes, after a window descriptor and a 1-byte dictionary id
   assert.deepEqual(zstdOptions(frame([0x81, 0x58, 0x07, 0x40, 0x0d, 0x03, 0x00])), sized(200_000));
+  // flag 2: 4 bytes, after a 2-byte dictionary id; single segment
+  assert.deepEqual(zstdOptions(frame([0xa2, 0x34, 0x12, 0x40, 0x0d, 0x03, 0x00])), sized(200_000));
   // flag 3: 8 bytes, after a 4-byte dictionary id; over the limit: capped
   assert.deepEqual(zstdOptions(frame([0xe3, 1, 2, 3, 4, 0x40, 0x0d, 0x03, 0, 0, 0, 0, 0])), sized(200_000));
   assert.deepEqual(zstdOptions(frame([0xe0, 0, 0, 0, 0, 0, 0, 0, 1])), sized(SYNC_MAX_OUTPUT_BYTES));

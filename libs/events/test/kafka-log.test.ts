@@ -12,7 +12,8 @@ import kafkajsModule, { CompressionTypes, Kafka, logLevel, type ISocketFactory }
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { connect } from 'node:net';
 import { interceptFrames } from './spool-helpers.ts';
-import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedDeadLetter, type DeadLetter, type KafkaLogOptions } from '@tollgate/events';
+import { DEAD_LETTER_TOPIC, gunzipOptions, KafkaLog, SYNC_MAX_OUTPUT_BYTES, TOPICS, zstdOptions, type ConsumedDeadLetter, type DeadLetter, type KafkaLogOptions } from '@tollgate/events';
+import { unzipSync } from 'node:zlib';
 import { findKafka, requireKafka, servicesRequired } from '../../../test/support/services.ts';
 import { Collector, eventLogContract, publishAll, sampleEvents } from './event-log.contract.ts';
 
@@ -313,6 +314,7 @@ if (brokers === undefined) {
     // Kind: a batch from another Kafka client, framed as that client frames it (Java's
     // GZIPOutputStream; zstd-jni's streaming frames, without a content size): the codecs size
     // their output from what the batch declares, so what another writer declares must read the same.
+    // (Kafka 3.9's class name, as deploy/kafka.sh pins; Kafka 4 moves it to org.apache.kafka.tools.)
     const root = join(import.meta.dirname, '..', '..', '..');
     // `cli` runs a class on the jars bash deploy/kafka.sh installed (a broker found elsewhere has none here)
     const probe = spawnSync('bash', [join(root, 'deploy/kafka.sh'), 'cli', 'kafka.tools.ConsoleProducer', '--version'], { encoding: 'utf8', timeout: 60_000 });
@@ -326,10 +328,10 @@ if (brokers === undefined) {
     const codecTable = (kafkajsModule as unknown as { CompressionCodecs: Record<number, () => { decompress(b: Buffer): Promise<Buffer> }> }).CompressionCodecs;
     const { log, prefix, cleanup } = await freshLog(kafka, 1);
     const original = { gzip: codecTable[CompressionTypes.GZIP]!, zstd: codecTable[CompressionTypes.ZSTD]! };
-    const decompressed = { gzip: 0, zstd: 0 };
+    const batches: Record<'gzip' | 'zstd', Buffer[]> = { gzip: [], zstd: [] };
     for (const name of ['gzip', 'zstd'] as const) {
       const type = name === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.ZSTD;
-      codecTable[type] = () => ({ ...original[name](), decompress: (b: Buffer) => { decompressed[name]++; return original[name]().decompress(b); } });
+      codecTable[type] = () => ({ ...original[name](), decompress: (b: Buffer) => { batches[name].push(Buffer.from(b)); return original[name]().decompress(b); } });
     }
     try {
       const usage = sampleEvents(randomUUID().slice(0, 8), 600).filter((s) => s.topic === 'usage').map((s) => s.event);
@@ -345,7 +347,10 @@ if (brokers === undefined) {
       for (let i = 0; i < 300 && got.length < 2 * usage.length; i++) await new Promise((r) => setTimeout(r, 50));
       await sub.stop();
       assert.deepEqual(got, [...usage, ...usage], 'every value, exactly, in order');
-      assert.ok(decompressed.gzip >= 1 && decompressed.zstd >= 1, `the batches came compressed as written: ${JSON.stringify(decompressed)}`);
+      assert.ok(batches.gzip.length >= 1 && batches.zstd.length >= 1, `the batches came compressed as written: ${batches.gzip.length} gzip, ${batches.zstd.length} zstd`);
+      // Java's gzip batches declare their size (read: one buffer); zstd-jni's frames do not (the defaults)
+      for (const b of batches.gzip) assert.equal(gunzipOptions(b).chunkSize, unzipSync(b).length + 1, 'a Java gzip batch is sized from its trailer');
+      for (const b of batches.zstd) assert.deepEqual(zstdOptions(b), { maxOutputLength: SYNC_MAX_OUTPUT_BYTES }, 'a Java zstd batch has no content size');
     } finally {
       codecTable[CompressionTypes.GZIP] = original.gzip;
       codecTable[CompressionTypes.ZSTD] = original.zstd;
