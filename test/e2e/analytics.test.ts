@@ -110,6 +110,10 @@ describe('usage analytics over real traffic of two accounts', () => {
     assert.deepEqual(alpha['data'].map((p: any) => [p.group, p.requests, p.cost_micros]), [['default', 3, '164400']]);
     const csv = await get(stack.url, `/admin/v1/usage?${window}&granularity=month&group_by=upstream&format=csv`, asAdmin);
     assert.equal(csv.text.split('\r\n')[1]!.split(',')[1], 'default');
+    // the events behind the figures
+    const events = async (id: string) => (await get(stack.url, `/admin/v1/usage/events?upstream_id=${id}`, asAdmin)).json()['data'] as Array<{ upstream_id: string }>;
+    assert.deepEqual((await events('default')).map((e) => e.upstream_id), ['default', 'default', 'default', 'default']);
+    assert.deepEqual(await events('up_none'), []);
     // a control character in the filter is the operator's 400, as every text filter
     const badId = await get(stack.url, `/admin/v1/usage?upstream_id=%01x`, asAdmin);
     assert.equal(badId.status, 400);

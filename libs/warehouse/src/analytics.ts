@@ -15,8 +15,9 @@ export type Granularity = (typeof GRANULARITIES)[number];
 
 /**
  * What a series or a total can be split by. `upstream` (the pool upstream that served each
- * request, `UpstreamRecord.id` of @tollgate/pool; `''` for requests no upstream was tried for) is
- * read from raw events whatever the window: the rollups are not kept per upstream.
+ * request, `UpstreamRecord.id` of @tollgate/pool; `''` for requests no upstream was tried for and
+ * for events of gateways from before upstream pools, which did not record one) is read from raw
+ * events whatever the window: the rollups are not kept per upstream.
  */
 export const ANALYTICS_GROUP_BY = ['account', 'key', 'model', 'status', 'upstream'] as const;
 export type AnalyticsGroupBy = (typeof ANALYTICS_GROUP_BY)[number];
@@ -103,7 +104,7 @@ export interface UsageMetrics {
 export interface SeriesPoint extends UsageMetrics {
   /** bucket start, epoch ms (UTC minute, hour, day or calendar month) */
   bucket: number;
-  /** the group's value (account id, key id, catalog model, status) when `groupBy` is set */
+  /** the group's value (account id, key id, catalog model, status, upstream id) when `groupBy` is set */
   group?: string;
 }
 
@@ -453,6 +454,7 @@ export async function usageEventPage(
   if (f.keyId !== undefined) { conds.push('key_id = {key_id:String}'); params['key_id'] = f.keyId; }
   if (f.model !== undefined) { conds.push('catalog_model = {model:String}'); params['model'] = f.model; }
   if (f.status !== undefined) { conds.push('status = {status:String}'); params['status'] = f.status; }
+  if (f.upstreamId !== undefined) { conds.push('upstream_id = {upstream_id:String}'); params['upstream_id'] = f.upstreamId; }
   if (f.after !== undefined) {
     conds.push("(ts, event_id) > (fromUnixTimestamp64Milli({after_ts:Int64}, 'UTC'), {after_id:String})");
     params['after_ts'] = f.after.ts;

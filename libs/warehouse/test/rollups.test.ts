@@ -216,6 +216,9 @@ test('usage by upstream: group_by upstream and the upstream_id filter read raw e
     await assert.rejects(only({ upstreamId: 'up\u0001' }), /^WarehouseInputError: upstream_id: contains a control character/);
     // without upstream, the same window is still read from the rollups
     assert.equal((await only({})).source, 'rollup_day');
+    // the events behind an upstream's figures: the event pages take the same filter
+    const page = await usageEventPage(w, { from, to, limit: 100, upstreamId: 'up_b' });
+    assert.deepEqual(page.events.map((e) => [e.event_id, e.upstream_id]), [['e4', 'up_b'], ['e5', 'up_b'], ['e6', 'up_b']]);
   } finally {
     await w.close();
   }

@@ -9,7 +9,7 @@ import {
 import type { ReportDeps } from './reports.ts';
 
 /** The query parameters of GET /admin/v1/usage/events. */
-const USAGE_EVENT_PARAMS = ['from', 'to', 'account_id', 'key_id', 'model', 'status', 'limit', 'cursor'] as const;
+const USAGE_EVENT_PARAMS = ['from', 'to', 'account_id', 'key_id', 'model', 'status', 'upstream_id', 'limit', 'cursor'] as const;
 
 /** Most events one page of GET /admin/v1/usage/events holds. */
 export const MAX_EVENT_PAGE = 1000;
@@ -77,6 +77,7 @@ export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void 
       const accountId = await text('account_id');
       const keyId = await text('key_id');
       const model = await text('model');
+      const upstreamId = await text('upstream_id');
       const page = await input(() => usageEventPage(deps.warehouse, {
         from, to, limit,
         ...(after ? { after } : {}),
@@ -84,6 +85,7 @@ export function registerAnalytics(app: FastifyInstance, deps: ReportDeps): void 
         ...(keyId !== undefined ? { keyId } : {}),
         ...(model !== undefined ? { model: catalogId(catalog, model) } : {}),
         ...(status !== undefined ? { status } : {}),
+        ...(upstreamId !== undefined ? { upstreamId } : {}),
       }));
       const last = page.events[page.events.length - 1];
       return {

@@ -10,8 +10,9 @@ import type { GatewayDeps } from '../deps.ts';
 /**
  * GET /v1/usage: the caller's own account's usage (issue 9, outcome 3): a time series at
  * `granularity` and totals per model, with the parameters of GET /admin/v1/usage except
- * `account_id` (refused as unknown): `from`, `to`, `granularity`, `key_id`, `model`, `status`,
- * `group_by` (`key`, `model`, `status`), `format` (`json`, `csv`). The account is always the
+ * `account_id` and `upstream_id` (refused as unknown): `from`, `to`, `granularity`, `key_id`,
+ * `model`, `status`, `group_by` (`key`, `model`, `status`; not `account` or `upstream`), `format`
+ * (`json`, `csv`). The account is always the
  * caller's (`request.caller`), so a `key_id` of another account matches nothing. The operator's
  * upstream cost is never shown here. 404 on a gateway that cannot read the warehouse; a bad or
  * unknown parameter is a 400 naming it.
