@@ -179,14 +179,29 @@ kjava_tool() {
     -Dlog4j.configuration="file:$TOOLS_LOG4J" -cp "$LIBS/*" "$@"
 }
 
+# A new cluster id: 16 random bytes (from $1, default /dev/urandom) as URL-safe base64 without
+# padding = a Kafka Uuid string (22 chars). One that starts with '-' is drawn again, as Kafka's
+# own Uuid.randomUuid does: a command line reads it as an option (StorageTool's "-t -2Ut…"
+# failed a fresh CI run with "argument --cluster-id/-t: expected one argument").
+new_cluster_id() {
+  local id fd
+  exec {fd}<"${1:-/dev/urandom}"
+  while :; do
+    id="$(head -c 16 <&"$fd" | base64 | tr '+/' '-_' | tr -d '=\n')"
+    [[ "$id" == -* ]] || break
+  done
+  exec {fd}<&-
+  printf '%s\n' "$id"
+}
+
 format_storage() {
   if [[ -f "$DATA/meta.properties" ]]; then
     return 0
   fi
-  # 16 random bytes as URL-safe base64 without padding = a Kafka Uuid string (22 chars)
-  local cid; cid="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  local cid; cid="$(new_cluster_id)"
   log "formatting storage in $DATA (cluster id $cid)"
-  kjava_tool kafka.tools.StorageTool format -t "$cid" -c "$CONF" --ignore-formatted >&2 \
+  # --cluster-id=<id> in one word: never read as an option, whatever the id
+  kjava_tool kafka.tools.StorageTool format "--cluster-id=$cid" -c "$CONF" --ignore-formatted >&2 \
     || die "StorageTool format failed"
 }
 
