@@ -18,6 +18,24 @@ export function boundedId(id: unknown): string {
 export const RESERVED_HEADERS: readonly string[] = Object.freeze(['event_id']);
 
 /**
+ * Headers read back from a file (a spool or journal line) as every log can carry them: string
+ * values kept, numbers and booleans as text, other values (null, objects) and reserved names
+ * left out; anything but an object gives {}. `publish` refuses such headers (headersProblem),
+ * but a line an earlier version wrote, or a damaged one, may still hold them, and re-publishing
+ * it must not fail (a journal replay at start, the spool's sender).
+ */
+export function carriedHeaders(headers: unknown): EventHeaders {
+  const out: EventHeaders = {};
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) return out;
+  for (const [name, v] of Object.entries(headers)) {
+    if (RESERVED_HEADERS.includes(name)) continue;
+    if (typeof v === 'string') out[name] = v;
+    else if (typeof v === 'number' || typeof v === 'boolean') out[name] = String(v);
+  }
+  return out;
+}
+
+/**
  * Why `headers` cannot travel beside event `eventId` on any log, or undefined: a value that is
  * not a string (Kafka carries strings only; kafkajs throws on anything else at every send) or a
  * reserved name. Every log's `publish` refuses such events with NotPublishedError before

@@ -1,7 +1,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AnyEvent, Topic } from './types.ts';
-import type { EventHeaders } from './event-log.ts';
+import { carriedHeaders, type EventHeaders } from './event-log.ts';
 
 export interface JournalRecord {
   topic: Topic;
@@ -63,7 +63,8 @@ function asRecord(line: string): JournalRecord | string {
   if (typeof type === 'string' && KNOWN_TYPES.has(type) && !TOPIC_TYPES[r.topic as Topic].includes(type)) {
     return `a ${type} event on topic ${r.topic}`;
   }
-  return { topic: r.topic, event: r.event, headers: r.headers ?? {} } as JournalRecord;
+  // headers as every log carries them: replaying the line must not be refused for them
+  return { topic: r.topic, event: r.event, headers: carriedHeaders(r.headers) } as JournalRecord;
 }
 
 interface Segment {

@@ -17,7 +17,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
-import { boundedId, EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
+import { boundedId, carriedHeaders, EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
@@ -1210,7 +1210,8 @@ export class KafkaLog implements EventLog {
       try {
         const r = JSON.parse(line) as SpoolRecord;
         if (!TOPICS.includes(r.topic) || typeof r.event?.event_id !== 'string') throw new Error('not a spool record');
-        out.push({ topic: r.topic, event: r.event, headers: stringHeaders(r.headers) });
+        // a line an earlier version wrote may hold headers publish now refuses: kafkajs would throw on it at every send
+        out.push({ topic: r.topic, event: r.event, headers: carriedHeaders(r.headers) });
       } catch (err) {
         // A torn last line is a write that never returned, so its publish never resolved.
         this.#log.error({ err, path, line: i + 1 }, 'skipping unreadable spool line');
@@ -1496,20 +1497,6 @@ function eventBytes(json: string): number {
 
 /** An event id for a message: at most 200 characters of it. */
 
-/**
- * A spool line's headers as Kafka can carry them: string values kept, numbers and booleans as
- * text, others (null, objects) left out. Publish refuses a header value that is not a string; a
- * line an earlier version wrote could still hold one, and kafkajs throws on it at every send.
- */
-function stringHeaders(headers: unknown): EventHeaders {
-  const out: EventHeaders = {};
-  if (typeof headers !== 'object' || headers === null) return out;
-  for (const [name, v] of Object.entries(headers)) {
-    if (typeof v === 'string') out[name] = v;
-    else if (typeof v === 'number' || typeof v === 'boolean') out[name] = String(v);
-  }
-  return out;
-}
 
 /**
  * Bytes a record adds to a v2 record batch beyond its value, key and headers (its length,

@@ -74,3 +74,25 @@ test('an unreadable line is reported by scan, never dropped silently; only the l
   assert.equal(scan.torn, '{"topic":"led');
   assert.equal(Journal.read(dir).length, 12);
 });
+
+test('a journal line whose headers no log can carry (written by an earlier version, or damaged) is replayed with the headers every log carries, never refused', async () => {
+  // Kind: publish refuses headers that are not strings or are reserved (headersProblem); a
+  // replay at start re-publishes journal lines, so their headers are read as carriedHeaders.
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-journal-'));
+  const line = (i: number, headers: unknown) => JSON.stringify({ topic: 'ledger', event: grant(i), headers });
+  writeFileSync(join(dir, '0000000000000001.jsonl'), [
+    line(1, { traceparent: 't1', 'x-n': 5, 'x-ok': true, 'x-null': null, 'x-obj': { a: 1 }, event_id: 'theirs' }),
+    line(2, 'not an object'),
+    line(3, ['a']),
+    line(4, null),
+  ].join('\n') + '\n');
+  const read = Journal.read(dir);
+  assert.deepEqual(read.map((r) => r.headers), [{ traceparent: 't1', 'x-n': '5', 'x-ok': 'true' }, {}, {}, {}]);
+  const log = new MemoryLog();
+  for (const r of read) await log.publish(r.topic, [{ event: r.event, headers: r.headers }]);
+  const got: Array<Record<string, string>> = [];
+  await log.subscribe({ group: 'g', topics: ['ledger'], handler: async (batch) => { for (const e of batch) got.push(e.headers); } });
+  await log.drain();
+  assert.deepEqual(got, [{ traceparent: 't1', 'x-n': '5', 'x-ok': 'true' }, {}, {}, {}]);
+  await log.close();
+});
