@@ -14,8 +14,11 @@ export function boundedId(id: unknown): string {
   return s.length <= 200 ? s : `${s.slice(0, 200)}…`;
 }
 
+/** The header a Kafka record carries the event's id under (see EventHeaders). */
+export const EVENT_ID_HEADER = 'event_id';
+
 /** Header names a publisher may not use: the log's own (see EventHeaders). */
-export const RESERVED_HEADERS: readonly string[] = Object.freeze(['event_id']);
+export const RESERVED_HEADERS: readonly string[] = Object.freeze([EVENT_ID_HEADER]);
 
 /**
  * Headers read back from a file (a spool or journal line) as every log can carry them: string
@@ -43,10 +46,9 @@ export function carriedHeaders(headers: unknown): EventHeaders {
  */
 export function headersProblem(eventId: unknown, headers: EventHeaders | undefined): string | undefined {
   for (const name in headers) {
-    const event = `event ${boundedId(eventId)}`;
-    if (RESERVED_HEADERS.includes(name)) return `${event} has header "${name}", which the log sets itself (the event's id); leave it out (nothing of this publish was written)`;
+    if (RESERVED_HEADERS.includes(name)) return `event ${boundedId(eventId)} has header "${name}", which the log sets itself (the event's id); leave it out (nothing of this publish was written)`;
     if (typeof headers[name] !== 'string') {
-      return `${event} has header ${JSON.stringify(name.slice(0, 100))} of type ${typeof headers[name]}; header values are strings (nothing of this publish was written)`;
+      return `event ${boundedId(eventId)} has header ${JSON.stringify(name.slice(0, 100))} of type ${typeof headers[name]}; header values are strings (nothing of this publish was written)`;
     }
   }
   return undefined;

@@ -17,7 +17,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
-import { boundedId, carriedHeaders, EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
+import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
@@ -1020,7 +1020,7 @@ export class KafkaLog implements EventLog {
       messages.push({
         key: partitionKey(event),
         value: json,
-        headers: { ...headers, event_id: event.event_id },
+        headers: { ...headers, [EVENT_ID_HEADER]: event.event_id },
       });
     }
     const compression = bytes >= this.#compressMinBytes ? this.#compression : CompressionTypes.None;
@@ -1395,7 +1395,7 @@ function decodeHeaders(headers: IHeaders | undefined): EventHeaders {
   const out: EventHeaders = {};
   // for-in, not Object.entries: no array per header of every message (kafkajs makes a plain object)
   for (const name in headers) {
-    if (name === 'event_id' || !Object.hasOwn(headers, name)) continue;
+    if (name === EVENT_ID_HEADER || !Object.hasOwn(headers, name)) continue;
     const value = headers[name];
     const one = Array.isArray(value) ? value[value.length - 1] : value;
     if (one !== undefined) out[name] = typeof one === 'string' ? one : one.toString('utf8');

@@ -243,12 +243,7 @@ interface Source {
  */
 function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawOnly: boolean, byUpstream: boolean): Source {
   const params: Record<string, unknown> = {};
-  const conds: string[] = [];
-  if (f.upstreamId !== undefined) { conds.push('upstream_id = {upstream_id:String}'); params['upstream_id'] = f.upstreamId; }
-  if (f.accountId !== undefined) { conds.push('account_id = {account_id:String}'); params['account_id'] = f.accountId; }
-  if (f.keyId !== undefined) { conds.push('key_id = {key_id:String}'); params['key_id'] = f.keyId; }
-  if (f.model !== undefined) { conds.push('catalog_model = {model:String}'); params['model'] = f.model; }
-  if (f.status !== undefined) { conds.push('status = {status:String}'); params['status'] = f.status; }
+  const conds = filterConditions(f, params);
   const parts: string[] = [];
   const rawRanges: string[] = [];
   planWindow(f.from, f.to, granularity, rawOnly).forEach((seg, i) => {
@@ -274,6 +269,24 @@ function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawO
       : `SELECT * FROM ${w.tables.rollupDay} WHERE 0`);
   }
   return { sql: `(${parts.join(' UNION ALL ')})`, params };
+}
+
+/**
+ * The SQL conditions of a usage read's text filters (account, key, catalog model, status,
+ * upstream) over raw or rollup columns of those names; each value goes into `params` as a
+ * server-side parameter, never into the text.
+ */
+function filterConditions(f: AnalyticsFilter, params: Record<string, unknown>): string[] {
+  const conds: string[] = [];
+  for (const [value, column, name] of [
+    [f.accountId, 'account_id', 'account_id'], [f.keyId, 'key_id', 'key_id'], [f.model, 'catalog_model', 'model'],
+    [f.status, 'status', 'status'], [f.upstreamId, 'upstream_id', 'upstream_id'],
+  ] as const) {
+    if (value === undefined) continue;
+    conds.push(`${column} = {${name}:String}`);
+    params[name] = value;
+  }
+  return conds;
 }
 
 /** Usage statuses a `status` filter may name (UsageStatus of @tollgate/events). */
@@ -449,12 +462,7 @@ export async function usageEventPage(
   checkFilter(f);
   if (!Number.isSafeInteger(f.limit) || f.limit < 1 || f.limit > 1000) throw new WarehouseInputError(`limit must be 1..1000, got ${f.limit}`);
   const params: Record<string, unknown> = { from_ms: f.from, to_ms: f.to, n: f.limit + 1 };
-  const conds = ["ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')", "ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')"];
-  if (f.accountId !== undefined) { conds.push('account_id = {account_id:String}'); params['account_id'] = f.accountId; }
-  if (f.keyId !== undefined) { conds.push('key_id = {key_id:String}'); params['key_id'] = f.keyId; }
-  if (f.model !== undefined) { conds.push('catalog_model = {model:String}'); params['model'] = f.model; }
-  if (f.status !== undefined) { conds.push('status = {status:String}'); params['status'] = f.status; }
-  if (f.upstreamId !== undefined) { conds.push('upstream_id = {upstream_id:String}'); params['upstream_id'] = f.upstreamId; }
+  const conds = ["ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')", "ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')", ...filterConditions(f, params)];
   if (f.after !== undefined) {
     conds.push("(ts, event_id) > (fromUnixTimestamp64Milli({after_ts:Int64}, 'UTC'), {after_id:String})");
     params['after_ts'] = f.after.ts;
