@@ -62,8 +62,8 @@ describe('usage route parameters', () => {
 
   test('filter value with a control character or over 256 characters: the same 400 naming it on every route that takes it', async () => {
     const routes: Array<[string, Record<string, string>, string[]]> = [
-      ['/admin/v1/usage', asAdmin, ['account_id', 'key_id', 'model']],
-      ['/admin/v1/usage/events', asAdmin, ['account_id', 'key_id', 'model']],
+      ['/admin/v1/usage', asAdmin, ['account_id', 'key_id', 'model', 'upstream_id']],
+      ['/admin/v1/usage/events', asAdmin, ['account_id', 'key_id', 'model', 'upstream_id']],
       ['/v1/usage', asCustomer, ['key_id', 'model']],
     ];
     for (const [route, headers, filters] of routes) {
@@ -77,6 +77,50 @@ describe('usage route parameters', () => {
         assert.equal(res.status, 200, `${route} ${name} 256`);
         assert.deepEqual(((await res.json()) as { data: unknown[] }).data, [], `${route} ${name} 256`);
       }
+    }
+  });
+
+  test('bad percent-encoding in a query value: the 400 every route gives, never a filter on the literal text', async () => {
+    const message = 'Malformed URL (bad percent-encoding in the query string)';
+    for (const [path, headers] of [
+      ['/admin/v1/usage?upstream_id=%FF', asAdmin],
+      ['/admin/v1/usage?account_id=%', asAdmin],
+      ['/admin/v1/usage/events?key_id=%C0%80', asAdmin],
+      ['/admin/v1/usage/events?model=claude%E2%82', asAdmin],
+      ['/v1/usage?model=%ED%A0%80', asCustomer],
+      ['/v1/credits/history?cursor=%zz', asCustomer],
+      [`/admin/v1/accounts/${c.accountId}/credits/history?limit=1%`, asAdmin],
+    ] as const) {
+      assert.deepEqual(await error(path, headers), [400, message], path);
+    }
+    // The gateway's own route too: refused at the edge, never forwarded upstream.
+    const before = ((await (await fetch(`${stack.simUrl}/_sim/requests`)).json()) as unknown[]).length;
+    const res = await fetch(`${stack.url}/v1/messages?beta=%FF`, {
+      method: 'POST', headers: { ...asCustomer, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(res.status, 400);
+    assert.deepEqual(((await res.json()) as { error: unknown }).error, { type: 'invalid_request_error', code: 'invalid_request', message });
+    assert.equal(((await (await fetch(`${stack.simUrl}/_sim/requests`)).json()) as unknown[]).length, before, 'nothing reached the upstream');
+    // the same request with a well-formed query is served: the refusal was the escape
+    const served = await fetch(`${stack.url}/v1/messages?beta=true`, {
+      method: 'POST', headers: { ...asCustomer, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(served.status, 200, await served.clone().text());
+    await served.arrayBuffer();
+    assert.equal(((await (await fetch(`${stack.simUrl}/_sim/requests`)).json()) as unknown[]).length, before + 1);
+  });
+
+  test('control character in a path parameter: 400 naming it, not a 404 for an id that cannot exist', async () => {
+    for (const [path, name] of [
+      ['/admin/v1/usage/events/%00', 'id'],
+      ['/admin/v1/usage/events/req_%0A', 'id'],
+      ['/admin/v1/accounts/a%7Fb/credits/history', 'id'],
+      ['/admin/v1/keys/%C2%85', 'id'],
+      [`/admin/v1/accounts/${c.accountId}/invoices/2026-11%09`, 'month'],
+    ] as const) {
+      assert.deepEqual(await error(path, asAdmin), [400, `${name}: contains a control character; a path parameter has none`], path);
     }
   });
 

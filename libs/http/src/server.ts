@@ -229,7 +229,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     connectionTimeout: 0,
     forceCloseConnections: 'idle',
     // The router matches any parameter that fits in a request head; the 100-character limit is
-    // checked after routing (`checkPathParams`), where the parameter's name is known.
+    // checked after routing (`checkRequestTarget`), where the parameter's name is known.
     routerOptions: { maxParamLength: ROUTER_MAX_PARAM_CHARS },
     http: {
       headersTimeout,
@@ -284,7 +284,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   if (options.telemetry) installTelemetry(app, options.telemetry);
   installErrorHandling(app);
   // After onRequest (CORS headers, authentication: a caller without access learns nothing more).
-  app.addHook('preValidation', checkPathParams);
+  app.addHook('preValidation', checkRequestTarget);
   // An answer before the body was read (401, 413): close rather than drain a body nobody wants,
   // which is how slow-body sockets would otherwise stay open.
   // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
@@ -370,13 +370,25 @@ export const MAX_PATH_PARAM_CHARS = 100;
 /** What the router itself matches (a request head is at most 16 KB, so no parameter reaches it). */
 const ROUTER_MAX_PARAM_CHARS = 16_384;
 
+// C0 and C1 control characters, DEL included: no id, month or name in a path has one.
+const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
+
 /**
- * Every path parameter of the matched route is at most MAX_PATH_PARAM_CHARS characters (after
- * percent-decoding); a longer one is a 400 `invalid_request` whose message starts with the
- * parameter's name (`id: is 180 characters long; …`), like every other bad parameter. Runs for
- * every route of every service, after the onRequest hooks (CORS, authentication).
+ * The request target's parts that routing took as given, checked for every route of every
+ * service after the onRequest hooks (CORS, authentication: a caller without access learns
+ * nothing more), each a 400 `invalid_request`:
+ * - every path parameter of the matched route (after percent-decoding) is at most
+ *   MAX_PATH_PARAM_CHARS characters and has no control character (`%00`, `%0A`, `%7F`, `%C2%85`);
+ *   the message starts with the parameter's name (`id: is 180 characters long; …`,
+ *   `id: contains a control character; …`) like every other bad parameter. Such an id cannot
+ *   exist, so it is the client's mistake, not a 404;
+ * - the query string is well-formed percent-encoding of UTF-8 (`decodeURIComponent` accepts it):
+ *   `?a=%FF`, `?a=%`, `?a=%C0%80` (overlong), `?a=%ED%A0%80` (a surrogate) are refused, as a
+ *   path with the same escape is refused before routing ("Malformed URL (bad percent-encoding)").
+ *   Fastify's query parser keeps such an escape as literal text, so a filter would otherwise
+ *   search for a value nobody sent, and the gateway would forward it upstream.
  */
-function checkPathParams(request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void {
+function checkRequestTarget(request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void {
   // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
   const params = request.params;
   if (typeof params === 'object' && params !== null) {
@@ -384,8 +396,24 @@ function checkPathParams(request: FastifyRequest, _reply: FastifyReply, done: (e
       if (!Object.hasOwn(params, name)) continue;
       const value = (params as Record<string, unknown>)[name];
       // '*' is a wildcard's rest of the path (the simulator, proxies), not an identifier
-      if (name === '*' || typeof value !== 'string' || value.length <= MAX_PATH_PARAM_CHARS) continue;
-      done(gatewayError('invalid_request', `${name}: is ${value.length} characters long; a path parameter is at most ${MAX_PATH_PARAM_CHARS}`));
+      if (name === '*' || typeof value !== 'string') continue;
+      if (value.length > MAX_PATH_PARAM_CHARS) {
+        done(gatewayError('invalid_request', `${name}: is ${value.length} characters long; a path parameter is at most ${MAX_PATH_PARAM_CHARS}`));
+        return;
+      }
+      if (CONTROL_RE.test(value)) {
+        done(gatewayError('invalid_request', `${name}: contains a control character; a path parameter has none`));
+        return;
+      }
+    }
+  }
+  const url = request.raw.url ?? '';
+  const q = url.indexOf('?');
+  if (q >= 0 && url.includes('%', q)) {
+    try {
+      decodeURIComponent(url.slice(q + 1));
+    } catch {
+      done(gatewayError('invalid_request', 'Malformed URL (bad percent-encoding in the query string)'));
       return;
     }
   }

@@ -351,13 +351,38 @@ test('a secret anywhere in the URL (any parameter name, encoded names, by value,
   assert.ok(!logs.includes(ADMIN), 'the admin token from the URL reached the log');
 });
 
-test('malformed URLs (bad percent-encoding, over-long path parameter, named whichever it is) are Anthropic-shaped 400s with a request-id', async () => {
+test('malformed URLs (bad percent-encoding in the path or the query, an over-long path parameter or one with a control character, named whichever it is) are Anthropic-shaped 400s with a request-id', async () => {
   assert.equal((await fetch(`${url}/v1/things/${'x'.repeat(100)}`)).status, 200, 'exactly 100 characters is allowed');
+  // Well-formed escapes of any character, and a '%' spelled %25, are a query like any other.
+  for (const ok of ['/v1/things/a%20b', '/v1/things/%C3%A9%E2%82%AC%F0%9F%98%80', '/v1/things/x?a=%25&b=%C3%A9%F0%9F%98%80&c=%00&d=+%2B', '/v1/things/x?', '/v1/things/x?%41=1']) {
+    assert.equal((await fetch(`${url}${ok}`)).status, 200, ok);
+  }
+  const badQuery = 'Malformed URL (bad percent-encoding in the query string)';
+  const control = (name: string) => `${name}: contains a control character; a path parameter has none`;
   for (const [path, message] of [
     ['/v1/things/%E0%A4%A', 'Malformed URL (bad percent-encoding)'],
     [`/v1/things/${'x'.repeat(101)}`, 'id: is 101 characters long; a path parameter is at most 100'],
     [`/v1/things/${'%C3%A9'.repeat(150)}`, 'id: is 150 characters long; a path parameter is at most 100'],
     [`/v1/pairs/a/${'y'.repeat(2000)}`, 'second: is 2000 characters long; a path parameter is at most 100'],
+    // every escape that is not UTF-8, in a value or a name, first or last
+    ['/v1/things/x?a=%FF', badQuery],
+    ['/v1/things/x?a=%', badQuery],
+    ['/v1/things/x?a=%4', badQuery],
+    ['/v1/things/x?a=%zz', badQuery],
+    ['/v1/things/x?a=%C0%80', badQuery],
+    ['/v1/things/x?a=%ED%A0%80', badQuery],
+    ['/v1/things/x?a=%E2%82', badQuery],
+    ['/v1/things/x?a=%F4%90%80%80', badQuery],
+    ['/v1/things/x?a=1&%FF=2', badQuery],
+    ['/v1/things/x?a=ok&b=%E2%82%AC%', badQuery],
+    // C0, DEL and C1 controls, in any parameter of the route
+    ['/v1/things/%00', control('id')],
+    ['/v1/things/a%0Ab', control('id')],
+    ['/v1/things/%1F', control('id')],
+    ['/v1/things/%7F', control('id')],
+    ['/v1/things/%C2%85', control('id')],
+    ['/v1/things/%C2%9F', control('id')],
+    ['/v1/pairs/a/b%09', control('second')],
   ] as const) {
     const res = await fetch(`${url}${path}`);
     assert.equal(res.status, 400, path);

@@ -29,7 +29,7 @@ const tg = (...args: string[]) => runTollgate(args, { ADMIN_TOKEN: 'admin-token-
 
 const TIME_FORMS = 'expected an RFC 3339 timestamp such as 2026-11-30T12:00:00Z, a date such as 2026-11-30 (00:00 UTC), or epoch milliseconds';
 
-test('malformed typed values (credits, times, CIDRs, page sizes, choices) exit 2 naming the option, before any request', async () => {
+test('malformed typed values (credits, times, CIDRs, page sizes, choices, usage filters) exit 2 naming the option, before any request', async () => {
   const cases: Array<[string[], string]> = [
     [['accounts', 'update', 'acct_1', '--daily-credits', 'abc'], '--daily-credits: "abc" is not a decimal number (expected e.g. "12.5" or "3")'],
     [['accounts', 'update', 'acct_1', '--low-balance-credits', '1e3'], '--low-balance-credits: "1e3" is not a decimal number (expected e.g. "12.5" or "3")'],
@@ -50,6 +50,12 @@ test('malformed typed values (credits, times, CIDRs, page sizes, choices) exit 2
     [['usage', '--granularity', 'week'], '--granularity must be one of minute, hour, day, month (not "week")'],
     [['usage', '--group-by', 'plan'], '--group-by must be one of account, key, model, status, upstream (not "plan")'],
     [['usage', '--status', 'weird'], '--status must be one of ok, upstream_error, client_disconnect, stream_error, usage_anomaly, unmetered (not "weird")'],
+    // the usage filters: filterValue's rule, which every usage route applies (1-256 characters, no controls)
+    [['usage', '--upstream', 'a\x01b'], '--upstream: contains a control character; ids and model names have none'],
+    [['usage', '--account', 'acct_\n1'], '--account: contains a control character; ids and model names have none'],
+    [['usage', '--key', 'key_\x7f'], '--key: contains a control character; ids and model names have none'],
+    [['usage', '--model', 'claude\u0085'], '--model: contains a control character; ids and model names have none'],
+    [['usage', '--upstream', 'u'.repeat(257)], '--upstream: is 257 characters long; at most 256'],
     // the range: --to before --from, in any of the forms (the API refuses it with a 400)
     [['usage', '--from', '2026-11-02', '--to', '2026-11-01'], '--to: 2026-11-01T00:00:00.000Z is before --from (2026-11-02T00:00:00.000Z)'],
     [['usage', '--from', '2026-11-01T00:00:00.001Z', '--to', '1793491200000'], '--to: 2026-11-01T00:00:00.000Z is before --from (2026-11-01T00:00:00.001Z)'],
@@ -69,9 +75,12 @@ test('well-formed typed values are sent: "none" as null, a date for --expires-at
   assert.equal((await tg('credits', 'grant', 'acct_1', '--kind', 'adjustment', '--reference', 'fix-1', '--', '-2.5')).code, 0);
   // an empty range (--to equal to --from, in another form) is the API's to judge, as typed
   assert.equal((await tg('usage', '--format', 'json', '--from', '2026-11-01', '--to', '1793491200000')).code, 0);
+  // a filter of exactly 256 characters, and any text without controls, is sent as typed
+  assert.equal((await tg('usage', '--format', 'json', '--upstream', 'u'.repeat(256), '--model', 'claude é')).code, 0);
   assert.deepEqual(seen.map((s) => [s.method, s.path, s.body === '' ? '' : JSON.parse(s.body)]), [
     ['PATCH', '/admin/v1/keys/key_1', { hourly_credits: null, ip_allowlist: ['10.0.0.0/8'], expires_at: '2027-01-31T00:00:00.000Z' }],
     ['POST', '/admin/v1/accounts/acct_1/credits', { credits: '-2.5', reference: 'fix-1', kind: 'adjustment' }],
     ['GET', '/admin/v1/usage?from=2026-11-01&to=1793491200000', ''],
+    ['GET', `/admin/v1/usage?model=claude+%C3%A9&upstream_id=${'u'.repeat(256)}`, ''],
   ]);
 });

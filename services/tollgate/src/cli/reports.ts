@@ -136,7 +136,10 @@ tokens per second, revenue, upstream cost and margin; top accounts and keys by s
     account: { type: 'string' }, key: { type: 'string' }, model: { type: 'string' }, status: { type: 'string' },
     upstream: { type: 'string' }, limit: { type: 'string' }, format: { type: 'string' },
   },
-  values: { from: { kind: 'time' }, to: { kind: 'time' }, limit: { kind: 'page' } },
+  values: {
+    from: { kind: 'time' }, to: { kind: 'time' }, limit: { kind: 'page' },
+    account: { kind: 'filter' }, key: { kind: 'filter' }, model: { kind: 'filter' }, upstream: { kind: 'filter' },
+  },
   async run(ctx) {
     expectPositionals(ctx.positionals, []);
     const format = choiceOption(ctx.values, 'format', ['json', 'csv', 'table'] as const) ?? (ctx.io.stdout.isTTY ? 'table' : 'json');

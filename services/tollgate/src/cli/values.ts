@@ -22,10 +22,12 @@ const NONE = 'none';
  *   upstream's weight, priority, max concurrency)
  * - `upstream-url`: an upstream's base URL (`upstreamBaseUrl` of @tollgate/control)
  * - `webhook-url`: a webhook's URL (`webhookUrl` of @tollgate/control)
+ * - `filter`: a usage filter's id or model name (`filterValue` of @tollgate/warehouse: 1-256
+ *   characters, no control characters), the rule every usage route applies
  * `nullable`: `none` is accepted (sends null / empties the list).
  */
 export type ValueKind =
-  | { kind: 'credits' | 'time' | 'instant' | 'cidrs' | 'page' | 'deliveries' | 'upstream-url' | 'webhook-url' | TextKind; nullable?: boolean }
+  | { kind: 'credits' | 'time' | 'instant' | 'cidrs' | 'page' | 'deliveries' | 'upstream-url' | 'webhook-url' | 'filter' | TextKind; nullable?: boolean }
   | { kind: 'upstream-limit'; limit: 'weight' | 'priority' | 'maxConcurrency'; nullable?: boolean };
 
 /** The largest page the API serves (`limit` of /admin/v1/usage and of …/credits/history). */
@@ -169,6 +171,15 @@ export async function checkValues(values: Parsed['values'], kinds: Readonly<Reco
       case 'page':
         wholeNumber(items[0]!, label, 1, MAX_PAGE);
         break;
+      case 'filter': {
+        const { filterValue } = await import('@tollgate/warehouse');
+        try {
+          filterValue(label, items[0]!);
+        } catch (err) {
+          throw new UsageError(problemOf(err));
+        }
+        break;
+      }
     }
   }
   // The API's range rule (parseTimeRange of @tollgate/http, parseUsageParams of
