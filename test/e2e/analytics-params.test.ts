@@ -90,6 +90,9 @@ describe('usage route parameters', () => {
       ['/v1/usage?model=%ED%A0%80', asCustomer],
       ['/v1/credits/history?cursor=%zz', asCustomer],
       [`/admin/v1/accounts/${c.accountId}/credits/history?limit=1%`, asAdmin],
+      // a malformed name is a malformed URL too, before the route's unknown-parameter check
+      ['/admin/v1/usage?%FF=1', asAdmin],
+      ['/v1/usage?%=1', asCustomer],
     ] as const) {
       assert.deepEqual(await error(path, headers), [400, message], path);
     }

@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { refuseUnknownParams } from './params.ts';
+import { checkQueryEncoding, refuseUnknownParams } from './params.ts';
 
 function bearer(request: FastifyRequest): string | undefined {
   const auth = request.headers.authorization;
@@ -88,5 +88,9 @@ export function requireOperator(tokens: { adminToken: string; financeToken?: str
  */
 export function guardOperatorRoutes(scope: FastifyInstance, tokens: { adminToken: string; financeToken?: string | undefined }): void {
   scope.addHook('onRequest', requireOperator(tokens));
-  scope.addHook('onRequest', async (request) => refuseUnknownParams(request.query, request.routeOptions.config?.query ?? []));
+  // The names are judged once the query is known to decode (`?%FF=1` is a malformed URL, as on every other route).
+  scope.addHook('onRequest', async (request) => {
+    checkQueryEncoding(request.raw.url ?? '');
+    refuseUnknownParams(request.query, request.routeOptions.config?.query ?? []);
+  });
 }

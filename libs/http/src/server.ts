@@ -2,10 +2,11 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type preParsingHookHandler } from 'fastify';
 import { errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic';
 import { decodeBody, parseJsonBody } from './body.ts';
 import { installErrorHandling, newRequestId, requestIdOptions, sendError } from './errors.ts';
+import { checkQueryEncoding } from './params.ts';
 import { installTelemetry, type HttpTelemetry } from './telemetry.ts';
 import { lazyChildLoggerFactory } from './logging.ts';
 
@@ -283,8 +284,9 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   // First, so that its onRoute hook sees every route registered after it.
   if (options.telemetry) installTelemetry(app, options.telemetry);
   installErrorHandling(app);
-  // After onRequest (CORS headers, authentication: a caller without access learns nothing more).
-  app.addHook('preValidation', checkRequestTarget);
+  // After onRequest (CORS headers, authentication: a caller without access learns nothing more),
+  // before the body is read.
+  app.addHook('preParsing', checkRequestTarget);
   // An answer before the body was read (401, 413): close rather than drain a body nobody wants,
   // which is how slow-body sockets would otherwise stay open.
   // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
@@ -376,19 +378,17 @@ const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 /**
  * The request target's parts that routing took as given, checked for every route of every
  * service after the onRequest hooks (CORS, authentication: a caller without access learns
- * nothing more), each a 400 `invalid_request`:
+ * nothing more) and before the body is read (a refused upload is not read, decompressed and
+ * parsed first), each a 400 `invalid_request`:
  * - every path parameter of the matched route (after percent-decoding) is at most
  *   MAX_PATH_PARAM_CHARS characters and has no control character (`%00`, `%0A`, `%7F`, `%C2%85`);
  *   the message starts with the parameter's name (`id: is 180 characters long; …`,
  *   `id: contains a control character; …`) like every other bad parameter. Such an id cannot
  *   exist, so it is the client's mistake, not a 404;
- * - the query string is well-formed percent-encoding of UTF-8 (`decodeURIComponent` accepts it):
- *   `?a=%FF`, `?a=%`, `?a=%C0%80` (overlong), `?a=%ED%A0%80` (a surrogate) are refused, as a
- *   path with the same escape is refused before routing ("Malformed URL (bad percent-encoding)").
- *   Fastify's query parser keeps such an escape as literal text, so a filter would otherwise
- *   search for a value nobody sent, and the gateway would forward it upstream.
+ * - the query string is well-formed percent-encoding of UTF-8 (`checkQueryEncoding`), on the
+ *   gateway's routes too, whose query is forwarded upstream.
  */
-function checkRequestTarget(request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void {
+const checkRequestTarget: preParsingHookHandler = (request, _reply, payload, done) => {
   // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
   const params = request.params;
   if (typeof params === 'object' && params !== null) {
@@ -407,18 +407,14 @@ function checkRequestTarget(request: FastifyRequest, _reply: FastifyReply, done:
       }
     }
   }
-  const url = request.raw.url ?? '';
-  const q = url.indexOf('?');
-  if (q >= 0 && url.includes('%', q)) {
-    try {
-      decodeURIComponent(url.slice(q + 1));
-    } catch {
-      done(gatewayError('invalid_request', 'Malformed URL (bad percent-encoding in the query string)'));
-      return;
-    }
+  try {
+    checkQueryEncoding(request.raw.url ?? '');
+  } catch (err) {
+    done(err as Error);
+    return;
   }
-  done();
-}
+  done(null, payload);
+};
 
 /**
  * CORS for the official SDKs in a browser (`dangerouslyAllowBrowser`, which sends

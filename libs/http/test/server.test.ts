@@ -405,6 +405,16 @@ function raw(bytes: string): Promise<string> {
   });
 }
 
+test('a query after a raw "#" (where the router starts the query when no "?" comes first) is held to the same percent-encoding rule', async () => {
+  for (const target of ['/v1/things/x#a=%FF', '/v1/things/x#%C0%80=1', '/v1/things/x#a=1?b=%', '/v1/things/x?a=1#b=%ED%A0%80']) {
+    const answer = await raw(`GET ${target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`);
+    assert.match(answer, /^HTTP\/1\.1 400 /, target);
+    assert.ok(answer.includes('"message":"Malformed URL (bad percent-encoding in the query string)"'), `${target}: ${answer.slice(-200)}`);
+  }
+  const fine = await raw('GET /v1/things/x#a=%C3%A9 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+  assert.match(fine, /^HTTP\/1\.1 200 /);
+});
+
 test('unparsable HTTP and oversized headers: Anthropic-shaped 400 / 431 written to the socket, which then closes', async () => {
   const garbage = await raw('NOT HTTP AT ALL\r\n\r\n');
   assert.match(garbage, /^HTTP\/1\.1 400 Bad Request\r\n/);
