@@ -128,7 +128,9 @@ const arr = (xs: readonly (number | string)[]) => `[${xs.map((x) => (typeof x ==
  *   third, 5-minute cache writes on a tenth, 1-hour writes on 1 %, a web search on 1 %;
  * - cost ⌈Σ q × unit price / 10⁶⌉ µc (the gateway's rule), upstream cost the same in µ$;
  * - two thirds streamed: ttft 150..1,949 ms, then 40..119 output tokens/s; JSON answers: ttft
- *   = latency.
+ *   = latency;
+ * - upstream (the pool upstream that served it): ups_primary 50 %, ups_backup 30 %, ups_eu 15 %,
+ *   ups_spare 5 %; 2 attempts on 2 %, else 1.
  */
 function insertSql(w: Warehouse, versionId: string): string {
   const price = (dim: keyof typeof PRICE) => `${arr(PRICE[dim])}[m]`;
@@ -137,7 +139,7 @@ function insertSql(w: Warehouse, versionId: string): string {
       input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
       web_search_requests, web_fetch_requests, code_execution_seconds, cost_micros, status, http_status, latency_ms, ttft_ms, stream,
       upstream_request_id, gateway_id, event_version, served_model, iterations, service_tier, inference_geo, stop_reason,
-      upstream_cost_micros, upstream_currency, price_version, price_list, unit_prices, multipliers, unpriced)
+      upstream_cost_micros, upstream_currency, price_version, price_list, unit_prices, multipliers, unpriced, upstream_id, attempts)
     SELECT
       concat('req_bench_', leftPad(toString(number), 9, '0')) AS event_id,
       fromUnixTimestamp64Milli(toInt64({start_ms:Int64} + intDiv(number * ({span_ms:UInt64} - 1000), {total:UInt64}) + h3 % 1000), 'UTC') AS ts,
@@ -156,7 +158,10 @@ function insertSql(w: Warehouse, versionId: string): string {
       map('input', toString(${price('input')}), 'output', toString(${price('output')}), 'cache_read', toString(${price('cache_read')}),
           'cache_write_5m', toString(${price('cache_write_5m')}), 'cache_write_1h', toString(${price('cache_write_1h')}),
           'web_search_requests', '${WEB_SEARCH_MICROS}', 'web_fetch_requests', '0'),
-      [], []
+      [], [],
+      multiIf(intDiv(h2, 100000) % 100 < 50, 'ups_primary', intDiv(h2, 100000) % 100 < 80, 'ups_backup',
+              intDiv(h2, 100000) % 100 < 95, 'ups_eu', 'ups_spare') AS upstream_id,
+      if(intDiv(h2, 100000) % 50 = 7, 2, 1) AS attempts
     FROM (
       SELECT number, h1, h2, h3, a, m, st, strm,
         if(st = 'upstream_error', 0, if(h2 % 20 = 0, 20000 + h3 % 100000, 50 + h3 % 4000)) AS q_in,
@@ -356,6 +361,10 @@ export async function runAnalyticsBench(o: AnalyticsBenchOptions): Promise<Analy
     await add('usage: month by day, group_by account', 'rollup_day', report({ ...sep, granularity: 'day', groupBy: 'account' }));
     await add('usage: month by day, account filter (top)', 'rollup_day', report({ ...sep, granularity: 'day', accountId: topAccount }));
     await add('usage: 3 months by month, top 100 acc/keys', 'rollup_day', report({ from: START, to: END, granularity: 'month', limit: 100 }));
+    // Usage per upstream reads the whole window from raw events FINAL (docs/decisions.md): the
+    // monthly check of each upstream account's bill.
+    await add('usage: month by day, group_by upstream', 'raw FINAL', report({ ...sep, granularity: 'day', groupBy: 'upstream' }), { runs: o.runs, budgetMs: o.budgetMs, minRuns: 2 });
+    await add('usage: month by day, upstream filter', 'raw FINAL', report({ ...sep, granularity: 'day', upstreamId: 'ups_eu' }), { runs: o.runs, budgetMs: o.budgetMs, minRuns: 2 });
     const odd = { from: Date.UTC(2026, 8, 10, 12, 34, 56, 789), to: Date.UTC(2026, 8, 17, 8, 0, 0, 123) };
     await add('usage: 7 days non-aligned, by hour', 'rollups + raw rims', report({ ...odd, granularity: 'hour' }));
     await add('usage: 7 days non-aligned, account (top)', 'rollups + raw rims', report({ ...odd, granularity: 'hour', accountId: topAccount }));

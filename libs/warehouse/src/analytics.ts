@@ -230,6 +230,19 @@ const METRICS_SELECT = `
   quantilesBFloat16Merge(${PERCENTILE_LEVELS})(latency_q) AS m_latency_q,
   quantilesBFloat16IfMerge(${PERCENTILE_LEVELS})(ttft_q) AS m_ttft_q`;
 
+/**
+ * The rollup grain raw events are summed to before a report's query reads them: the coarsest one
+ * no coarser than the report's buckets (`month` buckets are whole days). A group of raw events
+ * is a group of rollup keys within one such bucket, so a month read from raw events by day sums
+ * one row per key and day, not one per key and minute (about one per event: 2.2 M against
+ * 9.9 M rows for the bench's 10 M events), each with its percentile states. It matters for the
+ * reads by or for an upstream, which are raw for the whole window: a month by day with
+ * `group_by=upstream` took 9.3–9.9 s instead of 17.4–22.3 s (bench/README.md, "Analytics and
+ * billing"). Sums, and percentiles (bfloat16 histograms merge by addition), are the same at any
+ * grain no coarser than the buckets.
+ */
+const RAW_GRAIN: Record<Granularity, RollupGrain> = { minute: 'minute', hour: 'hour', day: 'day', month: 'day' };
+
 interface Source {
   sql: string;
   params: Record<string, unknown>;
@@ -238,7 +251,7 @@ interface Source {
 /**
  * Rows in the rollup shape for the window and filters: a UNION ALL of the window's segments
  * (`planWindow`), each rollup segment bounded by its own buckets, the raw rims (under a minute
- * each side) turned into minute-rollup rows from raw events FINAL. The raw rims are read in one
+ * each side) turned into rollup rows (of RAW_GRAIN) from raw events FINAL. The raw rims are read in one
  * sub-select (both rims in one WHERE), so a report's query reads raw events once.
  */
 function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawOnly: boolean, byUpstream: boolean): Source {
@@ -260,7 +273,7 @@ function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawO
   if (rawRanges.length > 0) {
     const where = [...conds, `(${rawRanges.join(' OR ')})`];
     const inner = `(SELECT ${RAW_COLUMNS}${byUpstream ? ', upstream_id' : ''} FROM ${w.tables.usage} FINAL WHERE ${where.join(' AND ')})`;
-    parts.push(rollupSelect('minute', inner, '', byUpstream ? ['upstream_id'] : []));
+    parts.push(rollupSelect(RAW_GRAIN[granularity], inner, '', byUpstream ? ['upstream_id'] : []));
   }
   if (parts.length === 0) {
     // An empty window: no rows, in the rollup shape (with upstream_id when it is read from raw).

@@ -315,6 +315,7 @@ test('non-aligned windows: the rollups for whole buckets plus raw rims equal raw
       const account = rnd(3);
       const status = statuses[rnd(statuses.length)]!;
       all.push(v2({
+        upstream_id: `up_${i % 3}`, attempts: 1,
         event_id: `n${i}`, ts: start + rnd(3 * 86_400_000), account_id: `acc_${account}`, key_id: `k_${account}_${rnd(2)}`,
         catalog_model: rnd(2) === 0 ? 'claude-haiku-4-5-20251001' : 'claude-sonnet-4-5-20250929',
         status, http_status: status === 'upstream_error' ? 529 : 200,
@@ -339,6 +340,21 @@ test('non-aligned windows: the rollups for whole buckets plus raw rims equal raw
       assert.equal(raw.source, 'raw');
       assert.match(mixed.source, /^(rollup_(day|hour|minute)\+?)*(raw)?$/, JSON.stringify(query));
       assert.deepEqual({ ...mixed, source: '' }, { ...raw, source: '' }, `${JSON.stringify(query)} from ${mixed.source}`);
+      // By upstream (raw events for the whole window, summed at the buckets' own grain): the same
+      // totals, percentiles included, and per bucket the groups add up to the bucket.
+      const { groupBy: _g, ...plain } = query;
+      const whole = await usageReport(w, plain);
+      const perUpstream = await usageReport(w, { ...plain, groupBy: 'upstream' });
+      assert.deepEqual(perUpstream.totals, whole.totals, JSON.stringify(query));
+      const summed = new Map<number, [number, bigint]>();
+      for (const p of perUpstream.series) {
+        const [n, c] = summed.get(p.bucket) ?? [0, 0n];
+        summed.set(p.bucket, [n + p.requests, c + p.costMicros]);
+      }
+      assert.deepEqual([...summed], whole.series.map((p) => [p.bucket, [p.requests, p.costMicros]]), JSON.stringify(query));
+      let filtered = 0;
+      for (const upstreamId of ['up_0', 'up_1', 'up_2']) filtered += (await usageReport(w, { ...plain, upstreamId })).totals.requests;
+      assert.equal(filtered, whole.totals.requests);
     }
     // A window with whole days in the middle uses every grain and raw for the rims.
     const wide = { from: start + 1_234, to: start + 2 * 86_400_000 + 3_723_456, granularity: 'hour' as const };
