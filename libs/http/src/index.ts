@@ -1,7 +1,7 @@
 export { newRequestId, installErrorHandling, sendError, requestIdOptions } from './errors.ts';
 export {
   corsHeadersFor, createHttpServer, defaultMaxConnections, defaultMaxConnectionsPerIp, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
-  DEFAULT_REQUEST_TIMEOUT_MS, IDLE_RECLAIM_FRACTION, KEEP_ALIVE_TIMEOUT_MS, UNSTARTED_RECLAIM_MS,
+  DEFAULT_REQUEST_TIMEOUT_MS, IDLE_RECLAIM_FRACTION, KEEP_ALIVE_TIMEOUT_MS, MAX_PATH_PARAM_CHARS, UNSTARTED_RECLAIM_MS,
 } from './server.ts';
 export { addReadinessCheck, HEALTH_PATH, READINESS_CHECK_TIMEOUT_MS, READY_PATH } from './server.ts';
 export type { HttpServerOptions, ReadinessCheck } from './server.ts';

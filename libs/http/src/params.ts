@@ -76,7 +76,13 @@ export function parseTime(value: string, name: string): number {
     return ms;
   }
   const m = RFC3339.exec(value);
-  if (!m) bad(name, `${shown(value)} is not a time; ${forms}`);
+  if (!m) {
+    // `?from=2026-11-30T12:00:00+08:00` unescaped: a query reads the `+` as a space
+    if (/^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})? \d{2}:\d{2}$/.test(value)) {
+      bad(name, `${shown(value)} is not a time: a "+" in a query string reads as a space, so write the offset as %2B (…%2B08:00), or give the time in UTC (…Z)`);
+    }
+    bad(name, `${shown(value)} is not a time; ${forms}`);
+  }
   const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
   const [hour, minute, second] = [Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0)];
   const fraction = m[7] ?? '';

@@ -42,6 +42,15 @@ test('time parameter: garbage, impossible dates, exponents and out-of-range valu
   }
 });
 
+test('time parameter: an offset whose "+" a query string turned into a space gets a 400 that says to write it as %2B', () => {
+  const hint = 'is not a time: a "+" in a query string reads as a space, so write the offset as %2B (…%2B08:00), or give the time in UTC (…Z)';
+  for (const sent of ['2026-12-03T06:48:30 08:00', '2026-12-03 06:48:30 08:00', '2026-12-03T06:48:30.250 05:30']) {
+    assert.throws(() => parseTime(sent, 'from'), { message: `from: ${JSON.stringify(sent)} ${hint}` });
+  }
+  // a space that is not where an offset's '+' was gets the general message
+  assert.throws(() => parseTime('2026-12-03T06:48 08:00', 'from'), /^GatewayError: from: "2026-12-03T06:48 08:00" is not a time; expected an RFC 3339/);
+});
+
 test('time range: from inclusive, to exclusive, to before from is a 400 naming to', () => {
   assert.deepEqual(parseTimeRange({ from: '2026-11-30', to: '2026-12-01' }), { from: 1_795_996_800_000, to: 1_796_083_200_000 });
   assert.deepEqual(parseTimeRange({ to: undefined }), {});

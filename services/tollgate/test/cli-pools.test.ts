@@ -9,6 +9,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MAX_WEBHOOK_DESCRIPTION_CHARS, UPSTREAM_LIMITS } from '@tollgate/control';
+import { MAX_PATH_PARAM_CHARS } from '@tollgate/http';
+import { MAX_PATH_ID_CHARS } from '../src/cli/core.ts';
 import { DELIVERIES_KEPT, WEBHOOK_EVENT_TYPES } from '@tollgate/webhooks';
 import { runTollgate, type CliResult } from '../../../test/support/cli.ts';
 import { ADMIN_TOKEN, UPSTREAM_KEY, admin, customer, startStack, type Stack } from '../../../test/support/tollgate.ts';
@@ -93,6 +95,10 @@ test('a refused key rotated through the CLI: its upstream serves again at once, 
   ok(await tg(['keys', 'update', c.keyId, '--group', 'none']));
 });
 
+test("the CLI's bound on a path id is the server's (MAX_PATH_PARAM_CHARS of @tollgate/http)", () => {
+  assert.equal(MAX_PATH_ID_CHARS, MAX_PATH_PARAM_CHARS);
+});
+
 test('a credential on the command line, or a malformed one on stdin, is refused before anything is sent (exit 2, the key not echoed)', async () => {
   const create = ['upstreams', 'create', 'x', '--platform', 'anthropic', '--base-url', 'https://api.anthropic.com', '--url', NOWHERE];
   const argv = await tg([...create, '--api-key', 'sk-ant-on-argv']);
@@ -151,6 +157,12 @@ test('every value the API checks by itself is checked with its rule first: exit 
     [['credits', 'grant', '..', '1', '--reference', 'r', '--url', NOWHERE], /ACCOUNT_ID "\.\." is not an id/],
     [['plans', 'delete', '..', '--url', NOWHERE], /PLAN_ID "\.\." is not an id/],
     [['event', '..', '--url', NOWHERE], /REQUEST_ID "\.\." is not an id/],
+    // ids the server's checkRequestTarget refuses (the CLI's bound is the server's: asserted below): a control character, more than 100 characters
+    [['event', 'req_\x01x', '--url', NOWHERE], /REQUEST_ID contains a control character; no id has one/],
+    [['accounts', 'show', 'acct\n', '--url', NOWHERE], /ACCOUNT_ID contains a control character/],
+    [['keys', 'revoke', 'key_\x7f', '--url', NOWHERE], /KEY_ID contains a control character/],
+    [['upstreams', 'show', 'up_\u0085', '--url', NOWHERE], /UPSTREAM_ID contains a control character/],
+    [['plans', 'delete', 'p'.repeat(101), '--url', NOWHERE], /PLAN_ID is 101 characters long; an id is at most 100/],
     [create('--weight', String(wMin - 1)), new RegExp(`--weight must be a whole number from ${wMin} to ${wMax}, not "${wMin - 1}"`)],
     [create('--weight', String(wMax + 1)), /--weight must be a whole number/],
     [create('--weight', '1.5'), /--weight must be a whole number/],

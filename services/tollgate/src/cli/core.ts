@@ -101,13 +101,23 @@ export function expectPositionals(positionals: string[], names: readonly string[
 }
 
 /**
- * `id` as one segment of an API path: percent-encoded, and `.` / `..` refused (a URL parser
- * resolves them, also as `%2E`, so the request would go to another route: `accounts show ..`
- * was `GET /admin/v1/`). `label` names the argument in the message (e.g. ACCOUNT_ID).
- * @throws UsageError for `.` or `..`
+ * Most characters of a path parameter: MAX_PATH_PARAM_CHARS of @tollgate/http, the server's rule
+ * (not imported: the CLI starts without the HTTP server's modules; a test keeps the two equal).
+ */
+export const MAX_PATH_ID_CHARS = 100;
+
+/**
+ * `id` as one segment of an API path: percent-encoded, and refused as the server would refuse
+ * it (`checkRequestTarget` of @tollgate/http): more than MAX_PATH_ID_CHARS characters, or a
+ * control character (C0, DEL, C1). `.` / `..` are refused too (a URL parser resolves them,
+ * also as `%2E`, so the request would go to another route: `accounts show ..` was
+ * `GET /admin/v1/`). `label` names the argument in the message (e.g. ACCOUNT_ID).
+ * @throws UsageError for any of those
  */
 export function pathId(id: string, label: string): string {
   if (id === '.' || id === '..') throw new UsageError(`${label} ${JSON.stringify(id)} is not an id`);
+  if (id.length > MAX_PATH_ID_CHARS) throw new UsageError(`${label} is ${id.length} characters long; an id is at most ${MAX_PATH_ID_CHARS}`);
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(id)) throw new UsageError(`${label} contains a control character; no id has one`);
   return encodeURIComponent(id);
 }
 
