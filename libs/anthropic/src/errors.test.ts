@@ -44,6 +44,7 @@ const TABLE: Record<ErrorCode, [number, string, boolean]> = {
   upstream_error: [503, 'api_error', true],
   overloaded: [503, 'overloaded_error', true],
   state_unavailable: [503, 'api_error', true],
+  warehouse_unavailable: [503, 'api_error', true],
 };
 
 test('catalogue: every code has the agreed status, type, retriable and a message', () => {

@@ -1,6 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { errorBody, gatewayError, isGatewayError, toGatewayError, type GatewayError } from '@tollgate/anthropic';
+import { ERRORS, errorBody, gatewayError, isGatewayError, toGatewayError, type ErrorCode, type GatewayError } from '@tollgate/anthropic';
 
 const ID_ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 const ID_CODES = Buffer.from(ID_ALPHABET, 'latin1');
@@ -45,6 +45,22 @@ function fromFastify(err: FastifyError): GatewayError | undefined {
   return undefined;
 }
 
+/**
+ * The catalogue's answer a library error declares for itself: an error with a `gatewayCode`
+ * naming a catalogue code (e.g. WarehouseUnavailableError of @tollgate/warehouse →
+ * `warehouse_unavailable`) is answered with that code and the error's own message (such an
+ * error's message is written for clients), plus `retry-after` when it has `retryAfterS`. This
+ * keeps libraries free of HTTP types while their failures get their proper status.
+ */
+function fromDeclared(err: unknown): GatewayError | undefined {
+  const code = (err as { gatewayCode?: unknown } | null)?.gatewayCode;
+  if (typeof code !== 'string' || !Object.hasOwn(ERRORS, code)) return undefined;
+  const retryAfter = (err as { retryAfterS?: unknown }).retryAfterS;
+  return gatewayError(code as ErrorCode, (err as Error).message, {
+    cause: err, ...(typeof retryAfter === 'number' ? { headers: { 'retry-after': String(retryAfter) } } : {}),
+  });
+}
+
 /** The request failed because its client left while sending it (the body stream aborted or reset). */
 function isClientAbort(err: unknown, request: FastifyRequest): boolean {
   const code = (err as { code?: unknown }).code;
@@ -70,7 +86,7 @@ export function installErrorHandling(app: FastifyInstance): void {
   });
   const known5xx = new KnownFailureLog();
   app.setErrorHandler((err: FastifyError, request, reply) => {
-    const known = isGatewayError(err) ? err : fromFastify(err);
+    const known = isGatewayError(err) ? err : fromFastify(err) ?? fromDeclared(err);
     const gErr = known ?? toGatewayError(err);
     // A client that went away mid-upload (the body aborted, the socket reset) is routine: info.
     if (isClientAbort(err, request)) request.log.info({ code: (err as { code?: string }).code }, 'client aborted the request');

@@ -160,6 +160,37 @@ export class WarehouseInputError extends Error {
   override readonly name = 'WarehouseInputError';
 }
 
+/** Node's codes of a connection that could not be made or was lost (net, dns, http). */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE',
+]);
+
+/**
+ * A read the warehouse server did not answer: it could not be reached, the connection broke, or
+ * no answer came within the client's request timeout (@clickhouse/client's `request_timeout`,
+ * 30 s by default; its error is "Timeout error."). Not a refusal: an answer the server gives
+ * (a SQL or data error) is thrown as the client threw it. `gatewayCode` is the answer an HTTP
+ * route gives for it (503 `warehouse_unavailable` of @tollgate/anthropic's catalogue, with
+ * `retry-after: retryAfterS`): libs/http's error handler reads it, so the warehouse needs no
+ * HTTP types. The message names the failure, never the server's URL or credentials.
+ */
+export class WarehouseUnavailableError extends Error {
+  override readonly name = 'WarehouseUnavailableError';
+  readonly gatewayCode = 'warehouse_unavailable';
+  /** seconds a client should wait before trying again */
+  readonly retryAfterS = 5;
+}
+
+/** `err` as a WarehouseUnavailableError when it is a transport failure (see there), else undefined. */
+export function unavailableError(err: unknown): WarehouseUnavailableError | undefined {
+  if (err instanceof WarehouseUnavailableError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  const what = typeof code === 'string' && UNREACHABLE_CODES.has(code) ? code
+    : (err as { message?: unknown } | null)?.message === 'Timeout error.' ? 'no answer within the request timeout' : undefined;
+  if (what === undefined) return undefined;
+  return new WarehouseUnavailableError(`The usage warehouse is temporarily unavailable (${what}); retry shortly`, { cause: err });
+}
+
 /**
  * Why an event went to quarantine, as a metric label (few values; the full text is `reason`):
  * - `undecodable`: the log could not parse the message (not JSON, empty);
@@ -1229,14 +1260,19 @@ export class Warehouse {
   // stay for every later query of the process (a dedup token, an index switch). Only settings
   // every query wants alike (READ_SETTINGS) or that only widen a limit (max_query_size) are
   // passed that way.
+  /** @throws WarehouseUnavailableError when the server cannot be reached or does not answer in time */
   async #select(query: string, params: Record<string, unknown>): Promise<Row[]> {
-    const rs = await this.#client.query({
-      query,
-      format: 'JSONEachRow',
-      query_params: params,
-      clickhouse_settings: { ...READ_SETTINGS, ...sizeSettings(query) },
-    });
-    return rs.json<Row>();
+    try {
+      const rs = await this.#client.query({
+        query,
+        format: 'JSONEachRow',
+        query_params: params,
+        clickhouse_settings: { ...READ_SETTINGS, ...sizeSettings(query) },
+      });
+      return await rs.json<Row>();
+    } catch (err) {
+      throw unavailableError(err) ?? err;
+    }
   }
 }
 

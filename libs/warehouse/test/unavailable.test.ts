@@ -1,0 +1,25 @@
+// Which read failures are "the warehouse is unavailable" (a 503 for the report routes) and which
+// are the server's own answer (a SQL or data error, thrown as it came): the transport's codes
+// and @clickhouse/client's timeout only.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { unavailableError, WarehouseUnavailableError } from '@tollgate/warehouse';
+
+test('transport failures are WarehouseUnavailableError naming the failure; the server\'s answers are not', () => {
+  for (const code of ['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE']) {
+    const err = unavailableError(Object.assign(new Error(`connect ${code} 10.0.0.1:8123`), { code }));
+    assert.ok(err instanceof WarehouseUnavailableError, code);
+    assert.equal(err.message, `The usage warehouse is temporarily unavailable (${code}); retry shortly`);
+    assert.equal(err.gatewayCode, 'warehouse_unavailable');
+    assert.equal(err.retryAfterS, 5);
+  }
+  assert.equal(unavailableError(new Error('Timeout error.'))?.message, 'The usage warehouse is temporarily unavailable (no answer within the request timeout); retry shortly');
+  // an AggregateError of several addresses carries the code too (Node's happy eyeballs)
+  assert.ok(unavailableError(Object.assign(new AggregateError([], ''), { code: 'ECONNREFUSED' })) instanceof WarehouseUnavailableError);
+  // the server answered: a ClickHouse error code (numeric text), a syntax error, anything else
+  for (const err of [Object.assign(new Error('Syntax error'), { code: '62' }), new Error('Memory limit exceeded'), { code: 'ERR_SOMETHING' }, null, undefined, 'ECONNREFUSED']) {
+    assert.equal(unavailableError(err), undefined, String((err as { message?: string } | null)?.message ?? err));
+  }
+  const once = new WarehouseUnavailableError('x');
+  assert.equal(unavailableError(once), once, 'not wrapped twice');
+});
