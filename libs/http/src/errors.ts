@@ -41,7 +41,9 @@ function fromFastify(err: FastifyError): GatewayError | undefined {
       return gatewayError('invalid_request', 'Invalid Content-Length');
   }
   if (err.validation) return gatewayError('invalid_request', err.message);
-  if (err instanceof SyntaxError) return gatewayError('invalid_json');
+  // Not every SyntaxError: the body parser answers bad JSON itself (parseJsonBody, 400
+  // invalid_json naming where); one thrown later is the server's own fault (a reply of the
+  // warehouse that does not parse), a 500, never the client's bad JSON.
   return undefined;
 }
 

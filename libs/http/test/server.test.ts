@@ -28,6 +28,12 @@ function build(corsOrigins?: readonly string[] | '*') {
   s.post('/echo', async (request) => ({ raw: request.rawBody?.toString('utf8') ?? null, parsed: request.body ?? null }));
   s.get('/v1/things/:id', async () => ({ ok: true }));
   s.get('/v1/pairs/:first/:second', async () => ({ ok: true }));
+  // a reply of some backend that does not parse: the server's fault, not the client's JSON
+  s.get('/v1/backend-garbage', async () => JSON.parse('not json at all') as unknown);
+  s.post('/v1/backend-garbage', async () => JSON.parse('{"truncated":') as unknown);
+  // a library error that declares its answer (gatewayCode, retryAfterS), as WarehouseUnavailableError does
+  s.get('/v1/declared', async () => { throw Object.assign(new Error('The thing is down (ECONNREFUSED); retry shortly'), { gatewayCode: 'warehouse_unavailable', retryAfterS: 5 }); });
+  s.get('/v1/declared-unknown', async () => { throw Object.assign(new Error('secret internals'), { gatewayCode: 'no_such_code' }); });
   s.get('/sse', async (_request, reply) => {
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -173,6 +179,23 @@ test('a path in a body error is cut to 200 characters, its start and end kept; a
   const path = `abcdefghij${'.abcdefghij'.repeat(99)}.x`;
   assert.equal(d.json.error?.message,
     `${path.slice(0, 100)}…${path.slice(path.length - 99)}: given more than once in one object; which one was meant is a guess, so send each key once`);
+});
+
+test('a SyntaxError a handler meets (a backend reply that does not parse) is a 500 internal_error, not the client\'s invalid_json; a declared answer is given as declared', async () => {
+  for (const init of [{}, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }]) {
+    const res = await fetch(`${url}/v1/backend-garbage`, init);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.deepEqual([res.status, body.error.code, body.error.message], [500, 'internal_error', 'Internal server error']);
+  }
+  const declared = await fetch(`${url}/v1/declared`);
+  assert.equal(declared.status, 503);
+  assert.equal(declared.headers.get('retry-after'), '5');
+  assert.deepEqual(((await declared.json()) as { error: unknown }).error,
+    { type: 'api_error', code: 'warehouse_unavailable', message: 'The thing is down (ECONNREFUSED); retry shortly' });
+  // a code outside the catalogue is no declaration: an unexpected error, its message hidden
+  const unknown = await fetch(`${url}/v1/declared-unknown`);
+  assert.equal(unknown.status, 500);
+  assert.ok(!(await unknown.text()).includes('secret internals'));
 });
 
 test('unparsable JSON is 400 invalid_json saying where, in V8\'s words', async () => {

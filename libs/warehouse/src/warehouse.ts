@@ -1244,15 +1244,29 @@ export class Warehouse {
     return this.#prewhereFirst;
   }
 
-  /** Runs one statement (DDL or INSERT … SELECT) with server-side parameters (and `stringTable` lists, as `select`). */
+  /**
+   * Runs one statement (DDL or INSERT … SELECT) with server-side parameters (and `stringTable` lists, as `select`).
+   * @throws WarehouseUnavailableError when the server cannot be reached or does not answer in time
+   */
   async command(query: string, params: Record<string, unknown> = {}): Promise<void> {
-    await this.#client.command({ query, query_params: params, clickhouse_settings: sizeSettings(query) });
+    try {
+      await this.#client.command({ query, query_params: params, clickhouse_settings: sizeSettings(query) });
+    } catch (err) {
+      throw unavailableError(err) ?? err;
+    }
   }
 
-  /** Inserts rows (JSONEachRow) into one of this warehouse's tables (`tables.*`). */
+  /**
+   * Inserts rows (JSONEachRow) into one of this warehouse's tables (`tables.*`).
+   * @throws WarehouseUnavailableError when the server cannot be reached or does not answer in time
+   */
   async insertRows(table: string, rows: readonly Record<string, unknown>[]): Promise<void> {
     if (rows.length === 0) return;
-    await this.#client.insert({ table, values: rows as Record<string, unknown>[], format: 'JSONEachRow' });
+    try {
+      await this.#client.insert({ table, values: rows as Record<string, unknown>[], format: 'JSONEachRow' });
+    } catch (err) {
+      throw unavailableError(err) ?? err;
+    }
   }
 
   // Settings that must hold for one query only go in its SETTINGS clause, never in

@@ -23,3 +23,24 @@ test('transport failures are WarehouseUnavailableError naming the failure; the s
   const once = new WarehouseUnavailableError('x');
   assert.equal(unavailableError(once), once, 'not wrapped twice');
 });
+
+test('every way the Warehouse reaches the server (reads, statements, row inserts) reports a refused connection as WarehouseUnavailableError', async () => {
+  const { createServer } = await import('node:net');
+  const { createHttpClickHouse, Warehouse } = await import('@tollgate/warehouse');
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as import('node:net').AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  const w = new Warehouse({ client: createHttpClickHouse({ url: `http://127.0.0.1:${port}`, logger: { warn: () => {} } }), database: 'tollgate' });
+  try {
+    for (const [what, call] of [
+      ['select', () => w.select('SELECT 1')],
+      ['command', () => w.command('SELECT 1')],
+      ['insertRows', () => w.insertRows(w.tables.ledger, [{ event_id: 'x' }])],
+    ] as const) {
+      await assert.rejects(call(), (err: unknown) => err instanceof WarehouseUnavailableError && /\(ECONNREFUSED\)/.test(err.message), what);
+    }
+  } finally {
+    await w.close();
+  }
+});

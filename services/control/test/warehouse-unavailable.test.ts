@@ -35,6 +35,7 @@ const ROUTES = [
   '/admin/v1/accounts/acct_x/statements/2026-11',
   '/admin/v1/accounts/acct_x/credits/history',
   '/admin/v1/billing/months',
+  '/admin/v1/billing/export?month=2026-11&format=csv',
 ];
 
 async function reportServer(clickhouseUrl: string, requestTimeoutMs?: number) {
@@ -59,8 +60,9 @@ async function reportServer(clickhouseUrl: string, requestTimeoutMs?: number) {
 }
 
 async function expectUnavailable(app: Awaited<ReturnType<typeof reportServer>>['app'], what: RegExp, hidden: string[]) {
-  for (const url of ROUTES) {
-    const res = await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${TOKEN}` } });
+  for (const url of [...ROUTES, 'POST /admin/v1/billing/months/2026-11/close']) {
+    const [method, path] = url.startsWith('POST ') ? ['POST' as const, url.slice(5)] : ['GET' as const, url];
+    const res = await app.inject({ method, url: path, headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(res.statusCode, 503, `${url}: ${res.body}`);
     assert.equal(res.headers['retry-after'], '5', url);
     const body = res.json() as { error: { type: string; code: string; message: string } };
