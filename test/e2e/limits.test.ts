@@ -33,7 +33,9 @@ test('requests per minute: the 4th request of a key is refused with 429, headers
 
 test('concurrent requests: a third in-flight stream of one key is refused, a slot frees when one ends', async () => {
   const c = await customer(stack.url, 1);
-  const slow = () => c.client.messages.stream(msg('[[sim input=1 output=40 tps=100]]'));
+  // 200 tokens at 100 tokens/s: each stream runs 2 s (under msg's max_tokens of 8 the simulator
+  // stopped at 8 tokens, 80 ms, and on a loaded CI run both ended before the third was admitted)
+  const slow = () => c.client.messages.stream({ ...msg('[[sim input=1 output=200 tps=100]]'), max_tokens: 256 });
   const a = slow();
   const b = slow();
   await Promise.all([a.emitted('streamEvent'), b.emitted('streamEvent')]);
