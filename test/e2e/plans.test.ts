@@ -180,8 +180,9 @@ test('the official SDK reads retry-after: a 429 of a plan\'s concurrency window 
       return res;
     },
   });
-  // holds the key's only slot for about 0.4 s (40 tokens at 100 per second)
-  const slow = c.client.messages.stream(msg('[[sim input=1 output=40 tps=100]]'));
+  // holds the key's only slot for about 0.4 s (40 tokens at 100 per second; max_tokens above 40,
+  // or the simulator stops at max_tokens)
+  const slow = c.client.messages.stream(msg('[[sim input=1 output=40 tps=100]]', 64));
   await slow.emitted('streamEvent');
   const answer = await client.messages.create(msg(ONE_EACH));
   await slow.finalMessage();
