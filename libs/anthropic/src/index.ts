@@ -19,6 +19,7 @@ export type {
   Usage,
 } from './types.ts';
 export {
+  CONTROL_CHARACTER,
   validateCountTokensRequest,
   validateModelId,
   validateMessagesRequest,

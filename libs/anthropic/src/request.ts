@@ -9,8 +9,11 @@ import { isRecord } from './record.ts';
 /** Longest model name accepted: it is stored verbatim in the usage event and the warehouse. */
 export const MAX_MODEL_CHARS = 256;
 
-// C0 and C1 control characters, DEL included.
-const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
+/**
+ * Matches a C0 or C1 control character, DEL included (U+0000–U+001F, U+007F–U+009F): what no
+ * model name, id or path parameter may hold. No `g` flag, so `test` keeps no state.
+ */
+export const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 
 /**
  * The model name travels into the usage event, Kafka and ClickHouse, so it must be text every
@@ -21,7 +24,7 @@ const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 function checkStoredText(field: string, v: string): void {
   if (v.length > MAX_MODEL_CHARS) throw new ProtocolError(field, `String should have at most ${MAX_MODEL_CHARS} characters`);
   if (!v.isWellFormed()) throw new ProtocolError(field, 'String should be well-formed Unicode (it contains a lone surrogate)');
-  if (CONTROL_RE.test(v)) throw new ProtocolError(field, 'String should not contain control characters');
+  if (CONTROL_CHARACTER.test(v)) throw new ProtocolError(field, 'String should not contain control characters');
 }
 
 /**

@@ -59,7 +59,7 @@ function fromDeclared(err: unknown): GatewayError | undefined {
   if (typeof code !== 'string' || !Object.hasOwn(ERRORS, code)) return undefined;
   const retryAfter = (err as { retryAfterS?: unknown }).retryAfterS;
   return gatewayError(code as ErrorCode, (err as Error).message, {
-    cause: err, ...(typeof retryAfter === 'number' ? { headers: { 'retry-after': String(retryAfter) } } : {}),
+    cause: err, ...(typeof retryAfter === 'number' && Number.isFinite(retryAfter) && retryAfter >= 0 ? { headers: { 'retry-after': String(retryAfter) } } : {}),
   });
 }
 

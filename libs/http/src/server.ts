@@ -3,7 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance, type preParsingHookHandler } from 'fastify';
-import { errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic';
+import { CONTROL_CHARACTER, errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic';
 import { decodeBody, parseJsonBody } from './body.ts';
 import { installErrorHandling, newRequestId, requestIdOptions, sendError } from './errors.ts';
 import { checkQueryEncoding } from './params.ts';
@@ -372,9 +372,6 @@ export const MAX_PATH_PARAM_CHARS = 100;
 /** What the router itself matches (a request head is at most 16 KB, so no parameter reaches it). */
 const ROUTER_MAX_PARAM_CHARS = 16_384;
 
-// C0 and C1 control characters, DEL included: no id, month or name in a path has one.
-const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
-
 /**
  * The request target's parts that routing took as given, checked for every route of every
  * service after the onRequest hooks (CORS, authentication: a caller without access learns
@@ -401,7 +398,7 @@ const checkRequestTarget: preParsingHookHandler = (request, _reply, payload, don
         done(gatewayError('invalid_request', `${name}: is ${value.length} characters long; a path parameter is at most ${MAX_PATH_PARAM_CHARS}`));
         return;
       }
-      if (CONTROL_RE.test(value)) {
+      if (CONTROL_CHARACTER.test(value)) {
         done(gatewayError('invalid_request', `${name}: contains a control character; a path parameter has none`));
         return;
       }

@@ -1249,11 +1249,7 @@ export class Warehouse {
    * @throws WarehouseUnavailableError when the server cannot be reached or does not answer in time
    */
   async command(query: string, params: Record<string, unknown> = {}): Promise<void> {
-    try {
-      await this.#client.command({ query, query_params: params, clickhouse_settings: sizeSettings(query) });
-    } catch (err) {
-      throw unavailableError(err) ?? err;
-    }
+    await this.#reaching(() => this.#client.command({ query, query_params: params, clickhouse_settings: sizeSettings(query) }));
   }
 
   /**
@@ -1262,11 +1258,7 @@ export class Warehouse {
    */
   async insertRows(table: string, rows: readonly Record<string, unknown>[]): Promise<void> {
     if (rows.length === 0) return;
-    try {
-      await this.#client.insert({ table, values: rows as Record<string, unknown>[], format: 'JSONEachRow' });
-    } catch (err) {
-      throw unavailableError(err) ?? err;
-    }
+    await this.#reaching(() => this.#client.insert({ table, values: rows as Record<string, unknown>[], format: 'JSONEachRow' }));
   }
 
   // Settings that must hold for one query only go in its SETTINGS clause, never in
@@ -1276,14 +1268,21 @@ export class Warehouse {
   // passed that way.
   /** @throws WarehouseUnavailableError when the server cannot be reached or does not answer in time */
   async #select(query: string, params: Record<string, unknown>): Promise<Row[]> {
-    try {
+    return this.#reaching(async () => {
       const rs = await this.#client.query({
         query,
         format: 'JSONEachRow',
         query_params: params,
         clickhouse_settings: { ...READ_SETTINGS, ...sizeSettings(query) },
       });
-      return await rs.json<Row>();
+      return rs.json<Row>();
+    });
+  }
+
+  /** `call` to the server, a transport failure of it rethrown as WarehouseUnavailableError (`unavailableError`). */
+  async #reaching<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
     } catch (err) {
       throw unavailableError(err) ?? err;
     }
