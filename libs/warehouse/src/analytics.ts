@@ -6,7 +6,7 @@
 import { toV2, type UsageEventV2 } from '@tollgate/events';
 import type { Dimension } from '@tollgate/pricing';
 import { mismatchedRollupRows, RAW_COLUMNS } from './rollup-repair.ts';
-import { DIMENSION_COLUMNS, PERCENTILE_LEVELS, ROLLUP_GRAINS, rollupSelect, rollupTable, type RollupGrain } from './schema.ts';
+import { DIMENSION_COLUMNS, PERCENTILE_LEVELS, ROLLUP_GRAINS, ROLLUP_VALUE_COLUMNS, rollupSelect, rollupTable, type RollupGrain, type RollupKey } from './schema.ts';
 import { USAGE_SELECT, usageFromRow, WarehouseInputError, type Warehouse, type Row } from './warehouse.ts';
 
 /** Series bucket sizes; `month` is read from the day rollup (UTC calendar months). */
@@ -208,7 +208,7 @@ const OUTER_BUCKET: Record<Granularity, string> = {
   month: "toDateTime(toStartOfMonth(bucket, 'UTC'), 'UTC')",
 };
 
-const GROUP_COLUMN: Record<AnalyticsGroupBy, string> = {
+const GROUP_COLUMN: Record<AnalyticsGroupBy, Exclude<RollupKey, 'bucket' | 'currency' | 'http_status'>> = {
   account: 'account_id', key: 'key_id', model: 'catalog_model', status: 'status', upstream: 'upstream_id',
 };
 
@@ -231,15 +231,10 @@ const METRICS_SELECT = `
   quantilesBFloat16IfMerge(${PERCENTILE_LEVELS})(ttft_q) AS m_ttft_q`;
 
 /**
- * The rollup grain raw events are summed to before a report's query reads them: the coarsest one
- * no coarser than the report's buckets (`month` buckets are whole days). A group of raw events
- * is a group of rollup keys within one such bucket, so a month read from raw events by day sums
- * one row per key and day, not one per key and minute (about one per event: 2.2 M against
- * 9.9 M rows for the bench's 10 M events), each with its percentile states. It matters for the
- * reads by or for an upstream, which are raw for the whole window: a month by day with
- * `group_by=upstream` took 9.3–9.9 s instead of 17.4–22.3 s (bench/README.md, "Analytics and
- * billing"). Sums, and percentiles (bfloat16 histograms merge by addition), are the same at any
- * grain no coarser than the buckets.
+ * The rollup grain raw events are bucketed at before a report's series reads them: the coarsest
+ * one no coarser than the report's buckets (`month` buckets are whole days). Sums, and
+ * percentiles (bfloat16 histograms merge by addition), are the same at any grain no coarser
+ * than the buckets, and a coarser one makes fewer groups.
  */
 const RAW_GRAIN: Record<Granularity, RollupGrain> = { minute: 'minute', hour: 'hour', day: 'day', month: 'day' };
 
@@ -249,16 +244,22 @@ interface Source {
 }
 
 /**
- * Rows in the rollup shape for the window and filters: a UNION ALL of the window's segments
- * (`planWindow`), each rollup segment bounded by its own buckets, the raw rims (under a minute
- * each side) turned into rollup rows (of RAW_GRAIN) from raw events FINAL. The raw rims are read in one
- * sub-select (both rims in one WHERE), so a report's query reads raw events once.
+ * Rows of `keys` (then ROLLUP_VALUE_COLUMNS) for the window and filters: a UNION ALL of the
+ * window's segments (`planWindow`), each rollup segment bounded by its own buckets, the raw
+ * parts (the rims under a minute each side, or the whole window when `rawOnly`) summed from raw
+ * events FINAL by `keys` alone (`bucket` at RAW_GRAIN). A query passes the keys it groups by,
+ * with `currency` (the upstream cost's sum is per currency), and nothing else: grouped by every
+ * rollup key, a month of raw events by upstream made ~0.5 M groups per million events, each
+ * with two percentile states, and took 1.2–1.9 s per query of a report instead of 0.2–0.4 s
+ * (bench/README.md, "Analytics and billing"). The raw parts are read in one sub-select (both
+ * rims in one WHERE), so a query reads raw events once.
  */
-function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawOnly: boolean, byUpstream: boolean): Source {
+function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawOnly: boolean, keys: readonly RollupKey[]): Source {
   const params: Record<string, unknown> = {};
   const conds = filterConditions(f, params);
   const parts: string[] = [];
   const rawRanges: string[] = [];
+  const columns = [...keys, ...ROLLUP_VALUE_COLUMNS].join(', ');
   planWindow(f.from, f.to, granularity, rawOnly).forEach((seg, i) => {
     params[`f${i}`] = seg.from;
     params[`t${i}`] = seg.to;
@@ -268,19 +269,12 @@ function source(w: Warehouse, f: AnalyticsFilter, granularity: Granularity, rawO
     }
     // The segment falls on the grain's buckets (planWindow), so bucket bounds are the segment's.
     const where = [...conds, `bucket >= toDateTime(intDiv({f${i}:Int64}, 1000), 'UTC')`, `bucket < toDateTime(intDiv({t${i}:Int64}, 1000), 'UTC')`];
-    parts.push(`SELECT * FROM ${rollupTable(w.tables, seg.source)} WHERE ${where.join(' AND ')}`);
+    parts.push(`SELECT ${columns} FROM ${rollupTable(w.tables, seg.source)} WHERE ${where.join(' AND ')}`);
   });
-  if (rawRanges.length > 0) {
-    const where = [...conds, `(${rawRanges.join(' OR ')})`];
-    const inner = `(SELECT ${RAW_COLUMNS}${byUpstream ? ', upstream_id' : ''} FROM ${w.tables.usage} FINAL WHERE ${where.join(' AND ')})`;
-    parts.push(rollupSelect(RAW_GRAIN[granularity], inner, '', byUpstream ? ['upstream_id'] : []));
-  }
-  if (parts.length === 0) {
-    // An empty window: no rows, in the rollup shape (with upstream_id when it is read from raw).
-    parts.push(byUpstream
-      ? rollupSelect('minute', `(SELECT ${RAW_COLUMNS}, upstream_id FROM ${w.tables.usage} WHERE 0)`, '', ['upstream_id'])
-      : `SELECT * FROM ${w.tables.rollupDay} WHERE 0`);
-  }
+  const raw = (where: string) => `(SELECT ${RAW_COLUMNS}${keys.includes('upstream_id') ? ', upstream_id' : ''} FROM ${w.tables.usage} FINAL WHERE ${where})`;
+  if (rawRanges.length > 0) parts.push(rollupSelect(RAW_GRAIN[granularity], raw([...conds, `(${rawRanges.join(' OR ')})`].join(' AND ')), '', keys));
+  // An empty window: no rows, in the same shape.
+  if (parts.length === 0) parts.push(rollupSelect(RAW_GRAIN[granularity], raw('0'), '', keys));
   return { sql: `(${parts.join(' UNION ALL ')})`, params };
 }
 
@@ -361,34 +355,41 @@ export async function usageReport(w: Warehouse, q: AnalyticsQuery, opts: { rawOn
   const limit = q.limit ?? 10;
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw new WarehouseInputError(`limit must be 1..1000, got ${limit}`);
   // The rollups are not kept per upstream: by or for an upstream, the window is read from raw events.
-  const byUpstream = q.groupBy === 'upstream' || q.upstreamId !== undefined;
-  const rawOnly = opts.rawOnly === true || byUpstream;
+  const rawOnly = opts.rawOnly === true || q.groupBy === 'upstream' || q.upstreamId !== undefined;
   const from = pickSource(q.from, q.to, q.granularity, rawOnly);
-  const src = source(w, q, q.granularity, rawOnly, byUpstream);
   const group = q.groupBy === undefined ? undefined : GROUP_COLUMN[q.groupBy];
+  /** The rows of `keys` (and the upstream cost's currency) under the query's window and filters. */
+  const src = (...keys: RollupKey[]) => source(w, q, q.granularity, rawOnly, [...keys, 'currency']);
+  const series = src('bucket', ...(group ? [group] : []));
+  const totalsSrc = src();
+  const accountsSrc = src('account_id');
+  const keysSrc = src('key_id', 'account_id');
+  const httpSrc = src('http_status');
+  const statusSrc = src('status');
+  const modelSrc = src('catalog_model');
   const [seriesRows, totalRows, accountRows, keyRows, httpRows, statusRows, modelRows] = await Promise.all([
     w.select(
       `SELECT toUnixTimestamp(${OUTER_BUCKET[q.granularity]}) * 1000 AS b_ms${group ? `, ${group} AS g_key` : ''}, ${METRICS_SELECT}
-       FROM ${src.sql} GROUP BY b_ms${group ? ', g_key' : ''} ORDER BY b_ms${group ? ', g_key' : ''}`,
-      src.params,
+       FROM ${series.sql} GROUP BY b_ms${group ? ', g_key' : ''} ORDER BY b_ms${group ? ', g_key' : ''}`,
+      series.params,
     ),
-    w.select(`SELECT ${METRICS_SELECT} FROM ${src.sql}`, src.params),
+    w.select(`SELECT ${METRICS_SELECT} FROM ${totalsSrc.sql}`, totalsSrc.params),
     w.select(
-      `SELECT account_id AS id, sum(requests) AS n, toString(sum(cost)) AS c FROM ${src.sql}
+      `SELECT account_id AS id, sum(requests) AS n, toString(sum(cost)) AS c FROM ${accountsSrc.sql}
        GROUP BY id ORDER BY sum(cost) DESC, id LIMIT {limit:UInt32}`,
-      { ...src.params, limit },
+      { ...accountsSrc.params, limit },
     ),
     w.select(
-      `SELECT key_id AS id, any(account_id) AS acct, sum(requests) AS n, toString(sum(cost)) AS c FROM ${src.sql}
+      `SELECT key_id AS id, any(account_id) AS acct, sum(requests) AS n, toString(sum(cost)) AS c FROM ${keysSrc.sql}
        GROUP BY id ORDER BY sum(cost) DESC, id LIMIT {limit:UInt32}`,
-      { ...src.params, limit },
+      { ...keysSrc.params, limit },
     ),
-    w.select(`SELECT toString(http_status) AS code, sum(requests) AS n FROM ${src.sql} GROUP BY code ORDER BY code`, src.params),
-    w.select(`SELECT toString(status) AS code, sum(requests) AS n FROM ${src.sql} GROUP BY code ORDER BY code`, src.params),
+    w.select(`SELECT toString(http_status) AS code, sum(requests) AS n FROM ${httpSrc.sql} GROUP BY code ORDER BY code`, httpSrc.params),
+    w.select(`SELECT toString(status) AS code, sum(requests) AS n FROM ${statusSrc.sql} GROUP BY code ORDER BY code`, statusSrc.params),
     w.select(
-      `SELECT toString(catalog_model) AS model_key, ${METRICS_SELECT} FROM ${src.sql}
+      `SELECT toString(catalog_model) AS model_key, ${METRICS_SELECT} FROM ${modelSrc.sql}
        GROUP BY model_key ORDER BY sum(cost) DESC, model_key`,
-      src.params,
+      modelSrc.params,
     ),
   ]);
   const totals = metrics(totalRows[0] ?? {});

@@ -9,7 +9,7 @@
 // with raw FINAL and rebuilds the ones that differ: never on the normal path, only when
 // `insertUsage` meets ids already stored or when the warehouse sink starts.
 
-import { DIMENSION_COLUMNS, ROLLUP_GRAINS, rollupSelect, rollupTable, type RollupGrain, type TableNames } from './schema.ts';
+import { DIMENSION_COLUMNS, ROLLUP_GRAINS, ROLLUP_KEYS, ROLLUP_VALUE_COLUMNS, rollupSelect, rollupTable, type RollupGrain, type TableNames } from './schema.ts';
 import { chunksWithin } from './sql-values.ts';
 
 /** What the repair needs of a warehouse: its table names, reads and statements with server-side parameters. */
@@ -31,9 +31,8 @@ export type RollupRepairResult = Record<RollupGrain, number>;
 const GRAIN_SECONDS: Record<RollupGrain, number> = { minute: 60, hour: 3600, day: 86400 };
 
 // The rollup sums a check compares (percentile states are estimates; a rebuild rewrites them too).
-const SUM_COLUMNS = ['requests', ...DIMENSION_COLUMNS.map((d) => `q_${d.key}`), 'cost', 'upstream_cost', 'upstream_unknown',
-  'unpriced', 'errors', 'latency_sum', 'ttft_sum', 'ttft_count', 'gen_ms', 'gen_output'];
-const KEY_COLUMNS = 'bucket, account_id, key_id, catalog_model, status, http_status, currency';
+const SUM_COLUMNS = ROLLUP_VALUE_COLUMNS.filter((c) => c !== 'latency_q' && c !== 'ttft_q');
+const KEY_COLUMNS = ROLLUP_KEYS.join(', ');
 /** The raw `usage_events` columns `rollupSelect` reads. */
 export const RAW_COLUMNS = `ts, account_id, key_id, catalog_model, status, http_status, upstream_currency, ${DIMENSION_COLUMNS.map((d) => d.column).join(', ')},
   cost_micros, upstream_cost_micros, unpriced, latency_ms, ttft_ms, stream`;

@@ -423,6 +423,31 @@ export function rollupTable(t: TableNames, grain: RollupGrain): string {
 }
 
 /**
+ * The key columns of a rollup row, in the rollup tables' order: the grain's bucket, then what a
+ * report can filter or split by. `currency` is the upstream cost's (`''` when unknown).
+ */
+export const ROLLUP_KEYS = ['bucket', 'account_id', 'key_id', 'catalog_model', 'status', 'http_status', 'currency'] as const;
+
+/**
+ * A key `rollupSelect` can group raw events by: a rollup key, or `upstream_id` (the pool
+ * upstream that served the request), which only raw events carry.
+ */
+export type RollupKey = (typeof ROLLUP_KEYS)[number] | 'upstream_id';
+
+/** How each key is computed from a raw row. */
+const KEY_EXPR: Record<Exclude<RollupKey, 'bucket'>, string> = {
+  account_id: 'account_id', key_id: 'key_id', catalog_model: 'catalog_model', status: 'status', http_status: 'http_status',
+  currency: "toLowCardinality(ifNull(upstream_currency, '')) AS currency", upstream_id: 'upstream_id',
+};
+
+/**
+ * The value columns of a rollup row, after its keys, in the rollup tables' order: sums (money
+ * Int128 µ of its unit), then the two percentile states.
+ */
+export const ROLLUP_VALUE_COLUMNS = ['requests', ...DIMENSION_COLUMNS.map((d) => `q_${d.key}`), 'cost', 'upstream_cost', 'upstream_unknown',
+  'unpriced', 'errors', 'latency_sum', 'ttft_sum', 'ttft_count', 'gen_ms', 'gen_output', 'latency_q', 'ttft_q'] as const;
+
+/**
  * What one rollup row sums, from a set of `usage_events` rows (the materialized view's SELECT
  * and `rebuildRollups`' use the same text, so a rebuild equals what the views keep). Output
  * names differ from every raw column on purpose: an alias shadows a column of the same name.
@@ -431,16 +456,17 @@ export function rollupTable(t: TableNames, grain: RollupGrain): string {
  * - `gen_ms` / `gen_output`: generation time (latency − time to first token) and output tokens
  *   of streamed requests with a first token and latency > ttft: output tokens per second is
  *   Σ gen_output ÷ (Σ gen_ms / 1000). A JSON answer's ttft is its whole body, so it has none.
- * `extraKeys`: raw columns kept as keys beside the rollups' own (`upstream_id`, for a report by
- * or for an upstream read from raw events; the rollup tables have no such column).
+ * `keys`: the columns grouped by, in this order, then ROLLUP_VALUE_COLUMNS (default ROLLUP_KEYS,
+ * a rollup table's row). A report reading raw events groups by only the keys its query uses
+ * (`upstream_id` among them for a report by upstream): sums and percentile states merge by
+ * addition, so any grouping its own groups are unions of gives the same answer, and fewer
+ * groups build fewer percentile states (bench/README.md, "Analytics and billing").
  */
-export function rollupSelect(grain: RollupGrain, source: string, where = '', extraKeys: readonly 'upstream_id'[] = []): string {
+export function rollupSelect(grain: RollupGrain, source: string, where = '', keys: readonly RollupKey[] = ROLLUP_KEYS): string {
   const gen = 'stream AND ttft_ms IS NOT NULL AND latency_ms > assumeNotNull(ttft_ms)';
-  const extra = extraKeys.map((k) => `, ${k}`).join('');
+  const keyList = keys.map((k) => (k === 'bucket' ? `${BUCKET_EXPR[grain]} AS bucket` : KEY_EXPR[k])).join(', ');
   return `SELECT
-      ${BUCKET_EXPR[grain]} AS bucket,
-      account_id, key_id, catalog_model, status, http_status${extra},
-      toLowCardinality(ifNull(upstream_currency, '')) AS currency,
+      ${keyList},
       count() AS requests,
       ${DIMENSION_COLUMNS.map((d) => `sum(toUInt64(${d.column})) AS q_${d.key}`).join(',\n      ')},
       sum(toInt128(cost_micros)) AS cost,
@@ -456,7 +482,7 @@ export function rollupSelect(grain: RollupGrain, source: string, where = '', ext
       quantilesBFloat16State(${PERCENTILE_LEVELS})(latency_ms) AS latency_q,
       quantilesBFloat16IfState(${PERCENTILE_LEVELS})(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q
     FROM ${source} ${where}
-    GROUP BY bucket, account_id, key_id, catalog_model, status, http_status, currency${extra}`;
+    GROUP BY ${keys.join(', ')}`;
 }
 
 /**
