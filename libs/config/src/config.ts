@@ -29,6 +29,24 @@ const urlOf = (schemes: readonly string[], example: string) => z.string().trim()
 });
 const url = urlOf(['http', 'https'], 'http://host:port');
 /**
+ * CLICKHOUSE_URL: the server's address alone, `http(s)://[user:password@]host:port[/]`. A path
+ * is refused (@clickhouse/client would make it the connection's default database, which a
+ * fresh server does not have yet; the Warehouse takes CLICKHOUSE_DATABASE), and so are a query
+ * string and a fragment (the client refuses parameters it does not know at the first query,
+ * with a stack). The value is never echoed.
+ */
+const clickHouseUrl = url.superRefine((v, ctx) => {
+  let u: URL;
+  try { u = new URL(v); } catch { return; }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return; // the scheme's own message
+  if (u.pathname !== '' && u.pathname !== '/') {
+    ctx.addIssue({ code: 'custom', message: 'has a path; give the server\'s address alone (http://host:port) and the database in CLICKHOUSE_DATABASE' });
+  }
+  if (u.search !== '' || u.hash !== '' || v.includes('?') || v.includes('#')) {
+    ctx.addIssue({ code: 'custom', message: 'has a query string or fragment; give the server\'s address alone (http://host:port; a user and password in it, or in CLICKHOUSE_USER and CLICKHOUSE_PASSWORD)' });
+  }
+});
+/**
  * Configuration text that is stored in every event (GATEWAY_ID): held to the event decoder's
  * own bound (`textProblem`, `MAX_TEXT_CHARS`, libs/events), or every event would be quarantined.
  */
@@ -190,7 +208,7 @@ const EnvSchema = z.object({
    * REDIS_CLUSTER_NODES (docs/decisions.md, "Auto-pipelining on the standalone Redis").
    */
   REDIS_AUTO_PIPELINING: bool.default(true),
-  CLICKHOUSE_URL: url.optional(),
+  CLICKHOUSE_URL: clickHouseUrl.optional(),
   CLICKHOUSE_USER: optionalString,
   CLICKHOUSE_PASSWORD: optionalString,
   CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z0-9_]+$/, 'letters, digits and _ only').max(64, 'must be at most 64 characters').default('tollgate'),

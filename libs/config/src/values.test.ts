@@ -43,6 +43,25 @@ test('URLs of the wrong scheme are refused by name, without echoing the value', 
   assert.equal(loadConfig({ UPSTREAM_URL: 'http://127.0.0.1:4000/' }).upstream.url, 'http://127.0.0.1:4000');
 });
 
+test('CLICKHOUSE_URL is the server\'s address alone: a path (a database) or a query string is refused by name, the value never echoed; a user and password in it are accepted', () => {
+  // Kind: a value the config accepted and a later stage refused (the client threw "Unknown URL
+  // parameters" with a stack at the first query; a database path broke the first migration).
+  const path = 'CLICKHOUSE_URL: has a path; give the server\'s address alone (http://host:port) and the database in CLICKHOUSE_DATABASE';
+  const query = 'CLICKHOUSE_URL: has a query string or fragment; give the server\'s address alone (http://host:port; a user and password in it, or in CLICKHOUSE_USER and CLICKHOUSE_PASSWORD)';
+  for (const [v, expected] of [
+    ['http://u:s3cret@ch:8123/tollgate', [path]], ['https://ch:8443/a/b', [path]],
+    ['http://u:s3cret@ch:8123/?request_timeout=60000', [query]], ['http://ch:8123?x=1', [query]], ['http://ch:8123/#f', [query]], ['http://ch:8123?', [query]],
+    ['http://ch:8123/db?x=1', [path, query]],
+  ] as const) {
+    const got = problems({ CLICKHOUSE_URL: v });
+    assert.deepEqual(got, expected, v);
+    assert.doesNotMatch(got.join('\n'), /s3cret/);
+  }
+  for (const v of ['http://ch:8123', 'http://ch:8123/', 'https://u:p%40ss@ch.example.com:8443', ' http://127.0.0.1:8123 ']) {
+    assert.equal(loadConfig({ CLICKHOUSE_URL: v }).clickhouse?.url, v.trim(), v);
+  }
+});
+
 test('CORS_ORIGINS that names no origin is refused (unset turns CORS off)', () => {
   for (const v of [',', ' , ,']) {
     assert.deepEqual(problems({ CORS_ORIGINS: v }), ['CORS_ORIGINS: must name at least one origin such as https://app.example.com, or * alone; unset it to turn CORS off'], v);

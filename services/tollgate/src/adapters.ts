@@ -7,7 +7,7 @@ import { Journal, KafkaLog, MemoryLog, type EventLog, type JournalRecord, type U
 import type { Metrics } from '@tollgate/telemetry';
 import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
-import { createChdbClickHouse, createHttpClickHouse, Warehouse, type Exclusive, type QuarantineRecord } from '@tollgate/warehouse';
+import { createChdbClickHouse, createHttpClickHouse, unavailableError, Warehouse, type Exclusive, type QuarantineRecord } from '@tollgate/warehouse';
 import { lowerBackgroundThreads } from './background-priority.ts';
 import { rebuild } from '@tollgate/aggregator';
 
@@ -62,6 +62,59 @@ function openWarehouse(config: Config, logger?: Logger): { warehouse: Warehouse;
       await warehouse.close();
     },
   };
+}
+
+/**
+ * ClickHouse's refusals of the connection's user (its error `type`): a wrong password or an
+ * unknown user (AUTHENTICATION_FAILED, 516), a user that needs a password and was sent none
+ * (REQUIRED_PASSWORD, 194), an unknown user on older servers (UNKNOWN_USER, 192).
+ */
+const CREDENTIAL_REFUSALS = new Set(['AUTHENTICATION_FAILED', 'REQUIRED_PASSWORD', 'UNKNOWN_USER']);
+
+/** `scheme://host:port` of CLICKHOUSE_URL (a user, password, path or query left out), for messages. */
+function clickHouseOrigin(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return 'CLICKHOUSE_URL';
+  }
+}
+
+/**
+ * Migrates the process's warehouse at start (`Warehouse.migrate`). A ClickHouse server that
+ * cannot be reached (connection refused or reset, a host that does not resolve, no answer
+ * within the client's request timeout: `unavailableError` of @tollgate/warehouse) or that
+ * refuses the configured user (CREDENTIAL_REFUSALS) is ServiceUnavailableAtStart: one line
+ * naming the server's origin (never the user's password) and the variables to check, printed
+ * by `tollgate` without a stack, exit 1, as for Redis and Kafka. The warehouse and `cleanup`
+ * (what the adapters opened before it) are closed first. Any other error (a migration's SQL
+ * refused) is thrown as it is.
+ */
+async function migrateAtStart(
+  opened: { warehouse: Warehouse; close(): Promise<void> }, config: Config, options: { exclusive?: Exclusive } = {}, cleanup?: () => Promise<void>,
+): Promise<void> {
+  try {
+    await opened.warehouse.migrate(options);
+  } catch (err) {
+    if (!config.clickhouse) throw err;
+    const type = (err as { type?: unknown } | null)?.type;
+    const refused = typeof type === 'string' && CREDENTIAL_REFUSALS.has(type);
+    const unreachable = unavailableError(err);
+    if (!refused && !unreachable) throw err;
+    await opened.close().catch(() => {});
+    await cleanup?.();
+    const where = `ClickHouse at ${clickHouseOrigin(config.clickhouse.url)}`;
+    throw new ServiceUnavailableAtStart(refused
+      ? `${where} (CLICKHOUSE_URL) refused the user ${JSON.stringify(config.clickhouse.username ?? 'default')} (${type}); check CLICKHOUSE_USER and CLICKHOUSE_PASSWORD`
+      : `${where} (CLICKHOUSE_URL) is not answering: ${describeUnreachable(unreachable!)}; start it, or set CLICKHOUSE_URL`);
+  }
+}
+
+/** What a transport failure was, in a few words: the socket's error code, or the client's timeout. */
+function describeUnreachable(err: Error): string {
+  const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
+  if (typeof cause?.code === 'string') return typeof cause.message === 'string' ? cause.message.replace(/\.$/, '') : cause.code;
+  return 'no answer within the request timeout';
 }
 
 /** Where a journal left by a previous process is kept until its records are in the log again. */
@@ -170,7 +223,7 @@ function redisExclusive(balances: RedisBalanceStore, name: string, ttlMs: number
 export async function embeddedAdapters(config: Config, logger?: Logger, options: { metrics?: Metrics } = {}): Promise<Adapters> {
   const opened = openWarehouse(config, logger);
   const warehouse = opened.warehouse;
-  await warehouse.migrate();
+  await migrateAtStart(opened, config);
   const journalDir = join(config.dataDir, 'journal');
   const keys = new MemoryKeyDirectory();
   const balances = new MemoryBalanceStore();
@@ -311,7 +364,13 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   const needsWarehouse = ownsWarehouse || readsWarehouse;
   const opened = needsWarehouse ? openWarehouse(config, logger) : undefined;
   const warehouse = opened?.warehouse;
-  await warehouse?.migrate({ exclusive: redisExclusive(balances, MIGRATE_LOCK, MIGRATE_LOCK_TTL_MS, logger) });
+  if (opened) {
+    await migrateAtStart(opened, config, { exclusive: redisExclusive(balances, MIGRATE_LOCK, MIGRATE_LOCK_TTL_MS, logger) }, async () => {
+      await log.close().catch(() => {});
+      redis.disconnect();
+      ledgerRedis?.disconnect();
+    });
+  }
   return {
     mode: 'distributed', log, balances, keys, gatewayKeys, warehouse, redis,
     async close() {

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONFIG_VARIABLES } from '@tollgate/config';
-import { requireRedis } from '../../../test/support/services.ts';
+import { requireClickHouse, requireRedis } from '../../../test/support/services.ts';
 
 const MAIN = join(import.meta.dirname, '../src/main.ts');
 const run = (args: string[], env: Record<string, string> = {}) =>
@@ -142,6 +142,46 @@ test('Kafka not answering when an aggregator starts: one line naming it and KAFK
   const kafkaPort = await freePort();
   const noKafka = await startDistributed({ TOLLGATE_ROLES: 'aggregator', AGGREGATOR_GROUPS: 'ledger', KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, REDIS_URL: redis });
   assert.deepEqual(noKafka, { code: 1, stderr: `tollgate: Kafka at 127.0.0.1:${kafkaPort} (KAFKA_BROKERS) is not answering: Connection error: connect ECONNREFUSED 127.0.0.1:${kafkaPort}; an aggregator needs it to start (start it, or set KAFKA_BROKERS)\n` });
+});
+
+/** Starts the server with `env` over the base environment of startDistributed (no Kafka or Redis: embedded); its exit code, stdout and stderr. */
+async function startWith(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [MAIN], {
+    env: {
+      PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(await freePort()), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')),
+      KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  const [code] = await once(child, 'exit') as [number | null];
+  return { code, stdout, stderr };
+}
+
+test('ClickHouse not answering at start (CLICKHOUSE_URL): one line naming its origin (never the URL\'s user or password) and the variable, exit 1, no stack trace; embedded and distributed alike', async (t) => {
+  // Kind: a backing service missing at start. Redis and Kafka had their line; a ClickHouse
+  // server printed "failed to start" with a stack.
+  const port = await freePort();
+  const line = `tollgate: ClickHouse at http://127.0.0.1:${port} (CLICKHOUSE_URL) is not answering: connect ECONNREFUSED 127.0.0.1:${port}; start it, or set CLICKHOUSE_URL\n`;
+  const embedded = await startWith({ CLICKHOUSE_URL: `http://tg:pw-never-printed@127.0.0.1:${port}/`, LOG_LEVEL: 'info' });
+  assert.deepEqual([embedded.code, embedded.stderr], [1, line]);
+  assert.doesNotMatch(embedded.stdout, /pw-never-printed/);
+  const redis = await requireRedis(t);
+  if (redis === undefined) return;
+  // The control role reads a ClickHouse server: it opened Redis and the log first, and closes them (the process exits).
+  const control = await startDistributed({ TOLLGATE_ROLES: 'control', KAFKA_BROKERS: `127.0.0.1:${await freePort()}`, REDIS_URL: redis, CLICKHOUSE_URL: `http://127.0.0.1:${port}` });
+  assert.deepEqual(control, { code: 1, stderr: line });
+});
+
+test('ClickHouse refusing the configured user at start: one line naming the user and the variables to check (never the password), exit 1, no stack trace', async (t) => {
+  const url = await requireClickHouse(t);
+  if (url === undefined) return;
+  const r = await startWith({ CLICKHOUSE_URL: url, CLICKHOUSE_USER: 'tg_no_such_user', CLICKHOUSE_PASSWORD: 'pw-never-printed', LOG_LEVEL: 'info' });
+  assert.deepEqual([r.code, r.stderr], [1, `tollgate: ClickHouse at ${new URL(url).origin} (CLICKHOUSE_URL) refused the user "tg_no_such_user" (AUTHENTICATION_FAILED); check CLICKHOUSE_USER and CLICKHOUSE_PASSWORD\n`]);
+  assert.doesNotMatch(r.stdout, /pw-never-printed/);
 });
 
 test('unknown options on the server command line exit 2 naming the option as typed, nothing started; --version prints the version, exit 0', () => {
