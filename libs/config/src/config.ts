@@ -45,7 +45,22 @@ const clickHouseUrl = url.superRefine((v, ctx) => {
   if (u.search !== '' || u.hash !== '' || v.includes('?') || v.includes('#')) {
     ctx.addIssue({ code: 'custom', message: 'has a query string or fragment; give the server\'s address alone (http://host:port; a user and password in it, or in CLICKHOUSE_USER and CLICKHOUSE_PASSWORD)' });
   }
+  if (urlCredentials(u) === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'its user or password is not valid percent-encoding (write % as %25, and @ : / ? # as %40 %3A %2F %3F %23)' });
+  }
 });
+
+/**
+ * The user and password a URL carries, percent-decoded (`''` when absent), or undefined when one
+ * does not decode (a bare `%`): @clickhouse/client decodes them itself and threw URIError.
+ */
+function urlCredentials(u: URL): { username: string; password: string } | undefined {
+  try {
+    return { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+  } catch {
+    return undefined;
+  }
+}
 /**
  * Configuration text that is stored in every event (GATEWAY_ID): held to the event decoder's
  * own bound (`textProblem`, `MAX_TEXT_CHARS`, libs/events), or every event would be quarantined.
@@ -366,6 +381,11 @@ export interface Config {
   kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number; compression: Env['KAFKA_COMPRESSION'] } | undefined;
   /** `clusterNodes`: REDIS_CLUSTER_NODES, the ledger's Redis Cluster (absent: the ledger uses `url`) */
   redis: { url: string; prefix: string; autoPipelining: boolean; clusterNodes?: Array<{ host: string; port: number }> } | undefined;
+  /**
+   * CLICKHOUSE_URL's server: `url` its origin (`http(s)://host:port`), `username` / `password`
+   * the URL's (percent-decoded) or else CLICKHOUSE_USER / CLICKHOUSE_PASSWORD (undefined: the
+   * client's `default` user, no password); `database` CLICKHOUSE_DATABASE
+   */
   clickhouse: { url: string; username: string | undefined; password: string | undefined; database: string } | undefined;
   database: string;
   /** `backgroundNice`: BACKGROUND_THREAD_NICE, 0–19 (0: off) */
@@ -461,6 +481,13 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (distributed && (e.TOLLGATE_ROLES.includes('control') || e.TOLLGATE_ROLES.includes('aggregator')) && !e.ADMIN_TOKEN) {
     problems.push('ADMIN_TOKEN: required for the control and aggregator roles when KAFKA_BROKERS or REDIS_URL is set');
   }
+  // ClickHouse credentials come from one place: the client lets the URL's win over the
+  // variables, silently, and a refusal would then name the wrong user.
+  const chUrl = e.CLICKHOUSE_URL === undefined ? undefined : new URL(e.CLICKHOUSE_URL);
+  const chCredentials = chUrl && urlCredentials(chUrl);
+  if (chCredentials && (chCredentials.username !== '' || chCredentials.password !== '') && (e.CLICKHOUSE_USER !== undefined || e.CLICKHOUSE_PASSWORD !== undefined)) {
+    problems.push('CLICKHOUSE_URL: carries a user or password, and so does CLICKHOUSE_USER or CLICKHOUSE_PASSWORD; give them in one place');
+  }
   if (e.OTEL_BSP_MAX_EXPORT_BATCH_SIZE !== undefined && e.OTEL_BSP_MAX_EXPORT_BATCH_SIZE > (e.OTEL_BSP_MAX_QUEUE_SIZE ?? 2048)) {
     problems.push(`OTEL_BSP_MAX_EXPORT_BATCH_SIZE: must be at most OTEL_BSP_MAX_QUEUE_SIZE (${e.OTEL_BSP_MAX_QUEUE_SIZE ?? '2048, the default'})`);
   }
@@ -498,8 +525,14 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     redis: e.REDIS_URL
       ? { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, autoPipelining: e.REDIS_AUTO_PIPELINING, ...(e.REDIS_CLUSTER_NODES ? { clusterNodes: e.REDIS_CLUSTER_NODES } : {}) }
       : undefined,
-    clickhouse: e.CLICKHOUSE_URL
-      ? { url: e.CLICKHOUSE_URL, username: e.CLICKHOUSE_USER, password: e.CLICKHOUSE_PASSWORD, database: e.CLICKHOUSE_DATABASE }
+    clickhouse: chUrl
+      ? {
+        url: chUrl.origin,
+        ...(chCredentials && (chCredentials.username !== '' || chCredentials.password !== '')
+          ? { username: chCredentials.username || undefined, password: chCredentials.password }
+          : { username: e.CLICKHOUSE_USER, password: e.CLICKHOUSE_PASSWORD }),
+        database: e.CLICKHOUSE_DATABASE,
+      }
       : undefined,
     database: e.CLICKHOUSE_DATABASE,
     warehouse: { batchSize: e.WAREHOUSE_BATCH_SIZE, flushMs: e.WAREHOUSE_FLUSH_MS, backgroundNice: e.BACKGROUND_THREAD_NICE },

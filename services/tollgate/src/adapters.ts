@@ -71,24 +71,29 @@ function openWarehouse(config: Config, logger?: Logger): { warehouse: Warehouse;
  */
 const CREDENTIAL_REFUSALS = new Set(['AUTHENTICATION_FAILED', 'REQUIRED_PASSWORD', 'UNKNOWN_USER']);
 
-/** `scheme://host:port` of CLICKHOUSE_URL (a user, password, path or query left out), for messages. */
-function clickHouseOrigin(url: string): string {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return 'CLICKHOUSE_URL';
-  }
+/** The codes Node gives a TLS failure: a plain-HTTP port spoken to in TLS (EPROTO), a certificate refused. */
+const TLS_FAILURE = /^(EPROTO$|ERR_SSL_|ERR_TLS_)|CERT|SIGNATURE/;
+
+/** The first line of `text`, at most `max` characters: a foreign server's page in a one-line message. */
+function firstLine(text: string, max: number): string {
+  const line = text.trim().split(/\r?\n/, 1)[0] ?? '';
+  return line.length > max ? `${line.slice(0, max)}…` : line;
 }
 
 /**
- * Migrates the process's warehouse at start (`Warehouse.migrate`). A ClickHouse server that
- * cannot be reached (connection refused or reset, a host that does not resolve, no answer
- * within the client's request timeout: `unavailableError` of @tollgate/warehouse) or that
- * refuses the configured user (CREDENTIAL_REFUSALS) is ServiceUnavailableAtStart: one line
- * naming the server's origin (never the user's password) and the variables to check, printed
- * by `tollgate` without a stack, exit 1, as for Redis and Kafka. The warehouse and `cleanup`
- * (what the adapters opened before it) are closed first. Any other error (a migration's SQL
- * refused) is thrown as it is.
+ * Migrates the process's warehouse at start (`Warehouse.migrate`). When CLICKHOUSE_URL's server
+ * cannot be used, the error is ServiceUnavailableAtStart: one line naming the server's origin
+ * (config keeps only the origin: never a user's password) and what to check, printed by
+ * `tollgate` without a stack, exit 1 (as for Redis and Kafka; an orchestrator restarts the
+ * process until the server is up). The cases:
+ * - it refuses the user (CREDENTIAL_REFUSALS), named as the client sent it;
+ * - it cannot be reached: connection refused or reset, a host that does not resolve, no answer
+ *   within the client's request timeout (30 s): `unavailableError` of @tollgate/warehouse;
+ * - TLS fails (TLS_FAILURE): https to a plain-HTTP port, a certificate not trusted;
+ * - something else answers: a reply that is not ClickHouse's (the client's plain Error holding
+ *   the foreign body, or a body that does not parse), its first line quoted.
+ * The warehouse and `cleanup` (what the adapters opened before it) are closed first. Any other
+ * error (a migration's SQL refused by a real ClickHouse) is thrown as it is.
  */
 async function migrateAtStart(
   opened: { warehouse: Warehouse; close(): Promise<void> }, config: Config, options: { exclusive?: Exclusive } = {}, cleanup?: () => Promise<void>,
@@ -97,20 +102,34 @@ async function migrateAtStart(
     await opened.warehouse.migrate(options);
   } catch (err) {
     if (!config.clickhouse) throw err;
-    const type = (err as { type?: unknown } | null)?.type;
-    const refused = typeof type === 'string' && CREDENTIAL_REFUSALS.has(type);
-    const unreachable = unavailableError(err);
-    if (!refused && !unreachable) throw err;
+    const problem = startProblem(err, config.clickhouse.username);
+    if (problem === undefined) throw err;
     await opened.close().catch(() => {});
     await cleanup?.();
-    const where = `ClickHouse at ${clickHouseOrigin(config.clickhouse.url)}`;
-    throw new ServiceUnavailableAtStart(refused
-      ? `${where} (CLICKHOUSE_URL) refused the user ${JSON.stringify(config.clickhouse.username ?? 'default')} (${type}); check CLICKHOUSE_USER and CLICKHOUSE_PASSWORD`
-      : `${where} (CLICKHOUSE_URL) is not answering: ${describeUnreachable(unreachable!)}; start it, or set CLICKHOUSE_URL`);
+    throw new ServiceUnavailableAtStart(`ClickHouse at ${config.clickhouse.url} (CLICKHOUSE_URL) ${problem}`);
   }
 }
 
-/** What a transport failure was, in a few words: the socket's error code, or the client's timeout. */
+/** What `migrateAtStart` says of `err` after "ClickHouse at <origin> (CLICKHOUSE_URL) ", or undefined when it is not about the server's address, TLS or user. */
+function startProblem(err: unknown, username: string | undefined): string | undefined {
+  const type = (err as { type?: unknown } | null)?.type;
+  if (typeof type === 'string' && CREDENTIAL_REFUSALS.has(type)) {
+    return `refused the user ${JSON.stringify(username ?? 'default')} (${type}); check the user and password (CLICKHOUSE_USER and CLICKHOUSE_PASSWORD, or those in CLICKHOUSE_URL)`;
+  }
+  const unreachable = unavailableError(err);
+  if (unreachable) return `is not answering: ${describeUnreachable(unreachable)}; start it, or set CLICKHOUSE_URL`;
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && TLS_FAILURE.test(code)) {
+    return `failed in TLS: ${firstLine(err.message, 160)}; check the scheme (https only for a TLS port) and that this process trusts the server's certificate (NODE_EXTRA_CA_CERTS)`;
+  }
+  if ((Object.getPrototypeOf(err) === Error.prototype && code === undefined) || err instanceof SyntaxError) {
+    return `did not answer as a ClickHouse server (${JSON.stringify(firstLine(err.message, 120))}); check CLICKHOUSE_URL`;
+  }
+  return undefined;
+}
+
+/** What a transport failure was, in a few words: the socket's error, or the client's timeout. */
 function describeUnreachable(err: Error): string {
   const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
   if (typeof cause?.code === 'string') return typeof cause.message === 'string' ? cause.message.replace(/\.$/, '') : cause.code;

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -169,6 +170,21 @@ test('ClickHouse not answering at start (CLICKHOUSE_URL): one line naming its or
   const embedded = await startWith({ CLICKHOUSE_URL: `http://tg:pw-never-printed@127.0.0.1:${port}/`, LOG_LEVEL: 'info' });
   assert.deepEqual([embedded.code, embedded.stderr], [1, line]);
   assert.doesNotMatch(embedded.stdout, /pw-never-printed/);
+  // Something else answers on that port: a plain HTTP server (a 404 page), spoken to in HTTP and in TLS.
+  const other = createHttpServer((_req, res) => { res.writeHead(404, { 'content-type': 'text/plain' }).end('not here\nsecond line'); });
+  other.listen({ host: '127.0.0.1', port: 0 });
+  await once(other, 'listening');
+  const otherPort = (other.address() as AddressInfo).port;
+  try {
+    const foreign = await startWith({ CLICKHOUSE_URL: `http://tg:pw-never-printed@127.0.0.1:${otherPort}` });
+    assert.deepEqual([foreign.code, foreign.stderr], [1, `tollgate: ClickHouse at http://127.0.0.1:${otherPort} (CLICKHOUSE_URL) did not answer as a ClickHouse server ("not here"); check CLICKHOUSE_URL\n`]);
+    const tls = await startWith({ CLICKHOUSE_URL: `https://tg:pw-never-printed@127.0.0.1:${otherPort}` });
+    assert.equal(tls.code, 1);
+    assert.match(tls.stderr, new RegExp(`^tollgate: ClickHouse at https://127\\.0\\.0\\.1:${otherPort} \\(CLICKHOUSE_URL\\) failed in TLS: [^\\n]*wrong version number[^\\n]*; check the scheme \\(https only for a TLS port\\) and that this process trusts the server's certificate \\(NODE_EXTRA_CA_CERTS\\)\\n$`));
+    for (const r of [foreign, tls]) assert.doesNotMatch(r.stdout + r.stderr, /pw-never-printed/);
+  } finally {
+    other.close();
+  }
   const redis = await requireRedis(t);
   if (redis === undefined) return;
   // The control role reads a ClickHouse server: it opened Redis and the log first, and closes them (the process exits).
@@ -179,9 +195,18 @@ test('ClickHouse not answering at start (CLICKHOUSE_URL): one line naming its or
 test('ClickHouse refusing the configured user at start: one line naming the user and the variables to check (never the password), exit 1, no stack trace', async (t) => {
   const url = await requireClickHouse(t);
   if (url === undefined) return;
+  const origin = new URL(url).origin;
+  const refused = (user: string) => `tollgate: ClickHouse at ${origin} (CLICKHOUSE_URL) refused the user "${user}" (AUTHENTICATION_FAILED); check the user and password (CLICKHOUSE_USER and CLICKHOUSE_PASSWORD, or those in CLICKHOUSE_URL)\n`;
   const r = await startWith({ CLICKHOUSE_URL: url, CLICKHOUSE_USER: 'tg_no_such_user', CLICKHOUSE_PASSWORD: 'pw-never-printed', LOG_LEVEL: 'info' });
-  assert.deepEqual([r.code, r.stderr], [1, `tollgate: ClickHouse at ${new URL(url).origin} (CLICKHOUSE_URL) refused the user "tg_no_such_user" (AUTHENTICATION_FAILED); check CLICKHOUSE_USER and CLICKHOUSE_PASSWORD\n`]);
+  assert.deepEqual([r.code, r.stderr], [1, refused('tg_no_such_user')]);
   assert.doesNotMatch(r.stdout, /pw-never-printed/);
+  // The user in the URL is the one sent, and the one named.
+  const inUrl = new URL(url);
+  inUrl.username = 'tg_url_user';
+  inUrl.password = 'pw%40never-printed';
+  const u = await startWith({ CLICKHOUSE_URL: inUrl.href, LOG_LEVEL: 'info' });
+  assert.deepEqual([u.code, u.stderr], [1, refused('tg_url_user')]);
+  assert.doesNotMatch(u.stdout + u.stderr, /never-printed/);
 });
 
 test('unknown options on the server command line exit 2 naming the option as typed, nothing started; --version prints the version, exit 0', () => {
