@@ -9,6 +9,7 @@ import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDire
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
 import { createChdbClickHouse, createHttpClickHouse, unavailableError, Warehouse, type Exclusive, type QuarantineRecord } from '@tollgate/warehouse';
 import { lowerBackgroundThreads } from './background-priority.ts';
+import { LOCK_STALE_MS, lockDataDir } from './data-dir-lock.ts';
 import { rebuild } from '@tollgate/aggregator';
 
 export interface Logger {
@@ -329,6 +330,25 @@ async function connectAtStart(
 
 /** Many processes: Kafka is the log, Redis the hot state, ClickHouse (or chDB) the warehouse. */
 export async function distributedAdapters(config: Config, logger: Logger): Promise<Adapters> {
+  // DATA_DIR is this process's alone (its spool of events): taken before anything reads it.
+  const dataLock = await lockDataDir(config.dataDir, {
+    onWait: () => logger.warn({ dataDir: config.dataDir, waitMs: LOCK_STALE_MS }, 'DATA_DIR is locked: waiting for the lock of a process that stopped to go stale (a live process keeps it, and this one then exits)'),
+    onLost: (err) => {
+      logger.error({ err: err.message, dataDir: config.dataDir }, 'lost the DATA_DIR lock (another process may be using this directory); stopping');
+      process.kill(process.pid, 'SIGTERM');
+    },
+  });
+  try {
+    const adapters = await openDistributed(config, logger);
+    return { ...adapters, async close() { try { await adapters.close(); } finally { await dataLock.release(); } } };
+  } catch (err) {
+    await dataLock.release();
+    throw err;
+  }
+}
+
+/** distributedAdapters once DATA_DIR is held. */
+async function openDistributed(config: Config, logger: Logger): Promise<Adapters> {
   const kafkaConfig = config.kafka!;
   const redisConfig = config.redis!;
   const redis = new Redis(redisConfig.url, standaloneRedisOptions(redisConfig.autoPipelining));

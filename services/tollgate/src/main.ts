@@ -144,8 +144,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   // Loaded only to run the server: the operator commands start several times faster without them.
-  const [{ ConfigError, loadConfig }, { CatalogError }, { startTollgate }, { ServiceUnavailableAtStart }] = await Promise.all([
-    import('@tollgate/config'), import('@tollgate/pricing'), import('./runtime.ts'), import('./adapters.ts'),
+  const [{ ConfigError, loadConfig }, { CatalogError }, { startTollgate }, { ServiceUnavailableAtStart }, { DataDirInUseError }] = await Promise.all([
+    import('@tollgate/config'), import('@tollgate/pricing'), import('./runtime.ts'), import('./adapters.ts'), import('./data-dir-lock.ts'),
   ]);
   let config;
   try {
@@ -171,7 +171,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`tollgate: ${err.message}\n`);
       return 2;
     }
-    if (err instanceof ServiceUnavailableAtStart) {
+    if (err instanceof ServiceUnavailableAtStart || err instanceof DataDirInUseError) {
       process.stderr.write(`tollgate: ${err.message}\n`);
       return 1;
     }
@@ -202,7 +202,8 @@ async function main(argv: string[]): Promise<number> {
     ...(config.kafka ? { kafka: { brokers: config.kafka.brokers, topicPrefix: config.kafka.topicPrefix, compression: config.kafka.compression } } : {}),
   }, 'tollgate started');
   if (app.adminTokenFile) log.info({ file: app.adminTokenFile }, 'admin token (ADMIN_TOKEN unset) is in this file');
-  if (!config.upstream.apiKey) log.warn('UPSTREAM_API_KEY is not set: the upstream will see no credential');
+  // Only a gateway calls the upstream: an aggregator or control process has no use for the key.
+  if (!config.upstream.apiKey && config.roles.includes('gateway')) log.warn('UPSTREAM_API_KEY is not set: the upstream will see no credential');
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -209,6 +209,56 @@ test('ClickHouse refusing the configured user at start: one line naming the user
   assert.doesNotMatch(u.stdout + u.stderr, /never-printed/);
 });
 
+test('two distributed processes on one DATA_DIR: the second waits for the lock, then exits 1 with one line naming the directory, and the first keeps its spool; only a gateway warns of a missing UPSTREAM_API_KEY', async (t) => {
+  // Kind: processes sharing a directory of per-process state. The README's distributed example
+  // ran every role from one working directory without DATA_DIR; each process's start sent and
+  // deleted the others' live spool segments, and events appended after that were never billed.
+  const redis = await requireRedis(t);
+  if (redis === undefined) return;
+  const dataDir = mkdtempSync(join(tmpdir(), 'tg-main-shared-'));
+  const env = {
+    PATH: process.env.PATH ?? '', HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'info', TOLLGATE_ROLES: 'gateway',
+    KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', KAFKA_BROKERS: `127.0.0.1:${await freePort()}`, REDIS_URL: redis, REDIS_PREFIX: 'tg-main-shared:',
+  };
+  const first = spawn(process.execPath, [MAIN], { env: { ...env, PORT: String(await freePort()) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    let out = '';
+    first.stdout.setEncoding('utf8');
+    await new Promise<void>((resolve, reject) => {
+      first.stdout.on('data', (d: string) => { out += d; if (out.includes('"tollgate started"')) resolve(); });
+      first.on('exit', (code) => reject(new Error(`the first process exited ${code}: ${out}`)));
+    });
+    // (a gateway without UPSTREAM_API_KEY says so; the control process below does not)
+    assert.match(out, /UPSTREAM_API_KEY is not set: the upstream will see no credential/);
+    const second = await startWith({ ...env, PORT: String(await freePort()) });
+    assert.deepEqual([second.code, second.stderr],
+      [1, `tollgate: DATA_DIR ${dataDir} is in use by another process (its spool of events is one process's); stop it or set DATA_DIR to another\n`]);
+    assert.match(second.stdout, /"DATA_DIR is locked: waiting for the lock of a process that stopped to go stale/);
+    assert.doesNotMatch(second.stdout, /found spooled events from an earlier run/, 'the second process never read the spool');
+    assert.equal(first.exitCode, null, 'the first process still runs');
+  } finally {
+    first.kill('SIGKILL'); // nothing to keep: Kafka is absent
+    await once(first, 'exit');
+  }
+  // Another directory: a control process starts, and does not warn about the upstream's key it never uses.
+  const control = spawn(process.execPath, [MAIN], {
+    env: { ...env, TOLLGATE_ROLES: 'control', ADMIN_TOKEN: 'admin-token-0123456789abcdef', DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-ctl-')), PORT: String(await freePort()) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  try {
+    let out = '';
+    control.stdout.setEncoding('utf8');
+    await new Promise<void>((resolve, reject) => {
+      control.stdout.on('data', (d: string) => { out += d; if (out.includes('"tollgate started"')) resolve(); });
+      control.on('exit', (code) => reject(new Error(`control exited ${code}: ${out}`)));
+    });
+    assert.doesNotMatch(out, /UPSTREAM_API_KEY/);
+  } finally {
+    control.kill('SIGKILL');
+    await once(control, 'exit');
+  }
+});
+
 test('unknown options on the server command line exit 2 naming the option as typed, nothing started; --version prints the version, exit 0', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'tg-main-'));
   for (const [args, named] of [
