@@ -66,9 +66,12 @@ test('absent max_tokens with a gateway default: filled in on the body; null and 
 });
 
 test('wrong types', () => {
-  rejects(null, '', 'Input should be a valid dictionary');
-  rejects([ok()], '', 'Input should be a valid dictionary');
-  rejects('{}', '', 'Input should be a valid dictionary');
+  const notObject = (got: string) => `Input should be a valid dictionary: the request body must be a JSON object (with model, max_tokens and messages), got ${got}`;
+  rejects(null, '', notObject('null'));
+  rejects([ok()], '', notObject('an array'));
+  rejects('{}', '', notObject('a string'));
+  rejects(undefined, '', notObject('an empty body'));
+  rejects(42, '', notObject('a number'));
   rejects({ ...ok(), model: 42 }, 'model', 'model: Input should be a valid string');
   rejects({ ...ok(), model: '' }, 'model', 'model: String should have at least 1 character');
   rejects({ ...ok(), messages: {} }, 'messages', 'messages: Input should be a valid list');

@@ -154,7 +154,12 @@ function checkBlocks(list: unknown, path: string): void {
 }
 
 function checkCommon(body: unknown): asserts body is CountTokensRequest {
-  if (!isRecord(body)) throw new ProtocolError('', 'Input should be a valid dictionary');
+  // The API's own words for a body that is not an object, with what it was: an empty body
+  // (undefined) or `[]` gave the same line and left a client guessing.
+  if (!isRecord(body)) {
+    const got = body === undefined ? 'an empty body' : body === null ? 'null' : Array.isArray(body) ? 'an array' : `a ${typeof body}`;
+    throw new ProtocolError('', `Input should be a valid dictionary: the request body must be a JSON object (with model, max_tokens and messages), got ${got}`);
+  }
   checkFieldNames(body);
   validateModelId('model' in body ? body.model : undefined);
   if (!('messages' in body) || body.messages === undefined) throw new ProtocolError('messages', 'Field required');

@@ -51,7 +51,8 @@ Examples:
 Exit status:
   0  stopped by SIGINT/SIGTERM after a clean shutdown (or --help, --version)
   1  could not start or stopped on a failure: the port is in use or not allowed, DATA_DIR is
-     in use by another process, or the stop hung 10 s past SHUTDOWN_GRACE_MS (streams still
+     in use by another process, Redis, Kafka (aggregator) or the ClickHouse server could not
+     be used, or the stop hung 10 s past SHUTDOWN_GRACE_MS (streams still
      running at the grace's end are cut and settled, which is a clean stop)
   2  bad settings, a bad catalog file, or a bad command line (an unknown option included)`;
 
