@@ -38,8 +38,8 @@ FINANCE_TOKEN, else DATA_DIR/admin-token; exit 0 done, 1 the API refused or fail
 Settings come from the environment, every one listed in README.md ("Configuration"). The
 ones most deployments set first:
   PORT, HOST                 where the API listens (8080, 0.0.0.0)
-  DATA_DIR                   chDB data, generated admin token and key-hash secret, the spool
-                             of events (./data; one process's: each process its own)
+  DATA_DIR                   chDB data, admin token, key-hash secret, event spool (./data)
+                             one process's: in distributed mode each process its own
   UPSTREAM_URL, UPSTREAM_API_KEY   the default upstream and its credential
   PRICING_FILE               the catalog (libs/pricing/catalogs/cny.json)
   KAFKA_BROKERS, REDIS_URL   distributed mode (both together); CLICKHOUSE_URL a ClickHouse
