@@ -42,6 +42,13 @@ export interface KafkaLogOptions {
    * Kafka acknowledged it; what an earlier process left is sent first. One process per directory.
    */
   spoolDir: string;
+  /**
+   * Called synchronously before each publish writes to the spool: an Error refuses the publish
+   * (NotPublishedError, nothing written). A process that may have lost its claim on `spoolDir`
+   * to another (services/tollgate's DATA_DIR lock) refuses rather than append to segments the
+   * other process may already have read and will delete.
+   */
+  beforeSpool?: () => Error | undefined;
   logger?: KafkaLogLogger;
   /** the codec of the record batches this log produces (default `gzip`); see `compressMinBytes` */
   compression?: KafkaCompression;
@@ -208,6 +215,7 @@ export class KafkaLog implements EventLog {
   readonly #kafka: Kafka;
   readonly #prefix: string;
   readonly #spoolDir: string;
+  readonly #beforeSpool: (() => Error | undefined) | undefined;
   readonly #log: KafkaLogLogger;
   readonly #compression: CompressionTypes;
   readonly #compressMinBytes: number;
@@ -270,6 +278,7 @@ export class KafkaLog implements EventLog {
     this.#kafka = options.kafka;
     this.#prefix = options.topicPrefix ?? '';
     this.#spoolDir = options.spoolDir;
+    this.#beforeSpool = options.beforeSpool;
     this.#log = options.logger ?? consoleLogger;
     registerKafkaCodecs();
     this.#compression = compressionType(options.compression ?? 'gzip');
@@ -513,6 +522,8 @@ export class KafkaLog implements EventLog {
     if (this.#closing) return Promise.reject(new NotPublishedError('event log is closed'));
     if (this.#openError) return Promise.reject(new NotPublishedError(`event log could not open its spool: ${this.#openError.message}`, { cause: this.#openError }));
     if (events.length === 0) return Promise.resolve();
+    const refused = this.#beforeSpool?.();
+    if (refused) return Promise.reject(new NotPublishedError(`event log refused to spool: ${refused.message}`, { cause: refused }));
     const records = events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} }));
     try {
       this.#write(records);

@@ -277,3 +277,26 @@ test('an event over MAX_EVENT_BYTES is refused at publish (EventTooLargeError, n
     await rm(spoolDir, { recursive: true, force: true });
   }
 });
+
+test('beforeSpool refusing: publish rejects with NotPublishedError naming why, and nothing is written to the spool; allowing: written as before', async () => {
+  // Kind: a process that may have lost its claim on the spool directory must not append to it
+  // (services/tollgate's DATA_DIR lock: another process may have read the segment and will delete it).
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  let refuse: Error | undefined = new Error('the DATA_DIR lock was taken over');
+  const log = new KafkaLog({ kafka: deadClient(), topicPrefix: 't-guard.', spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, logger: quiet(), beforeSpool: () => refuse });
+  try {
+    const [one] = sampleEvents(randomUUID().slice(0, 8), 1);
+    await assert.rejects(log.publish('usage', [one!]), (err: unknown) => {
+      assert.ok(err instanceof NotPublishedError);
+      assert.equal(err.message, 'event log refused to spool: the DATA_DIR lock was taken over');
+      return true;
+    });
+    assert.equal((await spoolLines(spoolDir)).length, 0);
+    refuse = undefined;
+    void log.publish('usage', [one!]).catch(() => {}); // Kafka is absent: it stays spooled
+    assert.equal((await spoolLines(spoolDir)).length, 1);
+  } finally {
+    await log.close();
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});

@@ -9,7 +9,7 @@ import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDire
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
 import { createChdbClickHouse, createHttpClickHouse, unavailableError, Warehouse, type Exclusive, type QuarantineRecord } from '@tollgate/warehouse';
 import { lowerBackgroundThreads } from './background-priority.ts';
-import { LOCK_STALE_MS, lockDataDir } from './data-dir-lock.ts';
+import { LOCK_STALE_MS, lockDataDir, type DataDirLock } from './data-dir-lock.ts';
 import { rebuild } from '@tollgate/aggregator';
 
 export interface Logger {
@@ -339,7 +339,7 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
     },
   });
   try {
-    const adapters = await openDistributed(config, logger);
+    const adapters = await openDistributed(config, logger, dataLock);
     return { ...adapters, async close() { try { await adapters.close(); } finally { await dataLock.release(); } } };
   } catch (err) {
     await dataLock.release();
@@ -347,8 +347,8 @@ export async function distributedAdapters(config: Config, logger: Logger): Promi
   }
 }
 
-/** distributedAdapters once DATA_DIR is held. */
-async function openDistributed(config: Config, logger: Logger): Promise<Adapters> {
+/** distributedAdapters once DATA_DIR is held (`dataLock`: the log checks it before each spool write). */
+async function openDistributed(config: Config, logger: Logger, dataLock: DataDirLock): Promise<Adapters> {
   const kafkaConfig = config.kafka!;
   const redisConfig = config.redis!;
   const redis = new Redis(redisConfig.url, standaloneRedisOptions(redisConfig.autoPipelining));
@@ -363,6 +363,7 @@ async function openDistributed(config: Config, logger: Logger): Promise<Adapters
   });
   const log = new KafkaLog({
     kafka, topicPrefix: kafkaConfig.topicPrefix, spoolDir: join(config.dataDir, 'spool'), logger, compression: kafkaConfig.compression,
+    beforeSpool: () => dataLock.check(),
   });
   // A process that consumes needs the topics before it subscribes; one that only publishes (a
   // gateway, control) must start and serve while Kafka is away (events spool to disk), so its

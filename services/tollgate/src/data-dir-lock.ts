@@ -10,7 +10,8 @@
 // across processes, containers sharing a volume and network filesystems, with no native module.
 // (The embedded mode needs none: its chDB warehouse already refuses a second process.)
 
-import { mkdirSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import lockfile from 'proper-lockfile';
 
@@ -26,9 +27,45 @@ export class DataDirInUseError extends Error {
   override name = 'DataDirInUseError';
 }
 
-/** A held DATA_DIR: `release` gives it up (idempotent). */
+/**
+ * ms the event loop may go without a heartbeat (every HEARTBEAT_MS) before `check` looks at the
+ * lock on disk again: a process stopped (SIGSTOP, a frozen VM) or stalled that long may have had
+ * its lock taken over as stale meanwhile, and after it resumes it may run I/O callbacks (a
+ * request's last bytes, its publish) before any timer, so the check is made where the spool is
+ * written, not only by a timer.
+ */
+const STALL_MS = 2000;
+const HEARTBEAT_MS = 500;
+/**
+ * ms after taking the lock before this process trusts it: proper-lockfile removes a stale lock
+ * and creates its own, and two processes doing that at once can each remove the other's fresh
+ * one (a tester saw two holders in 5 of 40 races). Each taker then writes its token into the
+ * owner file (OWNER_NAME); the one whose token is still there after this long holds it, the
+ * others try again. (Should the survivor's token sit on the other's directory, its refresh
+ * finds the directory's time not its own within LOCK_UPDATE_MS and it stops: never two holders.)
+ */
+const VERIFY_MS = 300;
+
+/**
+ * A held DATA_DIR. `check()` (synchronous, cheap: one clock read unless the loop stalled) says
+ * whether this process still holds it: undefined, or the Error to refuse a spool write with
+ * (the lock was lost; `onLost` has been called). `release` gives it up (idempotent).
+ */
 export interface DataDirLock {
+  check(): Error | undefined;
   release(): Promise<void>;
+}
+
+/** The owner file beside the lock: the token of the process that last took it. */
+export const OWNER_NAME = `${'tollgate.lock'}.owner`;
+
+/** The token in the owner file, or undefined when there is none. */
+function ownerOf(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -45,31 +82,84 @@ export async function lockDataDir(
   opts: { waitMs?: number; onWait?: () => void; onLost: (err: Error) => void },
 ): Promise<DataDirLock> {
   const dir = resolve(dataDir);
-  mkdirSync(dir, { recursive: true });
+  const lockPath = join(dir, LOCK_NAME);
+  // The holder's mark: proper-lockfile's directory says only that someone holds the lock, and a
+  // removed and re-made directory can even get the same inode back.
+  const ownerPath = join(dir, OWNER_NAME);
+  const token = `${process.pid} ${randomUUID()}`;
+  const unusable = (err: unknown) => new DataDirInUseError(
+    `DATA_DIR ${dir} cannot be used: ${(err as Error).message} (it must be a writable directory of this process's own)`);
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw unusable(err);
+  }
   const deadline = Date.now() + (opts.waitMs ?? LOCK_STALE_MS + 2000);
   let waited = false;
   for (;;) {
+    /** set once this attempt's lock is given up or lost: its late callbacks are ignored */
+    let done = false;
+    let lost: Error | undefined;
+    const lose = (err: Error) => {
+      if (done || lost) return;
+      lost = err;
+      opts.onLost(err);
+    };
+    let release: () => Promise<void>;
     try {
-      const release = await lockfile.lock(dir, {
-        lockfilePath: join(dir, LOCK_NAME), stale: LOCK_STALE_MS, update: LOCK_UPDATE_MS, realpath: false,
-        onCompromised: opts.onLost,
+      release = await lockfile.lock(dir, {
+        lockfilePath: lockPath, stale: LOCK_STALE_MS, update: LOCK_UPDATE_MS, realpath: false, onCompromised: (err) => lose(err),
       });
-      let released = false;
-      return {
-        async release() {
-          if (released) return;
-          released = true;
-          await release().catch(() => {}); // already lost: nothing left to give up
-        },
-      };
     } catch (err) {
-      if ((err as { code?: unknown }).code !== 'ELOCKED') throw err;
-      if (Date.now() >= deadline) {
-        throw new DataDirInUseError(`DATA_DIR ${dir} is in use by another process (its spool of events is one process's); stop it or set DATA_DIR to another`);
-      }
+      const code = (err as { code?: unknown }).code;
+      if (code !== 'ELOCKED' && code !== 'ENOENT') throw unusable(err);
+      if (Date.now() >= deadline) throw inUse(dir);
       if (!waited) opts.onWait?.();
       waited = true;
       await new Promise((r) => setTimeout(r, 500));
+      continue;
     }
+    try {
+      writeFileSync(ownerPath, token);
+    } catch (err) {
+      done = true;
+      await release().catch(() => {});
+      throw unusable(err);
+    }
+    await new Promise((r) => setTimeout(r, VERIFY_MS));
+    if (ownerOf(ownerPath) !== token) {
+      // Another process re-created it meanwhile (a race over a stale lock): it is theirs. Not
+      // released (that would remove their directory); this attempt's refreshes stop on their own.
+      done = true;
+      if (Date.now() >= deadline) throw inUse(dir);
+      continue;
+    }
+    let lastBeat = Date.now();
+    const verify = (): Error | undefined => {
+      if (lost) return lost;
+      const now = Date.now();
+      if (now - lastBeat > STALL_MS) {
+        if (ownerOf(ownerPath) !== token) lose(new Error(`the DATA_DIR lock ${lockPath} was taken over while this process was stopped or stalled`));
+        lastBeat = now;
+      }
+      return lost;
+    };
+    const heartbeat = setInterval(() => { verify(); lastBeat = Date.now(); }, HEARTBEAT_MS);
+    heartbeat.unref();
+    return {
+      check: verify,
+      async release() {
+        if (done) return;
+        done = true;
+        clearInterval(heartbeat);
+        if (lost) return; // nothing left to give up
+        if (ownerOf(ownerPath) === token) rmSync(ownerPath, { force: true });
+        await release().catch(() => {});
+      },
+    };
   }
+}
+
+function inUse(dir: string): DataDirInUseError {
+  return new DataDirInUseError(`DATA_DIR ${dir} is in use by another process (its spool of events is one process's); stop it or set DATA_DIR to another`);
 }
