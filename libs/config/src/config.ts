@@ -42,7 +42,7 @@ const clickHouseUrl = url.superRefine((v, ctx) => {
   if (u.pathname !== '' && u.pathname !== '/') {
     ctx.addIssue({ code: 'custom', message: 'has a path; give the server\'s address alone (http://host:port) and the database in CLICKHOUSE_DATABASE' });
   }
-  if (u.search !== '' || u.hash !== '' || v.includes('?') || v.includes('#')) {
+  if (v.includes('?') || v.includes('#')) { // an empty `?` or `#` too, which URL drops
     ctx.addIssue({ code: 'custom', message: 'has a query string or fragment; give the server\'s address alone (http://host:port; a user and password in it, or in CLICKHOUSE_USER and CLICKHOUSE_PASSWORD)' });
   }
   if (urlCredentials(u) === undefined) {
@@ -485,7 +485,8 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   // variables, silently, and a refusal would then name the wrong user.
   const chUrl = e.CLICKHOUSE_URL === undefined ? undefined : new URL(e.CLICKHOUSE_URL);
   const chCredentials = chUrl && urlCredentials(chUrl);
-  if (chCredentials && (chCredentials.username !== '' || chCredentials.password !== '') && (e.CLICKHOUSE_USER !== undefined || e.CLICKHOUSE_PASSWORD !== undefined)) {
+  const chUrlCredentials = chCredentials !== undefined && (chCredentials.username !== '' || chCredentials.password !== '') ? chCredentials : undefined;
+  if (chUrlCredentials && (e.CLICKHOUSE_USER !== undefined || e.CLICKHOUSE_PASSWORD !== undefined)) {
     problems.push('CLICKHOUSE_URL: carries a user or password, and so does CLICKHOUSE_USER or CLICKHOUSE_PASSWORD; give them in one place');
   }
   if (e.OTEL_BSP_MAX_EXPORT_BATCH_SIZE !== undefined && e.OTEL_BSP_MAX_EXPORT_BATCH_SIZE > (e.OTEL_BSP_MAX_QUEUE_SIZE ?? 2048)) {
@@ -528,8 +529,8 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     clickhouse: chUrl
       ? {
         url: chUrl.origin,
-        ...(chCredentials && (chCredentials.username !== '' || chCredentials.password !== '')
-          ? { username: chCredentials.username || undefined, password: chCredentials.password }
+        ...(chUrlCredentials
+          ? { username: chUrlCredentials.username || undefined, password: chUrlCredentials.password }
           : { username: e.CLICKHOUSE_USER, password: e.CLICKHOUSE_PASSWORD }),
         database: e.CLICKHOUSE_DATABASE,
       }

@@ -57,7 +57,7 @@ export interface DataDirLock {
 }
 
 /** The owner file beside the lock: the token of the process that last took it. */
-export const OWNER_NAME = `${'tollgate.lock'}.owner`;
+export const OWNER_NAME = `${LOCK_NAME}.owner`;
 
 /** The token in the owner file, or undefined when there is none. */
 function ownerOf(path: string): string | undefined {

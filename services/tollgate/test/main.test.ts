@@ -2,7 +2,7 @@
 // and config errors that name every bad variable before anything starts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { once } from 'node:events';
@@ -209,6 +209,31 @@ test('ClickHouse refusing the configured user at start: one line naming the user
   assert.doesNotMatch(u.stdout + u.stderr, /never-printed/);
 });
 
+/**
+ * Starts the server with exactly `env` (PATH added) and waits for its `tollgate started` line:
+ * the child (kill it), its stdout up to then, and the start line parsed. Rejects if it exits first.
+ */
+async function startServing(env: Record<string, string>): Promise<{ child: ChildProcess; out: string; started: Record<string, unknown> }> {
+  const child = spawn(process.execPath, [MAIN], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8');
+  const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    child.stdout!.on('data', (d: string) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.includes('"tollgate started"'));
+      if (line) resolve(JSON.parse(line) as Record<string, unknown>);
+    });
+    child.on('exit', (code) => reject(new Error(`exited ${code} before the start line: ${out}`)));
+  });
+  return { child, out, started };
+}
+
+/** SIGKILL and wait for the exit (nothing to keep: these processes have no Kafka to flush to). */
+async function killNow(child: ChildProcess): Promise<void> {
+  child.kill('SIGKILL');
+  if (child.exitCode === null && child.signalCode === null) await once(child, 'exit');
+}
+
 test('two distributed processes on one DATA_DIR: the second waits for the lock, then exits 1 with one line naming the directory, and the first keeps its spool; only a gateway warns of a missing UPSTREAM_API_KEY', async (t) => {
   // Kind: processes sharing a directory of per-process state. The README's distributed example
   // ran every role from one working directory without DATA_DIR; each process's start sent and
@@ -220,14 +245,8 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
     PATH: process.env.PATH ?? '', HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'info', TOLLGATE_ROLES: 'gateway',
     KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', KAFKA_BROKERS: `127.0.0.1:${await freePort()}`, REDIS_URL: redis, REDIS_PREFIX: 'tg-main-shared:',
   };
-  const first = spawn(process.execPath, [MAIN], { env: { ...env, PORT: String(await freePort()) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const { child: first, out } = await startServing({ ...env, PORT: String(await freePort()) });
   try {
-    let out = '';
-    first.stdout.setEncoding('utf8');
-    await new Promise<void>((resolve, reject) => {
-      first.stdout.on('data', (d: string) => { out += d; if (out.includes('"tollgate started"')) resolve(); });
-      first.on('exit', (code) => reject(new Error(`the first process exited ${code}: ${out}`)));
-    });
     // (a gateway without UPSTREAM_API_KEY says so; the control process below does not)
     assert.match(out, /UPSTREAM_API_KEY is not set: the upstream will see no credential/);
     const second = await startWith({ ...env, PORT: String(await freePort()) });
@@ -237,25 +256,16 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
     assert.doesNotMatch(second.stdout, /found spooled events from an earlier run/, 'the second process never read the spool');
     assert.equal(first.exitCode, null, 'the first process still runs');
   } finally {
-    first.kill('SIGKILL'); // nothing to keep: Kafka is absent
-    await once(first, 'exit');
+    await killNow(first);
   }
   // Another directory: a control process starts, and does not warn about the upstream's key it never uses.
-  const control = spawn(process.execPath, [MAIN], {
-    env: { ...env, TOLLGATE_ROLES: 'control', ADMIN_TOKEN: 'admin-token-0123456789abcdef', DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-ctl-')), PORT: String(await freePort()) },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const control = await startServing({
+    ...env, TOLLGATE_ROLES: 'control', ADMIN_TOKEN: 'admin-token-0123456789abcdef', DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-ctl-')), PORT: String(await freePort()),
   });
   try {
-    let out = '';
-    control.stdout.setEncoding('utf8');
-    await new Promise<void>((resolve, reject) => {
-      control.stdout.on('data', (d: string) => { out += d; if (out.includes('"tollgate started"')) resolve(); });
-      control.on('exit', (code) => reject(new Error(`control exited ${code}: ${out}`)));
-    });
-    assert.doesNotMatch(out, /UPSTREAM_API_KEY/);
+    assert.doesNotMatch(control.out, /UPSTREAM_API_KEY/);
   } finally {
-    control.kill('SIGKILL');
-    await once(control, 'exit');
+    await killNow(control.child);
   }
 });
 
@@ -280,28 +290,14 @@ test('the start line says where events go and in which codec (kafka.brokers, top
   const redis = await requireRedis(t);
   if (redis === undefined) return;
   const kafkaPort = await freePort(); // a gateway starts and serves while Kafka is away (events spool)
-  const child = spawn(process.execPath, [MAIN], {
-    env: {
-      PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(await freePort()), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')),
-      KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'gateway',
-      KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, KAFKA_TOPIC_PREFIX: 'tg-main-start.', KAFKA_COMPRESSION: ' ZSTD ', REDIS_URL: redis, REDIS_PREFIX: 'tg-main-start:',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const { child, started } = await startServing({
+    HOST: '127.0.0.1', PORT: String(await freePort()), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')),
+    KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'gateway',
+    KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, KAFKA_TOPIC_PREFIX: 'tg-main-start.', KAFKA_COMPRESSION: ' ZSTD ', REDIS_URL: redis, REDIS_PREFIX: 'tg-main-start:',
   });
   try {
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      child.stdout.on('data', (d: string) => {
-        out += d;
-        const line = out.split('\n').find((l) => l.includes('"tollgate started"'));
-        if (line) resolve(JSON.parse(line) as Record<string, unknown>);
-      });
-      child.on('exit', (code) => reject(new Error(`exited ${code} before the start line: ${out}`)));
-    });
     assert.deepEqual(started['kafka'], { brokers: [`127.0.0.1:${kafkaPort}`], topicPrefix: 'tg-main-start.', compression: 'zstd' });
   } finally {
-    child.kill('SIGKILL'); // nothing to keep: a clean stop would wait for the absent Kafka
-    await once(child, 'exit');
+    await killNow(child); // a clean stop would wait for the absent Kafka
   }
 });
