@@ -268,6 +268,8 @@ export class KafkaLog implements EventLog {
   #subscriptions = new Set<Subscription>();
   #waiters: Array<() => void> = [];
   #wake: (() => void) | null = null;
+  /** while the sender waits on Kafka (#cuttable): ends that wait (close, with Kafka away) */
+  #cutSend: (() => void) | null = null;
   #closing = false;
   #stopped = false;
   /** partitions of the topics the sender makes sure of before its next send (createTopicsBeforeSend); null: nothing to do */
@@ -548,19 +550,37 @@ export class KafkaLog implements EventLog {
   }
 
   /**
-   * Flushes for at most closeTimeoutMs; whatever Kafka has not acknowledged by then stays in
-   * the spool (fsync'd) for the next start, a produce still in doubt included (not waited for:
-   * the next start sends its events again). Then stops every subscription and disconnects.
+   * Resolves once every event published so far is acknowledged by Kafka or, with Kafka away
+   * (the last send failed), fsync'd in the spool: what close waits for before it stops the sender.
+   */
+  async #handedOn(): Promise<void> {
+    await this.#ready;
+    while (this.#pending.length > 0 || (this.#segments.length > 0 && !this.#down)) {
+      if (this.#stopped && !this.#sender) return;
+      await this.#changed();
+    }
+  }
+
+  /**
+   * Waits at most closeTimeoutMs for Kafka to acknowledge what was published; with Kafka away
+   * it does not wait for Kafka to return (only for the spool's fsync). Whatever is not
+   * acknowledged then stays in the spool for the next start, a produce still in doubt included
+   * (not waited for: the next start sends its events again). Then stops every subscription and
+   * disconnects. So a stop with Kafka away takes about the spool's fsync, not closeTimeoutMs
+   * plus the retries of a connection that cannot succeed.
    */
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((r) => { timer = setTimeout(r, this.#closeTimeoutMs); });
-    await Promise.race([this.flush().catch(() => {}), deadline]);
+    await Promise.race([this.#handedOn().catch(() => {}), deadline]);
     clearTimeout(timer);
     this.#stopped = true;
     this.#wake?.();
+    // A send under way: waited for while Kafka answers (it is quick); with Kafka away it is
+    // given up on as on a timeout (in doubt: its events stay in the spool).
+    if (this.#down) this.#cutSend?.();
     await this.#sender; // ends after its send in flight, if any, or as it waits for one in doubt
     const doubt = this.#inDoubt;
     this.#inDoubt = null;
@@ -934,7 +954,7 @@ export class KafkaLog implements EventLog {
             // No connection retries of its own: a Kafka that is away fails it at once (a refused
             // port) or within kafkajs' connection timeout, so the publishes waiting for this first
             // send resolve from the fsync'd spool as soon as with any other send failure.
-            await this.#ensureTopicsWith(this.#kafka.admin({ retry: { retries: 0 } }), this.#topicsBeforeSend, this.#replicationFactor);
+            await this.#cuttable(this.#ensureTopicsWith(this.#kafka.admin({ retry: { retries: 0 } }), this.#topicsBeforeSend, this.#replicationFactor));
             this.#topicsBeforeSend = null;
           }
           await this.#send(segment, chunk);
@@ -1047,7 +1067,9 @@ export class KafkaLog implements EventLog {
     })();
     let timedOut = false;
     try {
-      await withTimeout(attempt, this.#sendTimeoutMs, 'kafka produce timed out', () => { timedOut = true; });
+      // Cut short at close with Kafka away like a timeout: in doubt, its events stay spooled.
+      const cuttable = this.#cuttable(attempt, () => { timedOut = true; });
+      await withTimeout(cuttable, this.#sendTimeoutMs, 'kafka produce timed out', () => { timedOut = true; });
     } catch (err) {
       if (timedOut) {
         // Not disconnected and not replaced yet: the producer finishes this produce (kafkajs
@@ -1067,6 +1089,22 @@ export class KafkaLog implements EventLog {
       }
       throw err;
     }
+  }
+
+  /**
+   * `work` (a call of the sender's to Kafka), whose wait close() can end when Kafka is away: then
+   * `onCut` runs and the result rejects, while `work` goes on unobserved (a connection that
+   * cannot succeed, or retries to a broker that is down). One such wait at a time: the sender's.
+   */
+  #cuttable<T>(work: Promise<T>, onCut?: () => void): Promise<T> {
+    const cut = new Promise<never>((_, reject) => {
+      this.#cutSend = () => {
+        onCut?.();
+        reject(new Error('given up on: the event log is closing with kafka unreachable'));
+      };
+    });
+    work.catch(() => {}); // the loser of the race must not become an unhandled rejection
+    return Promise.race([work, cut]).finally(() => { this.#cutSend = null; });
   }
 
   /**

@@ -7,6 +7,7 @@ import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Kafka, logLevel } from 'kafkajs';
 import { EventTooLargeError, KafkaLog, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, TOPICS } from '@tollgate/events';
 import type { AnyEvent, ConsumedEvent, KafkaLogLogger, KafkaLogOptions } from '@tollgate/events';
@@ -296,6 +297,44 @@ test('beforeSpool refusing: publish rejects with NotPublishedError naming why, a
     void log.publish('usage', [one!]).catch(() => {}); // Kafka is absent: it stays spooled
     assert.equal((await spoolLines(spoolDir)).length, 1);
   } finally {
+    await log.close();
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});
+
+test('close with Kafka away does not wait for Kafka: once every event is fsync\'d in the spool it stops, cutting short a Kafka call under way (a broker that accepts and never answers), with closeTimeoutMs and sendTimeoutMs of 10 minutes; the spool keeps every event', { timeout: 60_000 }, async () => {
+  // Kind: a stop (SIGTERM) while Kafka is away. It used to wait for Kafka to come back until
+  // closeTimeoutMs, and then for the sender's call in progress (a connection's retries, a
+  // produce up to sendTimeoutMs): a gateway stopped in an outage ran into its hard stop, exit 1.
+  // The fake broker first resets every connection (so the log knows Kafka is away), then
+  // accepts and never answers (so a call is under way when close is called).
+  let mode: 'reset' | 'hang' = 'reset';
+  let hanging = 0;
+  const held = new Set<Socket>();
+  const broker = createServer((socket) => {
+    if (mode === 'reset') return void socket.resetAndDestroy();
+    hanging++;
+    held.add(socket);
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((r) => broker.listen(0, '127.0.0.1', r));
+  const port = (broker.address() as AddressInfo).port;
+  const kafka = new Kafka({ brokers: [`127.0.0.1:${port}`], connectionTimeout: 600_000, requestTimeout: 600_000, retry: { retries: 0 }, logLevel: logLevel.NOTHING });
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const logger = quiet();
+  const log = new KafkaLog({ kafka, topicPrefix: 't-close-away.', spoolDir, sendTimeoutMs: 600_000, closeTimeoutMs: 600_000, maxRetryDelayMs: 100, logger });
+  try {
+    const samples = sampleEvents(randomUUID().slice(0, 8), 5);
+    await publishAll(log, samples, 1); // resolves once fsync'd: Kafka refused the first send
+    assert.ok(logger.lines.includes('kafka unreachable; spooling events to disk'), logger.lines.join('\n'));
+    mode = 'hang';
+    while (hanging === 0) await new Promise((r) => setTimeout(r, 20)); // the sender's next try is under way
+    await log.close();
+    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id).sort(), samples.map((s) => s.event.event_id).sort());
+    assert.ok(logger.lines.includes('closing with events still spooled; they are delivered on the next start'), logger.lines.join('\n'));
+  } finally {
+    for (const s of held) s.destroy();
+    broker.close();
     await log.close();
     await rm(spoolDir, { recursive: true, force: true });
   }

@@ -432,7 +432,9 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       await closed;
       await reloading;
       if (log instanceof MemoryLog) await log.drain();
-      await log.flush().catch(() => {});
+      // Kafka's acknowledgements are waited for by the log's own close (adapters.close, below),
+      // bounded: with Kafka away, what is unacknowledged stays in the fsync'd spool for the next
+      // start. An unbounded flush() here held the stop until the hard exit (exit 1).
       for (const s of subscriptions) await s.stop();
       // Attempts in flight finish; retries still waiting are abandoned and recorded (README, Webhooks).
       await webhooks.close();

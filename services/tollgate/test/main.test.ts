@@ -6,7 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONFIG_VARIABLES } from '@tollgate/config';
@@ -298,6 +298,47 @@ test('the start line says where events go and in which codec (kafka.brokers, top
   try {
     assert.deepEqual(started['kafka'], { brokers: [`127.0.0.1:${kafkaPort}`], topicPrefix: 'tg-main-start.', compression: 'zstd' });
   } finally {
-    await killNow(child); // a clean stop would wait for the absent Kafka
+    await killNow(child);
+  }
+});
+
+test('SIGTERM with Kafka away: the stop leaves the unacknowledged events in the spool and exits 0 with its stopped line, not the hard stop\'s exit 1', async (t) => {
+  // Kind: a clean stop while a backing service the stop flushes to is away. The stop waited for
+  // Kafka's acknowledgement of every event without a bound, so a gateway stopped (a rollout, a
+  // scale-down) during a Kafka outage ran into the hard stop after SHUTDOWN_GRACE_MS + 10 s and
+  // exited 1. The account created below is a control event, spooled while Kafka is away.
+  const redis = await requireRedis(t);
+  if (redis === undefined) return;
+  const dataDir = mkdtempSync(join(tmpdir(), 'tg-main-stop-'));
+  const port = await freePort();
+  const { child } = await startServing({
+    HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000',
+    KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'gateway,control',
+    KAFKA_BROKERS: `127.0.0.1:${await freePort()}`, REDIS_URL: redis, REDIS_PREFIX: `tg-main-stop-${process.pid}:`,
+  });
+  let out = '';
+  child.stdout!.on('data', (d: string) => { out += d; });
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/admin/v1/accounts`, {
+      method: 'POST', headers: { authorization: 'Bearer admin-token-0123456789abcdef', 'content-type': 'application/json' }, body: JSON.stringify({ name: 'stopped-in-an-outage' }),
+    });
+    const body = await res.text();
+    assert.equal(res.status, 201, body);
+    const { id } = JSON.parse(body) as { id: string };
+    const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+    child.kill('SIGTERM');
+    const [code] = await exited;
+    assert.equal(code, 0, out);
+    assert.match(out, /"msg":"closing with events still spooled; they are delivered on the next start"/);
+    assert.match(out, /"signal":"SIGTERM","ms":\d+,"msg":"stopped"/);
+    const spooled = readdirSync(join(dataDir, 'spool')).filter((n) => n.endsWith('.jsonl'))
+      .flatMap((n) => readFileSync(join(dataDir, 'spool', n), 'utf8').split('\n').filter((l) => l !== ''));
+    assert.ok(spooled.some((l) => l.includes(id)), `the account's event is in the spool: ${spooled.join('\n')}`);
+  } finally {
+    await killNow(child);
+    const { Redis } = await import('ioredis');
+    const { deleteKeysUnder } = await import('../../../test/support/redis.ts');
+    const r = new Redis(redis);
+    await deleteKeysUnder(r, `tg-main-stop-${process.pid}:`).finally(() => r.disconnect());
   }
 });
