@@ -1,4 +1,4 @@
-export { Warehouse, WarehouseInputError, WarehouseUnavailableError, WRITE_SLICE_MS, isDataError, unavailableError } from './warehouse.ts';
+export { Warehouse, WarehouseInputError, WarehouseUnavailableError, WRITE_SLICE_MS, isDataError, isForeignAnswer, unavailableError } from './warehouse.ts';
 export { sizeSettings, sqlString, stringTable } from './sql-values.ts';
 export type {
   WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals, LogPosition, LogPositions,

@@ -181,12 +181,32 @@ export class WarehouseUnavailableError extends Error {
   readonly retryAfterS = 5;
 }
 
-/** `err` as a WarehouseUnavailableError when it is a transport failure (see there), else undefined. */
+/**
+ * Whether `err` is what @clickhouse/client makes of an answer that is not the ClickHouse server's:
+ * a failed response whose body is not a ClickHouse exception (a proxy's or load balancer's
+ * 502/503/504 page, an auth proxy's 401; the client throws a plain Error of the body, with no
+ * code and no status), or a body that does not parse (SyntaxError). A ClickHouse server's own
+ * refusals are ClickHouseError (code and type), a transport failure carries Node's code.
+ */
+export function isForeignAnswer(err: unknown): err is Error {
+  if (!(err instanceof Error)) return false;
+  if (err instanceof SyntaxError) return true;
+  return Object.getPrototypeOf(err) === Error.prototype && (err as { code?: unknown }).code === undefined
+    && err.message !== 'Timeout error.';
+}
+
+/**
+ * `err` as a WarehouseUnavailableError when the server did not answer (a transport failure or the
+ * client's timeout) or something else answered for it (`isForeignAnswer`: a proxy in front of a
+ * ClickHouse that is down or restarting), else undefined. The message names the kind of failure,
+ * never the server's address, nor the foreign body (kept as `cause`, for the log).
+ */
 export function unavailableError(err: unknown): WarehouseUnavailableError | undefined {
   if (err instanceof WarehouseUnavailableError) return err;
   const code = (err as { code?: unknown } | null)?.code;
   const what = typeof code === 'string' && UNREACHABLE_CODES.has(code) ? code
-    : (err as { message?: unknown } | null)?.message === 'Timeout error.' ? 'no answer within the request timeout' : undefined;
+    : (err as { message?: unknown } | null)?.message === 'Timeout error.' ? 'no answer within the request timeout'
+    : isForeignAnswer(err) ? 'its address answered, but not as ClickHouse' : undefined;
   if (what === undefined) return undefined;
   return new WarehouseUnavailableError(`The usage warehouse is temporarily unavailable (${what}); retry shortly`, { cause: err });
 }

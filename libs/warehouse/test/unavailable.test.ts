@@ -1,9 +1,10 @@
 // Which read failures are "the warehouse is unavailable" (a 503 for the report routes) and which
-// are the server's own answer (a SQL or data error, thrown as it came): the transport's codes
-// and @clickhouse/client's timeout only.
+// are the server's own answer (a SQL or data error, thrown as it came): the transport's codes,
+// @clickhouse/client's timeout, and an answer that is not ClickHouse's (a proxy's error page).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { unavailableError, WarehouseUnavailableError } from '@tollgate/warehouse';
+import { ClickHouseError, parseError } from '@clickhouse/client';
+import { isForeignAnswer, unavailableError, WarehouseUnavailableError } from '@tollgate/warehouse';
 
 test('transport failures are WarehouseUnavailableError naming the failure; the server\'s answers are not', () => {
   for (const code of ['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE']) {
@@ -16,10 +17,21 @@ test('transport failures are WarehouseUnavailableError naming the failure; the s
   assert.equal(unavailableError(new Error('Timeout error.'))?.message, 'The usage warehouse is temporarily unavailable (no answer within the request timeout); retry shortly');
   // an AggregateError of several addresses carries the code too (Node's happy eyeballs)
   assert.ok(unavailableError(Object.assign(new AggregateError([], ''), { code: 'ECONNREFUSED' })) instanceof WarehouseUnavailableError);
-  // the server answered: a ClickHouse error code (numeric text), a syntax error, anything else
-  for (const err of [Object.assign(new Error('Syntax error'), { code: '62' }), new Error('Memory limit exceeded'), { code: 'ERR_SOMETHING' }, null, undefined, 'ECONNREFUSED']) {
+  // the server answered: a ClickHouse error (as the client parses the server's body), one with a
+  // code (numeric text), our own bug (a TypeError), anything else
+  const memory = parseError('Code: 241. DB::Exception: Memory limit (total) exceeded: would use 9.31 GiB. (MEMORY_LIMIT_EXCEEDED) (version 26.9.1.1)');
+  assert.ok(memory instanceof ClickHouseError);
+  for (const err of [memory, Object.assign(new Error('Syntax error'), { code: '62' }), new TypeError('x is not a function'), { code: 'ERR_SOMETHING' }, null, undefined, 'ECONNREFUSED']) {
     assert.equal(unavailableError(err), undefined, String((err as { message?: string } | null)?.message ?? err));
   }
+  // something else answered for the server: the client's plain Error of a body that is not a
+  // ClickHouse exception (a proxy's 502 page), a body that does not parse
+  for (const err of [parseError('<html><head><title>502 Bad Gateway</title></head></html>'), new SyntaxError('Unexpected token < in JSON at position 0')]) {
+    assert.ok(isForeignAnswer(err), err.message);
+    assert.equal(unavailableError(err)?.message, 'The usage warehouse is temporarily unavailable (its address answered, but not as ClickHouse); retry shortly');
+    assert.equal(unavailableError(err)?.cause, err, 'the foreign body stays in the cause, for the log');
+  }
+  assert.equal(isForeignAnswer(new Error('Timeout error.')), false, 'the client\'s timeout is no answer, not a foreign one');
   const once = new WarehouseUnavailableError('x');
   assert.equal(unavailableError(once), once, 'not wrapped twice');
 });

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
+import { createServer as createHttpServerOf } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { MemoryLog } from '@tollgate/events';
 import { createHttpServer } from '@tollgate/http';
@@ -96,5 +97,28 @@ test('warehouse not answering within the request timeout: 503 warehouse_unavaila
     await close();
     for (const s of sockets) s.destroy();
     await new Promise<void>((r) => silent.close(() => r()));
+  }
+});
+
+test('the warehouse\'s address answering, but not as ClickHouse (a proxy or load balancer in front of a server that is down or restarting: 502, 503, 504 pages, an auth proxy\'s 401, a 404): every report route is 503 warehouse_unavailable with retry-after, the foreign body never shown', async () => {
+  // Kind: an answer that is not the ClickHouse server's. @clickhouse/client makes of such a body a
+  // plain Error with no code and no status, which the routes answered as a 500.
+  for (const [status, body] of [
+    [502, '<html><head><title>502 Bad Gateway</title></head><body><center>nginx/1.27.0 upstream ch-internal-7:8123</center></body></html>'],
+    [503, 'no healthy upstream ch-internal-7'],
+    [504, '<html><body><h1>504 Gateway Time-out</h1> ch-internal-7</body></html>'],
+    [401, 'Unauthorized: proxy ch-internal-7 wants a token'],
+    [404, 'Not Found ch-internal-7'],
+  ] as const) {
+    const proxy = createHttpServerOf((req, res) => { req.resume(); res.writeHead(status, { 'content-type': 'text/html' }).end(body); });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const { port } = proxy.address() as AddressInfo;
+    const { app, close } = await reportServer(`http://127.0.0.1:${port}`);
+    try {
+      await expectUnavailable(app, /^The usage warehouse is temporarily unavailable \(its address answered, but not as ClickHouse\); retry shortly$/, [String(port), 'pw-not-to-be-shown', 'ch-internal-7', 'nginx']);
+    } finally {
+      await close();
+      await new Promise<void>((r) => proxy.close(() => r()));
+    }
   }
 });

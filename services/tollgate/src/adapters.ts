@@ -7,7 +7,7 @@ import { Journal, KafkaLog, MemoryLog, type EventLog, type JournalRecord, type U
 import type { Metrics } from '@tollgate/telemetry';
 import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
-import { createChdbClickHouse, createHttpClickHouse, unavailableError, Warehouse, type Exclusive, type QuarantineRecord } from '@tollgate/warehouse';
+import { createChdbClickHouse, createHttpClickHouse, isForeignAnswer, unavailableError, Warehouse, type Exclusive, type QuarantineRecord } from '@tollgate/warehouse';
 import { lowerBackgroundThreads } from './background-priority.ts';
 import { LOCK_STALE_MS, lockDataDir, type DataDirLock } from './data-dir-lock.ts';
 import { rebuild } from '@tollgate/aggregator';
@@ -117,15 +117,13 @@ function startProblem(err: unknown, username: string | undefined): string | unde
   if (typeof type === 'string' && CREDENTIAL_REFUSALS.has(type)) {
     return `refused the user ${JSON.stringify(username ?? 'default')} (${type}); check the user and password (CLICKHOUSE_USER and CLICKHOUSE_PASSWORD, or those in CLICKHOUSE_URL)`;
   }
+  if (isForeignAnswer(err)) return `did not answer as a ClickHouse server (${JSON.stringify(firstLine(err.message, 120))}); check CLICKHOUSE_URL`;
   const unreachable = unavailableError(err);
   if (unreachable) return `is not answering: ${describeUnreachable(unreachable)}; start it, or set CLICKHOUSE_URL`;
   if (!(err instanceof Error)) return undefined;
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && TLS_FAILURE.test(code)) {
     return `failed in TLS: ${firstLine(err.message, 160)}; check the scheme (https only for a TLS port) and that this process trusts the server's certificate (NODE_EXTRA_CA_CERTS)`;
-  }
-  if ((Object.getPrototypeOf(err) === Error.prototype && code === undefined) || err instanceof SyntaxError) {
-    return `did not answer as a ClickHouse server (${JSON.stringify(firstLine(err.message, 120))}); check CLICKHOUSE_URL`;
   }
   return undefined;
 }
