@@ -566,21 +566,24 @@ export class KafkaLog implements EventLog {
    * it does not wait for Kafka to return (only for the spool's fsync). Whatever is not
    * acknowledged then stays in the spool for the next start, a produce still in doubt included
    * (not waited for: the next start sends its events again). Then stops every subscription and
-   * disconnects. So a stop with Kafka away takes about the spool's fsync, not closeTimeoutMs
-   * plus the retries of a connection that cannot succeed.
+   * disconnects. So a stop with Kafka known away takes about the spool's fsync, and one whose
+   * first connection is still being tried about closeTimeoutMs, never more plus the retries
+   * of a connection that cannot succeed.
    */
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
     let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<void>((r) => { timer = setTimeout(r, this.#closeTimeoutMs); });
+    let late = false;
+    const deadline = new Promise<void>((r) => { timer = setTimeout(() => { late = true; r(); }, this.#closeTimeoutMs); });
     await Promise.race([this.#handedOn().catch(() => {}), deadline]);
     clearTimeout(timer);
     this.#stopped = true;
     this.#wake?.();
-    // A send under way: waited for while Kafka answers (it is quick); with Kafka away it is
-    // given up on as on a timeout (in doubt: its events stay in the spool).
-    if (this.#down) this.#cutSend?.();
+    // A Kafka call of the sender's under way is given up on as on a timeout (in doubt: its
+    // events stay in the spool) when Kafka is away or closeTimeoutMs has passed (a first
+    // connection still retrying, a produce slower than that); otherwise it ends quickly.
+    if (this.#down || late) this.#cutSend?.();
     await this.#sender; // ends after its send in flight, if any, or as it waits for one in doubt
     const doubt = this.#inDoubt;
     this.#inDoubt = null;
@@ -1057,8 +1060,15 @@ export class KafkaLog implements EventLog {
     const compression = bytes >= this.#compressMinBytes ? this.#compression : CompressionTypes.None;
     const ready = this.#connect();
     const producer = this.#producer;
+    // Given up on (a timeout, or close cutting it short) before its producer connected, the
+    // produce is never sent, so it is a plain failure; once sendBatch was called it is in doubt.
+    let sending = false;
+    let abandoned = false;
     const attempt = (async () => {
-      await (await ready).sendBatch({
+      const connected = await ready;
+      if (abandoned) throw new Error('kafka produce given up on before its producer connected; not sent');
+      sending = true;
+      await connected.sendBatch({
         acks: -1,
         timeout: this.#sendTimeoutMs,
         compression,
@@ -1066,10 +1076,12 @@ export class KafkaLog implements EventLog {
       });
     })();
     let timedOut = false;
+    const giveUp = () => {
+      if (sending) timedOut = true;
+      else abandoned = true;
+    };
     try {
-      // Cut short at close with Kafka away like a timeout: in doubt, its events stay spooled.
-      const cuttable = this.#cuttable(attempt, () => { timedOut = true; });
-      await withTimeout(cuttable, this.#sendTimeoutMs, 'kafka produce timed out', () => { timedOut = true; });
+      await withTimeout(this.#cuttable(attempt, giveUp), this.#sendTimeoutMs, 'kafka produce timed out', giveUp);
     } catch (err) {
       if (timedOut) {
         // Not disconnected and not replaced yet: the producer finishes this produce (kafkajs

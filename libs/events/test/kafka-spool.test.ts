@@ -332,6 +332,36 @@ test('close with Kafka away does not wait for Kafka: once every event is fsync\'
     await log.close();
     assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id).sort(), samples.map((s) => s.event.event_id).sort());
     assert.ok(logger.lines.includes('closing with events still spooled; they are delivered on the next start'), logger.lines.join('\n'));
+    // the call cut short had not connected: nothing was sent, so nothing is in doubt
+    assert.ok(!logger.lines.some((l) => l.startsWith('closing with a produce in doubt')), logger.lines.join('\n'));
+  } finally {
+    for (const s of held) s.destroy();
+    broker.close();
+    await log.close();
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});
+
+test('close bounds its wait by closeTimeoutMs even when Kafka was never known away: a broker that accepts and never answers from the start (the first connection still being tried), sendTimeoutMs of 10 minutes; the spool keeps every event', { timeout: 60_000 }, async () => {
+  // Kind: the same stop, before the log has learnt that Kafka is away (its first connection
+  // retries for seconds). close waited past closeTimeoutMs for the sender's call, up to
+  // sendTimeoutMs.
+  const held = new Set<Socket>();
+  const broker = createServer((socket) => { held.add(socket); socket.on('error', () => {}); });
+  await new Promise<void>((r) => broker.listen(0, '127.0.0.1', r));
+  const port = (broker.address() as AddressInfo).port;
+  const kafka = new Kafka({ brokers: [`127.0.0.1:${port}`], connectionTimeout: 600_000, requestTimeout: 600_000, retry: { retries: 0 }, logLevel: logLevel.NOTHING });
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+  const logger = quiet();
+  const log = new KafkaLog({ kafka, topicPrefix: 't-close-never.', spoolDir, sendTimeoutMs: 600_000, closeTimeoutMs: 300, logger });
+  try {
+    const samples = sampleEvents(randomUUID().slice(0, 8), 3);
+    const published = publishAll(log, samples, 1).catch((err: unknown) => err);
+    while (held.size === 0) await new Promise((r) => setTimeout(r, 20)); // the first send is under way
+    await log.close();
+    assert.equal(await published, undefined, 'the publishes resolve: close fsync\'d their events in the spool');
+    assert.ok(!logger.lines.some((l) => l.startsWith('closing with a produce in doubt')), `never connected, so nothing in doubt: ${logger.lines.join('\n')}`);
+    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id).sort(), samples.map((s) => s.event.event_id).sort());
   } finally {
     for (const s of held) s.destroy();
     broker.close();

@@ -315,7 +315,10 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   }]);
   const pricesLog = server.log.child({ pricingFile: pricingPath });
   if (config.roles.includes('gateway')) {
-    await publishVersion(prices.current()).catch((err: unknown) => pricesLog.error({ err }, 'price version could not be published'));
+    // Not awaited: publish appends to the log (the spool) before it returns, so the version
+    // precedes every usage event priced with it; its acknowledgement (or, with Kafka away, the
+    // first send's failure: seconds of connection retries) is no reason to start later.
+    void publishVersion(prices.current()).catch((err: unknown) => pricesLog.error({ err }, 'price version could not be published'));
   }
   let reloading: Promise<PriceVersion | null> = Promise.resolve(null);
   const reloadPrices = (): Promise<PriceVersion | null> => (reloading = reloading.then(async () => {
