@@ -12,7 +12,7 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: bash deploy/services.sh up|down|restart|status|env
+Usage: bash deploy/services.sh up|down|restart|status|env [--no-cluster]
 
 Tollgate's local backing services: Redis, Kafka (KRaft), a ClickHouse server, then a 3-master
 Redis Cluster (for the ledger's Cluster tests). Idempotent. Progress goes to stderr.
@@ -25,6 +25,11 @@ Commands:
   status    each one's status (exit: the last non-zero one)
   env       print the variables of `up` without starting anything
 
+Options:
+  --no-cluster  leave the Redis Cluster out (up, down, restart, status): Redis, Kafka and the
+                ClickHouse server are all a distributed Tollgate needs; the Cluster is for the
+                ledger's Cluster tests (npm test skips those, loudly, without it)
+
 Environment: REDIS_PORT, KAFKA_PORT, CLICKHOUSE_PORT, REDIS_CLUSTER_PORTS and the scripts' own
 (see bash deploy/<service>.sh --help); TOLLGATE_DEPLOY_DIR for the state (default <repo>/.deploy).
 
@@ -35,6 +40,12 @@ Exit status: 0 done, 1 a service failed, 2 bad usage, 3 status: a service stoppe
 USAGE
 }
 case "${1:-}" in -h|--help|help) usage; exit 0 ;; esac
+CLUSTER=1
+case "${2:-}" in
+  "") ;;
+  --no-cluster) CLUSTER=0 ;;
+  *) echo "deploy/services.sh: unknown option \"$2\"; expected --no-cluster (see bash deploy/services.sh --help)" >&2; exit 2 ;;
+esac
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 env_lines() {
@@ -57,28 +68,30 @@ case "${1:-}" in
     bash "$HERE/redis.sh" start
     bash "$HERE/kafka.sh" start
     bash "$HERE/clickhouse.sh" start
-    bash "$HERE/redis-cluster.sh" start >/dev/null
-    cluster_note
+    if [ "$CLUSTER" = 1 ]; then
+      bash "$HERE/redis-cluster.sh" start >/dev/null
+      cluster_note
+    fi
     env_lines
     ;;
   down)
     rc=0
-    bash "$HERE/redis-cluster.sh" stop || rc=1
+    if [ "$CLUSTER" = 1 ]; then bash "$HERE/redis-cluster.sh" stop || rc=1; fi
     bash "$HERE/clickhouse.sh" stop || rc=1
     bash "$HERE/kafka.sh" stop || rc=1
     bash "$HERE/redis.sh" stop || rc=1
     exit $rc
     ;;
   restart)
-    bash "$0" down
-    bash "$0" up
+    bash "$0" down ${2:-}
+    bash "$0" up ${2:-}
     ;;
   status)
     rc=0
     bash "$HERE/redis.sh" status || rc=$?
     bash "$HERE/kafka.sh" status || rc=$?
     bash "$HERE/clickhouse.sh" status || rc=$?
-    bash "$HERE/redis-cluster.sh" status || rc=$?
+    if [ "$CLUSTER" = 1 ]; then bash "$HERE/redis-cluster.sh" status || rc=$?; fi
     exit $rc
     ;;
   env) env_lines ;;

@@ -90,6 +90,16 @@ export class RewindError extends Error {
 }
 
 /**
+ * Thrown by a handler that cannot apply its batch yet, for an expected reason that clears by
+ * itself (its sink's state is being rebuilt, or was never built: a fresh deployment's first
+ * minutes): delivered again after the same pause as any failure, and logged as a wait (its
+ * message, once per partition until it clears; no stack), not as a failure.
+ */
+export class NotYetError extends Error {
+  override readonly name: string = 'NotYetError';
+}
+
+/**
  * `publish` rejected before anything of its events was written anywhere (the log is closed, or
  * never opened; a spool append that failed before its first record was whole, e.g. a full
  * disk): the caller may treat them as never published. Any other rejection leaves it unknown (a

@@ -17,7 +17,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
-import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, partitionKey, RewindError } from './event-log.ts';
+import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
@@ -883,7 +883,12 @@ export class KafkaLog implements EventLog {
           // same offset: the handler sees the same events again after a pause.
           const n = (failures.get(where) ?? 0) + 1;
           failures.set(where, n);
-          this.#log.warn({ err, group: options.group, topic: batch.topic, partition: batch.partition, offset: slice[0]!.offset, attempt: n }, 'event handler failed; redelivering');
+          if (err instanceof NotYetError) {
+            // An expected wait (see NotYetError): one line per partition until it clears.
+            if (n === 1) this.#log.warn({ reason: err.message, group: options.group, topic: batch.topic, partition: batch.partition, offset: slice[0]!.offset }, 'events wait until their handler can apply them; redelivering');
+          } else {
+            this.#log.warn({ err, group: options.group, topic: batch.topic, partition: batch.partition, offset: slice[0]!.offset, attempt: n }, 'event handler failed; redelivering');
+          }
           await sleep(Math.min(this.#maxRetryDelayMs, 50 * 2 ** n));
           return;
         } finally {

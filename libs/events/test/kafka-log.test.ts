@@ -12,7 +12,7 @@ import kafkajsModule, { CompressionTypes, Kafka, logLevel, type ISocketFactory }
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { connect } from 'node:net';
 import { interceptFrames } from './spool-helpers.ts';
-import { DEAD_LETTER_TOPIC, gunzipOptions, KafkaLog, SYNC_MAX_OUTPUT_BYTES, TOPICS, zstdOptions, type ConsumedDeadLetter, type DeadLetter, type KafkaLogOptions } from '@tollgate/events';
+import { DEAD_LETTER_TOPIC, gunzipOptions, KafkaLog, NotYetError, SYNC_MAX_OUTPUT_BYTES, TOPICS, zstdOptions, type ConsumedDeadLetter, type DeadLetter, type KafkaLogOptions } from '@tollgate/events';
 import { unzipSync } from 'node:zlib';
 import { findKafka, requireKafka, servicesRequired } from '../../../test/support/services.ts';
 import { Collector, eventLogContract, publishAll, sampleEvents } from './event-log.contract.ts';
@@ -478,6 +478,45 @@ if (brokers === undefined) {
     } finally {
       await flaky.close();
       await rm(spoolDir, { recursive: true, force: true });
+      await cleanup();
+    }
+  });
+
+  test('a handler that cannot apply its batch yet (NotYetError: state being rebuilt) gets it again after a pause, logged as one wait line per partition with the reason, no failure or stack; the events arrive once it can', async () => {
+    // Kind: an expected wait logged as a failure. A fresh deployment's ledger consumer, started
+    // before the warehouse owner built hot state, logged a warn with a stack per redelivery.
+    const lines: Array<{ msg: string | undefined; o: Record<string, unknown> }> = [];
+    const logger = { warn: (o: object, msg?: string) => { lines.push({ msg, o: o as Record<string, unknown> }); }, error: (o: object, msg?: string) => { lines.push({ msg, o: o as Record<string, unknown> }); } };
+    const { log, cleanup } = await freshLog(kafka, 1, { logger, maxRetryDelayMs: 100 });
+    try {
+      const samples = sampleEvents(randomUUID().slice(0, 8), 10).filter((x) => x.topic === 'usage');
+      await publishAll(log, samples);
+      let refusals = 3;
+      const seen = new Collector();
+      const handle = seen.handler();
+      const sub = await log.subscribe({
+        group: `ny-${randomUUID().slice(0, 8)}`, topics: ['usage'], fromBeginning: true,
+        handler: async (batch) => {
+          if (refusals > 0) {
+            refusals--;
+            throw new NotYetError('hot state is not ready (test)');
+          }
+          await handle(batch);
+        },
+      });
+      try {
+        await seen.waitForAll(samples, 'after the waits');
+      } finally {
+        await sub.stop();
+      }
+      assert.equal(refusals, 0);
+      const waits = lines.filter((l) => l.msg === 'events wait until their handler can apply them; redelivering');
+      assert.equal(waits.length, 1, JSON.stringify(lines));
+      assert.equal(waits[0]!.o['reason'], 'hot state is not ready (test)');
+      assert.equal('err' in waits[0]!.o, false, 'no error object (no stack)');
+      assert.deepEqual(lines.filter((l) => l.msg === 'event handler failed; redelivering'), []);
+      assert.deepEqual([...seen.deliveries.values()].filter((n) => n !== 1), [], 'every event handled once');
+    } finally {
       await cleanup();
     }
   });

@@ -1,5 +1,5 @@
 import {
-  boundedRaw, decodeEvent, MAX_MONEY_MICROS, RewindError, standInId, type ConsumedEvent, type EventLog, type LedgerEvent, type Subscription, type Topic, type UsageEvent,
+  boundedRaw, decodeEvent, MAX_MONEY_MICROS, NotYetError, RewindError, standInId, type ConsumedEvent, type EventLog, type LedgerEvent, type Subscription, type Topic, type UsageEvent,
 } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { ApplyResult, BalanceStore, BatchOutcome, LedgerQuarantine, LogPosition } from '@tollgate/ledger';
@@ -53,11 +53,14 @@ export function balanceOutOfRange(accountId: string, amountMicros: string): stri
   return `balance_out_of_range: ${amountMicros} micro-credits would take the balance of ${accountId} outside ±${MAX_MONEY_MICROS} micro-credits (2^53 − 1, the bound every stage holds exactly)`;
 }
 
-/** Hot state is gone and not rebuilt yet; the batch is retried after a pause. */
-export class StateNotReadyError extends Error {
+/**
+ * Hot state is gone (or was never built) and not rebuilt yet; the batch is retried after a
+ * pause, logged as a wait (NotYetError), not as a failure.
+ */
+export class StateNotReadyError extends NotYetError {
+  override readonly name = 'StateNotReadyError';
   constructor() {
-    super('hot state is not ready (lost and not rebuilt yet)');
-    this.name = 'StateNotReadyError';
+    super('hot state is not ready (lost, or never built, and not rebuilt yet: the warehouse owner\'s rebuild builds it)');
   }
 }
 
