@@ -4,7 +4,7 @@ export { startWarehouseSink } from './warehouse-sink.ts';
 export type { WarehouseSinkDeps } from './warehouse-sink.ts';
 export { rebuild, reconcile } from './rebuild.ts';
 export type { RebuildReport, ReconcileReport } from './rebuild.ts';
-export { MAX_RERATE_WINDOW_MS, registerOps } from './ops-routes.ts';
+export { MAX_RERATE_WINDOW_MS, registerOps, registerOpsElsewhere } from './ops-routes.ts';
 export { MAX_LISTED_EVENTS, rerate, reprice, storedBook } from './rerate.ts';
 export type { RerateAccount, RerateOptions, RerateReport } from './rerate.ts';
 export type { OpsDeps } from './ops-routes.ts';

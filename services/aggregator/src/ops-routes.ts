@@ -40,6 +40,17 @@ const ROLLUP_REPAIR_LOCK_TTL_MS = 30 * 60_000;
 export const MAX_RERATE_WINDOW_MS = 31 * 24 * 3600_000;
 
 /**
+ * In a process that does not own the warehouse: every `/ops/…` path answers 404 naming the
+ * process that serves it, so an operator (or `tollgate reconcile --url`) pointed at a gateway or
+ * control process learns where to go instead of reading "does not exist" as a typo.
+ */
+export function registerOpsElsewhere(app: FastifyInstance): void {
+  app.all('/ops/*', async (request) => {
+    throw gatewayError('not_found', `${request.method} ${request.url.split('?')[0]} is served by the process that owns the warehouse (an aggregator running the warehouse group), not by this one`);
+  });
+}
+
+/**
  * Operations on the process that owns the warehouse (chDB lives in one process, so this is
  * where `tollgate rebuild` and `tollgate reconcile` are carried out).
  */

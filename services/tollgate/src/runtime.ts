@@ -12,7 +12,7 @@ import type { Warehouse } from '@tollgate/warehouse';
 import { findPlan, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
 import { registerAnalytics, registerBilling, registerControl, registerUpstreams, registerWebhooks, type ReportDeps } from '@tollgate/control';
-import { rebuild, registerOps, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
+import { rebuild, registerOps, registerOpsElsewhere, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
 import { alertHooks, MemoryWebhookStore, RedisWebhookStore, restoreWebhooks, WebhookDispatcher } from '@tollgate/webhooks';
 import { CachedPoolView, MemoryPoolStore, RedisPoolStore, restorePool, type PoolStore } from '@tollgate/pool';
@@ -307,6 +307,8 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       priceBook: () => prices,
       beforeRebuild: async () => { await restorePoolRecords(); },
     });
+  } else {
+    registerOpsElsewhere(server);
   }
   // Every version a gateway prices with goes to the log (control topic), so the warehouse keeps
   // it and `tollgate rerate` can recompute a stored bill under exactly these prices.

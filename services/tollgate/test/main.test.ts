@@ -323,6 +323,9 @@ test('Kafka away: the start does not wait for it, and SIGTERM leaves the unackno
     // the spool, and the start went on only once Kafka's first send had failed (seconds of
     // connection retries) before.
     assert.doesNotMatch(startOut, /kafka unreachable; spooling events to disk/);
+    // (a process without the operator routes says which one has them)
+    const ops = await fetch(`http://127.0.0.1:${port}/ops/v1/reconcile?timeout_ms=5`);
+    assert.deepEqual([ops.status, ((await ops.json()) as { error: unknown }).error], [404, { type: 'not_found_error', code: 'not_found', message: 'GET /ops/v1/reconcile is served by the process that owns the warehouse (an aggregator running the warehouse group), not by this one' }]);
     const res = await fetch(`http://127.0.0.1:${port}/admin/v1/accounts`, {
       method: 'POST', headers: { authorization: 'Bearer admin-token-0123456789abcdef', 'content-type': 'application/json' }, body: JSON.stringify({ name: 'stopped-in-an-outage' }),
     });
