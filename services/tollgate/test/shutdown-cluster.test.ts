@@ -39,7 +39,7 @@ test('distributed: SIGTERM while a stream outlives the grace: cut, charged the u
     if (done) break;
     text += new TextDecoder().decode(value);
   }
-  assert.match(text, /event: error\ndata: \{"type":"error","error":\{"type":"api_error","code":"upstream_error","message":"Upstream connection was interrupted"\}/);
+  assert.match(text, /event: error\ndata: \{"type":"error","error":\{"type":"overloaded_error","code":"overloaded","message":"This gateway is shutting down and cut the stream before the answer ended; retry the request"\}/);
 
   // reported until the cut (message_start): 800 × 72 + 1 × 360 = 57,600 + 360 = 57,960 µc
   const expected = 10_000_000n - 57_960n;

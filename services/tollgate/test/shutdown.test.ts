@@ -54,7 +54,7 @@ test('stop while a stream outlives the grace: the upstream read is cut and settl
   await stack.tollgate.close({ graceMs: 0 });
   const text = await s.rest;
   // the client is told the answer was cut, in the stream's own error shape
-  assert.match(text, /event: error\ndata: \{"type":"error","error":\{"type":"api_error","code":"upstream_error","message":"Upstream connection was interrupted"\},"request_id":"[^"]+"\}\n\n$/);
+  assert.match(text, /event: error\ndata: \{"type":"error","error":\{"type":"overloaded_error","code":"overloaded","message":"This gateway is shutting down and cut the stream before the answer ended; retry the request"\},"request_id":"[^"]+"\}\n\n$/);
   const events = await usageAfterRestart(a.accountId);
   // reported until the cut (message_start): 100 input, 1 output → 100 × 24 + 1 × 120 = 2,520 µc
   assert.deepEqual(events.map((e) => [e.status, e.input_tokens, e.output_tokens, e.cost_micros, e.anomalies]), [

@@ -769,8 +769,14 @@ async function relayStream(
     model: meter.model, id: meter.messageId, stopReason: meter.stopReason, usage: meter.hasUsage ? meter.usage() : null,
   });
   upstreamSpan.end();
+  // Cut by this process's shutdown (GatewayDeps.shutdown): the upstream bills what it generated
+  // until the cut, so the usage reported so far is charged, as when a client leaves.
+  const cut = incomplete && streamError === null && deps.shutdown?.aborted === true;
   if (forwarding) {
-    if (incomplete && streamError === null) {
+    if (cut) {
+      // Not the upstream's fault: the client is told to retry (overloaded_error, which the SDKs and Claude Code retry).
+      tail.push(sseErrorEvent(gatewayError('overloaded', 'This gateway is shutting down and cut the stream before the answer ended; retry the request'), request.id));
+    } else if (incomplete && streamError === null) {
       tail.push(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));
     } else if (!meter.completed && streamError === null) {
       // Answered and charged, but the upstream left out the closing frame: close the message
@@ -813,9 +819,6 @@ async function relayStream(
     await publish();
     return;
   }
-  // Cut by this process's shutdown (GatewayDeps.shutdown): the upstream bills what it generated
-  // until the cut, so the usage reported so far is charged, as when a client leaves.
-  const cut = incomplete && streamError === null && deps.shutdown?.aborted === true;
   if (cut) anomalies.push('cut_by_shutdown');
   try {
     const { publish } = await finish({
