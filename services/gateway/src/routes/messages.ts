@@ -774,7 +774,7 @@ async function relayStream(
   const cut = incomplete && streamError === null && deps.shutdown?.aborted === true;
   if (forwarding) {
     if (cut) {
-      // Not the upstream's fault: the client is told to retry (overloaded_error, which the SDKs and Claude Code retry).
+      // Not the upstream's fault: the client is told to retry (overloaded_error, the type Anthropic gives a temporary refusal).
       tail.push(sseErrorEvent(gatewayError('overloaded', 'This gateway is shutting down and cut the stream before the answer ended; retry the request'), request.id));
     } else if (incomplete && streamError === null) {
       tail.push(sseErrorEvent(gatewayError('upstream_error', 'Upstream connection was interrupted'), request.id));
