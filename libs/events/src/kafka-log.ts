@@ -637,6 +637,8 @@ export class KafkaLog implements EventLog {
     if (options.onDeadLetters) byName.set(this.deadLetterTopicName(), DEAD_LETTER_TOPIC as Topic);
     // This member's partitions per Kafka topic name, replaced at every rebalance (lag export).
     let assigned = new Map<string, Set<number>>();
+    /** the consumer crashed on a connection failure and has not joined its group since */
+    let kafkaAway = false;
     const failures = new Map<string, number>();
     const committer = new OffsetCommitter(this.#consumerCommitIntervalMs, this.#log, options.group);
     // Batches in the handler right now, and whether stop() has begun: stop() lets them finish,
@@ -681,6 +683,10 @@ export class KafkaLog implements EventLog {
       });
       consumer.on(consumer.events.GROUP_JOIN, (e) => {
         restarts = 0;
+        if (kafkaAway) {
+          kafkaAway = false;
+          this.#log.warn({ group: options.group }, 'kafka reachable again; the consumer is back in its group');
+        }
         const next = new Map<string, Set<number>>();
         for (const [name, partitions] of Object.entries(e.payload.memberAssignment)) next.set(name, new Set(partitions));
         for (const [name, partitions] of assigned) {
@@ -693,6 +699,14 @@ export class KafkaLog implements EventLog {
       });
       consumer.on(consumer.events.CRASH, (e) => {
         const restart = e.payload.restart;
+        const away = restart ? connectionFailure(e.payload.error) : undefined;
+        if (away !== undefined) {
+          // Kafka away (an outage, a restart): expected, and kafkajs restarts the consumer until
+          // it answers. One line, no stack, until the consumer is back in its group.
+          if (!kafkaAway) this.#log.warn({ group: options.group, reason: away }, 'kafka unreachable; the consumer retries until it answers');
+          kafkaAway = true;
+          return;
+        }
         this.#log.error({ err: e.payload.error, group: options.group, restart }, restart
           ? 'kafka consumer crashed; kafkajs restarts it'
           : 'kafka consumer crashed and kafkajs will not restart it; starting a new consumer in the group');
@@ -1493,6 +1507,18 @@ async function syncDir(dir: string): Promise<void> {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * The connection failure a kafkajs error is or was caused by (its message, e.g. "Connection
+ * error: connect ECONNREFUSED 127.0.0.1:9092"), or undefined for any other error. kafkajs wraps a
+ * connection error in KafkaJSNumberOfRetriesExceeded (`cause`) once its retries ran out.
+ */
+function connectionFailure(err: unknown): string | undefined {
+  for (let e = err as { name?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (e.name === 'KafkaJSConnectionError' || e.name === 'KafkaJSConnectionClosedError') return String(e.message);
+  }
+  return undefined;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string, onTimeout?: () => void): Promise<T> {

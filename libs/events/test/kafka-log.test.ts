@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import kafkajsModule, { CompressionTypes, Kafka, logLevel, type ISocketFactory } from 'kafkajs';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { interceptFrames } from './spool-helpers.ts';
 import { DEAD_LETTER_TOPIC, gunzipOptions, KafkaLog, NotYetError, SYNC_MAX_OUTPUT_BYTES, TOPICS, zstdOptions, type ConsumedDeadLetter, type DeadLetter, type KafkaLogOptions } from '@tollgate/events';
 import { unzipSync } from 'node:zlib';
@@ -517,6 +517,74 @@ if (brokers === undefined) {
       assert.deepEqual(lines.filter((l) => l.msg === 'event handler failed; redelivering'), []);
       assert.deepEqual([...seen.deliveries.values()].filter((n) => n !== 1), [], 'every event handled once');
     } finally {
+      await cleanup();
+    }
+  });
+
+  test('a consumer whose connections to Kafka fail (an outage) logs one warning naming the connection error, not an error with a stack per crash, and one line when it is back in its group; it then consumes what was published', async () => {
+    // Kind: an expected outage logged as failures. An aggregator logged "kafka consumer crashed"
+    // at error level with a full stack every few seconds while Kafka was stopped.
+    const { log, prefix, cleanup } = await freshLog(kafka, 1);
+    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+    // Every connection goes through a local relay to the broker; the outage closes the relay's
+    // connections on the broker's side (the client sees them end) and stops its listener (new
+    // connections are refused), as a stopped broker would.
+    const [brokerHost, brokerPort] = brokers.split(',')[0]!.split(':') as [string, string];
+    const relayed = new Set<import('node:net').Socket>();
+    const relay = createServer((client) => {
+      const upstream = connect({ host: brokerHost, port: Number(brokerPort) });
+      for (const sock of [client, upstream]) {
+        relayed.add(sock);
+        sock.on('error', () => {});
+        sock.on('close', () => { relayed.delete(sock); client.destroy(); upstream.destroy(); });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    const relayPort = (relay.address() as import('node:net').AddressInfo).port;
+    const socketFactory: ISocketFactory = ({ onConnect }) => connect({ host: '127.0.0.1', port: relayPort }, onConnect);
+    const outage = async (on: boolean) => {
+      if (on) {
+        await new Promise<void>((r) => { relay.close(() => r()); for (const sock of relayed) sock.destroy(); });
+      } else {
+        await new Promise<void>((r) => relay.listen(relayPort, '127.0.0.1', r));
+      }
+    };
+    const flaky = new Kafka({ clientId: 'tollgate-events-outage', brokers: brokers.split(','), logLevel: logLevel.NOTHING, socketFactory, retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 200 } });
+    const lines: Array<{ level: string; msg: string | undefined; o: Record<string, unknown> }> = [];
+    const logger = {
+      warn: (o: object, msg?: string) => { lines.push({ level: 'warn', msg, o: o as Record<string, unknown> }); },
+      error: (o: object, msg?: string) => { lines.push({ level: 'error', msg, o: o as Record<string, unknown> }); },
+    };
+    const consumer = new KafkaLog({ kafka: flaky, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 250, maxRetryDelayMs: 200, logger });
+    try {
+      const seen = new Collector();
+      const sub = await consumer.subscribe({ group: `out-${randomUUID().slice(0, 8)}`, topics: ['usage'], fromBeginning: true, handler: seen.handler() });
+      try {
+        const first = sampleEvents(randomUUID().slice(0, 8), 6).filter((x) => x.topic === 'usage');
+        await publishAll(log, first);
+        await seen.waitForAll(first, 'before the outage');
+        await outage(true);
+        const crashed = Date.now();
+        while (!lines.some((l) => l.msg === 'kafka unreachable; the consumer retries until it answers') && Date.now() - crashed < 30_000) await new Promise((r) => setTimeout(r, 50));
+        await new Promise((r) => setTimeout(r, 2000)); // more crashes and restarts meanwhile
+        const later = sampleEvents(randomUUID().slice(0, 8), 6).filter((x) => x.topic === 'usage');
+        await publishAll(log, later); // through the healthy client
+        await outage(false);
+        await seen.waitForAll([...first, ...later], 'after the outage').catch((err: unknown) => { console.error(JSON.stringify(lines.map((l) => [l.level, l.msg, String(l.o['reason'] ?? (l.o['err'] as Error | undefined)?.message ?? ''), l.o['restart']]))); throw err; });
+      } finally {
+        await sub.stop();
+      }
+      const away = lines.filter((l) => l.msg === 'kafka unreachable; the consumer retries until it answers');
+      assert.equal(away.length, 1, JSON.stringify(lines.map((l) => l.msg)));
+      assert.match(String(away[0]!.o['reason']), /ECONNREFUSED 127\.0\.0\.1:1|Connection error|Closed connection/);
+      assert.deepEqual(lines.filter((l) => /kafka consumer crashed/.test(l.msg ?? '')).map((l) => l.msg), [], 'no crash errors for an outage');
+      assert.equal(lines.filter((l) => l.msg === 'kafka reachable again; the consumer is back in its group').length, 1);
+    } finally {
+      await consumer.close();
+      relay.close();
+      for (const sock of relayed) sock.destroy();
+      await rm(spoolDir, { recursive: true, force: true });
       await cleanup();
     }
   });
