@@ -243,6 +243,12 @@ export interface EventLog {
   subscribe(options: SubscribeOptions): Promise<Subscription>;
   /** Waits until everything published so far is handed to the log (not to consumers). */
   flush(): Promise<void>;
+  /**
+   * False while the log knows it cannot deliver (Kafka away: its last send failed; events are
+   * kept in the spool until it returns), else true. A caller that waits for a consumer's effect
+   * of what it published (a credit grant waiting for the ledger) need not wait then. Absent: always true.
+   */
+  reachable?(): boolean;
   close(): Promise<void>;
 }
 

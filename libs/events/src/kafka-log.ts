@@ -540,6 +540,11 @@ export class KafkaLog implements EventLog {
     });
   }
 
+  /** False while Kafka is known away (the last send failed), true otherwise: see EventLog.reachable. */
+  reachable(): boolean {
+    return !this.#down;
+  }
+
   /** Waits until everything published so far is acknowledged by Kafka, spool included. */
   async flush(): Promise<void> {
     await this.#ready;
