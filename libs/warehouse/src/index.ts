@@ -26,7 +26,7 @@ export { createChdbClickHouse, isTextOnlyClient } from './chdb-client.ts';
 export { LOW_CARDINALITY_VERSION, LowCardinalityValues, NativeWriter, lowCardinalityVersions, nativeBlock } from './native-block.ts';
 export type { NativeColumn } from './native-block.ts';
 export type { ChdbClickHouseOptions } from './chdb-client.ts';
-export { createHttpClickHouse } from './http-client.ts';
+export { createHttpClickHouse, ForeignAnswerError } from './http-client.ts';
 export type { HttpClickHouseOptions } from './http-client.ts';
 export type { ClickHouseClient } from '@clickhouse/client';
 export {

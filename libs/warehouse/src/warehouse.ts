@@ -21,6 +21,7 @@ import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
 import { chunksWithin, sizeSettings, sqlString, stringTable } from './sql-values.ts';
 import { LowCardinalityValues, lowCardinalityVersions, nativeBlock, NativeWriter, type NativeColumn } from './native-block.ts';
+import { ForeignAnswerError } from './http-client.ts';
 import { isTextOnlyClient } from './chdb-client.ts';
 import { backfillRollups, recentRollupScope, repairRollups, restoreRecentIds, type Exclusive, type RollupRepairResult, type RollupScopePair } from './rollup-repair.ts';
 
@@ -182,17 +183,13 @@ export class WarehouseUnavailableError extends Error {
 }
 
 /**
- * Whether `err` is what @clickhouse/client makes of an answer that is not the ClickHouse server's:
- * a failed response whose body is not a ClickHouse exception (a proxy's or load balancer's
- * 502/503/504 page, an auth proxy's 401; the client throws a plain Error of the body, with no
- * code and no status), or a body that does not parse (SyntaxError). A ClickHouse server's own
- * refusals are ClickHouseError (code and type), a transport failure carries Node's code.
+ * Whether `err` is an answer at the server's address that is not the ClickHouse server's
+ * (`ForeignAnswerError` of the HTTP client: a proxy's page, a 200 without ClickHouse's headers,
+ * a body that does not parse). Only the HTTP client (createHttpClickHouse) makes these, from
+ * what its calls got; an Error of our own is never one.
  */
-export function isForeignAnswer(err: unknown): err is Error {
-  if (!(err instanceof Error)) return false;
-  if (err instanceof SyntaxError) return true;
-  return Object.getPrototypeOf(err) === Error.prototype && (err as { code?: unknown }).code === undefined
-    && err.message !== 'Timeout error.';
+export function isForeignAnswer(err: unknown): err is ForeignAnswerError {
+  return err instanceof ForeignAnswerError;
 }
 
 /**

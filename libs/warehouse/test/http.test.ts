@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { LedgerEvent, LedgerKind, UsageEventV1, UsageEventV2 } from '@tollgate/events';
 import { bundledCatalogPath, loadCatalogFile, priceVersion } from '@tollgate/pricing';
-import { Warehouse, closeMonth, createHttpClickHouse, invoiceLinesForMonth, rollupsMatchRaw, usageReport } from '@tollgate/warehouse';
+import { ForeignAnswerError, Warehouse, WarehouseUnavailableError, closeMonth, createHttpClickHouse, invoiceLinesForMonth, isDataError, rollupsMatchRaw, usageReport } from '@tollgate/warehouse';
 import { findClickHouse, requireClickHouse } from '../../../test/support/services.ts';
 import { warehouseContract } from './warehouse.contract.ts';
 import { q, v1, v2 } from './usage-fixtures.ts';
@@ -80,6 +80,53 @@ if (url === undefined) {
       } finally {
         await w.close();
         await other.close();
+      }
+    });
+
+    test('an INSERT that a proxy answers for the server (200 with a page, no ClickHouse headers) is never counted as done: insertUsage and insertLedger reject as unavailable, and through the server afterwards every event is stored once', async () => {
+      // Kind: an answer that is not the server's, on the write path. The sink took a proxy's 200
+      // as a stored batch and moved on: billed usage missing from the warehouse for good.
+      const { createServer, request } = await import('node:http');
+      let fakeInserts = true;
+      let faked = 0;
+      const target = new URL(url);
+      const proxy = createServer((req, res) => {
+        const query = new URL(req.url ?? '/', 'http://x').searchParams.get('query') ?? '';
+        if (fakeInserts && /^\s*INSERT/i.test(query)) {
+          faked++;
+          req.resume();
+          req.on('end', () => res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>OK</body></html>'));
+          return;
+        }
+        const up = request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        });
+        up.on('error', () => res.destroy());
+        req.pipe(up);
+      });
+      await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+      const { port } = proxy.address() as import('node:net').AddressInfo;
+      const prefix = `f${randomBytes(3).toString('hex')}_`;
+      const w = new Warehouse({ client: createHttpClickHouse({ ...server, url: `http://127.0.0.1:${port}` }), database, tablePrefix: prefix });
+      try {
+        await w.migrate();
+        const all = events();
+        const grant: LedgerEvent = { type: 'ledger', event_id: 'g1', ts: T('2026-01-02T00:00:00Z'), account_id: 'acc_a', kind: 'grant', amount_micros: '5000000', reference: 'inv-1' };
+        // a foreign answer, and not a data error: the sink retries the batch, never quarantines it
+        const foreign = (err: unknown) => (err instanceof ForeignAnswerError || (err instanceof WarehouseUnavailableError && err.cause instanceof ForeignAnswerError)) && !isDataError(err);
+        await assert.rejects(w.insertUsage(all), foreign);
+        await assert.rejects(w.insertLedger([grant]), foreign);
+        assert.ok(faked >= 2, `the proxy answered ${faked} INSERTs`);
+        assert.equal((await w.usageTotals({})).requests, 0, 'nothing was stored');
+        fakeInserts = false;
+        await w.insertUsage(all);
+        await w.insertLedger([grant]);
+        assert.deepEqual([(await w.usageTotals({})).requests, (await w.usageTotals({})).costMicros], [3, 9_007_199_254_743_993n]);
+        assert.equal((await w.ledgerTotals('acc_a')).amountMicros, 5_000_000n);
+      } finally {
+        await w.close();
+        await new Promise<void>((r) => proxy.close(() => r()));
       }
     });
 

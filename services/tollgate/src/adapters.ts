@@ -117,7 +117,9 @@ function startProblem(err: unknown, username: string | undefined): string | unde
   if (typeof type === 'string' && CREDENTIAL_REFUSALS.has(type)) {
     return `refused the user ${JSON.stringify(username ?? 'default')} (${type}); check the user and password (CLICKHOUSE_USER and CLICKHOUSE_PASSWORD, or those in CLICKHOUSE_URL)`;
   }
-  if (isForeignAnswer(err)) return `did not answer as a ClickHouse server (${JSON.stringify(firstLine(err.message, 120))}); check CLICKHOUSE_URL`;
+  // (the Warehouse reports a foreign answer as unavailable, its cause the ForeignAnswerError)
+  const foreign = isForeignAnswer(err) ? err : isForeignAnswer((err as { cause?: unknown } | null)?.cause) ? (err as { cause: Error }).cause : undefined;
+  if (foreign) return `did not answer as a ClickHouse server (${foreign.message}); check CLICKHOUSE_URL`;
   const unreachable = unavailableError(err);
   if (unreachable) return `is not answering: ${describeUnreachable(unreachable)}; start it, or set CLICKHOUSE_URL`;
   if (!(err instanceof Error)) return undefined;
