@@ -81,6 +81,13 @@ export interface KafkaLogOptions {
   maxRetryDelayMs?: number;
   /** how long close() waits for the spool to drain before leaving it for the next start (default 5000 ms) */
   closeTimeoutMs?: number;
+  /**
+   * How long a subscription's stop() waits (ms, default 5000) for its batches in the handler, the
+   * commit of what was handled and leaving the group. Past it (Kafka or the sink frozen: kafkajs
+   * and the ClickHouse client wait 30 s for an answer) it leaves without them: the partitions'
+   * next owner reads from the last commit, which the positions stored with the effects make exact.
+   */
+  subscriptionStopTimeoutMs?: number;
   /** a spool segment is closed for appends after this many events (default 5000) */
   segmentMaxEvents?: number;
   /** most events per handler call (default 1000) */
@@ -225,6 +232,7 @@ export class KafkaLog implements EventLog {
   readonly #doubtBoundMs: number;
   readonly #maxRetryDelayMs: number;
   readonly #closeTimeoutMs: number;
+  readonly #subscriptionStopTimeoutMs: number;
   readonly #segmentMaxEvents: number;
   readonly #consumerBatchSize: number;
   readonly #consumerMaxWaitMs: number;
@@ -292,6 +300,7 @@ export class KafkaLog implements EventLog {
     this.#doubtBoundMs = doubtBoundMs(options.requestTimeoutMs ?? 30_000);
     this.#maxRetryDelayMs = options.maxRetryDelayMs ?? 2000;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? 5000;
+    this.#subscriptionStopTimeoutMs = options.subscriptionStopTimeoutMs ?? 5000;
     this.#segmentMaxEvents = options.segmentMaxEvents ?? 5000;
     this.#consumerBatchSize = options.consumerBatchSize ?? 1000;
     this.#consumerMaxWaitMs = options.consumerMaxWaitMs ?? 1000;
@@ -474,8 +483,18 @@ export class KafkaLog implements EventLog {
     await this.#ensureTopicsWith(this.#kafka.admin(), partitions, replicationFactor);
   }
 
-  async #ensureTopicsWith(admin: Admin, partitions: number, replicationFactor: number): Promise<void> {
-    await admin.connect();
+  async #ensureTopicsWith(admin: Admin, partitions: number, replicationFactor: number, connectTimeoutMs?: number): Promise<void> {
+    // The sender's check (connectTimeoutMs = sendTimeoutMs): a broker that accepts connections
+    // and never answers (frozen, black-holed) held it for kafkajs' request timeout (30 s), and
+    // with it every publish waiting for the first send (a stop ran into its hard stop).
+    try {
+      const connecting = admin.connect();
+      await (connectTimeoutMs === undefined ? connecting
+        : withTimeout(connecting, connectTimeoutMs, `kafka did not answer a connection within ${connectTimeoutMs} ms`));
+    } catch (err) {
+      void admin.disconnect().catch(() => {});
+      throw err;
+    }
     try {
       const existing = new Set(await admin.listTopics());
       const missing: ITopicConfig[] = TOPICS.filter((t) => !existing.has(this.topicName(t))).map((t) => ({
@@ -842,13 +861,25 @@ export class KafkaLog implements EventLog {
         stopping ??= (async () => {
           this.#subscriptions.delete(subscription);
           halted = true;
-          // The batches in the handler finish (their offsets are recorded), then what was
-          // handled is committed while this member still belongs to the group.
           clearTimeout(restartTimer);
-          while (restarting) await restarting;
-          while (inFlight > 0) await new Promise<void>((r) => { drained = r; });
-          await committer.flush();
-          if (current) await disconnectQuietly(current);
+          // The batches in the handler finish (their offsets are recorded), then what was
+          // handled is committed while this member still belongs to the group; all of it within
+          // subscriptionStopTimeoutMs (see there), or this member leaves without it.
+          const orderly = (async () => {
+            while (restarting) await restarting;
+            while (inFlight > 0) await new Promise<void>((r) => { drained = r; });
+            await committer.flush();
+            if (current) await disconnectQuietly(current);
+            return true;
+          })();
+          let timer: NodeJS.Timeout | undefined;
+          const inTime = await Promise.race([orderly, new Promise<false>((r) => { timer = setTimeout(() => r(false), this.#subscriptionStopTimeoutMs); })]);
+          clearTimeout(timer);
+          if (!inTime) {
+            this.#log.warn({ group: options.group, inFlight, waitedMs: this.#subscriptionStopTimeoutMs },
+              'subscription stopped without finishing its batch, commit or group leave (Kafka or the sink not answering); the next owner reads from the last commit');
+            if (current) void disconnectQuietly(current);
+          }
           current = null;
         })();
         return stopping;
@@ -882,8 +913,10 @@ export class KafkaLog implements EventLog {
       const events: ConsumedEvent[] = [];
       for (const message of slice) events.push(decodeMessage(topic, batch.partition, message));
       if (events.length > 0) {
-        // Long handlers keep the group membership alive; kafkajs throttles the heartbeats.
-        const beat = setInterval(() => { heartbeat().catch(() => {}); }, 1000);
+        // Long handlers keep the group membership alive; kafkajs throttles the heartbeats. Not
+        // once the subscription stopped: a handler that never ends (its stop gave up on it) must
+        // not keep this member, and its partitions, in the group.
+        const beat = setInterval(() => { if (!halted()) heartbeat().catch(() => {}); }, 1000);
         try {
           if ((topic as string) === DEAD_LETTER_TOPIC) {
             await options.onDeadLetters!(events.map((e) => ({ partition: e.partition, offset: e.offset, value: e.event })));
@@ -981,7 +1014,7 @@ export class KafkaLog implements EventLog {
             // No connection retries of its own: a Kafka that is away fails it at once (a refused
             // port) or within kafkajs' connection timeout, so the publishes waiting for this first
             // send resolve from the fsync'd spool as soon as with any other send failure.
-            await this.#cuttable(this.#ensureTopicsWith(this.#kafka.admin({ retry: { retries: 0 } }), this.#topicsBeforeSend, this.#replicationFactor));
+            await this.#cuttable(this.#ensureTopicsWith(this.#kafka.admin({ retry: { retries: 0 } }), this.#topicsBeforeSend, this.#replicationFactor, this.#sendTimeoutMs));
             this.#topicsBeforeSend = null;
           }
           await this.#send(segment, chunk);

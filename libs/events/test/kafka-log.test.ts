@@ -589,6 +589,41 @@ if (brokers === undefined) {
     }
   });
 
+  test('a subscription\'s stop is bounded (subscriptionStopTimeoutMs): a handler that never ends (a sink that stopped answering) does not hold it; the warning says so, and the next member of the group gets the events again from the last commit', { timeout: 120_000 }, async () => {
+    // Kind: a clean stop while the sink (ClickHouse frozen: the client waits 30 s) or Kafka
+    // (the commit and the group leave wait kafkajs' 30 s) does not answer. stop() waited for
+    // them, and an aggregator's SIGTERM ran into the hard stop (exit 1).
+    const lines: Array<{ msg: string | undefined; o: Record<string, unknown> }> = [];
+    const logger = { warn: (o: object, msg?: string) => { lines.push({ msg, o: o as Record<string, unknown> }); }, error: () => {} };
+    const { log, cleanup } = await freshLog(kafka, 1, { logger, subscriptionStopTimeoutMs: 500 });
+    let stopStuck = () => {};
+    try {
+      const samples = sampleEvents(randomUUID().slice(0, 8), 6).filter((x) => x.topic === 'usage');
+      await publishAll(log, samples);
+      const group = `hang-${randomUUID().slice(0, 8)}`;
+      let entered!: () => void;
+      const inHandler = new Promise<void>((r) => { entered = r; });
+      // never ends while the test runs; released at its end, so the stuck consumer can disconnect
+      let release!: () => void;
+      const never = new Promise<void>((r) => { release = r; });
+      stopStuck = release;
+      const stuck = await log.subscribe({ group, topics: ['usage'], fromBeginning: true, handler: () => { entered(); return never; } });
+      await inHandler;
+      await stuck.stop();
+      assert.deepEqual(lines.filter((l) => l.msg?.startsWith('subscription stopped without finishing')).map((l) => [l.o['group'], l.o['inFlight']]), [[group, 1]]);
+      const seen = new Collector();
+      const next = await log.subscribe({ group, topics: ['usage'], fromBeginning: true, handler: seen.handler() });
+      try {
+        await seen.waitForAll(samples, 'the next member, after the stuck one left');
+      } finally {
+        await next.stop();
+      }
+    } finally {
+      stopStuck();
+      await cleanup();
+    }
+  });
+
   test('maxBatch: a subscription takes at most that many events per handler call; anything but a positive integer is refused', async () => {
     const { log, cleanup } = await freshLog(kafka, 1);
     try {

@@ -434,13 +434,18 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // nothing billable, and a keep-alive one would hold the close for KEEP_ALIVE_TIMEOUT_MS.
       if (shutdown.signal.aborted) server.server.closeAllConnections();
       else server.server.closeIdleConnections();
-      await closed;
+      // A request still in flight (an admin call waiting for the log, a report) leaves its
+      // keep-alive connection idle only when it ends: closed then too, or that one connection
+      // held the close for KEEP_ALIVE_TIMEOUT_MS, past the hard stop (a tester's finding).
+      const sweep = setInterval(() => server.server.closeIdleConnections(), 100);
+      await closed.finally(() => clearInterval(sweep));
       await reloading;
       if (log instanceof MemoryLog) await log.drain();
       // Kafka's acknowledgements are waited for by the log's own close (adapters.close, below),
       // bounded: with Kafka away, what is unacknowledged stays in the fsync'd spool for the next
       // start. An unbounded flush() here held the stop until the hard exit (exit 1).
-      for (const s of subscriptions) await s.stop();
+      // Each bounded (KafkaLog subscriptionStopTimeoutMs), and independent: stopped together.
+      await Promise.all(subscriptions.map((s) => s.stop()));
       // Attempts in flight finish; retries still waiting are abandoned and recorded (README, Webhooks).
       await webhooks.close();
       await limiter?.close();

@@ -302,47 +302,61 @@ test('the start line says where events go and in which codec (kafka.brokers, top
   }
 });
 
-test('Kafka away: the start does not wait for it, and SIGTERM leaves the unacknowledged events in the spool and exits 0 with its stopped line, not the hard stop\'s exit 1', async (t) => {
+test('Kafka away (connections refused, or accepted and never answered): the start does not wait for it, and SIGTERM, also with a request in flight, leaves the unacknowledged events in the spool and exits 0 with its stopped line, not the hard stop\'s exit 1', async (t) => {
   // Kind: a clean stop while a backing service the stop flushes to is away. The stop waited for
   // Kafka's acknowledgement of every event without a bound, so a gateway stopped (a rollout, a
   // scale-down) during a Kafka outage ran into the hard stop after SHUTDOWN_GRACE_MS + 10 s and
-  // exited 1. The account created below is a control event, spooled while Kafka is away.
+  // exited 1. A broker that accepts connections and never answers (frozen, black-holed) held
+  // the first send's topic check for kafkajs' 30 s request timeout, and every publish with it: a
+  // request in flight at the stop did the same (a tester's finding). The account created below
+  // is a control event, spooled while Kafka is away.
   const redis = await requireRedis(t);
   if (redis === undefined) return;
-  const dataDir = mkdtempSync(join(tmpdir(), 'tg-main-stop-'));
-  const port = await freePort();
-  const { child, out: startOut } = await startServing({
-    HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000',
-    KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'gateway,control',
-    KAFKA_BROKERS: `127.0.0.1:${await freePort()}`, REDIS_URL: redis, REDIS_PREFIX: `tg-main-stop-${process.pid}:`,
-  });
-  let out = '';
-  child.stdout!.on('data', (d: string) => { out += d; });
+  const held = new Set<import('node:net').Socket>();
+  const blackHole = createServer((socket) => { held.add(socket); socket.on('error', () => {}); });
+  await new Promise<void>((r) => blackHole.listen(0, '127.0.0.1', r));
   try {
-    // The start does not wait for Kafka either: the price version it publishes is appended to
-    // the spool, and the start went on only once Kafka's first send had failed (seconds of
-    // connection retries) before.
-    assert.doesNotMatch(startOut, /kafka unreachable; spooling events to disk/);
-    // (a process without the operator routes says which one has them)
-    const ops = await fetch(`http://127.0.0.1:${port}/ops/v1/reconcile?timeout_ms=5`);
-    assert.deepEqual([ops.status, ((await ops.json()) as { error: unknown }).error], [404, { type: 'not_found_error', code: 'not_found', message: 'GET /ops/v1/reconcile is served by the process that owns the warehouse (an aggregator running the warehouse group), not by this one' }]);
-    const res = await fetch(`http://127.0.0.1:${port}/admin/v1/accounts`, {
-      method: 'POST', headers: { authorization: 'Bearer admin-token-0123456789abcdef', 'content-type': 'application/json' }, body: JSON.stringify({ name: 'stopped-in-an-outage' }),
-    });
-    const body = await res.text();
-    assert.equal(res.status, 201, body);
-    const { id } = JSON.parse(body) as { id: string };
-    const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
-    child.kill('SIGTERM');
-    const [code] = await exited;
-    assert.equal(code, 0, out);
-    assert.match(out, /"msg":"closing with events still spooled; they are delivered on the next start"/);
-    assert.match(out, /"signal":"SIGTERM","ms":\d+,"msg":"stopped"/);
-    const spooled = readdirSync(join(dataDir, 'spool')).filter((n) => n.endsWith('.jsonl'))
-      .flatMap((n) => readFileSync(join(dataDir, 'spool', n), 'utf8').split('\n').filter((l) => l !== ''));
-    assert.ok(spooled.some((l) => l.includes(id)), `the account's event is in the spool: ${spooled.join('\n')}`);
+    for (const [kind, brokers] of [['refused', `127.0.0.1:${await freePort()}`], ['black-holed', `127.0.0.1:${(blackHole.address() as AddressInfo).port}`]] as const) {
+      const dataDir = mkdtempSync(join(tmpdir(), 'tg-main-stop-'));
+      const port = await freePort();
+      const { child, out: startOut } = await startServing({
+        HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000',
+        KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'gateway,control',
+        KAFKA_BROKERS: brokers, REDIS_URL: redis, REDIS_PREFIX: `tg-main-stop-${process.pid}:`,
+      });
+      let out = '';
+      child.stdout!.on('data', (d: string) => { out += d; });
+      try {
+        // The start does not wait for Kafka either: the price version it publishes is appended
+        // to the spool, and the start went on only once Kafka's first send had failed before.
+        assert.doesNotMatch(startOut, /kafka unreachable; spooling events to disk/, kind);
+        // (a process without the operator routes says which one has them)
+        const ops = await fetch(`http://127.0.0.1:${port}/ops/v1/reconcile?timeout_ms=5`);
+        assert.deepEqual([ops.status, ((await ops.json()) as { error: unknown }).error], [404, { type: 'not_found_error', code: 'not_found', message: 'GET /ops/v1/reconcile is served by the process that owns the warehouse (an aggregator running the warehouse group), not by this one' }]);
+        const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+        const created = fetch(`http://127.0.0.1:${port}/admin/v1/accounts`, {
+          method: 'POST', headers: { authorization: 'Bearer admin-token-0123456789abcdef', 'content-type': 'application/json' }, body: JSON.stringify({ name: 'stopped-in-an-outage' }),
+        }).then(async (res) => ({ status: res.status, body: await res.text() }));
+        // black-holed: the stop comes while the request waits for its event's first send
+        if (kind === 'black-holed') setTimeout(() => child.kill('SIGTERM'), 300);
+        const res = await created;
+        assert.equal(res.status, 201, `${kind}: ${res.body}`);
+        const { id } = JSON.parse(res.body) as { id: string };
+        if (kind === 'refused') child.kill('SIGTERM');
+        const [code] = await exited;
+        assert.equal(code, 0, `${kind}: ${out}`);
+        assert.match(out, /"msg":"closing with events still spooled; they are delivered on the next start"/, kind);
+        assert.match(out, /"signal":"SIGTERM","ms":\d+,"msg":"stopped"/, kind);
+        const spooled = readdirSync(join(dataDir, 'spool')).filter((n) => n.endsWith('.jsonl'))
+          .flatMap((n) => readFileSync(join(dataDir, 'spool', n), 'utf8').split('\n').filter((l) => l !== ''));
+        assert.ok(spooled.some((l) => l.includes(id)), `${kind}: the account's event is in the spool: ${spooled.join('\n')}`);
+      } finally {
+        await killNow(child);
+      }
+    }
   } finally {
-    await killNow(child);
+    for (const s of held) s.destroy();
+    blackHole.close();
     const { Redis } = await import('ioredis');
     const { deleteKeysUnder } = await import('../../../test/support/redis.ts');
     const r = new Redis(redis);
