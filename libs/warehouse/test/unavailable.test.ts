@@ -37,6 +37,15 @@ test('transport failures are WarehouseUnavailableError naming the failure; the s
   assert.equal(unavailableError(once), once, 'not wrapped twice');
 });
 
+/** The Warehouse's three ways to the server, each a call to try: a read, a statement, a row insert. */
+function everyWay(w: import('@tollgate/warehouse').Warehouse): Array<readonly [string, () => Promise<unknown>]> {
+  return [
+    ['select', () => w.select('SELECT 1 AS ok')],
+    ['command', () => w.command('SELECT 1')],
+    ['insertRows', () => w.insertRows(w.tables.ledger, [{ event_id: 'x' }])],
+  ];
+}
+
 test('every way the Warehouse reaches the server (reads, statements, row inserts) reports a refused connection as WarehouseUnavailableError', async () => {
   const { createServer } = await import('node:net');
   const { createHttpClickHouse, Warehouse } = await import('@tollgate/warehouse');
@@ -46,11 +55,7 @@ test('every way the Warehouse reaches the server (reads, statements, row inserts
   await new Promise<void>((r) => s.close(() => r()));
   const w = new Warehouse({ client: createHttpClickHouse({ url: `http://127.0.0.1:${port}`, logger: { warn: () => {} } }), database: 'tollgate' });
   try {
-    for (const [what, call] of [
-      ['select', () => w.select('SELECT 1')],
-      ['command', () => w.command('SELECT 1')],
-      ['insertRows', () => w.insertRows(w.tables.ledger, [{ event_id: 'x' }])],
-    ] as const) {
+    for (const [what, call] of everyWay(w)) {
       await assert.rejects(call(), (err: unknown) => err instanceof WarehouseUnavailableError && /\(ECONNREFUSED\)/.test(err.message), what);
     }
   } finally {
@@ -70,11 +75,7 @@ test('an answer at the server\'s address that is not ClickHouse\'s (a proxy\'s p
     const { port } = proxy.address() as import('node:net').AddressInfo;
     const w = new Warehouse({ client: createHttpClickHouse({ url: `http://127.0.0.1:${port}`, logger: { warn: () => {} } }), database: 'tollgate' });
     try {
-      for (const [what, call] of [
-        ['select', () => w.select('SELECT 1 AS ok')],
-        ['command', () => w.command('SELECT 1')],
-        ['insertRows', () => w.insertRows(w.tables.ledger, [{ event_id: 'x' }])],
-      ] as const) {
+      for (const [what, call] of everyWay(w)) {
         await assert.rejects(call(), (err: unknown) => err instanceof WarehouseUnavailableError
           && err.message === 'The usage warehouse is temporarily unavailable (its address answered, but not as ClickHouse); retry shortly'
           && err.cause instanceof ForeignAnswerError, `${status} ${JSON.stringify(body)}: ${what}`);
