@@ -566,23 +566,21 @@ export class KafkaLog implements EventLog {
 
   /** Waits until everything published so far is acknowledged by Kafka, spool included. */
   async flush(): Promise<void> {
-    await this.#ready;
-    while (this.#pending.length > 0 || this.#segments.length > 0) {
-      if (this.#stopped && !this.#sender) throw new Error('event log is closed with events still spooled');
-      await this.#changed();
-    }
+    if (!(await this.#handedOn(false))) throw new Error('event log is closed with events still spooled');
   }
 
   /**
-   * Resolves once every event published so far is acknowledged by Kafka or, with Kafka away
-   * (the last send failed), fsync'd in the spool: what close waits for before it stops the sender.
+   * Resolves true once every event published so far is acknowledged by Kafka or, when
+   * `spoolSuffices` and Kafka is away (the last send failed), fsync'd in the spool (what close
+   * waits for before it stops the sender); false if the sender stopped first.
    */
-  async #handedOn(): Promise<void> {
+  async #handedOn(spoolSuffices: boolean): Promise<boolean> {
     await this.#ready;
-    while (this.#pending.length > 0 || (this.#segments.length > 0 && !this.#down)) {
-      if (this.#stopped && !this.#sender) return;
+    while (this.#pending.length > 0 || (this.#segments.length > 0 && !(spoolSuffices && this.#down))) {
+      if (this.#stopped && !this.#sender) return false;
       await this.#changed();
     }
+    return true;
   }
 
   /**
@@ -600,7 +598,7 @@ export class KafkaLog implements EventLog {
     let timer: NodeJS.Timeout | undefined;
     let late = false;
     const deadline = new Promise<void>((r) => { timer = setTimeout(() => { late = true; r(); }, this.#closeTimeoutMs); });
-    await Promise.race([this.#handedOn().catch(() => {}), deadline]);
+    await Promise.race([this.#handedOn(true).catch(() => {}), deadline]);
     clearTimeout(timer);
     this.#stopped = true;
     this.#wake?.();
