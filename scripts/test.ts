@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import type { Failure } from './count-reporter.ts';
 
 const root = join(import.meta.dirname, '..');
 const SKIP_DIRS = new Set(['node_modules', '.git', '.tools', '.deploy', 'data']);
@@ -27,7 +28,7 @@ const USAGE = `Usage: npm test [-- FILTER…]
 Runs every *.test.ts under libs/, services/ and test/ with Node's test runner, one process per
 file: the ordinary suites in parallel, then the *.fault.test.ts suites one at a time (they stop
 and start the shared Kafka and Redis). A FILTER keeps the files whose path contains it. Each
-suite's output goes to stdout, then one closing line: tests: N passed, N failed, N skipped.
+suite's output goes to stdout, then every failed test again with its error, then one closing line: tests: N passed, N failed, N skipped.
 
 Environment:
   TEST_CONCURRENCY           test files run at once in the first phase (default 2)
@@ -67,6 +68,7 @@ if (files.length === 0) {
 // directory; NODE_COMPILE_CACHE given, or NODE_DISABLE_COMPILE_CACHE=1, wins.
 const testEnv = { ...process.env, NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE || join(tmpdir(), 'node-compile-cache') };
 const totals = { passed: 0, failed: 0, skipped: 0 };
+const failures: Failure[] = [];
 const countsDir = mkdtempSync(join(tmpdir(), 'tollgate-test-'));
 const run = (label: string, list: string[], concurrency: string): number => {
   if (list.length === 0) return 0;
@@ -81,17 +83,27 @@ const run = (label: string, list: string[], concurrency: string): number => {
     ...list,
   ], { cwd: root, stdio: 'inherit', env: testEnv });
   try {
-    const counts = JSON.parse(readFileSync(countsFile, 'utf8')) as typeof totals;
+    const counts = JSON.parse(readFileSync(countsFile, 'utf8')) as typeof totals & { failures: Failure[] };
     totals.passed += counts.passed;
     totals.failed += counts.failed;
     totals.skipped += counts.skipped;
+    failures.push(...counts.failures);
   } catch {
     totals.failed++; // the runner died before reporting
+    failures.push({ name: `${label}: the test runner died before reporting (exit ${result.status ?? result.signal})`, error: '' });
   }
   return result.status ?? 1;
 };
 const isFault = (f: string) => f.endsWith('.fault.test.ts');
 const first = run('suites', files.filter((f) => !isFault(f)), process.env.TEST_CONCURRENCY ?? '2');
 const second = run('fault suites (one at a time)', files.filter(isFault), '1');
+// Every failure once more, last, with its error: the phases' own summaries scroll away.
+if (failures.length) {
+  process.stdout.write(`\n=== failed tests (${failures.length}), again:\n`);
+  for (const f of failures) {
+    const where = f.file ? ` (${relative(root, f.file)}${f.line ? `:${f.line}` : ''})` : '';
+    process.stdout.write(`\n✖ ${f.name}${where}\n${f.error.replace(/^/gm, '    ')}\n`);
+  }
+}
 process.stdout.write(`\ntests: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped\n`);
 process.exit(first || second || (totals.failed > 0 ? 1 : 0));
