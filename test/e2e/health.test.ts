@@ -167,6 +167,29 @@ describe('health and consumer lag, distributed (Kafka + Redis)', () => {
     }).catch((err: Error) => { throw new Error(`${err.message}; last seen ${last}`); });
     assert.equal(lag.size, expected.length);
   });
+
+  test('a stop while a hot-state rebuild cannot finish (the warehouse not answering) returns, and leaves hot state marked lost', async (t) => {
+    if (!(await requireKafka(t)) || !(await requireRedis(t)) || !tollgate || !gateway) return;
+    const tg = tollgate;
+    const warehouse = tg.warehouse;
+    let entered!: () => void;
+    const reached = new Promise<void>((r) => { entered = r; });
+    // The warehouse's first read of the rebuild never answers, as a frozen ClickHouse server.
+    warehouse.logPositions = () => { entered(); return new Promise<never>(() => {}); };
+    await tg.adapters.redis!.del(`${prefix}ledger-ready`);
+    await tg.log.publish('ledger', [{ event: grantEvent(`acct_health_stop_${id}`, 'r1', '1000000') }]);
+    await reached;
+    // Bounded by REBUILD_STOP_WAIT_MS (3 s); before it the stop waited for the rebuild for good.
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      tg.close().then(() => 'stopped'),
+      new Promise<string>((r) => { timer = setTimeout(() => r('still waiting after 30 s'), 30_000); }),
+    ]);
+    clearTimeout(timer);
+    assert.equal(outcome, 'stopped');
+    assert.deepEqual((await probe(gateway.url!, '/ready')).body, {
+      status: 'not_ready', reasons: ['hot state is not ready (lost or not yet rebuilt)'] }, 'nothing was loaded: still marked lost for the next owner');
+  });
 });
 
 describe('consumer lag measured against the broker', () => {

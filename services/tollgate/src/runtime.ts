@@ -34,6 +34,14 @@ export const HOT_STATE_CHECK_MS = 1_500;
  */
 const REFUSALS_WAIT_MS = 15_000;
 
+/**
+ * How long a stop waits for a hot-state rebuild under way (ms). Past it the process stops
+ * without it: the rebuild loads balances and positions in one atomic step, so hot state is
+ * then either rebuilt or still marked lost, and the next warehouse owner rebuilds it. Without a
+ * bound, a ClickHouse that stopped answering mid-rebuild held the stop until the hard exit.
+ */
+export const REBUILD_STOP_WAIT_MS = 3_000;
+
 /** How long a burst of file-change notifications is let settle before the catalog is read (ms). */
 export const PRICING_RELOAD_DEBOUNCE_MS = 250;
 
@@ -449,7 +457,15 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // Attempts in flight finish; retries still waiting are abandoned and recorded (README, Webhooks).
       await webhooks.close();
       await limiter?.close();
-      await rebuilding;
+      if (rebuilding) {
+        let timer: NodeJS.Timeout | undefined;
+        const finished = await Promise.race([
+          rebuilding.then(() => true),
+          new Promise<false>((r) => { timer = setTimeout(() => r(false), REBUILD_STOP_WAIT_MS); }),
+        ]);
+        clearTimeout(timer);
+        if (!finished) server.log.warn({ waitedMs: REBUILD_STOP_WAIT_MS }, 'stopping with a hot-state rebuild unfinished; it loads in one atomic step, so hot state is either rebuilt or still marked lost, and the next warehouse owner rebuilds it');
+      }
       await adapters.close();
       // Last: the spans of everything above are exported before the process lets go.
       await tracing?.shutdown().catch(() => {});
