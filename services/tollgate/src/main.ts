@@ -50,11 +50,13 @@ Examples:
   KAFKA_BROKERS=10.0.0.5:9092 REDIS_URL=redis://10.0.0.6:6379 tollgate --roles gateway
 
 Exit status:
-  0  stopped by SIGINT/SIGTERM after a clean shutdown (or --help, --version)
+  0  stopped by SIGINT/SIGTERM after a clean shutdown (or --help, --version); a signal
+     during the start stops the process once the start has finished
   1  could not start or stopped on a failure: the port is in use or not allowed, DATA_DIR is
      in use by another process, Redis, Kafka (aggregator) or the ClickHouse server could not
      be used, or the stop hung 10 s past SHUTDOWN_GRACE_MS (streams still
-     running at the grace's end are cut and settled, which is a clean stop)
+     running at the grace's end are cut and settled, which is a clean stop), or a second
+     signal during the start
   2  bad settings, a bad catalog file, or a bad command line (an unknown option included)`;
 
 /** The version of this Tollgate: the repository's package.json (the workspace root). */
@@ -159,6 +161,29 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  // A stop asked for while the process is still starting (waiting for Redis, Kafka, the DATA_DIR
+  // lock or a rebuild) lets the start finish or fail, then stops as any stop does. Killed by the
+  // signal instead, the process exited 143 without a line and left DATA_DIR's lock for the next
+  // start to wait out. A second signal, or a start still running past the stop's own bound,
+  // exits 1 at once.
+  let stopAsked: 'SIGINT' | 'SIGTERM' | undefined;
+  const signalDuringStart = (signal: 'SIGINT' | 'SIGTERM') => {
+    if (stopAsked) {
+      process.stderr.write(`tollgate: ${signal} again during the start; exiting now\n`);
+      process.exit(1);
+    }
+    stopAsked = signal;
+    const boundMs = config.shutdownGraceMs + SHUTDOWN_SETTLE_MS;
+    process.stderr.write(`tollgate: ${signal} during the start; stopping once it has finished (at most ${boundMs} ms)\n`);
+    setTimeout(() => {
+      process.stderr.write(`tollgate: the start had not finished ${boundMs} ms after ${signal}; exiting\n`);
+      process.exit(1);
+    }, boundMs).unref();
+  };
+  const onStartInt = () => signalDuringStart('SIGINT');
+  const onStartTerm = () => signalDuringStart('SIGTERM');
+  process.on('SIGINT', onStartInt);
+  process.on('SIGTERM', onStartTerm);
   const busy = await probeListen(config.host, config.port);
   const busyProblem = busy && listenProblem(busy, config.host, config.port);
   if (busyProblem) {
@@ -225,8 +250,11 @@ async function main(argv: string[]): Promise<number> {
     log.info({ signal, ms: Math.round(performance.now() - since) }, 'stopped');
     process.exit(0);
   };
+  process.off('SIGINT', onStartInt);
+  process.off('SIGTERM', onStartTerm);
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+  if (stopAsked) void stop(stopAsked);
   return -1;
 }
 

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -361,5 +361,60 @@ test('Kafka away (connections refused, or accepted and never answered): the star
     const { deleteKeysUnder } = await import('../../../test/support/redis.ts');
     const r = new Redis(redis);
     await deleteKeysUnder(r, `tg-main-stop-${process.pid}:`).finally(() => r.disconnect());
+  }
+});
+
+test('a stop asked for during the start (SIGTERM while Redis has not answered yet): the start finishes, then the process stops cleanly, exit 0, with DATA_DIR\'s lock given back', async (t) => {
+  // Kind: a signal before the process has started. Node's default for it killed the process
+  // (exit 143, no line) and left DATA_DIR's lock for the next start to wait out (LOCK_STALE_MS).
+  // Redis is reached through a proxy that holds the first connection until the signal is in.
+  const redis = await requireRedis(t);
+  if (redis === undefined) return;
+  const target = new URL(redis);
+  let release!: () => void;
+  const released = new Promise<void>((r) => { release = r; });
+  let connected!: () => void;
+  const reached = new Promise<void>((r) => { connected = r; });
+  const sockets = new Set<import('node:net').Socket>();
+  const proxy = createServer((client) => {
+    sockets.add(client);
+    client.on('error', () => {});
+    connected();
+    void released.then(() => {
+      const upstream = connect(Number(target.port || 6379), target.hostname);
+      sockets.add(upstream);
+      upstream.on('error', () => client.destroy());
+      client.pipe(upstream).pipe(client);
+    });
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  const dataDir = mkdtempSync(join(tmpdir(), 'tg-main-early-'));
+  const child = spawn(process.execPath, [MAIN], {
+    env: {
+      PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(await freePort()), DATA_DIR: dataDir, LOG_LEVEL: 'info', TOLLGATE_ROLES: 'gateway',
+      KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', KAFKA_BROKERS: `127.0.0.1:${await freePort()}`,
+      REDIS_URL: `redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, REDIS_PREFIX: `tg-main-early-${process.pid}:`,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let [stdout, stderr] = ['', ''];
+  child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+  try {
+    await reached;
+    child.kill('SIGTERM');
+    while (!stderr.includes('\n') && child.exitCode === null && child.signalCode === null) await new Promise((r) => setTimeout(r, 20));
+    release();
+    const [code, signal] = await exited;
+    assert.deepEqual([code, signal, stderr], [0, null, 'tollgate: SIGTERM during the start; stopping once it has finished (at most 25000 ms)\n']);
+    const lines = stdout.split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { msg: string }).msg);
+    assert.deepEqual(lines.filter((m) => ['tollgate started', 'shutting down', 'stopped'].includes(m)), ['tollgate started', 'shutting down', 'stopped']);
+    assert.deepEqual(readdirSync(dataDir).filter((n) => n.startsWith('tollgate.lock') && n !== 'tollgate.lock.owner'), [], 'the lock is given back');
+  } finally {
+    release();
+    if (child.exitCode === null && child.signalCode === null) await killNow(child);
+    for (const s of sockets) s.destroy();
+    proxy.close();
   }
 });
