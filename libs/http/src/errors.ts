@@ -102,6 +102,20 @@ export function installErrorHandling(app: FastifyInstance): void {
   });
 }
 
+/**
+ * In a process whose roles do not serve `pattern` (a find-my-way wildcard such as `/admin/*`):
+ * every path under it that this process has no route of its own for answers 404
+ * `not_found_error` "<METHOD> <path> is served by <servedBy>, not by this one", so an operator
+ * or a client pointed at the wrong process of a distributed deployment learns where to go
+ * instead of reading "does not exist" as a typo. Routes registered here win over the wildcard.
+ * @param servedBy the process that serves the paths, e.g. "a process running the control role"
+ */
+export function registerServedElsewhere(app: FastifyInstance, pattern: string, servedBy: string): void {
+  app.all(pattern, async (request) => {
+    throw gatewayError('not_found', `${request.method} ${request.url.split('?')[0]} is served by ${servedBy}, not by this one`);
+  });
+}
+
 /** How often one code of known 5xx answers is logged at most (ms). */
 export const KNOWN_FAILURE_LOG_INTERVAL_MS = 1000;
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { guardOperatorRoutes, parseEnumParam, parseIntParam, parseTime, queryParam } from '@tollgate/http';
+import { guardOperatorRoutes, parseEnumParam, parseIntParam, parseTime, queryParam, registerServedElsewhere } from '@tollgate/http';
 import { CatalogError, parseCatalog } from '@tollgate/pricing';
 import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
@@ -45,9 +45,7 @@ export const MAX_RERATE_WINDOW_MS = 31 * 24 * 3600_000;
  * control process learns where to go instead of reading "does not exist" as a typo.
  */
 export function registerOpsElsewhere(app: FastifyInstance): void {
-  app.all('/ops/*', async (request) => {
-    throw gatewayError('not_found', `${request.method} ${request.url.split('?')[0]} is served by the process that owns the warehouse (an aggregator running the warehouse group), not by this one`);
-  });
+  registerServedElsewhere(app, '/ops/*', 'the process that owns the warehouse (an aggregator running the warehouse group)');
 }
 
 /**

@@ -4,7 +4,7 @@ import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '@tollgate/config';
 import { KafkaLog, MemoryLog, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
-import { addReadinessCheck, createHttpServer, loggerOptions } from '@tollgate/http';
+import { addReadinessCheck, createHttpServer, loggerOptions, registerServedElsewhere } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
@@ -318,6 +318,10 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   } else {
     registerOpsElsewhere(server);
   }
+  // A distributed process without a role's routes names the process that has them (a CLI or SDK
+  // pointed at the wrong one read "does not exist", a new user's finding).
+  if (!config.roles.includes('control')) registerServedElsewhere(server, '/admin/*', 'a process running the control role (the admin API)');
+  if (!config.roles.includes('gateway')) registerServedElsewhere(server, '/v1/*', 'a process running the gateway role (the customer API)');
   // Every version a gateway prices with goes to the log (control topic), so the warehouse keeps
   // it and `tollgate rerate` can recompute a stored bill under exactly these prices.
   const publishVersion = (v: PriceVersion) => log.publish('control', [{

@@ -245,7 +245,7 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
     PATH: process.env.PATH ?? '', HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'info', TOLLGATE_ROLES: 'gateway',
     KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', KAFKA_BROKERS: `127.0.0.1:${await freePort()}`, REDIS_URL: redis, REDIS_PREFIX: 'tg-main-shared:',
   };
-  const { child: first, out } = await startServing({ ...env, PORT: String(await freePort()) });
+  const { child: first, out, started } = await startServing({ ...env, PORT: String(await freePort()) });
   try {
     // (a gateway without UPSTREAM_API_KEY says so; the control process below does not)
     assert.match(out, /UPSTREAM_API_KEY is not set: the upstream will see no credential/);
@@ -255,6 +255,10 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
     assert.match(second.stdout, /"DATA_DIR is locked: waiting for the lock of a process that stopped to go stale/);
     assert.doesNotMatch(second.stdout, /found spooled events from an earlier run/, 'the second process never read the spool');
     assert.equal(first.exitCode, null, 'the first process still runs');
+    // A gateway has no admin API: it names the process that has (a CLI pointed at it read "does not exist").
+    const admin = await fetch(`${String(started.url)}/admin/v1/accounts?limit=1`, { headers: { authorization: 'Bearer admin-token-0123456789abcdef' } });
+    assert.deepEqual([admin.status, ((await admin.json()) as { error: unknown }).error], [404, {
+      type: 'not_found_error', code: 'not_found', message: 'GET /admin/v1/accounts is served by a process running the control role (the admin API), not by this one' }]);
   } finally {
     await killNow(first);
   }
@@ -264,6 +268,10 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
   });
   try {
     assert.doesNotMatch(control.out, /UPSTREAM_API_KEY/);
+    // A control process has no customer API: it names the process that has.
+    const messages = await fetch(`${String(control.started.url)}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'sk-anything', 'content-type': 'application/json' }, body: '{}' });
+    assert.deepEqual([messages.status, ((await messages.json()) as { error: unknown }).error], [404, {
+      type: 'not_found_error', code: 'not_found', message: 'POST /v1/messages is served by a process running the gateway role (the customer API), not by this one' }]);
   } finally {
     await killNow(control.child);
   }
