@@ -231,6 +231,11 @@ test('close-month: on a terminal it asks and "no" closes nothing, "yes" closes (
   assert.match(accepted.screen, /"closed_now": true/);
   assert.ok((await months()).includes(month));
 
+  const listed = await fin('months');
+  assert.equal(listed.code, 0, listed.stderr);
+  const closes = JSON.parse(listed.stdout) as { data: Array<{ month: string; closed_at: string }>; last_closed: string; first_open: string };
+  assert.deepEqual([closes.data.at(-1)?.month, closes.last_closed, closes.first_open], [month, month, nextMonth]);
+
   const again = await fin('close-month', month, '--yes');
   assert.equal(again.code, 0, again.stderr);
   const answer = JSON.parse(again.stdout) as { month: string; status: string; closed_now: boolean; closed_at: string };

@@ -4,10 +4,10 @@ import { processIo, runCommand, runGroup, type Command, type Group, type Io } fr
 import { accounts, keys } from './accounts.ts';
 import { credits, plans } from './credits.ts';
 import { groups, upstreams, webhooks } from './pools.ts';
-import { closeMonth, event, exportCommand, invoices, statements, usage } from './reports.ts';
+import { closeMonth, event, exportCommand, invoices, months, statements, usage } from './reports.ts';
 
 /** Every API command, in the order `tollgate --help` lists them. */
-export const CLI_COMMANDS: ReadonlyArray<Group | Command> = [accounts, keys, credits, plans, upstreams, groups, webhooks, usage, event, invoices, statements, exportCommand, closeMonth];
+export const CLI_COMMANDS: ReadonlyArray<Group | Command> = [accounts, keys, credits, plans, upstreams, groups, webhooks, usage, event, invoices, statements, exportCommand, months, closeMonth];
 
 const isGroup = (c: Group | Command): c is Group => 'commands' in c;
 

@@ -225,14 +225,30 @@ downloads when stderr is a terminal, or with --progress.
   },
 };
 
+/** `tollgate months`: the closed months (GET /admin/v1/billing/months). */
+export const months: Command = {
+  name: 'months',
+  summary: 'the closed months, the last closed and the first open one',
+  help: `Usage: tollgate months
+
+Prints the month closes (GET /admin/v1/billing/months) as JSON: {data: [{month, closed_at}],
+last_closed, first_open}. Admin or finance token.`,
+  options: {},
+  async run(ctx) {
+    expectPositionals(ctx.positionals, []);
+    printJson(ctx.io, (await ctx.api().json('GET', '/admin/v1/billing/months')).body);
+  },
+};
+
 export const closeMonth: Command = {
   name: 'close-month',
   summary: 'freeze a month\'s invoices and statements (asks first on a terminal)',
   help: `Usage: tollgate close-month YYYY-MM [--yes]
 
 Closes the UTC month (POST /admin/v1/billing/months/:month/close): its invoices and statements
-never change again, and anything dated in it that arrives later is billed as an adjustment in the
-next open month. Any month may be closed, the current one included: closing is finance's decision.
+never change again, and usage or a ledger entry dated in it that reaches the warehouse later is
+billed in the first open month, as late_usage (refund, adjustment, rounding) lines whose
+source_month is the closed month. Any month may be closed, the current one included: closing is finance's decision.
 Prints the server's answer as JSON.
 
 On a terminal it asks for confirmation first; elsewhere (scripts, CI) it needs --yes.
