@@ -21,7 +21,11 @@ test('--roles wins over TOLLGATE_ROLES', () => {
 });
 
 test('splitting roles, or half a distributed setup, is refused', () => {
-  assert.throws(() => loadConfig({ TOLLGATE_ROLES: 'gateway' }), /TOLLGATE_ROLES: roles can run in separate processes only/);
+  assert.throws(() => loadConfig({ TOLLGATE_ROLES: 'gateway' }), /  - TOLLGATE_ROLES: roles can run in separate processes only/);
+  // named as given: --roles on the command line is named --roles (a new user set no TOLLGATE_ROLES)
+  assert.throws(() => loadConfig({}, ['--roles', 'gateway']), /  - --roles: roles can run in separate processes only/);
+  assert.throws(() => loadConfig(DIST, ['--roles', 'gateway,billing']), /  - --roles: /);
+  assert.throws(() => loadConfig({ ...DIST, TOLLGATE_ROLES: 'billing' }), /  - TOLLGATE_ROLES: /);
   assert.throws(() => loadConfig({ ...DIST, REDIS_URL: undefined }), /REDIS_URL: distributed mode needs both/);
   const c = loadConfig({ ...DIST, AGGREGATOR_GROUPS: 'ledger', LEDGER_CONSUMERS: '2' }, ['--roles=aggregator']);
   assert.deepEqual(c.aggregator, { groups: ['ledger'], ledgerConsumers: 2 });

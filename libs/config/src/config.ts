@@ -458,10 +458,15 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '' && k in EnvSchema.shape) input[k] = v;
   const roles = rolesFromArgv(argv);
   if (roles !== undefined) input.TOLLGATE_ROLES = roles;
+  // A problem with the roles names where they were given: the command line wins over the variable.
+  const rolesName = roles !== undefined ? '--roles' : 'TOLLGATE_ROLES';
 
   const parsed = EnvSchema.safeParse(input);
   if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`));
+    throw new ConfigError(parsed.error.issues.map((i) => {
+      const name = i.path.join('.');
+      return `${name === 'TOLLGATE_ROLES' ? rolesName : name || '(env)'}: ${i.message}`;
+    }));
   }
   const e = parsed.data;
   const problems: string[] = [];
@@ -476,7 +481,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     problems.push('REDIS_CLUSTER_NODES: needs REDIS_URL too (the key directory and limiters stay on a standalone Redis)');
   }
   if (!distributed && e.TOLLGATE_ROLES.length < ROLES.length) {
-    problems.push('TOLLGATE_ROLES: roles can run in separate processes only with KAFKA_BROKERS and REDIS_URL; the embedded mode runs all three');
+    problems.push(`${rolesName}: roles can run in separate processes only with KAFKA_BROKERS and REDIS_URL; the embedded mode runs all three`);
   }
   if (distributed && (e.TOLLGATE_ROLES.includes('control') || e.TOLLGATE_ROLES.includes('aggregator')) && !e.ADMIN_TOKEN) {
     problems.push('ADMIN_TOKEN: required for the control and aggregator roles when KAFKA_BROKERS or REDIS_URL is set');

@@ -59,6 +59,12 @@ Exit status:
      signal during the start
   2  bad settings, a bad catalog file, or a bad command line (an unknown option included)`;
 
+/** `host:port` of a redis:// URL: what a log line may say of it (its password and database left out). */
+function hostPort(url: string): string {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || '6379'}`;
+}
+
 /** The version of this Tollgate: the repository's package.json (the workspace root). */
 function version(): string {
   return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -220,13 +226,18 @@ async function main(argv: string[]): Promise<number> {
   const log = app.server!.log;
   log.info({
     url: app.url, roles: config.roles, catalog: app.catalog.name, credit: app.catalog.credit.description,
-    upstream: config.upstream.url, dataDir: config.dataDir,
+    // the default upstream only where requests are forwarded from
+    ...(config.roles.includes('gateway') ? { upstream: config.upstream.url } : {}), dataDir: config.dataDir,
     // the edge's socket limits in force (MAX_CONNECTIONS defaults from the open-file limit)
     maxConnections: app.server.server.maxConnections, requestTimeoutMs: config.http.requestTimeoutMs,
     cors: config.http.corsOrigins ?? 'off',
     // distributed: where events go and in which codec (KAFKA_COMPRESSION), for an operator
     // checking a rollout; absent when embedded
     ...(config.kafka ? { kafka: { brokers: config.kafka.brokers, topicPrefix: config.kafka.topicPrefix, compression: config.kafka.compression } } : {}),
+    // and which Redis (host:port, never a password; the ledger's Cluster seeds when set) and
+    // which warehouse (a ClickHouse server's origin, never its user or password)
+    ...(config.redis ? { redis: { endpoint: hostPort(config.redis.url), ...(config.redis.clusterNodes ? { clusterNodes: config.redis.clusterNodes.map((n) => `${n.host}:${n.port}`) } : {}) } } : {}),
+    ...(config.clickhouse ? { clickhouse: new URL(config.clickhouse.url).origin } : {}),
   }, 'tollgate started');
   if (app.adminTokenFile) log.info({ file: app.adminTokenFile }, 'admin token (ADMIN_TOKEN unset) is in this file');
   // Only a gateway calls the upstream: an aggregator or control process has no use for the key.

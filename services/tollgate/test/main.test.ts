@@ -268,6 +268,7 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
   });
   try {
     assert.doesNotMatch(control.out, /UPSTREAM_API_KEY/);
+    assert.equal('upstream' in control.started, false, 'a control process forwards nothing: no upstream in its start line');
     // A control process has no customer API: it names the process that has.
     const messages = await fetch(`${String(control.started.url)}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'sk-anything', 'content-type': 'application/json' }, body: '{}' });
     assert.deepEqual([messages.status, ((await messages.json()) as { error: unknown }).error], [404, {
@@ -305,6 +306,9 @@ test('the start line says where events go and in which codec (kafka.brokers, top
   });
   try {
     assert.deepEqual(started['kafka'], { brokers: [`127.0.0.1:${kafkaPort}`], topicPrefix: 'tg-main-start.', compression: 'zstd' });
+    // which Redis (host:port only) and, on a gateway, which default upstream; no ClickHouse server here
+    const r = new URL(redis);
+    assert.deepEqual([started['redis'], started['upstream'], 'clickhouse' in started], [{ endpoint: `${r.hostname}:${r.port || '6379'}` }, 'https://api.anthropic.com', false]);
   } finally {
     await killNow(child);
   }
