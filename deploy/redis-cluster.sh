@@ -25,7 +25,7 @@ Commands:
   status    running (exit 0), some nodes up but the cluster not ok (exit 1) or stopped (exit 3)
 
 Environment:
-  REDIS_CLUSTER_PORTS   the nodes' ports (default "7001 7002 7003")
+  REDIS_CLUSTER_PORTS   the nodes' ports, separated by spaces or commas (default "7001 7002 7003")
   REDIS_START_TIMEOUT   seconds to wait for each node (default 20)
   TOLLGATE_DEPLOY_DIR   state directory (default <repo>/.deploy; nodes under redis-cluster/)
 
@@ -41,7 +41,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${TOLLGATE_DEPLOY_DIR:-$REPO/.deploy}"
 CDIR="$STATE/redis-cluster"
 HOST=127.0.0.1
-read -r -a PORTS <<<"${REDIS_CLUSTER_PORTS:-7001 7002 7003}"
+# spaces or commas between ports
+ports_text="${REDIS_CLUSTER_PORTS:-7001 7002 7003}"
+read -r -a PORTS <<<"${ports_text//,/ }"
 START_TIMEOUT="${REDIS_START_TIMEOUT:-20}"
 
 PROCESS_PATTERN='redis-server.*cluster'
@@ -49,6 +51,7 @@ SERVICE=redis-cluster
 # shellcheck source=deploy/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 die() { log "ERROR: $*"; exit 1; }
+for p in "${PORTS[@]}"; do [[ "$p" =~ ^[0-9]+$ ]] || die "REDIS_CLUSTER_PORTS: \"$p\" is not a port (give ports separated by spaces or commas)"; done
 
 nodes_line() {
   local out="" p
@@ -92,7 +95,7 @@ cmd_start() {
     if [[ "$known" == "1" ]] && [[ "$(cli "${PORTS[0]}" cluster info | awk -F: '/^cluster_slots_assigned/{print $2+0}')" == "0" ]]; then
       local addrs=() ; for p in "${PORTS[@]}"; do addrs+=("$HOST:$p"); done
       log "creating the cluster: ${addrs[*]} (masters only, all 16384 slots)"
-      redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >&2 \
+      TERM=dumb redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >&2 \
         || die "redis-cli --cluster create failed"
     fi
     until cluster_ok; do

@@ -59,7 +59,8 @@ env_lines() {
 # process's ledger onto the Cluster (a mode, not a service address). Shown on stderr instead.
 cluster_note() {
   local nodes="" p
-  for p in ${REDIS_CLUSTER_PORTS:-7001 7002 7003}; do nodes+="${nodes:+,}127.0.0.1:$p"; done
+  local ports="${REDIS_CLUSTER_PORTS:-7001 7002 7003}"
+  for p in ${ports//,/ }; do nodes+="${nodes:+,}127.0.0.1:$p"; done
   echo "redis cluster on $nodes (the ledger's Cluster tests find it; REDIS_CLUSTER_NODES=$nodes beside REDIS_URL puts a process's ledger on it)" >&2
 }
 
