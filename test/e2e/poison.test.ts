@@ -138,7 +138,7 @@ describe('tollgate reconcile (CLI)', () => {
     assert.match(text, /tollgate reconcile: \d+ quarantined event\(s\), in no balance:\n/);
     assert.match(text, /\n  p-surrogate  warehouse usage\/-1@-1  invalid_event: model: must be well-formed Unicode \(it contains a lone surrogate\)\n/);
     assert.match(text, /\n  j-surrogate  warehouse usage\/-1@-1  invalid_event: model: must be well-formed Unicode/);
-    assert.match(text, /tollgate reconcile: hot state and warehouse agree on (1 account|\d+ accounts)\n/);
+    assert.match(text, /tollgate reconcile: hot state and warehouse agree on the balances of (1 account|\d+ accounts) \(every account with a credit or usage\)\n/);
   });
 });
 

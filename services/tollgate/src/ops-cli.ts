@@ -97,7 +97,7 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
       }
     }
     process.stderr.write(body.ok === true
-      ? `tollgate reconcile: hot state and warehouse agree on ${String(body.accounts)} ${body.accounts === 1 ? 'account' : 'accounts'}\n`
+      ? `tollgate reconcile: hot state and warehouse agree on the balances of ${String(body.accounts)} ${body.accounts === 1 ? 'account' : 'accounts'} (every account with a credit or usage)\n`
       : `tollgate reconcile: ${diffs} difference(s)${body.problem ? `: ${String(body.problem)}` : ''}\n`);
     const rolled = body.rollups as { ok?: unknown } | undefined;
     if (repair && rolled?.ok === true) process.stderr.write('tollgate reconcile: rollups equal the raw events; nothing to repair\n');

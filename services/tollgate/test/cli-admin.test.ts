@@ -149,7 +149,7 @@ test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --ro
   assert.deepEqual([report.ok, report.differences, report.rollups], [true, [], undefined]);
   // The stack's one account: the count in the singular, as an operator reads it.
   assert.equal(report.accounts, 1);
-  assert.match(plain.stderr, /tollgate reconcile: hot state and warehouse agree on 1 account\n$/);
+  assert.match(plain.stderr, /tollgate reconcile: hot state and warehouse agree on the balances of 1 account \(every account with a credit or usage\)\n$/);
   const withRollups = ok<{ ok: boolean; rollups: { ok: boolean } }>(await tg('reconcile', '--rollups'));
   assert.deepEqual([withRollups.ok, withRollups.rollups.ok], [true, true]);
   const misplaced = await tg('rebuild', '--rollups');
