@@ -104,8 +104,9 @@ cmd_install() {
   log "fetching Kafka jars from Maven Central into $LIBS"
   rm -rf "$LIBS.tmp"
   mkdir -p "$LIBS.tmp"
+  # Debian's Maven 3.8 writes bare colour resets (ESC[0m) even in batch mode: stripped here.
   mvn -q -B -f "$POM" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp" >&2 \
+    -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2 \
     || die "mvn dependency:copy-dependencies failed"
   ls "$LIBS.tmp"/kafka_2.13-*.jar >/dev/null 2>&1 || die "kafka_2.13 jar missing after mvn"
   pom_stamp >"$LIBS.tmp/.stamp"
