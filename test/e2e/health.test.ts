@@ -179,14 +179,20 @@ describe('health and consumer lag, distributed (Kafka + Redis)', () => {
     await tg.adapters.redis!.del(`${prefix}ledger-ready`);
     await tg.log.publish('ledger', [{ event: grantEvent(`acct_health_stop_${id}`, 'r1', '1000000') }]);
     await reached;
+    // And an operator's rebuild in flight, waiting on the same read: cut once the grace is over
+    // (it held the stop until the hard exit, a tester's finding).
+    const byHand = fetch(`${tg.url}/ops/v1/rebuild`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+      .then((res) => `answered ${res.status}`, (err: Error) => `cut: ${err.message}`);
+    await new Promise((r) => setTimeout(r, 200));
     // Bounded by REBUILD_STOP_WAIT_MS (3 s); before it the stop waited for the rebuild for good.
     let timer: NodeJS.Timeout | undefined;
     const outcome = await Promise.race([
-      tg.close().then(() => 'stopped'),
+      tg.close({ graceMs: 300 }).then(() => 'stopped'),
       new Promise<string>((r) => { timer = setTimeout(() => r('still waiting after 30 s'), 30_000); }),
     ]);
     clearTimeout(timer);
     assert.equal(outcome, 'stopped');
+    assert.equal(await byHand, 'cut: fetch failed', 'the request in flight was cut, not answered');
     assert.deepEqual((await probe(gateway.url!, '/ready')).body, {
       status: 'not_ready', reasons: ['hot state is not ready (lost or not yet rebuilt)'] }, 'nothing was loaded: still marked lost for the next owner');
   });

@@ -1,5 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { redactUrl } from './secrets.ts';
 import { ERRORS, errorBody, gatewayError, isGatewayError, toGatewayError, type ErrorCode, type GatewayError } from '@tollgate/anthropic';
 
 const ID_ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -98,8 +99,17 @@ export function installErrorHandling(app: FastifyInstance): void {
     return sendError(reply, gErr);
   });
   app.setNotFoundHandler((request, reply) => {
-    sendError(reply, gatewayError('not_found', `${request.method} ${request.url.split('?')[0]} does not exist`));
+    sendError(reply, gatewayError('not_found', `${request.method} ${echoedPath(request.url)} does not exist`));
   });
+}
+
+/**
+ * The path of `url` as an error message may repeat it to the caller: without the query, and
+ * with any segment that looks like a credential (an `sk-…` key pasted into a path) as
+ * `[redacted]`, as the access log writes it (`redactUrl`). Error bodies end up in clients' logs.
+ */
+function echoedPath(url: string): string {
+  return redactUrl(url.split('?', 1)[0]!);
 }
 
 /**
@@ -112,7 +122,7 @@ export function installErrorHandling(app: FastifyInstance): void {
  */
 export function registerServedElsewhere(app: FastifyInstance, pattern: string, servedBy: string): void {
   app.all(pattern, async (request) => {
-    throw gatewayError('not_found', `${request.method} ${request.url.split('?')[0]} is served by ${servedBy}, not by this one`);
+    throw gatewayError('not_found', `${request.method} ${echoedPath(request.url)} is served by ${servedBy}, not by this one`);
   });
 }
 

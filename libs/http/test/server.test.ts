@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { createHttpServer, defaultMaxConnectionsPerIp, loggerOptions, MAX_JSON_MEMBERS, parseJsonBody, requireToken } from '../src/index.ts';
+import { createHttpServer, defaultMaxConnectionsPerIp, loggerOptions, MAX_JSON_MEMBERS, parseJsonBody, registerServedElsewhere, requireToken } from '../src/index.ts';
 
 const LIMIT = 256 * 1024;
 const ADMIN = 'admin-token-for-edge-tests-0001';
@@ -33,6 +33,7 @@ function build(corsOrigins?: readonly string[] | '*') {
   s.post('/v1/backend-garbage', async () => JSON.parse('{"truncated":') as unknown);
   // a library error that declares its answer (gatewayCode, retryAfterS), as WarehouseUnavailableError does
   s.get('/v1/declared', async () => { throw Object.assign(new Error('The thing is down (ECONNREFUSED); retry shortly'), { gatewayCode: 'warehouse_unavailable', retryAfterS: 5 }); });
+  registerServedElsewhere(s, '/elsewhere/*', 'another process');
   s.get('/v1/declared-unknown', async () => { throw Object.assign(new Error('secret internals'), { gatewayCode: 'no_such_code' }); });
   s.get('/sse', async (_request, reply) => {
     reply.hijack();
@@ -723,4 +724,20 @@ test('client aborted upload: a client that sends part of its body and leaves is 
   }
   assert.equal(line?.msg, 'client aborted the request', logs);
   assert.equal(line?.level, 30);
+});
+
+test('a path echoed in a 404 (no such route, or served by another process) never repeats a credential pasted into it, nor the query', async () => {
+  // Kind: a secret in the URL repeated by an error body (error bodies end up in clients' logs).
+  const key = `sk-tg-${'A1b2C3d4'.repeat(5)}`;
+  for (const [path, expected] of [
+    [`/nowhere/${key}/x?api_key=${key}`, 'GET /nowhere/[redacted]/x does not exist'],
+    [`/elsewhere/keys/${key}?x=1`, 'GET /elsewhere/keys/[redacted] is served by another process, not by this one'],
+    ['/elsewhere/plain/path', 'GET /elsewhere/plain/path is served by another process, not by this one'],
+  ] as const) {
+    const res = await fetch(`${url}${path}`);
+    const body = await res.text();
+    assert.equal(res.status, 404, path);
+    assert.equal((JSON.parse(body) as { error: { message: string } }).error.message, expected);
+    assert.ok(!body.includes(key), path);
+  }
 });

@@ -126,6 +126,13 @@ function probeListen(host: string, port: number): Promise<Error | undefined> {
  */
 const SHUTDOWN_SETTLE_MS = 10_000;
 
+/**
+ * ms within which a second SIGINT/SIGTERM during the start is the first one again, not a second
+ * request: one Ctrl-C reaches the process twice under `npm start` with another Node on PATH,
+ * from the terminal and from the launcher that forwards it (scripts/node24.mjs).
+ */
+const REPEATED_SIGNAL_MS = 1000;
+
 /** chDB allows one process per directory: the second one's open fails. */
 function dataDirInUse(err: unknown): boolean {
   return err instanceof Error && err.name === 'ChdbConnectionError' && /Failed to create connection/.test(err.message);
@@ -153,6 +160,40 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`tollgate ${version()}\n`);
     return 0;
   }
+  // A stop asked for while the process is still starting (loading its modules, waiting for
+  // Redis, Kafka, the DATA_DIR lock or a rebuild) lets the start finish or fail, then stops as
+  // any stop does. Killed by the signal instead, the process exited 143 without a line and left
+  // DATA_DIR's lock for the next start to wait out. A second signal (not the same Ctrl-C
+  // arriving twice, see REPEATED_SIGNAL_MS), or a start still running past the stop's own bound,
+  // exits 1 at once; the bound is cleared when the start ends, and the stop has its own.
+  let stopAsked: 'SIGINT' | 'SIGTERM' | undefined;
+  let stopAskedAt = 0;
+  let startBound: NodeJS.Timeout | undefined;
+  /** the defaults' bound (SHUTDOWN_GRACE_MS 15 s + SHUTDOWN_SETTLE_MS) until the configuration is read */
+  let startBoundMs = 15_000 + SHUTDOWN_SETTLE_MS;
+  const signalDuringStart = (signal: 'SIGINT' | 'SIGTERM') => {
+    if (stopAsked) {
+      if (performance.now() - stopAskedAt < REPEATED_SIGNAL_MS) return;
+      process.stderr.write(`tollgate: ${signal} again during the start; exiting now\n`);
+      process.exit(1);
+    }
+    stopAsked = signal;
+    stopAskedAt = performance.now();
+    const boundMs = startBoundMs;
+    process.stderr.write(`tollgate: ${signal} during the start; stopping once it has finished (at most ${boundMs} ms)\n`);
+    startBound = setTimeout(() => {
+      process.stderr.write(`tollgate: the start had not finished ${boundMs} ms after ${signal}; exiting\n`);
+      process.exit(1);
+    }, boundMs).unref();
+  };
+  const onStartInt = () => signalDuringStart('SIGINT');
+  const onStartTerm = () => signalDuringStart('SIGTERM');
+  // SIGHUP reloads the catalog once the process runs; during the start it is being read anyway,
+  // and Node's default for it would end the process without a line.
+  const onStartHangup = () => {};
+  process.on('SIGINT', onStartInt);
+  process.on('SIGTERM', onStartTerm);
+  process.on('SIGHUP', onStartHangup);
   // Loaded only to run the server: the operator commands start several times faster without them.
   const [{ ConfigError, loadConfig }, { CatalogError }, { startTollgate }, { ServiceUnavailableAtStart }, { DataDirInUseError }] = await Promise.all([
     import('@tollgate/config'), import('@tollgate/pricing'), import('./runtime.ts'), import('./adapters.ts'), import('./data-dir-lock.ts'),
@@ -167,29 +208,7 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  // A stop asked for while the process is still starting (waiting for Redis, Kafka, the DATA_DIR
-  // lock or a rebuild) lets the start finish or fail, then stops as any stop does. Killed by the
-  // signal instead, the process exited 143 without a line and left DATA_DIR's lock for the next
-  // start to wait out. A second signal, or a start still running past the stop's own bound,
-  // exits 1 at once.
-  let stopAsked: 'SIGINT' | 'SIGTERM' | undefined;
-  const signalDuringStart = (signal: 'SIGINT' | 'SIGTERM') => {
-    if (stopAsked) {
-      process.stderr.write(`tollgate: ${signal} again during the start; exiting now\n`);
-      process.exit(1);
-    }
-    stopAsked = signal;
-    const boundMs = config.shutdownGraceMs + SHUTDOWN_SETTLE_MS;
-    process.stderr.write(`tollgate: ${signal} during the start; stopping once it has finished (at most ${boundMs} ms)\n`);
-    setTimeout(() => {
-      process.stderr.write(`tollgate: the start had not finished ${boundMs} ms after ${signal}; exiting\n`);
-      process.exit(1);
-    }, boundMs).unref();
-  };
-  const onStartInt = () => signalDuringStart('SIGINT');
-  const onStartTerm = () => signalDuringStart('SIGTERM');
-  process.on('SIGINT', onStartInt);
-  process.on('SIGTERM', onStartTerm);
+  startBoundMs = config.shutdownGraceMs + SHUTDOWN_SETTLE_MS;
   const busy = await probeListen(config.host, config.port);
   const busyProblem = busy && listenProblem(busy, config.host, config.port);
   if (busyProblem) {
@@ -261,8 +280,10 @@ async function main(argv: string[]): Promise<number> {
     log.info({ signal, ms: Math.round(performance.now() - since) }, 'stopped');
     process.exit(0);
   };
+  clearTimeout(startBound);
   process.off('SIGINT', onStartInt);
   process.off('SIGTERM', onStartTerm);
+  process.off('SIGHUP', onStartHangup);
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
   if (stopAsked) void stop(stopAsked);

@@ -1,3 +1,5 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
@@ -137,6 +139,17 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics, secrets: ownSecrets },
     requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections,
     maxConnectionsPerIp: config.http.maxConnectionsPerIp, corsOrigins: config.http.corsOrigins,
+  });
+  // Requests a stop may cut once its grace is over: reads (GET, HEAD) and operator calls
+  // (`/ops/…`: a rebuild's load is atomic, reconcile and rerate only read). Writes are left to
+  // finish: each waits on Redis or the log, both bounded, and a create cut after it was done
+  // would be done again by the client's retry.
+  const cuttable = new Set<Socket>();
+  server.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD' && !req.url?.startsWith('/ops/')) return;
+    const socket = req.socket;
+    cuttable.add(socket);
+    res.once('close', () => cuttable.delete(socket));
   });
   const adapters = config.kafka ? await distributedAdapters(config, server.log) : await embeddedAdapters(config, server.log, { metrics });
   const { log, balances, keys, warehouse } = adapters;
@@ -435,6 +448,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       clearTimeout(debounce);
       const closed = server.close();
       const graceMs = closeOptions.graceMs;
+      const stopStarted = performance.now();
       const cutTimer = graceMs === undefined ? undefined : setTimeout(() => {
         if (gateway && gateway.inFlight > 0) server.log.warn({ inFlight: gateway.inFlight, graceMs }, 'shutdown grace ran out; cutting the upstream reads still in flight (settled with the usage seen so far)');
         shutdown.abort();
@@ -449,8 +463,20 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // A request still in flight (an admin call waiting for the log, a report) leaves its
       // keep-alive connection idle only when it ends: closed then too, or that one connection
       // held the close for KEEP_ALIVE_TIMEOUT_MS, past the hard stop (a tester's finding).
-      const sweep = setInterval(() => server.server.closeIdleConnections(), 100);
-      await closed.finally(() => clearInterval(sweep));
+      // Once the grace is over, reads and operator calls still running are cut (`cuttable`): a
+      // report or an `/ops` rebuild waiting on a frozen ClickHouse held the stop until the hard
+      // exit (a tester's finding).
+      let graceOver = false;
+      const cut = () => { for (const socket of cuttable) socket.destroy(); };
+      const graceTimer = graceMs === undefined ? undefined : setTimeout(() => {
+        graceOver = true;
+        cut();
+      }, Math.max(0, graceMs - (performance.now() - stopStarted)));
+      const sweep = setInterval(() => {
+        server.server.closeIdleConnections();
+        if (graceOver) cut();
+      }, 100);
+      await closed.finally(() => { clearInterval(sweep); clearTimeout(graceTimer); });
       await reloading;
       if (log instanceof MemoryLog) await log.drain();
       // Kafka's acknowledgements are waited for by the log's own close (adapters.close, below),
