@@ -41,9 +41,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${TOLLGATE_DEPLOY_DIR:-$REPO/.deploy}"
 CDIR="$STATE/redis-cluster"
 HOST=127.0.0.1
-# spaces or commas between ports
+# spaces, tabs, newlines or commas between ports
 ports_text="${REDIS_CLUSTER_PORTS:-7001 7002 7003}"
-read -r -a PORTS <<<"${ports_text//,/ }"
+read -r -d '' -a PORTS <<<"${ports_text//,/ }" || true
 START_TIMEOUT="${REDIS_START_TIMEOUT:-20}"
 
 PROCESS_PATTERN='redis-server.*cluster'
@@ -51,7 +51,13 @@ SERVICE=redis-cluster
 # shellcheck source=deploy/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 die() { log "ERROR: $*"; exit 1; }
-for p in "${PORTS[@]}"; do [[ "$p" =~ ^[0-9]+$ ]] || die "REDIS_CLUSTER_PORTS: \"$p\" is not a port (give ports separated by spaces or commas)"; done
+[[ ${#PORTS[@]} -gt 0 ]] || die "REDIS_CLUSTER_PORTS: no port given (give ports separated by spaces or commas)"
+declare -A seen_ports=()
+for p in "${PORTS[@]}"; do
+  [[ "$p" =~ ^[0-9]+$ ]] && (( 10#$p >= 1 && 10#$p <= 65535 )) || die "REDIS_CLUSTER_PORTS: \"$p\" is not a port from 1 to 65535 (give ports separated by spaces or commas)"
+  [[ -z "${seen_ports[$p]:-}" ]] || die "REDIS_CLUSTER_PORTS: port $p is given twice"
+  seen_ports[$p]=1
+done
 
 nodes_line() {
   local out="" p

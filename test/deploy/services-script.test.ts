@@ -42,3 +42,27 @@ test('services.sh up starts Redis, Kafka, the ClickHouse server and the Redis Cl
   assert.deepEqual([bad.status, bad.stdout, bad.calls], [2, '', []]);
   assert.equal(bad.stderr, 'deploy/services.sh: unknown option "--bogus"; expected --no-cluster (see bash deploy/services.sh --help)\n');
 });
+
+test('redis-cluster.sh REDIS_CLUSTER_PORTS: spaces, tabs, newlines or commas between ports; an empty list, a non-port, one out of range or one given twice is refused naming it, before anything starts', () => {
+  // Kind: a port list in a shape the script did not split (a comma list became one "port" that
+  // redis-server refused with a raw parse error, leaving a stray directory behind).
+  const status = (ports: string) => {
+    const state = mkdtempSync(join(tmpdir(), 'tollgate-rc-ports-'));
+    try {
+      const r = spawnSync('bash', [join(ROOT, 'deploy/redis-cluster.sh'), 'status'], {
+        encoding: 'utf8', env: { PATH: process.env.PATH ?? '', REDIS_CLUSTER_PORTS: ports, TOLLGATE_DEPLOY_DIR: state },
+      });
+      return [r.status, r.stderr.replace(/^\[redis-cluster \+[\d.]+s\] /gm, '') + r.stdout];
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+  };
+  for (const ok of ['18901,18902,18903', '18901 18902\t18903', '18901\n18902\n18903', ' 18901 , 18902 ']) {
+    assert.deepEqual(status(ok), [3, 'redis-cluster: stopped\n'], JSON.stringify(ok));
+  }
+  const hint = '(give ports separated by spaces or commas)';
+  assert.deepEqual(status(' , '), [1, `ERROR: REDIS_CLUSTER_PORTS: no port given ${hint}\n`]);
+  assert.deepEqual(status('18901 x'), [1, `ERROR: REDIS_CLUSTER_PORTS: "x" is not a port from 1 to 65535 ${hint}\n`]);
+  assert.deepEqual(status('18901 99999'), [1, `ERROR: REDIS_CLUSTER_PORTS: "99999" is not a port from 1 to 65535 ${hint}\n`]);
+  assert.deepEqual(status('18901,18901'), [1, 'ERROR: REDIS_CLUSTER_PORTS: port 18901 is given twice\n']);
+});
