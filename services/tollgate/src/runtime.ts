@@ -334,7 +334,10 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // A distributed process without a role's routes names the process that has them (a CLI or SDK
   // pointed at the wrong one read "does not exist", a new user's finding).
   if (!config.roles.includes('control')) registerServedElsewhere(server, '/admin/*', 'a process running the control role (the admin API)');
-  if (!config.roles.includes('gateway')) registerServedElsewhere(server, '/v1/*', 'a process running the gateway role (the customer API)');
+  if (!config.roles.includes('gateway')) {
+    // (`/api/v1/…`: the same routes for clients whose base URL ends in /api)
+    for (const pattern of ['/v1/*', '/api/v1/*']) registerServedElsewhere(server, pattern, 'a process running the gateway role (the customer API)');
+  }
   // Every version a gateway prices with goes to the log (control topic), so the warehouse keeps
   // it and `tollgate rerate` can recompute a stored bill under exactly these prices.
   const publishVersion = (v: PriceVersion) => log.publish('control', [{

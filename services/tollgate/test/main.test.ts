@@ -273,6 +273,9 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
     const messages = await fetch(`${String(control.started.url)}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'sk-anything', 'content-type': 'application/json' }, body: '{}' });
     assert.deepEqual([messages.status, ((await messages.json()) as { error: unknown }).error], [404, {
       type: 'not_found_error', code: 'not_found', message: 'POST /v1/messages is served by a process running the gateway role (the customer API), not by this one' }]);
+    const aliased = await fetch(`${String(control.started.url)}/api/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    assert.deepEqual([aliased.status, ((await aliased.json()) as { error: { message: string } }).error.message],
+      [404, 'POST /api/v1/messages is served by a process running the gateway role (the customer API), not by this one']);
   } finally {
     await killNow(control.child);
   }
