@@ -268,3 +268,17 @@ export function partitionKey(event: AnyEvent): string {
       return `price_version:${event.id}`;
   }
 }
+
+/**
+ * Waits for `promise` at most `ms`: true once it fulfilled, false once `ms` passed first (it
+ * goes on unawaited); rejects with its error if it rejected in time. What each bounded wait of a
+ * stop is built on (KafkaLog's close and subscription stop, the runtime's wait for a rebuild).
+ */
+export async function finishedWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise.then(() => true), new Promise<false>((r) => { timer = setTimeout(() => r(false), ms); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -6,7 +6,7 @@ export type {
   EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, Subscription, SubscribeOptions, EventLog,
   DeadLetter, ConsumedDeadLetter,
 } from './event-log.ts';
-export { carriedHeaders, EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, RESERVED_HEADERS, RewindError } from './event-log.ts';
+export { carriedHeaders, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, RESERVED_HEADERS, RewindError } from './event-log.ts';
 export { MemoryLog } from './memory-log.ts';
 export {
   decodeEvent, decodeEventBySchema, decodeEventFast, decodeDeadLetter, boundedRaw, ownRecord, plainObject, standInId, textProblem, toV2, zeroQuantities, V1_PRICE_VERSION,

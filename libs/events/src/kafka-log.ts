@@ -17,7 +17,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
-import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, RewindError } from './event-log.ts';
+import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, RewindError } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
@@ -595,11 +595,7 @@ export class KafkaLog implements EventLog {
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
-    let timer: NodeJS.Timeout | undefined;
-    let late = false;
-    const deadline = new Promise<void>((r) => { timer = setTimeout(() => { late = true; r(); }, this.#closeTimeoutMs); });
-    await Promise.race([this.#handedOn(true).catch(() => {}), deadline]);
-    clearTimeout(timer);
+    const late = !(await finishedWithin(this.#handedOn(true).catch(() => {}), this.#closeTimeoutMs));
     this.#stopped = true;
     this.#wake?.();
     // A Kafka call of the sender's under way is given up on as on a timeout (in doubt: its
@@ -870,10 +866,7 @@ export class KafkaLog implements EventLog {
             if (current) await disconnectQuietly(current);
             return true;
           })();
-          let timer: NodeJS.Timeout | undefined;
-          const inTime = await Promise.race([orderly, new Promise<false>((r) => { timer = setTimeout(() => r(false), this.#subscriptionStopTimeoutMs); })]);
-          clearTimeout(timer);
-          if (!inTime) {
+          if (!(await finishedWithin(orderly, this.#subscriptionStopTimeoutMs))) {
             this.#log.warn({ group: options.group, inFlight, waitedMs: this.#subscriptionStopTimeoutMs },
               'subscription stopped without finishing its batch, commit or group leave (Kafka or the sink not answering); the next owner reads from the last commit');
             if (current) void disconnectQuietly(current);

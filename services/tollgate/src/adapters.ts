@@ -294,8 +294,8 @@ export class ServiceUnavailableAtStart extends Error {
   override name = 'ServiceUnavailableAtStart';
 }
 
-/** `host:port` of a redis:// URL (the password and path left out), for messages. */
-function redisEndpoint(url: string): string {
+/** `host:port` of a redis:// URL (the password and path left out), for messages and log lines. */
+export function redisEndpoint(url: string): string {
   try {
     const u = new URL(url);
     return `${u.hostname}:${u.port || '6379'}`;

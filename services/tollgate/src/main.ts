@@ -59,12 +59,6 @@ Exit status:
      signal during the start
   2  bad settings, a bad catalog file, or a bad command line (an unknown option included)`;
 
-/** `host:port` of a redis:// URL: what a log line may say of it (its password and database left out). */
-function hostPort(url: string): string {
-  const u = new URL(url);
-  return `${u.hostname}:${u.port || '6379'}`;
-}
-
 /** The version of this Tollgate: the repository's package.json (the workspace root). */
 function version(): string {
   return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -195,7 +189,7 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', onStartTerm);
   process.on('SIGHUP', onStartHangup);
   // Loaded only to run the server: the operator commands start several times faster without them.
-  const [{ ConfigError, loadConfig }, { CatalogError }, { startTollgate }, { ServiceUnavailableAtStart }, { DataDirInUseError }] = await Promise.all([
+  const [{ ConfigError, loadConfig }, { CatalogError }, { startTollgate }, { redisEndpoint, ServiceUnavailableAtStart }, { DataDirInUseError }] = await Promise.all([
     import('@tollgate/config'), import('@tollgate/pricing'), import('./runtime.ts'), import('./adapters.ts'), import('./data-dir-lock.ts'),
   ]);
   let config;
@@ -255,7 +249,7 @@ async function main(argv: string[]): Promise<number> {
     ...(config.kafka ? { kafka: { brokers: config.kafka.brokers, topicPrefix: config.kafka.topicPrefix, compression: config.kafka.compression } } : {}),
     // and which Redis (host:port, never a password; the ledger's Cluster seeds when set) and
     // which warehouse (a ClickHouse server's origin, never its user or password)
-    ...(config.redis ? { redis: { endpoint: hostPort(config.redis.url), ...(config.redis.clusterNodes ? { clusterNodes: config.redis.clusterNodes.map((n) => `${n.host}:${n.port}`) } : {}) } } : {}),
+    ...(config.redis ? { redis: { endpoint: redisEndpoint(config.redis.url), ...(config.redis.clusterNodes ? { clusterNodes: config.redis.clusterNodes.map((n) => `${n.host}:${n.port}`) } : {}) } } : {}),
     ...(config.clickhouse ? { clickhouse: new URL(config.clickhouse.url).origin } : {}),
   }, 'tollgate started');
   if (app.adminTokenFile) log.info({ file: app.adminTokenFile }, 'admin token (ADMIN_TOKEN unset) is in this file');

@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '@tollgate/config';
-import { KafkaLog, MemoryLog, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
+import { finishedWithin, KafkaLog, MemoryLog, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
 import { addReadinessCheck, createHttpServer, loggerOptions, registerServedElsewhere } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
@@ -490,14 +490,8 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // Attempts in flight finish; retries still waiting are abandoned and recorded (README, Webhooks).
       await webhooks.close();
       await limiter?.close();
-      if (rebuilding) {
-        let timer: NodeJS.Timeout | undefined;
-        const finished = await Promise.race([
-          rebuilding.then(() => true),
-          new Promise<false>((r) => { timer = setTimeout(() => r(false), REBUILD_STOP_WAIT_MS); }),
-        ]);
-        clearTimeout(timer);
-        if (!finished) server.log.warn({ waitedMs: REBUILD_STOP_WAIT_MS }, 'stopping with a hot-state rebuild unfinished; it loads in one atomic step, so hot state is either rebuilt or still marked lost, and the next warehouse owner rebuilds it');
+      if (rebuilding && !(await finishedWithin(rebuilding, REBUILD_STOP_WAIT_MS))) {
+        server.log.warn({ waitedMs: REBUILD_STOP_WAIT_MS }, 'stopping with a hot-state rebuild unfinished; it loads in one atomic step, so hot state is either rebuilt or still marked lost, and the next warehouse owner rebuilds it');
       }
       await adapters.close();
       // Last: the spans of everything above are exported before the process lets go.
