@@ -56,7 +56,7 @@ Exit status:
      in use by another process, Redis, Kafka (aggregator) or the ClickHouse server could not
      be used, or the stop hung 10 s past SHUTDOWN_GRACE_MS (streams still
      running at the grace's end are cut and settled, which is a clean stop), or a second
-     signal during the start
+     signal during the start (one within 1 s of the first is the same Ctrl-C delivered twice)
   2  bad settings, a bad catalog file, or a bad command line (an unknown option included)`;
 
 /** The version of this Tollgate: the repository's package.json (the workspace root). */
