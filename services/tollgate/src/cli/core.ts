@@ -153,20 +153,30 @@ export interface Connection {
 
 /**
  * `--url`, else TOLLGATE_URL, else http://127.0.0.1:$PORT (PORT=8080): trailing slashes dropped.
- * @throws UsageError when it is not an http(s) URL
+ * The address is an origin with an optional path prefix: the CLI appends each route and its
+ * query to it, and sends the token as a Bearer header. User info, a query or a fragment is
+ * refused naming the part, and nothing the user gave is echoed but a URL's scheme: what goes
+ * there by mistake is mostly a key or a token, and stderr ends up in CI logs.
+ * @throws UsageError when it is not an http(s) URL, or has user info, a query or a fragment
  */
 export function resolveUrl(values: Parsed['values'], env: NodeJS.ProcessEnv): string {
   const flag = stringOption(values, 'url');
   const source = flag !== undefined ? '--url' : env.TOLLGATE_URL ? 'TOLLGATE_URL' : 'PORT';
   const text = flag ?? (env.TOLLGATE_URL || `http://127.0.0.1:${env.PORT ?? 8080}`);
+  const example = '(give the address alone, e.g. http://127.0.0.1:8080)';
   let parsed: URL | undefined;
   try {
     parsed = new URL(text);
   } catch { /* named below */ }
-  if (parsed?.protocol !== 'http:' && parsed?.protocol !== 'https:') {
-    throw new UsageError(`${source}: ${JSON.stringify(text)} is not an http(s) URL (e.g. http://127.0.0.1:8080)`);
+  if (parsed === undefined) throw new UsageError(`${source}: not a URL ${example}`);
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new UsageError(`${source}: a ${JSON.stringify(parsed.protocol.slice(0, 16))} URL, not http(s) ${example}`);
   }
-  return text.replace(/\/+$/, '');
+  const part = parsed.username !== '' || parsed.password !== '' ? 'user info (the token goes in ADMIN_TOKEN or FINANCE_TOKEN)'
+    : parsed.search !== '' || text.includes('?') ? 'a query'
+      : parsed.hash !== '' || text.includes('#') ? 'a fragment' : undefined;
+  if (part !== undefined) throw new UsageError(`${source}: the address may not have ${part} ${example}`);
+  return `${parsed.origin}${parsed.pathname}`.replace(/\/+$/, '');
 }
 
 /**
