@@ -444,6 +444,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           };
           const pid = kind === 'server' ? clickHousePid() : undefined;
           const server0 = pid === undefined ? undefined : processCpuSeconds(pid);
+          const profiling = await startDrainProfile();
           t0 = performance.now();
           cpu0 = process.cpuUsage();
           const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count,
@@ -453,6 +454,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
           const server1 = pid === undefined ? undefined : processCpuSeconds(pid);
+          await profiling?.(tag);
           await sub.stop();
           const totals = await warehouse.usageTotals();
           exact = totals.requests === o.events && totals.costMicros === cost;
@@ -699,6 +701,9 @@ Environment:
                              the one of bash deploy/redis-cluster.sh)
   CLICKHOUSE_PID             the server's pid, for its CPU time (default deploy/clickhouse's pid
                              file under TOLLGATE_DEPLOY_DIR or .deploy)
+  BENCH_CPU_PROF             a directory: a V8 CPU profile of each warehouse drain (this
+                             process, the drain's window alone) is written there; read it with
+                             node bench/profiles/summarize.ts <file>
 
 Example:
   node bench/consumers.ts --groups warehouse --events 200000 --warehouse server > result.json
@@ -746,6 +751,30 @@ if (import.meta.main && process.argv[2] === '--publisher') {
  * got) once no event was applied for STALL_MS: a run that stopped making progress would
  * otherwise wait forever (a consumer that crashed, a group that found nothing left to read).
  */
+/**
+ * With BENCH_CPU_PROF=<dir>, for a warehouse drain: starts a V8 CPU profile of this process (node:inspector) and
+ * returns the function that stops it and writes <dir>/<tag>-<epoch ms>.cpuprofile: the drain's
+ * window alone, not the produce before it (read it with bench/profiles/summarize.ts).
+ */
+async function startDrainProfile(): Promise<((tag: string) => Promise<void>) | undefined> {
+  const dir = process.env.BENCH_CPU_PROF;
+  if (!dir) return undefined;
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return async (tag) => {
+    const { profile } = await session.post('Profiler.stop');
+    session.disconnect();
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${tag}-${Date.now()}.cpuprofile`);
+    writeFileSync(file, JSON.stringify(profile));
+    process.stderr.write(`  cpu profile of the drain: ${file}\n`);
+  };
+}
+
 async function drained(finished: Promise<void>, applied: () => number, events: number, tag: string): Promise<void> {
   let last = applied();
   let lastAt = performance.now();
