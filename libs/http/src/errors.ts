@@ -115,14 +115,18 @@ function echoedPath(url: string): string {
 /**
  * In a process whose roles do not serve `pattern` (a find-my-way wildcard such as `/admin/*`):
  * every path under it that this process has no route of its own for answers 404
- * `not_found_error` "<METHOD> <path> is served by <servedBy>, not by this one", so an operator
- * or a client pointed at the wrong process of a distributed deployment learns where to go
- * instead of reading "does not exist" as a typo. Routes registered here win over the wildcard.
+ * `not_found_error` "<METHOD> <path>: paths under <prefix> are served by <servedBy>, not by this
+ * one", so an operator or a client pointed at the wrong process of a distributed deployment
+ * learns where to go instead of reading "does not exist" as a typo. It names the paths, not the
+ * route: this process cannot know whether that process has one for this method and path (a
+ * `PUT /admin/v1/usage` is "does not exist" there). Routes registered here win over the wildcard.
+ * @param pattern a prefix ending in `/*`, e.g. `/admin/*`
  * @param servedBy the process that serves the paths, e.g. "a process running the control role"
  */
 export function registerServedElsewhere(app: FastifyInstance, pattern: string, servedBy: string): void {
+  const prefix = pattern.replace(/\*$/, '');
   app.all(pattern, async (request) => {
-    throw gatewayError('not_found', `${request.method} ${echoedPath(request.url)} is served by ${servedBy}, not by this one`);
+    throw gatewayError('not_found', `${request.method} ${echoedPath(request.url)}: paths under ${prefix} are served by ${servedBy}, not by this one`);
   });
 }
 

@@ -731,8 +731,8 @@ test('a path echoed in a 404 (no such route, or served by another process) never
   const key = `sk-tg-${'A1b2C3d4'.repeat(5)}`;
   for (const [path, expected] of [
     [`/nowhere/${key}/x?api_key=${key}`, 'GET /nowhere/[redacted]/x does not exist'],
-    [`/elsewhere/keys/${key}?x=1`, 'GET /elsewhere/keys/[redacted] is served by another process, not by this one'],
-    ['/elsewhere/plain/path', 'GET /elsewhere/plain/path is served by another process, not by this one'],
+    [`/elsewhere/keys/${key}?x=1`, 'GET /elsewhere/keys/[redacted]: paths under /elsewhere/ are served by another process, not by this one'],
+    ['/elsewhere/plain/path', 'GET /elsewhere/plain/path: paths under /elsewhere/ are served by another process, not by this one'],
   ] as const) {
     const res = await fetch(`${url}${path}`);
     const body = await res.text();

@@ -258,7 +258,12 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
     // A gateway has no admin API: it names the process that has (a CLI pointed at it read "does not exist").
     const admin = await fetch(`${String(started.url)}/admin/v1/accounts?limit=1`, { headers: { authorization: 'Bearer admin-token-0123456789abcdef' } });
     assert.deepEqual([admin.status, ((await admin.json()) as { error: unknown }).error], [404, {
-      type: 'not_found_error', code: 'not_found', message: 'GET /admin/v1/accounts is served by a process running the control role (the admin API), not by this one' }]);
+      type: 'not_found_error', code: 'not_found', message: 'GET /admin/v1/accounts: paths under /admin/ are served by a process running the control role (the admin API), not by this one' }]);
+    // A method and path the control process has no route for either: the answer names where
+    // /admin/ paths live, never claims that this route is served there.
+    const put = await fetch(`${String(started.url)}/admin/v1/usage`, { method: 'PUT', headers: { authorization: 'Bearer admin-token-0123456789abcdef' } });
+    assert.deepEqual([put.status, ((await put.json()) as { error: { message: string } }).error.message],
+      [404, 'PUT /admin/v1/usage: paths under /admin/ are served by a process running the control role (the admin API), not by this one']);
   } finally {
     await killNow(first);
   }
@@ -272,10 +277,10 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
     // A control process has no customer API: it names the process that has.
     const messages = await fetch(`${String(control.started.url)}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'sk-anything', 'content-type': 'application/json' }, body: '{}' });
     assert.deepEqual([messages.status, ((await messages.json()) as { error: unknown }).error], [404, {
-      type: 'not_found_error', code: 'not_found', message: 'POST /v1/messages is served by a process running the gateway role (the customer API), not by this one' }]);
+      type: 'not_found_error', code: 'not_found', message: 'POST /v1/messages: paths under /v1/ are served by a process running the gateway role (the customer API), not by this one' }]);
     const aliased = await fetch(`${String(control.started.url)}/api/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     assert.deepEqual([aliased.status, ((await aliased.json()) as { error: { message: string } }).error.message],
-      [404, 'POST /api/v1/messages is served by a process running the gateway role (the customer API), not by this one']);
+      [404, 'POST /api/v1/messages: paths under /api/v1/ are served by a process running the gateway role (the customer API), not by this one']);
   } finally {
     await killNow(control.child);
   }
@@ -347,7 +352,7 @@ test('Kafka away (connections refused, or accepted and never answered): the star
         assert.doesNotMatch(startOut, /kafka unreachable; spooling events to disk/, kind);
         // (a process without the operator routes says which one has them)
         const ops = await fetch(`http://127.0.0.1:${port}/ops/v1/reconcile?timeout_ms=5`);
-        assert.deepEqual([ops.status, ((await ops.json()) as { error: unknown }).error], [404, { type: 'not_found_error', code: 'not_found', message: 'GET /ops/v1/reconcile is served by the process that owns the warehouse (an aggregator running the warehouse group), not by this one' }]);
+        assert.deepEqual([ops.status, ((await ops.json()) as { error: unknown }).error], [404, { type: 'not_found_error', code: 'not_found', message: 'GET /ops/v1/reconcile: paths under /ops/ are served by the process that owns the warehouse (an aggregator running the warehouse group), not by this one' }]);
         const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
         const created = fetch(`http://127.0.0.1:${port}/admin/v1/accounts`, {
           method: 'POST', headers: { authorization: 'Bearer admin-token-0123456789abcdef', 'content-type': 'application/json' }, body: JSON.stringify({ name: 'stopped-in-an-outage' }),
