@@ -2,9 +2,8 @@ import type { AnyEvent, Topic } from './types.ts';
 
 /**
  * Trace context and anything else that travels beside an event, never inside it: string values
- * only. `event_id` is reserved (RESERVED_HEADERS): a Kafka record carries the event's own id
- * under that name, for tools that read the topic without parsing values; a consumer gets back
- * exactly the publisher's headers, on every log.
+ * only. `event_id` is reserved (RESERVED_HEADERS); a consumer gets back exactly the publisher's
+ * headers, on every log.
  */
 export type EventHeaders = Record<string, string>;
 
@@ -14,10 +13,18 @@ export function boundedId(id: unknown): string {
   return s.length <= 200 ? s : `${s.slice(0, 200)}…`;
 }
 
-/** The header a Kafka record carries the event's id under (see EventHeaders). */
+/**
+ * The header Kafka records carried the event's id under until 2026-12-03, for tools reading a
+ * topic without parsing values. No longer written: decoding it cost every consumer a header
+ * object and buffer per record (kafkajs builds them eagerly for a whole fetch, and they lived
+ * through the fetch's handling), 5-20 % of a consumer's CPU per event (bench/README.md, "The
+ * event_id header"); the value's JSON holds the id. Still reserved, so records written before
+ * and after read back alike (a publisher's own `event_id` header would be indistinguishable
+ * from an old record's).
+ */
 export const EVENT_ID_HEADER = 'event_id';
 
-/** Header names a publisher may not use: the log's own (see EventHeaders). */
+/** Header names a publisher may not use (see EVENT_ID_HEADER). */
 export const RESERVED_HEADERS: readonly string[] = Object.freeze([EVENT_ID_HEADER]);
 
 /**
@@ -46,7 +53,7 @@ export function carriedHeaders(headers: unknown): EventHeaders {
  */
 export function headersProblem(eventId: unknown, headers: EventHeaders | undefined): string | undefined {
   for (const name in headers) {
-    if (RESERVED_HEADERS.includes(name)) return `event ${boundedId(eventId)} has header "${name}", which the log sets itself (the event's id); leave it out (nothing of this publish was written)`;
+    if (RESERVED_HEADERS.includes(name)) return `event ${boundedId(eventId)} has header "${name}", which the log reserves (records of earlier versions carry the event's id under it); leave it out (nothing of this publish was written)`;
     if (typeof headers[name] !== 'string') {
       return `event ${boundedId(eventId)} has header ${JSON.stringify(name.slice(0, 100))} of type ${typeof headers[name]}; header values are strings (nothing of this publish was written)`;
     }

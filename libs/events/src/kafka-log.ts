@@ -1102,7 +1102,8 @@ export class KafkaLog implements EventLog {
       messages.push({
         key: partitionKey(event),
         value: json,
-        headers: { ...headers, [EVENT_ID_HEADER]: event.event_id },
+        // The publisher's headers only: no `event_id` header (see RESERVED_HEADERS).
+        headers,
       });
     }
     const compression = bytes >= this.#compressMinBytes ? this.#compression : CompressionTypes.None;
@@ -1496,9 +1497,9 @@ function decodeMessage(topic: Topic, partition: number, message: KafkaMessage): 
 }
 
 /**
- * The headers the publisher gave (EventHeaders). The `event_id` header every record carries
- * (for tools that read the topic without parsing values; publishers may not set it) is left
- * out: the event holds its id, and decoding it was a string per message for nobody.
+ * The headers the publisher gave (EventHeaders). An `event_id` header, which records carried
+ * before 2026-12-03 (see RESERVED_HEADERS), is left out, so a consumer gets exactly the
+ * publisher's headers from records of either age.
  */
 function decodeHeaders(headers: IHeaders | undefined): EventHeaders {
   const out: EventHeaders = {};
@@ -1629,12 +1630,12 @@ const HEADER_FRAMING_BYTES = 10;
 
 /**
  * What a record takes in an uncompressed record batch (bytes): its value (the event's JSON),
- * its key, its headers (the caller's and `event_id`) and their framing, counted high.
+ * its key, its headers (the caller's) and their framing, counted high.
  */
 function recordBytes(r: SpoolRecord & { value: string }, valueBytes = eventBytes(r.value)): number {
   let n = valueBytes + eventBytes(partitionKey(r.event)) + RECORD_FRAMING_BYTES;
   for (const name in r.headers) n += eventBytes(name) + eventBytes(r.headers[name]!) + HEADER_FRAMING_BYTES;
-  return n + 'event_id'.length + eventBytes(String(r.event.event_id)) + HEADER_FRAMING_BYTES;
+  return n;
 }
 
 /**

@@ -274,17 +274,16 @@ export function eventLogContract(name: string, make: () => Promise<EventLogFixtu
       }
       for (const s of samples) {
         const got = seen.seen.get(s.event.event_id)!.headers;
-        // Exactly the caller's: Kafka's records also carry an event_id header for other tools,
-        // which the consumer leaves out (the event holds its id).
+        // Exactly the caller's, nothing added (the event holds its id).
         assert.deepEqual({ ...got }, s.headers, `headers of ${s.event.event_id}`);
         assert.equal('traceparent' in s.event, false, 'headers never leak into the event');
       }
     });
 
-    it('a header no log can carry (a value that is not a string, or the log\'s own event_id) is refused at publish, nothing of the publish written, on every log', async (log, run) => {
+    it('a header no log can carry (a value that is not a string, or the reserved event_id) is refused at publish, nothing of the publish written, on every log', async (log, run) => {
       const [good, bad] = sampleEvents(run, 2);
       for (const [headers, problem] of [
-        [{ event_id: 'mine' }, `event ${bad!.event.event_id} has header "event_id", which the log sets itself (the event's id); leave it out (nothing of this publish was written)`],
+        [{ event_id: 'mine' }, `event ${bad!.event.event_id} has header "event_id", which the log reserves (records of earlier versions carry the event's id under it); leave it out (nothing of this publish was written)`],
         [{ 'x-n': 5 }, `event ${bad!.event.event_id} has header "x-n" of type number; header values are strings (nothing of this publish was written)`],
       ] as const) {
         const err = await log.publish(bad!.topic, [{ event: good!.event, headers: good!.headers }, { event: bad!.event, headers: headers as unknown as Record<string, string> }])

@@ -226,11 +226,12 @@ if (brokers === undefined) {
     }
   });
 
-  test('records are keyed by account, carry event_id and trace headers, and are JSON', async () => {
+  test('records are keyed by account, carry exactly the publisher\'s headers (no event_id header), and are JSON; a record of an earlier version with an event_id header reads back with the publisher\'s headers alone', async () => {
     const { log, prefix, cleanup } = await freshLog(kafka);
     const consumer = kafka.consumer({ groupId: `raw-${randomUUID()}`, maxWaitTimeInMs: 250 });
+    const producer = kafka.producer();
     try {
-      const [sample] = sampleEvents(randomUUID().slice(0, 8), 1);
+      const [sample, old] = sampleEvents(randomUUID().slice(0, 8), 2);
       await log.publish(sample!.topic, [{ event: sample!.event, headers: sample!.headers }]);
       await consumer.connect();
       await consumer.subscribe({ topics: [`${prefix}usage`], fromBeginning: true });
@@ -247,8 +248,23 @@ if (brokers === undefined) {
       assert.equal(sample!.event.type, 'usage');
       assert.equal(got.key, sample!.event.type === 'usage' ? sample!.event.account_id : '');
       assert.deepEqual(got.value, sample!.event);
-      assert.deepEqual(got.headers, { ...sample!.headers, event_id: sample!.event.event_id });
+      assert.deepEqual(got.headers, sample!.headers, 'the publisher\'s headers, nothing added');
+      // A record as versions before 2026-12-03 wrote it: the event's id also in an event_id header.
+      await producer.connect();
+      await producer.send({ topic: `${prefix}${old!.topic}`, messages: [{
+        key: old!.event.type === 'usage' ? old!.event.account_id : 'k', value: JSON.stringify(old!.event),
+        headers: { ...old!.headers, event_id: old!.event.event_id },
+      }] });
+      const seen = new Collector();
+      const sub = await log.subscribe({ group: `old-${randomUUID()}`, topics: [old!.topic], handler: seen.handler(), fromBeginning: true });
+      try {
+        await seen.waitForAll([old!], 'the old record');
+      } finally {
+        await sub.stop();
+      }
+      assert.deepEqual({ ...seen.seen.get(old!.event.event_id)!.headers }, old!.headers);
     } finally {
+      await producer.disconnect();
       await consumer.disconnect();
       await cleanup();
     }

@@ -188,8 +188,8 @@ test('a record Kafka would refuse on every send is refused at publish, nothing s
     const atBound = padded(samples[0]!.event, MAX_EVENT_BYTES);
     const key = partitionKey(atBound);
     const id = atBound.event_id;
-    // JSON + key + framing (32) + the header (name, value, 10) + event_id (8 + id, 10)
-    const overhead = Buffer.byteLength(key) + 32 + 'baggage'.length + 10 + 8 + Buffer.byteLength(id) + 10;
+    // JSON + key + framing (32) + the header (name, value, 10); no event_id header since 2026-12-03
+    const overhead = Buffer.byteLength(key) + 32 + 'baggage'.length + 10;
     const baggage = (n: number) => ({ baggage: 'h'.repeat(n) });
     const fits = MAX_RECORD_BYTES - MAX_EVENT_BYTES - overhead;
     const refused = await log.publish('usage', [{ event: samples[1]!.event }, { event: atBound, headers: baggage(fits + 1) }]).then(() => undefined, (err: unknown) => err);
