@@ -321,12 +321,29 @@ export interface BalanceStore {
 
   /**
    * Replaces every balance, ledger entry and position in one atomic step (rebuild from the
-   * warehouse) and marks the state ready; holds are left as they are.
+   * warehouse) and marks the state ready; holds are left as they are. The spend windows of
+   * `snapshot.spendWindows` are raised to their counts before the state turns ready.
    */
   load(snapshot: BalanceSnapshot): Promise<void>;
   /** Every account's balance (for reconcile). */
   balances(): Promise<Map<string, bigint>>;
   close(): Promise<void>;
+}
+
+/**
+ * What a spend window counted, as a rebuild reads it back from the warehouse: the cost of the
+ * usage events whose `ts` (the request's start) falls in the window, as of the rebuild's log
+ * positions. `load` raises the store's counter of that window to at least `used`.
+ */
+export interface SpendWindowCount {
+  name: SpendWindowName;
+  accountId: string;
+  /** the key the window counts, for the `key_*` windows */
+  keyId?: string;
+  /** the window's start, epoch ms UTC (`windowBounds`; 0 for `key_total`) */
+  start: number;
+  /** µc, ≥ 0 */
+  used: bigint;
 }
 
 export interface BalanceSnapshot {
@@ -351,6 +368,14 @@ export interface BalanceSnapshot {
    * each in its account's slot, so its load needs them (and throws without); others ignore it.
    */
   eventAccounts?: Map<string, string>;
+  /**
+   * the spend windows open at the rebuild, with what the warehouse counted in each (a key's or
+   * an account's daily, hourly, monthly or lifetime spend): without them a lost hot state (Redis
+   * flushed, an embedded process restarted) started every window from 0, and a customer could
+   * spend a daily limit again. `load` only ever raises a counter to the count, never lowers one:
+   * a counter also holds requests in flight, which the warehouse has no row of yet.
+   */
+  spendWindows?: SpendWindowCount[];
 }
 
 /**

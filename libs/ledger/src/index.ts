@@ -1,6 +1,6 @@
 export type {
   HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot, LogPosition, StateSnapshot,
-  LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, HoldAdmission, SpendWindow, SpendWindowName,
+  LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, HoldAdmission, SpendWindow, SpendWindowCount, SpendWindowName,
 } from './balance-store.ts';
 export { isRefusal, positionKey, RebuildSupersededError, windowBounds, SPEND_WINDOW_NAMES, StoreNotReadyError } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';

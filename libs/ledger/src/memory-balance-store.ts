@@ -286,6 +286,16 @@ export class MemoryBalanceStore implements BalanceStore {
   }
 
   async load(snapshot: BalanceSnapshot): Promise<void> {
+    // Spend windows first (never lowered: see BalanceSnapshot.spendWindows); one already ended is left out.
+    const now = this.#now();
+    for (const c of snapshot.spendWindows ?? []) {
+      const end = windowBounds(c.name, c.start).end;
+      if (end !== null && end <= now) continue;
+      const key = this.#windowKey(c.name, { accountId: c.accountId, keyId: c.keyId ?? '' }, c.start);
+      const w = this.#windows.get(key);
+      if (!w) this.#windows.set(key, { value: c.used, end });
+      else if (w.value < c.used) w.value = c.used;
+    }
     this.#balances = new Map(snapshot.balances);
     this.#ledgerEntries = new Map(snapshot.ledgerEntries);
     if (snapshot.refusals) this.#rejected = new Map(snapshot.refusals);

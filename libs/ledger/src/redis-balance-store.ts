@@ -6,7 +6,7 @@ import { LEDGER_KINDS, MAX_MONEY_MICROS, type LedgerEvent, type LedgerKind, type
 import { checkTtlMs, isRefusal, positionKey, RebuildSupersededError, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
-  ReferenceClaim, SpendWindowName, StateSnapshot,
+  ReferenceClaim, SpendWindowCount, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
 export interface RedisBalanceStoreOptions {
@@ -70,6 +70,7 @@ interface LedgerScripts {
   tollgateLedgerClusterLoad(gen: string, ready: string, pos: string, layout: string, ...args: string[]): Promise<number>;
   tollgateLedgerReject(ledger: string, rejected: string, eventId: string, reason: string): Promise<number>;
   tollgateLedgerClusterLoadPut(marker: string, key: string, loading: string, op: string, ...values: string[]): Promise<number>;
+  tollgateLedgerRaiseWindows(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
 }
 
 /** The Cluster layout's version, stored in `P {ledger}layout` by `load`; `ready()` wants it. */
@@ -249,6 +250,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerClusterLoad', lua('cluster-load'), 4);
     define('tollgateLedgerReject', lua('reject'), 2);
     define('tollgateLedgerClusterLoadPut', `${lua('marker-fn')}\n${lua('cluster-load-put')}`, 2);
+    define('tollgateLedgerRaiseWindows', lua('raise-windows'), -1);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
 
@@ -669,6 +671,8 @@ export class RedisBalanceStore implements BalanceStore {
    * has no account in `snapshot.eventAccounts` (each is kept in its account's slot).
    */
   async load(snapshot: BalanceSnapshot): Promise<void> {
+    // The spend windows before anything turns ready (raised only: see BalanceSnapshot.spendWindows).
+    await this.#raiseWindows(snapshot.spendWindows ?? []);
     if (this.#cluster) return this.#loadCluster(snapshot);
     // A fresh epoch: usage id markers count only while the pos hash holds theirs (position.lua),
     // so the load script's one atomic step also voids every marker of the effects it discards.
@@ -693,6 +697,29 @@ export class RedisBalanceStore implements BalanceStore {
     for (const [eventId, reason] of refusals ?? []) args.push(eventId, reason);
     args.push(epoch);
     await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), this.#key('rejected'), ...args);
+  }
+
+  /**
+   * Raises each window counter to at least its count (lua/raise-windows.lua): one script call
+   * per account, its counters sharing the account's slot, LOAD_CHUNK accounts at a time. A
+   * window that has ended is left out; a counter gets hold.lua's expiry, a day after its end.
+   */
+  async #raiseWindows(counts: readonly SpendWindowCount[]): Promise<void> {
+    const now = this.#now ? this.#now() : Date.now();
+    const byAccount = new Map<string, string[][]>();
+    for (const c of counts) {
+      const end = windowBounds(c.name, c.start).end;
+      if (end !== null && end <= now) continue;
+      const key = `${this.#prefix}sw:${this.#tag(c.accountId)}:${c.name}:${c.name.startsWith('key_') ? `k:${c.keyId ?? ''}` : 'a'}:${c.start}`;
+      let list = byAccount.get(c.accountId);
+      if (!list) byAccount.set(c.accountId, (list = []));
+      list.push([key, int64(c.used, `${c.name} count`), end === null ? '' : String(end + 86_400_000)]);
+    }
+    const calls = [...byAccount.values()];
+    for (let i = 0; i < calls.length; i += LOAD_CHUNK) {
+      await Promise.all(calls.slice(i, i + LOAD_CHUNK).map((list) =>
+        this.#scripts.tollgateLedgerRaiseWindows(list.length, ...list.map((w) => w[0]!), ...list.flatMap((w) => [w[1]!, w[2]!]))));
+    }
   }
 
   async #loadCluster(snapshot: BalanceSnapshot): Promise<void> {

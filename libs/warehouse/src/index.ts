@@ -1,7 +1,7 @@
 export { Warehouse, WarehouseInputError, WarehouseUnavailableError, WRITE_SLICE_MS, isDataError, isForeignAnswer, unavailableError } from './warehouse.ts';
 export { sizeSettings, sqlString, stringTable } from './sql-values.ts';
 export type {
-  WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals, LogPosition, LogPositions,
+  KeySpend, WarehouseOptions, UsageFilter, UsageGroupBy, UsageTotals, UsageGroup, LedgerTotals, LogPosition, LogPositions,
   QuarantineKind, QuarantineRecord, StoreItem, StoredLedgerEntry, StoredPriceVersionRow, UsageCursor, Row as WarehouseRow,
 } from './warehouse.ts';
 export { DIMENSION_COLUMNS, LATEST_MIGRATION, PERCENTILE_LEVELS, ROLLUP_GRAINS, migrations, rollupSelect, rollupTable, tableNames } from './schema.ts';

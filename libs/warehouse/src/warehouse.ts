@@ -103,6 +103,16 @@ function boundParams(at: LogPositions): Record<string, unknown> {
   };
 }
 
+/** One key's spend (`Warehouse.spendAt`), µc: in total and since the hour, day and month asked. */
+export interface KeySpend {
+  accountId: string;
+  keyId: string;
+  total: bigint;
+  hour: bigint;
+  day: bigint;
+  month: bigint;
+}
+
 export interface UsageFilter {
   accountId?: string;
   keyId?: string;
@@ -977,6 +987,30 @@ export class Warehouse {
       boundParams(at),
     );
     return new Map(rows.map((r) => [str(r['account_id']), money(r['balance_text'])]));
+  }
+
+  /**
+   * What each key spent, as of log positions like `balancesAt`, per (account, key): in total
+   * and since each of `since`'s instants (epoch ms: the starts of the spend windows open now),
+   * by the usage events' `ts`, µc. Only pairs that spent something; rows in account, key order.
+   * What a rebuild gives back to the spend windows (`BalanceSnapshot.spendWindows` of
+   * @tollgate/ledger).
+   */
+  async spendAt(at: LogPositions, since: { hour: number; day: number; month: number }): Promise<KeySpend[]> {
+    const rows = await this.#select(
+      `SELECT account_id, key_id, toString(sum(c)) AS total_text,
+              toString(sumIf(c, ts >= fromUnixTimestamp64Milli({hour:Int64}, 'UTC'))) AS hour_text,
+              toString(sumIf(c, ts >= fromUnixTimestamp64Milli({day:Int64}, 'UTC'))) AS day_text,
+              toString(sumIf(c, ts >= fromUnixTimestamp64Milli({month:Int64}, 'UTC'))) AS month_text
+       FROM (SELECT account_id, key_id, ts, toInt128(cost_micros) AS c FROM ${boundedFacts(this.#t.usage, 'u', this.#t.quarantine)})
+       GROUP BY account_id, key_id HAVING sum(c) != 0 ORDER BY account_id, key_id
+       ${await this.#boundedSettings()}`,
+      { ...boundParams(at), hour: since.hour, day: since.day, month: since.month },
+    );
+    return rows.map((r) => ({
+      accountId: str(r['account_id']), keyId: str(r['key_id']), total: money(r['total_text']),
+      hour: money(r['hour_text']), day: money(r['day_text']), month: money(r['month_text']),
+    }));
   }
 
   /** Ids of usage events at or after `sinceMs` and within the log positions (rebuild). */

@@ -1,6 +1,6 @@
 import type { KeyDirectory } from '@tollgate/keys';
-import { positionKey, type BalanceStore } from '@tollgate/ledger';
-import { rollupsMatchRaw, type LogPositions, type Warehouse } from '@tollgate/warehouse';
+import { positionKey, windowBounds, type BalanceStore, type SpendWindowCount } from '@tollgate/ledger';
+import { rollupsMatchRaw, type KeySpend, type LogPositions, type Warehouse } from '@tollgate/warehouse';
 
 export interface RebuildReport {
   accounts: number;
@@ -8,6 +8,8 @@ export interface RebuildReport {
   balances: number;
   /** recent usage ids remembered again */
   usage_ids: number;
+  /** spend-window counters given back (each key's hourly, daily and lifetime spend, each account's daily and monthly) */
+  spend_windows: number;
   /** the log positions the rebuilt state is exact as of (`topic:partition` → offset) */
   positions: Record<string, string>;
   ms: number;
@@ -17,7 +19,10 @@ export interface RebuildReport {
  * Rebuilds hot state from the warehouse: accounts and keys (highest version wins, so newer
  * records already in the directory stay), then balances, the applied ledger entries and the
  * ledger's refusals (a refused credit reference stays refused: 409, never "applied") as of the
- * warehouse's own log positions, loaded with those positions in one atomic step. Ledger
+ * warehouse's own log positions, loaded with those positions in one atomic step. The spend
+ * windows open now get back what each key and account spent in them (`spendWindowCounts`), so
+ * a lost hot state never lets a daily, hourly, monthly or lifetime limit be spent twice; a
+ * counter already higher (requests in flight) is kept. Ledger
  * consumers past those positions then see a gap and re-read the log from there, so every
  * event after the snapshot is applied exactly once. Control positions are not kept: the
  * control topic is replayed from its start (records are idempotent by version).
@@ -34,15 +39,20 @@ export async function rebuild(
      */
     refusalsStored?: () => Promise<void>;
   },
-  options: { usageMemoryMs?: number } = {},
+  options: {
+    usageMemoryMs?: number;
+    /** the instant whose spend windows are given back, epoch ms (default now; tests) */
+    now?: number;
+  } = {},
 ): Promise<RebuildReport> {
   const started = performance.now();
   await deps.refusalsStored?.();
   const at = await deps.warehouse.logPositions();
   const memoryMs = options.usageMemoryMs ?? 24 * 3600_000;
   const since = Date.now() - memoryMs;
-  const [{ balances, ledgerEntries, usageIds, eventAccounts }, refusals, accounts, keys, plans] = await Promise.all([
-    boundedSnapshot(deps.warehouse, at, since, deps.balances.needsEventAccounts === true), deps.warehouse.ledgerRefusals(),
+  const now = options.now ?? Date.now();
+  const [{ balances, ledgerEntries, usageIds, eventAccounts, spend }, refusals, accounts, keys, plans] = await Promise.all([
+    boundedSnapshot(deps.warehouse, at, since, deps.balances.needsEventAccounts === true, now), deps.warehouse.ledgerRefusals(),
     deps.warehouse.loadAccounts(), deps.warehouse.loadKeys(), deps.warehouse.loadPlans(),
   ]);
   // Keys first, so customers authenticate the moment money is ready again.
@@ -52,9 +62,10 @@ export async function rebuild(
   const positions = new Map<string, bigint>();
   for (const [p, o] of at.usage) positions.set(positionKey('usage', p), o);
   for (const [p, o] of at.ledger) positions.set(positionKey('ledger', p), o);
-  await deps.balances.load({ balances, ledgerEntries, refusals, positions, usageIds, ...(eventAccounts ? { eventAccounts } : {}) });
+  const spendWindows = spendWindowCounts(spend, now);
+  await deps.balances.load({ balances, ledgerEntries, refusals, positions, usageIds, spendWindows, ...(eventAccounts ? { eventAccounts } : {}) });
   return {
-    accounts: accounts.length, keys: keys.length, balances: balances.size, usage_ids: usageIds.length,
+    accounts: accounts.length, keys: keys.length, balances: balances.size, usage_ids: usageIds.length, spend_windows: spendWindows.length,
     positions: Object.fromEntries([...positions].map(([k, v]) => [k, v.toString()])),
     ms: Math.round(performance.now() - started),
   };
@@ -81,6 +92,29 @@ export interface ReconcileReport {
   problem?: string;
 }
 
+/**
+ * The spend windows open at `now` with what each key and account spent in them (`spend`:
+ * `Warehouse.spendAt` since those windows' starts): key_hourly, key_daily and key_total per
+ * key, account_daily and account_monthly per account (the sum of its keys). Zero counts are
+ * left out.
+ */
+export function spendWindowCounts(spend: readonly KeySpend[], now: number): SpendWindowCount[] {
+  const out: SpendWindowCount[] = [];
+  const day = new Map<string, bigint>();
+  const month = new Map<string, bigint>();
+  for (const s of spend) {
+    const key = { accountId: s.accountId, keyId: s.keyId };
+    if (s.hour > 0n) out.push({ name: 'key_hourly', ...key, start: windowBounds('key_hourly', now).start, used: s.hour });
+    if (s.day > 0n) out.push({ name: 'key_daily', ...key, start: windowBounds('key_daily', now).start, used: s.day });
+    if (s.total > 0n) out.push({ name: 'key_total', ...key, start: 0, used: s.total });
+    day.set(s.accountId, (day.get(s.accountId) ?? 0n) + s.day);
+    month.set(s.accountId, (month.get(s.accountId) ?? 0n) + s.month);
+  }
+  for (const [accountId, used] of day) if (used > 0n) out.push({ name: 'account_daily', accountId, start: windowBounds('account_daily', now).start, used });
+  for (const [accountId, used] of month) if (used > 0n) out.push({ name: 'account_monthly', accountId, start: windowBounds('account_monthly', now).start, used });
+  return out;
+}
+
 /** What a rebuild reads as of the warehouse's log positions; see boundedSnapshot. */
 interface BoundedSnapshot {
   balances: Map<string, bigint>;
@@ -89,6 +123,8 @@ interface BoundedSnapshot {
   usageIds: string[];
   /** A ledger on Redis Cluster keeps each id in its account's slot: it needs their accounts. */
   eventAccounts: Map<string, string> | undefined;
+  /** each key's spend in the spend windows open at the rebuild (see spendWindowCounts) */
+  spend: KeySpend[];
 }
 
 /** Reads of one snapshot that agree with each other before the first of them is trusted. */
@@ -96,7 +132,7 @@ const SNAPSHOT_READS_MAX = 6;
 
 /**
  * The balances, applied ledger entries, recent usage ids (and, for a ledger on Redis Cluster,
- * their accounts) as of `at`, read together and again until two reads in a row are equal. They
+ * their accounts) and each key's spend in the spend windows open at `now` as of `at`, read together and again until two reads in a row are equal. They
  * are separate queries, and ClickHouse may merge parts between them: once a fact's copies are
  * merged only the newest remains, so a merge landing between two of the reads, with that copy
  * past `at`, would make one read count the fact and another not, and the rebuilt state would
@@ -104,12 +140,15 @@ const SNAPSHOT_READS_MAX = 6;
  * before the copies are folded"). Two equal reads in a row straddle no such merge. Throws when
  * SNAPSHOT_READS_MAX reads never settle.
  */
-async function boundedSnapshot(w: Warehouse, at: LogPositions, since: number, withAccounts: boolean): Promise<BoundedSnapshot> {
+async function boundedSnapshot(w: Warehouse, at: LogPositions, since: number, withAccounts: boolean, now: number): Promise<BoundedSnapshot> {
+  const windows = {
+    hour: windowBounds('key_hourly', now).start, day: windowBounds('key_daily', now).start, month: windowBounds('account_monthly', now).start,
+  };
   const read = async (): Promise<BoundedSnapshot> => {
-    const [balances, ledgerEntries, usageIds, eventAccounts] = await Promise.all([
-      w.balancesAt(at), w.ledgerEntriesAt(at), w.usageIdsAt(at, since), withAccounts ? w.eventAccountsAt(at, since) : undefined,
+    const [balances, ledgerEntries, usageIds, eventAccounts, spend] = await Promise.all([
+      w.balancesAt(at), w.ledgerEntriesAt(at), w.usageIdsAt(at, since), withAccounts ? w.eventAccountsAt(at, since) : undefined, w.spendAt(at, windows),
     ]);
-    return { balances, ledgerEntries, usageIds: [...usageIds].sort(), eventAccounts };
+    return { balances, ledgerEntries, usageIds: [...usageIds].sort(), eventAccounts, spend };
   };
   const text = (s: BoundedSnapshot) => JSON.stringify(s, (_k, v: unknown) =>
     (typeof v === 'bigint' ? v.toString() : v instanceof Map ? [...v].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : v));
