@@ -17,8 +17,8 @@ export function boundedId(id: unknown): string {
  * The header Kafka records carried the event's id under until 2026-12-03, for tools reading a
  * topic without parsing values. No longer written: decoding it cost every consumer a header
  * object and buffer per record (kafkajs builds them eagerly for a whole fetch, and they lived
- * through the fetch's handling), 5-20 % of a consumer's CPU per event (bench/README.md, "The
- * event_id header"); the value's JSON holds the id. Still reserved, so records written before
+ * through the fetch's handling): a median of ~7 % of a consumer's CPU per event, inside the
+ * machine's noise (bench/README.md, "The event_id header"); the value's JSON holds the id. Still reserved, so records written before
  * and after read back alike (a publisher's own `event_id` header would be indistinguishable
  * from an old record's).
  */
