@@ -250,6 +250,14 @@ export interface BalanceStore {
   /** Hot state is present (false after it was lost and before a rebuild). */
   ready(): Promise<boolean>;
   /**
+   * True when this store waits for a rebuild (it requires one, and its store-wide ready mark is
+   * missing: Redis lost its data, or a rebuild is loading): one read (on a Cluster the
+   * store-wide mark only, not every slot's as `ready()` reads). For the operator routes, which
+   * answer 503 `state_unavailable` then rather than reading an empty directory as "no such
+   * account". A store that needs no rebuild (memory, or Redis without `requireReady`): false.
+   */
+  stateLost(): Promise<boolean>;
+  /**
    * Every stored log position (`<topic>:<partition>` → last applied offset) in one cheap read, or
    * undefined while the state is not ready (lost, or being rebuilt). On a Cluster "ready" is the
    * store-wide mark only, not every slot's (`ready()`, 16,384 reads): what the ledger group's

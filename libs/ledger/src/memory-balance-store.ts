@@ -203,6 +203,10 @@ export class MemoryBalanceStore implements BalanceStore {
     return true;
   }
 
+  async stateLost(): Promise<boolean> {
+    return false;
+  }
+
   /** No log positions here (the in-process log's offsets start again with every process). */
   async storedPositions(): Promise<Map<string, bigint> | undefined> {
     return undefined;

@@ -532,6 +532,13 @@ export class RedisBalanceStore implements BalanceStore {
     }
   }
 
+  async stateLost(): Promise<boolean> {
+    if (!this.#requireReady) return false;
+    if (!this.#cluster) return (await this.#redis.exists(this.#key('ready'))) !== 1;
+    const [ready, layout] = await Promise.all([this.#redis.get(this.#g('ready')), this.#redis.get(this.#g('layout'))]);
+    return ready === null || layout !== CLUSTER_LAYOUT;
+  }
+
   /** One MULTI: the ready mark (and the layout, on a Cluster: all in the `{ledger}` slot) and the positions. */
   async storedPositions(): Promise<Map<string, bigint> | undefined> {
     const tx = this.#cluster

@@ -150,7 +150,11 @@ function keyView(k: KeyRecord) {
 /** Mounts the operator API (`/admin/v1/*`, admin token) on a server from `createHttpServer`. */
 export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   // Every route reaches hot state only through these: Redis unreachable is one 503, everywhere.
-  deps = { ...deps, keys: guardHotState(deps.keys), balances: guardHotState(deps.balances) };
+  // While the hot state waits for a rebuild (Redis lost its data) every route that reads or
+  // writes it answers 503 state_unavailable, never an empty list or "does not exist".
+  const unguarded = deps.balances;
+  const lost = () => unguarded.stateLost();
+  deps = { ...deps, keys: guardHotState(deps.keys, lost), balances: guardHotState(deps.balances, lost) };
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 

@@ -72,3 +72,53 @@ test('hot state unreachable: every control route is 503 state_unavailable with r
   assert.equal(back.statusCode, 200);
   assert.equal((back.json() as { status: string }).status, 'disabled');
 });
+
+test('hot state lost (Redis answers but lost its data, not rebuilt yet): every control route that reads or writes it is 503 state_unavailable naming the rebuild, never an empty list or "does not exist"; served again once rebuilt', async (t) => {
+  // Kind (a tester's MEDIUM): with the ready mark gone the directory reads as empty, and the
+  // routes answered 200 {"data":[]} and 404 "account … does not exist" for every account.
+  const url = await requireRedis(t);
+  if (url === undefined) return;
+  const redis = new Redis(url);
+  const prefix = `test:control-lost:${randomUUID()}:`;
+  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true });
+  await balances.load({ balances: new Map(), ledgerEntries: new Map() });
+  const app = buildControl({
+    keys: new RedisKeyDirectory({ redis, prefix }), balances, log: new MemoryLog(),
+    catalog: loadCatalogFile(resolve(import.meta.dirname, '../../../libs/pricing/catalogs/cny.json')),
+    adminToken: TOKEN, keyHashSecret: 'k'.repeat(32), applyTimeoutMs: 50,
+  });
+  t.after(async () => {
+    await app.close();
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+  });
+  const call = (method: 'GET' | 'POST' | 'PATCH', path: string, payload?: object) =>
+    app.inject({ method, url: path, headers: { authorization: `Bearer ${TOKEN}` }, ...(payload ? { payload } : {}) });
+  const account = (await call('POST', '/admin/v1/accounts', { name: 'lost' })).json() as { id: string };
+  assert.equal((await call('GET', '/admin/v1/accounts')).statusCode, 200);
+
+  // Redis lost the state: the ready mark is what every reader goes by (a FLUSHALL takes it too).
+  await redis.del(`${prefix}ledger-ready`);
+  await new Promise((r) => setTimeout(r, 300)); // past the reuse of the last "present" answer
+  const routes: Array<[string, () => ReturnType<typeof call>]> = [
+    ['GET accounts', () => call('GET', '/admin/v1/accounts')],
+    ['GET account', () => call('GET', `/admin/v1/accounts/${account.id}`)],
+    ['GET keys', () => call('GET', `/admin/v1/accounts/${account.id}/keys`)],
+    ['POST credits', () => call('POST', `/admin/v1/accounts/${account.id}/credits`, { credits: '1', reference: 'r-1' })],
+    ['POST account', () => call('POST', '/admin/v1/accounts', { name: 'y' })],
+    ['GET plans', () => call('GET', '/admin/v1/plans')],
+  ];
+  for (const [name, send] of routes) {
+    const res = await send();
+    const { request_id: _id, ...body } = res.json() as Record<string, unknown>;
+    assert.deepEqual({ route: name, status: res.statusCode, retryAfter: res.headers['retry-after'], body }, {
+      route: name, status: 503, retryAfter: '2',
+      body: { type: 'error', error: { type: 'api_error', code: 'state_unavailable', message: 'Hot state (Redis) was lost and is being rebuilt from the warehouse; retry shortly' } },
+    });
+  }
+  // Rebuilt: served again.
+  await balances.load({ balances: new Map(), ledgerEntries: new Map() });
+  const back = await call('GET', `/admin/v1/accounts/${account.id}`);
+  assert.equal(back.statusCode, 200);
+});
