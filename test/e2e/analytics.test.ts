@@ -130,7 +130,9 @@ describe('usage analytics over real traffic of two accounts', () => {
   test('reconcile with rollups=true: the rollups agree with raw events; a bad value is a 400 naming rollups', async () => {
     const r = await get(stack.url, '/ops/v1/reconcile?rollups=true', asAdmin);
     assert.equal(r.status, 200, r.text);
-    assert.deepEqual([r.json()['ok'], r.json()['rollups']], [true, { ok: true, mismatched_rows: { minute: 0, hour: 0, day: 0 } }]);
+    assert.deepEqual([r.json()['ok'], r.json()['rollups']], [true, {
+      ok: true, mismatched_rows: { minute: 0, hour: 0, day: 0 }, recent_rows: { minute: 0, hour: 0, day: 0 }, settle_ms: 600_000,
+    }]);
     assert.equal('rollups' in (await get(stack.url, '/ops/v1/reconcile', asAdmin)).json(), false);
     const bad = await get(stack.url, '/ops/v1/reconcile?rollups=yes', asAdmin);
     assert.equal(bad.status, 400);

@@ -18,8 +18,8 @@ export type {
 export { ADMIN_USAGE_PARAMS, USAGE_PARAMS, USAGE_STATUSES, metricsJson, micros6, parseUsageParams, pointJson, ratio6, seriesCsv } from './analytics-view.ts';
 export type { ParamReaders, UsageParams, ViewOptions } from './analytics-view.ts';
 export {
-  backfillRollups, recentRollupScope, repairMismatchedRollups, repairRollups, restoreRecentIds, ROLLUP_CONFIRM_MS, ROLLUP_SETTLE_MS,
-  type Exclusive, type RollupRepairReport,
+  backfillRollups, recentRollupScope, repairMismatchedRollups, repairRollups, restoreRecentIds, rollupMismatches, ROLLUP_CONFIRM_MS, ROLLUP_SETTLE_MS,
+  type Exclusive, type RollupMismatches, type RollupRepairReport,
 } from './rollup-repair.ts';
 export type { RollupRepairResult, RollupRepairStore, RollupScopePair } from './rollup-repair.ts';
 export { createChdbClickHouse, isTextOnlyClient } from './chdb-client.ts';

@@ -103,6 +103,37 @@ export interface RollupRepairReport {
 /** How long after its end a bucket counts as settled for `repairMismatchedRollups` (ms): no usage insert is still adding to it. */
 export const ROLLUP_SETTLE_MS = 10 * 60_000;
 
+/** Rollup rows that differ from raw events, per grain, by whether their bucket has settled. */
+export interface RollupMismatches {
+  /** in buckets that ended at least `settleMs` before `now`: nothing adds to them any more */
+  settled: Record<RollupGrain, number>;
+  /** in buckets still being written: an insert in flight (its raw part stored, its views' not yet) shows here */
+  recent: Record<RollupGrain, number>;
+}
+
+/**
+ * The rows `mismatchedRollupRows` finds, counted per grain as settled or recent (ROLLUP_SETTLE_MS
+ * after the bucket's end by default, the repair's rule). Under traffic a usage insert is seen
+ * between its raw part and its views' parts, so a recent mismatch may be one in flight; a
+ * settled one is not. Every event is in a minute bucket, which settles 11 minutes after it,
+ * so a lost view block shows as settled within that. Reads every usage row three times.
+ */
+export async function rollupMismatches(w: RollupRepairStore, opts: { settleMs?: number; now?: number } = {}): Promise<RollupMismatches> {
+  const cutoff = Math.floor(((opts.now ?? Date.now()) - (opts.settleMs ?? ROLLUP_SETTLE_MS)) / 1000);
+  const settled = { minute: 0, hour: 0, day: 0 } as Record<RollupGrain, number>;
+  const recent = { minute: 0, hour: 0, day: 0 } as Record<RollupGrain, number>;
+  for (const grain of ROLLUP_GRAINS) {
+    const rows = await w.select(
+      `SELECT countIf(toUInt32(bucket) + {size:UInt32} <= {cutoff:UInt32}) AS settled, countIf(toUInt32(bucket) + {size:UInt32} > {cutoff:UInt32}) AS recent
+       FROM ${mismatchedRollupRows(w.tables, grain)}`,
+      { size: GRAIN_SECONDS[grain], cutoff: Math.max(0, cutoff) },
+    );
+    settled[grain] = Number(rows[0]?.['settled'] ?? 0);
+    recent[grain] = Number(rows[0]?.['recent'] ?? 0);
+  }
+  return { settled, recent };
+}
+
 /**
  * Finds every rollup row that differs from raw events (FINAL), as `rollupsMatchRaw` does, and
  * rebuilds the (account, bucket) rows it falls in with `repairRollups` (lightweight DELETE, then

@@ -80,10 +80,10 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
   if (!res) return 1;
   const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
   process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
-  if (command === 'reconcile' && !res.ok && res.status !== 409) {
-    // Not a report (409 is one: its differences): an error answer, named as such.
+  if (!res.ok && (command !== 'reconcile' || res.status !== 409)) {
+    // Not a report (a reconcile's 409 is one: its differences): an error answer, named as such.
     const error = (body.error ?? {}) as { type?: unknown; message?: unknown };
-    process.stderr.write(`tollgate reconcile: failed (${res.status}${error.type ? ` ${String(error.type)}` : ''})${error.message ? `: ${String(error.message)}` : ''}\n`);
+    process.stderr.write(`tollgate ${command}: failed (${res.status}${error.type ? ` ${String(error.type)}` : ''})${error.message ? `: ${String(error.message)}` : ''}\n`);
     return 1;
   }
   if (command === 'reconcile') {
@@ -96,20 +96,34 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
         process.stderr.write(`  ${String(q.event_id)}  ${String(q.group)} ${String(q.topic)}/${String(q.partition)}@${String(q.offset)}  ${String(q.kind)}: ${String(q.reason)}\n`);
       }
     }
-    process.stderr.write(body.ok === true
+    process.stderr.write(diffs === 0 && body.problem === undefined
       ? `tollgate reconcile: hot state and warehouse agree on the balances of ${String(body.accounts)} ${body.accounts === 1 ? 'account' : 'accounts'} (every account with a credit or usage)\n`
       : `tollgate reconcile: ${diffs} difference(s)${body.problem ? `: ${String(body.problem)}` : ''}\n`);
-    const rolled = body.rollups as { ok?: unknown } | undefined;
-    if (repair && rolled?.ok === true) process.stderr.write('tollgate reconcile: rollups equal the raw events; nothing to repair\n');
+    const rolled = body.rollups as { ok?: unknown; mismatched_rows?: unknown; recent_rows?: unknown } | undefined;
+    if (rolled) process.stderr.write(`tollgate reconcile: ${rollupsLine(rolled)}\n`);
+    if (repair && rolled?.ok === true) process.stderr.write('tollgate reconcile: nothing to repair\n');
     if (!repair || rolled?.ok !== false) return body.ok === true ? 0 : 1;
     return (await repairRollups(url, token)) && diffs === 0 && body.problem === undefined ? 0 : 1;
   }
-  if (!res.ok) {
-    process.stderr.write(`tollgate rebuild: failed (${res.status})\n`);
-    return 1;
-  }
-  process.stderr.write(`tollgate rebuild: ${String(body.balances)} balances, ${String(body.keys)} keys restored in ${String(body.ms)} ms\n`);
+  process.stderr.write(`tollgate rebuild: ${String(body.balances)} balances, ${String(body.keys)} keys and ${String(body.spend_windows ?? 0)} spend-window counters restored in ${String(body.ms)} ms\n`);
   return 0;
+}
+
+/**
+ * The rollup check of a reconcile report in words: which rows differ from the raw events in
+ * settled buckets (what fails it, per grain) and, when any, how many in buckets still being
+ * written (inserts in flight under traffic; not counted).
+ */
+function rollupsLine(r: { ok?: unknown; mismatched_rows?: unknown; recent_rows?: unknown }): string {
+  const grains = (v: unknown) => (isRecordOf(v) ? v : {});
+  const total = (v: Record<string, number>) => Object.values(v).reduce((a, b) => a + b, 0);
+  const each = (v: Record<string, number>) => Object.entries(v).map(([g, n]) => `${g} ${n}`).join(', ');
+  const settled = grains(r.mismatched_rows);
+  const recent = grains(r.recent_rows);
+  const inFlight = total(recent) > 0 ? `; ${total(recent)} row(s) in buckets still being written differ (${each(recent)}): inserts in flight, not counted` : '';
+  return r.ok === true
+    ? `rollups equal the raw events in every settled bucket${inFlight}`
+    : `rollups differ from the raw events in ${total(settled)} row(s) of settled buckets (${each(settled)}); repair with tollgate reconcile --rollups --repair${inFlight}`;
 }
 
 /**

@@ -150,15 +150,19 @@ test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --ro
   // The stack's one account: the count in the singular, as an operator reads it.
   assert.equal(report.accounts, 1);
   assert.match(plain.stderr, /tollgate reconcile: hot state and warehouse agree on the balances of 1 account \(every account with a credit or usage\)\n$/);
-  const withRollups = ok<{ ok: boolean; rollups: { ok: boolean } }>(await tg('reconcile', '--rollups'));
-  assert.deepEqual([withRollups.ok, withRollups.rollups.ok], [true, true]);
+  const rolled = await tg('reconcile', '--rollups');
+  const withRollups = ok<{ ok: boolean; rollups: unknown }>(rolled);
+  assert.deepEqual([withRollups.ok, withRollups.rollups], [true, {
+    ok: true, mismatched_rows: { minute: 0, hour: 0, day: 0 }, recent_rows: { minute: 0, hour: 0, day: 0 }, settle_ms: 600_000,
+  }]);
+  assert.match(rolled.stderr, /\ntollgate reconcile: rollups equal the raw events in every settled bucket\n$/);
   const misplaced = await tg('rebuild', '--rollups');
   assert.deepEqual(misplaced, { code: 2, stdout: '', stderr: 'tollgate rebuild: --rollups is an option of reconcile\n(see tollgate rebuild --help)\n' });
   // --repair: nothing differs, so nothing is repaired (one report, exit 0); without --rollups it is bad usage
   const repaired = await tg('reconcile', '--rollups', '--repair');
   assert.deepEqual([repaired.code, ok<{ rollups: { ok: boolean } }>(repaired).rollups.ok], [0, true]);
   assert.doesNotMatch(repaired.stderr, /repairing/);
-  assert.match(repaired.stderr, /tollgate reconcile: rollups equal the raw events; nothing to repair\n/);
+  assert.match(repaired.stderr, /tollgate reconcile: rollups equal the raw events in every settled bucket\ntollgate reconcile: nothing to repair\n/);
   // an error answer is named as one, never read as a report ("0 difference(s)")
   const wrong = await runTollgate(['reconcile', '--rollups', '--repair'], { ADMIN_TOKEN: 'wrong-admin-token-0123456789', TOLLGATE_URL: stack.url });
   assert.equal(wrong.code, 1);
