@@ -125,8 +125,22 @@ function echoedPath(url: string): string {
  */
 export function registerServedElsewhere(app: FastifyInstance, pattern: string, servedBy: string): void {
   const prefix = pattern.replace(/\*$/, '');
+  registerNotHere(app, pattern, (head) => `${head}: paths under ${prefix} are served by ${servedBy}, not by this one`);
+}
+
+/**
+ * Like `registerServedElsewhere`, for a process that serves some paths under `pattern` but not
+ * others: every path under it without a route here answers 404 `not_found_error` "<METHOD>
+ * <path> is not served by this process: <reason>" (e.g. a control process without a warehouse,
+ * whose usage and billing routes are another process's).
+ */
+export function registerNotServedHere(app: FastifyInstance, pattern: string, reason: string): void {
+  registerNotHere(app, pattern, (head) => `${head} is not served by this process: ${reason}`);
+}
+
+function registerNotHere(app: FastifyInstance, pattern: string, message: (head: string) => string): void {
   app.all(pattern, async (request) => {
-    throw gatewayError('not_found', `${request.method} ${echoedPath(request.url)}: paths under ${prefix} are served by ${servedBy}, not by this one`);
+    throw gatewayError('not_found', message(`${request.method} ${echoedPath(request.url)}`));
   });
 }
 

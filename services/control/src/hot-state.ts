@@ -24,7 +24,7 @@ export function stateUnavailable(cause: unknown) {
  * operator the accounts are gone.
  */
 export function stateLost() {
-  return gatewayError('state_unavailable', 'Hot state (Redis) was lost and is being rebuilt from the warehouse; retry shortly', {
+  return gatewayError('state_unavailable', 'Hot state (Redis) is not ready (lost, or not built yet): the process that owns the warehouse rebuilds it; retry shortly', {
     headers: { 'retry-after': String(STATE_RETRY_AFTER_SECONDS) },
   });
 }

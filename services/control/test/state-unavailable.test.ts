@@ -114,7 +114,7 @@ test('hot state lost (Redis answers but lost its data, not rebuilt yet): every c
     const { request_id: _id, ...body } = res.json() as Record<string, unknown>;
     assert.deepEqual({ route: name, status: res.statusCode, retryAfter: res.headers['retry-after'], body }, {
       route: name, status: 503, retryAfter: '2',
-      body: { type: 'error', error: { type: 'api_error', code: 'state_unavailable', message: 'Hot state (Redis) was lost and is being rebuilt from the warehouse; retry shortly' } },
+      body: { type: 'error', error: { type: 'api_error', code: 'state_unavailable', message: 'Hot state (Redis) is not ready (lost, or not built yet): the process that owns the warehouse rebuilds it; retry shortly' } },
     });
   }
   // Rebuilt: served again.

@@ -6,7 +6,7 @@ import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '@tollgate/config';
 import { finishedWithin, KafkaLog, MemoryLog, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
-import { addReadinessCheck, createHttpServer, loggerOptions, registerServedElsewhere } from '@tollgate/http';
+import { addReadinessCheck, createHttpServer, loggerOptions, registerNotServedHere, registerServedElsewhere } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
@@ -333,7 +333,15 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   }
   // A distributed process without a role's routes names the process that has them (a CLI or SDK
   // pointed at the wrong one read "does not exist", a new user's finding).
-  if (!config.roles.includes('control')) registerServedElsewhere(server, '/admin/*', 'a process running the control role (the admin API)');
+  // The admin routes that read the warehouse (usage, billing, invoices and statements, credit
+  // history, webhooks, upstream pools) are on control only when it has a warehouse of its own
+  // (CLICKHOUSE_URL); otherwise (one chDB, the warehouse owner's) they are the owner's.
+  const warehouseAdmin = 'usage, billing, invoices, statements, credit history, webhooks and upstreams';
+  if (!config.roles.includes('control')) {
+    registerServedElsewhere(server, '/admin/*', `a process running the control role (the admin API; ${warehouseAdmin} by the process that owns the warehouse where control has no CLICKHOUSE_URL)`);
+  } else if (!warehouse) {
+    registerNotServedHere(server, '/admin/*', `this control process has no warehouse (CLICKHOUSE_URL is not set), so ${warehouseAdmin} are served by the process that owns the warehouse (an aggregator running the warehouse group); any other path does not exist`);
+  }
   if (!config.roles.includes('gateway')) {
     // (`/api/v1/…`: the same routes for clients whose base URL ends in /api)
     for (const pattern of ['/v1/*', '/api/v1/*']) registerServedElsewhere(server, pattern, 'a process running the gateway role (the customer API)');

@@ -1,5 +1,6 @@
 // The program's command line: conventions (help on stdout, diagnostics on stderr, exit codes)
 // and config errors that name every bad variable before anything starts.
+import { Redis } from 'ioredis';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -258,12 +259,12 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
     // A gateway has no admin API: it names the process that has (a CLI pointed at it read "does not exist").
     const admin = await fetch(`${String(started.url)}/admin/v1/accounts?limit=1`, { headers: { authorization: 'Bearer admin-token-0123456789abcdef' } });
     assert.deepEqual([admin.status, ((await admin.json()) as { error: unknown }).error], [404, {
-      type: 'not_found_error', code: 'not_found', message: 'GET /admin/v1/accounts: paths under /admin/ are served by a process running the control role (the admin API), not by this one' }]);
+      type: 'not_found_error', code: 'not_found', message: 'GET /admin/v1/accounts: paths under /admin/ are served by a process running the control role (the admin API; usage, billing, invoices, statements, credit history, webhooks and upstreams by the process that owns the warehouse where control has no CLICKHOUSE_URL), not by this one' }]);
     // A method and path the control process has no route for either: the answer names where
     // /admin/ paths live, never claims that this route is served there.
     const put = await fetch(`${String(started.url)}/admin/v1/usage`, { method: 'PUT', headers: { authorization: 'Bearer admin-token-0123456789abcdef' } });
     assert.deepEqual([put.status, ((await put.json()) as { error: { message: string } }).error.message],
-      [404, 'PUT /admin/v1/usage: paths under /admin/ are served by a process running the control role (the admin API), not by this one']);
+      [404, 'PUT /admin/v1/usage: paths under /admin/ are served by a process running the control role (the admin API; usage, billing, invoices, statements, credit history, webhooks and upstreams by the process that owns the warehouse where control has no CLICKHOUSE_URL), not by this one']);
   } finally {
     await killNow(first);
   }
@@ -274,6 +275,13 @@ test('two distributed processes on one DATA_DIR: the second waits for the lock, 
   try {
     assert.doesNotMatch(control.out, /UPSTREAM_API_KEY/);
     assert.equal('upstream' in control.started, false, 'a control process forwards nothing: no upstream in its start line');
+    // A control process without a warehouse (no CLICKHOUSE_URL: one chDB, the warehouse
+    // owner's) has no usage or billing routes: it says where they are, not "does not exist".
+    const usage = await fetch(`${String(control.started.url)}/admin/v1/usage`, { headers: { authorization: 'Bearer admin-token-0123456789abcdef' } });
+    assert.deepEqual([usage.status, ((await usage.json()) as { error: { message: string } }).error.message], [404,
+      'GET /admin/v1/usage is not served by this process: this control process has no warehouse (CLICKHOUSE_URL is not set), so usage, billing, invoices, statements, credit history, webhooks and upstreams are served by the process that owns the warehouse (an aggregator running the warehouse group); any other path does not exist']);
+    const accounts = await fetch(`${String(control.started.url)}/admin/v1/accounts?limit=1`, { headers: { authorization: 'Bearer admin-token-0123456789abcdef' } });
+    assert.notEqual(accounts.status, 404, 'its own routes are served');
     // A control process has no customer API: it names the process that has.
     const messages = await fetch(`${String(control.started.url)}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'sk-anything', 'content-type': 'application/json' }, body: '{}' });
     assert.deepEqual([messages.status, ((await messages.json()) as { error: unknown }).error], [404, {
@@ -339,6 +347,10 @@ test('Kafka away (connections refused, or accepted and never answered): the star
     for (const [kind, brokers] of [['refused', `127.0.0.1:${await freePort()}`], ['black-holed', `127.0.0.1:${(blackHole.address() as AddressInfo).port}`]] as const) {
       const dataDir = mkdtempSync(join(tmpdir(), 'tg-main-stop-'));
       const port = await freePort();
+      // Hot state built (no warehouse owner runs here to build it): control serves its routes.
+      const r = new Redis(redis);
+      await r.set(`tg-main-stop-${process.pid}:ledger-ready`, '1');
+      r.disconnect();
       const { child, out: startOut } = await startServing({
         HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000',
         KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'gateway,control',
