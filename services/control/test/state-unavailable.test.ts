@@ -2,7 +2,7 @@
 // directory, balances) answers 503 `state_unavailable` with `retry-after: 2`, not a 500, and
 // works again once Redis is back. Real Redis; the gateway's own client options (no offline
 // queue), so a lost connection fails fast exactly as in a deployment.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { once } from 'node:events';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -17,15 +17,13 @@ import { requireRedis } from '../../../test/support/services.ts';
 
 const TOKEN = 'admin-token-for-state-test';
 
-test('hot state unreachable: every control route is 503 state_unavailable with retry-after, not 500; served again once back', async (t) => {
-  const url = await requireRedis(t);
-  if (url === undefined) return;
-  const redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000 });
-  redis.on('error', () => {});
-  await redis.connect();
-  const prefix = `test:control-state:${randomUUID()}`;
+/**
+ * The control app on `redis` under `prefix` with `balances`; its keys are deleted and the client
+ * disconnected after the test. `call` sends an admin request.
+ */
+function controlOn(t: TestContext, redis: Redis, prefix: string, balances: RedisBalanceStore) {
   const app = buildControl({
-    keys: new RedisKeyDirectory({ redis, prefix }), balances: new RedisBalanceStore({ redis, prefix }), log: new MemoryLog(),
+    keys: new RedisKeyDirectory({ redis, prefix }), balances, log: new MemoryLog(),
     catalog: loadCatalogFile(resolve(import.meta.dirname, '../../../libs/pricing/catalogs/cny.json')),
     adminToken: TOKEN, keyHashSecret: 'k'.repeat(32), applyTimeoutMs: 50,
   });
@@ -37,6 +35,29 @@ test('hot state unreachable: every control route is 503 state_unavailable with r
   });
   const call = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, payload?: object) =>
     app.inject({ method, url: path, headers: { authorization: `Bearer ${TOKEN}` }, ...(payload ? { payload } : {}) });
+  return { app, call };
+}
+
+/** Sends each route in turn and asserts its answer is 503 `state_unavailable` with `message` and `retry-after: 2`. */
+async function allStateUnavailable(routes: Array<[string, () => Promise<{ statusCode: number; headers: Record<string, unknown>; json(): unknown }>]>, message: string): Promise<void> {
+  for (const [name, send] of routes) {
+    const res = await send();
+    const { request_id: _id, ...body } = res.json() as Record<string, unknown>;
+    assert.deepEqual({ route: name, status: res.statusCode, retryAfter: res.headers['retry-after'], body }, {
+      route: name, status: 503, retryAfter: '2',
+      body: { type: 'error', error: { type: 'api_error', code: 'state_unavailable', message } },
+    });
+  }
+}
+
+test('hot state unreachable: every control route is 503 state_unavailable with retry-after, not 500; served again once back', async (t) => {
+  const url = await requireRedis(t);
+  if (url === undefined) return;
+  const redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+  redis.on('error', () => {});
+  await redis.connect();
+  const prefix = `test:control-state:${randomUUID()}`;
+  const { call } = controlOn(t, redis, prefix, new RedisBalanceStore({ redis, prefix }));
 
   const account = (await call('POST', '/admin/v1/accounts', { name: 'state' })).json() as { id: string };
   const key = (await call('POST', `/admin/v1/accounts/${account.id}/keys`, {})).json() as { id: string };
@@ -58,14 +79,7 @@ test('hot state unreachable: every control route is 503 state_unavailable with r
     ['POST credits', () => call('POST', `/admin/v1/accounts/${account.id}/credits`, { credits: '1', reference: 'r-1' })],
     ['GET plans', () => call('GET', '/admin/v1/plans')],
   ];
-  for (const [name, send] of routes) {
-    const res = await send();
-    const { request_id: _id, ...body } = res.json() as Record<string, unknown>;
-    assert.deepEqual({ route: name, status: res.statusCode, retryAfter: res.headers['retry-after'], body }, {
-      route: name, status: 503, retryAfter: '2',
-      body: { type: 'error', error: { type: 'api_error', code: 'state_unavailable', message: 'Hot state (Redis) is temporarily unreachable; retry shortly' } },
-    });
-  }
+  await allStateUnavailable(routes, 'Hot state (Redis) is temporarily unreachable; retry shortly');
 
   await redis.connect();
   const back = await call('PATCH', `/admin/v1/keys/${key.id}`, { status: 'disabled' });
@@ -82,19 +96,7 @@ test('hot state lost (Redis answers but lost its data, not rebuilt yet): every c
   const prefix = `test:control-lost:${randomUUID()}:`;
   const balances = new RedisBalanceStore({ redis, prefix, requireReady: true });
   await balances.load({ balances: new Map(), ledgerEntries: new Map() });
-  const app = buildControl({
-    keys: new RedisKeyDirectory({ redis, prefix }), balances, log: new MemoryLog(),
-    catalog: loadCatalogFile(resolve(import.meta.dirname, '../../../libs/pricing/catalogs/cny.json')),
-    adminToken: TOKEN, keyHashSecret: 'k'.repeat(32), applyTimeoutMs: 50,
-  });
-  t.after(async () => {
-    await app.close();
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
-  });
-  const call = (method: 'GET' | 'POST' | 'PATCH', path: string, payload?: object) =>
-    app.inject({ method, url: path, headers: { authorization: `Bearer ${TOKEN}` }, ...(payload ? { payload } : {}) });
+  const { call } = controlOn(t, redis, prefix, balances);
   const account = (await call('POST', '/admin/v1/accounts', { name: 'lost' })).json() as { id: string };
   assert.equal((await call('GET', '/admin/v1/accounts')).statusCode, 200);
 
@@ -109,14 +111,7 @@ test('hot state lost (Redis answers but lost its data, not rebuilt yet): every c
     ['POST account', () => call('POST', '/admin/v1/accounts', { name: 'y' })],
     ['GET plans', () => call('GET', '/admin/v1/plans')],
   ];
-  for (const [name, send] of routes) {
-    const res = await send();
-    const { request_id: _id, ...body } = res.json() as Record<string, unknown>;
-    assert.deepEqual({ route: name, status: res.statusCode, retryAfter: res.headers['retry-after'], body }, {
-      route: name, status: 503, retryAfter: '2',
-      body: { type: 'error', error: { type: 'api_error', code: 'state_unavailable', message: 'Hot state (Redis) is not ready (lost, or not built yet): the process that owns the warehouse rebuilds it; retry shortly' } },
-    });
-  }
+  await allStateUnavailable(routes, 'Hot state (Redis) is not ready (lost, or not built yet): the process that owns the warehouse rebuilds it; retry shortly');
   // Rebuilt: served again.
   await balances.load({ balances: new Map(), ledgerEntries: new Map() });
   const back = await call('GET', `/admin/v1/accounts/${account.id}`);
