@@ -198,11 +198,14 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     if (!warehouse || rebuilding) return;
     // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
     // the stored groups missing and send every caller to the configured default.
-    rebuilding = Promise.resolve(reload ? restorePoolRecords() : undefined).then(() => rebuild({ warehouse, balances, keys, refusalsStored }))
+    // A pool or webhook read that fails fails the rebuild (retried by the next check): marked
+    // ready without them, a customer pinned to a group was served by the default upstream until
+    // someone ran `tollgate rebuild` (a tester's HIGH, ClickHouse frozen while Redis was flushed).
+    const reloadRecords = async () => { await restorePool(warehouse, poolStore); await restoreWebhooks(warehouse, webhookStore); };
+    rebuilding = Promise.resolve(reload ? reloadRecords() : undefined).then(() => rebuild({ warehouse, balances, keys, refusalsStored }))
       // A warning when it brought state back (hot state had been lost); info on a fresh
       // deployment, where both are empty.
       .then((report) => server.log[report.accounts + report.keys + report.balances + report.usage_ids > 0 ? 'warn' : 'info']({ report }, 'hot state rebuilt from the warehouse'))
-      .then(() => (reload ? restoreHooks() : undefined))
       .catch((err: unknown) => server.log.error({ err }, 'rebuild failed; will retry'))
       .finally(() => { rebuilding = null; });
   };
