@@ -68,3 +68,26 @@ export function guardHotState<T extends object>(store: T, lost?: () => Promise<b
     },
   });
 }
+
+/**
+ * `store` with only the lost-state check of `guardHotState` (see there): every method first
+ * asks `lost` (a "no" reused for LOST_CHECK_REUSE_MS) and rejects with `stateLost()` while the
+ * hot state waits for its rebuild; its own errors pass as they are. For the stores of the
+ * operator routes beside the key directory and balances (upstream pools, webhooks), which read
+ * as empty then too. Every method becomes asynchronous.
+ */
+export function guardLostState<T extends object>(store: T, lost: () => Promise<boolean>): T {
+  let presentUntil = 0;
+  const present = async (): Promise<void> => {
+    if (performance.now() < presentUntil) return;
+    if (await lost()) throw stateLost();
+    presentUntil = performance.now() + LOST_CHECK_REUSE_MS;
+  };
+  return new Proxy(store, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => present().then(() => (value as (...a: unknown[]) => unknown).apply(target, args));
+    },
+  });
+}

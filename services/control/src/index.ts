@@ -10,3 +10,4 @@ export type { WebhookRouteDeps } from './webhooks.ts';
 export { registerUpstreams, upstreamBaseUrl, UPSTREAM_LIMITS, apiKeyProblem, boundedTextProblem, mappedNameProblem } from './upstreams.ts';
 export { MAX_NAME_CHARS, operatorTextProblem, planNameProblem } from './body-problems.ts';
 export type { UpstreamRouteDeps } from './upstreams.ts';
+export { guardLostState } from './hot-state.ts';

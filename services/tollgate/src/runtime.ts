@@ -13,7 +13,7 @@ import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catal
 import type { Warehouse } from '@tollgate/warehouse';
 import { findPlan, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
-import { registerAnalytics, registerBilling, registerControl, registerUpstreams, registerWebhooks, type ReportDeps } from '@tollgate/control';
+import { guardLostState, registerAnalytics, registerBilling, registerControl, registerUpstreams, registerWebhooks, type ReportDeps } from '@tollgate/control';
 import { rebuild, registerOps, registerOpsElsewhere, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
 import { alertHooks, MemoryWebhookStore, RedisWebhookStore, restoreWebhooks, WebhookDispatcher } from '@tollgate/webhooks';
@@ -305,20 +305,26 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       ...(warehouse ? { warehouse } : {}),
     });
   }
+  // The operator routes' stores answer 503 state_unavailable while hot state waits for its
+  // rebuild (lost, or not built yet), never an empty list or "does not exist" (control's own
+  // key directory and balances: registerControl).
+  const lost = () => balances.stateLost();
+  const operatorPool = guardLostState(poolStore, lost);
   if (config.roles.includes('control')) {
-    registerControl(server, { keys, balances, log, catalog, prices, adminToken: admin.value, financeToken: config.secrets.financeToken, keyHashSecret, pool: poolStore });
+    registerControl(server, { keys, balances, log, catalog, prices, adminToken: admin.value, financeToken: config.secrets.financeToken, keyHashSecret, pool: operatorPool });
   }
   // Usage analytics and billing: wherever the warehouse can be read by an operator-facing role.
   if (warehouse && (adapters.mode === 'embedded' || config.roles.includes('control') || ownsWarehouse)) {
     const reportDeps: ReportDeps = {
-      warehouse, adminToken: admin.value, financeToken: config.secrets.financeToken, prices, balances, keys, log,
+      warehouse, adminToken: admin.value, financeToken: config.secrets.financeToken, prices,
+      balances: guardLostState(balances, lost), keys: guardLostState(keys, lost), log,
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
     };
     registerAnalytics(server, reportDeps);
     registerBilling(server, reportDeps);
-    registerWebhooks(server, { adminToken: admin.value, financeToken: config.secrets.financeToken, store: webhookStore, keyHashSecret, warehouse, secrets: ownSecrets });
+    registerWebhooks(server, { adminToken: admin.value, financeToken: config.secrets.financeToken, store: guardLostState(webhookStore, lost), keyHashSecret, warehouse, secrets: ownSecrets });
     registerUpstreams(server, {
-      adminToken: admin.value, financeToken: config.secrets.financeToken, store: poolStore, keyHashSecret, warehouse,
+      adminToken: admin.value, financeToken: config.secrets.financeToken, store: operatorPool, keyHashSecret, warehouse,
       catalog: () => prices.current().catalog, configured: { url: config.upstream.url, apiKey: config.upstream.apiKey },
       onChange: () => poolView.invalidate(),
     });
