@@ -106,15 +106,17 @@ test('bad usage: unknown command, subcommand or option, missing or extra argumen
     [['export', '2026-11', '--format', 'xlsx'], 'tollgate export: --format must be one of csv, json, parquet (not "xlsx")\n(see tollgate export --help)\n'],
     [['close-month', '2026-11'], 'tollgate close-month: not a terminal: closing a month cannot be undone, so give --yes to close it without asking\n(see tollgate close-month --help)\n'],
     [['close-month', '2026-11', '--yes=1'], /^tollgate close-month: Option '--yes' does not take an argument\n/],
-    [['accounts', 'list', '--url', 'ftp://x'], 'tollgate accounts list: --url: a "ftp:" URL, not http(s) (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
+    [['accounts', 'list', '--url', 'ftp://x'], 'tollgate accounts list: --url: not an http(s) URL (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
     // a secret given where the address goes is never echoed (stderr ends up in CI logs): only
-    // the part of the URL that is wrong is named, and a scheme is the one thing repeated
+    // the part of the URL that is wrong is named, and nothing given is repeated
     [['accounts', 'list', '--url', 'sk-ant-api03-Zm9vYmFyYmF6cXV4'], 'tollgate accounts list: --url: not a URL (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
     [['accounts', 'list', '--url', 'http://127.0.0.1:9/?api_key=sk-ant-api03-Zm9vYmFyYmF6cXV4'], 'tollgate accounts list: --url: the address may not have a query (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
     [['accounts', 'list', '--url', 'http://127.0.0.1:9?'], 'tollgate accounts list: --url: the address may not have a query (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
     [['accounts', 'list', '--url', 'http://admin:adm_Zm9vYmFyYmF6cXV4@127.0.0.1:9'], 'tollgate accounts list: --url: the address may not have user info (the token goes in ADMIN_TOKEN or FINANCE_TOKEN) (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
     [['accounts', 'list', '--url', 'http://127.0.0.1:9/#sk-ant-api03-Zm9vYmFyYmF6cXV4'], 'tollgate accounts list: --url: the address may not have a fragment (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
-    [['accounts', 'list', '--url', 'javascript:sk-ant-api03-Zm9vYmFyYmF6cXV4'], 'tollgate accounts list: --url: a "javascript:" URL, not http(s) (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
+    [['accounts', 'list', '--url', 'javascript:sk-ant-api03-Zm9vYmFyYmF6cXV4'], 'tollgate accounts list: --url: not an http(s) URL (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
+    // a token followed by a colon parses as a scheme: not repeated either
+    [['accounts', 'list', '--url', 'Zm9vYmFyYmF6cXV4token:x'], 'tollgate accounts list: --url: not an http(s) URL (give the address alone, e.g. http://127.0.0.1:8080)\n(see tollgate accounts list --help)\n'],
   ];
   const results = await Promise.all(cases.map(([args]) => runTollgate(args, env)));
   for (const [i, [args, expected]] of cases.entries()) {

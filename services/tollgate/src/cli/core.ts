@@ -155,8 +155,9 @@ export interface Connection {
  * `--url`, else TOLLGATE_URL, else http://127.0.0.1:$PORT (PORT=8080): trailing slashes dropped.
  * The address is an origin with an optional path prefix: the CLI appends each route and its
  * query to it, and sends the token as a Bearer header. User info, a query or a fragment is
- * refused naming the part, and nothing the user gave is echoed but a URL's scheme: what goes
- * there by mistake is mostly a key or a token, and stderr ends up in CI logs.
+ * refused naming the part, and nothing the user gave is echoed (not even a scheme: `<token>:`
+ * parses as one): what goes there by mistake is mostly a key or a token, and stderr ends up in
+ * CI logs.
  * @throws UsageError when it is not an http(s) URL, or has user info, a query or a fragment
  */
 export function resolveUrl(values: Parsed['values'], env: NodeJS.ProcessEnv): string {
@@ -169,9 +170,8 @@ export function resolveUrl(values: Parsed['values'], env: NodeJS.ProcessEnv): st
     parsed = new URL(text);
   } catch { /* named below */ }
   if (parsed === undefined) throw new UsageError(`${source}: not a URL ${example}`);
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
-    throw new UsageError(`${source}: a ${JSON.stringify(parsed.protocol.slice(0, 16))} URL, not http(s) ${example}`);
-  }
+  // Not even the scheme is repeated: `<secret>:` parses as one.
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new UsageError(`${source}: not an http(s) URL ${example}`);
   const part = parsed.username !== '' || parsed.password !== '' ? 'user info (the token goes in ADMIN_TOKEN or FINANCE_TOKEN)'
     : parsed.search !== '' || text.includes('?') ? 'a query'
       : parsed.hash !== '' || text.includes('#') ? 'a fragment' : undefined;
