@@ -276,7 +276,7 @@ export class RedisBalanceStore implements BalanceStore {
     const floorAmount = a ? a.base + BigInt(a.floorTokens) * a.perOutputToken : 0n;
     const windows = SPEND_WINDOW_NAMES.flatMap((name) => req.windows?.filter((w) => w.name === name).slice(0, 1) ?? []);
     const keys = [k.bal, k.held, k.holds, k.expiry, k.tmp, k.hwin,
-      ...windows.map((w) => `${this.#prefix}sw:${this.#tag(req.accountId)}:${w.name}:${w.name.startsWith('key_') ? `k:${req.keyId}` : 'a'}`)];
+      ...windows.map((w) => this.#windowBase(w.name, req.accountId, req.keyId))];
     const args = [req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)),
       this.#cluster ? this.#marker(req.accountId) : this.#readyArg(),
       int64(overdraft, 'overdraft'), clamp ? 'clamp' : '', a ? int64(a.base, 'base') : '0',
@@ -304,8 +304,7 @@ export class RedisBalanceStore implements BalanceStore {
   /** Spent + held in one spend window now, µc (tests and reconcile); 0 when nothing is counted. */
   async windowUsed(name: SpendWindowName, accountId: string, keyId: string): Promise<bigint> {
     const start = windowBounds(name, this.#now ? this.#now() : Date.now()).start;
-    const v = await this.#redis.get(
-      `${this.#prefix}sw:${this.#tag(accountId)}:${name}:${name.startsWith('key_') ? `k:${keyId}` : 'a'}:${start}`);
+    const v = await this.#redis.get(`${this.#windowBase(name, accountId, keyId)}:${start}`);
     return v === null ? 0n : BigInt(v);
   }
 
@@ -717,7 +716,7 @@ export class RedisBalanceStore implements BalanceStore {
     for (const c of counts) {
       const end = windowBounds(c.name, c.start).end;
       if (end !== null && end <= now) continue;
-      const key = `${this.#prefix}sw:${this.#tag(c.accountId)}:${c.name}:${c.name.startsWith('key_') ? `k:${c.keyId ?? ''}` : 'a'}:${c.start}`;
+      const key = `${this.#windowBase(c.name, c.accountId, c.keyId ?? '')}:${c.start}`;
       let list = byAccount.get(c.accountId);
       if (!list) byAccount.set(c.accountId, (list = []));
       list.push([key, int64(c.used, `${c.name} count`), end === null ? '' : String(end + 86_400_000)]);
@@ -939,6 +938,14 @@ export class RedisBalanceStore implements BalanceStore {
   }
 
   /** Store-wide keys; named so they cannot collide with the key directory's under one prefix. */
+  /**
+   * A spend window's counter key without its window start (hold.lua appends `:<start>`), in its
+   * account's slot: `P sw:{A}:<window>:k:<key id>` for the key windows, `…:a` for the account's.
+   */
+  #windowBase(name: SpendWindowName, accountId: string, keyId: string): string {
+    return `${this.#prefix}sw:${this.#tag(accountId)}:${name}:${name.startsWith('key_') ? `k:${keyId}` : 'a'}`;
+  }
+
   #key(name: 'pos' | 'accounts' | 'ready' | 'quarantine' | 'rejected'): string {
     return `${this.#prefix}ledger-${name}`;
   }

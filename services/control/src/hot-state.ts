@@ -37,24 +37,18 @@ export const LOST_CHECK_REUSE_MS = 250;
  * `stateUnavailable`, except a `GatewayError`, which is already an answer. One wrapper at the
  * store boundary covers every control route and every future one: a failure anywhere else
  * (a bug) stays a 500. Methods are called on the store itself, so private fields keep working.
- * With `lost` (the balance store's `stateLost`), every method first asks it (a "no" is reused
- * for LOST_CHECK_REUSE_MS) and rejects with `stateLost()` while the state waits for its
- * rebuild; every method is then asynchronous, as every method of the key directory and the
- * balance store the control routes call already is.
+ * With `lost` (the balance store's `stateLost`), the store is first `guardLostState`'s: every
+ * method rejects with `stateLost()` while the state waits for its rebuild, and a failing check
+ * (Redis unreachable) is `stateUnavailable` like any other failure.
  */
 export function guardHotState<T extends object>(store: T, lost?: () => Promise<boolean>): T {
   const wrap = (err: unknown): never => { throw isGatewayError(err) ? err : stateUnavailable(err); };
-  let presentUntil = 0;
-  const present = async (): Promise<void> => {
-    if (!lost || performance.now() < presentUntil) return;
-    if (await lost()) throw stateLost();
-    presentUntil = performance.now() + LOST_CHECK_REUSE_MS;
-  };
-  return new Proxy(store, {
+  const inner = lost ? guardLostState(store, lost) : store;
+  return new Proxy(inner, {
     get(target, prop) {
       const value: unknown = Reflect.get(target, prop, target);
       if (typeof value !== 'function') return value;
-      const call = (args: unknown[]): unknown => {
+      return (...args: unknown[]) => {
         let out: unknown;
         try {
           out = (value as (...a: unknown[]) => unknown).apply(target, args);
@@ -63,26 +57,20 @@ export function guardHotState<T extends object>(store: T, lost?: () => Promise<b
         }
         return out instanceof Promise ? out.catch(wrap) : out;
       };
-      if (!lost) return (...args: unknown[]) => call(args);
-      return (...args: unknown[]) => present().then(() => call(args), wrap);
     },
   });
 }
 
 /**
- * `store` with only the lost-state check of `guardHotState` (see there): every method first
- * asks `lost` (a "no" reused for LOST_CHECK_REUSE_MS) and rejects with `stateLost()` while the
- * hot state waits for its rebuild; its own errors pass as they are. For the stores of the
+ * `store` whose every method first asks `lost` (a "no" is reused for LOST_CHECK_REUSE_MS) and
+ * rejects with `stateLost()` while the hot state waits for its rebuild; its own errors pass as
+ * they are (`guardHotState` adds the conversion of failures). For the stores of the
  * operator routes beside the key directory and balances (upstream pools, webhooks), which read
- * as empty then too. Every method becomes asynchronous.
+ * as empty then too. Every method becomes asynchronous. Stores guarded with the same `lost`
+ * function share one check.
  */
 export function guardLostState<T extends object>(store: T, lost: () => Promise<boolean>): T {
-  let presentUntil = 0;
-  const present = async (): Promise<void> => {
-    if (performance.now() < presentUntil) return;
-    if (await lost()) throw stateLost();
-    presentUntil = performance.now() + LOST_CHECK_REUSE_MS;
-  };
+  const present = presenceCheck(lost);
   return new Proxy(store, {
     get(target, prop) {
       const value: unknown = Reflect.get(target, prop, target);
@@ -90,4 +78,22 @@ export function guardLostState<T extends object>(store: T, lost: () => Promise<b
       return (...args: unknown[]) => present().then(() => (value as (...a: unknown[]) => unknown).apply(target, args));
     },
   });
+}
+
+/** One presence check per `lost` function: the stores guarded with the same one share its reuse window (one read per request, not one per store). */
+const presenceChecks = new WeakMap<() => Promise<boolean>, () => Promise<void>>();
+
+/** Resolves while the state is present (a "yes" reused for LOST_CHECK_REUSE_MS); rejects with `stateLost()` while `lost` says so. */
+function presenceCheck(lost: () => Promise<boolean>): () => Promise<void> {
+  let check = presenceChecks.get(lost);
+  if (!check) {
+    let presentUntil = 0;
+    check = async () => {
+      if (performance.now() < presentUntil) return;
+      if (await lost()) throw stateLost();
+      presentUntil = performance.now() + LOST_CHECK_REUSE_MS;
+    };
+    presenceChecks.set(lost, check);
+  }
+  return check;
 }
