@@ -57,6 +57,23 @@ export interface HoldRequest {
   admission?: HoldAdmission;
 }
 
+/**
+ * A hold a gateway still has in flight, as it re-reserves it after hot state was lost and
+ * rebuilt (`BalanceStore.restoreHolds`).
+ */
+export interface RestoredHold {
+  /** the request id (= the usage event id that closes it) */
+  holdId: string;
+  accountId: string;
+  keyId: string;
+  /** what it reserves now, µc: the hold's amount, or its settled cost once settled */
+  amount: bigint;
+  /** how much longer it lives, ms (> 0): what was left of its TTL */
+  ttlMs: number;
+  /** the request's start, epoch ms (its usage event's `ts`): the spend windows it counts in */
+  ts: number;
+}
+
 export type HoldResult =
   /**
    * `amount`: what was reserved (µc); `maxTokens`: the output tokens it covers, lower than the
@@ -216,6 +233,25 @@ export interface BalanceStore {
   extend(holdId: string, accountId: string, ttlMs: number): Promise<void>;
   /** Drops a hold with nothing to charge (failed before the upstream billed anything). */
   release(holdId: string, accountId: string): Promise<void>;
+  /**
+   * What identifies the state's current build: a value every `load` (rebuild) replaces (Redis:
+   * the ready key's, a random epoch or the Cluster's generation). Null while the state is lost
+   * or loading; undefined for a store that never loses holds its callers made (memory: it lives
+   * and dies with them; Redis without `requireReady`). A gateway that sees it change re-reserves
+   * its requests in flight (`restoreHolds`): the rebuild could not know them. `announceMs`:
+   * while the state is lost, also say in the same step that this caller has holds to restore,
+   * so the next `load` admits no hold for the store's restore window (Redis: `restoreWindowMs`,
+   * 1,000 ms by default) while every gateway restores; the announcement lapses after that long.
+   */
+  epoch(announceMs?: number): Promise<string | null | undefined>;
+  /**
+   * Re-reserves holds of requests still in flight after a rebuild, unrefusable (the requests are
+   * already running): each one not present and whose usage was not applied here is held again
+   * at its amount, counted in the spend windows of its `ts` still open (as a rebuild counts
+   * usage), and closed by its usage or release as any hold. Answers how many were restored, or
+   * `not_ready` while the state is lost or loading (nothing done: try again).
+   */
+  restoreHolds(holds: RestoredHold[]): Promise<number | 'not_ready'>;
   get(accountId: string): Promise<AccountBalance>;
   /**
    * Spent + held in the spend window `name` that contains now (of the key for `key_*`, of the

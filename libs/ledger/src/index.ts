@@ -1,10 +1,10 @@
 export type {
   HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot, LogPosition, StateSnapshot,
-  LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, HoldAdmission, SpendWindow, SpendWindowCount, SpendWindowName,
+  LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, HoldAdmission, RestoredHold, SpendWindow, SpendWindowCount, SpendWindowName,
 } from './balance-store.ts';
 export { isRefusal, positionKey, RebuildSupersededError, windowBounds, SPEND_WINDOW_NAMES, StoreNotReadyError } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';
-export { RedisBalanceStore, accountHashTag } from './redis-balance-store.ts';
+export { RedisBalanceStore, accountHashTag, RESTORE_WINDOW_MS, RESTORE_POLL_MS, LOST_SETTLE_MS } from './redis-balance-store.ts';
 export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';
 export { releaseUnanswered } from './release-unanswered.ts';
 export type { ReleaseRetryOptions } from './release-unanswered.ts';

@@ -2,7 +2,7 @@ import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/e
 import { checkTtlMs, isRefusal, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
-  ReferenceClaim, SpendWindowName, StateSnapshot,
+  ReferenceClaim, RestoredHold, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
 interface Hold {
@@ -34,6 +34,16 @@ export class MemoryBalanceStore implements BalanceStore {
   #heldByAccount = new Map<string, bigint>();
   #ledgerEntries = new Map<string, LedgerEntry>();
   #usageSeen = new Map<string, number>();
+  /**
+   * usage ids applied before the last `load`, with when (ms): their spend windows, which a load
+   * keeps, counted them then, so a replay of one after the load is not counted again.
+   */
+  #appliedBefore = new Map<string, number>();
+  /**
+   * ids of holds counted in spend windows that expired unsettled, with when (ms): still counted
+   * there at their amount, so their usage must not be counted again (Redis: the hwin entry).
+   */
+  #expiredHolds = new Map<string, number>();
   #usageMemoryMs: number;
   #waiters = new Map<string, Array<(applied: boolean) => void>>();
   #now: () => number;
@@ -92,6 +102,7 @@ export class MemoryBalanceStore implements BalanceStore {
       maxTokens = Number(t);
     }
     this.#dropHold(req.holdId, true);
+    this.#expiredHolds.delete(req.holdId);
     for (const key of counted) this.#addWindow(key, amount, now);
     this.#holds.set(req.holdId, { accountId: req.accountId, amount, expiresAt: now + req.ttlMs, windows: counted });
     this.#noteExpiry(req.accountId, now + req.ttlMs);
@@ -134,6 +145,34 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#dropHold(holdId, true);
   }
 
+  /** Never lost while its callers live (it is in their process): no epoch to watch. */
+  async epoch(): Promise<undefined> {
+    return undefined;
+  }
+
+  /** The Redis store's rule (lua/restore-holds.lua), for the contract; a gateway never needs it here. */
+  async restoreHolds(holds: RestoredHold[]): Promise<number> {
+    let restored = 0;
+    const now = this.#now();
+    for (const h of holds) {
+      if (h.amount < 0n) throw new RangeError(`restored hold amount must not be negative, got ${h.amount}`);
+      if (!Number.isFinite(h.ttlMs) || h.ttlMs <= 0) throw new RangeError(`restored hold ttlMs must be > 0, got ${h.ttlMs}`);
+    }
+    for (const h of holds) {
+      this.#expireHolds(h.accountId);
+      if (this.#holds.has(h.holdId) || this.#expiredHolds.has(h.holdId) || this.#usageSeen.has(h.holdId) || this.#appliedBefore.has(h.holdId)) continue;
+      const windows = h.amount === 0n ? [] : this.#countWindows({ account_id: h.accountId, key_id: h.keyId, ts: h.ts }, h.amount);
+      this.#holds.set(h.holdId, { accountId: h.accountId, amount: h.amount, expiresAt: now + h.ttlMs, windows });
+      this.#noteExpiry(h.accountId, now + h.ttlMs);
+      let ids = this.#accountHolds.get(h.accountId);
+      if (!ids) this.#accountHolds.set(h.accountId, (ids = new Set()));
+      ids.add(h.holdId);
+      this.#addHeld(h.accountId, h.amount);
+      restored++;
+    }
+    return restored;
+  }
+
   async get(accountId: string): Promise<AccountBalance> {
     this.#expireHolds(accountId);
     const balance = this.#balances.get(accountId) ?? 0n;
@@ -147,9 +186,17 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#forgetOldUsage();
     this.#credit(event.account_id, -BigInt(event.cost_micros));
     // The windows count the actual cost from here on (settle already moved them to it when
-    // the gateway settled first; this covers usage that closes an unsettled hold).
+    // the gateway settled first; this covers usage that closes an unsettled hold). A hold
+    // counted in windows that expired stays counted at its amount. A request with no hold here
+    // (made before a restart or a load, or expired without windows) and not applied before a
+    // load is counted by its event, as a rebuild counts it: the Redis store's rule
+    // (lua/usage-fn.lua, step 6).
+    const cost = BigInt(event.cost_micros);
     const open = this.#holds.get(event.event_id);
-    if (open) this.#shiftWindows(open.windows, BigInt(event.cost_micros) - open.amount);
+    if (open) this.#shiftWindows(open.windows, cost - open.amount);
+    else if (!this.#expiredHolds.delete(event.event_id) && !this.#appliedBefore.has(event.event_id) && cost !== 0n) {
+      this.#countWindows(event, cost);
+    }
     this.#dropHold(event.event_id);
     this.#notify(event.event_id, true);
     return 'applied';
@@ -304,6 +351,8 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#ledgerEntries = new Map(snapshot.ledgerEntries);
     if (snapshot.refusals) this.#rejected = new Map(snapshot.refusals);
     // The ids remembered vouch for effects the load just replaced: only the snapshot's count now.
+    // They stay known as applied before the load, whose windows kept them.
+    for (const [id, at] of this.#usageSeen) this.#appliedBefore.set(id, at);
     this.#usageSeen = new Map();
     for (const id of snapshot.usageIds ?? []) this.#usageSeen.set(id, this.#now());
   }
@@ -334,6 +383,23 @@ export class MemoryBalanceStore implements BalanceStore {
     if (ids?.size === 0) this.#accountHolds.delete(hold.accountId);
     this.#addHeld(hold.accountId, -hold.amount);
     if (giveBack) this.#shiftWindows(hold.windows, -hold.amount);
+  }
+
+  /**
+   * `cost` µc in every spend window of the event's key and account at its `ts` still open now;
+   * answers the window keys counted (lua/windows-fn.lua's count_windows).
+   */
+  #countWindows(event: Pick<UsageEvent, 'account_id' | 'key_id' | 'ts'>, cost: bigint): string[] {
+    const now = this.#now();
+    const counted: string[] = [];
+    for (const name of SPEND_WINDOW_NAMES) {
+      const end = windowBounds(name, event.ts).end;
+      if (end !== null && end <= now) continue;
+      const key = this.#windowKey(name, { accountId: event.account_id, keyId: event.key_id }, event.ts);
+      this.#addWindow(key, cost, event.ts);
+      counted.push(key);
+    }
+    return counted;
   }
 
   #windows = new Map<string, { value: bigint; end: number | null }>();
@@ -375,7 +441,11 @@ export class MemoryBalanceStore implements BalanceStore {
     let earliest = Infinity;
     for (const id of ids) {
       const at = this.#holds.get(id)!.expiresAt;
-      if (at <= now) this.#dropHold(id);
+      if (at <= now) {
+        // Counted in windows: it stays so (hwin's entry in the Redis store), and its usage adds nothing.
+        if (this.#holds.get(id)!.windows.length > 0) this.#expiredHolds.set(id, now);
+        this.#dropHold(id);
+      }
       else if (at < earliest) earliest = at;
     }
     if (earliest === Infinity) this.#earliestExpiry.delete(accountId);
@@ -388,12 +458,15 @@ export class MemoryBalanceStore implements BalanceStore {
     if (bound === undefined || at < bound) this.#earliestExpiry.set(accountId, at);
   }
 
+  /** Forgets usage ids, ids applied before a load and expired holds' ids older than the usage memory. */
   #forgetOldUsage(): void {
     // Map iteration is insertion order, so the oldest ids come first.
     const horizon = this.#now() - this.#usageMemoryMs;
-    for (const [id, at] of this.#usageSeen) {
-      if (at > horizon) break;
-      this.#usageSeen.delete(id);
+    for (const ids of [this.#usageSeen, this.#appliedBefore, this.#expiredHolds]) {
+      for (const [id, at] of ids) {
+        if (at > horizon) break;
+        ids.delete(id);
+      }
     }
   }
 

@@ -6,7 +6,7 @@ import { LEDGER_KINDS, MAX_MONEY_MICROS, type LedgerEvent, type LedgerKind, type
 import { checkTtlMs, isRefusal, positionKey, RebuildSupersededError, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
-  ReferenceClaim, SpendWindowCount, SpendWindowName, StateSnapshot,
+  ReferenceClaim, RestoredHold, SpendWindowCount, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
 export interface RedisBalanceStoreOptions {
@@ -34,6 +34,13 @@ export interface RedisBalanceStoreOptions {
    */
   requireReady?: boolean;
   /**
+   * After a rebuild's `load` turns the state ready, no hold is admitted for this long (ms;
+   * default RESTORE_WINDOW_MS, 1,000; 0 for none) while every gateway re-reserves the requests
+   * it still has in flight (`restoreHolds`, which it does within one `epoch` poll,
+   * HoldRegistry in @tollgate/gateway). Only with `requireReady` (or the Cluster layout).
+   */
+  restoreWindowMs?: number;
+  /**
    * Tests only: the clock holds use for spend windows and expiry, instead of the Redis server's
    * `TIME` (lets a test cross a window boundary). Leave unset in production.
    */
@@ -52,7 +59,7 @@ interface LedgerScripts {
   tollgateLedgerRelease(held: string, holds: string, expiry: string, hwin: string, holdId: string): Promise<number>;
   tollgateLedgerApplyUsage(seen: string, bal: string, held: string, holds: string, expiry: string,
     pos: string, accounts: string, hwin: string, eventId: string, cost: Amount, memoryMs: string, account: string,
-    field: string, offset: string, readyKey: string): Promise<number>;
+    field: string, offset: string, readyKey: string, keyId: string, ts: string, windowBase: string, clock: string): Promise<number>;
   tollgateLedgerApplyLedger(ledger: string, bal: string, pos: string, accounts: string, rejected: string, eventId: string,
     amount: Amount, account: string, field: string, offset: string, readyKey: string, bound: Amount, kind: LedgerKind): Promise<number>;
   /** variable key count: called with the number of keys first */
@@ -71,7 +78,29 @@ interface LedgerScripts {
   tollgateLedgerReject(ledger: string, rejected: string, eventId: string, reason: string): Promise<number>;
   tollgateLedgerClusterLoadPut(marker: string, key: string, loading: string, op: string, ...values: string[]): Promise<number>;
   tollgateLedgerRaiseWindows(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  tollgateLedgerRestoreHolds(held: string, holds: string, expiry: string, hwin: string, ...args: string[]): Promise<number>;
+  /** variable key count: called with the number of keys first */
+  tollgateLedgerEpoch(numKeys: number, ...keysAndArgs: string[]): Promise<string | null>;
 }
+
+/** How often a gateway reads the hot state's epoch, ms (one GET on Redis; HoldRegistry). */
+export const RESTORE_POLL_MS = 250;
+
+/**
+ * How long after a rebuild no hold is admitted while gateways restore their in-flight holds,
+ * ms: four of a gateway's `epoch` polls (RESTORE_POLL_MS, 250 ms) and their restore calls.
+ */
+export const RESTORE_WINDOW_MS = 1000;
+
+/**
+ * How long a rebuild of a lost state lets pass, from when it found the state lost, before it
+ * loads, ms: two of a gateway's `epoch` polls (RESTORE_POLL_MS). Every gateway with requests in
+ * flight then read the state as lost and announced its restore, so the load sets the restore
+ * window (RESTORE_WINDOW_MS). A loss rebuilt sooner than a gateway's next poll (the ledger
+ * notices a loss at its next batch) went unseen by it: it restored without a window, and the
+ * other gateways could admit past its holds for up to a poll (a breaker's LOW, session 40).
+ */
+export const LOST_SETTLE_MS = 2 * RESTORE_POLL_MS;
 
 /** The Cluster layout's version, stored in `P {ledger}layout` by `load`; `ready()` wants it. */
 export const CLUSTER_LAYOUT = 'cluster-2';
@@ -200,6 +229,8 @@ export class RedisBalanceStore implements BalanceStore {
   #scripts: LedgerScripts;
   #prefix: string;
   #usageMemoryMs: string;
+  /** RedisBalanceStoreOptions.restoreWindowMs, as the scripts take it */
+  #restoreWindowMs: string;
   #requireReady: boolean;
   #now: (() => number) | undefined;
   /** Cluster layout: `applied` answers withheld past a batch's stop (see #applyBatchCluster). */
@@ -224,11 +255,15 @@ export class RedisBalanceStore implements BalanceStore {
     // The slot tag table, built here rather than on the first hold a gateway serves.
     if (this.#cluster) slotTag(0);
     this.#now = options.now;
+    const window = options.restoreWindowMs ?? RESTORE_WINDOW_MS;
+    if (!Number.isSafeInteger(window) || window < 0) throw new RangeError(`restoreWindowMs must be an integer >= 0, got ${window}`);
+    this.#restoreWindowMs = String(window);
 
     const expireHolds = lua('expire-holds');
+    const windowsFn = lua('windows-fn');
     const define = (name: keyof LedgerScripts, source: string, numberOfKeys: number) =>
       this.#redis.defineCommand(name, numberOfKeys < 0 ? { lua: source } : { lua: source, numberOfKeys });
-    define('tollgateLedgerHold', `${expireHolds}\n${lua('hold')}`, -1);
+    define('tollgateLedgerHold', `${expireHolds}\n${windowsFn}\n${lua('hold')}`, -1);
     define('tollgateLedgerGet', `${expireHolds}\n${lua('get')}`, 4);
     define('tollgateLedgerSettle', `${expireHolds}\n${lua('settle')}`, 4);
     define('tollgateLedgerExtend', `${expireHolds}\n${lua('extend')}`, 2);
@@ -236,9 +271,11 @@ export class RedisBalanceStore implements BalanceStore {
     const position = lua('position');
     const usageFn = lua('usage-fn');
     const ledgerFn = lua('ledger-fn');
-    define('tollgateLedgerApplyUsage', `${position}\n${usageFn}\n${lua('apply-usage')}`, 8);
+    // The usage apply counts the windows of an event whose hold it never saw (usage-fn.lua).
+    const usage = `${expireHolds}\n${windowsFn}\n${position}\n${usageFn}`;
+    define('tollgateLedgerApplyUsage', `${usage}\n${lua('apply-usage')}`, 8);
     define('tollgateLedgerApplyLedger', `${position}\n${ledgerFn}\n${lua('apply-ledger')}`, 5);
-    define('tollgateLedgerApplyBatch', `${position}\n${usageFn}\n${ledgerFn}\n${lua('apply-batch')}`, -1);
+    define('tollgateLedgerApplyBatch', `${usage}\n${ledgerFn}\n${lua('apply-batch')}`, -1);
     define('tollgateLedgerCheckPosition', `${position}\n${lua('check-position')}`, 1);
     define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
     define('tollgateLedgerLoad', lua('load'), 5);
@@ -251,6 +288,8 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerReject', lua('reject'), 2);
     define('tollgateLedgerClusterLoadPut', `${lua('marker-fn')}\n${lua('cluster-load-put')}`, 2);
     define('tollgateLedgerRaiseWindows', lua('raise-windows'), -1);
+    define('tollgateLedgerEpoch', lua('epoch'), -1);
+    define('tollgateLedgerRestoreHolds', `${expireHolds}\n${windowsFn}\n${lua('restore-holds')}`, 4);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
 
@@ -325,6 +364,43 @@ export class RedisBalanceStore implements BalanceStore {
     await this.#scripts.tollgateLedgerRelease(k.held, k.holds, k.expiry, k.hwin, holdId);
   }
 
+  /**
+   * The ready key's value, which every `load` replaces: the standalone layout's random epoch (a
+   * store loaded before 2026-12-04 holds '1' until its next rebuild), the Cluster's generation.
+   * Null while the state is lost or loading; undefined without `requireReady` (never lost). With
+   * `announceMs`, a lost state also gets `<ready key>:restorers` in the same step (lua/epoch.lua).
+   */
+  async epoch(announceMs?: number): Promise<string | null | undefined> {
+    if (!this.#requireReady) return undefined;
+    if (announceMs !== undefined) checkTtlMs(announceMs);
+    const announce = String(Math.ceil(announceMs ?? 0));
+    const value = this.#cluster
+      ? await this.#scripts.tollgateLedgerEpoch(2, this.#g('ready'), this.#g('layout'), announce, CLUSTER_LAYOUT)
+      : await this.#scripts.tollgateLedgerEpoch(1, this.#key('ready'), announce);
+    return typeof value === 'string' ? value : null;
+  }
+
+  /** lua/restore-holds.lua, one call per account (its keys share a slot), all sent at once. */
+  async restoreHolds(holds: RestoredHold[]): Promise<number | 'not_ready'> {
+    const byAccount = new Map<string, RestoredHold[]>();
+    for (const h of holds) {
+      if (h.amount < 0n) throw new RangeError(`restored hold amount must not be negative, got ${h.amount}`);
+      if (!Number.isFinite(h.ttlMs) || h.ttlMs <= 0) throw new RangeError(`restored hold ttlMs must be > 0, got ${h.ttlMs}`);
+      const list = byAccount.get(h.accountId);
+      if (list) list.push(h);
+      else byAccount.set(h.accountId, [h]);
+    }
+    const answers = await Promise.all([...byAccount].map(([accountId, list]) => {
+      const k = this.#accountKeys(accountId);
+      const usage = this.#idScope(accountId).usage;
+      const args = [this.#cluster ? this.#marker(accountId) : this.#readyArg(), k.sw, this.#clockArg()];
+      for (const h of list) args.push(h.holdId, int64(h.amount, 'restored hold amount'), String(Math.ceil(h.ttlMs)), String(Math.floor(h.ts)), h.keyId, usage(h.holdId));
+      return this.#scripts.tollgateLedgerRestoreHolds(k.held, k.holds, k.expiry, k.hwin, ...args);
+    }));
+    if (answers.some((n) => Number(n) === -2)) return 'not_ready';
+    return answers.reduce((sum: number, n) => sum + Number(n), 0);
+  }
+
   async get(accountId: string): Promise<AccountBalance> {
     const k = this.#accountKeys(accountId);
     const [b, h] = await this.#scripts.tollgateLedgerGet(k.bal, k.held, k.holds, k.expiry, this.#clockArg());
@@ -340,7 +416,8 @@ export class RedisBalanceStore implements BalanceStore {
     const [field, offset] = positionArgs(position);
     return verdict(await this.#scripts.tollgateLedgerApplyUsage(
       this.#usageKey(event.event_id), k.bal, k.held, k.holds, k.expiry, this.#key('pos'), this.#key('accounts'), k.hwin,
-      event.event_id, cost, this.#usageMemoryMs, event.account_id, field, offset, this.#readyArg()));
+      event.event_id, cost, this.#usageMemoryMs, event.account_id, field, offset, this.#readyArg(),
+      event.key_id, usageTs(event), k.sw, this.#clockArg()));
   }
 
   async applyLedger(event: LedgerEvent, position?: LogPosition): Promise<ApplyResult> {
@@ -361,19 +438,18 @@ export class RedisBalanceStore implements BalanceStore {
   async applyBatch(items: BatchItem[], options: { balanceAfter?: boolean } = {}): Promise<BatchOutcome[]> {
     if (this.#cluster) return this.#applyBatchCluster(items, options);
     const keys = [this.#key('pos'), this.#key('accounts'), this.#ledgerKey(), this.#key('rejected')];
-    const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', '', this.#prefix];
+    const args = [this.#readyArg(), this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', '', this.#prefix, this.#clockArg()];
     let refused: BatchOutcome | undefined;
     let sent = 0;
     for (const { event, position } of items) {
-      let amount: Amount;
+      let packed: string;
       try {
-        amount = event.type === 'usage'
-          ? int64(BigInt(event.cost_micros), 'usage cost') : int64(BigInt(event.amount_micros), 'ledger amount');
+        packed = packBatchEvent(event, position);
       } catch (err) {
         refused = { verdict: 'failed', error: err instanceof Error ? err : new Error(String(err)) };
         break;
       }
-      args.push(packEvent(event, amount, event.account_id, position));
+      args.push(packed);
       sent++;
     }
     const out: BatchOutcome[] = [];
@@ -417,10 +493,9 @@ export class RedisBalanceStore implements BalanceStore {
     const groups = new Map<string, { keys: string[]; args: string[]; at: number[] }>();
     for (let i = 0; i < items.length; i++) {
       const { event, position } = items[i]!;
-      let amount: Amount;
+      let packed: string;
       try {
-        amount = event.type === 'usage'
-          ? int64(BigInt(event.cost_micros), 'usage cost') : int64(BigInt(event.amount_micros), 'ledger amount');
+        packed = packBatchEvent(event, position);
       } catch (err) {
         stop = i;
         stopOutcome = { verdict: 'failed', error: err instanceof Error ? err : new Error(String(err)) };
@@ -439,7 +514,7 @@ export class RedisBalanceStore implements BalanceStore {
         const tag = this.#tag(account);
         group = {
           keys: [`${this.#prefix}pos:${tag}`, this.#marker(account), `${this.#prefix}ledger:${tag}`, `${this.#prefix}rejected:${tag}`],
-          args: [gen, this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', 'a', ''],
+          args: [gen, this.#usageMemoryMs, MAX_MONEY_MICROS.toString(), options.balanceAfter ? '1' : '', 'a', this.#prefix, this.#clockArg()],
           at: [],
         };
         groups.set(account, group);
@@ -447,7 +522,7 @@ export class RedisBalanceStore implements BalanceStore {
       const k = this.#accountKeys(account);
       if (event.type === 'usage') group.keys.push(this.#idScope(account).usage(event.event_id), k.bal, k.held, k.holds, k.expiry, k.hwin);
       else group.keys.push(k.bal);
-      group.args.push(packEvent(event, amount, account, position));
+      group.args.push(packed);
       group.at.push(i);
     }
     await Promise.all([...groups.values()].map(async (g) => {
@@ -701,7 +776,7 @@ export class RedisBalanceStore implements BalanceStore {
     const refusals = snapshot.refusals;
     args.push(refusals === undefined ? '-1' : String(refusals.size));
     for (const [eventId, reason] of refusals ?? []) args.push(eventId, reason);
-    args.push(epoch);
+    args.push(epoch, this.#restoreWindowMs);
     await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), this.#key('rejected'), ...args);
   }
 
@@ -770,10 +845,13 @@ export class RedisBalanceStore implements BalanceStore {
     await each(ids, ({ id, account }) => put(this.#idScope(account).usage(id), 'setpx', gen, this.#usageMemoryMs));
     await each(balances, ({ account, balance }) => put(this.#accountKeys(account).bal, 'set', balance));
     await each(entries, ({ id, entry, account }) => put(this.#idScope(account).ledger, 'hset', id, entry));
+    // A gateway announced requests in flight to restore while the state was lost (`epoch` null):
+    // holds wait the restore window once the slots turn ready (lua/restore-holds.lua).
+    const window = (await this.#redis.del(`${this.#g('ready')}:restorers`)) === 1 ? this.#restoreWindowMs : '0';
     refused += (await this.#markers('ready', loading, gen, (slot) => {
       const marker = this.#slotMarker(slot);
-      return this.#scripts.tollgateLedgerClusterLoadPut(marker, marker, loading, 'ready', gen);
-    }, done)).length;
+      return this.#scripts.tollgateLedgerClusterLoadPut(marker, marker, loading, 'ready', gen, window);
+    }, done, window)).length;
     if (refused > 0) throw new RebuildSupersededError();
     const positions = [...(snapshot.positions ?? new Map<string, bigint>())].flatMap(([f, o]) => [f, o.toString()]);
     const finished = await this.#scripts.tollgateLedgerClusterLoad(...store, 'finish', gen, CLUSTER_LAYOUT, ...positions);
@@ -828,6 +906,8 @@ export class RedisBalanceStore implements BalanceStore {
       expiry: `${this.#prefix}hexp:${tag}`,
       tmp: `${this.#prefix}tmp:${tag}`,
       hwin: `${this.#prefix}hwin:${tag}`,
+      /** the spend-window counters' base (`#windowBase`; lua/windows-fn.lua) */
+      sw: `${this.#prefix}sw:${tag}`,
     };
   }
 
@@ -883,7 +963,7 @@ export class RedisBalanceStore implements BalanceStore {
    * ready); throws when the per-slot path fails too.
    */
   async #markers(op: 'check' | 'mark' | 'ready', v: string, gen: string,
-    oneSlot: (slot: number) => Promise<unknown>, ok: (reply: unknown) => boolean): Promise<number[]> {
+    oneSlot: (slot: number) => Promise<unknown>, ok: (reply: unknown) => boolean, window = '0'): Promise<number[]> {
     const nodes = new Map<string, Redis>();
     if (this.#redis.isCluster) for (const n of (this.#redis as Cluster).nodes('master')) nodes.set(`${n.options.host}:${n.options.port}`, n);
     else nodes.set('', this.#redis as Redis);
@@ -892,7 +972,7 @@ export class RedisBalanceStore implements BalanceStore {
     await Promise.all([...this.#slotsByNode()].map(async ([key, slots]) => {
       const node = nodes.get(key);
       if (node === undefined) return void perSlot.push(...slots);
-      const args = [op, v, gen, ...slots.map((slot) => this.#slotMarker(slot))];
+      const args = [op, v, gen, window, ...slots.map((slot) => this.#slotMarker(slot))];
       let positions: number[];
       try {
         // By SHA1; the whole text once to a node that has not cached it (NOSCRIPT).
@@ -1010,18 +1090,39 @@ function batchOutcomes(raw: Array<number | string>): BatchOutcome[] {
 
 /**
  * One batch event as apply-batch.lua's single packed argument:
- * `<type><amount><ledger kind> <offset> <id bytes> <account bytes> <event id><account id><position field>`,
- * type `u` (usage, no kind) or `l` (ledger, its kind: `l5000000grant …`).
- * The lengths are UTF-8 byte counts (what the client sends and Lua's string.sub counts), so an
- * id or account may hold any characters, the space included, with no escaping; the position
+ * `<type><amount><ledger kind> <offset> <id bytes> <account bytes> <ts> <key bytes> <event id><account id><key id><position field>`,
+ * type `u` (usage, no kind) or `l` (ledger, its kind: `l5000000grant …`); ts (epoch ms) and
+ * the key id are the usage event's (its spend windows, lua/usage-fn.lua); a ledger event has ''
+ * and 0 there. The lengths are UTF-8 byte counts (what the client sends and Lua's string.sub
+ * counts), so an id, account or key may hold any characters, the space included, with no escaping; the position
  * field (`topic:partition`, or '' without a position) is the rest. `amount` is an integer
  * string already checked to fit in 64 bits (µc); the offset is '' without a position.
  */
-export function packEvent(event: Pick<UsageEvent, 'type' | 'event_id'> | Pick<LedgerEvent, 'type' | 'event_id' | 'kind'>, amount: Amount, accountId: string, position: LogPosition | undefined): string {
+export function packEvent(event: Pick<UsageEvent, 'type' | 'event_id' | 'key_id' | 'ts'> | Pick<LedgerEvent, 'type' | 'event_id' | 'kind'>, amount: Amount, accountId: string, position: LogPosition | undefined): string {
   const offset = position ? position.offset.toString() : '';
   const field = position ? positionKey(position.topic, position.partition) : '';
-  const head = event.type === 'usage' ? `u${amount}` : `l${amount}${event.kind}`;
-  return `${head} ${offset} ${Buffer.byteLength(event.event_id)} ${Buffer.byteLength(accountId)} ${event.event_id}${accountId}${field}`;
+  const ids = `${Buffer.byteLength(event.event_id)} ${Buffer.byteLength(accountId)}`;
+  if (event.type === 'usage') {
+    return `u${amount} ${offset} ${ids} ${usageTs(event)} ${Buffer.byteLength(event.key_id)} ${event.event_id}${accountId}${event.key_id}${field}`;
+  }
+  return `l${amount}${event.kind} ${offset} ${ids}  0 ${event.event_id}${accountId}${field}`;
+}
+
+/** `packEvent` of a batch item, its amount checked to fit in 64 bits; throws a RangeError when it does not. */
+function packBatchEvent(event: UsageEvent | LedgerEvent, position: LogPosition | undefined): string {
+  const amount = event.type === 'usage'
+    ? int64(BigInt(event.cost_micros), 'usage cost') : int64(BigInt(event.amount_micros), 'ledger amount');
+  return packEvent(event, amount, event.account_id, position);
+}
+
+/**
+ * A usage event's `ts` (epoch ms) as the apply scripts take it: the time its spend windows are
+ * counted at when its hold was never seen (lua/windows-fn.lua), the time a rebuild counts it at.
+ * Throws a RangeError unless it is a non-negative safe integer (the event decoder's rule).
+ */
+function usageTs(event: Pick<UsageEvent, 'ts'>): string {
+  if (!Number.isSafeInteger(event.ts) || event.ts < 0) throw new RangeError(`usage ts must be a non-negative integer (epoch ms), got ${event.ts}`);
+  return String(event.ts);
 }
 
 /**

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import type { LedgerEvent, UsageEvent } from '@tollgate/events';
-import type { BalanceStore, HoldAdmission, HoldRequest, SpendWindow } from '@tollgate/ledger';
+import { SPEND_WINDOW_NAMES, type BalanceStore, type HoldAdmission, type HoldRequest, type SpendWindow } from '@tollgate/ledger';
 
 export interface ClockedFixture {
   store: BalanceStore;
@@ -47,6 +47,11 @@ function usage(accountId: string, eventId: string, cost: bigint): UsageEvent {
  */
 const SONNET: HoldAdmission = { policy: 'clamp', base: 144_000n, perOutputToken: 360n, maxTokens: 64_000, floorTokens: 1_024 };
 const SONNET_FULL = 23_184_000n;
+
+/** What the five spend windows of `keyId` and its account `a` count now, in SPEND_WINDOW_NAMES order (µc). */
+function windowsOf(store: BalanceStore, a: string, keyId: string): Promise<bigint[]> {
+  return Promise.all(SPEND_WINDOW_NAMES.map((name) => store.windowUsed(name, a, keyId)));
+}
 
 export function admissionContract(name: string, make: ClockedFactory): void {
   const it = (title: string, body: (store: BalanceStore, clock: { t: number }) => Promise<void>) =>
@@ -233,6 +238,107 @@ export function admissionContract(name: string, make: ClockedFactory): void {
     ] });
     assert.equal(await store.windowUsed('account_daily', a, 'key-2'), 6_350n);
     assert.equal(await store.windowUsed('key_daily', a, 'key-1'), 1_450n);
+  });
+
+  it('usage whose hold this store never saw is counted in every window still open at its ts, once; a hold counted in windows (live, settled or expired), a usage id applied before a load and a zero cost count nothing more', async (store, clock) => {
+    // Kind: usage debited but counted in no spend window, because its hold was lost with hot
+    // state (Redis flushed, an embedded restart replaying its journal) or made before a
+    // rebuild: a limit could be spent again until the next rebuild (0.4392 credits against 0.3).
+    const a = id('acct');
+    const day = Date.UTC(2099, 10, 30);
+    await store.load({ balances: new Map([[a, 1_000_000n]]), ledgerEntries: new Map() });
+    const at = (eventId: string, cost: bigint, keyId: string, ts: number): UsageEvent => ({ ...usage(a, eventId, cost), key_id: keyId, ts });
+    const used = (keyId: string) => windowsOf(store, a, keyId);
+    // No hold, through the consumer's batch path: 700 µc at 12:05 in all five windows; 40 µc at
+    // 11:30 in all but the hour that ended at noon (not written at all).
+    const e1 = at(id('req'), 700n, 'key-1', NOON + 5 * 60_000);
+    assert.deepEqual((await store.applyBatch([{ event: e1 }, { event: at(id('req'), 40n, 'key-1', NOON - 30 * 60_000) }])).map((o) => o.verdict),
+      ['applied', 'applied']);
+    assert.deepEqual(await used('key-1'), [700n, 740n, 740n, 740n, 740n]);
+    clock.t = NOON - 1;
+    assert.equal(await store.windowUsed('key_hourly', a, 'key-1'), 0n, 'an ended window is not written');
+    clock.t = NOON;
+    // A live hold is the marker: its usage moves its own windows (account_daily: 740 + 500 − 500 + 300), no others.
+    const h3 = req(a, { keyId: 'key-2', amount: 500n, windows: [{ name: 'account_daily', limit: 1_000_000n }] });
+    assert.equal((await store.hold(h3)).ok, true);
+    assert.equal(await store.applyUsage(at(h3.holdId, 300n, 'key-2', NOON)), 'applied');
+    assert.deepEqual(await used('key-2'), [0n, 0n, 0n, 1_040n, 740n]);
+    // A hold that expired stays counted at its amount (key_hourly 700 + 1,000): its usage adds nothing.
+    const h4 = req(a, { amount: 1_000n, ttlMs: 1_000, windows: [{ name: 'key_hourly', limit: 1_000_000n }] });
+    assert.equal((await store.hold(h4)).ok, true);
+    clock.t = NOON + 2_000;
+    assert.equal((await store.get(a)).held, 0n);
+    assert.equal(await store.applyUsage(at(h4.holdId, 200n, 'key-1', NOON)), 'applied');
+    assert.deepEqual(await used('key-1'), [1_700n, 740n, 740n, 1_040n, 740n]);
+    // A hold in no window (its key had no limit) that expired counted nothing: its usage counts itself.
+    const h5 = req(a, { keyId: 'key-4', amount: 300n, ttlMs: 1_000 });
+    assert.equal((await store.hold(h5)).ok, true);
+    clock.t = NOON + 4_000;
+    assert.equal((await store.get(a)).held, 0n);
+    assert.equal(await store.applyUsage(at(h5.holdId, 90n, 'key-4', NOON)), 'applied');
+    assert.deepEqual(await used('key-4'), [90n, 90n, 90n, 1_130n, 830n]);
+    // Nothing to count: a zero cost, and a redelivery.
+    assert.equal(await store.applyUsage(at(id('req'), 0n, 'key-3', NOON)), 'applied');
+    assert.deepEqual(await used('key-3'), [0n, 0n, 0n, 1_130n, 830n]);
+    assert.equal(await store.applyUsage(e1), 'duplicate');
+    assert.deepEqual(await store.get(a), { balance: 1_000_000n - 700n - 40n - 300n - 200n - 90n, held: 0n, available: 998_670n });
+    // A rebuild from a warehouse that lacked e1 replays it: debited again from the loaded
+    // balance, but its windows (which the load kept) counted it already. A new event still counts.
+    await store.load({ balances: new Map([[a, 5_000n]]), ledgerEntries: new Map() });
+    assert.equal(await store.applyUsage(e1), 'applied');
+    assert.deepEqual(await used('key-1'), [1_700n, 740n, 740n, 1_130n, 830n]);
+    assert.deepEqual((await store.applyBatch([{ event: at(id('req'), 60n, 'key-1', NOON + 2_000) }])).map((o) => o.verdict), ['applied']);
+    assert.deepEqual(await used('key-1'), [1_760n, 800n, 800n, 1_190n, 890n]);
+    assert.deepEqual(await store.get(a), { balance: 5_000n - 700n - 60n, held: 0n, available: 4_240n });
+    // And the limits bind on it: key_daily 800 of 850 leaves 50 µc.
+    assert.deepEqual(await store.hold(req(a, { amount: 51n, windows: [{ name: 'key_daily', limit: 850n }] })), {
+      ok: false, reason: 'spend_limit_exceeded', available: 4_240n, window: 'key_daily', limit: 850n, used: 800n,
+      resetAt: day + 24 * HOUR, required: 51n,
+    });
+  });
+
+  it('holds of requests in flight restored after a rebuild: held again at their amount, counted in the windows open at their ts, closed by their usage or release; a hold still there, one expired or one whose usage was applied is not restored', async (store, clock) => {
+    // Kind: requests in flight at a hot-state loss. Their holds died with the state, and the
+    // rebuild (which reads the warehouse) cannot know them: new requests were admitted past them
+    // until their usage landed (1,260,000 µc spent against a 1,000,000 limit). A gateway
+    // re-reserves them (HoldRegistry); here the store's side, for holds this store never saw.
+    const a = id('acct');
+    await store.load({ balances: new Map([[a, 1_000_000n]]), ledgerEntries: new Map() });
+    const used = (keyId: string) => windowsOf(store, a, keyId);
+    // A live hold of 300 µc made here (key-3, no window): a restore leaves it as it is.
+    const live = req(a, { keyId: 'key-3', amount: 300n });
+    assert.equal((await store.hold(live)).ok, true);
+    const h1 = { holdId: id('req'), accountId: a, keyId: 'key-1', amount: 600_000n, ttlMs: LONG, ts: NOON + 5 * 60_000 };
+    // Started at 11:30: the hour that ended at noon is not counted (nor written).
+    const h2 = { holdId: id('req'), accountId: a, keyId: 'key-1', amount: 50_000n, ttlMs: LONG, ts: NOON - 30 * 60_000 };
+    const h3 = { holdId: id('req'), accountId: a, keyId: 'key-2', amount: 7_000n, ttlMs: 1_000, ts: NOON };
+    assert.equal(await store.restoreHolds([h1, h2, h3, { holdId: live.holdId, accountId: a, keyId: 'key-3', amount: 999n, ttlMs: LONG, ts: NOON }]), 3);
+    assert.deepEqual(await store.get(a), { balance: 1_000_000n, held: 657_300n, available: 342_700n });
+    assert.deepEqual(await used('key-1'), [600_000n, 650_000n, 650_000n, 657_000n, 657_000n]);
+    assert.deepEqual(await used('key-2'), [7_000n, 7_000n, 7_000n, 657_000n, 657_000n]);
+    clock.t = NOON - 1;
+    assert.equal(await store.windowUsed('key_hourly', a, 'key-1'), 0n, 'an ended window is not written');
+    clock.t = NOON;
+    // The limits bind on them: account_daily 657,000 of 900,000 leaves 243,000 µc.
+    assert.deepEqual(await store.hold(req(a, { amount: 243_001n, windows: [{ name: 'account_daily', limit: 900_000n }] })), {
+      ok: false, reason: 'spend_limit_exceeded', available: 342_700n, window: 'account_daily', limit: 900_000n, used: 657_000n,
+      resetAt: NOON + 12 * HOUR, required: 243_001n,
+    });
+    // Restored again (a second poll, another gateway's view): nothing changes.
+    assert.equal(await store.restoreHolds([h1, h2, h3]), 0);
+    assert.equal((await store.get(a)).held, 657_300n);
+    // h1's usage closes it (500,000 µc); h2 is released; h3 expires and stays counted at its amount.
+    assert.equal(await store.applyUsage({ ...usage(a, h1.holdId, 500_000n), ts: h1.ts }), 'applied');
+    await store.release(h2.holdId, a);
+    clock.t = NOON + 2_000;
+    assert.deepEqual(await store.get(a), { balance: 500_000n, held: 300n, available: 499_700n });
+    assert.deepEqual(await used('key-1'), [500_000n, 500_000n, 500_000n, 507_000n, 507_000n]);
+    assert.deepEqual(await used('key-2'), [7_000n, 7_000n, 7_000n, 507_000n, 507_000n]);
+    // Neither an applied usage's hold nor an expired one comes back; h3's usage counts nothing more.
+    assert.equal(await store.restoreHolds([{ ...h1, amount: 500_000n }, { ...h3, ttlMs: LONG }]), 0);
+    assert.equal(await store.applyUsage({ ...usage(a, h3.holdId, 6_000n), key_id: 'key-2', ts: h3.ts }), 'applied');
+    assert.deepEqual(await used('key-2'), [7_000n, 7_000n, 7_000n, 507_000n, 507_000n]);
+    assert.deepEqual(await store.get(a), { balance: 494_000n, held: 300n, available: 493_700n });
   });
 
   it('a repeated hold id replaces its earlier hold in the windows as well as in held', async (store) => {

@@ -26,13 +26,15 @@ const at = (offset: bigint) => ({ topic: 'usage', partition: 3, offset });
 const INT64_MAX = 2n ** 63n - 1n;
 const MAX_MONEY = 2n ** 53n - 1n;
 
-test('batch encoding: packEvent is type+amount(+ledger kind), offset, UTF-8 byte lengths of id and account, then id, account and position field', () => {
-  const u = (event_id: string) => ({ type: 'usage' as const, event_id });
-  assert.equal(packEvent(u('req 1'), '7000', 'acct|9', at(42n)), 'u7000 42 5 6 req 1acct|9usage:3');
+test('batch encoding: packEvent is type+amount(+ledger kind), offset, UTF-8 byte lengths of id and account, ts and key length (usage), then id, account, key and position field', () => {
+  const u = (event_id: string, key_id = 'k 1', ts = 1_764_800_000_123) => ({ type: 'usage' as const, event_id, key_id, ts });
+  assert.equal(packEvent(u('req 1'), '7000', 'acct|9', at(42n)), 'u7000 42 5 6 1764800000123 3 req 1acct|9k 1usage:3');
   // 'é' is 2 bytes and '🚀' 4 in UTF-8: the lengths count bytes, as Lua's string.sub does.
-  assert.equal(packEvent({ type: 'ledger', event_id: 'é', kind: 'adjustment' }, '-5', '🚀', undefined), 'l-5adjustment  2 4 é🚀');
-  assert.equal(packEvent({ type: 'ledger', event_id: 'g', kind: 'top_up' }, '5', 'a', at(1n)), 'l5top_up 1 1 1 gausage:3');
-  assert.equal(packEvent(u(''), INT64_MAX.toString(), '3 4 ', at(0n)), `u${INT64_MAX} 0 0 4 3 4 usage:3`);
+  assert.equal(packEvent({ type: 'ledger', event_id: 'é', kind: 'adjustment' }, '-5', '🚀', undefined), 'l-5adjustment  2 4  0 é🚀');
+  assert.equal(packEvent({ type: 'ledger', event_id: 'g', kind: 'top_up' }, '5', 'a', at(1n)), 'l5top_up 1 1 1  0 gausage:3');
+  assert.equal(packEvent(u('', '🚀 9', 0), INT64_MAX.toString(), '3 4 ', at(0n)), `u${INT64_MAX} 0 0 4 0 6 3 4 🚀 9usage:3`);
+  // A ts the decoder would have refused is refused here too, before anything is sent.
+  assert.throws(() => packEvent(u('x', 'k', 1.5), '1', 'a', undefined), /usage ts must be a non-negative integer/);
 });
 
 /**

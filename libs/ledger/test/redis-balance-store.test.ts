@@ -216,6 +216,41 @@ if (url === undefined) {
       assert.deepEqual(await new RedisBalanceStore({ redis, prefix }).storedPositions(), new Map([['usage:0', 4n], ['ledger:3', 0n]]));
     });
 
+    test('restore window: after a load that a restorer was announced for, holds answer not_ready for the window while restores go through; without an announcement none', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const store = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 400 });
+      const hold = (holdId: string) => store.hold({ holdId, accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000 });
+      assert.equal(await store.epoch(), null, 'never built: no epoch');
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      const first = await store.epoch();
+      assert.match(String(first), /^[0-9a-f]{32}$/);
+      assert.equal((await hold('h1')).ok, true, 'no restorer announced: admitted at once');
+      // Lost, a gateway with requests in flight announces, the rebuild loads: the window starts.
+      await deletePrefix(redis, prefix);
+      assert.equal(await store.epoch(), null);
+      assert.equal(await store.restoreHolds([{ holdId: 'h1', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000, ts: Date.now() }]), 'not_ready');
+      assert.equal(await store.epoch(5_000), null, 'lost: announced in the same step');
+      assert.equal(await redis.exists(`${prefix}ledger-ready:restorers`), 1);
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      const second = await store.epoch();
+      assert.notEqual(second, first);
+      assert.equal(await redis.exists(`${prefix}ledger-ready:restorers`), 0, 'the load took the announcement');
+      assert.deepEqual(await hold('h2'), { ok: false, reason: 'not_ready', available: 0n });
+      assert.equal(await store.restoreHolds([{ holdId: 'h1', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000, ts: Date.now() }]), 1);
+      assert.deepEqual(await store.get('a'), { balance: 10_000n, held: 100n, available: 9_900n });
+      const pttl = await redis.pttl(`${prefix}ledger-ready:restoring`);
+      assert.ok(pttl > 0 && pttl <= 400, `the window lives restoreWindowMs: pttl ${pttl}`);
+      await new Promise((r) => setTimeout(r, pttl + 20));
+      assert.equal((await hold('h2')).ok, true);
+      assert.deepEqual(await store.get('a'), { balance: 10_000n, held: 200n, available: 9_800n });
+      // Without requireReady nothing is ever lost: no epoch, no announcement kept.
+      const plain = new RedisBalanceStore({ redis, prefix: `${prefix}plain:` });
+      assert.equal(await plain.epoch(), undefined);
+      assert.equal(await plain.epoch(5_000), undefined);
+      assert.deepEqual(await keysUnder(redis, `${prefix}plain:`), []);
+    });
+
     test('log positions: stored with the effect; at or before → duplicate, past +1 → gap', async (t) => {
       const prefix = `test:${randomUUID()}:`;
       t.after(() => deletePrefix(redis, prefix));

@@ -327,3 +327,36 @@ test('Redis Cluster: the 16,384 slot markers go in one script call per node (rea
   assert.equal(await store.ready(), false);
   assert.equal(oneByOne, 1);
 });
+
+test('Redis Cluster: restore window after a rebuild a restorer was announced for: every slot holds new holds back for the window, restores go through; the epoch is the generation', async (t) => {
+  const own = await testRedisCluster(t, 'cluster', CLIENT_OPTIONS);
+  if (!own) return;
+  const { cluster, prefix } = own;
+  const store = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 600 });
+  assert.equal(await store.epoch(), null);
+  await store.load({ balances: new Map([['a', 10_000n], ['b', 10_000n]]), ledgerEntries: new Map() });
+  const first = await store.epoch();
+  assert.equal(first, await cluster.get(`${prefix}{ledger}ready`));
+  const hold = (holdId: string, accountId: string) => store.hold({ holdId, accountId, keyId: 'k', amount: 100n, ttlMs: 60_000 });
+  assert.equal((await hold('h1', 'a')).ok, true, 'no restorer announced: admitted at once');
+  assert.equal(await store.epoch(5_000), first, 'not lost: the epoch, and no announcement');
+  assert.equal(await cluster.exists(`${prefix}{ledger}ready:restorers`), 0);
+  await cluster.del(`${prefix}{ledger}ready`);
+  assert.equal(await store.epoch(5_000), null, 'lost: announced in the same step');
+  assert.equal(await cluster.exists(`${prefix}{ledger}ready:restorers`), 1);
+  await store.load({ balances: new Map([['a', 10_000n], ['b', 10_000n]]), ledgerEntries: new Map() });
+  assert.notEqual(await store.epoch(), first);
+  assert.equal(await cluster.exists(`${prefix}{ledger}ready:restorers`), 0, 'the load took the announcement');
+  for (const a of ['a', 'b']) assert.deepEqual(await hold(`h2-${a}`, a), { ok: false, reason: 'not_ready', available: 0n });
+  // h1 is still there (the load keeps holds): nothing to restore; a lost one comes back.
+  const ts = Date.now();
+  assert.equal(await store.restoreHolds([
+    { holdId: 'h1', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000, ts },
+    { holdId: 'h0', accountId: 'b', keyId: 'k', amount: 250n, ttlMs: 60_000, ts },
+  ]), 1);
+  assert.deepEqual([await store.get('a'), await store.get('b')], [
+    { balance: 10_000n, held: 100n, available: 9_900n }, { balance: 10_000n, held: 250n, available: 9_750n },
+  ]);
+  await new Promise((r) => setTimeout(r, 650));
+  for (const a of ['a', 'b']) assert.equal((await hold(`h2-${a}`, a)).ok, true);
+});

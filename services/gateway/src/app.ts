@@ -9,6 +9,7 @@ import { CachedPoolView, MemoryPoolStore } from '@tollgate/pool';
 import { UpstreamClients } from './pool/clients.ts';
 import { UpstreamPool } from './pool/selector.ts';
 import { admitTenant, ConcurrencyGates, DEFAULT_KEY_MAX_CONCURRENT, defaultAccountMaxConcurrent } from './limits.ts';
+import { HoldRegistry } from './hold-registry.ts';
 import { messagesRoutes } from './routes/messages.ts';
 import { chatCompletionsRoutes } from './routes/chat-completions.ts';
 import { countTokensRoutes } from './routes/count-tokens.ts';
@@ -79,8 +80,13 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
       perAccount: given.accountMaxConcurrentRequests ?? defaultAccountMaxConcurrent(upstream.maxConnections),
       pool: upstream.maxConnections,
     }),
+    holds: given.holds ?? new HoldRegistry(given.balances, {
+      onError: (err) => app.log.warn({ err }, 'hold registry: could not read or restore hot state; trying again'),
+      onRestored: (r) => app.log.warn(r, 'hot state was rebuilt: re-reserved the holds of this gateway\'s requests in flight'),
+    }),
   };
   app.addHook('onClose', async () => {
+    deps.holds?.stop();
     pool.close();
     await Promise.all([upstream.close(), clients.close()]);
   });

@@ -8,6 +8,7 @@ import type { Metrics, Tracer } from '@tollgate/telemetry';
 import type { PoolStore, PoolView } from '@tollgate/pool';
 import type { Warehouse } from '@tollgate/warehouse';
 import type { ConcurrencyGates } from './limits.ts';
+import type { HoldRegistry } from './hold-registry.ts';
 
 export interface UpstreamOptions {
   /** base URL, from operator configuration only (never from a request) */
@@ -79,6 +80,11 @@ export interface GatewayDeps {
   accountMaxConcurrentRequests?: number;
   /** this process's concurrency gates; `registerGateway` creates them from the settings above */
   concurrency?: ConcurrencyGates;
+  /**
+   * this process's holds in flight, re-reserved after hot state was lost and rebuilt;
+   * `registerGateway` creates it on `balances` (and stops it when the server closes)
+   */
+  holds?: HoldRegistry;
   /**
    * Where customer usage reports (`GET /v1/usage`, `GET /v1/credits/history`) are read; absent
    * on a gateway that cannot read the warehouse (distributed with chDB): those routes answer 404.

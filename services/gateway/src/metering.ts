@@ -242,6 +242,12 @@ export async function settle(
   const shrunk = (cost > 0n
     ? deps.balances.settle(m.requestId, accountId, cost, deps.holdTtlMs)
     : deps.balances.release(m.requestId, accountId)).catch(onStateError);
+  if (cost > 0n) deps.holds?.settled(m.requestId, cost, deps.holdTtlMs);
+  else deps.holds?.released(m.requestId);
+  // Acknowledged by the log, not only spooled while it is away: from then on a rebuild reads it.
+  const acknowledged = () => {
+    deps.holds?.published(m.requestId, deps.log.reachable?.() !== false);
+  };
   const now = performance.now();
   const { priced, quantities } = settled;
   const report = outcome.report ?? null;
@@ -304,11 +310,11 @@ export async function settle(
   // Either way publish() waits for the shrink too: a graceful stop closes Redis once requests end.
   if (tracer === noopTracer) {
     const bare = () => deps.log.publish('usage', [{ event, headers: deps.tracer === undefined ? {} : injectContext() }]);
-    return { event, publish: () => Promise.all([bare(), shrunk]).then(() => {}) };
+    return { event, publish: () => Promise.all([bare(), shrunk]).then(acknowledged) };
   }
   const publish = () => inSpan(tracer, 'publish usage', {
     kind: SpanKind.PRODUCER,
     attributes: { 'messaging.operation.type': 'send', 'messaging.destination.name': 'usage', 'tollgate.event.id': event.event_id },
   }, () => deps.log.publish('usage', [{ event, headers: injectContext() }]));
-  return { event, publish: () => Promise.all([publish(), shrunk]).then(() => {}) };
+  return { event, publish: () => Promise.all([publish(), shrunk]).then(acknowledged) };
 }

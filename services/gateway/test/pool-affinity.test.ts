@@ -17,7 +17,10 @@ import { AFFINITY_TTL_1H_MS, AFFINITY_TTL_MS, affinityTtlMs } from '../src/pool/
 // the fixture's KEY_HASH_SECRET and upstream key (support.ts)
 const HASH = 'gateway-test-hash-secret-0123456789';
 const UPSTREAM_KEY = 'sk-ant-upstream-test-key';
-const SONNET = 'claude-sonnet-4-5';
+// Sonnet 4's prices and tier are Sonnet 4.5's; 4.5 reached its end of life (2026-11-30) and the
+// SDK warns on every call naming it.
+const SONNET = 'claude-sonnet-4-0';
+const SONNET_UPSTREAM = 'claude-sonnet-4-20250514';
 const HAIKU = 'claude-haiku-4-5';
 
 type Name = 'A' | 'B' | 'C';
@@ -89,7 +92,7 @@ describe('session affinity (breaker brk10a)', () => {
 
   test('side request for another model (Claude Code haiku title) with the session id: the main model stays pinned and reads its cache (exact µc)', async () => {
     // A serves only sonnet and is preferred; B and C serve everything at a lower priority
-    const a = await p.upstream('A', { priority: 10, models: [`${SONNET}-20250929`] });
+    const a = await p.upstream('A', { priority: 10, models: [SONNET_UPSTREAM] });
     const b = await p.upstream('B');
     const c3 = await p.upstream('C');
     await p.group([a, b, c3]);
@@ -108,7 +111,7 @@ describe('session affinity (breaker brk10a)', () => {
     const second = await ask(SONNET);
     const side = await ask(HAIKU);
     const third = await ask(SONNET);
-    // sonnet-4-5 (µc per token): input 72, cache write 5m 90, cache read 7.2, output 360.
+    // sonnet-4-0 (µc per token): input 72, cache write 5m 90, cache read 7.2, output 360.
     // The system prompt is 1,203 tokens, the user turn 2, the output 10 (directive):
     // write: 2 × 72 + 1,203 × 90 + 10 × 360 = 144 + 108,270 + 3,600 = 112,014 µc
     // read:  ⌈2 × 72 + 1,203 × 7.2 + 10 × 360⌉ = ⌈144 + 8,661.6 + 3,600⌉ = 12,406 µc

@@ -1,6 +1,6 @@
 -- Ledger consumer: a batch of usage and ledger events of ONE log partition, in log order, in one
--- script call (one round trip instead of one per event). Prepended with position.lua,
--- usage-fn.lua and ledger-fn.lua: each event runs exactly the single-event logic, so each one's
+-- script call (one round trip instead of one per event). Prepended with expire-holds.lua,
+-- windows-fn.lua, position.lua, usage-fn.lua and ledger-fn.lua: each event runs exactly the single-event logic, so each one's
 -- effect and its position still move together ("progress stored with the effect"), and a
 -- redelivered batch is a run of duplicates.
 -- Two layouts (ARGV[5]):
@@ -20,13 +20,15 @@
 --     ledger: bal:{A}                                                           (1 key)
 -- ARGV[2] usage memory ms, ARGV[3] money bound (2^53 - 1),
 -- ARGV[4] '1' to answer the balance after each applied usage debit, else ''; ARGV[5] layout;
--- ARGV[6] key prefix (standalone) or ''; then ONE argument per event, packed (one argument
--- instead of six is most of the caller's encoding cost):
---   <type><amount><ledger kind> <offset> <id bytes> <account bytes> <event_id><account id><position field>
+-- ARGV[6] the key prefix (both layouts: a usage event's spend-window counters are named from it
+-- and its hwin key, see usage-fn.lua); ARGV[7] now override in ms or '' (tests); then ONE
+-- argument per event, packed (one argument instead of six is most of the caller's encoding cost):
+--   <type><amount><ledger kind> <offset> <id bytes> <account bytes> <ts> <key bytes> <event_id><account id><key id><position field>
 -- type 'u' or 'l'; amount a signed integer; ledger kind (grant, top_up, refund, adjustment)
--- for 'l', nothing for 'u'; offset digits or '' (no position); the two byte
--- lengths say where event_id and the account id end, so they may hold any bytes (spaces
--- included); the position field ('' or topic:partition) is the rest.
+-- for 'l', nothing for 'u'; offset digits or '' (no position); the byte lengths say where
+-- event_id, the account id and the key id end, so they may hold any bytes (spaces included);
+-- ts the usage event's epoch ms ('' and key bytes 0 for 'l'); the position field ('' or
+-- topic:partition) is the rest.
 -- Returns a flat array, two entries per event handled: verdict (1 applied, 0 duplicate,
 -- -1 gap, -2 not ready, -3 out of range, -9 failed) and, for an applied usage, the balance it
 -- left (integer string; the balance.low trigger compares it), for a failure the error text,
@@ -40,24 +42,28 @@
 local pos_key, accounts_key, ledger_key, rejected_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ready_key, memory_ms, bound, want_balance = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local cluster, prefix = ARGV[5] == 'a', ARGV[6] or ''
+local now = now_ms(ARGV[7])
 local ctx
 if cluster then ctx = account_ctx(KEYS[2], ARGV[1], KEYS[1]) else ctx = batch_ctx(ready_key, pos_key, accounts_key) end
 local out = {}
 local k = 5
-for a = 7, #ARGV do
+for a = 8, #ARGV do
   local packed = ARGV[a]
-  local kind, amount, entry_kind, offset, id_len, account_len, rest = string.match(packed, '^([ul])(%-?%d+)([%l_]*) (%d*) (%d+) (%d+) ()')
-  if not kind or (kind == 'l') == (entry_kind == '') then
+  local kind, amount, entry_kind, offset, id_len, account_len, ts, key_len, rest =
+    string.match(packed, '^([ul])(%-?%d+)([%l_]*) (%d*) (%d+) (%d+) (%d*) (%d+) ()')
+  if not kind or (kind == 'l') == (entry_kind == '') or (kind == 'u') == (ts == '') then
     out[#out + 1] = -9
-    out[#out + 1] = 'ERR malformed batch event ' .. (a - 6)
+    out[#out + 1] = 'ERR malformed batch event ' .. (a - 7)
     ctx.flush()
     return out
   end
   local id_end = rest + tonumber(id_len)
   local account_end = id_end + tonumber(account_len)
   local event_id = string.sub(packed, rest, id_end - 1)
+  local key_end = account_end + tonumber(key_len)
   local account = string.sub(packed, id_end, account_end - 1)
-  local field = string.sub(packed, account_end)
+  local key_id = string.sub(packed, account_end, key_end - 1)
+  local field = string.sub(packed, key_end)
   local ok, verdict
   if kind == 'u' then
     local seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key
@@ -69,8 +75,10 @@ for a = 7, #ARGV do
       seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key = prefix .. 'u:' .. event_id, prefix .. 'bal:' .. tag,
         prefix .. 'held:' .. tag, prefix .. 'holds:' .. tag, prefix .. 'hexp:' .. tag, prefix .. 'hwin:' .. tag
     end
+    -- P sw:<tag>, the tag as the hwin key has it (on a Cluster, the escaped one).
+    local win = { base = prefix .. 'sw:' .. string.sub(hwin_key, #prefix + 6), key = key_id, ts = tonumber(ts), now = now }
     ok, verdict = pcall(apply_usage, ctx, seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key,
-      event_id, amount, memory_ms, account, field, offset)
+      event_id, amount, memory_ms, account, field, offset, win)
     if ok and verdict == 1 then
       out[#out + 1] = 1
       out[#out + 1] = want_balance and (redis.call('GET', bal_key) or '0') or ''

@@ -8,8 +8,9 @@
 --   'mark' (KEYS[2] = the marker): the slot starts loading this generation, unless a later
 --     generation has it already (marker_later, marker-fn.lua, prepended);
 --   'del'; 'set' value; 'setpx' value ms; 'hset' field value; 'ready' (KEYS[2] = the marker:
---   the slot turns ready in the generation, value ARGV[3]; done already when the marker holds
---   it, so a pass repeated after a per-node call failed part way is not a refusal)
+--   the slot turns ready in the generation, value ARGV[3], holds waiting the restore window of
+--   ARGV[4] ms (cluster-markers.lua); done already when the marker holds it, so a pass
+--   repeated after a per-node call failed part way is not a refusal)
 -- Returns 1 done, 0 refused (another rebuild took over).
 -- cluster-markers.lua does 'mark' and 'ready' for all the slots of a node in one call.
 local op = ARGV[2]
@@ -22,7 +23,11 @@ end
 if op == 'ready' and current == ARGV[3] then return 1 end
 if current ~= ARGV[1] then return 0 end
 if op == 'del' then redis.call('DEL', KEYS[2])
-elseif op == 'set' or op == 'ready' then redis.call('SET', KEYS[2], ARGV[3])
+elseif op == 'set' then redis.call('SET', KEYS[2], ARGV[3])
+elseif op == 'ready' then
+  redis.call('SET', KEYS[2], ARGV[3])
+  local window = tonumber(ARGV[4]) or 0
+  if window > 0 then redis.call('SET', KEYS[2] .. ':restoring', '1', 'PX', window) end
 elseif op == 'setpx' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 elseif op == 'hset' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 else return redis.error_reply('cluster-load-put: unknown op ' .. op) end

@@ -1,12 +1,13 @@
 -- Reserve credit for one request: the only place credit is reserved. Prepended with
--- expire-holds.lua.
+-- expire-holds.lua and windows-fn.lua.
 -- Checks the balance, the spend windows and the admission policy and reserves, in one step.
 -- KEYS[1] bal:{account}   balance, integer string (missing = 0)
 -- KEYS[2] held:{account}  Σ outstanding holds, integer string (missing = 0)
 -- KEYS[3] holds:{account} hash holdId -> amount
 -- KEYS[4] hexp:{account}  zset holdId -> expiry, epoch ms of the server clock
 -- KEYS[5] tmp:{account}   scratch for exact arithmetic (deleted before returning)
--- KEYS[6] hwin:{account}  hash holdId -> the window counter keys it is counted in ('\n'-joined)
+-- KEYS[6] hwin:{account}  hash holdId -> the window counter keys it is counted in ('\n'-joined),
+--                         for a hold counted in any, until its usage or release
 -- KEYS[7..] sw:{account}:<window>:<owner>  window counter bases (':' .. window start appended)
 -- ARGV[1] holdId, ARGV[2] amount (integer string, >= 0), ARGV[3] ttl in ms,
 -- ARGV[4] ready key or '' (when set and missing, or 'L…' (a Cluster rebuild loading), hot
@@ -51,47 +52,16 @@ local function exact(a, plus, minus)
   return r
 end
 
--- Days since 1970-01-01 -> year, month (H. Hinnant's civil_from_days), and back.
-local function civil(days)
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  return y, m
-end
-local function days_from_civil(y, m)
-  if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local mp = m > 2 and m - 3 or m + 9
-  local doy = math.floor((153 * mp + 2) / 5)
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
-
--- Start and end (ms) of the UTC window containing `now`; end nil for key_total.
-local function bounds(name, now)
-  if name == 'key_hourly' then local s = now - now % 3600000; return s, s + 3600000 end
-  if name == 'key_daily' or name == 'account_daily' then local s = now - now % 86400000; return s, s + 86400000 end
-  if name == 'account_monthly' then
-    local y, m = civil(math.floor(now / 86400000))
-    local ny, nm = y, m + 1
-    if nm == 13 then ny, nm = y + 1, 1 end
-    return days_from_civil(y, m) * 86400000, days_from_civil(ny, nm) * 86400000
-  end
-  return 0, nil
-end
-
 -- 0. Lost state (Redis restarted empty, not rebuilt yet): a missing balance would read as 0
 --    and refuse as "no credit"; say "not ready" instead, so the gateway answers 503.
 --    On a Cluster the marker is the slot's, and 'L…' while a rebuild is loading it.
+--    For a short while after a rebuild (the restore window, `<ready key>:restoring`, set by the
+--    rebuild with a TTL) no hold is made either: gateways first re-reserve their requests still
+--    in flight, whose holds the loss took (restore-holds.lua).
 if ARGV[4] ~= '' then
   local ready = redis.call('GET', ARGV[4])
   if not ready or ready:sub(1, 1) == 'L' then return { -2 } end
+  if redis.call('EXISTS', ARGV[4] .. ':restoring') == 1 then return { -2 } end
 end
 local now = now_ms(ARGV[12])
 
@@ -173,6 +143,8 @@ for _, win in ipairs(windows) do
   if win.e then redis.call('PEXPIREAT', win.key, string.format('%d', win.e + 86400000)) end
   names[#names + 1] = win.key
 end
+-- The windows it is counted in, kept past the hold's expiry (an expired hold stays counted):
+-- with the hold, the usage apply's proof that the windows have this request (usage-fn.lua).
 if #names > 0 then
   redis.call('HSET', hwin_key, hold_id, table.concat(names, '\n'))
   redis.call('PEXPIRE', hwin_key, 8 * 86400000)

@@ -9,7 +9,8 @@
 -- then r, r × (refused event id, reason), r = -1 leaving the refusals as they are, then the new
 -- epoch (random, from the caller; the usage ids of the snapshot were written holding it): it
 -- goes into the pos hash (see EPOCH_FIELD in position.lua), so every usage id marker written
--- before this step stops counting in the same atomic step as the effects it vouched for go.
+-- before this step stops counting in the same atomic step as the effects it vouched for go;
+-- then the restore window in ms (step 3).
 -- Balance keys are named from ARGV (single Redis or one hash slot; not Redis Cluster).
 local accounts_key, ledger_key, pos_key, ready_key, rejected_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local bal_prefix = ARGV[1]
@@ -44,6 +45,13 @@ else
 end
 redis.call('HSET', pos_key, '#epoch', ARGV[i + 2 * r + 1])
 
--- 3. Hot state is complete again.
-redis.call('SET', ready_key, '1')
+-- 3. Hot state is complete again. The ready key holds the epoch, which gateways watch (a new
+--    one: re-reserve their requests in flight, restore-holds.lua). When a gateway announced
+--    requests to restore while the state was lost (`<ready>:restorers`), no hold is made for
+--    the restore window after this (ARGV after the epoch, ms; 0 for none), while they do.
+local epoch, window = ARGV[i + 2 * r + 1], tonumber(ARGV[i + 2 * r + 2] or '0')
+redis.call('SET', ready_key, epoch)
+if redis.call('DEL', ready_key .. ':restorers') == 1 and window > 0 then
+  redis.call('SET', ready_key .. ':restoring', '1', 'PX', window)
+end
 return n

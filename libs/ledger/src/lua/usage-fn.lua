@@ -1,19 +1,27 @@
 -- Ledger consumer: debit one request's actual cost and close its hold, exactly once.
--- Prepended with position.lua.
+-- Prepended with expire-holds.lua, windows-fn.lua and position.lua.
 -- Used by apply-usage.lua (one event) and apply-batch.lua. Arguments, in order:
 -- KEYS[1] u:<event_id> (remembered for usageMemoryMs; holds the epoch it was applied in), KEYS[2] bal:{account},
 -- KEYS[3] held:{account}, KEYS[4] holds:{account}, KEYS[5] hexp:{account},
 -- KEYS[6] pos (hash of applied positions), KEYS[7] accounts (set of account ids),
--- KEYS[8] hwin:{account} (hold id -> spend window counters)
+-- KEYS[8] hwin:{account} (hold id -> spend window counters; hold.lua's marker)
 -- ARGV[1] event_id (= holdId), ARGV[2] cost (integer string), ARGV[3] memory in ms,
--- ARGV[4] account id, ARGV[5] position field or '', ARGV[6] offset or '', ARGV[7] ready key or ''
+-- ARGV[4] account id, ARGV[5] position field or '', ARGV[6] offset or '', ARGV[7] ready key or '',
+-- ARGV[8] the event's key id, ARGV[9] the event's ts (epoch ms), ARGV[10] the account's spend
+-- window base (P sw:{account}), ARGV[11] now override in ms or '' (tests)
 -- Returns 1 applied, 0 duplicate (nothing changes but the position), -1 gap, -2 not ready.
--- Invariant: each event debits the balance at most once (by offset, and by event_id within
+-- Invariants: each event debits the balance at most once (by offset, and by event_id within
 -- the memory window), and the debit, the closing of the hold and the position move together.
+-- Every applied usage is counted once in the spend windows still open: through its hold
+-- (hold.lua counted it in the windows its key had limits for, and named them in hwin; settle
+-- and this step move them to the cost), or, with no hold and no hwin entry and never applied
+-- here (its hold was lost with Redis, made before a rebuild, or expired without windows), by
+-- the event itself in all five (count_windows), as the rebuild counts the events it read.
 -- ctx: the position and account-set steps (position.lua: direct_ctx for one event, batch_ctx
 -- for apply-batch.lua, which reads and writes each once per call).
+-- win: { base = ARGV[10], key = key id, ts = ts ms, now = ms }.
 local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key,
-                           event_id, cost, memory_ms, account, field, offset)
+                           event_id, cost, memory_ms, account, field, offset, win)
   -- 1. Position: an offset already applied is a no-op; a gap or lost state is the caller's to fix.
   local verdict = ctx.check(field, offset)
   if verdict then return verdict end
@@ -21,7 +29,8 @@ local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_k
   -- 2. Idempotency by id: a producer-side duplicate (a spool re-send) at a new offset is a no-op.
   -- The marker counts only in the epoch it was written in (ctx.epoch, see position.lua): one
   -- left by an effect a rebuild discarded must not turn the replay of that event into a no-op.
-  if redis.call('GET', seen_key) == ctx.epoch then
+  local seen = redis.call('GET', seen_key)
+  if seen == ctx.epoch then
     ctx.advance(field, offset)
     return 0
   end
@@ -37,18 +46,28 @@ local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_k
   -- 5. Close the request's hold: the usage replaces the reservation.
   redis.call('ZREM', expiry_key, event_id)
   local amount = redis.call('HGET', holds_key, event_id)
+  local marker = redis.call('HGET', hwin_key, event_id)
   if amount then
-    redis.call('DECRBY', held_key, amount)
     redis.call('HDEL', holds_key, event_id)
     -- Spend windows still open count the actual cost from now on (usually settle already did).
-    for k in string.gmatch(redis.call('HGET', hwin_key, event_id) or '', '[^\n]+') do
+    for k in string.gmatch(marker or '', '[^\n]+') do
       if redis.call('EXISTS', k) == 1 then
         redis.call('DECRBY', k, amount)
         redis.call('INCRBY', k, cost)
       end
     end
+    -- DECRBY answers the new value: no GET to tidy a zero.
+    if redis.call('DECRBY', held_key, amount) == 0 then redis.call('DEL', held_key) end
+  end
+
+  -- 6. The spend windows. An hwin entry (also one left by a hold that expired: it stays counted
+  --    at its amount, erring toward the limit) means the windows have this request; it goes now.
+  --    No hold and no entry, and never applied here (a usage id of an earlier epoch means the
+  --    windows, which a rebuild keeps, counted it then): count the event itself.
+  if marker then
     redis.call('HDEL', hwin_key, event_id)
-    if redis.call('GET', held_key) == '0' then redis.call('DEL', held_key) end
+  elseif not amount and not seen and cost ~= '0' then
+    count_windows(win.base, win.key, win.ts, cost, win.now)
   end
   return 1
 end

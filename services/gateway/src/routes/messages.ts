@@ -259,6 +259,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const floor = Math.max(deps.admission?.floorTokens ?? 1_024, budgetThinking(body, resolved) ? minBudget + 1 : 1);
     const adm = holdFor(x, priceList, caller.account.admission_policy ?? deps.admission?.policy ?? 'clamp', floor);
     const spend = spendTerms(caller);
+    // Hot state was just rebuilt: this gateway's requests in flight are re-reserved first.
+    const restoring = deps.holds?.restoring();
+    if (restoring) await restoring;
     const hold = await spanned(deps.tracer, 'hold', () => ({ 'tollgate.hold.micro_credits': adm.amount.toString() }), async (span) => {
       try {
         const result = await guardState(() => deps.balances.hold({
@@ -299,6 +302,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     }
     // Clamped: the upstream is sent the max_tokens the hold covers, and the client is told.
     const amount = hold.amount;
+    deps.holds?.held(request.id, caller.account.id, caller.key.id, x.ts, amount, deps.holdTtlMs);
     if (hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens) {
       x.sent = clampedBody(x.sent, body.max_tokens, hold.maxTokens, minBudget);
       x.maxOutputTokens = Math.floor(x.maxOutputTokens / body.max_tokens) * hold.maxTokens;
@@ -314,6 +318,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     // client left), the hold must not expire under a live request.
     const keepAlive = setInterval(() => {
       deps.balances.extend(request.id, caller.account.id, deps.holdTtlMs).catch(() => {});
+      deps.holds?.extended(request.id, deps.holdTtlMs);
     }, Math.max(1000, Math.floor(deps.holdTtlMs / 3)));
     keepAlive.unref();
     // the pool's answer: the serving upstream's slot is held until the answer is read

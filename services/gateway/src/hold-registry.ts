@@ -1,0 +1,202 @@
+import { RESTORE_POLL_MS, type BalanceStore, type RestoredHold } from '@tollgate/ledger';
+
+export { RESTORE_POLL_MS };
+
+/**
+ * Requests a registry lists at most before it drops the oldest whose usage is already handed
+ * over (spooled during a long Kafka outage they stay otherwise until their hold's TTL: at 5,000
+ * requests/s, millions). ~200 bytes each: ~20 MB.
+ */
+export const MAX_LISTED = 100_000;
+
+interface Entry {
+  accountId: string;
+  keyId: string;
+  /** the request's start, epoch ms (its usage event's `ts`) */
+  ts: number;
+  /** what the hold reserves now, µc: the amount held, then the settled cost */
+  amount: bigint;
+  /** when the hold expires, this process's clock (ms) */
+  expiresAt: number;
+  /**
+   * its usage event: 'no' not yet handed over; 'acked' acknowledged by the log (Kafka); 'spooled'
+   * written to the local spool while Kafka is away (sent later, with no word to this registry)
+   */
+  published: 'no' | 'acked' | 'spooled';
+}
+
+export interface HoldRegistryOptions {
+  /** ms between epoch reads (default RESTORE_POLL_MS) */
+  pollMs?: number;
+  /** a read or restore that failed (the state store away), the first of a run: tried again at the next poll */
+  onError?: (err: unknown) => void;
+  /** holds re-reserved after a rebuild: how many the store restored, of how many this gateway had */
+  onRestored?: (r: { restored: number; inFlight: number; epoch: string }) => void;
+  /** entries listed at most (default MAX_LISTED) */
+  maxListed?: number;
+}
+
+/**
+ * The holds of this gateway's requests in flight, kept so it can re-reserve them when hot state
+ * was lost and rebuilt. A hold lives only in Redis and here: a Redis that lost its data (flushed,
+ * restarted empty) loses it, and the rebuild, which reads the warehouse, cannot know it. Without
+ * a restore, new requests were admitted past the lost holds until their usage landed, so a
+ * balance or a spend limit could be overspent by what the requests in flight at the loss cost.
+ *
+ * How: every `pollMs` the registry reads the store's `epoch` (which every rebuild replaces).
+ * While the state is lost (null) and requests are in flight, it announces a restore
+ * (`epoch(announceMs)`), so the rebuild admits no hold for its restore window; on a new epoch it
+ * re-reserves every hold it knows (`restoreHolds`: unrefusable, skipped where the hold is still
+ * there or its usage was applied), and this gateway admits no new hold before that is done
+ * (`restoring`). A settled request stays listed until its usage event is acknowledged by the
+ * log and a later poll found the same epoch: from then on any rebuild reads it from the
+ * warehouse (a rebuild waits for the warehouse to hold the whole log). Entries go when their
+ * hold would have expired. A store that is never lost (`epoch` undefined: memory) turns the
+ * registry off at its first poll. See docs/decisions.md, "Holds in flight are restored after a
+ * rebuild".
+ */
+export class HoldRegistry {
+  readonly #store: BalanceStore;
+  readonly #options: HoldRegistryOptions;
+  readonly #entries = new Map<string, Entry>();
+  /** the epoch these entries' holds are (or were restored) in; undefined before the first read */
+  #epoch: string | undefined;
+  #off = false;
+  #timer: NodeJS.Timeout | undefined;
+  #polling = false;
+  #restoring: Promise<void> | undefined;
+  /** the last poll failed (its error was reported; the next ones' are not, until one succeeds) */
+  #failing = false;
+
+  constructor(store: BalanceStore, options: HoldRegistryOptions = {}) {
+    this.#store = store;
+    this.#options = options;
+    this.#timer = setInterval(() => void this.poll(), options.pollMs ?? RESTORE_POLL_MS);
+    this.#timer.unref();
+    void this.poll();
+  }
+
+  /** Requests listed (in flight, or settled and not yet known to the warehouse). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * While this gateway re-reserves its holds after a rebuild, the promise of that (a new hold
+   * waits for it: it must not be admitted past them); undefined otherwise.
+   */
+  restoring(): Promise<void> | undefined {
+    return this.#restoring;
+  }
+
+  /** A hold of `amount` µc was made for `holdId`, living `ttlMs`; `ts`: the request's start (ms). */
+  held(holdId: string, accountId: string, keyId: string, ts: number, amount: bigint, ttlMs: number): void {
+    if (this.#off) return;
+    this.#entries.set(holdId, { accountId, keyId, ts, amount, expiresAt: Date.now() + ttlMs, published: 'no' });
+    if (this.#entries.size > (this.#options.maxListed ?? MAX_LISTED)) this.#trim();
+  }
+
+  /** Drops the oldest entries whose usage is handed over, down to 90 % of the cap (Map order is insertion order). */
+  #trim(): void {
+    let over = this.#entries.size - Math.floor(0.9 * (this.#options.maxListed ?? MAX_LISTED));
+    for (const [id, e] of this.#entries) {
+      if (over <= 0) break;
+      if (e.published !== 'no') {
+        this.#entries.delete(id);
+        over--;
+      }
+    }
+  }
+
+  /** The hold lives `ttlMs` longer (the request is still running). */
+  extended(holdId: string, ttlMs: number): void {
+    const e = this.#entries.get(holdId);
+    if (e) e.expiresAt = Date.now() + ttlMs;
+  }
+
+  /** The hold shrank to the request's cost `amount` (µc) and lives `ttlMs` longer. */
+  settled(holdId: string, amount: bigint, ttlMs: number): void {
+    const e = this.#entries.get(holdId);
+    if (e) {
+      e.amount = amount;
+      e.expiresAt = Date.now() + ttlMs;
+    }
+  }
+
+  /** The hold was given back (nothing to charge). */
+  released(holdId: string): void {
+    this.#entries.delete(holdId);
+  }
+
+  /**
+   * The request's usage event is handed over: acknowledged by the log (Kafka: written to its
+   * replicas), or only written to the spool while Kafka is away (`acknowledged` false).
+   */
+  published(holdId: string, acknowledged = true): void {
+    const e = this.#entries.get(holdId);
+    if (e) e.published = acknowledged ? 'acked' : 'spooled';
+  }
+
+  /** One poll (the timer's; tests call it to step): read the epoch, then announce, restore or prune. */
+  async poll(): Promise<void> {
+    if (this.#off || this.#polling) return;
+    this.#polling = true;
+    try {
+      // Acknowledged before the read was sent: droppable if the read finds the same epoch.
+      const acknowledged: string[] = [];
+      for (const [id, e] of this.#entries) if (e.published === 'acked') acknowledged.push(id);
+      // Lost: the next rebuild must wait for this gateway's restore (announced in the same step).
+      const epoch = await this.#store.epoch(this.#entries.size > 0 ? 8 * (this.#options.pollMs ?? RESTORE_POLL_MS) : undefined);
+      if (epoch === undefined) {
+        this.#off = true;
+        this.#entries.clear();
+        this.stop();
+        return;
+      }
+      const now = Date.now();
+      for (const [id, e] of this.#entries) if (e.expiresAt <= now) this.#entries.delete(id);
+      if (epoch === null) return;
+      if (this.#epoch === undefined || epoch === this.#epoch) {
+        // The first read (nothing of this process's was lost before it), or no rebuild since.
+        this.#epoch = epoch;
+        for (const id of acknowledged) this.#entries.delete(id);
+        return;
+      }
+      const restore = this.#restore(epoch);
+      // What new holds wait for: never rejects (a failed restore is tried again at the next poll).
+      const waited = restore.then(() => {}, () => {});
+      this.#restoring = waited;
+      try {
+        await restore;
+      } finally {
+        if (this.#restoring === waited) this.#restoring = undefined;
+      }
+      this.#failing = false;
+    } catch (err) {
+      if (!this.#failing) this.#options.onError?.(err);
+      this.#failing = true;
+    } finally {
+      this.#polling = false;
+    }
+  }
+
+  async #restore(epoch: string): Promise<void> {
+    const now = Date.now();
+    const holds: RestoredHold[] = [];
+    for (const [holdId, e] of this.#entries) {
+      if (e.expiresAt <= now) continue;
+      holds.push({ holdId, accountId: e.accountId, keyId: e.keyId, amount: e.amount, ttlMs: e.expiresAt - now, ts: e.ts });
+    }
+    const restored = holds.length === 0 ? 0 : await this.#store.restoreHolds(holds);
+    // Lost or loading again: the epoch stays the old one, so the next poll tries again.
+    if (restored === 'not_ready') return;
+    this.#epoch = epoch;
+    this.#options.onRestored?.({ restored, inFlight: holds.length, epoch });
+  }
+
+  /** Stops polling (the gateway is closing). */
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
