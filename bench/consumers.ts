@@ -67,6 +67,11 @@ export interface ConsumerBenchOptions {
   eventVersion?: 1 | 2;
   /** the codec the events are produced with (KAFKA_COMPRESSION; default gzip) */
   compression?: KafkaCompression;
+  /**
+   * Ledger runs: `seeded` (default) leaves each event's hold outstanding before the clock starts
+   * (`seedHolds`), so each apply closes one as in production; `none` has no hold to close.
+   */
+  holds?: 'seeded' | 'none';
 }
 
 /** `chdb`: the embedded engine in this process; `server`: a ClickHouse server over HTTP. */
@@ -137,6 +142,32 @@ type Log = (line: string) => void;
  * The ledger consumer before batching: every event its own applyUsage call, in order (what
  * `startLedgerConsumer` did per event until issue 11). Everything else is the store's own.
  */
+/**
+ * Leaves every event's hold as its gateway did before the event reached the ledger: held at its
+ * cost (settled), in no spend window (a key without limits), in the store's key layout
+ * (lua/hold.lua; RedisBalanceStore's key table). Real traffic always has them, and the usage
+ * apply closes each. Without them every event took the path of usage whose hold was lost with
+ * the state (lua/usage-fn.lua: counted in its five spend windows), which a live ledger takes
+ * only after a loss; and the figures before 2026-12-03 measured applies with no hold to close.
+ * Written in bulk, a few commands per account, before the clock starts.
+ */
+async function seedHolds(redis: Redis | Cluster, prefix: string, holds: Map<string, { ids: string[]; amounts: string[]; total: bigint }>, now: number): Promise<void> {
+  const CHUNK = 5_000;
+  const expiry = String(now + 3_600_000);
+  await Promise.all([...holds].map(async ([account, h]) => {
+    const tag = `{${account}}`;
+    for (let i = 0; i < h.ids.length; i += CHUNK) {
+      const ids = h.ids.slice(i, i + CHUNK);
+      const amounts = h.amounts.slice(i, i + CHUNK);
+      await Promise.all([
+        redis.hset(`${prefix}holds:${tag}`, ...ids.flatMap((id, j) => [id, amounts[j]!])),
+        redis.zadd(`${prefix}hexp:${tag}`, ...ids.flatMap((id) => [expiry, id])),
+      ]);
+    }
+    await redis.set(`${prefix}held:${tag}`, h.total.toString());
+  }));
+}
+
 function perEventStore(store: BalanceStore): BalanceStore {
   return new Proxy(store, {
     get(target, prop) {
@@ -331,6 +362,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     // 1. The backlog: o.events usage events, published as gateways do (spool, then Kafka).
     const now = Date.now();
     let cost = 0n;
+    /** each account's requests, as the holds their gateways left (seedHolds) */
+    const holds = new Map<string, { ids: string[]; amounts: string[]; total: bigint }>();
     let t0 = performance.now();
     const CHUNK = 2000;
     for (let i = 0; i < o.events; i += CHUNK * 10) {
@@ -341,6 +374,11 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           const e = benchUsageEvent(eventVersion, k, o.accounts, now - 3600_000 + Math.floor(k * 3600_000 / o.events));
           cost += BigInt(e.cost_micros);
           events.push({ event: e });
+          let h = holds.get(e.account_id);
+          if (!h) holds.set(e.account_id, (h = { ids: [], amounts: [], total: 0n }));
+          h.ids.push(e.event_id);
+          h.amounts.push(e.cost_micros);
+          h.total += BigInt(e.cost_micros);
         }
         waits.push(kafkaLog.publish('usage', events));
       }
@@ -410,6 +448,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           }
           const real = new RedisBalanceStore({ redis: mode === 'cluster' ? cluster! : redis, prefix: `${redisPrefix}${tag}:`, requireReady: true });
           await real.load({ balances: new Map(), ledgerEntries: new Map() });
+          if (o.holds !== 'none') await seedHolds(mode === 'cluster' ? cluster! : redis, `${redisPrefix}${tag}:`, holds, now);
           const balances = mode === 'per-event' ? perEventStore(real) : real;
           t0 = performance.now();
           cpu0 = process.cpuUsage();
@@ -689,6 +728,9 @@ Options:
   --compression <c>   the codec the events are produced with, as KAFKA_COMPRESSION: gzip,
                       zstd, none (default gzip; runs before 2026-12-02 used kafkajs' own
                       gzip, the run of 2026-12-02 early zstd)
+  --holds <h>         the ledger runs: seeded (each event's hold is outstanding, as its gateway
+                      left it, and the apply closes it, as in production) or none (no hold to
+                      close: what runs before 2026-12-03 measured) (default seeded)
   -h, --help          show this help
 
 Progress and the figures as they are measured go to stderr; the result (JSON, one line) to stdout.
@@ -720,7 +762,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
     seconds: { type: 'string' }, modes: { type: 'string' },
     groups: { type: 'string' },
     warehouse: { type: 'string' }, 'sink-batch': { type: 'string' }, 'sink-inserts': { type: 'string' },
-    'event-version': { type: 'string' }, compression: { type: 'string' },
+    'event-version': { type: 'string' }, compression: { type: 'string' }, holds: { type: 'string' },
   } });
   runMain('bench/consumers', async () => {
     const o: ConsumerBenchOptions = {
@@ -736,6 +778,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
       ...(values.warehouse !== undefined ? { warehouses: choiceList('--warehouse', values.warehouse, ['chdb', 'server'] as const) } : {}),
       eventVersion: numberValue('--event-version', values['event-version'], 2, { min: 1, max: 2, integer: true }) as 1 | 2,
       compression: oneChoice('--compression', values.compression ?? 'gzip', KAFKA_COMPRESSIONS),
+      holds: oneChoice('--holds', values.holds ?? 'seeded', ['seeded', 'none'] as const),
     };
     // The figures as they come are progress (stderr); the result is the JSON line on stdout.
     const r = await measureConsumerGroups(o, (line) => process.stderr.write(`${line}\n`));

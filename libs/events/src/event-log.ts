@@ -80,7 +80,30 @@ export interface ConsumedEvent {
  * only when the promise resolves; if it rejects or the process dies, the same events are
  * delivered again, so handlers must be idempotent by `event_id`.
  */
-export type BatchHandler = (batch: ConsumedEvent[]) => Promise<void>;
+export type BatchHandler = (batch: ConsumedEvent[], context?: BatchContext) => Promise<void>;
+
+/** What a log tells a handler about its batch besides the events. */
+export interface BatchContext {
+  /**
+   * Resolves while this consumer still holds the batch's partition as far as the log can tell;
+   * rejects (`PartitionLostError`) when it may have lost it: Kafka's group coordinator no longer
+   * knows this member (its process was frozen, or its heartbeats stopped, past the session
+   * timeout, 10 s) or is rebalancing, so another member may be handling the same events now.
+   * One heartbeat round trip at most once a second (kafkajs throttles them), else free. A
+   * handler calls it right before a write that must not race another member's (the warehouse's
+   * usage insert: two writers of one batch count it twice in the rollups). The in-process log
+   * has no other member: always resolves.
+   */
+  fence(): Promise<void>;
+}
+
+/** `BatchContext.fence`'s rejection: the batch is redelivered, to whichever member holds its partition. */
+export class PartitionLostError extends Error {
+  constructor(cause: unknown) {
+    super(`this consumer may no longer hold the partition (the group coordinator answered: ${(cause as Error)?.message ?? String(cause)}); not writing, the batch is redelivered`, { cause });
+    this.name = 'PartitionLostError';
+  }
+}
 
 /**
  * Thrown by a handler whose sink has fallen behind the group's committed position (its state

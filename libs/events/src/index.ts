@@ -3,10 +3,10 @@ export type {
   AccountRecord, KeyRecord, PlanRecord, ControlEvent, AnyEvent,
 } from './types.ts';
 export type {
-  EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, Subscription, SubscribeOptions, EventLog,
+  EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, BatchContext, Subscription, SubscribeOptions, EventLog,
   DeadLetter, ConsumedDeadLetter,
 } from './event-log.ts';
-export { carriedHeaders, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, RESERVED_HEADERS, RewindError } from './event-log.ts';
+export { carriedHeaders, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RESERVED_HEADERS, RewindError } from './event-log.ts';
 export { MemoryLog } from './memory-log.ts';
 export {
   decodeEvent, decodeEventBySchema, decodeEventFast, decodeDeadLetter, boundedRaw, ownRecord, plainObject, standInId, textProblem, toV2, zeroQuantities, V1_PRICE_VERSION,

@@ -17,7 +17,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
-import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, RewindError } from './event-log.ts';
+import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RewindError, type BatchContext } from './event-log.ts';
 import type {
   ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
@@ -381,36 +381,109 @@ export class KafkaLog implements EventLog {
    * of the dead-letter topic. The warehouse sink stores a dead letter before its offset is
    * committed, and the ledger group sends its dead letter before it records the refusal in hot
    * state; so once this resolves true, every refusal hot state ever recorded is in the
-   * warehouse's quarantine (what a rebuild reads). Polls every 100 ms (commits follow handling
-   * by `consumerCommitIntervalMs`). Resolves false after `timeoutMs` (the group is down or far
-   * behind, or the broker does not answer).
+   * warehouse's quarantine (what a rebuild reads). Resolves false after `timeoutMs` (the group
+   * is down or far behind, or the broker does not answer). See `committedThrough`.
    */
   async deadLettersCommitted(group: string, timeoutMs: number): Promise<boolean> {
+    return this.committedThrough(group, [this.deadLetterTopicName()], timeoutMs);
+  }
+
+  /**
+   * Waits until consumer group `group` (logical name) has committed every record on `topics`
+   * (Kafka topic names: `topicName(…)`, `deadLetterTopicName()`): committed offset ≥ the high
+   * watermark, read when called and once more when the group has reached it, on every partition
+   * holding any. A group that commits
+   * only what it has handled (the warehouse sink: stored) has then stored all of it. A topic not
+   * made yet holds nothing. Polls every 100 ms (commits follow handling by
+   * `consumerCommitIntervalMs`). Resolves false after `timeoutMs` (the group is down or far
+   * behind, or the broker does not answer).
+   */
+  async committedThrough(group: string, topics: readonly string[], timeoutMs: number): Promise<boolean> {
+    // The ends are read at the start, and once more when the group has reached them: records
+    // that reached the log meanwhile (another process's spool, sent once Kafka is back) are
+    // waited for too. Not at every poll: records arriving faster than the group commits would
+    // keep the wait from ever ending.
+    let want: Map<string, Array<{ partition: number; high: string }>> | undefined;
+    let reread = false;
+    const ends = async (admin: Admin, left: () => number) => {
+      const existing = new Set(await withTimeout(admin.listTopics(), left(), 'kafka listTopics timed out'));
+      const read = new Map<string, Array<{ partition: number; high: string }>>();
+      for (const topic of topics) {
+        if (!existing.has(topic)) continue;
+        const held = (await withTimeout(admin.fetchTopicOffsets(topic), left(), 'kafka fetchTopicOffsets timed out'))
+          .filter((m) => BigInt(m.high) > BigInt(m.low));
+        if (held.length > 0) read.set(topic, held);
+      }
+      return read;
+    };
+    const done = await this.#askAdmin(timeoutMs, async (admin, left) => {
+      want ??= await ends(admin, left);
+      if (want.size > 0) {
+        const committed = await withTimeout(admin.fetchOffsets({ groupId: this.groupName(group), topics: [...want.keys()] }), left(), 'kafka fetchOffsets timed out');
+        for (const [topic, partitions] of want) {
+          const at = new Map((committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+          if (!partitions.every((m) => (at.get(m.partition) ?? -1n) >= BigInt(m.high))) return undefined;
+        }
+      }
+      if (reread) return true;
+      reread = true;
+      const again = await ends(admin, left);
+      const same = [...again].every(([topic, partitions]) => partitions.every((m) =>
+        BigInt(m.high) <= BigInt(want!.get(topic)?.find((w) => w.partition === m.partition)?.high ?? '-1')));
+      if (same) return true;
+      want = again;
+      return undefined;
+    });
+    return done ?? false;
+  }
+
+  /**
+   * The offset of the last record on each partition of `topics` (high watermark − 1), for
+   * partitions holding any (high > low), keyed by logical topic and partition; undefined when
+   * the broker does not answer within `timeoutMs`. What a rebuild waits for the warehouse to
+   * hold before it reads (services/aggregator rebuild's `logEnd`).
+   */
+  async lastOffsets(topics: readonly Topic[], timeoutMs: number): Promise<Map<Topic, Map<number, bigint>> | undefined> {
+    return this.#askAdmin(timeoutMs, async (admin, left) => {
+      const out = new Map<Topic, Map<number, bigint>>();
+      const existing = new Set(await withTimeout(admin.listTopics(), left(), 'kafka listTopics timed out'));
+      for (const topic of topics) {
+        const last = new Map<number, bigint>();
+        if (existing.has(this.topicName(topic))) {
+          for (const m of await withTimeout(admin.fetchTopicOffsets(this.topicName(topic)), left(), 'kafka fetchTopicOffsets timed out')) {
+            if (BigInt(m.high) > BigInt(m.low)) last.set(m.partition, BigInt(m.high) - 1n);
+          }
+        }
+        out.set(topic, last);
+      }
+      return out;
+    });
+  }
+
+  /**
+   * Asks the broker through a fresh admin client until `ask` answers (not undefined), every
+   * 100 ms, for at most `timeoutMs`; a throw (a broker between answers: a topic just made, a
+   * leader moving) is asked again. `left()` is the time remaining, ms, for each call's own
+   * timeout. Undefined when no answer came in time or the client could not connect.
+   */
+  async #askAdmin<T>(timeoutMs: number, ask: (admin: Admin, left: () => number) => Promise<T | undefined>): Promise<T | undefined> {
     const deadline = Date.now() + timeoutMs;
     const left = () => Math.max(1, deadline - Date.now());
-    const topic = this.deadLetterTopicName();
     const admin = this.#kafka.admin();
-    let want: Array<{ partition: number; high: string }> | undefined;
     try {
       await withTimeout(admin.connect(), left(), 'kafka admin connect timed out');
       for (;;) {
         try {
-          // No dead-letter topic yet: no dead letter was ever sent.
-          if (!(await withTimeout(admin.listTopics(), left(), 'kafka listTopics timed out')).includes(topic)) return true;
-          want ??= (await withTimeout(admin.fetchTopicOffsets(topic), left(), 'kafka fetchTopicOffsets timed out'))
-            .filter((m) => BigInt(m.high) > BigInt(m.low));
-          if (want.length === 0) return true;
-          const committed = await withTimeout(admin.fetchOffsets({ groupId: this.groupName(group), topics: [topic] }), left(), 'kafka fetchOffsets timed out');
-          const at = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
-          if (want.every((m) => (at.get(m.partition) ?? -1n) >= BigInt(m.high))) return true;
+          const answer = await ask(admin, left);
+          if (answer !== undefined) return answer;
         } catch {
-          // A broker between answers (a topic just made, a leader moving): asked again below.
+          // asked again below
         }
-        if (Date.now() + 100 > deadline) return false;
+        if (Date.now() + 100 > deadline) return undefined;
         await sleep(100);
       }
     } catch {
-      return false;
+      return undefined;
     } finally {
       await admin.disconnect().catch(() => {});
     }
@@ -669,8 +742,8 @@ export class KafkaLog implements EventLog {
     const nextOffset = new Map<string, bigint>();
     const busy = new Set<string>();
     const watched = options.storedPositions
-      ? { ...options, handler: async (events: ConsumedEvent[]) => {
-        await options.handler(events);
+      ? { ...options, handler: async (events: ConsumedEvent[], context?: BatchContext) => {
+        await options.handler(events, context);
         const last = events[events.length - 1];
         if (last) nextOffset.set(`${this.topicName(last.topic)}|${last.partition}`, last.offset + 1n);
       } }
@@ -897,6 +970,20 @@ export class KafkaLog implements EventLog {
     if (!topic) return; // not ours: never happens with an explicit topic list
     const where = `${batch.topic}/${batch.partition}`;
     const messages = batch.messages;
+    // kafkajs' heartbeat: a request only when the last one that succeeded is over a second old
+    // (so one after any freeze), which throws once the coordinator dropped this member or is
+    // rebalancing (its `lastRequest` moves only on success, so the `beat` below swallowing one
+    // failure does not hide it from the next call).
+    const context: BatchContext = {
+      fence: async () => {
+        if (!isRunning() || halted()) throw new PartitionLostError(new Error('the subscription is stopping'));
+        try {
+          await heartbeat();
+        } catch (err) {
+          throw new PartitionLostError(err);
+        }
+      },
+    };
     const max = options.maxBatch ?? this.#consumerBatchSize;
     for (let i = 0; i < messages.length;) {
       if (!isRunning() || isStale() || halted()) return;
@@ -912,7 +999,7 @@ export class KafkaLog implements EventLog {
           if ((topic as string) === DEAD_LETTER_TOPIC) {
             await options.onDeadLetters!(events.map((e) => ({ partition: e.partition, offset: e.offset, value: e.event })));
           } else {
-            await options.handler(events);
+            await options.handler(events, context);
           }
           failures.delete(where);
         } catch (err) {

@@ -4,14 +4,11 @@
 // one group in this process (each its own KafkaLog, as two processes would have).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Kafka, logLevel } from 'kafkajs';
-import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS } from '@tollgate/events';
+import { KafkaLog } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { Collector, publishAll, sampleEvents } from './event-log.contract.ts';
+import { kafkaScratch, quiet } from './kafka-scratch.ts';
 
 const brokers = await findKafka();
 
@@ -20,10 +17,7 @@ test('offset regress: a member\'s stop() never commits, on a partition it lost i
     await requireKafka(t);
     return;
   }
-  const kafka = new Kafka({ clientId: 'tollgate-events-test', brokers: brokers.split(','), logLevel: logLevel.ERROR });
-  const prefix = `t-${randomUUID().slice(0, 8)}.`;
-  const spoolDirs = await Promise.all([0, 1, 2].map(() => mkdtemp(join(tmpdir(), 'tollgate-spool-'))));
-  const quiet = { warn: () => {}, error: () => {} };
+  const { kafka, prefix, spoolDirs, cleanup } = await kafkaScratch(brokers, 3);
   // the producer: fresh topics of 2 partitions
   const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: spoolDirs[2]!, logger: quiet });
   await log.ensureTopics(2);
@@ -73,10 +67,6 @@ test('offset regress: a member\'s stop() never commits, on a partition it lost i
     await a.close();
     await b.close();
     await log.close();
-    const cleaner = kafka.admin();
-    await cleaner.connect();
-    await cleaner.deleteTopics({ topics: [...TOPICS.map((topic) => prefix + topic), prefix + DEAD_LETTER_TOPIC] }).catch(() => {});
-    await cleaner.disconnect();
-    for (const d of spoolDirs) await rm(d, { recursive: true, force: true });
+    await cleanup();
   }
 });

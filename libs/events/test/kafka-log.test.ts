@@ -165,6 +165,36 @@ if (brokers === undefined) {
     }
   });
 
+  test('committed through: false while a group has not handled every record on the named topics (control records, dead letters), true once it has; a topic not made yet holds nothing', async () => {
+    const { log, cleanup } = await freshLog(kafka, 2);
+    try {
+      const group = `ct-${randomUUID()}`;
+      const topics = [log.topicName('control'), log.deadLetterTopicName()];
+      assert.equal(await log.committedThrough(group, topics, 300), true); // nothing on them yet
+      const control = (i: number) => ({ event: { type: 'price_version' as const, event_id: `price_version:v${i}:0`, ts: 0, id: `v${i}`, effective_at: 0, catalog: {} } });
+      await log.publish('control', [control(0), control(1), control(2)]);
+      assert.equal(await log.committedThrough(group, topics, 300), false); // the group has handled none
+      let handled = 0;
+      let release!: () => void;
+      const gate = new Promise<void>((r) => { release = r; });
+      const sub = await log.subscribe({
+        group, topics: ['control'], fromBeginning: true,
+        handler: async (batch) => { await gate; handled += batch.length; },
+      });
+      try {
+        // Not committed while the handler has not finished (the warehouse: not stored yet).
+        assert.equal(await log.committedThrough(group, topics, 1_000), false);
+        release();
+        assert.equal(await log.committedThrough(group, topics, 20_000), true);
+        assert.equal(handled, 3);
+      } finally {
+        await sub.stop();
+      }
+    } finally {
+      await cleanup();
+    }
+  });
+
   test('dead letters committed: false while a group has not stored every dead letter on the log, true once it has (what a rebuild waits for)', async () => {
     const { log, cleanup } = await freshLog(kafka, 1);
     try {
@@ -190,6 +220,19 @@ if (brokers === undefined) {
       } finally {
         await sub.stop();
       }
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('last offsets: the offset of the last record of each partition holding any, per logical topic (what a rebuild waits for the warehouse to hold)', async () => {
+    const { log, cleanup } = await freshLog(kafka, 1);
+    try {
+      assert.deepEqual(await log.lastOffsets(['usage', 'ledger'], 10_000), new Map([['usage', new Map()], ['ledger', new Map()]]));
+      const samples = sampleEvents(randomUUID().slice(0, 8), 5).map((x) => ({ ...x, topic: 'usage' as const }));
+      await publishAll(log, samples, 5);
+      await log.flush();
+      assert.deepEqual(await log.lastOffsets(['usage', 'ledger'], 10_000), new Map([['usage', new Map([[0, 4n]])], ['ledger', new Map()]]));
     } finally {
       await cleanup();
     }

@@ -6,7 +6,7 @@
 import { toV2, type UsageEventV2 } from '@tollgate/events';
 import type { Dimension } from '@tollgate/pricing';
 import { mismatchedRollupRows, RAW_COLUMNS } from './rollup-repair.ts';
-import { DIMENSION_COLUMNS, PERCENTILE_LEVELS, ROLLUP_GRAINS, ROLLUP_VALUE_COLUMNS, rollupSelect, rollupTable, type RollupGrain, type RollupKey } from './schema.ts';
+import { DIMENSION_COLUMNS, MONTHS_SETTING, PERCENTILE_LEVELS, ROLLUP_GRAINS, ROLLUP_VALUE_COLUMNS, rollupSelect, rollupTable, type RollupGrain, type RollupKey } from './schema.ts';
 import { USAGE_SELECT, usageFromRow, WarehouseInputError, type Warehouse, type Row } from './warehouse.ts';
 
 /** Series bucket sizes; `month` is read from the day rollup (UTC calendar months). */
@@ -533,7 +533,7 @@ export async function rebuildRollups(w: Warehouse): Promise<void> {
     await w.command(`TRUNCATE TABLE ${table}`);
     // insert_deduplicate = 0 in the statement: a rebuilt block may hash like one in the window.
     await w.command(
-      `INSERT INTO ${table} SETTINGS insert_deduplicate = 0 ${rollupSelect(grain, `(SELECT ${RAW_COLUMNS} FROM ${w.tables.usage} FINAL)`)}`,
+      `INSERT INTO ${table} SETTINGS insert_deduplicate = 0, ${MONTHS_SETTING} ${rollupSelect(grain, `(SELECT ${RAW_COLUMNS} FROM ${w.tables.usage} FINAL)`)}`,
     );
   }
 }

@@ -9,7 +9,7 @@
 // with raw FINAL and rebuilds the ones that differ: never on the normal path, only when
 // `insertUsage` meets ids already stored or when the warehouse sink starts.
 
-import { DIMENSION_COLUMNS, ROLLUP_GRAINS, ROLLUP_KEYS, ROLLUP_VALUE_COLUMNS, rollupSelect, rollupTable, type RollupGrain, type TableNames } from './schema.ts';
+import { DIMENSION_COLUMNS, MONTHS_SETTING, ROLLUP_GRAINS, ROLLUP_KEYS, ROLLUP_VALUE_COLUMNS, rollupSelect, rollupTable, type RollupGrain, type TableNames } from './schema.ts';
 import { chunksWithin } from './sql-values.ts';
 
 /** What the repair needs of a warehouse: its table names, reads and statements with server-side parameters. */
@@ -88,7 +88,7 @@ export async function repairRollups(
     const params = scopeParams(bad, GRAIN_SECONDS[grain]);
     await w.command(`DELETE FROM ${table} WHERE ${IN_SCOPE} AND bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')`, params);
     // insert_deduplicate = 0: the rebuilt block may hash like one still in the dedup window.
-    await w.command(`INSERT INTO ${table} SETTINGS insert_deduplicate = 0 SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`, params);
+    await w.command(`INSERT INTO ${table} SETTINGS insert_deduplicate = 0, ${MONTHS_SETTING} SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`, params);
     result[grain] += bad.length;
   }
   return result;
@@ -234,7 +234,7 @@ export async function restoreRecentIds(w: RollupRepairStore, withinMs = 3_600_00
   const spanParams = { ...params, lo: Number(span[0]!['lo']), hi: Number(span[0]!['hi']) };
   const n = Number((await w.select(`SELECT count() AS n FROM (${missing})`, spanParams))[0]?.['n'] ?? 0);
   // insert_deduplicate = 0: a restored block may hash like one still in the dedup window.
-  if (n > 0) await w.command(`INSERT INTO ${w.tables.usageIds} (ts, event_id) SETTINGS insert_deduplicate = 0 ${missing}`, spanParams);
+  if (n > 0) await w.command(`INSERT INTO ${w.tables.usageIds} (ts, event_id) SETTINGS insert_deduplicate = 0, ${MONTHS_SETTING} ${missing}`, spanParams);
   return n;
 }
 
@@ -263,8 +263,10 @@ async function mismatched(w: RollupRepairStore, grain: RollupGrain, scope: { a: 
 
 /**
  * The rollup rows of `grain` present on one side only or with any sum different from raw
- * events (FINAL), as a subquery: every row, or (`scoped`) those of the (account, bucket) pairs
- * in the parameters `scope_a`, `scope_b`, `lo`, `hi`, `accounts` (scopeParams).
+ * events (FINAL), as a subquery of their keys (ROLLUP_KEYS), each row once: one whose sums
+ * differ is found on both sides of the comparison and was counted twice (a tester's LOW). Every
+ * row, or (`scoped`) those of the (account, bucket) pairs in the parameters `scope_a`,
+ * `scope_b`, `lo`, `hi`, `accounts` (scopeParams).
  */
 export function mismatchedRollupRows(t: TableNames, grain: RollupGrain, scoped = false): string {
   const sums = SUM_COLUMNS.map((c) => `toString(sum(${c})) AS ${c}`).join(', ');
@@ -275,7 +277,7 @@ export function mismatchedRollupRows(t: TableNames, grain: RollupGrain, scoped =
   const raw = scoped
     ? `SELECT ${KEY_COLUMNS}, ${sums} FROM (${rollupSelect(grain, rawSource(t))}) WHERE ${IN_SCOPE} GROUP BY ${KEY_COLUMNS}`
     : `SELECT ${KEY_COLUMNS}, ${sums} FROM (${rollupSelect(grain, `(SELECT ${RAW_COLUMNS} FROM ${t.usage} FINAL)`)}) GROUP BY ${KEY_COLUMNS}`;
-  return `((${rolled} EXCEPT ${raw}) UNION ALL (${raw} EXCEPT ${rolled}))`;
+  return `(SELECT DISTINCT ${KEY_COLUMNS} FROM ((${rolled} EXCEPT ${raw}) UNION ALL (${raw} EXCEPT ${rolled})))`;
 }
 
 /**

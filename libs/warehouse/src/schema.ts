@@ -78,6 +78,16 @@ export const DIMENSION_COLUMNS: ReadonlyArray<{ key: (typeof DIMENSIONS)[number]
 );
 
 /** The number of the newest migration (see `migrations`). */
+/**
+ * SETTINGS of every INSERT into a table partitioned by month (usage_events, usage_event_ids, the
+ * rollups): no cap on the partitions one insert block may write. ClickHouse's default (100)
+ * refused a block whose events span more months (TOO_MANY_PARTS, 252), a failure of the batch
+ * as a whole, not of any of its rows, which the warehouse group retried for ever: 101 events a
+ * month apart stalled their partition (a breaker's HIGH). A usage event's `ts` is bounded by the
+ * decoder, and every such block is one of the warehouse's own batches or repairs.
+ */
+export const MONTHS_SETTING = 'max_partitions_per_insert_block = 0';
+
 export const LATEST_MIGRATION = 14;
 
 /**
@@ -387,7 +397,7 @@ function numberedMigrations(t: TableNames): Array<[number, string[]]> {
     // before the marker, two processes migrating at once) only adds duplicate ids, which the
     // check reads DISTINCT.
     `CREATE TABLE IF NOT EXISTS ${t.usageIdsBackfilled} (done UInt8) ENGINE = MergeTree ORDER BY tuple()`,
-    `INSERT INTO ${t.usageIds} SETTINGS insert_deduplicate = 0 SELECT ts, event_id FROM ${t.usage} WHERE (SELECT count() FROM ${t.usageIdsBackfilled}) = 0`,
+    `INSERT INTO ${t.usageIds} SETTINGS insert_deduplicate = 0, ${MONTHS_SETTING} SELECT ts, event_id FROM ${t.usage} WHERE (SELECT count() FROM ${t.usageIdsBackfilled}) = 0`,
     `INSERT INTO ${t.usageIdsBackfilled} SETTINGS insert_deduplicate = 0 SELECT 1 WHERE (SELECT count() FROM ${t.usageIdsBackfilled}) = 0`,
   ]], [13, [
     // Migration 13: the marker of the rollups' one-time backfill. Migration 7 created the views

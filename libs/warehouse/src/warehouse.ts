@@ -17,7 +17,7 @@ import type {
   PriceVersionEvent, UsageEvent, UsageEventV2, UsageIteration, UsageQuantities, UsageStatus,
 } from '@tollgate/events';
 import { boundedRaw, decodeEvent, LEDGER_KINDS, MAX_USAGE_EPOCH_MS, plainObject, standInId, toV2, zeroQuantities } from '@tollgate/events';
-import { DIMENSION_COLUMNS, migrations, tableNames } from './schema.ts';
+import { DIMENSION_COLUMNS, migrations, MONTHS_SETTING, tableNames } from './schema.ts';
 import type { TableNames } from './schema.ts';
 import { chunksWithin, sizeSettings, sqlString, stringTable } from './sql-values.ts';
 import { LowCardinalityValues, lowCardinalityVersions, nativeBlock, NativeWriter, type NativeColumn } from './native-block.ts';
@@ -454,7 +454,7 @@ export class Warehouse {
   }
 
   /** `insertEvents`; `decoded`: every event is `decodeEvent`'s output, already held to every column's bounds. */
-  async #insertEvents(events: readonly AnyEvent[], positions: readonly (LogPosition | undefined)[] | undefined, decoded: boolean): Promise<void> {
+  async #insertEvents(events: readonly AnyEvent[], positions: readonly (LogPosition | undefined)[] | undefined, decoded: boolean, beforeWrite?: () => Promise<void>): Promise<void> {
     const usage: UsageEvent[] = [];
     const usageAt: (LogPosition | undefined)[] = [];
     const ledger: LedgerEvent[] = [];
@@ -471,7 +471,7 @@ export class Warehouse {
     });
     await this.insertControl(control);
     await this.insertLedger(ledger, ledgerAt);
-    await this.#insertUsage(usage, usageAt, decoded);
+    await this.#insertUsage(usage, usageAt, decoded, beforeWrite);
   }
 
   /**
@@ -481,8 +481,11 @@ export class Warehouse {
    * idempotent by event id) down to the event(s) it refuses. Every bad item is written to the
    * quarantine table and returned. Rejects only on an outage (then nothing counts as stored
    * and the caller retries the whole batch). Good events keep their log order.
+   * `options.beforeWrite`: awaited after the usage insert's existence check and right before the
+   * insert is sent; a rejection writes no usage and rejects this call (a consumer that may have
+   * lost its partition to another member: `BatchContext.fence`, see `#insertUsage`).
    */
-  async storeEvents(items: readonly StoreItem[], group: string): Promise<QuarantineRecord[]> {
+  async storeEvents(items: readonly StoreItem[], group: string, options: { beforeWrite?: () => Promise<void> } = {}): Promise<QuarantineRecord[]> {
     const poison: QuarantineRecord[] = [];
     // The decoded events and their items side by side: no pair object per event.
     let events: AnyEvent[] = [];
@@ -533,7 +536,7 @@ export class Warehouse {
       for (let i = from; i < to; i++) positions[i - from] = kept[i]!.position;
       try {
         // Decoded above: usageRow need not check them again (decodeEvent holds every column's bounds).
-        await this.#insertEvents(from === 0 && to === events.length ? events : events.slice(from, to), positions, true);
+        await this.#insertEvents(from === 0 && to === events.length ? events : events.slice(from, to), positions, true, options.beforeWrite);
       } catch (err) {
         if (!isDataError(err)) throw err;
         if (to - from === 1) {
@@ -592,7 +595,7 @@ export class Warehouse {
   }
 
   /** `insertUsage`; `decoded`: see `usageRow`. */
-  async #insertUsage(events: readonly UsageEvent[], positions: readonly (LogPosition | undefined)[] | undefined, decoded: boolean): Promise<void> {
+  async #insertUsage(events: readonly UsageEvent[], positions: readonly (LogPosition | undefined)[] | undefined, decoded: boolean, beforeWrite?: () => Promise<void>): Promise<void> {
     if (events.length === 0) return;
     // Each event is checked against its columns once (`usageRow`); the body is written from the
     // rows after the rollup_skip check: Native for a server, JSONCompactEachRow text for chDB
@@ -620,6 +623,13 @@ export class Warehouse {
     }
     const insertStartedMs = Date.now();
     const { skip, stored } = await this.#markStored(rows);
+    // Still this batch's writer? The check above is only right if no other writer inserts these
+    // events between it and this insert. A consumer frozen past its group's session timeout (a
+    // stopped process, a paused VM) was dropped, and its partition's new owner inserted the same
+    // events meanwhile, its own check not seeing these: both marked them new, and the rollups
+    // counted them twice (a breaker: +28 requests, +100,656 µc in every rollup after a 17 s
+    // SIGSTOP). Asked here, after the check, so a freeze during the check is seen too.
+    await beforeWrite?.();
     // The token's text is hashed once at the end: one native call, not one per row.
     let tokenText = '';
     slice = slicer();
@@ -645,7 +655,7 @@ export class Warehouse {
       const res = await this.#client.exec({
         query_id: queryId,
         query: `INSERT INTO ${this.#t.usage} (${USAGE_INSERT_COLUMNS})
-          SETTINGS insert_deduplication_token = ${sqlString(`usage:${token}`)}, deduplicate_blocks_in_dependent_materialized_views = 1, optimize_on_insert = 0
+          SETTINGS insert_deduplication_token = ${sqlString(`usage:${token}`)}, deduplicate_blocks_in_dependent_materialized_views = 1, optimize_on_insert = 0, ${MONTHS_SETTING}
           FORMAT ${native ? 'Native' : 'JSONCompactEachRow'}`,
         values: Readable.from([body]),
       });

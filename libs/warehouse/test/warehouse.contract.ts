@@ -319,6 +319,46 @@ export function warehouseContract(name: string, makeWarehouse: MakeWarehouse): v
         }
       }));
 
+    test('a batch whose events span more months than ClickHouse lets one insert block write (max_partitions_per_insert_block, 100): stored whole, and redelivered at new offsets counted once, every rollup equal to raw', () =>
+      withWarehouse(async (w) => {
+        // Kind: a batch refused for a combination of its rows, each storable alone. 101 events a
+        // month apart (2010-01 to 2018-05: a spool or a producer replaying old events) failed
+        // with TOO_MANY_PARTS (252), not a data error, so the warehouse group retried the batch
+        // for ever and its partition stalled (a breaker's HIGH). Event i costs i + 1 µc:
+        // Σ 1..101 = 5,151 µc.
+        const events = Array.from({ length: 101 }, (_, i) => usage({ event_id: `month_${i}`, ts: Date.UTC(2010, i, 15), account_id: `acc_${i % 3}`, cost_micros: String(i + 1) }));
+        const items = (offset: number) => events.map((event, i) => ({ event, topic: 'usage', position: { partition: 0, offset: BigInt(offset + i) } }));
+        assert.deepEqual(await w.storeEvents(items(0), 'warehouse'), []);
+        // redelivered whole at new offsets (a producer retry): the existence check and the
+        // repair of the rollup rows they fall in span the same 101 months
+        assert.deepEqual(await w.storeEvents(items(101), 'warehouse'), []);
+        assert.deepEqual(await w.usageTotals({}), sums(101, { input: 10_100, output: 2_020 }, 5_151n));
+        for (const table of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) {
+          const r = await w.select(`SELECT toString(sum(requests)) AS n, toString(sum(cost)) AS c FROM ${table}`);
+          assert.deepEqual([r[0]!['n'], r[0]!['c']], ['101', '5151'], table);
+        }
+        assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+      }));
+
+    test('a writer that may have lost its partition (storeEvents\' beforeWrite rejects) writes no usage: asked after the existence check, right before the insert; the batch stored later counts once', () =>
+      withWarehouse(async (w) => {
+        // Kind: two consumers inserting the same events, the first frozen past its group's
+        // session timeout between its existence check and its insert: both marked the events
+        // new and the rollups counted them twice. Event i costs i + 1 µc: Σ 1..5 = 15 µc.
+        const events = Array.from({ length: 5 }, (_, i) => usage({ event_id: `fence_${i}`, ts: T2 + i, cost_micros: String(i + 1) }));
+        const items = events.map((event, i) => ({ event, topic: 'usage', position: { partition: 0, offset: BigInt(i) } }));
+        let asked = 0;
+        await assert.rejects(w.storeEvents(items, 'warehouse', { beforeWrite: async () => { asked++; throw new Error('partition lost'); } }), /partition lost/);
+        assert.equal(asked, 1);
+        assert.deepEqual(await w.usageTotals({}), sums(0, {}, 0n));
+        assert.deepEqual(await w.usageEventIds({}), []);
+        // the partition's owner stores the batch (its fence resolves), then the same batch again
+        assert.deepEqual(await w.storeEvents(items, 'warehouse', { beforeWrite: async () => {} }), []);
+        assert.deepEqual(await w.storeEvents(items, 'warehouse'), []);
+        assert.deepEqual(await w.usageTotals({}), sums(5, { input: 500, output: 100 }, 15n));
+        assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+      }));
+
     test('log positions: the highest offset per partition, duplicates included; ledger entries by id', () =>
       withWarehouse(async (w) => {
         assert.deepEqual(await w.logPositions(), { usage: new Map(), ledger: new Map() });

@@ -5,8 +5,8 @@ import { CatalogError, parseCatalog } from '@tollgate/pricing';
 import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
 import { RebuildSupersededError, type BalanceStore } from '@tollgate/ledger';
-import { repairMismatchedRollups, rollupsMatchRaw, ROLLUP_SETTLE_MS, type Warehouse } from '@tollgate/warehouse';
-import { rebuild, reconcile } from './rebuild.ts';
+import { repairMismatchedRollups, rollupMismatches, ROLLUP_SETTLE_MS, type LogPositions, type Warehouse } from '@tollgate/warehouse';
+import { rebuild, RebuildLogUnavailableError, reconcile } from './rebuild.ts';
 import { rerate } from './rerate.ts';
 
 export interface OpsDeps {
@@ -18,8 +18,17 @@ export interface OpsDeps {
   financeToken?: string | undefined;
   /** waits until everything published so far has reached the warehouse (embedded mode) */
   settle?: () => Promise<void>;
+  /**
+   * Embedded mode: runs `fn` with the ledger and warehouse groups held at one point of the
+   * in-process log (`MemoryLog.quiesce`), which has no positions to compare them at; so
+   * `reconcile` and `rebuild` are exact under live traffic there too. Absent: they use log
+   * positions.
+   */
+  quiesce?: <T>(fn: () => Promise<T>) => Promise<T>;
   /** see `rebuild`'s `refusalsStored`: awaited before a rebuild reads the warehouse */
-  refusalsStored?: () => Promise<void>;
+  refusalsStored?: () => Promise<boolean>;
+  /** see `rebuild`'s `logEnd`: what the warehouse must hold before a rebuild reads it */
+  logEnd?: () => Promise<LogPositions | undefined>;
   /**
    * This process's price book, when it has one: its versions are stored in the warehouse's
    * `price_versions` before a rerate (idempotent), so events priced with them can be re-priced.
@@ -52,17 +61,30 @@ export function registerOpsElsewhere(app: FastifyInstance): void {
  * Operations on the process that owns the warehouse (chDB lives in one process, so this is
  * where `tollgate rebuild` and `tollgate reconcile` are carried out).
  */
+/**
+ * Runs `fn` where the ledger's and the warehouse's view of the log meet: inside `quiesce`
+ * (embedded), else after `settle` (log positions line the two up themselves).
+ */
+async function atOnePoint<T>(deps: OpsDeps, fn: () => Promise<T>): Promise<T> {
+  if (deps.quiesce) return deps.quiesce(fn);
+  await deps.settle?.();
+  return fn();
+}
+
 export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
   app.register(async (ops) => {
     guardOperatorRoutes(ops, { adminToken: deps.adminToken, financeToken: deps.financeToken });
     ops.post('/ops/v1/rebuild', async () => {
-      await deps.settle?.();
       await deps.beforeRebuild?.();
       try {
-        return await rebuild(deps);
+        // Embedded: with both consumer groups held at one point of the log, the warehouse does
+        // not change under the rebuild's reads (they agree: under traffic they failed with 500
+        // "never agreed") and the loaded state is exactly what the ledger group resumes from.
+        return await atOnePoint(deps, () => rebuild(deps));
       } catch (err) {
         // Another process's rebuild (the warehouse owner's own, after a loss) started meanwhile.
         if (err instanceof RebuildSupersededError) throw gatewayError('conflict', 'another rebuild started meanwhile and decides the state; ask again once it has finished');
+        if (err instanceof RebuildLogUnavailableError) throw gatewayError('state_unavailable', err.message);
         throw err;
       }
     });
@@ -108,8 +130,13 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       try {
         await deps.settle?.();
         const { repaired, leftRecent } = await repairMismatchedRollups(deps.warehouse);
-        const after = await rollupsMatchRaw(deps.warehouse);
-        return { repaired, left_recent: leftRecent, settle_ms: ROLLUP_SETTLE_MS, rollups: { ok: after.ok, mismatched_rows: after.mismatchedRows } };
+        // Checked again by reconcile's rule: only settled buckets count (a bucket still being
+        // written under traffic differs while an insert is in flight, and is not repaired here).
+        const after = await rollupMismatches(deps.warehouse);
+        return {
+          repaired, left_recent: leftRecent, settle_ms: ROLLUP_SETTLE_MS,
+          rollups: { ok: Object.values(after.settled).every((n) => n === 0), mismatched_rows: after.settled, recent_rows: after.recent },
+        };
       } finally {
         await deps.balances.releaseLock(ROLLUP_REPAIR_LOCK).catch(() => {});
       }
@@ -121,10 +148,10 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     ops.get('/ops/v1/reconcile', { config: { query: ['timeout_ms', 'rollups'] } }, async (request, reply) => {
       const t = queryParam(request.query, 'timeout_ms');
       const timeoutMs = t === undefined ? 30_000 : parseIntParam(t, 'timeout_ms', 0, 600_000);
-      await deps.settle?.();
       const r = queryParam(request.query, 'rollups');
       const rollups = r === undefined ? false : parseEnumParam(r, 'rollups', ['true', 'false'] as const) === 'true';
-      const report = await reconcile(deps, { timeoutMs, rollups });
+      const run = () => reconcile(deps, { timeoutMs, rollups });
+      const report = await atOnePoint(deps, run);
       return reply.code(report.ok ? 200 : 409).send(report);
     });
   });

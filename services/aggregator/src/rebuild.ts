@@ -1,5 +1,5 @@
 import type { KeyDirectory } from '@tollgate/keys';
-import { positionKey, windowBounds, type BalanceStore, type SpendWindowCount } from '@tollgate/ledger';
+import { LOST_SETTLE_MS, positionKey, windowBounds, type BalanceStore, type SpendWindowCount } from '@tollgate/ledger';
 import { rollupMismatches, ROLLUP_SETTLE_MS, type KeySpend, type LogPositions, type Warehouse } from '@tollgate/warehouse';
 
 export interface RebuildReport {
@@ -10,6 +10,20 @@ export interface RebuildReport {
   usage_ids: number;
   /** spend-window counters given back (each key's hourly, daily and lifetime spend, each account's daily and monthly) */
   spend_windows: number;
+  /**
+   * Whether the warehouse held every usage and ledger event on the log when the rebuild began
+   * (`logEnd`) before it was read: true; false when it did not within the wait (the rebuild
+   * went on: events past its positions are then applied by the ledger only after gateways admit
+   * again, see `logEnd`); null without a durable log (embedded: its journal is applied before
+   * the first request).
+   */
+  warehouse_caught_up: boolean | null;
+  /**
+   * True when the state was not lost and its ledger group had applied less than the warehouse
+   * held on some partition: the state was rebuilt as of the ledger's positions there (the ledger
+   * applies the rest itself, closing their holds); false otherwise.
+   */
+  ledger_behind: boolean;
   /** the log positions the rebuilt state is exact as of (`topic:partition` → offset) */
   positions: Record<string, string>;
   ms: number;
@@ -32,22 +46,75 @@ export async function rebuild(
   deps: {
     warehouse: Warehouse; balances: BalanceStore; keys: KeyDirectory;
     /**
-     * Resolves once every refusal the ledger recorded is in the warehouse's quarantine (the
-     * distributed log: its dead letters stored, see KafkaLog.deadLettersCommitted); awaited
-     * before the snapshot is read. Without it a grant refused just before hot state was lost,
-     * whose row was stored before its dead letter, would be rebuilt as credited money.
+     * Resolves true once every refusal the ledger recorded is in the warehouse's quarantine, and
+     * every control record (accounts, keys, plans) on the log is in the warehouse (the
+     * distributed log: the warehouse group's commits, see KafkaLog.committedThrough); false when
+     * they are not within its wait, and the rebuild then refuses (RebuildLogUnavailableError,
+     * retried). Awaited before the snapshot is read. Without it a grant refused just before hot
+     * state was lost, whose row was stored before its dead letter, would be rebuilt as credited
+     * money, a key made just before would be missing (401), and a key revoked or a limit set
+     * just before (with Kafka away: in the control process's spool) would be served as before
+     * until the record was read again (a tester: a revoked key served for 10 s, a 0.2-credit
+     * daily limit spent 60 times over).
      */
-    refusalsStored?: () => Promise<void>;
+    refusalsStored?: () => Promise<boolean>;
+    /**
+     * The last offset on each partition of the usage and ledger topics now (the durable log:
+     * KafkaLog.lastOffsets), or undefined when the log cannot tell. The rebuild waits (at most
+     * `catchUpMs`) for the warehouse to hold them before it reads: hot state turns ready at the
+     * warehouse's positions, and every event past them was debited and counted by the ledger's
+     * replay only after gateways were admitting again, against a balance and spend windows that
+     * left it out (a tester's HIGH: 4,554,000 µc spent against a 3,000,000 limit, a balance
+     * −762,000 µc with no overdraft, with the warehouse group stopped while Redis was flushed).
+     * Resolving undefined makes the rebuild throw RebuildLogUnavailableError.
+     */
+    logEnd?: () => Promise<LogPositions | undefined>;
   },
   options: {
     usageMemoryMs?: number;
     /** the instant whose spend windows are given back, epoch ms (default now; tests) */
     now?: number;
+    /** how long to wait for the warehouse to reach `logEnd` before reading anyway, ms (default CATCH_UP_MS) */
+    catchUpMs?: number;
+    /**
+     * A state found lost (on a store whose gateways restore their holds in flight: `epoch`
+     * null, not undefined) is loaded no sooner than this long after it was found so, ms (default
+     * LOST_SETTLE_MS): every gateway has read it as lost and announced its restore by then.
+     */
+    lostSettleMs?: number;
   } = {},
 ): Promise<RebuildReport> {
   const started = performance.now();
-  await deps.refusalsStored?.();
-  const at = await deps.warehouse.logPositions();
+  // Found lost now: gateways with requests in flight announce their restores at their next epoch
+  // read, and the load gives them a window only if it finds the announcements (LOST_SETTLE_MS).
+  // (`epoch` null: lost, on a store whose callers restore; undefined: a store that never loses them.)
+  const lostAt = (await deps.balances.epoch().catch(() => undefined)) === null ? performance.now() : undefined;
+  let caughtUp: boolean | null = null;
+  // Where the log ends first: with Kafka away the rebuild refuses after this one wait, not after
+  // the refusals' wait as well (each up to 15 s).
+  const end = deps.logEnd ? await deps.logEnd() : null;
+  // Not knowing where the log ends, the warehouse may be any way behind it: a state rebuilt
+  // from it would admit against balances and windows without those events (a tester's HIGH:
+  // limits and a prepaid balance overspent by ~1.2 credits with Kafka away). Money fails
+  // closed: no rebuild until the log answers (the caller's next check retries).
+  if (end === undefined) throw new RebuildLogUnavailableError();
+  if ((await deps.refusalsStored?.()) === false) {
+    throw new RebuildLogUnavailableError('the warehouse group has not stored every dead letter and control record on the log (Kafka just back, or the group behind or down): hot state is not rebuilt until it has, or a revoked key, a new limit or a refused grant could be read as before (fails closed; retried)');
+  }
+  if (end !== null) {
+    caughtUp = await until(Date.now() + (options.catchUpMs ?? CATCH_UP_MS), async () => covers(await deps.warehouse.logPositions(), end));
+  }
+  const stored = await deps.warehouse.logPositions();
+  // A state that is not lost (a manual rebuild) whose ledger group is behind the warehouse: the
+  // rebuild is taken as of the ledger's own positions on those partitions, not the warehouse's.
+  // Taken at the warehouse's, the events in between were in the loaded balances but never
+  // applied by the ledger (it resumes from the loaded positions), so their holds were never
+  // closed: available read that much lower until they expired (HOLD_TTL_MS), false 402s
+  // meanwhile. From the ledger's positions it applies them itself, closing each hold.
+  // (A lost state has no positions: the warehouse's, as before.)
+  const applied = await deps.balances.storedPositions();
+  const at = applied ? atOrBefore(stored, applied) : stored;
+  const ledgerBehind = at !== stored;
   const memoryMs = options.usageMemoryMs ?? 24 * 3600_000;
   const since = Date.now() - memoryMs;
   const now = options.now ?? Date.now();
@@ -63,12 +130,40 @@ export async function rebuild(
   for (const [p, o] of at.usage) positions.set(positionKey('usage', p), o);
   for (const [p, o] of at.ledger) positions.set(positionKey('ledger', p), o);
   const spendWindows = spendWindowCounts(spend, now);
+  if (lostAt !== undefined) {
+    const rest = lostAt + (options.lostSettleMs ?? LOST_SETTLE_MS) - performance.now();
+    if (rest > 0) await new Promise((r) => setTimeout(r, rest));
+  }
   await deps.balances.load({ balances, ledgerEntries, refusals, positions, usageIds, spendWindows, ...(eventAccounts ? { eventAccounts } : {}) });
   return {
     accounts: accounts.length, keys: keys.length, balances: balances.size, usage_ids: usageIds.length, spend_windows: spendWindows.length,
+    warehouse_caught_up: caughtUp,
+    ledger_behind: ledgerBehind,
     positions: Object.fromEntries([...positions].map(([k, v]) => [k, v.toString()])),
     ms: Math.round(performance.now() - started),
   };
+}
+
+/**
+ * The warehouse's positions `stored`, lowered on each usage and ledger partition to what the
+ * ledger has `applied` there (`BalanceStore.storedPositions`: `topic:partition` → offset, absent
+ * = none). Answers `stored` itself when nothing is lowered.
+ */
+function atOrBefore(stored: LogPositions, applied: Map<string, bigint>): LogPositions {
+  let lowered = false;
+  const lower = (topic: 'usage' | 'ledger', from: Map<number, bigint>) => {
+    const out = new Map<number, bigint>();
+    for (const [partition, offset] of from) {
+      const mine = applied.get(positionKey(topic, partition)) ?? -1n;
+      if (mine < offset) lowered = true;
+      if (mine >= offset) out.set(partition, offset);
+      else if (mine >= 0n) out.set(partition, mine);
+    }
+    return out;
+  };
+  const usage = lower('usage', stored.usage);
+  const ledger = lower('ledger', stored.ledger);
+  return lowered ? { usage, ledger } : stored;
 }
 
 export interface ReconcileReport {
@@ -130,6 +225,22 @@ interface BoundedSnapshot {
   /** each key's spend in the spend windows open at the rebuild (see spendWindowCounts) */
   spend: KeySpend[];
 }
+
+/**
+ * Thrown by `rebuild` when its `logEnd` cannot say where the log ends (Kafka away), or when its
+ * `refusalsStored` answers false (dead letters or control records not stored yet): hot state is
+ * left lost (gateways keep answering 503) rather than rebuilt from a warehouse that may be behind.
+ * `message` says which.
+ */
+export class RebuildLogUnavailableError extends Error {
+  constructor(message = 'the event log (Kafka) did not say where it ends, so the warehouse may be behind it: hot state is not rebuilt until the log answers (money fails closed; retried)') {
+    super(message);
+    this.name = 'RebuildLogUnavailableError';
+  }
+}
+
+/** How long a rebuild waits for the warehouse to hold what is on the log (its `logEnd`), ms. */
+export const CATCH_UP_MS = 15_000;
 
 /** Reads of one snapshot that agree with each other before the first of them is trusted. */
 const SNAPSHOT_READS_MAX = 6;

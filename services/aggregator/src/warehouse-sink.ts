@@ -115,9 +115,12 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
   }
   const batchSize = deps.batchSize ?? DEFAULT_WAREHOUSE_BATCH;
   const durable = deps.log.durablePositions === true;
-  let lastInsertStart = 0;
-  let pending: Array<{ batch: ConsumedEvent[]; done: (err?: unknown) => void }> = [];
-  /** when the last partition batch arrived (ms) */
+  // Intervals on the monotonic clock (performance.now, sub-ms): Date.now's whole milliseconds and
+  // a timer that fires up to a millisecond early let the next insert start before flushMs had
+  // passed (998 ms in a CI run).
+  let lastInsertStart = -Infinity;
+  let pending: Array<{ batch: ConsumedEvent[]; done: (err?: unknown) => void; fence?: () => Promise<void> }> = [];
+  /** when the last partition batch arrived (performance.now ms) */
   let lastArrival = 0;
   let pendingCount = 0;
   let timer: NodeJS.Timeout | undefined;
@@ -130,7 +133,7 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     // A full buffer is worth a part of its own at once; a small one waits (up to flushMs after
     // the last insert began) for company: batches of the partitions not in the buffer or in an
     // insert. One of a partition batch's worth or more goes once the arrivals pause for GATHER_MS.
-    const now = Date.now();
+    const now = performance.now();
     const wait = lastInsertStart + deps.flushMs - now;
     const quiet = pendingCount >= QUIET_FLUSH_EVENTS ? lastArrival + GATHER_MS - now : Infinity;
     if (pendingCount < batchSize && wait > 0 && quiet > 0) {
@@ -149,7 +152,11 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     pending = pending.slice(take);
     pendingCount -= count;
     inFlight++;
-    insertBatch(inserting.length === 1 ? inserting[0]!.batch : inserting.flatMap((w) => w.batch)).then(
+    // Every partition batch's writer check (one consumer's heartbeat: the first call may ask the
+    // coordinator, the rest are throttled), right before the usage insert (storeEvents).
+    const fences = inserting.flatMap((w) => (w.fence ? [w.fence] : []));
+    const beforeWrite = fences.length === 0 ? undefined : async () => { for (const f of fences) await f(); };
+    insertBatch(inserting.length === 1 ? inserting[0]!.batch : inserting.flatMap((w) => w.batch), beforeWrite).then(
       () => { for (const w of inserting) w.done(); },
       (err: unknown) => { for (const w of inserting) w.done(err); },
     ).finally(() => {
@@ -158,7 +165,7 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     });
   };
 
-  const insertBatch = async (batch: ConsumedEvent[]): Promise<void> => {
+  const insertBatch = async (batch: ConsumedEvent[], beforeWrite?: () => Promise<void>): Promise<void> => {
     // Two literals, not a spread of a conditional one: no throwaway object per event.
     const items: StoreItem[] = new Array(batch.length);
     for (let i = 0; i < batch.length; i++) {
@@ -169,11 +176,11 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     }
     const startedAt = performance.now();
     const startTime = Date.now();
-    lastInsertStart = startTime;
+    lastInsertStart = startedAt;
     let poison: QuarantineRecord[];
     try {
       // A poison event is quarantined and the rest flows on; only an outage fails the batch.
-      poison = await deps.warehouse.storeEvents(items, group);
+      poison = await deps.warehouse.storeEvents(items, group, beforeWrite ? { beforeWrite } : {});
     } catch (err) {
       if (tracer) traceBatch(tracer, group, batch, startTime, err);
       deps.onError?.(err);
@@ -201,9 +208,9 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     onDeadLetters: async (records) => {
       await deps.warehouse.insertQuarantine(records.map(deadLetterRecord));
     },
-    handler: (batch) => new Promise<void>((resolve, reject) => {
-      lastArrival = Date.now();
-      pending.push({ batch, done: (err) => (err === undefined ? resolve() : reject(err)) });
+    handler: (batch, context) => new Promise<void>((resolve, reject) => {
+      lastArrival = performance.now();
+      pending.push({ batch, done: (err) => (err === undefined ? resolve() : reject(err)), ...(context ? { fence: context.fence } : {}) });
       pendingCount += batch.length;
       maybeFlush();
     }),

@@ -5,20 +5,16 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runTollgate, type CliResult } from '../../../test/support/cli.ts';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
 import { createHttpServer } from '@tollgate/http';
-import { MemoryKeyDirectory } from '@tollgate/keys';
-import { MemoryBalanceStore } from '@tollgate/ledger';
 import { PriceBook, bundledCatalogPath, loadCatalogFile, parseCatalog, priceVersion } from '@tollgate/pricing';
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
-import { registerOps, reprice, rerate } from '@tollgate/aggregator';
+import { reprice, rerate } from '@tollgate/aggregator';
+import { startOpsApp, type OpsApp } from './ops-app.ts';
 import { haikuV1, usGeo, v2, vipBatch, webSearch } from '../../../libs/warehouse/test/usage-fixtures.ts';
 
 const TOKEN = 'rerate-test-admin-token';
-const dir = mkdtempSync(join(tmpdir(), 'tollgate-rerate-'));
 
 // Version A: the shipped cny catalog, from October. Version B, from 15 November: sonnet-4-5
 // output ¥36 → ¥40 per MTok (360 → 400 µc per token).
@@ -45,24 +41,17 @@ const EVENTS = [
   webSearch('dec', Date.UTC(2026, 11, 1), 'acc_a', B.contentId), // `to` is exclusive
 ];
 
-let app: FastifyInstance;
+let ops: OpsApp;
 let warehouse: Warehouse;
 let url: string;
+let dir: string;
 
 before(async () => {
-  warehouse = new Warehouse({ client: createChdbClickHouse({ path: dir }) });
-  await warehouse.migrate();
-  await warehouse.insertUsage(EVENTS);
-  app = createHttpServer({ bodyLimitBytes: 4 * 1024 * 1024 });
-  registerOps(app, { warehouse, balances: new MemoryBalanceStore(), keys: new MemoryKeyDirectory(), adminToken: TOKEN, priceBook: () => book });
-  url = await app.listen({ host: '127.0.0.1', port: 0 });
+  ops = await startOpsApp({ token: TOKEN, name: 'rerate', events: EVENTS, priceBook: book });
+  ({ warehouse, url, dir } = ops);
 });
 
-after(async () => {
-  await app?.close();
-  await warehouse?.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(async () => { await ops?.close(); });
 
 function cli(args: string[]): Promise<CliResult> {
   return runTollgate(['rerate', ...args], { ADMIN_TOKEN: TOKEN, DATA_DIR: dir });
