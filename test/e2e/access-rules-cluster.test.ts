@@ -4,7 +4,7 @@
 // and both serve again one second later (the key cache TTL is 500 ms).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCluster, TWO_GATEWAYS, useCluster } from '../support/cluster.ts';
+import { newAccount, startCluster, TWO_GATEWAYS, useCluster } from '../support/cluster.ts';
 
 const run = useCluster(() => startCluster(TWO_GATEWAYS));
 
@@ -14,19 +14,12 @@ const SECOND = () => new Promise((r) => setTimeout(r, 1000));
 test('each access rule set through control applies on both gateways within 1 s, and lifting it serves again', async (t) => {
   if (!run.cluster) return t.skip('Kafka or Redis missing');
   const c = run.cluster;
-  const account = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'access' });
-  const key = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${account.json.id}/keys`, {});
-  const grant = await c.admin('POST', `/admin/v1/accounts/${account.json.id}/credits`, { credits: 1, reference: `start-${account.json.id}` });
-  assert.ok(grant.status === 201 || grant.status === 202, `grant ${grant.status}`);
-  await c.eventually('the grant applied', async () => {
-    const v = await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${account.json.id}`);
-    return v.json.balance_micro_credits === '1000000' ? true : undefined;
-  });
+  const acct = await newAccount(c, 1, 'access');
   /** status and error code of one request through each gateway */
   const both = async () => Promise.all(['gw1', 'gw2'].map(async (gw) => {
     const res = await fetch(`${c.url(gw)}/v1/messages`, {
       method: 'POST', body: BODY,
-      headers: { 'x-api-key': key.json.key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      headers: { 'x-api-key': acct.secret, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
     });
     const json = await res.json() as { error?: { code: string } };
     return `${res.status} ${json.error?.code ?? 'ok'}`;
@@ -34,12 +27,12 @@ test('each access rule set through control applies on both gateways within 1 s, 
   assert.deepEqual(await both(), ['200 ok', '200 ok']);
 
   const rules: Array<[string, string, object, object, string]> = [
-    ['key', key.json.id, { status: 'disabled' }, { status: 'active' }, '401 invalid_api_key'],
-    ['key', key.json.id, { expires_at: '2020-01-01T00:00:00Z' }, { expires_at: null }, '401 key_expired'],
-    ['key', key.json.id, { ip_allowlist: ['192.0.2.0/24'] }, { ip_allowlist: [] }, '403 ip_not_allowed'],
-    ['key', key.json.id, { allowed_models: ['claude-sonnet-4-5'] }, { allowed_models: null }, '403 model_not_allowed'],
-    ['account', account.json.id, { status: 'suspended' }, { status: 'active' }, '403 account_suspended'],
-    ['account', account.json.id, { status: 'disabled' }, { status: 'active' }, '401 invalid_api_key'],
+    ['key', acct.keyId, { status: 'disabled' }, { status: 'active' }, '401 invalid_api_key'],
+    ['key', acct.keyId, { expires_at: '2020-01-01T00:00:00Z' }, { expires_at: null }, '401 key_expired'],
+    ['key', acct.keyId, { ip_allowlist: ['192.0.2.0/24'] }, { ip_allowlist: [] }, '403 ip_not_allowed'],
+    ['key', acct.keyId, { allowed_models: ['claude-sonnet-4-5'] }, { allowed_models: null }, '403 model_not_allowed'],
+    ['account', acct.accountId, { status: 'suspended' }, { status: 'active' }, '403 account_suspended'],
+    ['account', acct.accountId, { status: 'disabled' }, { status: 'active' }, '401 invalid_api_key'],
   ];
   for (const [kind, id, set, lift, refused] of rules) {
     const path = `/admin/v1/${kind === 'key' ? 'keys' : 'accounts'}/${id}`;

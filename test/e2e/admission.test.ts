@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { admin, customer, settledBalance, simRequests, startStack, type Stack } from '../support/tollgate.ts';
-import { startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
+import { newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
 
 /**
  * A haiku request whose upstream usage equals its hold: 134 bytes → input bound 134 tokens,
@@ -143,17 +143,9 @@ describe('distributed: two gateways on one Redis', () => {
   after(async () => { await stop?.(); });
 
   async function account(c: Cluster, micros: bigint, patch: Record<string, unknown>) {
-    const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'admission' });
-    const key = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${acct.json.id}/keys`, {});
-    const credits = `${micros / 1_000_000n}.${(micros % 1_000_000n).toString().padStart(6, '0')}`;
-    const grant = await c.admin('POST', `/admin/v1/accounts/${acct.json.id}/credits`, { credits, reference: `start-${acct.json.id}` });
-    assert.ok(grant.status === 201 || grant.status === 202, `grant ${grant.status}`);
-    await c.eventually('the grant applied', async () => {
-      const v = await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${acct.json.id}`);
-      return v.json.balance_micro_credits === micros.toString() ? true : undefined;
-    });
-    assert.equal((await c.admin('PATCH', `/admin/v1/accounts/${acct.json.id}`, patch)).status, 200);
-    return { accountId: acct.json.id, keyId: key.json.id, secret: key.json.key };
+    const acct = await newAccount(c, `${micros / 1_000_000n}.${(micros % 1_000_000n).toString().padStart(6, '0')}`, 'admission');
+    assert.equal((await c.admin('PATCH', `/admin/v1/accounts/${acct.accountId}`, patch)).status, 200);
+    return acct;
   }
 
   async function settled(c: Cluster, accountId: string, expected: bigint) {

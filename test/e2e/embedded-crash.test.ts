@@ -61,7 +61,7 @@ test('kill -9 with usage not yet in the warehouse: after restart every answered 
   const client = new Anthropic({ apiKey: key.key, baseURL: url, maxRetries: 0, logLevel: 'error' });
   const n = 25;
   for (let i = 0; i < n; i++) {
-    const params = { model: 'claude-sonnet-4-5', max_tokens: 16, messages: [{ role: 'user' as const, content: `${i} [[sim input=${100 + i} output=3]]` }] };
+    const params = { model: 'claude-sonnet-4-0', max_tokens: 16, messages: [{ role: 'user' as const, content: `${i} [[sim input=${100 + i} output=3]]` }] };
     if (i % 2) await client.messages.create(params);
     else await client.messages.stream(params).finalMessage();
   }

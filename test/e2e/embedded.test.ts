@@ -1,7 +1,9 @@
 // Issue #2 end to end: the official SDK → Tollgate (embedded: memory state, in-process log,
 // chDB) → the simulator. Every money assertion is exact to the micro-credit, computed here by
 // hand from the CNY catalog (¥1 = 10 credits), so a wrong price or rounding fails the test:
-//   sonnet-4-5 per token: input 72, output 360, cache read 7.2, write 5m 90, write 1h 144 µcr
+//   sonnet-4-0 per token: input 72, output 360, cache read 7.2, write 5m 90, write 1h 144 µcr
+//     (Sonnet 4.5's prices; 4.5 reached its end of life on 2026-11-30, and the SDK warns on every
+//     call naming it)
 //   opus-4-6   per token: input 300, output 1500
 //   haiku-4-5  per token: input 24, output 120, cache read 2.4
 import { after, before, describe, test } from 'node:test';
@@ -30,7 +32,7 @@ describe('metering, exact to the micro-credit', () => {
     // max_tokens 512: the hold (≥ 512 × 360) must cover the simulated usage, which is far above
     // what this short body could really cost; a cost above the hold is capped (cost_over_bound).
     const msg = await c.client.messages.create({
-      model: 'claude-sonnet-4-5', max_tokens: 512,
+      model: 'claude-sonnet-4-0', max_tokens: 512,
       messages: user('hello [[sim input=1000 output=10 cache_read=2000 cache_write_5m=300 cache_write_1h=100]]'),
     });
     assert.equal(msg.type, 'message');
@@ -42,9 +44,9 @@ describe('metering, exact to the micro-credit', () => {
       [e.input_tokens, e.output_tokens, e.cache_read_tokens, e.cache_write_5m_tokens, e.cache_write_1h_tokens],
       [1000, 10, 2000, 300, 100],
     );
-    assert.equal(e.model, 'claude-sonnet-4-5');
-    assert.equal(e.catalog_model, 'claude-sonnet-4-5-20250929');
-    assert.equal(e.upstream_model, 'claude-sonnet-4-5-20250929');
+    assert.equal(e.model, 'claude-sonnet-4-0');
+    assert.equal(e.catalog_model, 'claude-sonnet-4-20250514');
+    assert.equal(e.upstream_model, 'claude-sonnet-4-20250514');
     assert.equal(e.status, 'ok');
     assert.equal(e.stream, false);
     assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 131_400n);
@@ -77,7 +79,7 @@ describe('metering, exact to the micro-credit', () => {
     const ids = await Promise.all(Array.from({ length: n }, async (_, i) => {
       const input = 100 + i;
       const output = 5 + (i % 7);
-      const params = { model: 'claude-sonnet-4-5', max_tokens: 32, messages: user(`req ${i} [[sim input=${input} output=${output}]]`) };
+      const params = { model: 'claude-sonnet-4-0', max_tokens: 32, messages: user(`req ${i} [[sim input=${input} output=${output}]]`) };
       if (i % 2 === 0) {
         const s = c.client.messages.stream(params);
         await s.finalMessage();
@@ -101,17 +103,17 @@ describe('protocol pass-through', () => {
   test('tools, and a -thinking variant that turns thinking on upstream', async () => {
     const c = await customer(stack.url, 10);
     const tools = [{ name: 'get_weather', description: 'w', input_schema: { type: 'object' as const, properties: { city: { type: 'string' } }, required: ['city'] } }];
-    const msg = await c.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 256, tools, tool_choice: { type: 'any' }, messages: user('weather?') });
+    const msg = await c.client.messages.create({ model: 'claude-sonnet-4-0', max_tokens: 256, tools, tool_choice: { type: 'any' }, messages: user('weather?') });
     assert.equal(msg.stop_reason, 'tool_use');
     assert.equal(msg.content.at(-1)?.type, 'tool_use');
 
-    const t = await c.client.messages.create({ model: 'claude-sonnet-4-5-thinking', max_tokens: 4096, messages: user('think') });
+    const t = await c.client.messages.create({ model: 'claude-sonnet-4-0-thinking', max_tokens: 4096, messages: user('think') });
     assert.equal(t.content[0]?.type, 'thinking');
     const [seen] = await simRequests(stack.simUrl);
-    assert.equal(seen!.body.model, 'claude-sonnet-4-5-20250929');
+    assert.equal(seen!.body.model, 'claude-sonnet-4-20250514');
     assert.deepEqual(seen!.body.thinking, { type: 'enabled', budget_tokens: 2048 });
     const e = await usageEvent(t._request_id);
-    assert.equal(e.model, 'claude-sonnet-4-5-thinking');
+    assert.equal(e.model, 'claude-sonnet-4-0-thinking');
   });
 
   test('vision: an image block passes through and its tokens are billed; /api/v1/messages is the same API', async () => {
@@ -120,7 +122,7 @@ describe('protocol pass-through', () => {
     // The simulator bills an image as the API does, ⌈w×h/750⌉: this 1×1 PNG is 1 token, and
     // 'what is this? [[sim output=2]]' is 30 characters → 8: 9 input tokens.
     const msg = await c.client.messages.create({
-      model: 'claude-sonnet-4-5', max_tokens: 256,
+      model: 'claude-sonnet-4-0', max_tokens: 256,
       messages: [{ role: 'user', content: [
         { type: 'image', source: { type: 'base64', media_type: 'image/png', data: png } },
         { type: 'text', text: 'what is this? [[sim output=2]]' },
@@ -188,11 +190,11 @@ describe('protocol pass-through', () => {
 
   test('count_tokens is forwarded and free; models and credits answer for the caller', async () => {
     const c = await customer(stack.url, 3);
-    const r = await c.client.messages.countTokens({ model: 'claude-sonnet-4-5', messages: user('count me') });
+    const r = await c.client.messages.countTokens({ model: 'claude-sonnet-4-0', messages: user('count me') });
     assert.ok(r.input_tokens > 0);
     const models = await c.client.models.list();
     const ids = models.data.map((m) => m.id);
-    assert.ok(ids.includes('claude-sonnet-4-5-20250929'));
+    assert.ok(ids.includes('claude-sonnet-4-20250514'));
     assert.ok(ids.includes('claude-opus-4-6-thinking'));
     const credits = await fetch(`${stack.url}/v1/credits`, { headers: { authorization: `Bearer ${c.secret}` } });
     const json = (await credits.json()) as { account_id: string; balance_micro_credits: string };
@@ -216,14 +218,14 @@ describe('errors in Anthropic shape, and failures charge nothing', () => {
 
   test('401 bad key, 400 missing field, 404 unknown model, 402 no credit', async () => {
     const bad = new Anthropic({ apiKey: 'sk-not-a-real-key-000000000', baseURL: stack.url, maxRetries: 0, logLevel: 'error' });
-    await expectError(bad.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: user('x') }), 401, 'authentication_error', 'invalid_api_key');
+    await expectError(bad.messages.create({ model: 'claude-sonnet-4-0', max_tokens: 8, messages: user('x') }), 401, 'authentication_error', 'invalid_api_key');
     const c = await customer(stack.url, 1);
     // max_tokens may be omitted (DEFAULT_MAX_TOKENS, issue 8); messages may not.
-    await expectError(c.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8 } as never), 400, 'invalid_request_error', 'invalid_request');
+    await expectError(c.client.messages.create({ model: 'claude-sonnet-4-0', max_tokens: 8 } as never), 400, 'invalid_request_error', 'invalid_request');
     await expectError(c.client.messages.create({ model: 'gpt-4o', max_tokens: 8, messages: user('x') }), 404, 'not_found_error', 'model_not_found');
     const broke = await customer(stack.url, 0);
-    await expectError(broke.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: user('x') }), 402, 'billing_error', 'insufficient_credits');
-    await expectError(broke.client.messages.countTokens({ model: 'claude-sonnet-4-5', messages: user('x') }), 402, 'billing_error', 'insufficient_credits');
+    await expectError(broke.client.messages.create({ model: 'claude-sonnet-4-0', max_tokens: 8, messages: user('x') }), 402, 'billing_error', 'insufficient_credits');
+    await expectError(broke.client.messages.countTokens({ model: 'claude-sonnet-4-0', messages: user('x') }), 402, 'billing_error', 'insufficient_credits');
   });
 
   test('a balance that went negative gets 402', async () => {
@@ -239,7 +241,7 @@ describe('errors in Anthropic shape, and failures charge nothing', () => {
     const r1 = await post('{"model": ');
     assert.equal(r1.status, 400);
     assert.equal(((await r1.json()) as { error: { code: string } }).error.code, 'invalid_json');
-    const r2 = await post(JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 1, messages: [{ role: 'user', content: 'x'.repeat(33 * 1024 * 1024) }] }));
+    const r2 = await post(JSON.stringify({ model: 'claude-sonnet-4-0', max_tokens: 1, messages: [{ role: 'user', content: 'x'.repeat(33 * 1024 * 1024) }] }));
     assert.equal(r2.status, 413);
     const j2 = (await r2.json()) as { type: string; error: { type: string; code: string }; request_id: string };
     assert.equal(j2.error.type, 'request_too_large');
@@ -248,8 +250,8 @@ describe('errors in Anthropic shape, and failures charge nothing', () => {
 
   test('upstream 529 and 429 are passed on; nothing is charged', async () => {
     const c = await customer(stack.url, 2);
-    await expectError(c.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: user('[[sim fault=overloaded]]') }), 529, 'overloaded_error', 'overloaded');
-    await assert.rejects(c.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: user('[[sim status=429]]') }), Anthropic.RateLimitError);
+    await expectError(c.client.messages.create({ model: 'claude-sonnet-4-0', max_tokens: 8, messages: user('[[sim fault=overloaded]]') }), 529, 'overloaded_error', 'overloaded');
+    await assert.rejects(c.client.messages.create({ model: 'claude-sonnet-4-0', max_tokens: 8, messages: user('[[sim status=429]]') }), Anthropic.RateLimitError);
     assert.equal(await settledBalance(stack, c.accountId), 2_000_000n);
     const totals = await stack.tollgate.warehouse.usageBreakdown({ accountId: c.accountId, groupBy: 'status' });
     assert.deepEqual(totals.map((t) => [t.group, t.requests, t.costMicros]), [['upstream_error', 2, 0n]]);
@@ -272,7 +274,7 @@ describe('errors in Anthropic shape, and failures charge nothing', () => {
     const url = await app.listen({ port: 0, host: '127.0.0.1' });
     try {
       const client = new Anthropic({ apiKey: c.secret, baseURL: url, maxRetries: 0, logLevel: 'error' });
-      await expectError(client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: user('x') }), 503, 'api_error', 'upstream_error');
+      await expectError(client.messages.create({ model: 'claude-sonnet-4-0', max_tokens: 8, messages: user('x') }), 503, 'api_error', 'upstream_error');
     } finally {
       await app.close();
     }
@@ -282,9 +284,9 @@ describe('errors in Anthropic shape, and failures charge nothing', () => {
 
   test('SSE error after HTTP 200, and a dropped upstream stream: the client sees an error, nothing is charged', async () => {
     const c = await customer(stack.url, 2);
-    const s1 = c.client.messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 64, messages: user('[[sim output=30 fault=sse_error_after:3]]') });
+    const s1 = c.client.messages.stream({ model: 'claude-sonnet-4-0', max_tokens: 64, messages: user('[[sim output=30 fault=sse_error_after:3]]') });
     await assert.rejects(s1.finalMessage());
-    const s2 = c.client.messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 64, messages: user('[[sim output=30 fault=drop_after:3]]') });
+    const s2 = c.client.messages.stream({ model: 'claude-sonnet-4-0', max_tokens: 64, messages: user('[[sim output=30 fault=drop_after:3]]') });
     await assert.rejects(s2.finalMessage());
     assert.equal(await settledBalance(stack, c.accountId), 2_000_000n);
     const byStatus = await stack.tollgate.warehouse.usageBreakdown({ accountId: c.accountId, groupBy: 'status' });
@@ -351,7 +353,7 @@ describe('control API', () => {
 describe('restart', () => {
   test('balances, keys and usage survive a restart exactly', async () => {
     const c = await customer(stack.url, 7);
-    await c.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 16, messages: user('[[sim input=10 output=3]]') });
+    await c.client.messages.create({ model: 'claude-sonnet-4-0', max_tokens: 16, messages: user('[[sim input=10 output=3]]') });
     const before = await settledBalance(stack, c.accountId);
     assert.equal(before, 7_000_000n - (720n + 1080n));
     const totalsBefore = await stack.tollgate.warehouse.usageTotals({});
@@ -364,7 +366,7 @@ describe('restart', () => {
     const after = await stack.tollgate.balances.balances();
     for (const [id, b] of balancesBefore) assert.equal(after.get(id) ?? 0n, b, id);
     const client = new Anthropic({ apiKey: c.secret, baseURL: stack.url, maxRetries: 0, logLevel: 'error' });
-    await client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 16, messages: user('[[sim input=10 output=3]]') });
+    await client.messages.create({ model: 'claude-sonnet-4-0', max_tokens: 16, messages: user('[[sim input=10 output=3]]') });
     assert.equal(await settledBalance(stack, c.accountId), before - 1800n);
   });
 });

@@ -63,8 +63,11 @@ for (const [layout, processes] of Object.entries(LAYOUTS)) {
       // from there, just after readiness (README "Distributed mode", rebuild): exact, and only once.
       await c.eventually('balance rebuilt exactly', async () => ((await balance(c, acct.accountId)) === 9_999_520n ? true : undefined), 30_000);
 
-      // Paid traffic flows again and settles exactly: 9_999_520 − 480 = 9_999_040 µc.
-      await ask();
+      // Paid traffic flows again and settles exactly: 9_999_520 − 480 = 9_999_040 µc. A gateway
+      // that still listed the first request (its ack not yet confirmed by an epoch read) asked
+      // for the restore window: up to RESTORE_WINDOW_MS of 503 `retry-after`, which a client retries.
+      await new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw'), maxRetries: 3, logLevel: 'error' })
+        .messages.create({ model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: '[[sim input=10 output=2]]' }] });
       await c.eventually('second request settled', async () => ((await balance(c, acct.accountId)) === 9_999_040n ? true : undefined));
     } finally {
       redis.disconnect();

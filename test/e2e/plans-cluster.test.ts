@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
-import { startCluster, TWO_GATEWAYS, useCluster } from '../support/cluster.ts';
+import { newAccount, startCluster, TWO_GATEWAYS, useCluster } from '../support/cluster.ts';
 
 const run = useCluster(() => startCluster(TWO_GATEWAYS));
 
@@ -14,15 +14,7 @@ test('a plan\'s 5-hour window holds exactly across two gateways: 7 of 20 concurr
   assert.equal(plan.status, 201);
   // The account, its key and 1 credit; a ledger consumer that is still joining its group may
   // take longer than the grant waits (202), so wait for the balance instead.
-  const account = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'plans' });
-  const key = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${account.json.id}/keys`, {});
-  const acct = { accountId: account.json.id, keyId: key.json.id, secret: key.json.key };
-  const grant = await c.admin('POST', `/admin/v1/accounts/${acct.accountId}/credits`, { credits: 1, reference: `start-${acct.accountId}` });
-  assert.ok(grant.status === 201 || grant.status === 202, `grant ${grant.status}`);
-  await c.eventually('the grant applied', async () => {
-    const v = await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${acct.accountId}`);
-    return v.json.balance_micro_credits === '1000000' ? true : undefined;
-  });
+  const acct = await newAccount(c, 1, 'plans');
   assert.equal((await c.admin('PATCH', `/admin/v1/keys/${acct.keyId}`, { plan_id: plan.json.id })).status, 200);
 
   const clients = ['gw1', 'gw2'].map((gw) => new Anthropic({ apiKey: acct.secret, baseURL: c.url(gw), maxRetries: 0, logLevel: 'error' }));

@@ -348,12 +348,25 @@ export function useCluster(start: () => Promise<{ cluster: Cluster; close(): Pro
   return run;
 }
 
-/** An account with `credits` granted (applied by the ledger: 201) and one key. */
-export async function newAccount(c: Cluster, credits: number): Promise<{ accountId: string; keyId: string; secret: string }> {
-  const a = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'cluster' });
+/**
+ * An account named `name` with `credits` granted (an integer, or a decimal string of at most 6
+ * places) and one key. The grant is applied by the ledger: 201, or 202
+ * `pending` when the ledger did not apply it within control's wait (a loaded machine: a CI run
+ * failed so); then this waits until the balance shows it.
+ */
+export async function newAccount(c: Cluster, credits: number | string, name = 'cluster'): Promise<{ accountId: string; keyId: string; secret: string }> {
+  const a = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name });
   const k = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${a.json.id}/keys`, {});
   const g = await c.admin('POST', `/admin/v1/accounts/${a.json.id}/credits`, { credits, reference: `start-${a.json.id}` });
-  if (g.status !== 201) throw new Error(`credit grant answered ${g.status}: ${JSON.stringify(g.json)}`);
+  if (g.status === 202) {
+    // credits: an integer, or a decimal string with at most 6 places
+    const [whole, frac = ''] = String(credits).split('.');
+    const want = String(BigInt(whole!) * 1_000_000n + BigInt(frac.padEnd(6, '0') || '0'));
+    await c.eventually(`the pending grant to ${a.json.id} applied`, async () => {
+      const r = await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${a.json.id}`);
+      return r.status === 200 && r.json.balance_micro_credits === want ? true : undefined;
+    });
+  } else if (g.status !== 201) throw new Error(`credit grant answered ${g.status}: ${JSON.stringify(g.json)}`);
   return { accountId: a.json.id, keyId: k.json.id, secret: k.json.key };
 }
 

@@ -132,6 +132,7 @@ export function probeRedis(host: string, port: number, timeoutMs = PROBE_TIMEOUT
 export async function findRedis(env: Env = process.env): Promise<string | undefined> {
   const fromEnv = nonEmpty(env.REDIS_URL);
   if (fromEnv) return fromEnv;
+  if (noProbing(env)) return undefined;
   const port = localRedisPort(env);
   return (await probeRedis(HOST, port)) ? `redis://${HOST}:${port}` : undefined;
 }
@@ -150,6 +151,7 @@ export function localRedisClusterPorts(env: Env = process.env): number[] {
 export async function findRedisCluster(env: Env = process.env): Promise<string | undefined> {
   const fromEnv = nonEmpty(env.REDIS_CLUSTER_NODES);
   if (fromEnv) return fromEnv;
+  if (noProbing(env)) return undefined;
   const ports = localRedisClusterPorts(env);
   const up = await Promise.all(ports.map((p) => probeRedis(HOST, p)));
   return up.every(Boolean) ? ports.map((p) => `${HOST}:${p}`).join(',') : undefined;
@@ -172,14 +174,24 @@ export async function probeClickHouse(host: string, port: number, timeoutMs = PR
 export async function findClickHouse(env: Env = process.env): Promise<string | undefined> {
   const fromEnv = nonEmpty(env.CLICKHOUSE_URL);
   if (fromEnv) return fromEnv;
+  if (noProbing(env)) return undefined;
   const port = localClickHousePort(env);
   return (await probeClickHouse(HOST, port)) ? `http://${HOST}:${port}` : undefined;
+}
+
+/**
+ * TOLLGATE_TEST_SERVICES=none: no local probe (a shared machine whose default ports serve someone
+ * else's services); only the services named by the variables are used, the rest skip.
+ */
+function noProbing(env: Env): boolean {
+  return env.TOLLGATE_TEST_SERVICES === 'none';
 }
 
 /** KAFKA_BROKERS from the environment, else 127.0.0.1:<KAFKA_PORT|9092> if a TCP connect succeeds. */
 export async function findKafka(env: Env = process.env): Promise<string | undefined> {
   const fromEnv = nonEmpty(env.KAFKA_BROKERS);
   if (fromEnv) return fromEnv;
+  if (noProbing(env)) return undefined;
   const port = localKafkaPort(env);
   return (await probeTcp(HOST, port)) ? `${HOST}:${port}` : undefined;
 }

@@ -1,6 +1,7 @@
 // Mixed SDK traffic for end-to-end tests: streaming and not, spread over gateways, with
 // usage forced by simulator directives so each request's exact cost is known in advance
-// (claude-sonnet-4-5 in the CNY catalog: 72 µcr per input token, 360 per output token).
+// (claude-sonnet-4-0 in the CNY catalog: 72 µcr per input token, 360 per output token, the
+// prices of Sonnet 4.5, whose end of life (2026-11-30) makes the SDK warn on every call).
 import Anthropic from '@anthropic-ai/sdk';
 
 export interface AccountHandle {
@@ -26,6 +27,11 @@ export interface TrafficOptions {
   retries?: number;
   /** called between requests; return false to stop early */
   onProgress?: (done: number) => void;
+  /**
+   * keep sending past `requests` until this settles (a fault under way): the traffic then
+   * overlaps the whole fault however fast the requests are
+   */
+  until?: Promise<unknown>;
 }
 
 export async function traffic(o: TrafficOptions): Promise<{ ok: Sent[]; failed: string[]; refused: number }> {
@@ -43,16 +49,18 @@ export async function traffic(o: TrafficOptions): Promise<{ ok: Sent[]; failed: 
   const failed: string[] = [];
   let refused = 0;
   let next = 0;
+  let over = o.until === undefined;
+  void o.until?.then(() => { over = true; }, () => { over = true; });
   const worker = async () => {
     for (;;) {
+      if (next >= o.requests && over) return;
       const i = next++;
-      if (i >= o.requests) return;
       const acct = o.accounts[i % o.accounts.length]!;
       const gw = o.gateways[i % o.gateways.length]!;
       const input = 50 + (i % 13);
       const output = 3 + (i % 5);
       const stream = i % 2 === 0;
-      const params = { model: 'claude-sonnet-4-5', max_tokens: 32, messages: [{ role: 'user' as const, content: `t${i} [[sim input=${input} output=${output}]]` }] };
+      const params = { model: 'claude-sonnet-4-0', max_tokens: 32, messages: [{ role: 'user' as const, content: `t${i} [[sim input=${input} output=${output}]]` }] };
       const cost = BigInt(input * 72 + output * 360);
       for (let attempt = 0; ; attempt++) {
         try {

@@ -78,10 +78,12 @@ export function sendError(reply: FastifyReply, err: GatewayError): FastifyReply 
 
 /**
  * Request ids, the `request-id` response header, and one error handler that renders every
- * error in Anthropic's shape with a machine code. Unknown errors are logged and shown as
+ * error in Anthropic's shape with a machine code. `secrets`: the process's own credentials
+ * (admin and finance tokens, upstream key), redacted by value where a 404 repeats the path. Unknown errors are logged and shown as
  * `internal_error` without their message (it may carry internals).
  */
-export function installErrorHandling(app: FastifyInstance): void {
+export function installErrorHandling(app: FastifyInstance, secrets: readonly string[] = []): void {
+  (app as unknown as Record<symbol, readonly string[]>)[ECHO_SECRETS] = secrets;
   // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     reply.header('request-id', request.id);
@@ -99,17 +101,23 @@ export function installErrorHandling(app: FastifyInstance): void {
     return sendError(reply, gErr);
   });
   app.setNotFoundHandler((request, reply) => {
-    sendError(reply, gatewayError('not_found', `${request.method} ${echoedPath(request.url)} does not exist`));
+    sendError(reply, gatewayError('not_found', `${request.method} ${echoedPath(request)} does not exist`));
   });
 }
 
+/** Where `installErrorHandling` leaves the process's own credentials (child instances inherit it). */
+const ECHO_SECRETS = Symbol('tollgate.echoSecrets');
+
 /**
- * The path of `url` as an error message may repeat it to the caller: without the query, and
- * with any segment that looks like a credential (an `sk-…` key pasted into a path) as
- * `[redacted]`, as the access log writes it (`redactUrl`). Error bodies end up in clients' logs.
+ * The request's path as an error message may repeat it to the caller: without the query, and
+ * with any segment that looks like a credential (an `sk-…` key pasted into a path) or holds one
+ * of the process's own (`installErrorHandling`'s `secrets`: an admin token put in a base URL's
+ * path, whatever its shape) as `[redacted]`, as the access log writes it (`redactUrl`). Error
+ * bodies end up in clients' logs.
  */
-function echoedPath(url: string): string {
-  return redactUrl(url.split('?', 1)[0]!);
+function echoedPath(request: FastifyRequest): string {
+  const secrets = (request.server as unknown as Record<symbol, readonly string[] | undefined>)[ECHO_SECRETS] ?? [];
+  return redactUrl(request.url.split('?', 1)[0]!, secrets);
 }
 
 /**
@@ -140,7 +148,7 @@ export function registerNotServedHere(app: FastifyInstance, pattern: string, rea
 
 function registerNotHere(app: FastifyInstance, pattern: string, message: (head: string) => string): void {
   app.all(pattern, async (request) => {
-    throw gatewayError('not_found', message(`${request.method} ${echoedPath(request.url)}`));
+    throw gatewayError('not_found', message(`${request.method} ${echoedPath(request)}`));
   });
 }
 

@@ -51,6 +51,11 @@ export interface HttpServerOptions {
    * for any; undefined = CORS off (no preflight route, no `access-control-*` headers).
    */
   corsOrigins?: readonly string[] | '*';
+  /**
+   * The process's own credentials (admin and finance tokens, upstream key): a 404 that repeats
+   * the request's path writes any segment holding one as `[redacted]` (as the access log does).
+   */
+  secrets?: readonly string[];
 }
 
 /** Idle time of a keep-alive connection between requests (above common load balancers' 60 s). */
@@ -283,7 +288,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     options.unstartedReclaimMs ?? UNSTARTED_RECLAIM_MS);
   // First, so that its onRoute hook sees every route registered after it.
   if (options.telemetry) installTelemetry(app, options.telemetry);
-  installErrorHandling(app);
+  installErrorHandling(app, options.secrets ?? []);
   // After onRequest (CORS headers, authentication: a caller without access learns nothing more),
   // before the body is read.
   app.addHook('preParsing', checkRequestTarget);

@@ -11,6 +11,8 @@ import { createHttpServer, defaultMaxConnectionsPerIp, loggerOptions, MAX_JSON_M
 
 const LIMIT = 256 * 1024;
 const ADMIN = 'admin-token-for-edge-tests-0001';
+/** An operator-chosen credential of no credential shape (not random, no sk- prefix). */
+const OWN_SECRET = 'letmein-pineapple';
 let logs = '';
 let app: FastifyInstance;
 let url: string;
@@ -22,7 +24,8 @@ function build(corsOrigins?: readonly string[] | '*') {
   const sink = new Writable({ write(chunk, _enc, cb) { logs += chunk.toString(); cb(); } });
   const s = createHttpServer({
     bodyLimitBytes: LIMIT,
-    logger: { ...loggerOptions('trace', 'edge-test', [ADMIN]), stream: sink },
+    logger: { ...loggerOptions('trace', 'edge-test', [ADMIN, OWN_SECRET]), stream: sink },
+    secrets: [ADMIN, OWN_SECRET],
     ...(corsOrigins === undefined ? {} : { corsOrigins }),
   });
   s.post('/echo', async (request) => ({ raw: request.rawBody?.toString('utf8') ?? null, parsed: request.body ?? null }));
@@ -733,11 +736,15 @@ test('a path echoed in a 404 (no such route, or served by another process) never
     [`/nowhere/${key}/x?api_key=${key}`, 'GET /nowhere/[redacted]/x does not exist'],
     [`/elsewhere/keys/${key}?x=1`, 'GET /elsewhere/keys/[redacted]: paths under /elsewhere/ are served by another process, not by this one'],
     ['/elsewhere/plain/path', 'GET /elsewhere/plain/path: paths under /elsewhere/ are served by another process, not by this one'],
+    // the process's own credential, of no credential shape (an admin token an operator chose),
+    // put in a base URL's path prefix: redacted by value (it was echoed, a tester's LOW)
+    [`/${OWN_SECRET}/v1/messages`, 'GET /[redacted]/v1/messages does not exist'],
+    [`/elsewhere/${encodeURIComponent(OWN_SECRET)}/x`, 'GET /elsewhere/[redacted]/x: paths under /elsewhere/ are served by another process, not by this one'],
   ] as const) {
     const res = await fetch(`${url}${path}`);
     const body = await res.text();
     assert.equal(res.status, 404, path);
     assert.equal((JSON.parse(body) as { error: { message: string } }).error.message, expected);
-    assert.ok(!body.includes(key), path);
+    assert.ok(!body.includes(key) && !body.includes(OWN_SECRET), path);
   }
 });

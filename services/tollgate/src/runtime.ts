@@ -10,7 +10,7 @@ import { addReadinessCheck, createHttpServer, loggerOptions, registerNotServedHe
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
-import type { Warehouse } from '@tollgate/warehouse';
+import type { LogPositions, Warehouse } from '@tollgate/warehouse';
 import { findPlan, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
 import { guardLostState, registerAnalytics, registerBilling, registerControl, registerUpstreams, registerWebhooks, type ReportDeps } from '@tollgate/control';
@@ -31,7 +31,7 @@ export const DEFAULT_CATALOG = resolve(import.meta.dirname, '../../../libs/prici
 export const HOT_STATE_CHECK_MS = 1_500;
 
 /**
- * How long a rebuild waits for the warehouse group to have stored every dead letter (ms): its
+ * How long a rebuild waits for the warehouse group to have stored every dead letter and control record (ms): its
  * commits follow within a second when it runs; beyond this it is down or far behind.
  */
 const REFUSALS_WAIT_MS = 15_000;
@@ -136,7 +136,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   }
   const tracer = tracing?.tracer;
   const server = createHttpServer({
-    logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics, secrets: ownSecrets },
+    logger, bodyLimitBytes: config.bodyLimitBytes, trustProxy: config.trustProxy, telemetry: { tracer, metrics, secrets: ownSecrets }, secrets: ownSecrets,
     requestTimeoutMs: config.http.requestTimeoutMs, maxConnections: config.http.maxConnections,
     maxConnectionsPerIp: config.http.maxConnectionsPerIp, corsOrigins: config.http.corsOrigins,
   });
@@ -185,13 +185,23 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   let rebuilding: Promise<unknown> | null = null;
   // Distributed: a rebuild first waits (at most REFUSALS_WAIT_MS) for the warehouse group to
   // have stored every dead letter, so a grant the ledger refused just before the loss is read
-  // as refused, not as credited money (the in-process log hands dead letters over at once).
-  const refusalsStored = async () => {
-    if (!(log instanceof KafkaLog)) return;
-    if (!(await log.deadLettersCommitted('warehouse', REFUSALS_WAIT_MS))) {
-      server.log.warn({ waitedMs: REFUSALS_WAIT_MS }, 'rebuild: the warehouse group has not stored every dead letter yet (down or behind); rebuilding anyway, a grant the ledger refused in the last moments may read as credited until reconcile');
-    }
+  // as refused, not as credited money, and every control record (accounts, keys, plans, limits),
+  // so an account or key made just before the loss is not missing from the rebuilt directory
+  // (401s until its record was read again). The warehouse group commits only what it stored.
+  // (The in-process log hands both over at once.)
+  const refusalsStored = async (): Promise<boolean> => {
+    if (!(log instanceof KafkaLog)) return true;
+    return log.committedThrough('warehouse', [log.deadLetterTopicName(), log.topicName('control')], REFUSALS_WAIT_MS);
   };
+  // Distributed: what is on the usage and ledger topics now, which the rebuild waits for the
+  // warehouse to hold before it reads (rebuild's `logEnd`); undefined when Kafka does not answer,
+  // and then no rebuild is made until it does.
+  // (The in-process log has none: its journal is applied before the first request.)
+  const logEnd = log instanceof KafkaLog ? async (): Promise<LogPositions | undefined> => {
+    const last = await log.lastOffsets(['usage', 'ledger'], REFUSALS_WAIT_MS);
+    if (!last) return undefined; // the rebuild refuses (RebuildLogUnavailableError) and is retried
+    return { usage: last.get('usage') ?? new Map(), ledger: last.get('ledger') ?? new Map() };
+  } : undefined;
   // `reload`: pools and webhooks are loaded again around the rebuild; false only at start, just
   // after they were loaded above.
   const rebuildState = (reload: boolean) => {
@@ -202,7 +212,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     // ready without them, a customer pinned to a group was served by the default upstream until
     // someone ran `tollgate rebuild` (a tester's HIGH, ClickHouse frozen while Redis was flushed).
     const reloadRecords = async () => { await restorePool(warehouse, poolStore); await restoreWebhooks(warehouse, webhookStore); };
-    rebuilding = Promise.resolve(reload ? reloadRecords() : undefined).then(() => rebuild({ warehouse, balances, keys, refusalsStored }))
+    rebuilding = Promise.resolve(reload ? reloadRecords() : undefined).then(() => rebuild({ warehouse, balances, keys, refusalsStored, ...(logEnd ? { logEnd } : {}) }))
       // A warning when it brought state back (hot state had been lost); info on a fresh
       // deployment, where both are empty.
       .then((report) => server.log[report.accounts + report.keys + report.balances + report.usage_ids > 0 ? 'warn' : 'info']({ report }, 'hot state rebuilt from the warehouse'))
@@ -333,7 +343,8 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     registerOps(server, {
       warehouse, balances, keys, adminToken: admin.value, financeToken: config.secrets.financeToken,
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
-      refusalsStored,
+      ...(log instanceof MemoryLog ? { quiesce: <T>(fn: () => Promise<T>) => log.quiesce(fn) } : {}),
+      refusalsStored, ...(logEnd ? { logEnd } : {}),
       priceBook: () => prices,
       beforeRebuild: async () => { await restorePoolRecords(); },
     });
@@ -379,6 +390,15 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       return null;
     }
     // A list still assigned to accounts must survive the reload, else they pay full price unseen.
+    // While hot state is lost the account directory reads empty, and any list would pass: the
+    // file is read again once the state is rebuilt (a breaker's MEDIUM).
+    if (await balances.stateLost().catch(() => true)) {
+      pricesLog.error('price file not applied yet: hot state is lost or unreachable (Redis restarted empty, not rebuilt yet), so the price lists accounts use cannot be read; the prices in force stay, and the file is read again once hot state is back');
+      clearTimeout(debounce);
+      debounce = setTimeout(() => void reloadPrices(), HOT_STATE_CHECK_MS);
+      debounce.unref();
+      return null;
+    }
     let missing: ReturnType<typeof missingPriceLists>;
     try {
       missing = missingPriceLists(next, (await keys.accounts()).map((a) => a.price_list));

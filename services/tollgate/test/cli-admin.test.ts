@@ -172,7 +172,7 @@ test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --ro
   const direct = await admin<Record<string, unknown>>(stack.url, 'POST', '/ops/v1/rollups/repair');
   assert.deepEqual([direct.status, direct.json], [200, {
     repaired: { minute: 0, hour: 0, day: 0 }, left_recent: { minute: 0, hour: 0, day: 0 }, settle_ms: 600_000,
-    rollups: { ok: true, mismatched_rows: { minute: 0, hour: 0, day: 0 } },
+    rollups: { ok: true, mismatched_rows: { minute: 0, hour: 0, day: 0 }, recent_rows: { minute: 0, hour: 0, day: 0 } },
   }]);
   // ops commands take the admin token only: with FINANCE_TOKEN alone there is no token to send
   const finance = await runTollgate(['reconcile'], { ADMIN_TOKEN: '', FINANCE_TOKEN, TOLLGATE_URL: stack.url, DATA_DIR: '/nonexistent' });

@@ -5,6 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import Anthropic from '@anthropic-ai/sdk';
 import { loadConfig } from '@tollgate/config';
 import { embeddedAdapters } from '../src/adapters.ts';
 import { startTollgate } from '../src/runtime.ts';
@@ -97,6 +98,30 @@ test('journal recovery goes through the live balance bound: grants past 2^53−1
   const rec = await admin<{ ok: boolean; differences: unknown[] }>(stack.url, 'GET', '/ops/v1/reconcile');
   assert.deepEqual([rec.status, rec.json.ok, rec.json.differences], [200, true, []]);
   assert.equal((await quarantinedMetric())['ledger/apply_failed'], 1);
+});
+
+test('journal recovery counts a replayed usage in its key\'s and account\'s spend windows: a kill -9 does not give a daily limit back (its hold died with the process)', async () => {
+  // Kind: usage the rebuilt state never held (1 µc of headroom left: even a clamped hold is refused), debited but counted in no window (a tester spent
+  // 0.4392 credits against a 0.3 limit this way). The warehouse has no row of it at the start's
+  // rebuild; the journal replay applies it after, with no hold and no hold marker.
+  const a = await customer(stack.url, 1, 'journal-windows'); // 1_000_000 µc
+  const patched = await admin(stack.url, 'PATCH', `/admin/v1/keys/${a.keyId}`, { daily_credits: 0.0005 }); // 500 µc
+  assert.equal(patched.status, 200);
+  await restartOnJournal([
+    { topic: 'usage', event: usageEvent('jw-usage', a.accountId, { key_id: a.keyId, cost_micros: '499' }) },
+  ]);
+  assert.equal(await settledBalance(stack, a.accountId), 999_501n);
+  assert.equal(await stack.tollgate.balances.windowUsed('key_daily', a.accountId, a.keyId), 499n);
+  assert.equal(await stack.tollgate.balances.windowUsed('account_monthly', a.accountId, a.keyId), 499n);
+  // The restarted process listens on a new port.
+  const client = new Anthropic({ apiKey: a.secret, baseURL: stack.url, maxRetries: 0, logLevel: 'error' });
+  const refused = await client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 200, messages: [{ role: 'user', content: 'hi' }] })
+    .then(() => undefined, (err: unknown) => err);
+  assert.ok(refused instanceof Anthropic.APIError, `refused with an API error, got ${String(refused)}`);
+  assert.equal(refused.status, 429);
+  const body = refused.error as { error: { type: string; message: string } };
+  assert.equal(body.error.type, 'billing_error');
+  assert.match(body.error.message, /key's daily spend limit \(key_daily\) of 0\.0005 credits: 0\.000499 credits are spent or held and the request needs up to /);
 });
 
 test('journal recovery checks topics and decodes like the live consumers: an unknown topic and a topic/type mismatch are quarantined unread, a bad value is quarantined by both groups, each counted in tollgate_events_quarantined_total', async () => {

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONFIG_VARIABLES } from '@tollgate/config';
 import { requireClickHouse, requireRedis } from '../../../test/support/services.ts';
+import { deleteKeysUnder } from '../../../test/support/redis.ts';
 
 const MAIN = join(import.meta.dirname, '../src/main.ts');
 const run = (args: string[], env: Record<string, string> = {}) =>
@@ -453,4 +454,53 @@ test('a stop asked for during the start (SIGTERM while Redis has not answered ye
     for (const s of sockets) s.destroy();
     proxy.close();
   }
+});
+
+test('a price reload while hot state is lost is not applied (the account directory reads empty, so a dropped list in use would pass); once the state is back the file is read again and judged on the real directory', async (t) => {
+  // Kind: a safety check fed by state that reads empty while lost (a breaker's MEDIUM). A new
+  // PRICING_FILE that drops the `vip` list an account still uses passed the check while Redis was
+  // empty, and that account would have paid full price unseen.
+  const redis = await requireRedis(t);
+  if (redis === undefined) return;
+  const dir = mkdtempSync(join(tmpdir(), 'tg-main-prices-'));
+  const pricing = join(dir, 'prices.json');
+  const catalog = JSON.parse(readFileSync(new URL('../../../libs/pricing/catalogs/cny.json', import.meta.url), 'utf8')) as { price_lists: Record<string, unknown> };
+  writeFileSync(pricing, JSON.stringify(catalog));
+  const prefix = `tg-main-prices-${process.pid}:`;
+  const r = new Redis(redis);
+  t.after(() => r.disconnect());
+  await r.set(`${prefix}ledger-ready`, '1'); // built (no warehouse owner runs here)
+  const port = await freePort();
+  const { child } = await startServing({
+    HOST: '127.0.0.1', PORT: String(port), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-prices-data-')), LOG_LEVEL: 'info',
+    KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'gateway,control',
+    KAFKA_BROKERS: `127.0.0.1:${await freePort()}`, REDIS_URL: redis, REDIS_PREFIX: prefix, PRICING_FILE: pricing, UPSTREAM_API_KEY: 'sk-unused',
+  });
+  let out = '';
+  child.stdout!.on('data', (d: string) => { out += d; });
+  t.after(() => killNow(child));
+  const admin = (method: string, path: string, body: unknown) => fetch(`http://127.0.0.1:${port}${path}`, {
+    method, headers: { authorization: 'Bearer admin-token-0123456789abcdef', 'content-type': 'application/json' }, body: JSON.stringify(body),
+  }).then(async (res) => ({ status: res.status, json: await res.json() as { id: string } }));
+  const acct = await admin('POST', '/admin/v1/accounts', { name: 'vip-customer' });
+  assert.equal(acct.status, 201);
+  assert.equal((await admin('PATCH', `/admin/v1/accounts/${acct.json.id}`, { price_list: 'vip' })).status, 200);
+  const until = async (what: RegExp) => {
+    for (let i = 0; i < 100 && !what.test(out); i++) await new Promise((res) => setTimeout(res, 100));
+    assert.match(out, what);
+  };
+  // Lost (Redis restarted empty: the directory reads no account at all): the file without `vip`
+  // is not applied (the watch reads it, the check cannot judge it).
+  const keys = await r.keys(`${prefix}*`);
+  const saved = await Promise.all(keys.map(async (k) => [k, await r.dumpBuffer(k)] as const));
+  await r.del(...keys);
+  delete catalog.price_lists['vip'];
+  writeFileSync(pricing, JSON.stringify(catalog));
+  await until(/price file not applied yet: hot state is lost/);
+  assert.doesNotMatch(out, /prices changed/);
+  // Rebuilt (the same keys back): read again by itself, and refused on the real directory.
+  for (const [k, v] of saved) if (v) await r.restore(k, 0, v, 'REPLACE');
+  await until(/price file refused: price list \\"vip\\" is assigned to 1 account\(s\)/);
+  assert.doesNotMatch(out, /prices changed/);
+  await deleteKeysUnder(r, prefix);
 });
