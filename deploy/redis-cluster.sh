@@ -120,7 +120,8 @@ cmd_stop() {
     if ! pid_alive; then report_not_running; continue; fi
     pid="$(cat "$PIDFILE")"
     log "stopping cluster node $HOST:$p (pid $pid)"
-    cli "$p" shutdown nosave >/dev/null 2>&1 || true
+    # SIGTERM to the node this script started (saves nothing: --save ''), not a SHUTDOWN to the port
+    kill -TERM "$pid" 2>/dev/null || true
     await_exit "$pid" 10 0.1
     rm -f "$PIDFILE" "$CDIR/$p/nodes.conf"
   done

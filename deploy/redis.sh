@@ -112,7 +112,10 @@ cmd_stop() {
   fi
   local pid; pid="$(cat "$PIDFILE")"
   log "stopping redis (pid $pid)"
-  redis-cli -h "$HOST" -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+  # SIGTERM to the process this script started (it saves nothing: started with --save ''), never
+  # a SHUTDOWN to whatever serves REDIS_PORT: a stop with another REDIS_PORT than the start's
+  # shut down someone else's Redis (a new user's finding).
+  kill -TERM "$pid" 2>/dev/null || true
   await_exit "$pid" 10 0.1
   rm -f "$PIDFILE"
   log "stopped"

@@ -32,8 +32,12 @@ suite's output goes to stdout, then every failed test again with its error, then
 
 Environment:
   TEST_CONCURRENCY           test files run at once in the first phase (default 2)
-  KAFKA_BROKERS, REDIS_URL, CLICKHOUSE_URL   the services (default: the local ones of
-                             bash deploy/services.sh up, found on their ports)
+  KAFKA_BROKERS, REDIS_URL, CLICKHOUSE_URL, REDIS_CLUSTER_NODES   the services (default:
+                             the local ones of bash deploy/services.sh up, found on
+                             127.0.0.1 at REDIS_PORT 6379, KAFKA_PORT 9092, CLICKHOUSE_PORT
+                             8123, REDIS_CLUSTER_PORTS "7001 7002 7003")
+  TOLLGATE_TEST_SERVICES=none  no probe of those ports: only services named above are used (a
+                             shared machine whose default ports serve someone else's)
   TOLLGATE_REQUIRE_SERVICES=1  a missing service fails the suites that need it (default: skip)
   TOLLGATE_DEPLOY_DIR        the deploy scripts' state; /nonexistent makes the fault suites skip
   NODE_COMPILE_CACHE         Node's compile cache for every test process and what it spawns
@@ -78,10 +82,11 @@ const run = (label: string, list: string[], concurrency: string): number => {
     '--test',
     '--test-reporter=spec', '--test-reporter-destination=stdout',
     `--test-reporter=${join(root, 'scripts/count-reporter.ts')}`, `--test-reporter-destination=${countsFile}`,
+    `--test-reporter=${join(root, 'scripts/progress-reporter.ts')}`, '--test-reporter-destination=stderr',
     `--test-concurrency=${concurrency}`,
     '--test-timeout=600000',
     ...list,
-  ], { cwd: root, stdio: 'inherit', env: testEnv });
+  ], { cwd: root, stdio: 'inherit', env: { ...testEnv, TOLLGATE_TEST_FILES: String(list.length) } });
   try {
     const counts = JSON.parse(readFileSync(countsFile, 'utf8')) as typeof totals & { failures: Failure[] };
     totals.passed += counts.passed;

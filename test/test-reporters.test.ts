@@ -1,0 +1,43 @@
+// The reporters `npm test` adds to node:test's spec output (scripts/test.ts): the progress line
+// as each test file finishes, and the counts with every failure kept for the closing reprint.
+// Fed the events node:test emits under process isolation (each file a top-level entry named
+// after it, its tests at nesting 0 too).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import progressReporter from '../scripts/progress-reporter.ts';
+import countReporter from '../scripts/count-reporter.ts';
+
+type Ev = { type: string; data: Record<string, unknown> };
+async function* events(list: Ev[]) { for (const e of list) yield e; }
+async function collect(gen: AsyncGenerator<string>): Promise<string> {
+  let out = '';
+  for await (const chunk of gen) out += chunk;
+  return out;
+}
+
+const RUN: Ev[] = [
+  { type: 'test:pass', data: { name: 'adds', file: '/r/a.test.ts', nesting: 0, details: { type: 'test' } } },
+  { type: 'test:complete', data: { name: 'adds', file: '/r/a.test.ts', nesting: 0, details: { duration_ms: 3 } } },
+  { type: 'test:complete', data: { name: 'a.test.ts', file: '/r/a.test.ts', nesting: 0, details: { duration_ms: 1234 } } },
+  { type: 'test:fail', data: { name: 'breaks', file: '/r/b/b.test.ts', line: 7, nesting: 0, details: { type: 'test', error: new Error('boom') } } },
+  { type: 'test:pass', data: { name: 'skipped one', file: '/r/b/b.test.ts', nesting: 0, skip: true, details: { type: 'test' } } },
+  { type: 'test:complete', data: { name: 'b/b.test.ts', file: '/r/b/b.test.ts', nesting: 0, details: { duration_ms: 50 } } },
+];
+
+test('progress reporter: one line per finished test file, N of the phase\'s M files, with its time; a test\'s own completion is no file', async () => {
+  const before = process.env['TOLLGATE_TEST_FILES'];
+  process.env['TOLLGATE_TEST_FILES'] = '192';
+  try {
+    assert.equal(await collect(progressReporter(events(RUN))), '[1/192 files] a.test.ts (1.2 s)\n[2/192 files] b/b.test.ts (0.1 s)\n');
+  } finally {
+    if (before === undefined) delete process.env['TOLLGATE_TEST_FILES'];
+    else process.env['TOLLGATE_TEST_FILES'] = before;
+  }
+});
+
+test('count reporter: passed, failed and skipped tests counted (file entries and suites are not tests), each failure kept with its place and error', async () => {
+  const out = JSON.parse(await collect(countReporter(events(RUN)))) as { passed: number; failed: number; skipped: number; failures: Array<{ name: string; file: string; line: number; error: string }> };
+  assert.deepEqual([out.passed, out.failed, out.skipped], [1, 1, 1]);
+  assert.deepEqual([out.failures[0]!.name, out.failures[0]!.file, out.failures[0]!.line], ['breaks', '/r/b/b.test.ts', 7]);
+  assert.match(out.failures[0]!.error, /^Error: boom/);
+});
