@@ -12,7 +12,10 @@ const README = readFileSync(join(import.meta.dirname, '../../../README.md'), 'ut
 function documented(): string[] {
   const start = README.indexOf('\n## Configuration\n');
   assert.ok(start >= 0, 'README has a "## Configuration" section');
-  const end = README.indexOf('\n## ', start + 1);
+  // to the next heading: "### Variables of the other programs" (CLI, simulator, deploy
+  // scripts, npm test) is not the server's configuration
+  const ends = ['\n## ', '\n### '].map((h) => README.indexOf(h, start + 1)).filter((i) => i >= 0);
+  const end = ends.length === 0 ? -1 : Math.min(...ends);
   const section = README.slice(start, end < 0 ? undefined : end);
   const names: string[] = [];
   for (const line of section.split('\n')) {
