@@ -95,6 +95,31 @@ export interface BatchContext {
    * has no other member: always resolves.
    */
   fence(): Promise<void>;
+  /**
+   * What this member holds between two rebalances of its group, on a log whose groups may have
+   * members in other processes (`EventLog.sharedGroups`: Kafka); absent on the in-process log
+   * (one member, every partition, for good).
+   */
+  assignment?: Assignment;
+}
+
+/**
+ * A member's share of its group's partitions from one rebalance to the next (Kafka's group
+ * generation, as this member joined it). Work that must not race another member's writes of
+ * the same accounts (the warehouse's repair of recent rollups) runs once per assignment, on
+ * the accounts it returns, before the assignment's first batch is stored.
+ */
+export interface Assignment {
+  /** the same for every batch of one assignment; larger for each later one of this subscription */
+  readonly id: number;
+  /**
+   * Those of `keys` (partition keys, `partitionKey`: an account id for usage and ledger
+   * events) whose events the producer puts on a partition of `topic` this member holds, in
+   * their order: the producer's own partitioner (kafkajs' default, murmur2 as Java's client)
+   * over the topic's partition count, read from the broker once per assignment. Throws when
+   * the broker cannot tell that count (Kafka away).
+   */
+  owned(topic: Topic, keys: readonly string[]): Promise<string[]>;
 }
 
 /** `BatchContext.fence`'s rejection: the batch is redelivered, to whichever member holds its partition. */
@@ -263,6 +288,12 @@ export interface EventLog {
    * start again at 0 with every process.
    */
   readonly durablePositions?: boolean;
+  /**
+   * A consumer group may have members in other processes (Kafka), each holding some
+   * partitions: handlers get `BatchContext.assignment`. False or absent for the in-process
+   * log: one subscriber per group, which holds everything from its start.
+   */
+  readonly sharedGroups?: boolean;
   /** Rejects with `NotPublishedError` when certainly nothing was written (see there). */
   publish(topic: Topic, events: PublishedEvent[]): Promise<void>;
   /**

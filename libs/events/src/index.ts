@@ -3,7 +3,7 @@ export type {
   AccountRecord, KeyRecord, PlanRecord, ControlEvent, AnyEvent,
 } from './types.ts';
 export type {
-  EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, BatchContext, Subscription, SubscribeOptions, EventLog,
+  EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, BatchContext, Assignment, Subscription, SubscribeOptions, EventLog,
   DeadLetter, ConsumedDeadLetter,
 } from './event-log.ts';
 export { carriedHeaders, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RESERVED_HEADERS, RewindError } from './event-log.ts';
@@ -15,7 +15,7 @@ export {
 export type { DecodeResult, UndecodableMessage } from './decode.ts';
 export { Journal } from './journal.ts';
 export type { JournalRecord, JournalScan, UnreadableJournalLine } from './journal.ts';
-export { KafkaLog, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
+export { KafkaLog, producerPartition, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
 export type { KafkaLogOptions, KafkaLogLogger, LagReport } from './kafka-log.ts';
 export { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
 export { KAFKA_COMPRESSIONS, CODEC_SLICE_MS, gunzipOptions, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES, zstdOptions } from './kafka-codecs.ts';

@@ -15,11 +15,11 @@
 import { closeSync, fdatasync, ftruncateSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CompressionTypes } from 'kafkajs';
-import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
+import { CompressionTypes, Partitioners } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, PartitionMetadata, Producer } from 'kafkajs';
 import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RewindError, type BatchContext } from './event-log.ts';
 import type {
-  ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
+  Assignment, ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { AnyEvent, Topic } from './types.ts';
 import { boundedRaw, type UndecodableMessage } from './decode.ts';
@@ -219,6 +219,7 @@ export type LagReport = (group: string, topic: string, partition: number, lag: n
 
 export class KafkaLog implements EventLog {
   readonly durablePositions = true;
+  readonly sharedGroups = true;
   readonly #kafka: Kafka;
   readonly #prefix: string;
   readonly #spoolDir: string;
@@ -435,6 +436,42 @@ export class KafkaLog implements EventLog {
       return undefined;
     });
     return done ?? false;
+  }
+
+  /**
+   * `BatchContext.assignment` for the join numbered `id`, holding `held` (partitions per Kafka
+   * topic name). `owned` reads the topic's partition count from the broker once per assignment
+   * (at most 10 s; throws when it does not answer) and places each key with the producer's own
+   * partitioner.
+   */
+  #assignment(id: number, held: ReadonlyMap<string, ReadonlySet<number>>): Assignment {
+    const counts = new Map<string, Promise<number>>();
+    const count = (name: string): Promise<number> => {
+      let c = counts.get(name);
+      if (c === undefined) {
+        c = this.#askAdmin(10_000, async (admin, left) => {
+          const { topics } = await withTimeout(admin.fetchTopicMetadata({ topics: [name] }), left(), 'kafka fetchTopicMetadata timed out');
+          const n = topics.find((t) => t.name === name)?.partitions.length;
+          return n !== undefined && n > 0 ? n : undefined;
+        }).then((n) => {
+          if (n === undefined) throw new Error(`kafka did not say how many partitions ${name} has`);
+          return n;
+        });
+        c.catch(() => counts.delete(name)); // asked again next time
+        counts.set(name, c);
+      }
+      return c;
+    };
+    return {
+      id,
+      owned: async (topic, keys) => {
+        const name = this.topicName(topic);
+        const mine = held.get(name);
+        if (mine === undefined || mine.size === 0 || keys.length === 0) return [];
+        const n = await count(name);
+        return keys.filter((key) => mine.has(producerPartition(name, key, n)));
+      },
+    };
   }
 
   /**
@@ -728,6 +765,9 @@ export class KafkaLog implements EventLog {
     if (options.onDeadLetters) byName.set(this.deadLetterTopicName(), DEAD_LETTER_TOPIC as Topic);
     // This member's partitions per Kafka topic name, replaced at every rebalance (lag export).
     let assigned = new Map<string, Set<number>>();
+    // What handlers are told this member holds (BatchContext.assignment): a new one per join.
+    let joins = 0;
+    let assignment = this.#assignment(0, assigned);
     /** the consumer crashed on a connection failure and has not joined its group since */
     let kafkaAway = false;
     const failures = new Map<string, number>();
@@ -785,6 +825,7 @@ export class KafkaLog implements EventLog {
           for (const p of partitions) if (topic && !next.get(name)?.has(p)) this.#lag?.report(options.group, topic, p, null);
         }
         assigned = next;
+        assignment = this.#assignment(++joins, next);
         committer.retain(next);
         nextOffset.clear(); // every partition is checked against the store at the next look
       });
@@ -818,7 +859,7 @@ export class KafkaLog implements EventLog {
             const key = `${payload.batch.topic}|${payload.batch.partition}`;
             busy.add(key);
             try {
-              await this.#consumeBatch(watched, byName, failures, payload, committer, () => halted, (to) => {
+              await this.#consumeBatch(watched, byName, failures, payload, committer, () => halted, assignment, (to) => {
                 for (const t of to) {
                   committer.drop(this.topicName(t.topic), t.partition);
                   consumer.seek({ topic: this.topicName(t.topic), partition: t.partition, offset: t.offset.toString() });
@@ -963,6 +1004,7 @@ export class KafkaLog implements EventLog {
     payload: EachBatchPayload,
     committer: OffsetCommitter,
     halted: () => boolean,
+    assignment: Assignment,
     rewind: (to: RewindError['to']) => void,
   ): Promise<void> {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale } = payload;
@@ -983,6 +1025,7 @@ export class KafkaLog implements EventLog {
           throw new PartitionLostError(err);
         }
       },
+      assignment,
     };
     const max = options.maxBatch ?? this.#consumerBatchSize;
     for (let i = 0; i < messages.length;) {
@@ -1648,6 +1691,24 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string, onTime
     }, ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The producer's partitioner (kafkajs' default: murmur2 of the key, as Java's client), for `producerPartition`. */
+const DEFAULT_PARTITIONER = Partitioners.DefaultPartitioner();
+/** Partition metadata of `n` partitions, every one with a leader: all the partitioner reads for a keyed record is their count. */
+const metadataByCount = new Map<number, PartitionMetadata[]>();
+const metadataOf = (n: number): PartitionMetadata[] => {
+  let m = metadataByCount.get(n);
+  if (m === undefined) {
+    m = Array.from({ length: n }, (_, i) => ({ partitionId: i, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
+    metadataByCount.set(n, m);
+  }
+  return m;
+};
+
+/** The partition (0 … `partitions` − 1) the producer puts a record keyed `key` on, in a topic of `partitions` partitions. */
+export function producerPartition(topic: string, key: string, partitions: number): number {
+  return DEFAULT_PARTITIONER({ topic, partitionMetadata: metadataOf(partitions), message: { key, value: null } });
 }
 
 /** Partitions each new topic was created with, by name. */

@@ -55,13 +55,18 @@ export const ROLLUP_CONFIRM_MS = 2000;
  * repaired too. A row found different is compared again `confirmAfterMs` later (default
  * ROLLUP_CONFIRM_MS; one wait per call) and rebuilt only if it still differs: an insert in
  * flight is not a cut. `grains`: only those rollups (default all three). Assumes no other
- * writer starts inserting usage of the same accounts into
- * those buckets meanwhile (the log sends one account's usage through one consumer).
- * Throws what ClickHouse throws.
+ * writer inserts usage of the same accounts into those buckets meanwhile: the log sends one
+ * account's usage through one consumer, so the caller holds the accounts' partitions (the
+ * warehouse sink repairs only the accounts of its assignment) and may pass its fence as
+ * `beforeWrite`. Throws what ClickHouse throws, and what `beforeWrite` rejects with.
  */
 export async function repairRollups(
   w: RollupRepairStore, pairs: readonly RollupScopePair[],
-  opts: { confirmAfterMs?: number; grains?: readonly RollupGrain[]; /** tests: awaited instead of the wait */ beforeConfirm?: () => Promise<void> } = {},
+  opts: {
+    confirmAfterMs?: number; grains?: readonly RollupGrain[]; /** tests: awaited instead of the wait */ beforeConfirm?: () => Promise<void>;
+    /** awaited before each grain's rebuild (its DELETE); a rejection writes nothing more and is thrown (a consumer's fence) */
+    beforeWrite?: () => Promise<void>;
+  } = {},
 ): Promise<RollupRepairResult> {
   const result = { minute: 0, hour: 0, day: 0 } as RollupRepairResult;
   if (pairs.length === 0) return result;
@@ -86,6 +91,7 @@ export async function repairRollups(
     if (bad.length === 0) continue;
     const table = rollupTable(w.tables, grain);
     const params = scopeParams(bad, GRAIN_SECONDS[grain]);
+    await opts.beforeWrite?.();
     await w.command(`DELETE FROM ${table} WHERE ${IN_SCOPE} AND bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')`, params);
     // insert_deduplicate = 0: the rebuilt block may hash like one still in the dedup window.
     await w.command(`INSERT INTO ${table} SETTINGS insert_deduplicate = 0, ${MONTHS_SETTING} SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`, params);

@@ -1237,12 +1237,24 @@ export class Warehouse {
    * `restoreRecentIds`, then `repairRollups` over `recentRollupScope` (rollup-repair.ts). Ids
    * first: the repair makes the rollups count every raw row, so each of those rows' ids must be in
    * `usage_event_ids` before any of them is redelivered, or the redelivery counts it again.
-   * Returns, per grain, the (account, bucket) rows rebuilt; tells `onRepair` when anything
-   * changed. Throws what ClickHouse throws.
+   * `owned`: only the rollups of the accounts it returns (of those it is given) are rebuilt,
+   * the ones whose usage no other writer inserts meanwhile (a consumer's assignment,
+   * `Assignment.owned`; the ids restore stays whole: an id put back twice is harmless).
+   * `beforeWrite`: awaited before each rebuild (a consumer's fence). Returns, per grain, the
+   * (account, bucket) rows rebuilt; tells `onRepair` when anything changed. Throws what
+   * ClickHouse throws, and what `owned` and `beforeWrite` reject with.
    */
-  async repairRecentRollups(withinMs?: number): Promise<RollupRepairResult> {
+  async repairRecentRollups(
+    withinMs?: number,
+    opts: { owned?: (accounts: string[]) => Promise<string[]>; beforeWrite?: () => Promise<void> } = {},
+  ): Promise<RollupRepairResult> {
     const restored = await this.restoreRecentIds(withinMs);
-    const rebuilt = await repairRollups(this, await recentRollupScope(this, withinMs));
+    let scope = await recentRollupScope(this, withinMs);
+    if (opts.owned && scope.length > 0) {
+      const mine = new Set(await opts.owned([...new Set(scope.map((p) => p.accountId))]));
+      scope = scope.filter((p) => mine.has(p.accountId));
+    }
+    const rebuilt = await repairRollups(this, scope, opts.beforeWrite ? { beforeWrite: opts.beforeWrite } : {});
     if (restored > 0 || rebuilt.minute + rebuilt.hour + rebuilt.day > 0) this.#onRepair?.({ rollupRows: rebuilt, idsRestored: restored, where: 'start' });
     return rebuilt;
   }

@@ -626,6 +626,33 @@ test('view blocks written without their raw block (the other half of a cut): the
   }
 });
 
+test('a recent-rollups repair limited to owned accounts, and one whose fence rejects: only owned accounts are rebuilt, and a rejected fence writes nothing', async () => {
+  const { w } = await fresh();
+  try {
+    const now = Math.floor(Date.now() / 60_000) * 60_000 - 60_000;
+    for (const acc of ['acc_a', 'acc_b']) {
+      await w.insertUsage([
+        v2({ event_id: `${acc}1`, ts: now + 1_000, account_id: acc, cost_micros: '1000', quantities: q({ input: 1 }) }),
+        v2({ event_id: `${acc}2`, ts: now + 2_000, account_id: acc, cost_micros: '2000', quantities: q({ input: 1 }) }),
+      ]);
+      await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = {id:String}`, { id: `${acc}2` });
+    }
+    assert.deepEqual(await rollupCosts(w), { minute: '4:6000', hour: '4:6000', day: '4:6000' });
+    // A fence that rejects (the partitions were lost meanwhile): thrown, nothing rebuilt.
+    const lost = new Error('partition lost');
+    await assert.rejects(w.repairRecentRollups(undefined, { beforeWrite: async () => { throw lost; } }), (err) => err === lost);
+    assert.deepEqual(await rollupCosts(w), { minute: '4:6000', hour: '4:6000', day: '4:6000' });
+    // Asked about both accounts, owning acc_b only: acc_b rebuilt (1 request, 1,000 µc), acc_a left.
+    const asked: string[][] = [];
+    const owned = async (accounts: string[]) => { asked.push([...accounts].sort()); return accounts.filter((a) => a === 'acc_b'); };
+    assert.deepEqual(await w.repairRecentRollups(undefined, { owned }), { minute: 1, hour: 1, day: 1 });
+    assert.deepEqual(asked, [['acc_a', 'acc_b']]);
+    assert.deepEqual(await rollupCosts(w), { minute: '3:4000', hour: '3:4000', day: '3:4000' });
+  } finally {
+    await w.close();
+  }
+});
+
 test('migration 13 over a warehouse of migration 6 (events stored before the rollup views existed): every rollup counts them once, and only once', async () => {
   // Kind: an upgrade from before migration 7. Its views never saw the stored events, so every
   // rollup read 0 for the whole past (a tester saw 0 requests for 100 stored).

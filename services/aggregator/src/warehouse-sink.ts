@@ -1,4 +1,4 @@
-import { boundedRaw, decodeDeadLetter, standInId, type ConsumedDeadLetter, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
+import { boundedRaw, decodeDeadLetter, standInId, type BatchContext, type ConsumedDeadLetter, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
 import type { QuarantineRecord, StoreItem, Warehouse } from '@tollgate/warehouse';
 import { extractContext, SpanKind, SpanStatusCode, type Metrics, type Tracer } from '@tollgate/telemetry';
 import { countByTopic } from './ledger-consumer.ts';
@@ -106,12 +106,20 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
   const group = deps.group ?? 'warehouse';
   const { tracer, metrics } = deps;
   // A previous sink killed mid-insert may have left rollup rows without their events (or the
-  // reverse): repair the last hour's rows before consuming. A warehouse down now is reported and
-  // not fatal: the batch's redelivery repairs its own rows when it meets its ids already stored.
-  try {
-    await deps.warehouse.repairRecentRollups();
-  } catch (err) {
-    deps.onError?.(err);
+  // reverse): repair the last hour's rows before storing anything. A warehouse down then is
+  // reported and not fatal: the batch's redelivery repairs its own rows when it meets its ids
+  // already stored. The in-process log's group has this one member: at once, every account.
+  // A Kafka group may have other members inserting their accounts' usage into the same hour
+  // and day buckets, and a rebuild that ran between their raw and view blocks would count or
+  // lose their events: so each assignment repairs the accounts of its own partitions, before
+  // its first batch is stored and after this member's earlier inserts ended (`repairOwned`).
+  const shared = deps.log.sharedGroups === true;
+  if (!shared) {
+    try {
+      await deps.warehouse.repairRecentRollups();
+    } catch (err) {
+      deps.onError?.(err);
+    }
   }
   const batchSize = deps.batchSize ?? DEFAULT_WAREHOUSE_BATCH;
   const durable = deps.log.durablePositions === true;
@@ -162,7 +170,47 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     ).finally(() => {
       inFlight--;
       maybeFlush();
+      wakeIdle();
     });
+  };
+
+  // The repair of the assignment being started (see above), and who waits for this member's
+  // inserts to end (no batch pending, none in flight).
+  let repair: { id: number; done: Promise<void> } | undefined;
+  let idleWaiters: Array<() => void> = [];
+  const idle = (): Promise<void> => (pending.length === 0 && inFlight === 0
+    ? Promise.resolve()
+    : new Promise<void>((resolve) => { idleWaiters.push(resolve); maybeFlush(); }));
+  const wakeIdle = (): void => {
+    if (pending.length > 0 || inFlight > 0 || idleWaiters.length === 0) return;
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const w of waiters) w();
+  };
+  /**
+   * Every batch of an assignment waits for its one repair: the recent rollups of the accounts
+   * whose usage partitions this member now holds, rebuilt where they differ from raw, once the
+   * batches of its previous assignment are stored (or failed). Reported and not fatal, like the
+   * in-process start's.
+   */
+  const repairOwned = (context: BatchContext): Promise<void> => {
+    const a = context.assignment!;
+    if (repair === undefined || repair.id < a.id) {
+      // After the previous assignment's repair (a rebalance during it), whose held batches
+      // then go first: two repairs of one account at once would count its rebuilt rows twice.
+      const previous = repair?.done;
+      const done = (async () => {
+        await previous;
+        await idle();
+        try {
+          await deps.warehouse.repairRecentRollups(undefined, { owned: (accounts) => a.owned('usage', accounts), beforeWrite: context.fence });
+        } catch (err) {
+          deps.onError?.(err);
+        }
+      })();
+      repair = { id: a.id, done };
+    }
+    return repair.done;
   };
 
   const insertBatch = async (batch: ConsumedEvent[], beforeWrite?: () => Promise<void>): Promise<void> => {
@@ -208,12 +256,15 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     onDeadLetters: async (records) => {
       await deps.warehouse.insertQuarantine(records.map(deadLetterRecord));
     },
-    handler: (batch, context) => new Promise<void>((resolve, reject) => {
-      lastArrival = performance.now();
-      pending.push({ batch, done: (err) => (err === undefined ? resolve() : reject(err)), ...(context ? { fence: context.fence } : {}) });
-      pendingCount += batch.length;
-      maybeFlush();
-    }),
+    handler: async (batch, context) => {
+      if (shared && context?.assignment) await repairOwned(context);
+      return new Promise<void>((resolve, reject) => {
+        lastArrival = performance.now();
+        pending.push({ batch, done: (err) => (err === undefined ? resolve() : reject(err)), ...(context ? { fence: context.fence } : {}) });
+        pendingCount += batch.length;
+        maybeFlush();
+      });
+    },
   });
 }
 
