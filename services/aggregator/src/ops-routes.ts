@@ -27,6 +27,14 @@ export interface OpsDeps {
   quiesce?: <T>(fn: () => Promise<T>) => Promise<T>;
   /** see `rebuild`'s `refusalsStored`: awaited before a rebuild reads the warehouse */
   refusalsStored?: () => Promise<boolean>;
+  /**
+   * Distributed: resolves true once the warehouse group has stored everything on the usage topic
+   * (`KafkaLog.committedThrough`, bounded), false when it has not in time (behind, down, or
+   * Kafka away). The rollup repair refuses then: the group's inserts of late events (a backlog
+   * after an outage, whose events fall in buckets that have "settled" by the clock) would race
+   * the rebuild of those buckets and count their events twice or not at all.
+   */
+  usageStored?: () => Promise<boolean>;
   /** see `rebuild`'s `logEnd`: what the warehouse must hold before a rebuild reads it */
   logEnd?: () => Promise<LogPositions | undefined>;
   /**
@@ -123,12 +131,17 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     // Rebuilds the rollup rows that differ from raw events, in buckets that have settled
     // (repairMismatchedRollups), then checks all of them again. Admin only; no body. One at a
     // time across processes (two rebuilding the same rows at once would double them): 409 else.
+    // Distributed, only once the warehouse group has stored the usage topic (`usageStored`): 409
+    // while it is behind, whose inserts may still add to buckets settled by the clock.
     ops.post('/ops/v1/rollups/repair', async () => {
       if (!(await deps.balances.acquireLock(ROLLUP_REPAIR_LOCK, ROLLUP_REPAIR_LOCK_TTL_MS))) {
         throw gatewayError('conflict', 'a rollup repair is already running; try again when it has finished');
       }
       try {
         await deps.settle?.();
+        if (deps.usageStored && !(await deps.usageStored())) {
+          throw gatewayError('conflict', 'the warehouse group has not stored every usage event on the log yet (behind, down, or Kafka unreachable): its inserts may still add to the buckets a repair would rebuild; try again once it has caught up');
+        }
         const { repaired, leftRecent } = await repairMismatchedRollups(deps.warehouse);
         // Checked again by reconcile's rule: only settled buckets count (a bucket still being
         // written under traffic differs while an insert is in flight, and is not repaired here).

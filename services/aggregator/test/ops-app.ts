@@ -23,8 +23,9 @@ export interface OpsApp {
 /**
  * A migrated chDB warehouse in a new temporary directory holding `events`, and `registerOps`
  * with memory balances and keys and the admin token `token`, listening on 127.0.0.1.
+ * `usageStored`: the rollup repair's check that the warehouse group has stored the usage log (OpsDeps).
  */
-export async function startOpsApp(o: { token: string; name: string; events?: UsageEvent[]; priceBook?: PriceBook }): Promise<OpsApp> {
+export async function startOpsApp(o: { token: string; name: string; events?: UsageEvent[]; priceBook?: PriceBook; usageStored?: () => Promise<boolean> }): Promise<OpsApp> {
   const dir = mkdtempSync(join(tmpdir(), `tollgate-${o.name}-`));
   const warehouse = new Warehouse({ client: createChdbClickHouse({ path: dir }) });
   await warehouse.migrate();
@@ -34,6 +35,7 @@ export async function startOpsApp(o: { token: string; name: string; events?: Usa
   registerOps(app, {
     warehouse, balances: new MemoryBalanceStore(), keys: new MemoryKeyDirectory(), adminToken: o.token,
     ...(book ? { priceBook: () => book } : {}),
+    ...(o.usageStored ? { usageStored: o.usageStored } : {}),
   });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {

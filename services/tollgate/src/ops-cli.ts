@@ -137,10 +137,11 @@ async function repairRollups(url: string, token: string): Promise<boolean> {
     return undefined;
   });
   if (!res) return false;
-  const body = (await res.json().catch(() => ({}))) as { repaired?: unknown; left_recent?: unknown; rollups?: { ok?: unknown } };
+  const body = (await res.json().catch(() => ({}))) as { repaired?: unknown; left_recent?: unknown; rollups?: { ok?: unknown }; error?: { message?: unknown } };
   process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
   if (!res.ok || !isRecordOf(body.repaired) || !isRecordOf(body.left_recent)) {
-    process.stderr.write(`tollgate reconcile: rollup repair failed (${res.status})\n`);
+    const why = typeof body.error?.message === 'string' ? `: ${body.error.message}` : '';
+    process.stderr.write(`tollgate reconcile: rollup repair failed (${res.status})${why}\n`);
     return false;
   }
   const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);

@@ -345,6 +345,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
       ...(log instanceof MemoryLog ? { quiesce: <T>(fn: () => Promise<T>) => log.quiesce(fn) } : {}),
       refusalsStored, ...(logEnd ? { logEnd } : {}),
+      ...(log instanceof KafkaLog ? { usageStored: () => log.committedThrough('warehouse', [log.topicName('usage')], REFUSALS_WAIT_MS) } : {}),
       priceBook: () => prices,
       beforeRebuild: async () => { await restorePoolRecords(); },
     });
