@@ -6,12 +6,10 @@
 // data directory per process.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Kafka, logLevel } from 'kafkajs';
+import { logLevel } from 'kafkajs';
 import { KafkaLog } from '@tollgate/events';
+import { kafkaScratch, quiet } from '../../../libs/events/test/kafka-scratch.ts';
 import { v2 } from '../../../libs/warehouse/test/usage-fixtures.ts';
 import { requireKafka } from '../../../test/support/services.ts';
 import { usageEvent } from '../../../test/support/events.ts';
@@ -22,11 +20,9 @@ const TOKEN = 'test-admin-token-rollup-repair-behind';
 test('rollup repair while the warehouse group has not stored the usage log: 409 and nothing rebuilt (its inserts of late events would race the rebuild); once it has, the settled rows are rebuilt', async (t) => {
   const brokers = await requireKafka(t);
   if (!brokers) return;
-  const id = randomUUID().slice(0, 8);
-  const kafka = new Kafka({ clientId: `test-rrr-${id}`, brokers: brokers.split(','), logLevel: logLevel.NOTHING });
-  const spool = mkdtempSync(join(tmpdir(), 'tollgate-rrr-'));
-  const log = new KafkaLog({ kafka, topicPrefix: `test-rrr-${id}.`, spoolDir: spool, logger: { warn: () => {}, error: () => {} }, consumerMaxWaitMs: 250 });
-  const group = `rrr-${id}`;
+  const { kafka, prefix, spoolDirs, cleanup } = await kafkaScratch(brokers, 1, logLevel.NOTHING);
+  const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: spoolDirs[0]!, logger: quiet, consumerMaxWaitMs: 250 });
+  const group = `rrr-${randomUUID().slice(0, 8)}`;
   const app = await startOpsApp({ token: TOKEN, name: 'rollup-repair-behind', usageStored: () => log.committedThrough(group, [log.topicName('usage')], 1500) });
   try {
     await log.ensureTopics(1);
@@ -61,11 +57,6 @@ test('rollup repair while the warehouse group has not stored the usage log: 409 
   } finally {
     await app.close();
     await log.close();
-    const admin = kafka.admin();
-    await admin.connect();
-    const topics = (await admin.listTopics()).filter((n) => n.startsWith(`test-rrr-${id}.`));
-    if (topics.length) await admin.deleteTopics({ topics });
-    await admin.disconnect();
-    rmSync(spool, { recursive: true, force: true });
+    await cleanup();
   }
 });

@@ -10,12 +10,13 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Kafka, logLevel } from 'kafkajs';
+import { logLevel } from 'kafkajs';
 import { KafkaLog, producerPartition, type ConsumedEvent, type Subscription } from '@tollgate/events';
 import { createChdbClickHouse, createHttpClickHouse, Warehouse, type WarehouseOptions } from '@tollgate/warehouse';
 import { startWarehouseSink } from '@tollgate/aggregator';
 import { requireClickHouse, requireKafka } from '../../../test/support/services.ts';
 import { usageEvent } from '../../../test/support/events.ts';
+import { kafkaScratch, quiet } from '../../../libs/events/test/kafka-scratch.ts';
 
 type Repair = Parameters<NonNullable<WarehouseOptions['onRepair']>>[0];
 
@@ -35,11 +36,8 @@ async function rollups(w: Warehouse, accounts: string[]): Promise<Record<string,
 async function run(t: Parameters<typeof requireKafka>[0], make: (onRepair: WarehouseOptions['onRepair']) => Warehouse, cleanup: (w: Warehouse) => Promise<void>): Promise<void> {
   const kafkaUrl = await requireKafka(t);
   if (!kafkaUrl) return;
+  const { kafka, prefix, spoolDirs: dirs, cleanup: dropScratch } = await kafkaScratch(kafkaUrl, 3, logLevel.NOTHING);
   const id = randomUUID().slice(0, 8);
-  const kafka = new Kafka({ clientId: `test-wsa-${id}`, brokers: kafkaUrl.split(','), logLevel: logLevel.NOTHING });
-  const prefix = `test-wsa-${id}.`;
-  const dirs = [0, 1, 2].map(() => mkdtempSync(join(tmpdir(), 'tollgate-wsa-')));
-  const quiet = { warn: () => {}, error: () => {} };
   const producer = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: dirs[0]!, logger: quiet });
   const otherLog = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: dirs[1]!, logger: quiet, consumerMaxWaitMs: 250 });
   const sinkLog = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: dirs[2]!, logger: quiet, consumerMaxWaitMs: 250 });
@@ -101,12 +99,7 @@ async function run(t: Parameters<typeof requireKafka>[0], make: (onRepair: Wareh
     for (const s of subs) await s.stop().catch(() => {});
     await admin.disconnect();
     await Promise.all([sinkLog.close(), otherLog.close(), producer.close()]);
-    const cleaner = kafka.admin();
-    await cleaner.connect();
-    const topics = (await cleaner.listTopics()).filter((n) => n.startsWith(prefix));
-    if (topics.length) await cleaner.deleteTopics({ topics });
-    await cleaner.disconnect();
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    await dropScratch();
     await cleanup(w);
   }
 }
