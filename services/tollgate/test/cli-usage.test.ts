@@ -141,7 +141,7 @@ test('bad usage: unknown command, subcommand or option, missing or extra argumen
   assert.deepEqual(rec.requests, []);
 });
 
-test('the server cannot be reached: exit 1 naming the URL, nothing on stdout', async () => {
+test('the server cannot be reached: exit 1 naming the URL and the socket\'s reason (admin and ops commands alike), nothing on stdout', async () => {
   const probe = createServer().listen(0, '127.0.0.1');
   await once(probe, 'listening');
   const port = (probe.address() as AddressInfo).port;
@@ -151,6 +151,11 @@ test('the server cannot be reached: exit 1 naming the URL, nothing on stdout', a
   assert.equal(r.code, 1);
   assert.equal(r.stdout, '');
   assert.equal(r.stderr, `tollgate accounts list: cannot reach http://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  // The ops commands said only undici's "fetch failed" (a new user's LOW).
+  const rec = await runTollgate(['reconcile', '--url', `http://127.0.0.1:${port}`], TOKEN);
+  assert.equal(rec.code, 1);
+  assert.equal(rec.stdout, '');
+  assert.equal(rec.stderr, `tollgate reconcile: asking http://127.0.0.1:${port} …\ntollgate reconcile: cannot reach http://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port}\n`);
 });
 
 test('the URL comes from --url, else TOLLGATE_URL, else 127.0.0.1:$PORT; the token from ADMIN_TOKEN, else FINANCE_TOKEN, else DATA_DIR/admin-token', async (t) => {

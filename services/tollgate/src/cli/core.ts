@@ -23,6 +23,16 @@ export interface Io {
 export const processIo = (): Io => ({ stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env });
 
 /** A bad command line: its message goes to stderr with a pointer to the command's --help; exit 2. */
+/**
+ * Why a `fetch` that threw did not reach its server, in a few words: the socket's error (its
+ * `cause`: `connect ECONNREFUSED 127.0.0.1:8080`, `getaddrinfo ENOTFOUND …`), else the error's
+ * own message (undici's bare `fetch failed` says nothing of the reason).
+ */
+export function fetchFailure(err: unknown): string {
+  const cause = (err as { cause?: { message?: unknown } } | null)?.cause?.message;
+  return typeof cause === 'string' ? cause : err instanceof Error ? err.message : String(err);
+}
+
 export class UsageError extends Error {}
 
 /** The run failed (API error, unreachable server, unwritable file): its message on stderr; exit 1. */
@@ -256,8 +266,7 @@ export class Api {
         method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
       });
     } catch (err) {
-      const cause = (err as { cause?: { message?: string } }).cause?.message;
-      throw new RunError(`cannot reach ${this.url}: ${cause ?? (err instanceof Error ? err.message : String(err))}`);
+      throw new RunError(`cannot reach ${this.url}: ${fetchFailure(err)}`);
     }
     if (!res.ok) throw new RunError(errorText(res.status, await res.text().catch(() => '')));
     return res;
