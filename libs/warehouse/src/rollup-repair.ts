@@ -17,6 +17,11 @@ export interface RollupRepairStore {
   tables: TableNames;
   select(query: string, params?: Record<string, unknown>): Promise<Record<string, unknown>[]>;
   command(query: string, params?: Record<string, unknown>): Promise<void>;
+  /**
+   * A write that does not outlive its call (`Warehouse.commandSettled`: ended at the server when
+   * the call fails); the repair's DELETE and INSERT go through it. Absent: `command`.
+   */
+  commandSettled?(query: string, params?: Record<string, unknown>): Promise<void>;
 }
 
 /** One (account, minute bucket) a cut insert may have left wrong; `minute` is the bucket start in epoch seconds (UTC). */
@@ -46,6 +51,10 @@ const IN_SCOPE = 'has(arrayZip({scope_a:Array(String)}, {scope_b:Array(UInt32)})
  * rollups over raw by exactly the redelivered events after a Kafka outage, until a restart).
  */
 export const ROLLUP_CONFIRM_MS = 2000;
+
+/** Tries of a repair's rebuilding INSERT after its DELETE, and the pause before the n-th retry (n × this, ms). */
+const REBUILD_ATTEMPTS = 4;
+const REBUILD_RETRY_MS = 250;
 
 /**
  * Makes the minute, hour and day rollup rows covering `pairs` equal to what raw events (FINAL)
@@ -91,10 +100,27 @@ export async function repairRollups(
     if (bad.length === 0) continue;
     const table = rollupTable(w.tables, grain);
     const params = scopeParams(bad, GRAIN_SECONDS[grain]);
+    const write = (query: string) => (w.commandSettled ? w.commandSettled(query, params) : w.command(query, params));
+    // The fence before each statement: a writer frozen between them (its partitions given to
+    // another member, which repairs the same rows) must not write its INSERT after it.
     await opts.beforeWrite?.();
-    await w.command(`DELETE FROM ${table} WHERE ${IN_SCOPE} AND bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')`, params);
+    await write(`DELETE FROM ${table} WHERE ${IN_SCOPE} AND bucket BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')`);
+    // The rows are gone until this INSERT lands: a failed one is tried again (it was ended at the
+    // server, so it cannot land twice), and one that still fails leaves them to the next repair,
+    // which finds them short of raw (a breaker's HIGH: the rows stayed deleted until the next
+    // rebalance when nothing tried again).
     // insert_deduplicate = 0: the rebuilt block may hash like one still in the dedup window.
-    await w.command(`INSERT INTO ${table} SETTINGS insert_deduplicate = 0, ${MONTHS_SETTING} SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`, params);
+    const rebuildRows = `INSERT INTO ${table} SETTINGS insert_deduplicate = 0, ${MONTHS_SETTING} SELECT * FROM (${rollupSelect(grain, rawSource(w.tables))}) WHERE ${IN_SCOPE}`;
+    for (let attempt = 1; ; attempt++) {
+      await opts.beforeWrite?.();
+      try {
+        await write(rebuildRows);
+        break;
+      } catch (err) {
+        if (attempt >= REBUILD_ATTEMPTS) throw err;
+        await new Promise((r) => setTimeout(r, REBUILD_RETRY_MS * attempt));
+      }
+    }
     result[grain] += bad.length;
   }
   return result;

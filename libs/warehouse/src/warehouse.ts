@@ -1326,6 +1326,29 @@ export class Warehouse {
   }
 
   /**
+   * Runs one write that must not outlive its call (a rollup repair's DELETE or INSERT … SELECT):
+   * with a query id of its own, and when the call fails (a timeout, a dropped connection: the
+   * server may go on with it, or receive it late) the statement is ended at the server
+   * (`KILL QUERY … SYNC`) before the failure is thrown, so it cannot land after another member
+   * rebuilt the same rows (a breaker's MEDIUM: a rebuild landing 80 s late doubled a minute
+   * rollup). A kill that fails too (the server away) is retried before this process's next
+   * usage insert, like a failed insert's. Throws what `command` throws.
+   */
+  async commandSettled(query: string, params: Record<string, unknown> = {}): Promise<void> {
+    const queryId = `tollgate-rollup-repair-${randomUUID()}`;
+    try {
+      await this.#reaching(() => this.#client.command({ query, query_params: params, query_id: queryId, clickhouse_settings: sizeSettings(query) }));
+    } catch (err) {
+      try {
+        await this.command('KILL QUERY WHERE query_id = {id:String} SYNC', { id: queryId });
+      } catch {
+        this.#unsettled.add(queryId);
+      }
+      throw err;
+    }
+  }
+
+  /**
    * Inserts rows (JSONEachRow) into one of this warehouse's tables (`tables.*`).
    * @throws WarehouseUnavailableError when the server cannot be reached or does not answer in time
    */

@@ -52,6 +52,28 @@ if (url === undefined) {
       v2({ event_id: 's3', ts: T('2026-02-01T00:00:00.000Z'), account_id: 'acc_b', cost_micros: '9007199254740993', quantities: q({ input: 30, output: 3 }) }),
     ];
 
+    test('a repair write whose call timed out is ended at the server (commandSettled: KILL QUERY … SYNC): it never lands afterwards, where another member may have rebuilt the same rows', async () => {
+      const prefix = `k${randomBytes(3).toString('hex')}_`;
+      const w = new Warehouse({ client: createHttpClickHouse({ ...server, requestTimeoutMs: 400 }), database, tablePrefix: prefix });
+      const table = `\`${database}\`.\`${prefix}late\``;
+      try {
+        await w.command(`CREATE DATABASE IF NOT EXISTS \`${database}\``);
+        await w.command(`CREATE TABLE ${table} (x UInt8) ENGINE = MergeTree ORDER BY x`);
+        // 2 s of server work, past the client's 400 ms: the call fails; the server would go on
+        // and write its 2 rows after it (as plain `command` does, the control below).
+        const slow = `INSERT INTO ${table} SELECT sleepEachRow(1) + 1 FROM numbers(2) SETTINGS max_block_size = 1`;
+        await assert.rejects(w.commandSettled(slow), (err) => err instanceof WarehouseUnavailableError);
+        await assert.rejects(w.command(slow), (err) => err instanceof WarehouseUnavailableError);
+        await new Promise((r) => setTimeout(r, 3000));
+        // Only the control's rows (1 and 1: sleepEachRow returns 0): the settled one was killed.
+        const rows = await w.select(`SELECT count() AS n FROM ${table}`);
+        assert.equal(Number(rows[0]!['n']), 2);
+      } finally {
+        await w.command(`DROP TABLE IF EXISTS ${table}`).catch(() => {});
+        await w.close();
+      }
+    });
+
     test('two writers store the same batch at once, then redeliver (insert_deduplication_token, non_replicated_deduplication_window): raw FINAL and every rollup materialized view count each event once', async () => {
       const prefix = `s${randomBytes(3).toString('hex')}_`;
       const w = new Warehouse({ client: createHttpClickHouse(server), database, tablePrefix: prefix });

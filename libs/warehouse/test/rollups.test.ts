@@ -653,6 +653,60 @@ test('a recent-rollups repair limited to owned accounts, and one whose fence rej
   }
 });
 
+test('a rebuild cut between its DELETE and its INSERT: the INSERT is tried again, so the rows are rebuilt, not left deleted; a fence that fails after the DELETE stops the INSERT', async () => {
+  // Kind: a repair's two statements are not atomic. A failed INSERT left the deleted rows out
+  // of every report until the next repair (a breaker's HIGH), and a writer frozen between them
+  // wrote its INSERT after the partition's new owner had rebuilt the same rows (doubled).
+  const { w } = await fresh();
+  try {
+    const now = Math.floor(Date.now() / 60_000) * 60_000 - 60_000;
+    const a = v2({ event_id: 'c1', ts: now + 1_000, account_id: 'acc_cut', cost_micros: '1000', quantities: q({ input: 1 }) });
+    const b = v2({ event_id: 'c2', ts: now + 2_000, account_id: 'acc_cut', cost_micros: '2000', quantities: q({ input: 1 }) });
+    const cut = async () => {
+      await w.insertUsage([a, b]);
+      await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = 'c2'`);
+      assert.deepEqual(await rollupCosts(w), { minute: '2:3000', hour: '2:3000', day: '2:3000' });
+    };
+    await cut();
+    const pairs = [{ accountId: 'acc_cut', minute: now / 1000 }];
+    // The server drops the connection on the first rebuilding INSERT (into the minute rollup).
+    const sent: string[] = [];
+    let failures = 0;
+    const flaky = {
+      tables: w.tables,
+      select: w.select.bind(w),
+      command: w.command.bind(w),
+      commandSettled: async (query: string, params?: Record<string, unknown>) => {
+        sent.push(query.trimStart().split(' ', 1)[0]!);
+        if (query.startsWith(`INSERT INTO ${w.tables.rollupMinute}`) && failures++ === 0) {
+          throw Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+        }
+        await w.commandSettled(query, params);
+      },
+    };
+    assert.deepEqual(await repairRollups(flaky, pairs, { confirmAfterMs: 0 }), { minute: 1, hour: 1, day: 1 });
+    assert.deepEqual(sent, ['DELETE', 'INSERT', 'INSERT', 'DELETE', 'INSERT', 'DELETE', 'INSERT']);
+    assert.deepEqual(await rollupCosts(w), { minute: '1:1000', hour: '1:1000', day: '1:1000' });
+    assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
+
+    // Again cut; this time the fence passes before the DELETE and rejects before the INSERT
+    // (the partition went to another member meanwhile): the INSERT is never sent.
+    await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = 'c1'`);
+    for (const t of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) await w.command(`TRUNCATE TABLE ${t}`);
+    await w.command(`TRUNCATE TABLE ${w.tables.usageIds}`);
+    await cut();
+    let fences = 0;
+    const lost = new Error('partition lost');
+    await assert.rejects(repairRollups(w, pairs, { confirmAfterMs: 0, beforeWrite: async () => { if (fences++ === 1) throw lost; } }), (err) => err === lost);
+    assert.equal(fences, 2);
+    // The minute rows deleted and not written back (the partition's owner rebuilds them), the
+    // hour and day rows not touched yet.
+    assert.deepEqual(await rollupCosts(w), { minute: '0:0', hour: '2:3000', day: '2:3000' });
+  } finally {
+    await w.close();
+  }
+});
+
 test('migration 13 over a warehouse of migration 6 (events stored before the rollup views existed): every rollup counts them once, and only once', async () => {
   // Kind: an upgrade from before migration 7. Its views never saw the stored events, so every
   // rollup read 0 for the whole past (a tester saw 0 requests for 100 stored).

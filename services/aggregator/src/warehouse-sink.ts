@@ -1,5 +1,5 @@
 import { boundedRaw, decodeDeadLetter, standInId, type BatchContext, type ConsumedDeadLetter, type ConsumedEvent, type EventLog, type Subscription } from '@tollgate/events';
-import type { QuarantineRecord, StoreItem, Warehouse } from '@tollgate/warehouse';
+import { unavailableError, type QuarantineRecord, type StoreItem, type Warehouse } from '@tollgate/warehouse';
 import { extractContext, SpanKind, SpanStatusCode, type Metrics, type Tracer } from '@tollgate/telemetry';
 import { countByTopic } from './ledger-consumer.ts';
 
@@ -72,6 +72,8 @@ export const DEFAULT_CONCURRENT_PARTITIONS = 8;
  * batches are stored (kafkajs fetches again only then), so waiting longer would stall.
  */
 const GATHER_MS = 50;
+/** ms between tries of an assignment's rollup repair while ClickHouse does not answer. */
+const REPAIR_RETRY_MS = 1000;
 /** Events a buffer needs before a quiet GATHER_MS sends it: below that, flushMs keeps parts few. */
 const QUIET_FLUSH_EVENTS = 1000;
 
@@ -177,6 +179,7 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
   // The repair of the assignment being started (see above), and who waits for this member's
   // inserts to end (no batch pending, none in flight).
   let repair: { id: number; done: Promise<void> } | undefined;
+  let stopped = false;
   let idleWaiters: Array<() => void> = [];
   const idle = (): Promise<void> => (pending.length === 0 && inFlight === 0
     ? Promise.resolve()
@@ -190,8 +193,12 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
   /**
    * Every batch of an assignment waits for its one repair: the recent rollups of the accounts
    * whose usage partitions this member now holds, rebuilt where they differ from raw, once the
-   * batches of its previous assignment are stored (or failed). Reported and not fatal, like the
-   * in-process start's.
+   * batches of its previous assignment are stored (or failed). While ClickHouse does not answer
+   * it is tried again (every REPAIR_RETRY_MS; nothing could be stored meanwhile anyway): a
+   * repair cut between its DELETE and its INSERT left those rows out of every report until the
+   * next rebalance (a breaker's HIGH). Any other failure is reported and not fatal, like the
+   * in-process start's; so is a later rebalance or the partition lost (the next assignment
+   * repairs).
    */
   const repairOwned = (context: BatchContext): Promise<void> => {
     const a = context.assignment!;
@@ -202,10 +209,15 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
       const done = (async () => {
         await previous;
         await idle();
-        try {
-          await deps.warehouse.repairRecentRollups(undefined, { owned: (accounts) => a.owned('usage', accounts), beforeWrite: context.fence });
-        } catch (err) {
-          deps.onError?.(err);
+        for (;;) {
+          try {
+            await deps.warehouse.repairRecentRollups(undefined, { owned: (accounts) => a.owned('usage', accounts), beforeWrite: context.fence });
+            return;
+          } catch (err) {
+            deps.onError?.(err);
+            if (!unavailableError(err) || stopped || (repair !== undefined && repair.id > a.id)) return;
+          }
+          await new Promise((r) => setTimeout(r, REPAIR_RETRY_MS));
         }
       })();
       repair = { id: a.id, done };
@@ -246,7 +258,7 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
     deps.onFlushed?.(batch);
   };
 
-  return deps.log.subscribe({
+  const subscription = await deps.log.subscribe({
     group,
     topics: ['usage', 'ledger', 'control'],
     fromBeginning: true,
@@ -266,6 +278,12 @@ export async function startWarehouseSink(deps: WarehouseSinkDeps): Promise<Subsc
       });
     },
   });
+  return {
+    stop: async () => {
+      stopped = true; // a repair waiting for ClickHouse gives up, so its batches can end
+      await subscription.stop();
+    },
+  };
 }
 
 /**

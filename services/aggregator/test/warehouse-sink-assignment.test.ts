@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { logLevel } from 'kafkajs';
 import { KafkaLog, producerPartition, type ConsumedEvent, type Subscription } from '@tollgate/events';
-import { createChdbClickHouse, createHttpClickHouse, Warehouse, type WarehouseOptions } from '@tollgate/warehouse';
+import { createChdbClickHouse, createHttpClickHouse, Warehouse, WarehouseUnavailableError, type WarehouseOptions } from '@tollgate/warehouse';
 import { startWarehouseSink } from '@tollgate/aggregator';
 import { requireClickHouse, requireKafka } from '../../../test/support/services.ts';
 import { usageEvent } from '../../../test/support/events.ts';
@@ -120,4 +120,52 @@ test('warehouse sink in a shared group, ClickHouse server: its start repair rebu
     await w.command(`DROP DATABASE IF EXISTS \`${database}\``).catch(() => {});
     await w.close();
   });
+});
+
+test('warehouse sink in a shared group: an assignment\'s repair that finds ClickHouse unavailable is tried again before the batch is stored (one cut between its DELETE and INSERT stayed until the next rebalance)', async (t) => {
+  const kafkaUrl = await requireKafka(t);
+  if (!kafkaUrl) return;
+  const { kafka, prefix, spoolDirs, cleanup } = await kafkaScratch(kafkaUrl, 2, logLevel.NOTHING);
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-wsa-retry-'));
+  const w = new Warehouse({ client: createChdbClickHouse({ path: dir }) });
+  const producer = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: spoolDirs[0]!, logger: quiet });
+  const sinkLog = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: spoolDirs[1]!, logger: quiet, consumerMaxWaitMs: 250 });
+  // ClickHouse away for the first two tries of the repair, then back.
+  const tries: string[] = [];
+  const flaky = new Proxy(w, {
+    get(target, prop, receiver) {
+      if (prop === 'repairRecentRollups') {
+        return async (...a: Parameters<Warehouse['repairRecentRollups']>) => {
+          tries.push(stored.length === 0 ? 'before the batch' : 'after');
+          if (tries.length <= 2) throw new WarehouseUnavailableError('The usage warehouse is temporarily unavailable (ECONNREFUSED); retry shortly');
+          return target.repairRecentRollups(...a);
+        };
+      }
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const stored: ConsumedEvent[] = [];
+  const errors: unknown[] = [];
+  let sub: Subscription | undefined;
+  try {
+    await producer.ensureTopics(1);
+    await w.migrate();
+    sub = await startWarehouseSink({ log: sinkLog, warehouse: flaky, flushMs: 50, group: `wsa-retry-${randomUUID().slice(0, 8)}`, onFlushed: (b) => { stored.push(...b); }, onError: (e) => errors.push(e) });
+    await producer.publish('usage', [{ event: usageEvent('retry_1', 'acc_retry', { cost_micros: '250' }) }]);
+    await producer.flush();
+    for (let i = 0; stored.length < 1; i++) {
+      assert.ok(i < 300, 'the batch was never stored');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(tries, ['before the batch', 'before the batch', 'before the batch']);
+    assert.equal(errors.filter((e) => e instanceof WarehouseUnavailableError).length, 2, 'each failed try reported');
+    assert.equal((await w.usageTotals({})).costMicros, 250n);
+  } finally {
+    await sub?.stop();
+    await Promise.all([sinkLog.close(), producer.close()]);
+    await cleanup();
+    await w.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
