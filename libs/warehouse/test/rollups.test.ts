@@ -53,6 +53,22 @@ async function rollupCosts(w: Warehouse): Promise<Record<string, string>> {
   return out;
 }
 
+/**
+ * The other half of a cut insert, of `account`, a minute ago: two events (`<id>1` 1,000 µc and
+ * `<id>2` 2,000 µc) stored, then the raw row of the second lost with its view rows kept: raw
+ * 1 request / 1,000 µc, every rollup 2 / 3,000 more. Returns the minute (epoch s) and the events.
+ */
+async function viewRowsWithoutRaw(w: Warehouse, account: string, id: string): Promise<{ minute: number; events: UsageEventV2[] }> {
+  const now = Math.floor(Date.now() / 60_000) * 60_000 - 60_000;
+  const events = [
+    v2({ event_id: `${id}1`, ts: now + 1_000, account_id: account, cost_micros: '1000', quantities: q({ input: 1 }) }),
+    v2({ event_id: `${id}2`, ts: now + 2_000, account_id: account, cost_micros: '2000', quantities: q({ input: 1 }) }),
+  ];
+  await w.insertUsage(events);
+  await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = {id:String}`, { id: `${id}2` });
+  return { minute: now / 1000, events };
+}
+
 test('redelivered and overlapping batches: every rollup equals the raw totals', async () => {
   const { w, prefix } = await fresh();
   try {
@@ -608,17 +624,13 @@ test('view blocks written without their raw block (the other half of a cut): the
   const { w } = await fresh();
   try {
     // Recent events: the start repair looks at the last hour (server inserted_at, minute rollup buckets).
-    const now = Math.floor(Date.now() / 60_000) * 60_000 - 60_000;
-    const a = v2({ event_id: 'n1', ts: now + 1_000, account_id: 'acc_a', cost_micros: '1000', quantities: q({ input: 1 }) });
-    const b = v2({ event_id: 'n2', ts: now + 2_000, account_id: 'acc_a', cost_micros: '2000', quantities: q({ input: 1 }) });
-    await w.insertUsage([a, b]);
     // The raw row of n2 gone, its rollup rows kept: raw 1 request / 1,000 µc, rollups 2 / 3,000.
-    await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = {id:String}`, { id: 'n2' });
+    const { events: [, b] } = await viewRowsWithoutRaw(w, 'acc_a', 'n');
     assert.deepEqual(await rollupCosts(w), { minute: '2:3000', hour: '2:3000', day: '2:3000' });
     // One (account, bucket) row per grain rebuilt, then exact; redelivering n2 adds it once.
     assert.deepEqual(await w.repairRecentRollups(), { minute: 1, hour: 1, day: 1 });
     assert.deepEqual(await rollupCosts(w), { minute: '1:1000', hour: '1:1000', day: '1:1000' });
-    await w.insertUsage([b]);
+    await w.insertUsage([b!]);
     assert.deepEqual(await rollupCosts(w), { minute: '2:3000', hour: '2:3000', day: '2:3000' });
     assert.deepEqual(await rollupsMatchRaw(w), { ok: true, mismatchedRows: { minute: 0, hour: 0, day: 0 } });
   } finally {
@@ -629,14 +641,7 @@ test('view blocks written without their raw block (the other half of a cut): the
 test('a recent-rollups repair limited to owned accounts, and one whose fence rejects: only owned accounts are rebuilt, and a rejected fence writes nothing', async () => {
   const { w } = await fresh();
   try {
-    const now = Math.floor(Date.now() / 60_000) * 60_000 - 60_000;
-    for (const acc of ['acc_a', 'acc_b']) {
-      await w.insertUsage([
-        v2({ event_id: `${acc}1`, ts: now + 1_000, account_id: acc, cost_micros: '1000', quantities: q({ input: 1 }) }),
-        v2({ event_id: `${acc}2`, ts: now + 2_000, account_id: acc, cost_micros: '2000', quantities: q({ input: 1 }) }),
-      ]);
-      await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = {id:String}`, { id: `${acc}2` });
-    }
+    for (const acc of ['acc_a', 'acc_b']) await viewRowsWithoutRaw(w, acc, acc);
     assert.deepEqual(await rollupCosts(w), { minute: '4:6000', hour: '4:6000', day: '4:6000' });
     // A fence that rejects (the partitions were lost meanwhile): thrown, nothing rebuilt.
     const lost = new Error('partition lost');
@@ -659,16 +664,12 @@ test('a rebuild cut between its DELETE and its INSERT: the INSERT is tried again
   // wrote its INSERT after the partition's new owner had rebuilt the same rows (doubled).
   const { w } = await fresh();
   try {
-    const now = Math.floor(Date.now() / 60_000) * 60_000 - 60_000;
-    const a = v2({ event_id: 'c1', ts: now + 1_000, account_id: 'acc_cut', cost_micros: '1000', quantities: q({ input: 1 }) });
-    const b = v2({ event_id: 'c2', ts: now + 2_000, account_id: 'acc_cut', cost_micros: '2000', quantities: q({ input: 1 }) });
     const cut = async () => {
-      await w.insertUsage([a, b]);
-      await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = 'c2'`);
+      const { minute } = await viewRowsWithoutRaw(w, 'acc_cut', 'c');
       assert.deepEqual(await rollupCosts(w), { minute: '2:3000', hour: '2:3000', day: '2:3000' });
+      return [{ accountId: 'acc_cut', minute }];
     };
-    await cut();
-    const pairs = [{ accountId: 'acc_cut', minute: now / 1000 }];
+    const pairs = await cut();
     // The server drops the connection on the first rebuilding INSERT (into the minute rollup).
     const sent: string[] = [];
     let failures = 0;
@@ -694,10 +695,10 @@ test('a rebuild cut between its DELETE and its INSERT: the INSERT is tried again
     await w.command(`DELETE FROM ${w.tables.usage} WHERE event_id = 'c1'`);
     for (const t of [w.tables.rollupMinute, w.tables.rollupHour, w.tables.rollupDay]) await w.command(`TRUNCATE TABLE ${t}`);
     await w.command(`TRUNCATE TABLE ${w.tables.usageIds}`);
-    await cut();
+    const again = await cut();
     let fences = 0;
     const lost = new Error('partition lost');
-    await assert.rejects(repairRollups(w, pairs, { confirmAfterMs: 0, beforeWrite: async () => { if (fences++ === 1) throw lost; } }), (err) => err === lost);
+    await assert.rejects(repairRollups(w, again, { confirmAfterMs: 0, beforeWrite: async () => { if (fences++ === 1) throw lost; } }), (err) => err === lost);
     assert.equal(fences, 2);
     // The minute rows deleted and not written back (the partition's owner rebuilds them), the
     // hour and day rows not touched yet.
