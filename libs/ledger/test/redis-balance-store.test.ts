@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { RedisBalanceStore, releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import { findRedis, requireRedis } from '../../../test/support/services.ts';
 import { startRelay } from '../../../test/support/redis-relay.ts';
+import { usageEvent } from '../../../test/support/events.ts';
 import { balanceStoreContract } from './balance-store.contract.ts';
 import { admissionContract } from './admission.contract.ts';
 
@@ -388,6 +389,60 @@ if (url === undefined) {
       assert.deepEqual(await store.claimReference('billing:month-close', { amount: 0n, kind: 'grant' }, 60_000), { claimed: false, entry: { amount: 0n } });
       await redis.hset(`${prefix}ledger`, 'credit:a:bad', '7 gift');
       await assert.rejects(store.ledgerEntry('credit:a:bad'), /ledger entry not understood: "7 gift"/);
+    });
+
+    test('usage apply closes every trace of its hold: settled at the cost (window marker dropped, window exact), at another cost (window moved), none (counted itself); an overflowing debit leaves the id marker as it was', async (t) => {
+      // Kind: the apply reads less than it used to (the marker's GET is SET's GET option, the
+      // balance DECRBY's reply, the window marker's presence HDEL's): each way a hold can end
+      // must still leave exactly what the full reads left, in µc and in keys.
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const NOON = Date.UTC(2099, 10, 30, 12);
+      const clock = { t: NOON };
+      const store = new RedisBalanceStore({ redis, prefix, usageMemoryMs: 60_000, now: () => clock.t });
+      await store.applyLedger({ type: 'ledger', event_id: 'credit:a:1', ts: 0, account_id: 'a', kind: 'grant', amount_micros: '100000', reference: '1' });
+      const windows = [{ name: 'key_hourly' as const, limit: 1_000_000n }];
+      const use = (id: string, cost: bigint) => usageEvent(id, 'a', { key_id: 'k', ts: NOON, cost_micros: cost.toString() });
+      const hourly = () => store.windowUsed('key_hourly', 'a', 'k');
+      // 1. Settled at 150, its usage costs 150: the window keeps 150, the marker goes.
+      assert.equal((await store.hold({ holdId: 'r1', accountId: 'a', keyId: 'k', amount: 900n, ttlMs: 60_000, windows })).ok, true);
+      await store.settle('r1', 'a', 150n, 60_000);
+      assert.deepEqual(await store.applyBatch([{ event: use('r1', 150n) }], { balanceAfter: true }), [{ verdict: 'applied', balanceAfter: 99_850n }]);
+      assert.equal(await hourly(), 150n);
+      assert.equal(await redis.exists(`${prefix}hwin:{a}`, `${prefix}holds:{a}`, `${prefix}hexp:{a}`, `${prefix}held:{a}`), 0);
+      // 2. Settled at 150, its usage costs 170: the window moves to 170 (150 + 170).
+      assert.equal((await store.hold({ holdId: 'r2', accountId: 'a', keyId: 'k', amount: 900n, ttlMs: 60_000, windows })).ok, true);
+      await store.settle('r2', 'a', 150n, 60_000);
+      assert.deepEqual(await store.applyBatch([{ event: use('r2', 170n) }], { balanceAfter: true }), [{ verdict: 'applied', balanceAfter: 99_680n }]);
+      assert.equal(await hourly(), 320n);
+      assert.equal(await redis.exists(`${prefix}hwin:{a}`, `${prefix}holds:{a}`, `${prefix}hexp:{a}`, `${prefix}held:{a}`), 0);
+      // 3. No hold ever seen: the event counts itself; its redelivery is a duplicate that counts nothing.
+      assert.deepEqual(await store.applyBatch([{ event: use('r3', 5n) }], { balanceAfter: true }), [{ verdict: 'applied', balanceAfter: 99_675n }]);
+      assert.equal(await store.applyUsage(use('r3', 5n)), 'duplicate');
+      assert.equal(await hourly(), 325n);
+      assert.equal((await store.get('a')).balance, 99_675n);
+      // 4. After a load (a new epoch) the marker of r3 no longer makes it a duplicate. Its debit
+      //    overflows 64 bits: failed, and the marker is put back as it was (still the old epoch's, so
+      //    a later apply of r3 debits once and counts no window again).
+      const marker = await redis.get(`${prefix}u:r3`);
+      assert.ok(marker !== null);
+      const INT64_MIN = -(2n ** 63n);
+      await store.load({ balances: new Map([['a', INT64_MIN + 3n]]), ledgerEntries: new Map() });
+      const [failed] = await store.applyBatch([{ event: use('r3', 5n) }]);
+      assert.equal(failed!.verdict, 'failed');
+      assert.match(failed!.error!.message, /overflow/);
+      assert.equal(await redis.get(`${prefix}u:r3`), marker);
+      assert.equal((await store.get('a')).balance, INT64_MIN + 3n);
+      await store.load({ balances: new Map([['a', 1_000n]]), ledgerEntries: new Map() });
+      assert.deepEqual(await store.applyBatch([{ event: use('r3', 5n) }], { balanceAfter: true }), [{ verdict: 'applied', balanceAfter: 995n }]);
+      assert.equal(await hourly(), 325n);
+      // 5. A balance beyond 2^53 is answered exactly (not through a Lua double).
+      await store.load({ balances: new Map([['a', 2n ** 60n + 1n]]), ledgerEntries: new Map() });
+      assert.deepEqual(await store.applyBatch([{ event: use('r4', 2n) }], { balanceAfter: true }), [{ verdict: 'applied', balanceAfter: 2n ** 60n - 1n }]);
+      // And an id never marked before stays unmarked when its debit fails.
+      await store.load({ balances: new Map([['a', INT64_MIN + 1n]]), ledgerEntries: new Map() });
+      assert.equal((await store.applyBatch([{ event: use('r5', 2n) }]))[0]!.verdict, 'failed');
+      assert.equal(await redis.exists(`${prefix}u:r5`), 0);
     });
 
     test('admission (balance, five spend windows, clamp, overdraft, hold) is one Redis round trip', async (t) => {

@@ -47,6 +47,7 @@ local ctx
 if cluster then ctx = account_ctx(KEYS[2], ARGV[1], KEYS[1]) else ctx = batch_ctx(ready_key, pos_key, accounts_key) end
 local out = {}
 local k = 5
+local win = { prefix = prefix, now = now } -- usage-fn.lua's, one for the call
 for a = 8, #ARGV do
   local packed = ARGV[a]
   local kind, amount, entry_kind, offset, id_len, account_len, ts, key_len, rest =
@@ -64,7 +65,7 @@ for a = 8, #ARGV do
   local account = string.sub(packed, id_end, account_end - 1)
   local key_id = string.sub(packed, account_end, key_end - 1)
   local field = string.sub(packed, key_end)
-  local ok, verdict
+  local ok, verdict, balance
   if kind == 'u' then
     local seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key
     if cluster then
@@ -75,13 +76,14 @@ for a = 8, #ARGV do
       seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key = prefix .. 'u:' .. event_id, prefix .. 'bal:' .. tag,
         prefix .. 'held:' .. tag, prefix .. 'holds:' .. tag, prefix .. 'hexp:' .. tag, prefix .. 'hwin:' .. tag
     end
-    -- P sw:<tag>, the tag as the hwin key has it (on a Cluster, the escaped one).
-    local win = { base = prefix .. 'sw:' .. string.sub(hwin_key, #prefix + 6), key = key_id, ts = tonumber(ts), now = now }
-    ok, verdict = pcall(apply_usage, ctx, seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key,
+    -- The window base is derived from hwin_key only if the event counts its own windows (the
+    -- tag as the hwin key has it: on a Cluster, the escaped one).
+    win.key, win.ts = key_id, ts
+    ok, verdict, balance = pcall(apply_usage, ctx, seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key,
       event_id, amount, memory_ms, account, field, offset, win)
     if ok and verdict == 1 then
       out[#out + 1] = 1
-      out[#out + 1] = want_balance and (redis.call('GET', bal_key) or '0') or ''
+      out[#out + 1] = want_balance and balance or ''
     end
   else
     local bal_key

@@ -19,7 +19,16 @@
 -- the event itself in all five (count_windows), as the rebuild counts the events it read.
 -- ctx: the position and account-set steps (position.lua: direct_ctx for one event, batch_ctx
 -- for apply-batch.lua, which reads and writes each once per call).
--- win: { base = ARGV[10], key = key id, ts = ts ms, now = ms }.
+-- win: { base = the account's spend window base (P sw:{account}) or nil, then derived from
+-- prefix and hwin (P hwin:<tag> -> P sw:<tag>), only when the event counts its own windows;
+-- key = key id, ts = ts ms (number or integer string), now = ms }. apply-batch.lua reuses one
+-- table for the whole call.
+-- Returns the verdict and, when applied, the balance it left as an integer string.
+-- Cost per applied event with its hold (the common path): seven Redis calls, none of them a
+-- read that another call already answers (the marker's GET is SET's GET option, the balance is
+-- DECRBY's reply, the window marker's presence is HDEL's); docs/decisions.md, "The usage apply's
+-- Redis calls".
+local MAX_EXACT = 9007199254740992 -- 2^53: every integer of smaller magnitude is a Lua double
 local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key,
                            event_id, cost, memory_ms, account, field, offset, win)
   -- 1. Position: an offset already applied is a no-op; a gap or lost state is the caller's to fix.
@@ -29,45 +38,64 @@ local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_k
   -- 2. Idempotency by id: a producer-side duplicate (a spool re-send) at a new offset is a no-op.
   -- The marker counts only in the epoch it was written in (ctx.epoch, see position.lua): one
   -- left by an effect a rebuild discarded must not turn the replay of that event into a no-op.
-  local seen = redis.call('GET', seen_key)
+  -- One call writes the marker (remembered for memory_ms) and answers the one it replaced: a
+  -- duplicate only renews it (the same value, a later expiry: remembered a little longer).
+  local seen = redis.call('SET', seen_key, ctx.epoch, 'PX', memory_ms, 'GET')
   if seen == ctx.epoch then
     ctx.advance(field, offset)
     return 0
   end
 
-  -- 3. Debit first: if it failed (64-bit overflow) the script stops before anything is marked.
-  redis.call('DECRBY', bal_key, cost)
+  -- 3. Debit. If it fails (a 64-bit overflow) the marker is put back as it was and the error
+  --    raised: the event wrote nothing (an older epoch's marker comes back with a fresh expiry;
+  --    it only ever says "counted in the windows then", step 6).
+  local balance = redis.pcall('DECRBY', bal_key, cost)
+  if type(balance) == 'table' then
+    if seen then redis.call('SET', seen_key, seen, 'PX', memory_ms) else redis.call('DEL', seen_key) end
+    error(balance)
+  end
   ctx.account(account)
-
-  -- 4. Remember the event id long enough to catch redeliveries, and where the log is.
-  redis.call('SET', seen_key, ctx.epoch, 'PX', memory_ms)
   ctx.advance(field, offset)
 
-  -- 5. Close the request's hold: the usage replaces the reservation.
-  redis.call('ZREM', expiry_key, event_id)
+  -- 4. Close the request's hold: the usage replaces the reservation. No hold, no expiry entry
+  --    (every script removes the two together; one left by lost data is dropped when it falls
+  --    due, expire-holds.lua).
   local amount = redis.call('HGET', holds_key, event_id)
-  local marker = redis.call('HGET', hwin_key, event_id)
   if amount then
     redis.call('HDEL', holds_key, event_id)
-    -- Spend windows still open count the actual cost from now on (usually settle already did).
-    for k in string.gmatch(marker or '', '[^\n]+') do
-      if redis.call('EXISTS', k) == 1 then
-        redis.call('DECRBY', k, amount)
-        redis.call('INCRBY', k, cost)
+    redis.call('ZREM', expiry_key, event_id)
+    if amount == cost then
+      -- Settled at the actual cost (settle.lua moved its windows): nothing to move.
+      redis.call('HDEL', hwin_key, event_id)
+    else
+      -- Spend windows still open count the actual cost from now on.
+      local marker = redis.call('HGET', hwin_key, event_id)
+      if marker then
+        for k in string.gmatch(marker, '[^\n]+') do
+          if redis.call('EXISTS', k) == 1 then
+            redis.call('DECRBY', k, amount)
+            redis.call('INCRBY', k, cost)
+          end
+        end
+        redis.call('HDEL', hwin_key, event_id)
       end
     end
     -- DECRBY answers the new value: no GET to tidy a zero.
     if redis.call('DECRBY', held_key, amount) == 0 then redis.call('DEL', held_key) end
+  else
+    -- 5. The spend windows. An hwin entry (also one left by a hold that expired: it stays
+    --    counted at its amount, erring toward the limit) means the windows have this request; it
+    --    goes now. No hold and no entry, and never applied here (a usage id of an earlier epoch
+    --    means the windows, which a rebuild keeps, counted it then): count the event itself.
+    local had_marker = redis.call('HDEL', hwin_key, event_id) == 1
+    if not had_marker and not seen and cost ~= '0' then
+      local base = win.base or (win.prefix .. 'sw:' .. string.sub(hwin_key, #win.prefix + 6))
+      count_windows(base, win.key, tonumber(win.ts), cost, win.now)
+    end
   end
 
-  -- 6. The spend windows. An hwin entry (also one left by a hold that expired: it stays counted
-  --    at its amount, erring toward the limit) means the windows have this request; it goes now.
-  --    No hold and no entry, and never applied here (a usage id of an earlier epoch means the
-  --    windows, which a rebuild keeps, counted it then): count the event itself.
-  if marker then
-    redis.call('HDEL', hwin_key, event_id)
-  elseif not amount and not seen and cost ~= '0' then
-    count_windows(win.base, win.key, win.ts, cost, win.now)
-  end
-  return 1
+  -- The balance as Redis holds it: DECRBY's reply is a double, exact below 2^53 (a larger one
+  -- rounds to 2^53 or beyond, so the check is exact too); beyond, read the string.
+  if balance > -MAX_EXACT and balance < MAX_EXACT then return 1, string.format('%d', balance) end
+  return 1, redis.call('GET', bal_key)
 end
