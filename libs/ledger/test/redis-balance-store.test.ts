@@ -36,6 +36,25 @@ async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
   return out.sort();
 }
 
+/** Every key under `prefix` with its value (strings; hashes, sets and sorted sets in order) and whether it expires; the prefix itself reads `<prefix>`, the state's epoch `<epoch>`. */
+async function dumpUnder(redis: Redis, prefix: string): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  for (const key of await keysUnder(redis, prefix)) {
+    const type = await redis.type(key);
+    const value = type === 'string' ? await redis.get(key)
+      : type === 'hash' ? Object.entries(await redis.hgetall(key)).sort()
+        : type === 'zset' ? await redis.zrange(key, 0, -1, 'WITHSCORES')
+          : type === 'set' ? (await redis.smembers(key)).sort() : type;
+    out[key.slice(prefix.length)] = { value, expires: (await redis.pttl(key)) > 0 };
+  }
+  // Values naming other keys (a hold's window marker) name them under the prefix too; the
+  // epoch a load drew (random) is named, not compared.
+  const epoch = await redis.hget(`${prefix}ledger-pos`, '#epoch');
+  let text = JSON.stringify(out).split(prefix).join('<prefix>');
+  if (epoch) text = text.split(epoch).join('<epoch>');
+  return JSON.parse(text) as Record<string, unknown>;
+}
+
 if (url === undefined) {
   // Skips loudly, or fails when services are required (CI).
   test('RedisBalanceStore contract', async (t) => {
@@ -443,6 +462,78 @@ if (url === undefined) {
       await store.load({ balances: new Map([['a', INT64_MIN + 1n]]), ledgerEntries: new Map() });
       assert.equal((await store.applyBatch([{ event: use('r5', 2n) }]))[0]!.verdict, 'failed');
       assert.equal(await redis.exists(`${prefix}u:r5`), 0);
+    });
+
+    test('a batch applies exactly as its events one by one: holds closed (settled at the cost, at another cost, expired with its window marker, none), duplicates, credits between, a failure midway', async (t) => {
+      // Kind: apply-batch.lua keeps state across the events of a call (positions, the accounts
+      // set, the window table) and stops at a failure; whatever mix of events a partition batch
+      // holds, the state it leaves must be the one-event-at-a-time script's, key for key and
+      // value for value.
+      const prefixes = [`test:${randomUUID()}:`, `test:${randomUUID()}:`];
+      t.after(() => Promise.all(prefixes.map((p) => deletePrefix(redis, p))));
+      const NOON = Date.UTC(2099, 10, 30, 12);
+      const INT64_MIN = -(2n ** 63n);
+      const windows = [{ name: 'key_hourly' as const, limit: 1_000_000_000n }, { name: 'account_daily' as const, limit: 1_000_000_000n }];
+      const at = (offset: number) => ({ topic: 'usage', partition: 2, offset: BigInt(offset) });
+      const use = (id: string, account: string, cost: bigint) => usageEvent(id, account, { key_id: 'k', ts: NOON, cost_micros: cost.toString() });
+      const credit = (id: string, account: string, amount: bigint) => ({
+        type: 'ledger' as const, event_id: id, ts: 0, account_id: account, kind: 'grant' as const, amount_micros: amount.toString(), reference: id,
+      });
+      // The same state under both prefixes: three funded accounts with holds, one about to overflow.
+      const stores = await Promise.all(prefixes.map(async (prefix) => {
+        const clock = { t: NOON };
+        const store = new RedisBalanceStore({ redis, prefix, usageMemoryMs: 600_000, now: () => clock.t });
+        for (const a of ['a', 'b', 'c']) await store.applyLedger(credit(`credit:${a}`, a, 1_000_000n));
+        await store.load({ balances: new Map([['a', 1_000_000n], ['b', 1_000_000n], ['c', 1_000_000n], ['z', INT64_MIN + 10n]]), ledgerEntries: new Map() });
+        const hold = async (id: string, account: string, amount: bigint, ttlMs = 60_000) =>
+          assert.equal((await store.hold({ holdId: id, accountId: account, keyId: 'k', amount, ttlMs, windows })).ok, true);
+        for (let i = 0; i < 6; i++) { await hold(`a${i}`, 'a', 5_000n); await store.settle(`a${i}`, 'a', BigInt(100 + i), 60_000); }
+        await hold('b0', 'b', 7_000n);
+        await store.settle('b0', 'b', 300n, 60_000);
+        await hold('b1', 'b', 2_000n);
+        await hold('b2', 'b', 4_000n, 1_000); // expires: its window marker stays, counted at 4,000
+        await hold('c0', 'c', 9_000n);
+        clock.t = NOON + 5_000;
+        assert.equal((await store.get('b')).held, 2_300n); // b2 expired (get runs the expiry): b0's 300 and b1's 2,000
+        return store;
+      }));
+      const items = [
+        { event: use('a0', 'a', 100n), position: at(0) },
+        { event: use('b0', 'b', 300n), position: at(1) }, // settled at its cost
+        { event: use('a1', 'a', 101n), position: at(2) },
+        { event: credit('credit:a:2', 'a', 50n), position: at(3) },
+        { event: use('b1', 'b', 2_500n), position: at(4) }, // never settled: moves its windows 2,000 → 2,500
+        { event: use('a2', 'a', 999n), position: at(5) }, // settled at 102, costs 999
+        { event: use('a1', 'a', 101n), position: at(6) }, // a producer's duplicate at a new offset
+        { event: use('b2', 'b', 3_000n), position: at(7) }, // its hold expired: the marker goes, nothing counted again
+        { event: use('n1', 'c', 40n), position: at(8) }, // no hold: counts itself
+        { event: use('a3', 'a', 103n), position: at(9) },
+        { event: use('z0', 'z', 11n), position: at(10) }, // overflows 64 bits: failed, the call stops
+        { event: use('a4', 'a', 104n), position: at(11) },
+      ];
+      const batched = await stores[0]!.applyBatch(items, { balanceAfter: true });
+      const single: string[] = [];
+      for (const { event, position } of items) {
+        try {
+          single.push(event.type === 'usage' ? await stores[1]!.applyUsage(event, position) : await stores[1]!.applyLedger(event, position));
+        } catch {
+          single.push('failed');
+          break;
+        }
+      }
+      assert.deepEqual(batched.map((o) => o.verdict), single);
+      assert.deepEqual(single, ['applied', 'applied', 'applied', 'applied', 'applied', 'applied', 'duplicate', 'applied', 'applied', 'applied', 'failed']);
+      assert.deepEqual(batched.filter((o) => o.balanceAfter !== undefined).map((o) => o.balanceAfter),
+        [999_900n, 999_700n, 999_799n, 997_200n, 998_850n, 994_200n, 999_960n, 998_747n]);
+      const [one, other] = await Promise.all(prefixes.map((p) => dumpUnder(redis, p)));
+      assert.deepEqual(one, other);
+      // And the figures themselves (µc): b's key_hourly 7,000 → 300 (b0) + 2,500 (b1) + 4,000 (b2's expired hold); nothing held.
+      assert.deepEqual(await Promise.all(['a', 'b', 'c'].map((a) => stores[0]!.get(a))), [
+        { balance: 998_747n, held: 209n, available: 998_538n }, // a4 and a5 still held (settled at 104 and 105)
+        { balance: 994_200n, held: 0n, available: 994_200n },
+        { balance: 999_960n, held: 9_000n, available: 990_960n },
+      ]);
+      assert.equal(await stores[0]!.windowUsed('key_hourly', 'b', 'k'), 6_800n);
     });
 
     test('admission (balance, five spend windows, clamp, overdraft, hold) is one Redis round trip', async (t) => {
