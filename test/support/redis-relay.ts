@@ -16,6 +16,13 @@ export interface TcpRelay {
    * The client may connect again; later connections are relayed as usual.
    */
   cutAfter(bytes: number): void;
+  /**
+   * From now on, replaces `from` by `to` in the server's replies (the same byte length, so a
+   * RESP reply stays well-formed; within one chunk of a reply): a server that says something
+   * else of itself, e.g. an older `redis_version` in `INFO server`. Throws a RangeError when the
+   * lengths differ.
+   */
+  rewriteReplies(from: string, to: string): void;
   /** Destroys every connection and stops listening. */
   close(): Promise<void>;
 }
@@ -25,6 +32,7 @@ export async function startRelay(target: URL): Promise<TcpRelay> {
   let holding = false;
   const held: Array<() => void> = [];
   let left = -1;
+  let rewrite: [string, string] | undefined;
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const upstream = connect(Number(target.port || 6379), target.hostname);
@@ -34,7 +42,8 @@ export async function startRelay(target: URL): Promise<TcpRelay> {
       if (holding) held.push(() => upstream.write(chunk));
       else upstream.write(chunk);
     });
-    upstream.on('data', (chunk: Buffer) => {
+    upstream.on('data', (data: Buffer) => {
+      const chunk = rewrite ? Buffer.from(data.toString('latin1').split(rewrite[0]).join(rewrite[1]), 'latin1') : data;
       if (left >= 0 && chunk.length > left) {
         // the partial chunk must reach the client before its connection closes
         upstream.off('close', end);
@@ -55,6 +64,10 @@ export async function startRelay(target: URL): Promise<TcpRelay> {
     hold: () => { holding = true; },
     release: () => { holding = false; for (const f of held.splice(0)) f(); },
     cutAfter: (bytes) => { left = bytes; },
+    rewriteReplies: (from, to) => {
+      if (Buffer.byteLength(from) !== Buffer.byteLength(to)) throw new RangeError(`rewriteReplies: ${JSON.stringify(from)} and ${JSON.stringify(to)} differ in length`);
+      rewrite = [Buffer.from(from).toString('latin1'), Buffer.from(to).toString('latin1')];
+    },
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));

@@ -4,7 +4,7 @@ export type {
 } from './balance-store.ts';
 export { isRefusal, positionKey, RebuildSupersededError, windowBounds, SPEND_WINDOW_NAMES, StoreNotReadyError } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';
-export { RedisBalanceStore, accountHashTag, RESTORE_WINDOW_MS, RESTORE_POLL_MS, LOST_SETTLE_MS } from './redis-balance-store.ts';
+export { RedisBalanceStore, accountHashTag, MIN_REDIS_VERSION, redisVersionProblem, RESTORE_WINDOW_MS, RESTORE_POLL_MS, LOST_SETTLE_MS } from './redis-balance-store.ts';
 export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';
 export { releaseUnanswered } from './release-unanswered.ts';
 export type { ReleaseRetryOptions } from './release-unanswered.ts';

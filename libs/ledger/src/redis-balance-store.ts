@@ -293,6 +293,22 @@ export class RedisBalanceStore implements BalanceStore {
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
 
+  /**
+   * Why the Redis this store runs on cannot hold it, or undefined when it can: a server (every
+   * master of a Cluster) older than MIN_REDIS_VERSION (`redisVersionProblem`). One `INFO server`
+   * per server; call it once at start, after connecting (the runtime refuses to start on an
+   * answer: on an older Redis every usage apply would fail, the consumer stuck on its batch).
+   * Throws what the client throws when a server does not answer.
+   */
+  async serverProblem(): Promise<string | undefined> {
+    const servers: Array<Redis | Cluster> = this.#redis.isCluster ? (this.#redis as Cluster).nodes('master') : [this.#redis];
+    for (const server of servers) {
+      const problem = redisVersionProblem(await server.info('server'));
+      if (problem) return problem;
+    }
+    return undefined;
+  }
+
   /** The Cluster layout keeps every event id in its account's slot: `load` needs their accounts. */
   get needsEventAccounts(): boolean {
     return this.#cluster;
@@ -1066,6 +1082,28 @@ function unreportedKey(gen: string, { event, position }: BatchItem): string {
 /** `fn` over `list`, LOAD_CHUNK calls in flight at a time (single-key commands, any slot). */
 async function each<T>(list: readonly T[], fn: (item: T) => Promise<unknown>): Promise<void> {
   for (let i = 0; i < list.length; i += LOAD_CHUNK) await Promise.all(list.slice(i, i + LOAD_CHUNK).map(fn));
+}
+
+/**
+ * The oldest Redis the ledger's scripts run on (major, minor): usage-fn.lua writes the usage id
+ * marker and reads the one it replaces in one `SET … GET`, an option of Redis 6.2 on (docs/
+ * decisions.md, "The usage apply reads nothing another call already answers").
+ */
+export const MIN_REDIS_VERSION: readonly [number, number] = [6, 2];
+
+/**
+ * Why a Redis whose `INFO server` answer is `info` cannot hold the ledger, or undefined when it
+ * can: its `redis_version` (e.g. `7.0.15`) is below MIN_REDIS_VERSION. An answer without a
+ * readable version (a proxy that hides it) passes: the scripts then fail loudly if it is old.
+ */
+export function redisVersionProblem(info: string): string | undefined {
+  const m = /^redis_version:(\d+)\.(\d+)(?:\.\d+)?\s*$/m.exec(info);
+  if (!m) return undefined;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  const [needMajor, needMinor] = MIN_REDIS_VERSION;
+  if (major > needMajor || (major === needMajor && minor >= needMinor)) return undefined;
+  const version = /^redis_version:(\S+)/m.exec(info)![1];
+  return `is Redis ${version}; Tollgate needs Redis ${needMajor}.${needMinor} or later (the ledger writes a usage id marker and reads the one it replaces with SET … GET)`;
 }
 
 /** apply-batch.lua's flat reply → one outcome per event answered. */

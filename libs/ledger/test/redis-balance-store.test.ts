@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { RedisBalanceStore, releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
+import { MIN_REDIS_VERSION, RedisBalanceStore, redisVersionProblem, releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import { findRedis, requireRedis } from '../../../test/support/services.ts';
 import { startRelay } from '../../../test/support/redis-relay.ts';
 import { usageEvent } from '../../../test/support/events.ts';
@@ -43,7 +43,7 @@ async function dumpUnder(redis: Redis, prefix: string): Promise<Record<string, u
     const type = await redis.type(key);
     const value = type === 'string' ? await redis.get(key)
       : type === 'hash' ? Object.entries(await redis.hgetall(key)).sort()
-        : type === 'zset' ? await redis.zrange(key, 0, -1, 'WITHSCORES')
+        : type === 'zset' ? await redis.zrange(key, '0', '-1', 'WITHSCORES')
           : type === 'set' ? (await redis.smembers(key)).sort() : type;
     out[key.slice(prefix.length)] = { value, expires: (await redis.pttl(key)) > 0 };
   }
@@ -54,6 +54,19 @@ async function dumpUnder(redis: Redis, prefix: string): Promise<Record<string, u
   if (epoch) text = text.split(epoch).join('<epoch>');
   return JSON.parse(text) as Record<string, unknown>;
 }
+
+test('Redis too old for the ledger: a server below 6.2 (no SET … GET) is named with its version and what is needed; 6.2 and later, or an answer without a version, pass', () => {
+  // Kind: the usage apply's SET … GET is a syntax error before Redis 6.2: every apply would fail
+  // and the consumer stall on its batch, so the runtime refuses such a server at start.
+  const info = (v: string) => `# Server\r\nredis_version:${v}\r\nredis_git_sha1:00000000\r\nredis_mode:standalone\r\n`;
+  assert.deepEqual(MIN_REDIS_VERSION, [6, 2]);
+  for (const old of ['5.0.6', '6.0.16', '6.1.9', '2.8.24']) {
+    assert.equal(redisVersionProblem(info(old)),
+      `is Redis ${old}; Tollgate needs Redis 6.2 or later (the ledger writes a usage id marker and reads the one it replaces with SET … GET)`);
+  }
+  for (const recent of ['6.2.0', '6.2.14', '7.0.15', '7.4.1', '8.0.0', '10.1.2', '7.2']) assert.equal(redisVersionProblem(info(recent)), undefined, recent);
+  assert.equal(redisVersionProblem('# Server\r\nredis_mode:standalone\r\n'), undefined);
+});
 
 if (url === undefined) {
   // Skips loudly, or fails when services are required (CI).
@@ -190,6 +203,10 @@ if (url === undefined) {
       assert.deepEqual(await stores[1]!.get('a'), { balance: 50_000_000n, held: 50_000_000n, available: 0n });
       assert.equal(await redis.hlen(`${prefix}holds:{a}`), 50);
       assert.equal(await redis.zcard(`${prefix}hexp:{a}`), 50);
+    });
+
+    test('the Redis of the tests is recent enough for the ledger (serverProblem asks INFO server)', async () => {
+      assert.equal(await new RedisBalanceStore({ redis, prefix: `test:${randomUUID()}:` }).serverProblem(), undefined);
     });
 
     test('keys are laid out under the prefix, hash-tagged by account, and tidy after use', async (t) => {

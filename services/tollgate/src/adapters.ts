@@ -286,9 +286,10 @@ export function standaloneRedisOptions(autoPipelining: boolean): RedisOptions {
 }
 
 /**
- * A backing service a process needs at start did not answer: its message is one line naming the
- * service, where it was looked for (host:port, never a password) and the variable that sets it;
- * `tollgate` prints it without a stack and exits 1.
+ * A backing service a process needs at start did not answer, or cannot serve it (a Redis older
+ * than the ledger needs): its message is one line naming the service, where it was looked for
+ * (host:port, never a password) and the variable that sets it; `tollgate` prints it without a
+ * stack and exits 1.
  */
 export class ServiceUnavailableAtStart extends Error {
   override name = 'ServiceUnavailableAtStart';
@@ -394,6 +395,17 @@ async function openDistributed(config: Config, logger: Logger, dataLock: DataDir
   }
   // A Redis that restarted empty answers "not ready" (503) until it is rebuilt, never "no credit".
   const balances = new RedisBalanceStore({ redis: ledgerRedis ?? redis, prefix, requireReady: true });
+  // Too old a Redis would fail every usage apply (and stall its consumer): refused at start.
+  const tooOld = await balances.serverProblem().catch(() => undefined);
+  if (tooOld) {
+    redis.disconnect();
+    ledgerRedis?.disconnect();
+    await log.close().catch(() => {});
+    const where = ledgerRedis
+      ? `the Redis Cluster at ${redisConfig.clusterNodes!.map((n) => `${n.host}:${n.port}`).join(',')} (REDIS_CLUSTER_NODES)`
+      : `Redis at ${redisEndpoint(redisConfig.url)} (REDIS_URL)`;
+    throw new ServiceUnavailableAtStart(`${where} ${tooOld}`);
+  }
   const keys = new RedisKeyDirectory({ redis, prefix });
   const gatewayKeys = config.keyCacheTtlMs > 0 ? new CachedKeyDirectory(keys, { ttlMs: config.keyCacheTtlMs }) : keys;
   // The aggregator of the warehouse group writes it; with a ClickHouse server, control (usage

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { CONFIG_VARIABLES } from '@tollgate/config';
 import { requireClickHouse, requireRedis } from '../../../test/support/services.ts';
 import { deleteKeysUnder } from '../../../test/support/redis.ts';
+import { startRelay } from '../../../test/support/redis-relay.ts';
 
 const MAIN = join(import.meta.dirname, '../src/main.ts');
 const run = (args: string[], env: Record<string, string> = {}) =>
@@ -129,14 +130,41 @@ async function startDistributed(env: Record<string, string>): Promise<{ code: nu
   });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  // One that starts instead of refusing is stopped (its exit then is no code, a failed assertion, not a hung test).
+  const refuseWithin = setTimeout(() => child.kill('SIGKILL'), STARTS_INSTEAD_MS);
   const [code] = await once(child, 'exit') as [number | null];
+  clearTimeout(refuseWithin);
   return { code, stderr };
 }
+
+/** How long startDistributed waits for a process that should refuse to start. */
+const STARTS_INSTEAD_MS = 30_000;
 
 test('Redis not answering at start: one line naming it, where (host:port, never the password) and the variable, exit 1, no stack trace', async () => {
   const [redisPort, kafkaPort] = [await freePort(), await freePort()];
   const noRedis = await startDistributed({ TOLLGATE_ROLES: 'gateway', KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, REDIS_URL: `redis://:pw-never-printed@127.0.0.1:${redisPort}/0` });
   assert.deepEqual(noRedis, { code: 1, stderr: `tollgate: Redis at 127.0.0.1:${redisPort} (REDIS_URL) is not answering: connect ECONNREFUSED 127.0.0.1:${redisPort}; start it, or set REDIS_URL\n` });
+});
+
+test('Redis too old for the ledger at start (below 6.2: no SET … GET): one line naming it, where, its version and what is needed, exit 1, no stack trace', { timeout: 60_000 }, async (t) => {
+  // Kind: a Redis on which every usage apply would fail (the consumer stalled, no usage billed)
+  // is refused at start, not found out at the first event. The real Redis, through a relay that
+  // makes its INFO say an older version of the same length.
+  const url = await requireRedis(t);
+  if (url === undefined) return;
+  const probe = new Redis(url);
+  const version = /^redis_version:(\S+)/m.exec(await probe.info('server'))![1]!;
+  probe.disconnect();
+  const old = `6.0.${'9'.repeat(Math.max(1, version.length - 4))}`; // as long as `version` (x.y.z)
+  const relay = await startRelay(new URL(url));
+  t.after(() => relay.close());
+  relay.rewriteReplies(`redis_version:${version}`, `redis_version:${old}`);
+  const kafkaPort = await freePort();
+  const tooOld = await startDistributed({ TOLLGATE_ROLES: 'gateway', KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, REDIS_URL: `redis://127.0.0.1:${relay.port}/0` });
+  assert.deepEqual(tooOld, {
+    code: 1,
+    stderr: `tollgate: Redis at 127.0.0.1:${relay.port} (REDIS_URL) is Redis ${old}; Tollgate needs Redis 6.2 or later (the ledger writes a usage id marker and reads the one it replaces with SET … GET)\n`,
+  });
 });
 
 test('Kafka not answering when an aggregator starts: one line naming it and KAFKA_BROKERS, exit 1, no stack trace (a gateway starts without it: cluster.fault.test.ts)', async (t) => {
