@@ -132,6 +132,14 @@ test('invoices and statements: JSON, CSV and PDF exactly as served; --output wri
   assert.equal(csv.stdout, '');
   assert.equal(csv.stderr, `tollgate invoices: wrote ${csvBytes.length} bytes to ${csvFile}\n`);
   assert.equal(existsSync(`${csvFile}.part`), false);
+  // A relative FILE under `npm run -s tollgate -- …`, typed in a subdirectory: npm runs the script
+  // from the package root and says where it was typed in INIT_CWD; the file goes there.
+  const typedIn = mkdtempSync(join(dir, 'typed-in-'));
+  const relative = await runTollgate(['invoices', accountId, month, '--format', 'csv', '--output', 'rel.csv'],
+    { ADMIN_TOKEN: '', FINANCE_TOKEN, TOLLGATE_URL: stack.url, INIT_CWD: typedIn });
+  assert.equal(relative.code, 0, relative.stderr);
+  assert.deepEqual(readFileSync(join(typedIn, 'rel.csv')), csvBytes);
+  assert.equal(relative.stderr, `tollgate invoices: wrote ${csvBytes.length} bytes to ${join(typedIn, 'rel.csv')}\n`);
 
   const pdfFile = join(dir, 'statement.pdf');
   const pdf = await fin('statements', accountId, month, '--format', 'pdf', '--output', pdfFile);

@@ -1,5 +1,6 @@
 // What the operator CLI prints: JSON, tables for people, downloads with progress, confirmations.
 
+import { isAbsolute, resolve } from 'node:path';
 import { createWriteStream } from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
 import { createInterface } from 'node:readline/promises';
@@ -116,10 +117,15 @@ export interface DownloadOptions {
   binary?: boolean;
 }
 
-/** --output FILE of a download command; "-" and absent mean stdout. */
-export function outputOption(values: Parsed['values']): string | undefined {
+/**
+ * --output FILE of a download command; "-" and absent mean stdout. A relative FILE is taken from
+ * the directory the command was typed in: under `npm run -s tollgate -- …` that is npm's
+ * `INIT_CWD` (npm runs the script from the package root), else the working directory.
+ */
+export function outputOption(values: Parsed['values'], env: NodeJS.ProcessEnv): string | undefined {
   const o = stringOption(values, 'output');
-  return o === '-' ? undefined : o;
+  if (o === undefined || o === '-') return undefined;
+  return env.INIT_CWD && !isAbsolute(o) ? resolve(env.INIT_CWD, o) : o;
 }
 
 /**

@@ -176,14 +176,15 @@ The account's ${what} of a UTC month (GET /admin/v1/accounts/:id/${kind}/:month)
 is frozen: the same bytes every time.
 
   --format F       json (default), csv or pdf
-  --output FILE    write to FILE (through FILE.part, renamed when complete) instead of stdout;
+  --output FILE    write to FILE (through FILE.part, renamed when complete) instead of stdout
+                   (a relative FILE from where the command was typed, also under npm run);
                    a PDF is never written to a terminal`,
     options: { format: { type: 'string' }, output: { type: 'string' } },
     async run(ctx) {
       const [account, monthText] = expectPositionals(ctx.positionals, ['ACCOUNT_ID', 'YYYY-MM']);
       const month = monthArgument(monthText!);
       const format = choiceOption(ctx.values, 'format', ['json', 'csv', 'pdf'] as const) ?? 'json';
-      const output = outputOption(ctx.values);
+      const output = outputOption(ctx.values, ctx.io.env);
       const opts = { output, binary: BINARY.has(format) };
       refuseBinaryOnTerminal(ctx, opts, format);
       const res = await ctx.api().send('GET', `/admin/v1/accounts/${pathId(account!, 'ACCOUNT_ID')}/${kind}/${month}`, { query: { format } });
@@ -207,7 +208,8 @@ the same bytes every time once it is closed. Bytes received are reported on stde
 downloads when stderr is a terminal, or with --progress.
 
   --format F       csv, json or parquet (required)
-  --output FILE    write to FILE (through FILE.part, renamed when complete) instead of stdout;
+  --output FILE    write to FILE (through FILE.part, renamed when complete) instead of stdout
+                   (a relative FILE from where the command was typed, also under npm run);
                    Parquet is never written to a terminal
   --progress       report bytes received on stderr even when it is not a terminal`,
   options: { format: { type: 'string' }, output: { type: 'string' }, progress: { type: 'boolean' } },
@@ -216,7 +218,7 @@ downloads when stderr is a terminal, or with --progress.
     const month = monthArgument(monthText!);
     const format = choiceOption(ctx.values, 'format', ['csv', 'json', 'parquet'] as const);
     if (format === undefined) throw new UsageError('--format is required: csv, json or parquet');
-    const output = outputOption(ctx.values);
+    const output = outputOption(ctx.values, ctx.io.env);
     const opts = { output, binary: BINARY.has(format), progress: ctx.values.progress === true };
     refuseBinaryOnTerminal(ctx, opts, format);
     const res = await ctx.api().send('GET', '/admin/v1/billing/export', { query: { month, format } });
