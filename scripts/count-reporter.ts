@@ -1,13 +1,18 @@
 // A node:test reporter that counts passed, failed and skipped tests (not suites) and keeps each
 // failure's name, place and error, as one JSON line, so `npm test` can print every failure again
-// just above its one closing line (a CI log's tail is often all that is shown of it).
+// just above its one closing line (a CI log's tail is often all that is shown of it). `npm test`
+// itself counts through the progress reporter (Tally, written to TOLLGATE_TEST_COUNTS): a third
+// reporter made node:test warn of a possible EventEmitter leak on every run.
 
 /** What is kept of one failed test: where it is and the first lines of its error. */
 export interface Failure { name: string; file?: string; line?: number; error: string }
 
-interface TestEvent {
+/** The counts of a run as the reporters write them (one JSON line). */
+export interface Counts { passed: number; failed: number; skipped: number; failures: Failure[] }
+
+export interface TestEvent {
   type: string;
-  data: { name?: string; file?: string; line?: number; details?: { type?: string; error?: unknown }; skip?: unknown; todo?: unknown };
+  data: { name?: string; file?: string; line?: number; nesting?: number; details?: { type?: string; error?: unknown; duration_ms?: number }; skip?: unknown; todo?: unknown };
 }
 
 /** The error's text (its cause's message where node:test wraps it), at most 12 lines. */
@@ -17,18 +22,31 @@ function describeError(err: unknown): string {
   return text.split('\n').slice(0, 12).join('\n');
 }
 
-export default async function* countReporter(source: AsyncIterable<TestEvent>) {
-  let passed = 0;
-  let skipped = 0;
-  const failures: Failure[] = [];
-  for await (const event of source) {
-    if (event.data.details?.type === 'suite') continue;
+/** Counts tests (not suites) from node:test's events, one `add` per event. */
+export class Tally {
+  #passed = 0;
+  #skipped = 0;
+  #failures: Failure[] = [];
+
+  add(event: TestEvent): void {
+    if (event.data.details?.type === 'suite') return;
     if (event.type === 'test:pass') {
-      if (event.data.skip !== undefined || event.data.todo !== undefined) skipped++;
-      else passed++;
+      if (event.data.skip !== undefined || event.data.todo !== undefined) this.#skipped++;
+      else this.#passed++;
     } else if (event.type === 'test:fail') {
-      failures.push({ name: event.data.name ?? '(unnamed)', file: event.data.file, line: event.data.line, error: describeError(event.data.details?.error) });
+      this.#failures.push({ name: event.data.name ?? '(unnamed)', file: event.data.file, line: event.data.line, error: describeError(event.data.details?.error) });
     }
   }
-  yield `${JSON.stringify({ passed, failed: failures.length, skipped, failures })}\n`;
+
+  /** The counts as one JSON line (newline included). */
+  line(): string {
+    const counts: Counts = { passed: this.#passed, failed: this.#failures.length, skipped: this.#skipped, failures: this.#failures };
+    return `${JSON.stringify(counts)}\n`;
+  }
+}
+
+export default async function* countReporter(source: AsyncIterable<TestEvent>) {
+  const tally = new Tally();
+  for await (const event of source) tally.add(event);
+  yield tally.line();
 }

@@ -81,12 +81,11 @@ const run = (label: string, list: string[], concurrency: string): number => {
   const result = spawnSync(process.execPath, [
     '--test',
     '--test-reporter=spec', '--test-reporter-destination=stdout',
-    `--test-reporter=${join(root, 'scripts/count-reporter.ts')}`, `--test-reporter-destination=${countsFile}`,
     `--test-reporter=${join(root, 'scripts/progress-reporter.ts')}`, '--test-reporter-destination=stderr',
     `--test-concurrency=${concurrency}`,
     '--test-timeout=600000',
     ...list,
-  ], { cwd: root, stdio: 'inherit', env: { ...testEnv, TOLLGATE_TEST_FILES: String(list.length) } });
+  ], { cwd: root, stdio: 'inherit', env: { ...testEnv, TOLLGATE_TEST_FILES: String(list.length), TOLLGATE_TEST_COUNTS: countsFile } });
   try {
     const counts = JSON.parse(readFileSync(countsFile, 'utf8')) as typeof totals & { failures: Failure[] };
     totals.passed += counts.passed;

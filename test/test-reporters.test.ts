@@ -4,6 +4,9 @@
 // after it, its tests at nesting 0 too).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import progressReporter from '../scripts/progress-reporter.ts';
 import countReporter from '../scripts/count-reporter.ts';
 
@@ -25,13 +28,17 @@ const RUN: Ev[] = [
 ];
 
 test('progress reporter: one line per finished test file, N of the phase\'s M files, with its time; a test\'s own completion is no file', async () => {
-  const before = process.env['TOLLGATE_TEST_FILES'];
+  // npm test's own TOLLGATE_TEST_COUNTS (inherited by this file) must not receive these counts.
+  const before = [process.env['TOLLGATE_TEST_FILES'], process.env['TOLLGATE_TEST_COUNTS']];
   process.env['TOLLGATE_TEST_FILES'] = '192';
+  delete process.env['TOLLGATE_TEST_COUNTS'];
   try {
     assert.equal(await collect(progressReporter(events(RUN))), '[1/192 files] a.test.ts (1.2 s)\n[2/192 files] b/b.test.ts (0.1 s)\n');
   } finally {
-    if (before === undefined) delete process.env['TOLLGATE_TEST_FILES'];
-    else process.env['TOLLGATE_TEST_FILES'] = before;
+    for (const [name, value] of [['TOLLGATE_TEST_FILES', before[0]], ['TOLLGATE_TEST_COUNTS', before[1]]] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
   }
 });
 
@@ -40,4 +47,20 @@ test('count reporter: passed, failed and skipped tests counted (file entries and
   assert.deepEqual([out.passed, out.failed, out.skipped], [1, 1, 1]);
   assert.deepEqual([out.failures[0]!.name, out.failures[0]!.file, out.failures[0]!.line], ['breaks', '/r/b/b.test.ts', 7]);
   assert.match(out.failures[0]!.error, /^Error: boom/);
+});
+
+test('progress reporter with TOLLGATE_TEST_COUNTS: the same progress lines, and the count reporter\'s line written to that file at the end (npm test runs two reporters, not three: a third made node:test warn of an EventEmitter leak)', async () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'reporters-')), 'counts.json');
+  const before = [process.env['TOLLGATE_TEST_FILES'], process.env['TOLLGATE_TEST_COUNTS']];
+  process.env['TOLLGATE_TEST_FILES'] = '2';
+  process.env['TOLLGATE_TEST_COUNTS'] = file;
+  try {
+    assert.equal(await collect(progressReporter(events(RUN))), '[1/2 files] a.test.ts (1.2 s)\n[2/2 files] b/b.test.ts (0.1 s)\n');
+    assert.equal(readFileSync(file, 'utf8'), await collect(countReporter(events(RUN))));
+  } finally {
+    for (const [name, value] of [['TOLLGATE_TEST_FILES', before[0]], ['TOLLGATE_TEST_COUNTS', before[1]]] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
 });
