@@ -398,14 +398,18 @@ export class KafkaLog implements EventLog {
    * made yet holds nothing. Polls every 100 ms (commits follow handling by
    * `consumerCommitIntervalMs`). Resolves false after `timeoutMs` (the group is down or far
    * behind, or the broker does not answer).
+   * `settleMs`: the second read of the ends is made no sooner than this long after the first
+   * answered (default 0), so another process's spool, sent within its retry pause of Kafka's
+   * return (SPOOL_RESEND_MS), is on the log by then.
    */
-  async committedThrough(group: string, topics: readonly string[], timeoutMs: number): Promise<boolean> {
+  async committedThrough(group: string, topics: readonly string[], timeoutMs: number, options: { settleMs?: number } = {}): Promise<boolean> {
     // The ends are read at the start, and once more when the group has reached them: records
     // that reached the log meanwhile (another process's spool, sent once Kafka is back) are
     // waited for too. Not at every poll: records arriving faster than the group commits would
     // keep the wait from ever ending.
     let want: Map<string, Array<{ partition: number; high: string }>> | undefined;
     let reread = false;
+    let firstReadAt = 0;
     const ends = async (admin: Admin, left: () => number) => {
       const existing = new Set(await withTimeout(admin.listTopics(), left(), 'kafka listTopics timed out'));
       const read = new Map<string, Array<{ partition: number; high: string }>>();
@@ -418,7 +422,10 @@ export class KafkaLog implements EventLog {
       return read;
     };
     const done = await this.#askAdmin(timeoutMs, async (admin, left) => {
-      want ??= await ends(admin, left);
+      if (want === undefined) {
+        want = await ends(admin, left);
+        firstReadAt = Date.now();
+      }
       if (want.size > 0) {
         const committed = await withTimeout(admin.fetchOffsets({ groupId: this.groupName(group), topics: [...want.keys()] }), left(), 'kafka fetchOffsets timed out');
         for (const [topic, partitions] of want) {
@@ -427,6 +434,7 @@ export class KafkaLog implements EventLog {
         }
       }
       if (reread) return true;
+      if (Date.now() < firstReadAt + (options.settleMs ?? 0)) return undefined;
       reread = true;
       const again = await ends(admin, left);
       const same = [...again].every(([topic, partitions]) => partitions.every((m) =>
@@ -1705,6 +1713,14 @@ const metadataOf = (n: number): PartitionMetadata[] => {
   }
   return m;
 };
+
+/**
+ * How long after Kafka answers again another process's spool is on the log at the latest, ms:
+ * its sender's longest pause between tries (`maxRetryDelayMs`' default, 2,000) and a produce
+ * (sendTimeoutMs' default, 3,000 less the usual: ~1,000). A rebuild's wait for the control
+ * records reads the log's ends again no sooner than this (`committedThrough`'s `settleMs`).
+ */
+export const SPOOL_RESEND_MS = 3_000;
 
 /** The partition (0 … `partitions` − 1) the producer puts a record keyed `key` on, in a topic of `partitions` partitions. */
 export function producerPartition(topic: string, key: string, partitions: number): number {

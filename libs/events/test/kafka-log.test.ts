@@ -195,6 +195,24 @@ if (brokers === undefined) {
     }
   });
 
+  test('committed through with settleMs: a record that reaches the log after the first read of the ends but within settleMs (another process\'s spool, sent once Kafka is back) is waited for too; without it the wait ends before it', async () => {
+    const control = (i: number) => ({ event: { type: 'price_version' as const, event_id: `price_version:s${i}:0`, ts: 0, id: `s${i}`, effective_at: 0, catalog: {} } });
+    for (const settleMs of [0, 1_500]) {
+      const { log, cleanup } = await freshLog(kafka, 1);
+      try {
+        // The topic is empty when asked; a record arrives 700 ms later that the group never handles.
+        const late = new Promise((r) => setTimeout(r, 700)).then(() => log.publish('control', [control(settleMs)]));
+        const through = await log.committedThrough(`cs-${randomUUID()}`, [log.topicName('control')], 4_000, { settleMs });
+        await late;
+        // Without a settle the wait ended at once, before the record; with one it saw the record
+        // and, the group never handling it, ran out (false).
+        assert.equal(through, settleMs === 0, `settleMs ${settleMs}`);
+      } finally {
+        await cleanup();
+      }
+    }
+  });
+
   test('dead letters committed: false while a group has not stored every dead letter on the log, true once it has (what a rebuild waits for)', async () => {
     const { log, cleanup } = await freshLog(kafka, 1);
     try {

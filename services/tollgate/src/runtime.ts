@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '@tollgate/config';
-import { finishedWithin, KafkaLog, MemoryLog, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
+import { finishedWithin, KafkaLog, MemoryLog, SPOOL_RESEND_MS, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
 import { addReadinessCheck, createHttpServer, loggerOptions, registerNotServedHere, registerServedElsewhere } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
@@ -191,7 +191,9 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // (The in-process log hands both over at once.)
   const refusalsStored = async (): Promise<boolean> => {
     if (!(log instanceof KafkaLog)) return true;
-    return log.committedThrough('warehouse', [log.deadLetterTopicName(), log.topicName('control')], REFUSALS_WAIT_MS);
+    // The ends read again no sooner than SPOOL_RESEND_MS after the first: a control process's
+    // spool (a key revoked while Kafka was away) is on the log by then.
+    return log.committedThrough('warehouse', [log.deadLetterTopicName(), log.topicName('control')], REFUSALS_WAIT_MS, { settleMs: SPOOL_RESEND_MS });
   };
   // Distributed: what is on the usage and ledger topics now, which the rebuild waits for the
   // warehouse to hold before it reads (rebuild's `logEnd`); undefined when Kafka does not answer,
