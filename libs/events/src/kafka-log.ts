@@ -299,7 +299,7 @@ export class KafkaLog implements EventLog {
     this.#lingerMs = options.lingerMs ?? 5;
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 3000;
     this.#doubtBoundMs = doubtBoundMs(options.requestTimeoutMs ?? 30_000);
-    this.#maxRetryDelayMs = options.maxRetryDelayMs ?? 2000;
+    this.#maxRetryDelayMs = options.maxRetryDelayMs ?? MAX_RETRY_DELAY_MS;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? 5000;
     this.#subscriptionStopTimeoutMs = options.subscriptionStopTimeoutMs ?? 5000;
     this.#segmentMaxEvents = options.segmentMaxEvents ?? 5000;
@@ -1714,13 +1714,16 @@ const metadataOf = (n: number): PartitionMetadata[] => {
   return m;
 };
 
+/** The spool sender's longest pause between tries, ms (`maxRetryDelayMs`' default). */
+const MAX_RETRY_DELAY_MS = 2_000;
+
 /**
  * How long after Kafka answers again another process's spool is on the log at the latest, ms:
- * its sender's longest pause between tries (`maxRetryDelayMs`' default, 2,000) and a produce
- * (sendTimeoutMs' default, 3,000 less the usual: ~1,000). A rebuild's wait for the control
- * records reads the log's ends again no sooner than this (`committedThrough`'s `settleMs`).
+ * its sender's longest pause between tries (MAX_RETRY_DELAY_MS) and a produce (~1,000 usual). A
+ * rebuild's wait for the control records reads the log's ends again no sooner than this
+ * (`committedThrough`'s `settleMs`).
  */
-export const SPOOL_RESEND_MS = 3_000;
+export const SPOOL_RESEND_MS = MAX_RETRY_DELAY_MS + 1_000;
 
 /** The partition (0 … `partitions` − 1) the producer puts a record keyed `key` on, in a topic of `partitions` partitions. */
 export function producerPartition(topic: string, key: string, partitions: number): number {

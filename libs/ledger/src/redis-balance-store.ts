@@ -1097,12 +1097,11 @@ export const MIN_REDIS_VERSION: readonly [number, number] = [6, 2];
  * readable version (a proxy that hides it) passes: the scripts then fail loudly if it is old.
  */
 export function redisVersionProblem(info: string): string | undefined {
-  const m = /^redis_version:(\d+)\.(\d+)(?:\.\d+)?\s*$/m.exec(info);
+  const m = /^redis_version:((\d+)\.(\d+)(?:\.\d+)?)\s*$/m.exec(info);
   if (!m) return undefined;
-  const [major, minor] = [Number(m[1]), Number(m[2])];
+  const [version, major, minor] = [m[1], Number(m[2]), Number(m[3])];
   const [needMajor, needMinor] = MIN_REDIS_VERSION;
   if (major > needMajor || (major === needMajor && minor >= needMinor)) return undefined;
-  const version = /^redis_version:(\S+)/m.exec(info)![1];
   return `is Redis ${version}; Tollgate needs Redis ${needMajor}.${needMinor} or later (the ledger writes a usage id marker and reads the one it replaces with SET … GET)`;
 }
 

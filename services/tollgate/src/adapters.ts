@@ -388,9 +388,12 @@ async function openDistributed(config: Config, logger: Logger, dataLock: DataDir
       redisOptions: { maxRetriesPerRequest: 1, commandTimeout: 2000, connectTimeout: 2000 },
     })
     : undefined;
+  // Where the ledger's Redis is, for the start's one-line errors.
+  const ledgerWhere = ledgerRedis
+    ? { what: `the Redis Cluster at ${redisConfig.clusterNodes!.map((n) => `${n.host}:${n.port}`).join(',')}`, variable: 'REDIS_CLUSTER_NODES' }
+    : { what: `Redis at ${redisEndpoint(redisConfig.url)}`, variable: 'REDIS_URL' };
   if (ledgerRedis) {
-    await connectAtStart(ledgerRedis, logger, 'redis cluster connection error',
-      `the Redis Cluster at ${redisConfig.clusterNodes!.map((n) => `${n.host}:${n.port}`).join(',')}`, 'REDIS_CLUSTER_NODES',
+    await connectAtStart(ledgerRedis, logger, 'redis cluster connection error', ledgerWhere.what, ledgerWhere.variable,
       async () => { redis.disconnect(); await log.close().catch(() => {}); });
   }
   // A Redis that restarted empty answers "not ready" (503) until it is rebuilt, never "no credit".
@@ -401,10 +404,7 @@ async function openDistributed(config: Config, logger: Logger, dataLock: DataDir
     redis.disconnect();
     ledgerRedis?.disconnect();
     await log.close().catch(() => {});
-    const where = ledgerRedis
-      ? `the Redis Cluster at ${redisConfig.clusterNodes!.map((n) => `${n.host}:${n.port}`).join(',')} (REDIS_CLUSTER_NODES)`
-      : `Redis at ${redisEndpoint(redisConfig.url)} (REDIS_URL)`;
-    throw new ServiceUnavailableAtStart(`${where} ${tooOld}`);
+    throw new ServiceUnavailableAtStart(`${ledgerWhere.what} (${ledgerWhere.variable}) ${tooOld}`);
   }
   const keys = new RedisKeyDirectory({ redis, prefix });
   const gatewayKeys = config.keyCacheTtlMs > 0 ? new CachedKeyDirectory(keys, { ttlMs: config.keyCacheTtlMs }) : keys;
