@@ -305,6 +305,13 @@ export interface EventLog {
   /** Waits until everything published so far is handed to the log (not to consumers). */
   flush(): Promise<void>;
   /**
+   * Resolves once everything this process published before the call is acknowledged by the log
+   * itself, not merely kept in a local spool (Kafka: acks=all), however long Kafka is away;
+   * rejects when the log closes first. Absent: `publish` resolving means acknowledged (the
+   * in-process log).
+   */
+  acknowledged?(): Promise<void>;
+  /**
    * False while the log knows it cannot deliver (Kafka away: its last send failed; events are
    * kept in the spool until it returns), else true. A caller that waits for a consumer's effect
    * of what it published (a credit grant waiting for the ledger) need not wait then. Absent: always true.

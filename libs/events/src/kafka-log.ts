@@ -247,6 +247,8 @@ export class KafkaLog implements EventLog {
   #pending: Pending[] = [];
   /** events appended by this process so far (the last one's sequence number) */
   #written = 0;
+  /** the sequence number (as #written counts) through which Kafka acknowledged this process's events */
+  #acknowledgedThrough = 0;
   #sender: Promise<void> | null = null;
   /** the segment the sender is sending from (its records must stay in memory) */
   #sending: Segment | null = null;
@@ -680,6 +682,22 @@ export class KafkaLog implements EventLog {
   /** False while Kafka is known away (the last send failed), true otherwise: see EventLog.reachable. */
   reachable(): boolean {
     return !this.#down;
+  }
+
+  /**
+   * Resolves once every event this process published before the call is acknowledged by Kafka
+   * (acks=all), not merely fsync'd in the spool (what `publish` settles for while Kafka is away);
+   * events published after the call are not waited for, so steady traffic cannot starve it
+   * (unlike `flush`). Rejects when the log stops first. What a caller that must know its record
+   * reached the log waits for (the control role's ControlRecordRegistry).
+   */
+  async acknowledged(): Promise<void> {
+    const upTo = this.#written;
+    await this.#ready;
+    while (this.#acknowledgedThrough < upTo) {
+      if (this.#stopped && !this.#sender) throw new Error('event log is closed with events not acknowledged by kafka');
+      await this.#changed();
+    }
   }
 
   /** Waits until everything published so far is acknowledged by Kafka, spool included. */
@@ -1150,8 +1168,10 @@ export class KafkaLog implements EventLog {
           acknowledged = chunk.length;
         }
         segment.sent += acknowledged;
-        if (segment.base >= 0) this.#resolveUpTo(segment.base + segment.sent - 1);
-        else delivered += acknowledged;
+        if (segment.base >= 0) {
+          this.#acknowledgedThrough = segment.base + segment.sent - 1;
+          this.#resolveUpTo(this.#acknowledgedThrough);
+        } else delivered += acknowledged;
         if (this.#down) {
           this.#down = false;
           this.#log.warn({ spoolDir: this.#spoolDir }, 'kafka reachable again; sending the spool');

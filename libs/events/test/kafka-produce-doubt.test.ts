@@ -152,6 +152,33 @@ if (brokers === undefined) {
     }
   });
 
+  test('acknowledged: a publish that resolved from the spool (Kafka\'s answer held back) is not acknowledged until Kafka answers', async () => {
+    const faults = produceResponseHolds(Infinity);
+    const kafka = new Kafka({ clientId: 'tollgate-events-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING, socketFactory: faults.socketFactory });
+    const { log, cleanup } = await withReader(kafka, faults, { sendTimeoutMs: 300 });
+    try {
+      await log.ensureTopics(2);
+      const [warm, held, after] = sampleEvents(randomUUID().slice(0, 8), 3);
+      await log.publish(warm!.topic, [{ event: warm!.event }]);
+      await log.acknowledged(); // Kafka answered: at once
+      faults.armed = 1;
+      await log.publish(held!.topic, [{ event: held!.event }]); // resolves from the fsync'd spool
+      assert.equal(log.reachable(), false, 'the sender gave the produce up');
+      let acked = false;
+      const acknowledged = log.acknowledged().then(() => { acked = true; });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(acked, false, 'only spooled, not acknowledged');
+      faults.releaseAll();
+      await acknowledged;
+      assert.equal(log.reachable(), true);
+      // Kafka up: a publish is acknowledged when it resolves.
+      await log.publish(after!.topic, [{ event: after!.event }]);
+      await log.acknowledged();
+    } finally {
+      await cleanup();
+    }
+  });
+
   test('a stop while a given-up produce is unanswered: close() does not wait for it, the spool keeps its events, the next start delivers them', async () => {
     const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
     const prefix = `t-${randomUUID().slice(0, 8)}.`;

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
 import {
-  MAX_ACCESS_ENTRIES, MAX_CIDR_CHARS, MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, NotPublishedError, type AccountRecord, type ControlEvent, type KeyRecord, type LedgerEvent,
+  MAX_ACCESS_ENTRIES, MAX_CIDR_CHARS, MAX_MONEY_MICROS, MAX_REFERENCE_CHARS, NotPublishedError, type AccountRecord, type KeyRecord, type LedgerEvent,
 } from '@tollgate/events';
 import { createHttpServer, guardOperatorRoutes } from '@tollgate/http';
 import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } from '@tollgate/keys';
@@ -13,6 +13,7 @@ import { bodyErrorMap, bodyProblems, MAX_NAME_CHARS, operatorTextProblem } from 
 import { newId, nextVersion } from './ids.ts';
 import { PlanBody, registerPlanRoutes } from './plans.ts';
 import { guardHotState } from './hot-state.ts';
+import { ControlRecordRegistry, type DirectoryRecordEvent } from './record-registry.ts';
 import { findPlan } from '@tollgate/limits';
 
 /**
@@ -154,11 +155,25 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   // writes it answers 503 state_unavailable, never an empty list or "does not exist".
   const unguarded = deps.balances;
   const lost = () => unguarded.stateLost();
+  // What this process wrote and a rebuild of hot state may not have read (its record still in
+  // the spool, Kafka away): put back when the state is seen rebuilt.
+  const records = deps.records ?? new ControlRecordRegistry(unguarded, deps.keys, deps.log, {
+    onError: (err) => app.log.warn({ err }, 'control record registry: could not read or write hot state; trying again'),
+    onRestored: (r) => app.log.warn(r, 'hot state was rebuilt: put back the control records this process wrote that the log had not acknowledged'),
+  });
+  if (!deps.records) app.addHook('onClose', async () => records.stop());
   deps = { ...deps, keys: guardHotState(deps.keys, lost), balances: guardHotState(deps.balances, lost) };
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
-  const publishControl = (event: ControlEvent) => deps.log.publish('control', [{ event }]);
+  /** Written to the directory at once (read-your-writes) and to the log (durable, replayable). */
+  const saveRecord = (event: DirectoryRecordEvent) => records.save(event, () => {
+    switch (event.type) {
+      case 'account': return deps.keys.putAccount(event.account);
+      case 'key': return deps.keys.putKey(event.key);
+      case 'plan': return deps.keys.putPlan(event.plan);
+    }
+  });
 
   const catalogNow = (): Catalog => deps.prices?.current().catalog ?? deps.catalog;
 
@@ -204,19 +219,12 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
     return a;
   };
 
-  /** Written to the directory at once (read-your-writes) and to the log (durable, replayable). */
-  const saveAccount = async (a: AccountRecord) => {
-    await deps.keys.putAccount(a);
-    await publishControl({ type: 'account', event_id: `account:${a.id}:${a.version}`, ts: Date.now(), account: a });
-  };
-  const saveKey = async (k: KeyRecord) => {
-    await deps.keys.putKey(k);
-    await publishControl({ type: 'key', event_id: `key:${k.id}:${k.version}`, ts: Date.now(), key: k });
-  };
+  const saveAccount = (a: AccountRecord) => saveRecord({ type: 'account', event_id: `account:${a.id}:${a.version}`, ts: Date.now(), account: a });
+  const saveKey = (k: KeyRecord) => saveRecord({ type: 'key', event_id: `key:${k.id}:${k.version}`, ts: Date.now(), key: k });
 
   app.register(async (admin) => {
     guardOperatorRoutes(admin, { adminToken: deps.adminToken, financeToken: deps.financeToken });
-    registerPlanRoutes(admin, { keys: deps.keys, publish: publishControl });
+    registerPlanRoutes(admin, { keys: deps.keys, savePlan: (plan) => saveRecord({ type: 'plan', event_id: `plan:${plan.id}:${plan.version}`, ts: Date.now(), plan }) });
 
     admin.post('/admin/v1/accounts', async (request, reply) => {
       const body = parse(AccountCreate, request.body);

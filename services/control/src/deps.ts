@@ -3,6 +3,7 @@ import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import type { Catalog, PriceVersion } from '@tollgate/pricing';
 import type { PoolStore } from '@tollgate/pool';
+import type { ControlRecordRegistry } from './record-registry.ts';
 
 export interface ControlDeps {
   keys: KeyDirectory;
@@ -25,4 +26,10 @@ export interface ControlDeps {
    * died before publishing does not block the reference for good.
    */
   claimTtlMs?: number;
+  /**
+   * The records this process wrote, put back after a rebuild of hot state (default: one made by
+   * registerControl on `balances`, `keys` and `log`, stopped when the server closes; tests pass
+   * their own to step its polls).
+   */
+  records?: ControlRecordRegistry;
 }

@@ -1,6 +1,8 @@
 export { bodyProblem, buildControl, registerControl } from './app.ts';
 export type { OperatorBody } from './app.ts';
 export type { ControlDeps } from './deps.ts';
+export { ControlRecordRegistry } from './record-registry.ts';
+export type { ControlRecordRegistryOptions, DirectoryRecordEvent } from './record-registry.ts';
 export { planView, requirePlan, registerPlanRoutes } from './plans.ts';
 export { registerAnalytics } from './analytics.ts';
 export { registerBilling } from './billing.ts';

@@ -4,7 +4,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { gatewayError } from '@tollgate/anthropic';
-import { MAX_PLAN_LIMIT, type ControlEvent, type PlanRecord } from '@tollgate/events';
+import { MAX_PLAN_LIMIT, type PlanRecord } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
 import { findPlan, SEED_PLANS, seedPlan, type SeedPlan } from '@tollgate/limits';
 import { bodyErrorMap, bodyProblems, planNameProblem } from './body-problems.ts';
@@ -68,13 +68,14 @@ export async function requirePlan(keys: KeyDirectory, id: string): Promise<PlanR
  * fields; a seed plan becomes a stored record); `DELETE /admin/v1/plans/:id` → `{id, deleted:
  * true}` (a tombstone; keys and accounts naming it fall back to the next plan in line), or for a
  * seed plan `{id, deleted: false, reset_to_seed: true}` (its changes dropped; it stays).
- * Every write goes to the key directory at once and to the control log (replayable).
+ * Every write goes to the key directory at once and to the control log (replayable), through `savePlan`.
  */
-export function registerPlanRoutes(admin: FastifyInstance, deps: { keys: KeyDirectory; publish: (e: ControlEvent) => Promise<unknown> }): void {
-  const save = async (plan: PlanRecord) => {
-    await deps.keys.putPlan(plan);
-    await deps.publish({ type: 'plan', event_id: `plan:${plan.id}:${plan.version}`, ts: Date.now(), plan });
-  };
+export function registerPlanRoutes(admin: FastifyInstance, deps: {
+  keys: KeyDirectory;
+  /** writes a plan record to the key directory and the control log (registerControl's, through its ControlRecordRegistry) */
+  savePlan: (plan: PlanRecord) => Promise<void>;
+}): void {
+  const save = deps.savePlan;
 
   admin.post('/admin/v1/plans', async (request, reply) => {
     const body = parse(request.body);
