@@ -20,7 +20,8 @@ let installed = false;
  * other call goes to Node's `emitWarning` unchanged. The `warning` listeners are not touched:
  * Node's printer, `--no-warnings`, `--trace-warnings`, `--throw-deprecation`, `once` listeners
  * and `removeListener` all behave as without it. Idempotent; `KafkaLog`'s constructor calls it
- * (a kafkajs client used before any `KafkaLog` exists is not covered), and so does bench/run.ts.
+ * (a kafkajs client used before any `KafkaLog` exists is not covered), and so do bench/run.ts
+ * and every bench command's `runMain` (bench/cli.ts).
  */
 export function dropKafkajsTimerWarning(): void {
   if (installed) return;
