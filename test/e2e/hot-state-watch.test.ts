@@ -39,7 +39,7 @@ for (const [layout, processes] of Object.entries(LAYOUTS)) {
     try {
       await redis.connect();
       const names = processes.map(([n]) => n);
-      for (const n of names) await c.eventually(`${n} ready`, async () => ((await fetch(`${c.url(n)}/ready`)).ok ? true : undefined));
+      await c.allReady(...names);
       const acct = await newAccount(c, 10); // 10 credits = 10_000_000 µc
       const client = new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw'), maxRetries: 0, logLevel: 'error' });
       const ask = () => client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: '[[sim input=10 output=2]]' }] });

@@ -19,7 +19,7 @@ test('requests in flight at a Redis data loss: their holds are restored after th
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await redis.connect();
-    for (const n of ['agg', 'gw1', 'gw2']) await c.eventually(`${n} ready`, async () => ((await fetch(`${c.url(n)}/ready`)).ok ? true : undefined));
+    await c.allReady('agg', 'gw1', 'gw2');
     // 1 credit = 1,000,000 µc, no overdraft.
     const acct = await newAccount(c, 1);
     const slow = new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw1'), maxRetries: 0, logLevel: 'error' });

@@ -25,7 +25,7 @@ test('rebuild behind the ledger group (warehouse lagging, aggregator killed, Red
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await redis.connect();
-    for (const n of ['agg', 'control']) await c.eventually(`${n} ready`, async () => ((await fetch(`${c.url(n)}/ready`)).ok ? true : undefined));
+    await c.allReady('agg', 'control');
     // Let the warehouse's first (startup) insert window pass, then grant: the next insert is 4 s away.
     await new Promise((r) => setTimeout(r, 4500));
     const accounts: string[] = [];

@@ -22,7 +22,7 @@ test('rebuild after a Redis loss with the warehouse behind on control records: a
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await redis.connect();
-    for (const n of ['agg', 'control', 'gw']) await c.eventually(`${n} ready`, async () => ((await fetch(`${c.url(n)}/ready`)).ok ? true : undefined));
+    await c.allReady('agg', 'control', 'gw');
     // Let the warehouse's first (startup) insert window pass.
     await new Promise((r) => setTimeout(r, 4500));
     const acct = await newAccount(c, 1); // 1,000,000 µc, applied by the ledger (201)

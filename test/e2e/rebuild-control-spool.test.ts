@@ -24,7 +24,7 @@ test('rebuild after a Redis loss with a key revocation only in a control process
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await redis.connect();
-    for (const n of ['agg', 'control', 'cut-off', 'gw']) await c.eventually(`${n} ready`, async () => ((await fetch(`${c.url(n)}/ready`)).ok ? true : undefined));
+    await c.allReady('agg', 'control', 'cut-off', 'gw');
     const acct = await newAccount(c, 10); // through `control`: every record on the log
     const client = new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw'), maxRetries: 0, logLevel: 'error' });
     const status = () => client.messages.create({

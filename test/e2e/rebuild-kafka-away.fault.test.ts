@@ -27,7 +27,7 @@ test('Redis lost while Kafka is away, a key revoked and a limit set meanwhile: a
   let kafkaDown = false;
   try {
     await redis.connect();
-    for (const n of ['agg', 'control', 'gw']) await c.eventually(`${n} ready`, async () => ((await fetch(`${c.url(n)}/ready`)).ok ? true : undefined));
+    await c.allReady('agg', 'control', 'gw');
     const acct = await newAccount(c, 10); // 10,000,000 µc
     const second = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${acct.accountId}/keys`, {});
     const client = (key: string) => new Anthropic({ apiKey: key, baseURL: c.url('gw'), maxRetries: 0, logLevel: 'error' });

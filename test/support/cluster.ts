@@ -242,6 +242,11 @@ export class Cluster {
     return { status: res.status, json: (await res.json()) as T };
   }
 
+  /** Waits until each named process's `/ready` answers 200, one after the other (`eventually`'s time each). */
+  async allReady(...names: string[]): Promise<void> {
+    for (const n of names) await this.eventually(`${n} ready`, async () => ((await fetch(`${this.url(n)}/ready`)).ok ? true : undefined));
+  }
+
   /** Polls until `check` returns a value (not undefined) or the time is up. */
   async eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
     const deadline = Date.now() + timeoutMs;

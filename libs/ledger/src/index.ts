@@ -6,5 +6,7 @@ export { isRefusal, positionKey, RebuildSupersededError, windowBounds, SPEND_WIN
 export { MemoryBalanceStore } from './memory-balance-store.ts';
 export { RedisBalanceStore, accountHashTag, MIN_REDIS_VERSION, redisVersionProblem, RESTORE_WINDOW_MS, RESTORE_POLL_MS, LOST_SETTLE_MS } from './redis-balance-store.ts';
 export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';
+export { EpochRegistry } from './epoch-registry.ts';
+export type { EpochRegistryOptions, RegistryEntry } from './epoch-registry.ts';
 export { releaseUnanswered } from './release-unanswered.ts';
 export type { ReleaseRetryOptions } from './release-unanswered.ts';

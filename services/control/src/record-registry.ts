@@ -2,7 +2,7 @@
 // confirmed yet, so it can put them back into hot state when a rebuild could not read them.
 import type { ControlEvent, EventLog } from '@tollgate/events';
 import type { KeyDirectory } from '@tollgate/keys';
-import { RESTORE_POLL_MS, type BalanceStore } from '@tollgate/ledger';
+import { EpochRegistry, type BalanceStore, type EpochRegistryOptions } from '@tollgate/ledger';
 
 /** A control record kept in the key directory: an account, key or plan (not a price version). */
 export type DirectoryRecordEvent = Extract<ControlEvent, { type: 'account' | 'key' | 'plan' }>;
@@ -17,11 +17,7 @@ interface Entry {
   published: 'no' | 'spooled' | 'acked';
 }
 
-export interface ControlRecordRegistryOptions {
-  /** ms between epoch reads (default RESTORE_POLL_MS, 250) */
-  pollMs?: number;
-  /** a read or re-put that failed (hot state away), the first of a run: tried again at the next poll */
-  onError?: (err: unknown) => void;
+export interface ControlRecordRegistryOptions extends EpochRegistryOptions {
   /** records put back after a rebuild: how many were written (newer than what the rebuild read), of how many listed */
   onRestored?: (r: { written: number; listed: number; epoch: string }) => void;
 }
@@ -50,18 +46,10 @@ export interface ControlRecordRegistryOptions {
  * A store that is never lost (`epoch` undefined: memory) turns the registry off at its first poll.
  * See docs/decisions.md, "Control records this process wrote are put back after a rebuild".
  */
-export class ControlRecordRegistry {
-  readonly #store: BalanceStore;
+export class ControlRecordRegistry extends EpochRegistry<Entry> {
   readonly #keys: KeyDirectory;
   readonly #log: EventLog;
-  readonly #options: ControlRecordRegistryOptions;
-  /** by record (`account:<id>`, `key:<id>`, `plan:<id>`): the latest version written */
-  readonly #entries = new Map<string, Entry>();
-  #epoch: string | undefined;
-  #off = false;
-  #timer: NodeJS.Timeout | undefined;
-  #polling = false;
-  #failing = false;
+  readonly #onRestored: ControlRecordRegistryOptions['onRestored'];
 
   /**
    * `store`: the balance store whose `epoch` tells a rebuild; `keys`: the key directory the
@@ -69,38 +57,31 @@ export class ControlRecordRegistry {
    * where `save` publishes the records.
    */
   constructor(store: BalanceStore, keys: KeyDirectory, log: EventLog, options: ControlRecordRegistryOptions = {}) {
-    this.#store = store;
+    super(store, options);
     this.#keys = keys;
     this.#log = log;
-    this.#options = options;
-    this.#timer = setInterval(() => void this.poll(), options.pollMs ?? RESTORE_POLL_MS);
-    this.#timer.unref();
-    void this.poll();
-  }
-
-  /** Records listed (written, and not yet known to be on the log and past a rebuild check). */
-  get size(): number {
-    return this.#entries.size;
+    this.#onRestored = options.onRestored;
   }
 
   /**
-   * Writes a control record: lists it, runs `put` (the key directory write), publishes `event`
-   * on the `control` topic, and follows it until the log acknowledges it. Rejects with `put`'s or
-   * `publish`'s error (the record is then no longer listed, unless a newer version of it is).
+   * Writes a control record: lists it (by record: `account:<id>`, `key:<id>`, `plan:<id>`, its
+   * latest version), runs `put` (the key directory write), publishes `event` on the `control`
+   * topic, and follows it until the log acknowledges it. Rejects with `put`'s or `publish`'s
+   * error (the record is then no longer listed, unless a newer version of it is).
    */
   async save(event: DirectoryRecordEvent, put: () => Promise<unknown>): Promise<void> {
     const id = recordId(event);
     const entry: Entry = { event, published: 'no' };
-    const before = this.#entries.get(id);
-    if (!this.#off && !(before && version(before.event) > version(event))) this.#entries.set(id, entry);
+    const before = this.entries.get(id);
+    if (!this.off && !(before && version(before.event) > version(event))) this.entries.set(id, entry);
     try {
       await put();
       await this.#log.publish('control', [{ event }]);
     } catch (err) {
-      if (this.#entries.get(id) === entry) this.#entries.delete(id);
+      if (this.entries.get(id) === entry) this.entries.delete(id);
       throw err;
     }
-    if (this.#entries.get(id) !== entry) return;
+    if (this.entries.get(id) !== entry) return;
     if (!this.#log.acknowledged) {
       entry.published = 'acked';
       return;
@@ -111,47 +92,13 @@ export class ControlRecordRegistry {
     this.#log.acknowledged().then(() => { entry.published = 'acked'; }, () => {});
   }
 
-  /** One poll (the timer's; tests call it to step): read the epoch, then announce, restore or prune. */
-  async poll(): Promise<void> {
-    if (this.#off || this.#polling) return;
-    this.#polling = true;
-    try {
-      const acknowledged: Array<[string, Entry]> = [];
-      for (const pair of this.#entries) if (pair[1].published === 'acked') acknowledged.push(pair);
-      const pollMs = this.#options.pollMs ?? RESTORE_POLL_MS;
-      const epoch = await this.#store.epoch(this.#entries.size > 0 ? 8 * pollMs : undefined);
-      if (epoch === undefined) {
-        this.#off = true;
-        this.#entries.clear();
-        this.stop();
-        return;
-      }
-      if (epoch === null) return;
-      if (this.#epoch === undefined || epoch === this.#epoch) {
-        // The first read (nothing of this process's was lost before it), or no rebuild since:
-        // what the log had acknowledged before the read is read by any later rebuild.
-        this.#epoch = epoch;
-        for (const [id, e] of acknowledged) if (this.#entries.get(id) === e) this.#entries.delete(id);
-        return;
-      }
-      const listed = [...this.#entries.values()];
-      let written = 0;
-      for (const { event } of listed) if (await put(this.#keys, event)) written++;
-      this.#epoch = epoch;
-      this.#failing = false;
-      this.#options.onRestored?.({ written, listed: listed.length, epoch });
-    } catch (err) {
-      if (!this.#failing) this.#options.onError?.(err);
-      this.#failing = true;
-    } finally {
-      this.#polling = false;
-    }
-  }
-
-  /** Stops polling (the process is closing). */
-  stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
+  /** Writes every listed record again (versioned: one the rebuild read, or a newer one, stays). */
+  protected override async restore(epoch: string): Promise<boolean> {
+    const listed = [...this.entries.values()];
+    let written = 0;
+    for (const { event } of listed) if (await put(this.#keys, event)) written++;
+    this.#onRestored?.({ written, listed: listed.length, epoch });
+    return true;
   }
 }
 

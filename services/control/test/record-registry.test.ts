@@ -36,6 +36,7 @@ async function fixture(t: import('node:test').TestContext, log: EventLog) {
   // Polled by hand (a poll interval far beyond the test).
   const registry = new ControlRecordRegistry(store, keys, log, { pollMs: 3_600_000, onRestored: ({ written, listed }) => restored.push({ written, listed }) });
   t.after(async () => { registry.stop(); await log.close(); await deleteKeysUnder(redis, prefix); redis.disconnect(); });
+  await registry.poll(); // its first read (the state not built yet): the tests' polls are the next ones
   const save = (k: KeyRecord) => registry.save(keyEvent(k), () => keys.putKey(k));
   return { redis, prefix, store, keys, registry, restored, save, empty: () => deleteKeysUnder(redis, prefix) };
 }

@@ -1,4 +1,4 @@
-import { RESTORE_POLL_MS, type BalanceStore, type RestoredHold } from '@tollgate/ledger';
+import { EpochRegistry, RESTORE_POLL_MS, type BalanceStore, type EpochRegistryOptions, type RestoredHold } from '@tollgate/ledger';
 
 export { RESTORE_POLL_MS };
 
@@ -25,11 +25,7 @@ interface Entry {
   published: 'no' | 'acked' | 'spooled';
 }
 
-export interface HoldRegistryOptions {
-  /** ms between epoch reads (default RESTORE_POLL_MS) */
-  pollMs?: number;
-  /** a read or restore that failed (the state store away), the first of a run: tried again at the next poll */
-  onError?: (err: unknown) => void;
+export interface HoldRegistryOptions extends EpochRegistryOptions {
   /** holds re-reserved after a rebuild: how many the store restored, of how many this gateway had */
   onRestored?: (r: { restored: number; inFlight: number; epoch: string }) => void;
   /** entries listed at most (default MAX_LISTED) */
@@ -55,30 +51,15 @@ export interface HoldRegistryOptions {
  * registry off at its first poll. See docs/decisions.md, "Holds in flight are restored after a
  * rebuild".
  */
-export class HoldRegistry {
+export class HoldRegistry extends EpochRegistry<Entry> {
   readonly #store: BalanceStore;
   readonly #options: HoldRegistryOptions;
-  readonly #entries = new Map<string, Entry>();
-  /** the epoch these entries' holds are (or were restored) in; undefined before the first read */
-  #epoch: string | undefined;
-  #off = false;
-  #timer: NodeJS.Timeout | undefined;
-  #polling = false;
   #restoring: Promise<void> | undefined;
-  /** the last poll failed (its error was reported; the next ones' are not, until one succeeds) */
-  #failing = false;
 
   constructor(store: BalanceStore, options: HoldRegistryOptions = {}) {
+    super(store, options);
     this.#store = store;
     this.#options = options;
-    this.#timer = setInterval(() => void this.poll(), options.pollMs ?? RESTORE_POLL_MS);
-    this.#timer.unref();
-    void this.poll();
-  }
-
-  /** Requests listed (in flight, or settled and not yet known to the warehouse). */
-  get size(): number {
-    return this.#entries.size;
   }
 
   /**
@@ -91,18 +72,18 @@ export class HoldRegistry {
 
   /** A hold of `amount` µc was made for `holdId`, living `ttlMs`; `ts`: the request's start (ms). */
   held(holdId: string, accountId: string, keyId: string, ts: number, amount: bigint, ttlMs: number): void {
-    if (this.#off) return;
-    this.#entries.set(holdId, { accountId, keyId, ts, amount, expiresAt: Date.now() + ttlMs, published: 'no' });
-    if (this.#entries.size > (this.#options.maxListed ?? MAX_LISTED)) this.#trim();
+    if (this.off) return;
+    this.entries.set(holdId, { accountId, keyId, ts, amount, expiresAt: Date.now() + ttlMs, published: 'no' });
+    if (this.entries.size > (this.#options.maxListed ?? MAX_LISTED)) this.#trim();
   }
 
   /** Drops the oldest entries whose usage is handed over, down to 90 % of the cap (Map order is insertion order). */
   #trim(): void {
-    let over = this.#entries.size - Math.floor(0.9 * (this.#options.maxListed ?? MAX_LISTED));
-    for (const [id, e] of this.#entries) {
+    let over = this.entries.size - Math.floor(0.9 * (this.#options.maxListed ?? MAX_LISTED));
+    for (const [id, e] of this.entries) {
       if (over <= 0) break;
       if (e.published !== 'no') {
-        this.#entries.delete(id);
+        this.entries.delete(id);
         over--;
       }
     }
@@ -110,13 +91,13 @@ export class HoldRegistry {
 
   /** The hold lives `ttlMs` longer (the request is still running). */
   extended(holdId: string, ttlMs: number): void {
-    const e = this.#entries.get(holdId);
+    const e = this.entries.get(holdId);
     if (e) e.expiresAt = Date.now() + ttlMs;
   }
 
   /** The hold shrank to the request's cost `amount` (µc) and lives `ttlMs` longer. */
   settled(holdId: string, amount: bigint, ttlMs: number): void {
-    const e = this.#entries.get(holdId);
+    const e = this.entries.get(holdId);
     if (e) {
       e.amount = amount;
       e.expiresAt = Date.now() + ttlMs;
@@ -125,7 +106,7 @@ export class HoldRegistry {
 
   /** The hold was given back (nothing to charge). */
   released(holdId: string): void {
-    this.#entries.delete(holdId);
+    this.entries.delete(holdId);
   }
 
   /**
@@ -133,70 +114,39 @@ export class HoldRegistry {
    * replicas), or only written to the spool while Kafka is away (`acknowledged` false).
    */
   published(holdId: string, acknowledged = true): void {
-    const e = this.#entries.get(holdId);
+    const e = this.entries.get(holdId);
     if (e) e.published = acknowledged ? 'acked' : 'spooled';
   }
 
-  /** One poll (the timer's; tests call it to step): read the epoch, then announce, restore or prune. */
-  async poll(): Promise<void> {
-    if (this.#off || this.#polling) return;
-    this.#polling = true;
+  /** Entries whose hold would have expired by now go. */
+  protected override prune(now: number): void {
+    for (const [id, e] of this.entries) if (e.expiresAt <= now) this.entries.delete(id);
+  }
+
+  /** Re-reserves every hold listed; new holds wait for it (`restoring`). */
+  protected override async restore(epoch: string): Promise<boolean> {
+    const restore = this.#restore(epoch);
+    // What new holds wait for: never rejects (a failed restore is tried again at the next poll).
+    const waited = restore.then(() => {}, () => {});
+    this.#restoring = waited;
     try {
-      // Acknowledged before the read was sent: droppable if the read finds the same epoch.
-      const acknowledged: string[] = [];
-      for (const [id, e] of this.#entries) if (e.published === 'acked') acknowledged.push(id);
-      // Lost: the next rebuild must wait for this gateway's restore (announced in the same step).
-      const epoch = await this.#store.epoch(this.#entries.size > 0 ? 8 * (this.#options.pollMs ?? RESTORE_POLL_MS) : undefined);
-      if (epoch === undefined) {
-        this.#off = true;
-        this.#entries.clear();
-        this.stop();
-        return;
-      }
-      const now = Date.now();
-      for (const [id, e] of this.#entries) if (e.expiresAt <= now) this.#entries.delete(id);
-      if (epoch === null) return;
-      if (this.#epoch === undefined || epoch === this.#epoch) {
-        // The first read (nothing of this process's was lost before it), or no rebuild since.
-        this.#epoch = epoch;
-        for (const id of acknowledged) this.#entries.delete(id);
-        return;
-      }
-      const restore = this.#restore(epoch);
-      // What new holds wait for: never rejects (a failed restore is tried again at the next poll).
-      const waited = restore.then(() => {}, () => {});
-      this.#restoring = waited;
-      try {
-        await restore;
-      } finally {
-        if (this.#restoring === waited) this.#restoring = undefined;
-      }
-      this.#failing = false;
-    } catch (err) {
-      if (!this.#failing) this.#options.onError?.(err);
-      this.#failing = true;
+      return await restore;
     } finally {
-      this.#polling = false;
+      if (this.#restoring === waited) this.#restoring = undefined;
     }
   }
 
-  async #restore(epoch: string): Promise<void> {
+  async #restore(epoch: string): Promise<boolean> {
     const now = Date.now();
     const holds: RestoredHold[] = [];
-    for (const [holdId, e] of this.#entries) {
+    for (const [holdId, e] of this.entries) {
       if (e.expiresAt <= now) continue;
       holds.push({ holdId, accountId: e.accountId, keyId: e.keyId, amount: e.amount, ttlMs: e.expiresAt - now, ts: e.ts });
     }
     const restored = holds.length === 0 ? 0 : await this.#store.restoreHolds(holds);
     // Lost or loading again: the epoch stays the old one, so the next poll tries again.
-    if (restored === 'not_ready') return;
-    this.#epoch = epoch;
+    if (restored === 'not_ready') return false;
     this.#options.onRestored?.({ restored, inFlight: holds.length, epoch });
-  }
-
-  /** Stops polling (the gateway is closing). */
-  stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
+    return true;
   }
 }

@@ -22,6 +22,7 @@ async function fixture(t: import('node:test').TestContext) {
   const restored: Array<{ restored: number; inFlight: number; epoch: string }> = [];
   const registry = new HoldRegistry(store, { pollMs: 3_600_000, onRestored: (r) => restored.push(r) });
   t.after(async () => { registry.stop(); await empty(); redis.disconnect(); });
+  await registry.poll(); // its first read (the state not built yet): the tests' polls are the next ones
   return { redis, prefix, store, registry, empty, restored };
 }
 

@@ -1,0 +1,128 @@
+// What a process made in hot state that a rebuild from the warehouse cannot know yet, kept so the
+// process can put it back once it sees the state rebuilt: the common part of the gateway's holds
+// in flight (HoldRegistry) and the control role's records (ControlRecordRegistry).
+import type { BalanceStore } from './balance-store.ts';
+import { RESTORE_POLL_MS } from './redis-balance-store.ts';
+
+/** An entry of an EpochRegistry: where the event that puts it in the warehouse is. */
+export interface RegistryEntry {
+  /**
+   * 'no' not yet handed to the log; 'spooled' handed over but only in the local spool (Kafka
+   * away); 'acked' acknowledged by the log (Kafka has it): from then on a rebuild reads it
+   */
+  published: 'no' | 'spooled' | 'acked';
+}
+
+export interface EpochRegistryOptions {
+  /** ms between epoch reads (default RESTORE_POLL_MS, 250) */
+  pollMs?: number;
+  /** a read or restore that failed (the state store away), the first of a run: tried again at the next poll */
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * Entries by id, and the poll that follows the state's `epoch` (which every rebuild replaces):
+ * - every `pollMs`, one read of the epoch; while the state is lost (null) and entries are listed,
+ *   the read also announces a restore (`epoch(announceMs)`), so the rebuilt state admits no hold
+ *   for its restore window while this process puts its entries back;
+ * - on a new epoch, `restore` puts every listed entry back (the subclass's work); until it
+ *   succeeds the old epoch is kept, so the next poll tries again;
+ * - on the same epoch, entries acknowledged by the log before the read are dropped: any later
+ *   rebuild reads them from the warehouse (a rebuild waits for the warehouse to hold the log);
+ * - a store that is never lost (`epoch` undefined: memory) turns the registry off for good.
+ * See docs/decisions.md, "Holds in flight are restored after a rebuild".
+ */
+export abstract class EpochRegistry<E extends RegistryEntry> {
+  /** listed entries by id (Map order: insertion order, oldest first) */
+  protected readonly entries = new Map<string, E>();
+  readonly #store: BalanceStore;
+  readonly #pollMs: number;
+  readonly #onError: ((err: unknown) => void) | undefined;
+  /** the epoch these entries are in (or were restored in); undefined before the first read */
+  #epoch: string | undefined;
+  #off = false;
+  #timer: NodeJS.Timeout | undefined;
+  /** the poll under way, if any */
+  #polling: Promise<void> | undefined;
+  /** the last poll failed (its error was reported; the next ones' are not, until one succeeds) */
+  #failing = false;
+
+  /** Starts polling `store`'s epoch every `pollMs` (the timer does not keep the process alive). */
+  constructor(store: BalanceStore, options: EpochRegistryOptions = {}) {
+    this.#store = store;
+    this.#pollMs = options.pollMs ?? RESTORE_POLL_MS;
+    this.#onError = options.onError;
+    this.#timer = setInterval(() => void this.poll(), this.#pollMs);
+    this.#timer.unref();
+    void this.poll();
+  }
+
+  /** Entries listed. */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** True once the store was found never to lose its state: nothing is listed from then on. */
+  protected get off(): boolean {
+    return this.#off;
+  }
+
+  /** Drops what no longer needs putting back, after each epoch read (default: nothing). */
+  protected prune(_now: number): void {}
+
+  /**
+   * Puts every listed entry back into the state of `epoch`, just rebuilt. Resolves false when the
+   * state is lost or loading again (nothing done: the next poll tries again); a rejection is
+   * reported through `onError` and tried again too.
+   */
+  protected abstract restore(epoch: string): Promise<boolean>;
+
+  /**
+   * One poll (the timer's; tests call it to step): read the epoch, then announce, restore or
+   * prune. While one is under way, its promise (no second read is started).
+   */
+  poll(): Promise<void> {
+    if (this.#off) return Promise.resolve();
+    this.#polling ??= this.#poll().finally(() => { this.#polling = undefined; });
+    return this.#polling;
+  }
+
+  async #poll(): Promise<void> {
+    try {
+      await this.#step();
+      this.#failing = false;
+    } catch (err) {
+      if (!this.#failing) this.#onError?.(err);
+      this.#failing = true;
+    }
+  }
+
+  async #step(): Promise<void> {
+    // Acknowledged before the read was sent: droppable if the read finds the same epoch.
+    const acknowledged: Array<[string, E]> = [];
+    for (const pair of this.entries) if (pair[1].published === 'acked') acknowledged.push(pair);
+    // Lost: the next rebuild must wait for this process's restore (announced in the same step).
+    const epoch = await this.#store.epoch(this.entries.size > 0 ? 8 * this.#pollMs : undefined);
+    if (epoch === undefined) {
+      this.#off = true;
+      this.entries.clear();
+      this.stop();
+      return;
+    }
+    this.prune(Date.now());
+    if (epoch === null) return;
+    if (this.#epoch === undefined || epoch === this.#epoch) {
+      // The first read (nothing of this process's was lost before it), or no rebuild since.
+      this.#epoch = epoch;
+      for (const [id, e] of acknowledged) if (this.entries.get(id) === e) this.entries.delete(id);
+      return;
+    }
+    if (await this.restore(epoch)) this.#epoch = epoch;
+  }
+
+  /** Stops polling (the process is closing). */
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
