@@ -249,6 +249,8 @@ export class KafkaLog implements EventLog {
   #written = 0;
   /** the sequence number (as #written counts) through which Kafka acknowledged this process's events */
   #acknowledgedThrough = 0;
+  /** acknowledged() calls not yet resolved, in call order (so `upTo` ascends) */
+  #ackWaiters: Pending[] = [];
   #sender: Promise<void> | null = null;
   /** the segment the sender is sending from (its records must stay in memory) */
   #sending: Segment | null = null;
@@ -691,13 +693,13 @@ export class KafkaLog implements EventLog {
    * (unlike `flush`). Rejects when the log stops first. What a caller that must know its record
    * reached the log waits for (the control role's ControlRecordRegistry).
    */
-  async acknowledged(): Promise<void> {
+  acknowledged(): Promise<void> {
     const upTo = this.#written;
-    await this.#ready;
-    while (this.#acknowledgedThrough < upTo) {
-      if (this.#stopped && !this.#sender) throw new Error('event log is closed with events not acknowledged by kafka');
-      await this.#changed();
-    }
+    if (this.#acknowledgedThrough >= upTo) return Promise.resolve();
+    if (this.#stopped) return Promise.reject(new Error('event log is closed with events not acknowledged by kafka'));
+    // Resolved in order where the acknowledgements advance (#acknowledgedUpTo): one shift per
+    // call, not a wake-up of every waiter at each change (a publish per request while Kafka is away).
+    return new Promise<void>((resolve, reject) => this.#ackWaiters.push({ upTo, resolve, reject }));
   }
 
   /** Waits until everything published so far is acknowledged by Kafka, spool included. */
@@ -743,7 +745,7 @@ export class KafkaLog implements EventLog {
     this.#inDoubt = null;
     if (doubt?.outcome === true && doubt.segment.sent === doubt.from && this.#segments.includes(doubt.segment)) {
       doubt.segment.sent += doubt.count; // acknowledged after the sender stopped waiting for it
-      if (doubt.segment.base >= 0) this.#resolveUpTo(doubt.segment.base + doubt.segment.sent - 1);
+      if (doubt.segment.base >= 0) this.#acknowledgedUpTo(doubt.segment.base + doubt.segment.sent - 1);
     } else if (doubt?.outcome === null) {
       // Not waited for beyond closeTimeoutMs: its events stay in the spool, and the next start
       // sends them again, which duplicates them if this produce succeeds after all.
@@ -758,6 +760,7 @@ export class KafkaLog implements EventLog {
     this.#kickSync();
     while (this.#syncing) await this.#syncing;
     for (const p of this.#pending.splice(0)) p.reject(new Error('event log closed before its events were acknowledged or fsync\'d'));
+    for (const w of this.#ackWaiters.splice(0)) w.reject(new Error('event log is closed with events not acknowledged by kafka'));
     for (const segment of this.#segments) {
       if (segment.fd !== null) closeSync(segment.fd);
       segment.fd = null;
@@ -1168,10 +1171,8 @@ export class KafkaLog implements EventLog {
           acknowledged = chunk.length;
         }
         segment.sent += acknowledged;
-        if (segment.base >= 0) {
-          this.#acknowledgedThrough = segment.base + segment.sent - 1;
-          this.#resolveUpTo(this.#acknowledgedThrough);
-        } else delivered += acknowledged;
+        if (segment.base >= 0) this.#acknowledgedUpTo(segment.base + segment.sent - 1);
+        else delivered += acknowledged;
         if (this.#down) {
           this.#down = false;
           this.#log.warn({ spoolDir: this.#spoolDir }, 'kafka reachable again; sending the spool');
@@ -1198,6 +1199,13 @@ export class KafkaLog implements EventLog {
     if (delivered > 0) {
       this.#log.warn({ events: delivered, spoolDir: this.#spoolDir }, 'spooled events delivered to kafka');
     }
+  }
+
+  /** Kafka acknowledged this process's events through `seq`: their publishers and acknowledged() waiters resolve. */
+  #acknowledgedUpTo(seq: number): void {
+    if (seq > this.#acknowledgedThrough) this.#acknowledgedThrough = seq;
+    while (this.#ackWaiters.length > 0 && this.#ackWaiters[0]!.upTo <= this.#acknowledgedThrough) this.#ackWaiters.shift()!.resolve();
+    this.#resolveUpTo(seq);
   }
 
   #resolveUpTo(seq: number): void {
@@ -1465,7 +1473,7 @@ export class KafkaLog implements EventLog {
     const i = this.#segments.indexOf(segment);
     if (i >= 0) this.#segments.splice(i, 1);
     if (this.#active === segment) this.#active = null;
-    if (segment.base >= 0) this.#resolveUpTo(segment.base + segment.count - 1);
+    if (segment.base >= 0) this.#acknowledgedUpTo(segment.base + segment.count - 1);
   }
 
   async #readSegment(path: string): Promise<SpoolRecord[]> {

@@ -179,6 +179,27 @@ if (brokers === undefined) {
     }
   });
 
+  test('acknowledged: calls made while Kafka is away wait together (resolved in order, not each woken by every change) and are refused when the log closes first', async () => {
+    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+    const away = new Kafka({ brokers: ['127.0.0.1:1'], connectionTimeout: 200, retry: { retries: 0 }, logLevel: logLevel.NOTHING });
+    const log = new KafkaLog({ kafka: away, spoolDir, closeTimeoutMs: 300, logger: quiet() });
+    try {
+      const waits: Array<Promise<string>> = [];
+      for (const s of sampleEvents(randomUUID().slice(0, 8), 200)) {
+        await log.publish(s.topic, [{ event: s.event }]); // resolves from the fsync'd spool
+        waits.push(log.acknowledged().then(() => 'acknowledged', (err: Error) => err.message));
+      }
+      assert.equal(log.reachable(), false);
+      await log.close();
+      const outcomes = await Promise.all(waits);
+      assert.deepEqual(new Set(outcomes), new Set(['event log is closed with events not acknowledged by kafka']));
+      assert.equal(await log.acknowledged().then(() => 'acknowledged', (err: Error) => err.message), 'event log is closed with events not acknowledged by kafka');
+    } finally {
+      await log.close();
+      await rm(spoolDir, { recursive: true, force: true });
+    }
+  });
+
   test('a stop while a given-up produce is unanswered: close() does not wait for it, the spool keeps its events, the next start delivers them', async () => {
     const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
     const prefix = `t-${randomUUID().slice(0, 8)}.`;

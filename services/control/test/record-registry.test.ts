@@ -75,6 +75,29 @@ test('control record registry: a key revoked while Kafka is away (its record onl
   assert.equal(restored.length, 1);
 });
 
+test('control record registry: a later save of a record that fails keeps the version listed before it (still only spooled), and the rebuild gets that one back', async (t) => {
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-ctlreg-'));
+  t.after(() => rm(spoolDir, { recursive: true, force: true }));
+  const away = new Kafka({ brokers: ['127.0.0.1:1'], connectionTimeout: 200, retry: { retries: 0 }, logLevel: logLevel.NOTHING });
+  const log = new KafkaLog({ kafka: away, spoolDir, logger: { warn() {}, error() {} } });
+  const f = await fixture(t, log);
+  if (!f) return;
+  const { store, keys, registry, restored, save, empty } = f;
+  await store.load(snapshot());
+  await registry.poll();
+  await save(keyRecord(2, true)); // revoked: in Redis, its record only in the spool
+  const limited = { ...keyRecord(3, true), daily_credits: '1000' };
+  await assert.rejects(registry.save(keyEvent(limited), async () => { throw new Error('Redis away'); }), /Redis away/);
+  assert.equal(registry.size, 1, 'the revocation is still listed');
+  await empty();
+  await registry.poll();
+  await keys.putKey(keyRecord(1, false)); // the warehouse had only the first version
+  await store.load(snapshot());
+  await registry.poll();
+  assert.deepEqual(restored, [{ written: 1, listed: 1 }]);
+  assert.deepEqual(await keys.key('key_1'), keyRecord(2, true));
+});
+
 test('control record registry: a record the log acknowledged leaves the list at the next epoch read with no rebuild between; one whose publish failed is not listed', async (t) => {
   const f = await fixture(t, new MemoryLog());
   if (!f) return;
