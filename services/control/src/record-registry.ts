@@ -70,7 +70,8 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
    * Writes a control record: lists it (by record: `account:<id>`, `key:<id>`, `plan:<id>`, its
    * latest version), runs `put` (the key directory write), publishes `event` on the `control`
    * topic, and follows it until the log acknowledges it. Rejects with `put`'s or `publish`'s
-   * error (the record is then no longer listed, unless a newer version of it is).
+   * error; the list then holds what it held before this call for the record (its earlier version
+   * if one was listed, else nothing), unless a newer save replaced it meanwhile.
    */
   async save(event: DirectoryRecordEvent, put: () => Promise<unknown>): Promise<void> {
     const id = recordId(event);
