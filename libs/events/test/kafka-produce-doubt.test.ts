@@ -16,7 +16,7 @@ import { KafkaLog } from '@tollgate/events';
 import type { ConsumedEvent, DeadLetter } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { sampleEvents } from './event-log.contract.ts';
-import { deleteTopics, interceptFrames, quiet, readAll, spoolLines } from './spool-helpers.ts';
+import { deadClient, deleteTopics, interceptFrames, quiet, readAll, spoolLines } from './spool-helpers.ts';
 
 const brokers = await findKafka();
 const PRODUCE = 0; // api key
@@ -181,8 +181,7 @@ if (brokers === undefined) {
 
   test('acknowledged: calls made while Kafka is away wait together (resolved in order, not each woken by every change) and are refused when the log closes first', async () => {
     const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
-    const away = new Kafka({ brokers: ['127.0.0.1:1'], connectionTimeout: 200, retry: { retries: 0 }, logLevel: logLevel.NOTHING });
-    const log = new KafkaLog({ kafka: away, spoolDir, closeTimeoutMs: 300, logger: quiet() });
+    const log = new KafkaLog({ kafka: deadClient(), spoolDir, closeTimeoutMs: 300, logger: quiet() });
     try {
       const waits: Array<Promise<string>> = [];
       for (const s of sampleEvents(randomUUID().slice(0, 8), 200)) {

@@ -35,7 +35,8 @@ export interface EpochRegistryOptions {
 export abstract class EpochRegistry<E extends RegistryEntry> {
   /** listed entries by id (Map order: insertion order, oldest first) */
   protected readonly entries = new Map<string, E>();
-  readonly #store: BalanceStore;
+  /** the state store whose epoch is followed (and into which a subclass restores) */
+  protected readonly store: BalanceStore;
   readonly #pollMs: number;
   readonly #onError: ((err: unknown) => void) | undefined;
   /** the epoch these entries are in (or were restored in); undefined before the first read */
@@ -49,7 +50,7 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
 
   /** Starts polling `store`'s epoch every `pollMs` (the timer does not keep the process alive). */
   constructor(store: BalanceStore, options: EpochRegistryOptions = {}) {
-    this.#store = store;
+    this.store = store;
     this.#pollMs = options.pollMs ?? RESTORE_POLL_MS;
     this.#onError = options.onError;
     this.#timer = setInterval(() => void this.poll(), this.#pollMs);
@@ -102,7 +103,7 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
     const acknowledged: Array<[string, E]> = [];
     for (const pair of this.entries) if (pair[1].published === 'acked') acknowledged.push(pair);
     // Lost: the next rebuild must wait for this process's restore (announced in the same step).
-    const epoch = await this.#store.epoch(this.entries.size > 0 ? 8 * this.#pollMs : undefined);
+    const epoch = await this.store.epoch(this.entries.size > 0 ? 8 * this.#pollMs : undefined);
     if (epoch === undefined) {
       this.#off = true;
       this.entries.clear();

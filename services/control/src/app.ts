@@ -13,7 +13,7 @@ import { bodyErrorMap, bodyProblems, MAX_NAME_CHARS, operatorTextProblem } from 
 import { newId, nextVersion } from './ids.ts';
 import { PlanBody, registerPlanRoutes } from './plans.ts';
 import { guardHotState } from './hot-state.ts';
-import { ControlRecordRegistry, type DirectoryRecordEvent } from './record-registry.ts';
+import { ControlRecordRegistry, putRecord, type DirectoryRecordEvent } from './record-registry.ts';
 import { findPlan } from '@tollgate/limits';
 
 /**
@@ -167,13 +167,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
   /** Written to the directory at once (read-your-writes) and to the log (durable, replayable). */
-  const saveRecord = (event: DirectoryRecordEvent) => records.save(event, () => {
-    switch (event.type) {
-      case 'account': return deps.keys.putAccount(event.account);
-      case 'key': return deps.keys.putKey(event.key);
-      case 'plan': return deps.keys.putPlan(event.plan);
-    }
-  });
+  const saveRecord = (event: DirectoryRecordEvent) => records.save(event, () => putRecord(deps.keys, event));
 
   const catalogNow = (): Catalog => deps.prices?.current().catalog ?? deps.catalog;
 

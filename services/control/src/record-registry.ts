@@ -111,7 +111,7 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
     const listed = [...this.entries.values()];
     let written = 0;
     for (let i = 0; i < listed.length; i += RESTORE_PUTS_AT_ONCE) {
-      const applied = await Promise.all(listed.slice(i, i + RESTORE_PUTS_AT_ONCE).map(({ event }) => put(this.#keys, event)));
+      const applied = await Promise.all(listed.slice(i, i + RESTORE_PUTS_AT_ONCE).map(({ event }) => putRecord(this.#keys, event)));
       written += applied.filter(Boolean).length;
     }
     this.#onRestored?.({ written, listed: listed.length, epoch });
@@ -135,8 +135,8 @@ function version(event: DirectoryRecordEvent): number {
   }
 }
 
-/** The versioned put of `event`'s record; true when it was newer than what the directory held. */
-function put(keys: KeyDirectory, event: DirectoryRecordEvent): Promise<boolean> {
+/** The versioned put of `event`'s record into `keys`; true when it was newer than what the directory held. */
+export function putRecord(keys: KeyDirectory, event: DirectoryRecordEvent): Promise<boolean> {
   switch (event.type) {
     case 'account': return keys.putAccount(event.account);
     case 'key': return keys.putKey(event.key);

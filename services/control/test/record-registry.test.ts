@@ -15,6 +15,7 @@ import { MemoryKeyDirectory, RedisKeyDirectory } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore } from '@tollgate/ledger';
 import { ControlRecordRegistry, type DirectoryRecordEvent } from '@tollgate/control';
 import { requireKafka, requireRedis } from '../../../test/support/services.ts';
+import { deadClient, quiet } from '../../../libs/events/test/spool-helpers.ts';
 import { deleteKeysUnder } from '../../../test/support/redis.ts';
 
 const snapshot = () => ({ balances: new Map([['acct_1', 1_000_000n]]), ledgerEntries: new Map() });
@@ -24,6 +25,13 @@ const keyRecord = (version: number, revoked: boolean): KeyRecord => ({
   status: revoked ? 'revoked' : 'active', created_at: 1_000, revoked_at: revoked ? 2_000 : null, version,
 });
 const keyEvent = (k: KeyRecord): DirectoryRecordEvent => ({ type: 'key', event_id: `key:${k.id}:${k.version}`, ts: Date.now(), key: k });
+
+/** A KafkaLog whose Kafka is away (nothing listens at its broker): every publish only spooled. */
+async function kafkaAwayLog(t: import('node:test').TestContext): Promise<KafkaLog> {
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-ctlreg-'));
+  t.after(() => rm(spoolDir, { recursive: true, force: true }));
+  return new KafkaLog({ kafka: deadClient(), spoolDir, logger: quiet() });
+}
 
 async function fixture(t: import('node:test').TestContext, log: EventLog) {
   const url = await requireRedis(t);
@@ -42,11 +50,7 @@ async function fixture(t: import('node:test').TestContext, log: EventLog) {
 }
 
 test('control record registry: a key revoked while Kafka is away (its record only spooled) is revoked again right after a rebuild that read the old record, and no hold is admitted before that', async (t) => {
-  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-ctlreg-'));
-  t.after(() => rm(spoolDir, { recursive: true, force: true }));
-  // Kafka away for this process: nothing listens there.
-  const away = new Kafka({ brokers: ['127.0.0.1:1'], connectionTimeout: 200, retry: { retries: 0 }, logLevel: logLevel.NOTHING });
-  const log = new KafkaLog({ kafka: away, spoolDir, logger: { warn() {}, error() {} } });
+  const log = await kafkaAwayLog(t);
   const f = await fixture(t, log);
   if (!f) return;
   const { store, keys, registry, restored, save, empty, redis, prefix } = f;
@@ -76,10 +80,7 @@ test('control record registry: a key revoked while Kafka is away (its record onl
 });
 
 test('control record registry: a later save of a record that fails keeps the version listed before it (still only spooled), and the rebuild gets that one back', async (t) => {
-  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-ctlreg-'));
-  t.after(() => rm(spoolDir, { recursive: true, force: true }));
-  const away = new Kafka({ brokers: ['127.0.0.1:1'], connectionTimeout: 200, retry: { retries: 0 }, logLevel: logLevel.NOTHING });
-  const log = new KafkaLog({ kafka: away, spoolDir, logger: { warn() {}, error() {} } });
+  const log = await kafkaAwayLog(t);
   const f = await fixture(t, log);
   if (!f) return;
   const { store, keys, registry, restored, save, empty } = f;
@@ -132,7 +133,7 @@ test('control record registry: on Kafka, a record Kafka acknowledged leaves the 
   if (!brokers) return;
   const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-ctlreg-'));
   t.after(() => rm(spoolDir, { recursive: true, force: true }));
-  const log = new KafkaLog({ kafka: new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING }), topicPrefix: `t-${randomUUID().slice(0, 8)}.`, spoolDir, logger: { warn() {}, error() {} } });
+  const log = new KafkaLog({ kafka: new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING }), topicPrefix: `t-${randomUUID().slice(0, 8)}.`, spoolDir, logger: quiet() });
   log.createTopicsBeforeSend(1);
   const f = await fixture(t, log);
   if (!f) return;

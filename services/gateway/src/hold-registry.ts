@@ -52,13 +52,11 @@ export interface HoldRegistryOptions extends EpochRegistryOptions {
  * rebuild".
  */
 export class HoldRegistry extends EpochRegistry<Entry> {
-  readonly #store: BalanceStore;
   readonly #options: HoldRegistryOptions;
   #restoring: Promise<void> | undefined;
 
   constructor(store: BalanceStore, options: HoldRegistryOptions = {}) {
     super(store, options);
-    this.#store = store;
     this.#options = options;
   }
 
@@ -143,7 +141,7 @@ export class HoldRegistry extends EpochRegistry<Entry> {
       if (e.expiresAt <= now) continue;
       holds.push({ holdId, accountId: e.accountId, keyId: e.keyId, amount: e.amount, ttlMs: e.expiresAt - now, ts: e.ts });
     }
-    const restored = holds.length === 0 ? 0 : await this.#store.restoreHolds(holds);
+    const restored = holds.length === 0 ? 0 : await this.store.restoreHolds(holds);
     // Lost or loading again: the epoch stays the old one, so the next poll tries again.
     if (restored === 'not_ready') return false;
     this.#options.onRestored?.({ restored, inFlight: holds.length, epoch });
