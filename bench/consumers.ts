@@ -7,7 +7,7 @@
 //   node bench/consumers.ts [--events 1000000] [--partitions 8] [--accounts 1000]
 //                           [--rate 5000] [--seconds 20] [--modes per-event,batch] [--groups ledger,warehouse]
 //                           [--warehouse chdb|server|chdb,server] [--sink-batch 1000,20000]
-//                           [--sink-inserts 1,2]
+//                           [--sink-inserts 1,2] [--coalesce 1000]
 //
 // `--warehouse`: where the warehouse group inserts. `server` is the distributed deployment's
 // ClickHouse server (CLICKHOUSE_URL, else 127.0.0.1:8123 if it answers /ping; a database of its
@@ -40,7 +40,7 @@ import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { findClickHouse, findKafka, findRedis, findRedisCluster } from '../test/support/services.ts';
-import { benchUsageEvent, localServicePids, waitForIdle } from './stack.ts';
+import { benchUsageEvent, cpuSeconds, localServicePids, waitForIdle } from './stack.ts';
 import { choiceList, commandLine, numberList, numberValue, oneChoice, runMain } from './cli.ts';
 
 export interface ConsumerBenchOptions {
@@ -72,6 +72,11 @@ export interface ConsumerBenchOptions {
    * (`seedHolds`), so each apply closes one as in production; `none` has no hold to close.
    */
   holds?: 'seeded' | 'none';
+  /**
+   * Ledger runs: most events per merged store call (the consumer's `coalesceMaxEvents`; 1: one
+   * call per partition batch, as before 2026-12-04). Default: the consumer's own.
+   */
+  coalesce?: number;
 }
 
 /** `chdb`: the embedded engine in this process; `server`: a ClickHouse server over HTTP. */
@@ -118,7 +123,21 @@ export interface LatencyFigure {
    * waiting behind other partitions' batches of the same fetch), `decode` handler → its
    * applyBatch call started, `redis` the applyBatch call, `after` its return → the batch done
    */
-  /** the event-loop delay of this process during the phase, ms (ledger: the consumer alone; warehouse: consumer and publisher) */
+  /**
+   * CPU µs of this process (the consumer alone: the publisher is a child process) per event
+   * over the phase, from the first publish to the last effect: at a steady moderate rate its
+   * fixed cost per fetch and per batch, which a drain spreads over thousands of events
+   */
+  cpuUsPerEvent?: number;
+  /**
+   * CPU µs per event of the Redis and Kafka servers over the same phase (deploy/'s pid files;
+   * absent when not found), with the publisher's share in Kafka's
+   */
+  redisCpuUsPerEvent?: number;
+  kafkaCpuUsPerEvent?: number;
+  /** ledger only: events per applyBatch call (the partitions' batches of a turn merged, ApplyCoalescer) */
+  eventsPerStoreCall?: number;
+  /** the event-loop delay of this process during the phase, ms (the consumer alone) */
   loopDelayP99Ms?: number;
   loopDelayMaxMs?: number;
   stages?: Record<'produce' | 'fetch' | 'decode' | 'redis' | 'after', { p50Ms: number; p99Ms: number; maxMs: number }>;
@@ -452,7 +471,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           const balances = mode === 'per-event' ? perEventStore(real) : real;
           t0 = performance.now();
           cpu0 = process.cpuUsage();
-          const sub = await startLedgerConsumer({ log: kafkaLog, balances, keys: new MemoryKeyDirectory(), group: `bench-${tag}`, onApplied: count });
+          const sub = await startLedgerConsumer({ log: kafkaLog, balances, keys: new MemoryKeyDirectory(), group: `bench-${tag}`, onApplied: count,
+            ...(o.coalesce !== undefined ? { coalesceMaxEvents: o.coalesce } : {}) });
           await drained(finished, () => applied, o.events, tag);
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
@@ -536,6 +556,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       const applyStart = new Map<string, number>();
       const applyEnd = new Map<string, number>();
       let drop: (() => Promise<void>) | undefined;
+      /** applyBatch calls the ledger consumer made (one per partition batch before ApplyCoalescer) */
+      let storeCalls = 0;
       if (which === 'ledger') {
         const store = new RedisBalanceStore({ redis, prefix: `${redisPrefix}lat:`, requireReady: true });
         await store.load({ balances: new Map(), ledgerEntries: new Map() });
@@ -544,6 +566,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
             if (prop === 'applyBatch') {
               return async (items: BatchItem[], opts?: { balanceAfter?: boolean }) => {
                 const s = wall();
+                storeCalls++;
                 for (const it of items) if (!applyStart.has(it.event.event_id)) applyStart.set(it.event.event_id, s);
                 const out = await target.applyBatch(items, opts);
                 const e = wall();
@@ -571,7 +594,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
             return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
           },
         });
-        sub = await startLedgerConsumer({ log: timedLog, balances: timedStore, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seen });
+        sub = await startLedgerConsumer({ log: timedLog, balances: timedStore, keys: new MemoryKeyDirectory(), group: `bench-lat-ledger-${id}`, onApplied: seen,
+          ...(o.coalesce !== undefined ? { coalesceMaxEvents: o.coalesce } : {}) });
       } else {
         const opened = await openWarehouse(kind!, `cl_${id}`);
         drop = opened.drop;
@@ -583,16 +607,19 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       const loopDelay = monitorEventLoopDelay({ resolution: 5 });
       loopDelay.enable();
       const pace = { rate: o.rate, seconds: o.seconds, base: o.events, accounts: o.accounts, eventVersion, compression };
-      if (which === 'ledger') {
-        // As deployed, gateways publish from their own processes: the publisher runs in a child
-        // process, so this process's CPU and event-loop delay are the consumer's alone.
-        await publishFromChild({ brokers: kafkaUrl, topicPrefix: `${topicPrefix}lat-${which}.`, ...pace }, published, acked);
-      } else {
-        await publishPaced(kafkaLog, pace, published, acked);
-      }
+      // As deployed, gateways publish from their own processes: the publisher runs in a child
+      // process, so this process's CPU and event-loop delay are the consumer's alone.
+      const cpuBefore = process.cpuUsage();
+      const services = localServicePids();
+      const redisCpu0 = cpuSeconds(services.redis);
+      const kafkaCpu0 = cpuSeconds(services.kafka);
+      await publishFromChild({ brokers: kafkaUrl, topicPrefix: `${topicPrefix}lat-${which}${kind ? `-${kind}` : ''}.`, ...pace }, published, acked);
       const deadline = performance.now() + 60_000;
       const doneCount = () => { let n = 0; for (const eid of published.keys()) if (doneAt.has(eid)) n++; return n; };
       while (doneCount() < total && performance.now() < deadline) await sleep(50);
+      const cpuUsed = process.cpuUsage(cpuBefore);
+      const redisCpu1 = cpuSeconds(services.redis);
+      const kafkaCpu1 = cpuSeconds(services.kafka);
       loopDelay.disable();
       const lat: number[] = [];
       for (const [eid, t] of doneAt) {
@@ -602,7 +629,11 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       await sub.stop();
       await drop?.();
       const l = lat.sort((a, b) => a - b);
-      const f: LatencyFigure = { group: which, ...(kind ? { warehouse: kind } : {}), rate: o.rate, events: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? NaN };
+      const f: LatencyFigure = { group: which, ...(kind ? { warehouse: kind } : {}), rate: o.rate, events: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? NaN,
+        cpuUsPerEvent: (cpuUsed.user + cpuUsed.system) / Math.max(1, l.length),
+        ...(redisCpu0 !== undefined && redisCpu1 !== undefined ? { redisCpuUsPerEvent: ((redisCpu1 - redisCpu0) * 1e6) / Math.max(1, l.length) } : {}),
+        ...(kafkaCpu0 !== undefined && kafkaCpu1 !== undefined ? { kafkaCpuUsPerEvent: ((kafkaCpu1 - kafkaCpu0) * 1e6) / Math.max(1, l.length) } : {}),
+        ...(which === 'ledger' ? { eventsPerStoreCall: l.length / Math.max(1, storeCalls) } : {}) };
       if (which === 'ledger') {
         const stage = (from: Map<string, number>, to: Map<string, number>) => {
           const d: number[] = [];
@@ -620,9 +651,10 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       }
       result.latency.push(f);
       log(`  ${which === 'ledger' ? 'event-to-balance  ' : `event-to-queryable (${kind})`} at ${o.rate}/s: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, max ${f.maxMs.toFixed(1)} ms (${f.events} of ${total} events)`);
+      log(`    CPU µs per event: the consumer ${f.cpuUsPerEvent!.toFixed(0)}${f.redisCpuUsPerEvent !== undefined ? `, Redis ${f.redisCpuUsPerEvent.toFixed(0)}` : ''}${f.kafkaCpuUsPerEvent !== undefined ? `, Kafka ${f.kafkaCpuUsPerEvent.toFixed(0)}` : ''}${f.eventsPerStoreCall !== undefined ? `; ${f.eventsPerStoreCall.toFixed(1)} events per store call` : ''}`);
       f.loopDelayP99Ms = loopDelay.percentile(99) / 1e6;
       f.loopDelayMaxMs = loopDelay.max / 1e6;
-      log(`    event-loop delay of this process meanwhile (${which === 'ledger' ? 'the consumer alone: the publisher is a child process' : 'consumer and publisher'}): p99 ${f.loopDelayP99Ms.toFixed(1)} ms, max ${f.loopDelayMaxMs.toFixed(1)} ms`);
+      log(`    event-loop delay of this process meanwhile (the consumer alone: the publisher is a child process): p99 ${f.loopDelayP99Ms.toFixed(1)} ms, max ${f.loopDelayMaxMs.toFixed(1)} ms`);
       if (f.stages) {
         log(`    by stage, p50 / p99 / max ms: ${Object.entries(f.stages).map(([k, v]) => `${k} ${v.p50Ms.toFixed(1)} / ${v.p99Ms.toFixed(1)} / ${v.maxMs.toFixed(1)}`).join(', ')}`);
       }
@@ -731,6 +763,9 @@ Options:
   --holds <h>         the ledger runs: seeded (each event's hold is outstanding, as its gateway
                       left it, and the apply closes it, as in production) or none (no hold to
                       close: what runs before 2026-12-03 measured) (default seeded)
+  --coalesce <n>      the ledger runs: most events per store call when the partitions' batches
+                      of a turn are merged into one, 1 to 100000; 1 is one call per partition
+                      batch, as before 2026-12-04 (default: the consumer's own, 1000)
   -h, --help          show this help
 
 Progress and the figures as they are measured go to stderr; the result (JSON, one line) to stdout.
@@ -763,6 +798,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
     groups: { type: 'string' },
     warehouse: { type: 'string' }, 'sink-batch': { type: 'string' }, 'sink-inserts': { type: 'string' },
     'event-version': { type: 'string' }, compression: { type: 'string' }, holds: { type: 'string' },
+    coalesce: { type: 'string' },
   } });
   runMain('bench/consumers', async () => {
     const o: ConsumerBenchOptions = {
@@ -779,6 +815,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
       eventVersion: numberValue('--event-version', values['event-version'], 2, { min: 1, max: 2, integer: true }) as 1 | 2,
       compression: oneChoice('--compression', values.compression ?? 'gzip', KAFKA_COMPRESSIONS),
       holds: oneChoice('--holds', values.holds ?? 'seeded', ['seeded', 'none'] as const),
+      ...(values.coalesce !== undefined ? { coalesce: numberValue('--coalesce', values.coalesce, 1000, { min: 1, max: 100_000, integer: true }) } : {}),
     };
     // The figures as they come are progress (stderr); the result is the JSON line on stdout.
     const r = await measureConsumerGroups(o, (line) => process.stderr.write(`${line}\n`));

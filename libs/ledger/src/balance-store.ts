@@ -267,8 +267,9 @@ export interface BalanceStore {
   /** Ledger consumer: credits or debits the amount. Idempotent by event_id and position. */
   applyLedger(event: LedgerEvent, position?: LogPosition): Promise<ApplyResult>;
   /**
-   * Ledger consumer, the fast path: usage and ledger events of one log partition, in log order,
-   * each with exactly the effect `applyUsage` / `applyLedger` would have (its position stored
+   * Ledger consumer, the fast path: usage and ledger events of one or more log partitions,
+   * each partition's in log order (ApplyCoalescer merges the partitions' batches), each with
+   * exactly the effect `applyUsage` / `applyLedger` would have (its position stored
    * with it), in one round trip. Answers one outcome per event handled, in order, and stops
    * after the first that is neither `applied` nor `duplicate` (gap, not_ready, out_of_range,
    * failed): the caller deals with that one and calls again with the rest. Events before it

@@ -7,6 +7,7 @@ export { MemoryBalanceStore } from './memory-balance-store.ts';
 export { RedisBalanceStore, accountHashTag, MIN_REDIS_VERSION, redisVersionProblem, RESTORE_WINDOW_MS, RESTORE_POLL_MS, LOST_SETTLE_MS } from './redis-balance-store.ts';
 export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';
 export { EpochRegistry } from './epoch-registry.ts';
+export { ApplyCoalescer, DEFAULT_COALESCE_MAX_EVENTS } from './apply-coalescer.ts';
 export type { EpochRegistryOptions, RegistryEntry } from './epoch-registry.ts';
 export { releaseUnanswered } from './release-unanswered.ts';
 export type { ReleaseRetryOptions } from './release-unanswered.ts';

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { Redis } from 'ioredis';
-import { KafkaLog, type ConsumedEvent, type UsageEvent } from '@tollgate/events';
+import { KafkaLog, producerPartition, type ConsumedEvent, type UsageEvent } from '@tollgate/events';
 import { MemoryKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome } from '@tollgate/ledger';
 import { startLedgerConsumer } from '@tollgate/aggregator';
@@ -26,7 +26,7 @@ function usage(eventId: string, accountId: string, cost: string): UsageEvent {
 
 /** A store that records every completed applyBatch call (offsets and outcomes); `beforeCall` (given the attempt number) may answer or fail a call instead. */
 function recording(store: BalanceStore, beforeCall?: (items: BatchItem[], call: number) => Promise<BatchOutcome[] | undefined>) {
-  const calls: Array<{ offsets: bigint[]; verdicts: string[] }> = [];
+  const calls: Array<{ offsets: bigint[]; verdicts: string[]; partitions?: number[] }> = [];
   let attempts = 0;
   const wrapped = new Proxy(store, {
     get(target, prop) {
@@ -34,7 +34,8 @@ function recording(store: BalanceStore, beforeCall?: (items: BatchItem[], call: 
         return async (items: BatchItem[]) => {
           const cut = await beforeCall?.(items, attempts++);
           const outcomes = cut ?? await target.applyBatch(items);
-          calls.push({ offsets: items.map((i) => i.position!.offset), verdicts: outcomes.map((o) => o.verdict) });
+          const partitions = [...new Set(items.map((i) => i.position!.partition))];
+          calls.push({ offsets: items.map((i) => i.position!.offset), verdicts: outcomes.map((o) => o.verdict), ...(partitions.length > 1 ? { partitions } : {}) });
           return outcomes;
         };
       }
@@ -45,15 +46,15 @@ function recording(store: BalanceStore, beforeCall?: (items: BatchItem[], call: 
   return { wrapped, calls };
 }
 
-/** One partition (so every event is in one batch), own topics, keys and spool; torn down after. */
-async function setup(t: Parameters<typeof requireKafka>[0]) {
+/** One partition by default (so every event is in one batch), own topics, keys and spool; torn down after. */
+async function setup(t: Parameters<typeof requireKafka>[0], partitions = 1) {
   const [kafkaUrl, redisUrl] = [await requireKafka(t), await requireRedis(t)];
   if (!kafkaUrl || !redisUrl) return undefined;
   const id = randomUUID().slice(0, 8);
   const kafka = new Kafka({ clientId: `test-ledger-batch-${id}`, brokers: kafkaUrl.split(','), logLevel: logLevel.NOTHING });
   const spoolDir = mkdtempSync(join(tmpdir(), 'tollgate-ledger-batch-'));
   const log = new KafkaLog({ kafka, topicPrefix: `test-lb-${id}.`, spoolDir, logger: { warn: () => {}, error: () => {} }, maxRetryDelayMs: 200 });
-  await log.ensureTopics(1);
+  await log.ensureTopics(partitions);
   const redis = new Redis(redisUrl);
   const prefix = `test:lb:${id}:`;
   const store = new RedisBalanceStore({ redis, prefix, requireReady: true });
@@ -107,6 +108,47 @@ test('poison inside a batch: the debit Redis refuses is quarantined at its offse
     assert.deepEqual(q.map((r) => [r.event_id, r.kind, r.offset]), [['u2', 'apply_failed', 1n]]);
     assert.match(q[0]!.reason, /would overflow/);
     assert.equal(await s.store.position('usage', 0), 3n);
+  } finally {
+    await s.teardown();
+  }
+});
+
+test('coalesced partitions: the batches of one fetch go in one store call; a poison in each partition stops it, and every other event of both is applied exactly once', async (t) => {
+  const s = await setup(t, 2);
+  if (!s) return;
+  try {
+    // Two accounts on each usage partition; `deep0` / `deep1` sit 10 µc above Int64's minimum:
+    // a debit of 100 overflows (poison). Which partition an account is on: the producer's own partitioner.
+    const on = (p: number, n: number) => Array.from({ length: 400 }, (_, i) => `acct-${p}-${i}`).filter((a) => producerPartition('usage', a, 2) === p).slice(0, n);
+    const [a, deep0] = on(0, 2) as [string, string];
+    const [b, deep1] = on(1, 2) as [string, string];
+    const low = -(2n ** 63n) + 10n;
+    await s.store.load({ balances: new Map([[a, 1000n], [b, 1000n], [deep0, low], [deep1, low]]), ledgerEntries: new Map() });
+    const { wrapped, calls } = recording(s.store);
+    const c = counter(8);
+    // Published before the consumer starts: its first fetch brings both partitions' batches.
+    await s.log.publish('usage', [
+      { event: usage('a1', a, '100') }, { event: usage('p0', deep0, '100') }, { event: usage('a2', a, '200') }, { event: usage('a3', a, '1') },
+      { event: usage('b1', b, '10') }, { event: usage('p1', deep1, '100') }, { event: usage('b2', b, '20') }, { event: usage('b3', b, '2') },
+    ]);
+    const sub = await startLedgerConsumer({ log: s.log, balances: wrapped, keys: new MemoryKeyDirectory(), group: 'g', onApplied: c.onApplied });
+    await c.all;
+    await sub.stop();
+    // The first call held both partitions' batches (8 events) and stopped at the first poison.
+    assert.deepEqual(calls[0]!.partitions?.sort(), [0, 1]);
+    assert.equal(calls[0]!.offsets.length, 8);
+    assert.equal(calls[0]!.verdicts.at(-1), 'failed');
+    assert.equal((await s.store.get(a)).balance, 699n); // 1000 − 100 − 200 − 1
+    assert.equal((await s.store.get(b)).balance, 968n); // 1000 − 10 − 20 − 2
+    assert.equal((await s.store.get(deep0)).balance, low);
+    assert.equal((await s.store.get(deep1)).balance, low);
+    const q = await s.store.quarantined();
+    assert.deepEqual(q.map((r) => [r.event_id, r.kind, r.partition, r.offset]).sort(), [['p0', 'apply_failed', 0, 1n], ['p1', 'apply_failed', 1, 1n]]);
+    // Every event answered applied once, or failed (the poison) once: nothing applied twice.
+    const applied = calls.flatMap((call) => call.verdicts).filter((v) => v === 'applied').length;
+    assert.equal(applied, 6);
+    assert.equal(await s.store.position('usage', 0), 3n);
+    assert.equal(await s.store.position('usage', 1), 3n);
   } finally {
     await s.teardown();
   }

@@ -1,0 +1,88 @@
+import type { BalanceStore, BatchItem, BatchOutcome } from './balance-store.ts';
+
+/**
+ * Most events in one merged `applyBatch` call by default: the log's partition batch (KafkaLog's
+ * `consumerBatchSize`, 1,000), so a merged call never holds Redis longer than one partition's
+ * batch did before merging (a script blocks every other client meanwhile: the gateways' holds).
+ */
+export const DEFAULT_COALESCE_MAX_EVENTS = 1000;
+
+/**
+ * Merges the `applyBatch` calls the consumer's partitions make in the same turn of the event
+ * loop into one store call (one round trip, one script run) and hands each caller its share of
+ * the answer.
+ *
+ * Why: at a steady moderate rate each fetch brings a few events per partition, and before this
+ * every partition batch was its own script call: at 1,000 events/s about 550 calls/s of ~2
+ * events each. On a machine where every socket write and process wake-up is expensive (a
+ * nested VM: ~200 µs of the consumer's time per call), that fixed cost per call, not the
+ * events, was most of the ledger consumer's CPU (bench/README.md, "The ledger consumer at a
+ * moderate rate"). A drain is unchanged: its partition batches are already as big as a call
+ * may be (`maxEvents`).
+ *
+ * Exactness: events of different partitions are independent (an account's events are in one
+ * partition of each topic, each partition has its own stored position, and today's concurrent
+ * per-partition calls may already interleave in any order), and within a partition the events
+ * keep their log order (one caller per partition at a time, its items in order). The store
+ * answers a prefix of the merged items and stops after the first event neither applied nor a
+ * duplicate (`BalanceStore.applyBatch`): the caller owning that event gets its outcomes up to
+ * and including it; callers after it get the outcomes reached (possibly none) and call again
+ * with the rest, as after any stop. A call that throws (an outage) fails every caller in it.
+ */
+export class ApplyCoalescer {
+  readonly #store: Pick<BalanceStore, 'applyBatch'>;
+  readonly #maxEvents: number;
+  #waiting: Array<{ items: BatchItem[]; balanceAfter: boolean; resolve: (o: BatchOutcome[]) => void; reject: (err: unknown) => void }> = [];
+  #scheduled = false;
+
+  /** `maxEvents`: most events per merged call (default DEFAULT_COALESCE_MAX_EVENTS); a caller's own items are never split */
+  constructor(store: Pick<BalanceStore, 'applyBatch'>, options: { maxEvents?: number } = {}) {
+    this.#store = store;
+    this.#maxEvents = Math.max(1, Math.floor(options.maxEvents ?? DEFAULT_COALESCE_MAX_EVENTS));
+  }
+
+  /**
+   * `store.applyBatch(items, options)`, merged with the other calls of this turn: the same
+   * answer contract (a prefix of `items`' outcomes, in order), except that the prefix may be
+   * empty when an earlier caller's event stopped the merged call: call again with the rest.
+   * Rejects with the store's error when the merged call fails.
+   */
+  apply(items: BatchItem[], options: { balanceAfter?: boolean } = {}): Promise<BatchOutcome[]> {
+    if (items.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ items, balanceAfter: options.balanceAfter === true, resolve, reject });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        // After this turn's I/O callbacks and their promise jobs: the batches of one fetch all
+        // reach their handlers in between.
+        setImmediate(() => this.#send());
+      }
+    });
+  }
+
+  #send(): void {
+    this.#scheduled = false;
+    let waiting = this.#waiting;
+    this.#waiting = [];
+    while (waiting.length > 0) {
+      // Whole callers, up to maxEvents (at least one), with the same balanceAfter wish.
+      const balanceAfter = waiting[0]!.balanceAfter;
+      let take = 0;
+      let count = 0;
+      while (take < waiting.length && waiting[take]!.balanceAfter === balanceAfter
+        && (take === 0 || count + waiting[take]!.items.length <= this.#maxEvents)) count += waiting[take++]!.items.length;
+      const group = waiting.slice(0, take);
+      waiting = waiting.slice(take);
+      const items = group.length === 1 ? group[0]!.items : group.flatMap((w) => w.items);
+      this.#store.applyBatch(items, { balanceAfter }).then((outcomes) => {
+        let at = 0;
+        for (const w of group) {
+          w.resolve(at >= outcomes.length ? [] : outcomes.slice(at, Math.min(outcomes.length, at + w.items.length)));
+          at += w.items.length;
+        }
+      }, (err: unknown) => {
+        for (const w of group) w.reject(err);
+      });
+    }
+  }
+}
