@@ -74,7 +74,9 @@ export class ApplyCoalescer {
       const group = waiting.slice(0, take);
       waiting = waiting.slice(take);
       const items = group.length === 1 ? group[0]!.items : group.flatMap((w) => w.items);
-      this.#store.applyBatch(items, { balanceAfter }).then((outcomes) => {
+      // Through a promise job: a store that threw instead of rejecting fails its callers, not
+      // this setImmediate callback (which would strand them and the groups after them).
+      Promise.resolve().then(() => this.#store.applyBatch(items, { balanceAfter })).then((outcomes) => {
         let at = 0;
         for (const w of group) {
           w.resolve(at >= outcomes.length ? [] : outcomes.slice(at, Math.min(outcomes.length, at + w.items.length)));

@@ -134,3 +134,24 @@ test('coalescing outage: a merged call that fails rejects every caller in it wit
   assert.match(reasons[0]!, /enableOfflineQueue/);
   redis.disconnect();
 });
+
+test('coalescing outage, thrown: a store call that throws instead of rejecting rejects its callers, and the next group still goes', async () => {
+  const base = new MemoryBalanceStore();
+  await base.load({ balances: new Map([['b', 10n]]), ledgerEntries: new Map() });
+  let calls = 0;
+  const store = {
+    applyBatch: (items: BatchItem[], o?: { balanceAfter?: boolean }) => {
+      if (calls++ === 0) throw new Error('thrown, not rejected');
+      return base.applyBatch(items, o);
+    },
+  };
+  const coalescer = new ApplyCoalescer(store, { maxEvents: 1 });
+  const [first, second] = await Promise.allSettled([
+    coalescer.apply([debit('a1', 'a', '1', 0, 0n)]),
+    coalescer.apply([debit('b1', 'b', '4', 1, 0n)]),
+  ]);
+  assert.equal(first.status, 'rejected');
+  assert.match(String((first as PromiseRejectedResult).reason), /thrown, not rejected/);
+  assert.deepEqual(second.status === 'fulfilled' ? verdicts(second.value) : second, ['applied']);
+  assert.equal((await base.get('b')).balance, 6n);
+});

@@ -1,6 +1,6 @@
 import { parseTime } from '@tollgate/http';
 import { CatalogError, loadCatalogFile } from '@tollgate/pricing';
-import { UsageError, fetchFailure, parseCommand, resolveToken, resolveUrl, stringOption, type Parsed } from './cli/core.ts';
+import { UsageError, cannotReach, parseCommand, resolveToken, resolveUrl, stringOption, type Parsed } from './cli/core.ts';
 
 export const OPS_HELP = `Usage: tollgate rebuild|reconcile [--url URL] [--timeout-ms N] [--rollups [--repair]]
 
@@ -74,7 +74,7 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
     method: command === 'rebuild' ? 'POST' : 'GET',
     headers: { authorization: `Bearer ${token}` },
   }).catch((err: unknown) => {
-    process.stderr.write(`tollgate ${command}: cannot reach ${url}: ${fetchFailure(err)}\n`);
+    process.stderr.write(`tollgate ${command}: ${cannotReach(url, err)}\n`);
     return undefined;
   });
   if (!res) return 1;
@@ -133,7 +133,7 @@ function rollupsLine(r: { ok?: unknown; mismatched_rows?: unknown; recent_rows?:
 async function repairRollups(url: string, token: string): Promise<boolean> {
   process.stderr.write('tollgate reconcile: rollups differ from raw events; repairing …\n');
   const res = await fetch(`${url}/ops/v1/rollups/repair`, { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch((err: unknown) => {
-    process.stderr.write(`tollgate reconcile: cannot reach ${url}: ${fetchFailure(err)}\n`);
+    process.stderr.write(`tollgate reconcile: ${cannotReach(url, err)}\n`);
     return undefined;
   });
   if (!res) return false;
@@ -250,7 +250,7 @@ export async function runRerate(argv: string[], env: NodeJS.ProcessEnv): Promise
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
       body: JSON.stringify({ from: start, to: end, ...(catalog !== undefined ? { catalog } : {}), ...(accountId !== undefined ? { account_id: accountId } : {}) }),
     }).catch((err: unknown) => {
-      process.stderr.write(`tollgate rerate: cannot reach ${url}: ${fetchFailure(err)}\n`);
+      process.stderr.write(`tollgate rerate: ${cannotReach(url, err)}\n`);
       return undefined;
     });
     // A failed run must not look like a bill that differs (1): it gets its own code.

@@ -150,12 +150,12 @@ test('the server cannot be reached: exit 1 naming the URL and the socket\'s reas
   const r = await runTollgate(['accounts', 'list', '--url', `http://127.0.0.1:${port}`], TOKEN);
   assert.equal(r.code, 1);
   assert.equal(r.stdout, '');
-  assert.equal(r.stderr, `tollgate accounts list: cannot reach http://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  assert.equal(r.stderr, `tollgate accounts list: cannot reach http://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port} (the address: --url, else TOLLGATE_URL, else http://127.0.0.1:\$PORT, port 8080 without PORT)\n`);
   // The ops commands said only undici's "fetch failed" (a new user's LOW).
   const rec = await runTollgate(['reconcile', '--url', `http://127.0.0.1:${port}`], TOKEN);
   assert.equal(rec.code, 1);
   assert.equal(rec.stdout, '');
-  assert.equal(rec.stderr, `tollgate reconcile: asking http://127.0.0.1:${port} …\ntollgate reconcile: cannot reach http://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  assert.equal(rec.stderr, `tollgate reconcile: asking http://127.0.0.1:${port} …\ntollgate reconcile: cannot reach http://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port} (the address: --url, else TOLLGATE_URL, else http://127.0.0.1:\$PORT, port 8080 without PORT)\n`);
 });
 
 test('the URL comes from --url, else TOLLGATE_URL, else 127.0.0.1:$PORT; the token from ADMIN_TOKEN, else FINANCE_TOKEN, else DATA_DIR/admin-token', async (t) => {

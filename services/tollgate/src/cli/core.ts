@@ -33,6 +33,14 @@ export function fetchFailure(err: unknown): string {
   return typeof cause === 'string' ? cause : err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * The line for a server the CLI could not reach: the address, why, and where the address came
+ * from (a newcomer whose gateway is on another port otherwise has no hint; README, "Operator CLI").
+ */
+export function cannotReach(url: string, err: unknown): string {
+  return `cannot reach ${url}: ${fetchFailure(err)} (the address: --url, else TOLLGATE_URL, else http://127.0.0.1:$PORT, port 8080 without PORT)`;
+}
+
 export class UsageError extends Error {}
 
 /** The run failed (API error, unreachable server, unwritable file): its message on stderr; exit 1. */
@@ -266,7 +274,7 @@ export class Api {
         method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
       });
     } catch (err) {
-      throw new RunError(`cannot reach ${this.url}: ${fetchFailure(err)}`);
+      throw new RunError(cannotReach(this.url, err));
     }
     if (!res.ok) throw new RunError(errorText(res.status, await res.text().catch(() => '')));
     return res;
