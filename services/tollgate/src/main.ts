@@ -214,7 +214,7 @@ async function main(argv: string[]): Promise<number> {
     app = await startTollgate(config);
   } catch (err) {
     if (err instanceof CatalogError) {
-      process.stderr.write(`tollgate: ${err.message}\n`);
+      process.stderr.write(`tollgate: ${err.message}\n(PRICING_FILE names the catalog; see README.md "Model catalog" for its format)\n`);
       return 2;
     }
     if (err instanceof ServiceUnavailableAtStart || err instanceof DataDirInUseError) {

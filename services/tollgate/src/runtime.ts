@@ -103,6 +103,10 @@ export interface StartOptions {
 
 /** Starts the roles in `config.roles` on one HTTP server; `listen: false` skips binding. */
 export async function startTollgate(config: Config, options: StartOptions = {}): Promise<Tollgate> {
+  // The catalog first: a start refused for a bad PRICING_FILE leaves nothing behind (no
+  // DATA_DIR with new secrets in it), like one refused for a bad setting.
+  const pricingPath = resolve(config.pricingFile ?? DEFAULT_CATALOG);
+  const catalog = loadCatalogFile(pricingPath);
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true });
   config = { ...config, dataDir };
@@ -113,8 +117,6 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const ownSecrets = [admin.value, config.secrets.financeToken, keyHashSecret, config.upstream.apiKey]
     .filter((s): s is string => typeof s === 'string' && s.length > 0);
   const logger = config.logLevel === 'silent' ? false : loggerOptions(config.logLevel, 'tollgate', ownSecrets);
-  const pricingPath = resolve(config.pricingFile ?? DEFAULT_CATALOG);
-  const catalog = loadCatalogFile(pricingPath);
   const prices = new PriceBook(catalog, Date.now());
 
   const gatewayId = config.gatewayId ?? `${hostname()}:${process.pid}`;

@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONFIG_VARIABLES } from '@tollgate/config';
@@ -61,6 +61,18 @@ test('a broken catalog file is refused with its path and problem, exit 2', () =>
   const r = run([], { PRICING_FILE: file, DATA_DIR: dir, PORT: '0' });
   assert.equal(r.status, 2);
   assert.match(r.stderr, /models\[0\] "m"\.prices\.input: expected a decimal string/);
+});
+
+test('a catalog file that cannot be read is refused before anything is written: exit 2, its path and the README section named, no DATA_DIR made', () => {
+  const dir = join(mkdtempSync(join(tmpdir(), 'tg-main-')), 'data');
+  const missing = join(tmpdir(), `tg-no-such-catalog-${process.pid}.json`);
+  const r = run([], { PRICING_FILE: missing, DATA_DIR: dir, PORT: '0' });
+  assert.equal(r.status, 2);
+  assert.equal(r.stdout, '');
+  assert.equal(r.stderr, `tollgate: invalid pricing catalog ${missing}:\n  - (file): cannot read: ENOENT: no such file or directory, open '${missing}'\n`
+    + '(PRICING_FILE names the catalog; see README.md "Model catalog" for its format)\n');
+  // A new user's LOW: the refused start had already written admin-token and key-hash-secret there.
+  assert.equal(existsSync(dir), false);
 });
 
 test('unknown commands and bad options exit 2', () => {
