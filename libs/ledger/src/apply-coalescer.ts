@@ -14,11 +14,11 @@ export const DEFAULT_COALESCE_MAX_EVENTS = 1000;
  *
  * Why: at a steady moderate rate each fetch brings a few events per partition, and before this
  * every partition batch was its own script call: at 1,000 events/s about 550 calls/s of ~2
- * events each. On a machine where every socket write and process wake-up is expensive (a
- * nested VM: ~200 µs of the consumer's time per call), that fixed cost per call, not the
- * events, was most of the ledger consumer's CPU (bench/README.md, "The ledger consumer at a
- * moderate rate"). A drain is unchanged: its partition batches are already as big as a call
- * may be (`maxEvents`).
+ * events each. On a machine where every socket write and process wake-up is expensive (the
+ * 2-core nested VM: merging saved ~57 µs of the consumer's CPU and ~50 µs of Redis's per call
+ * avoided), the fixed costs per call and per fetch, not the events, are most of the ledger
+ * consumer's CPU at such rates (bench/README.md, "The ledger consumer at a moderate rate"). A
+ * drain is unchanged: its partition batches are already as big as a call may be (`maxEvents`).
  *
  * Exactness: events of different partitions are independent (an account's events are in one
  * partition of each topic, each partition has its own stored position, and today's concurrent
