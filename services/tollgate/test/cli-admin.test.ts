@@ -47,16 +47,16 @@ test('accounts create, update, show, list: every field given reaches the account
   assert.equal(new Set(widths).size, 1, 'every line of the table has the same display width');
 });
 
-test('an API refusal: its status, type and message on stderr, exit 1, nothing on stdout', async () => {
+test('an API refusal: its status, code and message on stderr, exit 1, nothing on stdout', async () => {
   const missing = await tg('accounts', 'show', 'acct_nope');
-  assert.deepEqual(missing, { code: 1, stdout: '', stderr: 'tollgate accounts show: 404 not_found_error: account acct_nope does not exist\n' });
+  assert.deepEqual(missing, { code: 1, stdout: '', stderr: 'tollgate accounts show: 404 not_found: account acct_nope does not exist\n' });
   const { id } = ok<{ id: string }>(await tg('accounts', 'create', 'refusals'));
   const badList = await tg('accounts', 'update', id, '--price-list', 'platinum');
   assert.equal(badList.code, 1);
   assert.equal(badList.stdout, '');
-  assert.match(badList.stderr, /^tollgate accounts update: 400 invalid_request_error: price_list: "platinum" is not a price list of the catalog in force/);
+  assert.match(badList.stderr, /^tollgate accounts update: 400 invalid_request: price_list: "platinum" is not a price list of the catalog in force/);
   const badPlan = await tg('accounts', 'update', id, '--plan', 'plan_nope');
-  assert.equal(badPlan.stderr, 'tollgate accounts update: 400 invalid_request_error: plan_id: "plan_nope" is not a plan (GET /admin/v1/plans lists them)\n');
+  assert.equal(badPlan.stderr, 'tollgate accounts update: 400 invalid_request: plan_id: "plan_nope" is not a plan (GET /admin/v1/plans lists them)\n');
 });
 
 test('keys create prints the secret once; list and show never carry it; update sets access rules and limits; revoke is final', async () => {
@@ -89,7 +89,7 @@ test('keys create prints the secret once; list and show never carry it; update s
   assert.equal(revoked.status, 'revoked');
   assert.equal((await fetch(`${stack.url}/v1/credits`, { headers: { 'x-api-key': key.key } })).status, 401);
   const again = await tg('keys', 'update', key.id, '--status', 'active');
-  assert.deepEqual(again, { code: 1, stdout: '', stderr: `tollgate keys update: 409 invalid_request_error: key ${key.id} is revoked; a revoked key cannot be changed\n` });
+  assert.deepEqual(again, { code: 1, stdout: '', stderr: `tollgate keys update: 409 conflict: key ${key.id} is revoked; a revoked key cannot be changed\n` });
 });
 
 test('credits grant: idempotent by reference, a negative adjustment after --, API refusals exit 1 and malformed or unsigned amounts exit 2, the balance as it was', async () => {
@@ -113,7 +113,7 @@ test('credits grant: idempotent by reference, a negative adjustment after --, AP
   const unsigned = await tg('credits', 'grant', id, '--reference', 'fix-2', '--', '-1');
   assert.deepEqual(unsigned, { code: 2, stdout: '', stderr: 'tollgate credits grant: CREDITS: a negative amount takes credit away and needs --kind adjustment\n(see tollgate credits grant --help)\n' });
   const conflict = await tg('credits', 'grant', id, '30', '--reference', 'inv-1');
-  assert.deepEqual(conflict, { code: 1, stdout: '', stderr: 'tollgate credits grant: 409 invalid_request_error: reference inv-1 was already used for 25 credits (kind grant)\n' });
+  assert.deepEqual(conflict, { code: 1, stdout: '', stderr: 'tollgate credits grant: 409 conflict: reference inv-1 was already used for 25 credits (kind grant)\n' });
   const notNumber = await tg('credits', 'grant', id, 'ten', '--reference', 'inv-3');
   assert.deepEqual(notNumber, { code: 2, stdout: '', stderr: 'tollgate credits grant: CREDITS: "ten" is not a decimal number (expected e.g. "12.5" or "3")\n(see tollgate credits grant --help)\n' });
   assert.equal(await balance(), '22000001');
@@ -130,15 +130,15 @@ test('plans create, update, show, list, delete: limits as given, "none" unlimite
   assert.ok(listed.data.some((p) => p.id === plan.id));
   assert.deepEqual(ok(await tg('plans', 'delete', plan.id)), { id: plan.id, deleted: true });
   const gone = await tg('plans', 'show', plan.id);
-  assert.deepEqual(gone, { code: 1, stdout: '', stderr: `tollgate plans show: 404 not_found_error: plan ${plan.id} does not exist\n` });
+  assert.deepEqual(gone, { code: 1, stdout: '', stderr: `tollgate plans show: 404 not_found: plan ${plan.id} does not exist\n` });
 });
 
-test('the finance token on an admin command: 403 permission_error on stderr, exit 1, nothing created', async () => {
+test('the finance token on an admin command: 403 permission_denied on stderr, exit 1, nothing created', async () => {
   const before = (await admin<{ data: unknown[] }>(stack.url, 'GET', '/admin/v1/accounts')).json.data.length;
   const r = await runTollgate(['accounts', 'create', 'by-finance'], { ADMIN_TOKEN: '', FINANCE_TOKEN, TOLLGATE_URL: stack.url });
   assert.deepEqual(r, {
     code: 1, stdout: '',
-    stderr: 'tollgate accounts create: 403 permission_error: the finance token reads usage and billing and closes months; this route needs the admin token\n',
+    stderr: 'tollgate accounts create: 403 permission_denied: the finance token reads usage and billing and closes months; this route needs the admin token\n',
   });
   assert.equal((await admin<{ data: unknown[] }>(stack.url, 'GET', '/admin/v1/accounts')).json.data.length, before);
 });
@@ -188,5 +188,5 @@ test('accounts and keys update --group: the upstream group reaches the record, n
   const unknown = await tg('accounts', 'update', account, '--group', 'grp_nope');
   assert.equal(unknown.code, 1);
   assert.equal(unknown.stdout, '');
-  assert.match(unknown.stderr, /^tollgate accounts update: 400 invalid_request_error: group_id: /);
+  assert.match(unknown.stderr, /^tollgate accounts update: 400 invalid_request: group_id: /);
 });

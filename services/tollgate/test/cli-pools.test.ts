@@ -215,7 +215,7 @@ test('upstreams and groups: update, show, list, delete reach the API; a refusal 
   // An unknown model is the server's to refuse (its catalog): exit 1 with its message.
   const model = await tg(['upstreams', 'update', up.id, '--models', 'gpt-9']);
   assert.equal(model.code, 1);
-  assert.match(model.stderr, /^tollgate upstreams update: 400 invalid_request_error: models\[0\]: "gpt-9" is not a model of the catalog in force\n$/);
+  assert.match(model.stderr, /^tollgate upstreams update: 400 invalid_request: models\[0\]: "gpt-9" is not a model of the catalog in force\n$/);
 
   const group = ok<{ id: string }>(await tg(['groups', 'create', 'spares', '--platform', 'anthropic', '--upstream', `${up.id},default`, '--map', 'claude-sonnet-4-5=anthropic.claude-sonnet-4-5-v1:0']));
   const g = ok<Record<string, unknown>>(await tg(['groups', 'show', group.id]));
@@ -229,7 +229,7 @@ test('upstreams and groups: update, show, list, delete reach the API; a refusal 
   // belongs to the name.
   const proto = await tg(['groups', 'update', group.id, '--map', '__proto__=evil']);
   assert.equal(proto.code, 1);
-  assert.match(proto.stderr, /400 invalid_request_error: model_mapping\.__proto__: "__proto__" is not a model of the catalog in force/);
+  assert.match(proto.stderr, /400 invalid_request: model_mapping\.__proto__: "__proto__" is not a model of the catalog in force/);
   assert.deepEqual(ok<Record<string, unknown>>(await tg(['groups', 'show', group.id])).model_mapping, { 'claude-sonnet-4-5-20250929': 'anthropic.claude-sonnet-4-5-v1:0' }, 'the mapping is as it was');
   const comma = ok<Record<string, unknown>>(await tg(['groups', 'update', group.id, '--map', 'claude-sonnet-4-5=my,model', '--map', 'claude-haiku-4-5=h']));
   assert.deepEqual(Object.values(comma.model_mapping as Record<string, string>).sort(), ['h', 'my,model']);
@@ -246,7 +246,7 @@ test('upstreams and groups: update, show, list, delete reach the API; a refusal 
   assert.deepEqual(ok(await tg(['upstreams', 'delete', up.id])), { id: up.id, deleted: true });
   assert.deepEqual(ok(await tg(['groups', 'delete', group.id])), { id: group.id, deleted: true });
   const gone = await tg(['groups', 'show', group.id]);
-  assert.deepEqual(gone, { code: 1, stdout: '', stderr: `tollgate groups show: 404 not_found_error: group ${group.id} does not exist\n` });
+  assert.deepEqual(gone, { code: 1, stdout: '', stderr: `tollgate groups show: 404 not_found: group ${group.id} does not exist\n` });
 });
 
 test('webhooks: create prints the secret once; list, show and deliveries never carry it; delete stops it; the finance token is refused', async () => {
@@ -273,7 +273,7 @@ test('webhooks: create prints the secret once; list, show and deliveries never c
   assert.deepEqual(ok(await tg(['webhooks', 'delete', w.id])), { id: w.id, deleted: true });
   const finance = await runTollgate(['upstreams', 'list'], { FINANCE_TOKEN, TOLLGATE_URL: stack.url });
   assert.equal(finance.code, 1);
-  assert.match(finance.stderr, /^tollgate upstreams list: 403 permission_error: /);
+  assert.match(finance.stderr, /^tollgate upstreams list: 403 permission_denied: /);
 });
 
 test('the help texts give the API\'s own bounds and names', async () => {

@@ -112,7 +112,7 @@ test('usage: JSON exactly as GET /admin/v1/usage answers it, CSV byte for byte, 
   const refused = await adm('usage', '--from', '2026-01-01', '--to', '2026-02-01', '--granularity', 'minute');
   assert.equal(refused.code, 1);
   assert.equal(refused.stdout, '');
-  assert.match(refused.stderr, /^tollgate usage: 400 invalid_request_error: granularity: /);
+  assert.match(refused.stderr, /^tollgate usage: 400 invalid_request: granularity: /);
 });
 
 test('invoices and statements: JSON, CSV and PDF exactly as served; --output writes the whole file (no .part left) or nothing', async () => {
@@ -158,7 +158,7 @@ test('invoices and statements: JSON, CSV and PDF exactly as served; --output wri
   const missing = join(dir, 'missing.csv');
   const unknown = await fin('invoices', 'acct_nope', month, '--format', 'csv', '--output', missing);
   assert.equal(unknown.code, 1);
-  assert.equal(unknown.stderr, 'tollgate invoices: 404 not_found_error: account acct_nope does not exist\n');
+  assert.equal(unknown.stderr, 'tollgate invoices: 404 not_found: account acct_nope does not exist\n');
   assert.equal(existsSync(missing) || existsSync(`${missing}.part`), false);
 });
 
@@ -217,7 +217,7 @@ test('credits history: the account\'s entries newest first with the exact runnin
   const second = JSON.parse((await adm('credits', 'history', accountId, '--limit', '1', '--cursor', first.next_cursor)).stdout) as { data: Array<{ type: string }>; has_more: boolean };
   assert.deepEqual([second.data[0]!.type, second.has_more], ['grant', false]);
   const unknown = await adm('credits', 'history', 'acct_nope');
-  assert.deepEqual(unknown, { code: 1, stdout: '', stderr: 'tollgate credits history: 404 not_found_error: account acct_nope does not exist\n' });
+  assert.deepEqual(unknown, { code: 1, stdout: '', stderr: 'tollgate credits history: 404 not_found: account acct_nope does not exist\n' });
 });
 
 test('close-month: on a terminal it asks and "no" closes nothing, "yes" closes (then the invoice never changes); --yes again says when it was closed; a month that has not started is refused naming month', async () => {
@@ -226,7 +226,7 @@ test('close-month: on a terminal it asks and "no" closes nothing, "yes" closes (
 
   const future = await fin('close-month', nextMonth, '--yes');
   assert.equal(future.code, 1, future.stderr);
-  assert.match(future.stderr, new RegExp(`400 invalid_request_error: month: ${nextMonth} has not started yet; the latest month that can be closed is ${month} \\(UTC\\)`));
+  assert.match(future.stderr, new RegExp(`400 invalid_request: month: ${nextMonth} has not started yet; the latest month that can be closed is ${month} \\(UTC\\)`));
 
   const declined = await onTerminal(['close-month', month], 'no\n');
   assert.equal(declined.code, 1, declined.screen);

@@ -220,12 +220,17 @@ export function connect(values: Parsed['values'], env: NodeJS.ProcessEnv): Conne
   return { url, token };
 }
 
-/** An Anthropic-shaped error body's `type: message`, else the body's start, else the status text. */
+/**
+ * An error body's `code: message` (Tollgate's machine code, README "Errors": `conflict`,
+ * `not_found`, `state_unavailable`…), else its Anthropic `type: message`, else the body's
+ * start, else the status text.
+ */
 function errorText(status: number, body: string): string {
   try {
-    const parsed = JSON.parse(body) as { error?: { type?: unknown; message?: unknown } };
+    const parsed = JSON.parse(body) as { error?: { type?: unknown; code?: unknown; message?: unknown } };
     if (parsed.error && typeof parsed.error.message === 'string') {
-      return `${status} ${typeof parsed.error.type === 'string' ? `${parsed.error.type}: ` : ''}${parsed.error.message}`;
+      const name = typeof parsed.error.code === 'string' ? parsed.error.code : parsed.error.type;
+      return `${status} ${typeof name === 'string' ? `${name}: ` : ''}${parsed.error.message}`;
     }
   } catch { /* not JSON: shown as text */ }
   const text = body.trim().slice(0, 500);
@@ -263,7 +268,7 @@ export class Api {
   /**
    * Sends the request; resolves to the response when it is 2xx.
    * @throws RunError when the server cannot be reached (naming the URL) or answers an error
-   *   (its status, error type and message)
+   *   (its status, error code and message)
    */
   async send(method: string, path: string, opts: CallOptions = {}): Promise<Response> {
     const headers: Record<string, string> = { authorization: `Bearer ${this.#token}` };
