@@ -32,25 +32,31 @@ export const DEFAULT_COALESCE_MAX_EVENTS = 1000;
 export class ApplyCoalescer {
   readonly #store: Pick<BalanceStore, 'applyBatch'>;
   readonly #maxEvents: number;
-  #waiting: Array<{ items: BatchItem[]; balanceAfter: boolean; resolve: (o: BatchOutcome[]) => void; reject: (err: unknown) => void }> = [];
+  readonly #balanceAfter: boolean;
+  #waiting: Array<{ items: BatchItem[]; resolve: (o: BatchOutcome[]) => void; reject: (err: unknown) => void }> = [];
   #scheduled = false;
 
-  /** `maxEvents`: most events per merged call (default DEFAULT_COALESCE_MAX_EVENTS); a caller's own items are never split */
-  constructor(store: Pick<BalanceStore, 'applyBatch'>, options: { maxEvents?: number } = {}) {
+  /**
+   * `maxEvents`: most events per merged call (default DEFAULT_COALESCE_MAX_EVENTS); a caller's
+   * own items are never split. `balanceAfter`: the store's option of the same name on every call
+   * (one consumer asks it always or never).
+   */
+  constructor(store: Pick<BalanceStore, 'applyBatch'>, options: { maxEvents?: number; balanceAfter?: boolean } = {}) {
     this.#store = store;
     this.#maxEvents = Math.max(1, Math.floor(options.maxEvents ?? DEFAULT_COALESCE_MAX_EVENTS));
+    this.#balanceAfter = options.balanceAfter === true;
   }
 
   /**
-   * `store.applyBatch(items, options)`, merged with the other calls of this turn: the same
+   * `store.applyBatch(items)`, merged with the other calls of this turn: the same
    * answer contract (a prefix of `items`' outcomes, in order), except that the prefix may be
    * empty when an earlier caller's event stopped the merged call: call again with the rest.
    * Rejects with the store's error when the merged call fails.
    */
-  apply(items: BatchItem[], options: { balanceAfter?: boolean } = {}): Promise<BatchOutcome[]> {
+  apply(items: BatchItem[]): Promise<BatchOutcome[]> {
     if (items.length === 0) return Promise.resolve([]);
     return new Promise((resolve, reject) => {
-      this.#waiting.push({ items, balanceAfter: options.balanceAfter === true, resolve, reject });
+      this.#waiting.push({ items, resolve, reject });
       if (!this.#scheduled) {
         this.#scheduled = true;
         // After this turn's I/O callbacks and their promise jobs: the batches of one fetch all
@@ -65,18 +71,16 @@ export class ApplyCoalescer {
     let waiting = this.#waiting;
     this.#waiting = [];
     while (waiting.length > 0) {
-      // Whole callers, up to maxEvents (at least one), with the same balanceAfter wish.
-      const balanceAfter = waiting[0]!.balanceAfter;
+      // Whole callers, up to maxEvents (at least one).
       let take = 0;
       let count = 0;
-      while (take < waiting.length && waiting[take]!.balanceAfter === balanceAfter
-        && (take === 0 || count + waiting[take]!.items.length <= this.#maxEvents)) count += waiting[take++]!.items.length;
+      while (take < waiting.length && (take === 0 || count + waiting[take]!.items.length <= this.#maxEvents)) count += waiting[take++]!.items.length;
       const group = waiting.slice(0, take);
       waiting = waiting.slice(take);
       const items = group.length === 1 ? group[0]!.items : group.flatMap((w) => w.items);
       // Through a promise job: a store that threw instead of rejecting fails its callers, not
       // this setImmediate callback (which would strand them and the groups after them).
-      Promise.resolve().then(() => this.#store.applyBatch(items, { balanceAfter })).then((outcomes) => {
+      Promise.resolve().then(() => this.#store.applyBatch(items, { balanceAfter: this.#balanceAfter })).then((outcomes) => {
         let at = 0;
         for (const w of group) {
           w.resolve(at >= outcomes.length ? [] : outcomes.slice(at, Math.min(outcomes.length, at + w.items.length)));

@@ -120,7 +120,9 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
   const { tracer, metrics } = deps;
   // One store call for the partitions' batches of a turn (a fetch's): at a moderate rate the
   // fixed cost per call, not the events, was most of this consumer's CPU.
-  const coalescer = new ApplyCoalescer(deps.balances, deps.coalesceMaxEvents === undefined ? {} : { maxEvents: deps.coalesceMaxEvents });
+  const coalescer = new ApplyCoalescer(deps.balances, {
+    balanceAfter: deps.onUsageApplied !== undefined, ...(deps.coalesceMaxEvents === undefined ? {} : { maxEvents: deps.coalesceMaxEvents }),
+  });
 
   /** Sets an event aside with its position (dead letter first, then the store's record). */
   const setAside = async (raw: ConsumedEvent, position: LogPosition | undefined, poison: Poison): Promise<ApplyResult> => {
@@ -168,7 +170,7 @@ export function startLedgerConsumer(deps: LedgerConsumerDeps): Promise<Subscript
         ...(durable ? { position: { topic: e.topic, partition: e.partition, offset: e.offset } } : {}),
       }));
       const startTime = Date.now();
-      const outcomes = await coalescer.apply(items, { balanceAfter: deps.onUsageApplied !== undefined });
+      const outcomes = await coalescer.apply(items);
       if (tracer) traceRun(tracer, group, rest, outcomes, startTime);
       for (let i = 0; i < outcomes.length; i++) {
         const { verdict, balanceAfter, error } = outcomes[i]!;

@@ -33,12 +33,15 @@ export function fetchFailure(err: unknown): string {
   return typeof cause === 'string' ? cause : err instanceof Error ? err.message : String(err);
 }
 
+/** The port the CLI calls without --url, TOLLGATE_URL and PORT: the server's own default. */
+const DEFAULT_PORT = 8080;
+
 /**
  * The line for a server the CLI could not reach: the address, why, and where the address came
  * from (a newcomer whose gateway is on another port otherwise has no hint; README, "Operator CLI").
  */
 export function cannotReach(url: string, err: unknown): string {
-  return `cannot reach ${url}: ${fetchFailure(err)} (the address: --url, else TOLLGATE_URL, else http://127.0.0.1:$PORT, port 8080 without PORT)`;
+  return `cannot reach ${url}: ${fetchFailure(err)} (the address: --url, else TOLLGATE_URL, else http://127.0.0.1:$PORT, port ${DEFAULT_PORT} without PORT)`;
 }
 
 export class UsageError extends Error {}
@@ -181,7 +184,7 @@ export interface Connection {
 export function resolveUrl(values: Parsed['values'], env: NodeJS.ProcessEnv): string {
   const flag = stringOption(values, 'url');
   const source = flag !== undefined ? '--url' : env.TOLLGATE_URL ? 'TOLLGATE_URL' : 'PORT';
-  const text = flag ?? (env.TOLLGATE_URL || `http://127.0.0.1:${env.PORT ?? 8080}`);
+  const text = flag ?? (env.TOLLGATE_URL || `http://127.0.0.1:${env.PORT ?? DEFAULT_PORT}`);
   const example = '(give the address alone, e.g. http://127.0.0.1:8080)';
   let parsed: URL | undefined;
   try {
