@@ -32,6 +32,8 @@ export async function freePort(): Promise<number> {
 export interface ProcessSpec {
   roles: string;
   env?: Record<string, string>;
+  /** Another member's DATA_DIR instead of one of its own (a second process on one directory: a takeover). */
+  dataDirOf?: string;
 }
 
 interface Member {
@@ -86,7 +88,7 @@ export class Cluster {
 
   async add(name: string, spec: ProcessSpec): Promise<string> {
     const port = await freePort();
-    const dataDir = join(this.dir, name);
+    const dataDir = spec.dataDirOf === undefined ? join(this.dir, name) : this.#members.get(spec.dataDirOf)!.dataDir;
     mkdirSync(dataDir, { recursive: true });
     const m: Member = { spec, port, dataDir, child: null, url: `http://127.0.0.1:${port}` };
     this.#members.set(name, m);
@@ -160,6 +162,13 @@ export class Cluster {
     const child = this.#members.get(name)?.child;
     if (!child || child.exitCode !== null) throw new Error(`${name} is not running`);
     child.kill('SIGSTOP');
+  }
+
+  /** Resolves with process `name`'s exit code once it has exited on its own (at once if it is not running). */
+  exited(name: string): Promise<number | null> {
+    const child = this.#members.get(name)?.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child?.exitCode ?? null);
+    return new Promise((r) => child.once('exit', (code) => r(code)));
   }
 
   /** SIGCONT: a paused process goes on where it stopped. */

@@ -44,6 +44,7 @@ const TABLE: Record<ErrorCode, [number, string, boolean]> = {
   upstream_error: [503, 'api_error', true],
   overloaded: [503, 'overloaded_error', true],
   state_unavailable: [503, 'api_error', true],
+  usage_unrecorded: [503, 'api_error', true],
   warehouse_unavailable: [503, 'api_error', true],
 };
 

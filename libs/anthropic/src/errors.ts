@@ -43,6 +43,9 @@ export const ERRORS = {
   overloaded: { status: 503, type: 'overloaded_error', retriable: true, message: 'Overloaded' },
   // Redis (balances, holds) unreachable: we fail closed on money rather than serve unbilled.
   state_unavailable: { status: 503, type: 'api_error', retriable: true, message: 'Service temporarily unavailable' },
+  // The answer was read but its usage event could not be written ahead (this process's DATA_DIR
+  // was taken over while it was stopped; its spool cannot be written): withheld, nothing charged.
+  usage_unrecorded: { status: 503, type: 'api_error', retriable: true, message: 'The usage of this request could not be recorded; retry the request' },
   // The usage warehouse (ClickHouse) unreachable or too slow: reports, invoices and event pages
   // cannot be read now; nothing is lost (usage keeps flowing through the log).
   warehouse_unavailable: { status: 503, type: 'api_error', retriable: true, message: 'The usage warehouse is temporarily unavailable; retry shortly' },

@@ -278,6 +278,12 @@ export interface SubscribeOptions {
 }
 
 /**
+ * What `EventLog.append` did inside the call: wrote the events ahead (`durable`, settled as
+ * `publish`'s promise would be), or failed (`error`: NotPublishedError when nothing was written).
+ */
+export type Appended = { readonly durable: Promise<void>; readonly error?: undefined } | { readonly error: Error; readonly durable?: undefined };
+
+/**
  * The event log port. `publish` resolves once the events are durable enough that the caller
  * may forget them (acknowledged by the log, or written to the local spool); it never drops.
  */
@@ -296,6 +302,17 @@ export interface EventLog {
   readonly sharedGroups?: boolean;
   /** Rejects with `NotPublishedError` when certainly nothing was written (see there). */
   publish(topic: Topic, events: PublishedEvent[]): Promise<void>;
+  /**
+   * `publish`, with the part it does inside the call told at once. Every log writes its events
+   * ahead before `publish` returns (KafkaLog: one `write` to `DATA_DIR/spool`; MemoryLog: its
+   * journal and its list), so `{ durable }` says they are recorded (a crash now loses none;
+   * `durable` settles as `publish`'s promise would) and `{ error }` that the append failed
+   * (NotPublishedError: nothing was written; another error: unknown). For a caller that must
+   * hold back what may only happen once the events are recorded: the gateway's answer's last
+   * bytes (a refused spool write, e.g. a DATA_DIR lock taken over, is then no answer at all
+   * rather than an answer nobody is billed for).
+   */
+  append(topic: Topic, events: PublishedEvent[]): Appended;
   /**
    * Publishes dead-letter records (durably, like `publish`; rejects while the log is
    * unreachable, so the caller retries rather than forgets).

@@ -4,7 +4,7 @@ export type {
 } from './types.ts';
 export type {
   EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, BatchContext, Assignment, Subscription, SubscribeOptions, EventLog,
-  DeadLetter, ConsumedDeadLetter,
+  DeadLetter, ConsumedDeadLetter, Appended,
 } from './event-log.ts';
 export { carriedHeaders, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RESERVED_HEADERS, RewindError } from './event-log.ts';
 export { MemoryLog } from './memory-log.ts';

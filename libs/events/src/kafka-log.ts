@@ -19,7 +19,7 @@ import { CompressionTypes, Partitioners } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, PartitionMetadata, Producer } from 'kafkajs';
 import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RewindError, type BatchContext } from './event-log.ts';
 import type {
-  Assignment, ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
+  Appended, Assignment, ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { AnyEvent, Topic } from './types.ts';
 import { boundedRaw, type UndecodableMessage } from './decode.ts';
@@ -662,23 +662,31 @@ export class KafkaLog implements EventLog {
    * is closed or the append fails (the spool directory cannot be written).
    */
   publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
-    if (this.#closing) return Promise.reject(new NotPublishedError('event log is closed'));
-    if (this.#openError) return Promise.reject(new NotPublishedError(`event log could not open its spool: ${this.#openError.message}`, { cause: this.#openError }));
-    if (events.length === 0) return Promise.resolve();
+    const appended = this.append(topic, events);
+    return appended.error ? Promise.reject(appended.error) : appended.durable;
+  }
+
+  /** `publish`, its spool write's outcome told at once (EventLog.append). */
+  append(topic: Topic, events: PublishedEvent[]): Appended {
+    if (this.#closing) return { error: new NotPublishedError('event log is closed') };
+    if (this.#openError) return { error: new NotPublishedError(`event log could not open its spool: ${this.#openError.message}`, { cause: this.#openError }) };
+    if (events.length === 0) return { durable: Promise.resolve() };
     const refused = this.#beforeSpool?.();
-    if (refused) return Promise.reject(new NotPublishedError(`event log refused to spool: ${refused.message}`, { cause: refused }));
+    if (refused) return { error: new NotPublishedError(`event log refused to spool: ${refused.message}`, { cause: refused }) };
     const records = events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} }));
     try {
       this.#write(records);
     } catch (err) {
       this.#log.error({ err, events: records.length, spoolDir: this.#spoolDir }, 'cannot spool events; publish fails');
-      return Promise.reject(err as Error);
+      return { error: err as Error };
     }
-    return new Promise<void>((resolve, reject) => {
-      this.#pending.push({ upTo: this.#written, resolve, reject });
-      if (this.#down) this.#kickSync();
-      this.#kickSender();
-    });
+    return {
+      durable: new Promise<void>((resolve, reject) => {
+        this.#pending.push({ upTo: this.#written, resolve, reject });
+        if (this.#down) this.#kickSync();
+        this.#kickSender();
+      }),
+    };
   }
 
   /** False while Kafka is known away (the last send failed), true otherwise: see EventLog.reachable. */

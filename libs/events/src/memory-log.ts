@@ -1,6 +1,6 @@
 import type { AnyEvent, Topic } from './types.ts';
 import type {
-  ConsumedEvent, DeadLetter, EventLog, PublishedEvent, SubscribeOptions, Subscription,
+  Appended, ConsumedEvent, DeadLetter, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { Journal } from './journal.ts';
 import { headersProblem, NotPublishedError } from './event-log.ts';
@@ -54,15 +54,25 @@ export class MemoryLog implements EventLog {
     this.#journal = options.journal;
   }
 
-  async publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
-    if (this.#closed) throw new NotPublishedError('event log is closed');
+  publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
+    const appended = this.append(topic, events);
+    return appended.error ? Promise.reject(appended.error) : appended.durable;
+  }
+
+  /** `publish`, its outcome told at once (EventLog.append): the journal and the list are written inside the call. */
+  append(topic: Topic, events: PublishedEvent[]): Appended {
+    if (this.#closed) return { error: new NotPublishedError('event log is closed') };
     // What Kafka could not carry is refused here too: one rule in every deployment.
     for (const { event, headers } of events) {
       const problem = headersProblem(event.event_id, headers);
-      if (problem !== undefined) throw new NotPublishedError(problem);
+      if (problem !== undefined) return { error: new NotPublishedError(problem) };
     }
     // Written ahead, synchronously: once publish is called the events survive a crash.
-    this.#journal?.append(events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} })), this.#seq + events.length);
+    try {
+      this.#journal?.append(events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} })), this.#seq + events.length);
+    } catch (err) {
+      return { error: err as Error };
+    }
     const list = this.#list(topic);
     for (const { event, headers } of events) {
       const offset = this.#next.get(topic) ?? 0n;
@@ -77,6 +87,7 @@ export class MemoryLog implements EventLog {
       if (group.topics.includes(topic)) this.#due.add(group);
     }
     if (this.#due.size > 0) this.#dueTimer ??= setImmediate(() => this.#deliverDue());
+    return { durable: Promise.resolve() };
   }
 
   #deliverDue(): void {

@@ -66,6 +66,7 @@ export class Metrics {
   readonly #upstreamErrors: Children<Inc>;
   readonly #applied: Children<Inc>;
   readonly #usageAnomalies: Children<Inc>;
+  readonly #usageUnrecorded: Inc;
   readonly #quarantined: Children<Inc>;
   readonly #webhookDropped: Children<Inc>;
   readonly #units: Children<Inc>;
@@ -135,6 +136,11 @@ export class Metrics {
       labelNames: ['kind'], registers,
     });
     this.#usageAnomalies = new Children((v) => usageAnomalies.labels(...v));
+    this.#usageUnrecorded = new Counter({
+      name: 'tollgate_usage_unrecorded_total',
+      help: 'Answers withheld (503 usage_unrecorded) because their usage event could not be written ahead (DATA_DIR taken over, spool unwritable)',
+      registers,
+    });
     const quarantined = new Counter({
       name: 'tollgate_events_quarantined_total', help: 'Poison events a consumer group quarantined instead of stopping, by group and reason',
       labelNames: ['group', 'reason'], registers,
@@ -239,6 +245,11 @@ export class Metrics {
    */
   usageAnomaly(kind: string, count = 1): void {
     this.#usageAnomalies.get(kind).inc(count);
+  }
+
+  /** One answer withheld because its usage event could not be written ahead (503 `usage_unrecorded`). */
+  usageUnrecorded(): void {
+    this.#usageUnrecorded.inc();
   }
 
   eventsApplied(group: string, topic: string, count: number): void {

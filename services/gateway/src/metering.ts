@@ -1,11 +1,11 @@
 import { MAX_TOKEN_COUNT, ZERO_USAGE, type TokenUsage, type UsageAnomaly, type UsageTally } from '@tollgate/anthropic';
-import type { UsageEvent, UsageEventV2, UsageStatus } from '@tollgate/events';
+import type { Appended, UsageEvent, UsageEventV2, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import {
   DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities,
   type Dimension, type PricedRequest, type PriceVersion, type PricingIteration, type Quantities, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
-import { injectContext, inSpan, noopTracer, SpanKind } from '@tollgate/telemetry';
+import { context, failSpan, injectContext, noopTracer, SpanKind, trace } from '@tollgate/telemetry';
 import type { GatewayDeps } from './deps.ts';
 
 /** Everything about one metered request that the usage event needs, gathered along the way. */
@@ -217,18 +217,19 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
 
 /**
  * Settles a request exactly once: the hold shrinks to the actual cost (or is released), and
- * the usage event is built; `publish` then hands it to the log (after the response is sent,
- * so the log is off the client's latency). The ledger consumer debits the balance from that
- * event and closes the hold, so between the two steps `available` is already right.
- * The shrink is sent at once but not awaited here: the returned `publish` resolves once both
- * the event is published and the shrink is done (its failure goes to `onStateError`).
+ * the usage event is built; `publish` then writes it ahead to the log before the answer's last
+ * bytes leave, and the log's acknowledgement is waited for after them (off the client's
+ * latency): see Publication. The ledger consumer debits the balance from that event and closes
+ * the hold, so between the two steps `available` is already right. The shrink is sent at once
+ * but not awaited here: the publication's `done` resolves once both the event is published and
+ * the shrink is done (its failure goes to `onStateError`).
  */
 export async function settle(
   deps: GatewayDeps,
   m: Metered,
   outcome: Outcome,
   onStateError: (err: unknown) => void,
-): Promise<{ event: UsageEvent; publish: () => Promise<void> }> {
+): Promise<{ event: UsageEvent; publish: () => Publication }> {
   const settled = settlement(m, outcome);
   const { cost, status, anomalies } = settled;
   const accountId = m.caller.account.id;
@@ -307,14 +308,49 @@ export async function settle(
   // no span is started (a no-op one would carry the active context unchanged into the headers).
   // Without any tracer (no OpenTelemetry SDK registered in this process) there is no context to
   // carry: the headers are `{}`, as `injectContext()` would give, without running the propagator.
-  // Either way publish() waits for the shrink too: a graceful stop closes Redis once requests end.
+  // Either way `done` waits for the shrink too: a graceful stop closes Redis once requests end.
+  const publication = (appended: Appended): Publication => {
+    if (appended.error === undefined) return { done: Promise.all([appended.durable, shrunk]).then(acknowledged) };
+    // Not recorded (a spool write refused: this process's DATA_DIR was taken over while it was
+    // stopped; the disk is full): nobody can be billed for the request, so the caller delivers
+    // no answer and the hold is given back now rather than left to expire (or to a rebuild).
+    deps.holds?.released(m.requestId);
+    const released = shrunk.then(() => deps.balances.release(m.requestId, accountId)).then(() => {}, onStateError);
+    return { refused: appended.error, done: released };
+  };
   if (tracer === noopTracer) {
-    const bare = () => deps.log.publish('usage', [{ event, headers: deps.tracer === undefined ? {} : injectContext() }]);
-    return { event, publish: () => Promise.all([bare(), shrunk]).then(acknowledged) };
+    return { event, publish: () => publication(deps.log.append('usage', [{ event, headers: deps.tracer === undefined ? {} : injectContext() }])) };
   }
-  const publish = () => inSpan(tracer, 'publish usage', {
-    kind: SpanKind.PRODUCER,
-    attributes: { 'messaging.operation.type': 'send', 'messaging.destination.name': 'usage', 'tollgate.event.id': event.event_id },
-  }, () => deps.log.publish('usage', [{ event, headers: injectContext() }]));
-  return { event, publish: () => Promise.all([publish(), shrunk]).then(acknowledged) };
+  const publish = (): Publication => {
+    const span = tracer.startSpan('publish usage', {
+      kind: SpanKind.PRODUCER,
+      attributes: { 'messaging.operation.type': 'send', 'messaging.destination.name': 'usage', 'tollgate.event.id': event.event_id },
+    });
+    const ended = (err?: unknown) => {
+      if (err !== undefined) failSpan(span, err);
+      span.end();
+    };
+    const appended = context.with(trace.setSpan(context.active(), span), () => deps.log.append('usage', [{ event, headers: injectContext() }]));
+    if (appended.error !== undefined) {
+      ended(appended.error);
+      return publication(appended);
+    }
+    return publication({ durable: appended.durable.then(() => ended(), (err: unknown) => { ended(err); throw err; }) });
+  };
+  return { event, publish };
+}
+
+/**
+ * A usage event's publication (settle's `publish`), its write ahead told at once.
+ * - `refused` absent: the event is written ahead (DATA_DIR/spool, or the embedded log's journal):
+ *   the answer may be delivered. `done` resolves once the log acknowledged it (Kafka: acks=all;
+ *   while Kafka is away, once it is fsync'd in the spool) and the hold is settled; it rejects
+ *   when the publication failed after the write (the spooled event is sent at the next start).
+ * - `refused`: the event was not written (EventLog.append's error): the request is not billed,
+ *   so the caller must not deliver its answer; the hold is released (`done` resolves once it is,
+ *   a Redis failure going to settle's `onStateError`; never rejects).
+ */
+export interface Publication {
+  refused?: Error;
+  done: Promise<void>;
 }

@@ -14,7 +14,7 @@ import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
-import { boundedUpstreamId, settle, type Metered, type Outcome } from '../metering.ts';
+import { boundedUpstreamId, settle, type Metered, type Outcome, type Publication } from '../metering.ts';
 import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import type { Route, Sent, UpstreamPool } from '../pool/selector.ts';
 import { guardState, stateUnavailable } from '../state.ts';
@@ -351,7 +351,17 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         event.attempts = served?.attempts ?? 0;
         return {
           event,
-          publish: () => publish().catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published')),
+          publish: () => {
+            const publication = publish();
+            if (publication.refused) {
+              deps.metrics?.usageUnrecorded();
+              request.log.error({ err: publication.refused, requestId: request.id }, 'usage event could not be written ahead; the answer is withheld and nothing is charged');
+            }
+            return {
+              refused: publication.refused,
+              done: publication.done.catch((err: unknown) => request.log.error({ err, requestId: request.id }, 'usage event could not be published')),
+            };
+          },
         };
       };
 
@@ -389,7 +399,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       } catch (err) {
         metrics?.upstreamError('unreachable');
         endUpstream(err);
-        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, firstTokenAt: null, upstreamRequestId: null })).publish();
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt: null, firstTokenAt: null, upstreamRequestId: null })).publish().done;
         throw err;
       }
       const upstreamRequestId = boundedUpstreamId(header(res, 'request-id'));
@@ -404,7 +414,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt: performance.now(), firstTokenAt: null, upstreamRequestId });
         if (err.status >= 500) request.log.warn({ upstreamStatus: res.status, code: err.code }, 'upstream error');
         sendError(reply, err);
-        await publish();
+        await publish().done;
         return reply;
       }
 
@@ -434,7 +444,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       } catch (err) {
         metrics?.upstreamError('stream_dropped');
         endUpstream(err);
-        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, firstTokenAt: null, upstreamRequestId })).publish();
+        await (await finish({ status: 'upstream_error', httpStatus: 503, usage: null, billable: false, firstByteAt, firstTokenAt: null, upstreamRequestId })).publish().done;
         throw gatewayError('upstream_error', 'Upstream connection failed while reading the response', { cause: err });
       }
       let json: unknown = undefined;
@@ -452,7 +462,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         const err = upstreamEventError(json, { secrets: res.secrets });
         const { publish } = await finish({ status: 'upstream_error', httpStatus: err.status, usage: null, billable: false, firstByteAt, firstTokenAt: null, upstreamRequestId });
         sendError(reply, err);
-        await publish();
+        await publish().done;
         return reply;
       }
       if (m.stream) {
@@ -466,7 +476,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         });
         request.log.warn({ upstreamRequestId, contentType: header(res, 'content-type') }, 'upstream answered a streaming request without an event stream');
         sendError(reply, framingError('a streaming request with a single (non event-stream) body'));
-        await publish();
+        await publish().done;
         return reply;
       }
       if (read === null) {
@@ -493,11 +503,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       // Published (written ahead to the log's disk, synchronously inside this call) before the
       // first byte of the answer leaves: a gateway killed after the client got its answer still
       // has the usage event. Kafka's acknowledgement is awaited after the reply, off its latency.
+      // An event that could not be written ahead is no answer at all (nobody could be billed for it).
       const published = settled.publish();
-      reply.code(written?.status ?? res.status).type(written === null ? header(res, 'content-type') ?? 'application/json' : 'application/json').send(written?.body ?? bytes);
+      if (published.refused) sendError(reply, usageUnrecorded());
+      else reply.code(written?.status ?? res.status).type(written === null ? header(res, 'content-type') ?? 'application/json' : 'application/json').send(written?.body ?? bytes);
       // The upstream's answer is read whole: its slot is free now, not after Kafka's acknowledgement.
       served?.release();
-      await published;
+      await published.done;
       return reply;
     } finally {
       clearInterval(keepAlive);
@@ -580,10 +592,22 @@ function framingError(what: string): GatewayError {
   });
 }
 
-/** A settled request's usage event and its publication (after the reply). */
+/**
+ * A settled request's usage event and its publication: `publish` writes it ahead (before the
+ * answer's last bytes; `refused`: it could not be, logged and counted, and the answer must be
+ * withheld) and `done` resolves once it is acknowledged (a failure is logged, never thrown).
+ */
 interface Settled {
   event: UsageEvent;
-  publish: () => Promise<void>;
+  publish: () => Publication;
+}
+
+/**
+ * The answer withheld because its usage event could not be written ahead (Publication.refused):
+ * 503, retriable, nothing charged (README, "Errors").
+ */
+function usageUnrecorded(): GatewayError {
+  return gatewayError('usage_unrecorded', 'This gateway could not record the usage of this request, so its answer is withheld and nothing is charged; retry the request');
 }
 
 /** The client left before the answer was written: an answered request becomes `client_disconnect`. */
@@ -821,7 +845,7 @@ async function relayStream(
       anomalies,
     });
     sendError(reply, framingError('a non-streaming request with an event stream'));
-    await publish();
+    await publish().done;
     return;
   }
   if (cut) anomalies.push('cut_by_shutdown');
@@ -838,10 +862,12 @@ async function relayStream(
       upstreamRequestId,
       anomalies,
     });
-    // Written ahead synchronously inside this call; the stream's last bytes leave after it.
+    // Written ahead synchronously inside this call; the stream's last bytes leave after it, or,
+    // when it could not be (nobody could be billed), an error event instead of them.
     const published = publish();
+    if (published.refused && streamError === null) tail.splice(0, tail.length, sseErrorEvent(usageUnrecorded(), request.id));
     endStream();
-    await published;
+    await published.done;
   } finally {
     endStream();
   }
