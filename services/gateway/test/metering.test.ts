@@ -147,7 +147,9 @@ async function settleOne(balances: BalanceStore, account: string): Promise<{ pub
   const m: Metered = { requestId, ts: Date.now(), startedAt: performance.now(), caller, resolved, stream: false, holdMicros: 200_000n, version };
   const errors: unknown[] = [];
   const { event, publish } = await settle(deps, m, outcome({}), (err) => errors.push(err));
-  await publish();
+  const publication = publish();
+  assert.equal(publication.refused, undefined);
+  await publication.done;
   await log.drain();
   return { published, errors, cost: event.cost_micros, requestId };
 }
@@ -167,7 +169,9 @@ test('settle: publish() resolves once the event is published and the hold shrunk
   const errors: unknown[] = [];
   const { event, publish } = await settle(deps, m, outcome({}), (err) => errors.push(err));
   assert.equal(event.cost_micros, '100800');
-  await publish();
+  const publication = publish();
+  assert.equal(publication.refused, undefined, 'written ahead');
+  await publication.done;
   assert.deepEqual(await balances.get(account), { balance: 1_000_000n, held: 100_800n, available: 899_200n });
   await log.drain();
   assert.deepEqual(published.map((e) => [e.event.event_id, (e.event as { cost_micros?: string }).cost_micros]), [[requestId, '100800']]);
@@ -185,4 +189,29 @@ test('settle: a hold that cannot be shrunk (Redis away) is reported once, and th
   } finally {
     redis.disconnect();
   }
+});
+
+test('unrecorded usage: a publication whose write ahead is refused says so at once, publishes nothing and releases the hold (200,000 µc held → 0, balance untouched)', async () => {
+  // Kind: any append the log refuses inside the call (a DATA_DIR lock taken over, a spool that
+  // cannot be written, a closed log): the caller must learn it before the answer leaves.
+  const balances = new MemoryBalanceStore();
+  const account = `acct-${randomUUID()}`;
+  await balances.applyLedger({ type: 'ledger', event_id: `g-${randomUUID()}`, ts: Date.now(), account_id: account, kind: 'grant', amount_micros: '1000000', reference: 'r' });
+  const requestId = `req-${randomUUID()}`;
+  assert.equal((await balances.hold({ holdId: requestId, accountId: account, keyId: 'key-1', amount: 200_000n, ttlMs: 60_000 })).ok, true);
+  const log = new MemoryLog();
+  const published: ConsumedEvent[] = [];
+  await log.subscribe({ group: 'watch', topics: ['usage'], handler: async (events) => { published.push(...events); } });
+  const deps = { balances, log, holdTtlMs: 60_000, gatewayId: 'gw-test' } as unknown as GatewayDeps;
+  const caller = { account: { id: account }, key: { id: 'key-1' } } as unknown as KeyEntry;
+  const m: Metered = { requestId, ts: Date.now(), startedAt: performance.now(), caller, resolved, stream: false, holdMicros: 200_000n, version };
+  const errors: unknown[] = [];
+  const { publish } = await settle(deps, m, outcome({}), (err) => errors.push(err));
+  await log.close(); // every append is refused from now on
+  const publication = publish();
+  assert.equal(publication.refused?.name, 'NotPublishedError');
+  await publication.done;
+  assert.deepEqual(await balances.get(account), { balance: 1_000_000n, held: 0n, available: 1_000_000n });
+  assert.deepEqual(published, []);
+  assert.deepEqual(errors, []);
 });

@@ -53,7 +53,9 @@ test('lost settle: an untraced request\'s publish() resolves only after its hold
   // Let the shrink through later. The answer does not depend on when: publish() must wait for it.
   const release = setTimeout(() => proxy.release(), 300);
   try {
-    await publish();
+    const publication = publish();
+    assert.equal(publication.refused, undefined);
+    await publication.done;
     // What Redis holds once the request counts as done (a graceful stop disconnects now).
     assert.deepEqual(await view.get(account), { balance: 1_000_000n, held: 100_800n, available: 899_200n });
   } finally {
