@@ -11,7 +11,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
 import { emptyPrefix, newAccount, startCluster } from '../support/cluster.ts';
 
-test('rebuild after a Redis loss with a key revocation only in a control process\'s spool (Kafka away for that process): the key is never served again (401 from the first answer after the rebuild)', async (t) => {
+test('rebuild after a Redis loss with a key revocation, an account and a key only in a control process\'s spool (Kafka away for that process): the revoked key is never served again (401 from the first answer after the rebuild); the account and key are never read as absent (503 until put back, never 404 or 401)', async (t) => {
   const started = await startCluster([
     ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
     ['control', { roles: 'control' }],
@@ -35,8 +35,34 @@ test('rebuild after a Redis loss with a key revocation only in a control process
     const revoked = await c.admin('DELETE', `/admin/v1/keys/${acct.keyId}`, undefined, c.url('cut-off'));
     assert.equal(revoked.status, 200);
     await c.eventually('the revocation in force', async () => ((await status()) === 401 ? true : undefined));
+    // An account and key made through the cut-off process: they too are only in its spool.
+    const made = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'spool-only' }, c.url('cut-off'));
+    assert.equal(made.status, 201);
+    const madeKey = await c.admin<{ key: string }>('POST', `/admin/v1/accounts/${made.json.id}/keys`, {}, c.url('cut-off'));
+    assert.equal(madeKey.status, 201);
+    const spoolOnly = new Anthropic({ apiKey: madeKey.json.key, baseURL: c.url('gw'), maxRetries: 0, logLevel: 'error' });
+    const spoolOnlyStatus = () => spoolOnly.messages.create({
+      model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: '[[sim input=10 output=2]] hi' }],
+    }).then(() => 200, (err: unknown) => (err as { status?: number }).status ?? -1);
+    assert.equal(await spoolOnlyStatus(), 402, 'the new account has no credit');
     // Give its poll time to see the epoch before the loss (250 ms apart).
     await new Promise((r) => setTimeout(r, 600));
+    // Kind: a record only a spool held, missing from the rebuilt state until its writer puts it
+    // back, read meanwhile as absent: control answered 404 "does not exist" for the account, a
+    // gateway 401 for its key. Both are watched from the loss until the records are back.
+    let watching = true;
+    const accountAnswers: number[] = [];
+    const keyAnswers: number[] = [];
+    // Back to back, two of each at a time: the gap between a load and the put-back is one poll
+    // of the registry (≤ 250 ms), and each read takes a few ms.
+    const watch = Promise.all([
+      ...[0, 1].map(async () => {
+        while (watching) accountAnswers.push((await c.admin('GET', `/admin/v1/accounts/${made.json.id}`, undefined, c.url('cut-off'))).status);
+      }),
+      ...[0, 1].map(async () => {
+        while (watching) keyAnswers.push(await spoolOnlyStatus());
+      }),
+    ]);
     assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0);
     // From the loss on: 503 while the state is lost or rebuilt (and in its restore window), then
     // 401; never 200.
@@ -51,6 +77,19 @@ test('rebuild after a Redis loss with a key revocation only in a control process
       assert.equal(await status(), 401);
       await new Promise((r) => setTimeout(r, 100));
     }
+    await c.eventually('the spool-only account back', async () => (accountAnswers.at(-1) === 200 && keyAnswers.at(-1) === 402 ? true : undefined));
+    watching = false;
+    await watch;
+    // 200 / 402 before the loss was seen, 503 while lost, rebuilding or in the restore window, then 200 / 402 again.
+    const runs = (xs: number[]) => xs.reduce<Array<[number, number]>>((out, x) => {
+      if (out.at(-1)?.[0] === x) out.at(-1)![1]++;
+      else out.push([x, 1]);
+      return out;
+    }, []).map(([x, n]) => `${x}×${n}`).join(' ');
+    t.diagnostic(`account: ${runs(accountAnswers)}; key: ${runs(keyAnswers)}`);
+    assert.ok(accountAnswers.includes(503) && keyAnswers.includes(503), 'the watch saw the loss');
+    assert.deepEqual(accountAnswers.filter((s) => s !== 200 && s !== 503), [], 'the account never answered as absent');
+    assert.deepEqual(keyAnswers.filter((s) => s !== 402 && s !== 503), [], 'the key never answered as unknown');
   } finally {
     redis.disconnect();
     await close();

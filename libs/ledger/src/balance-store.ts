@@ -288,10 +288,13 @@ export interface BalanceStore {
   ready(): Promise<boolean>;
   /**
    * True when this store waits for a rebuild (it requires one, and its store-wide ready mark is
-   * missing: Redis lost its data, or a rebuild is loading): one read (on a Cluster the
-   * store-wide mark only, not every slot's as `ready()` reads). For the operator routes, which
-   * answer 503 `state_unavailable` then rather than reading an empty directory as "no such
-   * account". A store that needs no rebuild (memory, or Redis without `requireReady`): false.
+   * missing: Redis lost its data, or a rebuild is loading) or was rebuilt a moment ago and is in
+   * its restore window (RESTORE_WINDOW_MS, opened when a process announced records or holds to
+   * put back: what only its spool held is missing until then): one read (on a Cluster the
+   * store-wide keys only, not every slot's mark as `ready()` reads). For readers that would take
+   * a missing record for an absent one: the operator routes (503 `state_unavailable` rather than
+   * "no such account"), a gateway's key miss (503 rather than 401). A store that needs no
+   * rebuild (memory, or Redis without `requireReady`): false.
    */
   stateLost(): Promise<boolean>;
   /**

@@ -624,9 +624,14 @@ export class RedisBalanceStore implements BalanceStore {
 
   async stateLost(): Promise<boolean> {
     if (!this.#requireReady) return false;
-    if (!this.#cluster) return (await this.#redis.exists(this.#key('ready'))) !== 1;
-    const [ready, layout] = await Promise.all([this.#redis.get(this.#g('ready')), this.#redis.get(this.#g('layout'))]);
-    return ready === null || layout !== CLUSTER_LAYOUT;
+    // One read: the ready mark, and the restore window a load opened (`<ready>:restoring`).
+    if (!this.#cluster) {
+      const [ready, restoring] = await this.#redis.mget(this.#key('ready'), `${this.#key('ready')}:restoring`);
+      return ready === null || restoring !== null;
+    }
+    // The store-wide keys share the `{ledger}` slot: one MGET on a Cluster too.
+    const [ready, layout, restoring] = await this.#redis.mget(this.#g('ready'), this.#g('layout'), `${this.#g('ready')}:restoring`);
+    return ready === null || layout !== CLUSTER_LAYOUT || restoring !== null;
   }
 
   /** One MULTI: the ready mark (and the layout, on a Cluster: all in the `{ledger}` slot) and the positions. */
@@ -869,6 +874,8 @@ export class RedisBalanceStore implements BalanceStore {
       return this.#scripts.tollgateLedgerClusterLoadPut(marker, marker, loading, 'ready', gen, window);
     }, done, window)).length;
     if (refused > 0) throw new RebuildSupersededError();
+    // The store-wide restore window (stateLost), set before the store-wide mark turns ready.
+    if (window !== '0') await this.#redis.set(`${this.#g('ready')}:restoring`, '1', 'PX', Number(window));
     const positions = [...(snapshot.positions ?? new Map<string, bigint>())].flatMap(([f, o]) => [f, o.toString()]);
     const finished = await this.#scripts.tollgateLedgerClusterLoad(...store, 'finish', gen, CLUSTER_LAYOUT, ...positions);
     if (finished !== 1) throw new RebuildSupersededError();

@@ -263,6 +263,7 @@ if (url === undefined) {
       const first = await store.epoch();
       assert.match(String(first), /^[0-9a-f]{32}$/);
       assert.equal((await hold('h1')).ok, true, 'no restorer announced: admitted at once');
+      assert.equal(await store.stateLost(), false, 'no restorer announced: no window for readers either');
       // Lost, a gateway with requests in flight announces, the rebuild loads: the window starts.
       await deletePrefix(redis, prefix);
       assert.equal(await store.epoch(), null);
@@ -274,11 +275,14 @@ if (url === undefined) {
       assert.notEqual(second, first);
       assert.equal(await redis.exists(`${prefix}ledger-ready:restorers`), 0, 'the load took the announcement');
       assert.deepEqual(await hold('h2'), { ok: false, reason: 'not_ready', available: 0n });
+      // Readers that would take a record not yet put back for an absent one wait the window too.
+      assert.equal(await store.stateLost(), true, 'in the restore window: not yet a state to read absence from');
       assert.equal(await store.restoreHolds([{ holdId: 'h1', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000, ts: Date.now() }]), 1);
       assert.deepEqual(await store.get('a'), { balance: 10_000n, held: 100n, available: 9_900n });
       const pttl = await redis.pttl(`${prefix}ledger-ready:restoring`);
       assert.ok(pttl > 0 && pttl <= 400, `the window lives restoreWindowMs: pttl ${pttl}`);
       await new Promise((r) => setTimeout(r, pttl + 20));
+      assert.equal(await store.stateLost(), false, 'the window over');
       assert.equal((await hold('h2')).ok, true);
       assert.deepEqual(await store.get('a'), { balance: 10_000n, held: 200n, available: 9_800n });
       // Without requireReady nothing is ever lost: no epoch, no announcement kept.

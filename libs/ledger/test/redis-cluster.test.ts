@@ -335,12 +335,15 @@ test('Redis Cluster: restore window after a rebuild a restorer was announced for
   if (!own) return;
   const { cluster, prefix } = own;
   const store = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 600 });
+  // the same state as a control process reads it (stateLost answers only where a rebuild is required)
+  const reader = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 600, requireReady: true });
   assert.equal(await store.epoch(), null);
   await store.load({ balances: new Map([['a', 10_000n], ['b', 10_000n]]), ledgerEntries: new Map() });
   const first = await store.epoch();
   assert.equal(first, await cluster.get(`${prefix}{ledger}ready`));
   const hold = (holdId: string, accountId: string) => store.hold({ holdId, accountId, keyId: 'k', amount: 100n, ttlMs: 60_000 });
   assert.equal((await hold('h1', 'a')).ok, true, 'no restorer announced: admitted at once');
+  assert.equal(await reader.stateLost(), false, 'no restorer announced: no window for readers either');
   assert.equal(await store.epoch(5_000), first, 'not lost: the epoch, and no announcement');
   assert.equal(await cluster.exists(`${prefix}{ledger}ready:restorers`), 0);
   await cluster.del(`${prefix}{ledger}ready`);
@@ -350,6 +353,7 @@ test('Redis Cluster: restore window after a rebuild a restorer was announced for
   assert.notEqual(await store.epoch(), first);
   assert.equal(await cluster.exists(`${prefix}{ledger}ready:restorers`), 0, 'the load took the announcement');
   for (const a of ['a', 'b']) assert.deepEqual(await hold(`h2-${a}`, a), { ok: false, reason: 'not_ready', available: 0n });
+  assert.equal(await reader.stateLost(), true, 'in the restore window: not yet a state to read absence from');
   // h1 is still there (the load keeps holds): nothing to restore; a lost one comes back.
   const ts = Date.now();
   assert.equal(await store.restoreHolds([
@@ -360,5 +364,6 @@ test('Redis Cluster: restore window after a rebuild a restorer was announced for
     { balance: 10_000n, held: 100n, available: 9_900n }, { balance: 10_000n, held: 250n, available: 9_750n },
   ]);
   await new Promise((r) => setTimeout(r, 650));
+  assert.equal(await reader.stateLost(), false, 'the window over');
   for (const a of ['a', 'b']) assert.equal((await hold(`h2-${a}`, a)).ok, true);
 });

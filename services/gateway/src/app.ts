@@ -101,7 +101,9 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
   const stateReady = async (): Promise<StateReadiness> => {
     const now = Date.now();
     if (now < readyUntil) return now < recoveredUntil ? 'recovered' : true;
-    const ready = await deps.balances.ready();
+    // Lost, or rebuilt a moment ago and in its restore window: a key only a control process's
+    // spool held is put back then, so a miss is not yet a bad key.
+    const ready = !(await deps.balances.stateLost()) && await deps.balances.ready();
     if (!ready) {
       seenLost = true;
       return false;
