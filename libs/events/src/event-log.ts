@@ -192,10 +192,22 @@ export const MAX_EVENT_BYTES = 1_000_000;
 export const MAX_RECORD_BYTES = 1_040_000;
 
 /**
+ * `publish` refused an event no log can ever carry (a header Kafka cannot, or the log's own:
+ * `headersProblem`; one too large: EventTooLargeError), before anything was written: a fault
+ * of the event, not of the log, so the log's write ahead is not counted as failing for it.
+ */
+export class InvalidEventError extends NotPublishedError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidEventError';
+  }
+}
+
+/**
  * `publish` refused an event whose JSON is over MAX_EVENT_BYTES, or whose record (JSON, key,
  * headers) is over MAX_RECORD_BYTES, before anything of the publish was written (a NotPublishedError: the caller may treat its events as never published).
  */
-export class EventTooLargeError extends NotPublishedError {
+export class EventTooLargeError extends InvalidEventError {
   constructor(message: string) {
     super(message);
     this.name = 'EventTooLargeError';
@@ -313,6 +325,15 @@ export interface EventLog {
    * rather than an answer nobody is billed for).
    */
   append(topic: Topic, events: PublishedEvent[]): Appended;
+  /**
+   * Synchronous: why the write ahead is failing now (the last append failed for a reason of the
+   * log's, not of the event: a full or read-only disk, a DATA_DIR lock taken over), until a
+   * probe write succeeds again (WriteAheadHealth, once a second); undefined while it works. A
+   * gateway refuses paid requests before forwarding them meanwhile (an answer it could not
+   * record would be withheld after the upstream was paid, and a stream's text would have left),
+   * and `/ready` reports it. Absent: never failing.
+   */
+  writeAheadProblem?(): Error | undefined;
   /**
    * Publishes dead-letter records (durably, like `publish`; rejects while the log is
    * unreachable, so the caller retries rather than forgets).

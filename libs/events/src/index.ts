@@ -6,7 +6,7 @@ export type {
   EventHeaders, PublishedEvent, ConsumedEvent, BatchHandler, BatchContext, Assignment, Subscription, SubscribeOptions, EventLog,
   DeadLetter, ConsumedDeadLetter, Appended,
 } from './event-log.ts';
-export { carriedHeaders, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RESERVED_HEADERS, RewindError } from './event-log.ts';
+export { carriedHeaders, EventTooLargeError, finishedWithin, headersProblem, InvalidEventError, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RESERVED_HEADERS, RewindError } from './event-log.ts';
 export { MemoryLog } from './memory-log.ts';
 export {
   decodeEvent, decodeEventBySchema, decodeEventFast, decodeDeadLetter, boundedRaw, ownRecord, plainObject, standInId, textProblem, toV2, zeroQuantities, V1_PRICE_VERSION,
@@ -20,3 +20,4 @@ export type { KafkaLogOptions, KafkaLogLogger, LagReport } from './kafka-log.ts'
 export { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
 export { KAFKA_COMPRESSIONS, CODEC_SLICE_MS, gunzipOptions, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES, zstdOptions } from './kafka-codecs.ts';
 export type { KafkaCompression, SyncOutputOptions } from './kafka-codecs.ts';
+export { PROBE_INTERVAL_MS, PROBE_NAME, WriteAheadHealth } from './write-ahead-health.ts';

@@ -1,7 +1,8 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AnyEvent, Topic } from './types.ts';
 import { carriedHeaders, type EventHeaders } from './event-log.ts';
+import { probeDirectory } from './write-ahead-health.ts';
 
 export interface JournalRecord {
   topic: Topic;
@@ -147,8 +148,31 @@ export class Journal {
     if (this.#fd === null || this.#count >= this.#segmentEvents) this.#rotate(lastSeq - records.length + 1);
     let text = '';
     for (const r of records) text += `${JSON.stringify(r)}\n`;
-    writeSync(this.#fd!, text);
-    if (this.#fsync) fsyncSync(this.#fd!);
+    const fd = this.#fd!;
+    const bytes = Buffer.from(text, 'utf8');
+    let off = 0;
+    try {
+      // A write may take less than asked (a disk filling up): the rest follows in the next.
+      while (off < bytes.length) off += writeSync(fd, bytes, off);
+      if (this.#fsync) fsyncSync(fd);
+    } catch (err) {
+      // Nothing of this append may stay: a torn line would get the next append glued onto it
+      // (both lost at recovery), and a whole one would be replayed for a request its caller
+      // was told failed. Cut back (best effort), and the segment is not written again: the next
+      // append starts a new one (as the spool does), on whatever the disk offers by then.
+      try {
+        if (off > 0) ftruncateSync(fd, fstatSync(fd).size - off);
+      } catch { /* left torn: reported as unreadable when read, never replayed */ }
+      try { closeSync(fd); } catch { /* closed either way */ }
+      // One with records is released with the others; an empty one goes now (the next segment
+      // starts at the same sequence number, so under the same name).
+      if (this.#current && this.#count > 0) this.#closed.push(this.#current);
+      else if (this.#current) try { rmSync(this.#current.path, { force: true }); } catch { /* an empty file: read as nothing */ }
+      this.#fd = null;
+      this.#current = null;
+      this.#count = 0;
+      throw err;
+    }
     this.#count += records.length;
     this.#current!.lastSeq = lastSeq;
   }
@@ -173,11 +197,19 @@ export class Journal {
     this.#fd = null;
   }
 
+  /** One write like an append's into this journal's directory (WriteAheadHealth's probe); throws what it throws. */
+  probe(): void {
+    probeDirectory(this.#dir)();
+  }
+
   #rotate(firstSeq: number): void {
     if (this.#fd !== null && this.#current) {
       closeSync(this.#fd);
       this.#closed.push(this.#current);
     }
+    // Closed first: a segment that cannot be made leaves no closed descriptor to write to.
+    this.#fd = null;
+    this.#current = null;
     const path = join(this.#dir, `${String(firstSeq).padStart(16, '0')}.jsonl`);
     this.#fd = openSync(path, 'a');
     this.#current = { path, lastSeq: firstSeq - 1 };

@@ -12,17 +12,18 @@
 //   segment first, and new events are appended behind whatever is still unsent.
 // - A consumer commits an offset only after the handler resolved for every event before it,
 //   so a crash, a handler error or a rebalance means redelivery, never loss.
-import { closeSync, fdatasync, ftruncateSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CompressionTypes, Partitioners } from 'kafkajs';
 import type { Admin, Consumer, EachBatchPayload, IHeaders, ITopicConfig, Kafka, KafkaMessage, Message, PartitionMetadata, Producer } from 'kafkajs';
-import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, finishedWithin, headersProblem, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RewindError, type BatchContext } from './event-log.ts';
+import { boundedId, carriedHeaders, EVENT_ID_HEADER, EventTooLargeError, finishedWithin, headersProblem, InvalidEventError, MAX_EVENT_BYTES, MAX_RECORD_BYTES, NotPublishedError, NotYetError, partitionKey, PartitionLostError, RewindError, type BatchContext } from './event-log.ts';
 import type {
   Appended, Assignment, ConsumedEvent, DeadLetter, EventHeaders, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { AnyEvent, Topic } from './types.ts';
 import { boundedRaw, type UndecodableMessage } from './decode.ts';
+import { probeDirectory, WriteAheadHealth } from './write-ahead-health.ts';
 import { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
 import { compressionType, registerKafkaCodecs, type KafkaCompression } from './kafka-codecs.ts';
 
@@ -224,6 +225,12 @@ export class KafkaLog implements EventLog {
   readonly #prefix: string;
   readonly #spoolDir: string;
   readonly #beforeSpool: (() => Error | undefined) | undefined;
+  /** whether the spool can be written now (EventLog.writeAheadProblem): a probe of the spool directory, after the owner's check */
+  readonly #health = new WriteAheadHealth(() => {
+    const refused = this.#beforeSpool?.();
+    if (refused) throw refused;
+    probeDirectory(this.#spoolDir)();
+  });
   readonly #log: KafkaLogLogger;
   readonly #compression: CompressionTypes;
   readonly #compressMinBytes: number;
@@ -672,14 +679,19 @@ export class KafkaLog implements EventLog {
     if (this.#openError) return { error: new NotPublishedError(`event log could not open its spool: ${this.#openError.message}`, { cause: this.#openError }) };
     if (events.length === 0) return { durable: Promise.resolve() };
     const refused = this.#beforeSpool?.();
-    if (refused) return { error: new NotPublishedError(`event log refused to spool: ${refused.message}`, { cause: refused }) };
+    if (refused) {
+      this.#health.failed(refused);
+      return { error: new NotPublishedError(`event log refused to spool: ${refused.message}`, { cause: refused }) };
+    }
     const records = events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} }));
     try {
       this.#write(records);
     } catch (err) {
       this.#log.error({ err, events: records.length, spoolDir: this.#spoolDir }, 'cannot spool events; publish fails');
+      if (!(err instanceof InvalidEventError)) this.#health.failed(err as Error);
       return { error: err as Error };
     }
+    this.#health.succeeded();
     return {
       durable: new Promise<void>((resolve, reject) => {
         this.#pending.push({ upTo: this.#written, resolve, reject });
@@ -687,6 +699,11 @@ export class KafkaLog implements EventLog {
         this.#kickSender();
       }),
     };
+  }
+
+  /** EventLog.writeAheadProblem: the spool could not be opened, or its last append failed and no probe has succeeded since. */
+  writeAheadProblem(): Error | undefined {
+    return this.#openError ?? this.#health.problem();
   }
 
   /** False while Kafka is known away (the last send failed), true otherwise: see EventLog.reachable. */
@@ -741,6 +758,7 @@ export class KafkaLog implements EventLog {
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
+    this.#health.stop();
     const late = !(await finishedWithin(this.#handedOn(true).catch(() => {}), this.#closeTimeoutMs));
     this.#stopped = true;
     this.#wake?.();
@@ -1423,7 +1441,7 @@ export class KafkaLog implements EventLog {
       }
       // A header Kafka cannot carry (kafkajs throws on it at every send), or the log's own, is refused here too.
       const problem = headersProblem(r.event.event_id, r.headers);
-      if (problem !== undefined) throw new NotPublishedError(problem);
+      if (problem !== undefined) throw new InvalidEventError(problem);
       r.bytes = recordBytes(r as SpoolRecord & { value: string }, size);
       if (r.bytes > MAX_RECORD_BYTES) {
         throw new EventTooLargeError(`event ${boundedId(r.event.event_id)} is ${r.bytes} bytes as a Kafka record (its JSON, key and headers); one record on the log is at most ${MAX_RECORD_BYTES} (nothing of this publish was written)`);
@@ -1436,6 +1454,13 @@ export class KafkaLog implements EventLog {
       while (off < bytes.length) off += writeSync(segment.fd!, bytes, off);
     } catch (err) {
       this.#active = null;
+      // What this call wrote is cut off again, so nothing of this publish is ever sent (a line
+      // missing only its newline would be read back whole and sent: a request answered 503
+      // "nothing is charged" was charged at the next start).
+      try {
+        if (off > 0) ftruncateSync(segment.fd!, fstatSync(segment.fd!).size - off);
+        off = 0;
+      } catch { /* the truncation failed too: judged by what is left below */ }
       // Not even the first record's JSON is whole (its newline aside): the torn line is skipped when read, so
       // nothing of this publish will ever be sent (the caller may reuse what it claimed for it).
       const firstLine = Buffer.byteLength(data.slice(0, data.indexOf('\n') + 1), 'utf8');

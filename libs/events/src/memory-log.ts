@@ -3,7 +3,8 @@ import type {
   Appended, ConsumedEvent, DeadLetter, EventLog, PublishedEvent, SubscribeOptions, Subscription,
 } from './event-log.ts';
 import type { Journal } from './journal.ts';
-import { headersProblem, NotPublishedError } from './event-log.ts';
+import { headersProblem, InvalidEventError, NotPublishedError } from './event-log.ts';
+import { WriteAheadHealth } from './write-ahead-health.ts';
 
 /** An event as held: with its place in the journal. */
 type Held = ConsumedEvent & { seq: number };
@@ -37,6 +38,8 @@ export class MemoryLog implements EventLog {
   #maxBatch: number;
   #closed = false;
   #journal: Journal | undefined;
+  /** whether the journal can be written now (EventLog.writeAheadProblem); a probe of its directory */
+  #health: WriteAheadHealth | undefined;
   #seq = 0;
   #deadLetterOffset = 0n;
   /** groups with new events whose delivery waits for the next `setImmediate` (see `publish`) */
@@ -52,6 +55,8 @@ export class MemoryLog implements EventLog {
   constructor(options: { maxBatch?: number; journal?: Journal } = {}) {
     this.#maxBatch = options.maxBatch ?? 1000;
     this.#journal = options.journal;
+    const journal = options.journal;
+    if (journal) this.#health = new WriteAheadHealth(() => journal.probe());
   }
 
   publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
@@ -65,13 +70,17 @@ export class MemoryLog implements EventLog {
     // What Kafka could not carry is refused here too: one rule in every deployment.
     for (const { event, headers } of events) {
       const problem = headersProblem(event.event_id, headers);
-      if (problem !== undefined) return { error: new NotPublishedError(problem) };
+      if (problem !== undefined) return { error: new InvalidEventError(problem) };
     }
     // Written ahead, synchronously: once publish is called the events survive a crash.
-    try {
-      this.#journal?.append(events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} })), this.#seq + events.length);
-    } catch (err) {
-      return { error: err as Error };
+    if (this.#journal) {
+      try {
+        this.#journal.append(events.map(({ event, headers }) => ({ topic, event, headers: headers ?? {} })), this.#seq + events.length);
+      } catch (err) {
+        this.#health!.failed(err as Error);
+        return { error: err as Error };
+      }
+      this.#health!.succeeded();
     }
     const list = this.#list(topic);
     for (const { event, headers } of events) {
@@ -88,6 +97,11 @@ export class MemoryLog implements EventLog {
     }
     if (this.#due.size > 0) this.#dueTimer ??= setImmediate(() => this.#deliverDue());
     return { durable: Promise.resolve() };
+  }
+
+  /** EventLog.writeAheadProblem: the journal's last append failed and no probe has succeeded since. */
+  writeAheadProblem(): Error | undefined {
+    return this.#health?.problem();
   }
 
   #deliverDue(): void {
@@ -180,6 +194,7 @@ export class MemoryLog implements EventLog {
     // Everything, also what is published while the groups catch up.
     do await this.drain(); while (this.#behind(this.#next).length > 0);
     this.#closed = true;
+    this.#health?.stop();
     this.#journal?.close();
     for (const g of this.#groups.values()) g.stopped = true;
   }

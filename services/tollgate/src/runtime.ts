@@ -463,6 +463,8 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     const usesHotState = config.roles.includes('gateway') || config.roles.includes('control')
       || (config.roles.includes('aggregator') && config.aggregator.groups.includes('ledger'));
     if (usesHotState && !rebuilding && !(await balances.ready())) reasons.push('hot state is not ready (lost or not yet rebuilt)');
+    // Its error stays in the log (it names DATA_DIR's path): /ready is unauthenticated.
+    if (log.writeAheadProblem?.()) reasons.push('events cannot be written ahead (the spool or journal in DATA_DIR cannot be written)');
     const readsWarehouse = warehouse && (adapters.mode === 'embedded' || ownsWarehouse || config.roles.includes('control'));
     if (readsWarehouse) {
       // The error's text stays in the log: it may name the ClickHouse URL, and /ready is unauthenticated.

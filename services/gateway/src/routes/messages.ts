@@ -252,6 +252,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
   const metered = async (x: Exchange) => {
     const { request, reply, body, resolved, estimate } = x;
     const caller = request.caller!;
+    // The write ahead is failing (a full or read-only disk, DATA_DIR taken over): an answer now
+    // could not be recorded, so the upstream is not paid for one that would be withheld.
+    const unwritable = deps.log.writeAheadProblem?.();
+    if (unwritable) {
+      reply.headers(await x.limit.refund());
+      throw usageUnrecordable();
+    }
     const priceList = caller.account.price_list ?? null;
     // Admission (issue 8): the worst case, the caller's spend windows and overdraft, and the
     // policy (clamp lowers max_tokens to what is available), decided and reserved in one step.
@@ -608,6 +615,16 @@ interface Settled {
  */
 function usageUnrecorded(): GatewayError {
   return gatewayError('usage_unrecorded', 'This gateway could not record the usage of this request, so its answer is withheld and nothing is charged; retry the request');
+}
+
+/**
+ * Refused before forwarding while the write ahead fails (EventLog.writeAheadProblem): 503,
+ * `retry-after: 2`, nothing sent upstream or charged (README, "Errors").
+ */
+function usageUnrecordable(): GatewayError {
+  return gatewayError('usage_unrecorded', 'This gateway cannot record usage right now, so the request was not forwarded and nothing is charged; retry the request', {
+    headers: { 'retry-after': '2' },
+  });
 }
 
 /** The client left before the answer was written: an answered request becomes `client_disconnect`. */

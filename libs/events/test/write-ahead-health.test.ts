@@ -1,0 +1,87 @@
+// Kind: the write ahead fails for a reason of the log's (a full disk: /dev/full answers every
+// write ENOSPC; a path that cannot be written: a directory where the probe's file goes, EISDIR;
+// a DATA_DIR lock taken over). The log remembers it (`writeAheadProblem`) until a probe write of
+// the same directory succeeds, so a gateway refuses before forwarding meanwhile; an event the
+// log refuses for its own fault (a reserved header) does not count. Real files, no Kafka needed.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { InvalidEventError, Journal, KafkaLog, MemoryLog, NotPublishedError, PROBE_INTERVAL_MS, PROBE_NAME } from '@tollgate/events';
+import { sampleEvents } from './event-log.contract.ts';
+import { deadClient, quiet, spoolLines } from './spool-helpers.ts';
+
+/** Waits until `check` holds, polling every 50 ms, at most `ms`. */
+async function until(what: string, check: () => boolean, ms = 4 * PROBE_INTERVAL_MS): Promise<void> {
+  for (const end = Date.now() + ms; !check();) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('write ahead failing (embedded journal on a full disk): the append is refused at once, the problem stays while probes fail, clears once one succeeds; the refused event is nowhere', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tollgate-journal-full-'));
+  const samples = sampleEvents(randomUUID().slice(0, 8), 3);
+  const log = new MemoryLog({ journal: new Journal(dir) });
+  try {
+    // The first segment is /dev/full, and the probe's file cannot be written either.
+    await symlink('/dev/full', join(dir, '0000000000000001.jsonl'));
+    await mkdir(join(dir, PROBE_NAME));
+    assert.equal(log.writeAheadProblem(), undefined, 'works before any failure');
+    const first = log.append(samples[0]!.topic, [{ event: samples[0]!.event }]);
+    assert.match(String(first.error?.message), /^ENOSPC/);
+    assert.match(String(log.writeAheadProblem()?.message), /^ENOSPC/);
+    await new Promise((r) => setTimeout(r, PROBE_INTERVAL_MS + 300));
+    assert.match(String(log.writeAheadProblem()?.message), /EISDIR/, 'a failed probe keeps it failing');
+    await rm(join(dir, PROBE_NAME), { recursive: true });
+    await until('the probe to succeed', () => log.writeAheadProblem() === undefined);
+    const second = log.append(samples[1]!.topic, [{ event: samples[1]!.event }]);
+    assert.equal(second.error, undefined);
+    await second.durable;
+    // The failed segment was given up: the next one is a regular file of its own.
+    assert.deepEqual(Journal.read(dir).map((r) => r.event.event_id), [samples[1]!.event.event_id]);
+    // An event the log refuses for its own fault is not a failing write ahead.
+    const bad = log.append(samples[2]!.topic, [{ event: samples[2]!.event, headers: { event_id: 'x' } }]);
+    assert.ok(bad.error instanceof InvalidEventError, String(bad.error));
+    assert.equal(log.writeAheadProblem(), undefined);
+  } finally {
+    await log.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('write ahead failing (spool on a full disk, then its owner refusing): refused at once, failing until a probe succeeds; a refusing owner keeps it failing', async () => {
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-full-'));
+  const samples = sampleEvents(randomUUID().slice(0, 8), 4);
+  let owner: Error | undefined;
+  const log = new KafkaLog({
+    kafka: deadClient(), topicPrefix: `t-${randomUUID().slice(0, 8)}.`, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200,
+    logger: quiet(), beforeSpool: () => owner,
+  });
+  try {
+    await symlink('/dev/full', join(spoolDir, 'spool-000000000000.jsonl'));
+    await mkdir(join(spoolDir, PROBE_NAME));
+    const full = log.append(samples[0]!.topic, [{ event: samples[0]!.event }]);
+    assert.ok(full.error instanceof NotPublishedError, String(full.error));
+    assert.match(String(log.writeAheadProblem()?.message), /ENOSPC/);
+    await rm(join(spoolDir, PROBE_NAME), { recursive: true });
+    await rm(join(spoolDir, 'spool-000000000000.jsonl'));
+    await until('the probe to succeed', () => log.writeAheadProblem() === undefined);
+    assert.equal(log.append(samples[1]!.topic, [{ event: samples[1]!.event }]).error, undefined);
+    // The owner refuses (a DATA_DIR lock taken over): failing, and probes keep asking the owner.
+    owner = new Error('the DATA_DIR lock was taken over');
+    const refused = log.append(samples[2]!.topic, [{ event: samples[2]!.event }]);
+    assert.match(String(refused.error?.message), /taken over/);
+    await new Promise((r) => setTimeout(r, PROBE_INTERVAL_MS + 300));
+    assert.match(String(log.writeAheadProblem()?.message), /taken over/);
+    owner = undefined;
+    await until('the probe to succeed', () => log.writeAheadProblem() === undefined);
+    assert.equal(log.append(samples[3]!.topic, [{ event: samples[3]!.event }]).error, undefined);
+    assert.deepEqual((await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id), [1, 3].map((i) => samples[i]!.event.event_id));
+  } finally {
+    await log.close();
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});
