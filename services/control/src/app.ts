@@ -12,7 +12,7 @@ import type { ControlDeps } from './deps.ts';
 import { bodyErrorMap, bodyProblems, MAX_NAME_CHARS, operatorTextProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 import { PlanBody, registerPlanRoutes } from './plans.ts';
-import { guardHotState } from './hot-state.ts';
+import { guardHotState, KEY_DIRECTORY_READS } from './hot-state.ts';
 import { ControlRecordRegistry, putRecord, type DirectoryRecordEvent } from './record-registry.ts';
 import { findPlan } from '@tollgate/limits';
 
@@ -162,7 +162,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
     onRestored: (r) => app.log.warn(r, 'hot state was rebuilt: put back the control records this process wrote that the log had not acknowledged'),
   });
   if (!deps.records) app.addHook('onClose', async () => records.stop());
-  deps = { ...deps, keys: guardHotState(deps.keys, lost), balances: guardHotState(deps.balances, lost) };
+  deps = { ...deps, keys: guardHotState(deps.keys, lost, KEY_DIRECTORY_READS), balances: guardHotState(deps.balances, lost) };
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 

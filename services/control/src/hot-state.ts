@@ -38,12 +38,13 @@ export const LOST_CHECK_REUSE_MS = 250;
  * store boundary covers every control route and every future one: a failure anywhere else
  * (a bug) stays a 500. Methods are called on the store itself, so private fields keep working.
  * With `lost` (the balance store's `stateLost`), the store is first `guardLostState`'s: every
- * method rejects with `stateLost()` while the state waits for its rebuild, and a failing check
- * (Redis unreachable) is `stateUnavailable` like any other failure.
+ * method rejects with `stateLost()` while the state waits for its rebuild (and an absent answer
+ * of one of `reads` is confirmed by a fresh check), and a failing check (Redis unreachable) is
+ * `stateUnavailable` like any other failure.
  */
-export function guardHotState<T extends object>(store: T, lost?: () => Promise<boolean>): T {
+export function guardHotState<T extends object>(store: T, lost?: () => Promise<boolean>, reads?: ReadonlySet<string>): T {
   const wrap = (err: unknown): never => { throw isGatewayError(err) ? err : stateUnavailable(err); };
-  const inner = lost ? guardLostState(store, lost) : store;
+  const inner = lost ? guardLostState(store, lost, reads) : store;
   return new Proxy(inner, {
     get(target, prop) {
       const value: unknown = Reflect.get(target, prop, target);
@@ -66,16 +67,25 @@ export function guardHotState<T extends object>(store: T, lost?: () => Promise<b
  * rejects with `stateLost()` while the hot state waits for its rebuild; its own errors pass as
  * they are (`guardHotState` adds the conversion of failures). For the stores of the
  * operator routes beside the key directory and balances (upstream pools, webhooks), which read
- * as empty then too. Every method becomes asynchronous. Stores guarded with the same `lost`
- * function share one check.
+ * as empty then too. A method named in `reads` whose answer is absent (undefined, null, an empty
+ * list) asks `lost` again, fresh, before it is believed: the reused "no" may predate a loss.
+ * Every method becomes asynchronous. Stores guarded with the same `lost` function share one check.
  */
-export function guardLostState<T extends object>(store: T, lost: () => Promise<boolean>): T {
+export function guardLostState<T extends object>(store: T, lost: () => Promise<boolean>, reads: ReadonlySet<string> = NO_READS): T {
   const present = presenceCheck(lost);
   return new Proxy(store, {
     get(target, prop) {
       const value: unknown = Reflect.get(target, prop, target);
       if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => present().then(() => (value as (...a: unknown[]) => unknown).apply(target, args));
+      return (...args: unknown[]) => present().then(async () => {
+        const out = await (value as (...a: unknown[]) => unknown).apply(target, args);
+        // "Present" may be LOST_CHECK_REUSE_MS old: an absent answer of a read (no such record,
+        // an empty list) after a loss within it would be a 404 or an empty list for what exists
+        // (a breaker's MEDIUM, every time a check came just before the loss). Absence is rare,
+        // so it is confirmed by a fresh check begun after the read.
+        if (typeof prop === 'string' && reads.has(prop) && absent(out) && await lost()) throw stateLost();
+        return out;
+      });
     },
   });
 }
@@ -97,3 +107,16 @@ function presenceCheck(lost: () => Promise<boolean>): () => Promise<void> {
   }
   return check;
 }
+
+/** An answer that says "nothing there": undefined, null or an empty list. */
+function absent(out: unknown): boolean {
+  return out === undefined || out === null || (Array.isArray(out) && out.length === 0);
+}
+
+const NO_READS: ReadonlySet<string> = new Set();
+/** The key directory's reads (KeyDirectory of @tollgate/keys) whose absent answer guardLostState confirms. */
+export const KEY_DIRECTORY_READS: ReadonlySet<string> = new Set(['byHash', 'account', 'key', 'keysOf', 'accounts', 'plan', 'plans']);
+/** The upstream pool store's reads (PoolStore of @tollgate/pool), likewise. */
+export const POOL_READS: ReadonlySet<string> = new Set(['upstream', 'upstreams', 'group', 'groups']);
+/** The webhook store's reads (WebhookStore of @tollgate/webhooks), likewise. */
+export const WEBHOOK_READS: ReadonlySet<string> = new Set(['get', 'list', 'deliveries']);

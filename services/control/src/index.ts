@@ -12,4 +12,4 @@ export type { WebhookRouteDeps } from './webhooks.ts';
 export { registerUpstreams, upstreamBaseUrl, UPSTREAM_LIMITS, apiKeyProblem, boundedTextProblem, mappedNameProblem } from './upstreams.ts';
 export { MAX_NAME_CHARS, operatorTextProblem, planNameProblem } from './body-problems.ts';
 export type { UpstreamRouteDeps } from './upstreams.ts';
-export { guardLostState } from './hot-state.ts';
+export { guardLostState, KEY_DIRECTORY_READS, POOL_READS, WEBHOOK_READS } from './hot-state.ts';

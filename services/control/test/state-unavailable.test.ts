@@ -122,3 +122,36 @@ test('hot state lost (Redis answers but lost its data, not rebuilt yet): every c
   assert.equal(answers.at(-1), 200, answers.join(' '));
   assert.deepEqual(answers.filter((s) => s !== 200 && s !== 503), [], answers.join(' '));
 });
+
+test('hot state lost just after a "present" check (within its reuse): a read that comes back absent is confirmed fresh, so every route is 503, never 404 or an empty list', async (t) => {
+  // Kind (a breaker's MEDIUM, 10 of 10 per round): the presence check is reused for
+  // LOST_CHECK_REUSE_MS, so a loss right after one let reads find nothing and answer 404
+  // "account … does not exist", an empty key list and a 404 credit grant for accounts that exist.
+  const url = await requireRedis(t);
+  if (url === undefined) return;
+  const redis = new Redis(url);
+  const prefix = `test:control-lost-reuse:${randomUUID()}:`;
+  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true });
+  await balances.load({ balances: new Map(), ledgerEntries: new Map() });
+  const { call } = controlOn(t, redis, prefix, balances);
+  const account = (await call('POST', '/admin/v1/accounts', { name: 'reuse' })).json() as { id: string };
+  for (let round = 0; round < 3; round++) {
+    // A read that finds the state present (once a restore window of the last rebuild is over),
+    // then the whole state goes at once (a FLUSHALL).
+    for (const end = Date.now() + 3_000; (await call('GET', `/admin/v1/accounts/${account.id}`)).statusCode !== 200;) {
+      assert.ok(Date.now() < end, 'served again after the rebuild');
+    }
+    const keys = await redis.keys(`${prefix}*`);
+    await redis.del(...keys);
+    const answers = [
+      await call('GET', `/admin/v1/accounts/${account.id}`),
+      await call('GET', `/admin/v1/accounts/${account.id}/keys`),
+      await call('POST', `/admin/v1/accounts/${account.id}/credits`, { credits: '1', reference: `r-${round}` }),
+      await call('GET', '/admin/v1/accounts'),
+    ].map((r) => r.statusCode);
+    assert.deepEqual(answers, [503, 503, 503, 503], `round ${round}`);
+    // Rebuilt with the account (as the warehouse would have it).
+    await balances.load({ balances: new Map(), ledgerEntries: new Map() });
+    await new RedisKeyDirectory({ redis, prefix }).putAccount({ id: account.id, name: 'reuse', status: 'active', created_at: 0, version: 1 });
+  }
+});

@@ -90,25 +90,34 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
     pool.close();
     await Promise.all([upstream.close(), clients.close()]);
   });
-  // Asked only when a key is not found (lost state vs. a bad key), and remembered as briefly as
-  // the key cache, so a flood of bad keys does not become a flood of Redis calls. Seen lost,
-  // then ready: the key cache forgets its misses (read while the state was lost, they would
-  // refuse valid keys) and misses for RECOVERED_RECHECK_MS after are read again (lookups that
-  // were in flight across the rebuild).
-  let readyUntil = 0;
+  // Asked only when a key is not found (lost state vs. a bad key). A miss is answered by a
+  // check begun once it was read (an earlier "ready" may predate a loss: valid keys got
+  // 401 for up to 500 ms after one); misses arriving while such a check runs share it, so a
+  // flood of bad keys costs about one Redis read per round trip, not one per request. Seen
+  // lost, then ready: the key cache forgets its misses (read while the state was lost, they
+  // would refuse valid keys) and misses for RECOVERED_RECHECK_MS after are read again (lookups
+  // that were in flight across the rebuild).
+  let checking: { startedAt: number; ready: Promise<boolean> } | undefined;
+  let lastCheck: { startedAt: number; ready: boolean } | undefined;
   let seenLost = false;
   let recoveredUntil = 0;
-  const stateReady = async (): Promise<StateReadiness> => {
-    const now = Date.now();
-    if (now < readyUntil) return now < recoveredUntil ? 'recovered' : true;
+  const check = (): Promise<boolean> => {
+    const startedAt = performance.now();
     // Lost, or rebuilt a moment ago and in its restore window: a key only a control process's
     // spool held is put back then, so a miss is not yet a bad key.
-    const ready = !(await deps.balances.stateLost()) && await deps.balances.ready();
+    const ready = (async () => !(await deps.balances.stateLost()) && await deps.balances.ready())();
+    checking = { startedAt, ready };
+    ready.then((r) => { if (!lastCheck || lastCheck.startedAt < startedAt) lastCheck = { startedAt, ready: r }; }, () => {})
+      .finally(() => { if (checking?.ready === ready) checking = undefined; });
+    return ready;
+  };
+  const stateReady = async (since: number): Promise<StateReadiness> => {
+    const ready = lastCheck && lastCheck.startedAt >= since ? lastCheck.ready
+      : await (checking && checking.startedAt >= since ? checking.ready : check());
     if (!ready) {
       seenLost = true;
       return false;
     }
-    readyUntil = Date.now() + 500;
     if (seenLost) {
       seenLost = false;
       deps.keys.forgetMisses?.();

@@ -61,13 +61,17 @@ function badKey(headers: IncomingHttpHeaders): GatewayError {
  * `ip` is the client address as the server resolved it (`request.ip`: the socket's peer, or the
  * `x-forwarded-for` client when TRUST_PROXY is on). `allowed_models` is checked by the routes,
  * after model resolution (`checkModelAllowed`).
- * @throws GatewayError as above; 503 `state_unavailable` when hot state is lost
+ * `stateReady(since)` is asked on a miss: the state as a check begun at or after `since`
+ * (performance.now() ms, once the miss was read) found it, so a "ready" read before a loss is
+ * never reused for a miss read after it.
+ * @throws GatewayError as above; 503 `state_unavailable` when hot state is lost (or in the
+ * restore window after a rebuild: BalanceStore.stateLost)
  */
 export async function authenticate(
   keys: KeyDirectory,
   keyHashSecret: string,
   headers: IncomingHttpHeaders,
-  stateReady: () => Promise<StateReadiness>,
+  stateReady: (since: number) => Promise<StateReadiness>,
   ip: string,
   now: number = Date.now(),
 ): Promise<KeyEntry> {
@@ -78,7 +82,9 @@ export async function authenticate(
   if (!entry) {
     // A miss while hot state is lost is not a bad key: answer 503, not 401 (misses are rare, so
     // the extra round trip is off the common path).
-    const state = await guardState(stateReady);
+    // Only a check begun once the miss was read speaks for it (performance.now() ms).
+    const missedAt = performance.now();
+    const state = await guardState(() => stateReady(missedAt));
     if (state === false) throw stateUnavailable();
     // Just rebuilt: this miss may have been read before (a valid key would get a 401; seen: 209
     // requests in 0.17 s after Redis came back). The cache forgot its misses when the rebuild

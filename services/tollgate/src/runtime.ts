@@ -13,7 +13,7 @@ import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catal
 import type { LogPositions, Warehouse } from '@tollgate/warehouse';
 import { findPlan, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
-import { guardLostState, registerAnalytics, registerBilling, registerControl, registerUpstreams, registerWebhooks, type ReportDeps } from '@tollgate/control';
+import { guardLostState, KEY_DIRECTORY_READS, POOL_READS, registerAnalytics, registerBilling, registerControl, registerUpstreams, registerWebhooks, WEBHOOK_READS, type ReportDeps } from '@tollgate/control';
 import { rebuild, registerOps, registerOpsElsewhere, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
 import { alertHooks, MemoryWebhookStore, RedisWebhookStore, restoreWebhooks, WebhookDispatcher } from '@tollgate/webhooks';
@@ -323,7 +323,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // rebuild (lost, or not built yet), never an empty list or "does not exist" (control's own
   // key directory and balances: registerControl).
   const lost = () => balances.stateLost();
-  const operatorPool = guardLostState(poolStore, lost);
+  const operatorPool = guardLostState(poolStore, lost, POOL_READS);
   if (config.roles.includes('control')) {
     registerControl(server, { keys, balances, log, catalog, prices, adminToken: admin.value, financeToken: config.secrets.financeToken, keyHashSecret, pool: operatorPool });
   }
@@ -331,12 +331,12 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   if (warehouse && (adapters.mode === 'embedded' || config.roles.includes('control') || ownsWarehouse)) {
     const reportDeps: ReportDeps = {
       warehouse, adminToken: admin.value, financeToken: config.secrets.financeToken, prices,
-      balances: guardLostState(balances, lost), keys: guardLostState(keys, lost), log,
+      balances: guardLostState(balances, lost), keys: guardLostState(keys, lost, KEY_DIRECTORY_READS), log,
       settle: async () => { if (log instanceof MemoryLog) await log.drain(); },
     };
     registerAnalytics(server, reportDeps);
     registerBilling(server, reportDeps);
-    registerWebhooks(server, { adminToken: admin.value, financeToken: config.secrets.financeToken, store: guardLostState(webhookStore, lost), keyHashSecret, warehouse, secrets: ownSecrets });
+    registerWebhooks(server, { adminToken: admin.value, financeToken: config.secrets.financeToken, store: guardLostState(webhookStore, lost, WEBHOOK_READS), keyHashSecret, warehouse, secrets: ownSecrets });
     registerUpstreams(server, {
       adminToken: admin.value, financeToken: config.secrets.financeToken, store: operatorPool, keyHashSecret, warehouse,
       catalog: () => prices.current().catalog, configured: { url: config.upstream.url, apiKey: config.upstream.apiKey },
