@@ -7,8 +7,8 @@
 // a repeated grant still a duplicate.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Cluster as RedisCluster } from 'ioredis';
-import { newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
+import { Cluster as RedisCluster, Redis } from 'ioredis';
+import { emptyPrefix, newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
 import { traffic } from '../support/traffic.ts';
 import { findRedisCluster, requireRedisCluster } from '../support/services.ts';
 import { deleteClusterKeysUnder } from '../support/redis.ts';
@@ -78,4 +78,40 @@ test('ledger on a Redis Cluster: traffic over two gateways is exact, reconcile a
     const v = await c.admin<{ held_credits: number; balance_micro_credits: string }>('GET', `/admin/v1/accounts/${b.accountId}`);
     return v.json.held_credits === 0 && BigInt(v.json.balance_micro_credits) === want ? BigInt(v.json.balance_micro_credits) : undefined;
   }), want);
+
+  // Kind (a breaker's MEDIUM): the standalone Redis that holds the key directory restarts empty
+  // while the Cluster keeps the ledger. Its own ready mark is gone, so the state counts as lost
+  // and is rebuilt: the key and the account answer 503 meanwhile, never 401 or 404 (which they
+  // did for good before), and the balance is still exact after.
+  const standalone = new Redis(c.env.REDIS_URL!);
+  try {
+    const gone = await emptyPrefix(standalone, prefix);
+    assert.ok(gone > 0);
+    const seen: string[] = [];
+    await c.eventually('served again after the directory was rebuilt', async () => {
+      const [gw, acct] = await Promise.all([
+        fetch(`${c.url('gw1')}/v1/messages`, {
+          method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': b.secret },
+          body: JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: '[[sim input=10 output=2]] hi' }] }),
+        }).then((r) => r.status),
+        c.admin('GET', `/admin/v1/accounts/${b.accountId}`).then((r) => r.status),
+      ]);
+      seen.push(`${gw}/${acct}`);
+      return gw === 200 && acct === 200 ? true : undefined;
+    });
+    t.diagnostic(`gateway/control answers after the directory loss: ${seen.join(' ')}`);
+    assert.deepEqual(seen.filter((x) => !/^(503|200)\/(503|200)$/.test(x)), [], 'never 401 or 404');
+    // Every request of b's is in the warehouse, and the rebuilt balance is the grant less their cost, exactly.
+    const served = more.ok.length + sent.ok.filter((r) => r.accountId === b.accountId).length + seen.filter((x) => x.startsWith('200/')).length;
+    const spent = await c.eventually('b\'s requests warehoused', async () => {
+      const r = await c.admin<{ totals: { requests: number; cost_micros: string } }>('GET', `/admin/v1/usage?granularity=month&from=2020-01-01&to=2100-01-01&account_id=${b.accountId}`, undefined, c.url('agg'));
+      return r.json.totals.requests === served ? BigInt(r.json.totals.cost_micros) : undefined;
+    });
+    assert.equal(await c.eventually('b settled after the directory rebuild', async () => {
+      const v = await c.admin<{ held_credits: number; balance_micro_credits: string }>('GET', `/admin/v1/accounts/${b.accountId}`);
+      return v.json.held_credits === 0 && BigInt(v.json.balance_micro_credits) === 50_000_000n - spent ? BigInt(v.json.balance_micro_credits) : undefined;
+    }), 50_000_000n - spent);
+  } finally {
+    standalone.disconnect();
+  }
 });

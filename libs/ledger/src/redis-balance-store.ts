@@ -41,6 +41,15 @@ export interface RedisBalanceStoreOptions {
    */
   restoreWindowMs?: number;
   /**
+   * The Cluster layout's other Redis: the standalone one that holds the key directory (REDIS_URL,
+   * while the ledger is on REDIS_CLUSTER_NODES). It gets a ready mark of its own
+   * (`<prefix>directory-ready`), set by `load`, and the state counts as lost without it
+   * (`ready`, `stateLost`, `epoch`): an empty standalone Redis was never noticed (the Cluster's
+   * marks were all there), so every key answered 401 and every account 404 until an operator
+   * rebuilt by hand. A deployment upgraded to this rebuilds once at its first start.
+   */
+  directory?: Redis;
+  /**
    * Tests only: the clock holds use for spend windows and expiry, instead of the Redis server's
    * `TIME` (lets a test cross a window boundary). Leave unset in production.
    */
@@ -232,6 +241,8 @@ export class RedisBalanceStore implements BalanceStore {
   /** RedisBalanceStoreOptions.restoreWindowMs, as the scripts take it */
   #restoreWindowMs: string;
   #requireReady: boolean;
+  /** RedisBalanceStoreOptions.directory */
+  #directory: Redis | undefined;
   #now: (() => number) | undefined;
   /** Cluster layout: `applied` answers withheld past a batch's stop (see #applyBatchCluster). */
   #unreported = new Map<string, BatchOutcome>();
@@ -255,6 +266,7 @@ export class RedisBalanceStore implements BalanceStore {
     // The slot tag table, built here rather than on the first hold a gateway serves.
     if (this.#cluster) slotTag(0);
     this.#now = options.now;
+    this.#directory = options.directory;
     const window = options.restoreWindowMs ?? RESTORE_WINDOW_MS;
     if (!Number.isSafeInteger(window) || window < 0) throw new RangeError(`restoreWindowMs must be an integer >= 0, got ${window}`);
     this.#restoreWindowMs = String(window);
@@ -390,10 +402,28 @@ export class RedisBalanceStore implements BalanceStore {
     if (!this.#requireReady) return undefined;
     if (announceMs !== undefined) checkTtlMs(announceMs);
     const announce = String(Math.ceil(announceMs ?? 0));
-    const value = this.#cluster
-      ? await this.#scripts.tollgateLedgerEpoch(2, this.#g('ready'), this.#g('layout'), announce, CLUSTER_LAYOUT)
-      : await this.#scripts.tollgateLedgerEpoch(1, this.#key('ready'), announce);
+    if (!this.#cluster) {
+      const value = await this.#scripts.tollgateLedgerEpoch(1, this.#key('ready'), announce);
+      return typeof value === 'string' ? value : null;
+    }
+    // An empty directory is a lost state too, announced as a lost ledger is (epoch.lua): the
+    // rebuild's load then opens the restore window and starts a new generation to restore into.
+    if (!(await this.#directoryReady())) {
+      if (announceMs !== undefined && announceMs > 0) await this.#redis.set(`${this.#g('ready')}:restorers`, '1', 'PX', Math.ceil(announceMs));
+      return null;
+    }
+    const value = await this.#scripts.tollgateLedgerEpoch(2, this.#g('ready'), this.#g('layout'), announce, CLUSTER_LAYOUT);
     return typeof value === 'string' ? value : null;
+  }
+
+  /** The directory's ready mark (RedisBalanceStoreOptions.directory). */
+  #directoryMark(): string {
+    return `${this.#prefix}directory-ready`;
+  }
+
+  /** True without a separate directory Redis, else whether its ready mark is there. */
+  async #directoryReady(): Promise<boolean> {
+    return this.#directory === undefined || (await this.#directory.exists(this.#directoryMark())) === 1;
   }
 
   /** lua/restore-holds.lua, one call per account (its keys share a slot), all sent at once. */
@@ -609,6 +639,7 @@ export class RedisBalanceStore implements BalanceStore {
    */
   async ready(): Promise<boolean> {
     if (!this.#cluster) return (await this.#redis.exists(this.#key('ready'))) === 1;
+    if (!(await this.#directoryReady())) return false;
     const read = (slot: number) => this.#redis.get(this.#slotMarker(slot));
     // The generation is read before the markers: a rebuild of another process that finishes
     // in between leaves every marker on a newer one. Then the check is made again against that
@@ -629,9 +660,12 @@ export class RedisBalanceStore implements BalanceStore {
       const [ready, restoring] = await this.#redis.mget(this.#key('ready'), `${this.#key('ready')}:restoring`);
       return ready === null || restoring !== null;
     }
-    // The store-wide keys share the `{ledger}` slot: one MGET on a Cluster too.
-    const [ready, layout, restoring] = await this.#redis.mget(this.#g('ready'), this.#g('layout'), `${this.#g('ready')}:restoring`);
-    return ready === null || layout !== CLUSTER_LAYOUT || restoring !== null;
+    // The store-wide keys share the `{ledger}` slot: one MGET on a Cluster too (and one EXISTS
+    // on the directory's Redis, at once).
+    const [[ready, layout, restoring], directory] = await Promise.all([
+      this.#redis.mget(this.#g('ready'), this.#g('layout'), `${this.#g('ready')}:restoring`), this.#directoryReady(),
+    ]);
+    return ready === null || layout !== CLUSTER_LAYOUT || restoring !== null || !directory;
   }
 
   /** One MULTI: the ready mark (and the layout, on a Cluster: all in the `{ledger}` slot) and the positions. */
@@ -775,7 +809,12 @@ export class RedisBalanceStore implements BalanceStore {
   async load(snapshot: BalanceSnapshot): Promise<void> {
     // The spend windows before anything turns ready (raised only: see BalanceSnapshot.spendWindows).
     await this.#raiseWindows(snapshot.spendWindows ?? []);
-    if (this.#cluster) return this.#loadCluster(snapshot);
+    if (this.#cluster) {
+      // The directory is written by the rebuild before this load (its records first): marked
+      // ready before the ledger is, so the state turns ready with the ledger's last step.
+      await this.#directory?.set(this.#directoryMark(), '1');
+      return this.#loadCluster(snapshot);
+    }
     // A fresh epoch: usage id markers count only while the pos hash holds theirs (position.lua),
     // so the load script's one atomic step also voids every marker of the effects it discards.
     const epoch = randomBytes(16).toString('hex');

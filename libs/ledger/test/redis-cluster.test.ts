@@ -367,3 +367,38 @@ test('Redis Cluster: restore window after a rebuild a restorer was announced for
   assert.equal(await reader.stateLost(), false, 'the window over');
   for (const a of ['a', 'b']) assert.equal((await hold(`h2-${a}`, a)).ok, true);
 });
+
+test('Redis Cluster with the key directory on its own Redis: an empty directory Redis is a lost state (ready false, stateLost, epoch null and announced) until the next load marks it; then a new epoch and the restore window', async (t) => {
+  // Kind (a breaker's MEDIUM): the ledger on REDIS_CLUSTER_NODES, the directory on REDIS_URL.
+  // The Cluster's marks said ready while the standalone Redis had restarted empty: every key 401,
+  // every account 404, for good, since no rebuild was ever started.
+  const own = await testRedisCluster(t, 'cluster-directory', CLIENT_OPTIONS);
+  if (!own) return;
+  const { Redis } = await import('ioredis');
+  const { findRedis } = await import('../../../test/support/services.ts');
+  const url = await findRedis();
+  if (url === undefined) return t.skip('no standalone Redis');
+  const directory = new Redis(url);
+  t.after(async () => { await directory.del(`${own.prefix}directory-ready`); directory.disconnect(); });
+  const { cluster, prefix } = own;
+  const store = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 400, directory });
+  assert.equal(await store.ready(), false, 'never loaded');
+  await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+  const first = await store.epoch();
+  assert.equal(typeof first, 'string');
+  assert.deepEqual([await store.ready(), await store.stateLost()], [true, false]);
+  // The standalone Redis restarts empty: only its mark goes (the Cluster keeps everything).
+  assert.equal(await directory.del(`${prefix}directory-ready`), 1);
+  assert.deepEqual([await store.ready(), await store.stateLost()], [false, true]);
+  assert.equal(await store.epoch(5_000), null, 'lost, and announced');
+  assert.equal(await cluster.exists(`${prefix}{ledger}ready:restorers`), 1);
+  // The rebuild's load marks it again, in a new generation, with the restore window open.
+  await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+  assert.equal(await store.ready(), true);
+  assert.notEqual(await store.epoch(), first);
+  assert.equal(await store.stateLost(), true, 'in the restore window');
+  assert.deepEqual(await store.hold({ holdId: 'h', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000 }), { ok: false, reason: 'not_ready', available: 0n });
+  await new Promise((r) => setTimeout(r, 450));
+  assert.equal(await store.stateLost(), false);
+  assert.equal((await store.hold({ holdId: 'h', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000 })).ok, true);
+});

@@ -397,7 +397,7 @@ async function openDistributed(config: Config, logger: Logger, dataLock: DataDir
       async () => { redis.disconnect(); await log.close().catch(() => {}); });
   }
   // A Redis that restarted empty answers "not ready" (503) until it is rebuilt, never "no credit".
-  const balances = new RedisBalanceStore({ redis: ledgerRedis ?? redis, prefix, requireReady: true });
+  const balances = new RedisBalanceStore({ redis: ledgerRedis ?? redis, prefix, requireReady: true, ...(ledgerRedis ? { directory: redis } : {}) });
   // Too old a Redis would fail every usage apply (and stall its consumer): refused at start.
   const tooOld = await balances.serverProblem().catch(() => undefined);
   if (tooOld) {
