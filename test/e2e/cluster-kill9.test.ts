@@ -8,13 +8,9 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
-import { newAccount, startCluster, useCluster, type Cluster } from '../support/cluster.ts';
+import { newAccount, ONE_GATEWAY, startCluster, useCluster, type Cluster } from '../support/cluster.ts';
 
-const run = useCluster(() => startCluster([
-  ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
-  ['control', { roles: 'control' }],
-  ['gw1', { roles: 'gateway' }],
-]));
+const run = useCluster(() => startCluster(ONE_GATEWAY));
 
 // claude-sonnet-4-5 in the CNY catalog: input 72 µc, output 360 µc per token;
 // 100 × 72 + 3 × 360 = 7_200 + 1_080 = 8_280 µc per request.

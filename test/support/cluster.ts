@@ -296,6 +296,13 @@ export async function startStandardCluster(): Promise<{ cluster: Cluster; close(
   ]);
 }
 
+/** An aggregator (ledger and warehouse), control and one gateway, `gw1`. */
+export const ONE_GATEWAY: ReadonlyArray<readonly [string, ProcessSpec]> = [
+  ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
+  ['control', { roles: 'control' }],
+  ['gw1', { roles: 'gateway' }],
+];
+
 /**
  * The smallest cluster that shows a rule across gateways: an aggregator with both groups,
  * control, and two gateway processes on one Redis.

@@ -154,20 +154,30 @@ async function settleOne(balances: BalanceStore, account: string): Promise<{ pub
   return { published, errors, cost: event.cost_micros, requestId };
 }
 
-test('settle: publish() resolves once the event is published and the hold shrunk to the cost (200,000 → 100,800 µc held)', async () => {
+/**
+ * An account granted 1,000,000 µc on a memory store, a request of it holding 200,000 µc, and
+ * that request settled with `usage` (100,800 µc) through `settle` on a MemoryLog whose usage
+ * topic `published` watches.
+ */
+async function heldAndSettled() {
   const balances = new MemoryBalanceStore();
   const account = `acct-${randomUUID()}`;
   await balances.applyLedger({ type: 'ledger', event_id: `g-${randomUUID()}`, ts: Date.now(), account_id: account, kind: 'grant', amount_micros: '1000000', reference: 'r' });
   const requestId = `req-${randomUUID()}`;
+  assert.equal((await balances.hold({ holdId: requestId, accountId: account, keyId: 'key-1', amount: 200_000n, ttlMs: 60_000 })).ok, true);
   const log = new MemoryLog();
   const published: ConsumedEvent[] = [];
   await log.subscribe({ group: 'watch', topics: ['usage'], handler: async (events) => { published.push(...events); } });
-  assert.equal((await balances.hold({ holdId: requestId, accountId: account, keyId: 'key-1', amount: 200_000n, ttlMs: 60_000 })).ok, true);
   const deps = { balances, log, holdTtlMs: 60_000, gatewayId: 'gw-test' } as unknown as GatewayDeps;
   const caller = { account: { id: account }, key: { id: 'key-1' } } as unknown as KeyEntry;
   const m: Metered = { requestId, ts: Date.now(), startedAt: performance.now(), caller, resolved, stream: false, holdMicros: 200_000n, version };
   const errors: unknown[] = [];
   const { event, publish } = await settle(deps, m, outcome({}), (err) => errors.push(err));
+  return { balances, account, requestId, log, published, errors, event, publish };
+}
+
+test('settle: publish() resolves once the event is published and the hold shrunk to the cost (200,000 → 100,800 µc held)', async () => {
+  const { balances, account, requestId, log, published, errors, event, publish } = await heldAndSettled();
   assert.equal(event.cost_micros, '100800');
   const publication = publish();
   assert.equal(publication.refused, undefined, 'written ahead');
@@ -194,19 +204,7 @@ test('settle: a hold that cannot be shrunk (Redis away) is reported once, and th
 test('unrecorded usage: a publication whose write ahead is refused says so at once, publishes nothing and releases the hold (200,000 µc held → 0, balance untouched)', async () => {
   // Kind: any append the log refuses inside the call (a DATA_DIR lock taken over, a spool that
   // cannot be written, a closed log): the caller must learn it before the answer leaves.
-  const balances = new MemoryBalanceStore();
-  const account = `acct-${randomUUID()}`;
-  await balances.applyLedger({ type: 'ledger', event_id: `g-${randomUUID()}`, ts: Date.now(), account_id: account, kind: 'grant', amount_micros: '1000000', reference: 'r' });
-  const requestId = `req-${randomUUID()}`;
-  assert.equal((await balances.hold({ holdId: requestId, accountId: account, keyId: 'key-1', amount: 200_000n, ttlMs: 60_000 })).ok, true);
-  const log = new MemoryLog();
-  const published: ConsumedEvent[] = [];
-  await log.subscribe({ group: 'watch', topics: ['usage'], handler: async (events) => { published.push(...events); } });
-  const deps = { balances, log, holdTtlMs: 60_000, gatewayId: 'gw-test' } as unknown as GatewayDeps;
-  const caller = { account: { id: account }, key: { id: 'key-1' } } as unknown as KeyEntry;
-  const m: Metered = { requestId, ts: Date.now(), startedAt: performance.now(), caller, resolved, stream: false, holdMicros: 200_000n, version };
-  const errors: unknown[] = [];
-  const { publish } = await settle(deps, m, outcome({}), (err) => errors.push(err));
+  const { balances, account, log, published, errors, publish } = await heldAndSettled();
   await log.close(); // every append is refused from now on
   const publication = publish();
   assert.equal(publication.refused?.name, 'NotPublishedError');
