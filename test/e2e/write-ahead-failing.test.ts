@@ -13,7 +13,7 @@ import { mkdir, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { PROBE_NAME } from '@tollgate/events';
-import { customer, settledBalance, simRequests, startStack } from '../support/tollgate.ts';
+import { admin, customer, settledBalance, simRequests, startStack } from '../support/tollgate.ts';
 
 // claude-sonnet-4-5 in the CNY catalog: input 72 µc, output 360 µc per token;
 // 100 × 72 + 3 × 360 = 7_200 + 1_080 = 8_280 µc per request.
@@ -47,6 +47,19 @@ test('write ahead failing (full disk): the answer it could not record is withhel
     if (Date.now() > end) throw new Error(`journal segments not released: ${readdirSync(journal).join(', ')}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+  // A slow stream in flight (12 tokens at 4/s): its first text has left when the disk fills.
+  const slowText: string[] = [];
+  let slowFirst: () => void = () => {};
+  const slowStarted = new Promise<void>((r) => { slowFirst = r; });
+  const slow = (async () => {
+    const s = c.client.messages.stream({ ...params('slow-5'), messages: [{ role: 'user', content: 'slow-5 [[sim input=100 output=12 tps=4]]' }] });
+    s.on('streamEvent', (e) => {
+      slowText.push(e.type);
+      if (e.type === 'content_block_delta') slowFirst();
+    });
+    return s.finalMessage().then(() => undefined, (err: unknown) => err as InstanceType<typeof Anthropic.APIError>);
+  })();
+  await slowStarted;
   // The disk is full: whatever segment comes next is /dev/full, and probes cannot write.
   const full: string[] = [];
   for (let seq = 1; seq <= 1_000; seq++) full.push(join(journal, `${String(seq).padStart(16, '0')}.jsonl`));
@@ -58,6 +71,19 @@ test('write ahead failing (full disk): the answer it could not record is withhel
   assert.equal(withheld?.status, 503);
   assert.match(String(withheld?.message), /"code":"usage_unrecorded".*could not record the usage of this request, so its answer is withheld and nothing is charged/);
   assert.ok(await forwarded('withheld-2'), 'that one had been forwarded');
+  // The journal gave up (and removed) the segment that failed; on a full disk its next one fails
+  // too: so does this stand-in's.
+  await Promise.all(full.map((p) => symlink('/dev/full', p).catch(() => {})));
+  // The stream in flight stops at its next frame, not at its last: no stop_reason, no message_stop.
+  const slowEnd = await slow;
+  assert.match(String(slowEnd?.message), /"code":"usage_unrecorded".*cannot record usage right now/);
+  assert.ok(!slowText.includes('message_delta') && !slowText.includes('message_stop'), slowText.join(' '));
+  assert.ok(slowText.filter((x) => x === 'content_block_delta').length < 12, slowText.join(' '));
+  // Its upstream read to its end, its event refused too (the disk is still full): two answers withheld.
+  for (const end = Date.now() + 10_000; !/tollgate_usage_unrecorded_total 2\b/.test(await (await fetch(`${stack.url}/metrics`)).text());) {
+    if (Date.now() > end) throw new Error(`the slow stream was never settled: ${(await (await fetch(`${stack.url}/metrics`)).text()).split("\n").filter((l) => l.includes("unrecorded")).join(" / ")}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
   // From then on refused before forwarding: a stream gets no text at all.
   const refused = await stream('refused-3');
   assert.equal(refused.error?.status, 503);
@@ -69,6 +95,20 @@ test('write ahead failing (full disk): the answer it could not record is withhel
   assert.equal(ready.status, 503);
   assert.deepEqual(((await ready.json()) as { reasons: string[] }).reasons, ['events cannot be written ahead (the spool or journal in DATA_DIR cannot be written)']);
 
+  // Operator writes are refused before anything changes (they answered 500 before, a key made
+  // but its secret never shown and its record lost at the next start).
+  const before = (await admin<{ data: unknown[] }>(stack.url, 'GET', '/admin/v1/accounts')).json.data.length;
+  for (const [method, path, body] of [
+    ['POST', '/admin/v1/accounts', { name: 'while full' }],
+    ['POST', `/admin/v1/accounts/${c.accountId}/keys`, {}],
+    ['POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference: 'while-full' }],
+  ] as const) {
+    const res = await admin<{ error: { code: string; message: string } }>(stack.url, method, path, body);
+    assert.deepEqual([res.status, res.json.error.code, res.json.error.message],
+      [503, 'state_unavailable', 'This process cannot record the change now (its events cannot be written ahead to its DATA_DIR); retry shortly'], path);
+  }
+  assert.equal((await admin<{ data: unknown[] }>(stack.url, 'GET', '/admin/v1/accounts')).json.data.length, before);
+
   // Room again: ready within a probe or two, and a stream is served whole and billed.
   await Promise.all(full.map((p) => rm(p, { force: true })));
   await rm(join(journal, PROBE_NAME), { recursive: true });
@@ -79,6 +119,6 @@ test('write ahead failing (full disk): the answer it could not record is withhel
   const served = await stream('ok-4');
   assert.equal(served.error, undefined);
   assert.equal(served.got.at(-1), 'message_stop');
-  // Billed: exactly the two answered requests.
+  // Billed: exactly the two answered requests (the slow stream, withheld, is not).
   assert.equal(await settledBalance(stack, c.accountId), GRANT - 2n * COST);
 });

@@ -6,7 +6,7 @@
 // every stream whole and unbilled, with /ready still 200). A failure is now remembered until a
 // probe write of the same directory succeeds, and the gateway refuses before forwarding meanwhile.
 
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** ms between probe writes while the write ahead fails. */
@@ -74,6 +74,9 @@ export function probeDirectory(dir: string): () => void {
   return () => {
     const path = join(dir, PROBE_NAME);
     try {
+      // A directory removed from under the process is made again (the spool and the journal
+      // create their segments in it): it heals once it can be.
+      mkdirSync(dir, { recursive: true });
       writeFileSync(path, PROBE_BYTES);
     } finally {
       try { rmSync(path, { force: true }); } catch { /* what the write threw is the answer */ }

@@ -12,7 +12,7 @@ import type { ControlDeps } from './deps.ts';
 import { bodyErrorMap, bodyProblems, MAX_NAME_CHARS, operatorTextProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
 import { PlanBody, registerPlanRoutes } from './plans.ts';
-import { guardHotState, KEY_DIRECTORY_READS } from './hot-state.ts';
+import { eventsUnwritable, guardHotState, KEY_DIRECTORY_READS } from './hot-state.ts';
 import { ControlRecordRegistry, putRecord, type DirectoryRecordEvent } from './record-registry.ts';
 import { findPlan } from '@tollgate/limits';
 
@@ -167,7 +167,20 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
   /** Written to the directory at once (read-your-writes) and to the log (durable, replayable). */
-  const saveRecord = (event: DirectoryRecordEvent) => records.save(event, () => putRecord(deps.keys, event));
+  /** Refuses a write before anything changes while this process's events cannot be written ahead. */
+  const recordable = () => {
+    if (deps.log.writeAheadProblem?.()) throw eventsUnwritable();
+  };
+  const saveRecord = async (event: DirectoryRecordEvent) => {
+    recordable();
+    try {
+      return await records.save(event, () => putRecord(deps.keys, event));
+    } catch (err) {
+      // The directory was written, its record not (a 500 before, the key's secret never shown).
+      if (err instanceof NotPublishedError) throw eventsUnwritable(err);
+      throw err;
+    }
+  };
 
   const catalogNow = (): Catalog => deps.prices?.current().catalog ?? deps.catalog;
 
@@ -431,6 +444,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       // One atomic claim per reference: of many concurrent requests exactly one publishes; the
       // others wait for the ledger and answer `duplicate: true`. A claimant that dies before
       // publishing blocks the reference only until its claim lapses.
+      recordable();
       const claim = await deps.balances.claimReference(eventId, { amount, kind }, claimTtlMs, id);
       if (!claim.claimed && 'refused' in claim) {
         throw gatewayError('conflict', `reference ${body.reference} was refused by the ledger (${claim.refused.split(':')[0]}); a new grant needs a new reference`);
@@ -445,8 +459,11 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       } catch (err) {
         // Certainly not published: the reference is free again at once. Otherwise the event may
         // still reach the log (a spooled event is sent at the next start), so the claim stays.
-        if (err instanceof NotPublishedError) await deps.balances.releaseReference(eventId, id).catch(() => {});
-        else await deps.balances.keepReference(eventId, id).catch(() => {});
+        if (err instanceof NotPublishedError) {
+          await deps.balances.releaseReference(eventId, id).catch(() => {});
+          throw eventsUnwritable(err);
+        }
+        await deps.balances.keepReference(eventId, id).catch(() => {});
         throw err;
       }
       // From here the event is in the log: the claim must outlive it until the ledger decides,

@@ -29,6 +29,18 @@ export function stateLost() {
   });
 }
 
+/**
+ * 503 `state_unavailable` (`retry-after: 2`) for a write whose event cannot be written ahead
+ * (EventLog.writeAheadProblem: this process's DATA_DIR spool or journal is full or unwritable,
+ * or was taken over), asked before anything is changed; or `cause`, a publish refused after the
+ * directory write (NotPublishedError). A retry converges (versioned puts, grants by reference).
+ */
+export function eventsUnwritable(cause?: unknown) {
+  return gatewayError('state_unavailable', 'This process cannot record the change now (its events cannot be written ahead to its DATA_DIR); retry shortly', {
+    headers: { 'retry-after': String(STATE_RETRY_AFTER_SECONDS) }, ...(cause === undefined ? {} : { cause }),
+  });
+}
+
 /** ms a "not lost" answer of the `lost` check is reused: one read for the few store calls of one request. */
 export const LOST_CHECK_REUSE_MS = 250;
 

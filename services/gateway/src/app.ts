@@ -91,29 +91,41 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
     await Promise.all([upstream.close(), clients.close()]);
   });
   // Asked only when a key is not found (lost state vs. a bad key). A miss is answered by a
-  // check begun once it was read (an earlier "ready" may predate a loss: valid keys got
-  // 401 for up to 500 ms after one); misses arriving while such a check runs share it, so a
-  // flood of bad keys costs about one Redis read per round trip, not one per request. Seen
-  // lost, then ready: the key cache forgets its misses (read while the state was lost, they
-  // would refuse valid keys) and misses for RECOVERED_RECHECK_MS after are read again (lookups
-  // that were in flight across the rebuild).
-  let checking: { startedAt: number; ready: Promise<boolean> } | undefined;
+  // check begun once it was read (an earlier "ready" may predate a loss: valid keys got 401 for
+  // up to 500 ms after one). Misses share checks: one that began after them, else the single
+  // check that follows the one running, so a flood of bad keys costs at most one check per
+  // check's round trip, whatever its rate. The check is `stateLost` (one MGET; on a Cluster
+  // also one EXISTS on the directory's Redis), not `ready()`, which on a Cluster reads every
+  // slot's marker: the key directory is not on the Cluster. Seen lost, then ready: the key
+  // cache forgets its misses (read while the state was lost, they would refuse valid keys) and
+  // misses for RECOVERED_RECHECK_MS after are read again (lookups in flight across the rebuild).
+  let running: { startedAt: number; ready: Promise<boolean> } | undefined;
+  let following: Promise<boolean> | undefined;
   let lastCheck: { startedAt: number; ready: boolean } | undefined;
   let seenLost = false;
   let recoveredUntil = 0;
   const check = (): Promise<boolean> => {
     const startedAt = performance.now();
-    // Lost, or rebuilt a moment ago and in its restore window: a key only a control process's
-    // spool held is put back then, so a miss is not yet a bad key.
-    const ready = (async () => !(await deps.balances.stateLost()) && await deps.balances.ready())();
-    checking = { startedAt, ready };
+    const ready = deps.balances.stateLost().then((lost) => !lost);
+    running = { startedAt, ready };
     ready.then((r) => { if (!lastCheck || lastCheck.startedAt < startedAt) lastCheck = { startedAt, ready: r }; }, () => {})
-      .finally(() => { if (checking?.ready === ready) checking = undefined; });
+      .finally(() => { if (running?.ready === ready) running = undefined; });
     return ready;
   };
+  /** The answer of a check begun at or after `since`. */
+  const checkSince = (since: number): Promise<boolean> => {
+    if (lastCheck && lastCheck.startedAt >= since) return Promise.resolve(lastCheck.ready);
+    if (!running) return check();
+    if (running.startedAt >= since) return running.ready;
+    // The running check began before this miss: share the one that follows it.
+    following ??= running.ready.then(() => {}, () => {}).then(() => {
+      following = undefined;
+      return check();
+    });
+    return following;
+  };
   const stateReady = async (since: number): Promise<StateReadiness> => {
-    const ready = lastCheck && lastCheck.startedAt >= since ? lastCheck.ready
-      : await (checking && checking.startedAt >= since ? checking.ready : check());
+    const ready = await checkSince(since);
     if (!ready) {
       seenLost = true;
       return false;

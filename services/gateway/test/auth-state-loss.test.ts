@@ -7,10 +7,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateSecret, displayPrefix, hashSecret, RedisKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore } from '@tollgate/ledger';
+import { Redis } from 'ioredis';
 import { deleteKeysUnder, testRedis } from '../../../test/support/redis.ts';
+import { startRelay } from '../../../test/support/redis-relay.ts';
 import { startGateway } from './support.ts';
 
-const { redis, prefix } = await testRedis('auth-state-loss');
+const { redis, redisUrl, prefix } = await testRedis('auth-state-loss');
 const KEY_HASH_SECRET = 'auth-state-loss-hash-secret-0123456789';
 
 test('a loss just after a ready check: a valid key\'s miss is 503 state_unavailable, never 401; a bad key after the rebuild is 401', { skip: redis === undefined }, async (t) => {
@@ -45,4 +47,38 @@ test('a loss just after a ready check: a valid key\'s miss is 503 state_unavaila
     await putCustomer();
     assert.equal(await status(secret), '200', `round ${round}`);
   }
+});
+
+test('a flood of bad keys shares its state checks: 100 misses arriving while one check waits on Redis cost at most that check and the one after it (the per-miss check cost 100)', { skip: redis === undefined }, async (t) => {
+  // Kind (a breaker's MEDIUM): every miss began its own check, so a flood of bad keys cost a
+  // Redis read (on a Cluster, every slot's marker) per request and starved paid traffic.
+  const relay = await startRelay(new URL(redisUrl!));
+  const slow = new Redis({ host: '127.0.0.1', port: relay.port, maxRetriesPerRequest: 1 });
+  const store = new RedisBalanceStore({ redis: slow, prefix: `${prefix}flood:`, requireReady: true });
+  await store.load({ balances: new Map(), ledgerEntries: new Map() });
+  let checks = 0;
+  const counted = new Proxy(store, {
+    get: (target, prop) => {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        if (prop === 'stateLost' || prop === 'ready') checks++;
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  const stack = await startGateway({ balances: counted });
+  t.after(async () => { await stack.close(); slow.disconnect(); await relay.close(); });
+  const bad = () => fetch(`${stack.gatewayUrl}/v1/messages`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': generateSecret() },
+    body: JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] }),
+  }).then((r) => r.status);
+  assert.equal(await bad(), 401);
+  checks = 0;
+  relay.hold(); // Redis is slow to answer the next check
+  const flood = Array.from({ length: 100 }, () => bad());
+  await new Promise((r) => setTimeout(r, 300)); // every miss has arrived and waits
+  relay.release();
+  assert.deepEqual([...new Set(await Promise.all(flood))], [401]);
+  assert.ok(checks <= 2, `${checks} state checks for 100 misses`);
 });

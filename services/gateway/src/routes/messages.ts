@@ -708,6 +708,15 @@ async function relayStream(
       forwarding = false;
       return;
     }
+    if (deps.log.writeAheadProblem?.()) {
+      // The write ahead failed meanwhile (another request's append found the disk full): this
+      // answer could not be recorded either, so its text stops here, not at its last frame. Read
+      // on and settled as a client that left (charged only if its event can be written after all).
+      raw.write(write(sseErrorEvent(usageUnrecordable(), request.id)));
+      raw.end();
+      forwarding = false;
+      return;
+    }
     raw.write(write(bytes));
     if (raw.writableLength > MAX_CLIENT_BUFFER_BYTES) {
       request.log.warn({ buffered: raw.writableLength }, 'client stopped reading; cut off, the stream is read to its end');
