@@ -76,7 +76,7 @@ test('write ahead failing (full disk): the answer it could not record is withhel
   await Promise.all(full.map((p) => symlink('/dev/full', p).catch(() => {})));
   // The stream in flight stops at its next frame, not at its last: no stop_reason, no message_stop.
   const slowEnd = await slow;
-  assert.match(String(slowEnd?.message), /"code":"usage_unrecorded".*cannot record usage right now/);
+  assert.match(String(slowEnd?.message), /"code":"usage_unrecorded".*cannot record usage right now, so the rest of this answer is withheld/);
   assert.ok(!slowText.includes('message_delta') && !slowText.includes('message_stop'), slowText.join(' '));
   assert.ok(slowText.filter((x) => x === 'content_block_delta').length < 12, slowText.join(' '));
   // Its upstream read to its end, its event refused too (the disk is still full): two answers withheld.

@@ -712,7 +712,7 @@ async function relayStream(
       // The write ahead failed meanwhile (another request's append found the disk full): this
       // answer could not be recorded either, so its text stops here, not at its last frame. Read
       // on and settled as a client that left (charged only if its event can be written after all).
-      raw.write(write(sseErrorEvent(usageUnrecordable(), request.id)));
+      raw.write(write(sseErrorEvent(gatewayError('usage_unrecorded', 'This gateway cannot record usage right now, so the rest of this answer is withheld; retry the request'), request.id)));
       raw.end();
       forwarding = false;
       return;
