@@ -121,4 +121,29 @@ test('write ahead failing (full disk): the answer it could not record is withhel
   assert.equal(served.got.at(-1), 'message_stop');
   // Billed: exactly the two answered requests (the slow stream, withheld, is not).
   assert.equal(await settledBalance(stack, c.accountId), GRANT - 2n * COST);
+
+  // A stream cut because its usage could not be recorded is not charged even when the disk is
+  // freed before its upstream ends and its event can be written after all (a breaker saw it
+  // charged in full: the client, told to retry, paid twice).
+  let cutFirst: () => void = () => {};
+  const cutStarted = new Promise<void>((r) => { cutFirst = r; });
+  const cutStream = c.client.messages.stream({ ...params('slow-6'), messages: [{ role: 'user', content: 'slow-6 [[sim input=100 output=12 tps=4]]' }] });
+  cutStream.on('streamEvent', (e) => { if (e.type === 'content_block_delta') cutFirst(); });
+  const cutEnd = cutStream.finalMessage().then(() => undefined, (err: unknown) => err as InstanceType<typeof Anthropic.APIError>);
+  await cutStarted;
+  await Promise.all(full.map((p) => symlink('/dev/full', p).catch(() => {})));
+  assert.equal((await c.client.messages.create(params('withheld-7')).then(() => undefined, (err: unknown) => err as InstanceType<typeof Anthropic.APIError>))?.status, 503);
+  assert.match(String((await cutEnd)?.message), /the rest of this answer is withheld/);
+  await Promise.all(full.map((p) => rm(p, { force: true }))); // freed while its upstream still streams
+  const cutId = cutStream.request_id!;
+  const cutEvent = await (async () => {
+    for (const end = Date.now() + 10_000; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      const r = await admin<{ data: Array<{ event_id: string; cost_micros: string; status: string }> }>(stack.url, 'GET', `/admin/v1/usage/events?account_id=${c.accountId}&limit=100`);
+      const e = r.json.data.find((x) => x.event_id === cutId);
+      if (e) return e;
+    }
+    throw new Error('the cut stream was never recorded');
+  })();
+  assert.equal(cutEvent.cost_micros, '0');
+  assert.equal(await settledBalance(stack, c.accountId), GRANT - 2n * COST);
 });

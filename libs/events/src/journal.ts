@@ -149,6 +149,16 @@ export class Journal {
     let text = '';
     for (const r of records) text += `${JSON.stringify(r)}\n`;
     const fd = this.#fd!;
+    // A segment whose file was removed from under the process (DATA_DIR/journal deleted) would
+    // take writes no recovery reads: given up (the next append makes a new one, once the
+    // directory is back), and this append fails.
+    if (fstatSync(fd).nlink === 0) {
+      try { closeSync(fd); } catch { /* closed either way */ }
+      this.#fd = null;
+      this.#current = null;
+      this.#count = 0;
+      throw new Error(`journal append refused, nothing written: its segment was removed from under this process`);
+    }
     const bytes = Buffer.from(text, 'utf8');
     let off = 0;
     try {

@@ -85,3 +85,35 @@ test('write ahead failing (spool on a full disk, then its owner refusing): refus
     await rm(spoolDir, { recursive: true, force: true });
   }
 });
+
+test('write ahead failing (its directory removed from under the process): the next append is refused, not written to a file no start reads; the probe makes the directory again and appends go on in a new segment', async () => {
+  // Kind (a breaker's HIGH): `rm -rf DATA_DIR/spool` under a running gateway. Its open segment
+  // took every append silently, so a kill -9 then lost the answers since.
+  const samples = sampleEvents(randomUUID().slice(0, 8), 6);
+  const journalDir = await mkdtemp(join(tmpdir(), 'tollgate-journal-gone-'));
+  const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-gone-'));
+  const memory = new MemoryLog({ journal: new Journal(journalDir) });
+  const kafka = new KafkaLog({ kafka: deadClient(), topicPrefix: `t-${randomUUID().slice(0, 8)}.`, spoolDir, sendTimeoutMs: 1000, closeTimeoutMs: 200, logger: quiet() });
+  try {
+    for (const [log, dir, read] of [
+      [memory, journalDir, async () => Journal.read(journalDir).map((r) => r.event.event_id)],
+      [kafka, spoolDir, async () => (await spoolLines(spoolDir)).map((l) => JSON.parse(l).event.event_id as string)],
+    ] as const) {
+      const [a, b, c] = log === memory ? samples.slice(0, 3) : samples.slice(3, 6);
+      assert.equal(log.append(a!.topic, [{ event: a!.event }]).error, undefined);
+      await rm(dir, { recursive: true, force: true });
+      const refused = log.append(b!.topic, [{ event: b!.event }]);
+      assert.match(String(refused.error?.message), /removed from under this process/);
+      assert.ok(log.writeAheadProblem());
+      await until('the probe to make the directory again', () => log.writeAheadProblem() === undefined);
+      assert.equal(log.append(c!.topic, [{ event: c!.event }]).error, undefined);
+      // What a start would read: the event after the heal; the one before the removal went with the directory.
+      assert.deepEqual(await read(), [c!.event.event_id]);
+    }
+  } finally {
+    await memory.close();
+    await kafka.close();
+    await rm(journalDir, { recursive: true, force: true });
+    await rm(spoolDir, { recursive: true, force: true });
+  }
+});

@@ -67,38 +67,45 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
   }
 
   /**
-   * Writes a control record: lists it (by record: `account:<id>`, `key:<id>`, `plan:<id>`, its
-   * latest version), runs `put` (the key directory write), publishes `event` on the `control`
-   * topic, and follows it until the log acknowledges it. Rejects with `put`'s or `publish`'s
-   * error; the list then holds what it held before this call for the record (its earlier version
-   * if one was listed, else nothing), unless a newer save replaced it meanwhile.
+   * Writes a control record: writes `event` ahead on the `control` topic (EventLog.append), lists
+   * it (by record: `account:<id>`, `key:<id>`, `plan:<id>`, its latest version), runs `put` (the
+   * key directory write) and follows the event until the log acknowledges it. Rejects with the
+   * append's error when the log refuses it (NotPublishedError: nothing written, nothing changed,
+   * nothing listed), else with `put`'s or the delivery's error, the record then still listed
+   * (it is on the log, and the ledger group puts it into the directory).
    */
   async save(event: DirectoryRecordEvent, put: () => Promise<unknown>): Promise<void> {
     const id = recordId(event);
+    // Written ahead first, before anything changes: a log that cannot take the record (a full
+    // disk, a DATA_DIR taken over) refuses here and the directory stays as it was. Written to the
+    // directory first, a refused publish left a revocation in Redis alone: answered 503, its
+    // retry found the key revoked and published nothing, and a rebuild brought the key back (a
+    // breaker's HIGH). The ledger group puts every control record into the directory too
+    // (versioned), so a put that fails after this is made good from the log.
+    const appended = this.#log.append('control', [{ event }]);
+    if (appended.error !== undefined) throw appended.error;
     const entry: Entry = { event, published: 'no' };
     const before = this.entries.get(id);
     if (!this.off && !(before && version(before.event) > version(event))) this.entries.set(id, entry);
+    let putError: unknown;
     try {
       await put();
-      await this.#log.publish('control', [{ event }]);
     } catch (err) {
-      // The version listed before stays listed: it may be in Redis and only in the spool (a
-      // suspension, then a PATCH that failed: un-listed, the suspension was lost to a rebuild).
-      if (this.entries.get(id) === entry) {
-        if (before) this.entries.set(id, before);
-        else this.entries.delete(id);
+      putError = err;
+    }
+    // Written ahead: listed until the log acknowledges it, whatever the put did. A delivery that
+    // fails after the write (the log closed) leaves it listed too: its spool is sent at the next start.
+    await appended.durable.catch((err: unknown) => { putError ??= err; });
+    if (this.entries.get(id) === entry) {
+      if (!this.#log.acknowledged) entry.published = 'acked';
+      else {
+        entry.published = 'spooled';
+        // Not awaited: the caller is answered once the record is durable (as before); a log that
+        // closes first leaves it listed, harmlessly (the process is stopping).
+        this.#log.acknowledged().then(() => { entry.published = 'acked'; }, () => {});
       }
-      throw err;
     }
-    if (this.entries.get(id) !== entry) return;
-    if (!this.#log.acknowledged) {
-      entry.published = 'acked';
-      return;
-    }
-    entry.published = 'spooled';
-    // Not awaited: the caller is answered once the record is durable (as before); a log that
-    // closes first leaves it listed, harmlessly (the process is stopping).
-    this.#log.acknowledged().then(() => { entry.published = 'acked'; }, () => {});
+    if (putError !== undefined) throw putError;
   }
 
   /**

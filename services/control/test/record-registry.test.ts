@@ -99,7 +99,7 @@ test('control record registry: a later save of a record that fails keeps the ver
   assert.deepEqual(await keys.key('key_1'), keyRecord(2, true));
 });
 
-test('control record registry: a record the log acknowledged leaves the list at the next epoch read with no rebuild between; one whose publish failed is not listed', async (t) => {
+test('control record registry: a record the log acknowledged leaves the list at the next epoch read with no rebuild between; one the log refused is not listed and never reached the directory', async (t) => {
   const f = await fixture(t, new MemoryLog());
   if (!f) return;
   const { store, registry, save, keys, empty, restored } = f;
@@ -124,7 +124,11 @@ test('control record registry: a record the log acknowledged leaves the list at 
   const other = new ControlRecordRegistry(store, keys, closed, { pollMs: 3_600_000 });
   t.after(() => other.stop());
   await other.poll();
-  await assert.rejects(other.save(keyEvent(keyRecord(3, true)), () => keys.putKey(keyRecord(3, true))), NotPublishedError);
+  // Refused by the log before anything changes (a breaker's HIGH: written to the directory
+  // first, a revocation refused by the log stayed in Redis alone and a rebuild undid it).
+  let putRan = false;
+  await assert.rejects(other.save(keyEvent(keyRecord(3, true)), async () => { putRan = true; return keys.putKey(keyRecord(3, true)); }), NotPublishedError);
+  assert.equal(putRan, false, 'the directory is not written');
   assert.equal(other.size, 0);
 });
 

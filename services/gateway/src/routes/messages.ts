@@ -702,6 +702,8 @@ async function relayStream(
   let over = false;
   // Each complete event as the client's format writes it (unchanged for Anthropic clients).
   const write = format.stream?.() ?? ((event: Buffer | string) => event);
+  // The answer was cut by the gateway because its usage could not be recorded (`send`).
+  let withheld = false;
   const send = (bytes: Buffer | string) => {
     if (!forwarding) return;
     if (client.gone) {
@@ -710,8 +712,10 @@ async function relayStream(
     }
     if (deps.log.writeAheadProblem?.()) {
       // The write ahead failed meanwhile (another request's append found the disk full): this
-      // answer could not be recorded either, so its text stops here, not at its last frame. Read
-      // on and settled as a client that left (charged only if its event can be written after all).
+      // answer could not be recorded either, so its text stops here, not at its last frame. The
+      // client was told it was withheld and to retry: charged nothing, even if the disk is freed
+      // before its upstream ends (a breaker saw it charged in full, the retry paying twice).
+      withheld = true;
       raw.write(write(sseErrorEvent(gatewayError('usage_unrecorded', 'This gateway cannot record usage right now, so the rest of this answer is withheld; retry the request'), request.id)));
       raw.end();
       forwarding = false;
@@ -881,7 +885,7 @@ async function relayStream(
       httpStatus: 200,
       usage: meter.hasUsage ? meter.usage() : null,
       report: meter.hasUsage ? { tally: meter.tally, model: meter.model, stopReason: meter.stopReason, outputSeen: meter.outputSeen } : null,
-      billable: meter.hasUsage && (cut || !failed || deps.streamErrorBilling === 'usage'),
+      billable: meter.hasUsage && !withheld && (cut || !failed || deps.streamErrorBilling === 'usage'),
       firstByteAt,
       // tokens relayed before a later error still arrived when they did
       firstTokenAt,
