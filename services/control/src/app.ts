@@ -160,6 +160,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   const records = deps.records ?? new ControlRecordRegistry(unguarded, deps.keys, deps.log, {
     onError: (err) => app.log.warn({ err }, 'control record registry: could not read or write hot state; trying again'),
     onRestored: (r) => app.log.warn(r, 'hot state was rebuilt: put back the control records this process wrote that the log had not acknowledged'),
+    onPutError: (err) => app.log.warn({ err }, 'a control record is written ahead but not yet in the key directory (Redis refused it); the ledger group puts it there'),
   });
   if (!deps.records) app.addHook('onClose', async () => records.stop());
   deps = { ...deps, keys: guardHotState(deps.keys, lost, KEY_DIRECTORY_READS), balances: guardHotState(deps.balances, lost) };

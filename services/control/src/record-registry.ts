@@ -23,6 +23,8 @@ interface Entry {
 export interface ControlRecordRegistryOptions extends EpochRegistryOptions {
   /** records put back after a rebuild: how many were written (newer than what the rebuild read), of how many listed */
   onRestored?: (r: { written: number; listed: number; epoch: string }) => void;
+  /** a save's directory write failed after its record was written ahead (the ledger group puts it in later) */
+  onPutError?: (err: unknown) => void;
 }
 
 /**
@@ -53,6 +55,7 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
   readonly #keys: KeyDirectory;
   readonly #log: EventLog;
   readonly #onRestored: ControlRecordRegistryOptions['onRestored'];
+  readonly #onPutError: ControlRecordRegistryOptions['onPutError'];
 
   /**
    * `store`: the balance store whose `epoch` tells a rebuild; `keys`: the key directory the
@@ -64,6 +67,7 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
     this.#keys = keys;
     this.#log = log;
     this.#onRestored = options.onRestored;
+    this.#onPutError = options.onPutError;
   }
 
   /**
@@ -71,8 +75,9 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
    * it (by record: `account:<id>`, `key:<id>`, `plan:<id>`, its latest version), runs `put` (the
    * key directory write) and follows the event until the log acknowledges it. Rejects with the
    * append's error when the log refuses it (NotPublishedError: nothing written, nothing changed,
-   * nothing listed), else with `put`'s or the delivery's error, the record then still listed
-   * (it is on the log, and the ledger group puts it into the directory).
+   * nothing listed), else with the delivery's error (the record still listed). A failing `put`
+   * does not fail the save (`onPutError` hears of it): the record is on the log, and the ledger
+   * group puts it into the directory.
    */
   async save(event: DirectoryRecordEvent, put: () => Promise<unknown>): Promise<void> {
     const id = recordId(event);
@@ -87,15 +92,15 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
     const entry: Entry = { event, published: 'no' };
     const before = this.entries.get(id);
     if (!this.off && !(before && version(before.event) > version(event))) this.entries.set(id, entry);
-    let putError: unknown;
-    try {
-      await put();
-    } catch (err) {
-      putError = err;
-    }
-    // Written ahead: listed until the log acknowledges it, whatever the put did. A delivery that
-    // fails after the write (the log closed) leaves it listed too: its spool is sent at the next start.
-    await appended.durable.catch((err: unknown) => { putError ??= err; });
+    // A put that fails (Redis refusing writes, or away) does not fail the write: the record is
+    // on the log and the ledger group puts it into the directory once Redis takes it. Failing
+    // it answered "retry" for a change that happened all the same, and retries duplicated
+    // accounts, keys and plans (a breaker's MEDIUM).
+    await put().catch((err: unknown) => this.#onPutError?.(err));
+    // Written ahead: listed until the log acknowledges it. A delivery that fails after the write
+    // (the log closed) leaves it listed too: its spool is sent at the next start.
+    let deliveryError: unknown;
+    await appended.durable.catch((err: unknown) => { deliveryError = err; });
     if (this.entries.get(id) === entry) {
       if (!this.#log.acknowledged) entry.published = 'acked';
       else {
@@ -105,7 +110,7 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
         this.#log.acknowledged().then(() => { entry.published = 'acked'; }, () => {});
       }
     }
-    if (putError !== undefined) throw putError;
+    if (deliveryError !== undefined) throw deliveryError;
   }
 
   /**
