@@ -167,17 +167,23 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
-  /** Written to the directory at once (read-your-writes) and to the log (durable, replayable). */
   /** Refuses a write before anything changes while this process's events cannot be written ahead. */
   const recordable = () => {
     if (deps.log.writeAheadProblem?.()) throw eventsUnwritable();
   };
+  /**
+   * Written ahead to the log (durable, replayable), then to the directory at once
+   * (read-your-writes): ControlRecordRegistry.save. Refused with 503 before anything changes
+   * while the events cannot be written ahead, or hot state is lost or unreachable (the guarded
+   * `stateLost` throws then): once written ahead the write succeeds whatever the directory does.
+   */
   const saveRecord = async (event: DirectoryRecordEvent) => {
     recordable();
+    await deps.balances.stateLost();
     try {
       return await records.save(event, () => putRecord(deps.keys, event));
     } catch (err) {
-      // The directory was written, its record not (a 500 before, the key's secret never shown).
+      // Refused by the log inside the call: nothing was changed (a 500 before).
       if (err instanceof NotPublishedError) throw eventsUnwritable(err);
       throw err;
     }
