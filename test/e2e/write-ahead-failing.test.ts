@@ -69,6 +69,7 @@ test('write ahead failing (full disk): the answer it could not record is withhel
   // Answered upstream, but its event cannot be written: withheld, 503.
   const withheld = await c.client.messages.create(params('withheld-2')).then(() => undefined, (err: unknown) => err as InstanceType<typeof Anthropic.APIError>);
   assert.equal(withheld?.status, 503);
+  assert.equal(withheld?.headers?.get('retry-after'), '2');
   assert.match(String(withheld?.message), /"code":"usage_unrecorded".*could not record the usage of this request, so its answer is withheld and nothing is charged/);
   assert.ok(await forwarded('withheld-2'), 'that one had been forwarded');
   // The journal gave up (and removed) the segment that failed; on a full disk its next one fails

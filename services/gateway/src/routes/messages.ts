@@ -611,10 +611,12 @@ interface Settled {
 
 /**
  * The answer withheld because its usage event could not be written ahead (Publication.refused):
- * 503, retriable, nothing charged (README, "Errors").
+ * 503, retriable (`retry-after: 2`, as the refusals that follow it), nothing charged (README, "Errors").
  */
 function usageUnrecorded(): GatewayError {
-  return gatewayError('usage_unrecorded', 'This gateway could not record the usage of this request, so its answer is withheld and nothing is charged; retry the request');
+  return gatewayError('usage_unrecorded', 'This gateway could not record the usage of this request, so its answer is withheld and nothing is charged; retry the request', {
+    headers: { 'retry-after': '2' },
+  });
 }
 
 /**
