@@ -25,12 +25,10 @@ export class WriteAheadHealth {
   #problem: Error | undefined;
   #timer: NodeJS.Timeout | undefined;
   readonly #probe: () => void;
-  readonly #intervalMs: number;
 
   /** `probe`: one write like an append's (throws while the fault lasts). */
-  constructor(probe: () => void, options: { intervalMs?: number } = {}) {
+  constructor(probe: () => void) {
     this.#probe = probe;
-    this.#intervalMs = options.intervalMs ?? PROBE_INTERVAL_MS;
   }
 
   /** An append failed for a reason of the log's: failing until a probe succeeds. */
@@ -43,10 +41,8 @@ export class WriteAheadHealth {
         this.#problem = probeErr as Error;
         return;
       }
-      this.#problem = undefined;
-      clearInterval(this.#timer);
-      this.#timer = undefined;
-    }, this.#intervalMs);
+      this.succeeded();
+    }, PROBE_INTERVAL_MS);
     this.#timer.unref();
   }
 
@@ -54,8 +50,7 @@ export class WriteAheadHealth {
   succeeded(): void {
     if (this.#problem === undefined) return;
     this.#problem = undefined;
-    clearInterval(this.#timer);
-    this.#timer = undefined;
+    this.stop();
   }
 
   /** Why the write ahead fails now, or undefined. */
