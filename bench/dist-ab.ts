@@ -14,7 +14,8 @@
 // slice p50 / p99, gateway CPU ms per request (/proc, the gateway process only), and the ratio
 // and added p50 / p99 against `embedded` (medians of the per-round differences).
 // BENCH_GATEWAY_CPU_PROF=<dir> writes a V8 CPU profile of each distributed gateway when it stops.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -24,7 +25,7 @@ import { deployment, findServices, removeDeployment, startRole } from './distrib
 import { median, runLoad, type LoadTarget } from './load.ts';
 import { childEnv } from '../test/support/services.ts';
 import {
-  ADMIN_TOKEN, UPSTREAM_API_KEY, cpuSeconds, createCustomer, freePort, localServicePids, startSimulator, startTollgate, stopAll, waitForIdle,
+  ADMIN_TOKEN, UPSTREAM_API_KEY, cpuSeconds, createCustomer, machineBusySeconds, freePort, localServicePids, startSimulator, startTollgate, stopAll, waitForIdle,
 } from './stack.ts';
 import { Redis } from 'ioredis';
 import { commandLine, counted, numberValue, runMain, UsageError } from './cli.ts';
@@ -81,6 +82,17 @@ async function startBaseGateway(dir: string, env: Record<string, string>): Promi
   };
 }
 
+/**
+ * Sets the CPU affinity of every thread of each process (`taskset -a -p -c`): `cpu` alone, or
+ * every CPU when undefined. Undefined pids are skipped; throws when taskset fails.
+ */
+function pinTo(pids: Array<number | undefined>, cpu: number | undefined): void {
+  const list = cpu === undefined ? `0-${availableParallelism() - 1}` : String(cpu);
+  for (const pid of pids) {
+    if (pid !== undefined) execFileSync('taskset', ['-a', '-p', '-c', list, String(pid)], { stdio: 'ignore' });
+  }
+}
+
 /** Sends one request until the gateway knows the new key (it learns keys through Redis). */
 async function accepted(url: string, key: string): Promise<void> {
   const t = target(url, key);
@@ -105,6 +117,14 @@ export interface DistAbOptions {
   base?: string;
   /** environment (K=V) of an extra gateway of this tree, `dist-alt` (a knob's A/B) */
   altEnv?: Record<string, string>;
+  /**
+   * CPU affinity: every measured gateway process (`embedded`, `dist`, …) on CPU 0, everything
+   * else (this load generator, the simulator, the aggregator, control, Kafka, Redis, the
+   * ClickHouse server) on CPU 1: the gateway process's own throughput per core, with the
+   * deployment's other tiers on a core of their own as they would be on other machines.
+   * Restored to all CPUs at the end. Needs `taskset` and at least 2 CPUs.
+   */
+  pin?: boolean;
   /** progress lines (stderr in the CLI) */
   log?: (line: string) => void;
 }
@@ -117,6 +137,15 @@ export interface DistAbOptions {
  */
 export interface DistAbSlice {
   requests: number; sent: number; seconds: number; p50: number; p99: number; cpuS: number | undefined; errors: number;
+  /**
+   * CPU-seconds the whole machine was busy (/proc/stat, every process: load generator,
+   * simulator, gateways, aggregator, Kafka, Redis) from the slice's start until the bench's
+   * processes were idle again after it, so the aggregator's work for the slice's events counts;
+   * undefined without /proc
+   */
+  machineS: number | undefined;
+  /** CPU-seconds over the same span of the other processes: load (this process), simulator, aggregator, Kafka (undefined: not measurable) */
+  parts: Record<'load' | 'simulator' | 'aggregator' | 'kafka', number | undefined>;
   redis: { cpuS: number | undefined; commands: number; reads: number };
 }
 
@@ -129,6 +158,8 @@ export interface DistAbRound {
   p99: number;
   /** gateway CPU ms per request served in the slice (warmup included); NaN when /proc was not readable */
   cpuMsPerRequest: number;
+  /** the whole machine's CPU ms per request served in the slice (`DistAbSlice.machineS`); NaN without /proc */
+  machineCpuMsPerRequest: number;
   /** Redis per request served in the slice: CPU ms (NaN: not measurable), commands, reads (socket reads with commands) */
   redisCpuMsPerRequest: number;
   redisCommandsPerRequest: number;
@@ -169,7 +200,10 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
     stops.push(() => sim.stop());
     const embedded = await startTollgate(sim.url);
     stops.push(() => embedded.stop());
-    const aggregator = await startRole(d, sim.url, 'aggregator', 'aggregator', { AGGREGATOR_GROUPS: 'ledger,warehouse' });
+    const aggregator = await startRole(d, sim.url, 'aggregator', 'aggregator', {
+      AGGREGATOR_GROUPS: 'ledger,warehouse',
+      ...(process.env.BENCH_AGGREGATOR_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_AGGREGATOR_CPU_PROF}` } : {}),
+    });
     stops.push(() => aggregator.stop());
     const prof: Record<string, string> = process.env.BENCH_GATEWAY_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_GATEWAY_CPU_PROF}` } : {};
     const [control, gw] = await Promise.all([
@@ -203,6 +237,19 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
       return { cpuS: cpuSeconds(redisPid), commands: field('total_commands_processed'), reads: field('total_reads_processed') };
     };
     const background = [sim.child.pid, embedded.child.pid, aggregator.child.pid, control.child.pid, gw.child.pid, base?.child.pid, alt?.child.pid];
+    if (o.pin) {
+      const services = localServicePids();
+      const others = [process.pid, sim.child.pid, aggregator.child.pid, control.child.pid, services.kafka, services.redis, services.clickhouse];
+      const measured = targets.map((t) => t.pid);
+      stops.push(async () => pinTo([...others, ...measured], undefined));
+      pinTo(others, 1);
+      pinTo(measured, 0);
+      log(`dist-ab: pinned the measured gateways (${measured.join(', ')}) to CPU 0, the rest (${others.filter((p) => p !== undefined).join(', ')}) to CPU 1`);
+    }
+    const kafkaPid = localServicePids().kafka;
+    const partCpu = (): DistAbSlice['parts'] => ({
+      load: cpuSeconds(process.pid), simulator: cpuSeconds(sim.child.pid), aggregator: cpuSeconds(aggregator.child.pid), kafka: cpuSeconds(kafkaPid),
+    });
     const slices = new Map<string, DistAbSlice[]>(targets.map((t) => [t.name, []]));
     for (let r = 0; r < o.rounds; r++) {
       for (let i = 0; i < targets.length; i++) {
@@ -211,12 +258,19 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
         await waitForIdle(background, 0.1, 300, 10_000);
         const redis0 = await redisCounters();
         const cpu0 = cpuSeconds(tg.pid);
+        const machine0 = machineBusySeconds();
+        const parts0 = partCpu();
         const res = await runLoad(tg.t, { concurrency: o.concurrency, warmupMs: 500, durationMs: o.sliceS * 1000 });
         const cpu1 = cpuSeconds(tg.pid);
         const redis1 = await redisCounters();
+        await waitForIdle(background, 0.1, 300, 10_000);
+        const machine1 = machineBusySeconds();
+        const parts1 = partCpu();
         const s: DistAbSlice = {
           requests: res.requests, sent: res.okTotal + res.errorTotal, seconds: res.elapsedS, p50: res.latency.p50, p99: res.latency.p99,
           cpuS: cpu0 === undefined || cpu1 === undefined ? undefined : cpu1 - cpu0, errors: res.errorTotal,
+          machineS: machine0 === undefined || machine1 === undefined ? undefined : machine1 - machine0,
+          parts: Object.fromEntries(Object.entries(parts1).map(([k, v]) => [k, v === undefined || parts0[k as keyof typeof parts0] === undefined ? undefined : v - parts0[k as keyof typeof parts0]!])) as DistAbSlice['parts'],
           // minus one: the first INFO of the pair is counted between the two snapshots (its own
           // reply does not count it yet; the second's read is counted before its reply)
           redis: {
@@ -225,7 +279,7 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
           },
         };
         slices.get(tg.name)!.push(s);
-        log(`dist-ab c=${o.concurrency} round ${r + 1}/${o.rounds} ${tg.name.padEnd(9)} ${(s.requests / s.seconds).toFixed(0).padStart(6)} req/s  p50 ${s.p50.toFixed(2)}  p99 ${s.p99.toFixed(2)} ms  cpu ${s.cpuS === undefined ? '-' : ((s.cpuS * 1000) / s.sent).toFixed(2)} ms/req  redis ${s.redis.cpuS === undefined ? '-' : ((s.redis.cpuS * 1000) / s.sent).toFixed(3)} ms, ${(s.redis.commands / s.sent).toFixed(2)} commands, ${(s.redis.reads / s.sent).toFixed(2)} reads per req  errors ${s.errors}`);
+        log(`dist-ab c=${o.concurrency} round ${r + 1}/${o.rounds} ${tg.name.padEnd(9)} ${(s.requests / s.seconds).toFixed(0).padStart(6)} req/s  p50 ${s.p50.toFixed(2)}  p99 ${s.p99.toFixed(2)} ms  cpu ${s.cpuS === undefined ? '-' : ((s.cpuS * 1000) / s.sent).toFixed(2)} ms/req  machine ${s.machineS === undefined ? '-' : ((s.machineS * 1000) / s.sent).toFixed(2)} ms/req (${Object.entries(s.parts).map(([k, v]) => `${k} ${v === undefined ? '-' : ((v * 1000) / s.sent).toFixed(2)}`).join(', ')})  redis ${s.redis.cpuS === undefined ? '-' : ((s.redis.cpuS * 1000) / s.sent).toFixed(3)} ms, ${(s.redis.commands / s.sent).toFixed(2)} commands, ${(s.redis.reads / s.sent).toFixed(2)} reads per req  errors ${s.errors}`);
       }
     }
     const emb = slices.get('embedded')!;
@@ -236,6 +290,7 @@ export async function runDistAb(o: DistAbOptions): Promise<DistAbResult> {
         rounds: ss.map((s, i) => ({
           rps: s.requests / s.seconds, p50: s.p50, p99: s.p99,
           cpuMsPerRequest: s.cpuS === undefined ? NaN : (s.cpuS * 1000) / s.sent, errors: s.errors,
+          machineCpuMsPerRequest: s.machineS === undefined ? NaN : (s.machineS * 1000) / s.sent,
           redisCpuMsPerRequest: s.redis.cpuS === undefined ? NaN : (s.redis.cpuS * 1000) / s.sent,
           redisCommandsPerRequest: s.redis.commands / s.sent, redisReadsPerRequest: s.redis.reads / s.sent,
           ratio: s.requests / s.seconds / (emb[i]!.requests / emb[i]!.seconds), addedP50: s.p50 - emb[i]!.p50, addedP99: s.p99 - emb[i]!.p99,
@@ -253,15 +308,17 @@ function distAbTable(r: DistAbResult): string {
   const lines: string[] = [];
   const emb = r.targets.find((t) => t.name === 'embedded')!.slices;
   lines.push(`interleaved A/B: concurrency ${r.concurrency}, ${counted(r.rounds, 'round')} × ${r.sliceS} s per target (+0.5 s warmup each), order rotated per round`);
-  lines.push('target     requests  served  req/s  p50 ms  p99 ms  gw cpu ms/req  ratio vs emb  added p50/p99 ms  errors  redis cpu ms/req  cmds/req  reads/req');
+  lines.push('target     requests  served  req/s  p50 ms  p99 ms  gw cpu ms/req  machine cpu ms/req  ratio vs emb  added p50/p99 ms  errors  redis cpu ms/req  cmds/req  reads/req');
   lines.push('requests/req/s = measured (after each slice\'s warmup); served = every request the process answered in its slices, warmup included');
   lines.push('(the denominator of gw cpu ms/req); p50/p99 = median over rounds of the slice percentile; added = median of the per-round differences;');
+  lines.push('machine = every process on the machine (load, simulator, gateways, aggregator, Kafka, Redis), each slice until its work was done;');
   lines.push('redis = the Redis server over the slices, every client (aggregator included): CPU, commands processed, socket reads with commands (INFO stats)');
   for (const { name, slices: ss } of r.targets) {
     const req = ss.reduce((n, s) => n + s.requests, 0);
     const secs = ss.reduce((n, s) => n + s.seconds, 0);
     const sent = ss.reduce((n, s) => n + s.sent, 0);
     const cpu = ss.every((s) => s.cpuS !== undefined) ? (ss.reduce((n, s) => n + s.cpuS!, 0) * 1000) / sent : NaN;
+    const machine = ss.every((s) => s.machineS !== undefined) ? (ss.reduce((n, s) => n + s.machineS!, 0) * 1000) / sent : NaN;
     const redisCpu = ss.every((s) => s.redis.cpuS !== undefined) ? (ss.reduce((n, s) => n + s.redis.cpuS!, 0) * 1000) / sent : NaN;
     const redisCmds = ss.reduce((n, s) => n + s.redis.commands, 0) / sent;
     const redisReads = ss.reduce((n, s) => n + s.redis.reads, 0) / sent;
@@ -269,7 +326,7 @@ function distAbTable(r: DistAbResult): string {
     const embRate = emb.reduce((n, s) => n + s.requests, 0) / emb.reduce((n, s) => n + s.seconds, 0);
     const addP50 = median(ss.map((s, i) => s.p50 - emb[i]!.p50));
     const addP99 = median(ss.map((s, i) => s.p99 - emb[i]!.p99));
-    lines.push(`${name.padEnd(9)} ${String(req).padStart(9)} ${String(sent).padStart(7)} ${rate.toFixed(0).padStart(6)} ${median(ss.map((s) => s.p50)).toFixed(2).padStart(7)} ${median(ss.map((s) => s.p99)).toFixed(2).padStart(7)} ${cpu.toFixed(2).padStart(14)} ${(rate / embRate).toFixed(2).padStart(12)}x ${`${addP50 >= 0 ? '+' : ''}${addP50.toFixed(2)}/${addP99 >= 0 ? '+' : ''}${addP99.toFixed(2)}`.padStart(16)} ${String(ss.reduce((n, s) => n + s.errors, 0)).padStart(7)} ${redisCpu.toFixed(3).padStart(17)} ${redisCmds.toFixed(2).padStart(9)} ${redisReads.toFixed(2).padStart(10)}`);
+    lines.push(`${name.padEnd(9)} ${String(req).padStart(9)} ${String(sent).padStart(7)} ${rate.toFixed(0).padStart(6)} ${median(ss.map((s) => s.p50)).toFixed(2).padStart(7)} ${median(ss.map((s) => s.p99)).toFixed(2).padStart(7)} ${cpu.toFixed(2).padStart(14)} ${machine.toFixed(2).padStart(19)} ${(rate / embRate).toFixed(2).padStart(12)}x ${`${addP50 >= 0 ? '+' : ''}${addP50.toFixed(2)}/${addP99 >= 0 ? '+' : ''}${addP99.toFixed(2)}`.padStart(16)} ${String(ss.reduce((n, s) => n + s.errors, 0)).padStart(7)} ${redisCpu.toFixed(3).padStart(17)} ${redisCmds.toFixed(2).padStart(9)} ${redisReads.toFixed(2).padStart(10)}`);
   }
   return lines.join('\n');
 }
@@ -290,6 +347,9 @@ Options:
                      deployment as dist-base: a before/after in one run (default none)
   --alt-env <K=V,..> a third gateway of this tree, dist-alt, with this environment on top:
                      a setting's A/B (default none)
+  --pin              CPU affinity (taskset): the measured gateways on CPU 0, everything else
+                     (load, simulator, aggregator, control, Kafka, Redis, ClickHouse) on CPU 1:
+                     a gateway process's own throughput per core (default: no pinning)
   -h, --help         show this help
 
 Progress goes to stderr, the table to stdout.
@@ -298,6 +358,8 @@ Environment:
   KAFKA_BROKERS, REDIS_URL  Kafka and Redis (default 127.0.0.1:9092, redis://127.0.0.1:6379)
   BENCH_GATEWAY_CPU_PROF    a directory: each distributed gateway writes a V8 CPU profile
                             there when it stops (default: none)
+  BENCH_AGGREGATOR_CPU_PROF a directory: the aggregator writes a V8 CPU profile there when
+                            it stops (default: none)
 
 Example:
   node bench/dist-ab.ts --concurrency 32 --rounds 4 --alt-env KEY_CACHE_TTL_MS=0
@@ -311,6 +373,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     slice: { type: 'string' },
     base: { type: 'string' },
     'alt-env': { type: 'string' },
+    pin: { type: 'boolean' },
   } });
   runMain('bench/dist-ab', async () => {
     // --alt-env K=V,K=V: a third gateway of this tree, with that environment on top (a knob's A/B)
@@ -327,7 +390,8 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
       throw new UsageError(`--base: ${opts.base} is not a Tollgate checkout (no services/tollgate/src/main.ts)`);
     }
     try {
-      const r = await runDistAb({ ...o, base: opts.base, altEnv });
+      if (opts.pin && availableParallelism() < 2) throw new UsageError('--pin needs at least 2 CPUs');
+      const r = await runDistAb({ ...o, base: opts.base, altEnv, pin: opts.pin === true });
       process.stdout.write(`${distAbTable(r)}\n`);
       return 0;
     } finally {

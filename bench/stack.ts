@@ -224,11 +224,12 @@ export async function startTollgate(upstreamUrl: string, extraEnv: Record<string
 // ---- CPU accounting ----------------------------------------------------------------------
 
 /**
- * The pids of the Kafka broker and Redis started by `bash deploy/services.sh up` (their pid
- * files under TOLLGATE_DEPLOY_DIR, default <repo>/.deploy), when those processes are alive and
- * are what the pid file says; for the CPU accounting only.
+ * The pids of the Kafka broker, Redis and the ClickHouse server started by `bash
+ * deploy/services.sh up` (their pid files under TOLLGATE_DEPLOY_DIR, default <repo>/.deploy),
+ * when those processes are alive and are what the pid file says; for the CPU accounting and
+ * `bench/dist-ab.ts --pin` only.
  */
-export function localServicePids(): { kafka: number | undefined; redis: number | undefined } {
+export function localServicePids(): { kafka: number | undefined; redis: number | undefined; clickhouse: number | undefined } {
   const dir = process.env.TOLLGATE_DEPLOY_DIR || join(ROOT, '.deploy');
   const pidOf = (file: string, cmdline: RegExp) => {
     try {
@@ -239,7 +240,7 @@ export function localServicePids(): { kafka: number | undefined; redis: number |
       return undefined;
     }
   };
-  return { kafka: pidOf('kafka/kafka.pid', /kafka\.Kafka/), redis: pidOf('redis/redis.pid', /redis-server/) };
+  return { kafka: pidOf('kafka/kafka.pid', /kafka\.Kafka/), redis: pidOf('redis/redis.pid', /redis-server/), clickhouse: pidOf('clickhouse/clickhouse.pid', /clickhouse\/server\.py/) };
 }
 
 const CLOCK_TICKS_PER_S = 100; // USER_HZ on Linux
