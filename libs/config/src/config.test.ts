@@ -72,3 +72,16 @@ test('REDIS_CLUSTER_NODES: parsed into host/port seeds for the ledger, needs RED
     /REDIS_CLUSTER_NODES: expected host:port\[,host:port…\] such as 127\.0\.0\.1:7001,127\.0\.0\.1:7002, got "127\.0\.0\.1:7001,127\.0\.0\.1"/);
   assert.throws(() => loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7001' }), /REDIS_CLUSTER_NODES: needs REDIS_URL too/);
 });
+
+test('WRITE_AHEAD_RESERVE_MB: 64 MiB by default, in bytes; 0 turns the watch off; a fraction, a negative or a word is refused with the variable named', () => {
+  assert.equal(loadConfig({}).writeAheadReserveBytes, 64 * 1_048_576);
+  assert.equal(loadConfig({ WRITE_AHEAD_RESERVE_MB: '0' }).writeAheadReserveBytes, 0);
+  assert.equal(loadConfig({ WRITE_AHEAD_RESERVE_MB: '1024' }).writeAheadReserveBytes, 1_073_741_824);
+  for (const bad of ['1.5', '-1', 'lots']) {
+    assert.throws(() => loadConfig({ WRITE_AHEAD_RESERVE_MB: bad }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.problems.join('\n'), /^WRITE_AHEAD_RESERVE_MB:/m);
+      return true;
+    }, bad);
+  }
+});

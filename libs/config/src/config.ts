@@ -134,6 +134,12 @@ const EnvSchema = z.object({
   HOST: z.string().default('0.0.0.0'),
   PORT: int(0, 65535).default(8080),
   DATA_DIR: z.string().default('./data'),
+  /**
+   * MiB that must stay free on the disk of DATA_DIR's write ahead (spool or journal): below it,
+   * paid requests are refused (503 usage_unrecorded) and /ready is 503, while requests in flight
+   * record their usage in the reserve; 0 turns the watch off
+   */
+  WRITE_AHEAD_RESERVE_MB: int(0, 1_048_576).default(64),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   GATEWAY_ID: eventText.optional(),
 
@@ -364,6 +370,8 @@ export interface Config {
   host: string;
   port: number;
   dataDir: string;
+  /** `WRITE_AHEAD_RESERVE_MB` in bytes (0: not watched) */
+  writeAheadReserveBytes: number;
   logLevel: Env['LOG_LEVEL'];
   gatewayId: string | undefined;
   pricingFile: string | undefined;
@@ -514,6 +522,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     host: e.HOST,
     port: e.PORT,
     dataDir: e.DATA_DIR,
+    writeAheadReserveBytes: e.WRITE_AHEAD_RESERVE_MB * 1_048_576,
     logLevel: e.LOG_LEVEL,
     gatewayId: e.GATEWAY_ID,
     pricingFile: e.PRICING_FILE,

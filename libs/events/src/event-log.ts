@@ -328,10 +328,13 @@ export interface EventLog {
   /**
    * Synchronous: why the write ahead is failing now (the last append failed for a reason of the
    * log's, not of the event: a full or read-only disk, a DATA_DIR lock taken over), until a
-   * probe write succeeds again (WriteAheadHealth, once a second); undefined while it works. A
+   * probe write succeeds again (WriteAheadHealth, once a second); or a DiskReserveLowError while
+   * the disk written ahead to has less free space than the reserve (WRITE_AHEAD_RESERVE_MB;
+   * appends still work then, so requests in flight record theirs); undefined while it works. A
    * gateway refuses paid requests before forwarding them meanwhile (an answer it could not
    * record would be withheld after the upstream was paid, and a stream's text would have left),
-   * and `/ready` reports it. Absent: never failing.
+   * cuts the streams it is relaying unless the problem is only the reserve, and `/ready` reports
+   * it. Absent: never failing.
    */
   writeAheadProblem?(): Error | undefined;
   /**

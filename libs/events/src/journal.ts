@@ -92,6 +92,11 @@ export class Journal {
   #count = 0;
   #closed: Segment[] = [];
 
+  /** the directory of the journal's segments */
+  get dir(): string {
+    return this.#dir;
+  }
+
   constructor(dir: string, options: { segmentEvents?: number; fsync?: boolean } = {}) {
     this.#dir = dir;
     this.#segmentEvents = options.segmentEvents ?? 10_000;

@@ -23,7 +23,7 @@ import type {
 } from './event-log.ts';
 import type { AnyEvent, Topic } from './types.ts';
 import { boundedRaw, type UndecodableMessage } from './decode.ts';
-import { probeDirectory, WriteAheadHealth } from './write-ahead-health.ts';
+import { probeDirectory, reserveChanged, WriteAheadHealth } from './write-ahead-health.ts';
 import { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
 import { compressionType, registerKafkaCodecs, type KafkaCompression } from './kafka-codecs.ts';
 
@@ -50,6 +50,11 @@ export interface KafkaLogOptions {
    * other process may already have read and will delete.
    */
   beforeSpool?: () => Error | undefined;
+  /**
+   * Bytes that must stay free on the disk of `spoolDir` (default 0: not watched). Below it,
+   * `writeAheadProblem()` is a DiskReserveLowError (appends still work) until there is room again.
+   */
+  reserveBytes?: number;
   logger?: KafkaLogLogger;
   /** the codec of the record batches this log produces (default `gzip`); see `compressMinBytes` */
   compression?: KafkaCompression;
@@ -226,11 +231,7 @@ export class KafkaLog implements EventLog {
   readonly #spoolDir: string;
   readonly #beforeSpool: (() => Error | undefined) | undefined;
   /** whether the spool can be written now (EventLog.writeAheadProblem): a probe of the spool directory, after the owner's check */
-  readonly #health = new WriteAheadHealth(() => {
-    const refused = this.#beforeSpool?.();
-    if (refused) throw refused;
-    probeDirectory(this.#spoolDir)();
-  });
+  readonly #health: WriteAheadHealth;
   readonly #log: KafkaLogLogger;
   readonly #compression: CompressionTypes;
   readonly #compressMinBytes: number;
@@ -302,6 +303,11 @@ export class KafkaLog implements EventLog {
     this.#spoolDir = options.spoolDir;
     this.#beforeSpool = options.beforeSpool;
     this.#log = options.logger ?? consoleLogger;
+    this.#health = new WriteAheadHealth(() => {
+      const refused = this.#beforeSpool?.();
+      if (refused) throw refused;
+      probeDirectory(this.#spoolDir)();
+    }, { dir: this.#spoolDir, reserveBytes: options.reserveBytes ?? 0, onChange: (low) => reserveChanged(this.#log, low, this.#spoolDir) });
     registerKafkaCodecs();
     this.#compression = compressionType(options.compression ?? 'gzip');
     this.#compressMinBytes = options.compressMinBytes ?? 16_384;
@@ -701,7 +707,10 @@ export class KafkaLog implements EventLog {
     };
   }
 
-  /** EventLog.writeAheadProblem: the spool could not be opened, or its last append failed and no probe has succeeded since. */
+  /**
+   * EventLog.writeAheadProblem: the spool could not be opened, or its last append failed and no
+   * probe has succeeded since, or (DiskReserveLowError) its disk is below `reserveBytes`.
+   */
   writeAheadProblem(): Error | undefined {
     return this.#openError ?? this.#health.problem();
   }

@@ -4,7 +4,7 @@ import type {
 } from './event-log.ts';
 import type { Journal } from './journal.ts';
 import { headersProblem, InvalidEventError, NotPublishedError } from './event-log.ts';
-import { WriteAheadHealth } from './write-ahead-health.ts';
+import { reserveChanged, WriteAheadHealth } from './write-ahead-health.ts';
 
 /** An event as held: with its place in the journal. */
 type Held = ConsumedEvent & { seq: number };
@@ -52,11 +52,21 @@ export class MemoryLog implements EventLog {
   /** the `quiesce` running, so a second one waits for it */
   #quiescing: Promise<unknown> = Promise.resolve();
 
-  constructor(options: { maxBatch?: number; journal?: Journal } = {}) {
+  /**
+   * `journal`: the write ahead (none: nothing survives the process); `reserve`: bytes that must
+   * stay free on the journal's disk (default 0: not watched), below which `writeAheadProblem()`
+   * is a DiskReserveLowError, with `logger` told when that starts and ends.
+   */
+  constructor(options: { maxBatch?: number; journal?: Journal; reserveBytes?: number; logger?: { warn(obj: object, msg?: string): void } } = {}) {
     this.#maxBatch = options.maxBatch ?? 1000;
     this.#journal = options.journal;
     const journal = options.journal;
-    if (journal) this.#health = new WriteAheadHealth(() => journal.probe());
+    if (journal) {
+      const logger = options.logger;
+      this.#health = new WriteAheadHealth(() => journal.probe(), {
+        dir: journal.dir, reserveBytes: options.reserveBytes ?? 0, onChange: (low) => { if (logger) reserveChanged(logger, low, journal.dir); },
+      });
+    }
   }
 
   publish(topic: Topic, events: PublishedEvent[]): Promise<void> {
@@ -99,7 +109,10 @@ export class MemoryLog implements EventLog {
     return { durable: Promise.resolve() };
   }
 
-  /** EventLog.writeAheadProblem: the journal's last append failed and no probe has succeeded since. */
+  /**
+   * EventLog.writeAheadProblem: the journal's last append failed and no probe has succeeded
+   * since, or (DiskReserveLowError) its disk is below the reserve.
+   */
   writeAheadProblem(): Error | undefined {
     return this.#health?.problem();
   }

@@ -5,11 +5,12 @@
 // log refuses for its own fault (a reserved header) does not count. Real files, no Kafka needed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { existsSync, statfsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { InvalidEventError, Journal, KafkaLog, MemoryLog, NotPublishedError, PROBE_INTERVAL_MS, PROBE_NAME } from '@tollgate/events';
+import { DiskReserveLowError, InvalidEventError, Journal, KafkaLog, MemoryLog, NotPublishedError, PROBE_INTERVAL_MS, PROBE_NAME } from '@tollgate/events';
 import { sampleEvents } from './event-log.contract.ts';
 import { deadClient, quiet, spoolLines } from './spool-helpers.ts';
 
@@ -115,5 +116,65 @@ test('write ahead failing (its directory removed from under the process): the ne
     await kafka.close();
     await rm(journalDir, { recursive: true, force: true });
     await rm(spoolDir, { recursive: true, force: true });
+  }
+});
+
+/** A directory on a quiet file system (tmpfs /dev/shm when there is one), its bytes free now. */
+async function quietDir(prefix: string): Promise<{ dir: string; free: () => number }> {
+  const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+  const dir = await mkdtemp(join(base, prefix));
+  return { dir, free: () => { const s = statfsSync(dir); return s.bavail * s.bsize; } };
+}
+
+test('write ahead below its reserve (kind: too little room left to record what is answered): both logs report a DiskReserveLowError naming the free space and the reserve, appends still work, and it clears once there is room again', async () => {
+  const MiB = 1_048_576;
+  for (const kind of ['journal', 'spool'] as const) {
+    const { dir, free } = await quietDir(`tollgate-reserve-${kind}-`);
+    // The reserve: 32 MiB under what is free now, so 64 MiB written there takes the disk below it.
+    const reserveBytes = free() - 32 * MiB;
+    const changes: string[] = [];
+    // (the spool's sender also warns that Kafka is away: only the reserve's lines are kept)
+    const logger = { warn: (_: object, msg?: string) => { if (/reserve/.test(String(msg))) changes.push(String(msg)); }, error: () => {} };
+    const log = kind === 'journal'
+      ? new MemoryLog({ journal: new Journal(join(dir, 'journal')), reserveBytes, logger })
+      : new KafkaLog({ kafka: deadClient(), spoolDir: join(dir, 'spool'), reserveBytes, logger });
+    const samples = sampleEvents(randomUUID().slice(0, 8), 2);
+    try {
+      assert.equal(log.writeAheadProblem(), undefined, `${kind}: room above the reserve`);
+      await writeFile(join(dir, 'ballast'), Buffer.alloc(64 * MiB));
+      await until(`${kind}: the reserve to be seen crossed`, () => log.writeAheadProblem() !== undefined);
+      const low = log.writeAheadProblem();
+      assert.ok(low instanceof DiskReserveLowError, `${kind}: ${String(low)}`);
+      assert.equal(low.reserveBytes, reserveBytes);
+      assert.ok(low.freeBytes < reserveBytes && low.freeBytes > reserveBytes - 64 * MiB, `${kind}: free ${low.freeBytes}`);
+      assert.match(low.message, new RegExp(`^only \\d+(\\.\\d)? MiB free on the disk of ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/${kind}, below the write-ahead reserve of ${(reserveBytes / MiB).toFixed(1).replace(/\.0$/, '').replace('.', '\\.')} MiB \\(WRITE_AHEAD_RESERVE_MB\\)$`));
+      // Appends still work: requests in flight record their usage in the reserve.
+      const appended = log.append(samples[0]!.topic, [{ event: samples[0]!.event }]);
+      assert.equal(appended.error, undefined, `${kind}: ${String(appended.error)}`);
+      assert.ok(log.writeAheadProblem() instanceof DiskReserveLowError, `${kind}: a successful append does not clear the reserve verdict`);
+      await rm(join(dir, 'ballast'));
+      await until(`${kind}: room again`, () => log.writeAheadProblem() === undefined);
+      assert.equal(changes.length, 2, changes.join(' | '));
+      assert.match(changes[0]!, /below the write-ahead reserve .*: paid requests and operator writes are refused until there is room again$/);
+      assert.equal(changes[1], 'free space on the disk written ahead to is above the reserve again: serving');
+      if (kind === 'spool') assert.equal((await spoolLines(join(dir, 'spool'))).length, 1, 'the event is in the spool');
+    } finally {
+      await log.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+});
+
+test('write ahead reserve 0 (WRITE_AHEAD_RESERVE_MB=0): nothing is watched, so even a reserve the disk could never hold is no problem', async () => {
+  const { dir } = await quietDir('tollgate-reserve-off-');
+  const log = new MemoryLog({ journal: new Journal(dir), reserveBytes: 0 });
+  const over = new MemoryLog({ journal: new Journal(join(dir, 'over')), reserveBytes: Number.MAX_SAFE_INTEGER });
+  try {
+    assert.equal(log.writeAheadProblem(), undefined);
+    assert.ok(over.writeAheadProblem() instanceof DiskReserveLowError, 'checked at once, before the first interval');
+  } finally {
+    await log.close();
+    await over.close();
+    await rm(dir, { recursive: true, force: true });
   }
 });

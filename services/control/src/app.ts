@@ -15,6 +15,7 @@ import { PlanBody, registerPlanRoutes } from './plans.ts';
 import { eventsUnwritable, guardHotState, KEY_DIRECTORY_READS } from './hot-state.ts';
 import { ControlRecordRegistry, putRecord, type DirectoryRecordEvent } from './record-registry.ts';
 import { findPlan } from '@tollgate/limits';
+import { DiskReserveLowError } from '@tollgate/events';
 
 /**
  * Text that ends up in an event (names, credit references): well-formed Unicode (no lone
@@ -167,9 +168,14 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
-  /** Refuses a write before anything changes while this process's events cannot be written ahead. */
+  /**
+   * Refuses a write before anything changes while this process's events cannot be written ahead.
+   * A disk only below its reserve (DiskReserveLowError) still records: an operator's few small
+   * records (a revocation in an incident) are what the reserve is for too.
+   */
   const recordable = () => {
-    if (deps.log.writeAheadProblem?.()) throw eventsUnwritable();
+    const problem = deps.log.writeAheadProblem?.();
+    if (problem && !(problem instanceof DiskReserveLowError)) throw eventsUnwritable();
   };
   /**
    * Written ahead to the log (durable, replayable), then to the directory at once

@@ -251,7 +251,7 @@ export async function embeddedAdapters(config: Config, logger?: Logger, options:
   await rebuild({ warehouse, balances, keys });
   // The old journal is read (and set aside) before the new one opens in the same directory.
   const leftover = takeJournal(journalDir);
-  const log = new MemoryLog({ journal: new Journal(journalDir) });
+  const log = new MemoryLog({ journal: new Journal(journalDir), reserveBytes: config.writeAheadReserveBytes, logger });
   let recovered: Promise<number> | undefined;
   return {
     mode: 'embedded', log, balances, keys, gatewayKeys: keys, warehouse, redis: undefined,
@@ -364,6 +364,7 @@ async function openDistributed(config: Config, logger: Logger, dataLock: DataDir
   });
   const log = new KafkaLog({
     kafka, topicPrefix: kafkaConfig.topicPrefix, spoolDir: join(config.dataDir, 'spool'), logger, compression: kafkaConfig.compression,
+    reserveBytes: config.writeAheadReserveBytes,
     beforeSpool: () => dataLock.check(),
   });
   // A process that consumes needs the topics before it subscribes; one that only publishes (a

@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '@tollgate/config';
-import { finishedWithin, KafkaLog, MemoryLog, SPOOL_RESEND_MS, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
+import { DiskReserveLowError, finishedWithin, KafkaLog, MemoryLog, SPOOL_RESEND_MS, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
 import { addReadinessCheck, createHttpServer, loggerOptions, registerNotServedHere, registerServedElsewhere } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
@@ -464,7 +464,9 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       || (config.roles.includes('aggregator') && config.aggregator.groups.includes('ledger'));
     if (usesHotState && !rebuilding && !(await balances.ready())) reasons.push('hot state is not ready (lost or not yet rebuilt)');
     // Its error stays in the log (it names DATA_DIR's path): /ready is unauthenticated.
-    if (log.writeAheadProblem?.()) reasons.push('events cannot be written ahead (the spool or journal in DATA_DIR cannot be written)');
+    const writeAhead = log.writeAheadProblem?.();
+    if (writeAhead instanceof DiskReserveLowError) reasons.push('the disk of DATA_DIR is below the write-ahead reserve (WRITE_AHEAD_RESERVE_MB)');
+    else if (writeAhead) reasons.push('events cannot be written ahead (the spool or journal in DATA_DIR cannot be written)');
     const readsWarehouse = warehouse && (adapters.mode === 'embedded' || ownsWarehouse || config.roles.includes('control'));
     if (readsWarehouse) {
       // The error's text stays in the log: it may name the ClickHouse URL, and /ready is unauthenticated.

@@ -4,7 +4,7 @@ import {
   createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, readMessage, SseFramer, sseErrorEvent,
   upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
-import type { UsageEvent } from '@tollgate/events';
+import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
@@ -712,7 +712,9 @@ async function relayStream(
       forwarding = false;
       return;
     }
-    if (deps.log.writeAheadProblem?.()) {
+    const writeAhead = deps.log.writeAheadProblem?.();
+    // The disk only fell below its reserve: appends still work, so this answer is recorded in it.
+    if (writeAhead && !(writeAhead instanceof DiskReserveLowError)) {
       // The write ahead failed meanwhile (another request's append found the disk full): this
       // answer could not be recorded either, so its text stops here, not at its last frame. The
       // client was told it was withheld and to retry: charged nothing, even if the disk is freed

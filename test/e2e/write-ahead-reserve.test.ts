@@ -1,0 +1,97 @@
+// Kind: too little room left on the disk to record what is answered. A request whose own append
+// was the first to find the disk full had relayed its whole stream before that append (only its
+// `message_stop` was withheld): served and never billed. Now the disk's free space is watched
+// against a reserve (WRITE_AHEAD_RESERVE_MB): below it, new paid requests are refused before
+// they are forwarded and `/ready` says why, while the streams in flight go on to their end and
+// are billed from the reserve; operator writes still record. Embedded mode on a real file
+// system (tmpfs /dev/shm when there is one, so other tests' writes do not move the figures),
+// the official SDK as client, the simulator as upstream.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, statfsSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Anthropic from '@anthropic-ai/sdk';
+import { admin, customer, settledBalance, simRequests, startStack } from '../support/tollgate.ts';
+
+const MiB = 1_048_576;
+// claude-sonnet-4-5 in the CNY catalog: input 72 µc, output 360 µc per token.
+const COST = 100n * 72n + 3n * 360n; // 8_280 µc
+const SLOW_COST = 100n * 72n + 20n * 360n; // 7_200 + 7_200 = 14_400 µc
+const GRANT = 10_000_000n; // 10 credits
+const TOP_UP = 1_000_000n; // 1 credit, granted while the disk is below its reserve
+
+test('write ahead below its reserve (too little room to record what is answered): new paid requests are refused before forwarding and /ready says why, the stream in flight ends whole and billed, operator writes still record; served again once there is room', async (t) => {
+  const dataDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'tollgate-reserve-'));
+  const freeMiB = () => { const s = statfsSync(dataDir); return (s.bavail * s.bsize) / MiB; };
+  // 48 MiB under what is free now: the warehouse's own files stay above it, 128 MiB of ballast does not.
+  const reserveMiB = Math.floor(freeMiB()) - 48;
+  const stack = await startStack({ DATA_DIR: dataDir, WRITE_AHEAD_RESERVE_MB: String(reserveMiB) });
+  t.after(async () => {
+    await stack.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  const c = await customer(stack.url, 10);
+  const params = (tag: string, output = 3) => ({ model: 'claude-sonnet-4-5', max_tokens: 32, messages: [{ role: 'user' as const, content: `${tag} [[sim input=100 output=${output}${output > 3 ? ' tps=5' : ''}]]` }] });
+  const forwarded = async (tag: string) => (await simRequests(stack.simUrl, 50)).some((r) => JSON.stringify(r.body).includes(tag));
+  const readiness = async () => {
+    const res = await fetch(`${stack.url}/ready`);
+    return { status: res.status, reasons: res.status === 200 ? [] : ((await res.json()) as { reasons: string[] }).reasons };
+  };
+
+  assert.equal((await c.client.messages.create(params('ok-1'))).type, 'message');
+  assert.equal((await readiness()).status, 200);
+
+  // A slow stream in flight (20 tokens at 5/s) when the disk falls below the reserve.
+  const slowEvents: string[] = [];
+  let slowFirst: () => void = () => {};
+  const slowStarted = new Promise<void>((r) => { slowFirst = r; });
+  const slowStream = c.client.messages.stream(params('slow-2', 20));
+  slowStream.on('streamEvent', (e) => {
+    slowEvents.push(e.type);
+    if (e.type === 'content_block_delta') slowFirst();
+  });
+  const slowEnd = slowStream.finalMessage();
+  await slowStarted;
+  await writeFile(join(dataDir, 'ballast'), Buffer.alloc(128 * MiB));
+  for (const end = Date.now() + 5_000; (await readiness()).status === 200;) {
+    if (Date.now() > end) throw new Error(`the reserve was never seen crossed (${freeMiB().toFixed(0)} MiB free, reserve ${reserveMiB})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.deepEqual(await readiness(), { status: 503, reasons: ['the disk of DATA_DIR is below the write-ahead reserve (WRITE_AHEAD_RESERVE_MB)'] });
+
+  // A new paid request: refused before forwarding, no text, not sent upstream.
+  const refusedEvents: string[] = [];
+  const refused = await (async () => {
+    const s = c.client.messages.stream(params('refused-3'));
+    s.on('streamEvent', (e) => refusedEvents.push(e.type));
+    return s.finalMessage().then(() => undefined, (err: unknown) => err as InstanceType<typeof Anthropic.APIError>);
+  })();
+  assert.equal(refused?.status, 503);
+  assert.equal(refused?.headers?.get('retry-after'), '2');
+  assert.match(String(refused?.message), /"code":"usage_unrecorded".*cannot record usage right now, so the request was not forwarded and nothing is charged/);
+  assert.deepEqual(refusedEvents, []);
+  assert.equal(await forwarded('refused-3'), false, 'not sent upstream');
+
+  // An operator write still records (the reserve is for those too: a revocation in an incident).
+  const topUp = await admin<{ status?: string }>(stack.url, 'POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference: 'below-reserve' });
+  assert.ok(topUp.status === 200 || topUp.status === 201 || topUp.status === 202, `grant answered ${topUp.status}`);
+
+  // The stream in flight was not cut: it ends with its stop_reason and its whole text.
+  const slow = await slowEnd;
+  assert.equal(slow.stop_reason, 'end_turn');
+  assert.equal(slowEvents.at(-1), 'message_stop');
+  assert.equal(slowEvents.filter((x) => x === 'content_block_delta').length > 0, true);
+  assert.equal((await readiness()).status, 503, 'still below the reserve');
+
+  // Room again: ready within a check or two, and served.
+  await rm(join(dataDir, 'ballast'));
+  for (const end = Date.now() + 5_000; (await readiness()).status !== 200;) {
+    if (Date.now() > end) throw new Error(`not ready again: ${JSON.stringify(await readiness())}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal((await c.client.messages.create(params('ok-4'))).type, 'message');
+  // Billed: ok-1, the slow stream in full and ok-4; the refused one not at all; the top-up counted.
+  assert.equal(await settledBalance(stack, c.accountId), GRANT + TOP_UP - 2n * COST - SLOW_COST);
+});
