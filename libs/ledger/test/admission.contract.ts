@@ -99,6 +99,33 @@ export function admissionContract(name: string, make: ClockedFactory): void {
     assert.deepEqual(await store.get(a), { balance: 20n * SONNET_FULL, held: 20n * SONNET_FULL, available: 0n });
   });
 
+  it('hold headroom arithmetic on both sides of 10^15 (where the Redis script adds in Lua rather than in Redis) is exact to the µc', async (store) => {
+    const E15 = 10n ** 15n;
+    const MAX = 2n ** 53n - 1n;
+    // balance, overdraft, an earlier hold: each case once with operands of at most 15 characters
+    // (Lua's doubles, exact below 2^53) and once with 16 (Redis on its scratch key).
+    const cases: Array<[balance: bigint, overdraft: bigint, earlier: bigint]> = [
+      [E15 - 1n, 0n, 1n],
+      [E15, 0n, E15 - 1n],
+      [E15 - 1n, E15 - 1n, E15 - 2n],
+      [MAX, MAX, MAX - 8n],
+      [-(E15 / 10n - 1n), E15 / 10n + 5n, 2n],
+      [-(E15 / 10n), E15 / 10n + 5n, 2n],
+      [999_999_999_999_999n, 1n, 999_999_999_999_999n],
+    ];
+    for (const [balance, overdraft, earlier] of cases) {
+      const a = await funded(store, balance);
+      const what = `balance ${balance}, overdraft ${overdraft}, earlier hold ${earlier}`;
+      assert.deepEqual(await store.hold(req(a, { amount: earlier, overdraft })), { ok: true, amount: earlier, available: balance - earlier }, what);
+      // what is left, including the overdraft: taken exactly, and not one µc more
+      const left = balance + overdraft - earlier;
+      assert.deepEqual(await store.hold(req(a, { amount: left + 1n, overdraft })), { ok: false, reason: 'insufficient_credits', available: left, required: left + 1n }, what);
+      assert.deepEqual(await store.hold(req(a, { amount: left, overdraft })), { ok: true, amount: left, available: -overdraft }, what);
+      assert.deepEqual(await store.hold(req(a, { amount: 1n, overdraft })), { ok: false, reason: 'insufficient_credits', available: 0n, required: 1n }, what);
+      assert.deepEqual(await store.get(a), { balance, held: earlier + left, available: -overdraft }, what);
+    }
+  });
+
   it('overdraft: the only way below zero, and only as far as it says', async (store) => {
     const a = await funded(store, 100n);
     // 100 + overdraft 50 = 150 available
