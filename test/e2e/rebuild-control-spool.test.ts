@@ -95,3 +95,73 @@ test('rebuild after a Redis loss with a key revocation, an account and a key onl
     await close();
   }
 });
+
+test('rebuild after a Redis loss while the control process that alone holds an account and key (its spool; Kafka away for it) is stalled past the restore window: read through the other processes they are never absent (503 until it is back and has put them back, never 404 or 401)', async (t) => {
+  // Kind: a record only a spool held, read as absent because its writer could not put it back
+  // within the restore window (1 s): a GC pause, a frozen VM. Readers now wait for every process
+  // that announced something to put back (`<ready>:pending`), up to RESTORE_WAIT_MAX_MS.
+  const started = await startCluster([
+    ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
+    ['control', { roles: 'control' }],
+    ['cut-off', { roles: 'control', env: { KAFKA_BROKERS: '127.0.0.1:1' } }],
+    ['gw', { roles: 'gateway' }],
+  ]);
+  if (!started) { t.skip('Kafka or Redis absent'); return; }
+  const { cluster: c, close } = started;
+  const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const ready = `${c.env.REDIS_PREFIX!}ledger-ready`;
+  let paused = false;
+  let watching = true;
+  try {
+    await redis.connect();
+    await c.allReady('agg', 'control', 'cut-off', 'gw');
+    const made = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'spool-only' }, c.url('cut-off'));
+    assert.equal(made.status, 201);
+    const madeKey = await c.admin<{ key: string }>('POST', `/admin/v1/accounts/${made.json.id}/keys`, {}, c.url('cut-off'));
+    assert.equal(madeKey.status, 201);
+    const spoolOnly = new Anthropic({ apiKey: madeKey.json.key, baseURL: c.url('gw'), maxRetries: 0, logLevel: 'error' });
+    const keyStatus = () => spoolOnly.messages.create({
+      model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: '[[sim input=10 output=2]] hi' }],
+    }).then(() => 200, (err: unknown) => (err as { status?: number }).status ?? -1);
+    // Read through the other control process: the account is in Redis (201 above).
+    const accountStatus = async () => (await c.admin('GET', `/admin/v1/accounts/${made.json.id}`, undefined, c.url('control'))).status;
+    await c.eventually('the account readable everywhere', async () => ((await accountStatus()) === 200 ? true : undefined));
+    assert.equal(await keyStatus(), 402, 'the new account has no credit');
+    await new Promise((r) => setTimeout(r, 600)); // its registry's polls see the epoch before the loss
+    const accountAnswers: number[] = [];
+    const keyAnswers: number[] = [];
+    const watch = Promise.all([
+      (async () => { while (watching) { accountAnswers.push(await accountStatus()); await new Promise((r) => setTimeout(r, 20)); } })(),
+      (async () => { while (watching) { keyAnswers.push(await keyStatus()); await new Promise((r) => setTimeout(r, 20)); } })(),
+    ]);
+    assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0);
+    // It announces what it must put back (its registry's next poll), then stalls.
+    await c.eventually('the cut-off process announced', async () => ((await redis.scard(`${ready}:restorers`)) > 0 ? true : undefined), 10_000);
+    c.pause('cut-off');
+    paused = true;
+    await c.eventually('the rebuild loaded', async () => ((await redis.exists(ready)) === 1 ? true : undefined), 40_000);
+    // Well past the restore window (1 s): the state is rebuilt, the account and key still missing.
+    await new Promise((r) => setTimeout(r, 3_000));
+    assert.equal(await redis.scard(`${ready}:pending`), 1, 'readers wait for the stalled process');
+    c.resume('cut-off');
+    paused = false;
+    await c.eventually('put back', async () => (accountAnswers.at(-1) === 200 && keyAnswers.at(-1) === 402 ? true : undefined), 20_000);
+    watching = false;
+    await watch;
+    const runs = (xs: number[]) => xs.reduce<Array<[number, number]>>((out, x) => {
+      if (out.at(-1)?.[0] === x) out.at(-1)![1]++;
+      else out.push([x, 1]);
+      return out;
+    }, []).map(([x, n]) => `${x}×${n}`).join(' ');
+    t.diagnostic(`account: ${runs(accountAnswers)}; key: ${runs(keyAnswers)}`);
+    assert.ok(accountAnswers.includes(503) && keyAnswers.includes(503), 'the watch saw the loss');
+    assert.deepEqual(accountAnswers.filter((s) => s !== 200 && s !== 503), [], 'the account never answered as absent');
+    assert.deepEqual(keyAnswers.filter((s) => s !== 402 && s !== 503), [], 'the key never answered as unknown');
+    assert.equal(await redis.exists(`${ready}:pending`), 0, 'done: nobody waited for');
+  } finally {
+    watching = false;
+    if (paused) c.resume('cut-off');
+    redis.disconnect();
+    await close();
+  }
+});

@@ -242,8 +242,16 @@ export interface BalanceStore {
    * while the state is lost, also say in the same step that this caller has holds to restore,
    * so the next `load` admits no hold for the store's restore window (Redis: `restoreWindowMs`,
    * 1,000 ms by default) while every gateway restores; the announcement lapses after that long.
+   * `restorer`: the announcing process's id; readers wait (`stateLost`) until each announced one
+   * calls `restored` after the load, or the store's longest wait (Redis: `restoreWaitMaxMs`,
+   * RESTORE_WAIT_MAX_MS, 10,000 ms) has passed.
    */
-  epoch(announceMs?: number): Promise<string | null | undefined>;
+  epoch(announceMs?: number, restorer?: string): Promise<string | null | undefined>;
+  /**
+   * The process `restorer` (as it announced itself to `epoch`) has put back into the rebuilt
+   * state what it announced: readers stop waiting for it. A no-op for a store never lost.
+   */
+  restored?(restorer: string): Promise<void>;
   /**
    * Re-reserves holds of requests still in flight after a rebuild, unrefusable (the requests are
    * already running): each one not present and whose usage was not applied here is held again
@@ -290,7 +298,8 @@ export interface BalanceStore {
    * True when this store waits for a rebuild (it requires one, and its store-wide ready mark is
    * missing: Redis lost its data, or a rebuild is loading) or was rebuilt a moment ago and is in
    * its restore window (RESTORE_WINDOW_MS, opened when a process announced records or holds to
-   * put back: what only its spool held is missing until then): one read (on a Cluster the
+   * put back: what only its spool held is missing until then), or some process that announced
+   * has not said it is done (`restored`; at most RESTORE_WAIT_MAX_MS): one round trip (on a Cluster the
    * store-wide keys only, not every slot's mark as `ready()` reads). For readers that would take
    * a missing record for an absent one: the operator routes (503 `state_unavailable` rather than
    * "no such account"), a gateway's key miss (503 rather than 401). A store that needs no

@@ -1,8 +1,9 @@
 // What a process made in hot state that a rebuild from the warehouse cannot know yet, kept so the
 // process can put it back once it sees the state rebuilt: the common part of the gateway's holds
 // in flight (HoldRegistry) and the control role's records (ControlRecordRegistry).
+import { randomUUID } from 'node:crypto';
 import type { BalanceStore } from './balance-store.ts';
-import { RESTORE_POLL_MS } from './redis-balance-store.ts';
+import { RESTORE_POLL_MS, RESTORE_WAIT_MAX_MS } from './redis-balance-store.ts';
 
 /** An entry of an EpochRegistry: where the event that puts it in the warehouse is. */
 export interface RegistryEntry {
@@ -23,10 +24,12 @@ export interface EpochRegistryOptions {
 /**
  * Entries by id, and the poll that follows the state's `epoch` (which every rebuild replaces):
  * - every `pollMs`, one read of the epoch; while the state is lost (null) and entries are listed,
- *   the read also announces a restore (`epoch(announceMs)`), so the rebuilt state admits no hold
- *   for its restore window while this process puts its entries back;
- * - on a new epoch, `restore` puts every listed entry back (the subclass's work); until it
- *   succeeds the old epoch is kept, so the next poll tries again;
+ *   the read also announces a restore under this registry's id (`epoch(announceMs, id)`, lasting
+ *   RESTORE_WAIT_MAX_MS), so the rebuilt state admits no hold for its restore window, and readers
+ *   take nothing as absent, while this process puts its entries back;
+ * - on a new epoch, `restore` puts every listed entry back (the subclass's work), then the
+ *   registry tells the store it is done (`restored(id)`: readers stop waiting for it); until
+ *   both succeed the old epoch is kept, so the next poll tries again;
  * - on the same epoch, entries acknowledged by the log before the read are dropped: any later
  *   rebuild reads them from the warehouse (a rebuild waits for the warehouse to hold the log);
  * - a store that is never lost (`epoch` undefined: memory) turns the registry off for good.
@@ -47,6 +50,8 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
   #polling: Promise<void> | undefined;
   /** the last poll failed (its error was reported; the next ones' are not, until one succeeds) */
   #failing = false;
+  /** this registry's id in the store's announcements (`epoch`, `restored`) */
+  readonly #restorer = randomUUID();
 
   /** Starts polling `store`'s epoch every `pollMs` (the timer does not keep the process alive). */
   constructor(store: BalanceStore, options: EpochRegistryOptions = {}) {
@@ -103,7 +108,7 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
     const acknowledged: Array<[string, E]> = [];
     for (const pair of this.entries) if (pair[1].published === 'acked') acknowledged.push(pair);
     // Lost: the next rebuild must wait for this process's restore (announced in the same step).
-    const epoch = await this.store.epoch(this.entries.size > 0 ? 8 * this.#pollMs : undefined);
+    const epoch = await this.store.epoch(this.entries.size > 0 ? Math.max(8 * this.#pollMs, RESTORE_WAIT_MAX_MS) : undefined, this.#restorer);
     if (epoch === undefined) {
       this.#off = true;
       this.entries.clear();
@@ -118,7 +123,10 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
       for (const [id, e] of acknowledged) if (this.entries.get(id) === e) this.entries.delete(id);
       return;
     }
-    if (await this.restore(epoch)) this.#epoch = epoch;
+    if (await this.restore(epoch)) {
+      await this.store.restored?.(this.#restorer);
+      this.#epoch = epoch;
+    }
   }
 
   /** Stops polling (the process is closing). */

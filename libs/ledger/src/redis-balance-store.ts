@@ -41,6 +41,14 @@ export interface RedisBalanceStoreOptions {
    */
   restoreWindowMs?: number;
   /**
+   * After a rebuild, how long readers wait at most for the processes that announced something
+   * to put back (`epoch(announceMs, restorer)` while the state was lost) to say they are done
+   * (`restored`): `stateLost()` stays true until each has, or this long (ms; default
+   * RESTORE_WAIT_MAX_MS, 10,000; 0: readers wait only the restore window). Only with
+   * `requireReady` (or the Cluster layout).
+   */
+  restoreWaitMaxMs?: number;
+  /**
    * The Cluster layout's other Redis: the standalone one that holds the key directory (REDIS_URL,
    * while the ledger is on REDIS_CLUSTER_NODES). It gets a ready mark of its own
    * (`<prefix>directory-ready`), set by `load`, and the state counts as lost without it
@@ -90,6 +98,7 @@ interface LedgerScripts {
   tollgateLedgerRestoreHolds(held: string, holds: string, expiry: string, hwin: string, ...args: string[]): Promise<number>;
   /** variable key count: called with the number of keys first */
   tollgateLedgerEpoch(numKeys: number, ...keysAndArgs: string[]): Promise<string | null>;
+  tollgateLedgerTakeRestorers(restorers: string, pending: string, waitMs: string): Promise<number>;
 }
 
 /** How often a gateway reads the hot state's epoch, ms (one GET on Redis; HoldRegistry). */
@@ -100,6 +109,17 @@ export const RESTORE_POLL_MS = 250;
  * ms: four of a gateway's `epoch` polls (RESTORE_POLL_MS, 250 ms) and their restore calls.
  */
 export const RESTORE_WINDOW_MS = 1000;
+
+/**
+ * How long after a rebuild readers wait at most for the processes that announced something to
+ * put back (a control process's records only its spool held, a gateway's holds) before an
+ * absent record counts as absent, ms. A process stalled past the restore window (a GC pause, a
+ * frozen VM) had its records read as absent meanwhile: 404 for an account, 401 for a key
+ * (docs/decisions.md, "Readers wait for every announced restorer"). Each process leaves the wait
+ * as soon as it is done, so it is this long only when one never comes back. Also how long an
+ * announcement lasts while the state is lost.
+ */
+export const RESTORE_WAIT_MAX_MS = 10_000;
 
 /**
  * How long a rebuild of a lost state lets pass, from when it found the state lost, before it
@@ -240,6 +260,8 @@ export class RedisBalanceStore implements BalanceStore {
   #usageMemoryMs: string;
   /** RedisBalanceStoreOptions.restoreWindowMs, as the scripts take it */
   #restoreWindowMs: string;
+  /** RedisBalanceStoreOptions.restoreWaitMaxMs, as the scripts take it */
+  #restoreWaitMaxMs: string;
   #requireReady: boolean;
   /** RedisBalanceStoreOptions.directory */
   #directory: Redis | undefined;
@@ -270,6 +292,9 @@ export class RedisBalanceStore implements BalanceStore {
     const window = options.restoreWindowMs ?? RESTORE_WINDOW_MS;
     if (!Number.isSafeInteger(window) || window < 0) throw new RangeError(`restoreWindowMs must be an integer >= 0, got ${window}`);
     this.#restoreWindowMs = String(window);
+    const wait = options.restoreWaitMaxMs ?? RESTORE_WAIT_MAX_MS;
+    if (!Number.isSafeInteger(wait) || wait < 0) throw new RangeError(`restoreWaitMaxMs must be an integer >= 0, got ${wait}`);
+    this.#restoreWaitMaxMs = String(wait);
 
     const expireHolds = lua('expire-holds');
     const windowsFn = lua('windows-fn');
@@ -301,6 +326,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerClusterLoadPut', `${lua('marker-fn')}\n${lua('cluster-load-put')}`, 2);
     define('tollgateLedgerRaiseWindows', lua('raise-windows'), -1);
     define('tollgateLedgerEpoch', lua('epoch'), -1);
+    define('tollgateLedgerTakeRestorers', lua('take-restorers'), 2);
     define('tollgateLedgerRestoreHolds', `${expireHolds}\n${windowsFn}\n${lua('restore-holds')}`, 4);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
@@ -398,22 +424,31 @@ export class RedisBalanceStore implements BalanceStore {
    * Null while the state is lost or loading; undefined without `requireReady` (never lost). With
    * `announceMs`, a lost state also gets `<ready key>:restorers` in the same step (lua/epoch.lua).
    */
-  async epoch(announceMs?: number): Promise<string | null | undefined> {
+  async epoch(announceMs?: number, restorer = ''): Promise<string | null | undefined> {
     if (!this.#requireReady) return undefined;
     if (announceMs !== undefined) checkTtlMs(announceMs);
     const announce = String(Math.ceil(announceMs ?? 0));
     if (!this.#cluster) {
-      const value = await this.#scripts.tollgateLedgerEpoch(1, this.#key('ready'), announce);
+      const value = await this.#scripts.tollgateLedgerEpoch(1, this.#key('ready'), announce, '', restorer, '');
       return typeof value === 'string' ? value : null;
     }
     // An empty directory is a lost state too, announced as a lost ledger is (epoch.lua): the
     // rebuild's load then opens the restore window and starts a new generation to restore into.
     if (!(await this.#directoryReady())) {
-      if (announceMs !== undefined && announceMs > 0) await this.#redis.set(`${this.#g('ready')}:restorers`, '1', 'PX', Math.ceil(announceMs));
+      if (announceMs !== undefined && announceMs > 0) await this.#scripts.tollgateLedgerEpoch(1, this.#g('ready'), announce, '', restorer, 'lost');
       return null;
     }
-    const value = await this.#scripts.tollgateLedgerEpoch(2, this.#g('ready'), this.#g('layout'), announce, CLUSTER_LAYOUT);
+    const value = await this.#scripts.tollgateLedgerEpoch(2, this.#g('ready'), this.#g('layout'), announce, CLUSTER_LAYOUT, restorer, '');
     return typeof value === 'string' ? value : null;
+  }
+
+  /**
+   * BalanceStore.restored: `restorer` put back what it announced; readers stop waiting for it
+   * (one SREM of `<ready>:pending`, which disappears with its last member).
+   */
+  async restored(restorer: string): Promise<void> {
+    if (!this.#requireReady) return;
+    await this.#redis.srem(`${this.#cluster ? this.#g('ready') : this.#key('ready')}:pending`, restorer);
   }
 
   /** The directory's ready mark (RedisBalanceStoreOptions.directory). */
@@ -655,17 +690,19 @@ export class RedisBalanceStore implements BalanceStore {
 
   async stateLost(): Promise<boolean> {
     if (!this.#requireReady) return false;
-    // One read: the ready mark, and the restore window a load opened (`<ready>:restoring`).
+    // One round trip: the ready mark, the restore window a load opened (`<ready>:restoring`) and
+    // the restorers still putting back what only they hold (`<ready>:pending`, a set: EXISTS).
     if (!this.#cluster) {
-      const [ready, restoring] = await this.#redis.mget(this.#key('ready'), `${this.#key('ready')}:restoring`);
-      return ready === null || restoring !== null;
+      const ready = this.#key('ready');
+      const [[ready_, restoring], pending] = await Promise.all([this.#redis.mget(ready, `${ready}:restoring`), this.#redis.exists(`${ready}:pending`)]);
+      return ready_ === null || restoring !== null || pending > 0;
     }
-    // The store-wide keys share the `{ledger}` slot: one MGET on a Cluster too (and one EXISTS
-    // on the directory's Redis, at once).
-    const [[ready, layout, restoring], directory] = await Promise.all([
-      this.#redis.mget(this.#g('ready'), this.#g('layout'), `${this.#g('ready')}:restoring`), this.#directoryReady(),
+    // The store-wide keys share the `{ledger}` slot: the same on a Cluster (and one EXISTS on the
+    // directory's Redis, at once).
+    const [[ready, layout, restoring], pending, directory] = await Promise.all([
+      this.#redis.mget(this.#g('ready'), this.#g('layout'), `${this.#g('ready')}:restoring`), this.#redis.exists(`${this.#g('ready')}:pending`), this.#directoryReady(),
     ]);
-    return ready === null || layout !== CLUSTER_LAYOUT || restoring !== null || !directory;
+    return ready === null || layout !== CLUSTER_LAYOUT || restoring !== null || pending > 0 || !directory;
   }
 
   /** One MULTI: the ready mark (and the layout, on a Cluster: all in the `{ledger}` slot) and the positions. */
@@ -836,7 +873,7 @@ export class RedisBalanceStore implements BalanceStore {
     const refusals = snapshot.refusals;
     args.push(refusals === undefined ? '-1' : String(refusals.size));
     for (const [eventId, reason] of refusals ?? []) args.push(eventId, reason);
-    args.push(epoch, this.#restoreWindowMs);
+    args.push(epoch, this.#restoreWindowMs, this.#restoreWaitMaxMs);
     await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), this.#key('rejected'), ...args);
   }
 
@@ -907,7 +944,9 @@ export class RedisBalanceStore implements BalanceStore {
     await each(entries, ({ id, entry, account }) => put(this.#idScope(account).ledger, 'hset', id, entry));
     // A gateway announced requests in flight to restore while the state was lost (`epoch` null):
     // holds wait the restore window once the slots turn ready (lua/restore-holds.lua).
-    const window = (await this.#redis.del(`${this.#g('ready')}:restorers`)) === 1 ? this.#restoreWindowMs : '0';
+    // Readers also wait for each of them to say it is done (`<ready>:pending`, stateLost).
+    const announced = await this.#scripts.tollgateLedgerTakeRestorers(`${this.#g('ready')}:restorers`, `${this.#g('ready')}:pending`, this.#restoreWaitMaxMs);
+    const window = announced === 1 ? this.#restoreWindowMs : '0';
     refused += (await this.#markers('ready', loading, gen, (slot) => {
       const marker = this.#slotMarker(slot);
       return this.#scripts.tollgateLedgerClusterLoadPut(marker, marker, loading, 'ready', gen, window);

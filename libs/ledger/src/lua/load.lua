@@ -10,7 +10,7 @@
 -- epoch (random, from the caller; the usage ids of the snapshot were written holding it): it
 -- goes into the pos hash (see EPOCH_FIELD in position.lua), so every usage id marker written
 -- before this step stops counting in the same atomic step as the effects it vouched for go;
--- then the restore window in ms (step 3).
+-- then the restore window in ms and the longest wait for announced restorers in ms (step 3).
 -- Balance keys are named from ARGV (single Redis or one hash slot; not Redis Cluster).
 local accounts_key, ledger_key, pos_key, ready_key, rejected_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local bal_prefix = ARGV[1]
@@ -49,9 +49,20 @@ redis.call('HSET', pos_key, '#epoch', ARGV[i + 2 * r + 1])
 --    one: re-reserve their requests in flight, restore-holds.lua). When a gateway announced
 --    requests to restore while the state was lost (`<ready>:restorers`), no hold is made for
 --    the restore window after this (ARGV after the epoch, ms; 0 for none), while they do.
+--    The announced restorers become `<ready>:pending` (PX ARGV after the window): readers wait
+--    until each has put back what only it holds (take-restorers.lua does the same on a Cluster).
 local epoch, window = ARGV[i + 2 * r + 1], tonumber(ARGV[i + 2 * r + 2] or '0')
+local wait = ARGV[i + 2 * r + 3] or '0'
 redis.call('SET', ready_key, epoch)
-if redis.call('DEL', ready_key .. ':restorers') == 1 and window > 0 then
+local restorers, pending = ready_key .. ':restorers', ready_key .. ':pending'
+local announced = redis.call('EXISTS', restorers) == 1
+if announced and redis.call('TYPE', restorers).ok == 'set' and tonumber(wait) > 0 then
+  redis.call('RENAME', restorers, pending)
+  redis.call('PEXPIRE', pending, wait)
+else
+  redis.call('DEL', restorers)
+end
+if announced and window > 0 then
   redis.call('SET', ready_key .. ':restoring', '1', 'PX', window)
 end
 return n
