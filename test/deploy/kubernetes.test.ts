@@ -190,6 +190,11 @@ function problemsOf(objs: readonly Obj[], facts: Facts): string[] {
     const mounts = new Map((c.volumeMounts ?? []).map((m: any) => [m.mountPath, m.name]));
     const dataVolume = (pod.volumes ?? []).find((v: any) => v.name === mounts.get(config.dataDir));
     if (!dataVolume) problems.push(`${name}: DATA_DIR ${config.dataDir} is not a mounted volume (the root filesystem is read-only)`);
+    // The write-ahead reserve watches the file system (statfs): an emptyDir's sizeLimit is not
+    // one, it is enforced by evicting the pod (its spool with it), which the reserve never sees.
+    if (dataVolume?.emptyDir?.sizeLimit !== undefined && !(config.roles.length === 1 && config.roles[0] === 'aggregator' && config.aggregator.groups.includes('warehouse'))) {
+      problems.push(`${name}: DATA_DIR's emptyDir has a sizeLimit (${dataVolume.emptyDir.sizeLimit}): WRITE_AHEAD_RESERVE_MB cannot see it, and passing it evicts the pod with its spool`);
+    }
 
     // Scaling rules of the aggregator groups (README "Distributed mode").
     if (config.roles.includes('aggregator')) {

@@ -7,6 +7,7 @@
 // system (tmpfs /dev/shm when there is one, so other tests' writes do not move the figures),
 // the official SDK as client, the simulator as upstream.
 import { test } from 'node:test';
+import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, statfsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
@@ -94,4 +95,51 @@ test('write ahead below its reserve (too little room to record what is answered)
   assert.equal((await c.client.messages.create(params('ok-4'))).type, 'message');
   // Billed: ok-1, the slow stream in full and ok-4; the refused one not at all; the top-up counted.
   assert.equal(await settledBalance(stack, c.accountId), GRANT + TOP_UP - 2n * COST - SLOW_COST);
+});
+
+test('write ahead on an exhausted disk (its last MiB going while a stream relays text that could not be recorded): the stream is cut at its next frame and charged nothing, before any append failed; a process whose disk is smaller than its reserve does not start', async (t) => {
+  if (process.getuid?.() !== 0) { t.skip('needs root to mount a small tmpfs'); return; }
+  const mount = mkdtempSync(join(tmpdir(), 'tollgate-exhausted-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256m', 'tmpfs', mount]);
+  t.after(async () => {
+    execFileSync('umount', ['-l', mount]);
+    await rm(mount, { recursive: true, force: true });
+  });
+  // The whole disk is smaller than the reserve asked for: refused at start, with the variable named.
+  await assert.rejects(startStack({ DATA_DIR: join(mount, 'too-small'), WRITE_AHEAD_RESERVE_MB: '512' }), (err: Error) => {
+    assert.match(err.message, /WRITE_AHEAD_RESERVE_MB: 512 MiB is more than the whole disk of DATA_DIR \(.*: 256 MiB\), so every paid request would be refused; set it lower \(0 turns the watch off\)/);
+    return true;
+  });
+  const dataDir = join(mount, 'data');
+  const stack = await startStack({ DATA_DIR: dataDir, WRITE_AHEAD_RESERVE_MB: '16' });
+  t.after(() => stack.close());
+  const c = await customer(stack.url, 10);
+  const params = (tag: string, output = 3) => ({ model: 'claude-sonnet-4-5', max_tokens: 32, messages: [{ role: 'user' as const, content: `${tag} [[sim input=100 output=${output}${output > 3 ? ' tps=5' : ''}]]` }] });
+  assert.equal((await c.client.messages.create(params('ok-1'))).type, 'message');
+  const slowEvents: string[] = [];
+  let slowFirst: () => void = () => {};
+  const slowStarted = new Promise<void>((r) => { slowFirst = r; });
+  const slowStream = c.client.messages.stream(params('slow-2', 20));
+  slowStream.on('streamEvent', (e) => {
+    slowEvents.push(e.type);
+    if (e.type === 'content_block_delta') slowFirst();
+  });
+  const slowEnd = slowStream.finalMessage().then(() => undefined, (err: unknown) => err as InstanceType<typeof Anthropic.APIError>);
+  await slowStarted;
+  // Everything but half a MiB taken.
+  const s = statfsSync(mount);
+  await writeFile(join(mount, 'ballast'), Buffer.alloc(s.bavail * s.bsize - MiB / 2));
+  const cut = await slowEnd;
+  assert.match(String(cut?.message), /"code":"usage_unrecorded".*cannot record usage right now, so the rest of this answer is withheld/);
+  assert.ok(!slowEvents.includes('message_stop'), slowEvents.join(' '));
+  assert.ok(slowEvents.filter((x) => x === 'content_block_delta').length < 20, slowEvents.join(' '));
+  assert.deepEqual(await (await fetch(`${stack.url}/ready`)).json(), { status: 'not_ready', reasons: ['events cannot be written ahead (the spool or journal in DATA_DIR cannot be written)'] });
+  await rm(join(mount, 'ballast'));
+  for (const end = Date.now() + 5_000; (await fetch(`${stack.url}/ready`)).status !== 200;) {
+    if (Date.now() > end) throw new Error('not ready again');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  // Billed: ok-1 and ok-3; the cut stream is recorded at cost 0.
+  assert.equal((await c.client.messages.create(params('ok-3'))).type, 'message');
+  assert.equal(await settledBalance(stack, c.accountId), GRANT - 2n * COST);
 });

@@ -40,9 +40,14 @@ export async function startStack(extraEnv: Record<string, string> = {}): Promise
     WAREHOUSE_FLUSH_MS: '50',
     ...extraEnv,
   };
+  // A start that is refused leaves no simulator behind (it would keep the test process alive).
+  const tollgate = await startTollgate(loadConfig(env)).catch(async (err: unknown) => {
+    await sim.close();
+    throw err;
+  });
   const stack: Stack = {
     simUrl, dataDir, env,
-    tollgate: await startTollgate(loadConfig(env)),
+    tollgate,
     url: '',
     async restart() {
       await stack.tollgate.close();

@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AnyEvent, Topic } from './types.ts';
-import { carriedHeaders, type EventHeaders } from './event-log.ts';
+import { carriedHeaders, NotPublishedError, type EventHeaders } from './event-log.ts';
 import { probeDirectory } from './write-ahead-health.ts';
 
 export interface JournalRecord {
@@ -162,7 +162,7 @@ export class Journal {
       this.#fd = null;
       this.#current = null;
       this.#count = 0;
-      throw new Error(`journal append refused, nothing written: its segment was removed from under this process`);
+      throw new NotPublishedError(`journal append refused, nothing written: its segment was removed from under this process`);
     }
     const bytes = Buffer.from(text, 'utf8');
     let off = 0;
@@ -175,9 +175,11 @@ export class Journal {
       // (both lost at recovery), and a whole one would be replayed for a request its caller
       // was told failed. Cut back (best effort), and the segment is not written again: the next
       // append starts a new one (as the spool does), on whatever the disk offers by then.
+      let cutBack = off === 0;
       try {
         if (off > 0) ftruncateSync(fd, fstatSync(fd).size - off);
-      } catch { /* left torn: reported as unreadable when read, never replayed */ }
+        cutBack = true;
+      } catch { /* left as it is: a torn line is reported as unreadable when read, never replayed */ }
       try { closeSync(fd); } catch { /* closed either way */ }
       // One with records is released with the others; an empty one goes now (the next segment
       // starts at the same sequence number, so under the same name).
@@ -186,6 +188,9 @@ export class Journal {
       this.#fd = null;
       this.#current = null;
       this.#count = 0;
+      // Nothing of it stays (as the spool says): certainly not published, so a caller may free
+      // what it claimed (a credit grant's reference) and answer "retry" (503), not 500.
+      if (cutBack) throw new NotPublishedError(`journal append failed, nothing written: ${(err as Error).message}`, { cause: err });
       throw err;
     }
     this.#count += records.length;

@@ -217,6 +217,10 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`tollgate: ${err.message}\n(PRICING_FILE names the catalog; see README.md "Model catalog" for its format)\n`);
       return 2;
     }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`tollgate: ${err.message}\n(see tollgate --help, and README.md "Configuration" for every variable)\n`);
+      return 2;
+    }
     if (err instanceof ServiceUnavailableAtStart || err instanceof DataDirInUseError) {
       process.stderr.write(`tollgate: ${err.message}\n`);
       return 1;

@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { mkdirSync, watch, type FSWatcher } from 'node:fs';
+import { mkdirSync, statfsSync, watch, type FSWatcher } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import type { Config } from '@tollgate/config';
+import { ConfigError, type Config } from '@tollgate/config';
 import { DiskReserveLowError, finishedWithin, KafkaLog, MemoryLog, SPOOL_RESEND_MS, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
 import { addReadinessCheck, createHttpServer, loggerOptions, registerNotServedHere, registerServedElsewhere } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
@@ -110,6 +110,11 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true });
   config = { ...config, dataDir };
+  // A reserve the disk could never hold would refuse every paid request for good.
+  const disk = statfsSync(dataDir);
+  if (config.writeAheadReserveBytes > disk.blocks * disk.bsize) {
+    throw new ConfigError([`WRITE_AHEAD_RESERVE_MB: ${config.writeAheadReserveBytes / 1_048_576} MiB is more than the whole disk of DATA_DIR (${dataDir}: ${Math.floor((disk.blocks * disk.bsize) / 1_048_576)} MiB), so every paid request would be refused; set it lower (0 turns the watch off)`]);
+  }
   const admin = secretFromEnvOrFile(config.secrets.adminToken, dataDir, 'admin-token');
   const keyHashSecret = secretFromEnvOrFile(config.secrets.keyHashSecret, dataDir, 'key-hash-secret').value;
   // This process's own credentials: looked for by value in every logged URL and stripped from
@@ -465,8 +470,11 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     if (usesHotState && !rebuilding && !(await balances.ready())) reasons.push('hot state is not ready (lost or not yet rebuilt)');
     // Its error stays in the log (it names DATA_DIR's path): /ready is unauthenticated.
     const writeAhead = log.writeAheadProblem?.();
-    if (writeAhead instanceof DiskReserveLowError) reasons.push('the disk of DATA_DIR is below the write-ahead reserve (WRITE_AHEAD_RESERVE_MB)');
-    else if (writeAhead) reasons.push('events cannot be written ahead (the spool or journal in DATA_DIR cannot be written)');
+    // Below the reserve only paid requests are refused: a process without the gateway role
+    // (control) still serves everything it serves, so it stays in its load balancer.
+    if (writeAhead instanceof DiskReserveLowError) {
+      if (config.roles.includes('gateway')) reasons.push('the disk of DATA_DIR is below the write-ahead reserve (WRITE_AHEAD_RESERVE_MB)');
+    } else if (writeAhead) reasons.push('events cannot be written ahead (the spool or journal in DATA_DIR cannot be written)');
     const readsWarehouse = warehouse && (adapters.mode === 'embedded' || ownsWarehouse || config.roles.includes('control'));
     if (readsWarehouse) {
       // The error's text stays in the log: it may name the ClickHouse URL, and /ready is unauthenticated.
