@@ -5,20 +5,59 @@
 // return, and here this process never reaches it). The control process now puts back the records
 // the log has not acknowledged when it sees the state rebuilt (ControlRecordRegistry), and the
 // rebuilt state admits no request before that (the restore window it announced).
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
-import { emptyPrefix, newAccount, startCluster } from '../support/cluster.ts';
+import { emptyPrefix, newAccount, startCluster, type Cluster } from '../support/cluster.ts';
+
+/** The deployment of both tests: `cut-off` is a control process for which Kafka is away (nothing listens there). */
+const startDeployment = () => startCluster([
+  ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
+  ['control', { roles: 'control' }],
+  ['cut-off', { roles: 'control', env: { KAFKA_BROKERS: '127.0.0.1:1' } }],
+  ['gw', { roles: 'gateway' }],
+]);
+
+/** What a small request with `secret` through the gateway answers: 200, or the error's status. */
+function statusOf(c: Cluster, secret: string): () => Promise<number> {
+  const client = new Anthropic({ apiKey: secret, baseURL: c.url('gw'), maxRetries: 0, logLevel: 'error' });
+  return () => client.messages.create({
+    model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: '[[sim input=10 output=2]] hi' }],
+  }).then(() => 200, (err: unknown) => (err as { status?: number }).status ?? -1);
+}
+
+/** An account and key made through `cut-off`: they are only in its spool. */
+async function spoolOnlyAccount(c: Cluster): Promise<{ accountId: string; keyStatus: () => Promise<number> }> {
+  const made = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'spool-only' }, c.url('cut-off'));
+  assert.equal(made.status, 201);
+  const madeKey = await c.admin<{ key: string }>('POST', `/admin/v1/accounts/${made.json.id}/keys`, {}, c.url('cut-off'));
+  assert.equal(madeKey.status, 201);
+  return { accountId: made.json.id, keyStatus: statusOf(c, madeKey.json.key) };
+}
+
+/**
+ * The spool-only account's answers (200, or 503 while the state is lost, rebuilt or waiting
+ * for its restorers) and its key's (402: no credit, or 503), never 404 or 401: logged as runs.
+ */
+function neverAbsent(t: TestContext, accountAnswers: number[], keyAnswers: number[]): void {
+  t.diagnostic(`account: ${runs(accountAnswers)}; key: ${runs(keyAnswers)}`);
+  assert.ok(accountAnswers.includes(503) && keyAnswers.includes(503), 'the watch saw the loss');
+  assert.deepEqual(accountAnswers.filter((s) => s !== 200 && s !== 503), [], 'the account never answered as absent');
+  assert.deepEqual(keyAnswers.filter((s) => s !== 402 && s !== 503), [], 'the key never answered as unknown');
+}
+
+/** Answers as runs: `503×12 200×3`. */
+function runs(xs: number[]): string {
+  return xs.reduce<Array<[number, number]>>((out, x) => {
+    if (out.at(-1)?.[0] === x) out.at(-1)![1]++;
+    else out.push([x, 1]);
+    return out;
+  }, []).map(([x, n]) => `${x}×${n}`).join(' ');
+}
 
 test('rebuild after a Redis loss with a key revocation, an account and a key only in a control process\'s spool (Kafka away for that process): the revoked key is never served again (401 from the first answer after the rebuild); the account and key are never read as absent (503 until put back, never 404 or 401)', async (t) => {
-  const started = await startCluster([
-    ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
-    ['control', { roles: 'control' }],
-    // Kafka away for this control process alone: nothing listens there.
-    ['cut-off', { roles: 'control', env: { KAFKA_BROKERS: '127.0.0.1:1' } }],
-    ['gw', { roles: 'gateway' }],
-  ]);
+  const started = await startDeployment();
   if (!started) { t.skip('Kafka or Redis absent'); return; }
   const { cluster: c, close } = started;
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
@@ -26,24 +65,14 @@ test('rebuild after a Redis loss with a key revocation, an account and a key onl
     await redis.connect();
     await c.allReady('agg', 'control', 'cut-off', 'gw');
     const acct = await newAccount(c, 10); // through `control`: every record on the log
-    const client = new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw'), maxRetries: 0, logLevel: 'error' });
-    const status = () => client.messages.create({
-      model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: '[[sim input=10 output=2]] hi' }],
-    }).then(() => 200, (err: unknown) => (err as { status?: number }).status ?? -1);
+    const status = statusOf(c, acct.secret);
     assert.equal(await status(), 200);
     // Revoked through the cut-off process: in Redis at once, its record in that process's spool.
     const revoked = await c.admin('DELETE', `/admin/v1/keys/${acct.keyId}`, undefined, c.url('cut-off'));
     assert.equal(revoked.status, 200);
     await c.eventually('the revocation in force', async () => ((await status()) === 401 ? true : undefined));
     // An account and key made through the cut-off process: they too are only in its spool.
-    const made = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'spool-only' }, c.url('cut-off'));
-    assert.equal(made.status, 201);
-    const madeKey = await c.admin<{ key: string }>('POST', `/admin/v1/accounts/${made.json.id}/keys`, {}, c.url('cut-off'));
-    assert.equal(madeKey.status, 201);
-    const spoolOnly = new Anthropic({ apiKey: madeKey.json.key, baseURL: c.url('gw'), maxRetries: 0, logLevel: 'error' });
-    const spoolOnlyStatus = () => spoolOnly.messages.create({
-      model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: '[[sim input=10 output=2]] hi' }],
-    }).then(() => 200, (err: unknown) => (err as { status?: number }).status ?? -1);
+    const { accountId: madeId, keyStatus: spoolOnlyStatus } = await spoolOnlyAccount(c);
     assert.equal(await spoolOnlyStatus(), 402, 'the new account has no credit');
     // Give its poll time to see the epoch before the loss (250 ms apart).
     await new Promise((r) => setTimeout(r, 600));
@@ -57,7 +86,7 @@ test('rebuild after a Redis loss with a key revocation, an account and a key onl
     // of the registry (≤ 250 ms), and each read takes a few ms.
     const watch = Promise.all([
       ...[0, 1].map(async () => {
-        while (watching) accountAnswers.push((await c.admin('GET', `/admin/v1/accounts/${made.json.id}`, undefined, c.url('cut-off'))).status);
+        while (watching) accountAnswers.push((await c.admin('GET', `/admin/v1/accounts/${madeId}`, undefined, c.url('cut-off'))).status);
       }),
       ...[0, 1].map(async () => {
         while (watching) keyAnswers.push(await spoolOnlyStatus());
@@ -81,15 +110,7 @@ test('rebuild after a Redis loss with a key revocation, an account and a key onl
     watching = false;
     await watch;
     // 200 / 402 before the loss was seen, 503 while lost, rebuilding or in the restore window, then 200 / 402 again.
-    const runs = (xs: number[]) => xs.reduce<Array<[number, number]>>((out, x) => {
-      if (out.at(-1)?.[0] === x) out.at(-1)![1]++;
-      else out.push([x, 1]);
-      return out;
-    }, []).map(([x, n]) => `${x}×${n}`).join(' ');
-    t.diagnostic(`account: ${runs(accountAnswers)}; key: ${runs(keyAnswers)}`);
-    assert.ok(accountAnswers.includes(503) && keyAnswers.includes(503), 'the watch saw the loss');
-    assert.deepEqual(accountAnswers.filter((s) => s !== 200 && s !== 503), [], 'the account never answered as absent');
-    assert.deepEqual(keyAnswers.filter((s) => s !== 402 && s !== 503), [], 'the key never answered as unknown');
+    neverAbsent(t, accountAnswers, keyAnswers);
   } finally {
     redis.disconnect();
     await close();
@@ -100,12 +121,7 @@ test('rebuild after a Redis loss while the control process that alone holds an a
   // Kind: a record only a spool held, read as absent because its writer could not put it back
   // within the restore window (1 s): a GC pause, a frozen VM. Readers now wait for every process
   // that announced something to put back (`<ready>:pending`), up to RESTORE_WAIT_MAX_MS.
-  const started = await startCluster([
-    ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
-    ['control', { roles: 'control' }],
-    ['cut-off', { roles: 'control', env: { KAFKA_BROKERS: '127.0.0.1:1' } }],
-    ['gw', { roles: 'gateway' }],
-  ]);
+  const started = await startDeployment();
   if (!started) { t.skip('Kafka or Redis absent'); return; }
   const { cluster: c, close } = started;
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
@@ -115,16 +131,9 @@ test('rebuild after a Redis loss while the control process that alone holds an a
   try {
     await redis.connect();
     await c.allReady('agg', 'control', 'cut-off', 'gw');
-    const made = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'spool-only' }, c.url('cut-off'));
-    assert.equal(made.status, 201);
-    const madeKey = await c.admin<{ key: string }>('POST', `/admin/v1/accounts/${made.json.id}/keys`, {}, c.url('cut-off'));
-    assert.equal(madeKey.status, 201);
-    const spoolOnly = new Anthropic({ apiKey: madeKey.json.key, baseURL: c.url('gw'), maxRetries: 0, logLevel: 'error' });
-    const keyStatus = () => spoolOnly.messages.create({
-      model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: '[[sim input=10 output=2]] hi' }],
-    }).then(() => 200, (err: unknown) => (err as { status?: number }).status ?? -1);
+    const { accountId, keyStatus } = await spoolOnlyAccount(c);
     // Read through the other control process: the account is in Redis (201 above).
-    const accountStatus = async () => (await c.admin('GET', `/admin/v1/accounts/${made.json.id}`, undefined, c.url('control'))).status;
+    const accountStatus = async () => (await c.admin('GET', `/admin/v1/accounts/${accountId}`, undefined, c.url('control'))).status;
     await c.eventually('the account readable everywhere', async () => ((await accountStatus()) === 200 ? true : undefined));
     assert.equal(await keyStatus(), 402, 'the new account has no credit');
     await new Promise((r) => setTimeout(r, 600)); // its registry's polls see the epoch before the loss
@@ -148,15 +157,7 @@ test('rebuild after a Redis loss while the control process that alone holds an a
     await c.eventually('put back', async () => (accountAnswers.at(-1) === 200 && keyAnswers.at(-1) === 402 ? true : undefined), 20_000);
     watching = false;
     await watch;
-    const runs = (xs: number[]) => xs.reduce<Array<[number, number]>>((out, x) => {
-      if (out.at(-1)?.[0] === x) out.at(-1)![1]++;
-      else out.push([x, 1]);
-      return out;
-    }, []).map(([x, n]) => `${x}×${n}`).join(' ');
-    t.diagnostic(`account: ${runs(accountAnswers)}; key: ${runs(keyAnswers)}`);
-    assert.ok(accountAnswers.includes(503) && keyAnswers.includes(503), 'the watch saw the loss');
-    assert.deepEqual(accountAnswers.filter((s) => s !== 200 && s !== 503), [], 'the account never answered as absent');
-    assert.deepEqual(keyAnswers.filter((s) => s !== 402 && s !== 503), [], 'the key never answered as unknown');
+    neverAbsent(t, accountAnswers, keyAnswers);
     assert.equal(await redis.exists(`${ready}:pending`), 0, 'done: nobody waited for');
   } finally {
     watching = false;

@@ -19,9 +19,32 @@ import { admin, customer, settledBalance, simRequests, startStack } from '../sup
 const MiB = 1_048_576;
 // claude-sonnet-4-5 in the CNY catalog: input 72 µc, output 360 µc per token.
 const COST = 100n * 72n + 3n * 360n; // 8_280 µc
-const SLOW_COST = 100n * 72n + 20n * 360n; // 7_200 + 7_200 = 14_400 µc
+/** Output tokens of the slow stream: at 5 tokens/s it lasts 8 s, long enough for a check or two on a loaded machine. */
+const SLOW_TOKENS = 40;
+const SLOW_COST = 100n * 72n + 40n * 360n; // 7_200 + 14_400 = 21_600 µc
 const GRANT = 10_000_000n; // 10 credits
 const TOP_UP = 1_000_000n; // 1 credit, granted while the disk is below its reserve
+
+/** The test's request: 100 input tokens, `output` tokens (above 3: at 5 tokens/s). */
+const params = (tag: string, output = 3) => ({ model: 'claude-sonnet-4-5', max_tokens: 64, messages: [{ role: 'user' as const, content: `${tag} [[sim input=100 output=${output}${output > 3 ? ' tps=5' : ''}]]` }] });
+
+/**
+ * A slow stream (SLOW_TOKENS at 5/s), resolved once its first text has arrived: the event types
+ * the client got so far (and later), and its end (the final message, or the error it ended with).
+ */
+async function slowStream(client: Anthropic, tag: string) {
+  const events: string[] = [];
+  let first: () => void = () => {};
+  const started = new Promise<void>((r) => { first = r; });
+  const stream = client.messages.stream(params(tag, SLOW_TOKENS));
+  stream.on('streamEvent', (e) => {
+    events.push(e.type);
+    if (e.type === 'content_block_delta') first();
+  });
+  const end = stream.finalMessage().then((m) => ({ message: m, error: undefined }), (err: unknown) => ({ message: undefined, error: err as InstanceType<typeof Anthropic.APIError> }));
+  await started;
+  return { events, end };
+}
 
 test('write ahead below its reserve (too little room to record what is answered): new paid requests are refused before forwarding and /ready says why, the stream in flight ends whole and billed, operator writes still record; served again once there is room', async (t) => {
   const dataDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'tollgate-reserve-'));
@@ -34,7 +57,6 @@ test('write ahead below its reserve (too little room to record what is answered)
     await rm(dataDir, { recursive: true, force: true });
   });
   const c = await customer(stack.url, 10);
-  const params = (tag: string, output = 3) => ({ model: 'claude-sonnet-4-5', max_tokens: 32, messages: [{ role: 'user' as const, content: `${tag} [[sim input=100 output=${output}${output > 3 ? ' tps=5' : ''}]]` }] });
   const forwarded = async (tag: string) => (await simRequests(stack.simUrl, 50)).some((r) => JSON.stringify(r.body).includes(tag));
   const readiness = async () => {
     const res = await fetch(`${stack.url}/ready`);
@@ -44,17 +66,8 @@ test('write ahead below its reserve (too little room to record what is answered)
   assert.equal((await c.client.messages.create(params('ok-1'))).type, 'message');
   assert.equal((await readiness()).status, 200);
 
-  // A slow stream in flight (20 tokens at 5/s) when the disk falls below the reserve.
-  const slowEvents: string[] = [];
-  let slowFirst: () => void = () => {};
-  const slowStarted = new Promise<void>((r) => { slowFirst = r; });
-  const slowStream = c.client.messages.stream(params('slow-2', 20));
-  slowStream.on('streamEvent', (e) => {
-    slowEvents.push(e.type);
-    if (e.type === 'content_block_delta') slowFirst();
-  });
-  const slowEnd = slowStream.finalMessage();
-  await slowStarted;
+  // A slow stream in flight when the disk falls below the reserve.
+  const slow = await slowStream(c.client, 'slow-2');
   await writeFile(join(dataDir, 'ballast'), Buffer.alloc(128 * MiB));
   for (const end = Date.now() + 5_000; (await readiness()).status === 200;) {
     if (Date.now() > end) throw new Error(`the reserve was never seen crossed (${freeMiB().toFixed(0)} MiB free, reserve ${reserveMiB})`);
@@ -80,10 +93,11 @@ test('write ahead below its reserve (too little room to record what is answered)
   assert.ok(topUp.status === 200 || topUp.status === 201 || topUp.status === 202, `grant answered ${topUp.status}`);
 
   // The stream in flight was not cut: it ends with its stop_reason and its whole text.
-  const slow = await slowEnd;
-  assert.equal(slow.stop_reason, 'end_turn');
-  assert.equal(slowEvents.at(-1), 'message_stop');
-  assert.equal(slowEvents.filter((x) => x === 'content_block_delta').length > 0, true);
+  const slowEnd = await slow.end;
+  assert.equal(slowEnd.error, undefined);
+  assert.equal(slowEnd.message?.stop_reason, 'end_turn');
+  assert.equal(slow.events.at(-1), 'message_stop');
+  assert.ok(slow.events.filter((x) => x === 'content_block_delta').length > 1, slow.events.join(' '));
   assert.equal((await readiness()).status, 503, 'still below the reserve');
 
   // Room again: ready within a check or two, and served.
@@ -114,25 +128,17 @@ test('write ahead on an exhausted disk (its last MiB going while a stream relays
   const stack = await startStack({ DATA_DIR: dataDir, WRITE_AHEAD_RESERVE_MB: '16' });
   t.after(() => stack.close());
   const c = await customer(stack.url, 10);
-  const params = (tag: string, output = 3) => ({ model: 'claude-sonnet-4-5', max_tokens: 32, messages: [{ role: 'user' as const, content: `${tag} [[sim input=100 output=${output}${output > 3 ? ' tps=5' : ''}]]` }] });
   assert.equal((await c.client.messages.create(params('ok-1'))).type, 'message');
-  const slowEvents: string[] = [];
-  let slowFirst: () => void = () => {};
-  const slowStarted = new Promise<void>((r) => { slowFirst = r; });
-  const slowStream = c.client.messages.stream(params('slow-2', 20));
-  slowStream.on('streamEvent', (e) => {
-    slowEvents.push(e.type);
-    if (e.type === 'content_block_delta') slowFirst();
-  });
-  const slowEnd = slowStream.finalMessage().then(() => undefined, (err: unknown) => err as InstanceType<typeof Anthropic.APIError>);
-  await slowStarted;
-  // Everything but half a MiB taken.
+  const slow = await slowStream(c.client, 'slow-2');
+  // Everything but half a MiB taken (or all of it, if the warehouse wrote meanwhile: full either way).
   const s = statfsSync(mount);
-  await writeFile(join(mount, 'ballast'), Buffer.alloc(s.bavail * s.bsize - MiB / 2));
-  const cut = await slowEnd;
+  await writeFile(join(mount, 'ballast'), Buffer.alloc(s.bavail * s.bsize - MiB / 2)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOSPC') throw err;
+  });
+  const cut = (await slow.end).error;
   assert.match(String(cut?.message), /"code":"usage_unrecorded".*cannot record usage right now, so the rest of this answer is withheld/);
-  assert.ok(!slowEvents.includes('message_stop'), slowEvents.join(' '));
-  assert.ok(slowEvents.filter((x) => x === 'content_block_delta').length < 20, slowEvents.join(' '));
+  assert.ok(!slow.events.includes('message_stop'), slow.events.join(' '));
+  assert.ok(slow.events.filter((x) => x === 'content_block_delta').length < SLOW_TOKENS, slow.events.join(' '));
   assert.deepEqual(await (await fetch(`${stack.url}/ready`)).json(), { status: 'not_ready', reasons: ['events cannot be written ahead (the spool or journal in DATA_DIR cannot be written)'] });
   await rm(join(mount, 'ballast'));
   for (const end = Date.now() + 5_000; (await fetch(`${stack.url}/ready`)).status !== 200;) {
