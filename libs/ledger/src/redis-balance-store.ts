@@ -422,7 +422,9 @@ export class RedisBalanceStore implements BalanceStore {
    * The ready key's value, which every `load` replaces: the standalone layout's random epoch (a
    * store loaded before 2026-12-04 holds '1' until its next rebuild), the Cluster's generation.
    * Null while the state is lost or loading; undefined without `requireReady` (never lost). With
-   * `announceMs`, a lost state also gets `<ready key>:restorers` in the same step (lua/epoch.lua).
+   * `announceMs`, a lost state also gets `restorer` (the caller's id; '' is kept as '?') in the set
+   * `<ready key>:restorers`, for that long, in the same step (lua/epoch.lua); the next load makes
+   * it the set readers wait on until each calls `restored` (RESTORE_WAIT_MAX_MS at most).
    */
   async epoch(announceMs?: number, restorer = ''): Promise<string | null | undefined> {
     if (!this.#requireReady) return undefined;
@@ -694,8 +696,8 @@ export class RedisBalanceStore implements BalanceStore {
     // the restorers still putting back what only they hold (`<ready>:pending`, a set: EXISTS).
     if (!this.#cluster) {
       const ready = this.#key('ready');
-      const [[ready_, restoring], pending] = await Promise.all([this.#redis.mget(ready, `${ready}:restoring`), this.#redis.exists(`${ready}:pending`)]);
-      return ready_ === null || restoring !== null || pending > 0;
+      const [[mark, restoring], pending] = await Promise.all([this.#redis.mget(ready, `${ready}:restoring`), this.#redis.exists(`${ready}:pending`)]);
+      return mark === null || restoring !== null || pending > 0;
     }
     // The store-wide keys share the `{ledger}` slot: the same on a Cluster (and one EXISTS on the
     // directory's Redis, at once).
