@@ -117,7 +117,7 @@ test('rebuild after a Redis loss with a key revocation, an account and a key onl
   }
 });
 
-test('rebuild after a Redis loss while the control process that alone holds an account and key (its spool; Kafka away for it) is stalled past the restore window: read through the other processes they are never absent (503 until it is back and has put them back, never 404 or 401)', async (t) => {
+test('rebuild after a Redis loss while the control process that alone holds an account and key (its spool; Kafka away for it) is stalled past the restore window: read through the other processes they are never absent (503 until it is back and has put them back, never 404 or 401), and a key it revoked is never served', async (t) => {
   // Kind: a record only a spool held, read as absent because its writer could not put it back
   // within the restore window (1 s): a GC pause, a frozen VM. Readers now wait for every process
   // that announced something to put back (`<ready>:pending`), up to RESTORE_WAIT_MAX_MS.
@@ -131,6 +131,13 @@ test('rebuild after a Redis loss while the control process that alone holds an a
   try {
     await redis.connect();
     await c.allReady('agg', 'control', 'cut-off', 'gw');
+    // A key revoked through the cut-off process: the rebuilt state has it active until that
+    // process puts the revocation back (a breaker's HIGH: served while it was stalled).
+    const acct = await newAccount(c, 10);
+    const revokedStatus = statusOf(c, acct.secret);
+    assert.equal(await revokedStatus(), 200);
+    assert.equal((await c.admin('DELETE', `/admin/v1/keys/${acct.keyId}`, undefined, c.url('cut-off'))).status, 200);
+    await c.eventually('the revocation in force', async () => ((await revokedStatus()) === 401 ? true : undefined));
     const { accountId, keyStatus } = await spoolOnlyAccount(c);
     // Read through the other control process: the account is in Redis (201 above).
     const accountStatus = async () => (await c.admin('GET', `/admin/v1/accounts/${accountId}`, undefined, c.url('control'))).status;
@@ -139,13 +146,15 @@ test('rebuild after a Redis loss while the control process that alone holds an a
     await new Promise((r) => setTimeout(r, 600)); // its registry's polls see the epoch before the loss
     const accountAnswers: number[] = [];
     const keyAnswers: number[] = [];
+    const revokedAnswers: number[] = [];
     const watch = Promise.all([
+      (async () => { while (watching) { revokedAnswers.push(await revokedStatus()); await new Promise((r) => setTimeout(r, 20)); } })(),
       (async () => { while (watching) { accountAnswers.push(await accountStatus()); await new Promise((r) => setTimeout(r, 20)); } })(),
       (async () => { while (watching) { keyAnswers.push(await keyStatus()); await new Promise((r) => setTimeout(r, 20)); } })(),
     ]);
     assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0);
     // It announces what it must put back (its registry's next poll), then stalls.
-    await c.eventually('the cut-off process announced', async () => ((await redis.scard(`${ready}:restorers`)) > 0 ? true : undefined), 10_000);
+    await c.eventually('the cut-off process announced', async () => ((await redis.scard(`${ready}:record-restorers`)) > 0 ? true : undefined), 10_000);
     c.pause('cut-off');
     paused = true;
     await c.eventually('the rebuild loaded', async () => ((await redis.exists(ready)) === 1 ? true : undefined), 40_000);
@@ -158,6 +167,8 @@ test('rebuild after a Redis loss while the control process that alone holds an a
     watching = false;
     await watch;
     neverAbsent(t, accountAnswers, keyAnswers);
+    t.diagnostic(`revoked key: ${runs(revokedAnswers)}`);
+    assert.deepEqual(revokedAnswers.filter((s) => s !== 401 && s !== 503), [], 'the revoked key never served');
     assert.equal(await redis.exists(`${ready}:pending`), 0, 'done: nobody waited for');
   } finally {
     watching = false;

@@ -86,6 +86,11 @@ export class CachedKeyDirectory implements KeyDirectory {
     this.#invalidate((entry) => entry.value === undefined);
   }
 
+  /** KeyDirectory.forgetAll: every cached entry goes, and lookups in flight are neither cached nor shared. */
+  forgetAll(): void {
+    this.#invalidate();
+  }
+
   account(id: string): Promise<AccountRecord | undefined> {
     return this.#inner.account(id);
   }

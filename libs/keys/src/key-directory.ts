@@ -18,6 +18,13 @@ export interface KeyDirectory {
    * a valid key. A directory that remembers nothing leaves it out.
    */
   forgetMisses?(): void;
+  /**
+   * Forgets everything remembered of `byHash` (lookups in flight are not remembered either): for
+   * when records only a control process's spool held were put back after a rebuild (a key
+   * revoked through it was active in the rebuilt state, and may have been read so meanwhile). A
+   * directory that remembers nothing leaves it out.
+   */
+  forgetAll?(): void;
   account(id: string): Promise<AccountRecord | undefined>;
   key(id: string): Promise<KeyRecord | undefined>;
   keysOf(accountId: string): Promise<KeyRecord[]>;

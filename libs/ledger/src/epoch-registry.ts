@@ -3,7 +3,7 @@
 // in flight (HoldRegistry) and the control role's records (ControlRecordRegistry).
 import { randomUUID } from 'node:crypto';
 import type { BalanceStore } from './balance-store.ts';
-import { RESTORE_POLL_MS, RESTORE_WAIT_MAX_MS } from './redis-balance-store.ts';
+import { RESTORE_ANNOUNCE_MS, RESTORE_POLL_MS } from './redis-balance-store.ts';
 
 /** An entry of an EpochRegistry: where the event that puts it in the warehouse is. */
 export interface RegistryEntry {
@@ -24,11 +24,12 @@ export interface EpochRegistryOptions {
 /**
  * Entries by id, and the poll that follows the state's `epoch` (which every rebuild replaces):
  * - every `pollMs`, one read of the epoch; while the state is lost (null) and entries are listed,
- *   the read also announces a restore under this registry's id (`epoch(announceMs, id)`, lasting
- *   RESTORE_WAIT_MAX_MS), so the rebuilt state admits no hold for its restore window, and readers
- *   take nothing as absent, while this process puts its entries back;
+ *   the read also announces a restore (`epoch(announceMs, id)`, lasting RESTORE_ANNOUNCE_MS), so
+ *   the rebuilt state admits no hold for its restore window while this process puts its entries
+ *   back, and, for records others read (`holdsBackReaders`), no reader takes one for absent and
+ *   no gateway admits a hold until it has;
  * - on a new epoch, `restore` puts every listed entry back (the subclass's work), then the
- *   registry tells the store it is done (`restored(id)`: readers stop waiting for it); until
+ *   registry tells the store it is done (`restored(id)`: nobody waits for it any longer); until
  *   both succeed the old epoch is kept, so the next poll tries again;
  * - on the same epoch, entries acknowledged by the log before the read are dropped: any later
  *   rebuild reads them from the warehouse (a rebuild waits for the warehouse to hold the log);
@@ -68,10 +69,23 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
     return this.entries.size;
   }
 
+  /**
+   * Whether what this registry puts back is read by others (a control process's records: an
+   * account, a key, a revocation): then its announcement names it, and after the load readers
+   * that find a record absent and gateways' new holds wait until it has put them back
+   * (`restored`). A gateway's holds are its own: they are waited for by the restore window only.
+   */
+  protected get holdsBackReaders(): boolean {
+    return false;
+  }
+
   /** True once the store was found never to lose its state: nothing is listed from then on. */
   protected get off(): boolean {
     return this.#off;
   }
+
+  /** After each epoch read (null: lost), before any restore (default: nothing). */
+  protected async polled(_epoch: string | null): Promise<void> {}
 
   /** Drops what no longer needs putting back, after each epoch read (default: nothing). */
   protected prune(_now: number): void {}
@@ -108,7 +122,7 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
     const acknowledged: Array<[string, E]> = [];
     for (const pair of this.entries) if (pair[1].published === 'acked') acknowledged.push(pair);
     // Lost: the next rebuild must wait for this process's restore (announced in the same step).
-    const epoch = await this.store.epoch(this.entries.size > 0 ? Math.max(8 * this.#pollMs, RESTORE_WAIT_MAX_MS) : undefined, this.#restorer);
+    const epoch = await this.store.epoch(this.entries.size > 0 ? RESTORE_ANNOUNCE_MS : undefined, this.holdsBackReaders ? this.#restorer : undefined);
     if (epoch === undefined) {
       this.#off = true;
       this.entries.clear();
@@ -116,6 +130,7 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
       return;
     }
     this.prune(Date.now());
+    await this.polled(epoch);
     if (epoch === null) return;
     if (this.#epoch === undefined || epoch === this.#epoch) {
       // The first read (nothing of this process's was lost before it), or no rebuild since.
@@ -124,7 +139,7 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
       return;
     }
     if (await this.restore(epoch)) {
-      await this.store.restored?.(this.#restorer);
+      if (this.holdsBackReaders) await this.store.restored?.(this.#restorer);
       this.#epoch = epoch;
     }
   }

@@ -98,7 +98,7 @@ interface LedgerScripts {
   tollgateLedgerRestoreHolds(held: string, holds: string, expiry: string, hwin: string, ...args: string[]): Promise<number>;
   /** variable key count: called with the number of keys first */
   tollgateLedgerEpoch(numKeys: number, ...keysAndArgs: string[]): Promise<string | null>;
-  tollgateLedgerTakeRestorers(restorers: string, pending: string, waitMs: string): Promise<number>;
+  tollgateLedgerTakeRestorers(restorers: string, recordRestorers: string, pending: string, waitMs: string): Promise<number>;
 }
 
 /** How often a gateway reads the hot state's epoch, ms (one GET on Redis; HoldRegistry). */
@@ -111,15 +111,21 @@ export const RESTORE_POLL_MS = 250;
 export const RESTORE_WINDOW_MS = 1000;
 
 /**
- * How long after a rebuild readers wait at most for the processes that announced something to
- * put back (a control process's records only its spool held, a gateway's holds) before an
- * absent record counts as absent, ms. A process stalled past the restore window (a GC pause, a
- * frozen VM) had its records read as absent meanwhile: 404 for an account, 401 for a key
- * (docs/decisions.md, "Readers wait for every announced restorer"). Each process leaves the wait
- * as soon as it is done, so it is this long only when one never comes back. Also how long an
- * announcement lasts while the state is lost.
+ * How long after a rebuild readers that find a record absent, and gateways' new holds, wait at
+ * most for the control processes that announced records to put back (only their spools held
+ * them), ms. One stalled past the restore window (a GC pause, a frozen VM) had its records read
+ * as absent meanwhile (404 for an account, 401 for a key) and a key it had revoked served
+ * (docs/decisions.md, "Readers wait for every announced restorer"). Each leaves the wait as soon
+ * as it is done, so it is this long only when one never comes back.
  */
 export const RESTORE_WAIT_MAX_MS = 10_000;
+
+/**
+ * How long an announcement lasts while the state is lost, ms (each lost-state poll renews it).
+ * Long: a process stalled after announcing must still be found by a rebuild that takes a while
+ * (a slow warehouse read); RESTORE_WAIT_MAX_MS is counted from the load, not from this.
+ */
+export const RESTORE_ANNOUNCE_MS = 300_000;
 
 /**
  * How long a rebuild of a lost state lets pass, from when it found the state lost, before it
@@ -326,7 +332,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerClusterLoadPut', `${lua('marker-fn')}\n${lua('cluster-load-put')}`, 2);
     define('tollgateLedgerRaiseWindows', lua('raise-windows'), -1);
     define('tollgateLedgerEpoch', lua('epoch'), -1);
-    define('tollgateLedgerTakeRestorers', lua('take-restorers'), 2);
+    define('tollgateLedgerTakeRestorers', lua('take-restorers'), 3);
     define('tollgateLedgerRestoreHolds', `${expireHolds}\n${windowsFn}\n${lua('restore-holds')}`, 4);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
@@ -422,9 +428,11 @@ export class RedisBalanceStore implements BalanceStore {
    * The ready key's value, which every `load` replaces: the standalone layout's random epoch (a
    * store loaded before 2026-12-04 holds '1' until its next rebuild), the Cluster's generation.
    * Null while the state is lost or loading; undefined without `requireReady` (never lost). With
-   * `announceMs`, a lost state also gets `restorer` (the caller's id; '' is kept as '?') in the set
-   * `<ready key>:restorers`, for that long, in the same step (lua/epoch.lua); the next load makes
-   * it the set readers wait on until each calls `restored` (RESTORE_WAIT_MAX_MS at most).
+   * `announceMs`, a lost state also gets the flag `<ready key>:restorers` (the next load opens
+   * the hold window) and, with `restorer` (a control process's id: it has records to put back),
+   * that id in `<ready key>:record-restorers`, for that long, in the same step (lua/epoch.lua);
+   * the next load makes those the set readers and new holds wait on until each calls `restored`
+   * (RESTORE_WAIT_MAX_MS at most).
    */
   async epoch(announceMs?: number, restorer = ''): Promise<string | null | undefined> {
     if (!this.#requireReady) return undefined;
@@ -947,7 +955,7 @@ export class RedisBalanceStore implements BalanceStore {
     // A gateway announced requests in flight to restore while the state was lost (`epoch` null):
     // holds wait the restore window once the slots turn ready (lua/restore-holds.lua).
     // Readers also wait for each of them to say it is done (`<ready>:pending`, stateLost).
-    const announced = await this.#scripts.tollgateLedgerTakeRestorers(`${this.#g('ready')}:restorers`, `${this.#g('ready')}:pending`, this.#restoreWaitMaxMs);
+    const announced = await this.#scripts.tollgateLedgerTakeRestorers(`${this.#g('ready')}:restorers`, `${this.#g('ready')}:record-restorers`, `${this.#g('ready')}:pending`, this.#restoreWaitMaxMs);
     const window = announced === 1 ? this.#restoreWindowMs : '0';
     refused += (await this.#markers('ready', loading, gen, (slot) => {
       const marker = this.#slotMarker(slot);

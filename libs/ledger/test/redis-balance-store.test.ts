@@ -268,14 +268,17 @@ if (url === undefined) {
       await deletePrefix(redis, prefix);
       assert.equal(await store.epoch(), null);
       assert.equal(await store.restoreHolds([{ holdId: 'h1', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000, ts: Date.now() }]), 'not_ready');
-      assert.equal(await store.epoch(5_000, 'gw-1'), null, 'lost: announced in the same step');
-      assert.equal(await store.epoch(5_000, 'ctl-1'), null, 'a second process announces');
-      assert.deepEqual((await redis.smembers(`${prefix}ledger-ready:restorers`)).sort(), ['ctl-1', 'gw-1']);
+      assert.equal(await store.epoch(5_000), null, 'lost: a gateway announced in the same step');
+      assert.equal(await store.epoch(5_000, 'ctl-1'), null, 'a control process with records announces');
+      assert.equal(await store.epoch(5_000, 'ctl-2'), null, 'and a second one');
+      assert.equal(await redis.get(`${prefix}ledger-ready:restorers`), '1', 'the flag every version reads');
+      assert.deepEqual((await redis.smembers(`${prefix}ledger-ready:record-restorers`)).sort(), ['ctl-1', 'ctl-2']);
       await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
       const second = await store.epoch();
       assert.notEqual(second, first);
       assert.equal(await redis.exists(`${prefix}ledger-ready:restorers`), 0, 'the load took the announcement');
-      assert.deepEqual((await redis.smembers(`${prefix}ledger-ready:pending`)).sort(), ['ctl-1', 'gw-1'], 'readers wait for both');
+      assert.equal(await redis.exists(`${prefix}ledger-ready:record-restorers`), 0);
+      assert.deepEqual((await redis.smembers(`${prefix}ledger-ready:pending`)).sort(), ['ctl-1', 'ctl-2'], 'readers wait for both');
       assert.deepEqual(await hold('h2'), { ok: false, reason: 'not_ready', available: 0n });
       // Readers that would take a record not yet put back for an absent one wait the window too.
       assert.equal(await store.stateLost(), true, 'in the restore window: not yet a state to read absence from');
@@ -289,7 +292,7 @@ if (url === undefined) {
       assert.equal((await hold('h2')).ok, true);
       assert.deepEqual(await store.get('a'), { balance: 10_000n, held: 200n, available: 9_800n });
       assert.equal(await store.stateLost(), true, 'the window over, two restorers not done');
-      await store.restored('gw-1');
+      await store.restored('ctl-2');
       assert.equal(await store.stateLost(), true, 'ctl-1 not done');
       await store.restored('ctl-1');
       assert.equal(await store.stateLost(), false, 'every restorer done');
@@ -304,12 +307,15 @@ if (url === undefined) {
       assert.ok(waitTtl > 100 && waitTtl <= 300, `the wait lives restoreWaitMaxMs: pttl ${waitTtl}`);
       await new Promise((r) => setTimeout(r, waitTtl + 20));
       assert.equal(await capped.stateLost(), false, 'given up on it');
-      // An announcement of a process from before this change (a plain string): the window, no wait.
+      // A gateway's announcement (or one of a process from before 2026-12-05, the same flag): the
+      // window, no wait for readers.
       await deletePrefix(redis, prefix);
-      await redis.set(`${prefix}ledger-ready:restorers`, '1', 'PX', 5_000);
+      assert.equal(await capped.epoch(5_000), null);
       await capped.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
       assert.equal(await redis.exists(`${prefix}ledger-ready:pending`), 0);
       assert.equal(await redis.exists(`${prefix}ledger-ready:restoring`), 1);
+      await new Promise((r) => setTimeout(r, 120));
+      assert.equal(await capped.stateLost(), false, 'the window (100 ms) over: nobody to wait for');
       assert.equal(await capped.epoch(5_000, 'new'), await redis.get(`${prefix}ledger-ready`), 'not lost: no announcement');
       // Without requireReady nothing is ever lost: no epoch, no announcement kept.
       const plain = new RedisBalanceStore({ redis, prefix: `${prefix}plain:` });

@@ -347,12 +347,13 @@ test('Redis Cluster: restore window after a rebuild a restorer was announced for
   assert.equal(await store.epoch(5_000), first, 'not lost: the epoch, and no announcement');
   assert.equal(await cluster.exists(`${prefix}{ledger}ready:restorers`), 0);
   await cluster.del(`${prefix}{ledger}ready`);
-  assert.equal(await store.epoch(5_000, 'gw-1'), null, 'lost: announced in the same step');
+  assert.equal(await store.epoch(5_000, 'ctl-1'), null, 'lost: announced in the same step');
   assert.equal(await cluster.exists(`${prefix}{ledger}ready:restorers`), 1);
+  assert.deepEqual(await cluster.smembers(`${prefix}{ledger}ready:record-restorers`), ['ctl-1']);
   await store.load({ balances: new Map([['a', 10_000n], ['b', 10_000n]]), ledgerEntries: new Map() });
   assert.notEqual(await store.epoch(), first);
   assert.equal(await cluster.exists(`${prefix}{ledger}ready:restorers`), 0, 'the load took the announcement');
-  assert.deepEqual(await cluster.smembers(`${prefix}{ledger}ready:pending`), ['gw-1'], 'readers wait for it');
+  assert.deepEqual(await cluster.smembers(`${prefix}{ledger}ready:pending`), ['ctl-1'], 'readers wait for it');
   for (const a of ['a', 'b']) assert.deepEqual(await hold(`h2-${a}`, a), { ok: false, reason: 'not_ready', available: 0n });
   assert.equal(await reader.stateLost(), true, 'in the restore window: not yet a state to read absence from');
   // h1 is still there (the load keeps holds): nothing to restore; a lost one comes back.
@@ -366,8 +367,8 @@ test('Redis Cluster: restore window after a rebuild a restorer was announced for
   ]);
   await new Promise((r) => setTimeout(r, 650));
   for (const a of ['a', 'b']) assert.equal((await hold(`h2-${a}`, a)).ok, true, 'holds wait the window only');
-  assert.equal(await reader.stateLost(), true, 'the window over, but gw-1 not done');
-  await store.restored('gw-1');
+  assert.equal(await reader.stateLost(), true, 'the window over, but ctl-1 not done');
+  await store.restored('ctl-1');
   assert.equal(await reader.stateLost(), false, 'every restorer done');
 });
 
@@ -393,8 +394,8 @@ test('Redis Cluster with the key directory on its own Redis: an empty directory 
   // The standalone Redis restarts empty: only its mark goes (the Cluster keeps everything).
   assert.equal(await directory.del(`${prefix}directory-ready`), 1);
   assert.deepEqual([await store.ready(), await store.stateLost()], [false, true]);
-  assert.equal(await store.epoch(5_000, 'gw-1'), null, 'lost, and announced');
-  assert.deepEqual(await cluster.smembers(`${prefix}{ledger}ready:restorers`), ['gw-1']);
+  assert.equal(await store.epoch(5_000, 'ctl-1'), null, 'lost, and announced');
+  assert.deepEqual(await cluster.smembers(`${prefix}{ledger}ready:record-restorers`), ['ctl-1']);
   // The rebuild's load marks it again, in a new generation, with the restore window open.
   await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
   assert.equal(await store.ready(), true);
@@ -402,8 +403,8 @@ test('Redis Cluster with the key directory on its own Redis: an empty directory 
   assert.equal(await store.stateLost(), true, 'in the restore window');
   assert.deepEqual(await store.hold({ holdId: 'h', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000 }), { ok: false, reason: 'not_ready', available: 0n });
   await new Promise((r) => setTimeout(r, 450));
-  assert.equal(await store.stateLost(), true, 'the window over, gw-1 not done');
-  await store.restored('gw-1');
+  assert.equal(await store.stateLost(), true, 'the window over, ctl-1 not done');
+  await store.restored('ctl-1');
   assert.equal(await store.stateLost(), false);
   assert.equal((await store.hold({ holdId: 'h', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000 })).ok, true);
 });

@@ -79,6 +79,11 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
    * does not fail the save (`onPutError` hears of it): the record is on the log, and the ledger
    * group puts it into the directory.
    */
+  /** A control process's records are read by every process: readers and new holds wait for their put-back. */
+  protected override get holdsBackReaders(): boolean {
+    return true;
+  }
+
   async save(event: DirectoryRecordEvent, put: () => Promise<unknown>): Promise<void> {
     const id = recordId(event);
     // Written ahead first, before anything changes: a log that cannot take the record (a full

@@ -83,6 +83,7 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
     holds: given.holds ?? new HoldRegistry(given.balances, {
       onError: (err) => app.log.warn({ err }, 'hold registry: could not read or restore hot state; trying again'),
       onRestored: (r) => app.log.warn(r, 'hot state was rebuilt: re-reserved the holds of this gateway\'s requests in flight'),
+      onRecordsRestored: () => given.keys.forgetAll?.(),
     }),
   };
   app.addHook('onClose', async () => {

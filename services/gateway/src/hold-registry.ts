@@ -30,6 +30,11 @@ export interface HoldRegistryOptions extends EpochRegistryOptions {
   onRestored?: (r: { restored: number; inFlight: number; epoch: string }) => void;
   /** entries listed at most (default MAX_LISTED) */
   maxListed?: number;
+  /**
+   * Once per rebuilt state (a new epoch), when it no longer waits for control processes to put
+   * back their records (`recordsPending` false): the gateway's key cache forgets what it read.
+   */
+  onRecordsRestored?: () => void;
 }
 
 /**
@@ -54,10 +59,41 @@ export interface HoldRegistryOptions extends EpochRegistryOptions {
 export class HoldRegistry extends EpochRegistry<Entry> {
   readonly #options: HoldRegistryOptions;
   #restoring: Promise<void> | undefined;
+  #recordsPending = false;
+  /** the epoch whose wait for record restorers was seen over */
+  #waitedOut: string | undefined;
 
   constructor(store: BalanceStore, options: HoldRegistryOptions = {}) {
     super(store, options);
     this.#options = options;
+  }
+
+  /**
+   * True while, as of the last poll (every RESTORE_POLL_MS; one `stateLost` read per poll after
+   * a new epoch, until it answers false), the rebuilt state waits for control
+   * processes to put back records only their spools held (`stateLost`: `<ready>:pending`, or
+   * the restore window): a key revoked or an account suspended through one of them would be
+   * served meanwhile (a breaker's HIGH), so no new hold is admitted (503 `state_unavailable`).
+   */
+  recordsPending(): boolean {
+    return this.#recordsPending;
+  }
+
+  /** Read after each new epoch until the wait is over; nothing more until the next rebuild. */
+  protected override async polled(epoch: string | null): Promise<void> {
+    if (epoch === null) {
+      this.#recordsPending = false; // lost: holds are refused as not ready anyway
+      return;
+    }
+    if (epoch === this.#waitedOut) return;
+    const pending = await this.store.stateLost();
+    if (!pending) {
+      // What was read while they were missing (a revoked key, active in the rebuilt state) is
+      // not served from a cache once holds are admitted again.
+      this.#options.onRecordsRestored?.();
+      this.#waitedOut = epoch;
+    }
+    this.#recordsPending = pending;
   }
 
   /**

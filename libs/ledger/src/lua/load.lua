@@ -49,18 +49,22 @@ redis.call('HSET', pos_key, '#epoch', ARGV[i + 2 * r + 1])
 --    one: re-reserve their requests in flight, restore-holds.lua). When a gateway announced
 --    requests to restore while the state was lost (`<ready>:restorers`), no hold is made for
 --    the restore window after this (ARGV after the epoch, ms; 0 for none), while they do.
---    The announced restorers become `<ready>:pending` (PX ARGV after the window): readers wait
---    until each has put back what only it holds (take-restorers.lua does the same on a Cluster).
+--    The control processes that announced records to put back become `<ready>:pending` (PX
+--    the ARGV after the window): readers that find a record absent, and gateways' new holds,
+--    wait until each has put its records back (take-restorers.lua does the same on a Cluster).
 local epoch, window = ARGV[i + 2 * r + 1], tonumber(ARGV[i + 2 * r + 2] or '0')
-local wait = ARGV[i + 2 * r + 3] or '0'
+local wait = tonumber(ARGV[i + 2 * r + 3] or '0')
 redis.call('SET', ready_key, epoch)
-local restorers, pending = ready_key .. ':restorers', ready_key .. ':pending'
-local announced = redis.call('EXISTS', restorers) == 1
-if announced and redis.call('TYPE', restorers).ok == 'set' and tonumber(wait) > 0 then
-  redis.call('RENAME', restorers, pending)
-  redis.call('PEXPIRE', pending, wait)
-else
-  redis.call('DEL', restorers)
+local announced = redis.call('DEL', ready_key .. ':restorers') == 1
+local ids, pending = ready_key .. ':record-restorers', ready_key .. ':pending'
+if redis.call('EXISTS', ids) == 1 then
+  announced = true
+  if wait > 0 then
+    redis.call('RENAME', ids, pending)
+    redis.call('PEXPIRE', pending, wait)
+  else
+    redis.call('DEL', ids)
+  end
 end
 if announced and window > 0 then
   redis.call('SET', ready_key .. ':restoring', '1', 'PX', window)

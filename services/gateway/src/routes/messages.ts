@@ -269,6 +269,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     // Hot state was just rebuilt: this gateway's requests in flight are re-reserved first.
     const restoring = deps.holds?.restoring();
     if (restoring) await restoring;
+    // ...and control processes put back records only their spools held (a revoked key is active
+    // in the rebuilt state until then): no hold before that.
+    if (deps.holds?.recordsPending()) {
+      reply.headers(await x.limit.refund());
+      metrics?.holdRefused('state_unavailable');
+      throw stateUnavailable();
+    }
     const hold = await spanned(deps.tracer, 'hold', () => ({ 'tollgate.hold.micro_credits': adm.amount.toString() }), async (span) => {
       try {
         const result = await guardState(() => deps.balances.hold({
