@@ -43,7 +43,7 @@ async function slowStream(client: Anthropic, tag: string) {
   });
   const end = stream.finalMessage().then((m) => ({ message: m, error: undefined }), (err: unknown) => ({ message: undefined, error: err as InstanceType<typeof Anthropic.APIError> }));
   await started;
-  return { events, end };
+  return { events, end, requestId: () => stream.request_id };
 }
 
 test('write ahead below its reserve (too little room to record what is answered): new paid requests are refused before forwarding and /ready says why, the stream in flight ends whole and billed, operator writes still record; served again once there is room', async (t) => {
@@ -145,7 +145,18 @@ test('write ahead on an exhausted disk (its last MiB going while a stream relays
     if (Date.now() > end) throw new Error('not ready again');
     await new Promise((r) => setTimeout(r, 50));
   }
-  // Billed: ok-1 and ok-3; the cut stream is recorded at cost 0.
+  // Billed: ok-1 and ok-3; the cut stream is recorded at cost 0 once its upstream has ended
+  // (the gateway reads it to its end: up to 8 s).
   assert.equal((await c.client.messages.create(params('ok-3'))).type, 'message');
+  const cutId = slow.requestId();
+  for (const end = Date.now() + 20_000; ; await new Promise((r) => setTimeout(r, 200))) {
+    const events = await admin<{ data: Array<{ event_id: string; cost_micros: string }> }>(stack.url, 'GET', `/admin/v1/usage/events?account_id=${c.accountId}&limit=100`);
+    const cutEvent = events.json.data.find((e) => e.event_id === cutId);
+    if (cutEvent) {
+      assert.equal(cutEvent.cost_micros, '0');
+      break;
+    }
+    if (Date.now() > end) throw new Error(`the cut stream ${cutId} was never recorded`);
+  }
   assert.equal(await settledBalance(stack, c.accountId), GRANT - 2n * COST);
 });

@@ -88,7 +88,7 @@ export class CachedKeyDirectory implements KeyDirectory {
 
   /** KeyDirectory.forgetAll: every cached entry goes, and lookups in flight are neither cached nor shared. */
   forgetAll(): void {
-    this.#invalidate();
+    this.#invalidate(() => true);
   }
 
   account(id: string): Promise<AccountRecord | undefined> {

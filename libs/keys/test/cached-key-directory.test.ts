@@ -152,3 +152,19 @@ test('a lookup that raced a write is not cached', async () => {
   assert.equal((await cached.byHash('hash-k1'))?.key.status, 'revoked');
   assert.equal(calls, 2);
 });
+
+test('forgetAll (records put back after a rebuild): a key read active and revoked behind the cache is read again at once, hits and misses alike', async () => {
+  const { inner, cached } = await setup({ ttlMs: 60_000 });
+  await inner.putKey(key('k1'));
+  assert.equal((await cached.byHash('hash-k1'))?.key.status, 'active');
+  assert.equal(await cached.byHash('hash-k2'), undefined);
+  // Revoked (and k2 made) behind the cache, as a control process's put-back after a rebuild is.
+  await inner.putKey(key('k1', { status: 'revoked', revoked_at: 2, version: 2 }));
+  await inner.putKey(key('k2'));
+  assert.equal((await cached.byHash('hash-k1'))?.key.status, 'active', 'still cached before');
+  const lookups = inner.lookups;
+  cached.forgetAll();
+  assert.equal((await cached.byHash('hash-k1'))?.key.status, 'revoked');
+  assert.equal((await cached.byHash('hash-k2'))?.key.id, 'k2');
+  assert.equal(inner.lookups, lookups + 2);
+});

@@ -24,6 +24,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** the authenticated key and its account */
     caller?: KeyEntry;
+    /** performance.now() when its key lookup began (HoldRegistry.recordsRestoredAt: a key read before spool-only records were put back) */
+    keyReadAt?: number;
   }
 }
 
@@ -149,6 +151,7 @@ export function registerGateway(app: FastifyInstance, given: GatewayDeps): Gatew
       // Watched from the start: a client may leave while its key is being looked up.
       let gone = false;
       reply.raw.once('close', () => { gone = true; });
+      request.keyReadAt = performance.now();
       request.caller = await authenticate(deps.keys, deps.keyHashSecret, request.headers, stateReady, request.ip);
       // A request with a body counts against its key and account from here, while it uploads,
       // not only once its body is in: ten slow uploads of one key cannot pass a limit of four.

@@ -60,6 +60,7 @@ export class HoldRegistry extends EpochRegistry<Entry> {
   readonly #options: HoldRegistryOptions;
   #restoring: Promise<void> | undefined;
   #recordsPending = false;
+  #recordsRestoredAt = Number.NEGATIVE_INFINITY;
   /** the epoch whose wait for record restorers was seen over */
   #waitedOut: string | undefined;
 
@@ -79,6 +80,15 @@ export class HoldRegistry extends EpochRegistry<Entry> {
     return this.#recordsPending;
   }
 
+  /**
+   * performance.now() when the last rebuilt state was seen no longer waiting for records (the
+   * key cache forgotten then), -Infinity before: a key read before it may be a revoked one read
+   * active, so its request is not admitted (a breaker-style race: read just before, held just after).
+   */
+  recordsRestoredAt(): number {
+    return this.#recordsRestoredAt;
+  }
+
   /** Read after each new epoch until the wait is over; nothing more until the next rebuild. */
   protected override async polled(epoch: string | null): Promise<void> {
     if (epoch === null) {
@@ -87,12 +97,14 @@ export class HoldRegistry extends EpochRegistry<Entry> {
     }
     if (epoch === this.#waitedOut) return;
     const pending = await this.store.stateLost();
-    if (!pending) {
-      // What was read while they were missing (a revoked key, active in the rebuilt state) is
-      // not served from a cache once holds are admitted again.
+    // A rebuild this gateway lived through (not the state it started on, unless it started
+    // while that waited): what was read while the records were missing (a revoked key, active in
+    // the rebuilt state) is neither served from a cache nor admitted once holds are again.
+    if (!pending && (this.#waitedOut !== undefined || this.#recordsPending)) {
       this.#options.onRecordsRestored?.();
-      this.#waitedOut = epoch;
+      this.#recordsRestoredAt = performance.now();
     }
+    if (!pending) this.#waitedOut = epoch;
     this.#recordsPending = pending;
   }
 

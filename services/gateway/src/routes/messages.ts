@@ -270,8 +270,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const restoring = deps.holds?.restoring();
     if (restoring) await restoring;
     // ...and control processes put back records only their spools held (a revoked key is active
-    // in the rebuilt state until then): no hold before that.
-    if (deps.holds?.recordsPending()) {
+    // in the rebuilt state until then): no hold before that, nor for a key read before it.
+    if (deps.holds && (deps.holds.recordsPending() || deps.holds.recordsRestoredAt() > (request.keyReadAt ?? Number.NEGATIVE_INFINITY))) {
       reply.headers(await x.limit.refund());
       metrics?.holdRefused('state_unavailable');
       throw stateUnavailable();
