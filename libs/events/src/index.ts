@@ -20,4 +20,4 @@ export type { KafkaLogOptions, KafkaLogLogger, LagReport } from './kafka-log.ts'
 export { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
 export { KAFKA_COMPRESSIONS, CODEC_SLICE_MS, gunzipOptions, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES, zstdOptions } from './kafka-codecs.ts';
 export type { KafkaCompression, SyncOutputOptions } from './kafka-codecs.ts';
-export { DiskExhaustedError, DiskReserveLowError, EXHAUSTED_BYTES, EXHAUSTED_INODES, PROBE_INTERVAL_MS, PROBE_NAME, RESERVE_INODES, WriteAheadHealth, clearMargin, type SpaceWatch } from './write-ahead-health.ts';
+export { DiskExhaustedError, DiskReserveLowError, EXHAUSTED_BYTES, EXHAUSTED_INODES, PROBE_INTERVAL_MS, PROBE_NAME, RESERVE_INODES, WriteAheadHealth, type SpaceWatch } from './write-ahead-health.ts';

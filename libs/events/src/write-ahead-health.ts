@@ -41,7 +41,7 @@ export const RESERVE_INODES = 256;
 const INODE_CLEAR_MARGIN = 16;
 
 /** How much more than a threshold must be free again before its verdict clears (no flapping): 1/16 of it, 1 to 8 MiB. */
-export function clearMargin(bytes: number): number {
+function clearMargin(bytes: number): number {
   return Math.min(8 * MiB, Math.max(MiB, Math.floor(bytes / 16)));
 }
 
@@ -140,15 +140,15 @@ export class WriteAheadHealth {
       const margin = was ? clearMargin(bytes) : 0;
       return free < bytes + margin || (inodes !== undefined && inodes < inodeCount + (was ? INODE_CLEAR_MARGIN : 0));
     };
-    const before = this.problemOfSpace();
+    const before = this.#problemOfSpace();
     this.#exhausted = under(EXHAUSTED_BYTES, EXHAUSTED_INODES, this.#exhausted !== undefined) ? new DiskExhaustedError(space.dir, free, inodes) : undefined;
     this.#low = under(space.reserveBytes, RESERVE_INODES, this.#low !== undefined) ? new DiskReserveLowError(space.dir, free, space.reserveBytes, inodes) : undefined;
-    const after = this.problemOfSpace();
+    const after = this.#problemOfSpace();
     if (before?.name !== after?.name) space.onChange?.(after);
   }
 
   /** What the space watch says now: DiskExhaustedError, else DiskReserveLowError, else undefined. */
-  problemOfSpace(): DiskReserveLowError | DiskExhaustedError | undefined {
+  #problemOfSpace(): DiskReserveLowError | DiskExhaustedError | undefined {
     return this.#exhausted ?? this.#low;
   }
 

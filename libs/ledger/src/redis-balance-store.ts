@@ -321,7 +321,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerApplyBatch', `${usage}\n${ledgerFn}\n${lua('apply-batch')}`, -1);
     define('tollgateLedgerCheckPosition', `${position}\n${lua('check-position')}`, 1);
     define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
-    define('tollgateLedgerLoad', lua('load'), 5);
+    define('tollgateLedgerLoad', `${lua('take-restorers')}\n${lua('load')}`, 5);
     define('tollgateLedgerSnapshot', lua('snapshot'), 3);
     define('tollgateLedgerQuarantine', `${position}\n${lua('quarantine')}`, 4);
     define('tollgateLedgerClaimReference', lua('claim-reference'), 3);
@@ -332,7 +332,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerClusterLoadPut', `${lua('marker-fn')}\n${lua('cluster-load-put')}`, 2);
     define('tollgateLedgerRaiseWindows', lua('raise-windows'), -1);
     define('tollgateLedgerEpoch', lua('epoch'), -1);
-    define('tollgateLedgerTakeRestorers', lua('take-restorers'), 3);
+    define('tollgateLedgerTakeRestorers', `${lua('take-restorers')}\n${lua('take-restorers-call')}`, 3);
     define('tollgateLedgerRestoreHolds', `${expireHolds}\n${windowsFn}\n${lua('restore-holds')}`, 4);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }

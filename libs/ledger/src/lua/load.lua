@@ -51,21 +51,12 @@ redis.call('HSET', pos_key, '#epoch', ARGV[i + 2 * r + 1])
 --    the restore window after this (ARGV after the epoch, ms; 0 for none), while they do.
 --    The control processes that announced records to put back become `<ready>:pending` (PX
 --    the ARGV after the window): readers that find a record absent, and gateways' new holds,
---    wait until each has put its records back (take-restorers.lua does the same on a Cluster).
+--    wait until each has put its records back (take-restorers.lua, prepended; the Cluster's
+--    load calls the same).
 local epoch, window = ARGV[i + 2 * r + 1], tonumber(ARGV[i + 2 * r + 2] or '0')
 local wait = tonumber(ARGV[i + 2 * r + 3] or '0')
 redis.call('SET', ready_key, epoch)
-local announced = redis.call('DEL', ready_key .. ':restorers') == 1
-local ids, pending = ready_key .. ':record-restorers', ready_key .. ':pending'
-if redis.call('EXISTS', ids) == 1 then
-  announced = true
-  if wait > 0 then
-    redis.call('RENAME', ids, pending)
-    redis.call('PEXPIRE', pending, wait)
-  else
-    redis.call('DEL', ids)
-  end
-end
+local announced = take_restorers(ready_key .. ':restorers', ready_key .. ':record-restorers', ready_key .. ':pending', wait)
 if announced and window > 0 then
   redis.call('SET', ready_key .. ':restoring', '1', 'PX', window)
 end

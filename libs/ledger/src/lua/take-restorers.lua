@@ -1,18 +1,20 @@
--- A load takes what was announced while the state was lost (epoch.lua): the flag opens the hold
--- restore window; the control processes with records to put back (`<ready>:record-restorers`)
--- become `<ready>:pending` (PX ARGV[1]): readers that find a record absent and gateways' new
--- holds wait while it exists, and each process leaves it once done (`restored`). The Cluster
--- layout's store-wide keys (one slot); load.lua does the same inline.
--- KEYS[1] `<ready>:restorers`, KEYS[2] `<ready>:record-restorers`, KEYS[3] `<ready>:pending`
--- Returns 1 when some process had announced (the load opens the hold restore window), else 0.
-local announced = redis.call('DEL', KEYS[1]) == 1
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  announced = true
-  if tonumber(ARGV[1]) > 0 then
-    redis.call('RENAME', KEYS[2], KEYS[3])
-    redis.call('PEXPIRE', KEYS[3], ARGV[1])
-  else
-    redis.call('DEL', KEYS[2])
+-- A load takes what was announced while the state was lost (epoch.lua), in the load's own
+-- atomic step: the flag `restorers` opens the hold restore window; the control processes with
+-- records to put back (`ids`, `<ready>:record-restorers`) become `pending` (`<ready>:pending`,
+-- PX `wait` ms, or dropped when `wait` is 0): readers that find a record absent and gateways'
+-- new holds wait while it exists, and each process leaves it once done (`restored`).
+-- Prepended to load.lua (standalone) and to take-restorers-call.lua (the Cluster's store-wide
+-- keys, one slot). Returns true when some process had announced.
+local function take_restorers(restorers, ids, pending, wait)
+  local announced = redis.call('DEL', restorers) == 1
+  if redis.call('EXISTS', ids) == 1 then
+    announced = true
+    if wait > 0 then
+      redis.call('RENAME', ids, pending)
+      redis.call('PEXPIRE', pending, wait)
+    else
+      redis.call('DEL', ids)
+    end
   end
+  return announced
 end
-return announced and 1 or 0
