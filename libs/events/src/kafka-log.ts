@@ -26,6 +26,7 @@ import { boundedRaw, type UndecodableMessage } from './decode.ts';
 import { probeDirectory, reserveChanged, WriteAheadHealth } from './write-ahead-health.ts';
 import { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
 import { compressionType, registerKafkaCodecs, type KafkaCompression } from './kafka-codecs.ts';
+import { commitVia, OffsetCommitter } from './offset-committer.ts';
 
 /** pino-compatible: `logger.warn({ err }, 'message')`. */
 export interface KafkaLogLogger {
@@ -923,13 +924,17 @@ export class KafkaLog implements EventLog {
             const key = `${payload.batch.topic}|${payload.batch.partition}`;
             busy.add(key);
             try {
-              await this.#consumeBatch(watched, byName, failures, payload, committer, () => halted, assignment, (to) => {
+              const pause = await this.#consumeBatch(watched, byName, failures, payload, committer, () => halted, assignment, (to) => {
                 for (const t of to) {
                   committer.drop(this.topicName(t.topic), t.partition);
                   consumer.seek({ topic: this.topicName(t.topic), partition: t.partition, offset: t.offset.toString() });
                   nextOffset.set(`${this.topicName(t.topic)}|${t.partition}`, t.offset);
                 }
               });
+              // The pause after a failed batch is out of the handler: the stored-position check
+              // may move the partition meanwhile (a lost state rebuilt while its batch waited).
+              busy.delete(key);
+              if (pause !== undefined && !halted) await sleep(pause);
             } finally {
               busy.delete(key);
               if (--inFlight === 0) drained?.();
@@ -984,6 +989,7 @@ export class KafkaLog implements EventLog {
         if (!consumer || halted) return;
         const positions = await storedPositions();
         if (positions === undefined || halted || current !== consumer) return;
+        const moved: Promise<void>[] = [];
         for (const [name, partitions] of assigned) {
           const topic = byName.get(name);
           if (!topic || (topic as string) === DEAD_LETTER_TOPIC) continue;
@@ -997,8 +1003,14 @@ export class KafkaLog implements EventLog {
             committer.drop(name, p);
             consumer.seek({ topic: name, partition: p, offset: (stored + 1n).toString() });
             nextOffset.set(key, stored + 1n);
+            // And the group's committed offset follows: everything before stored + 1 has its
+            // effects in the sink. Else a partition moved forward past what this group committed
+            // (state rebuilt from a warehouse that held more) and then idle kept its old commit:
+            // consumer lag read > 0 for good, and a restart read it all again.
+            moved.push(committer.handled(name, p, (stored + 1n).toString(), commitVia(consumer)));
           }
         }
+        await Promise.all(moved);
       };
       const tick = () => {
         if (checking) return;
@@ -1061,6 +1073,12 @@ export class KafkaLog implements EventLog {
   // ---------------------------------------------------------------------------------------------
   // Consuming
 
+  /**
+   * Hands one kafkajs batch to the subscription's handler, slice by slice, resolving and
+   * recording (committer) each slice handled. Resolves the pause in ms the caller waits before
+   * the partition is fetched again when the handler failed (the same events come again), else
+   * undefined.
+   */
   async #consumeBatch(
     options: SubscribeOptions,
     byName: Map<string, Topic>,
@@ -1070,7 +1088,7 @@ export class KafkaLog implements EventLog {
     halted: () => boolean,
     assignment: Assignment,
     rewind: (to: RewindError['to']) => void,
-  ): Promise<void> {
+  ): Promise<number | undefined> {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale } = payload;
     const topic = byName.get(batch.topic);
     if (!topic) return; // not ours: never happens with an explicit topic list
@@ -1126,8 +1144,7 @@ export class KafkaLog implements EventLog {
           } else {
             this.#log.warn({ err, group: options.group, topic: batch.topic, partition: batch.partition, offset: slice[0]!.offset, attempt: n }, 'event handler failed; redelivering');
           }
-          await sleep(Math.min(this.#maxRetryDelayMs, 50 * 2 ** n));
-          return;
+          return Math.min(this.#maxRetryDelayMs, 50 * 2 ** n);
         } finally {
           clearInterval(beat);
         }
@@ -1580,112 +1597,6 @@ export class KafkaLog implements EventLog {
   }
 }
 
-type CommitOffsets = EachBatchPayload['commitOffsetsIfNecessary'];
-
-/**
- * The offsets a subscription's handler has finished, committed to Kafka in the background: at
- * most one OffsetCommit in flight, carrying every partition's latest handled offset, at most
- * every `intervalMs`. A partition's next batch therefore never waits for a commit round trip
- * (before issue 11 each handler call awaited its own commit, and with
- * `partitionsConsumedConcurrently` kafkajs' next fetch waits for every partition of the last
- * one, so one slow commit held them all up). Only handled offsets are ever recorded, so a
- * commit never runs ahead of the effects; one that fails (a rebalance, the coordinator moving)
- * is dropped: the next handled batch brings a newer offset, and meanwhile a restart or a new
- * owner redelivers a little more, which positions stored with the effects turn into duplicates.
- * `intervalMs` 0 commits each handled offset at once, awaited by the caller.
- */
-class OffsetCommitter {
-  readonly #intervalMs: number;
-  readonly #log: KafkaLogLogger;
-  readonly #group: string;
-  /** `topic|partition` → the next offset to read there (Kafka's commit convention) */
-  #pending = new Map<string, { topic: string; partition: number; offset: string }>();
-  #commit: CommitOffsets | null = null;
-  #timer: NodeJS.Timeout | null = null;
-  #running: Promise<void> | null = null;
-  #failing = false;
-
-  constructor(intervalMs: number, log: KafkaLogLogger, group: string) {
-    this.#intervalMs = intervalMs;
-    this.#log = log;
-    this.#group = group;
-  }
-
-  /** The handler finished everything before `next` in this partition (a Kafka topic name). */
-  async handled(topic: string, partition: number, next: string, commit: CommitOffsets): Promise<void> {
-    if (this.#intervalMs === 0) {
-      await commit({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
-      return;
-    }
-    this.#commit = commit;
-    this.#pending.set(`${topic}|${partition}`, { topic, partition, offset: next });
-    if (!this.#timer && !this.#running) {
-      this.#timer = setTimeout(() => {
-        this.#timer = null;
-        void this.#run();
-      }, this.#intervalMs);
-    }
-  }
-
-  /** A rewind: what was recorded for the partition is past the position it goes back to. */
-  drop(topic: string, partition: number): void {
-    this.#pending.delete(`${topic}|${partition}`);
-  }
-
-  /**
-   * A rebalance gave this member `assigned` (Kafka topic name → partitions): what it recorded
-   * for any other partition is forgotten. Another member owns that partition now and commits
-   * its own, newer offsets there; committing ours later would move the group's position back
-   * (its next owner would redeliver what was already handled). Left uncommitted instead, the
-   * new owner starts at the last commit, which positions stored with the effects make exact.
-   */
-  retain(assigned: ReadonlyMap<string, ReadonlySet<number>>): void {
-    for (const [id, p] of this.#pending) if (!assigned.get(p.topic)?.has(p.partition)) this.#pending.delete(id);
-  }
-
-  /** Commits everything recorded so far and waits for it (stop); never throws. */
-  async flush(): Promise<void> {
-    for (;;) {
-      if (this.#timer) clearTimeout(this.#timer);
-      this.#timer = null;
-      if (this.#running) await this.#running;
-      else if (this.#pending.size > 0) await this.#run();
-      else return;
-    }
-  }
-
-  #run(): Promise<void> {
-    const commit = this.#commit;
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    if (!commit || pending.length === 0) return Promise.resolve();
-    const byTopic = new Map<string, Array<{ partition: number; offset: string }>>();
-    for (const p of pending) {
-      let list = byTopic.get(p.topic);
-      if (!list) byTopic.set(p.topic, (list = []));
-      list.push({ partition: p.partition, offset: p.offset });
-    }
-    this.#running = (async () => {
-      try {
-        await commit({ topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })) });
-        this.#failing = false;
-      } catch (err) {
-        if (!this.#failing) this.#log.warn({ err, group: this.#group }, 'offset commit failed; the next handled batch commits again (a restart may redeliver a little more)');
-        this.#failing = true;
-      }
-    })().finally(() => {
-      this.#running = null;
-      // what was handled meanwhile goes out in the next commit
-      if (this.#pending.size > 0 && !this.#timer) {
-        this.#timer = setTimeout(() => {
-          this.#timer = null;
-          void this.#run();
-        }, this.#intervalMs);
-      }
-    });
-    return this.#running;
-  }
-}
 
 /**
  * A message as the handler gets it. One that is not even JSON (or empty) is NOT skipped here: it

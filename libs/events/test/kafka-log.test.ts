@@ -287,6 +287,57 @@ if (brokers === undefined) {
     }
   });
 
+  test('stored position ahead of the group\'s commit (the sink state rebuilt from a warehouse that held more), no new event: the member resumes at stored + 1 and the group commits it, so its lag reads 0', async () => {
+    const { log, prefix, cleanup } = await freshLog(kafka, 1, { positionCheckMs: 100 });
+    const admin = kafka.admin();
+    await admin.connect();
+    const group = `ahead-${randomUUID()}`;
+    const committed = async () => (await admin.fetchOffsets({ groupId: log.groupName(group), topics: [`${prefix}usage`] }))[0]!.partitions[0]!.offset;
+    const lags: number[] = [];
+    log.reportLag((g, topic, partition, lag) => { if (g === group && topic === 'usage' && partition === 0 && lag !== null) lags.push(lag); }, 100);
+    try {
+      const usage = (n: number) => sampleEvents(randomUUID().slice(0, 8), n).map((x) => ({ ...x, topic: 'usage' as const }));
+      await publishAll(log, usage(5), 5);
+      const first = new Collector();
+      const sub = await log.subscribe({ group, topics: ['usage'], fromBeginning: true, handler: first.handler() });
+      try {
+        for (let i = 0; i < 200 && (await committed()) !== '5'; i++) await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await committed(), '5', 'offsets 0–4 handled and committed');
+      } finally {
+        await sub.stop();
+      }
+      await publishAll(log, usage(3), 3); // offsets 5–7, which the group never reads below
+      // A new member whose sink state is lost, then rebuilt from a warehouse that already held
+      // 5–7 (stored position 7). Its handler takes nothing at or before the stored position (here
+      // it refuses, as a lost state does), so only the stored position can move the commit.
+      let stored: bigint | undefined;
+      const taken: bigint[] = [];
+      const sub2 = await log.subscribe({
+        group, topics: ['usage'], fromBeginning: true,
+        storedPositions: async () => (stored === undefined ? undefined : new Map([['usage:0', stored]])),
+        handler: async (events) => {
+          if (stored === undefined || events.some((e) => e.offset <= stored!)) throw new NotYetError('hot state lost; waiting for the rebuild');
+          for (const e of events) taken.push(e.offset);
+        },
+      });
+      try {
+        await new Promise((r) => setTimeout(r, 300));
+        stored = 7n;
+        for (let i = 0; i < 100 && (await committed()) !== '8'; i++) await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await committed(), '8', 'the commit follows the stored position (it stayed at 5 before)');
+        lags.length = 0;
+        for (let i = 0; i < 100 && lags.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+        assert.deepEqual(lags.slice(-2), [0, 0]);
+        assert.deepEqual(taken, []);
+      } finally {
+        await sub2.stop();
+      }
+    } finally {
+      await admin.disconnect();
+      await cleanup();
+    }
+  });
+
   test('records are keyed by account, carry exactly the publisher\'s headers (no event_id header), and are JSON; a record of an earlier version with an event_id header reads back with the publisher\'s headers alone', async () => {
     const { log, prefix, cleanup } = await freshLog(kafka);
     const consumer = kafka.consumer({ groupId: `raw-${randomUUID()}`, maxWaitTimeInMs: 250 });
