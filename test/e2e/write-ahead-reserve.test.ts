@@ -46,6 +46,14 @@ async function slowStream(client: Anthropic, tag: string) {
   return { events, end, requestId: () => stream.request_id };
 }
 
+/** The write ahead's gauges as GET /metrics has them (name without the prefix → value). */
+async function writeAheadGauges(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^tollgate_write_ahead_(state|free_bytes|reserve_bytes) (\S+)$/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}
+
 test('write ahead below its reserve (too little room to record what is answered): new paid requests are refused before forwarding and /ready says why, the stream in flight ends whole and billed, operator writes still record; served again once there is room', async (t) => {
   const dataDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'tollgate-reserve-'));
   const freeMiB = () => { const s = statfsSync(dataDir); return (s.bavail * s.bsize) / MiB; };
@@ -65,6 +73,9 @@ test('write ahead below its reserve (too little room to record what is answered)
 
   assert.equal((await c.client.messages.create(params('ok-1'))).type, 'message');
   assert.equal((await readiness()).status, 200);
+  const above = await writeAheadGauges(stack.url);
+  assert.deepEqual({ state: above.state, reserve_bytes: above.reserve_bytes }, { state: 0, reserve_bytes: reserveMiB * MiB });
+  assert.ok(above.free_bytes! > reserveMiB * MiB, `free ${above.free_bytes}`);
 
   // A slow stream in flight when the disk falls below the reserve.
   const slow = await slowStream(c.client, 'slow-2');
@@ -74,6 +85,9 @@ test('write ahead below its reserve (too little room to record what is answered)
     await new Promise((r) => setTimeout(r, 50));
   }
   assert.deepEqual(await readiness(), { status: 503, reasons: ['the disk of DATA_DIR is below the write-ahead reserve (WRITE_AHEAD_RESERVE_MB)'] });
+  const below = await writeAheadGauges(stack.url);
+  assert.equal(below.state, 1, 'tollgate_write_ahead_state: below the reserve');
+  assert.ok(below.free_bytes! < reserveMiB * MiB, `free ${below.free_bytes}`);
 
   // A new paid request: refused before forwarding, no text, not sent upstream.
   const refusedEvents: string[] = [];
@@ -107,6 +121,7 @@ test('write ahead below its reserve (too little room to record what is answered)
     await new Promise((r) => setTimeout(r, 50));
   }
   assert.equal((await c.client.messages.create(params('ok-4'))).type, 'message');
+  assert.equal((await writeAheadGauges(stack.url)).state, 0, 'tollgate_write_ahead_state: writing again');
   // Billed: ok-1, the slow stream in full and ok-4; the refused one not at all; the top-up counted.
   assert.equal(await settledBalance(stack, c.accountId), GRANT + TOP_UP - 2n * COST - SLOW_COST);
 });
@@ -140,6 +155,9 @@ test('write ahead on an exhausted disk (its last MiB going while a stream relays
   assert.ok(!slow.events.includes('message_stop'), slow.events.join(' '));
   assert.ok(slow.events.filter((x) => x === 'content_block_delta').length < SLOW_TOKENS, slow.events.join(' '));
   assert.deepEqual(await (await fetch(`${stack.url}/ready`)).json(), { status: 'not_ready', reasons: ['events cannot be written ahead (the spool or journal in DATA_DIR cannot be written)'] });
+  const full = await writeAheadGauges(stack.url);
+  assert.deepEqual({ state: full.state, reserve_bytes: full.reserve_bytes }, { state: 2, reserve_bytes: 16 * MiB }, 'tollgate_write_ahead_state: cannot write');
+  assert.ok(full.free_bytes! < MiB, `free ${full.free_bytes}`);
   await rm(join(mount, 'ballast'));
   for (const end = Date.now() + 5_000; (await fetch(`${stack.url}/ready`)).status !== 200;) {
     if (Date.now() > end) throw new Error('not ready again');

@@ -283,6 +283,36 @@ export class Metrics {
     this.#batchEvents.observe(events);
   }
 
+  /**
+   * The write ahead's gauges, read at each scrape from `read()`:
+   * `tollgate_write_ahead_state` (0 writing; 1 its disk below the reserve: paid requests refused,
+   * operator writes and requests in flight still record; 2 it cannot write: the disk as good as
+   * full or the last append failed), `tollgate_write_ahead_free_bytes` (free bytes on the disk
+   * of DATA_DIR, statfs `bavail` × `bsize`; absent when it cannot be read) and
+   * `tollgate_write_ahead_reserve_bytes` (WRITE_AHEAD_RESERVE_MB in bytes; 0: not watched).
+   * Call once per process.
+   */
+  watchWriteAhead(read: () => { state: 0 | 1 | 2; freeBytes: number | undefined; reserveBytes: number }): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'tollgate_write_ahead_state',
+      help: 'The write ahead (spool or journal in DATA_DIR): 0 writing, 1 its disk below WRITE_AHEAD_RESERVE_MB (paid requests refused), 2 cannot write (disk full or appends failing)',
+      registers, collect() { this.set(read().state); },
+    });
+    new Gauge({
+      name: 'tollgate_write_ahead_free_bytes', help: 'Free bytes on the disk of DATA_DIR (statfs bavail x bsize)',
+      registers, collect() {
+        const free = read().freeBytes;
+        if (free === undefined) this.reset();
+        else this.set(free);
+      },
+    });
+    new Gauge({
+      name: 'tollgate_write_ahead_reserve_bytes', help: 'WRITE_AHEAD_RESERVE_MB in bytes: below it on the disk of DATA_DIR, paid requests are refused (0: not watched)',
+      registers, collect() { this.set(read().reserveBytes); },
+    });
+  }
+
   /** The exposition text for GET /metrics. */
   scrape(): Promise<string> {
     return this.registry.metrics();

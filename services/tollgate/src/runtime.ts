@@ -162,6 +162,15 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const { log, balances, keys, warehouse } = adapters;
   // Consumer lag (tollgate_consumer_lag): measured against the broker for Kafka; the in-process
   // log hands each event to its consumers as it is published, so its groups' lag is 0.
+  metrics.watchWriteAhead(() => {
+    const problem = log.writeAheadProblem?.();
+    let freeBytes: number | undefined;
+    try {
+      const s = statfsSync(config.dataDir);
+      freeBytes = s.bavail * s.bsize;
+    } catch { /* the directory is gone: the series is left out until it is back */ }
+    return { state: problem === undefined ? 0 : problem instanceof DiskReserveLowError ? 1 : 2, freeBytes, reserveBytes: config.writeAheadReserveBytes };
+  });
   if (log instanceof KafkaLog) log.reportLag((g, t, p, n) => metrics.consumerLag(g, t, p, n), config.telemetry.consumerLagIntervalMs);
   else if (config.roles.includes('aggregator')) {
     for (const group of config.aggregator.groups) for (const topic of TOPICS) metrics.consumerLag(group, topic, 0, 0);
