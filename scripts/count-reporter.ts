@@ -7,8 +7,11 @@
 /** What is kept of one failed test: where it is and the first lines of its error. */
 export interface Failure { name: string; file?: string; line?: number; error: string }
 
-/** The counts of a run as the reporters write them (one JSON line). */
-export interface Counts { passed: number; failed: number; skipped: number; failures: Failure[] }
+/**
+ * The counts of a run as the reporters write them (one JSON line); `skips`: each skip's reason
+ * (the text given to `t.skip`, else `(no reason given)`, `todo` for a todo) → how many tests.
+ */
+export interface Counts { passed: number; failed: number; skipped: number; failures: Failure[]; skips: Record<string, number> }
 
 export interface TestEvent {
   type: string;
@@ -27,12 +30,17 @@ export class Tally {
   #passed = 0;
   #skipped = 0;
   #failures: Failure[] = [];
+  #skips: Record<string, number> = {};
 
   add(event: TestEvent): void {
     if (event.data.details?.type === 'suite') return;
     if (event.type === 'test:pass') {
-      if (event.data.skip !== undefined || event.data.todo !== undefined) this.#skipped++;
-      else this.#passed++;
+      if (event.data.skip !== undefined || event.data.todo !== undefined) {
+        this.#skipped++;
+        const why = event.data.skip !== undefined ? event.data.skip : event.data.todo;
+        const reason = typeof why === 'string' && why !== '' ? why : event.data.skip !== undefined ? '(no reason given)' : 'todo';
+        this.#skips[reason] = (this.#skips[reason] ?? 0) + 1;
+      } else this.#passed++;
     } else if (event.type === 'test:fail') {
       this.#failures.push({ name: event.data.name ?? '(unnamed)', file: event.data.file, line: event.data.line, error: describeError(event.data.details?.error) });
     }
@@ -40,7 +48,7 @@ export class Tally {
 
   /** The counts as one JSON line (newline included). */
   line(): string {
-    const counts: Counts = { passed: this.#passed, failed: this.#failures.length, skipped: this.#skipped, failures: this.#failures };
+    const counts: Counts = { passed: this.#passed, failed: this.#failures.length, skipped: this.#skipped, failures: this.#failures, skips: this.#skips };
     return `${JSON.stringify(counts)}\n`;
   }
 }

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import type { Failure } from './count-reporter.ts';
+import type { Counts, Failure } from './count-reporter.ts';
 
 const root = join(import.meta.dirname, '..');
 const SKIP_DIRS = new Set(['node_modules', '.git', '.tools', '.deploy', 'data']);
@@ -28,7 +28,8 @@ const USAGE = `Usage: npm test [-- FILTER…]
 Runs every *.test.ts under libs/, services/ and test/ with Node's test runner, one process per
 file: the ordinary suites in parallel, then the *.fault.test.ts suites one at a time (they stop
 and start the shared Kafka and Redis). A FILTER keeps the files whose path contains it. Each
-suite's output goes to stdout, then every failed test again with its error, then one closing line: tests: N passed, N failed, N skipped.
+suite's output goes to stdout, then every failed test again with its error, then the skipped
+tests counted by reason, then one closing line: tests: N passed, N failed, N skipped.
 
 Environment:
   TEST_CONCURRENCY           test files run at once in the first phase (default 2)
@@ -73,6 +74,7 @@ if (files.length === 0) {
 const testEnv = { ...process.env, NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE || join(tmpdir(), 'node-compile-cache') };
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const failures: Failure[] = [];
+const skips = new Map<string, number>();
 const countsDir = mkdtempSync(join(tmpdir(), 'tollgate-test-'));
 const run = (label: string, list: string[], concurrency: string): number => {
   if (list.length === 0) return 0;
@@ -87,11 +89,12 @@ const run = (label: string, list: string[], concurrency: string): number => {
     ...list,
   ], { cwd: root, stdio: 'inherit', env: { ...testEnv, TOLLGATE_TEST_FILES: String(list.length), TOLLGATE_TEST_COUNTS: countsFile } });
   try {
-    const counts = JSON.parse(readFileSync(countsFile, 'utf8')) as typeof totals & { failures: Failure[] };
+    const counts = JSON.parse(readFileSync(countsFile, 'utf8')) as Counts;
     totals.passed += counts.passed;
     totals.failed += counts.failed;
     totals.skipped += counts.skipped;
     failures.push(...counts.failures);
+    for (const [reason, n] of Object.entries(counts.skips ?? {})) skips.set(reason, (skips.get(reason) ?? 0) + n);
   } catch {
     totals.failed++; // the runner died before reporting
     failures.push({ name: `${label}: the test runner died before reporting (exit ${result.status ?? result.signal})`, error: '' });
@@ -108,6 +111,11 @@ if (failures.length) {
     const where = f.file ? ` (${relative(root, f.file)}${f.line ? `:${f.line}` : ''})` : '';
     process.stdout.write(`\n✖ ${f.name}${where}\n${f.error.replace(/^/gm, '    ')}\n`);
   }
+}
+// And why tests were skipped, most first: which services to start to run them.
+if (skips.size) {
+  process.stdout.write(`\n=== skipped tests (${totals.skipped}), by reason:\n`);
+  for (const [reason, n] of [...skips].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))) process.stdout.write(`${String(n).padStart(5)}  ${reason}\n`);
 }
 process.stdout.write(`\ntests: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped\n`);
 process.exit(first || second || (totals.failed > 0 ? 1 : 0));
