@@ -469,6 +469,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           await real.load({ balances: new Map(), ledgerEntries: new Map() });
           if (o.holds !== 'none') await seedHolds(mode === 'cluster' ? cluster! : redis, `${redisPrefix}${tag}:`, holds, now);
           const balances = mode === 'per-event' ? perEventStore(real) : real;
+          const profiling = await startDrainProfile();
           t0 = performance.now();
           cpu0 = process.cpuUsage();
           const sub = await startLedgerConsumer({ log: kafkaLog, balances, keys: new MemoryKeyDirectory(), group: `bench-${tag}`, onApplied: count,
@@ -476,6 +477,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           await drained(finished, () => applied, o.events, tag);
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
+          await profiling?.(tag);
           await sub.stop();
           let sum = 0n;
           for (const b of (await real.balances()).values()) sum += b;
@@ -778,7 +780,7 @@ Environment:
                              the one of bash deploy/redis-cluster.sh)
   CLICKHOUSE_PID             the server's pid, for its CPU time (default deploy/clickhouse's pid
                              file under TOLLGATE_DEPLOY_DIR or .deploy)
-  BENCH_CPU_PROF             a directory: a V8 CPU profile of each warehouse drain (this
+  BENCH_CPU_PROF             a directory: a V8 CPU profile of each drain, ledger or warehouse (this
                              process, the drain's window alone) is written there; read it with
                              node bench/profiles/summarize.ts <file>
 
@@ -832,7 +834,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
  * otherwise wait forever (a consumer that crashed, a group that found nothing left to read).
  */
 /**
- * With BENCH_CPU_PROF=<dir>, for a warehouse drain: starts a V8 CPU profile of this process (node:inspector) and
+ * With BENCH_CPU_PROF=<dir>, for a drain (ledger or warehouse): starts a V8 CPU profile of this process (node:inspector) and
  * returns the function that stops it and writes <dir>/<tag>-<epoch ms>.cpuprofile: the drain's
  * window alone, not the produce before it (read it with bench/profiles/summarize.ts).
  */
