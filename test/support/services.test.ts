@@ -129,6 +129,17 @@ test('requireX calls t.skip() with a loud message when nothing is found and not 
   ]);
 });
 
+test('requireX under TOLLGATE_TEST_SERVICES=none: the skip names the variable to set and how to start services of one\'s own on free ports (not the default ports ruled out)', async () => {
+  const t = fakeContext();
+  assert.equal(await requireRedis(t, { TOLLGATE_TEST_SERVICES: 'none' }), undefined);
+  assert.equal(await requireKafka(t, { TOLLGATE_TEST_SERVICES: 'none' }), undefined);
+  const tail = 'e.g. to services of your own on free ports (REDIS_PORT=… KAFKA_PORT=… KAFKA_CONTROLLER_PORT=… CLICKHOUSE_PORT=… REDIS_CLUSTER_PORTS=… TOLLGATE_DEPLOY_DIR=… bash deploy/services.sh up prints the variables)';
+  assert.deepEqual(t.skipped, [
+    `SKIPPED: needs Redis (TOLLGATE_TEST_SERVICES=none probes no default port: set REDIS_URL, ${tail})`,
+    `SKIPPED: needs Kafka (TOLLGATE_TEST_SERVICES=none probes no default port: set KAFKA_BROKERS, ${tail})`,
+  ]);
+});
+
 test('requireX throws instead of skipping when services are required', async () => {
   for (const extra of [{ TOLLGATE_REQUIRE_SERVICES: '1' }, { CI: 'true' }]) {
     const env = await emptyEnv(extra);

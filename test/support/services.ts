@@ -207,12 +207,18 @@ export type SkippableContext = Pick<TestContext, 'skip'>;
 async function requireService(
   t: SkippableContext,
   name: string,
-  hint: string,
+  variable: string,
+  defaultHint: string,
   find: (env: Env) => Promise<string | undefined>,
   env: Env,
 ): Promise<string | undefined> {
   const url = await find(env);
   if (url) return url;
+  // With the default ports ruled out, starting the services there is not the way: the user
+  // opted out of what serves them (someone else's, on a shared machine).
+  const hint = noProbing(env)
+    ? `TOLLGATE_TEST_SERVICES=none probes no default port: set ${variable}, e.g. to services of your own on free ports (REDIS_PORT=… KAFKA_PORT=… KAFKA_CONTROLLER_PORT=… CLICKHOUSE_PORT=… REDIS_CLUSTER_PORTS=… TOLLGATE_DEPLOY_DIR=… bash deploy/services.sh up prints the variables)`
+    : defaultHint;
   if (servicesRequired(env)) {
     throw new Error(
       `${name} is required (TOLLGATE_REQUIRE_SERVICES=1 or CI=true) but none was found: ${hint}`,
@@ -232,22 +238,22 @@ async function requireService(
  *   test('...', async (t) => { const url = await requireRedis(t); if (!url) return; ... });
  */
 export async function requireRedis(t: SkippableContext, env: Env = process.env): Promise<string | undefined> {
-  return requireService(t, 'Redis', REDIS_HINT, findRedis, env);
+  return requireService(t, 'Redis', 'REDIS_URL', REDIS_HINT, findRedis, env);
 }
 
 /** Like requireRedis, for a Redis Cluster; returns its seed nodes `host:port,host:port`. */
 export async function requireRedisCluster(t: SkippableContext, env: Env = process.env): Promise<string | undefined> {
-  return requireService(t, 'a Redis Cluster', REDIS_CLUSTER_HINT, findRedisCluster, env);
+  return requireService(t, 'a Redis Cluster', 'REDIS_CLUSTER_NODES', REDIS_CLUSTER_HINT, findRedisCluster, env);
 }
 
 /** Like requireRedis, for Kafka; returns brokers `host:port[,host:port]`. */
 export async function requireKafka(t: SkippableContext, env: Env = process.env): Promise<string | undefined> {
-  return requireService(t, 'Kafka', KAFKA_HINT, findKafka, env);
+  return requireService(t, 'Kafka', 'KAFKA_BROKERS', KAFKA_HINT, findKafka, env);
 }
 
 /** Like requireRedis, for a ClickHouse server; returns its HTTP URL `http://host:port`. */
 export async function requireClickHouse(t: SkippableContext, env: Env = process.env): Promise<string | undefined> {
-  return requireService(t, 'a ClickHouse server', CLICKHOUSE_HINT, findClickHouse, env);
+  return requireService(t, 'a ClickHouse server', 'CLICKHOUSE_URL', CLICKHOUSE_HINT, findClickHouse, env);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { redactUrl } from './secrets.ts';
+import { lenientDecode, looksLikeCredential, redactUrl } from './secrets.ts';
 import { ERRORS, errorBody, gatewayError, isGatewayError, toGatewayError, type ErrorCode, type GatewayError } from '@tollgate/anthropic';
 
 const ID_ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -71,9 +71,35 @@ function isClientAbort(err: unknown, request: FastifyRequest): boolean {
     && !request.raw.complete;
 }
 
+/**
+ * Answers `err` as Anthropic's error body, its message without any credential the request's
+ * path carried (`withoutPathSecrets`: an id parameter holding a key or the admin token, e.g.
+ * "account <token> does not exist", is repeated as `[redacted]`).
+ */
 export function sendError(reply: FastifyReply, err: GatewayError): FastifyReply {
   if (err.headers) reply.headers(err.headers);
-  return reply.code(err.status).type('application/json').send(errorBody(err, String(reply.request.id)));
+  const body = errorBody(err, String(reply.request.id));
+  body.error.message = withoutPathSecrets(reply.request, err.message);
+  return reply.code(err.status).type('application/json').send(body);
+}
+
+/**
+ * `message` with every path segment of `request` that looks like a credential (or holds one of
+ * the process's own, `installErrorHandling`'s `secrets`) written as `[redacted]`, as it came
+ * in and percent-decoded: error bodies end up in clients' and proxies' logs.
+ */
+function withoutPathSecrets(request: FastifyRequest, message: string): string {
+  const secrets = (request.server as unknown as Record<symbol, readonly string[] | undefined>)[ECHO_SECRETS] ?? [];
+  const path = request.url.split('?', 1)[0]!;
+  let out = message;
+  for (const seg of path.split('/')) {
+    if (seg === '') continue;
+    const decoded = lenientDecode(seg);
+    if (!looksLikeCredential(decoded, secrets)) continue;
+    out = out.replaceAll(seg, '[redacted]');
+    if (decoded !== seg && decoded !== '') out = out.replaceAll(decoded, '[redacted]');
+  }
+  return out;
 }
 
 /**

@@ -31,6 +31,8 @@ function build(corsOrigins?: readonly string[] | '*') {
   s.post('/echo', async (request) => ({ raw: request.rawBody?.toString('utf8') ?? null, parsed: request.body ?? null }));
   s.get('/v1/things/:id', async () => ({ ok: true }));
   s.get('/v1/pairs/:first/:second', async () => ({ ok: true }));
+  // a lookup by a path parameter whose "not found" repeats it (as the admin API's do)
+  s.get('/v1/accounts/:id', async (request) => { throw gatewayError('not_found', `account ${(request.params as { id: string }).id} does not exist`); });
   // a reply of some backend that does not parse: the server's fault, not the client's JSON
   s.get('/v1/backend-garbage', async () => JSON.parse('not json at all') as unknown);
   s.post('/v1/backend-garbage', async () => JSON.parse('{"truncated":') as unknown);
@@ -727,6 +729,24 @@ test('client aborted upload: a client that sends part of its body and leaves is 
   }
   assert.equal(line?.msg, 'client aborted the request', logs);
   assert.equal(line?.level, 30);
+});
+
+test('a path parameter echoed in an error message (an id that is a key or the process\'s own secret: "account <it> does not exist") is repeated as [redacted]', async () => {
+  // Kind: a secret in the URL repeated by an error body, through a route's own message (a new
+  // user's LOW: the admin token as an account id came back whole in the 404).
+  const key = `sk-tg-${'A1b2C3d4'.repeat(5)}`;
+  for (const [path, expected] of [
+    [`/v1/accounts/${key}`, 'account [redacted] does not exist'],
+    [`/v1/accounts/${OWN_SECRET}`, 'account [redacted] does not exist'],
+    [`/v1/accounts/${encodeURIComponent(`${OWN_SECRET}`)}?q=1`, 'account [redacted] does not exist'],
+    [`/v1/accounts/acct_plain`, 'account acct_plain does not exist'],
+  ] as const) {
+    const res = await fetch(`${url}${path}`);
+    const body = await res.text();
+    assert.equal(res.status, 404, path);
+    assert.equal((JSON.parse(body) as { error: { message: string } }).error.message, expected);
+    assert.ok(!body.includes(key) && !body.includes(OWN_SECRET), path);
+  }
 });
 
 test('a path echoed in a 404 (no such route, or served by another process) never repeats a credential pasted into it, nor the query', async () => {
