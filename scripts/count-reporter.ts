@@ -33,17 +33,30 @@ export class Tally {
   #skips: Record<string, number> = {};
 
   add(event: TestEvent): void {
-    if (event.data.details?.type === 'suite') return;
+    if (event.data.details?.type === 'suite') {
+      // A skipped or todo suite reports none of its tests: it counts as one skipped, by its reason.
+      if (event.type === 'test:pass' && (event.data.skip !== undefined || event.data.todo !== undefined)) this.#skip(event, '(suite) ');
+      return;
+    }
+    if (event.type === 'test:fail' && event.data.todo !== undefined) {
+      // A todo test may fail: node:test does not count it as a failure, nor does this.
+      this.#skip(event, '');
+      return;
+    }
     if (event.type === 'test:pass') {
-      if (event.data.skip !== undefined || event.data.todo !== undefined) {
-        this.#skipped++;
-        const why = event.data.skip !== undefined ? event.data.skip : event.data.todo;
-        const reason = typeof why === 'string' && why !== '' ? why : event.data.skip !== undefined ? '(no reason given)' : 'todo';
-        this.#skips[reason] = (this.#skips[reason] ?? 0) + 1;
-      } else this.#passed++;
+      if (event.data.skip !== undefined || event.data.todo !== undefined) this.#skip(event, '');
+      else this.#passed++;
     } else if (event.type === 'test:fail') {
       this.#failures.push({ name: event.data.name ?? '(unnamed)', file: event.data.file, line: event.data.line, error: describeError(event.data.details?.error) });
     }
+  }
+
+  /** One skipped (or todo) test or suite, counted under its reason (`prefix` before it). */
+  #skip(event: TestEvent, prefix: string): void {
+    this.#skipped++;
+    const why = event.data.skip !== undefined ? event.data.skip : event.data.todo;
+    const reason = prefix + (typeof why === 'string' && why !== '' ? why : event.data.skip !== undefined ? '(no reason given)' : 'todo');
+    this.#skips[reason] = (this.#skips[reason] ?? 0) + 1;
   }
 
   /** The counts as one JSON line (newline included). */

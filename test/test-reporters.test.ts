@@ -27,6 +27,8 @@ const RUN: Ev[] = [
   { type: 'test:pass', data: { name: 'needs kafka', file: '/r/b/b.test.ts', nesting: 0, skip: 'SKIPPED: needs Kafka (hint)', details: { type: 'test' } } },
   { type: 'test:pass', data: { name: 'needs kafka too', file: '/r/b/b.test.ts', nesting: 0, skip: 'SKIPPED: needs Kafka (hint)', details: { type: 'test' } } },
   { type: 'test:pass', data: { name: 'later', file: '/r/b/b.test.ts', nesting: 0, todo: true, details: { type: 'test' } } },
+  { type: 'test:fail', data: { name: 'later, failing', file: '/r/b/b.test.ts', nesting: 0, todo: 'not yet', details: { type: 'test', error: new Error('todo') } } },
+  { type: 'test:pass', data: { name: 'a skipped suite', file: '/r/b/b.test.ts', nesting: 0, skip: 'needs Redis', details: { type: 'suite' } } },
   { type: 'test:complete', data: { name: 'b/b.test.ts', file: '/r/b/b.test.ts', nesting: 0, details: { duration_ms: 50 } } },
 ];
 
@@ -47,8 +49,8 @@ test('progress reporter: one line per finished test file, N of the phase\'s M fi
 
 test('count reporter: passed, failed and skipped tests counted (file entries and suites are not tests), each failure kept with its place and error, each skip by its reason', async () => {
   const out = JSON.parse(await collect(countReporter(events(RUN)))) as { passed: number; failed: number; skipped: number; failures: Array<{ name: string; file: string; line: number; error: string }>; skips: Record<string, number> };
-  assert.deepEqual([out.passed, out.failed, out.skipped], [1, 1, 4]);
-  assert.deepEqual(out.skips, { '(no reason given)': 1, 'SKIPPED: needs Kafka (hint)': 2, todo: 1 });
+  assert.deepEqual([out.passed, out.failed, out.skipped], [1, 1, 6]);
+  assert.deepEqual(out.skips, { '(no reason given)': 1, 'SKIPPED: needs Kafka (hint)': 2, todo: 1, 'not yet': 1, '(suite) needs Redis': 1 });
   assert.deepEqual([out.failures[0]!.name, out.failures[0]!.file, out.failures[0]!.line], ['breaks', '/r/b/b.test.ts', 7]);
   assert.match(out.failures[0]!.error, /^Error: boom/);
 });

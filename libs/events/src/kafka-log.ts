@@ -891,7 +891,7 @@ export class KafkaLog implements EventLog {
         }
         assigned = next;
         assignment = this.#assignment(++joins, next);
-        committer.retain(next);
+        committer.joined();
         nextOffset.clear(); // every partition is checked against the store at the next look
       });
       consumer.on(consumer.events.CRASH, (e) => {
@@ -987,8 +987,9 @@ export class KafkaLog implements EventLog {
       const check = async () => {
         const consumer = current;
         if (!consumer || halted) return;
+        const joins = committer.joins;
         const positions = await storedPositions();
-        if (positions === undefined || halted || current !== consumer) return;
+        if (positions === undefined || halted || current !== consumer || joins !== committer.joins) return;
         const moved: Promise<void>[] = [];
         for (const [name, partitions] of assigned) {
           const topic = byName.get(name);
@@ -1007,7 +1008,7 @@ export class KafkaLog implements EventLog {
             // effects in the sink. Else a partition moved forward past what this group committed
             // (state rebuilt from a warehouse that held more) and then idle kept its old commit:
             // consumer lag read > 0 for good, and a restart read it all again.
-            moved.push(committer.handled(name, p, (stored + 1n).toString(), commitVia(consumer)));
+            moved.push(committer.handled(name, p, (stored + 1n).toString(), commitVia(consumer), joins));
           }
         }
         await Promise.all(moved);
@@ -1090,6 +1091,9 @@ export class KafkaLog implements EventLog {
     rewind: (to: RewindError['to']) => void,
   ): Promise<number | undefined> {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale } = payload;
+    // The membership this batch was fetched in: what it handles after a new join is not
+    // committed (another member may have owned the partition meanwhile; see OffsetCommitter.joined).
+    const joins = committer.joins;
     const topic = byName.get(batch.topic);
     if (!topic) return; // not ours: never happens with an explicit topic list
     const where = `${batch.topic}/${batch.partition}`;
@@ -1151,7 +1155,7 @@ export class KafkaLog implements EventLog {
       }
       const last = slice[slice.length - 1]!.offset;
       resolveOffset(last);
-      await committer.handled(batch.topic, batch.partition, (BigInt(last) + 1n).toString(), commitOffsetsIfNecessary);
+      await committer.handled(batch.topic, batch.partition, (BigInt(last) + 1n).toString(), commitOffsetsIfNecessary, joins);
       await heartbeat();
       i += slice.length;
     }

@@ -22,8 +22,8 @@ export function commitVia(consumer: Consumer): CommitOffsets {
  * `partitionsConsumedConcurrently` kafkajs' next fetch waits for every partition of the last
  * one, so one slow commit held them all up). Only handled offsets are ever recorded, so a
  * commit never runs ahead of the effects; one that fails (a rebalance, the coordinator moving)
- * is sent again at the next turn unless the partition was handled further, rewound or taken
- * away meanwhile (an idle partition would otherwise keep its old commit, and a lag > 0, for
+ * is sent again at the next turn unless the partition was handled further or rewound
+ * meanwhile, or the member joined its group again (`joined`) (an idle partition would otherwise keep its old commit, and a lag > 0, for
  * good); meanwhile a restart or a new owner redelivers a little more, which positions stored
  * with the effects turn into duplicates.
  * `intervalMs` 0 commits each handled offset at once, awaited by the caller.
@@ -32,16 +32,15 @@ export class OffsetCommitter {
   readonly #intervalMs: number;
   readonly #log: KafkaLogLogger;
   readonly #group: string;
-  /** `topic|partition` → the next offset to read there (Kafka's commit convention) */
-  #pending = new Map<string, { topic: string; partition: number; offset: string }>();
+  /** `topic|partition` → the next offset to read there (Kafka's commit convention), and the membership it was handled in */
+  #pending = new Map<string, { topic: string; partition: number; offset: string; joins: number }>();
   #commit: CommitOffsets | null = null;
   #timer: NodeJS.Timeout | null = null;
   #running: Promise<void> | null = null;
   #failing = false;
   /** partitions dropped while a commit was in flight: what it carried for them is not sent again */
   #withdrawn = new Set<string>();
-  /** the partitions this member holds (the last `retain`), null before the first */
-  #assigned: ReadonlyMap<string, ReadonlySet<number>> | null = null;
+  #joins = 0;
 
   constructor(intervalMs: number, log: KafkaLogLogger, group: string) {
     this.#intervalMs = intervalMs;
@@ -49,14 +48,28 @@ export class OffsetCommitter {
     this.#group = group;
   }
 
-  /** The handler finished everything before `next` in this partition (a Kafka topic name). */
-  async handled(topic: string, partition: number, next: string, commit: CommitOffsets): Promise<void> {
+  /**
+   * How many times this member has joined its group (`joined` calls): read when a batch (or a
+   * position check) begins and given back to `handled`, which ignores what was handled under an
+   * earlier membership.
+   */
+  get joins(): number {
+    return this.#joins;
+  }
+
+  /**
+   * The handler finished everything before `next` in this partition (a Kafka topic name), in the
+   * membership `joins` (default: the current one). Ignored when the member has joined again
+   * since (see `joined`).
+   */
+  async handled(topic: string, partition: number, next: string, commit: CommitOffsets, joins = this.#joins): Promise<void> {
+    if (joins !== this.#joins) return;
     if (this.#intervalMs === 0) {
       await commit({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
       return;
     }
     this.#commit = commit;
-    this.#pending.set(`${topic}|${partition}`, { topic, partition, offset: next });
+    this.#pending.set(`${topic}|${partition}`, { topic, partition, offset: next, joins });
     if (!this.#timer && !this.#running) {
       this.#timer = setTimeout(() => {
         this.#timer = null;
@@ -72,15 +85,18 @@ export class OffsetCommitter {
   }
 
   /**
-   * A rebalance gave this member `assigned` (Kafka topic name → partitions): what it recorded
-   * for any other partition is forgotten. Another member owns that partition now and commits
-   * its own, newer offsets there; committing ours later would move the group's position back
-   * (its next owner would redeliver what was already handled). Left uncommitted instead, the
-   * new owner starts at the last commit, which positions stored with the effects make exact.
+   * The member (re)joined its group (kafkajs' GROUP_JOIN): everything recorded under the earlier membership is forgotten and never sent, also for a
+   * partition it keeps, and so is a commit of then that failed. Meanwhile another member may
+   * have owned the partition and committed further (this one stalled past its session timeout,
+   * say); committing ours after the join would move the group's position back, and an idle
+   * partition would keep it there. Nothing is lost by it: after a join kafkajs reads every
+   * assigned partition from the group's last commit, so what was handled and not committed comes
+   * again, as duplicates (positions stored with the effects), and is committed then; a partition
+   * the stored-position check moves is committed there.
    */
-  retain(assigned: ReadonlyMap<string, ReadonlySet<number>>): void {
-    this.#assigned = assigned;
-    for (const [id, p] of this.#pending) if (!assigned.get(p.topic)?.has(p.partition)) this.#pending.delete(id);
+  joined(): void {
+    this.#joins++;
+    this.#pending.clear();
   }
 
   /**
@@ -121,13 +137,12 @@ export class OffsetCommitter {
       } catch (err) {
         if (!this.#failing) this.#log.warn({ err, group: this.#group }, 'offset commit failed; retrying (a restart meanwhile redelivers a little more)');
         this.#failing = true;
-        // Sent again at the next turn, unless handled further meanwhile, rewound or no longer
-        // this member's: an idle partition has no next batch to commit for it, and its lag
-        // would read > 0 for good.
+        // Sent again at the next turn, unless handled further meanwhile, rewound, or the member
+        // joined its group again since (`joined`): an idle partition has no next batch to commit
+        // for it, and its lag would read > 0 for good.
         for (const p of pending) {
           const id = `${p.topic}|${p.partition}`;
-          if (this.#pending.has(id) || this.#withdrawn.has(id)) continue;
-          if (this.#assigned && !this.#assigned.get(p.topic)?.has(p.partition)) continue;
+          if (this.#pending.has(id) || this.#withdrawn.has(id) || p.joins !== this.#joins) continue;
           this.#pending.set(id, p);
         }
       }

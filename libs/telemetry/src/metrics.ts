@@ -286,30 +286,39 @@ export class Metrics {
   /**
    * The write ahead's gauges, read at each scrape from `read()`:
    * `tollgate_write_ahead_state` (0 writing; 1 its disk below the reserve: paid requests refused,
-   * operator writes and requests in flight still record; 2 it cannot write: the disk as good as
-   * full or the last append failed), `tollgate_write_ahead_free_bytes` (free bytes on the disk
+   * operator writes and requests in flight still record; it stays 1 until the free space is a
+   * margin above the reserve, 1/16 of it, so it may read 1 with free bytes just above the
+   * reserve; 2 it cannot write: the disk as good as full or the last append failed), `tollgate_write_ahead_free_bytes` (free bytes on the disk
    * of DATA_DIR, statfs `bavail` × `bsize`; absent when it cannot be read) and
    * `tollgate_write_ahead_reserve_bytes` (WRITE_AHEAD_RESERVE_MB in bytes; 0: not watched).
    * Call once per process.
    */
   watchWriteAhead(read: () => { state: 0 | 1 | 2; freeBytes: number | undefined; reserveBytes: number }): void {
     const registers = [this.registry];
+    // One read per scrape for the three (a scrape collects them one after another): the state
+    // and the free bytes of one moment.
+    let last: { at: number; value: ReturnType<typeof read> } | undefined;
+    const once = () => {
+      const now = performance.now();
+      if (!last || now - last.at > 100) last = { at: now, value: read() };
+      return last.value;
+    };
     new Gauge({
       name: 'tollgate_write_ahead_state',
       help: 'The write ahead (spool or journal in DATA_DIR): 0 writing, 1 its disk below WRITE_AHEAD_RESERVE_MB (paid requests refused), 2 cannot write (disk full or appends failing)',
-      registers, collect() { this.set(read().state); },
+      registers, collect() { this.set(once().state); },
     });
     new Gauge({
       name: 'tollgate_write_ahead_free_bytes', help: 'Free bytes on the disk of DATA_DIR (statfs bavail x bsize)',
       registers, collect() {
-        const free = read().freeBytes;
+        const free = once().freeBytes;
         if (free === undefined) this.reset();
         else this.set(free);
       },
     });
     new Gauge({
       name: 'tollgate_write_ahead_reserve_bytes', help: 'WRITE_AHEAD_RESERVE_MB in bytes: below it on the disk of DATA_DIR, paid requests are refused (0: not watched)',
-      registers, collect() { this.set(read().reserveBytes); },
+      registers, collect() { this.set(once().reserveBytes); },
     });
   }
 
