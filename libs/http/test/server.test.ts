@@ -731,6 +731,15 @@ test('client aborted upload: a client that sends part of its body and leaves is 
   assert.equal(line?.level, 30);
 });
 
+/** GET `path` answers 404 with `expected` as its message, and its body holds neither `key` nor OWN_SECRET. */
+async function assertNotFoundRedacted(path: string, expected: string, key: string): Promise<void> {
+  const res = await fetch(`${url}${path}`);
+  const body = await res.text();
+  assert.equal(res.status, 404, path);
+  assert.equal((JSON.parse(body) as { error: { message: string } }).error.message, expected);
+  assert.ok(!body.includes(key) && !body.includes(OWN_SECRET), path);
+}
+
 test('a path parameter echoed in an error message (an id that is a key or the process\'s own secret: "account <it> does not exist") is repeated as [redacted]', async () => {
   // Kind: a secret in the URL repeated by an error body, through a route's own message (a new
   // user's LOW: the admin token as an account id came back whole in the 404).
@@ -740,13 +749,7 @@ test('a path parameter echoed in an error message (an id that is a key or the pr
     [`/v1/accounts/${OWN_SECRET}`, 'account [redacted] does not exist'],
     [`/v1/accounts/${encodeURIComponent(`${OWN_SECRET}`)}?q=1`, 'account [redacted] does not exist'],
     [`/v1/accounts/acct_plain`, 'account acct_plain does not exist'],
-  ] as const) {
-    const res = await fetch(`${url}${path}`);
-    const body = await res.text();
-    assert.equal(res.status, 404, path);
-    assert.equal((JSON.parse(body) as { error: { message: string } }).error.message, expected);
-    assert.ok(!body.includes(key) && !body.includes(OWN_SECRET), path);
-  }
+  ] as const) await assertNotFoundRedacted(path, expected, key);
 });
 
 test('a path echoed in a 404 (no such route, or served by another process) never repeats a credential pasted into it, nor the query', async () => {
@@ -760,11 +763,5 @@ test('a path echoed in a 404 (no such route, or served by another process) never
     // put in a base URL's path prefix: redacted by value (it was echoed, a tester's LOW)
     [`/${OWN_SECRET}/v1/messages`, 'GET /[redacted]/v1/messages does not exist'],
     [`/elsewhere/${encodeURIComponent(OWN_SECRET)}/x`, 'GET /elsewhere/[redacted]/x: paths under /elsewhere/ are served by another process, not by this one'],
-  ] as const) {
-    const res = await fetch(`${url}${path}`);
-    const body = await res.text();
-    assert.equal(res.status, 404, path);
-    assert.equal((JSON.parse(body) as { error: { message: string } }).error.message, expected);
-    assert.ok(!body.includes(key) && !body.includes(OWN_SECRET), path);
-  }
+  ] as const) await assertNotFoundRedacted(path, expected, key);
 });
