@@ -846,6 +846,9 @@ export class KafkaLog implements EventLog {
     // handle (unknown after a join until the first check), and the partitions in the handler.
     const nextOffset = new Map<string, bigint>();
     const busy = new Set<string>();
+    // batches begun per partition: a look at the store skips a partition that began one while
+    // the store was being read (its positions may predate what that batch then handled)
+    const begun = new Map<string, number>();
     const watched = options.storedPositions
       ? { ...options, handler: async (events: ConsumedEvent[], context?: BatchContext) => {
         await options.handler(events, context);
@@ -923,6 +926,7 @@ export class KafkaLog implements EventLog {
             inFlight++;
             const key = `${payload.batch.topic}|${payload.batch.partition}`;
             busy.add(key);
+            begun.set(key, (begun.get(key) ?? 0) + 1);
             try {
               const pause = await this.#consumeBatch(watched, byName, failures, payload, committer, () => halted, assignment, (to) => {
                 for (const t of to) {
@@ -977,8 +981,9 @@ export class KafkaLog implements EventLog {
     let lagTimer: NodeJS.Timeout | undefined;
     // Each partition this member holds resumes from the sink's stored position: checked at once
     // after a join and every `positionCheckMs` (a rebuilt state may stand behind what was
-    // handled, and nothing else would read an idle partition again). A partition in the handler
-    // is left for the next look (its batch meets the gap itself). Moving to stored + 1 is safe
+    // handled, and nothing else would read an idle partition again). A partition in the handler,
+    // or one that began a batch while the store was read (what was read may predate what that
+    // batch handled), is left for the next look (its batch meets the gap itself). Moving to stored + 1 is safe
     // either way: what is at or before the stored position is a duplicate there.
     let positionTimer: NodeJS.Timeout | undefined;
     if (options.storedPositions) {
@@ -988,6 +993,7 @@ export class KafkaLog implements EventLog {
         const consumer = current;
         if (!consumer || halted) return;
         const joins = committer.joins;
+        const before = new Map(begun);
         const positions = await storedPositions();
         if (positions === undefined || halted || current !== consumer || joins !== committer.joins) return;
         const moved: Promise<void>[] = [];
@@ -996,7 +1002,7 @@ export class KafkaLog implements EventLog {
           if (!topic || (topic as string) === DEAD_LETTER_TOPIC) continue;
           for (const p of partitions) {
             const key = `${name}|${p}`;
-            if (busy.has(key)) continue;
+            if (busy.has(key) || begun.get(key) !== before.get(key)) continue;
             const stored = positions.get(`${topic}:${p}`) ?? -1n;
             const known = nextOffset.get(key);
             if (known !== undefined && stored + 1n >= known) continue;

@@ -287,6 +287,53 @@ if (brokers === undefined) {
     }
   });
 
+  test('stored position read while a batch of its partition begins and ends (a slow store, steady traffic): the read is not taken for a rebuilt state, nothing is read again', async () => {
+    // A breaker's LOW: positions read before a batch that ended during the read looked "behind
+    // what was handled", so the partition was moved back and its events read again.
+    const { log, prefix, cleanup } = await freshLog(kafka, 1);
+    const warnings: string[] = [];
+    const group = `slow-${randomUUID()}`;
+    const spoolDir = await mkdtemp(join(tmpdir(), 'tollgate-spool-'));
+    try {
+      const watched = new KafkaLog({
+        kafka, topicPrefix: prefix, spoolDir, consumerMaxWaitMs: 50, positionCheckMs: 50,
+        logger: { warn: (_o: object, m?: string) => { warnings.push(m ?? ''); }, error: () => {} },
+      });
+      let stored = -1n;
+      const seen: bigint[] = [];
+      const sub = await watched.subscribe({
+        group, topics: ['usage'], fromBeginning: true,
+        storedPositions: async () => {
+          const at = stored; // read now, answered 150 ms later (a slow store)
+          await new Promise((r) => setTimeout(r, 150));
+          return new Map([['usage:0', at]]);
+        },
+        handler: async (events) => {
+          for (const e of events) seen.push(e.offset);
+          stored = events[events.length - 1]!.offset;
+        },
+      });
+      try {
+        const samples = sampleEvents(randomUUID().slice(0, 8), 150).filter((x) => x.topic === 'usage').slice(0, 40);
+        for (const sample of samples) {
+          await log.publish('usage', [{ event: sample.event, headers: sample.headers }]);
+          await log.flush();
+          await new Promise((r) => setTimeout(r, 30));
+        }
+        for (let i = 0; i < 100 && seen.length < samples.length; i++) await new Promise((r) => setTimeout(r, 50));
+        await new Promise((r) => setTimeout(r, 500));
+        assert.deepEqual(seen, samples.map((_, i) => BigInt(i)), 'each offset once, in order');
+        assert.deepEqual(warnings.filter((w) => w.includes('behind what was handled')), []);
+      } finally {
+        await sub.stop();
+        await watched.close();
+      }
+    } finally {
+      await cleanup();
+      await rm(spoolDir, { recursive: true, force: true });
+    }
+  });
+
   test('stored position ahead of the group\'s commit (the sink state rebuilt from a warehouse that held more), no new event: the member resumes at stored + 1 and the group commits it, so its lag reads 0', async () => {
     const { log, prefix, cleanup } = await freshLog(kafka, 1, { positionCheckMs: 100 });
     const admin = kafka.admin();
