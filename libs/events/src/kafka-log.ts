@@ -845,6 +845,9 @@ export class KafkaLog implements EventLog {
     // With `storedPositions`: per `<kafka topic>|<partition>`, the next offset this member will
     // handle (unknown after a join until the first check), and the partitions in the handler.
     const nextOffset = new Map<string, bigint>();
+    // partitions paused at the last join until the next look has moved them (with storedPositions)
+    let heldAtJoin: { consumer: Consumer; joins: number; partitions: Array<{ topic: string; partitions: number[] }> } | null = null;
+    let lookNow: (() => void) | undefined;
     const busy = new Set<string>();
     // batches begun per partition: a look at the store skips a partition that began one while
     // the store was being read (its positions may predate what that batch then handled)
@@ -896,6 +899,20 @@ export class KafkaLog implements EventLog {
         assignment = this.#assignment(++joins, next);
         committer.joined();
         nextOffset.clear(); // every partition is checked against the store at the next look
+        if (options.storedPositions) {
+          // Fetched only once the next look has moved each partition to its stored position
+          // (a breaker's finding): a seek made before this join and never applied (the fetch
+          // loop held up by a long batch, then a rebalance) is kept by kafkajs while its
+          // partition is away and would fire when it comes back, reading from an old position
+          // and committing it over the newer owner's.
+          const held = [...next].filter(([name]) => byName.get(name) !== (DEAD_LETTER_TOPIC as Topic))
+            .map(([topic, partitions]) => ({ topic, partitions: [...partitions] }));
+          if (held.length > 0) {
+            consumer.pause(held);
+            heldAtJoin = { consumer, joins: committer.joins, partitions: held };
+            lookNow?.();
+          }
+        }
       });
       consumer.on(consumer.events.CRASH, (e) => {
         const restart = e.payload.restart;
@@ -994,28 +1011,48 @@ export class KafkaLog implements EventLog {
         if (!consumer || halted) return;
         const joins = committer.joins;
         const before = new Map(begun);
-        const positions = await storedPositions();
+        const held = heldAtJoin !== null && heldAtJoin.consumer === consumer && heldAtJoin.joins === joins ? heldAtJoin : null;
+        // What the join paused is fetched again after this look (a later join holds its own).
+        const release = () => {
+          if (held && heldAtJoin === held) {
+            heldAtJoin = null;
+            consumer.resume(held.partitions);
+          }
+        };
+        let positions: ReadonlyMap<string, bigint> | undefined;
+        try {
+          positions = await storedPositions();
+        } catch (err) {
+          release();
+          throw err;
+        }
+        // Unknown (the state is lost): fetched anyway, the handler waits for the rebuild.
+        if (positions === undefined) release();
         if (positions === undefined || halted || current !== consumer || joins !== committer.joins) return;
         const moved: Promise<void>[] = [];
-        for (const [name, partitions] of assigned) {
-          const topic = byName.get(name);
-          if (!topic || (topic as string) === DEAD_LETTER_TOPIC) continue;
-          for (const p of partitions) {
-            const key = `${name}|${p}`;
-            if (busy.has(key) || begun.get(key) !== before.get(key)) continue;
-            const stored = positions.get(`${topic}:${p}`) ?? -1n;
-            const known = nextOffset.get(key);
-            if (known !== undefined && stored + 1n >= known) continue;
-            if (known !== undefined) this.#log.warn({ group: options.group, topic: name, partition: p, from: String(known), to: String(stored + 1n) }, 'the stored position is behind what was handled (state rebuilt); reading the partition again from there');
-            committer.drop(name, p);
-            consumer.seek({ topic: name, partition: p, offset: (stored + 1n).toString() });
-            nextOffset.set(key, stored + 1n);
-            // And the group's committed offset follows: everything before stored + 1 has its
-            // effects in the sink. Else a partition moved forward past what this group committed
-            // (state rebuilt from a warehouse that held more) and then idle kept its old commit:
-            // consumer lag read > 0 for good, and a restart read it all again.
-            moved.push(committer.handled(name, p, (stored + 1n).toString(), commitVia(consumer), joins));
+        try {
+          for (const [name, partitions] of assigned) {
+            const topic = byName.get(name);
+            if (!topic || (topic as string) === DEAD_LETTER_TOPIC) continue;
+            for (const p of partitions) {
+              const key = `${name}|${p}`;
+              if (busy.has(key) || begun.get(key) !== before.get(key)) continue;
+              const stored = positions.get(`${topic}:${p}`) ?? -1n;
+              const known = nextOffset.get(key);
+              if (known !== undefined && stored + 1n >= known) continue;
+              if (known !== undefined) this.#log.warn({ group: options.group, topic: name, partition: p, from: String(known), to: String(stored + 1n) }, 'the stored position is behind what was handled (state rebuilt); reading the partition again from there');
+              committer.drop(name, p);
+              consumer.seek({ topic: name, partition: p, offset: (stored + 1n).toString() });
+              nextOffset.set(key, stored + 1n);
+              // And the group's committed offset follows: everything before stored + 1 has its
+              // effects in the sink. Else a partition moved forward past what this group committed
+              // (state rebuilt from a warehouse that held more) and then idle kept its old commit:
+              // consumer lag read > 0 for good, and a restart read it all again.
+              moved.push(committer.handled(name, p, (stored + 1n).toString(), commitVia(consumer), joins));
+            }
           }
+        } finally {
+          release();
         }
         await Promise.all(moved);
       };
@@ -1027,6 +1064,14 @@ export class KafkaLog implements EventLog {
       };
       positionTimer = setInterval(tick, this.#positionCheckMs);
       positionTimer.unref();
+      // A look at once after each join (the partitions wait for it); one already under way when
+      // the join came returns without moving them, so another follows it.
+      lookNow = () => {
+        if (!checking) { tick(); return; }
+        const retry = setInterval(() => { if (!checking) { clearInterval(retry); if (heldAtJoin) tick(); } }, 5);
+        retry.unref();
+      };
+      if (heldAtJoin) lookNow();
     }
     if (this.#lag) {
       let measuring = false;

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { KafkaLog } from '@tollgate/events';
+import { Kafka, logLevel } from 'kafkajs';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
 import { Collector, publishAll, sampleEvents } from './event-log.contract.ts';
 import { kafkaScratch, quiet } from './kafka-scratch.ts';
@@ -67,6 +68,78 @@ test('offset regress: a member\'s stop() never commits, on a partition it lost i
     await a.close();
     await b.close();
     await log.close();
+    await cleanup();
+  }
+});
+
+test('offset regress: a seek of the stored-position check that was never applied (the fetch loop held up by a long batch), then the partition away and back: the member does not read from that old position nor commit below the other owner\'s commit', async (t) => {
+  // A breaker's finding: kafkajs keeps a seek for a partition taken away in a rebalance and
+  // applies it when the partition comes back. Now a join pauses the partitions until the check
+  // has moved each to its stored position, so every seek is applied in the next fetch.
+  if (brokers === undefined) {
+    await requireKafka(t);
+    return;
+  }
+  const { kafka, prefix, spoolDirs, cleanup } = await kafkaScratch(brokers, 3);
+  const setup = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: spoolDirs[2]!, logger: quiet });
+  await setup.ensureTopics(2);
+  const topic = `${prefix}usage`;
+  const group = `ss-${randomUUID().slice(0, 8)}`;
+  const producer = kafka.producer();
+  await producer.connect();
+  const admin = kafka.admin();
+  await admin.connect();
+  const send = (partition: number, n: number, extra: object = {}) => producer.send({ topic, messages: Array.from({ length: n }, (_, i) => ({ partition, value: JSON.stringify({ type: 'x', i, ...extra }) })) });
+  const committed0 = async () => Number((await admin.fetchOffsets({ groupId: setup.groupName(group), topics: [topic] }))[0]!.partitions.find((p) => p.partition === 0)!.offset);
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  // The sink already holds 0–9 of both partitions, and the group committed 10.
+  await send(0, 10);
+  await send(1, 10);
+  await send(1, 1, { slow: true });
+  await admin.setOffsets({ groupId: setup.groupName(group), topic, partitions: [{ partition: 0, offset: '10' }, { partition: 1, offset: '10' }] });
+  const sink = new Map<string, bigint>([['usage:0', 9n], ['usage:1', 9n]]);
+  const members: Array<{ log: KafkaLog; stop(): Promise<void> }> = [];
+  const member = async (clientId: string, spool: string) => {
+    const log = new KafkaLog({ kafka: new Kafka({ clientId, brokers: brokers.split(','), logLevel: logLevel.NOTHING }), topicPrefix: prefix, spoolDir: spool, consumerMaxWaitMs: 250, positionCheckMs: 200, logger: quiet });
+    const sub = await log.subscribe({
+      group, topics: ['usage'], concurrentPartitions: 2, maxBatch: 2,
+      storedPositions: async () => new Map(sink),
+      handler: async (events) => {
+        for (const e of events) {
+          const key = `usage:${e.partition}`;
+          if (e.offset <= (sink.get(key) ?? -1n)) continue; // a duplicate
+          if ((e.event as { slow?: boolean }).slow) await sleep(6000);
+          sink.set(key, e.offset);
+        }
+        await sleep(100);
+      },
+    });
+    let stopped = false;
+    const m = { log, stop: async () => { if (stopped) return; stopped = true; await sub.stop(); await log.close(); } };
+    members.push(m);
+    return m;
+  };
+  try {
+    // With these client ids (kafkajs orders members by id) B gets p0 at the rebalance, A keeps p1.
+    await member('a-member-a', spoolDirs[0]!);
+    await sleep(1500); // A holds both; its p1 batch takes 6 s
+    const b = await member('z-member-b', spoolDirs[1]!);
+    await sleep(9000); // the rebalance waits for A's batch; then p0 is B's
+    await send(0, 20);
+    for (let i = 0; i < 100 && (await committed0()) !== 30; i++) await sleep(100);
+    assert.equal(await committed0(), 30, 'B handled p0 to its end');
+    await b.stop(); // p0 back to A
+    let lowest = 30;
+    for (let i = 0; i < 60; i++) {
+      await sleep(100);
+      lowest = Math.min(lowest, await committed0());
+    }
+    assert.equal(lowest, 30, 'p0 committed never below B\'s 30 once A has it back');
+  } finally {
+    for (const m of members.reverse()) await m.stop().catch(() => {});
+    await producer.disconnect();
+    await admin.disconnect();
+    await setup.close();
     await cleanup();
   }
 });
