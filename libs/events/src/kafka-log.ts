@@ -1056,20 +1056,26 @@ export class KafkaLog implements EventLog {
         }
         await Promise.all(moved);
       };
+      // A join asks for a look at once (its partitions wait for it); one already under way when
+      // the join came returns without moving them, so another follows it as soon as it ends.
+      let lookAgain = false;
       const tick = () => {
         if (checking) return;
         checking = true;
         check().catch((err: unknown) => this.#log.warn({ err, group: options.group }, 'stored position check failed; will retry'))
-          .finally(() => { checking = false; });
+          .finally(() => {
+            checking = false;
+            if (lookAgain) {
+              lookAgain = false;
+              tick();
+            }
+          });
       };
       positionTimer = setInterval(tick, this.#positionCheckMs);
       positionTimer.unref();
-      // A look at once after each join (the partitions wait for it); one already under way when
-      // the join came returns without moving them, so another follows it.
       lookNow = () => {
-        if (!checking) { tick(); return; }
-        const retry = setInterval(() => { if (!checking) { clearInterval(retry); if (heldAtJoin) tick(); } }, 5);
-        retry.unref();
+        if (checking) lookAgain = true;
+        else tick();
       };
       if (heldAtJoin) lookNow();
     }

@@ -70,12 +70,16 @@ export class OffsetCommitter {
     }
     this.#commit = commit;
     this.#pending.set(`${topic}|${partition}`, { topic, partition, offset: next, joins });
-    if (!this.#timer && !this.#running) {
-      this.#timer = setTimeout(() => {
-        this.#timer = null;
-        void this.#run();
-      }, this.#intervalMs);
-    }
+    if (!this.#running) this.#schedule();
+  }
+
+  /** The next commit in `intervalMs`, unless one is already due. */
+  #schedule(): void {
+    if (this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      void this.#run();
+    }, this.#intervalMs);
   }
 
   /** A rewind: what was recorded for the partition is past the position it goes back to. */
@@ -150,12 +154,7 @@ export class OffsetCommitter {
       this.#running = null;
       this.#withdrawn.clear();
       // what was handled meanwhile goes out in the next commit
-      if (this.#pending.size > 0 && !this.#timer) {
-        this.#timer = setTimeout(() => {
-          this.#timer = null;
-          void this.#run();
-        }, this.#intervalMs);
-      }
+      if (this.#pending.size > 0) this.#schedule();
     });
     return this.#running;
   }

@@ -89,7 +89,7 @@ export function sendError(reply: FastifyReply, err: GatewayError): FastifyReply 
  * in and percent-decoded: error bodies end up in clients' and proxies' logs.
  */
 function withoutPathSecrets(request: FastifyRequest, message: string): string {
-  const secrets = (request.server as unknown as Record<symbol, readonly string[] | undefined>)[ECHO_SECRETS] ?? [];
+  const secrets = echoSecrets(request);
   const path = request.url.split('?', 1)[0]!;
   let out = message;
   for (const seg of path.split('/')) {
@@ -134,6 +134,11 @@ export function installErrorHandling(app: FastifyInstance, secrets: readonly str
 /** Where `installErrorHandling` leaves the process's own credentials (child instances inherit it). */
 const ECHO_SECRETS = Symbol('tollgate.echoSecrets');
 
+/** The process's own credentials `installErrorHandling` was given, for the server `request` came to. */
+function echoSecrets(request: FastifyRequest): readonly string[] {
+  return (request.server as unknown as Record<symbol, readonly string[] | undefined>)[ECHO_SECRETS] ?? [];
+}
+
 /**
  * The request's path as an error message may repeat it to the caller: without the query, and
  * with any segment that looks like a credential (an `sk-…` key pasted into a path) or holds one
@@ -142,7 +147,7 @@ const ECHO_SECRETS = Symbol('tollgate.echoSecrets');
  * bodies end up in clients' logs.
  */
 function echoedPath(request: FastifyRequest): string {
-  const secrets = (request.server as unknown as Record<symbol, readonly string[] | undefined>)[ECHO_SECRETS] ?? [];
+  const secrets = echoSecrets(request);
   return redactUrl(request.url.split('?', 1)[0]!, secrets);
 }
 
