@@ -358,11 +358,16 @@ export interface BalanceStore {
    * A lock across the processes sharing this store (a month close, a rollup repair, a
    * warehouse migration): true when this caller now holds `name`, false while another does.
    * It lapses after `ttlMs` (ms) should its holder die; `releaseLock` gives it up. Not a
-   * ledger entry: it never answers a credit reference.
+   * ledger entry: it never answers a credit reference. `owner` (default `'0'`) is a token of
+   * this holder that `releaseLock` can check.
    */
-  acquireLock(name: string, ttlMs: number): Promise<boolean>;
-  /** Gives a lock up (whoever holds it: call it only after `acquireLock` answered true). */
-  releaseLock(name: string): Promise<void>;
+  acquireLock(name: string, ttlMs: number, owner?: string): Promise<boolean>;
+  /**
+   * Gives a lock up. With `owner`, only while that owner still holds it: a holder that outlived
+   * its `ttlMs` (a stall) leaves the lock another caller took since alone. Without, whoever
+   * holds it (call it only after `acquireLock` answered true).
+   */
+  releaseLock(name: string, owner?: string): Promise<void>;
   /**
    * Resolves true once the event is applied; false after `timeoutMs`, or as soon as the event is
    * quarantined instead (then `quarantineReason` says why).

@@ -50,7 +50,7 @@ export class MemoryBalanceStore implements BalanceStore {
   #quarantine = new Map<string, LedgerQuarantine>();
   #claims = new Map<string, { entry: Required<LedgerEntry>; until: number }>();
   /** lock name → the time (ms) it lapses */
-  #locks = new Map<string, number>();
+  #locks = new Map<string, { until: number; owner: string }>();
   /** event id → reason, for events the consumer quarantined (control answers from it) */
   #rejected = new Map<string, string>();
 
@@ -308,15 +308,16 @@ export class MemoryBalanceStore implements BalanceStore {
     if (claim) claim.until = Infinity;
   }
 
-  async acquireLock(name: string, ttlMs: number): Promise<boolean> {
+  async acquireLock(name: string, ttlMs: number, owner = '0'): Promise<boolean> {
     const now = this.#now();
-    if ((this.#locks.get(name) ?? -Infinity) > now) return false;
-    this.#locks.set(name, now + ttlMs);
+    if ((this.#locks.get(name)?.until ?? -Infinity) > now) return false;
+    this.#locks.set(name, { until: now + ttlMs, owner });
     return true;
   }
 
-  async releaseLock(name: string): Promise<void> {
-    this.#locks.delete(name);
+  async releaseLock(name: string, owner?: string): Promise<void> {
+    const lock = this.#locks.get(name);
+    if (lock && (owner === undefined || (lock.owner === owner && lock.until > this.#now()))) this.#locks.delete(name);
   }
 
   waitApplied(eventId: string, timeoutMs: number): Promise<boolean> {

@@ -229,6 +229,8 @@ function globLiteral(s: string): string {
   return s.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
 }
 
+/** releaseLock with an owner: delete KEYS[1] only while it holds ARGV[1] (a compare-and-delete). */
+const RELEASE_OWNED_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -814,13 +816,15 @@ export class RedisBalanceStore implements BalanceStore {
    * `SET NX PX` on the store-wide claim key of `name`, where locks were reference claims of 0 µc
    * before 2026-12: the value stays `0`, so a process of before reads a held lock as held.
    */
-  async acquireLock(name: string, ttlMs: number): Promise<boolean> {
+  async acquireLock(name: string, ttlMs: number, owner = '0'): Promise<boolean> {
     positiveTtl(ttlMs);
-    return (await this.#redis.set(this.#idScope(undefined).claim(name), '0', 'PX', ttlMs, 'NX')) === 'OK';
+    return (await this.#redis.set(this.#idScope(undefined).claim(name), owner, 'PX', ttlMs, 'NX')) === 'OK';
   }
 
-  async releaseLock(name: string): Promise<void> {
-    await this.#redis.del(this.#idScope(undefined).claim(name));
+  async releaseLock(name: string, owner?: string): Promise<void> {
+    const key = this.#idScope(undefined).claim(name);
+    if (owner === undefined) await this.#redis.del(key);
+    else await this.#redis.eval(RELEASE_OWNED_LOCK, 1, key, owner);
   }
 
   async waitApplied(eventId: string, timeoutMs: number, accountId?: string): Promise<boolean> {

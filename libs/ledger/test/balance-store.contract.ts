@@ -441,6 +441,22 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       await store.releaseLock(name);
     });
 
+    it('a lock released by its owner token: a holder that outlived its ttlMs leaves the next holder\'s lock alone', async (store) => {
+      const name = `lock:${id('l')}`;
+      assert.equal(await store.acquireLock(name, 50, 'first'), true);
+      await sleep(120);
+      // lapsed: another caller takes it; the first one's late release must not free it
+      assert.equal(await store.acquireLock(name, HOUR, 'second'), true);
+      await store.releaseLock(name, 'first');
+      assert.equal(await store.acquireLock(name, HOUR, 'third'), false);
+      // its owner's release frees it
+      await store.releaseLock(name, 'second');
+      assert.equal(await store.acquireLock(name, HOUR, 'third'), true);
+      await store.releaseLock(name, 'third');
+      assert.equal(await store.acquireLock(name, HOUR), true);
+      await store.releaseLock(name);
+    });
+
     it('a claimant that died: its claim lapses after ttlMs and the reference can be claimed again', async (store) => {
       const account = id('acct');
       const entry = `credit:${account}:ref-dead`;

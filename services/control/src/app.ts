@@ -14,6 +14,7 @@ import { newId, nextVersion } from './ids.ts';
 import { PlanBody, registerPlanRoutes } from './plans.ts';
 import { eventsUnwritable, guardHotState, KEY_DIRECTORY_READS } from './hot-state.ts';
 import { ControlRecordRegistry, putRecord, type DirectoryRecordEvent } from './record-registry.ts';
+import { recordExclusive } from './record-lock.ts';
 import { findPlan } from '@tollgate/limits';
 import { DiskReserveLowError } from '@tollgate/events';
 
@@ -165,6 +166,10 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   });
   if (!deps.records) app.addHook('onClose', async () => records.stop());
   deps = { ...deps, keys: guardHotState(deps.keys, lost, KEY_DIRECTORY_READS), balances: guardHotState(deps.balances, lost) };
+  // Every change of an existing record reads it, changes it and writes it under this lock, so two
+  // changes of one record never both start from the same read (docs/decisions.md, "A record's
+  // changes are made one at a time").
+  const exclusive = recordExclusive(deps.balances);
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
@@ -244,7 +249,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
 
   app.register(async (admin) => {
     guardOperatorRoutes(admin, { adminToken: deps.adminToken, financeToken: deps.financeToken });
-    registerPlanRoutes(admin, { keys: deps.keys, savePlan: (plan) => saveRecord({ type: 'plan', event_id: `plan:${plan.id}:${plan.version}`, ts: Date.now(), plan }) });
+    registerPlanRoutes(admin, { keys: deps.keys, exclusive, savePlan: (plan) => saveRecord({ type: 'plan', event_id: `plan:${plan.id}:${plan.version}`, ts: Date.now(), plan }) });
 
     admin.post('/admin/v1/accounts', async (request, reply) => {
       const body = parse(AccountCreate, request.body);
@@ -269,26 +274,28 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       const { id } = request.params as { id: string };
       const { price_list: list, plan_id: planId, group_id: groupId, daily_credits: daily, monthly_credits: monthly,
         overdraft_credits: overdraft, low_balance_credits: lowBalance, ...body } = parse(AccountPatch, request.body);
-      const current = await findAccount(id);
-      const next: AccountRecord = { ...current, ...body, version: nextVersion(current.version) };
-      if (planId !== undefined) next.plan_id = planId === null ? null : await existingPlan(planId);
-      if (groupId !== undefined) next.group_id = groupId === null ? null : await existingGroup(groupId);
-      const limits = { daily_credits: daily, monthly_credits: monthly, overdraft_credits: overdraft, low_balance_credits: lowBalance };
-      for (const [field, value] of Object.entries(limits)) {
-        const micros = limitMicros(field, value);
-        if (micros !== undefined) next[field as keyof typeof limits] = micros;
-      }
-      if (list !== undefined) {
-        // Only a list the catalog in force defines: an unknown name would silently price at the default.
-        const catalog = catalogNow();
-        if (list === null || list === 'default') delete next.price_list;
-        else if (findPriceList(catalog, list) === null) {
-          const names = Object.keys(catalog.priceLists);
-          throw gatewayError('invalid_request', `price_list: ${JSON.stringify(list)} is not a price list of the catalog in force (${names.length > 0 ? names.map((n) => JSON.stringify(n)).join(', ') + ', or ' : ''}"default" / null for the catalog's own prices)`);
-        } else next.price_list = list;
-      }
-      await saveAccount(next);
-      return accountView(next);
+      return exclusive(`account:${id}`, async () => {
+        const current = await findAccount(id);
+        const next: AccountRecord = { ...current, ...body, version: nextVersion(current.version) };
+        if (planId !== undefined) next.plan_id = planId === null ? null : await existingPlan(planId);
+        if (groupId !== undefined) next.group_id = groupId === null ? null : await existingGroup(groupId);
+        const limits = { daily_credits: daily, monthly_credits: monthly, overdraft_credits: overdraft, low_balance_credits: lowBalance };
+        for (const [field, value] of Object.entries(limits)) {
+          const micros = limitMicros(field, value);
+          if (micros !== undefined) next[field as keyof typeof limits] = micros;
+        }
+        if (list !== undefined) {
+          // Only a list the catalog in force defines: an unknown name would silently price at the default.
+          const catalog = catalogNow();
+          if (list === null || list === 'default') delete next.price_list;
+          else if (findPriceList(catalog, list) === null) {
+            const names = Object.keys(catalog.priceLists);
+            throw gatewayError('invalid_request', `price_list: ${JSON.stringify(list)} is not a price list of the catalog in force (${names.length > 0 ? names.map((n) => JSON.stringify(n)).join(', ') + ', or ' : ''}"default" / null for the catalog's own prices)`);
+          } else next.price_list = list;
+        }
+        await saveAccount(next);
+        return accountView(next);
+      });
     });
 
     admin.post('/admin/v1/accounts/:id/keys', async (request, reply) => {
@@ -324,63 +331,67 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
     admin.patch('/admin/v1/keys/:id', async (request) => {
       const { id } = request.params as { id: string };
       const body = parse(KeyPatch, request.body);
-      const current = await deps.keys.key(id);
-      if (!current) throw gatewayError('not_found', `key ${id} does not exist`);
-      if (current.status === 'revoked') throw gatewayError('conflict', `key ${id} is revoked; a revoked key cannot be changed`);
-      const next: KeyRecord = { ...current, version: nextVersion(current.version) };
-      if (body.name !== undefined) next.name = body.name;
-      if (body.status !== undefined) next.status = body.status;
-      if (body.plan_id !== undefined) next.plan_id = body.plan_id === null ? null : await existingPlan(body.plan_id);
-      if (body.group_id !== undefined) next.group_id = body.group_id === null ? null : await existingGroup(body.group_id);
-      for (const field of ['hourly_credits', 'daily_credits', 'total_credits'] as const) {
-        const micros = limitMicros(field, body[field]);
-        if (micros !== undefined) next[field] = micros;
-      }
-      if (body.ip_allowlist !== undefined) {
-        const cidrs = (body.ip_allowlist ?? []).map((entry, i) => {
-          try {
-            return normaliseCidr(entry);
-          } catch (err) {
-            if (err instanceof CidrError) throw gatewayError('invalid_request', `ip_allowlist[${i}]: ${err.message}`);
-            throw err;
-          }
-        });
-        next.ip_allowlist = [...new Set(cidrs)];
-      }
-      if (body.allowed_models !== undefined) {
-        const catalog = catalogNow();
-        // Stored as catalog ids: the gateway compares the id a request's model resolves to, so an
-        // alias and its model are one entry. An unknown name would silently allow nothing.
-        const ids = (body.allowed_models ?? []).map((name, i) => {
-          const resolved = resolveModel(catalog, name);
-          if (!resolved) throw gatewayError('invalid_request', `allowed_models[${i}]: ${JSON.stringify(name)} is not a model of the catalog in force`);
-          return resolved.model.id;
-        });
-        next.allowed_models = [...new Set(ids)];
-      }
-      if (body.expires_at !== undefined) {
-        if (body.expires_at === null) next.expires_at = null;
-        else {
-          const parsed = z.iso.datetime({ offset: true }).safeParse(body.expires_at);
-          const ms = parsed.success ? Date.parse(body.expires_at) : Number.NaN;
-          if (!Number.isSafeInteger(ms) || ms < 0 || ms > Date.UTC(2299, 11, 31)) {
-            throw gatewayError('invalid_request', `expires_at: must be an RFC 3339 date-time between 1970 and 2299 (e.g. 2027-01-31T00:00:00Z), or null`);
-          }
-          next.expires_at = ms;
+      return exclusive(`key:${id}`, async () => {
+        const current = await deps.keys.key(id);
+        if (!current) throw gatewayError('not_found', `key ${id} does not exist`);
+        if (current.status === 'revoked') throw gatewayError('conflict', `key ${id} is revoked; a revoked key cannot be changed`);
+        const next: KeyRecord = { ...current, version: nextVersion(current.version) };
+        if (body.name !== undefined) next.name = body.name;
+        if (body.status !== undefined) next.status = body.status;
+        if (body.plan_id !== undefined) next.plan_id = body.plan_id === null ? null : await existingPlan(body.plan_id);
+        if (body.group_id !== undefined) next.group_id = body.group_id === null ? null : await existingGroup(body.group_id);
+        for (const field of ['hourly_credits', 'daily_credits', 'total_credits'] as const) {
+          const micros = limitMicros(field, body[field]);
+          if (micros !== undefined) next[field] = micros;
         }
-      }
-      await saveKey(next);
-      return keyView(next);
+        if (body.ip_allowlist !== undefined) {
+          const cidrs = (body.ip_allowlist ?? []).map((entry, i) => {
+            try {
+              return normaliseCidr(entry);
+            } catch (err) {
+              if (err instanceof CidrError) throw gatewayError('invalid_request', `ip_allowlist[${i}]: ${err.message}`);
+              throw err;
+            }
+          });
+          next.ip_allowlist = [...new Set(cidrs)];
+        }
+        if (body.allowed_models !== undefined) {
+          const catalog = catalogNow();
+          // Stored as catalog ids: the gateway compares the id a request's model resolves to, so an
+          // alias and its model are one entry. An unknown name would silently allow nothing.
+          const ids = (body.allowed_models ?? []).map((name, i) => {
+            const resolved = resolveModel(catalog, name);
+            if (!resolved) throw gatewayError('invalid_request', `allowed_models[${i}]: ${JSON.stringify(name)} is not a model of the catalog in force`);
+            return resolved.model.id;
+          });
+          next.allowed_models = [...new Set(ids)];
+        }
+        if (body.expires_at !== undefined) {
+          if (body.expires_at === null) next.expires_at = null;
+          else {
+            const parsed = z.iso.datetime({ offset: true }).safeParse(body.expires_at);
+            const ms = parsed.success ? Date.parse(body.expires_at) : Number.NaN;
+            if (!Number.isSafeInteger(ms) || ms < 0 || ms > Date.UTC(2299, 11, 31)) {
+              throw gatewayError('invalid_request', `expires_at: must be an RFC 3339 date-time between 1970 and 2299 (e.g. 2027-01-31T00:00:00Z), or null`);
+            }
+            next.expires_at = ms;
+          }
+        }
+        await saveKey(next);
+        return keyView(next);
+      });
     });
 
     admin.delete('/admin/v1/keys/:id', async (request) => {
       const { id } = request.params as { id: string };
-      const current = await deps.keys.key(id);
-      if (!current) throw gatewayError('not_found', `key ${id} does not exist`);
-      if (current.status === 'revoked') return keyView(current);
-      const next: KeyRecord = { ...current, status: 'revoked', revoked_at: Date.now(), version: nextVersion(current.version) };
-      await saveKey(next);
-      return keyView(next);
+      return exclusive(`key:${id}`, async () => {
+        const current = await deps.keys.key(id);
+        if (!current) throw gatewayError('not_found', `key ${id} does not exist`);
+        if (current.status === 'revoked') return keyView(current);
+        const next: KeyRecord = { ...current, status: 'revoked', revoked_at: Date.now(), version: nextVersion(current.version) };
+        await saveKey(next);
+        return keyView(next);
+      });
     });
 
     admin.post('/admin/v1/accounts/:id/credits', async (request, reply) => {

@@ -9,6 +9,7 @@ import type { KeyDirectory } from '@tollgate/keys';
 import { findPlan, SEED_PLANS, seedPlan, type SeedPlan } from '@tollgate/limits';
 import { bodyErrorMap, bodyProblems, planNameProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
+import type { RecordExclusive } from './record-lock.ts';
 
 const LIMIT_FIELDS = ['requests_per_minute', 'requests_per_5h', 'requests_per_week', 'tokens_per_minute', 'concurrent_requests'] as const;
 
@@ -72,6 +73,8 @@ export async function requirePlan(keys: KeyDirectory, id: string): Promise<PlanR
  */
 export function registerPlanRoutes(admin: FastifyInstance, deps: {
   keys: KeyDirectory;
+  /** runs a change of an existing plan alone among the changes of that plan, in every control process (record-lock.ts) */
+  exclusive: RecordExclusive;
   /** writes a plan record to the key directory and the control log (registerControl's, through its ControlRecordRegistry) */
   savePlan: (plan: PlanRecord) => Promise<void>;
 }): void {
@@ -110,32 +113,36 @@ export function registerPlanRoutes(admin: FastifyInstance, deps: {
   admin.patch('/admin/v1/plans/:id', async (request) => {
     const { id } = request.params as { id: string };
     const body = parse(request.body);
-    const current = await requirePlan(deps.keys, id);
-    const stored = await deps.keys.plan(id);
-    const next: PlanRecord = {
-      id, name: body.name ?? current.name,
-      requests_per_minute: current.requests_per_minute, requests_per_5h: current.requests_per_5h,
-      requests_per_week: current.requests_per_week, tokens_per_minute: current.tokens_per_minute,
-      concurrent_requests: current.concurrent_requests,
-      created_at: 'created_at' in current ? current.created_at : Date.now(),
-      version: nextVersion(stored?.version),
-    };
-    for (const f of LIMIT_FIELDS) if (body[f] !== undefined) next[f] = body[f];
-    await save(next);
-    return planView(next);
+    return deps.exclusive(`plan:${id}`, async () => {
+      const current = await requirePlan(deps.keys, id);
+      const stored = await deps.keys.plan(id);
+      const next: PlanRecord = {
+        id, name: body.name ?? current.name,
+        requests_per_minute: current.requests_per_minute, requests_per_5h: current.requests_per_5h,
+        requests_per_week: current.requests_per_week, tokens_per_minute: current.tokens_per_minute,
+        concurrent_requests: current.concurrent_requests,
+        created_at: 'created_at' in current ? current.created_at : Date.now(),
+        version: nextVersion(stored?.version),
+      };
+      for (const f of LIMIT_FIELDS) if (body[f] !== undefined) next[f] = body[f];
+      await save(next);
+      return planView(next);
+    });
   });
 
   admin.delete('/admin/v1/plans/:id', async (request) => {
     const { id } = request.params as { id: string };
-    const current = await requirePlan(deps.keys, id);
-    const stored = await deps.keys.plan(id);
-    const tombstone: PlanRecord = {
-      ...planFields(current), created_at: 'created_at' in current ? current.created_at : Date.now(),
-      deleted: true, version: nextVersion(stored?.version),
-    };
-    await save(tombstone);
-    // A seed plan stays, with its own limits again (findPlan).
-    return seedPlan(id) === undefined ? { id, deleted: true } : { id, deleted: false, reset_to_seed: true };
+    return deps.exclusive(`plan:${id}`, async () => {
+      const current = await requirePlan(deps.keys, id);
+      const stored = await deps.keys.plan(id);
+      const tombstone: PlanRecord = {
+        ...planFields(current), created_at: 'created_at' in current ? current.created_at : Date.now(),
+        deleted: true, version: nextVersion(stored?.version),
+      };
+      await save(tombstone);
+      // A seed plan stays, with its own limits again (findPlan).
+      return seedPlan(id) === undefined ? { id, deleted: true } : { id, deleted: false, reset_to_seed: true };
+    });
   });
 }
 

@@ -1,0 +1,60 @@
+// The record lock of the control API (record-lock.ts): changes of one record run one at a time,
+// across control processes sharing a store and within one; others run side by side; a lock held
+// elsewhere past the wait answers 503 overloaded_error; a failed change gives the lock up.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MemoryBalanceStore } from '@tollgate/ledger';
+import { GatewayError } from '@tollgate/anthropic';
+import { recordExclusive } from '../src/record-lock.ts';
+
+const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test('record lock: changes of one record never overlap, in one process or two sharing the store; other records run beside them', async () => {
+  const store = new MemoryBalanceStore();
+  const processes = [recordExclusive(store), recordExclusive(store)];
+  const inside = new Map<string, number>();
+  const most = new Map<string, number>();
+  const order: string[] = [];
+  const change = (p: number, record: string, label: string) => processes[p]!(record, async () => {
+    inside.set(record, (inside.get(record) ?? 0) + 1);
+    most.set(record, Math.max(most.get(record) ?? 0, inside.get(record)!));
+    order.push(`${record} ${label}`);
+    await tick(15);
+    inside.set(record, inside.get(record)! - 1);
+    return label;
+  });
+  const started = Date.now();
+  const results = await Promise.all([
+    change(0, 'key:a', '0'), change(1, 'key:a', '1'), change(0, 'key:a', '2'), change(1, 'key:a', '3'),
+    change(0, 'key:b', 'x'), change(1, 'plan:c', 'y'),
+  ]);
+  assert.deepEqual(results, ['0', '1', '2', '3', 'x', 'y']);
+  assert.deepEqual(Object.fromEntries(most), { 'key:a': 1, 'key:b': 1, 'plan:c': 1 });
+  // one process's changes of a record keep their arrival order
+  const a = order.filter((o) => o.startsWith('key:a')).map((o) => o.slice(-1));
+  assert.ok(a.indexOf('0') < a.indexOf('2') && a.indexOf('1') < a.indexOf('3'), a.join(','));
+  // key:b and plan:c did not wait for key:a's four changes
+  assert.ok(order.indexOf('key:b x') < 3 && order.indexOf('plan:c y') < 3, order.join(' | '));
+  assert.ok(Date.now() - started >= 4 * 15);
+});
+
+test('record lock: held by another process past the wait: 503 overloaded_error with retry-after 1, and fn never runs', async () => {
+  const store = new MemoryBalanceStore();
+  assert.equal(await store.acquireLock('record:key:k', 60_000, 'elsewhere'), true);
+  const exclusive = recordExclusive(store, { waitMs: 60 });
+  let ran = false;
+  const err = await exclusive('key:k', async () => { ran = true; }).then(() => undefined, (e: unknown) => e);
+  assert.ok(err instanceof GatewayError, String(err));
+  assert.deepEqual([err.status, err.type, err.headers, err.message], [503, 'overloaded_error', { 'retry-after': '1' }, 'key k is being changed by another request for over 60 ms; retry']);
+  assert.equal(ran, false);
+  // the other holder's lock is untouched
+  assert.equal(await store.acquireLock('record:key:k', 60_000), false);
+});
+
+test('record lock: a change that throws gives the lock up, and the next change of the record runs', async () => {
+  const store = new MemoryBalanceStore();
+  const exclusive = recordExclusive(store, { waitMs: 200 });
+  await assert.rejects(exclusive('account:a', async () => { throw new Error('boom'); }), /boom/);
+  assert.equal(await exclusive('account:a', async () => 'next'), 'next');
+  assert.equal(await store.acquireLock('record:account:a', 1_000), true);
+});
