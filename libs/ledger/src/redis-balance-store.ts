@@ -571,7 +571,8 @@ export class RedisBalanceStore implements BalanceStore {
    * An account's call stops at its first event neither applied nor a duplicate; other accounts'
    * later events may be applied already (their own positions then make the caller's retry of
    * them duplicates), but the answer and the partition position stop at that event, as on a
-   * standalone Redis.
+   * standalone Redis. An account's call that fails (its node away, a reply error) rejects the
+   * batch once every call settled; the other calls' `applied` answers are kept for the retry.
    */
   async #applyBatchCluster(items: BatchItem[], options: { balanceAfter?: boolean }): Promise<BatchOutcome[]> {
     if (items.length === 0) return [];
@@ -618,10 +619,18 @@ export class RedisBalanceStore implements BalanceStore {
       group.args.push(packed);
       group.at.push(i);
     }
-    await Promise.all([...groups.values()].map(async (g) => {
+    const calls = await Promise.allSettled([...groups.values()].map(async (g) => {
       const answered = batchOutcomes(await this.#scripts.tollgateLedgerApplyBatch(g.keys.length, ...g.keys, ...g.args));
       answered.forEach((o, j) => { outcomes[g.at[j]!] = o; });
     }));
+    const failed = calls.find((c) => c.status === 'rejected');
+    if (failed) {
+      // One account's call failed (its node away, a reply error): the whole batch is retried,
+      // and the other accounts' events applied now are `duplicate` then. Keep their answers
+      // for that retry, as for those past a stop below (no answer is given now).
+      for (let i = 0; i < items.length; i++) this.#keepUnreported(gen, items[i]!, outcomes[i]);
+      throw failed.reason;
+    }
     const out: BatchOutcome[] = [];
     const reached = new Map<string, bigint>();
     let stopped = false;
@@ -650,15 +659,20 @@ export class RedisBalanceStore implements BalanceStore {
     // Standalone answers `applied` then (its script stopped before them), and the consumer acts
     // on `applied` only (onUsageApplied, the balance.low alert): keep those answers, bounded,
     // in this generation, for the retry. A crash loses them, as it loses a standalone answer.
-    for (; i < stop; i++) {
-      const o = outcomes[i];
-      if (o?.verdict !== 'applied') continue;
-      this.#unreported.set(unreportedKey(gen, items[i]!), o);
-      if (this.#unreported.size > UNREPORTED_MAX) this.#unreported.delete(this.#unreported.keys().next().value!);
-    }
+    for (; i < stop; i++) this.#keepUnreported(gen, items[i]!, outcomes[i]);
     const pairs = [...reached].flatMap(([field, offset]) => [field, offset.toString()]);
     if (pairs.length > 0) await this.#scripts.tollgateLedgerClusterAdvance(this.#g('ready'), this.#g('pos'), gen, ...pairs);
     return out;
+  }
+
+  /**
+   * Keeps `outcome` of `item` for the caller's retry when it is an `applied` the caller is not
+   * given now (bounded: UNREPORTED_MAX, oldest dropped), in generation `gen`.
+   */
+  #keepUnreported(gen: string, item: BatchItem, outcome: BatchOutcome | undefined): void {
+    if (outcome?.verdict !== 'applied') return;
+    this.#unreported.set(unreportedKey(gen, item), outcome);
+    if (this.#unreported.size > UNREPORTED_MAX) this.#unreported.delete(this.#unreported.keys().next().value!);
   }
 
   async checkPosition(position: LogPosition): Promise<ApplyResult> {

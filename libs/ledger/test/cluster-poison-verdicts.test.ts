@@ -13,6 +13,7 @@ import { RedisBalanceStore, type BatchOutcome } from '@tollgate/ledger';
 import { requireRedis } from '../../../test/support/services.ts';
 import { usageEvent } from '../../../test/support/events.ts';
 import { testRedisCluster } from '../../../test/support/redis.ts';
+import calculateSlot from 'cluster-key-slot';
 
 /** A usage event of `cost` µc (the ledger reads only its id, account and cost). */
 const usage = (id: string, account: string, cost: bigint): UsageEvent => usageEvent(id, account, { cost_micros: cost.toString() });
@@ -62,4 +63,41 @@ test('Redis Cluster: after a poison in the middle of a batch, the same per-event
   if (!own) return;
   const { cluster, prefix } = own;
   assert.deepEqual(await poisonInTheMiddle(new RedisBalanceStore({ redis: cluster, prefix })), expected);
+});
+
+test('Redis Cluster: one account\'s call of a batch fails as a whole (a reply error): the other accounts\' events it applied are answered applied, with their balance, on the retry', async (t) => {
+  const own = await testRedisCluster(t, 'onefails');
+  if (!own) return;
+  const { cluster, prefix } = own;
+  const store = new RedisBalanceStore({ redis: cluster, prefix });
+  const A = `a-${randomUUID()}`, B = `b-${randomUUID()}`;
+  await store.load({ balances: new Map([[A, 1000n], [B, 500n]]), ledgerEntries: new Map(), positions: new Map([['usage:0', -1n]]), usageIds: [], eventAccounts: new Map() });
+  // A's slot's ready marker made a hash: A's call fails before it applies anything (its GET of
+  // the marker is a WRONGTYPE reply error, outside any event's pcall), B's call runs.
+  const slot = calculateSlot(`${prefix}bal:{${A}}`);
+  let marker: string | undefined;
+  for (const node of cluster.nodes('master')) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}ready:*`, 'COUNT', 2000);
+      cursor = next;
+      marker ??= keys.find((k) => calculateSlot(k) === slot);
+    } while (cursor !== '0' && marker === undefined);
+  }
+  assert.ok(marker, `the ready marker of slot ${slot}`);
+  const generation = await cluster.get(marker);
+  await cluster.del(marker);
+  await cluster.hset(marker, 'x', '1');
+  const items = [
+    { event: usage(`u0-${A}`, A, 100n), position: at(0n) },
+    { event: usage(`u1-${B}`, B, 40n), position: at(1n) },
+  ];
+  await assert.rejects(store.applyBatch(items, { balanceAfter: true }), /WRONGTYPE/);
+  assert.deepEqual([(await store.get(A)).balance, (await store.get(B)).balance], [1000n, 460n]);
+  await cluster.del(marker);
+  await cluster.set(marker, generation!);
+  // Before: B answered `duplicate` (its account's position had it), so its balance.low check never ran.
+  assert.deepEqual(brief(await store.applyBatch(items, { balanceAfter: true })), ['applied:900', 'applied:460']);
+  assert.deepEqual(brief(await store.applyBatch(items, { balanceAfter: true })), ['duplicate', 'duplicate']);
+  assert.deepEqual([(await store.get(A)).balance, (await store.get(B)).balance, await store.position('usage', 0)], [900n, 460n, 1n]);
 });
