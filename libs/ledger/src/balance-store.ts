@@ -369,6 +369,12 @@ export interface BalanceStore {
    */
   releaseLock(name: string, owner?: string): Promise<void>;
   /**
+   * A fencing check of a lock taken with `owner`: true, and its life set to `ttlMs` (ms) from
+   * now, while `owner` still holds it; false once it lapsed (another caller may hold it since),
+   * and then nothing changes.
+   */
+  extendLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
+  /**
    * Resolves true once the event is applied; false after `timeoutMs`, or as soon as the event is
    * quarantined instead (then `quarantineReason` says why).
    */

@@ -315,6 +315,14 @@ export class MemoryBalanceStore implements BalanceStore {
     return true;
   }
 
+  async extendLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    const lock = this.#locks.get(name);
+    const now = this.#now();
+    if (!lock || lock.owner !== owner || lock.until <= now) return false;
+    lock.until = now + ttlMs;
+    return true;
+  }
+
   async releaseLock(name: string, owner?: string): Promise<void> {
     const lock = this.#locks.get(name);
     if (lock && (owner === undefined || (lock.owner === owner && lock.until > this.#now()))) this.#locks.delete(name);

@@ -230,6 +230,8 @@ function globLiteral(s: string): string {
 }
 
 /** releaseLock with an owner: delete KEYS[1] only while it holds ARGV[1] (a compare-and-delete). */
+/** extendLock: while KEYS[1] holds ARGV[1], PEXPIRE it ARGV[2] ms and answer 1; else 0. */
+const EXTEND_OWNED_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 const RELEASE_OWNED_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -833,6 +835,11 @@ export class RedisBalanceStore implements BalanceStore {
   async acquireLock(name: string, ttlMs: number, owner = '0'): Promise<boolean> {
     positiveTtl(ttlMs);
     return (await this.#redis.set(this.#idScope(undefined).claim(name), owner, 'PX', ttlMs, 'NX')) === 'OK';
+  }
+
+  async extendLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    positiveTtl(ttlMs);
+    return Number(await this.#redis.eval(EXTEND_OWNED_LOCK, 1, this.#idScope(undefined).claim(name), owner, String(Math.ceil(ttlMs)))) === 1;
   }
 
   async releaseLock(name: string, owner?: string): Promise<void> {

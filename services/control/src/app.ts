@@ -14,7 +14,7 @@ import { newId, nextVersion } from './ids.ts';
 import { PlanBody, registerPlanRoutes } from './plans.ts';
 import { eventsUnwritable, guardHotState, KEY_DIRECTORY_READS } from './hot-state.ts';
 import { ControlRecordRegistry, putRecord, type DirectoryRecordEvent } from './record-registry.ts';
-import { recordExclusive } from './record-lock.ts';
+import { recordExclusive, type RecordFence } from './record-lock.ts';
 import { findPlan } from '@tollgate/limits';
 import { DiskReserveLowError } from '@tollgate/events';
 
@@ -169,7 +169,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   // Every change of an existing record reads it, changes it and writes it under this lock, so two
   // changes of one record never both start from the same read (docs/decisions.md, "A record's
   // changes are made one at a time").
-  const exclusive = recordExclusive(deps.balances);
+  const exclusive = recordExclusive(deps.balances, unguarded);
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
@@ -188,9 +188,11 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
    * while the events cannot be written ahead, or hot state is lost or unreachable (the guarded
    * `stateLost` throws then): once written ahead the write succeeds whatever the directory does.
    */
-  const saveRecord = async (event: DirectoryRecordEvent) => {
+  const saveRecord = async (event: DirectoryRecordEvent, fence?: RecordFence) => {
     recordable();
     await deps.balances.stateLost();
+    // A change of an existing record writes only while it still holds the record's lock.
+    await fence?.();
     try {
       return await records.save(event, () => putRecord(deps.keys, event));
     } catch (err) {
@@ -244,12 +246,12 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
     return a;
   };
 
-  const saveAccount = (a: AccountRecord) => saveRecord({ type: 'account', event_id: `account:${a.id}:${a.version}`, ts: Date.now(), account: a });
-  const saveKey = (k: KeyRecord) => saveRecord({ type: 'key', event_id: `key:${k.id}:${k.version}`, ts: Date.now(), key: k });
+  const saveAccount = (a: AccountRecord, fence?: RecordFence) => saveRecord({ type: 'account', event_id: `account:${a.id}:${a.version}`, ts: Date.now(), account: a }, fence);
+  const saveKey = (k: KeyRecord, fence?: RecordFence) => saveRecord({ type: 'key', event_id: `key:${k.id}:${k.version}`, ts: Date.now(), key: k }, fence);
 
   app.register(async (admin) => {
     guardOperatorRoutes(admin, { adminToken: deps.adminToken, financeToken: deps.financeToken });
-    registerPlanRoutes(admin, { keys: deps.keys, exclusive, savePlan: (plan) => saveRecord({ type: 'plan', event_id: `plan:${plan.id}:${plan.version}`, ts: Date.now(), plan }) });
+    registerPlanRoutes(admin, { keys: deps.keys, exclusive, savePlan: (plan, fence) => saveRecord({ type: 'plan', event_id: `plan:${plan.id}:${plan.version}`, ts: Date.now(), plan }, fence) });
 
     admin.post('/admin/v1/accounts', async (request, reply) => {
       const body = parse(AccountCreate, request.body);
@@ -274,7 +276,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       const { id } = request.params as { id: string };
       const { price_list: list, plan_id: planId, group_id: groupId, daily_credits: daily, monthly_credits: monthly,
         overdraft_credits: overdraft, low_balance_credits: lowBalance, ...body } = parse(AccountPatch, request.body);
-      return exclusive(`account:${id}`, async () => {
+      return exclusive(`account:${id}`, async (fence) => {
         const current = await findAccount(id);
         const next: AccountRecord = { ...current, ...body, version: nextVersion(current.version) };
         if (planId !== undefined) next.plan_id = planId === null ? null : await existingPlan(planId);
@@ -293,7 +295,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
             throw gatewayError('invalid_request', `price_list: ${JSON.stringify(list)} is not a price list of the catalog in force (${names.length > 0 ? names.map((n) => JSON.stringify(n)).join(', ') + ', or ' : ''}"default" / null for the catalog's own prices)`);
           } else next.price_list = list;
         }
-        await saveAccount(next);
+        await saveAccount(next, fence);
         return accountView(next);
       });
     });
@@ -331,7 +333,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
     admin.patch('/admin/v1/keys/:id', async (request) => {
       const { id } = request.params as { id: string };
       const body = parse(KeyPatch, request.body);
-      return exclusive(`key:${id}`, async () => {
+      return exclusive(`key:${id}`, async (fence) => {
         const current = await deps.keys.key(id);
         if (!current) throw gatewayError('not_found', `key ${id} does not exist`);
         if (current.status === 'revoked') throw gatewayError('conflict', `key ${id} is revoked; a revoked key cannot be changed`);
@@ -377,19 +379,19 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
             next.expires_at = ms;
           }
         }
-        await saveKey(next);
+        await saveKey(next, fence);
         return keyView(next);
       });
     });
 
     admin.delete('/admin/v1/keys/:id', async (request) => {
       const { id } = request.params as { id: string };
-      return exclusive(`key:${id}`, async () => {
+      return exclusive(`key:${id}`, async (fence) => {
         const current = await deps.keys.key(id);
         if (!current) throw gatewayError('not_found', `key ${id} does not exist`);
         if (current.status === 'revoked') return keyView(current);
         const next: KeyRecord = { ...current, status: 'revoked', revoked_at: Date.now(), version: nextVersion(current.version) };
-        await saveKey(next);
+        await saveKey(next, fence);
         return keyView(next);
       });
     });

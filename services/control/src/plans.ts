@@ -9,7 +9,7 @@ import type { KeyDirectory } from '@tollgate/keys';
 import { findPlan, SEED_PLANS, seedPlan, type SeedPlan } from '@tollgate/limits';
 import { bodyErrorMap, bodyProblems, planNameProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
-import type { RecordExclusive } from './record-lock.ts';
+import type { RecordExclusive, RecordFence } from './record-lock.ts';
 
 const LIMIT_FIELDS = ['requests_per_minute', 'requests_per_5h', 'requests_per_week', 'tokens_per_minute', 'concurrent_requests'] as const;
 
@@ -76,7 +76,7 @@ export function registerPlanRoutes(admin: FastifyInstance, deps: {
   /** runs a change of an existing plan alone among the changes of that plan, in every control process (record-lock.ts) */
   exclusive: RecordExclusive;
   /** writes a plan record to the key directory and the control log (registerControl's, through its ControlRecordRegistry) */
-  savePlan: (plan: PlanRecord) => Promise<void>;
+  savePlan: (plan: PlanRecord, fence?: RecordFence) => Promise<void>;
 }): void {
   const save = deps.savePlan;
 
@@ -113,7 +113,7 @@ export function registerPlanRoutes(admin: FastifyInstance, deps: {
   admin.patch('/admin/v1/plans/:id', async (request) => {
     const { id } = request.params as { id: string };
     const body = parse(request.body);
-    return deps.exclusive(`plan:${id}`, async () => {
+    return deps.exclusive(`plan:${id}`, async (fence) => {
       const current = await requirePlan(deps.keys, id);
       const stored = await deps.keys.plan(id);
       const next: PlanRecord = {
@@ -125,21 +125,21 @@ export function registerPlanRoutes(admin: FastifyInstance, deps: {
         version: nextVersion(stored?.version),
       };
       for (const f of LIMIT_FIELDS) if (body[f] !== undefined) next[f] = body[f];
-      await save(next);
+      await save(next, fence);
       return planView(next);
     });
   });
 
   admin.delete('/admin/v1/plans/:id', async (request) => {
     const { id } = request.params as { id: string };
-    return deps.exclusive(`plan:${id}`, async () => {
+    return deps.exclusive(`plan:${id}`, async (fence) => {
       const current = await requirePlan(deps.keys, id);
       const stored = await deps.keys.plan(id);
       const tombstone: PlanRecord = {
         ...planFields(current), created_at: 'created_at' in current ? current.created_at : Date.now(),
         deleted: true, version: nextVersion(stored?.version),
       };
-      await save(tombstone);
+      await save(tombstone, fence);
       // A seed plan stays, with its own limits again (findPlan).
       return seedPlan(id) === undefined ? { id, deleted: true } : { id, deleted: false, reset_to_seed: true };
     });

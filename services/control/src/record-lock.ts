@@ -5,40 +5,58 @@ import type { BalanceStore } from '@tollgate/ledger';
 /**
  * How long one change of a record may hold the record's lock at most (ms). A change reads the
  * record, writes it ahead to the log and into the key directory; a holder that dies (or stalls
- * past this) lets the next change in after it. docs/decisions.md, "A record's changes are made
- * one at a time".
+ * past this) lets the next change in after it, and its own write is then refused by the fence.
+ * docs/decisions.md, "A record's changes are made one at a time".
  */
 export const RECORD_LOCK_TTL_MS = 15_000;
 /** How long a change waits for its record's lock before it answers 503 `overloaded_error` (ms). */
 export const RECORD_LOCK_WAIT_MS = 5_000;
 
 /**
+ * Right before a change writes anything: resolves while its lock is still held (and gives the
+ * lock RECORD_LOCK_TTL_MS more for the write).
+ * @throws GatewayError 503 `overloaded_error` (`retry-after: 1`) once the lock lapsed (the change
+ *   stalled past RECORD_LOCK_TTL_MS: another change may have read and written the record since);
+ *   nothing may be written then.
+ */
+export type RecordFence = () => Promise<void>;
+
+/**
  * Runs `fn`, a read-modify-write of the control record `record` (`key:<id>`, `account:<id>`,
  * `plan:<id>`), while no other change of that record runs in any control process; resolves or
- * rejects as `fn` does.
+ * rejects as `fn` does. `fn` must call its fence right before it writes.
  * @throws GatewayError 503 `overloaded_error` (`retry-after: 1`) when the lock was not had within
- *   RECORD_LOCK_WAIT_MS; what the store's `acquireLock` throws (503 `state_unavailable` through
+ *   RECORD_LOCK_WAIT_MS of the change's arrival (its wait behind this process's own changes of
+ *   the record included); what the store's `acquireLock` throws (503 `state_unavailable` through
  *   control's guarded store) when hot state cannot be reached.
  */
-export type RecordExclusive = <T>(record: string, fn: () => Promise<T>) => Promise<T>;
+export type RecordExclusive = <T>(record: string, fn: (fence: RecordFence) => Promise<T>) => Promise<T>;
+
+type LockStore = Pick<BalanceStore, 'acquireLock' | 'releaseLock' | 'extendLock'>;
 
 /**
  * The record lock of the control API over the balance store's cross-process lock (`record:<id>`,
- * owned by a random token, so a holder that outlived RECORD_LOCK_TTL_MS never frees its
- * successor's). Within this process changes of one record queue in arrival order before they
- * compete for the store's lock, so they do not poll each other. Without it two changes of one
- * record, each made from what it read, lost one of them: a rename read before a revocation and
- * written after it made the revoked key active again (versions grow with the clock, so the
- * later write wins).
+ * owned by a random token). Within this process changes of one record queue in arrival order
+ * before they compete for the store's lock, so they do not poll each other. Without it two
+ * changes of one record, each made from what it read, lost one of them: a rename read before a
+ * revocation and written after it made the revoked key active again (versions grow with the
+ * clock, so the later write wins).
+ *
+ * `store` takes the lock and makes the fence check (control's guarded store: 503
+ * `state_unavailable` while hot state is lost or away); `direct` (the same store unguarded)
+ * gives the lock back, also after an acquire that failed on the client but may have landed (a
+ * timeout), so a Redis blip leaves no lock nobody holds (a breaker's MEDIUM: 15 s of 503).
  */
 export function recordExclusive(
-  store: Pick<BalanceStore, 'acquireLock' | 'releaseLock'>,
+  store: LockStore,
+  direct: Pick<BalanceStore, 'releaseLock'> = store,
   options: { ttlMs?: number; waitMs?: number } = {},
 ): RecordExclusive {
   const ttlMs = options.ttlMs ?? RECORD_LOCK_TTL_MS;
   const waitMs = options.waitMs ?? RECORD_LOCK_WAIT_MS;
   const queues = new Map<string, Promise<unknown>>();
-  return async <T>(record: string, fn: () => Promise<T>): Promise<T> => {
+  const busy = (message: string) => gatewayError('overloaded', message, { headers: { 'retry-after': '1' } });
+  return async <T>(record: string, fn: (fence: RecordFence) => Promise<T>): Promise<T> => {
     const deadline = Date.now() + waitMs;
     const before = queues.get(record) ?? Promise.resolve();
     const run = before.then(() => holding(record, deadline, fn), () => holding(record, deadline, fn));
@@ -49,19 +67,33 @@ export function recordExclusive(
   };
 
   /** `deadline`: epoch ms, from the change's arrival (its wait in this process's queue counts). */
-  async function holding<T>(record: string, deadline: number, fn: () => Promise<T>): Promise<T> {
+  async function holding<T>(record: string, deadline: number, fn: (fence: RecordFence) => Promise<T>): Promise<T> {
     const name = `record:${record}`;
     const owner = randomUUID();
-    while (!(await store.acquireLock(name, ttlMs, owner))) {
-      if (Date.now() >= deadline) {
-        throw gatewayError('overloaded', `${record.replace(':', ' ')} is being changed by another request for over ${waitMs} ms; retry`, { headers: { 'retry-after': '1' } });
+    const what = record.replace(':', ' ');
+    const waited = () => busy(`${what} is being changed by another request for over ${waitMs} ms; retry`);
+    for (;;) {
+      if (Date.now() >= deadline) throw waited();
+      let acquired: boolean;
+      try {
+        acquired = await store.acquireLock(name, ttlMs, owner);
+      } catch (err) {
+        // Failed here (a timeout, Redis away) but possibly made there: give it back.
+        void direct.releaseLock(name, owner).catch(() => {});
+        throw err;
       }
+      if (acquired) break;
       await new Promise((r) => setTimeout(r, 5 + Math.floor(Math.random() * 20)));
     }
+    const fence: RecordFence = async () => {
+      if (!(await store.extendLock(name, owner, ttlMs))) {
+        throw busy(`${what} was not changed: this change took over ${ttlMs} ms, and another may have been made meanwhile; retry`);
+      }
+    };
     try {
-      return await fn();
+      return await fn(fence);
     } finally {
-      await store.releaseLock(name, owner).catch(() => {});
+      await direct.releaseLock(name, owner).catch(() => {});
     }
   }
 }

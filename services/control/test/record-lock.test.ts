@@ -1,6 +1,8 @@
 // The record lock of the control API (record-lock.ts): changes of one record run one at a time,
 // across control processes sharing a store and within one; others run side by side; a lock held
-// elsewhere past the wait answers 503 overloaded_error; a failed change gives the lock up.
+// elsewhere past the wait answers 503 overloaded_error; a failed change gives the lock up; a
+// change that outlived its lock writes nothing (the fence); a wait in this process's own queue
+// counts against the wait; an acquire that failed on the client but landed is given back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryBalanceStore } from '@tollgate/ledger';
@@ -41,7 +43,7 @@ test('record lock: changes of one record never overlap, in one process or two sh
 test('record lock: held by another process past the wait: 503 overloaded_error with retry-after 1, and fn never runs', async () => {
   const store = new MemoryBalanceStore();
   assert.equal(await store.acquireLock('record:key:k', 60_000, 'elsewhere'), true);
-  const exclusive = recordExclusive(store, { waitMs: 60 });
+  const exclusive = recordExclusive(store, store, { waitMs: 60 });
   let ran = false;
   const err = await exclusive('key:k', async () => { ran = true; }).then(() => undefined, (e: unknown) => e);
   assert.ok(err instanceof GatewayError, String(err));
@@ -53,8 +55,56 @@ test('record lock: held by another process past the wait: 503 overloaded_error w
 
 test('record lock: a change that throws gives the lock up, and the next change of the record runs', async () => {
   const store = new MemoryBalanceStore();
-  const exclusive = recordExclusive(store, { waitMs: 200 });
+  const exclusive = recordExclusive(store, store, { waitMs: 200 });
   await assert.rejects(exclusive('account:a', async () => { throw new Error('boom'); }), /boom/);
   assert.equal(await exclusive('account:a', async () => 'next'), 'next');
   assert.equal(await store.acquireLock('record:account:a', 1_000), true);
+});
+
+test('record lock fence: a change stalled past the lock\'s ttl is refused (503) before it writes, and the change made meanwhile stands', async () => {
+  const store = new MemoryBalanceStore();
+  const a = recordExclusive(store, store, { ttlMs: 50, waitMs: 1_000 });
+  const b = recordExclusive(store, store, { ttlMs: 50, waitMs: 1_000 });
+  let record = 'active';
+  // A reads, then stalls past the ttl; B takes the lapsed lock, revokes and writes.
+  const stalled = a('key:k', async (fence) => {
+    const read = record;
+    await tick(120);
+    await fence();
+    record = `${read} renamed`; // never reached
+  }).then(() => undefined, (e: unknown) => e);
+  await tick(70);
+  await b('key:k', async (fence) => { await fence(); record = 'revoked'; });
+  const err = await stalled;
+  assert.ok(err instanceof GatewayError, String(err));
+  assert.deepEqual([err.status, err.type, err.message], [503, 'overloaded_error', 'key k was not changed: this change took over 50 ms, and another may have been made meanwhile; retry']);
+  assert.equal(record, 'revoked');
+  // A fence in time holds the lock a ttl more for the write.
+  await a('key:k', async (fence) => { await tick(30); await fence(); await tick(30); assert.equal(await store.acquireLock('record:key:k', 1_000, 'x'), false); });
+});
+
+test('record lock: the wait behind this process\'s own changes of the record counts: past waitMs the change is 503, not run late', async () => {
+  const store = new MemoryBalanceStore();
+  const exclusive = recordExclusive(store, store, { waitMs: 150 });
+  const started = Date.now();
+  const answers = await Promise.all([0, 1, 2, 3].map((i) => exclusive('key:q', async () => { await tick(100); return i; })
+    .then((v) => `ok ${v}`, (e: unknown) => (e instanceof GatewayError ? `${e.status} ${e.type}` : String(e)))));
+  assert.deepEqual(answers, ['ok 0', 'ok 1', '503 overloaded_error', '503 overloaded_error']);
+  assert.ok(Date.now() - started < 400, 'the late ones were not run');
+});
+
+test('record lock: an acquire that failed on the client but landed in the store (a timeout) is given back through the direct store', async () => {
+  const store = new MemoryBalanceStore();
+  const flaky = {
+    acquireLock: async (name: string, ttlMs: number, owner?: string) => {
+      await store.acquireLock(name, ttlMs, owner);
+      throw new Error('Command timed out');
+    },
+    releaseLock: store.releaseLock.bind(store),
+    extendLock: store.extendLock.bind(store),
+  };
+  const exclusive = recordExclusive(flaky, store);
+  await assert.rejects(exclusive('account:t', async () => 'never'), /timed out/);
+  await tick(1);
+  assert.equal(await store.acquireLock('record:account:t', 1_000, 'next'), true, 'no lock left that nobody holds');
 });
