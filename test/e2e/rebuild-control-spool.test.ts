@@ -121,6 +121,18 @@ test('rebuild after a Redis loss while the control process that alone holds an a
   // Kind: a record only a spool held, read as absent because its writer could not put it back
   // within the restore window (1 s): a GC pause, a frozen VM. Readers now wait for every process
   // that announced something to put back (`<ready>:pending`), up to RESTORE_WAIT_MAX_MS.
+  await stalledAcrossTheRebuild(t, 'after it announced');
+});
+
+test('the same with the control process stalled since BEFORE the loss (it never announced): the warehouse owner saw its holder mark before the loss and the rebuild waits for it; the revoked key is never served, the account and key never absent', async (t) => {
+  // Kind: the same, with no announcement possible (the loss and the load both within the stall).
+  // Before session 49 nobody knew of its records: the revoked key was served from the load until
+  // it resumed (epoch.lua's `<ready>:record-holders`, holders.lua).
+  await stalledAcrossTheRebuild(t, 'before the loss');
+});
+
+/** Runs the stalled-control-process scenario, `cut-off` paused after it announced, or before the loss. */
+async function stalledAcrossTheRebuild(t: TestContext, pauseAt: 'after it announced' | 'before the loss'): Promise<void> {
   const started = await startDeployment();
   if (!started) { t.skip('Kafka or Redis absent'); return; }
   const { cluster: c, close } = started;
@@ -152,11 +164,21 @@ test('rebuild after a Redis loss while the control process that alone holds an a
       (async () => { while (watching) { accountAnswers.push(await accountStatus()); await new Promise((r) => setTimeout(r, 20)); } })(),
       (async () => { while (watching) { keyAnswers.push(await keyStatus()); await new Promise((r) => setTimeout(r, 20)); } })(),
     ]);
-    assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0);
-    // It announces what it must put back (its registry's next poll), then stalls.
-    await c.eventually('the cut-off process announced', async () => ((await redis.scard(`${ready}:record-restorers`)) > 0 ? true : undefined), 10_000);
-    c.pause('cut-off');
-    paused = true;
+    if (pauseAt === 'before the loss') {
+      // It marks itself a holder (its polls, every 250 ms), the warehouse owner's watch reads the
+      // mark (every 1.5 s), then it stalls, before the loss: it can announce nothing.
+      await c.eventually('the cut-off process marked itself a holder', async () => ((await redis.zcard(`${ready}:record-holders`)) > 0 ? true : undefined), 10_000);
+      await new Promise((r) => setTimeout(r, 3_500));
+      c.pause('cut-off');
+      paused = true;
+      assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0);
+    } else {
+      assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0);
+      // It announces what it must put back (its registry's next poll), then stalls.
+      await c.eventually('the cut-off process announced', async () => ((await redis.scard(`${ready}:record-restorers`)) > 0 ? true : undefined), 10_000);
+      c.pause('cut-off');
+      paused = true;
+    }
     await c.eventually('the rebuild loaded', async () => ((await redis.exists(ready)) === 1 ? true : undefined), 40_000);
     // Well past the restore window (1 s): the state is rebuilt, the account and key still missing.
     await new Promise((r) => setTimeout(r, 3_000));
@@ -176,4 +198,4 @@ test('rebuild after a Redis loss while the control process that alone holds an a
     redis.disconnect();
     await close();
   }
-});
+}

@@ -244,9 +244,13 @@ export interface BalanceStore {
    * 1,000 ms by default) while every gateway restores; the announcement lapses after that long.
    * `restorer`: the announcing process's id; readers wait (`stateLost`) until each announced one
    * calls `restored` after the load, or the store's longest wait (Redis: `restoreWaitMaxMs`,
-   * RESTORE_WAIT_MAX_MS, 10,000 ms) has passed.
+   * RESTORE_WAIT_MAX_MS, 10,000 ms) has passed. `holding` (with `restorer`, while the state is
+   * NOT lost): true, this process holds records the log has not acknowledged (Redis: marked for
+   * RECORD_HOLDER_MS); false, it holds none any more (the mark goes); undefined, no change. The
+   * process that rebuilds remembers the marks its last `ready()` saw, and its next `load` waits
+   * for them too: one stalled from before the loss to after the load never announced.
    */
-  epoch(announceMs?: number, restorer?: string): Promise<string | null | undefined>;
+  epoch(announceMs?: number, restorer?: string, holding?: boolean): Promise<string | null | undefined>;
   /**
    * The process `restorer` (as it announced itself to `epoch`) has put back into the rebuilt
    * state what it announced: readers stop waiting for it. A no-op for a store never lost.

@@ -51,6 +51,8 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
   #polling: Promise<void> | undefined;
   /** the last poll failed (its error was reported; the next ones' are not, until one succeeds) */
   #failing = false;
+  /** the last read found the state alive and marked this process holding records (`epoch`'s `holding`) */
+  #marked = false;
   /** this registry's id in the store's announcements (`epoch`, `restored`) */
   readonly #restorer = randomUUID();
 
@@ -122,7 +124,12 @@ export abstract class EpochRegistry<E extends RegistryEntry> {
     const acknowledged: Array<[string, E]> = [];
     for (const pair of this.entries) if (pair[1].published === 'acked') acknowledged.push(pair);
     // Lost: the next rebuild must wait for this process's restore (announced in the same step).
-    const epoch = await this.store.epoch(this.entries.size > 0 ? RESTORE_ANNOUNCE_MS : undefined, this.holdsBackReaders ? this.#restorer : undefined);
+    // A process whose records others read marks itself while it holds some the log has not
+    // acknowledged, so a rebuild waits for it even if it stalls before it can announce.
+    const holding = this.holdsBackReaders && [...this.entries.values()].some((e) => e.published !== 'acked');
+    const epoch = await this.store.epoch(this.entries.size > 0 ? RESTORE_ANNOUNCE_MS : undefined, this.holdsBackReaders ? this.#restorer : undefined,
+      holding || this.#marked ? holding : undefined);
+    if (typeof epoch === 'string') this.#marked = holding;
     if (epoch === undefined) {
       this.#off = true;
       this.entries.clear();

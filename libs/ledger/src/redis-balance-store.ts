@@ -98,7 +98,9 @@ interface LedgerScripts {
   tollgateLedgerRestoreHolds(held: string, holds: string, expiry: string, hwin: string, ...args: string[]): Promise<number>;
   /** variable key count: called with the number of keys first */
   tollgateLedgerEpoch(numKeys: number, ...keysAndArgs: string[]): Promise<string | null>;
-  tollgateLedgerTakeRestorers(restorers: string, recordRestorers: string, pending: string, waitMs: string): Promise<number>;
+  tollgateLedgerTakeRestorers(restorers: string, recordRestorers: string, pending: string, waitMs: string, ...holders: string[]): Promise<number>;
+  /** [1 or 0: the ready key exists, ...ids of the control processes holding records] (holders.lua) */
+  tollgateLedgerHolders(ready: string): Promise<Array<number | string>>;
 }
 
 /** How often a gateway reads the hot state's epoch, ms (one GET on Redis; HoldRegistry). */
@@ -126,6 +128,15 @@ export const RESTORE_WAIT_MAX_MS = 10_000;
  * (a slow warehouse read); RESTORE_WAIT_MAX_MS is counted from the load, not from this.
  */
 export const RESTORE_ANNOUNCE_MS = 300_000;
+
+/**
+ * How long a control process's mark "I hold records the log has not acknowledged" lasts while
+ * the state is alive, ms (each of its polls renews it; it removes the mark once it holds none).
+ * Long, as RESTORE_ANNOUNCE_MS: the warehouse owner remembers the marks it last saw before a loss
+ * and waits for them after the load, so a process stalled from before the loss is found too
+ * (docs/decisions.md, "A control process stalled since before a loss is waited for").
+ */
+export const RECORD_HOLDER_MS = 300_000;
 
 /**
  * How long a rebuild of a lost state lets pass, from when it found the state lost, before it
@@ -272,6 +283,12 @@ export class RedisBalanceStore implements BalanceStore {
   #restoreWindowMs: string;
   /** RedisBalanceStoreOptions.restoreWaitMaxMs, as the scripts take it */
   #restoreWaitMaxMs: string;
+  /**
+   * The control processes the last `ready()` that found the state ready saw holding records the
+   * log had not acknowledged (holders.lua): the next `load` waits for them as for announced
+   * restorers (take-restorers.lua), then forgets them.
+   */
+  #holdersSeen: string[] = [];
   #requireReady: boolean;
   /** RedisBalanceStoreOptions.directory */
   #directory: Redis | undefined;
@@ -337,6 +354,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerRaiseWindows', lua('raise-windows'), -1);
     define('tollgateLedgerEpoch', lua('epoch'), -1);
     define('tollgateLedgerTakeRestorers', `${lua('take-restorers')}\n${lua('take-restorers-call')}`, 3);
+    define('tollgateLedgerHolders', lua('holders'), 1);
     define('tollgateLedgerRestoreHolds', `${expireHolds}\n${windowsFn}\n${lua('restore-holds')}`, 4);
     this.#scripts = this.#redis as unknown as LedgerScripts;
   }
@@ -438,12 +456,13 @@ export class RedisBalanceStore implements BalanceStore {
    * the next load makes those the set readers and new holds wait on until each calls `restored`
    * (RESTORE_WAIT_MAX_MS at most).
    */
-  async epoch(announceMs?: number, restorer = ''): Promise<string | null | undefined> {
+  async epoch(announceMs?: number, restorer = '', holding?: boolean): Promise<string | null | undefined> {
     if (!this.#requireReady) return undefined;
     if (announceMs !== undefined) checkTtlMs(announceMs);
     const announce = String(Math.ceil(announceMs ?? 0));
+    const hold = holding === undefined || restorer === '' ? '0' : holding ? String(RECORD_HOLDER_MS) : '-1';
     if (!this.#cluster) {
-      const value = await this.#scripts.tollgateLedgerEpoch(1, this.#key('ready'), announce, '', restorer, '');
+      const value = await this.#scripts.tollgateLedgerEpoch(1, this.#key('ready'), announce, '', restorer, '', hold);
       return typeof value === 'string' ? value : null;
     }
     // An empty directory is a lost state too, announced as a lost ledger is (epoch.lua): the
@@ -452,7 +471,7 @@ export class RedisBalanceStore implements BalanceStore {
       if (announceMs !== undefined && announceMs > 0) await this.#scripts.tollgateLedgerEpoch(1, this.#g('ready'), announce, '', restorer, 'lost');
       return null;
     }
-    const value = await this.#scripts.tollgateLedgerEpoch(2, this.#g('ready'), this.#g('layout'), announce, CLUSTER_LAYOUT, restorer, '');
+    const value = await this.#scripts.tollgateLedgerEpoch(2, this.#g('ready'), this.#g('layout'), announce, CLUSTER_LAYOUT, restorer, '', hold);
     return typeof value === 'string' ? value : null;
   }
 
@@ -701,17 +720,27 @@ export class RedisBalanceStore implements BalanceStore {
    * generation that changed meanwhile (another process's rebuild finished) is checked once more.
    */
   async ready(): Promise<boolean> {
-    if (!this.#cluster) return (await this.#redis.exists(this.#key('ready'))) === 1;
+    if (!this.#cluster) {
+      const [exists, ...holders] = await this.#scripts.tollgateLedgerHolders(this.#key('ready'));
+      if (Number(exists) !== 1) return false;
+      this.#holdersSeen = holders.map(String);
+      return true;
+    }
     if (!(await this.#directoryReady())) return false;
     const read = (slot: number) => this.#redis.get(this.#slotMarker(slot));
     // The generation is read before the markers: a rebuild of another process that finishes
     // in between leaves every marker on a newer one. Then the check is made again against that
     // one (once), not answered false: false makes the warehouse owner's watch rebuild.
     for (let attempt = 0; ; attempt++) {
-      const [gen, layout] = await Promise.all([this.#redis.get(this.#g('ready')), this.#redis.get(this.#g('layout'))]);
+      const [[, ...holders], gen, layout] = await Promise.all([
+        this.#scripts.tollgateLedgerHolders(this.#g('ready')), this.#redis.get(this.#g('ready')), this.#redis.get(this.#g('layout')),
+      ]);
       if (gen === null || layout !== CLUSTER_LAYOUT) return false;
       const suspect = await this.#markers('check', gen, '', read, (m) => m === gen);
-      if ((await this.#eachSlot(suspect, read)).every((m) => m === gen)) return true;
+      if ((await this.#eachSlot(suspect, read)).every((m) => m === gen)) {
+        this.#holdersSeen = holders.map(String);
+        return true;
+      }
       if (attempt > 0 || (await this.#redis.get(this.#g('ready'))) === gen) return false;
     }
   }
@@ -908,8 +937,10 @@ export class RedisBalanceStore implements BalanceStore {
     const refusals = snapshot.refusals;
     args.push(refusals === undefined ? '-1' : String(refusals.size));
     for (const [eventId, reason] of refusals ?? []) args.push(eventId, reason);
-    args.push(epoch, this.#restoreWindowMs, this.#restoreWaitMaxMs);
+    const holders = this.#holdersSeen;
+    args.push(epoch, this.#restoreWindowMs, this.#restoreWaitMaxMs, ...holders);
     await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), this.#key('rejected'), ...args);
+    if (this.#holdersSeen === holders) this.#holdersSeen = [];
   }
 
   /**
@@ -980,7 +1011,9 @@ export class RedisBalanceStore implements BalanceStore {
     // A gateway announced requests in flight to restore while the state was lost (`epoch` null):
     // holds wait the restore window once the slots turn ready (lua/restore-holds.lua).
     // Readers also wait for each of them to say it is done (`<ready>:pending`, stateLost).
-    const announced = await this.#scripts.tollgateLedgerTakeRestorers(`${this.#g('ready')}:restorers`, `${this.#g('ready')}:record-restorers`, `${this.#g('ready')}:pending`, this.#restoreWaitMaxMs);
+    const holders = this.#holdersSeen;
+    const announced = await this.#scripts.tollgateLedgerTakeRestorers(`${this.#g('ready')}:restorers`, `${this.#g('ready')}:record-restorers`, `${this.#g('ready')}:pending`, this.#restoreWaitMaxMs, ...holders);
+    if (this.#holdersSeen === holders) this.#holdersSeen = [];
     const window = announced === 1 ? this.#restoreWindowMs : '0';
     refused += (await this.#markers('ready', loading, gen, (slot) => {
       const marker = this.#slotMarker(slot);

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { MIN_REDIS_VERSION, RedisBalanceStore, redisVersionProblem, releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
+import { MIN_REDIS_VERSION, RECORD_HOLDER_MS, RedisBalanceStore, redisVersionProblem, releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import { findRedis, requireRedis } from '../../../test/support/services.ts';
 import { startRelay } from '../../../test/support/redis-relay.ts';
 import { usageEvent } from '../../../test/support/events.ts';
@@ -251,6 +251,52 @@ if (url === undefined) {
       assert.equal(await store.storedPositions(), undefined);
       // Without requireReady the state is always usable: its positions are answered as they are.
       assert.deepEqual(await new RedisBalanceStore({ redis, prefix }).storedPositions(), new Map([['usage:0', 4n], ['ledger:3', 0n]]));
+    });
+
+    test('a control process holding unacknowledged records, stalled since before the loss (never announced): the rebuilding store saw its mark and the load waits for it; one that holds none any more, or whose mark it never saw, is not waited for', async (t) => {
+      const prefix = `test:${randomUUID()}:`;
+      t.after(() => deletePrefix(redis, prefix));
+      const ready = `${prefix}ledger-ready`;
+      const store = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 50 });
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      const epoch = await store.epoch();
+      // Two control processes hold records; a third held some and no longer does.
+      assert.equal(await store.epoch(undefined, 'ctl-1', true), epoch);
+      assert.equal(await store.epoch(undefined, 'ctl-2', true), epoch);
+      assert.equal(await store.epoch(undefined, 'ctl-3', true), epoch);
+      assert.equal(await store.epoch(undefined, 'ctl-3', false), epoch);
+      const score = Number(await redis.zscore(`${ready}:record-holders`, 'ctl-1'));
+      const [seconds] = await redis.time();
+      assert.ok(Math.abs(score - Number(seconds) * 1000 - RECORD_HOLDER_MS) < 5_000, `marked for RECORD_HOLDER_MS: ${score}`);
+      // A gateway never marks (no restorer id), nor does a caller that says nothing of holding.
+      assert.equal(await store.epoch(undefined, '', true), epoch);
+      assert.equal(await store.epoch(undefined, 'ctl-4'), epoch);
+      assert.deepEqual((await redis.zrange(`${ready}:record-holders`, '0', '-1')).sort(), ['ctl-1', 'ctl-2']);
+      assert.equal(await store.ready(), true, 'the watch\'s check: it remembers ctl-1 and ctl-2');
+      // Lost; nobody announces (both stalled); the rebuild loads.
+      await deletePrefix(redis, prefix);
+      assert.equal(await store.ready(), false);
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      assert.deepEqual((await redis.smembers(`${ready}:pending`)).sort(), ['ctl-1', 'ctl-2'], 'readers wait for both');
+      await new Promise((r) => setTimeout(r, 80));
+      assert.equal(await store.stateLost(), true, 'the window over, two holders not done');
+      await store.restored('ctl-1');
+      await store.restored('ctl-2');
+      assert.equal(await store.stateLost(), false);
+      // Forgotten once loaded: the next loss finds nobody (no mark since, none seen).
+      await deletePrefix(redis, prefix);
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      assert.equal(await redis.exists(`${ready}:pending`), 0);
+      // A mark the rebuilding store never read before the loss is not known to it.
+      const other = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 50 });
+      assert.equal(typeof await other.epoch(undefined, 'ctl-5', true), 'string');
+      await deletePrefix(redis, prefix);
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      assert.equal(await redis.exists(`${ready}:pending`), 0);
+      // While the state is lost a mark is not written (the announcement is what counts then).
+      await deletePrefix(redis, prefix);
+      assert.equal(await store.epoch(undefined, 'ctl-6', true), null);
+      assert.equal(await redis.exists(`${ready}:record-holders`), 0);
     });
 
     test('restore window: after a load that a restorer was announced for, holds answer not_ready for the window while restores go through; without an announcement none', async (t) => {

@@ -372,6 +372,29 @@ test('Redis Cluster: restore window after a rebuild a restorer was announced for
   assert.equal(await reader.stateLost(), false, 'every restorer done');
 });
 
+test('Redis Cluster: a control process marked holding unacknowledged records before the loss, stalled since (it never announced), is waited for after the load; one that holds none any more is not', async (t) => {
+  const own = await testRedisCluster(t, 'holders', CLIENT_OPTIONS);
+  if (!own) return;
+  const { cluster, prefix } = own;
+  const store = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 50 });
+  const reader = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 50, requireReady: true });
+  await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+  const epoch = await store.epoch();
+  assert.equal(await reader.epoch(undefined, 'ctl-1', true), epoch);
+  assert.equal(await reader.epoch(undefined, 'ctl-2', true), epoch);
+  assert.equal(await reader.epoch(undefined, 'ctl-2', false), epoch);
+  assert.deepEqual(await cluster.zrange(`${prefix}{ledger}ready:record-holders`, '0', '-1'), ['ctl-1']);
+  assert.equal(await store.ready(), true, 'the watch\'s check remembers ctl-1');
+  await cluster.del(`${prefix}{ledger}ready`);
+  assert.equal(await store.ready(), false);
+  await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+  assert.deepEqual(await cluster.smembers(`${prefix}{ledger}ready:pending`), ['ctl-1'], 'readers wait for it');
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(await reader.stateLost(), true, 'the window over, ctl-1 not done');
+  await store.restored('ctl-1');
+  assert.equal(await reader.stateLost(), false);
+});
+
 test('Redis Cluster with the key directory on its own Redis: an empty directory Redis is a lost state (ready false, stateLost, epoch null and announced) until the next load marks it; then a new epoch and the restore window', async (t) => {
   // Kind (a breaker's MEDIUM): the ledger on REDIS_CLUSTER_NODES, the directory on REDIS_URL.
   // The Cluster's marks said ready while the standalone Redis had restarted empty: every key 401,

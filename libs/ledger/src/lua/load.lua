@@ -10,7 +10,8 @@
 -- epoch (random, from the caller; the usage ids of the snapshot were written holding it): it
 -- goes into the pos hash (see EPOCH_FIELD in position.lua), so every usage id marker written
 -- before this step stops counting in the same atomic step as the effects it vouched for go;
--- then the restore window in ms and the longest wait for announced restorers in ms (step 3).
+-- then the restore window in ms and the longest wait for announced restorers in ms (step 3),
+-- then the ids of control processes seen holding unacknowledged records before the loss.
 -- Balance keys are named from ARGV (single Redis or one hash slot; not Redis Cluster).
 local accounts_key, ledger_key, pos_key, ready_key, rejected_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local bal_prefix = ARGV[1]
@@ -55,8 +56,10 @@ redis.call('HSET', pos_key, '#epoch', ARGV[i + 2 * r + 1])
 --    load calls the same).
 local epoch, window = ARGV[i + 2 * r + 1], tonumber(ARGV[i + 2 * r + 2] or '0')
 local wait = tonumber(ARGV[i + 2 * r + 3] or '0')
+local holders = {}
+for x = i + 2 * r + 4, #ARGV do holders[#holders + 1] = ARGV[x] end
 redis.call('SET', ready_key, epoch)
-local announced = take_restorers(ready_key .. ':restorers', ready_key .. ':record-restorers', ready_key .. ':pending', wait)
+local announced = take_restorers(ready_key .. ':restorers', ready_key .. ':record-restorers', ready_key .. ':pending', wait, holders)
 if announced and window > 0 then
   redis.call('SET', ready_key .. ':restoring', '1', 'PX', window)
 end

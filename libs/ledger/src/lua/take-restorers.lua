@@ -4,8 +4,12 @@
 -- PX `wait` ms, or dropped when `wait` is 0): readers that find a record absent and gateways'
 -- new holds wait while it exists, and each process leaves it once done (`restored`).
 -- Prepended to load.lua (standalone) and to take-restorers-call.lua (the Cluster's store-wide
--- keys, one slot). Returns true when some process had announced.
-local function take_restorers(restorers, ids, pending, wait)
+-- keys, one slot). `holders`: ids of control processes the loading process saw holding records
+-- the log had not acknowledged before the loss (holders.lua): they are waited for as if they
+-- had announced (one stalled since before the loss could not). Returns true when some process
+-- had announced, or was seen holding.
+local function take_restorers(restorers, ids, pending, wait, holders)
+  for _, id in ipairs(holders) do redis.call('SADD', ids, id) end
   local announced = redis.call('DEL', restorers) == 1
   if redis.call('EXISTS', ids) == 1 then
     announced = true
