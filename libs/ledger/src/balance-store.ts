@@ -296,7 +296,11 @@ export interface BalanceStore {
   advancePosition(position: LogPosition): Promise<void>;
   /** Last applied offset of a partition (-1 = none). */
   position(topic: string, partition: number): Promise<bigint>;
-  /** Hot state is present (false after it was lost and before a rebuild). */
+  /**
+   * Hot state is present (false after it was lost and before a rebuild). A store that can lose
+   * it (Redis) also remembers, from an answer true, the control processes marked holding
+   * records (`epoch`'s `holding`), for its next `load` to wait for.
+   */
   ready(): Promise<boolean>;
   /**
    * True when this store waits for a rebuild (it requires one, and its store-wide ready mark is
