@@ -49,7 +49,7 @@ export class MemoryBalanceStore implements BalanceStore {
   #now: () => number;
   #quarantine = new Map<string, LedgerQuarantine>();
   #claims = new Map<string, { entry: Required<LedgerEntry>; until: number }>();
-  /** lock name → the time (ms) it lapses */
+  /** lock name → the time (ms) it lapses, and its holder's owner token */
   #locks = new Map<string, { until: number; owner: string }>();
   /** event id → reason, for events the consumer quarantined (control answers from it) */
   #rejected = new Map<string, string>();

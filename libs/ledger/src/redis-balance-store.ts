@@ -240,9 +240,9 @@ function globLiteral(s: string): string {
   return s.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
 }
 
-/** releaseLock with an owner: delete KEYS[1] only while it holds ARGV[1] (a compare-and-delete). */
 /** extendLock: while KEYS[1] holds ARGV[1], PEXPIRE it ARGV[2] ms and answer 1; else 0. */
 const EXTEND_OWNED_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+/** releaseLock with an owner: delete KEYS[1] only while it holds ARGV[1] (a compare-and-delete). */
 const RELEASE_OWNED_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
