@@ -4,7 +4,7 @@ import { guardOperatorRoutes, parseEnumParam, parseIntParam, parseTime, queryPar
 import { CatalogError, parseCatalog } from '@tollgate/pricing';
 import type { Catalog, PriceBook } from '@tollgate/pricing';
 import type { KeyDirectory } from '@tollgate/keys';
-import { RebuildSupersededError, type BalanceStore } from '@tollgate/ledger';
+import { RebuildSupersededError, tryWithLock, type BalanceStore } from '@tollgate/ledger';
 import { repairMismatchedRollups, rollupMismatches, ROLLUP_SETTLE_MS, type LogPositions, type Warehouse } from '@tollgate/warehouse';
 import { rebuild, RebuildLogUnavailableError, reconcile } from './rebuild.ts';
 import { rerate } from './rerate.ts';
@@ -134,10 +134,7 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     // Distributed, only once the warehouse group has stored the usage topic (`usageStored`): 409
     // while it is behind, whose inserts may still add to buckets settled by the clock.
     ops.post('/ops/v1/rollups/repair', async () => {
-      if (!(await deps.balances.acquireLock(ROLLUP_REPAIR_LOCK, ROLLUP_REPAIR_LOCK_TTL_MS))) {
-        throw gatewayError('conflict', 'a rollup repair is already running; try again when it has finished');
-      }
-      try {
+      const repair = await tryWithLock(deps.balances, ROLLUP_REPAIR_LOCK, ROLLUP_REPAIR_LOCK_TTL_MS, async () => {
         await deps.settle?.();
         if (deps.usageStored && !(await deps.usageStored())) {
           throw gatewayError('conflict', 'the warehouse group has not stored every usage event on the log yet (behind, down, or Kafka unreachable): its inserts may still add to the buckets a repair would rebuild; try again once it has caught up');
@@ -150,9 +147,9 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
           repaired, left_recent: leftRecent, settle_ms: ROLLUP_SETTLE_MS,
           rollups: { ok: Object.values(after.settled).every((n) => n === 0), mismatched_rows: after.settled, recent_rows: after.recent },
         };
-      } finally {
-        await deps.balances.releaseLock(ROLLUP_REPAIR_LOCK).catch(() => {});
-      }
+      });
+      if (!repair.held) throw gatewayError('conflict', 'a rollup repair is already running; try again when it has finished');
+      return repair.value;
     });
     // Poison events every consumer group set aside (the ledger's arrive by the dead-letter topic).
     ops.get('/ops/v1/quarantine', async () => ({

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
+import { tryWithLock } from '@tollgate/ledger';
 import { guardOperatorRoutes, parseEnumParam, queryParam } from '@tollgate/http';
 import {
   accountDocuments, closeMonth, invoiceLinesForMonth, listCloses, nextMonth, parseClosableMonth,
@@ -27,7 +28,8 @@ const CLOSE_WAIT_MS = 60_000;
  * - `POST /admin/v1/billing/months/:month/close`: closes the month and every open month before
  *   it (not a month that has not started: 400 naming `month`); 201 when this call closed it, 200 with `closed_now: false` and the original `closed_at`
  *   when it was closed already (idempotent). Concurrent closes, from any number of control
- *   processes, take one lock (`acquireLock` of the balance store), so one snapshot is written.
+ *   processes, take one lock (`tryWithLock` over the balance store: renewed while a close runs,
+ *   given back by its owner only), so one snapshot is written.
  * - `GET /admin/v1/billing/months`: every closed month with when it closed.
  * - `GET /admin/v1/billing/export` (billing-export.ts) over `invoiceLinesForMonth`.
  * - `GET /admin/v1/accounts/:id/credits/history` (credit-history.ts): any account's credit history.
@@ -89,17 +91,16 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
         if (done !== undefined) {
           return reply.code(200).send({ month, status: 'closed', closed_now: false, closed_at: done.closed_at, months_closed: [] });
         }
-        if (await deps.balances.acquireLock(CLOSE_LOCK, CLOSE_LOCK_TTL_MS)) {
-          try {
-            // embedded: everything published so far is in the warehouse before it is frozen
-            await deps.settle?.();
-            const r = await closeMonth(w, month, deps.prices);
-            return reply.code(r.closed_now ? 201 : 200).send({
-              month, status: 'closed', closed_now: r.closed_now, closed_at: r.closed_at, months_closed: r.months,
-            });
-          } finally {
-            await deps.balances.releaseLock(CLOSE_LOCK).catch(() => {});
-          }
+        const closed = await tryWithLock(deps.balances, CLOSE_LOCK, CLOSE_LOCK_TTL_MS, async () => {
+          // embedded: everything published so far is in the warehouse before it is frozen
+          await deps.settle?.();
+          return closeMonth(w, month, deps.prices);
+        });
+        if (closed.held) {
+          const r = closed.value;
+          return reply.code(r.closed_now ? 201 : 200).send({
+            month, status: 'closed', closed_now: r.closed_now, closed_at: r.closed_at, months_closed: r.months,
+          });
         }
         if (Date.now() > deadline) throw gatewayError('conflict', `month: another month close is in progress; ${month} is not closed yet, try again`);
         await new Promise((r) => setTimeout(r, 100));

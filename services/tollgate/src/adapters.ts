@@ -6,7 +6,7 @@ import type { Config } from '@tollgate/config';
 import { Journal, KafkaLog, MemoryLog, type EventLog, type JournalRecord, type UnreadableJournalLine } from '@tollgate/events';
 import type { Metrics } from '@tollgate/telemetry';
 import { CachedKeyDirectory, MemoryKeyDirectory, RedisKeyDirectory, type KeyDirectory } from '@tollgate/keys';
-import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
+import { MemoryBalanceStore, RedisBalanceStore, tryWithLock, type BalanceStore } from '@tollgate/ledger';
 import { createChdbClickHouse, createHttpClickHouse, isForeignAnswer, unavailableError, Warehouse, type Exclusive, type QuarantineRecord } from '@tollgate/warehouse';
 import { lowerBackgroundThreads } from './background-priority.ts';
 import { LOCK_STALE_MS, lockDataDir, type DataDirLock } from './data-dir-lock.ts';
@@ -222,15 +222,12 @@ const MIGRATE_LOCK_TTL_MS = 60 * 60_000;
 function redisExclusive(balances: RedisBalanceStore, name: string, ttlMs: number, logger?: Logger): Exclusive {
   return async <T>(fn: () => Promise<T>): Promise<T> => {
     let waited = false;
-    while (!(await balances.acquireLock(name, ttlMs))) {
+    for (;;) {
+      const run = await tryWithLock(balances, name, ttlMs, fn);
+      if (run.held) return run.value;
       if (!waited) logger?.info({ lock: name }, 'waiting for another process to finish the warehouse migration');
       waited = true;
       await new Promise((r) => setTimeout(r, 250));
-    }
-    try {
-      return await fn();
-    } finally {
-      await balances.releaseLock(name).catch(() => {});
     }
   };
 }
