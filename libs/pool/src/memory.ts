@@ -79,8 +79,8 @@ export class MemoryPoolStore implements PoolStore {
   }
 
   /** One queue: each `fn` starts after the previous one settled (embedded mode has one control process). */
-  exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#tail.then(() => fn());
+  exclusive<T>(fn: (fence: () => Promise<void>) => Promise<T>): Promise<T> {
+    const run = this.#tail.then(() => fn(async () => {}));
     this.#tail = run.catch(() => {});
     return run;
   }

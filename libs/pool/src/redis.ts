@@ -20,6 +20,11 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 return ttl`;
 
+// The fence of a pool change: while this holder still owns the lock, give it ARGV[2] ms more (1); else 0.
+const FENCE_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`;
+
 // Releases the pool lock only if this holder still owns it (its lease may have run out).
 const UNLOCK_SCRIPT = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -95,19 +100,34 @@ export class RedisPoolStore implements PoolStore {
 
   /**
    * The pool lock `<prefix>pool:lock` (SET NX PX POOL_LOCK_TTL_MS with a random token, released
-   * by compare-and-delete), polled every 5–25 ms for at most POOL_LOCK_WAIT_MS. A single Redis
+   * by compare-and-delete; the fence is a compare-and-PEXPIRE), polled every 5–25 ms for at most
+   * POOL_LOCK_WAIT_MS. A single Redis
    * is the source of truth for the pool, so one key suffices (no Redlock quorum).
    */
-  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+  async exclusive<T>(fn: (fence: () => Promise<void>) => Promise<T>): Promise<T> {
     const key = `${this.#p}lock`;
     const token = randomUUID();
     const deadline = Date.now() + POOL_LOCK_WAIT_MS;
-    while ((await this.#redis.set(key, token, 'PX', POOL_LOCK_TTL_MS, 'NX')) !== 'OK') {
+    for (;;) {
+      let taken: string | null;
+      try {
+        taken = await this.#redis.set(key, token, 'PX', POOL_LOCK_TTL_MS, 'NX');
+      } catch (err) {
+        // Failed here (a timeout) but possibly made there: give it back.
+        void this.#redis.eval(UNLOCK_SCRIPT, 1, key, token).catch(() => {});
+        throw err;
+      }
+      if (taken === 'OK') break;
       if (Date.now() >= deadline) throw new PoolBusyError();
       await sleep(5 + Math.floor(Math.random() * 20));
     }
+    const fence = async () => {
+      if (Number(await this.#redis.eval(FENCE_SCRIPT, 1, key, token, String(POOL_LOCK_TTL_MS))) !== 1) {
+        throw new PoolBusyError(`this change of the upstream pool took over ${POOL_LOCK_TTL_MS} ms, and another may have been made meanwhile; nothing was changed; retry`);
+      }
+    };
     try {
-      return await fn();
+      return await fn(fence);
     } finally {
       await this.#redis.eval(UNLOCK_SCRIPT, 1, key, token).catch(() => {});
     }

@@ -89,8 +89,11 @@ export interface PoolStore {
    * whose validity depends on other records (an upstream deleted only while no group lists it, a
    * group listing only live upstreams) does its check and write inside, so the two never both
    * pass (brk10a #3). Throws `PoolBusyError` when the lock cannot be had within POOL_LOCK_WAIT_MS.
+   * `fn` calls `fence` right before it writes: it rejects with `PoolBusyError` once the lock
+   * lapsed (`fn` stalled past POOL_LOCK_TTL_MS: another change may have checked and written
+   * since), and otherwise gives the lock POOL_LOCK_TTL_MS more for the write (memory: never lapses).
    */
-  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  exclusive<T>(fn: (fence: () => Promise<void>) => Promise<T>): Promise<T>;
   /** A gateway's latest health report of upstreams (kept ~10 s). */
   reportHealth(snapshots: readonly HealthSnapshot[]): Promise<void>;
   /** Every live report about the upstream, one per gateway. */
@@ -109,8 +112,8 @@ export const POOL_LOCK_TTL_MS = 30_000;
 
 /** The pool lock was not free within POOL_LOCK_WAIT_MS (another pool write is stuck): retry later. */
 export class PoolBusyError extends Error {
-  constructor() {
-    super(`upstream pool records are being changed by another request; retry shortly`);
+  constructor(message = 'upstream pool records are being changed by another request; retry shortly') {
+    super(message);
     this.name = 'PoolBusyError';
   }
 }

@@ -5,7 +5,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { MemoryPoolStore, RedisPoolStore, type GroupRecord, type PoolStore, type UpstreamRecord } from '../src/index.ts';
+import { MemoryPoolStore, PoolBusyError, RedisPoolStore, type GroupRecord, type PoolStore, type UpstreamRecord } from '../src/index.ts';
 import { testRedis } from '../../../test/support/redis.ts';
 
 const upstream = (id: string, version: number, o: Partial<UpstreamRecord> = {}): UpstreamRecord => ({
@@ -114,3 +114,21 @@ for (const [name, make] of stores) {
     });
   });
 }
+
+test('redis pool store exclusive fence: a holder whose lock lapsed and was taken (frozen past POOL_LOCK_TTL_MS) is refused before it writes; a holder in time writes', async (t) => {
+  if (!redis) return t.skip('Redis missing');
+  const p = `${prefix}${randomUUID()}:`;
+  const store = new RedisPoolStore({ redis, prefix: p });
+  const outcome = await store.exclusive(async (fence) => {
+    await fence(); // in time
+    const ttl = await redis!.pttl(`${p}pool:lock`);
+    // its lease ran out and another control process took the lock
+    await redis!.set(`${p}pool:lock`, 'another-holder', 'PX', 30_000);
+    const refused = await fence().then(() => 'written', (e: unknown) => (e instanceof PoolBusyError ? e.message : String(e)));
+    return { ttl, refused };
+  });
+  assert.ok(outcome.ttl > 29_000, `the fence gave the lock its time again: ${outcome.ttl}`);
+  assert.equal(outcome.refused, 'this change of the upstream pool took over 30000 ms, and another may have been made meanwhile; nothing was changed; retry');
+  assert.equal(await redis.get(`${p}pool:lock`), 'another-holder', 'the late holder\'s release left the other one\'s lock');
+  await redis.del(`${p}pool:lock`);
+});

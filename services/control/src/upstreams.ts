@@ -215,16 +215,19 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
    * a DELETE of an upstream and a POST/PATCH of a group listing it never both pass (brk10a #3).
    * A lock not had within POOL_LOCK_WAIT_MS answers 503 overloaded.
    */
-  const locked = <T>(fn: () => Promise<T>): Promise<T> => store.exclusive(fn).catch((err: unknown) => {
+  const locked = <T>(fn: (fence: () => Promise<void>) => Promise<T>): Promise<T> => store.exclusive(fn).catch((err: unknown) => {
     if (err instanceof PoolBusyError) throw gatewayError('overloaded', err.message, { headers: { 'retry-after': '1' } });
     throw err;
   });
-  const saveU = async (u: UpstreamRecord) => {
+  /** `fence`: the pool lock's (PoolStore.exclusive), called before anything is written; none for a creation outside it. */
+  const saveU = async (u: UpstreamRecord, fence?: () => Promise<void>) => {
+    await fence?.();
     if (deps.warehouse) await saveUpstream(deps.warehouse, u);
     await store.putUpstream(u);
     deps.onChange?.();
   };
-  const saveG = async (g: GroupRecord) => {
+  const saveG = async (g: GroupRecord, fence?: () => Promise<void>) => {
+    await fence?.();
     if (deps.warehouse) await saveGroup(deps.warehouse, g);
     await store.putGroup(g);
     deps.onChange?.();
@@ -355,7 +358,7 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
     s.patch('/admin/v1/upstreams/:id', async (request) => {
       const { id } = request.params as { id: string };
       const body = parseBody(UpstreamPatch, request.body, '{name?, base_url?, api_key?, models?, weight?, priority?, max_concurrency?, status?}');
-      return locked(async () => {
+      return locked(async (fence) => {
       const current = await findUpstream(id);
       if (id === DEFAULT_ID) throw gatewayError('conflict', 'upstream default is configured by UPSTREAM_URL / UPSTREAM_API_KEY; change the configuration, or replace the default group (PATCH /admin/v1/groups/default)');
       if (body.platform !== undefined) bad('platform', 'cannot be changed (groups were checked against it); create a new upstream instead');
@@ -368,31 +371,31 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
       if (body.priority !== undefined) next.priority = body.priority;
       if (body.max_concurrency !== undefined) next.max_concurrency = body.max_concurrency;
       if (body.status !== undefined) next.status = body.status;
-      await saveU(next);
+      await saveU(next, fence);
       return upstreamView(next, await liveGroups());
       });
     });
 
-    s.delete('/admin/v1/upstreams/:id', async (request) => locked(async () => {
+    s.delete('/admin/v1/upstreams/:id', async (request) => locked(async (fence) => {
       const { id } = request.params as { id: string };
       const current = await findUpstream(id);
       if (id === DEFAULT_ID) throw gatewayError('conflict', 'upstream default is configured by UPSTREAM_URL / UPSTREAM_API_KEY and cannot be deleted');
       // Refused rather than silently shrinking a group: the operator decides where its traffic goes.
       const users = (await liveGroups()).filter((g) => g.upstream_ids.includes(id)).map((g) => g.id);
       if (users.length > 0) throw gatewayError('conflict', `upstream ${id} is in group${users.length > 1 ? 's' : ''} ${users.join(', ')}; remove it from ${users.length > 1 ? 'them' : 'it'} first (PATCH /admin/v1/groups/:id {upstream_ids})`);
-      await saveU({ ...current, deleted: true, version: nextVersion(current.version) });
+      await saveU({ ...current, deleted: true, version: nextVersion(current.version) }, fence);
       return { id, deleted: true };
     }));
 
     s.post('/admin/v1/groups', async (request, reply) => {
       const body = parseBody(GroupCreate, request.body, GROUP_SHAPE);
-      return locked(async () => {
+      return locked(async (fence) => {
       const record: GroupRecord = {
         id: newId('grp'), name: boundedText('name', body.name, UPSTREAM_LIMITS.nameChars), platform: body.platform,
         upstream_ids: await members(body.upstream_ids, body.platform), model_mapping: mapping(body.model_mapping) ?? null,
         created_at: Date.now(), deleted: false, version: nextVersion(undefined),
       };
-      await saveG(record);
+      await saveG(record, fence);
       return reply.code(201).send(groupView(record));
       });
     });
@@ -408,7 +411,7 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
     s.patch('/admin/v1/groups/:id', async (request) => {
       const { id } = request.params as { id: string };
       const body = parseBody(GroupPatch, request.body, '{name?, platform?, upstream_ids?, model_mapping?}');
-      return locked(async () => {
+      return locked(async (fence) => {
       const current = await findGroup(id);
       // The configured default becomes a stored group at its first change (a tombstone's version counts).
       const stored = await store.group(id);
@@ -428,18 +431,18 @@ export function registerUpstreams(app: FastifyInstance, deps: UpstreamRouteDeps)
           throw err;
         }
       }
-      await saveG(next);
+      await saveG(next, fence);
       return groupView(next);
       });
     });
 
-    s.delete('/admin/v1/groups/:id', async (request) => locked(async () => {
+    s.delete('/admin/v1/groups/:id', async (request) => locked(async (fence) => {
       const { id } = request.params as { id: string };
       const current = await findGroup(id);
       if (current.version === 0) throw gatewayError('conflict', 'the default group is the configured one (UPSTREAM_URL); there is no stored group to delete');
       // Accounts and keys naming a deleted group fall through to the next level (key → account →
       // default), as with a deleted plan; the default returns to the configured one.
-      await saveG({ ...current, deleted: true, version: nextVersion(current.version) });
+      await saveG({ ...current, deleted: true, version: nextVersion(current.version) }, fence);
       return { id, deleted: true };
     }));
   });
