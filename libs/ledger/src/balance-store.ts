@@ -247,8 +247,9 @@ export interface BalanceStore {
    * RESTORE_WAIT_MAX_MS, 10,000 ms) has passed. `holding` (with `restorer`, while the state is
    * NOT lost): true, this process holds records the log has not acknowledged (Redis: marked for
    * RECORD_HOLDER_MS); false, it holds none any more (the mark goes); undefined, no change. The
-   * process that rebuilds remembers the marks its last `ready()` saw, and its next `load` waits
-   * for them too: one stalled from before the loss to after the load never announced.
+   * process that rebuilds remembers the marks its last `ready()` saw, and its next `load` after a
+   * loss (`afterLoss`) waits for them too: one stalled from before the loss to after the load
+   * never announced.
    */
   epoch(announceMs?: number, restorer?: string, holding?: boolean): Promise<string | null | undefined>;
   /**
@@ -452,6 +453,12 @@ export interface BalanceSnapshot {
    * a counter also holds requests in flight, which the warehouse has no row of yet.
    */
   spendWindows?: SpendWindowCount[];
+  /**
+   * The state was lost before this load (a rebuild after a loss, not of a live state): the
+   * load also waits for the control processes this store's `ready()` last saw holding records
+   * the log had not acknowledged. A rebuild of a live state lost nothing, so waits for nobody.
+   */
+  afterLoss?: boolean;
 }
 
 /**

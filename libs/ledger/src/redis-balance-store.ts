@@ -285,8 +285,8 @@ export class RedisBalanceStore implements BalanceStore {
   #restoreWaitMaxMs: string;
   /**
    * The control processes the last `ready()` that found the state ready saw holding records the
-   * log had not acknowledged (holders.lua): the next `load` waits for them as for announced
-   * restorers (take-restorers.lua), then forgets them.
+   * log had not acknowledged (holders.lua): the next `load` after a loss (`afterLoss`) waits for
+   * them as for announced restorers (take-restorers.lua); any load forgets them.
    */
   #holdersSeen: string[] = [];
   #requireReady: boolean;
@@ -938,7 +938,7 @@ export class RedisBalanceStore implements BalanceStore {
     args.push(refusals === undefined ? '-1' : String(refusals.size));
     for (const [eventId, reason] of refusals ?? []) args.push(eventId, reason);
     const holders = this.#holdersSeen;
-    args.push(epoch, this.#restoreWindowMs, this.#restoreWaitMaxMs, ...holders);
+    args.push(epoch, this.#restoreWindowMs, this.#restoreWaitMaxMs, ...(snapshot.afterLoss ? holders : []));
     await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), this.#key('rejected'), ...args);
     if (this.#holdersSeen === holders) this.#holdersSeen = [];
   }
@@ -1012,7 +1012,7 @@ export class RedisBalanceStore implements BalanceStore {
     // holds wait the restore window once the slots turn ready (lua/restore-holds.lua).
     // Readers also wait for each of them to say it is done (`<ready>:pending`, stateLost).
     const holders = this.#holdersSeen;
-    const announced = await this.#scripts.tollgateLedgerTakeRestorers(`${this.#g('ready')}:restorers`, `${this.#g('ready')}:record-restorers`, `${this.#g('ready')}:pending`, this.#restoreWaitMaxMs, ...holders);
+    const announced = await this.#scripts.tollgateLedgerTakeRestorers(`${this.#g('ready')}:restorers`, `${this.#g('ready')}:record-restorers`, `${this.#g('ready')}:pending`, this.#restoreWaitMaxMs, ...(snapshot.afterLoss ? holders : []));
     if (this.#holdersSeen === holders) this.#holdersSeen = [];
     const window = announced === 1 ? this.#restoreWindowMs : '0';
     refused += (await this.#markers('ready', loading, gen, (slot) => {

@@ -273,10 +273,15 @@ if (url === undefined) {
       assert.equal(await store.epoch(undefined, 'ctl-4'), epoch);
       assert.deepEqual((await redis.zrange(`${ready}:record-holders`, '0', '-1')).sort(), ['ctl-1', 'ctl-2']);
       assert.equal(await store.ready(), true, 'the watch\'s check: it remembers ctl-1 and ctl-2');
+      // A manual rebuild of the live state lost nothing: it waits for nobody (a breaker's HIGH:
+      // 1 s of 503 for every paid request, 10 s with a holder that died).
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      assert.deepEqual([await redis.exists(`${ready}:pending`), await redis.exists(`${ready}:restoring`), await store.stateLost()], [0, 0, false]);
+      assert.equal(await store.ready(), true, 'seen again');
       // Lost; nobody announces (both stalled); the rebuild loads.
       await deletePrefix(redis, prefix);
       assert.equal(await store.ready(), false);
-      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map(), afterLoss: true });
       assert.deepEqual((await redis.smembers(`${ready}:pending`)).sort(), ['ctl-1', 'ctl-2'], 'readers wait for both');
       await new Promise((r) => setTimeout(r, 80));
       assert.equal(await store.stateLost(), true, 'the window over, two holders not done');
@@ -285,14 +290,31 @@ if (url === undefined) {
       assert.equal(await store.stateLost(), false);
       // Forgotten once loaded: the next loss finds nobody (no mark since, none seen).
       await deletePrefix(redis, prefix);
-      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map(), afterLoss: true });
       assert.equal(await redis.exists(`${ready}:pending`), 0);
       // A mark the rebuilding store never read before the loss is not known to it.
       const other = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 50 });
       assert.equal(typeof await other.epoch(undefined, 'ctl-5', true), 'string');
       await deletePrefix(redis, prefix);
-      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map(), afterLoss: true });
       assert.equal(await redis.exists(`${ready}:pending`), 0);
+      // Two warehouse owners load after one loss; the second saw only P: Q, which the first
+      // made pending, stays pending (a RENAME dropped it: a breaker's MEDIUM).
+      await store.epoch(undefined, 'P', true);
+      await store.epoch(undefined, 'Q', true);
+      assert.equal(await store.ready(), true);
+      await store.epoch(undefined, 'Q', false);
+      assert.equal(await other.ready(), true);
+      await deletePrefix(redis, prefix);
+      await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map(), afterLoss: true });
+      assert.deepEqual((await redis.smembers(`${ready}:pending`)).sort(), ['P', 'Q']);
+      await store.restored('P');
+      await other.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map(), afterLoss: true });
+      assert.deepEqual((await redis.smembers(`${ready}:pending`)).sort(), ['P', 'Q'], 'Q still waited for; P again (it restores into the new epoch too)');
+      await store.restored('P');
+      await store.restored('Q');
+      await new Promise((r) => setTimeout(r, 80)); // the restore window (50 ms)
+      assert.equal(await store.stateLost(), false);
       // While the state is lost a mark is not written (the announcement is what counts then).
       await deletePrefix(redis, prefix);
       assert.equal(await store.epoch(undefined, 'ctl-6', true), null);

@@ -385,9 +385,13 @@ test('Redis Cluster: a control process marked holding unacknowledged records bef
   assert.equal(await reader.epoch(undefined, 'ctl-2', false), epoch);
   assert.deepEqual(await cluster.zrange(`${prefix}{ledger}ready:record-holders`, '0', '-1'), ['ctl-1']);
   assert.equal(await store.ready(), true, 'the watch\'s check remembers ctl-1');
+  // a rebuild of the live state waits for nobody
+  await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+  assert.equal(await cluster.exists(`${prefix}{ledger}ready:pending`), 0);
+  assert.equal(await store.ready(), true, 'seen again');
   await cluster.del(`${prefix}{ledger}ready`);
   assert.equal(await store.ready(), false);
-  await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+  await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map(), afterLoss: true });
   assert.deepEqual(await cluster.smembers(`${prefix}{ledger}ready:pending`), ['ctl-1'], 'readers wait for it');
   await new Promise((r) => setTimeout(r, 80));
   assert.equal(await reader.stateLost(), true, 'the window over, ctl-1 not done');

@@ -138,7 +138,10 @@ export async function rebuild(
     const rest = lostAt + (options.lostSettleMs ?? LOST_SETTLE_MS) - performance.now();
     if (rest > 0) await new Promise((r) => setTimeout(r, rest));
   }
-  await deps.balances.load({ balances, ledgerEntries, refusals, positions, usageIds, spendWindows, ...(eventAccounts ? { eventAccounts } : {}) });
+  // A lost state (found so now, or with no positions of its own) may miss records only a
+  // stalled control process's spool holds: the load waits for the holders it saw before.
+  const afterLoss = lostAt !== undefined || applied === undefined;
+  await deps.balances.load({ balances, ledgerEntries, refusals, positions, usageIds, spendWindows, afterLoss, ...(eventAccounts ? { eventAccounts } : {}) });
   return {
     accounts: accounts.length, keys: keys.length, balances: balances.size, usage_ids: usageIds.length, spend_windows: spendWindows.length,
     warehouse_caught_up: caughtUp,

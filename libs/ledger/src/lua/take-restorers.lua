@@ -14,7 +14,11 @@ local function take_restorers(restorers, ids, pending, wait, holders)
   if redis.call('EXISTS', ids) == 1 then
     announced = true
     if wait > 0 then
-      redis.call('RENAME', ids, pending)
+      -- Added to a `pending` a load just before this one left (two warehouse owners both
+      -- loading): its restorers stay waited for (a RENAME dropped them: a breaker's MEDIUM),
+      -- for `wait` from this load on (not shorter: a restorer this load found gets its wait).
+      redis.call('SUNIONSTORE', pending, pending, ids)
+      redis.call('DEL', ids)
       redis.call('PEXPIRE', pending, wait)
     else
       redis.call('DEL', ids)
