@@ -24,7 +24,7 @@ before(async () => {
 after(async () => { await stop?.(); });
 
 /** Runs traffic and, while it flows, the fault; returns what succeeded. */
-async function underTraffic(c: Cluster, accounts: AccountHandle[], fault: () => Promise<void>, requests = 120, overlap = false) {
+async function underTraffic(c: Cluster, accounts: AccountHandle[], fault: () => Promise<void>, requests = 120, overlap = false, gateways = ['gw1', 'gw2']) {
   let done = 0;
   // `overlap`: traffic goes on until the fault is over (`until`), for a fault that must meet
   // requests (a CI run's fast traffic had ended before Redis went away: no 503 at all). Not for
@@ -32,7 +32,7 @@ async function underTraffic(c: Cluster, accounts: AccountHandle[], fault: () => 
   let faultOver!: () => void;
   const over = new Promise<void>((r) => { faultOver = r; });
   const run = traffic({
-    gateways: [c.url('gw1'), c.url('gw2')], accounts, requests, concurrency: 6, retries: 200,
+    gateways: gateways.map((g) => c.url(g)), accounts, requests, concurrency: 6, retries: 200,
     onProgress: (n) => { done = n; }, ...(overlap ? { until: over } : {}),
   });
   await c.eventually('traffic under way', async () => (done >= requests / 4 ? true : undefined));
@@ -94,6 +94,9 @@ describe('faults under traffic, exact totals afterwards', () => {
     const c = cluster;
     const accounts = [await newAccount(c, CREDITS)];
     const sent2: Sent[] = [];
+    // The background traffic goes to gw2 only: a request in flight on gw1 when it is killed
+    // fails with a connection error, and cannot be retried blind (the dead gateway may have
+    // written its usage ahead: charged). A loaded CI run still had some in flight at the kill.
     const sent = await underTraffic(c, accounts, async () => {
       await stopKafka();
       try {
@@ -113,7 +116,7 @@ describe('faults under traffic, exact totals afterwards', () => {
       } finally {
         await startKafka();
       }
-    });
+    }, 120, false, ['gw2']);
     assert.equal(sent2.length, 30);
     await assertExact(c, accounts, [...sent, ...sent2]);
   });
