@@ -12,7 +12,7 @@ const BODY = JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 4, messages
 const SECOND = () => new Promise((r) => setTimeout(r, 1000));
 
 test('each access rule set through control applies on both gateways within 1 s, and lifting it serves again', async (t) => {
-  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
   const c = run.cluster;
   const acct = await newAccount(c, 1, 'access');
   /** status and error code of one request through each gateway */

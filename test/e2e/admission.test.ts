@@ -156,7 +156,7 @@ describe('distributed: two gateways on one Redis', () => {
   }
 
   test('200 concurrent worst-case requests through two gateways on credit for exactly 20: 20 served, balance exactly 0', async (t) => {
-    if (!cluster) return t.skip('Kafka or Redis missing');
+    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
     const c = cluster;
     const a = await account(c, 20n * WORST_MICROS, { admission_policy: 'strict' });
     await new Promise((r) => setTimeout(r, 1_100)); // the policy reaches both gateways within 1 s
@@ -168,7 +168,7 @@ describe('distributed: two gateways on one Redis', () => {
   });
 
   test('a key\'s hourly spend limit holds exactly across two gateways: 7 of 300 served', async (t) => {
-    if (!cluster) return t.skip('Kafka or Redis missing');
+    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
     const c = cluster;
     const a = await account(c, 100_000_000n, { admission_policy: 'strict' });
     assert.equal((await c.admin('PATCH', `/admin/v1/keys/${a.keyId}`, { hourly_credits: '1' })).status, 200);
@@ -181,7 +181,7 @@ describe('distributed: two gateways on one Redis', () => {
   });
 
   test('clamp through a gateway on Redis: Claude Code\'s request on 100 credits is clamped to 35,349 tokens', async (t) => {
-    if (!cluster) return t.skip('Kafka or Redis missing');
+    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
     const c = cluster;
     const a = await account(c, 100_000_000n, {});
     const res = await post(c.url('gw2'), a.secret, claudeCode(64_000));

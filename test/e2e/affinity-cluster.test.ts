@@ -29,7 +29,7 @@ after(async () => {
 });
 
 test('one session on two gateways stays on one upstream: its cache reads survive across gateways, and are lost only on failover', async (t) => {
-  if (!run) return t.skip('Kafka or Redis not available');
+  if (!run) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
   const ids: string[] = [];
   for (const [i, s] of sims.entries()) {
     const r = await cluster.admin<{ id: string }>('POST', '/admin/v1/upstreams', {

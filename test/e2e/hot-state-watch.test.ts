@@ -33,7 +33,7 @@ async function balance(c: Cluster, accountId: string): Promise<bigint> {
 for (const [layout, processes] of Object.entries(LAYOUTS)) {
   test(`hot state lost with no traffic (${layout} layout): the warehouse owner rebuilds it, every /ready is 200 again, balances exact`, async (t) => {
     const started = await startCluster(processes);
-    if (!started) { t.skip('Kafka or Redis absent'); return; }
+    if (!started) { t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)'); return; }
     const { cluster: c, close } = started;
     const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
     try {

@@ -8,7 +8,7 @@ import { newAccount, startCluster, TWO_GATEWAYS, useCluster } from '../support/c
 const run = useCluster(() => startCluster(TWO_GATEWAYS));
 
 test('a plan\'s 5-hour window holds exactly across two gateways: 7 of 20 concurrent requests pass, 13 get 429 rate_limit_exceeded, 7 are billed', async (t) => {
-  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
   const c = run.cluster;
   const plan = await c.admin<{ id: string }>('POST', '/admin/v1/plans', { name: 'seven per 5 h', requests_per_5h: 7, requests_per_week: 100 });
   assert.equal(plan.status, 201);

@@ -17,7 +17,7 @@ test('rebuild after a Redis loss with the warehouse behind on control records: a
     ['control', { roles: 'control' }],
     ['gw', { roles: 'gateway' }],
   ]);
-  if (!started) { t.skip('Kafka or Redis absent'); return; }
+  if (!started) { t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)'); return; }
   const { cluster: c, close } = started;
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {

@@ -18,7 +18,7 @@ const nodes = await findRedisCluster();
 test('ledger on a Redis Cluster: traffic over two gateways is exact, reconcile agrees, a lost cluster state is rebuilt exactly', async (t) => {
   if (!(await requireRedisCluster(t)) || nodes === undefined) return;
   const started = await startCluster(TWO_GATEWAYS, { REDIS_CLUSTER_NODES: nodes });
-  if (!started) return t.skip('Kafka or Redis missing');
+  if (!started) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
   const c: Cluster = started.cluster;
   const redis = new RedisCluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })));
   const prefix = c.env.REDIS_PREFIX!;

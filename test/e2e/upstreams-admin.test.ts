@@ -356,7 +356,7 @@ describe('upstream pools on a two-gateway cluster', () => {
   });
 
   test('an upstream disabled (then its weight and priority changed) is in force on both gateways within the pool cache; Redis holds the credential only sealed', async (t) => {
-    if (!cluster) return t.skip('Kafka or Redis missing');
+    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
     const c = cluster;
     const agg = c.url('agg');
     const b = await c.admin<UpstreamView>('POST', '/admin/v1/upstreams', { name: 'B', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 1, priority: 10, max_concurrency: null }, agg);
@@ -414,7 +414,7 @@ describe('upstream pools on a two-gateway cluster', () => {
   });
 
   test('this cluster\'s Redis state lost: the rebuild brings upstreams and groups back from the warehouse before traffic flows', async (t) => {
-    if (!cluster) return t.skip('Kafka or Redis missing');
+    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
     const c = cluster;
     const agg = c.url('agg');
     const b = await c.admin<UpstreamView>('POST', '/admin/v1/upstreams', { name: 'kept', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 5, priority: 3, max_concurrency: 9 }, agg);
@@ -452,7 +452,7 @@ describe('upstream pools on a two-gateway cluster', () => {
   });
 
   test('Redis state lost and `tollgate rebuild` run by hand: the pool is back when the rebuild answers', async (t) => {
-    if (!cluster) return t.skip('Kafka or Redis missing');
+    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
     const c = cluster;
     const agg = c.url('agg');
     const b = await c.admin<UpstreamView>('POST', '/admin/v1/upstreams', { name: 'by hand', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 2, priority: 0, max_concurrency: null }, agg);

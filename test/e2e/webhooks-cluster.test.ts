@@ -36,7 +36,7 @@ async function settled(c: Cluster, id: string): Promise<Delivery[]> {
 const refusedWith = (code: string) => (err: { status?: number; error?: { error?: { code?: string } } }) => err.status === 429 && err.error?.error?.code === code;
 
 test('a spend limit and a plan window refusing on two gateway processes: one delivery each, signed', async (t) => {
-  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
   const c = run.cluster;
   const spendHook = await hook(c, 'c-spend', ['spend_limit.reached']);
   const planHook = await hook(c, 'c-plan', ['plan_window.exhausted']);
@@ -75,7 +75,7 @@ test('a spend limit and a plan window refusing on two gateway processes: one del
 });
 
 test('this cluster\'s Redis state lost: the rebuild brings every webhook back from the warehouse', async (t) => {
-  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
   const c = run.cluster;
   const h = await hook(c, 'c-rebuilt', ['event.quarantined']);
   // Only this cluster's own keys (its REDIS_PREFIX), as if its Redis had restarted empty.

@@ -193,7 +193,7 @@ test('needs kafka', async (t) => {
 `,
     );
     const base: Env = { ...process.env };
-    for (const k of ['CI', 'TOLLGATE_REQUIRE_SERVICES', 'REDIS_URL', 'KAFKA_BROKERS', 'REDIS_PORT', 'KAFKA_PORT', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) {
+    for (const k of ['CI', 'TOLLGATE_REQUIRE_SERVICES', 'TOLLGATE_TEST_SERVICES', 'REDIS_URL', 'KAFKA_BROKERS', 'REDIS_PORT', 'KAFKA_PORT', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) {
       delete base[k];
     }
     const env = await emptyEnv(base);
@@ -259,7 +259,7 @@ test('stops redis', async (t) => {
 });
 `);
     const base: Env = { ...process.env };
-    for (const k of ['CI', 'TOLLGATE_REQUIRE_SERVICES', 'REDIS_URL', 'KAFKA_BROKERS', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) delete base[k];
+    for (const k of ['CI', 'TOLLGATE_REQUIRE_SERVICES', 'TOLLGATE_TEST_SERVICES', 'REDIS_URL', 'KAFKA_BROKERS', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) delete base[k];
     const env = { ...base, TOLLGATE_DEPLOY_DIR: join(dir, 'empty') };
     const skipped = await runNodeTest(file, env);
     assert.equal(skipped.code, 0, skipped.out);

@@ -408,7 +408,7 @@ test('Redis Cluster with the key directory on its own Redis: an empty directory 
   const { Redis } = await import('ioredis');
   const { findRedis } = await import('../../../test/support/services.ts');
   const url = await findRedis();
-  if (url === undefined) return t.skip('no standalone Redis');
+  if (url === undefined) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
   const directory = new Redis(url);
   t.after(async () => { await directory.del(`${own.prefix}directory-ready`); directory.disconnect(); });
   const { cluster, prefix } = own;

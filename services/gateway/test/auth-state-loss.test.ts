@@ -10,12 +10,14 @@ import { RedisBalanceStore } from '@tollgate/ledger';
 import { Redis } from 'ioredis';
 import { deleteKeysUnder, testRedis } from '../../../test/support/redis.ts';
 import { startRelay } from '../../../test/support/redis-relay.ts';
+import { requireRedis } from '../../../test/support/services.ts';
 import { startGateway } from './support.ts';
 
 const { redis, redisUrl, prefix } = await testRedis('auth-state-loss');
 const KEY_HASH_SECRET = 'auth-state-loss-hash-secret-0123456789';
 
-test('a loss just after a ready check: a valid key\'s miss is 503 state_unavailable, never 401; a bad key after the rebuild is 401', { skip: redis === undefined }, async (t) => {
+test('a loss just after a ready check: a valid key\'s miss is 503 state_unavailable, never 401; a bad key after the rebuild is 401', async (t) => {
+  if (!(await requireRedis(t))) return;
   const balances = new RedisBalanceStore({ redis: redis!, prefix, requireReady: true });
   const keys = new RedisKeyDirectory({ redis: redis!, prefix });
   const stack = await startGateway({ balances, keys, keyHashSecret: KEY_HASH_SECRET });
@@ -53,7 +55,8 @@ test('a loss just after a ready check: a valid key\'s miss is 503 state_unavaila
   }
 });
 
-test('a flood of bad keys shares its state checks: 100 misses arriving while one check waits on Redis cost at most that check and the one after it (the per-miss check cost 100)', { skip: redis === undefined }, async (t) => {
+test('a flood of bad keys shares its state checks: 100 misses arriving while one check waits on Redis cost at most that check and the one after it (the per-miss check cost 100)', async (t) => {
+  if (!(await requireRedis(t))) return;
   // Kind (a breaker's MEDIUM): every miss began its own check, so a flood of bad keys cost a
   // Redis read (on a Cluster, every slot's marker) per request and starved paid traffic.
   const relay = await startRelay(new URL(redisUrl!));

@@ -16,6 +16,7 @@ import type { GatewayDeps } from '../src/deps.ts';
 import { settle, type Metered, type Outcome } from '../src/metering.ts';
 import { testRedis } from '../../../test/support/redis.ts';
 import { startRelay } from '../../../test/support/redis-relay.ts';
+import { requireRedis } from '../../../test/support/services.ts';
 
 // sonnet-4-5 in the CNY catalog: input 72, output 360 µc per token: 800 in + 120 out = 100,800 µc
 const version = priceVersion(loadCatalogFile(bundledCatalogPath('cny')));
@@ -27,7 +28,8 @@ const outcome: Outcome = {
 
 const { redis: direct, redisUrl, prefix } = await testRedis('settle-order');
 
-test('lost settle: an untraced request\'s publish() resolves only after its hold shrank (200,000 → 100,800 µc held)', { skip: direct === undefined }, async () => {
+test('lost settle: an untraced request\'s publish() resolves only after its hold shrank (200,000 → 100,800 µc held)', async (t) => {
+  if (!(await requireRedis(t))) return;
   const proxy = await startRelay(new URL(redisUrl!));
   const gatewayRedis = new Redis({ host: '127.0.0.1', port: proxy.port, maxRetriesPerRequest: 1 });
   after(async () => { gatewayRedis.disconnect(); await proxy.close(); });

@@ -16,7 +16,7 @@ const run = useCluster(() => startCluster([
 ]));
 
 test('distributed: SIGTERM while a stream outlives the grace: cut, charged the usage reported so far (client_disconnect, cut_by_shutdown), hold settled, event warehoused', async (t) => {
-  if (!run.cluster) return t.skip('Kafka or Redis missing');
+  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
   const c = run.cluster;
   const acct = await newAccount(c, 10); // 10_000_000 µc
   const res = await fetch(`${c.url('gw1')}/v1/messages`, {
