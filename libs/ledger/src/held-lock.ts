@@ -19,14 +19,7 @@ type LockStore = Pick<BalanceStore, 'acquireLock' | 'releaseLock' | 'extendLock'
  */
 export async function tryWithLock<T>(store: LockStore, name: string, ttlMs: number, fn: () => Promise<T>): Promise<{ held: true; value: T } | { held: false }> {
   const owner = randomUUID();
-  let acquired: boolean;
-  try {
-    acquired = await store.acquireLock(name, ttlMs, owner);
-  } catch (err) {
-    void store.releaseLock(name, owner).catch(() => {});
-    throw err;
-  }
-  if (!acquired) return { held: false };
+  if (!(await acquireOwned(store, name, ttlMs, owner))) return { held: false };
   const renew = setInterval(() => { void store.extendLock(name, owner, ttlMs).catch(() => {}); }, Math.max(1, Math.floor(ttlMs / 3)));
   renew.unref();
   try {
@@ -34,5 +27,23 @@ export async function tryWithLock<T>(store: LockStore, name: string, ttlMs: numb
   } finally {
     clearInterval(renew);
     await store.releaseLock(name, owner).catch(() => {});
+  }
+}
+
+/**
+ * `store.acquireLock(name, ttlMs, owner)`: true when `owner` now holds the lock. When the call
+ * fails on the client (a timeout, the connection cut) the SET may still have landed: the lock
+ * is given back by `owner` through `release` (default `store`; not awaited) before the error is
+ * rethrown, so no lock is left that nobody holds for `ttlMs`.
+ */
+export async function acquireOwned(
+  store: Pick<BalanceStore, 'acquireLock'>, name: string, ttlMs: number, owner: string,
+  release: Pick<BalanceStore, 'releaseLock'> = store as Pick<BalanceStore, 'acquireLock' | 'releaseLock'>,
+): Promise<boolean> {
+  try {
+    return await store.acquireLock(name, ttlMs, owner);
+  } catch (err) {
+    void release.releaseLock(name, owner).catch(() => {});
+    throw err;
   }
 }

@@ -10,5 +10,5 @@ export { EpochRegistry } from './epoch-registry.ts';
 export { ApplyCoalescer, DEFAULT_COALESCE_MAX_EVENTS } from './apply-coalescer.ts';
 export type { EpochRegistryOptions, RegistryEntry } from './epoch-registry.ts';
 export { releaseUnanswered } from './release-unanswered.ts';
-export { tryWithLock } from './held-lock.ts';
+export { acquireOwned, tryWithLock } from './held-lock.ts';
 export type { ReleaseRetryOptions } from './release-unanswered.ts';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { gatewayError } from '@tollgate/anthropic';
-import type { BalanceStore } from '@tollgate/ledger';
+import { acquireOwned, type BalanceStore } from '@tollgate/ledger';
 
 /**
  * How long one change of a record may hold the record's lock at most (ms). A change reads the
@@ -74,15 +74,8 @@ export function recordExclusive(
     const waited = () => busy(`${what} is being changed by another request for over ${waitMs} ms; retry`);
     for (;;) {
       if (Date.now() >= deadline) throw waited();
-      let acquired: boolean;
-      try {
-        acquired = await store.acquireLock(name, ttlMs, owner);
-      } catch (err) {
-        // Failed here (a timeout, Redis away) but possibly made there: give it back.
-        void direct.releaseLock(name, owner).catch(() => {});
-        throw err;
-      }
-      if (acquired) break;
+      // Failed here (a timeout, Redis away) but possibly made there: given back through `direct`.
+      if (await acquireOwned(store, name, ttlMs, owner, direct)) break;
       await new Promise((r) => setTimeout(r, 5 + Math.floor(Math.random() * 20)));
     }
     const fence: RecordFence = async () => {
