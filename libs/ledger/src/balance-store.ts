@@ -383,6 +383,8 @@ export interface BalanceStore {
    * and then nothing changes.
    */
   extendLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
+  /** The owner token lock `name` holds while it is held; null once released or lapsed. */
+  lockOwner(name: string): Promise<string | null>;
   /**
    * Resolves true once the event is applied; false after `timeoutMs`, or as soon as the event is
    * quarantined instead (then `quarantineReason` says why).

@@ -323,6 +323,11 @@ export class MemoryBalanceStore implements BalanceStore {
     return true;
   }
 
+  async lockOwner(name: string): Promise<string | null> {
+    const lock = this.#locks.get(name);
+    return lock && lock.until > this.#now() ? lock.owner : null;
+  }
+
   async releaseLock(name: string, owner?: string): Promise<void> {
     const lock = this.#locks.get(name);
     if (lock && (owner === undefined || (lock.owner === owner && lock.until > this.#now()))) this.#locks.delete(name);

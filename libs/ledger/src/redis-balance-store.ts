@@ -871,6 +871,10 @@ export class RedisBalanceStore implements BalanceStore {
     return Number(await this.#redis.eval(EXTEND_OWNED_LOCK, 1, this.#idScope(undefined).claim(name), owner, String(Math.ceil(ttlMs)))) === 1;
   }
 
+  async lockOwner(name: string): Promise<string | null> {
+    return this.#redis.get(this.#idScope(undefined).claim(name));
+  }
+
   async releaseLock(name: string, owner?: string): Promise<void> {
     const key = this.#idScope(undefined).claim(name);
     if (owner === undefined) await this.#redis.del(key);

@@ -449,11 +449,14 @@ export function balanceStoreContract(name: string, make: () => Promise<BalanceSt
       assert.equal(await store.acquireLock(name, HOUR, 'second'), true);
       await store.releaseLock(name, 'first');
       assert.equal(await store.acquireLock(name, HOUR, 'third'), false);
+      assert.equal(await store.lockOwner(name), 'second');
+      assert.equal(await store.lockOwner(`${name}:none`), null);
       // the fencing check: only the owner, and not once lapsed
       assert.equal(await store.extendLock(name, 'first', HOUR), false);
       assert.equal(await store.extendLock(name, 'second', 50), true);
       await sleep(120);
       assert.equal(await store.extendLock(name, 'second', HOUR), false, 'lapsed: no longer held');
+      assert.equal(await store.lockOwner(name), null, 'lapsed: nobody');
       assert.equal(await store.acquireLock(name, HOUR, 'second'), true);
       // its owner's release frees it
       await store.releaseLock(name, 'second');

@@ -13,7 +13,7 @@ import { bodyErrorMap, bodyProblems, MAX_NAME_CHARS, operatorTextProblem } from 
 import { newId, nextVersion } from './ids.ts';
 import { PlanBody, registerPlanRoutes } from './plans.ts';
 import { eventsUnwritable, guardHotState, KEY_DIRECTORY_READS } from './hot-state.ts';
-import { ControlRecordRegistry, putRecord, type DirectoryRecordEvent } from './record-registry.ts';
+import { ControlRecordRegistry, putRecord, recordVersion, type DirectoryRecordEvent } from './record-registry.ts';
 import { recordExclusive, type RecordFence } from './record-lock.ts';
 import { findPlan } from '@tollgate/limits';
 import { DiskReserveLowError } from '@tollgate/events';
@@ -169,7 +169,13 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
   // Every change of an existing record reads it, changes it and writes it under this lock, so two
   // changes of one record never both start from the same read (docs/decisions.md, "A record's
   // changes are made one at a time").
-  const exclusive = recordExclusive(deps.balances, unguarded);
+  const exclusive = recordExclusive(deps.balances, unguarded, {
+    version: async (record) => {
+      const [kind, id] = [record.slice(0, record.indexOf(':')), record.slice(record.indexOf(':') + 1)];
+      const stored = kind === 'key' ? await deps.keys.key(id) : kind === 'account' ? await deps.keys.account(id) : await deps.keys.plan(id);
+      return stored?.version;
+    },
+  });
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
@@ -193,12 +199,17 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
     await deps.balances.stateLost();
     // A change of an existing record writes only while it still holds the record's lock.
     await fence?.();
+    const put = { failed: false };
     try {
-      return await records.save(event, () => putRecord(deps.keys, event));
+      await records.save(event, () => putRecord(deps.keys, event).catch((err: unknown) => { put.failed = true; throw err; }));
     } catch (err) {
       // Refused by the log inside the call: nothing was changed (a 500 before).
       if (err instanceof NotPublishedError) throw eventsUnwritable(err);
       throw err;
+    } finally {
+      // On the log, not in the directory: no later change of the record may start from the older
+      // one there (best effort: a store that refuses this refuses the next change's lock too).
+      if (put.failed) await fence?.behind(recordVersion(event)).catch((err: unknown) => app.log.warn({ err }, 'could not mark a control record behind its last change'));
     }
   };
 

@@ -11,6 +11,12 @@ import { acquireOwned, type BalanceStore } from '@tollgate/ledger';
 export const RECORD_LOCK_TTL_MS = 15_000;
 /** How long a change waits for its record's lock before it answers 503 `overloaded_error` (ms). */
 export const RECORD_LOCK_WAIT_MS = 5_000;
+/**
+ * How long the mark "this record's last change is written ahead but not in the key directory"
+ * lasts at most (ms). The next change of the record that finds the directory caught up removes
+ * it; until then every change of the record is refused (it would read the older record).
+ */
+export const RECORD_BEHIND_MS = 24 * 3600_000;
 
 /**
  * Right before a change writes anything: resolves while its lock is still held (and gives the
@@ -19,7 +25,17 @@ export const RECORD_LOCK_WAIT_MS = 5_000;
  *   stalled past RECORD_LOCK_TTL_MS: another change may have read and written the record since);
  *   nothing may be written then.
  */
-export type RecordFence = () => Promise<void>;
+export interface RecordFence {
+  (): Promise<void>;
+  /**
+   * After the write: the record (at `version`) is written ahead to the log but its key-directory
+   * put failed (that Redis refusing writes), so the directory still holds the older record until
+   * the ledger group puts it there. Marks the record behind (RECORD_BEHIND_MS): no later change
+   * starts from the older record (a breaker's HIGH: a revocation so written was undone by the
+   * next change, which read the key as active and wrote it with a newer version).
+   */
+  behind(version: number): Promise<void>;
+}
 
 /**
  * Runs `fn`, a read-modify-write of the control record `record` (`key:<id>`, `account:<id>`,
@@ -32,7 +48,7 @@ export type RecordFence = () => Promise<void>;
  */
 export type RecordExclusive = <T>(record: string, fn: (fence: RecordFence) => Promise<T>) => Promise<T>;
 
-type LockStore = Pick<BalanceStore, 'acquireLock' | 'releaseLock' | 'extendLock'>;
+type LockStore = Pick<BalanceStore, 'acquireLock' | 'releaseLock' | 'extendLock' | 'lockOwner'>;
 
 /**
  * The record lock of the control API over the balance store's cross-process lock (`record:<id>`,
@@ -50,7 +66,12 @@ type LockStore = Pick<BalanceStore, 'acquireLock' | 'releaseLock' | 'extendLock'
 export function recordExclusive(
   store: LockStore,
   direct: Pick<BalanceStore, 'releaseLock'> = store,
-  options: { ttlMs?: number; waitMs?: number } = {},
+  options: {
+    ttlMs?: number;
+    waitMs?: number;
+    /** the version of `record` the key directory holds now (undefined: none), checked against a behind mark */
+    version?: (record: string) => Promise<number | undefined>;
+  } = {},
 ): RecordExclusive {
   const ttlMs = options.ttlMs ?? RECORD_LOCK_TTL_MS;
   const waitMs = options.waitMs ?? RECORD_LOCK_WAIT_MS;
@@ -78,12 +99,28 @@ export function recordExclusive(
       if (await acquireOwned(store, name, ttlMs, owner, direct)) break;
       await new Promise((r) => setTimeout(r, 5 + Math.floor(Math.random() * 20)));
     }
-    const fence: RecordFence = async () => {
+    const mark = `record-behind:${record}`;
+    const fence: RecordFence = Object.assign(async () => {
       if (!(await store.extendLock(name, owner, ttlMs))) {
         throw busy(`${what} was not changed: this change took over ${ttlMs} ms, and another may have been made meanwhile; retry`);
       }
-    };
+    }, {
+      behind: async (version: number) => {
+        await store.releaseLock(mark); // an older mark of this record: ours is newer
+        await store.acquireLock(mark, RECORD_BEHIND_MS, String(version));
+      },
+    });
     try {
+      // The last change of this record is written ahead but was not in the directory then: wait
+      // for nothing, read nothing older. Refused until the directory holds that version.
+      const behind = await store.lockOwner(mark);
+      if (behind !== null && options.version) {
+        const now = await options.version(record);
+        if (now === undefined || now < Number(behind)) {
+          throw busy(`${what} was not changed: its last change is on the event log but not yet in the key directory (its Redis refused the write); retry once it is`);
+        }
+        await store.releaseLock(mark, behind);
+      }
       return await fn(fence);
     } finally {
       await direct.releaseLock(name, owner).catch(() => {});

@@ -96,7 +96,7 @@ export class ControlRecordRegistry extends EpochRegistry<Entry> {
     if (appended.error !== undefined) throw appended.error;
     const entry: Entry = { event, published: 'no' };
     const before = this.entries.get(id);
-    if (!this.off && !(before && version(before.event) > version(event))) this.entries.set(id, entry);
+    if (!this.off && !(before && recordVersion(before.event) > recordVersion(event))) this.entries.set(id, entry);
     // A put that fails (Redis refusing writes, or away) does not fail the write: the record is
     // on the log and the ledger group puts it into the directory once Redis takes it. Failing
     // it answered "retry" for a change that happened all the same, and retries duplicated
@@ -144,7 +144,8 @@ function recordId(event: DirectoryRecordEvent): string {
   }
 }
 
-function version(event: DirectoryRecordEvent): number {
+/** The version of the record `event` carries. */
+export function recordVersion(event: DirectoryRecordEvent): number {
   switch (event.type) {
     case 'account': return event.account.version;
     case 'key': return event.key.version;

@@ -102,9 +102,32 @@ test('record lock: an acquire that failed on the client but landed in the store 
     },
     releaseLock: store.releaseLock.bind(store),
     extendLock: store.extendLock.bind(store),
+    lockOwner: store.lockOwner.bind(store),
   };
   const exclusive = recordExclusive(flaky, store);
   await assert.rejects(exclusive('account:t', async () => 'never'), /timed out/);
   await tick(1);
   assert.equal(await store.acquireLock('record:account:t', 1_000, 'next'), true, 'no lock left that nobody holds');
+});
+
+test('record lock behind mark: a change written ahead but not put in the directory refuses the next change (503) until the directory holds its version', async () => {
+  const store = new MemoryBalanceStore();
+  let directory = 5; // the version the key directory holds
+  const exclusive = recordExclusive(store, store, { version: async () => directory });
+  // A change whose put failed: on the log at version 9, the directory still at 5.
+  await exclusive('key:b', async (fence) => { await fence(); await fence.behind(9); });
+  let ran = false;
+  const err = await exclusive('key:b', async () => { ran = true; }).then(() => undefined, (e: unknown) => e);
+  assert.ok(err instanceof GatewayError, String(err));
+  assert.deepEqual([err.status, err.type, err.message, ran], [503, 'overloaded_error', 'key b was not changed: its last change is on the event log but not yet in the key directory (its Redis refused the write); retry once it is', false]);
+  assert.equal(await store.acquireLock('record:key:b', 1_000, 'x'), true, 'the refused change gave its lock back');
+  await store.releaseLock('record:key:b', 'x');
+  // The ledger group put version 9 there: the next change runs, and the mark is gone.
+  directory = 9;
+  assert.equal(await exclusive('key:b', async () => 'ran'), 'ran');
+  assert.equal(await store.lockOwner('record-behind:key:b'), null);
+  // A newer mark replaces an older one.
+  await exclusive('key:b', async (fence) => { await fence.behind(10); });
+  await exclusive('key:b', async (fence) => { await fence.behind(12); }).catch(() => {});
+  assert.equal(await store.lockOwner('record-behind:key:b'), '10', 'refused before it wrote: the mark stays');
 });
