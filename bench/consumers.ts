@@ -539,6 +539,14 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     // insert returned, after which a query sees the row).
     const latencyRuns = o.rate > 0 && o.seconds > 0 ? runs.filter((r) => r.mode === 'batch' && r.sinkBatch === undefined && r.sinkInserts === undefined && r.partitionBatch === undefined) : [];
     for (const { group: which, kind } of latencyRuns) {
+      // As before each drain: the services first finish what the drains left them (the ClickHouse
+      // server's merges of a million rows, Kafka's flushes), which would otherwise take a core
+      // from the steady 5,000/s and put their stalls into its tail.
+      const pids = localServicePids();
+      const idle = await waitForIdle([pids.kafka, pids.redis, clickHousePid()], 0.1, 500, 20_000);
+      const latTag = `latency ${which}${kind ? ` (${kind})` : ''}`;
+      if (!idle.idle) log(`  ${latTag}: Kafka, Redis and ClickHouse still used ${(idle.load * 100).toFixed(0)}% of a core after ${idle.waitedS.toFixed(1)} s; starting anyway`);
+      else if (idle.waitedS >= 1) log(`  ${latTag}: waited ${idle.waitedS.toFixed(1)} s for Kafka, Redis and ClickHouse to go idle`);
       const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}${kind ? `-${kind}` : ''}.`, spoolDir: tmp('spool-lat'), logger: quiet, compression });
       latencyLogs.push(kafkaLog);
       await ensureTopics(kafkaLog, o.partitions);

@@ -199,6 +199,8 @@ const EnvSchema = z.object({
   KAFKA_PARTITIONS: int(1, 1024).default(4),
   /** codec of the record batches this process produces (consumers read all): KafkaCompression */
   KAFKA_COMPRESSION: oneOf(['gzip', 'zstd', 'none']).default('gzip'),
+  /** ms a small batch of usage events waits for company before it is produced (KafkaLog's lingerMs; events' DEFAULT_LINGER_MS) */
+  KAFKA_LINGER_MS: int(0, 1000).default(20),
   KAFKA_TOPIC_PREFIX: z.string()
     .regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, . _ - only (Kafka topic names)')
     .max(MAX_TOPIC_PREFIX, `must be at most ${MAX_TOPIC_PREFIX} characters (Kafka topic names are at most ${KAFKA_TOPIC_NAME_MAX}, and "${LONGEST_TOPIC}" follows the prefix)`)
@@ -385,8 +387,11 @@ export interface Config {
   bodyLimitBytes: number;
   http: { requestTimeoutMs: number; maxConnections: number | undefined; maxConnectionsPerIp: number | undefined; corsOrigins: string[] | '*' | undefined };
   secrets: { adminToken: string | undefined; financeToken: string | undefined; keyHashSecret: string | undefined };
-  /** `compression`: KAFKA_COMPRESSION, the codec of produced record batches (events' KafkaCompression) */
-  kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number; compression: Env['KAFKA_COMPRESSION'] } | undefined;
+  /**
+   * `compression`: KAFKA_COMPRESSION, the codec of produced record batches (events' KafkaCompression);
+   * `lingerMs`: KAFKA_LINGER_MS, how long a small batch of usage events waits before it is produced, ms
+   */
+  kafka: { brokers: string[]; clientId: string; topicPrefix: string; partitions: number; compression: Env['KAFKA_COMPRESSION']; lingerMs: number } | undefined;
   /** `clusterNodes`: REDIS_CLUSTER_NODES, the ledger's Redis Cluster (absent: the ledger uses `url`) */
   redis: { url: string; prefix: string; autoPipelining: boolean; clusterNodes?: Array<{ host: string; port: number }> } | undefined;
   /**
@@ -535,7 +540,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     http: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, maxConnections: e.MAX_CONNECTIONS, maxConnectionsPerIp: e.MAX_CONNECTIONS_PER_IP, corsOrigins: e.CORS_ORIGINS },
     secrets: { adminToken: e.ADMIN_TOKEN, financeToken: e.FINANCE_TOKEN, keyHashSecret: e.KEY_HASH_SECRET },
     kafka: e.KAFKA_BROKERS
-      ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX, partitions: e.KAFKA_PARTITIONS, compression: e.KAFKA_COMPRESSION }
+      ? { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID, topicPrefix: e.KAFKA_TOPIC_PREFIX, partitions: e.KAFKA_PARTITIONS, compression: e.KAFKA_COMPRESSION, lingerMs: e.KAFKA_LINGER_MS }
       : undefined,
     redis: e.REDIS_URL
       ? { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, autoPipelining: e.REDIS_AUTO_PIPELINING, ...(e.REDIS_CLUSTER_NODES ? { clusterNodes: e.REDIS_CLUSTER_NODES } : {}) }

@@ -125,3 +125,12 @@ test('a value outside a fixed set is refused with the set and the value; surroun
   assert.deepEqual(problems({ REDIS_AUTO_PIPELINING: 'yes' }), ['REDIS_AUTO_PIPELINING: expected one of true, false, 1, 0, got "yes"']);
   assert.deepEqual(problems({ ...distributed, KAFKA_COMPRESSION: 'lz4' }), ['KAFKA_COMPRESSION: expected one of gzip, zstd, none, got "lz4"']);
 });
+
+test('KAFKA_LINGER_MS: how long usage events wait for company before they are produced, 20 ms by default, 0 to 1000', () => {
+  const distributed = { KAFKA_BROKERS: 'k:9092', REDIS_URL: 'redis://127.0.0.1:6379', KEY_HASH_SECRET: 'k'.repeat(32), ADMIN_TOKEN: 'a'.repeat(32) };
+  assert.equal(loadConfig(distributed).kafka!.lingerMs, 20);
+  assert.equal(loadConfig({ ...distributed, KAFKA_LINGER_MS: ' 0 ' }).kafka!.lingerMs, 0);
+  assert.equal(loadConfig({ ...distributed, KAFKA_LINGER_MS: '1000' }).kafka!.lingerMs, 1000);
+  assert.deepEqual(problems({ ...distributed, KAFKA_LINGER_MS: '1001' }), ['KAFKA_LINGER_MS: expected a whole number from 0 to 1000, got "1001"']);
+  assert.deepEqual(problems({ ...distributed, KAFKA_LINGER_MS: '5.5' }), ['KAFKA_LINGER_MS: expected a whole number from 0 to 1000, got "5.5"']);
+});

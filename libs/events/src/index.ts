@@ -15,7 +15,7 @@ export {
 export type { DecodeResult, UndecodableMessage } from './decode.ts';
 export { Journal } from './journal.ts';
 export type { JournalRecord, JournalScan, UnreadableJournalLine } from './journal.ts';
-export { KafkaLog, producerPartition, SPOOL_RESEND_MS, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
+export { DEFAULT_LINGER_MS, KafkaLog, producerPartition, SPOOL_RESEND_MS, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
 export type { KafkaLogOptions, KafkaLogLogger, LagReport } from './kafka-log.ts';
 export { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
 export { KAFKA_COMPRESSIONS, CODEC_SLICE_MS, gunzipOptions, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES, zstdOptions } from './kafka-codecs.ts';

@@ -68,7 +68,16 @@ export interface KafkaLogOptions {
   compressMinBytes?: number;
   /** most events per produce request (default 500) */
   batchSize?: number;
-  /** how long a small batch waits for company before it is sent (default 5 ms) */
+  /**
+   * How long a small batch of usage events waits for company before it is sent (default
+   * DEFAULT_LINGER_MS, 20 ms; KAFKA_LINGER_MS). No publisher waits for it: a request's answer
+   * never waits for Kafka (its event is written ahead to the spool first). Each produce request
+   * costs the producer, the broker and every consumer group a fixed amount of CPU (a fetch, a
+   * Redis call, a commit), so fewer, fuller ones leave more of a small machine to the requests
+   * (docs/decisions.md, "Usage events linger 20 ms before they are sent"). An append to any
+   * other topic (control records, grants: their callers wait for Kafka's acknowledgement) and a
+   * caller of `acknowledged()` cut the wait short. 0 sends at once.
+   */
   lingerMs?: number;
   /**
    * a produce (connect included) slower than this counts as Kafka down (default 3000 ms); the
@@ -214,6 +223,14 @@ const TOPIC_CONFIG: Record<Topic, Array<{ name: string; value: string }>> = {
 export const DEAD_LETTER_TOPIC = 'dead-letter';
 const DEAD_LETTER_CONFIG = [{ name: 'cleanup.policy', value: 'delete' }, { name: 'retention.ms', value: '-1' }];
 
+/**
+ * How long a small batch of usage events waits for company before it is sent, ms (KafkaLog's
+ * `lingerMs`, KAFKA_LINGER_MS). Measured in session 50 (bench/cpu-split.ts): against 5 ms, the
+ * distributed deployment's CPU per request fell ~3 % at 1,500 requests/s (Kafka's network
+ * threads ~30 %), and the ledger's event-to-balance p99 at 5,000 events/s stayed under 100 ms.
+ */
+export const DEFAULT_LINGER_MS = 20;
+
 const SEGMENT_RE = /^spool-(\d{12})\.jsonl$/;
 
 const consoleLogger: KafkaLogLogger = {
@@ -258,6 +275,14 @@ export class KafkaLog implements EventLog {
   #written = 0;
   /** the sequence number (as #written counts) through which Kafka acknowledged this process's events */
   #acknowledgedThrough = 0;
+  /**
+   * the sequence number (as #written counts) through which someone waits for Kafka's
+   * acknowledgement (an append to a topic other than usage, an `acknowledged()` caller): the
+   * sender does not linger while it is ahead of #acknowledgedThrough
+   */
+  #urgentThrough = 0;
+  /** ends the sender's linger now (set while it lingers) */
+  #wakeLinger: (() => void) | null = null;
   /** acknowledged() calls not yet resolved, in call order (so `upTo` ascends) */
   #ackWaiters: Pending[] = [];
   #sender: Promise<void> | null = null;
@@ -314,7 +339,8 @@ export class KafkaLog implements EventLog {
     this.#compressMinBytes = options.compressMinBytes ?? 16_384;
     if (!(this.#compressMinBytes >= 0)) throw new RangeError(`compressMinBytes must be >= 0, got ${this.#compressMinBytes}`);
     this.#batchSize = options.batchSize ?? 500;
-    this.#lingerMs = options.lingerMs ?? 5;
+    this.#lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
+    if (!Number.isFinite(this.#lingerMs) || this.#lingerMs < 0) throw new RangeError(`lingerMs must be a finite number >= 0, got ${options.lingerMs}`);
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 3000;
     this.#doubtBoundMs = doubtBoundMs(options.requestTimeoutMs ?? 30_000);
     this.#maxRetryDelayMs = options.maxRetryDelayMs ?? MAX_RETRY_DELAY_MS;
@@ -702,6 +728,10 @@ export class KafkaLog implements EventLog {
     return {
       durable: new Promise<void>((resolve, reject) => {
         this.#pending.push({ upTo: this.#written, resolve, reject });
+        if (topic !== 'usage') {
+          this.#urgentThrough = this.#written;
+          this.#wakeLinger?.();
+        }
         if (this.#down) this.#kickSync();
         this.#kickSender();
       }),
@@ -732,6 +762,8 @@ export class KafkaLog implements EventLog {
     const upTo = this.#written;
     if (this.#acknowledgedThrough >= upTo) return Promise.resolve();
     if (this.#stopped) return Promise.reject(new Error('event log is closed with events not acknowledged by kafka'));
+    if (upTo > this.#urgentThrough) this.#urgentThrough = upTo;
+    this.#wakeLinger?.();
     // Resolved in order where the acknowledgements advance (#acknowledgedUpTo): one shift per
     // call, not a wake-up of every waiter at each change (a publish per request while Kafka is away).
     return new Promise<void>((resolve, reject) => this.#ackWaiters.push({ upTo, resolve, reject }));
@@ -768,6 +800,7 @@ export class KafkaLog implements EventLog {
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
+    this.#wakeLinger?.();
     this.#health.stop();
     const late = !(await finishedWithin(this.#handedOn(true).catch(() => {}), this.#closeTimeoutMs));
     this.#stopped = true;
@@ -1268,8 +1301,8 @@ export class KafkaLog implements EventLog {
         }
         if (acknowledged === 0) {
           const unsent = segment.records.length - segment.sent;
-          if (segment === this.#active && unsent < this.#batchSize && this.#lingerMs > 0 && !this.#closing && failures === 0) {
-            await sleep(this.#lingerMs);
+          if (segment === this.#active && unsent < this.#batchSize && this.#lingerMs > 0 && !this.#closing && failures === 0 && !this.#urgent()) {
+            await this.#linger();
           }
           const chunk = nextChunk(segment.records, segment.sent, this.#batchSize);
           if (this.#topicsBeforeSend !== null) {
@@ -1634,6 +1667,27 @@ export class KafkaLog implements EventLog {
 
   #changed(): Promise<void> {
     return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Someone waits for Kafka's acknowledgement of an event not yet acknowledged (see #urgentThrough). */
+  #urgent(): boolean {
+    return this.#urgentThrough > this.#acknowledgedThrough;
+  }
+
+  /**
+   * The sender's wait for company (lingerMs), cut short by an urgent append, an
+   * `acknowledged()` caller or close().
+   */
+  #linger(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        if (this.#wakeLinger === done) this.#wakeLinger = null;
+        resolve();
+      };
+      const timer = setTimeout(done, this.#lingerMs);
+      this.#wakeLinger = done;
+    });
   }
 
   /**

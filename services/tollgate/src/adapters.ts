@@ -361,6 +361,7 @@ async function openDistributed(config: Config, logger: Logger, dataLock: DataDir
   });
   const log = new KafkaLog({
     kafka, topicPrefix: kafkaConfig.topicPrefix, spoolDir: join(config.dataDir, 'spool'), logger, compression: kafkaConfig.compression,
+    lingerMs: kafkaConfig.lingerMs,
     reserveBytes: config.writeAheadReserveBytes,
     beforeSpool: () => dataLock.check(),
   });

@@ -434,7 +434,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
 
       if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
         // An event stream to a request that did not ask for one is read (metered) but never relayed.
-        await relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan, m.stream);
+        await relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan, m.stream, () => served?.release());
         return reply;
       }
 
@@ -672,6 +672,8 @@ async function relayStream(
   finish: (o: Outcome) => Promise<Settled>,
   upstreamSpan: Span,
   relay: boolean,
+  /** gives the upstream's pool slot back: called once the stream is read whole, before Kafka's acknowledgement is awaited */
+  readWhole: () => void,
 ): Promise<void> {
   // Not relayed (the request did not ask for a stream): read and metered by the same rules,
   // then answered with the gateway's JSON error.
@@ -908,6 +910,9 @@ async function relayStream(
     const published = publish();
     if (published.refused && streamError === null) tail.splice(0, tail.length, sseErrorEvent(usageUnrecorded(), request.id));
     endStream();
+    // The upstream's stream is read whole: its slot is free now, not after Kafka's
+    // acknowledgement (KAFKA_LINGER_MS and the produce).
+    readWhole();
     await published.done;
   } finally {
     endStream();
