@@ -149,6 +149,18 @@ export function choiceList<T extends string>(name: string, raw: string, allowed:
   return [...new Set(parts)] as T[];
 }
 
+/**
+ * Environment variables given as `NAME=VALUE,NAME=VALUE` (e.g. `--env KAFKA_LINGER_MS=5`); an
+ * empty entry is skipped, a value may contain `=`.
+ * @throws UsageError on an entry that is not NAME=VALUE
+ */
+export function envPairs(name: string, raw: string): Record<string, string> {
+  const pairs = raw.split(',').filter(Boolean);
+  const bad = pairs.find((kv) => !/^[A-Za-z_][A-Za-z0-9_]*=/.test(kv));
+  if (bad !== undefined) throw new UsageError(`${name}: expected NAME=VALUE pairs separated by commas, got "${bad}"`);
+  return Object.fromEntries(pairs.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+}
+
 /** One of `allowed` (a UsageError naming the choices otherwise, a list included). */
 export function oneChoice<T extends string>(name: string, raw: string, allowed: readonly T[]): T {
   const [first, ...more] = choiceList(name, raw, allowed);

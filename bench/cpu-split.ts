@@ -12,25 +12,11 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { request } from 'undici';
 import { deployment, findServices, removeDeployment, startRole } from './distributed.ts';
 import { createCustomer, localServicePids, startSimulator, startTollgate, stopAll, type TollgateService } from './stack.ts';
-import { runLoad, type LoadTarget } from './load.ts';
-import { commandLine, numberValue, oneChoice, runMain, UsageError } from './cli.ts';
-
-const MODEL = 'claude-sonnet-4-5-20250929';
-const BODY = JSON.stringify({
-  model: MODEL, max_tokens: 256, stream: false, metadata: { user_id: 'user_bench_0001' },
-  system: 'You are a senior software engineer reviewing a pull request. Be concise and concrete.',
-  messages: [{ role: 'user', content: [{ type: 'text', text: 'Does the new error path leak the hold? Keep it short. [[sim output=64]]' }] }],
-});
-
-function target(origin: string, key: string): LoadTarget {
-  return {
-    origin, path: '/v1/messages', body: BODY, stream: false, bodyEndsWith: '}',
-    headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-api-key': key },
-  };
-}
+import { runLoad } from './load.ts';
+import { accepted, target } from './dist-ab.ts';
+import { commandLine, envPairs, numberValue, oneChoice, runMain } from './cli.ts';
 
 /**
  * CPU ms used so far by each thread name of process `pid` (user + system, from
@@ -100,13 +86,7 @@ export async function measureCpuSplit(o: { mode: 'dist' | 'embedded'; concurrenc
     }
     pids.simulator = sim.child.pid!;
     const t = target(url, key);
-    for (let i = 0; ; i++) {
-      const res = await request(`${url}/v1/messages`, { method: 'POST', headers: t.headers, body: t.body });
-      await res.body.dump();
-      if (res.statusCode === 200) break;
-      if (i > 150) throw new Error(`${url} refused the bench key: HTTP ${res.statusCode}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await accepted(url, key);
     o.log(`bench/cpu-split: ${o.mode}, concurrency ${o.concurrency}: 2 s warmup, then ${o.seconds} s measured`);
     await runLoad(t, { concurrency: o.concurrency, warmupMs: 0, durationMs: 2000 });
     const before = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, threadCpuMs(p)]));
@@ -171,10 +151,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     env: { type: 'string' },
   } });
   runMain('bench/cpu-split', async () => {
-    const pairs = opts.env?.split(',').filter(Boolean) ?? [];
-    const bad = pairs.find((kv) => !/^[A-Za-z_][A-Za-z0-9_]*=/.test(kv));
-    if (bad !== undefined) throw new UsageError(`--env: expected NAME=VALUE pairs separated by commas, got "${bad}"`);
-    const env = Object.fromEntries(pairs.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+    const env = opts.env !== undefined ? envPairs('--env', opts.env) : {};
     const o = {
       mode: opts.mode === undefined ? 'dist' as const : oneChoice('--mode', opts.mode, ['dist', 'embedded'] as const),
       concurrency: numberValue('--concurrency', opts.concurrency, 32, { min: 1, max: 4096, integer: true }),

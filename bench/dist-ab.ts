@@ -28,7 +28,7 @@ import {
   ADMIN_TOKEN, UPSTREAM_API_KEY, cpuSeconds, createCustomer, machineBusySeconds, freePort, localServicePids, startSimulator, startTollgate, stopAll, waitForIdle,
 } from './stack.ts';
 import { Redis } from 'ioredis';
-import { commandLine, counted, numberValue, runMain, UsageError } from './cli.ts';
+import { commandLine, counted, envPairs, numberValue, runMain, UsageError } from './cli.ts';
 
 const MODEL = 'claude-sonnet-4-5-20250929';
 
@@ -43,7 +43,8 @@ function body(): string {
   });
 }
 
-function target(origin: string, key: string): LoadTarget {
+/** The bench's request (body()) to `origin` on `key`, as a LoadTarget. */
+export function target(origin: string, key: string): LoadTarget {
   return {
     origin, path: '/v1/messages', body: body(), stream: false, bodyEndsWith: '}',
     headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-api-key': key },
@@ -94,7 +95,8 @@ function pinTo(pids: Array<number | undefined>, cpu: number | undefined): void {
 }
 
 /** Sends one request until the gateway knows the new key (it learns keys through Redis). */
-async function accepted(url: string, key: string): Promise<void> {
+/** Resolves once `url` answers the bench request on `key` with 200 (a new key reaches a gateway's cache); throws after ~15 s. */
+export async function accepted(url: string, key: string): Promise<void> {
   const t = target(url, key);
   for (let i = 0; ; i++) {
     const res = await request(`${url}/v1/messages`, { method: 'POST', headers: t.headers, body: t.body });
@@ -377,10 +379,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   } });
   runMain('bench/dist-ab', async () => {
     // --alt-env K=V,K=V: a third gateway of this tree, with that environment on top (a knob's A/B)
-    const pairs = opts['alt-env']?.split(',').filter(Boolean) ?? [];
-    const bad = pairs.find((kv) => !/^[A-Za-z_][A-Za-z0-9_]*=/.test(kv));
-    if (bad !== undefined) throw new UsageError(`--alt-env: expected NAME=VALUE pairs separated by commas, got "${bad}"`);
-    const altEnv = opts['alt-env'] !== undefined ? Object.fromEntries(pairs.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) : undefined;
+    const altEnv = opts['alt-env'] !== undefined ? envPairs('--alt-env', opts['alt-env']) : undefined;
     const o = {
       concurrency: numberValue('--concurrency', opts.concurrency, 1, { min: 1, max: 4096, integer: true }),
       rounds: numberValue('--rounds', opts.rounds, 6, { min: 1, max: 1000, integer: true }),
