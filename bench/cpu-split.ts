@@ -12,7 +12,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deployment, findServices, removeDeployment, startRole } from './distributed.ts';
+import { deployment, findServices, redisHostPort, removeDeployment, startRole } from './distributed.ts';
 import { createCustomer, localServicePids, startSimulator, startTollgate, stopAll, type TollgateService } from './stack.ts';
 import { runLoad } from './load.ts';
 import { accepted, target } from './dist-ab.ts';
@@ -74,9 +74,14 @@ export async function measureCpuSplit(o: { mode: 'dist' | 'embedded'; concurrenc
       Object.assign(pids, { gateway: gateway.child.pid!, aggregator: aggregator.child.pid!, control: control.child.pid! });
       url = gateway.url;
       key = (await createCustomer(control.url, '100000000')).secret;
-      const services2 = localServicePids();
-      if (services2.kafka) pids.kafka = services2.kafka;
-      if (services2.redis) pids.redis = services2.redis;
+      o.log(`bench/cpu-split: Kafka ${services.kafka}, Redis ${redisHostPort(services.redis)}`);
+      const local = localServicePids();
+      if (local.kafka) pids.kafka = local.kafka;
+      if (local.redis) pids.redis = local.redis;
+      const uncounted = (['kafka', 'redis'] as const).filter((k) => !local[k]);
+      if (uncounted.length > 0) {
+        o.log(`bench/cpu-split: ${uncounted.join(' and ')} CPU not counted: no live pid file under ${process.env.TOLLGATE_DEPLOY_DIR || '.deploy'} (TOLLGATE_DEPLOY_DIR, as deploy/services.sh writes it)`);
+      }
     } else {
       const e = await startTollgate(sim.url, o.env);
       started.push(e);
@@ -135,8 +140,12 @@ Options:
 
 Progress goes to stderr, the table to stdout.
 
-Environment:
-  KAFKA_BROKERS, REDIS_URL  Kafka and Redis for --mode dist (default 127.0.0.1:9092, redis://127.0.0.1:6379)
+Environment (--mode dist):
+  KAFKA_BROKERS, REDIS_URL  Kafka and Redis, found as the test suites find them: these, else
+                            127.0.0.1 on KAFKA_PORT (9092) and REDIS_PORT (6379);
+                            TOLLGATE_TEST_SERVICES=none finds none. The run names the ones it uses.
+  TOLLGATE_DEPLOY_DIR       where deploy/services.sh keeps the pid files (default .deploy): Kafka's
+                            and Redis's CPU is counted only when their pid files are found there
 
 Example:
   node bench/cpu-split.ts --mode dist --env KAFKA_LINGER_MS=5

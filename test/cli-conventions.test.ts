@@ -53,7 +53,7 @@ const COMMANDS: Command[] = [
   node('bench/consumers.ts', ['--events', '--partitions', '--accounts', '--rate', '--seconds', '--modes', '--groups', '--warehouse',
     '--sink-batch', '--sink-inserts', '--help', 'KAFKA_BROKERS', 'REDIS_URL', 'CLICKHOUSE_URL', 'REDIS_CLUSTER_NODES', 'CLICKHOUSE_PID', 'Example', 'Exit status']),
   node('bench/dist-ab.ts', ['--concurrency', '--rounds', '--slice', '--base', '--alt-env', '--help', 'KAFKA_BROKERS', 'REDIS_URL', 'BENCH_GATEWAY_CPU_PROF', 'Example', 'Exit status']),
-  node('bench/cpu-split.ts', ['--mode', '--concurrency', '--seconds', '--env', '--help', 'KAFKA_BROKERS', 'REDIS_URL', 'Example', 'Exit status']),
+  node('bench/cpu-split.ts', ['--mode', '--concurrency', '--seconds', '--env', '--help', 'KAFKA_BROKERS', 'REDIS_URL', 'TOLLGATE_DEPLOY_DIR', 'Example', 'Exit status']),
   node('bench/store-events.ts', ['--events', '--batch', '--warehouse', '--v1', '--no-views', '--help', 'CLICKHOUSE_URL', 'Example', 'Exit status']),
   node('bench/usage-rows.ts', ['--events', '--batch', '--rounds', '--format', '--base', '--help', 'Example', 'Exit status']),
   node('bench/body-parse.ts', ['--rounds', '--ms', '--help', 'Example', 'Exit status']),
