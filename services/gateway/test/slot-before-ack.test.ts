@@ -2,7 +2,8 @@
 // acknowledges the request's usage event: a usage event may wait KAFKA_LINGER_MS (and longer
 // while Kafka is slow) before it is even sent, and every slot held meanwhile is one a waiting
 // request cannot have. The kind: every path that awaits the publication after the answer (a
-// JSON answer, an event stream). Real Kafka behind a KafkaLog whose linger outlasts the test,
+// JSON answer, an event stream, the upstream's error answers, a bad 2xx body, a stream that
+// ends in an error or is cut). Real Kafka behind a KafkaLog whose linger outlasts the test,
 // an upstream pool of one upstream with max_concurrency 1.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,7 +24,7 @@ const HASH = 'gateway-test-hash-secret-0123456789';
 const MODEL = 'claude-sonnet-4-6';
 const messages = [{ role: 'user' as const, content: 'hello' }];
 
-test('slot before acknowledgement, the kind: the upstream slot of a JSON answer and of an event stream is free once the answer is read, while its usage event still waits for Kafka', { timeout: 60_000 }, async (t) => {
+test('slot before acknowledgement, the kind: the upstream slot is free once the answer is over (JSON, stream, upstream error, bad body, a stream ending in an error or cut), while its usage event still waits for Kafka', { timeout: 60_000 }, async (t) => {
   const brokers = await findKafka();
   if (!(await requireKafka(t))) return;
   const kafka = new Kafka({ clientId: 'tollgate-slot-test', brokers: brokers!.split(','), logLevel: logLevel.NOTHING });
@@ -42,20 +43,32 @@ test('slot before acknowledgement, the kind: the upstream slot of a JSON answer 
     });
     await store.putGroup({ id: 'default', name: 'default', platform: 'anthropic', upstream_ids: ['up_one'], model_mapping: null, created_at: 0, deleted: false, version: 1 });
     const a = await stack.customer();
-    for (const stream of [true, false, true]) {
-      if (stream) {
-        const s = await a.client.messages.create({ model: MODEL, max_tokens: 20, messages, stream: true });
-        let stopped = false;
-        for await (const e of s) if (e.type === 'message_stop') stopped = true;
-        assert.ok(stopped);
-      } else {
-        const r = await a.client.messages.create({ model: MODEL, max_tokens: 20, messages });
-        assert.equal(r.type, 'message');
-      }
+    // Each answer kind, then a plain request that needs the slot the answer held.
+    const kinds: Array<{ name: string; stream: boolean; headers?: Record<string, string> }> = [
+      { name: 'stream', stream: true },
+      { name: 'json', stream: false },
+      { name: 'upstream 400, json', stream: false, headers: { 'x-sim-status': '400' } },
+      { name: 'upstream 400, stream asked', stream: true, headers: { 'x-sim-status': '400' } },
+      { name: '2xx body not JSON', stream: false, headers: { 'x-sim-body': 'not_json' } },
+      { name: 'stream with an error event', stream: true, headers: { 'x-sim-fault': 'sse_error_after:2' } },
+      { name: 'stream cut by the upstream', stream: true, headers: { 'x-sim-fault': 'drop_after:2' } },
+    ];
+    let calls = 0;
+    for (const k of kinds) {
+      const settled = k.stream
+        ? a.client.messages.create({ model: MODEL, max_tokens: 20, messages, stream: true }, { headers: k.headers ?? {} })
+          .then(async (s) => { for await (const _ of s) { /* to the end */ } })
+        : a.client.messages.create({ model: MODEL, max_tokens: 20, messages }, { headers: k.headers ?? {} });
+      await settled.catch(() => {}); // the error answers are the point; the next request is the check
+      calls++;
+      const next = await a.client.messages.create({ model: MODEL, max_tokens: 20, messages }).then(
+        (r) => r.type, (err: unknown) => `refused: ${err instanceof Error ? err.message : String(err)}`);
+      calls++;
+      assert.equal(next, 'message', `after "${k.name}": the slot is free while its usage event still waits for Kafka`);
     }
-    // Three answers through an upstream that takes one at a time: each was free again for the
-    // next. Held until the acknowledgement, the second request was refused with 503 overloaded_error.
-    assert.equal((await stack.simRequests()).length, 3);
+    // Every answer went through the one upstream that takes one request at a time. Held until
+    // the acknowledgement, each next request was refused with 503 overloaded_error.
+    assert.equal((await stack.simRequests()).length, calls);
   } finally {
     await log.close(); // ends the linger: the handlers still awaiting their publication finish
     await stack.close();

@@ -366,6 +366,11 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         return {
           event,
           publish: () => {
+            // Published only once the upstream's answer is over (read whole, failed, or its error
+            // read): its pool slot is free now, on every path, not after Kafka's acknowledgement
+            // that the caller awaits next (KAFKA_LINGER_MS and the produce; seconds while Kafka
+            // is slow).
+            served?.release();
             const publication = publish();
             if (publication.refused) {
               deps.metrics?.usageUnrecorded();
@@ -434,7 +439,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
 
       if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
         // An event stream to a request that did not ask for one is read (metered) but never relayed.
-        await relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan, m.stream, () => served?.release());
+        await relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan, m.stream);
         return reply;
       }
 
@@ -521,8 +526,6 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       const published = settled.publish();
       if (published.refused) sendError(reply, usageUnrecorded());
       else reply.code(written?.status ?? res.status).type(written === null ? header(res, 'content-type') ?? 'application/json' : 'application/json').send(written?.body ?? bytes);
-      // The upstream's answer is read whole: its slot is free now, not after Kafka's acknowledgement.
-      served?.release();
       await published.done;
       return reply;
     } finally {
@@ -672,8 +675,6 @@ async function relayStream(
   finish: (o: Outcome) => Promise<Settled>,
   upstreamSpan: Span,
   relay: boolean,
-  /** gives the upstream's pool slot back: called once the stream is read whole, before Kafka's acknowledgement is awaited */
-  readWhole: () => void,
 ): Promise<void> {
   // Not relayed (the request did not ask for a stream): read and metered by the same rules,
   // then answered with the gateway's JSON error.
@@ -910,9 +911,6 @@ async function relayStream(
     const published = publish();
     if (published.refused && streamError === null) tail.splice(0, tail.length, sseErrorEvent(usageUnrecorded(), request.id));
     endStream();
-    // The upstream's stream is read whole: its slot is free now, not after Kafka's
-    // acknowledgement (KAFKA_LINGER_MS and the produce).
-    readWhole();
     await published.done;
   } finally {
     endStream();
