@@ -352,17 +352,17 @@ test('unknown options on the server command line exit 2 naming the option as typ
   assert.deepEqual([v.status, v.stdout, v.stderr], [0, `tollgate ${version}\n`, '']);
 });
 
-test('the start line says where events go and in which codec (kafka.brokers, topicPrefix, compression as parsed: " ZSTD " is zstd), for an operator checking a rollout', async (t) => {
+test('the start line says where events go, in which codec and after which linger (kafka.brokers, topicPrefix, compression as parsed: " ZSTD " is zstd, lingerMs: " 35 " is 35), for an operator checking a rollout', async (t) => {
   const redis = await requireRedis(t);
   if (redis === undefined) return;
   const kafkaPort = await freePort(); // a gateway starts and serves while Kafka is away (events spool)
   const { child, started } = await startServing({
     HOST: '127.0.0.1', PORT: String(await freePort()), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')),
     KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'gateway',
-    KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, KAFKA_TOPIC_PREFIX: 'tg-main-start.', KAFKA_COMPRESSION: ' ZSTD ', REDIS_URL: redis, REDIS_PREFIX: 'tg-main-start:',
+    KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, KAFKA_TOPIC_PREFIX: 'tg-main-start.', KAFKA_COMPRESSION: ' ZSTD ', KAFKA_LINGER_MS: ' 35 ', REDIS_URL: redis, REDIS_PREFIX: 'tg-main-start:',
   });
   try {
-    assert.deepEqual(started['kafka'], { brokers: [`127.0.0.1:${kafkaPort}`], topicPrefix: 'tg-main-start.', compression: 'zstd' });
+    assert.deepEqual(started['kafka'], { brokers: [`127.0.0.1:${kafkaPort}`], topicPrefix: 'tg-main-start.', compression: 'zstd', lingerMs: 35 });
     // which Redis (host:port only) and, on a gateway, which default upstream; no ClickHouse server here
     const r = new URL(redis);
     assert.deepEqual([started['redis'], started['upstream'], 'clickhouse' in started], [{ endpoint: `${r.hostname}:${r.port || '6379'}` }, 'https://api.anthropic.com', false]);
