@@ -320,6 +320,18 @@ async function publisherMain(json: string): Promise<void> {
 }
 
 /**
+ * Waits (up to 20 s) until the local Kafka, Redis and ClickHouse server together use under 10 %
+ * of a core, so a phase does not start beside the flushes and merges the one before left them;
+ * logs a wait of a second or more, or starting anyway, under `tag`.
+ */
+async function servicesIdle(tag: string, log: Log): Promise<void> {
+  const pids = localServicePids();
+  const idle = await waitForIdle([pids.kafka, pids.redis, clickHousePid()], 0.1, 500, 20_000);
+  if (!idle.idle) log(`  ${tag}: Kafka, Redis and ClickHouse still used ${(idle.load * 100).toFixed(0)}% of a core after ${idle.waitedS.toFixed(1)} s; starting anyway`);
+  else if (idle.waitedS >= 1) log(`  ${tag}: waited ${idle.waitedS.toFixed(1)} s for Kafka, Redis and ClickHouse to go idle`);
+}
+
+/**
  * ensureTopics, tried again a few times: a broker starved of CPU by the rest of the machine can
  * answer UNKNOWN_TOPIC_OR_PARTITION while it brings a new topic's leaders up.
  */
@@ -443,10 +455,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         // The services first finish what the produce or the run before left them (Kafka's
         // flushes, the ClickHouse server's merges of the last run's parts), which would
         // otherwise take a core from this run's drain.
-        const services = localServicePids();
-        const idle = await waitForIdle([services.kafka, services.redis, clickHousePid()], 0.1, 500, 20_000);
-        if (!idle.idle) log(`  ${tag}: Kafka, Redis and ClickHouse still used ${(idle.load * 100).toFixed(0)}% of a core after ${idle.waitedS.toFixed(1)} s; starting anyway`);
-        else if (idle.waitedS >= 1) log(`  ${tag}: waited ${idle.waitedS.toFixed(1)} s for Kafka, Redis and ClickHouse to go idle`);
+        await servicesIdle(tag, log);
         let applied = 0;
         let done!: () => void;
         const finished = new Promise<void>((r) => { done = r; });
@@ -547,11 +556,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       // As before each drain: the services first finish what the drains left them (the ClickHouse
       // server's merges of a million rows, Kafka's flushes), which would otherwise take a core
       // from the steady 5,000/s and put their stalls into its tail.
-      const pids = localServicePids();
-      const idle = await waitForIdle([pids.kafka, pids.redis, clickHousePid()], 0.1, 500, 20_000);
-      const latTag = `latency ${which}${kind ? ` (${kind})` : ''}`;
-      if (!idle.idle) log(`  ${latTag}: Kafka, Redis and ClickHouse still used ${(idle.load * 100).toFixed(0)}% of a core after ${idle.waitedS.toFixed(1)} s; starting anyway`);
-      else if (idle.waitedS >= 1) log(`  ${latTag}: waited ${idle.waitedS.toFixed(1)} s for Kafka, Redis and ClickHouse to go idle`);
+      await servicesIdle(`latency ${which}${kind ? ` (${kind})` : ''}`, log);
       const kafkaLog = new KafkaLog({ kafka, topicPrefix: `${topicPrefix}lat-${which}${kind ? `-${kind}` : ''}.`, spoolDir: tmp('spool-lat'), logger: quiet, compression });
       latencyLogs.push(kafkaLog);
       await ensureTopics(kafkaLog, o.partitions);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DEAD_LETTER_TOPIC, MAX_TEXT_CHARS, TOPICS, textProblem } from '@tollgate/events';
+import { DEAD_LETTER_TOPIC, DEFAULT_LINGER_MS, MAX_TEXT_CHARS, TOPICS, textProblem } from '@tollgate/events';
 
 export const ROLES = ['gateway', 'aggregator', 'control'] as const;
 export type Role = (typeof ROLES)[number];
@@ -200,7 +200,7 @@ const EnvSchema = z.object({
   /** codec of the record batches this process produces (consumers read all): KafkaCompression */
   KAFKA_COMPRESSION: oneOf(['gzip', 'zstd', 'none']).default('gzip'),
   /** ms a small batch of usage events waits for company before it is produced (KafkaLog's lingerMs; events' DEFAULT_LINGER_MS) */
-  KAFKA_LINGER_MS: int(0, 1000).default(20),
+  KAFKA_LINGER_MS: int(0, 1000).default(DEFAULT_LINGER_MS),
   KAFKA_TOPIC_PREFIX: z.string()
     .regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, . _ - only (Kafka topic names)')
     .max(MAX_TOPIC_PREFIX, `must be at most ${MAX_TOPIC_PREFIX} characters (Kafka topic names are at most ${KAFKA_TOPIC_NAME_MAX}, and "${LONGEST_TOPIC}" follows the prefix)`)
