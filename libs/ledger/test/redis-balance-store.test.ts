@@ -657,6 +657,64 @@ if (url === undefined) {
       assert.equal(await stores[0]!.windowUsed('key_hourly', 'b', 'k'), 6_800n);
     });
 
+    test('a batch closes its holds together, exactly as one by one: many holds of one account, amounts whose sum passes 2^53, a 16-digit amount, a zero hold, closings before a failure', async (t) => {
+      // Kind: apply-batch.lua defers each applied usage's hold closing (HDEL holds and hwin, ZREM
+      // hexp, DECRBY held) to the end of the call, one of each per account, held lowered by the
+      // closed amounts' sum (position.lua, hold_closer). A sum is exact in Lua only below 2^53,
+      // so larger ones must not be summed there; closings made before a failure still happen.
+      // The state must be the one-event-at-a-time script's, key for key, and held the exact µc.
+      const prefixes = [`test:${randomUUID()}:`, `test:${randomUUID()}:`];
+      t.after(() => Promise.all(prefixes.map((p) => deletePrefix(redis, p))));
+      const NOON = Date.UTC(2099, 10, 30, 12);
+      const INT64_MIN = -(2n ** 63n);
+      const BIG = 2n ** 52n + 1n; // three of them sum past 2^53 (an odd sum a double cannot hold)
+      const SIXTEEN = 10n ** 15n + 7n; // 16 digits: lowered at once
+      const windows = [{ name: 'key_daily' as const, limit: 2n ** 62n }];
+      const at = (offset: number) => ({ topic: 'usage', partition: 5, offset: BigInt(offset) });
+      const use = (id: string, account: string, cost: bigint) => usageEvent(id, account, { key_id: 'k', ts: NOON, cost_micros: cost.toString() });
+      const stores = await Promise.all(prefixes.map(async (prefix) => {
+        const store = new RedisBalanceStore({ redis, prefix, usageMemoryMs: 600_000, now: () => NOON });
+        await store.load({ balances: new Map([['w', 2n ** 62n], ['s', 1_000_000n], ['z', INT64_MIN + 10n]]), ledgerEntries: new Map() });
+        const hold = async (id: string, account: string, amount: bigint) =>
+          assert.equal((await store.hold({ holdId: id, accountId: account, keyId: 'k', amount, ttlMs: 60_000, windows })).ok, true, id);
+        for (let i = 0; i < 4; i++) await hold(`w${i}`, 'w', BIG);
+        await hold('w4', 'w', SIXTEEN);
+        await hold('w5', 'w', 0n);
+        await hold('w6', 'w', 999n); // stays open
+        for (let i = 0; i < 40; i++) { await hold(`s${i}`, 's', 1_000n); if (i % 2 === 0) await store.settle(`s${i}`, 's', BigInt(10 + i), 60_000); }
+        return store;
+      }));
+      const items = [
+        ...[0, 1, 2].map((i) => ({ event: use(`w${i}`, 'w', BIG) })), // settled at the hold: sum 3·(2^52 + 1)
+        { event: use('w3', 'w', 7n) }, // another cost: its window moves from 2^52 + 1 to 7
+        { event: use('w4', 'w', SIXTEEN) },
+        { event: use('w5', 'w', 0n) },
+        ...Array.from({ length: 39 }, (_, i) => ({ event: use(`s${i}`, 's', i % 2 === 0 ? BigInt(10 + i) : 500n) })),
+        { event: use('z0', 'z', 11n) }, // overflows 64 bits: failed, the call stops
+        { event: use('s39', 's', 500n) },
+      ].map((item, i) => ({ ...item, position: at(i) }));
+      const batched = await stores[0]!.applyBatch(items, { balanceAfter: true });
+      const single: string[] = [];
+      for (const { event, position } of items) {
+        try {
+          single.push(await stores[1]!.applyUsage(event, position));
+        } catch {
+          single.push('failed');
+          break;
+        }
+      }
+      assert.deepEqual(batched.map((o) => o.verdict), single);
+      assert.deepEqual(single, [...Array<string>(45).fill('applied'), 'failed']);
+      const [one, other] = await Promise.all(prefixes.map((p) => dumpUnder(redis, p)));
+      assert.deepEqual(one, other);
+      // The figures (µc): w holds only w6's 999, s only s39's 1,000 (its usage came after the failure).
+      assert.deepEqual(await Promise.all(['w', 's'].map(async (a) => (await stores[0]!.get(a)).held)), [999n, 1_000n]);
+      assert.equal((await stores[0]!.get('w')).balance, 2n ** 62n - 3n * BIG - 7n - SIXTEEN);
+      assert.equal(await stores[0]!.windowUsed('key_daily', 'w', 'k'), 3n * BIG + 7n + SIXTEEN + 999n);
+      assert.deepEqual(await redis.hkeys(`${prefixes[0]}holds:{w}`), ['w6']);
+      assert.deepEqual(await redis.zrange(`${prefixes[0]}hexp:{s}`, 0, -1), ['s39']);
+    });
+
     test('admission (balance, five spend windows, clamp, overdraft, hold) is one Redis round trip', async (t) => {
       const prefix = `test:${randomUUID()}:`;
       const client = new Redis(url);

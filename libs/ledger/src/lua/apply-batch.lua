@@ -48,6 +48,7 @@ if cluster then ctx = account_ctx(KEYS[2], ARGV[1], KEYS[1]) else ctx = batch_ct
 local out = {}
 local k = 5
 local win = { prefix = prefix, now = now } -- usage-fn.lua's, one for the call
+local account_keys = {} -- account id -> its bal, held, holds, hexp and hwin keys (standalone layout)
 for a = 8, #ARGV do
   local packed = ARGV[a]
   local kind, amount, entry_kind, offset, id_len, account_len, ts, key_len, rest =
@@ -72,9 +73,15 @@ for a = 8, #ARGV do
       seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
       k = k + 6
     else
-      local tag = '{' .. account .. '}'
-      seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key = prefix .. 'u:' .. event_id, prefix .. 'bal:' .. tag,
-        prefix .. 'held:' .. tag, prefix .. 'holds:' .. tag, prefix .. 'hexp:' .. tag, prefix .. 'hwin:' .. tag
+      -- An account's keys are named once per call (a drain's call has several events of each).
+      local names = account_keys[account]
+      if not names then
+        local tag = '{' .. account .. '}'
+        names = { prefix .. 'bal:' .. tag, prefix .. 'held:' .. tag, prefix .. 'holds:' .. tag, prefix .. 'hexp:' .. tag, prefix .. 'hwin:' .. tag }
+        account_keys[account] = names
+      end
+      seen_key = prefix .. 'u:' .. event_id
+      bal_key, held_key, holds_key, expiry_key, hwin_key = names[1], names[2], names[3], names[4], names[5]
     end
     -- The window base is derived from hwin_key only if the event counts its own windows (the
     -- tag as the hwin key has it: on a Cluster, the escaped one).

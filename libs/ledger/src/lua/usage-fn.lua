@@ -17,17 +17,18 @@
 -- and this step move them to the cost), or, with no hold and no hwin entry and never applied
 -- here (its hold was lost with Redis, made before a rebuild, or expired without windows), by
 -- the event itself in all five (count_windows), as the rebuild counts the events it read.
--- ctx: the position and account-set steps (position.lua: direct_ctx for one event, batch_ctx
--- for apply-batch.lua, which reads and writes each once per call).
+-- ctx: the position, account-set and hold-closing steps (position.lua: direct_ctx for one
+-- event, batch_ctx for apply-batch.lua, which reads and writes each once per call).
 -- win: { base = the account's spend window base (P sw:{account}) or nil, then derived from
 -- prefix and hwin (P hwin:<tag> -> P sw:<tag>), only when the event counts its own windows;
 -- key = key id, ts = ts ms (number or integer string), now = ms }. apply-batch.lua reuses one
 -- table for the whole call.
 -- Returns the verdict and, when applied, the balance it left as an integer string.
--- Cost per applied event with its hold (the common path): seven Redis calls, none of them a
--- read that another call already answers (the marker's GET is SET's GET option, the balance is
--- DECRBY's reply, the window marker's presence is HDEL's); docs/decisions.md, "The usage apply's
--- Redis calls".
+-- Cost per applied event with its hold (the common path): three Redis calls of its own (SET,
+-- DECRBY, HGET), none of them a read that another call already answers (the marker's GET is
+-- SET's GET option, the balance is DECRBY's reply), and the hold's closing, which a batch does
+-- for all its events of an account in four calls (ctx.close); docs/decisions.md, "The usage
+-- apply's Redis calls" and "A batch closes its holds together".
 local MAX_EXACT = 9007199254740992 -- 2^53: every integer of smaller magnitude is a Lua double
 local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key,
                            event_id, cost, memory_ms, account, field, offset, win)
@@ -62,13 +63,9 @@ local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_k
   --    due, expire-holds.lua).
   local amount = redis.call('HGET', holds_key, event_id)
   if amount then
-    redis.call('HDEL', holds_key, event_id)
-    redis.call('ZREM', expiry_key, event_id)
-    if amount == cost then
-      -- Settled at the actual cost (settle.lua moved its windows): nothing to move.
-      redis.call('HDEL', hwin_key, event_id)
-    else
-      -- Spend windows still open count the actual cost from now on.
+    -- Settled at the actual cost (settle.lua moved its windows): nothing to move. Else the
+    -- spend windows still open count the actual cost from now on.
+    if amount ~= cost then
       local marker = redis.call('HGET', hwin_key, event_id)
       if marker then
         for k in string.gmatch(marker, '[^\n]+') do
@@ -77,11 +74,11 @@ local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_k
             redis.call('INCRBY', k, cost)
           end
         end
-        redis.call('HDEL', hwin_key, event_id)
       end
     end
-    -- DECRBY answers the new value: no GET to tidy a zero.
-    if redis.call('DECRBY', held_key, amount) == 0 then redis.call('DEL', held_key) end
+    -- The hold's entries (holds, hexp, hwin) and its amount in held go: at once, or with the
+    -- batch's other closings when the script ends (ctx.close, position.lua).
+    ctx.close(holds_key, expiry_key, hwin_key, held_key, event_id, amount)
   else
     -- 5. The spend windows. An hwin entry (also one left by a hold that expired: it stays
     --    counted at its amount, erring toward the limit) means the windows have this request; it
