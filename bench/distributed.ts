@@ -189,13 +189,18 @@ export async function redisRoundTrips(redisUrl: string, gatewayPid: number, n: n
   /** per request: [sent, headers received], epoch ms (MONITOR times are the same clock) */
   const windows: Array<[number, number]> = [];
   if (ports.size === 0) throw new Error(`no Redis connection of pid ${gatewayPid} found with ss -tnp`);
-  const r = redisClient(redisUrl);
-  await r.connect();
-  const monitor = await r.monitor();
-  // ioredis throws "Command queue state error" when MONITOR lines still arrive as the monitor
-  // disconnects (a busy shared Redis); unhandled, that 'error' event killed the whole bench.
+  // ioredis emits "Command queue state error" for a MONITOR line that arrives while the
+  // connection is not in its monitoring state: in the same read as MONITOR's +OK (ioredis sets
+  // the state a promise job later) and as the monitor disconnects, both common on a busy
+  // Redis. Unhandled, that 'error' event killed the whole bench, so the listener is attached
+  // before the connection exists (Redis#monitor() attaches its own only until the state is set).
+  // The lines lost are before counting starts (`on`) or after it ends.
+  const monitor = new Redis(redisUrl, { lazyConnect: true, monitor: true, connectTimeout: 3000 });
   monitor.on('error', () => {});
-  r.on('error', () => {});
+  // (not events.once: it would reject on the very 'error' events this waits past)
+  const monitoring = new Promise((resolve) => monitor.once('monitoring', resolve));
+  await monitor.connect();
+  await monitoring;
   const byCommand: Record<string, number> = {};
   let gateway = 0;
   let scripts = 0;
@@ -227,7 +232,6 @@ export async function redisRoundTrips(redisUrl: string, gatewayPid: number, n: n
     on = false;
   } finally {
     monitor.disconnect();
-    r.disconnect();
   }
   const before = gatewayTimes.filter((t) => windows.some(([a, b]) => t >= a - 1 && t <= b)).length;
   return {

@@ -712,7 +712,7 @@ if (url === undefined) {
       assert.equal((await stores[0]!.get('w')).balance, 2n ** 62n - 3n * BIG - 7n - SIXTEEN);
       assert.equal(await stores[0]!.windowUsed('key_daily', 'w', 'k'), 3n * BIG + 7n + SIXTEEN + 999n);
       assert.deepEqual(await redis.hkeys(`${prefixes[0]}holds:{w}`), ['w6']);
-      assert.deepEqual(await redis.zrange(`${prefixes[0]}hexp:{s}`, 0, -1), ['s39']);
+      assert.deepEqual(await redis.zrange(`${prefixes[0]}hexp:{s}`, '0', '-1'), ['s39']);
     });
 
     test('admission (balance, five spend windows, clamp, overdraft, hold) is one Redis round trip', async (t) => {
