@@ -59,6 +59,11 @@ export interface ConsumerBenchOptions {
   /** warehouse sink `concurrentInserts` to run, one throughput run each (default: the sink's own default) */
   sinkInserts?: number[];
   /**
+   * ledger runs: members of the ledger group in this process (what LEDGER_CONSUMERS starts in
+   * an aggregator), one throughput run each (default [1]); the latency phase uses 1
+   */
+  ledgerMembers?: number[];
+  /**
    * warehouse sink `partitionBatch`es (events per partition batch from the log) to run, one
    * throughput run each (default: BENCH_WAREHOUSE_PARTITION_BATCH, a comma list, else the sink's own default)
    */
@@ -85,6 +90,8 @@ export type WarehouseKind = 'chdb' | 'server';
 export interface ThroughputFigure {
   group: 'ledger' | 'warehouse';
   mode: 'per-event' | 'batch' | 'cluster';
+  /** ledger only, when more than 1: members of the group in this process (LEDGER_CONSUMERS) */
+  members?: number;
   /** warehouse only: where it inserted */
   warehouse?: WarehouseKind;
   /** warehouse on a server only: CPU-seconds the server process used meanwhile (null: its pid was not found) */
@@ -425,11 +432,13 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     log(`  decodeEvent ${result.decodeUs.fast.toFixed(2)} µs per usage event (zod schema alone: ${result.decodeUs.schema.toFixed(2)} µs)`);
 
     // 2. Throughput: each group drains the backlog alone, from offset 0, in this process.
-    const runs: Array<{ group: 'ledger' | 'warehouse'; mode: ThroughputFigure['mode']; kind?: WarehouseKind; sinkBatch?: number; sinkInserts?: number; partitionBatch?: number }> = [];
+    const runs: Array<{ group: 'ledger' | 'warehouse'; mode: ThroughputFigure['mode']; kind?: WarehouseKind; sinkBatch?: number; sinkInserts?: number; partitionBatch?: number; members?: number }> = [];
     const partitionBatches = o.partitionBatches
       ?? (process.env.BENCH_WAREHOUSE_PARTITION_BATCH ? process.env.BENCH_WAREHOUSE_PARTITION_BATCH.split(',').map(Number) : undefined);
     for (const group of o.groups) {
-      if (group === 'ledger') for (const mode of o.modes) runs.push({ group, mode });
+      if (group === 'ledger') {
+        for (const mode of o.modes) for (const members of o.ledgerMembers ?? [1]) runs.push({ group, mode, ...(members > 1 ? { members } : {}) });
+      }
       else {
         for (const kind of kinds) {
           for (const sinkBatch of o.sinkBatches ?? [undefined]) {
@@ -447,8 +456,8 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
       // and warehouse database get `-r<n>`, or the repeat would find the first run's committed
       // offsets at the end of the topic and wait forever for events it was never going to get.
       const seenTags = new Map<string, number>();
-      for (const { group, mode, kind, sinkBatch, sinkInserts, partitionBatch } of runs) {
-        const base = kind === undefined ? `${group}-${mode}` : `${group}-${kind}${sinkBatch ? `-b${sinkBatch}` : ''}${sinkInserts ? `-i${sinkInserts}` : ''}${partitionBatch ? `-p${partitionBatch}` : ''}`;
+      for (const { group, mode, kind, sinkBatch, sinkInserts, partitionBatch, members } of runs) {
+        const base = kind === undefined ? `${group}-${mode}${members ? `-m${members}` : ''}` : `${group}-${kind}${sinkBatch ? `-b${sinkBatch}` : ''}${sinkInserts ? `-i${sinkInserts}` : ''}${partitionBatch ? `-p${partitionBatch}` : ''}`;
         const repeat = (seenTags.get(base) ?? 0) + 1;
         seenTags.set(base, repeat);
         const tag = repeat === 1 ? base : `${base}-r${repeat}`;
@@ -481,17 +490,21 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           const profiling = await startDrainProfile();
           t0 = performance.now();
           cpu0 = process.cpuUsage();
-          const sub = await startLedgerConsumer({ log: kafkaLog, balances, keys: new MemoryKeyDirectory(), group: `bench-${tag}`, onApplied: count,
-            ...(o.coalesce !== undefined ? { coalesceMaxEvents: o.coalesce } : {}) });
+          // Each member is a consumer of its own with its own fetch loop, as LEDGER_CONSUMERS
+          // starts them in an aggregator: one's fetch and decode overlap the other's store calls.
+          const subs = await Promise.all(Array.from({ length: members ?? 1 }, () => startLedgerConsumer({
+            log: kafkaLog, balances, keys: new MemoryKeyDirectory(), group: `bench-${tag}`, onApplied: count,
+            ...(o.coalesce !== undefined ? { coalesceMaxEvents: o.coalesce } : {}),
+          })));
           await drained(finished, () => applied, o.events, tag);
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
           await profiling?.(tag);
-          await sub.stop();
+          await Promise.all(subs.map((sub) => sub.stop()));
           let sum = 0n;
           for (const b of (await real.balances()).values()) sum += b;
           exact = sum === -cost;
-          result.throughput.push({ group, mode, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact });
+          result.throughput.push({ group, mode, ...(members ? { members } : {}), events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact });
         } else {
           // Timed at the client: the rollup_skip existence query (a SELECT) and the INSERT.
           const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}_${sinkInserts ?? 0}_${partitionBatch ?? 0}_${repeat}`);
@@ -551,7 +564,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     // sharing the process): events published at o.rate/s on fresh topics; each event's publish
     // time against the moment its effect is done (the balance script returned / the warehouse
     // insert returned, after which a query sees the row).
-    const latencyRuns = o.rate > 0 && o.seconds > 0 ? runs.filter((r) => r.mode === 'batch' && r.sinkBatch === undefined && r.sinkInserts === undefined && r.partitionBatch === undefined) : [];
+    const latencyRuns = o.rate > 0 && o.seconds > 0 ? runs.filter((r) => r.mode === 'batch' && r.members === undefined && r.sinkBatch === undefined && r.sinkInserts === undefined && r.partitionBatch === undefined) : [];
     for (const { group: which, kind } of latencyRuns) {
       // As before each drain: the services first finish what the drains left them (the ClickHouse
       // server's merges of a million rows, Kafka's flushes), which would otherwise take a core
@@ -783,6 +796,9 @@ Options:
   --holds <h>         the ledger runs: seeded (each event's hold is outstanding, as its gateway
                       left it, and the apply closes it, as in production) or none (no hold to
                       close: what runs before 2026-12-03 measured) (default seeded)
+  --ledger-members <a,b>  one ledger throughput run per count of ledger group members in this
+                      process (what LEDGER_CONSUMERS starts in an aggregator), 1 to 16 (default
+                      1; the latency phase always runs with 1)
   --coalesce <n>      the ledger runs: most events per store call when the partitions' batches
                       of a turn are merged into one, 1 to 100000; 1 is one call per partition
                       batch, as before 2026-12-04 (default: the consumer's own, 1000)
@@ -818,7 +834,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
     groups: { type: 'string' },
     warehouse: { type: 'string' }, 'sink-batch': { type: 'string' }, 'sink-inserts': { type: 'string' },
     'event-version': { type: 'string' }, compression: { type: 'string' }, holds: { type: 'string' },
-    coalesce: { type: 'string' },
+    coalesce: { type: 'string' }, 'ledger-members': { type: 'string' },
   } });
   runMain('bench/consumers', async () => {
     const o: ConsumerBenchOptions = {
@@ -831,6 +847,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
       groups: choiceList('--groups', values.groups ?? 'ledger,warehouse', ['ledger', 'warehouse'] as const),
       ...(values['sink-inserts'] !== undefined ? { sinkInserts: numberList('--sink-inserts', values['sink-inserts'], { min: 1, max: 64, integer: true }) } : {}),
       ...(values['sink-batch'] !== undefined ? { sinkBatches: numberList('--sink-batch', values['sink-batch'], { min: 1, max: 10_000_000, integer: true }) } : {}),
+      ...(values['ledger-members'] !== undefined ? { ledgerMembers: numberList('--ledger-members', values['ledger-members'], { min: 1, max: 16, integer: true }) } : {}),
       ...(values.warehouse !== undefined ? { warehouses: choiceList('--warehouse', values.warehouse, ['chdb', 'server'] as const) } : {}),
       eventVersion: numberValue('--event-version', values['event-version'], 2, { min: 1, max: 2, integer: true }) as 1 | 2,
       compression: oneChoice('--compression', values.compression ?? 'gzip', KAFKA_COMPRESSIONS),

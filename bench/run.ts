@@ -758,7 +758,7 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
   // 1b. the consumer code in this process, 1M events on 8 partitions, then lags at 5,000 events/s (issue 11)
   const consumerEvents = Number(process.env.BENCH_CONSUMER_EVENTS ?? 1_000_000);
   if (consumerEvents > 0) {
-    out.consumerGroups = await measureConsumerGroups({ events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, seconds: 20, modes: ['batch'], groups: ['ledger', 'warehouse'] }, log)
+    out.consumerGroups = await measureConsumerGroups({ events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, seconds: 20, modes: ['batch'], groups: ['ledger', 'warehouse'], ledgerMembers: [1, 2] }, log)
       .catch((err: unknown) => ({ error: err instanceof Error ? err.message : String(err) }));
     if ('error' in out.consumerGroups || out.consumerGroups.throughput.some((f) => !f.exact)) failed = true;
     else {
@@ -768,7 +768,7 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
       for (let rep = 2; rep <= options.consumerReps && !signal.aborted; rep++) {
         log(`bench: consumer throughput, rep ${rep}/${options.consumerReps} (--consumer-reps)`);
         try {
-          const r = await measureConsumerGroups({ events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, seconds: 0, modes: ['batch'], groups: ['ledger', 'warehouse'] }, log);
+          const r = await measureConsumerGroups({ events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, seconds: 0, modes: ['batch'], groups: ['ledger', 'warehouse'], ledgerMembers: [1, 2] }, log);
           out.consumerGroupReps.push(r);
           if (r.throughput.some((f) => !f.exact)) failed = true;
         } catch (err) {
