@@ -715,6 +715,81 @@ if (url === undefined) {
       assert.deepEqual(await redis.zrange(`${prefixes[0]}hexp:{s}`, '0', '-1'), ['s39']);
     });
 
+    test('an error closing a hold in a batch fails its event where one by one would, never the whole call: keys of the wrong kind, held passing ±2^63 through holds settled below zero', async (t) => {
+      // Kind: the batch defers most hold closings to the end of the call (hold_closer). An
+      // error the closing can raise (WRONGTYPE on holds/hexp/hwin/held, held not an integer, a
+      // 64-bit overflow of held) must still fail the event whose closing raised it, with the
+      // events before it applied and nothing after: the same verdicts and the same state, key
+      // for key, as applying the events one at a time. Deferring must also keep the order of
+      // the arithmetic on held, which holds settled at a negative cost make non-monotonic.
+      const MAX = 2n ** 63n - 1n;
+      const MIN = -(2n ** 63n);
+      const NOON = Date.UTC(2099, 10, 30, 12);
+      const windows = [{ name: 'key_hourly' as const, limit: 2n ** 62n }];
+      const use = (id: string, account: string, cost: bigint) => usageEvent(id, account, { key_id: 'k', ts: NOON, cost_micros: cost.toString() });
+      const hold = async (store: RedisBalanceStore, id: string, account: string, amount: bigint) =>
+        assert.equal((await store.hold({ holdId: id, accountId: account, keyId: 'k', amount, ttlMs: 60_000, windows, overdraft: 2n ** 62n })).ok, true, id);
+      /** The same setup under two prefixes; `ids` applied as one batch under the first and one by one under the second. */
+      const compare = async (setup: (store: RedisBalanceStore, prefix: string) => Promise<void>, ids: Array<[string, string, bigint]>) => {
+        const prefixes = [`test:${randomUUID()}:`, `test:${randomUUID()}:`];
+        t.after(() => Promise.all(prefixes.map((p) => deletePrefix(redis, p))));
+        const stores = await Promise.all(prefixes.map(async (prefix) => {
+          const store = new RedisBalanceStore({ redis, prefix, usageMemoryMs: 600_000, now: () => NOON });
+          await store.load({ balances: new Map(['a', 'b', 'c'].map((a) => [a, 1_000_000n])), ledgerEntries: new Map() });
+          await setup(store, prefix);
+          return store;
+        }));
+        const items = ids.map(([id, account, cost], i) => ({ event: use(id, account, cost), position: { topic: 'usage', partition: 3, offset: BigInt(i) } }));
+        const batched = (await stores[0]!.applyBatch(items)).map((o) => o.verdict);
+        const single: string[] = [];
+        for (const { event, position } of items) {
+          try {
+            single.push(await stores[1]!.applyUsage(event, position));
+          } catch {
+            single.push('failed');
+            break;
+          }
+        }
+        assert.deepEqual(batched, single);
+        const [one, other] = await Promise.all(prefixes.map((p) => dumpUnder(redis, p)));
+        assert.deepEqual(one, other);
+        return { batched, prefix: prefixes[0]! };
+      };
+      const twoEach = async (store: RedisBalanceStore) => { for (const a of ['a', 'b', 'c']) for (const i of [0, 1]) await hold(store, `${a}${i}`, a, 100n); };
+      const order: Array<[string, string, bigint]> = [['a0', 'a', 100n], ['b0', 'b', 100n], ['a1', 'a', 100n], ['b1', 'b', 100n], ['c0', 'c', 100n]];
+      // A key of the wrong kind: the account's first closing in the call meets it, at once.
+      for (const key of ['hexp', 'hwin', 'holds', 'held']) {
+        const { batched } = await compare(async (store, prefix) => {
+          await twoEach(store);
+          await redis.del(`${prefix}${key}:{b}`);
+          await redis.sadd(`${prefix}${key}:{b}`, 'x');
+        }, order);
+        assert.deepEqual(batched, ['applied', 'failed'], key);
+      }
+      // held not an integer
+      assert.deepEqual((await compare(async (store, prefix) => { await twoEach(store); await redis.set(`${prefix}held:{b}`, 'x'); }, order)).batched, ['applied', 'failed']);
+      // held at 2^63 − 1 through a hold settled at −10: q (1), p (10, deferred), n (−10) must
+      // lower held by p's 10 before raising it by n's, or it passes 2^63 − 1 and n fails.
+      const top = await compare(async (store) => {
+        for (const [id, amount] of [['q', 1n], ['p', 10n], ['n', 0n], ['x', 1n]] as const) await hold(store, id, 'a', amount);
+        await store.settle('n', 'a', -10n, 60_000); // held 12 → 2
+        await store.settle('x', 'a', MAX - 1n, 60_000); // held 2 → 2^63 − 1
+        assert.equal((await store.get('a')).held, MAX);
+      }, [['q', 'a', 1n], ['p', 'a', 10n], ['n', 'a', -10n]]);
+      assert.deepEqual(top.batched, ['applied', 'applied', 'applied']);
+      assert.equal(await redis.get(`${top.prefix}held:{a}`), (MAX - 1n).toString()); // x's hold alone
+      // held 5 above −2^63: nothing is deferred there (a sum lowered at the end would overflow
+      // outside any event); p's own closing overflows and fails p, as one by one.
+      const bottom = await compare(async (store) => {
+        for (const [id, amount] of [['q', 1n], ['p', 10n], ['m1', 0n], ['m2', 0n]] as const) await hold(store, id, 'a', amount);
+        await store.settle('m1', 'a', MIN + 1n, 60_000); // held 11 → −2^63 + 12
+        await store.settle('m2', 'a', -7n, 60_000); // → −2^63 + 5
+        assert.equal((await store.get('a')).held, MIN + 5n);
+      }, [['q', 'a', 1n], ['p', 'a', 10n], ['c0', 'c', 0n]]);
+      assert.deepEqual(bottom.batched, ['applied', 'failed']);
+      assert.equal(await redis.get(`${bottom.prefix}held:{a}`), (MIN + 4n).toString());
+    });
+
     test('admission (balance, five spend windows, clamp, overdraft, hold) is one Redis round trip', async (t) => {
       const prefix = `test:${randomUUID()}:`;
       const client = new Redis(url);

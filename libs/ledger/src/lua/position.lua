@@ -36,48 +36,73 @@ end
 
 -- Closing a hold once its usage is applied (usage-fn.lua, step 4): its field in holds:{A}, its
 -- entry in hexp:{A} and its window marker in hwin:{A} go, and its amount leaves held:{A}
--- (deleted when that reaches 0). At once here, for a script that applies one event.
+-- (deleted when that reaches 0). At once here, for a script that applies one event. Returns
+-- held's new value (DECRBY's reply, a Lua number: exact below 2^53).
 local function close_hold(holds_key, expiry_key, hwin_key, held_key, event_id, amount)
   redis.call('HDEL', holds_key, event_id)
   redis.call('ZREM', expiry_key, event_id)
   redis.call('HDEL', hwin_key, event_id)
   -- DECRBY answers the new value: no GET to tidy a zero.
-  if redis.call('DECRBY', held_key, amount) == 0 then redis.call('DEL', held_key) end
+  local held = redis.call('DECRBY', held_key, amount)
+  if held == 0 then redis.call('DEL', held_key) end
+  return held
 end
 
--- The same closings for a batch script, deferred to its flush(): per account, the closed
--- holds' ids removed with one HDEL of holds, one ZREM of hexp and one HDEL of hwin, and held
--- lowered by one DECRBY of their amounts' sum. Four calls per account of the batch instead of four per event: the calls, not
--- their work, were most of the script's time (docs/decisions.md, "A batch closes its holds
--- together"). The outcome is the same as closing each at once: no step of a batch script
--- reads a closed hold's entries again (an event id is applied once: a second one is a
--- duplicate by its marker before it reaches its hold), held is only ever lowered here and
--- absent reads as 0, and a script runs atomically, so no other client sees the state between.
--- An amount that is not a plain integer of at most 15 digits, or would take the sum to 2^53,
--- is lowered at once instead (a Lua number is exact only below 2^53; DECRBY refuses what it
--- refuses, inside the event's pcall as before).
+-- The same closings for a batch script, most of them deferred to its flush(): per account, the
+-- closed holds' ids removed with one HDEL of holds, one ZREM of hexp and one HDEL of hwin, and
+-- held lowered by one DECRBY of their amounts' sum. A few calls per account of the call
+-- instead of four per event (docs/decisions.md, "A batch closes its holds together").
+-- The state is the one closing each at once leaves, and every error comes where it would (in
+-- the event's pcall: that event fails, the call stops), never in the flush:
+-- - An account's first closing in the call is made at once (close_hold). Its HDEL, ZREM,
+--   HDEL and DECRBY succeeding show the four keys of the right kinds and held an integer;
+--   nothing in a batch script changes a key's kind, so the flush's calls cannot fail on them.
+-- - Only an amount in DECRBY's own syntax, not negative, of at most 15 digits is deferred, and
+--   only while the deferred sum stays below 2^53 (a Lua number is exact there) and held was
+--   above -9e18 when last read: lowering it by less than 2^53 then stays above -2^63, so
+--   neither the deferred DECRBY nor the ones it stands for can overflow.
+-- - Any other amount (negative: a hold settled below zero raises held; too long; malformed)
+--   first lowers held by the sum deferred so far, then is taken at once: the arithmetic on
+--   held keeps the events' order, so an overflow fails the same event as one by one.
+-- - Nothing later in a call reads a closed hold's entries (an event id is applied once: a
+--   second one is a duplicate by its marker before it reaches its hold), absent held reads as
+--   0 (so the tidy DEL at 0 ends in the same state), and a script runs atomically.
 local MAX_SUM = 9007199254740992
+local HELD_FLOOR = -9e18 -- held above it can take a deferred sum (< 2^53) without passing -2^63
 local REMOVE_CHUNK = 1000
 local function hold_closer()
-  -- per account (its held key): its keys, the closed holds' ids, their amounts' sum
+  -- per account (its held key): its keys, the ids whose entries go at the flush, the deferred sum
   local groups, order = {}, {}
+  local function lower(held_key, g)
+    if g.sum > 0 then
+      local held = redis.call('DECRBY', held_key, string.format('%d', g.sum))
+      if held == 0 then redis.call('DEL', held_key) end
+      g.sum = 0
+      g.deferrable = held > HELD_FLOOR
+    end
+  end
   local closer = {}
   closer.close = function(holds_key, expiry_key, hwin_key, held_key, event_id, amount)
     local g = groups[held_key]
-    if not g then
-      g = { holds = holds_key, expiry = expiry_key, hwin = hwin_key, sum = 0 }
-      groups[held_key] = g
-      order[#order + 1] = held_key
-    elseif g.holds ~= holds_key or g.expiry ~= expiry_key or g.hwin ~= hwin_key then
-      return close_hold(holds_key, expiry_key, hwin_key, held_key, event_id, amount) -- never: one account, one set of keys
+    if not g or g.holds ~= holds_key or g.expiry ~= expiry_key or g.hwin ~= hwin_key then
+      -- the account's first (the other test never holds: one account, one set of keys)
+      local held = close_hold(holds_key, expiry_key, hwin_key, held_key, event_id, amount)
+      if not g then
+        groups[held_key] = { holds = holds_key, expiry = expiry_key, hwin = hwin_key, sum = 0, deferrable = held > HELD_FLOOR }
+        order[#order + 1] = held_key
+      end
+      return
     end
     g[#g + 1] = event_id
     -- DECRBY's own integer syntax (no sign, no leading zero), 15 digits at most: exact
     local n = #amount <= 15 and (amount == '0' or string.match(amount, '^[1-9]%d*$')) and tonumber(amount)
-    if n and g.sum + n < MAX_SUM then
+    if n and g.deferrable and g.sum + n < MAX_SUM then
       g.sum = g.sum + n
-    elseif redis.call('DECRBY', held_key, amount) == 0 then
-      redis.call('DEL', held_key)
+    else
+      lower(held_key, g)
+      local held = redis.call('DECRBY', held_key, amount)
+      if held == 0 then redis.call('DEL', held_key) end
+      g.deferrable = held > HELD_FLOOR
     end
   end
   closer.flush = function()
@@ -89,7 +114,7 @@ local function hold_closer()
         redis.call('ZREM', g.expiry, unpack(g, i, j))
         redis.call('HDEL', g.hwin, unpack(g, i, j))
       end
-      if redis.call('DECRBY', held_key, string.format('%d', g.sum)) == 0 then redis.call('DEL', held_key) end
+      lower(held_key, g)
     end
     groups, order = {}, {}
   end
