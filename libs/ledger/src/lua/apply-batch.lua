@@ -34,9 +34,11 @@
 -- left (integer string; the balance.low trigger compares it), for a failure the error text,
 -- else ''. The script stops after the first event that is neither applied nor a duplicate: the
 -- caller handles it (rewind, wait, quarantine) and goes on from the event after it.
--- A failure (a 64-bit overflow: poison) is caught with pcall; each event's first write is the
--- fallible arithmetic, so a failed event wrote nothing, and the events before it keep their
--- effects and positions (Redis does not roll a script back, nor should it here).
+-- A failure (a 64-bit overflow: poison) is caught with pcall, and the events before it keep
+-- their effects and positions (Redis does not roll a script back, nor should it here). A debit
+-- that fails writes nothing (usage-fn.lua, step 3); a failure after it, in closing the hold
+-- (a key of the wrong kind, held passing ±2^63: states no Tollgate script writes), leaves what
+-- the event did before, exactly as the one-event script does (hold_closer in position.lua).
 -- Within the call the ready marker, each position and the accounts set are read or written
 -- once (batch_ctx in position.lua): the script is atomic, so no one sees the difference.
 local pos_key, accounts_key, ledger_key, rejected_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
