@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { MIN_REDIS_VERSION, RECORD_HOLDER_MS, RedisBalanceStore, redisVersionProblem, releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
+import { MIN_REDIS_VERSION, RECORD_HOLDER_MS, RedisBalanceStore, redisVersionProblem, releaseUnanswered, StoreNotReadyError, type LogPosition } from '@tollgate/ledger';
+import type { LedgerEvent, UsageEvent } from '@tollgate/events';
 import { findRedis, requireRedis } from '../../../test/support/services.ts';
 import { startRelay } from '../../../test/support/redis-relay.ts';
 import { usageEvent } from '../../../test/support/events.ts';
@@ -53,6 +54,23 @@ async function dumpUnder(redis: Redis, prefix: string): Promise<Record<string, u
   let text = JSON.stringify(out).split(prefix).join('<prefix>');
   if (epoch) text = text.split(epoch).join('<epoch>');
   return JSON.parse(text) as Record<string, unknown>;
+}
+
+/**
+ * Applies `items` one at a time (applyUsage / applyLedger, the one-event scripts), the
+ * reference a batch is compared with; stops at the first that throws, answered `failed`.
+ */
+async function oneByOne(store: RedisBalanceStore, items: Array<{ event: UsageEvent | LedgerEvent; position?: LogPosition }>): Promise<string[]> {
+  const verdicts: string[] = [];
+  for (const { event, position } of items) {
+    try {
+      verdicts.push(event.type === 'usage' ? await store.applyUsage(event, position) : await store.applyLedger(event, position));
+    } catch {
+      verdicts.push('failed');
+      break;
+    }
+  }
+  return verdicts;
 }
 
 test('Redis too old for the ledger: a server below 6.2 (no SET … GET) is named with its version and what is needed; 6.2 and later, or an answer without a version, pass', () => {
@@ -633,15 +651,7 @@ if (url === undefined) {
         { event: use('a4', 'a', 104n), position: at(11) },
       ];
       const batched = await stores[0]!.applyBatch(items, { balanceAfter: true });
-      const single: string[] = [];
-      for (const { event, position } of items) {
-        try {
-          single.push(event.type === 'usage' ? await stores[1]!.applyUsage(event, position) : await stores[1]!.applyLedger(event, position));
-        } catch {
-          single.push('failed');
-          break;
-        }
-      }
+      const single = await oneByOne(stores[1]!, items);
       assert.deepEqual(batched.map((o) => o.verdict), single);
       assert.deepEqual(single, ['applied', 'applied', 'applied', 'applied', 'applied', 'applied', 'duplicate', 'applied', 'applied', 'applied', 'failed']);
       assert.deepEqual(batched.filter((o) => o.balanceAfter !== undefined).map((o) => o.balanceAfter),
@@ -694,15 +704,7 @@ if (url === undefined) {
         { event: use('s39', 's', 500n) },
       ].map((item, i) => ({ ...item, position: at(i) }));
       const batched = await stores[0]!.applyBatch(items, { balanceAfter: true });
-      const single: string[] = [];
-      for (const { event, position } of items) {
-        try {
-          single.push(await stores[1]!.applyUsage(event, position));
-        } catch {
-          single.push('failed');
-          break;
-        }
-      }
+      const single = await oneByOne(stores[1]!, items);
       assert.deepEqual(batched.map((o) => o.verdict), single);
       assert.deepEqual(single, [...Array<string>(45).fill('applied'), 'failed']);
       const [one, other] = await Promise.all(prefixes.map((p) => dumpUnder(redis, p)));
@@ -741,15 +743,7 @@ if (url === undefined) {
         }));
         const items = ids.map(([id, account, cost], i) => ({ event: use(id, account, cost), position: { topic: 'usage', partition: 3, offset: BigInt(i) } }));
         const batched = (await stores[0]!.applyBatch(items)).map((o) => o.verdict);
-        const single: string[] = [];
-        for (const { event, position } of items) {
-          try {
-            single.push(await stores[1]!.applyUsage(event, position));
-          } catch {
-            single.push('failed');
-            break;
-          }
-        }
+        const single = await oneByOne(stores[1]!, items);
         assert.deepEqual(batched, single);
         const [one, other] = await Promise.all(prefixes.map((p) => dumpUnder(redis, p)));
         assert.deepEqual(one, other);
