@@ -797,14 +797,19 @@ Options:
                       left it, and the apply closes it, as in production) or none (no hold to
                       close: what runs before 2026-12-03 measured) (default seeded)
   --ledger-members <a,b>  one ledger throughput run per count of ledger group members in this
-                      process (what LEDGER_CONSUMERS starts in an aggregator), 1 to 16 (default
-                      1; the latency phase always runs with 1)
+                      process (what LEDGER_CONSUMERS starts in an aggregator), 1 to 64 (default
+                      1; the latency phase always runs with 1). The first drain of a process
+                      runs cold (JIT, connections): compare counts over 500000 events or more
+                      and in both orders
   --coalesce <n>      the ledger runs: most events per store call when the partitions' batches
                       of a turn are merged into one, 1 to 100000; 1 is one call per partition
                       batch, as before 2026-12-04 (default: the consumer's own, 1000)
   -h, --help          show this help
 
 Progress and the figures as they are measured go to stderr; the result (JSON, one line) to stdout.
+A run's label is its group and path (ledger-batch, warehouse-server, …), then -m<n> for n ledger
+members, -b/-i/-p<n> for a sink batch / inserts / partition batch given, -r<n> for a value given
+again (its n-th run).
 
 Environment:
   KAFKA_BROKERS, REDIS_URL   Kafka and Redis (default 127.0.0.1:9092, redis://127.0.0.1:6379)
@@ -847,7 +852,7 @@ if (import.meta.main && process.argv[2] === '--publisher') {
       groups: choiceList('--groups', values.groups ?? 'ledger,warehouse', ['ledger', 'warehouse'] as const),
       ...(values['sink-inserts'] !== undefined ? { sinkInserts: numberList('--sink-inserts', values['sink-inserts'], { min: 1, max: 64, integer: true }) } : {}),
       ...(values['sink-batch'] !== undefined ? { sinkBatches: numberList('--sink-batch', values['sink-batch'], { min: 1, max: 10_000_000, integer: true }) } : {}),
-      ...(values['ledger-members'] !== undefined ? { ledgerMembers: numberList('--ledger-members', values['ledger-members'], { min: 1, max: 16, integer: true }) } : {}),
+      ...(values['ledger-members'] !== undefined ? { ledgerMembers: numberList('--ledger-members', values['ledger-members'], { min: 1, max: 64, integer: true }) } : {}),
       ...(values.warehouse !== undefined ? { warehouses: choiceList('--warehouse', values.warehouse, ['chdb', 'server'] as const) } : {}),
       eventVersion: numberValue('--event-version', values['event-version'], 2, { min: 1, max: 2, integer: true }) as 1 | 2,
       compression: oneChoice('--compression', values.compression ?? 'gzip', KAFKA_COMPRESSIONS),
