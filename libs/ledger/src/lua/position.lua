@@ -133,8 +133,9 @@ end
 
 -- batch_ctx: for apply-batch.lua. A script runs atomically, so within one call the ready
 -- marker is read once, each partition's position is read once and kept here, and each
--- account is added once; flush() closes the holds (hold_closer) and writes the positions reached. Same outcome as direct_ctx
--- event by event, as long as flush() runs before the script returns, whatever way it returns.
+-- account is added once; flush() closes the holds left to it (hold_closer) and writes the
+-- positions reached. Same outcome as direct_ctx event by event, as long as flush() runs before
+-- the script returns, whatever way it returns.
 local function batch_ctx(ready_key, pos_key, accounts_key)
   local ready = ready_key == '' or redis.call('EXISTS', ready_key) == 1
   local stored, dirty, added = {}, {}, {}

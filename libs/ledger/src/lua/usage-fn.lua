@@ -26,9 +26,10 @@
 -- Returns the verdict and, when applied, the balance it left as an integer string.
 -- Cost per applied event with its hold (the common path): three Redis calls of its own (SET,
 -- DECRBY, HGET), none of them a read that another call already answers (the marker's GET is
--- SET's GET option, the balance is DECRBY's reply), and the hold's closing, which a batch does
--- for all its events of an account in four calls (ctx.close); docs/decisions.md, "The usage
--- apply's Redis calls" and "A batch closes its holds together".
+-- SET's GET option, the balance is DECRBY's reply), and the hold's closing (ctx.close: four
+-- calls, which a batch makes for an account's first event and once more for all its others
+-- together); docs/decisions.md, "The usage apply reads nothing another call already answers"
+-- and "A batch closes its holds together".
 local MAX_EXACT = 9007199254740992 -- 2^53: every integer of smaller magnitude is a Lua double
 local function apply_usage(ctx, seen_key, bal_key, held_key, holds_key, expiry_key, hwin_key,
                            event_id, cost, memory_ms, account, field, offset, win)
