@@ -94,7 +94,6 @@ function pinTo(pids: Array<number | undefined>, cpu: number | undefined): void {
   }
 }
 
-/** Sends one request until the gateway knows the new key (it learns keys through Redis). */
 /** Resolves once `url` answers the bench request on `key` with 200 (a new key reaches a gateway's cache); throws after ~15 s. */
 export async function accepted(url: string, key: string): Promise<void> {
   const t = target(url, key);

@@ -757,8 +757,10 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
   if (signal.aborted) return failed;
   // 1b. the consumer code in this process, 1M events on 8 partitions, then lags at 5,000 events/s (issue 11)
   const consumerEvents = Number(process.env.BENCH_CONSUMER_EVENTS ?? 1_000_000);
+  // every rep drains the same backlog the same ways (the ledger with 1 and with 2 members)
+  const drains = { events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, modes: ['batch' as const], groups: ['ledger' as const, 'warehouse' as const], ledgerMembers: [1, 2] };
   if (consumerEvents > 0) {
-    out.consumerGroups = await measureConsumerGroups({ events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, seconds: 20, modes: ['batch'], groups: ['ledger', 'warehouse'], ledgerMembers: [1, 2] }, log)
+    out.consumerGroups = await measureConsumerGroups({ ...drains, seconds: 20 }, log)
       .catch((err: unknown) => ({ error: err instanceof Error ? err.message : String(err) }));
     if ('error' in out.consumerGroups || out.consumerGroups.throughput.some((f) => !f.exact)) failed = true;
     else {
@@ -768,7 +770,7 @@ async function runDistributed(services: Services, input: DistributedInput, out: 
       for (let rep = 2; rep <= options.consumerReps && !signal.aborted; rep++) {
         log(`bench: consumer throughput, rep ${rep}/${options.consumerReps} (--consumer-reps)`);
         try {
-          const r = await measureConsumerGroups({ events: consumerEvents, partitions: 8, accounts: 1000, rate: 5000, seconds: 0, modes: ['batch'], groups: ['ledger', 'warehouse'], ledgerMembers: [1, 2] }, log);
+          const r = await measureConsumerGroups({ ...drains, seconds: 0 }, log);
           out.consumerGroupReps.push(r);
           if (r.throughput.some((f) => !f.exact)) failed = true;
         } catch (err) {
