@@ -26,7 +26,7 @@
 import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -40,7 +40,7 @@ import { RedisBalanceStore, type BalanceStore, type BatchItem, type BatchOutcome
 import { createChdbClickHouse, createHttpClickHouse, Warehouse } from '@tollgate/warehouse';
 import { startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { findClickHouse, findKafka, findRedis, findRedisCluster } from '../test/support/services.ts';
-import { benchUsageEvent, cpuSeconds, localServicePids, waitForIdle } from './stack.ts';
+import { benchUsageEvent, cpuSeconds, localServicePids, machineBusySeconds, waitForIdle } from './stack.ts';
 import { choiceList, commandLine, numberList, numberValue, oneChoice, runMain } from './cli.ts';
 
 export interface ConsumerBenchOptions {
@@ -106,6 +106,13 @@ export interface ThroughputFigure {
   eventsPerCpuS: number;
   /** the effect checked afterwards: Σ balances = −Σ cost (ledger), rows and Σ cost (warehouse) */
   exact: boolean;
+  /**
+   * µs of CPU the whole machine spent per event over the drain (/proc/stat: every process, so
+   * this consumer, Kafka, Redis or the ClickHouse server, and anything else that ran meanwhile);
+   * absent without /proc. `cores` × 10^6 ÷ it is the most events/s this pipeline could drain
+   * on this machine with every core busy (`machineCeiling`).
+   */
+  machineCpuUsPerEvent?: number;
   /** warehouse only: storeEvents calls (inserts into usage_events), o.events / inserts events each on average */
   inserts?: number;
   /** warehouse only: share of the wall time inside storeEvents (decode + rows + rollup_skip query + insert) */
@@ -158,8 +165,20 @@ export interface ConsumerBenchResult {
    * as JSON.parse gives them, best of 3 passes each
    */
   decodeUs?: { fast: number; schema: number };
+  /** CPUs of this machine (os.cpus()), what `machineCpuUsPerEvent` is shared out over */
+  cores?: number;
   throughput: ThroughputFigure[];
   latency: LatencyFigure[];
+}
+
+/**
+ * The most events/s a drain could reach on this machine with all `cores` busy, at
+ * `machineUsPerEvent` µs of the machine's CPU per event (ThroughputFigure.machineCpuUsPerEvent):
+ * `cores` × 10^6 ÷ it. What a group's throughput is judged against when the machine, not one
+ * waiting part, bounds it (docs/scaling.md, "What bounds each tier").
+ */
+export function machineCeiling(machineUsPerEvent: number, cores: number): number {
+  return (cores * 1e6) / machineUsPerEvent;
 }
 
 type Log = (line: string) => void;
@@ -393,7 +412,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     };
     return { warehouse, client, drop };
   };
-  const result: ConsumerBenchResult = { produceEventsPerS: 0, throughput: [], latency: [] };
+  const result: ConsumerBenchResult = { produceEventsPerS: 0, cores: cpus().length, throughput: [], latency: [] };
   const latencyLogs: KafkaLog[] = [];
   try {
     await ensureTopics(kafkaLog, o.partitions);
@@ -477,6 +496,12 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         t0 = performance.now();
         let cpu0 = process.cpuUsage();
         const cpuSeconds = () => { const c = process.cpuUsage(cpu0); return (c.user + c.system) / 1e6; };
+        // the whole machine's CPU over the drain, µs per event (undefined without /proc/stat)
+        let machine0: number | undefined;
+        const machineUs = () => {
+          const m1 = machineBusySeconds();
+          return machine0 === undefined || m1 === undefined ? undefined : ((m1 - machine0) * 1e6) / o.events;
+        };
         if (group === 'ledger') {
           if (mode === 'cluster' && !cluster) {
             const nodes = await findRedisCluster();
@@ -490,6 +515,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           const profiling = await startDrainProfile();
           t0 = performance.now();
           cpu0 = process.cpuUsage();
+          machine0 = machineBusySeconds();
           // Each member is a consumer of its own with its own fetch loop, as LEDGER_CONSUMERS
           // starts them in an aggregator: one's fetch and decode overlap the other's store calls.
           const subs = await Promise.all(Array.from({ length: members ?? 1 }, () => startLedgerConsumer({
@@ -499,12 +525,14 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           await drained(finished, () => applied, o.events, tag);
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
+          const machine = machineUs();
           await profiling?.(tag);
           await Promise.all(subs.map((sub) => sub.stop()));
           let sum = 0n;
           for (const b of (await real.balances()).values()) sum += b;
           exact = sum === -cost;
-          result.throughput.push({ group, mode, ...(members ? { members } : {}), events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact });
+          result.throughput.push({ group, mode, ...(members ? { members } : {}), events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact,
+            ...(machine !== undefined ? { machineCpuUsPerEvent: machine } : {}) });
         } else {
           // Timed at the client: the rollup_skip existence query (a SELECT) and the INSERT.
           const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}_${sinkInserts ?? 0}_${partitionBatch ?? 0}_${repeat}`);
@@ -530,12 +558,14 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           const profiling = await startDrainProfile();
           t0 = performance.now();
           cpu0 = process.cpuUsage();
+          machine0 = machineBusySeconds();
           const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count,
             ...(sinkBatch ? { batchSize: sinkBatch } : {}), ...(sinkInserts ? { concurrentInserts: sinkInserts } : {}),
             ...(partitionBatch ? { partitionBatch } : {}) });
           await drained(finished, () => applied, o.events, tag);
           const seconds = (performance.now() - t0) / 1000;
           const cpu = cpuSeconds();
+          const machine = machineUs();
           const server1 = pid === undefined ? undefined : processCpuSeconds(pid);
           await profiling?.(tag);
           await sub.stop();
@@ -543,6 +573,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           exact = totals.requests === o.events && totals.costMicros === cost;
           result.throughput.push({ group, mode, warehouse: kind, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact,
             ...(kind === 'server' ? { serverCpuS: server0 === undefined || server1 === undefined ? null : server1 - server0 } : {}),
+            ...(machine !== undefined ? { machineCpuUsPerEvent: machine } : {}),
             inserts, storeShare: storeMs / 1000 / seconds, selectShare: selectMs / 1000 / seconds, insertShare: insertMs / 1000 / seconds });
           await drop();
         }
@@ -550,7 +581,9 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         const server = f.serverCpuS === undefined ? ''
           : f.serverCpuS === null ? ', server CPU: pid not found'
           : `, server ${f.serverCpuS.toFixed(1)} CPU-s: ${(f.events / (f.events / f.eventsPerCpuS + f.serverCpuS)).toFixed(0)} events per CPU-second of consumer + server`;
-        log(`  ${tag.padEnd(18)} ${f.eventsPerS.toFixed(0).padStart(7)} events/s, ${f.eventsPerCpuS.toFixed(0).padStart(7)} events per CPU-second  (${f.seconds.toFixed(1)} s, exact: ${f.exact}${f.storeShare !== undefined ? `, ${f.inserts} inserts of ${(f.events / f.inserts!).toFixed(0)} events, ${(f.storeShare * 100).toFixed(0)}% in storeEvents: ${(f.selectShare! * 100).toFixed(0)}% rollup_skip queries (summed), ${(f.insertShare! * 100).toFixed(0)}% insert` : ''}${server})`);
+        const machine = f.machineCpuUsPerEvent === undefined ? ''
+          : `; the machine ${f.machineCpuUsPerEvent.toFixed(1)} µs per event: at most ${machineCeiling(f.machineCpuUsPerEvent, result.cores!).toFixed(0)} events/s on its ${result.cores} cores`;
+        log(`  ${tag.padEnd(18)} ${f.eventsPerS.toFixed(0).padStart(7)} events/s, ${f.eventsPerCpuS.toFixed(0).padStart(7)} events per CPU-second  (${f.seconds.toFixed(1)} s, exact: ${f.exact}${f.storeShare !== undefined ? `, ${f.inserts} inserts of ${(f.events / f.inserts!).toFixed(0)} events, ${(f.storeShare * 100).toFixed(0)}% in storeEvents: ${(f.selectShare! * 100).toFixed(0)}% rollup_skip queries (summed), ${(f.insertShare! * 100).toFixed(0)}% insert` : ''}${server}${machine})`);
       }
     }
 

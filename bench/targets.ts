@@ -2,7 +2,7 @@
 // embedded section's table, the repeated consumer throughput, and the "Issue 11 targets" summary
 // (each target of outcomes 2–4 with its measured band and met / not met / skipped). Pure
 // functions over the sections' results, so run.ts stays the orchestration.
-import type { ConsumerBenchResult } from './consumers.ts';
+import { machineCeiling, type ConsumerBenchResult } from './consumers.ts';
 import type { DistAbResult } from './dist-ab.ts';
 import type { PeersBenchResult } from './peers.ts';
 import { median } from './load.ts';
@@ -59,12 +59,21 @@ export function distAbReport(runs: DistAbResult[]): string {
 const rowName = (f: ConsumerBenchResult['throughput'][number]) =>
   (f.warehouse ? `${f.group} (${f.warehouse})` : f.members ? `${f.group} (${f.members} members)` : f.group);
 
-/** Per consumer group (warehouse per kind): events/s and events per CPU-second over the reps, median (min–max). */
-export function consumerBands(reps: ConsumerBenchResult[]): Array<{ name: string; eventsPerS: Band; eventsPerCpuS: Band; exact: boolean }> {
+/**
+ * Per consumer group (warehouse per kind): events/s, events per CPU-second of the consumer, the
+ * whole machine's µs of CPU per event and the events/s that allows on all of the machine's cores
+ * (`machineCeiling`; NaN rows dropped: no /proc), over the reps, median (min–max).
+ */
+export function consumerBands(reps: ConsumerBenchResult[]): Array<{ name: string; eventsPerS: Band; eventsPerCpuS: Band; machineUsPerEvent: Band; ceiling: Band; exact: boolean }> {
   const names = [...new Set(reps.flatMap((r) => r.throughput.map(rowName)))];
   return names.map((name) => {
-    const rows = reps.flatMap((r) => r.throughput.filter((f) => rowName(f) === name));
-    return { name, eventsPerS: bandOf(rows.map((f) => f.eventsPerS)), eventsPerCpuS: bandOf(rows.map((f) => f.eventsPerCpuS)), exact: rows.every((f) => f.exact) };
+    const rows = reps.flatMap((r) => r.throughput.filter((f) => rowName(f) === name).map((f) => ({ f, cores: r.cores })));
+    const machine = rows.map(({ f }) => f.machineCpuUsPerEvent ?? NaN);
+    const ceiling = rows.map(({ f, cores }) => (f.machineCpuUsPerEvent === undefined || cores === undefined ? NaN : machineCeiling(f.machineCpuUsPerEvent, cores)));
+    return {
+      name, eventsPerS: bandOf(rows.map(({ f }) => f.eventsPerS)), eventsPerCpuS: bandOf(rows.map(({ f }) => f.eventsPerCpuS)),
+      machineUsPerEvent: bandOf(machine), ceiling: bandOf(ceiling), exact: rows.every(({ f }) => f.exact),
+    };
   });
 }
 
@@ -74,8 +83,8 @@ export function consumerRepsReport(reps: ConsumerBenchResult[], events: number):
     `consumer throughput repeated (bench/consumers.ts, --consumer-reps ${reps.length}): each rep produces ${events.toLocaleString('en')} events on fresh topics and ` +
       'drains them with a fresh group, store and warehouse; median (min–max) over the reps',
     table([
-      ['group', 'events/s', 'events per CPU-s', 'effects exact'],
-      ...consumerBands(reps).map((c) => [c.name, fmtBand(c.eventsPerS, 0), fmtBand(c.eventsPerCpuS, 0), c.exact ? 'yes' : 'NO']),
+      ['group', 'events/s', 'events per CPU-s', `machine µs/event`, `machine ceiling events/s (${reps[0]?.cores ?? '?'} cores)`, 'effects exact'],
+      ...consumerBands(reps).map((c) => [c.name, fmtBand(c.eventsPerS, 0), fmtBand(c.eventsPerCpuS, 0), fmtBand(c.machineUsPerEvent, 1), fmtBand(c.ceiling, 0), c.exact ? 'yes' : 'NO']),
     ]),
   ].join('\n');
 }
@@ -125,6 +134,14 @@ export function issue11Targets(i: TargetInputs): TargetRow[] {
     const led = bands.filter((b) => b.name === 'ledger' || b.name.startsWith('ledger ('));
     if (led.length === 0) skip(2, 'ledger ≥ 50,000 events/s per process', 'no ledger run');
     for (const l of led) judge(2, `${l.name} ≥ 50,000 events/s per process`, l.eventsPerS, 0, 'events/s', (m) => m >= 50_000);
+    // what the whole machine spent per event, and so the most it allows (the group's bound when
+    // every core is busy: consumer, Kafka, Redis or the server share them)
+    const cores = cons[0]?.cores;
+    for (const b of bands) {
+      if (b.ceiling.n === 0) continue;
+      rows.push({ outcome: 2, target: `${b.name}: the machine's events/s at full use of its ${cores} cores`,
+        measured: `${fmtBand(b.ceiling, 0)} events/s (${fmtBand(b.machineUsPerEvent, 1)} µs per event)`, status: 'reported' });
+    }
     const lat = cons.flatMap((r) => r.latency);
     const l = lat.filter((f) => f.group === 'ledger');
     judge(2, 'event-to-balance p99 ≤ 100 ms at 5,000/s', bandOf(l.map((f) => f.p99Ms)), 1, 'ms', (m) => m <= 100, 'no latency phase');
