@@ -108,7 +108,8 @@ export interface ThroughputFigure {
   exact: boolean;
   /**
    * µs of CPU the whole machine spent per event over the drain (/proc/stat: every process, so
-   * this consumer, Kafka, Redis or the ClickHouse server, and anything else that ran meanwhile);
+   * this consumer, Kafka, Redis or the ClickHouse server, and anything else that ran meanwhile;
+   * work a service leaves for after the drain, such as the server's merges, is not in it);
    * absent without /proc. `cores` × 10^6 ÷ it is the most events/s this pipeline could drain
    * on this machine with every core busy (`machineCeiling`).
    */
