@@ -115,6 +115,31 @@ if (brokers === undefined) {
     }
   });
 
+  test('ensureTopics on topics made with another partition count (KAFKA_PARTITIONS raised later): they are left as they are and one warning names each with its count and says how to add partitions; the same count warns nothing', async () => {
+    const { prefix, spoolDir, cleanup } = await freshLog(kafka, 4);
+    const warnings: Array<{ obj: object; msg: string | undefined }> = [];
+    const other = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: join(spoolDir, 'other'), logger: { warn: (obj, msg) => warnings.push({ obj, msg }), error: () => {} } });
+    try {
+      await other.ensureTopics(4);
+      assert.equal(warnings.length, 0, 'the count they have: nothing to say');
+      await other.ensureTopics(8);
+      assert.equal(warnings.length, 1);
+      assert.deepEqual(warnings[0]!.obj, { asked: 8, topics: TOPICS.map((t) => `${prefix}${t}: 4`).sort() });
+      assert.match(warnings[0]!.msg!, /another partition count than the 8 asked \(KAFKA_PARTITIONS\), which is used only when a topic is made; to add partitions, alter the topics \(kafka-topics\.sh --alter --partitions N\)/);
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        const meta = await admin.fetchTopicMetadata({ topics: TOPICS.map((t) => prefix + t) });
+        assert.deepEqual(meta.topics.map((t) => t.partitions.length), TOPICS.map(() => 4), 'not altered');
+      } finally {
+        await admin.disconnect();
+      }
+    } finally {
+      await other.close();
+      await cleanup();
+    }
+  });
+
   test('createTopicsBeforeSend: a publisher that did not wait for the topics at start makes them (with the partitions asked) before its first send, and its events arrive', async () => {
     // What a gateway started while Kafka was down does once Kafka answers.
     const prefix = `t-${randomUUID().slice(0, 8)}.`;

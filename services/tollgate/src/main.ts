@@ -248,9 +248,12 @@ async function main(argv: string[]): Promise<number> {
     // the edge's socket limits in force (MAX_CONNECTIONS defaults from the open-file limit)
     maxConnections: app.server.server.maxConnections, requestTimeoutMs: config.http.requestTimeoutMs,
     cors: config.http.corsOrigins ?? 'off',
-    // distributed: where events go, in which codec (KAFKA_COMPRESSION) and after which linger (KAFKA_LINGER_MS), for an operator
-    // checking a rollout; absent when embedded
-    ...(config.kafka ? { kafka: { brokers: config.kafka.brokers, topicPrefix: config.kafka.topicPrefix, compression: config.kafka.compression, lingerMs: config.kafka.lingerMs } } : {}),
+    // distributed: where events go, in which codec (KAFKA_COMPRESSION) and after which linger (KAFKA_LINGER_MS), the
+    // partitions asked of topics it makes (KAFKA_PARTITIONS), for an operator checking a rollout; absent when embedded
+    ...(config.kafka ? { kafka: { brokers: config.kafka.brokers, topicPrefix: config.kafka.topicPrefix, partitions: config.kafka.partitions, compression: config.kafka.compression, lingerMs: config.kafka.lingerMs } } : {}),
+    // an aggregator: its consumer groups (AGGREGATOR_GROUPS) and, with the ledger group, its members here (LEDGER_CONSUMERS)
+    ...(config.roles.includes('aggregator') ? { aggregator: { groups: config.aggregator.groups,
+      ...(config.aggregator.groups.includes('ledger') ? { ledgerConsumers: config.aggregator.ledgerConsumers } : {}) } } : {}),
     // and which Redis (host:port, never a password; the ledger's Cluster seeds when set) and
     // which warehouse (a ClickHouse server's origin, never its user or password)
     ...(config.redis ? { redis: { endpoint: redisEndpoint(config.redis.url), ...(config.redis.clusterNodes ? { clusterNodes: config.redis.clusterNodes.map((n) => `${n.host}:${n.port}`) } : {}) } } : {}),

@@ -11,7 +11,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONFIG_VARIABLES } from '@tollgate/config';
-import { requireClickHouse, requireRedis } from '../../../test/support/services.ts';
+import { DEAD_LETTER_TOPIC, TOPICS } from '@tollgate/events';
+import { Kafka, logLevel } from 'kafkajs';
+import { requireClickHouse, requireKafka, requireRedis } from '../../../test/support/services.ts';
 import { deleteKeysUnder } from '../../../test/support/redis.ts';
 import { startRelay } from '../../../test/support/redis-relay.ts';
 
@@ -362,12 +364,45 @@ test('the start line says where events go, in which codec and after which linger
     KAFKA_BROKERS: `127.0.0.1:${kafkaPort}`, KAFKA_TOPIC_PREFIX: 'tg-main-start.', KAFKA_COMPRESSION: ' ZSTD ', KAFKA_LINGER_MS: ' 35 ', REDIS_URL: redis, REDIS_PREFIX: 'tg-main-start:',
   });
   try {
-    assert.deepEqual(started['kafka'], { brokers: [`127.0.0.1:${kafkaPort}`], topicPrefix: 'tg-main-start.', compression: 'zstd', lingerMs: 35 });
+    assert.deepEqual(started['kafka'], { brokers: [`127.0.0.1:${kafkaPort}`], topicPrefix: 'tg-main-start.', partitions: 4, compression: 'zstd', lingerMs: 35 });
+    assert.equal('aggregator' in started, false, 'a gateway runs no consumer group');
     // which Redis (host:port only) and, on a gateway, which default upstream; no ClickHouse server here
     const r = new URL(redis);
     assert.deepEqual([started['redis'], started['upstream'], 'clickhouse' in started], [{ endpoint: `${r.hostname}:${r.port || '6379'}` }, 'https://api.anthropic.com', false]);
   } finally {
     await killNow(child);
+  }
+});
+
+test('an aggregator\'s start line names its consumer groups and ledger members (AGGREGATOR_GROUPS, LEDGER_CONSUMERS) and the partitions asked of the topics (KAFKA_PARTITIONS), as parsed', async (t) => {
+  const redis = await requireRedis(t);
+  const kafka = await requireKafka(t);
+  if (redis === undefined || kafka === undefined) return;
+  const prefix = `tg-main-agg-${process.pid}.`;
+  const { child, started } = await startServing({
+    HOST: '127.0.0.1', PORT: String(await freePort()), DATA_DIR: mkdtempSync(join(tmpdir(), 'tg-main-')),
+    KEY_HASH_SECRET: 'key-hash-secret-0123456789abcdef', ADMIN_TOKEN: 'admin-token-0123456789abcdef', TOLLGATE_ROLES: 'aggregator',
+    AGGREGATOR_GROUPS: 'ledger', LEDGER_CONSUMERS: ' 2 ', KAFKA_PARTITIONS: ' 2 ', KAFKA_BROKERS: kafka, KAFKA_TOPIC_PREFIX: prefix,
+    REDIS_URL: redis, REDIS_PREFIX: `tg-main-agg-${process.pid}:`,
+  });
+  try {
+    assert.deepEqual(started['aggregator'], { groups: ['ledger'], ledgerConsumers: 2 });
+    assert.equal((started['kafka'] as { partitions: unknown }).partitions, 2);
+  } finally {
+    await killNow(child);
+    const r = new Redis(redis);
+    try {
+      await deleteKeysUnder(r, `tg-main-agg-${process.pid}:`);
+    } finally {
+      r.disconnect();
+    }
+    const admin = new Kafka({ clientId: 'tg-main-test', brokers: kafka.split(','), logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    try {
+      await admin.deleteTopics({ topics: [...TOPICS.map((topic) => prefix + topic), prefix + DEAD_LETTER_TOPIC] }).catch(() => {});
+    } finally {
+      await admin.disconnect();
+    }
   }
 });
 
