@@ -383,7 +383,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
   const eventVersion = o.eventVersion ?? 2;
   const compression = o.compression ?? 'gzip';
   const [kafkaUrl, redisUrl] = await Promise.all([findKafka(), findRedis()]);
-  if (!kafkaUrl || !redisUrl) throw new Error(`consumer bench needs Kafka and Redis (found kafka=${kafkaUrl} redis=${redisUrl})`);
+  if (!kafkaUrl || !redisUrl) throw new Error(`consumer bench needs Kafka and Redis (found kafka=${kafkaUrl ?? 'none'} redis=${redisUrl ?? 'none'}): start them (bash deploy/services.sh up prints their variables) or set KAFKA_BROKERS and REDIS_URL`);
   const clickHouseUrl = await findClickHouse();
   const kinds: WarehouseKind[] = o.warehouses ?? (clickHouseUrl ? ['server', 'chdb'] : ['chdb']);
   if (kinds.includes('server') && !clickHouseUrl) throw new Error('--warehouse server needs a ClickHouse server (CLICKHOUSE_URL or 127.0.0.1:8123)');
@@ -851,8 +851,13 @@ Environment:
                              http://127.0.0.1:8123 when it answers /ping)
   REDIS_CLUSTER_NODES        host:port,... of the Redis Cluster for --modes cluster (default
                              the one of bash deploy/redis-cluster.sh)
-  CLICKHOUSE_PID             the server's pid, for its CPU time (default deploy/clickhouse's pid
-                             file under TOLLGATE_DEPLOY_DIR or .deploy)
+  TOLLGATE_TEST_SERVICES     none: look for no service at its default address (the run then needs
+                             KAFKA_BROKERS and REDIS_URL), as the tests do
+  TOLLGATE_DEPLOY_DIR        where deploy/services.sh keeps its state (default .deploy): the Kafka,
+                             Redis and ClickHouse pid files read for their CPU time
+  CLICKHOUSE_PID             the server's pid, for its CPU time (default the pid file under
+                             TOLLGATE_DEPLOY_DIR, else the process whose command line has
+                             server.py, found by pgrep: on a machine running two servers, set it)
   BENCH_CPU_PROF             a directory: a V8 CPU profile of each drain, ledger or warehouse (this
                              process, the drain's window alone) is written there; read it with
                              node bench/profiles/summarize.ts <file>

@@ -79,7 +79,7 @@ const countsDir = mkdtempSync(join(tmpdir(), 'tollgate-test-'));
 const run = (label: string, list: string[], concurrency: string): number => {
   if (list.length === 0) return 0;
   const countsFile = join(countsDir, `${totals.passed + totals.failed + totals.skipped}-${list.length}.json`);
-  process.stderr.write(`\n=== ${label}: ${list.length} test files\n`);
+  process.stderr.write(`\n=== ${label}: ${list.length} test ${list.length === 1 ? 'file' : 'files'}\n`);
   const result = spawnSync(process.execPath, [
     '--test',
     '--test-reporter=spec', '--test-reporter-destination=stdout',
