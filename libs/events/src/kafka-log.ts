@@ -678,14 +678,13 @@ export class KafkaLog implements EventLog {
       // The count asked for is used only when a topic is made: say so when the topics that were
       // already there have another (an operator who raised KAFKA_PARTITIONS later would otherwise
       // believe it took effect). One line per start that finds any.
+      // Advice only: a metadata answer that fails (a topic deleted meanwhile) skips it, never the start.
       const present = TOPICS.map((t) => this.topicName(t)).filter((name) => existing.has(name));
-      if (present.length > 0) {
-        const { topics } = await admin.fetchTopicMetadata({ topics: present });
-        const other = topics.filter((t) => t.partitions.length !== partitions).map((t) => `${t.name}: ${t.partitions.length}`).sort();
-        if (other.length > 0) {
-          this.#log.warn({ asked: partitions, topics: other },
-            `topics already on the log have another partition count than the ${partitions} asked (KAFKA_PARTITIONS), which is used only when a topic is made; to add partitions, alter the topics (kafka-topics.sh --alter --partitions N) while traffic is quiesced (docs/scaling.md, "Partitions per consumer")`);
-        }
+      const meta = present.length === 0 ? undefined : await admin.fetchTopicMetadata({ topics: present }).catch(() => undefined);
+      const other = (meta?.topics ?? []).filter((t) => t.partitions.length !== partitions).map((t) => `${t.name}: ${t.partitions.length}`).sort();
+      if (other.length > 0) {
+        this.#log.warn({ asked: partitions, topics: other },
+          `topics already on the log have another partition count than the ${partitions} asked (KAFKA_PARTITIONS), which is used only when a topic is made; to add partitions, alter the topics (kafka-topics.sh --alter --partitions N) while traffic is quiesced (docs/scaling.md, "Partitions per consumer")`);
       }
     } finally {
       await admin.disconnect();
