@@ -677,7 +677,8 @@ export class KafkaLog implements EventLog {
       }
       // The count asked for is used only when a topic is made: say so when the topics that were
       // already there have another (an operator who raised KAFKA_PARTITIONS later would otherwise
-      // believe it took effect). One line per start that finds any.
+      // believe it took effect). One line each time the topics are made sure of: a consumer's
+      // start (ensureTopics), a publisher's first send (createTopicsBeforeSend).
       // Advice only: a metadata answer that fails (a topic deleted meanwhile) skips it, never the start.
       const present = TOPICS.map((t) => this.topicName(t)).filter((name) => existing.has(name));
       const meta = present.length === 0 ? undefined : await admin.fetchTopicMetadata({ topics: present }).catch(() => undefined);
