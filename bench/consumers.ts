@@ -497,11 +497,14 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         t0 = performance.now();
         let cpu0 = process.cpuUsage();
         const cpuSeconds = () => { const c = process.cpuUsage(cpu0); return (c.user + c.system) / 1e6; };
-        // the whole machine's CPU over the drain, µs per event (undefined without /proc/stat)
+        // The drain's clocks: wall time, this process's CPU and the whole machine's (no figure
+        // without /proc/stat), started right before the consumer and read as it has drained.
         let machine0: number | undefined;
-        const machineUs = () => {
+        const startClocks = () => { t0 = performance.now(); cpu0 = process.cpuUsage(); machine0 = machineBusySeconds(); };
+        const readClocks = () => {
           const m1 = machineBusySeconds();
-          return machine0 === undefined || m1 === undefined ? undefined : ((m1 - machine0) * 1e6) / o.events;
+          return { seconds: (performance.now() - t0) / 1000, cpu: cpuSeconds(),
+            machine: machine0 === undefined || m1 === undefined ? {} : { machineCpuUsPerEvent: ((m1 - machine0) * 1e6) / o.events } };
         };
         if (group === 'ledger') {
           if (mode === 'cluster' && !cluster) {
@@ -514,9 +517,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           if (o.holds !== 'none') await seedHolds(mode === 'cluster' ? cluster! : redis, `${redisPrefix}${tag}:`, holds, now);
           const balances = mode === 'per-event' ? perEventStore(real) : real;
           const profiling = await startDrainProfile();
-          t0 = performance.now();
-          cpu0 = process.cpuUsage();
-          machine0 = machineBusySeconds();
+          startClocks();
           // Each member is a consumer of its own with its own fetch loop, as LEDGER_CONSUMERS
           // starts them in an aggregator: one's fetch and decode overlap the other's store calls.
           const subs = await Promise.all(Array.from({ length: members ?? 1 }, () => startLedgerConsumer({
@@ -524,16 +525,13 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
             ...(o.coalesce !== undefined ? { coalesceMaxEvents: o.coalesce } : {}),
           })));
           await drained(finished, () => applied, o.events, tag);
-          const seconds = (performance.now() - t0) / 1000;
-          const cpu = cpuSeconds();
-          const machine = machineUs();
+          const { seconds, cpu, machine } = readClocks();
           await profiling?.(tag);
           await Promise.all(subs.map((sub) => sub.stop()));
           let sum = 0n;
           for (const b of (await real.balances()).values()) sum += b;
           exact = sum === -cost;
-          result.throughput.push({ group, mode, ...(members ? { members } : {}), events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact,
-            ...(machine !== undefined ? { machineCpuUsPerEvent: machine } : {}) });
+          result.throughput.push({ group, mode, ...(members ? { members } : {}), events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact, ...machine });
         } else {
           // Timed at the client: the rollup_skip existence query (a SELECT) and the INSERT.
           const { warehouse, client, drop } = await openWarehouse(kind!, `cb_${id}_${sinkBatch ?? 0}_${sinkInserts ?? 0}_${partitionBatch ?? 0}_${repeat}`);
@@ -557,16 +555,12 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           const pid = kind === 'server' ? clickHousePid() : undefined;
           const server0 = pid === undefined ? undefined : processCpuSeconds(pid);
           const profiling = await startDrainProfile();
-          t0 = performance.now();
-          cpu0 = process.cpuUsage();
-          machine0 = machineBusySeconds();
+          startClocks();
           const sub = await startWarehouseSink({ log: kafkaLog, warehouse, flushMs: 500, group: `bench-${tag}`, onFlushed: count,
             ...(sinkBatch ? { batchSize: sinkBatch } : {}), ...(sinkInserts ? { concurrentInserts: sinkInserts } : {}),
             ...(partitionBatch ? { partitionBatch } : {}) });
           await drained(finished, () => applied, o.events, tag);
-          const seconds = (performance.now() - t0) / 1000;
-          const cpu = cpuSeconds();
-          const machine = machineUs();
+          const { seconds, cpu, machine } = readClocks();
           const server1 = pid === undefined ? undefined : processCpuSeconds(pid);
           await profiling?.(tag);
           await sub.stop();
@@ -574,7 +568,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
           exact = totals.requests === o.events && totals.costMicros === cost;
           result.throughput.push({ group, mode, warehouse: kind, events: o.events, seconds, eventsPerS: o.events / seconds, eventsPerCpuS: o.events / cpu, exact,
             ...(kind === 'server' ? { serverCpuS: server0 === undefined || server1 === undefined ? null : server1 - server0 } : {}),
-            ...(machine !== undefined ? { machineCpuUsPerEvent: machine } : {}),
+            ...machine,
             inserts, storeShare: storeMs / 1000 / seconds, selectShare: selectMs / 1000 / seconds, insertShare: insertMs / 1000 / seconds });
           await drop();
         }
