@@ -657,8 +657,12 @@ export class KafkaLog implements EventLog {
       void admin.disconnect().catch(() => {});
       throw err;
     }
+    // Each request after the connection is bounded the same way on the sender's path (a broker
+    // frozen after it accepted held the first send for kafkajs' 30 s request timeout: a breaker).
+    const bounded = <T>(work: Promise<T>, what: string): Promise<T> => (connectTimeoutMs === undefined ? work
+      : withTimeout(work, connectTimeoutMs, `kafka did not answer ${what} within ${connectTimeoutMs} ms`));
     try {
-      const existing = new Set(await admin.listTopics());
+      const existing = new Set(await bounded(admin.listTopics(), 'a topic list'));
       const missing: ITopicConfig[] = TOPICS.filter((t) => !existing.has(this.topicName(t))).map((t) => ({
         topic: this.topicName(t),
         numPartitions: partitions,
@@ -672,23 +676,26 @@ export class KafkaLog implements EventLog {
         // Our own wait, not kafkajs' `waitForLeaders`: that retries only LEADER_NOT_AVAILABLE,
         // and a broker may answer UNKNOWN_TOPIC_OR_PARTITION for a topic it created a moment ago
         // (a fresh KRaft broker in CI did), which failed the caller's start.
-        await admin.createTopics({ topics: missing, waitForLeaders: false });
-        await waitForTopicMetadata(admin, missing.map((t) => t.topic), partitionsOf(missing));
+        await bounded(admin.createTopics({ topics: missing, waitForLeaders: false }), 'a topic creation');
+        await waitForTopicMetadata(admin, missing.map((t) => t.topic), partitionsOf(missing), undefined, undefined, connectTimeoutMs);
       }
-      // The count asked for is used only when a topic is made: say so when the topics that were
-      // already there have another (an operator who raised KAFKA_PARTITIONS later would otherwise
-      // believe it took effect). One line each time the topics are made sure of: a consumer's
-      // start (ensureTopics), a publisher's first send (createTopicsBeforeSend).
-      // Advice only: a metadata answer that fails (a topic deleted meanwhile) skips it, never the start.
-      const present = TOPICS.map((t) => this.topicName(t)).filter((name) => existing.has(name));
-      const meta = present.length === 0 ? undefined : await admin.fetchTopicMetadata({ topics: present }).catch(() => undefined);
+      // The count asked for is used only when a topic is made: say so when the topics have
+      // another (an operator who raised KAFKA_PARTITIONS later would otherwise believe it took
+      // effect, and a process racing another's start may find them made with the other's count).
+      // One line each time the topics are made sure of: a consumer's start (ensureTopics), a
+      // publisher's first send (createTopicsBeforeSend). Advice only: a metadata answer that
+      // fails or is late (ADVICE_TIMEOUT_MS, the sender's bound on its path) skips it, never the start.
+      const names = TOPICS.map((t) => this.topicName(t));
+      const meta = await withTimeout(admin.fetchTopicMetadata({ topics: names }), connectTimeoutMs ?? ADVICE_TIMEOUT_MS, 'late').catch(() => undefined);
       const other = (meta?.topics ?? []).filter((t) => t.partitions.length !== partitions).map((t) => `${t.name}: ${t.partitions.length}`).sort();
       if (other.length > 0) {
         this.#log.warn({ asked: partitions, topics: other },
           `topics already on the log have another partition count than the ${partitions} asked (KAFKA_PARTITIONS), which is used only when a topic is made; to add partitions, alter the topics (kafka-topics.sh --alter --partitions N) while traffic is quiesced (docs/scaling.md, "Partitions per consumer")`);
       }
     } finally {
-      await admin.disconnect();
+      // kafkajs' disconnect waits for a request still unanswered (one given up on above): bounded
+      // too, the rest of it left to run in the background.
+      await withTimeout(admin.disconnect(), connectTimeoutMs ?? ADVICE_TIMEOUT_MS, 'late').catch(() => {});
     }
   }
 
@@ -1830,6 +1837,9 @@ const metadataOf = (n: number): PartitionMetadata[] => {
   return m;
 };
 
+/** Longest wait, ms, for the metadata the partition-count warning reads at a consumer's start (advice: skipped when late). */
+const ADVICE_TIMEOUT_MS = 3_000;
+
 /** The spool sender's longest pause between tries, ms (`maxRetryDelayMs`' default). */
 const MAX_RETRY_DELAY_MS = 2_000;
 
@@ -1856,21 +1866,30 @@ function partitionsOf(topics: readonly ITopicConfig[]): Map<string, number> {
  * retrying any error meanwhile. A KRaft broker's metadata cache can lag the topic's creation (a
  * freshly started broker answers UNKNOWN_TOPIC_OR_PARTITION for a moment): the first producer
  * or consumer then failed, and kafkajs' own `createTopics({waitForLeaders: true})` threw it
- * (it retries only LEADER_NOT_AVAILABLE), so `ensureTopics` does not ask for that. Exported for
- * its tests only (not from the package). Throws after `timeoutMs` (10 s; a request under way
- * may run past it by kafkajs' own timeouts): "topics not ready after … ms: " and, per topic,
- * what is missing (not in the metadata, no leader for partitions …, or fewer partitions than
- * asked: another process created it first with another KAFKA_PARTITIONS), or the last error
- * when the broker did not answer at all.
+ * (it retries only LEADER_NOT_AVAILABLE), so `ensureTopics` does not ask for that. A topic with
+ * fewer partitions than asked, every one led, is taken once that count has held for `settleMs`
+ * (1 s): another process made it first with another KAFKA_PARTITIONS (two starting at once),
+ * which the caller's partition-count warning names; it failed the later start before (a
+ * breaker). `requestTimeoutMs`: each metadata request's bound (a late one is retried), none by
+ * default. Exported for its tests only (not from the package). Throws after `timeoutMs` (10 s; a
+ * request under way may run past it by kafkajs' own timeouts): "topics not ready after … ms: "
+ * and, per topic, what is missing (not in the metadata, no leader for partitions …, or fewer
+ * partitions than asked that had not held for `settleMs`), or the last error when the broker
+ * did not answer at all.
  */
 export async function waitForTopicMetadata(
-  admin: Admin, topics: readonly string[], partitions: Map<string, number>, timeoutMs = 10_000,
+  admin: Admin, topics: readonly string[], partitions: Map<string, number>, timeoutMs = 10_000, settleMs = 1_000, requestTimeoutMs?: number,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  /** topic → since when (ms) it has shown fewer partitions than asked, all led */
+  const short = new Map<string, number>();
   for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
     let problems: string[] | undefined;
     try {
-      const { topics: meta } = await admin.fetchTopicMetadata({ topics: [...topics] });
+      const asking = admin.fetchTopicMetadata({ topics: [...topics] });
+      const { topics: meta } = await (requestTimeoutMs === undefined ? asking
+        : withTimeout(asking, requestTimeoutMs, `kafka did not answer a metadata request within ${requestTimeoutMs} ms`));
+      const now = Date.now();
       problems = topics.flatMap((name) => {
         const t = meta.find((m) => m.name === name);
         const asked = partitions.get(name) ?? 1;
@@ -1878,8 +1897,12 @@ export async function waitForTopicMetadata(
         const leaderless = t.partitions.filter((p) => p.leader < 0).map((p) => p.partitionId);
         if (leaderless.length > 0) return [`${name}: no leader for partition(s) ${leaderless.join(', ')}`];
         // Another process created it first, with fewer partitions (a different KAFKA_PARTITIONS),
-        // or the broker's metadata does not list them all yet.
-        if (t.partitions.length < asked) return [`${name}: ${t.partitions.length} partition(s), ${asked} asked`];
+        // or the broker's metadata does not list them all yet: taken once the count holds.
+        if (t.partitions.length < asked) {
+          const since = short.get(`${name}:${t.partitions.length}`) ?? now;
+          short.set(`${name}:${t.partitions.length}`, since);
+          return now - since >= settleMs ? [] : [`${name}: ${t.partitions.length} partition(s), ${asked} asked`];
+        }
         return [];
       });
       if (problems.length === 0) return;

@@ -140,6 +140,35 @@ if (brokers === undefined) {
     }
   });
 
+  test('two processes making the topics at once with different counts (KAFKA_PARTITIONS 2 and 8): both start, the topics keep the first maker\'s count, and the one that asked another logs the warning', async () => {
+    const prefix = `t-${randomUUID().slice(0, 8)}.`;
+    const dirs = await Promise.all([0, 1].map(() => mkdtemp(join(tmpdir(), 'tollgate-spool-'))));
+    const warned = [0, 0];
+    const logs = dirs.map((spoolDir, i) => new KafkaLog({ kafka, topicPrefix: prefix, spoolDir, logger: { warn: () => { warned[i]!++; }, error: () => {} } }));
+    try {
+      await Promise.all([logs[0]!.ensureTopics(2), logs[1]!.ensureTopics(8)]);
+      const admin = kafka.admin();
+      await admin.connect();
+      let counts: number[];
+      try {
+        counts = (await admin.fetchTopicMetadata({ topics: TOPICS.map((t) => prefix + t) })).topics.map((t) => t.partitions.length);
+      } finally {
+        await admin.disconnect();
+      }
+      const made = counts[0]!;
+      assert.ok(made === 2 || made === 8, `made with ${made}`);
+      assert.deepEqual(counts, TOPICS.map(() => made), 'every topic the same maker\'s count');
+      assert.deepEqual(warned, made === 2 ? [0, 1] : [1, 0], 'the one that asked another count warns, once');
+    } finally {
+      await Promise.all(logs.map((l) => l.close()));
+      const cleaner = kafka.admin();
+      await cleaner.connect();
+      await cleaner.deleteTopics({ topics: [...TOPICS.map((t) => prefix + t), prefix + DEAD_LETTER_TOPIC] }).catch(() => {});
+      await cleaner.disconnect();
+      await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+    }
+  });
+
   test('createTopicsBeforeSend: a publisher that did not wait for the topics at start makes them (with the partitions asked) before its first send, and its events arrive', async () => {
     // What a gateway started while Kafka was down does once Kafka answers.
     const prefix = `t-${randomUUID().slice(0, 8)}.`;

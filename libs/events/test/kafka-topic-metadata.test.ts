@@ -106,7 +106,7 @@ test('a topic just created and not yet in the broker\'s metadata: ensureTopics w
   }
 });
 
-test('topics another process created with fewer partitions: the wait names each topic\'s partitions and what was asked', async (t) => {
+test('topics another process created with fewer partitions: the wait names each topic\'s partitions and what was asked until that count has held for settleMs, then takes them (the caller warns of the count)', async (t) => {
   const url = await requireKafka(t);
   if (!url || !brokers) return;
   const admin = new Kafka({ brokers: url.split(','), logLevel: logLevel.NOTHING }).admin();
@@ -120,8 +120,61 @@ test('topics another process created with fewer partitions: the wait names each 
     await assert.rejects(waitForTopicMetadata(admin, [name], new Map([[name, 4]]), 300), {
       message: `topics not ready after 300 ms: ${name}: 2 partition(s), 4 asked`,
     });
+    const started = performance.now();
+    await waitForTopicMetadata(admin, [name], new Map([[name, 4]]), 10_000, 400);
+    assert.ok(performance.now() - started >= 400, 'taken only once the count held for settleMs');
   } finally {
     await admin.deleteTopics({ topics: [name] }).catch(() => {});
     await admin.disconnect();
+  }
+});
+
+/** Socket factory: once `frozen` is set, no Metadata request naming topics is answered (a broker frozen after it listed them). */
+function metadataFreeze(): { frozen: boolean; swallowed: number; socketFactory: ISocketFactory } {
+  const state = { frozen: false, swallowed: 0, socketFactory: undefined as unknown as ISocketFactory };
+  state.socketFactory = ({ host, port, onConnect }) => {
+    const socket = connect({ host, port }, onConnect);
+    const dropped = new Set<number>(); // correlation ids
+    interceptFrames(socket, (header) => {
+      if (!state.frozen || header.readInt16BE(4) !== METADATA) return;
+      // after size, api key, version, correlation id: the client id (int16 length + bytes), then the topics' count
+      const topicsAt = 14 + Math.max(0, header.readInt16BE(12));
+      if (header.length >= topicsAt + 4 && header.readInt32BE(topicsAt) > 0) dropped.add(header.readInt32BE(8));
+    }, (frame, deliver) => {
+      if (dropped.delete(frame.readInt32BE(4))) state.swallowed++;
+      else deliver(frame);
+    });
+    return socket;
+  };
+  return state;
+}
+
+test('a broker that stops answering right after listing the topics (frozen mid-check): a publisher\'s first send gives up within its send timeout and the publish resolves from the spool, not after kafkajs\' 30 s request timeout', async (t) => {
+  const url = await requireKafka(t);
+  if (!url || !brokers) return;
+  const prefix = `t-${randomUUID().slice(0, 8)}.`;
+  const dirs = [await mkdtemp(join(tmpdir(), 'tollgate-spool-')), await mkdtemp(join(tmpdir(), 'tollgate-spool-'))];
+  const maker = new KafkaLog({ kafka: new Kafka({ brokers: url.split(','), logLevel: logLevel.NOTHING }), topicPrefix: prefix, spoolDir: dirs[0]!, logger: quiet() });
+  const faults = metadataFreeze();
+  const kafka = new Kafka({ clientId: 'tollgate-events-test', brokers: url.split(','), logLevel: logLevel.NOTHING, socketFactory: faults.socketFactory });
+  const log = new KafkaLog({ kafka, topicPrefix: prefix, spoolDir: dirs[1]!, logger: quiet(), sendTimeoutMs: 1000 });
+  try {
+    await maker.ensureTopics(4); // the topics exist: the check lists them, then reads their metadata
+    log.createTopicsBeforeSend(4);
+    faults.frozen = true;
+    const started = performance.now();
+    await log.publish('usage', [{ event: {
+      type: 'usage', event_id: `req_${randomUUID()}`, ts: 1, account_id: 'a', key_id: 'k', model: 'm', catalog_model: 'm', upstream_model: 'm',
+      input_tokens: 1, output_tokens: 1, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0, cost_micros: '1',
+      status: 'ok', http_status: 200, latency_ms: 1, ttft_ms: null, stream: false, upstream_request_id: null, gateway_id: 'g',
+    } }]);
+    const ms = performance.now() - started;
+    assert.ok(faults.swallowed > 0, 'the broker left a metadata request unanswered');
+    assert.ok(ms < 15_000, `the publish resolved after ${Math.round(ms)} ms, past the bounds of the check and the send (kafkajs' request timeout is 30 s)`);
+  } finally {
+    await log.close();
+    await maker.close();
+    await deleteTopics(new Kafka({ brokers: url.split(','), logLevel: logLevel.NOTHING }), prefix);
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
   }
 });
