@@ -7,7 +7,7 @@
 // node:util parseArgs does the parsing; this adds the help, the exit codes and the one-line
 // messages (parseArgs's own wording is long and varies between Node versions).
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
-import { dropKafkajsTimerWarning } from '@tollgate/events';
+import { fixKafkajsRequestQueue } from '@tollgate/events';
 import { joinNegativeValues, repeatedOption } from '../services/tollgate/src/cli/args.ts';
 
 /** Exit status of a bad command line (unknown option, malformed or out-of-range value). */
@@ -191,13 +191,15 @@ export function reportUncaught(name: string): void {
 /**
  * Runs an entry point's `main` with the exit-code convention: its returned code (0 when none);
  * a {@link UsageError} is one line on stderr and exit 2; any other error is
- * `<name>: failed: <message>` on stderr followed by its stack frames, exit 1. kafkajs'
- * negative-delay timer warning is dropped first (dropKafkajsTimerWarning), as in bench/run.ts.
+ * `<name>: failed: <message>` on stderr followed by its stack frames, exit 1. kafkajs' request
+ * queue is fixed first (fixKafkajsRequestQueue: no 1 ms poll per connection, no negative-timer
+ * warning), as in bench/run.ts.
  */
 export function runMain(name: string, main: () => Promise<number | void> | number | void): void {
-  // kafkajs' negative-delay timer warning, from a client of the bench's own (topics made and
-  // removed before any KafkaLog exists): not ours, and it read as a fault on stderr (dist-ab).
-  dropKafkajsTimerWarning();
+  // Before the bench's own kafkajs clients (topics made and removed before any KafkaLog exists):
+  // their connections would poll every millisecond, and the negative-timer warning read as a
+  // fault on stderr (dist-ab).
+  fixKafkajsRequestQueue();
   Promise.resolve().then(main).then(
     (code) => process.exit(code ?? 0),
     (err: unknown) => {

@@ -19,7 +19,7 @@ import { runDistAb, type DistAbResult } from './dist-ab.ts';
 import { consumerRepsReport, distAbReport, issue11Targets, targetsReport, type TargetRow } from './targets.ts';
 import { peersReport, runPeersBench, type PeersBenchResult } from './peers.ts';
 import { choiceList, commandLine, counted, exitUsage, numberValue, UsageError } from './cli.ts';
-import { dropKafkajsTimerWarning } from '@tollgate/events';
+import { fixKafkajsRequestQueue } from '@tollgate/events';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -1181,9 +1181,10 @@ async function main(argv: string[]): Promise<number> {
   return failed ? 1 : 0;
 }
 
-// Warnings go with the progress output; kafkajs's negative-delay timer warning (harmless, see
-// libs/events' kafkajs-warnings.ts) is never emitted, as in every process with a KafkaLog.
-dropKafkajsTimerWarning();
+// Warnings go with the progress output. kafkajs' request queue is fixed first (libs/events'
+// kafkajs-request-queue.ts: no 1 ms poll per connection, so no negative-timer warning either),
+// as in every process with a KafkaLog.
+fixKafkajsRequestQueue();
 process.removeAllListeners('warning');
 process.on('warning', (w) => log(`(node) ${w.name}: ${w.message}`));
 process.on('exit', killAllNow);

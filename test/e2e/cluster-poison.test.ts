@@ -7,14 +7,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Kafka, logLevel, type Admin, type Producer } from 'kafkajs';
-import { dropKafkajsTimerWarning } from '@tollgate/events';
+import { fixKafkajsRequestQueue } from '@tollgate/events';
 import { Cluster, newAccount } from '../support/cluster.ts';
 import { requireKafka, requireRedis } from '../support/services.ts';
 import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
 import { grantEvent as grant, usageEvent as usage } from '../support/events.ts';
 
-// kafkajs' negative-delay timer warning (libs/events/src/kafkajs-warnings.ts) for this file's own kafkajs clients
-dropKafkajsTimerWarning();
+// kafkajs' request queue without its 1 ms poll (libs/events/src/kafkajs-request-queue.ts) for this file's own kafkajs clients
+fixKafkajsRequestQueue();
 
 let cluster: Cluster | undefined;
 let producer: Producer | undefined;

@@ -9,10 +9,10 @@ import Anthropic from '@anthropic-ai/sdk';
 import { newAccount, startStandardCluster, useCluster } from '../support/cluster.ts';
 import { traffic, type AccountHandle } from '../support/traffic.ts';
 import { Kafka, logLevel } from 'kafkajs';
-import { dropKafkajsTimerWarning } from '@tollgate/events';
+import { fixKafkajsRequestQueue } from '@tollgate/events';
 
-// kafkajs' negative-delay timer warning (libs/events/src/kafkajs-warnings.ts) for this file's own kafkajs clients
-dropKafkajsTimerWarning();
+// kafkajs' request queue without its 1 ms poll (libs/events/src/kafkajs-request-queue.ts) for this file's own kafkajs clients
+fixKafkajsRequestQueue();
 
 const run = useCluster(() => startStandardCluster());
 

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Kafka, logLevel } from 'kafkajs';
 import { loadConfig } from '@tollgate/config';
-import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedEvent, dropKafkajsTimerWarning } from '@tollgate/events';
+import { DEAD_LETTER_TOPIC, KafkaLog, TOPICS, type ConsumedEvent, fixKafkajsRequestQueue } from '@tollgate/events';
 import { createMetrics } from '@tollgate/telemetry';
 import { startTollgate, type Tollgate } from '@tollgate/tollgate';
 import { grantEvent } from '../support/events.ts';
@@ -18,8 +18,8 @@ import { findKafka, findRedis } from '../support/services.ts';
 import { requireKafka, requireRedis } from '../support/services.ts';
 import { ADMIN_TOKEN, customer, startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
 
-// kafkajs' negative-delay timer warning (libs/events/src/kafkajs-warnings.ts) for this file's own kafkajs clients
-dropKafkajsTimerWarning();
+// kafkajs' request queue without its 1 ms poll (libs/events/src/kafkajs-request-queue.ts) for this file's own kafkajs clients
+fixKafkajsRequestQueue();
 
 /** Polls `check` every 50 ms, at most `tries` times; only arrival is asserted, never timing. */
 async function eventually<T>(what: string, check: () => Promise<T | undefined>, tries = 400): Promise<T> {

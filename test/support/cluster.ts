@@ -197,8 +197,8 @@ export class Cluster {
    */
   async dropLogAndState(): Promise<void> {
     const { Kafka, logLevel } = await import('kafkajs');
-    // kafkajs' negative-delay timer warning (kafkajs-warnings.ts): not a fault, dropped as the product's processes drop it
-    (await import('@tollgate/events')).dropKafkajsTimerWarning();
+    // kafkajs' request queue without its 1 ms poll (and its negative-timer warning), as in the product's processes
+    (await import('@tollgate/events')).fixKafkajsRequestQueue();
     const { Redis } = await import('ioredis');
     const { deleteKeysUnder } = await import('./redis.ts');
     const topicPrefix = this.env['KAFKA_TOPIC_PREFIX']!;

@@ -17,7 +17,7 @@ export { Journal } from './journal.ts';
 export type { JournalRecord, JournalScan, UnreadableJournalLine } from './journal.ts';
 export { DEFAULT_LINGER_MS, KafkaLog, producerPartition, SPOOL_RESEND_MS, TOPICS, DEAD_LETTER_TOPIC } from './kafka-log.ts';
 export type { KafkaLogOptions, KafkaLogLogger, LagReport } from './kafka-log.ts';
-export { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
+export { fixKafkajsRequestQueue } from './kafkajs-request-queue.ts';
 export { KAFKA_COMPRESSIONS, CODEC_SLICE_MS, gunzipOptions, registerKafkaCodecs, SYNC_MAX_BYTES, SYNC_MAX_OUTPUT_BYTES, zstdOptions } from './kafka-codecs.ts';
 export type { KafkaCompression, SyncOutputOptions } from './kafka-codecs.ts';
 export { DiskExhaustedError, DiskReserveLowError, EXHAUSTED_BYTES, EXHAUSTED_INODES, PROBE_INTERVAL_MS, PROBE_NAME, RESERVE_INODES, WriteAheadHealth, type SpaceWatch } from './write-ahead-health.ts';

@@ -24,7 +24,7 @@ import type {
 import type { AnyEvent, Topic } from './types.ts';
 import { boundedRaw, type UndecodableMessage } from './decode.ts';
 import { probeDirectory, reserveChanged, WriteAheadHealth } from './write-ahead-health.ts';
-import { dropKafkajsTimerWarning } from './kafkajs-warnings.ts';
+import { fixKafkajsRequestQueue } from './kafkajs-request-queue.ts';
 import { compressionType, registerKafkaCodecs, type KafkaCompression } from './kafka-codecs.ts';
 import { commitVia, OffsetCommitter } from './offset-committer.ts';
 
@@ -323,7 +323,7 @@ export class KafkaLog implements EventLog {
   #topicsBeforeSend: number | null = null;
 
   constructor(options: KafkaLogOptions) {
-    dropKafkajsTimerWarning();
+    fixKafkajsRequestQueue();
     this.#kafka = options.kafka;
     this.#prefix = options.topicPrefix ?? '';
     this.#spoolDir = options.spoolDir;
