@@ -140,6 +140,39 @@ test('kafkajs request queue poll: a throttle with nothing pending arms one check
   assert.equal(checks(), 1);
 });
 
+test('kafkajs request queue poll: a throttle shorter than the 10 ms fallback releases requests held by the in-flight limit at its end, before a request pushed after it', async () => {
+  const { q, sent, request } = queue(1);
+  request(1);
+  request(2);
+  request(3); // 2 and 3 pend behind 1: the 10 ms fallback is armed
+  respond(q, 1); // sends 2
+  q.maybeThrottle(4); // kafkajs' order: the response, then its throttle time
+  respond(q, 2); // the slot is free but the queue is throttled: 3 waits for the throttle's end
+  assert.deepEqual(sent, [1, 2]);
+  await sleep(7); // past the throttle, before the fallback
+  request(4);
+  assert.deepEqual(sent, [1, 2, 3], 'request 3 waited for the 10 ms fallback and request 4 could overtake it');
+  respond(q, 3);
+  assert.deepEqual(sent, [1, 2, 3, 4]);
+  respond(q, 4);
+  assert.ok(await until(() => q.throttleCheckTimeoutId === null));
+});
+
+test('kafkajs request queue poll: the fix is in place after every call, also when kafkajs\' method was put back in between', () => {
+  const proto = RequestQueue.prototype;
+  const fixed = proto.scheduleCheckPendingRequests;
+  assert.notEqual(fixed, shipped);
+  fixKafkajsRequestQueue();
+  assert.equal(proto.scheduleCheckPendingRequests, fixed, 'a second call replaced the fixed method');
+  proto.scheduleCheckPendingRequests = shipped;
+  try {
+    fixKafkajsRequestQueue();
+    assert.equal(proto.scheduleCheckPendingRequests, fixed);
+  } finally {
+    proto.scheduleCheckPendingRequests = fixed;
+  }
+});
+
 test('kafkajs request queue poll: a producer and an admin client connected to a real broker check their queues a few times a second, not a thousand', async (t) => {
   const url = await requireKafka(t);
   if (!url) return;
