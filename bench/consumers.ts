@@ -422,7 +422,7 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
     let cost = 0n;
     /** each account's requests, as the holds their gateways left (seedHolds) */
     const holds = new Map<string, { ids: string[]; amounts: string[]; total: bigint }>();
-    let t0 = performance.now();
+    const t0 = performance.now();
     const CHUNK = 2000;
     for (let i = 0; i < o.events; i += CHUNK * 10) {
       const waits: Promise<void>[] = [];
@@ -494,17 +494,15 @@ export async function measureConsumerGroups(o: ConsumerBenchOptions, log: Log): 
         let selectMs = 0;
         let insertMs = 0;
         let exact = false;
-        t0 = performance.now();
-        let cpu0 = process.cpuUsage();
-        const cpuSeconds = () => { const c = process.cpuUsage(cpu0); return (c.user + c.system) / 1e6; };
         // The drain's clocks: wall time, this process's CPU and the whole machine's (no figure
         // without /proc/stat), started right before the consumer and read as it has drained.
-        let machine0: number | undefined;
-        const startClocks = () => { t0 = performance.now(); cpu0 = process.cpuUsage(); machine0 = machineBusySeconds(); };
+        let clocks0 = { wall: 0, cpu: process.cpuUsage(), machine: undefined as number | undefined };
+        const startClocks = () => { clocks0 = { wall: performance.now(), cpu: process.cpuUsage(), machine: machineBusySeconds() }; };
         const readClocks = () => {
           const m1 = machineBusySeconds();
-          return { seconds: (performance.now() - t0) / 1000, cpu: cpuSeconds(),
-            machine: machine0 === undefined || m1 === undefined ? {} : { machineCpuUsPerEvent: ((m1 - machine0) * 1e6) / o.events } };
+          const c = process.cpuUsage(clocks0.cpu);
+          return { seconds: (performance.now() - clocks0.wall) / 1000, cpu: (c.user + c.system) / 1e6,
+            machine: clocks0.machine === undefined || m1 === undefined ? {} : { machineCpuUsPerEvent: ((m1 - clocks0.machine) * 1e6) / o.events } };
         };
         if (group === 'ledger') {
           if (mode === 'cluster' && !cluster) {

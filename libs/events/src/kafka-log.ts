@@ -649,18 +649,15 @@ export class KafkaLog implements EventLog {
     // The sender's check (connectTimeoutMs = sendTimeoutMs): a broker that accepts connections
     // and never answers (frozen, black-holed) held it for kafkajs' request timeout (30 s), and
     // with it every publish waiting for the first send (a stop ran into its hard stop).
+    // Each request after the connection is bounded the same way on the sender's path (a broker
+    // frozen after it accepted held the first send for kafkajs' 30 s request timeout: a breaker).
+    const bounded = <T>(work: Promise<T>, what: string): Promise<T> => answerWithin(work, connectTimeoutMs, what);
     try {
-      const connecting = admin.connect();
-      await (connectTimeoutMs === undefined ? connecting
-        : withTimeout(connecting, connectTimeoutMs, `kafka did not answer a connection within ${connectTimeoutMs} ms`));
+      await bounded(admin.connect(), 'a connection');
     } catch (err) {
       void admin.disconnect().catch(() => {});
       throw err;
     }
-    // Each request after the connection is bounded the same way on the sender's path (a broker
-    // frozen after it accepted held the first send for kafkajs' 30 s request timeout: a breaker).
-    const bounded = <T>(work: Promise<T>, what: string): Promise<T> => (connectTimeoutMs === undefined ? work
-      : withTimeout(work, connectTimeoutMs, `kafka did not answer ${what} within ${connectTimeoutMs} ms`));
     try {
       const existing = new Set(await bounded(admin.listTopics(), 'a topic list'));
       const missing: ITopicConfig[] = TOPICS.filter((t) => !existing.has(this.topicName(t))).map((t) => ({
@@ -1824,6 +1821,11 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string, onTime
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** `work` as it is, or bounded by `ms` (when given): then "kafka did not answer <what> within <ms> ms" once late. */
+function answerWithin<T>(work: Promise<T>, ms: number | undefined, what: string): Promise<T> {
+  return ms === undefined ? work : withTimeout(work, ms, `kafka did not answer ${what} within ${ms} ms`);
+}
+
 /** The producer's partitioner (kafkajs' default: murmur2 of the key, as Java's client), for `producerPartition`. */
 const DEFAULT_PARTITIONER = Partitioners.DefaultPartitioner();
 /** Partition metadata of `n` partitions, every one with a leader: all the partitioner reads for a keyed record is their count. */
@@ -1886,9 +1888,7 @@ export async function waitForTopicMetadata(
   for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
     let problems: string[] | undefined;
     try {
-      const asking = admin.fetchTopicMetadata({ topics: [...topics] });
-      const { topics: meta } = await (requestTimeoutMs === undefined ? asking
-        : withTimeout(asking, requestTimeoutMs, `kafka did not answer a metadata request within ${requestTimeoutMs} ms`));
+      const { topics: meta } = await answerWithin(admin.fetchTopicMetadata({ topics: [...topics] }), requestTimeoutMs, 'a metadata request');
       const now = Date.now();
       problems = topics.flatMap((name) => {
         const t = meta.find((m) => m.name === name);
@@ -1899,9 +1899,9 @@ export async function waitForTopicMetadata(
         // Another process created it first, with fewer partitions (a different KAFKA_PARTITIONS),
         // or the broker's metadata does not list them all yet: taken once the count holds.
         if (t.partitions.length < asked) {
-          const since = short.get(`${name}:${t.partitions.length}`) ?? now;
-          short.set(`${name}:${t.partitions.length}`, since);
-          return now - since >= settleMs ? [] : [`${name}: ${t.partitions.length} partition(s), ${asked} asked`];
+          const held = `${name}:${t.partitions.length}`;
+          if (!short.has(held)) short.set(held, now);
+          return now - short.get(held)! >= settleMs ? [] : [`${name}: ${t.partitions.length} partition(s), ${asked} asked`];
         }
         return [];
       });
