@@ -18,15 +18,51 @@ const ROOT = join(import.meta.dirname, '../..');
 const MAIN = join(ROOT, 'services/tollgate/src/main.ts');
 export const CLUSTER_ADMIN_TOKEN = 'cluster-admin-token-0123456789';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * The lowest port the kernel hands out as an outbound connection's source port (Linux's
+ * `ip_local_port_range`, 32768 by default; that default where the file cannot be read).
+ */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/** Lowest port `freePort` draws from. */
+const PORT_FLOOR = 20000;
+
+/** Whether a listener can bind `port` on 127.0.0.1 right now (0: any free port; resolves the port bound, or undefined). */
+function tryListen(port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
     const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+    s.once('error', () => resolve(undefined));
+    s.listen(port, '127.0.0.1', () => {
+      const bound = (s.address() as { port: number }).port;
+      s.close(() => resolve(bound));
     });
   });
+}
+
+/**
+ * A port no listener holds on 127.0.0.1, for a test process that may be stopped and started
+ * again on it. Drawn at random below the kernel's ephemeral range (PORT_FLOOR up to
+ * `ephemeralLow()` − 1): a port of that range, free while its process was down, could be taken
+ * meanwhile as the source port of any outbound connection on the machine, and the restart
+ * then failed "port … is in use" (a CI run with other work on the machine). Falls back to a
+ * port the kernel picks when that range is empty or 100 draws find none free.
+ */
+export async function freePort(): Promise<number> {
+  const high = ephemeralLow() - 1;
+  for (let i = 0; high > PORT_FLOOR && i < 100; i++) {
+    const port = PORT_FLOOR + Math.floor(Math.random() * (high - PORT_FLOOR + 1));
+    if (await tryListen(port) !== undefined) return port;
+  }
+  const any = await tryListen(0);
+  if (any === undefined) throw new Error('no free port on 127.0.0.1');
+  return any;
 }
 
 export interface ProcessSpec {

@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -336,4 +337,11 @@ test('a spawned child never inherits a discovery-only variable: REDIS_CLUSTER_NO
   // a child meant for the cluster is handed it explicitly
   assert.deepEqual(childEnv({ REDIS_CLUSTER_NODES: 'n:1' }, parent), { PATH: '/bin', REDIS_URL: 'redis://r:1', REDIS_CLUSTER_NODES: 'n:1' });
   assert.equal(parent.REDIS_CLUSTER_NODES, '127.0.0.1:7001,127.0.0.1:7002', 'the parent environment is not changed');
+});
+
+test('freePort draws test ports below the kernel\'s ephemeral range, so no outbound connection takes one while its process restarts', async () => {
+  const { freePort } = await import('./cluster.ts');
+  const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
+  for (const p of ports) assert.ok(p >= 20000 && p < low, `port ${p} outside 20000–${low - 1}`);
 });
