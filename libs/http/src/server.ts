@@ -234,6 +234,8 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     requestTimeout,
     connectionTimeout: 0,
     forceCloseConnections: 'idle',
+    // A request arriving while the server stops gets the catalogue's answer (installErrorHandling).
+    return503OnClosing: false,
     // The router matches any parameter that fits in a request head; the 100-character limit is
     // checked after routing (`checkRequestTarget`), where the parameter's name is known.
     routerOptions: { maxParamLength: ROUTER_MAX_PARAM_CHARS },
@@ -288,7 +290,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     options.unstartedReclaimMs ?? UNSTARTED_RECLAIM_MS);
   // First, so that its onRoute hook sees every route registered after it.
   if (options.telemetry) installTelemetry(app, options.telemetry);
-  installErrorHandling(app, options.secrets ?? []);
+  installErrorHandling(app, options.secrets ?? [], [HEALTH_PATH, READY_PATH]);
   // After onRequest (CORS headers, authentication: a caller without access learns nothing more),
   // before the body is read.
   app.addHook('preParsing', checkRequestTarget);

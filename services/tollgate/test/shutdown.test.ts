@@ -5,7 +5,10 @@
 // ends by itself) or 0 (cut once the client has seen the answer begin).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
 import { loadConfig } from '@tollgate/config';
+import { SHUTTING_DOWN_MESSAGE } from '@tollgate/http';
 import { startTollgate } from '../src/runtime.ts';
 import { flatUsage, type FlatUsage } from '../../../test/support/events.ts';
 import { customer, settledBalance, startStack, type Stack } from '../../../test/support/tollgate.ts';
@@ -73,4 +76,87 @@ test('stop while a stream would end within the grace: it is not cut, it ends and
   // 100 × 24 + 8 × 120 = 3,360 µc
   assert.deepEqual(events.map((e) => [e.status, e.input_tokens, e.output_tokens, e.cost_micros]), [['ok', 100, 8, '3360']]);
   assert.equal(await settledBalance(stack, a.accountId), 10_000_000n - 3_360n);
+});
+
+/** Resolves once a new TCP connection to `url`'s port fails: the server has stopped listening. */
+async function untilRefused(url: string): Promise<void> {
+  const { hostname, port } = new URL(url);
+  for (;;) {
+    const socket = connect(Number(port), hostname);
+    const refused = await new Promise<boolean>((resolve) => {
+      socket.once('connect', () => resolve(false));
+      socket.once('error', () => resolve(true));
+    });
+    socket.destroy();
+    if (refused) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** One HTTP/1.1 request as bytes, `connection` left to its keep-alive default. */
+function rawRequest(host: string, key: string, body: object): string {
+  const json = JSON.stringify(body);
+  return `POST /v1/messages HTTP/1.1\r\nhost: ${host}\r\nx-api-key: ${key}\r\nanthropic-version: 2023-06-01\r\n`
+    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(json)}\r\n\r\n${json}`;
+}
+
+/** A raw connection to `url` made a kept-alive one by a first request (GET /v1/models); `since` marks where later answers start. */
+async function keptAlive(url: string, key: string) {
+  const { host, hostname, port } = new URL(url);
+  const socket: Socket = connect(Number(port), hostname);
+  await once(socket, 'connect');
+  let received = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => { received += chunk; });
+  const closed = once(socket, 'close');
+  socket.write(`GET /v1/models HTTP/1.1\r\nhost: ${host}\r\nx-api-key: ${key}\r\nanthropic-version: 2023-06-01\r\n\r\n`);
+  while (!/^HTTP\/1\.1 200 [^]*\r\n\r\n\{[^]*\}$/.test(received)) await once(socket, 'data');
+  assert.match(received, /\r\nConnection: keep-alive\r\n/);
+  const since = received.length;
+  return {
+    host, socket, closed,
+    /** The answer after the first: its status line, headers (lower-case names) and body. */
+    answer() {
+      const [head, body] = received.slice(since).split('\r\n\r\n') as [string, string];
+      const headers = new Map(head.split('\r\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+      assert.equal(Buffer.byteLength(body), Number(headers.get('content-length')), 'one whole answer');
+      return { status: head.split('\r\n', 1)[0], headers, body: JSON.parse(body) as unknown };
+    },
+  };
+}
+
+test('a request that reaches a stopping gateway on a kept-alive connection is refused in Anthropic\'s shape (503 overloaded, request-id, connection: close), not forwarded, not charged, not Fastify\'s bare 503; /ready says why', async () => {
+  const a = await customer(stack.url, 10, 'shutdown-refused'); // 10_000_000 µc
+  const paid = await keptAlive(stack.url, a.secret);
+  const probe = await keptAlive(stack.url, a.secret);
+  // The next requests are on their way when the stop begins: their heads have begun to arrive
+  // (so the stop's closing of idle connections leaves these open), the rest comes after.
+  const message = rawRequest(paid.host, a.secret, { model: 'claude-haiku-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'hi [[sim input=5 output=1]]' }] });
+  const ready = `GET /ready HTTP/1.1\r\nhost: ${probe.host}\r\nconnection: close\r\n\r\n`;
+  paid.socket.write(message.slice(0, 20));
+  probe.socket.write(ready.slice(0, 5));
+  // The server reads those bytes in a turn of its loop (this process's) after these writes:
+  // given 200 ms, so that the stop finds the requests begun rather than the connections idle.
+  await new Promise((r) => setTimeout(r, 200));
+  const stopped = stack.tollgate.close({ graceMs: 600_000 });
+  await untilRefused(stack.url);
+  paid.socket.write(message.slice(20));
+  probe.socket.write(ready.slice(5));
+  await Promise.all([paid.closed, probe.closed, stopped]);
+  const refused = paid.answer();
+  assert.equal(refused.status, 'HTTP/1.1 503 Service Unavailable');
+  assert.equal(refused.headers.get('connection'), 'close');
+  assert.equal(refused.headers.get('content-type'), 'application/json; charset=utf-8');
+  const requestId = refused.headers.get('request-id');
+  assert.match(requestId ?? '', /^req_/);
+  assert.deepEqual(refused.body, {
+    type: 'error', error: { type: 'overloaded_error', code: 'overloaded', message: SHUTTING_DOWN_MESSAGE }, request_id: requestId,
+  });
+  // The probe is answered as a probe: not ready, and why.
+  const readiness = probe.answer();
+  assert.equal(readiness.status, 'HTTP/1.1 503 Service Unavailable');
+  assert.deepEqual(readiness.body, { status: 'not_ready', reasons: ['shutting down'] });
+  // Nothing forwarded, nothing charged.
+  assert.deepEqual(await usageAfterRestart(a.accountId), []);
+  assert.equal(await settledBalance(stack, a.accountId), 10_000_000n);
 });
