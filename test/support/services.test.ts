@@ -75,6 +75,10 @@ async function emptyEnv(extra: Env = {}): Promise<Env> {
   return { REDIS_PORT: String(await closedPort()), KAFKA_PORT: String(await closedPort()), ...extra };
 }
 
+
+/** The own-ports advice every skip message ends with (services.ts' OWN_PORTS, spelled out: the message is what is tested). */
+const OWN_PORTS = 'on ports of your own: REDIS_PORT=… KAFKA_PORT=… KAFKA_CONTROLLER_PORT=… CLICKHOUSE_PORT=… REDIS_CLUSTER_PORTS=… TOLLGATE_DEPLOY_DIR=… bash deploy/services.sh up, then export what it prints';
+
 test('findRedis / findKafka return the URL from the environment when set', async () => {
   const env: Env = { REDIS_URL: 'redis://redis.example:7000', KAFKA_BROKERS: 'k1:9092,k2:9092' };
   assert.equal(await findRedis(env), 'redis://redis.example:7000');
@@ -125,8 +129,8 @@ test('requireX calls t.skip() with a loud message when nothing is found and not 
   assert.equal(await requireRedis(t, env), undefined);
   assert.equal(await requireKafka(t, env), undefined);
   assert.deepEqual(t.skipped, [
-    'SKIPPED: needs Redis (set REDIS_URL or run `bash deploy/services.sh up`)',
-    'SKIPPED: needs Kafka (set KAFKA_BROKERS or run `bash deploy/services.sh up`)',
+    `SKIPPED: needs Redis (set REDIS_URL or run \`bash deploy/services.sh up\` (${OWN_PORTS}))`,
+    `SKIPPED: needs Kafka (set KAFKA_BROKERS or run \`bash deploy/services.sh up\` (${OWN_PORTS}))`,
   ]);
 });
 
@@ -134,7 +138,7 @@ test('requireX under TOLLGATE_TEST_SERVICES=none: the skip names the variable to
   const t = fakeContext();
   assert.equal(await requireRedis(t, { TOLLGATE_TEST_SERVICES: 'none' }), undefined);
   assert.equal(await requireKafka(t, { TOLLGATE_TEST_SERVICES: 'none' }), undefined);
-  const tail = 'e.g. to services of your own on free ports (REDIS_PORT=… KAFKA_PORT=… KAFKA_CONTROLLER_PORT=… CLICKHOUSE_PORT=… REDIS_CLUSTER_PORTS=… TOLLGATE_DEPLOY_DIR=… bash deploy/services.sh up prints the variables)';
+  const tail = `e.g. to services started ${OWN_PORTS}`;
   assert.deepEqual(t.skipped, [
     `SKIPPED: needs Redis (TOLLGATE_TEST_SERVICES=none probes no default port: set REDIS_URL, ${tail})`,
     `SKIPPED: needs Kafka (TOLLGATE_TEST_SERVICES=none probes no default port: set KAFKA_BROKERS, ${tail})`,
@@ -204,7 +208,7 @@ test('needs kafka', async (t) => {
     assert.match(skipped.out, /^# skip(ped)? 2$/m, skipped.out);
     assert.match(skipped.out, /^# pass 0$/m, skipped.out);
     assert.match(skipped.out, /^# fail 0$/m, skipped.out);
-    assert.match(skipped.out, /SKIPPED: needs Redis \(set REDIS_URL or run `bash deploy\/services\.sh up`\)/);
+    assert.ok(skipped.out.includes(`SKIPPED: needs Redis (set REDIS_URL or run \`bash deploy/services.sh up\` (${OWN_PORTS}))`), skipped.out);
     assert.match(skipped.out, /SKIPPED: needs Kafka/);
 
     const required = await runNodeTest(file, { ...env, TOLLGATE_REQUIRE_SERVICES: '1' });
@@ -283,7 +287,7 @@ test('requireFaultControl against a fake context: skip when not controllable, th
   const t: SkippableContext = { skip: (m?: string) => { skips.push(String(m)); } };
   const env = { TOLLGATE_DEPLOY_DIR: '/nonexistent-tollgate-deploy' };
   assert.equal(await requireFaultControl(t, 'redis', env), false);
-  assert.deepEqual(skips, ['SKIPPED: fault test needs a Redis it can stop: Redis was not started by deploy/redis.sh of this checkout (no /nonexistent-tollgate-deploy/redis/redis.pid); start it with `bash deploy/services.sh up` from this checkout to run fault tests']);
+  assert.deepEqual(skips, [`SKIPPED: fault test needs a Redis it can stop: Redis was not started by deploy/redis.sh of this checkout (no /nonexistent-tollgate-deploy/redis/redis.pid); start it with \`bash deploy/services.sh up\` from this checkout to run fault tests, with the TOLLGATE_DEPLOY_DIR and ports the tests are given (${OWN_PORTS})`]);
   await assert.rejects(requireFaultControl(t, 'redis', { ...env, TOLLGATE_REQUIRE_SERVICES: '1' }), /fault injection on Redis is required/);
 });
 
@@ -305,7 +309,7 @@ test('requireClickHouse: a loud skip without a server, a failure when services a
   const t = fakeContext();
   const env = { CLICKHOUSE_PORT: String(await closedPort()) };
   assert.equal(await requireClickHouse(t, env), undefined);
-  assert.deepEqual(t.skipped, ['SKIPPED: needs a ClickHouse server (set CLICKHOUSE_URL or run `bash deploy/services.sh up` (or `bash deploy/clickhouse.sh start`))']);
+  assert.deepEqual(t.skipped, [`SKIPPED: needs a ClickHouse server (set CLICKHOUSE_URL or run \`bash deploy/services.sh up\` (or \`bash deploy/clickhouse.sh start\`; ${OWN_PORTS}))`]);
   await assert.rejects(requireClickHouse(fakeContext(), { ...env, TOLLGATE_REQUIRE_SERVICES: '1' }), /a ClickHouse server is required/);
 });
 
@@ -324,7 +328,7 @@ test('findRedisCluster: REDIS_CLUSTER_NODES as given, else every local port of d
     assert.equal(await findRedisCluster({ REDIS_CLUSTER_PORTS: `${a.port},${closed}` }), undefined, 'one node down: no cluster');
     const t = fakeContext();
     assert.equal(await requireRedisCluster(t, { REDIS_CLUSTER_PORTS: String(closed) }), undefined);
-    assert.deepEqual(t.skipped, ['SKIPPED: needs a Redis Cluster (set REDIS_CLUSTER_NODES or run `bash deploy/redis-cluster.sh start` (or `bash deploy/services.sh up`))']);
+    assert.deepEqual(t.skipped, [`SKIPPED: needs a Redis Cluster (set REDIS_CLUSTER_NODES or run \`bash deploy/redis-cluster.sh start\` (or \`bash deploy/services.sh up\`; ${OWN_PORTS}))`]);
     await assert.rejects(requireRedisCluster(fakeContext(), { REDIS_CLUSTER_PORTS: String(closed), TOLLGATE_REQUIRE_SERVICES: '1' }), /a Redis Cluster is required/);
   } finally {
     await Promise.all([a.close(), b.close()]);

@@ -53,10 +53,12 @@ const KAFKA_SH = fileURLToPath(new URL('../../deploy/kafka.sh', import.meta.url)
 const REDIS_SH = fileURLToPath(new URL('../../deploy/redis.sh', import.meta.url));
 const CLICKHOUSE_SH = fileURLToPath(new URL('../../deploy/clickhouse.sh', import.meta.url));
 
-const REDIS_HINT = 'set REDIS_URL or run `bash deploy/services.sh up`';
-const REDIS_CLUSTER_HINT = 'set REDIS_CLUSTER_NODES or run `bash deploy/redis-cluster.sh start` (or `bash deploy/services.sh up`)';
-const KAFKA_HINT = 'set KAFKA_BROKERS or run `bash deploy/services.sh up`';
-const CLICKHOUSE_HINT = 'set CLICKHOUSE_URL or run `bash deploy/services.sh up` (or `bash deploy/clickhouse.sh start`)';
+/** How to start the services on ports and a state directory of one's own (a shared machine), the variables to export printed by `up`. */
+const OWN_PORTS = 'on ports of your own: REDIS_PORT=… KAFKA_PORT=… KAFKA_CONTROLLER_PORT=… CLICKHOUSE_PORT=… REDIS_CLUSTER_PORTS=… TOLLGATE_DEPLOY_DIR=… bash deploy/services.sh up, then export what it prints';
+const REDIS_HINT = `set REDIS_URL or run \`bash deploy/services.sh up\` (${OWN_PORTS})`;
+const REDIS_CLUSTER_HINT = `set REDIS_CLUSTER_NODES or run \`bash deploy/redis-cluster.sh start\` (or \`bash deploy/services.sh up\`; ${OWN_PORTS})`;
+const KAFKA_HINT = `set KAFKA_BROKERS or run \`bash deploy/services.sh up\` (${OWN_PORTS})`;
+const CLICKHOUSE_HINT = `set CLICKHOUSE_URL or run \`bash deploy/services.sh up\` (or \`bash deploy/clickhouse.sh start\`; ${OWN_PORTS})`;
 
 function nonEmpty(v: string | undefined): string | undefined {
   const s = v?.trim();
@@ -217,7 +219,7 @@ async function requireService(
   // With the default ports ruled out, starting the services there is not the way: the user
   // opted out of what serves them (someone else's, on a shared machine).
   const hint = noProbing(env)
-    ? `TOLLGATE_TEST_SERVICES=none probes no default port: set ${variable}, e.g. to services of your own on free ports (REDIS_PORT=… KAFKA_PORT=… KAFKA_CONTROLLER_PORT=… CLICKHOUSE_PORT=… REDIS_CLUSTER_PORTS=… TOLLGATE_DEPLOY_DIR=… bash deploy/services.sh up prints the variables)`
+    ? `TOLLGATE_TEST_SERVICES=none probes no default port: set ${variable}, e.g. to services started ${OWN_PORTS}`
     : defaultHint;
   if (servicesRequired(env)) {
     throw new Error(
@@ -319,7 +321,7 @@ export function notControllable(service: ControllableService, env: Env = process
 export async function requireFaultControl(t: SkippableContext, service: ControllableService, env: Env = process.env): Promise<boolean> {
   const why = notControllable(service, env);
   if (why === undefined) return true;
-  const hint = `start it with \`bash deploy/services.sh up\` from this checkout to run fault tests`;
+  const hint = `start it with \`bash deploy/services.sh up\` from this checkout to run fault tests, with the TOLLGATE_DEPLOY_DIR and ports the tests are given (${OWN_PORTS})`;
   if (servicesRequired(env)) {
     throw new Error(`fault injection on ${DEPLOY[service].name} is required (TOLLGATE_REQUIRE_SERVICES=1 or CI=true) but not possible: ${why}; ${hint}`);
   }
