@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { newAccount, startCluster, TWO_GATEWAYS, useCluster } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 const run = useCluster(() => startCluster(TWO_GATEWAYS));
 
@@ -12,7 +13,7 @@ const BODY = JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 4, messages
 const SECOND = () => new Promise((r) => setTimeout(r, 1000));
 
 test('each access rule set through control applies on both gateways within 1 s, and lifting it serves again', async (t) => {
-  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const c = run.cluster;
   const acct = await newAccount(c, 1, 'access');
   /** status and error code of one request through each gateway */

@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { admin, customer, settledBalance, simRequests, startStack, type Stack } from '../support/tollgate.ts';
 import { newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 /**
  * A haiku request whose upstream usage equals its hold: 134 bytes → input bound 134 tokens,
@@ -156,7 +157,7 @@ describe('distributed: two gateways on one Redis', () => {
   }
 
   test('200 concurrent worst-case requests through two gateways on credit for exactly 20: 20 served, balance exactly 0', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const a = await account(c, 20n * WORST_MICROS, { admission_policy: 'strict' });
     await new Promise((r) => setTimeout(r, 1_100)); // the policy reaches both gateways within 1 s
@@ -168,7 +169,7 @@ describe('distributed: two gateways on one Redis', () => {
   });
 
   test('a key\'s hourly spend limit holds exactly across two gateways: 7 of 300 served', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const a = await account(c, 100_000_000n, { admission_policy: 'strict' });
     assert.equal((await c.admin('PATCH', `/admin/v1/keys/${a.keyId}`, { hourly_credits: '1' })).status, 200);
@@ -181,7 +182,7 @@ describe('distributed: two gateways on one Redis', () => {
   });
 
   test('clamp through a gateway on Redis: Claude Code\'s request on 100 credits is clamped to 35,349 tokens', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const a = await account(c, 100_000_000n, {});
     const res = await post(c.url('gw2'), a.secret, claudeCode(64_000));

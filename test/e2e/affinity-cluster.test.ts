@@ -8,6 +8,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { buildSimulator } from '@tollgate/simulator';
 import { newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
 import { UPSTREAM_KEY } from '../support/tollgate.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 let run: Awaited<ReturnType<typeof startCluster>>;
 let cluster: Cluster;
@@ -29,7 +30,7 @@ after(async () => {
 });
 
 test('one session on two gateways stays on one upstream: its cache reads survive across gateways, and are lost only on failover', async (t) => {
-  if (!run) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const ids: string[] = [];
   for (const [i, s] of sims.entries()) {
     const r = await cluster.admin<{ id: string }>('POST', '/admin/v1/upstreams', {

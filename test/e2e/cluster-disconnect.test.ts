@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Cluster, newAccount } from '../support/cluster.ts';
-import { requireKafka, requireRedis } from '../support/services.ts';
+import { NEEDS_KAFKA_AND_REDIS, requireKafka, requireRedis } from '../support/services.ts';
 import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
 import { requestUntil, upstreamSaw } from '../support/leaving-client.ts';
 import { flatUsage } from '../support/events.ts';
@@ -44,7 +44,7 @@ const body = (text: string, stream: boolean) =>
 interface StoredEvent { cost_micros: string; status: string; anomalies?: string[] }
 
 test('distributed: clients leave waiting for headers (stream, JSON) and mid-stream; a lower final count; each billed once, exactly, slots freed', async (t) => {
-  if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const c = cluster;
   const acct = await newAccount(c, 10);
   const gw = c.url('gw1');

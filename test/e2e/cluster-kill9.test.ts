@@ -9,6 +9,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { newAccount, ONE_GATEWAY, startCluster, useCluster, type Cluster } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 const run = useCluster(() => startCluster(ONE_GATEWAY));
 
@@ -58,7 +59,7 @@ function spoolRecords(c: Cluster, name: string): { records: Array<{ topic: strin
 }
 
 test('gateway killed with kill -9 during traffic: every answered request has exactly one event, the balance moved by exactly Σ costs', async (t) => {
-  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const c = run.cluster;
   const acct = await newAccount(c, 1000);
   const client = new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw1'), maxRetries: 0, logLevel: 'error', timeout: 20_000 });

@@ -9,7 +9,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { Kafka, logLevel, type Admin, type Producer } from 'kafkajs';
 import { fixKafkajsRequestQueue } from '@tollgate/events';
 import { Cluster, newAccount } from '../support/cluster.ts';
-import { requireKafka, requireRedis } from '../support/services.ts';
+import { NEEDS_KAFKA_AND_REDIS, requireKafka, requireRedis } from '../support/services.ts';
 import { startSimulator, UPSTREAM_KEY } from '../support/tollgate.ts';
 import { grantEvent as grant, usageEvent as usage } from '../support/events.ts';
 
@@ -58,7 +58,7 @@ interface Report {
 
 describe('poison in the distributed pipeline', () => {
   test('poison in Kafka between good events of other accounts: good ones applied and warehoused exactly, each poison quarantined by both groups, counted, listed by reconcile', async (t) => {
-    if (!cluster || !producer) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster || !producer) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const a = await newAccount(c, 1); // 1_000_000 µc
     const b = await newAccount(c, 2); // 2_000_000 µc
@@ -145,7 +145,7 @@ describe('poison in the distributed pipeline', () => {
   });
 
   test('fifty parallel grants with one reference over two control processes: one 201, forty-nine 200 duplicate, credited once; another amount is 409', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'race' });
     const path = `/admin/v1/accounts/${acct.json.id}/credits`;
@@ -160,7 +160,7 @@ describe('poison in the distributed pipeline', () => {
   });
 
   test('a credit reference reused with another kind over two control processes is a conflict (409): one reference names one entry, applied or only claimed', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'kinds' });
     const path = `/admin/v1/accounts/${acct.json.id}/credits`;
@@ -178,7 +178,7 @@ describe('poison in the distributed pipeline', () => {
   });
 
   test('balance out of range under concurrent grants over two control processes: the ledger applies up to ±(2^53 − 1) µc exactly, refuses the rest atomically (400, quarantined balance_out_of_range)', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'overflow-race' });
     const A = acct.json.id;
@@ -258,7 +258,7 @@ describe('poison in the distributed pipeline', () => {
   });
 
   test('a grant beyond 2^53 µc is refused at the edge: 400, nothing published', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const acct = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'huge' });
     const r = await c.admin<{ error: { type: string; message: string } }>('POST', `/admin/v1/accounts/${acct.json.id}/credits`, { credits: '99999999999999999999999', reference: 'huge' });

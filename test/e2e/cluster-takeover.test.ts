@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { newAccount, ONE_GATEWAY, startCluster, useCluster } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 const run = useCluster(() => startCluster(ONE_GATEWAY));
 
@@ -19,7 +20,7 @@ const COST = 8_280n;
 const GRANT = 1_000_000_000n; // 1000 credits
 
 test('DATA_DIR taken over while its gateway was stopped: answers whose usage cannot be written ahead are withheld (503 usage_unrecorded, stream error event), charged nothing, holds released; every answer a client got is billed once', async (t) => {
-  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const c = run.cluster;
   const acct = await newAccount(c, 1000);
   const client = new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw1'), maxRetries: 0, logLevel: 'off', timeout: 120_000 });

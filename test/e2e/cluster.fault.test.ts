@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { childEnv, requireFaultControl, startKafka, startRedis, stopKafka, stopRedis } from '../support/services.ts';
+import { childEnv, NEEDS_KAFKA_AND_REDIS, requireFaultControl, startKafka, startRedis, stopKafka, stopRedis } from '../support/services.ts';
 import { CLUSTER_ADMIN_TOKEN, newAccount, startStandardCluster, type Cluster } from '../support/cluster.ts';
 import { traffic, type AccountHandle, type Sent } from '../support/traffic.ts';
 
@@ -75,7 +75,7 @@ async function assertExact(c: Cluster, accounts: AccountHandle[], sent: Sent[]) 
 
 describe('faults under traffic, exact totals afterwards', () => {
   test('kill -9 both ledger consumers (one also the warehouse sink) mid-batch, then restart them', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const accounts = [await newAccount(c, CREDITS), await newAccount(c, CREDITS)];
     const sent = await underTraffic(c, accounts, async () => {
@@ -89,7 +89,7 @@ describe('faults under traffic, exact totals afterwards', () => {
   });
 
   test('Kafka stopped for 10 s: gateways keep serving (spool), a gateway killed and started meanwhile too, everything arrives once', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     if (!(await requireFaultControl(t, 'kafka'))) return;
     const c = cluster;
     const accounts = [await newAccount(c, CREDITS)];
@@ -122,7 +122,7 @@ describe('faults under traffic, exact totals afterwards', () => {
   });
 
   test('Redis restarted empty: money fails closed (503), state is rebuilt from the warehouse and the log', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     if (!(await requireFaultControl(t, 'redis'))) return;
     const c = cluster;
     const accounts = [await newAccount(c, CREDITS), await newAccount(c, CREDITS)];
@@ -148,7 +148,7 @@ describe('faults under traffic, exact totals afterwards', () => {
   });
 
   test('consumer group rebalances under traffic: a third ledger consumer joins, then leaves', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const accounts = [await newAccount(c, CREDITS), await newAccount(c, CREDITS)];
     const sent = await underTraffic(c, accounts, async () => {

@@ -10,6 +10,7 @@ import { newAccount, startStandardCluster, useCluster } from '../support/cluster
 import { traffic, type AccountHandle } from '../support/traffic.ts';
 import { Kafka, logLevel } from 'kafkajs';
 import { fixKafkajsRequestQueue } from '@tollgate/events';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 // kafkajs' request queue without its 1 ms poll (libs/events/src/kafkajs-request-queue.ts) for this file's own kafkajs clients
 fixKafkajsRequestQueue();
@@ -18,7 +19,7 @@ const run = useCluster(() => startStandardCluster());
 
 describe('distributed mode', () => {
   test('control changes reach every gateway within 1 s: a new key works at once, a revoked key stops', async (t) => {
-    if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = run.cluster;
     const acct = await newAccount(c, 1);
     for (const gw of ['gw1', 'gw2']) {
@@ -34,7 +35,7 @@ describe('distributed mode', () => {
   });
 
   test('mixed traffic over two gateways: warehouse total = Σ request costs = balance drop, each id once', async (t) => {
-    if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = run.cluster;
     const a = await newAccount(c, 100);
     const b = await newAccount(c, 100);
@@ -68,7 +69,7 @@ describe('distributed mode', () => {
   });
 
   test('replaying every topic from offset 0 changes no total', async (t) => {
-    if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = run.cluster;
     const a = await newAccount(c, 10);
     const sent = await traffic({ gateways: [c.url('gw1'), c.url('gw2')], accounts: [a], requests: 20, concurrency: 4 });

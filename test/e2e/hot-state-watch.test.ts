@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
 import { emptyPrefix, newAccount, startCluster, type Cluster, type ProcessSpec } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 const LAYOUTS: Record<string, ReadonlyArray<readonly [string, ProcessSpec]>> = {
   // docker-compose.yml
@@ -33,7 +34,7 @@ async function balance(c: Cluster, accountId: string): Promise<bigint> {
 for (const [layout, processes] of Object.entries(LAYOUTS)) {
   test(`hot state lost with no traffic (${layout} layout): the warehouse owner rebuilds it, every /ready is 200 again, balances exact`, async (t) => {
     const started = await startCluster(processes);
-    if (!started) { t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)'); return; }
+    if (!started) { t.skip(NEEDS_KAFKA_AND_REDIS); return; }
     const { cluster: c, close } = started;
     const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
     try {

@@ -9,12 +9,13 @@ import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
 import { emptyPrefix, newAccount, startCluster, TWO_GATEWAYS } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 const MODEL = 'claude-haiku-4-5';
 
 test('requests in flight at a Redis data loss: their holds are restored after the rebuild, on every gateway, before any new request is admitted; the balance never goes below zero, exact µc', async (t) => {
   const started = await startCluster(TWO_GATEWAYS);
-  if (!started) { t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)'); return; }
+  if (!started) { t.skip(NEEDS_KAFKA_AND_REDIS); return; }
   const { cluster: c, close } = started;
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {

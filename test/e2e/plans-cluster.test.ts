@@ -4,11 +4,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { newAccount, startCluster, TWO_GATEWAYS, useCluster } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 const run = useCluster(() => startCluster(TWO_GATEWAYS));
 
 test('a plan\'s 5-hour window holds exactly across two gateways: 7 of 20 concurrent requests pass, 13 get 429 rate_limit_exceeded, 7 are billed', async (t) => {
-  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const c = run.cluster;
   const plan = await c.admin<{ id: string }>('POST', '/admin/v1/plans', { name: 'seven per 5 h', requests_per_5h: 7, requests_per_week: 100 });
   assert.equal(plan.status, 201);

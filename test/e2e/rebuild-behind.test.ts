@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { emptyPrefix, startCluster, type Cluster } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 async function balance(c: Cluster, accountId: string): Promise<bigint> {
   const v = await c.admin<{ balance_micro_credits: string }>('GET', `/admin/v1/accounts/${accountId}`);
@@ -20,7 +21,7 @@ test('rebuild behind the ledger group (warehouse lagging, aggregator killed, Red
     ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse', WAREHOUSE_FLUSH_MS: '4000' } }],
     ['control', { roles: 'control' }],
   ]);
-  if (!started) { t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)'); return; }
+  if (!started) { t.skip(NEEDS_KAFKA_AND_REDIS); return; }
   const { cluster: c, close } = started;
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {

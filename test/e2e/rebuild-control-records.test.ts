@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
 import { emptyPrefix, newAccount, startCluster } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 test('rebuild after a Redis loss with the warehouse behind on control records: a key made just before the loss authenticates at the first request after the rebuild, with its account\'s balance exact', async (t) => {
   const started = await startCluster([
@@ -17,7 +18,7 @@ test('rebuild after a Redis loss with the warehouse behind on control records: a
     ['control', { roles: 'control' }],
     ['gw', { roles: 'gateway' }],
   ]);
-  if (!started) { t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)'); return; }
+  if (!started) { t.skip(NEEDS_KAFKA_AND_REDIS); return; }
   const { cluster: c, close } = started;
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
 import { emptyPrefix, newAccount, startCluster, type Cluster } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 /** The deployment of both tests: `cut-off` is a control process for which Kafka is away (nothing listens there). */
 const startDeployment = () => startCluster([
@@ -58,7 +59,7 @@ function runs(xs: number[]): string {
 
 test('rebuild after a Redis loss with a key revocation, an account and a key only in a control process\'s spool (Kafka away for that process): the revoked key is never served again (401 from the first answer after the rebuild); the account and key are never read as absent (503 until put back, never 404 or 401)', async (t) => {
   const started = await startDeployment();
-  if (!started) { t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)'); return; }
+  if (!started) { t.skip(NEEDS_KAFKA_AND_REDIS); return; }
   const { cluster: c, close } = started;
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
@@ -134,7 +135,7 @@ test('the same with the control process stalled since BEFORE the loss (it never 
 /** Runs the stalled-control-process scenario, `cut-off` paused after it announced, or before the loss. */
 async function stalledAcrossTheRebuild(t: TestContext, pauseAt: 'after it announced' | 'before the loss'): Promise<void> {
   const started = await startDeployment();
-  if (!started) { t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)'); return; }
+  if (!started) { t.skip(NEEDS_KAFKA_AND_REDIS); return; }
   const { cluster: c, close } = started;
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   const ready = `${c.env.REDIS_PREFIX!}ledger-ready`;

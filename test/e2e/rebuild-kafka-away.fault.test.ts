@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { Redis } from 'ioredis';
-import { requireFaultControl, startKafka, stopKafka } from '../support/services.ts';
+import { NEEDS_KAFKA_AND_REDIS, requireFaultControl, startKafka, stopKafka } from '../support/services.ts';
 import { emptyPrefix, newAccount, startCluster } from '../support/cluster.ts';
 
 test('Redis lost while Kafka is away, a key revoked and a limit set meanwhile: after Kafka is back the first answers already honour both (401, the limit), exact µc', async (t) => {
@@ -21,7 +21,7 @@ test('Redis lost while Kafka is away, a key revoked and a limit set meanwhile: a
     ['control', { roles: 'control' }],
     ['gw', { roles: 'gateway' }],
   ]);
-  if (!started) { t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)'); return; }
+  if (!started) { t.skip(NEEDS_KAFKA_AND_REDIS); return; }
   const { cluster: c, close } = started;
   const redis = new Redis(c.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 1 });
   let kafkaDown = false;

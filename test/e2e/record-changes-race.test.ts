@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCluster, useCluster } from '../support/cluster.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 const run = useCluster(() => startCluster([
   ['agg', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
@@ -35,7 +36,7 @@ async function newAccountOn(): Promise<string> {
 }
 
 test('lost update: a key revocation racing renames on two control processes always stands; each rename is 200 before it or 409 after', async (t) => {
-  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const account = await newAccountOn();
   for (let round = 0; round < ROUNDS; round++) {
     const k = await on(round, 'POST', `/admin/v1/accounts/${account}/keys`, { name: 'start' });
@@ -63,7 +64,7 @@ test('lost update: a key revocation racing renames on two control processes alwa
 });
 
 test('lost update: PATCHes of different fields of one key, account and plan on two control processes keep every field', async (t) => {
-  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const account = await newAccountOn();
   for (let round = 0; round < ROUNDS; round++) {
     const k = await on(round, 'POST', `/admin/v1/accounts/${account}/keys`, { name: 'fields' });

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { Cluster as RedisCluster, Redis } from 'ioredis';
 import { emptyPrefix, newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
 import { traffic } from '../support/traffic.ts';
-import { findRedisCluster, requireRedisCluster } from '../support/services.ts';
+import { findRedisCluster, NEEDS_KAFKA_AND_REDIS, requireRedisCluster } from '../support/services.ts';
 import { deleteClusterKeysUnder } from '../support/redis.ts';
 
 const nodes = await findRedisCluster();
@@ -18,7 +18,7 @@ const nodes = await findRedisCluster();
 test('ledger on a Redis Cluster: traffic over two gateways is exact, reconcile agrees, a lost cluster state is rebuilt exactly', async (t) => {
   if (!(await requireRedisCluster(t)) || nodes === undefined) return;
   const started = await startCluster(TWO_GATEWAYS, { REDIS_CLUSTER_NODES: nodes });
-  if (!started) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!started) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const c: Cluster = started.cluster;
   const redis = new RedisCluster(nodes.split(',').map((hp) => ({ host: hp.split(':')[0]!, port: Number(hp.split(':')[1]) })));
   const prefix = c.env.REDIS_PREFIX!;

@@ -17,6 +17,7 @@ import { Redis } from 'ioredis';
 import { buildSimulator } from '@tollgate/simulator';
 import { newAccount, startCluster, TWO_GATEWAYS, type Cluster } from '../support/cluster.ts';
 import { admin, customer, filesUnder, startLoggedProcess, startStack, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 // The second upstream's own credential: the simulator behind it accepts only this key.
 const POOL_KEY = 'sk-ant-api03-POOLSECRET-b7c1e0d94f2a4e6b8d3c5a7f9e1b2d4c';
@@ -356,7 +357,7 @@ describe('upstream pools on a two-gateway cluster', () => {
   });
 
   test('an upstream disabled (then its weight and priority changed) is in force on both gateways within the pool cache; Redis holds the credential only sealed', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const agg = c.url('agg');
     const b = await c.admin<UpstreamView>('POST', '/admin/v1/upstreams', { name: 'B', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 1, priority: 10, max_concurrency: null }, agg);
@@ -414,7 +415,7 @@ describe('upstream pools on a two-gateway cluster', () => {
   });
 
   test('this cluster\'s Redis state lost: the rebuild brings upstreams and groups back from the warehouse before traffic flows', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const agg = c.url('agg');
     const b = await c.admin<UpstreamView>('POST', '/admin/v1/upstreams', { name: 'kept', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 5, priority: 3, max_concurrency: 9 }, agg);
@@ -452,7 +453,7 @@ describe('upstream pools on a two-gateway cluster', () => {
   });
 
   test('Redis state lost and `tollgate rebuild` run by hand: the pool is back when the rebuild answers', async (t) => {
-    if (!cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+    if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const agg = c.url('agg');
     const b = await c.admin<UpstreamView>('POST', '/admin/v1/upstreams', { name: 'by hand', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 2, priority: 0, max_concurrency: null }, agg);

@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
 import { newAccount, startCluster, TWO_GATEWAYS, useCluster, type Cluster } from '../support/cluster.ts';
 import { startReceiver, type Receiver } from '../../libs/webhooks/test/receiver.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../support/services.ts';
 
 let rx: Receiver;
 const SIM = { model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user' as const, content: '[[sim input=10 output=5]]' }] };
@@ -36,7 +37,7 @@ async function settled(c: Cluster, id: string): Promise<Delivery[]> {
 const refusedWith = (code: string) => (err: { status?: number; error?: { error?: { code?: string } } }) => err.status === 429 && err.error?.error?.code === code;
 
 test('a spend limit and a plan window refusing on two gateway processes: one delivery each, signed', async (t) => {
-  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const c = run.cluster;
   const spendHook = await hook(c, 'c-spend', ['spend_limit.reached']);
   const planHook = await hook(c, 'c-plan', ['plan_window.exhausted']);
@@ -75,7 +76,7 @@ test('a spend limit and a plan window refusing on two gateway processes: one del
 });
 
 test('this cluster\'s Redis state lost: the rebuild brings every webhook back from the warehouse', async (t) => {
-  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const c = run.cluster;
   const h = await hook(c, 'c-rebuilt', ['event.quarantined']);
   // Only this cluster's own keys (its REDIS_PREFIX), as if its Redis had restarted empty.

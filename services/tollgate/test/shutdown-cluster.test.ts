@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import type { UsageEvent } from '@tollgate/events';
 import { newAccount, startCluster, useCluster } from '../../../test/support/cluster.ts';
 import { flatUsage } from '../../../test/support/events.ts';
+import { NEEDS_KAFKA_AND_REDIS } from '../../../test/support/services.ts';
 
 const run = useCluster(() => startCluster([
   ['agg1', { roles: 'aggregator', env: { AGGREGATOR_GROUPS: 'ledger,warehouse' } }],
@@ -16,7 +17,7 @@ const run = useCluster(() => startCluster([
 ]));
 
 test('distributed: SIGTERM while a stream outlives the grace: cut, charged the usage reported so far (client_disconnect, cut_by_shutdown), hold settled, event warehoused', async (t) => {
-  if (!run.cluster) return t.skip('SKIPPED: needs Kafka and Redis (bash deploy/services.sh up, or set KAFKA_BROKERS and REDIS_URL)');
+  if (!run.cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
   const c = run.cluster;
   const acct = await newAccount(c, 10); // 10_000_000 µc
   const res = await fetch(`${c.url('gw1')}/v1/messages`, {
