@@ -104,36 +104,16 @@ function withoutPathSecrets(request: FastifyRequest, message: string): string {
 
 /**
  * Request ids, the `request-id` response header, and one error handler that renders every
- * error in Anthropic's shape with a machine code. Once the server is stopping, requests still
- * arriving on open connections get 503 `overloaded` (`SHUTTING_DOWN_MESSAGE`, `connection:
- * close`), but for the paths in `servedWhileStopping`. `secrets`: the process's own credentials
+ * error in Anthropic's shape with a machine code. `secrets`: the process's own credentials
  * (admin and finance tokens, upstream key), redacted by value where a 404 repeats the path. Unknown errors are logged and shown as
  * `internal_error` without their message (it may carry internals).
  */
-export function installErrorHandling(app: FastifyInstance, secrets: readonly string[] = [], servedWhileStopping: readonly string[] = []): void {
+export function installErrorHandling(app: FastifyInstance, secrets: readonly string[] = []): void {
   (app as unknown as Record<symbol, readonly string[]>)[ECHO_SECRETS] = secrets;
-  // From the stop's first step on, a request that still reaches the server (on a kept-alive
-  // connection, or pipelined behind one in flight) is refused in Anthropic's shape, with its
-  // request id, and its connection closed: the client's SDK retries a 503, on a new connection,
-  // which the load balancer sends to another process. `servedWhileStopping` (the probes) answer
-  // as usual: /ready says why it is not ready. `createHttpServer` turns Fastify's own answer
-  // off (`return503OnClosing`: a bare `{"error":"Service Unavailable"}` without either).
-  let closing = false;
-  app.addHook('preClose', (done) => {
-    closing = true;
-    done();
-  });
   // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     reply.header('request-id', request.id);
-    if (!closing || servedWhileStopping.includes(request.routeOptions.url ?? '')) return done();
-    reply.header('connection', 'close');
-    const refuse = () => void sendError(reply, gatewayError('overloaded', SHUTTING_DOWN_MESSAGE));
-    // The body is read to its end and dropped first: a socket closed with bytes unread is reset,
-    // and the client would see the reset instead of the answer.
-    if (request.raw.complete) return refuse();
-    request.raw.once('end', refuse);
-    request.raw.resume();
+    done();
   });
   const known5xx = new KnownFailureLog();
   app.setErrorHandler((err: FastifyError, request, reply) => {
@@ -150,9 +130,6 @@ export function installErrorHandling(app: FastifyInstance, secrets: readonly str
     sendError(reply, gatewayError('not_found', `${request.method} ${echoedPath(request)} does not exist`));
   });
 }
-
-/** The message of a request refused because its process is stopping (503 `overloaded`). */
-export const SHUTTING_DOWN_MESSAGE = 'This gateway is shutting down and did not take the request; retry it';
 
 /** Where `installErrorHandling` leaves the process's own credentials (child instances inherit it). */
 const ECHO_SECRETS = Symbol('tollgate.echoSecrets');

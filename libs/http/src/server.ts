@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
-import Fastify, { type FastifyInstance, type preParsingHookHandler } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest, type preParsingHookHandler } from 'fastify';
 import { CONTROL_CHARACTER, errorBody, gatewayError, type GatewayError } from '@tollgate/anthropic';
 import { decodeBody, parseJsonBody } from './body.ts';
 import { installErrorHandling, newRequestId, requestIdOptions, sendError } from './errors.ts';
@@ -118,17 +118,51 @@ export function defaultMaxConnectionsPerIp(maxConnections: number, trustProxy: b
 }
 
 /**
+ * Each open connection of a server made by `createHttpServer`: `active` requests being answered
+ * (each until its response's 'close', which comes once its bytes are written out), whether one
+ * was `answered` or `started`, when it was accepted (`at`, performance.now() ms), and `read`, the
+ * socket's bytesRead when it last had nothing in progress; `request` and `response`, the last
+ * request received and its answer.
+ */
+type ConnectionStates = Map<Socket, {
+  answered: boolean; active: number; started: boolean; at: number; read: number; request?: IncomingMessage; response?: ServerResponse;
+}>;
+
+/** Where `reclaimNearCap` leaves a server's `ConnectionStates`. */
+const CONNECTIONS = Symbol('tollgate.connections');
+
+/**
+ * For a stop whose grace is over: closes every connection of `server` (made by
+ * `createHttpServer`) that holds no request being handled, which the server's
+ * `closeIdleConnections` leaves open: one whose answers are all given but still queued for a
+ * client that stopped reading, one whose next request has only begun to arrive, and one whose
+ * request's head or body is still arriving (a slow upload, a trickle: its handler has not run,
+ * and Node's request timeout stops with the server). Requests received whole are left to the
+ * caller. A server not made by `createHttpServer` is left as it is.
+ */
+export function closeUnhandledConnections(server: Server): void {
+  const state = (server as Server & { [CONNECTIONS]?: ConnectionStates })[CONNECTIONS];
+  for (const [socket, st] of state ?? []) {
+    if (st.active === 0 || !st.request?.complete || st.response?.writableEnded) socket.destroy();
+  }
+}
+
+/**
  * Keeps connections that are not making requests from holding the connection cap. Near the cap
  * (a new connection brings the count to the reclaim threshold) two kinds are closed:
  * - idle keep-alive: answered at least once, no request in progress (the client reconnects);
  * - unstarted: no complete request head after `unstartedMs` (silent sockets, slow headers).
  * The connection that just arrived is never closed. Besides, a connection from an address that
  * already holds `perIp` connections is closed at once. Node's own `closeIdleConnections()` is
- * not used: it closes every connection without a request, including ones a second old.
+ * not used: it closes every connection without a request, including ones a second old. It is
+ * replaced on `server` (a stop calls it) by one that never cuts an answer still being written.
  */
 function reclaimNearCap(server: Server, maxConnections: number, perIp: number, unstartedMs: number): void {
   const threshold = Math.max(1, Math.min(maxConnections - 1, Math.floor(maxConnections * IDLE_RECLAIM_FRACTION)));
-  const state = new Map<Socket, { answered: boolean; active: number; started: boolean; at: number }>();
+  // `read`: the socket's bytesRead when it last had nothing in progress (accepted, or its last
+  // answer written out); more read since means a next request has begun to arrive.
+  const state: ConnectionStates = new Map();
+  (server as Server & { [CONNECTIONS]?: ConnectionStates })[CONNECTIONS] = state;
   const byAddress = new Map<string, number>();
   server.on('connection', (socket: Socket) => {
     const address = socket.remoteAddress ?? '';
@@ -138,7 +172,7 @@ function reclaimNearCap(server: Server, maxConnections: number, perIp: number, u
       return;
     }
     byAddress.set(address, held + 1);
-    state.set(socket, { answered: false, active: 0, started: false, at: performance.now() });
+    state.set(socket, { answered: false, active: 0, started: false, at: performance.now(), read: 0 });
     socket.once('close', () => {
       state.delete(socket);
       const n = (byAddress.get(address) ?? 1) - 1;
@@ -157,11 +191,24 @@ function reclaimNearCap(server: Server, maxConnections: number, perIp: number, u
     if (!st) return;
     st.started = true;
     st.active++;
+    st.request = req;
+    st.response = res;
     res.once('close', () => {
       st.active--;
       st.answered = true;
+      st.read = req.socket.bytesRead;
     });
   });
+  // Node's own, which `server.close()` calls first (and so a stop), destroys a connection whose
+  // last answer has ended but is still being written to a slow reader: the answer is cut short
+  // (a large JSON body, a stream's last events) after it was charged. This one closes only a
+  // connection with nothing in progress: no request being answered (a response's 'close' comes
+  // once its bytes are written out), nothing left to write, no bytes of a next request read.
+  server.closeIdleConnections = () => {
+    for (const [s, st] of state) {
+      if (st.active === 0 && s.writableLength === 0 && s.bytesRead === st.read) s.destroy();
+    }
+  };
 }
 
 /**
@@ -234,7 +281,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     requestTimeout,
     connectionTimeout: 0,
     forceCloseConnections: 'idle',
-    // A request arriving while the server stops gets the catalogue's answer (installErrorHandling).
+    // A request arriving while the server stops gets the catalogue's answer (refuseWhileStopping).
     return503OnClosing: false,
     // The router matches any parameter that fits in a request head; the 100-character limit is
     // checked after routing (`checkRequestTarget`), where the parameter's name is known.
@@ -290,15 +337,26 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     options.unstartedReclaimMs ?? UNSTARTED_RECLAIM_MS);
   // First, so that its onRoute hook sees every route registered after it.
   if (options.telemetry) installTelemetry(app, options.telemetry);
-  installErrorHandling(app, options.secrets ?? [], [HEALTH_PATH, READY_PATH]);
+  installErrorHandling(app, options.secrets ?? []);
+  // From the stop's first step on (Fastify's preClose), a request that still reaches the server
+  // on a connection opened before is refused (`refuseWhileStopping`), and every answer closes its
+  // connection, so that a client does not send its next request on it as it is being closed.
+  let stopping = false;
+  app.addHook('preClose', (done) => {
+    stopping = true;
+    done();
+  });
   // After onRequest (CORS headers, authentication: a caller without access learns nothing more),
   // before the body is read.
-  app.addHook('preParsing', checkRequestTarget);
+  app.addHook('preParsing', function (request, reply, payload, done) {
+    if (stopping && !SERVED_WHILE_STOPPING.has(request.routeOptions.url ?? '')) refuseWhileStopping(request, done);
+    else checkRequestTarget.call(this, request, reply, payload, done);
+  });
   // An answer before the body was read (401, 413): close rather than drain a body nobody wants,
   // which is how slow-body sockets would otherwise stay open.
   // A callback hook, not an async one: no promise and microtask hop per request (issue 11).
   app.addHook('onSend', (request, reply, payload, done) => {
-    if (!request.raw.complete) reply.header('connection', 'close');
+    if (stopping || !request.raw.complete) reply.header('connection', 'close');
     done(null, payload);
   });
   if (options.corsOrigins !== undefined) installCors(app, options.corsOrigins);
@@ -378,6 +436,41 @@ async function notReadyReasons(app: FastifyInstance): Promise<string[]> {
 export const MAX_PATH_PARAM_CHARS = 100;
 /** What the router itself matches (a request head is at most 16 KB, so no parameter reaches it). */
 const ROUTER_MAX_PARAM_CHARS = 16_384;
+
+/** The message of a request refused because its process is stopping (503 `overloaded`). */
+export const SHUTTING_DOWN_MESSAGE = 'This gateway is shutting down and did not take the request; retry it';
+
+/** ms a refused request's body is read for, at most, before the refusal is sent (`refuseWhileStopping`). */
+export const STOPPING_DRAIN_MS = 1_000;
+
+/** Routes answered as usual while the server stops: the probes (/ready says why it is not ready). */
+const SERVED_WHILE_STOPPING = new Set(['/health', '/ready']);
+
+/**
+ * A request that reached a stopping server: 503 `overloaded` in Anthropic's shape
+ * (`SHUTTING_DOWN_MESSAGE`), with its request id, CORS headers (their hook has run) and
+ * `connection: close`; the client's SDK retries a 503 on a new connection, which the load
+ * balancer sends to another process. Nothing of it is handled. Its body is read and dropped
+ * first, for at most STOPPING_DRAIN_MS: a socket closed with bytes unread is reset, and the client
+ * would see the reset instead of the answer; a body slower than that (a trickle) is not waited
+ * for. (Fastify's own answer, `return503OnClosing`, is off: a bare `{"error":"Service
+ * Unavailable"}` without any of that.)
+ */
+function refuseWhileStopping(request: FastifyRequest, done: (err: Error) => void): void {
+  const refusal = gatewayError('overloaded', SHUTTING_DOWN_MESSAGE);
+  if (request.raw.complete) return done(refusal);
+  let sent = false;
+  const send = () => {
+    if (sent) return;
+    sent = true;
+    clearTimeout(timer);
+    done(refusal);
+  };
+  const timer = setTimeout(send, STOPPING_DRAIN_MS);
+  request.raw.once('end', send);
+  request.raw.once('close', send);
+  request.raw.resume();
+}
 
 /**
  * The request target's parts that routing took as given, checked for every route of every

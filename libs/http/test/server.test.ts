@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { createHttpServer, defaultMaxConnectionsPerIp, loggerOptions, MAX_JSON_MEMBERS, parseJsonBody, registerServedElsewhere, requireToken } from '../src/index.ts';
+import { closeUnhandledConnections, createHttpServer, defaultMaxConnectionsPerIp, SHUTTING_DOWN_MESSAGE, loggerOptions, MAX_JSON_MEMBERS, parseJsonBody, registerServedElsewhere, requireToken } from '../src/index.ts';
 
 const LIMIT = 256 * 1024;
 const ADMIN = 'admin-token-for-edge-tests-0001';
@@ -764,4 +764,112 @@ test('a path echoed in a 404 (no such route, or served by another process) never
     [`/${OWN_SECRET}/v1/messages`, 'GET /[redacted]/v1/messages does not exist'],
     [`/elsewhere/${encodeURIComponent(OWN_SECRET)}/x`, 'GET /elsewhere/[redacted]/x: paths under /elsewhere/ are served by another process, not by this one'],
   ] as const) await assertNotFoundRedacted(path, expected, key);
+});
+
+test('a stop never cuts an answer still being written to a slow reader (Node\'s closeIdleConnections did, after the answer had ended); idle connections close, so the stop ends', { timeout: 30_000 }, async () => {
+  const s = createHttpServer({ bodyLimitBytes: LIMIT });
+  const big = Buffer.alloc(16 * 1024 * 1024, 'a');
+  s.get('/big', async (_request, reply) => reply.type('application/octet-stream').send(big));
+  const where = new URL(await s.listen({ port: 0, host: '127.0.0.1' }));
+  // A reader that asks for 16 MiB and does not read yet: the answer ends on the server's side
+  // with most of its bytes still queued for the socket.
+  const reader = connect(Number(where.port), where.hostname);
+  await new Promise((r) => reader.once('connect', r));
+  reader.pause();
+  reader.write(`GET /big HTTP/1.1\r\nhost: x\r\n\r\n`);
+  // An idle keep-alive connection, answered once.
+  const idle = connect(Number(where.port), where.hostname);
+  let idleText = '';
+  idle.on('data', (c: Buffer) => { idleText += c.toString('latin1'); });
+  const idleClosed = new Promise((r) => idle.once('close', r));
+  idle.write(`GET /health HTTP/1.1\r\nhost: x\r\n\r\n`);
+  while (!idleText.endsWith('{"status":"ok"}')) await new Promise((r) => idle.once('data', r));
+  await new Promise((r) => setTimeout(r, 200)); // the big answer is handed to the socket, its end called
+  const stopped = s.close();
+  await idleClosed; // the stop closed the idle connection at once
+  const chunks: Buffer[] = [];
+  const readerClosed = new Promise((r) => reader.once('close', r));
+  reader.on('data', (c: Buffer) => { chunks.push(c); });
+  reader.resume();
+  await readerClosed;
+  await stopped;
+  const received = Buffer.concat(chunks);
+  const at = received.indexOf('\r\n\r\n');
+  assert.match(received.subarray(0, at).toString('latin1'), /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 16777216\r\n/i);
+  assert.equal(received.length - at - 4, big.length, 'the whole body arrived');
+  assert.ok(received.subarray(at + 4).equals(big));
+});
+
+test('closeUnhandledConnections (a stop\'s grace is over): a connection whose answer waits for a reader that never reads is closed, so the stop ends; one with a request in progress is left', { timeout: 30_000 }, async () => {
+  const s = createHttpServer({ bodyLimitBytes: LIMIT });
+  const big = Buffer.alloc(16 * 1024 * 1024, 'a');
+  let release!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  s.get('/big', async (_request, reply) => reply.type('application/octet-stream').send(big));
+  s.get('/held', async () => { await held; return { ok: true }; });
+  const where = new URL(await s.listen({ port: 0, host: '127.0.0.1' }));
+  const open = async (path: string) => {
+    const socket = connect(Number(where.port), where.hostname);
+    await new Promise((r) => socket.once('connect', r));
+    socket.pause();
+    socket.write(`GET ${path} HTTP/1.1\r\nhost: x\r\n\r\n`);
+    let received = 0;
+    socket.on('data', (c: Buffer) => { received += c.length; });
+    socket.on('error', () => {});
+    return { socket, closed: new Promise((r) => socket.once('close', r)), received: () => received };
+  };
+  const stalled = await open('/big');
+  const busy = await open('/held');
+  await new Promise((r) => setTimeout(r, 200)); // both requests arrived; the big answer has ended on the server's side
+  let stopped = false;
+  const stopping = s.close().then(() => { stopped = true; });
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(stopped, false, 'the unread answer holds the stop (closeIdleConnections leaves it)');
+  closeUnhandledConnections(s.server);
+  stalled.socket.resume(); // what reached this side before the close; then its end
+  await stalled.closed;
+  assert.ok(stalled.received() < big.length, `cut: ${stalled.received()} bytes of ${big.length}`);
+  assert.equal(busy.socket.destroyed, false, 'a request in progress is not cut');
+  release();
+  busy.socket.resume();
+  await busy.closed;
+  await stopping;
+});
+
+test('a request reaching a stopping server: 503 overloaded in Anthropic\'s shape with request-id, connection: close and the CORS headers of any other answer; the probes answer as probes', { timeout: 30_000 }, async () => {
+  const s = createHttpServer({ bodyLimitBytes: LIMIT, corsOrigins: ['https://app.example'] });
+  s.post('/echo', async (request) => ({ parsed: request.body ?? null }));
+  const where = new URL(await s.listen({ port: 0, host: '127.0.0.1' }));
+  const open = async () => {
+    const socket = connect(Number(where.port), where.hostname);
+    await new Promise((r) => socket.once('connect', r));
+    let text = '';
+    socket.on('data', (c: Buffer) => { text += c.toString('utf8'); });
+    return { socket, closed: new Promise((r) => socket.once('close', r)), text: () => text };
+  };
+  const body = '{"a":1}';
+  const post = `POST /echo HTTP/1.1\r\nhost: x\r\norigin: https://app.example\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+  const health = 'GET /health HTTP/1.1\r\nhost: x\r\n\r\n';
+  const refused = await open();
+  const probe = await open();
+  // Each request's head has begun to arrive when the stop begins (so the stop's closing of idle
+  // connections leaves the connection open); given 100 ms to be read.
+  refused.socket.write(post.slice(0, 10));
+  probe.socket.write(health.slice(0, 5));
+  await new Promise((r) => setTimeout(r, 100));
+  const stopped = s.close();
+  await new Promise((r) => setTimeout(r, 100));
+  refused.socket.write(post.slice(10));
+  probe.socket.write(health.slice(5));
+  await Promise.all([refused.closed, probe.closed, stopped]);
+  const [head, answer] = refused.text().split('\r\n\r\n') as [string, string];
+  assert.match(head, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+  assert.match(head, /\r\naccess-control-allow-origin: https:\/\/app\.example\r\n/);
+  assert.match(head, /\r\nconnection: close\r\n/i);
+  const requestId = /\r\nrequest-id: (req_\w+)\r\n/.exec(head)?.[1];
+  assert.ok(requestId, head);
+  assert.deepEqual(JSON.parse(answer), {
+    type: 'error', error: { type: 'overloaded_error', code: 'overloaded', message: SHUTTING_DOWN_MESSAGE }, request_id: requestId,
+  });
+  assert.match(probe.text(), /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\n\{"status":"ok"\}$/);
 });

@@ -6,7 +6,7 @@ import { basename, dirname, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { ConfigError, type Config } from '@tollgate/config';
 import { DiskReserveLowError, finishedWithin, KafkaLog, MemoryLog, SPOOL_RESEND_MS, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
-import { addReadinessCheck, createHttpServer, loggerOptions, registerNotServedHere, registerServedElsewhere } from '@tollgate/http';
+import { addReadinessCheck, closeUnhandledConnections, createHttpServer, loggerOptions, registerNotServedHere, registerServedElsewhere } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
 import type { BalanceStore } from '@tollgate/ledger';
 import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
@@ -532,8 +532,16 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // Once the grace is over, reads and operator calls still running are cut (`cuttable`): a
       // report or an `/ops` rebuild waiting on a frozen ClickHouse held the stop until the hard
       // exit (a tester's finding).
+      // Also cut then: connections whose answers are all given but still queued for a client
+      // that stopped reading (no longer cut by the closing of idle connections, which would have
+      // cut them short while they were read), and requests whose head or body is still arriving
+      // (a slow upload, a trickle: Node's request timeout stops with the server, and such a
+      // connection held the stop until the hard exit, a tester's finding).
       let graceOver = false;
-      const cut = () => { for (const socket of cuttable) socket.destroy(); };
+      const cut = () => {
+        for (const socket of cuttable) socket.destroy();
+        closeUnhandledConnections(server.server);
+      };
       const graceTimer = graceMs === undefined ? undefined : setTimeout(() => {
         graceOver = true;
         cut();

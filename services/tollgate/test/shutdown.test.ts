@@ -129,12 +129,14 @@ test('a request that reaches a stopping gateway on a kept-alive connection is re
   const a = await customer(stack.url, 10, 'shutdown-refused'); // 10_000_000 µc
   const paid = await keptAlive(stack.url, a.secret);
   const probe = await keptAlive(stack.url, a.secret);
+  const trickle = await keptAlive(stack.url, a.secret);
   // The next requests are on their way when the stop begins: their heads have begun to arrive
   // (so the stop's closing of idle connections leaves these open), the rest comes after.
   const message = rawRequest(paid.host, a.secret, { model: 'claude-haiku-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'hi [[sim input=5 output=1]]' }] });
   const ready = `GET /ready HTTP/1.1\r\nhost: ${probe.host}\r\nconnection: close\r\n\r\n`;
   paid.socket.write(message.slice(0, 20));
   probe.socket.write(ready.slice(0, 5));
+  trickle.socket.write(message.slice(0, 20));
   // The server reads those bytes in a turn of its loop (this process's) after these writes:
   // given 200 ms, so that the stop finds the requests begun rather than the connections idle.
   await new Promise((r) => setTimeout(r, 200));
@@ -142,7 +144,11 @@ test('a request that reaches a stopping gateway on a kept-alive connection is re
   await untilRefused(stack.url);
   paid.socket.write(message.slice(20));
   probe.socket.write(ready.slice(5));
-  await Promise.all([paid.closed, probe.closed, stopped]);
+  // This one's body stops 10 bytes short and never comes: refused all the same once
+  // STOPPING_DRAIN_MS has passed, so it holds neither its connection nor (the grace is 10 min
+  // here) the stop.
+  trickle.socket.write(message.slice(20, -10));
+  await Promise.all([paid.closed, probe.closed, trickle.closed, stopped]);
   const refused = paid.answer();
   assert.equal(refused.status, 'HTTP/1.1 503 Service Unavailable');
   assert.equal(refused.headers.get('connection'), 'close');
@@ -152,11 +158,31 @@ test('a request that reaches a stopping gateway on a kept-alive connection is re
   assert.deepEqual(refused.body, {
     type: 'error', error: { type: 'overloaded_error', code: 'overloaded', message: SHUTTING_DOWN_MESSAGE }, request_id: requestId,
   });
+  const trickled = trickle.answer();
+  assert.equal(trickled.status, 'HTTP/1.1 503 Service Unavailable');
+  assert.equal(trickled.headers.get('connection'), 'close');
+  assert.deepEqual(trickled.body, {
+    type: 'error', error: { type: 'overloaded_error', code: 'overloaded', message: SHUTTING_DOWN_MESSAGE }, request_id: trickled.headers.get('request-id'),
+  });
   // The probe is answered as a probe: not ready, and why.
   const readiness = probe.answer();
   assert.equal(readiness.status, 'HTTP/1.1 503 Service Unavailable');
   assert.deepEqual(readiness.body, { status: 'not_ready', reasons: ['shutting down'] });
   // Nothing forwarded, nothing charged.
+  assert.deepEqual(await usageAfterRestart(a.accountId), []);
+  assert.equal(await settledBalance(stack, a.accountId), 10_000_000n);
+});
+
+test('a stop whose grace ends with an upload still trickling in (begun before the stop, its body never finished) cuts that connection and ends: nothing forwarded or charged', { timeout: 60_000 }, async () => {
+  const a = await customer(stack.url, 10, 'shutdown-trickle'); // 10_000_000 µc
+  const upload = await keptAlive(stack.url, a.secret);
+  const message = rawRequest(upload.host, a.secret, { model: 'claude-haiku-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'hi [[sim input=5 output=1]]' }] });
+  upload.socket.write(message.slice(0, -10)); // the head and most of the body; the rest never comes
+  await new Promise((r) => setTimeout(r, 200)); // read by the server (see above)
+  // Before the fix the connection held the stop until the hard exit (Node's request timeout
+  // stops with the server); a grace of 300 ms, then the cut, so this resolves.
+  await stack.tollgate.close({ graceMs: 300 });
+  await upload.closed;
   assert.deepEqual(await usageAfterRestart(a.accountId), []);
   assert.equal(await settledBalance(stack, a.accountId), 10_000_000n);
 });
