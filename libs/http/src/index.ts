@@ -1,6 +1,6 @@
 export { newRequestId, installErrorHandling, registerNotServedHere, registerServedElsewhere, sendError, requestIdOptions } from './errors.ts';
 export {
-  closeUnhandledConnections, corsHeadersFor, createHttpServer, SHUTTING_DOWN_MESSAGE, STOPPING_DRAIN_MS, defaultMaxConnections, defaultMaxConnectionsPerIp, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
+  closeUnhandledConnections, NEXT_REQUEST_WAIT_MS, corsHeadersFor, createHttpServer, SHUTTING_DOWN_MESSAGE, STOPPING_DRAIN_MS, defaultMaxConnections, defaultMaxConnectionsPerIp, CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS,
   DEFAULT_REQUEST_TIMEOUT_MS, IDLE_RECLAIM_FRACTION, KEEP_ALIVE_TIMEOUT_MS, MAX_PATH_PARAM_CHARS, UNSTARTED_RECLAIM_MS,
 } from './server.ts';
 export { addReadinessCheck, HEALTH_PATH, READINESS_CHECK_TIMEOUT_MS, READY_PATH } from './server.ts';

@@ -121,12 +121,20 @@ export function defaultMaxConnectionsPerIp(maxConnections: number, trustProxy: b
  * Each open connection of a server made by `createHttpServer`: `active` requests being answered
  * (each until its response's 'close', which comes once its bytes are written out), whether one
  * was `answered` or `started`, when it was accepted (`at`, performance.now() ms), and `read`, the
- * socket's bytesRead when it last had nothing in progress; `request` and `response`, the last
- * request received and its answer.
+ * socket's bytesRead when it last had nothing in progress, or when `closeIdleConnections` last
+ * saw it grow (`readAt`, ms; -Infinity: nothing read since the last answer); `request` and
+ * `response`, the last request received and its answer.
  */
 type ConnectionStates = Map<Socket, {
-  answered: boolean; active: number; started: boolean; at: number; read: number; request?: IncomingMessage; response?: ServerResponse;
+  answered: boolean; active: number; started: boolean; at: number; read: number; readAt: number; request?: IncomingMessage; response?: ServerResponse;
 }>;
+
+/**
+ * ms a connection with bytes read since its last answer (a next request arriving, or a stray
+ * CRLF) is kept open by `closeIdleConnections` after those bytes stop growing with no request
+ * made of them.
+ */
+export const NEXT_REQUEST_WAIT_MS = 1_000;
 
 /** Where `reclaimNearCap` leaves a server's `ConnectionStates`. */
 const CONNECTIONS = Symbol('tollgate.connections');
@@ -172,7 +180,7 @@ function reclaimNearCap(server: Server, maxConnections: number, perIp: number, u
       return;
     }
     byAddress.set(address, held + 1);
-    state.set(socket, { answered: false, active: 0, started: false, at: performance.now(), read: 0 });
+    state.set(socket, { answered: false, active: 0, started: false, at: performance.now(), read: 0, readAt: -Infinity });
     socket.once('close', () => {
       state.delete(socket);
       const n = (byAddress.get(address) ?? 1) - 1;
@@ -197,6 +205,7 @@ function reclaimNearCap(server: Server, maxConnections: number, perIp: number, u
       st.active--;
       st.answered = true;
       st.read = req.socket.bytesRead;
+      st.readAt = -Infinity;
     });
   });
   // Node's own, which `server.close()` calls first (and so a stop), destroys a connection whose
@@ -204,9 +213,19 @@ function reclaimNearCap(server: Server, maxConnections: number, perIp: number, u
   // (a large JSON body, a stream's last events) after it was charged. This one closes only a
   // connection with nothing in progress: no request being answered (a response's 'close' comes
   // once its bytes are written out), nothing left to write, no bytes of a next request read.
+  // Bytes read after the last answer without a request following within NEXT_REQUEST_WAIT_MS
+  // of the last of them (a stray CRLF, which HTTP lets a client send; an `Expect` Node answered
+  // with 417 itself) do not keep a connection open.
   server.closeIdleConnections = () => {
+    const now = performance.now();
     for (const [s, st] of state) {
-      if (st.active === 0 && s.writableLength === 0 && s.bytesRead === st.read) s.destroy();
+      if (st.active > 0 || s.writableLength > 0) continue;
+      if (s.bytesRead !== st.read) {
+        st.read = s.bytesRead;
+        st.readAt = now;
+        continue;
+      }
+      if (now - st.readAt >= NEXT_REQUEST_WAIT_MS) s.destroy();
     }
   };
 }

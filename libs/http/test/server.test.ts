@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
-import { closeUnhandledConnections, createHttpServer, defaultMaxConnectionsPerIp, SHUTTING_DOWN_MESSAGE, loggerOptions, MAX_JSON_MEMBERS, parseJsonBody, registerServedElsewhere, requireToken } from '../src/index.ts';
+import { closeUnhandledConnections, createHttpServer, defaultMaxConnectionsPerIp, NEXT_REQUEST_WAIT_MS, SHUTTING_DOWN_MESSAGE, loggerOptions, MAX_JSON_MEMBERS, parseJsonBody, registerServedElsewhere, requireToken } from '../src/index.ts';
 
 const LIMIT = 256 * 1024;
 const ADMIN = 'admin-token-for-edge-tests-0001';
@@ -872,4 +872,34 @@ test('a request reaching a stopping server: 503 overloaded in Anthropic\'s shape
     type: 'error', error: { type: 'overloaded_error', code: 'overloaded', message: SHUTTING_DOWN_MESSAGE }, request_id: requestId,
   });
   assert.match(probe.text(), /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\n\{"status":"ok"\}$/);
+});
+
+test('closeIdleConnections (a stop\'s sweep): a connection with nothing since its answer closes at once; bytes after it that make no request (a stray CRLF) keep it open NEXT_REQUEST_WAIT_MS at most', { timeout: 30_000 }, async () => {
+  const s = createHttpServer({ bodyLimitBytes: LIMIT });
+  const where = new URL(await s.listen({ port: 0, host: '127.0.0.1' }));
+  const answered = async () => {
+    const socket = connect(Number(where.port), where.hostname);
+    await new Promise((r) => socket.once('connect', r));
+    let text = '';
+    socket.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+    const closed = new Promise((r) => socket.once('close', r));
+    socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
+    while (!text.endsWith('{"status":"ok"}')) await new Promise((r) => socket.once('data', r));
+    return { socket, closed };
+  };
+  const quiet = await answered();
+  const stray = await answered();
+  stray.socket.write('\r\n');
+  await new Promise((r) => setTimeout(r, 100)); // the CRLF is read
+  const seen = performance.now(); // before the call that first sees the CRLF
+  s.server.closeIdleConnections();
+  await quiet.closed;
+  assert.equal(stray.socket.destroyed, false, 'bytes after the answer: kept for now');
+  const stopped = s.close();
+  // the stop's sweep, as the runtime runs it
+  const sweep = setInterval(() => s.server.closeIdleConnections(), 100);
+  await stray.closed;
+  clearInterval(sweep);
+  await stopped;
+  assert.ok(performance.now() - seen >= NEXT_REQUEST_WAIT_MS, 'not before NEXT_REQUEST_WAIT_MS');
 });

@@ -514,43 +514,45 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       clearTimeout(debounce);
       const closed = server.close();
       const graceMs = closeOptions.graceMs;
-      const stopStarted = performance.now();
-      const cutTimer = graceMs === undefined ? undefined : setTimeout(() => {
-        if (gateway && gateway.inFlight > 0) server.log.warn({ inFlight: gateway.inFlight, graceMs }, 'shutdown grace ran out; cutting the upstream reads still in flight (settled with the usage seen so far)');
-        shutdown.abort();
-      }, graceMs);
-      await gateway?.idle();
-      clearTimeout(cutTimer);
-      // Every customer request is settled and published: connections still open (keep-alive
-      // after a response that began before the stop, a response the cut just ended) carry
-      // nothing billable, and a keep-alive one would hold the close for KEEP_ALIVE_TIMEOUT_MS.
-      if (shutdown.signal.aborted) server.server.closeAllConnections();
-      else server.server.closeIdleConnections();
-      // A request still in flight (an admin call waiting for the log, a report) leaves its
-      // keep-alive connection idle only when it ends: closed then too, or that one connection
-      // held the close for KEEP_ALIVE_TIMEOUT_MS, past the hard stop (a tester's finding).
       // Once the grace is over, reads and operator calls still running are cut (`cuttable`): a
       // report or an `/ops` rebuild waiting on a frozen ClickHouse held the stop until the hard
-      // exit (a tester's finding).
-      // Also cut then: connections whose answers are all given but still queued for a client
-      // that stopped reading (no longer cut by the closing of idle connections, which would have
-      // cut them short while they were read), and requests whose head or body is still arriving
-      // (a slow upload, a trickle: Node's request timeout stops with the server, and such a
-      // connection held the stop until the hard exit, a tester's finding).
+      // exit (a tester's finding). So are connections holding nothing being handled
+      // (`closeUnhandledConnections`): answers all given but still queued for a client that
+      // stopped reading (no longer cut by the closing of idle connections, which would have cut
+      // them short while they were read), and requests whose head or body is still arriving (a
+      // slow upload: Node's request timeout stops with the server; such a connection held the
+      // stop until the hard exit, a tester's finding). Writes received whole are let finish.
       let graceOver = false;
       const cut = () => {
         for (const socket of cuttable) socket.destroy();
         closeUnhandledConnections(server.server);
       };
+      // At the grace's end the upstream reads still running are cut (settled with the usage seen
+      // so far), also those of requests whose body arrived during the grace, after the gateway was
+      // first idle (a tester's finding: such a stream ran on, uncharged, until the hard exit).
       const graceTimer = graceMs === undefined ? undefined : setTimeout(() => {
         graceOver = true;
+        if (gateway && gateway.inFlight > 0) server.log.warn({ inFlight: gateway.inFlight, graceMs }, 'shutdown grace ran out; cutting the upstream reads still in flight (settled with the usage seen so far)');
+        shutdown.abort();
         cut();
-      }, Math.max(0, graceMs - (performance.now() - stopStarted)));
+      }, graceMs);
+      await gateway?.idle();
+      // Every customer request so far is settled and published: connections with nothing in
+      // progress (keep-alive after a response that began before the stop) carry nothing billable,
+      // and a keep-alive one would hold the close for KEEP_ALIVE_TIMEOUT_MS. A request still in
+      // flight (an admin call waiting for the log, a report) leaves its keep-alive connection
+      // idle only when it ends: closed then by the sweep, or that one connection held the close
+      // past the hard stop (a tester's finding).
+      server.server.closeIdleConnections();
       const sweep = setInterval(() => {
         server.server.closeIdleConnections();
         if (graceOver) cut();
       }, 100);
-      await closed.finally(() => { clearInterval(sweep); clearTimeout(graceTimer); });
+      await closed.finally(() => { clearInterval(sweep); });
+      // A request that arrived whole during the grace ran on its own; the timer above still cuts
+      // it at the grace's end.
+      await gateway?.idle();
+      clearTimeout(graceTimer);
       await reloading;
       if (log instanceof MemoryLog) await log.drain();
       // Kafka's acknowledgements are waited for by the log's own close (adapters.close, below),

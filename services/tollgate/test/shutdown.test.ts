@@ -115,6 +115,8 @@ async function keptAlive(url: string, key: string) {
   const since = received.length;
   return {
     host, socket, closed,
+    /** Everything received after the first answer. */
+    text: () => received.slice(since),
     /** The answer after the first: its status line, headers (lower-case names) and body. */
     answer() {
       const [head, body] = received.slice(since).split('\r\n\r\n') as [string, string];
@@ -185,4 +187,25 @@ test('a stop whose grace ends with an upload still trickling in (begun before th
   await upload.closed;
   assert.deepEqual(await usageAfterRestart(a.accountId), []);
   assert.equal(await settledBalance(stack, a.accountId), 10_000_000n);
+});
+
+test('an upload begun before the stop whose body arrives during the grace, after the gateway was idle: its stream is cut at the grace\'s end like any other (SSE error, charged the usage so far, cut_by_shutdown), not left running past the stop', { timeout: 60_000 }, async () => {
+  const a = await customer(stack.url, 10, 'shutdown-late-body'); // 10_000_000 µc
+  const upload = await keptAlive(stack.url, a.secret);
+  // 600 output tokens at 2 per second: runs for minutes unless cut
+  const message = rawRequest(upload.host, a.secret, { model: 'claude-haiku-4-5', max_tokens: 1000, stream: true, messages: [{ role: 'user', content: 'hi [[sim input=100 output=600 tps=2]]' }] });
+  upload.socket.write(message.slice(0, -10)); // the head and most of the body: taken before the stop
+  await new Promise((r) => setTimeout(r, 200)); // read by the server (see above)
+  const stopped = stack.tollgate.close({ graceMs: 1_500 });
+  await untilRefused(stack.url); // the stop has begun, and with nothing in flight the gateway is idle
+  upload.socket.write(message.slice(-10));
+  await Promise.all([stopped, upload.closed]);
+  const text = upload.text();
+  assert.match(text, /event: error\ndata: \{"type":"error","error":\{"type":"overloaded_error","code":"overloaded","message":"This gateway is shutting down and cut the stream before the answer ended; retry the request"\},"request_id":"[^"]+"\}\n\n/);
+  // reported until the cut (message_start): 100 input, 1 output → 100 × 24 + 1 × 120 = 2,520 µc
+  const events = await usageAfterRestart(a.accountId);
+  assert.deepEqual(events.map((e) => [e.status, e.input_tokens, e.output_tokens, e.cost_micros, e.anomalies]), [
+    ['client_disconnect', 100, 1, '2520', ['cut_by_shutdown']],
+  ]);
+  assert.equal(await settledBalance(stack, a.accountId), 10_000_000n - 2_520n);
 });
