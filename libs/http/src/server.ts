@@ -167,8 +167,6 @@ export function closeUnhandledConnections(server: Server): void {
  */
 function reclaimNearCap(server: Server, maxConnections: number, perIp: number, unstartedMs: number): void {
   const threshold = Math.max(1, Math.min(maxConnections - 1, Math.floor(maxConnections * IDLE_RECLAIM_FRACTION)));
-  // `read`: the socket's bytesRead when it last had nothing in progress (accepted, or its last
-  // answer written out); more read since means a next request has begun to arrive.
   const state: ConnectionStates = new Map();
   (server as Server & { [CONNECTIONS]?: ConnectionStates })[CONNECTIONS] = state;
   const byAddress = new Map<string, number>();
@@ -463,7 +461,7 @@ export const SHUTTING_DOWN_MESSAGE = 'This gateway is shutting down and did not 
 export const STOPPING_DRAIN_MS = 1_000;
 
 /** Routes answered as usual while the server stops: the probes (/ready says why it is not ready). */
-const SERVED_WHILE_STOPPING = new Set(['/health', '/ready']);
+const SERVED_WHILE_STOPPING = new Set([HEALTH_PATH, READY_PATH]);
 
 /**
  * A request that reached a stopping server: 503 `overloaded` in Anthropic's shape

@@ -766,6 +766,15 @@ test('a path echoed in a 404 (no such route, or served by another process) never
   ] as const) await assertNotFoundRedacted(path, expected, key);
 });
 
+/** A raw connection to `where`: its socket, what it received so far as text, and its close. */
+async function rawConnection(where: URL) {
+  const socket = connect(Number(where.port), where.hostname);
+  await new Promise((r) => socket.once('connect', r));
+  let text = '';
+  socket.on('data', (c: Buffer) => { text += c.toString('utf8'); });
+  return { socket, closed: new Promise((r) => socket.once('close', r)), text: () => text };
+}
+
 test('a stop never cuts an answer still being written to a slow reader (Node\'s closeIdleConnections did, after the answer had ended); idle connections close, so the stop ends', { timeout: 30_000 }, async () => {
   const s = createHttpServer({ bodyLimitBytes: LIMIT });
   const big = Buffer.alloc(16 * 1024 * 1024, 'a');
@@ -840,13 +849,7 @@ test('a request reaching a stopping server: 503 overloaded in Anthropic\'s shape
   const s = createHttpServer({ bodyLimitBytes: LIMIT, corsOrigins: ['https://app.example'] });
   s.post('/echo', async (request) => ({ parsed: request.body ?? null }));
   const where = new URL(await s.listen({ port: 0, host: '127.0.0.1' }));
-  const open = async () => {
-    const socket = connect(Number(where.port), where.hostname);
-    await new Promise((r) => socket.once('connect', r));
-    let text = '';
-    socket.on('data', (c: Buffer) => { text += c.toString('utf8'); });
-    return { socket, closed: new Promise((r) => socket.once('close', r)), text: () => text };
-  };
+  const open = () => rawConnection(where);
   const body = '{"a":1}';
   const post = `POST /echo HTTP/1.1\r\nhost: x\r\norigin: https://app.example\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
   const health = 'GET /health HTTP/1.1\r\nhost: x\r\n\r\n';
@@ -878,14 +881,10 @@ test('closeIdleConnections (a stop\'s sweep): a connection with nothing since it
   const s = createHttpServer({ bodyLimitBytes: LIMIT });
   const where = new URL(await s.listen({ port: 0, host: '127.0.0.1' }));
   const answered = async () => {
-    const socket = connect(Number(where.port), where.hostname);
-    await new Promise((r) => socket.once('connect', r));
-    let text = '';
-    socket.on('data', (c: Buffer) => { text += c.toString('latin1'); });
-    const closed = new Promise((r) => socket.once('close', r));
-    socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
-    while (!text.endsWith('{"status":"ok"}')) await new Promise((r) => socket.once('data', r));
-    return { socket, closed };
+    const c = await rawConnection(where);
+    c.socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
+    while (!c.text().endsWith('{"status":"ok"}')) await new Promise((r) => c.socket.once('data', r));
+    return c;
   };
   const quiet = await answered();
   const stray = await answered();
