@@ -55,12 +55,14 @@ const CLICKHOUSE_SH = fileURLToPath(new URL('../../deploy/clickhouse.sh', import
 
 /** How to start the services on ports and a state directory of one's own (a shared machine), the variables to export printed by `up`. */
 const OWN_PORTS = 'on ports of your own: REDIS_PORT=… KAFKA_PORT=… KAFKA_CONTROLLER_PORT=… CLICKHOUSE_PORT=… REDIS_CLUSTER_PORTS=… TOLLGATE_DEPLOY_DIR=… bash deploy/services.sh up, then export what it prints';
-/** The skip message of a test that needs both Kafka and Redis (a distributed deployment) and found them not. */
-export const NEEDS_KAFKA_AND_REDIS = `SKIPPED: needs Kafka and Redis (set KAFKA_BROKERS and REDIS_URL, or run \`bash deploy/services.sh up\`; ${OWN_PORTS})`;
 const REDIS_HINT = `set REDIS_URL or run \`bash deploy/services.sh up\` (${OWN_PORTS})`;
 const REDIS_CLUSTER_HINT = `set REDIS_CLUSTER_NODES or run \`bash deploy/redis-cluster.sh start\` (or \`bash deploy/services.sh up\`; ${OWN_PORTS})`;
 const KAFKA_HINT = `set KAFKA_BROKERS or run \`bash deploy/services.sh up\` (${OWN_PORTS})`;
 const CLICKHOUSE_HINT = `set CLICKHOUSE_URL or run \`bash deploy/services.sh up\` (or \`bash deploy/clickhouse.sh start\`; ${OWN_PORTS})`;
+/** The skip message of a test that needs Redis and found none (requireRedis' own, outside it). */
+export const NEEDS_REDIS = `SKIPPED: needs Redis (${REDIS_HINT})`;
+/** The skip message of a test that needs both Kafka and Redis (a distributed deployment) and found them not. */
+export const NEEDS_KAFKA_AND_REDIS = `SKIPPED: needs Kafka and Redis (set KAFKA_BROKERS and REDIS_URL, or run \`bash deploy/services.sh up\`; ${OWN_PORTS})`;
 
 function nonEmpty(v: string | undefined): string | undefined {
   const s = v?.trim();

@@ -12,7 +12,7 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster } from 'ioredis';
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
 import { RebuildSupersededError, RedisBalanceStore } from '@tollgate/ledger';
-import { findRedisCluster, requireRedisCluster } from '../../../test/support/services.ts';
+import { findRedisCluster, NEEDS_REDIS, requireRedisCluster } from '../../../test/support/services.ts';
 import { deleteClusterKeysUnder, testRedisCluster } from '../../../test/support/redis.ts';
 import { balanceStoreContract } from './balance-store.contract.ts';
 import { admissionContract } from './admission.contract.ts';
@@ -408,7 +408,7 @@ test('Redis Cluster with the key directory on its own Redis: an empty directory 
   const { Redis } = await import('ioredis');
   const { findRedis } = await import('../../../test/support/services.ts');
   const url = await findRedis();
-  if (url === undefined) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
+  if (url === undefined) return t.skip(NEEDS_REDIS);
   const directory = new Redis(url);
   t.after(async () => { await directory.del(`${own.prefix}directory-ready`); directory.disconnect(); });
   const { cluster, prefix } = own;

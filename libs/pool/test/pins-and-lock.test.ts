@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { MemoryPoolStore, PoolBusyError, RedisPoolStore, type GroupRecord, type PoolStore, type UpstreamRecord } from '../src/index.ts';
 import { testRedis } from '../../../test/support/redis.ts';
+import { NEEDS_REDIS } from '../../../test/support/services.ts';
 
 const upstream = (id: string, version: number, o: Partial<UpstreamRecord> = {}): UpstreamRecord => ({
   id, name: id, platform: 'anthropic', base_url: `https://${id}.example.com`, api_key_sealed: null, models: null,
@@ -43,7 +44,7 @@ test('memory store: a 1-hour pin refreshed by a 5-minute request keeps its 1-hou
 });
 
 test('redis store: a 1-hour pin refreshed by a 5-minute request keeps its 1-hour PTTL; a pin moved to another upstream takes the new one', async (t) => {
-  if (!redis) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
+  if (!redis) return t.skip(NEEDS_REDIS);
   const p = `${prefix}ttl:`;
   const s = new RedisPoolStore({ redis, prefix: p });
   await s.setAffinity('grp', 'sess', 'up_a', HOUR);
@@ -76,7 +77,7 @@ for (const [name, make] of stores) {
   describe(`${name} pool store exclusive`, () => {
     test('an upstream delete racing a group create listing it (30 rounds): exactly one wins and no group lists a deleted upstream', async (t) => {
       const pair = make();
-      if (!pair) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
+      if (!pair) return t.skip(NEEDS_REDIS);
       const [one, two] = pair;
       const yieldNow = () => new Promise((r) => setImmediate(r));
       for (let round = 0; round < 30; round++) {
@@ -107,7 +108,7 @@ for (const [name, make] of stores) {
 
     test('exclusive: an fn that throws releases the lock (the next caller runs) and its error reaches the caller', async (t) => {
       const pair = make();
-      if (!pair) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
+      if (!pair) return t.skip(NEEDS_REDIS);
       const [one, two] = pair;
       await assert.rejects(one.exclusive(async () => { throw new Error('boom'); }), /boom/);
       assert.equal(await two.exclusive(async () => 'ran'), 'ran');
@@ -116,7 +117,7 @@ for (const [name, make] of stores) {
 }
 
 test('redis pool store exclusive fence: a holder whose lock lapsed and was taken (frozen past POOL_LOCK_TTL_MS) is refused before it writes; a holder in time writes', async (t) => {
-  if (!redis) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
+  if (!redis) return t.skip(NEEDS_REDIS);
   const p = `${prefix}${randomUUID()}:`;
   const store = new RedisPoolStore({ redis, prefix: p });
   const outcome = await store.exclusive(async (fence) => {

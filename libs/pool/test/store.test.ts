@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { HEALTH_TTL_MS, MemoryPoolStore, RedisPoolStore, type GroupRecord, type HealthSnapshot, type PoolStore, type UpstreamRecord } from '../src/index.ts';
 import { testRedis } from '../../../test/support/redis.ts';
+import { NEEDS_REDIS } from '../../../test/support/services.ts';
 
 const T = Date.UTC(2026, 10, 30, 12, 0, 0);
 export const upstream = (id: string, version: number, o: Partial<UpstreamRecord> = {}): UpstreamRecord => ({
@@ -32,7 +33,7 @@ for (const [name, make] of stores) {
   describe(`${name} pool store`, () => {
     test('an older or equal version never replaces a newer record (warehouse reload, racing writers); tombstones are kept', async (t) => {
       const s = make();
-      if (!s) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
+      if (!s) return t.skip(NEEDS_REDIS);
       assert.equal(await s.putUpstream(upstream('up_a', 5, { weight: 7 })), true);
       assert.equal(await s.putUpstream(upstream('up_a', 4, { weight: 1 })), false);
       assert.equal(await s.putUpstream(upstream('up_a', 5, { weight: 2 })), false);
@@ -51,7 +52,7 @@ for (const [name, make] of stores) {
 
     test('a session pin expires after its ttl and is per group', async (t) => {
       const s = make();
-      if (!s) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
+      if (!s) return t.skip(NEEDS_REDIS);
       await s.setAffinity('grp_a', 'session-1', 'up_a', 150);
       await s.setAffinity('grp_b', 'session-1', 'up_b', 60_000);
       assert.equal(await s.affinity('grp_a', 'session-1'), 'up_a');
@@ -70,7 +71,7 @@ for (const [name, make] of stores) {
 
     test('health: one report per gateway (a newer report replaces it), a gateway silent for HEALTH_TTL_MS drops out', async (t) => {
       const s = make();
-      if (!s) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
+      if (!s) return t.skip(NEEDS_REDIS);
       const now = Date.now();
       await s.reportHealth([snap('up_a', 'gw1', now - 500, { in_flight: 1 }), snap('up_b', 'gw1', now - 500)]);
       await s.reportHealth([snap('up_a', 'gw1', now, { in_flight: 3, circuit: 'open' }), snap('up_a', 'gw2', now, { in_flight: 2 })]);
@@ -86,7 +87,7 @@ for (const [name, make] of stores) {
 }
 
 test('redis pool store: records live under <prefix>pool: and a pin key does not contain the session key', async (t) => {
-  if (!redis) return t.skip('SKIPPED: needs Redis (bash deploy/services.sh up, or set REDIS_URL)');
+  if (!redis) return t.skip(NEEDS_REDIS);
   const p = `${prefix}layout:`;
   const s = new RedisPoolStore({ redis, prefix: p });
   await s.putUpstream(upstream('up_a', 1));
