@@ -8,6 +8,7 @@ import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
 import { closeUnhandledConnections, createHttpServer, defaultMaxConnectionsPerIp, NEXT_REQUEST_WAIT_MS, SHUTTING_DOWN_MESSAGE, loggerOptions, MAX_JSON_MEMBERS, parseJsonBody, registerServedElsewhere, requireToken } from '../src/index.ts';
+import { rawConnection } from '../../../test/support/raw-http.ts';
 
 const LIMIT = 256 * 1024;
 const ADMIN = 'admin-token-for-edge-tests-0001';
@@ -765,15 +766,6 @@ test('a path echoed in a 404 (no such route, or served by another process) never
     [`/elsewhere/${encodeURIComponent(OWN_SECRET)}/x`, 'GET /elsewhere/[redacted]/x: paths under /elsewhere/ are served by another process, not by this one'],
   ] as const) await assertNotFoundRedacted(path, expected, key);
 });
-
-/** A raw connection to `where`: its socket, what it received so far as text, and its close. */
-async function rawConnection(where: URL) {
-  const socket = connect(Number(where.port), where.hostname);
-  await new Promise((r) => socket.once('connect', r));
-  let text = '';
-  socket.on('data', (c: Buffer) => { text += c.toString('utf8'); });
-  return { socket, closed: new Promise((r) => socket.once('close', r)), text: () => text };
-}
 
 test('a stop never cuts an answer still being written to a slow reader (Node\'s closeIdleConnections did, after the answer had ended); idle connections close, so the stop ends', { timeout: 30_000 }, async () => {
   const s = createHttpServer({ bodyLimitBytes: LIMIT });

@@ -5,10 +5,11 @@
 // ends by itself) or 0 (cut once the client has seen the answer begin).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { once } from 'node:events';
 import { loadConfig } from '@tollgate/config';
 import { SHUTTING_DOWN_MESSAGE } from '@tollgate/http';
+import { rawConnection } from '../../../test/support/raw-http.ts';
 import { startTollgate } from '../src/runtime.ts';
 import { flatUsage, type FlatUsage } from '../../../test/support/events.ts';
 import { customer, settledBalance, startStack, type Stack } from '../../../test/support/tollgate.ts';
@@ -102,24 +103,19 @@ function rawRequest(host: string, key: string, body: object): string {
 
 /** A raw connection to `url` made a kept-alive one by a first request (GET /v1/models); `since` marks where later answers start. */
 async function keptAlive(url: string, key: string) {
-  const { host, hostname, port } = new URL(url);
-  const socket: Socket = connect(Number(port), hostname);
-  await once(socket, 'connect');
-  let received = '';
-  socket.setEncoding('utf8');
-  socket.on('data', (chunk: string) => { received += chunk; });
-  const closed = once(socket, 'close');
+  const { host } = new URL(url);
+  const { socket, closed, text: received } = await rawConnection(url);
   socket.write(`GET /v1/models HTTP/1.1\r\nhost: ${host}\r\nx-api-key: ${key}\r\nanthropic-version: 2023-06-01\r\n\r\n`);
-  while (!/^HTTP\/1\.1 200 [^]*\r\n\r\n\{[^]*\}$/.test(received)) await once(socket, 'data');
-  assert.match(received, /\r\nConnection: keep-alive\r\n/);
-  const since = received.length;
+  while (!/^HTTP\/1\.1 200 [^]*\r\n\r\n\{[^]*\}$/.test(received())) await once(socket, 'data');
+  assert.match(received(), /\r\nConnection: keep-alive\r\n/);
+  const since = received().length;
   return {
     host, socket, closed,
     /** Everything received after the first answer. */
-    text: () => received.slice(since),
+    text: () => received().slice(since),
     /** The answer after the first: its status line, headers (lower-case names) and body. */
     answer() {
-      const [head, body] = received.slice(since).split('\r\n\r\n') as [string, string];
+      const [head, body] = received().slice(since).split('\r\n\r\n') as [string, string];
       const headers = new Map(head.split('\r\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
       assert.equal(Buffer.byteLength(body), Number(headers.get('content-length')), 'one whole answer');
       return { status: head.split('\r\n', 1)[0], headers, body: JSON.parse(body) as unknown };
