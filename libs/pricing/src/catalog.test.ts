@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MAX_CATALOG_BYTES } from '@tollgate/events';
-import { CatalogError, DEFAULT_CREATED_AT, bundledCatalogPath, contextWindowFor, loadCatalogFile, parseCatalog } from './catalog.ts';
+import { CatalogError, DEFAULT_CREATED_AT, bundledCatalogPath, contextWindowFor, loadCatalogFile, maxOutputTokensFor, parseCatalog } from './catalog.ts';
 import type { Catalog, Prices } from './catalog.ts';
 import { resolveModel } from './resolve.ts';
 
@@ -365,6 +365,30 @@ test('model limits: context window, 1M-context beta, image cap and thinking mode
   assert.ok(problems.some((p) => p.startsWith('models[0].context_window_betas')), problems.join('\n'));
 });
 
+test('model output limit: max_output_tokens, raised by its own betas only; absent = no limit; betas need the base', () => {
+  const m = parseCatalog(base()).models[0]!;
+  assert.deepEqual([m.maxOutputTokens, m.maxOutputTokensBetas, maxOutputTokensFor(m, 'output-128k-2025-02-19')], [undefined, {}, undefined]);
+
+  const json = base();
+  const model = (json['models'] as Array<Record<string, unknown>>)[0]!;
+  Object.assign(model, { max_output_tokens: 64_000, max_output_tokens_betas: { 'output-128k-2025-02-19': 128_000, 'lower-beta': 1_000 } });
+  const limited = parseCatalog(json).models[0]!;
+  assert.equal(maxOutputTokensFor(limited, undefined), 64_000);
+  assert.equal(maxOutputTokensFor(limited, 'prompt-caching-2024-07-31, output-128k-2025-02-19'), 128_000);
+  assert.equal(maxOutputTokensFor(limited, ['files-api-2025-04-14', 'output-128k-2025-02-19']), 128_000);
+  assert.equal(maxOutputTokensFor(limited, 'lower-beta'), 64_000, 'a beta never lowers the limit');
+  assert.equal(maxOutputTokensFor(limited, 'constructor'), 64_000, 'only the model\'s own betas, never inherited keys');
+
+  Object.assign(model, { max_output_tokens: 0, max_output_tokens_betas: { 'bad beta': 1 } });
+  let problems = problemsOf(json);
+  assert.ok(problems.includes('models[0].max_output_tokens: must be greater than zero'), problems.join('\n'));
+  assert.ok(problems.some((p) => p.startsWith('models[0].max_output_tokens_betas')), problems.join('\n'));
+  delete model['max_output_tokens'];
+  Object.assign(model, { max_output_tokens_betas: { 'output-128k-2025-02-19': 128_000 } });
+  problems = problemsOf(json);
+  assert.deepEqual(problems, ['models[0].max_output_tokens_betas: needs "max_output_tokens" (the limit without a beta)']);
+});
+
 test('shipped catalogs: thinking mode and context window per model, as Anthropic documents them', () => {
   const cny = loadCatalogFile(bundledCatalogPath('cny'));
   const usd = loadCatalogFile(bundledCatalogPath('usd'));
@@ -379,6 +403,15 @@ test('shipped catalogs: thinking mode and context window per model, as Anthropic
     'claude-opus-4-5-20251101': ['budget', 200_000, 200_000, 1_600],
   });
   assert.deepEqual(view(usd)['claude-opus-4-7'], ['adaptive', 1_000_000, 1_000_000, 5_000]);
+  // Output limits (Anthropic "Models overview"): Opus 4 32,000; the 4.5 family and Sonnet 4 64,000; 4.6 and later 128,000.
+  const limits = (c: Catalog) => Object.fromEntries(c.models.map((m) => [m.id, m.maxOutputTokens]));
+  assert.deepEqual(limits(cny), {
+    'claude-haiku-4-5-20251001': 64_000, 'claude-sonnet-4-20250514': 64_000, 'claude-sonnet-4-5-20250929': 64_000, 'claude-sonnet-4-6': 128_000,
+    'claude-opus-4-6': 128_000, 'claude-opus-4-20250514': 32_000, 'claude-opus-4-5-20251101': 64_000,
+  });
+  assert.deepEqual(limits(usd), {
+    'claude-haiku-4-5': 64_000, 'claude-opus-4-5': 64_000, 'claude-opus-4-6': 128_000, 'claude-opus-4-7': 128_000, 'claude-sonnet-4-5': 64_000, 'claude-sonnet-4-6': 128_000,
+  });
 });
 
 test('model ids, aliases and upstream model ids are held to the event decoder\'s text rule (they land in every usage event)', () => {

@@ -45,6 +45,15 @@ export interface CatalogModel {
    * `context-1m-2025-08-07` → 1,000,000. See `contextWindowFor`.
    */
   readonly contextWindowBetas: Readonly<Record<string, number>>;
+  /**
+   * The most output tokens one sampling step may be asked for (`max_tokens`), as the upstream
+   * enforces it (Anthropic "Models overview": 64,000 for the 4.5 family, 128,000 for 4.6 and
+   * later); undefined = not given, no limit is checked. A request above it is a 400 at the edge,
+   * before any limit or hold, and a defaulted `max_tokens` never exceeds it. See `maxOutputTokensFor`.
+   */
+  readonly maxOutputTokens: number | undefined;
+  /** Betas that raise `maxOutputTokens`, by `anthropic-beta` value (e.g. `output-128k-2025-02-19` → 128,000). */
+  readonly maxOutputTokensBetas: Readonly<Record<string, number>>;
   /** the most input tokens one image can cost on this model, after the upstream's resizing */
   readonly imageTokenCap: number;
   /** how the `-thinking` variant turns extended thinking on; see ThinkingCapability */
@@ -401,6 +410,9 @@ const unitCount = z
   .min(1, 'must be at least 1')
   .max(1_000_000, 'must be at most 1,000,000');
 
+/** A token limit per `anthropic-beta` name that raises it (`context_window_betas`, `max_output_tokens_betas`). */
+const betaLimits = ownRecord(z.string().regex(/^[A-Za-z0-9._-]+$/, 'expected an anthropic-beta name like "context-1m-2025-08-07"'), tokenCount);
+
 const modelSchema = z.strictObject({
   id: modelName,
   aliases: z.array(modelName).default([]),
@@ -419,8 +431,9 @@ const modelSchema = z.strictObject({
   fast: fastSchema.optional(),
   upstream_prices: upstreamPricesSchema.optional(),
   context_window: tokenCount.optional(),
-  context_window_betas: ownRecord(z.string().regex(/^[A-Za-z0-9._-]+$/, 'expected an anthropic-beta name like "context-1m-2025-08-07"'), tokenCount)
-    .optional(),
+  context_window_betas: betaLimits.optional(),
+  max_output_tokens: tokenCount.optional(),
+  max_output_tokens_betas: betaLimits.optional(),
   image_token_cap: tokenCount.optional(),
   thinking: z
     .strictObject({
@@ -514,16 +527,30 @@ export function formatIssuePath(path: readonly PropertyKey[]): string {
  * model's `contextWindowBetas`. Never smaller than `contextWindow`.
  */
 export function contextWindowFor(model: CatalogModel, anthropicBeta: string | readonly string[] | undefined): number {
-  let window = model.contextWindow;
-  if (anthropicBeta === undefined) return window;
+  return raisedByBeta(model.contextWindow, model.contextWindowBetas, anthropicBeta);
+}
+
+/**
+ * The most `max_tokens` one request to `model` may ask for (tokens): the model's
+ * `maxOutputTokens`, or a higher one when the request's `anthropic-beta` header names one of its
+ * `maxOutputTokensBetas`; undefined when the catalog gives no limit for the model.
+ */
+export function maxOutputTokensFor(model: CatalogModel, anthropicBeta: string | readonly string[] | undefined): number | undefined {
+  return model.maxOutputTokens === undefined ? undefined : raisedByBeta(model.maxOutputTokens, model.maxOutputTokensBetas, anthropicBeta);
+}
+
+/** `base`, or the highest of `byBeta`'s values whose beta the header names (only the record's own keys). */
+function raisedByBeta(base: number, byBeta: Readonly<Record<string, number>>, anthropicBeta: string | readonly string[] | undefined): number {
+  let limit = base;
+  if (anthropicBeta === undefined) return limit;
   const values = typeof anthropicBeta === 'string' ? [anthropicBeta] : anthropicBeta;
   for (const value of values) {
     for (const name of value.split(',')) {
-      const wider = Object.hasOwn(model.contextWindowBetas, name.trim()) ? model.contextWindowBetas[name.trim()] : undefined;
-      if (wider !== undefined && wider > window) window = wider;
+      const raised = Object.hasOwn(byBeta, name.trim()) ? byBeta[name.trim()] : undefined;
+      if (raised !== undefined && raised > limit) limit = raised;
     }
   }
-  return window;
+  return limit;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -821,6 +848,9 @@ function toModel(
     }
   }
   const at = `models[${i}]`;
+  if (m.max_output_tokens_betas !== undefined && m.max_output_tokens === undefined && Object.keys(m.max_output_tokens_betas).length > 0) {
+    problems.push(`${at}.max_output_tokens_betas: needs "max_output_tokens" (the limit without a beta)`);
+  }
   const rates = toRateCard(m, at, priceUnit, creditsPerUnit, problems);
   const upstreamRates = m.upstream_prices === undefined
     ? undefined
@@ -836,6 +866,8 @@ function toModel(
     prices: Object.freeze(prices),
     contextWindow: m.context_window ?? DEFAULT_CONTEXT_WINDOW,
     contextWindowBetas: Object.freeze({ ...(m.context_window_betas ?? {}) }),
+    maxOutputTokens: m.max_output_tokens,
+    maxOutputTokensBetas: Object.freeze({ ...(m.max_output_tokens_betas ?? {}) }),
     imageTokenCap: m.image_token_cap ?? DEFAULT_IMAGE_TOKEN_CAP,
     thinking: m.thinking === undefined
       ? DEFAULT_THINKING

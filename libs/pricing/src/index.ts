@@ -17,6 +17,7 @@ export {
   CatalogError,
   bundledCatalogPath,
   contextWindowFor,
+  maxOutputTokensFor,
   DEFAULT_CONTEXT_WINDOW,
   DEFAULT_CREATED_AT,
   DEFAULT_IMAGE_TOKEN_CAP,

@@ -146,13 +146,23 @@ test('listModels', () => {
     id: 'claude-haiku-4-5-20251001',
     display_name: 'Claude Haiku 4.5',
     created_at: '2025-10-01T00:00:00Z',
+    max_input_tokens: 200_000,
+    max_tokens: 64_000,
   });
   assert.deepEqual(list[1], {
     type: 'model',
     id: 'claude-haiku-4-5-20251001-thinking',
     display_name: 'Claude Haiku 4.5 (thinking)',
     created_at: '2025-10-01T00:00:00Z',
+    max_input_tokens: 200_000,
+    max_tokens: 64_000,
   });
+  // Anthropic's limit fields: the catalog's context_window and max_output_tokens (null when not given)
+  assert.deepEqual(
+    listModels(usd, { includeThinkingVariants: false }).map((m) => [m.id, m.max_input_tokens, m.max_tokens]),
+    [['claude-haiku-4-5', 200_000, 64_000], ['claude-opus-4-5', 200_000, 64_000], ['claude-opus-4-6', 1_000_000, 128_000],
+      ['claude-opus-4-7', 1_000_000, 128_000], ['claude-sonnet-4-5', 200_000, 64_000], ['claude-sonnet-4-6', 1_000_000, 128_000]],
+  );
   const plain = listModels(cny, { includeThinkingVariants: false });
   assert.deepEqual(plain.map((m) => m.id), cny.models.map((m) => m.id));
   assert.equal(plain.find((m) => m.id === 'claude-opus-4-6')?.created_at, '2025-01-01T00:00:00Z');

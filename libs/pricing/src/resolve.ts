@@ -25,6 +25,10 @@ export interface ModelInfo {
   readonly id: string;
   readonly display_name: string;
   readonly created_at: string;
+  /** the model's context window in tokens (catalog `context_window`, without betas) */
+  readonly max_input_tokens: number;
+  /** the most `max_tokens` a request may ask for (catalog `max_output_tokens`, without betas); null: not given */
+  readonly max_tokens: number | null;
 }
 
 export interface ListModelsOptions {
@@ -222,13 +226,15 @@ export function listModels(catalog: Catalog, options: ListModelsOptions = {}): M
   const includeThinking = options.includeThinkingVariants ?? true;
   const out: ModelInfo[] = [];
   for (const m of catalog.models) {
-    out.push({ type: 'model', id: m.id, display_name: m.displayName, created_at: m.createdAt });
+    const limits = { max_input_tokens: m.contextWindow, max_tokens: m.maxOutputTokens ?? null };
+    out.push({ type: 'model', id: m.id, display_name: m.displayName, created_at: m.createdAt, ...limits });
     if (includeThinking && m.thinkingVariant) {
       out.push({
         type: 'model',
         id: m.id + THINKING_SUFFIX,
         display_name: `${m.displayName} (thinking)`,
         created_at: m.createdAt,
+        ...limits,
       });
     }
   }

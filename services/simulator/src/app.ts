@@ -8,7 +8,7 @@ import { parseDirectives } from './directives.ts';
 import { FaultQueue, faultHeaders, parseFault } from './faults.ts';
 import type { BadUsage, Directives, Encoding, Fault } from './directives.ts';
 import { defaultErrorMessage, errorBody, errorTypeForStatus, invalidRequest, SimulatorError } from './errors.ts';
-import { contextWindow, MODELS } from './models.ts';
+import { contextWindow, maxOutputTokens, MODELS } from './models.ts';
 import { PromptCache } from './prompt-cache.ts';
 import { registerOpenAIMode } from './openai.ts';
 import type { CacheOutcome } from './prompt-cache.ts';
@@ -396,6 +396,10 @@ export function buildSimulator(opts: SimulatorOptions = {}): FastifyInstance {
       }
       if (directives.body !== undefined && body.stream) {
         throw invalidRequest(`simulator directive body=${directives.body} applies to non-streaming requests only`);
+      }
+      const outputLimit = maxOutputTokens(body.model, betasOf(request));
+      if (outputLimit !== undefined && body.maxTokens > outputLimit) {
+        throw invalidRequest(`max_tokens: ${body.maxTokens} > ${outputLimit}, which is the maximum allowed number of output tokens for ${body.model}`);
       }
       const units = promptUnits(body);
       // The API's own check, on the prompt as counted (a `input=` directive only changes what is reported).

@@ -124,6 +124,45 @@ describe('the context window is enforced like the API', () => {
   });
 });
 
+describe('the output limit is enforced like the API', () => {
+  const body = (model: string, maxTokens: number) => ({ model, max_tokens: maxTokens, messages: [{ role: 'user', content: '[[sim output=1]]' }] });
+  const refusal = (model: string, maxTokens: number, limit: number) =>
+    [400, { type: 'invalid_request_error', message: `max_tokens: ${maxTokens} > ${limit}, which is the maximum allowed number of output tokens for ${model}` }];
+
+  test('max_tokens over the model\'s limit: 400 "max_tokens: N > L, which is the maximum allowed number of output tokens for <model>"; at the limit: served', async () => {
+    const cases: Array<[string, number]> = [
+      ['claude-haiku-4-5-20251001', 64_000], ['claude-sonnet-4-5-20250929', 64_000], ['claude-opus-4-5-20251101', 64_000],
+      ['claude-sonnet-4-20250514', 64_000], ['claude-opus-4-20250514', 32_000], ['claude-opus-4-1-20250805', 32_000],
+      ['claude-sonnet-4-6', 128_000], ['claude-opus-4-6', 128_000], ['claude-opus-4-7', 128_000], ['claude-opus-5-5', 128_000],
+      ['claude-3-7-sonnet-20250219', 64_000], ['claude-3-5-haiku-20241022', 8_192], ['claude-3-haiku-20240307', 4_096],
+    ];
+    for (const [model, limit] of cases) {
+      const at = await post(body(model, limit));
+      assert.equal(at.status, 200, model);
+      const over = await post(body(model, limit + 1));
+      assert.deepEqual([over.status, over.json.error], refusal(model, limit + 1, limit), model);
+    }
+    // A model id of no known family is served whatever it asks (the simulator takes any id).
+    assert.equal((await post(body('my-own-model', 10_000_000))).status, 200);
+  });
+
+  test('Sonnet 3.7 reaches 128,000 with the output-128k-2025-02-19 beta; the beta changes nothing elsewhere', async () => {
+    const beta = { 'anthropic-beta': 'prompt-caching-2024-07-31,output-128k-2025-02-19' };
+    assert.equal((await post(body('claude-3-7-sonnet-20250219', 128_000), beta)).status, 200);
+    const over = await post(body('claude-3-7-sonnet-20250219', 128_001), beta);
+    assert.deepEqual([over.status, over.json.error], refusal('claude-3-7-sonnet-20250219', 128_001, 128_000));
+    const sonnet45 = await post(body('claude-sonnet-4-5', 64_001), beta);
+    assert.deepEqual([sonnet45.status, sonnet45.json.error], refusal('claude-sonnet-4-5', 64_001, 64_000));
+  });
+
+  test('GET /v1/models gives each listed model\'s limits (max_input_tokens, max_tokens)', async () => {
+    const page = await client.models.list({ limit: 1000 });
+    const byId = Object.fromEntries(page.data.map((m) => [m.id, [m.max_input_tokens, m.max_tokens]]));
+    assert.deepEqual(byId['claude-haiku-4-5-20251001'], [200_000, 64_000]);
+    assert.deepEqual(byId['claude-sonnet-4-6'], [1_000_000, 128_000]);
+  });
+});
+
 describe('images are billed as the API bills them', () => {
   test('⌈w×h/750⌉ from the real dimensions, after the resize to ≤ 1568 px long edge and ~1.15 MP; 1,000 when the size is unknown', async () => {
     const cases: Array<[string, Anthropic.ImageBlockParam['source'], number]> = [

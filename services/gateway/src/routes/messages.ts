@@ -8,7 +8,7 @@ import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
-  admission, advisorTools, contextWindowFor, HoldBoundError, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorTools, contextWindowFor, HoldBoundError, maxOutputTokensFor, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
@@ -24,6 +24,26 @@ import { checkModelAllowed, checkServingModelsAllowed } from '../auth.ts';
 import { JsonValueEnd, serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
 import { checkTranslatable } from '../openai-upstream.ts';
 import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '../admission.ts';
+
+/**
+ * Holds `body.max_tokens` to the model's output limit (catalog `max_output_tokens`, raised by
+ * the betas of its `max_output_tokens_betas` the request names), as the upstream does: a
+ * `max_tokens` the client sent above it is a 400 `invalid_request` in Anthropic's words
+ * ("max_tokens: 100000 > 64000, which is the maximum allowed number of output tokens for …",
+ * naming the model as the client did), before any plan limit or hold, so such a request never
+ * holds credit for output the model cannot produce. A `max_tokens` the gateway filled in
+ * (`defaulted`: DEFAULT_MAX_TOKENS) is lowered to the limit instead. No limit in the catalog:
+ * nothing is checked. Mutates `body.max_tokens` only when defaulted.
+ */
+export function checkMaxTokens(body: MessagesRequest, resolved: ResolvedModel, anthropicBeta: string | string[] | undefined, defaulted: boolean): void {
+  const limit = maxOutputTokensFor(resolved.model, anthropicBeta);
+  if (limit === undefined || body.max_tokens <= limit) return;
+  if (defaulted) {
+    body.max_tokens = limit;
+    return;
+  }
+  throw gatewayError('invalid_request', `max_tokens: ${body.max_tokens} > ${limit}, which is the maximum allowed number of output tokens for ${body.model}`);
+}
 
 /**
  * The catalog model `model` names in `catalog`, or 404 `model_not_found`. The id is first
@@ -196,6 +216,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     let resolved = resolveOr404(version.catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
     checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
+    checkMaxTokens(body, resolved, request.headers['anthropic-beta'], defaulted);
     // The caller's group (issue 10): an upstream of it must serve the model (else 404 before any
     // hold), and its model_mapping names the model upstream (priced as the catalog model).
     const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
