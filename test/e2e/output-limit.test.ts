@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { customer, settledBalance, simRequests, startStack, type Stack } from '../support/tollgate.ts';
+import { admin, customer, settledBalance, simRequests, startStack, type Stack } from '../support/tollgate.ts';
 
 /** Every model name of the cny catalog a client may send, with the output limit of the model it resolves to. */
 const LIMITS: Array<[string, number]> = [
@@ -78,17 +78,50 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.equal(await settledBalance(stack, c.accountId), before - 19_800n);
   });
 
-  test('OpenAI-format clients: max_completion_tokens above the limit is the same 400, in OpenAI\'s shape', async () => {
+  test('OpenAI-format clients: the same 400 in OpenAI\'s shape, naming the field the client sent (max_completion_tokens or max_tokens)', async () => {
     const client = new OpenAI({ apiKey: c.secret, baseURL: `${stack.url}/v1`, maxRetries: 0, logLevel: 'error' });
     const seenBefore = JSON.stringify(await simRequests(stack.simUrl, 1));
-    const err = await client.chat.completions.create({ model: 'claude-sonnet-4-5', max_completion_tokens: 64_001, messages: user('hi') }).then(
-      () => assert.fail('served'), (e: unknown) => e);
-    assert.ok(err instanceof OpenAI.BadRequestError, String(err));
-    assert.deepEqual([err.type, err.param, err.code, err.message], [
-      'invalid_request_error', 'max_tokens', 'invalid_request',
-      '400 max_tokens: 64001 > 64000, which is the maximum allowed number of output tokens for claude-sonnet-4-5',
-    ]);
+    for (const field of ['max_completion_tokens', 'max_tokens'] as const) {
+      const err = await client.chat.completions.create({ model: 'claude-sonnet-4-5', [field]: 64_001, messages: user('hi') }).then(
+        () => assert.fail('served'), (e: unknown) => e);
+      assert.ok(err instanceof OpenAI.BadRequestError, String(err));
+      assert.deepEqual([err.type, err.param, err.code, err.message], [
+        'invalid_request_error', field, 'invalid_request',
+        `400 ${field}: 64001 > 64000, which is the maximum allowed number of output tokens for claude-sonnet-4-5`,
+      ]);
+    }
     assert.equal(JSON.stringify(await simRequests(stack.simUrl, 1)), seenBefore, 'nothing reached the upstream');
+  });
+
+  test('a group\'s model_mapping: the limit of the model the upstream is sent, where the catalog knows it', async () => {
+    const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', {
+      name: 'mapped', platform: 'anthropic', upstream_ids: ['default'],
+      model_mapping: { 'claude-sonnet-4-6': 'claude-haiku-4-5-20251001', 'claude-opus-4-20250514': 'claude-opus-4-6', 'claude-sonnet-4-5': 'an-upstream-own-name' },
+    });
+    assert.equal(group.status, 201, JSON.stringify(group.json));
+    // strict: a request the upstream could never serve must not get a 402 for its impossible worst case
+    const m = await customer(stack.url, 30, 'mapped');
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${m.accountId}`, { group_id: group.json.id, admission_policy: 'strict' })).status, 200);
+    const balance = await settledBalance(stack, m.accountId);
+    const seenBefore = JSON.stringify(await simRequests(stack.simUrl, 1));
+    // sonnet-4-6 (128,000) is sent upstream as haiku-4-5 (64,000): refused above 64,000, named as the client named it
+    const err = await m.client.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 64_001, messages: user('hi') }, { timeout: 60_000 }).then(
+      () => assert.fail('served'), (e: unknown) => e);
+    assert.ok(err instanceof Anthropic.BadRequestError, String(err));
+    assert.equal((err.error as { error: { message: string } }).error.message, 'max_tokens: 64001 > 64000, which is the maximum allowed number of output tokens for claude-sonnet-4-6');
+    assert.equal(JSON.stringify(await simRequests(stack.simUrl, 1)), seenBefore, 'nothing reached the upstream');
+    assert.equal(await settledBalance(stack, m.accountId), balance);
+    // opus-4 (32,000) is sent upstream as opus-4-6 (128,000): 64,000 is served, priced as opus-4:
+    // 5 × 360 + 10 × 1,800 = 19,800 µc. Its hold (over 64,000 × 1,800 µc = 115.2 credits) needs
+    // more than 30 credits under strict, so 200 more are granted first.
+    await admin(stack.url, 'POST', `/admin/v1/accounts/${m.accountId}/credits`, { credits: 200, reference: `raise-${m.accountId}` });
+    const served = await m.client.messages.create({ model: 'claude-opus-4-20250514', max_tokens: 64_000, messages: user('[[sim input=5 output=10]]') }, { timeout: 60_000 });
+    assert.equal(served.usage.output_tokens, 10);
+    assert.deepEqual([(await simRequests(stack.simUrl, 1))[0]!.body['model'], (await simRequests(stack.simUrl, 1))[0]!.body['max_tokens']], ['claude-opus-4-6', 64_000]);
+    assert.equal(await settledBalance(stack, m.accountId), balance + 200_000_000n - 19_800n);
+    // a mapped name the catalog does not know: only the upstream's own check (the simulator serves an unknown id whatever it asks)
+    await m.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 100_000, messages: user('[[sim input=5 output=10]]') }, { timeout: 60_000 });
+    assert.deepEqual([(await simRequests(stack.simUrl, 1))[0]!.body['model'], (await simRequests(stack.simUrl, 1))[0]!.body['max_tokens']], ['an-upstream-own-name', 100_000]);
   });
 
   test('GET /v1/models states each model\'s limits in Anthropic\'s fields (max_input_tokens, max_tokens)', async () => {

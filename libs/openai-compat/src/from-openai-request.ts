@@ -18,6 +18,12 @@ export interface ChatRequestTranslation {
   stream: boolean;
   /** `stream_options.include_usage`: a last chunk with `choices: []` and the usage (OpenAI "Streaming") */
   includeUsage: boolean;
+  /**
+   * The client's name of each top-level field of `body` the client sent under another name
+   * (`max_tokens` → `max_completion_tokens`, `stop_sequences` → `stop`), so an error about
+   * the Anthropic field names the one the client sent (`openAIErrorBody`).
+   */
+  renamed: Readonly<Record<string, string>>;
 }
 
 /** Anthropic's highest `temperature` (Messages API: 0.0 to 1.0); OpenAI allows up to 2. */
@@ -91,11 +97,13 @@ export function fromOpenAIRequest(input: unknown): ChatRequestTranslation {
   if (system.length > 0) body['system'] = system;
   body['messages'] = messages;
 
+  const renamed: Record<string, string> = {};
   const maxTokens = input['max_completion_tokens'] ?? input['max_tokens'];
   if (maxTokens !== undefined && maxTokens !== null) {
     const param = input['max_completion_tokens'] !== undefined && input['max_completion_tokens'] !== null ? 'max_completion_tokens' : 'max_tokens';
     if (typeof maxTokens !== 'number' || !Number.isSafeInteger(maxTokens) || maxTokens < 1) fail(param, 'must be a positive integer');
     body['max_tokens'] = maxTokens;
+    if (param !== 'max_tokens') renamed['max_tokens'] = param;
   }
   const temperature = input['temperature'];
   if (temperature !== undefined && temperature !== null) {
@@ -114,7 +122,10 @@ export function fromOpenAIRequest(input: unknown): ChatRequestTranslation {
   if (stop !== undefined && stop !== null) {
     const list = typeof stop === 'string' ? [stop] : stop;
     if (!Array.isArray(list) || !list.every((s) => typeof s === 'string' && s.length > 0)) fail('stop', 'must be a non-empty string or an array of them');
-    if (list.length > 0) body['stop_sequences'] = list;
+    if (list.length > 0) {
+      body['stop_sequences'] = list;
+      renamed['stop_sequences'] = 'stop';
+    }
   }
   const user = input['user'];
   if (user !== undefined && user !== null) {
@@ -137,7 +148,7 @@ export function fromOpenAIRequest(input: unknown): ChatRequestTranslation {
     includeUsage = inc === true;
   }
   translateTools(input, body);
-  return { body, stream: stream === true, includeUsage };
+  return { body, stream: stream === true, includeUsage, renamed };
 }
 
 type Block = Record<string, unknown>;

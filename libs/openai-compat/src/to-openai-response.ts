@@ -101,14 +101,21 @@ export function toChatCompletion(message: Rec, created: number): Rec {
 /**
  * A gateway error (Anthropic shape `{type: "error", error: {type, code, message}}`) in OpenAI's
  * shape. `param` is the parameter a 400 names: the gateway's validation messages start with it
- * ("temperature: must be …"), so it is read from there; null otherwise. `code` is the gateway's
- * machine code (e.g. `insufficient_credits`), `type` the Anthropic error type.
+ * ("temperature: must be …"), so it is read from there; null otherwise. `renamed` (the
+ * translation's, `ChatRequestTranslation.renamed`): a message naming an Anthropic field the
+ * client sent under another name is given the client's name, in `param` and in the message
+ * ("max_tokens: 64001 > 64000, …" → "max_completion_tokens: 64001 > 64000, …"). `code` is the
+ * gateway's machine code (e.g. `insufficient_credits`), `type` the Anthropic error type.
  */
-export function openAIErrorBody(error: unknown): OpenAIErrorBody {
+export function openAIErrorBody(error: unknown, renamed: Readonly<Record<string, string>> = {}): OpenAIErrorBody {
   const e = isRecord(error) ? error : {};
-  const message = typeof e['message'] === 'string' ? e['message'] : 'Error';
+  let message = typeof e['message'] === 'string' ? e['message'] : 'Error';
   const type = typeof e['type'] === 'string' ? e['type'] : 'api_error';
-  const param = type === 'invalid_request_error' ? /^([A-Za-z_][\w.[\]]*): /.exec(message)?.[1] ?? null : null;
+  let param = type === 'invalid_request_error' ? /^([A-Za-z_][\w.[\]]*): /.exec(message)?.[1] ?? null : null;
+  if (param !== null && Object.hasOwn(renamed, param)) {
+    message = renamed[param] + message.slice(param.length);
+    param = renamed[param]!;
+  }
   const code = typeof e['code'] === 'string' ? e['code'] : null;
   return { error: { message, type, param, code } };
 }

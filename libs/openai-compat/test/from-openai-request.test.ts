@@ -20,7 +20,7 @@ test('system and developer messages anywhere become system blocks in order; a us
     ],
   });
   assert.deepEqual(t, {
-    stream: false, includeUsage: false,
+    stream: false, includeUsage: false, renamed: {},
     body: {
       model: 'claude-sonnet-4-5',
       system: [{ type: 'text', text: 'Be brief.' }, { type: 'text', text: 'Answer in French.' }],
@@ -46,6 +46,9 @@ test('sampling, limits, stop, user and stream options map; absent max tokens sta
     max_tokens: 20, temperature: 1, top_p: 0.5, stop_sequences: ['END'], metadata: { user_id: 'u1' }, stream: true,
   });
   assert.deepEqual([t.stream, t.includeUsage], [true, true]);
+  // the client's names of the fields it sent under another name, for errors about them
+  assert.deepEqual(t.renamed, { max_tokens: 'max_completion_tokens', stop_sequences: 'stop' });
+  assert.deepEqual(fromOpenAIRequest({ model: 'm', messages: user, max_tokens: 10 }).renamed, {});
   assert.equal('max_tokens' in fromOpenAIRequest({ model: 'm', messages: user }).body, false);
 });
 

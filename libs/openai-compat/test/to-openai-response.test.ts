@@ -75,4 +75,10 @@ test('error bodies: param is the parameter a 400 message starts with, null other
     { error: { message: 'messages[0].content: Field required', type: 'invalid_request_error', param: 'messages[0].content', code: 'invalid_request' } });
   assert.deepEqual(openAIErrorBody({ type: 'billing_error', code: 'insufficient_credits', message: 'model: low' }),
     { error: { message: 'model: low', type: 'billing_error', param: null, code: 'insufficient_credits' } });
+  // A field the client sent under another name is named as the client named it, in param and message.
+  const renamed = { max_tokens: 'max_completion_tokens', stop_sequences: 'stop' };
+  assert.deepEqual(openAIErrorBody({ type: 'invalid_request_error', code: 'invalid_request', message: 'max_tokens: 64001 > 64000, which is …' }, renamed),
+    { error: { message: 'max_completion_tokens: 64001 > 64000, which is …', type: 'invalid_request_error', param: 'max_completion_tokens', code: 'invalid_request' } });
+  assert.deepEqual(openAIErrorBody({ type: 'invalid_request_error', code: 'invalid_request', message: 'max_tokens_x: y' }, renamed).error.param, 'max_tokens_x');
+  assert.deepEqual(openAIErrorBody({ type: 'invalid_request_error', code: 'invalid_request', message: 'toString: y' }, renamed).error.param, 'toString');
 });

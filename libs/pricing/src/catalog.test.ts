@@ -371,12 +371,11 @@ test('model output limit: max_output_tokens, raised by its own betas only; absen
 
   const json = base();
   const model = (json['models'] as Array<Record<string, unknown>>)[0]!;
-  Object.assign(model, { max_output_tokens: 64_000, max_output_tokens_betas: { 'output-128k-2025-02-19': 128_000, 'lower-beta': 1_000 } });
+  Object.assign(model, { max_output_tokens: 64_000, max_output_tokens_betas: { 'output-128k-2025-02-19': 128_000 } });
   const limited = parseCatalog(json).models[0]!;
   assert.equal(maxOutputTokensFor(limited, undefined), 64_000);
   assert.equal(maxOutputTokensFor(limited, 'prompt-caching-2024-07-31, output-128k-2025-02-19'), 128_000);
   assert.equal(maxOutputTokensFor(limited, ['files-api-2025-04-14', 'output-128k-2025-02-19']), 128_000);
-  assert.equal(maxOutputTokensFor(limited, 'lower-beta'), 64_000, 'a beta never lowers the limit');
   assert.equal(maxOutputTokensFor(limited, 'constructor'), 64_000, 'only the model\'s own betas, never inherited keys');
 
   Object.assign(model, { max_output_tokens: 0, max_output_tokens_betas: { 'bad beta': 1 } });
@@ -387,6 +386,19 @@ test('model output limit: max_output_tokens, raised by its own betas only; absen
   Object.assign(model, { max_output_tokens_betas: { 'output-128k-2025-02-19': 128_000 } });
   problems = problemsOf(json);
   assert.deepEqual(problems, ['models[0].max_output_tokens_betas: needs "max_output_tokens" (the limit without a beta)']);
+
+  // Limits that cannot be meant: a beta that raises nothing; a budget -thinking variant left no valid max_tokens.
+  Object.assign(model, { max_output_tokens: 64_000, max_output_tokens_betas: { 'same-beta': 64_000 }, context_window_betas: { 'smaller-beta': 100_000 } });
+  assert.deepEqual(problemsOf(json), [
+    'models[0].context_window_betas.smaller-beta: 100000 is not above the limit without it (200000); a beta only raises it',
+    'models[0].max_output_tokens_betas.same-beta: 64000 is not above the limit without it (64000); a beta only raises it',
+  ]);
+  Object.assign(model, { max_output_tokens: 1_024, max_output_tokens_betas: {}, context_window_betas: {}, thinking_variant: true });
+  assert.deepEqual(problemsOf(json), ['models[0].max_output_tokens: 1024 leaves its -thinking variant no valid request (a thinking budget of at least 1024 tokens below max_tokens)']);
+  Object.assign(model, { max_output_tokens: 1_025 });
+  assert.equal(parseCatalog(json).models[0]!.maxOutputTokens, 1_025, 'the smallest limit with a valid budget (1,024 < 1,025)');
+  Object.assign(model, { max_output_tokens: 1_024, thinking: { mode: 'adaptive' } });
+  assert.equal(parseCatalog(json).models[0]!.maxOutputTokens, 1_024, 'adaptive thinking has no budget to fit');
 });
 
 test('shipped catalogs: thinking mode and context window per model, as Anthropic documents them', () => {

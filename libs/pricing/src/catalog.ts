@@ -851,6 +851,21 @@ function toModel(
   if (m.max_output_tokens_betas !== undefined && m.max_output_tokens === undefined && Object.keys(m.max_output_tokens_betas).length > 0) {
     problems.push(`${at}.max_output_tokens_betas: needs "max_output_tokens" (the limit without a beta)`);
   }
+  // Limits that cannot be what was meant: a beta that does not raise its limit (it would be
+  // ignored), and an output limit that leaves the -thinking variant of a budget model no valid
+  // request (its budget must be ≥ min_budget_tokens and below max_tokens).
+  for (const [field, base, betas] of [
+    ['context_window_betas', m.context_window ?? DEFAULT_CONTEXT_WINDOW, m.context_window_betas],
+    ['max_output_tokens_betas', m.max_output_tokens, m.max_output_tokens_betas],
+  ] as const) {
+    for (const [beta, limit] of Object.entries(betas ?? {})) {
+      if (base !== undefined && limit <= base) problems.push(`${at}.${field}.${beta}: ${limit} is not above the limit without it (${base}); a beta only raises it`);
+    }
+  }
+  const minBudget = m.thinking?.min_budget_tokens ?? DEFAULT_THINKING.minBudgetTokens;
+  if (m.thinking_variant && (m.thinking?.mode ?? DEFAULT_THINKING.mode) === 'budget' && m.max_output_tokens !== undefined && m.max_output_tokens <= minBudget) {
+    problems.push(`${at}.max_output_tokens: ${m.max_output_tokens} leaves its -thinking variant no valid request (a thinking budget of at least ${minBudget} tokens below max_tokens)`);
+  }
   const rates = toRateCard(m, at, priceUnit, creditsPerUnit, problems);
   const upstreamRates = m.upstream_prices === undefined
     ? undefined

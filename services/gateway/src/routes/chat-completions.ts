@@ -28,6 +28,7 @@ function openAIFormat(): ClientFormat {
     request: (request) => {
       const translated = fromOpenAIRequest(request.body);
       includeUsage = translated.includeUsage;
+      RENAMED.set(request, translated.renamed);
       return { body: translated.body, raw: Buffer.from(JSON.stringify(translated.body)) };
     },
     json: ({ message, parsed, status }) => {
@@ -51,13 +52,16 @@ function openAIFormat(): ClientFormat {
  * windows, 402 from the hold — and `sendError` for an upstream's), all in Anthropic's shape with
  * `type: "error"`; only those are rewritten. A stream's errors are events, written by the format.
  */
-function openAIErrors(_request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
+function openAIErrors(request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
   if (reply.statusCode < 400 || typeof payload !== 'string') return Promise.resolve(payload);
   let body: unknown;
   try { body = JSON.parse(payload); } catch { return Promise.resolve(payload); }
   if (typeof body !== 'object' || body === null || (body as { type?: unknown }).type !== 'error') return Promise.resolve(payload);
-  return Promise.resolve(JSON.stringify(openAIErrorBody((body as { error?: unknown }).error)));
+  return Promise.resolve(JSON.stringify(openAIErrorBody((body as { error?: unknown }).error, RENAMED.get(request))));
 }
+
+/** A request's `ChatRequestTranslation.renamed`, once its body is translated (errors before that name the client's fields already). */
+const RENAMED = new WeakMap<FastifyRequest, Readonly<Record<string, string>>>();
 
 /**
  * `POST /v1/chat/completions` (also `/api/v1/chat/completions`): OpenAI Chat Completions, JSON

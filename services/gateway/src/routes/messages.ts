@@ -8,7 +8,7 @@ import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
-  admission, advisorTools, contextWindowFor, HoldBoundError, maxOutputTokensFor, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorTools, contextWindowFor, HoldBoundError, maxOutputTokensFor, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
@@ -26,7 +26,7 @@ import { checkTranslatable } from '../openai-upstream.ts';
 import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '../admission.ts';
 
 /**
- * Holds `body.max_tokens` to the model's output limit (catalog `max_output_tokens`, raised by
+ * Holds `body.max_tokens` to `model`'s output limit (catalog `max_output_tokens`, raised by
  * the betas of its `max_output_tokens_betas` the request names), as the upstream does: a
  * `max_tokens` the client sent above it is a 400 `invalid_request` in Anthropic's words
  * ("max_tokens: 100000 > 64000, which is the maximum allowed number of output tokens for …",
@@ -35,8 +35,8 @@ import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '
  * (`defaulted`: DEFAULT_MAX_TOKENS) is lowered to the limit instead. No limit in the catalog:
  * nothing is checked. Mutates `body.max_tokens` only when defaulted.
  */
-export function checkMaxTokens(body: MessagesRequest, resolved: ResolvedModel, anthropicBeta: string | string[] | undefined, defaulted: boolean): void {
-  const limit = maxOutputTokensFor(resolved.model, anthropicBeta);
+export function checkMaxTokens(body: MessagesRequest, model: CatalogModel, anthropicBeta: string | string[] | undefined, defaulted: boolean): void {
+  const limit = maxOutputTokensFor(model, anthropicBeta);
   if (limit === undefined || body.max_tokens <= limit) return;
   if (defaulted) {
     body.max_tokens = limit;
@@ -216,10 +216,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     let resolved = resolveOr404(version.catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
     checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
-    checkMaxTokens(body, resolved, request.headers['anthropic-beta'], defaulted);
     // The caller's group (issue 10): an upstream of it must serve the model (else 404 before any
     // hold), and its model_mapping names the model upstream (priced as the catalog model).
     const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
+    // The output limit of the model the upstream is sent: a group's mapped model where the
+    // catalog knows it (a name it does not know: the upstream's own check only).
+    const limited = route.mappedModel === undefined ? resolved.model : resolveModel(version.catalog, route.mappedModel)?.model;
+    if (limited !== undefined) checkMaxTokens(body, limited, request.headers['anthropic-beta'], defaulted);
     if (route.mappedModel !== undefined) resolved = mappedTo(resolved, route.mappedModel);
     // Platform openai: what Chat Completions cannot serve is a 400 naming the field, before any hold.
     if (route.group.platform === 'openai') checkTranslatable(body);
