@@ -1,6 +1,6 @@
 import { parseTime } from '@tollgate/http';
 import { CatalogError, loadCatalogFile } from '@tollgate/pricing';
-import { UsageError, cannotReach, parseCommand, resolveToken, resolveUrl, stringOption, type Parsed } from './cli/core.ts';
+import { UsageError, cannotReach, parseCommand, refusedTokenHint, resolveToken, resolveUrl, stringOption, tokenSource, type Parsed } from './cli/core.ts';
 
 export const OPS_HELP = `Usage: tollgate rebuild|reconcile [--url URL] [--timeout-ms N] [--rollups [--repair]]
 
@@ -83,7 +83,8 @@ export async function runOps(command: 'rebuild' | 'reconcile', argv: string[], e
   if (!res.ok && (command !== 'reconcile' || res.status !== 409)) {
     // Not a report (a reconcile's 409 is one: its differences): an error answer, named as such.
     const error = (body.error ?? {}) as { type?: unknown; message?: unknown };
-    process.stderr.write(`tollgate ${command}: failed (${res.status}${error.type ? ` ${String(error.type)}` : ''})${error.message ? `: ${String(error.message)}` : ''}\n`);
+    const hint = res.status === 401 ? refusedTokenHint(url, tokenSource(env, true)) : '';
+    process.stderr.write(`tollgate ${command}: failed (${res.status}${error.type ? ` ${String(error.type)}` : ''})${error.message ? `: ${String(error.message)}` : ''}${hint}\n`);
     return 1;
   }
   if (command === 'reconcile') {

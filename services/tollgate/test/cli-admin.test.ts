@@ -3,6 +3,9 @@
 // what the operator API then holds.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { runTollgate, type CliResult } from '../../../test/support/cli.ts';
 import { ADMIN_TOKEN, admin, startStack, type Stack } from '../../../test/support/tollgate.ts';
 
@@ -166,8 +169,18 @@ test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --ro
   // an error answer is named as one, never read as a report ("0 difference(s)")
   const wrong = await runTollgate(['reconcile', '--rollups', '--repair'], { ADMIN_TOKEN: 'wrong-admin-token-0123456789', TOLLGATE_URL: stack.url });
   assert.equal(wrong.code, 1);
-  assert.match(wrong.stderr, /\ntollgate reconcile: failed \(401 authentication_error\): invalid admin or finance token\n$/);
+  assert.ok(wrong.stderr.endsWith(`\ntollgate reconcile: failed (401 authentication_error): invalid admin or finance token (the token sent is ADMIN_TOKEN's; set ADMIN_TOKEN to the token of the process at ${stack.url})\n`), wrong.stderr);
   assert.doesNotMatch(wrong.stderr, /difference/);
+  // A refused token is named by where it came from: here another process's admin-token file (the
+  // trap of a tour's ./data/admin-token sent to a distributed control process), on every command.
+  const otherDir = mkdtempSync(join(tmpdir(), 'tollgate-other-'));
+  writeFileSync(join(otherDir, 'admin-token'), 'another-process-token-0123456789\n');
+  const fromFile = { DATA_DIR: otherDir, TOLLGATE_URL: stack.url };
+  const refusedOps = await runTollgate(['reconcile'], fromFile);
+  assert.ok(refusedOps.stderr.endsWith(`invalid admin or finance token (the token sent is ${join(otherDir, 'admin-token')}'s; set ADMIN_TOKEN to the token of the process at ${stack.url})\n`), refusedOps.stderr);
+  const refusedApi = await runTollgate(['accounts', 'list'], fromFile);
+  assert.equal(refusedApi.code, 1);
+  assert.ok(refusedApi.stderr.includes(`401 invalid_api_key: invalid admin or finance token (the token sent is ${join(otherDir, 'admin-token')}'s; set ADMIN_TOKEN to the token of the process at ${stack.url})`), refusedApi.stderr);
   assert.deepEqual(await tg('reconcile', '--repair'), { code: 2, stdout: '', stderr: 'tollgate reconcile: --repair goes with reconcile --rollups\n(see tollgate reconcile --help)\n' });
   const direct = await admin<Record<string, unknown>>(stack.url, 'POST', '/ops/v1/rollups/repair');
   assert.deepEqual([direct.status, direct.json], [200, {

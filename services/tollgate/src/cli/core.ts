@@ -170,6 +170,8 @@ export function monthArgument(text: string): string {
 export interface Connection {
   url: string;
   token: string;
+  /** where the token came from (`tokenSource`), named when the process refuses it (401) */
+  tokenSource?: string;
 }
 
 /**
@@ -205,6 +207,22 @@ export function resolveUrl(values: Parsed['values'], env: NodeJS.ProcessEnv): st
  * else the admin token the embedded process wrote to DATA_DIR/admin-token (DATA_DIR=./data);
  * undefined when none is set.
  */
+/**
+ * Where `resolveToken` takes the token from, for a refusal's message: `ADMIN_TOKEN`,
+ * `FINANCE_TOKEN` or the admin-token file's path (the embedded process's own token, which a
+ * process of another DATA_DIR, e.g. a distributed control process, refuses).
+ */
+export function tokenSource(env: NodeJS.ProcessEnv, adminOnly = false): string {
+  if (env.ADMIN_TOKEN) return 'ADMIN_TOKEN';
+  if (env.FINANCE_TOKEN && !adminOnly) return 'FINANCE_TOKEN';
+  return join(env.DATA_DIR ?? './data', 'admin-token');
+}
+
+/** The text added to a 401: which token was sent, and that it must be the process's at `url`. */
+export function refusedTokenHint(url: string, source: string): string {
+  return ` (the token sent is ${source}'s; set ADMIN_TOKEN to the token of the process at ${url})`;
+}
+
 export function resolveToken(env: NodeJS.ProcessEnv, adminOnly = false): string | undefined {
   if (env.ADMIN_TOKEN) return env.ADMIN_TOKEN;
   if (env.FINANCE_TOKEN && !adminOnly) return env.FINANCE_TOKEN;
@@ -220,7 +238,7 @@ export function connect(values: Parsed['values'], env: NodeJS.ProcessEnv): Conne
   const url = resolveUrl(values, env);
   const token = resolveToken(env);
   if (token === undefined) throw new UsageError(`set ADMIN_TOKEN or FINANCE_TOKEN (no ${join(env.DATA_DIR ?? './data', 'admin-token')} either)`);
-  return { url, token };
+  return { url, token, tokenSource: tokenSource(env) };
 }
 
 /**
@@ -250,9 +268,12 @@ export class Api {
   readonly url: string;
   readonly #token: string;
 
+  readonly #tokenSource: string | undefined;
+
   constructor(connection: Connection) {
     this.url = connection.url;
     this.#token = connection.token;
+    this.#tokenSource = connection.tokenSource;
   }
 
   /**
@@ -284,7 +305,10 @@ export class Api {
     } catch (err) {
       throw new RunError(cannotReach(this.url, err));
     }
-    if (!res.ok) throw new RunError(errorText(res.status, await res.text().catch(() => '')));
+    if (!res.ok) {
+      const hint = res.status === 401 && this.#tokenSource !== undefined ? refusedTokenHint(this.url, this.#tokenSource) : '';
+      throw new RunError(errorText(res.status, await res.text().catch(() => '')) + hint);
+    }
     return res;
   }
 
