@@ -96,7 +96,7 @@ describe('max_tokens above the model\'s output limit', () => {
   test('a group\'s model_mapping: the limit of the model the upstream is sent, where the catalog knows it', async () => {
     const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', {
       name: 'mapped', platform: 'anthropic', upstream_ids: ['default'],
-      model_mapping: { 'claude-sonnet-4-6': 'claude-haiku-4-5-20251001', 'claude-opus-4-20250514': 'claude-opus-4-6', 'claude-sonnet-4-5': 'an-upstream-own-name' },
+      model_mapping: { 'claude-sonnet-4-6': 'claude-haiku-4-5-20251001', 'claude-opus-4-20250514': 'claude-opus-4-6', 'claude-sonnet-4-5': 'claude-sonnet-by-glob' },
     });
     assert.equal(group.status, 201, JSON.stringify(group.json));
     // strict: a request the upstream could never serve must not get a 402 for its impossible worst case
@@ -119,9 +119,11 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.equal(served.usage.output_tokens, 10);
     assert.deepEqual([(await simRequests(stack.simUrl, 1))[0]!.body['model'], (await simRequests(stack.simUrl, 1))[0]!.body['max_tokens']], ['claude-opus-4-6', 64_000]);
     assert.equal(await settledBalance(stack, m.accountId), balance + 200_000_000n - 19_800n);
-    // a mapped name the catalog does not know: only the upstream's own check (the simulator serves an unknown id whatever it asks)
-    await m.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 100_000, messages: user('[[sim input=5 output=10]]') }, { timeout: 60_000 });
-    assert.deepEqual([(await simRequests(stack.simUrl, 1))[0]!.body['model'], (await simRequests(stack.simUrl, 1))[0]!.body['max_tokens']], ['an-upstream-own-name', 100_000]);
+    // A mapped name the catalog knows only through a mapping rule's glob (claude-sonnet-* →
+    // sonnet-4-6, 128,000) is not known: only the upstream's own check (the simulator serves an
+    // id of no family whatever it asks), never the limit of the model the rule would serve it as.
+    await m.client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 130_000, messages: user('[[sim input=5 output=10]]') }, { timeout: 60_000 });
+    assert.deepEqual([(await simRequests(stack.simUrl, 1))[0]!.body['model'], (await simRequests(stack.simUrl, 1))[0]!.body['max_tokens']], ['claude-sonnet-by-glob', 130_000]);
   });
 
   test('GET /v1/models states each model\'s limits in Anthropic\'s fields (max_input_tokens, max_tokens)', async () => {
@@ -130,5 +132,51 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.deepEqual(byId['claude-opus-4-20250514'], [200_000, 32_000]);
     assert.deepEqual(byId['claude-opus-4-20250514-thinking'], [200_000, 32_000]);
     assert.deepEqual(byId['claude-sonnet-4-6'], [1_000_000, 128_000]);
+  });
+});
+
+// The kind: max_tokens 0, which pre-warms the prompt cache (the official SDK's max_tokens doc;
+// Anthropic "Prompt caching", "Pre-warming the cache"): the input is read and cached, nothing is
+// generated. It was refused (400 "greater than or equal to 1") by the gateway and the simulator.
+describe('max_tokens 0: pre-warming the prompt cache', () => {
+  let stack: Stack;
+  let c: Awaited<ReturnType<typeof customer>>;
+  before(async () => {
+    stack = await startStack();
+    c = await customer(stack.url, 10);
+  });
+  after(async () => { await stack?.close(); });
+
+  test('served with no output and charged the cache write alone; held for the input bound only', async () => {
+    const balance = await settledBalance(stack, c.accountId);
+    const msg = await c.client.messages.create({
+      // an 8 KB prompt: its input bound (≥ 8,000 tokens) covers the 2,003 tokens reported
+      model: 'claude-haiku-4-5', max_tokens: 0, messages: user(`${'cache me '.repeat(900)}[[sim input=3 cache_write_5m=2000]]`),
+    });
+    assert.deepEqual([msg.content, msg.stop_reason, msg.usage.output_tokens, msg.usage.cache_creation_input_tokens], [[], 'max_tokens', 0, 2000]);
+    assert.equal((await simRequests(stack.simUrl, 1))[0]!.body['max_tokens'], 0);
+    // haiku-4-5 (cny, µc per token): input 24, cache write 5m 30: 3 × 24 + 2,000 × 30 = 72 + 60,000 = 60,072 µc
+    assert.equal(await settledBalance(stack, c.accountId), balance - 60_072n);
+  });
+
+  test('not with stream nor on a -thinking variant: 400 at the edge, nothing sent or held; a negative max_tokens is still refused', async () => {
+    const balance = await settledBalance(stack, c.accountId);
+    const seenBefore = JSON.stringify(await simRequests(stack.simUrl, 1));
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ model: 'claude-haiku-4-5', stream: true }, 'max_tokens: 0 pre-warms the prompt cache and cannot be used with stream'],
+      [{ model: 'claude-haiku-4-5-thinking' }, 'max_tokens: 0 pre-warms the prompt cache and cannot be used with thinking, which claude-haiku-4-5-thinking turns on'],
+      [{ model: 'claude-sonnet-4-6-thinking' }, 'max_tokens: 0 pre-warms the prompt cache and cannot be used with thinking, which claude-sonnet-4-6-thinking turns on'],
+      [{ model: 'claude-haiku-4-5', max_tokens: -1 }, 'max_tokens: Input should be greater than or equal to 0'],
+    ];
+    for (const [extra, message] of cases) {
+      const res = await fetch(`${stack.url}/v1/messages`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': c.secret },
+        body: JSON.stringify({ max_tokens: 0, messages: user('hi'), ...extra }),
+      });
+      assert.equal(res.status, 400, JSON.stringify(extra));
+      assert.equal(((await res.json()) as { error: { message: string } }).error.message, message);
+    }
+    assert.equal(JSON.stringify(await simRequests(stack.simUrl, 1)), seenBefore, 'nothing reached the upstream');
+    assert.equal(await settledBalance(stack, c.accountId), balance);
   });
 });

@@ -62,7 +62,9 @@ test('absent max_tokens with a gateway default: filled in on the body; null and 
   assert.equal(out.max_tokens, 1024);
   assert.equal(validateMessagesRequest(ok(), 7).max_tokens, 1024);
   rejects({ ...noMax, max_tokens: null }, 'max_tokens', 'max_tokens: Input should be a valid integer', (b) => validateMessagesRequest(b, 1024));
-  rejects({ ...noMax, max_tokens: 0 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 1', (b) => validateMessagesRequest(b, 1024));
+  rejects({ ...noMax, max_tokens: -1 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 0', (b) => validateMessagesRequest(b, 1024));
+  // 0 pre-warms the prompt cache (no output): a value of its own, never replaced by the default
+  assert.equal(validateMessagesRequest({ ...noMax, max_tokens: 0 }, 1024).max_tokens, 0);
 });
 
 test('wrong types', () => {
@@ -84,8 +86,8 @@ test('wrong types', () => {
   rejects({ ...ok(), max_tokens: 1.5 }, 'max_tokens', 'max_tokens: Input should be a valid integer');
   rejects({ ...ok(), max_tokens: Number.NaN }, 'max_tokens', 'max_tokens: Input should be a valid integer');
   rejects({ ...ok(), max_tokens: 1e300 }, 'max_tokens', 'max_tokens: Input should be a valid integer');
-  rejects({ ...ok(), max_tokens: 0 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 1');
-  rejects({ ...ok(), max_tokens: -5 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 1');
+  rejects({ ...ok(), max_tokens: -1 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 0');
+  rejects({ ...ok(), max_tokens: -5 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 0');
   rejects({ ...ok(), max_tokens: null }, 'max_tokens', 'max_tokens: Input should be a valid integer');
 });
 

@@ -174,8 +174,9 @@ function checkCommon(body: unknown): asserts body is CountTokensRequest {
 }
 
 /**
- * Checks a `/v1/messages` body: object, non-empty `model`, `messages` array, positive integer
- * `max_tokens`. With `defaultMaxTokens`, an absent `max_tokens` (not a null one) is filled in
+ * Checks a `/v1/messages` body: object, non-empty `model`, `messages` array, `max_tokens` an
+ * integer ≥ 0 (0 pre-warms the prompt cache without generating: Anthropic "Prompt caching",
+ * "Pre-warming the cache", and the SDK's `max_tokens` doc). With `defaultMaxTokens`, an absent `max_tokens` (not a null one) is filled in
  * on `body` itself (the gateway's DEFAULT_MAX_TOKENS, as the seed references default it);
  * without, it is 400 "Field required" as at Anthropic.
  */
@@ -187,7 +188,7 @@ export function validateMessagesRequest(body: unknown, defaultMaxTokens?: number
   if (typeof max !== 'number' || !Number.isSafeInteger(max)) {
     throw new ProtocolError('max_tokens', 'Input should be a valid integer');
   }
-  if (max < 1) throw new ProtocolError('max_tokens', 'Input should be greater than or equal to 1');
+  if (max < 0) throw new ProtocolError('max_tokens', 'Input should be greater than or equal to 0');
   return body as MessagesRequest;
 }
 

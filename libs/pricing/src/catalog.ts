@@ -851,15 +851,14 @@ function toModel(
   if (m.max_output_tokens_betas !== undefined && m.max_output_tokens === undefined && Object.keys(m.max_output_tokens_betas).length > 0) {
     problems.push(`${at}.max_output_tokens_betas: needs "max_output_tokens" (the limit without a beta)`);
   }
-  // Limits that cannot be what was meant: a beta that does not raise its limit (it would be
-  // ignored), and an output limit that leaves the -thinking variant of a budget model no valid
-  // request (its budget must be ≥ min_budget_tokens and below max_tokens).
-  for (const [field, base, betas] of [
-    ['context_window_betas', m.context_window ?? DEFAULT_CONTEXT_WINDOW, m.context_window_betas],
-    ['max_output_tokens_betas', m.max_output_tokens, m.max_output_tokens_betas],
-  ] as const) {
-    for (const [beta, limit] of Object.entries(betas ?? {})) {
-      if (base !== undefined && limit <= base) problems.push(`${at}.${field}.${beta}: ${limit} is not above the limit without it (${base}); a beta only raises it`);
+  // Output limits that cannot be what was meant: a beta that does not raise the limit (it would
+  // be ignored), and a limit that leaves the -thinking variant of a budget model no valid request
+  // (its budget must be ≥ min_budget_tokens and below max_tokens). Only the fields new in
+  // session 55: a stored price version of an older catalog must load as it did (billing and
+  // rerate read every version back), so `context_window_betas` keeps its old rule.
+  for (const [beta, limit] of Object.entries(m.max_output_tokens_betas ?? {})) {
+    if (m.max_output_tokens !== undefined && limit <= m.max_output_tokens) {
+      problems.push(`${at}.max_output_tokens_betas.${beta}: ${limit} is not above max_output_tokens (${m.max_output_tokens}); a beta only raises the limit`);
     }
   }
   const minBudget = m.thinking?.min_budget_tokens ?? DEFAULT_THINKING.minBudgetTokens;

@@ -110,7 +110,8 @@ export function buildReply(
 ): Reply {
   const max = body.maxTokens;
   const target = directives.output ?? Math.min(max, defaultOutputTokens);
-  let capped = target > max;
+  // max_tokens 0 (pre-warming the cache) generates nothing and stops at its limit at once.
+  let capped = target > max || max === 0;
   let budget = Math.min(target, max);
 
   let tool = chosenTool(body, directives);

@@ -185,8 +185,10 @@ export function parseMessagesBody(body: unknown, opts: ParseOptions): MessagesBo
   let maxTokens: number | undefined;
   if (rawMax !== undefined || opts.requireMaxTokens) {
     if (rawMax === undefined) throw invalidRequest('max_tokens: Field required');
-    if (typeof rawMax !== 'number' || !Number.isSafeInteger(rawMax) || rawMax < 1) {
-      throw invalidRequest('max_tokens: must be a positive integer');
+    // 0 pre-warms the prompt cache: the input is read (and cached), nothing is generated
+    // (Anthropic "Prompt caching", "Pre-warming the cache"); not with stream or thinking.
+    if (typeof rawMax !== 'number' || !Number.isSafeInteger(rawMax) || rawMax < 0) {
+      throw invalidRequest('max_tokens: must be an integer of at least 0');
     }
     maxTokens = rawMax;
   }
@@ -225,6 +227,9 @@ export function parseMessagesBody(body: unknown, opts: ParseOptions): MessagesBo
   }
 
   const thinking = checkThinking(body, model, maxTokens, opts.betas ?? []);
+  if (maxTokens === 0 && (rawStream === true || thinking)) {
+    throw invalidRequest(`max_tokens: 0 pre-warms the prompt cache and cannot be used with ${rawStream === true ? 'stream' : 'thinking'}`);
+  }
 
   return { model, messages, maxTokens, stream: rawStream === true, system, tools, toolChoice, thinking };
 }

@@ -453,7 +453,9 @@ describe('recording, auth and validation', () => {
   test('invalid bodies are a 400 invalid_request_error', async () => {
     const cases: unknown[] = [
       { model: MODEL, messages: user('x') },
-      { model: MODEL, max_tokens: 0, messages: user('x') },
+      { model: MODEL, max_tokens: -1, messages: user('x') },
+      { model: MODEL, max_tokens: 0, stream: true, messages: user('x') },
+      { model: MODEL, max_tokens: 0, thinking: { type: 'adaptive' }, messages: user('x') },
       { model: MODEL, max_tokens: 1.5, messages: user('x') },
       { model: MODEL, max_tokens: 10, messages: [] },
       { max_tokens: 10, messages: user('x') },
@@ -465,6 +467,14 @@ describe('recording, auth and validation', () => {
     }
     const countRes = await post('/v1/messages/count_tokens', { model: MODEL, messages: user('abcd') });
     assert.deepEqual(JSON.parse(countRes.text), { input_tokens: 1 });
+  });
+
+  test('max_tokens 0 pre-warms the cache: the input is read and reported, nothing generated, stop_reason max_tokens', async () => {
+    const msg = await client.messages.create({ model: MODEL, max_tokens: 0, messages: user('[[sim input=7 cache_write_5m=40]]') });
+    assert.deepEqual([msg.content, msg.stop_reason, msg.usage.input_tokens, msg.usage.cache_creation_input_tokens, msg.usage.output_tokens], [[], 'max_tokens', 7, 40, 0]);
+    const res = await post('/v1/messages', { model: MODEL, max_tokens: 0, stream: true, messages: user('x') });
+    assert.deepEqual([res.status, (JSON.parse(res.text) as { error: { message: string } }).error.message],
+      [400, 'max_tokens: 0 pre-warms the prompt cache and cannot be used with stream']);
   });
 
   test('models list and health', async () => {

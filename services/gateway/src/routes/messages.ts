@@ -46,6 +46,33 @@ export function checkMaxTokens(body: MessagesRequest, model: CatalogModel, anthr
 }
 
 /**
+ * `max_tokens: 0` pre-warms the prompt cache: the upstream reads (and caches) the input and
+ * generates nothing (Anthropic "Prompt caching", "Pre-warming the cache"). It cannot stream or
+ * think, so with `stream: true` or on a `-thinking` variant (whose thinking the gateway would
+ * add) it is a 400 `invalid_request` here, before any hold. A client's own `thinking` field is
+ * the upstream's to judge, as on any plain model.
+ */
+export function checkPrewarm(body: MessagesRequest, resolved: ResolvedModel): void {
+  if (body.max_tokens !== 0) return;
+  if (body.stream === true) throw gatewayError('invalid_request', 'max_tokens: 0 pre-warms the prompt cache and cannot be used with stream');
+  if (resolved.thinking) {
+    throw gatewayError('invalid_request', `max_tokens: 0 pre-warms the prompt cache and cannot be used with thinking, which ${resolved.requested} turns on`);
+  }
+}
+
+/**
+ * The catalog model that is exactly the upstream model `name`: by id, alias, `-thinking` or
+ * `/provider` name, else by its `upstream_model`; never through a mapping rule's glob
+ * (`claude-opus-*` would give Opus 4.1 the limits of the model the rule serves it as).
+ * Undefined when none is.
+ */
+function modelNamed(catalog: Catalog, name: string): CatalogModel | undefined {
+  const hit = resolveModel(catalog, name);
+  if (hit !== undefined && hit.via !== 'mapping') return hit.model;
+  return catalog.models.find((m) => m.upstreamModel === name);
+}
+
+/**
  * The catalog model `model` names in `catalog`, or 404 `model_not_found`. The id is first
  * checked by `validateModelId` (400 `invalid_request` on `model`), so every route that takes a
  * model id (/v1/messages, count_tokens, /v1/models/{id}) refuses the same ids the same way.
@@ -216,12 +243,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     let resolved = resolveOr404(version.catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
     checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
+    checkPrewarm(body, resolved);
     // The caller's group (issue 10): an upstream of it must serve the model (else 404 before any
     // hold), and its model_mapping names the model upstream (priced as the catalog model).
     const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
     // The output limit of the model the upstream is sent: a group's mapped model where the
     // catalog knows it (a name it does not know: the upstream's own check only).
-    const limited = route.mappedModel === undefined ? resolved.model : resolveModel(version.catalog, route.mappedModel)?.model;
+    const limited = route.mappedModel === undefined ? resolved.model : modelNamed(version.catalog, route.mappedModel);
     if (limited !== undefined) checkMaxTokens(body, limited, request.headers['anthropic-beta'], defaulted);
     if (route.mappedModel !== undefined) resolved = mappedTo(resolved, route.mappedModel);
     // Platform openai: what Chat Completions cannot serve is a 400 naming the field, before any hold.
