@@ -159,6 +159,28 @@ describe('max_tokens 0: pre-warming the prompt cache', () => {
     assert.equal(await settledBalance(stack, c.accountId), balance - 60_072n);
   });
 
+  test('a pre-warm with server and advisor tools holds one step of input, no tool uses, no advisor calls: served where a generating request is refused', async () => {
+    // strict, 12 credits. The prewarm's hold: web_search makes the input bound one context window
+    // (200,000 tokens × haiku's dearest input-side price, cache write 1 h 48 µc = 9.6 credits), no
+    // search (0.24 credits each) and no advisor call can happen. The same body at max_tokens 1
+    // holds two loop steps (max_uses 1) and the Opus advisor's calls: refused.
+    const s = await customer(stack.url, 12, 'prewarm-tools');
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${s.accountId}`, { admission_policy: 'strict' })).status, 200);
+    const body = (maxTokens: number) => ({
+      model: 'claude-haiku-4-5', max_tokens: maxTokens, messages: user('[[sim input=3 cache_write_5m=20 output=0]]'),
+      tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }, { type: 'advisor_20260301', name: 'advisor', model: 'claude-opus-4-6', max_uses: 1 }],
+    });
+    const post = (b: unknown) => fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': s.secret }, body: JSON.stringify(b),
+    });
+    const generating = await post(body(1));
+    assert.equal(generating.status, 402, await generating.clone().text());
+    const prewarm = await post(body(0));
+    assert.equal(prewarm.status, 200, await prewarm.clone().text());
+    // 3 × 24 + 20 × 30 = 72 + 600 = 672 µc
+    assert.equal(await settledBalance(stack, s.accountId), 12_000_000n - 672n);
+  });
+
   test('not with stream nor on a -thinking variant: 400 at the edge, nothing sent or held; a negative max_tokens is still refused', async () => {
     const balance = await settledBalance(stack, c.accountId);
     const seenBefore = JSON.stringify(await simRequests(stack.simUrl, 1));

@@ -251,6 +251,18 @@ test('web_search with max_uses 2: 1 + 2 sampling steps, each up to one context w
   assert.equal(bound({ ...say('x'), tools: [{ type: 'code_execution_20250825', name: 'code_execution' }] }).tokens, 2_000_000);
 });
 
+test('max_tokens 0 (pre-warming the prompt cache): one step whatever the tools, what the body cannot bound still that step\'s window', () => {
+  const tools = [{ type: 'web_search_20250305', name: 'web_search', max_uses: 2 }, { type: 'code_execution_20250825', name: 'code_execution' }];
+  const b = bound({ ...say('news?'), max_tokens: 0, tools });
+  assert.deepEqual([b.tokens, b.unbounded, b.iterations], [200_000, ['server_tool'], 1]);
+  assert.equal(b.hold, 28_800_000n); // 200,000 × 144, no output
+  const c = bound({ ...say('run it'), max_tokens: 0, container: 'container_011' });
+  assert.deepEqual([c.tokens, c.iterations], [200_000, 1]);
+  // a plain prewarm is its bytes, as any request
+  const p = bound({ ...say('cache me'), max_tokens: 0 });
+  assert.deepEqual([p.tokens, p.iterations, p.ceiling], [p.raw, 1, false]);
+});
+
 test('container and mcp_servers: the upstream runs its own loop, 10 × the context window', () => {
   const c = bound({ ...say('run it'), container: 'container_011' });
   assert.deepEqual([c.tokens, c.unbounded, c.iterations], [2_000_000, ['container'], 10]);

@@ -381,7 +381,8 @@ export function base64ImageDimensions(data: string): ImageDimensions | undefined
  *   up to `SERVER_LOOP_ITERATIONS` times in one request (fewer when only web search / fetch
  *   with `max_uses` are present: 1 + Σ max_uses), each step reading at most one window.
  * - The result never exceeds context window × iterations: the upstream cannot bill more input
- *   for one request than it can read.
+ *   for one request than it can read. A body with `max_tokens: 0` (pre-warming the prompt
+ *   cache) has one iteration: it generates nothing, so no tool runs.
  *
  * `raw` is the request body as received (decoded from any content-encoding), or just its
  * length; the body is never re-serialised. Given the bytes, they are checked to be UTF-8 (a
@@ -495,7 +496,11 @@ export function inputTokenBound(body: CountTokensRequest, raw: Uint8Array | numb
     loopBoundedByMaxUses = false;
   }
 
-  const looping = serverLoop || unbounded.includes('mcp_servers') || unbounded.includes('container');
+  // `max_tokens: 0` (a /v1/messages body pre-warming the prompt cache) generates nothing, so no
+  // tool runs and no loop step follows: one step reads the prompt. What the body cannot bound
+  // stays so (a server tool's own definition, an MCP server's tools): that one step's window.
+  const generates = (body as { max_tokens?: unknown }).max_tokens !== 0;
+  const looping = generates && (serverLoop || unbounded.includes('mcp_servers') || unbounded.includes('container'));
   const iterations = !looping ? 1 : loopBoundedByMaxUses ? Math.min(SERVER_LOOP_ITERATIONS, loopBound) : SERVER_LOOP_ITERATIONS;
   const ceilingTokens = limits.contextWindow * iterations;
 

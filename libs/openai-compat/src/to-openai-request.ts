@@ -214,6 +214,10 @@ export function toOpenAIRequest(body: Json): TranslatedRequest {
   body.messages.forEach((m, i) => messages.push(...translateMessage(m, i, dropped)));
 
   const out: OpenAIChatRequest = { model: String(body.model), messages };
+  if (body.max_tokens === 0) {
+    // Anthropic's pre-warm of the prompt cache; Chat Completions takes at least 1 and has no such mode.
+    throw new TranslationError('max_tokens', '0 (pre-warming the prompt cache) is not supported on platform openai');
+  }
   if (typeof body.max_tokens === 'number') out.max_completion_tokens = body.max_tokens;
   if (typeof body.temperature === 'number') out.temperature = body.temperature;
   if (typeof body.top_p === 'number') out.top_p = body.top_p;

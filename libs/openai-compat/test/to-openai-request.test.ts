@@ -70,6 +70,8 @@ test('features without an OpenAI equivalent are refused naming the field', () =>
   refuse(user([{ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBER' } }]), 'messages.0.content.0');
   refuse(user([{ type: 'image', source: { type: 'file', file_id: 'file_1' } }]), 'messages.0.content.0.source');
   refuse({ ...user('x'), mcp_servers: [{ type: 'url', url: 'https://mcp.example', name: 'x' }] }, 'mcp_servers');
+  // max_tokens 0 pre-warms Anthropic's prompt cache; Chat Completions takes at least 1
+  refuse({ ...user('x'), max_tokens: 0 }, 'max_tokens');
   // a plain-text document is text
   assert.deepEqual(toOpenAIRequest(user([{ type: 'document', title: 'T', source: { type: 'text', media_type: 'text/plain', data: 'body' } }])).request.messages,
     [{ role: 'user', content: 'T\n\nbody' }]);

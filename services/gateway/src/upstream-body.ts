@@ -289,6 +289,11 @@ export function serverTools(body: MessagesRequest, version: PriceVersion, model:
     }
     const unit = toolUnit(tool.type);
     if (unit === undefined) return;
+    // max_tokens 0 pre-warms the prompt cache: nothing is generated, so no tool runs.
+    if (body.max_tokens === 0) {
+      units[unit] = 0;
+      return;
+    }
     if (unit === 'code_execution_seconds') {
       units[unit] = null;
       return;

@@ -113,6 +113,8 @@ function messagesBodyOf(body: JsonObject): JsonObject {
   const out: JsonObject = { model: body['model'], messages, stream: body['stream'] === true };
   if (system.length > 0) out['system'] = system.join('\n');
   const max = body['max_completion_tokens'] ?? body['max_tokens'] ?? DEFAULT_MAX_COMPLETION_TOKENS;
+  // OpenAI's minimum is 1 (0 pre-warms a cache on Anthropic's API only)
+  if (max === 0) throw invalid(`${body['max_completion_tokens'] !== undefined ? 'max_completion_tokens' : 'max_tokens'}: 0 is less than the minimum of 1`);
   out['max_tokens'] = max;
   const tools = body['tools'];
   if (Array.isArray(tools)) {

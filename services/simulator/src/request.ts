@@ -227,7 +227,7 @@ export function parseMessagesBody(body: unknown, opts: ParseOptions): MessagesBo
   }
 
   const thinking = checkThinking(body, model, maxTokens, opts.betas ?? []);
-  if (maxTokens === 0 && (rawStream === true || thinking)) {
+  if (maxTokens === 0 && opts.requireMaxTokens && (rawStream === true || thinking)) {
     throw invalidRequest(`max_tokens: 0 pre-warms the prompt cache and cannot be used with ${rawStream === true ? 'stream' : 'thinking'}`);
   }
 

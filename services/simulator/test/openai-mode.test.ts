@@ -58,6 +58,16 @@ test('streaming tool call with include_usage: the SDK accumulates the call; usag
   assert.deepEqual([name, args, finish, usage?.completion_tokens], ['weather', '{"city":"sim"}', 'tool_calls', 9]);
 });
 
+test('max_completion_tokens 0 is a 400 (OpenAI\'s minimum is 1; only Anthropic\'s API pre-warms a cache with 0)', async () => {
+  for (const field of ['max_completion_tokens', 'max_tokens'] as const) {
+    await assert.rejects(client.chat.completions.create({ model: 'claude-sonnet-4-6', [field]: 0, messages: [{ role: 'user', content: 'x' }] }), (err: unknown) => {
+      assert.ok(err instanceof OpenAI.BadRequestError, String(err));
+      assert.equal(err.message, `400 ${field}: 0 is less than the minimum of 1`);
+      return true;
+    });
+  }
+});
+
 test('errors in OpenAI shape: a wrong key is 401 invalid_api_key, a directed 429 keeps retry-after', async () => {
   const bad = new OpenAI({ apiKey: 'wrong', baseURL: client.baseURL, maxRetries: 0, logLevel: 'error' });
   await assert.rejects(bad.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'x' }] }), (err: unknown) => {

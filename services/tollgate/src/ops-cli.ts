@@ -259,7 +259,8 @@ export async function runRerate(argv: string[], env: NodeJS.ProcessEnv): Promise
     const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
     if (!res.ok) {
       const message = (body.error as { message?: unknown } | undefined)?.message;
-      process.stderr.write(`tollgate rerate: ${url} answered ${res.status}: ${String(message ?? JSON.stringify(body))}\n`);
+      const hint = res.status === 401 ? refusedTokenHint(url, tokenSource(env, true)) : '';
+      process.stderr.write(`tollgate rerate: ${url} answered ${res.status}: ${String(message ?? JSON.stringify(body))}${hint}\n`);
       return res.status === 400 ? 2 : RERATE_FAILED;
     }
     if (!Array.isArray(body.accounts) || !isRecordOf(body.versions) || !isRecordOf(body.skipped) || !Array.isArray(body.unreadable_versions) || !Array.isArray(body.events_different)) {

@@ -169,7 +169,7 @@ test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --ro
   // an error answer is named as one, never read as a report ("0 difference(s)")
   const wrong = await runTollgate(['reconcile', '--rollups', '--repair'], { ADMIN_TOKEN: 'wrong-admin-token-0123456789', TOLLGATE_URL: stack.url });
   assert.equal(wrong.code, 1);
-  assert.ok(wrong.stderr.endsWith(`\ntollgate reconcile: failed (401 authentication_error): invalid admin or finance token (the token sent is ADMIN_TOKEN's; set ADMIN_TOKEN to the token of the process at ${stack.url})\n`), wrong.stderr);
+  assert.ok(wrong.stderr.endsWith(`\ntollgate reconcile: failed (401 authentication_error): invalid admin or finance token (the token sent is ADMIN_TOKEN's; set ADMIN_TOKEN to the admin token of the process at ${stack.url})\n`), wrong.stderr);
   assert.doesNotMatch(wrong.stderr, /difference/);
   // A refused token is named by where it came from: here another process's admin-token file (the
   // trap of a tour's ./data/admin-token sent to a distributed control process), on every command.
@@ -177,10 +177,13 @@ test('reconcile through the CLI: exit 0 when hot state and warehouse agree; --ro
   writeFileSync(join(otherDir, 'admin-token'), 'another-process-token-0123456789\n');
   const fromFile = { DATA_DIR: otherDir, TOLLGATE_URL: stack.url };
   const refusedOps = await runTollgate(['reconcile'], fromFile);
-  assert.ok(refusedOps.stderr.endsWith(`invalid admin or finance token (the token sent is ${join(otherDir, 'admin-token')}'s; set ADMIN_TOKEN to the token of the process at ${stack.url})\n`), refusedOps.stderr);
+  assert.ok(refusedOps.stderr.endsWith(`invalid admin or finance token (the token sent is ${join(otherDir, 'admin-token')}'s; set ADMIN_TOKEN to the admin token of the process at ${stack.url})\n`), refusedOps.stderr);
+  const wrongFinance = await runTollgate(['accounts', 'list'], { FINANCE_TOKEN: 'wrong-finance-token-0123456789', DATA_DIR: mkdtempSync(join(tmpdir(), 'tollgate-none-')), TOLLGATE_URL: stack.url });
+  assert.ok(wrongFinance.stderr.includes(`(the token sent is FINANCE_TOKEN's; set FINANCE_TOKEN to the finance token of the process at ${stack.url})`), wrongFinance.stderr);
+  assert.ok(!wrongFinance.stderr.includes('wrong-finance-token'), 'never the token itself');
   const refusedApi = await runTollgate(['accounts', 'list'], fromFile);
   assert.equal(refusedApi.code, 1);
-  assert.ok(refusedApi.stderr.includes(`401 invalid_api_key: invalid admin or finance token (the token sent is ${join(otherDir, 'admin-token')}'s; set ADMIN_TOKEN to the token of the process at ${stack.url})`), refusedApi.stderr);
+  assert.ok(refusedApi.stderr.includes(`401 invalid_api_key: invalid admin or finance token (the token sent is ${join(otherDir, 'admin-token')}'s; set ADMIN_TOKEN to the admin token of the process at ${stack.url})`), refusedApi.stderr);
   assert.deepEqual(await tg('reconcile', '--repair'), { code: 2, stdout: '', stderr: 'tollgate reconcile: --repair goes with reconcile --rollups\n(see tollgate reconcile --help)\n' });
   const direct = await admin<Record<string, unknown>>(stack.url, 'POST', '/ops/v1/rollups/repair');
   assert.deepEqual([direct.status, direct.json], [200, {

@@ -619,7 +619,8 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
       inputTokens: x.estimate, maxTokens: x.body.max_tokens, units: x.tools.units, speed,
       ...(geo === undefined ? {} : { inferenceGeo: geo }), priceList,
       // every model the request can be served by: its fallbacks (body and catalog) and advisors
-      advisors: advisorTools(x.body.tools), fallbacks: requestFallbacks((x.body as Record<string, unknown>).fallbacks),
+      // (max_tokens 0 pre-warms the prompt cache: nothing is generated, so no advisor is called)
+      advisors: x.body.max_tokens === 0 ? [] : advisorTools(x.body.tools), fallbacks: requestFallbacks((x.body as Record<string, unknown>).fallbacks),
       // one step of the server loop reads at most the estimate over its steps (an advisor call reads one)
       stepInputTokens: x.body.max_tokens > 0 ? Math.ceil(x.estimate / Math.max(1, Math.round(x.maxOutputTokens / x.body.max_tokens))) : x.estimate,
     }, policy, floorTokens);

@@ -218,9 +218,10 @@ export function tokenSource(env: NodeJS.ProcessEnv, adminOnly = false): string {
   return join(env.DATA_DIR ?? './data', 'admin-token');
 }
 
-/** The text added to a 401: which token was sent, and that it must be the process's at `url`. */
+/** The text added to a 401: which token was sent, and that it must be the process's at `url` (FINANCE_TOKEN's is its own variable). */
 export function refusedTokenHint(url: string, source: string): string {
-  return ` (the token sent is ${source}'s; set ADMIN_TOKEN to the token of the process at ${url})`;
+  const variable = source === 'FINANCE_TOKEN' ? 'FINANCE_TOKEN to the finance token' : 'ADMIN_TOKEN to the admin token';
+  return ` (the token sent is ${source}'s; set ${variable} of the process at ${url})`;
 }
 
 export function resolveToken(env: NodeJS.ProcessEnv, adminOnly = false): string | undefined {
