@@ -201,4 +201,26 @@ describe('max_tokens 0: pre-warming the prompt cache', () => {
     assert.equal(JSON.stringify(await simRequests(stack.simUrl, 1)), seenBefore, 'nothing reached the upstream');
     assert.equal(await settledBalance(stack, c.accountId), balance);
   });
+
+  test('a -thinking variant that would send no thinking pre-warms: the client\'s thinking disabled, or a tool-loop turn that did not start with thinking', async () => {
+    const balance = await settledBalance(stack, c.accountId);
+    const toolTurn = [
+      { role: 'user' as const, content: 'look it up' },
+      { role: 'assistant' as const, content: [{ type: 'tool_use' as const, id: 'toolu_1', name: 'get', input: {} }] },
+      { role: 'user' as const, content: [{ type: 'tool_result' as const, tool_use_id: 'toolu_1', content: 'found' }, { type: 'text' as const, text: '[[sim input=5]]' }] },
+    ];
+    const tools = [{ name: 'get', description: 'look up', input_schema: { type: 'object' as const, properties: {} } }];
+    const bodies = [
+      { model: 'claude-haiku-4-5-thinking', max_tokens: 0, thinking: { type: 'disabled' as const }, messages: user('[[sim input=5]]') },
+      { model: 'claude-haiku-4-5-thinking', max_tokens: 0, tools, messages: toolTurn },
+    ];
+    for (const body of bodies) {
+      const msg = await c.client.messages.create(body as Anthropic.MessageCreateParamsNonStreaming);
+      assert.deepEqual([msg.content, msg.stop_reason], [[], 'max_tokens']);
+      const [sent] = await simRequests(stack.simUrl, 1);
+      assert.notDeepEqual(sent!.body['thinking'] && (sent!.body['thinking'] as { type: string }).type, 'enabled');
+    }
+    // 5 input tokens × 24 µc, twice
+    assert.equal(await settledBalance(stack, c.accountId), balance - 240n);
+  });
 });

@@ -21,7 +21,7 @@ import { guardState, stateUnavailable } from '../state.ts';
 import { spanned, UNTRACED_SPAN } from '../spans.ts';
 import { acquireLimits, type LimitTicket } from '../limits.ts';
 import { checkModelAllowed, checkServingModelsAllowed } from '../auth.ts';
-import { JsonValueEnd, serverTools, upstreamBody, type ServerTools } from '../upstream-body.ts';
+import { JsonValueEnd, serverTools, turnCanCarryThinking, upstreamBody, type ServerTools } from '../upstream-body.ts';
 import { checkTranslatable } from '../openai-upstream.ts';
 import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '../admission.ts';
 
@@ -49,13 +49,18 @@ export function checkMaxTokens(body: MessagesRequest, model: CatalogModel, anthr
  * `max_tokens: 0` pre-warms the prompt cache: the upstream reads (and caches) the input and
  * generates nothing (Anthropic "Prompt caching", "Pre-warming the cache"). It cannot stream or
  * think, so with `stream: true` or on a `-thinking` variant (whose thinking the gateway would
- * add) it is a 400 `invalid_request` here, before any hold. A client's own `thinking` field is
+ * add, unless the client disables it or the turn cannot carry it) it is a 400 `invalid_request`
+ * here, before any hold. A client's own `thinking` field is
  * the upstream's to judge, as on any plain model.
  */
 export function checkPrewarm(body: MessagesRequest, resolved: ResolvedModel): void {
   if (body.max_tokens !== 0) return;
   if (body.stream === true) throw gatewayError('invalid_request', 'max_tokens: 0 pre-warms the prompt cache and cannot be used with stream');
-  if (resolved.thinking) {
+  // The variant adds thinking unless the client's own `thinking` is `disabled`, or the turn in
+  // progress did not start with thinking (`upstreamBody`: then it is sent without).
+  const own = body.thinking !== undefined && body.thinking !== null;
+  const thinks = own ? (body.thinking as { type?: unknown }).type !== 'disabled' : turnCanCarryThinking(body.messages);
+  if (resolved.thinking && thinks) {
     throw gatewayError('invalid_request', `max_tokens: 0 pre-warms the prompt cache and cannot be used with thinking, which ${resolved.requested} turns on`);
   }
 }
