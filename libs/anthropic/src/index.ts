@@ -20,6 +20,7 @@ export type {
 } from './types.ts';
 export {
   CONTROL_CHARACTER,
+  prewarms,
   validateCountTokensRequest,
   validateModelId,
   validateMessagesRequest,

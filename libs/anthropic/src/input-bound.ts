@@ -8,6 +8,7 @@
 import { Buffer, isUtf8 } from 'node:buffer';
 import { imageSize } from 'image-size';
 import { isRecord } from './record.ts';
+import { prewarms } from './request.ts';
 import type { CountTokensRequest } from './types.ts';
 
 /** What the bound needs to know about the model (from the catalog, see @tollgate/pricing). */
@@ -496,11 +497,9 @@ export function inputTokenBound(body: CountTokensRequest, raw: Uint8Array | numb
     loopBoundedByMaxUses = false;
   }
 
-  // `max_tokens: 0` (a /v1/messages body pre-warming the prompt cache) generates nothing, so no
-  // tool runs and no loop step follows: one step reads the prompt. What the body cannot bound
-  // stays so (a server tool's own definition, an MCP server's tools): that one step's window.
-  const generates = (body as { max_tokens?: unknown }).max_tokens !== 0;
-  const looping = generates && (serverLoop || unbounded.includes('mcp_servers') || unbounded.includes('container'));
+  // A pre-warm (`prewarms`) has one step, reading the prompt. What the body cannot bound stays
+  // so (a server tool's own definition, an MCP server's tools): that one step's window.
+  const looping = !prewarms(body) && (serverLoop || unbounded.includes('mcp_servers') || unbounded.includes('container'));
   const iterations = !looping ? 1 : loopBoundedByMaxUses ? Math.min(SERVER_LOOP_ITERATIONS, loopBound) : SERVER_LOOP_ITERATIONS;
   const ceilingTokens = limits.contextWindow * iterations;
 

@@ -174,6 +174,15 @@ function checkCommon(body: unknown): asserts body is CountTokensRequest {
 }
 
 /**
+ * Whether a Messages body pre-warms the prompt cache (`max_tokens: 0`): the upstream reads and
+ * caches the input and generates nothing, so no tool runs and no loop step follows (the official
+ * SDK's `max_tokens` doc; Anthropic "Prompt caching", "Pre-warming the cache"). Any body shape.
+ */
+export function prewarms(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && (body as { max_tokens?: unknown }).max_tokens === 0;
+}
+
+/**
  * Checks a `/v1/messages` body: object, non-empty `model`, `messages` array, `max_tokens` an
  * integer ≥ 0 (0 pre-warms the prompt cache without generating: Anthropic "Prompt caching",
  * "Pre-warming the cache", and the SDK's `max_tokens` doc). With `defaultMaxTokens`, an absent `max_tokens` (not a null one) is filled in

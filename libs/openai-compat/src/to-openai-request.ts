@@ -2,6 +2,7 @@
 // What has no OpenAI equivalent is either dropped (listed in `dropped`, with the reason in the
 // README "Platform openai") or refused with a `TranslationError` naming the field, before
 // anything is sent upstream: never accepted and then failing later.
+import { prewarms } from '@tollgate/anthropic';
 import type {
   OpenAIChatRequest, OpenAIContentPart, OpenAIMessage, OpenAITool, OpenAIToolCall, OpenAIToolChoice,
 } from './types.ts';
@@ -214,7 +215,7 @@ export function toOpenAIRequest(body: Json): TranslatedRequest {
   body.messages.forEach((m, i) => messages.push(...translateMessage(m, i, dropped)));
 
   const out: OpenAIChatRequest = { model: String(body.model), messages };
-  if (body.max_tokens === 0) {
+  if (prewarms(body)) {
     // Anthropic's pre-warm of the prompt cache; Chat Completions takes at least 1 and has no such mode.
     throw new TranslationError('max_tokens', '0 (pre-warming the prompt cache) is not supported on platform openai');
   }

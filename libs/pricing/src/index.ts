@@ -52,7 +52,7 @@ export type {
   ThinkingCapability,
 } from './catalog.ts';
 
-export { globMatch, listModels, resolveModel } from './resolve.ts';
+export { exactModel, globMatch, listModels, resolveModel } from './resolve.ts';
 export type { ListModelsOptions, ModelInfo, ResolvedModel, ResolvedVia } from './resolve.ts';
 
 export { TOKENS_PER_PRICE_UNIT, costMicros, holdMicros } from './cost.ts';

@@ -226,11 +226,6 @@ function priceSegment(catalog: Catalog, seg: Segment, c: Conditions, list: Price
 }
 
 /**
- * The catalog model of a name the upstream reported (`model` of a response or an iteration):
- * the request's model when it is that, else the model whose `upstream_model` it is (the upstream speaks its own names), then the
- * usual resolution (ids, aliases, mapping).
- */
-/**
  * The catalog model a reported serving model (`served_model`, an iteration's `model`) is priced
  * at: the request's own model when the name is its id or upstream model, else the model selling
  * that upstream model, else the name resolved like a request's `model`; unresolvable: `fallback`

@@ -221,6 +221,19 @@ export function globMatch(pattern: string, name: string): boolean {
   return p === pattern.length;
 }
 
+/**
+ * The catalog model that is exactly the model `name` (e.g. a group's mapped upstream model): by
+ * id, alias, `-thinking` or `/provider` name (`resolveModel` steps 1–4), else by its
+ * `upstream_model`; never through a mapping rule's glob, which says what a name is sold as, not
+ * what it is (`claude-opus-*` would make Opus 4.1 the model the rule serves it as). Undefined
+ * when none is.
+ */
+export function exactModel(catalog: Catalog, name: string): CatalogModel | undefined {
+  const hit = resolveModel(catalog, name);
+  if (hit !== undefined && hit.via !== 'mapping') return hit.model;
+  return catalog.models.find((m) => m.upstreamModel === name);
+}
+
 /** The public model list for GET /v1/models, in catalog order (aliases are not listed). */
 export function listModels(catalog: Catalog, options: ListModelsOptions = {}): ModelInfo[] {
   const includeThinking = options.includeThinkingVariants ?? true;

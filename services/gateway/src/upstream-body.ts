@@ -1,7 +1,7 @@
 // The body the gateway sends upstream for /v1/messages, and the extended-thinking body a
 // `<model>-thinking` variant must carry to be accepted by that model.
 
-import { gatewayError, type MessagesRequest } from '@tollgate/anthropic';
+import { gatewayError, prewarms, type MessagesRequest } from '@tollgate/anthropic';
 import type { CatalogModel, PriceVersion, ResolvedModel, ThinkingCapability, UnitDimension } from '@tollgate/pricing';
 
 /** The `thinking` parameter the gateway adds for a `-thinking` variant. */
@@ -289,8 +289,8 @@ export function serverTools(body: MessagesRequest, version: PriceVersion, model:
     }
     const unit = toolUnit(tool.type);
     if (unit === undefined) return;
-    // max_tokens 0 pre-warms the prompt cache: nothing is generated, so no tool runs.
-    if (body.max_tokens === 0) {
+    // a pre-warm runs no tool
+    if (prewarms(body)) {
       units[unit] = 0;
       return;
     }

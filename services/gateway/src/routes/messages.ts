@@ -1,14 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import {
-  createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, readMessage, SseFramer, sseErrorEvent,
+  createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, prewarms, readMessage, SseFramer, sseErrorEvent,
   upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
 import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
-  admission, advisorTools, contextWindowFor, HoldBoundError, maxOutputTokensFor, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
@@ -54,7 +54,7 @@ export function checkMaxTokens(body: MessagesRequest, model: CatalogModel, anthr
  * the upstream's to judge, as on any plain model.
  */
 export function checkPrewarm(body: MessagesRequest, resolved: ResolvedModel): void {
-  if (body.max_tokens !== 0) return;
+  if (!prewarms(body)) return;
   if (body.stream === true) throw gatewayError('invalid_request', 'max_tokens: 0 pre-warms the prompt cache and cannot be used with stream');
   // The variant adds thinking unless the client's own `thinking` is `disabled`, or the turn in
   // progress did not start with thinking (`upstreamBody`: then it is sent without).
@@ -63,18 +63,6 @@ export function checkPrewarm(body: MessagesRequest, resolved: ResolvedModel): vo
   if (resolved.thinking && thinks) {
     throw gatewayError('invalid_request', `max_tokens: 0 pre-warms the prompt cache and cannot be used with thinking, which ${resolved.requested} turns on`);
   }
-}
-
-/**
- * The catalog model that is exactly the upstream model `name`: by id, alias, `-thinking` or
- * `/provider` name, else by its `upstream_model`; never through a mapping rule's glob
- * (`claude-opus-*` would give Opus 4.1 the limits of the model the rule serves it as).
- * Undefined when none is.
- */
-function modelNamed(catalog: Catalog, name: string): CatalogModel | undefined {
-  const hit = resolveModel(catalog, name);
-  if (hit !== undefined && hit.via !== 'mapping') return hit.model;
-  return catalog.models.find((m) => m.upstreamModel === name);
 }
 
 /**
@@ -254,7 +242,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
     // The output limit of the model the upstream is sent: a group's mapped model where the
     // catalog knows it (a name it does not know: the upstream's own check only).
-    const limited = route.mappedModel === undefined ? resolved.model : modelNamed(version.catalog, route.mappedModel);
+    const limited = route.mappedModel === undefined ? resolved.model : exactModel(version.catalog, route.mappedModel);
     if (limited !== undefined) checkMaxTokens(body, limited, request.headers['anthropic-beta'], defaulted);
     if (route.mappedModel !== undefined) resolved = mappedTo(resolved, route.mappedModel);
     // Platform openai: what Chat Completions cannot serve is a 400 naming the field, before any hold.
@@ -624,8 +612,8 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
       inputTokens: x.estimate, maxTokens: x.body.max_tokens, units: x.tools.units, speed,
       ...(geo === undefined ? {} : { inferenceGeo: geo }), priceList,
       // every model the request can be served by: its fallbacks (body and catalog) and advisors
-      // (max_tokens 0 pre-warms the prompt cache: nothing is generated, so no advisor is called)
-      advisors: x.body.max_tokens === 0 ? [] : advisorTools(x.body.tools), fallbacks: requestFallbacks((x.body as Record<string, unknown>).fallbacks),
+      // (a pre-warm calls no advisor)
+      advisors: prewarms(x.body) ? [] : advisorTools(x.body.tools), fallbacks: requestFallbacks((x.body as Record<string, unknown>).fallbacks),
       // one step of the server loop reads at most the estimate over its steps (an advisor call reads one)
       stepInputTokens: x.body.max_tokens > 0 ? Math.ceil(x.estimate / Math.max(1, Math.round(x.maxOutputTokens / x.body.max_tokens))) : x.estimate,
     }, policy, floorTokens);
