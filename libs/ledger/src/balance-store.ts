@@ -22,22 +22,65 @@ export const SPEND_WINDOW_NAMES: readonly SpendWindowName[] =
   ['key_hourly', 'key_daily', 'key_total', 'account_daily', 'account_monthly'];
 
 /**
- * Admission policy inputs (see `admission` in @tollgate/pricing, which computes them exactly):
- * a hold of `maxTokens` output tokens costs `amount`; a hold of t tokens is bounded by
- * `base + t × perOutputToken` µc. Under `clamp`, when `amount` does not fit, the store reserves
- * for the largest t in [floorTokens, maxTokens] that fits and reports t (`maxTokens` of the
- * result); under `strict` it reserves `amount` or refuses.
+ * One model's share of a hold's admission terms (`HoldPiece` of @tollgate/pricing): served by
+ * that model with t output tokens allowed, the request costs at most
+ * `base + min(t, capTokens) × perOutputToken` µc.
  */
-export interface HoldAdmission {
-  policy: 'strict' | 'clamp';
-  /** input-side worst case (every input token at the dearest class, tools, extras), µc */
+export interface AdmissionPiece {
+  /** the hold with no output at this model (input-side worst case, tools, extras), µc */
   base: bigint;
   /** µc per output token, rounded up to a whole µc (so the clamped hold stays a bound) */
   perOutputToken: bigint;
+  /** the most output this model can write (a fallback's output limit), or null: no limit below maxTokens */
+  capTokens: number | null;
+}
+
+/**
+ * Admission policy inputs (see `admission` in @tollgate/pricing, which computes them exactly):
+ * a hold of `maxTokens` output tokens costs `amount`; a hold of t tokens is bounded by
+ * `admissionHoldAt(admission, t)`, the largest of its pieces at t. Under `clamp`, when `amount`
+ * does not fit, the store reserves for the largest t in [floorTokens, maxTokens] that fits
+ * (`clampAdmission`) and reports t (`maxTokens` of the result); under `strict` it reserves
+ * `amount` or refuses.
+ */
+export interface HoldAdmission {
+  policy: 'strict' | 'clamp';
+  /** at least one; the hold at t is the largest piece at t */
+  pieces: readonly AdmissionPiece[];
   /** the request's max_tokens */
   maxTokens: number;
   /** clamp never goes below this many output tokens (<= maxTokens) */
   floorTokens: number;
+}
+
+/** The µc the admission terms reserve for `tokens` output tokens: the largest piece at that count. */
+export function admissionHoldAt(a: HoldAdmission, tokens: number): bigint {
+  let held = 0n;
+  for (const p of a.pieces) {
+    const t = p.capTokens !== null && p.capTokens < tokens ? p.capTokens : tokens;
+    const v = p.base + BigInt(t) * p.perOutputToken;
+    if (v > held) held = v;
+  }
+  return held;
+}
+
+/**
+ * The clamp of `admission` to `headroom` µc: the largest t in [floorTokens, maxTokens] whose
+ * hold (`admissionHoldAt`) fits, with that hold; null when not even the floor fits, or when no
+ * piece grows with t (fewer tokens would not help). Each piece that does not fit at its own cap
+ * bounds t by ⌊(headroom − base) / perOutputToken⌋; t is the least of those bounds. Pure; the
+ * Redis store's hold.lua applies the same rule inside its atomic step.
+ */
+export function clampAdmission(headroom: bigint, a: HoldAdmission): { tokens: number; amount: bigint } | null {
+  if (!a.pieces.some((p) => p.perOutputToken > 0n)) return null;
+  if (headroom < admissionHoldAt(a, a.floorTokens)) return null;
+  let t = BigInt(a.maxTokens);
+  for (const p of a.pieces) {
+    const reach = p.capTokens !== null && BigInt(p.capTokens) < t ? BigInt(p.capTokens) : t;
+    if (p.perOutputToken > 0n && p.base + reach * p.perOutputToken > headroom) t = (headroom - p.base) / p.perOutputToken;
+  }
+  const tokens = Number(t);
+  return { tokens, amount: admissionHoldAt(a, tokens) };
 }
 
 export interface HoldRequest {

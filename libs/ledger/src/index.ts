@@ -1,8 +1,8 @@
 export type {
   HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot, LogPosition, StateSnapshot,
-  LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, HoldAdmission, RestoredHold, SpendWindow, SpendWindowCount, SpendWindowName,
+  LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, AdmissionPiece, HoldAdmission, RestoredHold, SpendWindow, SpendWindowCount, SpendWindowName,
 } from './balance-store.ts';
-export { isRefusal, positionKey, RebuildSupersededError, windowBounds, SPEND_WINDOW_NAMES, StoreNotReadyError } from './balance-store.ts';
+export { admissionHoldAt, clampAdmission, isRefusal, positionKey, RebuildSupersededError, windowBounds, SPEND_WINDOW_NAMES, StoreNotReadyError } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';
 export { RedisBalanceStore, accountHashTag, MIN_REDIS_VERSION, redisVersionProblem, RESTORE_WINDOW_MS, RESTORE_WAIT_MAX_MS, RESTORE_ANNOUNCE_MS, RECORD_HOLDER_MS, RESTORE_POLL_MS, LOST_SETTLE_MS } from './redis-balance-store.ts';
 export type { RedisBalanceStoreOptions } from './redis-balance-store.ts';

@@ -1,5 +1,5 @@
 import { MAX_MONEY_MICROS, type LedgerEvent, type UsageEvent } from '@tollgate/events';
-import { checkTtlMs, isRefusal, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
+import { admissionHoldAt, checkTtlMs, clampAdmission, isRefusal, SPEND_WINDOW_NAMES, windowBounds } from './balance-store.ts';
 import type {
   AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
   ReferenceClaim, RestoredHold, SpendWindowName, StateSnapshot,
@@ -93,13 +93,11 @@ export class MemoryBalanceStore implements BalanceStore {
     let maxTokens = req.admission?.maxTokens;
     if (headroom < amount) {
       const a = req.admission;
-      if (!a || a.policy !== 'clamp' || a.perOutputToken <= 0n) return refuse(req.amount);
-      const floorAmount = a.base + BigInt(a.floorTokens) * a.perOutputToken;
-      if (headroom < floorAmount) return refuse(floorAmount);
-      let t = (headroom - a.base) / a.perOutputToken;
-      if (t > BigInt(a.maxTokens)) t = BigInt(a.maxTokens);
-      amount = a.base + t * a.perOutputToken;
-      maxTokens = Number(t);
+      if (!a || a.policy !== 'clamp' || !a.pieces.some((p) => p.perOutputToken > 0n)) return refuse(req.amount);
+      const clamped = clampAdmission(headroom, a);
+      if (clamped === null) return refuse(admissionHoldAt(a, a.floorTokens));
+      amount = clamped.amount;
+      maxTokens = clamped.tokens;
     }
     this.#dropHold(req.holdId, true);
     this.#expiredHolds.delete(req.holdId);

@@ -3,9 +3,9 @@ import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { LEDGER_KINDS, MAX_MONEY_MICROS, type LedgerEvent, type LedgerKind, type UsageEvent } from '@tollgate/events';
-import { checkTtlMs, isRefusal, positionKey, RebuildSupersededError, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
+import { admissionHoldAt, checkTtlMs, isRefusal, positionKey, RebuildSupersededError, SPEND_WINDOW_NAMES, StoreNotReadyError, windowBounds } from './balance-store.ts';
 import type {
-  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
+  AccountBalance, ApplyResult, BalanceSnapshot, BalanceStore, BatchItem, BatchOutcome, HoldAdmission, HoldRequest, HoldResult, LedgerEntry, LedgerQuarantine, LogPosition,
   ReferenceClaim, RestoredHold, SpendWindowCount, SpendWindowName, StateSnapshot,
 } from './balance-store.ts';
 
@@ -235,6 +235,15 @@ function int64(value: bigint, what: string): Amount {
   return value.toString();
 }
 
+/**
+ * The clamp's pieces as hold.lua reads them (ARGV[7]): `base:perOutputToken:capTokens` per
+ * piece, ' '-joined, the cap empty when there is none.
+ */
+function pieceArg(a: HoldAdmission): string {
+  return a.pieces
+    .map((p) => `${int64(p.base, 'base')}:${int64(p.perOutputToken, 'per output token')}:${p.capTokens ?? ''}`).join(' ');
+}
+
 /** Escapes SCAN MATCH glob characters so a prefix is matched literally. */
 function globLiteral(s: string): string {
   return s.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
@@ -392,16 +401,18 @@ export class RedisBalanceStore implements BalanceStore {
     const k = this.#accountKeys(req.accountId);
     const a = req.admission;
     // The clamp step does its arithmetic on Lua doubles, exact only below 2^53: beyond that
-    // (no real request) the policy is strict.
-    const clamp = a?.policy === 'clamp' && a.perOutputToken > 0n && req.amount <= BigInt(Number.MAX_SAFE_INTEGER);
-    const floorAmount = a ? a.base + BigInt(a.floorTokens) * a.perOutputToken : 0n;
+    // (no real request) the policy is strict. Every value it computes is at most the pieces'
+    // hold at max_tokens.
+    const clamp = a?.policy === 'clamp' && a.pieces.some((p) => p.perOutputToken > 0n) &&
+      req.amount <= BigInt(Number.MAX_SAFE_INTEGER) && admissionHoldAt(a, a.maxTokens) <= BigInt(Number.MAX_SAFE_INTEGER);
+    const floorAmount = a ? admissionHoldAt(a, a.floorTokens) : 0n;
     const windows = SPEND_WINDOW_NAMES.flatMap((name) => req.windows?.filter((w) => w.name === name).slice(0, 1) ?? []);
     const keys = [k.bal, k.held, k.holds, k.expiry, k.tmp, k.hwin,
       ...windows.map((w) => this.#windowBase(w.name, req.accountId, req.keyId))];
     const args = [req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)),
       this.#cluster ? this.#marker(req.accountId) : this.#readyArg(),
-      int64(overdraft, 'overdraft'), clamp ? 'clamp' : '', a ? int64(a.base, 'base') : '0',
-      a ? int64(a.perOutputToken, 'per output token') : '0', a ? String(a.maxTokens) : '', a ? String(a.floorTokens) : '0',
+      int64(overdraft, 'overdraft'), clamp ? 'clamp' : '', clamp ? pieceArg(a!) : '',
+      a ? String(a.maxTokens) : '', a ? String(a.floorTokens) : '0',
       int64(floorAmount, 'floor amount'), this.#clockArg(),
       ...windows.flatMap((w) => [w.name, int64(w.limit, `${w.name} limit`)])];
     const r = (await this.#scripts.tollgateLedgerHold(keys.length, ...keys, ...args)).map(String);

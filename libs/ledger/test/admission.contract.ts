@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import type { LedgerEvent, UsageEvent } from '@tollgate/events';
-import { SPEND_WINDOW_NAMES, type BalanceStore, type HoldAdmission, type HoldRequest, type SpendWindow } from '@tollgate/ledger';
+import { admissionHoldAt, SPEND_WINDOW_NAMES, type BalanceStore, type HoldAdmission, type HoldRequest, type SpendWindow } from '@tollgate/ledger';
 
 export interface ClockedFixture {
   store: BalanceStore;
@@ -45,8 +45,32 @@ function usage(accountId: string, eventId: string, cost: bigint): UsageEvent {
  * sonnet-4-5 (cny) with a 1,000-token prompt and max_tokens 64,000: base 1,000 × 144 = 144,000 µc,
  * 360 µc per output token, full hold 144,000 + 64,000 × 360 = 23,184,000 µc, floor 1,024 tokens.
  */
-const SONNET: HoldAdmission = { policy: 'clamp', base: 144_000n, perOutputToken: 360n, maxTokens: 64_000, floorTokens: 1_024 };
+const SONNET: HoldAdmission = { policy: 'clamp', pieces: [{ base: 144_000n, perOutputToken: 360n, capTokens: null }], maxTokens: 64_000, floorTokens: 1_024 };
 const SONNET_FULL = 23_184_000n;
+
+/**
+ * A request for 128,000 tokens with a fallback that writes at most 32,000 but costs three times
+ * as much per token: the requested model's piece 30,000 + t × 1,500 µc, the fallback's 90,000 +
+ * min(t, 32,000) × 4,500 µc. Full hold: the larger of 30,000 + 128,000 × 1,500 = 192,030,000 and
+ * 90,000 + 32,000 × 4,500 = 144,090,000; floor 1,024 tokens: 90,000 + 1,024 × 4,500 = 4,698,000.
+ */
+const WITH_FALLBACK: HoldAdmission = {
+  policy: 'clamp', maxTokens: 128_000, floorTokens: 1_024,
+  pieces: [{ base: 30_000n, perOutputToken: 1_500n, capTokens: null }, { base: 90_000n, perOutputToken: 4_500n, capTokens: 32_000 }],
+};
+const WITH_FALLBACK_FULL = 192_030_000n;
+
+/** The largest t in [floor, max] whose hold fits `headroom`, by bisection over `admissionHoldAt` (non-decreasing in t); null below the floor. */
+function largestFitting(a: HoldAdmission, headroom: bigint): number | null {
+  if (admissionHoldAt(a, a.floorTokens) > headroom) return null;
+  let lo = a.floorTokens;
+  let hi = a.maxTokens;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (admissionHoldAt(a, mid) <= headroom) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
 
 /** What the five spend windows of `keyId` and its account `a` count now, in SPEND_WINDOW_NAMES order (µc). */
 function windowsOf(store: BalanceStore, a: string, keyId: string): Promise<bigint[]> {
@@ -83,6 +107,52 @@ export function admissionContract(name: string, make: ClockedFactory): void {
   it('clamp: a balance that covers the worst case reserves it in full and keeps max_tokens', async (store) => {
     const a = await funded(store, SONNET_FULL);
     assert.deepEqual(await store.hold(req(a, { admission: SONNET })), { ok: true, amount: SONNET_FULL, maxTokens: 64_000, available: 0n });
+  });
+
+  it("clamp with a fallback's output limit: the hold of t tokens is the largest piece at t, the fallback's output capped at its limit", async (store) => {
+    // 150,000,000 µc: the fallback's whole 32,000 tokens fit (144,090,000), so only the requested
+    // model binds: (150,000,000 − 30,000) / 1,500 = 99,980 tokens, hold 30,000 + 99,980 × 1,500 =
+    // 150,000,000 (one rate for every token at the fallback's 4,500 would give 33,313)
+    const a = await funded(store, 150_000_000n);
+    assert.deepEqual(await store.hold(req(a, { amount: WITH_FALLBACK_FULL, admission: WITH_FALLBACK })),
+      { ok: true, amount: 150_000_000n, maxTokens: 99_980, available: 0n });
+    // 100,000,000 µc: the fallback binds below its cap, (100,000,000 − 90,000) / 4,500 = 22,202.2…
+    // → 22,202 tokens; hold max(30,000 + 22,202 × 1,500, 90,000 + 22,202 × 4,500) = 99,999,000
+    const b = await funded(store, 100_000_000n);
+    assert.deepEqual(await store.hold(req(b, { amount: WITH_FALLBACK_FULL, admission: WITH_FALLBACK })),
+      { ok: true, amount: 99_999_000n, maxTokens: 22_202, available: 1_000n });
+    // one µc below the floor's hold of the dearest piece: refused, stating it
+    const c = await funded(store, 4_697_999n);
+    assert.deepEqual(await store.hold(req(c, { amount: WITH_FALLBACK_FULL, admission: WITH_FALLBACK })),
+      { ok: false, reason: 'insufficient_credits', available: 4_697_999n, required: 4_698_000n });
+    // the whole worst case: served in full
+    const d = await funded(store, WITH_FALLBACK_FULL);
+    assert.deepEqual(await store.hold(req(d, { amount: WITH_FALLBACK_FULL, admission: WITH_FALLBACK })),
+      { ok: true, amount: WITH_FALLBACK_FULL, maxTokens: 128_000, available: 0n });
+  });
+
+  test(`${name}: clamp with several pieces reserves the largest max_tokens whose hold fits, and that hold (random pieces against bisection)`, async () => {
+    const piece = fc.record({ base: fc.bigInt(0n, 2_000_000n), perOutputToken: fc.bigInt(0n, 5_000n), capTokens: fc.option(fc.integer({ min: 1, max: 200_000 }), { nil: null }) });
+    const { store, cleanup } = await make(() => NOON);
+    try {
+      await fc.assert(fc.asyncProperty(
+        fc.array(piece, { minLength: 1, maxLength: 5 }), fc.integer({ min: 1, max: 200_000 }), fc.integer({ min: 1, max: 4_096 }), fc.bigInt(1n, 1_000_000_000n),
+        async (pieces, maxTokens, floor, balance) => {
+          fc.pre(pieces.some((p) => p.perOutputToken > 0n));
+          const adm: HoldAdmission = { policy: 'clamp', pieces, maxTokens, floorTokens: Math.min(floor, maxTokens) };
+          const full = admissionHoldAt(adm, maxTokens);
+          const a = await funded(store, balance);
+          const r = await store.hold(req(a, { amount: full, admission: adm }));
+          if (balance >= full) { assert.deepEqual(r, { ok: true, amount: full, maxTokens, available: balance - full }); return; }
+          const t = largestFitting(adm, balance);
+          if (t === null) {
+            assert.deepEqual(r, { ok: false, reason: 'insufficient_credits', available: balance, required: admissionHoldAt(adm, adm.floorTokens) });
+          } else {
+            const amount = admissionHoldAt(adm, t);
+            assert.deepEqual(r, { ok: true, amount, maxTokens: t, available: balance - amount });
+          }
+        }), { numRuns: 150 });
+    } finally { await store.close(); await cleanup(); }
   });
 
   it('strict: one micro-credit short of the worst case is refused, stating the worst case and what is available', async (store) => {
@@ -416,9 +486,9 @@ export function admissionContract(name: string, make: ClockedFactory): void {
             const crashed = s.op === 'crash';
             const useWindow = s.op === 'reserve' && s.window;
             const admission: HoldAdmission | undefined = s.op === 'reserve' && s.clamp
-              ? { policy: 'clamp', base: s.amount / 4n, perOutputToken: 3n, maxTokens: Number((s.amount - s.amount / 4n) / 3n) + 1, floorTokens: 1 }
+              ? { policy: 'clamp', pieces: [{ base: s.amount / 4n, perOutputToken: 3n, capTokens: null }], maxTokens: Number((s.amount - s.amount / 4n) / 3n) + 1, floorTokens: 1 }
               : undefined;
-            const amount = admission ? admission.base + BigInt(admission.maxTokens) * 3n : s.amount;
+            const amount = admission ? s.amount / 4n + BigInt(admission.maxTokens) * 3n : s.amount;
             const r = await store.hold({ holdId, accountId: a, keyId: k, amount, ttlMs: crashed ? 0 : LONG, overdraft: OVERDRAFT,
               ...(useWindow ? { windows: [{ name: 'key_hourly', limit: LIMIT }] } : {}), ...(admission ? { admission } : {}) });
             const held = [...live.values()].reduce((x, h) => x + h.amount, 0n);

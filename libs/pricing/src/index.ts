@@ -72,8 +72,8 @@ export {
 } from './dimensions.ts';
 export type { Dimension, DimensionSpec, LegacyTokenField, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
 
-export { HoldBoundError, advisorTools, findPriceList, holdBound, holdPerOutputToken, priceRequest, requestFallbacks, resolveServing } from './price.ts';
-export type { AdvisorTool, HoldRequest, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
+export { HoldBoundError, advisorTools, findPriceList, holdBound, holdTerms, priceRequest, requestFallbacks, resolveServing } from './price.ts';
+export type { AdvisorTool, HoldPiece, HoldRequest, HoldTerms, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
 
 export { PriceBook, priceVersion } from './book.ts';
 export type { StoredPriceVersion } from './book.ts';
@@ -81,5 +81,5 @@ export type { StoredPriceVersion } from './book.ts';
 export { modelPricing, requestUnpriced } from './info.ts';
 export type { ModelPricing, TokenPriceText } from './info.ts';
 
-export { admission, affordableMaxTokens, admissionHold, ADMISSION_POLICIES } from './admission.ts';
+export { admission, ADMISSION_POLICIES } from './admission.ts';
 export type { Admission, AdmissionPolicy } from './admission.ts';

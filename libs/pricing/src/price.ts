@@ -5,6 +5,7 @@
 import type { Catalog, CatalogModel, ConditionField, Factor, Multiplier, PriceList, PriceTier, RateCard, RateTable, TokenRates } from './catalog.ts';
 import { DIMENSIONS, UNIT_DIMENSIONS, inputSideTokens, quantities as toQuantities } from './dimensions.ts';
 import type { Dimension, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
+import { maxOutputTokensFor } from './catalog.ts';
 import { resolveModel } from './resolve.ts';
 import { ONE, ZERO, add, ceil, cmp, mul, rat, toDecimal } from './rational.ts';
 import type { Rational } from './rational.ts';
@@ -373,6 +374,8 @@ export interface HoldRequest {
   readonly stepInputTokens?: number;
   /** models the request itself names as fallbacks (`requestFallbacks(body.fallbacks)`), beside the catalog's `fallback_models` */
   readonly fallbacks?: readonly string[];
+  /** the request's `anthropic-beta` header: betas that raise a fallback's output limit (`max_output_tokens_betas`) */
+  readonly anthropicBeta?: string | readonly string[];
 }
 
 /**
@@ -489,26 +492,77 @@ function holdContext(version: PriceVersion, req: HoldRequest): { catalog: Catalo
 }
 
 /**
- * µc per output token of the hold, rounded up to a whole micro-credit: the exact rate at which
- * `holdBound` grows with `maxTokens` (output at the dearest table and tier the prompt could
- * reach, times the hold's token factors). Because `holdBound` is ⌈A + t·B⌉ with this B,
- * ⌈A⌉ + t·⌈B⌉ bounds it for every t (used by `admission`).
+ * One model's share of a request's admission terms (`holdTerms`): served by this model and
+ * writing t output tokens, the request costs at most `base + min(t, capTokens) × perOutputToken`
+ * µc, whatever the rest of its usage within the hold's bounds.
  */
-export function holdPerOutputToken(version: PriceVersion, model: CatalogModel, req: HoldRequest): bigint {
+export interface HoldPiece {
+  /**
+   * The hold with no output at this model, rounded up to a whole µc: its input-side worst case,
+   * its server tools, and what every serving shares (advisor calls, `extra`).
+   */
+  readonly base: bigint;
+  /** µc per output token at this model, rounded up to a whole µc (the dearest table and tier the prompt could reach, times the token factors) */
+  readonly perOutputToken: bigint;
+  /**
+   * The most output tokens this model can write: a fallback's catalog `max_output_tokens`
+   * (raised by the betas the request names, `maxOutputTokensFor`), or null for no limit below
+   * max_tokens (the requested model, whose limit the edge checks against the model actually
+   * sent; a model whose catalog entry gives none).
+   */
+  readonly capTokens: number | null;
+}
+
+/**
+ * A request's worst case (`amount`, µc: `holdBound`) and how it varies with the output tokens
+ * allowed (`pieces`: one per model that can serve the request, the requested one first). For
+ * every t in [0, maxTokens]: holdBound at t ≤ max over pieces of base + min(t, capTokens) ×
+ * perOutputToken, and `amount` = holdBound at maxTokens. The admission policy clamps on the
+ * pieces (`admission`).
+ */
+export interface HoldTerms {
+  readonly amount: bigint;
+  readonly pieces: readonly HoldPiece[];
+}
+
+/**
+ * The hold of a request (see `holdBound`) and its admission pieces, in one pricing pass. A
+ * fallback writes at most its own output limit (Anthropic "Models overview": each model's max
+ * output), so its output is held at min(max_tokens, that limit): a fallback dearer per token
+ * but with a lower limit does not hold the whole max_tokens at its price.
+ * Throws RangeError on bad counts, HoldBoundError on a priced tool with no bound.
+ */
+export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldRequest): HoldTerms {
   const { catalog, list, c } = holdContext(version, req);
-  // The dearest output token of every model that can serve the request (the model and its
-  // fallbacks): holdBound(t) = max_c(in_c + t·out_c) ≤ max_c in_c + t·max_c out_c, so a clamped
-  // hold of holdBound(0) + t × this still covers holdBound(t).
-  let dearest: bigint | undefined;
-  for (const candidate of servingCandidates(catalog, model, req.fallbacks)) {
-    // modelHold(…, 1) − modelHold(…, 0) is exactly output × factor / 10^6: computed directly,
-    // one pricing pass instead of two (issue 11). The prompt count is checked as modelHold does.
-    count(req.inputTokens, 'inputTokens');
+  const inputTokens = count(req.inputTokens, 'inputTokens');
+  const maxTokens = count(req.maxTokens, 'maxTokens');
+  const shared = sharedHold(catalog, model, req, c, list);
+  // The response is priced at the model that served it: the requested one or any fallback the
+  // catalog or the request names. The hold is the dearest of them (tokens and units alike).
+  let dearest: Rational | undefined;
+  const pieces: HoldPiece[] = [];
+  const candidates = servingCandidates(catalog, model, req.fallbacks);
+  for (let i = 0; i < candidates.length; i++) {
+    const candidate = candidates[i]!;
     const r = holdRates(catalog, candidate, req.inputTokens, c, list);
-    const perToken = ceil(mul(rat(r.output, PER_MTOK), r.factor));
-    if (dearest === undefined || perToken > dearest) dearest = perToken;
+    const fixed = add(mul(rat(inputTokens * r.dearestInput, PER_MTOK), r.factor), unitsHold(catalog, candidate, req, c, list));
+    const out = mul(rat(r.output, PER_MTOK), r.factor);
+    const cap = i === 0 ? undefined : maxOutputTokensFor(candidate, req.anthropicBeta);
+    const tokens = cap !== undefined && BigInt(cap) < maxTokens ? BigInt(cap) : maxTokens;
+    const one = add(fixed, mul(out, rat(tokens)));
+    if (dearest === undefined || cmp(one, dearest) > 0) dearest = one;
+    addPiece(pieces, { base: ceil(add(fixed, shared)), perOutputToken: ceil(out), capTokens: cap ?? null });
   }
-  return dearest!;
+  return { amount: ceil(add(dearest!, shared)), pieces };
+}
+
+/** Adds `p` unless a piece already bounds it at every t, dropping the pieces it bounds. */
+function addPiece(pieces: HoldPiece[], p: HoldPiece): void {
+  const covers = (a: HoldPiece, b: HoldPiece) => a.base >= b.base && a.perOutputToken >= b.perOutputToken &&
+    (a.capTokens === null || (b.capTokens !== null && a.capTokens >= b.capTokens));
+  if (pieces.some((q) => covers(q, p))) return;
+  for (let i = pieces.length - 1; i >= 0; i--) if (covers(p, pieces[i]!)) pieces.splice(i, 1);
+  pieces.push(p);
 }
 
 /**
@@ -516,22 +570,21 @@ export function holdPerOutputToken(version: PriceVersion, model: CatalogModel, r
  * token at the dearest input-side class of every table and tier it could reach, `maxTokens` of
  * output likewise, each enabled server tool at its `max_uses` (or the catalog bound), with every
  * multiplier that matches or could match (unknown condition, factor > 1) and the account's list.
- * Served by a fallback: the dearest of the model and its catalog `fallback_models`. Plus each
- * advisor tool: its `max_uses` (or `advisorHold.maxUses`) calls at the advisor's model, each one
- * step's input (`stepInputTokens`: the whole conversation so far) and `advisorHold.outputTokens` out.
+ * Served by a fallback: the dearest of the model and its fallbacks (the catalog's
+ * `fallback_models`, the request's `fallbacks`), a fallback's output at most its own output
+ * limit. Plus each advisor tool: its `max_uses` (or `advisorHold.maxUses`) calls at the
+ * advisor's model, each one step's input (`stepInputTokens`: the whole conversation so far) and
+ * `advisorHold.outputTokens` out.
  * For usage within these bounds, `priceRequest(...).costMicros` ≤ this.
  * Throws RangeError on bad counts, HoldBoundError on a priced tool with no bound.
  */
 export function holdBound(version: PriceVersion, model: CatalogModel, req: HoldRequest): bigint {
-  const { catalog, list, c } = holdContext(version, req);
-  // The response is priced at the model that served it: the requested one or any fallback the
-  // catalog names for it. The hold is the dearest of them (tokens and units alike).
-  let total: Rational | undefined;
-  for (const candidate of servingCandidates(catalog, model, req.fallbacks)) {
-    const one = servingHold(catalog, candidate, req, c, list);
-    if (total === undefined || cmp(one, total) > 0) total = one;
-  }
-  let sum = total!;
+  return holdTerms(version, model, req).amount;
+}
+
+/** What every serving of the request adds to its hold, whichever model serves it: `extra` and the advisor calls. */
+function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: Conditions, list: PriceList | null): Rational {
+  let sum = ZERO;
   for (const x of req.extra ?? []) sum = add(sum, modelHold(catalog, x.model, x.inputTokens, x.maxTokens, c, list));
   for (const a of req.advisors ?? []) {
     // An advisor the catalog does not know is priced at the requested model (recorded as unpriced).
@@ -544,7 +597,7 @@ export function holdBound(version: PriceVersion, model: CatalogModel, req: HoldR
     }
     sum = add(sum, mul(dearest!, rat(calls)));
   }
-  return ceil(sum);
+  return sum;
 }
 
 /** `model`, the catalog models it may fall back to, and the catalog models of `named` (a request's own fallbacks). */
@@ -559,12 +612,13 @@ function servingCandidates(catalog: Catalog, model: CatalogModel, named: readonl
   return out;
 }
 
-/** The hold of the whole request served by `model`: its tokens and its server-tool units. */
-function servingHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: Conditions, list: PriceList | null): Rational {
-  let total = modelHold(catalog, model, req.inputTokens, req.maxTokens, c, list);
-  const f = holdFactors(catalog, model, c, list);
+/** The hold of the server-tool units of the request served by `model` (each at its max_uses or the catalog bound). */
+function unitsHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: Conditions, list: PriceList | null): Rational {
+  let total = ZERO;
+  if (req.units === undefined) return total;
+  let f: Rational | undefined;
   for (const k of UNIT_DIMENSIONS) {
-    if (req.units === undefined || !Object.hasOwn(req.units, k)) continue;
+    if (!Object.hasOwn(req.units, k)) continue;
     const price = model.rates.units[k];
     if (price === undefined) continue; // unpriced: recorded, charged nothing
     const given = req.units[k];
@@ -572,7 +626,8 @@ function servingHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c:
     if (n === undefined) {
       throw new HoldBoundError(`${k}: the request sets no max_uses and the catalog has no unit_hold_bounds.${k}`);
     }
-    total = add(total, mul(rat(count(n, k) * price), f.unit));
+    f ??= holdFactors(catalog, model, c, list).unit;
+    total = add(total, mul(rat(count(n, k) * price), f));
   }
   return total;
 }

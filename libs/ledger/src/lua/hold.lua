@@ -13,9 +13,11 @@
 -- ARGV[4] ready key or '' (when set and missing, or 'L…' (a Cluster rebuild loading), hot
 --         state was lost: refuse with -2)
 -- ARGV[5] overdraft (integer string >= 0), ARGV[6] policy '' | 'strict' | 'clamp',
--- ARGV[7] base, ARGV[8] µc per output token, ARGV[9] max tokens, ARGV[10] floor tokens,
--- ARGV[11] floor amount (base + floor × per token), ARGV[12] now override in ms or '' (tests),
--- ARGV[13], ARGV[14], ... per window: name, limit (integer string)
+-- ARGV[7] the clamp's pieces, ' '-joined 'base:per:cap' (µc, µc per output token, tokens or
+--         '' for no cap; one per model that can serve the request: the hold of t tokens is
+--         the largest base + min(t, cap) × per), ARGV[8] max tokens, ARGV[9] floor tokens,
+-- ARGV[10] floor amount (the pieces' hold at the floor), ARGV[11] now override in ms or '' (tests),
+-- ARGV[12], ARGV[13], ... per window: name, limit (integer string)
 -- Returns { 1, amount, tokens or '-1', balance, held } on success;
 --         { 0, kind ('credit' | window name), balance, held, required, used, reset ms or '' };
 --         { -2 } when not ready.
@@ -79,7 +81,7 @@ if ARGV[4] ~= '' then
   if not ready or ready:sub(1, 1) == 'L' then return { -2 } end
   if redis.call('EXISTS', ARGV[4] .. ':restoring') == 1 then return { -2 } end
 end
-local now = now_ms(ARGV[12])
+local now = now_ms(ARGV[11])
 
 -- 1. Stale holds of this account stop counting before anything is decided (they stay counted
 --    in their spend windows: an unsettled request errs toward the limit, never past it).
@@ -106,7 +108,7 @@ end
 local headroom = exact(balance, { prev, overdraft }, { held_before })
 local binding, binding_used, binding_reset = 'credit', '0', ''
 local windows = {}
-local w = 13
+local w = 12
 for i = 7, #KEYS do
   local name, limit = ARGV[w], ARGV[w + 1]
   w = w + 2
@@ -128,17 +130,35 @@ end
 
 -- 5. Admission: the full worst case fits, or (clamp) the largest max_tokens that fits down to
 --    the floor, or a refusal naming what binds.
-local tokens = ARGV[9] ~= '' and ARGV[9] or '-1'
+local tokens = ARGV[8] ~= '' and ARGV[8] or '-1'
 if cmp(headroom, amount) < 0 then
   if policy ~= 'clamp' then return refuse(amount) end
-  if cmp(headroom, ARGV[11]) < 0 then return refuse(ARGV[11]) end
-  -- headroom < amount < 2^53 here, so these doubles are exact integers; the loop corrects a
-  -- quotient that rounded up.
-  local h, b, p, max = tonumber(headroom), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-  local t = math.floor((h - b) / p)
-  if t > max then t = max end
-  while b + t * p > h do t = t - 1 end
-  amount = string.format('%d', b + t * p)
+  if cmp(headroom, ARGV[10]) < 0 then return refuse(ARGV[10]) end
+  -- Every value here is at most the pieces' hold at max tokens, which the caller keeps < 2^53,
+  -- so these doubles are exact integers; the loop corrects a quotient that rounded up. Each
+  -- piece that does not fit at its own reach bounds t; t is the least bound (never below the
+  -- floor, whose hold fits), and the hold is the largest piece at t.
+  local h, t = tonumber(headroom), tonumber(ARGV[8])
+  local pieces = {}
+  for b, p, c in string.gmatch(ARGV[7], '(%d+):(%d+):(%d*)') do
+    pieces[#pieces + 1] = { tonumber(b), tonumber(p), c ~= '' and tonumber(c) or nil }
+  end
+  for _, q in ipairs(pieces) do
+    local b, p, c = q[1], q[2], q[3]
+    local reach = (c and c < t) and c or t
+    if b + reach * p > h then
+      local u = math.floor((h - b) / p)
+      while b + u * p > h do u = u - 1 end
+      t = u
+    end
+  end
+  local held = 0
+  for _, q in ipairs(pieces) do
+    local reach = (q[3] and q[3] < t) and q[3] or t
+    local v = q[1] + reach * q[2]
+    if v > held then held = v end
+  end
+  amount = string.format('%d', held)
   tokens = string.format('%d', t)
 end
 

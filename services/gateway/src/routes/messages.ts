@@ -600,7 +600,8 @@ function requestLabel(v: unknown): string | undefined {
  * which the gateway also sends upstream), multipliers that match or could (the request's
  * `speed` and `inference_geo` when it names them; standard speed when it does not ask for
  * fast), and the account's price list; at the dearest model that can serve it (the catalog's
- * `fallback_models`, the body's `fallbacks`) plus every advisor tool's calls at its model.
+ * `fallback_models`, the body's `fallbacks`; a fallback's output at most its own output limit)
+ * plus every advisor tool's calls at its model.
  * Returned as admission terms (`admission` of @tollgate/pricing): the full worst case, and how
  * the hold shrinks if the policy clamps.
  */
@@ -614,6 +615,8 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
       // every model the request can be served by: its fallbacks (body and catalog) and advisors
       // (a pre-warm calls no advisor)
       advisors: prewarms(x.body) ? [] : advisorTools(x.body.tools), fallbacks: requestFallbacks((x.body as Record<string, unknown>).fallbacks),
+      // a fallback writes at most its own output limit, raised by the betas the request names
+      anthropicBeta: x.request.headers['anthropic-beta'],
       // one step of the server loop reads at most the estimate over its steps (an advisor call reads one)
       stepInputTokens: x.body.max_tokens > 0 ? Math.ceil(x.estimate / Math.max(1, Math.round(x.maxOutputTokens / x.body.max_tokens))) : x.estimate,
     }, policy, floorTokens);
