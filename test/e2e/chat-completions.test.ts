@@ -359,6 +359,12 @@ describe('OpenAI-format clients on /v1/chat/completions', () => {
       assert.deepEqual([err.status, err.type, err.code], [402, 'billing_error', 'insufficient_credits']);
       const viaMessages = await broke.client.messages.create({ model: SONNET, max_tokens: 16, messages: [{ role: 'user', content: 'x' }] }).then(() => null, (e: { status: number }) => e.status);
       assert.equal(viaMessages, 402);
+      // too little credit: the worst case is stated in the field the client sent
+      const poor = await customer(stack.url, '0.000001', 'poor');
+      const short = await failure(openai(poor.secret).chat.completions.create({ model: SONNET, max_completion_tokens: 16, messages: [{ role: 'user', content: 'x' }] }));
+      assert.equal(short.status, 402);
+      assert.match(short.message, /\(its worst case at max_completion_tokens 16\) and 0\.000001 credits are available/);
+      assert.doesNotMatch(short.message, /max_tokens/);
     });
 
     test('hold of one conversation on both routes: the same worst case in µc (string contents keep their bytes through the translation)', async () => {

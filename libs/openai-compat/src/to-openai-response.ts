@@ -103,8 +103,9 @@ export function toChatCompletion(message: Rec, created: number): Rec {
  * shape. `param` is the parameter a 400 names: the gateway's validation messages start with it
  * ("temperature: must be …"), so it is read from there; null otherwise. `renamed` (the
  * translation's, `ChatRequestTranslation.renamed`): a message naming an Anthropic field the
- * client sent under another name is given the client's name, in `param` and in the message
- * ("max_tokens: 64001 > 64000, …" → "max_completion_tokens: 64001 > 64000, …"). `code` is the
+ * client sent under another name is given the client's name, in `param` and wherever the message
+ * names it ("max_tokens: 64001 > 64000, …" → "max_completion_tokens: 64001 > 64000, …"; "… its
+ * worst case at max_tokens 64000" → "… at max_completion_tokens 64000"). `code` is the
  * gateway's machine code (e.g. `insufficient_credits`), `type` the Anthropic error type.
  */
 export function openAIErrorBody(error: unknown, renamed: Readonly<Record<string, string>> = {}): OpenAIErrorBody {
@@ -112,10 +113,9 @@ export function openAIErrorBody(error: unknown, renamed: Readonly<Record<string,
   let message = typeof e['message'] === 'string' ? e['message'] : 'Error';
   const type = typeof e['type'] === 'string' ? e['type'] : 'api_error';
   let param = type === 'invalid_request_error' ? /^([A-Za-z_][\w.[\]]*): /.exec(message)?.[1] ?? null : null;
-  if (param !== null && Object.hasOwn(renamed, param)) {
-    message = renamed[param] + message.slice(param.length);
-    param = renamed[param]!;
-  }
+  if (param !== null && Object.hasOwn(renamed, param)) param = renamed[param]!;
+  // every mention, not only the leading one ("… its worst case at max_tokens 64000 …")
+  for (const [from, to] of Object.entries(renamed)) message = message.replace(new RegExp(`(?<![\\w.])${from}(?!\\w)`, 'g'), to);
   const code = typeof e['code'] === 'string' ? e['code'] : null;
   return { error: { message, type, param, code } };
 }

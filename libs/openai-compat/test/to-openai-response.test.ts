@@ -81,4 +81,10 @@ test('error bodies: param is the parameter a 400 message starts with, null other
     { error: { message: 'max_completion_tokens: 64001 > 64000, which is …', type: 'invalid_request_error', param: 'max_completion_tokens', code: 'invalid_request' } });
   assert.deepEqual(openAIErrorBody({ type: 'invalid_request_error', code: 'invalid_request', message: 'max_tokens_x: y' }, renamed).error.param, 'max_tokens_x');
   assert.deepEqual(openAIErrorBody({ type: 'invalid_request_error', code: 'invalid_request', message: 'toString: y' }, renamed).error.param, 'toString');
+  // mid-sentence mentions too, in any error (a 402's worst case, a thinking budget's bound), never a longer name
+  assert.deepEqual(openAIErrorBody({ type: 'billing_error', code: 'insufficient_credits', message: 'it needs up to 2 credits (its worst case at max_tokens 64000) and 1 credits are available' }, renamed),
+    { error: { message: 'it needs up to 2 credits (its worst case at max_completion_tokens 64000) and 1 credits are available', type: 'billing_error', param: null, code: 'insufficient_credits' } });
+  assert.equal(openAIErrorBody({ type: 'invalid_request_error', code: 'invalid_request', message: 'thinking.budget_tokens: must be less than max_tokens (2048), got 4096; see max_tokens_x and x.max_tokens' }, renamed).error.message,
+    'thinking.budget_tokens: must be less than max_completion_tokens (2048), got 4096; see max_tokens_x and x.max_tokens');
+  assert.equal(openAIErrorBody({ type: 'invalid_request_error', code: 'invalid_request', message: 'max_tokens: 5 > 4' }, {}).error.message, 'max_tokens: 5 > 4');
 });
