@@ -126,41 +126,56 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.deepEqual([(await simRequests(stack.simUrl, 1))[0]!.body['model'], (await simRequests(stack.simUrl, 1))[0]!.body['max_tokens']], ['claude-sonnet-by-glob', 130_000]);
   });
 
-  test('fallback output limit: a fallback is held for at most its own output limit, not the whole max_tokens at its price', async () => {
+  test('fallback output limit: a fallback is held for at most its own output limit, the rest of max_tokens at the requested model', async () => {
     // sonnet-4-6 asked (cny, inference_geo global: no us_geo factor): input-side 360, output 900
     // µc per token; its fallback opus-4 writes at most 32,000 tokens: 720 and 1,800. The input
-    // bound is one token per byte of the body (B). The hold is the larger of the two models'.
-    const body = (maxTokens: number) => JSON.stringify({
+    // bound is one token per byte of the body (B), held at the dearer input side. Output can be
+    // split between the two (usage.iterations prices each step at its own model), so the worst
+    // case is opus-4's 32,000 and sonnet for the rest.
+    const body = (maxTokens: number, text = '[[sim input=5 output=10]]') => JSON.stringify({
       model: 'claude-sonnet-4-6', max_tokens: maxTokens, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0' }],
-      messages: user('[[sim input=5 output=10]]'),
+      messages: user(text),
     });
     assert.deepEqual([Buffer.byteLength(body(100_000)), Buffer.byteLength(body(40_000))], [183, 182]);
     const post = (secret: string, b: string) => fetch(`${stack.url}/v1/messages`, {
       method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': secret }, body: b,
     });
-    // strict: max(183 × 360 + 100,000 × 900, 183 × 720 + 32,000 × 1,800) = max(90,065,880, 57,731,760);
-    // opus-4 for all 100,000 tokens would have been 183 × 720 + 180,000,000 = 180,131,760
+    // strict: 183 × 720 + 32,000 × 1,800 + 68,000 × 900 = 131,760 + 57,600,000 + 61,200,000 =
+    // 118,931,760; opus-4 for all 100,000 tokens held 131,760 + 180,000,000 = 180,131,760
     const s = await customer(stack.url, 1);
     assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${s.accountId}`, { admission_policy: 'strict' })).status, 200);
     const refused = await post(s.secret, body(100_000));
     assert.equal(refused.status, 402);
-    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /needs up to 90\.06588 credits \(its worst case at max_tokens 100000\)/);
+    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /needs up to 118\.93176 credits \(its worst case at max_tokens 100000\)/);
     // clamp, exactly the worst case: served whole (no clamp), charged 5 × 180 + 10 × 900 = 9,900 µc
-    const whole = await customer(stack.url, '90.06588');
+    const whole = await customer(stack.url, '118.93176');
     const served = await post(whole.secret, body(100_000));
     assert.equal(served.status, 200, await served.clone().text());
     assert.equal(served.headers.get('tollgate-max-tokens-clamped'), null);
     assert.equal((await simRequests(stack.simUrl, 1))[0]!.body['max_tokens'], 100_000);
-    assert.equal(await settledBalance(stack, whole.accountId), 90_065_880n - 9_900n);
-    // at 40,000 the fallback binds: 182 × 720 + 32,000 × 1,800 = 57,731,040 (opus-4 for 40,000
-    // would be 72,131,040). One µc less: the clamp stops the fallback's piece at
-    // ⌊(57,731,039 − 131,040) / 1,800⌋ = 31,999 tokens, holding 131,040 + 31,999 × 1,800 = 57,729,240
-    const short = await customer(stack.url, '57.731039');
+    assert.equal(await settledBalance(stack, whole.accountId), 118_931_760n - 9_900n);
+    // at 40,000: 182 × 720 + 57,600,000 + 8,000 × 900 = 64,931,040 (one rate for all, 72,131,040).
+    // One µc less: opus-4's 32,000 fit, and ⌊(64,931,039 − 131,040 − 57,600,000) / 900⌋ = 7,999
+    // more at sonnet's rate: 39,999 tokens (one rate for all would have sent 35,999)
+    const short = await customer(stack.url, '64.931039');
     const clamped = await post(short.secret, body(40_000));
     assert.equal(clamped.status, 200, await clamped.clone().text());
-    assert.equal(clamped.headers.get('tollgate-max-tokens-clamped'), '40000->31999');
-    assert.equal((await simRequests(stack.simUrl, 1))[0]!.body['max_tokens'], 31_999);
-    assert.equal(await settledBalance(stack, short.accountId), 57_731_039n - 9_900n);
+    assert.equal(clamped.headers.get('tollgate-max-tokens-clamped'), '40000->39999');
+    assert.equal((await simRequests(stack.simUrl, 1))[0]!.body['max_tokens'], 39_999);
+    assert.equal(await settledBalance(stack, short.accountId), 64_931_039n - 9_900n);
+    // output split between the models, each within its limit: charged in full, within the hold.
+    // sonnet 5 × 180 + 60,000 × 900 = 54,000,900; opus-4 5 × 360 + 32,000 × 1,800 = 57,601,800
+    const split = await customer(stack.url, 200);
+    const res = await post(split.secret, body(100_000,
+      '[[sim input=10 output=92000 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:60000,message:claude-opus-4-20250514:5:32000]]'));
+    assert.equal(res.status, 200, await res.clone().text());
+    const id = res.headers.get('request-id');
+    assert.ok(id);
+    await stack.tollgate.drain();
+    const e = await stack.tollgate.warehouse.getUsageEvent(id);
+    assert.ok(e);
+    assert.deepEqual([e.cost_micros, e.status, e.anomalies ?? []], ['111602700', 'ok', []]);
+    assert.equal(await settledBalance(stack, split.accountId), 200_000_000n - 111_602_700n);
   });
 
   test('GET /v1/models states each model\'s limits in Anthropic\'s fields (max_input_tokens, max_tokens)', async () => {

@@ -22,44 +22,46 @@ export const SPEND_WINDOW_NAMES: readonly SpendWindowName[] =
   ['key_hourly', 'key_daily', 'key_total', 'account_daily', 'account_monthly'];
 
 /**
- * One model's share of a hold's admission terms (`HoldPiece` of @tollgate/pricing): served by
- * that model with t output tokens allowed, the request costs at most
- * `base + min(t, capTokens) × perOutputToken` µc.
+ * One stretch of a hold's output (`HoldSegment` of @tollgate/pricing): up to `tokens` output
+ * tokens at `perOutputToken` µc each; null tokens: every token left.
  */
-export interface AdmissionPiece {
-  /** the hold with no output at this model (input-side worst case, tools, extras), µc */
-  base: bigint;
+export interface AdmissionSegment {
   /** µc per output token, rounded up to a whole µc (so the clamped hold stays a bound) */
   perOutputToken: bigint;
-  /** the most output this model can write (a fallback's output limit), or null: no limit below maxTokens */
-  capTokens: number | null;
+  /** how many tokens this rate covers, or null for all that are left */
+  tokens: number | null;
 }
 
 /**
  * Admission policy inputs (see `admission` in @tollgate/pricing, which computes them exactly):
  * a hold of `maxTokens` output tokens costs `amount`; a hold of t tokens is bounded by
- * `admissionHoldAt(admission, t)`, the largest of its pieces at t. Under `clamp`, when `amount`
- * does not fit, the store reserves for the largest t in [floorTokens, maxTokens] that fits
- * (`clampAdmission`) and reports t (`maxTokens` of the result); under `strict` it reserves
- * `amount` or refuses.
+ * `admissionHoldAt(admission, t)`: `base` plus the t tokens laid over `segments` in order (the
+ * output's rates, dearest first, each for up to its `tokens`; tokens past the last segment cost
+ * nothing). Under `clamp`, when `amount` does not fit, the store reserves for the largest t in
+ * [floorTokens, maxTokens] that fits (`clampAdmission`) and reports t (`maxTokens` of the
+ * result); under `strict` it reserves `amount` or refuses.
  */
 export interface HoldAdmission {
   policy: 'strict' | 'clamp';
-  /** at least one; the hold at t is the largest piece at t */
-  pieces: readonly AdmissionPiece[];
+  /** input-side worst case (every input token at the dearest class, tools, extras), µc */
+  base: bigint;
+  /** the output's rates, dearest first (one `{perOutputToken, tokens: null}` for a single model) */
+  segments: readonly AdmissionSegment[];
   /** the request's max_tokens */
   maxTokens: number;
   /** clamp never goes below this many output tokens (<= maxTokens) */
   floorTokens: number;
 }
 
-/** The µc the admission terms reserve for `tokens` output tokens: the largest piece at that count. */
+/** The µc the admission terms reserve for `tokens` output tokens: `base` plus those tokens laid over the segments. */
 export function admissionHoldAt(a: HoldAdmission, tokens: number): bigint {
-  let held = 0n;
-  for (const p of a.pieces) {
-    const t = p.capTokens !== null && p.capTokens < tokens ? p.capTokens : tokens;
-    const v = p.base + BigInt(t) * p.perOutputToken;
-    if (v > held) held = v;
+  let held = a.base;
+  let left = BigInt(tokens);
+  for (const s of a.segments) {
+    if (left <= 0n) break;
+    const take = s.tokens !== null && BigInt(s.tokens) < left ? BigInt(s.tokens) : left;
+    held += take * s.perOutputToken;
+    left -= take;
   }
   return held;
 }
@@ -67,19 +69,31 @@ export function admissionHoldAt(a: HoldAdmission, tokens: number): bigint {
 /**
  * The clamp of `admission` to `headroom` µc: the largest t in [floorTokens, maxTokens] whose
  * hold (`admissionHoldAt`) fits, with that hold; null when not even the floor fits, or when no
- * piece grows with t (fewer tokens would not help). Each piece that does not fit at its own cap
- * bounds t by ⌊(headroom − base) / perOutputToken⌋; t is the least of those bounds. Pure; the
- * Redis store's hold.lua applies the same rule inside its atomic step.
+ * segment has a price (fewer tokens would not help). The headroom above `base` is spent over
+ * the segments in order: a segment that fits whole adds its tokens, the first that does not
+ * adds ⌊what is left / its rate⌋ and ends the count. Pure; the Redis store's hold.lua applies
+ * the same rule inside its atomic step.
  */
 export function clampAdmission(headroom: bigint, a: HoldAdmission): { tokens: number; amount: bigint } | null {
-  if (!a.pieces.some((p) => p.perOutputToken > 0n)) return null;
+  if (!a.segments.some((s) => s.perOutputToken > 0n)) return null;
   if (headroom < admissionHoldAt(a, a.floorTokens)) return null;
-  let t = BigInt(a.maxTokens);
-  for (const p of a.pieces) {
-    const reach = p.capTokens !== null && BigInt(p.capTokens) < t ? BigInt(p.capTokens) : t;
-    if (p.perOutputToken > 0n && p.base + reach * p.perOutputToken > headroom) t = (headroom - p.base) / p.perOutputToken;
+  const max = BigInt(a.maxTokens);
+  let room = headroom - a.base;
+  let t = 0n;
+  let ended = false;
+  for (const s of a.segments) {
+    const whole = s.tokens === null ? null : BigInt(s.tokens);
+    if (s.perOutputToken === 0n) { t = whole === null ? max : t + whole; } else if (whole !== null && whole * s.perOutputToken <= room) {
+      room -= whole * s.perOutputToken;
+      t += whole;
+    } else {
+      t += room / s.perOutputToken;
+      ended = true;
+    }
+    if (ended || whole === null || t >= max) break;
   }
-  const tokens = Number(t);
+  if (!ended && (a.segments.length === 0 || a.segments.at(-1)!.tokens !== null)) t = max; // past the last segment, tokens cost nothing
+  const tokens = Number(t < max ? t : max);
   return { tokens, amount: admissionHoldAt(a, tokens) };
 }
 

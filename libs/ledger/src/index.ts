@@ -1,6 +1,6 @@
 export type {
   HoldRequest, HoldResult, AccountBalance, ApplyResult, BalanceStore, BalanceSnapshot, LogPosition, StateSnapshot,
-  LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, AdmissionPiece, HoldAdmission, RestoredHold, SpendWindow, SpendWindowCount, SpendWindowName,
+  LedgerQuarantine, LedgerEntry, ReferenceClaim, BatchItem, BatchOutcome, AdmissionSegment, HoldAdmission, RestoredHold, SpendWindow, SpendWindowCount, SpendWindowName,
 } from './balance-store.ts';
 export { admissionHoldAt, clampAdmission, isRefusal, positionKey, RebuildSupersededError, windowBounds, SPEND_WINDOW_NAMES, StoreNotReadyError } from './balance-store.ts';
 export { MemoryBalanceStore } from './memory-balance-store.ts';

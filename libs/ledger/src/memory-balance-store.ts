@@ -93,7 +93,7 @@ export class MemoryBalanceStore implements BalanceStore {
     let maxTokens = req.admission?.maxTokens;
     if (headroom < amount) {
       const a = req.admission;
-      if (!a || a.policy !== 'clamp' || !a.pieces.some((p) => p.perOutputToken > 0n)) return refuse(req.amount);
+      if (!a || a.policy !== 'clamp' || !a.segments.some((x) => x.perOutputToken > 0n)) return refuse(req.amount);
       const clamped = clampAdmission(headroom, a);
       if (clamped === null) return refuse(admissionHoldAt(a, a.floorTokens));
       amount = clamped.amount;

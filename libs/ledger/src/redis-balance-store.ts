@@ -236,12 +236,11 @@ function int64(value: bigint, what: string): Amount {
 }
 
 /**
- * The clamp's pieces as hold.lua reads them (ARGV[7]): `base:perOutputToken:capTokens` per
- * piece, ' '-joined, the cap empty when there is none.
+ * The clamp's output segments as hold.lua reads them (ARGV[8]): `perOutputToken:tokens` per
+ * segment, in order, ' '-joined, the tokens empty for "all that are left".
  */
-function pieceArg(a: HoldAdmission): string {
-  return a.pieces
-    .map((p) => `${int64(p.base, 'base')}:${int64(p.perOutputToken, 'per output token')}:${p.capTokens ?? ''}`).join(' ');
+function segmentArg(a: HoldAdmission): string {
+  return a.segments.map((x) => `${int64(x.perOutputToken, 'per output token')}:${x.tokens ?? ''}`).join(' ');
 }
 
 /** Escapes SCAN MATCH glob characters so a prefix is matched literally. */
@@ -401,9 +400,9 @@ export class RedisBalanceStore implements BalanceStore {
     const k = this.#accountKeys(req.accountId);
     const a = req.admission;
     // The clamp step does its arithmetic on Lua doubles, exact only below 2^53: beyond that
-    // (no real request) the policy is strict. Every value it computes is at most the pieces'
+    // (no real request) the policy is strict. Every value it computes is at most the terms'
     // hold at max_tokens.
-    const clamp = a?.policy === 'clamp' && a.pieces.some((p) => p.perOutputToken > 0n) &&
+    const clamp = a?.policy === 'clamp' && a.segments.some((x) => x.perOutputToken > 0n) &&
       req.amount <= BigInt(Number.MAX_SAFE_INTEGER) && admissionHoldAt(a, a.maxTokens) <= BigInt(Number.MAX_SAFE_INTEGER);
     const floorAmount = a ? admissionHoldAt(a, a.floorTokens) : 0n;
     const windows = SPEND_WINDOW_NAMES.flatMap((name) => req.windows?.filter((w) => w.name === name).slice(0, 1) ?? []);
@@ -411,7 +410,7 @@ export class RedisBalanceStore implements BalanceStore {
       ...windows.map((w) => this.#windowBase(w.name, req.accountId, req.keyId))];
     const args = [req.holdId, int64(req.amount, 'hold amount'), String(Math.ceil(req.ttlMs)),
       this.#cluster ? this.#marker(req.accountId) : this.#readyArg(),
-      int64(overdraft, 'overdraft'), clamp ? 'clamp' : '', clamp ? pieceArg(a!) : '',
+      int64(overdraft, 'overdraft'), clamp ? 'clamp' : '', a ? int64(a.base, 'base') : '0', clamp ? segmentArg(a!) : '',
       a ? String(a.maxTokens) : '', a ? String(a.floorTokens) : '0',
       int64(floorAmount, 'floor amount'), this.#clockArg(),
       ...windows.flatMap((w) => [w.name, int64(w.limit, `${w.name} limit`)])];

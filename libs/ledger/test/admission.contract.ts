@@ -45,20 +45,20 @@ function usage(accountId: string, eventId: string, cost: bigint): UsageEvent {
  * sonnet-4-5 (cny) with a 1,000-token prompt and max_tokens 64,000: base 1,000 × 144 = 144,000 µc,
  * 360 µc per output token, full hold 144,000 + 64,000 × 360 = 23,184,000 µc, floor 1,024 tokens.
  */
-const SONNET: HoldAdmission = { policy: 'clamp', pieces: [{ base: 144_000n, perOutputToken: 360n, capTokens: null }], maxTokens: 64_000, floorTokens: 1_024 };
+const SONNET: HoldAdmission = { policy: 'clamp', base: 144_000n, segments: [{ perOutputToken: 360n, tokens: null }], maxTokens: 64_000, floorTokens: 1_024 };
 const SONNET_FULL = 23_184_000n;
 
 /**
- * A request for 128,000 tokens with a fallback that writes at most 32,000 but costs three times
- * as much per token: the requested model's piece 30,000 + t × 1,500 µc, the fallback's 90,000 +
- * min(t, 32,000) × 4,500 µc. Full hold: the larger of 30,000 + 128,000 × 1,500 = 192,030,000 and
- * 90,000 + 32,000 × 4,500 = 144,090,000; floor 1,024 tokens: 90,000 + 1,024 × 4,500 = 4,698,000.
+ * A request for 128,000 tokens at 1,500 µc per output token with a fallback three times as dear
+ * that writes at most 32,000: base 90,000 µc (the dearer input side), then up to 32,000 tokens
+ * at 4,500 and the rest at 1,500. Full hold: 90,000 + 32,000 × 4,500 + 96,000 × 1,500 =
+ * 288,090,000 µc; floor 1,024 tokens: 90,000 + 1,024 × 4,500 = 4,698,000.
  */
 const WITH_FALLBACK: HoldAdmission = {
-  policy: 'clamp', maxTokens: 128_000, floorTokens: 1_024,
-  pieces: [{ base: 30_000n, perOutputToken: 1_500n, capTokens: null }, { base: 90_000n, perOutputToken: 4_500n, capTokens: 32_000 }],
+  policy: 'clamp', maxTokens: 128_000, floorTokens: 1_024, base: 90_000n,
+  segments: [{ perOutputToken: 4_500n, tokens: 32_000 }, { perOutputToken: 1_500n, tokens: null }],
 };
-const WITH_FALLBACK_FULL = 192_030_000n;
+const WITH_FALLBACK_FULL = 288_090_000n;
 
 /** The largest t in [floor, max] whose hold fits `headroom`, by bisection over `admissionHoldAt` (non-decreasing in t); null below the floor. */
 function largestFitting(a: HoldAdmission, headroom: bigint): number | null {
@@ -109,38 +109,46 @@ export function admissionContract(name: string, make: ClockedFactory): void {
     assert.deepEqual(await store.hold(req(a, { admission: SONNET })), { ok: true, amount: SONNET_FULL, maxTokens: 64_000, available: 0n });
   });
 
-  it("clamp with a fallback's output limit: the hold of t tokens is the largest piece at t, the fallback's output capped at its limit", async (store) => {
-    // 150,000,000 µc: the fallback's whole 32,000 tokens fit (144,090,000), so only the requested
-    // model binds: (150,000,000 − 30,000) / 1,500 = 99,980 tokens, hold 30,000 + 99,980 × 1,500 =
-    // 150,000,000 (one rate for every token at the fallback's 4,500 would give 33,313)
+  it("clamp with a fallback's output limit: the largest t whose hold (base + t laid over the rates, dearest first) fits", async (store) => {
+    // 150,000,000 µc: the fallback's whole 32,000 tokens fit (90,000 + 144,000,000), and the
+    // 5,910,000 µc left buy ⌊5,910,000 / 1,500⌋ = 3,940 more at the cheaper rate: 35,940 tokens,
+    // hold 150,000,000 (one rate for every token, the dearest, would give 33,313)
     const a = await funded(store, 150_000_000n);
     assert.deepEqual(await store.hold(req(a, { amount: WITH_FALLBACK_FULL, admission: WITH_FALLBACK })),
-      { ok: true, amount: 150_000_000n, maxTokens: 99_980, available: 0n });
-    // 100,000,000 µc: the fallback binds below its cap, (100,000,000 − 90,000) / 4,500 = 22,202.2…
-    // → 22,202 tokens; hold max(30,000 + 22,202 × 1,500, 90,000 + 22,202 × 4,500) = 99,999,000
+      { ok: true, amount: 150_000_000n, maxTokens: 35_940, available: 0n });
+    // 100,000,000 µc: inside the first segment, ⌊99,910,000 / 4,500⌋ = 22,202 tokens; hold
+    // 90,000 + 22,202 × 4,500 = 99,999,000
     const b = await funded(store, 100_000_000n);
     assert.deepEqual(await store.hold(req(b, { amount: WITH_FALLBACK_FULL, admission: WITH_FALLBACK })),
       { ok: true, amount: 99_999_000n, maxTokens: 22_202, available: 1_000n });
-    // one µc below the floor's hold of the dearest piece: refused, stating it
+    // one µc below the floor's hold: refused, stating it
     const c = await funded(store, 4_697_999n);
     assert.deepEqual(await store.hold(req(c, { amount: WITH_FALLBACK_FULL, admission: WITH_FALLBACK })),
       { ok: false, reason: 'insufficient_credits', available: 4_697_999n, required: 4_698_000n });
+    // tokens past the last segment cost nothing: with every segment capped (50 tokens at 10 µc
+    // over a base of 100: 600 µc for any t ≥ 50) and an amount above that, 650 µc affords all 100
+    const e = await funded(store, 650n);
+    assert.deepEqual(await store.hold(req(e, { amount: 700n, admission: { policy: 'clamp', base: 100n, segments: [{ perOutputToken: 10n, tokens: 50 }], maxTokens: 100, floorTokens: 1 } })),
+      { ok: true, amount: 600n, maxTokens: 100, available: 50n });
     // the whole worst case: served in full
     const d = await funded(store, WITH_FALLBACK_FULL);
     assert.deepEqual(await store.hold(req(d, { amount: WITH_FALLBACK_FULL, admission: WITH_FALLBACK })),
       { ok: true, amount: WITH_FALLBACK_FULL, maxTokens: 128_000, available: 0n });
   });
 
-  test(`${name}: clamp with several pieces reserves the largest max_tokens whose hold fits, and that hold (random pieces against bisection)`, async () => {
-    const piece = fc.record({ base: fc.bigInt(0n, 2_000_000n), perOutputToken: fc.bigInt(0n, 5_000n), capTokens: fc.option(fc.integer({ min: 1, max: 200_000 }), { nil: null }) });
+  test(`${name}: clamp over several output segments reserves the largest max_tokens whose hold fits, and that hold (random terms against bisection)`, async () => {
+    const segment = fc.record({ perOutputToken: fc.bigInt(0n, 5_000n), tokens: fc.option(fc.integer({ min: 0, max: 200_000 }), { nil: null }) });
     const { store, cleanup } = await make(() => NOON);
     try {
       await fc.assert(fc.asyncProperty(
-        fc.array(piece, { minLength: 1, maxLength: 5 }), fc.integer({ min: 1, max: 200_000 }), fc.integer({ min: 1, max: 4_096 }), fc.bigInt(1n, 1_000_000_000n),
-        async (pieces, maxTokens, floor, balance) => {
-          fc.pre(pieces.some((p) => p.perOutputToken > 0n));
-          const adm: HoldAdmission = { policy: 'clamp', pieces, maxTokens, floorTokens: Math.min(floor, maxTokens) };
-          const full = admissionHoldAt(adm, maxTokens);
+        fc.bigInt(0n, 2_000_000n), fc.array(segment, { minLength: 1, maxLength: 5 }), fc.integer({ min: 1, max: 200_000 }), fc.integer({ min: 1, max: 4_096 }), fc.bigInt(1n, 1_000_000_000n),
+        fc.oneof(fc.constant(0n), fc.bigInt(1n, 1_000_000n)),
+        async (base, segments, maxTokens, floor, balance, over) => {
+          fc.pre(segments.some((x) => x.perOutputToken > 0n));
+          const adm: HoldAdmission = { policy: 'clamp', base, segments, maxTokens, floorTokens: Math.min(floor, maxTokens) };
+          // `amount` may exceed the terms' own hold at max_tokens (a caller's rounding): then a
+          // headroom between the two clamps to max_tokens at the terms' hold
+          const full = admissionHoldAt(adm, maxTokens) + over;
           const a = await funded(store, balance);
           const r = await store.hold(req(a, { amount: full, admission: adm }));
           if (balance >= full) { assert.deepEqual(r, { ok: true, amount: full, maxTokens, available: balance - full }); return; }
@@ -486,7 +494,7 @@ export function admissionContract(name: string, make: ClockedFactory): void {
             const crashed = s.op === 'crash';
             const useWindow = s.op === 'reserve' && s.window;
             const admission: HoldAdmission | undefined = s.op === 'reserve' && s.clamp
-              ? { policy: 'clamp', pieces: [{ base: s.amount / 4n, perOutputToken: 3n, capTokens: null }], maxTokens: Number((s.amount - s.amount / 4n) / 3n) + 1, floorTokens: 1 }
+              ? { policy: 'clamp', base: s.amount / 4n, segments: [{ perOutputToken: 3n, tokens: null }], maxTokens: Number((s.amount - s.amount / 4n) / 3n) + 1, floorTokens: 1 }
               : undefined;
             const amount = admission ? s.amount / 4n + BigInt(admission.maxTokens) * 3n : s.amount;
             const r = await store.hold({ holdId, accountId: a, keyId: k, amount, ttlMs: crashed ? 0 : LONG, overdraft: OVERDRAFT,

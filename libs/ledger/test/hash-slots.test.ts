@@ -80,7 +80,7 @@ test('standalone layout: every request-path script call keeps its keys in the on
         { name: 'key_total' as const, limit: 950_000n }, { name: 'account_daily' as const, limit: 990_000n },
         { name: 'account_monthly' as const, limit: 999_000n },
       ];
-      const admission = { policy: 'clamp' as const, pieces: [{ base: 100n, perOutputToken: 10n, capTokens: null }], maxTokens: 1000, floorTokens: 1 };
+      const admission = { policy: 'clamp' as const, base: 100n, segments: [{ perOutputToken: 10n, tokens: null }], maxTokens: 1000, floorTokens: 1 };
       assert.equal((await store.hold({ holdId: `h1-${a}`, accountId: a, keyId: `k-${a}`, amount: 10_100n, ttlMs: 60_000, windows, admission })).ok, true);
       assert.equal((await store.hold({ holdId: `h2-${a}`, accountId: a, keyId: `k-${a}`, amount: 500n, ttlMs: 60_000 })).ok, true);
       await store.extend(`h1-${a}`, a, 60_000);

@@ -794,7 +794,7 @@ if (url === undefined) {
       });
       const windows = (['key_hourly', 'key_daily', 'key_total', 'account_daily', 'account_monthly'] as const)
         .map((name) => ({ name, limit: 1_000_000_000n }));
-      const admission = { policy: 'clamp' as const, pieces: [{ base: 144_000n, perOutputToken: 360n, capTokens: null }], maxTokens: 64_000, floorTokens: 1_024 };
+      const admission = { policy: 'clamp' as const, base: 144_000n, segments: [{ perOutputToken: 360n, tokens: null }], maxTokens: 64_000, floorTokens: 1_024 };
       const hold = (i: number) => store.hold({ holdId: `r${i}`, accountId: 'a', keyId: 'k', amount: 23_184_000n, ttlMs: 60_000,
         overdraft: 0n, windows, admission });
       await hold(0); // loads the script (EVALSHA, then EVAL once on NOSCRIPT)

@@ -106,7 +106,7 @@ test('Redis Cluster: every ledger script runs on a real 3-master cluster, accoun
     { name: 'key_total' as const, limit: 950_000n }, { name: 'account_daily' as const, limit: 990_000n },
     { name: 'account_monthly' as const, limit: 999_000n },
   ];
-  const admission = { policy: 'clamp' as const, pieces: [{ base: 100n, perOutputToken: 10n, capTokens: null }], maxTokens: 1000, floorTokens: 1 };
+  const admission = { policy: 'clamp' as const, base: 100n, segments: [{ perOutputToken: 10n, tokens: null }], maxTokens: 1000, floorTokens: 1 };
   assert.deepEqual(await store.hold({ holdId: 'h1', accountId: A, keyId: 'kA', amount: 10_100n, ttlMs: 60_000, windows, admission }),
     { ok: true, available: 989_900n, amount: 10_100n, maxTokens: 1000 });
   assert.deepEqual(await store.hold({ holdId: 'h2', accountId: B, keyId: 'kB', amount: 500n, ttlMs: 60_000 }), { ok: true, available: 1_999_500n, amount: 500n });

@@ -1,11 +1,11 @@
 // The admission policy's terms: what a request's hold is at its full max_tokens, and how it
-// shrinks with fewer output tokens (one piece per model that can serve it). Exact integers
+// shrinks with fewer output tokens (its output's rates, dearest first). Exact integers
 // throughout; the clamp and the atomic check-and-reserve are the balance store's
 // (`clampAdmission` and `BalanceStore.hold` of @tollgate/ledger).
 
 import type { CatalogModel } from './catalog.ts';
 import { holdTerms } from './price.ts';
-import type { HoldPiece, HoldRequest, PriceVersion } from './price.ts';
+import type { HoldRequest, HoldSegment, PriceVersion } from './price.ts';
 
 /** `strict`: refuse (402) when the worst case exceeds what is available; `clamp`: lower max_tokens to fit. */
 export type AdmissionPolicy = 'strict' | 'clamp';
@@ -15,15 +15,17 @@ export const ADMISSION_POLICIES: readonly AdmissionPolicy[] = ['strict', 'clamp'
 /**
  * The hold terms of one request, in the shape `@tollgate/ledger`'s `HoldRequest.admission` takes
  * (plus `amount`, the hold at the full max_tokens). For every t in [0, maxTokens]:
- * `holdBound(t) ≤ max over pieces of base + min(t, capTokens) × perOutputToken`, and
+ * `holdBound(t) ≤ base + t tokens laid over segments` (`HoldTerms`), and
  * `amount = holdBound(maxTokens)`.
  */
 export interface Admission {
   policy: AdmissionPolicy;
   /** holdBound at the full max_tokens, µc */
   amount: bigint;
-  /** one per model that can serve the request (pieces another bounds left out), µc and tokens */
-  pieces: readonly HoldPiece[];
+  /** holdBound with no output, rounded up, µc */
+  base: bigint;
+  /** the output's rates, dearest first, each for up to `tokens` tokens (null: the rest), µc per token */
+  segments: readonly HoldSegment[];
   /** the request's max_tokens */
   maxTokens: number;
   /** the least max_tokens a clamp may send: min(floor asked for, maxTokens) */
@@ -44,7 +46,8 @@ export function admission(version: PriceVersion, model: CatalogModel, req: HoldR
   return {
     policy,
     amount: terms.amount,
-    pieces: terms.pieces,
+    base: terms.base,
+    segments: terms.segments,
     maxTokens: req.maxTokens,
     floorTokens: Math.min(floorTokens, req.maxTokens),
   };

@@ -73,7 +73,7 @@ export {
 export type { Dimension, DimensionSpec, LegacyTokenField, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
 
 export { HoldBoundError, advisorTools, findPriceList, holdBound, holdTerms, priceRequest, requestFallbacks, resolveServing } from './price.ts';
-export type { AdvisorTool, HoldPiece, HoldRequest, HoldTerms, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
+export type { AdvisorTool, HoldRequest, HoldSegment, HoldTerms, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
 
 export { PriceBook, priceVersion } from './book.ts';
 export type { StoredPriceVersion } from './book.ts';

@@ -492,77 +492,93 @@ function holdContext(version: PriceVersion, req: HoldRequest): { catalog: Catalo
 }
 
 /**
- * One model's share of a request's admission terms (`holdTerms`): served by this model and
- * writing t output tokens, the request costs at most `base + min(t, capTokens) × perOutputToken`
- * µc, whatever the rest of its usage within the hold's bounds.
+ * One stretch of a hold's output (`HoldTerms.segments`): up to `tokens` output tokens at
+ * `perOutputToken` µc each (rounded up to a whole µc), null tokens for every token left.
  */
-export interface HoldPiece {
-  /**
-   * The hold with no output at this model, rounded up to a whole µc: its input-side worst case,
-   * its server tools, and what every serving shares (advisor calls, `extra`).
-   */
-  readonly base: bigint;
-  /** µc per output token at this model, rounded up to a whole µc (the dearest table and tier the prompt could reach, times the token factors) */
+export interface HoldSegment {
   readonly perOutputToken: bigint;
-  /**
-   * The most output tokens this model can write: a fallback's catalog `max_output_tokens`
-   * (raised by the betas the request names, `maxOutputTokensFor`), or null for no limit below
-   * max_tokens (the requested model, whose limit the edge checks against the model actually
-   * sent; a model whose catalog entry gives none).
-   */
-  readonly capTokens: number | null;
+  readonly tokens: number | null;
 }
 
 /**
  * A request's worst case (`amount`, µc: `holdBound`) and how it varies with the output tokens
- * allowed (`pieces`: one per model that can serve the request, the requested one first). For
- * every t in [0, maxTokens]: holdBound at t ≤ max over pieces of base + min(t, capTokens) ×
- * perOutputToken, and `amount` = holdBound at maxTokens. The admission policy clamps on the
- * pieces (`admission`).
+ * allowed: the hold of t output tokens is `base` plus t tokens laid over `segments` in order,
+ * each segment taking up to its `tokens` at its rate (tokens past the last segment cost nothing).
+ * For every t in [0, maxTokens] that bounds `holdBound` at t; `amount` = `holdBound` at
+ * maxTokens. The admission policy clamps on these terms (`admission`).
  */
 export interface HoldTerms {
   readonly amount: bigint;
-  readonly pieces: readonly HoldPiece[];
+  /** the hold with no output, µc, rounded up: the dearest input side and server tools of every serving model, plus advisor calls and `extra` */
+  readonly base: bigint;
+  /** the output's rates, dearest first: each fallback dearer than the requested model up to its own output limit, then the requested model (or a fallback without a limit) for the rest */
+  readonly segments: readonly HoldSegment[];
+}
+
+/** One model that can serve a request, for its hold: its input side and units, its rate per output token, its output cap. */
+interface ServingPart {
+  fixedInput: Rational;
+  units: Rational;
+  out: Rational;
+  /** undefined: no cap (the requested model; a fallback reached through a mapping rule or without a catalog limit) */
+  cap: number | undefined;
 }
 
 /**
- * The hold of a request (see `holdBound`) and its admission pieces, in one pricing pass. A
- * fallback writes at most its own output limit (Anthropic "Models overview": each model's max
- * output), so its output is held at min(max_tokens, that limit): a fallback dearer per token
- * but with a lower limit does not hold the whole max_tokens at its price.
+ * The hold of a request (see `holdBound`) and its admission terms, in one pricing pass.
+ *
+ * Output can be written by several models of one request: `usage.iterations` prices each step
+ * (a fallback's, a server-tool loop's) at its own model, so the worst case of t output tokens
+ * is every fallback dearer than the cheapest uncapped model filled to its own output limit,
+ * dearest first, and that uncapped model (the requested one, at the latest) for the rest. A
+ * fallback's limit is its catalog `max_output_tokens` (raised by the betas the request names,
+ * `maxOutputTokensFor`) when the catalog knows the fallback's name exactly (id, alias,
+ * `-thinking`, `/provider`); a name that reaches a catalog model only through a mapping rule
+ * may be another model upstream, so it has no cap. The requested model has none either: the
+ * edge refuses a `max_tokens` above the limit of the model actually sent. The input side and
+ * the server tools are held at the dearest model's. Sonnet 4.6 at max_tokens 100,000 with an
+ * Opus 4 fallback (32,000 out, twice the rate) holds 32,000 at Opus 4's rate and 68,000 at
+ * Sonnet's, where one rate for all 100,000 held 180 credits for 119.
  * Throws RangeError on bad counts, HoldBoundError on a priced tool with no bound.
  */
 export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldRequest): HoldTerms {
   const { catalog, list, c } = holdContext(version, req);
   const inputTokens = count(req.inputTokens, 'inputTokens');
   const maxTokens = count(req.maxTokens, 'maxTokens');
-  const shared = sharedHold(catalog, model, req, c, list);
-  // The response is priced at the model that served it: the requested one or any fallback the
-  // catalog or the request names. The hold is the dearest of them (tokens and units alike).
-  let dearest: Rational | undefined;
-  const pieces: HoldPiece[] = [];
-  const candidates = servingCandidates(catalog, model, req.fallbacks);
-  for (let i = 0; i < candidates.length; i++) {
-    const candidate = candidates[i]!;
+  let fixed = ZERO;
+  let units = ZERO;
+  const parts: ServingPart[] = [];
+  for (const [candidate, capped] of servingCandidates(catalog, model, req.fallbacks)) {
     const r = holdRates(catalog, candidate, req.inputTokens, c, list);
-    const fixed = add(mul(rat(inputTokens * r.dearestInput, PER_MTOK), r.factor), unitsHold(catalog, candidate, req, c, list));
-    const out = mul(rat(r.output, PER_MTOK), r.factor);
-    const cap = i === 0 ? undefined : maxOutputTokensFor(candidate, req.anthropicBeta);
-    const tokens = cap !== undefined && BigInt(cap) < maxTokens ? BigInt(cap) : maxTokens;
-    const one = add(fixed, mul(out, rat(tokens)));
-    if (dearest === undefined || cmp(one, dearest) > 0) dearest = one;
-    addPiece(pieces, { base: ceil(add(fixed, shared)), perOutputToken: ceil(out), capTokens: cap ?? null });
+    const part: ServingPart = {
+      fixedInput: mul(rat(inputTokens * r.dearestInput, PER_MTOK), r.factor),
+      units: unitsHold(catalog, candidate, req, c, list),
+      out: mul(rat(r.output, PER_MTOK), r.factor),
+      cap: capped ? maxOutputTokensFor(candidate, req.anthropicBeta) : undefined,
+    };
+    if (cmp(part.fixedInput, fixed) > 0) fixed = part.fixedInput;
+    if (cmp(part.units, units) > 0) units = part.units;
+    parts.push(part);
   }
-  return { amount: ceil(add(dearest!, shared)), pieces };
-}
-
-/** Adds `p` unless a piece already bounds it at every t, dropping the pieces it bounds. */
-function addPiece(pieces: HoldPiece[], p: HoldPiece): void {
-  const covers = (a: HoldPiece, b: HoldPiece) => a.base >= b.base && a.perOutputToken >= b.perOutputToken &&
-    (a.capTokens === null || (b.capTokens !== null && a.capTokens >= b.capTokens));
-  if (pieces.some((q) => covers(q, p))) return;
-  for (let i = pieces.length - 1; i >= 0; i--) if (covers(p, pieces[i]!)) pieces.splice(i, 1);
-  pieces.push(p);
+  // Dearest rate first; among equal rates an uncapped model first (it takes all that is left).
+  parts.sort((a, b) => cmp(b.out, a.out) || (a.cap === undefined ? -1 : 0) - (b.cap === undefined ? -1 : 0));
+  const base = add(add(fixed, units), sharedHold(catalog, model, req, c, list));
+  let exact = base;
+  let left = maxTokens;
+  const segments: HoldSegment[] = [];
+  for (const part of parts) {
+    const perOutputToken = ceil(part.out);
+    if (part.cap === undefined) {
+      exact = add(exact, mul(part.out, rat(left)));
+      segments.push({ perOutputToken, tokens: null });
+      break; // it takes every token left: cheaper models never write any
+    }
+    const take = BigInt(part.cap) < left ? BigInt(part.cap) : left;
+    exact = add(exact, mul(part.out, rat(take)));
+    left -= take;
+    segments.push({ perOutputToken, tokens: part.cap });
+  }
+  return { amount: ceil(exact), base: ceil(base), segments };
 }
 
 /**
@@ -570,9 +586,9 @@ function addPiece(pieces: HoldPiece[], p: HoldPiece): void {
  * token at the dearest input-side class of every table and tier it could reach, `maxTokens` of
  * output likewise, each enabled server tool at its `max_uses` (or the catalog bound), with every
  * multiplier that matches or could match (unknown condition, factor > 1) and the account's list.
- * Served by a fallback: the dearest of the model and its fallbacks (the catalog's
- * `fallback_models`, the request's `fallbacks`), a fallback's output at most its own output
- * limit. Plus each advisor tool: its `max_uses` (or `advisorHold.maxUses`) calls at the
+ * Served by fallbacks (the catalog's `fallback_models`, the request's `fallbacks`): the
+ * dearest input side and tools, and the output laid dearest first over the models, each
+ * fallback at most its own output limit (`holdTerms`). Plus each advisor tool: its `max_uses` (or `advisorHold.maxUses`) calls at the
  * advisor's model, each one step's input (`stepInputTokens`: the whole conversation so far) and
  * `advisorHold.outputTokens` out.
  * For usage within these bounds, `priceRequest(...).costMicros` ≤ this.
@@ -591,7 +607,7 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
     const at = resolveModel(catalog, a.model)?.model ?? model;
     const calls = count(a.maxUses ?? catalog.advisorHold.maxUses, 'advisor max_uses');
     let dearest: Rational | undefined;
-    for (const candidate of servingCandidates(catalog, at)) {
+    for (const candidate of servingCandidates(catalog, at).keys()) {
       const one = modelHold(catalog, candidate, Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens), catalog.advisorHold.outputTokens, c, list);
       if (dearest === undefined || cmp(one, dearest) > 0) dearest = one;
     }
@@ -600,14 +616,20 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
   return sum;
 }
 
-/** `model`, the catalog models it may fall back to, and the catalog models of `named` (a request's own fallbacks). */
-function servingCandidates(catalog: Catalog, model: CatalogModel, named: readonly string[] = []): CatalogModel[] {
-  const out = [model];
-  for (const m of catalog.models) if (model.fallbackModels.has(m.id)) out.push(m);
+/**
+ * `model`, the catalog models it may fall back to, and the catalog models of `named` (a
+ * request's own fallbacks), each once, with whether its output may be capped at its own limit:
+ * not the requested model, nor a model some name reaches only through a mapping rule.
+ */
+function servingCandidates(catalog: Catalog, model: CatalogModel, named: readonly string[] = []): Map<CatalogModel, boolean> {
+  const out = new Map<CatalogModel, boolean>([[model, false]]);
+  for (const m of catalog.models) if (model.fallbackModels.has(m.id) && !out.has(m)) out.set(m, true);
   for (const name of named) {
     // A fallback the catalog does not know is priced at the requested model (unpriced): covered.
-    const hit = resolveModel(catalog, name)?.model;
-    if (hit !== undefined && !out.includes(hit)) out.push(hit);
+    const hit = resolveModel(catalog, name);
+    if (hit === undefined) continue;
+    const exact = hit.via !== 'mapping';
+    out.set(hit.model, out.has(hit.model) ? out.get(hit.model)! && exact : exact);
   }
   return out;
 }

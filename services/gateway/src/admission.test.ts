@@ -6,7 +6,7 @@ import type { KeyEntry } from '@tollgate/keys';
 import type { Admission } from '@tollgate/pricing';
 import { budgetThinking, clampedBody, refusal, spendTerms } from './admission.ts';
 
-const adm: Admission = { policy: 'clamp', amount: 23_184_000n, pieces: [{ base: 144_000n, perOutputToken: 360n, capTokens: null }], maxTokens: 64_000, floorTokens: 1_025 };
+const adm: Admission = { policy: 'clamp', amount: 23_184_000n, base: 144_000n, segments: [{ perOutputToken: 360n, tokens: null }], maxTokens: 64_000, floorTokens: 1_025 };
 
 test('clamped body: max_tokens replaced, a thinking budget scaled by the same ratio and kept in [1,024, max_tokens)', () => {
   const sent = JSON.stringify({ model: 'm', max_tokens: 64_000, thinking: { type: 'enabled', budget_tokens: 32_000 }, messages: [] });

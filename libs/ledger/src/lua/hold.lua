@@ -13,11 +13,12 @@
 -- ARGV[4] ready key or '' (when set and missing, or 'L…' (a Cluster rebuild loading), hot
 --         state was lost: refuse with -2)
 -- ARGV[5] overdraft (integer string >= 0), ARGV[6] policy '' | 'strict' | 'clamp',
--- ARGV[7] the clamp's pieces, ' '-joined 'base:per:cap' (µc, µc per output token, tokens or
---         '' for no cap; one per model that can serve the request: the hold of t tokens is
---         the largest base + min(t, cap) × per), ARGV[8] max tokens, ARGV[9] floor tokens,
--- ARGV[10] floor amount (the pieces' hold at the floor), ARGV[11] now override in ms or '' (tests),
--- ARGV[12], ARGV[13], ... per window: name, limit (integer string)
+-- ARGV[7] base (µc: the hold with no output), ARGV[8] the output's segments, in order,
+--         ' '-joined 'per:tokens' (µc per output token; tokens, or '' for all that are left):
+--         the hold of t tokens is base + the t tokens laid over the segments (past the last,
+--         free), ARGV[9] max tokens, ARGV[10] floor tokens,
+-- ARGV[11] floor amount (the hold at the floor), ARGV[12] now override in ms or '' (tests),
+-- ARGV[13], ARGV[14], ... per window: name, limit (integer string)
 -- Returns { 1, amount, tokens or '-1', balance, held } on success;
 --         { 0, kind ('credit' | window name), balance, held, required, used, reset ms or '' };
 --         { -2 } when not ready.
@@ -81,7 +82,7 @@ if ARGV[4] ~= '' then
   if not ready or ready:sub(1, 1) == 'L' then return { -2 } end
   if redis.call('EXISTS', ARGV[4] .. ':restoring') == 1 then return { -2 } end
 end
-local now = now_ms(ARGV[11])
+local now = now_ms(ARGV[12])
 
 -- 1. Stale holds of this account stop counting before anything is decided (they stay counted
 --    in their spend windows: an unsettled request errs toward the limit, never past it).
@@ -108,7 +109,7 @@ end
 local headroom = exact(balance, { prev, overdraft }, { held_before })
 local binding, binding_used, binding_reset = 'credit', '0', ''
 local windows = {}
-local w = 12
+local w = 13
 for i = 7, #KEYS do
   local name, limit = ARGV[w], ARGV[w + 1]
   w = w + 2
@@ -130,33 +131,44 @@ end
 
 -- 5. Admission: the full worst case fits, or (clamp) the largest max_tokens that fits down to
 --    the floor, or a refusal naming what binds.
-local tokens = ARGV[8] ~= '' and ARGV[8] or '-1'
+local tokens = ARGV[9] ~= '' and ARGV[9] or '-1'
 if cmp(headroom, amount) < 0 then
   if policy ~= 'clamp' then return refuse(amount) end
-  if cmp(headroom, ARGV[10]) < 0 then return refuse(ARGV[10]) end
-  -- Every value here is at most the pieces' hold at max tokens, which the caller keeps < 2^53,
-  -- so these doubles are exact integers; the loop corrects a quotient that rounded up. Each
-  -- piece that does not fit at its own reach bounds t; t is the least bound (never below the
-  -- floor, whose hold fits), and the hold is the largest piece at t.
-  local h, t = tonumber(headroom), tonumber(ARGV[8])
-  local pieces = {}
-  for b, p, c in string.gmatch(ARGV[7], '(%d+):(%d+):(%d*)') do
-    pieces[#pieces + 1] = { tonumber(b), tonumber(p), c ~= '' and tonumber(c) or nil }
+  if cmp(headroom, ARGV[11]) < 0 then return refuse(ARGV[11]) end
+  -- Every value here is at most the hold at max tokens, which the caller keeps < 2^53, so these
+  -- doubles are exact integers; the loop corrects a quotient that rounded up. The headroom
+  -- above base is spent over the segments in order: one that fits whole adds its tokens, the
+  -- first that does not adds what is left / its rate and ends the count (never below the
+  -- floor, whose hold fits); past the last segment tokens are free.
+  local b, max = tonumber(ARGV[7]), tonumber(ARGV[9])
+  local room, t, ended = tonumber(headroom) - b, 0, false
+  local segs = {}
+  for p, n in string.gmatch(ARGV[8], '(%d+):(%d*)') do
+    segs[#segs + 1] = { tonumber(p), n ~= '' and tonumber(n) or nil }
   end
-  for _, q in ipairs(pieces) do
-    local b, p, c = q[1], q[2], q[3]
-    local reach = (c and c < t) and c or t
-    if b + reach * p > h then
-      local u = math.floor((h - b) / p)
-      while b + u * p > h do u = u - 1 end
-      t = u
+  for _, s in ipairs(segs) do
+    local p, n = s[1], s[2]
+    if p == 0 then
+      t = n and t + n or max
+    elseif n and n * p <= room then
+      room = room - n * p
+      t = t + n
+    else
+      local u = math.floor(room / p)
+      while u * p > room do u = u - 1 end
+      t = t + u
+      ended = true
     end
+    if ended or not n or t >= max then break end
   end
-  local held = 0
-  for _, q in ipairs(pieces) do
-    local reach = (q[3] and q[3] < t) and q[3] or t
-    local v = q[1] + reach * q[2]
-    if v > held then held = v end
+  if not ended and (#segs == 0 or segs[#segs][2]) then t = max end
+  if t > max then t = max end
+  local held, left = b, t
+  for _, s in ipairs(segs) do
+    if left <= 0 then break end
+    local take = (s[2] and s[2] < left) and s[2] or left
+    held = held + take * s[1]
+    left = left - take
   end
   amount = string.format('%d', held)
   tokens = string.format('%d', t)
