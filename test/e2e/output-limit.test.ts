@@ -147,6 +147,13 @@ describe('max_tokens above the model\'s output limit', () => {
     const refused = await post(s.secret, body(100_000));
     assert.equal(refused.status, 402);
     assert.match(((await refused.json()) as { error: { message: string } }).error.message, /needs up to 118\.93176 credits \(its worst case at max_tokens 100000\)/);
+    // a request that may run several steps (a web search loop: 1 + max_uses = 2) may call opus-4
+    // in each, so nothing is capped: the input bound is sonnet-4-6's window × 2 steps = 2,000,000
+    // tokens at 720, one search at 240,000, and 100,000 × 1,800:
+    // 1,440,000,000 + 240,000 + 180,000,000 = 1,620,240,000 (capped: 1,559,040,000)
+    const looping = await post(s.secret, JSON.stringify({ ...JSON.parse(body(100_000)), tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }] }));
+    assert.equal(looping.status, 402);
+    assert.match(((await looping.json()) as { error: { message: string } }).error.message, /needs up to 1620\.24 credits \(its worst case at max_tokens 100000\)/);
     // clamp, exactly the worst case: served whole (no clamp), charged 5 × 180 + 10 × 900 = 9,900 µc
     const whole = await customer(stack.url, '118.93176');
     const served = await post(whole.secret, body(100_000));
@@ -176,6 +183,30 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.ok(e);
     assert.deepEqual([e.cost_micros, e.status, e.anomalies ?? []], ['111602700', 'ok', []]);
     assert.equal(await settledBalance(stack, split.accountId), 200_000_000n - 111_602_700n);
+    // the limit is per call: opus-4 named twice (alias and -thinking name) may write 32,000
+    // twice. 2 × (5 × 360 + 32,000 × 1,800) + 5 × 180 + 36,000 × 900 = 115,203,600 + 32,400,900
+    const twice = await customer(stack.url, 200);
+    const res2 = await post(twice.secret, JSON.stringify({
+      model: 'claude-sonnet-4-6', max_tokens: 100_000, inference_geo: 'global',
+      fallbacks: [{ model: 'claude-opus-4-0' }, { model: 'claude-opus-4-20250514-thinking' }],
+      messages: user('[[sim input=15 output=100000 iterations=message:claude-opus-4-20250514:5:32000,message:claude-opus-4-20250514:5:32000,message:claude-sonnet-4-6:5:36000]]'),
+    }));
+    assert.equal(res2.status, 200, await res2.clone().text());
+    await stack.tollgate.drain();
+    const e2 = await stack.tollgate.warehouse.getUsageEvent(res2.headers.get('request-id')!);
+    assert.deepEqual([e2?.cost_micros, e2?.status, e2?.anomalies ?? []], ['147604500', 'ok', []]);
+    // the 17th entry of a long fallbacks list serves and bills like the first, so it is held:
+    // 5 × 360 + 32,000 × 1,800 = 57,601,800
+    const long = await customer(stack.url, 200);
+    const res3 = await post(long.secret, JSON.stringify({
+      model: 'claude-sonnet-4-6', max_tokens: 32_000, inference_geo: 'global',
+      fallbacks: [...Array.from({ length: 16 }, () => ({ model: 'claude-haiku-4-5' })), { model: 'claude-opus-4-0' }],
+      messages: user('[[sim input=5 output=32000 served_model=claude-opus-4-20250514]]'),
+    }));
+    assert.equal(res3.status, 200, await res3.clone().text());
+    await stack.tollgate.drain();
+    const e3 = await stack.tollgate.warehouse.getUsageEvent(res3.headers.get('request-id')!);
+    assert.deepEqual([e3?.cost_micros, e3?.status, e3?.anomalies ?? []], ['57601800', 'ok', []]);
   });
 
   test('GET /v1/models states each model\'s limits in Anthropic\'s fields (max_input_tokens, max_tokens)', async () => {

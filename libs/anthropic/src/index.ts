@@ -20,6 +20,7 @@ export type {
 } from './types.ts';
 export {
   CONTROL_CHARACTER,
+  mayCompact,
   prewarms,
   validateCountTokensRequest,
   validateModelId,

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  mayCompact,
   validateCountTokensRequest,
   validateMessagesRequest,
 } from './request.ts';
@@ -143,4 +144,18 @@ test('a key that differs from a Messages API field only in letter case is refuse
     X_Custom: 1,
   };
   assert.equal(validateMessagesRequest(free), free);
+});
+
+test('mayCompact: a context_management that may compact (a step the upstream bills) — any edit but clearing ones, or another shape', () => {
+  assert.equal(mayCompact({}), false);
+  assert.equal(mayCompact({ context_management: null }), false);
+  // Claude Code's edits only clear content
+  assert.equal(mayCompact({ context_management: { edits: [{ type: 'clear_thinking_20251015', keep: 'all' }, { type: 'clear_tool_uses_20250919' }] } }), false);
+  assert.equal(mayCompact({ context_management: { edits: [] } }), false);
+  assert.equal(mayCompact({ context_management: { edits: [{ type: 'clear_thinking_20251015' }, { type: 'compact_20260112' }] } }), true);
+  assert.equal(mayCompact({ context_management: { edits: [{ type: 7 }] } }), true);
+  assert.equal(mayCompact({ context_management: { edits: [null] } }), true);
+  assert.equal(mayCompact({ context_management: {} }), true);
+  assert.equal(mayCompact({ context_management: 'compact' }), true);
+  assert.equal(mayCompact(null), false);
 });

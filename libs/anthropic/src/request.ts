@@ -183,6 +183,23 @@ export function prewarms(body: unknown): boolean {
 }
 
 /**
+ * Whether a Messages body's `context_management` may compact the conversation, which the
+ * upstream bills as a sampling step of its own (`usage.iterations` type `compaction`): any
+ * edit but those that only clear content (`clear_tool_uses_*`, `clear_thinking_*`: Claude
+ * Code's edits on every request), or a value of another shape. No `context_management`: false.
+ */
+export function mayCompact(body: unknown): boolean {
+  const cm = typeof body === 'object' && body !== null ? (body as { context_management?: unknown }).context_management : undefined;
+  if (cm === undefined || cm === null) return false;
+  const edits = typeof cm === 'object' ? (cm as { edits?: unknown }).edits : undefined;
+  if (!Array.isArray(edits)) return true;
+  return edits.some((e) => {
+    const type = e !== null && typeof e === 'object' ? (e as { type?: unknown }).type : undefined;
+    return typeof type !== 'string' || !/^clear_(tool_uses|thinking)_/.test(type);
+  });
+}
+
+/**
  * Checks a `/v1/messages` body: object, non-empty `model`, `messages` array, `max_tokens` an
  * integer ≥ 0 (0 pre-warms the prompt cache without generating: Anthropic "Prompt caching",
  * "Pre-warming the cache", and the SDK's `max_tokens` doc). With `defaultMaxTokens`, an absent `max_tokens` (not a null one) is filled in

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { bundledCatalogPath, loadCatalogFile, parseCatalog } from './catalog.ts';
 import { PriceBook } from './book.ts';
-import { holdBound } from './price.ts';
+import { holdBound, resolveServing } from './price.ts';
 import type { HoldRequest, PriceVersion } from './price.ts';
 import { resolveModel } from './resolve.ts';
 import { admission, type Admission } from './admission.ts';
@@ -98,6 +98,43 @@ test('fallback output limit: a fallback reached only through a mapping rule is n
   // named exactly as well as through the rule: the rule's reach wins
   assert.equal(holdBound(v, m, { ...WITH_OPUS4, fallbacks: ['claude-opus-4-0', 'claude-opus-4-7'] }), 180_720_000n);
   assert.equal(holdBound(v, m, WITH_OPUS4), 119_520_000n);
+});
+
+test('fallback output limit: the limit is per call: a fallback named twice may write it twice, and a request of several steps caps no fallback', () => {
+  const m = model(cny, 'claude-sonnet-4-6');
+  // opus-4 by alias and by its -thinking name: two calls of up to 32,000 each:
+  // 720,000 + 64,000 × 1,800 + 36,000 × 900 = 720,000 + 115,200,000 + 32,400,000
+  const twice = admission(cny, m, { ...WITH_OPUS4, fallbacks: ['claude-opus-4-0', 'claude-opus-4-20250514-thinking'] }, 'clamp', 1);
+  assert.deepEqual([twice.amount, twice.segments], [148_320_000n, [{ perOutputToken: 1_800n, tokens: 64_000 }, { perOutputToken: 900n, tokens: null }]]);
+  // the catalog's fallback_models entry and the body's name are two calls too
+  const doc = JSON.parse(readFileSync(bundledCatalogPath('cny'), 'utf8'));
+  doc.models.find((x: { id: string }) => x.id === 'claude-sonnet-4-6').fallback_models = ['claude-opus-4-20250514'];
+  const v = new PriceBook(parseCatalog(doc)).current();
+  assert.equal(holdBound(v, model(v, 'claude-sonnet-4-6'), WITH_OPUS4), 148_320_000n);
+  // a server-tool loop or a compaction may call opus-4 in every step: no cap,
+  // 720,000 + 100,000 × 1,800
+  for (const steps of [2, 10]) {
+    const a = admission(cny, m, { ...WITH_OPUS4, steps }, 'clamp', 1);
+    assert.deepEqual([a.amount, a.segments], [180_720_000n, [{ perOutputToken: 1_800n, tokens: null }]], `steps ${steps}`);
+  }
+  assert.equal(holdBound(cny, m, { ...WITH_OPUS4, steps: 1 }), 119_520_000n);
+});
+
+test('serving models are held by every name pricing knows them by: an upstream model name, every entry of a long fallbacks list', () => {
+  const doc = JSON.parse(readFileSync(bundledCatalogPath('cny'), 'utf8'));
+  doc.models.find((x: { id: string }) => x.id === 'claude-opus-4-20250514').upstream_model = 'anthropic.claude-opus-4-20250514-v1:0';
+  const v = new PriceBook(parseCatalog(doc)).current();
+  const m = model(v, 'claude-sonnet-4-6');
+  // priced as opus-4 when it serves (resolveServing), so held as opus-4: 119,520,000 as above
+  // (it was held as sonnet alone: 360,000 + 100,000 × 900 = 90,360,000)
+  assert.equal(resolveServing(v.catalog, 'anthropic.claude-opus-4-20250514-v1:0', m).model.id, 'claude-opus-4-20250514');
+  assert.equal(holdBound(v, m, { ...WITH_OPUS4, fallbacks: ['anthropic.claude-opus-4-20250514-v1:0'] }), 119_520_000n);
+  // an advisor named by its upstream model is held at that model too
+  const adv = (name: string) => holdBound(v, m, { inputTokens: 1_000, maxTokens: 1_000, speed: 'standard', inferenceGeo: 'global', advisors: [{ model: name, maxUses: 1 }] });
+  assert.equal(adv('anthropic.claude-opus-4-20250514-v1:0'), adv('claude-opus-4-20250514'));
+  // the 17th entry of a body's fallbacks serves (and bills) as well as the first
+  const long = [...Array.from({ length: 16 }, () => 'claude-haiku-4-5'), 'claude-opus-4-0'];
+  assert.equal(holdBound(cny, model(cny, 'claude-sonnet-4-6'), { ...WITH_OPUS4, fallbacks: long }), 119_520_000n);
 });
 
 test('a fallback no dearer per output token than the requested model adds no segment; the requested model named as its own fallback changes nothing', () => {

@@ -233,12 +233,22 @@ function priceSegment(catalog: Catalog, seg: Segment, c: Conditions, list: Price
  * with `resolved: false`. Billing itemises usage under this model (the one the price came from).
  */
 export function resolveServing(catalog: Catalog, name: string, fallback: CatalogModel): { model: CatalogModel; resolved: boolean } {
-  // the request's own model first: two catalog entries may sell one upstream model at different prices
-  if (fallback.upstreamModel === name || fallback.id === name) return { model: fallback, resolved: true };
-  const byUpstream = catalog.models.find((m) => m.upstreamModel === name);
-  if (byUpstream !== undefined) return { model: byUpstream, resolved: true };
-  const hit = resolveModel(catalog, name);
+  const hit = servingModel(catalog, name, fallback);
   return hit === undefined ? { model: fallback, resolved: false } : { model: hit.model, resolved: true };
+}
+
+/**
+ * `resolveServing`'s rule, with whether the name is the model's own (`exact`: its id, upstream
+ * model, alias, `-thinking` or `/provider` name) rather than a mapping rule's reach; undefined
+ * when no catalog model sells the name.
+ */
+function servingModel(catalog: Catalog, name: string, requested: CatalogModel): { model: CatalogModel; exact: boolean } | undefined {
+  // the request's own model first: two catalog entries may sell one upstream model at different prices
+  if (requested.upstreamModel === name || requested.id === name) return { model: requested, exact: true };
+  const byUpstream = catalog.models.find((m) => m.upstreamModel === name);
+  if (byUpstream !== undefined) return { model: byUpstream, exact: true };
+  const hit = resolveModel(catalog, name);
+  return hit === undefined ? undefined : { model: hit.model, exact: hit.via !== 'mapping' };
 }
 
 /**
@@ -376,6 +386,12 @@ export interface HoldRequest {
   readonly fallbacks?: readonly string[];
   /** the request's `anthropic-beta` header: betas that raise a fallback's output limit (`max_output_tokens_betas`) */
   readonly anthropicBeta?: string | readonly string[];
+  /**
+   * The sampling steps the request may run (`inputTokenBound`'s iterations: 1, or a server-tool
+   * loop's; more than 1 for a request that may compact its context). Default 1. Only a one-step
+   * request has its fallbacks' output capped at their limits (`holdTerms`).
+   */
+  readonly steps?: number;
 }
 
 /**
@@ -386,7 +402,8 @@ export interface HoldRequest {
 export function requestFallbacks(fallbacks: unknown): string[] {
   if (!Array.isArray(fallbacks)) return [];
   const out: string[] = [];
-  for (const f of fallbacks.slice(0, 16)) {
+  // Every entry: each is forwarded and can serve (and bill) the request.
+  for (const f of fallbacks) {
     const model = typeof f === 'string' ? f : f !== null && typeof f === 'object' ? (f as Record<string, unknown>).model : undefined;
     if (typeof model === 'string' && model.length > 0 && model.length <= 200) out.push(model);
   }
@@ -520,7 +537,7 @@ interface ServingPart {
   fixedInput: Rational;
   units: Rational;
   out: Rational;
-  /** undefined: no cap (the requested model; a fallback reached through a mapping rule or without a catalog limit) */
+  /** output tokens it can write in all its calls, or undefined: no cap (the requested model; a fallback reached through a mapping rule or without a catalog limit; any model of a request of more than one step) */
   cap: number | undefined;
 }
 
@@ -528,17 +545,19 @@ interface ServingPart {
  * The hold of a request (see `holdBound`) and its admission terms, in one pricing pass.
  *
  * Output can be written by several models of one request: `usage.iterations` prices each step
- * (a fallback's, a server-tool loop's) at its own model, so the worst case of t output tokens
- * is every fallback dearer than the cheapest uncapped model filled to its own output limit,
- * dearest first, and that uncapped model (the requested one, at the latest) for the rest. A
- * fallback's limit is its catalog `max_output_tokens` (raised by the betas the request names,
- * `maxOutputTokensFor`) when the catalog knows the fallback's name exactly (id, alias,
- * `-thinking`, `/provider`); a name that reaches a catalog model only through a mapping rule
- * may be another model upstream, so it has no cap. The requested model has none either: the
- * edge refuses a `max_tokens` above the limit of the model actually sent. The input side and
- * the server tools are held at the dearest model's. Sonnet 4.6 at max_tokens 100,000 with an
- * Opus 4 fallback (32,000 out, twice the rate) holds 32,000 at Opus 4's rate and 68,000 at
- * Sonnet's, where one rate for all 100,000 held 180 credits for 119.
+ * (a fallback's, a server-tool loop's) at its own model, so the worst case of t output tokens is
+ * every fallback dearer than the cheapest uncapped model filled to its cap, dearest first, and
+ * that uncapped model (the requested one, at the latest) for the rest. A fallback is capped only
+ * on a one-step request (`steps` 1: no server-tool loop, no compaction), where each time it is
+ * named (the catalog's `fallback_models`, each entry of the body's `fallbacks`) is one call
+ * at most, and each call writes at most its catalog `max_output_tokens` (raised by the betas the
+ * request names, `maxOutputTokensFor`): its cap is that limit × the times it is named. A name
+ * that reaches a catalog model only through a mapping rule may be another model upstream, so it
+ * has no cap; nor does the requested model (the edge refuses a `max_tokens` above the limit of
+ * the model actually sent), nor any fallback of a request that may run more steps. The input
+ * side and the server tools are held at the dearest model's. Sonnet 4.6 at max_tokens 100,000
+ * with an Opus 4 fallback (32,000 out, twice the rate) holds 32,000 at Opus 4's rate and 68,000
+ * at Sonnet's, where one rate for all 100,000 held 180 credits for 119.
  * Throws RangeError on bad counts, HoldBoundError on a priced tool with no bound.
  */
 export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldRequest): HoldTerms {
@@ -548,13 +567,15 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   let fixed = ZERO;
   let units = ZERO;
   const parts: ServingPart[] = [];
-  for (const [candidate, capped] of servingCandidates(catalog, model, req.fallbacks)) {
+  const oneStep = (req.steps ?? 1) <= 1;
+  for (const [candidate, calls] of servingCandidates(catalog, model, req.fallbacks)) {
     const r = holdRates(catalog, candidate, req.inputTokens, c, list);
+    const limit = oneStep && calls > 0 ? maxOutputTokensFor(candidate, req.anthropicBeta) : undefined;
     const part: ServingPart = {
       fixedInput: mul(rat(inputTokens * r.dearestInput, PER_MTOK), r.factor),
       units: unitsHold(catalog, candidate, req, c, list),
       out: mul(rat(r.output, PER_MTOK), r.factor),
-      cap: capped ? maxOutputTokensFor(candidate, req.anthropicBeta) : undefined,
+      cap: limit === undefined ? undefined : limit * calls,
     };
     if (cmp(part.fixedInput, fixed) > 0) fixed = part.fixedInput;
     if (cmp(part.units, units) > 0) units = part.units;
@@ -604,7 +625,7 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
   for (const x of req.extra ?? []) sum = add(sum, modelHold(catalog, x.model, x.inputTokens, x.maxTokens, c, list));
   for (const a of req.advisors ?? []) {
     // An advisor the catalog does not know is priced at the requested model (recorded as unpriced).
-    const at = resolveModel(catalog, a.model)?.model ?? model;
+    const at = servingModel(catalog, a.model, model)?.model ?? model;
     const calls = count(a.maxUses ?? catalog.advisorHold.maxUses, 'advisor max_uses');
     let dearest: Rational | undefined;
     for (const candidate of servingCandidates(catalog, at).keys()) {
@@ -618,18 +639,23 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
 
 /**
  * `model`, the catalog models it may fall back to, and the catalog models of `named` (a
- * request's own fallbacks), each once, with whether its output may be capped at its own limit:
- * not the requested model, nor a model some name reaches only through a mapping rule.
+ * request's own fallbacks, resolved as a served model is priced: `resolveServing`), each once,
+ * with the calls it may be asked for: the times it is named, or 0 for no cap (the requested
+ * model; a model some name reaches only through a mapping rule).
  */
-function servingCandidates(catalog: Catalog, model: CatalogModel, named: readonly string[] = []): Map<CatalogModel, boolean> {
-  const out = new Map<CatalogModel, boolean>([[model, false]]);
-  for (const m of catalog.models) if (model.fallbackModels.has(m.id) && !out.has(m)) out.set(m, true);
-  for (const name of named) {
+function servingCandidates(catalog: Catalog, model: CatalogModel, named: readonly string[] = []): Map<CatalogModel, number> {
+  const out = new Map<CatalogModel, number>([[model, 0]]);
+  const name = (m: CatalogModel, exact: boolean) => {
+    const calls = out.get(m);
+    out.set(m, calls === 0 || !exact ? 0 : (calls ?? 0) + 1);
+  };
+  for (const m of catalog.models) if (model.fallbackModels.has(m.id)) name(m, true);
+  const seen = new Map<string, { model: CatalogModel; exact: boolean } | undefined>();
+  for (const n of named) {
+    let hit = seen.get(n);
+    if (!seen.has(n)) seen.set(n, hit = servingModel(catalog, n, model));
     // A fallback the catalog does not know is priced at the requested model (unpriced): covered.
-    const hit = resolveModel(catalog, name);
-    if (hit === undefined) continue;
-    const exact = hit.via !== 'mapping';
-    out.set(hit.model, out.has(hit.model) ? out.get(hit.model)! && exact : exact);
+    if (hit !== undefined) name(hit.model, hit.exact);
   }
   return out;
 }

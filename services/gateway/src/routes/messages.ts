@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import {
-  createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, prewarms, readMessage, SseFramer, sseErrorEvent,
+  createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, mayCompact, prewarms, readMessage, SseFramer, sseErrorEvent,
   upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
 import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
@@ -615,8 +615,9 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
       // every model the request can be served by: its fallbacks (body and catalog) and advisors
       // (a pre-warm calls no advisor)
       advisors: prewarms(x.body) ? [] : advisorTools(x.body.tools), fallbacks: requestFallbacks((x.body as Record<string, unknown>).fallbacks),
-      // a fallback writes at most its own output limit, raised by the betas the request names
-      anthropicBeta: x.request.headers['anthropic-beta'],
+      // a fallback writes at most its own output limit per call, raised by the betas the request
+      // names; counted only for a one-step request (no server-tool loop, no compaction)
+      anthropicBeta: x.request.headers['anthropic-beta'], steps: holdSteps(x),
       // one step of the server loop reads at most the estimate over its steps (an advisor call reads one)
       stepInputTokens: x.body.max_tokens > 0 ? Math.ceil(x.estimate / Math.max(1, Math.round(x.maxOutputTokens / x.body.max_tokens))) : x.estimate,
     }, policy, floorTokens);
@@ -626,6 +627,16 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
     }
     throw err;
   }
+}
+
+/**
+ * The sampling steps a request may run, for its hold (`HoldRequest.steps`): the input bound's
+ * iterations (1, or the server-tool loop's), and at least 2 when its `context_management` may
+ * compact (`mayCompact`: a compaction is a step of its own in `usage.iterations`).
+ */
+function holdSteps(x: Exchange): number {
+  const iterations = x.body.max_tokens > 0 ? Math.max(1, Math.round(x.maxOutputTokens / x.body.max_tokens)) : 1;
+  return mayCompact(x.body) ? Math.max(2, iterations) : iterations;
 }
 
 /**
