@@ -126,12 +126,11 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.deepEqual([(await simRequests(stack.simUrl, 1))[0]!.body['model'], (await simRequests(stack.simUrl, 1))[0]!.body['max_tokens']], ['claude-sonnet-by-glob', 130_000]);
   });
 
-  test('fallback output limit: a fallback is held for at most its own output limit, the rest of max_tokens at the requested model', async () => {
+  test('fallback attempts: each fallbacks entry is held as an attempt of its own, at most its own output limit, its own max_tokens and speed', async () => {
     // sonnet-4-6 asked (cny, inference_geo global: no us_geo factor): input-side 360, output 900
-    // µc per token; its fallback opus-4 writes at most 32,000 tokens: 720 and 1,800. The input
-    // bound is one token per byte of the body (B), held at the dearer input side. Output can be
-    // split between the two (usage.iterations prices each step at its own model), so the worst
-    // case is opus-4's 32,000 and sonnet for the rest.
+    // µc per token; the opus-4 entry writes at most 32,000 tokens: 720 and 1,800. Each attempt
+    // reads the prompt, whose bound is one token per byte of the body (B); the declined sonnet
+    // attempt may have written its whole max_tokens before opus-4 took over.
     const body = (maxTokens: number, text = '[[sim input=5 output=10]]') => JSON.stringify({
       model: 'claude-sonnet-4-6', max_tokens: maxTokens, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0' }],
       messages: user(text),
@@ -140,73 +139,99 @@ describe('max_tokens above the model\'s output limit', () => {
     const post = (secret: string, b: string) => fetch(`${stack.url}/v1/messages`, {
       method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': secret }, body: b,
     });
-    // strict: 183 × 720 + 32,000 × 1,800 + 68,000 × 900 = 131,760 + 57,600,000 + 61,200,000 =
-    // 118,931,760; opus-4 for all 100,000 tokens held 131,760 + 180,000,000 = 180,131,760
+    const charged = async (res: Response) => {
+      assert.equal(res.status, 200, await res.clone().text());
+      await stack.tollgate.drain();
+      const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+      return [e?.cost_micros, e?.status, e?.anomalies ?? []];
+    };
+    // strict: 183 × (360 + 720) + 100,000 × 900 + 32,000 × 1,800 = 197,640 + 90,000,000 +
+    // 57,600,000 = 147,797,640; opus-4 for all 100,000 would be 180,000,000 of output alone
     const s = await customer(stack.url, 1);
     assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${s.accountId}`, { admission_policy: 'strict' })).status, 200);
     const refused = await post(s.secret, body(100_000));
     assert.equal(refused.status, 402);
-    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /needs up to 118\.93176 credits \(its worst case at max_tokens 100000\)/);
+    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /needs up to 147\.79764 credits \(its worst case at max_tokens 100000\)/);
     // a request that may run several steps (a web search loop: 1 + max_uses = 2) may call opus-4
     // in each, so nothing is capped: the input bound is sonnet-4-6's window × 2 steps = 2,000,000
-    // tokens at 720, one search at 240,000, and 100,000 × 1,800:
-    // 1,440,000,000 + 240,000 + 180,000,000 = 1,620,240,000 (capped: 1,559,040,000)
+    // tokens, read by both attempts (× 360 and × 720), one search each (240,000), 100,000 × 2,700:
+    // 720,000,000 + 1,440,000,000 + 480,000 + 270,000,000
     const looping = await post(s.secret, JSON.stringify({ ...JSON.parse(body(100_000)), tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }] }));
     assert.equal(looping.status, 402);
-    assert.match(((await looping.json()) as { error: { message: string } }).error.message, /needs up to 1620\.24 credits \(its worst case at max_tokens 100000\)/);
+    assert.match(((await looping.json()) as { error: { message: string } }).error.message, /needs up to 2430\.48 credits \(its worst case at max_tokens 100000\)/);
     // clamp, exactly the worst case: served whole (no clamp), charged 5 × 180 + 10 × 900 = 9,900 µc
-    const whole = await customer(stack.url, '118.93176');
+    const whole = await customer(stack.url, '147.79764');
     const served = await post(whole.secret, body(100_000));
     assert.equal(served.status, 200, await served.clone().text());
     assert.equal(served.headers.get('tollgate-max-tokens-clamped'), null);
     assert.equal((await simRequests(stack.simUrl, 1))[0]!.body['max_tokens'], 100_000);
-    assert.equal(await settledBalance(stack, whole.accountId), 118_931_760n - 9_900n);
-    // at 40,000: 182 × 720 + 57,600,000 + 8,000 × 900 = 64,931,040 (one rate for all, 72,131,040).
-    // One µc less: opus-4's 32,000 fit, and ⌊(64,931,039 − 131,040 − 57,600,000) / 900⌋ = 7,999
-    // more at sonnet's rate: 39,999 tokens (one rate for all would have sent 35,999)
-    const short = await customer(stack.url, '64.931039');
+    assert.equal(await settledBalance(stack, whole.accountId), 147_797_640n - 9_900n);
+    // at 40,000: 182 × 1,080 + 40,000 × 900 + 32,000 × 1,800 = 93,796,560. One µc less: both
+    // write the first 32,000 (86,400,000 at 2,700), and ⌊(93,796,559 − 196,560 − 86,400,000) /
+    // 900⌋ = 7,999 more at sonnet's rate: 39,999 tokens
+    const short = await customer(stack.url, '93.796559');
     const clamped = await post(short.secret, body(40_000));
     assert.equal(clamped.status, 200, await clamped.clone().text());
     assert.equal(clamped.headers.get('tollgate-max-tokens-clamped'), '40000->39999');
     assert.equal((await simRequests(stack.simUrl, 1))[0]!.body['max_tokens'], 39_999);
-    assert.equal(await settledBalance(stack, short.accountId), 64_931_039n - 9_900n);
-    // output split between the models, each within its limit: charged in full, within the hold.
-    // sonnet 5 × 180 + 60,000 × 900 = 54,000,900; opus-4 5 × 360 + 32,000 × 1,800 = 57,601,800
-    const split = await customer(stack.url, 200);
-    const res = await post(split.secret, body(100_000,
-      '[[sim input=10 output=92000 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:60000,message:claude-opus-4-20250514:5:32000]]'));
-    assert.equal(res.status, 200, await res.clone().text());
-    const id = res.headers.get('request-id');
-    assert.ok(id);
-    await stack.tollgate.drain();
-    const e = await stack.tollgate.warehouse.getUsageEvent(id);
-    assert.ok(e);
-    assert.deepEqual([e.cost_micros, e.status, e.anomalies ?? []], ['111602700', 'ok', []]);
-    assert.equal(await settledBalance(stack, split.accountId), 200_000_000n - 111_602_700n);
-    // the limit is per call: opus-4 named twice (alias and -thinking name) may write 32,000
-    // twice. 2 × (5 × 360 + 32,000 × 1,800) + 5 × 180 + 36,000 × 900 = 115,203,600 + 32,400,900
-    const twice = await customer(stack.url, 200);
-    const res2 = await post(twice.secret, JSON.stringify({
+    assert.equal(await settledBalance(stack, short.accountId), 93_796_559n - 9_900n);
+    // what the attempts can write is charged in full, within the hold:
+    const rich = await customer(stack.url, 1_000);
+    // sonnet declines after 60,000, opus-4 writes 32,000: 5 × 180 + 60,000 × 900 + 5 × 360 + 32,000 × 1,800
+    assert.deepEqual(await charged(await post(rich.secret, body(100_000,
+      '[[sim input=10 output=92000 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:60000,fallback_message:claude-opus-4-20250514:5:32000]]'))),
+    ['111602700', 'ok', []]);
+    // sonnet declines after 64,000, opus-4 then writes 32,000 more
+    assert.deepEqual(await charged(await post(rich.secret, body(64_000,
+      '[[sim input=10 output=64000 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:60000,fallback_message:claude-opus-4-20250514:5:32000]]'))),
+    ['111602700', 'ok', []]);
+    // opus-4 named twice (alias and -thinking name), two attempts of 32,000:
+    // 2 × (5 × 360 + 32,000 × 1,800) + 5 × 180 + 36,000 × 900 = 115,203,600 + 32,400,900
+    assert.deepEqual(await charged(await post(rich.secret, JSON.stringify({
       model: 'claude-sonnet-4-6', max_tokens: 100_000, inference_geo: 'global',
       fallbacks: [{ model: 'claude-opus-4-0' }, { model: 'claude-opus-4-20250514-thinking' }],
-      messages: user('[[sim input=15 output=100000 iterations=message:claude-opus-4-20250514:5:32000,message:claude-opus-4-20250514:5:32000,message:claude-sonnet-4-6:5:36000]]'),
-    }));
-    assert.equal(res2.status, 200, await res2.clone().text());
-    await stack.tollgate.drain();
-    const e2 = await stack.tollgate.warehouse.getUsageEvent(res2.headers.get('request-id')!);
-    assert.deepEqual([e2?.cost_micros, e2?.status, e2?.anomalies ?? []], ['147604500', 'ok', []]);
-    // the 17th entry of a long fallbacks list serves and bills like the first, so it is held:
-    // 5 × 360 + 32,000 × 1,800 = 57,601,800
-    const long = await customer(stack.url, 200);
-    const res3 = await post(long.secret, JSON.stringify({
+      messages: user('[[sim input=15 output=100000 iterations=message:claude-sonnet-4-6:5:36000,fallback_message:claude-opus-4-20250514:5:32000,fallback_message:claude-opus-4-20250514:5:32000]]'),
+    }))), ['147604500', 'ok', []]);
+    // an entry's own max_tokens above the request's: 5 × 360 + 32,000 × 1,800
+    assert.deepEqual(await charged(await post(rich.secret, JSON.stringify({
+      model: 'claude-sonnet-4-6', max_tokens: 1_024, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }],
+      messages: user('[[sim input=5 output=1024 served_model=claude-opus-4-20250514 iterations=fallback_message:claude-opus-4-20250514:5:32000]]'),
+    }))), ['57601800', 'ok', []]);
+    // an entry's own speed: opus-4-6 fast (1,800 input, 9,000 output): 5 × 1,800 + 8,000 × 9,000
+    assert.deepEqual(await charged(await post(rich.secret, JSON.stringify({
+      model: 'claude-sonnet-4-6', max_tokens: 8_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-6', speed: 'fast' }],
+      messages: user('[[sim input=5 output=8000 speed=fast served_model=claude-opus-4-6 iterations=fallback_message:claude-opus-4-6:5:8000]]'),
+    }))), ['72009000', 'ok', []]);
+    // the 17th entry as well as the first: 5 × 360 + 32,000 × 1,800
+    assert.deepEqual(await charged(await post(rich.secret, JSON.stringify({
       model: 'claude-sonnet-4-6', max_tokens: 32_000, inference_geo: 'global',
       fallbacks: [...Array.from({ length: 16 }, () => ({ model: 'claude-haiku-4-5' })), { model: 'claude-opus-4-0' }],
       messages: user('[[sim input=5 output=32000 served_model=claude-opus-4-20250514]]'),
-    }));
-    assert.equal(res3.status, 200, await res3.clone().text());
-    await stack.tollgate.drain();
-    const e3 = await stack.tollgate.warehouse.getUsageEvent(res3.headers.get('request-id')!);
-    assert.deepEqual([e3?.cost_micros, e3?.status, e3?.anomalies ?? []], ['57601800', 'ok', []]);
+    }))), ['57601800', 'ok', []]);
+  });
+
+  test('fallback entries the hold cannot bound are refused at the edge, nothing sent or held; "default" is refused to a key with allowed_models', async () => {
+    const seenBefore = JSON.stringify(await simRequests(stack.simUrl, 1));
+    const cases: Array<[unknown, string]> = [
+      [[{ model: 'claude-opus-4-0', max_tokens: 40_000 }], 'fallbacks[0].max_tokens: 40000 > 32000, which is the maximum allowed number of output tokens for claude-opus-4-0'],
+      [[{ model: 'claude-haiku-4-5' }, { model: 'claude-opus-4-0', max_tokens: '100' }], 'fallbacks[1].max_tokens: Input should be a valid integer'],
+      [[{ model: 'claude-opus-4-0', max_tokens: 0 }], 'fallbacks[0].max_tokens: Input should be greater than or equal to 1'],
+      [[{ model: 'claude-opus-4-0', max_tokens: 1.5 }], 'fallbacks[0].max_tokens: Input should be a valid integer'],
+      [[{ model: 'claude-opus-4-6', speed: 'turbo' }], "fallbacks[0].speed: Input should be 'standard' or 'fast'"],
+    ];
+    for (const [fallbacks, message] of cases) {
+      const err = await c.client.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 16, fallbacks, messages: user('hi') } as never).then(
+        () => assert.fail(`${JSON.stringify(fallbacks)} was served`), (e: unknown) => e);
+      assert.ok(err instanceof Anthropic.BadRequestError, String(err));
+      assert.equal((err.error as { error: { message: string } }).error.message, message);
+    }
+    assert.equal(JSON.stringify(await simRequests(stack.simUrl, 1)), seenBefore, 'nothing reached the upstream');
+    const limited = await customer(stack.url, 10);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/keys/${limited.keyId}`, { allowed_models: ['claude-sonnet-4-6'] })).status, 200);
+    const err = await limited.client.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 16, fallbacks: 'default', messages: user('hi') } as never).then(
+      () => assert.fail('default fallbacks were served'), (e: unknown) => e);
+    assert.ok(err instanceof Anthropic.PermissionDeniedError, String(err));
+    assert.match((err.error as { error: { message: string } }).error.message, /^fallbacks: "default" lets the upstream choose the fallback model/);
   });
 
   test('GET /v1/models states each model\'s limits in Anthropic\'s fields (max_input_tokens, max_tokens)', async () => {

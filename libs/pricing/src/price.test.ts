@@ -412,9 +412,10 @@ test('serving conditions dearer than the requested model are held: catalog fallb
   assert.equal(priceRequest(v, quantities({ cache_write_1h: 1000, output: 100 }), { model: haiku, servedModel: 'claude-opus-4-6' }).costMicros, 750_000n);
   // units are held at the dearest candidate too: + 3 × 240,000
   assert.equal(holdBound(v, haiku, { ...std, units: { web_search_requests: 3 } }), 1_470_000n);
-  // the request's own fallbacks: sonnet-4-6 → 1,000 × 360 + 100 × 900 = 450,000; an unknown one is priced at haiku
-  assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), { ...std, fallbacks: ['claude-sonnet-4-6', 'gpt-x'] }), 450_000n);
-  assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), { ...std, fallbacks: ['gpt-x'] }), 60_000n);
+  // the request's own fallbacks, an attempt each after haiku's: sonnet-4-6 1,000 × 360 + 100 × 900
+  // = 450,000; an unknown one priced at haiku, 60,000: 60,000 + 450,000 + 60,000
+  assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), { ...std, fallbacks: ['claude-sonnet-4-6', 'gpt-x'] }), 570_000n);
+  assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), { ...std, fallbacks: ['gpt-x'] }), 120_000n);
   // advisor opus-4-6, max_uses 2: each call 1,000 × 600 + 4,096 × 1,500 = 6,744,000; + 60,000
   const h = model(cny, 'claude-haiku-4-5');
   assert.equal(holdBound(cny, h, { ...std, advisors: [{ model: 'claude-opus-4-6', maxUses: 2 }] }), 13_548_000n);

@@ -382,8 +382,13 @@ export interface HoldRequest {
    * each at most one context window): what one advisor call can read. Default `inputTokens`.
    */
   readonly stepInputTokens?: number;
-  /** models the request itself names as fallbacks (`requestFallbacks(body.fallbacks)`), beside the catalog's `fallback_models` */
-  readonly fallbacks?: readonly string[];
+  /**
+   * The request's own fallback attempts (`requestFallbackAttempts(body.fallbacks)`; a bare name
+   * is an attempt at the request's `max_tokens` and speed), beside the catalog's `fallback_models`
+   */
+  readonly fallbacks?: ReadonlyArray<string | FallbackAttempt>;
+  /** `fallbacks: "default"`: the upstream picks the fallback model (held as one attempt at the catalog's dearest model) */
+  readonly defaultFallbacks?: boolean;
   /** the request's `anthropic-beta` header: betas that raise a fallback's output limit (`max_output_tokens_betas`) */
   readonly anthropicBeta?: string | readonly string[];
   /**
@@ -408,6 +413,37 @@ export function requestFallbacks(fallbacks: unknown): string[] {
     if (typeof model === 'string' && model.length > 0 && model.length <= 200) out.push(model);
   }
   return out;
+}
+
+/**
+ * One entry of a Messages request's `fallbacks` (Anthropic server-side fallback beta: when the
+ * requested model declines, each entry is tried in order, one attempt each, with the entry's
+ * own `max_tokens` and `speed` in place of the request's when it sets them).
+ */
+export interface FallbackAttempt {
+  /** the entry's `model` ('' when it has none: held at the requested model, as an unknown name) */
+  readonly model: string;
+  /** the entry's own `max_tokens`, or null for the request's */
+  readonly maxTokens: number | null;
+  /** the entry's `speed`: 'fast' or 'standard'; null runs standard; undefined: the request's speed */
+  readonly speed?: string | null;
+}
+
+/**
+ * The attempts a Messages request's `fallbacks` asks for, one per entry (`{model, max_tokens,
+ * speed}` or a bare name), whatever the entry's shape (a `max_tokens` that is not a number counts
+ * as absent: the gateway refuses such a body before holding). Not an array (`"default"`,
+ * absent): none. Never throws.
+ */
+export function requestFallbackAttempts(fallbacks: unknown): FallbackAttempt[] {
+  if (!Array.isArray(fallbacks)) return [];
+  return fallbacks.map((f): FallbackAttempt => {
+    if (typeof f === 'string') return { model: f, maxTokens: null };
+    const e = f !== null && typeof f === 'object' ? f as Record<string, unknown> : {};
+    const maxTokens = typeof e.max_tokens === 'number' && Number.isSafeInteger(e.max_tokens) && e.max_tokens >= 0 ? e.max_tokens : null;
+    const speed = typeof e.speed === 'string' || e.speed === null ? e.speed : undefined;
+    return { model: typeof e.model === 'string' ? e.model : '', maxTokens, ...(speed === undefined ? {} : { speed }) };
+  });
 }
 
 /** An advisor tool of a request: the model it consults and its `max_uses` (null when absent). */
@@ -526,79 +562,100 @@ export interface HoldSegment {
  */
 export interface HoldTerms {
   readonly amount: bigint;
-  /** the hold with no output, µc, rounded up: the dearest input side and server tools of every serving model, plus advisor calls and `extra` */
+  /** the hold with no output at the request's max_tokens, µc, rounded up: each attempt's input side, server tools, advisor calls and `extra`, and the output of the fallback entries that set their own max_tokens */
   readonly base: bigint;
-  /** the output's rates, dearest first: each fallback dearer than the requested model up to its own output limit, then the requested model (or a fallback without a limit) for the rest */
+  /** µc per token of the request's max_tokens, dearest first: up to the first fallback's limit the sum of every attempt's rate, then without the attempts whose limit is reached, down to the uncapped ones (the requested model among them) for the rest */
   readonly segments: readonly HoldSegment[];
 }
 
-/** One model that can serve a request, for its hold: its input side and units, its rate per output token, its output cap. */
-interface ServingPart {
-  fixedInput: Rational;
+/** One attempt of a request, for its hold: its input side and units, its rate per output token, its output. */
+interface Attempt {
+  input: Rational;
   units: Rational;
   out: Rational;
-  /** output tokens it can write in all its calls, or undefined: no cap (the requested model; a fallback reached through a mapping rule or without a catalog limit; any model of a request of more than one step) */
-  cap: number | undefined;
+  /** its own max_tokens (a fallback entry's), or undefined: the request's max_tokens */
+  own: bigint | undefined;
+  /** the most output it can write (a fallback's output limit), or undefined: no limit below max_tokens */
+  cap: bigint | undefined;
 }
 
 /**
  * The hold of a request (see `holdBound`) and its admission terms, in one pricing pass.
  *
- * Output can be written by several models of one request: `usage.iterations` prices each step
- * (a fallback's, a server-tool loop's) at its own model, so the worst case of t output tokens is
- * every fallback dearer than the cheapest uncapped model filled to its cap, dearest first, and
- * that uncapped model (the requested one, at the latest) for the rest. A fallback is capped only
- * on a one-step request (`steps` 1: no server-tool loop, no compaction), where each time it is
- * named (the catalog's `fallback_models`, each entry of the body's `fallbacks`) is one call
- * at most, and each call writes at most its catalog `max_output_tokens` (raised by the betas the
- * request names, `maxOutputTokensFor`): its cap is that limit × the times it is named. A name
- * that reaches a catalog model only through a mapping rule may be another model upstream, so it
- * has no cap; nor does the requested model (the edge refuses a `max_tokens` above the limit of
- * the model actually sent), nor any fallback of a request that may run more steps. The input
- * side and the server tools are held at the dearest model's. Sonnet 4.6 at max_tokens 100,000
- * with an Opus 4 fallback (32,000 out, twice the rate) holds 32,000 at Opus 4's rate and 68,000
- * at Sonnet's, where one rate for all 100,000 held 180 credits for 119.
+ * A request runs as attempts (Anthropic server-side fallback: the requested model, then each
+ * entry of the body's `fallbacks` in order when the one before declined; each attempt reads the
+ * prompt and writes output, and `usage.iterations` prices each at its own model). So the hold is
+ * the sum over the attempts, each at its own model: the first at the dearest of the requested
+ * model and its catalog `fallback_models` (alternatives for the same attempt), each entry at its
+ * model (resolved as pricing resolves a served model; unknown: the requested model) with its
+ * own `max_tokens` and `speed` where it sets them, and `fallbacks: "default"` as one attempt at
+ * the catalog's dearest model. An entry's output is at most its model's limit per call (its
+ * catalog `max_output_tokens`, raised by the betas the request names) on a one-step request
+ * (`steps` 1: no server-tool loop, no compaction) when the entry names the model exactly (not
+ * through a mapping rule, which may reach another model upstream). Advisor calls and `extra`
+ * are held once per attempt. What varies with the request's `max_tokens` t is the sum of
+ * min(t, cap) × rate over the attempts that write at the request's `max_tokens`: `segments`.
+ * Sonnet 4.6 at max_tokens 100,000 with one Opus 4 entry (32,000 out) holds two prompts, 100,000
+ * tokens at Sonnet's rate and 32,000 at Opus 4's.
  * Throws RangeError on bad counts, HoldBoundError on a priced tool with no bound.
  */
 export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldRequest): HoldTerms {
   const { catalog, list, c } = holdContext(version, req);
   const inputTokens = count(req.inputTokens, 'inputTokens');
   const maxTokens = count(req.maxTokens, 'maxTokens');
-  let fixed = ZERO;
-  let units = ZERO;
-  const parts: ServingPart[] = [];
   const oneStep = (req.steps ?? 1) <= 1;
-  for (const [candidate, calls] of servingCandidates(catalog, model, req.fallbacks)) {
-    const r = holdRates(catalog, candidate, req.inputTokens, c, list);
-    const limit = oneStep && calls > 0 ? maxOutputTokensFor(candidate, req.anthropicBeta) : undefined;
-    const part: ServingPart = {
-      fixedInput: mul(rat(inputTokens * r.dearestInput, PER_MTOK), r.factor),
-      units: unitsHold(catalog, candidate, req, c, list),
-      out: mul(rat(r.output, PER_MTOK), r.factor),
-      cap: limit === undefined ? undefined : limit * calls,
-    };
-    if (cmp(part.fixedInput, fixed) > 0) fixed = part.fixedInput;
-    if (cmp(part.units, units) > 0) units = part.units;
-    parts.push(part);
-  }
-  // Dearest rate first; among equal rates an uncapped model first (it takes all that is left).
-  parts.sort((a, b) => cmp(b.out, a.out) || (a.cap === undefined ? -1 : 0) - (b.cap === undefined ? -1 : 0));
-  const base = add(add(fixed, units), sharedHold(catalog, model, req, c, list));
-  let exact = base;
-  let left = maxTokens;
-  const segments: HoldSegment[] = [];
-  for (const part of parts) {
-    const perOutputToken = ceil(part.out);
-    if (part.cap === undefined) {
-      exact = add(exact, mul(part.out, rat(left)));
-      segments.push({ perOutputToken, tokens: null });
-      break; // it takes every token left: cheaper models never write any
+  const attempt = (models: Iterable<CatalogModel>, conditions: Conditions, own: bigint | undefined, cap: bigint | undefined): Attempt => {
+    let input = ZERO;
+    let units = ZERO;
+    let out = ZERO;
+    for (const m of models) {
+      const r = holdRates(catalog, m, req.inputTokens, conditions, list);
+      const i = mul(rat(inputTokens * r.dearestInput, PER_MTOK), r.factor);
+      const u = unitsHold(catalog, m, req, conditions, list);
+      const o = mul(rat(r.output, PER_MTOK), r.factor);
+      if (cmp(i, input) > 0) input = i;
+      if (cmp(u, units) > 0) units = u;
+      if (cmp(o, out) > 0) out = o;
     }
-    const take = BigInt(part.cap) < left ? BigInt(part.cap) : left;
-    exact = add(exact, mul(part.out, rat(take)));
-    left -= take;
-    segments.push({ perOutputToken, tokens: part.cap });
+    return { input, units, out, own, cap };
+  };
+  // The requested model, or one of its catalog fallback_models in its place.
+  const attempts: Attempt[] = [attempt(servingAlternatives(catalog, model), c, undefined, undefined)];
+  const names = new Map<string, { model: CatalogModel; exact: boolean } | undefined>();
+  for (const f of req.fallbacks ?? []) {
+    const entry: FallbackAttempt = typeof f === 'string' ? { model: f, maxTokens: null } : f;
+    let hit = names.get(entry.model);
+    if (!names.has(entry.model)) names.set(entry.model, hit = entry.model === '' ? undefined : servingModel(catalog, entry.model, model));
+    const at = hit?.model ?? model;
+    const limit = oneStep && hit?.exact === true ? maxOutputTokensFor(at, req.anthropicBeta) : undefined;
+    // the entry's speed: fast or standard as it says (null: standard); absent, the request's
+    const speed = entry.speed === undefined ? c.speed : entry.speed === 'fast' ? 'fast' : 'standard';
+    const own = entry.maxTokens === null ? undefined : count(entry.maxTokens, 'fallback maxTokens');
+    attempts.push(attempt([at], { ...c, speed }, own, limit === undefined ? undefined : BigInt(limit)));
   }
+  if (req.defaultFallbacks === true) attempts.push(attempt(catalog.models, c, undefined, undefined));
+
+  const shared = sharedHold(catalog, model, req, c, list);
+  let base = ZERO;
+  for (const a of attempts) {
+    base = add(base, add(add(a.input, a.units), shared));
+    if (a.own !== undefined) base = add(base, mul(a.out, rat(a.cap !== undefined && a.cap < a.own ? a.cap : a.own)));
+  }
+  // What grows with t: min(t, cap) × rate of each attempt at the request's max_tokens. Between
+  // two caps the rate is the sum of the attempts not yet capped: dearest first, down to the
+  // uncapped ones (the requested model among them) for every token past the last cap.
+  const growing = attempts.filter((a) => a.own === undefined);
+  let exact = base;
+  for (const a of growing) exact = add(exact, mul(a.out, rat(a.cap !== undefined && a.cap < maxTokens ? a.cap : maxTokens)));
+  const caps = [...new Set(growing.flatMap((a) => a.cap === undefined ? [] : [a.cap]))].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  const rateFrom = (tokens: bigint) => growing.reduce((sum, a) => (a.cap === undefined || a.cap >= tokens ? sum + ceil(a.out) : sum), 0n);
+  const segments: HoldSegment[] = [];
+  let prev = 0n;
+  for (const cap of caps) {
+    if (cap > prev) segments.push({ perOutputToken: rateFrom(cap), tokens: Number(cap - prev) });
+    prev = cap;
+  }
+  segments.push({ perOutputToken: rateFrom(prev + 1n), tokens: null });
   return { amount: ceil(exact), base: ceil(base), segments };
 }
 
@@ -607,9 +664,8 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
  * token at the dearest input-side class of every table and tier it could reach, `maxTokens` of
  * output likewise, each enabled server tool at its `max_uses` (or the catalog bound), with every
  * multiplier that matches or could match (unknown condition, factor > 1) and the account's list.
- * Served by fallbacks (the catalog's `fallback_models`, the request's `fallbacks`): the
- * dearest input side and tools, and the output laid dearest first over the models, each
- * fallback at most its own output limit (`holdTerms`). Plus each advisor tool: its `max_uses` (or `advisorHold.maxUses`) calls at the
+ * Served by the dearest of the model and its catalog `fallback_models`, and each of the
+ * request's `fallbacks` entries as an attempt of its own (`holdTerms`). Plus each advisor tool: its `max_uses` (or `advisorHold.maxUses`) calls at the
  * advisor's model, each one step's input (`stepInputTokens`: the whole conversation so far) and
  * `advisorHold.outputTokens` out.
  * For usage within these bounds, `priceRequest(...).costMicros` ≤ this.
@@ -628,7 +684,7 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
     const at = servingModel(catalog, a.model, model)?.model ?? model;
     const calls = count(a.maxUses ?? catalog.advisorHold.maxUses, 'advisor max_uses');
     let dearest: Rational | undefined;
-    for (const candidate of servingCandidates(catalog, at).keys()) {
+    for (const candidate of servingAlternatives(catalog, at)) {
       const one = modelHold(catalog, candidate, Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens), catalog.advisorHold.outputTokens, c, list);
       if (dearest === undefined || cmp(one, dearest) > 0) dearest = one;
     }
@@ -637,26 +693,10 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
   return sum;
 }
 
-/**
- * `model`, the catalog models it may fall back to, and the catalog models of `named` (a
- * request's own fallbacks, resolved as a served model is priced: `resolveServing`), each once,
- * with the calls it may be asked for: the times it is named, or 0 for no cap (the requested
- * model; a model some name reaches only through a mapping rule).
- */
-function servingCandidates(catalog: Catalog, model: CatalogModel, named: readonly string[] = []): Map<CatalogModel, number> {
-  const out = new Map<CatalogModel, number>([[model, 0]]);
-  const name = (m: CatalogModel, exact: boolean) => {
-    const calls = out.get(m);
-    out.set(m, calls === 0 || !exact ? 0 : (calls ?? 0) + 1);
-  };
-  for (const m of catalog.models) if (model.fallbackModels.has(m.id)) name(m, true);
-  const seen = new Map<string, { model: CatalogModel; exact: boolean } | undefined>();
-  for (const n of named) {
-    let hit = seen.get(n);
-    if (!seen.has(n)) seen.set(n, hit = servingModel(catalog, n, model));
-    // A fallback the catalog does not know is priced at the requested model (unpriced): covered.
-    if (hit !== undefined) name(hit.model, hit.exact);
-  }
+/** `model` and the catalog models it may fall back to (its `fallback_models`): what may serve one attempt at it. */
+function servingAlternatives(catalog: Catalog, model: CatalogModel): CatalogModel[] {
+  const out = [model];
+  for (const m of catalog.models) if (model.fallbackModels.has(m.id) && m !== model) out.push(m);
   return out;
 }
 

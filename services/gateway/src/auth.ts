@@ -122,7 +122,8 @@ export function checkModelAllowed(entry: KeyEntry, catalogModel: string, request
  * the pricing uses (`requestFallbacks`, `advisorTools` of @tollgate/pricing), one entry at a
  * time so the error names its place. A name is resolved to its catalog id first (aliases
  * count as their model); a name the catalog does not know can be in no allow-list, so it is
- * refused too when the key has one. Throws 403 `model_not_allowed` naming the model and where.
+ * refused too when the key has one, as is `fallbacks: "default"` (the upstream chooses).
+ * Throws 403 `model_not_allowed` naming the model and where.
  */
 export function checkServingModelsAllowed(
   entry: KeyEntry, body: { fallbacks?: unknown; tools?: unknown }, catalogId: (name: string) => string | undefined,
@@ -130,6 +131,10 @@ export function checkServingModelsAllowed(
   const allowed = entry.key.allowed_models;
   if (!allowed || allowed.length === 0) return;
   const check = (name: string, where: string) => checkModelAllowed(entry, catalogId(name) ?? name, name, where);
+  // "default": the upstream chooses the model, which no allow-list can be checked against
+  if (body.fallbacks === 'default') {
+    throw gatewayError('model_not_allowed', `fallbacks: "default" lets the upstream choose the fallback model, and this key may use only ${allowed.join(', ')}; name the fallback models instead`);
+  }
   if (Array.isArray(body.fallbacks)) {
     body.fallbacks.forEach((f, i) => {
       for (const name of requestFallbacks([f])) check(name, typeof f === 'string' ? `fallbacks[${i}]` : `fallbacks[${i}].model`);

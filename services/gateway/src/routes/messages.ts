@@ -8,7 +8,7 @@ import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
-  admission, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbacks, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
@@ -43,6 +43,37 @@ export function checkMaxTokens(body: MessagesRequest, model: CatalogModel, anthr
     return;
   }
   throw gatewayError('invalid_request', `max_tokens: ${body.max_tokens} > ${limit}, which is the maximum allowed number of output tokens for ${body.model}`);
+}
+
+/**
+ * The fields of each `fallbacks` entry the hold reads (Anthropic server-side fallback: an
+ * entry's `max_tokens` and `speed` replace the request's for its attempt): `max_tokens` absent,
+ * null or an integer ≥ 1 and, where the catalog knows the entry's model by name, at most its
+ * output limit (`maxOutputTokensFor`, in the upstream's words); `speed` absent, null,
+ * `"standard"` or `"fast"`. Anything else is a 400 `invalid_request` naming
+ * `fallbacks[i].<field>`, before any hold: the hold could not bound it.
+ */
+export function checkFallbackEntries(body: MessagesRequest, catalog: Catalog, anthropicBeta: string | string[] | undefined): void {
+  const fallbacks = (body as Record<string, unknown>).fallbacks;
+  if (!Array.isArray(fallbacks)) return;
+  fallbacks.forEach((f, i) => {
+    if (f === null || typeof f !== 'object') return;
+    const e = f as Record<string, unknown>;
+    const max = e.max_tokens;
+    if (max !== undefined && max !== null) {
+      if (typeof max !== 'number' || !Number.isSafeInteger(max)) throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: Input should be a valid integer`);
+      if (max < 1) throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: Input should be greater than or equal to 1`);
+      const m = typeof e.model === 'string' ? exactModel(catalog, e.model) : undefined;
+      const limit = m === undefined ? undefined : maxOutputTokensFor(m, anthropicBeta);
+      if (limit !== undefined && max > limit) {
+        throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: ${max} > ${limit}, which is the maximum allowed number of output tokens for ${String(e.model)}`);
+      }
+    }
+    const speed = e.speed;
+    if (speed !== undefined && speed !== null && speed !== 'standard' && speed !== 'fast') {
+      throw gatewayError('invalid_request', `fallbacks[${i}].speed: Input should be 'standard' or 'fast'`);
+    }
+  });
 }
 
 /**
@@ -244,6 +275,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     // catalog knows it (a name it does not know: the upstream's own check only).
     const limited = route.mappedModel === undefined ? resolved.model : exactModel(version.catalog, route.mappedModel);
     if (limited !== undefined) checkMaxTokens(body, limited, request.headers['anthropic-beta'], defaulted);
+    checkFallbackEntries(body, version.catalog, request.headers['anthropic-beta']);
     if (route.mappedModel !== undefined) resolved = mappedTo(resolved, route.mappedModel);
     // Platform openai: what Chat Completions cannot serve is a 400 naming the field, before any hold.
     if (route.group.platform === 'openai') checkTranslatable(body);
@@ -370,7 +402,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
 
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
-      maxOutputTokens: x.maxOutputTokens, version: x.version, priceList, maxUnits: x.tools.units,
+      maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(body, x.maxOutputTokens), version: x.version, priceList, maxUnits: x.tools.units,
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -599,9 +631,9 @@ function requestLabel(v: unknown): string | undefined {
  * each priced server tool at its `max_uses` (the catalog's bound where the client gave none,
  * which the gateway also sends upstream), multipliers that match or could (the request's
  * `speed` and `inference_geo` when it names them; standard speed when it does not ask for
- * fast), and the account's price list; at the dearest model that can serve it (the catalog's
- * `fallback_models`, the body's `fallbacks`; a fallback's output at most its own output limit)
- * plus every advisor tool's calls at its model.
+ * fast), and the account's price list; at the dearest of the model and its catalog
+ * `fallback_models`, plus each of the body's `fallbacks` entries (or `"default"`) as an attempt
+ * of its own (`holdTerms`), plus every advisor tool's calls at its model.
  * Returned as admission terms (`admission` of @tollgate/pricing): the full worst case, and how
  * the hold shrinks if the policy clamps.
  */
@@ -614,7 +646,10 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
       ...(geo === undefined ? {} : { inferenceGeo: geo }), priceList,
       // every model the request can be served by: its fallbacks (body and catalog) and advisors
       // (a pre-warm calls no advisor)
-      advisors: prewarms(x.body) ? [] : advisorTools(x.body.tools), fallbacks: requestFallbacks((x.body as Record<string, unknown>).fallbacks),
+      advisors: prewarms(x.body) ? [] : advisorTools(x.body.tools),
+      // each fallbacks entry is an attempt of its own, at its own max_tokens and speed
+      fallbacks: requestFallbackAttempts((x.body as Record<string, unknown>).fallbacks),
+      defaultFallbacks: (x.body as Record<string, unknown>).fallbacks === 'default',
       // a fallback writes at most its own output limit per call, raised by the betas the request
       // names; counted only for a one-step request (no server-tool loop, no compaction)
       anthropicBeta: x.request.headers['anthropic-beta'], steps: holdSteps(x),
@@ -627,6 +662,21 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
     }
     throw err;
   }
+}
+
+/**
+ * The output the body's `fallbacks` entries may add to a request's (`requestOutputTokens`, the
+ * request's own bound: max_tokens × its steps): each entry is an attempt of its own after the
+ * one before declined, writing up to its own `max_tokens` (else the request's) in as many steps.
+ * The settlement's output ceiling is their sum; `fallbacks: "default"` adds one attempt.
+ */
+function fallbackOutputTokens(body: MessagesRequest, requestOutputTokens: number): number {
+  const fallbacks = (body as Record<string, unknown>).fallbacks;
+  if (fallbacks === 'default') return requestOutputTokens;
+  const steps = body.max_tokens > 0 ? Math.max(1, Math.round(requestOutputTokens / body.max_tokens)) : 1;
+  let total = 0;
+  for (const f of requestFallbackAttempts(fallbacks)) total += (f.maxTokens ?? body.max_tokens) * steps;
+  return total;
 }
 
 /**
