@@ -402,7 +402,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
 
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
-      maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(body, x.maxOutputTokens), version: x.version, priceList, maxUnits: x.tools.units,
+      maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(body, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens, x.maxOutputTokens),
+      version: x.version, priceList, maxUnits: x.tools.units,
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -666,16 +667,17 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
 
 /**
  * The output the body's `fallbacks` entries may add to a request's (`requestOutputTokens`, the
- * request's own bound: max_tokens × its steps): each entry is an attempt of its own after the
- * one before declined, writing up to its own `max_tokens` (else the request's) in as many steps.
- * The settlement's output ceiling is their sum; `fallbacks: "default"` adds one attempt.
+ * request's own bound: `sentMaxTokens`, the max_tokens sent upstream after any clamp, × its
+ * steps): each entry is an attempt of its own after the one before declined, writing up to its
+ * own `max_tokens` (else the one sent) in as many steps. The settlement's output ceiling is
+ * their sum; `fallbacks: "default"` adds one attempt.
  */
-function fallbackOutputTokens(body: MessagesRequest, requestOutputTokens: number): number {
+function fallbackOutputTokens(body: MessagesRequest, sentMaxTokens: number, requestOutputTokens: number): number {
   const fallbacks = (body as Record<string, unknown>).fallbacks;
   if (fallbacks === 'default') return requestOutputTokens;
-  const steps = body.max_tokens > 0 ? Math.max(1, Math.round(requestOutputTokens / body.max_tokens)) : 1;
+  const steps = sentMaxTokens > 0 ? Math.max(1, Math.round(requestOutputTokens / sentMaxTokens)) : 1;
   let total = 0;
-  for (const f of requestFallbackAttempts(fallbacks)) total += (f.maxTokens ?? body.max_tokens) * steps;
+  for (const f of requestFallbackAttempts(fallbacks)) total += (f.maxTokens ?? sentMaxTokens) * steps;
   return total;
 }
 
