@@ -202,10 +202,10 @@ describe('max_tokens above the model\'s output limit', () => {
       model: 'claude-sonnet-4-6', max_tokens: 8_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-6', speed: 'fast' }],
       messages: user('[[sim input=5 output=8000 speed=fast served_model=claude-opus-4-6 iterations=fallback_message:claude-opus-4-6:5:8000]]'),
     }))), ['72009000', 'ok', []]);
-    // the 17th entry as well as the first: 5 × 360 + 32,000 × 1,800
+    // the 16th entry as well as the first: 5 × 360 + 32,000 × 1,800
     assert.deepEqual(await charged(await post(rich.secret, JSON.stringify({
       model: 'claude-sonnet-4-6', max_tokens: 32_000, inference_geo: 'global',
-      fallbacks: [...Array.from({ length: 16 }, () => ({ model: 'claude-haiku-4-5' })), { model: 'claude-opus-4-0' }],
+      fallbacks: [...Array.from({ length: 15 }, () => ({ model: 'claude-haiku-4-5' })), { model: 'claude-opus-4-0' }],
       messages: user('[[sim input=5 output=32000 served_model=claude-opus-4-20250514]]'),
     }))), ['57601800', 'ok', []]);
   });
@@ -218,6 +218,9 @@ describe('max_tokens above the model\'s output limit', () => {
       [[{ model: 'claude-opus-4-0', max_tokens: 0 }], 'fallbacks[0].max_tokens: Input should be greater than or equal to 1'],
       [[{ model: 'claude-opus-4-0', max_tokens: 1.5 }], 'fallbacks[0].max_tokens: Input should be a valid integer'],
       [[{ model: 'claude-opus-4-6', speed: 'turbo' }], "fallbacks[0].speed: Input should be 'standard' or 'fast'"],
+      // each entry is an attempt the hold prices: a long list is refused before anything reads it
+      [Array.from({ length: 17 }, () => null), 'fallbacks: at most 16 entries on this gateway, got 17'],
+      [Array.from({ length: 100_000 }, () => 0), 'fallbacks: at most 16 entries on this gateway, got 100000'],
     ];
     for (const [fallbacks, message] of cases) {
       const err = await c.client.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 16, fallbacks, messages: user('hi') } as never).then(
@@ -225,6 +228,12 @@ describe('max_tokens above the model\'s output limit', () => {
       assert.ok(err instanceof Anthropic.BadRequestError, String(err));
       assert.equal((err.error as { error: { message: string } }).error.message, message);
     }
+    // a pre-warm generates nothing, so no attempt may set its own max_tokens
+    const prewarm = await c.client.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 0, fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }], messages: user('hi') } as never).then(
+      () => assert.fail('served'), (e: unknown) => e);
+    assert.ok(prewarm instanceof Anthropic.BadRequestError, String(prewarm));
+    assert.equal((prewarm.error as { error: { message: string } }).error.message,
+      'fallbacks[0].max_tokens: max_tokens 0 pre-warms the prompt cache and generates nothing; a fallback cannot set its own max_tokens with it');
     assert.equal(JSON.stringify(await simRequests(stack.simUrl, 1)), seenBefore, 'nothing reached the upstream');
     const limited = await customer(stack.url, 10);
     assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/keys/${limited.keyId}`, { allowed_models: ['claude-sonnet-4-6'] })).status, 200);

@@ -307,6 +307,10 @@ describe('price changes: reload by SIGHUP or file change, never mid-request; unp
     // fast mode on a model without fast prices is refused the same way
     await assert.rejects(c.client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 64, speed: 'fast', messages: user('hi') } as never),
       (err: unknown) => err instanceof Anthropic.APIError && err.status === 400 && /speed:fast/.test(err.message));
+    // and a fallbacks entry's own fast mode, at the entry's model
+    await assert.rejects(c.client.messages.create({ model: 'claude-opus-4-6', max_tokens: 64, fallbacks: [{ model: 'claude-haiku-4-5', speed: 'fast' }], messages: user('hi') } as never),
+      (err: unknown) => err instanceof Anthropic.APIError && err.status === 400 &&
+        (err.error as { error: { message: string } }).error.message === 'fallbacks[0].speed: claude-haiku-4-5-20251001 has no price on this gateway for speed:fast; remove the entry\'s speed');
     assert.equal(await settledBalance(stack, c.accountId), 5_000_000n);
   });
 

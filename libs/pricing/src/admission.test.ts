@@ -147,6 +147,12 @@ test('fallback attempts: every entry counts, by every name pricing knows the mod
   // an advisor named by its upstream model is held at that model too
   const adv = (name: string) => holdBound(v, mv, { inputTokens: 1_000, maxTokens: 1_000, speed: 'standard', inferenceGeo: 'global', advisors: [{ model: name, maxUses: 1 }] });
   assert.equal(adv('anthropic.claude-opus-4-20250514-v1:0'), adv('claude-opus-4-20250514'));
+  // an entry's model with catalog fallback_models of its own: its attempt at the dearest of them,
+  // uncapped: haiku listing opus-4, 1,080,000 + 100,000 × (900 + 1,800)
+  const doc2 = JSON.parse(readFileSync(bundledCatalogPath('cny'), 'utf8'));
+  doc2.models.find((x: { id: string }) => x.id === 'claude-haiku-4-5-20251001').fallback_models = ['claude-opus-4-20250514'];
+  const v2 = new PriceBook(parseCatalog(doc2)).current();
+  assert.equal(holdBound(v2, model(v2, 'claude-sonnet-4-6'), { ...WITH_OPUS4, fallbacks: ['claude-haiku-4-5'] }), 271_080_000n);
   // sonnet-4-5 (144 / 360) with a haiku entry: 144,000 + 48,000, 64,000 × (360 + 120)
   const sonnet = model(cny, 'claude-sonnet-4-5');
   const cheaper = admission(cny, sonnet, { inputTokens: 1_000, maxTokens: 64_000, speed: 'standard', fallbacks: ['claude-haiku-4-5'] }, 'clamp', 1);

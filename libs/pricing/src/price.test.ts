@@ -413,8 +413,9 @@ test('serving conditions dearer than the requested model are held: catalog fallb
   // units are held at the dearest candidate too: + 3 × 240,000
   assert.equal(holdBound(v, haiku, { ...std, units: { web_search_requests: 3 } }), 1_470_000n);
   // the request's own fallbacks, an attempt each after haiku's: sonnet-4-6 1,000 × 360 + 100 × 900
-  // = 450,000; an unknown one priced at haiku, 60,000: 60,000 + 450,000 + 60,000
-  assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), { ...std, fallbacks: ['claude-sonnet-4-6', 'gpt-x'] }), 570_000n);
+  // = 450,000; an unknown one is priced at whichever model served the request, so held at the
+  // dearest of them, sonnet-4-6 again: 60,000 + 450,000 + 450,000 (alone, at haiku: 60,000)
+  assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), { ...std, fallbacks: ['claude-sonnet-4-6', 'gpt-x'] }), 960_000n);
   assert.equal(holdBound(cny, model(cny, 'claude-haiku-4-5'), { ...std, fallbacks: ['gpt-x'] }), 120_000n);
   // advisor opus-4-6, max_uses 2: each call 1,000 × 600 + 4,096 × 1,500 = 6,744,000; + 60,000
   const h = model(cny, 'claude-haiku-4-5');

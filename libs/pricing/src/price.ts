@@ -410,7 +410,7 @@ export function requestFallbacks(fallbacks: unknown): string[] {
   // Every entry: each is forwarded and can serve (and bill) the request.
   for (const f of fallbacks) {
     const model = typeof f === 'string' ? f : f !== null && typeof f === 'object' ? (f as Record<string, unknown>).model : undefined;
-    if (typeof model === 'string' && model.length > 0 && model.length <= 200) out.push(model);
+    if (typeof model === 'string' && model.length > 0) out.push(model);
   }
   return out;
 }
@@ -621,17 +621,23 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   };
   // The requested model, or one of its catalog fallback_models in its place.
   const attempts: Attempt[] = [attempt(servingAlternatives(catalog, model), c, undefined, undefined)];
-  const names = new Map<string, { model: CatalogModel; exact: boolean } | undefined>();
-  for (const f of req.fallbacks ?? []) {
+  const entries = (req.fallbacks ?? []).map((f) => {
     const entry: FallbackAttempt = typeof f === 'string' ? { model: f, maxTokens: null } : f;
-    let hit = names.get(entry.model);
-    if (!names.has(entry.model)) names.set(entry.model, hit = entry.model === '' ? undefined : servingModel(catalog, entry.model, model));
-    const at = hit?.model ?? model;
-    const limit = oneStep && hit?.exact === true ? maxOutputTokensFor(at, req.anthropicBeta) : undefined;
+    return { entry, hit: entry.model === '' ? undefined : servingModel(catalog, entry.model, model) };
+  });
+  // A name the catalog does not know is priced at the model that served the request, which may
+  // be any of the request's: held at the dearest of them.
+  const anyServing = new Set(servingAlternatives(catalog, model));
+  for (const { hit } of entries) if (hit !== undefined) for (const m of servingAlternatives(catalog, hit.model)) anyServing.add(m);
+  for (const { entry, hit } of entries) {
+    // the entry's model, or one of its catalog fallback_models in its place
+    const alternatives = hit === undefined ? undefined : servingAlternatives(catalog, hit.model);
+    // its output limit, where the one model it can be is known by name
+    const limit = oneStep && hit?.exact === true && alternatives!.length === 1 ? maxOutputTokensFor(hit.model, req.anthropicBeta) : undefined;
     // the entry's speed: fast or standard as it says (null: standard); absent, the request's
     const speed = entry.speed === undefined ? c.speed : entry.speed === 'fast' ? 'fast' : 'standard';
     const own = entry.maxTokens === null ? undefined : count(entry.maxTokens, 'fallback maxTokens');
-    attempts.push(attempt([at], { ...c, speed }, own, limit === undefined ? undefined : BigInt(limit)));
+    attempts.push(attempt(alternatives ?? anyServing, { ...c, speed }, own, limit === undefined ? undefined : BigInt(limit)));
   }
   if (req.defaultFallbacks === true) attempts.push(attempt(catalog.models, c, undefined, undefined));
 

@@ -45,17 +45,25 @@ export function checkMaxTokens(body: MessagesRequest, model: CatalogModel, anthr
   throw gatewayError('invalid_request', `max_tokens: ${body.max_tokens} > ${limit}, which is the maximum allowed number of output tokens for ${body.model}`);
 }
 
+/** The most `fallbacks` entries a request may name: each is an attempt the hold prices. */
+export const MAX_FALLBACKS = 16;
+
 /**
- * The fields of each `fallbacks` entry the hold reads (Anthropic server-side fallback: an
- * entry's `max_tokens` and `speed` replace the request's for its attempt): `max_tokens` absent,
- * null or an integer ≥ 1 and, where the catalog knows the entry's model by name, at most its
- * output limit (`maxOutputTokensFor`, in the upstream's words); `speed` absent, null,
- * `"standard"` or `"fast"`. Anything else is a 400 `invalid_request` naming
- * `fallbacks[i].<field>`, before any hold: the hold could not bound it.
+ * The body's `fallbacks` entries, before anything reads them (Anthropic server-side fallback: an
+ * entry's `max_tokens` and `speed` replace the request's for its attempt): at most
+ * `MAX_FALLBACKS` of them; each `max_tokens` absent, null or an integer ≥ 1 and, where the
+ * catalog knows the entry's model by name, at most its output limit (`maxOutputTokensFor`, in
+ * the upstream's words), and absent or null on a pre-warm (`max_tokens: 0` generates nothing, so
+ * no attempt may); each `speed` absent, null, `"standard"` or `"fast"`. Anything else is a 400
+ * `invalid_request` naming `fallbacks` or `fallbacks[i].<field>`, before any hold: the hold
+ * could not bound it.
  */
 export function checkFallbackEntries(body: MessagesRequest, catalog: Catalog, anthropicBeta: string | string[] | undefined): void {
   const fallbacks = (body as Record<string, unknown>).fallbacks;
   if (!Array.isArray(fallbacks)) return;
+  if (fallbacks.length > MAX_FALLBACKS) {
+    throw gatewayError('invalid_request', `fallbacks: at most ${MAX_FALLBACKS} entries on this gateway, got ${fallbacks.length}`);
+  }
   fallbacks.forEach((f, i) => {
     if (f === null || typeof f !== 'object') return;
     const e = f as Record<string, unknown>;
@@ -63,6 +71,7 @@ export function checkFallbackEntries(body: MessagesRequest, catalog: Catalog, an
     if (max !== undefined && max !== null) {
       if (typeof max !== 'number' || !Number.isSafeInteger(max)) throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: Input should be a valid integer`);
       if (max < 1) throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: Input should be greater than or equal to 1`);
+      if (prewarms(body)) throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: max_tokens 0 pre-warms the prompt cache and generates nothing; a fallback cannot set its own max_tokens with it`);
       const m = typeof e.model === 'string' ? exactModel(catalog, e.model) : undefined;
       const limit = m === undefined ? undefined : maxOutputTokensFor(m, anthropicBeta);
       if (limit !== undefined && max > limit) {
@@ -266,6 +275,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const body = validateMessagesRequest(input.body, deps.defaultMaxTokens ?? 1_024);
     let resolved = resolveOr404(version.catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
+    // Before anything reads the entries: their count and the fields the hold reads.
+    checkFallbackEntries(body, version.catalog, request.headers['anthropic-beta']);
     checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
     checkPrewarm(body, resolved);
     // The caller's group (issue 10): an upstream of it must serve the model (else 404 before any
@@ -275,7 +286,6 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     // catalog knows it (a name it does not know: the upstream's own check only).
     const limited = route.mappedModel === undefined ? resolved.model : exactModel(version.catalog, route.mappedModel);
     if (limited !== undefined) checkMaxTokens(body, limited, request.headers['anthropic-beta'], defaulted);
-    checkFallbackEntries(body, version.catalog, request.headers['anthropic-beta']);
     if (route.mappedModel !== undefined) resolved = mappedTo(resolved, route.mappedModel);
     // Platform openai: what Chat Completions cannot serve is a 400 naming the field, before any hold.
     if (route.group.platform === 'openai') checkTranslatable(body);
@@ -707,6 +717,13 @@ function refuseUnpriced(version: PriceVersion, resolved: ResolvedModel, body: Me
     throw gatewayError('unpriced_request',
       `${resolved.model.id} has no price on this gateway for ${missing.join(', ')}; remove the tool or option that uses it`);
   }
+  // a fallbacks entry's own fast mode, at its model
+  requestFallbackAttempts((body as Record<string, unknown>).fallbacks).forEach((f, i) => {
+    const m = f.speed === 'fast' ? resolveModel(version.catalog, f.model)?.model : undefined;
+    if (m !== undefined && requestUnpriced(m, { speed: 'fast' }).length > 0) {
+      throw gatewayError('unpriced_request', `fallbacks[${i}].speed: ${m.id} has no price on this gateway for speed:fast; remove the entry's speed`);
+    }
+  });
 }
 
 /**
