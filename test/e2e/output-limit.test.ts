@@ -159,6 +159,16 @@ describe('max_tokens above the model\'s output limit', () => {
     const looping = await post(s.secret, JSON.stringify({ ...JSON.parse(body(100_000)), tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }] }));
     assert.equal(looping.status, 402);
     assert.match(((await looping.json()) as { error: { message: string } }).error.message, /needs up to 2430\.48 credits \(its worst case at max_tokens 100000\)/);
+    // each attempt reads up to its own model's window per step: sonnet-4-5 (200,000) with an
+    // opus-4-6 entry (1,000,000) and a web fetch loop (1 + max_uses 2 = 3 steps) holds
+    // 3,000,000 input tokens per attempt: sonnet-4-5 at its long-context tier (288 input-side,
+    // 540 out) 864,000,000 + 1,000 × 540, opus-4-6 (600, 1,500) 1,800,000,000 + 1,000 × 1,500
+    const wide = await post(s.secret, JSON.stringify({
+      model: 'claude-sonnet-4-5', max_tokens: 1_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-6' }],
+      tools: [{ type: 'web_fetch_20250910', name: 'web_fetch', max_uses: 2 }], messages: user('fetch it'),
+    }));
+    assert.equal(wide.status, 402);
+    assert.match(((await wide.json()) as { error: { message: string } }).error.message, /needs up to 2666\.04 credits \(its worst case at max_tokens 1000\)/);
     // clamp, exactly the worst case: served whole (no clamp), charged 5 × 180 + 10 × 900 = 9,900 µc
     const whole = await customer(stack.url, '147.79764');
     const served = await post(whole.secret, body(100_000));

@@ -153,6 +153,13 @@ test('fallback attempts: every entry counts, by every name pricing knows the mod
   doc2.models.find((x: { id: string }) => x.id === 'claude-haiku-4-5-20251001').fallback_models = ['claude-opus-4-20250514'];
   const v2 = new PriceBook(parseCatalog(doc2)).current();
   assert.equal(holdBound(v2, model(v2, 'claude-sonnet-4-6'), { ...WITH_OPUS4, fallbacks: ['claude-haiku-4-5'] }), 271_080_000n);
+  // under a group's model_mapping the requested model is sent as another (opus-4 as opus-4-6):
+  // an entry naming the model sent is the requested one, whose catalog limit is not the sent
+  // model's, so it has no cap: 2 × 720,000 + 1,000 × 1,800 + 128,000 × 1,800 (capped at opus-4's
+  // 32,000 it was 60,840,000)
+  const opus4 = model(cny, 'claude-opus-4-0');
+  const sentAs46 = { ...opus4, upstreamModel: 'claude-opus-4-6' };
+  assert.equal(holdBound(cny, sentAs46, { inputTokens: 1_000, maxTokens: 1_000, speed: 'standard', inferenceGeo: 'global', fallbacks: [{ model: 'claude-opus-4-6', maxTokens: 128_000 }] }), 233_640_000n);
   // sonnet-4-5 (144 / 360) with a haiku entry: 144,000 + 48,000, 64,000 × (360 + 120)
   const sonnet = model(cny, 'claude-sonnet-4-5');
   const cheaper = admission(cny, sonnet, { inputTokens: 1_000, maxTokens: 64_000, speed: 'standard', fallbacks: ['claude-haiku-4-5'] }, 'clamp', 1);

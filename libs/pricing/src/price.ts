@@ -632,8 +632,10 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   for (const { entry, hit } of entries) {
     // the entry's model, or one of its catalog fallback_models in its place
     const alternatives = hit === undefined ? undefined : servingAlternatives(catalog, hit.model);
-    // its output limit, where the one model it can be is known by name
-    const limit = oneStep && hit?.exact === true && alternatives!.length === 1 ? maxOutputTokensFor(hit.model, req.anthropicBeta) : undefined;
+    // its output limit, where the one model it can be is known by name; never the requested
+    // model's (under a group's model_mapping its catalog entry is not the model sent upstream)
+    const limit = oneStep && hit?.exact === true && hit.model !== model && hit.model.id !== model.id && alternatives!.length === 1
+      ? maxOutputTokensFor(hit.model, req.anthropicBeta) : undefined;
     // the entry's speed: fast or standard as it says (null: standard); absent, the request's
     const speed = entry.speed === undefined ? c.speed : entry.speed === 'fast' ? 'fast' : 'standard';
     const own = entry.maxTokens === null ? undefined : count(entry.maxTokens, 'fallback maxTokens');

@@ -18,6 +18,20 @@ test('clamped body: max_tokens replaced, a thinking budget scaled by the same ra
   // adaptive thinking and no thinking are left alone
   const adaptive = JSON.stringify({ max_tokens: 64_000, thinking: { type: 'adaptive' } });
   assert.deepEqual(JSON.parse(clampedBody(adaptive, 64_000, 5_000, 1_024)), { max_tokens: 5_000, thinking: { type: 'adaptive' } });
+  // a fallbacks entry running at the request's max_tokens has its budget scaled too: 16,000 ×
+  // 7,313 / 64,000 = 1,828.25 → 1,828; an entry with its own max_tokens keeps its budget
+  const withFallbacks = JSON.stringify({ max_tokens: 64_000, fallbacks: [
+    { model: 'a', thinking: { type: 'enabled', budget_tokens: 16_000 } },
+    { model: 'b', max_tokens: 32_000, thinking: { type: 'enabled', budget_tokens: 16_000 } },
+    { model: 'c', max_tokens: null, thinking: { type: 'enabled', budget_tokens: 2_000 } },
+    'd',
+  ] });
+  assert.deepEqual(JSON.parse(clampedBody(withFallbacks, 64_000, 7_313, 1_024)), { max_tokens: 7_313, fallbacks: [
+    { model: 'a', thinking: { type: 'enabled', budget_tokens: 1_828 } },
+    { model: 'b', max_tokens: 32_000, thinking: { type: 'enabled', budget_tokens: 16_000 } },
+    { model: 'c', max_tokens: null, thinking: { type: 'enabled', budget_tokens: 1_024 } },
+    'd',
+  ] });
 });
 
 test('budget thinking: the client\'s enabled thinking, or a -thinking name of a budget-mode model', () => {
@@ -26,6 +40,11 @@ test('budget thinking: the client\'s enabled thinking, or a -thinking name of a 
   assert.equal(budgetThinking({}, budget), true);
   assert.equal(budgetThinking({}, { ...budget, model: { thinking: { mode: 'adaptive' } } }), false);
   assert.equal(budgetThinking({ thinking: { type: 'disabled' } }, budget), false);
+  // a fallbacks entry thinking on a budget at the request's max_tokens
+  const plain = { model: { thinking: { mode: 'adaptive' } } };
+  assert.equal(budgetThinking({ fallbacks: [{ model: 'a', thinking: { type: 'enabled', budget_tokens: 2_000 } }] }, plain), true);
+  assert.equal(budgetThinking({ fallbacks: [{ model: 'a', max_tokens: 4_000, thinking: { type: 'enabled', budget_tokens: 2_000 } }] }, plain), false);
+  assert.equal(budgetThinking({ fallbacks: [{ model: 'a', thinking: { type: 'adaptive' } }, null, 'b'] }, plain), false);
 });
 
 test('spend terms: key hourly/daily/total and account daily/monthly windows in µc, overdraft (absent = 0)', () => {

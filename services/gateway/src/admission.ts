@@ -63,26 +63,43 @@ export function refusal(hold: Exclude<HoldResult, { ok: true }>, adm: Admission,
 /**
  * The body to send upstream after the store clamped max_tokens to `tokens`: `max_tokens`
  * replaced, and a thinking budget (`{type: "enabled", budget_tokens}`) scaled by the same
- * ratio, kept ≥ `minBudget` and < `tokens` (Anthropic: 1,024 ≤ budget_tokens < max_tokens).
+ * ratio, kept ≥ `minBudget` and < `tokens` (Anthropic: 1,024 ≤ budget_tokens < max_tokens); the
+ * same for the thinking of each `fallbacks` entry that runs at the request's max_tokens (no
+ * `max_tokens` of its own).
  */
 export function clampedBody(sent: Buffer | string, askedMaxTokens: number, tokens: number, minBudget: number): string {
   const out = JSON.parse(typeof sent === 'string' ? sent : sent.toString('utf8')) as Record<string, unknown>;
   out.max_tokens = tokens;
-  const thinking = out.thinking as { type?: unknown; budget_tokens?: unknown } | null | undefined;
-  if (thinking && thinking.type === 'enabled' && typeof thinking.budget_tokens === 'number') {
-    const scaled = Math.floor((thinking.budget_tokens * tokens) / askedMaxTokens);
-    out.thinking = { ...thinking, budget_tokens: Math.min(tokens - 1, Math.max(minBudget, scaled)) };
+  const scale = (holder: Record<string, unknown>) => {
+    const thinking = holder.thinking as { type?: unknown; budget_tokens?: unknown } | null | undefined;
+    if (thinking && thinking.type === 'enabled' && typeof thinking.budget_tokens === 'number') {
+      const scaled = Math.floor((thinking.budget_tokens * tokens) / askedMaxTokens);
+      holder.thinking = { ...thinking, budget_tokens: Math.min(tokens - 1, Math.max(minBudget, scaled)) };
+    }
+  };
+  scale(out);
+  if (Array.isArray(out.fallbacks)) {
+    for (const f of out.fallbacks) {
+      if (f !== null && typeof f === 'object' && ((f as Record<string, unknown>).max_tokens ?? null) === null) scale(f as Record<string, unknown>);
+    }
   }
   return JSON.stringify(out);
 }
 
 /**
- * Whether the request thinks on a budget upstream: the client's `thinking: {type: "enabled"}`,
- * or a `-thinking` name of a budget-mode model (the gateway adds the budget). Then a clamp must
- * leave max_tokens above the minimum budget.
+ * Whether the request thinks on a budget upstream: the client's `thinking: {type: "enabled"}`
+ * (its own or a `fallbacks` entry's that runs at the request's max_tokens), or a `-thinking`
+ * name of a budget-mode model (the gateway adds the budget). Then a clamp must leave max_tokens
+ * above the minimum budget.
  */
-export function budgetThinking(body: { thinking?: unknown }, resolved: { thinking?: boolean; model: { thinking: { mode: string } } }): boolean {
+export function budgetThinking(body: { thinking?: unknown; fallbacks?: unknown }, resolved: { thinking?: boolean; model: { thinking: { mode: string } } }): boolean {
   const t = body.thinking as { type?: unknown } | null | undefined;
   if (t && t.type === 'enabled') return true;
+  // a fallbacks entry thinking on a budget at the request's max_tokens
+  const fallbacks = (body as { fallbacks?: unknown }).fallbacks;
+  if (Array.isArray(fallbacks) && fallbacks.some((f) => {
+    const e = f !== null && typeof f === 'object' ? f as { thinking?: { type?: unknown } | null; max_tokens?: unknown } : undefined;
+    return e !== undefined && (e.max_tokens ?? null) === null && e.thinking?.type === 'enabled';
+  })) return true;
   return (t === undefined || t === null) && resolved.thinking === true && resolved.model.thinking.mode === 'budget';
 }

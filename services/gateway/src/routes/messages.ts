@@ -8,7 +8,7 @@ import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
-  admission, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveServing, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
@@ -308,7 +308,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const betas = (Array.isArray(betaHeader) ? betaHeader.join(',') : betaHeader ?? '').split(',');
     const sent = upstreamBody(body, raw, resolved, tools.maxUses, betas, defaulted);
     const bound = inputTokenBound(body, raw, {
-      contextWindow: contextWindowFor(resolved.model, request.headers['anthropic-beta']),
+      contextWindow: attemptsContextWindow(version.catalog, resolved.model, limited, body, request.headers['anthropic-beta']),
       imageTokenCap: resolved.model.imageTokenCap,
     });
     request.span?.setAttributes({
@@ -689,6 +689,39 @@ function fallbackOutputTokens(body: MessagesRequest, sentMaxTokens: number, requ
   let total = 0;
   for (const f of requestFallbackAttempts(fallbacks)) total += (f.maxTokens ?? sentMaxTokens) * steps;
   return total;
+}
+
+/**
+ * The context window the input bound may use for a request (`inputTokenBound`'s
+ * `contextWindow`): the largest of the model's (`contextWindowFor`, raised by the request's
+ * betas), the model a group's mapping sends upstream where the catalog knows it (`sent`), and
+ * every model its `fallbacks` attempts may run on (each entry's model and its catalog
+ * `fallback_models`; a name the catalog does not know, or `"default"`: the catalog's largest),
+ * since each attempt reads the prompt up to its own model's window per step.
+ */
+function attemptsContextWindow(catalog: Catalog, model: CatalogModel, sent: CatalogModel | undefined, body: MessagesRequest, anthropicBeta: string | string[] | undefined): number {
+  let window = contextWindowFor(model, anthropicBeta);
+  if (sent !== undefined) window = Math.max(window, contextWindowFor(sent, anthropicBeta));
+  const fallbacks = (body as Record<string, unknown>).fallbacks;
+  const widen = (m: CatalogModel) => {
+    const w = contextWindowFor(m, anthropicBeta);
+    if (w > window) window = w;
+    for (const f of catalog.models) if (m.fallbackModels.has(f.id)) window = Math.max(window, contextWindowFor(f, anthropicBeta));
+  };
+  widen(model);
+  if (fallbacks === 'default') {
+    for (const m of catalog.models) widen(m);
+    return window;
+  }
+  for (const f of requestFallbackAttempts(fallbacks)) {
+    const hit = f.model === '' ? undefined : resolveServing(catalog, f.model, model);
+    if (hit === undefined || !hit.resolved) {
+      for (const m of catalog.models) widen(m);
+      break;
+    }
+    widen(hit.model);
+  }
+  return window;
 }
 
 /**
