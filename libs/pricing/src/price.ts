@@ -405,14 +405,8 @@ export interface HoldRequest {
  * string is read as a model name too). Anything else is ignored. Never throws.
  */
 export function requestFallbacks(fallbacks: unknown): string[] {
-  if (!Array.isArray(fallbacks)) return [];
-  const out: string[] = [];
   // Every entry: each is forwarded and can serve (and bill) the request.
-  for (const f of fallbacks) {
-    const model = typeof f === 'string' ? f : f !== null && typeof f === 'object' ? (f as Record<string, unknown>).model : undefined;
-    if (typeof model === 'string' && model.length > 0) out.push(model);
-  }
-  return out;
+  return requestFallbackAttempts(fallbacks).flatMap((f) => (f.model === '' ? [] : [f.model]));
 }
 
 /**

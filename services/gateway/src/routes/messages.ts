@@ -8,7 +8,7 @@ import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
-  admission, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveServing, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveServing, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type FallbackAttempt, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
@@ -203,6 +203,10 @@ interface Exchange {
   estimate: number;
   /** upper bound of the output tokens: max_tokens × the server-loop iterations */
   maxOutputTokens: number;
+  /** sampling steps the request may run: the input bound's iterations (1, or the server-tool loop's) */
+  iterations: number;
+  /** the body's `fallbacks` entries, an attempt each (`requestFallbackAttempts`) */
+  fallbacks: FallbackAttempt[];
   limit: LimitTicket;
   client: ClientWatch;
   /** performance.now() and Date.now() when the request arrived */
@@ -279,6 +283,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     checkFallbackEntries(body, version.catalog, request.headers['anthropic-beta']);
     checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
     checkPrewarm(body, resolved);
+    const fallbacks = requestFallbackAttempts((body as Record<string, unknown>).fallbacks);
     // The caller's group (issue 10): an upstream of it must serve the model (else 404 before any
     // hold), and its model_mapping names the model upstream (priced as the catalog model).
     const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
@@ -302,13 +307,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     });
     const raw = input.raw;
     const tools = serverTools(body, version, resolved.model);
-    refuseUnpriced(version, resolved, body, tools);
+    refuseUnpriced(version, resolved, body, tools, fallbacks);
     // Before any limit or hold: a -thinking body no model accepts is a 400 that costs nothing.
     const betaHeader = request.headers['anthropic-beta'];
     const betas = (Array.isArray(betaHeader) ? betaHeader.join(',') : betaHeader ?? '').split(',');
     const sent = upstreamBody(body, raw, resolved, tools.maxUses, betas, defaulted);
     const bound = inputTokenBound(body, raw, {
-      contextWindow: attemptsContextWindow(version.catalog, resolved.model, limited, body, request.headers['anthropic-beta']),
+      contextWindow: attemptsContextWindow(version.catalog, resolved.model, limited, body, fallbacks, request.headers['anthropic-beta']),
       imageTokenCap: resolved.model.imageTokenCap,
     });
     request.span?.setAttributes({
@@ -325,8 +330,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     reply.headers(limit.headers);
     try {
       return await metered({
-        request, reply, body, resolved, raw, sent, estimate, maxOutputTokens: body.max_tokens * bound.iterations, limit, client, startedAt, ts,
-        version, tools, format, route,
+        request, reply, body, resolved, raw, sent, estimate, maxOutputTokens: body.max_tokens * bound.iterations, iterations: bound.iterations,
+        fallbacks, limit, client, startedAt, ts, version, tools, format, route,
       });
     } finally {
       // Refused before the upstream (402, 503): no tokens were used. After a settlement this
@@ -406,13 +411,13 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     deps.holds?.held(request.id, caller.account.id, caller.key.id, x.ts, amount, deps.holdTtlMs);
     if (hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens) {
       x.sent = clampedBody(x.sent, body.max_tokens, hold.maxTokens, minBudget);
-      x.maxOutputTokens = Math.floor(x.maxOutputTokens / body.max_tokens) * hold.maxTokens;
+      x.maxOutputTokens = x.iterations * hold.maxTokens;
       reply.header(CLAMP_HEADER, `${body.max_tokens}->${hold.maxTokens}`);
     }
 
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
-      maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(body, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens, x.maxOutputTokens),
+      maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(x, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens),
       version: x.version, priceList, maxUnits: x.tools.units,
     };
     reply.headers(x.limit.headers);
@@ -659,13 +664,13 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
       // (a pre-warm calls no advisor)
       advisors: prewarms(x.body) ? [] : advisorTools(x.body.tools),
       // each fallbacks entry is an attempt of its own, at its own max_tokens and speed
-      fallbacks: requestFallbackAttempts((x.body as Record<string, unknown>).fallbacks),
+      fallbacks: x.fallbacks,
       defaultFallbacks: (x.body as Record<string, unknown>).fallbacks === 'default',
       // a fallback writes at most its own output limit per call, raised by the betas the request
       // names; counted only for a one-step request (no server-tool loop, no compaction)
       anthropicBeta: x.request.headers['anthropic-beta'], steps: holdSteps(x),
       // one step of the server loop reads at most the estimate over its steps (an advisor call reads one)
-      stepInputTokens: x.body.max_tokens > 0 ? Math.ceil(x.estimate / Math.max(1, Math.round(x.maxOutputTokens / x.body.max_tokens))) : x.estimate,
+      stepInputTokens: x.body.max_tokens > 0 ? Math.ceil(x.estimate / x.iterations) : x.estimate,
     }, policy, floorTokens);
   } catch (err) {
     if (err instanceof HoldBoundError) {
@@ -676,18 +681,17 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
 }
 
 /**
- * The output the body's `fallbacks` entries may add to a request's (`requestOutputTokens`, the
- * request's own bound: `sentMaxTokens`, the max_tokens sent upstream after any clamp, × its
- * steps): each entry is an attempt of its own after the one before declined, writing up to its
- * own `max_tokens` (else the one sent) in as many steps. The settlement's output ceiling is
- * their sum; `fallbacks: "default"` adds one attempt.
+ * The output the body's `fallbacks` entries may add to a request's own bound (`sentMaxTokens`,
+ * the max_tokens sent upstream after any clamp, × its steps): each entry is an attempt of its
+ * own after the one before declined, writing up to its own `max_tokens` (else the one sent) in
+ * as many steps. The settlement's output ceiling is their sum; `fallbacks: "default"` adds one
+ * attempt.
  */
-function fallbackOutputTokens(body: MessagesRequest, sentMaxTokens: number, requestOutputTokens: number): number {
-  const fallbacks = (body as Record<string, unknown>).fallbacks;
-  if (fallbacks === 'default') return requestOutputTokens;
-  const steps = sentMaxTokens > 0 ? Math.max(1, Math.round(requestOutputTokens / sentMaxTokens)) : 1;
+function fallbackOutputTokens(x: Exchange, sentMaxTokens: number): number {
+  const steps = sentMaxTokens > 0 ? x.iterations : 1;
+  if ((x.body as Record<string, unknown>).fallbacks === 'default') return sentMaxTokens * steps;
   let total = 0;
-  for (const f of requestFallbackAttempts(fallbacks)) total += (f.maxTokens ?? sentMaxTokens) * steps;
+  for (const f of x.fallbacks) total += (f.maxTokens ?? sentMaxTokens) * steps;
   return total;
 }
 
@@ -699,21 +703,21 @@ function fallbackOutputTokens(body: MessagesRequest, sentMaxTokens: number, requ
  * `fallback_models`; a name the catalog does not know, or `"default"`: the catalog's largest),
  * since each attempt reads the prompt up to its own model's window per step.
  */
-function attemptsContextWindow(catalog: Catalog, model: CatalogModel, sent: CatalogModel | undefined, body: MessagesRequest, anthropicBeta: string | string[] | undefined): number {
+function attemptsContextWindow(catalog: Catalog, model: CatalogModel, sent: CatalogModel | undefined, body: MessagesRequest,
+  attempts: readonly FallbackAttempt[], anthropicBeta: string | string[] | undefined): number {
   let window = contextWindowFor(model, anthropicBeta);
   if (sent !== undefined) window = Math.max(window, contextWindowFor(sent, anthropicBeta));
-  const fallbacks = (body as Record<string, unknown>).fallbacks;
   const widen = (m: CatalogModel) => {
     const w = contextWindowFor(m, anthropicBeta);
     if (w > window) window = w;
-    for (const f of catalog.models) if (m.fallbackModels.has(f.id)) window = Math.max(window, contextWindowFor(f, anthropicBeta));
+    if (m.fallbackModels.size > 0) for (const f of catalog.models) if (m.fallbackModels.has(f.id)) window = Math.max(window, contextWindowFor(f, anthropicBeta));
   };
   widen(model);
-  if (fallbacks === 'default') {
+  if ((body as Record<string, unknown>).fallbacks === 'default') {
     for (const m of catalog.models) widen(m);
     return window;
   }
-  for (const f of requestFallbackAttempts(fallbacks)) {
+  for (const f of attempts) {
     const hit = f.model === '' ? undefined : resolveServing(catalog, f.model, model);
     if (hit === undefined || !hit.resolved) {
       for (const m of catalog.models) widen(m);
@@ -730,7 +734,7 @@ function attemptsContextWindow(catalog: Catalog, model: CatalogModel, sent: Cata
  * compact (`mayCompact`: a compaction is a step of its own in `usage.iterations`).
  */
 function holdSteps(x: Exchange): number {
-  const iterations = x.body.max_tokens > 0 ? Math.max(1, Math.round(x.maxOutputTokens / x.body.max_tokens)) : 1;
+  const iterations = x.body.max_tokens > 0 ? x.iterations : 1;
   return mayCompact(x.body) ? Math.max(2, iterations) : iterations;
 }
 
@@ -740,7 +744,7 @@ function holdSteps(x: Exchange): number {
  * without fast prices, is a 400 `unpriced_request` naming what is unpriced. With `record` (the
  * default) it is served and the unpriced units are recorded on its usage event.
  */
-function refuseUnpriced(version: PriceVersion, resolved: ResolvedModel, body: MessagesRequest, tools: ServerTools): void {
+function refuseUnpriced(version: PriceVersion, resolved: ResolvedModel, body: MessagesRequest, tools: ServerTools, fallbacks: readonly FallbackAttempt[]): void {
   if (version.catalog.unpriced !== 'refuse') return;
   const missing = requestUnpriced(resolved.model, {
     speed: requestLabel((body as Record<string, unknown>).speed) ?? null,
@@ -751,7 +755,7 @@ function refuseUnpriced(version: PriceVersion, resolved: ResolvedModel, body: Me
       `${resolved.model.id} has no price on this gateway for ${missing.join(', ')}; remove the tool or option that uses it`);
   }
   // a fallbacks entry's own fast mode, at its model
-  requestFallbackAttempts((body as Record<string, unknown>).fallbacks).forEach((f, i) => {
+  fallbacks.forEach((f, i) => {
     const m = f.speed === 'fast' ? resolveModel(version.catalog, f.model)?.model : undefined;
     if (m !== undefined && requestUnpriced(m, { speed: 'fast' }).length > 0) {
       throw gatewayError('unpriced_request', `fallbacks[${i}].speed: ${m.id} has no price on this gateway for speed:fast; remove the entry's speed`);
