@@ -226,7 +226,8 @@ describe('max_tokens above the model\'s output limit', () => {
       [[{ model: 'claude-opus-4-0', max_tokens: 40_000 }], 'fallbacks[0].max_tokens: 40000 > 32000, which is the maximum allowed number of output tokens for claude-opus-4-0'],
       [[{ model: 'claude-haiku-4-5' }, { model: 'claude-opus-4-0', max_tokens: '100' }], 'fallbacks[1].max_tokens: Input should be a valid integer'],
       [[{ model: 'claude-opus-4-0', max_tokens: 0 }], 'fallbacks[0].max_tokens: Input should be greater than or equal to 1'],
-      [[{ model: 'claude-opus-4-0', max_tokens: 1.5 }], 'fallbacks[0].max_tokens: Input should be a valid integer'],
+      [[{ model: 'claude-opus-4-0', max_tokens: 1.5 }], 'fallbacks[0].max_tokens: Input should be a valid integer, got a number with a fractional part'],
+      [[{ model: 'claude-opus-4-0', max_tokens: 1e300 }], 'fallbacks[0].max_tokens: Input should be less than or equal to 9007199254740991'],
       [[{ model: 'claude-opus-4-6', speed: 'turbo' }], "fallbacks[0].speed: Input should be 'standard' or 'fast'"],
       // each entry is an attempt the hold prices: a long list is refused before anything reads it
       [Array.from({ length: 17 }, () => null), 'fallbacks: at most 16 entries on this gateway, got 17'],

@@ -25,6 +25,7 @@ export {
   validateCountTokensRequest,
   validateModelId,
   validateMessagesRequest,
+  integerProblem,
 } from './request.ts';
 export type { InputBound, InputBoundLimits, UnboundedSource } from './input-bound.ts';
 export {

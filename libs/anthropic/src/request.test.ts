@@ -4,6 +4,7 @@ import {
   mayCompact,
   validateCountTokensRequest,
   validateMessagesRequest,
+  integerProblem,
 } from './request.ts';
 import { GatewayError, ProtocolError } from './errors.ts';
 import type { MessagesRequest } from './types.ts';
@@ -84,9 +85,23 @@ test('wrong types', () => {
   rejects({ ...ok(), stream: 1 }, 'stream', 'stream: Input should be a valid boolean');
   rejects({ ...ok(), stream: null }, 'stream', 'stream: Input should be a valid boolean');
   rejects({ ...ok(), max_tokens: '1024' }, 'max_tokens', 'max_tokens: Input should be a valid integer');
-  rejects({ ...ok(), max_tokens: 1.5 }, 'max_tokens', 'max_tokens: Input should be a valid integer');
-  rejects({ ...ok(), max_tokens: Number.NaN }, 'max_tokens', 'max_tokens: Input should be a valid integer');
-  rejects({ ...ok(), max_tokens: 1e300 }, 'max_tokens', 'max_tokens: Input should be a valid integer');
+});
+
+test('an integer field out of what the API validates is named for what it is (integerProblem)', () => {
+  // the kinds: not a number, not finite, a fraction, an integer no stage holds exactly, below the minimum
+  rejects({ ...ok(), max_tokens: 1.5 }, 'max_tokens', 'max_tokens: Input should be a valid integer, got a number with a fractional part');
+  rejects({ ...ok(), max_tokens: 1024.000001 }, 'max_tokens', 'max_tokens: Input should be a valid integer, got a number with a fractional part');
+  rejects({ ...ok(), max_tokens: Number.NaN }, 'max_tokens', 'max_tokens: Input should be a finite number');
+  rejects(JSON.parse('{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}],"max_tokens":1e400}'), 'max_tokens', 'max_tokens: Input should be a finite number');
+  rejects({ ...ok(), max_tokens: Number.NEGATIVE_INFINITY }, 'max_tokens', 'max_tokens: Input should be a finite number');
+  rejects({ ...ok(), max_tokens: 1e300 }, 'max_tokens', 'max_tokens: Input should be less than or equal to 9007199254740991');
+  rejects(JSON.parse('{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}],"max_tokens":9007199254740993}'), 'max_tokens', 'max_tokens: Input should be less than or equal to 9007199254740991');
+  rejects({ ...ok(), max_tokens: -1e300 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 0');
+  rejects({ ...ok(), max_tokens: true }, 'max_tokens', 'max_tokens: Input should be a valid integer');
+  assert.equal(validateMessagesRequest({ ...ok(), max_tokens: Number.MAX_SAFE_INTEGER }).max_tokens, 9007199254740991);
+  assert.equal(integerProblem(1, 1), undefined);
+  assert.equal(integerProblem(0, 1), 'Input should be greater than or equal to 1');
+  assert.equal(integerProblem('7', 1), 'Input should be a valid integer');
   rejects({ ...ok(), max_tokens: -1 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 0');
   rejects({ ...ok(), max_tokens: -5 }, 'max_tokens', 'max_tokens: Input should be greater than or equal to 0');
   rejects({ ...ok(), max_tokens: null }, 'max_tokens', 'max_tokens: Input should be a valid integer');

@@ -211,11 +211,28 @@ export function validateMessagesRequest(body: unknown, defaultMaxTokens?: number
   if (body.max_tokens === undefined && defaultMaxTokens !== undefined) body.max_tokens = defaultMaxTokens;
   const max = body.max_tokens;
   if (max === undefined) throw new ProtocolError('max_tokens', 'Field required');
-  if (typeof max !== 'number' || !Number.isSafeInteger(max)) {
-    throw new ProtocolError('max_tokens', 'Input should be a valid integer');
-  }
-  if (max < 0) throw new ProtocolError('max_tokens', 'Input should be greater than or equal to 0');
+  const problem = integerProblem(max, 0);
+  if (problem !== undefined) throw new ProtocolError('max_tokens', problem);
   return body as MessagesRequest;
+}
+
+/**
+ * What is wrong with a JSON value given for an integer field of at least `min` (`max_tokens`,
+ * a `fallbacks` entry's `max_tokens`), in the API's validation words (Anthropic answers its 400s
+ * in pydantic's): undefined when it is an integer from `min` to 2^53 − 1. Not a number (a
+ * string, null, a boolean): "Input should be a valid integer"; NaN or ±Infinity (JSON.parse
+ * reads `1e400` as Infinity): "Input should be a finite number"; a fraction: "…, got a number
+ * with a fractional part"; an integer above 2^53 − 1 (`1e300`, `9007199254740993`), which no
+ * stage holds exactly: "Input should be less than or equal to 9007199254740991"; below `min`:
+ * "Input should be greater than or equal to <min>".
+ */
+export function integerProblem(value: unknown, min: number): string | undefined {
+  if (typeof value !== 'number') return 'Input should be a valid integer';
+  if (!Number.isFinite(value)) return 'Input should be a finite number';
+  if (!Number.isInteger(value)) return 'Input should be a valid integer, got a number with a fractional part';
+  if (value > Number.MAX_SAFE_INTEGER) return `Input should be less than or equal to ${Number.MAX_SAFE_INTEGER}`;
+  if (value < min) return `Input should be greater than or equal to ${min}`;
+  return undefined;
 }
 
 /** Checks a `/v1/messages/count_tokens` body: as above, without `max_tokens`. */

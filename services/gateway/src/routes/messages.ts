@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import {
   createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, mayCompact, prewarms, readMessage, SseFramer, sseErrorEvent,
-  upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
+  upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, integerProblem, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
 import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
@@ -69,13 +69,13 @@ export function checkFallbackEntries(body: MessagesRequest, catalog: Catalog, an
     const e = f as Record<string, unknown>;
     const max = e.max_tokens;
     if (max !== undefined && max !== null) {
-      if (typeof max !== 'number' || !Number.isSafeInteger(max)) throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: Input should be a valid integer`);
-      if (max < 1) throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: Input should be greater than or equal to 1`);
+      const problem = integerProblem(max, 1);
+      if (problem !== undefined) throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: ${problem}`);
       if (prewarms(body)) throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: max_tokens 0 pre-warms the prompt cache and generates nothing; a fallback cannot set its own max_tokens with it`);
       const m = typeof e.model === 'string' ? exactModel(catalog, e.model) : undefined;
       const limit = m === undefined ? undefined : maxOutputTokensFor(m, anthropicBeta);
-      if (limit !== undefined && max > limit) {
-        throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: ${max} > ${limit}, which is the maximum allowed number of output tokens for ${String(e.model)}`);
+      if (limit !== undefined && (max as number) > limit) {
+        throw gatewayError('invalid_request', `fallbacks[${i}].max_tokens: ${max as number} > ${limit}, which is the maximum allowed number of output tokens for ${String(e.model)}`);
       }
     }
     const speed = e.speed;
