@@ -225,7 +225,7 @@ describe('access rules per key and account', () => {
     }
   });
 
-  test('operator text: a bidi control is refused in every stored name, reference and description; a reference is one reference in NFC and NFD (one credit)', async () => {
+  test('operator text: a bidi control is refused in every stored name, reference and description; a reference is one reference in NFC and NFD (one credit), and refuses invisible characters', async () => {
     const c = await customer(stack.url, 0);
     const bidi = 'must not contain bidi control characters (U+061C, U+200E/F, U+202A–E, U+2066–9)';
     const cases: Array<[string, string, unknown, string]> = [
@@ -244,8 +244,20 @@ describe('access rules per key and account', () => {
     assert.equal((await grant('caf\u00e9')).status, 201);
     const again = await grant('cafe\u0301');
     assert.deepEqual([again.status, again.json.duplicate], [200, true]);
+    // An invisible character would make a reference that reads as another one a second credit:
+    // every default-ignorable code point is refused (judged after the trim, which takes a BOM or
+    // a no-break space off the ends), nothing credited.
+    const hidden: Array<[string, string]> = [['inv\u200b-9', 'U+200B at index 3'], ['inv\u00ad-9', 'U+00AD at index 3'],
+      ['inv\u034f-9', 'U+034F at index 3'], ['inv\u2060-9', 'U+2060 at index 3'], ['i\u200dnv-9', 'U+200D at index 1'],
+      ['inv-9\ufe0f', 'U+FE0F at index 5'], ['inv-9\u{e0041}', 'U+E0041 at index 5'], ['\ufeffinv-\u180e9', 'U+180E at index 4']];
+    for (const [reference, where] of hidden) {
+      const r = await admin<{ error: { message: string } }>(stack.url, 'POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: 1, reference });
+      assert.deepEqual([r.status, r.json.error.message], [400, `reference: must not contain invisible characters (Unicode default-ignorable, such as U+200B zero width space): ${where}`], JSON.stringify(reference));
+    }
+    assert.equal((await grant('\ufeffinv-9\u00a0')).status, 201);
+    assert.deepEqual([(await grant('inv-9')).json.duplicate], [true]);
     const view = await admin<{ balance_micro_credits: string }>(stack.url, 'GET', `/admin/v1/accounts/${c.accountId}`);
-    assert.equal(view.json.balance_micro_credits, '1000000');
+    assert.equal(view.json.balance_micro_credits, '2000000');
   });
 
   test('limits and states are flat PATCH fields: credits in, exact decimal-string credits out (never a float), µc in the record; revoked keys cannot change', async () => {

@@ -32,6 +32,20 @@ const storedText = (min: number, max: number) => z.string().superRefine((v, ctx)
   const problem = operatorTextProblem(v, max);
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 }).transform((v) => v.trim().normalize('NFC')).pipe(z.string().min(min).max(max));
+/**
+ * A credit `reference`: `storedText`, and once trimmed no invisible character (Unicode
+ * Default_Ignorable_Code_Point: zero-width space and joiners, soft hyphen, word joiner,
+ * combining grapheme joiner, variation selectors, tags, …). A reference names one entry: an
+ * `inv-9` with a U+200B inside reads as `inv-9` in every history, statement and CSV, yet would be
+ * another reference and so another credit. A name may carry such characters (an emoji's joiner).
+ */
+const referenceText = (max: number) => storedText(1, max).superRefine((v, ctx) => {
+  const hidden = /\p{Default_Ignorable_Code_Point}/u.exec(v);
+  if (hidden) {
+    const code = hidden[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+    ctx.addIssue({ code: 'custom', message: `must not contain invisible characters (Unicode default-ignorable, such as U+200B zero width space): U+${code} at index ${hidden.index}` });
+  }
+});
 const AccountCreate = z.object({ name: storedText(1, MAX_NAME_CHARS) }).strict();
 /** A spend limit in decimal credits (number or string, ≤ 6 decimals); null clears it. */
 const creditsField = z.union([z.number(), z.string().max(40)]).nullable().optional();
@@ -69,7 +83,7 @@ const KeyPatch = z.object({
 const KeyCreate = z.object({ name: storedText(0, MAX_NAME_CHARS).optional() }).strict().optional();
 const CreditGrant = z.object({
   credits: z.union([z.number(), z.string().max(40)]),
-  reference: storedText(1, MAX_REFERENCE_CHARS),
+  reference: referenceText(MAX_REFERENCE_CHARS),
   kind: z.enum(['grant', 'top_up', 'adjustment', 'refund']).optional(),
 }).strict();
 
