@@ -131,6 +131,34 @@ describe('embedded', () => {
     await Promise.all(responses.map((r) => r.bodyUsed ? undefined : r.arrayBuffer()));
     assert.equal(await settledBalance(stack, c.accountId), 100_000_000n - 7n * WORST_MICROS);
   });
+
+  test('a spend limit removed and set again counts from the moment it is set again: what its first setting counted is not counted (key total, account daily)', async () => {
+    for (const [path, field, window, owner] of [['keys', 'total_credits', 'key_total', 'key'], ['accounts', 'daily_credits', 'account_daily', 'account']] as const) {
+      const c = await customer(stack.url, 100);
+      await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { admission_policy: 'strict' });
+      const target = `/admin/v1/${path}/${path === 'keys' ? c.keyId : c.accountId}`;
+      const served = async () => {
+        const r = await post(stack.url, c.secret, WORST);
+        await r.arrayBuffer();
+        return r.status;
+      };
+      assert.equal((await admin(stack.url, 'PATCH', target, { [field]: '0.2' })).status, 200);
+      assert.equal(await served(), 200, `${window}: under the first setting`);
+      assert.equal((await admin(stack.url, 'PATCH', target, { [field]: null })).status, 200);
+      assert.equal(await served(), 200, `${window}: no limit`);
+      // set again: 0.2 credits of headroom, the whole of it (0.126432 fits, a second does not)
+      assert.equal((await admin(stack.url, 'PATCH', target, { [field]: '0.2' })).status, 200);
+      assert.equal(await served(), 200, `${window}: set again, the first request fits`);
+      const refused = await post(stack.url, c.secret, WORST);
+      assert.equal(refused.status, 429, window);
+      assert.match((await errorOf(refused)).message, new RegExp(`^This request would exceed this ${owner}'s .*\\(${window}\\) of 0\\.2 credits: 0\\.126432 credits are spent or held and the request needs up to 0\\.126432 `));
+      // a changed limit keeps its count: 0.3 leaves 0.173568, one more fits
+      assert.equal((await admin(stack.url, 'PATCH', target, { [field]: '0.3' })).status, 200);
+      assert.equal(await served(), 200, `${window}: raised`);
+      assert.equal(await served(), 429, `${window}: raised, then full`);
+      assert.equal(await settledBalance(stack, c.accountId), 100_000_000n - 4n * WORST_MICROS);
+    }
+  });
 });
 
 describe('distributed: two gateways on one Redis', () => {

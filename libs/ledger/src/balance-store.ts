@@ -328,6 +328,17 @@ export interface BalanceStore {
    * account otherwise), µc; 0 when nothing is counted there yet.
    */
   windowUsed(name: SpendWindowName, accountId: string, keyId: string): Promise<bigint>;
+  /**
+   * Starts the spend windows `names` afresh, of the key `keyId` for the `key_*` windows and of
+   * the account otherwise: a limit newly set on a window (unset before) counts from that moment
+   * (README, "Spend limits"). The counter of each window open now (by the store's clock) goes,
+   * and every hold counted in it (in flight, or expired and still counted) stops being counted
+   * there: its settle, release or usage no longer moves it, and its usage is not counted there
+   * as a hold-less request would be. Control calls it before it publishes the limit, so every
+   * hold made under the limit is counted. Works while the state is lost too (a rebuild then
+   * raises the windows to what the warehouse counted).
+   */
+  restartWindows(accountId: string, keyId: string, names: readonly SpendWindowName[]): Promise<void>;
 
   /**
    * Ledger consumer: debits the cost and closes the hold of the same id. Idempotent by

@@ -11,6 +11,11 @@ interface Hold {
   expiresAt: number;
   /** the spend-window counters this hold is counted in */
   windows: string[];
+  /**
+   * whether it was counted in any window when held (kept when `restartWindows` takes its windows
+   * away): an expired hold so counted is not counted again by its usage (Redis: its hwin entry)
+   */
+  counted: boolean;
 }
 
 /**
@@ -102,7 +107,7 @@ export class MemoryBalanceStore implements BalanceStore {
     this.#dropHold(req.holdId, true);
     this.#expiredHolds.delete(req.holdId);
     for (const key of counted) this.#addWindow(key, amount, now);
-    this.#holds.set(req.holdId, { accountId: req.accountId, amount, expiresAt: now + req.ttlMs, windows: counted });
+    this.#holds.set(req.holdId, { accountId: req.accountId, amount, expiresAt: now + req.ttlMs, windows: counted, counted: counted.length > 0 });
     this.#noteExpiry(req.accountId, now + req.ttlMs);
     let ids = this.#accountHolds.get(req.accountId);
     if (!ids) this.#accountHolds.set(req.accountId, (ids = new Set()));
@@ -128,6 +133,17 @@ export class MemoryBalanceStore implements BalanceStore {
   async windowUsed(name: SpendWindowName, accountId: string, keyId: string): Promise<bigint> {
     const now = this.#now();
     return this.#windowValue(this.#windowKey(name, { accountId, keyId }, now), now);
+  }
+
+  /** BalanceStore.restartWindows: the open windows' counters go, and no hold names them any more. */
+  async restartWindows(accountId: string, keyId: string, names: readonly SpendWindowName[]): Promise<void> {
+    const now = this.#now();
+    const gone = new Set(names.map((name) => this.#windowKey(name, { accountId, keyId }, now)));
+    for (const key of gone) this.#windows.delete(key);
+    for (const id of this.#accountHolds.get(accountId) ?? []) {
+      const hold = this.#holds.get(id);
+      if (hold && hold.windows.some((k) => gone.has(k))) hold.windows = hold.windows.filter((k) => !gone.has(k));
+    }
   }
 
   async extend(holdId: string, _accountId: string, ttlMs: number): Promise<void> {
@@ -160,7 +176,7 @@ export class MemoryBalanceStore implements BalanceStore {
       this.#expireHolds(h.accountId);
       if (this.#holds.has(h.holdId) || this.#expiredHolds.has(h.holdId) || this.#usageSeen.has(h.holdId) || this.#appliedBefore.has(h.holdId)) continue;
       const windows = h.amount === 0n ? [] : this.#countWindows({ account_id: h.accountId, key_id: h.keyId, ts: h.ts }, h.amount);
-      this.#holds.set(h.holdId, { accountId: h.accountId, amount: h.amount, expiresAt: now + h.ttlMs, windows });
+      this.#holds.set(h.holdId, { accountId: h.accountId, amount: h.amount, expiresAt: now + h.ttlMs, windows, counted: windows.length > 0 });
       this.#noteExpiry(h.accountId, now + h.ttlMs);
       let ids = this.#accountHolds.get(h.accountId);
       if (!ids) this.#accountHolds.set(h.accountId, (ids = new Set()));
@@ -455,7 +471,7 @@ export class MemoryBalanceStore implements BalanceStore {
       const at = this.#holds.get(id)!.expiresAt;
       if (at <= now) {
         // Counted in windows: it stays so (hwin's entry in the Redis store), and its usage adds nothing.
-        if (this.#holds.get(id)!.windows.length > 0) this.#expiredHolds.set(id, now);
+        if (this.#holds.get(id)!.counted) this.#expiredHolds.set(id, now);
         this.#dropHold(id);
       }
       else if (at < earliest) earliest = at;

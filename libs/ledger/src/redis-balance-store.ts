@@ -95,6 +95,7 @@ interface LedgerScripts {
   tollgateLedgerReject(ledger: string, rejected: string, eventId: string, reason: string): Promise<number>;
   tollgateLedgerClusterLoadPut(marker: string, key: string, loading: string, op: string, ...values: string[]): Promise<number>;
   tollgateLedgerRaiseWindows(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  tollgateLedgerRestartWindows(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
   tollgateLedgerRestoreHolds(held: string, holds: string, expiry: string, hwin: string, ...args: string[]): Promise<number>;
   /** variable key count: called with the number of keys first */
   tollgateLedgerEpoch(numKeys: number, ...keysAndArgs: string[]): Promise<string | null>;
@@ -360,6 +361,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerReject', lua('reject'), 2);
     define('tollgateLedgerClusterLoadPut', `${lua('marker-fn')}\n${lua('cluster-load-put')}`, 2);
     define('tollgateLedgerRaiseWindows', lua('raise-windows'), -1);
+    define('tollgateLedgerRestartWindows', `${expireHolds}\n${windowsFn}\n${lua('restart-windows')}`, -1);
     define('tollgateLedgerEpoch', lua('epoch'), -1);
     define('tollgateLedgerTakeRestorers', `${lua('take-restorers')}\n${lua('take-restorers-call')}`, 3);
     define('tollgateLedgerHolders', lua('holders'), 1);
@@ -437,6 +439,15 @@ export class RedisBalanceStore implements BalanceStore {
     const start = windowBounds(name, this.#now ? this.#now() : Date.now()).start;
     const v = await this.#redis.get(`${this.#windowBase(name, accountId, keyId)}:${start}`);
     return v === null ? 0n : BigInt(v);
+  }
+
+  /** lua/restart-windows.lua: one call, the account's slot (BalanceStore.restartWindows). */
+  async restartWindows(accountId: string, keyId: string, names: readonly SpendWindowName[]): Promise<void> {
+    const unique = SPEND_WINDOW_NAMES.filter((n) => names.includes(n));
+    if (unique.length === 0) return;
+    const k = this.#accountKeys(accountId);
+    const bases = unique.map((n) => this.#windowBase(n, accountId, keyId));
+    await this.#scripts.tollgateLedgerRestartWindows(1 + bases.length, k.hwin, ...bases, this.#clockArg(), ...unique);
   }
 
   async settle(holdId: string, accountId: string, actual: bigint, ttlMs: number): Promise<void> {

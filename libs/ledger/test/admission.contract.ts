@@ -273,6 +273,37 @@ export function admissionContract(name: string, make: ClockedFactory): void {
     assert.equal(below.ok === false && below.reason, 'spend_limit_exceeded');
   });
 
+  it('a restarted window (a limit set where none was) counts from then: its count goes, and holds counted in it before (live, settled or expired) neither move it nor count their usage there; other windows keep theirs', async (store, clock) => {
+    const a = await funded(store, 10_000_000n);
+    const windows: SpendWindow[] = [{ name: 'key_daily', limit: 1_000n }, { name: 'account_monthly', limit: 100_000n }];
+    const live = req(a, { amount: 600n, windows });
+    const settled = req(a, { amount: 200n, windows });
+    const expired = req(a, { amount: 100n, windows, ttlMs: 0 });
+    for (const r of [live, settled, expired]) assert.equal((await store.hold(r)).ok, true);
+    await store.settle(settled.holdId, a, 50n, LONG);
+    clock.t += 1;
+    assert.deepEqual([await store.windowUsed('key_daily', a, 'key-1'), await store.windowUsed('account_monthly', a, 'key-1')], [750n, 750n]);
+    await store.restartWindows(a, 'key-1', ['key_daily']);
+    assert.deepEqual([await store.windowUsed('key_daily', a, 'key-1'), await store.windowUsed('account_monthly', a, 'key-1')], [0n, 750n]);
+    // settled 600 → 100: the account window moves, the restarted one does not go below its new count
+    await store.settle(live.holdId, a, 100n, LONG);
+    assert.deepEqual([await store.windowUsed('key_daily', a, 'key-1'), await store.windowUsed('account_monthly', a, 'key-1')], [0n, 250n]);
+    // their usage, at the request's start (today), is not counted there as a hold-less request would be
+    assert.equal(await store.applyUsage({ ...usage(a, settled.holdId, 60n), ts: NOON }), 'applied');
+    assert.equal(await store.applyUsage({ ...usage(a, expired.holdId, 100n), ts: NOON }), 'applied');
+    assert.deepEqual([await store.windowUsed('key_daily', a, 'key-1'), await store.windowUsed('account_monthly', a, 'key-1')], [0n, 260n]);
+    // the limit's whole headroom, and not a µc more
+    assert.equal((await store.hold(req(a, { amount: 1_000n, windows }))).ok, true);
+    const over = await store.hold(req(a, { amount: 1n, windows }));
+    assert.equal(over.ok === false && over.reason === 'spend_limit_exceeded' && over.window, 'key_daily');
+    // a release of the hold from before gives back only where it was counted
+    await store.release(live.holdId, a);
+    assert.deepEqual([await store.windowUsed('key_daily', a, 'key-1'), await store.windowUsed('account_monthly', a, 'key-1')], [1_000n, 1_160n]);
+    // a repeated restart, or one of a window with nothing counted, changes nothing else
+    await store.restartWindows(a, 'key-2', ['key_hourly', 'key_total']);
+    assert.equal(await store.windowUsed('key_daily', a, 'key-1'), 1_000n);
+  });
+
   it('an expired hold stays counted in its window (errs toward the limit) while the balance gets it back', async (store, clock) => {
     const a = await funded(store, 1_000n);
     const windows: SpendWindow[] = [{ name: 'key_hourly', limit: 500n }];

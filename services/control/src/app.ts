@@ -7,7 +7,7 @@ import {
 import { createHttpServer, guardOperatorRoutes } from '@tollgate/http';
 import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } from '@tollgate/keys';
 import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, resolveModel, type Catalog } from '@tollgate/pricing';
-import type { LedgerEntry } from '@tollgate/ledger';
+import type { LedgerEntry, SpendWindowName } from '@tollgate/ledger';
 import type { ControlDeps } from './deps.ts';
 import { bodyErrorMap, bodyProblems, MAX_NAME_CHARS, operatorTextProblem } from './body-problems.ts';
 import { newId, nextVersion } from './ids.ts';
@@ -127,6 +127,10 @@ function balanceOutOfRange() {
  * stays undefined, null clears, else decimal credits ≥ 0 within MAX_MONEY_MICROS.
  * @throws GatewayError 400 naming the field
  */
+/** The spend windows of an account's and a key's limit fields (README "Spend limits"). */
+const ACCOUNT_WINDOWS = [['daily_credits', 'account_daily'], ['monthly_credits', 'account_monthly']] as const;
+const KEY_WINDOWS = [['hourly_credits', 'key_hourly'], ['daily_credits', 'key_daily'], ['total_credits', 'key_total']] as const;
+
 function limitMicros(field: string, value: number | string | null | undefined): string | null | undefined {
   if (value === undefined || value === null) return value;
   let micros: bigint;
@@ -190,6 +194,17 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       return stored?.version;
     },
   });
+  /**
+   * Starts afresh each spend window whose limit `next` sets and `current` did not have (null or
+   * absent): a limit counts from the moment it is set, also one removed and set again within a
+   * window (the window kept counting what was held under the first one). A changed limit keeps
+   * its count. Unguarded: a lost state is rebuilt with every window raised anyway.
+   */
+  const restartWindows = async <R extends object>(accountId: string, keyId: string, current: R, next: R,
+    windows: ReadonlyArray<readonly [keyof R, SpendWindowName]>): Promise<void> => {
+    const names = windows.filter(([field]) => current[field] == null && next[field] != null).map(([, name]) => name);
+    if (names.length > 0) await unguarded.restartWindows(accountId, keyId, names);
+  };
   const applyTimeoutMs = deps.applyTimeoutMs ?? 10_000;
   const claimTtlMs = deps.claimTtlMs ?? applyTimeoutMs + 20_000;
 
@@ -320,6 +335,9 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
             throw gatewayError('invalid_request', `price_list: ${JSON.stringify(list)} is not a price list of the catalog in force (${names.length > 0 ? names.map((n) => JSON.stringify(n)).join(', ') + ', or ' : ''}"default" / null for the catalog's own prices)`);
           } else next.price_list = list;
         }
+        // A limit set where none was counts from now: its open window starts afresh, before any
+        // gateway can see the limit (BalanceStore.restartWindows; README "Spend limits").
+        await restartWindows(id, '', current, next, ACCOUNT_WINDOWS);
         await saveAccount(next, fence);
         return accountView(next);
       });
@@ -371,6 +389,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
           const micros = limitMicros(field, body[field]);
           if (micros !== undefined) next[field] = micros;
         }
+        await restartWindows(current.account_id, id, current, next, KEY_WINDOWS);
         if (body.ip_allowlist !== undefined) {
           const cidrs = (body.ip_allowlist ?? []).map((entry, i) => {
             try {
