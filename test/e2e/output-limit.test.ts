@@ -126,6 +126,26 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.deepEqual([(await simRequests(stack.simUrl, 1))[0]!.body['model'], (await simRequests(stack.simUrl, 1))[0]!.body['max_tokens']], ['claude-sonnet-by-glob', 130_000]);
   });
 
+  test('a server-tool loop may write max_tokens in every step: the hold covers it, so such an answer is charged in full, never capped at the hold', async () => {
+    // haiku-4-5 (cny): input-side 48 at most (1 h cache write), output 120, a search 240,000 µc.
+    // Ten steps of 136,000 in and 64,000 out (each at the 200,000 window), ten searches:
+    // 1,360,000 × 24 + 640,000 × 120 + 10 × 240,000 = 32,640,000 + 76,800,000 + 2,400,000.
+    // The output part of the hold was 64,000 × 120 once: 5,760,000 µc short, capped (a breaker's HIGH).
+    const rich = await customer(stack.url, 1_000);
+    const steps = Array.from({ length: 10 }, () => 'message:-:136000:64000').join(',');
+    const res = await fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': rich.secret },
+      body: JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 64_000, tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 10 }],
+        messages: user(`search [[sim input=0 output=640000 web_search=10 iterations=${steps}]]`) }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.arrayBuffer();
+    await stack.tollgate.drain();
+    const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+    assert.deepEqual([e?.cost_micros, e?.status, e?.anomalies ?? []], ['111840000', 'ok', []]);
+    assert.equal(await settledBalance(stack, rich.accountId), 1_000_000_000n - 111_840_000n);
+  });
+
   test('fallback attempts: each fallbacks entry is held as an attempt of its own, at most its own output limit, its own max_tokens and speed', async () => {
     // sonnet-4-6 asked (cny, inference_geo global: no us_geo factor): input-side 360, output 900
     // µc per token; the opus-4 entry writes at most 32,000 tokens: 720 and 1,800. Each attempt
@@ -154,21 +174,22 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.match(((await refused.json()) as { error: { message: string } }).error.message, /needs up to 147\.79764 credits \(its worst case at max_tokens 100000\)/);
     // a request that may run several steps (a web search loop: 1 + max_uses = 2) may call opus-4
     // in each, so nothing is capped: the input bound is sonnet-4-6's window × 2 steps = 2,000,000
-    // tokens, read by both attempts (× 360 and × 720), one search each (240,000), 100,000 × 2,700:
-    // 720,000,000 + 1,440,000,000 + 480,000 + 270,000,000
+    // tokens, read by both attempts (× 360 and × 720), one search each (240,000), and each step of
+    // each attempt may write max_tokens, 2 × 100,000 × 2,700:
+    // 720,000,000 + 1,440,000,000 + 480,000 + 540,000,000
     const looping = await post(s.secret, JSON.stringify({ ...JSON.parse(body(100_000)), tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }] }));
     assert.equal(looping.status, 402);
-    assert.match(((await looping.json()) as { error: { message: string } }).error.message, /needs up to 2430\.48 credits \(its worst case at max_tokens 100000\)/);
+    assert.match(((await looping.json()) as { error: { message: string } }).error.message, /needs up to 2700\.48 credits \(its worst case at max_tokens 100000\)/);
     // each attempt reads up to its own model's window per step: sonnet-4-5 (200,000) with an
     // opus-4-6 entry (1,000,000) and a web fetch loop (1 + max_uses 2 = 3 steps) holds
     // 3,000,000 input tokens per attempt: sonnet-4-5 at its long-context tier (288 input-side,
-    // 540 out) 864,000,000 + 1,000 × 540, opus-4-6 (600, 1,500) 1,800,000,000 + 1,000 × 1,500
+    // 540 out) 864,000,000 + 3 steps × 1,000 × 540, opus-4-6 (600, 1,500) 1,800,000,000 + 3 × 1,000 × 1,500
     const wide = await post(s.secret, JSON.stringify({
       model: 'claude-sonnet-4-5', max_tokens: 1_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-6' }],
       tools: [{ type: 'web_fetch_20250910', name: 'web_fetch', max_uses: 2 }], messages: user('fetch it'),
     }));
     assert.equal(wide.status, 402);
-    assert.match(((await wide.json()) as { error: { message: string } }).error.message, /needs up to 2666\.04 credits \(its worst case at max_tokens 1000\)/);
+    assert.match(((await wide.json()) as { error: { message: string } }).error.message, /needs up to 2670\.12 credits \(its worst case at max_tokens 1000\)/);
     // clamp, exactly the worst case: served whole (no clamp), charged 5 × 180 + 10 × 900 = 9,900 µc
     const whole = await customer(stack.url, '147.79764');
     const served = await post(whole.secret, body(100_000));

@@ -120,10 +120,11 @@ test('fallback attempts: an entry reaching its model only through a mapping rule
   // 1,080,000 + 100,000 × 2,700
   const globbed = admission(v, m, { ...WITH_OPUS4, fallbacks: ['claude-opus-4-7'] }, 'clamp', 1);
   assert.deepEqual([globbed.amount, globbed.segments], [271_080_000n, [{ perOutputToken: 2_700n, tokens: null }]]);
-  // a server-tool loop or a compaction may call opus-4 in every step: 271,080,000 too
-  for (const steps of [2, 10]) {
+  // a server-tool loop or a compaction may call opus-4 in every step, uncapped, and every step
+  // of every attempt may write max_tokens: 1,080,000 + steps × 100,000 × 2,700
+  for (const [steps, amount] of [[2, 541_080_000n], [10, 2_701_080_000n]] as const) {
     const a = admission(cny, model(cny, 'claude-sonnet-4-6'), { ...WITH_OPUS4, steps }, 'clamp', 1);
-    assert.deepEqual([a.amount, a.segments], [271_080_000n, [{ perOutputToken: 2_700n, tokens: null }]], `steps ${steps}`);
+    assert.deepEqual([a.amount, a.segments], [amount, [{ perOutputToken: 2_700n * BigInt(steps), tokens: null }]], `steps ${steps}`);
   }
   assert.equal(holdBound(cny, model(cny, 'claude-sonnet-4-6'), { ...WITH_OPUS4, steps: 1 }), 148_680_000n);
 });

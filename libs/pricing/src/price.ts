@@ -393,7 +393,8 @@ export interface HoldRequest {
   readonly anthropicBeta?: string | readonly string[];
   /**
    * The sampling steps the request may run (`inputTokenBound`'s iterations: 1, or a server-tool
-   * loop's; more than 1 for a request that may compact its context). Default 1. Only a one-step
+   * loop's; more than 1 for a request that may compact its context). Default 1. Every attempt's
+   * output is held once per step (each step may write up to its max_tokens); only a one-step
    * request has its fallbacks' output capped at their limits (`holdTerms`).
    */
   readonly steps?: number;
@@ -598,6 +599,11 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   const inputTokens = count(req.inputTokens, 'inputTokens');
   const maxTokens = count(req.maxTokens, 'maxTokens');
   const oneStep = (req.steps ?? 1) <= 1;
+  // Each sampling step may write up to its max_tokens (the settlement's output ceiling is
+  // max_tokens × steps: docs/decisions.md, "Output is bounded like input"), so every attempt's
+  // output is held that many times.
+  const stepCount = count(req.steps ?? 1, 'steps');
+  const steps = stepCount < 1n ? 1n : stepCount;
   const attempt = (models: Iterable<CatalogModel>, conditions: Conditions, own: bigint | undefined, cap: bigint | undefined): Attempt => {
     let input = ZERO;
     let units = ZERO;
@@ -641,16 +647,16 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   let base = ZERO;
   for (const a of attempts) {
     base = add(base, add(add(a.input, a.units), shared));
-    if (a.own !== undefined) base = add(base, mul(a.out, rat(a.cap !== undefined && a.cap < a.own ? a.cap : a.own)));
+    if (a.own !== undefined) base = add(base, mul(a.out, rat(steps * (a.cap !== undefined && a.cap < a.own ? a.cap : a.own))));
   }
   // What grows with t: min(t, cap) × rate of each attempt at the request's max_tokens. Between
   // two caps the rate is the sum of the attempts not yet capped: dearest first, down to the
   // uncapped ones (the requested model among them) for every token past the last cap.
   const growing = attempts.filter((a) => a.own === undefined);
   let exact = base;
-  for (const a of growing) exact = add(exact, mul(a.out, rat(a.cap !== undefined && a.cap < maxTokens ? a.cap : maxTokens)));
+  for (const a of growing) exact = add(exact, mul(a.out, rat(steps * (a.cap !== undefined && a.cap < maxTokens ? a.cap : maxTokens))));
   const caps = [...new Set(growing.flatMap((a) => a.cap === undefined ? [] : [a.cap]))].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
-  const rateFrom = (tokens: bigint) => growing.reduce((sum, a) => (a.cap === undefined || a.cap >= tokens ? sum + ceil(a.out) : sum), 0n);
+  const rateFrom = (tokens: bigint) => growing.reduce((sum, a) => (a.cap === undefined || a.cap >= tokens ? sum + ceil(mul(a.out, rat(steps))) : sum), 0n);
   const segments: HoldSegment[] = [];
   let prev = 0n;
   for (const cap of caps) {

@@ -2,7 +2,7 @@ import { MAX_TOKEN_COUNT, ZERO_USAGE, type TokenUsage, type UsageAnomaly, type U
 import type { Appended, UsageEvent, UsageEventV2, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import {
-  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities,
+  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities, UNIT_DIMENSIONS,
   type Dimension, type PricedRequest, type PriceVersion, type PricingIteration, type Quantities, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import { context, failSpan, injectContext, noopTracer, SpanKind, trace } from '@tollgate/telemetry';
@@ -121,8 +121,45 @@ export function measured(usage: TokenUsage, report: UsageReport | null | undefin
     for (const d of DIMENSIONS) sums[d.key] = Math.min(MAX_TOKEN_COUNT, sums[d.key] + q[d.key]);
     iterations.push({ type: it.type, model: it.model ?? report.model ?? fallbackModel, quantities: toQuantities(q) });
   }
+  // Cache writes are one count with a 5 m / 1 h split (usageFromWire; docs/decisions.md "Cache
+  // writes are one counter with a split"): taken per class, a top level of 1 h 1000 over an
+  // iteration of 5 m 1000 (one without a breakdown reads as 5 m) charged 2000 writes.
+  const topWrites = totals.cache_write_5m + totals.cache_write_1h;
+  const stepWrites = sums.cache_write_5m + sums.cache_write_1h;
   for (const d of DIMENSIONS) totals[d.key] = Math.min(MAX_TOKEN_COUNT, Math.max(totals[d.key], sums[d.key]));
+  if (stepWrites > 0) {
+    const writes = Math.min(MAX_TOKEN_COUNT, Math.max(topWrites, stepWrites));
+    totals.cache_write_1h = Math.min(writes, totals.cache_write_1h);
+    totals.cache_write_5m = writes - totals.cache_write_1h;
+    alignCacheWrites(iterations, totals.cache_write_5m, totals.cache_write_1h);
+  }
   return { quantities: totals, iterations, unknown };
+}
+
+/**
+ * Makes the iterations' cache-write splits fit the request's (`fiveMinute` / `oneHour`, whose sum
+ * is at least the iterations'): writes of a class the iterations hold more of than the request
+ * are moved, in iteration order, to the other class, so the writes beyond the iterations (the
+ * top level's remainder, `priceRequest`) are never negative in one class while counted again in
+ * the other. The 1 h class is the larger of what the top level and the iterations report, so a
+ * write some report calls 1 h is priced as 1 h (the dearer reading, as the hold assumed).
+ */
+function alignCacheWrites(iterations: PricingIteration[], fiveMinute: number, oneHour: number): void {
+  let over5m = -fiveMinute;
+  let over1h = -oneHour;
+  for (const it of iterations) {
+    over5m += it.quantities.cache_write_5m;
+    over1h += it.quantities.cache_write_1h;
+  }
+  for (let i = 0; i < iterations.length && (over5m > 0 || over1h > 0); i++) {
+    const q = iterations[i]!.quantities;
+    const from = over5m > 0 ? 'cache_write_5m' : 'cache_write_1h';
+    const to = from === 'cache_write_5m' ? 'cache_write_1h' : 'cache_write_5m';
+    const moved = Math.min(q[from], from === 'cache_write_5m' ? over5m : over1h);
+    if (moved === 0) continue;
+    iterations[i] = { ...iterations[i]!, quantities: toQuantities({ ...q, [from]: q[from] - moved, [to]: q[to] + moved }) };
+    if (from === 'cache_write_5m') over5m -= moved; else over1h -= moved;
+  }
 }
 
 /** The settled money of one request: the charge, the price it was computed with, and the quantities. */
@@ -174,24 +211,35 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   let usage = outcome.usage;
   const report = outcome.report ?? null;
   const { quantities, iterations, unknown } = measured(usage ?? ZERO_USAGE, report, m.resolved.upstreamModel);
-  if (m.maxOutputTokens !== undefined && quantities.output > m.maxOutputTokens) {
-    quantities.output = m.maxOutputTokens;
-    if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
-    anomalies.add('output_over_max_tokens');
-  }
-  for (const [unit, bound] of Object.entries(m.maxUnits ?? {}) as Array<[UnitDimension, number | null | undefined]>) {
-    if (bound == null) continue;
-    const over = quantities[unit] > bound || iterations.reduce((n, it) => n + it.quantities[unit], 0) > bound;
-    if (!over) continue;
-    quantities[unit] = Math.min(quantities[unit], bound);
+  // A bound holds for the request as priced: its total and its iterations, each priced at its
+  // own model, clamped alike (the top level's remainder is what the iterations leave of it).
+  // Iterations `exempt` says are outside the bound keep theirs, and the total keeps their sum.
+  const clamp = (dimension: Dimension, bound: number, exempt: (type: string) => boolean = () => false): boolean => {
+    const outside = iterations.reduce((n, it) => (exempt(it.type) ? n + it.quantities[dimension] : n), 0);
+    const inside = iterations.reduce((n, it) => (exempt(it.type) ? n : n + it.quantities[dimension]), 0);
+    if (quantities[dimension] - outside <= bound && inside <= bound) return false;
+    quantities[dimension] = Math.min(quantities[dimension], bound + outside);
     let left = bound;
     for (let i = 0; i < iterations.length; i++) {
       const it = iterations[i]!;
-      const kept = Math.min(it.quantities[unit], left);
+      if (exempt(it.type)) continue;
+      const kept = Math.min(it.quantities[dimension], left);
       left -= kept;
-      if (kept !== it.quantities[unit]) iterations[i] = { ...it, quantities: toQuantities({ ...it.quantities, [unit]: kept }) };
+      if (kept !== it.quantities[dimension]) iterations[i] = { ...it, quantities: toQuantities({ ...it.quantities, [dimension]: kept }) };
     }
-    anomalies.add('units_over_max_uses');
+    return true;
+  };
+  // max_tokens bounds each sampling step's output; a compaction's summary is not one of them
+  // (the hold counts it as a step of its own: holdSteps in routes/messages.ts).
+  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, (type) => type === 'compaction')) {
+    if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
+    anomalies.add('output_over_max_tokens');
+  }
+  // A unit no tool of the request enables has bound 0 (the hold priced none of it); null: no bound.
+  for (const unit of UNIT_DIMENSIONS) {
+    const bound = m.maxUnits === undefined ? undefined : m.maxUnits[unit] === undefined ? 0 : m.maxUnits[unit];
+    if (bound == null) continue;
+    if (clamp(unit, bound)) anomalies.add('units_over_max_uses');
   }
   const labels = report?.tally.labels();
   const priced = priceRequest(m.version, toQuantities(quantities), {

@@ -136,6 +136,71 @@ test('server-tool uses above the declared max_uses: clamped to the bound (totals
     [1_416_000n, ['units_over_max_uses'], 5, [3, 2]]);
 });
 
+test('cache writes split differently by the top level and the iterations are one count, charged once (5 m 90, 1 h 144 µc per token)', async () => {
+  const { UsageTally } = await import('@tollgate/anthropic');
+  const settled = (usage: Record<string, unknown>) => {
+    const tally = new UsageTally();
+    tally.add(usage);
+    const s = fullSettlement({ resolved, version, holdMicros: 10n ** 12n }, outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
+    return [s.cost, s.quantities.cache_write_5m, s.quantities.cache_write_1h, s.anomalies];
+  };
+  const step = { type: 'message', input_tokens: 100, output_tokens: 50, cache_creation_input_tokens: 1000 };
+  // the top level says 1 h, the one step gives no breakdown (read as 5 m): 1,000 writes at 1 h,
+  // 100×72 + 50×360 + 1,000×144 = 7,200 + 18,000 + 144,000 (was 259,200: 1,000 more at 5 m)
+  assert.deepEqual(settled({ input_tokens: 100, output_tokens: 50, cache_creation_input_tokens: 1000,
+    cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 1000 }, iterations: [step] }), [169_200n, 0, 1000, []]);
+  // a 600 / 400 split over a step without one: 600×90 + 400×144 = 54,000 + 57,600, + 25,200 (was 172,800)
+  assert.deepEqual(settled({ input_tokens: 100, output_tokens: 50, cache_creation_input_tokens: 1000,
+    cache_creation: { ephemeral_5m_input_tokens: 600, ephemeral_1h_input_tokens: 400 }, iterations: [step] }), [136_800n, 600, 400, []]);
+  // a step that says 1 h where the top level says 5 m: the dearer reading, once
+  assert.deepEqual(settled({ input_tokens: 100, output_tokens: 50, cache_creation_input_tokens: 1000,
+    iterations: [{ ...step, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 1000 } }] }), [169_200n, 0, 1000, []]);
+  // a compaction step's 1 h writes, left out of the top level, are added once, at 1 h:
+  // compaction 1,000×72 + 200×360 + 300×144 = 187,200; message 100×72 + 50×360 + 500×90 = 70,200
+  assert.deepEqual(settled({ input_tokens: 100, output_tokens: 50, cache_creation_input_tokens: 500, iterations: [
+    { type: 'compaction', input_tokens: 1000, output_tokens: 200, cache_creation_input_tokens: 300, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 300 } },
+    { ...step, cache_creation_input_tokens: 500 }] }), [257_400n, 500, 300, []]);
+});
+
+test('output above max_tokens × steps is clamped in the iterations too, in order: the excess is never charged; a compaction summary is outside the bound', async () => {
+  const { UsageTally } = await import('@tollgate/anthropic');
+  const settled = (usage: Record<string, unknown>, maxOutputTokens: number) => {
+    const tally = new UsageTally();
+    tally.add(usage);
+    const s = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxOutputTokens }, outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
+    return [s.cost, s.quantities.output, s.iterations.map((i) => i.quantities.output), s.anomalies];
+  };
+  // one step reporting 5,000 against max_tokens 100: 10×72 + 100×360 = 36,720 (was 1,800,720)
+  assert.deepEqual(settled({ input_tokens: 10, output_tokens: 100, iterations: [{ type: 'message', input_tokens: 10, output_tokens: 5000 }] }, 100),
+    [36_720n, 100, [100], ['output_over_max_tokens']]);
+  // two steps of 80 against 100 (max_tokens 50 × 2 steps): 80 and 20; 20×72 + 100×360
+  assert.deepEqual(settled({ input_tokens: 20, output_tokens: 160, iterations: [
+    { type: 'message', input_tokens: 10, output_tokens: 80 }, { type: 'message', input_tokens: 10, output_tokens: 80 }] }, 100),
+  [37_440n, 100, [80, 20], ['output_over_max_tokens']]);
+  // a compaction's 3,000-token summary beside a step at its max_tokens 1,000: not over, charged whole
+  // 50,000×72 + 3,000×360 + 5,000×72 + 1,000×360 = 3,600,000 + 1,080,000 + 360,000 + 360,000
+  assert.deepEqual(settled({ input_tokens: 5000, output_tokens: 1000, iterations: [
+    { type: 'compaction', input_tokens: 50_000, output_tokens: 3000 }, { type: 'message', input_tokens: 5000, output_tokens: 1000 }] }, 1000),
+  [5_400_000n, 4000, [3000, 1000], []]);
+  // …and the step over it clamped, the summary kept: 3,600,000 + 1,080,000 + 360,000 + 1,000×360
+  assert.deepEqual(settled({ input_tokens: 5000, output_tokens: 4000, iterations: [
+    { type: 'compaction', input_tokens: 50_000, output_tokens: 3000 }, { type: 'message', input_tokens: 5000, output_tokens: 4000 }] }, 1000),
+  [5_400_000n, 4000, [3000, 1000], ['output_over_max_tokens']]);
+});
+
+test('server-tool uses of a unit no tool of the request enables are clamped to 0 (the hold priced none), flagged units_over_max_uses', async () => {
+  const { UsageTally } = await import('@tollgate/anthropic');
+  const tally = new UsageTally();
+  tally.add({ input_tokens: 2000, output_tokens: 300, server_tool_use: { web_search_requests: 2, web_fetch_requests: 1 } });
+  const report = { tally, model: null, stopReason: 'end_turn', outputSeen: true };
+  // no tools: 2,000×72 + 300×360 = 252,000 (not + 2 × 240,000)
+  const none = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxUnits: {} }, outcome({ usage: tally.usage(), report }));
+  assert.deepEqual([none.cost, none.anomalies, none.quantities.web_search_requests, none.quantities.web_fetch_requests], [252_000n, ['units_over_max_uses'], 0, 0]);
+  // a web fetch tool enabled, no search tool: the fetch is kept (0 µc each here), the searches go
+  const fetch = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxUnits: { web_fetch_requests: 5 } }, outcome({ usage: tally.usage(), report }));
+  assert.deepEqual([fetch.cost, fetch.quantities.web_search_requests, fetch.quantities.web_fetch_requests], [252_000n, 0, 1]);
+});
+
 /** A request of `account` (hold bound 200,000 µc) answered with `usage` (100,800 µc), settled through `settle`. */
 async function settleOne(balances: BalanceStore, account: string): Promise<{ published: ConsumedEvent[]; errors: unknown[]; cost: string; requestId: string }> {
   const log = new MemoryLog();

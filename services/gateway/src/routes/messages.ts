@@ -201,7 +201,7 @@ interface Exchange {
   sent: Buffer | string;
   /** upper bound of the input tokens, for the hold and the token rate limit */
   estimate: number;
-  /** upper bound of the output tokens: max_tokens × the server-loop iterations */
+  /** upper bound of the output tokens of its sampling steps: max_tokens × the server-loop iterations (a compaction's summary is not one of them) */
   maxOutputTokens: number;
   /** sampling steps the request may run: the input bound's iterations (1, or the server-tool loop's) */
   iterations: number;
