@@ -308,11 +308,11 @@ test('events after message_stop are ignored and flagged: a later delta cannot ra
   });
 });
 
-test('bad final output_tokens (negative, string, 1e20, null): ignored, message_start value kept, invalid_count', () => {
+test('bad final output_tokens (negative, string, 1e20, null): no count was given, 0 as the JSON answer reads it (message_start\'s 1 is a placeholder), invalid_count', () => {
   for (const bad of ['-5', '"12"', '1e20', 'null']) {
     checkAllSplits(start({ input_tokens: 300, output_tokens: 1 }) + TEXT + frame('message_delta', `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":${bad}}}`) + STOP, {
       ...base, anomalies: ['invalid_count'],
-      usage: { input: 300, output: 1, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
+      usage: { input: 300, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
     });
   }
 });

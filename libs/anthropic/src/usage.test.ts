@@ -277,6 +277,17 @@ test('message_start output is a placeholder: the final message_delta output wins
   i.add({ input_tokens: 100, output_tokens: 1 }, ['output_tokens'], true);
   i.add({ input_tokens: 50, output_tokens: 0 });
   assert.deepEqual([i.usage().input, i.usage().output, [...i.anomalies]], [100, 0, ['count_decreased']]);
+  // an unusable final count after the placeholder: no count was given, 0, as the JSON answer reads it
+  for (const bad of [-5, '200', null, 1e20, 1.5]) {
+    const u = new UsageTally();
+    u.add({ input_tokens: 1000, output_tokens: 1 }, ['output_tokens'], true);
+    u.add({ output_tokens: bad });
+    const json = readMessageUsage({ id: 'm', type: 'message', role: 'assistant', model: 'claude-haiku-4-5', content: [], stop_reason: 'end_turn', usage: { input_tokens: 1000, output_tokens: bad } });
+    assert.deepEqual([u.usage().output, [...u.anomalies], json!.usage.output], [0, ['invalid_count'], 0], String(bad));
+    // a valid count after it still counts
+    u.add({ output_tokens: 7 });
+    assert.equal(u.usage().output, 7);
+  }
 });
 
 test('stream with final output 0 reads the same usage as the JSON message (haiku cache_read 1, output 0)', async () => {

@@ -256,8 +256,9 @@ export class UsageTally {
 
   /** `output_tokens`: a placeholder (message_start) yields to the first authoritative report. */
   #takeOutput(value: unknown, placeholder: boolean): void {
-    if (value == null) return;
     const had = this.#counts.has('output_tokens');
+    // null after the placeholder is as unusable as a bad count (the required check flags it)
+    if (value == null && !(had && this.#outputPlaceholder && !placeholder)) return;
     if (placeholder) {
       if (had && !this.#outputPlaceholder) {
         // A repeated message_start after a delta: the delta's count stands; only validate.
@@ -270,7 +271,11 @@ export class UsageTally {
     }
     if (had && this.#outputPlaceholder) {
       if (!isTokenCount(value)) {
-        this.anomalies.add('invalid_count');
+        // An unusable count, with only the placeholder before it: no count was given (0), as a
+        // JSON answer with the same unusable count reads.
+        if (value != null) this.anomalies.add('invalid_count');
+        this.#counts.set('output_tokens', 0);
+        this.#outputPlaceholder = false;
         return;
       }
       this.#counts.set('output_tokens', value);
