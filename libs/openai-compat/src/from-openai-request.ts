@@ -101,7 +101,8 @@ export function fromOpenAIRequest(input: unknown): ChatRequestTranslation {
   const maxTokens = input['max_completion_tokens'] ?? input['max_tokens'];
   if (maxTokens !== undefined && maxTokens !== null) {
     const param = input['max_completion_tokens'] !== undefined && input['max_completion_tokens'] !== null ? 'max_completion_tokens' : 'max_tokens';
-    if (typeof maxTokens !== 'number' || !Number.isSafeInteger(maxTokens) || maxTokens < 1) fail(param, 'must be a positive integer');
+    if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1) fail(param, 'must be a positive integer');
+    if ((maxTokens as number) > Number.MAX_SAFE_INTEGER) fail(param, `must be at most ${Number.MAX_SAFE_INTEGER}`);
     body['max_tokens'] = maxTokens;
     if (param !== 'max_tokens') renamed['max_tokens'] = param;
   }

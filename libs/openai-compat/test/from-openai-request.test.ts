@@ -120,6 +120,18 @@ test('every parameter not mapped, or malformed, is a 400 naming it', () => {
   }
 });
 
+test('a max_completion_tokens out of range is named for what it is: not a positive integer, or above 2^53 − 1', () => {
+  const message = (extra: Record<string, unknown>) => {
+    try { fromOpenAIRequest({ model: 'm', messages: [{ role: 'user', content: 'hi' }], ...extra }); } catch (e) { return (e as Error).message; }
+    return 'accepted';
+  };
+  assert.equal(message({ max_completion_tokens: 1.5 }), 'max_completion_tokens: must be a positive integer');
+  assert.equal(message({ max_completion_tokens: '100' }), 'max_completion_tokens: must be a positive integer');
+  assert.equal(message({ max_completion_tokens: 1e300 }), 'max_completion_tokens: must be at most 9007199254740991');
+  assert.equal(message({ max_tokens: 2 ** 53 }), 'max_tokens: must be at most 9007199254740991');
+  assert.equal(message({ max_tokens: Number.MAX_SAFE_INTEGER }), 'accepted');
+});
+
 test('string contents stay strings (same bytes, hence same input bound, as the Anthropic request of the same conversation)', () => {
   const t = fromOpenAIRequest({
     model: 'm', max_tokens: 7,
