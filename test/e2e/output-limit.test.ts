@@ -146,6 +146,47 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.equal(await settledBalance(stack, rich.accountId), 1_000_000_000n - 111_840_000n);
   });
 
+  test('a compaction is a step of its own beside a server-tool loop: its read and its summary are held (a loop of 2 compacting once was capped 0.12 credits short)', async () => {
+    // haiku-4-5, max_tokens 1,000, one web search (2 loop steps), a compacting edit: the input
+    // bound is 2 × the 200,000 window, and the compaction reads one step more; output 1,000 per
+    // step, the compaction's summary one step more. Hold: 600,000 × 48 + 3 × 1,000 × 120 +
+    // 240,000 = 28,800,000 + 360,000 + 240,000 = 29,400,000 µc.
+    const req = (text: string) => JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 1_000,
+      tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }],
+      context_management: { edits: [{ type: 'compact_20260112' }] }, messages: user(text) });
+    const post = (secret: string, b: string) => fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': secret }, body: b });
+    const poor = await customer(stack.url, 1);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${poor.accountId}`, { admission_policy: 'strict' })).status, 200);
+    const refused = await post(poor.secret, req('hi'));
+    assert.equal(refused.status, 402);
+    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /needs up to 29\.4 credits \(its worst case at max_tokens 1000\)/);
+    // two steps at their max_tokens, a 1,000-token summary, 400,000 1 h cache writes, a search:
+    // 400,000 × 48 + 3,000 × 120 + 240,000 = 19,800,000 µc, charged in full
+    const rich = await customer(stack.url, 100);
+    const res = await post(rich.secret, req('[[sim input=0 cache_write_1h=400000 output=2000 web_search=1 iterations=message:-:0:1000,message:-:0:1000,compaction:-:0:1000]]'));
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.arrayBuffer();
+    await stack.tollgate.drain();
+    const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+    assert.deepEqual([e?.cost_micros, e?.status, e?.anomalies ?? []], ['19800000', 'ok', []]);
+  });
+
+  test('client tools the upstream does not run (memory, the browser and computer toolsets) are no server-tool loop: one step held, their definitions bounded', async () => {
+    // haiku-4-5, max_tokens 64,000: the body's bytes + 1,000 (tool-use prompt) + the tool's
+    // overhead, at 48, + 64,000 × 120 once (a loop would hold 10 windows and 10 × the output)
+    const poor = await customer(stack.url, 1);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${poor.accountId}`, { admission_policy: 'strict' })).status, 200);
+    for (const [tool, overhead] of [['memory_20250818', 2_000], ['browser_toolset_20260801', 10_000], ['computer_toolset_20260801', 10_000]] as const) {
+      const b = JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 64_000, tools: [{ type: tool, ...(tool.startsWith('memory') ? { name: 'memory' } : {}) }], messages: user('remember') });
+      const r = await fetch(`${stack.url}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': poor.secret }, body: b });
+      assert.equal(r.status, 402, tool);
+      const hold = (Buffer.byteLength(b) + 1_000 + overhead) * 48 + 64_000 * 120;
+      assert.match(((await r.json()) as { error: { message: string } }).error.message,
+        new RegExp(`needs up to ${(hold / 1e6).toString().replace('.', '\\.')} credits `), tool);
+    }
+  });
+
   test('fallback attempts: each fallbacks entry is held as an attempt of its own, at most its own output limit, its own max_tokens and speed', async () => {
     // sonnet-4-6 asked (cny, inference_geo global: no us_geo factor): input-side 360, output 900
     // µc per token; the opus-4 entry writes at most 32,000 tokens: 720 and 1,800. Each attempt

@@ -62,13 +62,22 @@ export const TOOL_USE_SYSTEM_PROMPT_TOKENS = 1_000;
 
 /**
  * Anthropic-defined client tools whose definitions the upstream inserts itself (the request
- * names only the type). Documented overheads: bash 245 input tokens; text editor 700; computer
- * use 735 per tool plus a 466–499-token system prompt. Each constant at least doubles those.
+ * names only the type), by the type's family (`memory_20250818` → `memory`). Documented
+ * overheads: bash 245 input tokens; text editor 700; computer use 735 per tool plus a
+ * 466–499-token system prompt. Each constant at least doubles those. The memory tool and the
+ * browser and computer toolsets (one `tools[]` entry declaring a family of up to ~30 actions)
+ * are run by the client too (their calls come back as `tool_use` blocks: SDK
+ * `BetaMemoryTool20250818`, `BetaBrowserToolset20260801`, `BetaComputerToolset20260801`); their
+ * overhead is not documented, so it is bounded generously. A type not listed here and not a
+ * custom tool is taken to run on the upstream (a server-tool loop).
  */
 export const CLIENT_TOOL_OVERHEAD: Readonly<Record<string, number>> = Object.freeze({
   bash: 1_000,
   text_editor: 1_500,
   computer: 2_500,
+  memory: 2_000,
+  browser_toolset: 10_000,
+  computer_toolset: 10_000,
 });
 
 /**

@@ -170,7 +170,10 @@ test('mayCompact: a context_management that may compact (a step the upstream bil
   assert.equal(mayCompact({ context_management: { edits: [{ type: 'clear_thinking_20251015' }, { type: 'compact_20260112' }] } }), true);
   assert.equal(mayCompact({ context_management: { edits: [{ type: 7 }] } }), true);
   assert.equal(mayCompact({ context_management: { edits: [null] } }), true);
-  assert.equal(mayCompact({ context_management: {} }), true);
+  // no edits: nothing to apply (a breaker's LOW: {} doubled the hold)
+  assert.equal(mayCompact({ context_management: {} }), false);
+  assert.equal(mayCompact({ context_management: { edits: null } }), false);
+  assert.equal(mayCompact({ context_management: { edits: 'compact' } }), true);
   assert.equal(mayCompact({ context_management: 'compact' }), true);
   assert.equal(mayCompact(null), false);
 });

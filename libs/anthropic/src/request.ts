@@ -186,12 +186,16 @@ export function prewarms(body: unknown): boolean {
  * Whether a Messages body's `context_management` may compact the conversation, which the
  * upstream bills as a sampling step of its own (`usage.iterations` type `compaction`): any
  * edit but those that only clear content (`clear_tool_uses_*`, `clear_thinking_*`: Claude
- * Code's edits on every request), or a value of another shape. No `context_management`: false.
+ * Code's edits on every request), or a value of another shape. No `context_management`, or one
+ * without `edits`: false.
  */
 export function mayCompact(body: unknown): boolean {
   const cm = typeof body === 'object' && body !== null ? (body as { context_management?: unknown }).context_management : undefined;
   if (cm === undefined || cm === null) return false;
-  const edits = typeof cm === 'object' ? (cm as { edits?: unknown }).edits : undefined;
+  if (typeof cm !== 'object') return true;
+  const edits = (cm as { edits?: unknown }).edits;
+  // no edits: nothing to apply (an empty list too, below)
+  if (edits === undefined || edits === null) return false;
   if (!Array.isArray(edits)) return true;
   return edits.some((e) => {
     const type = e !== null && typeof e === 'object' ? (e as { type?: unknown }).type : undefined;

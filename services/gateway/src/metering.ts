@@ -34,6 +34,12 @@ export interface Metered {
    * bounded (code execution is billed by time). Reported uses above it are clamped.
    */
   maxUnits?: Readonly<Partial<Record<UnitDimension, number | null>>>;
+  /**
+   * `usage.iterations` types outside `maxOutputTokens` (a compaction's summary on a request that
+   * may compact, an advisor's answer on one with an advisor tool): their output is charged as
+   * reported, within the hold; default none
+   */
+  outputOutside?: readonly string[];
 }
 
 /** What the upstream's answer says about its price, besides the token counts. */
@@ -126,10 +132,12 @@ export function measured(usage: TokenUsage, report: UsageReport | null | undefin
   // iteration of 5 m 1000 (one without a breakdown reads as 5 m) charged 2000 writes.
   const topWrites = totals.cache_write_5m + totals.cache_write_1h;
   const stepWrites = sums.cache_write_5m + sums.cache_write_1h;
+  // the top level leaves compaction steps out: its 1 h reading plus theirs
+  const top1h = totals.cache_write_1h + iterations.reduce((n, it) => (it.type === 'compaction' ? n + it.quantities.cache_write_1h : n), 0);
   for (const d of DIMENSIONS) totals[d.key] = Math.min(MAX_TOKEN_COUNT, Math.max(totals[d.key], sums[d.key]));
   if (stepWrites > 0) {
     const writes = Math.min(MAX_TOKEN_COUNT, Math.max(topWrites, stepWrites));
-    totals.cache_write_1h = Math.min(writes, totals.cache_write_1h);
+    totals.cache_write_1h = Math.min(writes, Math.max(top1h, sums.cache_write_1h));
     totals.cache_write_5m = writes - totals.cache_write_1h;
     alignCacheWrites(iterations, totals.cache_write_5m, totals.cache_write_1h);
   }
@@ -206,7 +214,7 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  * - an `ok` request with any anomaly becomes `usage_anomaly` (other statuses say more and stay).
  * Returns the anomalies sorted, each once. Throws only on a programming error (bad quantities).
  */
-export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList' | 'maxUnits'>, outcome: Outcome): Settlement {
+export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList' | 'maxUnits' | 'outputOutside'>, outcome: Outcome): Settlement {
   const anomalies = new Set(outcome.anomalies ?? []);
   let usage = outcome.usage;
   const report = outcome.report ?? null;
@@ -229,9 +237,10 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
     }
     return true;
   };
-  // max_tokens bounds each sampling step's output; a compaction's summary is not one of them
-  // (the hold counts it as a step of its own: holdSteps in routes/messages.ts).
-  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, (type) => type === 'compaction')) {
+  // max_tokens bounds each sampling step's output; a compaction's summary and an advisor's
+  // answer are not such steps (held apart: holdSteps, advisor_hold), where the request can run them.
+  const outside = new Set(m.outputOutside ?? []);
+  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, (type) => outside.has(type))) {
     if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
     anomalies.add('output_over_max_tokens');
   }

@@ -160,14 +160,21 @@ test('cache writes split differently by the top level and the iterations are one
   assert.deepEqual(settled({ input_tokens: 100, output_tokens: 50, cache_creation_input_tokens: 500, iterations: [
     { type: 'compaction', input_tokens: 1000, output_tokens: 200, cache_creation_input_tokens: 300, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 300 } },
     { ...step, cache_creation_input_tokens: 500 }] }), [257_400n, 500, 300, []]);
+  // the top level's 1 h (1,000, its message step) and the compaction step's own 1 h (500), left out
+  // of it, are 1,500 at 1 h; the message step without a breakdown is moved to 1 h:
+  // compaction 1,000×72 + 200×360 + 500×144 = 216,000; message 100×72 + 50×360 + 1,000×144 = 169,200
+  assert.deepEqual(settled({ input_tokens: 100, output_tokens: 50, cache_creation_input_tokens: 1000,
+    cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 1000 }, iterations: [
+      { type: 'compaction', input_tokens: 1000, output_tokens: 200, cache_creation_input_tokens: 500, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 500 } },
+      step] }), [385_200n, 0, 1500, []]);
 });
 
 test('output above max_tokens × steps is clamped in the iterations too, in order: the excess is never charged; a compaction summary is outside the bound', async () => {
   const { UsageTally } = await import('@tollgate/anthropic');
-  const settled = (usage: Record<string, unknown>, maxOutputTokens: number) => {
+  const settled = (usage: Record<string, unknown>, maxOutputTokens: number, outputOutside: string[] = ['compaction']) => {
     const tally = new UsageTally();
     tally.add(usage);
-    const s = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxOutputTokens }, outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
+    const s = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxOutputTokens, outputOutside }, outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
     return [s.cost, s.quantities.output, s.iterations.map((i) => i.quantities.output), s.anomalies];
   };
   // one step reporting 5,000 against max_tokens 100: 10×72 + 100×360 = 36,720 (was 1,800,720)
@@ -186,6 +193,18 @@ test('output above max_tokens × steps is clamped in the iterations too, in orde
   assert.deepEqual(settled({ input_tokens: 5000, output_tokens: 4000, iterations: [
     { type: 'compaction', input_tokens: 50_000, output_tokens: 3000 }, { type: 'message', input_tokens: 5000, output_tokens: 4000 }] }, 1000),
   [5_400_000n, 4000, [3000, 1000], ['output_over_max_tokens']]);
+  // a step labelled compaction on a request that cannot compact is under the ceiling like any
+  // other (a breaker's: 5,000 "compaction" tokens on max_tokens 100 were charged up to the hold):
+  // 100 in order, the first step keeps it, the second 0; 110×72 + 100×360
+  assert.deepEqual(settled({ input_tokens: 100, output_tokens: 100, iterations: [
+    { type: 'compaction', input_tokens: 10, output_tokens: 5000 }, { type: 'message', input_tokens: 100, output_tokens: 100 }] }, 100, []),
+  [43_920n, 100, [100, 0], ['output_over_max_tokens']]);
+  // an advisor's answer on a request with an advisor tool is outside the executor's ceiling: nine
+  // steps of 100 (max_tokens 100 × 10 steps) and an advisor of 500 at its own model, all charged
+  assert.deepEqual(settled({ input_tokens: 900, output_tokens: 900, iterations: [
+    ...Array.from({ length: 9 }, () => ({ type: 'message', input_tokens: 100, output_tokens: 100 })),
+    { type: 'advisor_message', model: 'claude-sonnet-4-5', input_tokens: 0, output_tokens: 500 }] }, 1000, ['advisor_message']),
+  [64_800n + 324_000n + 180_000n, 1400, [...Array.from({ length: 9 }, () => 100), 500], []]);
 });
 
 test('server-tool uses of a unit no tool of the request enables are clamped to 0 (the hold priced none), flagged units_over_max_uses', async () => {

@@ -418,7 +418,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
       maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(x, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens),
-      version: x.version, priceList, maxUnits: x.tools.units,
+      version: x.version, priceList, maxUnits: x.tools.units, outputOutside: outputOutside(x.body),
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -656,9 +656,12 @@ function requestLabel(v: unknown): string | undefined {
 function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy, floorTokens: number): Admission {
   const speed = requestLabel((x.body as Record<string, unknown>).speed) ?? 'standard';
   const geo = requestLabel((x.body as Record<string, unknown>).inference_geo);
+  // one step of the server loop reads at most the estimate over its steps; a compaction is a
+  // step of its own that reads the context so far, so it adds one such read
+  const stepInputTokens = x.body.max_tokens > 0 ? Math.ceil(x.estimate / x.iterations) : x.estimate;
   try {
     return admission(x.version, x.resolved.model, {
-      inputTokens: x.estimate, maxTokens: x.body.max_tokens, units: x.tools.units, speed,
+      inputTokens: x.estimate + (mayCompact(x.body) ? stepInputTokens : 0), maxTokens: x.body.max_tokens, units: x.tools.units, speed,
       ...(geo === undefined ? {} : { inferenceGeo: geo }), priceList,
       // every model the request can be served by: its fallbacks (body and catalog) and advisors
       // (a pre-warm calls no advisor)
@@ -669,8 +672,8 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
       // a fallback writes at most its own output limit per call, raised by the betas the request
       // names; counted only for a one-step request (no server-tool loop, no compaction)
       anthropicBeta: x.request.headers['anthropic-beta'], steps: holdSteps(x),
-      // one step of the server loop reads at most the estimate over its steps (an advisor call reads one)
-      stepInputTokens: x.body.max_tokens > 0 ? Math.ceil(x.estimate / x.iterations) : x.estimate,
+      // an advisor call reads one step's input
+      stepInputTokens,
     }, policy, floorTokens);
   } catch (err) {
     if (err instanceof HoldBoundError) {
@@ -730,12 +733,26 @@ function attemptsContextWindow(catalog: Catalog, model: CatalogModel, sent: Cata
 
 /**
  * The sampling steps a request may run, for its hold (`HoldRequest.steps`): the input bound's
- * iterations (1, or the server-tool loop's), and at least 2 when its `context_management` may
- * compact (`mayCompact`: a compaction is a step of its own in `usage.iterations`).
+ * iterations (1, or the server-tool loop's), and one more when its `context_management` may
+ * compact (`mayCompact`: a compaction is a step of its own in `usage.iterations`, beside the
+ * loop's steps, reading the context so far and writing its summary).
  */
 function holdSteps(x: Exchange): number {
   const iterations = x.body.max_tokens > 0 ? x.iterations : 1;
-  return mayCompact(x.body) ? Math.max(2, iterations) : iterations;
+  return mayCompact(x.body) ? iterations + 1 : iterations;
+}
+
+/**
+ * The `usage.iterations` types whose output is not bound by the request's `max_tokens` ×
+ * steps (`Metered.outputOutside`): a compaction's summary when the request may compact, an
+ * advisor's answer when it names an advisor tool (held apart, `advisor_hold`). A step of such a
+ * type on a request that could not run one stays under the ceiling.
+ */
+function outputOutside(body: MessagesRequest): string[] {
+  const out: string[] = [];
+  if (mayCompact(body)) out.push('compaction');
+  if (advisorTools(body.tools).length > 0) out.push('advisor_message');
+  return out;
 }
 
 /**
