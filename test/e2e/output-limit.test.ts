@@ -172,6 +172,37 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.deepEqual([e?.cost_micros, e?.status, e?.anomalies ?? []], ['19800000', 'ok', []]);
   });
 
+  test('an advisor tool\'s own max_tokens is each call\'s bound in the hold, and advisor answers above what was held, or any on a pre-warm, are clamped, not charged', async () => {
+    const post = (secret: string, b: unknown) => fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': secret }, body: JSON.stringify(b) });
+    const worst = async (r: Response) => Number(/needs up to ([0-9.]+) credits/.exec(((await r.json()) as { error: { message: string } }).error.message)![1]) * 1e6;
+    const poor = await customer(stack.url, 1);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${poor.accountId}`, { admission_policy: 'strict' })).status, 200);
+    const advised = (advisor: Record<string, unknown>) => ({ model: 'claude-haiku-4-5', max_tokens: 1_000, inference_geo: 'global',
+      tools: [{ type: 'advisor_20260301', name: 'advisor', model: 'claude-opus-4-6', max_uses: 2, ...advisor }], messages: user('advise') });
+    // two calls at 128,000 instead of advisor_hold's 4,096: 2 × 123,904 × 1,500 (opus-4-6 output) more
+    const plain = await worst(await post(poor.secret, advised({})));
+    const own = await worst(await post(poor.secret, advised({ max_tokens: 128_000 })));
+    assert.equal(Math.round(own - plain), 371_712_000);
+    // settled: three answers of 4,096 against max_uses 2 × 4,096 held: the third is clamped to 0;
+    // haiku 100 × 24 + 100 × 120, opus 2 × 4,096 × 1,500
+    const rich = await customer(stack.url, 1_000);
+    const res = await post(rich.secret, { ...advised({}), messages: user('advise [[sim input=0 output=100 iterations=message:-:100:100,advisor_message:claude-opus-4-6:0:4096,advisor_message:claude-opus-4-6:0:4096,advisor_message:claude-opus-4-6:0:4096]]') });
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.arrayBuffer();
+    await stack.tollgate.drain();
+    const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+    assert.deepEqual([e?.cost_micros, e?.status, e?.anomalies ?? []], [String(2_400 + 12_000 + 2 * 4_096 * 1_500), 'usage_anomaly', ['output_over_max_tokens']]);
+    // a pre-warm calls no advisor and generates nothing: an advisor answer reported on one is
+    // clamped to 0, the prompt's 100 × 24 charged
+    const warm = await post(rich.secret, { ...advised({}), max_tokens: 0, messages: user('[[sim input=100 output=0 iterations=advisor_message:claude-haiku-4-5:0:20000]]') });
+    assert.equal(warm.status, 200, await warm.clone().text());
+    await warm.arrayBuffer();
+    await stack.tollgate.drain();
+    const w = await stack.tollgate.warehouse.getUsageEvent(warm.headers.get('request-id')!);
+    assert.deepEqual([w?.cost_micros, w?.status, w?.anomalies ?? []], ['2400', 'usage_anomaly', ['output_over_max_tokens']]);
+  });
+
   test('client tools the upstream does not run (memory, the browser and computer toolsets) are no server-tool loop: one step held, their definitions bounded', async () => {
     // haiku-4-5, max_tokens 64,000: the body's bytes + 1,000 (tool-use prompt) + the tool's
     // overhead, at 48, + 64,000 × 120 once (a loop would hold 10 windows and 10 × the output)

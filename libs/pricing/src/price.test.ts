@@ -22,7 +22,7 @@ import type { Catalog } from './catalog.ts';
 import { PriceBook } from './book.ts';
 import { quantities } from './dimensions.ts';
 import type { Dimension } from './dimensions.ts';
-import { HoldBoundError, advisorTools, holdBound, priceRequest, requestFallbacks } from './price.ts';
+import { HoldBoundError, advisorOutputTokens, advisorTools, holdBound, priceRequest, requestFallbacks } from './price.ts';
 import type { PricedRequest, PricingContext, PriceVersion } from './price.ts';
 import { resolveModel } from './resolve.ts';
 
@@ -433,8 +433,13 @@ test('request readers for the hold: advisor tools and fallbacks from a Messages 
     { type: 'web_search_20250305', name: 'web_search' },
     { type: 'advisor_20260301', model: 5 },
     { type: 'advisor_20260301', name: 'advisor', model: 'm', max_uses: 0 },
+    { type: 'advisor_20260301', name: 'advisor', model: 'n', max_tokens: 128_000 },
+    { type: 'advisor_20260301', name: 'advisor', model: 'o', max_tokens: 1.5 },
     null,
-  ]), [{ model: 'claude-opus-4-6', maxUses: 2 }, { model: 'm', maxUses: null }]);
+  ]), [{ model: 'claude-opus-4-6', maxUses: 2, maxTokens: null }, { model: 'm', maxUses: null, maxTokens: null },
+    { model: 'n', maxUses: null, maxTokens: 128_000 }, { model: 'o', maxUses: null, maxTokens: null }]);
+  // every call's output in all: 2 × 4,096 (advisor_hold) + 10 × 128,000
+  assert.equal(advisorOutputTokens(cny.catalog, [{ model: 'a', maxUses: 2, maxTokens: null }, { model: 'b', maxUses: null, maxTokens: 128_000 }]), 8_192 + 1_280_000);
   assert.deepEqual(advisorTools(undefined), []);
   assert.deepEqual(requestFallbacks([{ model: 'claude-opus-4-6' }, 'claude-sonnet-4-6', { model: 3 }, 7]), ['claude-opus-4-6', 'claude-sonnet-4-6']);
   assert.deepEqual(requestFallbacks('default'), []);

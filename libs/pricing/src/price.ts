@@ -445,21 +445,37 @@ export function requestFallbackAttempts(fallbacks: unknown): FallbackAttempt[] {
 export interface AdvisorTool {
   readonly model: string;
   readonly maxUses: number | null;
+  /** the tool's own `max_tokens` (each call's output bound); null or absent when it sets none */
+  readonly maxTokens?: number | null;
+}
+
+/**
+ * The output tokens every advisor call of `tools` may write in all (`advisorTools`): each tool's
+ * calls (its `max_uses`, else the catalog's `advisor_hold.max_uses`) × each call's bound (its
+ * `max_tokens`, else `advisor_hold.output_tokens`), what the hold prices (`sharedHold`) and the
+ * settlement bounds advisor steps by.
+ */
+export function advisorOutputTokens(catalog: Catalog, tools: readonly AdvisorTool[]): number {
+  let total = 0;
+  for (const a of tools) total += (a.maxUses ?? catalog.advisorHold.maxUses) * (a.maxTokens ?? catalog.advisorHold.outputTokens);
+  return total;
 }
 
 /**
  * The advisor tools of a Messages request's `tools` (Anthropic advisor tool: `type`
- * `advisor_<date>`, `model` the advisor, optional `max_uses`). Anything else is ignored; a
- * `max_uses` that is not a positive integer counts as absent. Never throws.
+ * `advisor_<date>`, `model` the advisor, optional `max_uses` and `max_tokens`, each call's
+ * output bound). Anything else is ignored; a `max_uses` or `max_tokens` that is not a positive
+ * integer counts as absent. Never throws.
  */
 export function advisorTools(tools: unknown): AdvisorTool[] {
   if (!Array.isArray(tools)) return [];
   const out: AdvisorTool[] = [];
   for (const t of tools) {
     if (t === null || typeof t !== 'object') continue;
-    const { type, model, max_uses: maxUses } = t as Record<string, unknown>;
+    const { type, model, max_uses: maxUses, max_tokens: maxTokens } = t as Record<string, unknown>;
     if (typeof type !== 'string' || !type.startsWith('advisor_') || typeof model !== 'string') continue;
-    out.push({ model, maxUses: typeof maxUses === 'number' && Number.isSafeInteger(maxUses) && maxUses > 0 ? maxUses : null });
+    const positive = (n: unknown) => (typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : null);
+    out.push({ model, maxUses: positive(maxUses), maxTokens: positive(maxTokens) });
   }
   return out;
 }
@@ -693,7 +709,7 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
     const calls = count(a.maxUses ?? catalog.advisorHold.maxUses, 'advisor max_uses');
     let dearest: Rational | undefined;
     for (const candidate of servingAlternatives(catalog, at)) {
-      const one = modelHold(catalog, candidate, Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens), catalog.advisorHold.outputTokens, c, list);
+      const one = modelHold(catalog, candidate, Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens), a.maxTokens ?? catalog.advisorHold.outputTokens, c, list);
       if (dearest === undefined || cmp(one, dearest) > 0) dearest = one;
     }
     sum = add(sum, mul(dearest!, rat(calls)));

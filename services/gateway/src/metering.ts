@@ -35,11 +35,12 @@ export interface Metered {
    */
   maxUnits?: Readonly<Partial<Record<UnitDimension, number | null>>>;
   /**
-   * `usage.iterations` types outside `maxOutputTokens` (a compaction's summary on a request that
-   * may compact, an advisor's answer on one with an advisor tool): their output is charged as
-   * reported, within the hold; default none
+   * `usage.iterations` types outside `maxOutputTokens`, each with the most output its steps may
+   * write in all (a compaction's summary on a request that may compact: its max_tokens; an
+   * advisor's answers on one with advisor tools: `advisorOutputTokens`): what the hold priced for
+   * them; above it clamped in order and flagged `output_over_max_tokens`. Default none.
    */
-  outputOutside?: readonly string[];
+  outputBounds?: Readonly<Record<string, number>>;
 }
 
 /** What the upstream's answer says about its price, besides the token counts. */
@@ -214,7 +215,7 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  * - an `ok` request with any anomaly becomes `usage_anomaly` (other statuses say more and stay).
  * Returns the anomalies sorted, each once. Throws only on a programming error (bad quantities).
  */
-export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList' | 'maxUnits' | 'outputOutside'>, outcome: Outcome): Settlement {
+export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList' | 'maxUnits' | 'outputBounds'>, outcome: Outcome): Settlement {
   const anomalies = new Set(outcome.anomalies ?? []);
   let usage = outcome.usage;
   const report = outcome.report ?? null;
@@ -238,11 +239,25 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
     return true;
   };
   // max_tokens bounds each sampling step's output; a compaction's summary and an advisor's
-  // answer are not such steps (held apart: holdSteps, advisor_hold), where the request can run them.
-  const outside = new Set(m.outputOutside ?? []);
-  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, (type) => outside.has(type))) {
+  // answers are not such steps, where the request can run them: each type has its own bound,
+  // what the hold priced for it (holdSteps, advisorOutputTokens).
+  const bounds = m.outputBounds ?? {};
+  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, (type) => Object.hasOwn(bounds, type))) {
     if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
     anomalies.add('output_over_max_tokens');
+  }
+  for (const [type, bound] of Object.entries(bounds)) {
+    let left = bound;
+    for (let i = 0; i < iterations.length; i++) {
+      const it = iterations[i]!;
+      if (it.type !== type) continue;
+      const kept = Math.min(it.quantities.output, left);
+      left -= kept;
+      if (kept === it.quantities.output) continue;
+      quantities.output -= it.quantities.output - kept;
+      iterations[i] = { ...it, quantities: toQuantities({ ...it.quantities, output: kept }) };
+      anomalies.add('output_over_max_tokens');
+    }
   }
   // A unit no tool of the request enables has bound 0 (the hold priced none of it); null: no bound.
   for (const unit of UNIT_DIMENSIONS) {

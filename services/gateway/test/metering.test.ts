@@ -171,10 +171,10 @@ test('cache writes split differently by the top level and the iterations are one
 
 test('output above max_tokens × steps is clamped in the iterations too, in order: the excess is never charged; a compaction summary is outside the bound', async () => {
   const { UsageTally } = await import('@tollgate/anthropic');
-  const settled = (usage: Record<string, unknown>, maxOutputTokens: number, outputOutside: string[] = ['compaction']) => {
+  const settled = (usage: Record<string, unknown>, maxOutputTokens: number, outputBounds: Record<string, number> = { compaction: 1000 }) => {
     const tally = new UsageTally();
     tally.add(usage);
-    const s = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxOutputTokens, outputOutside }, outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
+    const s = fullSettlement({ resolved, version, holdMicros: 10n ** 12n, maxOutputTokens, outputBounds }, outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
     return [s.cost, s.quantities.output, s.iterations.map((i) => i.quantities.output), s.anomalies];
   };
   // one step reporting 5,000 against max_tokens 100: 10×72 + 100×360 = 36,720 (was 1,800,720)
@@ -184,27 +184,33 @@ test('output above max_tokens × steps is clamped in the iterations too, in orde
   assert.deepEqual(settled({ input_tokens: 20, output_tokens: 160, iterations: [
     { type: 'message', input_tokens: 10, output_tokens: 80 }, { type: 'message', input_tokens: 10, output_tokens: 80 }] }, 100),
   [37_440n, 100, [80, 20], ['output_over_max_tokens']]);
-  // a compaction's 3,000-token summary beside a step at its max_tokens 1,000: not over, charged whole
-  // 50,000×72 + 3,000×360 + 5,000×72 + 1,000×360 = 3,600,000 + 1,080,000 + 360,000 + 360,000
+  // a compaction's summary has its own bound, the max_tokens the hold priced it at (1,000), beside
+  // the step's: 800 and 1,000 are charged whole, 50,000×72 + 800×360 + 5,000×72 + 1,000×360
   assert.deepEqual(settled({ input_tokens: 5000, output_tokens: 1000, iterations: [
-    { type: 'compaction', input_tokens: 50_000, output_tokens: 3000 }, { type: 'message', input_tokens: 5000, output_tokens: 1000 }] }, 1000),
-  [5_400_000n, 4000, [3000, 1000], []]);
-  // …and the step over it clamped, the summary kept: 3,600,000 + 1,080,000 + 360,000 + 1,000×360
+    { type: 'compaction', input_tokens: 50_000, output_tokens: 800 }, { type: 'message', input_tokens: 5000, output_tokens: 1000 }] }, 1000),
+  [4_608_000n, 1800, [800, 1000], []]);
+  // a 3,000-token summary and a 4,000-token step are each clamped to 1,000 (a summary above what
+  // the hold priced was charged up to the hold, a breaker's HIGH): 3,600,000 + 360,000 + 360,000 + 360,000
   assert.deepEqual(settled({ input_tokens: 5000, output_tokens: 4000, iterations: [
     { type: 'compaction', input_tokens: 50_000, output_tokens: 3000 }, { type: 'message', input_tokens: 5000, output_tokens: 4000 }] }, 1000),
-  [5_400_000n, 4000, [3000, 1000], ['output_over_max_tokens']]);
+  [4_680_000n, 2000, [1000, 1000], ['output_over_max_tokens']]);
   // a step labelled compaction on a request that cannot compact is under the ceiling like any
   // other (a breaker's: 5,000 "compaction" tokens on max_tokens 100 were charged up to the hold):
   // 100 in order, the first step keeps it, the second 0; 110×72 + 100×360
   assert.deepEqual(settled({ input_tokens: 100, output_tokens: 100, iterations: [
-    { type: 'compaction', input_tokens: 10, output_tokens: 5000 }, { type: 'message', input_tokens: 100, output_tokens: 100 }] }, 100, []),
+    { type: 'compaction', input_tokens: 10, output_tokens: 5000 }, { type: 'message', input_tokens: 100, output_tokens: 100 }] }, 100, {}),
   [43_920n, 100, [100, 0], ['output_over_max_tokens']]);
   // an advisor's answer on a request with an advisor tool is outside the executor's ceiling: nine
   // steps of 100 (max_tokens 100 × 10 steps) and an advisor of 500 at its own model, all charged
   assert.deepEqual(settled({ input_tokens: 900, output_tokens: 900, iterations: [
     ...Array.from({ length: 9 }, () => ({ type: 'message', input_tokens: 100, output_tokens: 100 })),
-    { type: 'advisor_message', model: 'claude-sonnet-4-5', input_tokens: 0, output_tokens: 500 }] }, 1000, ['advisor_message']),
+    { type: 'advisor_message', model: 'claude-sonnet-4-5', input_tokens: 0, output_tokens: 500 }] }, 1000, { advisor_message: 4096 }),
   [64_800n + 324_000n + 180_000n, 1400, [...Array.from({ length: 9 }, () => 100), 500], []]);
+  // …up to what the hold priced for them (max_uses × each call's bound): three answers of 4,096
+  // against 1 × 4,096 keep the first; 300×72 + 4,096×360
+  assert.deepEqual(settled({ input_tokens: 300, output_tokens: 0, iterations: Array.from({ length: 3 }, () =>
+    ({ type: 'advisor_message', model: 'claude-sonnet-4-5', input_tokens: 100, output_tokens: 4096 })) }, 1000, { advisor_message: 4096 }),
+  [21_600n + 1_474_560n, 4096, [4096, 0, 0], ['output_over_max_tokens']]);
 });
 
 test('server-tool uses of a unit no tool of the request enables are clamped to 0 (the hold priced none), flagged units_over_max_uses', async () => {

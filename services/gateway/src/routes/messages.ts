@@ -8,7 +8,7 @@ import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
-  admission, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveServing, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type FallbackAttempt, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorOutputTokens, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveServing, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type FallbackAttempt, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
@@ -418,7 +418,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
       maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(x, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens),
-      version: x.version, priceList, maxUnits: x.tools.units, outputOutside: outputOutside(x.body),
+      version: x.version, priceList, maxUnits: x.tools.units,
+      outputBounds: outputBounds(x.body, x.version.catalog, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens),
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -744,14 +745,18 @@ function holdSteps(x: Exchange): number {
 
 /**
  * The `usage.iterations` types whose output is not bound by the request's `max_tokens` ×
- * steps (`Metered.outputOutside`): a compaction's summary when the request may compact, an
- * advisor's answer when it names an advisor tool (held apart, `advisor_hold`). A step of such a
- * type on a request that could not run one stays under the ceiling.
+ * steps, each with its own bound, what the hold priced for it (`Metered.outputBounds`): one
+ * compaction's summary, up to the `max_tokens` sent (`sentMaxTokens`), when the request may
+ * compact; the advisors' answers, `advisorOutputTokens`, when it names advisor tools. None on a
+ * pre-warm (it generates nothing, and calls no advisor). A step of such a type on a request that
+ * could not run one stays under the ceiling.
  */
-function outputOutside(body: MessagesRequest): string[] {
-  const out: string[] = [];
-  if (mayCompact(body)) out.push('compaction');
-  if (advisorTools(body.tools).length > 0) out.push('advisor_message');
+function outputBounds(body: MessagesRequest, catalog: Catalog, sentMaxTokens: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (prewarms(body)) return out;
+  if (mayCompact(body)) out['compaction'] = sentMaxTokens;
+  const advisors = advisorTools(body.tools);
+  if (advisors.length > 0) out['advisor_message'] = advisorOutputTokens(catalog, advisors);
   return out;
 }
 
