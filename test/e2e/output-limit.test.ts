@@ -149,8 +149,9 @@ describe('max_tokens above the model\'s output limit', () => {
   test('a compaction is a step of its own beside a server-tool loop: its read and its summary are held (a loop of 2 compacting once was capped 0.12 credits short)', async () => {
     // haiku-4-5, max_tokens 1,000, one web search (2 loop steps), a compacting edit: the input
     // bound is 2 × the 200,000 window, and the compaction reads one step more; output 1,000 per
-    // step, the compaction's summary one step more. Hold: 600,000 × 48 + 3 × 1,000 × 120 +
-    // 240,000 = 28,800,000 + 360,000 + 240,000 = 29,400,000 µc.
+    // step, the compaction's summary one step more, re-read by the step after it. Hold:
+    // 600,000 × 48 + 3 × 1,000 × 120 + 1,000 × 48 + 240,000 = 28,800,000 + 360,000 + 48,000 +
+    // 240,000 = 29,448,000 µc.
     const req = (text: string) => JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 1_000,
       tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }],
       context_management: { edits: [{ type: 'compact_20260112' }] }, messages: user(text) });
@@ -160,7 +161,7 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${poor.accountId}`, { admission_policy: 'strict' })).status, 200);
     const refused = await post(poor.secret, req('hi'));
     assert.equal(refused.status, 402);
-    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /needs up to 29\.4 credits \(its worst case at max_tokens 1000\)/);
+    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /needs up to 29\.448 credits \(its worst case at max_tokens 1000\)/);
     // two steps at their max_tokens, a 1,000-token summary, 400,000 1 h cache writes, a search:
     // 400,000 × 48 + 3,000 × 120 + 240,000 = 19,800,000 µc, charged in full
     const rich = await customer(stack.url, 100);

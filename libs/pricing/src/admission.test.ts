@@ -111,6 +111,20 @@ test('fallback attempts: a beta the request names that raises a fallback\'s limi
   assert.equal(holdBound(v, m, WITH_OPUS4), 148_680_000n);
 });
 
+test('a compaction is held at the max_tokens sent whichever attempt writes it, with its re-read, also beside an entry with its own max_tokens', () => {
+  const m = model(cny, 'claude-sonnet-4-6');
+  const req: HoldRequest = { ...WITH_OPUS4, maxTokens: 10_000, fallbacks: [{ model: 'claude-opus-4-0', maxTokens: 100 }], steps: 2, compactions: 1 };
+  // sonnet: 1,000 × 360 in; per t, its one sampling step 900 + the summary 900 + its re-read 360.
+  // opus-4 entry: 1,000 × 720 in, its own 100 × 1,800 for its sampling step; per t, its summary
+  // 1,800 + re-read 720 (a breaker's: opus compacting at the request's 10,000 was held at 100).
+  // base 360,000 + 720,000 + 180,000; at 10,000: + 10,000 × (2,160 + 2,520)
+  const a = admission(cny, m, req, 'clamp', 1);
+  assert.deepEqual([a.amount, a.base, a.segments], [48_060_000n, 1_260_000n, [{ perOutputToken: 4_680n, tokens: null }]]);
+  // without the compaction: the loop's two sampling steps, no summary
+  const loop = admission(cny, m, { ...req, compactions: 0 }, 'clamp', 1);
+  assert.deepEqual([loop.amount, loop.base, loop.segments], [1_440_000n + 18_000_000n, 1_440_000n, [{ perOutputToken: 1_800n, tokens: null }]]);
+});
+
 test('fallback attempts: an entry reaching its model only through a mapping rule is not capped, and a request of several steps caps none', () => {
   const doc = JSON.parse(readFileSync(bundledCatalogPath('cny'), 'utf8'));
   doc.mapping.rules[0].target = 'claude-opus-4-20250514'; // claude-opus-* → opus-4 (32,000 out)

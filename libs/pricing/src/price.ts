@@ -398,6 +398,12 @@ export interface HoldRequest {
    * request has its fallbacks' output capped at their limits (`holdTerms`).
    */
   readonly steps?: number;
+  /**
+   * How many of `steps` are a compaction (0 or 1: a request whose `context_management` may
+   * compact): its summary is up to the max_tokens sent whichever attempt writes it, and the step
+   * after it re-reads it. Default 0.
+   */
+  readonly compactions?: number;
 }
 
 /**
@@ -584,6 +590,8 @@ interface Attempt {
   input: Rational;
   units: Rational;
   out: Rational;
+  /** µc per input token at its dearest input-side class (a compaction summary's re-read) */
+  inRate: Rational;
   /** its own max_tokens (a fallback entry's), or undefined: the request's max_tokens */
   own: bigint | undefined;
   /** the most output it can write (a fallback's output limit), or undefined: no limit below max_tokens */
@@ -624,16 +632,19 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
     let input = ZERO;
     let units = ZERO;
     let out = ZERO;
+    let inRate = ZERO;
     for (const m of models) {
       const r = holdRates(catalog, m, req.inputTokens, conditions, list);
-      const i = mul(rat(inputTokens * r.dearestInput, PER_MTOK), r.factor);
+      const perInput = mul(rat(r.dearestInput, PER_MTOK), r.factor);
+      const i = mul(perInput, rat(inputTokens));
       const u = unitsHold(catalog, m, req, conditions, list);
       const o = mul(rat(r.output, PER_MTOK), r.factor);
       if (cmp(i, input) > 0) input = i;
       if (cmp(u, units) > 0) units = u;
       if (cmp(o, out) > 0) out = o;
+      if (cmp(perInput, inRate) > 0) inRate = perInput;
     }
-    return { input, units, out, own, cap };
+    return { input, units, out, inRate, own, cap };
   };
   // The requested model, or one of its catalog fallback_models in its place.
   const attempts: Attempt[] = [attempt(servingAlternatives(catalog, model), c, undefined, undefined)];
@@ -660,19 +671,31 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   if (req.defaultFallbacks === true) attempts.push(attempt(catalog.models, c, undefined, undefined));
 
   const shared = sharedHold(catalog, model, req, c, list);
+  // A compaction (`compactions`, counted in `steps`) writes a summary of up to the max_tokens
+  // sent (t), whichever attempt runs it, and the step after it re-reads that summary: t × (its
+  // output + its dearest input rate) per compaction, also for an entry with its own max_tokens,
+  // whose own bound holds for its sampling steps only.
+  const compactions = BigInt(count(req.compactions ?? 0, 'compactions'));
+  const loopSteps = steps - compactions > 0n ? steps - compactions : 1n;
   let base = ZERO;
+  // What grows with t, per attempt: µc per token of t, up to its cap.
+  const growing: Array<{ rate: Rational; cap: bigint | undefined }> = [];
   for (const a of attempts) {
     base = add(base, add(add(a.input, a.units), shared));
-    if (a.own !== undefined) base = add(base, mul(a.out, rat(steps * (a.cap !== undefined && a.cap < a.own ? a.cap : a.own))));
+    const summary = mul(add(a.out, a.inRate), rat(compactions));
+    if (a.own !== undefined) {
+      base = add(base, mul(a.out, rat(loopSteps * (a.cap !== undefined && a.cap < a.own ? a.cap : a.own))));
+      if (compactions > 0n) growing.push({ rate: summary, cap: undefined });
+    } else {
+      growing.push({ rate: add(mul(a.out, rat(loopSteps)), summary), cap: a.cap });
+    }
   }
-  // What grows with t: min(t, cap) × rate of each attempt at the request's max_tokens. Between
-  // two caps the rate is the sum of the attempts not yet capped: dearest first, down to the
-  // uncapped ones (the requested model among them) for every token past the last cap.
-  const growing = attempts.filter((a) => a.own === undefined);
+  // Between two caps the rate is the sum of the contributions not yet capped: dearest first, down
+  // to the uncapped ones (the requested model among them) for every token past the last cap.
   let exact = base;
-  for (const a of growing) exact = add(exact, mul(a.out, rat(steps * (a.cap !== undefined && a.cap < maxTokens ? a.cap : maxTokens))));
-  const caps = [...new Set(growing.flatMap((a) => a.cap === undefined ? [] : [a.cap]))].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
-  const rateFrom = (tokens: bigint) => growing.reduce((sum, a) => (a.cap === undefined || a.cap >= tokens ? sum + ceil(mul(a.out, rat(steps))) : sum), 0n);
+  for (const g of growing) exact = add(exact, mul(g.rate, rat(g.cap !== undefined && g.cap < maxTokens ? g.cap : maxTokens)));
+  const caps = [...new Set(growing.flatMap((g) => g.cap === undefined ? [] : [g.cap]))].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  const rateFrom = (tokens: bigint) => growing.reduce((sum, g) => (g.cap === undefined || g.cap >= tokens ? sum + ceil(g.rate) : sum), 0n);
   const segments: HoldSegment[] = [];
   let prev = 0n;
   for (const cap of caps) {

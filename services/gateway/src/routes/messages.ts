@@ -672,7 +672,7 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
       defaultFallbacks: (x.body as Record<string, unknown>).fallbacks === 'default',
       // a fallback writes at most its own output limit per call, raised by the betas the request
       // names; counted only for a one-step request (no server-tool loop, no compaction)
-      anthropicBeta: x.request.headers['anthropic-beta'], steps: holdSteps(x),
+      anthropicBeta: x.request.headers['anthropic-beta'], steps: holdSteps(x), compactions: mayCompact(x.body) ? 1 : 0,
       // an advisor call reads one step's input
       stepInputTokens,
     }, policy, floorTokens);
