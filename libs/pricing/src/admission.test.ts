@@ -8,9 +8,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { bundledCatalogPath, loadCatalogFile, parseCatalog } from './catalog.ts';
 import { PriceBook } from './book.ts';
-import { holdBound, resolveServing } from './price.ts';
+import { holdBound, priceRequest, resolveServing } from './price.ts';
 import type { HoldRequest, PriceVersion } from './price.ts';
 import { resolveModel } from './resolve.ts';
+import { quantities } from './dimensions.ts';
 import { admission, type Admission } from './admission.ts';
 
 const cny = new PriceBook(loadCatalogFile(bundledCatalogPath('cny'))).current();
@@ -123,6 +124,27 @@ test('a compaction is held at the max_tokens sent whichever attempt writes it, w
   // without the compaction: the loop's two sampling steps, no summary
   const loop = admission(cny, m, { ...req, compactions: 0 }, 'clamp', 1);
   assert.deepEqual([loop.amount, loop.base, loop.segments], [1_440_000n + 18_000_000n, 1_440_000n, [{ perOutputToken: 1_800n, tokens: null }]]);
+});
+
+test('the step after a compaction reads one step\'s input and the summary: the tiers it reaches and an advisor\'s read are held at that prompt', () => {
+  // opus-4-6 fast (cny, global): 1 h write 3,600 / output 9,000; over 200,000 input-side tokens
+  // 7,200 / 13,500. A 99,206-token prompt with max_tokens 128,000: the step after the compaction
+  // may read 99,206 + 128,000 = 227,206, over the tier (a breaker's: held at the base rates,
+  // 3,479,083,200 µc, for usage of 3,814,200,000). Input 2 × 99,206 × 7,200; per t, one
+  // sampling step 13,500 + the summary 13,500 + its re-read 7,200.
+  const opus = model(cny, 'claude-opus-4-6');
+  const req: HoldRequest = { inputTokens: 198_412, stepInputTokens: 99_206, maxTokens: 128_000, speed: 'fast', inferenceGeo: 'global', steps: 2, compactions: 1 };
+  assert.equal(holdBound(cny, opus, req), 1_428_566_400n + 128_000n * 34_200n);
+  const usage = priceRequest(cny, quantities({ input: 309_000, output: 256_000 }), { model: opus, speed: 'fast', inferenceGeo: 'global', iterations: [
+    { type: 'compaction', model: 'claude-opus-4-6', quantities: quantities({ input: 99_000, output: 128_000 }) },
+    { type: 'message', model: 'claude-opus-4-6', quantities: quantities({ input: 210_000, output: 128_000 }) }] });
+  assert.equal(usage.costMicros, 3_814_200_000n);
+  assert.ok(usage.costMicros <= holdBound(cny, opus, req));
+  // an advisor called after the compaction reads the summary too: sonnet-4-6 with an opus-4-6
+  // advisor of max_tokens 100: 2,000 × 360 + 64,000 × 2,160 + (1,000 + 64,000) × 600 + 100 × 1,500
+  const advised: HoldRequest = { inputTokens: 2_000, stepInputTokens: 1_000, maxTokens: 64_000, speed: 'standard', inferenceGeo: 'global', steps: 2, compactions: 1,
+    advisors: [{ model: 'claude-opus-4-6', maxUses: 1, maxTokens: 100 }] };
+  assert.equal(holdBound(cny, model(cny, 'claude-sonnet-4-6'), advised), 720_000n + 138_240_000n + 39_000_000n + 150_000n);
 });
 
 test('fallback attempts: an entry reaching its model only through a mapping rule is not capped, and a request of several steps caps none', () => {

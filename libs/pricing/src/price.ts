@@ -628,13 +628,18 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   // output is held that many times.
   const stepCount = count(req.steps ?? 1, 'steps');
   const steps = stepCount < 1n ? 1n : stepCount;
+  // A step after a compaction reads up to one step's input and the summary (up to max_tokens):
+  // the tiers it can reach are judged at that prompt, when it is larger.
+  const tierInput = (req.compactions ?? 0) > 0
+    ? Math.max(req.inputTokens, Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens) + req.maxTokens)
+    : req.inputTokens;
   const attempt = (models: Iterable<CatalogModel>, conditions: Conditions, own: bigint | undefined, cap: bigint | undefined): Attempt => {
     let input = ZERO;
     let units = ZERO;
     let out = ZERO;
     let inRate = ZERO;
     for (const m of models) {
-      const r = holdRates(catalog, m, req.inputTokens, conditions, list);
+      const r = holdRates(catalog, m, tierInput, conditions, list);
       const perInput = mul(rat(r.dearestInput, PER_MTOK), r.factor);
       const i = mul(perInput, rat(inputTokens));
       const u = unitsHold(catalog, m, req, conditions, list);
@@ -732,7 +737,9 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
     const calls = count(a.maxUses ?? catalog.advisorHold.maxUses, 'advisor max_uses');
     let dearest: Rational | undefined;
     for (const candidate of servingAlternatives(catalog, at)) {
-      const one = modelHold(catalog, candidate, Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens), a.maxTokens ?? catalog.advisorHold.outputTokens, c, list);
+      // one step's input; after a compaction that step also holds the summary (up to max_tokens)
+      const read = Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens) + ((req.compactions ?? 0) > 0 ? req.maxTokens : 0);
+      const one = modelHold(catalog, candidate, read, a.maxTokens ?? catalog.advisorHold.outputTokens, c, list);
       if (dearest === undefined || cmp(one, dearest) > 0) dearest = one;
     }
     sum = add(sum, mul(dearest!, rat(calls)));
