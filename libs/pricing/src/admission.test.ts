@@ -92,8 +92,16 @@ test('fallback attempts: an entry\'s own max_tokens and speed replace the reques
   // standard: 7,560,000 + 600,000 + 8,000 × 1,500; absent, the request's speed decides
   assert.equal(holdBound(cny, m, { ...small, fallbacks: [{ model: 'claude-opus-4-6', maxTokens: null }] }), 20_160_000n);
   assert.equal(holdBound(cny, m, { ...small, speed: 'fast', fallbacks: [{ model: 'claude-opus-4-6', maxTokens: null }] }), 83_160_000n);
-  assert.equal(holdBound(cny, m, { ...small, speed: 'fast', fallbacks: [{ model: 'claude-opus-4-6', maxTokens: null, speed: 'standard' }] }), 20_160_000n);
-  assert.equal(holdBound(cny, m, { ...small, speed: 'fast', fallbacks: [{ model: 'claude-opus-4-6', maxTokens: null, speed: null }] }), 20_160_000n);
+  // an entry at another speed than the request's: pricing applies the answer's one usage.speed
+  // to every step, so each attempt is held at both tables (a breaker's: a fast request with a
+  // standard opus-4-6 entry was held at standard for it and charged fast, ~959 credits short)
+  assert.equal(holdBound(cny, m, { ...small, speed: 'fast', fallbacks: [{ model: 'claude-opus-4-6', maxTokens: null, speed: 'standard' }] }), 83_160_000n);
+  assert.equal(holdBound(cny, m, { ...small, speed: 'fast', fallbacks: [{ model: 'claude-opus-4-6', maxTokens: null, speed: null }] }), 83_160_000n);
+  // opus-4-6 asked at standard with an opus-4-6 fast entry: both attempts at fast,
+  // 2 × (3,600,000 + 8,000 × 9,000); the same chain at one speed holds each at it
+  const opus = model(cny, 'claude-opus-4-6');
+  assert.equal(holdBound(cny, opus, { ...small, fallbacks: [{ model: 'claude-opus-4-6', maxTokens: null, speed: 'fast' }] }), 151_200_000n);
+  assert.equal(holdBound(cny, opus, { ...small, fallbacks: [{ model: 'claude-opus-4-6', maxTokens: null, speed: 'standard' }] }), 2n * (600_000n + 12_000_000n));
   // "default": one attempt at the dearest input side and output of the catalog (opus-4's),
   // uncapped: 7,560,000 + 720,000 + 8,000 × 1,800
   assert.equal(holdBound(cny, m, { ...small, defaultFallbacks: true }), 22_680_000n);

@@ -652,11 +652,18 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
     return { input, units, out, inRate, own, cap };
   };
   // The requested model, or one of its catalog fallback_models in its place.
-  const attempts: Attempt[] = [attempt(servingAlternatives(catalog, model), c, undefined, undefined)];
   const entries = (req.fallbacks ?? []).map((f) => {
     const entry: FallbackAttempt = typeof f === 'string' ? { model: f, maxTokens: null } : f;
     return { entry, hit: entry.model === '' ? undefined : servingModel(catalog, entry.model, model) };
   });
+  // The entry's speed: fast or standard as it says (null: standard); absent, the request's.
+  const speedOf = (entry: FallbackAttempt) => (entry.speed === undefined ? c.speed : entry.speed === 'fast' ? 'fast' : 'standard');
+  // Pricing applies the answer's one `usage.speed` to every step (the iterations carry none), so
+  // a chain whose attempts ask for different speeds may be priced at either for all of them:
+  // every attempt, and what they share, is held at both tables then.
+  const mixed = entries.some(({ entry }) => speedOf(entry) !== c.speed);
+  const at = (speed: string | null | undefined): Conditions => ({ ...c, speed: mixed ? undefined : speed });
+  const attempts: Attempt[] = [attempt(servingAlternatives(catalog, model), at(c.speed), undefined, undefined)];
   // A name the catalog does not know is priced at the model that served the request, which may
   // be any of the request's: held at the dearest of them.
   const anyServing = new Set(servingAlternatives(catalog, model));
@@ -668,14 +675,12 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
     // model's (under a group's model_mapping its catalog entry is not the model sent upstream)
     const limit = oneStep && hit?.exact === true && hit.model !== model && hit.model.id !== model.id && alternatives!.length === 1
       ? maxOutputTokensFor(hit.model, req.anthropicBeta) : undefined;
-    // the entry's speed: fast or standard as it says (null: standard); absent, the request's
-    const speed = entry.speed === undefined ? c.speed : entry.speed === 'fast' ? 'fast' : 'standard';
     const own = entry.maxTokens === null ? undefined : count(entry.maxTokens, 'fallback maxTokens');
-    attempts.push(attempt(alternatives ?? anyServing, { ...c, speed }, own, limit === undefined ? undefined : BigInt(limit)));
+    attempts.push(attempt(alternatives ?? anyServing, at(speedOf(entry)), own, limit === undefined ? undefined : BigInt(limit)));
   }
-  if (req.defaultFallbacks === true) attempts.push(attempt(catalog.models, c, undefined, undefined));
+  if (req.defaultFallbacks === true) attempts.push(attempt(catalog.models, at(c.speed), undefined, undefined));
 
-  const shared = sharedHold(catalog, model, req, c, list);
+  const shared = sharedHold(catalog, model, req, at(c.speed), list);
   // A compaction (`compactions`, counted in `steps`) writes a summary of up to the max_tokens
   // sent (t), whichever attempt runs it, and the step after it re-reads that summary: t × (its
   // output + its dearest input rate) per compaction, also for an entry with its own max_tokens,

@@ -2,7 +2,7 @@ import { MAX_TOKEN_COUNT, ZERO_USAGE, type TokenUsage, type UsageAnomaly, type U
 import type { Appended, UsageEvent, UsageEventV2, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import {
-  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities, UNIT_DIMENSIONS,
+  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities, resolveServing, UNIT_DIMENSIONS,
   type Dimension, type PricedRequest, type PriceVersion, type PricingIteration, type Quantities, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import { context, failSpan, injectContext, noopTracer, SpanKind, trace } from '@tollgate/telemetry';
@@ -36,8 +36,9 @@ export interface Metered {
   maxUnits?: Readonly<Partial<Record<UnitDimension, number | null>>>;
   /**
    * `usage.iterations` types outside `maxOutputTokens`, each with the most output its steps may
-   * write in all (a compaction's summary on a request that may compact: its max_tokens; an
-   * advisor's answers on one with advisor tools: `advisorOutputTokens`): what the hold priced for
+   * write in all (a compaction's summary on a request that may compact: its max_tokens, key
+   * `compaction`; the advisors' answers at each advisor model on one with advisor tools:
+   * `advisorOutputTokens`, key `advisorBoundKey(catalog id)`): what the hold priced for
    * them; above it clamped in order and flagged `output_over_max_tokens`. Default none.
    */
   outputBounds?: Readonly<Record<string, number>>;
@@ -77,6 +78,11 @@ export interface Outcome {
   upstreamRequestId: string | null;
   /** protocol anomalies of the upstream's usage (`StreamMeter.anomalies`, `readMessageUsage`) */
   anomalies?: readonly UsageAnomaly[];
+}
+
+/** The `Metered.outputBounds` key of advisor answers at one catalog model. */
+export function advisorBoundKey(catalogModelId: string): string {
+  return `advisor_message ${catalogModelId}`;
 }
 
 /** Most distinct unknown usage names one event records; the rest are recorded as `OTHER_UNKNOWN`. */
@@ -242,22 +248,27 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   // answers are not such steps, where the request can run them: each type has its own bound,
   // what the hold priced for it (holdSteps, advisorOutputTokens).
   const bounds = m.outputBounds ?? {};
-  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, (type) => Object.hasOwn(bounds, type))) {
+  const advised = Object.keys(bounds).some((k) => k.startsWith(advisorBoundKey('')));
+  // an advisor step's bound is its model's (as pricing resolves the step's model); an advisor
+  // model no advisor tool names has none (0)
+  const keyOf = (it: PricingIteration): string | undefined => it.type === 'compaction' && Object.hasOwn(bounds, 'compaction') ? 'compaction'
+    : it.type === 'advisor_message' && advised ? advisorBoundKey(resolveServing(m.version.catalog, it.model, m.resolved.model).model.id) : undefined;
+  const exempt = new Set(iterations.flatMap((it) => (keyOf(it) === undefined ? [] : [it.type])));
+  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, (type) => exempt.has(type))) {
     if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
     anomalies.add('output_over_max_tokens');
   }
-  for (const [type, bound] of Object.entries(bounds)) {
-    let left = bound;
-    for (let i = 0; i < iterations.length; i++) {
-      const it = iterations[i]!;
-      if (it.type !== type) continue;
-      const kept = Math.min(it.quantities.output, left);
-      left -= kept;
-      if (kept === it.quantities.output) continue;
-      quantities.output -= it.quantities.output - kept;
-      iterations[i] = { ...it, quantities: toQuantities({ ...it.quantities, output: kept }) };
-      anomalies.add('output_over_max_tokens');
-    }
+  const left = new Map(Object.entries(bounds));
+  for (let i = 0; i < iterations.length; i++) {
+    const it = iterations[i]!;
+    const key = keyOf(it);
+    if (key === undefined) continue;
+    const kept = Math.min(it.quantities.output, left.get(key) ?? 0);
+    left.set(key, (left.get(key) ?? 0) - kept);
+    if (kept === it.quantities.output) continue;
+    quantities.output -= it.quantities.output - kept;
+    iterations[i] = { ...it, quantities: toQuantities({ ...it.quantities, output: kept }) };
+    anomalies.add('output_over_max_tokens');
   }
   // A unit no tool of the request enables has bound 0 (the hold priced none of it); null: no bound.
   for (const unit of UNIT_DIMENSIONS) {

@@ -11,7 +11,7 @@ import type { KeyEntry } from '@tollgate/keys';
 import { MemoryBalanceStore, RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
 import { bundledCatalogPath, loadCatalogFile, priceVersion, resolveModel } from '@tollgate/pricing';
 import type { GatewayDeps } from '../src/deps.ts';
-import { boundedUpstreamId, MAX_UPSTREAM_ID_CHARS, settle, settlement as fullSettlement, type Metered, type Outcome } from '../src/metering.ts';
+import { advisorBoundKey, boundedUpstreamId, MAX_UPSTREAM_ID_CHARS, settle, settlement as fullSettlement, type Metered, type Outcome } from '../src/metering.ts';
 
 // sonnet-4-5 in the CNY catalog: input 72, output 360 µc per token
 const version = priceVersion(loadCatalogFile(bundledCatalogPath('cny')));
@@ -204,13 +204,20 @@ test('output above max_tokens × steps is clamped in the iterations too, in orde
   // steps of 100 (max_tokens 100 × 10 steps) and an advisor of 500 at its own model, all charged
   assert.deepEqual(settled({ input_tokens: 900, output_tokens: 900, iterations: [
     ...Array.from({ length: 9 }, () => ({ type: 'message', input_tokens: 100, output_tokens: 100 })),
-    { type: 'advisor_message', model: 'claude-sonnet-4-5', input_tokens: 0, output_tokens: 500 }] }, 1000, { advisor_message: 4096 }),
+    { type: 'advisor_message', model: 'claude-sonnet-4-5', input_tokens: 0, output_tokens: 500 }] }, 1000, { [advisorBoundKey(resolved.model.id)]: 4096 }),
   [64_800n + 324_000n + 180_000n, 1400, [...Array.from({ length: 9 }, () => 100), 500], []]);
   // …up to what the hold priced for them (max_uses × each call's bound): three answers of 4,096
   // against 1 × 4,096 keep the first; 300×72 + 4,096×360
   assert.deepEqual(settled({ input_tokens: 300, output_tokens: 0, iterations: Array.from({ length: 3 }, () =>
-    ({ type: 'advisor_message', model: 'claude-sonnet-4-5', input_tokens: 100, output_tokens: 4096 })) }, 1000, { advisor_message: 4096 }),
+    ({ type: 'advisor_message', model: 'claude-sonnet-4-5', input_tokens: 100, output_tokens: 4096 })) }, 1000, { [advisorBoundKey(resolved.model.id)]: 4096 }),
   [21_600n + 1_474_560n, 4096, [4096, 0, 0], ['output_over_max_tokens']]);
+  // each advisor model has its own bound: output held at haiku's rate (10 × 64,000) is not charged
+  // at sonnet's, whose tool allows 1 token (a breaker's: 640,001 tokens charged at the dear model)
+  const haiku = resolveModel(version.catalog, 'claude-haiku-4-5')!.model.id;
+  assert.deepEqual(settled({ input_tokens: 100, output_tokens: 0, iterations: [
+    { type: 'advisor_message', model: 'claude-sonnet-4-5', input_tokens: 100, output_tokens: 640_001 }] }, 1000,
+  { [advisorBoundKey(haiku)]: 640_000, [advisorBoundKey(resolved.model.id)]: 1 }),
+  [7_200n + 360n, 1, [1], ['output_over_max_tokens']]);
 });
 
 test('server-tool uses of a unit no tool of the request enables are clamped to 0 (the hold priced none), flagged units_over_max_uses', async () => {

@@ -14,7 +14,7 @@ import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
-import { boundedUpstreamId, settle, type Metered, type Outcome, type Publication } from '../metering.ts';
+import { advisorBoundKey, boundedUpstreamId, settle, type Metered, type Outcome, type Publication } from '../metering.ts';
 import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import type { Route, Sent, UpstreamPool } from '../pool/selector.ts';
 import { guardState, stateUnavailable } from '../state.ts';
@@ -419,7 +419,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
       maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(x, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens),
       version: x.version, priceList, maxUnits: x.tools.units,
-      outputBounds: outputBounds(x.body, x.version.catalog, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens),
+      outputBounds: outputBounds(x.body, x.version.catalog, x.resolved.model, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens),
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -747,16 +747,21 @@ function holdSteps(x: Exchange): number {
  * The `usage.iterations` types whose output is not bound by the request's `max_tokens` ×
  * steps, each with its own bound, what the hold priced for it (`Metered.outputBounds`): one
  * compaction's summary, up to the `max_tokens` sent (`sentMaxTokens`), when the request may
- * compact; the advisors' answers, `advisorOutputTokens`, when it names advisor tools. None on a
+ * compact; the advisors' answers, `advisorOutputTokens` per advisor model (`advisorBoundKey`), when
+ * it names advisor tools. None on a
  * pre-warm (it generates nothing, and calls no advisor). A step of such a type on a request that
  * could not run one stays under the ceiling.
  */
-function outputBounds(body: MessagesRequest, catalog: Catalog, sentMaxTokens: number): Record<string, number> {
+function outputBounds(body: MessagesRequest, catalog: Catalog, requested: CatalogModel, sentMaxTokens: number): Record<string, number> {
   const out: Record<string, number> = {};
   if (prewarms(body)) return out;
   if (mayCompact(body)) out['compaction'] = sentMaxTokens;
-  const advisors = advisorTools(body.tools);
-  if (advisors.length > 0) out['advisor_message'] = advisorOutputTokens(catalog, advisors);
+  // per advisor model (as pricing resolves a step's model): output held at one model's rate is
+  // never charged at another's
+  for (const a of advisorTools(body.tools)) {
+    const key = advisorBoundKey(resolveServing(catalog, a.model, requested).model.id);
+    out[key] = (out[key] ?? 0) + advisorOutputTokens(catalog, [a]);
+  }
   return out;
 }
 
