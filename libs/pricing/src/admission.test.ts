@@ -155,6 +155,20 @@ test('the step after a compaction reads one step\'s input and the summary: the t
   assert.equal(holdBound(cny, model(cny, 'claude-sonnet-4-6'), advised), 720_000n + 138_240_000n + 39_000_000n + 150_000n);
 });
 
+test('an advisor the catalog does not know is held at the dearest model that may serve the request, as pricing prices it at the served one', () => {
+  // haiku-4-5 asked with an opus-4-6 entry (global: 600 / 1,500); an advisor named
+  // claude-3-5-haiku-20241022 (no catalog entry, no mapping rule) of max_uses 1 and max_tokens 100
+  // is priced at whichever model served: held at opus-4-6's 1,000 × 600 + 100 × 1,500 (a
+  // breaker's: held at haiku's, ~5,366 credits short over ten calls of 64,000)
+  const haiku = model(cny, 'claude-haiku-4-5');
+  const req: HoldRequest = { inputTokens: 1_000, maxTokens: 1, speed: 'standard', inferenceGeo: 'global', fallbacks: [{ model: 'claude-opus-4-6', maxTokens: null }] };
+  const unknown = holdBound(cny, haiku, { ...req, advisors: [{ model: 'claude-3-5-haiku-20241022', maxUses: 1, maxTokens: 100 }] });
+  // per attempt (the advisor is shared by both): 2 × (600,000 + 150,000)
+  assert.equal(unknown - holdBound(cny, haiku, req), 2n * 750_000n);
+  // a known advisor is held at its own model: haiku-4-5's 1,000 × 48 + 100 × 120, per attempt
+  assert.equal(holdBound(cny, haiku, { ...req, advisors: [{ model: 'claude-haiku-4-5', maxUses: 1, maxTokens: 100 }] }) - holdBound(cny, haiku, req), 2n * 60_000n);
+});
+
 test('fallback attempts: an entry reaching its model only through a mapping rule is not capped, and a request of several steps caps none', () => {
   const doc = JSON.parse(readFileSync(bundledCatalogPath('cny'), 'utf8'));
   doc.mapping.rules[0].target = 'claude-opus-4-20250514'; // claude-opus-* → opus-4 (32,000 out)

@@ -680,7 +680,7 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   }
   if (req.defaultFallbacks === true) attempts.push(attempt(catalog.models, at(c.speed), undefined, undefined));
 
-  const shared = sharedHold(catalog, model, req, at(c.speed), list);
+  const shared = sharedHold(catalog, model, req, at(c.speed), list, [...anyServing]);
   // A compaction (`compactions`, counted in `steps`) writes a summary of up to the max_tokens
   // sent (t), whichever attempt runs it, and the step after it re-reads that summary: t × (its
   // output + its dearest input rate) per compaction, also for an entry with its own max_tokens,
@@ -733,15 +733,17 @@ export function holdBound(version: PriceVersion, model: CatalogModel, req: HoldR
 }
 
 /** What every serving of the request adds to its hold, whichever model serves it: `extra` and the advisor calls. */
-function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: Conditions, list: PriceList | null): Rational {
+function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: Conditions, list: PriceList | null,
+  anyServing: readonly CatalogModel[] = servingAlternatives(catalog, model)): Rational {
   let sum = ZERO;
   for (const x of req.extra ?? []) sum = add(sum, modelHold(catalog, x.model, x.inputTokens, x.maxTokens, c, list));
   for (const a of req.advisors ?? []) {
-    // An advisor the catalog does not know is priced at the requested model (recorded as unpriced).
-    const at = servingModel(catalog, a.model, model)?.model ?? model;
+    // An advisor the catalog does not know is priced at the model that served the request
+    // (recorded as unpriced), which may be any of the request's: held at the dearest of them.
+    const known = servingModel(catalog, a.model, model)?.model;
     const calls = count(a.maxUses ?? catalog.advisorHold.maxUses, 'advisor max_uses');
     let dearest: Rational | undefined;
-    for (const candidate of servingAlternatives(catalog, at)) {
+    for (const candidate of known === undefined ? anyServing : servingAlternatives(catalog, known)) {
       // one step's input; after a compaction that step also holds the summary (up to max_tokens)
       const read = Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens) + ((req.compactions ?? 0) > 0 ? req.maxTokens : 0);
       const one = modelHold(catalog, candidate, read, a.maxTokens ?? catalog.advisorHold.outputTokens, c, list);
