@@ -210,11 +210,14 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  * - every dimension the answer reports is priced under the request's price version
  *   (`priceRequest`: tiers, multipliers, fast, iterations at their own model, the account's
  *   price list, refusal before output = 0, unpriced dimensions recorded), rounded up once;
- * - output above `m.maxOutputTokens` is clamped to it (no genuine answer can be longer) and
- *   flagged `output_over_max_tokens`; the returned `usage` and `quantities` are the clamped ones;
- * - server-tool uses above the request's declared bound (`m.maxUnits`: its `max_uses`) are
- *   clamped to it, in the totals and across the iterations in order, and flagged
- *   `units_over_max_uses` (the upstream may not run a tool more than `max_uses` times);
+ * - output above `m.maxOutputTokens` is clamped to it (no genuine answer can be longer), in the
+ *   totals and across the iterations in order, and flagged `output_over_max_tokens`; steps of a
+ *   type `m.outputBounds` names (a compaction, an advisor's answers per model) are outside it and
+ *   clamped to their own bound; the returned `usage` and `quantities` are the clamped ones;
+ * - server-tool uses above the request's declared bound (`m.maxUnits`: its `max_uses`; 0 for a
+ *   unit no tool of the request enables) are clamped to it, in the totals and across the
+ *   iterations in order, and flagged `units_over_max_uses` (the upstream may not run a tool more
+ *   than `max_uses` times);
  * - the charge is that price when billable, else 0;
  * - a cost above the hold is capped at the hold (`m.holdMicros`, the proven upper bound) and
  *   flagged `cost_over_bound`;
