@@ -630,9 +630,7 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   const steps = stepCount < 1n ? 1n : stepCount;
   // A step after a compaction reads up to one step's input and the summary (up to max_tokens):
   // the tiers it can reach are judged at that prompt, when it is larger.
-  const tierInput = (req.compactions ?? 0) > 0
-    ? Math.max(req.inputTokens, Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens) + req.maxTokens)
-    : req.inputTokens;
+  const tierInput = Math.max(req.inputTokens, stepRead(req));
   const attempt = (models: Iterable<CatalogModel>, conditions: Conditions, own: bigint | undefined, cap: bigint | undefined): Attempt => {
     let input = ZERO;
     let units = ZERO;
@@ -744,14 +742,20 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
     const calls = count(a.maxUses ?? catalog.advisorHold.maxUses, 'advisor max_uses');
     let dearest: Rational | undefined;
     for (const candidate of known === undefined ? anyServing : servingAlternatives(catalog, known)) {
-      // one step's input; after a compaction that step also holds the summary (up to max_tokens)
-      const read = Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens) + ((req.compactions ?? 0) > 0 ? req.maxTokens : 0);
-      const one = modelHold(catalog, candidate, read, a.maxTokens ?? catalog.advisorHold.outputTokens, c, list);
+      const one = modelHold(catalog, candidate, stepRead(req), a.maxTokens ?? catalog.advisorHold.outputTokens, c, list);
       if (dearest === undefined || cmp(one, dearest) > 0) dearest = one;
     }
     sum = add(sum, mul(dearest!, rat(calls)));
   }
   return sum;
+}
+
+/**
+ * The prompt one sampling step may read, tokens: one step's input (`stepInputTokens`, at most
+ * `inputTokens`), and after a compaction (`compactions`) the summary too, up to `maxTokens`.
+ */
+function stepRead(req: HoldRequest): number {
+  return Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens) + ((req.compactions ?? 0) > 0 ? req.maxTokens : 0);
 }
 
 /** `model` and the catalog models it may fall back to (its `fallback_models`): what may serve one attempt at it. */

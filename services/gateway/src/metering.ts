@@ -146,34 +146,27 @@ export function measured(usage: TokenUsage, report: UsageReport | null | undefin
     const writes = Math.min(MAX_TOKEN_COUNT, Math.max(topWrites, stepWrites));
     totals.cache_write_1h = Math.min(writes, Math.max(top1h, sums.cache_write_1h));
     totals.cache_write_5m = writes - totals.cache_write_1h;
-    alignCacheWrites(iterations, totals.cache_write_5m, totals.cache_write_1h);
+    alignCacheWrites(iterations, totals.cache_write_5m);
   }
   return { quantities: totals, iterations, unknown };
 }
 
 /**
- * Makes the iterations' cache-write splits fit the request's (`fiveMinute` / `oneHour`, whose sum
- * is at least the iterations'): writes of a class the iterations hold more of than the request
- * are moved, in iteration order, to the other class, so the writes beyond the iterations (the
- * top level's remainder, `priceRequest`) are never negative in one class while counted again in
- * the other. The 1 h class is the larger of what the top level and the iterations report, so a
- * write some report calls 1 h is priced as 1 h (the dearer reading, as the hold assumed).
+ * Makes the iterations' cache-write splits fit the request's (`fiveMinute` 5 m writes, whose
+ * total with the 1 h ones is at least the iterations', and whose 1 h part is at least theirs, as
+ * `measured` sets them): 5 m writes the iterations hold beyond the request's are moved, in
+ * iteration order, to 1 h, so the writes beyond the iterations (the top level's remainder,
+ * `priceRequest`) are never negative in one class while counted again in the other. A write some
+ * report calls 1 h is so priced as 1 h (the dearer reading, as the hold assumed).
  */
-function alignCacheWrites(iterations: PricingIteration[], fiveMinute: number, oneHour: number): void {
-  let over5m = -fiveMinute;
-  let over1h = -oneHour;
-  for (const it of iterations) {
-    over5m += it.quantities.cache_write_5m;
-    over1h += it.quantities.cache_write_1h;
-  }
-  for (let i = 0; i < iterations.length && (over5m > 0 || over1h > 0); i++) {
+function alignCacheWrites(iterations: PricingIteration[], fiveMinute: number): void {
+  let over = iterations.reduce((n, it) => n + it.quantities.cache_write_5m, 0) - fiveMinute;
+  for (let i = 0; i < iterations.length && over > 0; i++) {
     const q = iterations[i]!.quantities;
-    const from = over5m > 0 ? 'cache_write_5m' : 'cache_write_1h';
-    const to = from === 'cache_write_5m' ? 'cache_write_1h' : 'cache_write_5m';
-    const moved = Math.min(q[from], from === 'cache_write_5m' ? over5m : over1h);
+    const moved = Math.min(q.cache_write_5m, over);
     if (moved === 0) continue;
-    iterations[i] = { ...iterations[i]!, quantities: toQuantities({ ...q, [from]: q[from] - moved, [to]: q[to] + moved }) };
-    if (from === 'cache_write_5m') over5m -= moved; else over1h -= moved;
+    iterations[i] = { ...iterations[i]!, quantities: toQuantities({ ...q, cache_write_5m: q.cache_write_5m - moved, cache_write_1h: q.cache_write_1h + moved }) };
+    over -= moved;
   }
 }
 
@@ -254,10 +247,10 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   const advised = Object.keys(bounds).some((k) => k.startsWith(advisorBoundKey('')));
   // an advisor step's bound is its model's (as pricing resolves the step's model); an advisor
   // model no advisor tool names has none (0)
-  const keyOf = (it: PricingIteration): string | undefined => it.type === 'compaction' && Object.hasOwn(bounds, 'compaction') ? 'compaction'
-    : it.type === 'advisor_message' && advised ? advisorBoundKey(resolveServing(m.version.catalog, it.model, m.resolved.model).model.id) : undefined;
-  const exempt = new Set(iterations.flatMap((it) => (keyOf(it) === undefined ? [] : [it.type])));
-  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, (type) => exempt.has(type))) {
+  const exempt = (type: string) => (type === 'compaction' && Object.hasOwn(bounds, 'compaction')) || (type === 'advisor_message' && advised);
+  const keyOf = (it: PricingIteration): string | undefined => !exempt(it.type) ? undefined
+    : it.type === 'compaction' ? 'compaction' : advisorBoundKey(resolveServing(m.version.catalog, it.model, m.resolved.model).model.id);
+  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, exempt)) {
     if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
     anomalies.add('output_over_max_tokens');
   }

@@ -409,17 +409,19 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     // Clamped: the upstream is sent the max_tokens the hold covers, and the client is told.
     const amount = hold.amount;
     deps.holds?.held(request.id, caller.account.id, caller.key.id, x.ts, amount, deps.holdTtlMs);
-    if (hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens) {
-      x.sent = clampedBody(x.sent, body.max_tokens, hold.maxTokens, minBudget);
-      x.maxOutputTokens = x.iterations * hold.maxTokens;
-      reply.header(CLAMP_HEADER, `${body.max_tokens}->${hold.maxTokens}`);
+    // the max_tokens sent upstream: the asked one, or what the clamp affords
+    const sentMaxTokens = hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens;
+    if (sentMaxTokens < body.max_tokens) {
+      x.sent = clampedBody(x.sent, body.max_tokens, sentMaxTokens, minBudget);
+      x.maxOutputTokens = x.iterations * sentMaxTokens;
+      reply.header(CLAMP_HEADER, `${body.max_tokens}->${sentMaxTokens}`);
     }
 
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
-      maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(x, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens),
+      maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(x, sentMaxTokens),
       version: x.version, priceList, maxUnits: x.tools.units,
-      outputBounds: outputBounds(x.body, x.version.catalog, x.resolved.model, hold.maxTokens !== undefined && hold.maxTokens < body.max_tokens ? hold.maxTokens : body.max_tokens),
+      outputBounds: outputBounds(x.body, x.version.catalog, x.resolved.model, sentMaxTokens),
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -660,9 +662,10 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
   // one step of the server loop reads at most the estimate over its steps; a compaction is a
   // step of its own that reads the context so far, so it adds one such read
   const stepInputTokens = x.body.max_tokens > 0 ? Math.ceil(x.estimate / x.iterations) : x.estimate;
+  const compacts = mayCompact(x.body);
   try {
     return admission(x.version, x.resolved.model, {
-      inputTokens: x.estimate + (mayCompact(x.body) ? stepInputTokens : 0), maxTokens: x.body.max_tokens, units: x.tools.units, speed,
+      inputTokens: x.estimate + (compacts ? stepInputTokens : 0), maxTokens: x.body.max_tokens, units: x.tools.units, speed,
       ...(geo === undefined ? {} : { inferenceGeo: geo }), priceList,
       // every model the request can be served by: its fallbacks (body and catalog) and advisors
       // (a pre-warm calls no advisor)
@@ -672,7 +675,7 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
       defaultFallbacks: (x.body as Record<string, unknown>).fallbacks === 'default',
       // a fallback writes at most its own output limit per call, raised by the betas the request
       // names; counted only for a one-step request (no server-tool loop, no compaction)
-      anthropicBeta: x.request.headers['anthropic-beta'], steps: holdSteps(x), compactions: mayCompact(x.body) ? 1 : 0,
+      anthropicBeta: x.request.headers['anthropic-beta'], steps: holdSteps(x), compactions: compacts ? 1 : 0,
       // an advisor call reads one step's input
       stepInputTokens,
     }, policy, floorTokens);
@@ -748,9 +751,8 @@ function holdSteps(x: Exchange): number {
  * steps, each with its own bound, what the hold priced for it (`Metered.outputBounds`): one
  * compaction's summary, up to the `max_tokens` sent (`sentMaxTokens`), when the request may
  * compact; the advisors' answers, `advisorOutputTokens` per advisor model (`advisorBoundKey`), when
- * it names advisor tools. None on a
- * pre-warm (it generates nothing, and calls no advisor). A step of such a type on a request that
- * could not run one stays under the ceiling.
+ * it names advisor tools. None on a pre-warm (it generates nothing, and calls no advisor). A step
+ * of such a type on a request that could not run one stays under the ceiling.
  */
 function outputBounds(body: MessagesRequest, catalog: Catalog, requested: CatalogModel, sentMaxTokens: number): Record<string, number> {
   const out: Record<string, number> = {};
