@@ -314,6 +314,54 @@ describe('max_tokens above the model\'s output limit', () => {
     }))), ['57601800', 'ok', []]);
   });
 
+  test('each fallback attempt is bounded by its own max_tokens: output reported above an attempt\'s ceiling is clamped to it, not to the chain\'s sum', async () => {
+    // sonnet-4-6 (input 180, output 900 µc per token) asks max_tokens 1,024 with an opus-4 entry
+    // of its own max_tokens 32,000 (input 360, output 1,800): the chain may write 33,024 tokens,
+    // but the sonnet attempt 1,024 of them and the opus-4 one 32,000.
+    const rich = await customer(stack.url, 1_000);
+    const charged = async (b: Record<string, unknown>) => {
+      const res = await fetch(`${stack.url}/v1/messages`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': rich.secret }, body: JSON.stringify(b),
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      await res.arrayBuffer();
+      await stack.tollgate.drain();
+      const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+      return [e?.cost_micros, e?.status, e?.anomalies ?? []];
+    };
+    const chain = (maxTokens: number, entryMaxTokens: number, text: string, extra: Record<string, unknown> = {}) => ({
+      model: 'claude-sonnet-4-6', max_tokens: maxTokens, inference_geo: 'global',
+      fallbacks: [{ model: 'claude-opus-4-0', max_tokens: entryMaxTokens }], messages: user(text), ...extra,
+    });
+    const over = ['usage_anomaly', ['output_over_max_tokens']];
+    // no fallback served (no fallback_message step): sonnet wrote it all, its one step reporting
+    // 30,000, at most 1,024: 5 × 180 + 1,024 × 900 (the sum's ceiling charged 27,000,900), as
+    // JSON and as a stream
+    const alone = '[[sim input=5 output=30000 iterations=message:claude-sonnet-4-6:5:30000]]';
+    assert.deepEqual(await charged(chain(1_024, 32_000, alone)), ['922500', ...over]);
+    assert.deepEqual(await charged(chain(1_024, 32_000, alone, { stream: true })), ['922500', ...over]);
+    // a fallback served, the declined sonnet attempt reported above its own ceiling: 5 × 180 +
+    // 1,024 × 900 + 5 × 360 + 2,000 × 1,800 (the sum's ceiling charged 30,602,700)
+    assert.deepEqual(await charged(chain(1_024, 32_000,
+      '[[sim input=5 output=32000 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:30000,fallback_message:claude-opus-4-20250514:5:2000]]')),
+    ['4524300', ...over]);
+    // the reverse: the opus-4 entry's own max_tokens 1,000 under a request of 32,000, 20,000
+    // reported by it: 5 × 180 + 100 × 900 + 5 × 360 + 1,000 × 1,800 (the sum's charged 36,092,700)
+    assert.deepEqual(await charged(chain(32_000, 1_000,
+      '[[sim input=5 output=20100 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:100,fallback_message:claude-opus-4-20250514:5:20000]]')),
+    ['1892700', ...over]);
+    // output the top level reports beyond the steps is the serving model's (opus-4): its step's
+    // 500 and that remainder of 4,400 are at most 1,000 together: 5 × 180 + 100 × 900 + 5 × 360 +
+    // 1,000 × 1,800 (the sum's ceiling charged 8,912,700)
+    assert.deepEqual(await charged(chain(32_000, 1_000,
+      '[[sim input=5 output=5000 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:100,fallback_message:claude-opus-4-20250514:5:500]]')),
+    ['1892700', ...over]);
+    // within each attempt's ceiling, all of it: 5 × 180 + 1,024 × 900 + 5 × 360 + 32,000 × 1,800
+    assert.deepEqual(await charged(chain(1_024, 32_000,
+      '[[sim input=5 output=33024 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:1024,fallback_message:claude-opus-4-20250514:5:32000]]')),
+    ['58524300', 'ok', []]);
+  });
+
   test('fallback entries the hold cannot bound are refused at the edge, nothing sent or held; "default" is refused to a key with allowed_models', async () => {
     const seenBefore = JSON.stringify(await simRequests(stack.simUrl, 1));
     const cases: Array<[unknown, string]> = [

@@ -758,6 +758,26 @@ function stepRead(req: HoldRequest): number {
   return Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens) + ((req.compactions ?? 0) > 0 ? req.maxTokens : 0);
 }
 
+/**
+ * The catalog models each attempt of a request may be priced at, as `holdTerms` holds them and
+ * `priceRequest` resolves a step's `model`: `requested`, the requested model and its catalog
+ * `fallback_models`; `entries`, one per `fallbacks` entry in order, its model (a served name's
+ * resolution, `resolveServing`) and that model's `fallback_models`, or null where the name does
+ * not tell the model (no name, one the catalog does not know, or one reached only through a
+ * mapping rule, which may be another model upstream). Never throws.
+ */
+export function attemptModels(catalog: Catalog, model: CatalogModel, fallbacks: readonly FallbackAttempt[]): {
+  requested: CatalogModel[]; entries: Array<CatalogModel[] | null>;
+} {
+  return {
+    requested: servingAlternatives(catalog, model),
+    entries: fallbacks.map((f) => {
+      const hit = f.model === '' ? undefined : servingModel(catalog, f.model, model);
+      return hit === undefined || !hit.exact ? null : servingAlternatives(catalog, hit.model);
+    }),
+  };
+}
+
 /** `model` and the catalog models it may fall back to (its `fallback_models`): what may serve one attempt at it. */
 function servingAlternatives(catalog: Catalog, model: CatalogModel): CatalogModel[] {
   const out = [model];

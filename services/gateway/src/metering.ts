@@ -42,6 +42,27 @@ export interface Metered {
    * them; above it clamped in order and flagged `output_over_max_tokens`. Default none.
    */
   outputBounds?: Readonly<Record<string, number>>;
+  /**
+   * Each attempt's own output ceiling, on a request with `fallbacks` (absent: none). `maxOutputTokens`
+   * is the sum over the attempts, the most the whole chain may write; these say which attempt may
+   * write what, where the answer tells who wrote (Anthropic "Refusals and fallback": a
+   * `fallback_message` step marks an answer a fallback served, and each step names its model).
+   */
+  attemptOutputs?: AttemptOutputs;
+}
+
+/** The output ceilings of a request's attempts (`Metered.attemptOutputs`), tokens. */
+export interface AttemptOutputs {
+  /** the requested model's attempt: the `max_tokens` sent × its steps */
+  requested: number;
+  /** catalog ids of the models that attempt may be priced at (the model, its catalog `fallback_models`) */
+  requestedModels: readonly string[];
+  /**
+   * Per catalog model id, what every attempt that may be priced at it may write in all (its
+   * `max_tokens`, else the one sent, × the steps), when every attempt's model is known by name;
+   * absent when one is not (an unknown name, a mapping rule's reach, `fallbacks: "default"`).
+   */
+  byModel?: Readonly<Record<string, number>>;
 }
 
 /** What the upstream's answer says about its price, besides the token counts. */
@@ -207,6 +228,11 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  *   totals and across the iterations in order, and flagged `output_over_max_tokens`; steps of a
  *   type `m.outputBounds` names (a compaction, an advisor's answers per model) are outside it and
  *   clamped to their own bound; the returned `usage` and `quantities` are the clamped ones;
+ * - within that, on a request with `fallbacks` (`m.attemptOutputs`), each attempt's output is
+ *   clamped to its own ceiling: an answer with no `fallback_message` step, served by a model of
+ *   the requested attempt, to that attempt's; one a fallback served, per catalog model, the
+ *   steps priced at it (and the remainder, at the serving model) to what the attempts that may
+ *   be priced at it may write; flagged `output_over_max_tokens`;
  * - server-tool uses above the request's declared bound (`m.maxUnits`: its `max_uses`; 0 for a
  *   unit no tool of the request enables) are clamped to it, in the totals and across the
  *   iterations in order, and flagged `units_over_max_uses` (the upstream may not run a tool more
@@ -217,7 +243,7 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  * - an `ok` request with any anomaly becomes `usage_anomaly` (other statuses say more and stay).
  * Returns the anomalies sorted, each once. Throws only on a programming error (bad quantities).
  */
-export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList' | 'maxUnits' | 'outputBounds'>, outcome: Outcome): Settlement {
+export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList' | 'maxUnits' | 'outputBounds' | 'attemptOutputs'>, outcome: Outcome): Settlement {
   const anomalies = new Set(outcome.anomalies ?? []);
   let usage = outcome.usage;
   const report = outcome.report ?? null;
@@ -225,19 +251,30 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   // A bound holds for the request as priced: its total and its iterations, each priced at its
   // own model, clamped alike (the top level's remainder is what the iterations leave of it).
   // Iterations `exempt` says are outside the bound keep theirs, and the total keeps their sum.
-  const clamp = (dimension: Dimension, bound: number, exempt: (type: string) => boolean = () => false): boolean => {
-    const outside = iterations.reduce((n, it) => (exempt(it.type) ? n + it.quantities[dimension] : n), 0);
-    const inside = iterations.reduce((n, it) => (exempt(it.type) ? n : n + it.quantities[dimension]), 0);
-    if (quantities[dimension] - outside <= bound && inside <= bound) return false;
-    quantities[dimension] = Math.min(quantities[dimension], bound + outside);
+  // `inside` says which iterations the bound covers; `rest` whether it covers the top level's
+  // remainder beyond the iterations too (priced at the serving model).
+  const clamp = (dimension: Dimension, bound: number, inside: (i: number) => boolean = () => true, rest = true): boolean => {
+    let steps = 0;
+    let counted = 0;
+    iterations.forEach((it, i) => {
+      steps += it.quantities[dimension];
+      if (inside(i)) counted += it.quantities[dimension];
+    });
+    if (rest) counted += Math.max(0, quantities[dimension] - steps);
+    if (counted <= bound) return false;
     let left = bound;
+    let cut = 0;
     for (let i = 0; i < iterations.length; i++) {
       const it = iterations[i]!;
-      if (exempt(it.type)) continue;
+      if (!inside(i)) continue;
       const kept = Math.min(it.quantities[dimension], left);
       left -= kept;
-      if (kept !== it.quantities[dimension]) iterations[i] = { ...it, quantities: toQuantities({ ...it.quantities, [dimension]: kept }) };
+      if (kept === it.quantities[dimension]) continue;
+      cut += it.quantities[dimension] - kept;
+      iterations[i] = { ...it, quantities: toQuantities({ ...it.quantities, [dimension]: kept }) };
     }
+    // the total loses what the covered steps lost, and with the remainder, all it had above the bound
+    quantities[dimension] -= rest ? counted - bound : cut;
     return true;
   };
   // max_tokens bounds each sampling step's output; a compaction's summary and an advisor's
@@ -250,9 +287,35 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   const exempt = (type: string) => (type === 'compaction' && Object.hasOwn(bounds, 'compaction')) || (type === 'advisor_message' && advised);
   const keyOf = (it: PricingIteration): string | undefined => !exempt(it.type) ? undefined
     : it.type === 'compaction' ? 'compaction' : advisorBoundKey(resolveServing(m.version.catalog, it.model, m.resolved.model).model.id);
-  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, exempt)) {
+  const bounded = (i: number) => !exempt(iterations[i]!.type);
+  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, bounded)) {
     if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
     anomalies.add('output_over_max_tokens');
+  }
+  // Within that sum, each attempt writes up to its own ceiling (docs/decisions.md, "Each
+  // fallback attempt's output is bounded by its own max_tokens").
+  const attempts = m.attemptOutputs;
+  if (attempts !== undefined && report !== null) {
+    const catalog = m.version.catalog;
+    const served = report.model === null ? undefined : resolveServing(catalog, report.model, m.resolved.model);
+    const main = served?.model ?? m.resolved.model;
+    if (!iterations.some((it) => it.type === 'fallback_message')) {
+      // No fallback served (the SDK's signal): the requested model's attempt wrote it all, when
+      // the serving model is one of that attempt's.
+      if (served?.resolved === true && attempts.requestedModels.includes(served.model.id) && clamp('output', attempts.requested, bounded)) {
+        if (usage !== null) usage = { ...usage, output: Math.min(usage.output, attempts.requested) };
+        anomalies.add('output_over_max_tokens');
+      }
+    } else if (attempts.byModel !== undefined) {
+      // A fallback served: each step is its model's, the remainder the serving model's; a model
+      // no attempt names keeps the sum's bound alone.
+      const ids = iterations.map((it) => resolveServing(catalog, it.model, main).model.id);
+      for (const [id, bound] of Object.entries(attempts.byModel)) {
+        if (!clamp('output', bound, (i) => ids[i] === id && bounded(i), main.id === id)) continue;
+        if (usage !== null) usage = { ...usage, output: Math.min(usage.output, quantities.output) };
+        anomalies.add('output_over_max_tokens');
+      }
+    }
   }
   const left = new Map(Object.entries(bounds));
   for (let i = 0; i < iterations.length; i++) {

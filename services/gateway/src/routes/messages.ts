@@ -8,13 +8,13 @@ import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
-  admission, advisorOutputTokens, advisorTools, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveServing, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type FallbackAttempt, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorOutputTokens, advisorTools, attemptModels, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveServing, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type FallbackAttempt, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
-import { advisorBoundKey, boundedUpstreamId, settle, type Metered, type Outcome, type Publication } from '../metering.ts';
+import { advisorBoundKey, boundedUpstreamId, settle, type AttemptOutputs, type Metered, type Outcome, type Publication } from '../metering.ts';
 import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import type { Route, Sent, UpstreamPool } from '../pool/selector.ts';
 import { guardState, stateUnavailable } from '../state.ts';
@@ -422,6 +422,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
       maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(x, sentMaxTokens),
       version: x.version, priceList, maxUnits: x.tools.units,
       outputBounds: outputBounds(x.body, x.version.catalog, x.resolved.model, sentMaxTokens),
+      ...attemptOutputs(x, sentMaxTokens),
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -700,6 +701,29 @@ function fallbackOutputTokens(x: Exchange, sentMaxTokens: number): number {
   let total = 0;
   for (const f of x.fallbacks) total += (f.maxTokens ?? sentMaxTokens) * steps;
   return total;
+}
+
+/**
+ * Each attempt's output ceiling on a request with `fallbacks` (`Metered.attemptOutputs`; none
+ * without): the requested model's attempt writes up to the `max_tokens` sent × its steps, each
+ * entry up to its own `max_tokens` (else the one sent) × the same steps, priced at its models
+ * (`attemptModels`); `byModel` only where every entry's model is known by name.
+ */
+function attemptOutputs(x: Exchange, sentMaxTokens: number): { attemptOutputs?: AttemptOutputs } {
+  const chain = (x.body as Record<string, unknown>).fallbacks;
+  if (x.fallbacks.length === 0 && chain !== 'default') return {};
+  const steps = sentMaxTokens > 0 ? x.iterations : 1;
+  const models = attemptModels(x.version.catalog, x.resolved.model, x.fallbacks);
+  const requested = sentMaxTokens * steps;
+  const out: AttemptOutputs = { requested, requestedModels: models.requested.map((m) => m.id) };
+  if (chain === 'default' || models.entries.some((e) => e === null)) return { attemptOutputs: out };
+  const byModel: Record<string, number> = {};
+  const add = (ms: readonly CatalogModel[], tokens: number) => {
+    for (const m of ms) byModel[m.id] = (byModel[m.id] ?? 0) + tokens;
+  };
+  add(models.requested, requested);
+  x.fallbacks.forEach((f, i) => add(models.entries[i]!, (f.maxTokens ?? sentMaxTokens) * steps));
+  return { attemptOutputs: { ...out, byModel } };
 }
 
 /**
