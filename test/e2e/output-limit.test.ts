@@ -318,7 +318,8 @@ describe('max_tokens above the model\'s output limit', () => {
     // sonnet-4-6 (input 180, output 900 µc per token) asks max_tokens 1,024 with an opus-4 entry
     // of its own max_tokens 32,000 (input 360, output 1,800): the chain may write 33,024 tokens,
     // but the sonnet attempt 1,024 of them and the opus-4 one 32,000.
-    const rich = await customer(stack.url, 1_000);
+    // an advisor call reads the conversation so far, up to the window: held at 100,000 credits' scale
+    const rich = await customer(stack.url, 100_000);
     const charged = async (b: Record<string, unknown>) => {
       const res = await fetch(`${stack.url}/v1/messages`, {
         method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': rich.secret }, body: JSON.stringify(b),
@@ -360,6 +361,75 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.deepEqual(await charged(chain(1_024, 32_000,
       '[[sim input=5 output=33024 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:1024,fallback_message:claude-opus-4-20250514:5:32000]]')),
     ['58524300', 'ok', []]);
+    // each attempt is clamped before the chain's sum, which would otherwise keep sonnet's 30,000
+    // and cut opus-4's genuine 32,000 to 3,024 (6,367,500): 922,500 + 57,601,800
+    assert.deepEqual(await charged(chain(1_024, 32_000,
+      '[[sim input=5 output=62000 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:30000,fallback_message:claude-opus-4-20250514:5:32000]]')),
+    ['58524300', ...over]);
+    // every attempt declined: two message steps and no fallback_message (a stream's message_start
+    // names sonnet), opus-4's 5,000 are its own: 922,500 + 5 × 360 + 5,000 × 1,800, JSON and stream
+    const declined = '[[sim input=5 output=6024 iterations=message:claude-sonnet-4-6:5:1024,message:claude-opus-4-20250514:5:5000]]';
+    assert.deepEqual(await charged(chain(1_024, 32_000, declined)), ['9924300', 'ok', []]);
+    assert.deepEqual(await charged(chain(1_024, 32_000, declined, { stream: true })), ['9924300', 'ok', []]);
+    // a step that names no model could be any attempt's: priced at the serving model (opus-4), it
+    // is under the sum only, never counted in opus-4's own 32,000 (which cut its 31,000 by 1,000):
+    // 5 × 360 + 2,000 × 1,800 + 5 × 360 + 31,000 × 1,800
+    assert.deepEqual(await charged(chain(32_000, 32_000,
+      '[[sim input=5 output=33000 served_model=claude-opus-4-20250514 iterations=message:-:5:2000,fallback_message:claude-opus-4-20250514:5:31000]]')),
+    ['59403600', 'ok', []]);
+  });
+
+  test('a fallback chain under a group\'s model_mapping: a step naming the name the requested model was sent as is the requested model\'s, priced and bounded as it', async () => {
+    const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', {
+      name: 'deployment', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'claude-sonnet-4-6': 'sonnet-deployment-7' },
+    });
+    assert.equal(group.status, 201, JSON.stringify(group.json));
+    const m = await customer(stack.url, 1_000, 'deployment');
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${m.accountId}`, { group_id: group.json.id })).status, 200);
+    const res = await fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': m.secret }, body: JSON.stringify({
+        model: 'claude-sonnet-4-6', max_tokens: 32_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0' }],
+        messages: user('[[sim input=5 output=52000 served_model=claude-opus-4-20250514 iterations=message:sonnet-deployment-7:5:20000,fallback_message:claude-opus-4-20250514:5:32000]]'),
+      }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.arrayBuffer();
+    assert.equal((await simRequests(stack.simUrl, 1))[0]!.body['model'], 'sonnet-deployment-7');
+    await stack.tollgate.drain();
+    const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+    // sonnet's declined 20,000 at sonnet's rates, opus-4's 32,000 whole: 5 × 180 + 20,000 × 900 +
+    // 5 × 360 + 32,000 × 1,800 (it was priced at opus-4 and counted in opus-4's 32,000: 57,603,600)
+    assert.deepEqual([e?.cost_micros, e?.status, (e as { iterations?: Array<{ catalog_model: string | null }> } | null)?.iterations?.map((it) => it.catalog_model)],
+      ['75602700', 'ok', ['claude-sonnet-4-6', 'claude-opus-4-20250514']]);
+  });
+
+  test('every attempt of a fallback chain may run the request\'s server tools and advisor calls: bounded per attempt, as held', async () => {
+    // an advisor call reads the conversation so far, up to the window: held at 100,000 credits' scale
+    const rich = await customer(stack.url, 100_000);
+    const charged = async (b: Record<string, unknown>) => {
+      const res = await fetch(`${stack.url}/v1/messages`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': rich.secret }, body: JSON.stringify(b),
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      await res.arrayBuffer();
+      await stack.tollgate.drain();
+      const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+      return [e?.cost_micros, e?.status, e?.anomalies ?? []];
+    };
+    const base = { model: 'claude-sonnet-4-6', max_tokens: 1_024, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }] };
+    // an opus-4-6 advisor (input 300, output 1,500), max_uses 1 and 2,000 tokens a call, called
+    // once by each attempt: 922,500 + 2 × (5 × 300 + 2,000 × 1,500) + 5 × 360 + 4,000 × 1,800
+    // (one call's bound per request cut the second to 0: 11,127,300)
+    assert.deepEqual(await charged({
+      ...base, tools: [{ type: 'advisor_20260301', name: 'advisor', model: 'claude-opus-4-6', max_uses: 1, max_tokens: 2_000 }],
+      messages: user('[[sim input=5 output=9024 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:1024,advisor_message:claude-opus-4-6:5:2000,advisor_message:claude-opus-4-6:5:2000,fallback_message:claude-opus-4-20250514:5:4000]]'),
+    }), ['14127300', 'ok', []]);
+    // a web search of max_uses 1 run by each attempt (240,000 each): 5 × 180 + 10 × 900 + 5 × 360
+    // + 10 × 1,800 + 2 × 240,000 (one per request charged 269,700, units_over_max_uses)
+    assert.deepEqual(await charged({
+      ...base, tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }],
+      messages: user('[[sim input=5 output=20 web_search=2 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:10,fallback_message:claude-opus-4-20250514:5:10]]'),
+    }), ['509700', 'ok', []]);
   });
 
   test('fallback entries the hold cannot bound are refused at the edge, nothing sent or held; "default" is refused to a key with allowed_models', async () => {

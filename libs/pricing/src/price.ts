@@ -238,6 +238,18 @@ export function resolveServing(catalog: Catalog, name: string, fallback: Catalog
 }
 
 /**
+ * The catalog model a `usage.iterations` step's `model` is priced at: the request's own model
+ * (`requested`) when the name is its id or the upstream model it was sent as (a group's mapping
+ * included), whatever model served the answer; else `resolveServing` with the serving model
+ * (`main`) in the fallback's place. A step of the requested attempt thus stays at the requested
+ * model after a fallback served. Never throws.
+ */
+export function resolveStep(catalog: Catalog, name: string, requested: CatalogModel, main: CatalogModel): { model: CatalogModel; resolved: boolean } {
+  if (requested.upstreamModel === name || requested.id === name) return { model: requested, resolved: true };
+  return resolveServing(catalog, name, main);
+}
+
+/**
  * `resolveServing`'s rule, with whether the name is the model's own (`exact`: its id, upstream
  * model, alias, `-thinking` or `/provider` name) rather than a mapping rule's reach; undefined
  * when no catalog model sells the name.
@@ -256,7 +268,7 @@ function servingModel(catalog: Catalog, name: string, requested: CatalogModel): 
  * top-level usage leaves compaction iterations out; the usage parser sums `usage.iterations`).
  *
  * Rules (Anthropic "Pricing"; README "Price rules"): each iteration is priced at its own serving
- * model and whatever the totals hold beyond the iterations (e.g. server-tool units reported only
+ * model (`resolveStep`) and whatever the totals hold beyond the iterations (e.g. server-tool units reported only
  * at the top level) at the request's serving model; per segment, a tier is chosen by its
  * input-side tokens, `speed: "fast"` selects the model's fast table, matching multipliers and
  * the price list multiply; a refusal before any output costs 0. Cost = ⌈Σ⌉ once.
@@ -280,7 +292,7 @@ export function priceRequest(version: PriceVersion, quantities: Quantities, ctx:
   const rest: Record<Dimension, number> = { ...totals };
   for (const it of ctx.iterations ?? []) {
     const q = toQuantities(it.quantities);
-    const s = resolveServing(catalog, it.model, main);
+    const s = resolveStep(catalog, it.model, ctx.model, main);
     if (!s.resolved) unpriced.add(`model:${it.model}`);
     segments.push({ model: s.model, q, iteration: it, resolved: s.resolved });
     for (const d of DIMENSIONS) rest[d.key] = Math.max(0, rest[d.key] - q[d.key]);

@@ -2,7 +2,7 @@ import { MAX_TOKEN_COUNT, ZERO_USAGE, type TokenUsage, type UsageAnomaly, type U
 import type { Appended, UsageEvent, UsageEventV2, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import {
-  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities, resolveServing, UNIT_DIMENSIONS,
+  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities, resolveServing, resolveStep, UNIT_DIMENSIONS,
   type Dimension, type PricedRequest, type PriceVersion, type PricingIteration, type Quantities, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import { context, failSpan, injectContext, noopTracer, SpanKind, trace } from '@tollgate/telemetry';
@@ -228,11 +228,12 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  *   totals and across the iterations in order, and flagged `output_over_max_tokens`; steps of a
  *   type `m.outputBounds` names (a compaction, an advisor's answers per model) are outside it and
  *   clamped to their own bound; the returned `usage` and `quantities` are the clamped ones;
- * - within that, on a request with `fallbacks` (`m.attemptOutputs`), each attempt's output is
- *   clamped to its own ceiling: an answer with no `fallback_message` step, served by a model of
- *   the requested attempt, to that attempt's; one a fallback served, per catalog model, the
- *   steps priced at it (and the remainder, at the serving model) to what the attempts that may
- *   be priced at it may write; flagged `output_over_max_tokens`;
+ * - before that sum, on a request with `fallbacks` (`m.attemptOutputs`), each attempt's output
+ *   is clamped to its own ceiling: an answer without `usage.iterations` (one attempt ran),
+ *   served by a model of the requested attempt, to that attempt's; one with steps, per catalog
+ *   model, the steps that name a model priced at it (`resolveStep`; and the remainder, at the
+ *   serving model) to what the attempts that may be priced at it may write; flagged
+ *   `output_over_max_tokens`;
  * - server-tool uses above the request's declared bound (`m.maxUnits`: its `max_uses`; 0 for a
  *   unit no tool of the request enables) are clamped to it, in the totals and across the
  *   iterations in order, and flagged `units_over_max_uses` (the upstream may not run a tool more
@@ -288,34 +289,41 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   const keyOf = (it: PricingIteration): string | undefined => !exempt(it.type) ? undefined
     : it.type === 'compaction' ? 'compaction' : advisorBoundKey(resolveServing(m.version.catalog, it.model, m.resolved.model).model.id);
   const bounded = (i: number) => !exempt(iterations[i]!.type);
-  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, bounded)) {
-    if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
-    anomalies.add('output_over_max_tokens');
-  }
-  // Within that sum, each attempt writes up to its own ceiling (docs/decisions.md, "Each
-  // fallback attempt's output is bounded by its own max_tokens").
+  // Each attempt of a fallback chain writes up to its own ceiling (docs/decisions.md, "Each
+  // fallback attempt's output is bounded by its own max_tokens"), before the chain's sum, so
+  // the sum never takes from one attempt what another reported above its own.
   const attempts = m.attemptOutputs;
   if (attempts !== undefined && report !== null) {
     const catalog = m.version.catalog;
     const served = report.model === null ? undefined : resolveServing(catalog, report.model, m.resolved.model);
     const main = served?.model ?? m.resolved.model;
-    if (!iterations.some((it) => it.type === 'fallback_message')) {
-      // No fallback served (the SDK's signal): the requested model's attempt wrote it all, when
-      // the serving model is one of that attempt's.
-      if (served?.resolved === true && attempts.requestedModels.includes(served.model.id) && clamp('output', attempts.requested, bounded)) {
-        if (usage !== null) usage = { ...usage, output: Math.min(usage.output, attempts.requested) };
-        anomalies.add('output_over_max_tokens');
-      }
+    const over = (): void => {
+      if (usage !== null) usage = { ...usage, output: Math.min(usage.output, quantities.output) };
+      anomalies.add('output_over_max_tokens');
+    };
+    if (iterations.length === 0) {
+      // One attempt ran (a declined one is reported as a step of its own): the requested one,
+      // when its model served.
+      if (served?.resolved === true && attempts.requestedModels.includes(served.model.id) && clamp('output', attempts.requested)) over();
     } else if (attempts.byModel !== undefined) {
-      // A fallback served: each step is its model's, the remainder the serving model's; a model
-      // no attempt names keeps the sum's bound alone.
-      const ids = iterations.map((it) => resolveServing(catalog, it.model, main).model.id);
+      // Each step is its model's, as pricing resolves it (the requested model first, so its
+      // mapped name stays its own), and the remainder the serving model's. A step that names
+      // no model, or one the catalog does not know, could be any attempt's: the sum alone.
+      const wire = report.tally.iterations() ?? [];
+      const ids = iterations.map((it, i) => {
+        if (typeof wire[i]?.model !== 'string') return undefined;
+        const s = resolveStep(catalog, it.model, m.resolved.model, main);
+        return s.resolved ? s.model.id : undefined;
+      });
+      const restAt = served?.resolved === true ? main.id : undefined;
       for (const [id, bound] of Object.entries(attempts.byModel)) {
-        if (!clamp('output', bound, (i) => ids[i] === id && bounded(i), main.id === id)) continue;
-        if (usage !== null) usage = { ...usage, output: Math.min(usage.output, quantities.output) };
-        anomalies.add('output_over_max_tokens');
+        if (clamp('output', bound, (i) => ids[i] === id && bounded(i), restAt === id)) over();
       }
     }
+  }
+  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, bounded)) {
+    if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
+    anomalies.add('output_over_max_tokens');
   }
   const left = new Map(Object.entries(bounds));
   for (let i = 0; i < iterations.length; i++) {

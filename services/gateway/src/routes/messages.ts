@@ -420,8 +420,8 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
       maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(x, sentMaxTokens),
-      version: x.version, priceList, maxUnits: x.tools.units,
-      outputBounds: outputBounds(x.body, x.version.catalog, x.resolved.model, sentMaxTokens),
+      version: x.version, priceList, maxUnits: perAttempts(x.tools.units, attemptCount(x)),
+      outputBounds: perAttempts(outputBounds(x.body, x.version.catalog, x.resolved.model, sentMaxTokens), attemptCount(x)),
       ...attemptOutputs(x, sentMaxTokens),
     };
     reply.headers(x.limit.headers);
@@ -701,6 +701,26 @@ function fallbackOutputTokens(x: Exchange, sentMaxTokens: number): number {
   let total = 0;
   for (const f of x.fallbacks) total += (f.maxTokens ?? sentMaxTokens) * steps;
   return total;
+}
+
+/**
+ * The attempts a request may run (Anthropic server-side fallback): the requested model's, one
+ * per `fallbacks` entry, and one for `fallbacks: "default"`. Each may run the request's server
+ * tools, advisor calls and compaction, and the hold prices them once per attempt (`holdTerms`),
+ * so their settlement bounds are per attempt too (`perAttempts`).
+ */
+function attemptCount(x: Exchange): number {
+  return 1 + x.fallbacks.length + ((x.body as Record<string, unknown>).fallbacks === 'default' ? 1 : 0);
+}
+
+/** Each bound of `bounds` (uses, tokens) × `attempts`; a null bound (none) stays null. */
+function perAttempts(bounds: Record<string, number>, attempts: number): Record<string, number>;
+function perAttempts<K extends string>(bounds: Partial<Record<K, number | null>>, attempts: number): Partial<Record<K, number | null>>;
+function perAttempts(bounds: Record<string, number | null | undefined>, attempts: number): Record<string, number | null | undefined> {
+  if (attempts === 1) return bounds;
+  const out: Record<string, number | null | undefined> = {};
+  for (const [k, v] of Object.entries(bounds)) out[k] = v == null ? v : v * attempts;
+  return out;
 }
 
 /**
