@@ -430,6 +430,47 @@ describe('max_tokens above the model\'s output limit', () => {
       ...base, tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }],
       messages: user('[[sim input=5 output=20 web_search=2 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:10,fallback_message:claude-opus-4-20250514:5:10]]'),
     }), ['509700', 'ok', []]);
+    // only the attempts the answer shows ran count. No usage.iterations: the requested attempt
+    // alone (a declined one is a step of its own), even beside an entry of the same model:
+    // haiku-4-5 (24, 120) with max_uses 5 and 10 searches reported: 5 × 24 + 10 × 120 + 5 × 240,000
+    // (× 2 attempts charged all 10: 2,401,320)
+    assert.deepEqual(await charged({
+      model: 'claude-haiku-4-5', max_tokens: 1_024, fallbacks: [{ model: 'claude-haiku-4-5' }],
+      tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 5 }], messages: user('[[sim input=5 output=10 web_search=10]]'),
+    }), ['1201320', 'usage_anomaly', ['units_over_max_uses']]);
+    // the last step is opus-4's and only the requested attempt may be opus-4: one attempt ran, so
+    // one compaction's summary (32,000), the second cut to 0: 32,000 × 1,800 + 100 × 1,800
+    // (115,380,000 with a second summary counted for the haiku entry that never ran)
+    const compacting = { context_management: { edits: [{ type: 'compact_20260112' }] } };
+    assert.deepEqual(await charged({
+      model: 'claude-opus-4-20250514', max_tokens: 32_000, fallbacks: [{ model: 'claude-haiku-4-5' }], ...compacting,
+      messages: user('[[sim input=0 output=100 iterations=compaction:claude-opus-4-20250514:0:32000,compaction:claude-opus-4-20250514:0:32000,message:claude-opus-4-20250514:0:100]]'),
+    }), ['57780000', 'usage_anomaly', ['output_over_max_tokens']]);
+    // a compaction is held once per attempt at that attempt's model: of two opus-4 summaries after
+    // a haiku attempt, one (the haiku attempt's was held at haiku's rate): 10 × 120 + 10,000 × 1,800
+    // + 1,000 × 1,800 (37,801,200 with both at opus-4's)
+    assert.deepEqual(await charged({
+      model: 'claude-haiku-4-5', max_tokens: 10_000, fallbacks: [{ model: 'claude-opus-4-0' }], ...compacting,
+      messages: user('[[sim input=0 output=1010 served_model=claude-opus-4-20250514 iterations=message:claude-haiku-4-5:0:10,compaction:claude-opus-4-20250514:0:10000,compaction:claude-opus-4-20250514:0:10000,fallback_message:claude-opus-4-20250514:0:1000]]'),
+    }), ['19801200', 'usage_anomaly', ['output_over_max_tokens']]);
+  });
+
+  test('a fallback entry\'s output ceiling is at most its model\'s output limit, as its hold is', async () => {
+    const rich = await customer(stack.url, 1_000);
+    // sonnet-4-6 at max_tokens 64,000 with an opus-4 entry (32,000 out), one step: the entry's
+    // 50,000 reported are cut to 32,000: 5 × 180 + 10 × 900 + 5 × 360 + 32,000 × 1,800 (its
+    // max_tokens of 64,000 let 90,011,700 through)
+    const res = await fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': rich.secret }, body: JSON.stringify({
+        model: 'claude-sonnet-4-6', max_tokens: 64_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0' }],
+        messages: user('[[sim input=5 output=50010 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:10,fallback_message:claude-opus-4-20250514:5:50000]]'),
+      }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.arrayBuffer();
+    await stack.tollgate.drain();
+    const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+    assert.deepEqual([e?.cost_micros, e?.status, e?.anomalies], ['57611700', 'usage_anomaly', ['output_over_max_tokens']]);
   });
 
   test('fallback entries the hold cannot bound are refused at the edge, nothing sent or held; "default" is refused to a key with allowed_models', async () => {

@@ -662,10 +662,8 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
     return { input, units, out, inRate, own, cap };
   };
   // The requested model, or one of its catalog fallback_models in its place.
-  const entries = (req.fallbacks ?? []).map((f) => {
-    const entry: FallbackAttempt = typeof f === 'string' ? { model: f, maxTokens: null } : f;
-    return { entry, hit: entry.model === '' ? undefined : servingModel(catalog, entry.model, model) };
-  });
+  const entries = chainEntries(catalog, model, (req.fallbacks ?? []).map((f): FallbackAttempt => (typeof f === 'string' ? { model: f, maxTokens: null } : f)),
+    oneStep, req.anthropicBeta);
   // The entry's speed: fast or standard as it says (null: standard); absent, the request's.
   const speedOf = (entry: FallbackAttempt) => (entry.speed === undefined ? c.speed : entry.speed === 'fast' ? 'fast' : 'standard');
   // Pricing applies the answer's one `usage.speed` to every step (the iterations carry none), so
@@ -678,13 +676,7 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   // be any of the request's: held at the dearest of them.
   const anyServing = new Set(servingAlternatives(catalog, model));
   for (const { hit } of entries) if (hit !== undefined) for (const m of servingAlternatives(catalog, hit.model)) anyServing.add(m);
-  for (const { entry, hit } of entries) {
-    // the entry's model, or one of its catalog fallback_models in its place
-    const alternatives = hit === undefined ? undefined : servingAlternatives(catalog, hit.model);
-    // its output limit, where the one model it can be is known by name; never the requested
-    // model's (under a group's model_mapping its catalog entry is not the model sent upstream)
-    const limit = oneStep && hit?.exact === true && hit.model !== model && hit.model.id !== model.id && alternatives!.length === 1
-      ? maxOutputTokensFor(hit.model, req.anthropicBeta) : undefined;
+  for (const { entry, alternatives, limit } of entries) {
     const own = entry.maxTokens === null ? undefined : count(entry.maxTokens, 'fallback maxTokens');
     attempts.push(attempt(alternatives ?? anyServing, at(speedOf(entry)), own, limit === undefined ? undefined : BigInt(limit)));
   }
@@ -770,24 +762,55 @@ function stepRead(req: HoldRequest): number {
   return Math.min(req.stepInputTokens ?? req.inputTokens, req.inputTokens) + ((req.compactions ?? 0) > 0 ? req.maxTokens : 0);
 }
 
+/** One `fallbacks` entry as the hold and the settlement read it (`chainEntries`). */
+interface ChainEntry {
+  entry: FallbackAttempt;
+  /** the catalog model its name resolves to as a served name (`servingModel`), undefined when none */
+  hit: { model: CatalogModel; exact: boolean } | undefined;
+  /** the entry's model and its catalog `fallback_models` (what may serve the attempt); undefined for no model */
+  alternatives: CatalogModel[] | undefined;
+  /** the most it writes per call, where that can be counted (see `holdTerms`); undefined: its max_tokens */
+  limit: number | undefined;
+}
+
 /**
- * The catalog models each attempt of a request may be priced at, as `holdTerms` holds them and
- * `priceRequest` resolves a step's `model`: `requested`, the requested model and its catalog
- * `fallback_models`; `entries`, one per `fallbacks` entry in order, its model (a served name's
- * resolution, `resolveServing`) and that model's `fallback_models`, or null where the name does
- * not tell the model (no name, one the catalog does not know, or one reached only through a
- * mapping rule, which may be another model upstream). Never throws.
+ * A request's `fallbacks` entries with their models and output limits, the one reading of them
+ * that `holdTerms` holds and `attemptModels` gives the settlement: an entry writes at most its
+ * model's output limit per call (`maxOutputTokensFor`, raised by `anthropicBeta`) on a one-step
+ * request (`oneStep`) when its name is its model's own (not a mapping rule's reach), that model
+ * has no catalog `fallback_models`, and it is not the requested model (under a group's
+ * `model_mapping` its catalog entry is not the model sent upstream).
  */
-export function attemptModels(catalog: Catalog, model: CatalogModel, fallbacks: readonly FallbackAttempt[]): {
-  requested: CatalogModel[]; entries: Array<CatalogModel[] | null>;
-} {
-  return {
-    requested: servingAlternatives(catalog, model),
-    entries: fallbacks.map((f) => {
-      const hit = f.model === '' ? undefined : servingModel(catalog, f.model, model);
-      return hit === undefined || !hit.exact ? null : servingAlternatives(catalog, hit.model);
-    }),
-  };
+function chainEntries(catalog: Catalog, model: CatalogModel, fallbacks: readonly FallbackAttempt[], oneStep: boolean,
+  anthropicBeta: string | readonly string[] | undefined): ChainEntry[] {
+  return fallbacks.map((entry) => {
+    const hit = entry.model === '' ? undefined : servingModel(catalog, entry.model, model);
+    const alternatives = hit === undefined ? undefined : servingAlternatives(catalog, hit.model);
+    const limit = oneStep && hit?.exact === true && hit.model !== model && hit.model.id !== model.id && alternatives!.length === 1
+      ? maxOutputTokensFor(hit.model, anthropicBeta) : undefined;
+    return { entry, hit, alternatives, limit };
+  });
+}
+
+/**
+ * Each attempt of a request's fallback chain as the settlement bounds it, in the order they run,
+ * read as `holdTerms` holds them and `priceRequest` resolves a step's `model`: the requested
+ * model's (`models`: it and its catalog `fallback_models`; `limit` null), then one per
+ * `fallbacks` entry: its model (a served name's resolution) and that model's `fallback_models`,
+ * or null where the name does not tell the model (no name, one the catalog does not know, or one
+ * reached only through a mapping rule, which may be another model upstream); `limit`, the most
+ * it writes per call where the hold counts one (`chainEntries`), else null. `steps` is the
+ * request's sampling steps (`HoldRequest.steps`). Never throws.
+ */
+export function attemptModels(catalog: Catalog, model: CatalogModel, fallbacks: readonly FallbackAttempt[],
+  opts: { steps: number; anthropicBeta?: string | readonly string[] | undefined }): Array<{ models: CatalogModel[] | null; limit: number | null }> {
+  return [
+    { models: servingAlternatives(catalog, model), limit: null },
+    ...chainEntries(catalog, model, fallbacks, opts.steps <= 1, opts.anthropicBeta).map((e) => ({
+      models: e.hit === undefined || !e.hit.exact ? null : e.alternatives!,
+      limit: e.limit ?? null,
+    })),
+  ];
 }
 
 /** `model` and the catalog models it may fall back to (its `fallback_models`): what may serve one attempt at it. */

@@ -43,26 +43,21 @@ export interface Metered {
    */
   outputBounds?: Readonly<Record<string, number>>;
   /**
-   * Each attempt's own output ceiling, on a request with `fallbacks` (absent: none). `maxOutputTokens`
-   * is the sum over the attempts, the most the whole chain may write; these say which attempt may
-   * write what, where the answer tells who wrote (Anthropic "Refusals and fallback": a
-   * `fallback_message` step marks an answer a fallback served, and each step names its model).
+   * The attempts of a request with `fallbacks` (absent: none), in the order they run, the
+   * requested model's first (Anthropic "Refusals and fallback": each runs after the one before
+   * declined, and every one that ran is reported as steps of `usage.iterations` naming its model).
+   * `maxOutputTokens` is then their sum, and `maxUnits` and `outputBounds` are one attempt's:
+   * the settlement counts them once per attempt the answer shows may have run.
    */
-  attemptOutputs?: AttemptOutputs;
+  attempts?: readonly AttemptBound[];
 }
 
-/** The output ceilings of a request's attempts (`Metered.attemptOutputs`), tokens. */
-export interface AttemptOutputs {
-  /** the requested model's attempt: the `max_tokens` sent × its steps */
-  requested: number;
-  /** catalog ids of the models that attempt may be priced at (the model, its catalog `fallback_models`) */
-  requestedModels: readonly string[];
-  /**
-   * Per catalog model id, what every attempt that may be priced at it may write in all (its
-   * `max_tokens`, else the one sent, × the steps), when every attempt's model is known by name;
-   * absent when one is not (an unknown name, a mapping rule's reach, `fallbacks: "default"`).
-   */
-  byModel?: Readonly<Record<string, number>>;
+/** One attempt of a fallback chain (`Metered.attempts`). */
+export interface AttemptBound {
+  /** the most output it writes, tokens: its `max_tokens` (else the one sent; at most its model's limit where the hold counts one) × the steps */
+  tokens: number;
+  /** catalog ids of the models it may be priced at (the model, its catalog `fallback_models`); null: any (a name the catalog does not tell) */
+  models: readonly string[] | null;
 }
 
 /** What the upstream's answer says about its price, besides the token counts. */
@@ -220,6 +215,39 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
 }
 
 /**
+ * How many attempts of a fallback chain (`attempts`, in the order they run) the answer shows
+ * may have run, at most, and each step's catalog model (`resolve`, as pricing resolves a step;
+ * undefined for a step that names no model or one the catalog does not know). Attempts run as a
+ * prefix of the chain, each that ran reported as steps of `usage.iterations` (the official SDK's
+ * `BetaFallbackMessageIterationUsage`: a declined hop is a `message` step), the last sampling
+ * step (not a compaction's or an advisor's) being the last attempt's. So: an answer without
+ * iterations is one attempt's, the requested one, when the serving model is one it may be priced
+ * at (else any number: a fallback served without reporting its steps); with iterations, up to the last attempt
+ * that may be the last sampling step's model (all, where that step names none the catalog knows).
+ * Never fewer than ran, even where a report leaves a declined attempt's step out.
+ */
+function chainRun(attempts: readonly AttemptBound[], report: UsageReport, iterations: readonly PricingIteration[],
+  served: { model: { id: string }; resolved: boolean } | undefined, resolve: (name: string) => { model: { id: string }; resolved: boolean }): {
+  ran: number; stepIds: Array<string | undefined>;
+} {
+  const wire = report.tally.iterations() ?? [];
+  const stepIds = iterations.map((it, i) => {
+    if (typeof wire[i]?.model !== 'string') return undefined;
+    const s = resolve(it.model);
+    return s.resolved ? s.model.id : undefined;
+  });
+  const may = (a: AttemptBound, id: string) => a.models === null || a.models.includes(id);
+  if (iterations.length === 0) {
+    const id = served?.resolved === true ? served.model.id : undefined;
+    return { ran: id !== undefined && attempts[0]!.models!.includes(id) ? 1 : attempts.length, stepIds };
+  }
+  const sampling = iterations.findLastIndex((it) => it.type !== 'compaction' && it.type !== 'advisor_message');
+  const last = sampling < 0 ? undefined : stepIds[sampling];
+  const fit = last === undefined ? 0 : attempts.findLastIndex((a) => may(a, last)) + 1;
+  return { ran: fit > 0 ? fit : attempts.length, stepIds };
+}
+
+/**
  * The money and status of one settled request (README, "Money and billing rules"):
  * - every dimension the answer reports is priced under the request's price version
  *   (`priceRequest`: tiers, multipliers, fast, iterations at their own model, the account's
@@ -228,12 +256,12 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  *   totals and across the iterations in order, and flagged `output_over_max_tokens`; steps of a
  *   type `m.outputBounds` names (a compaction, an advisor's answers per model) are outside it and
  *   clamped to their own bound; the returned `usage` and `quantities` are the clamped ones;
- * - before that sum, on a request with `fallbacks` (`m.attemptOutputs`), each attempt's output
- *   is clamped to its own ceiling: an answer without `usage.iterations` (one attempt ran),
- *   served by a model of the requested attempt, to that attempt's; one with steps, per catalog
- *   model, the steps that name a model priced at it (`resolveStep`; and the remainder, at the
- *   serving model) to what the attempts that may be priced at it may write; flagged
- *   `output_over_max_tokens`;
+ * - on a request with `fallbacks` (`m.attempts`), only the attempts the answer shows may have
+ *   run count (`chainRun`): the output ceiling is the sum of theirs, each server-tool bound and
+ *   each compaction and advisor bound is one attempt's × their number; before that sum, per
+ *   catalog model, the steps that name a model priced at it (`resolveStep`; and the remainder,
+ *   at the serving model) are clamped to what those attempts that may be priced at it may write,
+ *   and its compaction steps to one summary per such attempt; flagged `output_over_max_tokens`;
  * - server-tool uses above the request's declared bound (`m.maxUnits`: its `max_uses`; 0 for a
  *   unit no tool of the request enables) are clamped to it, in the totals and across the
  *   iterations in order, and flagged `units_over_max_uses` (the upstream may not run a tool more
@@ -244,7 +272,7 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  * - an `ok` request with any anomaly becomes `usage_anomaly` (other statuses say more and stay).
  * Returns the anomalies sorted, each once. Throws only on a programming error (bad quantities).
  */
-export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList' | 'maxUnits' | 'outputBounds' | 'attemptOutputs'>, outcome: Outcome): Settlement {
+export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutputTokens' | 'version' | 'priceList' | 'maxUnits' | 'outputBounds' | 'attempts'>, outcome: Outcome): Settlement {
   const anomalies = new Set(outcome.anomalies ?? []);
   let usage = outcome.usage;
   const report = outcome.report ?? null;
@@ -278,54 +306,57 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
     quantities[dimension] -= rest ? counted - bound : cut;
     return true;
   };
+  const catalog = m.version.catalog;
+  const served = report?.model == null ? undefined : resolveServing(catalog, report.model, m.resolved.model);
+  const main = served?.model ?? m.resolved.model;
+  // Of a fallback chain, the attempts that may have run, and each step's model where it names one
+  // the catalog knows (docs/decisions.md, "Each fallback attempt's output is bounded by its own max_tokens").
+  const { ran, stepIds } = m.attempts === undefined || report === null
+    ? { ran: m.attempts?.length ?? 1, stepIds: [] as Array<string | undefined> }
+    : chainRun(m.attempts, report, iterations, served, (name) => resolveStep(catalog, name, m.resolved.model, main));
+  const first = m.attempts?.slice(0, ran);
   // max_tokens bounds each sampling step's output; a compaction's summary and an advisor's
   // answers are not such steps, where the request can run them: each type has its own bound,
-  // what the hold priced for it (holdSteps, advisorOutputTokens).
+  // what the hold priced for it once per attempt (holdSteps, advisorOutputTokens).
   const bounds = m.outputBounds ?? {};
   const advised = Object.keys(bounds).some((k) => k.startsWith(advisorBoundKey('')));
   // an advisor step's bound is its model's (as pricing resolves the step's model); an advisor
   // model no advisor tool names has none (0)
   const exempt = (type: string) => (type === 'compaction' && Object.hasOwn(bounds, 'compaction')) || (type === 'advisor_message' && advised);
   const keyOf = (it: PricingIteration): string | undefined => !exempt(it.type) ? undefined
-    : it.type === 'compaction' ? 'compaction' : advisorBoundKey(resolveServing(m.version.catalog, it.model, m.resolved.model).model.id);
+    : it.type === 'compaction' ? 'compaction' : advisorBoundKey(resolveServing(catalog, it.model, m.resolved.model).model.id);
   const bounded = (i: number) => !exempt(iterations[i]!.type);
-  // Each attempt of a fallback chain writes up to its own ceiling (docs/decisions.md, "Each
-  // fallback attempt's output is bounded by its own max_tokens"), before the chain's sum, so
-  // the sum never takes from one attempt what another reported above its own.
-  const attempts = m.attemptOutputs;
-  if (attempts !== undefined && report !== null) {
-    const catalog = m.version.catalog;
-    const served = report.model === null ? undefined : resolveServing(catalog, report.model, m.resolved.model);
-    const main = served?.model ?? m.resolved.model;
-    const over = (): void => {
-      if (usage !== null) usage = { ...usage, output: Math.min(usage.output, quantities.output) };
-      anomalies.add('output_over_max_tokens');
-    };
-    if (iterations.length === 0) {
-      // One attempt ran (a declined one is reported as a step of its own): the requested one,
-      // when its model served.
-      if (served?.resolved === true && attempts.requestedModels.includes(served.model.id) && clamp('output', attempts.requested)) over();
-    } else if (attempts.byModel !== undefined) {
-      // Each step is its model's, as pricing resolves it (the requested model first, so its
-      // mapped name stays its own), and the remainder the serving model's. A step that names
-      // no model, or one the catalog does not know, could be any attempt's: the sum alone.
-      const wire = report.tally.iterations() ?? [];
-      const ids = iterations.map((it, i) => {
-        if (typeof wire[i]?.model !== 'string') return undefined;
-        const s = resolveStep(catalog, it.model, m.resolved.model, main);
-        return s.resolved ? s.model.id : undefined;
-      });
-      const restAt = served?.resolved === true ? main.id : undefined;
-      for (const [id, bound] of Object.entries(attempts.byModel)) {
-        if (clamp('output', bound, (i) => ids[i] === id && bounded(i), restAt === id)) over();
-      }
-    }
+  const over = (): void => {
+    if (usage !== null) usage = { ...usage, output: Math.min(usage.output, quantities.output) };
+    anomalies.add('output_over_max_tokens');
+  };
+  // Per catalog model, what the attempts that may have run as it may write (every one's models
+  // known), for its steps and, at the serving model, the remainder beyond the steps.
+  const perModel = (tokens: (a: AttemptBound) => number): Map<string, number> | undefined => {
+    if (first === undefined || iterations.length === 0 || first.some((a) => a.models === null)) return undefined;
+    const by = new Map<string, number>();
+    for (const a of first) for (const id of a.models!) by.set(id, (by.get(id) ?? 0) + tokens(a));
+    return by;
+  };
+  const restAt = served?.resolved === true ? main.id : undefined;
+  // Each attempt within its own ceiling first, so the chain's sum never takes from one attempt
+  // what another reported above its own.
+  for (const [id, bound] of perModel((a) => a.tokens) ?? []) {
+    if (clamp('output', bound, (i) => stepIds[i] === id && bounded(i), restAt === id)) over();
   }
-  if (m.maxOutputTokens !== undefined && clamp('output', m.maxOutputTokens, bounded)) {
-    if (usage !== null) usage = { ...usage, output: Math.min(usage.output, m.maxOutputTokens) };
+  const ceiling = first === undefined ? m.maxOutputTokens : first.reduce((n, a) => n + a.tokens, 0);
+  if (ceiling !== undefined && clamp('output', ceiling, bounded)) {
+    if (usage !== null) usage = { ...usage, output: Math.min(usage.output, ceiling) };
     anomalies.add('output_over_max_tokens');
   }
-  const left = new Map(Object.entries(bounds));
+  // A compaction's summary is held once per attempt at that attempt's models: per model first.
+  const summary = bounds['compaction'];
+  if (summary !== undefined) {
+    for (const [id, bound] of perModel(() => summary) ?? []) {
+      if (clamp('output', bound, (i) => stepIds[i] === id && iterations[i]!.type === 'compaction', false)) over();
+    }
+  }
+  const left = new Map(Object.entries(bounds).map(([k, v]) => [k, v * ran]));
   for (let i = 0; i < iterations.length; i++) {
     const it = iterations[i]!;
     const key = keyOf(it);
@@ -337,11 +368,12 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
     iterations[i] = { ...it, quantities: toQuantities({ ...it.quantities, output: kept }) };
     anomalies.add('output_over_max_tokens');
   }
-  // A unit no tool of the request enables has bound 0 (the hold priced none of it); null: no bound.
+  // A unit no tool of the request enables has bound 0 (the hold priced none of it); null: no
+  // bound. Each attempt that may have run may use its tools.
   for (const unit of UNIT_DIMENSIONS) {
     const bound = m.maxUnits === undefined ? undefined : m.maxUnits[unit] === undefined ? 0 : m.maxUnits[unit];
     if (bound == null) continue;
-    if (clamp(unit, bound)) anomalies.add('units_over_max_uses');
+    if (clamp(unit, bound * ran)) anomalies.add('units_over_max_uses');
   }
   const labels = report?.tally.labels();
   const priced = priceRequest(m.version, toQuantities(quantities), {

@@ -14,7 +14,7 @@ import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
-import { advisorBoundKey, boundedUpstreamId, settle, type AttemptOutputs, type Metered, type Outcome, type Publication } from '../metering.ts';
+import { advisorBoundKey, boundedUpstreamId, settle, type AttemptBound, type Metered, type Outcome, type Publication } from '../metering.ts';
 import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import type { Route, Sent, UpstreamPool } from '../pool/selector.ts';
 import { guardState, stateUnavailable } from '../state.ts';
@@ -419,10 +419,9 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
 
     const m: Metered = {
       requestId: request.id, ts: x.ts, startedAt: x.startedAt, caller, resolved, stream: body.stream === true, holdMicros: amount,
-      maxOutputTokens: x.maxOutputTokens + fallbackOutputTokens(x, sentMaxTokens),
-      version: x.version, priceList, maxUnits: perAttempts(x.tools.units, attemptCount(x)),
-      outputBounds: perAttempts(outputBounds(x.body, x.version.catalog, x.resolved.model, sentMaxTokens), attemptCount(x)),
-      ...attemptOutputs(x, sentMaxTokens),
+      version: x.version, priceList, maxUnits: x.tools.units,
+      outputBounds: outputBounds(x.body, x.version.catalog, x.resolved.model, sentMaxTokens),
+      ...chainBounds(x, sentMaxTokens),
     };
     reply.headers(x.limit.headers);
     // However long the upstream takes (a long generation, a stream read to its end after the
@@ -689,61 +688,24 @@ function holdFor(x: Exchange, priceList: string | null, policy: AdmissionPolicy,
 }
 
 /**
- * The output the body's `fallbacks` entries may add to a request's own bound (`sentMaxTokens`,
- * the max_tokens sent upstream after any clamp, × its steps): each entry is an attempt of its
- * own after the one before declined, writing up to its own `max_tokens` (else the one sent) in
- * as many steps. The settlement's output ceiling is their sum; `fallbacks: "default"` adds one
- * attempt.
+ * The output ceiling of a request (`Metered.maxOutputTokens`: the `max_tokens` sent ×
+ * its steps), and with `fallbacks` its attempts (`Metered.attempts`), whose sum the ceiling is
+ * then: the requested model's writes up to the `max_tokens` sent, each entry up to its own
+ * (else the one sent) but at most its model's limit where the hold counts one (`attemptModels`,
+ * the reading `holdTerms` holds), `"default"` one more at the one sent, any model; each × the
+ * loop's steps.
  */
-function fallbackOutputTokens(x: Exchange, sentMaxTokens: number): number {
-  const steps = sentMaxTokens > 0 ? x.iterations : 1;
-  if ((x.body as Record<string, unknown>).fallbacks === 'default') return sentMaxTokens * steps;
-  let total = 0;
-  for (const f of x.fallbacks) total += (f.maxTokens ?? sentMaxTokens) * steps;
-  return total;
-}
-
-/**
- * The attempts a request may run (Anthropic server-side fallback): the requested model's, one
- * per `fallbacks` entry, and one for `fallbacks: "default"`. Each may run the request's server
- * tools, advisor calls and compaction, and the hold prices them once per attempt (`holdTerms`),
- * so their settlement bounds are per attempt too (`perAttempts`).
- */
-function attemptCount(x: Exchange): number {
-  return 1 + x.fallbacks.length + ((x.body as Record<string, unknown>).fallbacks === 'default' ? 1 : 0);
-}
-
-/** Each bound of `bounds` (uses, tokens) × `attempts`; a null bound (none) stays null. */
-function perAttempts(bounds: Record<string, number>, attempts: number): Record<string, number>;
-function perAttempts<K extends string>(bounds: Partial<Record<K, number | null>>, attempts: number): Partial<Record<K, number | null>>;
-function perAttempts(bounds: Record<string, number | null | undefined>, attempts: number): Record<string, number | null | undefined> {
-  if (attempts === 1) return bounds;
-  const out: Record<string, number | null | undefined> = {};
-  for (const [k, v] of Object.entries(bounds)) out[k] = v == null ? v : v * attempts;
-  return out;
-}
-
-/**
- * Each attempt's output ceiling on a request with `fallbacks` (`Metered.attemptOutputs`; none
- * without): the requested model's attempt writes up to the `max_tokens` sent × its steps, each
- * entry up to its own `max_tokens` (else the one sent) × the same steps, priced at its models
- * (`attemptModels`); `byModel` only where every entry's model is known by name.
- */
-function attemptOutputs(x: Exchange, sentMaxTokens: number): { attemptOutputs?: AttemptOutputs } {
+function chainBounds(x: Exchange, sentMaxTokens: number): { maxOutputTokens: number; attempts?: AttemptBound[] } {
   const chain = (x.body as Record<string, unknown>).fallbacks;
-  if (x.fallbacks.length === 0 && chain !== 'default') return {};
+  if (x.fallbacks.length === 0 && chain !== 'default') return { maxOutputTokens: x.maxOutputTokens };
   const steps = sentMaxTokens > 0 ? x.iterations : 1;
-  const models = attemptModels(x.version.catalog, x.resolved.model, x.fallbacks);
-  const requested = sentMaxTokens * steps;
-  const out: AttemptOutputs = { requested, requestedModels: models.requested.map((m) => m.id) };
-  if (chain === 'default' || models.entries.some((e) => e === null)) return { attemptOutputs: out };
-  const byModel: Record<string, number> = {};
-  const add = (ms: readonly CatalogModel[], tokens: number) => {
-    for (const m of ms) byModel[m.id] = (byModel[m.id] ?? 0) + tokens;
-  };
-  add(models.requested, requested);
-  x.fallbacks.forEach((f, i) => add(models.entries[i]!, (f.maxTokens ?? sentMaxTokens) * steps));
-  return { attemptOutputs: { ...out, byModel } };
+  const read = attemptModels(x.version.catalog, x.resolved.model, x.fallbacks, { steps: holdSteps(x), anthropicBeta: x.request.headers['anthropic-beta'] });
+  const attempts: AttemptBound[] = read.map((a, i) => {
+    const own = i === 0 ? sentMaxTokens : x.fallbacks[i - 1]!.maxTokens ?? sentMaxTokens;
+    return { tokens: Math.min(own, a.limit ?? own) * steps, models: a.models === null ? null : a.models.map((m) => m.id) };
+  });
+  if (chain === 'default') attempts.push({ tokens: sentMaxTokens * steps, models: null });
+  return { maxOutputTokens: attempts.reduce((n, a) => n + a.tokens, 0), attempts };
 }
 
 /**
