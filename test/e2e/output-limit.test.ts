@@ -314,13 +314,10 @@ describe('max_tokens above the model\'s output limit', () => {
     }))), ['57601800', 'ok', []]);
   });
 
-  test('each fallback attempt is bounded by its own max_tokens: output reported above an attempt\'s ceiling is clamped to it, not to the chain\'s sum', async () => {
-    // sonnet-4-6 (input 180, output 900 µc per token) asks max_tokens 1,024 with an opus-4 entry
-    // of its own max_tokens 32,000 (input 360, output 1,800): the chain may write 33,024 tokens,
-    // but the sonnet attempt 1,024 of them and the opus-4 one 32,000.
-    // an advisor call reads the conversation so far, up to the window: held at 100,000 credits' scale
-    const rich = await customer(stack.url, 100_000);
-    const charged = async (b: Record<string, unknown>) => {
+  /** A new customer of `credits`; returns a poster of Messages bodies for it, each answering the settled event's [cost µc, status, anomalies]. */
+  const chargedTo = async (credits: number) => {
+    const rich = await customer(stack.url, credits);
+    return async (b: Record<string, unknown>) => {
       const res = await fetch(`${stack.url}/v1/messages`, {
         method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': rich.secret }, body: JSON.stringify(b),
       });
@@ -330,6 +327,13 @@ describe('max_tokens above the model\'s output limit', () => {
       const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
       return [e?.cost_micros, e?.status, e?.anomalies ?? []];
     };
+  };
+
+  test('each fallback attempt is bounded by its own max_tokens: output reported above an attempt\'s ceiling is clamped to it, not to the chain\'s sum', async () => {
+    // sonnet-4-6 (input 180, output 900 µc per token) asks max_tokens 1,024 with an opus-4 entry
+    // of its own max_tokens 32,000 (input 360, output 1,800): the chain may write 33,024 tokens,
+    // but the sonnet attempt 1,024 of them and the opus-4 one 32,000.
+    const charged = await chargedTo(100_000);
     const chain = (maxTokens: number, entryMaxTokens: number, text: string, extra: Record<string, unknown> = {}) => ({
       model: 'claude-sonnet-4-6', max_tokens: maxTokens, inference_geo: 'global',
       fallbacks: [{ model: 'claude-opus-4-0', max_tokens: entryMaxTokens }], messages: user(text), ...extra,
@@ -404,18 +408,8 @@ describe('max_tokens above the model\'s output limit', () => {
   });
 
   test('every attempt of a fallback chain may run the request\'s server tools and advisor calls: bounded per attempt, as held', async () => {
-    // an advisor call reads the conversation so far, up to the window: held at 100,000 credits' scale
-    const rich = await customer(stack.url, 100_000);
-    const charged = async (b: Record<string, unknown>) => {
-      const res = await fetch(`${stack.url}/v1/messages`, {
-        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': rich.secret }, body: JSON.stringify(b),
-      });
-      assert.equal(res.status, 200, await res.clone().text());
-      await res.arrayBuffer();
-      await stack.tollgate.drain();
-      const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
-      return [e?.cost_micros, e?.status, e?.anomalies ?? []];
-    };
+    // an advisor call reads the conversation so far, up to the window: a balance of 100,000 credits
+    const charged = await chargedTo(100_000);
     const base = { model: 'claude-sonnet-4-6', max_tokens: 1_024, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }] };
     // an opus-4-6 advisor (input 300, output 1,500), max_uses 1 and 2,000 tokens a call, called
     // once by each attempt: 922,500 + 2 × (5 × 300 + 2,000 × 1,500) + 5 × 360 + 4,000 × 1,800
@@ -456,21 +450,14 @@ describe('max_tokens above the model\'s output limit', () => {
   });
 
   test('a fallback entry\'s output ceiling is at most its model\'s output limit, as its hold is', async () => {
-    const rich = await customer(stack.url, 1_000);
+    const charged = await chargedTo(1_000);
     // sonnet-4-6 at max_tokens 64,000 with an opus-4 entry (32,000 out), one step: the entry's
     // 50,000 reported are cut to 32,000: 5 × 180 + 10 × 900 + 5 × 360 + 32,000 × 1,800 (its
     // max_tokens of 64,000 let 90,011,700 through)
-    const res = await fetch(`${stack.url}/v1/messages`, {
-      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': rich.secret }, body: JSON.stringify({
-        model: 'claude-sonnet-4-6', max_tokens: 64_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0' }],
-        messages: user('[[sim input=5 output=50010 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:10,fallback_message:claude-opus-4-20250514:5:50000]]'),
-      }),
-    });
-    assert.equal(res.status, 200, await res.clone().text());
-    await res.arrayBuffer();
-    await stack.tollgate.drain();
-    const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
-    assert.deepEqual([e?.cost_micros, e?.status, e?.anomalies], ['57611700', 'usage_anomaly', ['output_over_max_tokens']]);
+    assert.deepEqual(await charged({
+      model: 'claude-sonnet-4-6', max_tokens: 64_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0' }],
+      messages: user('[[sim input=5 output=50010 served_model=claude-opus-4-20250514 iterations=message:claude-sonnet-4-6:5:10,fallback_message:claude-opus-4-20250514:5:50000]]'),
+    }), ['57611700', 'usage_anomaly', ['output_over_max_tokens']]);
   });
 
   test('fallback entries the hold cannot bound are refused at the edge, nothing sent or held; "default" is refused to a key with allowed_models', async () => {
