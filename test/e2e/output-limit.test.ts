@@ -405,6 +405,27 @@ describe('max_tokens above the model\'s output limit', () => {
     // 5 × 360 + 32,000 × 1,800 (it was priced at opus-4 and counted in opus-4's 32,000: 57,603,600)
     assert.deepEqual([e?.cost_micros, e?.status, (e as { iterations?: Array<{ catalog_model: string | null }> } | null)?.iterations?.map((it) => it.catalog_model)],
       ['75602700', 'ok', ['claude-sonnet-4-6', 'claude-opus-4-20250514']]);
+    // a mapping onto another catalog model's own name, with that model as an entry: a fallback's
+    // step of that name could be either, so it is bounded by the chain alone, and priced as the
+    // requested model (opus-4-6: 300, 1,500) as the requested attempt's steps are: 2 × 5 × 300 +
+    // 500 × 1,500 + 20,000 × 1,500 (one attempt counted cut it to 524: 1,539,000)
+    const onto = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', {
+      name: 'onto-opus-4', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'claude-opus-4-6': 'claude-opus-4-20250514' },
+    });
+    assert.equal(onto.status, 201, JSON.stringify(onto.json));
+    const o = await customer(stack.url, 1_000, 'onto-opus-4');
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${o.accountId}`, { group_id: onto.json.id })).status, 200);
+    const both = await fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': o.secret }, body: JSON.stringify({
+        model: 'claude-opus-4-6', max_tokens: 1_024, fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }],
+        messages: user('[[sim input=10 output=20500 served_model=claude-opus-4-20250514 iterations=message:claude-opus-4-20250514:5:500,fallback_message:claude-opus-4-20250514:5:20000]]'),
+      }),
+    });
+    assert.equal(both.status, 200, await both.clone().text());
+    await both.arrayBuffer();
+    await stack.tollgate.drain();
+    const b = await stack.tollgate.warehouse.getUsageEvent(both.headers.get('request-id')!);
+    assert.deepEqual([b?.cost_micros, b?.status], ['30753000', 'ok']);
   });
 
   test('every attempt of a fallback chain may run the request\'s server tools and advisor calls: bounded per attempt, as held', async () => {
@@ -447,6 +468,21 @@ describe('max_tokens above the model\'s output limit', () => {
       model: 'claude-haiku-4-5', max_tokens: 10_000, fallbacks: [{ model: 'claude-opus-4-0' }], ...compacting,
       messages: user('[[sim input=0 output=1010 served_model=claude-opus-4-20250514 iterations=message:claude-haiku-4-5:0:10,compaction:claude-opus-4-20250514:0:10000,compaction:claude-opus-4-20250514:0:10000,fallback_message:claude-opus-4-20250514:0:1000]]'),
     }), ['19801200', 'usage_anomaly', ['output_over_max_tokens']]);
+    // the API names no model on a compaction step: it is the attempt's whose next sampling step
+    // reads its summary (opus-4 here), the same answer, the same charge (both summaries at opus-4
+    // and uncut: 37,801,200)
+    const haikuThenOpus = { model: 'claude-haiku-4-5', max_tokens: 10_000, fallbacks: [{ model: 'claude-opus-4-0' }], ...compacting };
+    assert.deepEqual(await charged({
+      ...haikuThenOpus,
+      messages: user('[[sim input=0 output=1010 served_model=claude-opus-4-20250514 iterations=message:claude-haiku-4-5-20251001:0:10,compaction:-:0:10000,compaction:-:0:10000,fallback_message:claude-opus-4-20250514:0:1000]]'),
+    }), ['19801200', 'usage_anomaly', ['output_over_max_tokens']]);
+    // a stream's message_start names the requested model (haiku) whoever serves: the serving model
+    // is the fallback_message step's, and opus-4's summary is priced at opus-4: 10 × 120 + 10 ×
+    // 1,800 + 10,000 × 1,800 + 1,000 × 1,800 (at haiku's rate: 3,019,200)
+    assert.deepEqual(await charged({
+      ...haikuThenOpus, stream: true,
+      messages: user('[[sim input=0 output=1010 iterations=message:claude-haiku-4-5-20251001:0:10,message:claude-opus-4-20250514:0:10,compaction:-:0:10000,fallback_message:claude-opus-4-20250514:0:1000]]'),
+    }), ['19819200', 'ok', []]);
   });
 
   test('a fallback entry\'s output ceiling is at most its model\'s output limit, as its hold is', async () => {

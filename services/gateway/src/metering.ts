@@ -133,23 +133,37 @@ function quantitiesOf(usage: TokenUsage, serverToolUse: Readonly<Record<string, 
  * Every dimension of an answer (DIMENSIONS order) and its iterations, ready for `priceRequest`.
  * Totals are per dimension the larger of the top-level usage and the sum over `usage.iterations`:
  * Anthropic leaves compaction steps out of the top level, and a top level that does include every
- * step equals the sum, so either way nothing is charged twice or left out. An iteration without
- * its own `model` was served by the answer's model.
+ * step equals the sum, so either way nothing is charged twice or left out. A compaction step
+ * names no model (the official SDK's `BetaCompactionIterationUsage`): it is its attempt's, the
+ * model of the next sampling step that names one (which reads its summary), else of the one
+ * before; any other step without its own `model` was served by the answer's serving model
+ * (`servingName`). `named` says per iteration whether its model was reported (its own, or a
+ * compaction's neighbour's) rather than assumed.
  */
 export function measured(usage: TokenUsage, report: UsageReport | null | undefined, fallbackModel: string): {
-  quantities: Record<Dimension, number>; iterations: PricingIteration[]; unknown: Record<string, number>;
+  quantities: Record<Dimension, number>; iterations: PricingIteration[]; unknown: Record<string, number>; named: boolean[];
 } {
   const unknown: Record<string, number> = {};
-  if (!report) return { quantities: { ...fromTokenUsage(usage) }, iterations: [], unknown };
+  if (!report) return { quantities: { ...fromTokenUsage(usage) }, iterations: [], unknown, named: [] };
   const totals = quantitiesOf(usage, report.tally.serverToolUse(), unknown);
   for (const [k, v] of Object.entries(report.tally.otherCounts())) unknown[k] = v;
   const iterations: PricingIteration[] = [];
+  const named: boolean[] = [];
   const sums: Record<Dimension, number> = { ...fromTokenUsage(ZERO_USAGE) };
-  for (const it of report.tally.iterations() ?? []) {
+  const wire = report.tally.iterations() ?? [];
+  const serving = servingName(report, wire) ?? fallbackModel;
+  // the model of the sampling step (not a compaction's nor an advisor's) nearest after i that names one, else before
+  const sampled = (i: number): string | null => {
+    const pick = (it: { type: string; model: string | null }) => it.type !== 'compaction' && it.type !== 'advisor_message' && it.model !== null;
+    return wire.slice(i + 1).find(pick)?.model ?? wire.slice(0, i).findLast(pick)?.model ?? null;
+  };
+  wire.forEach((it, i) => {
     const q = quantitiesOf(it.usage, it.serverToolUse, unknown);
     for (const d of DIMENSIONS) sums[d.key] = Math.min(MAX_TOKEN_COUNT, sums[d.key] + q[d.key]);
-    iterations.push({ type: it.type, model: it.model ?? report.model ?? fallbackModel, quantities: toQuantities(q) });
-  }
+    const model = it.model ?? (it.type === 'compaction' ? sampled(i) : null);
+    iterations.push({ type: it.type, model: model ?? serving, quantities: toQuantities(q) });
+    named.push(model !== null);
+  });
   // Cache writes are one count with a 5 m / 1 h split (usageFromWire; docs/decisions.md "Cache
   // writes are one counter with a split"): taken per class, a top level of 1 h 1000 over an
   // iteration of 5 m 1000 (one without a breakdown reads as 5 m) charged 2000 writes.
@@ -164,7 +178,17 @@ export function measured(usage: TokenUsage, report: UsageReport | null | undefin
     totals.cache_write_5m = writes - totals.cache_write_1h;
     alignCacheWrites(iterations, totals.cache_write_5m);
   }
-  return { quantities: totals, iterations, unknown };
+  return { quantities: totals, iterations, unknown, named };
+}
+
+/**
+ * The model that served an answer, as reported: the model of its `fallback_message` step where a
+ * fallback served and the step names it (a stream's `message_start` names the requested model,
+ * sent before any attempt declined), else the answer's `model`; null when neither is known.
+ * `wire` is `report.tally.iterations()` where the caller has it.
+ */
+export function servingName(report: UsageReport, wire: readonly { type: string; model: string | null }[] | null = report.tally.iterations()): string | null {
+  return wire?.findLast((it) => it.type === 'fallback_message' && it.model !== null)?.model ?? report.model;
 }
 
 /**
@@ -226,17 +250,21 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  * that may be the last sampling step's model (all, where that step names none the catalog knows).
  * Never fewer than ran, even where a report leaves a declined attempt's step out.
  */
-function chainRun(attempts: readonly AttemptBound[], report: UsageReport, iterations: readonly PricingIteration[],
+function chainRun(attempts: readonly AttemptBound[], iterations: readonly PricingIteration[], named: readonly boolean[],
   served: { model: { id: string }; resolved: boolean } | undefined, resolve: (name: string) => { model: { id: string }; resolved: boolean }): {
   ran: number; stepIds: Array<string | undefined>;
 } {
-  const wire = report.tally.iterations() ?? [];
-  const stepIds = iterations.map((it, i) => {
-    if (typeof wire[i]?.model !== 'string') return undefined;
-    const s = resolve(it.model);
-    return s.resolved ? s.model.id : undefined;
-  });
   const may = (a: AttemptBound, id: string) => a.models === null || a.models.includes(id);
+  const stepIds = iterations.map((it, i) => {
+    if (!named[i]) return undefined;
+    const s = resolve(it.model);
+    if (!s.resolved) return undefined;
+    // A fallback's step is no step of the requested attempt: resolved to a model only that
+    // attempt may be, its name is the one a group's model_mapping sends the requested model as,
+    // and another model's too: it could be either.
+    if (it.type === 'fallback_message' && !attempts.slice(1).some((a) => may(a, s.model.id))) return undefined;
+    return s.model.id;
+  });
   if (iterations.length === 0) {
     const id = served?.resolved === true ? served.model.id : undefined;
     return { ran: id !== undefined && attempts[0]!.models!.includes(id) ? 1 : attempts.length, stepIds };
@@ -276,7 +304,8 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   const anomalies = new Set(outcome.anomalies ?? []);
   let usage = outcome.usage;
   const report = outcome.report ?? null;
-  const { quantities, iterations, unknown } = measured(usage ?? ZERO_USAGE, report, m.resolved.upstreamModel);
+  const { quantities, iterations, unknown, named } = measured(usage ?? ZERO_USAGE, report, m.resolved.upstreamModel);
+  const servedAs = report === null ? null : servingName(report);
   // A bound holds for the request as priced: its total and its iterations, each priced at its
   // own model, clamped alike (the top level's remainder is what the iterations leave of it).
   // Iterations `exempt` says are outside the bound keep theirs, and the total keeps their sum.
@@ -307,13 +336,13 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
     return true;
   };
   const catalog = m.version.catalog;
-  const served = report?.model == null ? undefined : resolveServing(catalog, report.model, m.resolved.model);
+  const served = servedAs === null ? undefined : resolveServing(catalog, servedAs, m.resolved.model);
   const main = served?.model ?? m.resolved.model;
   // Of a fallback chain, the attempts that may have run, and each step's model where it names one
   // the catalog knows (docs/decisions.md, "Each fallback attempt's output is bounded by its own max_tokens").
   const { ran, stepIds } = m.attempts === undefined || report === null
     ? { ran: m.attempts?.length ?? 1, stepIds: [] as Array<string | undefined> }
-    : chainRun(m.attempts, report, iterations, served, (name) => resolveStep(catalog, name, m.resolved.model, main));
+    : chainRun(m.attempts, iterations, named, served, (name) => resolveStep(catalog, name, m.resolved.model, main));
   const first = m.attempts?.slice(0, ran);
   // max_tokens bounds each sampling step's output; a compaction's summary and an advisor's
   // answers are not such steps, where the request can run them: each type has its own bound,
@@ -378,7 +407,7 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   const labels = report?.tally.labels();
   const priced = priceRequest(m.version, toQuantities(quantities), {
     model: m.resolved.model,
-    servedModel: report?.model ?? null,
+    servedModel: servedAs,
     serviceTier: labels?.service_tier ?? null,
     inferenceGeo: labels?.inference_geo ?? null,
     speed: labels?.speed ?? null,
@@ -444,7 +473,7 @@ export async function settle(
     model: m.resolved.requested,
     catalog_model: m.resolved.model.id,
     upstream_model: m.resolved.upstreamModel,
-    served_model: report?.model ?? null,
+    served_model: report === null ? null : servingName(report),
     quantities: { ...quantities },
     iterations: priced.iterations.map((it, i) => ({
       type: it.type, model: it.model, catalog_model: it.catalogModel,
