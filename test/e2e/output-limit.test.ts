@@ -413,7 +413,7 @@ describe('max_tokens above the model\'s output limit', () => {
       name: 'onto-opus-4', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'claude-opus-4-6': 'claude-opus-4-20250514' },
     });
     assert.equal(onto.status, 201, JSON.stringify(onto.json));
-    const o = await customer(stack.url, 1_000, 'onto-opus-4');
+    const o = await customer(stack.url, 5_000, 'onto-opus-4');
     assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${o.accountId}`, { group_id: onto.json.id })).status, 200);
     const both = await fetch(`${stack.url}/v1/messages`, {
       method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': o.secret }, body: JSON.stringify({
@@ -426,6 +426,27 @@ describe('max_tokens above the model\'s output limit', () => {
     await stack.tollgate.drain();
     const b = await stack.tollgate.warehouse.getUsageEvent(both.headers.get('request-id')!);
     assert.deepEqual([b?.cost_micros, b?.status], ['30753000', 'ok']);
+    // so could the serving fallback's earlier loop steps of that name, and a summary read by one:
+    // a web search loop, 15 × 300 + 40,500 × 1,500 + 240,000 (the requested attempt's bound cut
+    // the middle step to 1,548: 33,316,500); two compactions, 15 × 300 + 22,500 × 1,500 (the
+    // second cut to 24: 32,290,500)
+    const x = 'claude-opus-4-20250514';
+    for (const [extra, iterations, cost] of [
+      [{ tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }] }, `web_search=1 iterations=message:${x}:5:500,message:${x}:5:20000,fallback_message:${x}:5:20000`, '60994500'],
+      [{ context_management: { edits: [{ type: 'compact_20260112' }] } }, `iterations=compaction:-:0:1000,message:${x}:5:500,compaction:-:0:1000,fallback_message:${x}:5:20000`, '33754500'],
+    ] as const) {
+      const r = await fetch(`${stack.url}/v1/messages`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': o.secret }, body: JSON.stringify({
+          model: 'claude-opus-4-6', max_tokens: 1_024, fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }], ...extra,
+          messages: user(`[[sim input=15 output=40500 served_model=${x} ${iterations}]]`),
+        }),
+      });
+      assert.equal(r.status, 200, await r.clone().text());
+      await r.arrayBuffer();
+      await stack.tollgate.drain();
+      const e = await stack.tollgate.warehouse.getUsageEvent(r.headers.get('request-id')!);
+      assert.deepEqual([e?.cost_micros, e?.status], [cost, 'ok'], iterations);
+    }
   });
 
   test('every attempt of a fallback chain may run the request\'s server tools and advisor calls: bounded per attempt, as held', async () => {

@@ -250,6 +250,15 @@ export function resolveStep(catalog: Catalog, name: string, requested: CatalogMo
 }
 
 /**
+ * The catalog model a served name is priced at with no request's model to prefer: the model
+ * selling that upstream model, else the name resolved like a request's `model`; undefined when
+ * none (`resolveServing` without its first rule). Never throws.
+ */
+export function servedModelOf(catalog: Catalog, name: string): CatalogModel | undefined {
+  return catalog.models.find((m) => m.upstreamModel === name) ?? resolveModel(catalog, name)?.model;
+}
+
+/**
  * `resolveServing`'s rule, with whether the name is the model's own (`exact`: its id, upstream
  * model, alias, `-thinking` or `/provider` name) rather than a mapping rule's reach; undefined
  * when no catalog model sells the name.

@@ -379,7 +379,11 @@ function scopeSql(scope: FactScope): { where: string; params: Record<string, unk
   return { where: conds.join(' AND '), params };
 }
 
-/** The catalog id a request was priced at: its serving model's (resolveServing), else its own. */
+/**
+ * The catalog id a request was priced at: its serving model's (resolveServing), else its own.
+ * `served` is '' where the serving model is the name the request was sent upstream as (its
+ * `upstream_model`, a group's mapping included): the requested model's own, as pricing reads it.
+ */
 function servingModel(catalog: Catalog, model: string, served: string): string {
   const own = catalog.models.find((x) => x.id === model);
   if (served === '' || own === undefined) return model;
@@ -416,7 +420,7 @@ async function loadFacts(w: Warehouse, scope: FactScope, pricing: Pricing): Prom
             ${DIMENSIONS.map((d) => `toString(sum(toInt64(q_${d.key}))) AS q_${d.key}`).join(', ')},
             toString(sum(toInt128(cost_micros))) AS cost_text, toUnixTimestamp64Milli(min(ts)) AS min_ms
      FROM (
-       SELECT account_id, ts, formatDateTime(ts, '%Y-%m', 'UTC') AS src, catalog_model AS m, ifNull(served_model, '') AS served,
+       SELECT account_id, ts, formatDateTime(ts, '%Y-%m', 'UTC') AS src, catalog_model AS m, if(ifNull(served_model, '') = upstream_model, '', ifNull(served_model, '')) AS served,
               toString(unit_prices) AS up_key, unit_prices AS up, toString(price_version) AS pv,
               arraySort(arrayDistinct(arrayMap(x -> JSONExtractString(x, 'catalog_model'), JSONExtractArrayRaw(iterations)))) AS iter_models,
               ${DIMENSIONS.map((d) => `${d.column} AS q_${d.key}`).join(', ')},

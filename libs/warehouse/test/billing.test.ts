@@ -351,6 +351,27 @@ test('a request served by a fallback model is itemised under the model that serv
   }
 });
 
+test('a request sent under a group\'s model_mapping as another model\'s own name is itemised under the model it was priced at, the requested one', async () => {
+  const w = await fresh();
+  try {
+    // opus-4-6 sent upstream as opus-4's name, which the answer reports back: priced at opus-4-6
+    // (10 × 300 + 100 × 1,500 = 153,000 µc), so itemised under opus-4-6, never labelled opus-4
+    await w.insertEvents([v2({
+      event_id: 'mapped', ts: NOV3, account_id: 'acc_a', model: 'claude-opus-4-6', catalog_model: 'claude-opus-4-6',
+      upstream_model: 'claude-opus-4-20250514', served_model: 'claude-opus-4-20250514', quantities: q({ input: 10, output: 100 }),
+      cost_micros: '153000', price_version: PV, unit_prices: { input: '300000000', output: '1500000000' },
+    })]);
+    const invoice = await invoiceFor(w, 'acc_a', '2026-11', prices);
+    assert.deepEqual(invoice.lines.map((l) => [l.section, l.model, l.dimension, l.quantity, l.unit_price, l.amount_micros]), [
+      ['usage', 'claude-opus-4-6', 'input', '10', '300', '3000'],
+      ['usage', 'claude-opus-4-6', 'output', '100', '1500', '150000'],
+      ['rounding', '', '', '1', '', '0'],
+    ]);
+  } finally {
+    await w.close();
+  }
+});
+
 test('a credit value change in the price file: each amount converts at the credit value of the version it was priced with, the document names both', async () => {
   const w = await fresh();
   try {

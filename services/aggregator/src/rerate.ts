@@ -93,8 +93,11 @@ export function reprice(e: UsageEventV2, version: PriceVersion): { micros: bigin
   const stored = BigInt(e.cost_micros);
   if (stored === 0n && UNBILLED_WHEN_ZERO.has(e.status)) return { micros: 0n };
   const catalog = version.catalog;
-  const model = (resolveModel(catalog, e.catalog_model) ?? resolveModel(catalog, e.model))?.model;
-  if (model === undefined) return { skip: `model_not_in_catalog:${e.catalog_model}` };
+  const found = (resolveModel(catalog, e.catalog_model) ?? resolveModel(catalog, e.model))?.model;
+  if (found === undefined) return { skip: `model_not_in_catalog:${e.catalog_model}` };
+  // as sent: under a group's model_mapping the upstream was sent another name, which the steps
+  // and the served model then carry, and the settlement priced them as the requested model
+  const model = e.upstream_model === found.upstreamModel ? found : { ...found, upstreamModel: e.upstream_model };
   // Priced without its list the event would come out at full price: not a re-price, a guess.
   if (e.price_list !== 'default' && !Object.hasOwn(catalog.priceLists, e.price_list)) return { skip: `price_list_not_in_catalog:${e.price_list}` };
   const priced = priceRequest(version, quantities(e.quantities), {

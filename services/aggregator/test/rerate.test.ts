@@ -12,7 +12,7 @@ import { PriceBook, bundledCatalogPath, loadCatalogFile, parseCatalog, priceVers
 import { createChdbClickHouse, Warehouse } from '@tollgate/warehouse';
 import { reprice, rerate } from '@tollgate/aggregator';
 import { startOpsApp, type OpsApp } from './ops-app.ts';
-import { haikuV1, usGeo, v2, vipBatch, webSearch } from '../../../libs/warehouse/test/usage-fixtures.ts';
+import { haikuV1, q, usGeo, v2, vipBatch, webSearch } from '../../../libs/warehouse/test/usage-fixtures.ts';
 
 const TOKEN = 'rerate-test-admin-token';
 
@@ -158,6 +158,19 @@ test('reprice follows the settlement rules the event cannot repeat: unbilled err
   // charged its hold (cost_over_bound): never re-priced above it
   assert.deepEqual(reprice({ ...search, cost_micros: '500000', anomalies: ['cost_over_bound'] }, vA), { micros: 500_000n });
   assert.deepEqual(reprice({ ...search, model: 'gpt-9', catalog_model: 'gpt-9' }, vA), { skip: 'model_not_in_catalog:gpt-9' });
+});
+
+test('an event of a group\'s model_mapping is re-priced as it was priced: its steps and served model named as the requested model was sent resolve to that model', () => {
+  const vA = book.byId(A.contentId)!;
+  // opus-4-6 sent upstream as opus-4's own name: 10 × 300 + 100 × 1,500 at opus-4-6, as the
+  // gateway charged it (the catalog's opus-4-6 alone reads the name as opus-4's: 183,600)
+  const mapped = v2({
+    event_id: 'm1', ts: day(2), account_id: 'acc_m', price_version: A.contentId,
+    model: 'claude-opus-4-6', catalog_model: 'claude-opus-4-6', upstream_model: 'claude-opus-4-20250514', served_model: 'claude-opus-4-20250514',
+    quantities: q({ input: 10, output: 100 }), cost_micros: '153000',
+  });
+  assert.deepEqual(reprice(mapped, vA), { micros: 153_000n });
+  assert.deepEqual(reprice({ ...mapped, quantities: q(), iterations: [{ type: 'message', model: 'claude-opus-4-20250514', catalog_model: 'claude-opus-4-6', quantities: q({ input: 10, output: 100 }), cost_micros: '153000' }] }, vA), { micros: 153_000n });
 });
 
 test('a catalog without the price list an event was charged under: the event is skipped with the reason, never re-priced at full price', () => {

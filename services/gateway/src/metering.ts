@@ -2,7 +2,7 @@ import { MAX_TOKEN_COUNT, ZERO_USAGE, type TokenUsage, type UsageAnomaly, type U
 import type { Appended, UsageEvent, UsageEventV2, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import {
-  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities, resolveServing, resolveStep, UNIT_DIMENSIONS,
+  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities, resolveServing, resolveStep, servedModelOf, UNIT_DIMENSIONS,
   type Dimension, type PricedRequest, type PriceVersion, type PricingIteration, type Quantities, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import { context, failSpan, injectContext, noopTracer, SpanKind, trace } from '@tollgate/telemetry';
@@ -251,18 +251,23 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  * Never fewer than ran, even where a report leaves a declined attempt's step out.
  */
 function chainRun(attempts: readonly AttemptBound[], iterations: readonly PricingIteration[], named: readonly boolean[],
-  served: { model: { id: string }; resolved: boolean } | undefined, resolve: (name: string) => { model: { id: string }; resolved: boolean }): {
+  served: { model: { id: string }; resolved: boolean } | undefined, resolve: (name: string) => { model: { id: string }; resolved: boolean },
+  plain: (name: string) => { id: string } | undefined): {
   ran: number; stepIds: Array<string | undefined>;
 } {
   const may = (a: AttemptBound, id: string) => a.models === null || a.models.includes(id);
+  const later = attempts.slice(1);
   const stepIds = iterations.map((it, i) => {
     if (!named[i]) return undefined;
     const s = resolve(it.model);
     if (!s.resolved) return undefined;
-    // A fallback's step is no step of the requested attempt: resolved to a model only that
-    // attempt may be, its name is the one a group's model_mapping sends the requested model as,
-    // and another model's too: it could be either.
-    if (it.type === 'fallback_message' && !attempts.slice(1).some((a) => may(a, s.model.id))) return undefined;
+    // A name the requested model was sent as (a group's model_mapping) that is also another
+    // catalog model's own, which a later attempt may be, could be either attempt's step; so
+    // could a fallback's step resolved to a model only the requested attempt may be (it is no
+    // step of that attempt): the chain's sum alone bounds such a step.
+    const own = plain(it.model)?.id;
+    if (own !== undefined && own !== s.model.id && later.some((a) => may(a, own))) return undefined;
+    if (it.type === 'fallback_message' && !later.some((a) => may(a, s.model.id))) return undefined;
     return s.model.id;
   });
   if (iterations.length === 0) {
@@ -342,7 +347,7 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   // the catalog knows (docs/decisions.md, "Each fallback attempt's output is bounded by its own max_tokens").
   const { ran, stepIds } = m.attempts === undefined || report === null
     ? { ran: m.attempts?.length ?? 1, stepIds: [] as Array<string | undefined> }
-    : chainRun(m.attempts, iterations, named, served, (name) => resolveStep(catalog, name, m.resolved.model, main));
+    : chainRun(m.attempts, iterations, named, served, (name) => resolveStep(catalog, name, m.resolved.model, main), (name) => servedModelOf(catalog, name));
   const first = m.attempts?.slice(0, ran);
   // max_tokens bounds each sampling step's output; a compaction's summary and an advisor's
   // answers are not such steps, where the request can run them: each type has its own bound,
