@@ -77,14 +77,18 @@ export type UsageAnomaly =
   | 'cut_by_shutdown'
   // set by the gateway: the client had left before the settlement, though the status keeps the
   // upstream's outcome (`upstream_error`, `stream_error`, `unmetered`): no reply reached it
-  | 'client_gone';
+  | 'client_gone'
+  // set by the gateway: the rest of a stream was withheld because its usage could not be written
+  // ahead (the client was told `usage_unrecorded` and to retry); charged nothing, whatever usage
+  // the upstream reported, so a re-price keeps it at 0
+  | 'answer_withheld';
 
 /** Every `UsageAnomaly`, for metrics that should exist at zero from the start. */
 export const USAGE_ANOMALIES: readonly UsageAnomaly[] = Object.freeze([
   'invalid_count', 'count_decreased', 'duplicate_message_start', 'event_after_stop',
   'malformed_event', 'missing_message_stop', 'no_usage', 'cost_over_bound',
   'cache_breakdown_mismatch', 'error_after_answer', 'output_over_max_tokens', 'invalid_label',
-  'units_over_max_uses', 'cut_by_shutdown', 'client_gone',
+  'units_over_max_uses', 'cut_by_shutdown', 'client_gone', 'answer_withheld',
 ]);
 
 /** Longest pricing label read from the wire (`service_tier`, `inference_geo`, `speed`, an iteration `type`). */

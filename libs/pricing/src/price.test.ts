@@ -471,3 +471,27 @@ test('long-context tier is judged per sampling step: 2 iterations of 150,000 are
   const one = priceRequest(cny, quantities({ input: 300_000, output: 20 }), { model: m });
   assert.deepEqual([one.costMicros, one.tier], [43_210_800n, 'long_context']);
 });
+
+test('a step or answer naming the requested model\'s own upstream model is priced at the requested catalog entry, also when a group\'s mapping sent it as another name and another entry sells that upstream model', () => {
+  // cny plus `sonnet-premium`, selling claude-sonnet-4-6 at output ¥99 (990 µc per token) where
+  // claude-sonnet-4-6 sells it at ¥90 (900); inference_geo global: no us-only factor
+  const doc = structuredClone(loadCatalogFile(bundledCatalogPath('cny')).document) as { models: Array<Record<string, unknown>> };
+  const base = doc.models.find((m) => m['id'] === 'claude-sonnet-4-6')!;
+  doc.models.push({ ...structuredClone(base), id: 'sonnet-premium', display_name: 'Sonnet premium', thinking_variant: false, thinking: undefined,
+    prices: { ...(base['prices'] as Record<string, string>), output: '99.00' } });
+  const version = new PriceBook(parseCatalog(doc, 'premium')).current();
+  const premium = resolveModel(version.catalog, 'sonnet-premium')!.model;
+  const priced = (model: typeof premium, ctx: Partial<PricingContext>) => priceRequest(version, quantities({ input: 1_000, output: 1_000 }), {
+    model, inferenceGeo: 'global', ...ctx,
+  }).costMicros;
+  // 1,000 × 180 + 1,000 × 990, whether the name came back as sent or as the catalog's
+  assert.equal(priced(premium, { servedModel: 'claude-sonnet-4-6' }), 1_170_000n);
+  const mapped = { ...premium, upstreamModel: 'relay-sonnet' };
+  assert.equal(priced(mapped, { servedModel: 'relay-sonnet' }), 1_170_000n);
+  // was 1,080,000: the name read as claude-sonnet-4-6's, the first entry selling it
+  assert.equal(priced(mapped, { servedModel: 'claude-sonnet-4-6' }), 1_170_000n);
+  assert.equal(priceRequest(version, quantities({}), {
+    model: mapped, inferenceGeo: 'global', servedModel: 'claude-opus-4-6',
+    iterations: [{ type: 'message', model: 'claude-sonnet-4-6', quantities: quantities({ input: 1_000, output: 1_000 }) }],
+  }).costMicros, 1_170_000n);
+});

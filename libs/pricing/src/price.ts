@@ -228,7 +228,8 @@ function priceSegment(catalog: Catalog, seg: Segment, c: Conditions, list: Price
 
 /**
  * The catalog model a reported serving model (`served_model`, an iteration's `model`) is priced
- * at: the request's own model when the name is its id or upstream model, else the model selling
+ * at: the request's own model when the name is its own (`ownName`: its id, the upstream model
+ * it was sent as, its catalog entry's upstream model), else the model selling
  * that upstream model, else the name resolved like a request's `model`; unresolvable: `fallback`
  * with `resolved: false`. Billing itemises usage under this model (the one the price came from).
  */
@@ -239,14 +240,25 @@ export function resolveServing(catalog: Catalog, name: string, fallback: Catalog
 
 /**
  * The catalog model a `usage.iterations` step's `model` is priced at: the request's own model
- * (`requested`) when the name is its id or the upstream model it was sent as (a group's mapping
- * included), whatever model served the answer; else `resolveServing` with the serving model
+ * (`requested`) when the name is its own (`ownName`: its id, the upstream model it was sent as,
+ * a group's mapping included, its catalog entry's upstream model), whatever model served the answer; else `resolveServing` with the serving model
  * (`main`) in the fallback's place. A step of the requested attempt thus stays at the requested
  * model after a fallback served. Never throws.
  */
 export function resolveStep(catalog: Catalog, name: string, requested: CatalogModel, main: CatalogModel): { model: CatalogModel; resolved: boolean } {
-  if (requested.upstreamModel === name || requested.id === name) return { model: requested, resolved: true };
+  if (ownName(catalog, requested, name)) return { model: requested, resolved: true };
   return resolveServing(catalog, name, main);
+}
+
+/**
+ * Whether `name` is `model`'s own: its id, the upstream model it was sent as (a group's mapping
+ * gives a request's model another), or its catalog entry's own upstream model (two catalog
+ * entries may sell one upstream model at different prices: the request's is the one it bought).
+ */
+function ownName(catalog: Catalog, model: CatalogModel, name: string): boolean {
+  if (model.upstreamModel === name || model.id === name) return true;
+  const own = catalog.models.find((m) => m.id === model.id);
+  return own !== undefined && own !== model && own.upstreamModel === name;
 }
 
 /**
@@ -265,7 +277,7 @@ export function servedModelOf(catalog: Catalog, name: string): CatalogModel | un
  */
 function servingModel(catalog: Catalog, name: string, requested: CatalogModel): { model: CatalogModel; exact: boolean } | undefined {
   // the request's own model first: two catalog entries may sell one upstream model at different prices
-  if (requested.upstreamModel === name || requested.id === name) return { model: requested, exact: true };
+  if (ownName(catalog, requested, name)) return { model: requested, exact: true };
   const byUpstream = catalog.models.find((m) => m.upstreamModel === name);
   if (byUpstream !== undefined) return { model: byUpstream, exact: true };
   const hit = resolveModel(catalog, name);

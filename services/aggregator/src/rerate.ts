@@ -11,7 +11,8 @@ import type { StoredPriceVersionRow, Warehouse } from '@tollgate/warehouse';
 /**
  * Statuses whose events were not charged when their stored cost is 0 (the gateway settles
  * `billable: false` for them: an upstream error, a stream error under the `none` billing
- * policy, an answer without readable usage). Re-pricing keeps them at 0.
+ * policy, an answer without readable usage). Re-pricing keeps them at 0, as it keeps an event
+ * marked `answer_withheld` (a stream cut because its usage could not be written ahead).
  */
 const UNBILLED_WHEN_ZERO = new Set(['upstream_error', 'stream_error', 'unmetered']);
 
@@ -91,7 +92,7 @@ export function storedBook(rows: readonly StoredPriceVersionRow[]): { book: Pric
  */
 export function reprice(e: UsageEventV2, version: PriceVersion): { micros: bigint } | { skip: string } {
   const stored = BigInt(e.cost_micros);
-  if (stored === 0n && UNBILLED_WHEN_ZERO.has(e.status)) return { micros: 0n };
+  if (stored === 0n && (UNBILLED_WHEN_ZERO.has(e.status) || (e.anomalies ?? []).includes('answer_withheld'))) return { micros: 0n };
   const catalog = version.catalog;
   const found = (resolveModel(catalog, e.catalog_model) ?? resolveModel(catalog, e.model))?.model;
   if (found === undefined) return { skip: `model_not_in_catalog:${e.catalog_model}` };

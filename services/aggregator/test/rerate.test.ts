@@ -155,6 +155,11 @@ test('reprice follows the settlement rules the event cannot repeat: unbilled err
   // a refusal charged 0 had no output: 0 under any prices; one charged had output
   assert.deepEqual(reprice({ ...search, stop_reason: 'refusal', cost_micros: '0' }, vA), { micros: 0n });
   assert.deepEqual(reprice({ ...search, stop_reason: 'refusal' }, vA), { micros: 972_000n });
+  // a stream withheld because its usage could not be written ahead was charged nothing on
+  // purpose (status client_disconnect): it stays 0; the same status charged 0 without the mark
+  // is re-priced
+  assert.deepEqual(reprice({ ...search, status: 'client_disconnect', cost_micros: '0', anomalies: ['answer_withheld'] }, vA), { micros: 0n });
+  assert.deepEqual(reprice({ ...search, status: 'client_disconnect', cost_micros: '0' }, vA), { micros: 972_000n });
   // charged its hold (cost_over_bound): never re-priced above it
   assert.deepEqual(reprice({ ...search, cost_micros: '500000', anomalies: ['cost_over_bound'] }, vA), { micros: 500_000n });
   assert.deepEqual(reprice({ ...search, model: 'gpt-9', catalog_model: 'gpt-9' }, vA), { skip: 'model_not_in_catalog:gpt-9' });

@@ -1094,6 +1094,8 @@ async function relayStream(
     return;
   }
   if (cut) anomalies.push('cut_by_shutdown');
+  // recorded as charged nothing on purpose, so that nothing (a re-price) bills it later
+  if (withheld) anomalies.push('answer_withheld');
   try {
     const { publish } = await finish({
       status: cut ? 'client_disconnect' : streamError !== null ? 'stream_error' : incomplete ? 'upstream_error' : unmetered ? 'unmetered' : delivered ? 'ok' : 'client_disconnect',
