@@ -449,6 +449,30 @@ describe('max_tokens above the model\'s output limit', () => {
     }
   });
 
+  test('an advisor naming the model a group\'s mapping sends the requested model as: its steps are the advisor\'s, priced and bounded as the advisor', async () => {
+    const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', {
+      name: 'successor', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'claude-sonnet-4-0': 'claude-sonnet-4-5-20250929' },
+    });
+    assert.equal(group.status, 201, JSON.stringify(group.json));
+    const g = await customer(stack.url, 1_000, 'successor');
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${g.accountId}`, { group_id: group.json.id })).status, 200);
+    const x = 'claude-sonnet-4-5-20250929';
+    const res = await fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': g.secret }, body: JSON.stringify({
+        model: 'claude-sonnet-4-0', max_tokens: 1_000, tools: [{ type: 'advisor_20260301', name: 'advisor', model: 'claude-sonnet-4-5', max_uses: 1, max_tokens: 2_000 }],
+        messages: user(`[[sim input=3000 output=500 iterations=message:${x}:1000:300,advisor_message:${x}:1000:2000,message:${x}:1000:200]]`),
+      }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.arrayBuffer();
+    await stack.tollgate.drain();
+    const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+    // sonnet-4-0 and sonnet-4-5 both 72 in, 360 out: 3,000 × 72 + 500 × 360 + 2,000 × 360 at the
+    // advisor sonnet-4-5 (read as the requested model's step, its advisor output was cut to 0: 396,000)
+    assert.deepEqual([e?.cost_micros, e?.status, (e as { iterations?: Array<{ catalog_model: string | null }> } | null)?.iterations?.map((it) => it.catalog_model)],
+      ['1116000', 'ok', ['claude-sonnet-4-20250514', 'claude-sonnet-4-5-20250929', 'claude-sonnet-4-20250514']]);
+  });
+
   test('every attempt of a fallback chain may run the request\'s server tools and advisor calls: bounded per attempt, as held', async () => {
     // an advisor call reads the conversation so far, up to the window: a balance of 100,000 credits
     const charged = await chargedTo(100_000);

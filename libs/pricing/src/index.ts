@@ -72,7 +72,7 @@ export {
 } from './dimensions.ts';
 export type { Dimension, DimensionSpec, LegacyTokenField, Quantities, TokenClass, UnitDimension } from './dimensions.ts';
 
-export { HoldBoundError, advisorOutputTokens, advisorTools, attemptModels, findPriceList, holdBound, holdTerms, priceRequest, requestFallbackAttempts, requestFallbacks, resolveServing, resolveStep, servedModelOf } from './price.ts';
+export { HoldBoundError, advisorOutputTokens, advisorTools, attemptModels, findPriceList, holdBound, holdTerms, priceRequest, requestFallbackAttempts, requestFallbacks, resolveAdvisor, resolveIteration, resolveServing, resolveStep, servedModelOf } from './price.ts';
 export type { AdvisorTool, FallbackAttempt, HoldRequest, HoldSegment, HoldTerms, PriceLine, PricedIteration, PricedRequest, PriceVersion, PricingContext, PricingIteration } from './price.ts';
 
 export { PriceBook, priceVersion } from './book.ts';

@@ -251,6 +251,27 @@ export function resolveStep(catalog: Catalog, name: string, requested: CatalogMo
 }
 
 /**
+ * The catalog model an advisor is priced at, from its tool's `model` or its `advisor_message`
+ * step's: the model selling that upstream model, else the name resolved like a request's `model`
+ * (`servedModelOf`), never the request's own model by the name it was sent as (under a group's
+ * `model_mapping` that name may be the very model an advisor tool names); unresolvable:
+ * `fallback` with `resolved: false`. The hold, the settlement's advisor bounds and pricing all
+ * read advisors by this one rule. Never throws.
+ */
+export function resolveAdvisor(catalog: Catalog, name: string, fallback: CatalogModel): { model: CatalogModel; resolved: boolean } {
+  const hit = servedModelOf(catalog, name);
+  return hit === undefined ? { model: fallback, resolved: false } : { model: hit, resolved: true };
+}
+
+/**
+ * The catalog model one `usage.iterations` step is priced at: an advisor's by `resolveAdvisor`,
+ * any other by `resolveStep` (`requested` the request's model as sent, `main` the serving model).
+ */
+export function resolveIteration(catalog: Catalog, it: { type: string; model: string }, requested: CatalogModel, main: CatalogModel): { model: CatalogModel; resolved: boolean } {
+  return it.type === 'advisor_message' ? resolveAdvisor(catalog, it.model, main) : resolveStep(catalog, it.model, requested, main);
+}
+
+/**
  * Whether `name` is `model`'s own: its id, the upstream model it was sent as (a group's mapping
  * gives a request's model another), or its catalog entry's own upstream model (two catalog
  * entries may sell one upstream model at different prices: the request's is the one it bought).
@@ -289,7 +310,7 @@ function servingModel(catalog: Catalog, name: string, requested: CatalogModel): 
  * top-level usage leaves compaction iterations out; the usage parser sums `usage.iterations`).
  *
  * Rules (Anthropic "Pricing"; README "Price rules"): each iteration is priced at its own serving
- * model (`resolveStep`) and whatever the totals hold beyond the iterations (e.g. server-tool units reported only
+ * model (`resolveIteration`) and whatever the totals hold beyond the iterations (e.g. server-tool units reported only
  * at the top level) at the request's serving model; per segment, a tier is chosen by its
  * input-side tokens, `speed: "fast"` selects the model's fast table, matching multipliers and
  * the price list multiply; a refusal before any output costs 0. Cost = ⌈Σ⌉ once.
@@ -313,7 +334,7 @@ export function priceRequest(version: PriceVersion, quantities: Quantities, ctx:
   const rest: Record<Dimension, number> = { ...totals };
   for (const it of ctx.iterations ?? []) {
     const q = toQuantities(it.quantities);
-    const s = resolveStep(catalog, it.model, ctx.model, main);
+    const s = resolveIteration(catalog, it, ctx.model, main);
     if (!s.resolved) unpriced.add(`model:${it.model}`);
     segments.push({ model: s.model, q, iteration: it, resolved: s.resolved });
     for (const d of DIMENSIONS) rest[d.key] = Math.max(0, rest[d.key] - q[d.key]);
@@ -763,7 +784,7 @@ function sharedHold(catalog: Catalog, model: CatalogModel, req: HoldRequest, c: 
   for (const a of req.advisors ?? []) {
     // An advisor the catalog does not know is priced at the model that served the request
     // (recorded as unpriced), which may be any of the request's: held at the dearest of them.
-    const known = servingModel(catalog, a.model, model)?.model;
+    const known = servedModelOf(catalog, a.model);
     const calls = count(a.maxUses ?? catalog.advisorHold.maxUses, 'advisor max_uses');
     let dearest: Rational | undefined;
     for (const candidate of known === undefined ? anyServing : servingAlternatives(catalog, known)) {

@@ -2,7 +2,7 @@ import { MAX_TOKEN_COUNT, ZERO_USAGE, type TokenUsage, type UsageAnomaly, type U
 import type { Appended, UsageEvent, UsageEventV2, UsageStatus } from '@tollgate/events';
 import type { KeyEntry } from '@tollgate/keys';
 import {
-  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities, resolveServing, resolveStep, servedModelOf, UNIT_DIMENSIONS,
+  DIMENSIONS, fromTokenUsage, priceRequest, quantities as toQuantities, resolveAdvisor, resolveIteration, resolveServing, servedModelOf, UNIT_DIMENSIONS,
   type Dimension, type PricedRequest, type PriceVersion, type PricingIteration, type Quantities, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import { context, failSpan, injectContext, noopTracer, SpanKind, trace } from '@tollgate/telemetry';
@@ -240,7 +240,8 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
 
 /**
  * How many attempts of a fallback chain (`attempts`, in the order they run) the answer shows
- * may have run, at most, and each step's catalog model (`resolve`, as pricing resolves a step;
+ * may have run, at most, and each step's catalog model (`resolve`, as pricing resolves a step,
+ * `resolveIteration`;
  * undefined for a step that names no model or one the catalog does not know). Attempts run as a
  * prefix of the chain, each that ran reported as steps of `usage.iterations` (the official SDK's
  * `BetaFallbackMessageIterationUsage`: a declined hop is a `message` step), the last sampling
@@ -251,7 +252,7 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
  * Never fewer than ran, even where a report leaves a declined attempt's step out.
  */
 function chainRun(attempts: readonly AttemptBound[], iterations: readonly PricingIteration[], named: readonly boolean[],
-  served: { model: { id: string }; resolved: boolean } | undefined, resolve: (name: string) => { model: { id: string }; resolved: boolean },
+  served: { model: { id: string }; resolved: boolean } | undefined, resolve: (it: PricingIteration) => { model: { id: string }; resolved: boolean },
   plain: (name: string) => { id: string } | undefined): {
   ran: number; stepIds: Array<string | undefined>;
 } {
@@ -259,7 +260,7 @@ function chainRun(attempts: readonly AttemptBound[], iterations: readonly Pricin
   const later = attempts.slice(1);
   const stepIds = iterations.map((it, i) => {
     if (!named[i]) return undefined;
-    const s = resolve(it.model);
+    const s = resolve(it);
     if (!s.resolved) return undefined;
     // A name the requested model was sent as (a group's model_mapping) that is also another
     // catalog model's own, which a later attempt may be, could be either attempt's step; so
@@ -347,7 +348,7 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   // the catalog knows (docs/decisions.md, "Each fallback attempt's output is bounded by its own max_tokens").
   const { ran, stepIds } = m.attempts === undefined || report === null
     ? { ran: m.attempts?.length ?? 1, stepIds: [] as Array<string | undefined> }
-    : chainRun(m.attempts, iterations, named, served, (name) => resolveStep(catalog, name, m.resolved.model, main), (name) => servedModelOf(catalog, name));
+    : chainRun(m.attempts, iterations, named, served, (it) => resolveIteration(catalog, it, m.resolved.model, main), (name) => servedModelOf(catalog, name));
   const first = m.attempts?.slice(0, ran);
   // max_tokens bounds each sampling step's output; a compaction's summary and an advisor's
   // answers are not such steps, where the request can run them: each type has its own bound,
@@ -358,7 +359,7 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   // model no advisor tool names has none (0)
   const exempt = (type: string) => (type === 'compaction' && Object.hasOwn(bounds, 'compaction')) || (type === 'advisor_message' && advised);
   const keyOf = (it: PricingIteration): string | undefined => !exempt(it.type) ? undefined
-    : it.type === 'compaction' ? 'compaction' : advisorBoundKey(resolveServing(catalog, it.model, m.resolved.model).model.id);
+    : it.type === 'compaction' ? 'compaction' : advisorBoundKey(resolveAdvisor(catalog, it.model, m.resolved.model).model.id);
   const bounded = (i: number) => !exempt(iterations[i]!.type);
   const over = (): void => {
     if (usage !== null) usage = { ...usage, output: Math.min(usage.output, quantities.output) };

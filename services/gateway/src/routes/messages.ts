@@ -8,7 +8,7 @@ import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
 import { releaseUnanswered, StoreNotReadyError } from '@tollgate/ledger';
 import {
-  admission, advisorOutputTokens, advisorTools, attemptModels, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveServing, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type FallbackAttempt, type PriceVersion, type ResolvedModel, type UnitDimension,
+  admission, advisorOutputTokens, advisorTools, attemptModels, resolveAdvisor, contextWindowFor, exactModel, HoldBoundError, maxOutputTokensFor, requestFallbackAttempts, requestUnpriced, resolveServing, resolveModel, type Admission, type AdmissionPolicy, type Catalog, type CatalogModel, type FallbackAttempt, type PriceVersion, type ResolvedModel, type UnitDimension,
 } from '@tollgate/pricing';
 import {
   context, failSpan, genAiRequestAttributes, genAiSpanName, injectContext, noopTracer, setGenAiResponse, SpanKind, trace, type Span,
@@ -767,7 +767,7 @@ function outputBounds(body: MessagesRequest, catalog: Catalog, requested: Catalo
   // per advisor model (as pricing resolves a step's model): output held at one model's rate is
   // never charged at another's
   for (const a of advisorTools(body.tools)) {
-    const key = advisorBoundKey(resolveServing(catalog, a.model, requested).model.id);
+    const key = advisorBoundKey(resolveAdvisor(catalog, a.model, requested).model.id);
     out[key] = (out[key] ?? 0) + advisorOutputTokens(catalog, [a]);
   }
   return out;
