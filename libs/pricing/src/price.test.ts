@@ -495,3 +495,18 @@ test('a step or answer naming the requested model\'s own upstream model is price
     iterations: [{ type: 'message', model: 'claude-sonnet-4-6', quantities: quantities({ input: 1_000, output: 1_000 }) }],
   }).costMicros, 1_170_000n);
 });
+
+test('a fallbacks entry reached only through a mapping rule is held at the dearest of the request\'s models and the rule\'s target: pricing may read its reported name as the requested entry\'s', () => {
+  // cny plus `sonnet-premium` selling claude-sonnet-4-6 at output ¥99 (990 µc per token; input-side
+  // dearest, the 1 h cache write, 360); `claude-sonnet-9` reaches claude-sonnet-4-6 (output 900)
+  // only through the catalog's `claude-sonnet-*` rule, and the upstream may report the step as
+  // claude-sonnet-4-6, which is the premium request's own upstream name
+  const doc = structuredClone(loadCatalogFile(bundledCatalogPath('cny')).document) as { models: Array<Record<string, unknown>> };
+  const base = doc.models.find((m) => m['id'] === 'claude-sonnet-4-6')!;
+  doc.models.push({ ...structuredClone(base), id: 'sonnet-premium', display_name: 'Sonnet premium', thinking_variant: false, thinking: undefined,
+    prices: { ...(base['prices'] as Record<string, string>), output: '99.00' } });
+  const version = new PriceBook(parseCatalog(doc, 'premium')).current();
+  const premium = resolveModel(version.catalog, 'sonnet-premium')!.model;
+  // two attempts, each 1 × 360 + 1,000 × 990 (the entry held at claude-sonnet-4-6: 1,890,720)
+  assert.equal(holdBound(version, premium, { inputTokens: 1, maxTokens: 1_000, inferenceGeo: 'global', speed: 'standard', fallbacks: [{ model: 'claude-sonnet-9', maxTokens: null }] }), 1_980_720n);
+});

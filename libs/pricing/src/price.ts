@@ -718,9 +718,12 @@ export function holdTerms(version: PriceVersion, model: CatalogModel, req: HoldR
   // be any of the request's: held at the dearest of them.
   const anyServing = new Set(servingAlternatives(catalog, model));
   for (const { hit } of entries) if (hit !== undefined) for (const m of servingAlternatives(catalog, hit.model)) anyServing.add(m);
-  for (const { entry, alternatives, limit } of entries) {
+  for (const { entry, hit, alternatives, limit } of entries) {
     const own = entry.maxTokens === null ? undefined : count(entry.maxTokens, 'fallback maxTokens');
-    attempts.push(attempt(alternatives ?? anyServing, at(speedOf(entry)), own, limit === undefined ? undefined : BigInt(limit)));
+    // a name reached only through a mapping rule may be another model upstream, whose reported
+    // name pricing may read as any of the request's: held at the dearest of them and the rule's
+    const models = hit === undefined ? anyServing : hit.exact ? alternatives! : new Set([...alternatives!, ...anyServing]);
+    attempts.push(attempt(models, at(speedOf(entry)), own, limit === undefined ? undefined : BigInt(limit)));
   }
   if (req.defaultFallbacks === true) attempts.push(attempt(catalog.models, at(c.speed), undefined, undefined));
 

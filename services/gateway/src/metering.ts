@@ -358,8 +358,16 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   // an advisor step's bound is its model's (as pricing resolves the step's model); an advisor
   // model no advisor tool names has none (0)
   const exempt = (type: string) => (type === 'compaction' && Object.hasOwn(bounds, 'compaction')) || (type === 'advisor_message' && advised);
+  // an advisor answered by one of its model's catalog fallback_models draws on that advisor's
+  // bound, as the hold priced its calls at the dearest of them (sharedHold)
+  const advisorKey = (id: string): string => {
+    const own = advisorBoundKey(id);
+    if (Object.hasOwn(bounds, own)) return own;
+    const tool = catalog.models.find((t) => t.fallbackModels.has(id) && Object.hasOwn(bounds, advisorBoundKey(t.id)));
+    return tool === undefined ? own : advisorBoundKey(tool.id);
+  };
   const keyOf = (it: PricingIteration): string | undefined => !exempt(it.type) ? undefined
-    : it.type === 'compaction' ? 'compaction' : advisorBoundKey(resolveAdvisor(catalog, it.model, m.resolved.model).model.id);
+    : it.type === 'compaction' ? 'compaction' : advisorKey(resolveAdvisor(catalog, it.model, m.resolved.model).model.id);
   const bounded = (i: number) => !exempt(iterations[i]!.type);
   const over = (): void => {
     if (usage !== null) usage = { ...usage, output: Math.min(usage.output, quantities.output) };

@@ -220,6 +220,25 @@ test('output above max_tokens × steps is clamped in the iterations too, in orde
   [7_200n + 360n, 1, [1], ['output_over_max_tokens']]);
 });
 
+test('an advisor answered by one of its model\'s catalog fallback_models draws on that advisor\'s bound, as the hold priced it', async () => {
+  const { UsageTally } = await import('@tollgate/anthropic');
+  const { parseCatalog } = await import('@tollgate/pricing');
+  // cny with haiku-4-5 falling back to opus-4-6 (input 300, output 1,500 µc per token)
+  const doc = structuredClone(loadCatalogFile(bundledCatalogPath('cny')).document) as { models: Array<Record<string, unknown>> };
+  doc.models.find((m) => m['id'] === 'claude-haiku-4-5-20251001')!['fallback_models'] = ['claude-opus-4-6'];
+  const v = priceVersion(parseCatalog(doc, 'haiku falls back'));
+  const haiku = resolveModel(v.catalog, 'claude-haiku-4-5')!.model.id;
+  const tally = new UsageTally();
+  tally.add({ input_tokens: 100, output_tokens: 0, iterations: [
+    { type: 'advisor_message', model: 'claude-opus-4-6', input_tokens: 100, output_tokens: 3000 },
+    { type: 'advisor_message', model: 'claude-opus-4-6', input_tokens: 100, output_tokens: 3000 }] });
+  const s = fullSettlement({ resolved: resolveModel(v.catalog, 'claude-sonnet-4-5')!, version: v, holdMicros: 10n ** 12n, maxOutputTokens: 1000, outputBounds: { [advisorBoundKey(haiku)]: 3000 } },
+    outcome({ usage: tally.usage(), report: { tally, model: null, stopReason: 'end_turn', outputSeen: true } }));
+  // a haiku advisor of 3,000 answered by opus-4-6: 100 × 300 + 3,000 × 1,500, and the second call
+  // is beyond the one call held: 100 × 300 (the first was cut to 0 as no tool's: 60,000)
+  assert.deepEqual([s.cost, s.iterations.map((i) => i.quantities.output), s.anomalies], [4_560_000n, [3000, 0], ['output_over_max_tokens']]);
+});
+
 test('server-tool uses of a unit no tool of the request enables are clamped to 0 (the hold priced none), flagged units_over_max_uses', async () => {
   const { UsageTally } = await import('@tollgate/anthropic');
   const tally = new UsageTally();
