@@ -383,48 +383,45 @@ describe('max_tokens above the model\'s output limit', () => {
     ['59403600', 'ok', []]);
   });
 
-  test('a fallback chain under a group\'s model_mapping: a step naming the name the requested model was sent as is the requested model\'s, priced and bounded as it', async () => {
-    const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', {
-      name: 'deployment', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'claude-sonnet-4-6': 'sonnet-deployment-7' },
-    });
+  /** A customer of `credits` in a new group of the default upstream whose model_mapping is `mapping`. */
+  const mappedCustomer = async (name: string, mapping: Record<string, string>, credits: number) => {
+    const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', { name, platform: 'anthropic', upstream_ids: ['default'], model_mapping: mapping });
     assert.equal(group.status, 201, JSON.stringify(group.json));
-    const m = await customer(stack.url, 1_000, 'deployment');
-    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${m.accountId}`, { group_id: group.json.id })).status, 200);
+    const c = await customer(stack.url, credits, name);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { group_id: group.json.id })).status, 200);
+    return c;
+  };
+  /** Posts a Messages body with `secret`; answers its settled usage event. */
+  const eventOf = async (secret: string, b: Record<string, unknown>) => {
     const res = await fetch(`${stack.url}/v1/messages`, {
-      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': m.secret }, body: JSON.stringify({
-        model: 'claude-sonnet-4-6', max_tokens: 32_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0' }],
-        messages: user('[[sim input=5 output=52000 served_model=claude-opus-4-20250514 iterations=message:sonnet-deployment-7:5:20000,fallback_message:claude-opus-4-20250514:5:32000]]'),
-      }),
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': secret }, body: JSON.stringify(b),
     });
     assert.equal(res.status, 200, await res.clone().text());
     await res.arrayBuffer();
-    assert.equal((await simRequests(stack.simUrl, 1))[0]!.body['model'], 'sonnet-deployment-7');
     await stack.tollgate.drain();
-    const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
+    return (await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!)) as ({ cost_micros: string; status: string; iterations?: Array<{ catalog_model: string | null }> } | null);
+  };
+
+  test('a fallback chain under a group\'s model_mapping: a step naming the name the requested model was sent as is the requested model\'s, priced and bounded as it', async () => {
+    const m = await mappedCustomer('deployment', { 'claude-sonnet-4-6': 'sonnet-deployment-7' }, 1_000);
+    const e = await eventOf(m.secret, {
+      model: 'claude-sonnet-4-6', max_tokens: 32_000, inference_geo: 'global', fallbacks: [{ model: 'claude-opus-4-0' }],
+      messages: user('[[sim input=5 output=52000 served_model=claude-opus-4-20250514 iterations=message:sonnet-deployment-7:5:20000,fallback_message:claude-opus-4-20250514:5:32000]]'),
+    });
+    assert.equal((await simRequests(stack.simUrl, 1))[0]!.body['model'], 'sonnet-deployment-7');
     // sonnet's declined 20,000 at sonnet's rates, opus-4's 32,000 whole: 5 × 180 + 20,000 × 900 +
     // 5 × 360 + 32,000 × 1,800 (it was priced at opus-4 and counted in opus-4's 32,000: 57,603,600)
-    assert.deepEqual([e?.cost_micros, e?.status, (e as { iterations?: Array<{ catalog_model: string | null }> } | null)?.iterations?.map((it) => it.catalog_model)],
+    assert.deepEqual([e?.cost_micros, e?.status, e?.iterations?.map((it) => it.catalog_model)],
       ['75602700', 'ok', ['claude-sonnet-4-6', 'claude-opus-4-20250514']]);
     // a mapping onto another catalog model's own name, with that model as an entry: a fallback's
     // step of that name could be either, so it is bounded by the chain alone, and priced as the
     // requested model (opus-4-6: 300, 1,500) as the requested attempt's steps are: 2 × 5 × 300 +
     // 500 × 1,500 + 20,000 × 1,500 (one attempt counted cut it to 524: 1,539,000)
-    const onto = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', {
-      name: 'onto-opus-4', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'claude-opus-4-6': 'claude-opus-4-20250514' },
+    const o = await mappedCustomer('onto-opus-4', { 'claude-opus-4-6': 'claude-opus-4-20250514' }, 5_000);
+    const b = await eventOf(o.secret, {
+      model: 'claude-opus-4-6', max_tokens: 1_024, fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }],
+      messages: user('[[sim input=10 output=20500 served_model=claude-opus-4-20250514 iterations=message:claude-opus-4-20250514:5:500,fallback_message:claude-opus-4-20250514:5:20000]]'),
     });
-    assert.equal(onto.status, 201, JSON.stringify(onto.json));
-    const o = await customer(stack.url, 5_000, 'onto-opus-4');
-    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${o.accountId}`, { group_id: onto.json.id })).status, 200);
-    const both = await fetch(`${stack.url}/v1/messages`, {
-      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': o.secret }, body: JSON.stringify({
-        model: 'claude-opus-4-6', max_tokens: 1_024, fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }],
-        messages: user('[[sim input=10 output=20500 served_model=claude-opus-4-20250514 iterations=message:claude-opus-4-20250514:5:500,fallback_message:claude-opus-4-20250514:5:20000]]'),
-      }),
-    });
-    assert.equal(both.status, 200, await both.clone().text());
-    await both.arrayBuffer();
-    await stack.tollgate.drain();
-    const b = await stack.tollgate.warehouse.getUsageEvent(both.headers.get('request-id')!);
     assert.deepEqual([b?.cost_micros, b?.status], ['30753000', 'ok']);
     // so could the serving fallback's earlier loop steps of that name, and a summary read by one:
     // a web search loop, 15 × 300 + 40,500 × 1,500 + 240,000 (the requested attempt's bound cut
@@ -435,41 +432,24 @@ describe('max_tokens above the model\'s output limit', () => {
       [{ tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 1 }] }, `web_search=1 iterations=message:${x}:5:500,message:${x}:5:20000,fallback_message:${x}:5:20000`, '60994500'],
       [{ context_management: { edits: [{ type: 'compact_20260112' }] } }, `iterations=compaction:-:0:1000,message:${x}:5:500,compaction:-:0:1000,fallback_message:${x}:5:20000`, '33754500'],
     ] as const) {
-      const r = await fetch(`${stack.url}/v1/messages`, {
-        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': o.secret }, body: JSON.stringify({
-          model: 'claude-opus-4-6', max_tokens: 1_024, fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }], ...extra,
-          messages: user(`[[sim input=15 output=40500 served_model=${x} ${iterations}]]`),
-        }),
+      const e = await eventOf(o.secret, {
+        model: 'claude-opus-4-6', max_tokens: 1_024, fallbacks: [{ model: 'claude-opus-4-0', max_tokens: 32_000 }], ...extra,
+        messages: user(`[[sim input=15 output=40500 served_model=${x} ${iterations}]]`),
       });
-      assert.equal(r.status, 200, await r.clone().text());
-      await r.arrayBuffer();
-      await stack.tollgate.drain();
-      const e = await stack.tollgate.warehouse.getUsageEvent(r.headers.get('request-id')!);
       assert.deepEqual([e?.cost_micros, e?.status], [cost, 'ok'], iterations);
     }
   });
 
   test('an advisor naming the model a group\'s mapping sends the requested model as: its steps are the advisor\'s, priced and bounded as the advisor', async () => {
-    const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', {
-      name: 'successor', platform: 'anthropic', upstream_ids: ['default'], model_mapping: { 'claude-sonnet-4-0': 'claude-sonnet-4-5-20250929' },
-    });
-    assert.equal(group.status, 201, JSON.stringify(group.json));
-    const g = await customer(stack.url, 1_000, 'successor');
-    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${g.accountId}`, { group_id: group.json.id })).status, 200);
+    const g = await mappedCustomer('successor', { 'claude-sonnet-4-0': 'claude-sonnet-4-5-20250929' }, 1_000);
     const x = 'claude-sonnet-4-5-20250929';
-    const res = await fetch(`${stack.url}/v1/messages`, {
-      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': g.secret }, body: JSON.stringify({
-        model: 'claude-sonnet-4-0', max_tokens: 1_000, tools: [{ type: 'advisor_20260301', name: 'advisor', model: 'claude-sonnet-4-5', max_uses: 1, max_tokens: 2_000 }],
-        messages: user(`[[sim input=3000 output=500 iterations=message:${x}:1000:300,advisor_message:${x}:1000:2000,message:${x}:1000:200]]`),
-      }),
+    const e = await eventOf(g.secret, {
+      model: 'claude-sonnet-4-0', max_tokens: 1_000, tools: [{ type: 'advisor_20260301', name: 'advisor', model: 'claude-sonnet-4-5', max_uses: 1, max_tokens: 2_000 }],
+      messages: user(`[[sim input=3000 output=500 iterations=message:${x}:1000:300,advisor_message:${x}:1000:2000,message:${x}:1000:200]]`),
     });
-    assert.equal(res.status, 200, await res.clone().text());
-    await res.arrayBuffer();
-    await stack.tollgate.drain();
-    const e = await stack.tollgate.warehouse.getUsageEvent(res.headers.get('request-id')!);
     // sonnet-4-0 and sonnet-4-5 both 72 in, 360 out: 3,000 × 72 + 500 × 360 + 2,000 × 360 at the
     // advisor sonnet-4-5 (read as the requested model's step, its advisor output was cut to 0: 396,000)
-    assert.deepEqual([e?.cost_micros, e?.status, (e as { iterations?: Array<{ catalog_model: string | null }> } | null)?.iterations?.map((it) => it.catalog_model)],
+    assert.deepEqual([e?.cost_micros, e?.status, e?.iterations?.map((it) => it.catalog_model)],
       ['1116000', 'ok', ['claude-sonnet-4-20250514', 'claude-sonnet-4-5-20250929', 'claude-sonnet-4-20250514']]);
   });
 

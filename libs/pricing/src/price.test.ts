@@ -18,7 +18,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bundledCatalogPath, loadCatalogFile, parseCatalog } from './catalog.ts';
-import type { Catalog } from './catalog.ts';
+import type { Catalog, CatalogModel } from './catalog.ts';
 import { PriceBook } from './book.ts';
 import { quantities } from './dimensions.ts';
 import type { Dimension } from './dimensions.ts';
@@ -472,15 +472,20 @@ test('long-context tier is judged per sampling step: 2 iterations of 150,000 are
   assert.deepEqual([one.costMicros, one.tier], [43_210_800n, 'long_context']);
 });
 
-test('a step or answer naming the requested model\'s own upstream model is priced at the requested catalog entry, also when a group\'s mapping sent it as another name and another entry sells that upstream model', () => {
-  // cny plus `sonnet-premium`, selling claude-sonnet-4-6 at output ¥99 (990 µc per token) where
-  // claude-sonnet-4-6 sells it at ¥90 (900); inference_geo global: no us-only factor
+/** cny plus `sonnet-premium`, a second entry selling claude-sonnet-4-6, at output ¥99 (990 µc per token) where claude-sonnet-4-6 sells it at ¥90. */
+function premiumCatalog(): { version: PriceVersion; premium: CatalogModel } {
   const doc = structuredClone(loadCatalogFile(bundledCatalogPath('cny')).document) as { models: Array<Record<string, unknown>> };
   const base = doc.models.find((m) => m['id'] === 'claude-sonnet-4-6')!;
   doc.models.push({ ...structuredClone(base), id: 'sonnet-premium', display_name: 'Sonnet premium', thinking_variant: false, thinking: undefined,
     prices: { ...(base['prices'] as Record<string, string>), output: '99.00' } });
   const version = new PriceBook(parseCatalog(doc, 'premium')).current();
-  const premium = resolveModel(version.catalog, 'sonnet-premium')!.model;
+  return { version, premium: resolveModel(version.catalog, 'sonnet-premium')!.model };
+}
+
+test('a step or answer naming the requested model\'s own upstream model is priced at the requested catalog entry, also when a group\'s mapping sent it as another name and another entry sells that upstream model', () => {
+  // cny plus `sonnet-premium`, selling claude-sonnet-4-6 at output ¥99 (990 µc per token) where
+  // claude-sonnet-4-6 sells it at ¥90 (900); inference_geo global: no us-only factor
+  const { version, premium } = premiumCatalog();
   const priced = (model: typeof premium, ctx: Partial<PricingContext>) => priceRequest(version, quantities({ input: 1_000, output: 1_000 }), {
     model, inferenceGeo: 'global', ...ctx,
   }).costMicros;
@@ -501,12 +506,7 @@ test('a fallbacks entry reached only through a mapping rule is held at the deare
   // dearest, the 1 h cache write, 360); `claude-sonnet-9` reaches claude-sonnet-4-6 (output 900)
   // only through the catalog's `claude-sonnet-*` rule, and the upstream may report the step as
   // claude-sonnet-4-6, which is the premium request's own upstream name
-  const doc = structuredClone(loadCatalogFile(bundledCatalogPath('cny')).document) as { models: Array<Record<string, unknown>> };
-  const base = doc.models.find((m) => m['id'] === 'claude-sonnet-4-6')!;
-  doc.models.push({ ...structuredClone(base), id: 'sonnet-premium', display_name: 'Sonnet premium', thinking_variant: false, thinking: undefined,
-    prices: { ...(base['prices'] as Record<string, string>), output: '99.00' } });
-  const version = new PriceBook(parseCatalog(doc, 'premium')).current();
-  const premium = resolveModel(version.catalog, 'sonnet-premium')!.model;
+  const { version, premium } = premiumCatalog();
   // two attempts, each 1 × 360 + 1,000 × 990 (the entry held at claude-sonnet-4-6: 1,890,720)
   assert.equal(holdBound(version, premium, { inputTokens: 1, maxTokens: 1_000, inferenceGeo: 'global', speed: 'standard', fallbacks: [{ model: 'claude-sonnet-9', maxTokens: null }] }), 1_980_720n);
 });

@@ -332,43 +332,30 @@ test('a request charged its hold (cost_over_bound) is not itemised: whole in the
   }
 });
 
-test('a request served by a fallback model is itemised under the model that served it (whose prices it was charged)', async () => {
-  const w = await fresh();
-  try {
+test('a request is itemised under the model whose prices it was charged: a fallback\'s that served it; the requested one when a group\'s mapping sent it as another model\'s own name', async () => {
+  const cases = [
     // asked for sonnet-4-5, served by haiku-4-5: 1,000 × 24 + 100 × 120 = 36,000 µc at haiku's prices
-    await w.insertEvents([v2({
+    [v2({
       event_id: 'fb', ts: NOV3, account_id: 'acc_a', served_model: 'claude-haiku-4-5-20251001', quantities: q({ input: 1000, output: 100 }),
       cost_micros: '36000', price_version: PV, unit_prices: { input: '24000000', output: '120000000' },
-    })]);
-    const invoice = await invoiceFor(w, 'acc_a', '2026-11', prices);
-    assert.deepEqual(invoice.lines.map((l) => [l.section, l.model, l.dimension, l.quantity, l.unit_price, l.amount_micros]), [
-      ['usage', 'claude-haiku-4-5-20251001', 'input', '1000', '24', '24000'],
-      ['usage', 'claude-haiku-4-5-20251001', 'output', '100', '120', '12000'],
-      ['rounding', '', '', '1', '', '0'],
-    ]);
-  } finally {
-    await w.close();
-  }
-});
-
-test('a request sent under a group\'s model_mapping as another model\'s own name is itemised under the model it was priced at, the requested one', async () => {
-  const w = await fresh();
-  try {
+    }), [['usage', 'claude-haiku-4-5-20251001', 'input', '1000', '24', '24000'], ['usage', 'claude-haiku-4-5-20251001', 'output', '100', '120', '12000']]],
     // opus-4-6 sent upstream as opus-4's name, which the answer reports back: priced at opus-4-6
     // (10 × 300 + 100 × 1,500 = 153,000 µc), so itemised under opus-4-6, never labelled opus-4
-    await w.insertEvents([v2({
+    [v2({
       event_id: 'mapped', ts: NOV3, account_id: 'acc_a', model: 'claude-opus-4-6', catalog_model: 'claude-opus-4-6',
       upstream_model: 'claude-opus-4-20250514', served_model: 'claude-opus-4-20250514', quantities: q({ input: 10, output: 100 }),
       cost_micros: '153000', price_version: PV, unit_prices: { input: '300000000', output: '1500000000' },
-    })]);
-    const invoice = await invoiceFor(w, 'acc_a', '2026-11', prices);
-    assert.deepEqual(invoice.lines.map((l) => [l.section, l.model, l.dimension, l.quantity, l.unit_price, l.amount_micros]), [
-      ['usage', 'claude-opus-4-6', 'input', '10', '300', '3000'],
-      ['usage', 'claude-opus-4-6', 'output', '100', '1500', '150000'],
-      ['rounding', '', '', '1', '', '0'],
-    ]);
-  } finally {
-    await w.close();
+    }), [['usage', 'claude-opus-4-6', 'input', '10', '300', '3000'], ['usage', 'claude-opus-4-6', 'output', '100', '1500', '150000']]],
+  ] as const;
+  for (const [event, lines] of cases) {
+    const w = await fresh();
+    try {
+      await w.insertEvents([event]);
+      const invoice = await invoiceFor(w, 'acc_a', '2026-11', prices);
+      assert.deepEqual(invoice.lines.map((l) => [l.section, l.model, l.dimension, l.quantity, l.unit_price, l.amount_micros]), [...lines, ['rounding', '', '', '1', '', '0']]);
+    } finally {
+      await w.close();
+    }
   }
 });
 
