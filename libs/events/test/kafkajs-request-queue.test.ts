@@ -135,9 +135,13 @@ test('kafkajs request queue poll: a throttle with nothing pending arms one check
   q.maybeThrottle(30);
   q.scheduleCheckPendingRequests();
   assert.notEqual(q.throttleCheckTimeoutId, null);
-  assert.ok(await until(() => q.throttleCheckTimeoutId === null && checks() === 1));
+  assert.ok(await until(() => q.throttleCheckTimeoutId === null && checks() >= 1));
+  // one check at the throttle's end; a second where the timer fired a moment before the throttle's
+  // end by Date.now() (a timer may, on a loaded machine: CI saw it), which then re-arms once
+  const after = checks();
+  assert.ok(after <= 2, `${after} checks for one throttle`);
   await sleep(50);
-  assert.equal(checks(), 1);
+  assert.equal(checks(), after, 'checked again after the throttle ended');
 });
 
 test('kafkajs request queue poll: a throttle shorter than the 10 ms fallback releases requests held by the in-flight limit at its end, before a request pushed after it', async () => {
