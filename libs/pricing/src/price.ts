@@ -241,9 +241,9 @@ export function resolveServing(catalog: Catalog, name: string, fallback: Catalog
 /**
  * The catalog model a `usage.iterations` step's `model` is priced at: the request's own model
  * (`requested`) when the name is its own (`ownName`: its id, the upstream model it was sent as,
- * a group's mapping included, its catalog entry's upstream model), whatever model served the answer; else `resolveServing` with the serving model
- * (`main`) in the fallback's place. A step of the requested attempt thus stays at the requested
- * model after a fallback served. Never throws.
+ * a group's mapping included, its catalog entry's upstream model), whatever model served the
+ * answer; else `resolveServing` with the serving model (`main`) in the fallback's place. A step
+ * of the requested attempt thus stays at the requested model after a fallback served. Never throws.
  */
 export function resolveStep(catalog: Catalog, name: string, requested: CatalogModel, main: CatalogModel): { model: CatalogModel; resolved: boolean } {
   if (ownName(catalog, requested, name)) return { model: requested, resolved: true };
@@ -288,7 +288,15 @@ function ownName(catalog: Catalog, model: CatalogModel, name: string): boolean {
  * none (`resolveServing` without its first rule). Never throws.
  */
 export function servedModelOf(catalog: Catalog, name: string): CatalogModel | undefined {
-  return catalog.models.find((m) => m.upstreamModel === name) ?? resolveModel(catalog, name)?.model;
+  return servedAs(catalog, name)?.model;
+}
+
+/** `servedModelOf` with whether the name is the model's own (`exact`) rather than a mapping rule's reach. */
+function servedAs(catalog: Catalog, name: string): { model: CatalogModel; exact: boolean } | undefined {
+  const byUpstream = catalog.models.find((m) => m.upstreamModel === name);
+  if (byUpstream !== undefined) return { model: byUpstream, exact: true };
+  const hit = resolveModel(catalog, name);
+  return hit === undefined ? undefined : { model: hit.model, exact: hit.via !== 'mapping' };
 }
 
 /**
@@ -298,11 +306,7 @@ export function servedModelOf(catalog: Catalog, name: string): CatalogModel | un
  */
 function servingModel(catalog: Catalog, name: string, requested: CatalogModel): { model: CatalogModel; exact: boolean } | undefined {
   // the request's own model first: two catalog entries may sell one upstream model at different prices
-  if (ownName(catalog, requested, name)) return { model: requested, exact: true };
-  const byUpstream = catalog.models.find((m) => m.upstreamModel === name);
-  if (byUpstream !== undefined) return { model: byUpstream, exact: true };
-  const hit = resolveModel(catalog, name);
-  return hit === undefined ? undefined : { model: hit.model, exact: hit.via !== 'mapping' };
+  return ownName(catalog, requested, name) ? { model: requested, exact: true } : servedAs(catalog, name);
 }
 
 /**

@@ -142,16 +142,19 @@ function quantitiesOf(usage: TokenUsage, serverToolUse: Readonly<Record<string, 
  */
 export function measured(usage: TokenUsage, report: UsageReport | null | undefined, fallbackModel: string): {
   quantities: Record<Dimension, number>; iterations: PricingIteration[]; unknown: Record<string, number>; named: boolean[];
+  /** `servingName` of the report (null without one, or when it names none) */
+  servedAs: string | null;
 } {
   const unknown: Record<string, number> = {};
-  if (!report) return { quantities: { ...fromTokenUsage(usage) }, iterations: [], unknown, named: [] };
+  if (!report) return { quantities: { ...fromTokenUsage(usage) }, iterations: [], unknown, named: [], servedAs: null };
   const totals = quantitiesOf(usage, report.tally.serverToolUse(), unknown);
   for (const [k, v] of Object.entries(report.tally.otherCounts())) unknown[k] = v;
   const iterations: PricingIteration[] = [];
   const named: boolean[] = [];
   const sums: Record<Dimension, number> = { ...fromTokenUsage(ZERO_USAGE) };
   const wire = report.tally.iterations() ?? [];
-  const serving = servingName(report, wire) ?? fallbackModel;
+  const servedAs = servingName(report, wire);
+  const serving = servedAs ?? fallbackModel;
   // the model of the sampling step (not a compaction's nor an advisor's) nearest after i that names one, else before
   const sampled = (i: number): string | null => {
     const pick = (it: { type: string; model: string | null }) => it.type !== 'compaction' && it.type !== 'advisor_message' && it.model !== null;
@@ -178,17 +181,17 @@ export function measured(usage: TokenUsage, report: UsageReport | null | undefin
     totals.cache_write_5m = writes - totals.cache_write_1h;
     alignCacheWrites(iterations, totals.cache_write_5m);
   }
-  return { quantities: totals, iterations, unknown, named };
+  return { quantities: totals, iterations, unknown, named, servedAs };
 }
 
 /**
  * The model that served an answer, as reported: the model of its `fallback_message` step where a
  * fallback served and the step names it (a stream's `message_start` names the requested model,
  * sent before any attempt declined), else the answer's `model`; null when neither is known.
- * `wire` is `report.tally.iterations()` where the caller has it.
+ * `wire` is `report.tally.iterations()`.
  */
-export function servingName(report: UsageReport, wire: readonly { type: string; model: string | null }[] | null = report.tally.iterations()): string | null {
-  return wire?.findLast((it) => it.type === 'fallback_message' && it.model !== null)?.model ?? report.model;
+function servingName(report: UsageReport, wire: readonly { type: string; model: string | null }[]): string | null {
+  return wire.findLast((it) => it.type === 'fallback_message' && it.model !== null)?.model ?? report.model;
 }
 
 /**
@@ -223,6 +226,8 @@ export interface Settlement {
   iterations: PricingIteration[];
   /** the price under the request's version (cost before the cap at the hold, upstream cost, unit prices, …) */
   priced: PricedRequest;
+  /** the model that served the answer as reported (`servingName`: a `fallback_message` step's, else the answer's `model`); null when none */
+  servedModel: string | null;
 }
 
 /** Longest upstream request id the event carries; Anthropic's are ~30 characters. */
@@ -240,16 +245,16 @@ export function boundedUpstreamId(id: string | null | undefined): string | null 
 
 /**
  * How many attempts of a fallback chain (`attempts`, in the order they run) the answer shows
- * may have run, at most, and each step's catalog model (`resolve`, as pricing resolves a step,
- * `resolveIteration`;
- * undefined for a step that names no model or one the catalog does not know). Attempts run as a
- * prefix of the chain, each that ran reported as steps of `usage.iterations` (the official SDK's
+ * may have run, at most, and each step's catalog model (`resolve`, as pricing resolves a step:
+ * `resolveIteration`; undefined for a step that names no model, one the catalog does not know,
+ * or one whose name could be two attempts' models). Attempts run as a prefix of the chain, each
+ * that ran reported as steps of `usage.iterations` (the official SDK's
  * `BetaFallbackMessageIterationUsage`: a declined hop is a `message` step), the last sampling
  * step (not a compaction's or an advisor's) being the last attempt's. So: an answer without
  * iterations is one attempt's, the requested one, when the serving model is one it may be priced
- * at (else any number: a fallback served without reporting its steps); with iterations, up to the last attempt
- * that may be the last sampling step's model (all, where that step names none the catalog knows).
- * Never fewer than ran, even where a report leaves a declined attempt's step out.
+ * at (else any number: a fallback served without reporting its steps); with iterations, up to
+ * the last attempt that may be the last sampling step's model (all, where that step names none
+ * the catalog knows). Never fewer than ran, even where a report leaves a declined attempt's step out.
  */
 function chainRun(attempts: readonly AttemptBound[], iterations: readonly PricingIteration[], named: readonly boolean[],
   served: { model: { id: string }; resolved: boolean } | undefined, resolve: (it: PricingIteration) => { model: { id: string }; resolved: boolean },
@@ -293,7 +298,7 @@ function chainRun(attempts: readonly AttemptBound[], iterations: readonly Pricin
  * - on a request with `fallbacks` (`m.attempts`), only the attempts the answer shows may have
  *   run count (`chainRun`): the output ceiling is the sum of theirs, each server-tool bound and
  *   each compaction and advisor bound is one attempt's × their number; before that sum, per
- *   catalog model, the steps that name a model priced at it (`resolveStep`; and the remainder,
+ *   catalog model, the steps that name a model priced at it (`resolveIteration`; and the remainder,
  *   at the serving model) are clamped to what those attempts that may be priced at it may write,
  *   and its compaction steps to one summary per such attempt; flagged `output_over_max_tokens`;
  * - server-tool uses above the request's declared bound (`m.maxUnits`: its `max_uses`; 0 for a
@@ -310,8 +315,7 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
   const anomalies = new Set(outcome.anomalies ?? []);
   let usage = outcome.usage;
   const report = outcome.report ?? null;
-  const { quantities, iterations, unknown, named } = measured(usage ?? ZERO_USAGE, report, m.resolved.upstreamModel);
-  const servedAs = report === null ? null : servingName(report);
+  const { quantities, iterations, unknown, named, servedAs } = measured(usage ?? ZERO_USAGE, report, m.resolved.upstreamModel);
   // A bound holds for the request as priced: its total and its iterations, each priced at its
   // own model, clamped alike (the top level's remainder is what the iterations leave of it).
   // Iterations `exempt` says are outside the bound keep theirs, and the total keeps their sum.
@@ -437,7 +441,7 @@ export function settlement(m: Pick<Metered, 'holdMicros' | 'resolved' | 'maxOutp
     anomalies.add('cost_over_bound');
   }
   const status = outcome.status === 'ok' && anomalies.size > 0 ? 'usage_anomaly' : outcome.status;
-  return { cost, status, anomalies: [...anomalies].sort(), usage, quantities: toQuantities(quantities), iterations, priced };
+  return { cost, status, anomalies: [...anomalies].sort(), usage, quantities: toQuantities(quantities), iterations, priced, servedModel: servedAs };
 }
 
 /**
@@ -487,7 +491,7 @@ export async function settle(
     model: m.resolved.requested,
     catalog_model: m.resolved.model.id,
     upstream_model: m.resolved.upstreamModel,
-    served_model: report === null ? null : servingName(report),
+    served_model: settled.servedModel,
     quantities: { ...quantities },
     iterations: priced.iterations.map((it, i) => ({
       type: it.type, model: it.model, catalog_model: it.catalogModel,
