@@ -555,6 +555,40 @@ describe('max_tokens above the model\'s output limit', () => {
     assert.match((err.error as { error: { message: string } }).error.message, /^fallbacks: "default" lets the upstream choose the fallback model/);
   });
 
+  test('fallbacks and tools in a shape the hold and the access checks cannot read are a 400 naming the field: nothing sent, held or charged (they were read as none, and forwarded)', async () => {
+    const seenBefore = JSON.stringify(await simRequests(stack.simUrl, 1));
+    const poor = await customer(stack.url, 1);
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/keys/${poor.keyId}`, { allowed_models: ['claude-haiku-4-5'] })).status, 200);
+    const balance = await settledBalance(stack, poor.accountId);
+    const advisor = { type: 'advisor_20260301', name: 'advisor' };
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ fallbacks: { model: 'claude-opus-4-6' } }, "fallbacks: Input should be a valid list or 'default'"],
+      [{ fallbacks: 'opus' }, "fallbacks: Input should be a valid list or 'default'"],
+      [{ fallbacks: [[{ model: 'claude-opus-4-6' }]] }, 'fallbacks[0]: Input should be a valid dictionary with a model'],
+      [{ fallbacks: [{ model: 'claude-haiku-4-5' }, 7] }, 'fallbacks[1]: Input should be a valid dictionary with a model'],
+      [{ fallbacks: [''] }, 'fallbacks[0]: Input should be a valid dictionary with a model'],
+      [{ fallbacks: [{ model: null }] }, 'fallbacks[0].model: Input should be a non-empty string'],
+      [{ fallbacks: [{ max_tokens: 10 }] }, 'fallbacks[0].model: Field required'],
+      [{ tools: { ...advisor, model: 'claude-opus-4-6' } }, 'tools: Input should be a valid list'],
+      [{ tools: ['web_search'] }, 'tools[0]: Input should be a valid dictionary'],
+      [{ tools: [{ ...advisor, model: 5 }] }, 'tools[0].model: Input should be a non-empty string'],
+      [{ tools: [advisor] }, 'tools[0].model: Field required'],
+      [{ tools: [{ ...advisor, model: 'claude-opus-4-6', max_tokens: 'x' }] }, 'tools[0].max_tokens: Input should be a valid integer'],
+      [{ tools: [{ ...advisor, model: 'claude-opus-4-6', max_tokens: 0 }] }, 'tools[0].max_tokens: Input should be greater than or equal to 1'],
+    ];
+    for (const [extra, message] of cases) {
+      const res = await fetch(`${stack.url}/v1/messages`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': poor.secret },
+        body: JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 16, messages: user('hi'), ...extra }),
+      });
+      assert.equal(res.status, 400, JSON.stringify(extra));
+      const body = (await res.json()) as { type: string; error: { type: string; code: string; message: string } };
+      assert.deepEqual([body.type, body.error.type, body.error.code, body.error.message], ['error', 'invalid_request_error', 'invalid_request', message]);
+    }
+    assert.equal(JSON.stringify(await simRequests(stack.simUrl, 1)), seenBefore, 'nothing reached the upstream');
+    assert.equal(await settledBalance(stack, poor.accountId), balance);
+  });
+
   test('GET /v1/models states each model\'s limits in Anthropic\'s fields (max_input_tokens, max_tokens)', async () => {
     const page = await c.client.models.list({ limit: 1000 });
     const byId = Object.fromEntries(page.data.map((m) => [m.id, [m.max_input_tokens, m.max_tokens]]));

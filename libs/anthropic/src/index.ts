@@ -65,3 +65,4 @@ export {
   upstreamEventError,
   upstreamRetryHeaders,
 } from './errors.ts';
+export { isRecord } from './record.ts';

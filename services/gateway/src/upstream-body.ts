@@ -1,7 +1,7 @@
 // The body the gateway sends upstream for /v1/messages, and the extended-thinking body a
 // `<model>-thinking` variant must carry to be accepted by that model.
 
-import { gatewayError, prewarms, type MessagesRequest } from '@tollgate/anthropic';
+import { gatewayError, isRecord, prewarms, type MessagesRequest } from '@tollgate/anthropic';
 import type { CatalogModel, PriceVersion, ResolvedModel, ThinkingCapability, UnitDimension } from '@tollgate/pricing';
 
 /** The `thinking` parameter the gateway adds for a `-thinking` variant. */
@@ -10,18 +10,15 @@ export type ThinkingParam = { type: 'enabled'; budget_tokens: number } | { type:
 /** Fields thinking restricts; `null` in any of them means "unset" to the client. */
 const THINKING_RESTRICTED = ['temperature', 'top_k', 'top_p', 'tool_choice'] as const;
 
-function isRecordLike(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** The first block type of a message's content (`text` for string content), or undefined. */
 function firstBlockType(message: unknown): unknown {
-  if (!isRecordLike(message)) return undefined;
+  if (!isRecord(message)) return undefined;
   const content = message.content;
   if (typeof content === 'string') return 'text';
   if (!Array.isArray(content)) return undefined;
   const first: unknown = content[0];
-  return isRecordLike(first) ? first.type : undefined;
+  return isRecord(first) ? first.type : undefined;
 }
 
 /**
@@ -39,15 +36,15 @@ function firstBlockType(message: unknown): unknown {
 export function turnCanCarryThinking(messages: unknown): boolean {
   if (!Array.isArray(messages) || messages.length === 0) return true;
   const isToolResults = (m: unknown): boolean =>
-    isRecordLike(m) && m.role === 'user' && Array.isArray(m.content) &&
-    m.content.some((b: unknown) => isRecordLike(b) && b.type === 'tool_result');
+    isRecord(m) && m.role === 'user' && Array.isArray(m.content) &&
+    m.content.some((b: unknown) => isRecord(b) && b.type === 'tool_result');
   const last: unknown = messages.at(-1);
-  const continuing = (isRecordLike(last) && last.role === 'assistant') || isToolResults(last);
+  const continuing = (isRecord(last) && last.role === 'assistant') || isToolResults(last);
   if (!continuing) return true;
   let first: unknown;
   for (let i = messages.length - 1; i >= 0; i--) {
     const m: unknown = messages[i];
-    if (!isRecordLike(m)) continue;
+    if (!isRecord(m)) continue;
     if (m.role === 'assistant') first = m;
     else if (m.role === 'user' && !isToolResults(m)) break;
   }
@@ -129,7 +126,7 @@ export function clientThinking(body: MessagesRequest, capability: ThinkingCapabi
   const refuse = (field: string, what: string): never => {
     throw gatewayError('invalid_request', `${field}: ${what} (${requested} turns on extended thinking; omit thinking to let the gateway set it)`);
   };
-  if (!isRecordLike(given) || typeof given.type !== 'string') refuse('thinking', 'expected an object with a "type"');
+  if (!isRecord(given) || typeof given.type !== 'string') refuse('thinking', 'expected an object with a "type"');
   const t = given as Record<string, unknown>;
   if (t.type === 'disabled') return undefined;
   if (t.type === 'adaptive') {
@@ -180,7 +177,7 @@ export function upstreamBody(
     // The hold assumed this many uses: the upstream is told the same, so it cannot run more.
     out.tools = (body.tools as unknown[]).map((t, i) => {
       const n = maxUses.get(i);
-      return n === undefined || !isRecordLike(t) ? t : { ...t, max_uses: n };
+      return n === undefined || !isRecord(t) ? t : { ...t, max_uses: n };
     });
   }
   const record = out as unknown as Record<string, unknown>;
@@ -282,7 +279,7 @@ export function serverTools(body: MessagesRequest, version: PriceVersion, model:
   const maxUses = new Map<number, number>();
   if (!Array.isArray(body.tools)) return { units, maxUses };
   body.tools.forEach((tool: unknown, i: number) => {
-    if (!isRecordLike(tool)) return;
+    if (!isRecord(tool)) return;
     const given = tool.max_uses;
     if (given !== undefined && given !== null && !(typeof given === 'number' && Number.isSafeInteger(given) && given > 0)) {
       throw gatewayError('invalid_request', `tools[${i}].max_uses: must be a positive integer (got ${JSON.stringify(given) ?? String(given)})`);

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import {
   createStreamMeter, gatewayError, inputTokenBound, isErrorFrame, mayCompact, prewarms, readMessage, SseFramer, sseErrorEvent,
-  upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, integerProblem, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
+  upstreamEventError, USAGE_ANOMALIES, validateMessagesRequest, integerProblem, isRecord, validateModelId, type GatewayError, type MessagesRequest, type UsageAnomaly,
 } from '@tollgate/anthropic';
 import { DiskReserveLowError, type UsageEvent } from '@tollgate/events';
 import { sendError } from '@tollgate/http';
@@ -60,13 +60,19 @@ export const MAX_FALLBACKS = 16;
  */
 export function checkFallbackEntries(body: MessagesRequest, catalog: Catalog, anthropicBeta: string | string[] | undefined): void {
   const fallbacks = (body as Record<string, unknown>).fallbacks;
-  if (!Array.isArray(fallbacks)) return;
+  if (fallbacks === undefined || fallbacks === null || fallbacks === 'default') return;
+  // any other shape would be read as no fallbacks here (no access check, no hold) and forwarded
+  if (!Array.isArray(fallbacks)) throw gatewayError('invalid_request', `fallbacks: Input should be a valid list or 'default'`);
   if (fallbacks.length > MAX_FALLBACKS) {
     throw gatewayError('invalid_request', `fallbacks: at most ${MAX_FALLBACKS} entries on this gateway, got ${fallbacks.length}`);
   }
   fallbacks.forEach((f, i) => {
-    if (f === null || typeof f !== 'object') return;
+    if (typeof f === 'string' && f !== '') return;
+    if (!isRecord(f)) throw gatewayError('invalid_request', `fallbacks[${i}]: Input should be a valid dictionary with a model`);
     const e = f as Record<string, unknown>;
+    if (typeof e.model !== 'string' || e.model === '') {
+      throw gatewayError('invalid_request', `fallbacks[${i}].model: ${e.model === undefined ? 'Field required' : 'Input should be a non-empty string'}`);
+    }
     const max = e.max_tokens;
     if (max !== undefined && max !== null) {
       const problem = integerProblem(max, 1);
@@ -81,6 +87,30 @@ export function checkFallbackEntries(body: MessagesRequest, catalog: Catalog, an
     const speed = e.speed;
     if (speed !== undefined && speed !== null && speed !== 'standard' && speed !== 'fast') {
       throw gatewayError('invalid_request', `fallbacks[${i}].speed: Input should be 'standard' or 'fast'`);
+    }
+  });
+}
+
+/**
+ * The shapes the hold and the access checks read in `tools`, refused at the edge with a 400 naming
+ * the field (as the upstream would refuse them after the hold): `tools` a list of objects, and an
+ * advisor tool (`type` `advisor_<date>`) with its `model` a non-empty string and its `max_tokens`,
+ * where given, an integer ≥ 1. Read otherwise, such a tool was held as no tool, or at the
+ * catalog's worst case (a 402), and its model escaped `allowed_models`.
+ */
+export function checkToolShapes(body: MessagesRequest): void {
+  const tools = (body as Record<string, unknown>).tools;
+  if (tools === undefined || tools === null) return;
+  if (!Array.isArray(tools)) throw gatewayError('invalid_request', 'tools: Input should be a valid list');
+  tools.forEach((t: unknown, i: number) => {
+    if (!isRecord(t)) throw gatewayError('invalid_request', `tools[${i}]: Input should be a valid dictionary`);
+    if (typeof t.type !== 'string' || !t.type.startsWith('advisor_')) return;
+    if (typeof t.model !== 'string' || t.model === '') {
+      throw gatewayError('invalid_request', `tools[${i}].model: ${t.model === undefined ? 'Field required' : 'Input should be a non-empty string'}`);
+    }
+    if (t.max_tokens !== undefined && t.max_tokens !== null) {
+      const problem = integerProblem(t.max_tokens, 1);
+      if (problem !== undefined) throw gatewayError('invalid_request', `tools[${i}].max_tokens: ${problem}`);
     }
   });
 }
@@ -281,6 +311,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     checkModelAllowed(caller, resolved.model.id, body.model);
     // Before anything reads the entries: their count and the fields the hold reads.
     checkFallbackEntries(body, version.catalog, request.headers['anthropic-beta']);
+    checkToolShapes(body);
     checkServingModelsAllowed(caller, body, (name) => resolveModel(version.catalog, name)?.model.id);
     checkPrewarm(body, resolved);
     const fallbacks = requestFallbackAttempts((body as Record<string, unknown>).fallbacks);
