@@ -171,9 +171,16 @@ export function issue11Targets(i: TargetInputs): TargetRow[] {
   const floor = p?.targets.find((t) => t.name === 'floor');
   const floorRatio = bandOf(floor && !floor.skipped && pk && !pk.skipped ? floor.reps.map((x, k) => x.rps / (pk.reps[k]?.rps ?? NaN)) : []);
   if (floorRatio.n > 0) rows.push({ outcome: 4, target: 'bare Node forwarder ÷ Portkey req/s (a Node gateway\'s ceiling)', measured: `${fmtBand(floorRatio, 2)} ×`, status: 'reported' });
-  const added = (k: 'p50' | 'p99') => bandOf(tg && direct && !direct.skipped ? tg.reps.map((x, n) => x[k] - (direct.reps[n]?.[k] ?? NaN)) : []);
-  judge(4, 'added latency p50 ≤ 0.3 ms at c=1 (vs direct)', added('p50'), 2, 'ms', (m) => m <= 0.3, why);
-  judge(4, 'added latency p99 ≤ 0.8 ms at c=1 (vs direct)', added('p99'), 2, 'ms', (m) => m <= 0.8, why);
+  const added = (t: typeof tg, k: 'p50' | 'p99') => bandOf(t && !t.skipped && direct && !direct.skipped ? t.reps.map((x, n) => x[k] - (direct.reps[n]?.[k] ?? NaN)) : []);
+  judge(4, 'added latency p50 ≤ 0.3 ms at c=1 (vs direct)', added(tg, 'p50'), 2, 'ms', (m) => m <= 0.3, why);
+  judge(4, 'added latency p99 ≤ 0.8 ms at c=1 (vs direct)', added(tg, 'p99'), 2, 'ms', (m) => m <= 0.8, why);
+  // Context for the two rows above, no target: what the bare forwarder itself adds in the same
+  // rounds, i.e. the least a gateway on Node's HTTP stack adds on this machine (client, simulator
+  // and gateway share its cores, so the tail is mostly waiting for one).
+  for (const k of ['p50', 'p99'] as const) {
+    const b = added(floor, k);
+    if (b.n > 0) rows.push({ outcome: 4, target: `bare Node forwarder's added latency ${k} at c=1 (vs direct)`, measured: `${fmtBand(b, 2)} ms`, status: 'reported' });
+  }
   const mem = p?.memory;
   // RSS alone can even shrink while the streams are open (the allocator returns pages freed since the
   // idle sample), so the judged figure is the larger of the RSS growth and the JS heap + external growth.

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { machineCeiling, type ConsumerBenchResult, type ThroughputFigure } from '../bench/consumers.ts';
 import { consumerRepsReport, issue11Targets } from '../bench/targets.ts';
+import type { PeersBenchResult } from '../bench/peers.ts';
 
 const drain = (f: Partial<ThroughputFigure> & Pick<ThroughputFigure, 'group' | 'eventsPerS'>): ThroughputFigure => ({
   mode: 'batch', events: 1_000_000, seconds: 1_000_000 / f.eventsPerS, eventsPerCpuS: f.eventsPerS * 1.1, exact: true, ...f,
@@ -48,4 +49,32 @@ test('consumer reps table: the machine\'s µs per event and its ceiling beside e
   assert.match(lines[1]!, /^group\s+events\/s\s+events per CPU-s\s+machine µs\/event\s+machine ceiling events\/s \(2 cores\)\s+effects exact$/);
   assert.match(lines[2]!, /^warehouse \(server\)\s+46,000 \(45,000–47,000\)\s+50,600 \(49,500–51,700\)\s+38\.8 \(37\.5–40\.0\)\s+51,667 \(50,000–53,333\)\s+yes$/);
   assert.match(lines[4]!, /^ledger \(2 members\)\s+51,500 \(51,000–52,000\)\s+56,650 \(56,100–57,200\)\s+-\s+-\s+yes$/);
+});
+
+test('issue 11 summary, outcome 4: Tollgate judged against Portkey and direct; the bare forwarder\'s ratio and added latency reported beside, from the same rounds', () => {
+  const rep = (rps: number, p50: number, p99: number) => ({ rps, p50, p99, errors: 0, cpuMsPerRequest: undefined });
+  const peers: PeersBenchResult = {
+    concurrency: 32, durationS: 5, warmupS: 1, watched: [], problems: [],
+    targets: [
+      { name: 'direct', description: '', reps: [rep(8000, 2.5, 3.5), rep(7000, 2.75, 4)] },
+      { name: 'tollgate', description: '', reps: [rep(2000, 3.25, 6), rep(1500, 3.5, 7.5)] },
+      { name: 'floor', description: '', reps: [rep(6000, 2.75, 4.5), rep(5000, 2.5, 3.25)] },
+      { name: 'portkey', description: '', reps: [rep(1600, 3.5, 6), rep(1250, 4, 7)] },
+    ],
+  };
+  const rows = issue11Targets({ peers, skipped: {} }).filter((r) => r.outcome === 4);
+  assert.deepEqual(rows, [
+    // 2000 / 1600 = 1.25, 1500 / 1250 = 1.2
+    { outcome: 4, target: 'Tollgate ≥ 4× Portkey req/s', measured: '1.23 (1.20–1.25) ×', status: 'not met' },
+    // 6000 / 1600 = 3.75, 5000 / 1250 = 4
+    { outcome: 4, target: 'bare Node forwarder ÷ Portkey req/s (a Node gateway\'s ceiling)', measured: '3.88 (3.75–4.00) ×', status: 'reported' },
+    // 3.25 − 2.5 = 0.75, 3.5 − 2.75 = 0.75; 6 − 3.5 = 2.5, 7.5 − 4 = 3.5
+    { outcome: 4, target: 'added latency p50 ≤ 0.3 ms at c=1 (vs direct)', measured: '0.75 (0.75–0.75) ms', status: 'not met' },
+    { outcome: 4, target: 'added latency p99 ≤ 0.8 ms at c=1 (vs direct)', measured: '3.00 (2.50–3.50) ms', status: 'not met' },
+    // 2.75 − 2.5 = 0.25, 2.5 − 2.75 = −0.25; 4.5 − 3.5 = 1, 3.25 − 4 = −0.75
+    { outcome: 4, target: 'bare Node forwarder\'s added latency p50 at c=1 (vs direct)', measured: '0.00 (-0.25–0.25) ms', status: 'reported' },
+    { outcome: 4, target: 'bare Node forwarder\'s added latency p99 at c=1 (vs direct)', measured: '0.13 (-0.75–1.00) ms', status: 'reported' },
+    { outcome: 4, target: '≤ 50 MB per 1,000 open streams (max of RSS, heap + external)', measured: 'skipped (memory phase not run)', status: 'skipped' },
+    { outcome: 4, target: 'idle RSS reported', measured: 'skipped (memory phase not run)', status: 'skipped' },
+  ]);
 });
