@@ -127,6 +127,38 @@ describe('platform openai: Anthropic Messages clients served by an OpenAI Chat C
     ] }]);
   });
 
+  test('images on an OpenAI model bill by its own rule (gpt-4o-mini: 2,833 + 5,667 a tile): the hold covers them, billed in full, no cost_over_bound', async () => {
+    // a group mapping sonnet-4-5 to gpt-4o-mini, whose images the simulator bills as OpenAI does
+    const up = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/upstreams', {
+      name: 'oai-mini', platform: 'openai', base_url: `${stack.simUrl}/v1`, api_key: UPSTREAM_KEY, weight: 1, priority: 0,
+    });
+    assert.equal(up.status, 201, JSON.stringify(up.json));
+    const group = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', {
+      name: 'openai-mini', platform: 'openai', upstream_ids: [up.json.id], model_mapping: { [SONNET]: 'gpt-4o-mini' },
+    });
+    assert.equal(group.status, 201, JSON.stringify(group.json));
+    // the hold: 20 images × 48,169 (the rule's 8-tile cap) at the dearest input class and tier, ~278 credits
+    const mini = await customer(stack.url, 300, 'mini-images');
+    assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${mini.accountId}`, { group_id: group.json.id })).status, 200);
+    const before = await settledBalance(stack, mini.accountId);
+    const image = { type: 'image' as const, source: { type: 'base64' as const, media_type: 'image/png' as const, data: PNG_1X1 } };
+    const { data, response } = await mini.client.messages.create({
+      model: SONNET, max_tokens: 10,
+      messages: [{ role: 'user', content: [...Array.from({ length: 20 }, () => image), { type: 'text', text: 'Describe them [[sim output=4]]' }] }],
+    }).withResponse();
+    assert.equal((await lastUpstream()).body.model, 'gpt-4o-mini');
+    // 20 one-tile images × 8,500 = 170,000, and ⌈30 / 4⌉ = 8 for the text's 30 characters (the simulator's count)
+    assert.deepEqual(data.usage, { input_tokens: 170_008, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 4 });
+    await stack.tollgate.drain();
+    const event = await stack.tollgate.warehouse.getUsageEvent(response.headers.get('request-id')!);
+    assert.ok(event);
+    const u = flatUsage(event);
+    // sonnet-4-5 (CNY catalog): 170,008 × 72 + 4 × 360 = 12,240,576 + 1,440 = 12,242,016 µc (the Anthropic image
+    // rule held 20 × 1 token: the charge was cut to that hold, cost_over_bound)
+    assert.deepEqual([u.status, u.cost_micros, u.anomalies], ['ok', '12242016', undefined]);
+    assert.equal(before - (await settledBalance(stack, mini.accountId)), 12_242_016n);
+  });
+
   test('stop sequences: stop goes upstream, the matched sequence comes back as stop_sequence', async () => {
     const msg = await client.messages.create({
       model: SONNET, max_tokens: 30, stop_sequences: ['ipsum', 'never'], messages: [{ role: 'user', content: 'Hi' }],
@@ -305,6 +337,34 @@ const OAI_SCRIPTS: Record<string, (res: import('node:http').ServerResponse) => v
     res.write(JSON.stringify({ id: 'chatcmpl-S2', object: 'chat.completion', created: 1, model: 'gpt-x',
       choices: [{ index: 0, message: { role: 'assistant', content: 'done' }, finish_reason: 'stop' }], usage: OAI_USAGE }));
   },
+  // continuous usage stats: a running usage on each content chunk, a finish chunk without one,
+  // then the usage chunk, then silence
+  stream_running_usage: (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write(oaiChunk({ choices: [{ index: 0, delta: { role: 'assistant', content: 'a' }, finish_reason: null }], usage: { prompt_tokens: 1000, completion_tokens: 1, total_tokens: 1001 } }));
+    res.write(oaiChunk({ choices: [{ index: 0, delta: { content: ' b' }, finish_reason: null }], usage: { prompt_tokens: 1000, completion_tokens: 30, total_tokens: 1030 } }));
+    res.write(oaiChunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }));
+    res.write(oaiChunk({ choices: [], usage: OAI_USAGE }));
+  },
+  // usage on the finish chunk (5 completion tokens), then the usage chunk with the final counts
+  stream_finish_usage_then_final: (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write(oaiChunk({ choices: [{ index: 0, delta: { role: 'assistant', content: 'a b' }, finish_reason: null }] }));
+    res.write(oaiChunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: { prompt_tokens: 1000, completion_tokens: 5, total_tokens: 1005 } }));
+    setTimeout(() => res.write(oaiChunk({ choices: [], usage: OAI_USAGE })), 100);
+  },
+  // an error answered with a 200 (some OpenAI-compatible servers), naming the operator's key
+  json_error_200: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: { message: `Incorrect API key provided: ${UPSTREAM_KEY}.`, type: 'invalid_request_error', param: null, code: 'invalid_api_key' } }));
+  },
+  // cached_tokens that are no split of the prompt: negative
+  json_cached_negative: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ id: 'chatcmpl-S4', object: 'chat.completion', created: 1, model: 'gpt-x',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'done' }, finish_reason: 'stop' }],
+      usage: { prompt_tokens: 1000, completion_tokens: 50, total_tokens: 1050, prompt_tokens_details: { cached_tokens: -50 } } }));
+  },
   // 200 and half a body, then the connection is reset
   json_cut: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -368,6 +428,46 @@ describe('platform openai, scripted upstream: the answer ends the request, a 2xx
     assert.deepEqual([u.status, u.cost_micros, u.input_tokens, u.cache_read_tokens, u.output_tokens, u.anomalies], ['ok', '25680', 800, 200, 50, undefined]);
     assert.equal(before - (await settledBalance(stack, scripted.accountId)), 25_680n);
     await closedEventually('stream_open_after_usage', 1);
+  });
+
+  for (const script of ['stream_running_usage', 'stream_finish_usage_then_final']) {
+    test(`stale usage is never the answer's (${script}): the usage chunk after the finish counts, billed at it`, { timeout: 30_000 }, async () => {
+      const before = await settledBalance(stack, scripted.accountId);
+      const stream = scripted.client.messages.stream({ model: HAIKU, max_tokens: 100, messages: [{ role: 'user', content: `[[oai ${script}]]${PAD}` }] });
+      const final = await stream.finalMessage();
+      assert.deepEqual(final.usage, { input_tokens: 800, cache_creation_input_tokens: 0, cache_read_input_tokens: 200, output_tokens: 50 });
+      const u = await eventOf(stream.request_id!);
+      // haiku-4-5: 800×24 + 200×2.4 + 50×120 = 19,200 + 480 + 6,000 = 25,680 µc (the stale counts: 1,000 and 30 → 27,600; 1,000 and 5 → 24,600)
+      assert.deepEqual([u.status, u.cost_micros, u.output_tokens, u.anomalies], ['ok', '25680', 50, undefined]);
+      assert.equal(before - (await settledBalance(stack, scripted.accountId)), 25_680n);
+      await closedEventually(script, 1);
+    });
+  }
+
+  test('an error in a 200 JSON body: an upstream error to the client (not a 200), the upstream key redacted, charged 0', { timeout: 30_000 }, async () => {
+    const before = await settledBalance(stack, scripted.accountId);
+    const res = await fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': scripted.secret },
+      body: JSON.stringify({ model: HAIKU, max_tokens: 100, messages: [{ role: 'user', content: '[[oai json_error_200]]' }] }),
+    });
+    const text = await res.text();
+    assert.notEqual(res.status, 200, text);
+    assert.ok(res.status >= 500, `${res.status} ${text}`);
+    assert.equal(text.includes(UPSTREAM_KEY), false, text);
+    assert.equal((JSON.parse(text) as { type: string }).type, 'error');
+    const u = await eventOf(res.headers.get('request-id')!);
+    assert.deepEqual([u.status, u.cost_micros], ['upstream_error', '0']);
+    assert.equal(await settledBalance(stack, scripted.accountId), before);
+  });
+
+  test('cached_tokens that is no split of the prompt (negative): the whole prompt billed as input, invalid_count, never more', { timeout: 30_000 }, async () => {
+    const before = await settledBalance(stack, scripted.accountId);
+    const { data, response } = await scripted.client.messages.create({ model: HAIKU, max_tokens: 100, messages: [{ role: 'user', content: `[[oai json_cached_negative]]${PAD}` }] }).withResponse();
+    assert.deepEqual(data.usage, { input_tokens: 1000, cache_creation_input_tokens: 0, cache_read_input_tokens: -1, output_tokens: 50 });
+    const u = await eventOf(response.headers.get('request-id')!);
+    // 1,000×24 + 50×120 = 24,000 + 6,000 = 30,000 µc (prompt − cached would have been 1,050 input: 31,200)
+    assert.deepEqual([u.status, u.cost_micros, u.input_tokens, u.cache_read_tokens, u.anomalies], ['usage_anomaly', '30000', 1000, 0, ['invalid_count']]);
+    assert.equal(before - (await settledBalance(stack, scripted.accountId)), 30_000n);
   });
 
   test('a complete JSON chat.completion over a connection left open: answered at its closing brace, billed, one attempt', { timeout: 30_000 }, async () => {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
 import { bundledCatalogPath, contextWindowFor, holdMicros, loadCatalogFile, resolveModel } from '@tollgate/pricing';
-import { base64ImageDimensions, imageTokens, inputTokenBound, type InputBound } from './input-bound.ts';
+import { base64ImageDimensions, imageTokens, inputTokenBound, type InputBound, type InputBoundLimits } from './input-bound.ts';
 import type { MessagesRequest } from './types.ts';
 
 // Holds below are for claude-sonnet-4-5 in the shipped CNY catalog: every input-side token at
@@ -10,7 +10,7 @@ import type { MessagesRequest } from './types.ts';
 // of output at ¥36/MTok = 360 µc a token.
 const catalog = loadCatalogFile(bundledCatalogPath('cny'));
 const sonnet45 = resolveModel(catalog, 'claude-sonnet-4-5')!.model;
-const LIMITS = { contextWindow: 200_000, imageTokenCap: 1_600 };
+const LIMITS: InputBoundLimits = { contextWindow: 200_000, imageTokenCap: 1_600 };
 
 function bound(body: Omit<MessagesRequest, 'model' | 'max_tokens'> & { max_tokens?: number }, limits = LIMITS): InputBound & { raw: number; hold: bigint } {
   const full = { model: 'claude-sonnet-4-5', max_tokens: 100, ...body } as MessagesRequest;
@@ -308,4 +308,23 @@ test('imageTokens and base64ImageDimensions', () => {
   assert.equal(imageTokens(1, 1, 1_600), 1);
   assert.deepEqual(base64ImageDimensions(png(3, 7)), { width: 3, height: 7 });
   assert.equal(base64ImageDimensions('!!!!'), undefined);
+});
+
+test("an upstream's own image rule (imageTokensOf) and a window that does not bound its billing (windowBoundsBilling: false)", () => {
+  const rule = (w: number, h: number) => 100 + w * h;
+  const body = withImage(imageBlock('image/png', png(3, 2)));
+  const own = bound(body, { ...LIMITS, imageTokensOf: rule });
+  // 100 + 3 × 2 = 106 for the measured image (Anthropic's rule: 1), its base64 not counted as text
+  assert.deepEqual([own.imagesMeasured, own.imageTokens, own.tokens], [1, 106, own.textTokens + 106]);
+  // an image by URL: the cap, whatever the rule
+  assert.equal(bound(withImage({ type: 'image', source: { type: 'url', url: 'https://x/y.png' } }), { ...LIMITS, imageTokensOf: rule }).imageTokens, 1_600);
+  // 300 images capped at 1,600 = 480,000 tokens: the 200,000 window cuts the sum, unless it does not bound billing
+  const many = { messages: [{ role: 'user', content: Array.from({ length: 300 }, () => ({ type: 'image', source: { type: 'url', url: 'https://x/y.png' } })) }] };
+  const cut = bound(many);
+  assert.deepEqual([cut.tokens, cut.ceiling], [200_000, true]);
+  const whole = bound(many, { ...LIMITS, windowBoundsBilling: false });
+  assert.deepEqual([whole.tokens, whole.ceiling], [whole.textTokens + 480_000, false]);
+  // what only a window bounds (a document by URL) is still that window, or the sum when it is larger
+  const doc = { messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'url', url: 'https://x/d.pdf' } }] }] };
+  assert.deepEqual([bound(doc, { ...LIMITS, windowBoundsBilling: false }).tokens, bound(doc, { ...LIMITS, windowBoundsBilling: false }).ceiling], [200_000, true]);
 });

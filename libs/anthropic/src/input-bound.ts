@@ -17,6 +17,19 @@ export interface InputBoundLimits {
   readonly contextWindow: number;
   /** the most tokens one image can cost on this model, after the upstream's resizing */
   readonly imageTokenCap: number;
+  /**
+   * Tokens of one image of a proven `width` × `height` px (a bound, ≤ `imageTokenCap`); default
+   * Anthropic's rule, `imageTokens(width, height, imageTokenCap)`. An upstream that counts images
+   * its own way (platform `openai`: @tollgate/openai-compat `openAIImageTokens`) gives its rule.
+   */
+  readonly imageTokensOf?: (width: number, height: number) => number;
+  /**
+   * False where `contextWindow` does not bound what the upstream bills (platform `openai`: the
+   * catalog's window is Claude's, not the served model's, and some OpenAI models bill image
+   * tokens beyond their window): the sum of the parts is then never cut to the ceiling, which
+   * still bounds the sources only a window can bound. Default true.
+   */
+  readonly windowBoundsBilling?: boolean;
 }
 
 /** A part of the request that only the context window bounds. */
@@ -391,8 +404,10 @@ export function base64ImageDimensions(data: string): ImageDimensions | undefined
  *   up to `SERVER_LOOP_ITERATIONS` times in one request (fewer when only web search / fetch
  *   with `max_uses` are present: 1 + Σ max_uses), each step reading at most one window.
  * - The result never exceeds context window × iterations: the upstream cannot bill more input
- *   for one request than it can read. A body with `max_tokens: 0` (pre-warming the prompt
- *   cache) has one iteration: it generates nothing, so no tool runs.
+ *   for one request than it can read (unless `windowBoundsBilling` is false: then the window
+ *   bounds only the sources nothing else bounds). A body with `max_tokens: 0` (pre-warming the
+ *   prompt cache) has one iteration: it generates nothing, so no tool runs.
+ * - Images at `imageTokensOf` where given (an upstream with its own image rule).
  *
  * `raw` is the request body as received (decoded from any content-encoding), or just its
  * length; the body is never re-serialised. Given the bytes, they are checked to be UTF-8 (a
@@ -415,7 +430,7 @@ export function inputTokenBound(body: CountTokensRequest, raw: Uint8Array | numb
       const dims = base64ImageDimensions(source.data);
       if (dims) {
         imagesMeasured++;
-        imageTokenSum += imageTokens(dims.width, dims.height, limits.imageTokenCap);
+        imageTokenSum += limits.imageTokensOf ? limits.imageTokensOf(dims.width, dims.height) : imageTokens(dims.width, dims.height, limits.imageTokenCap);
         measuredBase64 += source.data.length;
         return;
       }
@@ -516,6 +531,15 @@ export function inputTokenBound(body: CountTokensRequest, raw: Uint8Array | numb
   const bytes = Number.isSafeInteger(rawBodyBytes) && rawBodyBytes >= 0 ? rawBodyBytes : Number.POSITIVE_INFINITY;
   const textTokens = Math.max(0, bytes - measuredBase64);
   const summed = textTokens + imageTokenSum + overheadTokens;
+  if (limits.windowBoundsBilling === false) {
+    // The window bounds only what nothing else does; the parts are summed whole.
+    const ceiling = !Number.isFinite(summed) || (unbounded.length > 0 && ceilingTokens > summed);
+    return {
+      tokens: ceiling ? ceilingTokens : summed,
+      textTokens: Number.isFinite(textTokens) ? textTokens : ceilingTokens,
+      imagesMeasured, imagesCapped, imageTokens: imageTokenSum, overheadTokens, unbounded, iterations, ceiling,
+    };
+  }
   const ceiling = unbounded.length > 0 || summed > ceilingTokens;
   return {
     tokens: ceiling ? ceilingTokens : summed,

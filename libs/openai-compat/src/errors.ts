@@ -56,3 +56,14 @@ export function openAIErrorToAnthropic(status: number, body: unknown): { status:
   const message = typeof error?.message === 'string' && error.message !== '' ? error.message : `Upstream returned HTTP ${status}`;
   return { status: mapped, body: { type: 'error', error: { type, message } } };
 }
+
+/**
+ * An OpenAI `error` object met where an answer was due (an `error` chunk in a 200 stream, a 2xx
+ * JSON body `{"error": …}` some OpenAI-compatible servers send) → the Anthropic error body an
+ * Anthropic upstream sends in that place, `{type: "error", error: {type, message}}` (type by
+ * `openAIErrorType` without a status: the code decides), so the gateway treats it as an upstream
+ * error (statuses, redaction) exactly as on the Anthropic path.
+ */
+export function anthropicErrorOf(error: Json): { type: 'error'; error: { type: AnthropicErrorTypeName; message: string } } {
+  return { type: 'error', error: { type: openAIErrorType(undefined, error), message: typeof error.message === 'string' && error.message !== '' ? error.message : 'Upstream error' } };
+}

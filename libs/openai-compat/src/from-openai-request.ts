@@ -72,7 +72,7 @@ function fail(param: string, problem: string): never {
  *   message right after them joins that turn);
  * - `tools` (function `parameters` → `input_schema`), `tool_choice` (auto, none, required → any,
  *   a named function → tool), `parallel_tool_calls: false` → `disable_parallel_tool_use`;
- * - `stop` → `stop_sequences`; `max_completion_tokens` (else `max_tokens`) → `max_tokens`;
+ * - `stop` → `stop_sequences`; `max_completion_tokens` (else `max_tokens`; both: they must agree) → `max_tokens`;
  *   `temperature`, `top_p`; `user` → `metadata.user_id`; `stream`.
  * Throws ProtocolError (400 `invalid_request`, message "param: problem") for a malformed value and
  * for any parameter not mapped (`n` > 1, `logprobs`, `response_format` json_object/json_schema,
@@ -98,13 +98,21 @@ export function fromOpenAIRequest(input: unknown): ChatRequestTranslation {
   body['messages'] = messages;
 
   const renamed: Record<string, string> = {};
-  const maxTokens = input['max_completion_tokens'] ?? input['max_tokens'];
-  if (maxTokens !== undefined && maxTokens !== null) {
-    const param = input['max_completion_tokens'] !== undefined && input['max_completion_tokens'] !== null ? 'max_completion_tokens' : 'max_tokens';
-    if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1) fail(param, 'must be a positive integer');
-    if ((maxTokens as number) > Number.MAX_SAFE_INTEGER) fail(param, `must be at most ${Number.MAX_SAFE_INTEGER}`);
-    body['max_tokens'] = maxTokens;
-    if (param !== 'max_tokens') renamed['max_tokens'] = param;
+  // Each one given is checked, the older name too: one that is bad, or two that disagree, is a
+  // 400 naming it, never a value silently dropped.
+  let maxTokens: number | undefined;
+  for (const param of ['max_completion_tokens', 'max_tokens'] as const) {
+    const v = input[param];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) fail(param, 'must be a positive integer');
+    if ((v as number) > Number.MAX_SAFE_INTEGER) fail(param, `must be at most ${Number.MAX_SAFE_INTEGER}`);
+    if (maxTokens === undefined) {
+      maxTokens = v as number;
+      body['max_tokens'] = maxTokens;
+      if (param !== 'max_tokens') renamed['max_tokens'] = param;
+    } else if (v !== maxTokens) {
+      fail('max_tokens', `${v} differs from max_completion_tokens ${maxTokens}: give one of them (max_tokens is its older name)`);
+    }
   }
   const temperature = input['temperature'];
   if (temperature !== undefined && temperature !== null) {

@@ -3,7 +3,7 @@
 // gateway meters an OpenAI upstream exactly as it meters Anthropic.
 import { createParser } from 'eventsource-parser';
 import type { OpenAIChatChunk, OpenAIChatCompletion, OpenAIFinishReason, OpenAIUsage } from './types.ts';
-import { openAIErrorType } from './errors.ts';
+import { anthropicErrorOf } from './errors.ts';
 
 type Json = Record<string, unknown>;
 
@@ -25,21 +25,35 @@ export interface AnthropicUsage {
 
 const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** A count as Anthropic's usage reader accepts one: a non-negative safe integer. */
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * What `cache_read_input_tokens` carries for a `cached_tokens` that cannot be used (not a count,
+ * or more than `prompt_tokens`): not a count, so the gateway's usage reader records
+ * `invalid_count` and reads 0 cache reads, and the whole `prompt_tokens` is input.
+ */
+export const UNUSABLE_CACHED_TOKENS = -1;
+
 /**
  * OpenAI usage → Anthropic usage: `cache_read_input_tokens` = `prompt_tokens_details.cached_tokens`,
  * `input_tokens` = `prompt_tokens` − cached (OpenAI counts cached tokens inside prompt_tokens;
  * Anthropic's input_tokens excludes cache reads), `output_tokens` = `completion_tokens` (reasoning
- * tokens included, as OpenAI bills them). Values are passed as they come otherwise, so a broken
- * count reaches the gateway's usage checks (`invalid_count`) instead of being repaired here.
+ * tokens included, as OpenAI bills them). A broken count is passed as it comes, so it reaches the
+ * gateway's usage checks (`invalid_count`) instead of being repaired here; a `cached_tokens` that
+ * is present but unusable (negative, a fraction, a string, more than `prompt_tokens`) is no split
+ * of the prompt: `input_tokens` is the whole `prompt_tokens` and `cache_read_input_tokens`
+ * `UNUSABLE_CACHED_TOKENS`, never a difference that moves tokens between the two prices.
  */
 export function anthropicUsage(usage: OpenAIUsage): AnthropicUsage {
-  const cachedRaw = usage.prompt_tokens_details?.cached_tokens;
-  const cached = typeof cachedRaw === 'number' ? cachedRaw : 0;
+  const cachedRaw = usage.prompt_tokens_details?.cached_tokens as unknown;
   const prompt = usage.prompt_tokens;
+  const usable = cachedRaw == null || (isCount(cachedRaw) && !(isCount(prompt) && cachedRaw > prompt));
+  const cached = !usable ? 0 : isCount(cachedRaw) ? cachedRaw : 0;
   return {
     input_tokens: typeof prompt === 'number' ? Math.max(0, prompt - cached) : prompt,
     cache_creation_input_tokens: 0,
-    cache_read_input_tokens: cached,
+    cache_read_input_tokens: usable ? cached : UNUSABLE_CACHED_TOKENS,
     output_tokens: usage.completion_tokens,
   };
 }
@@ -131,14 +145,18 @@ interface PendingTool {
  * in the order the calls appeared, when the answer ends; text that comes after a tool call is
  * buffered likewise and emitted last.
  *
- * The answer ends (`message_delta` + `message_stop`, and nothing after) as soon as both the
- * finish_reason and the usage are known — usage on the finish chunk itself, or the usage chunk
- * `stream_options.include_usage` asks for — without waiting for `data: [DONE]` or the connection's
- * end, so an upstream that leaves the connection open after its answer cannot hold it (issue 10).
- * At `end()` (DONE or the body's end): a stream without a finish_reason gets no `message_delta`
- * (the gateway sees an interrupted stream); one with a finish_reason but no usage gets
- * `usage: {output_tokens: null}` (the gateway records `invalid_count` and charges nothing it cannot
- * prove). An `error` chunk becomes an Anthropic `error` event.
+ * Usage: every chunk's `usage` replaces the one before (totals so far, so the last one counts;
+ * a running usage on content chunks, or `usage: {}` on the first, is never the answer's when a
+ * later one comes). The answer ends (`message_delta` + `message_stop`, and nothing after) at the
+ * usage chunk `stream_options.include_usage` asks for (no choices, after the finish_reason),
+ * without waiting for `data: [DONE]` or the connection's end, so an upstream that leaves the
+ * connection open after its answer cannot hold it (issue 10). Usage on the finish chunk itself
+ * may still be followed by that chunk: `awaitingFinalUsage` tells the relay to wait a moment
+ * for it (`anthropicSseFromOpenAI`). At `end()` (DONE, the body's end, or that wait over): a
+ * stream without a finish_reason gets no `message_delta` (the gateway sees an interrupted
+ * stream); one with a finish_reason gets the last usage seen, or `usage: {output_tokens: null}`
+ * without any (the gateway records `invalid_count` and charges nothing it cannot prove). An
+ * `error` chunk becomes an Anthropic `error` event.
  */
 export class ChatStreamTranslator {
   readonly #ctx: ResponseContext;
@@ -154,7 +172,12 @@ export class ChatStreamTranslator {
   #lateText = '';
   #finish: string | null = null;
   #matched: unknown = null;
+  /** the latest usage seen: a running count until the finish chunk, the final one from it on */
   #usage: OpenAIUsage | null = null;
+  /** a usage came on the finish chunk or after it */
+  #usageSinceFinish = false;
+  /** the usage chunk `include_usage` asks for came (no choices, after the finish): nothing follows it */
+  #usageFinal = false;
   #ended = false;
 
   constructor(ctx: ResponseContext) {
@@ -164,6 +187,16 @@ export class ChatStreamTranslator {
   /** True once `message_stop` (or an `error` event) was emitted: later chunks are ignored. */
   get ended(): boolean {
     return this.#ended;
+  }
+
+  /**
+   * True while the answer is complete but for a last word: the finish_reason and a usage on or
+   * after the finish chunk are known, and the usage chunk that ends a stream was not seen yet
+   * (an upstream that reports usage on the finish chunk may send a later, final one). The relay
+   * waits `FINAL_USAGE_GRACE_MS` for it, `[DONE]` or the end of the body, then calls `end()`.
+   */
+  get awaitingFinalUsage(): boolean {
+    return !this.#ended && this.#finish !== null && this.#usageSinceFinish && !this.#usageFinal;
   }
 
   #start(out: AnthropicEvent[], id: unknown): void {
@@ -251,14 +284,13 @@ export class ChatStreamTranslator {
     const out: AnthropicEvent[] = [];
     if (this.#ended || !isRecord(chunk)) return out;
     if (isRecord(chunk.error)) {
-      const e = chunk.error;
-      out.push({ type: 'error', error: { type: openAIErrorType(undefined, e), message: typeof e.message === 'string' ? e.message : 'Upstream error' } });
+      out.push(anthropicErrorOf(chunk.error));
       this.#ended = true;
       return out;
     }
     const c = chunk as unknown as OpenAIChatChunk;
     this.#start(out, c.id);
-    if (isRecord(c.usage)) this.#usage = c.usage as OpenAIUsage;
+    const finishedBefore = this.#finish !== null;
     for (const choice of c.choices ?? []) {
       if (choice.index !== undefined && choice.index !== 0) continue;
       if (this.#finish !== null) continue;
@@ -273,8 +305,16 @@ export class ChatStreamTranslator {
         this.#flush(out);
       }
     }
-    // Both known: the answer is complete now, whatever the connection does next.
-    if (this.#finish !== null && this.#usage !== null) out.push(...this.end());
+    // Every usage replaces the one before (OpenAI's counts are totals so far; a server with
+    // continuous usage stats sends one on each chunk): the last one is the answer's.
+    if (isRecord(c.usage)) {
+      this.#usage = c.usage as OpenAIUsage;
+      if (this.#finish !== null) this.#usageSinceFinish = true;
+      // The usage chunk (`include_usage`: no choices) after the finish is the last word.
+      if (finishedBefore && (!Array.isArray(c.choices) || c.choices.length === 0)) this.#usageFinal = true;
+    }
+    // Finished and counted: the answer is complete now, whatever the connection does next.
+    if (this.#finish !== null && this.#usageFinal) out.push(...this.end());
     return out;
   }
 
@@ -296,6 +336,24 @@ export class ChatStreamTranslator {
   }
 }
 
+/**
+ * ms the relay waits, after a finish chunk that carried usage, for the usage chunk that may
+ * follow it (`ChatStreamTranslator.awaitingFinalUsage`) before it ends the answer with the usage
+ * it has. An upstream that sends `[DONE]` or closes is not waited for.
+ */
+export const FINAL_USAGE_GRACE_MS = 1_000;
+
+/** `p`'s value, or undefined when `ms` pass first (`p` keeps running: its value is dropped). */
+async function withinMs<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  p.catch(() => {}); // dropped after the wait: its failure (the body cancelled) is nobody's
+  try {
+    return await Promise.race([p, new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), ms); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** `event: <type>\ndata: <json>\n\n`, as Anthropic frames its events. */
 export function sseFrame(event: AnthropicEvent): string {
   return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
@@ -303,12 +361,13 @@ export function sseFrame(event: AnthropicEvent): string {
 
 /**
  * An OpenAI SSE body (bytes, as they arrive) → Anthropic SSE bytes, one frame per event, yielded
- * as soon as a chunk is complete. The message closes when the translator has both the
- * finish_reason and the usage, at `data: [DONE]`, or at the end of the body, whichever is first
- * (`ChatStreamTranslator`); reading stops there (the caller's `finally` releases the body).
- * A `data:` line that is not JSON is skipped.
+ * as soon as a chunk is complete. The message closes at the usage chunk after the
+ * finish_reason, at `data: [DONE]`, at the end of the body, or `graceMs` (default
+ * `FINAL_USAGE_GRACE_MS`) after a finish chunk that carried usage when nothing more came,
+ * whichever is first (`ChatStreamTranslator`); reading stops there (the caller's `finally`
+ * releases the body). A `data:` line that is not JSON is skipped.
  */
-export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, ctx: ResponseContext): AsyncGenerator<Buffer> {
+export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, ctx: ResponseContext, graceMs = FINAL_USAGE_GRACE_MS): AsyncGenerator<Buffer> {
   const translator = new ChatStreamTranslator(ctx);
   let pending: AnthropicEvent[] = [];
   const parser = createParser({
@@ -323,8 +382,17 @@ export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, c
     },
   });
   const decoder = new TextDecoder();
-  for await (const bytes of body) {
-    parser.feed(decoder.decode(bytes, { stream: true }));
+  const chunks = body[Symbol.asyncIterator]();
+  for (;;) {
+    // Finished with a usage on the finish chunk: a later usage chunk may still come, briefly.
+    const next = translator.awaitingFinalUsage ? await withinMs(chunks.next(), graceMs) : await chunks.next();
+    if (next === undefined) {
+      pending.push(...translator.end());
+      if (pending.length > 0) yield Buffer.from(pending.map(sseFrame).join(''), 'utf8');
+      return;
+    }
+    if (next.done) break;
+    parser.feed(decoder.decode(next.value, { stream: true }));
     if (pending.length > 0) {
       const frames = pending.map(sseFrame).join('');
       pending = [];

@@ -12,6 +12,9 @@ export type {
 export { toOpenAIRequest, TranslationError, type TranslatedRequest } from './to-openai-request.ts';
 export {
   anthropicUsage, anthropicSseFromOpenAI, ChatStreamTranslator, fromOpenAICompletion, messageIdFor, sseFrame,
-  stopReasonFor, toolInput, type AnthropicEvent, type AnthropicUsage, type ResponseContext,
+  stopReasonFor, toolInput, UNUSABLE_CACHED_TOKENS, type AnthropicEvent, type AnthropicUsage, type ResponseContext,
 } from './from-openai-response.ts';
-export { openAIErrorToAnthropic, openAIErrorType, type AnthropicErrorTypeName } from './errors.ts';
+export { anthropicErrorOf, openAIErrorToAnthropic, openAIErrorType, type AnthropicErrorTypeName } from './errors.ts';
+export {
+  DEAREST_OPENAI_IMAGE_RULE, openAIImageRule, openAIImageTokenCap, openAIImageTokens, type OpenAIImageRule,
+} from './image-tokens.ts';

@@ -21,8 +21,9 @@ function isRecord(v: unknown): v is Rec {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** A token count as the gateway's usage reader accepts one (a non-negative safe integer), else 0. */
 function count(v: unknown): number {
-  return typeof v === 'number' && Number.isFinite(v) ? v : 0;
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0;
 }
 
 /**
@@ -150,6 +151,8 @@ export class ChatChunkStream {
   private id = completionId(undefined);
   private model: unknown = null;
   private usage: Rec = {};
+  /** message_start's output_tokens is a placeholder (Anthropic sends 1 before any output) until a delta gives the count */
+  private outputPlaceholder = false;
   /** Anthropic content block index → OpenAI tool-call index */
   private readonly toolIndex = new Map<number, number>();
   private done = false;
@@ -174,6 +177,7 @@ export class ChatChunkStream {
         this.id = completionId(message['id']);
         this.model = message['model'] ?? null;
         if (isRecord(message['usage'])) this.usage = { ...message['usage'] };
+        this.outputPlaceholder = true;
         return this.chunk({ role: 'assistant', content: '' }, null);
       }
       case 'content_block_start': {
@@ -193,9 +197,19 @@ export class ChatChunkStream {
         return '';
       }
       case 'message_delta': {
-        // Counts in a message_delta are cumulative (Anthropic "Streaming Messages"): they replace.
+        // Counts in a message_delta are cumulative (Anthropic "Streaming Messages"), read as the
+        // gateway meters them (@tollgate/anthropic UsageTally): message_start's output is a
+        // placeholder the first delta replaces, every other count only grows, and a count that
+        // is not one (negative, a fraction, beyond a safe integer) changes nothing.
         if (isRecord(data['usage'])) {
-          for (const [k, v] of Object.entries(data['usage'])) if (v !== null && v !== undefined) this.usage[k] = v;
+          for (const [k, v] of Object.entries(data['usage'])) {
+            if (v === null || v === undefined) continue;
+            if (typeof v !== 'number') { this.usage[k] = v; continue; }
+            if (!Number.isSafeInteger(v) || v < 0) continue;
+            const placeholder = k === 'output_tokens' && this.outputPlaceholder;
+            if (placeholder) this.outputPlaceholder = false;
+            this.usage[k] = placeholder ? v : Math.max(count(this.usage[k]), v);
+          }
         }
         const delta = isRecord(data['delta']) ? data['delta'] : {};
         const finish = finishReasonOf(delta['stop_reason']);

@@ -38,7 +38,7 @@ test('system and developer messages anywhere become system blocks in order; a us
 
 test('sampling, limits, stop, user and stream options map; absent max tokens stay absent for the gateway default', () => {
   const t = fromOpenAIRequest({
-    model: 'm', messages: user, max_tokens: 10, max_completion_tokens: 20, temperature: 1, top_p: 0.5, stop: 'END', user: 'u1',
+    model: 'm', messages: user, max_tokens: 20, max_completion_tokens: 20, temperature: 1, top_p: 0.5, stop: 'END', user: 'u1',
     stream: true, stream_options: { include_usage: true }, n: 1, logprobs: false, presence_penalty: 0, response_format: { type: 'text' }, seed: null,
   });
   assert.deepEqual(t.body, {
@@ -130,6 +130,19 @@ test('a max_completion_tokens out of range is named for what it is: not a positi
   assert.equal(message({ max_completion_tokens: 1e300 }), 'max_completion_tokens: must be at most 9007199254740991');
   assert.equal(message({ max_tokens: 2 ** 53 }), 'max_tokens: must be at most 9007199254740991');
   assert.equal(message({ max_tokens: Number.MAX_SAFE_INTEGER }), 'accepted');
+});
+
+test('max_tokens beside max_completion_tokens is checked too: a bad one, or one that disagrees, is a 400 naming it, never dropped', () => {
+  const message = (extra: Record<string, unknown>) => {
+    try { fromOpenAIRequest({ model: 'm', messages: [{ role: 'user', content: 'hi' }], ...extra }); } catch (e) { return (e as Error).message; }
+    return 'accepted';
+  };
+  assert.equal(message({ max_tokens: 'abc', max_completion_tokens: 20 }), 'max_tokens: must be a positive integer');
+  assert.equal(message({ max_tokens: -5, max_completion_tokens: 20 }), 'max_tokens: must be a positive integer');
+  assert.equal(message({ max_tokens: 0, max_completion_tokens: 20 }), 'max_tokens: must be a positive integer');
+  assert.equal(message({ max_tokens: 10, max_completion_tokens: 20 }), 'max_tokens: 10 differs from max_completion_tokens 20: give one of them (max_tokens is its older name)');
+  assert.equal(message({ max_tokens: 20, max_completion_tokens: 20 }), 'accepted');
+  assert.equal(message({ max_tokens: null, max_completion_tokens: 20 }), 'accepted');
 });
 
 test('string contents stay strings (same bytes, hence same input bound, as the Anthropic request of the same conversation)', () => {

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { anthropicSseFromOpenAI, ChatStreamTranslator, fromOpenAICompletion, openAIErrorToAnthropic } from '@tollgate/openai-compat';
+import {
+  anthropicErrorOf, anthropicSseFromOpenAI, anthropicUsage, ChatStreamTranslator, fromOpenAICompletion, openAIErrorToAnthropic, UNUSABLE_CACHED_TOKENS,
+} from '@tollgate/openai-compat';
 import type { OpenAIChatCompletion } from '@tollgate/openai-compat';
 
 const ctx = { model: 'claude-sonnet-4-6', stopSequences: ['END'] };
@@ -144,10 +146,71 @@ test('a finished stream over a connection left open: message_delta and message_s
   assert.equal(t.ended, true);
   assert.deepEqual(t.push(chunk({ content: 'late' })), []);
   assert.deepEqual(t.end(), []);
-  // usage on the finish chunk itself (vLLM continuous usage): closed by that one chunk
+  // usage on the finish chunk itself (vLLM continuous usage): complete but for the usage chunk
+  // that may follow it; end() (the relay's wait over, [DONE], the body's end) closes with it
   const u = new ChatStreamTranslator(ctx);
   u.push(chunk({ content: 'x' }));
-  assert.deepEqual(types(u.push({ ...chunk({}, 'length'), usage })), ['content_block_stop', 'message_delta', 'message_stop']);
+  assert.deepEqual(types(u.push({ ...chunk({}, 'length'), usage })), ['content_block_stop']);
+  assert.equal(u.awaitingFinalUsage, true);
+  assert.deepEqual(u.end().map((e) => e.type === 'message_delta' ? e.usage : e.type), [
+    { input_tokens: 400, cache_creation_input_tokens: 0, cache_read_input_tokens: 600, output_tokens: 20 }, 'message_stop']);
+});
+
+test('stale usage is never the answer\'s: a running usage on content chunks, `usage: {}` first, usage on the finish chunk: the usage chunk after the finish counts', () => {
+  const final = { prompt_tokens: 100, completion_tokens: 60, total_tokens: 160 };
+  const closing = (chunks: unknown[]) => {
+    const t = new ChatStreamTranslator(ctx);
+    return chunks.flatMap((c) => t.push(c)).filter((e) => e.type === 'message_delta').map((e) => e.usage);
+  };
+  const want = [{ input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 60 }];
+  // continuous usage stats: a running count on every content chunk, none on the finish chunk, then the usage chunk
+  assert.deepEqual(closing([
+    { ...chunk({ content: 'a' }), usage: { prompt_tokens: 100, completion_tokens: 10, total_tokens: 110 } },
+    { ...chunk({ content: 'b' }), usage: { prompt_tokens: 100, completion_tokens: 50, total_tokens: 150 } },
+    chunk({}, 'stop'),
+    { id: 'chatcmpl-Z', choices: [], usage: final },
+  ]), want);
+  // an empty usage on the first chunk
+  assert.deepEqual(closing([{ ...chunk({ role: 'assistant', content: 'a' }), usage: {} }, chunk({}, 'stop'), { id: 'chatcmpl-Z', choices: [], usage: final }]), want);
+  // a usage on the finish chunk, then the usage chunk with other counts: the later one
+  assert.deepEqual(closing([
+    chunk({ content: 'a' }),
+    { ...chunk({}, 'stop'), usage: { prompt_tokens: 100, completion_tokens: 5, total_tokens: 105 } },
+    { id: 'chatcmpl-Z', choices: [], usage: final },
+  ]), want);
+  // a running usage and a finish without usage, then [DONE] (no usage chunk): the last usage seen
+  const t = new ChatStreamTranslator(ctx);
+  t.push({ ...chunk({ content: 'a' }), usage: { prompt_tokens: 100, completion_tokens: 7, total_tokens: 107 } });
+  t.push(chunk({}, 'stop'));
+  assert.equal(t.awaitingFinalUsage, false);
+  assert.deepEqual(t.end().find((e) => e.type === 'message_delta')?.usage,
+    { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 7 });
+});
+
+test('usage on the finish chunk over a connection left open: the relay waits the grace for a usage chunk, then closes with the usage it has', async () => {
+  const frames = [
+    `data: ${JSON.stringify(chunk({ role: 'assistant', content: 'a b' }))}\n\n`,
+    `data: ${JSON.stringify({ ...chunk({}, 'stop'), usage })}\n\n`,
+  ];
+  async function* body() {
+    for (const f of frames) yield Buffer.from(f);
+    await new Promise(() => {}); // silence, never closed
+  }
+  const started = performance.now();
+  let text = '';
+  for await (const b of anthropicSseFromOpenAI(body(), ctx, 50)) text += b.toString('utf8');
+  assert.ok(performance.now() - started >= 45, 'waited for a usage chunk');
+  assert.match(text, /"usage":\{"input_tokens":400,"cache_creation_input_tokens":0,"cache_read_input_tokens":600,"output_tokens":20\}\}\n\nevent: message_stop\ndata: \{"type":"message_stop"\}\n\n$/);
+  // the same with the usage chunk coming: closed by it, with its counts
+  const later = { prompt_tokens: 1000, completion_tokens: 30, total_tokens: 1030 };
+  async function* body2() {
+    for (const f of frames) yield Buffer.from(f);
+    yield Buffer.from(`data: ${JSON.stringify({ id: 'chatcmpl-Z', choices: [], usage: later })}\n\n`);
+    await new Promise(() => {});
+  }
+  text = '';
+  for await (const b of anthropicSseFromOpenAI(body2(), ctx, 60_000)) text += b.toString('utf8');
+  assert.match(text, /"usage":\{"input_tokens":1000,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":30\}\}\n\nevent: message_stop/);
 });
 
 test('a finished stream over a connection left open: the SSE relay yields the closing frames and stops reading without [DONE] or the end of the body', async () => {
@@ -207,4 +270,24 @@ test('OpenAI errors with code null map by status first, like the Anthropic path:
   const t = new ChatStreamTranslator(ctx);
   assert.deepEqual(t.push({ error: { message: 'slow down', type: 'requests', code: 'rate_limit_exceeded' } }),
     [{ type: 'error', error: { type: 'rate_limit_error', message: 'slow down' } }]);
+});
+
+test('cached_tokens that are no split of the prompt (negative, a fraction, a string, more than prompt_tokens): the whole prompt is input, cache reads marked unusable (-1: invalid_count, 0)', () => {
+  const u = (cached: unknown) => anthropicUsage({ prompt_tokens: 100, completion_tokens: 10, total_tokens: 110, prompt_tokens_details: { cached_tokens: cached as number } });
+  const whole = { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: UNUSABLE_CACHED_TOKENS, output_tokens: 10 };
+  for (const bad of [-50, 10.5, '40', 500, 1e20]) assert.deepEqual(u(bad), whole, String(bad));
+  assert.equal(UNUSABLE_CACHED_TOKENS, -1);
+  // usable: split as before; absent or null: no cache reads
+  assert.deepEqual(u(40), { input_tokens: 60, cache_creation_input_tokens: 0, cache_read_input_tokens: 40, output_tokens: 10 });
+  assert.deepEqual(u(100), { input_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 100, output_tokens: 10 });
+  assert.deepEqual(u(null), { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 10 });
+  assert.deepEqual(anthropicUsage({ prompt_tokens: 100, completion_tokens: 10, total_tokens: 110 }), { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 10 });
+});
+
+test('an OpenAI error object where an answer was due: the Anthropic error body, type by its code', () => {
+  assert.deepEqual(anthropicErrorOf({ message: 'Incorrect API key provided', type: 'invalid_request_error', code: 'invalid_api_key' }),
+    { type: 'error', error: { type: 'api_error', message: 'Incorrect API key provided' } });
+  assert.deepEqual(anthropicErrorOf({ message: 'too long', code: 'context_length_exceeded' }), { type: 'error', error: { type: 'invalid_request_error', message: 'too long' } });
+  assert.deepEqual(anthropicErrorOf({ code: 'rate_limit_exceeded' }), { type: 'error', error: { type: 'rate_limit_error', message: 'Upstream error' } });
+  assert.deepEqual(anthropicErrorOf({ message: 'quota', type: 'insufficient_quota' }), { type: 'error', error: { type: 'billing_error', message: 'quota' } });
 });

@@ -88,3 +88,22 @@ test('error bodies: param is the parameter a 400 message starts with, null other
     'thinking.budget_tokens: must be less than max_completion_tokens (2048), got 4096; see max_tokens_x and x.max_tokens');
   assert.equal(openAIErrorBody({ type: 'invalid_request_error', code: 'invalid_request', message: 'max_tokens: 5 > 4' }, {}).error.message, 'max_tokens: 5 > 4');
 });
+
+test('the usage an OpenAI client reads is read as the gateway meters it: input-side counts only grow, the placeholder output yields to the delta, counts that are not counts are 0 or change nothing', () => {
+  const usageChunk = (events: string[]) => {
+    const s = new ChatChunkStream({ includeUsage: true, created: 5 });
+    const chunks = chunksOf(events.map((e) => s.push(e)).join(''));
+    return JSON.parse(chunks[chunks.length - 2]!).usage;
+  };
+  const start = (usage: Record<string, unknown>) => ev('message_start', { message: { id: 'msg_3', model: 'm', usage } });
+  const delta = (usage: Record<string, unknown>) => ev('message_delta', { delta: { stop_reason: 'end_turn' }, usage });
+  // a delta that lowers input (7 → 0) and cache reads (3 → 0): the meter keeps 7 and 3; output 1 → 12 replaces
+  assert.deepEqual(usageChunk([start({ input_tokens: 7, cache_read_input_tokens: 3, output_tokens: 1 }), delta({ input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 12 }), ev('message_stop', {})]),
+    { prompt_tokens: 10, completion_tokens: 12, total_tokens: 22, prompt_tokens_details: { cached_tokens: 3 } });
+  // a negative, a fraction and 1e20 change nothing (metered as invalid_count): 5 input, placeholder output 1 → still 1
+  assert.deepEqual(usageChunk([start({ input_tokens: 5, output_tokens: 1 }), delta({ input_tokens: -5, output_tokens: 1e20, cache_read_input_tokens: 2.5 }), ev('message_stop', {})]),
+    { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6, prompt_tokens_details: { cached_tokens: 0 } });
+  // a JSON message with counts that are not counts: 0 each, never negative or 1e20
+  assert.deepEqual(toChatCompletion({ id: 'msg_4', model: 'm', stop_reason: 'end_turn', content: [], usage: { input_tokens: 4, output_tokens: -5, cache_read_input_tokens: 1e20 } }, 1).usage,
+    { prompt_tokens: 4, completion_tokens: 0, total_tokens: 4, prompt_tokens_details: { cached_tokens: 0 } });
+});

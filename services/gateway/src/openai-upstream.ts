@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { gatewayError } from '@tollgate/anthropic';
 import {
-  anthropicSseFromOpenAI, fromOpenAICompletion, openAIErrorToAnthropic, toOpenAIRequest, TranslationError,
+  anthropicErrorOf, anthropicSseFromOpenAI, fromOpenAICompletion, openAIErrorToAnthropic, toOpenAIRequest, TranslationError,
   type OpenAIChatCompletion, type ResponseContext,
 } from '@tollgate/openai-compat';
 import type { UpstreamOptions } from './deps.ts';
@@ -47,8 +47,9 @@ const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null 
  *   cannot serve (a server tool, a PDF…) is answered 400 `invalid_request_error` naming the field,
  *   nothing sent upstream.
  * - 2xx JSON → an Anthropic Message (`fromOpenAICompletion`); 2xx SSE → Anthropic SSE events
- *   (`anthropicSseFromOpenAI`), translated as chunks arrive; an unreadable JSON body is passed on
- *   as is (the gateway records `no_usage`). A 2xx returns at its headers: the body is read and
+ *   (`anthropicSseFromOpenAI`), translated as chunks arrive; a 2xx JSON `{"error": …}` → the
+ *   Anthropic error body (`anthropicErrorOf`: an upstream error, as a 2xx `type: "error"` is on
+ *   the Anthropic path); an unreadable JSON body is passed on as is (the gateway records `no_usage`). A 2xx returns at its headers: the body is read and
  *   translated as the caller reads it, so read errors are the caller's (never a failover), and a
  *   JSON body ends when its top-level value closes (`JsonValueEnd`).
  * - errors → Anthropic's error shape and status (`openAIErrorToAnthropic`), `retry-after` kept.
@@ -173,8 +174,11 @@ export class OpenAIUpstream implements UpstreamClient {
       const text = Buffer.concat(chunks).toString('utf8');
       let json: unknown;
       try { json = JSON.parse(text); } catch { json = undefined; }
+      // An error in a 2xx body (some OpenAI-compatible servers answer errors with a 200): the
+      // Anthropic error body, which the gateway treats as any upstream error (never relayed as is).
+      if (isRecord(json) && isRecord(json.error) && !Array.isArray(json.choices)) yield Buffer.from(JSON.stringify(anthropicErrorOf(json.error)), 'utf8');
       // Not a completion: passed on as it came, so the gateway's own checks (no_usage) apply.
-      if (!isRecord(json) || !Array.isArray(json.choices)) yield Buffer.from(text, 'utf8');
+      else if (!isRecord(json) || !Array.isArray(json.choices)) yield Buffer.from(text, 'utf8');
       else yield Buffer.from(JSON.stringify(fromOpenAICompletion(json as unknown as OpenAIChatCompletion, ctx)), 'utf8');
     };
     return decoded(raw.status, { 'content-type': contentType || 'application/json', ...requestId }, Readable.from(translate(), { objectMode: false }), outputSecrets);

@@ -13,7 +13,7 @@ import { PromptCache } from './prompt-cache.ts';
 import type { RequestRecorder } from './recorder.ts';
 import { buildReply, streamPlan } from './reply.ts';
 import { lastUserText, parseMessagesBody } from './request.ts';
-import { countInputTokens, countWords, promptUnits } from './tokens.ts';
+import { countInputTokens, countWords, openAIImageRuleFor, promptUnits } from './tokens.ts';
 import type { PromptUnit } from './tokens.ts';
 import { isRecord } from './wire.ts';
 import type { JsonObject, OutputBlock } from './wire.ts';
@@ -250,7 +250,7 @@ export function registerOpenAIMode(app: FastifyInstance, opts: OpenAIModeOptions
     const stops = typeof raw['stop'] === 'string' ? [raw['stop']] : Array.isArray(raw['stop']) ? raw['stop'].map(String) : [];
     const maxTokens = body.maxTokens ?? DEFAULT_MAX_COMPLETION_TOKENS;
     const generated = buildReply({ ...body, maxTokens }, directives, opts.defaultOutputTokens, `call_sim_${n}`);
-    const units = withImplicitBreakpoints(promptUnits(body), body);
+    const units = withImplicitBreakpoints(promptUnits(body, openAIImageRuleFor(body.model)), body);
     const total = countInputTokens(units);
     const settled = cache.settle(body.model, units);
     const cached = directives.cache_read ?? settled.readTokens;

@@ -25,12 +25,45 @@ export function imageTokensFor(width: number, height: number): number {
   return Math.max(1, Math.ceil((w * h) / 750));
 }
 
+/** Tokens of an image of `width` × `height` px, by one upstream's rule. */
+export type ImageRule = (width: number, height: number) => number;
+
+/**
+ * OpenAI's high-detail tile rule (OpenAI "Images and vision", "Calculating costs"): fitted into
+ * 2048 × 2048, then scaled down so its shortest side is at most 768, cut into 512-px tiles:
+ * `base + perTile × tiles`. gpt-4o: 85 + 170 a tile (1024 × 1024 → 768 × 768 → 4 tiles → 765);
+ * gpt-4o-mini: 2,833 + 5,667 a tile (its image price matches gpt-4o's).
+ */
+export function openAITileTokens(base: number, perTile: number): ImageRule {
+  return (width, height) => {
+    let w = width;
+    let h = height;
+    const fit = Math.min(1, 2048 / Math.max(w, h));
+    w *= fit;
+    h *= fit;
+    const short = Math.min(1, 768 / Math.min(w, h));
+    w *= short;
+    h *= short;
+    return base + perTile * Math.max(1, Math.ceil(w / 512)) * Math.max(1, Math.ceil(h / 512));
+  };
+}
+
+/**
+ * The image rule of a model the OpenAI mode is asked for: gpt-4o-mini's and gpt-4o's tile rules
+ * (any dated snapshot), else Anthropic's (`imageTokensFor`), as the Messages mode bills.
+ */
+export function openAIImageRuleFor(model: string): ImageRule {
+  if (/^gpt-4o-mini(-|$)/.test(model)) return openAITileTokens(2_833, 5_667);
+  if (/^gpt-4o(-|$)/.test(model)) return openAITileTokens(85, 170);
+  return imageTokensFor;
+}
+
 /** Tokens of an image block's `source`: by its real dimensions when base64 data is readable, else `IMAGE_TOKENS`. */
-function imageSourceTokens(source: unknown): number {
+function imageSourceTokens(source: unknown, rule: ImageRule): number {
   if (!isRecord(source) || source['type'] !== 'base64' || typeof source['data'] !== 'string') return IMAGE_TOKENS;
   try {
     const { width, height } = imageSize(Buffer.from(source['data'], 'base64'));
-    if (width > 0 && height > 0) return imageTokensFor(width, height);
+    if (width > 0 && height > 0) return rule(width, height);
   } catch {
     // not an image the reader knows: the API would reject it; the simulator bills the default
   }
@@ -82,7 +115,7 @@ interface Size {
   imageTokens: number;
 }
 
-function sizeOfBlock(block: unknown, size: Size): void {
+function sizeOfBlock(block: unknown, size: Size, rule: ImageRule): void {
   if (typeof block === 'string') {
     size.chars += block.length;
     return;
@@ -103,14 +136,14 @@ function sizeOfBlock(block: unknown, size: Size): void {
       size.chars += text('data');
       return;
     case 'image':
-      size.imageTokens += imageSourceTokens(block['source']);
+      size.imageTokens += imageSourceTokens(block['source'], rule);
       return;
     case 'document': {
       const source = block['source'];
       if (isRecord(source) && source['type'] === 'text' && typeof source['data'] === 'string') {
         size.chars += source['data'].length;
       } else if (isRecord(source) && source['type'] === 'content' && Array.isArray(source['content'])) {
-        for (const inner of source['content']) sizeOfBlock(inner, size);
+        for (const inner of source['content']) sizeOfBlock(inner, size, rule);
       } else {
         size.imageTokens += IMAGE_TOKENS;
       }
@@ -121,8 +154,8 @@ function sizeOfBlock(block: unknown, size: Size): void {
       return;
     case 'tool_result': {
       const content = block['content'];
-      if (Array.isArray(content)) for (const inner of content) sizeOfBlock(inner, size);
-      else sizeOfBlock(content, size);
+      if (Array.isArray(content)) for (const inner of content) sizeOfBlock(inner, size, rule);
+      else sizeOfBlock(content, size, rule);
       return;
     }
     default:
@@ -132,37 +165,38 @@ function sizeOfBlock(block: unknown, size: Size): void {
   }
 }
 
-function unit(value: JsonObject | string, label: string, breakpoint: CacheTtl | undefined): PromptUnit {
+function unit(value: JsonObject | string, label: string, breakpoint: CacheTtl | undefined, rule: ImageRule): PromptUnit {
   const size: Size = { chars: 0, imageTokens: 0 };
   let key: string;
   if (typeof value === 'string') {
     size.chars = value.length;
     key = `${label}:${JSON.stringify(value)}`;
   } else {
-    sizeOfBlock(value, size);
+    sizeOfBlock(value, size, rule);
     key = `${label}:${JSON.stringify(withoutCacheControl(value))}`;
   }
   return { chars: size.chars, imageTokens: size.imageTokens, breakpoint, key };
 }
 
-export function promptUnits(body: MessagesBody): PromptUnit[] {
+/** The prompt's cacheable units; images at `rule` (default Anthropic's, `imageTokensFor`). */
+export function promptUnits(body: MessagesBody, rule: ImageRule = imageTokensFor): PromptUnit[] {
   const units: PromptUnit[] = [];
   body.tools.forEach((tool, i) => {
     // A tool costs its whole definition, as JSON, without the cache marker.
     const json = JSON.stringify(withoutCacheControl(tool));
     units.push({ chars: json.length, imageTokens: 0, breakpoint: breakpointOf(tool, `tools.${i}`), key: `tool:${json}` });
   });
-  if (typeof body.system === 'string') units.push(unit(body.system, 'system', undefined));
+  if (typeof body.system === 'string') units.push(unit(body.system, 'system', undefined, rule));
   else if (body.system !== undefined) {
-    body.system.forEach((block, i) => units.push(unit(block, 'system', breakpointOf(block, `system.${i}`))));
+    body.system.forEach((block, i) => units.push(unit(block, 'system', breakpointOf(block, `system.${i}`), rule)));
   }
   body.messages.forEach((message, m) => {
     if (typeof message.content === 'string') {
-      units.push(unit(message.content, message.role, undefined));
+      units.push(unit(message.content, message.role, undefined, rule));
       return;
     }
     message.content.forEach((block, i) => {
-      units.push(unit(block, message.role, breakpointOf(block, `messages.${m}.content.${i}`)));
+      units.push(unit(block, message.role, breakpointOf(block, `messages.${m}.content.${i}`), rule));
     });
   });
   return units;

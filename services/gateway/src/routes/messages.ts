@@ -23,6 +23,7 @@ import { acquireLimits, type LimitTicket } from '../limits.ts';
 import { checkModelAllowed, checkServingModelsAllowed } from '../auth.ts';
 import { JsonValueEnd, serverTools, turnCanCarryThinking, upstreamBody, type ServerTools } from '../upstream-body.ts';
 import { checkTranslatable } from '../openai-upstream.ts';
+import { openAIImageRule, openAIImageTokenCap, openAIImageTokens } from '@tollgate/openai-compat';
 import { budgetThinking, CLAMP_HEADER, clampedBody, refusal, spendTerms } from '../admission.ts';
 
 /**
@@ -145,6 +146,18 @@ export function resolveOr404(catalog: Catalog, model: string): ResolvedModel {
   const resolved = resolveModel(catalog, model);
   if (!resolved) throw gatewayError('model_not_found', `model: ${model} is not available on this gateway`);
   return resolved;
+}
+
+/**
+ * The input bound's image rule and window for platform `openai`, where the model served is
+ * `upstreamModel` (an OpenAI model, or whatever an OpenAI-compatible server hosts): images at
+ * that model's OpenAI rule (@tollgate/openai-compat `openAIImageRule`: the dearest documented
+ * one for a name it does not know), and the catalog's (Claude's) window bounding only what
+ * nothing else bounds, since it is not the served model's.
+ */
+function openAIInputLimits(upstreamModel: string): { imageTokenCap: number; imageTokensOf: (w: number, h: number) => number; windowBoundsBilling: false } {
+  const rule = openAIImageRule(upstreamModel);
+  return { imageTokenCap: openAIImageTokenCap(rule), imageTokensOf: (w, h) => openAIImageTokens(rule, w, h), windowBoundsBilling: false };
 }
 
 /**
@@ -345,7 +358,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
     const sent = upstreamBody(body, raw, resolved, tools.maxUses, betas, defaulted);
     const bound = inputTokenBound(body, raw, {
       contextWindow: attemptsContextWindow(version.catalog, resolved.model, limited, body, fallbacks, request.headers['anthropic-beta']),
-      imageTokenCap: resolved.model.imageTokenCap,
+      ...(route.group.platform === 'openai' ? openAIInputLimits(resolved.upstreamModel) : { imageTokenCap: resolved.model.imageTokenCap }),
     });
     request.span?.setAttributes({
       'tollgate.input_bound.unbounded': bound.unbounded.join(','), 'tollgate.input_bound.iterations': bound.iterations,
