@@ -634,18 +634,51 @@ async function lateDeltas(w: Warehouse, last: string, pricing: Pricing, accountI
     const bm = booked.get(account) ?? new Map<string, Map<string, Item>>();
     for (const src of candidates.get(account)!) {
       const was = new Map(bm.get(src) ?? []);
+      const deltas: Item[] = [];
       for (const it of lm.get(src) ?? []) {
         const b = was.get(it.key);
         was.delete(it.key);
-        const d = { ...it, quantity: it.quantity - (b?.quantity ?? 0n), amount: it.amount - (b?.amount ?? 0n) };
-        if (d.quantity !== 0n || d.amount !== 0n) items.push(d);
+        deltas.push({ ...it, quantity: it.quantity - (b?.quantity ?? 0n), amount: it.amount - (b?.amount ?? 0n) });
       }
       // booked once, gone now (e.g. quarantined later): the reverse
-      for (const b of was.values()) {
-        if (b.quantity !== 0n || b.amount !== 0n) items.push({ ...b, quantity: -b.quantity, amount: -b.amount });
-      }
+      for (const b of was.values()) deltas.push({ ...b, quantity: -b.quantity, amount: -b.amount });
+      for (const d of restateLateUsage(deltas)) if (d.quantity !== 0n || d.amount !== 0n) items.push(d);
     }
     if (items.length > 0) out.set(account, items);
+  }
+  return out;
+}
+
+/**
+ * The late usage of one source month as invoice lines: each usage line states its own late
+ * quantity × unit price, truncated (`lineAmount`), as every usage line does, not the difference
+ * of two truncated totals (which can state more than its exact amount: 5 × 19.2 = 96 less the
+ * booked 4 × 19.2 = 76.8 → 76 is 20 for one token of 19.2); the rounding line of its credit
+ * value takes what the late charges hold beyond those lines, so usage and rounding together
+ * still move exactly what the charges moved. `deltas`: live − booked items of the month.
+ */
+function restateLateUsage(deltas: Item[]): Item[] {
+  // Σ (usage + rounding) moved per credit value: the late charges
+  const charged = new Map<string, bigint>();
+  for (const d of deltas) {
+    if (d.section === 'usage' || d.section === 'rounding') charged.set(d.credit, (charged.get(d.credit) ?? 0n) + d.amount);
+  }
+  const out: Item[] = [];
+  const rounding = new Map<string, Item>();
+  for (const d of deltas) {
+    if (d.section === 'usage') {
+      const amount = lineAmount(d.quantity, d.unitPrice, d.dimension);
+      charged.set(d.credit, charged.get(d.credit)! - amount);
+      out.push({ ...d, amount });
+    } else if (d.section === 'rounding') {
+      rounding.set(d.credit, d);
+      out.push(d);
+    } else out.push(d);
+  }
+  for (const [credit, rest] of charged) {
+    const r = rounding.get(credit);
+    if (r !== undefined) r.amount = rest;
+    else if (rest !== 0n) out.push({ source: out[0]!.source, key: `r|cv=${credit}`, section: 'rounding', model: '', dimension: '', unitPrice: '', quantity: 0n, amount: rest, credit });
   }
   return out;
 }

@@ -510,3 +510,36 @@ test('credit history paged in SQL: every page, window and cursor equals the whol
     await w.close();
   }
 });
+
+test('late usage lines state their own quantity × unit price, truncated, never the difference of two truncated totals; the rounding line takes the rest, never negative', async () => {
+  const w = await fresh();
+  try {
+    // a discounted list: haiku input 19.2 µc, cache read 1.92 µc a token
+    const vip = (id: string, ts: number, input: number, cacheRead: number, cost: string) => v2({
+      event_id: id, ts, account_id: 'acc_v', model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5-20251001',
+      upstream_model: 'claude-haiku-4-5-20251001', served_model: 'claude-haiku-4-5-20251001',
+      quantities: q({ input, cache_read: cacheRead }), cost_micros: cost, price_version: PV,
+      unit_prices: { input: '19200000', output: '96000000', cache_read: '1920000' },
+    });
+    // 4 × 19.2 + 5 × 1.92 = 76.8 + 9.6 = 86.4 → 87 µc
+    await w.insertEvents([vip('v1', NOV3, 4, 5, '87')]);
+    await w.command(`ALTER TABLE ${w.tables.usage} UPDATE inserted_at = inserted_at - INTERVAL 1 DAY WHERE 1 SETTINGS mutations_sync = 2`);
+    await closeMonth(w, '2026-11', prices, Date.UTC(2026, 11, 1, 10));
+    assert.deepEqual((await invoiceFor(w, 'acc_v', '2026-11', prices)).lines.map((l) => [l.section, l.dimension, l.quantity, l.amount_micros]), [
+      ['usage', 'input', '4', '76'], ['usage', 'cache_read', '5', '9'], ['rounding', '', '1', '2'],
+    ]);
+    // late, dated 20 November: 1 × 19.2 + 7 × 1.92 = 19.2 + 13.44 = 32.64 → 33 µc
+    await w.insertEvents([vip('v2', Date.UTC(2026, 10, 20), 1, 7, '33')]);
+    const dec = await invoiceFor(w, 'acc_v', '2026-12', prices);
+    // input 1 × 19.2 → 19 (not 96 − 76 = 20); cache_read 7 × 1.92 = 13.44 → 13 (not 23 − 9 = 14);
+    // rounding 33 − 32 = 1 (not −1)
+    assert.deepEqual(dec.lines.map((l) => [l.section, l.source_month, l.dimension, l.quantity, l.amount_micros]), [
+      ['late_usage', '2026-11', 'input', '1', '19'],
+      ['late_usage', '2026-11', 'cache_read', '7', '13'],
+      ['rounding', '2026-11', '', '1', '1'],
+    ]);
+    assert.equal(dec.total.micro_credits, '33');
+  } finally {
+    await w.close();
+  }
+});
