@@ -42,6 +42,20 @@ test('parseCredits reads numbers through their shortest decimal text', () => {
   assert.equal(parseCredits(0.000001), 1n);
 });
 
+test('a JSON number of credits is exact below 2^33; from there on one with a fraction is refused (doubles are over 1 µc apart), a whole one read exactly', () => {
+  // just below 2^33: the spacing of doubles (2^-20) is under 1 µc, every 6-decimal amount exact
+  assert.equal(parseCredits(8589934591.999999), 8_589_934_591_999_999n);
+  assert.equal(parseCredits(-8589934591.000001), -8_589_934_591_000_001n);
+  // 8,999,999,999.999999 has no double of its own (it reads back as …998): refused, naming the way out
+  assert.throws(() => parseCredits(8999999999.999999), /not exact as a JSON number: from 8589934592 credits on, send amounts with a fraction as a decimal string/);
+  assert.throws(() => parseCredits(8589934592.000001), MoneyError);
+  assert.throws(() => parseCredits(-9007199254.5), MoneyError);
+  // the same amounts as strings, and whole numbers there, are exact
+  assert.equal(parseCredits('8999999999.999999'), 8_999_999_999_999_999n);
+  assert.equal(parseCredits(8999999999), 8_999_999_999_000_000n);
+  assert.equal(parseCredits(-9007199254), -9_007_199_254_000_000n);
+});
+
 test('parseCredits rejects what it cannot represent exactly', () => {
   const bad: Array<string | number> = [
     '', ' 1', '1 ', '1.', '.5', '1e3', '1,5', '0x10', 'abc', '--1', '1_000',

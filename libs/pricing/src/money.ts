@@ -37,6 +37,12 @@ export function parseExactDecimal(v: string): ExactDecimal {
 }
 
 /**
+ * 2^33 credits: below it, every micro-credit amount has a double of its own (their spacing is
+ * under 10^-6), so a JSON number is read exactly; from it on, the spacing passes 1 µc.
+ */
+export const EXACT_NUMBER_CREDITS = 2 ** 33;
+
+/**
  * Parses decimal text into an integer number of `10^-scale` units, exactly.
  * `parseDecimal("12.34", 6)` is `12_340_000n`. More fractional digits than `scale` are accepted
  * only when the extra digits are zeros; otherwise the value is not representable and it throws.
@@ -58,12 +64,18 @@ export function parseDecimal(v: string, scale: number): bigint {
  * Credits (decimal string or number) → micro-credits; throws MoneyError with one sentence that
  * names the value and the rule (at most 6 decimal places, a plain decimal, a finite number). A number is read through its shortest
  * round-trip text (`String(0.1)` is "0.1"), so no binary float error reaches the result;
- * non-finite numbers and numbers whose text needs an exponent (1e21, 1e-7) are rejected.
+ * non-finite numbers and numbers whose text needs an exponent (1e21, 1e-7) are rejected. From
+ * `EXACT_NUMBER_CREDITS` (2^33) on, doubles are more than 1 µc apart, so two amounts a client
+ * may have meant read as one: a number there with a fraction is refused (send the amount as a
+ * decimal string); a whole number is exact (up to the 2^53 − 1 µc bound).
  */
 export function parseCredits(v: string | number): bigint {
   let text: string;
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) throw new MoneyError(`credit amount must be finite, got ${v}`);
+    if (Math.abs(v) >= EXACT_NUMBER_CREDITS && !Number.isInteger(v)) {
+      throw new MoneyError(`credit amount ${String(v)} is not exact as a JSON number: from ${EXACT_NUMBER_CREDITS} credits on, send amounts with a fraction as a decimal string ("${String(v)}")`);
+    }
     text = String(v);
     if (/e/i.test(text)) {
       // Below 1e-6 a number's text has an exponent: it has more decimals than credits keep.
