@@ -108,6 +108,48 @@ test('timeout to the headers (UPSTREAM_TIMEOUT_MS): failover to the next upstrea
   assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 36_000n);
 });
 
+test('an upstream 408 (it timed the request out) is failed over like a 5xx: the next upstream serves, billed once', async () => {
+  const { b, c } = await pooled('failover-408');
+  await calls(urlA); await calls(urlB);
+  await fault(urlA, { status: 408 });
+  const { response } = await c.client.messages.create({
+    model: MODEL, max_tokens: 64, messages: [{ role: 'user', content: 'hello' }],
+  }, { headers: { 'x-sim-input': '100', 'x-sim-output': '20' } }).withResponse();
+  const e = await stored(response.headers.get('request-id')!);
+  // 100 × 180 + 20 × 900 = 36,000 µc, served by B on the second attempt
+  assert.deepEqual([e['cost_micros'], e['status'], e['upstream_id'], e['attempts']], ['36000', 'ok', b, 2]);
+  assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 36_000n);
+  assert.deepEqual([await calls(urlA), await calls(urlB)], [1, 1]);
+});
+
+test('a 429 to count_tokens (rate-limited apart from Messages upstream) fails over but does not cool the upstream down for Messages', async () => {
+  const { a, c } = await pooled('count-tokens-429');
+  await calls(urlA); await calls(urlB);
+  await fault(urlA, { status: 429, retry_after: 120 });
+  const counted = await c.client.messages.countTokens({ model: MODEL, messages: [{ role: 'user', content: 'hello' }] }, { headers: { 'x-sim-input': '7' } });
+  assert.equal(counted.input_tokens, 7);
+  assert.deepEqual([await calls(urlA), await calls(urlB)], [1, 1], 'A answered 429, B counted');
+  // the next message goes to A, the preferred upstream: not cooled down, circuit closed
+  const { response } = await c.client.messages.create({
+    model: MODEL, max_tokens: 64, messages: [{ role: 'user', content: 'hello' }],
+  }, { headers: { 'x-sim-input': '100', 'x-sim-output': '20' } }).withResponse();
+  const e = await stored(response.headers.get('request-id')!);
+  assert.deepEqual([e['upstream_id'], e['attempts'], e['cost_micros']], [a, 1, '36000']);
+  const up = await admin<{ health: { cooldown_until: string | null } }>(stack.url, 'GET', `/admin/v1/upstreams/${a}`);
+  assert.equal(up.json.health.cooldown_until, null);
+});
+
+test('count_tokens is open to an account that could pay for a message: a balance of 0 with an overdraft is counted, holds do not count; none of either: 402', async () => {
+  const { c } = await pooled('count-tokens-overdraft');
+  const ask = () => c.client.messages.countTokens({ model: MODEL, messages: [{ role: 'user', content: 'hello' }] }, { headers: { 'x-sim-input': '3' } });
+  // spend the whole balance: 10 credits
+  assert.equal((await admin(stack.url, 'POST', `/admin/v1/accounts/${c.accountId}/credits`, { credits: '-10', kind: 'adjustment', reference: 'zero' })).status, 201);
+  await assert.rejects(ask(), (err: unknown) => (err as { status?: number }).status === 402);
+  assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { overdraft_credits: '5' })).status, 200);
+  await new Promise((r) => setTimeout(r, 1100));
+  assert.equal((await ask()).input_tokens, 3);
+});
+
 test('a group\'s model_mapping names the model upstream; the request is priced as the catalog model', async () => {
   const up = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/upstreams', {
     name: 'mapped', platform: 'anthropic', base_url: urlB, api_key: UPSTREAM_KEY, weight: 1, priority: 0, max_concurrency: null,

@@ -199,17 +199,16 @@ describe('upstream anomalies: one rule each, a status finance can find, never mo
     const c = await customer(stack.url, 10);
     const expected: Record<string, string[]> = {
       negative: ['invalid_count'], string: ['invalid_count'], null: ['invalid_count'], huge: ['invalid_count'],
-      // NaN is not JSON: the whole message_delta is unreadable
-      nan: ['malformed_event'],
+      // NaN is not JSON: the whole message_delta is unreadable, so no output count was given either
+      nan: ['invalid_count', 'malformed_event'],
     };
     for (const [kind, anomalies] of Object.entries(expected)) {
       const { id } = await streamText(c.secret, `[[sim input=300 output=20 bad_usage=${kind}]]`);
       const e = await usageEvent(id);
-      // 300×72, as the JSON answer below; an unreadable delta (NaN) leaves message_start's 1: + 1×360
-      const [cost, output] = kind === 'nan' ? ['21960', 1] : ['21600', 0];
-      assert.deepEqual([e.cost_micros, e.output_tokens, e.status, e.anomalies], [cost, output, 'usage_anomaly', anomalies], kind);
+      // 300×72, as the JSON answer below; message_start's placeholder 1 is never charged as output
+      assert.deepEqual([e.cost_micros, e.output_tokens, e.status, e.anomalies], ['21600', 0, 'usage_anomaly', anomalies], kind);
     }
-    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 4n * 21_600n - 21_960n);
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 5n * 21_600n);
   });
 
   test('JSON with a bad output_tokens: 0 for that class and flagged; NaN, no usage or not JSON: unmetered, charged 0', async () => {
@@ -318,6 +317,16 @@ const pingForever = (res: ServerResponse) => {
 };
 const streamHead = (res: ServerResponse) => res.writeHead(200, { 'content-type': 'text/event-stream', 'request-id': 'req_script' });
 const SCRIPTS: Record<string, Script> = {
+  // a complete stream whose final message_delta carries no usage: no output count was given
+  final_delta_without_usage: (res) => {
+    streamHead(res);
+    res.end(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + sse('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null } }) + STOP);
+  },
+  // a complete stream under a media type written in capitals (media types are case-insensitive)
+  capital_event_stream: (res) => {
+    res.writeHead(200, { 'content-type': 'Text/Event-Stream; charset=UTF-8', 'request-id': 'req_script' });
+    res.end(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }) + STOP);
+  },
   open_after_stop: (res) => {
     streamHead(res);
     res.write(start({ input_tokens: 500, output_tokens: 1 }) + TEXT + finalDelta({ output_tokens: 40 }) + STOP);
@@ -460,6 +469,27 @@ describe('scripted upstream: the answer ends the request; usage reports that can
     assert.deepEqual([delta.cost_micros, delta.status, delta.anomalies], ['50400', 'usage_anomaly', ['missing_message_stop']]);
     // third: 500×72 + 40×360 + 5,000×90 (cache write 5m) = 36,000 + 14,400 + 450,000 = 500,400
     assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 2n * 50_400n - 500_400n);
+  });
+
+  test('a complete stream whose final message_delta gives no output count: output 0 and invalid_count, never message_start\'s placeholder charged as output', async () => {
+    const c = await customer(gw.url, 10);
+    const res = await post(c.secret, 'final_delta_without_usage');
+    assert.equal(res.status, 200);
+    assert.ok((await res.text()).endsWith(STOP));
+    const e = await eventOf(res.headers.get('request-id')!);
+    // 500×72 + 0×360 = 36,000 µc (the placeholder as output: 36,360)
+    assert.deepEqual([e.cost_micros, e.output_tokens, e.status, e.anomalies], ['36000', 0, 'usage_anomaly', ['invalid_count']]);
+    assert.equal(await settledBalance(stack, c.accountId), 10_000_000n - 36_000n);
+  });
+
+  test('an event stream whose media type is written in capitals (Text/Event-Stream) is relayed and metered as one', async () => {
+    const c = await customer(gw.url, 10);
+    const res = await post(c.secret, 'capital_event_stream');
+    assert.equal(res.status, 200);
+    assert.ok((await res.text()).endsWith(STOP));
+    const e = await eventOf(res.headers.get('request-id')!);
+    // 500×72 + 40×360 = 36,000 + 14,400 = 50,400
+    assert.deepEqual([e.cost_micros, e.status, e.anomalies], ['50400', 'ok', undefined]);
   });
 
   test('events after the final message_delta: the grace restarts on each non-ping event, a later delta\'s usage is counted, content after the stop_reason relayed and flagged event_after_stop', { timeout: 30_000 }, async () => {

@@ -175,7 +175,8 @@ test('error event after content (HTTP 200 already sent)', () => {
     completed: false,
     answered: false,
     error: { type: 'overloaded_error', message: 'Overloaded — 过载 🔥' },
-    usage: { input: 472, output: 3, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
+    // message_start's output is a placeholder, not a count: no delta gave one (0)
+    usage: { input: 472, output: 0, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
   });
 });
 
@@ -185,7 +186,8 @@ test('stream cut off mid-event: the partial event is not counted', () => {
     stopReason: null,
     completed: false,
     answered: false,
-    usage: { input: 472, output: 3, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
+    // cut before the final message_delta: message_start's placeholder output is no count (0)
+    usage: { input: 472, output: 0, cacheRead: 10240, cacheWrite5m: 0, cacheWrite1h: 2048 },
   });
 });
 
@@ -319,8 +321,9 @@ test('bad final output_tokens (negative, string, 1e20, null): no count was given
 
 test('a NaN count makes the event unparsable: malformed_event, the answer framing from the rest', () => {
   checkAllSplits(start({ input_tokens: 300, output_tokens: 1 }) + TEXT + frame('message_delta', '{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":NaN}}') + STOP, {
-    ...base, stopReason: null, malformed: 1, anomalies: ['malformed_event'],
-    usage: { input: 300, output: 1, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
+    // the final report could not be read: no output count was given (0, invalid_count), never the placeholder
+    ...base, stopReason: null, malformed: 1, anomalies: ['invalid_count', 'malformed_event'],
+    usage: { input: 300, output: 0, cacheRead: 0, cacheWrite5m: 0, cacheWrite1h: 0 },
   });
 });
 
@@ -403,4 +406,23 @@ test('stream pricing facts: serving model (bounded), stop_reason, output seen on
   refusal.push(STOP);
   refusal.end();
   assert.deepEqual([refusal.outputSeen, refusal.stopReason, refusal.model, refusal.anomalies], [false, 'refusal', null, ['invalid_label']]);
+});
+
+test('a complete stream whose final message_delta gives no output count: 0 output and invalid_count, never the placeholder (absent usage, usage without output_tokens, message_start alone)', () => {
+  const delta = (usage?: Record<string, unknown>) => frame('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, ...(usage ? { usage } : {}) });
+  for (const [name, body, anomalies] of [
+    ['no usage key', start({ input_tokens: 100, output_tokens: 1 }) + TEXT + delta() + STOP, ['invalid_count']],
+    ['usage {}', start({ input_tokens: 100, output_tokens: 1 }) + TEXT + delta({}) + STOP, ['invalid_count']],
+    ['a placeholder of 30, delta without usage', start({ input_tokens: 100, output_tokens: 30 }) + TEXT + delta() + STOP, ['invalid_count']],
+  ] as const) {
+    const m = new StreamMeter();
+    m.push(body);
+    m.end();
+    assert.deepEqual([m.usage().output, m.usage().input, m.anomalies], [0, 100, anomalies], name);
+  }
+  // the same with an output count: as before
+  const ok = new StreamMeter();
+  ok.push(start({ input_tokens: 100, output_tokens: 1 }) + TEXT + delta({ output_tokens: 50 }) + STOP);
+  ok.end();
+  assert.deepEqual([ok.usage().output, ok.anomalies], [50, []]);
 });

@@ -85,7 +85,9 @@ export class StreamMeter {
 
   /**
    * The upstream body ended (or was cut). An unfinished last event is discarded, not guessed:
-   * only complete events count. Further pushes are ignored.
+   * only complete events count. Further pushes are ignored. An output count that is still
+   * `message_start`'s placeholder is 0 from here on (`UsageTally.endReports`), and
+   * `invalid_count` where the answer is complete: its final report gave no output count.
    */
   end(): void {
     if (this.#ended) return;
@@ -97,6 +99,7 @@ export class StreamMeter {
       this.overflowed = true;
     }
     if (this.stopped && !this.completed && this.error === null) this.#anomalies.add('missing_message_stop');
+    if (this.#tally.endReports() && this.answered && this.error === null) this.#anomalies.add('invalid_count');
   }
 
   /**

@@ -258,6 +258,20 @@ export class UsageTally {
     }
   }
 
+  /**
+   * The reports are over. An output count that is still `message_start`'s placeholder was never
+   * given (a final `message_delta` without `usage`, or one that could not be read, or a stream
+   * cut before it): it is 0, as a JSON answer without a usable count reads, never the
+   * placeholder charged as output. True when that happened (the caller flags `invalid_count`
+   * where the answer claimed to be complete). Idempotent.
+   */
+  endReports(): boolean {
+    if (!this.#outputPlaceholder) return false;
+    this.#counts.set('output_tokens', 0);
+    this.#outputPlaceholder = false;
+    return true;
+  }
+
   /** `output_tokens`: a placeholder (message_start) yields to the first authoritative report. */
   #takeOutput(value: unknown, placeholder: boolean): void {
     const had = this.#counts.has('output_tokens');

@@ -261,6 +261,12 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       held_credits: creditsToNumber(b.held),
       available_credits: creditsToNumber(b.available),
       balance_micro_credits: b.balance.toString(),
+      held_micro_credits: b.held.toString(),
+      available_micro_credits: b.available.toString(),
+      // exact decimal text in credits (the numbers above are for display and round past 2^53 µc)
+      balance: formatCredits(b.balance),
+      held: formatCredits(b.held),
+      available: formatCredits(b.available),
     };
   };
 

@@ -13,7 +13,7 @@ import {
 import type { UpstreamOptions } from './deps.ts';
 import { JsonValueEnd } from './upstream-body.ts';
 import {
-  asUpstreamBody, decoded, upstreamHeaders, UpstreamConnection, type UpstreamClient, type UpstreamResponse,
+  asUpstreamBody, decoded, isEventStream, upstreamHeaders, UpstreamConnection, type UpstreamClient, type UpstreamResponse,
 } from './upstream.ts';
 
 /** The message of the 404 `count_tokens` answers on this platform (seed reference wording). */
@@ -146,7 +146,7 @@ export class OpenAIUpstream implements UpstreamClient {
       }
       return this.#answer(mapped.status, mapped.body, { ...requestId, ...retry });
     }
-    if (contentType.startsWith('text/event-stream')) {
+    if (isEventStream(contentType)) {
       const inner = raw.body;
       const relay = async function* () {
         try { yield* anthropicSseFromOpenAI(inner, ctx); } finally { inner.cancel(); }

@@ -506,6 +506,14 @@ export function header(res: UpstreamResponse, name: string): string | null {
 }
 
 /**
+ * Whether a `content-type` value is an event stream: its media type (before any `;` parameter),
+ * compared case-insensitively as RFC 9110 §8.3.1 says (`Text/Event-Stream; charset=utf-8` is one).
+ */
+export function isEventStream(contentType: string | null | undefined): boolean {
+  return (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase() === 'text/event-stream';
+}
+
+/**
  * Reads an upstream error body and turns it into the error the client sees: `retry-after` and
  * `x-should-retry` kept, no other upstream header, credentials redacted from the message
  * (`upstreamErrorToGateway`).

@@ -206,3 +206,17 @@ test('accounts and keys update --group: the upstream group reaches the record, n
   assert.equal(unknown.stdout, '');
   assert.match(unknown.stderr, /^tollgate accounts update: 400 invalid_request: group_id: /);
 });
+
+// Last: the account it makes would count in the reconcile test above.
+test('balances past 2^53 µc of credits in doubles: the account view and the table give them exactly (decimal text), never a rounded number', async () => {
+  const created = ok<{ id: string }>(await tg('accounts', 'create', 'deep-red'));
+  // −(2^53 − 1) µc: as a double of credits it reads −9007199254.740992
+  const moved = await admin<{ balance_micro_credits: string }>(stack.url, 'POST', `/admin/v1/accounts/${created.id}/credits`, { credits: '-9007199254.740991', kind: 'adjustment', reference: 'deep' });
+  assert.equal(moved.status, 201, JSON.stringify(moved.json));
+  const view = (await admin<Record<string, unknown>>(stack.url, 'GET', `/admin/v1/accounts/${created.id}`)).json;
+  assert.deepEqual([view['balance'], view['held'], view['available'], view['balance_micro_credits'], view['held_micro_credits'], view['available_micro_credits']],
+    ['-9007199254.740991', '0', '-9007199254.740991', '-9007199254740991', '0', '-9007199254740991']);
+  const table = await tg('accounts', 'list', '--format', 'table');
+  const row = table.stdout.split('\n').find((l) => l.includes(created.id))!;
+  assert.match(row, /│ -9007199254\.740991 +│ 0 +│ -9007199254\.740991 +│$/);
+});

@@ -64,6 +64,13 @@ export interface SendContext {
   keyId: string;
   /** Date.now() when the request arrived */
   arrivedAt: number;
+  /**
+   * The endpoint has a rate limit of its own upstream (token counting: Anthropic limits it apart
+   * from Messages): a 429 fails over but neither counts against the upstream's circuit nor cools
+   * it down, so it never takes the upstream out of Messages traffic. A subscription account's
+   * unified window (`anthropic-ratelimit-unified-status: rejected`) is the account's: it still does.
+   */
+  ownRateLimit?: boolean;
 }
 
 /** How an attempt's response is judged. */
@@ -71,7 +78,8 @@ type Verdict = { kind: 'served' } | { kind: 'failover'; open: boolean; coolUntil
 
 /**
  * Judges an upstream answer at its headers. 2xx and the request's own 4xx (400, 404, 413, …):
- * served (the upstream works). Fail over: 5xx and 529 (overloaded), 429 (rate limited), and
+ * served (the upstream works). Fail over: 5xx and 529 (overloaded), 408 (the upstream timed the
+ * request out: transient, and the gateway answers it as a retryable 503), 429 (rate limited), and
  * 401/402/403 — the upstream refused the gateway's account (bad credential, no credit, no
  * permission), which no other request will fix, so the circuit opens at once. A cooldown comes
  * from `anthropic-ratelimit-unified-status: rejected` with `anthropic-ratelimit-unified-reset`
@@ -82,7 +90,7 @@ export function judge(res: UpstreamResponse, now: number): Verdict {
   const s = res.status;
   if (s < 400) return { kind: 'served' };
   const refused = s === 401 || s === 402 || s === 403;
-  if (!(refused || s === 429 || s >= 500)) return { kind: 'served' };
+  if (!(refused || s === 408 || s === 429 || s >= 500)) return { kind: 'served' };
   let coolUntil: number | null = null;
   if (header(res, 'anthropic-ratelimit-unified-status')?.trim().toLowerCase() === 'rejected') {
     const reset = Number(header(res, 'anthropic-ratelimit-unified-reset')?.trim());
@@ -287,8 +295,13 @@ export class UpstreamPool {
         }
         return { upstreamId: id, attempts, outcome: { res }, release };
       }
-      health.failed(verdict.open, generation);
-      if (verdict.coolUntil !== null) health.coolDown(verdict.coolUntil, generation);
+      const ownLimit = ctx.ownRateLimit === true && res.status === 429
+        && header(res, 'anthropic-ratelimit-unified-status')?.trim().toLowerCase() !== 'rejected';
+      if (ownLimit) health.succeeded(generation);
+      else {
+        health.failed(verdict.open, generation);
+        if (verdict.coolUntil !== null) health.coolDown(verdict.coolUntil, generation);
+      }
       if (more()) {
         res.body.cancel();
         release();

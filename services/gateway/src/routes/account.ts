@@ -112,7 +112,11 @@ export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
       held_credits: creditsToNumber(b.held),
       available_credits: creditsToNumber(b.available),
       balance_micro_credits: b.balance.toString(),
+      held_micro_credits: b.held.toString(),
+      available_micro_credits: b.available.toString(),
       balance: formatCredits(b.balance),
+      held: formatCredits(b.held),
+      available: formatCredits(b.available),
     };
   });
 }

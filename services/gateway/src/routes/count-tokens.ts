@@ -8,16 +8,22 @@ import { guardState } from '../state.ts';
 import { acquireSlot } from '../limits.ts';
 import { resolveOr404 } from './messages.ts';
 import { checkModelAllowed } from '../auth.ts';
+import { spendTerms } from '../admission.ts';
 
-/** Forwarded like a message, but free: it needs a key and a positive balance, and records no usage. */
+/**
+ * Forwarded like a message, but free: it needs a key and an account that could pay for a
+ * message (balance + overdraft above 0; holds do not count, nothing is held), and records no
+ * usage. Anthropic rate-limits token counting apart from Messages, so an upstream's 429 here
+ * fails over but does not cool the upstream down for Messages (`SendContext.ownRateLimit`).
+ */
 export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool: UpstreamPool): void {
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const caller = request.caller!;
     const body = validateCountTokensRequest(request.body);
     const resolved = resolveOr404(deps.prices!.current().catalog, body.model);
     checkModelAllowed(caller, resolved.model.id, body.model);
-    const { available } = await guardState(() => deps.balances.get(caller.account.id));
-    if (available <= 0n) throw gatewayError('insufficient_credits');
+    const { balance } = await guardState(() => deps.balances.get(caller.account.id));
+    if (balance + spendTerms(caller).overdraft <= 0n) throw gatewayError('insufficient_credits');
     // the caller's group, as a message would be served (issue 10): its upstreams and model mapping
     const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
     const upstreamModel = route.mappedModel ?? resolved.upstreamModel;
@@ -26,7 +32,7 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool:
     const release = acquireSlot(deps, request);
     try {
       // failover before anything reaches the client, as for a message; free, so no usage event
-      const sent = await pool.send(route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: Date.now() },
+      const sent = await pool.send(route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: Date.now(), ownRateLimit: true },
         (client) => client.post('/v1/messages/count_tokens', searchOf(request.url), request.headers, out));
       try {
         if ('error' in sent.outcome) throw sent.outcome.error;

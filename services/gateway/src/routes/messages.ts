@@ -15,7 +15,7 @@ import {
 } from '@tollgate/telemetry';
 import type { GatewayDeps } from '../deps.ts';
 import { advisorBoundKey, boundedUpstreamId, settle, type AttemptBound, type Metered, type Outcome, type Publication } from '../metering.ts';
-import { header, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
+import { header, isEventStream, scrubBody, searchOf, upstreamErrorOf, type Upstream, type UpstreamResponse } from '../upstream.ts';
 import type { Route, Sent, UpstreamPool } from '../pool/selector.ts';
 import { guardState, stateUnavailable } from '../state.ts';
 import { spanned, UNTRACED_SPAN } from '../spans.ts';
@@ -577,7 +577,7 @@ export function messagesRoutes(app: FastifyInstance, deps: GatewayDeps, _upstrea
         return reply;
       }
 
-      if ((header(res, 'content-type') ?? '').startsWith('text/event-stream')) {
+      if (isEventStream(header(res, 'content-type'))) {
         // An event stream to a request that did not ask for one is read (metered) but never relayed.
         await relayStream(deps, x, res, upstreamRequestId, finish, upstreamSpan, m.stream);
         return reply;

@@ -50,7 +50,7 @@ export function requireChange(body: Record<string, unknown>, options: readonly s
 
 const ACCOUNT_COLUMNS = [
   ['id', 'id'], ['name', 'name'], ['status', 'status'], ['plan_id', 'plan'], ['price_list', 'price list'],
-  ['balance_credits', 'balance'], ['held_credits', 'held'], ['available_credits', 'available'],
+  ['balance', 'balance'], ['held', 'held'], ['available', 'available'],
 ] as const;
 
 const ACCOUNT_UPDATE_FIELDS = [
