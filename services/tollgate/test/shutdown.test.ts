@@ -60,11 +60,11 @@ test('stop while a stream outlives the grace: the upstream read is cut and settl
   // the client is told the answer was cut, in the stream's own error shape
   assert.match(text, /event: error\ndata: \{"type":"error","error":\{"type":"overloaded_error","code":"overloaded","message":"This gateway is shutting down and cut the stream before the answer ended; retry the request"\},"request_id":"[^"]+"\}\n\n$/);
   const events = await usageAfterRestart(a.accountId);
-  // reported until the cut (message_start): 100 input, 1 output → 100 × 24 + 1 × 120 = 2,520 µc
+  // reported until the cut (message_start): 100 input; its output 1 is a placeholder, no count → 100 × 24 = 2,400 µc
   assert.deepEqual(events.map((e) => [e.status, e.input_tokens, e.output_tokens, e.cost_micros, e.anomalies]), [
-    ['client_disconnect', 100, 1, '2520', ['cut_by_shutdown']],
+    ['client_disconnect', 100, 0, '2400', ['cut_by_shutdown']],
   ]);
-  assert.equal(await settledBalance(stack, a.accountId), 10_000_000n - 2_520n);
+  assert.equal(await settledBalance(stack, a.accountId), 10_000_000n - 2_400n);
 });
 
 test('stop while a stream would end within the grace: it is not cut, it ends and is charged in full (ok)', async () => {
@@ -198,10 +198,10 @@ test('an upload begun before the stop whose body arrives during the grace, after
   await Promise.all([stopped, upload.closed]);
   const text = upload.text();
   assert.match(text, /event: error\ndata: \{"type":"error","error":\{"type":"overloaded_error","code":"overloaded","message":"This gateway is shutting down and cut the stream before the answer ended; retry the request"\},"request_id":"[^"]+"\}\n\n/);
-  // reported until the cut (message_start): 100 input, 1 output → 100 × 24 + 1 × 120 = 2,520 µc
+  // reported until the cut (message_start): 100 input; its output 1 is a placeholder, no count → 100 × 24 = 2,400 µc
   const events = await usageAfterRestart(a.accountId);
   assert.deepEqual(events.map((e) => [e.status, e.input_tokens, e.output_tokens, e.cost_micros, e.anomalies]), [
-    ['client_disconnect', 100, 1, '2520', ['cut_by_shutdown']],
+    ['client_disconnect', 100, 0, '2400', ['cut_by_shutdown']],
   ]);
-  assert.equal(await settledBalance(stack, a.accountId), 10_000_000n - 2_520n);
+  assert.equal(await settledBalance(stack, a.accountId), 10_000_000n - 2_400n);
 });
