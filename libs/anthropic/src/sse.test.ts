@@ -426,3 +426,26 @@ test('a complete stream whose final message_delta gives no output count: 0 outpu
   ok.end();
   assert.deepEqual([ok.usage().output, ok.anomalies], [50, []]);
 });
+
+test('steps only message_start reported (usage.iterations) are placeholders too: their output is 0 unless a later report gives steps; their input stands', () => {
+  const it = (output: number) => [{ type: 'message', model: 'claude-sonnet-4-5-20250929', input_tokens: 10, output_tokens: output }];
+  const delta = (usage: Record<string, unknown>) => frame('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage });
+  const run = (body: string) => {
+    const m = new StreamMeter();
+    m.push(body);
+    m.end();
+    return { output: m.usage().output, steps: m.tally.iterations()?.map((s) => [s.usage.input, s.usage.output]), anomalies: m.anomalies };
+  };
+  // the final delta gives output 5 and no steps: the step's 30 was message_start's, not a count
+  assert.deepEqual(run(start({ input_tokens: 10, output_tokens: 30, iterations: it(30) }) + TEXT + delta({ output_tokens: 5 }) + STOP),
+    { output: 5, steps: [[10, 0]], anomalies: [] });
+  // no usage in the final delta: 0 everywhere, invalid_count
+  assert.deepEqual(run(start({ input_tokens: 10, output_tokens: 30, iterations: it(30) }) + TEXT + delta({}) + STOP),
+    { output: 0, steps: [[10, 0]], anomalies: ['invalid_count'] });
+  // the final delta gives its steps: they count
+  assert.deepEqual(run(start({ input_tokens: 10, output_tokens: 1, iterations: it(1) }) + TEXT + delta({ output_tokens: 40, iterations: it(40) }) + STOP),
+    { output: 40, steps: [[10, 40]], anomalies: [] });
+  // a message_start repeated after the delta's steps does not replace them
+  assert.deepEqual(run(start({ input_tokens: 10, output_tokens: 1, iterations: it(1) }) + delta({ output_tokens: 40, iterations: it(40) })
+    + start({ input_tokens: 10, output_tokens: 1, iterations: it(99) }) + STOP).steps, [[10, 40]]);
+});

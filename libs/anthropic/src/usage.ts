@@ -211,6 +211,8 @@ export class UsageTally {
   #serverTools = new Map<string, number>();
   /** the latest valid `usage.iterations` */
   #iterations: WireIteration[] | null = null;
+  /** the kept `iterations` came only from a `message_start`: their output counts are placeholders too */
+  #iterationsPlaceholder = false;
   /** the kept `output_tokens` came only from a `message_start` (a placeholder, see `add`) */
   #outputPlaceholder = false;
   /** anomalies seen in the reports, in the order first seen */
@@ -243,7 +245,7 @@ export class UsageTally {
     for (const [key, value] of Object.entries(report)) {
       if (value == null || key === 'cache_creation' || key === CACHE_TOTAL || (TOP_COUNTS as readonly string[]).includes(key)) continue;
       if (key === 'server_tool_use') this.#takeServerTools(value);
-      else if (key === 'iterations') this.#takeIterations(value);
+      else if (key === 'iterations') this.#takeIterations(value, placeholderOutput);
       else if ((USAGE_LABELS as readonly string[]).includes(key)) {
         if (wireLabel(value) === undefined) this.anomalies.add('invalid_label');
         else this.#extra[key] = value;
@@ -259,13 +261,20 @@ export class UsageTally {
   }
 
   /**
-   * The reports are over. An output count that is still `message_start`'s placeholder was never
+   * The reports are over. An output count that is still `message_start`'s placeholder (the top
+   * level's, or a step's of `iterations` only `message_start` gave) was never
    * given (a final `message_delta` without `usage`, or one that could not be read, or a stream
    * cut before it): it is 0, as a JSON answer without a usable count reads, never the
    * placeholder charged as output. True when that happened (the caller flags `invalid_count`
    * where the answer claimed to be complete). Idempotent.
    */
   endReports(): boolean {
+    // Steps only `message_start` reported: their output counts are placeholders as well (the
+    // final report gave none for them); their input-side counts stand.
+    if (this.#iterationsPlaceholder && this.#iterations !== null) {
+      for (const it of this.#iterations) it.usage = { ...it.usage, output: 0 };
+    }
+    this.#iterationsPlaceholder = false;
     if (!this.#outputPlaceholder) return false;
     this.#counts.set('output_tokens', 0);
     this.#outputPlaceholder = false;
@@ -337,7 +346,9 @@ export class UsageTally {
    * `usage.iterations` is a per-step breakdown the upstream sends once, complete, with the final
    * usage. A later valid list replaces an earlier one unless it is shorter (counts only grow).
    */
-  #takeIterations(value: unknown): void {
+  #takeIterations(value: unknown, placeholder = false): void {
+    // A repeated message_start after a report that gave steps: those stand.
+    if (placeholder && this.#iterations !== null && !this.#iterationsPlaceholder) return;
     if (!Array.isArray(value) || value.length > MAX_ITERATIONS) {
       this.anomalies.add('invalid_label');
       return;
@@ -366,6 +377,7 @@ export class UsageTally {
       return;
     }
     this.#iterations = out;
+    this.#iterationsPlaceholder = placeholder;
   }
 
   /** The merged `server_tool_use` counts (e.g. `{web_search_requests: 3}`). */

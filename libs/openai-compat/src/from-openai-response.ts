@@ -25,6 +25,9 @@ export interface AnthropicUsage {
 
 const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** A usage object that reports something: one of OpenAI's count fields is present. */
+const hasCounts = (u: Json): boolean => u.prompt_tokens != null || u.completion_tokens != null || u.total_tokens != null;
+
 /** A count as Anthropic's usage reader accepts one: a non-negative safe integer. */
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
@@ -172,10 +175,8 @@ export class ChatStreamTranslator {
   #lateText = '';
   #finish: string | null = null;
   #matched: unknown = null;
-  /** the latest usage seen: a running count until the finish chunk, the final one from it on */
+  /** the latest usage with counts seen: totals so far, so the last one is the answer's */
   #usage: OpenAIUsage | null = null;
-  /** a usage came on the finish chunk or after it */
-  #usageSinceFinish = false;
   /** the usage chunk `include_usage` asks for came (no choices, after the finish): nothing follows it */
   #usageFinal = false;
   #ended = false;
@@ -190,13 +191,19 @@ export class ChatStreamTranslator {
   }
 
   /**
-   * True while the answer is complete but for a last word: the finish_reason and a usage on or
-   * after the finish chunk are known, and the usage chunk that ends a stream was not seen yet
-   * (an upstream that reports usage on the finish chunk may send a later, final one). The relay
-   * waits `FINAL_USAGE_GRACE_MS` for it, `[DONE]` or the end of the body, then calls `end()`.
+   * True while the answer is complete but for a last word: the finish_reason and a usage are
+   * known, and the usage chunk that ends a stream (no choices, after the finish) was not seen
+   * (an upstream that reports usage on the finish chunk, or on content chunks, may send a later,
+   * final one). The relay waits `FINAL_USAGE_GRACE_MS` from then for it, `[DONE]` or the end of
+   * the body, then calls `end()`.
    */
   get awaitingFinalUsage(): boolean {
-    return !this.#ended && this.#finish !== null && this.#usageSinceFinish && !this.#usageFinal;
+    return !this.#ended && this.#finish !== null && this.#usage !== null && !this.#usageFinal;
+  }
+
+  /** A finish_reason was seen: the answer is complete (its usage may still come). */
+  get finished(): boolean {
+    return this.#finish !== null;
   }
 
   #start(out: AnthropicEvent[], id: unknown): void {
@@ -284,6 +291,9 @@ export class ChatStreamTranslator {
     const out: AnthropicEvent[] = [];
     if (this.#ended || !isRecord(chunk)) return out;
     if (isRecord(chunk.error)) {
+      // After the finish_reason the answer is complete: an error then does not take it back
+      // (as `error_after_answer` on the Anthropic path); it closes with the usage it has.
+      if (this.#finish !== null) return this.end();
       out.push(anthropicErrorOf(chunk.error));
       this.#ended = true;
       return out;
@@ -307,9 +317,9 @@ export class ChatStreamTranslator {
     }
     // Every usage replaces the one before (OpenAI's counts are totals so far; a server with
     // continuous usage stats sends one on each chunk): the last one is the answer's.
-    if (isRecord(c.usage)) {
+    // A usage without any count (`usage: {}`) says nothing and replaces nothing.
+    if (isRecord(c.usage) && hasCounts(c.usage)) {
       this.#usage = c.usage as OpenAIUsage;
-      if (this.#finish !== null) this.#usageSinceFinish = true;
       // The usage chunk (`include_usage`: no choices) after the finish is the last word.
       if (finishedBefore && (!Array.isArray(c.choices) || c.choices.length === 0)) this.#usageFinal = true;
     }
@@ -383,12 +393,29 @@ export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, c
   });
   const decoder = new TextDecoder();
   const chunks = body[Symbol.asyncIterator]();
+  /** performance.now() ms by which the usage chunk must come, once the answer awaits only it */
+  let deadline: number | undefined;
+  const close = () => {
+    pending.push(...translator.end());
+    return pending.length > 0 ? Buffer.from(pending.map(sseFrame).join(''), 'utf8') : undefined;
+  };
   for (;;) {
-    // Finished with a usage on the finish chunk: a later usage chunk may still come, briefly.
-    const next = translator.awaitingFinalUsage ? await withinMs(chunks.next(), graceMs) : await chunks.next();
+    let next: IteratorResult<Uint8Array> | undefined;
+    try {
+      // Finished, with a usage: a later usage chunk may still come, for one grace from then
+      // (keep-alives do not extend it).
+      if (translator.awaitingFinalUsage) {
+        deadline ??= performance.now() + graceMs;
+        next = await withinMs(chunks.next(), Math.max(0, deadline - performance.now()));
+      } else next = await chunks.next();
+    } catch (err) {
+      // The body broke after the finish_reason: the answer is complete, closed with what it has.
+      if (!translator.finished) throw err;
+      next = undefined;
+    }
     if (next === undefined) {
-      pending.push(...translator.end());
-      if (pending.length > 0) yield Buffer.from(pending.map(sseFrame).join(''), 'utf8');
+      const last = close();
+      if (last !== undefined) yield last;
       return;
     }
     if (next.done) break;

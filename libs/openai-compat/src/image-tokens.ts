@@ -52,16 +52,21 @@ const FAMILIES: ReadonlyArray<readonly [prefix: string, rule: OpenAIImageRule]> 
   ['o3', { kind: 'tiles', base: 75, perTile: 150 }],
 ];
 
+/** A dated snapshot's suffix, as OpenAI names them (`-2024-08-06`). */
+const SNAPSHOT = /^-\d{4}-\d{2}-\d{2}$/;
+
 /**
  * The image rule of the model a `platform: openai` upstream is sent (a group's mapped name, or
- * the catalog model's upstream name): its family's, matched by prefix (`gpt-4o-2024-08-06` is
- * gpt-4o's; `gpt-4o-mini…` is mini's), else `DEAREST_OPENAI_IMAGE_RULE`. An `openai/` or other
- * `vendor/` prefix (routers) is skipped.
+ * the catalog model's upstream name): its family's when the name is the family's own or one of
+ * its dated snapshots (`gpt-4o-2024-08-06` is gpt-4o's, `gpt-4o-mini-2024-07-18` mini's),
+ * case-insensitively, after any `vendor/` prefix (routers: `openai/gpt-4o`); any other name
+ * (`gpt-4o-mini:free`, `gpt-4o-mini@latest`, a fine-tune, another vendor's model) is
+ * `DEAREST_OPENAI_IMAGE_RULE`: a suffix may be another family's, never a cheaper guess.
  */
 export function openAIImageRule(model: string): OpenAIImageRule {
   const name = model.slice(model.lastIndexOf('/') + 1).toLowerCase();
   for (const [prefix, rule] of FAMILIES) {
-    if (name === prefix || name.startsWith(`${prefix}-`)) return rule;
+    if (name === prefix || (name.startsWith(prefix) && SNAPSHOT.test(name.slice(prefix.length)))) return rule;
   }
   return DEAREST_OPENAI_IMAGE_RULE;
 }

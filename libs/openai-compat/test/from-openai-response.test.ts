@@ -179,10 +179,11 @@ test('stale usage is never the answer\'s: a running usage on content chunks, `us
     { id: 'chatcmpl-Z', choices: [], usage: final },
   ]), want);
   // a running usage and a finish without usage, then [DONE] (no usage chunk): the last usage seen
+  // (the relay waits one grace for a usage chunk before it closes with it)
   const t = new ChatStreamTranslator(ctx);
   t.push({ ...chunk({ content: 'a' }), usage: { prompt_tokens: 100, completion_tokens: 7, total_tokens: 107 } });
   t.push(chunk({}, 'stop'));
-  assert.equal(t.awaitingFinalUsage, false);
+  assert.equal(t.awaitingFinalUsage, true);
   assert.deepEqual(t.end().find((e) => e.type === 'message_delta')?.usage,
     { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 7 });
 });
@@ -290,4 +291,57 @@ test('an OpenAI error object where an answer was due: the Anthropic error body, 
   assert.deepEqual(anthropicErrorOf({ message: 'too long', code: 'context_length_exceeded' }), { type: 'error', error: { type: 'invalid_request_error', message: 'too long' } });
   assert.deepEqual(anthropicErrorOf({ code: 'rate_limit_exceeded' }), { type: 'error', error: { type: 'rate_limit_error', message: 'Upstream error' } });
   assert.deepEqual(anthropicErrorOf({ message: 'quota', type: 'insufficient_quota' }), { type: 'error', error: { type: 'billing_error', message: 'quota' } });
+});
+
+test('a complete answer is never lost to what follows it: an error chunk after the finish, the body breaking after it, an empty usage after the real one; usage before the finish closes after the grace', async () => {
+  const usage5 = { prompt_tokens: 30, completion_tokens: 10, total_tokens: 40 };
+  const want = { input_tokens: 30, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 10 };
+  const deltaOf = (text: string) => {
+    const frames = text.split('\n\n').filter(Boolean);
+    const delta = frames.find((f) => f.startsWith('event: message_delta'));
+    return { usage: delta === undefined ? undefined : JSON.parse(delta.split('\ndata: ')[1]!).usage, last: frames.at(-1)?.split('\n')[0] };
+  };
+  const relay = async (pieces: Array<string | Error | 'hang'>, grace = 60_000) => {
+    async function* body() {
+      for (const p of pieces) {
+        if (p === 'hang') await new Promise(() => {});
+        else if (p instanceof Error) throw p;
+        else yield Buffer.from(p);
+      }
+    }
+    let text = '';
+    for await (const b of anthropicSseFromOpenAI(body(), ctx, grace)) text += b.toString('utf8');
+    return deltaOf(text);
+  };
+  const data = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`;
+  const hello = data(chunk({ role: 'assistant', content: 'hello' }));
+  const finishWithUsage = data({ ...chunk({}, 'stop'), usage: usage5 });
+  // an error chunk after the finish: the answer closes with its usage, no error event
+  assert.deepEqual(await relay([hello, finishWithUsage, data({ error: { message: 'late', type: 'server_error' } }), 'hang']).then((r) => [r.usage, r.last]),
+    [want, 'event: message_stop']);
+  // the body breaks after the finish: the same
+  assert.deepEqual(await relay([hello, finishWithUsage, new Error('socket reset')]).then((r) => [r.usage, r.last]), [want, 'event: message_stop']);
+  // before the finish the break is the stream's failure
+  await assert.rejects(relay([hello, new Error('socket reset')]), /socket reset/);
+  // an empty usage after the real one replaces nothing
+  assert.deepEqual((await relay([hello, finishWithUsage, data({ id: 'x', choices: [], usage: {} }), 'hang'], 50)).usage, want);
+  // the usage chunk before the finish chunk, then silence: closed one grace after the finish with it
+  // (the body never ends: only the grace can close it)
+  const early = await relay([hello, data({ id: 'x', choices: [], usage: usage5 }), data(chunk({}, 'stop')), 'hang'], 50);
+  assert.deepEqual(early.usage, want);
+  // keep-alives after the finish do not extend the grace: comments every 25 ms for ever against a
+  // grace of 100 ms (a grace restarted by each would never end; run from the finish, it ends)
+  let pings = 0;
+  async function* pinging() {
+    yield Buffer.from(hello + finishWithUsage);
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 25));
+      pings++;
+      yield Buffer.from(': ping\n\n');
+    }
+  }
+  let text = '';
+  for await (const b of anthropicSseFromOpenAI(pinging(), ctx, 100)) text += b.toString('utf8');
+  assert.deepEqual(deltaOf(text).usage, want);
+  assert.ok(pings > 0, 'keep-alives came meanwhile');
 });

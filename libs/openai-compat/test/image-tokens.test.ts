@@ -12,7 +12,11 @@ test('image rules by model family: the longest prefix, dated snapshots and vendo
   assert.deepEqual(openAIImageRule('gpt-5-nano-2025-08-07'), { kind: 'patches', multiplierPercent: 246 });
   assert.deepEqual(openAIImageRule('gpt-5'), { kind: 'tiles', base: 70, perTile: 140 });
   assert.deepEqual(openAIImageRule('o3'), { kind: 'tiles', base: 75, perTile: 150 });
-  for (const unknown of ['Qwen/Qwen2.5-VL-72B-Instruct', 'gpt-4omini', 'claude-sonnet-4-5', 'o10']) {
+  assert.deepEqual(openAIImageRule('GPT-4o-Mini'), { kind: 'tiles', base: 2_833, perTile: 5_667 });
+  // a suffix that is not a dated snapshot is no family's: never read as a cheaper one (gpt-4o-mini:free is not gpt-4o)
+  for (const unknown of ['Qwen/Qwen2.5-VL-72B-Instruct', 'gpt-4omini', 'claude-sonnet-4-5', 'o10',
+    'openai/gpt-4o-mini:free', 'gpt-4o-mini:latest', 'gpt-4o-mini@2024-07-18', 'gpt-4o-mini_2024', 'gpt-4o-mini.1', 'gpt-4o-mini ',
+    'gpt-4.1-mini:nitro', 'gpt-5-mini:online', 'gpt-5-nano:flex', 'ft:gpt-4o-mini:org::id', 'gpt-4o-audio-preview', 'gpt-4o-2024-08-06x']) {
     assert.equal(openAIImageRule(unknown), DEAREST_OPENAI_IMAGE_RULE, unknown);
   }
 });

@@ -42,16 +42,19 @@ test('parseCredits reads numbers through their shortest decimal text', () => {
   assert.equal(parseCredits(0.000001), 1n);
 });
 
-test('a JSON number of credits is exact below 2^33; from there on one with a fraction is refused (doubles are over 1 µc apart), a whole one read exactly', () => {
-  // just below 2^33: the spacing of doubles (2^-20) is under 1 µc, every 6-decimal amount exact
-  assert.equal(parseCredits(8589934591.999999), 8_589_934_591_999_999n);
-  assert.equal(parseCredits(-8589934591.000001), -8_589_934_591_000_001n);
-  // 8,999,999,999.999999 has no double of its own (it reads back as …998): refused, naming the way out
-  assert.throws(() => parseCredits(8999999999.999999), /not exact as a JSON number: from 8589934592 credits on, send amounts with a fraction as a decimal string/);
-  assert.throws(() => parseCredits(8589934592.000001), MoneyError);
-  assert.throws(() => parseCredits(-9007199254.5), MoneyError);
+test('a JSON number of credits is exact below 2^28; from there on one with a fraction is refused (a double no longer tells every amount apart), a whole one read exactly', () => {
+  // just below 2^28: doubles are under 10^-7 apart, every 6-decimal amount exact, a 7th decimal refused
+  assert.equal(parseCredits(268435455.999999), 268_435_455_999_999n);
+  assert.equal(parseCredits(-268435455.000001), -268_435_455_000_001n);
+  assert.throws(() => parseCredits(268435455.9999995), /more than 6 decimal places/);
+  // from 2^28: 8,589,934,591.9999995 would read as …999999 (its 7th decimal gone), 8,999,999,999.999999
+  // as …998 (no double of its own): refused, without quoting the double as what to send
+  for (const v of [268435456.5, 8589934591.9999995, 8999999999.999999, -9007199254.740991]) {
+    assert.throws(() => parseCredits(v), /^MoneyError: a credit amount of 268435456 credits or more with a fraction is not exact as a JSON number: send it as a decimal string$/, String(v));
+  }
   // the same amounts as strings, and whole numbers there, are exact
   assert.equal(parseCredits('8999999999.999999'), 8_999_999_999_999_999n);
+  assert.equal(parseCredits('-9007199254.740991'), -9_007_199_254_740_991n);
   assert.equal(parseCredits(8999999999), 8_999_999_999_000_000n);
   assert.equal(parseCredits(-9007199254), -9_007_199_254_000_000n);
 });

@@ -37,10 +37,12 @@ export function parseExactDecimal(v: string): ExactDecimal {
 }
 
 /**
- * 2^33 credits: below it, every micro-credit amount has a double of its own (their spacing is
- * under 10^-6), so a JSON number is read exactly; from it on, the spacing passes 1 µc.
+ * 2^28 credits (268,435,456): below it, doubles are under 10^-7 apart, so a JSON number keeps
+ * both what a client meant to the µc and a 7th decimal (which is then refused, as in a string);
+ * from 2^29 on a 7th decimal can vanish into the nearest 6-decimal amount, and from 2^33 two
+ * µc amounts share a double.
  */
-export const EXACT_NUMBER_CREDITS = 2 ** 33;
+export const EXACT_NUMBER_CREDITS = 2 ** 28;
 
 /**
  * Parses decimal text into an integer number of `10^-scale` units, exactly.
@@ -65,16 +67,17 @@ export function parseDecimal(v: string, scale: number): bigint {
  * names the value and the rule (at most 6 decimal places, a plain decimal, a finite number). A number is read through its shortest
  * round-trip text (`String(0.1)` is "0.1"), so no binary float error reaches the result;
  * non-finite numbers and numbers whose text needs an exponent (1e21, 1e-7) are rejected. From
- * `EXACT_NUMBER_CREDITS` (2^33) on, doubles are more than 1 µc apart, so two amounts a client
- * may have meant read as one: a number there with a fraction is refused (send the amount as a
- * decimal string); a whole number is exact (up to the 2^53 − 1 µc bound).
+ * `EXACT_NUMBER_CREDITS` (2^28) on, a double no longer tells every amount a client may have sent
+ * apart (a 7th decimal, then the µc itself), so a number there with a fraction is refused (send
+ * the amount as a decimal string); a whole number is exact (up to the 2^53 − 1 µc bound).
  */
 export function parseCredits(v: string | number): bigint {
   let text: string;
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) throw new MoneyError(`credit amount must be finite, got ${v}`);
     if (Math.abs(v) >= EXACT_NUMBER_CREDITS && !Number.isInteger(v)) {
-      throw new MoneyError(`credit amount ${String(v)} is not exact as a JSON number: from ${EXACT_NUMBER_CREDITS} credits on, send amounts with a fraction as a decimal string ("${String(v)}")`);
+      // Not the number's text in the message: it is the double's, maybe not what was sent.
+      throw new MoneyError(`a credit amount of ${EXACT_NUMBER_CREDITS} credits or more with a fraction is not exact as a JSON number: send it as a decimal string`);
     }
     text = String(v);
     if (/e/i.test(text)) {

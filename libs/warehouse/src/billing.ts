@@ -504,15 +504,17 @@ async function loadFacts(w: Warehouse, scope: FactScope, pricing: Pricing): Prom
 }
 
 /**
- * quantity × unit price (µc per MTok for tokens, per unit otherwise), exact, truncated to the µc:
- * a line never states more than its exact amount, so the rounding line is never negative.
+ * quantity × unit price (µc per MTok for tokens, per unit otherwise), exact, rounded down to the
+ * µc (towards −∞): a line never states more than its exact amount, so the rounding line is never
+ * negative. A late reversal (a negative quantity: an event of a closed month quarantined since)
+ * is rounded down too: −1 × 19.2 is −20, never −19, which would take back less than was booked.
  */
 function lineAmount(quantity: bigint, unitPrice: string, dimension: string): bigint {
   const p = parseExactDecimal(unitPrice);
   const per = DIM_PER.get(dimension) ?? 1n;
   const num = quantity * p.units;
   const den = per * 10n ** BigInt(p.scale);
-  return num >= 0n ? num / den : -(-num / den);
+  return num >= 0n ? num / den : -((-num + den - 1n) / den);
 }
 
 // ---- closes and snapshots ----

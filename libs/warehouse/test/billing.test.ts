@@ -450,16 +450,14 @@ test('late facts after a close are found by their server stamp alone: a late eve
     w = await open(); // a restart: nothing but the warehouse carries over
     assert.deepEqual(await accountDocuments(w, 'acc_a', '2026-11', prices), frozen);
     const dec = await invoiceFor(w, 'acc_a', '2026-12', prices);
-    // Booked for November: haiku input 2 → 48, cache_read 6 → 14, rounding 4 requests 2 µc. Now
-    // (u3 gone, late1 added): haiku input 1 → 24, cache_read 3 → 7 (7.2 truncated); sonnet-4-6
-    // input 2,000 → 396,000, output 400 → 396,000; rounding 4 requests: charges 1,764,032 −
-    // lines 1,764,031 = 1. Deltas: −24, −7, +198,000, +198,000, rounding 0 requests −1 µc.
+    // Late, each line its own quantity × unit price rounded down: u3 gone, haiku input −1 → −24,
+    // cache_read −3 × 2.4 = −7.2 → −8; late1 added, sonnet-4-6 input 1,000 → 198,000, output 200
+    // → 198,000. Σ 395,968 = the charges moved (396,000 − 32): rounding 0 requests, 0 µc, no line.
     assert.deepEqual(dec.lines.map((l) => [l.section, l.source_month, l.model, l.dimension, l.quantity, l.amount_micros]), [
       ['late_usage', '2026-11', 'claude-haiku-4-5-20251001', 'input', '-1', '-24'],
-      ['late_usage', '2026-11', 'claude-haiku-4-5-20251001', 'cache_read', '-3', '-7'],
+      ['late_usage', '2026-11', 'claude-haiku-4-5-20251001', 'cache_read', '-3', '-8'],
       ['late_usage', '2026-11', 'claude-sonnet-4-6', 'input', '1000', '198000'],
       ['late_usage', '2026-11', 'claude-sonnet-4-6', 'output', '200', '198000'],
-      ['rounding', '2026-11', '', '', '0', '-1'],
     ]);
     assert.equal(dec.total.micro_credits, '395968'); // 396,000 − 32
     assert.deepEqual(await invoiceLinesForMonth(w, '2026-12', prices), dec.lines); // acc_b: nothing late
@@ -511,16 +509,16 @@ test('credit history paged in SQL: every page, window and cursor equals the whol
   }
 });
 
-test('late usage lines state their own quantity × unit price, truncated, never the difference of two truncated totals; the rounding line takes the rest, never negative', async () => {
+test('late usage lines state their own quantity × unit price, rounded down (a reversal too), never the difference of two truncated totals; the rounding line takes the rest, never negative', async () => {
+  // a discounted list: haiku input 19.2 µc, cache read 1.92 µc a token
+  const vip = (id: string, ts: number, input: number, cacheRead: number, cost: string) => v2({
+    event_id: id, ts, account_id: 'acc_v', model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5-20251001',
+    upstream_model: 'claude-haiku-4-5-20251001', served_model: 'claude-haiku-4-5-20251001',
+    quantities: q({ input, cache_read: cacheRead }), cost_micros: cost, price_version: PV,
+    unit_prices: { input: '19200000', output: '96000000', cache_read: '1920000' },
+  });
   const w = await fresh();
   try {
-    // a discounted list: haiku input 19.2 µc, cache read 1.92 µc a token
-    const vip = (id: string, ts: number, input: number, cacheRead: number, cost: string) => v2({
-      event_id: id, ts, account_id: 'acc_v', model: 'claude-haiku-4-5', catalog_model: 'claude-haiku-4-5-20251001',
-      upstream_model: 'claude-haiku-4-5-20251001', served_model: 'claude-haiku-4-5-20251001',
-      quantities: q({ input, cache_read: cacheRead }), cost_micros: cost, price_version: PV,
-      unit_prices: { input: '19200000', output: '96000000', cache_read: '1920000' },
-    });
     // 4 × 19.2 + 5 × 1.92 = 76.8 + 9.6 = 86.4 → 87 µc
     await w.insertEvents([vip('v1', NOV3, 4, 5, '87')]);
     await w.command(`ALTER TABLE ${w.tables.usage} UPDATE inserted_at = inserted_at - INTERVAL 1 DAY WHERE 1 SETTINGS mutations_sync = 2`);
@@ -539,7 +537,28 @@ test('late usage lines state their own quantity × unit price, truncated, never 
       ['rounding', '2026-11', '', '1', '1'],
     ]);
     assert.equal(dec.total.micro_credits, '33');
+  // A reversal: one of five one-token requests of a closed month, quarantined after the close.
+  // The late line of −1 token is −19.2 rounded down, −20: it takes back what was booked, not less
+  // (−19 would leave 0.2 µc more billed than the four requests' exact 76.8).
   } finally {
     await w.close();
+  }
+  const r = await fresh();
+  try {
+    await r.insertEvents([1, 2, 3, 4, 5].map((i) => ({ ...vip(`r${i}`, NOV3 + i, 1, 0, '20'), account_id: 'acc_r' })));
+    await r.command(`ALTER TABLE ${r.tables.usage} UPDATE inserted_at = inserted_at - INTERVAL 1 DAY WHERE 1 SETTINGS mutations_sync = 2`);
+    await closeMonth(r, '2026-11', prices, Date.UTC(2026, 11, 1, 10));
+    // booked: input 5 × 19.2 = 96, rounding 100 − 96 = 4
+    assert.deepEqual((await invoiceFor(r, 'acc_r', '2026-11', prices)).lines.map((l) => [l.section, l.quantity, l.amount_micros]), [['usage', '5', '96'], ['rounding', '5', '4']]);
+    await r.insertQuarantine([{ event_id: 'r5', group: 'ledger', topic: 'usage', partition: -1, offset: -9n, kind: 'apply_failed', reason: 'test', raw: '{}' }]);
+    const dec = await invoiceFor(r, 'acc_r', '2026-12', prices);
+    // −1 × 19.2 = −19.2 → −20; the charge moved −20: rounding 0 (one request fewer: quantity −1)
+    assert.deepEqual(dec.lines.map((l) => [l.section, l.source_month, l.dimension, l.quantity, l.amount_micros]), [
+      ['late_usage', '2026-11', 'input', '-1', '-20'],
+      ['rounding', '2026-11', '', '-1', '0'],
+    ]);
+    assert.equal(dec.total.micro_credits, '-20');
+  } finally {
+    await r.close();
   }
 });

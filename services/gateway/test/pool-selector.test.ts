@@ -151,12 +151,30 @@ test('pick: an upstream whose circuit a refused key opened is chosen again as so
   assert.equal(pool.pick([withKey(4, 'right'), spare], new Set(), undefined, false)?.record.id, 'spare');
 });
 
+test('an inconclusive answer (a token-counting 429) moves the circuit neither way: failures keep counting to the threshold; a half-open probe it was lets the next request probe', () => {
+  let now = 1_000_000;
+  const h = new UpstreamHealth('u', { failureThreshold: 3, openMs: 30_000 }, () => now);
+  h.begin(); h.failed(); h.end();
+  h.begin(); h.failed(); h.end();
+  // a success here would reset the count; an inconclusive answer does not
+  h.begin(); h.inconclusive(); h.end();
+  h.begin(); h.failed(); h.end();
+  assert.equal(h.unavailable(null), 'open', 'three failures, the inconclusive one between them not counted');
+  now += 30_000;
+  h.begin(); // the probe
+  assert.equal(h.unavailable(null), 'probing');
+  h.inconclusive(); h.end();
+  assert.deepEqual([h.circuit, h.unavailable(null)], ['half_open', null], 'the next request probes');
+  h.begin(); h.succeeded(); h.end();
+  assert.equal(h.circuit, 'closed');
+});
+
 test('judging an upstream answer: what fails over, what opens the circuit, what cools down', () => {
   const now = 1_700_000_000_000;
   assert.deepEqual(judge(response(200), now), { kind: 'served' });
   // the client's own request errors are answers
   for (const s of [400, 404, 413, 422]) assert.deepEqual(judge(response(s), now), { kind: 'served' }, String(s));
-  for (const s of [500, 502, 503, 504, 529]) assert.deepEqual(judge(response(s), now), { kind: 'failover', open: false, coolUntil: null }, String(s));
+  for (const s of [408, 500, 502, 503, 504, 529]) assert.deepEqual(judge(response(s), now), { kind: 'failover', open: false, coolUntil: null }, String(s));
   for (const s of [401, 402, 403]) assert.deepEqual(judge(response(s), now), { kind: 'failover', open: true, coolUntil: null }, String(s));
   assert.deepEqual(judge(response(429, { 'retry-after': '7' }), now), { kind: 'failover', open: false, coolUntil: now + 7_000 });
   assert.deepEqual(judge(response(429), now), { kind: 'failover', open: false, coolUntil: null });

@@ -140,6 +140,18 @@ export class UpstreamHealth {
   }
 
   /**
+   * The attempt's answer says nothing of the upstream's health for this circuit (a 429 of an
+   * endpoint rate-limited apart, token counting): no failure, no success. A half-open circuit
+   * whose probe this was goes back to open with its time already passed, so the next request
+   * probes instead. `generation`: `begin`'s; an older one changes nothing.
+   */
+  inconclusive(generation = this.#generation): void {
+    if (generation !== this.#generation || this.#state !== 'half_open') return;
+    this.#state = 'open';
+    this.#openUntil = this.#now();
+  }
+
+  /**
    * The attempt failed (connection error, timeout to headers, 5xx, 529, 429, a refused
    * credential). `open`: open the circuit now whatever the count (401/403: the credential is bad).
    * Counted in the window always; an attempt of an older `generation` (begun before `rebase`

@@ -66,8 +66,9 @@ export interface SendContext {
   arrivedAt: number;
   /**
    * The endpoint has a rate limit of its own upstream (token counting: Anthropic limits it apart
-   * from Messages): a 429 fails over but neither counts against the upstream's circuit nor cools
-   * it down, so it never takes the upstream out of Messages traffic. A subscription account's
+   * from Messages): a 429 fails over but neither counts against the upstream's circuit (as a
+   * failure or a success: `Breaker.inconclusive`) nor cools it down, so it never takes the
+   * upstream out of Messages traffic nor keeps a failing one in it. A subscription account's
    * unified window (`anthropic-ratelimit-unified-status: rejected`) is the account's: it still does.
    */
   ownRateLimit?: boolean;
@@ -297,7 +298,7 @@ export class UpstreamPool {
       }
       const ownLimit = ctx.ownRateLimit === true && res.status === 429
         && header(res, 'anthropic-ratelimit-unified-status')?.trim().toLowerCase() !== 'rejected';
-      if (ownLimit) health.succeeded(generation);
+      if (ownLimit) health.inconclusive(generation);
       else {
         health.failed(verdict.open, generation);
         if (verdict.coolUntil !== null) health.coolDown(verdict.coolUntil, generation);
