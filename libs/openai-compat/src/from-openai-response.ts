@@ -148,18 +148,21 @@ interface PendingTool {
  * in the order the calls appeared, when the answer ends; text that comes after a tool call is
  * buffered likewise and emitted last.
  *
- * Usage: every chunk's `usage` replaces the one before (totals so far, so the last one counts;
- * a running usage on content chunks, or `usage: {}` on the first, is never the answer's when a
- * later one comes). The answer ends (`message_delta` + `message_stop`, and nothing after) at the
+ * Usage: every chunk's `usage` with counts replaces the one before (totals so far, so the last
+ * one counts; a running usage on content chunks is never the answer's when a later one comes; a
+ * usage without counts, `{}`, replaces nothing). The answer ends (`message_delta` + `message_stop`, and nothing after) at the
  * usage chunk `stream_options.include_usage` asks for (no choices, after the finish_reason),
  * without waiting for `data: [DONE]` or the connection's end, so an upstream that leaves the
- * connection open after its answer cannot hold it (issue 10). Usage on the finish chunk itself
- * may still be followed by that chunk: `awaitingFinalUsage` tells the relay to wait a moment
- * for it (`anthropicSseFromOpenAI`). At `end()` (DONE, the body's end, or that wait over): a
+ * connection open after its answer cannot hold it (issue 10). Usage on the finish chunk itself,
+ * or before it, may still be followed by that chunk: `awaitingFinalUsage` tells the relay to
+ * wait a moment for it (`anthropicSseFromOpenAI`). At `end()` (DONE, the body's end or a break
+ * after the finish, or that wait over): a
  * stream without a finish_reason gets no `message_delta` (the gateway sees an interrupted
  * stream); one with a finish_reason gets the last usage seen, or `usage: {output_tokens: null}`
  * without any (the gateway records `invalid_count` and charges nothing it cannot prove). An
- * `error` chunk becomes an Anthropic `error` event.
+ * `error` chunk becomes an Anthropic `error` event before the finish_reason; after it, the
+ * answer is complete and the error closes it (`end()`), as an error after the answer does on
+ * the Anthropic path.
  */
 export class ChatStreamTranslator {
   readonly #ctx: ResponseContext;
@@ -347,9 +350,10 @@ export class ChatStreamTranslator {
 }
 
 /**
- * ms the relay waits, after a finish chunk that carried usage, for the usage chunk that may
- * follow it (`ChatStreamTranslator.awaitingFinalUsage`) before it ends the answer with the usage
- * it has. An upstream that sends `[DONE]` or closes is not waited for.
+ * ms the relay waits, from the moment the answer has its finish_reason and a usage, for the
+ * usage chunk that may still follow (`ChatStreamTranslator.awaitingFinalUsage`) before it ends
+ * the answer with the usage it has; keep-alives do not extend it. An upstream that sends
+ * `[DONE]` or closes is not waited for.
  */
 export const FINAL_USAGE_GRACE_MS = 1_000;
 
@@ -372,9 +376,9 @@ export function sseFrame(event: AnthropicEvent): string {
 /**
  * An OpenAI SSE body (bytes, as they arrive) → Anthropic SSE bytes, one frame per event, yielded
  * as soon as a chunk is complete. The message closes at the usage chunk after the
- * finish_reason, at `data: [DONE]`, at the end of the body, or `graceMs` (default
- * `FINAL_USAGE_GRACE_MS`) after a finish chunk that carried usage when nothing more came,
- * whichever is first (`ChatStreamTranslator`); reading stops there (the caller's `finally`
+ * finish_reason, at `data: [DONE]`, at the end of the body (or its break, once the
+ * finish_reason came), or `graceMs` (default `FINAL_USAGE_GRACE_MS`) after the answer had its
+ * finish_reason and a usage, whichever is first (`ChatStreamTranslator`); reading stops there (the caller's `finally`
  * releases the body). A `data:` line that is not JSON is skipped.
  */
 export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, ctx: ResponseContext, graceMs = FINAL_USAGE_GRACE_MS): AsyncGenerator<Buffer> {

@@ -67,7 +67,7 @@ export interface SendContext {
   /**
    * The endpoint has a rate limit of its own upstream (token counting: Anthropic limits it apart
    * from Messages): a 429 fails over but neither counts against the upstream's circuit (as a
-   * failure or a success: `Breaker.inconclusive`) nor cools it down, so it never takes the
+   * failure or a success: `UpstreamHealth.inconclusive`) nor cools it down, so it never takes the
    * upstream out of Messages traffic nor keeps a failing one in it. A subscription account's
    * unified window (`anthropic-ratelimit-unified-status: rejected`) is the account's: it still does.
    */
