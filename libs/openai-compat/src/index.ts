@@ -2,7 +2,7 @@
 // OpenAI-format clients on the gateway (`POST /v1/chat/completions`): request in, answer out.
 export { fromOpenAIRequest, type ChatRequestTranslation } from './from-openai-request.ts';
 export {
-  ChatChunkStream, finishReasonOf, openAIErrorBody, toChatCompletion, usageOf, type OpenAIErrorBody, type OpenAIUsage,
+  ChatChunkStream, finishReasonOf, KEEPALIVE_MS, openAIErrorBody, toChatCompletion, usageOf, type OpenAIErrorBody, type OpenAIUsage,
 } from './to-openai-response.ts';
 // Platform `openai` (Anthropic clients served by an OpenAI upstream): request out, answer back.
 export type {

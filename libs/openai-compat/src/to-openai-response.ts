@@ -21,6 +21,9 @@ function isRecord(v: unknown): v is Rec {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** ms without a byte to an OpenAI-format stream's client after which a dropped event writes a keep-alive comment. */
+export const KEEPALIVE_MS = 5_000;
+
 /** A token count as the gateway's usage reader accepts one (a non-negative safe integer), else 0. */
 function count(v: unknown): number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0;
@@ -143,7 +146,10 @@ function parseFrame(raw: string): { event: string; data: string } {
  * - `message_stop` → with `include_usage`, a last chunk with `choices: []` and `usageOf` the
  *   stream's usage (message_start's, updated by each message_delta's); then `data: [DONE]`;
  * - an `error` event → `data: {"error": {…}}` (`openAIErrorBody`), which the openai SDK throws;
- * - pings, thinking and server-tool blocks, and anything unknown → nothing.
+ * - pings, thinking and server-tool blocks, and anything unknown → nothing, except an SSE comment
+ *   (`: keep-alive`, which SSE clients, the openai SDK's included, skip) when nothing was written
+ *   for `KEEPALIVE_MS`: a model thinking for minutes sends only thinking deltas, and a client or
+ *   proxy with an idle timeout would otherwise drop the stream (and be billed for it).
  */
 export class ChatChunkStream {
   private readonly includeUsage: boolean;
@@ -156,15 +162,35 @@ export class ChatChunkStream {
   /** Anthropic content block index → OpenAI tool-call index */
   private readonly toolIndex = new Map<number, number>();
   private done = false;
+  private readonly now: () => number;
+  /** `now()` when bytes were last written */
+  private lastWritten: number;
 
-  /** `created`: seconds since the epoch, on every chunk. */
-  constructor(options: { includeUsage: boolean; created: number }) {
+  /** `created`: seconds since the epoch, on every chunk; `now`: the clock of the keep-alives (ms). */
+  constructor(options: { includeUsage: boolean; created: number; now?: () => number }) {
     this.includeUsage = options.includeUsage;
     this.created = options.created;
+    this.now = options.now ?? Date.now;
+    this.lastWritten = this.now();
   }
 
-  /** The OpenAI bytes for one complete Anthropic SSE event ('' when it has no counterpart). */
+  /**
+   * The OpenAI bytes for one complete Anthropic SSE event: its translation, or, when it has no
+   * counterpart, '' or a keep-alive comment if nothing was written for `KEEPALIVE_MS`.
+   */
   push(raw: string | Buffer): string {
+    const out = this.translate(raw);
+    const now = this.now();
+    if (out !== '') {
+      this.lastWritten = now;
+      return out;
+    }
+    if (this.done || now - this.lastWritten < KEEPALIVE_MS) return '';
+    this.lastWritten = now;
+    return ': keep-alive\n\n';
+  }
+
+  private translate(raw: string | Buffer): string {
     if (this.done) return '';
     const frame = parseFrame(typeof raw === 'string' ? raw : raw.toString('utf8'));
     let data: unknown;
@@ -217,6 +243,8 @@ export class ChatChunkStream {
       }
       case 'message_stop': {
         this.done = true;
+        // message_start's placeholder output that no delta replaced is no count (as metered)
+        if (this.outputPlaceholder) this.usage['output_tokens'] = 0;
         const last = this.includeUsage
           ? this.event({ id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model, choices: [], usage: usageOf(this.usage) })
           : '';

@@ -1,7 +1,7 @@
 // OpenAI-format clients: the Anthropic answer the gateway meters → what the OpenAI client reads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChatChunkStream, finishReasonOf, openAIErrorBody, toChatCompletion } from '@tollgate/openai-compat';
+import { ChatChunkStream, finishReasonOf, KEEPALIVE_MS, openAIErrorBody, toChatCompletion } from '@tollgate/openai-compat';
 
 const ev = (type: string, data: Record<string, unknown>) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
 const chunksOf = (out: string) => out.split('\n\n').filter((s) => s !== '').map((s) => s.slice('data: '.length));
@@ -100,10 +100,30 @@ test('the usage an OpenAI client reads is read as the gateway meters it: input-s
   // a delta that lowers input (7 → 0) and cache reads (3 → 0): the meter keeps 7 and 3; output 1 → 12 replaces
   assert.deepEqual(usageChunk([start({ input_tokens: 7, cache_read_input_tokens: 3, output_tokens: 1 }), delta({ input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 12 }), ev('message_stop', {})]),
     { prompt_tokens: 10, completion_tokens: 12, total_tokens: 22, prompt_tokens_details: { cached_tokens: 3 } });
-  // a negative, a fraction and 1e20 change nothing (metered as invalid_count): 5 input, placeholder output 1 → still 1
+  // a negative, a fraction and 1e20 change nothing (metered as invalid_count): 5 input; the placeholder
+  // output 1 is no count, and no delta gave one: 0, as metered
   assert.deepEqual(usageChunk([start({ input_tokens: 5, output_tokens: 1 }), delta({ input_tokens: -5, output_tokens: 1e20, cache_read_input_tokens: 2.5 }), ev('message_stop', {})]),
-    { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6, prompt_tokens_details: { cached_tokens: 0 } });
+    { prompt_tokens: 5, completion_tokens: 0, total_tokens: 5, prompt_tokens_details: { cached_tokens: 0 } });
   // a JSON message with counts that are not counts: 0 each, never negative or 1e20
   assert.deepEqual(toChatCompletion({ id: 'msg_4', model: 'm', stop_reason: 'end_turn', content: [], usage: { input_tokens: 4, output_tokens: -5, cache_read_input_tokens: 1e20 } }, 1).usage,
     { prompt_tokens: 4, completion_tokens: 0, total_tokens: 4, prompt_tokens_details: { cached_tokens: 0 } });
+});
+
+test('a stream that writes nothing for KEEPALIVE_MS (a model thinking: pings and thinking deltas are dropped) writes an SSE comment, at most one per interval; message_start\'s placeholder output is 0 when no delta gives one', () => {
+  let now = 0;
+  const s = new ChatChunkStream({ includeUsage: true, created: 5, now: () => now });
+  const think = ev('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: 'hmm' } });
+  assert.notEqual(s.push(ev('message_start', { message: { id: 'msg_k', model: 'm', usage: { input_tokens: 3, output_tokens: 1 } } })), '');
+  now = KEEPALIVE_MS - 1;
+  assert.equal(s.push(think), '');
+  now = KEEPALIVE_MS;
+  assert.equal(s.push(think), ': keep-alive\n\n');
+  now += 1;
+  assert.equal(s.push(ev('ping', {})), '', 'one per interval');
+  now += KEEPALIVE_MS;
+  assert.equal(s.push(ev('ping', {})), ': keep-alive\n\n');
+  // a delta without usage: the placeholder 1 is no count
+  s.push(ev('message_delta', { delta: { stop_reason: 'end_turn' } }));
+  const out = chunksOf(s.push(ev('message_stop', {})));
+  assert.deepEqual(JSON.parse(out[0]!).usage, { prompt_tokens: 3, completion_tokens: 0, total_tokens: 3, prompt_tokens_details: { cached_tokens: 0 } });
 });
