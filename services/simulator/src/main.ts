@@ -43,8 +43,9 @@ function readConfig(env: NodeJS.ProcessEnv): { config: Config; problems: string[
 const USAGE = `Usage: npm run simulator [-- --help]
 
 An Anthropic-compatible upstream for tests, benchmarks and offline demos (never a production
-upstream). Point the gateway at it with UPSTREAM_URL=http://127.0.0.1:<port>. Configured by
-environment variables:
+upstream). Point the gateway at it with UPSTREAM_URL=http://127.0.0.1:<port>. It also serves
+OpenAI Chat Completions (POST /v1/chat/completions): an upstream of platform openai with
+base_url http://127.0.0.1:<port>/v1. Configured by environment variables:
 
   SIMULATOR_PORT        port to listen on (default 4010)
   SIMULATOR_HOST        address to bind (default 127.0.0.1)
