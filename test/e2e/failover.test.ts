@@ -139,6 +139,35 @@ test('a 429 to count_tokens (rate-limited apart from Messages upstream) fails ov
   assert.equal(up.json.health.cooldown_until, null);
 });
 
+test('count_tokens answers move no Messages circuit: a 200 between failed messages does not reset their count, so the circuit opens at the threshold (5) and the next message goes straight to B', async () => {
+  const { a, b, c } = await pooled('count-tokens-circuit');
+  await calls(urlA); await calls(urlB);
+  const message = async () => {
+    const { response } = await c.client.messages.create({
+      model: MODEL, max_tokens: 64, messages: [{ role: 'user', content: 'hello' }],
+    }, { headers: { 'x-sim-input': '100', 'x-sim-output': '20' } }).withResponse();
+    return stored(response.headers.get('request-id')!);
+  };
+  for (let i = 0; i < 5; i++) {
+    await fault(urlA, { status: 500 });
+    const e = await message();
+    assert.deepEqual([e['upstream_id'], e['attempts']], [b, 2], `message ${i + 1}: A failed, B served`);
+    // A answers the count (no fault queued): it says nothing of Messages
+    if (i === 2) assert.equal((await c.client.messages.countTokens({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] }, { headers: { 'x-sim-input': '4' } })).input_tokens, 4);
+  }
+  await calls(urlA);
+  // five consecutive Messages failures: A's circuit is open; this message is not tried there
+  const e = await message();
+  assert.deepEqual([e['upstream_id'], e['attempts']], [b, 1]);
+  assert.equal(await calls(urlA), 0);
+  const up = await admin<{ health: { circuit: string | null } }>(stack.url, 'GET', `/admin/v1/upstreams/${a}`);
+  for (let i = 0; i < 50 && up.json.health.circuit !== 'open'; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    up.json = (await admin<{ health: { circuit: string | null } }>(stack.url, 'GET', `/admin/v1/upstreams/${a}`)).json;
+  }
+  assert.equal(up.json.health.circuit, 'open');
+});
+
 test('count_tokens is open to an account that could pay for a message: a balance of 0 with an overdraft is counted, holds do not count; none of either: 402', async () => {
   const { c } = await pooled('count-tokens-overdraft');
   const ask = () => c.client.messages.countTokens({ model: MODEL, messages: [{ role: 'user', content: 'hello' }] }, { headers: { 'x-sim-input': '3' } });

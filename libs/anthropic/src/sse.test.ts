@@ -445,6 +445,10 @@ test('steps only message_start reported (usage.iterations) are placeholders too:
   // the final delta gives its steps: they count
   assert.deepEqual(run(start({ input_tokens: 10, output_tokens: 1, iterations: it(1) }) + TEXT + delta({ output_tokens: 40, iterations: it(40) }) + STOP),
     { output: 40, steps: [[10, 40]], anomalies: [] });
+  // the final delta gives its steps but no top-level output: the steps carry the output (charged
+  // from them); the delta still lacks the output_tokens every report carries (invalid_count)
+  assert.deepEqual(run(start({ input_tokens: 10, output_tokens: 1 }) + TEXT + delta({ iterations: it(40) }) + STOP),
+    { output: 0, steps: [[10, 40]], anomalies: ['invalid_count'] });
   // a message_start repeated after the delta's steps does not replace them
   assert.deepEqual(run(start({ input_tokens: 10, output_tokens: 1, iterations: it(1) }) + delta({ output_tokens: 40, iterations: it(40) })
     + start({ input_tokens: 10, output_tokens: 1, iterations: it(99) }) + STOP).steps, [[10, 40]]);

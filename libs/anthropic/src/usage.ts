@@ -265,12 +265,14 @@ export class UsageTally {
    * level's, or a step's of `iterations` only `message_start` gave) was never
    * given (a final `message_delta` without `usage`, or one that could not be read, or a stream
    * cut before it): it is 0, as a JSON answer without a usable count reads, never the
-   * placeholder charged as output. True when that happened (the caller flags `invalid_count`
-   * where the answer claimed to be complete). Idempotent.
+   * placeholder charged as output. True when that happened and no report gave the steps (whose
+   * output then stands for the answer's): the caller flags `invalid_count` where the answer
+   * claimed to be complete. Idempotent.
    */
   endReports(): boolean {
     // Steps only `message_start` reported: their output counts are placeholders as well (the
     // final report gave none for them); their input-side counts stand.
+    const stepsGiven = this.#iterations !== null && !this.#iterationsPlaceholder;
     if (this.#iterationsPlaceholder && this.#iterations !== null) {
       for (const it of this.#iterations) it.usage = { ...it.usage, output: 0 };
     }
@@ -278,7 +280,8 @@ export class UsageTally {
     if (!this.#outputPlaceholder) return false;
     this.#counts.set('output_tokens', 0);
     this.#outputPlaceholder = false;
-    return true;
+    // A report that gave the steps gave their output: no count is missing.
+    return !stepsGiven;
   }
 
   /** `output_tokens`: a placeholder (message_start) yields to the first authoritative report. */

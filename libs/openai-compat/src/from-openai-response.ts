@@ -25,8 +25,36 @@ export interface AnthropicUsage {
 
 const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** A usage object that reports something: one of OpenAI's count fields is present. */
-const hasCounts = (u: Json): boolean => u.prompt_tokens != null || u.completion_tokens != null || u.total_tokens != null;
+/**
+ * A usage report's counts merged into `into`, count by count: the largest valid count any report
+ * gave (OpenAI's are totals so far, so the largest is the latest, and a report that leaves one
+ * out or breaks it takes nothing back); a field no report gave validly keeps the first broken
+ * value, so the gateway's usage reader still flags it (`invalid_count`). `total_tokens` is not
+ * read (the parts are). True when the report carried any of the counts read.
+ */
+function mergeUsage(into: Json, report: Json): boolean {
+  const details = isRecord(report.prompt_tokens_details) ? report.prompt_tokens_details : {};
+  const fields: Array<[key: string, value: unknown]> = [
+    ['prompt_tokens', report.prompt_tokens], ['completion_tokens', report.completion_tokens], ['cached_tokens', details.cached_tokens],
+  ];
+  let any = false;
+  for (const [key, value] of fields) {
+    if (value == null) continue;
+    if (key !== 'cached_tokens') any = true;
+    const had = into[key];
+    if (isCount(value)) into[key] = isCount(had) ? Math.max(had, value) : value;
+    else if (had === undefined) into[key] = value;
+  }
+  return any;
+}
+
+/** The merged counts as the OpenAI usage `anthropicUsage` reads. */
+function mergedUsage(m: Json): OpenAIUsage {
+  return {
+    prompt_tokens: m.prompt_tokens, completion_tokens: m.completion_tokens,
+    ...(m.cached_tokens !== undefined ? { prompt_tokens_details: { cached_tokens: m.cached_tokens } } : {}),
+  } as OpenAIUsage;
+}
 
 /** A count as Anthropic's usage reader accepts one: a non-negative safe integer. */
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -54,7 +82,8 @@ export function anthropicUsage(usage: OpenAIUsage): AnthropicUsage {
   const usable = cachedRaw == null || (isCount(cachedRaw) && !(isCount(prompt) && cachedRaw > prompt));
   const cached = !usable ? 0 : isCount(cachedRaw) ? cachedRaw : 0;
   return {
-    input_tokens: typeof prompt === 'number' ? Math.max(0, prompt - cached) : prompt,
+    // a prompt that is no count is passed as it came (the reader flags it), never clamped into one
+    input_tokens: isCount(prompt) ? prompt - cached : prompt,
     cache_creation_input_tokens: 0,
     cache_read_input_tokens: usable ? cached : UNUSABLE_CACHED_TOKENS,
     output_tokens: usage.completion_tokens,
@@ -178,8 +207,11 @@ export class ChatStreamTranslator {
   #lateText = '';
   #finish: string | null = null;
   #matched: unknown = null;
-  /** the latest usage with counts seen: totals so far, so the last one is the answer's */
-  #usage: OpenAIUsage | null = null;
+  /** the usage reports' counts merged (`mergeUsage`), or null before any report carried one */
+  #usage: Json | null = null;
+  /** OpenAI tool-call index of each call id seen without an index (servers that leave it out) */
+  readonly #idIndex = new Map<string, number>();
+  #lastTool: number | undefined;
   /** the usage chunk `include_usage` asks for came (no choices, after the finish): nothing follows it */
   #usageFinal = false;
   #ended = false;
@@ -202,6 +234,11 @@ export class ChatStreamTranslator {
    */
   get awaitingFinalUsage(): boolean {
     return !this.#ended && this.#finish !== null && this.#usage !== null && !this.#usageFinal;
+  }
+
+  /** A usage report with a count was seen. */
+  get hasUsage(): boolean {
+    return this.#usage !== null;
   }
 
   /** A finish_reason was seen: the answer is complete (its usage may still come). */
@@ -242,7 +279,30 @@ export class ChatStreamTranslator {
     out.push({ type: 'content_block_delta', index: this.#open.index, delta: { type: 'text_delta', text } });
   }
 
-  #tool(out: AnthropicEvent[], call: { index: number; id?: string; function?: { name?: string; arguments?: string } }): void {
+  /**
+   * The OpenAI index of a streamed tool call piece: its `index`; without one (some compatible
+   * servers), the index of its `id` (a new id is a new call), else the call before it continues.
+   */
+  #toolIndex(call: Json): number {
+    if (typeof call.index === 'number' && Number.isSafeInteger(call.index)) return (this.#lastTool = call.index);
+    if (typeof call.id === 'string' && call.id !== '') {
+      let index = this.#idIndex.get(call.id);
+      if (index === undefined) {
+        index = -1 - this.#idIndex.size; // apart from any real index
+        this.#idIndex.set(call.id, index);
+      }
+      return (this.#lastTool = index);
+    }
+    return this.#lastTool ?? 0;
+  }
+
+  #tool(out: AnthropicEvent[], raw: Json): void {
+    const fn = isRecord(raw.function) ? raw.function : {};
+    const call = {
+      index: this.#toolIndex(raw),
+      id: typeof raw.id === 'string' ? raw.id : undefined,
+      function: { name: typeof fn.name === 'string' ? fn.name : undefined, arguments: fn.arguments },
+    };
     const args = typeof call.function?.arguments === 'string' ? call.function.arguments : '';
     if (this.#open?.kind === 'tool' && this.#open.tool === call.index) {
       if (args !== '') out.push({ type: 'content_block_delta', index: this.#open.index, delta: { type: 'input_json_delta', partial_json: args } });
@@ -301,31 +361,32 @@ export class ChatStreamTranslator {
       this.#ended = true;
       return out;
     }
-    const c = chunk as unknown as OpenAIChatChunk;
-    this.#start(out, c.id);
+    this.#start(out, chunk.id);
     const finishedBefore = this.#finish !== null;
-    for (const choice of c.choices ?? []) {
-      if (choice.index !== undefined && choice.index !== 0) continue;
+    // Read defensively: a piece in a shape no server documents is skipped, never thrown on.
+    const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
+    for (const choice of choices) {
+      if (!isRecord(choice) || (choice.index !== undefined && choice.index !== 0)) continue;
       if (this.#finish !== null) continue;
-      const delta = choice.delta ?? {};
+      const delta = isRecord(choice.delta) ? choice.delta : {};
       const text = typeof delta.content === 'string' && delta.content !== '' ? delta.content
         : typeof delta.refusal === 'string' && delta.refusal !== '' ? delta.refusal : '';
       if (text !== '') this.#text(out, text);
-      for (const call of delta.tool_calls ?? []) this.#tool(out, call);
-      if (choice.finish_reason) {
+      if (Array.isArray(delta.tool_calls)) for (const call of delta.tool_calls) if (isRecord(call)) this.#tool(out, call);
+      if (typeof choice.finish_reason === 'string' && choice.finish_reason !== '') {
         this.#finish = choice.finish_reason;
         this.#matched = choice.stop_reason;
         this.#flush(out);
       }
     }
-    // Every usage replaces the one before (OpenAI's counts are totals so far; a server with
-    // continuous usage stats sends one on each chunk): the last one is the answer's.
-    // A usage without any count (`usage: {}`) says nothing and replaces nothing.
-    if (isRecord(c.usage) && hasCounts(c.usage)) {
-      this.#usage = c.usage as OpenAIUsage;
+    // Usage reports merge count by count (`mergeUsage`: OpenAI's counts are totals so far, so a
+    // running usage on content chunks or an earlier report never outweighs a later one, and a
+    // report that leaves a count out takes nothing back); one without any count read replaces nothing.
+    if (isRecord(chunk.usage) && mergeUsage((this.#usage ??= {}), chunk.usage)) {
       // The usage chunk (`include_usage`: no choices) after the finish is the last word.
-      if (finishedBefore && (!Array.isArray(c.choices) || c.choices.length === 0)) this.#usageFinal = true;
+      if (finishedBefore && choices.length === 0) this.#usageFinal = true;
     }
+    if (this.#usage !== null && Object.keys(this.#usage).length === 0) this.#usage = null;
     // Finished and counted: the answer is complete now, whatever the connection does next.
     if (this.#finish !== null && this.#usageFinal) out.push(...this.end());
     return out;
@@ -342,7 +403,7 @@ export class ChatStreamTranslator {
     out.push({
       type: 'message_delta',
       delta: { stop_reason: stopReason, stop_sequence: stopSequence },
-      usage: this.#usage === null ? { output_tokens: null } : anthropicUsage(this.#usage),
+      usage: this.#usage === null ? { output_tokens: null } : anthropicUsage(mergedUsage(this.#usage)),
     });
     out.push({ type: 'message_stop' });
     return out;
@@ -356,6 +417,14 @@ export class ChatStreamTranslator {
  * `[DONE]` or closes is not waited for.
  */
 export const FINAL_USAGE_GRACE_MS = 1_000;
+
+/**
+ * Graces the relay waits after a finish_reason that came before any usage (the usage chunk
+ * `include_usage` asks for is due right after it): then the answer closes with no usage (the
+ * gateway records `invalid_count`), rather than holding the client, its hold and its slot for
+ * as long as the upstream sends keep-alives.
+ */
+export const NO_USAGE_WAIT_GRACES = 5;
 
 /** `p`'s value, or undefined when `ms` pass first (`p` keeps running: its value is dropped). */
 async function withinMs<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
@@ -392,13 +461,15 @@ export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, c
       }
       let json: unknown;
       try { json = JSON.parse(event.data); } catch { return; }
-      pending.push(...translator.push(json));
+      // push reads defensively; should it still throw on a shape no server sends, the chunk is
+      // skipped like a line that is not JSON, never the answer lost
+      try { pending.push(...translator.push(json)); } catch { /* skipped */ }
     },
   });
   const decoder = new TextDecoder();
   const chunks = body[Symbol.asyncIterator]();
-  /** performance.now() ms by which the usage chunk must come, once the answer awaits only it */
-  let deadline: number | undefined;
+  /** performance.now() ms when the finish_reason came */
+  let finishedAt: number | undefined;
   const close = () => {
     pending.push(...translator.end());
     return pending.length > 0 ? Buffer.from(pending.map(sseFrame).join(''), 'utf8') : undefined;
@@ -406,10 +477,11 @@ export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, c
   for (;;) {
     let next: IteratorResult<Uint8Array> | undefined;
     try {
-      // Finished, with a usage: a later usage chunk may still come, for one grace from then
-      // (keep-alives do not extend it).
-      if (translator.awaitingFinalUsage) {
-        deadline ??= performance.now() + graceMs;
+      // Finished: the usage chunk may still come, for one grace from the finish once a usage was
+      // seen, `NO_USAGE_WAIT_GRACES` of them while none was (keep-alives extend neither).
+      if (translator.finished) {
+        finishedAt ??= performance.now();
+        const deadline = finishedAt + graceMs * (translator.hasUsage ? 1 : NO_USAGE_WAIT_GRACES);
         next = await withinMs(chunks.next(), Math.max(0, deadline - performance.now()));
       } else next = await chunks.next();
     } catch (err) {

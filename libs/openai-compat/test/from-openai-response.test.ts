@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  anthropicErrorOf, anthropicSseFromOpenAI, anthropicUsage, ChatStreamTranslator, fromOpenAICompletion, openAIErrorToAnthropic, UNUSABLE_CACHED_TOKENS,
+  anthropicErrorOf, anthropicSseFromOpenAI, anthropicUsage, ChatStreamTranslator, fromOpenAICompletion, NO_USAGE_WAIT_GRACES, openAIErrorToAnthropic, UNUSABLE_CACHED_TOKENS,
 } from '@tollgate/openai-compat';
 import type { OpenAIChatCompletion } from '@tollgate/openai-compat';
 
@@ -211,7 +211,8 @@ test('usage on the finish chunk over a connection left open: the relay waits the
   }
   text = '';
   for await (const b of anthropicSseFromOpenAI(body2(), ctx, 60_000)) text += b.toString('utf8');
-  assert.match(text, /"usage":\{"input_tokens":1000,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":30\}\}\n\nevent: message_stop/);
+  // merged count by count: completion 20 → 30; cached_tokens, left out of the later report, stays 600
+  assert.match(text, /"usage":\{"input_tokens":400,"cache_creation_input_tokens":0,"cache_read_input_tokens":600,"output_tokens":30\}\}\n\nevent: message_stop/);
 });
 
 test('a finished stream over a connection left open: the SSE relay yields the closing frames and stops reading without [DONE] or the end of the body', async () => {
@@ -344,4 +345,62 @@ test('a complete answer is never lost to what follows it: an error chunk after t
   for await (const b of anthropicSseFromOpenAI(pinging(), ctx, 100)) text += b.toString('utf8');
   assert.deepEqual(deltaOf(text).usage, want);
   assert.ok(pings > 0, 'keep-alives came meanwhile');
+});
+
+test('a stream is read defensively: malformed pieces are skipped, never thrown on; usage reports merge count by count; tool calls without an index keep apart by id', async () => {
+  const data = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`;
+  const relay = async (pieces: string[], grace = 60_000) => {
+    async function* body() {
+      for (const p of pieces) yield Buffer.from(p);
+      await new Promise(() => {});
+    }
+    const events: Array<Record<string, unknown>> = [];
+    let text = '';
+    for await (const b of anthropicSseFromOpenAI(body(), ctx, grace)) text += b.toString('utf8');
+    for (const f of text.split('\n\n').filter(Boolean)) events.push(JSON.parse(f.split('\ndata: ')[1]!));
+    return events;
+  };
+  const deltaUsage = (events: Array<Record<string, unknown>>) => events.find((e) => e.type === 'message_delta')?.usage;
+  const hello = data(chunk({ role: 'assistant', content: 'hello' }));
+  const fin = (u?: unknown) => data({ ...chunk({}, 'stop'), ...(u ? { usage: u } : {}) });
+  const full = { prompt_tokens: 1000, completion_tokens: 50, total_tokens: 1050 };
+  const want = { input_tokens: 1000, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 50 };
+  // malformed pieces after (and before) the finish: skipped
+  for (const bad of [{ choices: [null] }, { choices: 5 }, { choices: [{ index: 0, delta: { tool_calls: [null] } }] }, { choices: [{ index: 0, delta: { tool_calls: 5 } }] }, { choices: [{ delta: null }] }]) {
+    const events = await relay([hello, data(bad), fin(full), data(bad), data({ id: 'x', choices: [], usage: full })]);
+    assert.deepEqual([deltaUsage(events), events.at(-1)?.type, events.some((e) => e.type === 'error')], [want, 'message_stop', false], JSON.stringify(bad));
+  }
+  // a later report with only total_tokens, only completion_tokens, or a null prompt takes nothing back
+  for (const later of [{ total_tokens: 1050 }, { completion_tokens: 50 }, { prompt_tokens: null, completion_tokens: 50 }]) {
+    assert.deepEqual(deltaUsage(await relay([hello, fin(full), data({ id: 'x', choices: [], usage: later })], 50)), want, JSON.stringify(later));
+  }
+  // a finish and no usage, then keep-alives for ever: closed NO_USAGE_WAIT_GRACES graces after it, usage unknown (invalid_count)
+  async function* pinging() {
+    yield Buffer.from(hello + fin());
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 10));
+      yield Buffer.from(': keep-alive\n\n');
+    }
+  }
+  let text = '';
+  for await (const b of anthropicSseFromOpenAI(pinging(), ctx, 20)) text += b.toString('utf8');
+  assert.match(text, /"usage":\{"output_tokens":null\}\}\n\nevent: message_stop\ndata: \{"type":"message_stop"\}\n\n$/);
+  assert.equal(NO_USAGE_WAIT_GRACES, 5);
+  // two tool calls streamed without index: apart by id, each whole
+  const t = new ChatStreamTranslator(ctx);
+  const events = [
+    chunk({ role: 'assistant', content: null }),
+    chunk({ tool_calls: [{ id: 'call_a', type: 'function', function: { name: 'f', arguments: '{"x":' } }] }),
+    chunk({ tool_calls: [{ function: { arguments: '1}' } }] }),
+    chunk({ tool_calls: [{ id: 'call_b', type: 'function', function: { name: 'g', arguments: '{"y":2}' } }] }),
+    chunk({}, 'tool_calls'),
+    { id: 'x', choices: [], usage: full },
+  ].flatMap((c) => t.push(c));
+  const starts = events.filter((e) => e.type === 'content_block_start').map((e) => (e.content_block as { id: string; name: string }));
+  assert.deepEqual(starts.map((b) => [b.id, b.name]), [['call_a', 'f'], ['call_b', 'g']]);
+  const json = (i: number) => events.filter((e) => e.type === 'content_block_delta' && e.index === i).map((e) => (e.delta as { partial_json: string }).partial_json).join('');
+  assert.deepEqual([json(0), json(1)], ['{"x":1}', '{"y":2}']);
+  // a prompt that is no count is passed as it came (flagged by the reader), never clamped into one
+  assert.equal(anthropicUsage({ prompt_tokens: 2 ** 53, completion_tokens: 1, total_tokens: 0, prompt_tokens_details: { cached_tokens: 2 } }).input_tokens, 2 ** 53);
+  assert.equal(anthropicUsage({ prompt_tokens: -1000, completion_tokens: 1, total_tokens: 0 }).input_tokens, -1000);
 });

@@ -65,13 +65,15 @@ export interface SendContext {
   /** Date.now() when the request arrived */
   arrivedAt: number;
   /**
-   * The endpoint has a rate limit of its own upstream (token counting: Anthropic limits it apart
-   * from Messages): a 429 fails over but neither counts against the upstream's circuit (as a
-   * failure or a success: `UpstreamHealth.inconclusive`) nor cools it down, so it never takes the
-   * upstream out of Messages traffic nor keeps a failing one in it. A subscription account's
-   * unified window (`anthropic-ratelimit-unified-status: rejected`) is the account's: it still does.
+   * The endpoint's answers say nothing of the upstream's Messages health (token counting:
+   * Anthropic limits and serves it apart): a 2xx does not close a circuit Messages opened, and a
+   * 429 or 5xx fails over without counting against it or cooling it down
+   * (`UpstreamHealth.inconclusive`), so a customer can neither take an upstream out of Messages
+   * traffic nor keep a failing one in it. What is the upstream account's or host's still counts:
+   * a refused credential (401/402/403), a subscription's unified window
+   * (`anthropic-ratelimit-unified-status: rejected`), a connection that fails.
    */
-  ownRateLimit?: boolean;
+  separateHealth?: boolean;
 }
 
 /** How an attempt's response is judged. */
@@ -288,7 +290,8 @@ export class UpstreamPool {
       }
       const verdict = judge(res, this.#now());
       if (verdict.kind === 'served') {
-        health.succeeded(generation);
+        if (ctx.separateHealth === true) health.inconclusive(generation);
+        else health.succeeded(generation);
         if (shared && res.status < 300) {
           store.setAffinity(route.group.id, session, id, affinityTtlMs(ctx.body)).catch((err: unknown) => {
             this.#o.onError?.(err, 'session affinity could not be written');
@@ -296,9 +299,9 @@ export class UpstreamPool {
         }
         return { upstreamId: id, attempts, outcome: { res }, release };
       }
-      const ownLimit = ctx.ownRateLimit === true && res.status === 429
+      const apart = ctx.separateHealth === true && !verdict.open
         && header(res, 'anthropic-ratelimit-unified-status')?.trim().toLowerCase() !== 'rejected';
-      if (ownLimit) health.inconclusive(generation);
+      if (apart) health.inconclusive(generation);
       else {
         health.failed(verdict.open, generation);
         if (verdict.coolUntil !== null) health.coolDown(verdict.coolUntil, generation);

@@ -13,8 +13,9 @@ import { spendTerms } from '../admission.ts';
 /**
  * Forwarded like a message, but free: it needs a key and an account that could pay for a
  * message (balance + overdraft above 0; holds do not count, nothing is held), and records no
- * usage. Anthropic rate-limits token counting apart from Messages, so an upstream's 429 here
- * fails over but does not cool the upstream down for Messages (`SendContext.ownRateLimit`).
+ * usage. Anthropic limits and serves token counting apart from Messages, so its answers here
+ * fail over as a message's would but move no Messages circuit or cooldown
+ * (`SendContext.separateHealth`), bar a refused credential or a subscription's window.
  */
 export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool: UpstreamPool): void {
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -32,7 +33,7 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool:
     const release = acquireSlot(deps, request);
     try {
       // failover before anything reaches the client, as for a message; free, so no usage event
-      const sent = await pool.send(route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: Date.now(), ownRateLimit: true },
+      const sent = await pool.send(route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: Date.now(), separateHealth: true },
         (client) => client.post('/v1/messages/count_tokens', searchOf(request.url), request.headers, out));
       try {
         if ('error' in sent.outcome) throw sent.outcome.error;
