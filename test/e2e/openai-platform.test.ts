@@ -353,6 +353,12 @@ const OAI_SCRIPTS: Record<string, (res: import('node:http').ServerResponse) => v
     res.write(oaiChunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: { prompt_tokens: 1000, completion_tokens: 5, total_tokens: 1005 } }));
     setTimeout(() => res.write(oaiChunk({ choices: [], usage: OAI_USAGE })), 100);
   },
+  // a running usage on a content chunk, then the connection is reset before any finish_reason
+  stream_cut_after_running_usage: (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write(oaiChunk({ choices: [{ index: 0, delta: { role: 'assistant', content: 'a' }, finish_reason: null }], usage: { prompt_tokens: 1000, completion_tokens: 10, total_tokens: 1010 } }));
+    setTimeout(() => res.socket?.destroy(), 50);
+  },
   // an error answered with a 200 (some OpenAI-compatible servers), naming the operator's key
   json_error_200: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -443,6 +449,20 @@ describe('platform openai, scripted upstream: the answer ends the request, a 2xx
       await closedEventually(script, 1);
     });
   }
+
+  test('a stream cut before its finish_reason: an interrupted stream, refunded (STREAM_ERROR_BILLING=refund), the usage reported so far recorded for finance', { timeout: 30_000 }, async () => {
+    const before = await settledBalance(stack, scripted.accountId);
+    const res = await fetch(`${stack.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': scripted.secret },
+      body: JSON.stringify({ model: HAIKU, max_tokens: 100, stream: true, messages: [{ role: 'user', content: `[[oai stream_cut_after_running_usage]]${PAD}` }] }),
+    });
+    const text = await res.text();
+    assert.match(text, /event: error/);
+    const u = await eventOf(res.headers.get('request-id')!);
+    // reported until the cut: 1,000 in, 10 out (24,000 + 1,200 = 25,200 µc under usage billing); refunded here
+    assert.deepEqual([u.status, u.cost_micros, u.input_tokens, u.output_tokens], ['upstream_error', '0', 1000, 10]);
+    assert.equal(await settledBalance(stack, scripted.accountId), before);
+  });
 
   test('an error in a 200 JSON body: an upstream error to the client (not a 200), the upstream key redacted, charged 0', { timeout: 30_000 }, async () => {
     const before = await settledBalance(stack, scripted.accountId);

@@ -79,7 +79,8 @@ export const UNUSABLE_CACHED_TOKENS = -1;
 export function anthropicUsage(usage: OpenAIUsage): AnthropicUsage {
   const cachedRaw = usage.prompt_tokens_details?.cached_tokens as unknown;
   const prompt = usage.prompt_tokens;
-  const usable = cachedRaw == null || (isCount(cachedRaw) && !(isCount(prompt) && cachedRaw > prompt));
+  // a cached count splits a prompt: with no prompt count there is nothing to split
+  const usable = cachedRaw == null || (isCount(cachedRaw) && isCount(prompt) && cachedRaw <= prompt);
   const cached = !usable ? 0 : isCount(cachedRaw) ? cachedRaw : 0;
   return {
     // a prompt that is no count is passed as it came (the reader flags it), never clamped into one
@@ -233,12 +234,12 @@ export class ChatStreamTranslator {
    * the body, then calls `end()`.
    */
   get awaitingFinalUsage(): boolean {
-    return !this.#ended && this.#finish !== null && this.#usage !== null && !this.#usageFinal;
+    return !this.#ended && this.#finish !== null && this.hasUsage && !this.#usageFinal;
   }
 
   /** A usage report with a count was seen. */
   get hasUsage(): boolean {
-    return this.#usage !== null;
+    return this.#usage !== null && (this.#usage.prompt_tokens !== undefined || this.#usage.completion_tokens !== undefined);
   }
 
   /** A finish_reason was seen: the answer is complete (its usage may still come). */
@@ -354,10 +355,14 @@ export class ChatStreamTranslator {
     const out: AnthropicEvent[] = [];
     if (this.#ended || !isRecord(chunk)) return out;
     if (isRecord(chunk.error)) {
+      // A usage the error chunk carries is a report like any other.
+      if (isRecord(chunk.usage)) mergeUsage((this.#usage ??= {}), chunk.usage);
       // After the finish_reason the answer is complete: an error then does not take it back
       // (as `error_after_answer` on the Anthropic path); it closes with the usage it has.
       if (this.#finish !== null) return this.end();
-      out.push(anthropicErrorOf(chunk.error));
+      // Before it, the stream failed: what was reported so far goes first (the gateway charges
+      // it under STREAM_ERROR_BILLING=usage), then the error.
+      out.push(...this.#reportedSoFar(), anthropicErrorOf(chunk.error));
       this.#ended = true;
       return out;
     }
@@ -383,8 +388,10 @@ export class ChatStreamTranslator {
     // running usage on content chunks or an earlier report never outweighs a later one, and a
     // report that leaves a count out takes nothing back); one without any count read replaces nothing.
     if (isRecord(chunk.usage) && mergeUsage((this.#usage ??= {}), chunk.usage)) {
-      // The usage chunk (`include_usage`: no choices) after the finish is the last word.
-      if (finishedBefore && choices.length === 0) this.#usageFinal = true;
+      // The usage chunk (`include_usage`: no choices) after the finish is the last word, once
+      // it holds both the prompt and the completion (a report split over two chunks is waited
+      // for, one grace at most).
+      if (finishedBefore && choices.length === 0 && isCount(this.#usage.prompt_tokens) && isCount(this.#usage.completion_tokens)) this.#usageFinal = true;
     }
     if (this.#usage !== null && Object.keys(this.#usage).length === 0) this.#usage = null;
     // Finished and counted: the answer is complete now, whatever the connection does next.
@@ -392,12 +399,23 @@ export class ChatStreamTranslator {
     return out;
   }
 
+  /**
+   * A `message_delta` without a stop_reason carrying the usage reported so far, for a stream
+   * that ends before its finish_reason; none when nothing was reported.
+   */
+  #reportedSoFar(): AnthropicEvent[] {
+    if (!this.hasUsage) return [];
+    return [{ type: 'message_delta', delta: { stop_reason: null, stop_sequence: null }, usage: anthropicUsage(mergedUsage(this.#usage!)) }];
+  }
+
   /** The closing events, when the answer is complete, at `data: [DONE]` or at the end of the body (idempotent). */
   end(): AnthropicEvent[] {
     const out: AnthropicEvent[] = [];
     if (this.#ended) return out;
     this.#ended = true;
-    if (this.#finish === null) return out;
+    // Cut before the finish_reason: no answer (the gateway sees an interrupted stream), but the
+    // usage reported so far reaches it (charged under STREAM_ERROR_BILLING=usage).
+    if (this.#finish === null) return this.#reportedSoFar();
     this.#flush(out);
     const [stopReason, stopSequence] = stopReasonFor(this.#finish, this.#matched, this.#ctx);
     out.push({
@@ -486,7 +504,12 @@ export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, c
       } else next = await chunks.next();
     } catch (err) {
       // The body broke after the finish_reason: the answer is complete, closed with what it has.
-      if (!translator.finished) throw err;
+      // Before it: the usage reported so far goes first (`end()`), then the break.
+      if (!translator.finished) {
+        const last = close();
+        if (last !== undefined) yield last;
+        throw err;
+      }
       next = undefined;
     }
     if (next === undefined) {

@@ -404,3 +404,50 @@ test('a stream is read defensively: malformed pieces are skipped, never thrown o
   assert.equal(anthropicUsage({ prompt_tokens: 2 ** 53, completion_tokens: 1, total_tokens: 0, prompt_tokens_details: { cached_tokens: 2 } }).input_tokens, 2 ** 53);
   assert.equal(anthropicUsage({ prompt_tokens: -1000, completion_tokens: 1, total_tokens: 0 }).input_tokens, -1000);
 });
+
+test('usage is never dropped for being where the relay closes: an error chunk carrying it, a report split over two chunks, a cached-only report (no prompt to split), a cut before the finish (the usage so far, no stop_reason)', async () => {
+  const data = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`;
+  const run = async (pieces: Array<string | Error>, grace = 60_000) => {
+    async function* body() {
+      for (const p of pieces) {
+        if (p instanceof Error) throw p;
+        yield Buffer.from(p);
+      }
+      await new Promise(() => {});
+    }
+    const frames: Array<Record<string, unknown>> = [];
+    let text = '';
+    let failed: unknown;
+    try {
+      for await (const b of anthropicSseFromOpenAI(body(), ctx, grace)) text += b.toString('utf8');
+    } catch (err) { failed = err; }
+    for (const f of text.split('\n\n').filter(Boolean)) frames.push(JSON.parse(f.split('\ndata: ')[1]!));
+    const delta = frames.find((e) => e.type === 'message_delta') as { usage?: unknown; delta?: { stop_reason: unknown } } | undefined;
+    return { usage: delta?.usage, stop: delta?.delta?.stop_reason, last: frames.at(-1)?.type, failed: failed !== undefined };
+  };
+  const hello = data(chunk({ role: 'assistant', content: 'hello world' }));
+  const fin = data(chunk({}, 'stop'));
+  const want = { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 50 };
+  // an error chunk after the finish that carries the usage: closed with it
+  assert.deepEqual(await run([hello, fin, data({ error: { message: 'x', type: 'server_error' }, usage: { prompt_tokens: 100, completion_tokens: 50 } })]),
+    { usage: want, stop: 'end_turn', last: 'message_stop', failed: false });
+  // the usage chunk split in two: prompt, then completion
+  assert.deepEqual((await run([hello, fin, data({ choices: [], usage: { prompt_tokens: 100 } }), data({ choices: [], usage: { completion_tokens: 50 } }), 'data: [DONE]\n\n'])).usage, want);
+  // a cached-only report is no usage yet (no prompt to split): the full report 1.5 graces later counts
+  async function* late() {
+    yield Buffer.from(hello + fin + data({ choices: [], usage: { prompt_tokens_details: { cached_tokens: 80 } } }));
+    await new Promise((r) => setTimeout(r, 60));
+    yield Buffer.from(data({ choices: [], usage: { prompt_tokens: 100, completion_tokens: 50, prompt_tokens_details: { cached_tokens: 80 } } }));
+    await new Promise(() => {});
+  }
+  let text = '';
+  for await (const b of anthropicSseFromOpenAI(late(), ctx, 40)) text += b.toString('utf8');
+  assert.match(text, /"usage":\{"input_tokens":20,"cache_creation_input_tokens":0,"cache_read_input_tokens":80,"output_tokens":50\}\}/);
+  assert.deepEqual(anthropicUsage({ completion_tokens: 5, prompt_tokens_details: { cached_tokens: 80 } } as never).cache_read_input_tokens, UNUSABLE_CACHED_TOKENS);
+  // cut before the finish after a running usage: the usage so far, without a stop_reason (an interrupted stream), then the break
+  assert.deepEqual(await run([data({ ...chunk({ role: 'assistant', content: 'hel' }), usage: { prompt_tokens: 100, completion_tokens: 10 } }), new Error('reset')]),
+    { usage: { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 10 }, stop: null, last: 'message_delta', failed: true });
+  // an error chunk before the finish: the usage so far, then the error event
+  assert.deepEqual(await run([data({ ...chunk({ role: 'assistant', content: 'hel' }), usage: { prompt_tokens: 100, completion_tokens: 10 } }), data({ error: { message: 'boom', type: 'server_error' } })]),
+    { usage: { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 10 }, stop: null, last: 'error', failed: false });
+});
