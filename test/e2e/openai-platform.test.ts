@@ -359,6 +359,23 @@ const OAI_SCRIPTS: Record<string, (res: import('node:http').ServerResponse) => v
     res.write(oaiChunk({ choices: [{ index: 0, delta: { role: 'assistant', content: 'a' }, finish_reason: null }], usage: { prompt_tokens: 1000, completion_tokens: 10, total_tokens: 1010 } }));
     setTimeout(() => res.socket?.destroy(), 50);
   },
+  // a complete answer whose tool_calls is an object (no server documents it): still the answer
+  json_odd_tool_calls: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ id: 'chatcmpl-S5', object: 'chat.completion', created: 1, model: 'gpt-x',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'done', tool_calls: { id: 'x', function: { name: 'f', arguments: '{}' } } }, finish_reason: 'stop' }], usage: OAI_USAGE }));
+  },
+  // vLLM's engine gave up: finish_reason abort, half an answer, usage reported
+  json_abort: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ id: 'chatcmpl-S6', object: 'chat.completion', created: 1, model: 'gpt-x',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'Half an ans' }, finish_reason: 'abort' }], usage: OAI_USAGE }));
+  },
+  // an error as a bare string in a 200
+  json_error_string_200: (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: 'quota exceeded for this key' }));
+  },
   // an error answered with a 200 (some OpenAI-compatible servers), naming the operator's key
   json_error_200: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -462,6 +479,26 @@ describe('platform openai, scripted upstream: the answer ends the request, a 2xx
     // reported until the cut: 1,000 in, 10 out (24,000 + 1,200 = 25,200 µc under usage billing); refunded here
     assert.deepEqual([u.status, u.cost_micros, u.input_tokens, u.output_tokens], ['upstream_error', '0', 1000, 10]);
     assert.equal(await settledBalance(stack, scripted.accountId), before);
+  });
+
+  test('a complete JSON answer with tool_calls in an undocumented shape is still the answer, billed; one whose finish_reason is abort, or a 200 whose error is a string, is an upstream error, charged 0', { timeout: 30_000 }, async () => {
+    const before = await settledBalance(stack, scripted.accountId);
+    const { data, response } = await scripted.client.messages.create({ model: HAIKU, max_tokens: 100, messages: [{ role: 'user', content: `[[oai json_odd_tool_calls]]${PAD}` }] }).withResponse();
+    assert.deepEqual(data.content, [{ type: 'text', text: 'done' }]);
+    const u = await eventOf(response.headers.get('request-id')!);
+    // 800×24 + 200×2.4 + 50×120 = 25,680 µc
+    assert.deepEqual([u.status, u.cost_micros], ['ok', '25680']);
+    for (const script of ['json_abort', 'json_error_string_200']) {
+      const res = await fetch(`${stack.url}/v1/messages`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': scripted.secret },
+        body: JSON.stringify({ model: HAIKU, max_tokens: 100, messages: [{ role: 'user', content: `[[oai ${script}]]${PAD}` }] }),
+      });
+      const text = await res.text();
+      assert.ok(res.status >= 500, `${script}: ${res.status} ${text}`);
+      const e = await eventOf(res.headers.get('request-id')!);
+      assert.deepEqual([e.status, e.cost_micros], ['upstream_error', '0'], script);
+    }
+    assert.equal(before - (await settledBalance(stack, scripted.accountId)), 25_680n);
   });
 
   test('an error in a 200 JSON body: an upstream error to the client (not a 200), the upstream key redacted, charged 0', { timeout: 30_000 }, async () => {

@@ -136,16 +136,27 @@ export function toolInput(args: unknown): Json {
  * upstream sent none (the gateway then records `no_usage`).
  */
 export function fromOpenAICompletion(completion: OpenAIChatCompletion, ctx: ResponseContext): Json {
-  const choice = completion.choices?.[0];
+  // Read defensively: a field in a shape no server documents is read as absent, never thrown on
+  // (the upstream billed the answer; a 503 here would be retried and billed again).
+  const choices = Array.isArray(completion.choices) ? (completion.choices as unknown[]) : [];
+  const choice = isRecord(choices[0]) ? choices[0] : undefined;
   const content: Json[] = [];
-  const msg = choice?.message;
-  const text = typeof msg?.content === 'string' && msg.content !== '' ? msg.content : typeof msg?.refusal === 'string' ? msg.refusal : '';
+  const msg = isRecord(choice?.message) ? choice.message : undefined;
+  const body = textOf(msg?.content);
+  const text = body !== '' ? body : typeof msg?.refusal === 'string' ? msg.refusal : '';
   if (text !== '') content.push({ type: 'text', text });
-  for (const call of msg?.tool_calls ?? []) {
-    content.push({ type: 'tool_use', id: call.id, name: call.function?.name, input: toolInput(call.function?.arguments) });
+  const calls = Array.isArray(msg?.tool_calls) ? msg.tool_calls : [];
+  for (const call of calls) {
+    if (!isRecord(call)) continue;
+    const fn = isRecord(call.function) ? call.function : {};
+    const args = isRecord(fn.arguments) ? JSON.stringify(fn.arguments) : fn.arguments;
+    content.push({
+      type: 'tool_use', id: typeof call.id === 'string' && call.id !== '' ? call.id : `toolu_${content.length}`,
+      name: typeof fn.name === 'string' ? fn.name : '', input: toolInput(args),
+    });
   }
-  const refused = typeof msg?.refusal === 'string' && msg.refusal !== '' && !(typeof msg.content === 'string' && msg.content !== '');
-  const [stopReason, stopSequence] = refused ? ['refusal', null] : stopReasonFor(choice?.finish_reason, choice?.stop_reason, ctx);
+  const refused = typeof msg?.refusal === 'string' && msg.refusal !== '' && body === '';
+  const [stopReason, stopSequence] = refused ? ['refusal', null] : stopReasonFor(choice?.finish_reason as string | undefined, choice?.stop_reason, ctx);
   const out: Json = {
     id: messageIdFor(completion.id), type: 'message', role: 'assistant', model: ctx.model, content,
     stop_reason: stopReason, stop_sequence: stopSequence,
@@ -153,6 +164,23 @@ export function fromOpenAICompletion(completion: OpenAIChatCompletion, ctx: Resp
   if (isRecord(completion.usage)) out.usage = anthropicUsage(completion.usage as OpenAIUsage);
   return out;
 }
+
+/** A message's `content`: a string, or an array of parts whose `text` parts are joined. */
+function textOf(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content.map((p) => (isRecord(p) && typeof p.text === 'string' ? p.text : '')).join('');
+}
+
+/**
+ * finish_reasons that say the answer was NOT finished: vLLM's `abort` (the engine aborted the
+ * request) and `error`. Such an answer is an interrupted one (an upstream error), never charged
+ * as complete.
+ */
+export const ABORTED_FINISH_REASONS: ReadonlySet<string> = new Set(['abort', 'error']);
+
+/** ms between the `ping`s a stream of reasoning chunks (dropped in translation) is given. */
+export const KEEPALIVE_PING_MS = 5_000;
 
 /** One Anthropic SSE event (`{type, …}`). */
 export type AnthropicEvent = Json & { type: string };
@@ -213,6 +241,11 @@ export class ChatStreamTranslator {
   /** OpenAI tool-call index of each call id seen without an index (servers that leave it out) */
   readonly #idIndex = new Map<string, number>();
   #lastTool: number | undefined;
+  /** the id of the call each upstream index holds, and where a reused index now points */
+  readonly #indexId = new Map<number, string>();
+  readonly #redirect = new Map<number, number>();
+  /** performance.now() of the last ping sent for reasoning the translation drops */
+  #lastPing = Number.NEGATIVE_INFINITY;
   /** the usage chunk `include_usage` asks for came (no choices, after the finish): nothing follows it */
   #usageFinal = false;
   #ended = false;
@@ -285,7 +318,18 @@ export class ChatStreamTranslator {
    * servers), the index of its `id` (a new id is a new call), else the call before it continues.
    */
   #toolIndex(call: Json): number {
-    if (typeof call.index === 'number' && Number.isSafeInteger(call.index)) return (this.#lastTool = call.index);
+    if (typeof call.index === 'number' && Number.isSafeInteger(call.index)) {
+      // An index reused with another id (Ollama, some bridges): another call, not this one's pieces.
+      if (typeof call.id === 'string' && call.id !== '') {
+        const held = this.#indexId.get(call.index);
+        if (held === undefined) this.#indexId.set(call.index, call.id);
+        else if (held !== call.id) {
+          this.#indexId.set(call.index, call.id);
+          this.#redirect.set(call.index, -1 - this.#idIndex.size - this.#redirect.size - 1_000_000);
+        }
+      }
+      return (this.#lastTool = this.#redirect.get(call.index) ?? call.index);
+    }
     if (typeof call.id === 'string' && call.id !== '') {
       let index = this.#idIndex.get(call.id);
       if (index === undefined) {
@@ -370,20 +414,6 @@ export class ChatStreamTranslator {
     const finishedBefore = this.#finish !== null;
     // Read defensively: a piece in a shape no server documents is skipped, never thrown on.
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
-    for (const choice of choices) {
-      if (!isRecord(choice) || (choice.index !== undefined && choice.index !== 0)) continue;
-      if (this.#finish !== null) continue;
-      const delta = isRecord(choice.delta) ? choice.delta : {};
-      const text = typeof delta.content === 'string' && delta.content !== '' ? delta.content
-        : typeof delta.refusal === 'string' && delta.refusal !== '' ? delta.refusal : '';
-      if (text !== '') this.#text(out, text);
-      if (Array.isArray(delta.tool_calls)) for (const call of delta.tool_calls) if (isRecord(call)) this.#tool(out, call);
-      if (typeof choice.finish_reason === 'string' && choice.finish_reason !== '') {
-        this.#finish = choice.finish_reason;
-        this.#matched = choice.stop_reason;
-        this.#flush(out);
-      }
-    }
     // Usage reports merge count by count (`mergeUsage`: OpenAI's counts are totals so far, so a
     // running usage on content chunks or an earlier report never outweighs a later one, and a
     // report that leaves a count out takes nothing back); one without any count read replaces nothing.
@@ -394,6 +424,34 @@ export class ChatStreamTranslator {
       if (finishedBefore && choices.length === 0 && isCount(this.#usage.prompt_tokens) && isCount(this.#usage.completion_tokens)) this.#usageFinal = true;
     }
     if (this.#usage !== null && Object.keys(this.#usage).length === 0) this.#usage = null;
+    for (const choice of choices) {
+      if (!isRecord(choice) || (choice.index !== undefined && choice.index !== 0)) continue;
+      if (this.#finish !== null) continue;
+      const delta = isRecord(choice.delta) ? choice.delta : {};
+      const body = textOf(delta.content);
+      const text = body !== '' ? body : typeof delta.refusal === 'string' && delta.refusal !== '' ? delta.refusal : '';
+      if (text !== '') this.#text(out, text);
+      // Reasoning has no Anthropic counterpart here (an OpenAI model bills it as completion): a
+      // `ping` every KEEPALIVE_PING_MS instead, so a long think never leaves the client idle.
+      const reasoning = [delta.reasoning_content, delta.reasoning].some((r) => typeof r === 'string' && r !== '');
+      if (reasoning && text === '' && performance.now() - this.#lastPing >= KEEPALIVE_PING_MS) {
+        this.#lastPing = performance.now();
+        out.push({ type: 'ping' });
+      }
+      if (Array.isArray(delta.tool_calls)) for (const call of delta.tool_calls) if (isRecord(call)) this.#tool(out, call);
+      if (typeof choice.finish_reason === 'string' && ABORTED_FINISH_REASONS.has(choice.finish_reason)) {
+        // Not a finish: the upstream gave up on the answer. An interrupted stream (the usage so
+        // far first, as for any cut before the finish), never charged as complete.
+        out.push(...this.#reportedSoFar(), anthropicErrorOf({ type: 'server_error', message: `Upstream aborted the answer (finish_reason ${choice.finish_reason})` }));
+        this.#ended = true;
+        return out;
+      }
+      if (typeof choice.finish_reason === 'string' && choice.finish_reason !== '') {
+        this.#finish = choice.finish_reason;
+        this.#matched = choice.stop_reason;
+        this.#flush(out);
+      }
+    }
     // Finished and counted: the answer is complete now, whatever the connection does next.
     if (this.#finish !== null && this.#usageFinal) out.push(...this.end());
     return out;

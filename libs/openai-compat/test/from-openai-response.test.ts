@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  anthropicErrorOf, anthropicSseFromOpenAI, anthropicUsage, ChatStreamTranslator, fromOpenAICompletion, NO_USAGE_WAIT_GRACES, openAIErrorToAnthropic, UNUSABLE_CACHED_TOKENS,
+  anthropicErrorOf, anthropicSseFromOpenAI, anthropicUsage, ChatStreamTranslator, fromOpenAICompletion, KEEPALIVE_PING_MS, NO_USAGE_WAIT_GRACES, openAIErrorToAnthropic, UNUSABLE_CACHED_TOKENS,
 } from '@tollgate/openai-compat';
 import type { OpenAIChatCompletion } from '@tollgate/openai-compat';
 
@@ -450,4 +450,48 @@ test('usage is never dropped for being where the relay closes: an error chunk ca
   // an error chunk before the finish: the usage so far, then the error event
   assert.deepEqual(await run([data({ ...chunk({ role: 'assistant', content: 'hel' }), usage: { prompt_tokens: 100, completion_tokens: 10 } }), data({ error: { message: 'boom', type: 'server_error' } })]),
     { usage: { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 10 }, stop: null, last: 'error', failed: false });
+});
+
+test('JSON completions read defensively: tool_calls in shapes no server documents are skipped or read as absent, arguments given as an object kept, content parts joined; never a throw', () => {
+  const usage100 = { prompt_tokens: 100, completion_tokens: 50, total_tokens: 150 };
+  const msgOf = (message: unknown, finish = 'stop') => fromOpenAICompletion({ id: 'c', choices: [{ index: 0, message, finish_reason: finish }], usage: usage100 } as never, ctx);
+  for (const calls of [{ id: 'x', function: { name: 'f', arguments: '{}' } }, 5, [null], 'abc']) {
+    const m = msgOf({ content: 'ok', tool_calls: calls });
+    assert.deepEqual([m.content, m.usage], [[{ type: 'text', text: 'ok' }], { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 50 }], JSON.stringify(calls));
+  }
+  assert.deepEqual(msgOf({ content: null, tool_calls: [{ function: { name: 'f', arguments: { x: 1 } } }] }, 'tool_calls').content,
+    [{ type: 'tool_use', id: 'toolu_0', name: 'f', input: { x: 1 } }]);
+  assert.deepEqual(msgOf({ content: [{ type: 'text', text: 'a ' }, { type: 'text', text: 'b' }, { type: 'image_url' }] }).content, [{ type: 'text', text: 'a b' }]);
+  assert.deepEqual(fromOpenAICompletion({ id: 'c', choices: 5, usage: usage100 } as never, ctx).content, []);
+});
+
+test('a stream whose finish_reason says the upstream gave up (abort, error) is interrupted, not complete: the usage so far, then an error event', () => {
+  const t = new ChatStreamTranslator(ctx);
+  t.push(chunk({ role: 'assistant', content: 'Half an ans' }));
+  const out = t.push({ ...chunk({}, 'abort'), usage: { prompt_tokens: 100, completion_tokens: 50 } });
+  assert.deepEqual(out.map((e) => e.type), ['message_delta', 'error']);
+  assert.deepEqual([(out[0]!.delta as { stop_reason: unknown }).stop_reason, (out[1]!.error as { type: string }).type], [null, 'api_error']);
+  assert.equal(t.ended, true);
+});
+
+test('parallel tool calls that reuse index 0 with new ids stay apart; reasoning chunks (dropped) give a ping at most every KEEPALIVE_PING_MS; content parts in deltas are text', () => {
+  const t = new ChatStreamTranslator(ctx);
+  const events = [
+    chunk({ role: 'assistant', content: null }),
+    chunk({ tool_calls: [{ index: 0, id: 'call_A', type: 'function', function: { name: 'fa', arguments: '{"x":1}' } }] }),
+    chunk({ tool_calls: [{ index: 0, id: 'call_B', type: 'function', function: { name: 'fb', arguments: '{"y":' } }] }),
+    chunk({ tool_calls: [{ index: 0, function: { arguments: '2}' } }] }),
+    chunk({}, 'tool_calls'),
+    { id: 'x', choices: [], usage: { prompt_tokens: 1, completion_tokens: 1 } },
+  ].flatMap((c) => t.push(c));
+  const starts = events.filter((e) => e.type === 'content_block_start').map((e) => (e.content_block as { id: string }).id);
+  assert.deepEqual(starts, ['call_A', 'call_B']);
+  const json = (i: number) => events.filter((e) => e.type === 'content_block_delta' && e.index === i).map((e) => (e.delta as { partial_json: string }).partial_json).join('');
+  assert.deepEqual([json(0), json(1)], ['{"x":1}', '{"y":2}']);
+  const r = new ChatStreamTranslator(ctx);
+  r.push(chunk({ role: 'assistant', content: '' }));
+  const pings = [1, 2, 3].flatMap(() => r.push(chunk({ reasoning_content: 'thinking…' }))).filter((e) => e.type === 'ping');
+  assert.equal(pings.length, 1, 'the first reasoning chunk pings, the next ones within KEEPALIVE_PING_MS do not');
+  assert.equal(KEEPALIVE_PING_MS, 5_000);
+  assert.deepEqual(r.push(chunk({ content: [{ type: 'text', text: 'hi' }] })).filter((e) => e.type === 'content_block_delta').map((e) => e.delta), [{ type: 'text_delta', text: 'hi' }]);
 });
