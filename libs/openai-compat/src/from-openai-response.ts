@@ -156,13 +156,22 @@ export function fromOpenAICompletion(completion: OpenAIChatCompletion, ctx: Resp
     });
   }
   const refused = typeof msg?.refusal === 'string' && msg.refusal !== '' && body === '';
-  const [stopReason, stopSequence] = refused ? ['refusal', null] : stopReasonFor(choice?.finish_reason as string | undefined, choice?.stop_reason, ctx);
+  const [stopReason, stopSequence] = refused ? ['refusal', null]
+    : toolUseIfCalled(stopReasonFor(choice?.finish_reason as string | undefined, choice?.stop_reason, ctx), content.some((b) => b.type === 'tool_use'));
   const out: Json = {
     id: messageIdFor(completion.id), type: 'message', role: 'assistant', model: ctx.model, content,
     stop_reason: stopReason, stop_sequence: stopSequence,
   };
   if (isRecord(completion.usage)) out.usage = anthropicUsage(completion.usage as OpenAIUsage);
   return out;
+}
+
+/**
+ * `end_turn` becomes `tool_use` when the answer calls tools: some compatible servers end a
+ * tool-calling answer with `finish_reason: "stop"`, and clients loop on `tool_use`.
+ */
+function toolUseIfCalled(reason: [string, string | null], called: boolean): [string, string | null] {
+  return called && reason[0] === 'end_turn' ? ['tool_use', null] : reason;
 }
 
 /** A message's `content`: a string, or an array of parts whose `text` parts are joined. */
@@ -244,6 +253,10 @@ export class ChatStreamTranslator {
   /** the id of the call each upstream index holds, and where a reused index now points */
   readonly #indexId = new Map<number, string>();
   readonly #redirect = new Map<number, number>();
+  /** synthetic indexes given so far (negative, apart from any real index) */
+  #synthetic = 0;
+  /** buffered tool calls were emitted (`#live` holds those that streamed live) */
+  #toolsEmitted = false;
   /** performance.now() of the last ping sent for reasoning the translation drops */
   #lastPing = Number.NEGATIVE_INFINITY;
   /** the usage chunk `include_usage` asks for came (no choices, after the finish): nothing follows it */
@@ -325,7 +338,7 @@ export class ChatStreamTranslator {
         if (held === undefined) this.#indexId.set(call.index, call.id);
         else if (held !== call.id) {
           this.#indexId.set(call.index, call.id);
-          this.#redirect.set(call.index, -1 - this.#idIndex.size - this.#redirect.size - 1_000_000);
+          this.#redirect.set(call.index, -1 - this.#synthetic++);
         }
       }
       return (this.#lastTool = this.#redirect.get(call.index) ?? call.index);
@@ -333,7 +346,7 @@ export class ChatStreamTranslator {
     if (typeof call.id === 'string' && call.id !== '') {
       let index = this.#idIndex.get(call.id);
       if (index === undefined) {
-        index = -1 - this.#idIndex.size; // apart from any real index
+        index = -1 - this.#synthetic++; // apart from any real index
         this.#idIndex.set(call.id, index);
       }
       return (this.#lastTool = index);
@@ -346,7 +359,8 @@ export class ChatStreamTranslator {
     const call = {
       index: this.#toolIndex(raw),
       id: typeof raw.id === 'string' ? raw.id : undefined,
-      function: { name: typeof fn.name === 'string' ? fn.name : undefined, arguments: fn.arguments },
+      // arguments given as an object (some servers): its JSON text, as the JSON path reads it
+      function: { name: typeof fn.name === 'string' ? fn.name : undefined, arguments: isRecord(fn.arguments) ? JSON.stringify(fn.arguments) : fn.arguments },
     };
     const args = typeof call.function?.arguments === 'string' ? call.function.arguments : '';
     if (this.#open?.kind === 'tool' && this.#open.tool === call.index) {
@@ -378,6 +392,7 @@ export class ChatStreamTranslator {
   /** Closes the live block, then emits the buffered tool calls and late text, each whole. */
   #flush(out: AnthropicEvent[]): void {
     this.#close(out);
+    if (this.#pending.size > 0) this.#toolsEmitted = true;
     for (const tool of this.#pending.values()) {
       const index = this.#next++;
       out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: tool.id || `toolu_${index}`, name: tool.name, input: {} } });
@@ -425,7 +440,8 @@ export class ChatStreamTranslator {
     }
     if (this.#usage !== null && Object.keys(this.#usage).length === 0) this.#usage = null;
     for (const choice of choices) {
-      if (!isRecord(choice) || (choice.index !== undefined && choice.index !== 0)) continue;
+      // the first choice: index 0, or none given (null or absent is read as absent)
+      if (!isRecord(choice) || (choice.index != null && choice.index !== 0)) continue;
       if (this.#finish !== null) continue;
       const delta = isRecord(choice.delta) ? choice.delta : {};
       const body = textOf(delta.content);
@@ -475,7 +491,7 @@ export class ChatStreamTranslator {
     // usage reported so far reaches it (charged under STREAM_ERROR_BILLING=usage).
     if (this.#finish === null) return this.#reportedSoFar();
     this.#flush(out);
-    const [stopReason, stopSequence] = stopReasonFor(this.#finish, this.#matched, this.#ctx);
+    const [stopReason, stopSequence] = toolUseIfCalled(stopReasonFor(this.#finish, this.#matched, this.#ctx), this.#live.size > 0 || this.#toolsEmitted);
     out.push({
       type: 'message_delta',
       delta: { stop_reason: stopReason, stop_sequence: stopSequence },

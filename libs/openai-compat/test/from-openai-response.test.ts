@@ -495,3 +495,33 @@ test('parallel tool calls that reuse index 0 with new ids stay apart; reasoning 
   assert.equal(KEEPALIVE_PING_MS, 5_000);
   assert.deepEqual(r.push(chunk({ content: [{ type: 'text', text: 'hi' }] })).filter((e) => e.type === 'content_block_delta').map((e) => e.delta), [{ type: 'text_delta', text: 'hi' }]);
 });
+
+test('any number of calls reusing one tool-call index stay apart; a choice with index null is the first; arguments given as an object in a stream are its JSON; an answer that calls tools with finish_reason stop is tool_use', () => {
+  const t = new ChatStreamTranslator(ctx);
+  const call = (id: string, city: string) => chunk({ tool_calls: [{ index: 0, id, type: 'function', function: { name: 'get', arguments: `{"city":"${city}"}` } }] });
+  const events = [
+    chunk({ role: 'assistant', content: null }),
+    ...['A', 'B', 'C', 'D', 'E'].map((x) => call(`call_${x}`, x)),
+    { id: 'c', choices: [{ index: null, delta: { tool_calls: [{ index: 1, id: 'call_F', function: { name: 'get', arguments: { city: 'F' } } }] }, finish_reason: null }] },
+    chunk({}, 'stop'),
+    { id: 'x', choices: [], usage: { prompt_tokens: 1, completion_tokens: 1 } },
+  ].flatMap((c) => t.push(c));
+  const starts = events.filter((e) => e.type === 'content_block_start').map((e) => [e.index, (e.content_block as { id: string }).id]);
+  assert.deepEqual(starts.map(([, id]) => id), ['call_A', 'call_B', 'call_C', 'call_D', 'call_E', 'call_F']);
+  for (const [index, id] of starts) {
+    const json = events.filter((e) => e.type === 'content_block_delta' && e.index === index).map((e) => (e.delta as { partial_json: string }).partial_json).join('');
+    assert.equal(json, `{"city":"${String(id).slice(-1)}"}`, String(id));
+  }
+  assert.equal((events.find((e) => e.type === 'message_delta')!.delta as { stop_reason: string }).stop_reason, 'tool_use');
+  // a whole text stream whose choices say index: null is answered, not cut
+  const u = new ChatStreamTranslator(ctx);
+  const text = [
+    { id: 'c', choices: [{ index: null, delta: { role: 'assistant', content: 'Hello' }, finish_reason: null }] },
+    { id: 'c', choices: [{ index: null, delta: {}, finish_reason: 'stop' }] },
+    { id: 'c', choices: [], usage: { prompt_tokens: 1000, completion_tokens: 50 } },
+  ].flatMap((c) => u.push(c));
+  assert.deepEqual(text.filter((e) => e.type === 'message_delta').map((e) => (e.delta as { stop_reason: string }).stop_reason), ['end_turn']);
+  // JSON: tool calls under finish_reason stop
+  const m = fromOpenAICompletion({ id: 'c', choices: [{ index: 0, message: { content: null, tool_calls: [{ id: 'call_1', function: { name: 'f', arguments: '{}' } }] }, finish_reason: 'stop' }] } as never, ctx);
+  assert.equal(m.stop_reason, 'tool_use');
+});

@@ -35,13 +35,13 @@ export function checkTranslatable(body: object): void {
 }
 
 /**
- * The OpenAI error a 2xx JSON body is, if it is one, as an `error` object: `{"error": {…}}`,
+ * The OpenAI error a 2xx JSON body without choices is, if it is one, as an `error` object: `{"error": {…}}`,
  * `{"error": "text"}`, vLLM's older `{"object": "error", "message": …}`, or a completion whose
  * first choice's finish_reason says the upstream gave up (`ABORTED_FINISH_REASONS`: an answer
  * it did not finish, never charged as complete).
  */
 function errorIn2xx(json: Json): Json | undefined {
-  if (!Array.isArray(json.choices)) {
+  if (!Array.isArray(json.choices) || json.choices.length === 0) {
     if (isRecord(json.error)) return json.error;
     if (typeof json.error === 'string') return { message: json.error };
     if (json.object === 'error') return json;
