@@ -56,8 +56,15 @@ function mergedUsage(m: Json): OpenAIUsage {
   } as OpenAIUsage;
 }
 
-/** A count as Anthropic's usage reader accepts one: a non-negative safe integer. */
-const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+/**
+ * The largest token count the gateway's usage reader accepts (@tollgate/anthropic
+ * `MAX_TOKEN_COUNT`, what the warehouse stores): a larger one is no count there, so it is none
+ * here either (never the largest report that outweighs a true one).
+ */
+const MAX_COUNT = 4_294_967_295;
+
+/** A count as Anthropic's usage reader accepts one: a non-negative integer ≤ `MAX_COUNT`. */
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_COUNT;
 
 /**
  * What `cache_read_input_tokens` carries for a `cached_tokens` that cannot be used (not a count,
@@ -151,7 +158,7 @@ export function fromOpenAICompletion(completion: OpenAIChatCompletion, ctx: Resp
     const fn = isRecord(call.function) ? call.function : {};
     const args = isRecord(fn.arguments) ? JSON.stringify(fn.arguments) : fn.arguments;
     content.push({
-      type: 'tool_use', id: typeof call.id === 'string' && call.id !== '' ? call.id : `toolu_${content.length}`,
+      type: 'tool_use', id: typeof call.id === 'string' && call.id !== '' ? call.id : madeUpToolId(),
       name: typeof fn.name === 'string' ? fn.name : '', input: toolInput(args),
     });
   }
@@ -172,6 +179,15 @@ export function fromOpenAICompletion(completion: OpenAIChatCompletion, ctx: Resp
  */
 function toolUseIfCalled(reason: [string, string | null], called: boolean): [string, string | null] {
   return called && reason[0] === 'end_turn' ? ['tool_use', null] : reason;
+}
+
+/**
+ * An id for a tool call the upstream gave none: unique (`toolu_` and 24 random hex digits), so
+ * the calls of different turns of one conversation never share one (the client answers each
+ * with its `tool_use_id`).
+ */
+function madeUpToolId(): string {
+  return `toolu_${crypto.randomUUID().replaceAll('-', '').slice(0, 24)}`;
 }
 
 /** A message's `content`: a string, or an array of parts whose `text` parts are joined. */
@@ -255,6 +271,8 @@ export class ChatStreamTranslator {
   readonly #redirect = new Map<number, number>();
   /** synthetic indexes given so far (negative, apart from any real index) */
   #synthetic = 0;
+  /** calls (by index as `#toolIndex` gives it) whose name came: a second name is another call */
+  readonly #named = new Set<number>();
   /** buffered tool calls were emitted (`#live` holds those that streamed live) */
   #toolsEmitted = false;
   /** performance.now() of the last ping sent for reasoning the translation drops */
@@ -286,6 +304,22 @@ export class ChatStreamTranslator {
   /** A usage report with a count was seen. */
   get hasUsage(): boolean {
     return this.#usage !== null && (this.#usage.prompt_tokens !== undefined || this.#usage.completion_tokens !== undefined);
+  }
+
+  /**
+   * The events an upstream keep-alive yields: `message_start` if none was sent (so the client has
+   * its headers), then a `ping`, at most one per `KEEPALIVE_PING_MS`; nothing once the answer ended.
+   */
+  keepAlive(): AnthropicEvent[] {
+    const out: AnthropicEvent[] = [];
+    if (this.#ended) return out;
+    const started = this.#started;
+    this.#start(out, undefined);
+    if (!started || performance.now() - this.#lastPing >= KEEPALIVE_PING_MS) {
+      this.#lastPing = performance.now();
+      out.push({ type: 'ping' });
+    }
+    return out;
   }
 
   /** A finish_reason was seen: the answer is complete (its usage may still come). */
@@ -331,27 +365,28 @@ export class ChatStreamTranslator {
    * servers), the index of its `id` (a new id is a new call), else the call before it continues.
    */
   #toolIndex(call: Json): number {
+    const id = typeof call.id === 'string' && call.id !== '' ? call.id : undefined;
+    const named = isRecord(call.function) && typeof call.function.name === 'string' && call.function.name !== '';
+    // A call id seen before: its own call, wherever the piece says it is.
+    if (id !== undefined && this.#idIndex.has(id)) return (this.#lastTool = this.#idIndex.get(id)!);
+    const fresh = () => -1 - this.#synthetic++; // apart from any real index
+    let index: number;
     if (typeof call.index === 'number' && Number.isSafeInteger(call.index)) {
-      // An index reused with another id (Ollama, some bridges): another call, not this one's pieces.
-      if (typeof call.id === 'string' && call.id !== '') {
-        const held = this.#indexId.get(call.index);
-        if (held === undefined) this.#indexId.set(call.index, call.id);
-        else if (held !== call.id) {
-          this.#indexId.set(call.index, call.id);
-          this.#redirect.set(call.index, -1 - this.#synthetic++);
-        }
-      }
-      return (this.#lastTool = this.#redirect.get(call.index) ?? call.index);
-    }
-    if (typeof call.id === 'string' && call.id !== '') {
-      let index = this.#idIndex.get(call.id);
-      if (index === undefined) {
-        index = -1 - this.#synthetic++; // apart from any real index
-        this.#idIndex.set(call.id, index);
-      }
-      return (this.#lastTool = index);
-    }
-    return this.#lastTool ?? 0;
+      const held = this.#indexId.get(call.index);
+      const current = this.#redirect.get(call.index) ?? call.index;
+      // An index reused by another call (Ollama, some bridges): a new id, or, without ids, a
+      // second name where the call there has one.
+      if ((id !== undefined && held !== undefined && held !== id) || (id === undefined && named && this.#named.has(current))) {
+        index = fresh();
+        this.#redirect.set(call.index, index);
+      } else index = current;
+      if (id !== undefined) this.#indexId.set(call.index, id);
+    } else if (id !== undefined) index = fresh();
+    // Neither: the call before continues, unless this piece names a call where that one is named.
+    else index = this.#lastTool === undefined ? 0 : named && this.#named.has(this.#lastTool) ? fresh() : this.#lastTool;
+    if (id !== undefined) this.#idIndex.set(id, index);
+    if (named) this.#named.add(index);
+    return (this.#lastTool = index);
   }
 
   #tool(out: AnthropicEvent[], raw: Json): void {
@@ -385,7 +420,7 @@ export class ChatStreamTranslator {
     const index = this.#next++;
     this.#live.add(call.index);
     this.#open = { index, kind: 'tool', tool: call.index };
-    out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: id || `toolu_${index}`, name, input: {} } });
+    out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: id || madeUpToolId(), name, input: {} } });
     if (args !== '') out.push({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: args } });
   }
 
@@ -395,7 +430,7 @@ export class ChatStreamTranslator {
     if (this.#pending.size > 0) this.#toolsEmitted = true;
     for (const tool of this.#pending.values()) {
       const index = this.#next++;
-      out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: tool.id || `toolu_${index}`, name: tool.name, input: {} } });
+      out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: tool.id || madeUpToolId(), name: tool.name, input: {} } });
       if (tool.args !== '') out.push({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: tool.args } });
       out.push({ type: 'content_block_stop', index });
     }
@@ -432,16 +467,21 @@ export class ChatStreamTranslator {
     // Usage reports merge count by count (`mergeUsage`: OpenAI's counts are totals so far, so a
     // running usage on content chunks or an earlier report never outweighs a later one, and a
     // report that leaves a count out takes nothing back); one without any count read replaces nothing.
-    if (isRecord(chunk.usage) && mergeUsage((this.#usage ??= {}), chunk.usage)) {
+    // Where servers put it: `usage` (OpenAI), `x_groq.usage` (Groq), or on the choice.
+    const reports = [chunk.usage, isRecord(chunk.x_groq) ? chunk.x_groq.usage : undefined, ...choices.map((c) => (isRecord(c) ? c.usage : undefined))];
+    let merged = false;
+    for (const r of reports) if (isRecord(r) && mergeUsage((this.#usage ??= {}), r)) merged = true;
+    if (merged) {
       // The usage chunk (`include_usage`: no choices) after the finish is the last word, once
       // it holds both the prompt and the completion (a report split over two chunks is waited
       // for, one grace at most).
-      if (finishedBefore && choices.length === 0 && isCount(this.#usage.prompt_tokens) && isCount(this.#usage.completion_tokens)) this.#usageFinal = true;
+      const u = this.#usage!;
+      if (finishedBefore && choices.length === 0 && isCount(u.prompt_tokens) && isCount(u.completion_tokens)) this.#usageFinal = true;
     }
     if (this.#usage !== null && Object.keys(this.#usage).length === 0) this.#usage = null;
     for (const choice of choices) {
       // the first choice: index 0, or none given (null or absent is read as absent)
-      if (!isRecord(choice) || (choice.index != null && choice.index !== 0)) continue;
+      if (!isRecord(choice) || (choice.index != null && Number(choice.index) !== 0)) continue;
       if (this.#finish !== null) continue;
       const delta = isRecord(choice.delta) ? choice.delta : {};
       const body = textOf(delta.content);
@@ -546,6 +586,11 @@ export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, c
   const translator = new ChatStreamTranslator(ctx);
   let pending: AnthropicEvent[] = [];
   const parser = createParser({
+    // An upstream's keep-alive comment (OpenRouter's `: OPENROUTER PROCESSING`): the client gets
+    // one too, so neither it nor a proxy between sees an idle connection while the model works.
+    onComment() {
+      pending.push(...translator.keepAlive());
+    },
     onEvent(event) {
       if (event.data.trim() === '[DONE]') {
         pending.push(...translator.end());

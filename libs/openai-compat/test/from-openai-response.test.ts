@@ -459,8 +459,11 @@ test('JSON completions read defensively: tool_calls in shapes no server document
     const m = msgOf({ content: 'ok', tool_calls: calls });
     assert.deepEqual([m.content, m.usage], [[{ type: 'text', text: 'ok' }], { input_tokens: 100, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 50 }], JSON.stringify(calls));
   }
-  assert.deepEqual(msgOf({ content: null, tool_calls: [{ function: { name: 'f', arguments: { x: 1 } } }] }, 'tool_calls').content,
-    [{ type: 'tool_use', id: 'toolu_0', name: 'f', input: { x: 1 } }]);
+  const made = msgOf({ content: null, tool_calls: [{ function: { name: 'f', arguments: { x: 1 } } }] }, 'tool_calls').content as Array<{ id: string }>;
+  assert.deepEqual(made.map(({ id: _id, ...b }) => b), [{ type: 'tool_use', name: 'f', input: { x: 1 } }]);
+  // a made-up id is unique: two turns never share one
+  assert.match(made[0]!.id, /^toolu_[0-9a-f]{24}$/);
+  assert.notEqual(made[0]!.id, (msgOf({ content: null, tool_calls: [{ function: { name: 'f', arguments: '{}' } }] }, 'tool_calls').content as Array<{ id: string }>)[0]!.id);
   assert.deepEqual(msgOf({ content: [{ type: 'text', text: 'a ' }, { type: 'text', text: 'b' }, { type: 'image_url' }] }).content, [{ type: 'text', text: 'a b' }]);
   assert.deepEqual(fromOpenAICompletion({ id: 'c', choices: 5, usage: usage100 } as never, ctx).content, []);
 });
@@ -524,4 +527,66 @@ test('any number of calls reusing one tool-call index stay apart; a choice with 
   // JSON: tool calls under finish_reason stop
   const m = fromOpenAICompletion({ id: 'c', choices: [{ index: 0, message: { content: null, tool_calls: [{ id: 'call_1', function: { name: 'f', arguments: '{}' } }] }, finish_reason: 'stop' }] } as never, ctx);
   assert.equal(m.stop_reason, 'tool_use');
+});
+
+test('tool calls without ids: a second name is a second call (with or without index 0); an id seen before returns to its call; usage where servers put it (x_groq.usage, the choice); a count above the reader\'s bound is none', () => {
+  const ids = (events: Array<Record<string, unknown>>) => events.filter((e) => e.type === 'content_block_start').map((e) => (e.content_block as { name: string }).name);
+  const json = (events: Array<Record<string, unknown>>) => {
+    const starts = events.filter((e) => e.type === 'content_block_start').map((e) => e.index);
+    return starts.map((i) => events.filter((e) => e.type === 'content_block_delta' && e.index === i).map((e) => (e.delta as { partial_json: string }).partial_json).join(''));
+  };
+  for (const withIndex of [false, true]) {
+    const t = new ChatStreamTranslator(ctx);
+    const events = [
+      chunk({ role: 'assistant', content: null }),
+      ...[0, 1, 2].map((n) => chunk({ tool_calls: [{ ...(withIndex ? { index: 0 } : {}), type: 'function', function: { name: `g${n}`, arguments: `{"n":${n}}` } }] })),
+      chunk({}, 'tool_calls'),
+      { id: 'x', choices: [], usage: { prompt_tokens: 1, completion_tokens: 1 } },
+    ].flatMap((c) => t.push(c));
+    assert.deepEqual([ids(events), json(events)], [['g0', 'g1', 'g2'], ['{"n":0}', '{"n":1}', '{"n":2}']], `index given: ${withIndex}`);
+  }
+  // ids alternating on one index: each piece back to its own call
+  const t = new ChatStreamTranslator(ctx);
+  const alt = [
+    chunk({ role: 'assistant', content: null }),
+    chunk({ tool_calls: [{ index: 0, id: 'A', function: { name: 'a', arguments: '{"a":' } }] }),
+    chunk({ tool_calls: [{ index: 0, id: 'B', function: { name: 'b', arguments: '{"b":' } }] }),
+    chunk({ tool_calls: [{ index: 0, id: 'A', function: { arguments: '1}' } }] }),
+    chunk({ tool_calls: [{ index: 0, id: 'B', function: { arguments: '2}' } }] }),
+    chunk({}, 'tool_calls'),
+    { id: 'x', choices: [], usage: { prompt_tokens: 1, completion_tokens: 1 } },
+  ].flatMap((c) => t.push(c));
+  assert.deepEqual([ids(alt), json(alt)], [['a', 'b'], ['{"a":1}', '{"b":2}']]);
+  // usage in x_groq, or on the choice
+  for (const where of ['x_groq', 'choice'] as const) {
+    const u = new ChatStreamTranslator(ctx);
+    u.push(chunk({ role: 'assistant', content: 'hi' }));
+    const usage = { prompt_tokens: 1000, completion_tokens: 500 };
+    const fin = where === 'x_groq' ? { ...chunk({}, 'stop'), x_groq: { usage } } : { id: 'c', choices: [{ index: 0, delta: {}, finish_reason: 'stop', usage }] };
+    u.push(fin);
+    assert.deepEqual(u.end().find((e) => e.type === 'message_delta')?.usage, { input_tokens: 1000, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 500 }, where);
+  }
+  // a running report above 2^32 − 1 never outweighs the true final one
+  const big = new ChatStreamTranslator(ctx);
+  big.push({ ...chunk({ role: 'assistant', content: 'hi' }), usage: { prompt_tokens: 2 ** 52, completion_tokens: 1 } });
+  big.push(chunk({}, 'stop'));
+  const closing = big.push({ id: 'x', choices: [], usage: { prompt_tokens: 1000, completion_tokens: 500 } });
+  assert.deepEqual(closing.find((e) => e.type === 'message_delta')?.usage, { input_tokens: 1000, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 500 });
+});
+
+test('upstream keep-alive comments reach the client: message_start at the first (its headers), then a ping at most every KEEPALIVE_PING_MS', async () => {
+  let pulled = 0;
+  async function* body() {
+    for (let i = 0; i < 3; i++) {
+      pulled++;
+      yield Buffer.from(': OPENROUTER PROCESSING\n\n');
+    }
+    yield Buffer.from(`data: ${JSON.stringify(chunk({ role: 'assistant', content: 'hi' }))}\n\ndata: ${JSON.stringify(chunk({}, 'stop'))}\n\ndata: ${JSON.stringify({ id: 'x', choices: [], usage: { prompt_tokens: 5, completion_tokens: 1 } })}\n\n`);
+  }
+  const types: string[] = [];
+  for await (const b of anthropicSseFromOpenAI(body(), ctx)) {
+    for (const f of b.toString('utf8').split('\n\n').filter(Boolean)) types.push(f.split('\n')[0]!.slice('event: '.length));
+  }
+  assert.equal(pulled, 3);
+  assert.deepEqual(types, ['message_start', 'ping', 'content_block_start', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
 });
