@@ -271,8 +271,8 @@ export class ChatStreamTranslator {
   readonly #redirect = new Map<number, number>();
   /** synthetic indexes given so far (negative, apart from any real index) */
   #synthetic = 0;
-  /** calls (by index as `#toolIndex` gives it) whose name came: a second name is another call */
-  readonly #named = new Set<number>();
+  /** the name of each call (by index as `#toolIndex` gives it): another name there is another call */
+  readonly #names = new Map<number, string>();
   /** buffered tool calls were emitted (`#live` holds those that streamed live) */
   #toolsEmitted = false;
   /** performance.now() of the last ping sent for reasoning the translation drops */
@@ -366,7 +366,9 @@ export class ChatStreamTranslator {
    */
   #toolIndex(call: Json): number {
     const id = typeof call.id === 'string' && call.id !== '' ? call.id : undefined;
-    const named = isRecord(call.function) && typeof call.function.name === 'string' && call.function.name !== '';
+    const name = isRecord(call.function) && typeof call.function.name === 'string' && call.function.name !== '' ? call.function.name : undefined;
+    // another name where a call is named: another call (a server may repeat a call's own name)
+    const otherName = (at: number | undefined) => name !== undefined && at !== undefined && this.#names.has(at) && this.#names.get(at) !== name;
     // A call id seen before: its own call, wherever the piece says it is.
     if (id !== undefined && this.#idIndex.has(id)) return (this.#lastTool = this.#idIndex.get(id)!);
     const fresh = () => -1 - this.#synthetic++; // apart from any real index
@@ -374,18 +376,18 @@ export class ChatStreamTranslator {
     if (typeof call.index === 'number' && Number.isSafeInteger(call.index)) {
       const held = this.#indexId.get(call.index);
       const current = this.#redirect.get(call.index) ?? call.index;
-      // An index reused by another call (Ollama, some bridges): a new id, or, without ids, a
-      // second name where the call there has one.
-      if ((id !== undefined && held !== undefined && held !== id) || (id === undefined && named && this.#named.has(current))) {
+      // An index reused by another call (Ollama, some bridges): a new id, or, without ids,
+      // another name than the call there has.
+      if ((id !== undefined && held !== undefined && held !== id) || (id === undefined && otherName(current))) {
         index = fresh();
         this.#redirect.set(call.index, index);
       } else index = current;
       if (id !== undefined) this.#indexId.set(call.index, id);
     } else if (id !== undefined) index = fresh();
-    // Neither: the call before continues, unless this piece names a call where that one is named.
-    else index = this.#lastTool === undefined ? 0 : named && this.#named.has(this.#lastTool) ? fresh() : this.#lastTool;
+    // Neither: the call before continues, unless this piece names another call than that one.
+    else index = this.#lastTool === undefined ? 0 : otherName(this.#lastTool) ? fresh() : this.#lastTool;
     if (id !== undefined) this.#idIndex.set(id, index);
-    if (named) this.#named.add(index);
+    if (name !== undefined && !this.#names.has(index)) this.#names.set(index, name);
     return (this.#lastTool = index);
   }
 

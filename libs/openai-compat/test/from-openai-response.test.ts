@@ -545,6 +545,15 @@ test('tool calls without ids: a second name is a second call (with or without in
     ].flatMap((c) => t.push(c));
     assert.deepEqual([ids(events), json(events)], [['g0', 'g1', 'g2'], ['{"n":0}', '{"n":1}', '{"n":2}']], `index given: ${withIndex}`);
   }
+  // a server that repeats a call's own name on every piece: one call
+  const same = new ChatStreamTranslator(ctx);
+  const rep = [
+    chunk({ role: 'assistant', content: null }),
+    chunk({ tool_calls: [{ index: 0, function: { name: 'get', arguments: '{"ci' } }] }),
+    chunk({ tool_calls: [{ index: 0, function: { name: 'get', arguments: 'ty":"P"}' } }] }),
+    chunk({}, 'tool_calls'),
+  ].flatMap((c) => same.push(c));
+  assert.deepEqual([ids(rep), json(rep)], [['get'], ['{"city":"P"}']]);
   // ids alternating on one index: each piece back to its own call
   const t = new ChatStreamTranslator(ctx);
   const alt = [
