@@ -1,9 +1,9 @@
 // OpenAI error responses → Anthropic's error shape, so the gateway's upstream-error handling
 // (libs/anthropic `upstreamErrorToGateway`: statuses, retry advice, redaction) applies unchanged.
+import { isRecord } from '@tollgate/anthropic';
 import type { OpenAIErrorBody } from './types.ts';
 
 type Json = Record<string, unknown>;
-const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The Anthropic error types this mapping produces (Anthropic "Errors" docs). */
 export type AnthropicErrorTypeName =

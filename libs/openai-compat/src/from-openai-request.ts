@@ -4,7 +4,7 @@
 // Every parameter is either mapped or refused with a 400 naming it: nothing is accepted and then
 // silently dropped (a client asking for n=3 or logprobs must not pay for an answer without them).
 
-import { ProtocolError } from '@tollgate/anthropic';
+import { isRecord, ProtocolError } from '@tollgate/anthropic';
 
 /** The Anthropic request a Chat Completions request becomes, and what the answer's writer needs. */
 export interface ChatRequestTranslation {
@@ -50,9 +50,6 @@ const MAPPED = new Set([
   'user', 'tools', 'tool_choice', 'parallel_tool_calls',
 ]);
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function fail(param: string, problem: string): never {
   throw new ProtocolError(param, problem);

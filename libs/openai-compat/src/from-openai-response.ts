@@ -2,6 +2,7 @@
 // a whole JSON completion → a Message, and a stream of chunks → Anthropic SSE events, so the
 // gateway meters an OpenAI upstream exactly as it meters Anthropic.
 import { createParser } from 'eventsource-parser';
+import { isRecord, isTokenCount as isCount } from '@tollgate/anthropic';
 import type { OpenAIChatChunk, OpenAIChatCompletion, OpenAIFinishReason, OpenAIUsage } from './types.ts';
 import { anthropicErrorOf } from './errors.ts';
 
@@ -23,7 +24,6 @@ export interface AnthropicUsage {
   output_tokens: number;
 }
 
-const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * A usage report's counts merged into `into`, count by count: the largest valid count any report
@@ -56,15 +56,6 @@ function mergedUsage(m: Json): OpenAIUsage {
   } as OpenAIUsage;
 }
 
-/**
- * The largest token count the gateway's usage reader accepts (@tollgate/anthropic
- * `MAX_TOKEN_COUNT`, what the warehouse stores): a larger one is no count there, so it is none
- * here either (never the largest report that outweighs a true one).
- */
-const MAX_COUNT = 4_294_967_295;
-
-/** A count as Anthropic's usage reader accepts one: a non-negative integer ≤ `MAX_COUNT`. */
-const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_COUNT;
 
 /**
  * What `cache_read_input_tokens` carries for a `cached_tokens` that cannot be used (not a count,

@@ -2,7 +2,7 @@
 // What has no OpenAI equivalent is either dropped (listed in `dropped`, with the reason in the
 // README "Platform openai") or refused with a `TranslationError` naming the field, before
 // anything is sent upstream: never accepted and then failing later.
-import { prewarms } from '@tollgate/anthropic';
+import { isRecord, prewarms } from '@tollgate/anthropic';
 import type {
   OpenAIChatRequest, OpenAIContentPart, OpenAIMessage, OpenAITool, OpenAIToolCall, OpenAIToolChoice,
 } from './types.ts';
@@ -38,7 +38,6 @@ const HANDLED = new Set(['model', 'messages', 'system', 'max_tokens', 'temperatu
 /** Fields that, when present and non-empty, need an Anthropic-side feature: refused. */
 const REFUSED_TOP = new Set(['mcp_servers', 'container']);
 
-const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Anthropic image `source` → an OpenAI `image_url` (base64 → `data:` URL, `url` as is); `file` refused. */
 function imagePart(source: unknown, at: string): OpenAIContentPart {

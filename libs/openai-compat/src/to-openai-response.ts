@@ -1,6 +1,7 @@
 // Anthropic Messages answers -> OpenAI Chat Completions answers, for OpenAI-format clients of the
 // gateway. The gateway meters the Anthropic answer (its usage is the bill); this only rewrites what
 // the client reads, so a translation can never change what is charged.
+import { isRecord, isTokenCount } from '@tollgate/anthropic';
 
 /** OpenAI's `usage` object of a chat.completion and of the final stream chunk. */
 export interface OpenAIUsage {
@@ -17,16 +18,13 @@ export interface OpenAIErrorBody {
 
 type Rec = Record<string, unknown>;
 
-function isRecord(v: unknown): v is Rec {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** ms without a byte to an OpenAI-format stream's client after which a dropped event writes a keep-alive comment. */
 export const KEEPALIVE_MS = 5_000;
 
-/** A token count as the gateway's usage reader accepts one (a non-negative safe integer), else 0. */
+/** A token count as the gateway's usage reader accepts one (`isTokenCount`), else 0. */
 function count(v: unknown): number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0;
+  return isTokenCount(v) ? v : 0;
 }
 
 /**
@@ -231,7 +229,7 @@ export class ChatChunkStream {
           for (const [k, v] of Object.entries(data['usage'])) {
             if (v === null || v === undefined) continue;
             if (typeof v !== 'number') { this.usage[k] = v; continue; }
-            if (!Number.isSafeInteger(v) || v < 0) continue;
+            if (!isTokenCount(v)) continue;
             const placeholder = k === 'output_tokens' && this.outputPlaceholder;
             if (placeholder) this.outputPlaceholder = false;
             this.usage[k] = placeholder ? v : Math.max(count(this.usage[k]), v);

@@ -5,7 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { gatewayError } from '@tollgate/anthropic';
+import { gatewayError, isRecord } from '@tollgate/anthropic';
 import {
   ABORTED_FINISH_REASONS, anthropicErrorOf, anthropicSseFromOpenAI, fromOpenAICompletion, openAIErrorToAnthropic, toOpenAIRequest, TranslationError,
   type OpenAIChatCompletion, type ResponseContext,
@@ -59,7 +59,6 @@ function errorIn2xx(json: Json): Json | undefined {
 const KEPT = (name: string) => name === 'traceparent' || name === 'tracestate' || name.startsWith('x-sim-');
 
 type Json = Record<string, unknown>;
-const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * `UpstreamClient` for an OpenAI Chat Completions upstream (`UpstreamOptions.url` is its base URL
