@@ -531,16 +531,11 @@ export function inputTokenBound(body: CountTokensRequest, raw: Uint8Array | numb
   const bytes = Number.isSafeInteger(rawBodyBytes) && rawBodyBytes >= 0 ? rawBodyBytes : Number.POSITIVE_INFINITY;
   const textTokens = Math.max(0, bytes - measuredBase64);
   const summed = textTokens + imageTokenSum + overheadTokens;
-  if (limits.windowBoundsBilling === false) {
-    // The window bounds only what nothing else does; the parts are summed whole.
-    const ceiling = !Number.isFinite(summed) || (unbounded.length > 0 && ceilingTokens > summed);
-    return {
-      tokens: ceiling ? ceilingTokens : summed,
-      textTokens: Number.isFinite(textTokens) ? textTokens : ceilingTokens,
-      imagesMeasured, imagesCapped, imageTokens: imageTokenSum, overheadTokens, unbounded, iterations, ceiling,
-    };
-  }
-  const ceiling = unbounded.length > 0 || summed > ceilingTokens;
+  // Where the window does not bound billing, it bounds only what nothing else does and the parts
+  // are summed whole; elsewhere it also caps the sum.
+  const ceiling = limits.windowBoundsBilling === false
+    ? !Number.isFinite(summed) || (unbounded.length > 0 && ceilingTokens > summed)
+    : unbounded.length > 0 || summed > ceilingTokens;
   return {
     tokens: ceiling ? ceilingTokens : summed,
     textTokens: Number.isFinite(textTokens) ? textTokens : ceilingTokens,

@@ -264,8 +264,8 @@ export class ChatStreamTranslator {
   #synthetic = 0;
   /** the name of each call (by index as `#toolIndex` gives it): another name there is another call */
   readonly #names = new Map<number, string>();
-  /** buffered tool calls were emitted (`#live` holds those that streamed live) */
-  #toolsEmitted = false;
+  /** a tool_use block was emitted (live or buffered): the answer calls tools */
+  #called = false;
   /** performance.now() of the last ping sent for reasoning the translation drops */
   #lastPing = Number.NEGATIVE_INFINITY;
   /** the usage chunk `include_usage` asks for came (no choices, after the finish): nothing follows it */
@@ -289,11 +289,11 @@ export class ChatStreamTranslator {
    * the body, then calls `end()`.
    */
   get awaitingFinalUsage(): boolean {
-    return !this.#ended && this.#finish !== null && this.hasUsage && !this.#usageFinal;
+    return !this.#ended && this.#finish !== null && this.#hasUsage && !this.#usageFinal;
   }
 
   /** A usage report with a count was seen. */
-  get hasUsage(): boolean {
+  get #hasUsage(): boolean {
     return this.#usage !== null && (this.#usage.prompt_tokens !== undefined || this.#usage.completion_tokens !== undefined);
   }
 
@@ -412,6 +412,7 @@ export class ChatStreamTranslator {
     this.#close(out);
     const index = this.#next++;
     this.#live.add(call.index);
+    this.#called = true;
     this.#open = { index, kind: 'tool', tool: call.index };
     out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: id || madeUpToolId(), name, input: {} } });
     if (args !== '') out.push({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: args } });
@@ -420,7 +421,7 @@ export class ChatStreamTranslator {
   /** Closes the live block, then emits the buffered tool calls and late text, each whole. */
   #flush(out: AnthropicEvent[]): void {
     this.#close(out);
-    if (this.#pending.size > 0) this.#toolsEmitted = true;
+    if (this.#pending.size > 0) this.#called = true;
     for (const tool of this.#pending.values()) {
       const index = this.#next++;
       out.push({ type: 'content_block_start', index, content_block: { type: 'tool_use', id: tool.id || madeUpToolId(), name: tool.name, input: {} } });
@@ -511,7 +512,7 @@ export class ChatStreamTranslator {
    * that ends before its finish_reason; none when nothing was reported.
    */
   #reportedSoFar(): AnthropicEvent[] {
-    if (!this.hasUsage) return [];
+    if (!this.#hasUsage) return [];
     return [{ type: 'message_delta', delta: { stop_reason: null, stop_sequence: null }, usage: anthropicUsage(mergedUsage(this.#usage!)) }];
   }
 
@@ -524,7 +525,7 @@ export class ChatStreamTranslator {
     // usage reported so far reaches it (charged under STREAM_ERROR_BILLING=usage).
     if (this.#finish === null) return this.#reportedSoFar();
     this.#flush(out);
-    const [stopReason, stopSequence] = toolUseIfCalled(stopReasonFor(this.#finish, this.#matched, this.#ctx), this.#live.size > 0 || this.#toolsEmitted);
+    const [stopReason, stopSequence] = toolUseIfCalled(stopReasonFor(this.#finish, this.#matched, this.#ctx), this.#called);
     out.push({
       type: 'message_delta',
       delta: { stop_reason: stopReason, stop_sequence: stopSequence },
@@ -611,7 +612,7 @@ export async function* anthropicSseFromOpenAI(body: AsyncIterable<Uint8Array>, c
       // seen, `NO_USAGE_WAIT_GRACES` of them while none was (keep-alives extend neither).
       if (translator.finished) {
         finishedAt ??= performance.now();
-        const deadline = finishedAt + graceMs * (translator.hasUsage ? 1 : NO_USAGE_WAIT_GRACES);
+        const deadline = finishedAt + graceMs * (translator.awaitingFinalUsage ? 1 : NO_USAGE_WAIT_GRACES);
         next = await withinMs(chunks.next(), Math.max(0, deadline - performance.now()));
       } else next = await chunks.next();
     } catch (err) {
