@@ -9,6 +9,7 @@ export {
   parseExactDecimal,
   formatCredits,
   creditsToNumber,
+  balanceView,
   ceilDiv,
 } from './money.ts';
 export type { ExactDecimal } from './money.ts';

@@ -113,6 +113,24 @@ export function creditsToNumber(micros: bigint): number {
   return Number(formatCredits(micros));
 }
 
+/**
+ * An account's balance as the API shows it (`GET /v1/credits`, the admin account view), each of
+ * balance, held and available three ways: a JS number of credits for display
+ * (`*_credits`, rounds past 2^53 µc), exact µc as a decimal string (`*_micro_credits`) and
+ * exact credits as decimal text (`balance`, `held`, `available`). Input in µc.
+ */
+export function balanceView(b: { balance: bigint; held: bigint; available: bigint }): {
+  balance_credits: number; held_credits: number; available_credits: number;
+  balance_micro_credits: string; held_micro_credits: string; available_micro_credits: string;
+  balance: string; held: string; available: string;
+} {
+  return {
+    balance_credits: creditsToNumber(b.balance), held_credits: creditsToNumber(b.held), available_credits: creditsToNumber(b.available),
+    balance_micro_credits: b.balance.toString(), held_micro_credits: b.held.toString(), available_micro_credits: b.available.toString(),
+    balance: formatCredits(b.balance), held: formatCredits(b.held), available: formatCredits(b.available),
+  };
+}
+
 /** ceil(a / b) for a ≥ 0, b > 0. */
 export function ceilDiv(a: bigint, b: bigint): bigint {
   if (b <= 0n) throw new RangeError('ceilDiv: divisor must be positive');

@@ -6,7 +6,7 @@ import {
 } from '@tollgate/events';
 import { createHttpServer, guardOperatorRoutes } from '@tollgate/http';
 import { CidrError, displayPrefix, generateSecret, hashSecret, normaliseCidr } from '@tollgate/keys';
-import { creditsToNumber, findPriceList, formatCredits, MoneyError, parseCredits, resolveModel, type Catalog } from '@tollgate/pricing';
+import { balanceView, findPriceList, formatCredits, MoneyError, parseCredits, resolveModel, type Catalog } from '@tollgate/pricing';
 import type { LedgerEntry, SpendWindowName } from '@tollgate/ledger';
 import type { ControlDeps } from './deps.ts';
 import { bodyErrorMap, bodyProblems, MAX_NAME_CHARS, operatorTextProblem } from './body-problems.ts';
@@ -257,16 +257,7 @@ export function registerControl(app: FastifyInstance, deps: ControlDeps): void {
       low_balance_credits: creditsView(a.low_balance_credits),
       admission_policy: a.admission_policy ?? null,
       currency: catalogNow().credit.currency,
-      balance_credits: creditsToNumber(b.balance),
-      held_credits: creditsToNumber(b.held),
-      available_credits: creditsToNumber(b.available),
-      balance_micro_credits: b.balance.toString(),
-      held_micro_credits: b.held.toString(),
-      available_micro_credits: b.available.toString(),
-      // exact decimal text in credits (the numbers above are for display and round past 2^53 µc)
-      balance: formatCredits(b.balance),
-      held: formatCredits(b.held),
-      available: formatCredits(b.available),
+      ...balanceView(b),
     };
   };
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { gatewayError } from '@tollgate/anthropic';
 import { parseIntParam, queryParam } from '@tollgate/http';
-import { findPriceList, formatCredits, listModels, creditsToNumber, modelPricing, resolveModel, type ModelInfo, type ModelPricing, type PriceVersion } from '@tollgate/pricing';
+import { balanceView, findPriceList, listModels, modelPricing, resolveModel, type ModelInfo, type ModelPricing, type PriceVersion } from '@tollgate/pricing';
 import type { GatewayDeps } from '../deps.ts';
 import { guardState } from '../state.ts';
 import { resolveOr404 } from './messages.ts';
@@ -108,15 +108,7 @@ export function accountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
       account_id: caller.account.id,
       currency: catalog.credit.currency,
       credit_value: catalog.credit.description,
-      balance_credits: creditsToNumber(b.balance),
-      held_credits: creditsToNumber(b.held),
-      available_credits: creditsToNumber(b.available),
-      balance_micro_credits: b.balance.toString(),
-      held_micro_credits: b.held.toString(),
-      available_micro_credits: b.available.toString(),
-      balance: formatCredits(b.balance),
-      held: formatCredits(b.held),
-      available: formatCredits(b.available),
+      ...balanceView(b),
     };
   });
 }
