@@ -67,3 +67,32 @@ export function openAIErrorToAnthropic(status: number, body: unknown): { status:
 export function anthropicErrorOf(error: Json): { type: 'error'; error: { type: AnthropicErrorTypeName; message: string } } {
   return { type: 'error', error: { type: openAIErrorType(undefined, error), message: typeof error.message === 'string' && error.message !== '' ? error.message : 'Upstream error' } };
 }
+
+/**
+ * finish_reasons that say the answer was NOT finished: vLLM's `abort` (the engine aborted the
+ * request) and `error`. Such an answer is an interrupted one (an upstream error), never charged
+ * as complete.
+ */
+export const ABORTED_FINISH_REASONS: ReadonlySet<string> = new Set(['abort', 'error']);
+
+/**
+ * The OpenAI error a 2xx JSON answer is, if it is one, as an `error` object (for
+ * `anthropicErrorOf`): `{"error": {…}}`, `{"error": "text"}`, vLLM's older
+ * `{"object": "error", "message": …}` (any of them without choices), or a completion whose
+ * first choice's finish_reason says the upstream gave up (`ABORTED_FINISH_REASONS`: an answer
+ * it did not finish, never charged as complete).
+ */
+export function openAIErrorInAnswer(json: Json): Json | undefined {
+  if (!Array.isArray(json.choices) || json.choices.length === 0) {
+    if (isRecord(json.error)) return json.error;
+    if (typeof json.error === 'string') return { message: json.error };
+    if (json.object === 'error') return json;
+    return undefined;
+  }
+  const first: unknown = json.choices[0];
+  const finish = isRecord(first) ? first.finish_reason : undefined;
+  if (typeof finish === 'string' && ABORTED_FINISH_REASONS.has(finish)) {
+    return { type: 'server_error', message: `Upstream aborted the answer (finish_reason ${finish})` };
+  }
+  return undefined;
+}

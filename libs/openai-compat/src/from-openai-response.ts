@@ -4,7 +4,7 @@
 import { createParser } from 'eventsource-parser';
 import { isRecord, isTokenCount as isCount } from '@tollgate/anthropic';
 import type { OpenAIChatChunk, OpenAIChatCompletion, OpenAIFinishReason, OpenAIUsage } from './types.ts';
-import { anthropicErrorOf } from './errors.ts';
+import { ABORTED_FINISH_REASONS, anthropicErrorOf } from './errors.ts';
 
 type Json = Record<string, unknown>;
 
@@ -187,13 +187,6 @@ function textOf(content: unknown): string {
   if (!Array.isArray(content)) return '';
   return content.map((p) => (isRecord(p) && typeof p.text === 'string' ? p.text : '')).join('');
 }
-
-/**
- * finish_reasons that say the answer was NOT finished: vLLM's `abort` (the engine aborted the
- * request) and `error`. Such an answer is an interrupted one (an upstream error), never charged
- * as complete.
- */
-export const ABORTED_FINISH_REASONS: ReadonlySet<string> = new Set(['abort', 'error']);
 
 /** ms between the `ping`s a stream of reasoning chunks (dropped in translation) is given. */
 export const KEEPALIVE_PING_MS = 5_000;

@@ -11,10 +11,10 @@ export type {
 } from './types.ts';
 export { toOpenAIRequest, TranslationError, type TranslatedRequest } from './to-openai-request.ts';
 export {
-  ABORTED_FINISH_REASONS, anthropicUsage, anthropicSseFromOpenAI, ChatStreamTranslator, KEEPALIVE_PING_MS, FINAL_USAGE_GRACE_MS, fromOpenAICompletion, messageIdFor, NO_USAGE_WAIT_GRACES, sseFrame,
+  anthropicUsage, anthropicSseFromOpenAI, ChatStreamTranslator, KEEPALIVE_PING_MS, FINAL_USAGE_GRACE_MS, fromOpenAICompletion, messageIdFor, NO_USAGE_WAIT_GRACES, sseFrame,
   stopReasonFor, toolInput, UNUSABLE_CACHED_TOKENS, type AnthropicEvent, type AnthropicUsage, type ResponseContext,
 } from './from-openai-response.ts';
-export { anthropicErrorOf, openAIErrorToAnthropic, openAIErrorType, type AnthropicErrorTypeName } from './errors.ts';
+export { ABORTED_FINISH_REASONS, anthropicErrorOf, openAIErrorInAnswer, openAIErrorToAnthropic, openAIErrorType, type AnthropicErrorTypeName } from './errors.ts';
 export {
   DEAREST_OPENAI_IMAGE_RULE, openAIImageRule, openAIImageTokenCap, openAIImageTokens, type OpenAIImageRule,
 } from './image-tokens.ts';

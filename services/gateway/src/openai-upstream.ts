@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { gatewayError, isRecord } from '@tollgate/anthropic';
 import {
-  ABORTED_FINISH_REASONS, anthropicErrorOf, anthropicSseFromOpenAI, fromOpenAICompletion, openAIErrorToAnthropic, toOpenAIRequest, TranslationError,
+  anthropicErrorOf, anthropicSseFromOpenAI, fromOpenAICompletion, openAIErrorInAnswer, openAIErrorToAnthropic, toOpenAIRequest, TranslationError,
   type OpenAIChatCompletion, type ResponseContext,
 } from '@tollgate/openai-compat';
 import type { UpstreamOptions } from './deps.ts';
@@ -34,31 +34,9 @@ export function checkTranslatable(body: object): void {
   }
 }
 
-/**
- * The OpenAI error a 2xx JSON body without choices is, if it is one, as an `error` object: `{"error": {…}}`,
- * `{"error": "text"}`, vLLM's older `{"object": "error", "message": …}`, or a completion whose
- * first choice's finish_reason says the upstream gave up (`ABORTED_FINISH_REASONS`: an answer
- * it did not finish, never charged as complete).
- */
-function errorIn2xx(json: Json): Json | undefined {
-  if (!Array.isArray(json.choices) || json.choices.length === 0) {
-    if (isRecord(json.error)) return json.error;
-    if (typeof json.error === 'string') return { message: json.error };
-    if (json.object === 'error') return json;
-    return undefined;
-  }
-  const first: unknown = json.choices[0];
-  const finish = isRecord(first) ? first.finish_reason : undefined;
-  if (typeof finish === 'string' && ABORTED_FINISH_REASONS.has(finish)) {
-    return { type: 'server_error', message: `Upstream aborted the answer (finish_reason ${finish})` };
-  }
-  return undefined;
-}
-
 /** Client headers that still mean something to an OpenAI upstream: trace context and the simulator's directives. */
 const KEPT = (name: string) => name === 'traceparent' || name === 'tracestate' || name.startsWith('x-sim-');
 
-type Json = Record<string, unknown>;
 
 /**
  * `UpstreamClient` for an OpenAI Chat Completions upstream (`UpstreamOptions.url` is its base URL
@@ -196,7 +174,7 @@ export class OpenAIUpstream implements UpstreamClient {
       try { json = JSON.parse(text); } catch { json = undefined; }
       // An error in a 2xx body (some OpenAI-compatible servers answer errors with a 200): the
       // Anthropic error body, which the gateway treats as any upstream error (never relayed as is).
-      const failure = isRecord(json) ? errorIn2xx(json) : undefined;
+      const failure = isRecord(json) ? openAIErrorInAnswer(json) : undefined;
       if (failure !== undefined) yield Buffer.from(JSON.stringify(anthropicErrorOf(failure)), 'utf8');
       // Not a completion: passed on as it came, so the gateway's own checks (no_usage) apply.
       else if (!isRecord(json) || !Array.isArray(json.choices)) yield Buffer.from(text, 'utf8');
