@@ -37,7 +37,6 @@ export function checkTranslatable(body: object): void {
 /** Client headers that still mean something to an OpenAI upstream: trace context and the simulator's directives. */
 const KEPT = (name: string) => name === 'traceparent' || name === 'tracestate' || name.startsWith('x-sim-');
 
-
 /**
  * `UpstreamClient` for an OpenAI Chat Completions upstream (`UpstreamOptions.url` is its base URL
  * including the version, e.g. `https://api.openai.com/v1`; the key goes as `Authorization: Bearer`).
