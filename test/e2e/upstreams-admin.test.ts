@@ -291,6 +291,24 @@ describe('upstream pools on the embedded stack', () => {
   });
 });
 
+/**
+ * Whether the warehouse owner's hot state is present now: an absent record then reads 404 (a
+ * fresh check confirms every absent answer), while lost, rebuilding or in a restore window 503.
+ */
+async function isPresent(c: Cluster): Promise<boolean> {
+  return (await c.admin('GET', '/admin/v1/groups/grp_never_made', undefined, c.url('agg'))).status === 404;
+}
+
+/** Waits until hot state is present (a test before may have left a rebuild under way). */
+async function presentAgain(c: Cluster): Promise<void> {
+  await c.eventually('hot state present', async () => ((await isPresent(c)) ? true : undefined), 30_000);
+}
+
+/** How many hot-state rebuilds the warehouse owner has logged so far. */
+function rebuildsLogged(c: Cluster): number {
+  return readFileSync(join(c.dir, 'agg.log'), 'utf8').split('\n').filter((l) => l.includes('"msg":"hot state rebuilt from the warehouse"')).length;
+}
+
 async function simRequestsOf(url: string): Promise<Array<{ headers: Record<string, string> }>> {
   return (await (await fetch(`${url}/_sim/requests?limit=1`)).json()) as Array<{ headers: Record<string, string> }>;
 }
@@ -414,12 +432,16 @@ describe('upstream pools on a two-gateway cluster', () => {
     }
   });
 
-  test('this cluster\'s Redis state lost: the rebuild brings upstreams and groups back from the warehouse before traffic flows', async (t) => {
+  test('this cluster\'s Redis state lost: the rebuild brings upstreams and groups back from the warehouse before traffic flows, in one rebuild', async (t) => {
     if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const agg = c.url('agg');
+    await presentAgain(c);
     const b = await c.admin<UpstreamView>('POST', '/admin/v1/upstreams', { name: 'kept', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 5, priority: 3, max_concurrency: 9 }, agg);
+    assert.equal(b.status, 201, JSON.stringify(b.json));
     const g = await c.admin<GroupView>('POST', '/admin/v1/groups', { name: 'kept', platform: 'anthropic', upstream_ids: [b.json.id] }, agg);
+    assert.equal(g.status, 201, JSON.stringify(g.json));
+    const rebuildsBefore = rebuildsLogged(c);
     const redis = new Redis(c.env.REDIS_URL!, { maxRetriesPerRequest: 1 });
     try {
       const keys = await redis.keys(`${c.env.REDIS_PREFIX}*`);
@@ -432,15 +454,20 @@ describe('upstream pools on a two-gateway cluster', () => {
     // any event makes the ledger notice the loss and the aggregator rebuild
     const nudge = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name: 'after-loss' });
     void c.admin('POST', `/admin/v1/accounts/${nudge.json.id}/credits`, { credits: 1, reference: 'nudge' }).catch(() => {});
-    // The pool records are restored before the state is marked ready, and a presence check is
-    // reused for 250 ms: an upstream read at 200 can be followed by a 503 until the rebuild ends
-    // (a failed CI). Wait for both to read back.
-    await c.eventually('the upstream and the group back in Redis', async () => {
+    // The pool records are put back before the rebuild loads, and a "present" is reused for
+    // 250 ms: both records can read 200 while the state is still lost, and a 503 follow (a failed
+    // CI). Back means both read 200 with the state present (an absent record then reads 404).
+    const statuses: number[] = [];
+    const back = await c.eventually('the upstream and the group back, hot state present', async () => {
       const r = await c.admin<UpstreamView>('GET', `/admin/v1/upstreams/${b.json.id}`, undefined, agg);
-      const gr = await c.admin('GET', `/admin/v1/groups/${g.json.id}`, undefined, agg);
-      return r.status === 200 && r.json.weight === 5 && r.json.max_concurrency === 9 && gr.status === 200 ? true : undefined;
+      const gr = await c.admin<GroupView>('GET', `/admin/v1/groups/${g.json.id}`, undefined, agg);
+      statuses.push(r.status, gr.status);
+      return r.status === 200 && gr.status === 200 && (await isPresent(c)) ? { upstream: r.json, group: gr.json } : undefined;
     });
-    assert.deepEqual((await c.admin('GET', `/admin/v1/groups/${g.json.id}`, undefined, agg)).json, g.json);
+    assert.deepEqual(back.group, g.json);
+    assert.deepEqual([back.upstream.weight, back.upstream.max_concurrency, back.upstream.priority], [5, 9, 3]);
+    // never "does not exist" once the loss is seen: 503 until the rebuild, then the records
+    assert.deepEqual(statuses.filter((s) => s !== 200 && s !== 503), [], statuses.join(' '));
     // and the credential still opens: a customer of the group is served by it
     const a = await c.eventually('an account after the rebuild', async () => newAccount(c, 10).catch(() => undefined));
     assert.equal((await c.admin('PATCH', `/admin/v1/accounts/${a.accountId}`, { group_id: g.json.id })).status, 200);
@@ -450,14 +477,20 @@ describe('upstream pools on a two-gateway cluster', () => {
       await client.messages.create(SIM);
       return (await pool.count()) > b0 ? true : undefined;
     });
+    // One loss, one rebuild: a ledger consumer's "not ready" read just before the rebuild's load
+    // and handed over after it ended started a second one (a failed CI; 503s again through it).
+    assert.equal(rebuildsLogged(c) - rebuildsBefore, 1, 'hot state rebuilds after one loss');
   });
 
   test('Redis state lost and `tollgate rebuild` run by hand: the pool is back when the rebuild answers', async (t) => {
     if (!cluster) return t.skip(NEEDS_KAFKA_AND_REDIS);
     const c = cluster;
     const agg = c.url('agg');
+    await presentAgain(c);
     const b = await c.admin<UpstreamView>('POST', '/admin/v1/upstreams', { name: 'by hand', platform: 'anthropic', base_url: pool.url, api_key: POOL_KEY, weight: 2, priority: 0, max_concurrency: null }, agg);
+    assert.equal(b.status, 201, JSON.stringify(b.json));
     const g = await c.admin<GroupView>('POST', '/admin/v1/groups', { name: 'by hand', platform: 'anthropic', upstream_ids: [b.json.id] }, agg);
+    assert.equal(g.status, 201, JSON.stringify(g.json));
     const redis = new Redis(c.env.REDIS_URL!, { maxRetriesPerRequest: 1 });
     try {
       await redis.del(...(await redis.keys(`${c.env.REDIS_PREFIX}*`)));

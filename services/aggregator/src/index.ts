@@ -3,6 +3,7 @@ export type { LedgerConsumerDeps } from './ledger-consumer.ts';
 export { startWarehouseSink } from './warehouse-sink.ts';
 export type { WarehouseSinkDeps } from './warehouse-sink.ts';
 export { rebuild, reconcile, RebuildLogUnavailableError } from './rebuild.ts';
+export { RebuildOnLoss } from './rebuild-on-loss.ts';
 export type { RebuildReport, ReconcileReport } from './rebuild.ts';
 export { MAX_RERATE_WINDOW_MS, registerOps, registerOpsElsewhere } from './ops-routes.ts';
 export { MAX_LISTED_EVENTS, rerate, reprice, storedBook } from './rerate.ts';

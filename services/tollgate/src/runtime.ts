@@ -14,7 +14,7 @@ import type { LogPositions, Warehouse } from '@tollgate/warehouse';
 import { findPlan, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
 import { registerGateway, type GatewayHandle } from '@tollgate/gateway';
 import { guardLostState, KEY_DIRECTORY_READS, POOL_READS, registerAnalytics, registerBilling, registerControl, registerUpstreams, registerWebhooks, WEBHOOK_READS, type ReportDeps } from '@tollgate/control';
-import { rebuild, registerOps, registerOpsElsewhere, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
+import { rebuild, RebuildOnLoss, registerOps, registerOpsElsewhere, startLedgerConsumer, startWarehouseSink } from '@tollgate/aggregator';
 import { createMetrics, startTracing, type Metrics, type SpanExporter, type Tracing } from '@tollgate/telemetry';
 import { alertHooks, MemoryWebhookStore, RedisWebhookStore, restoreWebhooks, WebhookDispatcher } from '@tollgate/webhooks';
 import { CachedPoolView, MemoryPoolStore, RedisPoolStore, restorePool, type PoolStore } from '@tollgate/pool';
@@ -196,9 +196,6 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   const restorePoolRecords = () => (warehouse ? restorePool(warehouse, poolStore).catch((err: unknown) => { server.log.error({ err }, 'upstream pools could not be loaded from the warehouse'); }) : undefined);
   await restorePoolRecords();
 
-  // The process that owns the warehouse restores lost hot state by itself: at start, and
-  // whenever a ledger consumer finds it gone (Redis restarted empty). One rebuild at a time.
-  let rebuilding: Promise<unknown> | null = null;
   // Distributed: a rebuild first waits (at most REFUSALS_WAIT_MS) for the warehouse group to
   // have stored every dead letter, so a grant the ledger refused just before the loss is read
   // as refused, not as credited money, and every control record (accounts, keys, plans, limits),
@@ -220,24 +217,33 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     if (!last) return undefined; // the rebuild refuses (RebuildLogUnavailableError) and is retried
     return { usage: last.get('usage') ?? new Map(), ledger: last.get('ledger') ?? new Map() };
   } : undefined;
+  // The process that owns the warehouse restores lost hot state by itself: at start, and
+  // whenever a ledger consumer or its own watch finds it gone (Redis restarted empty), once the
+  // ready mark reads missing (RebuildOnLoss). One rebuild at a time.
   // `reload`: pools and webhooks are loaded again around the rebuild; false only at start, just
   // after they were loaded above.
-  const rebuildState = (reload: boolean) => {
-    if (!warehouse || rebuilding) return;
-    // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
-    // the stored groups missing and send every caller to the configured default.
-    // A pool or webhook read that fails fails the rebuild (retried by the next check): marked
-    // ready without them, a customer pinned to a group was served by the default upstream until
-    // someone ran `tollgate rebuild` (a tester's HIGH, ClickHouse frozen while Redis was flushed).
-    const reloadRecords = async () => { await restorePool(warehouse, poolStore); await restoreWebhooks(warehouse, webhookStore); };
-    rebuilding = Promise.resolve(reload ? reloadRecords() : undefined).then(() => rebuild({ warehouse, balances, keys, refusalsStored, ...(logEnd ? { logEnd } : {}) }))
+  const rebuilds = warehouse ? new RebuildOnLoss({
+    ready: () => balances.ready(),
+    rebuild: async (reload) => {
+      // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
+      // the stored groups missing and send every caller to the configured default.
+      // A pool or webhook read that fails fails the rebuild (retried by the next check): marked
+      // ready without them, a customer pinned to a group was served by the default upstream until
+      // someone ran `tollgate rebuild` (a tester's HIGH, ClickHouse frozen while Redis was flushed).
+      if (reload) {
+        await restorePool(warehouse, poolStore);
+        await restoreWebhooks(warehouse, webhookStore);
+      }
+      const report = await rebuild({ warehouse, balances, keys, refusalsStored, ...(logEnd ? { logEnd } : {}) });
       // A warning when it brought state back (hot state had been lost); info on a fresh
       // deployment, where both are empty.
-      .then((report) => server.log[report.accounts + report.keys + report.balances + report.usage_ids > 0 ? 'warn' : 'info']({ report }, 'hot state rebuilt from the warehouse'))
-      .catch((err: unknown) => server.log.error({ err }, 'rebuild failed; will retry'))
-      .finally(() => { rebuilding = null; });
-  };
-  const restoreState = () => rebuildState(true);
+      server.log[report.accounts + report.keys + report.balances + report.usage_ids > 0 ? 'warn' : 'info']({ report }, 'hot state rebuilt from the warehouse');
+    },
+    onLossConfirmed: () => server.log.warn('hot state lost (the ready mark is gone); rebuilding from the warehouse'),
+    onCheckFailed: (err) => server.log.warn({ err }, 'hot state check failed; will retry'),
+    onRebuildFailed: (err) => server.log.error({ err }, 'rebuild failed; will retry'),
+  }) : undefined;
+  const reportLoss = () => { void rebuilds?.reportLoss(); };
   const ownsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
   // The warehouse owner also watches the ready mark itself: the ledger group may run in another
   // process (the Kubernetes layout), and with every gateway refusing paid requests (503, state
@@ -245,15 +251,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // check; the rebuild brings every role's /ready back without any traffic.
   let hotStateWatch: NodeJS.Timeout | undefined;
   if (adapters.mode === 'distributed' && ownsWarehouse) {
-    let checking = false;
-    hotStateWatch = setInterval(() => {
-      if (checking || rebuilding) return;
-      checking = true;
-      balances.ready()
-        .then((ready) => { if (!ready) { server.log.warn('hot state lost (the ready mark is gone); rebuilding from the warehouse'); restoreState(); } })
-        .catch((err: unknown) => server.log.warn({ err }, 'hot state check failed; will retry'))
-        .finally(() => { checking = false; });
-    }, HOT_STATE_CHECK_MS);
+    hotStateWatch = setInterval(reportLoss, HOT_STATE_CHECK_MS);
     hotStateWatch.unref();
   }
 
@@ -262,7 +260,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     if (config.aggregator.groups.includes('ledger')) {
       for (let i = 0; i < config.aggregator.ledgerConsumers; i++) {
         subscriptions.push(await startLedgerConsumer({
-          log, balances, keys, onNotReady: restoreState, tracer, metrics, onUsageApplied: alerts.onUsageApplied,
+          log, balances, keys, onNotReady: reportLoss, tracer, metrics, onUsageApplied: alerts.onUsageApplied,
           onQuarantined: (q) => {
             server.log.error({ quarantined: { ...q, offset: q.offset.toString() } }, 'ledger: poison event quarantined; the partition flows on');
             alerts.quarantined('ledger', q);
@@ -288,8 +286,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // every dead letter (refusalsStored). A ledger consumer that met the loss first has started
   // the rebuild already; this then waits for that one.
   if (adapters.mode === 'distributed' && ownsWarehouse && !(await balances.ready())) {
-    rebuildState(false);
-    await rebuilding;
+    await rebuilds?.start(false);
   }
   // Embedded: a journal a killed process left goes back into the log now that both groups
   // listen, and is applied (every live check) before the first request is taken.
@@ -473,10 +470,10 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   addReadinessCheck(server, 'tollgate', async () => {
     const reasons: string[] = [];
     if (closing) reasons.push('shutting down');
-    if (rebuilding) reasons.push('hot state is being rebuilt from the warehouse');
+    if (rebuilds?.running) reasons.push('hot state is being rebuilt from the warehouse');
     const usesHotState = config.roles.includes('gateway') || config.roles.includes('control')
       || (config.roles.includes('aggregator') && config.aggregator.groups.includes('ledger'));
-    if (usesHotState && !rebuilding && !(await balances.ready())) reasons.push('hot state is not ready (lost or not yet rebuilt)');
+    if (usesHotState && !rebuilds?.running && !(await balances.ready())) reasons.push('hot state is not ready (lost or not yet rebuilt)');
     // Its error stays in the log (it names DATA_DIR's path): /ready is unauthenticated.
     const writeAhead = log.writeAheadProblem?.();
     // Below the reserve only paid requests are refused: a process without the gateway role
@@ -563,6 +560,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // Attempts in flight finish; retries still waiting are abandoned and recorded (README, Webhooks).
       await webhooks.close();
       await limiter?.close();
+      const rebuilding = rebuilds?.running;
       if (rebuilding && !(await finishedWithin(rebuilding, REBUILD_STOP_WAIT_MS))) {
         server.log.warn({ waitedMs: REBUILD_STOP_WAIT_MS }, 'stopping with a hot-state rebuild unfinished; it loads in one atomic step, so hot state is either rebuilt or still marked lost, and the next warehouse owner rebuilds it');
       }

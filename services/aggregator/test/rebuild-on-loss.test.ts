@@ -1,0 +1,78 @@
+// When the warehouse owner rebuilds hot state after a reported loss: against a real Redis
+// balance store, whose ready mark is what decides. A stale report (read before a rebuild's load,
+// handed over after it ended: a failed CI) starts no second rebuild.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { RedisBalanceStore } from '@tollgate/ledger';
+import { RebuildOnLoss } from '@tollgate/aggregator';
+import { requireRedis } from '../../../test/support/services.ts';
+import { deleteKeysUnder } from '../../../test/support/redis.ts';
+
+test('a loss reported while hot state is present (stale not_ready) starts no rebuild; a real loss starts exactly one however often reported', async (t) => {
+  const url = await requireRedis(t);
+  if (!url) return;
+  const redis = new Redis(url);
+  const prefix = `test:${randomUUID()}:`;
+  t.after(async () => {
+    await deleteKeysUnder(redis, prefix);
+    redis.disconnect();
+  });
+  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 0 });
+  const reloads: boolean[] = [];
+  let failNext = false;
+  const events: string[] = [];
+  const rebuilds = new RebuildOnLoss({
+    ready: () => balances.ready(),
+    rebuild: async (reload) => {
+      reloads.push(reload);
+      if (failNext) {
+        failNext = false;
+        throw new Error('ClickHouse away');
+      }
+      await balances.load({ balances: new Map([['acct_a', 5n]]), ledgerEntries: new Map() });
+    },
+    onLossConfirmed: () => events.push('confirmed'),
+    onRebuildFailed: (err) => events.push(`failed: ${(err as Error).message}`),
+    onCheckFailed: (err) => events.push(`check failed: ${(err as Error).message}`),
+  });
+
+  // Never built: reported five times at once (every ledger consumer, the watch), one rebuild.
+  assert.equal(await balances.ready(), false);
+  await Promise.all([1, 2, 3, 4, 5].map(() => rebuilds.reportLoss()));
+  assert.ok(rebuilds.running, 'a rebuild is under way');
+  await Promise.all([1, 2, 3].map(() => rebuilds.reportLoss())); // while it runs: nothing more
+  await rebuilds.running;
+  assert.equal(rebuilds.running, null);
+  assert.deepEqual(reloads, [true]);
+  assert.equal(await balances.ready(), true);
+
+  // The stale report: the state is present now, so no second rebuild.
+  await rebuilds.reportLoss();
+  await rebuilds.reportLoss();
+  assert.equal(rebuilds.running, null);
+  assert.deepEqual(reloads, [true]);
+  assert.deepEqual(events, ['confirmed']);
+
+  // Lost again (Redis restarted empty): one rebuild; it fails, and the next report retries.
+  await deleteKeysUnder(redis, prefix);
+  failNext = true;
+  await rebuilds.reportLoss();
+  await rebuilds.running;
+  assert.deepEqual(reloads, [true, true]);
+  assert.equal(await balances.ready(), false);
+  await rebuilds.reportLoss();
+  await rebuilds.running;
+  assert.deepEqual(reloads, [true, true, true]);
+  assert.equal(await balances.ready(), true);
+  assert.deepEqual(events, ['confirmed', 'confirmed', 'failed: ClickHouse away', 'confirmed']);
+  assert.deepEqual(await balances.balances(), new Map([['acct_a', 5n]]));
+
+  // At start the rebuild is asked for directly (no report), without reloading pools: one at a time.
+  await deleteKeysUnder(redis, prefix);
+  const [first, second] = [rebuilds.start(false), rebuilds.start(false)];
+  assert.equal(first, second);
+  await first;
+  assert.deepEqual(reloads, [true, true, true, false]);
+});
