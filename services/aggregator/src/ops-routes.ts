@@ -47,6 +47,12 @@ export interface OpsDeps {
    * ready (issue 10: upstream pools, so no gateway routes to the configured default meanwhile).
    */
   beforeRebuild?: () => Promise<unknown>;
+  /**
+   * Runs a rebuild asked for by hand as this process's one rebuild (RebuildOnLoss.exclusive):
+   * undefined when another is under way (its own after a loss), and the route answers 409.
+   * Absent: the rebuild runs at once.
+   */
+  exclusive?: <T>(fn: () => Promise<T>) => Promise<{ value: T } | undefined>;
 }
 
 /** The lock of `POST /ops/v1/rollups/repair` (`acquireLock` of the balance store, as the month close's), and how long it holds at most (ms). */
@@ -83,12 +89,18 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
   app.register(async (ops) => {
     guardOperatorRoutes(ops, { adminToken: deps.adminToken, financeToken: deps.financeToken });
     ops.post('/ops/v1/rebuild', async () => {
-      await deps.beforeRebuild?.();
-      try {
+      const run = async () => {
+        await deps.beforeRebuild?.();
         // Embedded: with both consumer groups held at one point of the log, the warehouse does
         // not change under the rebuild's reads (they agree: under traffic they failed with 500
         // "never agreed") and the loaded state is exactly what the ledger group resumes from.
-        return await atOnePoint(deps, () => rebuild(deps));
+        return atOnePoint(deps, () => rebuild(deps));
+      };
+      try {
+        if (!deps.exclusive) return await run();
+        const done = await deps.exclusive(run);
+        if (!done) throw gatewayError('conflict', 'a rebuild is under way in this process (hot state was found lost); ask again once it has finished');
+        return done.value;
       } catch (err) {
         // Another process's rebuild (the warehouse owner's own, after a loss) started meanwhile.
         if (err instanceof RebuildSupersededError) throw gatewayError('conflict', 'another rebuild started meanwhile and decides the state; ask again once it has finished');

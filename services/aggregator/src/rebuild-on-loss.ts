@@ -46,6 +46,19 @@ export class RebuildOnLoss {
   }
 
   /**
+   * Runs `fn` (a rebuild asked for by hand: `POST /ops/v1/rebuild`) as this process's one
+   * rebuild: reports of a loss do nothing while it runs, and `running` is it. Answers
+   * `{ value }` (fn's rejection passes through), or undefined without running it when a rebuild
+   * is already under way (the route's 409).
+   */
+  async exclusive<T>(fn: () => Promise<T>): Promise<{ value: T } | undefined> {
+    if (this.#running) return undefined;
+    const run = fn();
+    this.#running = run.then(() => {}, () => {}).finally(() => { this.#running = null; });
+    return { value: await run };
+  }
+
+  /**
    * A loss was reported. Nothing happens while a rebuild is under way or a report is being
    * checked; otherwise the ready mark is read, and a rebuild starts only if it is missing.
    * Resolves when that is decided (the rebuild itself runs on: `running`).

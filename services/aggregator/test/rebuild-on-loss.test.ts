@@ -75,4 +75,29 @@ test('a loss reported while hot state is present (stale not_ready) starts no reb
   assert.equal(first, second);
   await first;
   assert.deepEqual(reloads, [true, true, true, false]);
+
+  // A rebuild by hand (`POST /ops/v1/rebuild`) is the one rebuild while it runs: a loss reported
+  // meanwhile starts nothing, and a second by hand is refused (the route's 409).
+  await deleteKeysUnder(redis, prefix);
+  let release!: () => void;
+  const byHand = rebuilds.exclusive(async () => {
+    await new Promise<void>((r) => { release = r; });
+    await balances.load({ balances: new Map([['acct_a', 7n]]), ledgerEntries: new Map() });
+    return 'report';
+  });
+  await new Promise((r) => setImmediate(r));
+  assert.ok(rebuilds.running);
+  await rebuilds.reportLoss();
+  assert.equal(await rebuilds.exclusive(async () => 'second'), undefined);
+  assert.deepEqual(reloads, [true, true, true, false], 'nothing else started');
+  release();
+  assert.deepEqual(await byHand, { value: 'report' });
+  await rebuilds.running;
+  assert.equal(rebuilds.running, null);
+  assert.deepEqual(await balances.balances(), new Map([['acct_a', 7n]]));
+  // A failing one by hand rejects to its caller and frees the slot.
+  await assert.rejects(rebuilds.exclusive(async () => { throw new Error('warehouse away'); }), /warehouse away/);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(rebuilds.running, null);
+  assert.deepEqual(await rebuilds.exclusive(async () => 1), { value: 1 });
 });

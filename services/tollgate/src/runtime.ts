@@ -363,6 +363,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       ...(log instanceof KafkaLog ? { usageStored: () => log.committedThrough('warehouse', [log.topicName('usage')], REFUSALS_WAIT_MS) } : {}),
       priceBook: () => prices,
       beforeRebuild: async () => { await restorePoolRecords(); },
+      ...(rebuilds ? { exclusive: <T>(fn: () => Promise<T>) => rebuilds.exclusive(fn) } : {}),
     });
   } else {
     registerOpsElsewhere(server);
