@@ -26,18 +26,19 @@ test('requests in flight at a Redis data loss: their holds are restored after th
     const slow = new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw1'), maxRetries: 0, logLevel: 'error' });
     const other = new Anthropic({ apiKey: acct.secret, baseURL: c.url('gw2'), maxRetries: 0, logLevel: 'error' });
     // A: haiku (the cny catalog: 2.40 and 12.00 CNY per MTok at 10 credits per CNY, so 24 µc
-    // per input token and 120 per output token), 10 in and 3,700 out, answered after 15 s:
+    // per input token and 120 per output token), 10 in and 3,700 out, answered after 25 s:
     // 10 × 24 + 3,700 × 120 = 444,240 µc. Its hold (max_tokens 7,500) is 900,000 µc plus the
     // input bound, so less than 100,000 µc stays available.
     const a = slow.messages.create({
-      model: MODEL, max_tokens: 7_500, messages: [{ role: 'user', content: '[[sim input=10 output=3700 latency_ms=15000]] hello' }],
+      model: MODEL, max_tokens: 7_500, messages: [{ role: 'user', content: '[[sim input=10 output=3700 latency_ms=25000]] hello' }],
     });
     // B: 10 in, 1,250 out: 240 + 150,000 = 150,240 µc. Its hold (max_tokens 2,000) is 240,000 µc
     // plus the input bound; clamped, at least 1,024 tokens (122,880 µc): more than is left beside A.
     const b = () => other.messages.create({
       model: MODEL, max_tokens: 2_000, messages: [{ role: 'user', content: '[[sim input=10 output=1250]] hello' }],
     });
-    a.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
+    let aEnded = false;
+    a.then(() => { aEnded = true; }, () => { aEnded = true; }); // awaited below; not an unhandled rejection meanwhile
     const status = (p: Promise<unknown>) => p.then(() => 200, (err: unknown) => (err as { status?: number }).status ?? -1);
     await c.eventually('A holds its worst case', async () => {
       const v = await c.admin<{ available_credits: number }>('GET', `/admin/v1/accounts/${acct.accountId}`);
@@ -50,8 +51,10 @@ test('requests in flight at a Redis data loss: their holds are restored after th
     const first = await c.eventually('an answer other than 503 on gw2', async () => {
       const s = await status(b());
       return s === 503 ? undefined : s;
-    }, 14_000);
+    }, 20_000);
     const refused = [first, await status(b()), await status(b())];
+    // (the rebuild and its restore window must end within A's 25 s: asserted, not assumed)
+    assert.equal(aEnded, false, 'A still in flight when B was refused');
     assert.deepEqual(refused, [402, 402, 402], 'while A is in flight, nothing fits beside its restored hold');
     // A ends and is charged; then B fits once.
     const done = await a;

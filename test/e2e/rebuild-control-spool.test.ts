@@ -174,11 +174,19 @@ async function stalledAcrossTheRebuild(t: TestContext, pauseAt: 'after it announ
       paused = true;
       assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0);
     } else {
-      assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0);
-      // It announces what it must put back (its registry's next poll), then stalls.
-      await c.eventually('the cut-off process announced', async () => ((await redis.scard(`${ready}:record-restorers`)) > 0 ? true : undefined), 10_000);
-      c.pause('cut-off');
-      paused = true;
+      // The warehouse owner held still meanwhile, so the rebuild cannot load (and take the
+      // announcement) before it is seen: the set lives only from the announcement to the load
+      // (a loaded machine's polls could miss it).
+      c.pause('agg');
+      try {
+        assert.ok(await emptyPrefix(redis, c.env.REDIS_PREFIX!) > 0);
+        // It announces what it must put back (its registry's next poll), then stalls.
+        await c.eventually('the cut-off process announced', async () => ((await redis.scard(`${ready}:record-restorers`)) > 0 ? true : undefined), 5_000);
+        c.pause('cut-off');
+        paused = true;
+      } finally {
+        c.resume('agg');
+      }
     }
     await c.eventually('the rebuild loaded', async () => ((await redis.exists(ready)) === 1 ? true : undefined), 40_000);
     // Well past the restore window (1 s): the state is rebuilt, the account and key still missing.

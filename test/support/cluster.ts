@@ -413,7 +413,9 @@ export function useCluster(start: () => Promise<{ cluster: Cluster; close(): Pro
  */
 export async function newAccount(c: Cluster, credits: number | string, name = 'cluster'): Promise<{ accountId: string; keyId: string; secret: string }> {
   const a = await c.admin<{ id: string }>('POST', '/admin/v1/accounts', { name });
+  if (a.status !== 201) throw new Error(`account create answered ${a.status}: ${JSON.stringify(a.json)}`);
   const k = await c.admin<{ id: string; key: string }>('POST', `/admin/v1/accounts/${a.json.id}/keys`, {});
+  if (k.status !== 201) throw new Error(`key create answered ${k.status}: ${JSON.stringify(k.json)}`);
   const g = await c.admin('POST', `/admin/v1/accounts/${a.json.id}/credits`, { credits, reference: `start-${a.json.id}` });
   if (g.status === 202) {
     // credits: an integer, or a decimal string with at most 6 places

@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { Kafka, logLevel, type ISocketFactory } from 'kafkajs';
 import { KafkaLog, TOPICS } from '@tollgate/events';
 import { findKafka, requireKafka } from '../../../test/support/services.ts';
@@ -129,11 +129,25 @@ test('topics another process created with fewer partitions: the wait names each 
   }
 });
 
-/** Socket factory: once `frozen` is set, no Metadata request naming topics is answered (a broker frozen after it listed them). */
-function metadataFreeze(): { frozen: boolean; swallowed: number; socketFactory: ISocketFactory } {
-  const state = { frozen: false, swallowed: 0, socketFactory: undefined as unknown as ISocketFactory };
+/**
+ * Socket factory: once `frozen` is set, no Metadata request naming topics is answered (a broker
+ * frozen after it listed them). `thaw` answers again and cuts the sockets made so far: kafkajs
+ * retries the request given up on in the background (request timeout 30 s, five retries), which
+ * kept the test's process alive for three minutes after it ended.
+ */
+function metadataFreeze(): { frozen: boolean; swallowed: number; socketFactory: ISocketFactory; thaw(): void } {
+  const sockets = new Set<Socket>();
+  const state = {
+    frozen: false, swallowed: 0, socketFactory: undefined as unknown as ISocketFactory,
+    thaw: () => {
+      state.frozen = false;
+      for (const s of sockets) s.destroy();
+    },
+  };
   state.socketFactory = ({ host, port, onConnect }) => {
     const socket = connect({ host, port }, onConnect);
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
     const dropped = new Set<number>(); // correlation ids
     interceptFrames(socket, (header) => {
       if (!state.frozen || header.readInt16BE(4) !== METADATA) return;
@@ -172,6 +186,7 @@ test('a broker that stops answering right after listing the topics (frozen mid-c
     assert.ok(faults.swallowed > 0, 'the broker left a metadata request unanswered');
     assert.ok(ms < 15_000, `the publish resolved after ${Math.round(ms)} ms, past the bounds of the check and the send (kafkajs' request timeout is 30 s)`);
   } finally {
+    faults.thaw();
     await log.close();
     await maker.close();
     await deleteTopics(new Kafka({ brokers: url.split(','), logLevel: logLevel.NOTHING }), prefix);

@@ -334,9 +334,10 @@ test('Redis Cluster: restore window after a rebuild a restorer was announced for
   const own = await testRedisCluster(t, 'cluster', CLIENT_OPTIONS);
   if (!own) return;
   const { cluster, prefix } = own;
-  const store = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 600 });
+  // A window a loaded machine's round trips fit in (600 ms did not always).
+  const store = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 3_000 });
   // the same state as a control process reads it (stateLost answers only where a rebuild is required)
-  const reader = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 600, requireReady: true });
+  const reader = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 3_000, requireReady: true });
   assert.equal(await store.epoch(), null);
   await store.load({ balances: new Map([['a', 10_000n], ['b', 10_000n]]), ledgerEntries: new Map() });
   const first = await store.epoch();
@@ -365,7 +366,7 @@ test('Redis Cluster: restore window after a rebuild a restorer was announced for
   assert.deepEqual([await store.get('a'), await store.get('b')], [
     { balance: 10_000n, held: 100n, available: 9_900n }, { balance: 10_000n, held: 250n, available: 9_750n },
   ]);
-  await new Promise((r) => setTimeout(r, 650));
+  await new Promise((r) => setTimeout(r, 3_050));
   for (const a of ['a', 'b']) assert.equal((await hold(`h2-${a}`, a)).ok, true, 'holds wait the window only');
   assert.equal(await reader.stateLost(), true, 'the window over, but ctl-1 not done');
   await store.restored('ctl-1');
@@ -412,7 +413,7 @@ test('Redis Cluster with the key directory on its own Redis: an empty directory 
   const directory = new Redis(url);
   t.after(async () => { await directory.del(`${own.prefix}directory-ready`); directory.disconnect(); });
   const { cluster, prefix } = own;
-  const store = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 400, directory });
+  const store = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 2_000, directory });
   assert.equal(await store.ready(), false, 'never loaded');
   await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
   const first = await store.epoch();
@@ -429,7 +430,7 @@ test('Redis Cluster with the key directory on its own Redis: an empty directory 
   assert.notEqual(await store.epoch(), first);
   assert.equal(await store.stateLost(), true, 'in the restore window');
   assert.deepEqual(await store.hold({ holdId: 'h', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000 }), { ok: false, reason: 'not_ready', available: 0n });
-  await new Promise((r) => setTimeout(r, 450));
+  await new Promise((r) => setTimeout(r, 2_050));
   assert.equal(await store.stateLost(), true, 'the window over, ctl-1 not done');
   await store.restored('ctl-1');
   assert.equal(await store.stateLost(), false);

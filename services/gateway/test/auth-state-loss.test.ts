@@ -5,7 +5,7 @@
 // 503 state_unavailable. A bad key after the rebuild is still 401. Real Redis, the gateway app.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateSecret, displayPrefix, hashSecret, RedisKeyDirectory } from '@tollgate/keys';
+import { generateSecret, displayPrefix, hashSecret, MemoryKeyDirectory, RedisKeyDirectory } from '@tollgate/keys';
 import { RedisBalanceStore } from '@tollgate/ledger';
 import { Redis } from 'ioredis';
 import { deleteKeysUnder, testRedis } from '../../../test/support/redis.ts';
@@ -74,7 +74,21 @@ test('a flood of bad keys shares its state checks: 100 misses arriving while one
       };
     },
   });
-  const stack = await startGateway({ balances: counted });
+  // Misses counted as each lookup answers: all 100 are waiting on the check once it reads 100
+  // (a fixed 300 ms did not always let them all arrive on a loaded machine).
+  const directory = new MemoryKeyDirectory();
+  let misses = 0;
+  const keys = new Proxy(directory, {
+    get: (target, prop) => {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        const out = (value as (...a: unknown[]) => unknown).apply(target, args);
+        return prop === 'byHash' && out instanceof Promise ? out.then((r) => { if (r === undefined || r === null) misses++; return r; }) : out;
+      };
+    },
+  });
+  const stack = await startGateway({ balances: counted, keys });
   t.after(async () => { await stack.close(); slow.disconnect(); await relay.close(); });
   const bad = () => fetch(`${stack.gatewayUrl}/v1/messages`, {
     method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': generateSecret() },
@@ -82,9 +96,12 @@ test('a flood of bad keys shares its state checks: 100 misses arriving while one
   }).then((r) => r.status);
   assert.equal(await bad(), 401);
   checks = 0;
+  misses = 0;
   relay.hold(); // Redis is slow to answer the next check
   const flood = Array.from({ length: 100 }, () => bad());
-  await new Promise((r) => setTimeout(r, 300)); // every miss has arrived and waits
+  // every miss has arrived and waits
+  for (const end = Date.now() + 20_000; misses < 100 && Date.now() < end;) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(misses, 100, 'the 100 misses read');
   relay.release();
   assert.deepEqual([...new Set(await Promise.all(flood))], [401]);
   assert.ok(checks <= 2, `${checks} state checks for 100 misses`);

@@ -215,8 +215,9 @@ describe('failover before the first byte', () => {
 
 describe('circuit breaker and cooldowns', () => {
   let p: Pool;
-  // two consecutive failures open a circuit; an open circuit waits 300 ms before its probe
-  before(async () => { p = await poolGateway({ circuitFailureThreshold: 2, circuitOpenMs: 300 }); });
+  // two consecutive failures open a circuit; an open circuit waits 1.5 s before its probe (the
+  // requests meant to find it open must come within that: 300 ms was not always, loaded)
+  before(async () => { p = await poolGateway({ circuitFailureThreshold: 2, circuitOpenMs: 1_500 }); });
   after(async () => p.stack.close());
 
   test('circuit opens after N consecutive failures (skipped), a successful half-open probe closes it, a failed one re-opens it', async () => {
@@ -232,14 +233,14 @@ describe('circuit breaker and cooldowns', () => {
     assert.deepEqual([skipped.upstream_id, skipped.attempts], [b, 1]);
     assert.deepEqual(await calls(), { A: 2, B: 3, C: 0 });
     // after CIRCUIT_OPEN_MS the next request is A's probe; it fails: open again
-    await new Promise((r) => setTimeout(r, 350));
+    await new Promise((r) => setTimeout(r, 1_600));
     await fault(sims.A, { status: 503 });
     const probeFailed = await p.stack.usageOf(await message(c.client));
     assert.deepEqual([probeFailed.upstream_id, probeFailed.attempts], [b, 2]);
     const stillOpen = await p.stack.usageOf(await message(c.client));
     assert.deepEqual([stillOpen.upstream_id, stillOpen.attempts], [b, 1]);
     // the next probe succeeds: closed, A serves again
-    await new Promise((r) => setTimeout(r, 350));
+    await new Promise((r) => setTimeout(r, 1_600));
     const probe = await p.stack.usageOf(await message(c.client));
     assert.deepEqual([probe.upstream_id, probe.attempts], [a, 1]);
     const closed = await p.stack.usageOf(await message(c.client));

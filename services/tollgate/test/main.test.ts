@@ -445,8 +445,15 @@ test('Kafka away (connections refused, or accepted and never answered): the star
         const created = fetch(`http://127.0.0.1:${port}/admin/v1/accounts`, {
           method: 'POST', headers: { authorization: 'Bearer admin-token-0123456789abcdef', 'content-type': 'application/json' }, body: JSON.stringify({ name: 'stopped-in-an-outage' }),
         }).then(async (res) => ({ status: res.status, body: await res.text() }));
-        // black-holed: the stop comes while the request waits for its event's first send
-        if (kind === 'black-holed') setTimeout(() => child.kill('SIGTERM'), 300);
+        // black-holed: the stop comes while the request waits for its event's first send (once
+        // the process logged it arriving: a fixed 300 ms could come before, on a loaded machine)
+        if (kind === 'black-holed') {
+          void (async () => {
+            for (const end = Date.now() + 10_000; Date.now() < end && !/"method":"POST","url":"\/admin\/v1\/accounts"[^\n]*"msg":"incoming request"/.test(out);) await new Promise((r) => setTimeout(r, 20));
+            await new Promise((r) => setTimeout(r, 100));
+            child.kill('SIGTERM');
+          })();
+        }
         const res = await created;
         assert.equal(res.status, 201, `${kind}: ${res.body}`);
         const { id } = JSON.parse(res.body) as { id: string };
