@@ -168,6 +168,49 @@ test('plan windows on /v1/messages: headers on 200 and 402 (a 402 gives its requ
   assert.equal(await settledBalance(stack, c.accountId), 1_000_000n - 3n * 144n);
 });
 
+test('token counting is limited by the plan\'s requests_per_minute in a window of its own: the 4th count of 3 a minute is 429 with retry-after, and counts take no message\'s place in the plan\'s windows', async () => {
+  // Kind: a free endpoint without a limit (a customer could run through the operator's
+  // token-counting quota upstream). Anthropic limits token counting apart from Messages.
+  const c = await customer(stack.url, 1);
+  await assignKeyPlan(c.keyId, await newPlan({ name: 'counted', requests_per_minute: 3, requests_per_5h: 2 }));
+  const count = () => c.client.messages.countTokens({ model: 'claude-haiku-4-5', messages: [{ role: 'user', content: 'hello' }] }).withResponse();
+  const remaining: Array<string | null> = [];
+  for (let i = 0; i < 3; i++) {
+    const { data, response } = await count();
+    assert.equal(typeof data.input_tokens, 'number');
+    assert.equal(response.headers.get('x-ratelimit-limit'), '3');
+    remaining.push(response.headers.get('x-ratelimit-remaining'));
+    // only the per-minute window: the 5 h and weekly windows count messages
+    assert.equal(response.headers.get('anthropic-ratelimit-unified-5h-utilization'), null);
+  }
+  assert.deepEqual(remaining, ['2', '1', '0']);
+  await assert.rejects(count(), (err: unknown) => {
+    assert.ok(err instanceof Anthropic.RateLimitError);
+    assert.equal(err.status, 429);
+    const e = (err.error as { error: { type: string; code: string; message: string } }).error;
+    assert.deepEqual([e.type, e.code], ['rate_limit_error', 'rate_limit_exceeded']);
+    assert.match(e.message, /requests_per_minute, token counting/);
+    const retry = Number(err.headers?.get('retry-after'));
+    assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `retry-after ${retry}`);
+    assert.equal(err.headers?.get('x-ratelimit-remaining'), '0');
+    return true;
+  });
+  // Messages' own windows are untouched by the four counts: 2 of 3 a minute and 1 of 2 in 5 h left.
+  const served = (await c.client.messages.create(msg(ONE_EACH)).withResponse()).response.headers;
+  assert.deepEqual([served.get('x-ratelimit-remaining'), served.get('anthropic-ratelimit-unified-5h-utilization')], ['2', '0.5']);
+  // A plan without a per-minute window leaves token counting unlimited, whatever its 5 h window.
+  const d = await customer(stack.url, 1);
+  await assignKeyPlan(d.keyId, await newPlan({ name: 'five-hours', requests_per_5h: 1 }));
+  assert.equal((await d.client.messages.create(msg(ONE_EACH)).withResponse()).response.status, 200);
+  for (let i = 0; i < 5; i++) {
+    const { response } = await d.client.messages.countTokens({ model: 'claude-haiku-4-5', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+    assert.deepEqual([response.status, response.headers.get('x-ratelimit-limit')], [200, null]);
+  }
+  // counting is free: the two messages only (24 + 120 µc each)
+  assert.equal(await settledBalance(stack, c.accountId), 1_000_000n - 144n);
+  assert.equal(await settledBalance(stack, d.accountId), 1_000_000n - 144n);
+});
+
 test('the official SDK reads retry-after: a 429 of a plan\'s concurrency window (retry-after 1) is retried after 1 s and succeeds', async () => {
   const c = await customer(stack.url, 1);
   await assignKeyPlan(c.keyId, await newPlan({ name: 'one at a time', concurrent_requests: 1 }));

@@ -298,3 +298,34 @@ export async function acquireLimits(deps: GatewayDeps, request: FastifyRequest, 
     },
   };
 }
+
+/** The limiter subject of a key's token-counting window, apart from its Messages windows (key ids are `key_…`: no overlap). */
+export function countTokensSubject(keyId: string): string {
+  return `count_tokens:${keyId}`;
+}
+
+/**
+ * The plan's `requests_per_minute` applied to token counting (`POST /v1/messages/count_tokens`)
+ * in a window of its own, as Anthropic limits token counting apart from Messages (its "Rate
+ * limits" page: token counting has a requests-per-minute limit of its own). So counting never
+ * takes a message's place in the plan's windows, and a customer cannot run through the
+ * operator's token-counting quota upstream. Only that window: the 5 h and weekly windows and
+ * `tokens_per_minute` count messages, and the in-process gates already bound concurrency.
+ * Resolves to the window's headers (`anthropic-ratelimit-requests-*`, `x-ratelimit-*`; empty
+ * without a limiter or a per-minute limit) and `done`, to call once the request has ended.
+ * Throws 429 `rate_limit_exceeded` (with `retry-after` and those headers) when the window is
+ * spent, and 503 `state_unavailable` when the plan cannot be read (hot state lost).
+ */
+export async function acquireCountTokensLimit(deps: GatewayDeps, request: FastifyRequest): Promise<{ headers: Record<string, string>; done(): Promise<void> }> {
+  const limiter = deps.limiter;
+  if (!limiter) return { headers: {}, done: async () => {} };
+  const { policy } = await guardState(() => effectivePlan(deps, request.caller!));
+  if (policy.requestsPerMinute === undefined) return { headers: {}, done: async () => {} };
+  const decision = await guardState(() => limiter.acquire(countTokensSubject(request.caller!.key.id), { requestsPerMinute: policy.requestsPerMinute }, 0));
+  if (!decision.ok) {
+    throw gatewayError('rate_limit_exceeded',
+      `Rate limit exceeded (requests_per_minute, token counting): this key's plan allows no more token counts now; retry after ${decision.headers['retry-after']} s`,
+      { headers: decision.headers });
+  }
+  return { headers: decision.headers, done: async () => { await decision.release().catch(() => {}); } };
+}

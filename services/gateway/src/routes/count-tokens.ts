@@ -5,7 +5,7 @@ import type { GatewayDeps } from '../deps.ts';
 import { searchOf, upstreamErrorOf } from '../upstream.ts';
 import type { UpstreamPool } from '../pool/selector.ts';
 import { guardState } from '../state.ts';
-import { acquireSlot } from '../limits.ts';
+import { acquireCountTokensLimit, acquireSlot } from '../limits.ts';
 import { resolveOr404 } from './messages.ts';
 import { checkModelAllowed } from '../auth.ts';
 import { spendTerms } from '../admission.ts';
@@ -15,7 +15,8 @@ import { spendTerms } from '../admission.ts';
  * message (balance + overdraft above 0; holds do not count, nothing is held), and records no
  * usage. Anthropic limits and serves token counting apart from Messages, so its answers here
  * fail over as a message's would but move no Messages circuit or cooldown
- * (`SendContext.separateHealth`), bar a refused credential or a subscription's window.
+ * (`SendContext.separateHealth`), bar a refused credential or a subscription's window, and the
+ * plan's `requests_per_minute` limits it in a window of its own (`acquireCountTokensLimit`).
  */
 export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool: UpstreamPool): void {
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -25,12 +26,21 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool:
     checkModelAllowed(caller, resolved.model.id, body.model);
     const { balance } = await guardState(() => deps.balances.get(caller.account.id));
     if (balance + spendTerms(caller).overdraft <= 0n) throw gatewayError('insufficient_credits');
+    // The plan's per-minute requests, in a token-counting window of its own (429 when spent).
+    const limit = await acquireCountTokensLimit(deps, request);
+    reply.headers(limit.headers);
     // the caller's group, as a message would be served (issue 10): its upstreams and model mapping
     const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
     const upstreamModel = route.mappedModel ?? resolved.upstreamModel;
     const out = upstreamModel === body.model ? request.rawBody! : JSON.stringify({ ...body, model: upstreamModel });
     // It holds an upstream connection like a message does, so it takes a slot of the same gates.
-    const release = acquireSlot(deps, request);
+    let release: () => void;
+    try {
+      release = acquireSlot(deps, request);
+    } catch (err) {
+      await limit.done();
+      throw err;
+    }
     try {
       // failover before anything reaches the client, as for a message; free, so no usage event
       const sent = await pool.send(route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: Date.now(), separateHealth: true },
@@ -45,6 +55,7 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool:
       }
     } finally {
       release();
+      await limit.done();
     }
   };
   app.post('/v1/messages/count_tokens', handler);
