@@ -244,6 +244,9 @@ export class ChatStreamTranslator {
   /** text that came while a tool block was open or pending */
   #lateText = '';
   #finish: string | null = null;
+  /** content text seen, and refusal text seen: an answer of refusal text only ends `refusal`, as the JSON path's */
+  #sawContent = false;
+  #sawRefusal = false;
   #matched: unknown = null;
   /** the usage reports' counts merged (`mergeUsage`), or null before any report carried one */
   #usage: Json | null = null;
@@ -472,7 +475,10 @@ export class ChatStreamTranslator {
       if (this.#finish !== null) continue;
       const delta = isRecord(choice.delta) ? choice.delta : {};
       const body = textOf(delta.content);
-      const text = body !== '' ? body : typeof delta.refusal === 'string' && delta.refusal !== '' ? delta.refusal : '';
+      const refusal = typeof delta.refusal === 'string' && delta.refusal !== '' ? delta.refusal : '';
+      const text = body !== '' ? body : refusal;
+      if (body !== '') this.#sawContent = true;
+      else if (refusal !== '') this.#sawRefusal = true;
       if (text !== '') this.#text(out, text);
       // Reasoning has no Anthropic counterpart here (an OpenAI model bills it as completion): a
       // `ping` every KEEPALIVE_PING_MS instead, so a long think never leaves the client idle.
@@ -518,7 +524,9 @@ export class ChatStreamTranslator {
     // usage reported so far reaches it (charged under STREAM_ERROR_BILLING=usage).
     if (this.#finish === null) return this.#reportedSoFar();
     this.#flush(out);
-    const [stopReason, stopSequence] = toolUseIfCalled(stopReasonFor(this.#finish, this.#matched, this.#ctx), this.#called);
+    const refused = this.#sawRefusal && !this.#sawContent;
+    const [stopReason, stopSequence] = refused ? ['refusal', null] as const
+      : toolUseIfCalled(stopReasonFor(this.#finish, this.#matched, this.#ctx), this.#called);
     out.push({
       type: 'message_delta',
       delta: { stop_reason: stopReason, stop_sequence: stopSequence },

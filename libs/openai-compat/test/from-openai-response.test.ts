@@ -92,6 +92,30 @@ test('stream that ends without a finish_reason: no message_delta (the gateway se
   assert.deepEqual(events.map((e) => e.type), ['message_start', 'content_block_start', 'content_block_delta']);
 });
 
+test('a streamed refusal ends `refusal`, as the JSON answer with only a refusal does; refusal text beside content text ends as its finish says', () => {
+  // Kind: the stream and the JSON path disagreeing on one answer's stop_reason (the stream said
+  // end_turn for what the JSON path calls a refusal).
+  const refusedOnly = new ChatStreamTranslator(ctx);
+  const events = [chunk({ role: 'assistant', content: '' }), chunk({ refusal: 'I can' }), chunk({ refusal: 'not help.' }), chunk({}, 'stop')]
+    .flatMap((c) => refusedOnly.push(c));
+  events.push(...refusedOnly.end());
+  assert.deepEqual(events.filter((e) => e.type === 'content_block_delta').map((e) => (e as unknown as { delta: { text: string } }).delta.text), ['I can', 'not help.']);
+  assert.deepEqual(events.at(-2), { type: 'message_delta', delta: { stop_reason: 'refusal', stop_sequence: null }, usage: { output_tokens: null } });
+  const json = fromOpenAICompletion(completion({ refusal: 'I cannot help.' }, 'stop'), ctx);
+  assert.equal(json.stop_reason, 'refusal');
+  // content first, then a refusal piece: the answer is the content's, its finish decides
+  const mixed = new ChatStreamTranslator(ctx);
+  mixed.push(chunk({ content: 'Partly: ' }));
+  mixed.push(chunk({ refusal: 'no more.' }));
+  mixed.push(chunk({}, 'stop'));
+  assert.deepEqual(mixed.end()[0], { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: null } });
+  // content_filter is a refusal whatever was streamed
+  const filtered = new ChatStreamTranslator(ctx);
+  filtered.push(chunk({ content: 'Hm' }));
+  filtered.push(chunk({}, 'content_filter'));
+  assert.equal((filtered.end()[0] as unknown as { delta: { stop_reason: string } }).delta.stop_reason, 'refusal');
+});
+
 test('stream with a finish_reason but no usage chunk: output_tokens null (the gateway records invalid_count)', () => {
   const t = new ChatStreamTranslator(ctx);
   t.push(chunk({ content: 'Hi' }));
