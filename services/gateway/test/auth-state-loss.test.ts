@@ -64,30 +64,11 @@ test('a flood of bad keys shares its state checks: 100 misses arriving while one
   const store = new RedisBalanceStore({ redis: slow, prefix: `${prefix}flood:`, requireReady: true });
   await store.load({ balances: new Map(), ledgerEntries: new Map() });
   let checks = 0;
-  const counted = new Proxy(store, {
-    get: (target, prop) => {
-      const value = Reflect.get(target, prop, target) as unknown;
-      if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => {
-        if (prop === 'stateLost' || prop === 'ready') checks++;
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
-      };
-    },
-  });
+  const counted = watched(store, (prop) => { if (prop === 'stateLost' || prop === 'ready') checks++; });
   // Misses counted as each lookup answers: all 100 are waiting on the check once it reads 100
   // (a fixed 300 ms did not always let them all arrive on a loaded machine).
-  const directory = new MemoryKeyDirectory();
   let misses = 0;
-  const keys = new Proxy(directory, {
-    get: (target, prop) => {
-      const value = Reflect.get(target, prop, target) as unknown;
-      if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => {
-        const out = (value as (...a: unknown[]) => unknown).apply(target, args);
-        return prop === 'byHash' && out instanceof Promise ? out.then((r) => { if (r === undefined || r === null) misses++; return r; }) : out;
-      };
-    },
-  });
+  const keys = watched(new MemoryKeyDirectory(), () => {}, (prop, answer) => { if (prop === 'byHash' && (answer === undefined || answer === null)) misses++; });
   const stack = await startGateway({ balances: counted, keys });
   t.after(async () => { await stack.close(); slow.disconnect(); await relay.close(); });
   const bad = () => fetch(`${stack.gatewayUrl}/v1/messages`, {
@@ -106,3 +87,21 @@ test('a flood of bad keys shares its state checks: 100 misses arriving while one
   assert.deepEqual([...new Set(await Promise.all(flood))], [401]);
   assert.ok(checks <= 2, `${checks} state checks for 100 misses`);
 });
+
+/**
+ * `target` with each method call seen: `called(name)` before it runs, `answered(name, value)`
+ * once its promise resolves (the store itself does the work).
+ */
+function watched<T extends object>(target: T, called: (prop: string | symbol) => void, answered?: (prop: string | symbol, value: unknown) => void): T {
+  return new Proxy(target, {
+    get: (inner, prop) => {
+      const value = Reflect.get(inner, prop, inner) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        called(prop);
+        const out = (value as (...a: unknown[]) => unknown).apply(inner, args);
+        return answered && out instanceof Promise ? out.then((r) => { answered(prop, r); return r; }) : out;
+      };
+    },
+  });
+}
