@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
-import { admin, customer, settledBalance, startLoggedProcess, startSimulator, startStack, type Stack } from '../support/tollgate.ts';
+import { admin, customer, settledBalance, startLoggedProcess, startSimulator, startStack, UPSTREAM_KEY, type Stack } from '../support/tollgate.ts';
 
 let stack: Stack;
 // strict admission: a request whose worst case exceeds the balance is a 402 (not clamped), which
@@ -209,6 +209,32 @@ test('token counting is limited by the plan\'s requests_per_minute in a window o
   // counting is free: the two messages only (24 + 120 µc each)
   assert.equal(await settledBalance(stack, c.accountId), 1_000_000n - 144n);
   assert.equal(await settledBalance(stack, d.accountId), 1_000_000n - 144n);
+});
+
+test('a token count no upstream is asked takes nothing from its window: a model the key\'s group does not serve (404) and a platform without token counting (404), four times each on a 3-a-minute plan, then a count is served', async () => {
+  // Kind: a refusal of the gateway's own spending the customer's window (4 × 404 turned into a
+  // 429 "retry after 60 s" for counts that would be served).
+  const c = await customer(stack.url, 1);
+  await assignKeyPlan(c.keyId, await newPlan({ name: 'counted-404', requests_per_minute: 3 }));
+  const haikuOnly = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/upstreams', { name: 'haiku only', platform: 'anthropic', base_url: stack.simUrl, api_key: UPSTREAM_KEY, models: ['claude-haiku-4-5'] });
+  assert.equal(haikuOnly.status, 201, JSON.stringify(haikuOnly.json));
+  const g = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', { name: 'haiku only', platform: 'anthropic', upstream_ids: [haikuOnly.json.id] });
+  assert.equal(g.status, 201, JSON.stringify(g.json));
+  const openai = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/upstreams', { name: 'oai', platform: 'openai', base_url: `${stack.simUrl}/v1`, api_key: UPSTREAM_KEY });
+  assert.equal(openai.status, 201, JSON.stringify(openai.json));
+  const og = await admin<{ id: string }>(stack.url, 'POST', '/admin/v1/groups', { name: 'oai', platform: 'openai', upstream_ids: [openai.json.id] });
+  assert.equal(og.status, 201, JSON.stringify(og.json));
+  const count = (model: string) => fetch(`${stack.url}/v1/messages/count_tokens`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': c.secret },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hello' }] }),
+  }).then(async (r) => [r.status, r.headers.get('x-ratelimit-remaining'), ((await r.json()) as { error?: { type: string } }).error?.type ?? null]);
+  assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { group_id: g.json.id })).status, 200);
+  for (let i = 0; i < 4; i++) assert.deepEqual((await count('claude-sonnet-4-6'))[0], 404, `sonnet ${i}`);
+  assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { group_id: og.json.id })).status, 200);
+  for (let i = 0; i < 4; i++) assert.deepEqual(await count('claude-haiku-4-5'), [404, null, 'not_found_error'], `openai group ${i}`);
+  assert.equal((await admin(stack.url, 'PATCH', `/admin/v1/accounts/${c.accountId}`, { group_id: g.json.id })).status, 200);
+  // eight refusals took nothing: the first count served is the window's first
+  assert.deepEqual(await count('claude-haiku-4-5'), [200, '2', null]);
 });
 
 test('the official SDK reads retry-after: a 429 of a plan\'s concurrency window (retry-after 1) is retried after 1 s and succeeds', async () => {

@@ -153,9 +153,12 @@ export function fromOpenAICompletion(completion: OpenAIChatCompletion, ctx: Resp
       name: typeof fn.name === 'string' ? fn.name : '', input: toolInput(args),
     });
   }
-  const refused = typeof msg?.refusal === 'string' && msg.refusal !== '' && body === '';
+  // Refusal text alone is a refusal; with tool calls the answer calls them (`tool_use`: an agent
+  // loop must run them, and Anthropic never ends a tool_use answer `refusal`).
+  const called = content.some((b) => b.type === 'tool_use');
+  const refused = typeof msg?.refusal === 'string' && msg.refusal !== '' && body === '' && !called;
   const [stopReason, stopSequence] = refused ? ['refusal', null]
-    : toolUseIfCalled(stopReasonFor(choice?.finish_reason as string | undefined, choice?.stop_reason, ctx), content.some((b) => b.type === 'tool_use'));
+    : toolUseIfCalled(stopReasonFor(choice?.finish_reason as string | undefined, choice?.stop_reason, ctx), called);
   const out: Json = {
     id: messageIdFor(completion.id), type: 'message', role: 'assistant', model: ctx.model, content,
     stop_reason: stopReason, stop_sequence: stopSequence,
@@ -524,7 +527,8 @@ export class ChatStreamTranslator {
     // usage reported so far reaches it (charged under STREAM_ERROR_BILLING=usage).
     if (this.#finish === null) return this.#reportedSoFar();
     this.#flush(out);
-    const refused = this.#sawRefusal && !this.#sawContent;
+    // as the JSON path: refusal text alone is a refusal; with tool calls, `tool_use`
+    const refused = this.#sawRefusal && !this.#sawContent && !this.#called;
     const [stopReason, stopSequence] = refused ? ['refusal', null] as const
       : toolUseIfCalled(stopReasonFor(this.#finish, this.#matched, this.#ctx), this.#called);
     out.push({

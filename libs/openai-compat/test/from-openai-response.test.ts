@@ -109,6 +109,14 @@ test('a streamed refusal ends `refusal`, as the JSON answer with only a refusal 
   mixed.push(chunk({ refusal: 'no more.' }));
   mixed.push(chunk({}, 'stop'));
   assert.deepEqual(mixed.end()[0], { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: null } });
+  // refusal text beside a tool call: the call wins (an agent loop runs it), in both paths
+  const withCall = new ChatStreamTranslator(ctx);
+  withCall.push(chunk({ refusal: 'I will not answer, ' }));
+  withCall.push(chunk({ tool_calls: [{ index: 0, id: 'call_w', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] }));
+  withCall.push(chunk({}, 'tool_calls'));
+  assert.equal((withCall.end().at(-2) as unknown as { delta: { stop_reason: string } }).delta.stop_reason, 'tool_use');
+  const jsonWithCall = fromOpenAICompletion(completion({ refusal: 'I will not answer, ', tool_calls: [{ id: 'call_w', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] }, 'tool_calls'), ctx);
+  assert.equal(jsonWithCall.stop_reason, 'tool_use');
   // content_filter is a refusal whatever was streamed
   const filtered = new ChatStreamTranslator(ctx);
   filtered.push(chunk({ content: 'Hm' }));

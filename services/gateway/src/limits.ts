@@ -312,20 +312,37 @@ export function countTokensSubject(keyId: string): string {
  * operator's token-counting quota upstream. Only that window: the 5 h and weekly windows and
  * `tokens_per_minute` count messages, and the in-process gates already bound concurrency.
  * Resolves to the window's headers (`anthropic-ratelimit-requests-*`, `x-ratelimit-*`; empty
- * without a limiter or a per-minute limit) and `done`, to call once the request has ended.
+ * without a limiter or a per-minute limit), `done`, to call once a request the upstream was
+ * asked has ended, and `refund`, for one no upstream was asked: it gives the window its request
+ * back and resolves to the headers after that (only a request the upstream was asked counts,
+ * as for messages).
  * Throws 429 `rate_limit_exceeded` (with `retry-after` and those headers) when the window is
  * spent, and 503 `state_unavailable` when the plan cannot be read (hot state lost).
  */
-export async function acquireCountTokensLimit(deps: GatewayDeps, request: FastifyRequest): Promise<{ headers: Record<string, string>; done(): Promise<void> }> {
+export async function acquireCountTokensLimit(deps: GatewayDeps, request: FastifyRequest): Promise<CountTokensTicket> {
   const limiter = deps.limiter;
-  if (!limiter) return { headers: {}, done: async () => {} };
+  if (!limiter) return NO_COUNT_TOKENS_LIMIT;
   const { policy } = await guardState(() => effectivePlan(deps, request.caller!));
-  if (policy.requestsPerMinute === undefined) return { headers: {}, done: async () => {} };
+  if (policy.requestsPerMinute === undefined) return NO_COUNT_TOKENS_LIMIT;
   const decision = await guardState(() => limiter.acquire(countTokensSubject(request.caller!.key.id), { requestsPerMinute: policy.requestsPerMinute }, 0));
   if (!decision.ok) {
     throw gatewayError('rate_limit_exceeded',
       `Rate limit exceeded (requests_per_minute, token counting): this key's plan allows no more token counts now; retry after ${decision.headers['retry-after']} s`,
       { headers: decision.headers });
   }
-  return { headers: decision.headers, done: async () => { await decision.release().catch(() => {}); } };
+  return {
+    headers: decision.headers,
+    done: async () => { await decision.release().catch(() => {}); },
+    refund: () => decision.refund().catch(() => decision.headers),
+  };
 }
+
+/** A token count's place in its window (acquireCountTokensLimit); `done` or `refund`, once. */
+export interface CountTokensTicket {
+  headers: Record<string, string>;
+  done(): Promise<void>;
+  refund(): Promise<Record<string, string>>;
+}
+
+/** No window: no limiter, no per-minute limit, or a platform without token counting. */
+export const NO_COUNT_TOKENS_LIMIT: CountTokensTicket = { headers: {}, done: async () => {}, refund: async () => ({}) };

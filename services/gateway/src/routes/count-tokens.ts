@@ -5,7 +5,7 @@ import type { GatewayDeps } from '../deps.ts';
 import { searchOf, upstreamErrorOf } from '../upstream.ts';
 import type { UpstreamPool } from '../pool/selector.ts';
 import { guardState } from '../state.ts';
-import { acquireCountTokensLimit, acquireSlot } from '../limits.ts';
+import { acquireCountTokensLimit, acquireSlot, NO_COUNT_TOKENS_LIMIT, type CountTokensTicket } from '../limits.ts';
 import { resolveOr404 } from './messages.ts';
 import { checkModelAllowed } from '../auth.ts';
 import { spendTerms } from '../admission.ts';
@@ -26,25 +26,30 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool:
     checkModelAllowed(caller, resolved.model.id, body.model);
     const { balance } = await guardState(() => deps.balances.get(caller.account.id));
     if (balance + spendTerms(caller).overdraft <= 0n) throw gatewayError('insufficient_credits');
-    // The plan's per-minute requests, in a token-counting window of its own (429 when spent).
-    const limit = await acquireCountTokensLimit(deps, request);
-    reply.headers(limit.headers);
     // the caller's group, as a message would be served (issue 10): its upstreams and model mapping
     const route = await pool.route(caller.account, caller.key, resolved.model.id, body.model);
     const upstreamModel = route.mappedModel ?? resolved.upstreamModel;
     const out = upstreamModel === body.model ? request.rawBody! : JSON.stringify({ ...body, model: upstreamModel });
-    // It holds an upstream connection like a message does, so it takes a slot of the same gates.
-    let release: () => void;
+    // It holds an upstream connection like a message does, so it takes a slot of the same gates
+    // (429/503 before its window is touched).
+    const release = acquireSlot(deps, request);
+    // The plan's per-minute requests, in a token-counting window of its own (429 when spent).
+    // Only a count the upstream is asked takes a place: a group of a platform without token
+    // counting answers 404 asking none, and a send that asks none gives its place back.
+    let limit: CountTokensTicket;
     try {
-      release = acquireSlot(deps, request);
+      limit = route.group.platform === 'openai' ? NO_COUNT_TOKENS_LIMIT : await acquireCountTokensLimit(deps, request);
     } catch (err) {
-      await limit.done();
+      release();
       throw err;
     }
+    reply.headers(limit.headers);
+    let asked = false;
     try {
       // failover before anything reaches the client, as for a message; free, so no usage event
       const sent = await pool.send(route, { headers: request.headers, body, accountId: caller.account.id, keyId: caller.key.id, arrivedAt: Date.now(), separateHealth: true },
         (client) => client.post('/v1/messages/count_tokens', searchOf(request.url), request.headers, out));
+      asked = sent.upstreamId !== null;
       try {
         if ('error' in sent.outcome) throw sent.outcome.error;
         const res = sent.outcome.res;
@@ -55,7 +60,11 @@ export function countTokensRoutes(app: FastifyInstance, deps: GatewayDeps, pool:
       }
     } finally {
       release();
-      await limit.done();
+      if (asked) await limit.done();
+      else {
+        const after = await limit.refund();
+        if (!reply.sent) reply.headers(after);
+      }
     }
   };
   app.post('/v1/messages/count_tokens', handler);
