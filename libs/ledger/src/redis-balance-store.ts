@@ -766,6 +766,32 @@ export class RedisBalanceStore implements BalanceStore {
     }
   }
 
+  /**
+   * Marks a rebuild under way (`token`, for `ttlMs` at most) in the Redis that holds the key
+   * directory, pools and webhooks: the directory's on a Cluster with one, else this store's
+   * own. A rebuild that finds its mark gone at its end (`rebuildMarked` false) knows that Redis
+   * lost its data while it ran, so what it put back before its load (accounts, keys, pools,
+   * webhooks, spend windows) may be gone though the load marked the state ready: it must run
+   * again (RebuildOnLoss of @tollgate/aggregator).
+   */
+  async markRebuild(token: string, ttlMs: number): Promise<void> {
+    await (this.#directory ?? this.#redis).set(this.#rebuildMark(token), '1', 'PX', ttlMs);
+  }
+
+  /** Whether the mark `markRebuild` made with `token` is still there. */
+  async rebuildMarked(token: string): Promise<boolean> {
+    return (await (this.#directory ?? this.#redis).exists(this.#rebuildMark(token))) === 1;
+  }
+
+  /** Removes the mark `markRebuild` made with `token` (the rebuild has ended). */
+  async unmarkRebuild(token: string): Promise<void> {
+    await (this.#directory ?? this.#redis).del(this.#rebuildMark(token));
+  }
+
+  #rebuildMark(token: string): string {
+    return `${this.#prefix}${this.#directory === undefined && this.#cluster ? '{ledger}' : ''}rebuild-mark:${token}`;
+  }
+
   async stateLost(): Promise<boolean> {
     if (!this.#requireReady) return false;
     // One round trip: the ready mark, the restore window a load opened (`<ready>:restoring`) and

@@ -99,7 +99,7 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
       try {
         if (!deps.exclusive) return await run();
         const done = await deps.exclusive(run);
-        if (!done) throw gatewayError('conflict', 'a rebuild is under way in this process (hot state was found lost); ask again once it has finished');
+        if (!done) throw gatewayError('conflict', 'a rebuild is under way in this process (after a loss, or asked for by hand); ask again once it has finished');
         return done.value;
       } catch (err) {
         // Another process's rebuild (the warehouse owner's own, after a loss) started meanwhile.

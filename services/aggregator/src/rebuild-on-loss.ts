@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+
 /**
  * What RebuildOnLoss calls. `ready`: whether hot state is present (BalanceStore.ready of
  * @tollgate/ledger); a rejection (Redis away) goes to `onCheckFailed`, and the next report
@@ -8,7 +10,15 @@
 export interface RebuildOnLossDeps {
   ready: () => Promise<boolean>;
   rebuild: (reload: boolean) => Promise<void>;
+  /**
+   * A mark in the Redis a rebuild writes its records to (RedisBalanceStore.markRebuild,
+   * rebuildMarked, unmarkRebuild): made before each rebuild, read after it. Absent (a store that
+   * is never lost): no check. `set` rejecting fails the rebuild.
+   */
+  mark?: { set(token: string): Promise<void>; present(token: string): Promise<boolean>; clear(token: string): Promise<void> };
   onLossConfirmed?: () => void;
+  /** a rebuild's mark was gone at its end (Redis lost its data while it ran): another starts (a log line) */
+  onLostDuringRebuild?: () => void;
   onCheckFailed?: (err: unknown) => void;
   onRebuildFailed?: (err: unknown) => void;
 }
@@ -26,6 +36,7 @@ export interface RebuildOnLossDeps {
 export class RebuildOnLoss {
   readonly #deps: RebuildOnLossDeps;
   #running: Promise<void> | null = null;
+  #byHand = false;
   #checking = false;
 
   constructor(deps: RebuildOnLossDeps) {
@@ -37,12 +48,20 @@ export class RebuildOnLoss {
     return this.#running;
   }
 
+  /**
+   * True while a rebuild runs that was started for a state not there (at start, or after a
+   * loss): the process is not ready meanwhile. A rebuild by hand of a state that is there leaves
+   * it serving (its readiness is the state's own).
+   */
+  get recovering(): boolean {
+    return this.#running !== null && !this.#byHand;
+  }
+
   /** Starts a rebuild unless one is under way; answers the one under way (never rejects). */
   start(reload: boolean): Promise<void> {
-    this.#running ??= this.#deps.rebuild(reload)
-      .catch((err: unknown) => this.#deps.onRebuildFailed?.(err))
-      .finally(() => { this.#running = null; });
-    return this.#running;
+    if (this.#running) return this.#running;
+    void this.#track(() => this.#deps.rebuild(reload), false).catch((err: unknown) => this.#deps.onRebuildFailed?.(err));
+    return this.#running!;
   }
 
   /**
@@ -53,15 +72,48 @@ export class RebuildOnLoss {
    */
   async exclusive<T>(fn: () => Promise<T>): Promise<{ value: T } | undefined> {
     if (this.#running) return undefined;
-    const run = fn();
-    this.#running = run.then(() => {}, () => {}).finally(() => { this.#running = null; });
-    return { value: await run };
+    return { value: await this.#track(fn, true) };
   }
 
   /**
-   * A loss was reported. Nothing happens while a rebuild is under way or a report is being
-   * checked; otherwise the ready mark is read, and a rebuild starts only if it is missing.
-   * Resolves when that is decided (the rebuild itself runs on: `running`).
+   * Runs `run` as the one rebuild (`running` until it has ended), between a mark made before it
+   * and read after it (`mark`): a mark gone at the end means Redis lost its data while it ran,
+   * after what the rebuild put back before its load (pools, webhooks, the directory), so another
+   * rebuild starts at once; the reports of that loss came while this one ran and did nothing.
+   */
+  #track<T>(run: () => Promise<T>, byHand: boolean): Promise<T> {
+    const mark = this.#deps.mark;
+    const token = randomUUID();
+    const work = (async () => {
+      await mark?.set(token);
+      return run();
+    })();
+    this.#byHand = byHand;
+    this.#running = work.then(() => {}, () => {}).then(async () => {
+      let lost = false;
+      if (mark) {
+        try {
+          lost = !(await mark.present(token));
+          if (!lost) await mark.clear(token);
+        } catch (err) {
+          this.#deps.onCheckFailed?.(err);
+        }
+      }
+      this.#running = null;
+      // only after a rebuild that ran to its end: a failed one is retried by the next report
+      if (lost && (await work.then(() => true, () => false))) {
+        this.#deps.onLostDuringRebuild?.();
+        void this.start(true);
+      }
+    });
+    return work;
+  }
+
+  /**
+   * A loss was reported. Nothing happens while a rebuild is under way (a loss while it runs is
+   * found by its mark at its end) or a report is being checked; otherwise the ready mark is
+   * read, and a rebuild starts only if it is missing. Resolves when that is decided (the
+   * rebuild itself runs on: `running`).
    */
   async reportLoss(): Promise<void> {
     if (this.#running || this.#checking) return;

@@ -101,3 +101,85 @@ test('a loss reported while hot state is present (stale not_ready) starts no reb
   assert.equal(rebuilds.running, null);
   assert.deepEqual(await rebuilds.exclusive(async () => 1), { value: 1 });
 });
+
+test('Redis lost while a rebuild runs (by hand on a present state, or after a loss): the rebuild\'s mark is gone at its end and another rebuild, reloading pools, starts at once; a rebuild left alone runs once', async (t) => {
+  // Kind: a loss no report can start a rebuild for. Reports during a rebuild do nothing, and the
+  // load marks the flushed Redis ready: the pools and webhooks the rebuild put back before the
+  // load were gone for good (customers of a group sent to the default upstream; a breaker's HIGH).
+  const url = await requireRedis(t);
+  if (!url) return;
+  const redis = new Redis(url);
+  const prefix = `test:${randomUUID()}:`;
+  t.after(async () => {
+    await deleteKeysUnder(redis, prefix);
+    redis.disconnect();
+  });
+  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 0 });
+  const runs: Array<{ reload: boolean; pools: string | null }> = [];
+  const events: string[] = [];
+  // What a rebuild puts back before its load (pools, in the runtime): a key of its own here.
+  const pool = `${prefix}pool:upstreams`;
+  let gate: Promise<void> | undefined;
+  const rebuilds = new RebuildOnLoss({
+    ready: () => balances.ready(),
+    mark: {
+      set: (token) => balances.markRebuild(token, 60_000),
+      present: (token) => balances.rebuildMarked(token),
+      clear: (token) => balances.unmarkRebuild(token),
+    },
+    rebuild: async (reload) => {
+      if (reload) await redis.set(pool, 'restored');
+      await gate;
+      await balances.load({ balances: new Map([['acct_a', 5n]]), ledgerEntries: new Map() });
+      runs.push({ reload, pools: await redis.get(pool) });
+    },
+    onLossConfirmed: () => events.push('confirmed'),
+    onLostDuringRebuild: () => events.push('lost during'),
+    onRebuildFailed: (err) => events.push(`failed: ${(err as Error).message}`),
+  });
+
+  // A rebuild left alone: once, its mark removed.
+  await rebuilds.reportLoss();
+  await rebuilds.running;
+  assert.deepEqual(runs, [{ reload: true, pools: 'restored' }]);
+  assert.deepEqual(await redis.keys(`${prefix}rebuild-mark:*`), []);
+
+  // By hand on a present state; Redis restarts empty while it waits (before its load).
+  let open!: () => void;
+  gate = new Promise((r) => { open = r; });
+  const byHand = rebuilds.exclusive(async () => {
+    await redis.set(pool, 'restored');
+    await gate;
+    await balances.load({ balances: new Map([['acct_a', 5n]]), ledgerEntries: new Map() });
+    return 'done';
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  await deleteKeysUnder(redis, prefix);
+  await rebuilds.reportLoss(); // the watch's report: nothing while a rebuild runs
+  assert.equal(await redis.get(pool), null);
+  gate = undefined;
+  open();
+  assert.deepEqual(await byHand, { value: 'done' });
+  assert.equal(await balances.ready(), true, 'the load marked the flushed Redis ready');
+  // Its mark was gone: another rebuild, reloading the pools.
+  for (let i = 0; i < 100 && runs.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+  await rebuilds.running;
+  assert.deepEqual(runs, [{ reload: true, pools: 'restored' }, { reload: true, pools: 'restored' }]);
+  assert.equal(await redis.get(pool), 'restored');
+  assert.deepEqual(events, ['confirmed', 'lost during']);
+
+  // After a loss, Redis lost again while the rebuild waits: the same.
+  await deleteKeysUnder(redis, prefix);
+  gate = new Promise((r) => { open = r; });
+  await rebuilds.reportLoss();
+  await new Promise((r) => setTimeout(r, 50));
+  await deleteKeysUnder(redis, prefix);
+  gate = undefined;
+  open();
+  for (let i = 0; i < 100 && runs.length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+  await rebuilds.running;
+  assert.equal(runs.length, 4);
+  assert.equal(await redis.get(pool), 'restored');
+  assert.deepEqual(events, ['confirmed', 'lost during', 'confirmed', 'lost during']);
+  assert.deepEqual(await redis.keys(`${prefix}rebuild-mark:*`), []);
+});

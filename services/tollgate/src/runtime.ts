@@ -8,7 +8,7 @@ import { ConfigError, type Config } from '@tollgate/config';
 import { DiskReserveLowError, finishedWithin, KafkaLog, MemoryLog, SPOOL_RESEND_MS, TOPICS, type EventLog, type Subscription } from '@tollgate/events';
 import { addReadinessCheck, closeUnhandledConnections, createHttpServer, loggerOptions, registerNotServedHere, registerServedElsewhere } from '@tollgate/http';
 import type { KeyDirectory } from '@tollgate/keys';
-import type { BalanceStore } from '@tollgate/ledger';
+import { RedisBalanceStore, type BalanceStore } from '@tollgate/ledger';
 import { CatalogError, loadCatalogFile, missingPriceLists, PriceBook, type Catalog, type PriceVersion } from '@tollgate/pricing';
 import type { LogPositions, Warehouse } from '@tollgate/warehouse';
 import { findPlan, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from '@tollgate/limits';
@@ -43,6 +43,12 @@ const REFUSALS_WAIT_MS = 15_000;
  * bound, a ClickHouse that stopped answering mid-rebuild held the stop until the hard exit.
  */
 export const REBUILD_STOP_WAIT_MS = 3_000;
+/**
+ * How long a rebuild's mark in Redis (RebuildOnLoss's `mark`) lives at most, ms: a day, far
+ * longer than any rebuild (one outliving its mark would be taken for a loss and run again), and
+ * a process killed mid-rebuild leaves one small key behind for that long.
+ */
+const REBUILD_MARK_TTL_MS = 24 * 3600_000;
 
 /** How long a burst of file-change notifications is let settle before the catalog is read (ms). */
 export const PRICING_RELOAD_DEBOUNCE_MS = 250;
@@ -222,24 +228,35 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // ready mark reads missing (RebuildOnLoss). One rebuild at a time.
   // `reload`: pools and webhooks are loaded again around the rebuild; false only at start, just
   // after they were loaded above.
+  // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
+  // the stored groups missing and send every caller to the configured default.
+  // A pool or webhook read that fails fails the rebuild (retried by the next check): marked
+  // ready without them, a customer pinned to a group was served by the default upstream until
+  // someone ran `tollgate rebuild` (a tester's HIGH, ClickHouse frozen while Redis was flushed).
+  // A rebuild by hand does the same (`beforeRebuild`, below).
+  const reloadRecords = async (store: Warehouse) => {
+    await restorePool(store, poolStore);
+    await restoreWebhooks(store, webhookStore);
+  };
+  // The mark each rebuild leaves in Redis and reads at its end: gone, Redis lost its data while
+  // the rebuild ran (what it put back before its load with it), and another rebuild starts.
+  const rebuildMark = balances instanceof RedisBalanceStore ? {
+    set: (token: string) => balances.markRebuild(token, REBUILD_MARK_TTL_MS),
+    present: (token: string) => balances.rebuildMarked(token),
+    clear: (token: string) => balances.unmarkRebuild(token),
+  } : undefined;
   const rebuilds = warehouse ? new RebuildOnLoss({
     ready: () => balances.ready(),
+    ...(rebuildMark ? { mark: rebuildMark } : {}),
     rebuild: async (reload) => {
-      // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
-      // the stored groups missing and send every caller to the configured default.
-      // A pool or webhook read that fails fails the rebuild (retried by the next check): marked
-      // ready without them, a customer pinned to a group was served by the default upstream until
-      // someone ran `tollgate rebuild` (a tester's HIGH, ClickHouse frozen while Redis was flushed).
-      if (reload) {
-        await restorePool(warehouse, poolStore);
-        await restoreWebhooks(warehouse, webhookStore);
-      }
+      if (reload) await reloadRecords(warehouse);
       const report = await rebuild({ warehouse, balances, keys, refusalsStored, ...(logEnd ? { logEnd } : {}) });
       // A warning when it brought state back (hot state had been lost); info on a fresh
       // deployment, where both are empty.
       server.log[report.accounts + report.keys + report.balances + report.usage_ids > 0 ? 'warn' : 'info']({ report }, 'hot state rebuilt from the warehouse');
     },
     onLossConfirmed: () => server.log.warn('hot state lost (the ready mark is gone); rebuilding from the warehouse'),
+    onLostDuringRebuild: () => server.log.warn('hot state was lost while a rebuild ran (its mark in Redis is gone); rebuilding again'),
     onCheckFailed: (err) => server.log.warn({ err }, 'hot state check failed; will retry'),
     onRebuildFailed: (err) => server.log.error({ err }, 'rebuild failed; will retry'),
   }) : undefined;
@@ -362,7 +379,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       refusalsStored, ...(logEnd ? { logEnd } : {}),
       ...(log instanceof KafkaLog ? { usageStored: () => log.committedThrough('warehouse', [log.topicName('usage')], REFUSALS_WAIT_MS) } : {}),
       priceBook: () => prices,
-      beforeRebuild: async () => { await restorePoolRecords(); },
+      beforeRebuild: () => reloadRecords(warehouse),
       ...(rebuilds ? { exclusive: <T>(fn: () => Promise<T>) => rebuilds.exclusive(fn) } : {}),
     });
   } else {
@@ -471,10 +488,10 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   addReadinessCheck(server, 'tollgate', async () => {
     const reasons: string[] = [];
     if (closing) reasons.push('shutting down');
-    if (rebuilds?.running) reasons.push('hot state is being rebuilt from the warehouse');
+    if (rebuilds?.recovering) reasons.push('hot state is being rebuilt from the warehouse');
     const usesHotState = config.roles.includes('gateway') || config.roles.includes('control')
       || (config.roles.includes('aggregator') && config.aggregator.groups.includes('ledger'));
-    if (usesHotState && !rebuilds?.running && !(await balances.ready())) reasons.push('hot state is not ready (lost or not yet rebuilt)');
+    if (usesHotState && !rebuilds?.recovering && !(await balances.ready())) reasons.push('hot state is not ready (lost or not yet rebuilt)');
     // Its error stays in the log (it names DATA_DIR's path): /ready is unauthenticated.
     const writeAhead = log.writeAheadProblem?.();
     // Below the reserve only paid requests are refused: a process without the gateway role
