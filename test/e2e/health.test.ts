@@ -176,13 +176,18 @@ describe('health and consumer lag, distributed (Kafka + Redis)', () => {
     const reached = new Promise<void>((r) => { entered = r; });
     // The warehouse's first read of the rebuild never answers, as a frozen ClickHouse server.
     warehouse.logPositions = () => { entered(); return new Promise<never>(() => {}); };
-    await tg.adapters.redis!.del(`${prefix}ledger-ready`);
-    await tg.log.publish('ledger', [{ event: grantEvent(`acct_health_stop_${id}`, 'r1', '1000000') }]);
-    await reached;
-    // And an operator's rebuild in flight, waiting on the same read: cut once the grace is over
-    // (it held the stop until the hard exit, a tester's finding).
+    // An operator's rebuild in flight, waiting on that read: cut once the grace is over (it held
+    // the stop until the hard exit, a tester's finding).
     const byHand = fetch(`${tg.url}/ops/v1/rebuild`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
       .then((res) => `answered ${res.status}`, (err: Error) => `cut: ${err.message}`);
+    await reached;
+    // The process's one rebuild: a second one asked meanwhile is 409, and the loss reported
+    // meanwhile (an event the ledger finds the state lost with) starts none beside it.
+    const second = await fetch(`${tg.url}/ops/v1/rebuild`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert.deepEqual([second.status, ((await second.json()) as { error: { message: string } }).error.message],
+      [409, 'a rebuild is under way in this process (after a loss, or asked for by hand); ask again once it has finished']);
+    await tg.adapters.redis!.del(`${prefix}ledger-ready`);
+    await tg.log.publish('ledger', [{ event: grantEvent(`acct_health_stop_${id}`, 'r1', '1000000') }]);
     await new Promise((r) => setTimeout(r, 200));
     // Bounded by REBUILD_STOP_WAIT_MS (3 s); before it the stop waited for the rebuild for good.
     let timer: NodeJS.Timeout | undefined;
