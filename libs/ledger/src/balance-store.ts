@@ -547,11 +547,13 @@ export function checkTtlMs(ttlMs: number): void {
  */
 /**
  * A rebuild's `load` gave way to a later one that started meanwhile (Redis Cluster: two processes
- * rebuilding at once); the later one decides the state, so this one changed nothing that counts.
+ * rebuilding at once), or refused because Redis lost its data while the rebuild ran (its mark,
+ * `RedisBalanceStore.markRebuild`, is gone: what it put back before the load went with it);
+ * the later rebuild decides the state, so this one changed nothing that counts.
  */
 export class RebuildSupersededError extends Error {
-  constructor() {
-    super('load on Redis Cluster: another rebuild started meanwhile; it decides the state');
+  constructor(message = 'load on Redis Cluster: another rebuild started meanwhile; it decides the state') {
+    super(message);
     this.name = 'RebuildSupersededError';
   }
 }

@@ -83,7 +83,7 @@ interface LedgerScripts {
   tollgateLedgerApplyBatch(numKeys: number, ...keysAndArgs: string[]): Promise<Array<number | string>>;
   tollgateLedgerCheckPosition(pos: string, field: string, offset: string, readyKey: string): Promise<number>;
   tollgateLedgerAdvancePosition(pos: string, field: string, offset: string): Promise<number>;
-  tollgateLedgerLoad(accounts: string, ledger: string, pos: string, ready: string, rejected: string, ...args: string[]): Promise<number>;
+  tollgateLedgerLoad(accounts: string, ledger: string, pos: string, ready: string, rejected: string, mark: string, ...args: string[]): Promise<number>;
   tollgateLedgerSnapshot(accounts: string, pos: string, ready: string, balPrefix: string): Promise<Array<string | number>>;
   tollgateLedgerQuarantine(quarantine: string, pos: string, rejected: string, ledger: string, recordField: string,
     record: string, field: string, offset: string, readyKey: string, eventId: string, reason: string): Promise<number>;
@@ -111,6 +111,8 @@ export const RESTORE_POLL_MS = 250;
  * How long after a rebuild no hold is admitted while gateways restore their in-flight holds,
  * ms: four of a gateway's `epoch` polls (RESTORE_POLL_MS, 250 ms) and their restore calls.
  */
+/** RebuildSupersededError's message when a rebuild's mark was gone at its load. */
+export const LOST_DURING_REBUILD = 'Redis lost its data while this rebuild ran (its mark is gone): nothing loaded; another rebuild decides the state';
 export const RESTORE_WINDOW_MS = 1000;
 
 /**
@@ -301,6 +303,8 @@ export class RedisBalanceStore implements BalanceStore {
   #requireReady: boolean;
   /** RedisBalanceStoreOptions.directory */
   #directory: Redis | undefined;
+  /** the token of the rebuild under way (markRebuild), whose mark `load` requires */
+  #activeMark: string | undefined;
   #now: (() => number) | undefined;
   /** Cluster layout: `applied` answers withheld past a batch's stop (see #applyBatchCluster). */
   #unreported = new Map<string, BatchOutcome>();
@@ -351,7 +355,7 @@ export class RedisBalanceStore implements BalanceStore {
     define('tollgateLedgerApplyBatch', `${usage}\n${ledgerFn}\n${lua('apply-batch')}`, -1);
     define('tollgateLedgerCheckPosition', `${position}\n${lua('check-position')}`, 1);
     define('tollgateLedgerAdvancePosition', `${position}\n${lua('advance-position')}`, 1);
-    define('tollgateLedgerLoad', `${lua('take-restorers')}\n${lua('load')}`, 5);
+    define('tollgateLedgerLoad', `${lua('take-restorers')}\n${lua('load')}`, 6);
     define('tollgateLedgerSnapshot', lua('snapshot'), 3);
     define('tollgateLedgerQuarantine', `${position}\n${lua('quarantine')}`, 4);
     define('tollgateLedgerClaimReference', lua('claim-reference'), 3);
@@ -772,10 +776,14 @@ export class RedisBalanceStore implements BalanceStore {
    * own. A rebuild that finds its mark gone at its end (`rebuildMarked` false) knows that Redis
    * lost its data while it ran, so what it put back before its load (accounts, keys, pools,
    * webhooks, spend windows) may be gone though the load marked the state ready: it must run
-   * again (RebuildOnLoss of @tollgate/aggregator).
+   * again (RebuildOnLoss of @tollgate/aggregator). Until `unmarkRebuild(token)`, this store's
+   * `load` writes nothing when the mark is gone (RebuildSupersededError): it would mark a
+   * flushed Redis ready without the directory the rebuild had put back (every key 401 until the
+   * next rebuild put it back). One rebuild at a time per store.
    */
   async markRebuild(token: string, ttlMs: number): Promise<void> {
     await (this.#directory ?? this.#redis).set(this.#rebuildMark(token), '1', 'PX', ttlMs);
+    this.#activeMark = token;
   }
 
   /** Whether the mark `markRebuild` made with `token` is still there. */
@@ -785,7 +793,14 @@ export class RedisBalanceStore implements BalanceStore {
 
   /** Removes the mark `markRebuild` made with `token` (the rebuild has ended). */
   async unmarkRebuild(token: string): Promise<void> {
+    if (this.#activeMark === token) this.#activeMark = undefined;
     await (this.#directory ?? this.#redis).del(this.#rebuildMark(token));
+  }
+
+  /** Throws RebuildSupersededError when the mark of the rebuild under way is gone (Redis lost its data). */
+  async #requireMark(): Promise<void> {
+    const token = this.#activeMark;
+    if (token !== undefined && !(await this.rebuildMarked(token))) throw new RebuildSupersededError(LOST_DURING_REBUILD);
   }
 
   #rebuildMark(token: string): string {
@@ -963,7 +978,9 @@ export class RedisBalanceStore implements BalanceStore {
     await this.#raiseWindows(snapshot.spendWindows ?? []);
     if (this.#cluster) {
       // The directory is written by the rebuild before this load (its records first): marked
-      // ready before the ledger is, so the state turns ready with the ledger's last step.
+      // ready before the ledger is, so the state turns ready with the ledger's last step; not
+      // when the directory's Redis lost them meanwhile (the rebuild's mark is gone).
+      await this.#requireMark();
       await this.#directory?.set(this.#directoryMark(), '1');
       return this.#loadCluster(snapshot);
     }
@@ -990,7 +1007,9 @@ export class RedisBalanceStore implements BalanceStore {
     for (const [eventId, reason] of refusals ?? []) args.push(eventId, reason);
     const holders = this.#holdersSeen;
     args.push(epoch, this.#restoreWindowMs, this.#restoreWaitMaxMs, ...(snapshot.afterLoss ? holders : []));
-    await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), this.#key('rejected'), ...args);
+    const mark = this.#activeMark === undefined ? '' : this.#rebuildMark(this.#activeMark);
+    const loaded = await this.#scripts.tollgateLedgerLoad(this.#key('accounts'), this.#ledgerKey(), this.#key('pos'), this.#key('ready'), this.#key('rejected'), mark, ...args);
+    if (Number(loaded) === -1) throw new RebuildSupersededError(LOST_DURING_REBUILD);
     if (this.#holdersSeen === holders) this.#holdersSeen = [];
   }
 
@@ -1074,6 +1093,7 @@ export class RedisBalanceStore implements BalanceStore {
     // The store-wide restore window (stateLost), set before the store-wide mark turns ready.
     if (window !== '0') await this.#redis.set(`${this.#g('ready')}:restoring`, '1', 'PX', Number(window));
     const positions = [...(snapshot.positions ?? new Map<string, bigint>())].flatMap(([f, o]) => [f, o.toString()]);
+    await this.#requireMark();
     const finished = await this.#scripts.tollgateLedgerClusterLoad(...store, 'finish', gen, CLUSTER_LAYOUT, ...positions);
     if (finished !== 1) throw new RebuildSupersededError();
   }

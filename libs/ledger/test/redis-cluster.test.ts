@@ -436,3 +436,35 @@ test('Redis Cluster with the key directory on its own Redis: an empty directory 
   assert.equal(await store.stateLost(), false);
   assert.equal((await store.hold({ holdId: 'h', accountId: 'a', keyId: 'k', amount: 100n, ttlMs: 60_000 })).ok, true);
 });
+
+test('Redis Cluster with the key directory on its own Redis: a rebuild whose mark is gone (the directory\'s Redis lost its data while it ran) loads nothing and marks nothing ready', async (t) => {
+  // Kind: a load that marks a flushed Redis ready without the directory the rebuild put back
+  // before it (every key 401 until another rebuild; a breaker's MEDIUM). The standalone store's
+  // load.lua refuses in its one step (services/aggregator/test/rebuild-on-loss.test.ts).
+  const own = await testRedisCluster(t, 'cluster-rebuild-mark', CLIENT_OPTIONS);
+  if (!own) return;
+  const { Redis } = await import('ioredis');
+  const { findRedis } = await import('../../../test/support/services.ts');
+  const url = await findRedis();
+  if (url === undefined) return t.skip(NEEDS_REDIS);
+  const directory = new Redis(url);
+  const { cluster, prefix } = own;
+  t.after(async () => { await directory.del(`${prefix}directory-ready`, `${prefix}rebuild-mark:r1`, `${prefix}rebuild-mark:r2`); directory.disconnect(); });
+  const store = new RedisBalanceStore({ redis: cluster, prefix, directory });
+  await store.markRebuild('r1', 60_000);
+  assert.equal(await directory.exists(`${prefix}rebuild-mark:r1`), 1, 'the mark is in the directory\'s Redis');
+  assert.equal(await store.rebuildMarked('r1'), true);
+  await directory.del(`${prefix}rebuild-mark:r1`); // the directory's Redis restarted empty
+  await assert.rejects(store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() }),
+    (err: unknown) => err instanceof RebuildSupersededError && /its mark is gone/.test(err.message));
+  assert.equal(await store.ready(), false, 'nothing marked ready');
+  assert.equal(await directory.exists(`${prefix}directory-ready`), 0);
+  await store.unmarkRebuild('r1');
+  // The next rebuild, its mark in place, loads.
+  await store.markRebuild('r2', 60_000);
+  await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
+  await store.unmarkRebuild('r2');
+  assert.equal(await store.ready(), true);
+  assert.deepEqual(await store.get('a'), { balance: 10_000n, held: 0n, available: 10_000n });
+  assert.equal(await directory.exists(`${prefix}rebuild-mark:r2`), 0);
+});

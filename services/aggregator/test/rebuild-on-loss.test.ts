@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { RedisBalanceStore } from '@tollgate/ledger';
+import { LOST_DURING_REBUILD, RebuildSupersededError, RedisBalanceStore } from '@tollgate/ledger';
 import { RebuildOnLoss } from '@tollgate/aggregator';
 import { requireRedis } from '../../../test/support/services.ts';
 import { deleteKeysUnder } from '../../../test/support/redis.ts';
@@ -20,13 +20,13 @@ test('a loss reported while hot state is present (stale not_ready) starts no reb
     redis.disconnect();
   });
   const balances = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 0 });
-  const reloads: boolean[] = [];
+  const reloads: true[] = [];
   let failNext = false;
   const events: string[] = [];
   const rebuilds = new RebuildOnLoss({
     ready: () => balances.ready(),
-    rebuild: async (reload) => {
-      reloads.push(reload);
+    rebuild: async () => {
+      reloads.push(true);
       if (failNext) {
         failNext = false;
         throw new Error('ClickHouse away');
@@ -69,12 +69,12 @@ test('a loss reported while hot state is present (stale not_ready) starts no reb
   assert.deepEqual(events, ['confirmed', 'confirmed', 'failed: ClickHouse away', 'confirmed']);
   assert.deepEqual(await balances.balances(), new Map([['acct_a', 5n]]));
 
-  // At start the rebuild is asked for directly (no report), without reloading pools: one at a time.
+  // At start the rebuild is asked for directly (no report): one at a time.
   await deleteKeysUnder(redis, prefix);
-  const [first, second] = [rebuilds.start(false), rebuilds.start(false)];
+  const [first, second] = [rebuilds.start(), rebuilds.start()];
   assert.equal(first, second);
   await first;
-  assert.deepEqual(reloads, [true, true, true, false]);
+  assert.deepEqual(reloads, [true, true, true, true]);
 
   // A rebuild by hand (`POST /ops/v1/rebuild`) is the one rebuild while it runs: a loss reported
   // meanwhile starts nothing, and a second by hand is refused (the route's 409).
@@ -89,11 +89,12 @@ test('a loss reported while hot state is present (stale not_ready) starts no reb
   assert.ok(rebuilds.running);
   await rebuilds.reportLoss();
   assert.equal(await rebuilds.exclusive(async () => 'second'), undefined);
-  assert.deepEqual(reloads, [true, true, true, false], 'nothing else started');
+  assert.deepEqual(reloads, [true, true, true, true], 'nothing else started');
   release();
   assert.deepEqual(await byHand, { value: 'report' });
-  await rebuilds.running;
+  // ended when it answers: another by hand right after is taken, not refused
   assert.equal(rebuilds.running, null);
+  assert.deepEqual(await rebuilds.exclusive(async () => 'right after'), { value: 'right after' });
   assert.deepEqual(await balances.balances(), new Map([['acct_a', 7n]]));
   // A failing one by hand rejects to its caller and frees the slot.
   await assert.rejects(rebuilds.exclusive(async () => { throw new Error('warehouse away'); }), /warehouse away/);
@@ -115,7 +116,7 @@ test('Redis lost while a rebuild runs (by hand on a present state, or after a lo
     redis.disconnect();
   });
   const balances = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 0 });
-  const runs: Array<{ reload: boolean; pools: string | null }> = [];
+  const runs: Array<{ reload: true; pools: string | null }> = [];
   const events: string[] = [];
   // What a rebuild puts back before its load (pools, in the runtime): a key of its own here.
   const pool = `${prefix}pool:upstreams`;
@@ -127,11 +128,11 @@ test('Redis lost while a rebuild runs (by hand on a present state, or after a lo
       present: (token) => balances.rebuildMarked(token),
       clear: (token) => balances.unmarkRebuild(token),
     },
-    rebuild: async (reload) => {
-      if (reload) await redis.set(pool, 'restored');
+    rebuild: async () => {
+      await redis.set(pool, 'restored');
       await gate;
       await balances.load({ balances: new Map([['acct_a', 5n]]), ledgerEntries: new Map() });
-      runs.push({ reload, pools: await redis.get(pool) });
+      runs.push({ reload: true, pools: await redis.get(pool) });
     },
     onLossConfirmed: () => events.push('confirmed'),
     onLostDuringRebuild: () => events.push('lost during'),
@@ -159,16 +160,18 @@ test('Redis lost while a rebuild runs (by hand on a present state, or after a lo
   assert.equal(await redis.get(pool), null);
   gate = undefined;
   open();
-  assert.deepEqual(await byHand, { value: 'done' });
-  assert.equal(await balances.ready(), true, 'the load marked the flushed Redis ready');
-  // Its mark was gone: another rebuild, reloading the pools.
+  // Its load wrote nothing into the flushed Redis (its mark was gone): refused, not marked ready
+  // without the directory and pools it had put back (every key 401 until another rebuild).
+  await assert.rejects(byHand, (err: unknown) => err instanceof RebuildSupersededError && err.message === LOST_DURING_REBUILD);
+  // And another rebuild started at its end, reloading the pools.
   for (let i = 0; i < 100 && runs.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
   await rebuilds.running;
   assert.deepEqual(runs, [{ reload: true, pools: 'restored' }, { reload: true, pools: 'restored' }]);
+  assert.equal(await balances.ready(), true);
   assert.equal(await redis.get(pool), 'restored');
   assert.deepEqual(events, ['confirmed', 'lost during']);
 
-  // After a loss, Redis lost again while the rebuild waits: the same.
+  // After a loss, Redis lost again while the rebuild waits: the same (the first load refused).
   await deleteKeysUnder(redis, prefix);
   gate = new Promise((r) => { open = r; });
   await rebuilds.reportLoss();
@@ -176,10 +179,51 @@ test('Redis lost while a rebuild runs (by hand on a present state, or after a lo
   await deleteKeysUnder(redis, prefix);
   gate = undefined;
   open();
-  for (let i = 0; i < 100 && runs.length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 100 && runs.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
   await rebuilds.running;
-  assert.equal(runs.length, 4);
+  assert.equal(runs.length, 3);
+  assert.equal(await balances.ready(), true);
   assert.equal(await redis.get(pool), 'restored');
-  assert.deepEqual(events, ['confirmed', 'lost during', 'confirmed', 'lost during']);
+  assert.deepEqual(events, ['confirmed', 'lost during', 'confirmed', `failed: ${LOST_DURING_REBUILD}`, 'lost during']);
   assert.deepEqual(await redis.keys(`${prefix}rebuild-mark:*`), []);
+
+  // A stop waits for the rebuild under way and starts none after it, not even the one its lost
+  // mark would start; reports and rebuilds by hand are refused from then on.
+  await deleteKeysUnder(redis, prefix);
+  gate = new Promise((r) => { open = r; });
+  await rebuilds.reportLoss();
+  await new Promise((r) => setTimeout(r, 50));
+  await deleteKeysUnder(redis, prefix);
+  const stopped = rebuilds.stop();
+  gate = undefined;
+  open();
+  await stopped;
+  assert.equal(rebuilds.running, null);
+  await rebuilds.reportLoss();
+  assert.equal(rebuilds.running, null);
+  assert.equal(await rebuilds.exclusive(async () => 'after stop'), undefined);
+  assert.equal(runs.length, 3, 'nothing ran after the stop');
+});
+
+test('a callback that throws (a logger failing) never wedges the rebuilds: the next report still rebuilds', async () => {
+  let ready = false;
+  let rebuilt = 0;
+  const rebuilds = new RebuildOnLoss({
+    ready: async () => ready,
+    mark: { set: async () => {}, present: async () => { throw new Error('Redis away'); }, clear: async () => {} },
+    rebuild: async () => { rebuilt++; ready = true; },
+    onLossConfirmed: () => { throw new Error('log down'); },
+    onCheckFailed: () => { throw new Error('log down'); },
+    onLostDuringRebuild: () => { throw new Error('log down'); },
+  });
+  await rebuilds.reportLoss();
+  await rebuilds.running;
+  assert.equal(rebuilt, 1);
+  // The mark could not be read (Redis away): the next report rebuilds though the state reads
+  // ready (never at once: that would spin while Redis stays away); then only a real loss does.
+  await rebuilds.reportLoss();
+  await rebuilds.running;
+  assert.equal(rebuilt, 2);
+  assert.equal(rebuilds.running, null, 'nothing wedged');
+  await rebuilds.stop();
 });

@@ -226,8 +226,6 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // The process that owns the warehouse restores lost hot state by itself: at start, and
   // whenever a ledger consumer or its own watch finds it gone (Redis restarted empty), once the
   // ready mark reads missing (RebuildOnLoss). One rebuild at a time.
-  // `reload`: pools and webhooks are loaded again around the rebuild; false only at start, just
-  // after they were loaded above.
   // Pools first: the rebuild marks hot state ready, and from then on a gateway must not find
   // the stored groups missing and send every caller to the configured default.
   // A pool or webhook read that fails fails the rebuild (retried by the next check): marked
@@ -245,11 +243,17 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     present: (token: string) => balances.rebuildMarked(token),
     clear: (token: string) => balances.unmarkRebuild(token),
   } : undefined;
-  const rebuilds = warehouse ? new RebuildOnLoss({
+  // Only where the warehouse is owned (and embedded, for `tollgate rebuild`): a process that
+  // reads a warehouse of its own (CLICKHOUSE_URL) for its ledger consumers does not rebuild
+  // beside the owner, whose watch finds every loss.
+  const ownsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
+  const rebuilds = warehouse && (ownsWarehouse || adapters.mode === 'embedded') ? new RebuildOnLoss({
     ready: () => balances.ready(),
     ...(rebuildMark ? { mark: rebuildMark } : {}),
-    rebuild: async (reload) => {
-      if (reload) await reloadRecords(warehouse);
+    rebuild: async () => {
+      // At start too: the load at the top logs a failure and goes on, and Redis may have lost
+      // them since (small and idempotent, by version).
+      await reloadRecords(warehouse);
       const report = await rebuild({ warehouse, balances, keys, refusalsStored, ...(logEnd ? { logEnd } : {}) });
       // A warning when it brought state back (hot state had been lost); info on a fresh
       // deployment, where both are empty.
@@ -261,7 +265,6 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
     onRebuildFailed: (err) => server.log.error({ err }, 'rebuild failed; will retry'),
   }) : undefined;
   const reportLoss = () => { void rebuilds?.reportLoss(); };
-  const ownsWarehouse = config.roles.includes('aggregator') && config.aggregator.groups.includes('warehouse');
   // The warehouse owner also watches the ready mark itself: the ledger group may run in another
   // process (the Kubernetes layout), and with every gateway refusing paid requests (503, state
   // unavailable) no event may ever reach a ledger consumer to notice the loss. One EXISTS per
@@ -303,7 +306,7 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
   // every dead letter (refusalsStored). A ledger consumer that met the loss first has started
   // the rebuild already; this then waits for that one.
   if (adapters.mode === 'distributed' && ownsWarehouse && !(await balances.ready())) {
-    await rebuilds?.start(false);
+    await rebuilds?.start();
   }
   // Embedded: a journal a killed process left goes back into the log now that both groups
   // listen, and is applied (every live check) before the first request is taken.
@@ -578,8 +581,9 @@ export async function startTollgate(config: Config, options: StartOptions = {}):
       // Attempts in flight finish; retries still waiting are abandoned and recorded (README, Webhooks).
       await webhooks.close();
       await limiter?.close();
-      const rebuilding = rebuilds?.running;
-      if (rebuilding && !(await finishedWithin(rebuilding, REBUILD_STOP_WAIT_MS))) {
+      // No rebuild starts from here on; the one under way (and one its end started) is waited for.
+      const rebuildsStopped = rebuilds?.stop();
+      if (rebuildsStopped && !(await finishedWithin(rebuildsStopped, REBUILD_STOP_WAIT_MS))) {
         server.log.warn({ waitedMs: REBUILD_STOP_WAIT_MS }, 'stopping with a hot-state rebuild unfinished; it loads in one atomic step, so hot state is either rebuilt or still marked lost, and the next warehouse owner rebuilds it');
       }
       await adapters.close();

@@ -12,8 +12,12 @@
 -- before this step stops counting in the same atomic step as the effects it vouched for go;
 -- then the restore window in ms and the longest wait for announced restorers in ms (step 3),
 -- then the ids of control processes seen holding unacknowledged records before the loss.
+-- KEYS[6]: the mark of the rebuild under way (RedisBalanceStore.markRebuild), or '' for none:
+-- gone, Redis lost its data while the rebuild ran (the accounts, keys and pools it put back
+-- before this step with it), and nothing is written: returns -1 (a later rebuild decides).
 -- Balance keys are named from ARGV (single Redis or one hash slot; not Redis Cluster).
 local accounts_key, ledger_key, pos_key, ready_key, rejected_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if KEYS[6] ~= '' and redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
 local bal_prefix = ARGV[1]
 
 -- 1. Forget the old state entirely.
