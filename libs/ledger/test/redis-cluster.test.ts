@@ -5,7 +5,7 @@
 // more than one slot (CROSSSLOT) or on another node, so a script that crosses slots fails here;
 // the balances are checked exactly (µc). Needs `bash deploy/redis-cluster.sh start`
 // (REDIS_CLUSTER_NODES); skips loudly without it, fails under TOLLGATE_REQUIRE_SERVICES=1.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
@@ -404,15 +404,9 @@ test('Redis Cluster with the key directory on its own Redis: an empty directory 
   // Kind (a breaker's MEDIUM): the ledger on REDIS_CLUSTER_NODES, the directory on REDIS_URL.
   // The Cluster's marks said ready while the standalone Redis had restarted empty: every key 401,
   // every account 404, for good, since no rebuild was ever started.
-  const own = await testRedisCluster(t, 'cluster-directory', CLIENT_OPTIONS);
+  const own = await clusterWithDirectory(t, 'cluster-directory');
   if (!own) return;
-  const { Redis } = await import('ioredis');
-  const { findRedis } = await import('../../../test/support/services.ts');
-  const url = await findRedis();
-  if (url === undefined) return t.skip(NEEDS_REDIS);
-  const directory = new Redis(url);
-  t.after(async () => { await directory.del(`${own.prefix}directory-ready`); directory.disconnect(); });
-  const { cluster, prefix } = own;
+  const { cluster, prefix, directory } = own;
   const store = new RedisBalanceStore({ redis: cluster, prefix, restoreWindowMs: 2_000, directory });
   assert.equal(await store.ready(), false, 'never loaded');
   await store.load({ balances: new Map([['a', 10_000n]]), ledgerEntries: new Map() });
@@ -441,15 +435,9 @@ test('Redis Cluster with the key directory on its own Redis: a rebuild whose mar
   // Kind: a load that marks a flushed Redis ready without the directory the rebuild put back
   // before it (every key 401 until another rebuild; a breaker's MEDIUM). The standalone store's
   // load.lua refuses in its one step (services/aggregator/test/rebuild-on-loss.test.ts).
-  const own = await testRedisCluster(t, 'cluster-rebuild-mark', CLIENT_OPTIONS);
+  const own = await clusterWithDirectory(t, 'cluster-rebuild-mark');
   if (!own) return;
-  const { Redis } = await import('ioredis');
-  const { findRedis } = await import('../../../test/support/services.ts');
-  const url = await findRedis();
-  if (url === undefined) return t.skip(NEEDS_REDIS);
-  const directory = new Redis(url);
-  const { cluster, prefix } = own;
-  t.after(async () => { await directory.del(`${prefix}directory-ready`, `${prefix}rebuild-mark:r1`, `${prefix}rebuild-mark:r2`); directory.disconnect(); });
+  const { cluster, prefix, directory } = own;
   const store = new RedisBalanceStore({ redis: cluster, prefix, directory });
   await store.markRebuild('r1', 60_000);
   assert.equal(await directory.exists(`${prefix}rebuild-mark:r1`), 1, 'the mark is in the directory\'s Redis');
@@ -468,3 +456,23 @@ test('Redis Cluster with the key directory on its own Redis: a rebuild whose mar
   assert.deepEqual(await store.get('a'), { balance: 10_000n, held: 0n, available: 10_000n });
   assert.equal(await directory.exists(`${prefix}rebuild-mark:r2`), 0);
 });
+
+/**
+ * A Cluster (its keys under a fresh prefix) and a standalone Redis as the key directory's, whose
+ * keys under that prefix are removed after the test; undefined (reported skipped) without both.
+ */
+async function clusterWithDirectory(t: TestContext, name: string) {
+  const own = await testRedisCluster(t, name, CLIENT_OPTIONS);
+  if (!own) return undefined;
+  const { Redis } = await import('ioredis');
+  const { findRedis } = await import('../../../test/support/services.ts');
+  const url = await findRedis();
+  if (url === undefined) { t.skip(NEEDS_REDIS); return undefined; }
+  const directory = new Redis(url);
+  t.after(async () => {
+    const keys = await directory.keys(`${own.prefix}*`);
+    if (keys.length > 0) await directory.del(...keys);
+    directory.disconnect();
+  });
+  return { ...own, directory };
+}

@@ -1,7 +1,7 @@
 // When the warehouse owner rebuilds hot state after a reported loss: against a real Redis
 // balance store, whose ready mark is what decides. A stale report (read before a rebuild's load,
 // handed over after it ended: a failed CI) starts no second rebuild.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -11,15 +11,9 @@ import { requireRedis } from '../../../test/support/services.ts';
 import { deleteKeysUnder } from '../../../test/support/redis.ts';
 
 test('a loss reported while hot state is present (stale not_ready) starts no rebuild; a real loss starts exactly one however often reported', async (t) => {
-  const url = await requireRedis(t);
-  if (!url) return;
-  const redis = new Redis(url);
-  const prefix = `test:${randomUUID()}:`;
-  t.after(async () => {
-    await deleteKeysUnder(redis, prefix);
-    redis.disconnect();
-  });
-  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 0 });
+  const e = await storeOnRedis(t);
+  if (!e) return;
+  const { redis, prefix, balances } = e;
   const reloads: true[] = [];
   let failNext = false;
   const events: string[] = [];
@@ -107,15 +101,9 @@ test('Redis lost while a rebuild runs (by hand on a present state, or after a lo
   // Kind: a loss no report can start a rebuild for. Reports during a rebuild do nothing, and the
   // load marks the flushed Redis ready: the pools and webhooks the rebuild put back before the
   // load were gone for good (customers of a group sent to the default upstream; a breaker's HIGH).
-  const url = await requireRedis(t);
-  if (!url) return;
-  const redis = new Redis(url);
-  const prefix = `test:${randomUUID()}:`;
-  t.after(async () => {
-    await deleteKeysUnder(redis, prefix);
-    redis.disconnect();
-  });
-  const balances = new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 0 });
+  const e = await storeOnRedis(t);
+  if (!e) return;
+  const { redis, prefix, balances } = e;
   const runs: Array<{ reload: true; pools: string | null }> = [];
   const events: string[] = [];
   // What a rebuild puts back before its load (pools, in the runtime): a key of its own here.
@@ -227,3 +215,16 @@ test('a callback that throws (a logger failing) never wedges the rebuilds: the n
   assert.equal(rebuilds.running, null, 'nothing wedged');
   await rebuilds.stop();
 });
+
+/** A Redis balance store that requires a rebuild, under a fresh prefix removed after the test; undefined (reported skipped) without Redis. */
+async function storeOnRedis(t: TestContext): Promise<{ redis: Redis; prefix: string; balances: RedisBalanceStore } | undefined> {
+  const url = await requireRedis(t);
+  if (!url) return undefined;
+  const redis = new Redis(url);
+  const prefix = `test:${randomUUID()}:`;
+  t.after(async () => {
+    await deleteKeysUnder(redis, prefix);
+    redis.disconnect();
+  });
+  return { redis, prefix, balances: new RedisBalanceStore({ redis, prefix, requireReady: true, restoreWindowMs: 0 }) };
+}
