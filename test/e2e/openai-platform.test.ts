@@ -322,6 +322,9 @@ const HAIKU = 'claude-haiku-4-5';
 // 1,200 bytes of prompt: the input bound (one token per body byte) covers the script's 1,000 prompt tokens
 const PAD = ' pad'.repeat(300);
 const OAI_USAGE = { prompt_tokens: 1000, completion_tokens: 50, total_tokens: 1050, prompt_tokens_details: { cached_tokens: 200 } };
+/** A whole chat.completion's JSON: one choice with `message` ending `finish`, and `usage`. */
+const oaiCompletion = (id: string, message: Record<string, unknown>, finish: string, usage: Record<string, unknown> = OAI_USAGE) =>
+  JSON.stringify({ id, object: 'chat.completion', created: 1, model: 'gpt-x', choices: [{ index: 0, message: { role: 'assistant', ...message }, finish_reason: finish }], usage });
 const oaiChunk = (o: Record<string, unknown>) => `data: ${JSON.stringify({ id: 'chatcmpl-S1', object: 'chat.completion.chunk', created: 1, model: 'gpt-x', ...o })}\n\n`;
 const OAI_SCRIPTS: Record<string, (res: import('node:http').ServerResponse) => void> = {
   // finish_reason, then the usage chunk, then neither [DONE] nor the end of the body
@@ -334,8 +337,7 @@ const OAI_SCRIPTS: Record<string, (res: import('node:http').ServerResponse) => v
   // a complete chat.completion, chunked, never ended
   json_open: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.write(JSON.stringify({ id: 'chatcmpl-S2', object: 'chat.completion', created: 1, model: 'gpt-x',
-      choices: [{ index: 0, message: { role: 'assistant', content: 'done' }, finish_reason: 'stop' }], usage: OAI_USAGE }));
+    res.write(oaiCompletion('chatcmpl-S2', { content: 'done' }, 'stop'));
   },
   // continuous usage stats: a running usage on each content chunk, a finish chunk without one,
   // then the usage chunk, then silence
@@ -362,14 +364,12 @@ const OAI_SCRIPTS: Record<string, (res: import('node:http').ServerResponse) => v
   // a complete answer whose tool_calls is an object (no server documents it): still the answer
   json_odd_tool_calls: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ id: 'chatcmpl-S5', object: 'chat.completion', created: 1, model: 'gpt-x',
-      choices: [{ index: 0, message: { role: 'assistant', content: 'done', tool_calls: { id: 'x', function: { name: 'f', arguments: '{}' } } }, finish_reason: 'stop' }], usage: OAI_USAGE }));
+    res.end(oaiCompletion('chatcmpl-S5', { content: 'done', tool_calls: { id: 'x', function: { name: 'f', arguments: '{}' } } }, 'stop'));
   },
   // vLLM's engine gave up: finish_reason abort, half an answer, usage reported
   json_abort: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ id: 'chatcmpl-S6', object: 'chat.completion', created: 1, model: 'gpt-x',
-      choices: [{ index: 0, message: { role: 'assistant', content: 'Half an ans' }, finish_reason: 'abort' }], usage: OAI_USAGE }));
+    res.end(oaiCompletion('chatcmpl-S6', { content: 'Half an ans' }, 'abort'));
   },
   // an error as a bare string in a 200
   json_error_string_200: (res) => {
@@ -384,9 +384,7 @@ const OAI_SCRIPTS: Record<string, (res: import('node:http').ServerResponse) => v
   // cached_tokens that are no split of the prompt: negative
   json_cached_negative: (res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ id: 'chatcmpl-S4', object: 'chat.completion', created: 1, model: 'gpt-x',
-      choices: [{ index: 0, message: { role: 'assistant', content: 'done' }, finish_reason: 'stop' }],
-      usage: { prompt_tokens: 1000, completion_tokens: 50, total_tokens: 1050, prompt_tokens_details: { cached_tokens: -50 } } }));
+    res.end(oaiCompletion('chatcmpl-S4', { content: 'done' }, 'stop', { prompt_tokens: 1000, completion_tokens: 50, total_tokens: 1050, prompt_tokens_details: { cached_tokens: -50 } }));
   },
   // 200 and half a body, then the connection is reset
   json_cut: (res) => {

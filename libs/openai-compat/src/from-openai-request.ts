@@ -50,7 +50,6 @@ const MAPPED = new Set([
   'user', 'tools', 'tool_choice', 'parallel_tool_calls',
 ]);
 
-
 function fail(param: string, problem: string): never {
   throw new ProtocolError(param, problem);
 }

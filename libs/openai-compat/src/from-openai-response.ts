@@ -24,7 +24,6 @@ export interface AnthropicUsage {
   output_tokens: number;
 }
 
-
 /**
  * A usage report's counts merged into `into`, count by count: the largest valid count any report
  * gave (OpenAI's are totals so far, so the largest is the latest, and a report that leaves one
@@ -55,7 +54,6 @@ function mergedUsage(m: Json): OpenAIUsage {
     ...(m.cached_tokens !== undefined ? { prompt_tokens_details: { cached_tokens: m.cached_tokens } } : {}),
   } as OpenAIUsage;
 }
-
 
 /**
  * What `cache_read_input_tokens` carries for a `cached_tokens` that cannot be used (not a count,

@@ -38,7 +38,6 @@ const HANDLED = new Set(['model', 'messages', 'system', 'max_tokens', 'temperatu
 /** Fields that, when present and non-empty, need an Anthropic-side feature: refused. */
 const REFUSED_TOP = new Set(['mcp_servers', 'container']);
 
-
 /** Anthropic image `source` → an OpenAI `image_url` (base64 → `data:` URL, `url` as is); `file` refused. */
 function imagePart(source: unknown, at: string): OpenAIContentPart {
   if (isRecord(source) && source.type === 'base64' && typeof source.data === 'string' && typeof source.media_type === 'string') {

@@ -18,7 +18,6 @@ export interface OpenAIErrorBody {
 
 type Rec = Record<string, unknown>;
 
-
 /** ms without a byte to an OpenAI-format stream's client after which a dropped event writes a keep-alive comment. */
 export const KEEPALIVE_MS = 5_000;
 
