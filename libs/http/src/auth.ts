@@ -39,6 +39,13 @@ declare module 'fastify' {
      * naming it. Absent: the route takes none.
      */
     query?: readonly string[];
+    /**
+     * Whether an operator route takes a body (`guardOperatorRoutes`). Absent: POST, PUT and PATCH
+     * do, DELETE does not. A route that takes none refuses any but an empty one (400 naming the
+     * first field): an operator's `{"dry_run": true}` on a month close, a rebuild or a delete
+     * must not be ignored while the irreversible thing is done.
+     */
+    body?: boolean;
   }
   interface FastifyRequest {
     /** which operator token authenticated the request (set by `requireOperator`) */
@@ -93,4 +100,23 @@ export function guardOperatorRoutes(scope: FastifyInstance, tokens: { adminToken
     checkQueryEncoding(request.raw.url ?? '');
     refuseUnknownParams(request.query, request.routeOptions.config?.query ?? []);
   });
+  scope.addHook('preValidation', async (request) => {
+    const takesBody = request.routeOptions.config?.body ?? ['POST', 'PUT', 'PATCH'].includes(request.method);
+    if (!takesBody) refuseBody(request.body);
+  });
+}
+
+/**
+ * Throws 400 `invalid_request` for a body on a route that takes none: anything but nothing, an
+ * empty string or `{}` (a field is named: the first one).
+ */
+function refuseBody(body: unknown): void {
+  if (body === undefined || body === null || body === '') return;
+  if (typeof body === 'object' && !Array.isArray(body) && !Buffer.isBuffer(body)) {
+    const first = Object.keys(body)[0];
+    if (first === undefined) return;
+    const name = /^[A-Za-z0-9_.\-[\]]{1,40}$/.test(first) ? first : JSON.stringify(first.slice(0, 40)).replace(/[^\x20-\x7e]/g, '?');
+    throw gatewayError('invalid_request', `${name}: unknown field; this route takes no body`);
+  }
+  throw gatewayError('invalid_request', 'this route takes no body');
 }

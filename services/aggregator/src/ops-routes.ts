@@ -88,7 +88,7 @@ async function atOnePoint<T>(deps: OpsDeps, fn: () => Promise<T>): Promise<T> {
 export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
   app.register(async (ops) => {
     guardOperatorRoutes(ops, { adminToken: deps.adminToken, financeToken: deps.financeToken });
-    ops.post('/ops/v1/rebuild', async () => {
+    ops.post('/ops/v1/rebuild', { config: { body: false } }, async () => {
       const run = async () => {
         await deps.beforeRebuild?.();
         // Embedded: with both consumer groups held at one point of the log, the warehouse does
@@ -145,7 +145,7 @@ export function registerOps(app: FastifyInstance, deps: OpsDeps): void {
     // time across processes (two rebuilding the same rows at once would double them): 409 else.
     // Distributed, only once the warehouse group has stored the usage topic (`usageStored`): 409
     // while it is behind, whose inserts may still add to buckets settled by the clock.
-    ops.post('/ops/v1/rollups/repair', async () => {
+    ops.post('/ops/v1/rollups/repair', { config: { body: false } }, async () => {
       const repair = await tryWithLock(deps.balances, ROLLUP_REPAIR_LOCK, ROLLUP_REPAIR_LOCK_TTL_MS, async () => {
         await deps.settle?.();
         if (deps.usageStored && !(await deps.usageStored())) {

@@ -82,7 +82,7 @@ export function registerBilling(app: FastifyInstance, deps: ReportDeps): void {
       };
     });
 
-    s.post('/admin/v1/billing/months/:month/close', { config: { finance: true } }, async (request, reply) => {
+    s.post('/admin/v1/billing/months/:month/close', { config: { finance: true, body: false } }, async (request, reply) => {
       // a month that has not started cannot be closed (400 naming month)
       const month = monthOr400((request.params as { month: string }).month, (m) => parseClosableMonth(m));
       const deadline = Date.now() + CLOSE_WAIT_MS;

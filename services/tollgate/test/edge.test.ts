@@ -164,6 +164,38 @@ test('operator route given a query parameter it does not take: every admin and o
   assert.deepEqual((await admin(s.url, 'GET', '/admin/v1/billing/months')).json, months.json, 'no month was closed');
 });
 
+test('operator route that takes no body given one: every such route answers 400 naming its first field, and does nothing; an empty object is no body', async () => {
+  // Kind: a body ignored while the irreversible thing is done (a breaker: `{"dry_run": true}` on
+  // a rebuild, a month close or a delete was read as nothing). The POSTs that take none, and
+  // every DELETE. The refusal comes before the route looks anything up, so ids need not exist.
+  const s = await stack();
+  const routes: Array<[string, string]> = [
+    ['POST', '/ops/v1/rebuild'], ['POST', '/ops/v1/rollups/repair'], ['POST', '/admin/v1/billing/months/2026-10/close'],
+    ['DELETE', '/admin/v1/keys/key_x'], ['DELETE', '/admin/v1/plans/pro'], ['DELETE', '/admin/v1/upstreams/up_x'],
+    ['DELETE', '/admin/v1/groups/grp_x'], ['DELETE', '/admin/v1/webhooks/wh_x'],
+  ];
+  const months = await admin(s.url, 'GET', '/admin/v1/billing/months');
+  for (const [method, path] of routes) {
+    const r = await admin<{ error: { type: string; code: string; message: string } }>(s.url, method, path, { dry_run: true, force: false });
+    assert.deepEqual({ route: `${method} ${path}`, status: r.status, error: r.json.error }, {
+      route: `${method} ${path}`, status: 400,
+      error: { type: 'invalid_request_error', code: 'invalid_request', message: 'dry_run: unknown field; this route takes no body' },
+    });
+  }
+  for (const body of [[1], 'x', 7]) {
+    const r = await admin<{ error: { message: string } }>(s.url, 'POST', '/ops/v1/rebuild', body);
+    assert.deepEqual([r.status, r.json.error.message], [400, 'this route takes no body'], JSON.stringify(body));
+  }
+  assert.deepEqual((await admin(s.url, 'GET', '/admin/v1/billing/months')).json, months.json, 'no month was closed');
+  // a plan changed, then DELETE with a body: still changed (not reset to its seed)
+  assert.equal((await admin(s.url, 'PATCH', '/admin/v1/plans/free', { concurrent_requests: 3 })).status, 200);
+  assert.equal((await admin(s.url, 'DELETE', '/admin/v1/plans/free', { keep: true })).status, 400);
+  assert.equal((await admin<{ concurrent_requests: number | null }>(s.url, 'GET', '/admin/v1/plans/free')).json.concurrent_requests, 3);
+  // `{}` is no body: the delete is done
+  assert.equal((await admin(s.url, 'DELETE', '/admin/v1/plans/free', {})).status, 200);
+  assert.equal((await admin<{ concurrent_requests: number | null }>(s.url, 'GET', '/admin/v1/plans/free')).json.concurrent_requests, null);
+});
+
 test('control API: the admin token in x-api-key is a 401 (only Authorization: Bearer is documented)', async () => {
   const s = await stack();
   const res = await fetch(`${s.url}/admin/v1/accounts`, { headers: { 'x-api-key': s.env.ADMIN_TOKEN! } });
